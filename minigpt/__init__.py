@@ -1,0 +1,10 @@
+"""minigpt: GPT-2 from scratch in plain PyTorch.
+
+text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_head) → logits
+     → penalties → temperature → top-k → top-p / min-p → draw → KV-cache decode loop
+     → Tokenizer.decode → text
+"""
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+
+__all__ = ["GPT", "GPTConfig"]

@@ -1,0 +1,43 @@
+"""`minigpt COMMAND ...`: one entry point in front of each module's own `main(argv)`.
+
+Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate.main`),
+and is imported only when used, so `minigpt --help` stays instant.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "generate": ("minigpt.generate", "generate text from a prompt (default model: checkpoints/shakespeare)"),
+    "train": ("minigpt.train", "pretrain a GPT on prepared token files"),
+    "finetune": ("minigpt.finetune", "fine-tune a model: frozen, partial, full or LoRA"),
+    "prepare": ("minigpt.data", "tokenize text files into train.bin / val.bin"),
+    "tokenize": ("minigpt.tokenizer", "encode text and show BPE's work, or train a tokenizer"),
+    "eval": ("minigpt.evaluate", "sliding-window perplexity of a model on a text file"),
+    "bench": ("minigpt.bench", "run a benchmark script from scripts/"),
+    "download": ("minigpt.download", "download GPT-2 weights from the Hugging Face Hub"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: minigpt COMMAND [--help] ...", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"minigpt: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

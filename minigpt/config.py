@@ -1,0 +1,136 @@
+"""GPTConfig: the handful of numbers that fix a GPT-2's shape.
+
+Where it sits: `GPTConfig` → `GPT(config)`. It reads and writes Hugging Face's `config.json`, so
+a checkpoint saved by minigpt opens in `transformers` and the other way round.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+# OpenAI's four released sizes. Every one shares the vocabulary (50257 byte-level BPE tokens)
+# and the 1024-token context; only depth and width grow.
+PRESETS: dict[str, dict] = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # Small shapes for tests and CPU experiments (same vocabulary unless overridden).
+    "gpt2-tiny": dict(n_layer=2, n_head=4, n_embd=64, n_positions=128),
+    "gpt2-mini": dict(n_layer=4, n_head=4, n_embd=256, n_positions=256),
+}
+
+# GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (older files) or
+# "gelu_pytorch_tanh". Plain "gelu" (exact erf) gives different logits, so it is refused.
+_TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    n_positions: int = 1024  # the context length: how many positions `wpe` has
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd, as in GPT-2
+    layer_norm_epsilon: float = 1e-5
+    dropout: float = 0.0  # one rate for embeddings, attention and residuals (HF keeps three)
+    initializer_range: float = 0.02
+    bos_token_id: int = 50256
+    eos_token_id: int = 50256
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.n_inner or 4 * self.n_embd
+
+    @classmethod
+    def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
+        """A preset by name: `GPTConfig.gpt2("gpt2-medium")`, with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    # ---- Hugging Face config.json -------------------------------------------------------------
+
+    @classmethod
+    def from_hf_dict(cls, d: dict) -> "GPTConfig":
+        model_type = d.get("model_type")
+        if model_type != "gpt2":
+            raise ValueError(f"config.json has model_type={model_type!r}; minigpt loads only 'gpt2' models")
+        act = d.get("activation_function", "gelu_new")
+        if act not in _TANH_GELU_NAMES:
+            raise ValueError(f"config.json has activation_function={act!r}; GPT-2 uses one of {_TANH_GELU_NAMES}")
+        for flag in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
+            if d.get(flag):
+                raise ValueError(f"config.json sets {flag}=true, which minigpt's GPT-2 does not implement")
+        if d.get("scale_attn_weights") is False:
+            raise ValueError("config.json sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
+        if d.get("tie_word_embeddings") is False:
+            raise ValueError("config.json sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names and k != "dropout"}
+        kwargs["dropout"] = float(d.get("resid_pdrop", 0.0))
+        # HF writes null token ids for some tokenizers; keep GPT-2's defaults then.
+        for k in ("bos_token_id", "eos_token_id"):
+            if kwargs.get(k) is None:
+                kwargs.pop(k, None)
+        return cls(**kwargs)
+
+    def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
+        d = asdict(self)
+        dropout = d.pop("dropout")
+        d.update(
+            model_type="gpt2",
+            architectures=[architecture],
+            n_ctx=self.n_positions,
+            activation_function="gelu_new",
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            scale_attn_weights=True,
+            tie_word_embeddings=True,
+            use_cache=True,
+        )
+        return d
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "GPTConfig":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no config.json at {path}")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        return cls.from_hf_dict(d)
+
+    def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:
+        """Write `config.json` atomically (temp name, then rename)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        d = self.to_hf_dict(architecture) | (extra or {})
+        atomic_write_text(path, json.dumps(d, indent=2) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,204 @@
+"""The GPT-2 model: embeddings → pre-LayerNorm transformer blocks → final LayerNorm → tied LM head.
+
+Where it sits: `ids → GPT (wte + wpe → blocks → ln_f → lm_head) → logits`. Parameter names follow
+OpenAI / Hugging Face (`wte`, `wpe`, `h`, `ln_1`, `attn.c_attn`, ...), so loading GPT-2's weights is
+a key-for-key copy (`minigpt/checkpoint.py`). Shapes use B = batch, T = time (tokens),
+C = n_embd, H = n_head, D = head_dim = C / H, V = vocab_size.
+
+The KV cache (`minigpt/kv_cache.py`) plugs into attention: during generation each layer writes
+its new keys/values into the cache and attends over everything cached so far.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from minigpt.config import GPTConfig
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each token sees only itself and earlier tokens."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # mixes the heads back together
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)  # 3 × (B, T, C)
+        # Split C into H heads of D dims; each head attends independently.
+        q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head) for t in (q, k, v))  # (B, H, T, D)
+        if layer_cache is not None:
+            # Decode: store this step's k/v, then attend over every cached position.
+            k, v = layer_cache.update(input_pos, k, v)  # (B, H, S, D), S = cache length
+        # With no mask, SDPA's `is_causal` builds the lower-triangular mask itself (and picks a
+        # fused kernel). Its triangle is anchored top-left, which is only right when queries and
+        # keys start at the same position, so with a cache the caller passes an explicit mask.
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=attn_mask is None,
+        )  # (B, H, T, D); scores are scaled by 1/sqrt(D) inside
+        y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen 4×, GELU, project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
+        self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GPT-2 was trained with the tanh approximation of GELU; the exact erf form differs by
+        # up to ~1e-3 per activation, enough to break logit parity with the released weights.
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
+        # Normalising *before* each sublayer (GPT-2's change from the original transformer) keeps
+        # the residual stream x an untouched sum, which makes deep stacks train stably.
+        x = x + self.attn(self.ln_1(x), layer_cache, input_pos, attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token id → vector
+            wpe=nn.Embedding(config.n_positions, config.n_embd),  # position → vector
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: reading a token in (wte) and scoring it out (lm_head) share one matrix.
+        # It saves V × C parameters (38M of the 124M) and is how GPT-2 was trained.
+        self.lm_head.weight = self.transformer.wte.weight
+        if not self.transformer.wte.weight.is_meta:
+            self.apply(self._init_weights)
+            self._scale_residual_projections()
+
+    # ---- initialisation -----------------------------------------------------------------------
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _scale_residual_projections(self) -> None:
+        # Each block adds two outputs (attn, mlp) to the residual stream, 2·n_layer in all. GPT-2
+        # shrinks the projections that write into it by 1/sqrt(2·n_layer) so the stream's
+        # variance stays ~constant with depth instead of growing with every layer.
+        std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        kv_cache=None,
+        input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token ids (B, T) → final hidden states (B, T, C), after `ln_f`.
+
+        Without a cache, every position attends causally to the ones before it. With a cache
+        (generation), `input_pos` says which cache slots this call writes and `attn_mask`
+        (B, 1, T, S) which cached slots each query may see; `position_ids` (B, T) give each
+        token's position (they differ per row when prompts are left-padded).
+        """
+        B, T = idx.shape
+        if position_ids is None:
+            if T > self.config.n_positions:
+                raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
+            position_ids = torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
+        x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            layer_cache = kv_cache.layer(i) if kv_cache is not None else None
+            x = block(x, layer_cache, input_pos, attn_mask)
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        logits_to_keep: int = 0,
+        **cache_args,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids (B, T) → (logits (B, T, V), loss).
+
+        `loss` is the mean cross-entropy of `targets` (B, T) when given (positions labelled -100
+        are ignored, as in HF), else None. Note that targets are the *next* tokens: callers shift,
+        so `targets[:, t]` is the token that should follow `idx[:, t]`.
+        `logits_to_keep=k` computes logits only for the last k positions (generation needs just
+        the last one, and the V-wide LM head is the most expensive matmul for short inputs).
+        """
+        x = self.hidden_states(idx, **cache_args)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        """Parameter count, with the tied wte/lm_head matrix counted once."""
+        n = sum(p.numel() for p in self.parameters())  # .parameters() already yields tied tensors once
+        if exclude_embeddings:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    # ---- checkpoints (Hugging Face layout; the logic lives in minigpt/checkpoint.py) ----------
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPT":
+        """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not)."""
+        from minigpt.checkpoint import load_gpt
+
+        return load_gpt(path, dtype=dtype, device=device)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write `config.json` + `model.safetensors` so `GPT2LMHeadModel.from_pretrained` opens it."""
+        from minigpt.checkpoint import save_gpt
+
+        save_gpt(self, path)

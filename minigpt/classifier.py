@@ -1,0 +1,176 @@
+"""A GPT-2 sequence classifier: the pretrained transformer reads the text, a small head labels it.
+
+Where it sits: `ids → GPT.hidden_states (wte + wpe → blocks → ln_f) → pool one vector per text
+→ score → logits (B, num_labels)`. The LM head is simply not used: classification replaces
+"which token comes next" with "which label fits". Fine-tuning (`minigpt/finetune.py`) decides
+which of these weights train.
+
+Pooling. GPT-2 attends causally, so only the *last* real token has seen the whole text: its hidden
+state is the natural summary, and it is what Hugging Face's `GPT2ForSequenceClassification` uses.
+Mean pooling (average over real tokens) is offered as an alternative. Batches must be
+right-padded (real tokens, then padding): with causal attention a real token never looks at the
+pads to its right, so the backbone needs no attention mask at all.
+
+Checkpoints use HF's layout: `transformer.*` (the GPT-2 weights), `score.weight` (num_labels, C),
+no bias, and config.json with `architectures: [GPT2ForSequenceClassification]`, `id2label` and
+`pad_token_id`, so `transformers` opens it and computes the same logits. Two options here are
+minigpt extensions that HF's class does not have: mean pooling and an MLP head (`hidden` layers,
+saved as `score.0.weight`, ...). They are recorded under `minigpt_head` in config.json; minigpt
+reloads them exactly, but transformers would pool the last token / build a fresh linear `score`
+(it warns that `score.weight` is newly initialised), so it does not reproduce them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from minigpt.checkpoint import CONV1D_SUFFIXES, IGNORED_SUFFIXES, _weight_files, write_safetensors
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+
+POOLINGS = ("last", "mean")
+
+
+class GPTClassifier(nn.Module):
+    def __init__(
+        self,
+        gpt: GPT,
+        num_labels: int,
+        *,
+        pooling: str = "last",
+        hidden: tuple[int, ...] = (),
+        id2label: dict[int, str] | None = None,
+        pad_token_id: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"num_labels must be at least 2, got {num_labels}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if any(h <= 0 for h in hidden):
+            raise ValueError(f"hidden layer widths must be positive, got {list(hidden)}")
+        if id2label is not None and sorted(id2label) != list(range(num_labels)):
+            raise ValueError(f"id2label must name labels 0..{num_labels - 1}, got keys {sorted(id2label)}")
+        self.gpt = gpt
+        self.config: GPTConfig = gpt.config
+        self.num_labels, self.pooling, self.hidden = num_labels, pooling, tuple(hidden)
+        self.id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}  # HF's default names
+        # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF needs it to find each row's
+        # last real token; minigpt uses the attention mask instead, so this is only saved.
+        self.pad_token_id = self.config.eos_token_id if pad_token_id is None else pad_token_id
+        widths = (self.config.n_embd, *self.hidden)
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths, widths[1:]):
+            layers += [nn.Linear(w_in, w_out), nn.GELU(approximate="tanh")]
+        # The last layer has no bias, as in HF's `score`: a bias per label only shifts the prior.
+        final = nn.Linear(widths[-1], num_labels, bias=False)
+        self.score = nn.Sequential(*layers, final) if layers else final
+        for m in self.score.modules():  # HF's init: normal(0, initializer_range), zero biases
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=self.config.initializer_range)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.score.to(device=gpt.lm_head.weight.device, dtype=gpt.lm_head.weight.dtype)
+
+    def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, C) and a right-padded mask (B, T) → one vector per row (B, C)."""
+        lengths = attention_mask.sum(dim=1)  # (B,) real tokens per row
+        if self.pooling == "last":
+            return h[torch.arange(h.size(0), device=h.device), lengths - 1]  # (B, C)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        return (h * m).sum(dim=1) / lengths.unsqueeze(-1).to(h.dtype)  # (B, C)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids (B, T), mask (B, T) of 1 = real / 0 = pad → (logits (B, num_labels), loss).
+
+        `loss` is the mean cross-entropy against `labels` (B,) when given, else None.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx)
+        _check_right_padded(attention_mask)
+        h = self.gpt.hidden_states(idx)  # (B, T, C)
+        logits = self.score(self.pool(h, attention_mask))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            bad = (labels < 0) | (labels >= self.num_labels)
+            if bad.any():
+                raise ValueError(f"labels must be in [0, {self.num_labels}), got {labels[bad].unique().tolist()}")
+            loss = F.cross_entropy(logits.float(), labels)
+        return logits, loss
+
+    # ---- checkpoints in Hugging Face's GPT2ForSequenceClassification layout ---------------------
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors atomically (weights first, then the config)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for key, t in self.state_dict().items():
+            key = key.removeprefix("gpt.")  # gpt.transformer.h.0... → transformer.h.0..., as in HF
+            if key == "lm_head.weight":
+                continue  # the tied wte; a classifier has no LM head
+            if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
+                t = t.t()  # Linear (out, in) → HF's Conv1D (in, out)
+            tensors[key] = t.detach().contiguous().cpu()
+        write_safetensors(tensors, path / "model.safetensors")
+        self.config.save_json(path / "config.json", architecture="GPT2ForSequenceClassification", extra={
+            "num_labels": self.num_labels,
+            "id2label": {str(i): name for i, name in self.id2label.items()},
+            "label2id": {name: i for i, name in self.id2label.items()},
+            "pad_token_id": self.pad_token_id,
+            "torch_dtype": str(self.gpt.lm_head.weight.dtype).removeprefix("torch."),
+            "minigpt_head": {"pooling": self.pooling, "hidden": list(self.hidden)},
+        })
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":
+        """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification."""
+        path = Path(path)
+        d = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+        if "GPT2ForSequenceClassification" not in d.get("architectures", []):
+            raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint "
+                             f"(architectures={d.get('architectures')}); load an LM with GPT.from_pretrained")
+        # HF leaves id2label out of config.json when it is the default two labels.
+        id2label = {int(i): name for i, name in d["id2label"].items()} if "id2label" in d else None
+        num_labels = len(id2label) if id2label else d.get("num_labels", 2)
+        head = d.get("minigpt_head", {})
+        with torch.device("meta"):  # shapes only; the real tensors are assigned below
+            model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),
+                        hidden=tuple(head.get("hidden", ())), id2label=id2label, pad_token_id=d.get("pad_token_id"))
+        state = {}
+        for f in _weight_files(path):
+            for key, t in load_file(f).items():
+                if key.endswith(IGNORED_SUFFIXES):
+                    continue
+                if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
+                    t = t.t()  # Conv1D (in, out) → Linear (out, in)
+                state[key if key.startswith("score") else "gpt." + key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
+        expected = set(model.state_dict()) - {"gpt.lm_head.weight"}
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(f"{path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.load_state_dict(state, strict=False, assign=True)
+        model.gpt.lm_head.weight = model.gpt.transformer.wte.weight  # re-tie after assign
+        return model.eval()
+
+
+def _check_right_padded(attention_mask: torch.Tensor) -> None:
+    """Each row must be 1…1 0…0 with at least one 1: the pooling and the maskless backbone rely on it."""
+    if ((attention_mask != 0) & (attention_mask != 1)).any():
+        raise ValueError("attention_mask must hold only 0 (pad) and 1 (real token)")
+    if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+        raise ValueError("attention_mask is not right-padded (a real token follows a pad); "
+                         "tokenize classification batches with padding_side='right'")
+    if (attention_mask.sum(dim=1) == 0).any():
+        raise ValueError("a row of the batch has no real tokens (empty text?)")

@@ -1,0 +1,102 @@
+"""LoRA: fine-tune a big frozen matrix through a small low-rank update.
+
+Where it sits: fine-tuning (`minigpt/finetune.py`, strategy "lora") wraps some of GPT's
+`nn.Linear` projections (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`) before training,
+and merges them back into plain `nn.Linear`s before saving, so the exported checkpoint is an
+ordinary GPT-2 that `transformers` opens.
+
+The idea (Hu et al., 2021): the change a fine-tune makes to a weight W (out, in) has low rank,
+so learn it as ΔW = B @ A with A (r, in) and B (out, r), r ≪ min(in, out). W stays frozen; only
+A and B train, r·(in + out) numbers instead of in·out. B starts at zero, so before the first step
+the wrapped layer computes exactly what the pretrained one did. The update is scaled by
+alpha / r, so changing the rank does not change how big the update's initial steps are and the
+learning rate can stay put.
+
+Not handled: unmerging (merge is one-way, for export), and adapters on the embeddings.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+# GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
+DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+class LoRALinear(nn.Module):
+    """`base(x) + (alpha / rank) · B(A(dropout(x)))`, with `base` frozen."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        if rank <= 0:
+            raise ValueError(f"LoRA rank must be positive, got {rank}")
+        if rank > min(base.in_features, base.out_features):
+            raise ValueError(f"LoRA rank {rank} exceeds the layer's smaller side "
+                             f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+        self.base = base
+        self.base.requires_grad_(False)
+        self.rank, self.alpha = rank, alpha
+        self.scaling = alpha / rank
+        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))  # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))  # (out, r): zero → ΔW = 0 at start
+        # A gets nn.Linear's default init; with B = 0 the product is 0 but A's gradient is not,
+        # so B moves on the first step (if both were 0, neither would ever get a gradient).
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Two thin matmuls (in → r → out) instead of forming ΔW (out, in): cheaper for small r.
+        update = self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()  # (..., out)
+        return self.base(x) + self.scaling * update
+
+    def merged(self) -> nn.Linear:
+        """The plain `nn.Linear` with W + (alpha / r)·B@A: same outputs (dropout off), no adapter."""
+        with torch.no_grad():
+            self.base.weight += self.scaling * (self.lora_B @ self.lora_A)  # (out, in)
+        return self.base
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}"
+
+
+def inject_lora(
+    model: nn.Module,
+    targets: tuple[str, ...] = DEFAULT_TARGETS,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+) -> list[str]:
+    """Wrap every `nn.Linear` whose name ends with one of `targets` in a `LoRALinear`.
+
+    Matching is on whole name components, so "c_proj" selects both `attn.c_proj` and
+    `mlp.c_proj`, and "attn.c_proj" only the first. Returns the wrapped modules' names.
+    Only the adapters' A and B have requires_grad afterwards *inside the wrapped layers*; the
+    rest of the model is left as it was (`finetune.apply_strategy` freezes it).
+    """
+    chosen = [
+        name for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    if not chosen:
+        linears = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(f"LoRA targets {list(targets)} match no nn.Linear in the model; linear layers are named {linears}")
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
+    return chosen
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight, in place; the model is a plain GPT again."""
+    wrapped = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    for name in wrapped:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, getattr(parent, child).merged())
+    return model

@@ -1,0 +1,98 @@
+"""GPTClassifier: same logits as transformers' GPT2ForSequenceClassification, HF round trips."""
+import json
+import tempfile
+
+import pytest
+import torch
+from transformers import GPT2ForSequenceClassification
+
+from minigpt import GPT, GPTConfig
+from minigpt.classifier import GPTClassifier
+
+PAD = 0
+CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=PAD, eos_token_id=PAD)
+
+
+def _batch():
+    """A right-padded batch of three texts of lengths 9, 5 and 1; no real token is PAD."""
+    torch.manual_seed(1)
+    idx = torch.randint(1, CFG.vocab_size, (3, 9))
+    mask = torch.ones_like(idx)
+    mask[1, 5:] = 0
+    mask[2, 1:] = 0
+    return idx.masked_fill(mask == 0, PAD), mask
+
+
+def _classifier(**kw) -> GPTClassifier:
+    torch.manual_seed(0)
+    return GPTClassifier(GPT(CFG), 3, pad_token_id=PAD, **kw).eval()
+
+
+def test_logits_match_transformers_on_right_padded_batch():
+    clf = _classifier(id2label={0: "neg", 1: "neutral", 2: "pos"})
+    idx, mask = _batch()
+    with tempfile.TemporaryDirectory() as d:
+        clf.save_pretrained(d)
+        config = json.load(open(f"{d}/config.json"))
+        assert config["architectures"] == ["GPT2ForSequenceClassification"] and config["num_labels"] == 3
+        hf = GPT2ForSequenceClassification.from_pretrained(d).eval()
+    assert hf.config.num_labels == 3 and hf.config.id2label[2] == "pos" and hf.config.pad_token_id == PAD
+    with torch.no_grad():
+        ours, _ = clf(idx, mask)
+        theirs = hf(idx, attention_mask=mask).logits
+    diff = (ours - theirs).abs().max().item()
+    print(f"max |minigpt - transformers| classification logits = {diff:.2e}")
+    assert ours.shape == (3, 3) and diff < 1e-5
+
+
+def test_loads_a_transformers_classifier():
+    hf_cfg = GPT2ForSequenceClassification.config_class(
+        vocab_size=CFG.vocab_size, n_positions=CFG.n_positions, n_embd=CFG.n_embd, n_layer=CFG.n_layer,
+        n_head=CFG.n_head, num_labels=2, pad_token_id=PAD, bos_token_id=PAD, eos_token_id=PAD)
+    torch.manual_seed(0)
+    hf = GPT2ForSequenceClassification(hf_cfg).eval()
+    idx, mask = _batch()
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        clf = GPTClassifier.from_pretrained(d)
+    with torch.no_grad():
+        diff = (clf(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item()
+    print(f"max |minigpt - transformers| after loading HF's file = {diff:.2e}")
+    assert diff < 1e-5
+
+
+@pytest.mark.parametrize("pooling,hidden", [("mean", ()), ("last", (32,)), ("mean", (32, 16))])
+def test_minigpt_head_options_round_trip(pooling, hidden):
+    clf = _classifier(pooling=pooling, hidden=hidden)
+    idx, mask = _batch()
+    with tempfile.TemporaryDirectory() as d:
+        clf.save_pretrained(d)
+        again = GPTClassifier.from_pretrained(d)
+    assert again.pooling == pooling and again.hidden == hidden
+    assert torch.equal(again(idx, mask)[0], clf(idx, mask)[0])
+
+
+def test_mean_pooling_ignores_pads():
+    clf = _classifier(pooling="mean")
+    idx, mask = _batch()
+    alone = clf(idx[1:2, :5])[0]  # row 1 without its padding
+    assert torch.allclose(clf(idx, mask)[0][1], alone[0], atol=1e-6)
+
+
+def test_bad_inputs():
+    clf = _classifier()
+    idx, mask = _batch()
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        clf(idx, mask, labels=torch.tensor([0, 3, 1]))
+    with pytest.raises(ValueError, match="labels must be in"):
+        clf(idx, mask, labels=torch.tensor([0, -1, 1]))
+    with pytest.raises(ValueError, match="not right-padded"):
+        clf(idx, mask.flip(1))
+    with pytest.raises(ValueError, match="num_labels"):
+        GPTClassifier(GPT(CFG), 1)
+    with pytest.raises(ValueError, match="pooling"):
+        GPTClassifier(GPT(CFG), 2, pooling="max")
+    with tempfile.TemporaryDirectory() as d:
+        GPT(CFG).save_pretrained(d)
+        with pytest.raises(ValueError, match="not a GPT2ForSequenceClassification"):
+            GPTClassifier.from_pretrained(d)

@@ -1,0 +1,145 @@
+"""Fine-tuning strategies: exactly the chosen weights train, every strategy learns, bad input fails loudly."""
+import pytest
+import torch
+
+from minigpt import GPT, GPTConfig
+from minigpt.classifier import GPTClassifier
+from minigpt.finetune import STRATEGIES, apply_strategy, read_tsv, trainable_parameters
+from minigpt.lora import LoRALinear
+
+CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=3, bos_token_id=0, eos_token_id=0)
+LM_STRATEGIES = [s for s in STRATEGIES if s != "frozen"]
+
+
+def _lm(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(CFG)
+
+
+def _clf(seed: int = 0) -> GPTClassifier:
+    torch.manual_seed(seed)
+    return GPTClassifier(GPT(CFG), 2)
+
+
+def _lm_batch():
+    """A toy LM task: counting up modulo 64, which a few steps of any strategy start to learn."""
+    start = torch.randint(0, CFG.vocab_size, (8, 1))
+    seq = (start + torch.arange(17)) % CFG.vocab_size  # (8, 17)
+    return seq[:, :-1], seq[:, 1:]
+
+
+def _clf_batch():
+    """A toy classification task: is the last token in the upper half of the vocabulary?"""
+    idx = torch.randint(1, CFG.vocab_size, (16, 6))
+    return idx, torch.ones_like(idx), (idx[:, -1] >= CFG.vocab_size // 2).long()
+
+
+def _loss(model, batch):
+    return model(*batch[:-1], batch[-1])[1] if isinstance(model, GPTClassifier) else model(*batch)[1]
+
+
+def _train(model, batch, steps: int = 5, lr: float = 1e-2):
+    opt = torch.optim.AdamW(trainable_parameters(model), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        _loss(model, batch).backward()
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("task,strategy", [("lm", s) for s in LM_STRATEGIES] + [("classify", s) for s in STRATEGIES])
+def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(task, strategy):
+    model = _clf() if task == "classify" else _lm()
+    summary = apply_strategy(model, strategy, n_trainable_blocks=1, verbose=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert summary.trainable == sum(p.numel() for n, p in model.named_parameters() if n in trainable) > 0
+    assert summary.optimizer_bytes == 8 * summary.trainable
+    torch.manual_seed(1)
+    opt = _train(model, _clf_batch() if task == "classify" else _lm_batch(), steps=3)
+
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert held == {id(p) for n, p in model.named_parameters() if n in trainable}, "optimizer holds only trainable params"
+    for name, p in model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(p, before[name]), f"{name} should have trained"
+        else:
+            assert torch.equal(p, before[name]), f"{name} should be frozen"
+
+
+def test_what_each_strategy_trains():
+    model = _lm()
+    apply_strategy(model, "partial", n_trainable_blocks=2, verbose=False)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {n for n, _ in model.named_parameters() if n.startswith(("transformer.h.1.", "transformer.h.2.", "transformer.ln_f."))}
+    model = _lm()
+    apply_strategy(model, "partial", n_trainable_blocks=0, train_embeddings=True, verbose=False)
+    assert model.lm_head.weight.requires_grad and model.transformer.wte.weight is model.lm_head.weight
+    assert not model.transformer.wpe.weight.requires_grad and not model.transformer.h[2].ln_1.weight.requires_grad
+    clf = _clf()
+    s = apply_strategy(clf, "frozen", verbose=False)
+    assert s.trainable == clf.score.weight.numel() == 2 * CFG.n_embd
+    clf = _clf()
+    s = apply_strategy(clf, "lora", lora_rank=2, lora_targets=("c_attn",), verbose=False)
+    lora = [m for m in clf.modules() if isinstance(m, LoRALinear)]
+    assert len(lora) == CFG.n_layer and all(not m.base.weight.requires_grad for m in lora)
+    assert s.trainable == CFG.n_layer * 2 * (CFG.n_embd + 3 * CFG.n_embd) + 2 * CFG.n_embd
+
+
+def test_summary_is_printed(capsys):
+    apply_strategy(_lm(), "full")
+    out = capsys.readouterr().out
+    assert "strategy full" in out and "AdamW state" in out
+
+
+@pytest.mark.parametrize("task,strategy", [("lm", s) for s in LM_STRATEGIES] + [("classify", s) for s in STRATEGIES])
+def test_every_strategy_lowers_the_loss(task, strategy):
+    model = _clf() if task == "classify" else _lm()
+    apply_strategy(model, strategy, n_trainable_blocks=1, lora_rank=4, verbose=False)
+    torch.manual_seed(2)
+    batch = _clf_batch() if task == "classify" else _lm_batch()
+    with torch.no_grad():
+        first = _loss(model, batch).item()
+    _train(model, batch, steps=15)
+    with torch.no_grad():
+        last = _loss(model, batch).item()
+    print(f"{task}/{strategy}: loss {first:.3f} -> {last:.3f}")
+    assert last < 0.9 * first
+
+
+def test_bad_strategy_arguments():
+    with pytest.raises(ValueError, match="unknown strategy 'adapter'"):
+        apply_strategy(_lm(), "adapter")
+    with pytest.raises(ValueError, match=r"n_trainable_blocks must be in \[0, 3\]"):
+        apply_strategy(_lm(), "partial", n_trainable_blocks=4)
+    with pytest.raises(ValueError, match="n_trainable_blocks"):
+        apply_strategy(_lm(), "partial", n_trainable_blocks=-1)
+    with pytest.raises(ValueError, match="'frozen' trains only a new head, and the lm task has none"):
+        apply_strategy(_lm(), "frozen")
+    with pytest.raises(ValueError, match="train_embeddings applies to the 'partial' strategy only"):
+        apply_strategy(_lm(), "lora", train_embeddings=True)
+
+
+def test_read_tsv(tmp_path):
+    f = tmp_path / "ok.tsv"
+    f.write_text("sentence\tlabel\na fine film \t1\nawful\t0\n\nwith\ta tab\t2\n")
+    assert read_tsv(f) == (["a fine film", "awful", "with\ta tab"], [1, 0, 2])
+    f.write_text("good\t1\nbad\t0\n")  # no header
+    assert read_tsv(f) == (["good", "bad"], [1, 0])
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "holds no examples"),
+    ("sentence\tlabel\n", "holds no examples"),
+    ("good\t1\nno tab here\n", r":2: expected 'text<TAB>label'"),
+    ("good\t1\nbad\tnegative\n", r":2: label 'negative' is not an integer"),
+    ("good\t1\nbad\t-1\n", r":2: label -1 is negative"),
+    ("good\t1\n \t0\n", r":2: empty text"),
+])
+def test_read_tsv_rejects_bad_files(tmp_path, content, message):
+    f = tmp_path / "bad.tsv"
+    f.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_tsv(f)
+    with pytest.raises(FileNotFoundError):
+        read_tsv(tmp_path / "missing.tsv")

@@ -1,0 +1,58 @@
+"""LoRA adapters: start as a no-op, train only A/B, and merge into plain weights exactly."""
+import tempfile
+
+import pytest
+import torch
+import torch.nn as nn
+
+from minigpt import GPT, GPTConfig
+from minigpt.lora import LoRALinear, inject_lora, merge_lora
+
+CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=0, eos_token_id=0)
+
+
+def _model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(CFG).eval()
+
+
+def test_inject_wraps_targets_and_starts_as_identity():
+    model = _model()
+    idx = torch.randint(0, CFG.vocab_size, (2, 9))
+    before = model(idx)[0]
+    names = inject_lora(model, ("c_attn", "mlp.c_proj"), rank=4, alpha=8)
+    assert names == [f"transformer.h.{i}.{m}" for i in range(CFG.n_layer) for m in ("attn.c_attn", "mlp.c_proj")]
+    assert isinstance(model.transformer.h[0].attn.c_attn, LoRALinear)
+    assert isinstance(model.transformer.h[0].attn.c_proj, nn.Linear)  # "mlp.c_proj" does not match attn.c_proj
+    after = model(idx)[0]
+    assert torch.equal(before, after), "B starts at zero, so the wrapped model computes exactly the same"
+
+
+def test_merged_equals_unmerged_and_saves_as_plain_gpt():
+    model = _model()
+    inject_lora(model, rank=4, alpha=16)
+    with torch.no_grad():  # a trained-looking adapter: B nonzero
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(std=0.05)
+    idx = torch.randint(0, CFG.vocab_size, (2, 11))
+    unmerged = model(idx)[0]
+    merge_lora(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    merged = model(idx)[0]
+    diff = (merged - unmerged).abs().max().item()
+    print(f"max |merged - unmerged| = {diff:.2e}")
+    assert diff < 1e-5
+    assert (unmerged - _model()(idx)[0]).abs().max() > 1e-3, "the adapter must actually change the output"
+    with tempfile.TemporaryDirectory() as d:  # merged model has the plain GPT-2 key set
+        model.save_pretrained(d)
+        assert torch.equal(GPT.from_pretrained(d)(idx)[0], merged)
+
+
+def test_bad_lora_arguments():
+    with pytest.raises(ValueError, match="match no nn.Linear"):
+        inject_lora(_model(), ("q_proj",))
+    with pytest.raises(ValueError, match="rank must be positive"):
+        inject_lora(_model(), rank=0)
+    with pytest.raises(ValueError, match="exceeds"):
+        inject_lora(_model(), rank=CFG.n_embd + 1)

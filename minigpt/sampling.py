@@ -1,0 +1,281 @@
+"""Sampling: turn one step's logits into the next token, one short function per strategy.
+
+Where it sits: `... → GPT → logits → penalties → temperature → top-k → top-p / min-p → draw → ...`.
+Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generate.py)
+can chain them without waiting on the host, and `minigpt generate --explain` can show the
+distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
+
+- Penalties (`apply_penalties`) push down tokens that were already used.
+- Filters (`filter_logits`) set unlikely tokens to -inf. Each always keeps at least one token.
+- The draw (`sample`) picks one token per row: the argmax when temperature is 0, else a random
+  draw by the "exponential race" argmax(p / E), E ~ Exp(1), which needs no sort and no host sync,
+  unlike `torch.multinomial`.
+
+Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row).
+The math runs in fp32 whatever the logits' dtype: bf16 has only 8 bits of mantissa, too few for
+cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
+kernel (minigpt/kernels/sampling.py); it has the same semantics but its own random stream.
+What this file does not do: beam search (minigpt/generate.py), or typical / eta / top-h sampling.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+Param = float | int | torch.Tensor  # one value for every row, or a (B,) tensor of per-row values
+
+# Positive temperatures are floored here: dividing by, say, 1e-80 (0 in fp32) would give inf - inf = NaN
+# in the softmax. At 1e-6 a logit gap of 0.01 is already a factor e^10000, i.e. plain argmax.
+MIN_TEMPERATURE = 1e-6
+# OpenAI's API accepts presence and frequency penalties in this range; beyond it text degenerates.
+PENALTY_RANGE = (-2.0, 2.0)
+
+
+def _rows(value: Param, logits: torch.Tensor) -> Param:
+    """A per-row (B,) tensor becomes (B, 1) so it broadcasts over the vocabulary; numbers pass."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=logits.device, dtype=torch.float32).reshape(-1, 1)
+    return value
+
+
+def _check(name: str, value: Param, ok, allowed: str) -> None:
+    # A (B,) tensor is checked too; the generate loop calls this once before decoding, so the
+    # host sync it costs on a GPU is paid once, not once per token.
+    bad = not bool(ok(value).all()) if isinstance(value, torch.Tensor) else not ok(value)
+    if bad:
+        raise ValueError(f"{name} must be in {allowed}, got {value}")
+
+
+def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
+    """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
+    _check("temperature", temperature, lambda t: t >= 0, "[0, inf) (0 means greedy)")
+    _check("top_k", top_k, lambda k: k >= 0, "[0, inf) (0 means off)")
+    _check("top_p", top_p, lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)")
+    _check("min_p", min_p, lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)")
+    if isinstance(top_k, float) and not top_k.is_integer():
+        raise ValueError(f"top_k must be an integer, got {top_k}")
+
+
+def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0.0, frequency_penalty: Param = 0.0) -> None:
+    """Raise ValueError for an out-of-range penalty."""
+    lo, hi = PENALTY_RANGE
+    _check("repetition_penalty", repetition_penalty, lambda r: r > 0, "(0, inf) (1 means off)")
+    _check("presence_penalty", presence_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
+    _check("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
+
+
+# ---- penalties --------------------------------------------------------------------------------
+
+
+def token_counts(ids: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """How often each token occurs in each row: ids (B, T) → counts (B, V) int32 (mask 0 = skip)."""
+    ones = torch.ones_like(ids, dtype=torch.int32) if mask is None else mask.to(torch.int32)
+    return torch.zeros(ids.size(0), vocab_size, dtype=torch.int32, device=ids.device).scatter_add_(1, ids, ones)
+
+
+def penalize(
+    logits: torch.Tensor,
+    seen: torch.Tensor,
+    generated: torch.Tensor,
+    *,
+    repetition_penalty: Param = 1.0,
+    presence_penalty: Param = 0.0,
+    frequency_penalty: Param = 0.0,
+) -> torch.Tensor:
+    """Penalties from token counts (B, V): `seen` for repetition, `generated` for presence/frequency.
+
+    The decode loop keeps both counts on the device and bumps them each step, which is cheaper
+    than re-reading every id so far (`apply_penalties` is the ids-based form).
+    """
+    x = logits.float()
+    r = _rows(repetition_penalty, x)
+    # Repetition (CTRL, as in transformers): shrink a seen token's logit towards "less likely" —
+    # divide a positive logit, multiply a negative one (dividing a negative would *raise* it).
+    x = torch.where(seen > 0, torch.where(x < 0, x * r, x / r), x)
+    # Presence and frequency (OpenAI): a flat cost for having appeared, plus one per occurrence.
+    presence, frequency = _rows(presence_penalty, x), _rows(frequency_penalty, x)
+    return x - presence * (generated > 0) - frequency * generated
+
+
+def apply_penalties(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    repetition_penalty: Param = 1.0,
+    presence_penalty: Param = 0.0,
+    frequency_penalty: Param = 0.0,
+) -> torch.Tensor:
+    """Penalise the tokens in `ids` (B, T): logits (B, V) → fp32 logits (B, V).
+
+    `generate` passes prompt + generated ids for the repetition penalty (as transformers does) but
+    only the generated ids for presence/frequency (as OpenAI does: they price what the *model*
+    repeats, not the words the user wrote). Here one `ids` feeds all three.
+    """
+    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    counts = token_counts(ids, logits.size(-1))
+    return penalize(logits, counts, counts, repetition_penalty=repetition_penalty,
+                    presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+
+
+# ---- filters (transformers' order: temperature → top-k → top-p → min-p) ----------------------
+
+
+def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
+    """Divide by the temperature: < 1 sharpens the distribution, > 1 flattens it.
+
+    Rows with temperature 0 are left as they are: they take the argmax, which dividing would not
+    change (and dividing by 0 would turn into inf/NaN).
+    """
+    t = _rows(temperature, logits)
+    if isinstance(t, torch.Tensor):
+        return logits / torch.where(t > 0, t.clamp_min(MIN_TEMPERATURE), 1.0)
+    return logits / max(t, MIN_TEMPERATURE) if t > 0 else logits
+
+
+def apply_top_k(logits: torch.Tensor, top_k: Param) -> torch.Tensor:
+    """Keep the k largest logits per row (0 = off). Ties with the k-th value are all kept."""
+    V = logits.size(-1)
+    if isinstance(top_k, torch.Tensor):
+        k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
+        k = torch.where(k > 0, k.clamp(max=V), V)
+        kth = logits.sort(dim=-1, descending=True).values.gather(1, k - 1)  # (B, 1): k differs per row
+    elif top_k > 0:
+        kth = torch.topk(logits, min(int(top_k), V), dim=-1).values[:, -1:]  # (B, 1)
+    else:
+        return logits
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
+    """Nucleus: keep the most likely tokens whose probabilities add up to top_p (1 = off).
+
+    Same arithmetic as transformers: sort ascending, cumulate, drop the tail whose cumulative
+    mass is ≤ 1 - top_p. The largest token is always kept, so a tiny top_p still leaves one.
+    """
+    if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
+        return logits
+    p = _rows(top_p, logits)
+    sorted_logits, order = logits.sort(dim=-1)  # ascending, (B, V)
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
+    drop_sorted = (cum <= 1 - p) & (p < 1)  # rows with top_p = 1 drop nothing, even 0-mass tokens
+    drop_sorted[:, -1] = False  # the largest token survives any top_p
+    drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
+    """Drop tokens less likely than min_p × the top token's probability (0 = off).
+
+    Unlike top-p, the cut scales with the model's confidence: a peaked distribution keeps few
+    tokens, a flat one keeps many. The top token always passes (its ratio is 1 ≥ min_p).
+    """
+    if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
+        return logits
+    probs = logits.softmax(dim=-1)  # (B, V)
+    drop = probs < _rows(min_p, logits) * probs.amax(dim=-1, keepdim=True)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def filter_logits(
+    logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0
+) -> torch.Tensor:
+    """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row)."""
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    return _filter(logits, temperature, top_k, top_p, min_p)
+
+
+def _filter(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> torch.Tensor:
+    # Unchecked form, for loops that validated their parameters once up front.
+    x = apply_temperature(logits.float(), temperature)
+    return apply_min_p(apply_top_p(apply_top_k(x, top_k), top_p), min_p)
+
+
+# ---- the draw --------------------------------------------------------------------------------
+
+
+def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """E ~ Exp(1) per token, for the exponential race (drawn apart so a compiled step can take it in)."""
+    e = torch.empty(shape, device=device).exponential_(generator=generator)
+    # Exp(1) can round to exactly 0; p / 0 would be inf (or NaN for p = 0) and win the race.
+    return e.clamp_min_(torch.finfo(torch.float32).tiny)
+
+
+def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch.Tensor:
+    """The exponential race: token = argmax(p / E). Returns (B,) int64.
+
+    If E_i ~ Exp(1), then E_i / p_i ~ Exp(p_i), and the smallest of independent exponentials is
+    token i with probability p_i / Σp — exactly a draw from p. So one argmax replaces the
+    cumulative-sum search of `torch.multinomial`, with no host sync. Rows with temperature 0
+    take the plain argmax of the logits.
+    """
+    t = _rows(temperature, logits)
+    if not isinstance(t, torch.Tensor) and t == 0:
+        return logits.argmax(dim=-1)
+    drawn = (logits.softmax(dim=-1) / noise).argmax(dim=-1)  # (B,)
+    if isinstance(t, torch.Tensor):
+        return torch.where(t.reshape(-1) > 0, drawn, logits.argmax(dim=-1))
+    return drawn
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks."""
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    kernel_there = importlib.util.find_spec("triton") is not None and \
+        importlib.util.find_spec("minigpt.kernels.sampling") is not None
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and kernel_there else "torch"
+    if backend == "triton":
+        if not kernel_there:
+            raise ValueError("backend='triton' needs the `triton` package and minigpt/kernels/sampling.py")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"backend='triton' runs on CUDA tensors, got {device.type}; "
+                             "set TRITON_INTERPRET=1 to run the kernel in Triton's CPU interpreter")
+    return backend
+
+
+def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:
+    """The fused kernel takes every parameter as a (B,) tensor (so one CUDA graph serves all values)."""
+    def full(v: Param, dtype: torch.dtype) -> torch.Tensor:
+        if isinstance(v, torch.Tensor):
+            return v.to(device=device, dtype=dtype).reshape(B).contiguous()
+        return torch.full((B,), v, dtype=dtype, device=device)
+
+    return dict(temperature=full(temperature, torch.float32), top_k=full(top_k, torch.int32),
+                top_p=full(top_p, torch.float32), min_p=full(min_p, torch.float32))
+
+
+def sample(
+    logits: torch.Tensor,
+    *,
+    temperature: Param = 1.0,
+    top_k: Param = 0,
+    top_p: Param = 1.0,
+    min_p: Param = 0.0,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Filter logits (B, V) and draw one token per row → (B,) int64.
+
+    `seed` (an int) or `generator` makes the draw reproducible; with neither, torch's global RNG
+    is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
+    """
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator to sample(), not both")
+    if seed is not None:
+        generator = torch.Generator(device=logits.device).manual_seed(seed)
+    if resolve_backend(backend, logits.device) == "triton":
+        from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
+
+        # The kernel has its own counter-based random stream: (seed, offset) instead of a generator.
+        kernel_seed = torch.randint(0, 2**62, (1,), generator=generator, device=logits.device)
+        params = triton_params(logits.size(0), logits.device, temperature, top_k, top_p, min_p)
+        return fused_sample(logits, seed=kernel_seed, offset=torch.zeros_like(kernel_seed), **params)
+    if not isinstance(temperature, torch.Tensor) and temperature == 0:
+        return logits.argmax(dim=-1)  # greedy: no filter can change the top token
+    filtered = _filter(logits, temperature, top_k, top_p, min_p)
+    return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)

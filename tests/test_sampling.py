@@ -1,0 +1,216 @@
+"""Sampling: filters and penalties equal transformers' warpers; draws follow the filtered distribution."""
+import importlib.machinery
+import sys
+import types
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from minigpt.sampling import (
+    apply_penalties,
+    apply_min_p,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    filter_logits,
+    resolve_backend,
+    sample,
+)
+
+V = 1000
+
+
+def random_logits(seed: int, B: int = 6, V: int = V, ties: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, V, generator=g) * 3
+    return x.round() if ties else x  # rounding to integers makes many exact ties
+
+
+def assert_same_filter(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    kept, kept_hf = torch.isfinite(ours), torch.isfinite(theirs)
+    assert torch.equal(kept, kept_hf), f"kept sets differ in {(kept != kept_hf).sum().item()} tokens"
+    diff = (ours[kept] - theirs[kept]).abs().max().item()
+    print(f"kept {kept.sum().item()} tokens, max |diff| {diff:.2e}")
+    assert diff == 0.0
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("t", [0.3, 1.0, 2.5])
+def test_temperature_matches_transformers(t, ties):
+    x = random_logits(0, ties=ties)
+    assert_same_filter(apply_temperature(x, t), TemperatureLogitsWarper(t)(None, x.clone()))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("k", [1, 5, 50, V, V + 7])  # V + 7: top_k larger than the vocabulary
+def test_top_k_matches_transformers(k, ties):
+    x = random_logits(1, ties=ties)
+    assert_same_filter(apply_top_k(x, k), TopKLogitsWarper(k)(None, x.clone()))
+    # per-row k as a tensor gives the same answer
+    assert_same_filter(apply_top_k(x, torch.full((x.size(0),), k)), TopKLogitsWarper(k)(None, x.clone()))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("p", [1e-9, 0.05, 0.5, 0.9, 0.999])  # 1e-9: tiny top_p keeps just the top
+def test_top_p_matches_transformers(p, ties):
+    x = random_logits(2, ties=ties)
+    assert_same_filter(apply_top_p(x, p), TopPLogitsWarper(p)(None, x.clone()))
+    assert_same_filter(apply_top_p(x, torch.full((x.size(0),), p)), TopPLogitsWarper(p)(None, x.clone()))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("m", [0.0, 0.01, 0.2, 1.0])
+def test_min_p_matches_transformers(m, ties):
+    x = random_logits(3, ties=ties)
+    assert_same_filter(apply_min_p(x, m), MinPLogitsWarper(m)(None, x.clone()))
+
+
+def test_filter_chain_matches_transformers_order():
+    x = random_logits(4)
+    theirs = x.clone()
+    for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(40), TopPLogitsWarper(0.8), MinPLogitsWarper(0.05)):
+        theirs = warper(None, theirs)
+    assert_same_filter(filter_logits(x, temperature=0.7, top_k=40, top_p=0.8, min_p=0.05), theirs)
+
+
+def test_per_row_parameters_equal_rowwise_scalars():
+    x = random_logits(5, B=4)
+    params = dict(temperature=[0.5, 1.0, 2.0, 0.0], top_k=[0, 3, 100, 7], top_p=[1.0, 0.5, 0.9, 0.2],
+                  min_p=[0.0, 0.1, 0.0, 0.3])
+    batched = filter_logits(x, **{k: torch.tensor(v) for k, v in params.items()})
+    for i in range(4):
+        row = filter_logits(x[i:i + 1], **{k: v[i] for k, v in params.items()})
+        assert torch.equal(batched[i:i + 1], row)
+
+
+@pytest.mark.parametrize("penalty", [0.5, 1.3, 2.0])
+def test_repetition_penalty_matches_transformers(penalty):
+    x = random_logits(6, ties=True)
+    ids = torch.randint(0, V, (x.size(0), 30), generator=torch.Generator().manual_seed(0))
+    ours = apply_penalties(x, ids, repetition_penalty=penalty)
+    theirs = RepetitionPenaltyLogitsProcessor(penalty)(ids, x.clone())
+    print(f"max |diff| {(ours - theirs).abs().max().item():.2e}")
+    assert torch.equal(ours, theirs)
+
+
+def test_presence_and_frequency_penalties_follow_openai_formula():
+    x = random_logits(7, B=2, V=10)
+    ids = torch.tensor([[3, 3, 3, 1], [0, 9, 9, 5]])
+    ours = apply_penalties(x, ids, presence_penalty=0.5, frequency_penalty=0.25)
+    expected = x.clone()
+    for b in range(2):
+        for tok in set(ids[b].tolist()):
+            count = ids[b].tolist().count(tok)
+            expected[b, tok] -= 0.5 + 0.25 * count
+    assert torch.allclose(ours, expected)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(temperature=-0.1), "temperature"), (dict(top_k=-1), "top_k"), (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"), (dict(min_p=-0.1), "min_p"), (dict(min_p=1.1), "min_p"),
+    (dict(top_p=torch.tensor([0.5, 0.0])), "top_p"),
+])
+def test_out_of_range_parameters_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        filter_logits(random_logits(0, B=2), **kwargs)
+    with pytest.raises(ValueError, match=name):
+        sample(random_logits(0, B=2), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(repetition_penalty=0.0), "repetition_penalty"),
+                                          (dict(presence_penalty=3.0), "presence_penalty"),
+                                          (dict(frequency_penalty=-2.5), "frequency_penalty")])
+def test_out_of_range_penalties_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        apply_penalties(random_logits(0, B=2), torch.zeros(2, 3, dtype=torch.long), **kwargs)
+
+
+def test_temperature_zero_is_argmax_and_seed_reproduces():
+    x = random_logits(8, B=16)
+    assert torch.equal(sample(x, temperature=0.0), x.argmax(-1))
+    mixed = torch.tensor([0.0, 1.0] * 8)
+    a = sample(x, temperature=mixed, top_p=0.9, seed=123)
+    assert torch.equal(a[::2], x.argmax(-1)[::2])  # greedy rows stay greedy among sampled ones
+    assert torch.equal(a, sample(x, temperature=mixed, top_p=0.9, seed=123))
+    draws = torch.stack([sample(x, seed=s) for s in range(5)])
+    assert len({tuple(d.tolist()) for d in draws}) > 1  # different seeds, different tokens
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2)])
+def test_empirical_frequencies_follow_filtered_distribution(kwargs):
+    """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities."""
+    logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(9)) * 1.5
+    probs = filter_logits(logits, **kwargs).softmax(-1)[0]
+    N = 40_000
+    tokens = sample(logits.expand(N, -1), seed=2024, **kwargs)
+    counts = torch.bincount(tokens, minlength=12).double()
+    kept = probs > 0
+    assert counts[~kept].sum() == 0, "a filtered-out token was drawn"
+    expected = probs[kept].double() * N
+    chi2 = ((counts[kept] - expected) ** 2 / expected).sum()
+    dof = int(kept.sum()) - 1
+    p_value = torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.double), chi2 / 2).item() if dof else 1.0
+    print(f"{kwargs}: chi2={chi2.item():.2f}, dof={dof}, p={p_value:.3f}")
+    assert p_value > 1e-3
+
+
+logit_rows = st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=1, max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(row=logit_rows, t=st.floats(0, 3), k=st.integers(0, 50), p=st.floats(1e-6, 1.0), m=st.floats(0, 1),
+       seed=st.integers(0, 2**31))
+def test_property_draw_lies_in_kept_set(row, t, k, p, m, seed):
+    x = torch.tensor([row])
+    filtered = filter_logits(x, temperature=t, top_k=k, top_p=p, min_p=m)
+    kept = torch.isfinite(filtered)[0]
+    assert kept.any(), "every filter must keep at least one token"
+    assert x[0][kept].max() == x[0].max(), "a top token always survives (any one of tied tops)"
+    if k:
+        assert kept.sum() >= min(k, len(row)) or p < 1 or m > 0  # top-k alone keeps ≥ k (more on ties)
+    token = sample(x, temperature=t, top_k=k, top_p=p, min_p=m, seed=seed)
+    if t == 0:
+        assert token[0] == x[0].argmax()  # greedy: the first of the top tokens, filters aside
+    else:
+        assert kept[token[0]]
+
+
+def test_backend_resolution(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        resolve_backend("cuda", cpu)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="triton"):
+        resolve_backend("triton", cpu)
+
+
+def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):
+    """sample(backend="triton") hands the kernel (B,) parameter tensors and (1,) seed/offset tensors."""
+    seen = {}
+
+    def fake_fused_sample(logits, temperature, top_k, top_p, min_p, seed, offset):
+        seen.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, offset=offset)
+        return logits.argmax(-1)
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fake_fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = random_logits(10, B=3)
+    out = sample(x, temperature=0.5, top_k=torch.tensor([0, 2, 5]), top_p=0.9, seed=1, backend="triton")
+    assert torch.equal(out, x.argmax(-1))
+    assert seen["temperature"].dtype == torch.float32 and seen["temperature"].shape == (3,)
+    assert seen["top_k"].dtype == torch.int32 and seen["top_k"].tolist() == [0, 2, 5]
+    assert seen["seed"].shape == (1,) and seen["seed"].dtype == torch.int64
+    assert seen["offset"].shape == (1,) and seen["offset"].dtype == torch.int64

@@ -1,23 +1,31 @@
 """Reading and writing GPT-2 checkpoints in Hugging Face's layout.
 
-A directory holds `config.json` and `model.safetensors` (or shards listed in
-`model.safetensors.index.json`). OpenAI's GPT-2 was written in TensorFlow with "Conv1D" layers,
+Where it sits: a checkpoint directory → `load_gpt` → `GPT` (and back with `save_gpt`). The
+directory holds `config.json` and `model.safetensors`, or, for big models, shards listed in
+`model.safetensors.index.json`. OpenAI's GPT-2 was written in TensorFlow with "Conv1D" layers,
 which store weights as (in, out); `nn.Linear` stores (out, in), so those four matrices are
 transposed on the way in and out. Everything else is a key-for-key copy.
+
+Not handled: PyTorch `.bin` pickles (unsafe to load, and every GPT-2 on the Hub also ships
+safetensors) and TensorFlow checkpoints. safetensors has no checksum, so a file whose bytes were
+flipped but whose length is intact loads; `minigpt download` checks sha256 for that reason.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from minigpt.config import GPTConfig
+from minigpt.config import GPTConfig, atomic_path
 from minigpt.model import GPT
 
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
 # The four Conv1D weights per block, stored (in, out) in HF files.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old HF files carry the causal mask as buffers; they are constants, not weights.
@@ -25,22 +33,24 @@ IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
 def _weight_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    single = path / "model.safetensors"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        files = [path / s for s in shards]
-    elif single.exists():
-        files = [single]
-    else:
-        raise FileNotFoundError(f"{path} has neither model.safetensors nor model.safetensors.index.json")
-    for f in files:
-        if not f.exists():
-            raise FileNotFoundError(f"shard {f.name} listed in {index.name} is missing from {path}")
-    return files
+    """The safetensors file(s) of a checkpoint; a single file wins over an index, as in transformers."""
+    single, index = path / WEIGHTS_NAME, path / INDEX_NAME
+    if single.exists():
+        return [single]
+    if not index.exists():
+        raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]  # tensor name → shard file name
+        shards = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map' object): {e!r}") from None
+    for s in shards:
+        if not (path / s).exists():
+            raise FileNotFoundError(f"shard {s} listed in {INDEX_NAME} is missing from {path}")
+    return [path / s for s in shards]
 
 
-def _read_tensors(files: list[Path]):
+def _read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one at a time; safe_open memory-maps, so only the current tensor is read."""
     for f in files:
         try:
@@ -51,13 +61,25 @@ def _read_tensors(files: list[Path]):
             raise ValueError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
 
 
-def load_gpt(path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> GPT:
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if isinstance(dtype, str):  # "bfloat16", "float16", ... as CLIs pass them
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch dtype such as torch.bfloat16, got {dtype!r}")
+    return dtype
+
+
+def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
+    """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+        hint = f" (to fetch it: minigpt download {path.name})" if path.name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") else ""
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist{hint}")
+    dtype = _resolve_dtype(dtype)
     config = GPTConfig.from_json(path / "config.json")
-    # Build the model on the "meta" device: shapes only, no memory. The real tensors are then
-    # *assigned* from the file, so at no point do two full copies of the weights exist.
+    # Build the model on the "meta" device: shapes only, no memory and no random init. The real
+    # tensors are then *assigned* from the file, so at no point do two full copies of the weights
+    # exist: peak memory is one model plus the one tensor being read.
     with torch.device("meta"):
         model = GPT(config)
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
@@ -67,22 +89,28 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | None = None, device=N
     for name, t in _read_tensors(_weight_files(path)):
         if name.endswith(IGNORED_SUFFIXES):
             continue
-        if name == "lm_head.weight":  # an explicit, untied copy; GPT-2 ties it to wte
+        if name == "lm_head.weight":  # an explicit copy of the head; GPT-2 ties it to wte
             lm_head = t
             continue
+        # GPT2LMHeadModel files say "transformer.h.0...", OpenAI's GPT2Model files just "h.0...".
         key = name if name.startswith("transformer.") else "transformer." + name
         if key not in expected:
             raise ValueError(f"unexpected tensor {name!r} in {path}: GPT-2 has no such weight")
+        if key in state:
+            raise ValueError(f"tensor {key!r} appears twice in {path} (with and without the 'transformer.' prefix?)")
         if key.endswith(CONV1D_SUFFIXES):
             t = t.t()  # Conv1D (in, out) → Linear (out, in)
         if t.shape != expected[key]:
-            raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(expected[key])} for this config")
+            raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)} (after transposing Conv1D weights), "
+                             f"but this config expects {tuple(expected[key])}")
         state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
-    if lm_head is not None and not torch.equal(lm_head.to(state["transformer.wte.weight"]), state["transformer.wte.weight"]):
-        raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them")
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
+    wte = state["transformer.wte.weight"]
+    if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
+        raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 
     model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state`
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
@@ -90,10 +118,12 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | None = None, device=N
 
 
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
-    """Write config.json + model.safetensors, each to a temp name first and then renamed.
+    """Write config.json + model.safetensors so `transformers` can open the directory.
 
-    A crash midway leaves the previous checkpoint (if any) intact: a reader never sees a half
-    written file. The weights are renamed into place first, then the config.
+    Each file is written to a temp name and renamed into place, weights first, then the config;
+    a save that fails midway leaves the previous checkpoint loadable. (A crash exactly between
+    the two renames leaves new weights beside the old config: the same model keeps loading, a
+    model of another shape fails to load with a shape error, never silently.)
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -102,13 +132,30 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
         if key == "lm_head.weight":
             continue  # tied to wte; HF re-ties it on load
         if key.endswith(CONV1D_SUFFIXES):
-            t = t.t()
+            t = t.t()  # Linear (out, in) → Conv1D (in, out)
         tensors[key] = t.detach().contiguous().cpu()
-    write_safetensors(tensors, path / "model.safetensors")
-    model.config.save_json(path / "config.json", architecture=architecture, extra={"torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch.")})
+    dtype = str(model.transformer.wte.weight.dtype).removeprefix("torch.")
+    write_safetensors(tensors, path / WEIGHTS_NAME)
+    model.config.save_json(path / "config.json", architecture=architecture, extra={"torch_dtype": dtype})
+    _remove_stale_shards(path)
+
+
+def _remove_stale_shards(path: Path) -> None:
+    """After a single-file save into a directory that held a sharded checkpoint, drop the old shards."""
+    index = path / INDEX_NAME
+    if not index.exists():
+        return
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        shards = set()  # unreadable index: remove only the index itself
+    index.unlink()
+    for s in shards:
+        if Path(s).name == s and s != WEIGHTS_NAME:  # a plain file name in this directory, never a path
+            (path / s).unlink(missing_ok=True)
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})  # HF requires format=pt
-    os.replace(tmp, dest)
+    """Atomically write `tensors` as a safetensors file (HF requires the metadata format=pt)."""
+    with atomic_path(Path(dest)) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})

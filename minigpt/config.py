@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -69,6 +71,8 @@ class GPTConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "GPTConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"config.json must hold a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type")
         if model_type != "gpt2":
             raise ValueError(f"config.json has model_type={model_type!r}; minigpt loads only 'gpt2' models")
@@ -130,7 +134,25 @@ class GPTConfig:
         atomic_write_text(path, json.dumps(d, indent=2) + "\n")
 
 
+@contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temp path beside `dest`; once the caller has written it, move it over `dest`.
+
+    A reader sees either the old file or the complete new one, never half of one: `os.replace`
+    is atomic on POSIX and Windows. The fsync makes the data durable *before* the rename, else a
+    power cut could leave the new name pointing at an empty file. If writing fails, the temp
+    file is removed and `dest` is untouched.
+    """
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -6,5 +6,6 @@ text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_
 """
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
+from minigpt.tokenizer import Tokenizer
 
-__all__ = ["GPT", "GPTConfig"]
+__all__ = ["GPT", "GPTConfig", "Tokenizer"]

@@ -1,0 +1,552 @@
+"""Byte-level BPE, GPT-2's tokenizer written from scratch: text → ids → text.
+
+Where it sits: **text → Tokenizer.encode → ids** → GPT → logits → ... → KV-cache decode loop →
+**Tokenizer.decode → text**.
+
+Three steps turn text into ids, each with one home below:
+1. **Bytes.** Text is UTF-8 encoded, so every string is a sequence over 256 symbols: there is no
+   "unknown token", any text (emoji, CJK, control characters) can be encoded.
+2. **Pre-tokenization.** GPT-2's regex cuts the text into chunks: a word with its leading space,
+   a number, a run of punctuation, whitespace. Merges never cross a chunk boundary, so " dog" is
+   the same token in every sentence, and a chunk's ids can be cached.
+3. **Merging.** Inside a chunk, the adjacent pair with the lowest rank (the one training learned
+   first) becomes one token, again and again, until no adjacent pair has a rank.
+Decoding is the reverse: ids → bytes (joined across tokens) → UTF-8 text.
+
+Learning the merges from text lives in minigpt/bpe_train.py (`Tokenizer.train` calls it).
+
+**Special tokens** (`<|endoftext|>`, id 50256 in GPT-2) are not text; BPE never produces them.
+The policy is tiktoken's: `encode` raises if the text contains a special token's text, because
+text from a user or a web page should not be able to inject a document boundary. Pass
+`allowed_special={"<|endoftext|>"}` (or `"all"`) to encode it as the special id, or call
+`encode_ordinary` to encode it as plain text (`<`, `|`, `end`, ...).
+
+Not handled: other split patterns (GPT-4's cl100k), Unicode normalization, `add_prefix_space`
+(GPT-2 tokenizes "Hello" and " Hello" differently, and so does this).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Collection, Iterable, Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Literal
+
+import re
+import regex
+
+from minigpt.config import atomic_write_text
+
+# ---- 1. The byte-level alphabet -----------------------------------------------------------------
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from each of the 256 byte values to one printable character.
+
+    vocab.json and merges.txt are text files, and merges.txt separates a pair's two halves with a
+    space, so a token's raw bytes cannot be written as they are: a space, a newline or a control
+    byte would break the format. GPT-2 keeps the 188 printable Latin-1 bytes as themselves and moves
+    the other 68 (control bytes, space, ...) to the characters 256, 257, ... in byte order. Space
+    (0x20) is the 33rd byte moved, so it becomes chr(256 + 32) = 'Ġ' and " the" is stored as "Ġthe";
+    newline becomes 'Ċ'. The table's order is also the order of GPT-2's first 256 ids ('!' is 0).
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    moved = [b for b in range(256) if b not in table]
+    table.update({b: chr(256 + i) for i, b in enumerate(moved)})
+    return table
+
+
+BYTE_TO_CHAR = bytes_to_unicode()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+def token_to_str(token: bytes) -> str:
+    """A token's bytes as written in vocab.json / merges.txt ('Ġthe')."""
+    return "".join(BYTE_TO_CHAR[b] for b in token)
+
+
+def str_to_token(s: str) -> bytes:
+    return bytes(CHAR_TO_BYTE[c] for c in s)
+
+
+# ---- 2. Pre-tokenization: GPT-2's split pattern -----------------------------------------------
+
+GPT2_SPLIT_BRANCHES = [
+    r"'s|'t|'re|'ve|'m|'ll|'d",  # English contractions, lower case only: "don't" → "don" "'t", but "DON'T" → "DON" "'" "T"
+    r" ?\p{L}+",  # a run of letters in any script, with at most one leading space: " hello", " こんにちは"
+    r" ?\p{N}+",  # a run of digits / numerals, with one leading space: " 2024"
+    r" ?[^\s\p{L}\p{N}]+",  # punctuation, symbols and emoji, with one leading space: " ...", " 🙂"
+    r"\s+(?!\S)",  # whitespace, leaving its last space to the next word: "a   b" → "a" "  " " b"
+    r"\s+",  # any whitespace left over: a single space or newline before a non-space
+]
+GPT2_SPLIT_PATTERN = "|".join(GPT2_SPLIT_BRANCHES)
+_SPLIT = regex.compile(GPT2_SPLIT_PATTERN)
+
+# The same rules for pure-ASCII text, in the standard library's `re`, which scans about twice as
+# fast as `regex`. Whitespace is spelled out: Unicode (and so GPT-2) does not count \x1c-\x1f as
+# whitespace, but `re`'s \s would.
+_WS = r"\t\n\x0b\x0c\r "
+_ASCII_SPLIT = re.compile(
+    rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
+)
+
+
+def split_text(text: str) -> list[str]:
+    """Cut text into the chunks that BPE merges inside of. The chunks cover the text exactly."""
+    return (_ASCII_SPLIT if text.isascii() else _SPLIT).findall(text)
+
+
+# ---- 3. Merging -------------------------------------------------------------------------------
+
+
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every occurrence of `pair` in `ids` by `new_id`, left to right ("aaa" → "aa" "a")."""
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+class _ChunkCache(dict):
+    """chunk → ids. Real text repeats its words, so most chunks are looked up, not merged.
+
+    A dict subclass with `__missing__` keeps the hit path inside C (`map(cache.__getitem__, ...)`).
+    Cleared when full, so encoding a huge corpus cannot grow memory without bound."""
+
+    MAX_ENTRIES = 1 << 19
+
+    def __init__(self, bpe) -> None:
+        super().__init__()
+        self.bpe = bpe
+
+    def __missing__(self, chunk: str) -> tuple[int, ...]:
+        if len(self) >= self.MAX_ENTRIES:
+            self.clear()
+        ids = self[chunk] = tuple(self.bpe(chunk))
+        return ids
+
+
+AllowedSpecial = Collection[str] | Literal["all"]
+
+# Below this many characters, encode_batch works in this process: starting workers costs more.
+_MIN_PARALLEL_CHARS = 1 << 19
+# encode_batch cuts long documents into pieces of at least this many characters (see _safe_pieces).
+_MIN_PIECE_CHARS = 1 << 16
+# The tokenizer and options that encode_batch's forked workers inherit (set just before the fork).
+_WORKER_JOB: tuple["Tokenizer", AllowedSpecial] | None = None
+
+
+def _available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _encode_in_worker(piece: str) -> list[int]:
+    tokenizer, allowed_special = _WORKER_JOB
+    return tokenizer.encode(piece, allowed_special=allowed_special)
+
+
+def _safe_pieces(text: str, size: int) -> list[str]:
+    """Cut a long document where the cut cannot change its tokens: at a newline that follows a
+    non-space character. No chunk of GPT-2's pattern spans such a point (the character before is not
+    whitespace, and only whitespace chunks contain a newline), and matching from the newline on
+    depends only on the text after it, so the pieces' ids joined are the document's ids."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        while cut != -1 and text[cut - 1].isspace():  # isspace is wider than \s: only ever too careful
+            cut = text.find("\n", cut + 1)
+        if cut == -1:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer: GPT-2's own, or one trained with `Tokenizer.train`.
+
+    vocab: token bytes → id for every non-special token (the 256 single bytes and every merge's
+    result); merges: the learned pairs in rank order (rank 0 merges first); special_tokens:
+    text → id. Ids must run 0 .. vocab_size - 1 without gaps.
+    """
+
+    def __init__(
+        self,
+        vocab: dict[bytes, int],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: dict[str, int] | None = None,
+    ) -> None:
+        self.vocab = dict(vocab)
+        self.merges = list(merges)
+        self.special_tokens = dict(special_tokens or {})
+        missing = [b for b in range(256) if bytes([b]) not in self.vocab]
+        if missing:
+            raise ValueError(f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]})")
+        id_to_bytes = {i: t for t, i in self.vocab.items()} | {i: s.encode() for s, i in self.special_tokens.items()}
+        n = len(self.vocab) + len(self.special_tokens)
+        if sorted(id_to_bytes) != list(range(n)):
+            raise ValueError(f"token ids must be exactly 0..{n - 1} (vocab + special tokens, no gaps or duplicates)")
+        self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(n)]
+        self._byte_ids: list[int] = [self.vocab[bytes([b])] for b in range(256)]
+        # (left id, right id) → rank, and rank → the merged token's id.
+        self._ranks: dict[tuple[int, int], int] = {}
+        self._merged_id: list[int] = []
+        for rank, (a, b) in enumerate(self.merges):
+            if a not in self.vocab or b not in self.vocab or a + b not in self.vocab:
+                raise ValueError(f"merge {rank} ({token_to_str(a)} {token_to_str(b)}) uses a token not in the vocab")
+            self._ranks[(self.vocab[a], self.vocab[b])] = rank
+            self._merged_id.append(self.vocab[a + b])
+        self._cache = _ChunkCache(self._bpe)
+        self._special_re = (
+            regex.compile("|".join(regex.escape(s) for s in sorted(self.special_tokens, key=len, reverse=True)))
+            if self.special_tokens
+            else None
+        )
+        self.pad_token_id: int | None = self.eos_token_id  # GPT-2 has no pad token; padding is masked anyway
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._id_bytes)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The id of `<|endoftext|>` (50256 for GPT-2), or None if this tokenizer has none."""
+        return self.special_tokens.get("<|endoftext|>")
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
+
+    # ---- merging one chunk ----
+
+    def _bpe(self, chunk: str, steps: list[list[int]] | None = None) -> list[int]:
+        """Merge one chunk: while some adjacent pair has a rank, merge the lowest-ranked one."""
+        ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
+        ranks, no_rank = self._ranks, len(self._ranks)
+        while len(ids) > 1:
+            best = min(zip(ids, ids[1:]), key=lambda pair: ranks.get(pair, no_rank))
+            rank = ranks.get(best)
+            if rank is None:
+                break
+            ids = merge_pair(ids, best, self._merged_id[rank])
+            if steps is not None:
+                steps.append(ids)
+        return ids
+
+    # ---- encode / decode ----
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text, treating any special token's text as plain text."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        return list(chain.from_iterable(map(self._cache.__getitem__, split_text(text))))
+
+    def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
+        """Encode text to ids. Special-token text raises ValueError unless `allowed_special` names it
+        (or is "all"); see the module docstring for why."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        if self._special_re is None or self._special_re.search(text) is None:
+            return self.encode_ordinary(text)
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        ids: list[int] = []
+        start = 0
+        for m in self._special_re.finditer(text):
+            if m.group() not in allowed:
+                raise ValueError(
+                    f"text contains the special token {m.group()!r} at position {m.start()}. To encode it as "
+                    f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
+                    f"to encode it as plain text, use encode_ordinary(text)."
+                )
+            ids += self.encode_ordinary(text[start : m.start()])
+            ids.append(self.special_tokens[m.group()])
+            start = m.end()
+        return ids + self.encode_ordinary(text[start:])
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes of the ids, joined. Accepts a list, a 1-D tensor or a numpy array."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
+            raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")
+        return b"".join(map(self._id_bytes.__getitem__, ids))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids → text. The bytes are joined across tokens *before* UTF-8 decoding, because one
+        character (e.g. an emoji, 4 bytes) can be split over several tokens; bytes that still do not
+        form valid UTF-8 (a cut-off sequence) become U+FFFD, never an exception."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def id_to_token(self, i: int) -> str:
+        """One token as vocab.json writes it ('Ġthe'); special tokens as their text."""
+        return token_to_str(self._id_bytes[i]) if i < len(self.vocab) else self._id_bytes[i].decode()
+
+    def encode_show_work(self, text: str) -> list[dict]:
+        """The teaching view: for each pre-tokenized chunk, the tokens after every merge step.
+
+        Returns [{"chunk": " hello", "steps": [["Ġ", "h", "e", "l", "l", "o"], ["Ġ", "h", "e", "ll", "o"],
+        ...], "ids": [...]}, ...]. Special tokens are treated as plain text (encode_ordinary)."""
+        work = []
+        for chunk in split_text(text):
+            steps = [[self._byte_ids[b] for b in chunk.encode("utf-8")]]
+            ids = self._bpe(chunk, steps)
+            work.append({"chunk": chunk, "steps": [[self.id_to_token(i) for i in s] for s in steps], "ids": ids})
+        return work
+
+    # ---- bulk encoding ----
+
+    def encode_batch(
+        self, texts: Sequence[str], *, allowed_special: AllowedSpecial = (), num_workers: int | None = None
+    ) -> list[list[int]]:
+        """Encode many documents on every core; the ids are exactly `[encode(t) for t in texts]`.
+
+        Worker processes are forked, so they share this tokenizer's merge table (and its chunk
+        cache as filled so far) without copying or pickling it. Long documents are cut where the cut
+        cannot change the ids (see _safe_pieces), so one big file still uses every core. Small
+        batches, and platforms without fork, are encoded in this process."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("encode_batch takes a list of str (for one string, use encode)")
+        workers = num_workers or _available_cpus()
+        total = sum(map(len, texts))
+        if workers <= 1 or total < _MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
+            return [self.encode(t, allowed_special=allowed_special) for t in texts]
+        piece_chars = max(_MIN_PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balances load
+        pieces, owner = [], []
+        for i, text in enumerate(texts):
+            for piece in _safe_pieces(text, piece_chars):
+                pieces.append(piece)
+                owner.append(i)
+        global _WORKER_JOB
+        _WORKER_JOB = (self, allowed_special)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                results = pool.map(_encode_in_worker, pieces, chunksize=max(1, len(pieces) // (8 * workers)))
+        finally:
+            _WORKER_JOB = None
+        out: list[list[int]] = [[] for _ in texts]
+        for i, ids in zip(owner, results):
+            out[i] += ids
+        return out
+
+    # ---- model input, as Hugging Face users expect ----
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        *,
+        padding: bool | Literal["longest", "max_length"] = False,
+        padding_side: Literal["left", "right"] = "right",
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: Literal["pt"] | None = None,
+        allowed_special: AllowedSpecial = (),
+    ) -> dict:
+        """Encode a batch into {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
+
+        padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
+        padding_side="left" for generation, so every prompt's last token sits in the last column.
+        truncation=True keeps the first max_length tokens. return_tensors="pt" gives (B, T) LongTensors.
+        GPT-2 has no pad token, so padding uses pad_token_id (<|endoftext|> unless changed); the
+        attention mask, not the pad id, is what keeps padding out of attention."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if (truncation or padding == "max_length") and max_length is None:
+            raise ValueError("truncation=True and padding='max_length' need max_length=N")
+        single = isinstance(texts, str)
+        batch = self.encode_batch([texts] if single else list(texts), allowed_special=allowed_special)
+        if truncation:
+            batch = [ids[:max_length] for ids in batch]
+        masks = [[1] * len(ids) for ids in batch]
+        if padding in (True, "longest", "max_length"):
+            width = max_length if padding == "max_length" else max(map(len, batch), default=0)
+            if self.pad_token_id is None:
+                raise ValueError("padding needs pad_token_id, and this tokenizer has no <|endoftext|>; set pad_token_id")
+            for ids, mask in zip(batch, masks):
+                fill = width - len(ids)
+                if padding_side == "right":
+                    ids += [self.pad_token_id] * fill
+                    mask += [0] * fill
+                else:
+                    ids[:0] = [self.pad_token_id] * fill
+                    mask[:0] = [0] * fill
+        if return_tensors == "pt":
+            import torch  # only here: the tokenizer itself needs no torch
+
+            if len(set(map(len, batch))) > 1:
+                raise ValueError("texts encode to different lengths; pass padding=True to return a tensor")
+            return {"input_ids": torch.tensor(batch, dtype=torch.long), "attention_mask": torch.tensor(masks, dtype=torch.long)}
+        if single:
+            return {"input_ids": batch[0], "attention_mask": masks[0]}
+        return {"input_ids": batch, "attention_mask": masks}
+
+    # ---- files: Hugging Face's GPT-2 layout (vocab.json + merges.txt), and tiktoken's ranks ----
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Load vocab.json + merges.txt from a directory. "gpt2" (when no such directory exists)
+        means the GPT-2 files shipped in checkpoints/gpt2. Tokens of vocab.json that are neither a
+        single byte nor made by a merge are the special tokens (GPT-2: <|endoftext|> = 50256)."""
+        path = Path(path)
+        if str(path) == "gpt2" and not path.exists():
+            path = GPT2_DIR
+        for name in ("vocab.json", "merges.txt"):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path / name} not found; a tokenizer directory holds vocab.json and merges.txt")
+        str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+        merges = []
+        for line in (path / "merges.txt").read_text(encoding="utf-8").splitlines():
+            if line and not line.startswith("#version"):
+                a, b = line.split(" ")
+                merges.append((str_to_token(a), str_to_token(b)))
+        made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
+        vocab, special = {}, {}
+        for s, i in str_vocab.items():
+            token = str_to_token(s) if all(c in CHAR_TO_BYTE for c in s) else None
+            if token in made:
+                vocab[token] = i
+            else:
+                special[s] = i
+        return cls(vocab, merges, special)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write vocab.json and merges.txt (Hugging Face's GPT-2 layout; `GPT2TokenizerFast` opens
+        it) plus tokenizer_config.json naming the special tokens. Each file is written atomically."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        vocab = {self.id_to_token(i): i for i in range(self.vocab_size)}
+        merges = "".join(f"{token_to_str(a)} {token_to_str(b)}\n" for a, b in self.merges)
+        eos = "<|endoftext|>" if self.eos_token_id is not None else None
+        config = {
+            "tokenizer_class": "GPT2Tokenizer",
+            "add_prefix_space": False,
+            "bos_token": eos,
+            "eos_token": eos,
+            "unk_token": eos,
+            "additional_special_tokens": [s for s in self.special_tokens if s != eos],
+        }
+        atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
+        atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
+        atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_tiktoken(cls, file: str | os.PathLike, special_tokens: dict[str, int] | None = None) -> "Tokenizer":
+        """Load tiktoken's ranks format (`gpt2.tiktoken`: base64 token, rank per line). The default
+        special token is GPT-2's <|endoftext|> = 50256.
+
+        tiktoken keeps only the tokens, in rank order; the merges are recovered by replaying BPE on
+        each token's bytes with only lower-ranked tokens allowed: the last step joins two parts."""
+        ranks: dict[bytes, int] = {}
+        for line in Path(file).read_text(encoding="ascii").splitlines():
+            if line:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+        merges = []
+        for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+            parts = [bytes([b]) for b in token]
+            while len(parts) > 2:
+                pair_ranks = [ranks.get(a + b, rank) for a, b in zip(parts, parts[1:])]
+                i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
+                if pair_ranks[i] >= rank:
+                    break
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+            if len(parts) == 2:
+                merges.append((parts[0], parts[1]))
+        if special_tokens is None:
+            special_tokens = {"<|endoftext|>": len(ranks)}
+        return cls(ranks, merges, special_tokens)
+
+    # ---- training ----
+
+    @classmethod
+    def train(
+        cls,
+        text_or_files: str | os.PathLike | Sequence[str | os.PathLike],
+        vocab_size: int,
+        special_tokens: Sequence[str] = ("<|endoftext|>",),
+        *,
+        progress: bool = True,
+    ) -> "Tokenizer":
+        """Learn a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes + merges + specials).
+
+        text_or_files: a str is the training text itself; a Path, or a list of paths, names files.
+        Special tokens get the last ids and never take part in merges (their text in the training
+        data is cut out first). If the text runs out of pairs, the vocabulary ends up smaller."""
+        from minigpt.bpe_train import train_bpe
+
+        specials = list(special_tokens)
+        if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
+            raise ValueError(f"special_tokens must be distinct non-empty strings, got {specials!r}")
+        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+            raise ValueError(
+                f"vocab_size must be an int >= 256 + {len(specials)} (the byte alphabet and the special tokens), "
+                f"got {vocab_size!r}"
+            )
+        if isinstance(text_or_files, str):
+            texts = [text_or_files]
+        else:
+            files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
+            texts = [Path(f).read_text(encoding="utf-8") for f in files]
+        if specials:
+            cut = regex.compile("|".join(regex.escape(s) for s in specials))
+            texts = [part for text in texts for part in cut.split(text)]
+        alphabet = {bytes([b]): i for i, b in enumerate(BYTE_TO_CHAR)}  # GPT-2's byte ids, so ids 0-255 match it
+        vocab, merges = train_bpe(texts, alphabet, vocab_size - len(specials), split_text, progress=progress)
+        return cls(vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)})
+
+
+GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+
+
+# ---- CLI: `minigpt tokenize` ------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="minigpt tokenize",
+        description="Encode text and print its ids and tokens (--show-work: every BPE merge step), "
+        "or train a new tokenizer with --train FILES --vocab-size N --out DIR.",
+    )
+    parser.add_argument("text", nargs="?", help="text to encode (default: read standard input)")
+    parser.add_argument("--tokenizer", default="gpt2", help="tokenizer directory (default: GPT-2's, shipped)")
+    parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")
+    parser.add_argument("--train", nargs="+", metavar="FILE", help="train a tokenizer on these text files")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="with --train: vocabulary size (default 4096)")
+    parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
+    args = parser.parse_args(argv)
+    if args.train:
+        if not args.out:
+            parser.error("--train needs --out DIR")
+        from minigpt.bpe_train import main as train_main
+
+        return train_main([*args.train, "--vocab-size", str(args.vocab_size), "--out", args.out])
+    tok = Tokenizer.from_pretrained(args.tokenizer)
+    text = sys.stdin.read() if args.text is None else args.text
+    if args.show_work:
+        for work in tok.encode_show_work(text):
+            print(f"chunk {work['chunk']!r}")
+            for step in work["steps"]:
+                print("   ", " ".join(step))
+            print("    ids:", work["ids"])
+        return 0
+    ids = tok.encode(text, allowed_special="all")
+    print("ids:   ", ids)
+    print("tokens:", [tok.id_to_token(i) for i in ids])
+    print(f"{len(text)} characters → {len(ids)} tokens")
+    return 0

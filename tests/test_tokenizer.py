@@ -1,0 +1,289 @@
+"""minigpt's BPE tokenizer against tiktoken (GPT-2's ids) and transformers (files it saves).
+
+Everything here uses only files shipped in the repo (checkpoints/gpt2) and text the tests make.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import tiktoken
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minigpt.tokenizer as tokmod
+from minigpt import Tokenizer
+from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, BYTE_TO_CHAR, split_text, str_to_token
+
+REPO = Path(__file__).resolve().parent.parent
+EOT = "<|endoftext|>"
+
+TRICKY = [
+    "",
+    "Hello world",
+    " Hello  world ",
+    "don't won't I'm we've they're she'll he'd it's",
+    "DON'T WON'T I'M WE'VE THEY'RE SHE'LL HE'D IT'S",  # contractions are case-sensitive
+    "Don'T dOn't 's 't 're 'x ''s",
+    "a  b   c    d\te\t\tf\n\ng\n\n\nh \n i\r\n",
+    "   leading and trailing   ",
+    "\n",
+    "  \n\n  \t ",
+    "x\u00a0y\u2003z\u3000w\u0085v",  # non-breaking, em and ideographic spaces, NEL
+    "0 1 12 123 1234 12345 3.14159 1,000,000 2024-06-01 ١٢٣ ½ Ⅻ",
+    "🙂 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 ❤️ 🇯🇵",  # emoji, skin tone, ZWJ sequences, flags
+    "日本語のテキスト 中文文本 한국어 텍스트",
+    "e\u0301 a\u0308 n\u0303 Z\u0351\u0358\u0362 ก่ำ",  # combining marks
+    "\x00\x01\x07\x08\x1b\x1c\x1f\x7f tab\ttab bell\x07",  # control characters
+    "Ñandú ÆØÅ straße İstanbul ǅ",
+    "<|endoftext|>".replace("|", "¦"),
+    "http://example.com/path?q=1&r=2#frag user@mail.org",
+    "def f(x):\n    return x ** 2  # square\n",
+    "!!!??? ... --- *** $$$ ```",
+    "Ġ Ċ ĠĠ",  # the byte-level alphabet's own characters
+    "\ufeff\u200b\u200d\ufffd\U0010ffff",
+]
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.from_pretrained(GPT2_DIR)
+
+
+@pytest.fixture(scope="module")
+def enc() -> tiktoken.Encoding:
+    """An r50k_base-equivalent encoding built from the shipped files: GPT-2's split pattern,
+    ranks from vocab.json (byte-decoded), and <|endoftext|> = 50256."""
+    vocab = json.loads((GPT2_DIR / "vocab.json").read_text(encoding="utf-8"))
+    ranks = {str_to_token(s): i for s, i in vocab.items() if s != EOT}
+    return tiktoken.Encoding("gpt2-shipped", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+
+
+def real_text() -> str:
+    files = sorted([*REPO.glob("minigpt/*.py"), *REPO.glob("*.md"), REPO / "checkpoints/gpt2/LICENSE"])
+    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    return text.replace(EOT, "")  # special-token text has its own test
+
+
+# ---- the byte-level alphabet ----
+
+
+def test_byte_alphabet_matches_gpt2_vocab():
+    vocab = json.loads((GPT2_DIR / "vocab.json").read_text(encoding="utf-8"))
+    assert len(set(BYTE_TO_CHAR.values())) == 256 and all(c.isprintable() for c in BYTE_TO_CHAR.values())
+    assert BYTE_TO_CHAR[ord(" ")] == "Ġ" and BYTE_TO_CHAR[ord("\n")] == "Ċ"
+    assert [vocab[c] for c in BYTE_TO_CHAR.values()] == list(range(256))  # the table's order is GPT-2's ids
+
+
+# ---- same ids as tiktoken ----
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_tricky_strings_match_tiktoken(tok, enc, text):
+    ids = tok.encode(text)
+    assert ids == enc.encode_ordinary(text), f"{text!r}: minigpt {ids} vs tiktoken {enc.encode_ordinary(text)}"
+    assert tok.decode(ids) == text
+
+
+def test_real_text_matches_tiktoken(tok, enc):
+    text = real_text()
+    ids, ref = tok.encode(text), enc.encode_ordinary(text)
+    mismatches = sum(a != b for a, b in zip(ids, ref)) + abs(len(ids) - len(ref))
+    print(f"{len(text)} characters, {len(ids)} tokens, {mismatches} mismatches vs tiktoken")
+    assert ids == ref
+    assert tok.decode(ids) == text
+
+
+# Short strings over all of Unicode (minus lone surrogates, which are not encodable text), with
+# extra weight on the characters GPT-2's rules care about.
+_interesting = st.sampled_from(list(" \t\n\r\x0b\x0c\u00a0\u3000'sStdlmrv0123456789.,!?-é😀\u200d\u0301日"))
+unicode_text = st.text(st.one_of(st.characters(blacklist_categories=("Cs",)), _interesting), max_size=16)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(unicode_text)
+def test_hypothesis_unicode_matches_tiktoken_and_round_trips(tok, enc, text):
+    ids = tok.encode_ordinary(text)
+    assert ids == enc.encode_ordinary(text)
+    assert tok.decode(ids) == text
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.characters(max_codepoint=127), max_size=24))
+def test_ascii_fast_path_splits_like_gpt2_pattern(text):
+    assert text.isascii()
+    assert split_text(text) == tokmod._SPLIT.findall(text)
+
+
+# ---- special tokens: tiktoken's policy ----
+
+
+def test_special_token_policy(tok, enc):
+    text = f"one{EOT}two"
+    with pytest.raises(ValueError, match="allowed_special"):
+        tok.encode(text)  # raises by default, like tiktoken
+    assert tok.encode(text, allowed_special={EOT}) == enc.encode(text, allowed_special={EOT})
+    assert tok.encode(text, allowed_special="all")[1] == tok.eos_token_id == 50256
+    assert tok.encode_ordinary(text) == enc.encode_ordinary(text)  # as plain text: '<', '|', 'end', ...
+    assert 50256 not in tok.encode_ordinary(text)
+    assert tok.decode(tok.encode(text, allowed_special="all")) == text
+
+
+# ---- errors ----
+
+
+def test_bad_input_errors(tok):
+    with pytest.raises(TypeError, match="str"):
+        tok.encode(b"bytes")
+    with pytest.raises(TypeError, match="str"):
+        tok.encode(None)
+    with pytest.raises(ValueError, match=r"unknown token id 50257 at position 1; ids must be in \[0, 50257\)"):
+        tok.decode([1, 50257])
+    with pytest.raises(ValueError, match="unknown token id -1"):
+        tok.decode([-1])
+    with pytest.raises(ValueError, match=r"vocab_size must be an int >= 256 \+ 1"):
+        Tokenizer.train("some text", vocab_size=256)
+    with pytest.raises(TypeError, match="list of str"):
+        tok.encode_batch("one string")
+    with pytest.raises(FileNotFoundError, match="vocab.json"):
+        Tokenizer.from_pretrained(REPO / "no_such_dir")
+
+
+def test_decode_joins_bytes_before_utf8(tok):
+    ids = tok.encode("🙂")
+    assert len(ids) > 1  # one emoji, several byte-level tokens
+    assert tok.decode(ids) == "🙂"
+    assert tok.decode(ids[:1]) == "\ufffd"  # a cut-off UTF-8 sequence decodes to U+FFFD, never raises
+    assert tok.decode(torch.tensor(ids)) == "🙂"
+
+
+# ---- files ----
+
+
+def test_save_load_round_trip_and_transformers_reads_gpt2(tok, tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "vocab.json").read_bytes() == (GPT2_DIR / "vocab.json").read_bytes()
+    assert (tmp_path / "merges.txt").read_bytes() == (GPT2_DIR / "merges.txt").read_bytes()
+    again = Tokenizer.from_pretrained(tmp_path)
+    assert again.vocab == tok.vocab and again.merges == tok.merges and again.special_tokens == {EOT: 50256}
+    hf = GPT2TokenizerFast.from_pretrained(tmp_path)
+    text = real_text() + "".join(TRICKY)
+    assert hf.encode(text) == tok.encode(text)
+
+
+def test_from_tiktoken_recovers_gpt2_merges(tok, tmp_path):
+    lines = [f"{base64.b64encode(t).decode()} {i}" for t, i in tok.vocab.items()]
+    (tmp_path / "gpt2.tiktoken").write_text("\n".join(lines) + "\n")
+    loaded = Tokenizer.from_tiktoken(tmp_path / "gpt2.tiktoken")
+    assert loaded.merges == tok.merges and loaded.special_tokens == {EOT: 50256}
+
+
+# ---- training ----
+
+
+def test_textbook_merges():
+    # Wikipedia's example: aaabdaaabac → ZabdZabac (Z=aa) → ZYdZYac (Y=ab) → XdXac (X=ZY).
+    tok = Tokenizer.train("aaabdaaabac", vocab_size=256 + 3, special_tokens=[], progress=False)
+    assert tok.merges == [(b"a", b"a"), (b"a", b"b"), (b"aa", b"ab")]
+    assert [tok.id_to_token(i) for i in tok.encode("aaabdaaabac")] == ["aaab", "d", "aaab", "a", "c"]
+
+
+def test_training_is_deterministic_and_transformers_agrees(tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    text = real_text()
+    a = Tokenizer.train(text, vocab_size=600, progress=False)
+    b = Tokenizer.train(text, vocab_size=600, progress=False)
+    assert a.merges == b.merges and a.vocab == b.vocab
+    assert a.vocab_size == 600 and a.eos_token_id == 599
+    assert [a.vocab[bytes([b])] for b in BYTE_TO_CHAR] == list(range(256))  # GPT-2's byte ids
+    a.save_pretrained(tmp_path)
+    hf = GPT2TokenizerFast.from_pretrained(tmp_path)
+    assert hf.eos_token_id == a.eos_token_id
+    sample = text[:20000] + "".join(TRICKY)
+    ids = a.encode(sample)
+    assert hf.encode(sample) == ids
+    assert a.decode(ids) == sample
+    assert Tokenizer.from_pretrained(tmp_path).encode(sample) == ids
+
+
+def test_training_cuts_out_special_tokens_and_reads_files(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text(f"ab ab ab{EOT}ab cd{EOT}", encoding="utf-8")
+    tok = Tokenizer.train([path], vocab_size=260, progress=False)
+    assert all(EOT.encode() not in t for t in tok.vocab)  # no merge reaches into the special token
+    assert tok.encode(f"ab{EOT}", allowed_special="all") == [tok.vocab[b"ab"], tok.eos_token_id]
+    small = Tokenizer.train("ab", vocab_size=1000, progress=False)  # runs out of pairs: stops early
+    assert small.merges == [(b"a", b"b")] and small.vocab_size == 256 + 1 + 1
+
+
+# ---- bulk path ----
+
+
+def test_encode_batch_is_identical_to_encode(tok, monkeypatch):
+    docs = [real_text(), "", "short", *TRICKY, "x\n" * 5000 + "end"]
+    expected = [tok.encode(d) for d in docs]
+    assert tok.encode_batch(docs) == expected  # small input: encoded in this process
+    # Force the process pool on this small input, and cut documents into small pieces.
+    monkeypatch.setattr(tokmod, "_MIN_PARALLEL_CHARS", 0)
+    monkeypatch.setattr(tokmod, "_MIN_PIECE_CHARS", 1000)
+    fresh = Tokenizer.from_pretrained(GPT2_DIR)
+    assert fresh.encode_batch(docs, num_workers=2) == expected
+
+
+def test_safe_pieces_do_not_change_ids(tok):
+    text = "a \n\nb\n c\n\n\n  d.\nee\n" * 300
+    pieces = tokmod._safe_pieces(text, 50)
+    assert len(pieces) > 10 and "".join(pieces) == text
+    assert sum((tok.encode(p) for p in pieces), []) == tok.encode(text)
+
+
+# ---- model input ----
+
+
+def test_call_pads_truncates_and_masks(tok):
+    texts = ["Hello world", "Hi"]
+    hello, hi = tok.encode(texts[0]), tok.encode(texts[1])
+    right = tok(texts, padding=True, return_tensors="pt")
+    assert right["input_ids"].dtype == torch.long and right["input_ids"].shape == (2, len(hello))
+    assert right["input_ids"][1].tolist() == hi + [50256] * (len(hello) - len(hi))
+    assert right["attention_mask"].tolist() == [[1] * len(hello), [1] * len(hi) + [0] * (len(hello) - len(hi))]
+    left = tok(texts, padding=True, padding_side="left", return_tensors="pt")
+    assert left["input_ids"][1].tolist() == [50256] * (len(hello) - len(hi)) + hi
+    assert left["attention_mask"][1].tolist() == [0] * (len(hello) - len(hi)) + [1] * len(hi)
+    cut = tok(texts, padding="max_length", truncation=True, max_length=1, return_tensors="pt")
+    assert cut["input_ids"].tolist() == [hello[:1], hi[:1]]
+    assert tok("Hello world") == {"input_ids": hello, "attention_mask": [1] * len(hello)}
+    with pytest.raises(ValueError, match="padding=True"):
+        tok(texts, return_tensors="pt")
+    with pytest.raises(ValueError, match="padding_side"):
+        tok(texts, padding=True, padding_side="middle")
+    with pytest.raises(ValueError, match="max_length"):
+        tok(texts, truncation=True)
+
+
+# ---- teaching hook and CLI ----
+
+
+def test_show_work_ends_in_encode_ids(tok):
+    work = tok.encode_show_work("Hello lower")
+    assert [w["chunk"] for w in work] == ["Hello", " lower"]
+    assert work[1]["steps"][0] == ["Ġ", "l", "o", "w", "e", "r"]  # starts from bytes
+    assert work[1]["steps"][-1] == ["Ġlower"]  # ends as one token
+    assert sum((w["ids"] for w in work), []) == tok.encode("Hello lower")
+
+
+def test_cli_encodes_and_trains(tmp_path, capsys):
+    assert tokmod.main(["Hello world"]) == 0
+    assert "[15496, 995]" in capsys.readouterr().out  # GPT-2's ids for "Hello world"
+    assert tokmod.main(["--show-work", " lower"]) == 0
+    assert "Ġlower" in capsys.readouterr().out
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
+    assert tokmod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 0
+    assert Tokenizer.from_pretrained(tmp_path / "tok").vocab_size == 262

@@ -1,0 +1,196 @@
+"""Token files for training: text → ids on disk once, then random windows read memory-mapped.
+
+Where it sits: text files → `Tokenizer.encode_batch` → `train.bin` / `val.bin` (this file, once)
+→ `sample_batch` → (x, y) windows → GPT → loss (minigpt/train.py, every step).
+
+Why a file of ids instead of text: tokenizing is slow and training reads the same data many
+times, so it is done once. The ids are stored as raw uint16 (GPT-2's 50,257 ids fit in 16 bits,
+half the bytes of int32), and training opens them with `np.memmap`: the OS pages in only the
+windows a batch touches, so a corpus far larger than RAM trains just as well.
+
+A DATA_DIR written by `minigpt prepare` holds:
+    train.bin, val.bin   uint16 token ids, documents separated by <|endoftext|>
+    meta.json            vocab size, token and byte counts (bytes/token gives bits per byte)
+    tokenizer/           the tokenizer's files, copied into every checkpoint trained on it
+
+Not handled: vocabularies over 65,536 ids (they would need uint32 files).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from minigpt.config import atomic_write_text
+
+TOKEN_DTYPE = np.uint16
+MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
+CHUNK_CHARS = 1 << 16  # text handed to encode_batch in ~64 KB pieces, spread over all cores
+CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against vocab_size
+
+# GPT-2's pre-tokenizer never joins a newline to a following non-space character (only a plain
+# space may prefix a word), so cutting the text right there cannot change a single token:
+# encoding the pieces separately gives exactly the ids of encoding the whole text.
+_SAFE_CUT = re.compile(r"(?<=\n)(?=\S)")
+
+
+# ---- preparing: text → train.bin / val.bin ------------------------------------------------------
+
+
+def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
+    """Cut text into ~chunk_chars pieces at safe points (see _SAFE_CUT); "".join gives it back."""
+    chunks, start = [], 0
+    while start < len(text):
+        m = _SAFE_CUT.search(text, start + chunk_chars)
+        end = m.start() if m else len(text)
+        chunks.append(text[start:end])
+        start = end
+    return chunks
+
+
+def encode_text(tokenizer, text: str, progress: tqdm | None = None) -> list[int]:
+    """tokenizer.encode(text), computed in parallel chunks with encode_batch (identical ids)."""
+    chunks = split_text(text)
+    ids: list[int] = []
+    group = 64  # chunks per encode_batch call: large enough to keep every core busy
+    for i in range(0, len(chunks), group):
+        batch = chunks[i : i + group]
+        for piece in tokenizer.encode_batch(batch):
+            ids.extend(piece)
+        if progress is not None:
+            progress.update(sum(len(c.encode("utf-8")) for c in batch))
+    return ids
+
+
+def _cut_point(text: str, val_fraction: float) -> int:
+    """Where the validation part of one file starts: the first safe cut after (1 - fraction)."""
+    if val_fraction == 0:
+        return len(text)
+    target = int(len(text) * (1 - val_fraction))
+    m = _SAFE_CUT.search(text, target)
+    return m.start() if m else target
+
+
+def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLike, val_fraction: float = 0.1) -> dict:
+    """Tokenize text files into out_dir/{train,val}.bin + meta.json; return the meta dict.
+
+    The last `val_fraction` of *each* file goes to validation, so every source is represented in
+    both splits. Each file ends with <|endoftext|>, which marks document boundaries for the model.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if tokenizer.vocab_size > MAX_VOCAB:
+        raise ValueError(f"vocab_size {tokenizer.vocab_size} does not fit uint16 token files (max {MAX_VOCAB})")
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("no input files given")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"input file {p} does not exist")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    ids: dict[str, list[int]] = {"train": [], "val": []}
+    n_bytes = {"train": 0, "val": 0}
+    total = sum(p.stat().st_size for p in paths)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar:
+        for p in paths:
+            text = p.read_text(encoding="utf-8")
+            if not text:
+                raise ValueError(f"input file {p} is empty")
+            cut = _cut_point(text, val_fraction)
+            for split, part in (("train", text[:cut]), ("val", text[cut:])):
+                if part:
+                    ids[split] += encode_text(tokenizer, part, bar) + [tokenizer.eos_token_id]
+                    n_bytes[split] += len(part.encode("utf-8"))
+
+    for split, toks in ids.items():
+        arr = np.asarray(toks, dtype=TOKEN_DTYPE)
+        tmp = out / f"{split}.bin.tmp"
+        arr.tofile(tmp)
+        os.replace(tmp, out / f"{split}.bin")
+    tokenizer.save_pretrained(out / "tokenizer")
+    meta = {
+        "vocab_size": tokenizer.vocab_size,
+        "eos_token_id": tokenizer.eos_token_id,
+        "dtype": np.dtype(TOKEN_DTYPE).name,
+        "train_tokens": len(ids["train"]),
+        "val_tokens": len(ids["val"]),
+        "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
+        "val_bytes": n_bytes["val"],
+        "sources": [str(p) for p in paths],
+    }
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# ---- reading: memory-mapped ids → random (x, y) windows ----------------------------------------
+
+
+def read_meta(data_dir: str | os.PathLike) -> dict:
+    path = Path(data_dir) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
+    return json.loads(path.read_text())
+
+
+def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -> np.memmap:
+    """Open a uint16 token file memory-mapped, after checking it can feed training.
+
+    Every id is checked against vocab_size once here: a bad id would otherwise surface as an
+    out-of-range embedding lookup deep inside the model (on a GPU, an opaque device assert).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"token file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"token file {path} is empty")
+    if path.stat().st_size % np.dtype(TOKEN_DTYPE).itemsize:
+        raise ValueError(f"token file {path} has an odd number of bytes; expected uint16 ids")
+    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    if len(tokens) < min_tokens:
+        raise ValueError(f"token file {path} holds {len(tokens)} tokens; need at least {min_tokens} (block_size + 1)")
+    for i in range(0, len(tokens), CHECK_TOKENS):
+        top = int(tokens[i : i + CHECK_TOKENS].max())
+        if top >= vocab_size:
+            raise ValueError(f"token file {path} holds token id {top}, outside the model's vocabulary [0, {vocab_size})")
+    return tokens
+
+
+def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """batch_size random windows: x = tokens[s : s+T], y = tokens[s+1 : s+T+1] (the next tokens).
+
+    All randomness comes from `rng`, which the training loop derives from (seed, step): the
+    step number is the sampler's whole state, so a resumed run reads exactly the same windows.
+    """
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=rng).tolist()
+    window = np.stack([tokens[s : s + block_size + 1] for s in starts]).astype(np.int64)  # (B, T+1)
+    w = torch.from_numpy(window)
+    return w[:, :-1], w[:, 1:]  # (B, T) each
+
+
+# ---- CLI: `minigpt prepare` ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minigpt prepare", description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
+    parser.add_argument("inputs", nargs="+", help="UTF-8 text files")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt), e.g. checkpoints/gpt2")
+    parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, meta.json, tokenizer/")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
+    args = parser.parse_args(argv)
+    from minigpt.tokenizer import Tokenizer
+
+    try:
+        meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"minigpt prepare: error: {e}")
+        return 2
+    print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
+    return 0

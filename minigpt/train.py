@@ -1,0 +1,583 @@
+"""Training: the loop that turns batches into better weights, and `minigpt train` (pretraining).
+
+Where it sits: train.bin (minigpt/data.py) → random windows (x, y) → GPT → loss → backward →
+AdamW → checkpoint in HF layout → `minigpt generate --model OUT_DIR`.
+
+`train_loop` knows nothing about language modelling. It takes a model, a batch source and a loss,
+and does what a long run needs: learning-rate schedule, gradient accumulation and clipping, mixed
+precision, DDP, periodic eval, logs and a loss-curve PNG, atomic checkpoints with exact resume,
+Ctrl-C and NaN handling. `pretrain` builds the language-model pieces and calls it; fine-tuning
+(minigpt/finetune.py) calls it with its own model, batches and loss.
+
+Exact resume without saving RNG states: every random draw is seeded from (seed, step, ...). The
+batch of micro-step m at step s is drawn with a generator seeded by (seed, s, m), and dropout
+reseeds from (seed, s, rank). So the step number *is* the RNG state and the data position, and a
+resumed run, or a run on a different number of processes, draws exactly the same numbers.
+
+OUT_DIR layout:
+    config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)
+    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config
+    best/                the checkpoint with the lowest val loss (+ metrics.json)
+    log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+import types
+import typing
+from contextlib import nullcontext
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm import tqdm
+
+from minigpt.config import GPTConfig, atomic_write_text
+from minigpt.data import load_tokens, read_meta, sample_batch
+from minigpt.model import GPT
+
+STATE_FILE = "training_state.pt"
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "loss.png"
+# Seed streams, so the draws of batches, eval batches and dropout never coincide.
+TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
+# Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+
+
+def _flag(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; each field is also a command-line flag (`lr` → `--lr`)."""
+
+    # data and output
+    data: str = _flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json)")
+    out: str = _flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
+    init: str | None = _flag(None, "start from this checkpoint directory instead of random weights")
+    resume: bool = _flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
+    # model shape (from scratch; with --init only block_size and dropout apply)
+    preset: str = _flag("gpt2-mini", "GPTConfig preset: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny")
+    n_layer: int | None = _flag(None, "override the preset's number of blocks")
+    n_head: int | None = _flag(None, "override the preset's number of heads")
+    n_embd: int | None = _flag(None, "override the preset's width")
+    block_size: int | None = _flag(None, "tokens per training window (default: the model's n_positions)")
+    dropout: float | None = _flag(None, "dropout rate (default: the preset's or checkpoint's)")
+    # optimisation
+    batch_size: int = _flag(8, "windows per micro-batch, per process")
+    grad_accum: int = _flag(1, "micro-batches per optimizer step, summed over all processes")
+    max_iters: int = _flag(1000, "optimizer steps in the whole run")
+    lr: float = _flag(6e-4, "peak learning rate, reached at the end of warmup")
+    min_lr: float = _flag(6e-5, "learning rate at the end of the cosine decay")
+    warmup_iters: int = _flag(100, "steps of linear warmup from 0 to lr")
+    lr_decay_iters: int | None = _flag(None, "step where the cosine reaches min_lr (default: max_iters)")
+    weight_decay: float = _flag(0.1, "AdamW decoupled weight decay of the matmul weights")
+    beta1: float = _flag(0.9, "AdamW beta1")
+    beta2: float = _flag(0.95, "AdamW beta2")
+    grad_clip: float = _flag(1.0, "clip the global gradient norm to this (0: off)")
+    # eval and logging
+    eval_interval: int = _flag(200, "evaluate and save a checkpoint every this many steps (and at the end)")
+    eval_iters: int = _flag(20, "val batches per evaluation")
+    log_interval: int = _flag(10, "write a log record every this many steps")
+    # system
+    device: str = _flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
+    dtype: str = _flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
+    compile: bool = _flag(False, "torch.compile the model (GPU; slow to start)")
+    seed: int = _flag(1337, "seeds the weights, every batch and every dropout mask")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+# ---- config ↔ command line ----------------------------------------------------------------------
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):  # `int | None` → int
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=help_)
+
+
+def parse_config(cls: type, argv: list[str] | None, prog: str, description: str):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_config_flags(parser, cls)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+# ---- the pieces of one step ---------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at lr_decay_iters, then flat.
+
+    Warmup: Adam's second-moment estimates are noise for the first steps, so large steps then
+    can throw the weights somewhere bad. Cosine: big steps while far from a minimum, small ones
+    near it.
+    """
+    decay_end = cfg.lr_decay_iters or cfg.max_iters
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / cfg.warmup_iters
+    if step >= decay_end:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_iters) / max(1, decay_end - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, in two weight-decay groups.
+
+    Decayed: the matrices of the matmuls (attention and MLP weights, or any head's Linear).
+    Not decayed: biases and LayerNorm gains (one number per channel: shrinking them towards 0
+    only fights the normalisation) and embeddings (wte, wpe). wte is also the tied LM head, but
+    it is first a lookup table: decoupled decay shrinks *every* row at every step, while a rare
+    token's row gets a gradient only when that token appears, so its embedding would fade.
+    Frozen parameters (requires_grad=False) are left out, so the optimizer holds no state for them.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel updates every tensor in one pass instead of a chain of elementwise ops.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))
+
+
+def seed_for(*parts: int) -> int:
+    """A well-mixed 64-bit seed from a tuple of ints (seed, stream, step, ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0])
+
+
+def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; y holds the next tokens (B, T), -100 = ignore."""
+    return model(x, y)[1]
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def gpt_flops_per_token(config: GPTConfig, block_size: int) -> float:
+    """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix B.
+
+    6 per parameter (2 forward, 4 backward) plus attention's scores and weighted sum, which
+    grow with the context: 12 · n_layer · n_embd · T.
+    """
+    with torch.device("meta"):  # shapes only: count without allocating
+        n = GPT(config).num_params(exclude_embeddings=True)  # wpe is a lookup, not a matmul
+    return 6 * n + 12 * config.n_layer * config.n_embd * block_size
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the weights of the last checkpoint are kept."""
+
+
+# ---- processes and devices ----------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: its rank among `world` processes, its device and autocast dtype."""
+
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Pick the device and dtype; under torchrun, join the process group (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dtype_name = cfg.dtype
+    if dtype_name == "auto":
+        dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype_name == "float16" and device.type != "cuda":
+        raise ValueError("dtype float16 needs a GPU (its GradScaler is CUDA-only); use bfloat16 or float32 on CPU")
+    if cfg.grad_accum % world:
+        raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
+    return Runtime(rank, world, device, getattr(torch, dtype_name))
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp name, then rename: a crash midway leaves the previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg) -> None:
+    """The HF-layout files first, then the training state (which carries its own copy of the weights).
+
+    Each file is replaced atomically. A crash between the two leaves newer HF files beside an
+    older state; resume reads weights *from the state*, so it still restarts consistently.
+    """
+    save_fn(raw_model, out)
+    state = {
+        "model": raw_model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,  # also the data position: batches are drawn from (seed, step)
+        "best_val_loss": best,
+        "config": asdict(cfg),
+    }
+    atomic_torch_save(state, out / STATE_FILE)
+
+
+def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
+    path = out / STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+    state = torch.load(path, map_location=rt.device, weights_only=True)
+    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
+    if changed and rt.is_main:
+        print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
+    raw_model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return state["step"], state["best_val_loss"]
+
+
+# ---- logging ------------------------------------------------------------------------------------
+
+
+def _log(out: Path, record: dict) -> None:
+    with open(out / LOG_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(out: Path, step: int) -> None:
+    """On resume, drop records written after the checkpoint (they will be written again)."""
+    path = out / LOG_FILE
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def plot_log(out: Path) -> None:
+    """Draw train and val loss against step from log.jsonl into loss.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed: draw straight into a file
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("loss", "train"), ("val_loss", "val")):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title=str(out))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    tmp = out / (PLOT_FILE + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out / PLOT_FILE)
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+Batch = tuple[torch.Tensor, ...]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
+    """Mean loss over cfg.eval_iters val batches, the same batches every time (seeded by index),
+    so two evaluations differ only because the weights did. Processes split the batches."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, device=rt.device)  # (sum of losses, count)
+    for k in range(rt.rank, cfg.eval_iters, rt.world):
+        rng = torch.Generator().manual_seed(seed_for(cfg.seed, EVAL_STREAM, k))
+        batch = [t.to(rt.device) for t in get_batch("val", rng)]
+        with rt.autocast():
+            total += torch.stack([loss_fn(model, *batch).float(), torch.ones((), device=rt.device)])
+    if rt.world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    return (total[0] / total[1]).item()
+
+
+def train_loop(
+    model: nn.Module,
+    cfg: TrainConfig,
+    get_batch: Callable[[str, torch.Generator], Batch],
+    loss_fn: Callable[..., torch.Tensor] = lm_loss,
+    save_fn: Callable[[nn.Module, Path], None] | None = None,
+    *,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    bytes_per_token: float | None = None,
+    flops_per_token: float | None = None,
+) -> dict[str, float]:
+    """Train `model` for cfg.max_iters optimizer steps; return the final metrics.
+
+    get_batch(split, rng) -> tuple of tensors (usually (x, y)); split is "train" or "val", and
+        every random choice must come from `rng` (that is what makes resume exact).
+    loss_fn(model, *batch) -> scalar loss. Under DDP `model` is the DDP wrapper, so call its
+        forward (model(...)), not another method, or gradients will not be synchronised.
+    save_fn(model, dir) writes an exportable checkpoint (default: model.save_pretrained).
+    eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process.
+    bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
+    Raises KeyboardInterrupt after saving on Ctrl-C, TrainingDiverged on a NaN/inf loss.
+    """
+    rt = setup_runtime(cfg)
+    save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
+    out = Path(cfg.out)
+    model.to(rt.device)
+    raw = model
+    optimizer = build_optimizer(raw, cfg, rt.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
+    step, best = 0, math.inf
+    if cfg.resume:
+        step, best = _restore(out, raw, optimizer, scaler, cfg, rt)
+        if rt.is_main:
+            _truncate_log(out, step)
+    elif (out / STATE_FILE).exists():
+        raise FileExistsError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    fwd = torch.compile(raw) if cfg.compile else raw
+    model = fwd
+    if rt.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    micro_steps = cfg.grad_accum // rt.world
+    peak = peak_flops(rt.device)
+    params = [p for p in raw.parameters() if p.requires_grad]
+
+    # Ctrl-C sets a flag; the loop saves at the end of the current step (never mid-update) and
+    # stops. A second Ctrl-C stops at once.
+    interrupted = False
+
+    def on_sigint(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        signal.signal(signal.SIGINT, previous_handler)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous_handler = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    metrics: dict[str, float] = {"step": step}
+    last_saved = step if cfg.resume else None
+    tokens_since, time_since = 0, 0.0
+    bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
+    try:
+        model.train()
+        while step < cfg.max_iters:
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(seed_for(cfg.seed, DROPOUT_STREAM, step, rt.rank))  # dropout masks
+            loss_sum = torch.zeros((), device=rt.device)
+            for m in range(micro_steps):
+                # Micro-batch m of process r is the global micro-batch m·world + r, so N processes
+                # with grad_accum A see the same batches as one process with the same A.
+                rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, m * rt.world + rt.rank))
+                batch = [t.to(rt.device, non_blocking=True) for t in get_batch("train", rng)]
+                tokens_since += batch[0].numel() * rt.world
+                # DDP all-reduces gradients during backward; on all but the last micro-step that
+                # would be wasted work, so no_sync() (around forward *and* backward) skips it.
+                last = m == micro_steps - 1
+                with model.no_sync() if rt.world > 1 and not last else nullcontext():
+                    with rt.autocast():
+                        loss = loss_fn(model, *batch)
+                    # Dividing by micro_steps makes the summed gradients an average over the
+                    # global batch (DDP then averages over processes).
+                    scaler.scale(loss / micro_steps).backward()
+                loss_sum += loss.detach().float()
+            if rt.world > 1:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / cfg.grad_accum
+            if not math.isfinite(train_loss):
+                kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
+                raise TrainingDiverged(f"loss is {train_loss} at step {step + 1}; stopping before the update, {kept}. Try a lower --lr or --dtype float32.")
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            time_since += time.perf_counter() - t0
+            bar.update(1)
+            metrics = {"step": step, "loss": train_loss, "lr": lr}
+
+            if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                metrics["tokens_per_s"] = tokens_since / time_since
+                if cfg.grad_clip:
+                    metrics["grad_norm"] = grad_norm
+                if peak and flops_per_token:
+                    metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
+                tokens_since, time_since = 0, 0.0
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
+                if rt.is_main:
+                    _log(out, metrics)
+
+            stop = interrupted
+            if rt.world > 1:  # every process must agree to stop at the same step
+                flag = torch.tensor(float(stop), device=rt.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
+                val_loss = evaluate(fwd, cfg, get_batch, loss_fn, rt)
+                record = {"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
+                if bytes_per_token:
+                    # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable
+                    # across tokenizers, unlike perplexity.
+                    record["val_bpb"] = val_loss / math.log(2) / bytes_per_token
+                if eval_fn is not None:
+                    record.update(eval_fn(raw))
+                metrics.update(record)
+                if rt.is_main:
+                    _log(out, record)
+                    if val_loss < best:
+                        best = val_loss
+                        save_fn(raw, out / "best")
+                        atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
+                    save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg)
+                    plot_log(out)
+                best = min(best, val_loss)
+                last_saved = step
+            elif stop:
+                if rt.is_main:
+                    save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg)
+                last_saved = step
+            if stop:
+                if rt.is_main:
+                    bar.write(f"interrupted: saved step {step} to {out}; continue with --resume")
+                raise KeyboardInterrupt
+    finally:
+        bar.close()
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous_handler)
+    metrics["best_val_loss"] = best
+    return metrics
+
+
+# ---- pretraining a GPT on token files ------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
+    """A fresh GPT from the preset and overrides, or the --init checkpoint."""
+    if cfg.init:
+        model = GPT.from_pretrained(cfg.init)
+        if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
+            model.config.dropout = cfg.dropout
+            for m in model.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = cfg.dropout
+            for block in model.transformer.h:
+                block.attn.dropout = cfg.dropout  # attention dropout is an SDPA argument
+        return model.train()
+    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
+    torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
+    return GPT(GPTConfig.gpt2(cfg.preset, vocab_size=vocab_size, **overrides))
+
+
+def pretrain(cfg: TrainConfig) -> dict[str, float]:
+    """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
+    data = Path(cfg.data)
+    meta = read_meta(data)
+    model = build_model(cfg, meta["vocab_size"])
+    n_positions = model.config.n_positions
+    block_size = cfg.block_size or n_positions
+    if not 1 <= block_size <= n_positions:
+        raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
+    cfg.block_size = block_size
+    vocab = model.config.vocab_size
+    tokens = {split: load_tokens(data / f"{split}.bin", vocab, block_size + 1) for split in ("train", "val")}
+
+    def get_batch(split: str, rng: torch.Generator):
+        return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
+
+    tokenizer_dir = data / "tokenizer"
+
+    def save_fn(m: GPT, path: Path) -> None:
+        m.save_pretrained(path)
+        if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
+            for f in tokenizer_dir.iterdir():
+                tmp = path / (f.name + ".tmp")
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, path / f.name)
+
+    bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
+    return train_loop(
+        model, cfg, get_batch, lm_loss, save_fn,
+        bytes_per_token=bytes_per_token,
+        flops_per_token=gpt_flops_per_token(model.config, block_size),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(TrainConfig, argv, "minigpt train", "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP.")
+    try:
+        result = pretrain(cfg)
+    except KeyboardInterrupt:
+        return 130
+    except TrainingDiverged as e:
+        print(f"minigpt train: {e}")
+        return 1
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"minigpt train: error: {e}")
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,245 @@
+"""The training loop: it learns, resumes bit for bit, scales to 2 processes, saves atomically,
+stops cleanly on NaN and rejects bad input with a clear message."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import minigpt.train as train
+from minigpt import GPT
+from minigpt.train import STATE_FILE, TrainConfig, TrainingDiverged, lr_at, pretrain
+
+VOCAB = 64
+
+
+def make_data(path: Path, n_train: int = 4000, n_val: int = 600, top_id: int | None = None) -> Path:
+    """A learnable corpus: a fixed random 'sentence' of ids repeated, so the next token is
+    predictable from the previous two and a tiny model's loss falls fast."""
+    rng = np.random.default_rng(0)
+    sentence = rng.integers(0, VOCAB - 1, size=37)
+    ids = np.resize(sentence, n_train + n_val).astype(np.uint16)
+    if top_id is not None:
+        ids[5] = top_id
+    path.mkdir(parents=True, exist_ok=True)
+    ids[:n_train].tofile(path / "train.bin")
+    ids[n_train:].tofile(path / "val.bin")
+    meta = {"vocab_size": VOCAB, "eos_token_id": VOCAB - 1, "train_tokens": n_train, "val_tokens": n_val, "train_bytes": 3 * n_train, "val_bytes": 3 * n_val}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data), out=str(out), preset="gpt2-tiny", n_layer=2, n_head=2, n_embd=32, block_size=16,
+        batch_size=4, grad_accum=2, max_iters=12, lr=3e-3, min_lr=3e-4, warmup_iters=3,
+        eval_interval=6, eval_iters=2, log_interval=3, device="cpu", dropout=0.1, seed=7,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def final_state(out: Path) -> dict:
+    return torch.load(out / STATE_FILE, weights_only=True)
+
+
+def test_loss_goes_down_and_outputs_are_written(tmp_path):
+    data = make_data(tmp_path / "data")
+    cfg = tiny_cfg(data, tmp_path / "out", max_iters=60, eval_interval=20, lr=1e-2, dropout=0.0)
+    result = pretrain(cfg)
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in log if "loss" in r]
+    val_losses = [r["val_loss"] for r in log if "val_loss" in r]
+    print(f"train loss {train_losses[0]:.3f} → {train_losses[-1]:.3f}; val loss {val_losses}")
+    assert train_losses[0] > 0.9 * math.log(VOCAB)  # starts near chance: ln(64)
+    assert train_losses[-1] < 0.5 * train_losses[0]
+    assert val_losses[-1] < val_losses[0]
+    assert result["val_bpb"] == pytest.approx(result["val_loss"] / math.log(2) / 3)
+    out = tmp_path / "out"
+    for name in ("config.json", "model.safetensors", STATE_FILE, "loss.png", "best/model.safetensors", "best/metrics.json"):
+        assert (out / name).exists(), name
+    # The exported checkpoint is the trained model, in HF layout that minigpt (and HF) reopen.
+    model = GPT.from_pretrained(out)
+    state = final_state(out)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55)  # halfway down the cosine
+    assert lr_at(110, cfg) == pytest.approx(0.1) == lr_at(500, cfg)
+    lrs = [lr_at(s, cfg) for s in range(10, 110)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_weight_decay_groups():
+    model = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    opt = train.build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)] for p in opt.param_groups[0]["params"]}
+    no_decay = {names[id(p)] for p in opt.param_groups[1]["params"]}
+    assert decay == {n for n in names.values() if n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))}
+    assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.h.0.attn.c_attn.bias"} <= no_decay
+    assert len(decay) + len(no_decay) == len(names)  # the tied lm_head is wte: counted once
+
+
+def _interrupt_at_batch(monkeypatch, n_calls: int) -> None:
+    """Send ourselves SIGINT (a real Ctrl-C) while the n-th training batch is drawn."""
+    calls = {"n": 0}
+    real = train.sample_batch
+
+    def sample(tokens, *args):
+        if len(tokens) > 1000:  # the train split
+            calls["n"] += 1
+            if calls["n"] == n_calls:
+                signal.raise_signal(signal.SIGINT)
+        return real(tokens, *args)
+
+    monkeypatch.setattr(train, "sample_batch", sample)
+
+
+def test_ctrl_c_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch):
+    data = make_data(tmp_path / "data")
+    pretrain(tiny_cfg(data, tmp_path / "straight"))
+
+    # Ctrl-C during step 5's first micro-batch (call 9, with grad_accum=2): the step finishes,
+    # is saved, and the loop stops; --resume then runs steps 5..11.
+    _interrupt_at_batch(monkeypatch, 9)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(data, tmp_path / "resumed"))
+    assert final_state(tmp_path / "resumed")["step"] == 5
+    monkeypatch.undo()
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(tiny_cfg(data, tmp_path / "resumed"))
+    pretrain(tiny_cfg(data, tmp_path / "resumed", resume=True))
+
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for i, s in a["optimizer"]["state"].items():
+        assert all(torch.equal(s[k], b["optimizer"]["state"][i][k]) for k in s)
+    assert load_file(tmp_path / "straight" / "model.safetensors").keys() == load_file(tmp_path / "resumed" / "model.safetensors").keys()
+    log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert log == sorted(log)  # no records duplicated by the restart
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no training_state.pt"):
+        pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+    before = final_state(out)
+
+    # The next save dies halfway through writing the state file (as if killed mid-write).
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **kw):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        pretrain(tiny_cfg(data, out, max_iters=12, resume=True))
+    monkeypatch.setattr(torch, "save", real_save)
+
+    after = final_state(out)  # still loads, still the step-6 state
+    assert after["step"] == 6
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    GPT.from_pretrained(out)  # the HF files are whole too
+    pretrain(tiny_cfg(data, out, max_iters=12, resume=True))  # and the run continues from it
+    assert final_state(out)["step"] == 12
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def poisoned_loss(model, x, y):
+        calls["n"] += model.training
+        loss = model(x, y)[1]
+        return loss * float("nan") if calls["n"] > 14 else loss  # from step 8's micro-batches on
+
+    cfg = tiny_cfg(data, out)
+    model = train.build_model(cfg, VOCAB)
+    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 8.*last good checkpoint \(step 6\)"):
+        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned_loss)
+    assert final_state(out)["step"] == 6
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (dict(block_size=129), r"block_size 129 must be in \[1, n_positions=128\]"),
+        (dict(data="missing"), "no meta.json in missing"),
+        (dict(grad_accum=0), "grad_accum must be >= 1, got 0"),
+        (dict(dtype="float16"), "float16 needs a GPU"),
+    ],
+)
+def test_bad_config_errors(tmp_path, change, error):
+    make_data(tmp_path / "data")
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        pretrain(TrainConfig(**{**vars(tiny_cfg(tmp_path / "data", tmp_path / "out")), **change}))
+
+
+def test_bad_data_errors(tmp_path):
+    data = make_data(tmp_path / "data", top_id=VOCAB)
+    with pytest.raises(ValueError, match=rf"token id {VOCAB}, outside the model's vocabulary \[0, {VOCAB}\)"):
+        pretrain(tiny_cfg(data, tmp_path / "out"))
+    data = make_data(tmp_path / "d2")
+    (data / "val.bin").unlink()
+    with pytest.raises(FileNotFoundError, match="val.bin does not exist"):
+        pretrain(tiny_cfg(data, tmp_path / "out2"))
+    (data / "train.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="train.bin is empty"):
+        pretrain(tiny_cfg(data, tmp_path / "out3"))
+    (data / "train.bin").write_bytes(np.arange(10, dtype=np.uint16).tobytes())
+    with pytest.raises(ValueError, match="holds 10 tokens; need at least 17"):
+        pretrain(tiny_cfg(data, tmp_path / "out4"))
+
+
+def test_cli_flags_cover_every_config_field(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = capsys.readouterr().out
+    for f in train.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in text
+    cfg = train.parse_config(TrainConfig, ["--lr", "0.01", "--compile", "--n-layer", "3"], "t", "")
+    assert (cfg.lr, cfg.compile, cfg.n_layer, cfg.dropout) == (0.01, True, 3, None)
+
+
+def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
+    """torchrun with 2 gloo processes and grad_accum=4 (2 micro-batches each) ends where one
+    process with grad_accum=4 does: same batches, same averaged gradients."""
+    data = make_data(tmp_path / "data")
+    flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--batch-size", "2", "--grad-accum", "4", "--max-iters", "4", "--eval-interval", "0",
+             "--eval-iters", "2", "--warmup-iters", "1", "--lr", "3e-3", "--dropout", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "minigpt.cli", "train", *flags, "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pretrain(TrainConfig(**{**vars(train.parse_config(TrainConfig, flags, "t", "")), "out": str(tmp_path / "one")}))
+    a = load_file(tmp_path / "ddp" / "model.safetensors")
+    b = load_file(tmp_path / "one" / "model.safetensors")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"DDP(2) vs 1 process: max |Δw| = {diff:.2e}")
+    assert diff < 1e-5

@@ -1,0 +1,114 @@
+"""Data preparation and the memory-mapped batch sampler."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt.data import _cut_point, encode_text, load_tokens, main, prepare, read_meta, sample_batch, split_text
+from minigpt.tokenizer import Tokenizer
+
+GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+EOS = 50256
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.from_pretrained(GPT2_DIR)
+
+
+def corpus(n_lines: int, seed: int) -> str:
+    """Lines that exercise GPT-2's pre-tokenizer at line starts: spaces, blank lines, digits, unicode."""
+    rng = np.random.default_rng(seed)
+    words = ["ROMEO:", "  indented", "", "'tis", "naïve café", "123 456", "\tTab", "Hello world.", "?!", "   "]
+    return "\n".join(" ".join(rng.choice(words, size=rng.integers(1, 5))) for _ in range(n_lines)) + "\n"
+
+
+@pytest.mark.parametrize("chunk_chars", [1, 7, 50, 10_000])
+def test_chunked_encoding_equals_whole_text_encoding(tok, chunk_chars):
+    text = corpus(200, seed=chunk_chars)
+    chunks = split_text(text, chunk_chars)
+    assert "".join(chunks) == text
+    assert len(chunks) > 1 or chunk_chars > len(text)
+    assert encode_text(tok, text, chunk_chars=chunk_chars) == tok.encode(text)
+
+
+def test_prepare_writes_token_files_meta_and_tokenizer(tok, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(corpus(300, seed=1))
+    b.write_text(corpus(100, seed=2) + "end<|endoftext|>next doc\n")
+    meta = prepare([a, b], tok, tmp_path / "data", val_fraction=0.2)
+
+    train = np.fromfile(tmp_path / "data" / "train.bin", dtype=np.uint16).tolist()
+    val = np.fromfile(tmp_path / "data" / "val.bin", dtype=np.uint16).tolist()
+    assert meta == read_meta(tmp_path / "data")
+    assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
+    # Each file gives its head to train and its tail to val, each part closed by <|endoftext|>;
+    # the <|endoftext|> written in b's text becomes the special id too.
+    text_a, text_b = a.read_text(), b.read_text()
+    cut_a, cut_b = _cut_point(text_a, 0.2), _cut_point(text_b, 0.2)
+    enc = lambda t: tok.encode(t, allowed_special="all") + [EOS]  # noqa: E731
+    assert train == enc(text_a[:cut_a]) + enc(text_b[:cut_b])
+    assert val == enc(text_a[cut_a:]) + enc(text_b[cut_b:])
+    assert val.count(EOS) == 3
+    assert meta["train_bytes"] + meta["val_bytes"] == len((text_a + text_b).encode())
+    assert 0.15 < meta["val_bytes"] / (meta["train_bytes"] + meta["val_bytes"]) < 0.25
+    assert text_a[cut_a] == "\n"  # the split falls at a line break
+    # The tokenizer travels with the data, so checkpoints trained on it can ship it.
+    assert Tokenizer.from_pretrained(tmp_path / "data" / "tokenizer").encode(text_a) == tok.encode(text_a)
+
+
+def test_prepare_cli(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text(corpus(50, seed=3))
+    assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 0
+    assert "train" in capsys.readouterr().out
+    assert load_tokens(tmp_path / "d" / "train.bin", 50257).max() < 50257
+    assert main([str(tmp_path / "nope.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
+    assert "nope.txt does not exist" in capsys.readouterr().out
+
+
+def test_prepare_bad_input(tok, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty.txt is empty"):
+        prepare([tmp_path / "empty.txt"], tok, tmp_path / "d")
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        prepare([tmp_path / "empty.txt"], tok, tmp_path / "d", val_fraction=1.0)
+
+    class Huge:
+        vocab_size = 100_000
+
+    with pytest.raises(ValueError, match="vocab_size 100000 does not fit uint16"):
+        prepare([tmp_path / "empty.txt"], Huge(), tmp_path / "d")
+
+
+def test_sample_batch_windows_are_shifted_and_seeded():
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = sample_batch(tokens, 16, 8, torch.Generator().manual_seed(3))
+    assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
+    assert torch.equal(y, x + 1)  # y is x one token later
+    assert int(y.max()) <= 999
+    x2, _ = sample_batch(tokens, 16, 8, torch.Generator().manual_seed(3))
+    x3, _ = sample_batch(tokens, 16, 8, torch.Generator().manual_seed(4))
+    assert torch.equal(x, x2) and not torch.equal(x, x3)
+    # A file of exactly block_size + 1 tokens has exactly one window.
+    x, y = sample_batch(tokens[:17], 16, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(x[0], torch.arange(16)) and torch.equal(x[0], x[1])
+
+
+def test_load_tokens_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="x.bin does not exist"):
+        load_tokens(tmp_path / "x.bin", 10)
+    (tmp_path / "x.bin").write_bytes(b"\x01")
+    with pytest.raises(ValueError, match="odd number of bytes"):
+        load_tokens(tmp_path / "x.bin", 10)
+    np.array([1, 2, 10], dtype=np.uint16).tofile(tmp_path / "x.bin")
+    with pytest.raises(ValueError, match=r"token id 10, outside the model's vocabulary \[0, 10\)"):
+        load_tokens(tmp_path / "x.bin", 10)
+    assert load_tokens(tmp_path / "x.bin", 11).tolist() == [1, 2, 10]
+    with pytest.raises(FileNotFoundError, match="no meta.json"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 11}))
+    assert read_meta(tmp_path)["vocab_size"] == 11

@@ -1,0 +1,196 @@
+"""Download OpenAI's GPT-2 from the Hugging Face Hub, using only the standard library for HTTP.
+
+Where it sits: before everything else. Hub → checkpoints/NAME/{config.json, model.safetensors,
+vocab.json, merges.txt} → `GPT.from_pretrained` and `Tokenizer.from_pretrained`.
+
+How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses it):
+1. HEAD {base}/{repo}/resolve/main/{file}, *without* following redirects, tells the size and hash:
+   - big files (stored with git-LFS) answer 302 → a CDN, with `X-Linked-Size` and `X-Linked-Etag`,
+     which is the sha256 of the content;
+   - small files (stored in git itself) answer 200 with `Content-Length` and an `ETag` that is
+     git's blob hash: sha1(b"blob {size}\\0" + content).
+2. GET the file into FILE.partial. If a FILE.partial is already there, ask only for the rest with
+   `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
+3. Check the size, then the hash (whichever of the two the ETag is), and only then rename
+   FILE.partial → FILE. So FILE exists only once verified, and a rerun skips it.
+
+A dropped connection is resumed a few times within one run; if it keeps failing, the
+.partial file stays and running the same command again picks up where it stopped.
+Not handled: private repos (no token is sent) and revisions other than `main`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.parse import urljoin
+
+from tqdm import tqdm
+
+MODELS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # small ones first: fail fast
+DEFAULT_BASE_URL = "https://huggingface.co"
+BASE_URL_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads too, e.g. for a mirror
+TIMEOUT_S = 30.0  # per socket operation, not per file
+CHUNK = 1 << 20  # 1 MiB per read: few syscalls, smooth progress bar
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class DownloadError(Exception):
+    """A failure the user can act on; `main` prints it as one line, without a traceback."""
+
+
+@dataclass
+class RemoteFile:
+    url: str  # where to GET it: the CDN address for LFS files
+    size: int | None  # bytes, from X-Linked-Size or Content-Length
+    hash_kind: str | None  # "sha256", "git-sha1", or None if the server gave no usable hash
+    digest: str | None  # hex
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # let the 3xx surface as an HTTPError: its headers carry the size and hash
+
+
+def _open(url: str, headers: dict[str, str] | None = None, method: str = "GET", follow: bool = True):
+    request = urllib.request.Request(url, headers={"User-Agent": "minigpt", **(headers or {})}, method=method)
+    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(_NoRedirect)
+    return opener.open(request, timeout=TIMEOUT_S)
+
+
+def remote_file(url: str) -> RemoteFile:
+    """Ask the Hub for a file's size, hash and download address (step 1 above)."""
+    for _ in range(5):
+        try:
+            # identity: a compressed answer would report the compressed size
+            with _open(url, {"Accept-Encoding": "identity"}, method="HEAD", follow=False) as resp:
+                headers, location = resp.headers, None
+        except HTTPError as e:
+            if e.code not in REDIRECTS:
+                raise
+            headers, location = e.headers, e.headers.get("Location")
+        if location and location.startswith("/"):
+            url = urljoin(url, location)  # a relative redirect: the repo was renamed; ask again there
+            continue
+        break
+    size = headers.get("X-Linked-Size") or (None if location else headers.get("Content-Length"))
+    etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").removeprefix("W/").strip('"').lower()
+    kind = "sha256" if re.fullmatch(r"[0-9a-f]{64}", etag) else "git-sha1" if re.fullmatch(r"[0-9a-f]{40}", etag) else None
+    return RemoteFile(url=urljoin(url, location) if location else url, size=int(size) if size else None,
+                      hash_kind=kind, digest=etag if kind else None)
+
+
+def file_digest(path: Path, hash_kind: str) -> str:
+    h = hashlib.sha256() if hash_kind == "sha256" else hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
+    """Step 2: GET into `partial`, appending to what is there if the server honours Range."""
+    have = partial.stat().st_size if partial.exists() and remote.size else 0
+    if remote.size is not None and have >= remote.size:
+        return  # complete already (or too long: the size check will say so)
+    with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
+        if resp.status != 206:
+            have = 0  # the whole file is coming: start over
+        with open(partial, "ab" if have else "wb") as f, tqdm(
+            total=remote.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=partial.name.removesuffix(".partial"), disable=not progress,
+        ) as bar:
+            while chunk := resp.read(CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+    got = partial.stat().st_size
+    if remote.size is not None and got < remote.size:
+        # http.client returns a short body without an error when the server hangs up early.
+        raise ConnectionError(f"the connection closed after {got:,} of {remote.size:,} bytes")
+
+
+def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None:
+    """Download `url` to `dest` (steps 1–3), resuming after dropped connections."""
+    remote = remote_file(url)
+    if dest.exists() and remote.size in (None, dest.stat().st_size):
+        print(f"{dest} is already there, skipping (it was checked when it was downloaded)", file=sys.stderr)
+        return
+    partial = dest.with_name(dest.name + ".partial")
+    for attempt in range(retries + 1):
+        try:
+            _get(remote, partial, progress)
+            break
+        except HTTPError:
+            raise
+        except (OSError, http.client.HTTPException) as e:  # reset, timeout, short read
+            if attempt == retries:
+                raise DownloadError(f"downloading {dest.name} failed: {e}. Run the same command again to "
+                                    f"resume from {partial}") from None
+            print(f"{dest.name}: {e}; resuming (retry {attempt + 1} of {retries})", file=sys.stderr)
+            time.sleep(attempt)  # back off a little more each time
+    got = partial.stat().st_size
+    if remote.size is not None and got != remote.size:
+        partial.unlink()
+        raise DownloadError(f"{dest.name} has {got:,} bytes but the server announced {remote.size:,}; "
+                            f"deleted it, run again to download it afresh")
+    if remote.hash_kind:
+        digest = file_digest(partial, remote.hash_kind)
+        if digest != remote.digest:
+            partial.unlink()  # corrupt: resuming from it would never verify
+            raise DownloadError(f"{remote.hash_kind} mismatch for {dest.name}: the server says {remote.digest}, "
+                                f"the download hashes to {digest}; deleted it, run again to retry")
+    os.replace(partial, dest)
+
+
+def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str | None = None,
+                  retries: int = 3, progress: bool = True) -> Path:
+    """Fetch GPT-2 `name` into `out` (default checkpoints/NAME); returns the directory."""
+    if name not in MODELS:
+        raise DownloadError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    out = Path(out) if out is not None else Path("checkpoints") / name
+    out.mkdir(parents=True, exist_ok=True)
+    for file in FILES:
+        url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
+        try:
+            fetch(url, out / file, retries=retries, progress=progress)
+        except HTTPError as e:
+            raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
+        except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", e)  # URLError wraps the socket error: refused, DNS failure, ...
+            raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 needs "
+                                f"internet access; a mirror can be set with --base-url or ${BASE_URL_ENV}.") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="minigpt download",
+        description="Download GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) from the "
+                    "Hugging Face Hub, resuming partial downloads and checking size and sha256.")
+    parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
+    parser.add_argument("--out", type=Path, help="directory to write (default: checkpoints/NAME)")
+    parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
+    parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection")
+    args = parser.parse_args(argv)
+    if args.retries < 0:
+        parser.error(f"--retries must be >= 0, got {args.retries}")
+    try:
+        out = download_gpt2(args.name, args.out, base_url=args.base_url, retries=args.retries)
+    except (DownloadError, OSError) as e:  # OSError: a local problem such as a full disk
+        print(f"minigpt download: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nminigpt download: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"{args.name} is in {out}; load it with GPT.from_pretrained({str(out)!r})")
+    return 0

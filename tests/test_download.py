@@ -1,0 +1,228 @@
+"""`minigpt download` against a fake Hub on 127.0.0.1 that speaks the `resolve` protocol:
+small files answer HEAD with their git blob hash as ETag, model.safetensors redirects to a "CDN"
+path with X-Linked-Size / X-Linked-Etag (sha256), and the CDN honours Range requests. The server
+can drop a transfer midway, ignore Range, or announce a wrong hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+import minigpt.download as download
+from minigpt import GPT, GPTConfig
+from minigpt.cli import main as cli_main
+from minigpt.download import DownloadError, download_gpt2, main
+
+REPO = "/openai-community/gpt2/resolve/main/"
+
+
+class FakeHub:
+    """What the server serves and how it misbehaves; `requests` records (method, path, Range)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.cut_after: dict[str, int] = {}  # file → drop the connection after N bytes, once
+        self.ignore_range = False
+        self.wrong_sha256 = False
+        self.requests: list[tuple[str, str, str | None]] = []
+
+
+def make_handler(hub: FakeHub):
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # a stuck client cannot hold a server thread for long
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def do_HEAD(self) -> None:
+            self.respond(body=False)
+
+        def do_GET(self) -> None:
+            self.respond(body=True)
+
+        def respond(self, body: bool) -> None:
+            hub.requests.append((self.command, self.path, self.headers.get("Range")))
+            port = self.server.server_address[1]
+            if self.path.startswith(REPO) and self.path.removeprefix(REPO) in hub.files:
+                name = self.path.removeprefix(REPO)
+                data = hub.files[name]
+                if name == "model.safetensors":  # an LFS file: redirect to the CDN with size + sha256
+                    sha = "0" * 64 if hub.wrong_sha256 else hashlib.sha256(data).hexdigest()
+                    self.send_response(302)
+                    self.send_header("Location", f"http://127.0.0.1:{port}/cdn/{name}")
+                    self.send_header("X-Linked-Size", str(len(data)))
+                    self.send_header("X-Linked-Etag", f'"{sha}"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+                return self.send_bytes(data, body, etag=git_sha1)
+            if self.path.startswith("/cdn/") and self.path.removeprefix("/cdn/") in hub.files:
+                name = self.path.removeprefix("/cdn/")
+                return self.send_bytes(hub.files[name], body, cut=hub.cut_after.pop(name, None) if body else None)
+            self.send_error(404)
+
+        def send_bytes(self, data: bytes, body: bool, etag: str | None = None, cut: int | None = None) -> None:
+            start = 0
+            rng = self.headers.get("Range")
+            if rng and not hub.ignore_range:
+                start = int(rng.removeprefix("bytes=").removesuffix("-"))
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(data) - start))
+            if etag:
+                self.send_header("ETag", f'"{etag}"')
+            self.end_headers()
+            if body:
+                self.wfile.write(data[start:] if cut is None else data[start:cut])
+            if cut is not None:
+                self.close_connection = True  # hang up mid-transfer
+
+    return Handler
+
+
+@pytest.fixture
+def hub(tmp_path_factory):
+    """A tiny real checkpoint served on a random free port of 127.0.0.1, stopped after the test."""
+    src = tmp_path_factory.mktemp("hub")
+    torch.manual_seed(0)
+    GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(src)
+    files = {f.name: f.read_bytes() for f in src.iterdir()}
+    files["vocab.json"] = json.dumps({chr(33 + i): i for i in range(96)}).encode()
+    files["merges.txt"] = b"#version: 0.2\n"
+    fake = FakeHub(files)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def assert_downloaded(out: Path, hub: FakeHub) -> None:
+    assert sorted(p.name for p in out.iterdir()) == sorted(download.FILES)  # no .partial left behind
+    for name, data in hub.files.items():
+        assert (out / name).read_bytes() == data, name
+    GPT.from_pretrained(out)  # and it is a loadable checkpoint
+
+
+def test_downloads_every_file_and_verifies_it(hub, tmp_path, capsys):
+    out = tmp_path / "gpt2"
+    assert main(["gpt2", "--out", str(out), "--base-url", hub.url]) == 0
+    assert_downloaded(out, hub)
+    gets = [path for method, path, _ in hub.requests if method == "GET"]
+    assert gets == [REPO + f for f in download.FILES[:3]] + ["/cdn/model.safetensors"]
+    assert "load it with GPT.from_pretrained" in capsys.readouterr().out
+
+
+def test_hashes_the_server_announces_are_what_is_checked(hub):
+    small = download.remote_file(hub.url + REPO + "config.json")
+    big = download.remote_file(hub.url + REPO + "model.safetensors")
+    assert (small.hash_kind, small.size) == ("git-sha1", len(hub.files["config.json"]))
+    assert (big.hash_kind, big.size) == ("sha256", len(hub.files["model.safetensors"]))
+    assert big.digest == hashlib.sha256(hub.files["model.safetensors"]).hexdigest()
+    assert big.url == hub.url + "/cdn/model.safetensors"
+
+
+def test_cut_transfer_is_resumed_with_a_range_request(hub, tmp_path):
+    size = len(hub.files["model.safetensors"])
+    hub.cut_after["model.safetensors"] = size // 2
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=1, progress=False)
+    assert_downloaded(tmp_path, hub)
+    cdn = [rng for method, path, rng in hub.requests if path.startswith("/cdn/")]
+    assert cdn == [None, f"bytes={size // 2}-"]  # the retry asked only for the missing half
+
+
+def test_partial_download_resumes_on_the_next_run(hub, tmp_path, capsys):
+    size = len(hub.files["model.safetensors"])
+    hub.cut_after["model.safetensors"] = 1000
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url, "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert f"after 1,000 of {size:,} bytes" in err and "Run the same command again" in err
+    assert (tmp_path / "model.safetensors.partial").stat().st_size == 1000
+    assert not (tmp_path / "model.safetensors").exists()
+
+    hub.requests.clear()
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
+    assert_downloaded(tmp_path, hub)
+    assert [m for m, _, _ in hub.requests] == ["HEAD"] * 4 + ["GET"]  # finished files were skipped
+    assert hub.requests[-1][2] == "bytes=1000-"
+
+
+def test_server_that_ignores_range_gets_a_fresh_download(hub, tmp_path):
+    (tmp_path / "model.safetensors.partial").write_bytes(b"x" * 500)  # junk from an earlier run
+    hub.ignore_range = True
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+
+
+def test_sha256_mismatch_is_an_error_and_keeps_nothing(hub, tmp_path, capsys):
+    hub.wrong_sha256 = True
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
+    err = capsys.readouterr().err
+    assert "sha256 mismatch for model.safetensors" in err and "Traceback" not in err
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.safetensors.partial").exists()
+
+
+def test_git_sha1_mismatch_on_a_small_file(hub, tmp_path, monkeypatch):
+    real = download.remote_file
+
+    def lying(url):  # the server's ETag no longer matches what it sends
+        r = real(url)
+        if url.endswith("config.json"):
+            r.digest = "f" * 40
+        return r
+
+    monkeypatch.setattr(download, "remote_file", lying)
+    with pytest.raises(DownloadError, match="git-sha1 mismatch for config.json"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+
+
+def test_offline_gives_one_clear_line(tmp_path, capsys):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    print(err)
+    assert "cannot reach" in err and "Are you offline?" in err and "Traceback" not in err
+
+
+def test_http_error_names_the_url(hub, tmp_path):
+    del hub.files["merges.txt"]
+    with pytest.raises(DownloadError, match=r"merges.txt answered HTTP 404"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["gpt3"])
+    assert e.value.code == 2
+    with pytest.raises(DownloadError, match="unknown model 'gpt3'"):
+        download_gpt2("gpt3", tmp_path)
+    with pytest.raises(SystemExit):
+        main(["gpt2", "--retries", "-1"])
+
+
+def test_entry_points(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["download", "--help"])
+    assert e.value.code == 0 and "gpt2-xl" in capsys.readouterr().out
+    script = Path(__file__).parents[1] / "scripts" / "download_gpt2.py"
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--base-url" in r.stdout

@@ -96,12 +96,54 @@ def test_legacy_attention_buffers_are_ignored(tmp_path, hf_dir, reference):
     n = SMALL["n_positions"]
 
     def add_buffers(s):  # what old HF files carry: the causal mask and its fill value
-        for i in range(SMALL["n_layer"]):
-            s[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
-            s[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        for i, prefix in enumerate(["", "transformer."]):  # OpenAI's files have no prefix
+            s[f"{prefix}h.{i}.attn.bias"] = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
+            s[f"{prefix}h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
         return s
 
     assert torch.equal(logits_of(edited_copy(hf_dir, tmp_path, add_buffers)), reference)
+
+
+# The config.json of openai-community/gpt2 on the Hub, as written by an old transformers.
+HUB_GPT2_CONFIG = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+    "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+    "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": None,
+    "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
+    "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+    "vocab_size": 50257,
+}
+
+
+def test_hub_gpt2_config_reads_as_the_gpt2_preset():
+    assert GPTConfig.from_hf_dict(HUB_GPT2_CONFIG) == GPTConfig.gpt2("gpt2", dropout=0.1)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-xl", "gpt2-tiny"])
+def test_config_json_round_trips_through_transformers(tmp_path, name):
+    config = GPTConfig.gpt2(name, dropout=0.1)
+    config.save_json(tmp_path / "config.json")
+    hf = GPT2Config.from_pretrained(tmp_path)
+    assert (hf.n_layer, hf.n_head, hf.n_embd, hf.n_positions, hf.vocab_size, hf.resid_pdrop) == (
+        config.n_layer, config.n_head, config.n_embd, config.n_positions, config.vocab_size, 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    assert GPTConfig.from_json(tmp_path / "hf") == config
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_embd=30, n_head=4), r"n_embd \(30\) must be divisible by n_head \(4\)"),
+    (dict(n_layer=0), "n_layer must be positive"),
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+])
+def test_invalid_config_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'gpt3'; choose one of"):
+        GPTConfig.gpt2("gpt3")
 
 
 # ---- clear errors -------------------------------------------------------------------------------

@@ -37,8 +37,15 @@ class CausalSelfAttention(nn.Module):
         # Split C into H heads of D dims; each head attends independently.
         q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head) for t in (q, k, v))  # (B, H, T, D)
         if layer_cache is not None:
-            # Decode: store this step's k/v, then attend over every cached position.
-            k, v = layer_cache.update(input_pos, k, v)  # (B, H, S, D), S = cache length
+            # Generation: store this call's k/v in the cache (minigpt/kv_cache.py).
+            k_all, v_all = layer_cache.update(input_pos, k, v)  # (B, H, max_len, D)
+            if attn_mask is not None:
+                # Attend over the first S cached slots, S = the mask's width (B, 1, T, S): the
+                # eager loop passes only the slots filled so far, a compiled step all of them.
+                S = attn_mask.size(-1)
+                k, v = k_all[:, :, :S], v_all[:, :, :S]  # (B, H, S, D)
+            # No mask: a prefill of unpadded prompts into an empty cache, whose keys are exactly
+            # this call's k, v, so plain causal attention over them is right (and fastest).
         # With no mask, SDPA's `is_causal` builds the lower-triangular mask itself (and picks a
         # fused kernel). Its triangle is anchored top-left, which is only right when queries and
         # keys start at the same position, so with a cache the caller passes an explicit mask.

@@ -1,0 +1,747 @@
+"""Generation: the two phases of inference, the decode loop around them, beam search, and the CLI.
+
+Where it sits: `text → Tokenizer.encode → ids → [prefill → (sample → decode_step)*] → ids → text`.
+
+1. `prefill` runs the whole prompt through the model in one pass (a big, parallel matmul) and
+   fills the KV cache (minigpt/kv_cache.py). Its time is the time to first token (TTFT).
+2. `decode_step` feeds one new token per row, attending to everything cached. Each step reads
+   every weight once to produce B tokens, so at small batch it is bound by memory bandwidth, not
+   arithmetic; its time is the time per output token (TPOT).
+
+Batches of prompts are *left*-padded, so every row's newest token sits in the same cache slot and
+one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
+from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
+Between the phases, `minigpt/sampling.py` turns logits into tokens.
+
+What this file does not do: speculative decoding, continuous batching, or prompts longer than
+the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from minigpt.kv_cache import KVCache, cache_length
+from minigpt.sampling import (
+    _filter,
+    apply_min_p,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    check_penalties,
+    check_sampling_params,
+    draw,
+    exponential_noise,
+    penalize,
+    resolve_backend,
+    token_counts,
+    triton_params,
+)
+
+DEFAULT_MODEL = "checkpoints/shakespeare"
+NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
+
+# ---- the two phases ---------------------------------------------------------------------------
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids (B, T) from a 0/1 mask: each row counts only its real tokens, from 0.
+
+    Left pads get position 0 too (clamped); they are masked out, so their value is never seen.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def prefill_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Which key slot each prompt query may see: (B, 1, T, T) bool, True = attend.
+
+    Causal by slot (query i sees keys ≤ i) and only real keys (not pads). Each query may always
+    see its own slot, so a pad query has ≥ 1 key and its softmax never turns into 0/0 = NaN.
+    """
+    T = attention_mask.size(-1)
+    idx = torch.arange(T, device=attention_mask.device)
+    causal = idx[None, :] <= idx[:, None]  # (T, T): key index ≤ query index
+    keys_real = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    own_slot = torch.eye(T, dtype=torch.bool, device=attention_mask.device)
+    return (causal & keys_real) | own_slot  # (B, 1, T, T)
+
+
+def prefill(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Phase 1: the whole prompt (B, T) in one pass; fills cache slots [0, T) → last logits (B, V) fp32."""
+    T = input_ids.size(1)
+    unpadded = bool(attention_mask.all())
+    logits, _ = model(
+        input_ids,
+        logits_to_keep=1,  # only the last position's logits are needed: skips a (T-1) × V matmul
+        position_ids=positions_from_mask(attention_mask),
+        kv_cache=cache,
+        input_pos=torch.arange(T, device=input_ids.device),
+        # Unpadded prompts need no mask: plain causal attention, SDPA's fastest path.
+        attn_mask=None if unpadded else prefill_mask(attention_mask),
+    )
+    return logits[:, -1].float()
+
+
+def decode_step(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    cache: KVCache,
+    input_pos: torch.Tensor,
+    position_ids: torch.Tensor,
+    key_valid: torch.Tensor,
+) -> torch.Tensor:
+    """Phase 2: one new token per row (B, 1), written at slot `input_pos` (1,) → logits (B, V) fp32.
+
+    `key_valid` (B, S) marks the cache slots each row may attend to (the new slot included);
+    attention reads the first S slots. `position_ids` (B, 1) is each row's position.
+    """
+    logits, _ = model(tokens, position_ids=position_ids, kv_cache=cache, input_pos=input_pos,
+                      attn_mask=key_valid[:, None, None, :])  # (B, 1, 1, S)
+    return logits[:, -1].float()
+
+
+# One compiled decode step per model, reused across calls (dynamo caches graphs per input shape).
+_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
+
+
+def compiled_decode_step(model: torch.nn.Module) -> Callable:
+    """`decode_step` under torch.compile: one graph per (batch, cache bucket), CUDA graphs on GPU.
+
+    fullgraph=True makes any graph break an error instead of a silent slow path; dynamic=False
+    keeps shapes static (the cache is bucketed, and the loop passes the whole cache width), so
+    steps and prompt lengths within a bucket reuse one graph. "reduce-overhead" records the step
+    as a CUDA graph, replaying all its kernel launches with one call.
+    """
+    if model not in _COMPILED:
+        cuda = model.transformer.wte.weight.is_cuda
+        _COMPILED[model] = torch.compile(decode_step, fullgraph=True, dynamic=False,
+                                         mode="reduce-overhead" if cuda else None)
+    return _COMPILED[model]
+
+
+# ---- stop strings ----------------------------------------------------------------------------
+
+
+class StopStrings:
+    """Finds stop strings in each row's generated text, even when one spans several tokens.
+
+    It compares bytes, so a stop string may end in the middle of a multi-byte character. Every
+    token is ≥ 1 byte, so a stop string that ends in the newest token lies within the last
+    len(stop bytes) tokens: only that tail is decoded each step.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], batch_size: int) -> None:
+        if tokenizer is None:
+            raise ValueError("stop strings need the tokenizer: pass tokenizer=... to generate()")
+        if not stops or any(not s for s in stops):
+            raise ValueError(f"stop must be a list of non-empty strings, got {stops!r}")
+        self.tokenizer, self.stops = tokenizer, [s.encode("utf-8") for s in stops]
+        self.window = max(len(s) for s in self.stops)
+        self.ids: list[list[int]] = [[] for _ in range(batch_size)]
+
+    def add(self, row: int, token: int) -> int | None:
+        """Append a token to `row`; if a stop string now appears, return how many generated
+        tokens to keep: those wholly before the stop string. Else None."""
+        ids = self.ids[row]
+        ids.append(token)
+        tail = ids[-self.window:]
+        text = self.tokenizer.decode_bytes(tail)
+        starts = [text.find(s) for s in self.stops if s in text]
+        if not starts:
+            return None
+        start = min(starts)
+        keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
+        while len(self.tokenizer.decode_bytes(tail[:keep + 1])) <= start:
+            keep += 1
+        return len(ids) - len(tail) + keep
+
+
+# ---- argument checks ---------------------------------------------------------------------------
+
+
+def _prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: int):
+    """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
+    device = model.transformer.wte.weight.device
+    input_ids = input_ids.to(device=device, dtype=torch.long)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.reshape(input_ids.shape).to(device=device, dtype=torch.long)
+    if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
+        input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
+        attention_mask = torch.ones_like(input_ids)
+    empty_rows = attention_mask.sum(-1) == 0
+    if empty_rows.any():  # an all-pad row in a batch: give it the <|endoftext|> start in its last slot
+        input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
+        input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = bos, 1
+    if not attention_mask[:, -1].all():
+        raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): "
+                         "use the tokenizer with padding_side='left'")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    T, n_positions = input_ids.size(1), model.config.n_positions
+    if T + max_new_tokens > n_positions:
+        raise ValueError(f"prompt length {T} + max_new_tokens {max_new_tokens} = {T + max_new_tokens} exceeds "
+                         f"the model's context n_positions={n_positions}; shorten the prompt or generate "
+                         f"fewer tokens (the CLI's --truncate-left keeps the prompt's last tokens)")
+    return input_ids, attention_mask
+
+
+def _check_finite(logits: torch.Tensor) -> None:
+    # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
+    if not torch.isfinite(logits.amax(-1)).all():
+        raise FloatingPointError("the model produced NaN/inf logits (check the weights, dtype and inputs)")
+
+
+@dataclass
+class GenerationStats:
+    """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0  # decode steps × batch rows
+    ttft_s: float = 0.0
+    tpot_s: float = 0.0
+    tokens_per_s: float = 0.0
+    kv_cache_bytes: int = 0
+    peak_memory_bytes: int = 0
+
+    def __str__(self) -> str:
+        return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
+                f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s | "
+                f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
+
+
+class _Clock:
+    """Wall time that waits for queued GPU work, so a step is timed when it is really done."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+# ---- the decode loop ---------------------------------------------------------------------------
+
+
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+             **kwargs) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+    """Continue each prompt: input_ids (B, T) → LongTensor (B·num_return_sequences, T + new).
+
+    `generate` is `stream` run to the end; see `stream` for every argument.
+    """
+    steps = stream(model, input_ids, attention_mask, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def stream(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 20,
+    min_new_tokens: int = 0,
+    do_sample: bool = False,
+    temperature: float | torch.Tensor = 1.0,
+    top_k: int | torch.Tensor = 0,
+    top_p: float | torch.Tensor = 1.0,
+    min_p: float | torch.Tensor = 0.0,
+    repetition_penalty: float | torch.Tensor = 1.0,
+    presence_penalty: float | torch.Tensor = 0.0,
+    frequency_penalty: float | torch.Tensor = 0.0,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+    stop: list[str] | None = None,
+    tokenizer=None,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    num_return_sequences: int = 1,
+    seed: int | None = None,
+    streamer: Callable[[torch.Tensor], None] | None = None,
+    sampler: str = "auto",
+    compile: bool = False,
+    return_stats: bool = False,
+) -> Iterator[torch.Tensor]:
+    """Yield each step's new tokens (B,) as they are drawn; finally *return* what `generate` returns.
+
+    That result is a LongTensor (B·num_return_sequences, T + new). Arguments follow `transformers.generate`. The output includes the prompt; rows that finish
+    early (EOS, a stop string) are filled with pad_token_id. `eos_token_id=None` means the model's
+    (`config.eos_token_id`, <|endoftext|> for GPT-2), `[]` means never stop on EOS.
+    `do_sample=False` is greedy (the filters then do nothing). Sampling parameters may be (B,)
+    tensors, one value per prompt. `streamer(tokens)` is called with each step's (B,) new tokens.
+    `sampler` picks the sampling backend ("auto" | "torch" | "triton"); `compile=True` runs the
+    decode step compiled (see `compiled_decode_step`). With `return_stats=True` the result is
+    `(ids, GenerationStats)`.
+    """
+    cfg = model.config
+    eos = [cfg.eos_token_id] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
+    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
+        raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
+                         "1 for greedy decoding, and ≥ 1 for sampling")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    input_ids, attention_mask = _prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    if num_beams > 1:
+        if do_sample or stop or streamer is not None:
+            raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
+                             "are not supported with num_beams > 1")
+        return beam_search(model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                           num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                           eos=eos, pad=pad, num_return_sequences=num_return_sequences,
+                           penalties=dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                          frequency_penalty=frequency_penalty),
+                           compile=compile, return_stats=return_stats)
+    if num_return_sequences > 1:  # n samples per prompt: repeat each prompt n times, adjacent
+        input_ids = input_ids.repeat_interleave(num_return_sequences, 0)
+        attention_mask = attention_mask.repeat_interleave(num_return_sequences, 0)
+        params = [temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty]
+        (temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty) = [
+            p.repeat_interleave(num_return_sequences) if isinstance(p, torch.Tensor) else p for p in params]
+    if not do_sample:
+        temperature = 0.0  # greedy: argmax, whatever the filters say
+    stats = GenerationStats()
+    out = torch.full((input_ids.size(0), max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
+    cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
+    steps = 0
+    for steps, tokens in enumerate(_decode_loop(
+            model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, eos=eos, pad=pad,
+            stop=stop, tokenizer=tokenizer, seed=seed, sampler=sampler, compile=compile,
+            host_tokens=streamer is not None, stats=stats, cuts=cuts), start=1):
+        out[:, steps - 1] = tokens
+        if streamer is not None:
+            streamer(tokens)
+        yield tokens
+    for row, keep in cuts.items():
+        out[row, keep:] = pad  # the stop string (and the start of its first token) never reaches the output
+    out = torch.cat([input_ids, out[:, :stats.new_tokens // out.size(0)]], dim=1)
+    return (out, stats) if return_stats else out
+
+
+# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
+# the loop checks only every few steps and trims the extra all-pad columns at the end.
+GPU_SYNC_EVERY = 8
+
+
+def _decode_loop(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+    min_new_tokens: int, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty,
+    eos: list[int], pad: int, stop: list[str] | None, tokenizer, seed: int | None, sampler: str, compile: bool,
+    host_tokens: bool, stats: GenerationStats, cuts: dict[int, int],
+) -> Iterator[torch.Tensor]:
+    """Prefill, then yield each step's new tokens (B,) until every row finished or max_new_tokens.
+
+    Fills `stats` as it goes (new_tokens = B × steps kept) and `cuts` with rows ended by a stop string.
+    """
+    device, (B, T), V = input_ids.device, input_ids.shape, model.config.vocab_size
+    clock = _Clock(device)
+    t_start = clock()
+    cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens, model.config.n_positions))
+    step_fn = decode_step
+    if compile:
+        if device.type == "cuda":
+            cache.mark_static()
+        step_fn = compiled_decode_step(model)
+    # Decode-time state, all on the device and updated in place: no allocation per step.
+    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # (B, max_len): slot holds a real token
+    key_valid[:, :T] = attention_mask.bool()
+    position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1): the next token's position
+    input_pos = torch.tensor([T], device=device)  # (1,): the next token's cache slot, shared by all rows
+    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
+                    ((repetition_penalty, 1.0), (presence_penalty, 0.0), (frequency_penalty, 0.0)))
+    if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
+        seen = token_counts(input_ids, V, attention_mask)  # (B, V)
+        generated = torch.zeros_like(seen)
+    greedy = not isinstance(temperature, torch.Tensor) and temperature == 0
+    backend = "torch" if greedy else resolve_backend(sampler, device)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    if backend == "triton":
+        from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
+
+        kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
+        kernel_args["seed"] = torch.randint(0, 2**62, (1,), generator=generator, device=device)
+        kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
+    eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
+    stopper = StopStrings(tokenizer, stop, B) if stop else None
+    sync_every = 1 if device.type != "cuda" or host_tokens or stopper else GPU_SYNC_EVERY
+
+    logits = prefill(model, input_ids, attention_mask, cache)  # (B, V)
+    for step in range(max_new_tokens):
+        if step % sync_every == 0:
+            _check_finite(logits)
+        if penalized:
+            logits = penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
+                              presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+        if step < min_new_tokens and eos:
+            logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
+        if greedy:
+            tokens = logits.argmax(dim=-1)  # (B,)
+        elif backend == "triton":
+            tokens = fused_sample(logits, **kernel_args)
+            kernel_args["offset"] += 1
+        else:
+            noise = exponential_noise(logits.shape, device, generator)
+            tokens = draw(_filter(logits, temperature, top_k, top_p, min_p), noise, temperature)
+        live = ~finished
+        live_steps += live.any()
+        tokens = torch.where(live, tokens, pad)  # finished rows only pad
+        if eos:
+            finished |= torch.isin(tokens, eos_ids)
+        if penalized:
+            seen.scatter_add_(1, tokens[:, None], live[:, None].int())
+            generated.scatter_add_(1, tokens[:, None], live[:, None].int())
+        if stopper:
+            for row, (token, alive) in enumerate(zip(tokens.tolist(), live.tolist())):
+                keep = stopper.add(row, token) if alive else None
+                if keep is not None:
+                    finished[row], cuts[row] = True, keep
+        if step == 0:
+            t_first = clock()
+        yield tokens
+        if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
+            break
+        # The next step: mark the new slot readable, then run one token per row through the model.
+        slot = T + step
+        key_valid[:, slot] = True
+        width = cache.max_len if compile else slot + 1  # compiled: fixed width, one graph for all steps
+        logits = step_fn(model, tokens[:, None], cache, input_pos, position_ids, key_valid[:, :width])
+        input_pos += 1
+        position_ids += 1
+
+    t_end = clock()
+    steps = int(live_steps)
+    stats.prompt_tokens, stats.new_tokens = int(attention_mask.sum()), B * steps
+    stats.ttft_s = t_first - t_start
+    stats.tpot_s = (t_end - t_first) / max(step, 1)  # `step` decode forwards followed the first token
+    stats.tokens_per_s = B / stats.tpot_s if step else 0.0
+    stats.kv_cache_bytes, stats.peak_memory_bytes = cache.memory_bytes(), _peak_memory(device)
+
+
+# ---- beam search -------------------------------------------------------------------------------
+
+
+def beam_search(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+    min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,
+    num_return_sequences: int, penalties: dict, compile: bool = False, return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+    """Keep the `num_beams` most likely continuations per prompt; transformers' semantics.
+
+    Each step every beam proposes every token; the best 2·K candidates (K = num_beams; more with
+    several EOS ids) are ranked by total log-probability. Candidates ending in EOS among the top K
+    become finished hypotheses, scored sum_logprobs / new_length ** length_penalty (> 0 favours
+    longer ones); the best K others keep running. The KV cache follows: row b of the next step
+    continues from its parent beam, so the cache is reordered by parent (`KVCache.reorder`).
+    It stops when no running beam can beat the finished ones: with early_stopping=True as soon
+    as K hypotheses are finished, with False when the best running score at today's length can't
+    beat the worst finished one, with "never" when even the best length can't.
+    """
+    device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
+    clock = _Clock(device)
+    t_start = clock()
+    ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
+    mask = attention_mask.repeat_interleave(K, 0)
+    cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens, model.config.n_positions))
+    step_fn = compiled_decode_step(model) if compile else decode_step
+    key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)
+    key_valid[:, :T] = mask.bool()
+    position_ids = positions_from_mask(mask)[:, -1:] + 1  # (B·K, 1)
+    input_pos = torch.tensor([T], device=device)
+    eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
+    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
+                    zip(penalties.values(), (1.0, 0.0, 0.0)))
+
+    n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
+    in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
+    running = torch.full((B, K, T + max_new_tokens), pad, dtype=torch.long, device=device)
+    running[:, :, :T] = ids.view(B, K, T)
+    running_scores = torch.zeros(B, K, device=device)
+    running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
+    done_seqs, done_lens = running.clone(), torch.zeros(B, K, dtype=torch.long, device=device)
+    done_scores = torch.full((B, K), NEG_INF_SCORE, device=device)
+    done = torch.zeros(B, K, dtype=torch.bool, device=device)  # slot holds a finished hypothesis
+    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+    batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
+
+    logits = prefill(model, ids, mask, cache)  # (B·K, V)
+    t_first = clock()
+    for step in range(max_new_tokens):
+        cur = T + step
+        _check_finite(logits)
+        logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
+        if penalized:
+            flat = running[:, :, :cur].reshape(B * K, cur)
+            logp = penalize(logp, token_counts(flat, V, key_valid[:, :cur]),
+                            token_counts(flat[:, T:], V), **penalties)
+        if step < min_new_tokens and eos:
+            logp = logp.index_fill(1, eos_ids, float("-inf"))
+        total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)  # score of beam + token
+        top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
+        parent, token = top_idx // V, top_idx % V
+        cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
+        cand[:, :, cur] = token
+        ends = torch.isin(token, eos_ids) | (step + 1 == max_new_tokens)  # EOS, or out of length
+
+        # Running beams: the best K candidates that did not end.
+        cont = top_scores + ends * NEG_INF_SCORE
+        pick = cont.topk(K, dim=-1).indices  # (B, K)
+        running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))
+        running_scores, parents = cont.gather(1, pick), parent.gather(1, pick)
+
+        # Finished hypotheses: merge the top-K candidates that ended with those kept so far.
+        scores = top_scores / (step + 1) ** length_penalty
+        full = done.all(-1, keepdim=True) & (early_stopping is True)  # no more needed
+        scores = scores + (full | ~improvable | ~(ends & in_top_k)) * NEG_INF_SCORE
+        merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices
+        done_seqs = torch.cat([done_seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1)))
+        done_scores = torch.cat([done_scores, scores], 1).gather(1, merged)
+        done_lens = torch.cat([done_lens, torch.full_like(top_idx, step + 1)], 1).gather(1, merged)
+        done = torch.cat([done, ends & in_top_k], 1).gather(1, merged)
+
+        # Can a running beam still beat the worst finished one? (transformers' heuristic)
+        best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
+        best_running = running_scores[:, :1] / best_len ** length_penalty
+        worst_done = torch.where(done, done_scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
+        improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
+        if not improvable.any() or (early_stopping is True and done.all()) or ends.all():
+            break
+
+        cache.reorder((parents + batch_offset).flatten())  # each row now continues its parent beam
+        slot = T + step
+        key_valid[:, slot] = True
+        width = cache.max_len if compile else slot + 1
+        logits = step_fn(model, running[:, :, cur].reshape(B * K, 1), cache, input_pos, position_ids,
+                         key_valid[:, :width])
+        input_pos += 1
+        position_ids += 1
+
+    t_end = clock()
+    n = num_return_sequences
+    out = done_seqs[:, :n].reshape(B * n, -1)
+    out = out[:, :T + int(done_lens[:, :n].max())]
+    if not return_stats:
+        return out
+    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * K * (step + 1),
+                            ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / (step + 1),
+                            kv_cache_bytes=cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
+    stats.tokens_per_s = B * K / stats.tpot_s
+    return out, stats
+
+
+# ---- text in, text out -------------------------------------------------------------------------
+
+
+def stream_text(model: torch.nn.Module, tokenizer, prompt: str, **kwargs) -> Iterator[str]:
+    """Continue one prompt, yielding text pieces as tokens arrive (what `minigpt generate --stream`
+    prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
+
+    Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
+    stop string, so a stop string never appears, even in part. EOS ends the text silently.
+    """
+    ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    stops = kwargs.get("stop") or []
+    eos = kwargs.get("eos_token_id")
+    eos = {model.config.eos_token_id} if eos is None else ({eos} if isinstance(eos, int) else set(eos))
+    steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
+    new: list[int] = []
+    sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
+    while True:
+        try:
+            token = int(next(steps)[0])
+        except StopIteration as end:
+            if not ended:
+                yield tokenizer.decode(new)[sent:]
+            return end.value
+        ended = ended or token in eos
+        if ended:
+            continue
+        new.append(token)
+        text = tokenizer.decode(new)
+        cut = min((text.find(s) for s in stops if s in text), default=-1)
+        if cut >= 0:
+            yield text[sent:cut]
+            ended = True
+            continue
+        hold = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        ready = len(text) - hold
+        while ready > sent and text[ready - 1] == "\ufffd":  # maybe a character still being spelled out
+            ready -= 1
+        if ready > sent:
+            yield text[sent:ready]
+            sent = ready
+
+
+def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: int = 5, seed: int | None = None,
+            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+            repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+            out=sys.stdout) -> str:
+    """The teaching view of sampling: for each step, the top candidates' probabilities after
+    every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
+
+    It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
+    """
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    ids, _ = _prepare_inputs(model, torch.tensor([tokenizer.encode(prompt)], dtype=torch.long), None, steps,
+                             model.config.bos_token_id)
+    T, V = ids.size(1), model.config.vocab_size
+    cache = KVCache.for_model(model, 1, cache_length(T + steps, model.config.n_positions))
+    generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
+    logits = prefill(model, ids, torch.ones_like(ids), cache)
+    new: list[int] = []
+    for step in range(steps):
+        seen = token_counts(ids, V)
+        generated = token_counts(ids[:, T:], V)
+        stages = [("raw", logits)]
+        stages.append(("penalties", penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
+                                             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)))
+        stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
+        stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
+        stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
+        stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
+        final = stages[-1][1]
+        token = int(draw(final, exponential_noise(final.shape, ids.device, generator), temperature)[0])
+        probs = [s.softmax(-1)[0] for _, s in stages]
+        kept = int(torch.isfinite(final).sum())
+        print(f"\nstep {step}: {kept} of {V} tokens kept; drew {tokenizer.decode([token])!r}", file=out)
+        print(f"  {'token':<16}" + "".join(f"{name:>16}" for name, _ in stages), file=out)
+        # The candidates: the most likely before any stage, then after the last, then the token drawn.
+        cands = torch.topk(probs[0], top).indices.tolist() + torch.topk(probs[-1], top).indices.tolist() + [token]
+        for cand in dict.fromkeys(cands):
+            mark = "→" if cand == token else " "
+            row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
+            print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
+        new.append(token)
+        if token == model.config.eos_token_id or step + 1 == steps:
+            break
+        ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
+        key_valid = torch.ones(1, ids.size(1), dtype=torch.bool, device=ids.device)
+        logits = decode_step(model, ids[:, -1:], cache, torch.tensor([T + step], device=ids.device),
+                             torch.tensor([[T + step]], device=ids.device), key_valid)
+    return tokenizer.decode(new)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minigpt generate", description="Generate text with a GPT-2 checkpoint.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint directory (default: {DEFAULT_MODEL})")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
+    src.add_argument("--prompt-file", help="read the prompt from this file")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--min-p", type=float, default=0.0, help="0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off; on prompt + generated tokens")
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
+    p.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
+    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search (deterministic)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); not printed")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory")
+    p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
+    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"])
+    p.add_argument("--truncate-left", action="store_true", help="drop the prompt's first tokens if it is too long")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from minigpt.model import GPT
+    from minigpt.tokenizer import Tokenizer
+
+    model_dir = Path(args.model)
+    for needed in (model_dir, model_dir / "config.json"):
+        if not needed.exists():
+            print(f"minigpt generate: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
+                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt", file=sys.stderr)
+            return 2
+    prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
+    try:
+        tokenizer = Tokenizer.from_pretrained(model_dir)
+        model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
+        budget = model.config.n_positions - args.max_new_tokens
+        if args.truncate_left and budget > 0 and len(tokenizer.encode(prompt)) > budget:
+            prompt = tokenizer.decode(tokenizer.encode(prompt)[-budget:])
+        sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                        frequency_penalty=args.frequency_penalty)
+        with torch.inference_mode():
+            if args.explain:
+                explain(model, tokenizer, prompt, steps=args.max_new_tokens, seed=args.seed, **sampling)
+                return 0
+            kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                          do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
+                          num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
+                          sampler=args.sampler, return_stats=True, **sampling)
+            if args.num_beams > 1:
+                for name in ("temperature", "top_k", "top_p", "min_p", "stop"):
+                    kwargs.pop(name)
+                ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+                out, stats = generate(model, ids, **kwargs)
+                new = [t for t in out[0, ids.size(1):].tolist() if t != model.config.eos_token_id]
+                print(prompt + tokenizer.decode(new))
+            else:
+                pieces = stream_text(model, tokenizer, prompt, **kwargs)
+                text = prompt  # printed with the first piece, once the arguments have been checked
+                while True:
+                    try:
+                        text += next(pieces)
+                    except StopIteration as end:
+                        _, stats = end.value
+                        break
+                    if args.stream:
+                        print(text, end="", flush=True)
+                        text = ""
+                print(text)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"minigpt generate: {e}", file=sys.stderr)
+        return 2
+    if args.stats:
+        print(stats, file=sys.stderr)
+    return 0
+

@@ -1,0 +1,98 @@
+"""The KV cache: every layer's keys and values of the tokens seen so far, kept for the next step.
+
+Where it sits: inside the `KV-cache decode loop` (minigpt/generate.py). Without a cache, making
+token t+1 would re-run attention's k/v projections over all t earlier tokens, every step. Keys
+and values of past tokens never change (a token only attends backwards), so we compute each once,
+store it here, and each decode step feeds the model just one new token per row.
+
+The cache is *static*: allocated once, for the whole generation, per layer K and V of shape
+(B, H, max_len, D) in the model's dtype and device. A step writes its new k/v at slots
+`input_pos` and attention reads the buffers back. Static buffers mean no reallocation or
+`torch.cat` per token, and fixed shapes, which `torch.compile` and CUDA graphs need.
+
+Reading: attention reads the first S slots, S = the width of the attention mask it is given.
+The eager decode loop passes S = slots filled so far (a step count the host knows, so no sync),
+so a step costs O(current length), not O(max_len). The compiled step passes S = max_len every
+step, so its shapes never change; the mask hides the slots not yet written. `max_len` is rounded
+up to a bucket (`cache_length`), so prompts of similar length share one compiled graph.
+
+Memory: 2 (K and V) × n_layer × B × max_len × n_embd × bytes per element.
+What it does not do: paging, sliding windows, or sharing a prompt's cache between requests.
+"""
+from __future__ import annotations
+
+import torch
+
+# Buckets start at one 64-slot block, then double: few distinct shapes (few compiled graphs),
+# at most 2× the slots actually needed.
+MIN_BUCKET = 64
+
+
+def cache_length(needed: int, n_positions: int) -> int:
+    """Slots to allocate for `needed` tokens: the next power of two ≥ 64, capped at the context."""
+    if needed > n_positions:
+        raise ValueError(f"a cache for {needed} tokens exceeds the model's context n_positions={n_positions}")
+    length = MIN_BUCKET
+    while length < needed:
+        length *= 2
+    return min(length, n_positions)
+
+
+class LayerKV:
+    """One layer's K and V buffers, each (B, H, max_len, D)."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k, self.v = k, v
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this call's k, v (B, H, T, D) at slots `input_pos`; return the full buffers.
+
+        `input_pos` is (T,) when every row writes the same slots (left-padded batches), or (B, T)
+        when each row writes its own. Writes are in place: the buffers keep their address.
+        """
+        if input_pos.dim() == 1:
+            self.k.index_copy_(2, input_pos, k)
+            self.v.index_copy_(2, input_pos, v)
+        else:
+            slots = input_pos[:, None, :, None].expand_as(k)  # (B, H, T, D)
+            self.k.scatter_(2, slots, k)
+            self.v.scatter_(2, slots, v)
+        return self.k, self.v  # (B, H, max_len, D) each
+
+
+class KVCache:
+    """Static per-layer K/V buffers for a batch of `batch_size` rows and `max_len` slots."""
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
+        shape = (batch_size, n_head, max_len, head_dim)
+        # Zeros, not `empty`: unwritten slots are masked out, but attention still multiplies them
+        # by a weight of 0, and 0 × (garbage NaN) would be NaN.
+        self.layers = [LayerKV(torch.zeros(shape, dtype=dtype, device=device),
+                               torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+        self.batch_size, self.max_len = batch_size, max_len
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> "KVCache":
+        """A cache shaped for `model` (a minigpt GPT), in the dtype and on the device of its weights."""
+        c, w = model.config, model.transformer.wte.weight
+        return cls(c.n_layer, batch_size, c.n_head, max_len, c.head_dim, dtype=w.dtype, device=w.device)
+
+    def layer(self, i: int) -> LayerKV:
+        return self.layers[i]
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Beam search: row b now continues from row beam_idx[b] (B,). Copies in place."""
+        for layer in self.layers:
+            layer.k.copy_(layer.k.index_select(0, beam_idx))
+            layer.v.copy_(layer.v.index_select(0, beam_idx))
+
+    def memory_bytes(self) -> int:
+        """Bytes held by every K and V buffer."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.k, layer.v))
+
+    def mark_static(self) -> None:
+        """Tell torch.compile the buffers never move, so CUDA graphs may write them in place."""
+        for layer in self.layers:
+            torch._dynamo.mark_static_address(layer.k)
+            torch._dynamo.mark_static_address(layer.v)

@@ -1,0 +1,110 @@
+"""KV cache: decoding with the cache gives the logits of a full re-forward, at every step."""
+import pytest
+import torch
+
+from minigpt import GPT, GPTConfig
+from minigpt.generate import decode_step, positions_from_mask, prefill, prefill_mask
+from minigpt.kv_cache import KVCache, cache_length
+
+
+def left_padded_batch(lengths: list[int], vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(0, vocab, (len(lengths), T), generator=g)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        mask[b, T - n:] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def check_cache_matches_reforward(model: GPT, lengths: list[int], steps: int) -> float:
+    """Prefill a left-padded batch, decode `steps` tokens; at every step compare each row's
+    cached logits with a cache-free forward of that row's unpadded tokens. Returns the max diff."""
+    ids, mask = left_padded_batch(lengths, model.config.vocab_size)
+    B, T = ids.shape
+    cache = KVCache.for_model(model, B, cache_length(T + steps, model.config.n_positions))
+    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool)
+    key_valid[:, :T] = mask.bool()
+    rows = [ids[b, T - n:].tolist() for b, n in enumerate(lengths)]
+    logits = prefill(model, ids, mask, cache)
+    position_ids = positions_from_mask(mask)[:, -1:] + 1
+    worst = 0.0
+    for step in range(steps + 1):
+        for b in range(B):
+            full, _ = model(torch.tensor([rows[b]]))  # no cache, no padding: the reference
+            worst = max(worst, (logits[b] - full[0, -1]).abs().max().item())
+        if step == steps:
+            break
+        tokens = logits.argmax(-1)
+        for b in range(B):
+            rows[b].append(int(tokens[b]))
+        key_valid[:, T + step] = True
+        logits = decode_step(model, tokens[:, None], cache, torch.tensor([T + step]), position_ids,
+                             key_valid[:, :T + step + 1])
+        position_ids += 1
+    return worst
+
+
+@torch.no_grad()
+def test_cache_matches_full_forward_small():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=512)).eval()
+    diff = check_cache_matches_reforward(model, [7, 3, 1, 5], steps=12)
+    print(f"max |cached - full| logits: {diff:.2e}")
+    assert diff < 1e-4
+
+
+@torch.no_grad()
+def test_cache_matches_full_forward_124m():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2")).eval()
+    diff = check_cache_matches_reforward(model, [6, 2], steps=3)
+    print(f"124M: max |cached - full| logits: {diff:.2e}")
+    assert diff < 1e-4
+
+
+@torch.no_grad()
+def test_pad_rows_never_nan():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256)).eval()
+    ids, mask = left_padded_batch([5, 1], 256)
+    cache = KVCache.for_model(model, 2, 64)
+    h = model.hidden_states(ids, position_ids=positions_from_mask(mask), kv_cache=cache,
+                            input_pos=torch.arange(5), attn_mask=prefill_mask(mask))
+    assert torch.isfinite(h).all(), "a pad query saw no key and produced NaN"
+
+
+def test_update_writes_shared_and_per_row_positions():
+    cache = KVCache(n_layer=1, batch_size=2, n_head=1, max_len=8, head_dim=2)
+    k = torch.arange(8.0).view(2, 1, 2, 2)
+    k_all, _ = cache.layer(0).update(torch.tensor([3, 4]), k, k)  # same slots for every row
+    assert torch.equal(k_all[:, :, 3:5], k) and k_all[:, :, :3].eq(0).all()
+    k_all, _ = cache.layer(0).update(torch.tensor([[0, 1], [6, 7]]), -k, -k)  # each row its own slots
+    assert torch.equal(k_all[0, :, 0:2], -k[0]) and torch.equal(k_all[1, :, 6:8], -k[1])
+
+
+def test_reorder_follows_beams():
+    cache = KVCache(n_layer=2, batch_size=3, n_head=1, max_len=4, head_dim=1)
+    for layer in cache.layers:
+        layer.k.copy_(torch.arange(3.0).view(3, 1, 1, 1).expand_as(layer.k))
+    before = cache.layer(1).k
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.layer(1).k is before  # reordered in place: the buffers keep their address
+    assert cache.layer(1).k[:, 0, 0, 0].tolist() == [2.0, 2.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_memory_bytes_formula(dtype):
+    config = GPTConfig.gpt2("gpt2-tiny")
+    model = GPT(config).to(dtype)
+    cache = KVCache.for_model(model, batch_size=3, max_len=64)
+    bytes_per = torch.finfo(dtype).bits // 8
+    assert cache.layer(0).k.dtype == dtype
+    assert cache.memory_bytes() == 2 * config.n_layer * 3 * 64 * config.n_embd * bytes_per
+
+
+def test_cache_length_buckets():
+    assert [cache_length(n, 1024) for n in (1, 64, 65, 200, 1000)] == [64, 64, 128, 256, 1024]
+    assert cache_length(100, 100) == 100  # capped at the context
+    with pytest.raises(ValueError, match="n_positions=100"):
+        cache_length(101, 100)

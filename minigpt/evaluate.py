@@ -1,0 +1,104 @@
+"""Perplexity of a model on a text file, with a sliding window (`minigpt eval MODEL_DIR FILE`).
+
+Where it sits: text → Tokenizer.encode → ids → windows of ≤ max_length tokens → GPT → logits →
+cross-entropy of each token that the window is responsible for → exp(mean) = perplexity.
+
+Why a sliding window: a model sees at most n_positions tokens. Cutting the text into disjoint
+blocks would score the first tokens of every block with almost no context, which overstates the
+perplexity. Instead each window starts `stride` tokens after the previous one and scores only
+its last tokens, the ones no earlier window scored; the tokens before them are context only (label
+-100). With stride < max_length every token but the first is scored exactly once, with at least
+max_length - stride tokens of context (except near the start); smaller strides give more context
+and cost more forward passes. With stride = max_length the windows are disjoint, and the first
+token of each is not scored at all (nothing before it is in the window).
+
+This is the computation of Hugging Face's perplexity guide
+(https://huggingface.co/docs/transformers/perplexity), with one difference: the guide weights each
+window's mean loss by (valid labels - 1), which undercounts every window after the first by one
+token; here each token's negative log-likelihood is summed, so the mean is over exactly the
+tokens scored.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+IGNORE = -100  # label of a context-only position (cross_entropy's ignore_index, as in HF)
+
+
+@torch.no_grad()
+def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, progress: bool = False) -> tuple[float, int]:
+    """Sum of -log p(token | up to max_length - 1 earlier tokens) over the scored tokens, and their count.
+
+    `model(x)` must return (logits, ...) as minigpt's GPT does. ids: (N,) token ids.
+    """
+    n = ids.numel()
+    if n < 2:
+        raise ValueError(f"need at least 2 tokens to score, got {n}")
+    if not 1 <= stride <= max_length:
+        raise ValueError(f"stride must be in [1, max_length={max_length}], got {stride}")
+    device = next(model.parameters()).device
+    nll_sum, count, prev_end = 0.0, 0, 0
+    starts = range(0, n, stride)
+    for begin in tqdm(starts, desc="windows", disable=not progress):
+        end = min(begin + max_length, n)
+        new = end - prev_end  # tokens no earlier window scored: this window's last `new`
+        window = ids[begin:end].to(device)  # (L,)
+        labels = window.clone()
+        labels[: len(window) - new] = IGNORE  # context only
+        # logits[t] predicts token t + 1, so the targets are the labels shifted left by one.
+        targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE)])  # (L,)
+        logits = model(window[None])[0][0]  # (L, V)
+        nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum").item()
+        count += int((targets != IGNORE).sum())
+        prev_end = end
+        if end == n:
+            break
+    return nll_sum, count
+
+
+def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None, progress: bool = False) -> dict[str, float]:
+    """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored}."""
+    max_length = max_length or model.config.n_positions
+    if not 1 <= max_length <= model.config.n_positions:
+        raise ValueError(f"max_length must be in [1, n_positions={model.config.n_positions}], got {max_length}")
+    nll_sum, count = sliding_window_nll(model, ids, max_length, stride or max_length // 2 or 1, progress)
+    return {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minigpt eval", description="Sliding-window perplexity of a model on a text file.")
+    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors)")
+    parser.add_argument("file", help="UTF-8 text file to score")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions)")
+    parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    from minigpt.data import encode_text
+    from minigpt.model import GPT
+    from minigpt.tokenizer import Tokenizer
+
+    try:
+        path = Path(args.file)
+        if not path.is_file():
+            raise FileNotFoundError(f"text file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
+        model = GPT.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+        ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
+        result = perplexity(model, ids, args.max_length, args.stride, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"minigpt eval: error: {e}")
+        return 2
+    # Bits per byte: nats → bits, spread over the file's bytes. Unlike perplexity it does not
+    # depend on the tokenizer, so models with different vocabularies compare.
+    bpb = result["nll_sum"] / math.log(2) / len(text.encode("utf-8"))
+    print(f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {bpb:.4f} bits/byte  ({result['tokens']:,} tokens scored)")
+    return 0

@@ -1,0 +1,86 @@
+"""Sliding-window perplexity equals the same computation with transformers' GPT2LMHeadModel."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+from minigpt import GPT, GPTConfig
+from minigpt.evaluate import main, perplexity, sliding_window_nll
+from minigpt.tokenizer import Tokenizer
+
+GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+TEXT = "\n".join(f"Line {i}: the quick brown fox jumps over the lazy dog, {i * i} times." for i in range(8)) + "\n"  # ~130 tokens
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT with GPT-2's vocabulary, saved with the GPT-2 tokenizer."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model")
+    GPT(GPTConfig.gpt2("gpt2-tiny", n_positions=32, n_embd=32, n_head=2)).save_pretrained(path)
+    Tokenizer.from_pretrained(GPT2_DIR).save_pretrained(path)
+    return path
+
+
+def hf_sliding_window(model: GPT2LMHeadModel, ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int]:
+    """The loop of HF's perplexity guide, run on transformers' model: labels -100 on each
+    window's context, the model's own (shifted) loss, weighted by the tokens it really scored."""
+    seq_len, nll_sum, n_tokens, prev_end = ids.size(1), 0.0, 0, 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + max_length, seq_len)
+        trg_len = end - prev_end
+        input_ids = ids[:, begin:end]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = model(input_ids, labels=target_ids).loss
+        scored = int((target_ids[:, 1:] != -100).sum())  # the label shift drops position 0
+        nll_sum += loss.item() * scored
+        n_tokens += scored
+        prev_end = end
+        if end == seq_len:
+            break
+    return nll_sum, n_tokens
+
+
+@pytest.mark.parametrize("max_length, stride", [(32, 32), (32, 16), (24, 5)])
+def test_matches_transformers(model_dir, max_length, stride):
+    ids = torch.tensor(Tokenizer.from_pretrained(model_dir).encode(TEXT))
+    ours = sliding_window_nll(GPT.from_pretrained(model_dir), ids, max_length, stride)
+    hf = hf_sliding_window(GPT2LMHeadModel.from_pretrained(model_dir).eval(), ids[None], max_length, stride)
+    print(f"max_length={max_length} stride={stride}: ours {ours[0] / ours[1]:.7f}, HF {hf[0] / hf[1]:.7f} nats/token over {ours[1]} tokens")
+    assert ours[1] == hf[1]
+    assert ours[0] / ours[1] == pytest.approx(hf[0] / hf[1], abs=1e-5)
+
+
+@pytest.mark.parametrize("stride", [3, 31, 32])
+def test_every_token_is_scored_once(model_dir, stride):
+    """Overlapping windows score every token but the first once. Disjoint ones (stride =
+    max_length) cannot score each window's first token: nothing before it is in the window."""
+    ids = torch.arange(150)
+    n_windows = math.ceil(150 / 32)
+    expected = 149 if stride < 32 else 150 - n_windows
+    assert sliding_window_nll(GPT.from_pretrained(model_dir), ids, 32, stride)[1] == expected
+
+
+def test_cli_and_errors(model_dir, tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(TEXT)
+    assert main([str(model_dir), str(tmp_path / "t.txt"), "--stride", "8"]) == 0
+    out = capsys.readouterr().out
+    ids = torch.tensor(Tokenizer.from_pretrained(model_dir).encode(TEXT))
+    expected = perplexity(GPT.from_pretrained(model_dir), ids, stride=8)
+    assert f"perplexity {expected['ppl']:.4f}" in out and "bits/byte" in out
+    assert main([str(model_dir), str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt does not exist" in capsys.readouterr().out
+    model = GPT.from_pretrained(model_dir)
+    with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 33"):
+        perplexity(model, ids, max_length=33)
+    with pytest.raises(ValueError, match=r"stride must be in \[1, max_length=32\], got 40"):
+        perplexity(model, ids, stride=40)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        perplexity(model, ids[:1])
+    assert math.isfinite(expected["ppl"])

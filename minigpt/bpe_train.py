@@ -26,7 +26,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minigpt.tokenizer import merge_pair
+
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every occurrence of `pair` in `ids` by `new_id`, left to right ("aaa" → "aa" "a")."""
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
 
 
 def train_bpe(

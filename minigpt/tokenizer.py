@@ -31,13 +31,13 @@ import base64
 import json
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Collection, Iterable, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Literal
 
-import re
 import regex
 
 from minigpt.config import atomic_write_text
@@ -105,19 +105,6 @@ def split_text(text: str) -> list[str]:
 # ---- 3. Merging -------------------------------------------------------------------------------
 
 
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every occurrence of `pair` in `ids` by `new_id`, left to right ("aaa" → "aa" "a")."""
-    out, i, n = [], 0, len(ids)
-    while i < n:
-        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
 class _ChunkCache(dict):
     """chunk → ids. Real text repeats its words, so most chunks are looked up, not merged.
 
@@ -141,8 +128,9 @@ AllowedSpecial = Collection[str] | Literal["all"]
 
 # Below this many characters, encode_batch works in this process: starting workers costs more.
 _MIN_PARALLEL_CHARS = 1 << 19
-# encode_batch cuts long documents into pieces of at least this many characters (see _safe_pieces).
-_MIN_PIECE_CHARS = 1 << 16
+# encode cuts long text into pieces of about this many characters (see _safe_pieces): small
+# enough that most pieces of real text are pure ASCII and take split_text's fast path.
+_PIECE_CHARS = 1 << 12
 # The tokenizer and options that encode_batch's forked workers inherit (set just before the fork).
 _WORKER_JOB: tuple["Tokenizer", AllowedSpecial] | None = None
 
@@ -231,17 +219,22 @@ class Tokenizer:
     # ---- merging one chunk ----
 
     def _bpe(self, chunk: str, steps: list[list[int]] | None = None) -> list[int]:
-        """Merge one chunk: while some adjacent pair has a rank, merge the lowest-ranked one."""
+        """Merge one chunk: while some adjacent pair has a rank, merge the lowest-ranked one.
+
+        One occurrence at a time (the leftmost): the pair's next occurrence is then still the lowest
+        rank, since a token made by merge r only appears in merges ranked after r, so this equals
+        merging every occurrence left to right ("aaa" → "aa" "a")."""
         ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
-        ranks, no_rank = self._ranks, len(self._ranks)
+        get, no_rank = self._ranks.get, len(self._ranks)
         while len(ids) > 1:
-            best = min(zip(ids, ids[1:]), key=lambda pair: ranks.get(pair, no_rank))
-            rank = ranks.get(best)
-            if rank is None:
+            pair_ranks = list(map(get, zip(ids, ids[1:]), repeat(no_rank)))  # C-speed: no lambda per pair
+            rank = min(pair_ranks)
+            if rank == no_rank:
                 break
-            ids = merge_pair(ids, best, self._merged_id[rank])
+            i = pair_ranks.index(rank)
+            ids[i : i + 2] = [self._merged_id[rank]]
             if steps is not None:
-                steps.append(ids)
+                steps.append(ids.copy())
         return ids
 
     # ---- encode / decode ----
@@ -250,7 +243,10 @@ class Tokenizer:
         """Encode text, treating any special token's text as plain text."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        return list(chain.from_iterable(map(self._cache.__getitem__, split_text(text))))
+        # Long text goes piece by piece (cut where the ids cannot change), so that one emoji does
+        # not push a whole book off split_text's ASCII fast path.
+        pieces = _safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
+        return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
 
     def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Encode text to ids. Special-token text raises ValueError unless `allowed_special` names it
@@ -321,7 +317,7 @@ class Tokenizer:
         total = sum(map(len, texts))
         if workers <= 1 or total < _MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
             return [self.encode(t, allowed_special=allowed_special) for t in texts]
-        piece_chars = max(_MIN_PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balances load
+        piece_chars = max(_PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
         pieces, owner = [], []
         for i, text in enumerate(texts):
             for piece in _safe_pieces(text, piece_chars):

@@ -231,7 +231,7 @@ def test_encode_batch_is_identical_to_encode(tok, monkeypatch):
     assert tok.encode_batch(docs) == expected  # small input: encoded in this process
     # Force the process pool on this small input, and cut documents into small pieces.
     monkeypatch.setattr(tokmod, "_MIN_PARALLEL_CHARS", 0)
-    monkeypatch.setattr(tokmod, "_MIN_PIECE_CHARS", 1000)
+    monkeypatch.setattr(tokmod, "_PIECE_CHARS", 1000)
     fresh = Tokenizer.from_pretrained(GPT2_DIR)
     assert fresh.encode_batch(docs, num_workers=2) == expected
 

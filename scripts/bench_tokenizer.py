@@ -1,0 +1,125 @@
+"""Tokenizer speed: minigpt against tiktoken and Hugging Face `tokenizers`, all in one process.
+
+    python scripts/bench_tokenizer.py                       # tinyshakespeare + a ~10 MB concatenation
+    python scripts/bench_tokenizer.py --repeats 7 --big-mb 20
+
+Encoding: MB/s (UTF-8 bytes per second, median of --repeats runs) and the ratio to tiktoken's
+single-thread `encode_ordinary` on the whole text. Every engine's ids are checked against tiktoken.
+"cold" is a freshly loaded tokenizer (empty chunk cache); "warm" has encoded the text once before.
+encode_batch gets the whole text as one document and cuts it at exact cut points itself.
+Training: seconds for a 4096-token vocabulary, against `tokenizers`' BpeTrainer.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import tiktoken
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, Tokenizer, _available_cpus
+
+DATA = Path("/work/shared/data")
+
+
+def median_seconds(fn, repeats: int, setup=lambda: None) -> float:
+    """Median wall time of fn(setup()) over `repeats` runs (setup is not timed)."""
+    times = []
+    for _ in range(repeats):
+        arg = setup()
+        start = time.perf_counter()
+        fn(arg)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def engines() -> tuple[tiktoken.Encoding, tokenizers.Tokenizer]:
+    gpt2 = Tokenizer.from_pretrained(GPT2_DIR)
+    ranks = {t: i for t, i in gpt2.vocab.items()}
+    tik = tiktoken.Encoding("gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+    hf = tokenizers.Tokenizer(models.BPE.from_file(str(GPT2_DIR / "vocab.json"), str(GPT2_DIR / "merges.txt")))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    return tik, hf
+
+
+def bench_encode(name: str, text: str, repeats: int, tik, hf) -> list[tuple]:
+    mb = len(text.encode("utf-8")) / 1e6
+    ref = tik.encode_ordinary(text)
+    assert hf.encode(text).ids == ref, "HF tokenizers disagrees with tiktoken"
+    fresh = lambda: Tokenizer.from_pretrained(GPT2_DIR)  # noqa: E731
+    warm = fresh()
+    assert warm.encode(text) == ref and warm.encode_batch([text]) == [ref], "minigpt disagrees with tiktoken"
+    workers = _available_cpus()
+    runs = [
+        ("tiktoken encode_ordinary (1 thread)", lambda _: tik.encode_ordinary(text), lambda: None),
+        ("HF tokenizers encode", lambda _: hf.encode(text), lambda: None),
+        ("minigpt encode, cold cache", lambda t: t.encode(text), fresh),
+        ("minigpt encode, warm cache", lambda _: warm.encode(text), lambda: None),
+        (f"minigpt encode_batch ({workers} procs), cold", lambda t: t.encode_batch([text]), fresh),
+        (f"minigpt encode_batch ({workers} procs), warm", lambda _: warm.encode_batch([text]), lambda: None),
+    ]
+    rows = [(engine, mb / median_seconds(fn, repeats, setup)) for engine, fn, setup in runs]
+    tik_speed, hf_speed = rows[0][1], rows[1][1]
+    return [(name, f"{mb:.1f}", engine, f"{s:.2f}", f"{s / tik_speed:.2f}", f"{s / hf_speed:.2f}") for engine, s in rows]
+
+
+def bench_train(text: str, vocab_size: int, repeats: int) -> list[tuple]:
+    def hf_train(_):
+        tok = tokenizers.Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator([text], trainer)
+
+    ours = median_seconds(lambda _: Tokenizer.train(text, vocab_size, progress=False), repeats)
+    theirs = median_seconds(hf_train, repeats)
+    mb = f"{len(text.encode('utf-8')) / 1e6:.1f}"
+    return [
+        ("HF tokenizers BpeTrainer", mb, f"{theirs:.2f}", "1.00"),
+        ("minigpt Tokenizer.train", mb, f"{ours:.2f}", f"{ours / theirs:.2f}"),
+    ]
+
+
+def print_table(header: tuple, rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA / "tinyshakespeare.txt")
+    parser.add_argument("--extra", type=Path, nargs="*", default=[DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv"],
+                        help="files concatenated with --data (repeated) to build the big text")
+    parser.add_argument("--big-mb", type=float, default=10.0, help="size of the concatenation (MB)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    args = parser.parse_args(argv)
+
+    small = args.data.read_text(encoding="utf-8")
+    mixed = "".join(p.read_text(encoding="utf-8") for p in [args.data, *args.extra])
+    big = mixed * max(1, round(args.big_mb * 1e6 / len(mixed.encode("utf-8"))))
+    tik, hf = engines()
+    print(f"encode speed (MB/s, median of {args.repeats}), {_available_cpus()} cpus, load average {os.getloadavg()[0]:.1f}\n")
+    rows = bench_encode(args.data.name, small, args.repeats, tik, hf) + bench_encode("concatenation", big, args.repeats, tik, hf)
+    print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers"), rows)
+    print(f"\ntraining a {args.vocab_size}-token vocabulary on {args.data.name} (s, median of 3)\n")
+    print_table(("trainer", "MB", "seconds", "× HF"), bench_train(small, args.vocab_size, 3))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,17 +20,32 @@ The four classic strategies, cheapest first:
 - full:    everything trains.
 The optimizer only ever sees trainable parameters, so its state (AdamW keeps two fp32 moments
 per parameter: 8 bytes each) shrinks with the strategy, and so does memory for gradients.
+
+`minigpt finetune` (`main`) runs it end to end with `train_loop` from minigpt/train.py, so resume,
+eval, logs and the loss plot are the training loop's. It runs as one process (no torchrun).
+Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm (LoRA
+merged in), a `GPT2ForSequenceClassification` for classify; `finetune_summary.json` holds the
+figures `scripts/compare_strategies.py` tabulates.
 """
 from __future__ import annotations
 
+import copy
+import json
+import random
+import resource
+import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
-from minigpt.classifier import GPTClassifier
-from minigpt.lora import DEFAULT_TARGETS, inject_lora
+from minigpt.classifier import POOLINGS, GPTClassifier
+from minigpt.data import load_tokens, prepare, read_meta, sample_batch
+from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
+from minigpt.train import LOG_FILE, TrainConfig, TrainingDiverged, _flag, build_model, lm_loss, parse_config, train_loop
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -143,3 +158,225 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     if not texts:
         raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
     return texts, labels
+
+
+# ---- `minigpt finetune`: data, model, loop, export ----------------------------------------------
+
+TASKS = ("lm", "classify")
+SUMMARY_FILE = "finetune_summary.json"
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices.
+
+    The model's shape comes from --init, so the --preset/--n-* shape flags do not apply.
+    """
+
+    data: str = _flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]")
+    init: str | None = _flag(None, "the pretrained GPT-2 directory (HF layout) to start from; required")
+    task: str = _flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
+    strategy: str = _flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
+    n_trainable_blocks: int = _flag(1, "partial: how many of the last blocks train")
+    train_embeddings: bool = _flag(False, "partial: also train wte, which GPT-2 ties to the LM head")
+    lora_rank: int = _flag(8, "lora: rank r of each update B@A")
+    lora_alpha: float = _flag(16.0, "lora: the update is scaled by alpha / r")
+    lora_dropout: float = _flag(0.0, "lora: dropout on the adapters' input")
+    lora_targets: str = _flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
+    pooling: str = _flag("last", "classify: last (the last real token, as HF) or mean (average of real tokens)")
+    head_hidden: str = _flag("", "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, as HF)")
+    num_labels: int | None = _flag(None, "classify: number of classes (default: largest training label + 1)")
+    val_data: str | None = _flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
+    val_fraction: float = _flag(0.1, "share of --data held out for validation when no separate val data is given")
+    max_examples: int | None = _flag(None, "classify: train on a seeded random subset of this many examples")
+    max_val_examples: int | None = _flag(None, "classify: evaluate on a seeded random subset of this many examples")
+    tokenizer: str | None = _flag(None, "tokenizer directory (vocab.json + merges.txt; default: --init)")
+    # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
+    lr: float = _flag(3e-4, "peak learning rate, reached at the end of warmup")
+    min_lr: float = _flag(3e-5, "learning rate at the end of the cosine decay")
+    warmup_iters: int = _flag(20, "steps of linear warmup from 0 to lr")
+    max_iters: int = _flag(300, "optimizer steps in the whole run")
+    eval_interval: int = _flag(100, "evaluate and save a checkpoint every this many steps (and at the end)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
+        if not self.init:
+            raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
+        shape = [f"--{k.replace('_', '-')}" for k in ("n_layer", "n_head", "n_embd") if getattr(self, k) is not None]
+        if shape:
+            raise ValueError(f"{', '.join(shape)} cannot change a pretrained model's shape; it comes from --init")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+def _seeded_shuffle(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def load_classification_data(cfg: FinetuneConfig) -> dict[str, tuple[list[str], list[int]]]:
+    """{"train": (texts, labels), "val": (texts, labels)} from --data / --val-data, subsets applied."""
+    data = Path(cfg.data)
+    val_path = Path(cfg.val_data) if cfg.val_data else (data / "dev.tsv" if (data / "dev.tsv").is_file() else None)
+    texts, labels = read_tsv(data / "train.tsv" if data.is_dir() else data)
+    order = _seeded_shuffle(len(texts), cfg.seed)  # SST-2 style files may be sorted by label
+    if val_path is not None:
+        splits = {"train": order, "val": None}
+        val = read_tsv(val_path)
+    else:
+        n_val = int(len(texts) * cfg.val_fraction)
+        if n_val == 0 or n_val == len(texts):
+            raise ValueError(f"{data} has {len(texts)} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
+        splits = {"train": order[n_val:], "val": order[:n_val]}
+        val = (texts, labels)
+    out = {"train": ([texts[i] for i in splits["train"]], [labels[i] for i in splits["train"]])}
+    val_order = splits["val"] if splits["val"] is not None else _seeded_shuffle(len(val[0]), cfg.seed + 1)
+    out["val"] = ([val[0][i] for i in val_order], [val[1][i] for i in val_order])
+    for split, cap in (("train", cfg.max_examples), ("val", cfg.max_val_examples)):
+        if cap is not None:
+            out[split] = (out[split][0][:cap], out[split][1][:cap])
+    return out
+
+
+def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding."""
+    T = max(len(r) for r in rows)
+    idx = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        idx[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return idx, mask
+
+
+def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return model(idx, mask, labels)[1]
+
+
+@torch.no_grad()
+def accuracy(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int) -> float:
+    """Share of texts whose highest logit is the true label, over the whole (sub)set, in order."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(ids), batch_size):
+        idx, mask = pad_right(ids[i : i + batch_size], pad_id)
+        logits, _ = model(idx.to(device), mask.to(device))
+        correct += (logits.argmax(-1).cpu() == torch.tensor(labels[i : i + batch_size])).sum().item()
+    model.train(was_training)
+    return correct / len(ids)
+
+
+def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
+    """Save in HF layout with the tokenizer; LoRA adapters are merged into a copy first, so the
+    checkpoint is a plain GPT-2 and the model being trained keeps its adapters."""
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        model = merge_lora(copy.deepcopy(model))
+    model.save_pretrained(path)  # GPT2LMHeadModel, or GPT2ForSequenceClassification for a classifier
+    tokenizer.save_pretrained(path)
+
+
+def peak_memory() -> tuple[float, str]:
+    """(MiB, what was measured): CUDA's allocator peak on a GPU, else the process's peak RSS."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20, "CUDA peak allocated"
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024, "process peak RSS"
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Load --init, apply the strategy, train with `train_loop`, write the summary; return it."""
+    from minigpt.tokenizer import Tokenizer
+
+    if not cfg.data:
+        raise ValueError("--data is required: a text file (lm) or a TSV file or directory (classify)")
+    init_config = Path(cfg.init) / "config.json"
+    if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
+        raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
+    tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
+    gpt = build_model(cfg, tokenizer.vocab_size)  # from --init, with --dropout applied
+    if tokenizer.vocab_size > gpt.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {gpt.config.vocab_size}")
+    block_size = cfg.block_size or gpt.config.n_positions
+    if not 1 <= block_size <= gpt.config.n_positions:
+        raise ValueError(f"block_size {block_size} must be in [1, n_positions={gpt.config.n_positions}]")
+    cfg.block_size = block_size
+    out = Path(cfg.out)
+    kwargs = {}
+
+    if cfg.task == "lm":
+        data_dir = out / "data"
+        if not (cfg.resume and (data_dir / "meta.json").exists()):
+            prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
+        meta = read_meta(data_dir)
+        tokens = {s: load_tokens(data_dir / f"{s}.bin", gpt.config.vocab_size, block_size + 1) for s in ("train", "val")}
+        model, loss_fn = gpt, lm_loss
+
+        def get_batch(split: str, rng: torch.Generator):
+            return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
+
+        kwargs["bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
+    else:
+        data = load_classification_data(cfg)
+        num_labels = cfg.num_labels or max(data["train"][1]) + 1
+        for split, (_, labels) in data.items():
+            bad = sorted({y for y in labels if not 0 <= y < num_labels})
+            if bad:
+                raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        ids = {s: [r[:block_size] for r in tokenizer.encode_batch(texts)] for s, (texts, _) in data.items()}
+        labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
+        torch.manual_seed(cfg.seed)  # the new head's initial weights depend only on the seed
+        hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
+        model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
+        loss_fn = classification_loss
+
+        def get_batch(split: str, rng: torch.Generator):
+            picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
+            idx, mask = pad_right([ids[split][i] for i in picks], pad_id)
+            return idx, mask, labels[split][picks]
+
+        kwargs["eval_fn"] = lambda m: {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size)}
+        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
+
+    targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+    summary = apply_strategy(model, cfg.strategy, n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings,
+                             lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=targets)
+    metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **kwargs)
+
+    rates = [r["tokens_per_s"] for r in map(json.loads, (out / LOG_FILE).read_text().splitlines()) if "tokens_per_s" in r]
+    memory, memory_kind = peak_memory()
+    result = {
+        "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
+        "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
+        "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
+        "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
+        **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb", "best_val_loss") if k in metrics},
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(FinetuneConfig, argv, "minigpt finetune",
+                           "Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model or a classifier.")
+        result = finetune(cfg)
+    except KeyboardInterrupt:
+        return 130
+    except TrainingDiverged as e:
+        print(f"minigpt finetune: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"minigpt finetune: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0

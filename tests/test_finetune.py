@@ -1,4 +1,7 @@
 """Fine-tuning strategies: exactly the chosen weights train, every strategy learns, bad input fails loudly."""
+import json
+import re
+
 import pytest
 import torch
 
@@ -143,3 +146,97 @@ def test_read_tsv_rejects_bad_files(tmp_path, content, message):
         read_tsv(f)
     with pytest.raises(FileNotFoundError):
         read_tsv(tmp_path / "missing.tsv")
+
+
+# ---- `minigpt finetune` end to end, on a tiny model with a tiny trained tokenizer ----------------
+
+CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n" * 40
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny pretrained-looking model dir (HF layout + tokenizer), a text file and a TSV."""
+    from minigpt.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("finetune")
+    tok = Tokenizer.train(CORPUS, 300)
+    torch.manual_seed(0)
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id,
+                       eos_token_id=tok.eos_token_id)).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    (root / "corpus.txt").write_text(CORPUS)
+    rows = [f"the speech was {w} indeed\t{y}" for y, words in enumerate((["bad", "poor"], ["good", "fine"])) for w in words]
+    (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 10) + "\n")
+    return root
+
+
+def _run(base, out, *extra):
+    from minigpt.finetune import main
+
+    return main(["--init", str(base / "base"), "--out", str(out), "--max-iters", "4", "--eval-interval", "2",
+                 "--eval-iters", "2", "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1", *extra])
+
+
+def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "lora", "--lr", "1e-2") == 0
+    summary = json.loads((tmp_path / "o" / "finetune_summary.json").read_text())
+    assert summary["strategy"] == "lora" and summary["steps"] == 4 and summary["trainable_params"] < summary["total_params"]
+    assert {"loss.png", "log.jsonl", "vocab.json", "merges.txt", "training_state.pt"} <= {p.name for p in (tmp_path / "o").iterdir()}
+    ours = GPT.from_pretrained(tmp_path / "o")  # a plain GPT-2: the adapters were merged in
+    assert not torch.equal(ours.transformer.h[0].attn.c_attn.weight, GPT.from_pretrained(base / "base").transformer.h[0].attn.c_attn.weight)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "o").eval()
+    idx = torch.randint(0, ours.config.vocab_size, (2, 10))
+    with torch.no_grad():
+        diff = (ours(idx)[0] - hf(idx).logits).abs().max().item()
+    print(f"fine-tuned LM: max |minigpt - transformers| = {diff:.2e}")
+    assert diff < 1e-4
+
+
+def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path):
+    from transformers import GPT2ForSequenceClassification
+
+    out = tmp_path / "o"
+    assert _run(base, out, "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "partial", "--lr", "1e-2") == 0
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert 0 <= summary["val_accuracy"] <= 1
+    ours = GPTClassifier.from_pretrained(out)
+    hf = GPT2ForSequenceClassification.from_pretrained(out).eval()
+    assert hf.config.num_labels == 2
+    idx, mask = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    idx[mask == 0] = hf.config.pad_token_id
+    with torch.no_grad():
+        diff = (ours(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item()
+    print(f"fine-tuned classifier: max |minigpt - transformers| = {diff:.2e}")
+    assert diff < 1e-5
+
+
+def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4")
+    assert _run(base, tmp_path / "straight", *args) == 0
+    assert _run(base, tmp_path / "resumed", *args, "--max-iters", "2") == 0  # stops at step 2 ...
+    assert _run(base, tmp_path / "resumed", *args, "--resume") == 0  # ... and continues to 4
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
+    assert any("lora_A" in k for k in a["model"]), "the training state keeps the unmerged adapters"
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--data", "corpus.txt", "--strategy", "frozen"), "'frozen' trains only a new head, and the lm task has none"),
+    (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"labels \[1\] are out of range"),
+    (("--task", "classify", "--data", "bad.tsv"), "no tab"),
+    (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
+    (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
+    (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
+    (("--data", "corpus.txt", "--n-layer", "4"), "cannot change a pretrained model's shape"),
+])
+def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
+    (base / "bad.tsv").write_text("good\t1\nno label here\n")
+    (base / "empty.tsv").write_text("sentence\tlabel\n")
+    args = tuple(str(base / a) if a.endswith((".txt", ".tsv")) else a for a in args)
+    assert _run(base, tmp_path / "o", *args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err

@@ -1,0 +1,5 @@
+#!/usr/bin/env python
+"""Fine-tune a pretrained GPT-2: `python scripts/finetune.py --init MODEL_DIR --strategy lora --task lm --data FILE --out DIR`."""
+from minigpt.finetune import main
+
+raise SystemExit(main())

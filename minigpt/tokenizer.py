@@ -218,12 +218,12 @@ class Tokenizer:
 
     # ---- merging one chunk ----
 
-    def _bpe(self, chunk: str, steps: list[list[int]] | None = None) -> list[int]:
+    def _bpe(self, chunk: str, steps: list[tuple[int, list[int]]] | None = None) -> list[int]:
         """Merge one chunk: while some adjacent pair has a rank, merge the lowest-ranked one.
 
-        One occurrence at a time (the leftmost): the pair's next occurrence is then still the lowest
-        rank, since a token made by merge r only appears in merges ranked after r, so this equals
-        merging every occurrence left to right ("aaa" → "aa" "a")."""
+        One occurrence per step, the leftmost, as tiktoken and Hugging Face do. (GPT-2's original
+        code merged every occurrence of the pair at once; with merges learned by training that gives
+        the same ids, since the pair's next occurrence is still the lowest rank.)"""
         ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
         get, no_rank = self._ranks.get, len(self._ranks)
         while len(ids) > 1:
@@ -233,8 +233,8 @@ class Tokenizer:
                 break
             i = pair_ranks.index(rank)
             ids[i : i + 2] = [self._merged_id[rank]]
-            if steps is not None:
-                steps.append(ids.copy())
+            if steps is not None:  # the teaching view: which merge, and the tokens after it
+                steps.append((rank, ids.copy()))
         return ids
 
     # ---- encode / decode ----
@@ -253,6 +253,12 @@ class Tokenizer:
         (or is "all"); see the module docstring for why."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        if allowed_special and allowed_special != "all":
+            if isinstance(allowed_special, str) or set(allowed_special) - self.special_tokens.keys():
+                raise ValueError(
+                    f"allowed_special must be 'all' or a set of this tokenizer's special tokens "
+                    f"{set(self.special_tokens)}, got {allowed_special!r}"
+                )
         if self._special_re is None or self._special_re.search(text) is None:
             return self.encode_ordinary(text)
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
@@ -289,15 +295,22 @@ class Tokenizer:
         return token_to_str(self._id_bytes[i]) if i < len(self.vocab) else self._id_bytes[i].decode()
 
     def encode_show_work(self, text: str) -> list[dict]:
-        """The teaching view: for each pre-tokenized chunk, the tokens after every merge step.
+        """The teaching view: for each pre-tokenized chunk, its bytes and the tokens after every merge.
 
         Returns [{"chunk": " hello", "steps": [["Ġ", "h", "e", "l", "l", "o"], ["Ġ", "h", "e", "ll", "o"],
-        ...], "ids": [...]}, ...]. Special tokens are treated as plain text (encode_ordinary)."""
+        ...], "ranks": [the rank of the merge that made each later step], "ids": [...]}, ...].
+        Special tokens are treated as plain text (encode_ordinary)."""
         work = []
         for chunk in split_text(text):
-            steps = [[self._byte_ids[b] for b in chunk.encode("utf-8")]]
-            ids = self._bpe(chunk, steps)
-            work.append({"chunk": chunk, "steps": [[self.id_to_token(i) for i in s] for s in steps], "ids": ids})
+            merges: list[tuple[int, list[int]]] = []
+            ids = self._bpe(chunk, merges)
+            steps = [[self._byte_ids[b] for b in chunk.encode("utf-8")]] + [s for _, s in merges]
+            work.append({
+                "chunk": chunk,
+                "steps": [[self.id_to_token(i) for i in s] for s in steps],
+                "ranks": [rank for rank, _ in merges],
+                "ids": ids,
+            })
         return work
 
     # ---- bulk encoding ----
@@ -537,9 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.show_work:
         for work in tok.encode_show_work(text):
             print(f"chunk {work['chunk']!r}")
-            for step in work["steps"]:
-                print("   ", " ".join(step))
-            print("    ids:", work["ids"])
+            print(f"    {'bytes':>10}  {' '.join(work['steps'][0])}")
+            for rank, step in zip(work["ranks"], work["steps"][1:]):
+                print(f"    rank {rank:>5}  {' '.join(step)}")
+            print(f"    {'ids':>10}  {work['ids']}")
         return 0
     ids = tok.encode(text, allowed_special="all")
     print("ids:   ", ids)

@@ -130,6 +130,10 @@ def test_special_token_policy(tok, enc):
     assert tok.encode_ordinary(text) == enc.encode_ordinary(text)  # as plain text: '<', '|', 'end', ...
     assert 50256 not in tok.encode_ordinary(text)
     assert tok.decode(tok.encode(text, allowed_special="all")) == text
+    with pytest.raises(ValueError, match="allowed_special must be"):
+        tok.encode(text, allowed_special={"<|endoftxt|>"})  # a typo is an error, not a silent no-op
+    with pytest.raises(ValueError, match="allowed_special must be"):
+        tok.encode(text, allowed_special=EOT)  # a bare string, not a set
 
 
 # ---- errors ----
@@ -275,6 +279,8 @@ def test_show_work_ends_in_encode_ids(tok):
     assert [w["chunk"] for w in work] == ["Hello", " lower"]
     assert work[1]["steps"][0] == ["Ġ", "l", "o", "w", "e", "r"]  # starts from bytes
     assert work[1]["steps"][-1] == ["Ġlower"]  # ends as one token
+    ranks = work[1]["ranks"]
+    assert len(ranks) == len(work[1]["steps"]) - 1 and ranks == sorted(ranks)  # replays training's order
     assert sum((w["ids"] for w in work), []) == tok.encode("Hello lower")
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from minigpt.config import GPTConfig, atomic_path
 from minigpt.model import GPT
@@ -132,8 +131,8 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
         if key == "lm_head.weight":
             continue  # tied to wte; HF re-ties it on load
         if key.endswith(CONV1D_SUFFIXES):
-            t = t.t()  # Linear (out, in) → Conv1D (in, out)
-        tensors[key] = t.detach().contiguous().cpu()
+            t = t.t()  # Linear (out, in) → Conv1D (in, out); a view, copied only while written
+        tensors[key] = t
     dtype = str(model.transformer.wte.weight.dtype).removeprefix("torch.")
     write_safetensors(tensors, path / WEIGHTS_NAME)
     model.config.save_json(path / "config.json", architecture=architecture, extra={"torch_dtype": dtype})
@@ -155,7 +154,34 @@ def _remove_stale_shards(path: Path) -> None:
             (path / s).unlink(missing_ok=True)
 
 
+# safetensors' names for the dtypes a checkpoint can hold.
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
 def write_safetensors(tensors: dict[str, torch.Tensor], dest: Path) -> None:
-    """Atomically write `tensors` as a safetensors file (HF requires the metadata format=pt)."""
-    with atomic_path(Path(dest)) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    """Atomically write `tensors` (any device, any layout) as a safetensors file, one at a time.
+
+    The format is simple enough to write by hand: an 8-byte little-endian header length, a JSON
+    header giving each tensor's dtype, shape and byte range, then the raw bytes back to back.
+    Streaming it tensor by tensor means a save never needs a second, CPU-side copy of the model
+    (safetensors' own `save_file` wants every tensor contiguous on the CPU at once).
+    """
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}  # transformers requires format=pt
+    offset = 0
+    for name, t in tensors.items():
+        if t.dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"cannot save tensor {name!r} of dtype {t.dtype} as safetensors")
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # pad with spaces so the tensor bytes start 8-byte aligned
+    with atomic_path(Path(dest)) as tmp, open(tmp, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for t in tensors.values():
+            # One tensor at a time: to CPU, row-major, raw bytes (torch is little-endian, as the format).
+            f.write(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)

@@ -270,15 +270,50 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     old.save_pretrained(tmp_path)
     expected = old(IDX)[0].detach()
 
-    def crash_midway(tensors, filename, metadata=None):  # writes half a file, then the disk "fills"
-        Path(filename).write_bytes(b"\0" * 1000)
-        raise OSError(28, "No space left on device")
+    calls = []
+    real_numpy = torch.Tensor.numpy
 
-    monkeypatch.setattr(checkpoint, "save_file", crash_midway)
+    def disk_fills_up(self, *args, **kwargs):  # write_safetensors turns each tensor into bytes here
+        calls.append(1)
+        if len(calls) == 5:
+            partial = tmp_path / "model.safetensors.tmp"
+            assert partial.stat().st_size > 0  # the crash really is midway through the file
+            raise OSError(28, "No space left on device")
+        return real_numpy(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "numpy", disk_fills_up)
     with pytest.raises(OSError, match="No space left"):
         GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
+    monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp files
     assert torch.equal(logits_of(tmp_path), expected)
+
+
+def test_streamed_safetensors_match_the_library(tmp_path):
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "transposed": torch.randn(4, 6).t(),  # not contiguous: written as its transpose's values
+        "bf16": torch.randn(7).bfloat16(),
+        "f16": torch.randn(2, 2).half(),
+        "i64": torch.arange(5),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(-1e4),
+    }
+    checkpoint.write_safetensors(tensors, tmp_path / "ours.safetensors")
+    save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp_path / "lib.safetensors"), metadata={"format": "pt"})
+    read = {}
+    for name in ("ours", "lib"):
+        with safe_open(tmp_path / f"{name}.safetensors", framework="pt") as f:
+            read[name] = {k: f.get_tensor(k) for k in f.keys()}
+            assert f.metadata() == {"format": "pt"}
+    assert read["ours"].keys() == tensors.keys()
+    for k, t in tensors.items():
+        assert read["ours"][k].dtype == t.dtype and torch.equal(read["ours"][k], t) and torch.equal(read["lib"][k], t), k
+    header_len = int.from_bytes((tmp_path / "ours.safetensors").read_bytes()[:8], "little")
+    assert header_len % 8 == 0  # tensor data starts aligned
+    with pytest.raises(ValueError, match="cannot save tensor 'c' of dtype torch.complex64"):
+        checkpoint.write_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
 
 
 def test_failed_config_write_keeps_previous_config(tmp_path, monkeypatch):

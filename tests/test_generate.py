@@ -1,0 +1,284 @@
+"""generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
+strings and min_new_tokens; streaming; errors; the compiled decode step."""
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from minigpt import GPT, GPTConfig
+from minigpt.checkpoint import CONV1D_SUFFIXES
+from minigpt.generate import GenerationStats, generate, stream, stream_text
+
+PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
+
+
+class ByteTokenizer:
+    """Token id = byte value (ids ≥ 256 are specials): enough to test stop strings and streaming
+    without tokenizer files, and every multi-character stop string spans token boundaries."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode_bytes(self, ids) -> bytes:
+        return bytes(i for i in ids if i < 256)
+
+    def decode(self, ids) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+def sharpened_pair(config: GPTConfig, scale: float = 10.0, seed: int = 0):
+    """Random-weight minigpt GPT and the same weights in transformers.
+
+    A large init (initializer_range 0.4) lets the blocks, not the token's own embedding, decide
+    the next token, so greedy text varies instead of repeating one id. Scaling ln_f's gain scales
+    every logit (logits = ln_f(h) · wte), which sharpens the distribution so rounding noise cannot
+    flip an argmax; tests assert the top-2 margin they rely on.
+    """
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        model.transformer.ln_f.weight.mul_(scale)
+    # The transformers twin, built in memory (no 500 MB file round trip for the 124M config).
+    with torch.device("meta"):
+        hf = GPT2LMHeadModel(GPT2Config(**config.to_hf_dict()))
+    state = {k: (t.t() if k.endswith(CONV1D_SUFFIXES) else t) for k, t in model.state_dict().items()}
+    hf.load_state_dict(state, strict=True, assign=True)  # Conv1D keeps weights as (in, out)
+    return model, hf.eval()
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    return GPTConfig.gpt2("gpt2-tiny", vocab_size=300, initializer_range=0.4, **overrides)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return sharpened_pair(tiny_config())
+
+
+def eos_from(model, ids, mask, row: int, step: int) -> int:
+    """A token that greedy decoding makes in `row` at `step`: used as EOS so rows end early."""
+    return int(generate(model, ids, mask, max_new_tokens=step + 1, eos_token_id=[])[row, -1])
+
+
+def left_padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(r) for r in rows)
+    ids = torch.tensor([[PAD] * (T - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def min_top2_margin(model: GPT, sequences: torch.Tensor, masks: torch.Tensor, prompt_len: int) -> float:
+    """Smallest gap between the two largest logits over every generated step (no cache): the
+    margin by which each greedy choice beat the runner-up."""
+    worst = float("inf")
+    for seq, mask in zip(sequences, masks):
+        real = seq[mask.bool()][None]  # the row without its pads
+        logits, _ = model(real)
+        n_prompt = int(mask[:prompt_len].sum())
+        top2 = logits[0, n_prompt - 1:-1].topk(2, dim=-1).values
+        worst = min(worst, (top2[:, 0] - top2[:, 1]).min().item())
+    return worst
+
+
+PROMPTS = [[5, 17, 42, 99, 7, 250, 3], [64, 8], [120, 33, 201, 14]]
+
+
+@torch.no_grad()
+def test_greedy_equals_transformers_batched_and_alone(pair):
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    eos = eos_from(model, ids, mask, row=1, step=6)  # so some rows end early
+    ours = generate(model, ids, mask, max_new_tokens=24, eos_token_id=eos, pad_token_id=PAD)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, eos_token_id=eos,
+                         pad_token_id=PAD)
+    out_mask = torch.cat([mask, torch.ones(len(PROMPTS), ours.size(1) - ids.size(1), dtype=torch.long)], 1)
+    margin = min_top2_margin(model, ours, out_mask, ids.size(1))
+    print(f"min top-2 logit margin {margin:.3g}; ours {tuple(ours.shape)}, transformers {tuple(theirs.shape)}")
+    assert margin > 1e-3
+    assert torch.equal(ours, theirs)
+    assert (ours[:, ids.size(1):] == eos).any(), "the test wants at least one row to hit EOS"
+    for b, prompt in enumerate(PROMPTS):  # each prompt alone continues exactly as in the batch
+        alone = generate(model, torch.tensor([prompt]), max_new_tokens=24, eos_token_id=eos, pad_token_id=PAD)
+        new = alone[0, len(prompt):].tolist()
+        assert ours[b, ids.size(1):ids.size(1) + len(new)].tolist() == new
+
+
+@torch.no_grad()
+def test_greedy_equals_transformers_124m():
+    model, hf = sharpened_pair(GPTConfig.gpt2("gpt2", initializer_range=0.4))
+    ids, mask = left_padded([[464, 2068, 7586, 21831], [40, 1101]])
+    ours = generate(model, ids, mask, max_new_tokens=6, eos_token_id=[], pad_token_id=PAD)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=PAD,
+                         eos_token_id=None)
+    out_mask = torch.cat([mask, torch.ones(2, 6, dtype=torch.long)], 1)
+    margin = min_top2_margin(model, ours, out_mask, ids.size(1))
+    print(f"124M: min top-2 margin {margin:.3g}")
+    assert margin > 1e-3 and torch.equal(ours, theirs)
+
+
+@torch.no_grad()
+def test_repetition_penalty_and_min_new_tokens_equal_transformers(pair):
+    model, hf = pair
+    ids = torch.tensor([PROMPTS[0], PROMPTS[0][::-1]])  # unpadded: transformers also penalises pad ids
+    eos = eos_from(model, ids, None, row=0, step=2)
+    kw = dict(max_new_tokens=16, min_new_tokens=10, repetition_penalty=1.5, eos_token_id=eos, pad_token_id=PAD)
+    ours = generate(model, ids, **kw)
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kw)
+    assert torch.equal(ours, theirs)
+    assert not (ours[:, ids.size(1):ids.size(1) + 10] == eos).any()
+
+
+@pytest.mark.parametrize("early_stopping", [False, True, "never"])
+@torch.no_grad()
+def test_beam_search_equals_transformers(pair, early_stopping):
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    eos = eos_from(model, ids, mask, row=0, step=3)
+    kw = dict(max_new_tokens=12, num_beams=4, length_penalty=0.6, early_stopping=early_stopping,
+              eos_token_id=eos, pad_token_id=PAD, num_return_sequences=2)
+    ours = generate(model, ids, mask, **kw)
+    theirs = hf.generate(ids, attention_mask=mask, do_sample=False, **kw)
+    print(f"early_stopping={early_stopping}: ours {tuple(ours.shape)}, transformers {tuple(theirs.shape)}")
+    assert torch.equal(ours, theirs)
+    assert (ours[:, ids.size(1):] == eos).any(), "the test wants finished hypotheses that end in EOS"
+
+
+@torch.no_grad()
+def test_per_row_eos_pads_and_loop_ends_when_all_finished(pair):
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    free = generate(model, ids, mask, max_new_tokens=30, eos_token_id=[])[:, ids.size(1):]
+    eos = int(free[0, 2])  # row 0 makes this token at step 2: make it the EOS
+    out = generate(model, ids, mask, max_new_tokens=30, eos_token_id=eos, pad_token_id=PAD)[:, ids.size(1):]
+    for b in range(len(PROMPTS)):
+        row = free[b].tolist()
+        end = row.index(eos) + 1 if eos in row else 30
+        assert out[b, :end].tolist() == row[:end]  # identical until its own EOS ...
+        assert (out[b, end:] == PAD).all()  # ... then only padding
+    ends = [r.index(eos) + 1 if eos in r else 30 for r in free.tolist()]
+    assert out.size(1) == max(ends)  # stops once the last row is done
+
+
+@torch.no_grad()
+def test_stop_strings_per_row_across_token_boundaries(pair):
+    model, _ = pair
+    tok = ByteTokenizer()
+    ids, mask = left_padded(PROMPTS)
+    free = generate(model, ids, mask, max_new_tokens=20, eos_token_id=[])[:, ids.size(1):]
+    text0 = tok.decode_bytes(free[0].tolist())
+    stop = text0[3:5].decode("latin-1")  # 2 bytes = 2 tokens: always spans a token boundary
+    stop_bytes = stop.encode("utf-8")
+    out = generate(model, ids, mask, max_new_tokens=20, eos_token_id=[], pad_token_id=PAD, stop=[stop],
+                   tokenizer=tok)[:, ids.size(1):]
+    for b in range(len(PROMPTS)):
+        full = free[b].tolist()
+        text = tok.decode_bytes(full)
+        keep = len(text[:text.find(stop_bytes)]) if stop_bytes in text else len(full)
+        assert out[b, :keep].tolist() == full[:keep]
+        assert (out[b, keep:] == PAD).all()
+        assert stop_bytes not in tok.decode_bytes([t for t in out[b].tolist() if t != PAD])
+
+
+@torch.no_grad()
+def test_stream_text_matches_generate_and_hides_stop(pair):
+    model, _ = pair
+    tok = ByteTokenizer()
+    prompt = "hi"
+    full = generate(model, torch.tensor([tok.encode(prompt)]), max_new_tokens=15, eos_token_id=[])
+    text = tok.decode(full[0, 2:].tolist())
+    pieces = list(stream_text(model, tok, prompt, max_new_tokens=15, eos_token_id=[]))
+    assert "".join(pieces) == text and len(pieces) > 1
+    stop = text[5:7]
+    pieces = list(stream_text(model, tok, prompt, max_new_tokens=15, eos_token_id=[], stop=[stop]))
+    assert "".join(pieces) == text[:text.find(stop)]
+    assert all(stop[0] not in p or stop not in p for p in pieces)
+
+
+@torch.no_grad()
+def test_streamer_and_stream_yield_each_step(pair):
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    seen = []
+    out = generate(model, ids, mask, max_new_tokens=5, eos_token_id=[], streamer=seen.append)
+    assert torch.equal(torch.stack(seen, 1), out[:, ids.size(1):])
+    steps = list(stream(model, ids, mask, max_new_tokens=5, eos_token_id=[]))
+    assert torch.equal(torch.stack(steps, 1), out[:, ids.size(1):])
+
+
+@torch.no_grad()
+def test_sampling_seed_reproduces_and_num_return_sequences(pair):
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(do_sample=True, temperature=torch.tensor([0.7, 1.0, 1.3]), top_k=50, top_p=0.9,
+              max_new_tokens=10, eos_token_id=[], presence_penalty=0.5, frequency_penalty=0.3)
+    a = generate(model, ids, mask, seed=7, **kw)
+    assert torch.equal(a, generate(model, ids, mask, seed=7, **kw))
+    assert not torch.equal(a, generate(model, ids, mask, seed=8, **kw))
+    many = generate(model, ids, mask, seed=7, num_return_sequences=3, **kw)
+    assert many.shape == (9, ids.size(1) + 10)
+    assert torch.equal(many[0::3, :ids.size(1)], ids)
+
+
+@torch.no_grad()
+def test_empty_prompt_starts_from_endoftext(pair):
+    model, _ = pair
+    eot = model.config.eos_token_id % model.config.vocab_size
+    model.config.bos_token_id = eot  # the tiny vocabulary has no id 50256
+    empty = generate(model, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=5, eos_token_id=[])
+    assert torch.equal(empty, generate(model, torch.tensor([[eot]]), max_new_tokens=5, eos_token_id=[]))
+
+
+@torch.no_grad()
+def test_stats_are_filled(pair):
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    out, stats = generate(model, ids, mask, max_new_tokens=8, eos_token_id=[], return_stats=True)
+    assert isinstance(stats, GenerationStats) and stats.new_tokens == 3 * 8
+    assert stats.ttft_s > 0 and stats.tpot_s > 0 and stats.tokens_per_s > 0 and stats.peak_memory_bytes > 0
+    c = model.config
+    assert stats.kv_cache_bytes == 2 * c.n_layer * 3 * 64 * c.n_embd * 4  # 7 + 8 tokens → one 64-slot bucket
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_new_tokens=130), "prompt length 7 \\+ max_new_tokens 130 = 137 .*n_positions=128"),
+    (dict(num_beams=0), "num_beams"),
+    (dict(do_sample=True, top_p=1.5), "top_p"),
+    (dict(do_sample=True, temperature=-1.0), "temperature"),
+    (dict(num_beams=2, do_sample=True), "num_beams > 1"),
+    (dict(num_return_sequences=2), "num_return_sequences"),
+    (dict(stop=["x"]), "tokenizer"),
+    (dict(min_new_tokens=50), "min_new_tokens"),
+])
+def test_bad_arguments_raise(pair, kwargs, match):
+    model, _ = pair
+    kwargs.setdefault("max_new_tokens", 20)
+    with pytest.raises(ValueError, match=match):
+        generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
+
+
+def test_right_padding_and_nan_logits_raise(pair):
+    model, _ = pair
+    with pytest.raises(ValueError, match="left-padded"):
+        generate(model, torch.tensor([[1, 2, 0]]), torch.tensor([[1, 1, 0]]), max_new_tokens=2)
+    broken, _ = sharpened_pair(tiny_config())
+    with torch.no_grad():
+        broken.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN"):
+        generate(broken, torch.tensor([PROMPTS[0]]), max_new_tokens=2)
+
+
+@torch.no_grad()
+def test_compiled_decode_step_same_tokens_no_recompiles(pair):
+    """compile=True: tokens identical to eager, and one graph serves every step and every prompt
+    length in the same cache bucket (error_on_recompile turns a recompile into a failure)."""
+    import torch._dynamo
+
+    model, _ = pair
+    torch._dynamo.reset()
+    ids, mask = left_padded(PROMPTS)
+    eager = generate(model, ids, mask, max_new_tokens=12, eos_token_id=[])
+    compiled = generate(model, ids, mask, max_new_tokens=12, eos_token_id=[], compile=True)
+    assert torch.equal(eager, compiled)
+    longer, longer_mask = left_padded([p + [9, 10] for p in PROMPTS])  # 9 + 12 tokens: still the 64 bucket
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = generate(model, longer, longer_mask, max_new_tokens=12, eos_token_id=[], compile=True)
+    assert torch.equal(again, generate(model, longer, longer_mask, max_new_tokens=12, eos_token_id=[]))

@@ -78,7 +78,8 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     config = GPTConfig.from_json(path / "config.json")
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights
-    # exist: peak memory is one model plus the one tensor being read.
+    # exist. safetensors even hands out tensors backed by the memory-mapped file: weights used
+    # as stored stay file pages; only transposed or converted ones become new memory.
     with torch.device("meta"):
         model = GPT(config)
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}

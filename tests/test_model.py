@@ -172,3 +172,26 @@ def test_bf16_checkpoint_round_trip(small, tmp_path):
 def test_bad_dtype_is_refused(small):
     with pytest.raises(ValueError, match="floating-point"):
         GPT.from_pretrained(small[1], dtype=torch.int8)
+
+
+def test_gpt2_initialisation():
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=2048, n_positions=256, n_embd=256, n_layer=4, n_head=4)
+    model = GPT(config)
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied: one matrix
+    resid_std = 0.02 / (2 * config.n_layer) ** 0.5  # projections into the residual stream
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):
+            want = resid_std
+        elif name.endswith("weight") and p.dim() == 2:
+            want = 0.02
+        else:  # LayerNorm gains start at 1, every bias at 0
+            assert torch.all(p == (1.0 if ".ln_" in name and name.endswith("weight") else 0.0)), name
+            continue
+        assert abs(p.std().item() / want - 1) < 0.05 and abs(p.mean().item()) < want / 10, name
+
+
+def test_sequence_longer_than_context_is_refused():
+    model = GPT(GPTConfig.gpt2("gpt2-tiny"))
+    with pytest.raises(ValueError, match="sequence length 129 exceeds the model's context n_positions=128"):
+        model(torch.zeros(1, 129, dtype=torch.long))

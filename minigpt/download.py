@@ -99,7 +99,8 @@ def file_digest(path: Path, hash_kind: str) -> str:
 
 def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
     """Step 2: GET into `partial`, appending to what is there if the server honours Range."""
-    have = partial.stat().st_size if partial.exists() and remote.size else 0
+    partial.touch()
+    have = partial.stat().st_size if remote.size is not None else 0  # unknown size: cannot resume
     if remote.size is not None and have >= remote.size:
         return  # complete already (or too long: the size check will say so)
     with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:

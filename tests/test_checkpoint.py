@@ -316,6 +316,18 @@ def test_streamed_safetensors_match_the_library(tmp_path):
     assert not (tmp_path / "bad.safetensors").exists()
 
 
+def test_temp_files_left_by_a_killed_save_are_harmless(tmp_path):
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(**SMALL)).eval()
+    model.save_pretrained(tmp_path)
+    # What a save killed mid-write (SIGKILL, power cut) leaves: temp files beside the real ones.
+    (tmp_path / "model.safetensors.tmp").write_bytes(b"\0" * 123)
+    (tmp_path / "config.json.tmp").write_text("{")
+    assert torch.equal(logits_of(tmp_path), model(IDX)[0].detach())  # the loader never reads them
+    model.save_pretrained(tmp_path)  # and the next save reuses, then removes, those names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
 def test_failed_config_write_keeps_previous_config(tmp_path, monkeypatch):
     GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
     before = (tmp_path / "config.json").read_text()

@@ -1,0 +1,367 @@
+"""Fused sampling: temperature → top-k → top-p → min-p → draw, in one Triton kernel launch.
+
+Where it sits: `... → GPT → logits → penalties → [this kernel] → next token → KV-cache decode loop`.
+minigpt/sampling.py is the reference (a handful of torch ops: sort, softmax, cumsum, scatter, draw);
+this file computes the same thing with one program per row, no sort and no host sync, so a decode
+step on the GPU costs one small launch instead of a dozen, and can be captured in a CUDA graph.
+
+## The idea: every filter keeps an upper set of the row
+
+Top-k keeps the logits ≥ the k-th largest; top-p keeps the most likely tokens until their mass
+reaches top_p; min-p keeps the tokens with p ≥ min_p · p_max. Each keeps *every token above some
+threshold*, so the whole pipeline reduces to finding thresholds on the logit axis — which needs
+counts and sums over the row, never its order:
+
+    t_k = the largest v with   count(l ≥ v)  ≥ k              (top-k; ties with the k-th all kept)
+    t_p = the largest v ≥ t_k with mass(l ≥ v) ≥ top_p · mass(l ≥ t_k)     (top-p, after top-k)
+    keep l ≥ max(t_k, t_p)  and  exp((l - max) / T) ≥ min_p             (min-p needs no search)
+
+mass(l ≥ v) = Σ exp((l - max) / T) over those tokens: softmax's numerator, without normalising.
+
+## Threshold search: bisection on the logit value
+
+count(l ≥ v) and mass(l ≥ v) only fall as v rises, so the threshold is found like a root, by
+bracketing it in [lo, hi) and shrinking the bracket. Each pass over the row evaluates N_PIVOTS
+evenly spaced pivots at once (a (BLOCK, N_PIVOTS) compare), so it cuts the bracket
+N_PIVOTS-fold. The search is exact, not approximate:
+- it stops as soon as the bracket holds one element (top-k: count(l ≥ lo) == k), and then
+  {l ≥ lo} is exactly the kept set;
+- pivots are rounded to the logits' own dtype, so with ties (common in bf16) the bracket shrinks
+  to one representable value and stops there, keeping the whole tie group.
+Once the bracket's lower end has at most BLOCK elements above it (top_k = 50 needs one or two
+passes), those elements are copied once to a per-row scratch buffer and every later pass — the
+rest of both searches and the draw — reads that short list instead of the whole vocabulary.
+
+The draw is inverse-CDF sampling with ONE uniform number per row from Philox (`tl.philox`, keyed
+by the seed, counting on (row, offset)): cumulate the kept weights, pick the first token whose
+running sum passes u · total. Any fixed order of the tokens gives a correct draw, so the full-row
+case cumulates per-lane partial sums (lane j holds tokens j, j + BLOCK, ...), picks a lane, then
+walks its few tokens. Seed and offset are read from device tensors: a CUDA graph replays the
+kernel with new randomness when the caller bumps `offset` in place (by 1 per step).
+
+## Why not FlashInfer's dual-pivot rejection sampling?
+
+Rejection sampling draws from the row above a pivot, tests whether the sample survives the
+filters, and raises the pivot when it does not; two pivots per round bound the rounds. It is fast
+when filters are independent, but transformers' top-p is measured *after* top-k has renormalised
+(`top_p · mass(l ≥ t_k)`), so the top-k threshold is needed anyway; it also consumes a variable
+number of random numbers. The threshold search is deterministic in its passes, exact, and draws
+with one uniform.
+
+## What happens before and around the kernel
+
+- Penalties (repetition, presence, frequency) are NOT fused: minigpt.sampling.penalize applies
+  them with torch ops to the (B, V) counts the decode loop keeps on the device. They are
+  elementwise over the row — one fused elementwise kernel under torch.compile — while fusing them
+  here would add a (B, V) counts read to every one of the search's passes.
+- Checks, and where they happen: shapes, dtypes, devices and strides are checked on the host on
+  every call (free: tensor metadata only). Value ranges (temperature < 0, top_k < 0,
+  top_p ∉ (0, 1], min_p ∉ [0, 1]) and bad logits (NaN, +inf, a row of -inf) are checked inside the
+  kernel, which writes the impossible token -1 for such a row, so the hot path never syncs.
+  `validate=True` (or minigpt.sampling.check_sampling_params, once before a decode loop) turns
+  that into a ValueError naming the parameter, row and allowed range, at the cost of one sync.
+
+## Ties and rounding: where the kept set can differ from transformers
+
+- At a top-p boundary transformers keeps *some* tokens of a tie group (whichever its sort puts
+  last); this kernel keeps the whole group. Top-k keeps all ties in both.
+- Thresholds compare raw logits, whose order is exact; transformers compares logits / T, which
+  can round two neighbouring logits together. The mass sums run in another order than torch's
+  cumsum, so a token whose cumulative mass is within ~1e-6 of top_p can fall on either side.
+- Tokens more than 126·ln2·T below the top logit have p < 2^-126 · p_max (fp32's smallest normal)
+  and are never drawn, even when a filter would keep them.
+- Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e); exp2 is the GPU's native instruction
+MIN_TEMPERATURE = tl.constexpr(1e-6)  # same floor as minigpt.sampling: below it, sampling is argmax anyway
+UNDERFLOW_LOG2 = tl.constexpr(126.0)  # exp2(-126) is fp32's smallest normal: tokens further below never win
+MAX_PASSES = tl.constexpr(48)  # a search cuts its bracket ≥ 2-fold a pass, so 32-bit floats need far fewer
+DEFAULT_BLOCK = 4096  # elements a program reads per step; also the scratch list's length
+N_PIVOTS = 4  # pivots per search pass: each pass cuts the bracket 4-fold
+
+
+@triton.jit
+def _round_to_input(x, GRID: tl.constexpr):
+    # Round fp32 values to the logits' dtype (a no-op for fp32): pivots then lie on the grid of
+    # values the logits can take, so a bracket around a tie group shrinks to it and stops.
+    return x.to(GRID).to(tl.float32)
+
+
+@triton.jit
+def _pick(vec, j, N: tl.constexpr):
+    # vec[j] as a scalar (Triton has no dynamic indexing of register tensors).
+    return tl.sum(tl.where(tl.arange(0, N) == j, vec, 0), axis=0)
+
+
+@triton.jit
+def _count_and_mass(src, n, pivots, m, c2, BLOCK: tl.constexpr, N_PIV: tl.constexpr, WITH_MASS: tl.constexpr):
+    """count(l ≥ pivot) and mass(l ≥ pivot) for each pivot, over n values at src: (N_PIV,) each."""
+    cols = tl.arange(0, BLOCK)
+    cnt = tl.zeros((BLOCK, N_PIV), dtype=tl.int32)
+    mass = tl.zeros((BLOCK, N_PIV), dtype=tl.float32)
+    for start in range(0, n, BLOCK):
+        offs = start + cols
+        x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)  # (BLOCK,)
+        above = x[:, None] >= pivots[None, :]  # (BLOCK, N_PIV)
+        cnt += above.to(tl.int32)  # summed across lanes once, after the loop: no sync per step
+        if WITH_MASS:
+            w = tl.exp2((x - m) * c2)  # exp((l - max) / T): softmax's numerator
+            mass += tl.where(above, w[:, None], 0.0)
+    return tl.sum(cnt, axis=0), tl.sum(mass, axis=0)
+
+
+@triton.jit
+def _copy_above(src, V, lo, dst, dst_idx, n, BLOCK: tl.constexpr):
+    """Stream compaction: copy every l ≥ lo (≤ BLOCK of them) and its token id to dst; return how many.
+
+    n comes in as 0 (a tensor, so that the loop below carries a tensor)."""
+    cols = tl.arange(0, BLOCK)
+    for start in range(0, V, BLOCK):
+        offs = start + cols
+        x = tl.load(src + offs, mask=offs < V, other=float("-inf"))
+        keep = x.to(tl.float32) >= lo
+        slot = n + tl.cumsum(keep.to(tl.int32), axis=0) - 1  # where each kept value goes
+        keep = keep & (slot < BLOCK)
+        tl.store(dst + slot, x, mask=keep)
+        tl.store(dst_idx + slot, offs, mask=keep)
+        n += tl.sum(keep.to(tl.int32), axis=0)
+    tl.debug_barrier()  # the copies, written by every thread, must be visible before anyone reads
+    return n
+
+
+@triton.jit
+def _search(src, V, scratch, scratch_idx, compact, n_c, lo, target, top_p, m, c2,
+            IS_TOP_P: tl.constexpr, BLOCK: tl.constexpr, N_PIV: tl.constexpr, GRID: tl.constexpr):
+    """Bisect for the largest v ≥ lo with count(l ≥ v) ≥ target (top-k), or with
+    mass(l ≥ v) ≥ top_p · mass(l ≥ lo) (top-p). Returns (threshold, compact, n_c)."""
+    j = tl.arange(0, N_PIV)
+    hi = m + tl.maximum(tl.abs(m) * 1e-6, 1e-30)  # strictly above the max: count(l ≥ hi) = 0
+    c_hi = target * 0  # count(l ≥ hi); tensors from the start, as the loop carries them
+    passes = target * 0
+    searching = passes == 0
+    goal = target.to(tl.float32)  # top-p replaces it after the first pass
+    while searching:
+        pivots = _round_to_input(lo + (hi - lo) * (j.to(tl.float32) / N_PIV), GRID)
+        pivots = tl.where(j == 0, lo, pivots)  # (N_PIV,); pivot 0 is lo itself
+        if compact:
+            cnt, mass = _count_and_mass(scratch, n_c, pivots, m, c2, BLOCK, N_PIV, IS_TOP_P)
+        else:
+            cnt, mass = _count_and_mass(src, V, pivots, m, c2, BLOCK, N_PIV, IS_TOP_P)
+        if IS_TOP_P:
+            if passes == 0:
+                goal = top_p * _pick(mass, 0, N_PIV)  # top_p of the mass left after top-k
+            score = mass
+        else:
+            score = cnt.to(tl.float32)
+        # The bracket moves to the last pivot still at or above the goal (scores fall with v).
+        last = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
+        new_lo = _pick(pivots, last, N_PIV)
+        c_lo = _pick(cnt, last, N_PIV)
+        if last < N_PIV - 1:
+            hi = _pick(pivots, last + 1, N_PIV)
+            c_hi = _pick(cnt, last + 1, N_PIV)
+        lo = new_lo
+        mid = _round_to_input(lo + (hi - lo) * 0.5, GRID)
+        # Done when one element (or one tie group: nothing representable strictly inside) is left.
+        searching = (c_lo - c_hi > 1) & (mid > lo) & (mid < hi) & (passes < MAX_PASSES)
+        if not IS_TOP_P:
+            # Exactly k left, or (first pass) fewer than k tokens can be drawn at all: keep them all.
+            searching = searching & (c_lo > target)
+        if (compact == 0) & (c_lo <= BLOCK) & searching:
+            n_c = _copy_above(src, V, lo, scratch, scratch_idx, n_c * 0, BLOCK)
+            compact = compact | 1
+        passes += 1
+    return lo, compact, n_c
+
+
+@triton.jit
+def _fused_sample_kernel(
+    logits_ptr, stride_row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, seed_ptr, offset_ptr,
+    out_ptr, scratch_ptr, scratch_idx_ptr,
+    BLOCK: tl.constexpr, N_PIV: tl.constexpr, MAX_CHUNKS: tl.constexpr,
+):
+    row = tl.program_id(0)
+    src = logits_ptr + row.to(tl.int64) * stride_row
+    scratch = scratch_ptr + row.to(tl.int64) * BLOCK
+    scratch_idx = scratch_idx_ptr + row.to(tl.int64) * BLOCK
+    GRID: tl.constexpr = logits_ptr.dtype.element_ty
+    cols = tl.arange(0, BLOCK)
+
+    T = tl.load(temperature_ptr + row)
+    k = tl.load(top_k_ptr + row)
+    top_p = tl.load(top_p_ptr + row)
+    min_p = tl.load(min_p_ptr + row)
+    # Written as "not in range" so that NaN parameters fail too.
+    bad = ~(T >= 0) | (k < 0) | ~((top_p > 0) & (top_p <= 1)) | ~((min_p >= 0) & (min_p <= 1))
+
+    # Pass 1: max (and the first index holding it, for greedy rows), smallest finite logit, bad values.
+    run_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+    run_arg = tl.full((BLOCK,), 0, tl.int32)
+    run_min = tl.full((BLOCK,), float("inf"), tl.float32)
+    n_bad = tl.zeros((BLOCK,), dtype=tl.int32)
+    for start in range(0, V, BLOCK):
+        offs = start + cols
+        x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+        better = x > run_max  # strict, so each lane keeps its first occurrence
+        run_arg = tl.where(better, offs, run_arg)
+        run_max = tl.where(better, x, run_max)
+        run_min = tl.minimum(run_min, tl.where(x > float("-inf"), x, float("inf")))
+        n_bad += ~(x < float("inf")) & (offs < V)  # NaN or +inf
+    m = tl.max(run_max, axis=0)
+    token = tl.min(tl.where(run_max == m, run_arg, V), axis=0)  # torch.argmax's first occurrence
+    row_min = tl.min(run_min, axis=0)
+    bad = bad | (tl.sum(n_bad, axis=0) > 0) | (m == float("-inf"))
+
+    if (T > 0) & ~bad:
+        c2 = LOG2E / tl.maximum(T, MIN_TEMPERATURE)  # exp((l - m) / T) = exp2((l - m) · c2)
+        # Below `floor` a token's weight underflows fp32: searches start there, not at -inf.
+        floor = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, row_min), GRID)
+        t = floor
+        compact = k * 0  # 1 once the row's candidates sit in the scratch list
+        n_c = k * 0
+        if (k > 0) & (k < V):
+            t, compact, n_c = _search(src, V, scratch, scratch_idx, compact, n_c, t, k, top_p, m, c2,
+                                      False, BLOCK, N_PIV, GRID)
+        if top_p < 1:
+            t, compact, n_c = _search(src, V, scratch, scratch_idx, compact, n_c, t, k * 0, top_p, m, c2,
+                                      True, BLOCK, N_PIV, GRID)
+        # min-p: keep (l - m) · c2 ≥ log2(min_p), i.e. p ≥ min_p · p_max; -inf (keep all) when off.
+        log2_min_p = tl.where(min_p > 0, tl.log2(tl.maximum(min_p, 1e-30)), float("-inf"))
+
+        # The draw: inverse CDF with one uniform u per row, over "lanes" (lane j: tokens j, j+BLOCK, ...).
+        seed = tl.load(seed_ptr)
+        offset = tl.load(offset_ptr)
+        r0, _, _, _ = tl.philox(seed, row.to(tl.uint32), (offset & 0xFFFFFFFF).to(tl.uint32),
+                                (offset >> 32).to(tl.uint32), 0)
+        u = tl.uint_to_uniform_float(r0)  # in [0, 1)
+        n = V
+        if compact:
+            n = n_c
+        lane_mass = tl.zeros((BLOCK,), dtype=tl.float32)
+        for start in range(0, n, BLOCK):
+            offs = start + cols
+            if compact:
+                x = tl.load(scratch + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            else:
+                x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            z = (x - m) * c2
+            lane_mass += tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+        cum = tl.cumsum(lane_mass, axis=0)
+        goal = u * tl.max(cum, axis=0)
+        last_lane = tl.max(tl.where(lane_mass > 0, cols, 0), axis=0)  # rounding guard: never past it
+        lane = tl.minimum(tl.sum((cum <= goal).to(tl.int32), axis=0), last_lane)
+        goal -= _pick(cum - lane_mass, lane, BLOCK)
+        # Walk the chosen lane's tokens (at most MAX_CHUNKS of them) the same way.
+        step = tl.arange(0, MAX_CHUNKS)
+        offs = lane + step * BLOCK
+        if compact:
+            x = tl.load(scratch + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+        else:
+            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+        z = (x - m) * c2
+        w = tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+        last_step = tl.max(tl.where(w > 0, step, 0), axis=0)
+        pos = lane + tl.minimum(tl.sum((tl.cumsum(w, axis=0) <= goal).to(tl.int32), axis=0), last_step) * BLOCK
+        if compact:
+            token = tl.load(scratch_idx + pos)
+        else:
+            token = pos
+    tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
+
+
+def _block_size(V: int, block_size: int | None) -> int:
+    if block_size is None:
+        return min(DEFAULT_BLOCK, triton.next_power_of_2(V))
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of 2 ≥ 16, got {block_size}")
+    return block_size
+
+
+def _check_inputs(logits: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+    # Metadata only (no host sync): what a launch needs to read the right memory.
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
+    if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"logits must be float32, bfloat16 or float16, got {logits.dtype}")
+    if logits.stride(1) != 1:
+        raise ValueError("logits must be contiguous along the vocabulary (stride(1) == 1)")
+    B = logits.size(0)
+    expected = {"temperature": ((B,), torch.float32), "top_k": ((B,), torch.int32), "top_p": ((B,), torch.float32),
+                "min_p": ((B,), torch.float32), "seed": ((1,), torch.int64), "offset": ((1,), torch.int64)}
+    for name, (shape, dtype) in expected.items():
+        t = params[name]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != dtype:
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a {dtype} tensor of shape {shape}, got {got}")
+        if t.device != logits.device:
+            raise ValueError(f"{name} is on {t.device} but logits are on {logits.device}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    interpreted = not isinstance(_fused_sample_kernel, triton.runtime.JITFunction)
+    if logits.device.type != "cuda" and not interpreted:
+        raise ValueError(f"fused_sample runs on CUDA tensors, got {logits.device.type}; on CPU, set "
+                         "TRITON_INTERPRET=1 before importing triton to run it in Triton's interpreter")
+
+
+def _explain_invalid(logits: torch.Tensor, p: dict[str, torch.Tensor], rows: torch.Tensor) -> str:
+    """Why the kernel refused these rows (host side, only on the error path)."""
+    r = int(rows[0])
+    checks = [("temperature", lambda v: v >= 0, "[0, inf) (0 means greedy)"),
+              ("top_k", lambda v: v >= 0, "[0, inf) (0 means off)"),
+              ("top_p", lambda v: (v > 0) & (v <= 1), "(0, 1] (1 means off)"),
+              ("min_p", lambda v: (v >= 0) & (v <= 1), "[0, 1] (0 means off)")]
+    for name, ok, allowed in checks:
+        v = p[name][r]
+        if not bool(ok(v)):
+            return f"{name} must be in {allowed}, got {v.item()} in row {r}"
+    x = logits[r].float()
+    if x.isnan().any() or (x == float("inf")).any():
+        return f"logits row {r} contains NaN or +inf"
+    return f"logits row {r} is all -inf: no token can be drawn"
+
+
+def fused_sample(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+    seed: torch.Tensor,
+    offset: torch.Tensor,
+    *,
+    validate: bool = False,
+    block_size: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
+    """Filter and draw one token per row, in one launch: logits (B, V) → tokens (B,) int64.
+
+    temperature (B,) f32 (0 = argmax), top_k (B,) int32 (0 = off), top_p (B,) f32 (1 = off),
+    min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox
+    at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
+    NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
+    block_size / num_warps are tuning knobs (block_size: power of 2, also the scratch length).
+    """
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, offset=offset)
+    _check_inputs(logits, params)
+    B, V = logits.shape
+    block = _block_size(V, block_size)
+    out = torch.empty(B, dtype=torch.int64, device=logits.device)
+    scratch = torch.empty((B, block), dtype=logits.dtype, device=logits.device)  # the short list's logits
+    scratch_idx = torch.empty((B, block), dtype=torch.int32, device=logits.device)  # ... and token ids
+    if num_warps is None:
+        num_warps = 16 if block >= 4096 else (8 if block >= 1024 else 4)
+    _fused_sample_kernel[(B,)](
+        logits, logits.stride(0), V, temperature, top_k, top_p, min_p, seed, offset, out, scratch, scratch_idx,
+        BLOCK=block, N_PIV=N_PIVOTS, MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)), num_warps=num_warps,
+    )
+    if validate:
+        rows = (out < 0).nonzero().flatten()
+        if rows.numel():
+            raise ValueError(_explain_invalid(logits, params, rows))
+    return out

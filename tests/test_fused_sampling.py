@@ -1,0 +1,233 @@
+"""The fused sampling kernel (minigpt/kernels/sampling.py) against transformers' warpers.
+
+Oracle: TemperatureLogitsWarper → TopKLogitsWarper → TopPLogitsWarper → MinPLogitsWarper, row by
+row. The kernel keeps whole tie groups at the top-p boundary where transformers keeps part of one
+(documented in the kernel), so "kept" below means transformers' kept set plus the tokens tied
+with its smallest member.
+
+Where it runs: on CUDA when there is a GPU, and always on CPU under Triton's interpreter. The
+interpreter has to be switched on (TRITON_INTERPRET=1) before triton is first imported, and this
+process may not be able to (another test may have imported triton; a GPU run needs the compiler),
+so unless it already runs interpreted, this file re-runs itself in a subprocess with
+TRITON_INTERPRET=1 for the CPU cases: they run in every environment, and are never skipped.
+The interpreter is slow (~0.1 s a row), hence small vocabularies and a few hundred draws on CPU.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICES = ["cpu"] if INTERPRETED else (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def on_devices(test):
+    """Run `test` once per device this process can run the kernel on (none: it isn't collected)."""
+    test = pytest.mark.parametrize("device", DEVICES)(test)
+    test.__test__ = bool(DEVICES)
+    return test
+
+
+if not INTERPRETED:
+    def test_kernel_on_cpu_under_triton_interpreter():
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        print(done.stdout[-4000:], done.stderr[-2000:])
+        assert done.returncode == 0, "the CPU (interpreted) kernel tests failed; output above"
+        assert " passed" in done.stdout and "skipped" not in done.stdout
+
+
+# ---- the oracle ---------------------------------------------------------------------------------
+
+
+def reference_probs(row: torch.Tensor, temperature: float, top_k: int, top_p: float, min_p: float) -> torch.Tensor:
+    """transformers' warpers on one fp32 row (V,) → the distribution the draw must follow (V,)."""
+    from transformers.generation.logits_process import (MinPLogitsWarper, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    scores = TemperatureLogitsWarper(temperature)(None, row[None].clone())
+    if top_k > 0:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    if min_p > 0:
+        scores = MinPLogitsWarper(min_p)(None, scores)
+    return scores[0].softmax(-1)
+
+
+def kept_with_ties(row: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """transformers' kept set, completed with the tokens tied with its smallest logit: (V,) bool."""
+    return row >= row[probs > 0].min()
+
+
+def params(rows: list[tuple[float, int, float, float]], device: str) -> dict[str, torch.Tensor]:
+    t, k, p, m = zip(*rows)
+    return dict(temperature=torch.tensor(t, dtype=torch.float32, device=device),
+                top_k=torch.tensor(k, dtype=torch.int32, device=device),
+                top_p=torch.tensor(p, dtype=torch.float32, device=device),
+                min_p=torch.tensor(m, dtype=torch.float32, device=device))
+
+
+def seed_offset(seed: int, offset: int, device: str) -> dict[str, torch.Tensor]:
+    return dict(seed=torch.tensor([seed], device=device), offset=torch.tensor([offset], device=device))
+
+
+def random_logits(B: int, V: int, *, seed: int, ties: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, V, generator=g) * 2.5
+    return (x * 2).round() / 2 if ties else x  # steps of 0.5: many exact ties, also at the top
+
+
+# (temperature, top_k, top_p, min_p) per row: every filter alone, mixed, and the edge cases.
+ROWS = [
+    (1.0, 0, 1.0, 0.0),      # temperature only: the whole row
+    (0.7, 10, 1.0, 0.0),     # top-k
+    (1.0, 0, 0.8, 0.0),      # top-p
+    (1.3, 0, 1.0, 0.2),      # min-p
+    (0.8, 20, 0.9, 0.05),    # all three
+    (1.0, 10_000, 1.0, 0.0),  # top_k > V: keeps everything
+    (1.0, 0, 1e-6, 0.0),     # tiny top_p: only the top token (and its ties)
+    (0.0, 5, 0.5, 0.1),      # temperature 0: argmax, filters ignored
+    (2.0, 3, 0.99, 0.0),     # hot but narrow
+    (0.5, 0, 0.95, 0.5),     # top-p then a strict min-p
+]
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+
+
+@on_devices
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_tokens_lie_in_the_kept_set_and_greedy_rows_take_the_argmax(device: str, dtype: torch.dtype, ties: bool):
+    from minigpt.kernels.sampling import fused_sample
+
+    V = 300 if device == "cpu" else 50257
+    logits = random_logits(len(ROWS), V, seed=1, ties=ties).to(dtype)
+    row32 = logits.float()
+    p = params(ROWS, device)
+    for seed in range(2 if device == "cpu" else 20):
+        tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 0, device)).cpu()
+        for r, (t, k, top_p, min_p) in enumerate(ROWS):
+            if t == 0:
+                assert tokens[r] == row32[r].argmax(), "greedy rows take the first argmax"
+                continue
+            kept = kept_with_ties(row32[r], reference_probs(row32[r], t, k, top_p, min_p))
+            assert kept[tokens[r]], f"row {r} {ROWS[r]}: token {int(tokens[r])} is filtered out"
+
+
+@on_devices
+def test_full_row_path_with_many_chunks(device: str):
+    # A block much smaller than the row: the searches stream the row in chunks before the
+    # candidates fit the scratch list, and rows without filters draw from the whole row.
+    from minigpt.kernels.sampling import fused_sample
+
+    V = 1000
+    logits = random_logits(len(ROWS), V, seed=2, ties=True) * 0.3  # flat: thousands of candidates
+    p = params(ROWS, device)
+    for seed in range(2):
+        tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 7, device), block_size=32).cpu()
+        for r, (t, k, top_p, min_p) in enumerate(ROWS):
+            if t == 0:
+                assert tokens[r] == logits[r].argmax()
+            else:
+                assert kept_with_ties(logits[r], reference_probs(logits[r], t, k, top_p, min_p))[tokens[r]]
+
+
+def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """P(χ² ≥ observed) for counts against probs; tokens expecting < 5 draws are pooled."""
+    n = counts.sum()
+    expected = probs.double() * n
+    big = expected >= 5
+    obs = torch.cat([counts[big].double(), counts[~big].double().sum()[None]])
+    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    if exp[-1] < 5:  # fold a too-small pool into the smallest cell
+        obs, exp = obs[:-1].clone(), exp[:-1].clone()
+        obs[exp.argmin()] += counts[~big].sum()
+        exp[exp.argmin()] += expected[~big].sum()
+    stat = ((obs - exp) ** 2 / exp).sum()
+    dof = len(exp) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2.0), stat / 2))
+
+
+@on_devices
+@pytest.mark.parametrize("row", [(0.7, 12, 0.9, 0.02), (1.5, 0, 1.0, 0.0)], ids=["filtered", "whole-row"])
+def test_draws_follow_the_reference_distribution(device: str, row: tuple[float, int, float, float]):
+    # One row repeated N times: Philox counts on the row index, so each copy is an independent draw.
+    from minigpt.kernels.sampling import fused_sample
+
+    V, N = (64, 400) if device == "cpu" else (50257, 200_000)
+    logits = random_logits(1, V, seed=3)
+    if device != "cpu":
+        logits = logits * 2  # a peaked row, so that expected counts stay ≥ 5 on a large vocabulary
+    probs = reference_probs(logits[0], *row)
+    tokens = fused_sample(logits.expand(N, V).to(device), **params([row] * N, device),
+                          **seed_offset(1234, 0, device)).cpu()
+    counts = torch.bincount(tokens, minlength=V)
+    assert counts[probs == 0].sum() == 0, "drew a token the filters remove"
+    p_value = chi_square_p_value(counts, probs)
+    print(f"{row}: {int((probs > 0).sum())} tokens kept, {N} draws, chi-square p = {p_value:.3f}")
+    assert p_value > 1e-3
+
+
+@on_devices
+def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str):
+    from minigpt.kernels.sampling import fused_sample
+
+    V = 128 if device == "cpu" else 50257
+    logits = random_logits(8, V, seed=4).to(device) * 0.5
+    p = params([(1.0, 0, 0.95, 0.0)] * 8, device)
+    first = fused_sample(logits, **p, **seed_offset(7, 3, device))
+    again = fused_sample(logits, **p, **seed_offset(7, 3, device))
+    next_step = fused_sample(logits, **p, **seed_offset(7, 4, device))
+    other_seed = fused_sample(logits, **p, **seed_offset(8, 3, device))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, next_step) and not torch.equal(first, other_seed)
+
+
+@on_devices
+def test_bad_values_give_token_minus_one_or_a_clear_error(device: str):
+    from minigpt.kernels.sampling import fused_sample
+
+    V = 64
+    rows = [(1.0, 0, 1.0, 0.0), (-0.5, 0, 1.0, 0.0), (1.0, -1, 1.0, 0.0), (1.0, 0, 0.0, 0.0),
+            (1.0, 0, 1.5, 0.0), (1.0, 0, 1.0, 2.0), (float("nan"), 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0),
+            (1.0, 0, 1.0, 0.0)]
+    logits = random_logits(len(rows), V, seed=5)
+    logits[7, 3] = float("nan")
+    logits[8] = float("-inf")
+    tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(0, 0, device)).cpu()
+    assert tokens[0] >= 0 and (tokens[1:] == -1).all(), tokens
+    for bad_row, message in [(1, "temperature must be in"), (2, "top_k must be in"), (3, "top_p must be in"),
+                             (5, "min_p must be in"), (7, "NaN or \\+inf"), (8, "all -inf")]:
+        with pytest.raises(ValueError, match=message):
+            fused_sample(logits[[0, bad_row]].to(device), **params([rows[0], rows[bad_row]], device),
+                         **seed_offset(0, 0, device), validate=True)
+
+
+@on_devices
+def test_shapes_dtypes_and_devices_are_checked_before_launch(device: str):
+    from minigpt.kernels.sampling import fused_sample
+
+    logits = torch.randn(2, 16, device=device)
+    good = {**params([(1.0, 0, 1.0, 0.0)] * 2, device), **seed_offset(0, 0, device)}
+    cases = [
+        (logits[0], {}, "logits must be \\(B, V\\)"),
+        (logits.double(), {}, "logits must be float32, bfloat16 or float16"),
+        (logits.t().contiguous().t(), {}, "contiguous along the vocabulary"),
+        (logits, {"top_k": good["top_k"].long()}, "top_k must be a torch.int32 tensor of shape \\(2,\\)"),
+        (logits, {"temperature": good["temperature"][:1]}, "temperature must be a torch.float32 tensor"),
+        (logits, {"seed": torch.tensor([0, 1], device=device)}, "seed must be a torch.int64 tensor of shape \\(1,\\)"),
+        (logits, {"top_p": 0.9}, "top_p must be a torch.float32 tensor of shape \\(2,\\), got float"),
+    ]
+    for x, change, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message):
+            fused_sample(x, **{**good, **change})
+    with pytest.raises(ValueError, match="block_size must be a power of 2"):
+        fused_sample(logits, **good, block_size=100)

@@ -215,34 +215,32 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
-def _seeded_shuffle(n: int, seed: int) -> list[int]:
-    order = list(range(n))
+Examples = tuple[list[str], list[int]]  # (texts, labels)
+
+
+def _shuffled(examples: Examples, seed: int, limit: int | None = None) -> Examples:
+    """A seeded shuffle, cut to `limit`: a subset of a file sorted by label still mixes labels."""
+    texts, labels = examples
+    order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    return order
+    order = order[:limit]
+    return [texts[i] for i in order], [labels[i] for i in order]
 
 
-def load_classification_data(cfg: FinetuneConfig) -> dict[str, tuple[list[str], list[int]]]:
-    """{"train": (texts, labels), "val": (texts, labels)} from --data / --val-data, subsets applied."""
+def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
+    """{"train": ..., "val": ...} from --data (file, or DIR/train.tsv) and --val-data or DIR/dev.tsv;
+    with neither, a seeded val_fraction of --data is held out. Subsets (--max-*) are seeded."""
     data = Path(cfg.data)
-    val_path = Path(cfg.val_data) if cfg.val_data else (data / "dev.tsv" if (data / "dev.tsv").is_file() else None)
-    texts, labels = read_tsv(data / "train.tsv" if data.is_dir() else data)
-    order = _seeded_shuffle(len(texts), cfg.seed)  # SST-2 style files may be sorted by label
-    if val_path is not None:
-        splits = {"train": order, "val": None}
-        val = read_tsv(val_path)
+    train = _shuffled(read_tsv(data / "train.tsv" if data.is_dir() else data), cfg.seed)
+    val_file = Path(cfg.val_data) if cfg.val_data else data / "dev.tsv"
+    if cfg.val_data or val_file.is_file():
+        val = read_tsv(val_file)
     else:
-        n_val = int(len(texts) * cfg.val_fraction)
-        if n_val == 0 or n_val == len(texts):
-            raise ValueError(f"{data} has {len(texts)} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
-        splits = {"train": order[n_val:], "val": order[:n_val]}
-        val = (texts, labels)
-    out = {"train": ([texts[i] for i in splits["train"]], [labels[i] for i in splits["train"]])}
-    val_order = splits["val"] if splits["val"] is not None else _seeded_shuffle(len(val[0]), cfg.seed + 1)
-    out["val"] = ([val[0][i] for i in val_order], [val[1][i] for i in val_order])
-    for split, cap in (("train", cfg.max_examples), ("val", cfg.max_val_examples)):
-        if cap is not None:
-            out[split] = (out[split][0][:cap], out[split][1][:cap])
-    return out
+        n_val = int(len(train[0]) * cfg.val_fraction)
+        if n_val == 0:
+            raise ValueError(f"{data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
+        train, val = (train[0][n_val:], train[1][n_val:]), (train[0][:n_val], train[1][:n_val])
+    return {"train": _shuffled(train, cfg.seed, cfg.max_examples), "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
 
 
 def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

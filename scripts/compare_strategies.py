@@ -1,0 +1,108 @@
+"""Fine-tuning strategies side by side: one base model, one dataset, the same budget for each.
+
+    python scripts/compare_strategies.py --init checkpoints/shakespeare --task classify \
+        --data /work/shared/data/sst2 --out out/compare -- \
+        --max-examples 4000 --max-val-examples 872 --max-iters 300 --batch-size 16 --block-size 64
+
+Each strategy runs as its own `minigpt finetune` process (so its peak memory is its own), with
+the same steps, batch, context and data; everything after `--` is passed to every run. Each
+strategy keeps its usual learning rate (--lrs): a new head or a LoRA adapter starts from zero
+or random and wants a larger step than pretrained weights do.
+Writes OUT/compare.md (the table) and OUT/compare.png, and prints the table:
+trainable parameters, AdamW state, peak memory, tokens/s (median of the logged intervals,
+padding included), final val loss and, for classify, val accuracy.
+On CPU "peak memory" is the process's peak RSS, which includes Python, torch and the data
+(compare the differences between rows); on a GPU it is CUDA's peak allocation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_LRS = "frozen=1e-3,lora=1e-3,partial=3e-4,full=1e-4"
+
+
+def run_strategy(strategy: str, lr: float, args, passthrough: list[str]) -> dict:
+    out = Path(args.out) / strategy
+    if out.exists():
+        shutil.rmtree(out)  # a fresh run each time: never resume a stale one by accident
+    cmd = [sys.executable, "-m", "minigpt.cli", "finetune", "--init", args.init, "--task", args.task,
+           "--data", args.data, "--strategy", strategy, "--lr", str(lr), "--min-lr", str(lr / 10),
+           "--out", str(out), *passthrough]
+    print("$ minigpt", " ".join(cmd[3:]), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    return summary | {"lr": lr, "wall_s": time.perf_counter() - t0}
+
+
+def table(rows: list[dict], task: str) -> str:
+    head = ["strategy", "lr", "trainable params", "trainable %", "AdamW state (MiB)", f"peak memory (MiB, {rows[0]['peak_memory_kind']})",
+            "tokens/s", "final val loss"] + (["val accuracy"] if task == "classify" else []) + ["wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["strategy"], f"{r['lr']:g}", f"{r['trainable_params']:,}", f"{100 * r['trainable_params'] / r['total_params']:.2f}",
+                 f"{r['optimizer_state_bytes'] / 2**20:.1f}", f"{r['peak_memory_mib']:.0f}", f"{r['tokens_per_s']:,.0f}",
+                 f"{r['val_loss']:.4f}"] + ([f"{r['val_accuracy']:.3f}"] if task == "classify" else []) + [f"{r['wall_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = ("val_accuracy", "val accuracy") if task == "classify" else ("val_loss", "final val loss")
+    panels = [("trainable_params", "trainable parameters", True), ("peak_memory_mib", "peak memory (MiB)", False),
+              ("tokens_per_s", "tokens/s", False), (*metric, False)]
+    names = [r["strategy"] for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    for ax, (key, title, log) in zip(axes, panels):
+        ax.bar(names, [r[key] for r in rows], color="tab:blue")
+        ax.set_title(title)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to every `minigpt finetune` run.")
+    parser.add_argument("--init", required=True, help="base model directory (HF layout, with tokenizer files)")
+    parser.add_argument("--task", choices=("lm", "classify"), required=True)
+    parser.add_argument("--data", required=True, help="text file (lm), or TSV file / directory (classify)")
+    parser.add_argument("--out", required=True, help="one sub-directory per strategy, plus compare.md and compare.png")
+    parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
+    parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")
+    args = parser.parse_args(own)
+    lrs = {k: float(v) for k, v in (pair.split("=") for pair in args.lrs.split(","))}
+    default = ["frozen", "lora", "partial", "full"] if args.task == "classify" else ["lora", "partial", "full"]
+    strategies = args.strategies.split(",") if args.strategies else default
+    missing = [s for s in strategies if s not in lrs]
+    if missing:
+        parser.error(f"no learning rate for {missing} in --lrs")
+
+    rows = [run_strategy(s, lrs[s], args, passthrough) for s in strategies]
+    text = table(rows, args.task)
+    out = Path(args.out)
+    command = "python scripts/compare_strategies.py " + " ".join(argv)
+    (out / "compare.md").write_text(f"Base `{args.init}`, task {args.task} on `{args.data}`.\n\n```\n{command}\n```\n\n{text}\n")
+    plot(rows, args.task, out / "compare.png")
+    print(text)
+    print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

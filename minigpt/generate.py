@@ -47,7 +47,9 @@ from minigpt.sampling import (
     triton_params,
 )
 
-DEFAULT_MODEL = "checkpoints/shakespeare"
+# The small model shipped with the source tree; found beside the package, so `minigpt generate`
+# works from any directory of a checkout (or an editable install).
+DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare")
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 
 # ---- the two phases ---------------------------------------------------------------------------
@@ -661,7 +663,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minigpt generate", description="Generate text with a GPT-2 checkpoint.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
     src.add_argument("--prompt-file", help="read the prompt from this file")

@@ -1,0 +1,35 @@
+"""Copy a checkpoint for shipping: weights cast to --dtype (float16 halves the size), plus its tokenizer files.
+
+    python scripts/export_checkpoint.py out/shakespeare/run/best checkpoints/shakespeare --dtype float16
+
+The result is a normal Hugging Face GPT-2 directory; `GPT.from_pretrained(dir, dtype=torch.float32)`
+upcasts it again for CPU work.
+"""
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from minigpt import GPT
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="checkpoint directory to read")
+    parser.add_argument("dst", help="directory to write (created)")
+    parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args()
+    model = GPT.from_pretrained(args.src, dtype=getattr(torch, args.dtype))
+    model.save_pretrained(args.dst)
+    for name in TOKENIZER_FILES:
+        if (Path(args.src) / name).exists():
+            shutil.copy(Path(args.src) / name, Path(args.dst) / name)
+    print(f"exported {model.num_params():,} parameters as {args.dtype} to {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

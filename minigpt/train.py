@@ -53,7 +53,7 @@ PLOT_FILE = "loss.png"
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 # Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU.
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
 def _flag(default, help: str):
@@ -221,6 +221,11 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # page-locked memory lets the copy overlap with compute
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()
@@ -239,6 +244,9 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores (10-bit mantissa inputs)
+        torch.backends.cudnn.allow_tf32 = True
     dtype_name = cfg.dtype
     if dtype_name == "auto":
         dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
@@ -343,7 +351,7 @@ def evaluate(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
     total = torch.zeros(2, device=rt.device)  # (sum of losses, count)
     for k in range(rt.rank, cfg.eval_iters, rt.world):
         rng = torch.Generator().manual_seed(seed_for(cfg.seed, EVAL_STREAM, k))
-        batch = [t.to(rt.device) for t in get_batch("val", rng)]
+        batch = [rt.to_device(t) for t in get_batch("val", rng)]
         with rt.autocast():
             total += torch.stack([loss_fn(model, *batch).float(), torch.ones((), device=rt.device)])
     if rt.world > 1:
@@ -400,20 +408,23 @@ def train_loop(
     peak = peak_flops(rt.device)
     params = [p for p in raw.parameters() if p.requires_grad]
 
-    # Ctrl-C sets a flag; the loop saves at the end of the current step (never mid-update) and
-    # stops. A second Ctrl-C stops at once.
+    # Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send to stop workers), sets a
+    # flag; the loop saves at the end of the current step (never mid-update) and stops. A second
+    # signal gets the previous handler: Ctrl-C twice stops at once.
     interrupted = False
+    previous_handlers: dict[int, object] = {}
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         nonlocal interrupted
         interrupted = True
-        signal.signal(signal.SIGINT, previous_handler)
+        signal.signal(signum, previous_handlers[signum])
 
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
-    previous_handler = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    if in_main_thread:
+        previous_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     metrics: dict[str, float] = {"step": step}
     last_saved = step if cfg.resume else None
-    tokens_since, time_since = 0, 0.0
+    tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0  # since the last log record
     bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
     try:
         model.train()
@@ -428,7 +439,7 @@ def train_loop(
                 # Micro-batch m of process r is the global micro-batch m·world + r, so N processes
                 # with grad_accum A see the same batches as one process with the same A.
                 rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, m * rt.world + rt.rank))
-                batch = [t.to(rt.device, non_blocking=True) for t in get_batch("train", rng)]
+                batch = [rt.to_device(t) for t in get_batch("train", rng)]
                 tokens_since += batch[0].numel() * rt.world
                 # DDP all-reduces gradients during backward; on all but the last micro-step that
                 # would be wasted work, so no_sync() (around forward *and* backward) skips it.
@@ -455,15 +466,17 @@ def train_loop(
             step += 1
             time_since += time.perf_counter() - t0
             bar.update(1)
+            loss_since, steps_since = loss_since + train_loss, steps_since + 1
             metrics = {"step": step, "loss": train_loss, "lr": lr}
 
             if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
                 metrics["tokens_per_s"] = tokens_since / time_since
                 if cfg.grad_clip:
                     metrics["grad_norm"] = grad_norm
                 if peak and flops_per_token:
                     metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
-                tokens_since, time_since = 0, 0.0
+                tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
                 if rt.is_main:
                     _log(out, metrics)
@@ -503,8 +516,8 @@ def train_loop(
                 raise KeyboardInterrupt
     finally:
         bar.close()
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     metrics["best_val_loss"] = best
     return metrics
 

@@ -93,8 +93,8 @@ def test_weight_decay_groups():
     assert len(decay) + len(no_decay) == len(names)  # the tied lm_head is wte: counted once
 
 
-def _interrupt_at_batch(monkeypatch, n_calls: int) -> None:
-    """Send ourselves SIGINT (a real Ctrl-C) while the n-th training batch is drawn."""
+def _interrupt_at_batch(monkeypatch, n_calls: int, signum: int = signal.SIGINT) -> None:
+    """Send ourselves a signal (SIGINT: a real Ctrl-C) while the n-th training batch is drawn."""
     calls = {"n": 0}
     real = train.sample_batch
 
@@ -102,22 +102,24 @@ def _interrupt_at_batch(monkeypatch, n_calls: int) -> None:
         if len(tokens) > 1000:  # the train split
             calls["n"] += 1
             if calls["n"] == n_calls:
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signum)
         return real(tokens, *args)
 
     monkeypatch.setattr(train, "sample_batch", sample)
 
 
-def test_ctrl_c_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, signum):
     data = make_data(tmp_path / "data")
     pretrain(tiny_cfg(data, tmp_path / "straight"))
 
-    # Ctrl-C during step 5's first micro-batch (call 9, with grad_accum=2): the step finishes,
-    # is saved, and the loop stops; --resume then runs steps 5..11.
-    _interrupt_at_batch(monkeypatch, 9)
+    # Ctrl-C (or torchrun's SIGTERM) during the 5th step's first micro-batch (call 9, with
+    # grad_accum=2): the step finishes, is saved, and the loop stops; --resume runs steps 6..12.
+    _interrupt_at_batch(monkeypatch, 9, signum)
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_cfg(data, tmp_path / "resumed"))
     assert final_state(tmp_path / "resumed")["step"] == 5
+    assert signal.getsignal(signum) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.undo()
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain(tiny_cfg(data, tmp_path / "resumed"))

@@ -1,0 +1,112 @@
+"""Training speed: tokens/s of forward + backward + AdamW, minigpt vs transformers' GPT2LMHeadModel.
+
+    python scripts/bench_train.py                              # CPU: small (4 layers, 256 wide) and 124M
+    python scripts/bench_train.py --device cuda --dtype bfloat16 --compile --batch-size 16 --block-size 1024
+
+Both models get the same shape, the same dropout and the same random batches, and are timed in
+the same run, one step of each in turn (so a noisy neighbour slows both alike); the figure is the
+median step. Three rows per config separate the model from the optimizer:
+  transformers   GPT2LMHeadModel (SDPA attention) + torch.optim.AdamW with its defaults
+  minigpt        minigpt.GPT + the same AdamW
+  minigpt+train  minigpt.GPT + the optimizer `minigpt train` builds (fused AdamW, decay groups)
+On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / the GPU's bf16 peak.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from minigpt import GPT, GPTConfig
+from minigpt.train import TrainConfig, build_optimizer, gpt_flops_per_token, peak_flops
+
+CONFIGS = {"small": dict(n_layer=4, n_head=4, n_embd=256), "124M": dict(n_layer=12, n_head=12, n_embd=768)}
+
+
+def hf_model(c: GPTConfig) -> GPT2LMHeadModel:
+    hf_config = GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, attn_implementation="sdpa",
+    )
+    return GPT2LMHeadModel(hf_config)
+
+
+def make_step(model, optimizer, loss_of, autocast):
+    def step(x):
+        with autocast:
+            loss = loss_of(model, x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", default="small,124M", help=f"comma-separated, from {sorted(CONFIGS)}")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per model (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    p.add_argument("--dropout", type=float, default=0.1, help="on both sides (GPT-2 trained with 0.1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    tokens = args.batch_size * args.block_size
+    print(f"device={device} dtype={args.dtype} compile={args.compile} batch={args.batch_size}x{args.block_size} "
+          f"dropout={args.dropout} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"{'config':<7} {'model':<14} {'ms/step':>9} {'tokens/s':>10} {'vs HF':>7} {'MFU':>6}")
+
+    for name in args.configs.split(","):
+        c = GPTConfig(**CONFIGS[name], n_positions=max(1024, args.block_size), dropout=args.dropout)
+        torch.manual_seed(0)
+        ours, hf = GPT(c).to(device).train(), hf_model(c).to(device).train()
+        if args.compile:
+            ours_fwd, hf_fwd = torch.compile(ours), torch.compile(hf)
+        else:
+            ours_fwd, hf_fwd = ours, hf
+        ours_loss = lambda m, x: m(x[:, :-1], x[:, 1:])[1]  # noqa: E731  (minigpt: targets pre-shifted)
+        hf_loss = lambda m, x: m(x, labels=x).loss  # noqa: E731  (HF shifts inside)
+        # "minigpt" shares HF's optimizer recipe; "minigpt+train" uses train.py's own.
+        steps = {
+            "transformers": make_step(hf_fwd, torch.optim.AdamW(hf.parameters(), lr=1e-4), hf_loss, autocast),
+            "minigpt": make_step(ours_fwd, torch.optim.AdamW(ours.parameters(), lr=1e-4), ours_loss, autocast),
+            "minigpt+train": make_step(ours_fwd, build_optimizer(ours, TrainConfig(lr=1e-4), device), ours_loss, autocast),
+        }
+        g = torch.Generator().manual_seed(0)
+        batches = [torch.randint(c.vocab_size, (args.batch_size, args.block_size + 1), generator=g).to(device) for _ in range(args.steps + args.warmup)]
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for i, x in enumerate(batches):
+            for label, step in steps.items():  # interleaved: each round times every model once
+                sync()
+                t0 = time.perf_counter()
+                step(x)
+                sync()
+                if i >= args.warmup:
+                    times[label].append(time.perf_counter() - t0)
+        peak = peak_flops(device)
+        flops = gpt_flops_per_token(c, args.block_size) * tokens
+        ref = statistics.median(times["transformers"])
+        for label, ts in times.items():
+            t = statistics.median(ts)
+            mfu = f"{flops / t / peak:6.1%}" if peak else "     -"
+            print(f"{name:<7} {label:<14} {t * 1e3:9.1f} {tokens / t:10,.0f} {ref / t:6.2f}x {mfu}")
+        del ours, hf, steps
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -78,6 +78,8 @@ def inject_lora(
     Only the adapters' A and B have requires_grad afterwards *inside the wrapped layers*; the
     rest of the model is left as it was (`finetune.apply_strategy` freezes it).
     """
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
     chosen = [
         name for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)

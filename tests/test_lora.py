@@ -56,3 +56,7 @@ def test_bad_lora_arguments():
         inject_lora(_model(), rank=0)
     with pytest.raises(ValueError, match="exceeds"):
         inject_lora(_model(), rank=CFG.n_embd + 1)
+    model = _model()
+    inject_lora(model)
+    with pytest.raises(ValueError, match="already has LoRA adapters"):
+        inject_lora(model)

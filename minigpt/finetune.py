@@ -300,7 +300,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
         raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
-    gpt = build_model(cfg, tokenizer.vocab_size)  # from --init, with --dropout applied
+    # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update
+    # added to a half-precision weight is mostly rounded away. --dtype sets autocast for the math.
+    gpt = build_model(cfg, tokenizer.vocab_size).float()  # from --init, with --dropout applied
     if tokenizer.vocab_size > gpt.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {gpt.config.vocab_size}")
     block_size = cfg.block_size or gpt.config.n_positions

@@ -331,6 +331,8 @@ class Tokenizer:
         if workers <= 1 or total < _MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
             return [self.encode(t, allowed_special=allowed_special) for t in texts]
         piece_chars = max(_PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
+        if any("\n" in s for s in self.special_tokens):
+            piece_chars = total  # a cut at a newline could split such a special token: cut nothing
         pieces, owner = [], []
         for i, text in enumerate(texts):
             for piece in _safe_pieces(text, piece_chars):
@@ -399,7 +401,10 @@ class Tokenizer:
             import torch  # only here: the tokenizer itself needs no torch
 
             if len(set(map(len, batch))) > 1:
-                raise ValueError("texts encode to different lengths; pass padding=True to return a tensor")
+                raise ValueError(
+                    f"texts encode to {min(map(len, batch))} to {max(map(len, batch))} tokens; a tensor needs one "
+                    "length: pass padding=True (and truncation=True, max_length=N to cap it)"
+                )
             return {"input_ids": torch.tensor(batch, dtype=torch.long), "attention_mask": torch.tensor(masks, dtype=torch.long)}
         if single:
             return {"input_ids": batch[0], "attention_mask": masks[0]}

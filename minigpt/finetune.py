@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
+from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
@@ -49,6 +50,8 @@ from minigpt.train import LOG_FILE, TrainConfig, TrainingDiverged, _flag, build_
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
+FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none (its LM head is the "
+                   "pretrained, tied wte): nothing would train. Use 'lora', 'partial' or 'full' for lm")
 
 
 @dataclass
@@ -96,8 +99,7 @@ def apply_strategy(
         raise ValueError(f"train_embeddings applies to the 'partial' strategy only, not {strategy!r} "
                          "('full' always trains wte; 'frozen' and 'lora' never do)")
     if strategy == "frozen" and not is_classifier:
-        raise ValueError("strategy 'frozen' trains only a new head, and the lm task has none (its LM head is the "
-                         "pretrained, tied wte): nothing would train. Use 'lora', 'partial' or 'full' for lm")
+        raise ValueError(FROZEN_LM_ERROR)
 
     model.requires_grad_(strategy == "full")
     if strategy == "partial":
@@ -204,6 +206,8 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.task == "lm" and self.strategy == "frozen":
+            raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         if not self.init:
@@ -290,6 +294,48 @@ def peak_memory() -> tuple[float, str]:
     return kib / 1024, "process peak RSS"
 
 
+def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
+    """Next-token prediction on a text file, tokenized once into OUT_DIR/data (train.bin/val.bin)."""
+    data_dir = Path(cfg.out) / "data"
+    if not (cfg.resume and (data_dir / "meta.json").exists()):
+        prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
+    meta = read_meta(data_dir)
+    tokens = {s: load_tokens(data_dir / f"{s}.bin", gpt.config.vocab_size, cfg.block_size + 1) for s in ("train", "val")}
+
+    def get_batch(split: str, rng: torch.Generator):
+        return sample_batch(tokens[split], cfg.block_size, cfg.batch_size, rng)
+
+    return gpt, get_batch, lm_loss, {"bytes_per_token": meta["val_bytes"] / meta["val_tokens"]}
+
+
+def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
+    """Labels from a TSV: a GPTClassifier on top of `gpt`, right-padded batches, accuracy at eval."""
+    data = load_classification_data(cfg)
+    num_labels = cfg.num_labels or max(data["train"][1]) + 1
+    for split, (_, y) in data.items():
+        bad = sorted({label for label in y if not 0 <= label < num_labels})
+        if bad:
+            raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
+    pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    # Texts longer than the context keep their first block_size tokens.
+    ids = {s: [r[: cfg.block_size] for r in tokenizer.encode_batch(texts)] for s, (texts, _) in data.items()}
+    labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
+    print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
+    torch.manual_seed(cfg.seed)  # the new head's initial weights depend only on the seed
+    hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
+    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
+
+    def get_batch(split: str, rng: torch.Generator):
+        picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
+        idx, mask = pad_right([ids[split][i] for i in picks], pad_id)
+        return idx, mask, labels[split][picks]
+
+    def eval_fn(m: GPTClassifier) -> dict[str, float]:
+        return {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size)}
+
+    return model, get_batch, classification_loss, {"eval_fn": eval_fn}
+
+
 def finetune(cfg: FinetuneConfig) -> dict:
     """Load --init, apply the strategy, train with `train_loop`, write the summary; return it."""
     from minigpt.tokenizer import Tokenizer
@@ -305,53 +351,17 @@ def finetune(cfg: FinetuneConfig) -> dict:
     gpt = build_model(cfg, tokenizer.vocab_size).float()  # from --init, with --dropout applied
     if tokenizer.vocab_size > gpt.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {gpt.config.vocab_size}")
-    block_size = cfg.block_size or gpt.config.n_positions
-    if not 1 <= block_size <= gpt.config.n_positions:
-        raise ValueError(f"block_size {block_size} must be in [1, n_positions={gpt.config.n_positions}]")
-    cfg.block_size = block_size
-    out = Path(cfg.out)
-    kwargs = {}
+    cfg.block_size = cfg.block_size or gpt.config.n_positions
+    if not 1 <= cfg.block_size <= gpt.config.n_positions:
+        raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
 
-    if cfg.task == "lm":
-        data_dir = out / "data"
-        if not (cfg.resume and (data_dir / "meta.json").exists()):
-            prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
-        meta = read_meta(data_dir)
-        tokens = {s: load_tokens(data_dir / f"{s}.bin", gpt.config.vocab_size, block_size + 1) for s in ("train", "val")}
-        model, loss_fn = gpt, lm_loss
-
-        def get_batch(split: str, rng: torch.Generator):
-            return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
-
-        kwargs["bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
-    else:
-        data = load_classification_data(cfg)
-        num_labels = cfg.num_labels or max(data["train"][1]) + 1
-        for split, (_, labels) in data.items():
-            bad = sorted({y for y in labels if not 0 <= y < num_labels})
-            if bad:
-                raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-        ids = {s: [r[:block_size] for r in tokenizer.encode_batch(texts)] for s, (texts, _) in data.items()}
-        labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
-        torch.manual_seed(cfg.seed)  # the new head's initial weights depend only on the seed
-        hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
-        model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
-        loss_fn = classification_loss
-
-        def get_batch(split: str, rng: torch.Generator):
-            picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
-            idx, mask = pad_right([ids[split][i] for i in picks], pad_id)
-            return idx, mask, labels[split][picks]
-
-        kwargs["eval_fn"] = lambda m: {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size)}
-        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
-
+    model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer)
     targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
     summary = apply_strategy(model, cfg.strategy, n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings,
                              lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=targets)
-    metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **kwargs)
+    metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **extra)
 
+    out = Path(cfg.out)
     rates = [r["tokens_per_s"] for r in map(json.loads, (out / LOG_FILE).read_text().splitlines()) if "tokens_per_s" in r]
     memory, memory_kind = peak_memory()
     result = {
@@ -361,7 +371,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
         **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb", "best_val_loss") if k in metrics},
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")
     return result
 
 

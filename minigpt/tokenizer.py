@@ -414,21 +414,22 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Load vocab.json + merges.txt from a directory. "gpt2" (when no such directory exists)
-        means the GPT-2 files shipped in checkpoints/gpt2. Tokens of vocab.json that are neither a
-        single byte nor made by a merge are the special tokens (GPT-2: <|endoftext|> = 50256)."""
+        """Load vocab.json + merges.txt from a directory, or else its tokenizer.json (what
+        transformers 5 saves). "gpt2" (when no such directory exists) means the GPT-2 files shipped
+        in checkpoints/gpt2. Tokens that are neither a single byte nor made by a merge are the
+        special tokens (GPT-2: <|endoftext|> = 50256)."""
         path = Path(path)
         if str(path) == "gpt2" and not path.exists():
             path = GPT2_DIR
-        for name in ("vocab.json", "merges.txt"):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path / name} not found; a tokenizer directory holds vocab.json and merges.txt")
-        str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
-        merges = []
-        for line in (path / "merges.txt").read_text(encoding="utf-8").splitlines():
-            if line and not line.startswith("#version"):
-                a, b = line.split(" ")
-                merges.append((str_to_token(a), str_to_token(b)))
+        if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+            lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()
+            str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
+        elif (path / "tokenizer.json").is_file():
+            str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
+        else:
+            raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
+        merges = [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
         made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
         vocab, special = {}, {}
         for s, i in str_vocab.items():
@@ -526,6 +527,20 @@ class Tokenizer:
 
 
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+
+
+def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
+    """vocab (added tokens included) and merges from a `tokenizers` file, if it is GPT-2-style BPE."""
+    data = json.loads(file.read_text(encoding="utf-8"))
+    model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
+    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
+        raise ValueError(
+            f"{file} is not GPT-2-style byte-level BPE (model BPE, ByteLevel pre-tokenizer with GPT-2's "
+            f"regex, add_prefix_space false); got model {model.get('type')!r}, pre_tokenizer {pre}"
+        )
+    vocab = model["vocab"] | {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
+    return vocab, merges
 
 
 # ---- CLI: `minigpt tokenize` ------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_bad_input_errors(tok):
         Tokenizer.train("some text", vocab_size=256)
     with pytest.raises(TypeError, match="list of str"):
         tok.encode_batch("one string")
-    with pytest.raises(FileNotFoundError, match="vocab.json"):
+    with pytest.raises(FileNotFoundError, match="neither vocab.json"):
         Tokenizer.from_pretrained(REPO / "no_such_dir")
 
 
@@ -178,6 +178,16 @@ def test_save_load_round_trip_and_transformers_reads_gpt2(tok, tmp_path):
     hf = GPT2TokenizerFast.from_pretrained(tmp_path)
     text = real_text() + "".join(TRICKY)
     assert hf.encode(text) == tok.encode(text)
+
+
+def test_reads_tokenizer_json_as_transformers_5_saves_it(tok, tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):  # transformers 4 writes them too; read tokenizer.json alone
+        (tmp_path / name).unlink(missing_ok=True)
+    loaded = Tokenizer.from_pretrained(tmp_path)
+    assert loaded.vocab == tok.vocab and loaded.merges == tok.merges and loaded.special_tokens == {EOT: 50256}
 
 
 def test_from_tiktoken_recovers_gpt2_merges(tok, tmp_path):

@@ -13,7 +13,9 @@ Three steps turn text into ids, each with one home below:
    first) becomes one token, again and again, until no adjacent pair has a rank.
 Decoding is the reverse: ids → bytes (joined across tokens) → UTF-8 text.
 
-Learning the merges from text lives in minigpt/bpe_train.py (`Tokenizer.train` calls it).
+Learning the merges from text lives in minigpt/bpe_train.py (`Tokenizer.train` calls it), and
+the file formats (vocab.json + merges.txt, tokenizer.json, tiktoken's ranks) in
+minigpt/tokenizer_files.py.
 
 **Special tokens** (`<|endoftext|>`, id 50256 in GPT-2) are not text; BPE never produces them.
 The policy is tiktoken's: `encode` raises if the text contains a special token's text, because
@@ -27,8 +29,6 @@ Not handled: other split patterns (GPT-4's cl100k), Unicode normalization, `add_
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import multiprocessing
 import os
 import re
@@ -40,7 +40,8 @@ from typing import Literal
 
 import regex
 
-from minigpt.config import atomic_write_text
+# GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
+GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
 
 # ---- 1. The byte-level alphabet -----------------------------------------------------------------
 
@@ -410,82 +411,30 @@ class Tokenizer:
             return {"input_ids": batch[0], "attention_mask": masks[0]}
         return {"input_ids": batch, "attention_mask": masks}
 
-    # ---- files: Hugging Face's GPT-2 layout (vocab.json + merges.txt), and tiktoken's ranks ----
+    # ---- files (formats explained in minigpt/tokenizer_files.py) ----
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Load vocab.json + merges.txt from a directory, or else its tokenizer.json (what
-        transformers 5 saves). "gpt2" (when no such directory exists) means the GPT-2 files shipped
-        in checkpoints/gpt2. Tokens that are neither a single byte nor made by a merge are the
-        special tokens (GPT-2: <|endoftext|> = 50256)."""
-        path = Path(path)
-        if str(path) == "gpt2" and not path.exists():
-            path = GPT2_DIR
-        if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-            str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
-            lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()
-            str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
-        elif (path / "tokenizer.json").is_file():
-            str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
-        else:
-            raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
-        merges = [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
-        made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
-        vocab, special = {}, {}
-        for s, i in str_vocab.items():
-            token = str_to_token(s) if all(c in CHAR_TO_BYTE for c in s) else None
-            if token in made:
-                vocab[token] = i
-            else:
-                special[s] = i
-        return cls(vocab, merges, special)
+        """Load vocab.json + merges.txt (Hugging Face's GPT-2 layout) from a directory, or else its
+        tokenizer.json. "gpt2" (when no such directory exists) means the shipped checkpoints/gpt2."""
+        from minigpt.tokenizer_files import read_hf
+
+        return cls(*read_hf(path))
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write vocab.json and merges.txt (Hugging Face's GPT-2 layout; `GPT2TokenizerFast` opens
-        it) plus tokenizer_config.json naming the special tokens. Each file is written atomically."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        vocab = {self.id_to_token(i): i for i in range(self.vocab_size)}
-        merges = "".join(f"{token_to_str(a)} {token_to_str(b)}\n" for a, b in self.merges)
-        eos = "<|endoftext|>" if self.eos_token_id is not None else None
-        config = {
-            "tokenizer_class": "GPT2Tokenizer",
-            "add_prefix_space": False,
-            "bos_token": eos,
-            "eos_token": eos,
-            "unk_token": eos,
-            "additional_special_tokens": [s for s in self.special_tokens if s != eos],
-        }
-        atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
-        atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
-        atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        """Write vocab.json + merges.txt (+ tokenizer_config.json), atomically; transformers'
+        GPT2TokenizerFast opens the directory and gives the same ids."""
+        from minigpt.tokenizer_files import write_hf
+
+        write_hf(self, path)
 
     @classmethod
     def from_tiktoken(cls, file: str | os.PathLike, special_tokens: dict[str, int] | None = None) -> "Tokenizer":
-        """Load tiktoken's ranks format (`gpt2.tiktoken`: base64 token, rank per line). The default
-        special token is GPT-2's <|endoftext|> = 50256.
+        """Load tiktoken's ranks file (`gpt2.tiktoken`); special_tokens default to <|endoftext|>
+        right after the ranks (50256 for GPT-2)."""
+        from minigpt.tokenizer_files import read_tiktoken
 
-        tiktoken keeps only the tokens, in rank order; the merges are recovered by replaying BPE on
-        each token's bytes with only lower-ranked tokens allowed: the last step joins two parts."""
-        ranks: dict[bytes, int] = {}
-        for line in Path(file).read_text(encoding="ascii").splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-        merges = []
-        for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-            parts = [bytes([b]) for b in token]
-            while len(parts) > 2:
-                pair_ranks = [ranks.get(a + b, rank) for a, b in zip(parts, parts[1:])]
-                i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
-                if pair_ranks[i] >= rank:
-                    break
-                parts[i : i + 2] = [parts[i] + parts[i + 1]]
-            if len(parts) == 2:
-                merges.append((parts[0], parts[1]))
-        if special_tokens is None:
-            special_tokens = {"<|endoftext|>": len(ranks)}
-        return cls(ranks, merges, special_tokens)
+        return cls(*read_tiktoken(file, special_tokens))
 
     # ---- training ----
 
@@ -524,23 +473,6 @@ class Tokenizer:
         alphabet = {bytes([b]): i for i, b in enumerate(BYTE_TO_CHAR)}  # GPT-2's byte ids, so ids 0-255 match it
         vocab, merges = train_bpe(texts, alphabet, vocab_size - len(specials), split_text, progress=progress)
         return cls(vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)})
-
-
-GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
-
-
-def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
-    """vocab (added tokens included) and merges from a `tokenizers` file, if it is GPT-2-style BPE."""
-    data = json.loads(file.read_text(encoding="utf-8"))
-    model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
-    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
-        raise ValueError(
-            f"{file} is not GPT-2-style byte-level BPE (model BPE, ByteLevel pre-tokenizer with GPT-2's "
-            f"regex, add_prefix_space false); got model {model.get('type')!r}, pre_tokenizer {pre}"
-        )
-    vocab = model["vocab"] | {t["content"]: t["id"] for t in data.get("added_tokens", [])}
-    merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
-    return vocab, merges
 
 
 # ---- CLI: `minigpt tokenize` ------------------------------------------------------------------

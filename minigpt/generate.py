@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
@@ -50,7 +49,6 @@ from minigpt.sampling import (
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
 DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare")
-NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 
 # ---- the two phases ---------------------------------------------------------------------------
 
@@ -194,10 +192,12 @@ def _prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
     T, n_positions = input_ids.size(1), model.config.n_positions
-    if T + max_new_tokens > n_positions:
+    # The last new token is returned, never fed back: the model sees T + max_new_tokens - 1 positions.
+    if T + max_new_tokens - 1 > n_positions:
         raise ValueError(f"prompt length {T} + max_new_tokens {max_new_tokens} = {T + max_new_tokens} exceeds "
-                         f"the model's context n_positions={n_positions}; shorten the prompt or generate "
-                         f"fewer tokens (the CLI's --truncate-left keeps the prompt's last tokens)")
+                         f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
+                         f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
+                         f"keeps the prompt's last tokens)")
     return input_ids, attention_mask
 
 
@@ -291,17 +291,16 @@ def stream(
 ) -> Iterator[torch.Tensor]:
     """Yield each step's new tokens (B,) as they are drawn; finally *return* what `generate` returns.
 
-    That result is a LongTensor (B·num_return_sequences, T + new). Arguments follow `transformers.generate`. The output includes the prompt; rows that finish
-    early (EOS, a stop string) are filled with pad_token_id. `eos_token_id=None` means the model's
-    (`config.eos_token_id`, <|endoftext|> for GPT-2), `[]` means never stop on EOS.
-    `do_sample=False` is greedy (the filters then do nothing). Sampling parameters may be (B,)
-    tensors, one value per prompt. `streamer(tokens)` is called with each step's (B,) new tokens.
-    `sampler` picks the sampling backend ("auto" | "torch" | "triton"); `compile=True` runs the
-    decode step compiled (see `compiled_decode_step`). With `return_stats=True` the result is
-    `(ids, GenerationStats)`.
+    That result is a LongTensor (B·num_return_sequences, T + new), prompt included, as in
+    transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
+    filled with pad_token_id. `eos_token_id=None` means the model's (<|endoftext|> for GPT-2) and
+    `[]` never stops on EOS. `do_sample=False` is greedy. Sampling parameters may be (B,) tensors,
+    one value per prompt. `streamer(tokens)` is called with each step's (B,) tokens. `sampler`
+    picks the sampling backend ("auto" | "torch" | "triton"), `compile=True` compiles the decode
+    step (`compiled_decode_step`). With `return_stats=True` the result is `(ids, GenerationStats)`.
     """
     cfg = model.config
-    eos = [cfg.eos_token_id] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
@@ -312,78 +311,44 @@ def stream(
                          "1 for greedy decoding, and ≥ 1 for sampling")
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     input_ids, attention_mask = _prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                     frequency_penalty=frequency_penalty)
     if num_beams > 1:
         if do_sample or stop or streamer is not None:
             raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
                              "are not supported with num_beams > 1")
-        return beam_search(model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                           num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-                           eos=eos, pad=pad, num_return_sequences=num_return_sequences,
-                           penalties=dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                                          frequency_penalty=frequency_penalty),
-                           compile=compile, return_stats=return_stats)
-    if num_return_sequences > 1:  # n samples per prompt: repeat each prompt n times, adjacent
-        input_ids = input_ids.repeat_interleave(num_return_sequences, 0)
-        attention_mask = attention_mask.repeat_interleave(num_return_sequences, 0)
-        params = [temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty]
-        (temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty) = [
-            p.repeat_interleave(num_return_sequences) if isinstance(p, torch.Tensor) else p for p in params]
+        from minigpt.beam_search import beam_search
+
+        return beam_search(model, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                           min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                           early_stopping=early_stopping, eos=eos, pad=pad, num_return_sequences=num_return_sequences,
+                           penalties=penalties, compile=compile, return_stats=return_stats)
+    if num_return_sequences > 1:  # n samples per prompt: repeat each prompt (and its parameters) n times
+        n = num_return_sequences
+        input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
+        temperature, top_k, top_p, min_p = (p.repeat_interleave(n) if isinstance(p, torch.Tensor) else p
+                                            for p in (temperature, top_k, top_p, min_p))
+        penalties = {k: p.repeat_interleave(n) if isinstance(p, torch.Tensor) else p for k, p in penalties.items()}
     if not do_sample:
-        temperature = 0.0  # greedy: argmax, whatever the filters say
-    stats = GenerationStats()
-    out = torch.full((input_ids.size(0), max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
-    cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
-    steps = 0
-    for steps, tokens in enumerate(_decode_loop(
-            model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, eos=eos, pad=pad,
-            stop=stop, tokenizer=tokenizer, seed=seed, sampler=sampler, compile=compile,
-            host_tokens=streamer is not None, stats=stats, cuts=cuts), start=1):
-        out[:, steps - 1] = tokens
-        if streamer is not None:
-            streamer(tokens)
-        yield tokens
-    for row, keep in cuts.items():
-        out[row, keep:] = pad  # the stop string (and the start of its first token) never reaches the output
-    out = torch.cat([input_ids, out[:, :stats.new_tokens // out.size(0)]], dim=1)
-    return (out, stats) if return_stats else out
+        temperature = 0.0  # greedy: the argmax, which no filter changes
 
-
-# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
-# the loop checks only every few steps and trims the extra all-pad columns at the end.
-GPU_SYNC_EVERY = 8
-
-
-def _decode_loop(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-    min_new_tokens: int, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty,
-    eos: list[int], pad: int, stop: list[str] | None, tokenizer, seed: int | None, sampler: str, compile: bool,
-    host_tokens: bool, stats: GenerationStats, cuts: dict[int, int],
-) -> Iterator[torch.Tensor]:
-    """Prefill, then yield each step's new tokens (B,) until every row finished or max_new_tokens.
-
-    Fills `stats` as it goes (new_tokens = B × steps kept) and `cuts` with rows ended by a stop string.
-    """
-    device, (B, T), V = input_ids.device, input_ids.shape, model.config.vocab_size
+    device, (B, T), V = input_ids.device, input_ids.shape, cfg.vocab_size
     clock = _Clock(device)
     t_start = clock()
-    cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens, model.config.n_positions))
+    cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, cfg.n_positions))
     step_fn = decode_step
     if compile:
         if device.type == "cuda":
             cache.mark_static()
         step_fn = compiled_decode_step(model)
     # Decode-time state, all on the device and updated in place: no allocation per step.
-    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # (B, max_len): slot holds a real token
+    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # slot holds a real token
     key_valid[:, :T] = attention_mask.bool()
     position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1): the next token's position
     input_pos = torch.tensor([T], device=device)  # (1,): the next token's cache slot, shared by all rows
-    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
-                    ((repetition_penalty, 1.0), (presence_penalty, 0.0), (frequency_penalty, 0.0)))
+    out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)
+    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in zip(penalties.values(), (1.0, 0.0, 0.0)))
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
@@ -400,15 +365,15 @@ def _decode_loop(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
     stopper = StopStrings(tokenizer, stop, B) if stop else None
-    sync_every = 1 if device.type != "cuda" or host_tokens or stopper else GPU_SYNC_EVERY
+    cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
+    sync_every = 1 if device.type != "cuda" or streamer is not None or stopper else GPU_SYNC_EVERY
 
     logits = prefill(model, input_ids, attention_mask, cache)  # (B, V)
     for step in range(max_new_tokens):
         if step % sync_every == 0:
             _check_finite(logits)
         if penalized:
-            logits = penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
-                              presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+            logits = penalize(logits, seen, generated, **penalties)
         if step < min_new_tokens and eos:
             logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
         if greedy:
@@ -422,6 +387,7 @@ def _decode_loop(
         live = ~finished
         live_steps += live.any()
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
+        out[:, step] = tokens
         if eos:
             finished |= torch.isin(tokens, eos_ids)
         if penalized:
@@ -434,6 +400,8 @@ def _decode_loop(
                     finished[row], cuts[row] = True, keep
         if step == 0:
             t_first = clock()
+        if streamer is not None:
+            streamer(tokens)
         yield tokens
         if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
@@ -446,123 +414,22 @@ def _decode_loop(
         position_ids += 1
 
     t_end = clock()
-    steps = int(live_steps)
-    stats.prompt_tokens, stats.new_tokens = int(attention_mask.sum()), B * steps
-    stats.ttft_s = t_first - t_start
-    stats.tpot_s = (t_end - t_first) / max(step, 1)  # `step` decode forwards followed the first token
-    stats.tokens_per_s = B / stats.tpot_s if step else 0.0
-    stats.kv_cache_bytes, stats.peak_memory_bytes = cache.memory_bytes(), _peak_memory(device)
-
-
-# ---- beam search -------------------------------------------------------------------------------
-
-
-def beam_search(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-    min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,
-    num_return_sequences: int, penalties: dict, compile: bool = False, return_stats: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
-    """Keep the `num_beams` most likely continuations per prompt; transformers' semantics.
-
-    Each step every beam proposes every token; the best 2·K candidates (K = num_beams; more with
-    several EOS ids) are ranked by total log-probability. Candidates ending in EOS among the top K
-    become finished hypotheses, scored sum_logprobs / new_length ** length_penalty (> 0 favours
-    longer ones); the best K others keep running. The KV cache follows: row b of the next step
-    continues from its parent beam, so the cache is reordered by parent (`KVCache.reorder`).
-    It stops when no running beam can beat the finished ones: with early_stopping=True as soon
-    as K hypotheses are finished, with False when the best running score at today's length can't
-    beat the worst finished one, with "never" when even the best length can't.
-    """
-    device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
-    clock = _Clock(device)
-    t_start = clock()
-    ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
-    mask = attention_mask.repeat_interleave(K, 0)
-    cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens, model.config.n_positions))
-    step_fn = compiled_decode_step(model) if compile else decode_step
-    key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)
-    key_valid[:, :T] = mask.bool()
-    position_ids = positions_from_mask(mask)[:, -1:] + 1  # (B·K, 1)
-    input_pos = torch.tensor([T], device=device)
-    eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
-                    zip(penalties.values(), (1.0, 0.0, 0.0)))
-
-    n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
-    in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
-    running = torch.full((B, K, T + max_new_tokens), pad, dtype=torch.long, device=device)
-    running[:, :, :T] = ids.view(B, K, T)
-    running_scores = torch.zeros(B, K, device=device)
-    running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
-    done_seqs, done_lens = running.clone(), torch.zeros(B, K, dtype=torch.long, device=device)
-    done_scores = torch.full((B, K), NEG_INF_SCORE, device=device)
-    done = torch.zeros(B, K, dtype=torch.bool, device=device)  # slot holds a finished hypothesis
-    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
-    batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
-
-    logits = prefill(model, ids, mask, cache)  # (B·K, V)
-    t_first = clock()
-    for step in range(max_new_tokens):
-        cur = T + step
-        _check_finite(logits)
-        logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
-        if penalized:
-            flat = running[:, :, :cur].reshape(B * K, cur)
-            logp = penalize(logp, token_counts(flat, V, key_valid[:, :cur]),
-                            token_counts(flat[:, T:], V), **penalties)
-        if step < min_new_tokens and eos:
-            logp = logp.index_fill(1, eos_ids, float("-inf"))
-        total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)  # score of beam + token
-        top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
-        parent, token = top_idx // V, top_idx % V
-        cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
-        cand[:, :, cur] = token
-        ends = torch.isin(token, eos_ids) | (step + 1 == max_new_tokens)  # EOS, or out of length
-
-        # Running beams: the best K candidates that did not end.
-        cont = top_scores + ends * NEG_INF_SCORE
-        pick = cont.topk(K, dim=-1).indices  # (B, K)
-        running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))
-        running_scores, parents = cont.gather(1, pick), parent.gather(1, pick)
-
-        # Finished hypotheses: merge the top-K candidates that ended with those kept so far.
-        scores = top_scores / (step + 1) ** length_penalty
-        full = done.all(-1, keepdim=True) & (early_stopping is True)  # no more needed
-        scores = scores + (full | ~improvable | ~(ends & in_top_k)) * NEG_INF_SCORE
-        merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices
-        done_seqs = torch.cat([done_seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1)))
-        done_scores = torch.cat([done_scores, scores], 1).gather(1, merged)
-        done_lens = torch.cat([done_lens, torch.full_like(top_idx, step + 1)], 1).gather(1, merged)
-        done = torch.cat([done, ends & in_top_k], 1).gather(1, merged)
-
-        # Can a running beam still beat the worst finished one? (transformers' heuristic)
-        best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
-        best_running = running_scores[:, :1] / best_len ** length_penalty
-        worst_done = torch.where(done, done_scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
-        improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
-        if not improvable.any() or (early_stopping is True and done.all()) or ends.all():
-            break
-
-        cache.reorder((parents + batch_offset).flatten())  # each row now continues its parent beam
-        slot = T + step
-        key_valid[:, slot] = True
-        width = cache.max_len if compile else slot + 1
-        logits = step_fn(model, running[:, :, cur].reshape(B * K, 1), cache, input_pos, position_ids,
-                         key_valid[:, :width])
-        input_pos += 1
-        position_ids += 1
-
-    t_end = clock()
-    n = num_return_sequences
-    out = done_seqs[:, :n].reshape(B * n, -1)
-    out = out[:, :T + int(done_lens[:, :n].max())]
+    for row, keep in cuts.items():
+        out[row, keep:] = pad  # the stop string (and the start of its first token) never reaches the output
+    steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
+    out = torch.cat([input_ids, out[:, :steps]], dim=1)
     if not return_stats:
         return out
-    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * K * (step + 1),
-                            ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / (step + 1),
-                            kv_cache_bytes=cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
-    stats.tokens_per_s = B * K / stats.tpot_s
+    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,
+                            tpot_s=(t_end - t_first) / max(step, 1), kv_cache_bytes=cache.memory_bytes(),
+                            peak_memory_bytes=_peak_memory(device))
+    stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
     return out, stats
+
+
+# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
+# the loop checks only every few steps and trims the extra all-pad columns at the end.
+GPU_SYNC_EVERY = 8
 
 
 # ---- text in, text out -------------------------------------------------------------------------
@@ -622,7 +489,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: 
     ids, _ = _prepare_inputs(model, torch.tensor([tokenizer.encode(prompt)], dtype=torch.long), None, steps,
                              model.config.bos_token_id)
     T, V = ids.size(1), model.config.vocab_size
-    cache = KVCache.for_model(model, 1, cache_length(T + steps, model.config.n_positions))
+    cache = KVCache.for_model(model, 1, cache_length(T + steps - 1, model.config.n_positions))
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
     logits = prefill(model, ids, torch.ones_like(ids), cache)
     new: list[int] = []
@@ -706,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
-        budget = model.config.n_positions - args.max_new_tokens
+        budget = model.config.n_positions + 1 - args.max_new_tokens
         if args.truncate_left and budget > 0 and len(tokenizer.encode(prompt)) > budget:
             prompt = tokenizer.decode(tokenizer.encode(prompt)[-budget:])
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,

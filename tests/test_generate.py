@@ -239,7 +239,7 @@ def test_stats_are_filled(pair):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(max_new_tokens=130), "prompt length 7 \\+ max_new_tokens 130 = 137 .*n_positions=128"),
+    (dict(max_new_tokens=123), "prompt length 7 \\+ max_new_tokens 123 = 130 .*n_positions=128"),
     (dict(num_beams=0), "num_beams"),
     (dict(do_sample=True, top_p=1.5), "top_p"),
     (dict(do_sample=True, temperature=-1.0), "temperature"),

@@ -1,0 +1,142 @@
+"""Beam search: keep the K most likely continuations instead of committing to one token per step.
+
+Where it sits: an alternative to sampling inside the decode loop (`generate(num_beams=K)` lands
+here): `ids → prefill → (score every beam × token → keep the best K → reorder the KV cache)* → ids`.
+Greedy decoding can walk into a dead end because one early token looked best; beam search keeps
+K hypotheses alive and compares whole sequences by their total log-probability.
+
+It follows transformers' (vectorised) beam search exactly, so outputs match token for token:
+the same candidate count, the same length penalty, the same three early_stopping modes. It is
+deterministic (no sampling), uses minigpt's phases (`prefill`, `decode_step`) and static KV cache,
+whose rows are reordered in place as beams are picked from their parents.
+What it does not do: sampling beams, diverse or constrained beam search, stop strings.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minigpt.generate import (
+    GenerationStats,
+    _check_finite,
+    _Clock,
+    _peak_memory,
+    compiled_decode_step,
+    decode_step,
+    positions_from_mask,
+    prefill,
+)
+from minigpt.kv_cache import KVCache, cache_length
+from minigpt.sampling import penalize, token_counts
+
+NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
+
+
+def beam_search(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+    min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,
+    num_return_sequences: int, penalties: dict, compile: bool = False, return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+    """Keep the `num_beams` most likely continuations per prompt; transformers' semantics.
+
+    Each step every beam proposes every token; the best 2·K candidates (K = num_beams; more with
+    several EOS ids) are ranked by total log-probability. Candidates ending in EOS among the top K
+    become finished hypotheses, scored sum_logprobs / new_length ** length_penalty (> 0 favours
+    longer ones); the best K others keep running. The KV cache follows: row b of the next step
+    continues from its parent beam, so the cache is reordered by parent (`KVCache.reorder`).
+    It stops when no running beam can beat the finished ones: with early_stopping=True as soon
+    as K hypotheses are finished, with False when the best running score at today's length can't
+    beat the worst finished one, with "never" when even the best length can't.
+    """
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
+    clock = _Clock(device)
+    t_start = clock()
+    ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
+    mask = attention_mask.repeat_interleave(K, 0)
+    cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens - 1, model.config.n_positions))
+    step_fn = compiled_decode_step(model) if compile else decode_step
+    key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)
+    key_valid[:, :T] = mask.bool()
+    position_ids = positions_from_mask(mask)[:, -1:] + 1  # (B·K, 1)
+    input_pos = torch.tensor([T], device=device)
+    eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
+    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
+                    zip(penalties.values(), (1.0, 0.0, 0.0)))
+
+    n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
+    in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
+    running = torch.full((B, K, T + max_new_tokens), pad, dtype=torch.long, device=device)
+    running[:, :, :T] = ids.view(B, K, T)
+    running_scores = torch.zeros(B, K, device=device)
+    running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
+    done_seqs, done_lens = running.clone(), torch.zeros(B, K, dtype=torch.long, device=device)
+    done_scores = torch.full((B, K), NEG_INF_SCORE, device=device)
+    done = torch.zeros(B, K, dtype=torch.bool, device=device)  # slot holds a finished hypothesis
+    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+    batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
+
+    logits = prefill(model, ids, mask, cache)  # (B·K, V)
+    t_first = clock()
+    for step in range(max_new_tokens):
+        cur = T + step
+        _check_finite(logits)
+        logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
+        if penalized:
+            flat = running[:, :, :cur].reshape(B * K, cur)
+            logp = penalize(logp, token_counts(flat, V, key_valid[:, :cur]),
+                            token_counts(flat[:, T:], V), **penalties)
+        if step < min_new_tokens and eos:
+            logp = logp.index_fill(1, eos_ids, float("-inf"))
+        total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)  # score of beam + token
+        top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
+        parent, token = top_idx // V, top_idx % V
+        cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
+        cand[:, :, cur] = token
+        ends = torch.isin(token, eos_ids) | (step + 1 == max_new_tokens)  # EOS, or out of length
+
+        # Running beams: the best K candidates that did not end.
+        cont = top_scores + ends * NEG_INF_SCORE
+        pick = cont.topk(K, dim=-1).indices  # (B, K)
+        running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))
+        running_scores, parents = cont.gather(1, pick), parent.gather(1, pick)
+
+        # Finished hypotheses: merge the top-K candidates that ended with those kept so far.
+        scores = top_scores / (step + 1) ** length_penalty
+        full = done.all(-1, keepdim=True) & (early_stopping is True)  # no more needed
+        scores = scores + (full | ~improvable | ~(ends & in_top_k)) * NEG_INF_SCORE
+        merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices
+        done_seqs = torch.cat([done_seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1)))
+        done_scores = torch.cat([done_scores, scores], 1).gather(1, merged)
+        done_lens = torch.cat([done_lens, torch.full_like(top_idx, step + 1)], 1).gather(1, merged)
+        done = torch.cat([done, ends & in_top_k], 1).gather(1, merged)
+
+        # Can a running beam still beat the worst finished one? (transformers' heuristic)
+        best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
+        best_running = running_scores[:, :1] / best_len ** length_penalty
+        worst_done = torch.where(done, done_scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
+        improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
+        if not improvable.any() or (early_stopping is True and done.all()) or ends.all():
+            break
+
+        cache.reorder((parents + batch_offset).flatten())  # each row now continues its parent beam
+        slot = T + step
+        key_valid[:, slot] = True
+        width = cache.max_len if compile else slot + 1
+        logits = step_fn(model, running[:, :, cur].reshape(B * K, 1), cache, input_pos, position_ids,
+                         key_valid[:, :width])
+        input_pos += 1
+        position_ids += 1
+
+    t_end = clock()
+    n = num_return_sequences
+    out = done_seqs[:, :n].reshape(B * n, -1)
+    out = out[:, :T + int(done_lens[:, :n].max())]
+    if not return_stats:
+        return out
+    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * K * (step + 1),
+                            ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / (step + 1),
+                            kv_cache_bytes=cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
+    stats.tokens_per_s = B * K / stats.tpot_s
+    return out, stats

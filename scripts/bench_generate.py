@@ -1,0 +1,180 @@
+"""Generation speed: minigpt.generate against transformers.generate, same weights, same process.
+
+    python scripts/bench_generate.py                          # 124M, fp32 + bf16, batch 1 and 8
+    python scripts/bench_generate.py --repeats 7 --new-tokens 128 --compile
+
+What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
+so both see the same machine load):
+- TTFT: wall time of generate(max_new_tokens=1) for 64-, 256- and 1024-token prompts (batch 1).
+- TPOT: decode time per step for --new-tokens new tokens, from the timestamps a streamer
+  records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT.
+- The matvec floor: the bare weight matrix × activation products of one decode step (12 blocks
+  + LM head, no attention, no Python around them). No decoder can beat it at that dtype.
+- bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
+Random weights (GPT-2 124M shapes) unless --model names a checkpoint; speed does not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from minigpt import GPT, GPTConfig
+from minigpt.checkpoint import CONV1D_SUFFIXES
+from minigpt.generate import generate
+
+
+def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
+    """minigpt's GPT and a transformers twin holding the very same weights."""
+    if model_dir:
+        model = GPT.from_pretrained(model_dir, dtype=torch.float32)
+    else:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig.gpt2("gpt2"))
+    with torch.device("meta"):
+        hf = GPT2LMHeadModel(GPT2Config(**model.config.to_hf_dict()))
+    state = {k: (t.t() if k.endswith(CONV1D_SUFFIXES) else t) for k, t in model.state_dict().items()}
+    hf.load_state_dict(state, strict=True, assign=True)
+    hf.config._attn_implementation = "sdpa"
+    return model.eval(), hf.eval()
+
+
+class Stamps:
+    """A streamer for both libraries: records when each batch of new tokens arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, _tokens) -> None:  # minigpt: streamer(tokens)
+        self.times.append(time.perf_counter())
+
+    put = __call__  # transformers: streamer.put(tokens); its first call is the prompt
+
+    def end(self) -> None:
+        pass
+
+
+def tpot(times: list[float]) -> float:
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int) -> float:
+    """Seconds for one decode step's weight products alone: x (B, C) through every Linear once."""
+    c = model.config
+    weights = []
+    for block in model.transformer.h:
+        weights += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
+    weights = [(m.weight.to(dtype), m.bias.to(dtype)) for m in weights]
+    head = model.lm_head.weight.to(dtype)
+    x_c = torch.randn(batch, c.n_embd, dtype=dtype)
+    x_4c = torch.randn(batch, c.mlp_width, dtype=dtype)
+
+    def step() -> None:
+        for w, b in weights:
+            F.linear(x_c if w.size(1) == c.n_embd else x_4c, w, b)
+        F.linear(x_c, head)
+
+    step()
+    times = []
+    for _ in range(repeats * 4):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return median(times)
+
+
+def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
+                 ours_dtype: torch.dtype) -> tuple[float, float]:
+    """Median TPOT (s) of minigpt (in ours_dtype) and transformers (fp32) at this batch size."""
+    ids = torch.randint(0, model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(batch))
+    ours_model = model if ours_dtype == torch.float32 else model.to(ours_dtype)
+    ours, theirs = [], []
+    if compile:
+        generate(ours_model, ids, max_new_tokens=new, eos_token_id=[], compile=True)  # compile outside the timing
+    for _ in range(repeats):
+        s = Stamps()
+        generate(ours_model, ids, max_new_tokens=new, eos_token_id=[], streamer=s, compile=compile)
+        ours.append(tpot(s.times))
+        s = Stamps()
+        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                    do_sample=False, pad_token_id=0, streamer=s)
+        theirs.append(tpot(s.times[1:]))  # the first put() is the prompt
+    if ours_model is not model:
+        model.float()
+    return median(ours), median(theirs)
+
+
+def ttft_times(model: GPT, hf: GPT2LMHeadModel, length: int, repeats: int) -> tuple[float, float]:
+    ids = torch.randint(0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(length))
+    ours, theirs = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        generate(model, ids, max_new_tokens=1, eos_token_id=[])
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=0)
+        theirs.append(time.perf_counter() - t0)
+    return median(ours), median(theirs)
+
+
+def bf16_drift(model: GPT) -> tuple[float, float, float]:
+    """Max |logit difference| bf16 vs fp32 on a 256-token prompt, the fp32 logits' std, and the
+    fraction of positions whose top-1 token agrees."""
+    ids = torch.randint(0, model.config.vocab_size, (1, 256), generator=torch.Generator().manual_seed(1))
+    ref, _ = model(ids)
+    low, _ = model.to(torch.bfloat16)(ids)
+    model.float()
+    diff = (low.float() - ref).abs().max().item()
+    agree = (low.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    return diff, ref.std().item(), agree
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="checkpoint directory (default: random 124M weights)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--ttft-lengths", default="64,256,1024")
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    model, hf = build_models(args.model)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs; "
+          f"minigpt / transformers ratios > 1 mean minigpt is faster\n")
+
+    print(f"{'measurement':<34}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}{'floor':>10}{'floor/ours':>12}")
+    for length in map(int, args.ttft_lengths.split(",")):
+        ours, theirs = ttft_times(model, hf, length, args.repeats)
+        print(f"{f'TTFT, {length}-token prompt (ms)':<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}")
+    runs = [("fp32", torch.float32, False)]
+    if args.compile:
+        runs.append(("fp32 compiled", torch.float32, True))
+    if not args.no_bf16:
+        runs.append(("bf16", torch.bfloat16, False))
+    for batch in map(int, args.batches.split(",")):
+        for name, dtype, compile in runs:
+            ours, theirs = decode_times(model, hf, batch, args.new_tokens, args.repeats, compile, dtype)
+            floor = matvec_floor(model, batch, dtype, args.repeats)
+            label = f"TPOT {name} vs fp32, batch {batch} (ms)"
+            print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
+                  f"{floor * 1e3:>10.1f}{floor / ours:>12.2f}")
+            print(f"{f'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
+    if not args.no_bf16:
+        diff, std, agree = bf16_drift(model)
+        print(f"\nbf16 vs fp32 logits (256-token prompt): max |diff| {diff:.3f} (fp32 logit std {std:.3f}), "
+              f"top-1 agreement {agree:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

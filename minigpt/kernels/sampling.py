@@ -82,8 +82,12 @@ LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e); exp2 is 
 MIN_TEMPERATURE = tl.constexpr(1e-6)  # same floor as minigpt.sampling: below it, sampling is argmax anyway
 UNDERFLOW_LOG2 = tl.constexpr(126.0)  # exp2(-126) is fp32's smallest normal: tokens further below never win
 MAX_PASSES = tl.constexpr(48)  # a search cuts its bracket ≥ 2-fold a pass, so 32-bit floats need far fewer
-DEFAULT_BLOCK = 4096  # elements a program reads per step; also the scratch list's length
-N_PIVOTS = 4  # pivots per search pass: each pass cuts the bracket 4-fold
+DEFAULT_BLOCK = 1024  # elements per load; the scratch list holds 2 · BLOCK candidates
+# Loads in flight per streaming step. One program (one SM) streams a whole row, so a pass is
+# bound by memory latency unless many loads are outstanding: a pass waits V / (BLOCK · UNROLL) times.
+DEFAULT_UNROLL = 8
+N_PIVOTS = tl.constexpr(4)  # pivots per pass over the whole row: each cuts the bracket 4-fold
+N_PIVOTS_LIST = tl.constexpr(8)  # pivots per pass over the short list, which sits in registers: 8-fold
 
 
 @triton.jit
@@ -100,96 +104,142 @@ def _pick(vec, j, N: tl.constexpr):
 
 
 @triton.jit
-def _count_and_mass(src, n, pivots, m, c2, BLOCK: tl.constexpr, N_PIV: tl.constexpr, WITH_MASS: tl.constexpr):
-    """count(l ≥ pivot) and mass(l ≥ pivot) for each pivot, over n values at src: (N_PIV,) each."""
+def _pivots(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
+    """N pivots evenly spaced in [lo, hi), on the logits' grid; pivot 0 is lo itself: (N,)."""
+    j = tl.arange(0, N)
+    return tl.where(j == 0, lo, _round_to_input(lo + (hi - lo) * (j.to(tl.float32) / N), GRID))
+
+
+@triton.jit
+def _stream_count_mass(src, n, pivots, m, c2, BLOCK: tl.constexpr, UNROLL: tl.constexpr, N_PIV: tl.constexpr,
+                       WITH_MASS: tl.constexpr):
+    """count(l ≥ pivot) and mass(l ≥ pivot) for each pivot, over the n logits at src: (N_PIV,) each."""
     cols = tl.arange(0, BLOCK)
     cnt = tl.zeros((BLOCK, N_PIV), dtype=tl.int32)
     mass = tl.zeros((BLOCK, N_PIV), dtype=tl.float32)
-    for start in range(0, n, BLOCK):
-        offs = start + cols
-        x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)  # (BLOCK,)
-        above = x[:, None] >= pivots[None, :]  # (BLOCK, N_PIV)
-        cnt += above.to(tl.int32)  # summed across lanes once, after the loop: no sync per step
-        if WITH_MASS:
-            w = tl.exp2((x - m) * c2)  # exp((l - max) / T): softmax's numerator
-            mass += tl.where(above, w[:, None], 0.0)
+    for start in range(0, n, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):  # unrolled: UNROLL loads are in flight at once
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)  # (BLOCK,)
+            above = x[:, None] >= pivots[None, :]  # (BLOCK, N_PIV)
+            cnt += above.to(tl.int32)  # summed across threads once, after the loop: no sync per step
+            if WITH_MASS:
+                w = tl.exp2((x - m) * c2)  # exp((l - max) / T): softmax's numerator
+                mass += tl.where(above, w[:, None], 0.0)
     return tl.sum(cnt, axis=0), tl.sum(mass, axis=0)
 
 
 @triton.jit
-def _copy_above(src, V, lo, dst, dst_idx, n, BLOCK: tl.constexpr):
-    """Stream compaction: copy every l ≥ lo (≤ BLOCK of them) and its token id to dst; return how many.
+def _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target, passes,
+            IS_TOP_P: tl.constexpr, N: tl.constexpr, GRID: tl.constexpr):
+    """Move the bracket [lo, hi) to the last pivot still reaching the goal; say if it is done."""
+    score = mass if IS_TOP_P else cnt.to(tl.float32)  # both fall as the pivot rises
+    last = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
+    new_lo = _pick(pivots, last, N)
+    c_lo = _pick(cnt, last, N)
+    if last < N - 1:
+        hi = _pick(pivots, last + 1, N)
+        c_hi = _pick(cnt, last + 1, N)
+        m_hi = _pick(mass, last + 1, N)
+    lo = new_lo
+    mid = _round_to_input(lo + (hi - lo) * 0.5, GRID)
+    # Done when one element (or one tie group: nothing representable strictly inside) is left.
+    searching = (c_lo - c_hi > 1) & (mid > lo) & (mid < hi) & (passes < MAX_PASSES)
+    if not IS_TOP_P:
+        # Exactly k left, or (first pass) fewer than k tokens can be drawn at all: keep them all.
+        searching = searching & (c_lo > target)
+    return lo, hi, c_lo, c_hi, m_hi, searching
 
-    n comes in as 0 (a tensor, so that the loop below carries a tensor)."""
+
+@triton.jit
+def _copy_between(src, V, lo, hi, dst, dst_idx, n, CAP: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+    """Stream compaction: copy every logit in [lo, hi) (≤ CAP of them) and its token id to dst.
+
+    n comes in as 0 (a tensor, so that the loop carries a tensor); returns how many were copied."""
     cols = tl.arange(0, BLOCK)
-    for start in range(0, V, BLOCK):
-        offs = start + cols
-        x = tl.load(src + offs, mask=offs < V, other=float("-inf"))
-        keep = x.to(tl.float32) >= lo
-        slot = n + tl.cumsum(keep.to(tl.int32), axis=0) - 1  # where each kept value goes
-        keep = keep & (slot < BLOCK)
-        tl.store(dst + slot, x, mask=keep)
-        tl.store(dst_idx + slot, offs, mask=keep)
-        n += tl.sum(keep.to(tl.int32), axis=0)
+    for start in range(0, V, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf"))
+            keep = (x.to(tl.float32) >= lo) & (x.to(tl.float32) < hi)
+            slot = n + tl.cumsum(keep.to(tl.int32), axis=0) - 1  # where each kept logit goes
+            keep = keep & (slot < CAP)
+            tl.store(dst + slot, x, mask=keep)
+            tl.store(dst_idx + slot, offs, mask=keep)
+            n += tl.sum(keep.to(tl.int32), axis=0)
     tl.debug_barrier()  # the copies, written by every thread, must be visible before anyone reads
     return n
 
 
 @triton.jit
-def _search(src, V, scratch, scratch_idx, compact, n_c, lo, target, top_p, m, c2,
-            IS_TOP_P: tl.constexpr, BLOCK: tl.constexpr, N_PIV: tl.constexpr, GRID: tl.constexpr):
+def _search(src, V, scratch, scratch_idx, listed, n_c, lo, target, top_p, m, c2,
+            IS_TOP_P: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, CAP: tl.constexpr,
+            GRID: tl.constexpr):
     """Bisect for the largest v ≥ lo with count(l ≥ v) ≥ target (top-k), or with
-    mass(l ≥ v) ≥ top_p · mass(l ≥ lo) (top-p). Returns (threshold, compact, n_c)."""
-    j = tl.arange(0, N_PIV)
+    mass(l ≥ v) ≥ top_p · mass(l ≥ lo) (top-p). Returns (threshold, listed, n_c), where listed is
+    1 when every logit ≥ the threshold is in the scratch list, 2 when only the bracket is."""
     hi = m + tl.maximum(tl.abs(m) * 1e-6, 1e-30)  # strictly above the max: count(l ≥ hi) = 0
-    c_hi = target * 0  # count(l ≥ hi); tensors from the start, as the loop carries them
+    c_hi = target * 0  # count(l ≥ hi), mass(l ≥ hi); tensors from the start, as loops carry them
+    m_hi = c_hi.to(tl.float32)
     passes = target * 0
     searching = passes == 0
     goal = target.to(tl.float32)  # top-p replaces it after the first pass
-    while searching:
-        pivots = _round_to_input(lo + (hi - lo) * (j.to(tl.float32) / N_PIV), GRID)
-        pivots = tl.where(j == 0, lo, pivots)  # (N_PIV,); pivot 0 is lo itself
-        if compact:
-            cnt, mass = _count_and_mass(scratch, n_c, pivots, m, c2, BLOCK, N_PIV, IS_TOP_P)
-        else:
-            cnt, mass = _count_and_mass(src, V, pivots, m, c2, BLOCK, N_PIV, IS_TOP_P)
+    # Phase 1: stream the whole row, until the candidates fit the scratch list.
+    while searching & (listed == 0):
+        pivots = _pivots(lo, hi, N_PIVOTS, GRID)
+        cnt, mass = _stream_count_mass(src, V, pivots, m, c2, BLOCK, UNROLL, N_PIVOTS, IS_TOP_P)
         if IS_TOP_P:
             if passes == 0:
-                goal = top_p * _pick(mass, 0, N_PIV)  # top_p of the mass left after top-k
-            score = mass
-        else:
-            score = cnt.to(tl.float32)
-        # The bracket moves to the last pivot still at or above the goal (scores fall with v).
-        last = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
-        new_lo = _pick(pivots, last, N_PIV)
-        c_lo = _pick(cnt, last, N_PIV)
-        if last < N_PIV - 1:
-            hi = _pick(pivots, last + 1, N_PIV)
-            c_hi = _pick(cnt, last + 1, N_PIV)
-        lo = new_lo
-        mid = _round_to_input(lo + (hi - lo) * 0.5, GRID)
-        # Done when one element (or one tie group: nothing representable strictly inside) is left.
-        searching = (c_lo - c_hi > 1) & (mid > lo) & (mid < hi) & (passes < MAX_PASSES)
-        if not IS_TOP_P:
-            # Exactly k left, or (first pass) fewer than k tokens can be drawn at all: keep them all.
-            searching = searching & (c_lo > target)
-        if (compact == 0) & (c_lo <= BLOCK) & searching:
-            n_c = _copy_above(src, V, lo, scratch, scratch_idx, n_c * 0, BLOCK)
-            compact = compact | 1
+                goal = top_p * _pick(mass, 0, N_PIVOTS)  # top_p of the mass left after top-k
+        lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
+                                                      passes, IS_TOP_P, N_PIVOTS, GRID)
+        if searching & (c_lo <= CAP):  # all candidates fit: later passes and the draw use the list
+            n_c = _copy_between(src, V, lo, float("inf"), scratch, scratch_idx, n_c * 0, CAP, BLOCK, UNROLL)
+            listed = listed * 0 + 1
+        if IS_TOP_P:
+            if searching & (c_lo > CAP) & (c_lo - c_hi <= CAP):  # the bracket alone fits: list it,
+                n_c = _copy_between(src, V, lo, hi, scratch, scratch_idx, n_c * 0, CAP, BLOCK, UNROLL)
+                listed = listed * 0 + 2  # and count what lies above it as a base
         passes += 1
-    return lo, compact, n_c
+    # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.
+    c_base = tl.where(listed == 2, c_hi, 0)
+    m_base = tl.where(listed == 2, m_hi, 0.0)
+    xs = tl.load(scratch + tl.arange(0, CAP), mask=tl.arange(0, CAP) < n_c, other=float("-inf")).to(tl.float32)
+    w = tl.exp2((xs - m) * c2)
+    while searching:
+        pivots = _pivots(lo, hi, N_PIVOTS_LIST, GRID)
+        above = xs[:, None] >= pivots[None, :]  # (CAP, N_PIVOTS_LIST)
+        cnt = tl.sum(above.to(tl.int32), axis=0) + c_base
+        mass = tl.sum(tl.where(above, w[:, None], 0.0), axis=0) + m_base
+        if IS_TOP_P:
+            if passes == 0:
+                goal = top_p * _pick(mass, 0, N_PIVOTS_LIST)
+        lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
+                                                      passes, IS_TOP_P, N_PIVOTS_LIST, GRID)
+        passes += 1
+    return lo, listed, n_c
+
+
+@triton.jit
+def _first_past(w, goal, N: tl.constexpr):
+    """Inverse CDF over weights w (N,): the first index whose running sum passes goal (never a
+    zero-weight one, whatever the rounding), and the goal left once the weights before it are spent."""
+    cum = tl.cumsum(w, axis=0)
+    last = tl.max(tl.where(w > 0, tl.arange(0, N), 0), axis=0)
+    i = tl.minimum(tl.sum((cum <= goal).to(tl.int32), axis=0), last)
+    return i, goal - _pick(cum - w, i, N)
 
 
 @triton.jit
 def _fused_sample_kernel(
     logits_ptr, stride_row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, seed_ptr, offset_ptr,
     out_ptr, scratch_ptr, scratch_idx_ptr,
-    BLOCK: tl.constexpr, N_PIV: tl.constexpr, MAX_CHUNKS: tl.constexpr,
+    BLOCK: tl.constexpr, UNROLL: tl.constexpr, CAP: tl.constexpr, MAX_CHUNKS: tl.constexpr,
 ):
     row = tl.program_id(0)
     src = logits_ptr + row.to(tl.int64) * stride_row
-    scratch = scratch_ptr + row.to(tl.int64) * BLOCK
-    scratch_idx = scratch_idx_ptr + row.to(tl.int64) * BLOCK
+    scratch = scratch_ptr + row.to(tl.int64) * CAP
+    scratch_idx = scratch_idx_ptr + row.to(tl.int64) * CAP
     GRID: tl.constexpr = logits_ptr.dtype.element_ty
     cols = tl.arange(0, BLOCK)
 
@@ -205,14 +255,15 @@ def _fused_sample_kernel(
     run_arg = tl.full((BLOCK,), 0, tl.int32)
     run_min = tl.full((BLOCK,), float("inf"), tl.float32)
     n_bad = tl.zeros((BLOCK,), dtype=tl.int32)
-    for start in range(0, V, BLOCK):
-        offs = start + cols
-        x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-        better = x > run_max  # strict, so each lane keeps its first occurrence
-        run_arg = tl.where(better, offs, run_arg)
-        run_max = tl.where(better, x, run_max)
-        run_min = tl.minimum(run_min, tl.where(x > float("-inf"), x, float("inf")))
-        n_bad += ~(x < float("inf")) & (offs < V)  # NaN or +inf
+    for start in range(0, V, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+            better = x > run_max  # strict, so each lane keeps its first occurrence
+            run_arg = tl.where(better, offs, run_arg)
+            run_max = tl.where(better, x, run_max)
+            run_min = tl.minimum(run_min, tl.where(x > float("-inf"), x, float("inf")))
+            n_bad += ~(x < float("inf")) & (offs < V)  # NaN or +inf
     m = tl.max(run_max, axis=0)
     token = tl.min(tl.where(run_max == m, run_arg, V), axis=0)  # torch.argmax's first occurrence
     row_min = tl.min(run_min, axis=0)
@@ -221,63 +272,53 @@ def _fused_sample_kernel(
     if (T > 0) & ~bad:
         c2 = LOG2E / tl.maximum(T, MIN_TEMPERATURE)  # exp((l - m) / T) = exp2((l - m) · c2)
         # Below `floor` a token's weight underflows fp32: searches start there, not at -inf.
-        floor = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, row_min), GRID)
-        t = floor
-        compact = k * 0  # 1 once the row's candidates sit in the scratch list
+        t = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, row_min), GRID)
+        listed = k * 0  # 1: the candidates sit in the scratch list (2: only the top-p bracket does)
         n_c = k * 0
         if (k > 0) & (k < V):
-            t, compact, n_c = _search(src, V, scratch, scratch_idx, compact, n_c, t, k, top_p, m, c2,
-                                      False, BLOCK, N_PIV, GRID)
+            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, k, top_p, m, c2,
+                                     False, BLOCK, UNROLL, CAP, GRID)
         if top_p < 1:
-            t, compact, n_c = _search(src, V, scratch, scratch_idx, compact, n_c, t, k * 0, top_p, m, c2,
-                                      True, BLOCK, N_PIV, GRID)
+            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, k * 0, top_p, m, c2,
+                                     True, BLOCK, UNROLL, CAP, GRID)
         # min-p: keep (l - m) · c2 ≥ log2(min_p), i.e. p ≥ min_p · p_max; -inf (keep all) when off.
         log2_min_p = tl.where(min_p > 0, tl.log2(tl.maximum(min_p, 1e-30)), float("-inf"))
 
-        # The draw: inverse CDF with one uniform u per row, over "lanes" (lane j: tokens j, j+BLOCK, ...).
+        # The draw: inverse CDF with one uniform u per row from Philox at (seed; row, offset).
         seed = tl.load(seed_ptr)
         offset = tl.load(offset_ptr)
-        r0, _, _, _ = tl.philox(seed, row.to(tl.uint32), (offset & 0xFFFFFFFF).to(tl.uint32),
+        bits, _b1, _b2, _b3 = tl.philox(seed, row.to(tl.uint32), (offset & 0xFFFFFFFF).to(tl.uint32),
                                 (offset >> 32).to(tl.uint32), 0)
-        u = tl.uint_to_uniform_float(r0)  # in [0, 1)
-        n = V
-        if compact:
-            n = n_c
-        lane_mass = tl.zeros((BLOCK,), dtype=tl.float32)
-        for start in range(0, n, BLOCK):
-            offs = start + cols
-            if compact:
-                x = tl.load(scratch + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-            else:
-                x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+        uniform = tl.uint_to_uniform_float(bits)  # in [0, 1)
+        if listed == 1:  # every kept token is in the list
+            i = tl.arange(0, CAP)  # (names differ from the other branch's: shapes differ)
+            xl = tl.load(scratch + i, mask=i < n_c, other=float("-inf")).to(tl.float32)
+            zl = (xl - m) * c2
+            wl = tl.where((xl >= t) & (zl >= log2_min_p), tl.exp2(zl), 0.0)
+            at, _left = _first_past(wl, uniform * tl.sum(wl, axis=0), CAP)
+            token = tl.load(scratch_idx + at)
+        else:  # over "lanes" (lane j: tokens j, j + BLOCK, ...): pick a lane, then walk its tokens
+            lane_mass = tl.zeros((BLOCK,), dtype=tl.float32)
+            for start in range(0, V, BLOCK * UNROLL):
+                for u in tl.static_range(UNROLL):
+                    offs = start + u * BLOCK + cols
+                    x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+                    z = (x - m) * c2
+                    lane_mass += tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+            lane, goal = _first_past(lane_mass, uniform * tl.sum(lane_mass, axis=0), BLOCK)
+            step = tl.arange(0, MAX_CHUNKS)
+            offs = lane + step * BLOCK
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
             z = (x - m) * c2
-            lane_mass += tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
-        cum = tl.cumsum(lane_mass, axis=0)
-        goal = u * tl.max(cum, axis=0)
-        last_lane = tl.max(tl.where(lane_mass > 0, cols, 0), axis=0)  # rounding guard: never past it
-        lane = tl.minimum(tl.sum((cum <= goal).to(tl.int32), axis=0), last_lane)
-        goal -= _pick(cum - lane_mass, lane, BLOCK)
-        # Walk the chosen lane's tokens (at most MAX_CHUNKS of them) the same way.
-        step = tl.arange(0, MAX_CHUNKS)
-        offs = lane + step * BLOCK
-        if compact:
-            x = tl.load(scratch + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-        else:
-            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-        z = (x - m) * c2
-        w = tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
-        last_step = tl.max(tl.where(w > 0, step, 0), axis=0)
-        pos = lane + tl.minimum(tl.sum((tl.cumsum(w, axis=0) <= goal).to(tl.int32), axis=0), last_step) * BLOCK
-        if compact:
-            token = tl.load(scratch_idx + pos)
-        else:
-            token = pos
+            w = tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+            pos, _left = _first_past(w, goal, MAX_CHUNKS)
+            token = lane + pos * BLOCK
     tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
 
 
 def _block_size(V: int, block_size: int | None) -> int:
     if block_size is None:
-        return min(DEFAULT_BLOCK, triton.next_power_of_2(V))
+        return max(16, min(DEFAULT_BLOCK, triton.next_power_of_2(V) // 2))
     if block_size < 16 or block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of 2 ≥ 16, got {block_size}")
     return block_size
@@ -337,6 +378,7 @@ def fused_sample(
     *,
     validate: bool = False,
     block_size: int | None = None,
+    unroll: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
     """Filter and draw one token per row, in one launch: logits (B, V) → tokens (B,) int64.
@@ -345,20 +387,21 @@ def fused_sample(
     min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox
     at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
     NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
-    block_size / num_warps are tuning knobs (block_size: power of 2, also the scratch length).
+    block_size, unroll and num_warps are tuning knobs (block_size: a power of 2; the scratch list
+    holds 2 · block_size candidates per row).
     """
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, offset=offset)
     _check_inputs(logits, params)
     B, V = logits.shape
     block = _block_size(V, block_size)
+    cap = 2 * block
     out = torch.empty(B, dtype=torch.int64, device=logits.device)
-    scratch = torch.empty((B, block), dtype=logits.dtype, device=logits.device)  # the short list's logits
-    scratch_idx = torch.empty((B, block), dtype=torch.int32, device=logits.device)  # ... and token ids
-    if num_warps is None:
-        num_warps = 16 if block >= 4096 else (8 if block >= 1024 else 4)
+    scratch = torch.empty((B, cap), dtype=logits.dtype, device=logits.device)  # the short list's logits
+    scratch_idx = torch.empty((B, cap), dtype=torch.int32, device=logits.device)  # ... and token ids
     _fused_sample_kernel[(B,)](
         logits, logits.stride(0), V, temperature, top_k, top_p, min_p, seed, offset, out, scratch, scratch_idx,
-        BLOCK=block, N_PIV=N_PIVOTS, MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)), num_warps=num_warps,
+        BLOCK=block, UNROLL=unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block)), CAP=cap, MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)),
+        num_warps=num_warps or (16 if block >= 1024 else 4),
     )
     if validate:
         rows = (out < 0).nonzero().flatten()

@@ -360,6 +360,83 @@ def evaluate(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
     return (total[0] / total[1]).item()
 
 
+def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, float | None, int]:
+    """One optimizer step: cfg.grad_accum micro-batches → averaged gradients → clip → AdamW.
+
+    Returns (mean loss over the global batch, gradient norm before clipping, tokens seen by all
+    processes). Raises TrainingDiverged *before* the update if the loss is NaN or inf.
+    """
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(seed_for(cfg.seed, DROPOUT_STREAM, step, rt.rank))  # this step's dropout masks
+    micro_steps = cfg.grad_accum // rt.world
+    loss_sum, tokens = torch.zeros((), device=rt.device), 0
+    for m in range(micro_steps):
+        # Micro-batch m of process r is the global micro-batch m·world + r, so N processes with
+        # grad_accum A draw the same batches as one process with the same A.
+        rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, m * rt.world + rt.rank))
+        batch = [rt.to_device(t) for t in get_batch("train", rng)]
+        tokens += batch[0].numel() * rt.world
+        # DDP all-reduces gradients during backward; before the last micro-step that is wasted
+        # work, so no_sync() (around the forward *and* the backward) skips it.
+        last = m == micro_steps - 1
+        with model.no_sync() if rt.world > 1 and not last else nullcontext():
+            with rt.autocast():
+                loss = loss_fn(model, *batch)
+            # Dividing by micro_steps makes the summed gradients a mean over this process's
+            # micro-batches; DDP's all-reduce then averages over processes.
+            scaler.scale(loss / micro_steps).backward()
+        loss_sum += loss.detach().float()
+    if rt.world > 1:
+        dist.all_reduce(loss_sum)
+    train_loss = loss_sum.item() / cfg.grad_accum  # the one host sync per step
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f"loss is {train_loss} at step {step + 1}; stopping before the update")
+    grad_norm = None
+    if cfg.grad_clip:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
+    scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return train_loss, grad_norm, tokens
+
+
+class StopSignal:
+    """Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send), only sets a flag: the
+    loop saves at the end of the current step, never mid-update, then stops. A second signal gets
+    the previous handler, so Ctrl-C twice stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignal":
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+        signal.signal(signum, self.previous[signum])
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, rt: Runtime) -> bool:
+        """Whether any process was signalled: all must stop at the same step."""
+        if rt.world == 1:
+            return self.raised
+        flag = torch.tensor(float(self.raised), device=rt.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
 def train_loop(
     model: nn.Module,
     cfg: TrainConfig,
@@ -380,13 +457,12 @@ def train_loop(
     save_fn(model, dir) writes an exportable checkpoint (default: model.save_pretrained).
     eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process.
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
-    Raises KeyboardInterrupt after saving on Ctrl-C, TrainingDiverged on a NaN/inf loss.
+    Raises KeyboardInterrupt after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """
     rt = setup_runtime(cfg)
     save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)
-    model.to(rt.device)
-    raw = model
+    raw = model.to(rt.device)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best = 0, math.inf
@@ -398,81 +474,41 @@ def train_loop(
         raise FileExistsError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    fwd = torch.compile(raw) if cfg.compile else raw
+    fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
     model = fwd
     if rt.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    micro_steps = cfg.grad_accum // rt.world
     peak = peak_flops(rt.device)
-    params = [p for p in raw.parameters() if p.requires_grad]
 
-    # Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send to stop workers), sets a
-    # flag; the loop saves at the end of the current step (never mid-update) and stops. A second
-    # signal gets the previous handler: Ctrl-C twice stops at once.
-    interrupted = False
-    previous_handlers: dict[int, object] = {}
+    def checkpoint(step: int) -> None:
+        if rt.is_main:
+            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg)
 
-    def on_signal(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-        signal.signal(signum, previous_handlers[signum])
-
-    in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
-    if in_main_thread:
-        previous_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     metrics: dict[str, float] = {"step": step}
     last_saved = step if cfg.resume else None
     tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0  # since the last log record
     bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
-    try:
+    with StopSignal() as stop_signal, bar:
         model.train()
         while step < cfg.max_iters:
             t0 = time.perf_counter()
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(seed_for(cfg.seed, DROPOUT_STREAM, step, rt.rank))  # dropout masks
-            loss_sum = torch.zeros((), device=rt.device)
-            for m in range(micro_steps):
-                # Micro-batch m of process r is the global micro-batch m·world + r, so N processes
-                # with grad_accum A see the same batches as one process with the same A.
-                rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, m * rt.world + rt.rank))
-                batch = [rt.to_device(t) for t in get_batch("train", rng)]
-                tokens_since += batch[0].numel() * rt.world
-                # DDP all-reduces gradients during backward; on all but the last micro-step that
-                # would be wasted work, so no_sync() (around forward *and* backward) skips it.
-                last = m == micro_steps - 1
-                with model.no_sync() if rt.world > 1 and not last else nullcontext():
-                    with rt.autocast():
-                        loss = loss_fn(model, *batch)
-                    # Dividing by micro_steps makes the summed gradients an average over the
-                    # global batch (DDP then averages over processes).
-                    scaler.scale(loss / micro_steps).backward()
-                loss_sum += loss.detach().float()
-            if rt.world > 1:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / cfg.grad_accum
-            if not math.isfinite(train_loss):
+            try:
+                train_loss, grad_norm, tokens = train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt, step)
+            except TrainingDiverged as e:
                 kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
-                raise TrainingDiverged(f"loss is {train_loss} at step {step + 1}; stopping before the update, {kept}. Try a lower --lr or --dtype float32.")
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+                raise TrainingDiverged(f"{e}; {kept}. Try a lower --lr, or --dtype float32.") from None
             step += 1
             time_since += time.perf_counter() - t0
+            tokens_since, loss_since, steps_since = tokens_since + tokens, loss_since + train_loss, steps_since + 1
             bar.update(1)
-            loss_since, steps_since = loss_since + train_loss, steps_since + 1
-            metrics = {"step": step, "loss": train_loss, "lr": lr}
+            metrics = {"step": step, "loss": train_loss, "lr": lr_at(step - 1, cfg)}
 
             if step % cfg.log_interval == 0 or step == cfg.max_iters:
                 metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
                 metrics["tokens_per_s"] = tokens_since / time_since
-                if cfg.grad_clip:
+                if grad_norm is not None:
                     metrics["grad_norm"] = grad_norm
                 if peak and flops_per_token:
                     metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
@@ -481,11 +517,7 @@ def train_loop(
                 if rt.is_main:
                     _log(out, metrics)
 
-            stop = interrupted
-            if rt.world > 1:  # every process must agree to stop at the same step
-                flag = torch.tensor(float(stop), device=rt.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
+            stop = stop_signal.agreed(rt)
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
                 val_loss = evaluate(fwd, cfg, get_batch, loss_fn, rt)
                 record = {"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
@@ -496,28 +528,23 @@ def train_loop(
                 if eval_fn is not None:
                     record.update(eval_fn(raw))
                 metrics.update(record)
-                if rt.is_main:
-                    _log(out, record)
-                    if val_loss < best:
-                        best = val_loss
+                if val_loss < best:
+                    best = val_loss
+                    if rt.is_main:
                         save_fn(raw, out / "best")
                         atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-                    save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg)
+                checkpoint(step)
+                if rt.is_main:
+                    _log(out, record)
                     plot_log(out)
-                best = min(best, val_loss)
                 last_saved = step
             elif stop:
-                if rt.is_main:
-                    save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg)
+                checkpoint(step)
                 last_saved = step
             if stop:
                 if rt.is_main:
                     bar.write(f"interrupted: saved step {step} to {out}; continue with --resume")
                 raise KeyboardInterrupt
-    finally:
-        bar.close()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
     metrics["best_val_loss"] = best
     return metrics
 

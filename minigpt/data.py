@@ -57,17 +57,15 @@ def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
     return chunks
 
 
-def encode_text(tokenizer, text: str, progress: tqdm | None = None, chunk_chars: int = CHUNK_CHARS) -> list[int]:
-    """tokenizer.encode(text) with special tokens allowed, chunk by chunk on every core.
-
-    Special-token text in the input (e.g. <|endoftext|> between documents) becomes its id.
-    """
-    ids: list[int] = []
+def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
+    """Yield (chunk, ids) for each safe chunk; the ids joined are tokenizer.encode(text) with
+    special tokens allowed (<|endoftext|> written in the text becomes its id)."""
     for chunk in split_text(text, chunk_chars):
-        ids += tokenizer.encode_batch([chunk], allowed_special="all")[0]
-        if progress is not None:
-            progress.update(len(chunk.encode("utf-8")))
-    return ids
+        yield chunk, tokenizer.encode_batch([chunk], allowed_special="all")[0]  # on every core
+
+
+def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[int]:
+    return [i for _, ids in encode_chunks(tokenizer, text, chunk_chars) for i in ids]
 
 
 def _cut_point(text: str, val_fraction: float) -> int:
@@ -98,32 +96,38 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    ids: dict[str, list[int]] = {"train": [], "val": []}
+    # Ids go to disk chunk by chunk, so memory holds one file's text and one chunk's ids.
+    n_tokens = {"train": 0, "val": 0}
     n_bytes = {"train": 0, "val": 0}
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    tmp = {split: out / f"{split}.bin.tmp" for split in n_tokens}
     total = sum(p.stat().st_size for p in paths)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar:
+    with open(tmp["train"], "wb") as f_train, open(tmp["val"], "wb") as f_val, tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar:
+        files = {"train": f_train, "val": f_val}
         for p in paths:
             text = p.read_text(encoding="utf-8")
             if not text:
                 raise ValueError(f"input file {p} is empty")
             cut = _cut_point(text, val_fraction)
             for split, part in (("train", text[:cut]), ("val", text[cut:])):
-                if part:
-                    ids[split] += encode_text(tokenizer, part, bar) + [tokenizer.eos_token_id]
-                    n_bytes[split] += len(part.encode("utf-8"))
-
-    for split, toks in ids.items():
-        arr = np.asarray(toks, dtype=TOKEN_DTYPE)
-        tmp = out / f"{split}.bin.tmp"
-        arr.tofile(tmp)
-        os.replace(tmp, out / f"{split}.bin")
+                if not part:
+                    continue
+                for chunk, ids in encode_chunks(tokenizer, part):
+                    np.asarray(ids, dtype=TOKEN_DTYPE).tofile(files[split])
+                    n_tokens[split] += len(ids)
+                    n_bytes[split] += len(chunk.encode("utf-8"))
+                    bar.update(len(chunk.encode("utf-8")))
+                np.asarray(eos, dtype=TOKEN_DTYPE).tofile(files[split])  # end of document
+                n_tokens[split] += len(eos)
+    for split in n_tokens:
+        os.replace(tmp[split], out / f"{split}.bin")
     tokenizer.save_pretrained(out / "tokenizer")
     meta = {
         "vocab_size": tokenizer.vocab_size,
         "eos_token_id": tokenizer.eos_token_id,
         "dtype": np.dtype(TOKEN_DTYPE).name,
-        "train_tokens": len(ids["train"]),
-        "val_tokens": len(ids["val"]),
+        "train_tokens": n_tokens["train"],
+        "val_tokens": n_tokens["val"],
         "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
         "val_bytes": n_bytes["val"],
         "sources": [str(p) for p in paths],

@@ -33,7 +33,7 @@ def test_chunked_encoding_equals_whole_text_encoding(tok, chunk_chars):
     chunks = split_text(text, chunk_chars)
     assert "".join(chunks) == text
     assert len(chunks) > 1 or chunk_chars > len(text)
-    assert encode_text(tok, text, chunk_chars=chunk_chars) == tok.encode(text)
+    assert encode_text(tok, text, chunk_chars) == tok.encode(text)
 
 
 def test_prepare_writes_token_files_meta_and_tokenizer(tok, tmp_path):

@@ -571,6 +571,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:
     """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
+    if not cfg.data:
+        raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)
     meta = read_meta(data)
     model = build_model(cfg, meta["vocab_size"])

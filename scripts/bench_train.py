@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens = args.batch_size * args.block_size
     print(f"device={device} dtype={args.dtype} compile={args.compile} batch={args.batch_size}x{args.block_size} "
           f"dropout={args.dropout} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'config':<7} {'model':<14} {'ms/step':>9} {'tokens/s':>10} {'vs HF':>7} {'MFU':>6}")
+    print(f"{'config':<7} {'model':<14} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'MFU':>6}")
 
     for name in args.configs.split(","):
         c = GPTConfig(**CONFIGS[name], n_positions=max(1024, args.block_size), dropout=args.dropout)
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, ts in times.items():
             t = statistics.median(ts)
             mfu = f"{flops / t / peak:6.1%}" if peak else "     -"
-            print(f"{name:<7} {label:<14} {t * 1e3:9.1f} {tokens / t:10,.0f} {ref / t:6.2f}x {mfu}")
+            spread = (max(ts) - min(ts)) / t  # how noisy the machine was: (slowest - fastest) / median
+            print(f"{name:<7} {label:<14} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {mfu}")
         del ours, hf, steps
     return 0
 

@@ -555,6 +555,9 @@ def train_loop(
 def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
     """A fresh GPT from the preset and overrides, or the --init checkpoint."""
     if cfg.init:
+        shape = [f"--{k.replace('_', '-')}" for k in ("n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
+        if shape:
+            raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
         model = GPT.from_pretrained(cfg.init)
         if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
             model.config.dropout = cfg.dropout

@@ -223,12 +223,15 @@ def test_init_starts_from_a_checkpoint(tmp_path):
     start.save_pretrained(tmp_path / "start")
     data = make_data(tmp_path / "data")
     # lr = 0: the run must end exactly where --init began (and not at the preset's random init).
-    pretrain(tiny_cfg(data, tmp_path / "out", init=str(tmp_path / "start"), lr=0.0, min_lr=0.0, max_iters=2, dropout=0.2))
+    init = dict(init=str(tmp_path / "start"), n_layer=None, n_head=None, n_embd=None)
+    pretrain(tiny_cfg(data, tmp_path / "out", **init, lr=0.0, min_lr=0.0, max_iters=2, dropout=0.2))
     ended = GPT.from_pretrained(tmp_path / "out")
     assert ended.config.n_layer == 1 and ended.config.dropout == 0.2
     assert all(torch.equal(ended.state_dict()[k], v) for k, v in start.state_dict().items())
     with pytest.raises(ValueError, match=r"block_size 33 must be in \[1, n_positions=32\]"):
-        pretrain(tiny_cfg(data, tmp_path / "out2", init=str(tmp_path / "start"), block_size=33))
+        pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "block_size": 33}))
+    with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
+        pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
 
 
 def test_cli_flags_cover_every_config_field(capsys):

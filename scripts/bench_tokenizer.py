@@ -5,6 +5,8 @@
 
 Encoding: MB/s (UTF-8 bytes per second, median of --repeats runs) and the ratio to tiktoken's
 single-thread `encode_ordinary` on the whole text. Every engine's ids are checked against tiktoken.
+"CPU s/MB" counts every process (encode_batch's workers included): on a machine shared with other
+users, wall time can only shrink with more processes if the scheduler gives them more CPU.
 "cold" is a freshly loaded tokenizer (empty chunk cache); "warm" has encoded the text once before.
 encode_batch gets the whole text as one document and cuts it at exact cut points itself.
 Training: seconds for a 4096-token vocabulary, against `tokenizers`' BpeTrainer.
@@ -26,15 +28,22 @@ from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, Tokenizer, _availabl
 DATA = Path("/work/shared/data")
 
 
-def median_seconds(fn, repeats: int, setup=lambda: None) -> float:
-    """Median wall time of fn(setup()) over `repeats` runs (setup is not timed)."""
-    times = []
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (encode_batch's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def median_seconds(fn, repeats: int, setup=lambda: None) -> tuple[float, float]:
+    """Median wall time and median CPU time of fn(setup()) over `repeats` runs (setup not timed)."""
+    walls, cpus = [], []
     for _ in range(repeats):
         arg = setup()
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         fn(arg)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(cpu_seconds() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def engines() -> tuple[tiktoken.Encoding, tokenizers.Tokenizer]:
@@ -63,9 +72,12 @@ def bench_encode(name: str, text: str, repeats: int, tik, hf) -> list[tuple]:
         (f"minigpt encode_batch ({workers} procs), cold", lambda t: t.encode_batch([text]), fresh),
         (f"minigpt encode_batch ({workers} procs), warm", lambda _: warm.encode_batch([text]), lambda: None),
     ]
-    rows = [(engine, mb / median_seconds(fn, repeats, setup)) for engine, fn, setup in runs]
-    tik_speed, hf_speed = rows[0][1], rows[1][1]
-    return [(name, f"{mb:.1f}", engine, f"{s:.2f}", f"{s / tik_speed:.2f}", f"{s / hf_speed:.2f}") for engine, s in rows]
+    rows = [(engine, *median_seconds(fn, repeats, setup)) for engine, fn, setup in runs]
+    tik_wall, hf_wall = rows[0][1], rows[1][1]
+    return [
+        (name, f"{mb:.1f}", engine, f"{mb / wall:.2f}", f"{tik_wall / wall:.2f}", f"{hf_wall / wall:.2f}", f"{cpu / mb:.3f}")
+        for engine, wall, cpu in rows
+    ]
 
 
 def bench_train(text: str, vocab_size: int, repeats: int) -> list[tuple]:
@@ -80,8 +92,8 @@ def bench_train(text: str, vocab_size: int, repeats: int) -> list[tuple]:
         )
         tok.train_from_iterator([text], trainer)
 
-    ours = median_seconds(lambda _: Tokenizer.train(text, vocab_size, progress=False), repeats)
-    theirs = median_seconds(hf_train, repeats)
+    ours = median_seconds(lambda _: Tokenizer.train(text, vocab_size, progress=False), repeats)[0]
+    theirs = median_seconds(hf_train, repeats)[0]
     mb = f"{len(text.encode('utf-8')) / 1e6:.1f}"
     return [
         ("HF tokenizers BpeTrainer", mb, f"{theirs:.2f}", "1.00"),
@@ -114,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     tik, hf = engines()
     print(f"encode speed (MB/s, median of {args.repeats}), {_available_cpus()} cpus, load average {os.getloadavg()[0]:.1f}\n")
     rows = bench_encode(args.data.name, small, args.repeats, tik, hf) + bench_encode("concatenation", big, args.repeats, tik, hf)
-    print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers"), rows)
+    print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers", "CPU s/MB"), rows)
     print(f"\ntraining a {args.vocab_size}-token vocabulary on {args.data.name} (s, median of 3)\n")
     print_table(("trainer", "MB", "seconds", "× HF"), bench_train(small, args.vocab_size, 3))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -250,6 +250,14 @@ def test_encode_batch_is_identical_to_encode(tok, monkeypatch):
     assert fresh.encode_batch(docs, num_workers=2) == expected
 
 
+def test_full_chunk_cache_is_cleared_not_wrong(monkeypatch):
+    monkeypatch.setattr(tokmod._ChunkCache, "MAX_ENTRIES", 8)
+    small_cache = Tokenizer.from_pretrained(GPT2_DIR)
+    text = real_text()[:20000]
+    assert small_cache.encode(text) == Tokenizer.from_pretrained(GPT2_DIR).encode(text)
+    assert len(small_cache._cache) <= 8
+
+
 def test_safe_pieces_do_not_change_ids(tok):
     text = "a \n\nb\n c\n\n\n  d.\nee\n" * 300
     pieces = tokmod._safe_pieces(text, 50)

@@ -21,8 +21,7 @@ from minigpt.generate import (
     _check_finite,
     _Clock,
     _peak_memory,
-    compiled_decode_step,
-    decode_step,
+    decode_step_for,
     positions_from_mask,
     prefill,
 )
@@ -56,7 +55,7 @@ def beam_search(
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
     mask = attention_mask.repeat_interleave(K, 0)
     cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens - 1, model.config.n_positions))
-    step_fn = compiled_decode_step(model) if compile else decode_step
+    step_fn = decode_step_for(model, cache, compile)
     key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)
     key_valid[:, :T] = mask.bool()
     position_ids = positions_from_mask(mask)[:, -1:] + 1  # (B·K, 1)

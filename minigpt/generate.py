@@ -113,19 +113,32 @@ def decode_step(
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
 
 
-def compiled_decode_step(model: torch.nn.Module) -> Callable:
-    """`decode_step` under torch.compile: one graph per (batch, cache bucket), CUDA graphs on GPU.
+def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Callable:
+    """The decode step a loop should call: `decode_step` itself, or compiled.
 
-    fullgraph=True makes any graph break an error instead of a silent slow path; dynamic=False
-    keeps shapes static (the cache is bucketed, and the loop passes the whole cache width), so
-    steps and prompt lengths within a bucket reuse one graph. "reduce-overhead" records the step
-    as a CUDA graph, replaying all its kernel launches with one call.
+    Compiled: torch.compile with fullgraph=True (a graph break is an error, not a silent slow
+    path) and dynamic=False. Shapes are static, because the cache is bucketed and the loop passes
+    the whole cache width, so every step and every prompt length within a bucket reuse one graph:
+    one per (batch size, bucket). On CUDA, mode="reduce-overhead" records the step as a CUDA graph
+    that replays all its kernel launches with one call; the graph writes the cache in place, so
+    its buffers are marked static (their address is baked into the graph).
     """
+    if not compile:
+        return decode_step
     if model not in _COMPILED:
         cuda = model.transformer.wte.weight.is_cuda
         _COMPILED[model] = torch.compile(decode_step, fullgraph=True, dynamic=False,
                                          mode="reduce-overhead" if cuda else None)
-    return _COMPILED[model]
+    if cache.layer(0).k.is_cuda:
+        cache.mark_static()
+    compiled = _COMPILED[model]
+
+    def step(*args) -> torch.Tensor:
+        # A new step begins: the previous step's outputs (already consumed) may be overwritten.
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args)
+
+    return step
 
 
 # ---- stop strings ----------------------------------------------------------------------------
@@ -297,7 +310,7 @@ def stream(
     `[]` never stops on EOS. `do_sample=False` is greedy. Sampling parameters may be (B,) tensors,
     one value per prompt. `streamer(tokens)` is called with each step's (B,) tokens. `sampler`
     picks the sampling backend ("auto" | "torch" | "triton"), `compile=True` compiles the decode
-    step (`compiled_decode_step`). With `return_stats=True` the result is `(ids, GenerationStats)`.
+    step (`decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
     """
     cfg = model.config
     eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
@@ -337,11 +350,7 @@ def stream(
     clock = _Clock(device)
     t_start = clock()
     cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, cfg.n_positions))
-    step_fn = decode_step
-    if compile:
-        if device.type == "cuda":
-            cache.mark_static()
-        step_fn = compiled_decode_step(model)
+    step_fn = decode_step_for(model, cache, compile)
     # Decode-time state, all on the device and updated in place: no allocation per step.
     key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # slot holds a real token
     key_valid[:, :T] = attention_mask.bool()

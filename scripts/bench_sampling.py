@@ -30,6 +30,8 @@ CONFIGS = {  # name: (temperature, top_k, top_p, min_p)
     "top-p": (1.0, 0, 0.9, 0.0),        # top-p alone: the kernel's hardest case (no top-k to narrow it)
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+VARIANTS = [(1024, 8, 16), (1024, 16, 16), (1024, 4, 16), (1024, 8, 8), (512, 16, 8), (2048, 4, 16), (2048, 8, 16),
+            (2048, 8, 32)]  # (block_size, unroll, num_warps) tried by --variants
 
 
 def time_us(fn, repeats: int, calls: int, graph: bool) -> float:
@@ -134,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"| {us['transformers', True]:.1f} | {us['torch', False] / us['fused', False]:.1f}x "
                       f"| {us['torch', True] / us['fused', True]:.1f}x |", flush=True)
                 if args.variants:
-                    for block, warps in [(1024, 4), (1024, 8), (2048, 8), (2048, 16), (4096, 8), (4096, 16),
-                                         (4096, 32), (8192, 32)]:
-                        fn = methods(logits, CONFIGS[config_name], dict(block_size=block, num_warps=warps))["fused"]
-                        print(f"|   variant block {block} warps {warps} | {dtype_name} | {B} | "
+                    for block, unroll, warps in VARIANTS:
+                        variant = dict(block_size=block, unroll=unroll, num_warps=warps)
+                        fn = methods(logits, CONFIGS[config_name], variant)["fused"]
+                        print(f"|   variant block {block} unroll {unroll} warps {warps} | {dtype_name} | {B} | "
                               f"{time_us(fn, args.repeats, args.calls, False):.1f} | | | "
                               f"{time_us(fn, args.repeats, args.calls, True):.1f} |", flush=True)
     return 0

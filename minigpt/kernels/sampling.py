@@ -85,7 +85,7 @@ MAX_PASSES = tl.constexpr(48)  # a search cuts its bracket ≥ 2-fold a pass, so
 DEFAULT_BLOCK = 1024  # elements per load; the scratch list holds 2 · BLOCK candidates
 # Loads in flight per streaming step. One program (one SM) streams a whole row, so a pass is
 # bound by memory latency unless many loads are outstanding: a pass waits V / (BLOCK · UNROLL) times.
-DEFAULT_UNROLL = 8
+DEFAULT_UNROLL = 4
 N_PIVOTS = tl.constexpr(4)  # pivots per pass over the whole row: each cuts the bracket 4-fold
 N_PIVOTS_LIST = tl.constexpr(8)  # pivots per pass over the short list, which sits in registers: 8-fold
 
@@ -152,23 +152,31 @@ def _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target, passes,
 
 
 @triton.jit
-def _copy_between(src, V, lo, hi, dst, dst_idx, n, CAP: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+def _copy_between(src, V, lo, hi, dst, dst_idx, CAP: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
     """Stream compaction: copy every logit in [lo, hi) (≤ CAP of them) and its token id to dst.
 
-    n comes in as 0 (a tensor, so that the loop carries a tensor); returns how many were copied."""
+    Lane j of the block reads tokens j, j + BLOCK, j + 2·BLOCK, ... A first pass counts each
+    lane's hits; one prefix sum turns the counts into each lane's first slot; a second pass writes.
+    No step needs the whole block to agree (a per-step prefix sum would), and the order is fixed,
+    so the same seed draws the same token. Returns how many were copied."""
     cols = tl.arange(0, BLOCK)
+    hits = tl.zeros((BLOCK,), dtype=tl.int32)
+    for start in range(0, V, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+            hits += (x >= lo) & (x < hi)
+    slot = tl.cumsum(hits, axis=0) - hits  # (BLOCK,): where each lane's next hit goes
     for start in range(0, V, BLOCK * UNROLL):
         for u in tl.static_range(UNROLL):
             offs = start + u * BLOCK + cols
             x = tl.load(src + offs, mask=offs < V, other=float("-inf"))
             keep = (x.to(tl.float32) >= lo) & (x.to(tl.float32) < hi)
-            slot = n + tl.cumsum(keep.to(tl.int32), axis=0) - 1  # where each kept logit goes
-            keep = keep & (slot < CAP)
-            tl.store(dst + slot, x, mask=keep)
-            tl.store(dst_idx + slot, offs, mask=keep)
-            n += tl.sum(keep.to(tl.int32), axis=0)
+            tl.store(dst + slot, x, mask=keep & (slot < CAP))
+            tl.store(dst_idx + slot, offs, mask=keep & (slot < CAP))
+            slot += keep
     tl.debug_barrier()  # the copies, written by every thread, must be visible before anyone reads
-    return n
+    return tl.minimum(tl.sum(hits, axis=0), CAP)
 
 
 @triton.jit
@@ -194,11 +202,11 @@ def _search(src, V, scratch, scratch_idx, listed, n_c, lo, target, top_p, m, c2,
         lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
                                                       passes, IS_TOP_P, N_PIVOTS, GRID)
         if searching & (c_lo <= CAP):  # all candidates fit: later passes and the draw use the list
-            n_c = _copy_between(src, V, lo, float("inf"), scratch, scratch_idx, n_c * 0, CAP, BLOCK, UNROLL)
+            n_c = _copy_between(src, V, lo, float("inf"), scratch, scratch_idx, CAP, BLOCK, UNROLL)
             listed = listed * 0 + 1
         if IS_TOP_P:
             if searching & (c_lo > CAP) & (c_lo - c_hi <= CAP):  # the bracket alone fits: list it,
-                n_c = _copy_between(src, V, lo, hi, scratch, scratch_idx, n_c * 0, CAP, BLOCK, UNROLL)
+                n_c = _copy_between(src, V, lo, hi, scratch, scratch_idx, CAP, BLOCK, UNROLL)
                 listed = listed * 0 + 2  # and count what lies above it as a base
         passes += 1
     # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.

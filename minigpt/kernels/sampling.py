@@ -20,17 +20,23 @@ mass(l ≥ v) = Σ exp((l - max) / T) over those tokens: softmax's numerator, wi
 
 ## Threshold search: bisection on the logit value
 
-count(l ≥ v) and mass(l ≥ v) only fall as v rises, so the threshold is found like a root, by
-bracketing it in [lo, hi) and shrinking the bracket. Each pass over the row evaluates N_PIVOTS
-evenly spaced pivots at once (a (BLOCK, N_PIVOTS) compare), so it cuts the bracket
-N_PIVOTS-fold. The search is exact, not approximate:
+count(l ≥ v) and mass(l ≥ v) only fall as v rises, so a threshold is found like a root: bracket
+it in [lo, hi) and shrink the bracket. One pass evaluates several evenly spaced pivots at once (a
+(BLOCK, N_PIVOTS) compare), cutting the bracket N_PIVOTS-fold. The search is exact:
 - it stops as soon as the bracket holds one element (top-k: count(l ≥ lo) == k), and then
   {l ≥ lo} is exactly the kept set;
 - pivots are rounded to the logits' own dtype, so with ties (common in bf16) the bracket shrinks
   to one representable value and stops there, keeping the whole tie group.
-Once the bracket's lower end has at most BLOCK elements above it (top_k = 50 needs one or two
-passes), those elements are copied once to a per-row scratch buffer and every later pass — the
-rest of both searches and the draw — reads that short list instead of the whole vocabulary.
+
+Only the first passes read the whole vocabulary (one program, one SM, streams 50257 logits per
+pass). As soon as the candidates fit a per-row scratch list of 2·BLOCK entries, they are copied
+there once, and the list is loaded into registers, where every further pass is a few vector ops:
+- when all logits ≥ lo fit (top_k = 50 takes one pass), the rest of both searches and the draw
+  use the list alone;
+- for top-p over a flat row (thousands of tokens kept), the bracket [lo, hi) alone is listed, and
+  what lies above it enters as a known count and mass; the draw then reads the whole row again.
+The copy is a stream compaction without atomics: count each lane's hits, one prefix sum gives each
+lane its first slot, a second pass writes. Its order is fixed, so a seed always draws the same token.
 
 The draw is inverse-CDF sampling with ONE uniform number per row from Philox (`tl.philox`, keyed
 by the seed, counting on (row, offset)): cumulate the kept weights, pick the first token whose

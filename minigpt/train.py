@@ -360,11 +360,11 @@ def evaluate(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
     return (total[0] / total[1]).item()
 
 
-def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, float | None, int]:
+def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, torch.Tensor | None, int]:
     """One optimizer step: cfg.grad_accum micro-batches → averaged gradients → clip → AdamW.
 
-    Returns (mean loss over the global batch, gradient norm before clipping, tokens seen by all
-    processes). Raises TrainingDiverged *before* the update if the loss is NaN or inf.
+    Returns (mean loss over the global batch, gradient norm before clipping as a tensor (reading
+    it would wait for the GPU, so only the log does), tokens seen by all processes). Raises TrainingDiverged *before* the update if the loss is NaN or inf.
     """
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
@@ -397,7 +397,7 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     if cfg.grad_clip:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -509,7 +509,7 @@ def train_loop(
                 metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
                 metrics["tokens_per_s"] = tokens_since / time_since
                 if grad_norm is not None:
-                    metrics["grad_norm"] = grad_norm
+                    metrics["grad_norm"] = grad_norm.item()
                 if peak and flops_per_token:
                     metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
                 tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0

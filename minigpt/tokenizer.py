@@ -339,11 +339,14 @@ class Tokenizer:
             for piece in _safe_pieces(text, piece_chars):
                 pieces.append(piece)
                 owner.append(i)
+        mine = len(pieces) // workers  # this process encodes a share too, rather than wait
         global _WORKER_JOB
         _WORKER_JOB = (self, allowed_special)
         try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                results = pool.map(_encode_in_worker, pieces, chunksize=max(1, len(pieces) // (8 * workers)))
+            with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+                chunksize = max(1, len(pieces) // (8 * workers))
+                theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
+                results = [self.encode(p, allowed_special=allowed_special) for p in pieces[:mine]] + theirs.get()
         finally:
             _WORKER_JOB = None
         out: list[list[int]] = [[] for _ in texts]

@@ -247,7 +247,8 @@ def test_encode_batch_is_identical_to_encode(tok, monkeypatch):
     monkeypatch.setattr(tokmod, "_MIN_PARALLEL_CHARS", 0)
     monkeypatch.setattr(tokmod, "_PIECE_CHARS", 1000)
     fresh = Tokenizer.from_pretrained(GPT2_DIR)
-    assert fresh.encode_batch(docs, num_workers=2) == expected
+    assert fresh.encode_batch(docs, num_workers=2) == expected  # this process + 1 forked worker
+    assert fresh.encode_batch(docs, num_workers=3) == expected
 
 
 def test_full_chunk_cache_is_cleared_not_wrong(monkeypatch):

@@ -21,6 +21,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = ["cpu"] if INTERPRETED else (["cuda"] if torch.cuda.is_available() else [])
@@ -125,6 +127,33 @@ def test_tokens_lie_in_the_kept_set_and_greedy_rows_take_the_argmax(device: str,
                 continue
             kept = kept_with_ties(row32[r], reference_probs(row32[r], t, k, top_p, min_p))
             assert kept[tokens[r]], f"row {r} {ROWS[r]}: token {int(tokens[r])} is filtered out"
+
+
+@st.composite
+def sampling_cases(draw):
+    """A tiny batch: any vocabulary size from 1, ties or not, any dtype, any in-range parameters."""
+    V = draw(st.integers(1, 80))
+    B = draw(st.integers(1, 3))
+    rows = [(draw(st.sampled_from([0.0, 0.3, 1.0, 2.5])), draw(st.integers(0, V + 3)),
+             draw(st.sampled_from([1e-9, 0.3, 0.9, 1.0])), draw(st.sampled_from([0.0, 0.1, 1.0]))) for _ in range(B)]
+    logits = random_logits(B, V, seed=draw(st.integers(0, 2**16)), ties=draw(st.booleans()))
+    return logits.to(draw(st.sampled_from(DTYPES))), rows, draw(st.integers(0, 2**40))
+
+
+@on_devices
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(case=sampling_cases())
+def test_property_any_parameters_draw_a_kept_token(device: str, case):
+    from minigpt.kernels.sampling import fused_sample
+
+    logits, rows, seed = case
+    tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(seed, seed // 3, device)).cpu()
+    row32 = logits.float()
+    for r, (t, k, top_p, min_p) in enumerate(rows):
+        if t == 0:
+            assert tokens[r] == row32[r].argmax()
+        else:
+            assert kept_with_ties(row32[r], reference_probs(row32[r], t, k, top_p, min_p))[tokens[r]], rows[r]
 
 
 @on_devices

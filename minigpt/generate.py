@@ -1,4 +1,4 @@
-"""Generation: the two phases of inference, the decode loop around them, beam search, and the CLI.
+"""Generation: the two phases of inference, the decode loop around them, streaming, and the CLI.
 
 Where it sits: `text → Tokenizer.encode → ids → [prefill → (sample → decode_step)*] → ids → text`.
 
@@ -11,7 +11,8 @@ Where it sits: `text → Tokenizer.encode → ids → [prefill → (sample → d
 Batches of prompts are *left*-padded, so every row's newest token sits in the same cache slot and
 one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
 from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
-Between the phases, `minigpt/sampling.py` turns logits into tokens.
+Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
+loop to minigpt/beam_search.py instead.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
 the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).
@@ -597,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                           num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
             if args.num_beams > 1:
-                for name in ("temperature", "top_k", "top_p", "min_p", "stop"):
+                for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
                     kwargs.pop(name)
                 ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
                 out, stats = generate(model, ids, **kwargs)
@@ -620,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minigpt generate: {e}", file=sys.stderr)
         return 2
     if args.stats:
+        sys.stdout.flush()  # the text first, then the stats line
         print(stats, file=sys.stderr)
     return 0
 

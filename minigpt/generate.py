@@ -488,12 +488,13 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str, **kwargs) -> Ite
 def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: int = 5, seed: int | None = None,
             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-            out=sys.stdout) -> str:
+            out=None) -> str:
     """The teaching view of sampling: for each step, the top candidates' probabilities after
     every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
 
     It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
     """
+    out = out or sys.stdout
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     ids, _ = _prepare_inputs(model, torch.tensor([tokenizer.encode(prompt)], dtype=torch.long), None, steps,

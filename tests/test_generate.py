@@ -46,7 +46,7 @@ def sharpened_pair(config: GPTConfig, scale: float = 10.0, seed: int = 0):
 
 
 def tiny_config(**overrides) -> GPTConfig:
-    return GPTConfig.gpt2("gpt2-tiny", vocab_size=300, initializer_range=0.4, **overrides)
+    return GPTConfig.gpt2("gpt2-tiny", **{"vocab_size": 300, "initializer_range": 0.4, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +313,44 @@ def test_generate_with_triton_sampler_in_interpreter():
     done = subprocess.run([sys.executable, "-c", TRITON_SNIPPET], env=env, capture_output=True, text=True, timeout=300)
     print(done.stdout, done.stderr[-2000:])
     assert done.returncode == 0 and done.stdout.startswith("ok")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny model beside a tokenizer trained on a few lines: what `minigpt generate` loads."""
+    from minigpt import Tokenizer
+
+    path = tmp_path_factory.mktemp("ckpt")
+    tok = Tokenizer.train("To be, or not to be, that is the question.\n" * 20, vocab_size=280,
+                          special_tokens=["<|endoftext|>"])
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    eot = tok.eos_token_id
+    GPT(tiny_config(vocab_size=tok.vocab_size, bos_token_id=eot, eos_token_id=eot)).save_pretrained(path)
+    return path
+
+
+def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
+    from minigpt.generate import main
+
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "8", "--temperature", "0"]
+    assert main(base) == 0
+    plain = capsys.readouterr().out
+    assert main(base + ["--stream", "--stats"]) == 0
+    streamed = capsys.readouterr()
+    assert streamed.out == plain and plain.startswith("To be")
+    assert "TTFT" in streamed.err and "tok/s" in streamed.err
+    assert main(base + ["--explain", "--max-new-tokens", "2", "--top-k", "5"]) == 0
+    shown = capsys.readouterr().out
+    assert "step 0:" in shown and "top-k 5" in shown and "→" in shown
+
+
+def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
+    from minigpt.generate import main
+
+    assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500"]) == 2
+    assert "n_positions=128" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
+                 "--truncate-left", "--temperature", "0"]) == 0

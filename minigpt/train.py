@@ -552,8 +552,12 @@ def train_loop(
 # ---- pretraining a GPT on token files ------------------------------------------------------------
 
 
-def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
-    """A fresh GPT from the preset and overrides, or the --init checkpoint."""
+def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
+    """A fresh GPT from the preset and overrides, or the --init checkpoint.
+
+    `eos_token_id` is the data's `<|endoftext|>` id: a new vocabulary puts it elsewhere than
+    GPT-2's 50256, and generation stops on what config.json says.
+    """
     if cfg.init:
         shape = [f"--{k.replace('_', '-')}" for k in ("n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
@@ -569,6 +573,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
         return model.train()
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
+    if eos_token_id is not None:  # GPT-2 uses the same token to begin and end a document
+        overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
     return GPT(GPTConfig.gpt2(cfg.preset, vocab_size=vocab_size, **overrides))
 
 
@@ -578,7 +584,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)
     meta = read_meta(data)
-    model = build_model(cfg, meta["vocab_size"])
+    model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
     n_positions = model.config.n_positions
     block_size = cfg.block_size or n_positions
     if not 1 <= block_size <= n_positions:

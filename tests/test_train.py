@@ -68,6 +68,7 @@ def test_loss_goes_down_and_outputs_are_written(tmp_path):
         assert (out / name).exists(), name
     # The exported checkpoint is the trained model, in HF layout that minigpt (and HF) reopen.
     model = GPT.from_pretrained(out)
+    assert model.config.eos_token_id == model.config.bos_token_id == VOCAB - 1  # the data's <|endoftext|>, not GPT-2's 50256
     state = final_state(out)["model"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 

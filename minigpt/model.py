@@ -16,6 +16,7 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from minigpt.config import GPTConfig
 
@@ -34,9 +35,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
-        # Split C into H heads of D dims; each head attends independently. (view + transpose
-        # rather than einops: this runs 4× per layer per decoded token, where µs add up.)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        # Split C into H heads of D dims; each head attends independently.
+        q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head) for t in (q, k, v))  # (B, H, T, D)
         if layer_cache is not None:
             # Generation: store this call's k/v in the cache (minigpt/kv_cache.py).
             k_all, v_all = layer_cache.update(input_pos, k, v)  # (B, H, max_len, D)
@@ -56,7 +56,7 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=attn_mask is None,
         )  # (B, H, T, D); scores are scaled by 1/sqrt(D) inside
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
 

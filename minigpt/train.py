@@ -562,7 +562,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         shape = [f"--{k.replace('_', '-')}" for k in ("n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
-        model = GPT.from_pretrained(cfg.init)
+        model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
             model.config.dropout = cfg.dropout
             for m in model.modules():

@@ -33,7 +33,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
-        B, T, C = x.shape
+        C = x.size(-1)
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
         # Split C into H heads of D dims; each head attends independently.
         q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head) for t in (q, k, v))  # (B, H, T, D)

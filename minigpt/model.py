@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from minigpt.config import GPTConfig
+from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
 
 
 class CausalSelfAttention(nn.Module):
@@ -27,16 +28,15 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # mixes the heads back together
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
+        self.c_proj = Linear(config.n_embd, config.n_embd)  # mixes the heads back together
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
-        C = x.size(-1)
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
-        # Split C into H heads of D dims; each head attends independently.
-        q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.n_head) for t in (q, k, v))  # (B, H, T, D)
+        # One matmul makes q, k and v side by side: (B, T, 3C) = (B, T, [q | k | v]). Split it
+        # into the three, and each C into H heads of D dims; each head attends independently.
+        q, k, v = rearrange(self.c_attn(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)  # 3 × (B, H, T, D)
         if layer_cache is not None:
             # Generation: store this call's k/v in the cache (minigpt/kv_cache.py).
             k_all, v_all = layer_cache.update(input_pos, k, v)  # (B, H, max_len, D)
@@ -65,8 +65,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
-        self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
+        self.c_fc = Linear(config.n_embd, config.mlp_width)
+        self.c_proj = Linear(config.mlp_width, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class GPT(nn.Module):
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: reading a token in (wte) and scoring it out (lm_head) share one matrix.
         # It saves V × C parameters (38M of the 124M) and is how GPT-2 was trained.
         self.lm_head.weight = self.transformer.wte.weight

@@ -9,7 +9,10 @@ so both see the same machine load):
 - TPOT: decode time per step for --new-tokens new tokens, from the timestamps a streamer
   records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT.
 - The matvec floor: the bare weight matrix × activation products of one decode step (12 blocks
-  + LM head, no attention, no Python around them). No decoder can beat it at that dtype.
+  + LM head, no attention, no Python around them), twice: with F.linear (PyTorch's default
+  kernel, the issue's floor) and with minigpt's `Linear` (oneDNN for fp32 on x86, see
+  minigpt/model.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
+  close minigpt's step gets to its own.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
 Random weights (GPT-2 124M shapes) unless --model names a checkpoint; speed does not depend on them.
 """
@@ -38,7 +41,9 @@ def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
         model = GPT(GPTConfig.gpt2("gpt2"))
     with torch.device("meta"):
         hf = GPT2LMHeadModel(GPT2Config(**model.config.to_hf_dict()))
-    state = {k: (t.t() if k.endswith(CONV1D_SUFFIXES) else t) for k, t in model.state_dict().items()}
+    # Contiguous (in, out) Conv1D weights, as GPT2LMHeadModel.from_pretrained gives them (a
+    # transposed view would send transformers' addmm down a different, here slower, path).
+    state = {k: (t.t().contiguous() if k.endswith(CONV1D_SUFFIXES) else t) for k, t in model.state_dict().items()}
     hf.load_state_dict(state, strict=True, assign=True)
     hf.config._attn_implementation = "sdpa"
     return model.eval(), hf.eval()
@@ -67,21 +72,21 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int) -> float:
-    """Seconds for one decode step's weight products alone: x (B, C) through every Linear once."""
+def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kernel: str) -> float:
+    """Seconds for one decode step's weight products alone: x (B, C) through every Linear once,
+    with `kernel` "F.linear" (PyTorch's default) or "minigpt" (minigpt.model.Linear's forward)."""
     c = model.config
-    weights = []
+    linears = []
     for block in model.transformer.h:
-        weights += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
-    weights = [(m.weight.to(dtype), m.bias.to(dtype)) for m in weights]
-    head = model.lm_head.weight.to(dtype)
+        linears += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
+    linears = [copy.deepcopy(m).to(dtype) for m in linears + [model.lm_head]]
     x_c = torch.randn(batch, c.n_embd, dtype=dtype)
     x_4c = torch.randn(batch, c.mlp_width, dtype=dtype)
 
     def step() -> None:
-        for w, b in weights:
-            F.linear(x_c if w.size(1) == c.n_embd else x_4c, w, b)
-        F.linear(x_c, head)
+        for m in linears:
+            x = x_c if m.in_features == c.n_embd else x_4c
+            m(x) if kernel == "minigpt" else F.linear(x, m.weight, m.bias)
 
     step()
     times = []
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs; "
           f"minigpt / transformers ratios > 1 mean minigpt is faster\n")
 
-    print(f"{'measurement':<34}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}{'floor':>10}{'floor/ours':>12}")
+    print(f"{'measurement':<34}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}"
+          f"{'F.linear floor':>16}{'minigpt floor':>15}{'floor/ours':>12}")
     for length in map(int, args.ttft_lengths.split(",")):
         ours, theirs = ttft_times(model, hf, length, args.repeats)
         print(f"{f'TTFT, {length}-token prompt (ms)':<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}")
@@ -162,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(("fp32 compiled", torch.float32, True))
     if not args.no_bf16:
         runs.append(("bf16", torch.bfloat16, False))
+        if args.compile:
+            runs.append(("bf16 compiled", torch.bfloat16, True))
     for batch in map(int, args.batches.split(",")):
         for name, dtype, compile in runs:
             ours, theirs = decode_times(model, hf, batch, args.new_tokens, args.repeats, compile, dtype)
-            floor = matvec_floor(model, batch, dtype, args.repeats)
+            plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
-                  f"{floor * 1e3:>10.1f}{floor / ours:>12.2f}")
+                  f"{plain * 1e3:>16.1f}{floor * 1e3:>15.1f}{floor / ours:>12.2f}")
             print(f"{f'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
     if not args.no_bf16:
         diff, std, agree = bf16_drift(model)

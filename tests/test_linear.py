@@ -1,0 +1,103 @@
+"""minigpt.linear.Linear: the oneDNN inference path equals F.linear, packs once, follows weight
+changes, frees its copy for training, and survives copying (minigpt/linear.py says why it exists)."""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minigpt import GPT, GPTConfig
+from minigpt.linear import ONEDNN, Linear
+
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the output's scale
+
+
+def layer(dtype=torch.float32, bias=True) -> Linear:
+    torch.manual_seed(0)
+    return Linear(96, 200, bias=bias).to(dtype)
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 96), (8, 1, 96), (2, 37, 96)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_path_matches_f_linear(dtype, shape, bias):
+    lin = layer(dtype, bias)
+    x = torch.randn(shape).to(dtype)
+    with torch.no_grad():
+        got = lin(x)
+        assert lin._packed is not None  # the oneDNN path ran, not F.linear
+        # The reference in fp32 from the same (rounded) inputs.
+        ref = F.linear(x.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
+    assert got.dtype == dtype and got.shape == ref.shape
+    assert (got.float() - ref).abs().max() <= TOL[dtype] * ref.abs().max()
+
+
+@needs_onednn
+def test_packs_once_and_repacks_when_the_weight_changes():
+    lin, x = layer(), torch.randn(4, 96)
+    with torch.no_grad():
+        lin(x)
+        packed = lin._packed[1]
+        lin(x)
+        assert lin._packed[1] is packed  # reused, not rebuilt every call
+        lin.weight.mul_(2)  # in place: same tensor, new version
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+        assert lin._packed[1] is not packed
+        lin.load_state_dict({"weight": torch.zeros(200, 96), "bias": torch.ones(200)})
+        assert torch.equal(lin(x), torch.ones(4, 200))
+
+
+@needs_onednn
+def test_training_uses_autograd_and_frees_the_packed_copy():
+    lin, x = layer(), torch.randn(4, 96)
+    with torch.no_grad():
+        lin(x)
+    y = lin(x)  # grad enabled: F.linear, differentiable
+    assert lin._packed is None and y.grad_fn is not None
+    y.sum().backward()
+    assert lin.weight.grad is not None
+
+
+def test_copies_and_pickles_without_the_packed_copy():
+    lin, x = layer(), torch.randn(4, 96)
+    with torch.no_grad():
+        ref = lin(x)
+        twin = copy.deepcopy(lin)
+        assert twin._packed is None and torch.equal(twin(x), ref)
+        buf = io.BytesIO()
+        torch.save(lin, buf)
+        buf.seek(0)
+        assert torch.equal(torch.load(buf, weights_only=False)(x), ref)
+
+
+def test_state_dict_is_nn_linears():
+    lin = layer()
+    assert set(lin.state_dict()) == {"weight", "bias"} and isinstance(lin, torch.nn.Linear)
+
+
+@needs_onednn
+def test_model_logits_inference_path_equals_autograd_path():
+    """The whole model: no_grad (oneDNN) and grad-enabled (F.linear) logits agree in fp32."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny")).eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 33))
+    with torch.no_grad():
+        fast, _ = model(idx)
+    plain, _ = model(idx)
+    assert (fast - plain).abs().max() <= 1e-4
+
+
+@needs_onednn
+def test_weights_made_under_inference_mode_are_not_cached():
+    """Inference tensors have no version counter, so a cached copy could go stale unseen."""
+    with torch.inference_mode():
+        lin, x = layer(), torch.randn(4, 96)
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+        lin.weight.mul_(2)
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+        assert lin._packed is None

@@ -9,10 +9,11 @@ decode-step products ~1.7× faster in bf16 and fp32 at batch 1 and ~3× in fp32 
 AMD EPYC machine minigpt is tested on (scripts/bench_generate.py, BENCHMARKS.md).
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
-another order). The cost is memory: while a module serves inference it keeps the packed copy
-beside its weight (as much memory again), rebuilt when the weight changes and dropped as soon as
-the module trains again. Training (autograd: the oneDNN op has no backward), torch.compile (it
-picks its own kernels), GPUs, float16 and non-x86 CPUs use plain F.linear.
+another order). The cost is memory: while a weight serves inference its packed copy is kept
+beside it (as much memory again), rebuilt when the weight changes and dropped as soon as the
+module trains again. Training (autograd: the oneDNN op has no backward), GPUs, float16 and
+non-x86 CPUs use plain F.linear. Under torch.compile the call is wrapped in a custom op, opaque to
+the compiler, which would otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
 
@@ -21,37 +22,47 @@ import platform
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.weak import WeakTensorKeyDictionary
 
 ONEDNN = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+
+# weight → (what it looked like when packed, its packed copy). Keyed weakly: a copy dies with its weight.
+_PACKED = WeakTensorKeyDictionary()
+
+
+def packed_weight(w: torch.Tensor) -> torch.Tensor:
+    """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed (new storage,
+    new dtype, or an in-place update, which bumps the tensor's version counter)."""
+    if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
+        return w  # change could not be seen; oneDNN then packs it per call, as torch would
+    key = (w.data_ptr(), w.dtype, w._version)
+    hit = _PACKED.get(w)
+    if hit is None or hit[0] != key:
+        hit = _PACKED[w] = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
+    return hit[1]
+
+
+@torch.library.custom_op("minigpt::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b by oneDNN on the packed weight: an op torch.compile keeps as it is."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, "none", [], "")
+
+
+@onednn_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.size(0))  # what the compiler needs: the output's shape
 
 
 class Linear(nn.Linear):
     """y = x W^T + b with W stored (out, in), exactly nn.Linear's parameters and state dict."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._packed: tuple | None = None  # (key of the weight it was packed from, packed tensor)
-
-    def __getstate__(self) -> dict:
-        # The packed copy is a cache (and an opaque oneDNN tensor that cannot be copied or
-        # pickled): copies of the module start without it and pack again when first used.
-        return {**self.__dict__, "_packed": None}
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (ONEDNN and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == self.weight.dtype
-                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight(), self.bias, "none", [], "")
-        if torch.is_grad_enabled() and self._packed is not None:
-            self._packed = None  # training again: free the inference copy
+                and not torch.is_grad_enabled()):
+            if torch.compiler.is_compiling():
+                return onednn_linear(x, self.weight, self.bias)
+            # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.
+            return torch.ops.mkldnn._linear_pointwise(x, packed_weight(self.weight), self.bias, "none", [], "")
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            _PACKED.pop(self.weight, None)  # training again: free the inference copy
         return F.linear(x, self.weight, self.bias)
-
-    def packed_weight(self) -> torch.Tensor:
-        """The weight in oneDNN's blocked layout, packed once and re-packed only if it changed
-        (new tensor, new dtype, or an in-place update, which bumps the tensor's version)."""
-        w = self.weight
-        if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
-            return w  # change could not be seen; oneDNN then packs it per call, as torch would
-        key = (w.data_ptr(), w.dtype, w._version)
-        if self._packed is None or self._packed[0] != key:
-            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
-        return self._packed[1]

@@ -1,5 +1,6 @@
 """minigpt.linear.Linear: the oneDNN inference path equals F.linear, packs once, follows weight
-changes, frees its copy for training, and survives copying (minigpt/linear.py says why it exists)."""
+changes, frees its copy for training, survives copying and compiles (minigpt/linear.py says why
+it exists)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import GPT, GPTConfig
-from minigpt.linear import ONEDNN, Linear
+from minigpt.linear import _PACKED, ONEDNN, Linear
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the output's scale
@@ -30,7 +31,7 @@ def test_inference_path_matches_f_linear(dtype, shape, bias):
     x = torch.randn(shape).to(dtype)
     with torch.no_grad():
         got = lin(x)
-        assert lin._packed is not None  # the oneDNN path ran, not F.linear
+        assert lin.weight in _PACKED  # the oneDNN path ran, not F.linear
         # The reference in fp32 from the same (rounded) inputs.
         ref = F.linear(x.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
     assert got.dtype == dtype and got.shape == ref.shape
@@ -42,12 +43,12 @@ def test_packs_once_and_repacks_when_the_weight_changes():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():
         lin(x)
-        packed = lin._packed[1]
+        packed = _PACKED[lin.weight][1]
         lin(x)
-        assert lin._packed[1] is packed  # reused, not rebuilt every call
+        assert _PACKED[lin.weight][1] is packed  # reused, not rebuilt every call
         lin.weight.mul_(2)  # in place: same tensor, new version
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
-        assert lin._packed[1] is not packed
+        assert _PACKED[lin.weight][1] is not packed
         lin.load_state_dict({"weight": torch.zeros(200, 96), "bias": torch.ones(200)})
         assert torch.equal(lin(x), torch.ones(4, 200))
 
@@ -58,17 +59,17 @@ def test_training_uses_autograd_and_frees_the_packed_copy():
     with torch.no_grad():
         lin(x)
     y = lin(x)  # grad enabled: F.linear, differentiable
-    assert lin._packed is None and y.grad_fn is not None
+    assert lin.weight not in _PACKED and y.grad_fn is not None
     y.sum().backward()
     assert lin.weight.grad is not None
 
 
-def test_copies_and_pickles_without_the_packed_copy():
+def test_copies_and_pickles():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():
         ref = lin(x)
         twin = copy.deepcopy(lin)
-        assert twin._packed is None and torch.equal(twin(x), ref)
+        assert torch.equal(twin(x), ref)
         buf = io.BytesIO()
         torch.save(lin, buf)
         buf.seek(0)
@@ -100,4 +101,16 @@ def test_weights_made_under_inference_mode_are_not_cached():
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
         lin.weight.mul_(2)
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
-        assert lin._packed is None
+        assert lin.weight not in _PACKED
+
+
+@needs_onednn
+def test_compiled_inference_keeps_the_onednn_op():
+    """torch.compile sees the custom op (no graph break with fullgraph) and gets the same numbers."""
+    lin, x = layer(), torch.randn(3, 5, 96)
+    with torch.no_grad():
+        compiled = torch.compile(lin, fullgraph=True)
+        assert torch.equal(compiled(x), lin(x))
+        graph = torch._dynamo.explain(lin)(x)
+    assert graph.graph_break_count == 0
+    assert "minigpt.onednn_linear" in str(graph.graphs[0].code)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -314,37 +312,3 @@ def test_cli_encodes_and_trains(tmp_path, capsys):
     data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
     assert tokmod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 0
     assert Tokenizer.from_pretrained(tmp_path / "tok").vocab_size == 262
-
-
-# ---- imports: the tokenizer needs no torch ----
-
-
-def run_python(code: str) -> None:
-    """Run code in a fresh interpreter, so no module this test process imported counts."""
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-
-
-def test_tokenizer_and_its_cli_do_not_import_torch():
-    # encode_batch forks its workers, so they hold exactly what this process imported: no torch.
-    run_python(
-        "import minigpt.tokenizer, minigpt.tokenizer_files, minigpt.bpe_train, sys; assert 'torch' not in sys.modules"
-    )
-    run_python(
-        "import sys; from minigpt.cli import main; assert main(['tokenize', 'Hello world']) == 0; "
-        "assert 'torch' not in sys.modules"
-    )
-
-
-def test_public_api_still_imports_lazily():
-    run_python(
-        "import minigpt, sys; from minigpt import GPT, GPTConfig, Tokenizer, generate; "
-        "assert GPT.__module__ == 'minigpt.model' and callable(generate) and 'torch' in sys.modules; "
-        "assert set(minigpt.__all__) <= set(dir(minigpt)); "
-        "assert minigpt.sampling.sample  # a submodule reached as an attribute, as before"
-    )
-    # After `import minigpt.generate` (the submodule), minigpt.generate is still the function.
-    run_python(
-        "import minigpt.generate; from minigpt import generate; import types; "
-        "assert not isinstance(generate, types.ModuleType)"
-    )

@@ -10,6 +10,7 @@ windows a batch touches, so a corpus far larger than RAM trains just as well.
 
 A DATA_DIR written by `minigpt prepare` holds:
     train.bin, val.bin   uint16 token ids, documents separated by <|endoftext|>
+    val.txt              the held-out text itself, for `minigpt eval MODEL DATA_DIR/val.txt`
     meta.json            vocab size, token and byte counts (bytes/token gives bits per byte)
     tokenizer/           the tokenizer's files, copied into every checkpoint trained on it
 
@@ -69,7 +70,9 @@ def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[in
 
 
 def _cut_point(text: str, val_fraction: float) -> int:
-    """Where the validation part of one file starts: the first safe cut after (1 - fraction)."""
+    """Where the validation part of one file starts: the first safe cut (see _SAFE_CUT) at or after
+    (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
+    A text with no line break after that point is cut there, mid-line."""
     if val_fraction == 0:
         return len(text)
     target = int(len(text) * (1 - val_fraction))
@@ -82,6 +85,11 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
 
     The last `val_fraction` of *each* file goes to validation, so every source is represented in
     both splits. Each file ends with <|endoftext|>, which marks document boundaries for the model.
+
+    out_dir/val.txt gets the held-out text as it stood in the files (the files' tails one after
+    another, with no <|endoftext|> between them): its bytes are meta's val_bytes, so the bits per
+    byte `minigpt eval` reports on it are over exactly the validation text, and nothing has to
+    work out again where the cut fell.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -101,14 +109,21 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     n_bytes = {"train": 0, "val": 0}
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     tmp = {split: out / f"{split}.bin.tmp" for split in n_tokens}
+    val_text_tmp = out / "val.txt.tmp"
     total = sum(p.stat().st_size for p in paths)
-    with open(tmp["train"], "wb") as f_train, open(tmp["val"], "wb") as f_val, tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar:
+    with (
+        open(tmp["train"], "wb") as f_train,
+        open(tmp["val"], "wb") as f_val,
+        open(val_text_tmp, "w", encoding="utf-8", newline="") as f_val_text,  # newline="": "\n" stays one byte
+        tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
+    ):
         files = {"train": f_train, "val": f_val}
         for p in paths:
             text = p.read_text(encoding="utf-8")
             if not text:
                 raise ValueError(f"input file {p} is empty")
             cut = _cut_point(text, val_fraction)
+            f_val_text.write(text[cut:])
             for split, part in (("train", text[:cut]), ("val", text[cut:])):
                 if not part:
                     continue
@@ -121,6 +136,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
                 n_tokens[split] += len(eos)
     for split in n_tokens:
         os.replace(tmp[split], out / f"{split}.bin")
+    os.replace(val_text_tmp, out / "val.txt")
     tokenizer.save_pretrained(out / "tokenizer")
     meta = {
         "vocab_size": tokenizer.vocab_size,
@@ -188,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minigpt prepare", description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
     parser.add_argument("inputs", nargs="+", help="UTF-8 text files")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt), e.g. checkpoints/gpt2")
-    parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, meta.json, tokenizer/")
+    parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
     args = parser.parse_args(argv)
     from minigpt.tokenizer import Tokenizer

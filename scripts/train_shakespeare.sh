@@ -25,11 +25,5 @@ $PY scripts/export_checkpoint.py "$WORK/run/best" "$SHIP" --dtype float16
 cp "$WORK/run/log.jsonl" "$WORK/run/loss.png" "$SHIP/"
 
 # Bits per character on the held-out last 10% (the text is ASCII, so bytes = characters),
-# scored with a sliding window over the exact validation text that `prepare` held out.
-$PY - "$TEXT" "$WORK/val.txt" <<'PY'
-import sys
-from minigpt.data import _cut_point
-text = open(sys.argv[1], encoding="utf-8").read()
-open(sys.argv[2], "w", encoding="utf-8").write(text[_cut_point(text, 0.1):])
-PY
-$PY -m minigpt.cli eval "$SHIP" "$WORK/val.txt" --stride 128 --dtype float32 | tee "$SHIP/val_eval.txt"
+# scored with a sliding window over the exact validation text that `prepare` held out (val.txt).
+$PY -m minigpt.cli eval "$SHIP" "$WORK/data/val.txt" --stride 128 --dtype float32 | tee "$SHIP/val_eval.txt"

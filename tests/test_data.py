@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt.data import _cut_point, encode_text, load_tokens, main, prepare, read_meta, sample_batch, split_text
+from minigpt.data import encode_text, load_tokens, main, prepare, read_meta, sample_batch, split_text
 from minigpt.tokenizer import Tokenizer
 
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
@@ -46,17 +46,28 @@ def test_prepare_writes_token_files_meta_and_tokenizer(tok, tmp_path):
     val = np.fromfile(tmp_path / "data" / "val.bin", dtype=np.uint16).tolist()
     assert meta == read_meta(tmp_path / "data")
     assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
+    # train.bin holds each file's head, closed by <|endoftext|>: decoding it shows where each cut fell.
+    text_a, text_b = a.read_text(), b.read_text()
+    head_a, head_b, rest = tok.decode(train).split("<|endoftext|>")
+    assert rest == "" and text_a.startswith(head_a) and text_b.startswith(head_b)
+    cut_a, cut_b = len(head_a), len(head_b)
+    # The cut is the first line break after a non-space at or after 80% of the file: there no
+    # token spans it, so the parts encode to the ids of the whole.
+    for text, cut in ((text_a, cut_a), (text_b, cut_b)):
+        target = int(len(text) * 0.8)
+        assert target <= cut and text[cut] == "\n" and not text[cut - 1].isspace()
+        assert all(text[i - 1].isspace() for i in range(target, cut) if text[i] == "\n")
     # Each file gives its head to train and its tail to val, each part closed by <|endoftext|>;
     # the <|endoftext|> written in b's text becomes the special id too.
-    text_a, text_b = a.read_text(), b.read_text()
-    cut_a, cut_b = _cut_point(text_a, 0.2), _cut_point(text_b, 0.2)
     enc = lambda t: tok.encode(t, allowed_special="all") + [EOS]  # noqa: E731
     assert train == enc(text_a[:cut_a]) + enc(text_b[:cut_b])
     assert val == enc(text_a[cut_a:]) + enc(text_b[cut_b:])
     assert val.count(EOS) == 3
     assert meta["train_bytes"] + meta["val_bytes"] == len((text_a + text_b).encode())
     assert 0.15 < meta["val_bytes"] / (meta["train_bytes"] + meta["val_bytes"]) < 0.25
-    assert text_a[cut_a] == "\n"  # the split falls at a line break
+    # val.txt is the held-out text itself, byte for byte what val_bytes counts.
+    val_text = (tmp_path / "data" / "val.txt").read_bytes()
+    assert val_text == (text_a[cut_a:] + text_b[cut_b:]).encode() and len(val_text) == meta["val_bytes"]
     # The tokenizer travels with the data, so checkpoints trained on it can ship it.
     assert Tokenizer.from_pretrained(tmp_path / "data" / "tokenizer").encode(text_a) == tok.encode(text_a)
 

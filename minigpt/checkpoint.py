@@ -31,8 +31,14 @@ CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight"
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
-def _weight_files(path: Path) -> list[Path]:
-    """The safetensors file(s) of a checkpoint; a single file wins over an index, as in transformers."""
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors file(s) of the checkpoint directory `path`, in the order to read them.
+
+    `model.safetensors` if it exists (a single file wins over an index, as in transformers), else
+    every shard that `model.safetensors.index.json` lists, each once, sorted by name. Raises
+    FileNotFoundError if there is neither file or a listed shard is missing, and ValueError for
+    an index without a `weight_map`. Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
+    """
     single, index = path / WEIGHTS_NAME, path / INDEX_NAME
     if single.exists():
         return [single]
@@ -86,7 +92,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
 
     state: dict[str, torch.Tensor] = {}
     lm_head = None
-    for name, t in _read_tensors(_weight_files(path)):
+    for name, t in _read_tensors(weight_files(path)):
         if name.endswith(IGNORED_SUFFIXES):
             continue
         if name == "lm_head.weight":  # an explicit copy of the head; GPT-2 ties it to wte

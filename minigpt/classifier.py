@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from minigpt.checkpoint import CONV1D_SUFFIXES, IGNORED_SUFFIXES, _weight_files, write_safetensors
+from minigpt.checkpoint import CONV1D_SUFFIXES, IGNORED_SUFFIXES, weight_files, write_safetensors
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
 
@@ -149,7 +149,7 @@ class GPTClassifier(nn.Module):
             model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),
                         hidden=tuple(head.get("hidden", ())), id2label=id2label, pad_token_id=d.get("pad_token_id"))
         state = {}
-        for f in _weight_files(path):
+        for f in weight_files(path):
             for key, t in load_file(f).items():
                 if key.endswith(IGNORED_SUFFIXES):
                     continue

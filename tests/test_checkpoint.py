@@ -240,6 +240,15 @@ def test_directory_without_config_or_weights(tmp_path, hf_dir):
         GPT.from_pretrained(tmp_path)
 
 
+def test_weight_files_lists_each_shard_once_and_prefers_a_single_file(tmp_path):
+    hf_small().save_pretrained(tmp_path, max_shard_size="20KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    shards = checkpoint.weight_files(tmp_path)
+    assert len(shards) > 1 and shards == sorted(tmp_path / s for s in set(index.values()))
+    (tmp_path / "model.safetensors").write_bytes(shards[0].read_bytes())  # a single file wins, as in transformers
+    assert checkpoint.weight_files(tmp_path) == [tmp_path / "model.safetensors"]
+
+
 def test_missing_shard_and_bad_index(tmp_path):
     hf_small().save_pretrained(tmp_path, max_shard_size="20KB")
     next(tmp_path.glob("model-*.safetensors")).unlink()

@@ -25,7 +25,8 @@ per parameter: 8 bytes each) shrinks with the strategy, and so does memory for g
 eval, logs and the loss plot are the training loop's. It runs as one process (no torchrun).
 Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm (LoRA
 merged in), a `GPT2ForSequenceClassification` for classify; `finetune_summary.json` holds the
-figures `scripts/compare_strategies.py` tabulates.
+figures `scripts/compare_strategies.py` tabulates: the last evaluation, and the best val loss (and
+accuracy) seen, with the step each came from.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import random
 import resource
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import LOG_FILE, TrainConfig, TrainingDiverged, _flag, build_model, lm_loss, parse_config, train_loop
+from minigpt.train import LOG_FILE, TrainConfig, TrainingDiverged, build_model, flag, lm_loss, parse_config, train_loop
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -170,35 +171,41 @@ SUMMARY_FILE = "finetune_summary.json"
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices.
+    """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices."""
 
-    The model's shape comes from --init, so the --preset/--n-* shape flags do not apply.
-    """
-
-    data: str = _flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]")
-    init: str | None = _flag(None, "the pretrained GPT-2 directory (HF layout) to start from; required")
-    task: str = _flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
-    strategy: str = _flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
-    n_trainable_blocks: int = _flag(1, "partial: how many of the last blocks train")
-    train_embeddings: bool = _flag(False, "partial: also train wte, which GPT-2 ties to the LM head")
-    lora_rank: int = _flag(8, "lora: rank r of each update B@A")
-    lora_alpha: float = _flag(16.0, "lora: the update is scaled by alpha / r")
-    lora_dropout: float = _flag(0.0, "lora: dropout on the adapters' input")
-    lora_targets: str = _flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
-    pooling: str = _flag("last", "classify: last (the last real token, as HF) or mean (average of real tokens)")
-    head_hidden: str = _flag("", "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, as HF)")
-    num_labels: int | None = _flag(None, "classify: number of classes (default: largest training label + 1)")
-    val_data: str | None = _flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
-    val_fraction: float = _flag(0.1, "share of --data held out for validation when no separate val data is given")
-    max_examples: int | None = _flag(None, "classify: train on a seeded random subset of this many examples")
-    max_val_examples: int | None = _flag(None, "classify: evaluate on a seeded random subset of this many examples")
-    tokenizer: str | None = _flag(None, "tokenizer directory (vocab.json + merges.txt; default: --init)")
+    data: str = flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]")
+    out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
+                           f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
+    init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout) to start from; it fixes the model's shape; required")
+    # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
+    # they are neither arguments nor flags, and build_model reads None as "no override".
+    preset: str | None = field(default=None, init=False)
+    n_layer: int | None = field(default=None, init=False)
+    n_head: int | None = field(default=None, init=False)
+    n_embd: int | None = field(default=None, init=False)
+    dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
+    task: str = flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
+    strategy: str = flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
+    n_trainable_blocks: int = flag(1, "partial: how many of the last blocks train")
+    train_embeddings: bool = flag(False, "partial: also train wte, which GPT-2 ties to the LM head")
+    lora_rank: int = flag(8, "lora: rank r of each update B@A")
+    lora_alpha: float = flag(16.0, "lora: the update is scaled by alpha / r")
+    lora_dropout: float = flag(0.0, "lora: dropout on the adapters' input")
+    lora_targets: str = flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
+    pooling: str = flag("last", "classify: last (the last real token, as HF) or mean (average of real tokens)")
+    head_hidden: str = flag("", "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, as HF)")
+    num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
+    val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
+    val_fraction: float = flag(0.1, "share of --data held out for validation when no separate val data is given")
+    max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
+    max_val_examples: int | None = flag(None, "classify: evaluate on a seeded random subset of this many examples")
+    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt; default: --init)")
     # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
-    lr: float = _flag(3e-4, "peak learning rate, reached at the end of warmup")
-    min_lr: float = _flag(3e-5, "learning rate at the end of the cosine decay")
-    warmup_iters: int = _flag(20, "steps of linear warmup from 0 to lr")
-    max_iters: int = _flag(300, "optimizer steps in the whole run")
-    eval_interval: int = _flag(100, "evaluate and save a checkpoint every this many steps (and at the end)")
+    lr: float = flag(3e-4, "peak learning rate, reached at the end of warmup")
+    min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")
+    warmup_iters: int = flag(20, "steps of linear warmup from 0 to lr")
+    max_iters: int = flag(300, "optimizer steps in the whole run")
+    eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps (and at the end)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -212,9 +219,6 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         if not self.init:
             raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
-        shape = [f"--{k.replace('_', '-')}" for k in ("n_layer", "n_head", "n_embd") if getattr(self, k) is not None]
-        if shape:
-            raise ValueError(f"{', '.join(shape)} cannot change a pretrained model's shape; it comes from --init")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -336,6 +340,25 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
     return model, get_batch, classification_loss, {"eval_fn": eval_fn}
 
 
+def best_evaluations(records: list[dict]) -> dict:
+    """The best val loss, and for classify the best val accuracy, over a run's evaluations (the
+    log.jsonl records that hold a val_loss), each with the step it came from; the earliest on a tie.
+
+    The weights of the best val loss are the ones in OUT_DIR/best. The best accuracy may come
+    from another step; its weights are kept only if that step is also the last (OUT_DIR itself).
+    """
+    evals = [r for r in records if "val_loss" in r]
+    best = {}
+    if evals:
+        by_loss = min(evals, key=lambda r: r["val_loss"])
+        best.update(best_val_loss=by_loss["val_loss"], best_val_loss_step=by_loss["step"])
+    scored = [r for r in evals if "val_accuracy" in r]
+    if scored:
+        by_accuracy = max(scored, key=lambda r: r["val_accuracy"])
+        best.update(best_val_accuracy=by_accuracy["val_accuracy"], best_val_accuracy_step=by_accuracy["step"])
+    return best
+
+
 def finetune(cfg: FinetuneConfig) -> dict:
     """Load --init, apply the strategy, train with `train_loop`, write the summary; return it."""
     from minigpt.tokenizer import Tokenizer
@@ -362,14 +385,16 @@ def finetune(cfg: FinetuneConfig) -> dict:
     metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **extra)
 
     out = Path(cfg.out)
-    rates = [r["tokens_per_s"] for r in map(json.loads, (out / LOG_FILE).read_text().splitlines()) if "tokens_per_s" in r]
+    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     memory, memory_kind = peak_memory()
     result = {
         "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
         "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
-        **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb", "best_val_loss") if k in metrics},
+        **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in metrics},  # the last evaluation
+        **best_evaluations(records),
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")
     return result

@@ -56,7 +56,11 @@ TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
-def _flag(default, help: str):
+def flag(default, help: str):
+    """A config field that is also a command-line flag: `lr: float = flag(6e-4, "peak learning rate")`.
+
+    The help text rides in the field's metadata, where `add_config_flags` finds it for --help.
+    """
     return field(default=default, metadata={"help": help})
 
 
@@ -65,38 +69,38 @@ class TrainConfig:
     """Every knob of a run; each field is also a command-line flag (`lr` → `--lr`)."""
 
     # data and output
-    data: str = _flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json)")
-    out: str = _flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
-    init: str | None = _flag(None, "start from this checkpoint directory instead of random weights")
-    resume: bool = _flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
+    data: str = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json)")
+    out: str = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
+    init: str | None = flag(None, "start from this checkpoint directory instead of random weights")
+    resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
     # model shape (from scratch; with --init only block_size and dropout apply)
-    preset: str = _flag("gpt2-mini", "GPTConfig preset: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny")
-    n_layer: int | None = _flag(None, "override the preset's number of blocks")
-    n_head: int | None = _flag(None, "override the preset's number of heads")
-    n_embd: int | None = _flag(None, "override the preset's width")
-    block_size: int | None = _flag(None, "tokens per training window (default: the model's n_positions)")
-    dropout: float | None = _flag(None, "dropout rate (default: the preset's or checkpoint's)")
+    preset: str = flag("gpt2-mini", "GPTConfig preset: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny")
+    n_layer: int | None = flag(None, "override the preset's number of blocks")
+    n_head: int | None = flag(None, "override the preset's number of heads")
+    n_embd: int | None = flag(None, "override the preset's width")
+    block_size: int | None = flag(None, "tokens per training window (default: the model's n_positions)")
+    dropout: float | None = flag(None, "dropout rate (default: the preset's or checkpoint's)")
     # optimisation
-    batch_size: int = _flag(8, "windows per micro-batch, per process")
-    grad_accum: int = _flag(1, "micro-batches per optimizer step, summed over all processes")
-    max_iters: int = _flag(1000, "optimizer steps in the whole run")
-    lr: float = _flag(6e-4, "peak learning rate, reached at the end of warmup")
-    min_lr: float = _flag(6e-5, "learning rate at the end of the cosine decay")
-    warmup_iters: int = _flag(100, "steps of linear warmup from 0 to lr")
-    lr_decay_iters: int | None = _flag(None, "step where the cosine reaches min_lr (default: max_iters)")
-    weight_decay: float = _flag(0.1, "AdamW decoupled weight decay of the matmul weights")
-    beta1: float = _flag(0.9, "AdamW beta1")
-    beta2: float = _flag(0.95, "AdamW beta2")
-    grad_clip: float = _flag(1.0, "clip the global gradient norm to this (0: off)")
+    batch_size: int = flag(8, "windows per micro-batch, per process")
+    grad_accum: int = flag(1, "micro-batches per optimizer step, summed over all processes")
+    max_iters: int = flag(1000, "optimizer steps in the whole run")
+    lr: float = flag(6e-4, "peak learning rate, reached at the end of warmup")
+    min_lr: float = flag(6e-5, "learning rate at the end of the cosine decay")
+    warmup_iters: int = flag(100, "steps of linear warmup from 0 to lr")
+    lr_decay_iters: int | None = flag(None, "step where the cosine reaches min_lr (default: max_iters)")
+    weight_decay: float = flag(0.1, "AdamW decoupled weight decay of the matmul weights")
+    beta1: float = flag(0.9, "AdamW beta1")
+    beta2: float = flag(0.95, "AdamW beta2")
+    grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
     # eval and logging
-    eval_interval: int = _flag(200, "evaluate and save a checkpoint every this many steps (and at the end)")
-    eval_iters: int = _flag(20, "val batches per evaluation")
-    log_interval: int = _flag(10, "write a log record every this many steps")
+    eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps (and at the end)")
+    eval_iters: int = flag(20, "val batches per evaluation")
+    log_interval: int = flag(10, "write a log record every this many steps")
     # system
-    device: str = _flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
-    dtype: str = _flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
-    compile: bool = _flag(False, "torch.compile the model (GPU; slow to start)")
-    seed: int = _flag(1337, "seeds the weights, every batch and every dropout mask")
+    device: str = flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
+    dtype: str = flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
+    compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
+    seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
@@ -113,19 +117,25 @@ class TrainConfig:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata."""
+    """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
+
+    A field declared with init=False cannot be set, so it gets no flag (fine-tuning fixes the
+    model-shape fields that way: the shape comes from --init).
+    """
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
+        if not f.init:
+            continue
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `int | None` → int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        flag = "--" + f.name.replace("_", "-")
+        option = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()
         help_ = f"{f.metadata.get('help', '')} (default: {default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
-            parser.add_argument(flag, type=kind, default=default, help=help_)
+            parser.add_argument(option, type=kind, default=default, help=help_)
 
 
 def parse_config(cls: type, argv: list[str] | None, prog: str, description: str):
@@ -432,9 +442,9 @@ class StopSignal:
         """Whether any process was signalled: all must stop at the same step."""
         if rt.world == 1:
             return self.raised
-        flag = torch.tensor(float(self.raised), device=rt.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        raised = torch.tensor(float(self.raised), device=rt.device)
+        dist.all_reduce(raised, op=dist.ReduceOp.MAX)
+        return bool(raised.item())
 
 
 def train_loop(
@@ -474,6 +484,8 @@ def train_loop(
         raise FileExistsError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:  # a run that crashed before its first checkpoint may have left a log
+            (out / LOG_FILE).unlink(missing_ok=True)
     fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
     model = fwd
     if rt.world > 1:

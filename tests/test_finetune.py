@@ -7,7 +7,7 @@ import torch
 
 from minigpt import GPT, GPTConfig
 from minigpt.classifier import GPTClassifier
-from minigpt.finetune import STRATEGIES, apply_strategy, read_tsv, trainable_parameters
+from minigpt.finetune import STRATEGIES, FinetuneConfig, apply_strategy, best_evaluations, read_tsv, trainable_parameters
 from minigpt.lora import LoRALinear
 
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=3, bos_token_id=0, eos_token_id=0)
@@ -183,6 +183,10 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path)
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "lora", "--lr", "1e-2") == 0
     summary = json.loads((tmp_path / "o" / "finetune_summary.json").read_text())
     assert summary["strategy"] == "lora" and summary["steps"] == 4 and summary["trainable_params"] < summary["total_params"]
+    # The best evaluation is reported beside the last one, with its step: the one best/ holds.
+    best = json.loads((tmp_path / "o" / "best" / "metrics.json").read_text())
+    assert (summary["best_val_loss"], summary["best_val_loss_step"]) == (best["val_loss"], best["step"])
+    assert summary["best_val_loss"] <= summary["val_loss"] and summary["best_val_loss_step"] in (2, 4)
     assert {"loss.png", "log.jsonl", "vocab.json", "merges.txt", "training_state.pt"} <= {p.name for p in (tmp_path / "o").iterdir()}
     ours = GPT.from_pretrained(tmp_path / "o")  # a plain GPT-2: the adapters were merged in
     assert not torch.equal(ours.transformer.h[0].attn.c_attn.weight, GPT.from_pretrained(base / "base").transformer.h[0].attn.c_attn.weight)
@@ -201,6 +205,10 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path)
     assert _run(base, out, "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "partial", "--lr", "1e-2") == 0
     summary = json.loads((out / "finetune_summary.json").read_text())
     assert 0 <= summary["val_accuracy"] <= 1
+    evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val_accuracy" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in evals) >= summary["val_accuracy"]
+    assert summary["best_val_accuracy_step"] in (2, 4) and "best_val_loss_step" in summary
     ours = GPTClassifier.from_pretrained(out)
     hf = GPT2ForSequenceClassification.from_pretrained(out).eval()
     assert hf.config.num_labels == 2
@@ -231,7 +239,6 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
     (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
-    (("--data", "corpus.txt", "--n-layer", "4"), "cannot change a pretrained model's shape"),
 ])
 def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "bad.tsv").write_text("good\t1\nno label here\n")
@@ -240,3 +247,34 @@ def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     assert _run(base, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
+
+
+def test_best_evaluations_name_the_step_of_each_best():
+    records = [
+        {"step": 10, "loss": 0.9},  # a train record: not an evaluation
+        {"step": 20, "val_loss": 0.7, "val_accuracy": 0.6},
+        {"step": 30, "val_loss": 0.5, "val_accuracy": 0.7},
+        {"step": 40, "val_loss": 0.6, "val_accuracy": 0.8},  # accuracy still rising while the loss went up
+        {"step": 50, "val_loss": 0.5, "val_accuracy": 0.8},  # ties: the earliest step counts
+    ]
+    assert best_evaluations(records) == {"best_val_loss": 0.5, "best_val_loss_step": 30,
+                                         "best_val_accuracy": 0.8, "best_val_accuracy_step": 40}
+    assert best_evaluations([{"step": 5, "val_loss": 1.0}]) == {"best_val_loss": 1.0, "best_val_loss_step": 5}  # lm: no accuracy
+    assert best_evaluations([{"step": 5, "loss": 1.0}]) == {}
+
+
+def test_the_model_shape_is_not_a_finetune_flag(base, tmp_path, capsys):
+    """The shape comes from --init: train's --preset and --n-* are neither shown nor accepted."""
+    from minigpt.finetune import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "--init" in text and "--lr" in text and "--block-size" in text  # train's other flags are shared
+    for shape in ("--preset", "--n-layer", "--n-head", "--n-embd"):
+        assert shape not in text
+    with pytest.raises(SystemExit) as exit_:
+        _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--preset", "gpt2-medium")
+    assert exit_.value.code == 2 and "unrecognized arguments: --preset gpt2-medium" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="n_layer"):
+        FinetuneConfig(init="x", n_layer=4)

@@ -2,12 +2,14 @@
 stops cleanly on NaN and rejects bad input with a clear message."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +142,15 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     assert log == sorted(log)  # no records duplicated by the restart
 
 
+def test_a_fresh_run_starts_a_fresh_log(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "log.jsonl").write_text(json.dumps({"step": 99, "val_loss": 0.01}) + "\n")  # left by a crashed run
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), out, max_iters=3, log_interval=1, eval_interval=0))
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 3]  # three train records and the final eval, nothing of the old run
+
+
 def test_resume_without_a_run_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no training_state.pt"):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
@@ -246,6 +257,21 @@ def test_cli_flags_cover_every_config_field(capsys):
         assert "--" + f.name.replace("_", "-") in text
     cfg = train.parse_config(TrainConfig, ["--lr", "0.01", "--compile", "--n-layer", "3"], "t", "")
     assert (cfg.lr, cfg.compile, cfg.n_layer, cfg.dropout) == (0.01, True, 3, None)
+
+
+def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
+    @dataclass
+    class Config:
+        width: int = train.flag(3, "how wide")
+        shape: str | None = field(default=None, init=False)  # fixed: no flag
+
+    parser = argparse.ArgumentParser()
+    train.add_config_flags(parser, Config)
+    assert "how wide (default: 3)" in parser.format_help() and "--shape" not in parser.format_help()
+    assert vars(parser.parse_args(["--width", "5"])) == {"width": 5}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--shape", "x"])
+    assert "unrecognized arguments: --shape" in capsys.readouterr().err
 
 
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):

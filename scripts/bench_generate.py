@@ -2,6 +2,7 @@
 
     python scripts/bench_generate.py                          # 124M, fp32 + bf16, batch 1 and 8
     python scripts/bench_generate.py --repeats 7 --new-tokens 128 --compile
+    python scripts/bench_generate.py --device cuda --compile       # on a GPU: bf16 rows vs transformers bf16
 
 What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
 so both see the same machine load):
@@ -14,6 +15,10 @@ so both see the same machine load):
   minigpt/model.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
   close minigpt's step gets to its own.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
+- The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.
+- On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the issue's reference),
+  every timestamp waits for the GPU (torch.cuda.synchronize), and the bandwidth limit of a step
+  (weight bytes / copy bandwidth measured in the same run) is printed beside the floors.
 Random weights (GPT-2 124M shapes) unless --model names a checkpoint; speed does not depend on them.
 """
 from __future__ import annotations
@@ -30,6 +35,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.generate import generate
+from minigpt.kv_cache import cache_length
 
 
 def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
@@ -49,13 +55,21 @@ def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
     return model.eval(), hf.eval()
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timestamp means "done", not "launched"."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Stamps:
     """A streamer for both libraries: records when each batch of new tokens arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.times: list[float] = []
+        self.device = device
 
     def __call__(self, _tokens) -> None:  # minigpt: streamer(tokens)
+        sync(self.device)
         self.times.append(time.perf_counter())
 
     put = __call__  # transformers: streamer.put(tokens); its first call is the prompt
@@ -79,9 +93,10 @@ def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kerne
     linears = []
     for block in model.transformer.h:
         linears += [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
+    device = model.lm_head.weight.device
     linears = [copy.deepcopy(m).to(dtype) for m in linears + [model.lm_head]]
-    x_c = torch.randn(batch, c.n_embd, dtype=dtype)
-    x_4c = torch.randn(batch, c.mlp_width, dtype=dtype)
+    x_c = torch.randn(batch, c.n_embd, dtype=dtype, device=device)
+    x_4c = torch.randn(batch, c.mlp_width, dtype=dtype, device=device)
 
     def step() -> None:
         for m in linears:
@@ -91,26 +106,47 @@ def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kerne
     step()
     times = []
     for _ in range(repeats * 4):
+        sync(device)
         t0 = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - t0)
     return median(times)
 
 
+def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
+    """Seconds to read every weight once at the device's copy bandwidth (measured: a 1 GiB copy
+    reads and writes 2 GiB): no decode step of batch ≤ a few dozen can beat it."""
+    device = model.lm_head.weight.device
+    src = torch.empty(2**30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    sync(device)
+    bandwidth = 2 * src.numel() * 10 / (time.perf_counter() - t0)  # bytes/s
+    weight_bytes = model.num_params() * torch.empty((), dtype=dtype).element_size()
+    return weight_bytes / bandwidth
+
+
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
                  ours_dtype: torch.dtype) -> tuple[float, float]:
-    """Median TPOT (s) of minigpt (in ours_dtype) and transformers (fp32) at this batch size."""
+    """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch size."""
+    device = model.lm_head.weight.device
     ids = torch.randint(0, model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(batch))
+    ids = ids.to(device)
     ours_model = model if ours_dtype == torch.float32 else copy.deepcopy(model).to(ours_dtype)
     ours, theirs = [], []
     # Warm-up (and, with compile, the compilation itself) stays outside the timing.
     generate(ours_model, ids, max_new_tokens=new, eos_token_id=[], compile=compile)
     hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=0)
     for _ in range(repeats):
-        s = Stamps()
+        s = Stamps(device)
         generate(ours_model, ids, max_new_tokens=new, eos_token_id=[], streamer=s, compile=compile)
         ours.append(tpot(s.times))
-        s = Stamps()
+        s = Stamps(device)
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
                     do_sample=False, pad_token_id=0, streamer=s)
         theirs.append(tpot(s.times[1:]))  # the first put() is the prompt
@@ -118,24 +154,45 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
 
 
 def ttft_times(model: GPT, hf: GPT2LMHeadModel, length: int, repeats: int) -> tuple[float, float]:
+    device = model.lm_head.weight.device
     ids = torch.randint(0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(length))
+    ids = ids.to(device)
     ours, theirs = [], []
     generate(model, ids, max_new_tokens=1, eos_token_id=[])  # warm-up
     hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=0)
     for _ in range(repeats):
+        sync(device)
         t0 = time.perf_counter()
         generate(model, ids, max_new_tokens=1, eos_token_id=[])
+        sync(device)
         ours.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=0)
+        sync(device)
         theirs.append(time.perf_counter() - t0)
     return median(ours), median(theirs)
+
+
+def kv_cache_check(model: GPT, batch: int, new: int, dtype: torch.dtype) -> str:
+    """The KV cache's bytes as generate reports them, against 2·n_layer·B·max_len·n_embd·bytes."""
+    c, device = model.config, model.lm_head.weight.device
+    ours = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    ids = torch.randint(0, c.vocab_size, (batch, 16), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _, stats = generate(ours, ids, max_new_tokens=new, eos_token_id=[], return_stats=True)
+    max_len = cache_length(16 + new - 1, c.n_positions)
+    expected = 2 * c.n_layer * batch * max_len * c.n_embd * torch.empty((), dtype=dtype).element_size()
+    return (f"KV cache, {str(dtype).split('.')[-1]}, batch {batch}, {max_len} slots: {stats.kv_cache_bytes / 2**20:.1f} MiB "
+            f"(2·n_layer·B·T·n_embd·bytes = {expected / 2**20:.1f} MiB, {'equal' if stats.kv_cache_bytes == expected else 'DIFFERENT'}); "
+            f"peak memory {stats.peak_memory_bytes / 2**20:.0f} MiB")
 
 
 def bf16_drift(model: GPT) -> tuple[float, float, float]:
     """Max |logit difference| bf16 vs fp32 on a 256-token prompt, the fp32 logits' std, and the
     fraction of positions whose top-1 token agrees."""
     ids = torch.randint(0, model.config.vocab_size, (1, 256), generator=torch.Generator().manual_seed(1))
+    ids = ids.to(model.lm_head.weight.device)
     ref, _ = model(ids)
     low, _ = copy.deepcopy(model).to(torch.bfloat16)(ids)
     diff = (low.float() - ref).abs().max().item()
@@ -152,11 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttft-lengths", default="64,256,1024")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
+    device = torch.device(args.device)
     model, hf = build_models(args.model)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs; "
+    model, hf = model.to(device), hf.to(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
           f"minigpt / transformers ratios > 1 mean minigpt is faster\n")
+    # The issue's CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
+    theirs_in = {torch.float32: hf}
+    if device.type == "cuda" and not args.no_bf16:
+        theirs_in[torch.bfloat16] = copy.deepcopy(hf).to(torch.bfloat16)
 
     print(f"{'measurement':<34}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}"
           f"{'F.linear floor':>16}{'minigpt floor':>15}{'floor/ours':>12}")
@@ -172,16 +237,22 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("bf16 compiled", torch.bfloat16, True))
     for batch in map(int, args.batches.split(",")):
         for name, dtype, compile in runs:
-            ours, theirs = decode_times(model, hf, batch, args.new_tokens, args.repeats, compile, dtype)
+            reference = theirs_in.get(dtype, hf)
+            ours, theirs = decode_times(model, reference, batch, args.new_tokens, args.repeats, compile, dtype)
             plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
                   f"{plain * 1e3:>16.1f}{floor * 1e3:>15.1f}{floor / ours:>12.2f}")
             print(f"{f'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
+            if device.type == "cuda" and batch == 1:
+                limit = bandwidth_limit(model, dtype)
+                print(f"{f'  bandwidth limit (ms)':<34}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")
     if not args.no_bf16:
         diff, std, agree = bf16_drift(model)
         print(f"\nbf16 vs fp32 logits (256-token prompt): max |diff| {diff:.3f} (fp32 logit std {std:.3f}), "
               f"top-1 agreement {agree:.1%}")
+    for dtype in [torch.float32] + ([] if args.no_bf16 else [torch.bfloat16]):
+        print(kv_cache_check(model, max(map(int, args.batches.split(","))), args.new_tokens, dtype))
     return 0
 
 

@@ -33,10 +33,6 @@ import torch
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     _filter,
-    apply_min_p,
-    apply_temperature,
-    apply_top_k,
-    apply_top_p,
     check_penalties,
     check_sampling_params,
     draw,
@@ -46,6 +42,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
+from minigpt.stop_strings import StopStrings
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -122,7 +119,9 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     the whole cache width, so every step and every prompt length within a bucket reuse one graph:
     one per (batch size, bucket). On CUDA, mode="reduce-overhead" records the step as a CUDA graph
     that replays all its kernel launches with one call; the graph writes the cache in place, so
-    its buffers are marked static (their address is baked into the graph).
+    its buffers are marked static (their address is baked into the graph). On a CPU it runs about
+    as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
+    compiling is meant for GPUs.
     """
     if not compile:
         return decode_step
@@ -142,47 +141,10 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     return step
 
 
-# ---- stop strings ----------------------------------------------------------------------------
-
-
-class StopStrings:
-    """Finds stop strings in each row's generated text, even when one spans several tokens.
-
-    It compares bytes, so a stop string may end in the middle of a multi-byte character. Every
-    token is ≥ 1 byte, so a stop string that ends in the newest token lies within the last
-    len(stop bytes) tokens: only that tail is decoded each step.
-    """
-
-    def __init__(self, tokenizer, stops: list[str], batch_size: int) -> None:
-        if tokenizer is None:
-            raise ValueError("stop strings need the tokenizer: pass tokenizer=... to generate()")
-        if not stops or any(not s for s in stops):
-            raise ValueError(f"stop must be a list of non-empty strings, got {stops!r}")
-        self.tokenizer, self.stops = tokenizer, [s.encode("utf-8") for s in stops]
-        self.window = max(len(s) for s in self.stops)
-        self.ids: list[list[int]] = [[] for _ in range(batch_size)]
-
-    def add(self, row: int, token: int) -> int | None:
-        """Append a token to `row`; if a stop string now appears, return how many generated
-        tokens to keep: those wholly before the stop string. Else None."""
-        ids = self.ids[row]
-        ids.append(token)
-        tail = ids[-self.window:]
-        text = self.tokenizer.decode_bytes(tail)
-        starts = [text.find(s) for s in self.stops if s in text]
-        if not starts:
-            return None
-        start = min(starts)
-        keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
-        while len(self.tokenizer.decode_bytes(tail[:keep + 1])) <= start:
-            keep += 1
-        return len(ids) - len(tail) + keep
-
-
 # ---- argument checks ---------------------------------------------------------------------------
 
 
-def _prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: int):
+def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: int):
     """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
@@ -325,7 +287,7 @@ def stream(
                          "1 for greedy decoding, and ≥ 1 for sampling")
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
-    input_ids, attention_mask = _prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
     if num_beams > 1:
@@ -485,57 +447,6 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str, **kwargs) -> Ite
             sent = ready
 
 
-def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: int = 5, seed: int | None = None,
-            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-            repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-            out=None) -> str:
-    """The teaching view of sampling: for each step, the top candidates' probabilities after
-    every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
-
-    It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
-    """
-    out = out or sys.stdout
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    ids, _ = _prepare_inputs(model, torch.tensor([tokenizer.encode(prompt)], dtype=torch.long), None, steps,
-                             model.config.bos_token_id)
-    T, V = ids.size(1), model.config.vocab_size
-    cache = KVCache.for_model(model, 1, cache_length(T + steps - 1, model.config.n_positions))
-    generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
-    logits = prefill(model, ids, torch.ones_like(ids), cache)
-    new: list[int] = []
-    for step in range(steps):
-        seen = token_counts(ids, V)
-        generated = token_counts(ids[:, T:], V)
-        stages = [("raw", logits)]
-        stages.append(("penalties", penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
-                                             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)))
-        stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
-        stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
-        stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
-        stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
-        final = stages[-1][1]
-        token = int(draw(final, exponential_noise(final.shape, ids.device, generator), temperature)[0])
-        probs = [s.softmax(-1)[0] for _, s in stages]
-        kept = int(torch.isfinite(final).sum())
-        print(f"\nstep {step}: {kept} of {V} tokens kept; drew {tokenizer.decode([token])!r}", file=out)
-        print(f"  {'token':<16}" + "".join(f"{name:>16}" for name, _ in stages), file=out)
-        # The candidates: the most likely before any stage, then after the last, then the token drawn.
-        cands = torch.topk(probs[0], top).indices.tolist() + torch.topk(probs[-1], top).indices.tolist() + [token]
-        for cand in dict.fromkeys(cands):
-            mark = "→" if cand == token else " "
-            row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
-            print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
-        new.append(token)
-        if token == model.config.eos_token_id or step + 1 == steps:
-            break
-        ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
-        key_valid = torch.ones(1, ids.size(1), dtype=torch.bool, device=ids.device)
-        logits = decode_step(model, ids[:, -1:], cache, torch.tensor([T + step], device=ids.device),
-                             torch.tensor([[T + step]], device=ids.device), key_valid)
-    return tokenizer.decode(new)
-
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -592,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                         frequency_penalty=args.frequency_penalty)
         with torch.inference_mode():
             if args.explain:
+                from minigpt.explain import explain  # imported here: explain.py builds on this module
+
                 explain(model, tokenizer, prompt, steps=args.max_new_tokens, seed=args.seed, **sampling)
                 return 0
             kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,

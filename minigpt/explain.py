@@ -1,0 +1,83 @@
+"""The teaching view of sampling (`minigpt generate --explain`): what each filter does to the odds.
+
+Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
+token, from minigpt/generate.py) and, between them, applies minigpt/sampling.py's stages one at a
+time instead of fused: `logits → penalties → temperature → top-k → top-p → min-p → draw`. After
+each stage it keeps the probabilities, so a table per step can show the top candidates' odds
+before and after every penalty and filter, and which token was drawn. The same seed draws the
+same tokens as `generate` (greedy when temperature is 0).
+
+What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
+it is one prompt, for reading, and slower than `generate` (every stage is materialized).
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from minigpt.generate import prepare_inputs, decode_step, prefill
+from minigpt.kv_cache import KVCache, cache_length
+from minigpt.sampling import (
+    apply_min_p,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    check_penalties,
+    check_sampling_params,
+    draw,
+    exponential_noise,
+    penalize,
+    token_counts,
+)
+
+
+def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: int = 5, seed: int | None = None,
+            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+            repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+            out=None) -> str:
+    """The teaching view of sampling: for each step, the top candidates' probabilities after
+    every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
+
+    It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
+    """
+    out = out or sys.stdout
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    ids, _ = prepare_inputs(model, torch.tensor([tokenizer.encode(prompt)], dtype=torch.long), None, steps,
+                             model.config.bos_token_id)
+    T, V = ids.size(1), model.config.vocab_size
+    cache = KVCache.for_model(model, 1, cache_length(T + steps - 1, model.config.n_positions))
+    generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
+    logits = prefill(model, ids, torch.ones_like(ids), cache)
+    new: list[int] = []
+    for step in range(steps):
+        seen = token_counts(ids, V)
+        generated = token_counts(ids[:, T:], V)
+        stages = [("raw", logits)]
+        stages.append(("penalties", penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
+                                             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)))
+        stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
+        stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
+        stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
+        stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
+        final = stages[-1][1]
+        token = int(draw(final, exponential_noise(final.shape, ids.device, generator), temperature)[0])
+        probs = [s.softmax(-1)[0] for _, s in stages]
+        kept = int(torch.isfinite(final).sum())
+        print(f"\nstep {step}: {kept} of {V} tokens kept; drew {tokenizer.decode([token])!r}", file=out)
+        print(f"  {'token':<16}" + "".join(f"{name:>16}" for name, _ in stages), file=out)
+        # The candidates: the most likely before any stage, then after the last, then the token drawn.
+        cands = torch.topk(probs[0], top).indices.tolist() + torch.topk(probs[-1], top).indices.tolist() + [token]
+        for cand in dict.fromkeys(cands):
+            mark = "→" if cand == token else " "
+            row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
+            print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
+        new.append(token)
+        if token == model.config.eos_token_id or step + 1 == steps:
+            break
+        ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
+        key_valid = torch.ones(1, ids.size(1), dtype=torch.bool, device=ids.device)
+        logits = decode_step(model, ids[:, -1:], cache, torch.tensor([T + step], device=ids.device),
+                             torch.tensor([[T + step]], device=ids.device), key_valid)
+    return tokenizer.decode(new)

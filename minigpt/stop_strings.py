@@ -1,0 +1,56 @@
+r"""Stop strings: end a row when its generated *text* contains a given string.
+
+Where it sits: inside the decode loop (`stream` in minigpt/generate.py), after each step's tokens
+are drawn: `... → draw → StopStrings.add → (stop the row, or go on) → Tokenizer.decode → text`.
+
+Why this needs care:
+- A stop string is text, but the model writes tokens, and their boundaries need not match the
+  string's. GPT-2 can write "\n\n" as one token (628) or as two "\n" tokens (198, 198); its own
+  encoder picks the two in "Hello.\n\nWorld". A stop string may also begin inside a token.
+  Comparing each token with the stop strings misses these: the decoded text of the recent tokens
+  must be searched.
+- Bytes, not characters: one character of UTF-8 may be spelled over several tokens, so the text
+  is searched as bytes, and a stop string may end in the middle of a character.
+- The stop text must not reach the output: the caller asked for the text *before* it. `add`
+  returns how many generated tokens lie wholly before the stop string, and the loop pads the
+  rest. (The streaming side, `stream_text`, also holds back text that could be the start of a
+  stop string until it knows.)
+
+What it does not handle: text that shares a token with the stop string's start is cut with it
+(ids cannot split a token), and no regular expressions, only plain strings.
+"""
+from __future__ import annotations
+
+
+class StopStrings:
+    """Finds stop strings in each row's generated text, even when one spans several tokens.
+
+    It compares bytes, so a stop string may end in the middle of a multi-byte character. Every
+    token is ≥ 1 byte, so a stop string that ends in the newest token lies within the last
+    len(stop bytes) tokens: only that tail is decoded each step.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], batch_size: int) -> None:
+        if tokenizer is None:
+            raise ValueError("stop strings need the tokenizer: pass tokenizer=... to generate()")
+        if not stops or any(not s for s in stops):
+            raise ValueError(f"stop must be a list of non-empty strings, got {stops!r}")
+        self.tokenizer, self.stops = tokenizer, [s.encode("utf-8") for s in stops]
+        self.window = max(len(s) for s in self.stops)
+        self.ids: list[list[int]] = [[] for _ in range(batch_size)]
+
+    def add(self, row: int, token: int) -> int | None:
+        """Append a token to `row`; if a stop string now appears, return how many generated
+        tokens to keep: those wholly before the stop string. Else None."""
+        ids = self.ids[row]
+        ids.append(token)
+        tail = ids[-self.window:]
+        text = self.tokenizer.decode_bytes(tail)
+        starts = [text.find(s) for s in self.stops if s in text]
+        if not starts:
+            return None
+        start = min(starts)
+        keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
+        while len(self.tokenizer.decode_bytes(tail[:keep + 1])) <= start:
+            keep += 1
+        return len(ids) - len(tail) + keep

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from minigpt.generate import prepare_inputs, decode_step, prefill
+from minigpt.generate import decode_step, prefill, prepare_inputs
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     apply_min_p,

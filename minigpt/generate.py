@@ -12,7 +12,8 @@ Batches of prompts are *left*-padded, so every row's newest token sits in the sa
 one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
 from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
 Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
-loop to minigpt/beam_search.py instead.
+loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
+the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
 the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).

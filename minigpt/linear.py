@@ -58,12 +58,13 @@ class Linear(nn.Linear):
     """y = x W^T + b with W stored (out, in), exactly nn.Linear's parameters and state dict."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (ONEDNN and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == self.weight.dtype
-                and not torch.is_grad_enabled()):
+        if torch.is_grad_enabled():  # training: autograd needs F.linear, and the packed copy is stale
+            if not torch.compiler.is_compiling():
+                _PACKED.pop(self.weight, None)  # free the inference copy
+            return F.linear(x, self.weight, self.bias)
+        if ONEDNN and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == self.weight.dtype:
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
             # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.
             return torch.ops.mkldnn._linear_pointwise(x, packed_weight(self.weight), self.bias, "none", [], "")
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            _PACKED.pop(self.weight, None)  # training again: free the inference copy
         return F.linear(x, self.weight, self.bias)

@@ -96,9 +96,17 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        # Under `with torch.device("meta")` (load_gpt) the model is shapes only. Handing
+        # nn.Embedding an empty weight there skips its random init, whose meta-device version
+        # imports torch's compiler (~1.5 s) for nothing; a real model keeps torch's init order.
+        meta = torch.empty(()).is_meta
+
+        def embedding(n: int) -> nn.Embedding:
+            return nn.Embedding(n, config.n_embd, _weight=torch.empty(n, config.n_embd) if meta else None)
+
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token id → vector
-            wpe=nn.Embedding(config.n_positions, config.n_embd),  # position → vector
+            wte=embedding(config.vocab_size),  # token id → vector
+            wpe=embedding(config.n_positions),  # position → vector
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
@@ -107,7 +115,7 @@ class GPT(nn.Module):
         # Weight tying: reading a token in (wte) and scoring it out (lm_head) share one matrix.
         # It saves V × C parameters (38M of the 124M) and is how GPT-2 was trained.
         self.lm_head.weight = self.transformer.wte.weight
-        if not self.transformer.wte.weight.is_meta:
+        if not meta:
             self.apply(self._init_weights)
             self._scale_residual_projections()
 

@@ -6,6 +6,8 @@ import gc
 import json
 import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -416,3 +418,13 @@ def test_loading_holds_one_copy_of_the_weights(tmp_path, monkeypatch):
     for k, p in loaded.state_dict().items():
         if k != "lm_head.weight":
             assert p.data_ptr() == seen["ptrs"][k], f"{k} was copied on assign"
+
+
+def test_loading_does_not_import_the_compiler(hf_dir):
+    """nn.Embedding's random init on the "meta" device imports torch._dynamo (~1.5 s of every
+    `minigpt generate`); the loader must skip it. A fresh interpreter, since this one has it."""
+    code = (f"import sys; from minigpt import GPT; GPT.from_pretrained({str(hf_dir)!r}); "
+            "print('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

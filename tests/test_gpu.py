@@ -1,0 +1,123 @@
+"""What only a GPU can show: the CUDA paths of generation and training, checked on a real device.
+
+The rest of the suite runs everywhere (the fused sampling kernel too, in Triton's CPU
+interpreter); this file checks what a CPU cannot exercise: CUDA's attention kernels against
+transformers on the same device, the compiled decode step as a CUDA graph (mode="reduce-overhead",
+static cache buffers), the fused sampler compiled for the GPU inside the decode loop, the KV
+cache's memory as the allocator sees it, and a bf16 + torch.compile training run. Without a GPU
+these tests are skipped (CI has none); `bash scripts/gpu_check.sh` runs them with the benchmarks.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt import GPT, GPTConfig
+from minigpt.generate import generate
+from test_generate import PAD, PROMPTS, left_padded, min_top2_margin, sharpened_pair, tiny_config
+from test_train import make_data, tiny_cfg
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    model, hf = sharpened_pair(tiny_config())
+    return model.cuda(), hf.cuda()
+
+
+@torch.no_grad()
+def test_greedy_equals_transformers_on_gpu(pair):
+    """Left-padded batch, fp32: CUDA's SDPA kernels on both sides, the same tokens."""
+    model, hf = pair
+    ids, mask = (t.cuda() for t in left_padded(PROMPTS))
+    ours = generate(model, ids, mask, max_new_tokens=24, eos_token_id=[], pad_token_id=PAD)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=PAD,
+                         eos_token_id=None)
+    out_mask = torch.cat([mask, torch.ones_like(ours[:, ids.size(1):])], 1)
+    print(f"min top-2 logit margin {min_top2_margin(model, ours, out_mask, ids.size(1)):.3g}")
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@torch.no_grad()
+def test_compiled_cuda_graph_step_same_tokens_no_recompiles(pair, dtype):
+    """compile=True on CUDA records the decode step as a CUDA graph: tokens equal the eager loop's,
+    and every step and every prompt length within a cache bucket replays the same graph."""
+    import torch._dynamo
+
+    model = copy.deepcopy(pair[0]).to(dtype)
+    torch._dynamo.reset()
+    ids, mask = (t.cuda() for t in left_padded(PROMPTS))
+    eager = generate(model, ids, mask, max_new_tokens=16, eos_token_id=[])
+    assert torch.equal(eager, generate(model, ids, mask, max_new_tokens=16, eos_token_id=[], compile=True))
+    longer, longer_mask = (t.cuda() for t in left_padded([p + [9, 10] for p in PROMPTS]))  # same 64 bucket
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = generate(model, longer, longer_mask, max_new_tokens=16, eos_token_id=[], compile=True)
+    assert torch.equal(again, generate(model, longer, longer_mask, max_new_tokens=16, eos_token_id=[]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@torch.no_grad()
+def test_fused_sampler_in_the_decode_loop(pair, compile):
+    """sampler="triton" on CUDA: the same seed gives the same tokens, a temperature-0 row is
+    greedy, and the kernel agrees with itself whether the step around it is compiled or not."""
+    model, _ = pair
+    ids, mask = (t.cuda() for t in left_padded(PROMPTS))
+    kw = dict(max_new_tokens=12, do_sample=True, temperature=torch.tensor([0.0, 0.8, 1.2]), top_k=20,
+              top_p=0.9, min_p=0.02, seed=3, sampler="triton", eos_token_id=[])
+    a = generate(model, ids, mask, compile=compile, **kw)
+    assert torch.equal(a, generate(model, ids, mask, compile=compile, **kw))
+    assert not torch.equal(a, generate(model, ids, mask, compile=compile, **{**kw, "seed": 4}))
+    greedy = generate(model, ids, mask, max_new_tokens=12, eos_token_id=[])
+    assert torch.equal(a[0], greedy[0])
+    if compile:
+        assert torch.equal(a, generate(model, ids, mask, **kw))
+
+
+@torch.no_grad()
+def test_kv_cache_memory_is_the_formula():
+    """124M in bf16, batch 8: the cache holds 2·n_layer·B·max_len·n_embd·2 bytes, and the peak
+    memory a generate call adds is that plus the prefill's activations and logits (< 64 MiB)."""
+    config = GPTConfig.gpt2("gpt2")
+    model = GPT(config).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, config.vocab_size, (8, 100), device="cuda")
+    generate(model, ids, max_new_tokens=2, eos_token_id=[])  # first use: cuBLAS's workspace is allocated
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    _, stats = generate(model, ids, max_new_tokens=28, eos_token_id=[], return_stats=True)  # 127 slots → 128
+    formula = 2 * config.n_layer * 8 * 128 * config.n_embd * 2
+    added = torch.cuda.max_memory_allocated() - before
+    print(f"KV cache {stats.kv_cache_bytes / 2**20:.2f} MiB (formula {formula / 2**20:.2f}); "
+          f"peak added by generate {added / 2**20:.2f} MiB")
+    assert stats.kv_cache_bytes == formula
+    assert formula <= added <= formula + 64 * 2**20
+
+
+def test_training_in_bf16_compiled_learns_and_reloads(tmp_path):
+    """`minigpt train` on CUDA with bf16 autocast and torch.compile: the loss falls, and the
+    checkpoint it writes loads back (in HF layout) and scores the data as well as it trained."""
+    from minigpt.train import pretrain
+
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    cfg = tiny_cfg(data, out, device="cuda", dtype="bfloat16", compile=True, max_iters=60, eval_interval=20,
+                   lr=1e-2, dropout=0.0)
+    result = pretrain(cfg)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    print(f"loss {losses[0]:.3f} → {losses[-1]:.3f}; val {result['val_loss']:.3f}")
+    assert losses[-1] < 0.5 * losses[0]
+    reloaded = GPT.from_pretrained(out, device="cuda")
+    x = torch.from_numpy(np.fromfile(data / "val.bin", dtype=np.uint16)[:17].astype(np.int64))[None].cuda()
+    with torch.no_grad():
+        _, loss = reloaded(x[:, :-1], targets=x[:, 1:])
+    assert loss.item() < 2 * result["val_loss"] + 0.1

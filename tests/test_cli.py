@@ -22,3 +22,13 @@ def test_a_closed_stdout_pipe_ends_quietly(argv):
     proc.stdout.close()  # the child has only the write end: its first write to stdout gets EPIPE
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 1 and err == "", err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["nonsense"], ["tokenize", "Hello world"]], ids=["help", "unknown", "tokenize"])
+def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
+    """`python -m minigpt` runs minigpt.cli:main, as the installed `minigpt` script does."""
+    def run(module: str) -> tuple[int, str, str]:
+        r = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    assert run("minigpt") == run("minigpt.cli")

@@ -6,6 +6,7 @@ and is imported only when used, so `minigpt --help` stays instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -27,7 +28,24 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run one command; a reader that stops early (`minigpt --help | head -1`) ends it quietly.
+
+    Python ignores SIGPIPE, so writing to a pipe nobody reads raises BrokenPipeError: in the
+    middle of a command, or at exit when Python flushes stdout. This is the Python docs' recipe
+    (signal module, "Note on SIGPIPE"), once here instead of in every command.
+    """
+    try:
+        try:
+            return run_command(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()  # so a closed pipe shows up here, not as a traceback at exit
+    except BrokenPipeError:
+        # Python flushes stdout again on exit: send what is left to devnull instead of the pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1  # as Python itself exits on EPIPE
+
+
+def run_command(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0

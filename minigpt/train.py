@@ -52,6 +52,8 @@ LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
+# The shape of a fresh model when no --preset is given.
+DEFAULT_PRESET = "gpt2-mini"
 # Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
@@ -74,7 +76,9 @@ class TrainConfig:
     init: str | None = flag(None, "start from this checkpoint directory instead of random weights")
     resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
     # model shape (from scratch; with --init only block_size and dropout apply)
-    preset: str = flag("gpt2-mini", "GPTConfig preset: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny")
+    # None, not DEFAULT_PRESET, so that a --preset passed with --init can be told apart and refused.
+    preset: str | None = flag(None, "GPTConfig preset of a fresh model: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny "
+                                    f"(default: {DEFAULT_PRESET}; not with --init, which fixes the shape)")
     n_layer: int | None = flag(None, "override the preset's number of blocks")
     n_head: int | None = flag(None, "override the preset's number of heads")
     n_embd: int | None = flag(None, "override the preset's width")
@@ -120,7 +124,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
 
     A field declared with init=False cannot be set, so it gets no flag (fine-tuning fixes the
-    model-shape fields that way: the shape comes from --init).
+    model-shape fields that way: the shape comes from --init). A None default means "decided
+    later" (by the model, the data or another flag), so its help says what happens instead of
+    showing "(default: None)".
     """
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
@@ -131,7 +137,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         option = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()
-        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        help_ = f.metadata.get("help", "") + ("" if default is None else f" (default: {default})")
         if kind is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
@@ -571,7 +577,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
     GPT-2's 50256, and generation stops on what config.json says.
     """
     if cfg.init:
-        shape = [f"--{k.replace('_', '-')}" for k in ("n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
+        shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
@@ -587,7 +593,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
     if eos_token_id is not None:  # GPT-2 uses the same token to begin and end a document
         overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
-    return GPT(GPTConfig.gpt2(cfg.preset, vocab_size=vocab_size, **overrides))
+    return GPT(GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides))
 
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:

@@ -10,7 +10,12 @@ strategy keeps its usual learning rate (--lrs): a new head or a LoRA adapter sta
 or random and wants a larger step than pretrained weights do.
 Writes OUT/compare.md (the table) and OUT/compare.png, and prints the table:
 trainable parameters, AdamW state, peak memory, tokens/s (median of the logged intervals,
-padding included), final val loss and, for classify, val accuracy.
+padding included), then the best val loss with its step and the final val loss, and for classify
+the best and final val accuracy the same way.
+The best figure is what a strategy reaches on this budget, so strategies are compared (and
+plotted) on it; the final one beside it, and the best one's step, show whether a strategy fell
+back by the end (overfitting) or was still improving. OUT/STRATEGY/best keeps the weights of the
+best val loss; those of the best accuracy are kept only if its step is the best loss's or the last.
 On CPU "peak memory" is the process's peak RSS, which includes Python, torch and the data
 (compare the differences between rows); on a GPU it is CUDA's peak allocation.
 """
@@ -42,13 +47,19 @@ def run_strategy(strategy: str, lr: float, args, passthrough: list[str]) -> dict
 
 
 def table(rows: list[dict], task: str) -> str:
+    """A Markdown table with one row per run's finetune_summary.json (plus its lr and wall_s)."""
     head = ["strategy", "lr", "trainable params", "trainable %", "AdamW state (MiB)", f"peak memory (MiB, {rows[0]['peak_memory_kind']})",
-            "tokens/s", "final val loss"] + (["val accuracy"] if task == "classify" else []) + ["wall s"]
+            "tokens/s", "best val loss (step)", "final val loss"]
+    head += ["best val accuracy (step)", "final val accuracy"] if task == "classify" else []
+    head += ["wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["strategy"], f"{r['lr']:g}", f"{r['trainable_params']:,}", f"{100 * r['trainable_params'] / r['total_params']:.2f}",
                  f"{r['optimizer_state_bytes'] / 2**20:.1f}", f"{r['peak_memory_mib']:.0f}", f"{r['tokens_per_s']:,.0f}",
-                 f"{r['val_loss']:.4f}"] + ([f"{r['val_accuracy']:.3f}"] if task == "classify" else []) + [f"{r['wall_s']:.0f}"]
+                 f"{r['best_val_loss']:.4f} ({r['best_val_loss_step']})", f"{r['val_loss']:.4f}"]
+        if task == "classify":
+            cells += [f"{r['best_val_accuracy']:.3f} ({r['best_val_accuracy_step']})", f"{r['val_accuracy']:.3f}"]
+        cells += [f"{r['wall_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -59,7 +70,7 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = ("val_accuracy", "val accuracy") if task == "classify" else ("val_loss", "final val loss")
+    metric = ("best_val_accuracy", "best val accuracy") if task == "classify" else ("best_val_loss", "best val loss")
     panels = [("trainable_params", "trainable parameters", True), ("peak_memory_mib", "peak memory (MiB)", False),
               ("tokens_per_s", "tokens/s", False), (*metric, False)]
     names = [r["strategy"] for r in rows]

@@ -238,7 +238,7 @@ def test_init_starts_from_a_checkpoint(tmp_path):
     start.save_pretrained(tmp_path / "start")
     data = make_data(tmp_path / "data")
     # lr = 0: the run must end exactly where --init began (and not at the preset's random init).
-    init = dict(init=str(tmp_path / "start"), n_layer=None, n_head=None, n_embd=None)
+    init = dict(init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None, n_embd=None)
     pretrain(tiny_cfg(data, tmp_path / "out", **init, lr=0.0, min_lr=0.0, max_iters=2, dropout=0.2))
     ended = GPT.from_pretrained(tmp_path / "out")
     assert ended.config.n_layer == 1 and ended.config.dropout == 0.2
@@ -249,12 +249,28 @@ def test_init_starts_from_a_checkpoint(tmp_path):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
 
 
+def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):
+    """--preset's default is None, so a preset given with --init is seen (and refused) instead of
+    being silently ignored; a fresh model without one is still gpt2-mini."""
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
+    data = make_data(tmp_path / "data")
+    code = train.main(["--data", str(data), "--out", str(tmp_path / "out"), "--init", str(tmp_path / "start"), "--preset", "gpt2-tiny"])
+    assert code == 2
+    assert f"--preset cannot change the shape of the --init checkpoint {tmp_path / 'start'}" in capsys.readouterr().out
+    fresh = train.build_model(TrainConfig(), VOCAB).config
+    mini = train.GPTConfig.gpt2("gpt2-mini")
+    assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)
+
+
 def test_cli_flags_cover_every_config_field(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
     for f in train.fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in text
+    flat = " ".join(text.split())  # argparse wraps the help to the terminal's width
+    assert "(default: gpt2-mini; not with --init" in flat  # --preset's None stands for gpt2-mini
+    assert "(default: None)" not in flat  # a None default's help says what happens instead
     cfg = train.parse_config(TrainConfig, ["--lr", "0.01", "--compile", "--n-layer", "3"], "t", "")
     assert (cfg.lr, cfg.compile, cfg.n_layer, cfg.dropout) == (0.01, True, 3, None)
 

@@ -1,0 +1,34 @@
+"""The `minigpt` front door (minigpt/cli.py): a reader that stops early ends a command quietly."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent  # the cwd of each run: `-m` imports this checkout's minigpt
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"],                                                          # the front door's own print
+    ["tokenize", "Hello world"],                                         # buffered: the pipe breaks at the last flush
+    ["generate", "--prompt", "ROMEO:", "--max-new-tokens", "4", "--stream"],  # breaks inside the command
+], ids=["help", "tokenize", "generate"])
+def test_a_closed_stdout_pipe_ends_quietly(argv):
+    """As `minigpt ... | head -1`, with the reader gone before the first write: no traceback, exit 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt.cli", *argv], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the child has only the write end: its first write to stdout gets EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and err == "", err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["nonsense"], ["tokenize", "Hello world"]], ids=["help", "unknown", "tokenize"])
+def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
+    """`python -m minigpt` runs minigpt.cli:main, as the installed `minigpt` script does."""
+    def run(module: str) -> tuple[int, str, str]:
+        r = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    assert run("minigpt") == run("minigpt.cli")

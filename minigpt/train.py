@@ -246,6 +246,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Pick the device and dtype; under torchrun, join the process group (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if cfg.grad_accum % world:  # checked before joining the process group: a bad flag needs no rendezvous
+        raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
     name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if world > 1:
@@ -262,8 +264,6 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     if dtype_name == "float16" and device.type != "cuda":
         raise ValueError("dtype float16 needs a GPU (its GradScaler is CUDA-only); use bfloat16 or float32 on CPU")
-    if cfg.grad_accum % world:
-        raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
     return Runtime(rank, world, device, getattr(torch, dtype_name))
 
 

@@ -325,7 +325,6 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
     ids = {s: [r[: cfg.block_size] for r in tokenizer.encode_batch(texts)] for s, (texts, _) in data.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
-    torch.manual_seed(cfg.seed)  # the new head's initial weights depend only on the seed
     hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
     model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
 
@@ -378,6 +377,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
         raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
 
+    # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
+    # generator starts from a different random seed in every process.
+    torch.manual_seed(cfg.seed)
     model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer)
     targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
     summary = apply_strategy(model, cfg.strategy, n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings,

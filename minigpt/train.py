@@ -465,7 +465,8 @@ def train_loop(
     loss_fn(model, *batch) -> scalar loss. Under DDP `model` is the DDP wrapper, so call its
         forward (model(...)), not another method, or gradients will not be synchronised.
     save_fn(model, dir) writes an exportable checkpoint (default: model.save_pretrained).
-    eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process.
+    eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
+        once, so it may split its work and all-reduce (finetune's accuracy does).
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     Raises KeyboardInterrupt after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """

@@ -22,7 +22,10 @@ The optimizer only ever sees trainable parameters, so its state (AdamW keeps two
 per parameter: 8 bytes each) shrinks with the strategy, and so does memory for gradients.
 
 `minigpt finetune` (`main`) runs it end to end with `train_loop` from minigpt/train.py, so resume,
-eval, logs and the loss plot are the training loop's. It runs as one process (no torchrun).
+eval, logs, the loss plot and DDP are the training loop's: under `torchrun --nproc_per_node=N`
+each process draws its own micro-batches (N processes end where one does with the same
+--grad-accum), frozen parameters take no part in DDP's gradient all-reduce, the processes split
+the accuracy evaluation, and rank 0 alone writes files (the lm task's tokens included).
 Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm (LoRA
 merged in), a `GPT2ForSequenceClassification` for classify; `finetune_summary.json` holds the
 figures `scripts/compare_strategies.py` tabulates: the last evaluation, and the best val loss (and
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
@@ -47,7 +51,8 @@ from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import LOG_FILE, TrainConfig, TrainingDiverged, build_model, flag, lm_loss, parse_config, train_loop
+from minigpt.train import (LOG_FILE, Runtime, TrainConfig, TrainingDiverged, build_model, flag, lm_loss, parse_config,
+                           setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -267,18 +272,26 @@ def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor,
 
 
 @torch.no_grad()
-def accuracy(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int) -> float:
-    """Share of texts whose highest logit is the true label, over the whole (sub)set, in order."""
+def accuracy(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
+             rank: int = 0, world: int = 1) -> float:
+    """Share of texts whose highest logit is the true label, over the whole (sub)set, in order.
+
+    Under torchrun, process `rank` of `world` scores batches rank, rank + world, ... and the counts
+    are summed over processes: each text is scored once, in the same batch (so with the same
+    padding) as on one process, and every process gets the same answer.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(ids), batch_size):
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(rank * batch_size, len(ids), world * batch_size):
         idx, mask = pad_right(ids[i : i + batch_size], pad_id)
         logits, _ = model(idx.to(device), mask.to(device))
-        correct += (logits.argmax(-1).cpu() == torch.tensor(labels[i : i + batch_size])).sum().item()
+        correct += (logits.argmax(-1) == torch.tensor(labels[i : i + batch_size], device=device)).sum()
+    if world > 1:
+        dist.all_reduce(correct)
     model.train(was_training)
-    return correct / len(ids)
+    return correct.item() / len(ids)
 
 
 def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
@@ -298,11 +311,15 @@ def peak_memory() -> tuple[float, str]:
     return kib / 1024, "process peak RSS"
 
 
-def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
+def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Next-token prediction on a text file, tokenized once into OUT_DIR/data (train.bin/val.bin)."""
     data_dir = Path(cfg.out) / "data"
-    if not (cfg.resume and (data_dir / "meta.json").exists()):
+    # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
+    # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
+    if rt.is_main and not (cfg.resume and (data_dir / "meta.json").exists()):
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
+    if rt.world > 1:
+        dist.barrier()
     meta = read_meta(data_dir)
     tokens = {s: load_tokens(data_dir / f"{s}.bin", gpt.config.vocab_size, cfg.block_size + 1) for s in ("train", "val")}
 
@@ -312,7 +329,7 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
     return gpt, get_batch, lm_loss, {"bytes_per_token": meta["val_bytes"] / meta["val_tokens"]}
 
 
-def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
+def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Labels from a TSV: a GPTClassifier on top of `gpt`, right-padded batches, accuracy at eval."""
     data = load_classification_data(cfg)
     num_labels = cfg.num_labels or max(data["train"][1]) + 1
@@ -324,8 +341,8 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
     # Texts longer than the context keep their first block_size tokens.
     ids = {s: [r[: cfg.block_size] for r in tokenizer.encode_batch(texts)] for s, (texts, _) in data.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
-    print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
-    torch.manual_seed(cfg.seed)  # the new head's initial weights depend only on the seed
+    if rt.is_main:
+        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
     hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
     model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
 
@@ -335,7 +352,7 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer):
         return idx, mask, labels[split][picks]
 
     def eval_fn(m: GPTClassifier) -> dict[str, float]:
-        return {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size)}
+        return {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size, rt.rank, rt.world)}
 
     return model, get_batch, classification_loss, {"eval_fn": eval_fn}
 
@@ -359,12 +376,18 @@ def best_evaluations(records: list[dict]) -> dict:
     return best
 
 
-def finetune(cfg: FinetuneConfig) -> dict:
-    """Load --init, apply the strategy, train with `train_loop`, write the summary; return it."""
+def finetune(cfg: FinetuneConfig) -> dict | None:
+    """Load --init, apply the strategy, train with `train_loop`, write the summary; return it.
+
+    Under torchrun every process trains; rank 0 alone writes and returns the summary (None elsewhere).
+    """
     from minigpt.tokenizer import Tokenizer
 
     if not cfg.data:
         raise ValueError("--data is required: a text file (lm) or a TSV file or directory (classify)")
+    # Join the process group (train_loop's own call finds it joined) before any data is read: the
+    # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
+    rt = setup_runtime(cfg)
     init_config = Path(cfg.init) / "config.json"
     if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
         raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
@@ -378,11 +401,17 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
         raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
 
-    model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer)
+    # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
+    # generator starts from a different random seed in every process.
+    torch.manual_seed(cfg.seed)
+    model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
     targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
     summary = apply_strategy(model, cfg.strategy, n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings,
-                             lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=targets)
+                             lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=targets,
+                             verbose=rt.is_main)
     metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **extra)
+    if not rt.is_main:
+        return None  # log.jsonl is rank 0's, and it may still be writing it
 
     out = Path(cfg.out)
     records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
@@ -413,5 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"minigpt finetune: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result is not None:  # rank 0 only: one JSON line per run, not one per process
+        print(json.dumps(result))
     return 0

@@ -252,6 +252,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Pick the device and dtype; under torchrun, join the process group (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if cfg.grad_accum % world:  # checked before joining the process group: a bad flag needs no rendezvous
+        raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
     name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if world > 1:
@@ -268,8 +270,6 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     if dtype_name == "float16" and device.type != "cuda":
         raise ValueError("dtype float16 needs a GPU (its GradScaler is CUDA-only); use bfloat16 or float32 on CPU")
-    if cfg.grad_accum % world:
-        raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
     return Runtime(rank, world, device, getattr(torch, dtype_name))
 
 
@@ -471,7 +471,8 @@ def train_loop(
     loss_fn(model, *batch) -> scalar loss. Under DDP `model` is the DDP wrapper, so call its
         forward (model(...)), not another method, or gradients will not be synchronised.
     save_fn(model, dir) writes an exportable checkpoint (default: model.save_pretrained).
-    eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process.
+    eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
+        once, so it may split its work and all-reduce (finetune's accuracy does).
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     Raises KeyboardInterrupt after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """

@@ -1,6 +1,9 @@
 """Fine-tuning strategies: exactly the chosen weights train, every strategy learns, bad input fails loudly."""
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -230,6 +233,46 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
     assert any("lora_A" in k for k in a["model"]), "the training state keeps the unmerged adapters"
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+@pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])
+def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
+    """torchrun with 2 gloo processes and grad_accum=4 ends where one process with grad_accum=4
+    does, with frozen weights in the model (DDP must not wait for their gradients). 6 val texts
+    in batches of 2 make 3 accuracy batches: rank 0 scores two, rank 1 one. lm/lora also checks
+    that the adapters' initial weights come from --seed, not from each process's own RNG."""
+    data = base / ("cls.tsv" if task == "classify" else "corpus.txt")
+    # lr 1e-3: a gradient near 0 (|g| ~ Adam's eps) turns summation-order rounding (~1e-9) into
+    # a visible first Adam step; measured here: at most ~2e-6 at this lr.
+    flags = ["--init", str(base / "base"), "--task", task, "--data", str(data), "--strategy", strategy, "--val-fraction", "0.15",
+             "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "3", "--batch-size", "2", "--grad-accum", "4",
+             "--block-size", "32", "--warmup-iters", "1", "--lr", "1e-3", "--dropout", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "minigpt.cli", "finetune", *flags, "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("{")]) == 1, "only rank 0 prints the result"
+    from minigpt.finetune import main
+
+    assert main([*flags, "--out", str(tmp_path / "one")]) == 0
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True)["model"] for d in ("ddp", "one"))
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"{task}/{strategy}: DDP(2) vs 1 process: max |Δw| = {diff:.2e}")
+    assert diff < 1e-5
+    # Rank 0 wrote the summary from its complete log: the same evaluations as one process.
+    ddp, one = (json.loads((tmp_path / d / "finetune_summary.json").read_text()) for d in ("ddp", "one"))
+    for key in ("loss", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy"):
+        assert ddp.get(key) == pytest.approx(one.get(key), abs=1e-5), key
+    assert (ddp["steps"], ddp["best_val_loss_step"]) == (one["steps"], one["best_val_loss_step"])
+
+
+def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch, capsys):
+    """Checked before joining the process group or preparing data, so torchrun is not needed here."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--grad-accum", "3") == 2
+    assert "grad_accum (3) must be a multiple of the number of processes (2)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("args,message", [

@@ -301,6 +301,12 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
     atomic_torch_save(state, out / STATE_FILE)
 
 
+def check_fresh_out(cfg: TrainConfig) -> None:
+    """A run without --resume must not overwrite another run's files: refuse an OUT_DIR that holds one."""
+    if not cfg.resume and (Path(cfg.out) / STATE_FILE).exists():
+        raise FileExistsError(f"{cfg.out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
+
+
 def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
     path = out / STATE_FILE
     if not path.exists():
@@ -487,8 +493,8 @@ def train_loop(
         step, best = _restore(out, raw, optimizer, scaler, cfg, rt)
         if rt.is_main:
             _truncate_log(out, step)
-    elif (out / STATE_FILE).exists():
-        raise FileExistsError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
+    else:
+        check_fresh_out(cfg)
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:  # a run that crashed before its first checkpoint may have left a log

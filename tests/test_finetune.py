@@ -235,6 +235,17 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, capsys):
+    """The lm task writes its tokens into OUT_DIR/data: that must not happen to another run's files."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--strategy", "full") == 0
+    before = {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--strategy", "full") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
+
+
 @pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])
 def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     """torchrun with 2 gloo processes and grad_accum=4 ends where one process with grad_accum=4

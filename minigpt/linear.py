@@ -18,6 +18,7 @@ the compiler, which would otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
 
+import os
 import platform
 
 import torch
@@ -25,7 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.weak import WeakTensorKeyDictionary
 
-ONEDNN = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+# MINIGPT_ONEDNN=0 turns the oneDNN path off (plain F.linear), e.g. when a large model's packed
+# copies would not fit in memory beside it (gpt2-xl in fp32: +6 GB).
+ONEDNN = (os.environ.get("MINIGPT_ONEDNN", "1") != "0" and platform.machine().lower() in ("x86_64", "amd64")
+          and torch.backends.mkldnn.is_available())
 
 # weight → (what it looked like when packed, its packed copy). Keyed weakly: a copy dies with its weight.
 _PACKED = WeakTensorKeyDictionary()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -114,3 +117,14 @@ def test_compiled_inference_keeps_the_onednn_op():
         graph = torch._dynamo.explain(lin)(x)
     assert graph.graph_break_count == 0
     assert "minigpt.onednn_linear" in str(graph.graphs[0].code)
+
+
+def test_environment_variable_turns_onednn_off():
+    """MINIGPT_ONEDNN=0: plain F.linear, and no packed copy beside the weight."""
+    code = ("import torch; from minigpt.linear import ONEDNN, _PACKED, Linear; m = Linear(8, 4)\n"
+            "with torch.no_grad(): m(torch.randn(2, 8))\n"
+            "print(ONEDNN, len(_PACKED))")
+    env = {**os.environ, "MINIGPT_ONEDNN": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "0"]

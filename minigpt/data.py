@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
     except (ValueError, FileNotFoundError) as e:
-        print(f"minigpt prepare: error: {e}")
+        print(f"minigpt prepare: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
     return 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         result = perplexity(model, ids, args.max_length, args.stride, progress=True)
     except (ValueError, FileNotFoundError) as e:
-        print(f"minigpt eval: error: {e}")
+        print(f"minigpt eval: error: {e}", file=sys.stderr)
         return 2
     # Bits per byte: nats → bits, spread over the file's bytes. Unlike perplexity it does not
     # depend on the tokenizer, so models with different vocabularies compare.

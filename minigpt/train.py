@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import types
@@ -646,10 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as e:
-        print(f"minigpt train: {e}")
+        print(f"minigpt train: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"minigpt train: error: {e}")
+        print(f"minigpt train: error: {e}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

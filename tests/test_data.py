@@ -78,7 +78,7 @@ def test_prepare_cli(tmp_path, capsys):
     assert "train" in capsys.readouterr().out
     assert load_tokens(tmp_path / "d" / "train.bin", 50257).max() < 50257
     assert main([str(tmp_path / "nope.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
-    assert "nope.txt does not exist" in capsys.readouterr().out
+    assert "nope.txt does not exist" in capsys.readouterr().err
 
 
 def test_prepare_bad_input(tok, tmp_path):

@@ -75,7 +75,7 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     expected = perplexity(GPT.from_pretrained(model_dir), ids, stride=8)
     assert f"perplexity {expected['ppl']:.4f}" in out and "bits/byte" in out
     assert main([str(model_dir), str(tmp_path / "missing.txt")]) == 2
-    assert "missing.txt does not exist" in capsys.readouterr().out
+    assert "missing.txt does not exist" in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 33"):
         perplexity(model, ids, max_length=33)

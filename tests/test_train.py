@@ -256,7 +256,7 @@ def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp
     data = make_data(tmp_path / "data")
     code = train.main(["--data", str(data), "--out", str(tmp_path / "out"), "--init", str(tmp_path / "start"), "--preset", "gpt2-tiny"])
     assert code == 2
-    assert f"--preset cannot change the shape of the --init checkpoint {tmp_path / 'start'}" in capsys.readouterr().out
+    assert f"--preset cannot change the shape of the --init checkpoint {tmp_path / 'start'}" in capsys.readouterr().err
     fresh = train.build_model(TrainConfig(), VOCAB).config
     mini = train.GPTConfig.gpt2("gpt2-mini")
     assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)

@@ -123,6 +123,17 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     return model.eval()
 
 
+def check_gpt2_tensors(model: GPT) -> None:
+    """Refuse to save a model holding tensors that GPT-2's layout has no name for (unmerged LoRA
+    adapters): neither minigpt nor transformers could load the checkpoint back."""
+    with torch.device("meta"):  # GPT-2's own tensor names, from a model of shapes only
+        extra = sorted(model.state_dict().keys() - GPT(model.config).state_dict().keys())
+    if extra:
+        hint = " (LoRA adapters: merge them first with minigpt.lora.merge_lora)" if any("lora_" in k for k in extra) else ""
+        raise ValueError(f"the model holds tensors that GPT-2's checkpoint layout has no place for: "
+                         f"{', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}{hint}")
+
+
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
     """Write config.json + model.safetensors so `transformers` can open the directory.
 
@@ -131,6 +142,7 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
     the two renames leaves new weights beside the old config: the same model keeps loading, a
     model of another shape fails to load with a shape error, never silently.)
     """
+    check_gpt2_tensors(model)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}

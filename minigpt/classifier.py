@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from minigpt.checkpoint import CONV1D_SUFFIXES, IGNORED_SUFFIXES, weight_files, write_safetensors
+from minigpt.checkpoint import CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, weight_files, write_safetensors
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
 
@@ -113,6 +113,7 @@ class GPTClassifier(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write config.json + model.safetensors atomically (weights first, then the config)."""
+        check_gpt2_tensors(self.gpt)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {}

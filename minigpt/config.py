@@ -44,11 +44,13 @@ class GPTConfig:
     eos_token_id: int = 50256
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_inner is not None and self.n_inner <= 0:
+            raise ValueError(f"n_inner must be positive, or None for 4 * n_embd; got {self.n_inner}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -58,7 +60,7 @@ class GPTConfig:
 
     @property
     def mlp_width(self) -> int:
-        return self.n_inner or 4 * self.n_embd
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":

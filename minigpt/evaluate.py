@@ -65,10 +65,10 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
 
 def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None, progress: bool = False) -> dict[str, float]:
     """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored}."""
-    max_length = max_length or model.config.n_positions
+    max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
     if not 1 <= max_length <= model.config.n_positions:
         raise ValueError(f"max_length must be in [1, n_positions={model.config.n_positions}], got {max_length}")
-    nll_sum, count = sliding_window_nll(model, ids, max_length, stride or max_length // 2 or 1, progress)
+    nll_sum, count = sliding_window_nll(model, ids, max_length, max(max_length // 2, 1) if stride is None else stride, progress)
     return {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}
 
 

@@ -11,8 +11,10 @@ BENCHMARKS.md).
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
-beside it (as much memory again), rebuilt when the weight changes and dropped as soon as the
-module trains again. Training (autograd: the oneDNN op has no backward), GPUs, float16 and
+beside it (as much memory again), rebuilt when the weight changes (new storage or dtype, or an
+in-place update, which bumps the tensor's version counter) and dropped as soon as the module
+trains again. A write through `w.data` bumps no counter, so it is not seen (autograd does not
+see it either): call `forget_packed()` after one. Training (autograd: the oneDNN op has no backward), GPUs, float16 and
 non-x86 CPUs use plain F.linear. Under torch.compile the call is wrapped in a custom op, opaque to
 the compiler, which would otherwise lower it to F.linear (MKL) again.
 """
@@ -45,6 +47,11 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
     if hit is None or hit[0] != key:
         hit = _PACKED[w] = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
     return hit[1]
+
+
+def forget_packed() -> None:
+    """Drop every packed copy, so the next call packs the weights as they are now."""
+    _PACKED.clear()
 
 
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())

@@ -280,6 +280,9 @@ class Tokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of the ids, joined. Accepts a list, a 1-D tensor or a numpy array."""
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if ids and not isinstance(ids[0], int):  # a batch (B, T) comes as a list of lists
+            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
+                            "decode each row: [tok.decode(row) for row in ids]")
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
             raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")

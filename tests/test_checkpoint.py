@@ -136,6 +136,8 @@ def test_config_json_round_trips_through_transformers(tmp_path, name):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(n_embd=30, n_head=4), r"n_embd \(30\) must be divisible by n_head \(4\)"),
     (dict(n_layer=0), "n_layer must be positive"),
+    (dict(n_head=0), "n_head must be positive"),  # checked before n_embd % n_head divides by it
+    (dict(n_inner=0), "n_inner must be positive, or None"),
     (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
 ])
 def test_invalid_config_values(kwargs, match):

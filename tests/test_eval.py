@@ -81,6 +81,10 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
         perplexity(model, ids, max_length=33)
     with pytest.raises(ValueError, match=r"stride must be in \[1, max_length=32\], got 40"):
         perplexity(model, ids, stride=40)
+    with pytest.raises(ValueError, match=r"stride must be in \[1, max_length=32\], got 0"):  # not "the default"
+        perplexity(model, ids, stride=0)
+    with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 0"):
+        perplexity(model, ids, max_length=0)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         perplexity(model, ids[:1])
     assert math.isfinite(expected["ppl"])

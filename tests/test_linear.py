@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import GPT, GPTConfig
-from minigpt.linear import _PACKED, ONEDNN, Linear
+from minigpt.linear import _PACKED, ONEDNN, Linear, forget_packed
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the output's scale
@@ -54,6 +54,9 @@ def test_packs_once_and_repacks_when_the_weight_changes():
         assert _PACKED[lin.weight][1] is not packed
         lin.load_state_dict({"weight": torch.zeros(200, 96), "bias": torch.ones(200)})
         assert torch.equal(lin(x), torch.ones(4, 200))
+        lin.weight.data.fill_(1.0)  # through .data: no version bump, invisible until forgotten
+        forget_packed()
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
 
 
 @needs_onednn

@@ -60,3 +60,16 @@ def test_bad_lora_arguments():
     inject_lora(model)
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         inject_lora(model)
+
+
+def test_saving_unmerged_adapters_is_refused(tmp_path):
+    """Their tensors have no name in GPT-2's layout: the file would load nowhere, so say so."""
+    from minigpt.classifier import GPTClassifier
+
+    model = _model()
+    inject_lora(model)
+    with pytest.raises(ValueError, match="merge them first with minigpt.lora.merge_lora"):
+        model.save_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="merge them first"):
+        GPTClassifier(model, num_labels=2).save_pretrained(tmp_path / "classifier")
+    assert not (tmp_path / "lm").exists() and not (tmp_path / "classifier").exists()

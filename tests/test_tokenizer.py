@@ -162,6 +162,8 @@ def test_decode_joins_bytes_before_utf8(tok):
     assert tok.decode(ids) == "🙂"
     assert tok.decode(ids[:1]) == "\ufffd"  # a cut-off UTF-8 sequence decodes to U+FFFD, never raises
     assert tok.decode(torch.tensor(ids)) == "🙂"
+    with pytest.raises(TypeError, match="for a batch"):  # (1, T), as generate returns it
+        tok.decode(torch.tensor([ids]))
 
 
 # ---- files ----

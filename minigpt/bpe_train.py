@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from itertools import chain
@@ -117,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--special", nargs="*", default=["<|endoftext|>"], help="special tokens (default <|endoftext|>)")
     parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
     args = parser.parse_args(argv)
-    tok = Tokenizer.train(args.files, args.vocab_size, args.special)
+    try:
+        tok = Tokenizer.train(args.files, args.vocab_size, args.special)
+    except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...
+        print(f"minigpt tokenize --train: error: {e}", file=sys.stderr)
+        return 2
     tok.save_pretrained(args.out)
     print(f"saved {tok!r} to {args.out}")
+    if tok.vocab_size < args.vocab_size:
+        print(f"note: only {tok.vocab_size} of the {args.vocab_size} tokens asked for: the text has no more pairs to merge")
     return 0

@@ -74,13 +74,32 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return dtype
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device | None:
+    """The device, checked to be there: CUDA asked of a CPU-only machine (or torch build) is an
+    error that says so, instead of an assertion from deep inside torch at the first copy."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: CUDA is not available (torch {torch.__version__}; no GPU, no driver, "
+                         "or a CPU-only build of torch)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps: Apple's Metal backend is not available here")
+    return device
+
+
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
     """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file."""
     path = Path(path)
     if not path.is_dir():
         hint = f" (to fetch it: minigpt download {path.name})" if path.name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") else ""
         raise FileNotFoundError(f"checkpoint directory {path} does not exist{hint}")
-    dtype = _resolve_dtype(dtype)
+    dtype, device = _resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights

@@ -503,7 +503,11 @@ def main(argv: list[str] | None = None) -> int:
         from minigpt.bpe_train import main as train_main
 
         return train_main([*args.train, "--vocab-size", str(args.vocab_size), "--out", args.out])
-    tok = Tokenizer.from_pretrained(args.tokenizer)
+    try:
+        tok = Tokenizer.from_pretrained(args.tokenizer)
+    except (ValueError, OSError) as e:
+        print(f"minigpt tokenize: error: {e}", file=sys.stderr)
+        return 2
     text = sys.stdin.read() if args.text is None else args.text
     if args.show_work:
         for work in tok.encode_show_work(text):
@@ -516,5 +520,5 @@ def main(argv: list[str] | None = None) -> int:
     ids = tok.encode(text, allowed_special="all")
     print("ids:   ", ids)
     print("tokens:", [tok.id_to_token(i) for i in ids])
-    print(f"{len(text)} characters → {len(ids)} tokens")
+    print(f"{len(text)} characters → {len(ids)} token{'s' * (len(ids) != 1)}")
     return 0

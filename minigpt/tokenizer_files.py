@@ -29,6 +29,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     path = Path(path)
     if str(path) == "gpt2" and not path.exists():
         path = GPT2_DIR
+    if not path.is_dir():
+        raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
+                                f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
         lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()

@@ -236,6 +236,15 @@ def test_path_that_does_not_exist(tmp_path):
         GPT.from_pretrained(tmp_path / "gpt2-xl")
 
 
+def test_unknown_or_missing_device_is_named(hf_dir):
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        GPT.from_pretrained(hf_dir, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device cuda: CUDA is not available"):
+            GPT.from_pretrained(hf_dir, device="cuda")
+    assert GPT.from_pretrained(hf_dir, device="cpu").transformer.wte.weight.device.type == "cpu"
+
+
 def test_directory_without_config_or_weights(tmp_path, hf_dir):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         GPT.from_pretrained(tmp_path)

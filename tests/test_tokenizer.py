@@ -314,3 +314,16 @@ def test_cli_encodes_and_trains(tmp_path, capsys):
     data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
     assert tokmod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 0
     assert Tokenizer.from_pretrained(tmp_path / "tok").vocab_size == 262
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert tokmod.main(["--tokenizer", str(tmp_path / "nope"), "hi"]) == 2
+    assert f"tokenizer directory {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    assert tokmod.main(["--train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "tok")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    (tmp_path / "a.txt").write_text("hello there")
+    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "100", "--out", str(tmp_path / "tok")]) == 2
+    assert "vocab_size must be an int >= 256 + 1" in capsys.readouterr().err
+    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "1000", "--out", str(tmp_path / "tok")]) == 0
+    assert "no more pairs to merge" in capsys.readouterr().out
+    assert not (tmp_path / "nope").exists()

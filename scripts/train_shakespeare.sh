@@ -3,11 +3,17 @@
 # train a BPE tokenizer on Tiny Shakespeare, tokenize the text (last 10% held out), pretrain a
 # small GPT, keep the checkpoint with the best validation loss, and ship it in float16.
 #
-#   bash scripts/train_shakespeare.sh            # on a GPU: about 1 minute on an H100
+#   TEXT=path/to/tinyshakespeare.txt bash scripts/train_shakespeare.sh    # on a GPU: about 1 minute on an H100
 #
-# Every setting below can be overridden from the environment (VOCAB=2048 bash ...).
+# TEXT is Tiny Shakespeare (1.1 MB: char-rnn's tinyshakespeare/input.txt). The result replaces the
+# shipped files in SHIP (default checkpoints/shakespeare; git shows the difference); set
+# SHIP=out/my-shakespeare to keep them. Every setting below can be overridden from the environment.
 set -euo pipefail
 TEXT=${TEXT:-../shared/data/tinyshakespeare.txt}
+if [ ! -f "$TEXT" ]; then
+  echo "train_shakespeare.sh: no text at TEXT=$TEXT; set TEXT to Tiny Shakespeare (char-rnn's input.txt)" >&2
+  exit 2
+fi
 WORK=${WORK:-out/shakespeare}
 SHIP=${SHIP:-checkpoints/shakespeare}
 PY=${PYTHON:-python}

@@ -15,7 +15,7 @@ Every parameter is a Python number (the same for all rows) or a (B,) tensor (one
 The math runs in fp32 whatever the logits' dtype: bf16 has only 8 bits of mantissa, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
 kernel (minigpt/kernels/sampling.py); it has the same semantics but its own random stream.
-What this file does not do: beam search (minigpt/generate.py), or typical / eta / top-h sampling.
+What this file does not do: beam search (minigpt/beam_search.py), or typical / eta / top-h sampling.
 """
 from __future__ import annotations
 

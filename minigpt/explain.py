@@ -32,6 +32,7 @@ from minigpt.sampling import (
 )
 
 
+@torch.no_grad()  # as `stream`: no autograd graph through the KV cache
 def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: int = 5, seed: int | None = None,
             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,

@@ -237,6 +237,11 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
             return end.value
 
 
+# Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
+# (every cache write and step is recorded, so memory grows each token) and minigpt/linear.py
+# would leave its fast inference path. On a generator, the decorator turns grad off for each
+# resumption only: between yields and after the end the caller's grad mode is back.
+@torch.no_grad()
 def stream(
     model: torch.nn.Module,
     input_ids: torch.Tensor,

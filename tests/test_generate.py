@@ -1,5 +1,7 @@
 """generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
+import io
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -202,6 +204,30 @@ def test_streamer_and_stream_yield_each_step(pair):
     assert torch.equal(torch.stack(seen, 1), out[:, ids.size(1):])
     steps = list(stream(model, ids, mask, max_new_tokens=5, eos_token_id=[]))
     assert torch.equal(torch.stack(steps, 1), out[:, ids.size(1):])
+
+
+@torch.enable_grad()  # as a caller who forgot torch.no_grad(), like README's example
+def test_generation_never_records_autograd_and_keeps_callers_grad_mode(pair):
+    """With grad on, the KV cache would join the autograd graph and memory grow every token: every
+    entry point runs the model without grad, and hands the caller's grad mode back between yields."""
+    from minigpt.explain import explain
+
+    model, _ = pair
+    in_forward = []
+    hook = model.register_forward_hook(lambda *_: in_forward.append(torch.is_grad_enabled()))
+    try:
+        ids = torch.tensor([PROMPTS[0]])
+        generate(model, ids, max_new_tokens=4, eos_token_id=[])
+        generate(model, ids, max_new_tokens=4, eos_token_id=[], num_beams=2)
+        explain(model, ByteTokenizer(), "hi", steps=2, out=io.StringIO())
+        for _ in stream(model, ids, max_new_tokens=4, eos_token_id=[]):
+            assert torch.is_grad_enabled()
+        for _ in stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, eos_token_id=[]):
+            assert torch.is_grad_enabled()
+    finally:
+        hook.remove()
+    assert len(in_forward) > 10 and not any(in_forward)
+    assert torch.is_grad_enabled()
 
 
 @torch.no_grad()

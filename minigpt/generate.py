@@ -43,7 +43,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
-from minigpt.stop_strings import StopStrings
+from minigpt.stop_strings import StopStrings, stop_list
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -259,7 +259,7 @@ def stream(
     frequency_penalty: float | torch.Tensor = 0.0,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
-    stop: list[str] | None = None,
+    stop: str | list[str] | None = None,
     tokenizer=None,
     num_beams: int = 1,
     length_penalty: float = 1.0,
@@ -276,14 +276,17 @@ def stream(
     That result is a LongTensor (B·num_return_sequences, T + new), prompt included, as in
     transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
     filled with pad_token_id. `eos_token_id=None` means the model's (<|endoftext|> for GPT-2) and
-    `[]` never stops on EOS. `do_sample=False` is greedy. Sampling parameters may be (B,) tensors,
-    one value per prompt. `streamer(tokens)` is called with each step's (B,) tokens. `sampler`
-    picks the sampling backend ("auto" | "torch" | "triton"), `compile=True` compiles the decode
-    step (`decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
+    `[]` never stops on EOS. `stop` is one string or a list of them: a row ends when its text
+    contains one (text, so `tokenizer` is needed). `do_sample=False` is greedy. Sampling parameters
+    may be (B,) tensors, one value per prompt. `streamer(tokens)` is called with each step's (B,)
+    tokens. `sampler` picks the sampling backend ("auto" | "torch" | "triton"), `compile=True`
+    compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
+    `(ids, GenerationStats)`.
     """
     cfg = model.config
     eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
+    stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     if num_beams < 1:
@@ -421,7 +424,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str, **kwargs) -> Ite
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
     """
     ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-    stops = kwargs.get("stop") or []
+    stops = stop_list(kwargs.get("stop"))
     eos = kwargs.get("eos_token_id")
     eos = {model.config.eos_token_id} if eos is None else ({eos} if isinstance(eos, int) else set(eos))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)

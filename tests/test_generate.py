@@ -196,6 +196,20 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
 
 
 @torch.no_grad()
+def test_stop_as_one_string_is_one_stop_string(pair):
+    """stop="xx" means stop=["xx"] (as in transformers), not a stop at every "x"."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    ids, kw = torch.tensor([tok.encode("hi")]), dict(max_new_tokens=15, eos_token_id=[])
+    free = generate(model, ids, **kw)
+    text = tok.decode(free[0, 2:].tolist())
+    ch = next(c for c in text if c.isascii())  # a character the model writes: it stopped char-split stops
+    stop = ch * 16  # longer than the 15 new tokens (1 byte each): never written
+    assert torch.equal(generate(model, ids, stop=stop, tokenizer=tok, **kw), free)
+    assert "".join(stream_text(model, tok, "hi", stop=stop, **kw)) == text
+
+
+@torch.no_grad()
 def test_streamer_and_stream_yield_each_step(pair):
     model, _ = pair
     ids, mask = left_padded(PROMPTS)

@@ -416,14 +416,16 @@ GPU_SYNC_EVERY = 8
 # ---- text in, text out -------------------------------------------------------------------------
 
 
-def stream_text(model: torch.nn.Module, tokenizer, prompt: str, **kwargs) -> Iterator[str]:
+def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces as tokens arrive (what `minigpt generate --stream`
     prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
 
+    `prompt` is text or its token ids: ids cut from a longer prompt (--truncate-left) must be
+    passed as they are, as their decoded text need not re-encode to the same ids.
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
     """
-    ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
     stops = stop_list(kwargs.get("stop"))
     eos = kwargs.get("eos_token_id")
     eos = {model.config.eos_token_id} if eos is None else ({eos} if isinstance(eos, int) else set(eos))
@@ -504,9 +506,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
+        ids = tokenizer.encode(prompt)
         budget = model.config.n_positions + 1 - args.max_new_tokens
-        if args.truncate_left and budget > 0 and len(tokenizer.encode(prompt)) > budget:
-            prompt = tokenizer.decode(tokenizer.encode(prompt)[-budget:])
+        if args.truncate_left and budget > 0 and len(ids) > budget:
+            # The model gets the kept ids themselves: their text would not always re-encode to as
+            # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
+            ids = ids[-budget:]
+            prompt = tokenizer.decode(ids)  # printed: the text the model continues
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
                         frequency_penalty=args.frequency_penalty)
@@ -514,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.explain:
                 from minigpt.explain import explain  # imported here: explain.py builds on this module
 
-                explain(model, tokenizer, prompt, steps=args.max_new_tokens, seed=args.seed, **sampling)
+                explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
                 return 0
             kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
@@ -523,12 +529,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.num_beams > 1:
                 for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
                     kwargs.pop(name)
-                ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-                out, stats = generate(model, ids, **kwargs)
-                new = [t for t in out[0, ids.size(1):].tolist() if t != model.config.eos_token_id]
+                out, stats = generate(model, torch.tensor([ids], dtype=torch.long), **kwargs)
+                new = [t for t in out[0, len(ids):].tolist() if t != model.config.eos_token_id]
                 print(prompt + tokenizer.decode(new))
             else:
-                pieces = stream_text(model, tokenizer, prompt, **kwargs)
+                pieces = stream_text(model, tokenizer, ids, **kwargs)
                 text = prompt  # printed with the first piece, once the arguments have been checked
                 while True:
                     try:

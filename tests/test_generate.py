@@ -394,3 +394,17 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
+
+
+def test_cli_truncate_left_cut_inside_a_character(tiny_checkpoint, capsys):
+    """--truncate-left keeps the prompt's last ids. Here the cut falls inside 🙂 (4 byte tokens):
+    decoding the kept ids gives U+FFFD (3 bytes each), so re-encoding that text came out longer
+    than the context allows."""
+    from minigpt.generate import main
+
+    prompt = "🙂🙂" + "z" * 117  # 125 byte tokens; 128 positions + 1 - 10 new tokens keep the last 119
+    args = ["--model", str(tiny_checkpoint), "--prompt", prompt, "--max-new-tokens", "10", "--temperature", "0"]
+    for extra in ([], ["--stream"], ["--num-beams", "2"]):
+        assert main(args + ["--truncate-left"] + extra) == 0, capsys.readouterr().err
+        assert "z" * 117 in capsys.readouterr().out  # the kept prompt, then the new text
+    assert main(args + ["--truncate-left", "--explain", "--max-new-tokens", "2"]) == 0, capsys.readouterr().err

@@ -502,7 +502,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"minigpt generate: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
                   + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt", file=sys.stderr)
             return 2
-    prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
+    try:
+        prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
+    except (OSError, UnicodeDecodeError) as e:  # missing, a directory, unreadable, not UTF-8
+        print(f"minigpt generate: cannot read --prompt-file: {e}", file=sys.stderr)
+        return 2
     try:
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()

@@ -390,6 +390,8 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
+    assert "--prompt-file" in (err := capsys.readouterr().err) and "missing.txt" in err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500"]) == 2
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",

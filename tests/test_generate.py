@@ -287,12 +287,15 @@ def test_stats_are_filled(pair):
     (dict(num_return_sequences=2), "num_return_sequences"),
     (dict(stop=["x"]), "tokenizer"),
     (dict(min_new_tokens=50), "min_new_tokens"),
+    (dict(input_ids=torch.tensor([[5, 300, 7]])), r"vocab_size=300\), got token id 300"),
+    (dict(input_ids=torch.tensor([[5, 7], [-1, 7]]), num_beams=2), r"vocab_size=300\), got token id -1"),
 ])
 def test_bad_arguments_raise(pair, kwargs, match):
     model, _ = pair
     kwargs.setdefault("max_new_tokens", 20)
+    ids = kwargs.pop("input_ids", torch.tensor([PROMPTS[0]]))
     with pytest.raises(ValueError, match=match):
-        generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
+        generate(model, ids, **kwargs)
 
 
 def test_right_padding_and_nan_logits_raise(pair):

@@ -31,6 +31,7 @@ from minigpt.sampling import penalize, token_counts
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 
 
+@torch.no_grad()  # as `stream`: no autograd graph through the KV cache
 def beam_search(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
     min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,

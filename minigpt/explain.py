@@ -32,20 +32,22 @@ from minigpt.sampling import (
 )
 
 
-def explain(model: torch.nn.Module, tokenizer, prompt: str, *, steps: int, top: int = 5, seed: int | None = None,
-            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+@torch.no_grad()  # as `stream`: no autograd graph through the KV cache
+def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps: int, top: int = 5,
+            seed: int | None = None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
             out=None) -> str:
     """The teaching view of sampling: for each step, the top candidates' probabilities after
     every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
 
     It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
+    `prompt` is text or its token ids (as `stream_text`'s).
     """
     out = out or sys.stdout
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    ids, _ = prepare_inputs(model, torch.tensor([tokenizer.encode(prompt)], dtype=torch.long), None, steps,
-                             model.config.bos_token_id)
+    ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+    ids, _ = prepare_inputs(model, torch.tensor([ids], dtype=torch.long), None, steps, model.config.bos_token_id)
     T, V = ids.size(1), model.config.vocab_size
     cache = KVCache.for_model(model, 1, cache_length(T + steps - 1, model.config.n_positions))
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None

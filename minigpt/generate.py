@@ -43,7 +43,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
-from minigpt.stop_strings import StopStrings
+from minigpt.stop_strings import StopStrings, stop_list
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -163,6 +163,12 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     if empty_rows.any():  # an all-pad row in a batch: give it the <|endoftext|> start in its last slot
         input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
         input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = bos, 1
+    # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
+    # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
+    lo, hi = torch.stack(input_ids.aminmax()).tolist()
+    if lo < 0 or hi >= model.config.vocab_size:
+        raise ValueError(f"input_ids must be in [0, vocab_size={model.config.vocab_size}), got token id "
+                         f"{lo if lo < 0 else hi}")
     if not attention_mask[:, -1].all():
         raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): "
                          "use the tokenizer with padding_side='left'")
@@ -237,6 +243,11 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
             return end.value
 
 
+# Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
+# (every cache write and step is recorded, so memory grows each token) and minigpt/linear.py
+# would leave its fast inference path. On a generator, the decorator turns grad off for each
+# resumption only: between yields and after the end the caller's grad mode is back.
+@torch.no_grad()
 def stream(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -254,7 +265,7 @@ def stream(
     frequency_penalty: float | torch.Tensor = 0.0,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
-    stop: list[str] | None = None,
+    stop: str | list[str] | None = None,
     tokenizer=None,
     num_beams: int = 1,
     length_penalty: float = 1.0,
@@ -271,14 +282,17 @@ def stream(
     That result is a LongTensor (B·num_return_sequences, T + new), prompt included, as in
     transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
     filled with pad_token_id. `eos_token_id=None` means the model's (<|endoftext|> for GPT-2) and
-    `[]` never stops on EOS. `do_sample=False` is greedy. Sampling parameters may be (B,) tensors,
-    one value per prompt. `streamer(tokens)` is called with each step's (B,) tokens. `sampler`
-    picks the sampling backend ("auto" | "torch" | "triton"), `compile=True` compiles the decode
-    step (`decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
+    `[]` never stops on EOS. `stop` is one string or a list of them: a row ends when its text
+    contains one (text, so `tokenizer` is needed). `do_sample=False` is greedy. Sampling parameters
+    may be (B,) tensors, one value per prompt. `streamer(tokens)` is called with each step's (B,)
+    tokens. `sampler` picks the sampling backend ("auto" | "torch" | "triton"), `compile=True`
+    compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
+    `(ids, GenerationStats)`.
     """
     cfg = model.config
     eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
+    stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     if num_beams < 1:
@@ -408,15 +422,17 @@ GPU_SYNC_EVERY = 8
 # ---- text in, text out -------------------------------------------------------------------------
 
 
-def stream_text(model: torch.nn.Module, tokenizer, prompt: str, **kwargs) -> Iterator[str]:
+def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces as tokens arrive (what `minigpt generate --stream`
     prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
 
+    `prompt` is text or its token ids: ids cut from a longer prompt (--truncate-left) must be
+    passed as they are, as their decoded text need not re-encode to the same ids.
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
     """
-    ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-    stops = kwargs.get("stop") or []
+    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
+    stops = stop_list(kwargs.get("stop"))
     eos = kwargs.get("eos_token_id")
     eos = {model.config.eos_token_id} if eos is None else ({eos} if isinstance(eos, int) else set(eos))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
@@ -492,13 +508,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"minigpt generate: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
                   + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt", file=sys.stderr)
             return 2
-    prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
+    try:
+        prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
+    except (OSError, UnicodeDecodeError) as e:  # missing, a directory, unreadable, not UTF-8
+        print(f"minigpt generate: cannot read --prompt-file: {e}", file=sys.stderr)
+        return 2
     try:
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
+        ids = tokenizer.encode(prompt)
         budget = model.config.n_positions + 1 - args.max_new_tokens
-        if args.truncate_left and budget > 0 and len(tokenizer.encode(prompt)) > budget:
-            prompt = tokenizer.decode(tokenizer.encode(prompt)[-budget:])
+        if args.truncate_left and budget > 0 and len(ids) > budget:
+            # The model gets the kept ids themselves: their text would not always re-encode to as
+            # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
+            ids = ids[-budget:]
+            prompt = tokenizer.decode(ids)  # printed: the text the model continues
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
                         frequency_penalty=args.frequency_penalty)
@@ -506,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.explain:
                 from minigpt.explain import explain  # imported here: explain.py builds on this module
 
-                explain(model, tokenizer, prompt, steps=args.max_new_tokens, seed=args.seed, **sampling)
+                explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
                 return 0
             kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
@@ -515,12 +539,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.num_beams > 1:
                 for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
                     kwargs.pop(name)
-                ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-                out, stats = generate(model, ids, **kwargs)
-                new = [t for t in out[0, ids.size(1):].tolist() if t != model.config.eos_token_id]
+                out, stats = generate(model, torch.tensor([ids], dtype=torch.long), **kwargs)
+                new = [t for t in out[0, len(ids):].tolist() if t != model.config.eos_token_id]
                 print(prompt + tokenizer.decode(new))
             else:
-                pieces = stream_text(model, tokenizer, prompt, **kwargs)
+                pieces = stream_text(model, tokenizer, ids, **kwargs)
                 text = prompt  # printed with the first piece, once the arguments have been checked
                 while True:
                     try:

@@ -15,11 +15,12 @@ Every parameter is a Python number (the same for all rows) or a (B,) tensor (one
 The math runs in fp32 whatever the logits' dtype: bf16 has only 8 bits of mantissa, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
 kernel (minigpt/kernels/sampling.py); it has the same semantics but its own random stream.
-What this file does not do: beam search (minigpt/generate.py), or typical / eta / top-h sampling.
+What this file does not do: beam search (minigpt/beam_search.py), or typical / eta / top-h sampling.
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import torch
@@ -42,7 +43,8 @@ def _rows(value: Param, logits: torch.Tensor) -> Param:
 
 def _check(name: str, value: Param, ok, allowed: str) -> None:
     # A (B,) tensor is checked too; the generate loop calls this once before decoding, so the
-    # host sync it costs on a GPU is paid once, not once per token.
+    # host sync it costs on a GPU is paid once, not once per token. `ok` says what is allowed, so
+    # NaN, which fails every comparison, is rejected; an open end at inf must say `< inf` itself.
     bad = not bool(ok(value).all()) if isinstance(value, torch.Tensor) else not ok(value)
     if bad:
         raise ValueError(f"{name} must be in {allowed}, got {value}")
@@ -50,7 +52,8 @@ def _check(name: str, value: Param, ok, allowed: str) -> None:
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
-    _check("temperature", temperature, lambda t: t >= 0, "[0, inf) (0 means greedy)")
+    # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
+    _check("temperature", temperature, lambda t: (t >= 0) & (t < math.inf), "[0, inf) (0 means greedy)")
     _check("top_k", top_k, lambda k: k >= 0, "[0, inf) (0 means off)")
     _check("top_p", top_p, lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)")
     _check("min_p", min_p, lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)")
@@ -61,7 +64,7 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
 def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0.0, frequency_penalty: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range penalty."""
     lo, hi = PENALTY_RANGE
-    _check("repetition_penalty", repetition_penalty, lambda r: r > 0, "(0, inf) (1 means off)")
+    _check("repetition_penalty", repetition_penalty, lambda r: (r > 0) & (r < math.inf), "(0, inf) (1 means off)")
     _check("presence_penalty", presence_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
     _check("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
 

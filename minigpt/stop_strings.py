@@ -22,6 +22,14 @@ What it does not handle: text that shares a token with the stop string's start i
 from __future__ import annotations
 
 
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    """The `stop` argument as a list: one string is one stop string (as in transformers), not the
+    list of its characters that iterating over it would give."""
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
 class StopStrings:
     """Finds stop strings in each row's generated text, even when one spans several tokens.
 
@@ -34,7 +42,7 @@ class StopStrings:
         if tokenizer is None:
             raise ValueError("stop strings need the tokenizer: pass tokenizer=... to generate()")
         if not stops or any(not s for s in stops):
-            raise ValueError(f"stop must be a list of non-empty strings, got {stops!r}")
+            raise ValueError(f"stop must be a non-empty string or a list of them, got {stops!r}")
         self.tokenizer, self.stops = tokenizer, [s.encode("utf-8") for s in stops]
         self.window = max(len(s) for s in self.stops)
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]

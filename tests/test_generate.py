@@ -1,5 +1,7 @@
 """generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
+import io
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -194,6 +196,20 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
 
 
 @torch.no_grad()
+def test_stop_as_one_string_is_one_stop_string(pair):
+    """stop="xx" means stop=["xx"] (as in transformers), not a stop at every "x"."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    ids, kw = torch.tensor([tok.encode("hi")]), dict(max_new_tokens=15, eos_token_id=[])
+    free = generate(model, ids, **kw)
+    text = tok.decode(free[0, 2:].tolist())
+    ch = next(c for c in text if c.isascii())  # a character the model writes: it stopped char-split stops
+    stop = ch * 16  # longer than the 15 new tokens (1 byte each): never written
+    assert torch.equal(generate(model, ids, stop=stop, tokenizer=tok, **kw), free)
+    assert "".join(stream_text(model, tok, "hi", stop=stop, **kw)) == text
+
+
+@torch.no_grad()
 def test_streamer_and_stream_yield_each_step(pair):
     model, _ = pair
     ids, mask = left_padded(PROMPTS)
@@ -202,6 +218,30 @@ def test_streamer_and_stream_yield_each_step(pair):
     assert torch.equal(torch.stack(seen, 1), out[:, ids.size(1):])
     steps = list(stream(model, ids, mask, max_new_tokens=5, eos_token_id=[]))
     assert torch.equal(torch.stack(steps, 1), out[:, ids.size(1):])
+
+
+@torch.enable_grad()  # as a caller who forgot torch.no_grad(), like README's example
+def test_generation_never_records_autograd_and_keeps_callers_grad_mode(pair):
+    """With grad on, the KV cache would join the autograd graph and memory grow every token: every
+    entry point runs the model without grad, and hands the caller's grad mode back between yields."""
+    from minigpt.explain import explain
+
+    model, _ = pair
+    in_forward = []
+    hook = model.register_forward_hook(lambda *_: in_forward.append(torch.is_grad_enabled()))
+    try:
+        ids = torch.tensor([PROMPTS[0]])
+        generate(model, ids, max_new_tokens=4, eos_token_id=[])
+        generate(model, ids, max_new_tokens=4, eos_token_id=[], num_beams=2)
+        explain(model, ByteTokenizer(), "hi", steps=2, out=io.StringIO())
+        for _ in stream(model, ids, max_new_tokens=4, eos_token_id=[]):
+            assert torch.is_grad_enabled()
+        for _ in stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, eos_token_id=[]):
+            assert torch.is_grad_enabled()
+    finally:
+        hook.remove()
+    assert len(in_forward) > 10 and not any(in_forward)
+    assert torch.is_grad_enabled()
 
 
 @torch.no_grad()
@@ -247,12 +287,15 @@ def test_stats_are_filled(pair):
     (dict(num_return_sequences=2), "num_return_sequences"),
     (dict(stop=["x"]), "tokenizer"),
     (dict(min_new_tokens=50), "min_new_tokens"),
+    (dict(input_ids=torch.tensor([[5, 300, 7]])), r"vocab_size=300\), got token id 300"),
+    (dict(input_ids=torch.tensor([[5, 7], [-1, 7]]), num_beams=2), r"vocab_size=300\), got token id -1"),
 ])
 def test_bad_arguments_raise(pair, kwargs, match):
     model, _ = pair
     kwargs.setdefault("max_new_tokens", 20)
+    ids = kwargs.pop("input_ids", torch.tensor([PROMPTS[0]]))
     with pytest.raises(ValueError, match=match):
-        generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
+        generate(model, ids, **kwargs)
 
 
 def test_right_padding_and_nan_logits_raise(pair):
@@ -350,7 +393,23 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
+    assert "--prompt-file" in (err := capsys.readouterr().err) and "missing.txt" in err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500"]) == 2
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
+
+
+def test_cli_truncate_left_cut_inside_a_character(tiny_checkpoint, capsys):
+    """--truncate-left keeps the prompt's last ids. Here the cut falls inside 🙂 (4 byte tokens):
+    decoding the kept ids gives U+FFFD (3 bytes each), so re-encoding that text came out longer
+    than the context allows."""
+    from minigpt.generate import main
+
+    prompt = "🙂🙂" + "z" * 117  # 125 byte tokens; 128 positions + 1 - 10 new tokens keep the last 119
+    args = ["--model", str(tiny_checkpoint), "--prompt", prompt, "--max-new-tokens", "10", "--temperature", "0"]
+    for extra in ([], ["--stream"], ["--num-beams", "2"]):
+        assert main(args + ["--truncate-left"] + extra) == 0, capsys.readouterr().err
+        assert "z" * 117 in capsys.readouterr().out  # the kept prompt, then the new text
+    assert main(args + ["--truncate-left", "--explain", "--max-new-tokens", "2"]) == 0, capsys.readouterr().err

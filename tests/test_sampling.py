@@ -118,6 +118,10 @@ def test_presence_and_frequency_penalties_follow_openai_formula():
     (dict(temperature=-0.1), "temperature"), (dict(top_k=-1), "top_k"), (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"), (dict(min_p=-0.1), "min_p"), (dict(min_p=1.1), "min_p"),
     (dict(top_p=torch.tensor([0.5, 0.0])), "top_p"),
+    # inf and NaN: the range's open end, and a value that fails every comparison.
+    (dict(temperature=float("inf")), "temperature"), (dict(temperature=torch.tensor([1.0, float("inf")])), "temperature"),
+    (dict(temperature=float("nan")), "temperature"), (dict(top_p=float("nan")), "top_p"),
+    (dict(min_p=torch.tensor([0.1, float("nan")])), "min_p"),
 ])
 def test_out_of_range_parameters_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -127,7 +131,11 @@ def test_out_of_range_parameters_raise(kwargs, name):
 
 
 @pytest.mark.parametrize("kwargs, name", [(dict(repetition_penalty=0.0), "repetition_penalty"),
+                                          (dict(repetition_penalty=float("inf")), "repetition_penalty"),
+                                          (dict(repetition_penalty=float("nan")), "repetition_penalty"),
                                           (dict(presence_penalty=3.0), "presence_penalty"),
+                                          (dict(presence_penalty=float("nan")), "presence_penalty"),
+                                          (dict(frequency_penalty=torch.tensor([float("nan")])), "frequency_penalty"),
                                           (dict(frequency_penalty=-2.5), "frequency_penalty")])
 def test_out_of_range_penalties_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):

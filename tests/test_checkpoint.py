@@ -385,8 +385,11 @@ def live_tensor_bytes() -> int:
         warnings.simplefilter("ignore")
         for obj in gc.get_objects():
             if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-                s = obj.untyped_storage()
-                seen[s.data_ptr()] = s.nbytes()
+                try:
+                    s = obj.untyped_storage()
+                    seen[s.data_ptr()] = s.nbytes()
+                except RuntimeError:  # a FakeTensor left by an earlier torch.compile: no memory
+                    continue
     return sum(seen.values())
 
 

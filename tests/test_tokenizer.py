@@ -152,8 +152,10 @@ def test_bad_input_errors(tok):
         Tokenizer.train("some text", vocab_size=256)
     with pytest.raises(TypeError, match="list of str"):
         tok.encode_batch("one string")
-    with pytest.raises(FileNotFoundError, match="neither vocab.json"):
+    with pytest.raises(FileNotFoundError, match="tokenizer directory .*no_such_dir does not exist"):
         Tokenizer.from_pretrained(REPO / "no_such_dir")
+    with pytest.raises(FileNotFoundError, match="neither vocab.json"):
+        Tokenizer.from_pretrained(REPO / "minigpt")  # a directory, but no tokenizer in it
 
 
 def test_decode_joins_bytes_before_utf8(tok):

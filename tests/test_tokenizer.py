@@ -97,10 +97,14 @@ def test_real_text_matches_tiktoken(tok, enc):
     assert tok.decode(ids) == text
 
 
-# Short strings over all of Unicode (minus lone surrogates, which are not encodable text), with
-# extra weight on the characters GPT-2's rules care about.
+# Short strings over all of Unicode, with extra weight on the characters GPT-2's rules care about.
+# Left out: lone surrogates (not encodable text) and code points this Python's Unicode database
+# calls unassigned (Cn). Newer Unicode versions assign some of them, and the `regex` module and
+# tiktoken's Rust regex ship different versions: U+323B0 is a letter to one and not the other,
+# which changes how "\U000323b0'm" splits (4,657 such code points here; on every assigned one the
+# two agree, checked over all of them in "a{c}'m {c}1 {c}").
 _interesting = st.sampled_from(list(" \t\n\r\x0b\x0c\u00a0\u3000'sStdlmrv0123456789.,!?-é😀\u200d\u0301日"))
-unicode_text = st.text(st.one_of(st.characters(blacklist_categories=("Cs",)), _interesting), max_size=16)
+unicode_text = st.text(st.one_of(st.characters(blacklist_categories=("Cs", "Cn")), _interesting), max_size=16)
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -51,7 +51,7 @@ from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (LOG_FILE, Runtime, TrainConfig, TrainingDiverged, build_model, check_fresh_out, flag, lm_loss,
+from minigpt.train import (LOG_FILE, Runtime, TrainConfig, TrainingDiverged, build_model, check_out_dir, flag, lm_loss,
                            parse_config, setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
@@ -388,7 +388,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     # Join the process group (train_loop's own call finds it joined) before any data is read: the
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
-    check_fresh_out(cfg)  # before the lm task writes its tokens into OUT_DIR/data
+    check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
     init_config = Path(cfg.init) / "config.json"
     if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
         raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")

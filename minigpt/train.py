@@ -51,6 +51,8 @@ from minigpt.model import GPT
 STATE_FILE = "training_state.pt"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
+# What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.
+RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", "model.safetensors", "model.safetensors.index.json")
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 # The shape of a fresh model when no --preset is given.
@@ -302,17 +304,33 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
     atomic_torch_save(state, out / STATE_FILE)
 
 
-def check_fresh_out(cfg: TrainConfig) -> None:
-    """A run without --resume must not overwrite another run's files: refuse an OUT_DIR that holds one."""
-    if not cfg.resume and (Path(cfg.out) / STATE_FILE).exists():
-        raise FileExistsError(f"{cfg.out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
+def check_out_dir(cfg: TrainConfig) -> None:
+    """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
+
+    A run replaces the checkpoint files in OUT_DIR and starts a new log.jsonl, so without
+    --resume OUT_DIR must not hold a checkpoint or another run's files: not a finished run, not
+    a downloaded or shipped model, and not the --init checkpoint itself. An empty or missing
+    OUT_DIR, or one holding only unrelated files, is fine. With --resume OUT_DIR must hold the
+    run to continue (its training_state.pt); --out may then equal --init, since the files that
+    get replaced are the run's own.
+    """
+    out = Path(cfg.out)
+    if cfg.resume:
+        if not (out / STATE_FILE).exists():
+            raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+        return
+    if cfg.init and out.resolve() == Path(cfg.init).resolve():
+        raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
+                              "choose another --out")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
+                f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")
+        raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
 
 
 def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
-    path = out / STATE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
-    state = torch.load(path, map_location=rt.device, weights_only=True)
+    state = torch.load(out / STATE_FILE, map_location=rt.device, weights_only=True)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
@@ -490,16 +508,13 @@ def train_loop(
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best = 0, math.inf
+    check_out_dir(cfg)
     if cfg.resume:
         step, best = _restore(out, raw, optimizer, scaler, cfg, rt)
         if rt.is_main:
             _truncate_log(out, step)
-    else:
-        check_fresh_out(cfg)
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:  # a run that crashed before its first checkpoint may have left a log
-            (out / LOG_FILE).unlink(missing_ok=True)
     fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
     model = fwd
     if rt.world > 1:

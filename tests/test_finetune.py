@@ -242,7 +242,7 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     before = {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
     (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--strategy", "full") == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert f"{out} already holds a checkpoint or a run (training_state.pt, log.jsonl" in capsys.readouterr().err
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,13 +143,33 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     assert log == sorted(log)  # no records duplicated by the restart
 
 
-def test_a_fresh_run_starts_a_fresh_log(tmp_path):
+def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
+    """Without --resume, a run refuses an OUT_DIR holding a checkpoint or a run's files (it would
+    replace the weights and start a new log.jsonl), and --out equal to --init; an empty OUT_DIR,
+    or one holding only unrelated files, is fine."""
+    data = make_data(tmp_path / "data")
+    model = tmp_path / "model"  # a shipped model: weights and the log of the run that made them
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1,
+                        eos_token_id=VOCAB - 1)).save_pretrained(model)
+    (model / "log.jsonl").write_text(json.dumps({"step": 99, "val_loss": 0.01}) + "\n")
+    before = {f.name: f.read_bytes() for f in model.iterdir()}
+    init = dict(init=str(model), preset=None, n_layer=None, n_head=None, n_embd=None, block_size=16, max_iters=2)
+    with pytest.raises(FileExistsError, match=re.escape(f"--out {model} is the --init checkpoint")):
+        pretrain(tiny_cfg(data, model, **init))
+    with pytest.raises(FileExistsError, match=re.escape(f"{model} already holds a checkpoint or a run (log.jsonl, config.json, "
+                                                        "model.safetensors); it is not a run that --resume can continue")):
+        pretrain(tiny_cfg(data, model, max_iters=2))
+    assert {f.name: f.read_bytes() for f in model.iterdir()} == before
+    crashed = tmp_path / "crashed"  # a run that died before its first checkpoint: only its log
+    crashed.mkdir()
+    (crashed / "log.jsonl").write_text(json.dumps({"step": 3, "loss": 4.0}) + "\n")
+    with pytest.raises(FileExistsError, match=re.escape("(log.jsonl)")):
+        pretrain(tiny_cfg(data, crashed, max_iters=2))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "log.jsonl").write_text(json.dumps({"step": 99, "val_loss": 0.01}) + "\n")  # left by a crashed run
-    pretrain(tiny_cfg(make_data(tmp_path / "data"), out, max_iters=3, log_interval=1, eval_interval=0))
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 3]  # three train records and the final eval, nothing of the old run
+    (out / "notes.txt").write_text("mine\n")
+    pretrain(tiny_cfg(data, out, **init))
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / STATE_FILE).exists()
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):

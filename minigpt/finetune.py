@@ -395,9 +395,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update
     # added to a half-precision weight is mostly rounded away. --dtype sets autocast for the math.
-    gpt = build_model(cfg, tokenizer.vocab_size).float()  # from --init, with --dropout applied
-    if tokenizer.vocab_size > gpt.config.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {gpt.config.vocab_size}")
+    # From --init, with --dropout applied; refused if the tokenizer is not the model's.
+    gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id).float()
     cfg.block_size = cfg.block_size or gpt.config.n_positions
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
         raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")

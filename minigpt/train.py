@@ -593,17 +593,37 @@ def train_loop(
 # ---- pretraining a GPT on token files ------------------------------------------------------------
 
 
-def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
-    """A fresh GPT from the preset and overrides, or the --init checkpoint.
+def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id: int | None) -> None:
+    """Refuse to train the --init model on the ids of another tokenizer.
 
-    `eos_token_id` is the data's `<|endoftext|>` id: a new vocabulary puts it elsewhere than
-    GPT-2's 50256, and generation stops on what config.json says.
+    An id is only a row number: a model fed another tokenizer's ids trains without an error, on
+    tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
+    with another's vocab.json. What can be compared is the size and the <|endoftext|> id. The
+    model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
+    matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
+    extra rows. So a smaller tokenizer passes only when its <|endoftext|> id is known and is the
+    model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+    """
+    fits = vocab_size == config.vocab_size or (vocab_size < config.vocab_size and eos_token_id is not None)
+    if not fits or eos_token_id not in (None, config.eos_token_id):
+        raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
+                         f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
+                         f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
+    """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
+    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`.
+
+    A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
+    and generation stops on what config.json says. An --init model must already match them.
     """
     if cfg.init:
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
+        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
         if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
             model.config.dropout = cfg.dropout
             for m in model.modules():

@@ -255,7 +255,7 @@ def test_bad_data_errors(tmp_path):
 
 def test_init_starts_from_a_checkpoint(tmp_path):
     torch.manual_seed(1)
-    start = GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    start = GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1))
     start.save_pretrained(tmp_path / "start")
     data = make_data(tmp_path / "data")
     # lr = 0: the run must end exactly where --init began (and not at the preset's random init).
@@ -268,6 +268,29 @@ def test_init_starts_from_a_checkpoint(tmp_path):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "block_size": 33}))
     with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
+
+
+@pytest.mark.parametrize("vocab_size, eos, refused", [
+    (VOCAB, VOCAB - 1, False),  # the data's own vocabulary
+    (VOCAB + 64, VOCAB - 1, False),  # padded: the same ids and <|endoftext|>, and rows no id reaches
+    (VOCAB, 50256, True),  # GPT-2's <|endoftext|> id: the same size by chance, other tokens
+    (50257, 50256, True),  # GPT-2 itself beside a 64-token vocabulary
+    (VOCAB // 2, VOCAB // 2 - 1, True),  # too few rows for the data's ids
+])
+def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, refused):
+    GPT(train.GPTConfig(vocab_size=vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos,
+                        eos_token_id=eos)).save_pretrained(tmp_path / "start")
+    cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None,
+                   n_embd=None, max_iters=1, eval_iters=1)
+    if refused:
+        message = (f"--init {tmp_path / 'start'} has a {vocab_size}-token vocabulary (<|endoftext|> = {eos}), "
+                   f"but the data's tokenizer has {VOCAB} (<|endoftext|> = {VOCAB - 1})")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            pretrain(cfg)
+        assert not (tmp_path / "out").exists()
+    else:
+        pretrain(cfg)
+        assert GPT.from_pretrained(tmp_path / "out").config.vocab_size == vocab_size
 
 
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):

@@ -226,6 +226,9 @@ class FinetuneConfig(TrainConfig):
             raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
 
 
 Examples = tuple[list[str], list[int]]  # (texts, labels)

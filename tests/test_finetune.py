@@ -294,6 +294,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
+    (("--task", "classify", "--data", "cls.tsv", "--max-examples", "0"), r"max_examples must be >= 1 \(leave it unset for all examples\), got 0"),
+    (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
     # GPT-2's tokenizer beside a model trained with a 300-token one: its ids mean other tokens.
     (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(<\|endoftext\|> = 299\), but the "
                                                              r"data's tokenizer has 50257 \(<\|endoftext\|> = 50256\)"),

@@ -113,9 +113,21 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr"):
+        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.lr:  # else the "decay" would climb from lr up to min_lr
+            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr}): the cosine decays from lr down to min_lr; lower --min-lr")
+        if self.lr_decay_iters is not None and self.lr_decay_iters <= self.warmup_iters:
+            raise ValueError(f"lr_decay_iters ({self.lr_decay_iters}) must be > warmup_iters ({self.warmup_iters}): the cosine runs "
+                             "from the end of warmup to lr_decay_iters (unset: max_iters)")
+        for name in ("beta1", "beta2"):  # Adam's moving-average factors
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1 (unset: the model's n_positions), got {self.block_size}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 

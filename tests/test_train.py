@@ -228,6 +228,11 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
         (dict(block_size=129), r"block_size 129 must be in \[1, n_positions=128\]"),
         (dict(data="missing"), "no meta.json in missing"),
         (dict(grad_accum=0), "grad_accum must be >= 1, got 0"),
+        (dict(block_size=0), r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
+        (dict(lr_decay_iters=-5), r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
+        (dict(min_lr=0.01), r"min_lr \(0.01\) must be <= lr \(0.003\)"),
+        (dict(beta2=1.0), r"beta2 must be in \[0, 1\), got 1.0"),
+        (dict(seed=-1), "seed must be >= 0, got -1"),
         (dict(dtype="float16"), "float16 needs a GPU"),
     ],
 )
@@ -266,6 +271,8 @@ def test_init_starts_from_a_checkpoint(tmp_path):
     assert all(torch.equal(ended.state_dict()[k], v) for k, v in start.state_dict().items())
     with pytest.raises(ValueError, match=r"block_size 33 must be in \[1, n_positions=32\]"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "block_size": 33}))
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):  # set on the modules: GPTConfig never sees it
+        pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "dropout": 1.5}))
     with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
 

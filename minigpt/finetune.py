@@ -51,8 +51,8 @@ from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (LOG_FILE, Runtime, TrainConfig, TrainingDiverged, build_model, check_out_dir, flag, lm_loss,
-                           parse_config, setup_runtime, train_loop)
+from minigpt.train import (Runtime, TrainConfig, TrainingDiverged, build_model, check_out_dir, flag, lm_loss, parse_config,
+                           read_log, setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -417,7 +417,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         return None  # log.jsonl is rank 0's, and it may still be writing it
 
     out = Path(cfg.out)
-    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     memory, memory_kind = peak_memory()
     result = {

@@ -360,12 +360,21 @@ def _log(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def read_log(out: Path) -> list[dict]:
+    """The records in OUT_DIR/log.jsonl, without a torn last one.
+
+    Each record is appended as one line ending in "\n", so a crash mid-write can only leave a
+    last line without its newline: that half record is dropped (resume writes it again).
+    """
+    *complete, _torn = (out / LOG_FILE).read_text().split("\n")  # _torn is "" after a whole record
+    return [json.loads(line) for line in complete]
+
+
 def _truncate_log(out: Path, step: int) -> None:
     """On resume, drop records written after the checkpoint (they will be written again)."""
-    path = out / LOG_FILE
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
+    if (out / LOG_FILE).exists():
+        keep = [r for r in read_log(out) if r["step"] <= step]
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def plot_log(out: Path) -> None:
@@ -375,7 +384,7 @@ def plot_log(out: Path) -> None:
     matplotlib.use("Agg")  # no display needed: draw straight into a file
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    records = read_log(out)
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("loss", "train"), ("val_loss", "val")):
         points = [(r["step"], r[key]) for r in records if key in r]

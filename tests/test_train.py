@@ -172,6 +172,18 @@ def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
     assert (out / "notes.txt").read_text() == "mine\n" and (out / STATE_FILE).exists()
 
 
+def test_resume_drops_a_torn_last_log_record(tmp_path):
+    """A crash mid-write leaves half a record, without its newline, at the end of log.jsonl."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')
+    pretrain(tiny_cfg(data, out, resume=True))
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
+
+
 def test_resume_without_a_run_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no training_state.pt"):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))

@@ -44,7 +44,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from minigpt.config import GPTConfig, atomic_write_text
+from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
 from minigpt.model import GPT
 
@@ -291,13 +291,6 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 # ---- checkpoints --------------------------------------------------------------------------------
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp name, then rename: a crash midway leaves the previous file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg) -> None:
     """The HF-layout files first, then the training state (which carries its own copy of the weights).
 
@@ -313,7 +306,8 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "best_val_loss": best,
         "config": asdict(cfg),
     }
-    atomic_torch_save(state, out / STATE_FILE)
+    with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
+        torch.save(state, tmp)
 
 
 def check_out_dir(cfg: TrainConfig) -> None:
@@ -393,10 +387,9 @@ def plot_log(out: Path) -> None:
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=str(out))
     ax.legend()
     ax.grid(alpha=0.3)
-    tmp = out / (PLOT_FILE + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out / PLOT_FILE) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
     plt.close(fig)
-    os.replace(tmp, out / PLOT_FILE)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -684,9 +677,8 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         m.save_pretrained(path)
         if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
             for f in tokenizer_dir.iterdir():
-                tmp = path / (f.name + ".tmp")
-                shutil.copyfile(f, tmp)
-                os.replace(tmp, path / f.name)
+                with atomic_path(path / f.name) as tmp:
+                    shutil.copyfile(f, tmp)
 
     bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
     return train_loop(

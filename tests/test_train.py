@@ -216,6 +216,32 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert final_state(out)["step"] == 12
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd's file through Linux's /proc")
+def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypatch):
+    """Each file is fsynced under its temp name before the rename: else a power cut could leave
+    the new name pointing at a file whose data never reached the disk."""
+    data = make_data(tmp_path / "data")
+    (data / "tokenizer").mkdir()
+    (data / "tokenizer" / "vocab.json").write_text("{}")  # pretrain copies the tokenizer into every checkpoint
+    synced, renamed = set(), set()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        if Path(dst).name in (STATE_FILE, "vocab.json", "loss.png"):
+            assert str(src) in synced, f"{src} renamed to {dst} without an fsync"
+            renamed.add(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    pretrain(tiny_cfg(data, tmp_path / "out", max_iters=1, eval_iters=1))
+    assert renamed == {STATE_FILE, "vocab.json", "loss.png"}
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt.config import atomic_write_text
+from minigpt.config import atomic_path, atomic_write_text
 
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
@@ -109,12 +109,15 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     n_tokens = {"train": 0, "val": 0}
     n_bytes = {"train": 0, "val": 0}
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    tmp = {split: out / f"{split}.bin.tmp" for split in n_tokens}
-    val_text_tmp = out / "val.txt.tmp"
     total = sum(p.stat().st_size for p in paths)
+    # Each file is written under a temp name and renamed into place once all are complete (the
+    # files close first, then each atomic_path renames); if anything fails, the temp files go.
     with (
-        open(tmp["train"], "wb") as f_train,
-        open(tmp["val"], "wb") as f_val,
+        atomic_path(out / "train.bin") as train_tmp,
+        atomic_path(out / "val.bin") as val_tmp,
+        atomic_path(out / "val.txt") as val_text_tmp,
+        open(train_tmp, "wb") as f_train,
+        open(val_tmp, "wb") as f_val,
         open(val_text_tmp, "w", encoding="utf-8", newline="") as f_val_text,  # newline="": "\n" stays one byte
         tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
     ):
@@ -135,9 +138,6 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
                     bar.update(len(chunk.encode("utf-8")))
                 np.asarray(eos, dtype=TOKEN_DTYPE).tofile(files[split])  # end of document
                 n_tokens[split] += len(eos)
-    for split in n_tokens:
-        os.replace(tmp[split], out / f"{split}.bin")
-    os.replace(val_text_tmp, out / "val.txt")
     tokenizer.save_pretrained(out / "tokenizer")
     meta = {
         "vocab_size": tokenizer.vocab_size,

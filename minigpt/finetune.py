@@ -51,8 +51,8 @@ from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (LOG_FILE, Runtime, TrainConfig, TrainingDiverged, build_model, check_fresh_out, flag, lm_loss,
-                           parse_config, setup_runtime, train_loop)
+from minigpt.train import (Runtime, TrainConfig, TrainingDiverged, build_model, check_out_dir, flag, lm_loss, parse_config,
+                           read_log, setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -226,6 +226,9 @@ class FinetuneConfig(TrainConfig):
             raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
 
 
 Examples = tuple[list[str], list[int]]  # (texts, labels)
@@ -388,16 +391,15 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     # Join the process group (train_loop's own call finds it joined) before any data is read: the
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
-    check_fresh_out(cfg)  # before the lm task writes its tokens into OUT_DIR/data
+    check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
     init_config = Path(cfg.init) / "config.json"
     if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
         raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update
     # added to a half-precision weight is mostly rounded away. --dtype sets autocast for the math.
-    gpt = build_model(cfg, tokenizer.vocab_size).float()  # from --init, with --dropout applied
-    if tokenizer.vocab_size > gpt.config.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {gpt.config.vocab_size}")
+    # From --init, with --dropout applied; refused if the tokenizer is not the model's.
+    gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id).float()
     cfg.block_size = cfg.block_size or gpt.config.n_positions
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
         raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
@@ -415,7 +417,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         return None  # log.jsonl is rank 0's, and it may still be writing it
 
     out = Path(cfg.out)
-    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     memory, memory_kind = peak_memory()
     result = {

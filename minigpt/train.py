@@ -44,13 +44,15 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from minigpt.config import GPTConfig, atomic_write_text
+from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
 from minigpt.model import GPT
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
+# What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.
+RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", "model.safetensors", "model.safetensors.index.json")
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 # The shape of a fresh model when no --preset is given.
@@ -111,9 +113,21 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr"):
+        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.lr:  # else the "decay" would climb from lr up to min_lr
+            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr}): the cosine decays from lr down to min_lr; lower --min-lr")
+        if self.lr_decay_iters is not None and self.lr_decay_iters <= self.warmup_iters:
+            raise ValueError(f"lr_decay_iters ({self.lr_decay_iters}) must be > warmup_iters ({self.warmup_iters}): the cosine runs "
+                             "from the end of warmup to lr_decay_iters (unset: max_iters)")
+        for name in ("beta1", "beta2"):  # Adam's moving-average factors
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1 (unset: the model's n_positions), got {self.block_size}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -277,13 +291,6 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 # ---- checkpoints --------------------------------------------------------------------------------
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp name, then rename: a crash midway leaves the previous file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg) -> None:
     """The HF-layout files first, then the training state (which carries its own copy of the weights).
 
@@ -299,20 +306,37 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "best_val_loss": best,
         "config": asdict(cfg),
     }
-    atomic_torch_save(state, out / STATE_FILE)
+    with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
+        torch.save(state, tmp)
 
 
-def check_fresh_out(cfg: TrainConfig) -> None:
-    """A run without --resume must not overwrite another run's files: refuse an OUT_DIR that holds one."""
-    if not cfg.resume and (Path(cfg.out) / STATE_FILE).exists():
-        raise FileExistsError(f"{cfg.out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
+def check_out_dir(cfg: TrainConfig) -> None:
+    """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
+
+    A run replaces the checkpoint files in OUT_DIR and starts a new log.jsonl, so without
+    --resume OUT_DIR must not hold a checkpoint or another run's files: not a finished run, not
+    a downloaded or shipped model, and not the --init checkpoint itself. An empty or missing
+    OUT_DIR, or one holding only unrelated files, is fine. With --resume OUT_DIR must hold the
+    run to continue (its training_state.pt); --out may then equal --init, since the files that
+    get replaced are the run's own.
+    """
+    out = Path(cfg.out)
+    if cfg.resume:
+        if not (out / STATE_FILE).exists():
+            raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+        return
+    if cfg.init and out.resolve() == Path(cfg.init).resolve():
+        raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
+                              "choose another --out")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
+                f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")
+        raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
 
 
 def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
-    path = out / STATE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
-    state = torch.load(path, map_location=rt.device, weights_only=True)
+    state = torch.load(out / STATE_FILE, map_location=rt.device, weights_only=True)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
@@ -330,12 +354,21 @@ def _log(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def read_log(out: Path) -> list[dict]:
+    """The records in OUT_DIR/log.jsonl, without a torn last one.
+
+    Each record is appended as one line ending in "\n", so a crash mid-write can only leave a
+    last line without its newline: that half record is dropped (resume writes it again).
+    """
+    *complete, _torn = (out / LOG_FILE).read_text().split("\n")  # _torn is "" after a whole record
+    return [json.loads(line) for line in complete]
+
+
 def _truncate_log(out: Path, step: int) -> None:
     """On resume, drop records written after the checkpoint (they will be written again)."""
-    path = out / LOG_FILE
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
+    if (out / LOG_FILE).exists():
+        keep = [r for r in read_log(out) if r["step"] <= step]
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def plot_log(out: Path) -> None:
@@ -345,7 +378,7 @@ def plot_log(out: Path) -> None:
     matplotlib.use("Agg")  # no display needed: draw straight into a file
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    records = read_log(out)
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("loss", "train"), ("val_loss", "val")):
         points = [(r["step"], r[key]) for r in records if key in r]
@@ -354,10 +387,9 @@ def plot_log(out: Path) -> None:
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=str(out))
     ax.legend()
     ax.grid(alpha=0.3)
-    tmp = out / (PLOT_FILE + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out / PLOT_FILE) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
     plt.close(fig)
-    os.replace(tmp, out / PLOT_FILE)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -490,16 +522,13 @@ def train_loop(
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best = 0, math.inf
+    check_out_dir(cfg)
     if cfg.resume:
         step, best = _restore(out, raw, optimizer, scaler, cfg, rt)
         if rt.is_main:
             _truncate_log(out, step)
-    else:
-        check_fresh_out(cfg)
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:  # a run that crashed before its first checkpoint may have left a log
-            (out / LOG_FILE).unlink(missing_ok=True)
     fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
     model = fwd
     if rt.world > 1:
@@ -578,17 +607,37 @@ def train_loop(
 # ---- pretraining a GPT on token files ------------------------------------------------------------
 
 
-def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
-    """A fresh GPT from the preset and overrides, or the --init checkpoint.
+def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id: int | None) -> None:
+    """Refuse to train the --init model on the ids of another tokenizer.
 
-    `eos_token_id` is the data's `<|endoftext|>` id: a new vocabulary puts it elsewhere than
-    GPT-2's 50256, and generation stops on what config.json says.
+    An id is only a row number: a model fed another tokenizer's ids trains without an error, on
+    tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
+    with another's vocab.json. What can be compared is the size and the <|endoftext|> id. The
+    model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
+    matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
+    extra rows. So a smaller tokenizer passes only when its <|endoftext|> id is known and is the
+    model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+    """
+    fits = vocab_size == config.vocab_size or (vocab_size < config.vocab_size and eos_token_id is not None)
+    if not fits or eos_token_id not in (None, config.eos_token_id):
+        raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
+                         f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
+                         f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
+    """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
+    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`.
+
+    A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
+    and generation stops on what config.json says. An --init model must already match them.
     """
     if cfg.init:
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
+        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
         if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
             model.config.dropout = cfg.dropout
             for m in model.modules():
@@ -628,9 +677,8 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         m.save_pretrained(path)
         if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
             for f in tokenizer_dir.iterdir():
-                tmp = path / (f.name + ".tmp")
-                shutil.copyfile(f, tmp)
-                os.replace(tmp, path / f.name)
+                with atomic_path(path / f.name) as tmp:
+                    shutil.copyfile(f, tmp)
 
     bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
     return train_loop(

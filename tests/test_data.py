@@ -85,6 +85,18 @@ def test_prepare_bad_input(tok, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="empty.txt is empty"):
         prepare([tmp_path / "empty.txt"], tok, tmp_path / "d")
+    assert list((tmp_path / "d").iterdir()) == []  # no train.bin.tmp, val.bin.tmp or val.txt.tmp left behind
+
+
+def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):
+    """The failure comes after the first file's ids are written: the temp files go, the old files stay."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=4))
+    (tmp_path / "empty.txt").write_text("")
+    prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()}
+    with pytest.raises(ValueError, match="empty.txt is empty"):
+        prepare([tmp_path / "a.txt", tmp_path / "empty.txt"], tok, tmp_path / "d")
+    assert {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()} == before
     with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
         prepare([tmp_path / "empty.txt"], tok, tmp_path / "d", val_fraction=1.0)
 

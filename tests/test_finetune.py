@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from minigpt.lora import LoRALinear
 
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=3, bos_token_id=0, eos_token_id=0)
 LM_STRATEGIES = [s for s in STRATEGIES if s != "frozen"]
+GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
 
 
 def _lm(seed: int = 0) -> GPT:
@@ -242,7 +244,7 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     before = {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
     (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--strategy", "full") == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert f"{out} already holds a checkpoint or a run (training_state.pt, log.jsonl" in capsys.readouterr().err
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
 
 
@@ -292,6 +294,11 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
+    (("--task", "classify", "--data", "cls.tsv", "--max-examples", "0"), r"max_examples must be >= 1 \(leave it unset for all examples\), got 0"),
+    (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
+    # GPT-2's tokenizer beside a model trained with a 300-token one: its ids mean other tokens.
+    (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(<\|endoftext\|> = 299\), but the "
+                                                             r"data's tokenizer has 50257 \(<\|endoftext\|> = 50256\)"),
     (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
 ])
 def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):

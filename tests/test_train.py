@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,13 +143,45 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     assert log == sorted(log)  # no records duplicated by the restart
 
 
-def test_a_fresh_run_starts_a_fresh_log(tmp_path):
+def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
+    """Without --resume, a run refuses an OUT_DIR holding a checkpoint or a run's files (it would
+    replace the weights and start a new log.jsonl), and --out equal to --init; an empty OUT_DIR,
+    or one holding only unrelated files, is fine."""
+    data = make_data(tmp_path / "data")
+    model = tmp_path / "model"  # a shipped model: weights and the log of the run that made them
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1,
+                        eos_token_id=VOCAB - 1)).save_pretrained(model)
+    (model / "log.jsonl").write_text(json.dumps({"step": 99, "val_loss": 0.01}) + "\n")
+    before = {f.name: f.read_bytes() for f in model.iterdir()}
+    init = dict(init=str(model), preset=None, n_layer=None, n_head=None, n_embd=None, block_size=16, max_iters=2)
+    with pytest.raises(FileExistsError, match=re.escape(f"--out {model} is the --init checkpoint")):
+        pretrain(tiny_cfg(data, model, **init))
+    with pytest.raises(FileExistsError, match=re.escape(f"{model} already holds a checkpoint or a run (log.jsonl, config.json, "
+                                                        "model.safetensors); it is not a run that --resume can continue")):
+        pretrain(tiny_cfg(data, model, max_iters=2))
+    assert {f.name: f.read_bytes() for f in model.iterdir()} == before
+    crashed = tmp_path / "crashed"  # a run that died before its first checkpoint: only its log
+    crashed.mkdir()
+    (crashed / "log.jsonl").write_text(json.dumps({"step": 3, "loss": 4.0}) + "\n")
+    with pytest.raises(FileExistsError, match=re.escape("(log.jsonl)")):
+        pretrain(tiny_cfg(data, crashed, max_iters=2))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "log.jsonl").write_text(json.dumps({"step": 99, "val_loss": 0.01}) + "\n")  # left by a crashed run
-    pretrain(tiny_cfg(make_data(tmp_path / "data"), out, max_iters=3, log_interval=1, eval_interval=0))
+    (out / "notes.txt").write_text("mine\n")
+    pretrain(tiny_cfg(data, out, **init))
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / STATE_FILE).exists()
+
+
+def test_resume_drops_a_torn_last_log_record(tmp_path):
+    """A crash mid-write leaves half a record, without its newline, at the end of log.jsonl."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')
+    pretrain(tiny_cfg(data, out, resume=True))
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 3]  # three train records and the final eval, nothing of the old run
+    assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):
@@ -183,6 +216,32 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert final_state(out)["step"] == 12
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd's file through Linux's /proc")
+def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypatch):
+    """Each file is fsynced under its temp name before the rename: else a power cut could leave
+    the new name pointing at a file whose data never reached the disk."""
+    data = make_data(tmp_path / "data")
+    (data / "tokenizer").mkdir()
+    (data / "tokenizer" / "vocab.json").write_text("{}")  # pretrain copies the tokenizer into every checkpoint
+    synced, renamed = set(), set()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        if Path(dst).name in (STATE_FILE, "vocab.json", "loss.png"):
+            assert str(src) in synced, f"{src} renamed to {dst} without an fsync"
+            renamed.add(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    pretrain(tiny_cfg(data, tmp_path / "out", max_iters=1, eval_iters=1))
+    assert renamed == {STATE_FILE, "vocab.json", "loss.png"}
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"
@@ -207,6 +266,11 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
         (dict(block_size=129), r"block_size 129 must be in \[1, n_positions=128\]"),
         (dict(data="missing"), "no meta.json in missing"),
         (dict(grad_accum=0), "grad_accum must be >= 1, got 0"),
+        (dict(block_size=0), r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
+        (dict(lr_decay_iters=-5), r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
+        (dict(min_lr=0.01), r"min_lr \(0.01\) must be <= lr \(0.003\)"),
+        (dict(beta2=1.0), r"beta2 must be in \[0, 1\), got 1.0"),
+        (dict(seed=-1), "seed must be >= 0, got -1"),
         (dict(dtype="float16"), "float16 needs a GPU"),
     ],
 )
@@ -234,7 +298,7 @@ def test_bad_data_errors(tmp_path):
 
 def test_init_starts_from_a_checkpoint(tmp_path):
     torch.manual_seed(1)
-    start = GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    start = GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1))
     start.save_pretrained(tmp_path / "start")
     data = make_data(tmp_path / "data")
     # lr = 0: the run must end exactly where --init began (and not at the preset's random init).
@@ -245,8 +309,33 @@ def test_init_starts_from_a_checkpoint(tmp_path):
     assert all(torch.equal(ended.state_dict()[k], v) for k, v in start.state_dict().items())
     with pytest.raises(ValueError, match=r"block_size 33 must be in \[1, n_positions=32\]"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "block_size": 33}))
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):  # set on the modules: GPTConfig never sees it
+        pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "dropout": 1.5}))
     with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
+
+
+@pytest.mark.parametrize("vocab_size, eos, refused", [
+    (VOCAB, VOCAB - 1, False),  # the data's own vocabulary
+    (VOCAB + 64, VOCAB - 1, False),  # padded: the same ids and <|endoftext|>, and rows no id reaches
+    (VOCAB, 50256, True),  # GPT-2's <|endoftext|> id: the same size by chance, other tokens
+    (50257, 50256, True),  # GPT-2 itself beside a 64-token vocabulary
+    (VOCAB // 2, VOCAB // 2 - 1, True),  # too few rows for the data's ids
+])
+def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, refused):
+    GPT(train.GPTConfig(vocab_size=vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos,
+                        eos_token_id=eos)).save_pretrained(tmp_path / "start")
+    cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None,
+                   n_embd=None, max_iters=1, eval_iters=1)
+    if refused:
+        message = (f"--init {tmp_path / 'start'} has a {vocab_size}-token vocabulary (<|endoftext|> = {eos}), "
+                   f"but the data's tokenizer has {VOCAB} (<|endoftext|> = {VOCAB - 1})")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            pretrain(cfg)
+        assert not (tmp_path / "out").exists()
+    else:
+        pretrain(cfg)
+        assert GPT.from_pretrained(tmp_path / "out").config.vocab_size == vocab_size
 
 
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):

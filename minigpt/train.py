@@ -135,13 +135,14 @@ class TrainConfig:
 # ---- config ↔ command line ----------------------------------------------------------------------
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
     """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
 
     A field declared with init=False cannot be set, so it gets no flag (fine-tuning fixes the
     model-shape fields that way: the shape comes from --init). A None default means "decided
     later" (by the model, the data or another flag), so its help says what happens instead of
-    showing "(default: None)".
+    showing "(default: None)". With defaults=False a flag that is not given is left out of the
+    parsed namespace, which tells the flags a user typed from the ones left at their default.
     """
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
@@ -153,6 +154,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         option = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()
         help_ = f.metadata.get("help", "") + ("" if default is None else f" (default: {default})")
+        default = default if defaults else argparse.SUPPRESS
         if kind is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
@@ -160,9 +162,24 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def parse_config(cls: type, argv: list[str] | None, prog: str, description: str):
+    """The config from the command line (`argv`; None: sys.argv).
+
+    With --resume, the settings the saved run used (kept in its training_state.pt) are the
+    defaults: `--resume` alone continues the run exactly as it was started, and a flag given
+    again overrides its saved value (say, --max-iters to train longer).
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_flags(parser, cls)
-    return cls(**vars(parser.parse_args(argv)))
+    args = vars(parser.parse_args(argv))
+    state = Path(args["out"]) / STATE_FILE
+    if args["resume"] and state.exists():  # (without a saved run, check_out_dir says so later)
+        typed = argparse.ArgumentParser(add_help=False)
+        add_config_flags(typed, cls, defaults=False)
+        given = vars(typed.parse_args(argv))
+        # mmap: the config is read without loading the weights and optimizer state into memory.
+        saved = torch.load(state, map_location="cpu", weights_only=True, mmap=True)["config"]
+        args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
+    return cls(**args)
 
 
 # ---- the pieces of one step ---------------------------------------------------------------------
@@ -424,13 +441,15 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    torch.manual_seed(seed_for(cfg.seed, DROPOUT_STREAM, step, rt.rank))  # this step's dropout masks
     micro_steps = cfg.grad_accum // rt.world
     loss_sum, tokens = torch.zeros((), device=rt.device), 0
     for m in range(micro_steps):
-        # Micro-batch m of process r is the global micro-batch m·world + r, so N processes with
-        # grad_accum A draw the same batches as one process with the same A.
-        rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, m * rt.world + rt.rank))
+        # Micro-batch m of process r is the global micro-batch m·world + r, and its batch and its
+        # dropout masks are seeded by that number, so N processes with grad_accum A draw the same
+        # batches and masks as one process with the same A.
+        micro_batch = m * rt.world + rt.rank
+        rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, micro_batch))
+        torch.manual_seed(seed_for(cfg.seed, DROPOUT_STREAM, step, micro_batch))  # its dropout masks
         batch = [rt.to_device(t) for t in get_batch("train", rng)]
         tokens += batch[0].numel() * rt.world
         # DDP all-reduces gradients during backward; before the last micro-step that is wasted

@@ -259,7 +259,7 @@ def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     # a visible first Adam step; measured here: at most ~2e-6 at this lr.
     flags = ["--init", str(base / "base"), "--task", task, "--data", str(data), "--strategy", strategy, "--val-fraction", "0.15",
              "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "3", "--batch-size", "2", "--grad-accum", "4",
-             "--block-size", "32", "--warmup-iters", "1", "--lr", "1e-3", "--dropout", "0", "--device", "cpu"]
+             "--block-size", "32", "--warmup-iters", "1", "--lr", "1e-3", "--dropout", "0.1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "minigpt.cli", "finetune", *flags, "--out", str(tmp_path / "ddp")]

@@ -184,6 +184,27 @@ def test_resume_drops_a_torn_last_log_record(tmp_path):
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
+def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
+    """`--resume` alone restores every setting of the saved run (shape, batch, schedule, ...);
+    a flag given again overrides its saved value: here --max-iters, to go on from 4 to 8 steps.
+    The result equals one straight run of 8 steps."""
+    data = make_data(tmp_path / "data")
+    flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--batch-size", "4", "--grad-accum", "2", "--lr", "3e-3", "--min-lr", "3e-4",
+             "--warmup-iters", "2", "--lr-decay-iters", "8", "--eval-interval", "4", "--eval-iters", "2",
+             "--log-interval", "2", "--device", "cpu", "--seed", "7"]
+    assert train.main([*flags, "--max-iters", "8", "--out", str(tmp_path / "straight")]) == 0
+    assert train.main([*flags, "--max-iters", "4", "--out", str(tmp_path / "resumed")]) == 0
+    capsys.readouterr()
+    assert train.main(["--out", str(tmp_path / "resumed"), "--resume", "--max-iters", "8"]) == 0
+    printed = capsys.readouterr()
+    assert "max_iters" in printed.out + printed.err and "block_size" not in printed.out + printed.err  # only what was given
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert a["step"] == b["step"] == 8 and b["config"]["block_size"] == 16
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def test_resume_without_a_run_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no training_state.pt"):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
@@ -381,11 +402,11 @@ def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
 
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     """torchrun with 2 gloo processes and grad_accum=4 (2 micro-batches each) ends where one
-    process with grad_accum=4 does: same batches, same averaged gradients."""
+    process with grad_accum=4 does: same batches, same dropout masks, same averaged gradients."""
     data = make_data(tmp_path / "data")
     flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
              "--block-size", "16", "--batch-size", "2", "--grad-accum", "4", "--max-iters", "4", "--eval-interval", "0",
-             "--eval-iters", "2", "--warmup-iters", "1", "--lr", "3e-3", "--dropout", "0", "--device", "cpu"]
+             "--eval-iters", "2", "--warmup-iters", "1", "--lr", "3e-3", "--dropout", "0.1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "minigpt.cli", "train", *flags, "--out", str(tmp_path / "ddp")]

@@ -121,6 +121,10 @@ def apply_strategy(
         model.score.requires_grad_(True)
 
     params = list(model.parameters())  # yields the tied wte/lm_head once
+    if any(p.requires_grad and p.dtype == torch.float16 for p in params):
+        raise ValueError("the weights to train are float16: AdamW's small updates round away or overflow to NaN "
+                         "in float16; load the model in float32 (GPT.from_pretrained(path, dtype=torch.float32)) "
+                         "and use torch.autocast for half-precision speed")
     summary = StrategySummary(strategy, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
     if verbose:
         print(summary)

@@ -126,6 +126,8 @@ def test_bad_strategy_arguments():
         apply_strategy(_lm(), "frozen")
     with pytest.raises(ValueError, match="train_embeddings applies to the 'partial' strategy only"):
         apply_strategy(_lm(), "lora", train_embeddings=True)
+    with pytest.raises(ValueError, match="float16"):  # e.g. the shipped checkpoint, loaded as stored
+        apply_strategy(_lm().half(), "full")
 
 
 def test_read_tsv(tmp_path):

@@ -135,8 +135,9 @@ def beam_search(
     out = out[:, :T + int(done_lens[:, :n].max())]
     if not return_stats:
         return out
-    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * K * (step + 1),
+    # Beams are candidates, not output: a step advances each of the B prompts by one token.
+    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
                             ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / (step + 1),
                             kv_cache_bytes=cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
-    stats.tokens_per_s = B * K / stats.tpot_s
+    stats.tokens_per_s = B / stats.tpot_s
     return out, stats

@@ -66,8 +66,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         final = stages[-1][1]
         token = int(draw(final, exponential_noise(final.shape, ids.device, generator), temperature)[0])
         probs = [s.softmax(-1)[0] for _, s in stages]
-        kept = int(torch.isfinite(final).sum())
-        print(f"\nstep {step}: {kept} of {V} tokens kept; drew {tokenizer.decode([token])!r}", file=out)
+        kept = "greedy (temperature 0): took the most likely" if temperature == 0 else \
+            f"{int(torch.isfinite(final).sum())} of {V} tokens kept; drew"
+        print(f"\nstep {step}: {kept} {tokenizer.decode([token])!r}", file=out)
         print(f"  {'token':<16}" + "".join(f"{name:>16}" for name, _ in stages), file=out)
         # The candidates: the most likely before any stage, then after the last, then the token drawn.
         cands = torch.topk(probs[0], top).indices.tolist() + torch.topk(probs[-1], top).indices.tolist() + [token]

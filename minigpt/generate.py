@@ -192,10 +192,11 @@ def _check_finite(logits: torch.Tensor) -> None:
 
 @dataclass
 class GenerationStats:
-    """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step."""
+    """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
+    (with compile=True the first call also compiles the step: time a second call)."""
 
     prompt_tokens: int = 0
-    new_tokens: int = 0  # decode steps × batch rows
+    new_tokens: int = 0  # decode steps × batch rows (beam search: × prompts; beams are candidates)
     ttft_s: float = 0.0
     tpot_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -300,9 +301,9 @@ def stream(
     if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
-    if not 0 <= min_new_tokens <= max_new_tokens:
-        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
+        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
     if num_beams > 1:
@@ -486,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); not printed")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
-    p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory")
+    p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
+                   "(with --compile, TPOT includes compiling the step)")
     p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
@@ -516,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
-        ids = tokenizer.encode(prompt)
+        # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
+        # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
+        ids = tokenizer.encode(prompt, allowed_special="all")
         budget = model.config.n_positions + 1 - args.max_new_tokens
         if args.truncate_left and budget > 0 and len(ids) > budget:
             # The model gets the kept ids themselves: their text would not always re-encode to as
@@ -530,7 +534,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.explain:
                 from minigpt.explain import explain  # imported here: explain.py builds on this module
 
-                explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
+                ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
+                                                   ("--min-new-tokens", args.min_new_tokens > 0)) if used]
+                if ignored:
+                    raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
+                text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
+                print(f"\n{prompt}{text}")
                 return 0
             kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,

@@ -276,6 +276,8 @@ def test_stats_are_filled(pair):
     assert stats.ttft_s > 0 and stats.tpot_s > 0 and stats.tokens_per_s > 0 and stats.peak_memory_bytes > 0
     c = model.config
     assert stats.kv_cache_bytes == 2 * c.n_layer * 3 * 64 * c.n_embd * 4  # 7 + 8 tokens → one 64-slot bucket
+    _, beams = generate(model, ids, mask, max_new_tokens=8, eos_token_id=[], num_beams=4, return_stats=True)
+    assert beams.new_tokens == 3 * 8  # per prompt, not per beam: beams are candidates, not output
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -287,6 +289,7 @@ def test_stats_are_filled(pair):
     (dict(num_return_sequences=2), "num_return_sequences"),
     (dict(stop=["x"]), "tokenizer"),
     (dict(min_new_tokens=50), "min_new_tokens"),
+    (dict(max_new_tokens=-5), "max_new_tokens must be ≥ 1, got -5"),  # not a min_new_tokens range naming -5
     (dict(input_ids=torch.tensor([[5, 300, 7]])), r"vocab_size=300\), got token id 300"),
     (dict(input_ids=torch.tensor([[5, 7], [-1, 7]]), num_beams=2), r"vocab_size=300\), got token id -1"),
 ])
@@ -399,6 +402,22 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
+    assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
+    assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
+
+
+def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):
+    """The CLI prompt is the user's own text: <|endoftext|> in it is the special token, not an error."""
+    from minigpt.generate import main
+
+    args = ["--model", str(tiny_checkpoint), "--max-new-tokens", "3", "--temperature", "0"]
+    assert main(args + ["--prompt", "<|endoftext|>To be"]) == 0
+    assert capsys.readouterr().out.startswith("<|endoftext|>To be")
+    assert main(args + ["--prompt", "To be", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy (temperature 0): took the most likely" in out
+    greedy = main(args + ["--prompt", "To be"]) == 0 and capsys.readouterr().out.strip()
+    assert out.rstrip().endswith(greedy)  # the table per step, then the text it drew
 
 
 def test_cli_truncate_left_cut_inside_a_character(tiny_checkpoint, capsys):

@@ -143,7 +143,10 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
         partial.unlink()
         raise DownloadError(f"{dest.name} has {got:,} bytes but the server announced {remote.size:,}; "
                             f"deleted it, run again to download it afresh")
-    if remote.hash_kind:
+    if not remote.hash_kind:  # a mirror may send no usable ETag: say what was not checked
+        checked = "only its size was checked" if remote.size is not None else "neither its size nor a hash was checked"
+        print(f"{dest.name}: the server announced no sha256 or git hash; {checked}", file=sys.stderr)
+    else:
         digest = file_digest(partial, remote.hash_kind)
         if digest != remote.digest:
             partial.unlink()  # corrupt: resuming from it would never verify
@@ -158,6 +161,9 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     if name not in MODELS:
         raise DownloadError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
+                            f"(from --base-url or ${BASE_URL_ENV})")
     out = Path(out) if out is not None else Path("checkpoints") / name
     out.mkdir(parents=True, exist_ok=True)
     for file in FILES:
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="minigpt download",
         description="Download GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) from the "
-                    "Hugging Face Hub, resuming partial downloads and checking size and sha256.")
+                    "Hugging Face Hub, resuming partial downloads and checking each file's size and hash.")
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
     parser.add_argument("--out", type=Path, help="directory to write (default: checkpoints/NAME)")
     parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")

@@ -474,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
     src.add_argument("--prompt-file", help="read the prompt from this file")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--min-new-tokens", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    p.add_argument("--min-new-tokens", type=int, default=0, help="no EOS before this many (default: 0)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     p.add_argument("--min-p", type=float, default=0.0, help="0 = off")
@@ -490,11 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
                    "(with --compile, TPOT includes compiling the step)")
     p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights and math (default: float32)")
+    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (default: a random draw)")
     p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
-    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"])
+    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
+                   help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
     p.add_argument("--truncate-left", action="store_true", help="drop the prompt's first tokens if it is too long")
     return p
 

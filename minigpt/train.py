@@ -153,7 +153,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         option = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()
-        help_ = f.metadata.get("help", "") + ("" if default is None else f" (default: {default})")
+        help_ = f.metadata.get("help", "") + ("" if default in (None, "") else f" (default: {default})")
         default = default if defaults else argparse.SUPPRESS
         if kind is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)

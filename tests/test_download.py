@@ -32,6 +32,7 @@ class FakeHub:
         self.cut_after: dict[str, int] = {}  # file → drop the connection after N bytes, once
         self.ignore_range = False
         self.wrong_sha256 = False
+        self.no_etag = False  # a mirror that announces no hashes at all
         self.requests: list[tuple[str, str, str | None]] = []
 
 
@@ -59,12 +60,13 @@ def make_handler(hub: FakeHub):
                     self.send_response(302)
                     self.send_header("Location", f"http://127.0.0.1:{port}/cdn/{name}")
                     self.send_header("X-Linked-Size", str(len(data)))
-                    self.send_header("X-Linked-Etag", f'"{sha}"')
+                    if not hub.no_etag:
+                        self.send_header("X-Linked-Etag", f'"{sha}"')
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-                return self.send_bytes(data, body, etag=git_sha1)
+                return self.send_bytes(data, body, etag=None if hub.no_etag else git_sha1)
             if self.path.startswith("/cdn/") and self.path.removeprefix("/cdn/") in hub.files:
                 name = self.path.removeprefix("/cdn/")
                 return self.send_bytes(hub.files[name], body, cut=hub.cut_after.pop(name, None) if body else None)
@@ -193,6 +195,15 @@ def test_git_sha1_mismatch_on_a_small_file(hub, tmp_path, monkeypatch):
         download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
 
 
+def test_a_server_without_hashes_is_said_to_be_unchecked(hub, tmp_path, capsys):
+    hub.no_etag = True
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+    err = capsys.readouterr().err
+    assert all(f"{name}: the server announced no sha256 or git hash; only its size was checked" in err
+               for name in download.FILES)
+
+
 def test_offline_gives_one_clear_line(tmp_path, capsys):
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
@@ -217,6 +228,7 @@ def test_bad_arguments(tmp_path):
         download_gpt2("gpt3", tmp_path)
     with pytest.raises(SystemExit):
         main(["gpt2", "--retries", "-1"])
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", "notaurl"]) == 1  # not "unknown url type"
 
 
 def test_entry_points(capsys):

@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default="gpt2", help="tokenizer directory (default: GPT-2's, shipped)")
     parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")
     parser.add_argument("--train", nargs="+", metavar="FILE", help="train a tokenizer on these text files")
-    parser.add_argument("--vocab-size", type=int, default=4096, help="with --train: vocabulary size (default 4096)")
+    parser.add_argument("--vocab-size", type=int, help="with --train: vocabulary size (default 4096)")
     parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
     args = parser.parse_args(argv)
     if args.train:
@@ -502,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--train needs --out DIR")
         from minigpt.bpe_train import main as train_main
 
-        return train_main([*args.train, "--vocab-size", str(args.vocab_size), "--out", args.out])
+        return train_main([*args.train, "--vocab-size", str(args.vocab_size or 4096), "--out", args.out])
+    if args.vocab_size is not None or args.out:
+        parser.error("--vocab-size and --out go with --train FILES")
     try:
         tok = Tokenizer.from_pretrained(args.tokenizer)
     except (ValueError, OSError) as e:

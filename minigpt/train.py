@@ -435,8 +435,9 @@ def evaluate(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
 def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, torch.Tensor | None, int]:
     """One optimizer step: cfg.grad_accum micro-batches → averaged gradients → clip → AdamW.
 
-    Returns (mean loss over the global batch, gradient norm before clipping as a tensor (reading
-    it would wait for the GPU, so only the log does), tokens seen by all processes). Raises TrainingDiverged *before* the update if the loss is NaN or inf.
+    Returns (mean loss over the global batch, gradient norm before clipping, tokens seen by all
+    processes). Raises TrainingDiverged *before* the update if the loss, or the gradient norm
+    (a NaN gradient can come from a finite loss), is NaN or inf.
     """
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
@@ -464,18 +465,24 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
         loss_sum += loss.detach().float()
     if rt.world > 1:
         dist.all_reduce(loss_sum)
-    train_loss = loss_sum.item() / cfg.grad_accum  # the one host sync per step
-    if not math.isfinite(train_loss):
-        raise TrainingDiverged(f"loss is {train_loss} at step {step + 1}; stopping before the update")
-    grad_norm = None
+    grad_norm = torch.zeros_like(loss_sum)  # 0: not measured (no clipping)
     if cfg.grad_clip:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         params = [p for g in optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    # The one host sync per step reads both numbers. With float16's GradScaler an inf gradient
+    # is routine (the scaler skips that step and lowers its scale), so only the loss counts then.
+    loss_total, norm = torch.stack([loss_sum, grad_norm.float()]).tolist()
+    train_loss = loss_total / cfg.grad_accum
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f"loss is {train_loss} at step {step + 1}; stopping before the update")
+    if not math.isfinite(norm) and not scaler.is_enabled():
+        raise TrainingDiverged(f"the gradient norm is {norm} at step {step + 1} (the loss, {train_loss:.4g}, is "
+                               "finite); stopping before the update")
     scaler.step(optimizer)  # skips the update if fp16 gradients overflowed
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return train_loss, grad_norm, tokens
+    return train_loss, norm if cfg.grad_clip else None, tokens
 
 
 class StopSignal:
@@ -583,7 +590,7 @@ def train_loop(
                 metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
                 metrics["tokens_per_s"] = tokens_since / time_since
                 if grad_norm is not None:
-                    metrics["grad_norm"] = grad_norm.item()
+                    metrics["grad_norm"] = grad_norm
                 if peak and flops_per_token:
                     metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
                 tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0

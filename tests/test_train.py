@@ -281,6 +281,28 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     assert final_state(out)["step"] == 6
 
 
+def test_nan_gradient_with_a_finite_loss_stops_too(tmp_path):
+    """A NaN can appear in the backward pass alone; clipping would then spread it to every weight."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def poisoned_backward(model, x, y):
+        calls["n"] += model.training
+        logits, _ = model(x)
+        if calls["n"] > 14:  # from step 8's micro-batches on, the gradient flowing into the logits is NaN
+            logits.register_hook(lambda g: g * float("nan"))
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    cfg = tiny_cfg(data, out)
+    model = train.build_model(cfg, VOCAB)
+    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    with pytest.raises(TrainingDiverged, match=r"gradient norm is nan at step 8 \(the loss, .*, is finite\)"):
+        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned_backward)
+    assert final_state(out)["step"] == 6
+    assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
+
+
 @pytest.mark.parametrize(
     "change, error",
     [

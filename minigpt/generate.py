@@ -547,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
                           num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
             if args.num_beams > 1:
+                filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1),
+                                                 ("--min-p", args.min_p)) if on]
+                if filters:
+                    raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
+                                     "would do nothing: drop them or --num-beams")
                 for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
                     kwargs.pop(name)
                 out, stats = generate(model, torch.tensor([ids], dtype=torch.long), **kwargs)

@@ -39,7 +39,7 @@ run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the scre
 
 for step in "${steps[@]}"; do
   case $step in
-    tests) run tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_sampling.py -k "not interpreter" ;;
+    tests) run tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_sampling.py -k "not interpreter" ;;
     sampling) run sampling 150 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
     generate) run generate 200 python3 scripts/bench_generate.py --device cuda --compile --repeats 5 --new-tokens 128 ;;
     train) run train 180 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \

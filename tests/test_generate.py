@@ -402,6 +402,8 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
+    assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--top-k", "5", "--top-p", "0.9"]) == 2
+    assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
 

@@ -263,42 +263,32 @@ def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypat
     assert renamed == {STATE_FILE, "vocab.json", "loss.png"}
 
 
-def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where, message", [
+    ("loss", r"loss is nan at step 8"),
+    ("gradient", r"gradient norm is nan at step 8 \(the loss, .*, is finite\)"),
+])
+def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, message):
+    """A NaN loss, or a NaN in the backward pass alone (clipping would spread it to every weight),
+    stops the run before the update, naming the last good checkpoint, which stays clean."""
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"
     calls = {"n": 0}
 
-    def poisoned_loss(model, x, y):
-        calls["n"] += model.training
-        loss = model(x, y)[1]
-        return loss * float("nan") if calls["n"] > 14 else loss  # from step 8's micro-batches on
-
-    cfg = tiny_cfg(data, out)
-    model = train.build_model(cfg, VOCAB)
-    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 8.*last good checkpoint \(step 6\)"):
-        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned_loss)
-    assert final_state(out)["step"] == 6
-
-
-def test_nan_gradient_with_a_finite_loss_stops_too(tmp_path):
-    """A NaN can appear in the backward pass alone; clipping would then spread it to every weight."""
-    data = make_data(tmp_path / "data")
-    out = tmp_path / "out"
-    calls = {"n": 0}
-
-    def poisoned_backward(model, x, y):
+    def poisoned(model, x, y):
         calls["n"] += model.training
         logits, _ = model(x)
-        if calls["n"] > 14:  # from step 8's micro-batches on, the gradient flowing into the logits is NaN
-            logits.register_hook(lambda g: g * float("nan"))
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        if calls["n"] > 14:  # from step 8's micro-batches on
+            if where == "loss":
+                return loss * float("nan")
+            logits.register_hook(lambda g: g * float("nan"))  # the gradient flowing into the logits
+        return loss
 
     cfg = tiny_cfg(data, out)
     model = train.build_model(cfg, VOCAB)
     tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
-    with pytest.raises(TrainingDiverged, match=r"gradient norm is nan at step 8 \(the loss, .*, is finite\)"):
-        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned_backward)
+    with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)"):
+        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned)
     assert final_state(out)["step"] == 6
     assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
 
@@ -315,6 +305,7 @@ def test_nan_gradient_with_a_finite_loss_stops_too(tmp_path):
         (dict(beta2=1.0), r"beta2 must be in \[0, 1\), got 1.0"),
         (dict(seed=-1), "seed must be >= 0, got -1"),
         (dict(dtype="float16"), "float16 needs a GPU"),
+        (dict(device="gpu"), "'gpu' is not a device"),
     ],
 )
 def test_bad_config_errors(tmp_path, change, error):

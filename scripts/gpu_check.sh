@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one run: GPU time is scarce, so a session that has one starts
-# this once and reads the logs. Steps, in order of importance (name some to run only those):
+# Every check that needs a GPU, in one run. A session that is lent a GPU gets 15 minutes of device
+# time in all, the machine's start (a minute or two) included, so this script fits ONE device call:
+#
+#   bash scripts/gpu_check.sh                  # every step, ≤ GPU_CHECK_BUDGET s (default 540) together
+#   bash scripts/gpu_check.sh sampling         # only the steps named
+#
+# Steps, in order of importance; each runs under its own time limit, cut to what is left of the
+# budget, so a slow or hanging step costs the ones after it only its share:
 #   tests     pytest on CUDA: tests/test_gpu.py and the fused sampling kernel compiled for the GPU
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
 #   generate  scripts/bench_generate.py --device cuda --compile: decode speed, bandwidth limit, KV bytes
 #   train     scripts/bench_train.py on CUDA in bf16, compiled: tokens/s and MFU vs transformers
 #
-#   bash scripts/gpu_check.sh tests sampling       # only these (each pair fits a 10-minute call)
-#   bash scripts/gpu_check.sh generate train
-#   bash scripts/gpu_check.sh                      # all four, in order
-#
-# Logs go to $OUT (the device tool's output folder) or out/gpu_check/. Each step has its own time
-# limit, so one that hangs cannot eat the others' time; the last line sums up which passed.
+# Logs go to $OUT (the device tool's output folder) or out/gpu_check/, one file a step; the last
+# line of env.txt says which steps passed and how long each took.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu_check}
@@ -19,6 +21,7 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout, installed or not
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(tests sampling generate train)
+deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-540}))
 
 {
   date -u
@@ -29,20 +32,26 @@ steps=("$@")
 
 summary=()
 run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the screen
-  local name=$1 limit=$2
+  local name=$1 limit=$2 left=$((deadline - SECONDS)) start=$SECONDS
   shift 2
-  echo "== $name: $*"
+  if [ "$left" -lt 30 ]; then
+    summary+=("$name=not-run(budget-spent)")
+    return
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
+  echo "== $name (≤ ${limit} s): $*"
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
   local rc=${PIPESTATUS[0]}
-  summary+=("$name=$([ "$rc" = 0 ] && echo ok || echo "FAILED($rc)")")
+  summary+=("$name=$([ "$rc" = 0 ] && echo ok || echo "FAILED($rc)"):$((SECONDS - start))s")
 }
 
 for step in "${steps[@]}"; do
   case $step in
-    tests) run tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_sampling.py -k "not interpreter" ;;
-    sampling) run sampling 150 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
-    generate) run generate 200 python3 scripts/bench_generate.py --device cuda --compile --repeats 5 --new-tokens 128 ;;
-    train) run train 180 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
+    tests) run tests 200 python3 -m pytest -q -p no:cacheprovider --durations=15 \
+             tests/test_gpu.py tests/test_fused_sampling.py -k "not interpreter" ;;
+    sampling) run sampling 90 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
+    generate) run generate 120 python3 scripts/bench_generate.py --device cuda --compile --repeats 3 --new-tokens 128 ;;
+    train) run train 150 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
     *) echo "unknown step '$step' (tests, sampling, generate, train)"; exit 2 ;;
   esac

@@ -165,17 +165,27 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
         raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
                             f"(from --base-url or ${BASE_URL_ENV})")
     out = Path(out) if out is not None else Path("checkpoints") / name
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for file in FILES:
-        url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
-        try:
-            fetch(url, out / file, retries=retries, progress=progress)
-        except HTTPError as e:
-            raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
-        except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)  # URLError wraps the socket error: refused, DNS failure, ...
-            raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 needs "
-                                f"internet access; a mirror can be set with --base-url or ${BASE_URL_ENV}.") from None
+    try:
+        for file in FILES:
+            url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
+            try:
+                fetch(url, out / file, retries=retries, progress=progress)
+            except HTTPError as e:
+                raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
+            except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
+                reason = getattr(e, "reason", e)  # URLError wraps the socket error: refused, DNS failure, ...
+                raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 "
+                                    f"needs internet access; a mirror can be set with --base-url or "
+                                    f"${BASE_URL_ENV}.") from None
+    except BaseException:
+        # Nothing fetched (offline, a wrong URL): leave no empty directory behind, or loading it would
+        # say "has neither model.safetensors ..." instead of "does not exist (to fetch it: ...)".
+        # Anything fetched, a .partial file too, stays for the next run to skip or resume.
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return out
 
 

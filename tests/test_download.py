@@ -208,16 +208,20 @@ def test_offline_gives_one_clear_line(tmp_path, capsys):
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert main(["gpt2", "--out", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}"]) == 1
+    out = tmp_path / "gpt2"
+    assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     print(err)
     assert "cannot reach" in err and "Are you offline?" in err and "Traceback" not in err
+    assert not out.exists(), "nothing was fetched: no empty directory is left behind"
 
 
 def test_http_error_names_the_url(hub, tmp_path):
     del hub.files["merges.txt"]
+    out = tmp_path / "gpt2"
     with pytest.raises(DownloadError, match=r"merges.txt answered HTTP 404"):
-        download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+        download_gpt2("gpt2", out, base_url=hub.url, progress=False)
+    assert (out / "config.json").exists(), "what was fetched stays: the next run skips it"
 
 
 def test_bad_arguments(tmp_path):

@@ -232,14 +232,14 @@ def test_bad_values_give_token_minus_one_or_a_clear_error(device: str):
     V = 64
     rows = [(1.0, 0, 1.0, 0.0), (-0.5, 0, 1.0, 0.0), (1.0, -1, 1.0, 0.0), (1.0, 0, 0.0, 0.0),
             (1.0, 0, 1.5, 0.0), (1.0, 0, 1.0, 2.0), (float("nan"), 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0),
-            (1.0, 0, 1.0, 0.0)]
+            (1.0, 0, 1.0, 0.0), (float("inf"), 0, 1.0, 0.0)]
     logits = random_logits(len(rows), V, seed=5)
     logits[7, 3] = float("nan")
     logits[8] = float("-inf")
     tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(0, 0, device)).cpu()
     assert tokens[0] >= 0 and (tokens[1:] == -1).all(), tokens
     for bad_row, message in [(1, "temperature must be in"), (2, "top_k must be in"), (3, "top_p must be in"),
-                             (5, "min_p must be in"), (7, "NaN or \\+inf"), (8, "all -inf")]:
+                             (5, "min_p must be in"), (7, "NaN or \\+inf"), (8, "all -inf"), (9, "temperature must be in")]:
         with pytest.raises(ValueError, match=message):
             fused_sample(logits[[0, bad_row]].to(device), **params([rows[0], rows[bad_row]], device),
                          **seed_offset(0, 0, device), validate=True)

@@ -61,7 +61,7 @@ with one uniform.
   elementwise over the row — one fused elementwise kernel under torch.compile — while fusing them
   here would add a (B, V) counts read to every one of the search's passes.
 - Checks, and where they happen: shapes, dtypes, devices and strides are checked on the host on
-  every call (free: tensor metadata only). Value ranges (temperature < 0, top_k < 0,
+  every call (free: tensor metadata only). Value ranges (temperature < 0 or inf, top_k < 0,
   top_p ∉ (0, 1], min_p ∉ [0, 1]) and bad logits (NaN, +inf, a row of -inf) are checked inside the
   kernel, which writes the impossible token -1 for such a row, so the hot path never syncs.
   `validate=True` (or minigpt.sampling.check_sampling_params, once before a decode loop) turns
@@ -262,7 +262,7 @@ def _fused_sample_kernel(
     top_p = tl.load(top_p_ptr + row)
     min_p = tl.load(min_p_ptr + row)
     # Written as "not in range" so that NaN parameters fail too.
-    bad = ~(T >= 0) | (k < 0) | ~((top_p > 0) & (top_p <= 1)) | ~((min_p >= 0) & (min_p <= 1))
+    bad = ~((T >= 0) & (T < float("inf"))) | (k < 0) | ~((top_p > 0) & (top_p <= 1)) | ~((min_p >= 0) & (min_p <= 1))
 
     # Pass 1: max (and the first index holding it, for greedy rows), smallest finite logit, bad values.
     run_max = tl.full((BLOCK,), float("-inf"), tl.float32)
@@ -367,7 +367,7 @@ def _check_inputs(logits: torch.Tensor, params: dict[str, torch.Tensor]) -> None
 def _explain_invalid(logits: torch.Tensor, p: dict[str, torch.Tensor], rows: torch.Tensor) -> str:
     """Why the kernel refused these rows (host side, only on the error path)."""
     r = int(rows[0])
-    checks = [("temperature", lambda v: v >= 0, "[0, inf) (0 means greedy)"),
+    checks = [("temperature", lambda v: (v >= 0) & (v < float("inf")), "[0, inf) (0 means greedy)"),
               ("top_k", lambda v: v >= 0, "[0, inf) (0 means off)"),
               ("top_p", lambda v: (v > 0) & (v <= 1), "(0, 1] (1 means off)"),
               ("min_p", lambda v: (v >= 0) & (v <= 1), "[0, 1] (0 means off)")]
@@ -414,7 +414,8 @@ def fused_sample(
     scratch_idx = torch.empty((B, cap), dtype=torch.int32, device=logits.device)  # ... and token ids
     _fused_sample_kernel[(B,)](
         logits, logits.stride(0), V, temperature, top_k, top_p, min_p, seed, offset, out, scratch, scratch_idx,
-        BLOCK=block, UNROLL=unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block)), CAP=cap, MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)),
+        BLOCK=block, UNROLL=unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block)), CAP=cap,
+        MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)),
         num_warps=num_warps or (16 if block >= 1024 else 4),
     )
     if validate:

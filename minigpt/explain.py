@@ -5,7 +5,8 @@ token, from minigpt/generate.py) and, between them, applies minigpt/sampling.py'
 time instead of fused: `logits → penalties → temperature → top-k → top-p → min-p → draw`. After
 each stage it keeps the probabilities, so a table per step can show the top candidates' odds
 before and after every penalty and filter, and which token was drawn. The same seed draws the
-same tokens as `generate` (greedy when temperature is 0).
+same tokens as `generate(sampler="torch")`, which is what `generate` uses off CUDA (greedy when
+temperature is 0).
 
 What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
 it is one prompt, for reading, and slower than `generate` (every stage is materialized).

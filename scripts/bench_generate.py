@@ -11,8 +11,8 @@ so both see the same machine load):
   records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT.
 - The matvec floor: the bare weight matrix × activation products of one decode step (12 blocks
   + LM head, no attention, no Python around them), twice: with F.linear (PyTorch's default
-  kernel, the issue's floor) and with minigpt's `Linear` (oneDNN for fp32 on x86, see
-  minigpt/model.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
+  kernel, the issue's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
+  minigpt/linear.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
   close minigpt's step gets to its own.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
 - The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.
@@ -88,7 +88,7 @@ def median(xs: list[float]) -> float:
 
 def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kernel: str) -> float:
     """Seconds for one decode step's weight products alone: x (B, C) through every Linear once,
-    with `kernel` "F.linear" (PyTorch's default) or "minigpt" (minigpt.model.Linear's forward)."""
+    with `kernel` "F.linear" (PyTorch's default) or "minigpt" (minigpt.linear.Linear's forward)."""
     c = model.config
     linears = []
     for block in model.transformer.h:

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ours_fwd, hf_fwd = ours, hf
         ours_loss = lambda m, x: m(x[:, :-1], x[:, 1:])[1]  # noqa: E731  (minigpt: targets pre-shifted)
-        hf_loss = lambda m, x: m(x, labels=x).loss  # noqa: E731  (HF shifts inside)
+        # HF shifts inside: it gets the same block_size tokens as minigpt (block_size + 1 would not
+        # fit n_positions at block_size 1024), so both forward passes cost the same.
+        hf_loss = lambda m, x: m(x[:, :-1], labels=x[:, :-1]).loss  # noqa: E731
         # "minigpt" shares HF's optimizer recipe; "minigpt+train" uses train.py's own.
         steps = {
             "transformers": make_step(hf_fwd, torch.optim.AdamW(hf.parameters(), lr=1e-4), hf_loss, autocast),

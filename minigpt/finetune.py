@@ -38,7 +38,6 @@ import json
 import random
 import resource
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +50,8 @@ from minigpt.config import atomic_write_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (Runtime, TrainConfig, TrainingDiverged, build_model, check_out_dir, flag, lm_loss, parse_config,
-                           read_log, setup_runtime, train_loop)
+from minigpt.train import (Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config, read_log,
+                           run_command, setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -437,21 +436,5 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_config(FinetuneConfig, argv, "minigpt finetune",
-                           "Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model or a classifier.")
-        result = finetune(cfg)
-    except KeyboardInterrupt:
-        return 130
-    except TrainingDiverged as e:
-        print(f"minigpt finetune: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"minigpt finetune: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if result is not None:  # rank 0 only: one JSON line per run, not one per process
-        print(json.dumps(result))
-    return 0
+    about = "Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model or a classifier."
+    return run_command("minigpt finetune", lambda: finetune(parse_config(FinetuneConfig, argv, "minigpt finetune", about)))

@@ -716,21 +716,29 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(TrainConfig, argv, "minigpt train", "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP.")
+def run_command(prog: str, work: Callable[[], dict | None]) -> int:
+    """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
+    (the loss diverged), 2 (bad input: one line on stderr, no traceback) or 130 (Ctrl-C, after the
+    loop has saved); the process group closed on every path; the result as one JSON line on
+    stdout, from rank 0 only."""
     try:
-        result = pretrain(cfg)
+        result = work()
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as e:
-        print(f"minigpt train: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"minigpt train: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    about = "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP."
+    return run_command("minigpt train", lambda: pretrain(parse_config(TrainConfig, argv, "minigpt train", about)))

@@ -243,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
                   f"{plain * 1e3:>16.1f}{floor * 1e3:>15.1f}{floor / ours:>12.2f}")
-            print(f"{f'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
+            print(f"{'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
             if device.type == "cuda" and batch == 1:
                 limit = bandwidth_limit(model, dtype)
-                print(f"{f'  bandwidth limit (ms)':<34}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")
+                print(f"{'  bandwidth limit (ms)':<34}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")
     if not args.no_bf16:
         diff, std, agree = bf16_drift(model)
         print(f"\nbf16 vs fp32 logits (256-token prompt): max |diff| {diff:.3f} (fp32 logit std {std:.3f}), "

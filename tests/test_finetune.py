@@ -1,9 +1,6 @@
 """Fine-tuning strategies: exactly the chosen weights train, every strategy learns, bad input fails loudly."""
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ from minigpt import GPT, GPTConfig
 from minigpt.classifier import GPTClassifier
 from minigpt.finetune import STRATEGIES, FinetuneConfig, apply_strategy, best_evaluations, read_tsv, trainable_parameters
 from minigpt.lora import LoRALinear
+from test_train import torchrun
 
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=3, bos_token_id=0, eos_token_id=0)
 LM_STRATEGIES = [s for s in STRATEGIES if s != "frozen"]
@@ -262,11 +260,7 @@ def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     flags = ["--init", str(base / "base"), "--task", task, "--data", str(data), "--strategy", strategy, "--val-fraction", "0.15",
              "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "3", "--batch-size", "2", "--grad-accum", "4",
              "--block-size", "32", "--warmup-iters", "1", "--lr", "1e-3", "--dropout", "0.1", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "minigpt.cli", "finetune", *flags, "--out", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = torchrun("finetune", *flags, "--out", str(tmp_path / "ddp"))
     assert len([line for line in proc.stdout.splitlines() if line.startswith("{")]) == 1, "only rank 0 prints the result"
     from minigpt.finetune import main
 

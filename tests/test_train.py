@@ -413,6 +413,15 @@ def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     assert "unrecognized arguments: --shape" in capsys.readouterr().err
 
 
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """`minigpt ARGS` under torchrun: 2 CPU processes (gloo), one thread each; must succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minigpt.cli", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     """torchrun with 2 gloo processes and grad_accum=4 (2 micro-batches each) ends where one
     process with grad_accum=4 does: same batches, same dropout masks, same averaged gradients."""
@@ -420,11 +429,7 @@ def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
              "--block-size", "16", "--batch-size", "2", "--grad-accum", "4", "--max-iters", "4", "--eval-interval", "0",
              "--eval-iters", "2", "--warmup-iters", "1", "--lr", "3e-3", "--dropout", "0.1", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "minigpt.cli", "train", *flags, "--out", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    torchrun("train", *flags, "--out", str(tmp_path / "ddp"))
     pretrain(TrainConfig(**{**vars(train.parse_config(TrainConfig, flags, "t", "")), "out": str(tmp_path / "one")}))
     a = load_file(tmp_path / "ddp" / "model.safetensors")
     b = load_file(tmp_path / "one" / "model.safetensors")

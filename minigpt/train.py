@@ -179,7 +179,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
         add_config_flags(typed, cls, defaults=False)
         given = vars(typed.parse_args(argv))
         # mmap: the config is read without loading the weights and optimizer state into memory.
-        saved = torch.load(state, map_location="cpu", weights_only=True, mmap=True)["config"]
+        saved = read_state(state, map_location="cpu", mmap=True)["config"]
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
     return cls(**args)
 
@@ -354,8 +354,20 @@ def check_out_dir(cfg: TrainConfig) -> None:
         raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
 
 
+def read_state(path: Path, **load_kwargs) -> dict:
+    """A saved training_state.pt, or a ValueError naming the file when it is not one."""
+    try:
+        state = torch.load(path, weights_only=True, **load_kwargs)
+    except Exception as e:  # not a torch zip file, truncated, or holding unsafe objects
+        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
+    missing = {"config", "model", "optimizer", "scaler", "step", "best_val_loss"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path} is not a training state saved by minigpt: it lacks {', '.join(sorted(missing))}")
+    return state
+
+
 def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
-    state = torch.load(out / STATE_FILE, map_location=rt.device, weights_only=True)
+    state = read_state(out / STATE_FILE, map_location=rt.device)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")

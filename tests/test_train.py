@@ -210,6 +210,18 @@ def test_resume_without_a_run_is_an_error(tmp_path):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
 
 
+def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    out.mkdir()
+    (out / "training_state.pt").write_bytes(b"not a checkpoint")
+    assert train.main(["--data", str(data), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "training_state.pt is not a readable training state" in err and "Traceback" not in err
+    torch.save({"model": {}}, out / "training_state.pt")  # a torch file, but not one minigpt wrote
+    assert train.main(["--data", str(data), "--out", str(out), "--resume"]) == 2
+    assert "is not a training state saved by minigpt: it lacks best_val_loss, config" in capsys.readouterr().err
+
+
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"

@@ -98,15 +98,10 @@ class GPTClassifier(nn.Module):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(idx)
-        _check_right_padded(attention_mask)
+        _check_inputs(attention_mask, labels, self.num_labels)
         h = self.gpt.hidden_states(idx)  # (B, T, C)
         logits = self.score(self.pool(h, attention_mask))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            bad = (labels < 0) | (labels >= self.num_labels)
-            if bad.any():
-                raise ValueError(f"labels must be in [0, {self.num_labels}), got {labels[bad].unique().tolist()}")
-            loss = F.cross_entropy(logits.float(), labels)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
         return logits, loss
 
     # ---- checkpoints in Hugging Face's GPT2ForSequenceClassification layout ---------------------
@@ -166,12 +161,25 @@ class GPTClassifier(nn.Module):
         return model.eval()
 
 
-def _check_right_padded(attention_mask: torch.Tensor) -> None:
-    """Each row must be 1…1 0…0 with at least one 1: the pooling and the maskless backbone rely on it."""
-    if ((attention_mask != 0) & (attention_mask != 1)).any():
+def _check_inputs(attention_mask: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> None:
+    """Each mask row must be 1…1 0…0 with at least one 1 (the pooling and the maskless backbone rely
+    on it), and each label in [0, num_labels). The checks run where the tensors are and are read
+    back together: on a GPU, every read is a host sync that stalls the queue, so one, not four."""
+    no_labels = torch.zeros(1, dtype=torch.long, device=attention_mask.device)
+    labels = no_labels if labels is None else labels
+    not_binary, left_padded, empty_row, bad_label = torch.stack([
+        ((attention_mask != 0) & (attention_mask != 1)).any(),
+        (attention_mask[:, 1:] > attention_mask[:, :-1]).any(),
+        (attention_mask.sum(dim=1) == 0).any(),
+        ((labels < 0) | (labels >= num_labels)).any(),
+    ]).tolist()
+    if not_binary:
         raise ValueError("attention_mask must hold only 0 (pad) and 1 (real token)")
-    if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+    if left_padded:
         raise ValueError("attention_mask is not right-padded (a real token follows a pad); "
                          "tokenize classification batches with padding_side='right'")
-    if (attention_mask.sum(dim=1) == 0).any():
+    if empty_row:
         raise ValueError("a row of the batch has no real tokens (empty text?)")
+    if bad_label:
+        bad = labels[(labels < 0) | (labels >= num_labels)].unique().tolist()
+        raise ValueError(f"labels must be in [0, {num_labels}), got {bad}")

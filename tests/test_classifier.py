@@ -86,8 +86,16 @@ def test_bad_inputs():
         clf(idx, mask, labels=torch.tensor([0, 3, 1]))
     with pytest.raises(ValueError, match="labels must be in"):
         clf(idx, mask, labels=torch.tensor([0, -1, 1]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got \[-1, 3\]"):
+        clf(idx, mask, labels=torch.tensor([3, -1, 1]))
     with pytest.raises(ValueError, match="not right-padded"):
         clf(idx, mask.flip(1))
+    with pytest.raises(ValueError, match="only 0 \\(pad\\) and 1"):
+        clf(idx, mask * 2)
+    empty = mask.clone()
+    empty[2] = 0
+    with pytest.raises(ValueError, match="no real tokens"):
+        clf(idx, empty)
     with pytest.raises(ValueError, match="num_labels"):
         GPTClassifier(GPT(CFG), 1)
     with pytest.raises(ValueError, match="pooling"):

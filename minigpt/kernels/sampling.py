@@ -158,8 +158,9 @@ def _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target, passes,
 
 
 @triton.jit
-def _copy_between(src, V, lo, hi, dst, dst_idx, CAP: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
-    """Stream compaction: copy every logit in [lo, hi) (≤ CAP of them) and its token id to dst.
+def _copy_between(src, V, lo, hi, dst, dst_idx, cap, base, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+    """Stream compaction: copy every logit in [lo, hi) (≤ cap of them) and its token id (its index
+    at src, plus `base`) to dst.
 
     Lane j of the block reads tokens j, j + BLOCK, j + 2·BLOCK, ... A first pass counts each
     lane's hits; one prefix sum turns the counts into each lane's first slot; a second pass writes.
@@ -178,41 +179,38 @@ def _copy_between(src, V, lo, hi, dst, dst_idx, CAP: tl.constexpr, BLOCK: tl.con
             offs = start + u * BLOCK + cols
             x = tl.load(src + offs, mask=offs < V, other=float("-inf"))
             keep = (x.to(tl.float32) >= lo) & (x.to(tl.float32) < hi)
-            tl.store(dst + slot, x, mask=keep & (slot < CAP))
-            tl.store(dst_idx + slot, offs, mask=keep & (slot < CAP))
+            tl.store(dst + slot, x, mask=keep & (slot < cap))
+            tl.store(dst_idx + slot, offs + base, mask=keep & (slot < cap))
             slot += keep
     tl.debug_barrier()  # the copies, written by every thread, must be visible before anyone reads
-    return tl.minimum(tl.sum(hits, axis=0), CAP)
+    return tl.minimum(tl.sum(hits, axis=0), cap)
 
 
 @triton.jit
-def _search(src, V, scratch, scratch_idx, listed, n_c, lo, target, top_p, m, c2,
+def _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal, target, top_p, m, c2,
             IS_TOP_P: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, CAP: tl.constexpr,
             GRID: tl.constexpr):
-    """Bisect for the largest v ≥ lo with count(l ≥ v) ≥ target (top-k), or with
-    mass(l ≥ v) ≥ top_p · mass(l ≥ lo) (top-p). Returns (threshold, listed, n_c), where listed is
+    """Bisect [lo, hi) for the largest v with count(l ≥ v) ≥ target (top-k), or with
+    mass(l ≥ v) ≥ goal (top-p; goal 0: top_p · mass(l ≥ lo), which the first pass measures).
+    c_hi, m_hi are count and mass(l ≥ hi). Returns (threshold, listed, n_c), where listed is
     1 when every logit ≥ the threshold is in the scratch list, 2 when only the bracket is."""
-    hi = m + tl.maximum(tl.abs(m) * 1e-6, 1e-30)  # strictly above the max: count(l ≥ hi) = 0
-    c_hi = target * 0  # count(l ≥ hi), mass(l ≥ hi); tensors from the start, as loops carry them
-    m_hi = c_hi.to(tl.float32)
-    passes = target * 0
+    passes = target * 0  # a tensor from the start, as loops carry it
     searching = passes == 0
-    goal = target.to(tl.float32)  # top-p replaces it after the first pass
     # Phase 1: stream the whole row, until the candidates fit the scratch list.
     while searching & (listed == 0):
         pivots = _pivots(lo, hi, N_PIVOTS, GRID)
         cnt, mass = _stream_count_mass(src, V, pivots, m, c2, BLOCK, UNROLL, N_PIVOTS, IS_TOP_P)
         if IS_TOP_P:
-            if passes == 0:
+            if goal == 0:
                 goal = top_p * _pick(mass, 0, N_PIVOTS)  # top_p of the mass left after top-k
         lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
                                                       passes, IS_TOP_P, N_PIVOTS, GRID)
         if searching & (c_lo <= CAP):  # all candidates fit: later passes and the draw use the list
-            n_c = _copy_between(src, V, lo, float("inf"), scratch, scratch_idx, CAP, BLOCK, UNROLL)
+            n_c = _copy_between(src, V, lo, float("inf"), scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
             listed = listed * 0 + 1
         if IS_TOP_P:
             if searching & (c_lo > CAP) & (c_lo - c_hi <= CAP):  # the bracket alone fits: list it,
-                n_c = _copy_between(src, V, lo, hi, scratch, scratch_idx, CAP, BLOCK, UNROLL)
+                n_c = _copy_between(src, V, lo, hi, scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
                 listed = listed * 0 + 2  # and count what lies above it as a base
         passes += 1
     # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.
@@ -226,7 +224,7 @@ def _search(src, V, scratch, scratch_idx, listed, n_c, lo, target, top_p, m, c2,
         cnt = tl.sum(above.to(tl.int32), axis=0) + c_base
         mass = tl.sum(tl.where(above, w[:, None], 0.0), axis=0) + m_base
         if IS_TOP_P:
-            if passes == 0:
+            if goal == 0:
                 goal = top_p * _pick(mass, 0, N_PIVOTS_LIST)
         lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
                                                       passes, IS_TOP_P, N_PIVOTS_LIST, GRID)
@@ -245,6 +243,80 @@ def _first_past(w, goal, N: tl.constexpr):
 
 
 @triton.jit
+def _bad_params(T, k, top_p, min_p):
+    # Written as "not in range" so that NaN parameters fail too.
+    return ~((T >= 0) & (T < float("inf"))) | (k < 0) | ~((top_p > 0) & (top_p <= 1)) | ~((min_p >= 0) & (min_p <= 1))
+
+
+@triton.jit
+def _max_scan(src, n, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+    """Pass 1 over the n logits at src: the max, the first index holding it (for greedy rows), the
+    smallest finite logit and the number of NaN/+inf logits."""
+    cols = tl.arange(0, BLOCK)
+    run_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+    run_arg = tl.full((BLOCK,), 0, tl.int32)
+    run_min = tl.full((BLOCK,), float("inf"), tl.float32)
+    n_bad = tl.zeros((BLOCK,), dtype=tl.int32)
+    for start in range(0, n, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            better = x > run_max  # strict, so each lane keeps its first occurrence
+            run_arg = tl.where(better, offs, run_arg)
+            run_max = tl.where(better, x, run_max)
+            run_min = tl.minimum(run_min, tl.where(x > float("-inf"), x, float("inf")))
+            n_bad += ~(x < float("inf")) & (offs < n)  # NaN or +inf
+    m = tl.max(run_max, axis=0)
+    arg = tl.min(tl.where(run_max == m, run_arg, n), axis=0)  # torch.argmax's first occurrence
+    return m, arg, tl.min(run_min, axis=0), tl.sum(n_bad, axis=0)
+
+
+@triton.jit
+def _above(m):
+    return m + tl.maximum(tl.abs(m) * 1e-6, 1e-30)  # strictly above the max: count(l ≥ it) = 0
+
+
+@triton.jit
+def _uniform(seed_ptr, offset_ptr, row):
+    """The row's one uniform number in [0, 1): Philox at (seed; row, offset)."""
+    seed = tl.load(seed_ptr)
+    offset = tl.load(offset_ptr)
+    bits, _b1, _b2, _b3 = tl.philox(seed, row.to(tl.uint32), (offset & 0xFFFFFFFF).to(tl.uint32),
+                                    (offset >> 32).to(tl.uint32), 0)
+    return tl.uint_to_uniform_float(bits)
+
+
+@triton.jit
+def _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP: tl.constexpr):
+    """The kept weights of the scratch list's entries (CAP,): logit ≥ t and p ≥ min_p · p_max."""
+    i = tl.arange(0, CAP)
+    x = tl.load(scratch + i, mask=i < n_c, other=float("-inf")).to(tl.float32)
+    z = (x - m) * c2
+    return tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+
+
+@triton.jit
+def _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+              MAX_CHUNKS: tl.constexpr):
+    """Draw from the whole row (the kept tokens are not all listed). Over "lanes" (lane j: tokens
+    j, j + BLOCK, ...): one pass sums each lane's kept mass, u picks a lane, then a walk of its tokens."""
+    cols = tl.arange(0, BLOCK)
+    lane_mass = tl.zeros((BLOCK,), dtype=tl.float32)
+    for start in range(0, V, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+            z = (x - m) * c2
+            lane_mass += tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+    lane, goal = _first_past(lane_mass, uniform * tl.sum(lane_mass, axis=0), BLOCK)
+    offs = lane + tl.arange(0, MAX_CHUNKS) * BLOCK
+    x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+    z = (x - m) * c2
+    pos, _left = _first_past(tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0), goal, MAX_CHUNKS)
+    return lane + pos * BLOCK
+
+
+@triton.jit
 def _fused_sample_kernel(
     logits_ptr, stride_row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, seed_ptr, offset_ptr,
     out_ptr, scratch_ptr, scratch_idx_ptr,
@@ -255,33 +327,13 @@ def _fused_sample_kernel(
     scratch = scratch_ptr + row.to(tl.int64) * CAP
     scratch_idx = scratch_idx_ptr + row.to(tl.int64) * CAP
     GRID: tl.constexpr = logits_ptr.dtype.element_ty
-    cols = tl.arange(0, BLOCK)
 
     T = tl.load(temperature_ptr + row)
     k = tl.load(top_k_ptr + row)
     top_p = tl.load(top_p_ptr + row)
     min_p = tl.load(min_p_ptr + row)
-    # Written as "not in range" so that NaN parameters fail too.
-    bad = ~((T >= 0) & (T < float("inf"))) | (k < 0) | ~((top_p > 0) & (top_p <= 1)) | ~((min_p >= 0) & (min_p <= 1))
-
-    # Pass 1: max (and the first index holding it, for greedy rows), smallest finite logit, bad values.
-    run_max = tl.full((BLOCK,), float("-inf"), tl.float32)
-    run_arg = tl.full((BLOCK,), 0, tl.int32)
-    run_min = tl.full((BLOCK,), float("inf"), tl.float32)
-    n_bad = tl.zeros((BLOCK,), dtype=tl.int32)
-    for start in range(0, V, BLOCK * UNROLL):
-        for u in tl.static_range(UNROLL):
-            offs = start + u * BLOCK + cols
-            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-            better = x > run_max  # strict, so each lane keeps its first occurrence
-            run_arg = tl.where(better, offs, run_arg)
-            run_max = tl.where(better, x, run_max)
-            run_min = tl.minimum(run_min, tl.where(x > float("-inf"), x, float("inf")))
-            n_bad += ~(x < float("inf")) & (offs < V)  # NaN or +inf
-    m = tl.max(run_max, axis=0)
-    token = tl.min(tl.where(run_max == m, run_arg, V), axis=0)  # torch.argmax's first occurrence
-    row_min = tl.min(run_min, axis=0)
-    bad = bad | (tl.sum(n_bad, axis=0) > 0) | (m == float("-inf"))
+    m, token, row_min, n_bad = _max_scan(src, V, BLOCK, UNROLL)  # pass 1
+    bad = _bad_params(T, k, top_p, min_p) | (n_bad > 0) | (m == float("-inf"))
 
     if (T > 0) & ~bad:
         c2 = LOG2E / tl.maximum(T, MIN_TEMPERATURE)  # exp((l - m) / T) = exp2((l - m) · c2)
@@ -289,44 +341,24 @@ def _fused_sample_kernel(
         t = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, row_min), GRID)
         listed = k * 0  # 1: the candidates sit in the scratch list (2: only the top-p bracket does)
         n_c = k * 0
+        zero = (k * 0).to(tl.float32)
         if (k > 0) & (k < V):
-            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, k, top_p, m, c2,
-                                     False, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, _above(m), k * 0, zero,
+                                     k.to(tl.float32), k, top_p, m, c2, False, BLOCK, UNROLL, CAP, GRID)
         if top_p < 1:
-            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, k * 0, top_p, m, c2,
-                                     True, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, _above(m), k * 0, zero,
+                                     zero, k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
         # min-p: keep (l - m) · c2 ≥ log2(min_p), i.e. p ≥ min_p · p_max; -inf (keep all) when off.
         log2_min_p = tl.where(min_p > 0, tl.log2(tl.maximum(min_p, 1e-30)), float("-inf"))
 
         # The draw: inverse CDF with one uniform u per row from Philox at (seed; row, offset).
-        seed = tl.load(seed_ptr)
-        offset = tl.load(offset_ptr)
-        bits, _b1, _b2, _b3 = tl.philox(seed, row.to(tl.uint32), (offset & 0xFFFFFFFF).to(tl.uint32),
-                                (offset >> 32).to(tl.uint32), 0)
-        uniform = tl.uint_to_uniform_float(bits)  # in [0, 1)
+        uniform = _uniform(seed_ptr, offset_ptr, row)
         if listed == 1:  # every kept token is in the list
-            i = tl.arange(0, CAP)  # (names differ from the other branch's: shapes differ)
-            xl = tl.load(scratch + i, mask=i < n_c, other=float("-inf")).to(tl.float32)
-            zl = (xl - m) * c2
-            wl = tl.where((xl >= t) & (zl >= log2_min_p), tl.exp2(zl), 0.0)
+            wl = _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
             at, _left = _first_past(wl, uniform * tl.sum(wl, axis=0), CAP)
             token = tl.load(scratch_idx + at)
-        else:  # over "lanes" (lane j: tokens j, j + BLOCK, ...): pick a lane, then walk its tokens
-            lane_mass = tl.zeros((BLOCK,), dtype=tl.float32)
-            for start in range(0, V, BLOCK * UNROLL):
-                for u in tl.static_range(UNROLL):
-                    offs = start + u * BLOCK + cols
-                    x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-                    z = (x - m) * c2
-                    lane_mass += tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
-            lane, goal = _first_past(lane_mass, uniform * tl.sum(lane_mass, axis=0), BLOCK)
-            step = tl.arange(0, MAX_CHUNKS)
-            offs = lane + step * BLOCK
-            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-            z = (x - m) * c2
-            w = tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
-            pos, _left = _first_past(w, goal, MAX_CHUNKS)
-            token = lane + pos * BLOCK
+        else:
+            token = _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
     tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
 
 

@@ -4,7 +4,9 @@
     python scripts/bench_sampling.py --batch 1 64 --dtypes bf16 --variants   # also sweep block / warps
 
 One draw per row from logits (B, V), three ways, timed in the same run:
-- fused:        minigpt.kernels.sampling.fused_sample, one launch (per-row parameter tensors);
+- fused:        minigpt.kernels.sampling.fused_sample (per-row parameter tensors): at small batches
+                each row split over S programs in four launches (S in the table), else one
+                launch of one program per row; "1-prog" times the latter at every batch size;
 - torch:        minigpt.sampling.sample(backend="torch"): top-k, sort-based top-p, min-p, the
                 exponential race — the reference pipeline, about 20 small kernels;
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
@@ -23,6 +25,7 @@ import statistics
 import torch
 
 from minigpt.kernels.sampling import fused_sample
+from minigpt.kernels.sampling_split import default_splits
 from minigpt.sampling import sample
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p)
@@ -96,6 +99,7 @@ def methods(logits: torch.Tensor, config: tuple[float, int, float, float], varia
 
     return {
         "fused": lambda: fused_sample(logits, **rows, seed=seed, offset=offset, **variant),
+        "1-prog": lambda: fused_sample(logits, **rows, seed=seed, offset=offset, **{"splits": 1, **variant}),
         "torch": lambda: sample(logits, temperature=t, top_k=k, top_p=p, min_p=m, backend="torch"),
         "transformers": hf,
     }
@@ -119,28 +123,30 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"transformers {transformers.__version__}; vocab {args.vocab}; µs per call, median of {args.repeats}")
-    print("| config | dtype | batch | fused loop | torch loop | transformers loop | fused graph | torch graph "
-          "| transformers graph | torch/fused loop | torch/fused graph |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| config | dtype | batch | S | fused loop | 1-prog loop | torch loop | transformers loop | fused graph "
+          "| 1-prog graph | torch graph | transformers graph | torch/fused loop | torch/fused graph |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     g = torch.Generator(device="cuda").manual_seed(0)
     for config_name in args.configs:
         for dtype_name in args.dtypes:
             for B in args.batch:
                 logits = (torch.randn(B, args.vocab, device="cuda", generator=g) * 2).to(DTYPES[dtype_name])
                 fns = methods(logits, CONFIGS[config_name], {})
-                assert (fns["fused"]() >= 0).all()
+                assert (fns["fused"]() >= 0).all() and (fns["1-prog"]() >= 0).all()
                 us = {(name, graph): time_us(fn, args.repeats, args.calls, graph)
                       for name, fn in fns.items() for graph in (False, True)}
-                print(f"| {config_name} | {dtype_name} | {B} | {us['fused', False]:.1f} | {us['torch', False]:.1f} "
-                      f"| {us['transformers', False]:.1f} | {us['fused', True]:.1f} | {us['torch', True]:.1f} "
+                splits = default_splits(B, args.vocab, logits.device)
+                print(f"| {config_name} | {dtype_name} | {B} | {splits} | {us['fused', False]:.1f} "
+                      f"| {us['1-prog', False]:.1f} | {us['torch', False]:.1f} | {us['transformers', False]:.1f} "
+                      f"| {us['fused', True]:.1f} | {us['1-prog', True]:.1f} | {us['torch', True]:.1f} "
                       f"| {us['transformers', True]:.1f} | {us['torch', False] / us['fused', False]:.1f}x "
                       f"| {us['torch', True] / us['fused', True]:.1f}x |", flush=True)
                 if args.variants:
                     for block, unroll, warps in VARIANTS:
                         variant = dict(block_size=block, unroll=unroll, num_warps=warps)
                         fn = methods(logits, CONFIGS[config_name], variant)["fused"]
-                        print(f"|   variant block {block} unroll {unroll} warps {warps} | {dtype_name} | {B} | "
-                              f"{time_us(fn, args.repeats, args.calls, False):.1f} | | | "
+                        print(f"|   variant block {block} unroll {unroll} warps {warps} | {dtype_name} | {B} | {splits} "
+                              f"| {time_us(fn, args.repeats, args.calls, False):.1f} | | | | "
                               f"{time_us(fn, args.repeats, args.calls, True):.1f} |", flush=True)
     return 0
 

@@ -49,7 +49,7 @@ for step in "${steps[@]}"; do
   case $step in
     tests) run tests 200 python3 -m pytest -q -p no:cacheprovider --durations=15 \
              tests/test_gpu.py tests/test_fused_sampling.py -k "not interpreter" ;;
-    sampling) run sampling 90 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
+    sampling) run sampling 120 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
     generate) run generate 150 python3 scripts/bench_generate.py --device cuda --compile --repeats 3 --new-tokens 128 \
                 --batches 1 --ttft-lengths 256,1024 ;;  # batch 1 is the target's; each compiled batch size compiles anew
     train) run train 150 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \

@@ -112,15 +112,17 @@ ROWS = [
 @on_devices
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ties", [False, True])
-def test_tokens_lie_in_the_kept_set_and_greedy_rows_take_the_argmax(device: str, dtype: torch.dtype, ties: bool):
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_tokens_lie_in_the_kept_set_and_greedy_rows_take_the_argmax(device: str, dtype: torch.dtype, ties: bool,
+                                                                    splits: int):
     from minigpt.kernels.sampling import fused_sample
 
     V = 300 if device == "cpu" else 50257
     logits = random_logits(len(ROWS), V, seed=1, ties=ties).to(dtype)
     row32 = logits.float()
     p = params(ROWS, device)
-    for seed in range(2 if device == "cpu" else 20):
-        tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 0, device)).cpu()
+    for seed in range((2 if splits == 1 else 1) if device == "cpu" else 20):  # the interpreter is slow
+        tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 0, device), splits=splits).cpu()
         for r, (t, k, top_p, min_p) in enumerate(ROWS):
             if t == 0:
                 assert tokens[r] == row32[r].argmax(), "greedy rows take the first argmax"
@@ -137,17 +139,22 @@ def sampling_cases(draw):
     rows = [(draw(st.sampled_from([0.0, 0.3, 1.0, 2.5])), draw(st.integers(0, V + 3)),
              draw(st.sampled_from([1e-9, 0.3, 0.9, 1.0])), draw(st.sampled_from([0.0, 0.1, 1.0]))) for _ in range(B)]
     logits = random_logits(B, V, seed=draw(st.integers(0, 2**16)), ties=draw(st.booleans()))
-    return logits.to(draw(st.sampled_from(DTYPES))), rows, draw(st.integers(0, 2**40))
+    # splits: one program per row, or a row split (each slice ≥ 1 logit); block 16: a 32-entry
+    # list, which the candidates often overflow (the searches then stream the row).
+    splits = min(draw(st.sampled_from([1, 2, 4])), 1 << (V.bit_length() - 1))
+    knobs = dict(splits=splits, block_size=draw(st.sampled_from([None, 16])))
+    return logits.to(draw(st.sampled_from(DTYPES))), rows, draw(st.integers(0, 2**40)), knobs
 
 
 @on_devices
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(case=sampling_cases())
 def test_property_any_parameters_draw_a_kept_token(device: str, case):
     from minigpt.kernels.sampling import fused_sample
 
-    logits, rows, seed = case
-    tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(seed, seed // 3, device)).cpu()
+    logits, rows, seed, knobs = case
+    tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(seed, seed // 3, device),
+                          **knobs).cpu()
     row32 = logits.float()
     for r, (t, k, top_p, min_p) in enumerate(rows):
         if t == 0:
@@ -157,17 +164,21 @@ def test_property_any_parameters_draw_a_kept_token(device: str, case):
 
 
 @on_devices
-def test_full_row_path_with_many_chunks(device: str):
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_full_row_path_with_many_chunks(device: str, splits: int):
     # A block much smaller than the row: the searches stream the row in chunks before the
-    # candidates fit the scratch list, and rows without filters draw from the whole row.
+    # candidates fit the scratch list, and rows without filters draw from the whole row. Split:
+    # the histograms leave brackets too full for the list, and the finish program streams too.
     from minigpt.kernels.sampling import fused_sample
 
     V = 1000
-    logits = random_logits(len(ROWS), V, seed=2, ties=True) * 0.3  # flat: thousands of candidates
-    p = params(ROWS, device)
+    logits = random_logits(len(ROWS) + 1, V, seed=2, ties=True) * 0.3  # flat: thousands of candidates
+    rows = ROWS + [(1.0, 500, 0.95, 0.0)]  # top-k keeps half the row: far more than the list holds
+    p = params(rows, device)
     for seed in range(2):
-        tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 7, device), block_size=32).cpu()
-        for r, (t, k, top_p, min_p) in enumerate(ROWS):
+        tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 7, device), block_size=32,
+                              splits=splits).cpu()
+        for r, (t, k, top_p, min_p) in enumerate(rows):
             if t == 0:
                 assert tokens[r] == logits[r].argmax()
             else:
@@ -190,19 +201,36 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(torch.special.gammaincc(torch.tensor(dof / 2.0), stat / 2))
 
 
+# (row, split, flat): the split cases cover each way the split path draws. The interpreter runs a
+# split row ~10x slower than one program (four launches of S programs), so on CPU those split in 2
+# and draw 200 times, and the top-k one (whose draw is the list draw "filtered" checks) runs on a
+# GPU only; its kept set is checked on CPU above.
+DRAWS = {
+    "filtered": ((0.7, 12, 0.9, 0.02), False, False),
+    "whole-row": ((1.5, 0, 1.0, 0.0), False, False),
+    "split-filtered": ((0.7, 12, 0.9, 0.02), True, False),  # top-k's candidates all listed
+    "split-min-p": ((1.5, 0, 1.0, 0.05), True, False),  # no search: a slice by min-p's mass, then a token
+    "split-top-p-bracket": ((1.0, 0, 0.9, 0.0), True, True),  # a flat row: top-p's bracket listed, the
+}                                                                 # tokens above it drawn by slice
+
 @on_devices
-@pytest.mark.parametrize("row", [(0.7, 12, 0.9, 0.02), (1.5, 0, 1.0, 0.0)], ids=["filtered", "whole-row"])
-def test_draws_follow_the_reference_distribution(device: str, row: tuple[float, int, float, float]):
+@pytest.mark.parametrize("name", [n for n in DRAWS if not (INTERPRETED and n == "split-filtered")])
+def test_draws_follow_the_reference_distribution(device: str, name: str):
     # One row repeated N times: Philox counts on the row index, so each copy is an independent draw.
     from minigpt.kernels.sampling import fused_sample
 
-    V, N = (64, 400) if device == "cpu" else (50257, 200_000)
+    row, split, flat = DRAWS[name]
+    V, N = (64, 200 if split else 400) if device == "cpu" else (50257, 200_000)
+    splits = (2 if device == "cpu" else 32) if split else 1
+    block_size = 16 if device == "cpu" and flat else None  # on CPU, a 32-entry list the flat row overflows
     logits = random_logits(1, V, seed=3)
-    if device != "cpu":
+    if device != "cpu" and not flat:
         logits = logits * 2  # a peaked row, so that expected counts stay ≥ 5 on a large vocabulary
+    if flat:
+        logits = logits * (0.3 if device == "cpu" else 0.03)
     probs = reference_probs(logits[0], *row)
     tokens = fused_sample(logits.expand(N, V).to(device), **params([row] * N, device),
-                          **seed_offset(1234, 0, device)).cpu()
+                          **seed_offset(1234, 0, device), splits=splits, block_size=block_size).cpu()
     counts = torch.bincount(tokens, minlength=V)
     assert counts[probs == 0].sum() == 0, "drew a token the filters remove"
     p_value = chi_square_p_value(counts, probs)
@@ -211,12 +239,13 @@ def test_draws_follow_the_reference_distribution(device: str, row: tuple[float, 
 
 
 @on_devices
-def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str):
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str, splits: int):
     from minigpt.kernels.sampling import fused_sample
 
     V = 128 if device == "cpu" else 50257
     logits = random_logits(8, V, seed=4).to(device) * 0.5
-    p = params([(1.0, 0, 0.95, 0.0)] * 8, device)
+    p = {**params([(1.0, 0, 0.95, 0.0)] * 8, device), "splits": splits}
     first = fused_sample(logits, **p, **seed_offset(7, 3, device))
     again = fused_sample(logits, **p, **seed_offset(7, 3, device))
     next_step = fused_sample(logits, **p, **seed_offset(7, 4, device))
@@ -226,7 +255,8 @@ def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str):
 
 
 @on_devices
-def test_bad_values_give_token_minus_one_or_a_clear_error(device: str):
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_bad_values_give_token_minus_one_or_a_clear_error(device: str, splits: int):
     from minigpt.kernels.sampling import fused_sample
 
     V = 64
@@ -236,13 +266,13 @@ def test_bad_values_give_token_minus_one_or_a_clear_error(device: str):
     logits = random_logits(len(rows), V, seed=5)
     logits[7, 3] = float("nan")
     logits[8] = float("-inf")
-    tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(0, 0, device)).cpu()
+    tokens = fused_sample(logits.to(device), **params(rows, device), **seed_offset(0, 0, device), splits=splits).cpu()
     assert tokens[0] >= 0 and (tokens[1:] == -1).all(), tokens
     for bad_row, message in [(1, "temperature must be in"), (2, "top_k must be in"), (3, "top_p must be in"),
                              (5, "min_p must be in"), (7, "NaN or \\+inf"), (8, "all -inf"), (9, "temperature must be in")]:
         with pytest.raises(ValueError, match=message):
             fused_sample(logits[[0, bad_row]].to(device), **params([rows[0], rows[bad_row]], device),
-                         **seed_offset(0, 0, device), validate=True)
+                         **seed_offset(0, 0, device), validate=True, splits=splits)
 
 
 @on_devices
@@ -265,3 +295,23 @@ def test_shapes_dtypes_and_devices_are_checked_before_launch(device: str):
             fused_sample(x, **{**good, **change})
     with pytest.raises(ValueError, match="block_size must be a power of 2"):
         fused_sample(logits, **good, block_size=100)
+    for splits in (0, 3, 32):
+        with pytest.raises(ValueError, match="splits must be a power of 2 in \\[1, V=16\\]"):
+            fused_sample(logits, **good, splits=splits)
+
+
+def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypatch):
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip(f"triton has no wheels for {sys.platform}")  # the interpreter test above fails instead
+    from minigpt.kernels.sampling_split import default_splits
+
+    class H100:
+        multi_processor_count = 132
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: H100())
+    default_splits = default_splits.__wrapped__  # not the per-shape cache: this GPU is made up
+    cuda = torch.device("cuda")
+    # S = the largest power of 2 ≤ min(132 // B, V // 1024, 64), and 1 below 4
+    assert [default_splits(B, 50257, cuda) for B in (1, 8, 16, 33, 34, 64, 256)] == [32, 16, 8, 4, 1, 1, 1]
+    assert default_splits(1, 3000, cuda) == 1  # slices of ≥ 1024 logits: at most 2, too few to pay
+    assert default_splits(1, 50257, torch.device("cpu")) == 1  # the interpreter: one program per row

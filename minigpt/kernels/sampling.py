@@ -4,6 +4,9 @@ Where it sits: `... → GPT → logits → penalties → [this kernel] → next 
 minigpt/sampling.py is the reference (a handful of torch ops: sort, softmax, cumsum, scatter, draw);
 this file computes the same thing with one program per row, no sort and no host sync, so a decode
 step on the GPU costs one small launch instead of a dozen, and can be captured in a CUDA graph.
+At small batches one program per row leaves most of the GPU idle; there `fused_sample` splits
+each row over several programs instead (minigpt/kernels/sampling_split.py: the same algorithm in
+four short launches).
 
 ## The idea: every filter keeps an upper set of the row
 
@@ -287,6 +290,12 @@ def _uniform(seed_ptr, offset_ptr, row):
 
 
 @triton.jit
+def _log2_min_p(min_p):
+    # min-p keeps (l - m) · c2 ≥ log2(min_p), i.e. p ≥ min_p · p_max; -inf (keep all) when off.
+    return tl.where(min_p > 0, tl.log2(tl.maximum(min_p, 1e-30)), float("-inf"))
+
+
+@triton.jit
 def _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP: tl.constexpr):
     """The kept weights of the scratch list's entries (CAP,): logit ≥ t and p ≥ min_p · p_max."""
     i = tl.arange(0, CAP)
@@ -348,8 +357,7 @@ def _fused_sample_kernel(
         if top_p < 1:
             t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, t, _above(m), k * 0, zero,
                                      zero, k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
-        # min-p: keep (l - m) · c2 ≥ log2(min_p), i.e. p ≥ min_p · p_max; -inf (keep all) when off.
-        log2_min_p = tl.where(min_p > 0, tl.log2(tl.maximum(min_p, 1e-30)), float("-inf"))
+        log2_min_p = _log2_min_p(min_p)
 
         # The draw: inverse CDF with one uniform u per row from Philox at (seed; row, offset).
         uniform = _uniform(seed_ptr, offset_ptr, row)
@@ -423,6 +431,7 @@ def fused_sample(
     offset: torch.Tensor,
     *,
     validate: bool = False,
+    splits: int | None = None,
     block_size: int | None = None,
     unroll: int | None = None,
     num_warps: int | None = None,
@@ -433,23 +442,33 @@ def fused_sample(
     min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox
     at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
     NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
+    `splits` is the number of programs per row (a power of 2): None picks enough to fill a GPU's
+    SMs at small batches (minigpt/kernels/sampling_split.py) and 1 once one program per row does.
     block_size, unroll and num_warps are tuning knobs (block_size: a power of 2; the scratch list
     holds 2 · block_size candidates per row).
     """
+    from minigpt.kernels.sampling_split import default_splits, split_sample  # it builds on this file
+
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, offset=offset)
     _check_inputs(logits, params)
     B, V = logits.shape
     block = _block_size(V, block_size)
-    cap = 2 * block
-    out = torch.empty(B, dtype=torch.int64, device=logits.device)
-    scratch = torch.empty((B, cap), dtype=logits.dtype, device=logits.device)  # the short list's logits
-    scratch_idx = torch.empty((B, cap), dtype=torch.int32, device=logits.device)  # ... and token ids
-    _fused_sample_kernel[(B,)](
-        logits, logits.stride(0), V, temperature, top_k, top_p, min_p, seed, offset, out, scratch, scratch_idx,
-        BLOCK=block, UNROLL=unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block)), CAP=cap,
-        MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)),
-        num_warps=num_warps or (16 if block >= 1024 else 4),
-    )
+    unroll = unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block))
+    num_warps = num_warps or (16 if block >= 1024 else 4)
+    splits = default_splits(B, V, logits.device) if splits is None else splits
+    if splits < 1 or splits & (splits - 1) or splits > V:
+        raise ValueError(f"splits must be a power of 2 in [1, V={V}], got {splits}")
+    if splits > 1:
+        out = split_sample(logits, params, splits, block, unroll, num_warps)
+    else:
+        out = torch.empty(B, dtype=torch.int64, device=logits.device)
+        scratch = torch.empty((B, 2 * block), dtype=logits.dtype, device=logits.device)  # the short list's logits
+        scratch_idx = torch.empty((B, 2 * block), dtype=torch.int32, device=logits.device)  # ... and token ids
+        _fused_sample_kernel[(B,)](
+            logits, logits.stride(0), V, temperature, top_k, top_p, min_p, seed, offset, out, scratch, scratch_idx,
+            BLOCK=block, UNROLL=unroll, CAP=2 * block, MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)),
+            num_warps=num_warps,
+        )
     if validate:
         rows = (out < 0).nonzero().flatten()
         if rows.numel():

@@ -1,0 +1,259 @@
+"""Fused sampling for small batches: each row split over S programs, in four short launches.
+
+Where it sits: `minigpt.kernels.sampling.fused_sample` calls `split_sample` when the batch is too
+small to fill the GPU with one program per row. sampling.py explains the algorithm (thresholds
+found by bisection on the logit axis, a short list of candidates, an inverse-CDF draw); this file
+spreads the passes that read the whole row over many programs.
+
+## Why split a row
+
+One program runs on one SM. From batch ~64 up, one program per row fills the GPU, but at batch 1
+one SM makes every pass over 50257 logits while the rest of the GPU (an H100 has 132 SMs) idles,
+and the torch pipeline, whose sort spreads over the whole GPU, keeps up with it. Here each row is
+cut into S slices of ~1.5k logits, one program per slice:
+
+1. `_stats_kernel` (B, S): each slice's max, first argmax, smallest finite logit, NaN/+inf count.
+2. `_hist_kernel` (B, S): with the row's max known, each slice's count(l ≥ p_j) and mass(l ≥ p_j)
+   at N_HIST pivots p_j spaced evenly from the underflow floor to the max. It is the first pass
+   of sampling.py's search, at 128 pivots instead of 4. Also each slice's mass that min-p keeps.
+3. `_copy_kernel` (B, S): every program sums the row's S histograms and reads off the plan
+   (`_plan`): the pivot bracket holding the top-k threshold (or the top-p one), and whether its
+   candidates fit the scratch list. The sums run in the same order in every program, so all agree.
+   Each program then copies its slice's candidates to the list, at an offset that the histograms
+   also give: the slices before it own the slots before it.
+4. `_finish_kernel` (B,): one program per row ends both searches on the list, in registers
+   (sampling.py's phase 2), and draws. When the kept set reaches above the listed bracket (top-p
+   over a flat row keeps thousands of tokens), the draw picks the list or a slice by their masses
+   (the histograms hold each slice's mass above the bracket), then a token inside it.
+
+Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
+launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
+group thousands strong) is no special case: the finish program goes on with sampling.py's search
+from the narrowed bracket, streaming the row, and draws from the whole row. That is slower, with
+the same answer.
+
+Same semantics and checks as the one-program path. The draw uses the same uniform (Philox at
+seed; row, offset) but adds up the kept weights in another order, so a seed can draw another
+token here than it does at a batch size that runs one program per row.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from minigpt.kernels.sampling import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, _above, _bad_params, _copy_between,
+                                      _draw_row, _first_past, _list_weights, _log2_min_p, _max_scan, _pick, _pivots,
+                                      _round_to_input, _search, _stream_count_mass, _uniform)
+
+N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 of the row's range
+HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
+MIN_SLICE = 1024  # logits per slice at least: shorter slices would cost more in launches than they save
+MAX_SPLITS = 64  # the plan holds (S, N_HIST) histograms in registers
+
+
+@triton.jit
+def _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stats_i,
+         S: tl.constexpr, GRID: tl.constexpr):
+    """A row's parameters and, from its S slices' stats, its max, first argmax, whether it is bad,
+    c2 = log2(e) / T and the underflow floor: what every launch after the first starts from."""
+    T = tl.load(temperature_ptr + row)
+    k = tl.load(top_k_ptr + row)
+    top_p = tl.load(top_p_ptr + row)
+    min_p = tl.load(min_p_ptr + row)
+    at = (row * S + tl.arange(0, S)) * 2
+    slice_max, slice_min = tl.load(stats_f + at), tl.load(stats_f + at + 1)
+    slice_arg, slice_bad = tl.load(stats_i + at), tl.load(stats_i + at + 1)
+    m = tl.max(slice_max, axis=0)
+    token = tl.min(tl.where(slice_max == m, slice_arg, V), axis=0)  # the first slice's first max
+    bad = _bad_params(T, k, top_p, min_p) | (tl.sum(slice_bad, axis=0) > 0) | (m == float("-inf"))
+    c2 = LOG2E / tl.maximum(tl.where(bad, 1.0, T), MIN_TEMPERATURE)  # (bad rows: no division by inf)
+    floor = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, tl.min(slice_min, axis=0)), GRID)
+    return T, k, top_p, min_p, m, token, bad, c2, floor
+
+
+@triton.jit
+def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP: tl.constexpr, GRID: tl.constexpr):
+    """What the row's histograms say, the same in every program that reads them:
+    listed  1: list every logit ≥ lo (all candidates of both searches fit); 2: list [lo, hi) (top-p's
+            bracket; what lies above is counted in c_hi, m_hi); 0: too many, search by streaming
+    topk    whether a top-k search is needed (top-k off, or k ≥ the tokens above the floor: it is not)
+    lo, hi, c_hi, m_hi, goal   the first search's bracket, count and mass(l ≥ hi), and its goal
+            (top-p alone: top_p · the mass above the floor)
+    j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list; mass (S, N_HIST)"""
+    j = tl.arange(0, N_HIST)
+    at = (row * S + tl.arange(0, S)[:, None]) * N_HIST + j[None, :]
+    cnt, mass = tl.load(hist_cnt + at), tl.load(hist_mass + at)  # (S, N_HIST) each
+    C, M = tl.sum(cnt, axis=0), tl.sum(mass, axis=0)  # the row's count and mass(l ≥ p_j)
+    pivots = _pivots(floor, _above(m), N_HIST, GRID)
+    topk = (k > 0) & (k < V) & (_pick(C, 0, N_HIST) > k)
+    goal = tl.where(topk, k.to(tl.float32), top_p * _pick(M, 0, N_HIST))
+    # The last pivot still reaching the goal (both counts and masses fall as the pivot rises).
+    score = tl.where(topk, C.to(tl.float32), M)
+    j_lo = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
+    lo = _pick(pivots, j_lo, N_HIST)
+    hi = tl.where(j_lo + 1 < N_HIST, _pick(pivots, j_lo + 1, N_HIST), _above(m))
+    c_lo, c_hi, m_hi = _pick(C, j_lo, N_HIST), _pick(C, j_lo + 1, N_HIST), _pick(M, j_lo + 1, N_HIST)
+    search = topk | (top_p < 1)
+    listed = tl.where(search & (c_lo <= CAP), 1, tl.where(search & ~topk & (c_lo - c_hi <= CAP), 2, 0))
+    at_lo = tl.sum(tl.where(j[None, :] == j_lo, cnt, 0), axis=1)  # (S,): count(l ≥ lo) per slice
+    at_hi = tl.sum(tl.where(j[None, :] == j_lo + 1, cnt, 0), axis=1)
+    n_slice = tl.where(listed == 1, at_lo, tl.where(listed == 2, at_lo - at_hi, 0))
+    return listed, topk, lo, hi, c_hi, m_hi, tl.where(topk, 0.0, goal), j_lo, n_slice, mass
+
+
+@triton.jit
+def _stats_kernel(logits_ptr, stride_row, V, L, stats_f, stats_i, S: tl.constexpr, BLOCK: tl.constexpr):
+    row, s = tl.program_id(0), tl.program_id(1)
+    start = s * L
+    m, arg, smallest, n_bad = _max_scan(logits_ptr + row.to(tl.int64) * stride_row + start,
+                                        tl.minimum(V - start, L), BLOCK, 1)
+    at = (row * S + s) * 2
+    tl.store(stats_f + at, m)
+    tl.store(stats_f + at + 1, smallest)
+    tl.store(stats_i + at, arg + start)
+    tl.store(stats_i + at + 1, n_bad)
+
+
+@triton.jit
+def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stats_i,
+                 hist_cnt, hist_mass, keep_mass, S: tl.constexpr, BLOCK: tl.constexpr):
+    row, s = tl.program_id(0), tl.program_id(1)
+    GRID: tl.constexpr = logits_ptr.dtype.element_ty
+    T, k, top_p, min_p, m, _token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
+                                                         stats_f, stats_i, S, GRID)
+    if (T > 0) & ~bad:
+        start = s * L
+        n = tl.minimum(V - start, L)
+        src = logits_ptr + row.to(tl.int64) * stride_row + start
+        pivots = _pivots(floor, _above(m), N_HIST, GRID)
+        cnt, mass = _stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
+        at = (row * S + s) * N_HIST + tl.arange(0, N_HIST)
+        tl.store(hist_cnt + at, cnt)
+        tl.store(hist_mass + at, mass)
+        # The slice's mass that min-p keeps (for a draw that min-p alone narrows).
+        log2_min_p = _log2_min_p(min_p)
+        kept = tl.zeros((BLOCK,), dtype=tl.float32)
+        for i in range(0, n, BLOCK):
+            offs = i + tl.arange(0, BLOCK)
+            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            z = (x - m) * c2
+            kept += tl.where((x >= floor) & (z >= log2_min_p), tl.exp2(z), 0.0)
+        tl.store(keep_mass + row * S + s, tl.sum(kept, axis=0))
+
+
+@triton.jit
+def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stats_i,
+                 hist_cnt, hist_mass, scratch_ptr, scratch_idx_ptr, S: tl.constexpr, CAP: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    row, s = tl.program_id(0), tl.program_id(1)
+    GRID: tl.constexpr = logits_ptr.dtype.element_ty
+    T, k, top_p, min_p, m, _token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
+                                                         stats_f, stats_i, S, GRID)
+    if (T > 0) & ~bad:
+        listed, _topk, lo, hi, _c_hi, _m_hi, _goal, _j_lo, n_slice, _mass = _plan(
+            hist_cnt, hist_mass, row, k, V, top_p, m, floor, S, CAP, GRID)
+        if listed > 0:
+            before = tl.sum(tl.where(tl.arange(0, S) < s, n_slice, 0), axis=0)  # slots of earlier slices
+            start = s * L
+            at = row.to(tl.int64) * CAP + before
+            _copy_between(logits_ptr + row.to(tl.int64) * stride_row + start, tl.minimum(V - start, L), lo,
+                          tl.where(listed == 1, float("inf"), hi), scratch_ptr + at, scratch_idx_ptr + at,
+                          CAP - before, start, BLOCK, 1)
+
+
+@triton.jit
+def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, seed_ptr,
+                   offset_ptr, stats_f, stats_i, hist_cnt, hist_mass, keep_mass, scratch_ptr, scratch_idx_ptr, out_ptr,
+                   S: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+                   MAX_CHUNKS: tl.constexpr, SLICE: tl.constexpr):
+    row = tl.program_id(0)
+    src = logits_ptr + row.to(tl.int64) * stride_row
+    scratch = scratch_ptr + row.to(tl.int64) * CAP
+    scratch_idx = scratch_idx_ptr + row.to(tl.int64) * CAP
+    GRID: tl.constexpr = logits_ptr.dtype.element_ty
+    T, k, top_p, min_p, m, token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
+                                                        stats_f, stats_i, S, GRID)
+    if (T > 0) & ~bad:
+        listed, topk, lo, hi, c_hi, m_hi, goal, j_lo, n_slice, mass = _plan(
+            hist_cnt, hist_mass, row, k, V, top_p, m, floor, S, CAP, GRID)
+        n_c = tl.sum(n_slice, axis=0)
+        planned, list_hi = listed, hi  # what the copy listed, and its bracket's top (the searches move hi)
+        t = floor
+        if topk:
+            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, k.to(tl.float32),
+                                     k, top_p, m, c2, False, BLOCK, UNROLL, CAP, GRID)
+            lo, hi, c_hi, m_hi = t, _above(m), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
+        if top_p < 1:
+            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
+                                     k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
+
+        # The draw: one uniform, over the kept tokens in the list, then those above it (by slice).
+        log2_min_p = _log2_min_p(min_p)
+        uniform = _uniform(seed_ptr, offset_ptr, row)
+        wl = _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
+        list_mass = tl.sum(wl, axis=0)
+        if (planned == 0) & (listed != 1) & (topk | (top_p < 1)):  # the search streamed the row and
+            token = _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)  # did not list it all
+        else:
+            # Kept above the list (none when it holds them all): every token ≥ its top (or, with no
+            # search, ≥ the floor) that min-p keeps. Per slice, that mass is a histogram column, or
+            # min-p's kept mass when the min-p threshold lies higher still.
+            above_from = tl.where(planned == 2, list_hi, floor)
+            j = tl.arange(0, N_HIST)
+            column = tl.sum(tl.where(j[None, :] == tl.where(planned == 2, j_lo + 1, 0), mass, 0.0), axis=1)
+            keep = tl.load(keep_mass + row * S + tl.arange(0, S))
+            above = tl.where(m + log2_min_p / c2 > above_from, keep, column)  # (S,)
+            above = tl.where(listed == 1, 0.0, above)
+            goal_u = uniform * (list_mass + tl.sum(above, axis=0))
+            if goal_u < list_mass:
+                at, _left = _first_past(wl, goal_u, CAP)
+                token = tl.load(scratch_idx + at)
+            else:
+                s, left = _first_past(above, goal_u - list_mass, S)
+                offs = tl.arange(0, SLICE)
+                x = tl.load(src + s * L + offs, mask=(offs < L) & (s * L + offs < V), other=float("-inf"))
+                z = (x.to(tl.float32) - m) * c2
+                w = tl.where((x.to(tl.float32) >= above_from) & (z >= log2_min_p), tl.exp2(z), 0.0)
+                i, _left = _first_past(w, left, SLICE)
+                token = s * L + i
+    tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
+
+
+@functools.lru_cache(maxsize=64)  # called every decode step: ask the driver once per shape
+def default_splits(B: int, V: int, device: torch.device) -> int:
+    """Programs per row: enough to fill the GPU's SMs at small batches, 1 once one per row does."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    s = min(sms // B, V // MIN_SLICE, MAX_SPLITS)
+    return 1 << (s.bit_length() - 1) if s >= 4 else 1  # a power of 2 (a tl.arange length)
+
+
+def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, block: int, unroll: int,
+                 num_warps: int) -> torch.Tensor:
+    """The four launches for logits (B, V) with `splits` programs per row; fused_sample checks the
+    inputs and calls this. block, unroll and num_warps are those of the finishing program."""
+    B, V = logits.shape
+    S, L, cap, dev = splits, triton.cdiv(V, splits), 2 * block, logits.device
+    stats_f = torch.empty((B, S, 2), dtype=torch.float32, device=dev)  # slice max, smallest finite logit
+    stats_i = torch.empty((B, S, 2), dtype=torch.int32, device=dev)  # slice argmax, NaN/+inf count
+    hist_cnt = torch.empty((B, S, N_HIST.value), dtype=torch.int32, device=dev)
+    hist_mass = torch.empty((B, S, N_HIST.value), dtype=torch.float32, device=dev)
+    keep_mass = torch.empty((B, S), dtype=torch.float32, device=dev)
+    scratch = torch.empty((B, cap), dtype=logits.dtype, device=dev)
+    scratch_idx = torch.empty((B, cap), dtype=torch.int32, device=dev)
+    out = torch.empty(B, dtype=torch.int64, device=dev)
+    rows = (logits, logits.stride(0), V, L, p["temperature"], p["top_k"], p["top_p"], p["min_p"])
+    slice_block = min(1024, triton.next_power_of_2(L))
+    _stats_kernel[(B, S)](logits, logits.stride(0), V, L, stats_f, stats_i, S=S, BLOCK=slice_block)
+    _hist_kernel[(B, S)](*rows, stats_f, stats_i, hist_cnt, hist_mass, keep_mass, S=S, BLOCK=HIST_BLOCK, num_warps=8)
+    _copy_kernel[(B, S)](*rows, stats_f, stats_i, hist_cnt, hist_mass, scratch, scratch_idx, S=S, CAP=cap,
+                         BLOCK=slice_block, num_warps=8)
+    _finish_kernel[(B,)](*rows, p["seed"], p["offset"], stats_f, stats_i, hist_cnt, hist_mass, keep_mass, scratch,
+                         scratch_idx, out, S=S, CAP=cap, BLOCK=block, UNROLL=unroll,
+                         MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)), SLICE=triton.next_power_of_2(L),
+                         num_warps=num_warps)
+    return out

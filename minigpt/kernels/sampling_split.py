@@ -195,8 +195,9 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
         uniform = _uniform(seed_ptr, offset_ptr, row)
         wl = _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
         list_mass = tl.sum(wl, axis=0)
-        if (planned == 0) & (listed != 1) & (topk | (top_p < 1)):  # the search streamed the row and
-            token = _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)  # did not list it all
+        if (planned == 0) & (listed != 1) & (topk | (top_p < 1)):
+            # The search streamed the row and did not list every kept token: draw from the whole row.
+            token = _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
         else:
             # Kept above the list (none when it holds them all): every token ≥ its top (or, with no
             # search, ≥ the floor) that min-p keeps. Per slice, that mass is a histogram column, or

@@ -296,8 +296,10 @@ def test_shapes_dtypes_and_devices_are_checked_before_launch(device: str):
     with pytest.raises(ValueError, match="block_size must be a power of 2"):
         fused_sample(logits, **good, block_size=100)
     for splits in (0, 3, 32):
-        with pytest.raises(ValueError, match="splits must be a power of 2 in \\[1, V=16\\]"):
+        with pytest.raises(ValueError, match="splits must be a power of 2 in \\[1, min\\(V=16, 64\\)\\]"):
             fused_sample(logits, **good, splits=splits)
+    with pytest.raises(ValueError, match="splits must be a power of 2 in \\[1, min\\(V=300, 64\\)\\]"):
+        fused_sample(torch.randn(2, 300, device=device), **good, splits=128)
 
 
 def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypatch):

@@ -307,8 +307,10 @@ def _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP: tl.constexpr):
 @triton.jit
 def _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
               MAX_CHUNKS: tl.constexpr):
-    """Draw from the whole row (the kept tokens are not all listed). Over "lanes" (lane j: tokens
-    j, j + BLOCK, ...): one pass sums each lane's kept mass, u picks a lane, then a walk of its tokens."""
+    """Draw from the V logits at src (the kept tokens are not all listed): the one whose kept
+    weight (l ≥ t and p ≥ min_p · p_max) crosses `uniform` · their total. Over "lanes" (lane j:
+    tokens j, j + BLOCK, ...): one pass sums each lane's kept mass, u picks a lane, then a walk
+    of its tokens. Returns the token's index at src."""
     cols = tl.arange(0, BLOCK)
     lane_mass = tl.zeros((BLOCK,), dtype=tl.float32)
     for start in range(0, V, BLOCK * UNROLL):
@@ -447,7 +449,7 @@ def fused_sample(
     block_size, unroll and num_warps are tuning knobs (block_size: a power of 2; the scratch list
     holds 2 · block_size candidates per row).
     """
-    from minigpt.kernels.sampling_split import default_splits, split_sample  # it builds on this file
+    from minigpt.kernels.sampling_split import MAX_SPLITS, default_splits, split_sample  # it builds on this file
 
     params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, offset=offset)
     _check_inputs(logits, params)
@@ -456,8 +458,8 @@ def fused_sample(
     unroll = unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block))
     num_warps = num_warps or (16 if block >= 1024 else 4)
     splits = default_splits(B, V, logits.device) if splits is None else splits
-    if splits < 1 or splits & (splits - 1) or splits > V:
-        raise ValueError(f"splits must be a power of 2 in [1, V={V}], got {splits}")
+    if splits < 1 or splits & (splits - 1) or splits > min(V, MAX_SPLITS):
+        raise ValueError(f"splits must be a power of 2 in [1, min(V={V}, {MAX_SPLITS})], got {splits}")
     if splits > 1:
         out = split_sample(logits, params, splits, block, unroll, num_warps)
     else:

@@ -7,8 +7,8 @@ spreads the passes that read the whole row over many programs.
 
 ## Why split a row
 
-One program runs on one SM. From batch ~64 up, one program per row fills the GPU, but at batch 1
-one SM makes every pass over 50257 logits while the rest of the GPU (an H100 has 132 SMs) idles,
+One program runs on one SM. With about as many rows as SMs (an H100 has 132), one program per row
+fills the GPU, but at batch 1 one SM makes every pass over 50257 logits while the rest idles,
 and the torch pipeline, whose sort spreads over the whole GPU, keeps up with it. Here each row is
 cut into S slices of ~1.5k logits, one program per slice:
 
@@ -18,13 +18,18 @@ cut into S slices of ~1.5k logits, one program per slice:
    of sampling.py's search, at 128 pivots instead of 4. Also each slice's mass that min-p keeps.
 3. `_copy_kernel` (B, S): every program sums the row's S histograms and reads off the plan
    (`_plan`): the pivot bracket holding the top-k threshold (or the top-p one), and whether its
-   candidates fit the scratch list. The sums run in the same order in every program, so all agree.
-   Each program then copies its slice's candidates to the list, at an offset that the histograms
-   also give: the slices before it own the slots before it.
-4. `_finish_kernel` (B,): one program per row ends both searches on the list, in registers
-   (sampling.py's phase 2), and draws. When the kept set reaches above the listed bracket (top-p
-   over a flat row keeps thousands of tokens), the draw picks the list or a slice by their masses
-   (the histograms hold each slice's mass above the bracket), then a token inside it.
+   candidates fit the scratch list. Each program then copies its slice's candidates to the list,
+   at an offset that the histograms also give: the slices before it own the slots before it.
+4. `_finish_kernel` (B,): one program per row reads off the same plan, ends both searches on the
+   list, in registers (sampling.py's phase 2), and draws. When the kept set reaches above the
+   listed bracket (top-p over a flat row keeps thousands of tokens), the draw picks the list or
+   a slice by their masses (the histograms hold each slice's mass above the bracket), then a
+   token inside the slice. Rows with nothing to search (temperature alone, or with min-p) list
+   nothing: the draw picks a slice by its kept mass, then a token inside it.
+
+The copy and finish launches must agree on the plan exactly: a bracket one pivot off would read
+list slots nobody wrote. So the histograms are added up slice by slice in a loop, a fixed order,
+not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps.
 
 Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
 launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
@@ -80,13 +85,17 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     listed  1: list every logit ≥ lo (all candidates of both searches fit); 2: list [lo, hi) (top-p's
             bracket; what lies above is counted in c_hi, m_hi); 0: too many, search by streaming
     topk    whether a top-k search is needed (top-k off, or k ≥ the tokens above the floor: it is not)
-    lo, hi, c_hi, m_hi, goal   the first search's bracket, count and mass(l ≥ hi), and its goal
-            (top-p alone: top_p · the mass above the floor)
+    lo, hi, c_hi, m_hi   the first search's bracket, and count and mass(l ≥ hi)
+    goal    top-p's goal when top-k is off: top_p · the mass above the floor (0 when top-k runs
+            first: top-p then measures its goal from the top-k threshold)
     j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list; mass (S, N_HIST)"""
     j = tl.arange(0, N_HIST)
     at = (row * S + tl.arange(0, S)[:, None]) * N_HIST + j[None, :]
     cnt, mass = tl.load(hist_cnt + at), tl.load(hist_mass + at)  # (S, N_HIST) each
-    C, M = tl.sum(cnt, axis=0), tl.sum(mass, axis=0)  # the row's count and mass(l ≥ p_j)
+    C = tl.sum(cnt, axis=0)  # the row's count(l ≥ p_j): integers, exact in any order
+    M = tl.zeros((N_HIST,), dtype=tl.float32)  # ... and mass(l ≥ p_j), added in a fixed order
+    for s in range(S):
+        M += tl.load(hist_mass + (row * S + s) * N_HIST + j)
     pivots = _pivots(floor, _above(m), N_HIST, GRID)
     topk = (k > 0) & (k < V) & (_pick(C, 0, N_HIST) > k)
     goal = tl.where(topk, k.to(tl.float32), top_p * _pick(M, 0, N_HIST))
@@ -133,7 +142,8 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         at = (row * S + s) * N_HIST + tl.arange(0, N_HIST)
         tl.store(hist_cnt + at, cnt)
         tl.store(hist_mass + at, mass)
-        # The slice's mass that min-p keeps (for a draw that min-p alone narrows).
+        # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold lies
+        # above the listed bracket (or, with nothing to search, above the floor).
         log2_min_p = _log2_min_p(min_p)
         kept = tl.zeros((BLOCK,), dtype=tl.float32)
         for i in range(0, n, BLOCK):
@@ -161,14 +171,14 @@ def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
             at = row.to(tl.int64) * CAP + before
             _copy_between(logits_ptr + row.to(tl.int64) * stride_row + start, tl.minimum(V - start, L), lo,
                           tl.where(listed == 1, float("inf"), hi), scratch_ptr + at, scratch_idx_ptr + at,
-                          CAP - before, start, BLOCK, 1)
+                          _pick(n_slice, s, S), start, BLOCK, 1)  # never past its own slots
 
 
 @triton.jit
 def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, seed_ptr,
                    offset_ptr, stats_f, stats_i, hist_cnt, hist_mass, keep_mass, scratch_ptr, scratch_idx_ptr, out_ptr,
                    S: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
-                   MAX_CHUNKS: tl.constexpr, SLICE: tl.constexpr):
+                   MAX_CHUNKS: tl.constexpr, SLICE_CHUNKS: tl.constexpr):
     row = tl.program_id(0)
     src = logits_ptr + row.to(tl.int64) * stride_row
     scratch = scratch_ptr + row.to(tl.int64) * CAP
@@ -205,8 +215,8 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
             above_from = tl.where(planned == 2, list_hi, floor)
             j = tl.arange(0, N_HIST)
             column = tl.sum(tl.where(j[None, :] == tl.where(planned == 2, j_lo + 1, 0), mass, 0.0), axis=1)
-            keep = tl.load(keep_mass + row * S + tl.arange(0, S))
-            above = tl.where(m + log2_min_p / c2 > above_from, keep, column)  # (S,)
+            by_min_p = m + log2_min_p / c2 > above_from
+            above = tl.where(by_min_p, tl.load(keep_mass + row * S + tl.arange(0, S)), column)  # (S,)
             above = tl.where(listed == 1, 0.0, above)
             goal_u = uniform * (list_mass + tl.sum(above, axis=0))
             if goal_u < list_mass:
@@ -214,12 +224,13 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
                 token = tl.load(scratch_idx + at)
             else:
                 s, left = _first_past(above, goal_u - list_mass, S)
-                offs = tl.arange(0, SLICE)
-                x = tl.load(src + s * L + offs, mask=(offs < L) & (s * L + offs < V), other=float("-inf"))
-                z = (x.to(tl.float32) - m) * c2
-                w = tl.where((x.to(tl.float32) >= above_from) & (z >= log2_min_p), tl.exp2(z), 0.0)
-                i, _left = _first_past(w, left, SLICE)
-                token = s * L + i
+                # A token of slice s, by the same test its mass was summed with (min-p's kept
+                # mass, or a histogram column: l ≥ the pivot), at the fraction of it left.
+                t_walk = tl.where(by_min_p, floor, above_from)
+                log2_walk = tl.where(by_min_p, log2_min_p, float("-inf"))
+                start = s * L
+                token = start + _draw_row(src + start, tl.minimum(V - start, L), t_walk, log2_walk, m, c2,
+                                          left / _pick(above, s, S), BLOCK, UNROLL, SLICE_CHUNKS)
     tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
 
 
@@ -255,6 +266,7 @@ def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, 
                          BLOCK=slice_block, num_warps=8)
     _finish_kernel[(B,)](*rows, p["seed"], p["offset"], stats_f, stats_i, hist_cnt, hist_mass, keep_mass, scratch,
                          scratch_idx, out, S=S, CAP=cap, BLOCK=block, UNROLL=unroll,
-                         MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)), SLICE=triton.next_power_of_2(L),
+                         MAX_CHUNKS=triton.next_power_of_2(triton.cdiv(V, block)),
+                         SLICE_CHUNKS=triton.next_power_of_2(triton.cdiv(L, block)),
                          num_warps=num_warps)
     return out

@@ -1,0 +1,94 @@
+"""The fused sampling kernels compile for a real GPU (sm_90, Hopper), on a machine without one.
+
+Triton's interpreter (tests/test_fused_sampling.py) runs the kernels' logic on CPU, but it never
+lowers them: a kernel can pass there and still fail to compile for a GPU (a type the compiler
+rejects, a loop-carried value whose type changes). Triton compiles ahead of time for a named target
+without a device (the wheel ships ptxas), so this file runs fused_sample's real host code with
+every launch recorded instead of run, then compiles each recorded launch, with its arguments'
+types and constexprs, for sm_90. It prints each kernel's registers and spills for the record.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None or sys.platform != "linux",
+                                reason="triton (Linux only) compiles the kernels")
+POINTER_TYPES = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.int32: "*i32",
+                 torch.int64: "*i64"}
+
+
+class RecordedLaunch:
+    """Stands in for a @triton.jit kernel: `kernel[grid](*args, **kwargs)` records, runs nothing."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel, self.launches = kernel, []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launches.append((args, kwargs))
+
+
+def record_launches(monkeypatch, B: int, V: int, dtype: torch.dtype, splits: int) -> list:
+    """fused_sample's launches for a (B, V) batch: [(kernel, args, kwargs), ...]."""
+    import minigpt.kernels.sampling as one
+    import minigpt.kernels.sampling_split as split
+
+    recorders = []
+    for module, name in [(one, "_fused_sample_kernel"), (split, "_stats_kernel"), (split, "_hist_kernel"),
+                         (split, "_copy_kernel"), (split, "_finish_kernel")]:
+        recorders.append(RecordedLaunch(getattr(module, name)))
+        monkeypatch.setattr(module, name, recorders[-1])
+    monkeypatch.setattr(one, "_check_inputs", lambda logits, params: None)  # CPU tensors stand in for CUDA's
+    one.fused_sample(torch.zeros(B, V, dtype=dtype), temperature=torch.ones(B), top_k=torch.zeros(B, dtype=torch.int32),
+                     top_p=torch.ones(B), min_p=torch.zeros(B), seed=torch.zeros(1, dtype=torch.long),
+                     offset=torch.zeros(1, dtype=torch.long), splits=splits)
+    return [(r.kernel, args, kwargs) for r in recorders for args, kwargs in r.launches]
+
+
+def compile_for_hopper(kernel, args: tuple, kwargs: dict) -> str:
+    """Compile one recorded launch for sm_90; returns ptxas's resource line (registers, spills)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kwargs = dict(kwargs)
+    num_warps = kwargs.pop("num_warps", 4)
+    values = dict(zip(kernel.arg_names, args)) | kwargs
+    signature, constexprs = {}, {}
+    for param, name in zip(kernel.params, kernel.arg_names):
+        value = values[name]
+        if param.is_constexpr:
+            signature[name], constexprs[name] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            signature[name] = POINTER_TYPES[value.dtype]
+        else:
+            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    cubin = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"minigpt_{kernel.__name__}_{os.getpid()}.cubin")
+    with open(cubin, "wb") as f:
+        f.write(compiled.asm["cubin"])
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    try:
+        usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin], capture_output=True, text=True).stdout
+    finally:
+        os.remove(cubin)
+    return next((line.strip() for line in usage.splitlines() if "REG:" in line), "(no resource line)")
+
+
+@pytest.mark.parametrize("dtype,splits", [(torch.float32, 1), (torch.bfloat16, 1), (torch.bfloat16, 32),
+                                          (torch.float32, 4)], ids=["fp32-one-program", "bf16-one-program",
+                                                                    "bf16-split-32", "fp32-split-4"])
+def test_kernels_compile_for_sm90(monkeypatch, dtype: torch.dtype, splits: int):
+    launches = record_launches(monkeypatch, B=1, V=50257, dtype=dtype, splits=splits)
+    assert [k.__name__ for k, _, _ in launches] == (["_fused_sample_kernel"] if splits == 1 else
+                                                    ["_stats_kernel", "_hist_kernel", "_copy_kernel", "_finish_kernel"])
+    for kernel, args, kwargs in launches:
+        usage = compile_for_hopper(kernel, args, kwargs)
+        print(f"{kernel.__name__} ({dtype}, splits={splits}): {usage}")
+        assert "REG:" in usage

@@ -358,6 +358,8 @@ def read_state(path: Path, **load_kwargs) -> dict:
     """A saved training_state.pt, or a ValueError naming the file when it is not one."""
     try:
         state = torch.load(path, weights_only=True, **load_kwargs)
+    except torch.OutOfMemoryError:
+        raise  # the file is fine; the device is full
     except Exception as e:  # not a torch zip file, truncated, or holding unsafe objects
         raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
     missing = {"config", "model", "optimizer", "scaler", "step", "best_val_loss"} - set(state if isinstance(state, dict) else ())

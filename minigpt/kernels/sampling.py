@@ -296,12 +296,19 @@ def _log2_min_p(min_p):
 
 
 @triton.jit
-def _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP: tl.constexpr):
-    """The kept weights of the scratch list's entries (CAP,): logit ≥ t and p ≥ min_p · p_max."""
-    i = tl.arange(0, CAP)
-    x = tl.load(scratch + i, mask=i < n_c, other=float("-inf")).to(tl.float32)
+def _kept_weight(x, t, log2_min_p, m, c2):
+    """A logit's weight in the draw, exp((l - m) / T), if it is kept: l ≥ t (the top-k/top-p
+    threshold) and p ≥ min_p · p_max; else 0. x: fp32 logits of any shape."""
     z = (x - m) * c2
     return tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+
+
+@triton.jit
+def _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP: tl.constexpr):
+    """The kept weights of the scratch list's entries (CAP,)."""
+    i = tl.arange(0, CAP)
+    x = tl.load(scratch + i, mask=i < n_c, other=float("-inf")).to(tl.float32)
+    return _kept_weight(x, t, log2_min_p, m, c2)
 
 
 @triton.jit
@@ -317,13 +324,11 @@ def _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK: tl.constexpr, UNROLL
         for u in tl.static_range(UNROLL):
             offs = start + u * BLOCK + cols
             x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-            z = (x - m) * c2
-            lane_mass += tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0)
+            lane_mass += _kept_weight(x, t, log2_min_p, m, c2)
     lane, goal = _first_past(lane_mass, uniform * tl.sum(lane_mass, axis=0), BLOCK)
     offs = lane + tl.arange(0, MAX_CHUNKS) * BLOCK
     x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-    z = (x - m) * c2
-    pos, _left = _first_past(tl.where((x >= t) & (z >= log2_min_p), tl.exp2(z), 0.0), goal, MAX_CHUNKS)
+    pos, _left = _first_past(_kept_weight(x, t, log2_min_p, m, c2), goal, MAX_CHUNKS)
     return lane + pos * BLOCK
 
 

@@ -50,13 +50,13 @@ import triton
 import triton.language as tl
 
 from minigpt.kernels.sampling import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, _above, _bad_params, _copy_between,
-                                      _draw_row, _first_past, _list_weights, _log2_min_p, _max_scan, _pick, _pivots,
-                                      _round_to_input, _search, _stream_count_mass, _uniform)
+                                      _draw_row, _first_past, _kept_weight, _list_weights, _log2_min_p, _max_scan,
+                                      _pick, _pivots, _round_to_input, _search, _stream_count_mass, _uniform)
 
 N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 of the row's range
 HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
 MIN_SLICE = 1024  # logits per slice at least: shorter slices would cost more in launches than they save
-MAX_SPLITS = 64  # the plan holds (S, N_HIST) histograms in registers
+MAX_SPLITS = 64  # the plan reads S·N_HIST histogram values in every program that needs it
 
 
 @triton.jit
@@ -80,6 +80,13 @@ def _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stat
 
 
 @triton.jit
+def _slice_column(hist, row, j, S: tl.constexpr):
+    """Pivot j's histogram value in each of the row's S slices: (S,); 0 for j = N_HIST (above the max)."""
+    slices = tl.arange(0, S)
+    return tl.load(hist + (row * S + slices) * N_HIST + j, mask=slices * 0 + j < N_HIST, other=0)
+
+
+@triton.jit
 def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP: tl.constexpr, GRID: tl.constexpr):
     """What the row's histograms say, the same in every program that reads them:
     listed  1: list every logit ≥ lo (all candidates of both searches fit); 2: list [lo, hi) (top-p's
@@ -88,13 +95,12 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     lo, hi, c_hi, m_hi   the first search's bracket, and count and mass(l ≥ hi)
     goal    top-p's goal when top-k is off: top_p · the mass above the floor (0 when top-k runs
             first: top-p then measures its goal from the top-k threshold)
-    j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list; mass (S, N_HIST)"""
+    j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list"""
     j = tl.arange(0, N_HIST)
-    at = (row * S + tl.arange(0, S)[:, None]) * N_HIST + j[None, :]
-    cnt, mass = tl.load(hist_cnt + at), tl.load(hist_mass + at)  # (S, N_HIST) each
-    C = tl.sum(cnt, axis=0)  # the row's count(l ≥ p_j): integers, exact in any order
-    M = tl.zeros((N_HIST,), dtype=tl.float32)  # ... and mass(l ≥ p_j), added in a fixed order
+    C = tl.zeros((N_HIST,), dtype=tl.int32)  # the row's count(l ≥ p_j) and mass(l ≥ p_j),
+    M = tl.zeros((N_HIST,), dtype=tl.float32)  # added up slice by slice: a fixed order
     for s in range(S):
+        C += tl.load(hist_cnt + (row * S + s) * N_HIST + j)
         M += tl.load(hist_mass + (row * S + s) * N_HIST + j)
     pivots = _pivots(floor, _above(m), N_HIST, GRID)
     topk = (k > 0) & (k < V) & (_pick(C, 0, N_HIST) > k)
@@ -107,10 +113,10 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     c_lo, c_hi, m_hi = _pick(C, j_lo, N_HIST), _pick(C, j_lo + 1, N_HIST), _pick(M, j_lo + 1, N_HIST)
     search = topk | (top_p < 1)
     listed = tl.where(search & (c_lo <= CAP), 1, tl.where(search & ~topk & (c_lo - c_hi <= CAP), 2, 0))
-    at_lo = tl.sum(tl.where(j[None, :] == j_lo, cnt, 0), axis=1)  # (S,): count(l ≥ lo) per slice
-    at_hi = tl.sum(tl.where(j[None, :] == j_lo + 1, cnt, 0), axis=1)
+    at_lo = _slice_column(hist_cnt, row, j_lo, S)  # (S,): count(l ≥ lo) per slice
+    at_hi = _slice_column(hist_cnt, row, j_lo + 1, S)
     n_slice = tl.where(listed == 1, at_lo, tl.where(listed == 2, at_lo - at_hi, 0))
-    return listed, topk, lo, hi, c_hi, m_hi, tl.where(topk, 0.0, goal), j_lo, n_slice, mass
+    return listed, topk, lo, hi, c_hi, m_hi, tl.where(topk, 0.0, goal), j_lo, n_slice
 
 
 @triton.jit
@@ -149,8 +155,7 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         for i in range(0, n, BLOCK):
             offs = i + tl.arange(0, BLOCK)
             x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-            z = (x - m) * c2
-            kept += tl.where((x >= floor) & (z >= log2_min_p), tl.exp2(z), 0.0)
+            kept += _kept_weight(x, floor, log2_min_p, m, c2)
         tl.store(keep_mass + row * S + s, tl.sum(kept, axis=0))
 
 
@@ -163,7 +168,7 @@ def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
     T, k, top_p, min_p, m, _token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
                                                          stats_f, stats_i, S, GRID)
     if (T > 0) & ~bad:
-        listed, _topk, lo, hi, _c_hi, _m_hi, _goal, _j_lo, n_slice, _mass = _plan(
+        listed, _topk, lo, hi, _c_hi, _m_hi, _goal, _j_lo, n_slice = _plan(
             hist_cnt, hist_mass, row, k, V, top_p, m, floor, S, CAP, GRID)
         if listed > 0:
             before = tl.sum(tl.where(tl.arange(0, S) < s, n_slice, 0), axis=0)  # slots of earlier slices
@@ -187,7 +192,7 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
     T, k, top_p, min_p, m, token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
                                                         stats_f, stats_i, S, GRID)
     if (T > 0) & ~bad:
-        listed, topk, lo, hi, c_hi, m_hi, goal, j_lo, n_slice, mass = _plan(
+        listed, topk, lo, hi, c_hi, m_hi, goal, j_lo, n_slice = _plan(
             hist_cnt, hist_mass, row, k, V, top_p, m, floor, S, CAP, GRID)
         n_c = tl.sum(n_slice, axis=0)
         planned, list_hi = listed, hi  # what the copy listed, and its bracket's top (the searches move hi)
@@ -203,8 +208,6 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
         # The draw: one uniform, over the kept tokens in the list, then those above it (by slice).
         log2_min_p = _log2_min_p(min_p)
         uniform = _uniform(seed_ptr, offset_ptr, row)
-        wl = _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
-        list_mass = tl.sum(wl, axis=0)
         if (planned == 0) & (listed != 1) & (topk | (top_p < 1)):
             # The search streamed the row and did not list every kept token: draw from the whole row.
             token = _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
@@ -212,9 +215,10 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
             # Kept above the list (none when it holds them all): every token ≥ its top (or, with no
             # search, ≥ the floor) that min-p keeps. Per slice, that mass is a histogram column, or
             # min-p's kept mass when the min-p threshold lies higher still.
+            wl = _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
+            list_mass = tl.sum(wl, axis=0)
             above_from = tl.where(planned == 2, list_hi, floor)
-            j = tl.arange(0, N_HIST)
-            column = tl.sum(tl.where(j[None, :] == tl.where(planned == 2, j_lo + 1, 0), mass, 0.0), axis=1)
+            column = _slice_column(hist_mass, row, tl.where(planned == 2, j_lo + 1, 0), S)
             by_min_p = m + log2_min_p / c2 > above_from
             above = tl.where(by_min_p, tl.load(keep_mass + row * S + tl.arange(0, S)), column)  # (S,)
             above = tl.where(listed == 1, 0.0, above)

@@ -317,3 +317,25 @@ def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypat
     assert [default_splits(B, 50257, cuda) for B in (1, 8, 16, 33, 34, 64, 256)] == [32, 16, 8, 4, 1, 1, 1]
     assert default_splits(1, 3000, cuda) == 1  # slices of ≥ 1024 logits: at most 2, too few to pay
     assert default_splits(1, 50257, torch.device("cpu")) == 1  # the interpreter: one program per row
+
+
+def test_an_interpreter_that_cannot_run_says_which_versions_to_install(monkeypatch):
+    """Triton ≤ 3.6's interpreter fails on NumPy ≥ 2.4 with "only 0-dimensional arrays can be
+    converted to Python scalars" (checked with triton 3.6.0 / numpy 2.4.6; 3.7.0 runs): fused_sample
+    names the versions instead."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip(f"triton has no wheels for {sys.platform}")  # the interpreter test above fails instead
+    from minigpt.kernels import sampling
+
+    monkeypatch.setattr(sampling, "_fused_sample_kernel", object())  # anything but a JITFunction: "interpreted"
+    args = dict(temperature=torch.ones(1), top_k=torch.zeros(1, dtype=torch.int32), top_p=torch.ones(1),
+                min_p=torch.zeros(1), seed=torch.zeros(1, dtype=torch.long), offset=torch.zeros(1, dtype=torch.long))
+    monkeypatch.setattr(sampling.triton, "__version__", "3.6.0")
+    monkeypatch.setattr(sampling.np, "__version__", "2.4.6")
+    with pytest.raises(RuntimeError, match=r"Triton 3\.6\.0's CPU interpreter cannot run with NumPy 2\.4\.6.*"
+                                           r"install triton>=3\.7 or numpy<2\.4"):
+        sampling._check_inputs(torch.zeros(1, 8), args)
+    for triton_version, numpy_version in [("3.7.0", "2.4.6"), ("3.6.0", "2.3.5"), ("3.10.1", "2.5.0")]:
+        monkeypatch.setattr(sampling.triton, "__version__", triton_version)
+        monkeypatch.setattr(sampling.np, "__version__", numpy_version)
+        sampling._check_inputs(torch.zeros(1, 8), args)  # these versions run: no error

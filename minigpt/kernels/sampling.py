@@ -83,6 +83,7 @@ with one uniform.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -409,6 +410,18 @@ def _check_inputs(logits: torch.Tensor, params: dict[str, torch.Tensor]) -> None
     if logits.device.type != "cuda" and not interpreted:
         raise ValueError(f"fused_sample runs on CUDA tensors, got {logits.device.type}; on CPU, set "
                          "TRITON_INTERPRET=1 before importing triton to run it in Triton's interpreter")
+    if interpreted and _interpreter_breaks_on_numpy():
+        raise RuntimeError(f"Triton {triton.__version__}'s CPU interpreter cannot run with NumPy {np.__version__} "
+                           "(it turns 1-element arrays into scalars, which NumPy 2.4 forbids); "
+                           "install triton>=3.7 or numpy<2.4")
+
+
+def _interpreter_breaks_on_numpy() -> bool:
+    """Triton ≤ 3.6's interpreter fails on any loop over a runtime bound once NumPy is ≥ 2.4."""
+    def version(v: str) -> tuple[int, int]:
+        major, minor = v.split(".")[:2]
+        return int(major), int(minor)
+    return version(triton.__version__) < (3, 7) and version(np.__version__) >= (2, 4)
 
 
 def _explain_invalid(logits: torch.Tensor, p: dict[str, torch.Tensor], rows: torch.Tensor) -> str:

@@ -1,9 +1,10 @@
 """The KV cache: every layer's keys and values of the tokens seen so far, kept for the next step.
 
 Where it sits: inside the `KV-cache decode loop` (minigpt/generate.py). Without a cache, making
-token t+1 would re-run attention's k/v projections over all t earlier tokens, every step. Keys
-and values of past tokens never change (a token only attends backwards), so we compute each once,
-store it here, and each decode step feeds the model just one new token per row.
+token t+1 would re-run the whole model over all t earlier tokens, every step, only to rebuild
+their keys and values at every layer. Those never change (a token only attends backwards), so
+we compute each once, store it here, and each decode step feeds the model just one new token per
+row: the new token's query attends over the stored keys and values.
 
 The cache is *static*: allocated once, for the whole generation, per layer K and V of shape
 (B, H, max_len, D) in the model's dtype and device. A step writes its new k/v at slots

@@ -54,10 +54,10 @@ def beam_search(
     clock = _Clock(device)
     t_start = clock()
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
-    mask = attention_mask.repeat_interleave(K, 0)
+    mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
     cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens - 1, model.config.n_positions))
     step_fn = decode_step_for(model, cache, compile)
-    key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)
+    key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)  # (B·K, max_len)
     key_valid[:, :T] = mask.bool()
     position_ids = positions_from_mask(mask)[:, -1:] + 1  # (B·K, 1)
     input_pos = torch.tensor([T], device=device)
@@ -67,6 +67,7 @@ def beam_search(
 
     n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
     in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
+    # Each beam's ids so far, (B, K, L) with L = T + max_new_tokens.
     running = torch.full((B, K, T + max_new_tokens), pad, dtype=torch.long, device=device)
     running[:, :, :T] = ids.view(B, K, T)
     running_scores = torch.zeros(B, K, device=device)
@@ -91,7 +92,7 @@ def beam_search(
             logp = logp.index_fill(1, eos_ids, float("-inf"))
         total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)  # score of beam + token
         top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
-        parent, token = top_idx // V, top_idx % V
+        parent, token = top_idx // V, top_idx % V  # (B, n_keep) each: which beam, which token
         cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
         cand[:, :, cur] = token
         ends = torch.isin(token, eos_ids) | (step + 1 == max_new_tokens)  # EOS, or out of length
@@ -99,14 +100,14 @@ def beam_search(
         # Running beams: the best K candidates that did not end.
         cont = top_scores + ends * NEG_INF_SCORE
         pick = cont.topk(K, dim=-1).indices  # (B, K)
-        running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))
+        running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))  # (B, K, L)
         running_scores, parents = cont.gather(1, pick), parent.gather(1, pick)
 
         # Finished hypotheses: merge the top-K candidates that ended with those kept so far.
-        scores = top_scores / (step + 1) ** length_penalty
+        scores = top_scores / (step + 1) ** length_penalty  # (B, n_keep)
         full = done.all(-1, keepdim=True) & (early_stopping is True)  # no more needed
         scores = scores + (full | ~improvable | ~(ends & in_top_k)) * NEG_INF_SCORE
-        merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices
+        merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices  # (B, K) of the K + n_keep
         done_seqs = torch.cat([done_seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1)))
         done_scores = torch.cat([done_scores, scores], 1).gather(1, merged)
         done_lens = torch.cat([done_lens, torch.full_like(top_idx, step + 1)], 1).gather(1, merged)
@@ -131,7 +132,7 @@ def beam_search(
 
     t_end = clock()
     n = num_return_sequences
-    out = done_seqs[:, :n].reshape(B * n, -1)
+    out = done_seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
     out = out[:, :T + int(done_lens[:, :n].max())]
     if not return_stats:
         return out

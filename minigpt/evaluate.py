@@ -64,7 +64,9 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
 
 
 def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None, progress: bool = False) -> dict[str, float]:
-    """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored}."""
+    """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored, "nll_sum": their
+    total nats (bits per byte divides it by the text's bytes)}. max_length defaults to the context,
+    stride to half of max_length."""
     max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
     if not 1 <= max_length <= model.config.n_positions:
         raise ValueError(f"max_length must be in [1, n_positions={model.config.n_positions}], got {max_length}")

@@ -331,11 +331,11 @@ def stream(
     cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, cfg.n_positions))
     step_fn = decode_step_for(model, cache, compile)
     # Decode-time state, all on the device and updated in place: no allocation per step.
-    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # slot holds a real token
+    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # (B, max_len): slot holds a real token
     key_valid[:, :T] = attention_mask.bool()
     position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1): the next token's position
     input_pos = torch.tensor([T], device=device)  # (1,): the next token's cache slot, shared by all rows
-    out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)
+    out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)  # column s: step s's tokens
     penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in zip(penalties.values(), (1.0, 0.0, 0.0)))
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
@@ -405,7 +405,7 @@ def stream(
     for row, keep in cuts.items():
         out[row, keep:] = pad  # the stop string (and the start of its first token) never reaches the output
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
-    out = torch.cat([input_ids, out[:, :steps]], dim=1)
+    out = torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
     if not return_stats:
         return out
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,

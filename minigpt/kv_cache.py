@@ -1,9 +1,10 @@
 """The KV cache: every layer's keys and values of the tokens seen so far, kept for the next step.
 
 Where it sits: inside the `KV-cache decode loop` (minigpt/generate.py). Without a cache, making
-token t+1 would re-run attention's k/v projections over all t earlier tokens, every step. Keys
-and values of past tokens never change (a token only attends backwards), so we compute each once,
-store it here, and each decode step feeds the model just one new token per row.
+token t+1 would re-run the whole model over all t earlier tokens, every step, only to rebuild
+their keys and values at every layer. Those never change (a token only attends backwards), so
+we compute each once, store it here, and each decode step feeds the model just one new token per
+row: the new token's query attends over the stored keys and values.
 
 The cache is *static*: allocated once, for the whole generation, per layer K and V of shape
 (B, H, max_len, D) in the model's dtype and device. A step writes its new k/v at slots
@@ -47,16 +48,11 @@ class LayerKV:
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this call's k, v (B, H, T, D) at slots `input_pos`; return the full buffers.
 
-        `input_pos` is (T,) when every row writes the same slots (left-padded batches), or (B, T)
-        when each row writes its own. Writes are in place: the buffers keep their address.
+        `input_pos` (T,) is shared by every row: prompts are left-padded, so each row's newest
+        token sits in the same slot. Writes are in place: the buffers keep their address.
         """
-        if input_pos.dim() == 1:
-            self.k.index_copy_(2, input_pos, k)
-            self.v.index_copy_(2, input_pos, v)
-        else:
-            slots = input_pos[:, None, :, None].expand_as(k)  # (B, H, T, D)
-            self.k.scatter_(2, slots, k)
-            self.v.scatter_(2, slots, v)
+        self.k.index_copy_(2, input_pos, k)  # k_buf[:, :, input_pos[t]] = k[:, :, t]
+        self.v.index_copy_(2, input_pos, v)
         return self.k, self.v  # (B, H, max_len, D) each
 
 

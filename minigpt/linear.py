@@ -12,11 +12,13 @@ BENCHMARKS.md).
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
 beside it (as much memory again), rebuilt when the weight changes (new storage or dtype, or an
-in-place update, which bumps the tensor's version counter) and dropped as soon as the module
-trains again. A write through `w.data` bumps no counter, so it is not seen (autograd does not
-see it either): call `forget_packed()` after one. Training (autograd: the oneDNN op has no backward), GPUs, float16 and
-non-x86 CPUs use plain F.linear. Under torch.compile the call is wrapped in a custom op, opaque to
-the compiler, which would otherwise lower it to F.linear (MKL) again.
+in-place update, which bumps the tensor's version counter) and dropped at the first call with
+grad enabled. A write through `w.data` bumps no counter, so it is not seen (autograd does not
+see it either): call `forget_packed()` after one.
+"Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
+any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
+has no backward), as do GPUs, float16 and non-x86 CPUs. Under torch.compile the call is wrapped
+in a custom op, opaque to the compiler, which would otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ class Linear(nn.Linear):
     """y = x W^T + b with W stored (out, in), exactly nn.Linear's parameters and state dict."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():  # training: autograd needs F.linear, and the packed copy is stale
+        if torch.is_grad_enabled():  # grad on (training, or a call outside no_grad): autograd needs F.linear
             if not torch.compiler.is_compiling():
                 _PACKED.pop(self.weight, None)  # free the inference copy
             return F.linear(x, self.weight, self.bias)

@@ -71,7 +71,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GPT-2 was trained with the tanh approximation of GELU; the exact erf form differs by
-        # up to ~1e-3 per activation, enough to break logit parity with the released weights.
+        # up to ~5e-4 per activation, enough to break logit parity with the released weights.
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
@@ -190,10 +190,11 @@ class GPT(nn.Module):
         """
         x = self.hidden_states(idx, **cache_args)
         if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = self.lm_head(x)  # (B, T, V)
+            x = x[:, -logits_to_keep:]  # (B, k, C)
+        logits = self.lm_head(x)  # (B, T, V), or (B, k, V)
         loss = None
         if targets is not None:
+            # One row per position: (B·T, V) scores against (B·T,) targets.
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         return logits, loss
 

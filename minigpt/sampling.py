@@ -5,11 +5,13 @@ Each strategy is a pure tensor function on logits (B, V), so the decode loop (mi
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
 
-- Penalties (`apply_penalties`) push down tokens that were already used.
-- Filters (`filter_logits`) set unlikely tokens to -inf. Each always keeps at least one token.
-- The draw (`sample`) picks one token per row: the argmax when temperature is 0, else a random
-  draw by the "exponential race" argmax(p / E), E ~ Exp(1), which needs no sort and no host sync,
-  unlike `torch.multinomial`.
+- Penalties (`penalize` on token counts, as the decode loop keeps them; `apply_penalties` on ids)
+  push down tokens that were already used.
+- Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
+  all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
+- The draw (`draw`; `sample` is filters + draw) picks one token per row: the argmax when
+  temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1), which
+  needs no sort and no host sync, unlike `torch.multinomial`.
 
 Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row).
 The math runs in fp32 whatever the logits' dtype: bf16 has only 8 bits of mantissa, too few for

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -30,39 +29,23 @@ import torch
 from tqdm import tqdm
 
 from minigpt.config import atomic_path, atomic_write_text
+from minigpt.tokenizer import SAFE_CUT, Tokenizer, safe_pieces
 
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
-CHUNK_CHARS = 1 << 22  # text handed to encode_batch 4 MB at a time (it spreads each over all cores)
+CHUNK_CHARS = 1 << 22  # text handed to encode_batch 4M characters at a time (it spreads each over all cores)
 CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against vocab_size
 
-# Where text can be cut without changing a single token: just before a newline that follows a
-# non-space character. No piece of GPT-2's pre-tokenizer spans that point (only whitespace pieces
-# hold a newline, and the character before is not whitespace), and how the text from the newline
-# on is split depends only on what follows it. So encoding the parts separately gives exactly the
-# ids of encoding the whole. (Cutting *after* a newline is not safe: "a\n\nb" splits its "\n\n"
-# as "\n" + "\n" because a non-space follows, but an "a\n\n" that ends a piece keeps "\n\n".)
-_SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
 
 
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
 
 
-def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
-    """Cut text into ~chunk_chars pieces at safe points (see _SAFE_CUT); "".join gives it back."""
-    chunks, start = [], 0
-    while start < len(text):
-        m = _SAFE_CUT.search(text, start + chunk_chars)
-        end = m.start() if m else len(text)
-        chunks.append(text[start:end])
-        start = end
-    return chunks
-
-
 def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
-    """Yield (chunk, ids) for each safe chunk; the ids joined are tokenizer.encode(text) with
-    special tokens allowed (<|endoftext|> written in the text becomes its id)."""
-    for chunk in split_text(text, chunk_chars):
+    """Yield (chunk, ids) for each ~chunk_chars piece of text, cut where the cut cannot change the
+    ids (minigpt.tokenizer.safe_pieces): the ids joined are tokenizer.encode(text) with special
+    tokens allowed (<|endoftext|> written in the text becomes its id)."""
+    for chunk in safe_pieces(text, chunk_chars):
         yield chunk, tokenizer.encode_batch([chunk], allowed_special="all")[0]  # on every core
 
 
@@ -71,13 +54,13 @@ def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[in
 
 
 def _cut_point(text: str, val_fraction: float) -> int:
-    """Where the validation part of one file starts: the first safe cut (see _SAFE_CUT) at or after
+    """Where the validation part of one file starts: the first safe cut (minigpt.tokenizer.SAFE_CUT) at or after
     (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
     A text with no line break after that point is cut there, mid-line."""
     if val_fraction == 0:
         return len(text)
     target = int(len(text) * (1 - val_fraction))
-    m = _SAFE_CUT.search(text, target)
+    m = SAFE_CUT.search(text, target)
     return m.start() if m else target
 
 
@@ -208,8 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
     args = parser.parse_args(argv)
-    from minigpt.tokenizer import Tokenizer
-
     try:
         meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
     except (ValueError, FileNotFoundError) as e:

@@ -229,6 +229,10 @@ class _Clock:
 
 # ---- the decode loop ---------------------------------------------------------------------------
 
+# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
+# the loop checks only every few steps and trims the extra all-pad columns at the end.
+GPU_SYNC_EVERY = 8
+
 
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
              **kwargs) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
@@ -414,10 +418,6 @@ def stream(
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
     return out, stats
 
-
-# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
-# the loop checks only every few steps and trims the extra all-pad columns at the end.
-GPU_SYNC_EVERY = 8
 
 
 # ---- text in, text out -------------------------------------------------------------------------

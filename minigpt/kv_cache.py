@@ -66,7 +66,7 @@ class KVCache:
         # by a weight of 0, and 0 × (garbage NaN) would be NaN.
         self.layers = [LayerKV(torch.zeros(shape, dtype=dtype, device=device),
                                torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
-        self.batch_size, self.max_len = batch_size, max_len
+        self.max_len = max_len
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> "KVCache":

@@ -129,7 +129,7 @@ AllowedSpecial = Collection[str] | Literal["all"]
 
 # Below this many characters, encode_batch works in this process: starting workers costs more.
 _MIN_PARALLEL_CHARS = 1 << 19
-# encode cuts long text into pieces of about this many characters (see _safe_pieces): small
+# encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
 _PIECE_CHARS = 1 << 12
 # The tokenizer and options that encode_batch's forked workers inherit (set just before the fork).
@@ -145,20 +145,26 @@ def _encode_in_worker(piece: str) -> list[int]:
     return tokenizer.encode(piece, allowed_special=allowed_special)
 
 
-def _safe_pieces(text: str, size: int) -> list[str]:
-    """Cut a long document where the cut cannot change its tokens: at a newline that follows a
-    non-space character. No chunk of GPT-2's pattern spans such a point (the character before is not
-    whitespace, and only whitespace chunks contain a newline), and matching from the newline on
-    depends only on the text after it, so the pieces' ids joined are the document's ids."""
+# Where text can be cut without changing a single token: just before a newline that follows a
+# non-space character. No chunk of GPT-2's pattern spans that point (only whitespace chunks hold a
+# newline, and the character before is not whitespace), and how the text from the newline on is
+# split depends only on what follows it. So encoding the parts separately gives exactly the ids
+# of encoding the whole. (Cutting *after* a newline is not safe: "a\n\nb" splits its "\n\n" as
+# "\n" + "\n" because a non-space follows, but an "a\n\n" that ends a piece keeps "\n\n".)
+SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
+
+
+def safe_pieces(text: str, size: int) -> list[str]:
+    """Cut text into pieces of about `size` characters or more, each ending at a SAFE_CUT, so that
+    the pieces' ids joined are the text's ids; "".join(pieces) == text. Used to spread one long
+    document over several processes, and by minigpt/data.py to encode a corpus in parts."""
     pieces, start = [], 0
     while len(text) - start > size:
-        cut = text.find("\n", start + size)
-        while cut != -1 and text[cut - 1].isspace():  # isspace is wider than \s: only ever too careful
-            cut = text.find("\n", cut + 1)
-        if cut == -1:
+        cut = SAFE_CUT.search(text, start + size)  # the lookbehind sees the character before too
+        if cut is None:
             break
-        pieces.append(text[start:cut])
-        start = cut
+        pieces.append(text[start : cut.start()])
+        start = cut.start()
     pieces.append(text[start:])
     return pieces
 
@@ -246,7 +252,7 @@ class Tokenizer:
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
         # Long text goes piece by piece (cut where the ids cannot change), so that one emoji does
         # not push a whole book off split_text's ASCII fast path.
-        pieces = _safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
+        pieces = safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
         return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
 
     def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
@@ -326,7 +332,7 @@ class Tokenizer:
 
         Worker processes are forked, so they share this tokenizer's merge table (and its chunk
         cache as filled so far) without copying or pickling it. Long documents are cut where the cut
-        cannot change the ids (see _safe_pieces), so one big file still uses every core. Small
+        cannot change the ids (see safe_pieces), so one big file still uses every core. Small
         batches, and platforms without fork, are encoded in this process."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("encode_batch takes a list of str (for one string, use encode)")
@@ -339,7 +345,7 @@ class Tokenizer:
             piece_chars = total  # a cut at a newline could split such a special token: cut nothing
         pieces, owner = [], []
         for i, text in enumerate(texts):
-            for piece in _safe_pieces(text, piece_chars):
+            for piece in safe_pieces(text, piece_chars):
                 pieces.append(piece)
                 owner.append(i)
         mine = len(pieces) // workers  # this process encodes a share too, rather than wait

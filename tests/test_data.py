@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt.data import encode_text, load_tokens, main, prepare, read_meta, sample_batch, split_text
+from minigpt.data import encode_text, load_tokens, main, prepare, read_meta, sample_batch
+from minigpt.tokenizer import safe_pieces
 from minigpt.tokenizer import Tokenizer
 
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
@@ -30,7 +31,7 @@ def corpus(n_lines: int, seed: int) -> str:
 @pytest.mark.parametrize("chunk_chars", [1, 7, 50, 10_000])
 def test_chunked_encoding_equals_whole_text_encoding(tok, chunk_chars):
     text = corpus(200, seed=chunk_chars)
-    chunks = split_text(text, chunk_chars)
+    chunks = safe_pieces(text, chunk_chars)
     assert "".join(chunks) == text
     assert len(chunks) > 1 or chunk_chars > len(text)
     assert encode_text(tok, text, chunk_chars) == tok.encode(text)

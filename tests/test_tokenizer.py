@@ -269,7 +269,7 @@ def test_full_chunk_cache_is_cleared_not_wrong(monkeypatch):
 
 def test_safe_pieces_do_not_change_ids(tok):
     text = "a \n\nb\n c\n\n\n  d.\nee\n" * 300
-    pieces = tokmod._safe_pieces(text, 50)
+    pieces = tokmod.safe_pieces(text, 50)
     assert len(pieces) > 10 and "".join(pieces) == text
     assert sum((tok.encode(p) for p in pieces), []) == tok.encode(text)
 

@@ -145,6 +145,20 @@ def test_beam_search_equals_transformers(pair, early_stopping):
 
 
 @torch.no_grad()
+def test_beam_search_takes_one_penalty_per_prompt(pair):
+    """A (B,) penalty tensor is one value per prompt, as in sampling; beam search runs B·K rows,
+    so each prompt's value must follow it to its K beams."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = {"max_new_tokens": 6, "num_beams": 3, "eos_token_id": []}
+    per_prompt = {"repetition_penalty": torch.tensor([1.0, 1.5, 2.0]), "presence_penalty": torch.tensor([0.0, 1.0, 2.0])}
+    batched = generate(model, ids, mask, **kw, **per_prompt)
+    for b in range(len(PROMPTS)):
+        alone = generate(model, ids[b:b + 1], mask[b:b + 1], **kw, **{k: float(v[b]) for k, v in per_prompt.items()})
+        assert torch.equal(batched[b:b + 1], alone)
+
+
+@torch.no_grad()
 def test_per_row_eos_pads_and_loop_ends_when_all_finished(pair):
     model, _ = pair
     ids, mask = left_padded(PROMPTS)

@@ -35,6 +35,7 @@ from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     _filter,
     check_penalties,
+    check_rows,
     check_sampling_params,
     draw,
     exponential_noise,
@@ -306,6 +307,7 @@ def stream(
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
+    check_rows(input_ids.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, **penalties)
     if num_beams > 1:
         if do_sample or stop or streamer is not None:
             raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "

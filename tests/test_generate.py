@@ -306,6 +306,8 @@ def test_stats_are_filled(pair):
     (dict(max_new_tokens=-5), "max_new_tokens must be ≥ 1, got -5"),  # not a min_new_tokens range naming -5
     (dict(input_ids=torch.tensor([[5, 300, 7]])), r"vocab_size=300\), got token id 300"),
     (dict(input_ids=torch.tensor([[5, 7], [-1, 7]]), num_beams=2), r"vocab_size=300\), got token id -1"),
+    ({"do_sample": True, "top_k": torch.tensor([5, 7])}, r"top_k has 2 values.* one per prompt \(row of logits\): 1"),
+    ({"num_beams": 2, "repetition_penalty": torch.tensor([1.5, 1.2])}, r"repetition_penalty has 2 values.* 1"),
 ])
 def test_bad_arguments_raise(pair, kwargs, match):
     model, _ = pair

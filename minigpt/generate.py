@@ -148,15 +148,24 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
 
 def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: int):
     """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
+    # Float ids would be truncated without a word (1.7 → token 1). An empty torch.tensor([]) is float: allowed.
+    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel():
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
+        attention_mask = attention_mask if attention_mask is None else attention_mask.reshape(1, -1)
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
     device = model.transformer.wte.weight.device
     input_ids = input_ids.to(device=device, dtype=torch.long)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.reshape(input_ids.shape).to(device=device, dtype=torch.long)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
+                         f"{tuple(input_ids.shape)}: they must match")
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
     if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
         input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
         attention_mask = torch.ones_like(input_ids)

@@ -128,12 +128,19 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         if t.shape != expected[key]:
             raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)} (after transposing Conv1D weights), "
                              f"but this config expects {tuple(expected[key])}")
+        if not t.is_floating_point():
+            raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
         state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
     wte = state["transformer.wte.weight"]
+    # dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm among float16
+    # weights); the model computes in one, so the odd ones out take the embeddings' (the bulk of them).
+    for key, t in state.items():
+        if t.dtype != wte.dtype:
+            state[key] = t.to(wte.dtype)
     if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 

@@ -190,6 +190,24 @@ def test_wrong_shape_names_tensor_and_both_shapes(tmp_path, hf_dir):
     assert "transformer.wpe.weight" in msg and "(10, 32)" in msg and "(64, 32)" in msg
 
 
+def test_mixed_dtypes_load_as_one_and_integer_weights_are_named(tmp_path, hf_dir, reference):
+    """dtype=None keeps the stored dtype: with a float16 tensor among float32 ones the model
+    must still be one dtype (mixed, its first matmul failed: 'expected ... Float but found Half')."""
+    def half_ln(s):
+        return s | {"transformer.h.1.ln_2.bias": s["transformer.h.1.ln_2.bias"].half()}
+
+    model = GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "mixed", half_ln))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with torch.no_grad():
+        assert torch.allclose(model(IDX)[0], reference, atol=1e-3)
+
+    def int_ln(s):
+        return s | {"transformer.h.1.ln_2.bias": s["transformer.h.1.ln_2.bias"].long()}
+
+    with pytest.raises(ValueError, match="tensor 'transformer.h.1.ln_2.bias' has dtype torch.int64"):
+        GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "int", int_ln))
+
+
 def test_config_of_another_size_gives_shape_error(tmp_path, hf_dir):
     edited_copy(hf_dir, tmp_path, lambda s: s)
     cfg = json.loads((tmp_path / "config.json").read_text()) | {"n_embd": 64}

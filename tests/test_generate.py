@@ -396,6 +396,19 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+@torch.no_grad()
+def test_explain_text_ends_silently_at_eos_as_generate_does():
+    """The text --explain prints after its tables is the text generate prints: EOS ends it, unshown."""
+    from minigpt.explain import explain
+
+    model, _ = sharpened_pair(tiny_config())
+    ids = torch.tensor([PROMPTS[0]])
+    free = generate(model, ids, max_new_tokens=3, eos_token_id=[])[0, ids.size(1):].tolist()
+    model.config.eos_token_id = free[2]  # greedy makes EOS at step 2
+    shown = explain(model, ByteTokenizer(), PROMPTS[0], steps=3, temperature=0, out=io.StringIO())
+    assert shown == ByteTokenizer().decode(free[:2])
+
+
 def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
     from minigpt.generate import main
 

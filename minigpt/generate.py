@@ -547,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                 from minigpt.explain import explain  # imported here: explain.py builds on this module
 
                 ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
-                                                   ("--min-new-tokens", args.min_new_tokens > 0)) if used]
+                                                   ("--min-new-tokens", args.min_new_tokens > 0),
+                                                   ("--stats", args.stats)) if used]
                 if ignored:
                     raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
                 text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)

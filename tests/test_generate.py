@@ -439,6 +439,8 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--explain", "--stats"]) == 2  # not silently without its stats
+    assert "it does not take --stats" in capsys.readouterr().err
 
 
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):

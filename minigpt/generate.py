@@ -513,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from minigpt.checkpoint import download_hint
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
@@ -520,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     for needed in (model_dir, model_dir / "config.json"):
         if not needed.exists():
             print(f"minigpt generate: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
-                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt", file=sys.stderr)
+                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt"
+                  + download_hint(model_dir), file=sys.stderr)
             return 2
     try:
         prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt

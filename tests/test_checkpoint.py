@@ -250,8 +250,18 @@ def test_config_json_that_is_not_json(tmp_path):
 def test_path_that_does_not_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         GPT.from_pretrained(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="minigpt download gpt2-xl"):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"minigpt download gpt2-xl --out {tmp_path / 'gpt2-xl'}")):
         GPT.from_pretrained(tmp_path / "gpt2-xl")
+
+
+def test_shipped_gpt2_directory_without_weights_says_how_to_get_them():
+    """checkpoints/gpt2 ships GPT-2's tokenizer files but not its weights: README's first
+    `GPT.from_pretrained("checkpoints/gpt2")` must say how to fetch them, into that directory."""
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+    if (shipped / "config.json").exists():
+        pytest.skip("GPT-2's weights were downloaded here")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"minigpt download gpt2 --out {shipped}")):
+        GPT.from_pretrained(shipped)
 
 
 def test_unknown_or_missing_device_is_named(hf_dir):

@@ -429,6 +429,9 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
+    (tmp_path / "gpt2").mkdir()  # as the shipped checkpoints/gpt2: tokenizer files, no weights
+    assert main(["--model", str(tmp_path / "gpt2"), "--prompt", "x"]) == 2
+    assert f"minigpt download gpt2 --out {tmp_path / 'gpt2'}" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
     assert "--prompt-file" in (err := capsys.readouterr().err) and "missing.txt" in err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500"]) == 2

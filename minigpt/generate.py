@@ -536,7 +536,10 @@ def main(argv: list[str] | None = None) -> int:
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")
         budget = model.config.n_positions + 1 - args.max_new_tokens
-        if args.truncate_left and budget > 0 and len(ids) > budget:
+        if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
+                             f"context n_positions={model.config.n_positions}: generate at most that many tokens")
+        if args.truncate_left and len(ids) > budget:
             # The model gets the kept ids themselves: their text would not always re-encode to as
             # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
             ids = ids[-budget:]

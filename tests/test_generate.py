@@ -438,6 +438,10 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "129", "--truncate-left"]) == 2
+    assert "--max-new-tokens 129 leaves no room for a prompt" in capsys.readouterr().err  # not "use --truncate-left"
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "128",
+                 "--truncate-left", "--temperature", "0"]) == 0  # the last prompt token, then 128 new ones
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--top-k", "5", "--top-p", "0.9"]) == 2
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2

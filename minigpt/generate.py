@@ -443,6 +443,10 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
     """
+    for name in ("num_beams", "num_return_sequences"):  # beams are chosen only at the end; n samples are n texts
+        if kwargs.get(name, 1) > 1:
+            raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
+                             f"supported: use generate({name}=...) and decode its rows")
     ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
     stops = stop_list(kwargs.get("stop"))
     eos = kwargs.get("eos_token_id")

@@ -209,6 +209,15 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
     assert all(stop[0] not in p or stop not in p for p in pieces)
 
 
+@pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True}])
+def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
+    """Beam search picks its text only at the end, and stream_text streams one sequence: both
+    yielded '' (or row 0 only) without a word."""
+    model, _ = pair
+    with pytest.raises(ValueError, match="stream_text streams one sequence"):
+        list(stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs))
+
+
 @torch.no_grad()
 def test_stop_as_one_string_is_one_stop_string(pair):
     """stop="xx" means stop=["xx"] (as in transformers), not a stop at every "x"."""

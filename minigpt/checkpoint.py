@@ -93,12 +93,21 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     return device
 
 
+def download_hint(path: Path) -> str:
+    """How to fetch OpenAI's weights into `path`, when its name is one of the four GPT-2 sizes."""
+    if path.name not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+        return ""
+    # `minigpt download NAME` alone writes ./checkpoints/NAME, which need not be `path`.
+    return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
+
+
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
     """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file."""
     path = Path(path)
     if not path.is_dir():
-        hint = f" (to fetch it: minigpt download {path.name})" if path.name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") else ""
-        raise FileNotFoundError(f"checkpoint directory {path} does not exist{hint}")
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")
+    if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
+        raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
     dtype, device = _resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
@@ -128,12 +137,19 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         if t.shape != expected[key]:
             raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)} (after transposing Conv1D weights), "
                              f"but this config expects {tuple(expected[key])}")
+        if not t.is_floating_point():
+            raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
         state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
     wte = state["transformer.wte.weight"]
+    # dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm among float16
+    # weights); the model computes in one, so the odd ones out take the embeddings' (the bulk of them).
+    for key, t in state.items():
+        if t.dtype != wte.dtype:
+            state[key] = t.to(wte.dtype)
     if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 

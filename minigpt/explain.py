@@ -77,8 +77,10 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
             mark = "→" if cand == token else " "
             row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
             print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
+        if token == model.config.eos_token_id:
+            break  # the table shows it; the text ends silently, as generate's does
         new.append(token)
-        if token == model.config.eos_token_id or step + 1 == steps:
+        if step + 1 == steps:
             break
         ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
         key_valid = torch.ones(1, ids.size(1), dtype=torch.bool, device=ids.device)

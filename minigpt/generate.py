@@ -35,6 +35,7 @@ from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     _filter,
     check_penalties,
+    check_rows,
     check_sampling_params,
     draw,
     exponential_noise,
@@ -147,15 +148,24 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
 
 def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: int):
     """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
+    # Float ids would be truncated without a word (1.7 → token 1). An empty torch.tensor([]) is float: allowed.
+    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel():
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
+        attention_mask = attention_mask if attention_mask is None else attention_mask.reshape(1, -1)
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
     device = model.transformer.wte.weight.device
     input_ids = input_ids.to(device=device, dtype=torch.long)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.reshape(input_ids.shape).to(device=device, dtype=torch.long)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
+                         f"{tuple(input_ids.shape)}: they must match")
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
     if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
         input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
         attention_mask = torch.ones_like(input_ids)
@@ -310,6 +320,7 @@ def stream(
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
+    check_rows(input_ids.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, **penalties)
     if num_beams > 1:
         if do_sample or stop or streamer is not None:
             raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
@@ -432,6 +443,10 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
     """
+    for name in ("num_beams", "num_return_sequences"):  # beams are chosen only at the end; n samples are n texts
+        if kwargs.get(name, 1) > 1:
+            raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
+                             f"supported: use generate({name}=...) and decode its rows")
     ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
     stops = stop_list(kwargs.get("stop"))
     eos = kwargs.get("eos_token_id")
@@ -502,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from minigpt.checkpoint import download_hint
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
@@ -509,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     for needed in (model_dir, model_dir / "config.json"):
         if not needed.exists():
             print(f"minigpt generate: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
-                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt", file=sys.stderr)
+                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt"
+                  + download_hint(model_dir), file=sys.stderr)
             return 2
     try:
         prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
@@ -523,7 +540,10 @@ def main(argv: list[str] | None = None) -> int:
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")
         budget = model.config.n_positions + 1 - args.max_new_tokens
-        if args.truncate_left and budget > 0 and len(ids) > budget:
+        if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
+                             f"context n_positions={model.config.n_positions}: generate at most that many tokens")
+        if args.truncate_left and len(ids) > budget:
             # The model gets the kept ids themselves: their text would not always re-encode to as
             # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
             ids = ids[-budget:]
@@ -536,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                 from minigpt.explain import explain  # imported here: explain.py builds on this module
 
                 ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
-                                                   ("--min-new-tokens", args.min_new_tokens > 0)) if used]
+                                                   ("--min-new-tokens", args.min_new_tokens > 0),
+                                                   ("--stats", args.stats)) if used]
                 if ignored:
                     raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
                 text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)

@@ -71,6 +71,14 @@ def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0
     _check("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
 
 
+def check_rows(batch_size: int, **params: Param) -> None:
+    """Raise ValueError for a per-row tensor parameter that does not hold one value per row."""
+    for name, value in params.items():
+        if isinstance(value, torch.Tensor) and value.numel() != batch_size:
+            raise ValueError(f"{name} has {value.numel()} values (shape {tuple(value.shape)}); a tensor "
+                             f"parameter holds one per prompt (row of logits): {batch_size}")
+
+
 # ---- penalties --------------------------------------------------------------------------------
 
 
@@ -269,6 +277,7 @@ def sample(
     is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
     """
     check_sampling_params(temperature, top_k, top_p, min_p)
+    check_rows(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator to sample(), not both")
     if seed is not None:

@@ -190,6 +190,24 @@ def test_wrong_shape_names_tensor_and_both_shapes(tmp_path, hf_dir):
     assert "transformer.wpe.weight" in msg and "(10, 32)" in msg and "(64, 32)" in msg
 
 
+def test_mixed_dtypes_load_as_one_and_integer_weights_are_named(tmp_path, hf_dir, reference):
+    """dtype=None keeps the stored dtype: with a float16 tensor among float32 ones the model
+    must still be one dtype (mixed, its first matmul failed: 'expected ... Float but found Half')."""
+    def half_ln(s):
+        return s | {"transformer.h.1.ln_2.bias": s["transformer.h.1.ln_2.bias"].half()}
+
+    model = GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "mixed", half_ln))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with torch.no_grad():
+        assert torch.allclose(model(IDX)[0], reference, atol=1e-3)
+
+    def int_ln(s):
+        return s | {"transformer.h.1.ln_2.bias": s["transformer.h.1.ln_2.bias"].long()}
+
+    with pytest.raises(ValueError, match="tensor 'transformer.h.1.ln_2.bias' has dtype torch.int64"):
+        GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "int", int_ln))
+
+
 def test_config_of_another_size_gives_shape_error(tmp_path, hf_dir):
     edited_copy(hf_dir, tmp_path, lambda s: s)
     cfg = json.loads((tmp_path / "config.json").read_text()) | {"n_embd": 64}
@@ -232,8 +250,18 @@ def test_config_json_that_is_not_json(tmp_path):
 def test_path_that_does_not_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         GPT.from_pretrained(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="minigpt download gpt2-xl"):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"minigpt download gpt2-xl --out {tmp_path / 'gpt2-xl'}")):
         GPT.from_pretrained(tmp_path / "gpt2-xl")
+
+
+def test_shipped_gpt2_directory_without_weights_says_how_to_get_them():
+    """checkpoints/gpt2 ships GPT-2's tokenizer files but not its weights: README's first
+    `GPT.from_pretrained("checkpoints/gpt2")` must say how to fetch them, into that directory."""
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+    if (shipped / "config.json").exists():
+        pytest.skip("GPT-2's weights were downloaded here")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"minigpt download gpt2 --out {shipped}")):
+        GPT.from_pretrained(shipped)
 
 
 def test_unknown_or_missing_device_is_named(hf_dir):

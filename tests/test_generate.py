@@ -145,6 +145,20 @@ def test_beam_search_equals_transformers(pair, early_stopping):
 
 
 @torch.no_grad()
+def test_beam_search_takes_one_penalty_per_prompt(pair):
+    """A (B,) penalty tensor is one value per prompt, as in sampling; beam search runs B·K rows,
+    so each prompt's value must follow it to its K beams."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = {"max_new_tokens": 6, "num_beams": 3, "eos_token_id": []}
+    per_prompt = {"repetition_penalty": torch.tensor([1.0, 1.5, 2.0]), "presence_penalty": torch.tensor([0.0, 1.0, 2.0])}
+    batched = generate(model, ids, mask, **kw, **per_prompt)
+    for b in range(len(PROMPTS)):
+        alone = generate(model, ids[b:b + 1], mask[b:b + 1], **kw, **{k: float(v[b]) for k, v in per_prompt.items()})
+        assert torch.equal(batched[b:b + 1], alone)
+
+
+@torch.no_grad()
 def test_per_row_eos_pads_and_loop_ends_when_all_finished(pair):
     model, _ = pair
     ids, mask = left_padded(PROMPTS)
@@ -193,6 +207,15 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
     pieces = list(stream_text(model, tok, prompt, max_new_tokens=15, eos_token_id=[], stop=[stop]))
     assert "".join(pieces) == text[:text.find(stop)]
     assert all(stop[0] not in p or stop not in p for p in pieces)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True}])
+def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
+    """Beam search picks its text only at the end, and stream_text streams one sequence: both
+    yielded '' (or row 0 only) without a word."""
+    model, _ = pair
+    with pytest.raises(ValueError, match="stream_text streams one sequence"):
+        list(stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs))
 
 
 @torch.no_grad()
@@ -292,6 +315,8 @@ def test_stats_are_filled(pair):
     (dict(max_new_tokens=-5), "max_new_tokens must be ≥ 1, got -5"),  # not a min_new_tokens range naming -5
     (dict(input_ids=torch.tensor([[5, 300, 7]])), r"vocab_size=300\), got token id 300"),
     (dict(input_ids=torch.tensor([[5, 7], [-1, 7]]), num_beams=2), r"vocab_size=300\), got token id -1"),
+    ({"do_sample": True, "top_k": torch.tensor([5, 7])}, r"top_k has 2 values.* one per prompt \(row of logits\): 1"),
+    ({"num_beams": 2, "repetition_penalty": torch.tensor([1.5, 1.2])}, r"repetition_penalty has 2 values.* 1"),
 ])
 def test_bad_arguments_raise(pair, kwargs, match):
     model, _ = pair
@@ -303,6 +328,10 @@ def test_bad_arguments_raise(pair, kwargs, match):
 
 def test_right_padding_and_nan_logits_raise(pair):
     model, _ = pair
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\), but input_ids has \(1, 3\)"):
+        generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1]]), max_new_tokens=2)
+    with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.float32"):
+        generate(model, torch.tensor([[1.7, 2.0]]), max_new_tokens=2)  # not silently token 1
     with pytest.raises(ValueError, match="left-padded"):
         generate(model, torch.tensor([[1, 2, 0]]), torch.tensor([[1, 1, 0]]), max_new_tokens=2)
     broken, _ = sharpened_pair(tiny_config())
@@ -376,6 +405,19 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+@torch.no_grad()
+def test_explain_text_ends_silently_at_eos_as_generate_does():
+    """The text --explain prints after its tables is the text generate prints: EOS ends it, unshown."""
+    from minigpt.explain import explain
+
+    model, _ = sharpened_pair(tiny_config())
+    ids = torch.tensor([PROMPTS[0]])
+    free = generate(model, ids, max_new_tokens=3, eos_token_id=[])[0, ids.size(1):].tolist()
+    model.config.eos_token_id = free[2]  # greedy makes EOS at step 2
+    shown = explain(model, ByteTokenizer(), PROMPTS[0], steps=3, temperature=0, out=io.StringIO())
+    assert shown == ByteTokenizer().decode(free[:2])
+
+
 def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
     from minigpt.generate import main
 
@@ -396,16 +438,25 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
+    (tmp_path / "gpt2").mkdir()  # as the shipped checkpoints/gpt2: tokenizer files, no weights
+    assert main(["--model", str(tmp_path / "gpt2"), "--prompt", "x"]) == 2
+    assert f"minigpt download gpt2 --out {tmp_path / 'gpt2'}" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
     assert "--prompt-file" in (err := capsys.readouterr().err) and "missing.txt" in err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500"]) == 2
     assert "n_positions=128" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "129", "--truncate-left"]) == 2
+    assert "--max-new-tokens 129 leaves no room for a prompt" in capsys.readouterr().err  # not "use --truncate-left"
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "128",
+                 "--truncate-left", "--temperature", "0"]) == 0  # the last prompt token, then 128 new ones
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--top-k", "5", "--top-p", "0.9"]) == 2
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--explain", "--stats"]) == 2  # not silently without its stats
+    assert "it does not take --stats" in capsys.readouterr().err
 
 
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):

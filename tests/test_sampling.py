@@ -130,6 +130,11 @@ def test_out_of_range_parameters_raise(kwargs, name):
         sample(random_logits(0, B=2), **kwargs)
 
 
+def test_per_row_tensor_of_the_wrong_length_is_named():
+    with pytest.raises(ValueError, match=r"temperature has 3 values \(shape \(3,\)\).*: 2"):
+        sample(random_logits(0, B=2), temperature=torch.tensor([1.0, 0.5, 0.7]))
+
+
 @pytest.mark.parametrize("kwargs, name", [(dict(repetition_penalty=0.0), "repetition_penalty"),
                                           (dict(repetition_penalty=float("inf")), "repetition_penalty"),
                                           (dict(repetition_penalty=float("nan")), "repetition_penalty"),

@@ -21,6 +21,7 @@ the context (they raise; the CLI's --truncate-left keeps the prompt's last token
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import sys
 import time
@@ -34,6 +35,7 @@ import torch
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     _filter,
+    check_backend,
     check_penalties,
     check_rows,
     check_sampling_params,
@@ -214,8 +216,11 @@ class GenerationStats:
     peak_memory_bytes: int = 0
 
     def __str__(self) -> str:
+        # One new token is all prefill: no decode step ran, so there is no TPOT to report.
+        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tokens_per_s
+                  else "TPOT - (no decode step)")
         return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
-                f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s | "
+                f"{decode} | "
                 f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
 
 
@@ -310,8 +315,16 @@ def stream(
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
+    given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
+        ([("pad_token_id", pad_token_id)] if pad_token_id is not None else [])
+    for name, token in given:  # (the config's own ids are not checked: a small test vocabulary keeps GPT-2's)
+        if not 0 <= token < cfg.vocab_size:
+            raise ValueError(f"{name} {token} is not a token id of this model: ids are 0 .. {cfg.vocab_size - 1}")
     if num_beams < 1:
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
+    if not math.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
     if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
@@ -424,7 +437,7 @@ def stream(
     if not return_stats:
         return out
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,
-                            tpot_s=(t_end - t_first) / max(step, 1), kv_cache_bytes=cache.memory_bytes(),
+                            tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=cache.memory_bytes(),
                             peak_memory_bytes=_peak_memory(device))
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
     return out, stats
@@ -557,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
                                                    ("--min-new-tokens", args.min_new_tokens > 0),
-                                                   ("--stats", args.stats)) if used]
+                                                   ("--stats", args.stats), ("--compile", args.compile),
+                                                   ("--sampler", args.sampler != "auto")) if used]
                 if ignored:
                     raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
                 text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
@@ -567,12 +581,17 @@ def main(argv: list[str] | None = None) -> int:
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
                           num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
+            if args.num_beams == 1 and args.length_penalty != 1.0:
+                raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
             if args.num_beams > 1:
                 filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1),
                                                  ("--min-p", args.min_p)) if on]
                 if filters:
                     raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
                                      "would do nothing: drop them or --num-beams")
+                if args.stream:  # the best beam is known only at the end
+                    raise ValueError("beam search picks its best beam only at the end, so there is nothing to "
+                                     "--stream: drop one of them")
                 for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
                     kwargs.pop(name)
                 out, stats = generate(model, torch.tensor([ids], dtype=torch.long), **kwargs)

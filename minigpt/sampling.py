@@ -59,7 +59,8 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
     _check("top_k", top_k, lambda k: k >= 0, "[0, inf) (0 means off)")
     _check("top_p", top_p, lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)")
     _check("min_p", min_p, lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)")
-    if isinstance(top_k, float) and not top_k.is_integer():
+    if isinstance(top_k, float) and not top_k.is_integer() or \
+            isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
         raise ValueError(f"top_k must be an integer, got {top_k}")
 
 
@@ -232,10 +233,14 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
     return drawn
 
 
+def check_backend(backend: str, name: str = "backend") -> None:
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"{name} must be 'auto', 'torch' or 'triton', got {backend!r}")
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks."""
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    check_backend(backend)
     kernel_there = importlib.util.find_spec("triton") is not None and \
         importlib.util.find_spec("minigpt.kernels.sampling") is not None
     if backend == "auto":

@@ -301,6 +301,8 @@ def test_stats_are_filled(pair):
     assert stats.kv_cache_bytes == 2 * c.n_layer * 3 * 64 * c.n_embd * 4  # 7 + 8 tokens → one 64-slot bucket
     _, beams = generate(model, ids, mask, max_new_tokens=8, eos_token_id=[], num_beams=4, return_stats=True)
     assert beams.new_tokens == 3 * 8  # per prompt, not per beam: beams are candidates, not output
+    _, one = generate(model, ids, mask, max_new_tokens=1, return_stats=True)  # prefill only: no decode step
+    assert one.tpot_s == one.tokens_per_s == 0 and "TPOT - (no decode step)" in str(one)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -317,6 +319,11 @@ def test_stats_are_filled(pair):
     (dict(input_ids=torch.tensor([[5, 7], [-1, 7]]), num_beams=2), r"vocab_size=300\), got token id -1"),
     ({"do_sample": True, "top_k": torch.tensor([5, 7])}, r"top_k has 2 values.* one per prompt \(row of logits\): 1"),
     ({"num_beams": 2, "repetition_penalty": torch.tensor([1.5, 1.2])}, r"repetition_penalty has 2 values.* 1"),
+    ({"sampler": "trition"}, "sampler must be 'auto', 'torch' or 'triton', got 'trition'"),  # greedy, yet checked
+    ({"pad_token_id": -5}, r"pad_token_id -5 is not a token id of this model: ids are 0 \.\. 299"),
+    ({"eos_token_id": [3, 300]}, "eos_token_id 300 is not a token id"),
+    ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
+    ({"do_sample": True, "top_k": torch.tensor([2.5])}, "top_k must be an integer"),  # not silently 2
 ])
 def test_bad_arguments_raise(pair, kwargs, match):
     model, _ = pair
@@ -457,6 +464,12 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--stats"]) == 2  # not silently without its stats
     assert "it does not take --stats" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--explain", "--compile", "--sampler", "torch"]) == 2
+    assert "it does not take --compile, --sampler" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--stream"]) == 2
+    assert "nothing to --stream" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--length-penalty", "2"]) == 2  # not silently without beams
+    assert "--length-penalty scores finished beams: it needs --num-beams > 1" in capsys.readouterr().err
 
 
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):

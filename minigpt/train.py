@@ -630,9 +630,12 @@ def train_loop(
                     if rt.is_main:
                         save_fn(raw, out / "best")
                         atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-                checkpoint(step)
+                # Logged before the checkpoint: a crash between the two then resumes from the
+                # previous checkpoint and writes the record again; the other order would lose it.
                 if rt.is_main:
                     _log(out, record)
+                checkpoint(step)
+                if rt.is_main:
                     plot_log(out)
                 last_saved = step
             elif stop:

@@ -184,6 +184,26 @@ def test_resume_drops_a_torn_last_log_record(tmp_path):
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
+def test_a_crash_right_after_a_checkpoint_keeps_its_evaluation_in_the_log(tmp_path, monkeypatch):
+    """Killed just after the step-6 checkpoint is saved: resume starts after step 6, so the
+    evaluation of step 6 must already be in log.jsonl (it is never written again)."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    real_save = train.save_checkpoint
+
+    def save_then_die(out, raw, save_fn, optimizer, scaler, step, *args):
+        real_save(out, raw, save_fn, optimizer, scaler, step, *args)
+        raise SystemExit("killed")  # as kill -9 right after the state's rename
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(SystemExit):
+        pretrain(tiny_cfg(data, out))
+    monkeypatch.undo()
+    pretrain(tiny_cfg(data, out, resume=True))
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
+
+
 def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
     """`--resume` alone restores every setting of the saved run (shape, batch, schedule, ...);
     a flag given again overrides its saved value: here --max-iters, to go on from 4 to 8 steps.

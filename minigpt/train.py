@@ -700,6 +700,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:
     """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
+    check_out_dir(cfg)  # first: a bare --resume with no saved run has no --data either, and that is the real problem
     if not cfg.data:
         raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)

@@ -225,9 +225,12 @@ def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_resume_without_a_run_is_an_error(tmp_path):
+def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no training_state.pt"):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
+    # A bare --resume (the saved run would supply --data) says that there is no run, not that --data is missing.
+    assert train.main(["--out", str(tmp_path / "out"), "--resume"]) == 2
+    assert "--resume: no training_state.pt in" in capsys.readouterr().err
 
 
 def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):

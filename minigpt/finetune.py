@@ -423,12 +423,15 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     memory, memory_kind = peak_memory()
+    # The last value of each figure from the log, not from `metrics`: a --resume that finds the run
+    # already at max_iters (killed before this summary was written) runs no step and has none.
+    last = {k: v for r in records for k, v in r.items()}
     result = {
         "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
         "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
-        **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in metrics},  # the last evaluation
+        **{k: last[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in last},  # the last evaluation
         **best_evaluations(records),
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")

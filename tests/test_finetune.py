@@ -226,7 +226,7 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path)
 
 
 def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
-    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4")
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4", "--log-interval", "2")
     assert _run(base, tmp_path / "straight", *args) == 0
     assert _run(base, tmp_path / "resumed", *args, "--max-iters", "2") == 0  # stops at step 2 ...
     assert _run(base, tmp_path / "resumed", *args, "--resume") == 0  # ... and continues to 4
@@ -235,6 +235,14 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
     assert any("lora_A" in k for k in a["model"]), "the training state keeps the unmerged adapters"
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    # Killed after the last checkpoint but before the summary was written: --resume has no step
+    # left to run, and still writes the summary of the whole run, the last evaluation included.
+    straight = json.loads((tmp_path / "straight" / "finetune_summary.json").read_text())
+    (tmp_path / "resumed" / "finetune_summary.json").unlink()
+    assert _run(base, tmp_path / "resumed", *args, "--resume") == 0
+    resumed = json.loads((tmp_path / "resumed" / "finetune_summary.json").read_text())
+    for key in ("steps", "loss", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy"):
+        assert resumed.get(key) == straight[key], key
 
 
 def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, capsys):

@@ -373,8 +373,14 @@ def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtim
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
-    raw_model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as e:  # a shape flag given again, other LoRA targets, other trainable weights
+        detail = str(e).strip().splitlines()[-1].strip()[:200]
+        raise ValueError(f"{out / STATE_FILE} was saved from another model or other trainable parameters than these settings "
+                         f"build ({detail}); settings changed from the saved run (saved, now): {changed}. Drop the flags "
+                         "that change the model, or start a new run with another --out") from None
     scaler.load_state_dict(state["scaler"])
     return state["step"], state["best_val_loss"]
 

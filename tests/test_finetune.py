@@ -225,7 +225,7 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path)
     assert diff < 1e-5
 
 
-def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
+def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4", "--log-interval", "2")
     assert _run(base, tmp_path / "straight", *args) == 0
     assert _run(base, tmp_path / "resumed", *args, "--max-iters", "2") == 0  # stops at step 2 ...
@@ -243,6 +243,9 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
     resumed = json.loads((tmp_path / "resumed" / "finetune_summary.json").read_text())
     for key in ("steps", "loss", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy"):
         assert resumed.get(key) == straight[key], key
+    # Adapters of another rank do not fit the saved ones: one line naming the changed setting.
+    assert _run(base, tmp_path / "resumed", *args, "--resume", "--max-iters", "6", "--lora-rank", "4") == 2
+    assert "'lora_rank': (8, 4)" in capsys.readouterr().err
 
 
 def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, capsys):

@@ -233,6 +233,16 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     assert "--resume: no training_state.pt in" in capsys.readouterr().err
 
 
+def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, capsys):
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=3))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--n-layer", "3", "--max-iters", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "training_state.pt was saved from another model" in err and "'n_layer': (2, 3)" in err and "Traceback" not in err
+    assert final_state(out)["step"] == 3
+
+
 def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     out.mkdir()

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"minigpt prepare: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")

@@ -742,7 +742,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
 
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
-    (the loss diverged), 2 (bad input: one line on stderr, no traceback) or 130 (Ctrl-C, after the
+    (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no traceback) or 130 (Ctrl-C, after the
     loop has saved); the process group closed on every path; the result as one JSON line on
     stdout, from rank 0 only."""
     try:
@@ -752,7 +752,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     except TrainingDiverged as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     finally:

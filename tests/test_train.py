@@ -243,6 +243,16 @@ def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, caps
     assert final_state(out)["step"] == 3
 
 
+def test_an_out_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
+    """Read-only, or below a file: the OSError names the path, on one line (as root, whom a
+    read-only mode does not stop, a file in the way stands in for it)."""
+    data = make_data(tmp_path / "data")
+    (tmp_path / "file").write_text("")
+    assert train.main(["--data", str(data), "--out", str(tmp_path / "file" / "out"), "--max-iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"Not a directory: '{tmp_path / 'file' / 'out'}'" in err and "Traceback" not in err
+
+
 def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     out.mkdir()

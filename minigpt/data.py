@@ -48,6 +48,16 @@ _SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
+    (Python's own error gives only the byte and its position)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
+                         "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
     """Cut text into ~chunk_chars pieces at safe points (see _SAFE_CUT); "".join gives it back."""
     chunks, start = [], 0
@@ -123,7 +133,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     ):
         files = {"train": f_train, "val": f_val}
         for p in paths:
-            text = p.read_text(encoding="utf-8")
+            text = read_text(p)
             if not text:
                 raise ValueError(f"input file {p} is empty")
             cut = _cut_point(text, val_fraction)

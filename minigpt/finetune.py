@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import atomic_write_text
-from minigpt.data import load_tokens, prepare, read_meta, sample_batch
+from minigpt.data import load_tokens, prepare, read_meta, read_text, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.train import (Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config, read_log,
@@ -147,7 +147,7 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
         raise FileNotFoundError(f"TSV file {path} does not exist")
     texts, labels = [], []
     first = True
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         is_first, first = first, False

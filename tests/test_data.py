@@ -90,6 +90,9 @@ def test_prepare_bad_input(tok, tmp_path):
     with pytest.raises(ValueError, match="empty.txt is empty"):
         prepare([tmp_path / "empty.txt"], tok, tmp_path / "d")
     assert list((tmp_path / "d").iterdir()) == []  # no train.bin.tmp, val.bin.tmp or val.txt.tmp left behind
+    (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 3"):
+        prepare([tmp_path / "latin1.txt"], tok, tmp_path / "d")
 
 
 def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):

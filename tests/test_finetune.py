@@ -153,6 +153,12 @@ def test_read_tsv_rejects_bad_files(tmp_path, content, message):
         read_tsv(tmp_path / "missing.tsv")
 
 
+def test_read_tsv_names_a_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "latin1.tsv").write_bytes("très bien\t1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.tsv is not UTF-8 text: byte 0xe8 at offset 2"):
+        read_tsv(tmp_path / "latin1.tsv")
+
+
 # ---- `minigpt finetune` end to end, on a tiny model with a tiny trained tokenizer ----------------
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n" * 40

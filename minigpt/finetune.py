@@ -322,7 +322,10 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     data_dir = Path(cfg.out) / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
     # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
-    if rt.is_main and not (cfg.resume and (data_dir / "meta.json").exists()):
+    # A resumed run reuses its tokens, unless --data now names another file (a flag given with
+    # --resume overrides the saved one, so the new text is tokenized, not silently ignored).
+    prepared = cfg.resume and (data_dir / "meta.json").exists() and read_meta(data_dir).get("sources") == [str(Path(cfg.data))]
+    if rt.is_main and not prepared:
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
     if rt.world > 1:
         dist.barrier()

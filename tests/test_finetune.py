@@ -265,6 +265,17 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
 
 
+def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):
+    """--data given again with --resume overrides the saved one, as every flag does: the lm task
+    tokenizes the new text instead of going on with the old tokens in OUT_DIR/data."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume") == 0
+    assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(tmp_path / "other.txt")]
+    assert "Something else" in (out / "data" / "val.txt").read_text()
+
+
 @pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])
 def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     """torchrun with 2 gloo processes and grad_accum=4 ends where one process with grad_accum=4

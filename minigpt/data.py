@@ -41,6 +41,16 @@ CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against voc
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
+    (Python's own error gives only the byte and its position)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
+                         "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
     """Yield (chunk, ids) for each ~chunk_chars piece of text, cut where the cut cannot change the
     ids (minigpt.tokenizer.safe_pieces): the ids joined are tokenizer.encode(text) with special
@@ -106,7 +116,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     ):
         files = {"train": f_train, "val": f_val}
         for p in paths:
-            text = p.read_text(encoding="utf-8")
+            text = read_text(p)
             if not text:
                 raise ValueError(f"input file {p} is empty")
             cut = _cut_point(text, val_fraction)
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"minigpt prepare: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")

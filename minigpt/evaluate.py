@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
-    from minigpt.data import encode_text
+    from minigpt.data import encode_text, read_text
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.file)
         if not path.is_file():
             raise FileNotFoundError(f"text file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         model = GPT.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)

@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import atomic_write_text
-from minigpt.data import load_tokens, prepare, read_meta, sample_batch
+from minigpt.data import load_tokens, prepare, read_meta, read_text, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.train import (Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config, read_log,
@@ -147,7 +147,7 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
         raise FileNotFoundError(f"TSV file {path} does not exist")
     texts, labels = [], []
     first = True
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         is_first, first = first, False
@@ -322,7 +322,10 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     data_dir = Path(cfg.out) / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
     # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
-    if rt.is_main and not (cfg.resume and (data_dir / "meta.json").exists()):
+    # A resumed run reuses its tokens, unless --data now names another file (a flag given with
+    # --resume overrides the saved one, so the new text is tokenized, not silently ignored).
+    prepared = cfg.resume and (data_dir / "meta.json").exists() and read_meta(data_dir).get("sources") == [str(Path(cfg.data))]
+    if rt.is_main and not prepared:
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
     if rt.world > 1:
         dist.barrier()
@@ -423,12 +426,15 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     memory, memory_kind = peak_memory()
+    # The last value of each figure from the log, not from `metrics`: a --resume that finds the run
+    # already at max_iters (killed before this summary was written) runs no step and has none.
+    last = {k: v for r in records for k, v in r.items()}
     result = {
         "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
         "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
-        **{k: metrics[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in metrics},  # the last evaluation
+        **{k: last[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in last},  # the last evaluation
         **best_evaluations(records),
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")

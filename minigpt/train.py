@@ -373,8 +373,14 @@ def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtim
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
-    raw_model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as e:  # a shape flag given again, other LoRA targets, other trainable weights
+        detail = str(e).strip().splitlines()[-1].strip()[:200]
+        raise ValueError(f"{out / STATE_FILE} was saved from another model or other trainable parameters than these settings "
+                         f"build ({detail}); settings changed from the saved run (saved, now): {changed}. Drop the flags "
+                         "that change the model, or start a new run with another --out") from None
     scaler.load_state_dict(state["scaler"])
     return state["step"], state["best_val_loss"]
 
@@ -630,9 +636,12 @@ def train_loop(
                     if rt.is_main:
                         save_fn(raw, out / "best")
                         atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-                checkpoint(step)
+                # Logged before the checkpoint: a crash between the two then resumes from the
+                # previous checkpoint and writes the record again; the other order would lose it.
                 if rt.is_main:
                     _log(out, record)
+                checkpoint(step)
+                if rt.is_main:
                     plot_log(out)
                 last_saved = step
             elif stop:
@@ -697,6 +706,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:
     """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
+    check_out_dir(cfg)  # first: a bare --resume with no saved run has no --data either, and that is the real problem
     if not cfg.data:
         raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)
@@ -732,7 +742,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
 
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
-    (the loss diverged), 2 (bad input: one line on stderr, no traceback) or 130 (Ctrl-C, after the
+    (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no traceback) or 130 (Ctrl-C, after the
     loop has saved); the process group closed on every path; the result as one JSON line on
     stdout, from rank 0 only."""
     try:
@@ -742,7 +752,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     except TrainingDiverged as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -80,6 +80,10 @@ def test_prepare_cli(tmp_path, capsys):
     assert load_tokens(tmp_path / "d" / "train.bin", 50257).max() < 50257
     assert main([str(tmp_path / "nope.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
     assert "nope.txt does not exist" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")  # --out below a file: no directory can be made there
+    assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "file" / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "Not a directory" in err and "Traceback" not in err
 
 
 def test_prepare_bad_input(tok, tmp_path):
@@ -87,6 +91,9 @@ def test_prepare_bad_input(tok, tmp_path):
     with pytest.raises(ValueError, match="empty.txt is empty"):
         prepare([tmp_path / "empty.txt"], tok, tmp_path / "d")
     assert list((tmp_path / "d").iterdir()) == []  # no train.bin.tmp, val.bin.tmp or val.txt.tmp left behind
+    (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 3"):
+        prepare([tmp_path / "latin1.txt"], tok, tmp_path / "d")
 
 
 def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):

@@ -153,6 +153,12 @@ def test_read_tsv_rejects_bad_files(tmp_path, content, message):
         read_tsv(tmp_path / "missing.tsv")
 
 
+def test_read_tsv_names_a_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "latin1.tsv").write_bytes("très bien\t1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.tsv is not UTF-8 text: byte 0xe8 at offset 2"):
+        read_tsv(tmp_path / "latin1.tsv")
+
+
 # ---- `minigpt finetune` end to end, on a tiny model with a tiny trained tokenizer ----------------
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n" * 40
@@ -225,8 +231,8 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path)
     assert diff < 1e-5
 
 
-def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
-    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4")
+def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4", "--log-interval", "2")
     assert _run(base, tmp_path / "straight", *args) == 0
     assert _run(base, tmp_path / "resumed", *args, "--max-iters", "2") == 0  # stops at step 2 ...
     assert _run(base, tmp_path / "resumed", *args, "--resume") == 0  # ... and continues to 4
@@ -235,6 +241,17 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path):
     assert any("lora_A" in k for k in a["model"]), "the training state keeps the unmerged adapters"
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    # Killed after the last checkpoint but before the summary was written: --resume has no step
+    # left to run, and still writes the summary of the whole run, the last evaluation included.
+    straight = json.loads((tmp_path / "straight" / "finetune_summary.json").read_text())
+    (tmp_path / "resumed" / "finetune_summary.json").unlink()
+    assert _run(base, tmp_path / "resumed", *args, "--resume") == 0
+    resumed = json.loads((tmp_path / "resumed" / "finetune_summary.json").read_text())
+    for key in ("steps", "loss", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy"):
+        assert resumed.get(key) == straight[key], key
+    # Adapters of another rank do not fit the saved ones: one line naming the changed setting.
+    assert _run(base, tmp_path / "resumed", *args, "--resume", "--max-iters", "6", "--lora-rank", "4") == 2
+    assert "'lora_rank': (8, 4)" in capsys.readouterr().err
 
 
 def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, capsys):
@@ -246,6 +263,17 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--strategy", "full") == 2
     assert f"{out} already holds a checkpoint or a run (training_state.pt, log.jsonl" in capsys.readouterr().err
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
+
+
+def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):
+    """--data given again with --resume overrides the saved one, as every flag does: the lm task
+    tokenizes the new text instead of going on with the old tokens in OUT_DIR/data."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume") == 0
+    assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(tmp_path / "other.txt")]
+    assert "Something else" in (out / "data" / "val.txt").read_text()
 
 
 @pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])

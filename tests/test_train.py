@@ -184,6 +184,26 @@ def test_resume_drops_a_torn_last_log_record(tmp_path):
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
+def test_a_crash_right_after_a_checkpoint_keeps_its_evaluation_in_the_log(tmp_path, monkeypatch):
+    """Killed just after the step-6 checkpoint is saved: resume starts after step 6, so the
+    evaluation of step 6 must already be in log.jsonl (it is never written again)."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    real_save = train.save_checkpoint
+
+    def save_then_die(out, raw, save_fn, optimizer, scaler, step, *args):
+        real_save(out, raw, save_fn, optimizer, scaler, step, *args)
+        raise SystemExit("killed")  # as kill -9 right after the state's rename
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(SystemExit):
+        pretrain(tiny_cfg(data, out))
+    monkeypatch.undo()
+    pretrain(tiny_cfg(data, out, resume=True))
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
+
+
 def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
     """`--resume` alone restores every setting of the saved run (shape, batch, schedule, ...);
     a flag given again overrides its saved value: here --max-iters, to go on from 4 to 8 steps.
@@ -205,9 +225,32 @@ def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_resume_without_a_run_is_an_error(tmp_path):
+def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no training_state.pt"):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
+    # A bare --resume (the saved run would supply --data) says that there is no run, not that --data is missing.
+    assert train.main(["--out", str(tmp_path / "out"), "--resume"]) == 2
+    assert "--resume: no training_state.pt in" in capsys.readouterr().err
+
+
+def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, capsys):
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=3))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--n-layer", "3", "--max-iters", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "training_state.pt was saved from another model" in err and "'n_layer': (2, 3)" in err and "Traceback" not in err
+    assert final_state(out)["step"] == 3
+
+
+def test_an_out_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
+    """Read-only, or below a file: the OSError names the path, on one line (as root, whom a
+    read-only mode does not stop, a file in the way stands in for it)."""
+    data = make_data(tmp_path / "data")
+    (tmp_path / "file").write_text("")
+    assert train.main(["--data", str(data), "--out", str(tmp_path / "file" / "out"), "--max-iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"Not a directory: '{tmp_path / 'file' / 'out'}'" in err and "Traceback" not in err
 
 
 def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):

@@ -1,7 +1,9 @@
 """GPTConfig: the handful of numbers that fix a GPT-2's shape.
 
 Where it sits: `GPTConfig` → `GPT(config)`. It reads and writes Hugging Face's `config.json`, so
-a checkpoint saved by minigpt opens in `transformers` and the other way round.
+a checkpoint saved by minigpt opens in `transformers` and the other way round. The small file
+helpers every reader and writer of the project shares live here too: `atomic_path` (a write is
+all or nothing), `atomic_write_text` and `read_text` (UTF-8, with an error that names the file).
 """
 from __future__ import annotations
 
@@ -153,6 +155,16 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
+    (Python's own error gives only the byte and its position)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
+                         "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

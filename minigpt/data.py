@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt.config import atomic_path, atomic_write_text
+from minigpt.config import atomic_path, atomic_write_text, read_text
 from minigpt.tokenizer import SAFE_CUT, Tokenizer, safe_pieces
 
 TOKEN_DTYPE = np.uint16
@@ -39,16 +39,6 @@ CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against voc
 
 
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
-
-
-def read_text(path: str | os.PathLike) -> str:
-    """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
-    (Python's own error gives only the byte and its position)."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
-                         "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
@@ -67,8 +57,6 @@ def _cut_point(text: str, val_fraction: float) -> int:
     """Where the validation part of one file starts: the first safe cut (minigpt.tokenizer.SAFE_CUT) at or after
     (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
     A text with no line break after that point is cut there, mid-line."""
-    if val_fraction == 0:
-        return len(text)
     target = int(len(text) * (1 - val_fraction))
     m = SAFE_CUT.search(text, target)
     return m.start() if m else target
@@ -85,8 +73,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     byte `minigpt eval` reports on it are over exactly the validation text, and nothing has to
     work out again where the cut fell.
     """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0 < val_fraction < 1:  # 0 would leave val.bin empty, and training evaluates on it
+        raise ValueError(f"val_fraction must be in (0, 1): training evaluates on the held-out part; got {val_fraction}")
     if tokenizer.vocab_size > MAX_VOCAB:
         raise ValueError(f"vocab_size {tokenizer.vocab_size} does not fit uint16 token files (max {MAX_VOCAB})")
     paths = [Path(p) for p in inputs]

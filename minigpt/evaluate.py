@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
-    from minigpt.data import encode_text, read_text
+    from minigpt.config import read_text
+    from minigpt.data import encode_text
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 

@@ -46,8 +46,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
-from minigpt.config import atomic_write_text
-from minigpt.data import load_tokens, prepare, read_meta, read_text, sample_batch
+from minigpt.config import atomic_write_text, read_text
+from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.train import (Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config, read_log,
@@ -213,7 +213,7 @@ class FinetuneConfig(TrainConfig):
     min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")
     warmup_iters: int = flag(20, "steps of linear warmup from 0 to lr")
     max_iters: int = flag(300, "optimizer steps in the whole run")
-    eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps (and at the end)")
+    eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from minigpt.config import read_text
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     _filter,
@@ -542,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                   + download_hint(model_dir), file=sys.stderr)
             return 2
     try:
-        prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
-    except (OSError, UnicodeDecodeError) as e:  # missing, a directory, unreadable, not UTF-8
+        prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8
         print(f"minigpt generate: cannot read --prompt-file: {e}", file=sys.stderr)
         return 2
     try:

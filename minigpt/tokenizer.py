@@ -40,6 +40,8 @@ from typing import Literal
 
 import regex
 
+from minigpt.config import read_text
+
 # GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
 
@@ -478,7 +480,7 @@ class Tokenizer:
             texts = [text_or_files]
         else:
             files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
-            texts = [Path(f).read_text(encoding="utf-8") for f in files]
+            texts = [read_text(f) for f in files]
         if specials:
             cut = regex.compile("|".join(regex.escape(s) for s in specials))
             texts = [part for text in texts for part in cut.split(text)]

@@ -102,7 +102,7 @@ class TrainConfig:
     beta2: float = flag(0.95, "AdamW beta2")
     grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
     # eval and logging
-    eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps (and at the end)")
+    eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
     eval_iters: int = flag(20, "val batches per evaluation")
     log_interval: int = flag(10, "write a log record every this many steps")
     # system
@@ -370,7 +370,9 @@ def read_state(path: Path, **load_kwargs) -> dict:
 
 def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
     state = read_state(out / STATE_FILE, map_location=rt.device)
-    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if k != "resume" and getattr(cfg, k, v) != v}
+    # (a run directory moved or copied elsewhere is the same run: --out is no setting)
+    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
+               if k not in ("resume", "out") and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
     try:
@@ -577,6 +579,9 @@ def train_loop(
             _truncate_log(out, step)
     if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
+            print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
+                  f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
     fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
     model = fwd
     if rt.world > 1:

@@ -105,8 +105,9 @@ def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):
     with pytest.raises(ValueError, match="empty.txt is empty"):
         prepare([tmp_path / "a.txt", tmp_path / "empty.txt"], tok, tmp_path / "d")
     assert {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()} == before
-    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
-        prepare([tmp_path / "empty.txt"], tok, tmp_path / "d", val_fraction=1.0)
+    for bad in (1.0, 0.0):  # 0 would write an empty val.bin, which training then cannot evaluate on
+        with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\): training evaluates on the held-out"):
+            prepare([tmp_path / "empty.txt"], tok, tmp_path / "d", val_fraction=bad)
 
     class Huge:
         vocab_size = 100_000

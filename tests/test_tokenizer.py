@@ -336,3 +336,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
         tokmod.main(["--vocab-size", "1000", "hi"])
     assert "--vocab-size and --out go with --train" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+
+
+def test_training_on_a_file_that_is_not_utf8_names_it(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 3"):
+        Tokenizer.train([tmp_path / "latin1.txt"], vocab_size=300)

@@ -214,15 +214,22 @@ def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
              "--warmup-iters", "2", "--lr-decay-iters", "8", "--eval-interval", "4", "--eval-iters", "2",
              "--log-interval", "2", "--device", "cpu", "--seed", "7"]
     assert train.main([*flags, "--max-iters", "8", "--out", str(tmp_path / "straight")]) == 0
-    assert train.main([*flags, "--max-iters", "4", "--out", str(tmp_path / "resumed")]) == 0
+    assert train.main([*flags, "--max-iters", "4", "--out", str(tmp_path / "first")]) == 0
+    (tmp_path / "first").rename(tmp_path / "resumed")  # a run moved elsewhere is the same run
     capsys.readouterr()
     assert train.main(["--out", str(tmp_path / "resumed"), "--resume", "--max-iters", "8"]) == 0
-    printed = capsys.readouterr()
-    assert "max_iters" in printed.out + printed.err and "block_size" not in printed.out + printed.err  # only what was given
+    printed = capsys.readouterr().out
+    assert "max_iters" in printed and "block_size" not in printed and "'out'" not in printed  # only what was given
     a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
     assert a["step"] == b["step"] == 8 and b["config"]["block_size"] == 16
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_a_warmup_longer_than_the_run_is_warned_about(tmp_path, capsys):
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=2))  # warmup_iters=3
+    assert "warning: warmup_iters (3) > max_iters (2): the learning rate only reaches 0.002 of --lr 0.003" \
+        in capsys.readouterr().out
 
 
 def test_resume_without_a_run_is_an_error(tmp_path, capsys):

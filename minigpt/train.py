@@ -310,8 +310,12 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 # ---- checkpoints --------------------------------------------------------------------------------
 
 
-def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg) -> None:
+def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg,
+                    log_partial: tuple[float, int] = (0.0, 0)) -> None:
     """The HF-layout files first, then the training state (which carries its own copy of the weights).
+
+    log_partial is (sum of train losses, steps) since the last log record: a run stopped between
+    two records resumes with them, so its next record averages the same steps as an unbroken run's.
 
     Each file is replaced atomically. A crash between the two leaves newer HF files beside an
     older state; resume reads weights *from the state*, so it still restarts consistently.
@@ -324,6 +328,7 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "step": step,  # also the data position: batches are drawn from (seed, step)
         "best_val_loss": best,
         "config": asdict(cfg),
+        "log_partial": list(log_partial),
     }
     with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
         torch.save(state, tmp)
@@ -368,7 +373,7 @@ def read_state(path: Path, **load_kwargs) -> dict:
     return state
 
 
-def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float]:
+def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float, tuple[float, int]]:
     state = read_state(out / STATE_FILE, map_location=rt.device)
     # (a run directory moved or copied elsewhere is the same run: --out is no setting)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
@@ -384,7 +389,8 @@ def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtim
                          f"build ({detail}); settings changed from the saved run (saved, now): {changed}. Drop the flags "
                          "that change the model, or start a new run with another --out") from None
     scaler.load_state_dict(state["scaler"])
-    return state["step"], state["best_val_loss"]
+    loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
+    return state["step"], state["best_val_loss"], (loss_sum, steps)
 
 
 # ---- logging ------------------------------------------------------------------------------------
@@ -571,10 +577,10 @@ def train_loop(
     raw = model.to(rt.device)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
-    step, best = 0, math.inf
+    step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)
     check_out_dir(cfg)
     if cfg.resume:
-        step, best = _restore(out, raw, optimizer, scaler, cfg, rt)
+        step, best, (loss_since, steps_since) = _restore(out, raw, optimizer, scaler, cfg, rt)
         if rt.is_main:
             _truncate_log(out, step)
     if rt.is_main:
@@ -592,11 +598,11 @@ def train_loop(
 
     def checkpoint(step: int) -> None:
         if rt.is_main:
-            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg)
+            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since))
 
     metrics: dict[str, float] = {"step": step}
     last_saved = step if cfg.resume else None
-    tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0  # since the last log record
+    tokens_since, time_since = 0, 0.0  # since the last log record (as are loss_since and steps_since)
     bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
     with StopSignal() as stop_signal, bar:
         model.train()

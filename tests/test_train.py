@@ -142,6 +142,11 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert log == sorted(log)  # no records duplicated by the restart
 
+    def losses(run: str) -> list:  # each record's train loss: the mean since the record before
+        records = map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
+        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in records]
+    assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
+
 
 def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
     """Without --resume, a run refuses an OUT_DIR holding a checkpoint or a run's files (it would

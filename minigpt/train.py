@@ -174,7 +174,8 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     add_config_flags(parser, cls)
     args = vars(parser.parse_args(argv))
     state = Path(args["out"]) / STATE_FILE
-    if args["resume"] and state.exists():  # (without a saved run, check_out_dir says so later)
+    if args["resume"]:
+        check_resumable(Path(args["out"]))  # first: a bare --resume lacks --data too, but that is not the problem
         typed = argparse.ArgumentParser(add_help=False)
         add_config_flags(typed, cls, defaults=False)
         given = vars(typed.parse_args(argv))
@@ -334,6 +335,11 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         torch.save(state, tmp)
 
 
+def check_resumable(out: Path) -> None:
+    if not (out / STATE_FILE).exists():
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+
+
 def check_out_dir(cfg: TrainConfig) -> None:
     """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
 
@@ -346,8 +352,7 @@ def check_out_dir(cfg: TrainConfig) -> None:
     """
     out = Path(cfg.out)
     if cfg.resume:
-        if not (out / STATE_FILE).exists():
-            raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+        check_resumable(out)
         return
     if cfg.init and out.resolve() == Path(cfg.init).resolve():
         raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "

@@ -243,6 +243,10 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     # A bare --resume (the saved run would supply --data) says that there is no run, not that --data is missing.
     assert train.main(["--out", str(tmp_path / "out"), "--resume"]) == 2
     assert "--resume: no training_state.pt in" in capsys.readouterr().err
+    from minigpt import finetune  # the same for fine-tuning, not "--init MODEL_DIR is required"
+
+    assert finetune.main(["--out", str(tmp_path / "out"), "--resume"]) == 2
+    assert "--resume: no training_state.pt in" in capsys.readouterr().err
 
 
 def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, capsys):

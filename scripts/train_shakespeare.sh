@@ -20,6 +20,10 @@ PY=${PYTHON:-python}
 VOCAB=${VOCAB:-4096} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} EMBD=${EMBD:-256}
 DROPOUT=${DROPOUT:-0.2} ITERS=${ITERS:-1000} LR=${LR:-1e-3}
 DEVICE=${DEVICE:-auto}
+if [ -n "$(ls -A "$WORK/run" 2>/dev/null)" ]; then  # `train` would refuse it, but only after the tokenizer and data
+  echo "train_shakespeare.sh: $WORK/run already holds a run; remove $WORK or set WORK=another/dir" >&2
+  exit 2
+fi
 
 $PY -m minigpt.cli tokenize --train "$TEXT" --vocab-size "$VOCAB" --out "$WORK/tokenizer"
 $PY -m minigpt.cli prepare "$TEXT" --tokenizer "$WORK/tokenizer" --out "$WORK/data" --val-fraction 0.1

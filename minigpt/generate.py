@@ -178,10 +178,13 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
         input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = bos, 1
     # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
     # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
-    lo, hi = torch.stack(input_ids.aminmax()).tolist()
+    # A mask value other than 0/1 would shift the positions, which count the mask's ones.
+    lo, hi, mask_lo, mask_hi = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax()]).tolist()
     if lo < 0 or hi >= model.config.vocab_size:
         raise ValueError(f"input_ids must be in [0, vocab_size={model.config.vocab_size}), got token id "
                          f"{lo if lo < 0 else hi}")
+    if mask_lo < 0 or mask_hi > 1:
+        raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {mask_lo if mask_lo < 0 else mask_hi}")
     if not attention_mask[:, -1].all():
         raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): "
                          "use the tokenizer with padding_side='left'")

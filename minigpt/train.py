@@ -763,6 +763,11 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     stdout, from rank 0 only."""
     try:
         result = work()
+        if dist.is_initialized():
+            # Leave together: rank 0 is still writing the last checkpoint when the others finish, and a
+            # gloo process tearing its group down while a peer works in it can abort at exit (SIGABRT,
+            # seen rarely on a loaded CPU machine). Not on the error paths: a failed peer never comes.
+            dist.barrier()
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as e:

@@ -337,6 +337,8 @@ def test_right_padding_and_nan_logits_raise(pair):
     model, _ = pair
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\), but input_ids has \(1, 3\)"):
         generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 2"):
+        generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 1]]), max_new_tokens=2)
     with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.float32"):
         generate(model, torch.tensor([[1.7, 2.0]]), max_new_tokens=2)  # not silently token 1
     with pytest.raises(ValueError, match="left-padded"):

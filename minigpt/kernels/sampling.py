@@ -196,8 +196,10 @@ def _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
             GRID: tl.constexpr):
     """Bisect [lo, hi) for the largest v with count(l ≥ v) ≥ target (top-k), or with
     mass(l ≥ v) ≥ goal (top-p; goal 0: top_p · mass(l ≥ lo), which the first pass measures).
-    c_hi, m_hi are count and mass(l ≥ hi). Returns (threshold, listed, n_c), where listed is
-    1 when every logit ≥ the threshold is in the scratch list, 2 when only the bracket is."""
+    c_hi, m_hi are count and mass(l ≥ hi); goal is k itself (as fp32) for top-k, target is k for
+    top-k and 0 for top-p. Returns (threshold, listed, n_c), where listed is 1 when every logit ≥
+    the threshold is in the scratch list, 2 when only the bracket is, 0 when the list was never
+    filled (the draw then streams the row), and n_c is how many entries the list holds."""
     passes = target * 0  # a tensor from the start, as loops carry it
     searching = passes == 0
     # Phase 1: stream the whole row, until the candidates fit the scratch list.
@@ -354,7 +356,8 @@ def _fused_sample_kernel(
 
     if (T > 0) & ~bad:
         c2 = LOG2E / tl.maximum(T, MIN_TEMPERATURE)  # exp((l - m) / T) = exp2((l - m) · c2)
-        # Below `floor` a token's weight underflows fp32: searches start there, not at -inf.
+        # t, the threshold, starts at the underflow floor (below it a token's weight underflows
+        # fp32), not at -inf; each search only raises it.
         t = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, row_min), GRID)
         listed = k * 0  # 1: the candidates sit in the scratch list (2: only the top-p bracket does)
         n_c = k * 0
@@ -456,7 +459,8 @@ def fused_sample(
     unroll: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Filter and draw one token per row, in one launch: logits (B, V) → tokens (B,) int64.
+    """Filter and draw one token per row: logits (B, V) → tokens (B,) int64, in one launch (four
+    when rows are split).
 
     temperature (B,) f32 (0 = argmax), top_k (B,) int32 (0 = off), top_p (B,) f32 (1 = off),
     min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox

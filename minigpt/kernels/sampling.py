@@ -196,8 +196,10 @@ def _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
             GRID: tl.constexpr):
     """Bisect [lo, hi) for the largest v with count(l ≥ v) ≥ target (top-k), or with
     mass(l ≥ v) ≥ goal (top-p; goal 0: top_p · mass(l ≥ lo), which the first pass measures).
-    c_hi, m_hi are count and mass(l ≥ hi). Returns (threshold, listed, n_c), where listed is
-    1 when every logit ≥ the threshold is in the scratch list, 2 when only the bracket is."""
+    c_hi, m_hi are count and mass(l ≥ hi); goal is k itself (as fp32) for top-k, target is k for
+    top-k and 0 for top-p. Returns (threshold, listed, n_c), where listed is 1 when every logit ≥
+    the threshold is in the scratch list, 2 when only the bracket is, 0 when the list was never
+    filled (the draw then streams the row), and n_c is how many entries the list holds."""
     passes = target * 0  # a tensor from the start, as loops carry it
     searching = passes == 0
     # Phase 1: stream the whole row, until the candidates fit the scratch list.
@@ -238,8 +240,11 @@ def _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
 
 @triton.jit
 def _first_past(w, goal, N: tl.constexpr):
-    """Inverse CDF over weights w (N,): the first index whose running sum passes goal (never a
-    zero-weight one, whatever the rounding), and the goal left once the weights before it are spent."""
+    """Inverse CDF over weights w (N,) ≥ 0: the first index whose running sum passes goal, and the
+    goal left once the weights before it are spent. A goal at or past the total (by rounding) gets
+    the last positive weight. A zero weight is never picked as long as goal ≥ 0 and the running
+    sums never decrease; the leftover goal can round below 0, though, and tl.cumsum on a GPU adds
+    in a tree, whose running sums can dip by an ulp."""
     cum = tl.cumsum(w, axis=0)
     last = tl.max(tl.where(w > 0, tl.arange(0, N), 0), axis=0)
     i = tl.minimum(tl.sum((cum <= goal).to(tl.int32), axis=0), last)
@@ -339,6 +344,11 @@ def _fused_sample_kernel(
     out_ptr, scratch_ptr, scratch_idx_ptr,
     BLOCK: tl.constexpr, UNROLL: tl.constexpr, CAP: tl.constexpr, MAX_CHUNKS: tl.constexpr,
 ):
+    """One program per row, grid (B,). logits (B, V) fp32/bf16/fp16, row r at logits_ptr + r · stride_row,
+    contiguous along V; temperature, top_p, min_p (B,) fp32; top_k (B,) int32; seed, offset (1,)
+    int64; out (B,) int64. scratch (B, CAP) in the logits' dtype and scratch_idx (B, CAP) int32
+    are the rows' short lists (logit, token id), CAP = 2 · BLOCK. MAX_CHUNKS: tokens per lane in
+    the full-row draw (⌈V / BLOCK⌉), rounded up to a power of 2 for tl.arange."""
     row = tl.program_id(0)
     src = logits_ptr + row.to(tl.int64) * stride_row
     scratch = scratch_ptr + row.to(tl.int64) * CAP
@@ -354,7 +364,8 @@ def _fused_sample_kernel(
 
     if (T > 0) & ~bad:
         c2 = LOG2E / tl.maximum(T, MIN_TEMPERATURE)  # exp((l - m) / T) = exp2((l - m) · c2)
-        # Below `floor` a token's weight underflows fp32: searches start there, not at -inf.
+        # t, the threshold, starts at the underflow floor (below it a token's weight underflows
+        # fp32) or the smallest logit if higher, not at -inf; each search only raises it.
         t = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, row_min), GRID)
         listed = k * 0  # 1: the candidates sit in the scratch list (2: only the top-p bracket does)
         n_c = k * 0
@@ -379,7 +390,7 @@ def _fused_sample_kernel(
 
 
 def _block_size(V: int, block_size: int | None) -> int:
-    if block_size is None:
+    if block_size is None:  # half of V's next power of 2: then for V ≤ 2048 the list holds the whole row
         return max(16, min(DEFAULT_BLOCK, triton.next_power_of_2(V) // 2))
     if block_size < 16 or block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of 2 ≥ 16, got {block_size}")
@@ -456,7 +467,8 @@ def fused_sample(
     unroll: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Filter and draw one token per row, in one launch: logits (B, V) → tokens (B,) int64.
+    """Filter and draw one token per row: logits (B, V) → tokens (B,) int64, in one launch (four
+    when rows are split).
 
     temperature (B,) f32 (0 = argmax), top_k (B,) int32 (0 = off), top_p (B,) f32 (1 = off),
     min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox

@@ -10,7 +10,8 @@ spreads the passes that read the whole row over many programs.
 One program runs on one SM. With about as many rows as SMs (an H100 has 132), one program per row
 fills the GPU, but at batch 1 one SM makes every pass over 50257 logits while the rest idles,
 and the torch pipeline, whose sort spreads over the whole GPU, keeps up with it. Here each row is
-cut into S slices of ~1.5k logits, one program per slice:
+cut into S slices of L = ⌈V / S⌉ logits (default_splits keeps L ≥ MIN_SLICE: 1571 at batch 1,
+where S = 32), one program per slice:
 
 1. `_stats_kernel` (B, S): each slice's max, first argmax, smallest finite logit, NaN/+inf count.
 2. `_hist_kernel` (B, S): with the row's max known, each slice's count(l ≥ p_j) and mass(l ≥ p_j)
@@ -29,7 +30,9 @@ cut into S slices of ~1.5k logits, one program per slice:
 
 The copy and finish launches must agree on the plan exactly: a bracket one pivot off would read
 list slots nobody wrote. So the histograms are added up slice by slice in a loop, a fixed order,
-not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps.
+not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps. The
+pivots are not stored: the histogram, copy and finish launches each recompute them from the
+same stats with the same code (`_row`, `_pivots`).
 
 Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
 launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
@@ -63,7 +66,9 @@ MAX_SPLITS = 64  # the plan reads S·N_HIST histogram values in every program th
 def _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stats_i,
          S: tl.constexpr, GRID: tl.constexpr):
     """A row's parameters and, from its S slices' stats, its max, first argmax, whether it is bad,
-    c2 = log2(e) / T and the underflow floor: what every launch after the first starts from."""
+    c2 = log2(e) / T and the underflow floor: what every launch after the first starts from.
+    stats_f (B, S, 2) fp32: slice max, smallest finite logit; stats_i (B, S, 2) int32: slice
+    argmax (an index into the row), NaN/+inf count."""
     T = tl.load(temperature_ptr + row)
     k = tl.load(top_k_ptr + row)
     top_p = tl.load(top_p_ptr + row)
@@ -163,6 +168,8 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
 def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stats_i,
                  hist_cnt, hist_mass, scratch_ptr, scratch_idx_ptr, S: tl.constexpr, CAP: tl.constexpr,
                  BLOCK: tl.constexpr):
+    """Program (row, s) writes its slice's candidates to list slots [before, before + n_slice[s])
+    of scratch (B, CAP) and scratch_idx (B, CAP): the slices of a row write disjoint slots."""
     row, s = tl.program_id(0), tl.program_id(1)
     GRID: tl.constexpr = logits_ptr.dtype.element_ty
     T, k, top_p, min_p, m, _token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
@@ -245,7 +252,8 @@ def default_splits(B: int, V: int, device: torch.device) -> int:
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     s = min(sms // B, V // MIN_SLICE, MAX_SPLITS)
-    return 1 << (s.bit_length() - 1) if s >= 4 else 1  # a power of 2 (a tl.arange length)
+    # A power of 2 (a tl.arange length); under 4 slices, four launches cost more than they save.
+    return 1 << (s.bit_length() - 1) if s >= 4 else 1
 
 
 def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, block: int, unroll: int,
@@ -256,9 +264,9 @@ def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, 
     S, L, cap, dev = splits, triton.cdiv(V, splits), 2 * block, logits.device
     stats_f = torch.empty((B, S, 2), dtype=torch.float32, device=dev)  # slice max, smallest finite logit
     stats_i = torch.empty((B, S, 2), dtype=torch.int32, device=dev)  # slice argmax, NaN/+inf count
-    hist_cnt = torch.empty((B, S, N_HIST.value), dtype=torch.int32, device=dev)
-    hist_mass = torch.empty((B, S, N_HIST.value), dtype=torch.float32, device=dev)
-    keep_mass = torch.empty((B, S), dtype=torch.float32, device=dev)
+    hist_cnt = torch.empty((B, S, N_HIST.value), dtype=torch.int32, device=dev)  # count(l ≥ p_j) per slice
+    hist_mass = torch.empty((B, S, N_HIST.value), dtype=torch.float32, device=dev)  # mass(l ≥ p_j) per slice
+    keep_mass = torch.empty((B, S), dtype=torch.float32, device=dev)  # per slice: the mass min-p keeps
     scratch = torch.empty((B, cap), dtype=logits.dtype, device=dev)
     scratch_idx = torch.empty((B, cap), dtype=torch.int32, device=dev)
     out = torch.empty(B, dtype=torch.int64, device=dev)

@@ -117,7 +117,9 @@ def _pick(vec, j, N: tl.constexpr):
 def _pivots(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
     """N pivots evenly spaced in [lo, hi), on the logits' grid; pivot 0 is lo itself: (N,)."""
     j = tl.arange(0, N)
-    return tl.where(j == 0, lo, _round_to_input(lo + (hi - lo) * (j.to(tl.float32) / N), GRID))
+    # An explicit fma: the split path's launches each compute these pivots and must agree to the
+    # bit; `lo + (hi - lo) * f` would be fused into an fma, or not, as each kernel's compiler sees fit.
+    return tl.where(j == 0, lo, _round_to_input(tl.fma(hi - lo, j.to(tl.float32) / N, lo), GRID))
 
 
 @triton.jit
@@ -240,15 +242,17 @@ def _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
 
 @triton.jit
 def _first_past(w, goal, N: tl.constexpr):
-    """Inverse CDF over weights w (N,) ≥ 0: the first index whose running sum passes goal, and the
-    goal left once the weights before it are spent. A goal at or past the total (by rounding) gets
-    the last positive weight. A zero weight is never picked as long as goal ≥ 0 and the running
-    sums never decrease; the leftover goal can round below 0, though, and tl.cumsum on a GPU adds
-    in a tree, whose running sums can dip by an ulp."""
+    """Inverse CDF over weights w (N,) ≥ 0: the first index of positive weight whose running sum
+    passes goal, and the goal left (≥ 0) once the weights before it are spent. A goal at or past
+    the total (by rounding) gets the last positive weight. Only positive weights are candidates:
+    with exact sums "the first index past goal" always has one, but rounding can leave a goal
+    just below 0 (then index 0 would pass it, weight or not), and tl.cumsum on a GPU adds in a
+    tree, whose running sums can dip by an ulp."""
+    idx = tl.arange(0, N)
     cum = tl.cumsum(w, axis=0)
-    last = tl.max(tl.where(w > 0, tl.arange(0, N), 0), axis=0)
-    i = tl.minimum(tl.sum((cum <= goal).to(tl.int32), axis=0), last)
-    return i, goal - _pick(cum - w, i, N)
+    last = tl.max(tl.where(w > 0, idx, 0), axis=0)
+    i = tl.min(tl.where((cum > goal) & (w > 0), idx, last), axis=0)
+    return i, tl.maximum(goal - _pick(cum - w, i, N), 0.0)
 
 
 @triton.jit

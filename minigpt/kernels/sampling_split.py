@@ -88,7 +88,7 @@ def _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stat
 def _slice_column(hist, row, j, S: tl.constexpr):
     """Pivot j's histogram value in each of the row's S slices: (S,); 0 for j = N_HIST (above the max)."""
     slices = tl.arange(0, S)
-    return tl.load(hist + (row * S + slices) * N_HIST + j, mask=slices * 0 + j < N_HIST, other=0)
+    return tl.load(hist + (row.to(tl.int64) * S + slices) * N_HIST + j, mask=slices * 0 + j < N_HIST, other=0)
 
 
 @triton.jit
@@ -105,8 +105,8 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     C = tl.zeros((N_HIST,), dtype=tl.int32)  # the row's count(l ≥ p_j) and mass(l ≥ p_j),
     M = tl.zeros((N_HIST,), dtype=tl.float32)  # added up slice by slice: a fixed order
     for s in range(S):
-        C += tl.load(hist_cnt + (row * S + s) * N_HIST + j)
-        M += tl.load(hist_mass + (row * S + s) * N_HIST + j)
+        C += tl.load(hist_cnt + (row.to(tl.int64) * S + s) * N_HIST + j)  # (int64: B·S·N_HIST can pass 2^31)
+        M += tl.load(hist_mass + (row.to(tl.int64) * S + s) * N_HIST + j)
     pivots = _pivots(floor, _above(m), N_HIST, GRID)
     topk = (k > 0) & (k < V) & (_pick(C, 0, N_HIST) > k)
     goal = tl.where(topk, k.to(tl.float32), top_p * _pick(M, 0, N_HIST))
@@ -150,7 +150,7 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         src = logits_ptr + row.to(tl.int64) * stride_row + start
         pivots = _pivots(floor, _above(m), N_HIST, GRID)
         cnt, mass = _stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
-        at = (row * S + s) * N_HIST + tl.arange(0, N_HIST)
+        at = (row.to(tl.int64) * S + s) * N_HIST + tl.arange(0, N_HIST)
         tl.store(hist_cnt + at, cnt)
         tl.store(hist_mass + at, mass)
         # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold lies
@@ -226,7 +226,9 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
             list_mass = tl.sum(wl, axis=0)
             above_from = tl.where(planned == 2, list_hi, floor)
             column = _slice_column(hist_mass, row, tl.where(planned == 2, j_lo + 1, 0), S)
-            by_min_p = m + log2_min_p / c2 > above_from
+            # Min-p drops a token at above_from (the test _kept_weight applies, and it rises with
+            # the logit): then it drops every listed token too, and the mass above is min-p's.
+            by_min_p = (above_from - m) * c2 < log2_min_p
             above = tl.where(by_min_p, tl.load(keep_mass + row * S + tl.arange(0, S)), column)  # (S,)
             above = tl.where(listed == 1, 0.0, above)
             goal_u = uniform * (list_mass + tl.sum(above, axis=0))

@@ -255,7 +255,13 @@ class Tokenizer:
         # Long text goes piece by piece (cut where the ids cannot change), so that one emoji does
         # not push a whole book off split_text's ASCII fast path.
         pieces = safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
-        return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
+        try:
+            return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
+        except UnicodeEncodeError:
+            # A str can hold surrogates, which have no UTF-8 bytes: JSON's "\ud83d" escapes, or the
+            # bytes of a non-UTF-8 command line (sys.argv). tiktoken's fix-up, for the same ids: a
+            # surrogate pair becomes its character, a lone surrogate U+FFFD (so decode gives U+FFFD).
+            return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Encode text to ids. Special-token text raises ValueError unless `allowed_special` names it

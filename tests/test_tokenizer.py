@@ -98,7 +98,7 @@ def test_real_text_matches_tiktoken(tok, enc):
 
 
 # Short strings over all of Unicode, with extra weight on the characters GPT-2's rules care about.
-# Left out: lone surrogates (not encodable text) and code points this Python's Unicode database
+# Left out: surrogates (no UTF-8, no round trip; tested on their own) and code points this Python's Unicode database
 # calls unassigned (Cn). Newer Unicode versions assign some of them, and the `regex` module and
 # tiktoken's Rust regex ship different versions: U+323B0 is a letter to one and not the other,
 # which changes how "\U000323b0'm" splits (4,657 such code points here; on every assigned one the
@@ -120,6 +120,13 @@ def test_hypothesis_unicode_matches_tiktoken_and_round_trips(tok, enc, text):
 def test_ascii_fast_path_splits_like_gpt2_pattern(text):
     assert text.isascii()
     assert split_text(text) == tokmod._SPLIT.findall(text)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "\ud83d\ude00 pair", "x\udcff\n" * 3000])
+def test_surrogates_are_encoded_as_tiktoken_does(tok, enc, text):
+    # No UTF-8 for them; tiktoken joins a pair into its character and makes a lone one U+FFFD.
+    assert tok.encode(text) == tok.encode_ordinary(text) == enc.encode(text)
+    assert tok.encode(f"{text}{EOT}", allowed_special="all") == enc.encode(f"{text}{EOT}", allowed_special="all")
 
 
 # ---- special tokens: tiktoken's policy ----

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import operator
 import os
 import re
 import sys
@@ -292,11 +293,15 @@ class Tokenizer:
         return ids + self.encode_ordinary(text[start:])
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of the ids, joined. Accepts a list, a 1-D tensor or a numpy array."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        if ids and not isinstance(ids[0], int):  # a batch (B, T) comes as a list of lists
-            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
-                            "decode each row: [tok.decode(row) for row in ids]")
+        """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        ids = [ids] if isinstance(ids, int) else list(ids)  # one id, e.g. a 0-d tensor from argmax
+        if ids and not isinstance(ids[0], int):
+            try:  # numpy ints or 0-d tensors, as list(tensor) gives them
+                ids = list(map(operator.index, ids))
+            except TypeError:  # a batch (B, T) comes as a list of lists
+                raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
+                                "decode each row: [tok.decode(row) for row in ids]") from None
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
             raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")

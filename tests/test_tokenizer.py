@@ -8,6 +8,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tiktoken
 import torch
@@ -177,6 +178,8 @@ def test_decode_joins_bytes_before_utf8(tok):
     assert tok.decode(torch.tensor(ids)) == "🙂"
     with pytest.raises(TypeError, match="for a batch"):  # (1, T), as generate returns it
         tok.decode(torch.tensor([ids]))
+    assert tok.decode(list(torch.tensor(ids))) == tok.decode(list(np.array(ids))) == "🙂"  # 0-d tensors, numpy ints
+    assert tok.decode(torch.tensor(ids[0])) == tok.decode(ids[0]) == tok.decode(ids[:1])  # one id, e.g. from argmax
 
 
 # ---- files ----

@@ -342,6 +342,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "vocab_size must be an int >= 256 + 1" in capsys.readouterr().err
     assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "1000", "--out", str(tmp_path / "tok")]) == 0
     assert "no more pairs to merge" in capsys.readouterr().out
+    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt")]) == 2  # before training
+    assert f"--out {tmp_path / 'a.txt'} is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
         tokmod.main(["--vocab-size", "1000", "hi"])
     assert "--vocab-size and --out go with --train" in capsys.readouterr().err

@@ -306,6 +306,10 @@ def test_call_pads_truncates_and_masks(tok):
         tok(texts, padding=True, padding_side="middle")
     with pytest.raises(ValueError, match="max_length"):
         tok(texts, truncation=True)
+    assert tok(texts, truncation="do_not_truncate", max_length=1)["input_ids"] == [hello, hi]  # HF's name for False
+    assert tok(texts, truncation="longest_first", max_length=1)["input_ids"] == [hello[:1], hi[:1]]
+    with pytest.raises(ValueError, match="truncation must be"):
+        tok(texts, truncation="only_second", max_length=1)
 
 
 # ---- teaching hook and CLI ----

@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--special", nargs="*", default=["<|endoftext|>"], help="special tokens (default <|endoftext|>)")
     parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():  # checked now, not after minutes of training
+        print(f"minigpt tokenize --train: error: --out {args.out} is a file; the tokenizer is saved to a directory",
+              file=sys.stderr)
+        return 2
     try:
         tok = Tokenizer.train(args.files, args.vocab_size, args.special)
     except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...

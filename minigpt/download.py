@@ -25,6 +25,7 @@ import hashlib
 import http.client
 import os
 import re
+import ssl
 import sys
 import time
 import urllib.request
@@ -132,7 +133,9 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
             break
         except HTTPError:
             raise
-        except (OSError, http.client.HTTPException) as e:  # reset, timeout, short read
+        # Only network failures are worth a retry: reset, timeout, short read. A local OSError
+        # (permission denied, disk full) would fail the same way again, so it goes up as it is.
+        except (URLError, ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:
             if attempt == retries:
                 raise DownloadError(f"downloading {dest.name} failed: {e}. Run the same command again to "
                                     f"resume from {partial}") from None

@@ -92,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = Path(args.file)
         if not path.is_file():
-            raise FileNotFoundError(f"text file {path} does not exist")
+            raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
         text = read_text(path)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         model = GPT.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+        if tok.vocab_size > model.config.vocab_size:  # its ids would index past the embedding table
+            raise ValueError(f"the tokenizer in {args.tokenizer or args.model} has {tok.vocab_size} tokens, but the model "
+                             f"{args.model} only {model.config.vocab_size}: pass --tokenizer with the model's own tokenizer")
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         result = perplexity(model, ids, args.max_length, args.stride, progress=True)
     except (ValueError, FileNotFoundError) as e:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import operator
 import os
 import re
 import sys
@@ -255,7 +256,13 @@ class Tokenizer:
         # Long text goes piece by piece (cut where the ids cannot change), so that one emoji does
         # not push a whole book off split_text's ASCII fast path.
         pieces = safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
-        return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
+        try:
+            return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
+        except UnicodeEncodeError:
+            # A str can hold surrogates, which have no UTF-8 bytes: JSON's "\ud83d" escapes, or the
+            # bytes of a non-UTF-8 command line (sys.argv). tiktoken's fix-up, for the same ids: a
+            # surrogate pair becomes its character, a lone surrogate U+FFFD (so decode gives U+FFFD).
+            return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Encode text to ids. Special-token text raises ValueError unless `allowed_special` names it
@@ -286,11 +293,15 @@ class Tokenizer:
         return ids + self.encode_ordinary(text[start:])
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of the ids, joined. Accepts a list, a 1-D tensor or a numpy array."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        if ids and not isinstance(ids[0], int):  # a batch (B, T) comes as a list of lists
-            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
-                            "decode each row: [tok.decode(row) for row in ids]")
+        """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        ids = [ids] if isinstance(ids, int) else list(ids)  # one id, e.g. a 0-d tensor from argmax
+        if ids and not isinstance(ids[0], int):
+            try:  # numpy ints or 0-d tensors, as list(tensor) gives them
+                ids = list(map(operator.index, ids))
+            except TypeError:  # a batch (B, T) comes as a list of lists
+                raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
+                                "decode each row: [tok.decode(row) for row in ids]") from None
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
             raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")
@@ -373,7 +384,7 @@ class Tokenizer:
         *,
         padding: bool | Literal["longest", "max_length"] = False,
         padding_side: Literal["left", "right"] = "right",
-        truncation: bool = False,
+        truncation: bool | Literal["longest_first", "do_not_truncate"] = False,
         max_length: int | None = None,
         return_tensors: Literal["pt"] | None = None,
         allowed_special: AllowedSpecial = (),
@@ -389,6 +400,9 @@ class Tokenizer:
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if padding not in (True, False, "longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+        if truncation not in (True, False, "longest_first", "do_not_truncate"):
+            raise ValueError(f"truncation must be True, False or 'longest_first', got {truncation!r}")
+        truncation = truncation in (True, "longest_first")  # HF's strategy names; with one text per row only these two apply
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):

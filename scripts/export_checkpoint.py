@@ -7,6 +7,7 @@ upcasts it again for CPU work.
 """
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -16,17 +17,22 @@ from minigpt import GPT
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", help="checkpoint directory to read")
     parser.add_argument("dst", help="directory to write (created)")
     parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"])
-    args = parser.parse_args()
-    model = GPT.from_pretrained(args.src, dtype=getattr(torch, args.dtype))
+    args = parser.parse_args(argv)
+    try:
+        model = GPT.from_pretrained(args.src, dtype=getattr(torch, args.dtype))
+    except (FileNotFoundError, ValueError) as e:  # no such directory, not a checkpoint, ...
+        print(f"export_checkpoint.py: error: {e}", file=sys.stderr)
+        return 2
     model.save_pretrained(args.dst)
     for name in TOKENIZER_FILES:
-        if (Path(args.src) / name).exists():
-            shutil.copy(Path(args.src) / name, Path(args.dst) / name)
+        src, dst = Path(args.src) / name, Path(args.dst) / name
+        if src.exists() and not (dst.exists() and src.samefile(dst)):  # dst = src casts in place: nothing to copy
+            shutil.copy(src, dst)
     print(f"exported {model.num_params():,} parameters as {args.dtype} to {args.dst}")
     return 0
 

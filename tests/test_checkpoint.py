@@ -3,6 +3,7 @@ atomic saves and the memory claim of `load_gpt` (one copy of the weights, never 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import re
@@ -470,3 +471,18 @@ def test_loading_does_not_import_the_compiler(hf_dir):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_export_script_casts_copies_the_tokenizer_and_errors_cleanly(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "scripts" / "export_checkpoint.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    src = tmp_path / "src"
+    GPT(GPTConfig(**SMALL)).save_pretrained(src)
+    (src / "vocab.json").write_text("{}")
+    assert export.main([str(src), str(tmp_path / "half"), "--dtype", "float16"]) == 0
+    assert (tmp_path / "half" / "vocab.json").read_text() == "{}"
+    assert export.main([str(src), str(src), "--dtype", "float16"]) == 0  # in place: no SameFileError
+    assert next(GPT.from_pretrained(src, dtype=None).parameters()).dtype == torch.float16
+    assert export.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err

@@ -4,6 +4,7 @@ path with X-Linked-Size / X-Linked-Etag (sha256), and the CDN honours Range requ
 can drop a transfer midway, ignore Range, or announce a wrong hash."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import socket
@@ -164,6 +165,18 @@ def test_partial_download_resumes_on_the_next_run(hub, tmp_path, capsys):
     assert_downloaded(tmp_path, hub)
     assert [m for m, _, _ in hub.requests] == ["HEAD"] * 4 + ["GET"]  # finished files were skipped
     assert hub.requests[-1][2] == "bytes=1000-"
+
+
+def test_a_local_write_error_is_not_retried_as_a_dropped_connection(hub, tmp_path, capsys, monkeypatch):
+    def unwritable(path, *args, **kwargs):  # what open() raises in a directory the user cannot write
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(download, "open", unwritable, raising=False)
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
+    err = capsys.readouterr().err
+    assert "Permission denied" in err and "config.json.partial" in err and "Traceback" not in err
+    assert "retry" not in err and "resume" not in err  # retrying cannot help, and there is nothing to resume
+    assert [m for m, _, _ in hub.requests] == ["HEAD", "GET"]
 
 
 def test_server_that_ignores_range_gets_a_fresh_download(hub, tmp_path):

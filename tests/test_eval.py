@@ -76,6 +76,12 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     assert f"perplexity {expected['ppl']:.4f}" in out and "bits/byte" in out
     assert main([str(model_dir), str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt does not exist" in capsys.readouterr().err
+    assert main([str(model_dir), str(tmp_path)]) == 2
+    assert f"text file {tmp_path} is a directory" in capsys.readouterr().err
+    small = tmp_path / "small_vocab"  # a model whose vocabulary is smaller than the tokenizer's
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, n_positions=32, n_embd=32, n_head=2)).save_pretrained(small)
+    assert main([str(small), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 2  # not an IndexError
+    assert f"{model_dir} has 50257 tokens, but the model {small} only 300" in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 33"):
         perplexity(model, ids, max_length=33)

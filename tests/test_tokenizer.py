@@ -8,6 +8,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tiktoken
 import torch
@@ -98,7 +99,7 @@ def test_real_text_matches_tiktoken(tok, enc):
 
 
 # Short strings over all of Unicode, with extra weight on the characters GPT-2's rules care about.
-# Left out: lone surrogates (not encodable text) and code points this Python's Unicode database
+# Left out: surrogates (no UTF-8, no round trip; tested on their own) and code points this Python's Unicode database
 # calls unassigned (Cn). Newer Unicode versions assign some of them, and the `regex` module and
 # tiktoken's Rust regex ship different versions: U+323B0 is a letter to one and not the other,
 # which changes how "\U000323b0'm" splits (4,657 such code points here; on every assigned one the
@@ -120,6 +121,13 @@ def test_hypothesis_unicode_matches_tiktoken_and_round_trips(tok, enc, text):
 def test_ascii_fast_path_splits_like_gpt2_pattern(text):
     assert text.isascii()
     assert split_text(text) == tokmod._SPLIT.findall(text)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "\ud83d\ude00 pair", "x\udcff\n" * 3000])
+def test_surrogates_are_encoded_as_tiktoken_does(tok, enc, text):
+    # No UTF-8 for them; tiktoken joins a pair into its character and makes a lone one U+FFFD.
+    assert tok.encode(text) == tok.encode_ordinary(text) == enc.encode(text)
+    assert tok.encode(f"{text}{EOT}", allowed_special="all") == enc.encode(f"{text}{EOT}", allowed_special="all")
 
 
 # ---- special tokens: tiktoken's policy ----
@@ -170,6 +178,8 @@ def test_decode_joins_bytes_before_utf8(tok):
     assert tok.decode(torch.tensor(ids)) == "🙂"
     with pytest.raises(TypeError, match="for a batch"):  # (1, T), as generate returns it
         tok.decode(torch.tensor([ids]))
+    assert tok.decode(list(torch.tensor(ids))) == tok.decode(list(np.array(ids))) == "🙂"  # 0-d tensors, numpy ints
+    assert tok.decode(torch.tensor(ids[0])) == tok.decode(ids[0]) == tok.decode(ids[:1])  # one id, e.g. from argmax
 
 
 # ---- files ----
@@ -296,6 +306,10 @@ def test_call_pads_truncates_and_masks(tok):
         tok(texts, padding=True, padding_side="middle")
     with pytest.raises(ValueError, match="max_length"):
         tok(texts, truncation=True)
+    assert tok(texts, truncation="do_not_truncate", max_length=1)["input_ids"] == [hello, hi]  # HF's name for False
+    assert tok(texts, truncation="longest_first", max_length=1)["input_ids"] == [hello[:1], hi[:1]]
+    with pytest.raises(ValueError, match="truncation must be"):
+        tok(texts, truncation="only_second", max_length=1)
 
 
 # ---- teaching hook and CLI ----
@@ -332,6 +346,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "vocab_size must be an int >= 256 + 1" in capsys.readouterr().err
     assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "1000", "--out", str(tmp_path / "tok")]) == 0
     assert "no more pairs to merge" in capsys.readouterr().out
+    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt")]) == 2  # before training
+    assert f"--out {tmp_path / 'a.txt'} is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
         tokmod.main(["--vocab-size", "1000", "hi"])
     assert "--vocab-size and --out go with --train" in capsys.readouterr().err

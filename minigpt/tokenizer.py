@@ -172,6 +172,13 @@ def safe_pieces(text: str, size: int) -> list[str]:
     return pieces
 
 
+def without_surrogates(text: str) -> str:
+    """A str can hold surrogates, which have no UTF-8 bytes: JSON's "\\ud83d" escapes, or the bytes
+    of a non-UTF-8 command line (sys.argv). tiktoken's fix-up, for the same ids: a surrogate pair
+    becomes its character, a lone surrogate U+FFFD (so decode gives U+FFFD)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class Tokenizer:
     """A byte-level BPE tokenizer: GPT-2's own, or one trained with `Tokenizer.train`.
 
@@ -196,6 +203,12 @@ class Tokenizer:
         n = len(self.vocab) + len(self.special_tokens)
         if sorted(id_to_bytes) != list(range(n)):
             raise ValueError(f"token ids must be exactly 0..{n - 1} (vocab + special tokens, no gaps or duplicates)")
+        # vocab.json keys regular tokens by their Ġ-spelling and special tokens by their text, so a
+        # special token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
+        for text in self.special_tokens:
+            if set(text) <= CHAR_TO_BYTE.keys() and str_to_token(text) in self.vocab:
+                raise ValueError(f"special token {text!r} is spelled like the regular token "
+                                 f"{self.vocab[str_to_token(text)]}: vocab.json could not tell them apart")
         self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(n)]
         self._byte_ids: list[int] = [self.vocab[bytes([b])] for b in range(256)]
         # (left id, right id) → rank, and rank → the merged token's id.
@@ -258,11 +271,8 @@ class Tokenizer:
         pieces = safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
         try:
             return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
-        except UnicodeEncodeError:
-            # A str can hold surrogates, which have no UTF-8 bytes: JSON's "\ud83d" escapes, or the
-            # bytes of a non-UTF-8 command line (sys.argv). tiktoken's fix-up, for the same ids: a
-            # surrogate pair becomes its character, a lone surrogate U+FFFD (so decode gives U+FFFD).
-            return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+        except UnicodeEncodeError:  # surrogates (rare: checked only once the fast path has failed)
+            return self.encode_ordinary(without_surrogates(text))
 
     def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Encode text to ids. Special-token text raises ValueError unless `allowed_special` names it
@@ -324,7 +334,7 @@ class Tokenizer:
         ...], "ranks": [the rank of the merge that made each later step], "ids": [...]}, ...].
         Special tokens are treated as plain text (encode_ordinary)."""
         work = []
-        for chunk in split_text(text):
+        for chunk in split_text(without_surrogates(text)):
             merges: list[tuple[int, list[int]]] = []
             ids = self._bpe(chunk, merges)
             steps = [[self._byte_ids[b] for b in chunk.encode("utf-8")]] + [s for _, s in merges]
@@ -491,7 +501,7 @@ class Tokenizer:
                 f"got {vocab_size!r}"
             )
         if isinstance(text_or_files, str):
-            texts = [text_or_files]
+            texts = [without_surrogates(text_or_files)]
         else:
             files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
             texts = [read_text(f) for f in files]

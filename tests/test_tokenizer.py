@@ -358,3 +358,17 @@ def test_training_on_a_file_that_is_not_utf8_names_it(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 3"):
         Tokenizer.train([tmp_path / "latin1.txt"], vocab_size=300)
+
+
+@pytest.mark.parametrize("special", ["Ġ", "a"])
+def test_a_special_token_spelled_like_a_regular_one_is_refused(special):
+    """vocab.json would hold the same key twice, and the saved tokenizer would not load again."""
+    with pytest.raises(ValueError, match=f"special token '{special}' is spelled like the regular token"):
+        Tokenizer.train("a b a b\n" * 10, vocab_size=300, special_tokens=[special])
+
+
+def test_show_work_and_training_take_text_with_surrogates_as_encode_does(tok):
+    text = "a\udcffb \ud83d\ude00"  # a lone surrogate (a non-UTF-8 byte from sys.argv), then a pair
+    assert [i for w in tok.encode_show_work(text) for i in w["ids"]] == tok.encode(text)
+    trained = Tokenizer.train(text * 20, vocab_size=260)
+    assert trained.decode(trained.encode(text)) == "a\ufffdb \U0001f600"

@@ -440,11 +440,13 @@ class Tokenizer:
             import torch  # only here: the tokenizer itself needs no torch
 
             if len(set(map(len, batch))) > 1:
-                raise ValueError(
-                    f"texts encode to {min(map(len, batch))} to {max(map(len, batch))} tokens; a tensor needs one "
-                    "length: pass padding=True (and truncation=True, max_length=N to cap it)"
-                )
-            return {"input_ids": torch.tensor(batch, dtype=torch.long), "attention_mask": torch.tensor(masks, dtype=torch.long)}
+                fix = ("truncation=True too: padding to max_length never cuts a longer text" if padding == "max_length"
+                       else "padding=True (and truncation=True, max_length=N to cap it)")
+                raise ValueError(f"texts encode to {min(map(len, batch))} to {max(map(len, batch))} tokens; "
+                                 f"a tensor needs one length: pass {fix}")
+            shape = (len(batch), len(batch[0]) if batch else 0)  # (B, T), an empty batch too
+            return {"input_ids": torch.tensor(batch, dtype=torch.long).reshape(shape),
+                    "attention_mask": torch.tensor(masks, dtype=torch.long).reshape(shape)}
         if single:
             return {"input_ids": batch[0], "attention_mask": masks[0]}
         return {"input_ids": batch, "attention_mask": masks}

@@ -372,3 +372,10 @@ def test_show_work_and_training_take_text_with_surrogates_as_encode_does(tok):
     assert [i for w in tok.encode_show_work(text) for i in w["ids"]] == tok.encode(text)
     trained = Tokenizer.train(text * 20, vocab_size=260)
     assert trained.decode(trained.encode(text)) == "a\ufffdb \U0001f600"
+
+
+def test_call_edge_cases_give_hf_shapes_and_the_right_advice(tok):
+    empty = tok([], padding=True, return_tensors="pt")
+    assert empty["input_ids"].shape == empty["attention_mask"].shape == (0, 0)
+    with pytest.raises(ValueError, match="pass truncation=True too: padding to max_length never cuts"):
+        tok(["hello there world", "a"], padding="max_length", max_length=2, return_tensors="pt")

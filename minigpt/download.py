@@ -168,6 +168,8 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
         raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
                             f"(from --base-url or ${BASE_URL_ENV})")
     out = Path(out) if out is not None else Path("checkpoints") / name
+    if out.exists() and not out.is_dir():
+        raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:

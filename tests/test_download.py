@@ -246,6 +246,9 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(SystemExit):
         main(["gpt2", "--retries", "-1"])
     assert main(["gpt2", "--out", str(tmp_path), "--base-url", "notaurl"]) == 1  # not "unknown url type"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DownloadError, match="a_file is a file; the checkpoint needs a directory"):
+        download_gpt2("gpt2", tmp_path / "a_file", base_url="http://127.0.0.1:9")  # before any connection
 
 
 def test_entry_points(capsys):

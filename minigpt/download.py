@@ -14,8 +14,9 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
 3. Check the size, then the hash (whichever of the two the ETag is), and only then rename
    FILE.partial → FILE. So FILE exists only once verified, and a rerun skips it.
 
-A dropped connection is resumed a few times within one run; if it keeps failing, the
-.partial file stays and running the same command again picks up where it stopped.
+A dropped connection, or a server error (HTTP 5xx: a busy CDN), is resumed a few times within
+one run; if it keeps failing, the .partial file stays and running the same command again picks
+up where it stopped. A 4xx (a wrong name, a private repo) would answer the same, so it is not.
 Not handled: private repos (no token is sent) and revisions other than `main`.
 """
 from __future__ import annotations
@@ -131,8 +132,11 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
         try:
             _get(remote, partial, progress)
             break
-        except HTTPError:
-            raise
+        except HTTPError as e:
+            if e.code < 500 or attempt == retries:  # a 4xx will answer the same; a 5xx (a busy CDN) often passes
+                raise
+            print(f"{dest.name}: HTTP {e.code} {e.reason}; retrying ({attempt + 1} of {retries})", file=sys.stderr)
+            time.sleep(attempt)
         # Only network failures are worth a retry: reset, timeout, short read. A local OSError
         # (permission denied, disk full) would fail the same way again, so it goes up as it is.
         except (URLError, ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:

@@ -31,6 +31,7 @@ class FakeHub:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.cut_after: dict[str, int] = {}  # file → drop the connection after N bytes, once
+        self.busy: dict[str, int] = {}  # file → answer its GET with this HTTP 5xx, once
         self.ignore_range = False
         self.wrong_sha256 = False
         self.no_etag = False  # a mirror that announces no hashes at all
@@ -70,6 +71,8 @@ def make_handler(hub: FakeHub):
                 return self.send_bytes(data, body, etag=None if hub.no_etag else git_sha1)
             if self.path.startswith("/cdn/") and self.path.removeprefix("/cdn/") in hub.files:
                 name = self.path.removeprefix("/cdn/")
+                if body and name in hub.busy:
+                    return self.send_error(hub.busy.pop(name))
                 return self.send_bytes(hub.files[name], body, cut=hub.cut_after.pop(name, None) if body else None)
             self.send_error(404)
 
@@ -149,6 +152,17 @@ def test_cut_transfer_is_resumed_with_a_range_request(hub, tmp_path):
     assert_downloaded(tmp_path, hub)
     cdn = [rng for method, path, rng in hub.requests if path.startswith("/cdn/")]
     assert cdn == [None, f"bytes={size // 2}-"]  # the retry asked only for the missing half
+
+
+def test_a_busy_server_is_retried_and_a_missing_file_is_not(hub, tmp_path, capsys):
+    hub.busy["model.safetensors"] = 503  # a CDN's passing hiccup
+    download_gpt2("gpt2", tmp_path / "a", base_url=hub.url, retries=1, progress=False)
+    assert_downloaded(tmp_path / "a", hub)
+    assert "model.safetensors: HTTP 503" in capsys.readouterr().err
+    hub.busy["model.safetensors"] = 404  # the same answer next time: no retry
+    with pytest.raises(DownloadError, match="answered HTTP 404"):
+        download_gpt2("gpt2", tmp_path / "b", base_url=hub.url, retries=3, progress=False)
+    assert "retrying" not in capsys.readouterr().err
 
 
 def test_partial_download_resumes_on_the_next_run(hub, tmp_path, capsys):

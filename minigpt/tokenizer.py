@@ -534,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train:
         if not args.out:
             parser.error("--train needs --out DIR")
+        if args.text is not None or args.show_work:
+            parser.error("--train learns from FILES: a text to encode (or --show-work) goes without --train")
         from minigpt.bpe_train import main as train_main
 
         return train_main([*args.train, "--vocab-size", str(args.vocab_size or 4096), "--out", args.out])

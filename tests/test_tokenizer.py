@@ -351,6 +351,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
         tokmod.main(["--vocab-size", "1000", "hi"])
     assert "--vocab-size and --out go with --train" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ... and so would a text to encode with --train
+        tokmod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
+    assert "--train learns from FILES" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
 
 

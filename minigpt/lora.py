@@ -87,6 +87,16 @@ def inject_lora(
     if not chosen:
         linears = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ValueError(f"LoRA targets {list(targets)} match no nn.Linear in the model; linear layers are named {linears}")
+    # A weight shared with another module (GPT-2's lm_head *is* wte) cannot take an adapter: merging
+    # ΔW into it would change the other module too (every input embedding), so the merged model
+    # would no longer compute what the adapted one did.
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    tied = [name for name in chosen if uses[id(model.get_submodule(name).weight)] > 1]
+    if tied:
+        raise ValueError(f"LoRA cannot adapt {tied}: its weight is tied to another module's (GPT-2's lm_head is the "
+                         f"input embedding wte), and merging would change both; choose among {list(DEFAULT_TARGETS)}")
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

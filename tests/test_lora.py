@@ -57,6 +57,9 @@ def test_bad_lora_arguments():
     with pytest.raises(ValueError, match="exceeds"):
         inject_lora(_model(), rank=CFG.n_embd + 1)
     model = _model()
+    with pytest.raises(ValueError, match=r"cannot adapt \['lm_head'\]: its weight is tied"):
+        inject_lora(model, ("lm_head", "c_attn"))  # merging into lm_head would change wte too
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()), "refused before wrapping anything"
     inject_lora(model)
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         inject_lora(model)

@@ -48,6 +48,9 @@ class LoRALinear(nn.Module):
         # so B moves on the first step (if both were 0, neither would ever get a gradient).
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout)
+        # A new module starts in training mode; take the mode of the layer it replaces, or adapters
+        # put into an eval-mode model (GPT.from_pretrained returns one) would keep their dropout on.
+        self.train(base.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two thin matmuls (in → r → out) instead of forming ΔW (out, in): cheaper for small r.

@@ -98,10 +98,11 @@ class GPTClassifier(nn.Module):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(idx)
-        _check_inputs(attention_mask, labels, self.num_labels)
+        _check_inputs(idx, attention_mask, labels, self.num_labels)
         h = self.gpt.hidden_states(idx)  # (B, T, C)
         logits = self.score(self.pool(h, attention_mask))  # (B, num_labels)
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        # int32 labels are fine too (HF takes them); cross_entropy wants int64 class ids.
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.long())
         return logits, loss
 
     # ---- checkpoints in Hugging Face's GPT2ForSequenceClassification layout ---------------------
@@ -161,10 +162,23 @@ class GPTClassifier(nn.Module):
         return model.eval()
 
 
-def _check_inputs(attention_mask: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> None:
+def _check_inputs(idx: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> None:
     """Each mask row must be 1…1 0…0 with at least one 1 (the pooling and the maskless backbone rely
     on it), and each label in [0, num_labels). The checks run where the tensors are and are read
-    back together: on a GPU, every read is a host sync that stalls the queue, so one, not four."""
+    back together: on a GPU, every read is a host sync that stalls the queue, so one, not four.
+    Shapes and dtypes are known on the host, so they are checked first, for free."""
+    if idx.dim() != 2:
+        raise ValueError(f"idx must be token ids of shape (batch, time), got shape {tuple(idx.shape)}")
+    # A mask of another shape would broadcast or index silently: its lengths would pool the wrong token.
+    if attention_mask.shape != idx.shape:
+        raise ValueError(f"attention_mask must have idx's shape {tuple(idx.shape)}, got {tuple(attention_mask.shape)}")
+    if attention_mask.is_floating_point() or attention_mask.is_complex():
+        raise TypeError(f"attention_mask must be an integer or bool tensor (1 = real token, 0 = pad), got {attention_mask.dtype}")
+    if labels is not None:
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be integer class ids, got {labels.dtype}")
+        if labels.shape != idx.shape[:1]:
+            raise ValueError(f"labels must have shape (batch,) = {tuple(idx.shape[:1])}, one class id per row, got {tuple(labels.shape)}")
     no_labels = torch.zeros(1, dtype=torch.long, device=attention_mask.device)
     labels = no_labels if labels is None else labels
     not_binary, left_padded, empty_row, bad_label = torch.stack([

@@ -48,6 +48,9 @@ class LoRALinear(nn.Module):
         # so B moves on the first step (if both were 0, neither would ever get a gradient).
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout)
+        # A new module starts in training mode; take the mode of the layer it replaces, or adapters
+        # put into an eval-mode model (GPT.from_pretrained returns one) would keep their dropout on.
+        self.train(base.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two thin matmuls (in → r → out) instead of forming ΔW (out, in): cheaper for small r.
@@ -87,6 +90,16 @@ def inject_lora(
     if not chosen:
         linears = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ValueError(f"LoRA targets {list(targets)} match no nn.Linear in the model; linear layers are named {linears}")
+    # A weight shared with another module (GPT-2's lm_head *is* wte) cannot take an adapter: merging
+    # ΔW into it would change the other module too (every input embedding), so the merged model
+    # would no longer compute what the adapted one did.
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    tied = [name for name in chosen if uses[id(model.get_submodule(name).weight)] > 1]
+    if tied:
+        raise ValueError(f"LoRA cannot adapt {tied}: its weight is tied to another module's (GPT-2's lm_head is the "
+                         f"input embedding wte), and merging would change both; choose among {list(DEFAULT_TARGETS)}")
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

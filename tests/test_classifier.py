@@ -96,6 +96,22 @@ def test_bad_inputs():
     empty[2] = 0
     with pytest.raises(ValueError, match="no real tokens"):
         clf(idx, empty)
+    # A mask of another shape used to pool the wrong token silently (or broadcast one row's mask).
+    with pytest.raises(ValueError, match=r"attention_mask must have idx's shape \(3, 9\), got \(3, 5\)"):
+        clf(idx, mask[:, :5])
+    with pytest.raises(ValueError, match=r"attention_mask must have idx's shape \(3, 9\), got \(1, 9\)"):
+        clf(idx, mask[:1])
+    with pytest.raises(TypeError, match="attention_mask must be an integer or bool tensor"):
+        clf(idx, mask.float())
+    with pytest.raises(ValueError, match=r"idx must be token ids of shape \(batch, time\), got shape \(9,\)"):
+        clf(idx[0])
+    with pytest.raises(TypeError, match="labels must be integer class ids, got torch.float32"):
+        clf(idx, mask, labels=torch.tensor([0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(batch,\) = \(3,\)"):
+        clf(idx, mask, labels=torch.tensor([[0], [1], [1]]))
+    int32 = clf(idx, mask, labels=torch.tensor([0, 2, 1], dtype=torch.int32))[1]  # as transformers takes them
+    assert torch.equal(int32, clf(idx, mask, labels=torch.tensor([0, 2, 1]))[1])
+    assert torch.equal(clf(idx, mask.bool())[0], clf(idx, mask)[0])
     with pytest.raises(ValueError, match="num_labels"):
         GPTClassifier(GPT(CFG), 1)
     with pytest.raises(ValueError, match="pooling"):

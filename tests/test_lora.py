@@ -49,6 +49,26 @@ def test_merged_equals_unmerged_and_saves_as_plain_gpt():
         assert torch.equal(GPT.from_pretrained(d)(idx)[0], merged)
 
 
+def test_adapters_follow_the_mode_of_the_model_they_join():
+    """Injected into an eval-mode model (as GPT.from_pretrained returns), the adapters' dropout is off."""
+    model = _model()  # in eval mode
+    inject_lora(model, rank=4, dropout=0.5)
+    assert not any(m.training for m in model.modules())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(std=0.05)
+    idx = torch.randint(0, CFG.vocab_size, (2, 11))
+    unmerged = model(idx)[0]
+    assert torch.equal(unmerged, model(idx)[0]), "eval mode: no dropout, so the same output every call"
+    diff = (merge_lora(model)(idx)[0] - unmerged).abs().max().item()
+    print(f"dropout 0.5, eval mode: max |merged - unmerged| = {diff:.2e}")
+    assert diff < 1e-5
+    model = _model().train()
+    inject_lora(model, rank=4, dropout=0.5)
+    assert all(m.training for m in model.modules())
+
+
 def test_bad_lora_arguments():
     with pytest.raises(ValueError, match="match no nn.Linear"):
         inject_lora(_model(), ("q_proj",))
@@ -57,6 +77,9 @@ def test_bad_lora_arguments():
     with pytest.raises(ValueError, match="exceeds"):
         inject_lora(_model(), rank=CFG.n_embd + 1)
     model = _model()
+    with pytest.raises(ValueError, match=r"cannot adapt \['lm_head'\]: its weight is tied"):
+        inject_lora(model, ("lm_head", "c_attn"))  # merging into lm_head would change wte too
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()), "refused before wrapping anything"
     inject_lora(model)
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         inject_lora(model)

@@ -83,7 +83,7 @@ def apply_strategy(
     lora_rank: int = 8,
     lora_alpha: float = 16.0,
     lora_dropout: float = 0.0,
-    lora_targets: tuple[str, ...] = DEFAULT_TARGETS,
+    lora_targets: tuple[str, ...] | str = DEFAULT_TARGETS,
     verbose: bool = True,
 ) -> StrategySummary:
     """Set `requires_grad` on `model` for `strategy` (in place; "lora" also inserts adapters).
@@ -105,6 +105,18 @@ def apply_strategy(
                          "('full' always trains wte; 'frozen' and 'lora' never do)")
     if strategy == "frozen" and not is_classifier:
         raise ValueError(FROZEN_LM_ERROR)
+    # Checked before anything changes, so that a refused call leaves the model as it was. What
+    # trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
+    trained = ({model.score.weight.dtype} if is_classifier else set()) | \
+        ({gpt.transformer.wte.weight.dtype} if strategy != "frozen" else set())
+    if torch.float16 in trained:
+        raise ValueError("the weights to train are float16: AdamW's small updates round away or overflow to NaN "
+                         "in float16; load the model in float32 (GPT.from_pretrained(path, dtype=torch.float32)) "
+                         "and use torch.autocast for half-precision speed")
+    if strategy == "lora" and any(isinstance(m, LoRALinear) for m in gpt.modules()):
+        raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
+    if isinstance(lora_targets, str):  # "c_attn,c_proj", as the CLI's flag spells it; not its characters
+        lora_targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
 
     model.requires_grad_(strategy == "full")
     if strategy == "partial":
@@ -120,10 +132,6 @@ def apply_strategy(
         model.score.requires_grad_(True)
 
     params = list(model.parameters())  # yields the tied wte/lm_head once
-    if any(p.requires_grad and p.dtype == torch.float16 for p in params):
-        raise ValueError("the weights to train are float16: AdamW's small updates round away or overflow to NaN "
-                         "in float16; load the model in float32 (GPT.from_pretrained(path, dtype=torch.float32)) "
-                         "and use torch.autocast for half-precision speed")
     summary = StrategySummary(strategy, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
     if verbose:
         print(summary)

@@ -126,6 +126,19 @@ def test_bad_strategy_arguments():
         apply_strategy(_lm(), "lora", train_embeddings=True)
     with pytest.raises(ValueError, match="float16"):  # e.g. the shipped checkpoint, loaded as stored
         apply_strategy(_lm().half(), "full")
+    # A refused call leaves the model as it was: no adapters injected, nothing frozen.
+    half = _lm().half()
+    with pytest.raises(ValueError, match="float16"):
+        apply_strategy(half, "lora")
+    assert not any(isinstance(m, LoRALinear) for m in half.modules()) and all(p.requires_grad for p in half.parameters())
+    apply_strategy(half.float(), "lora", verbose=False)  # now it works, and says nothing about adapters
+    trainable = sum(p.numel() for p in half.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="already has LoRA adapters"):
+        apply_strategy(half, "lora", verbose=False)
+    assert sum(p.numel() for p in half.parameters() if p.requires_grad) == trainable  # the adapters still train
+    one = _lm()
+    apply_strategy(one, "lora", lora_targets="c_attn", verbose=False)  # a str names targets as the CLI's flag does
+    assert sum(isinstance(m, LoRALinear) for m in one.modules()) == one.config.n_layer
 
 
 def test_read_tsv(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
-from minigpt.checkpoint import CONV1D_SUFFIXES
+from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
 from minigpt.generate import generate
 from minigpt.kv_cache import cache_length
 
@@ -211,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)  # "cuda" without a GPU: one line, not torch's assertion
+    except ValueError as e:
+        print(f"bench_generate.py: error: {e}", file=sys.stderr)
+        return 2
     torch.set_grad_enabled(False)
-    device = torch.device(args.device)
     model, hf = build_models(args.model)
     model, hf = model.to(device), hf.to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent  # the cwd of each run: `-m` imports this checkout's minigpt
 
@@ -32,3 +33,15 @@ def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
         return r.returncode, r.stdout, r.stderr
 
     assert run("minigpt") == run("minigpt.cli")
+
+
+@pytest.mark.parametrize("name", ["generate", "train"])
+def test_a_gpu_benchmark_on_a_machine_without_cuda_says_so_in_one_line(name, monkeypatch, capsys):
+    """`minigpt bench generate|train --device cuda` without CUDA: exit 2 and one line, no traceback."""
+    from minigpt import bench
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # bench.main sets sys.argv for the script
+    assert bench.main([name, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"bench_{name}.py: error: device cuda: CUDA is not available" in err, err

@@ -1,6 +1,7 @@
 """The `minigpt` front door (minigpt/cli.py): a reader that stops early ends a command quietly."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,12 @@ def test_a_gpu_benchmark_on_a_machine_without_cuda_says_so_in_one_line(name, mon
     assert bench.main([name, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"bench_{name}.py: error: device cuda: CUDA is not available" in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_gpu_check_without_a_gpu_stops_with_one_line_instead_of_reporting_skipped_tests_ok(tmp_path):
+    """scripts/gpu_check.sh on a machine without CUDA: exit 2 and say so, no step run ("tests=ok" of all skips)."""
+    r = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OUT": str(tmp_path)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "gpu_check: no CUDA device" in r.stderr and "== tests" not in r.stdout, r.stdout + r.stderr

@@ -55,3 +55,13 @@ def test_gpu_check_without_a_gpu_stops_with_one_line_instead_of_reporting_skippe
                        env={**os.environ, "OUT": str(tmp_path)})
     assert r.returncode == 2, r.stdout + r.stderr
     assert "gpu_check: no CUDA device" in r.stderr and "== tests" not in r.stdout, r.stdout + r.stderr
+
+
+def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monkeypatch, capsys):
+    """The default texts live in /work/shared/data; elsewhere, an argparse error names the file and --data."""
+    from minigpt import bench
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    assert bench.main(["tokenizer", "--data", str(tmp_path / "missing.txt"), "--extra"]) == 2
+    err = capsys.readouterr().err
+    assert f"bench_tokenizer.py: error: no such file: {tmp_path / 'missing.txt'}" in err and "Traceback" not in err, err

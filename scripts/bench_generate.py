@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
-from minigpt.checkpoint import CONV1D_SUFFIXES
+from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
 from minigpt.generate import generate
 from minigpt.kv_cache import cache_length
 
@@ -203,16 +204,20 @@ def bf16_drift(model: GPT) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: random 124M weights)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--ttft-lengths", default="64,256,1024")
-    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--repeats", type=int, default=5, help="runs per figure, the median is reported (default 5)")
+    p.add_argument("--new-tokens", type=int, default=128, help="tokens decoded per TPOT run (default 128)")
+    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes for TPOT (default 1,8)")
+    p.add_argument("--ttft-lengths", default="64,256,1024", help="comma-separated prompt lengths for TTFT (default 64,256,1024)")
+    p.add_argument("--no-bf16", action="store_true", help="skip every bf16 measurement (rows, logits drift, KV cache)")
     p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)  # "cuda" without a GPU: one line, not torch's assertion
+    except ValueError as e:
+        print(f"bench_generate.py: error: {e}", file=sys.stderr)
+        return 2
     torch.set_grad_enabled(False)
-    device = torch.device(args.device)
     model, hf = build_models(args.model)
     model, hf = model.to(device), hf.to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"

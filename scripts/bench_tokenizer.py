@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--vocab-size", type=int, default=4096)
     args = parser.parse_args(argv)
+    missing = [str(p) for p in [args.data, *args.extra] if not p.is_file()]
+    if missing:  # the defaults are this project's shared data folder, absent on other machines
+        parser.error(f"no such file: {', '.join(missing)} (name the texts with --data and --extra)")
 
     small = args.data.read_text(encoding="utf-8")
     mixed = "".join(p.read_text(encoding="utf-8") for p in [args.data, *args.extra])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from contextlib import nullcontext
 
@@ -23,6 +24,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
+from minigpt.checkpoint import resolve_device
 from minigpt.train import TrainConfig, build_optimizer, gpt_flops_per_token, peak_flops
 
 CONFIGS = {"small": dict(n_layer=4, n_head=4, n_embd=256), "124M": dict(n_layer=12, n_head=12, n_embd=768)}
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)  # "cuda" without a GPU: one line, not torch's assertion
+    except ValueError as e:
+        print(f"bench_train.py: error: {e}", file=sys.stderr)
+        return 2
     dtype = getattr(torch, args.dtype)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

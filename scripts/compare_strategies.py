@@ -104,7 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no learning rate for {missing} in --lrs")
 
-    rows = [run_strategy(s, lrs[s], args, passthrough) for s in strategies]
+    rows = []
+    for s in strategies:
+        try:
+            rows.append(run_strategy(s, lrs[s], args, passthrough))
+        except subprocess.CalledProcessError as e:  # the run printed its own error above: no traceback on top
+            print(f"compare_strategies.py: error: the {s} run failed (exit {e.returncode}); its output is above",
+                  file=sys.stderr)
+            return 1
     text = table(rows, args.task)
     out = Path(args.out)
     command = "python scripts/compare_strategies.py " + " ".join(argv)

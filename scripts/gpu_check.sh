@@ -29,6 +29,10 @@ deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-560}))
   python3 -c "import torch, triton, transformers; print('torch', torch.__version__, '| triton', triton.__version__, '| transformers', transformers.__version__)"
   git log -1 --oneline 2>/dev/null
 } 2>&1 | tee "$out/env.txt"
+if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then  # else every GPU test "passes" as skipped
+  echo "gpu_check: no CUDA device visible to torch (see $out/env.txt); every step needs one" | tee -a "$out/env.txt" >&2
+  exit 2
+fi
 
 summary=()
 run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the screen

@@ -1,11 +1,13 @@
 """The `minigpt` front door (minigpt/cli.py): a reader that stops early ends a command quietly."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent  # the cwd of each run: `-m` imports this checkout's minigpt
 
@@ -32,3 +34,34 @@ def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
         return r.returncode, r.stdout, r.stderr
 
     assert run("minigpt") == run("minigpt.cli")
+
+
+@pytest.mark.parametrize("name", ["generate", "train"])
+def test_a_gpu_benchmark_on_a_machine_without_cuda_says_so_in_one_line(name, monkeypatch, capsys):
+    """`minigpt bench generate|train --device cuda` without CUDA: exit 2 and one line, no traceback."""
+    from minigpt import bench
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # bench.main sets sys.argv for the script
+    assert bench.main([name, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"bench_{name}.py: error: device cuda: CUDA is not available" in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_gpu_check_without_a_gpu_stops_with_one_line_instead_of_reporting_skipped_tests_ok(tmp_path):
+    """scripts/gpu_check.sh on a machine without CUDA: exit 2 and say so, no step run ("tests=ok" of all skips)."""
+    r = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OUT": str(tmp_path)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "gpu_check: no CUDA device" in r.stderr and "== tests" not in r.stdout, r.stdout + r.stderr
+
+
+def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monkeypatch, capsys):
+    """The default texts live in /work/shared/data; elsewhere, an argparse error names the file and --data."""
+    from minigpt import bench
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    assert bench.main(["tokenizer", "--data", str(tmp_path / "missing.txt"), "--extra"]) == 2
+    err = capsys.readouterr().err
+    assert f"bench_tokenizer.py: error: no such file: {tmp_path / 'missing.txt'}" in err and "Traceback" not in err, err

@@ -33,3 +33,10 @@ def test_table_shows_the_best_figures_with_their_steps_beside_the_final_ones(tmp
     assert "accuracy" not in lm[0] and lm[2].endswith("| 2.2500 (40) | 2.5000 | 12 |")
     compare.plot(rows, "classify", tmp_path / "compare.png")  # plots the best accuracy
     assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_a_failing_run_is_one_error_line_not_a_traceback(tmp_path, capsys):
+    """`minigpt finetune` prints its own error; the script adds which strategy failed and exits 1."""
+    assert compare.main(["--init", str(tmp_path / "missing"), "--task", "classify", "--data", str(tmp_path),
+                         "--out", str(tmp_path / "out"), "--strategies", "frozen"]) == 1
+    assert "compare_strategies.py: error: the frozen run failed (exit 2)" in capsys.readouterr().err

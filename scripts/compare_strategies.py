@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
     parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")
     args = parser.parse_args(own)
-    lrs = {k: float(v) for k, v in (pair.split("=") for pair in args.lrs.split(","))}
+    try:
+        lrs = {k.strip(): float(v) for k, v in (pair.split("=") for pair in args.lrs.split(","))}
+    except ValueError:  # no "=", or not a number
+        parser.error(f"--lrs takes strategy=lr pairs such as {DEFAULT_LRS}, got {args.lrs!r}")
     default = ["frozen", "lora", "partial", "full"] if args.task == "classify" else ["lora", "partial", "full"]
     strategies = args.strategies.split(",") if args.strategies else default
     missing = [s for s in strategies if s not in lrs]

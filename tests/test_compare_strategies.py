@@ -40,3 +40,11 @@ def test_a_failing_run_is_one_error_line_not_a_traceback(tmp_path, capsys):
     assert compare.main(["--init", str(tmp_path / "missing"), "--task", "classify", "--data", str(tmp_path),
                          "--out", str(tmp_path / "out"), "--strategies", "frozen"]) == 1
     assert "compare_strategies.py: error: the frozen run failed (exit 2)" in capsys.readouterr().err
+
+
+def test_lrs_that_are_not_pairs_are_a_usage_error(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--lrs", "lora"])
+    assert "--lrs takes strategy=lr pairs" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def beam_search(
         return out
     # Beams are candidates, not output: a step advances each of the B prompts by one token.
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
-                            ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / (step + 1),
+                            ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / step if step else 0.0,
                             kv_cache_bytes=cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
-    stats.tokens_per_s = B / stats.tpot_s
+    stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards ran (none for one token)
     return out, stats

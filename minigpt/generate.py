@@ -38,10 +38,10 @@ from minigpt.sampling import (
     _filter,
     check_backend,
     check_penalties,
-    check_rows,
     check_sampling_params,
     draw,
     exponential_noise,
+    per_row,
     penalize,
     resolve_backend,
     token_counts,
@@ -158,7 +158,8 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
         raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
-        attention_mask = attention_mask if attention_mask is None else attention_mask.reshape(1, -1)
+    if attention_mask is not None and attention_mask.dim() == 1:  # (T,): the mask of one prompt
+        attention_mask = attention_mask[None]
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
     device = model.transformer.wte.weight.device
@@ -337,7 +338,9 @@ def stream(
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
-    check_rows(input_ids.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, **penalties)
+    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), temperature=temperature, top_k=top_k,
+                                                      top_p=top_p, min_p=min_p, **penalties).values()
+    penalties = dict(zip(penalties, rest))
     if num_beams > 1:
         if do_sample or stop or streamer is not None:
             raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
@@ -532,6 +535,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that the chosen mode would silently ignore."""
+    if args.explain:
+        ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
+                                           ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
+                                           ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
+                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0))
+                   if used]
+        if ignored:
+            raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
+    if args.num_beams == 1 and args.length_penalty != 1.0:
+        raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
+    if args.num_beams > 1:
+        filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p))
+                   if on]
+        if filters:
+            raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
+                             "would do nothing: drop them or --num-beams")
+        if args.stream:  # the best beam is known only at the end
+            raise ValueError("beam search picks its best beam only at the end, so there is nothing to --stream: "
+                             "drop one of them")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from minigpt.checkpoint import download_hint
@@ -551,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minigpt generate: cannot read --prompt-file: {e}", file=sys.stderr)
         return 2
     try:
+        check_flags(args)  # before loading: a flag that would be ignored is refused in no time
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
@@ -572,12 +599,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.explain:
                 from minigpt.explain import explain  # imported here: explain.py builds on this module
 
-                ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
-                                                   ("--min-new-tokens", args.min_new_tokens > 0),
-                                                   ("--stats", args.stats), ("--compile", args.compile),
-                                                   ("--sampler", args.sampler != "auto")) if used]
-                if ignored:
-                    raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
                 text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
                 print(f"\n{prompt}{text}")
                 return 0
@@ -585,17 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
                           num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
-            if args.num_beams == 1 and args.length_penalty != 1.0:
-                raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
             if args.num_beams > 1:
-                filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1),
-                                                 ("--min-p", args.min_p)) if on]
-                if filters:
-                    raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
-                                     "would do nothing: drop them or --num-beams")
-                if args.stream:  # the best beam is known only at the end
-                    raise ValueError("beam search picks its best beam only at the end, so there is nothing to "
-                                     "--stream: drop one of them")
                 for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
                     kwargs.pop(name)
                 out, stats = generate(model, torch.tensor([ids], dtype=torch.long), **kwargs)

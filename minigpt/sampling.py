@@ -72,12 +72,16 @@ def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0
     _check("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
 
 
-def check_rows(batch_size: int, **params: Param) -> None:
-    """Raise ValueError for a per-row tensor parameter that does not hold one value per row."""
+def per_row(batch_size: int, **params: Param) -> dict[str, Param]:
+    """The parameters, with a 0-d tensor spread over the rows as a number would be; ValueError for
+    a tensor that does not hold one value per row (prompt, or row of logits)."""
     for name, value in params.items():
-        if isinstance(value, torch.Tensor) and value.numel() != batch_size:
+        if isinstance(value, torch.Tensor) and value.dim() == 0:
+            params[name] = value.reshape(1).expand(batch_size)
+        elif isinstance(value, torch.Tensor) and value.numel() != batch_size:
             raise ValueError(f"{name} has {value.numel()} values (shape {tuple(value.shape)}); a tensor "
                              f"parameter holds one per prompt (row of logits): {batch_size}")
+    return params
 
 
 # ---- penalties --------------------------------------------------------------------------------
@@ -282,7 +286,8 @@ def sample(
     is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
     """
     check_sampling_params(temperature, top_k, top_p, min_p)
-    check_rows(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    temperature, top_k, top_p, min_p = rows.values()
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator to sample(), not both")
     if seed is not None:

@@ -394,7 +394,7 @@ class Tokenizer:
         *,
         padding: bool | Literal["longest", "max_length"] = False,
         padding_side: Literal["left", "right"] = "right",
-        truncation: bool | Literal["longest_first", "do_not_truncate"] = False,
+        truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] = False,
         max_length: int | None = None,
         return_tensors: Literal["pt"] | None = None,
         allowed_special: AllowedSpecial = (),
@@ -410,9 +410,11 @@ class Tokenizer:
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if padding not in (True, False, "longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
-        if truncation not in (True, False, "longest_first", "do_not_truncate"):
-            raise ValueError(f"truncation must be True, False or 'longest_first', got {truncation!r}")
-        truncation = truncation in (True, "longest_first")  # HF's strategy names; with one text per row only these two apply
+        # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
+        if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
+            raise ValueError("truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
+                             f"got {truncation!r}")
+        truncation = truncation in (True, "longest_first", "only_first")
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):

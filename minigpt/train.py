@@ -388,11 +388,14 @@ def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtim
     try:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+    except torch.OutOfMemoryError:
+        raise  # the state is fine; the device is full
     except (RuntimeError, ValueError) as e:  # a shape flag given again, other LoRA targets, other trainable weights
         detail = str(e).strip().splitlines()[-1].strip()[:200]
+        differ = f"settings changed from the saved run (saved, now): {changed}" if changed else "no setting changed"
         raise ValueError(f"{out / STATE_FILE} was saved from another model or other trainable parameters than these settings "
-                         f"build ({detail}); settings changed from the saved run (saved, now): {changed}. Drop the flags "
-                         "that change the model, or start a new run with another --out") from None
+                         f"build ({detail}); {differ}. Drop the flags that change the model, or start a new run with "
+                         "another --out") from None
     scaler.load_state_dict(state["scaler"])
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], state["best_val_loss"], (loss_sum, steps)

@@ -301,8 +301,9 @@ def test_stats_are_filled(pair):
     assert stats.kv_cache_bytes == 2 * c.n_layer * 3 * 64 * c.n_embd * 4  # 7 + 8 tokens → one 64-slot bucket
     _, beams = generate(model, ids, mask, max_new_tokens=8, eos_token_id=[], num_beams=4, return_stats=True)
     assert beams.new_tokens == 3 * 8  # per prompt, not per beam: beams are candidates, not output
-    _, one = generate(model, ids, mask, max_new_tokens=1, return_stats=True)  # prefill only: no decode step
-    assert one.tpot_s == one.tokens_per_s == 0 and "TPOT - (no decode step)" in str(one)
+    for beams in (1, 2):  # one new token is all prefill: no decode step
+        _, one = generate(model, ids, mask, max_new_tokens=1, num_beams=beams, return_stats=True)
+        assert one.tpot_s == one.tokens_per_s == 0 and "TPOT - (no decode step)" in str(one)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -333,10 +334,27 @@ def test_bad_arguments_raise(pair, kwargs, match):
         generate(model, ids, **kwargs)
 
 
+@torch.no_grad()
+def test_a_0d_tensor_parameter_acts_as_the_number(pair):
+    """torch.tensor(0.7) is one value for every row, as 0.7 is (a (B,) tensor gives one per prompt)."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    for kw, tensors in [({"do_sample": True, "seed": 0, "num_return_sequences": 2}, {"temperature": 0.7, "top_p": 0.9}),
+                        ({"num_beams": 2}, {"repetition_penalty": 1.3})]:
+        as_numbers = generate(model, ids, mask, max_new_tokens=5, eos_token_id=[], **kw, **tensors)
+        as_tensors = generate(model, ids, mask, max_new_tokens=5, eos_token_id=[], **kw,
+                              **{k: torch.tensor(v) for k, v in tensors.items()})
+        assert torch.equal(as_numbers, as_tensors)
+
+
 def test_right_padding_and_nan_logits_raise(pair):
     model, _ = pair
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\), but input_ids has \(1, 3\)"):
         generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 3\), but input_ids has \(1, 3\)"):
+        generate(model, torch.tensor([1, 2, 3]), torch.ones(2, 3, dtype=torch.long), max_new_tokens=2)  # as given
+    one = generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([1, 1, 1]), max_new_tokens=2)  # (T,) mask, one prompt
+    assert torch.equal(one, generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2))
     with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 2"):
         generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 1]]), max_new_tokens=2)
     with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.float32"):

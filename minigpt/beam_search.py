@@ -47,6 +47,7 @@ def beam_search(
     It stops when no running beam can beat the finished ones: with early_stopping=True as soon
     as K hypotheses are finished, with False when the best running score at today's length can't
     beat the worst finished one, with "never" when even the best length can't.
+    `penalties` are numbers or (B·K,) tensors, one value per beam (`per_row` with copies=K).
     """
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
@@ -55,8 +56,6 @@ def beam_search(
     t_start = clock()
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
     mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
-    # A per-prompt (B,) penalty goes with its prompt to each of its K beams (rows b·K ... b·K + K-1).
-    penalties = {k: p.repeat_interleave(K) if isinstance(p, torch.Tensor) else p for k, p in penalties.items()}
     cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens - 1, model.config.n_positions))
     step_fn = decode_step_for(model, cache, compile)
     key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)  # (B·K, max_len)

@@ -338,8 +338,10 @@ def stream(
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
-    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), temperature=temperature, top_k=top_k,
-                                                      top_p=top_p, min_p=min_p, **penalties).values()
+    # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
+    copies = num_beams if num_beams > 1 else num_return_sequences
+    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
+                                                      top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
     penalties = dict(zip(penalties, rest))
     if num_beams > 1:
         if do_sample or stop or streamer is not None:
@@ -351,12 +353,9 @@ def stream(
                            min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                            early_stopping=early_stopping, eos=eos, pad=pad, num_return_sequences=num_return_sequences,
                            penalties=penalties, compile=compile, return_stats=return_stats)
-    if num_return_sequences > 1:  # n samples per prompt: repeat each prompt (and its parameters) n times
+    if num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
         n = num_return_sequences
         input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
-        temperature, top_k, top_p, min_p = (p.repeat_interleave(n) if isinstance(p, torch.Tensor) else p
-                                            for p in (temperature, top_k, top_p, min_p))
-        penalties = {k: p.repeat_interleave(n) if isinstance(p, torch.Tensor) else p for k, p in penalties.items()}
     if not do_sample:
         temperature = 0.0  # greedy: the argmax, which no filter changes
 

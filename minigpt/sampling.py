@@ -72,15 +72,18 @@ def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0
     _check("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
 
 
-def per_row(batch_size: int, **params: Param) -> dict[str, Param]:
-    """The parameters, with a 0-d tensor spread over the rows as a number would be; ValueError for
-    a tensor that does not hold one value per row (prompt, or row of logits)."""
+def per_row(batch_size: int, copies: int = 1, **params: Param) -> dict[str, Param]:
+    """The parameters as the rows need them: a tensor holds one value per prompt (or row of logits),
+    and each goes to the `copies` rows a prompt becomes (its beams, or its n samples); a 0-d tensor
+    is spread over every row, as a number is. ValueError for a tensor of another length."""
     for name, value in params.items():
         if isinstance(value, torch.Tensor) and value.dim() == 0:
-            params[name] = value.reshape(1).expand(batch_size)
+            params[name] = value.reshape(1).expand(batch_size * copies)
         elif isinstance(value, torch.Tensor) and value.numel() != batch_size:
             raise ValueError(f"{name} has {value.numel()} values (shape {tuple(value.shape)}); a tensor "
                              f"parameter holds one per prompt (row of logits): {batch_size}")
+        elif isinstance(value, torch.Tensor) and copies > 1:
+            params[name] = value.reshape(-1).repeat_interleave(copies)  # rows b·copies ... b·copies + copies - 1
     return params
 
 

@@ -70,7 +70,7 @@ def beam_search(
     in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
     # Each beam's ids so far, (B, K, L) with L = T + max_new_tokens.
     running = torch.full((B, K, T + max_new_tokens), pad, dtype=torch.long, device=device)
-    running[:, :, :T] = ids.view(B, K, T)
+    running[:, :, :T] = ids.view(B, K, T)  # (B·K, T) → (B, K, T): rows b·K .. b·K + K - 1 are prompt b's
     running_scores = torch.zeros(B, K, device=device)
     running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
     done_seqs, done_lens = running.clone(), torch.zeros(B, K, dtype=torch.long, device=device)
@@ -86,12 +86,14 @@ def beam_search(
         _check_finite(logits)
         logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
         if penalized:
-            flat = running[:, :, :cur].reshape(B * K, cur)
+            flat = running[:, :, :cur].reshape(B * K, cur)  # (B·K, cur): each beam's ids so far, prompt included
             logp = penalize(logp, token_counts(flat, V, key_valid[:, :cur]),
                             token_counts(flat[:, T:], V), **penalties)
         if step < min_new_tokens and eos:
             logp = logp.index_fill(1, eos_ids, float("-inf"))
-        total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)  # score of beam + token
+        # Score of beam + token, each prompt's K beams side by side: (B, K, V) → (B, K·V), so that
+        # index i is beam i // V extending with token i % V.
+        total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)
         top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
         parent, token = top_idx // V, top_idx % V  # (B, n_keep) each: which beam, which token
         cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
@@ -109,7 +111,8 @@ def beam_search(
         full = done.all(-1, keepdim=True) & (early_stopping is True)  # no more needed
         scores = scores + (full | ~improvable | ~(ends & in_top_k)) * NEG_INF_SCORE
         merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices  # (B, K) of the K + n_keep
-        done_seqs = torch.cat([done_seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1)))
+        keep = merged[..., None].expand(-1, -1, cand.size(-1))  # (B, K, L)
+        done_seqs = torch.cat([done_seqs, cand], 1).gather(1, keep)  # (B, K + n_keep, L) → (B, K, L)
         done_scores = torch.cat([done_scores, scores], 1).gather(1, merged)
         done_lens = torch.cat([done_lens, torch.full_like(top_idx, step + 1)], 1).gather(1, merged)
         done = torch.cat([done, ends & in_top_k], 1).gather(1, merged)
@@ -126,8 +129,8 @@ def beam_search(
         slot = T + step
         key_valid[:, slot] = True
         width = cache.max_len if compile else slot + 1
-        logits = step_fn(model, running[:, :, cur].reshape(B * K, 1), cache, input_pos, position_ids,
-                         key_valid[:, :width])
+        newest = running[:, :, cur].reshape(B * K, 1)  # (B·K, 1): each beam's latest token
+        logits = step_fn(model, newest, cache, input_pos, position_ids, key_valid[:, :width])
         input_pos += 1
         position_ids += 1
 

@@ -37,7 +37,6 @@ CHUNK_CHARS = 1 << 22  # text handed to encode_batch 4M characters at a time (it
 CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against vocab_size
 
 
-
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
 
 

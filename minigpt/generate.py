@@ -355,6 +355,7 @@ def stream(
                            penalties=penalties, compile=compile, return_stats=return_stats)
     if num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
         n = num_return_sequences
+        # (B, T) → (B·n, T): rows b·n ... b·n + n - 1 are prompt b's samples
         input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
     if not do_sample:
         temperature = 0.0  # greedy: the argmax, which no filter changes
@@ -412,7 +413,7 @@ def stream(
         out[:, step] = tokens
         if eos:
             finished |= torch.isin(tokens, eos_ids)
-        if penalized:
+        if penalized:  # counts (B, V) += 1 at each live row's new token: tokens[:, None] is (B, 1)
             seen.scatter_add_(1, tokens[:, None], live[:, None].int())
             generated.scatter_add_(1, tokens[:, None], live[:, None].int())
         if stopper:
@@ -431,7 +432,7 @@ def stream(
         slot = T + step
         key_valid[:, slot] = True
         width = cache.max_len if compile else slot + 1  # compiled: fixed width, one graph for all steps
-        logits = step_fn(model, tokens[:, None], cache, input_pos, position_ids, key_valid[:, :width])
+        logits = step_fn(model, tokens[:, None], cache, input_pos, position_ids, key_valid[:, :width])  # tokens (B, 1)
         input_pos += 1
         position_ids += 1
 
@@ -447,7 +448,6 @@ def stream(
                             peak_memory_bytes=_peak_memory(device))
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
     return out, stats
-
 
 
 # ---- text in, text out -------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def per_row(batch_size: int, copies: int = 1, **params: Param) -> dict[str, Para
     is spread over every row, as a number is. ValueError for a tensor of another length."""
     for name, value in params.items():
         if isinstance(value, torch.Tensor) and value.dim() == 0:
-            params[name] = value.reshape(1).expand(batch_size * copies)
+            params[name] = value.reshape(1).expand(batch_size * copies)  # () → (B·copies,)
         elif isinstance(value, torch.Tensor) and value.numel() != batch_size:
             raise ValueError(f"{name} has {value.numel()} values (shape {tuple(value.shape)}); a tensor "
                              f"parameter holds one per prompt (row of logits): {batch_size}")

@@ -71,7 +71,7 @@ def _open(url: str, headers: dict[str, str] | None = None, method: str = "GET", 
 
 def remote_file(url: str) -> RemoteFile:
     """Ask the Hub for a file's size, hash and download address (step 1 above)."""
-    for _ in range(5):
+    for _ in range(5):  # at most 5 relative redirects (renamed repos): a redirect loop must end
         try:
             # identity: a compressed answer would report the compressed size
             with _open(url, {"Accept-Encoding": "identity"}, method="HEAD", follow=False) as resp:

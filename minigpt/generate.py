@@ -330,6 +330,7 @@ def stream(
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
+    # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
     if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
@@ -382,6 +383,7 @@ def stream(
         from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
         kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
+        # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
         kernel_args["seed"] = torch.randint(0, 2**62, (1,), generator=generator, device=device)
         kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)

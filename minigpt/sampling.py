@@ -299,6 +299,7 @@ def sample(
         from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
         # The kernel has its own counter-based random stream: (seed, offset) instead of a generator.
+        # Its int64 seed is drawn from `generator`, so `seed` still fixes the draw.
         kernel_seed = torch.randint(0, 2**62, (1,), generator=generator, device=logits.device)
         params = triton_params(logits.size(0), logits.device, temperature, top_k, top_p, min_p)
         return fused_sample(logits, seed=kernel_seed, offset=torch.zeros_like(kernel_seed), **params)

@@ -115,7 +115,7 @@ class _ChunkCache(dict):
     A dict subclass with `__missing__` keeps the hit path inside C (`map(cache.__getitem__, ...)`).
     Cleared when full, so encoding a huge corpus cannot grow memory without bound."""
 
-    MAX_ENTRIES = 1 << 19
+    MAX_ENTRIES = 1 << 19  # ~0.5M chunks: far above a book's distinct words (Shakespeare: ~15k)
 
     def __init__(self, bpe) -> None:
         super().__init__()
@@ -376,6 +376,7 @@ class Tokenizer:
         _WORKER_JOB = (self, allowed_special)
         try:
             with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+                # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
                 chunksize = max(1, len(pieces) // (8 * workers))
                 theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
                 results = [self.encode(p, allowed_special=allowed_special) for p in pieces[:mine]] + theirs.get()

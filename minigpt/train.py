@@ -59,7 +59,8 @@ RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", "model.safetensors", "model.sa
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
-# Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU.
+# Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU. The first
+# key found in the device name wins, so "H100 PCIe" and "H100 NVL" must come before plain "H100".
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
@@ -642,6 +643,7 @@ def train_loop(
             stop = stop_signal.agreed(rt)
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
                 val_loss = evaluate(fwd, cfg, get_batch, loss_fn, rt)
+                # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
                 record = {"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
                 if bytes_per_token:
                     # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable

@@ -11,12 +11,12 @@ so both see the same machine load):
   records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT.
 - The matvec floor: the bare weight matrix × activation products of one decode step (12 blocks
   + LM head, no attention, no Python around them), twice: with F.linear (PyTorch's default
-  kernel, the issue's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
+  kernel, the reference's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
   minigpt/linear.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
   close minigpt's step gets to its own.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
 - The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.
-- On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the issue's reference),
+- On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the reference),
   every timestamp waits for the GPU (torch.cuda.synchronize), and the bandwidth limit of a step
   (weight bytes / copy bandwidth measured in the same run) is printed beside the floors.
 Random weights (GPT-2 124M shapes) unless --model names a checkpoint; speed does not depend on them.
@@ -123,11 +123,12 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
     dst = torch.empty_like(src)
     dst.copy_(src)
     sync(device)
+    copies = 10
     t0 = time.perf_counter()
-    for _ in range(10):
+    for _ in range(copies):
         dst.copy_(src)
     sync(device)
-    bandwidth = 2 * src.numel() * 10 / (time.perf_counter() - t0)  # bytes/s
+    bandwidth = 2 * src.numel() * copies / (time.perf_counter() - t0)  # bytes/s
     weight_bytes = model.num_params() * torch.empty((), dtype=dtype).element_size()
     return weight_bytes / bandwidth
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
           f"minigpt / transformers ratios > 1 mean minigpt is faster\n")
-    # The CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
+    # The CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
     theirs_in = {torch.float32: hf}
     if device.type == "cuda" and not args.no_bf16:
         theirs_in[torch.bfloat16] = copy.deepcopy(hf).to(torch.bfloat16)

@@ -490,6 +490,7 @@ def fused_sample(
     B, V = logits.shape
     block = _block_size(V, block_size)
     unroll = unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block))
+    # Tuning defaults, not requirements: scripts/bench_sampling.py --variants times other choices.
     num_warps = num_warps or (16 if block >= 1024 else 4)
     splits = default_splits(B, V, logits.device) if splits is None else splits
     if splits < 1 or splits & (splits - 1) or splits > min(V, MAX_SPLITS):

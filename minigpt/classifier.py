@@ -38,6 +38,8 @@ POOLINGS = ("last", "mean")
 
 
 class GPTClassifier(nn.Module):
+    """A GPT backbone (`gpt`, its LM head unused) + a `score` head: ids (B, T) → logits (B, num_labels)."""
+
     def __init__(
         self,
         gpt: GPT,

@@ -26,8 +26,9 @@ PRESETS: dict[str, dict] = {
     "gpt2-mini": dict(n_layer=4, n_head=4, n_embd=256, n_positions=256),
 }
 
-# GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (older files) or
-# "gelu_pytorch_tanh". Plain "gelu" (exact erf) gives different logits, so it is refused.
+# GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (older files),
+# "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
+# logits, so it is refused.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 

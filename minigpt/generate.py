@@ -1,6 +1,7 @@
 """Generation: the two phases of inference, the decode loop around them, streaming, and the CLI.
 
-Where it sits: `text → Tokenizer.encode → ids → [prefill → (sample → decode_step)*] → ids → text`.
+Where it sits: it is the `KV-cache decode loop` of the data flow, around the model and the sampler:
+`text → Tokenizer.encode → ids → [prefill → (sample → decode_step)*] → ids → Tokenizer.decode → text`.
 
 1. `prefill` runs the whole prompt through the model in one pass (a big, parallel matmul) and
    fills the KV cache (minigpt/kv_cache.py). Its time is the time to first token (TTFT).

@@ -61,7 +61,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: widen 4×, GELU, project back."""
+    """Position-wise feed-forward: widen to mlp_width (4 × C unless n_inner), GELU, project back."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -93,6 +93,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """GPT-2: token ids (B, T) → logits (B, T, V); `hidden_states` stops before the LM head."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
@@ -199,7 +201,8 @@ class GPT(nn.Module):
         return logits, loss
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        """Parameter count, with the tied wte/lm_head matrix counted once."""
+        """Parameter count, with the tied wte/lm_head matrix counted once. `exclude_embeddings`
+        drops only wpe (a lookup): wte stays, as it is also the LM head's matmul (nanoGPT's count)."""
         n = sum(p.numel() for p in self.parameters())  # .parameters() already yields tied tensors once
         if exclude_embeddings:
             n -= self.transformer.wpe.weight.numel()

@@ -11,9 +11,9 @@ Ctrl-C and NaN handling. `pretrain` builds the language-model pieces and calls i
 
 Exact resume without saving RNG states: every random draw is seeded from (seed, step, ...). At
 step s, micro-step m of process `rank` is the global micro-batch g = m·world + rank; its batch is
-drawn with a generator seeded by (seed, s, g), and its dropout masks from another stream seeded by
-(seed, s, g). So the step number *is* the RNG state and the data position, and a resumed run, or a
-run on a different number of processes, draws exactly the same numbers.
+drawn with a generator seeded by `seed_for(seed, TRAIN_STREAM, s, g)`, and its dropout masks from
+`seed_for(seed, DROPOUT_STREAM, s, g)`. So the step number *is* the RNG state and the data position,
+and a resumed run, or a run on a different number of processes, draws exactly the same numbers.
 
 OUT_DIR layout:
     config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)

@@ -1,0 +1,5 @@
+"""Triton kernels (optional: they need the `triton` package, which minigpt/sampling.py imports lazily).
+
+sampling.py fuses the sampler (`temperature → top-k → top-p / min-p → draw`) into one launch per
+decode step; sampling_split.py is its small-batch form, each row spread over several programs.
+"""

@@ -214,7 +214,7 @@ class GenerationStats:
     (with compile=True the first call also compiles the step: time a second call)."""
 
     prompt_tokens: int = 0
-    new_tokens: int = 0  # decode steps × batch rows (beam search: × prompts; beams are candidates)
+    new_tokens: int = 0  # tokens per row × batch rows (beam search: × prompts; beams are candidates)
     ttft_s: float = 0.0
     tpot_s: float = 0.0
     tokens_per_s: float = 0.0

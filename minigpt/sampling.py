@@ -130,9 +130,10 @@ def apply_penalties(
 ) -> torch.Tensor:
     """Penalise the tokens in `ids` (B, T): logits (B, V) → fp32 logits (B, V).
 
-    `generate` passes prompt + generated ids for the repetition penalty (as transformers does) but
+    `generate` counts prompt + generated ids for the repetition penalty (as transformers does) but
     only the generated ids for presence/frequency (as OpenAI does: they price what the *model*
-    repeats, not the words the user wrote). Here one `ids` feeds all three.
+    repeats, not the words the user wrote), and calls `penalize` on those two counts. Here one
+    `ids` feeds all three.
     """
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     counts = token_counts(ids, logits.size(-1))

@@ -16,16 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minigpt.generate import (
-    GenerationStats,
-    _check_finite,
-    _Clock,
-    _peak_memory,
-    decode_step_for,
-    positions_from_mask,
-    prefill,
-)
-from minigpt.kv_cache import KVCache, cache_length
+from minigpt.generate import DecodeState, GenerationStats, _check_finite, _Clock, _peak_memory
 from minigpt.sampling import penalize, token_counts
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
@@ -56,12 +47,7 @@ def beam_search(
     t_start = clock()
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
     mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
-    cache = KVCache.for_model(model, B * K, cache_length(T + max_new_tokens - 1, model.config.n_positions))
-    step_fn = decode_step_for(model, cache, compile)
-    key_valid = torch.zeros(B * K, cache.max_len, dtype=torch.bool, device=device)  # (B·K, max_len)
-    key_valid[:, :T] = mask.bool()
-    position_ids = positions_from_mask(mask)[:, -1:] + 1  # (B·K, 1)
-    input_pos = torch.tensor([T], device=device)
+    state = DecodeState(model, mask, max_new_tokens, compile)  # B·K rows: its cache holds every beam
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
                     zip(penalties.values(), (1.0, 0.0, 0.0)))
@@ -79,7 +65,7 @@ def beam_search(
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
 
-    logits = prefill(model, ids, mask, cache)  # (B·K, V)
+    logits = state.prefill(ids)  # (B·K, V)
     t_first = clock()
     for step in range(max_new_tokens):
         cur = T + step
@@ -87,7 +73,7 @@ def beam_search(
         logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
         if penalized:
             flat = running[:, :, :cur].reshape(B * K, cur)  # (B·K, cur): each beam's ids so far, prompt included
-            logp = penalize(logp, token_counts(flat, V, key_valid[:, :cur]),
+            logp = penalize(logp, token_counts(flat, V, state.key_valid[:, :cur]),
                             token_counts(flat[:, T:], V), **penalties)
         if step < min_new_tokens and eos:
             logp = logp.index_fill(1, eos_ids, float("-inf"))
@@ -125,14 +111,11 @@ def beam_search(
         if not improvable.any() or (early_stopping is True and done.all()) or ends.all():
             break
 
-        cache.reorder((parents + batch_offset).flatten())  # each row now continues its parent beam
-        slot = T + step
-        key_valid[:, slot] = True
-        width = cache.max_len if compile else slot + 1
+        # Each row now continues its parent beam. Only the cache moves: a prompt's beams share its
+        # mask and positions, so key_valid and position_ids are the same whichever beam a row holds.
+        state.cache.reorder((parents + batch_offset).flatten())
         newest = running[:, :, cur].reshape(B * K, 1)  # (B·K, 1): each beam's latest token
-        logits = step_fn(model, newest, cache, input_pos, position_ids, key_valid[:, :width])
-        input_pos += 1
-        position_ids += 1
+        logits = state.step(newest)
 
     t_end = clock()
     n = num_return_sequences
@@ -143,6 +126,6 @@ def beam_search(
     # Beams are candidates, not output: a step advances each of the B prompts by one token.
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
                             ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / step if step else 0.0,
-                            kv_cache_bytes=cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
+                            kv_cache_bytes=state.cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards ran (none for one token)
     return out, stats

@@ -17,8 +17,7 @@ import sys
 
 import torch
 
-from minigpt.generate import decode_step, prefill, prepare_inputs
-from minigpt.kv_cache import KVCache, cache_length
+from minigpt.generate import DecodeState, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
@@ -50,9 +49,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
     ids, _ = prepare_inputs(model, torch.tensor([ids], dtype=torch.long), None, steps, model.config.bos_token_id)
     T, V = ids.size(1), model.config.vocab_size
-    cache = KVCache.for_model(model, 1, cache_length(T + steps - 1, model.config.n_positions))
+    state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
-    logits = prefill(model, ids, torch.ones_like(ids), cache)
+    logits = state.prefill(ids)
     new: list[int] = []
     for step in range(steps):
         seen = token_counts(ids, V)
@@ -83,7 +82,5 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         if step + 1 == steps:
             break
         ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
-        key_valid = torch.ones(1, ids.size(1), dtype=torch.bool, device=ids.device)
-        logits = decode_step(model, ids[:, -1:], cache, torch.tensor([T + step], device=ids.device),
-                             torch.tensor([[T + step]], device=ids.device), key_valid)
+        logits = state.step(ids[:, -1:])
     return tokenizer.decode(new)

@@ -9,6 +9,9 @@ Where it sits: it is the `KV-cache decode loop` of the data flow, around the mod
    every weight once to produce B tokens, so at small batch it is bound by memory bandwidth, not
    arithmetic; its time is the time per output token (TPOT).
 
+`DecodeState` holds what the phases share (the cache, the readable slots, the positions); the
+decode loop (`stream`), beam search and `--explain` each drive one.
+
 Batches of prompts are *left*-padded, so every row's newest token sits in the same cache slot and
 one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
 from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
@@ -145,6 +148,46 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
         return compiled(*args)
 
     return step
+
+
+class DecodeState:
+    """What the decode phase keeps between steps, allocated once and updated in place on the device
+    (no allocation per step, and the same buffers every step, as a compiled step needs):
+
+    - `cache`: the KV cache, sized for the prompt plus `max_new_tokens` (`cache_length`'s bucket);
+    - `key_valid` (B, max_len) bool: which cache slots hold a real token (left pads never do);
+    - `position_ids` (B, 1): each row's next position (a left-padded row is behind its slot);
+    - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded).
+
+    `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
+    """
+
+    def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor, max_new_tokens: int,
+                 compile: bool = False) -> None:
+        (B, T), device = attention_mask.shape, attention_mask.device
+        self.model, self.mask, self.compile = model, attention_mask, compile
+        self.cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, model.config.n_positions))
+        self.step_fn = decode_step_for(model, self.cache, compile)
+        self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
+        self.key_valid[:, :T] = attention_mask.bool()
+        self.position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1)
+        self.input_pos = torch.tensor([T], device=device)  # (1,)
+        self.slot = T  # input_pos as the host knows it: widths are set without reading the device
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32."""
+        return prefill(self.model, input_ids, self.mask, self.cache)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Phase 2: one new token per row (B, 1) → logits (B, V) fp32; then move one slot on."""
+        self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
+        width = self.cache.max_len if self.compile else self.slot + 1  # compiled: fixed width, one graph for all steps
+        logits = self.step_fn(self.model, tokens, self.cache, self.input_pos, self.position_ids,
+                              self.key_valid[:, :width])
+        self.slot += 1
+        self.input_pos += 1
+        self.position_ids += 1
+        return logits
 
 
 # ---- argument checks ---------------------------------------------------------------------------
@@ -362,16 +405,11 @@ def stream(
     if not do_sample:
         temperature = 0.0  # greedy: the argmax, which no filter changes
 
-    device, (B, T), V = input_ids.device, input_ids.shape, cfg.vocab_size
+    device, B, V = input_ids.device, input_ids.size(0), cfg.vocab_size
     clock = _Clock(device)
     t_start = clock()
-    cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, cfg.n_positions))
-    step_fn = decode_step_for(model, cache, compile)
-    # Decode-time state, all on the device and updated in place: no allocation per step.
-    key_valid = torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)  # (B, max_len): slot holds a real token
-    key_valid[:, :T] = attention_mask.bool()
-    position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1): the next token's position
-    input_pos = torch.tensor([T], device=device)  # (1,): the next token's cache slot, shared by all rows
+    state = DecodeState(model, attention_mask, max_new_tokens, compile)
+    # The loop's own state, on the device too and updated in place: no allocation per step.
     out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)  # column s: step s's tokens
     penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in zip(penalties.values(), (1.0, 0.0, 0.0)))
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
@@ -394,7 +432,7 @@ def stream(
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if device.type != "cuda" or streamer is not None or stopper else GPU_SYNC_EVERY
 
-    logits = prefill(model, input_ids, attention_mask, cache)  # (B, V)
+    logits = state.prefill(input_ids)  # (B, V)
     for step in range(max_new_tokens):
         if step % sync_every == 0:
             _check_finite(logits)
@@ -431,13 +469,7 @@ def stream(
         yield tokens
         if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        # The next step: mark the new slot readable, then run one token per row through the model.
-        slot = T + step
-        key_valid[:, slot] = True
-        width = cache.max_len if compile else slot + 1  # compiled: fixed width, one graph for all steps
-        logits = step_fn(model, tokens[:, None], cache, input_pos, position_ids, key_valid[:, :width])  # tokens (B, 1)
-        input_pos += 1
-        position_ids += 1
+        logits = state.step(tokens[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
     for row, keep in cuts.items():
@@ -447,7 +479,7 @@ def stream(
     if not return_stats:
         return out
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,
-                            tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=cache.memory_bytes(),
+                            tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
                             peak_memory_bytes=_peak_memory(device))
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
     return out, stats

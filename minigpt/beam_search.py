@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minigpt.generate import DecodeState, GenerationStats, _check_finite, _Clock, _peak_memory
+from minigpt.generate import Clock, DecodeState, GenerationStats, check_finite, peak_memory_bytes
 from minigpt.sampling import penalize, token_counts
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
@@ -43,7 +43,7 @@ def beam_search(
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
-    clock = _Clock(device)
+    clock = Clock(device)
     t_start = clock()
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
     mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
@@ -69,7 +69,7 @@ def beam_search(
     t_first = clock()
     for step in range(max_new_tokens):
         cur = T + step
-        _check_finite(logits)
+        check_finite(logits)
         logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
         if penalized:
             flat = running[:, :, :cur].reshape(B * K, cur)  # (B·K, cur): each beam's ids so far, prompt included
@@ -126,6 +126,6 @@ def beam_search(
     # Beams are candidates, not output: a step advances each of the B prompts by one token.
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
                             ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / step if step else 0.0,
-                            kv_cache_bytes=state.cache.memory_bytes(), peak_memory_bytes=_peak_memory(device))
+                            kv_cache_bytes=state.cache.memory_bytes(), peak_memory_bytes=peak_memory_bytes(device))
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards ran (none for one token)
     return out, stats

@@ -245,7 +245,8 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     return input_ids, attention_mask
 
 
-def _check_finite(logits: torch.Tensor) -> None:
+def check_finite(logits: torch.Tensor) -> None:
+    """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
     # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
     if not torch.isfinite(logits.amax(-1)).all():
         raise FloatingPointError("the model produced NaN/inf logits (check the weights, dtype and inputs)")
@@ -273,13 +274,14 @@ class GenerationStats:
                 f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
 
 
-def _peak_memory(device: torch.device) -> int:
+def peak_memory_bytes(device: torch.device) -> int:
+    """The CUDA allocator's peak on a GPU, else the process's peak resident memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
 
 
-class _Clock:
+class Clock:
     """Wall time that waits for queued GPU work, so a step is timed when it is really done."""
 
     def __init__(self, device: torch.device) -> None:
@@ -406,7 +408,7 @@ def stream(
         temperature = 0.0  # greedy: the argmax, which no filter changes
 
     device, B, V = input_ids.device, input_ids.size(0), cfg.vocab_size
-    clock = _Clock(device)
+    clock = Clock(device)
     t_start = clock()
     state = DecodeState(model, attention_mask, max_new_tokens, compile)
     # The loop's own state, on the device too and updated in place: no allocation per step.
@@ -435,7 +437,7 @@ def stream(
     logits = state.prefill(input_ids)  # (B, V)
     for step in range(max_new_tokens):
         if step % sync_every == 0:
-            _check_finite(logits)
+            check_finite(logits)
         if penalized:
             logits = penalize(logits, seen, generated, **penalties)
         if step < min_new_tokens and eos:
@@ -480,7 +482,7 @@ def stream(
         return out
     stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,
                             tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
-                            peak_memory_bytes=_peak_memory(device))
+                            peak_memory_bytes=peak_memory_bytes(device))
     stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
     return out, stats
 

@@ -61,6 +61,8 @@ FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task ha
 # the user believes they took effect, so a value other than the default is refused instead.
 STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partial", "lora_rank": "lora",
                     "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
+# The same for the options of one task.
+TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
 
 
 def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -254,7 +256,9 @@ class FinetuneConfig(TrainConfig):
         if self.task == "lm" and self.strategy == "frozen":
             raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
         # Before any data is read or model loaded, as every check here.
-        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), {f.name: f.default for f in fields(self)})
+        defaults = {f.name: f.default for f in fields(self)}
+        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults)
+        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults)
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         if not self.init:

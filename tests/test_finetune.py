@@ -156,6 +156,14 @@ def test_an_option_the_strategy_would_ignore_is_refused(strategy, option, value,
         FinetuneConfig(init="x", data="d", strategy=strategy, **{option: value if option != "lora_targets" else "attn.c_attn"})
 
 
+@pytest.mark.parametrize("option,value", [("pooling", "mean"), ("head_hidden", "64"), ("num_labels", 3), ("val_data", "dev.tsv"),
+                                          ("max_examples", 100), ("max_val_examples", 10)])
+def test_a_classify_option_with_the_lm_task_is_refused(option, value):
+    with pytest.raises(ValueError, match=rf"^{option}=.* applies to task 'classify' only; task 'lm' would ignore it"):
+        FinetuneConfig(init="x", data="d", task="lm", **{option: value})
+    FinetuneConfig(init="x", data="d", task="classify", **{option: value})
+
+
 def test_an_option_left_at_its_default_is_fine_with_any_strategy():
     apply_strategy(_lm(), "full", n_trainable_blocks=1, lora_rank=8, lora_targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
                    verbose=False)

@@ -145,7 +145,10 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     A reader sees either the old file or the complete new one, never half of one: `os.replace`
     is atomic on POSIX and Windows. The fsync makes the data durable *before* the rename, else a
     power cut could leave the new name pointing at an empty file. If writing fails, the temp
-    file is removed and `dest` is untouched.
+    file is removed and `dest` is untouched. A killed process (SIGKILL, power cut) runs no
+    cleanup and leaves its temp file; the name is fixed per target (`dest` + ".tmp"), not random,
+    so the next write of `dest` truncates and renames that same file: crashes never pile up
+    temps, and a directory holds at most one per file minigpt writes there.
     """
     tmp = dest.with_name(dest.name + ".tmp")
     try:

@@ -75,7 +75,9 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minigpt eval", description="Sliding-window perplexity of a model on a text file.")
+    from minigpt.cli import prog
+
+    parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a model on a text file.")
     parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors)")
     parser.add_argument("file", help="UTF-8 text file to score")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         result = perplexity(model, ids, args.max_length, args.stride, progress=True)
     except (ValueError, FileNotFoundError) as e:
-        print(f"minigpt eval: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     # Bits per byte: nats → bits, spread over the file's bytes. Unlike perplexity it does not
     # depend on the tokenizer, so models with different vocabularies compare.

@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
+from minigpt.cli import prog
 from minigpt.config import atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
@@ -478,4 +479,4 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     about = "Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model or a classifier."
-    return run_command("minigpt finetune", lambda: finetune(parse_config(FinetuneConfig, argv, "minigpt finetune", about)))
+    return run_command(prog("finetune"), lambda: finetune(parse_config(FinetuneConfig, argv, prog("finetune"), about)))

@@ -46,6 +46,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from minigpt.checkpoint import resolve_device
+from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
 from minigpt.model import GPT
@@ -789,4 +790,4 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     about = "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP."
-    return run_command("minigpt train", lambda: pretrain(parse_config(TrainConfig, argv, "minigpt train", about)))
+    return run_command(prog("train"), lambda: pretrain(parse_config(TrainConfig, argv, prog("train"), about)))

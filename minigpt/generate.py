@@ -582,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         check_flags(args)  # before loading: a flag that would be ignored is refused in no time
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
+        cfg = model.config
+        if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
+            raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "
+                             f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
+                             f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
+                             "tokenizer files there")
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")

@@ -683,14 +683,10 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
 
     An id is only a row number: a model fed another tokenizer's ids trains without an error, on
     tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
-    with another's vocab.json. What can be compared is the size and the <|endoftext|> id. The
-    model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
-    matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
-    extra rows. So a smaller tokenizer passes only when its <|endoftext|> id is known and is the
-    model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+    with another's vocab.json. What can be compared is the size and the <|endoftext|> id
+    (`GPTConfig.fits_tokenizer`).
     """
-    fits = vocab_size == config.vocab_size or (vocab_size < config.vocab_size and eos_token_id is not None)
-    if not fits or eos_token_id not in (None, config.eos_token_id):
+    if not config.fits_tokenizer(vocab_size, eos_token_id):
         raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
                          f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
                          f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")

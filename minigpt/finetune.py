@@ -51,8 +51,8 @@ from minigpt.config import atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config, read_log,
-                           run_command, setup_runtime, train_loop)
+from minigpt.train import (HALF_WEIGHTS_ERROR, Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config,
+                           read_log, run_command, setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -136,10 +136,9 @@ def apply_strategy(
     # trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
     trained = ({model.score.weight.dtype} if is_classifier else set()) | \
         ({gpt.transformer.wte.weight.dtype} if strategy != "frozen" else set())
-    if torch.float16 in trained:
-        raise ValueError("the weights to train are float16: AdamW's small updates round away or overflow to NaN "
-                         "in float16; load the model in float32 (GPT.from_pretrained(path, dtype=torch.float32)) "
-                         "and use torch.autocast for half-precision speed")
+    half = sorted(str(d).removeprefix("torch.") for d in trained & {torch.float16, torch.bfloat16})
+    if half:
+        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
     if strategy == "lora" and any(isinstance(m, LoRALinear) for m in gpt.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
 

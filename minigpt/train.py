@@ -61,6 +61,14 @@ TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
 # Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU.
+# AdamW moves each weight by about lr per step (its update is normalised to ~1), but a 16-bit
+# float holds a weight only to 1 part in 2**8 (bfloat16) or 2**11 (float16): a smaller change
+# rounds away. In bfloat16 at lr 6e-4 a LayerNorm gain (1.0, spacing 2**-7) never moves at all.
+# Mixed precision keeps float32 master weights and runs only the math in 16 bits (autocast).
+HALF_WEIGHTS_ERROR = ("the weights to train are {dtype}: AdamW's small updates (about lr each) round away in {dtype} "
+                      "(float16 also overflows to NaN), so weights would silently not train. Keep them in float32 "
+                      "(model.float(), or GPT.from_pretrained(path, dtype=torch.float32)) and get 16-bit speed from "
+                      "autocast: TrainConfig(dtype='bfloat16'), --dtype bfloat16 on the command line")
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
@@ -580,6 +588,10 @@ def train_loop(
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     Raises KeyboardInterrupt after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """
+    half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                   if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
+    if half:  # before any work: the CLI trains float32 weights; a model from Python may not be
+        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
     rt = setup_runtime(cfg)
     save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)

@@ -126,6 +126,8 @@ def test_bad_strategy_arguments():
         apply_strategy(_lm(), "lora", train_embeddings=True)
     with pytest.raises(ValueError, match="float16"):  # e.g. the shipped checkpoint, loaded as stored
         apply_strategy(_lm().half(), "full")
+    with pytest.raises(ValueError, match="the weights to train are bfloat16: AdamW's small updates"):
+        apply_strategy(_lm().bfloat16(), "partial")
     # A refused call leaves the model as it was: no adapters injected, nothing frozen.
     half = _lm().half()
     with pytest.raises(ValueError, match="float16"):

@@ -115,7 +115,8 @@ def apply_strategy(
     The task follows from the model: a `GPT` is fine-tuned as a language model, a
     `GPTClassifier` as a classifier, whose head (`score`) always trains because it is new.
     `n_trainable_blocks` (0..n_layer) and `train_embeddings` apply to "partial" only; the
-    `lora_*` arguments to "lora" only. Prints and returns the trainable/total counts.
+    `lora_*` arguments to "lora" only (set for another strategy, they are refused rather than
+    ignored). Prints and returns the trainable/total counts.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")

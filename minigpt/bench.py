@@ -17,17 +17,19 @@ def available() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minigpt.cli import prog
+
     argv = sys.argv[1:] if argv is None else argv
     if not SCRIPTS.is_dir():
-        print(f"minigpt bench: no scripts/ folder at {SCRIPTS}; benchmarks run from a source checkout", file=sys.stderr)
+        print(f"{prog('bench')}: no scripts/ folder at {SCRIPTS}; benchmarks run from a source checkout", file=sys.stderr)
         return 2
     names = available()
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: minigpt bench NAME [--help | ARGS...]\n\nbenchmarks: " + ", ".join(names))
+        print(f"usage: {prog('bench')} NAME [--help | ARGS...]\n\nbenchmarks: " + ", ".join(names))
         return 0
     name, rest = argv[0], argv[1:]
     if name not in names:
-        print(f"minigpt bench: unknown benchmark {name!r}; choose one of {names}", file=sys.stderr)
+        print(f"{prog('bench')}: unknown benchmark {name!r}; choose one of {names}", file=sys.stderr)
         return 2
     script = SCRIPTS / f"bench_{name}.py"
     sys.argv = [str(script), *rest]

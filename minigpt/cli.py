@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "generate": ("minigpt.generate", "generate text from a prompt (default model: checkpoints/shakespeare)"),
@@ -21,8 +22,21 @@ COMMANDS = {
 }
 
 
+def prog(command: str) -> str:
+    """The name a command's usage and error lines give it: the way the user ran it, as argparse
+    names a script. `minigpt train`, `python -m minigpt train`, or `train.py` for
+    `python scripts/train.py` (a script's path is sys.argv[0]; Python code that calls a command's
+    `main(argv)`, the tests' too, gets `minigpt train`)."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py" and script.parent.name == "minigpt":
+        return f"python -m minigpt {command}".rstrip()
+    if script.suffix == ".py" and script.parent.name == "scripts":
+        return script.name
+    return f"minigpt {command}".rstrip()
+
+
 def usage() -> str:
-    lines = ["usage: minigpt COMMAND [--help] ...", "", "commands:"]
+    lines = [f"usage: {prog('COMMAND')} [--help] ...", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -51,7 +65,7 @@ def run_command(argv: list[str]) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"minigpt: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        print(f"{prog('')}: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     return module.main(rest) or 0

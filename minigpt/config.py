@@ -65,6 +65,18 @@ class GPTConfig:
     def mlp_width(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
+    def fits_tokenizer(self, vocab_size: int, eos_token_id: int | None) -> bool:
+        """Whether a tokenizer of `vocab_size` ids, <|endoftext|> = `eos_token_id`, can be this model's own.
+
+        An id is only a row number, so what can be compared is the size and the <|endoftext|> id.
+        The model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
+        matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
+        extra rows. So a smaller tokenizer fits only when its <|endoftext|> id is known and is the
+        model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+        """
+        fits = vocab_size == self.vocab_size or (vocab_size < self.vocab_size and eos_token_id is not None)
+        return fits and eos_token_id in (None, self.eos_token_id)
+
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
         """A preset by name: `GPTConfig.gpt2("gpt2-medium")`, with any field overridden."""
@@ -146,7 +158,10 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     A reader sees either the old file or the complete new one, never half of one: `os.replace`
     is atomic on POSIX and Windows. The fsync makes the data durable *before* the rename, else a
     power cut could leave the new name pointing at an empty file. If writing fails, the temp
-    file is removed and `dest` is untouched.
+    file is removed and `dest` is untouched. A killed process (SIGKILL, power cut) runs no
+    cleanup and leaves its temp file; the name is fixed per target (`dest` + ".tmp"), not random,
+    so the next write of `dest` truncates and renames that same file: crashes never pile up
+    temps, and a directory holds at most one per file minigpt writes there.
     """
     tmp = dest.with_name(dest.name + ".tmp")
     try:

@@ -182,7 +182,9 @@ def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minigpt prepare", description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
+    from minigpt.cli import prog
+
+    parser = argparse.ArgumentParser(prog=prog("prepare"), description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
     parser.add_argument("inputs", nargs="+", help="UTF-8 text files")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt), e.g. checkpoints/gpt2")
     parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
     except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
-        print(f"minigpt prepare: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
     return 0

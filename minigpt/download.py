@@ -199,8 +199,10 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minigpt.cli import prog
+
     parser = argparse.ArgumentParser(
-        prog="minigpt download",
+        prog=prog("download"),
         description="Download GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) from the "
                     "Hugging Face Hub, resuming partial downloads and checking each file's size and hash.")
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
@@ -213,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = download_gpt2(args.name, args.out, base_url=args.base_url, retries=args.retries)
     except (DownloadError, OSError) as e:  # OSError: a local problem such as a full disk
-        print(f"minigpt download: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nminigpt download: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"\n{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"{args.name} is in {out}; load it with GPT.from_pretrained({str(out)!r})")
     return 0

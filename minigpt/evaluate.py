@@ -75,7 +75,9 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minigpt eval", description="Sliding-window perplexity of a model on a text file.")
+    from minigpt.cli import prog
+
+    parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a model on a text file.")
     parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors)")
     parser.add_argument("file", help="UTF-8 text file to score")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
@@ -96,13 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         text = read_text(path)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         model = GPT.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
-        if tok.vocab_size > model.config.vocab_size:  # its ids would index past the embedding table
-            raise ValueError(f"the tokenizer in {args.tokenizer or args.model} has {tok.vocab_size} tokens, but the model "
-                             f"{args.model} only {model.config.vocab_size}: pass --tokenizer with the model's own tokenizer")
+        # A larger tokenizer's ids would index past the embedding table, and a smaller one's mean
+        # other tokens to the model (a meaningless perplexity), unless the model's vocabulary is
+        # the same one padded.
+        config = model.config
+        if not config.fits_tokenizer(tok.vocab_size, tok.eos_token_id):
+            raise ValueError(f"the model {args.model} has a {config.vocab_size}-token vocabulary (<|endoftext|> = "
+                             f"{config.eos_token_id}), but the tokenizer in {args.tokenizer or args.model} has {tok.vocab_size} "
+                             f"(<|endoftext|> = {tok.eos_token_id}): its ids would mean other tokens to the model; "
+                             "pass --tokenizer with the model's own tokenizer")
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         result = perplexity(model, ids, args.max_length, args.stride, progress=True)
     except (ValueError, FileNotFoundError) as e:
-        print(f"minigpt eval: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     # Bits per byte: nats → bits, spread over the file's bytes. Unlike perplexity it does not
     # depend on the tokenizer, so models with different vocabularies compare.

@@ -38,7 +38,7 @@ import json
 import random
 import resource
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -46,17 +46,41 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
+from minigpt.cli import prog
 from minigpt.config import atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config, read_log,
-                           run_command, setup_runtime, train_loop)
+from minigpt.train import (HALF_WEIGHTS_ERROR, Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config,
+                           read_log, run_command, setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
 FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none (its LM head is the "
                    "pretrained, tied wte): nothing would train. Use 'lora', 'partial' or 'full' for lm")
+# The options that one strategy alone reads. Set for another strategy they would be ignored while
+# the user believes they took effect, so a value other than the default is refused instead.
+STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partial", "lora_rank": "lora",
+                    "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
+# The same for the options of one task.
+TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
+
+
+def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
+    """LoRA targets as a tuple: "c_attn, c_proj" (as the CLI's flag spells them) is two names, not its characters."""
+    return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
+
+
+def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict) -> None:
+    """Refuse an option that the chosen strategy (or task) would ignore: one whose value in
+    `options` is not its default, while `owners` says another `kind` reads it."""
+    for name, owner in owners.items():
+        value, default = options[name], defaults[name]
+        if name == "lora_targets":
+            value, default = target_names(value), target_names(default)
+        if chosen != owner and value != default:
+            raise ValueError(f"{name}={options[name]!r} applies to {kind} {owner!r} only; {kind} {chosen!r} would ignore it "
+                             f"(leave {name} unset, or use {kind} {owner!r})")
 
 
 @dataclass
@@ -91,7 +115,8 @@ def apply_strategy(
     The task follows from the model: a `GPT` is fine-tuned as a language model, a
     `GPTClassifier` as a classifier, whose head (`score`) always trains because it is new.
     `n_trainable_blocks` (0..n_layer) and `train_embeddings` apply to "partial" only; the
-    `lora_*` arguments to "lora" only. Prints and returns the trainable/total counts.
+    `lora_*` arguments to "lora" only (set for another strategy, they are refused rather than
+    ignored). Prints and returns the trainable/total counts.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -105,18 +130,18 @@ def apply_strategy(
                          "('full' always trains wte; 'frozen' and 'lora' never do)")
     if strategy == "frozen" and not is_classifier:
         raise ValueError(FROZEN_LM_ERROR)
+    given = dict(n_trainable_blocks=n_trainable_blocks, train_embeddings=train_embeddings, lora_rank=lora_rank,
+                 lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets)
+    check_ignored_options("strategy", strategy, STRATEGY_OPTIONS, given, apply_strategy.__kwdefaults__)
     # Checked before anything changes, so that a refused call leaves the model as it was. What
     # trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
     trained = ({model.score.weight.dtype} if is_classifier else set()) | \
         ({gpt.transformer.wte.weight.dtype} if strategy != "frozen" else set())
-    if torch.float16 in trained:
-        raise ValueError("the weights to train are float16: AdamW's small updates round away or overflow to NaN "
-                         "in float16; load the model in float32 (GPT.from_pretrained(path, dtype=torch.float32)) "
-                         "and use torch.autocast for half-precision speed")
+    half = sorted(str(d).removeprefix("torch.") for d in trained & {torch.float16, torch.bfloat16})
+    if half:
+        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
     if strategy == "lora" and any(isinstance(m, LoRALinear) for m in gpt.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
-    if isinstance(lora_targets, str):  # "c_attn,c_proj", as the CLI's flag spells it; not its characters
-        lora_targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
 
     model.requires_grad_(strategy == "full")
     if strategy == "partial":
@@ -127,7 +152,7 @@ def apply_strategy(
         if train_embeddings:
             gpt.transformer.wte.requires_grad_(True)  # also the LM head: the same Parameter
     elif strategy == "lora":
-        inject_lora(gpt, lora_targets, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout)  # new A, B train
+        inject_lora(gpt, target_names(lora_targets), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout)  # new A, B train
     if is_classifier:
         model.score.requires_grad_(True)
 
@@ -231,6 +256,10 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
         if self.task == "lm" and self.strategy == "frozen":
             raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
+        # Before any data is read or model loaded, as every check here.
+        defaults = {f.name: f.default for f in fields(self)}
+        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults)
+        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults)
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         if not self.init:
@@ -422,9 +451,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     # generator starts from a different random seed in every process.
     torch.manual_seed(cfg.seed)
     model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
-    targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
     summary = apply_strategy(model, cfg.strategy, n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings,
-                             lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=targets,
+                             lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets,
                              verbose=rt.is_main)
     metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **extra)
     if not rt.is_main:
@@ -451,4 +479,4 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     about = "Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model or a classifier."
-    return run_command("minigpt finetune", lambda: finetune(parse_config(FinetuneConfig, argv, "minigpt finetune", about)))
+    return run_command(prog("finetune"), lambda: finetune(parse_config(FinetuneConfig, argv, prog("finetune"), about)))

@@ -540,7 +540,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minigpt generate", description="Generate text with a GPT-2 checkpoint.")
+    from minigpt.cli import prog
+
+    p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
@@ -595,7 +597,8 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from minigpt.checkpoint import download_hint
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
@@ -603,19 +606,25 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model)
     for needed in (model_dir, model_dir / "config.json"):
         if not needed.exists():
-            print(f"minigpt generate: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
+            print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
                   + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt"
                   + download_hint(model_dir), file=sys.stderr)
             return 2
     try:
         prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
     except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8
-        print(f"minigpt generate: cannot read --prompt-file: {e}", file=sys.stderr)
+        print(f"{parser.prog}: cannot read --prompt-file: {e}", file=sys.stderr)
         return 2
     try:
         check_flags(args)  # before loading: a flag that would be ignored is refused in no time
         tokenizer = Tokenizer.from_pretrained(model_dir)
         model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
+        cfg = model.config
+        if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
+            raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "
+                             f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
+                             f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
+                             "tokenizer files there")
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")
@@ -662,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
                         text = ""
                 print(text)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"minigpt generate: {e}", file=sys.stderr)
+        print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
     if args.stats:
         sys.stdout.flush()  # the text first, then the stats line

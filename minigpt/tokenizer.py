@@ -522,8 +522,10 @@ class Tokenizer:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minigpt.cli import prog
+
     parser = argparse.ArgumentParser(
-        prog="minigpt tokenize",
+        prog=prog("tokenize"),
         description="Encode text and print its ids and tokens (--show-work: every BPE merge step), "
         "or train a new tokenizer with --train FILES --vocab-size N --out DIR.",
     )
@@ -547,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tok = Tokenizer.from_pretrained(args.tokenizer)
     except (ValueError, OSError) as e:
-        print(f"minigpt tokenize: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     text = sys.stdin.read() if args.text is None else args.text
     if args.show_work:

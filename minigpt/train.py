@@ -46,6 +46,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from minigpt.checkpoint import resolve_device
+from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
 from minigpt.model import GPT
@@ -59,6 +60,14 @@ RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", "model.safetensors", "model.sa
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
+# AdamW moves each weight by about lr per step (its update is normalised to ~1), but a 16-bit
+# float holds a weight only to 1 part in 2**8 (bfloat16) or 2**11 (float16): a smaller change
+# rounds away. In bfloat16 at lr 6e-4 a LayerNorm gain (1.0, spacing 2**-7) never moves at all.
+# Mixed precision keeps float32 master weights and runs only the math in 16 bits (autocast).
+HALF_WEIGHTS_ERROR = ("the weights to train are {dtype}: AdamW's small updates (about lr each) round away in {dtype} "
+                      "(float16 also overflows to NaN), so weights would silently not train. Keep them in float32 "
+                      "(model.float(), or GPT.from_pretrained(path, dtype=torch.float32)) and get 16-bit speed from "
+                      "autocast: TrainConfig(dtype='bfloat16'), --dtype bfloat16 on the command line")
 # Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU. The first
 # key found in the device name wins, so "H100 PCIe" and "H100 NVL" must come before plain "H100".
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
@@ -580,6 +589,10 @@ def train_loop(
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     Raises KeyboardInterrupt after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """
+    half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                   if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
+    if half:  # before any work: the CLI trains float32 weights; a model from Python may not be
+        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
     rt = setup_runtime(cfg)
     save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)
@@ -684,14 +697,10 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
 
     An id is only a row number: a model fed another tokenizer's ids trains without an error, on
     tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
-    with another's vocab.json. What can be compared is the size and the <|endoftext|> id. The
-    model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
-    matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
-    extra rows. So a smaller tokenizer passes only when its <|endoftext|> id is known and is the
-    model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+    with another's vocab.json. What can be compared is the size and the <|endoftext|> id
+    (`GPTConfig.fits_tokenizer`).
     """
-    fits = vocab_size == config.vocab_size or (vocab_size < config.vocab_size and eos_token_id is not None)
-    if not fits or eos_token_id not in (None, config.eos_token_id):
+    if not config.fits_tokenizer(vocab_size, eos_token_id):
         raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
                          f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
                          f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
@@ -791,4 +800,4 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     about = "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP."
-    return run_command("minigpt train", lambda: pretrain(parse_config(TrainConfig, argv, "minigpt train", about)))
+    return run_command(prog("train"), lambda: pretrain(parse_config(TrainConfig, argv, prog("train"), about)))

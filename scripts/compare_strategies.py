@@ -5,7 +5,8 @@
         --max-examples 4000 --max-val-examples 872 --max-iters 300 --batch-size 16 --block-size 64
 
 Each strategy runs as its own `minigpt finetune` process (so its peak memory is its own), with
-the same steps, batch, context and data; everything after `--` is passed to every run. Each
+the same steps, batch, context and data; everything after `--` is passed to every run
+(a strategy's own options, such as --lora-rank, only to its run). Each
 strategy keeps its usual learning rate (--lrs): a new head or a LoRA adapter starts from zero
 or random and wants a larger step than pretrained weights do.
 Writes OUT/compare.md (the table) and OUT/compare.png, and prints the table:
@@ -32,13 +33,36 @@ from pathlib import Path
 DEFAULT_LRS = "frozen=1e-3,lora=1e-3,partial=3e-4,full=1e-4"
 
 
+def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
+    """The flags after `--` that `strategy` reads: `minigpt finetune` refuses one that its strategy
+    would ignore (--lora-rank for partial, --n-trainable-blocks for lora, ...), but one command line
+    here serves every run, so each run gets only its own strategy's options."""
+    from minigpt.finetune import STRATEGY_OPTIONS
+
+    switches = {"train_embeddings"}  # boolean flags, --x or --no-x: no value follows them
+    foreign = {}  # flag → option, for the options of the other strategies
+    for name, owner in STRATEGY_OPTIONS.items():
+        if owner != strategy:
+            foreign["--" + name.replace("_", "-")] = name
+            if name in switches:
+                foreign["--no-" + name.replace("_", "-")] = name
+    kept, args = [], iter(passthrough)
+    for arg in args:
+        flag, inline, _ = arg.partition("=")
+        if flag not in foreign:
+            kept.append(arg)
+        elif foreign[flag] not in switches and not inline:
+            next(args, None)  # drop its value too
+    return kept
+
+
 def run_strategy(strategy: str, lr: float, args, passthrough: list[str]) -> dict:
     out = Path(args.out) / strategy
     if out.exists():
         shutil.rmtree(out)  # a fresh run each time: never resume a stale one by accident
     cmd = [sys.executable, "-m", "minigpt.cli", "finetune", "--init", args.init, "--task", args.task,
            "--data", args.data, "--strategy", strategy, "--lr", str(lr), "--min-lr", str(lr / 10),
-           "--out", str(out), *passthrough]
+           "--out", str(out), *flags_for(strategy, passthrough)]
     print("$ minigpt", " ".join(cmd[3:]), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -89,7 +113,7 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to every `minigpt finetune` run.")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to every `minigpt finetune` run; a strategy's own options (--lora-rank, --n-trainable-blocks, ...) only to its run.")
     parser.add_argument("--init", required=True, help="base model directory (HF layout, with tokenizer files)")
     parser.add_argument("--task", choices=("lm", "classify"), required=True)
     parser.add_argument("--data", required=True, help="text file (lm), or TSV file / directory (classify)")

@@ -20,6 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 import minigpt.checkpoint as checkpoint
 from minigpt import GPT, GPTConfig
+from minigpt.config import atomic_path
 
 SMALL = dict(vocab_size=500, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=499, eos_token_id=499)
 IDX = torch.randint(0, SMALL["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(0))
@@ -377,6 +378,25 @@ def test_temp_files_left_by_a_killed_save_are_harmless(tmp_path):
     assert torch.equal(logits_of(tmp_path), model(IDX)[0].detach())  # the loader never reads them
     model.save_pretrained(tmp_path)  # and the next save reuses, then removes, those names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_writes_killed_with_sigkill_leave_one_temp_file_and_the_next_write_clears_it(tmp_path):
+    """SIGKILL runs no `finally`: each killed write leaves its temp, but always under one name."""
+    import signal
+
+    dest = tmp_path / "big.bin"
+    writer = ("import sys, time; from pathlib import Path; from minigpt.config import atomic_path\n"
+              "with atomic_path(Path(sys.argv[1])) as tmp, open(tmp, 'wb') as f:\n"
+              "    f.write(b'x' * 100_000); f.flush(); print('written', flush=True); time.sleep(60)\n")
+    for _ in range(2):  # two crashes mid-write
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(dest)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "written\n"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [p.name for p in tmp_path.iterdir()] == ["big.bin.tmp"] and not dest.exists()
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        f.write(b"ok")
+    assert [p.name for p in tmp_path.iterdir()] == ["big.bin"] and dest.read_bytes() == b"ok"
 
 
 def test_failed_config_write_keeps_previous_config(tmp_path, monkeypatch):

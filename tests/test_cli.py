@@ -33,7 +33,31 @@ def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
         r = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
         return r.returncode, r.stdout, r.stderr
 
-    assert run("minigpt") == run("minigpt.cli")
+    code, out, err = run("minigpt")
+    assert out.startswith("usage: python -m minigpt COMMAND") or argv != ["--help"]  # its name: as it was run
+    assert (code, out.replace("python -m minigpt", "minigpt"), err.replace("python -m minigpt", "minigpt")) == run("minigpt.cli")
+
+
+@pytest.mark.parametrize("argv0,expected", [
+    ("/usr/bin/minigpt", "minigpt train"),                                # the installed script
+    (str(ROOT / "minigpt" / "__main__.py"), "python -m minigpt train"),   # python -m minigpt
+    (str(ROOT / "minigpt" / "cli.py"), "minigpt train"),                  # python -m minigpt.cli
+    ("scripts/train.py", "train.py"),                                     # python scripts/train.py, as argparse names a script
+    ("/usr/bin/pytest", "minigpt train"),                                 # Python code calling main(argv)
+])
+def test_a_command_names_itself_as_it_was_run(argv0, expected, monkeypatch):
+    from minigpt.cli import prog
+
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert prog("train") == expected
+
+
+def test_a_script_shows_its_own_name_in_usage_and_errors():
+    r = subprocess.run([sys.executable, "scripts/eval.py", "no-model", "no-file.txt"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("eval.py: error: "), r.stderr
+    r = subprocess.run([sys.executable, "scripts/eval.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("usage: eval.py "), r.stdout
 
 
 @pytest.mark.parametrize("name", ["generate", "train"])

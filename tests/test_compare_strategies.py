@@ -48,3 +48,14 @@ def test_lrs_that_are_not_pairs_are_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--lrs", "lora"])
     assert "--lrs takes strategy=lr pairs" in capsys.readouterr().err
+
+
+def test_each_run_gets_only_its_own_strategys_options():
+    """minigpt finetune refuses an option its strategy would ignore; one -- line serves every run."""
+    flags = ["--max-iters", "30", "--lora-rank", "4", "--n-trainable-blocks", "2", "--lora-alpha=8", "--train-embeddings",
+             "--batch-size", "16", "--no-train-embeddings", "--lora-targets", "attn.c_attn"]
+    assert compare.flags_for("full", flags) == ["--max-iters", "30", "--batch-size", "16"]
+    assert compare.flags_for("lora", flags) == ["--max-iters", "30", "--lora-rank", "4", "--lora-alpha=8", "--batch-size", "16",
+                                                "--lora-targets", "attn.c_attn"]
+    assert compare.flags_for("partial", flags) == ["--max-iters", "30", "--n-trainable-blocks", "2", "--train-embeddings",
+                                                   "--batch-size", "16", "--no-train-embeddings"]

@@ -67,6 +67,21 @@ def test_every_token_is_scored_once(model_dir, stride):
     assert sliding_window_nll(GPT.from_pretrained(model_dir), ids, 32, stride)[1] == expected
 
 
+def test_cli_refuses_another_tokenizer_but_takes_a_padded_vocabulary(model_dir, tmp_path, capsys):
+    """A smaller tokenizer scores silently but meaninglessly (its ids are other tokens to the model),
+    unless the model's vocabulary is the same one padded (nanoGPT's 50,304): same <|endoftext|> id."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    other = tmp_path / "other_tok"  # 300 tokens, <|endoftext|> = 299
+    Tokenizer.train(TEXT * 4, 300).save_pretrained(other)
+    assert main([str(model_dir), str(tmp_path / "t.txt"), "--tokenizer", str(other)]) == 2
+    assert (f"the model {model_dir} has a 50257-token vocabulary (<|endoftext|> = 50256), but the tokenizer in {other} has 300 "
+            "(<|endoftext|> = 299): its ids would mean other tokens to the model") in capsys.readouterr().err
+    padded = tmp_path / "padded"
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50304, n_positions=32, n_embd=32, n_head=2)).save_pretrained(padded)
+    assert main([str(padded), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+
 def test_cli_and_errors(model_dir, tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
     assert main([str(model_dir), str(tmp_path / "t.txt"), "--stride", "8"]) == 0
@@ -81,7 +96,8 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     small = tmp_path / "small_vocab"  # a model whose vocabulary is smaller than the tokenizer's
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, n_positions=32, n_embd=32, n_head=2)).save_pretrained(small)
     assert main([str(small), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 2  # not an IndexError
-    assert f"{model_dir} has 50257 tokens, but the model {small} only 300" in capsys.readouterr().err
+    assert (f"the model {small} has a 300-token vocabulary (<|endoftext|> = 50256), but the tokenizer in {model_dir} has 50257 "
+            "(<|endoftext|> = 50256)") in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 33"):
         perplexity(model, ids, max_length=33)

@@ -101,7 +101,7 @@ def test_summary_is_printed(capsys):
 @pytest.mark.parametrize("task,strategy", [("lm", s) for s in LM_STRATEGIES] + [("classify", s) for s in STRATEGIES])
 def test_every_strategy_lowers_the_loss(task, strategy):
     model = _clf() if task == "classify" else _lm()
-    apply_strategy(model, strategy, n_trainable_blocks=1, lora_rank=4, verbose=False)
+    apply_strategy(model, strategy, **({"lora_rank": 4} if strategy == "lora" else {}), verbose=False)
     torch.manual_seed(2)
     batch = _clf_batch() if task == "classify" else _lm_batch()
     with torch.no_grad():
@@ -126,6 +126,8 @@ def test_bad_strategy_arguments():
         apply_strategy(_lm(), "lora", train_embeddings=True)
     with pytest.raises(ValueError, match="float16"):  # e.g. the shipped checkpoint, loaded as stored
         apply_strategy(_lm().half(), "full")
+    with pytest.raises(ValueError, match="the weights to train are bfloat16: AdamW's small updates"):
+        apply_strategy(_lm().bfloat16(), "partial")
     # A refused call leaves the model as it was: no adapters injected, nothing frozen.
     half = _lm().half()
     with pytest.raises(ValueError, match="float16"):
@@ -139,6 +141,44 @@ def test_bad_strategy_arguments():
     one = _lm()
     apply_strategy(one, "lora", lora_targets="c_attn", verbose=False)  # a str names targets as the CLI's flag does
     assert sum(isinstance(m, LoRALinear) for m in one.modules()) == one.config.n_layer
+
+
+@pytest.mark.parametrize("strategy,option,value,owner", [
+    ("full", "n_trainable_blocks", 2, "partial"), ("lora", "n_trainable_blocks", 0, "partial"),
+    ("partial", "lora_rank", 4, "lora"), ("full", "lora_alpha", 32.0, "lora"), ("partial", "lora_dropout", 0.1, "lora"),
+    ("full", "lora_targets", ("attn.c_attn",), "lora"), ("partial", "lora_targets", "mlp.c_fc", "lora"),
+])
+def test_an_option_the_strategy_would_ignore_is_refused(strategy, option, value, owner):
+    """A user who set --lora-rank believes it took effect: with --strategy partial it would not."""
+    model = _lm()
+    with pytest.raises(ValueError, match=rf"^{option}=.* applies to strategy '{owner}' only; strategy '{strategy}' would ignore it"):
+        apply_strategy(model, strategy, **{option: value})
+    assert all(p.requires_grad for p in model.parameters()), "a refused call changes nothing"
+    with pytest.raises(ValueError, match=rf"^{option}=.* applies to strategy '{owner}' only"):  # the CLI's and finetune()'s config
+        FinetuneConfig(init="x", data="d", strategy=strategy, **{option: value if option != "lora_targets" else "attn.c_attn"})
+
+
+@pytest.mark.parametrize("option,value", [("pooling", "mean"), ("head_hidden", "64"), ("num_labels", 3), ("val_data", "dev.tsv"),
+                                          ("max_examples", 100), ("max_val_examples", 10)])
+def test_a_classify_option_with_the_lm_task_is_refused(option, value):
+    with pytest.raises(ValueError, match=rf"^{option}=.* applies to task 'classify' only; task 'lm' would ignore it"):
+        FinetuneConfig(init="x", data="d", task="lm", **{option: value})
+    FinetuneConfig(init="x", data="d", task="classify", **{option: value})
+
+
+def test_an_option_left_at_its_default_is_fine_with_any_strategy():
+    apply_strategy(_lm(), "full", n_trainable_blocks=1, lora_rank=8, lora_targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+                   verbose=False)
+    FinetuneConfig(init="x", strategy="partial", lora_targets="attn.c_attn, attn.c_proj,mlp.c_fc,mlp.c_proj", n_trainable_blocks=2)
+
+
+def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys):
+    assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "full", "--lora-rank", "4") == 2
+    assert "lora_rank=4 applies to strategy 'lora' only; strategy 'full' would ignore it" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    # --n-trainable-blocks without --strategy: the default strategy is lora, which has no blocks to pick.
+    assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--n-trainable-blocks", "2") == 2
+    assert "strategy 'lora' would ignore it" in capsys.readouterr().err
 
 
 def test_read_tsv(tmp_path):

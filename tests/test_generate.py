@@ -1,6 +1,7 @@
 """generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
 import io
+import shutil
 
 import pytest
 import torch
@@ -490,6 +491,14 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "nothing to --stream" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--length-penalty", "2"]) == 2  # not silently without beams
     assert "--length-penalty scores finished beams: it needs --num-beams > 1" in capsys.readouterr().err
+    from minigpt import Tokenizer
+
+    mixed = tmp_path / "mixed"  # the model of one checkpoint beside another's tokenizer: nonsense or a decode error
+    shutil.copytree(tiny_checkpoint, mixed)
+    Tokenizer.from_pretrained("gpt2").save_pretrained(mixed)  # GPT-2's, as shipped
+    assert main(["--model", str(mixed), "--prompt", "To be", "--max-new-tokens", "2"]) == 2
+    assert "holds a model with a 280-token vocabulary (<|endoftext|> = 279) beside a tokenizer (vocab.json, merges.txt) with 50257 " \
+           "(<|endoftext|> = 50256)" in capsys.readouterr().err
 
 
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):

@@ -364,6 +364,23 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
     assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
+    """A 16-bit weight cannot hold AdamW's small updates: in bfloat16 at lr 6e-4 a LayerNorm gain
+    (1.0) never moves. The message points to float32 weights with autocast instead."""
+    data = make_data(tmp_path / "data")
+    cfg = tiny_cfg(data, tmp_path / "out")
+    model = train.build_model(cfg, VOCAB).to(dtype)
+    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ValueError, match=rf"^the weights to train are {name}: .*TrainConfig\(dtype='bfloat16'\)"):
+        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+    assert not (tmp_path / "out").exists()
+    model.requires_grad_(False)  # frozen 16-bit weights are fine: nothing updates them
+    model.transformer.ln_f.float().requires_grad_(True)
+    train.train_loop(model, tiny_cfg(data, tmp_path / "out", max_iters=1), lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+
+
 @pytest.mark.parametrize(
     "change, error",
     [

@@ -83,6 +83,9 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         if not p.is_file():
             raise FileNotFoundError(f"input file {p} does not exist")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
+        raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
+                              "(train.bin, val.bin, val.txt, meta.json, tokenizer/)")
     out.mkdir(parents=True, exist_ok=True)
 
     # Ids go to disk chunk by chunk, so memory holds one file's text and one chunk's ids.

@@ -45,7 +45,9 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
         raise ValueError(f"stride must be in [1, max_length={max_length}], got {stride}")
     device = next(model.parameters()).device
     nll_sum, count, prev_end = 0.0, 0, 0
-    starts = range(0, n, stride)
+    # The last window is the first to reach the end (begin + max_length >= n): the range stops
+    # there, so the progress bar's total is the number of windows that run.
+    starts = range(0, max(n - max_length, 0) + stride, stride)
     for begin in tqdm(starts, desc="windows", disable=not progress):
         end = min(begin + max_length, n)
         new = end - prev_end  # tokens no earlier window scored: this window's last `new`
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
         text = read_text(path)
-        tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
+        # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+        tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         # A larger tokenizer's ids would index past the embedding table, and a smaller one's mean
         # other tokens to the model (a meaningless perplexity), unless the model's vocabulary is
         # the same one padded.

@@ -395,6 +395,9 @@ def _restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtim
                if k not in ("resume", "out") and getattr(cfg, k, v) != v}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
+    if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
+        raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
+                         f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
     try:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

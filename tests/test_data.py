@@ -84,6 +84,9 @@ def test_prepare_cli(tmp_path, capsys):
     assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "file" / "d")]) == 2
     err = capsys.readouterr().err
     assert "Not a directory" in err and "Traceback" not in err
+    # --out that is a file: said in words, not as mkdir's bare "[Errno 17] File exists".
+    assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "file")]) == 2
+    assert f"output directory {tmp_path / 'file'} is a file" in capsys.readouterr().err
 
 
 def test_prepare_bad_input(tok, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from minigpt import GPT, GPTConfig
+from minigpt import GPT, GPTConfig, evaluate
 from minigpt.evaluate import main, perplexity, sliding_window_nll
 from minigpt.tokenizer import Tokenizer
 
@@ -82,6 +82,22 @@ def test_cli_refuses_another_tokenizer_but_takes_a_padded_vocabulary(model_dir, 
     assert "perplexity" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("n, stride", [(150, 3), (150, 16), (150, 32), (20, 8), (32, 16), (33, 16)])
+def test_progress_bar_total_is_the_windows_that_run(model_dir, monkeypatch, n, stride):
+    """The bar ends at its total: no window is counted that the loop never reaches."""
+    seen = {"run": 0}
+
+    def counting_tqdm(starts, **kwargs):
+        seen["total"] = len(starts)
+        for begin in starts:
+            seen["run"] += 1
+            yield begin
+
+    monkeypatch.setattr(evaluate, "tqdm", counting_tqdm)
+    sliding_window_nll(GPT.from_pretrained(model_dir), torch.arange(n), 32, stride, progress=True)
+    assert seen["run"] == seen["total"] == max(math.ceil((n - 32) / stride), 0) + 1
+
+
 def test_cli_and_errors(model_dir, tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
     assert main([str(model_dir), str(tmp_path / "t.txt"), "--stride", "8"]) == 0
@@ -93,6 +109,8 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     assert "missing.txt does not exist" in capsys.readouterr().err
     assert main([str(model_dir), str(tmp_path)]) == 2
     assert f"text file {tmp_path} is a directory" in capsys.readouterr().err
+    assert main([str(tmp_path / "no_model"), str(tmp_path / "t.txt")]) == 2  # the model is named, not a tokenizer
+    assert f"checkpoint directory {tmp_path / 'no_model'} does not exist" in capsys.readouterr().err
     small = tmp_path / "small_vocab"  # a model whose vocabulary is smaller than the tokenizer's
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, n_positions=32, n_embd=32, n_head=2)).save_pretrained(small)
     assert main([str(small), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 2  # not an IndexError

@@ -259,6 +259,18 @@ def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, caps
     assert final_state(out)["step"] == 3
 
 
+def test_resume_with_max_iters_below_the_saved_step_is_an_error(tmp_path, capsys):
+    """--max-iters is the run's total: fewer steps than the run has done would train nothing,
+    and say so, instead of exiting 0 as if it had trained."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=3))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--max-iters", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-iters 2 is below the step the saved run reached (3)" in err and "Traceback" not in err
+    assert train.main(["--out", str(out), "--resume"]) == 0  # a finished run resumed as it was: nothing to do, no error
+
+
 def test_an_out_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
     """Read-only, or below a file: the OSError names the path, on one line (as root, whom a
     read-only mode does not stop, a file in the way stands in for it)."""

@@ -474,9 +474,15 @@ def stream(
         logits = state.step(tokens[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
-    for row, keep in cuts.items():
-        out[row, keep:] = pad  # the stop string (and the start of its first token) never reaches the output
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
+    if cuts:
+        # A row cut at its stop string ends before the step that found it, so the output is as wide
+        # as its longest row: a cut row's kept tokens, another's up to its EOS (or every step).
+        for row, keep in cuts.items():
+            out[row, keep:] = pad  # the stop string (and the start of its first token) never reaches the output
+        hit = torch.isin(out[:, :steps], eos_ids)  # (B, steps)
+        lengths = torch.where(hit.any(1), hit.int().argmax(1) + 1, steps).tolist()
+        steps = max(cuts.get(row, length) for row, length in enumerate(lengths))
     out = torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
     if not return_stats:
         return out

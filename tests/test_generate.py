@@ -186,6 +186,7 @@ def test_stop_strings_per_row_across_token_boundaries(pair):
     stop_bytes = stop.encode("utf-8")
     out = generate(model, ids, mask, max_new_tokens=20, eos_token_id=[], pad_token_id=PAD, stop=[stop],
                    tokenizer=tok)[:, ids.size(1):]
+    keeps = []
     for b in range(len(PROMPTS)):
         full = free[b].tolist()
         text = tok.decode_bytes(full)
@@ -193,6 +194,23 @@ def test_stop_strings_per_row_across_token_boundaries(pair):
         assert out[b, :keep].tolist() == full[:keep]
         assert (out[b, keep:] == PAD).all()
         assert stop_bytes not in tok.decode_bytes([t for t in out[b].tolist() if t != PAD])
+        keeps.append(keep)
+    assert out.size(1) == max(keeps)  # as wide as the longest row: no column of pads alone
+
+
+@torch.no_grad()
+def test_stop_string_in_the_first_token_leaves_the_prompt_alone(pair):
+    """One prompt whose first new token holds the stop string: the output is the prompt, with no
+    pad column after it (the stop string is cut, and no row needs the step that found it)."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    prompts = PROMPTS + [tok.encode(text) for text in ("Hello", "abc", "xyz", "The", "0123")]
+    firsts = [(p, generate(model, torch.tensor([p]), max_new_tokens=1, eos_token_id=[])[0, -1].item()) for p in prompts]
+    prompt, first = next((p, t) for p, t in firsts if 32 <= t < 127)  # a printable ASCII byte: one character
+    ids = torch.tensor([prompt])
+    out = generate(model, ids, max_new_tokens=10, eos_token_id=[], pad_token_id=PAD, stop=chr(first),
+                   tokenizer=tok)
+    assert torch.equal(out, ids)
 
 
 @torch.no_grad()

@@ -51,8 +51,9 @@ from minigpt.config import atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.train import (HALF_WEIGHTS_ERROR, Runtime, TrainConfig, build_model, check_out_dir, flag, lm_loss, parse_config,
-                           read_log, run_command, setup_runtime, train_loop)
+from minigpt.run_dir import check_out_dir, read_log
+from minigpt.train import (HALF_WEIGHTS_ERROR, Runtime, TrainConfig, build_model, flag, lm_loss, parse_config, run_command,
+                           setup_runtime, train_loop)
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 
 import minigpt.train as train
 from minigpt import GPT
-from minigpt.train import STATE_FILE, TrainConfig, TrainingDiverged, lr_at, pretrain
+from minigpt.run_dir import STATE_FILE
+from minigpt.train import TrainConfig, TrainingDiverged, lr_at, pretrain
 
 VOCAB = 64
 

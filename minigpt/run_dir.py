@@ -1,0 +1,174 @@
+"""A run's directory (OUT_DIR): its checkpoints, the state for exact resume, the log and the loss curve.
+
+Where it sits: `train_loop` (minigpt/train.py) trains; this file is what it leaves on disk, and
+what `--resume` reads back. Every file is written atomically (minigpt/config.py's `atomic_path`),
+so a crash at any moment leaves the previous version whole, never half of a new one.
+
+OUT_DIR layout:
+    config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)
+    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config
+    best/                the checkpoint with the lowest val loss (+ metrics.json)
+    log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from minigpt.config import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:  # type hints only: train.py imports this module
+    from minigpt.train import Runtime, TrainConfig
+
+STATE_FILE = "training_state.pt"
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "loss.png"
+# What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.
+RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", "model.safetensors", "model.safetensors.index.json")
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+
+def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg,
+                    log_partial: tuple[float, int] = (0.0, 0)) -> None:
+    """The HF-layout files first, then the training state (which carries its own copy of the weights).
+
+    log_partial is (sum of train losses, steps) since the last log record: a run stopped between
+    two records resumes with them, so its next record averages the same steps as an unbroken run's.
+
+    Each file is replaced atomically. A crash between the two leaves newer HF files beside an
+    older state; resume reads weights *from the state*, so it still restarts consistently.
+    """
+    save_fn(raw_model, out)
+    state = {
+        "model": raw_model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,  # also the data position: batches are drawn from (seed, step)
+        "best_val_loss": best,
+        "config": asdict(cfg),
+        "log_partial": list(log_partial),
+    }
+    with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
+        torch.save(state, tmp)
+
+
+def check_resumable(out: Path) -> None:
+    if not (out / STATE_FILE).exists():
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+
+
+def check_out_dir(cfg: TrainConfig) -> None:
+    """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
+
+    A run replaces the checkpoint files in OUT_DIR and starts a new log.jsonl, so without
+    --resume OUT_DIR must not hold a checkpoint or another run's files: not a finished run, not
+    a downloaded or shipped model, and not the --init checkpoint itself. An empty or missing
+    OUT_DIR, or one holding only unrelated files, is fine. With --resume OUT_DIR must hold the
+    run to continue (its training_state.pt); --out may then equal --init, since the files that
+    get replaced are the run's own.
+    """
+    out = Path(cfg.out)
+    if cfg.resume:
+        check_resumable(out)
+        return
+    if cfg.init and out.resolve() == Path(cfg.init).resolve():
+        raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
+                              "choose another --out")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
+                f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")
+        raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
+
+
+def read_state(path: Path, **load_kwargs) -> dict:
+    """A saved training_state.pt, or a ValueError naming the file when it is not one."""
+    try:
+        state = torch.load(path, weights_only=True, **load_kwargs)
+    except torch.OutOfMemoryError:
+        raise  # the file is fine; the device is full
+    except Exception as e:  # not a torch zip file, truncated, or holding unsafe objects
+        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
+    missing = {"config", "model", "optimizer", "scaler", "step", "best_val_loss"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path} is not a training state saved by minigpt: it lacks {', '.join(sorted(missing))}")
+    return state
+
+
+def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float, tuple[float, int]]:
+    state = read_state(out / STATE_FILE, map_location=rt.device)
+    # (a run directory moved or copied elsewhere is the same run: --out is no setting)
+    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
+               if k not in ("resume", "out") and getattr(cfg, k, v) != v}
+    if changed and rt.is_main:
+        print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
+    if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
+        raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
+                         f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
+    try:
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except torch.OutOfMemoryError:
+        raise  # the state is fine; the device is full
+    except (RuntimeError, ValueError) as e:  # a shape flag given again, other LoRA targets, other trainable weights
+        detail = str(e).strip().splitlines()[-1].strip()[:200]
+        differ = f"settings changed from the saved run (saved, now): {changed}" if changed else "no setting changed"
+        raise ValueError(f"{out / STATE_FILE} was saved from another model or other trainable parameters than these settings "
+                         f"build ({detail}); {differ}. Drop the flags that change the model, or start a new run with "
+                         "another --out") from None
+    scaler.load_state_dict(state["scaler"])
+    loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
+    return state["step"], state["best_val_loss"], (loss_sum, steps)
+
+
+# ---- logging ------------------------------------------------------------------------------------
+
+
+def append_log(out: Path, record: dict) -> None:
+    with open(out / LOG_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(out: Path) -> list[dict]:
+    """The records in OUT_DIR/log.jsonl, without a torn last one.
+
+    Each record is appended as one line ending in "\n", so a crash mid-write can only leave a
+    last line without its newline: that half record is dropped (resume writes it again).
+    """
+    *complete, _torn = (out / LOG_FILE).read_text().split("\n")  # _torn is "" after a whole record
+    return [json.loads(line) for line in complete]
+
+
+def truncate_log(out: Path, step: int) -> None:
+    """On resume, drop records written after the checkpoint (they will be written again)."""
+    if (out / LOG_FILE).exists():
+        keep = [r for r in read_log(out) if r["step"] <= step]
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def plot_log(out: Path) -> None:
+    """Draw train and val loss against step from log.jsonl into loss.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed: draw straight into a file
+    import matplotlib.pyplot as plt
+
+    records = read_log(out)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("loss", "train"), ("val_loss", "val")):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title=str(out))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    with atomic_path(out / PLOT_FILE) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
+    plt.close(fig)

@@ -496,6 +496,13 @@ def stream(
 # ---- text in, text out -------------------------------------------------------------------------
 
 
+def _eos_set(model: torch.nn.Module, eos_token_id: int | list[int] | None) -> set[int]:
+    """The ids that end a text: `eos_token_id` as `stream` reads it (None: the model's)."""
+    if eos_token_id is None:
+        return {model.config.eos_token_id}
+    return {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+
+
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces as tokens arrive (what `minigpt generate --stream`
     prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
@@ -510,9 +517,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
     ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
-    stops = stop_list(kwargs.get("stop"))
-    eos = kwargs.get("eos_token_id")
-    eos = {model.config.eos_token_id} if eos is None else ({eos} if isinstance(eos, int) else set(eos))
+    stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     new: list[int] = []
     sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
@@ -542,6 +547,37 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             sent = ready
 
 
+def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
+                  **kwargs) -> list[str] | tuple[list[str], GenerationStats]:
+    """Continue one prompt; return the new text of each sequence (`num_return_sequences` samples,
+    or that many of the best beams, best first). `kwargs` are `stream`'s; with return_stats=True
+    the result is `(texts, GenerationStats)`.
+
+    Each text ends before its first EOS or stop string, cut at the character as `stream_text`
+    cuts it: the tokens are taken as they were drawn, because `generate`'s ids can only end at a
+    whole token, and the one holding the start of a stop string may begin with text to keep.
+    """
+    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
+    stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
+    steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
+    drawn = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
+    while True:
+        try:
+            drawn.append(next(steps))
+        except StopIteration as end:
+            result = end.value
+            break
+    out, stats = result if kwargs.get("return_stats") else (result, None)
+    prompt_len = max(ids.size(1), 1)  # an empty prompt became <|endoftext|>
+    rows = torch.stack(drawn, 1).tolist() if drawn else out[:, prompt_len:].tolist()  # (rows, new)
+    texts = []
+    for row in rows:
+        ends = [i for i, t in enumerate(row) if t in eos]
+        text = tokenizer.decode(row[:ends[0]] if ends else row)
+        texts.append(text[:min((text.find(s) for s in stops if s in text), default=len(text))])
+    return (texts, stats) if stats is not None else texts
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -563,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
     p.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
     p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search (deterministic)")
+    p.add_argument("--num-return-sequences", "-n", type=int, default=1,
+                   help="texts to print: that many samples, or with --num-beams that many of the best beams")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); not printed")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
@@ -583,12 +621,15 @@ def check_flags(args: argparse.Namespace) -> None:
     """Refuse flags that the chosen mode would silently ignore."""
     if args.explain:
         ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
+                                           ("--num-return-sequences", args.num_return_sequences > 1),
                                            ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
                                            ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
                                            ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0))
                    if used]
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
+    if args.stream and args.num_return_sequences > 1:
+        raise ValueError("--stream prints one text as it is drawn; with --num-return-sequences > 1 drop --stream")
     if args.num_beams == 1 and args.length_penalty != 1.0:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
     if args.num_beams > 1:
@@ -657,12 +698,17 @@ def main(argv: list[str] | None = None) -> int:
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
                           num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
-            if args.num_beams > 1:
-                for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
-                    kwargs.pop(name)
-                out, stats = generate(model, torch.tensor([ids], dtype=torch.long), **kwargs)
-                new = [t for t in out[0, len(ids):].tolist() if t != model.config.eos_token_id]
-                print(prompt + tokenizer.decode(new))
+            if args.num_beams > 1 or args.num_return_sequences > 1:
+                if args.num_beams > 1:
+                    for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
+                        kwargs.pop(name)
+                texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
+                                             **kwargs)
+                kind = "beam" if args.num_beams > 1 else "sample"
+                for i, text in enumerate(texts, 1):
+                    if len(texts) > 1:
+                        print(f"--- {kind} {i} of {len(texts)} ---")
+                    print(prompt + text)
             else:
                 pieces = stream_text(model, tokenizer, ids, **kwargs)
                 text = prompt  # printed with the first piece, once the arguments have been checked

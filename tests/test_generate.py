@@ -9,7 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
-from minigpt.generate import GenerationStats, generate, stream, stream_text
+from minigpt.generate import GenerationStats, generate, generate_text, stream, stream_text
 
 PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
 
@@ -26,6 +26,13 @@ class ByteTokenizer:
 
     def decode(self, ids) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+class DigitsTokenizer(ByteTokenizer):
+    """Each id as three decimal digits ("hi" = 104 105 → "104105"): tokens of several characters."""
+
+    def decode_bytes(self, ids) -> bytes:
+        return "".join(f"{i:03d}" for i in ids).encode()
 
 
 def sharpened_pair(config: GPTConfig, scale: float = 10.0, seed: int = 0):
@@ -226,6 +233,37 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
     pieces = list(stream_text(model, tok, prompt, max_new_tokens=15, eos_token_id=[], stop=[stop]))
     assert "".join(pieces) == text[:text.find(stop)]
     assert all(stop[0] not in p or stop not in p for p in pieces)
+
+
+@torch.no_grad()
+def test_generate_text_cuts_each_sample_at_its_stop_string_as_stream_text_does(pair):
+    """n samples: each text is its row's tokens as drawn, up to EOS, cut at the stop string's first
+    character (generate's ids end a row at a whole token). One sample: stream_text's text."""
+    model, _ = pair
+    tok = DigitsTokenizer()  # 3 characters a token: a stop string can start inside one
+    kw = dict(max_new_tokens=15, do_sample=True, seed=3, eos_token_id=[], pad_token_id=PAD)
+    rows = generate(model, torch.tensor([tok.encode("hi")]), num_return_sequences=3, **kw)[:, 2:]
+    free = [tok.decode(row) for row in rows.tolist()]
+    assert generate_text(model, tok, "hi", num_return_sequences=3, **kw) == free
+    stop = free[0][4:6]
+    texts, stats = generate_text(model, tok, "hi", num_return_sequences=3, stop=stop, return_stats=True, **kw)
+    assert texts == [text[:text.find(stop)] if stop in text else text for text in free]
+    assert texts[0] and len(texts[0]) % 3  # the cut falls inside a token: ids alone would lose its start
+    assert isinstance(stats, GenerationStats)
+    eos = rows[1, 5].item()  # row 1's sixth token ends its text (and any earlier one of the same id)
+    ended = generate_text(model, tok, "hi", num_return_sequences=3, **{**kw, "eos_token_id": eos})
+    assert ended[1] == tok.decode(rows[1, :rows[1].tolist().index(eos)].tolist())
+    one = dict(kw, num_return_sequences=1, stop=stop)
+    assert generate_text(model, tok, "hi", **one) == ["".join(stream_text(model, tok, "hi", **one))]
+
+
+@torch.no_grad()
+def test_generate_text_returns_the_best_beams_best_first(pair):
+    model, _ = pair
+    tok = ByteTokenizer()
+    kw = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2, eos_token_id=[])
+    rows = generate(model, torch.tensor([tok.encode("hi")]), **kw)[:, 2:]
+    assert generate_text(model, tok, "hi", **kw) == [tok.decode(row) for row in rows.tolist()]
 
 
 @pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True}])
@@ -477,6 +515,22 @@ def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
     assert main(base + ["--explain", "--max-new-tokens", "2", "--top-k", "5"]) == 0
     shown = capsys.readouterr().out
     assert "step 0:" in shown and "top-k 5" in shown and "→" in shown
+
+
+def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
+    from minigpt.generate import main
+
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "6"]
+    assert main(base + ["-n", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("---")] == [f"--- sample {i} of 3 ---" for i in (1, 2, 3)]
+    assert out.count("To be") == 3
+    assert main(base + ["--num-beams", "3", "--num-return-sequences", "2"]) == 0
+    assert "--- beam 2 of 2 ---" in capsys.readouterr().out
+    assert main(base + ["-n", "2", "--stream"]) == 2
+    assert "with --num-return-sequences > 1 drop --stream" in capsys.readouterr().err
+    assert main(base + ["-n", "2", "--explain"]) == 2
+    assert "it does not take --num-return-sequences" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):

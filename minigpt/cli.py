@@ -27,7 +27,7 @@ def prog(command: str) -> str:
     names a script. `minigpt train`, `python -m minigpt train`, or `train.py` for
     `python scripts/train.py` (a script's path is sys.argv[0]; Python code that calls a command's
     `main(argv)`, the tests' too, gets `minigpt train`)."""
-    script = Path(sys.argv[0])
+    script = Path(sys.argv[0]).absolute()  # `python train.py` run inside scripts/ too
     if script.name == "__main__.py" and script.parent.name == "minigpt":
         return f"python -m minigpt {command}".rstrip()
     if script.suffix == ".py" and script.parent.name == "scripts":

@@ -73,9 +73,19 @@ class GPTConfig:
         matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
         extra rows. So a smaller tokenizer fits only when its <|endoftext|> id is known and is the
         model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+        A config whose <|endoftext|> id is no row of the model (`has_stale_eos`) tells nothing:
+        then only the size is compared.
         """
+        if self.has_stale_eos:
+            return vocab_size == self.vocab_size
         fits = vocab_size == self.vocab_size or (vocab_size < self.vocab_size and eos_token_id is not None)
         return fits and eos_token_id in (None, self.eos_token_id)
+
+    @property
+    def has_stale_eos(self) -> bool:
+        """config.json names an <|endoftext|> id the model has no row for: GPT-2's 50256 in a smaller
+        vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints still load)."""
+        return self.eos_token_id >= self.vocab_size
 
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":

@@ -59,9 +59,7 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
         logits = model(window[None])[0][0]  # (L, V)
         nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum").item()
         count += int((targets != IGNORE).sum())
-        prev_end = end
-        if end == n:
-            break
+        prev_end = end  # (the last start's window ends at n: `starts` stops there)
     return nll_sum, count
 
 

@@ -672,6 +672,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
                              f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
                              "tokenizer files there")
+        if cfg.has_stale_eos and tokenizer.eos_token_id is not None:  # else EOS never ends a text, and a pad crashes
+            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {cfg.eos_token_id}, which this "
+                  f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
+                  "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
+            cfg.eos_token_id = cfg.bos_token_id = tokenizer.eos_token_id
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")

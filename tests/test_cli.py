@@ -44,10 +44,12 @@ def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
     (str(ROOT / "minigpt" / "cli.py"), "minigpt train"),                  # python -m minigpt.cli
     ("scripts/train.py", "train.py"),                                     # python scripts/train.py, as argparse names a script
     ("/usr/bin/pytest", "minigpt train"),                                 # Python code calling main(argv)
+    ("train.py", "train.py"),                                             # python train.py, inside scripts/
 ])
 def test_a_command_names_itself_as_it_was_run(argv0, expected, monkeypatch):
     from minigpt.cli import prog
 
+    monkeypatch.chdir(ROOT / "scripts" if argv0 == "train.py" else ROOT)
     monkeypatch.setattr(sys, "argv", [argv0])
     assert prog("train") == expected
 

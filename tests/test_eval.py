@@ -84,14 +84,15 @@ def test_cli_refuses_another_tokenizer_but_takes_a_padded_vocabulary(model_dir, 
 
 @pytest.mark.parametrize("n, stride", [(150, 3), (150, 16), (150, 32), (20, 8), (32, 16), (33, 16)])
 def test_progress_bar_total_is_the_windows_that_run(model_dir, monkeypatch, n, stride):
-    """The bar ends at its total: no window is counted that the loop never reaches."""
+    """The bar ends at its total: every window it counts is one the loop finished (a `break` out of
+    the last one would leave a real tqdm one short of its total)."""
     seen = {"run": 0}
 
     def counting_tqdm(starts, **kwargs):
         seen["total"] = len(starts)
         for begin in starts:
-            seen["run"] += 1
             yield begin
+            seen["run"] += 1  # after the loop body, as tqdm counts
 
     monkeypatch.setattr(evaluate, "tqdm", counting_tqdm)
     sliding_window_nll(GPT.from_pretrained(model_dir), torch.arange(n), 32, stride, progress=True)

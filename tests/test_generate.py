@@ -1,6 +1,7 @@
 """generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
 import io
+import json
 import shutil
 
 import pytest
@@ -515,6 +516,21 @@ def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
     assert main(base + ["--explain", "--max-new-tokens", "2", "--top-k", "5"]) == 0
     shown = capsys.readouterr().out
     assert "step 0:" in shown and "top-k 5" in shown and "→" in shown
+
+
+def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tmp_path, capsys):
+    """Older minigpt wrote GPT-2's <|endoftext|> (50256) into a smaller model's config.json. Its own
+    tokenizer still fits; EOS and the pad of a finished row are the tokenizer's, with a warning."""
+    from minigpt.generate import main
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_checkpoint, old)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256, "bos_token_id": 50256}))
+    assert main(["--model", str(old), "--prompt", "To be", "--max-new-tokens", "20", "-n", "2", "--seed", "0",
+                 "--stop", "o"]) == 0  # a row ends at its stop string and is padded: with 50256, an index error
+    assert "names <|endoftext|> = 50256, which this 280-token model does not have; using the tokenizer's (279)" \
+        in capsys.readouterr().err
 
 
 def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):

@@ -15,7 +15,11 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from minigpt import GPT, GPTConfig
 from minigpt.config import PRESETS
 
-TOL_FP32 = 1e-4  # the issue's bound on max |Δ logits| in fp32
+# Bounds on max |Δ logits| in fp32 (the issue asked for 1e-4; that is too loose to prove anything:
+# nanoGPT's exact-erf GELU instead of GPT-2's tanh one moves the small model's logits by 1.7e-5).
+# Measured: 3e-7 for the small model (|logit| ~ 1), 4.7e-6 for 124M at T=1024; ~6x margin each.
+TOL_FP32 = 2e-6
+TOL_FP32_124M = 3e-5
 
 
 def hf_config(**kw) -> GPT2Config:
@@ -74,7 +78,7 @@ def test_124m_full_context_logits_and_loss_match_hf(gpt2_124m):
     d, dl = max_diff(logits, out.logits), abs(loss.item() - out.loss.item())
     print(f"gpt2 124M T={T}: max|Δ logits| = {d:.2e} (max|logit| = {out.logits.abs().max():.2f}), "
           f"|Δ loss| = {dl:.2e} (loss = {loss.item():.4f})")
-    assert d <= TOL_FP32
+    assert d <= TOL_FP32_124M
     assert dl <= 1e-5
 
 

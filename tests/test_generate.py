@@ -334,10 +334,10 @@ def test_sampling_seed_reproduces_and_num_return_sequences(pair):
 
 
 @torch.no_grad()
-def test_empty_prompt_starts_from_endoftext(pair):
+def test_empty_prompt_starts_from_endoftext(pair, monkeypatch):
     model, _ = pair
     eot = model.config.eos_token_id % model.config.vocab_size
-    model.config.bos_token_id = eot  # the tiny vocabulary has no id 50256
+    monkeypatch.setattr(model.config, "bos_token_id", eot)  # the tiny vocabulary has no id 50256; undone after
     empty = generate(model, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=5, eos_token_id=[])
     assert torch.equal(empty, generate(model, torch.tensor([[eot]]), max_new_tokens=5, eos_token_id=[]))
 

@@ -481,24 +481,25 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
 
 
 @pytest.mark.parametrize(
-    "change, error",
+    "change, kind, error",
     [
-        (dict(block_size=129), r"block_size 129 must be in \[1, n_positions=128\]"),
-        (dict(data="missing"), "no meta.json in missing"),
-        (dict(grad_accum=0), "grad_accum must be >= 1, got 0"),
-        (dict(block_size=0), r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
-        (dict(lr_decay_iters=-5), r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
-        (dict(min_lr=0.01), r"min_lr \(0.01\) must be <= lr \(0.003\)"),
-        (dict(beta2=1.0), r"beta2 must be in \[0, 1\), got 1.0"),
-        (dict(seed=-1), "seed must be >= 0, got -1"),
-        (dict(dtype="float16"), "float16 needs a GPU"),
-        (dict(device="gpu"), "'gpu' is not a device"),
+        (dict(block_size=129), ValueError, r"block_size 129 must be in \[1, n_positions=128\]"),
+        (dict(data="missing"), FileNotFoundError, "no meta.json in missing"),
+        (dict(grad_accum=0), ValueError, "grad_accum must be >= 1, got 0"),
+        (dict(block_size=0), ValueError, r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
+        (dict(lr_decay_iters=-5), ValueError, r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
+        (dict(min_lr=0.01), ValueError, r"min_lr \(0.01\) must be <= lr \(0.003\)"),
+        (dict(beta2=1.0), ValueError, r"beta2 must be in \[0, 1\), got 1.0"),
+        (dict(seed=-1), ValueError, "seed must be >= 0, got -1"),
+        (dict(dtype="float16"), ValueError, "float16 needs a GPU"),
+        (dict(device="gpu"), ValueError, "'gpu' is not a device"),
     ],
 )
-def test_bad_config_errors(tmp_path, change, error):
+def test_bad_config_errors(tmp_path, change, kind, error):
     make_data(tmp_path / "data")
-    with pytest.raises((ValueError, FileNotFoundError), match=error):
+    with pytest.raises(kind, match=error) as raised:
         pretrain(TrainConfig(**{**vars(tiny_cfg(tmp_path / "data", tmp_path / "out")), **change}))
+    assert raised.type is kind  # not a subclass standing in for it
 
 
 def test_bad_data_errors(tmp_path):

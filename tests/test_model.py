@@ -83,6 +83,20 @@ def test_124m_full_context_logits_and_loss_match_hf(gpt2_124m):
 
 
 @torch.no_grad()
+def test_logits_to_keep_is_the_last_positions_of_the_full_logits(small):
+    """generate's prefill asks for the last position only (logits_to_keep=1): it must be exactly
+    that slice of the full forward (up to matmul rounding: the head runs on fewer rows)."""
+    _, _, ours = small
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 20), generator=torch.Generator().manual_seed(6))
+    full, _ = ours(idx)
+    for k in (1, 5, 20):
+        kept, _ = ours(idx, logits_to_keep=k)
+        d = max_diff(kept, full[:, -k:])
+        print(f"logits_to_keep={k}: max|Δ| = {d:.2e}")
+        assert kept.shape == (2, k, SMALL["vocab_size"]) and d <= 1e-6, k
+
+
+@torch.no_grad()
 def test_loss_with_ignored_labels_matches_hf(small):
     hf, _, ours = small
     g = torch.Generator().manual_seed(2)

@@ -42,7 +42,7 @@ def test_logits_match_transformers_on_right_padded_batch():
         theirs = hf(idx, attention_mask=mask).logits
     diff = (ours - theirs).abs().max().item()
     print(f"max |minigpt - transformers| classification logits = {diff:.2e}")
-    assert ours.shape == (3, 3) and diff < 1e-5
+    assert ours.shape == (3, 3) and diff < 1e-6  # measured 3e-8
 
 
 def test_loads_a_transformers_classifier():
@@ -58,7 +58,7 @@ def test_loads_a_transformers_classifier():
     with torch.no_grad():
         diff = (clf(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item()
     print(f"max |minigpt - transformers| after loading HF's file = {diff:.2e}")
-    assert diff < 1e-5
+    assert diff < 1e-6  # measured 7e-8
 
 
 @pytest.mark.parametrize("pooling,hidden", [("mean", ()), ("last", (32,)), ("mean", (32, 16))])

@@ -138,6 +138,39 @@ def test_repetition_penalty_and_min_new_tokens_equal_transformers(pair):
     assert not (ours[:, ids.size(1):ids.size(1) + 10] == eos).any()
 
 
+def penalized_greedy(model: GPT, prompt: list[int], steps: int, rep: float, presence: float, freq: float) -> list[int]:
+    """A cache-free greedy loop over one unpadded row, with the penalties written out from token
+    counts: repetition on prompt and generated tokens, presence/frequency on generated ones only."""
+    seq, new = list(prompt), []
+    for _ in range(steps):
+        logits = model(torch.tensor([seq]))[0][0, -1].clone()
+        for tok in set(seq):
+            logits[tok] = logits[tok] * rep if logits[tok] < 0 else logits[tok] / rep
+        for tok in set(new):
+            logits[tok] -= presence + freq * new.count(tok)
+        seq.append(int(logits.argmax()))
+        new.append(seq[-1])
+    return new
+
+
+@torch.no_grad()
+def test_penalties_count_what_readme_says_and_never_pads(pair):
+    """README: repetition_penalty counts prompt and generated tokens, presence/frequency only
+    generated ones, and pads are never counted. The pad id is a token the short row generates
+    (and its prompt lacks), so a counted pad would penalise it and change that row's text."""
+    model, _ = pair
+    kw = dict(repetition_penalty=1.3, presence_penalty=0.8, frequency_penalty=0.4)
+    expected = [penalized_greedy(model, p, 10, *kw.values()) for p in PROMPTS]
+    pad = next(t for t in expected[1] if t not in PROMPTS[1])  # PROMPTS[1] is the shortest: most padded
+    T = max(map(len, PROMPTS))
+    ids = torch.tensor([[pad] * (T - len(p)) + p for p in PROMPTS])
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in PROMPTS])
+    ours = generate(model, ids, mask, max_new_tokens=10, eos_token_id=[], pad_token_id=pad, **kw)
+    assert ours[:, T:].tolist() == expected
+    plain = generate(model, ids, mask, max_new_tokens=10, eos_token_id=[], pad_token_id=pad)
+    assert not torch.equal(plain, ours), "the penalties must change the text for this test to prove anything"
+
+
 @pytest.mark.parametrize("early_stopping", [False, True, "never"])
 @torch.no_grad()
 def test_beam_search_equals_transformers(pair, early_stopping):
@@ -340,10 +373,10 @@ def test_sampling_seed_reproduces_and_num_return_sequences(pair):
 
 
 @torch.no_grad()
-def test_empty_prompt_starts_from_endoftext(pair):
+def test_empty_prompt_starts_from_endoftext(pair, monkeypatch):
     model, _ = pair
     eot = model.config.eos_token_id % model.config.vocab_size
-    model.config.bos_token_id = eot  # the tiny vocabulary has no id 50256
+    monkeypatch.setattr(model.config, "bos_token_id", eot)  # the tiny vocabulary has no id 50256; undone after
     empty = generate(model, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=5, eos_token_id=[])
     assert torch.equal(empty, generate(model, torch.tensor([[eot]]), max_new_tokens=5, eos_token_id=[]))
 

@@ -41,7 +41,9 @@ def test_greedy_equals_transformers_on_gpu(pair):
     theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=PAD,
                          eos_token_id=None)
     out_mask = torch.cat([mask, torch.ones_like(ours[:, ids.size(1):])], 1)
-    print(f"min top-2 logit margin {min_top2_margin(model, ours, out_mask, ids.size(1)):.3g}")
+    margin = min_top2_margin(model, ours, out_mask, ids.size(1))
+    print(f"min top-2 logit margin {margin:.3g}")
+    assert margin > 1e-3  # as on CPU: rounding noise cannot flip these argmaxes
     assert torch.equal(ours, theirs)
 
 

@@ -51,7 +51,7 @@ def test_cache_matches_full_forward_small():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=512)).eval()
     diff = check_cache_matches_reforward(model, [7, 3, 1, 5], steps=12)
     print(f"max |cached - full| logits: {diff:.2e}")
-    assert diff < 1e-4
+    assert diff < 2e-6  # measured 2.4e-7
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def test_cache_matches_full_forward_124m():
     model = GPT(GPTConfig.gpt2("gpt2")).eval()
     diff = check_cache_matches_reforward(model, [6, 2], steps=3)
     print(f"124M: max |cached - full| logits: {diff:.2e}")
-    assert diff < 1e-4
+    assert diff < 3e-5  # measured 3.2e-6
 
 
 @torch.no_grad()

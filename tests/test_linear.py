@@ -17,7 +17,9 @@ from minigpt import GPT, GPTConfig
 from minigpt.linear import _PACKED, ONEDNN, Linear, forget_packed
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
-TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the output's scale
+# Relative to the output's scale. Measured over the cases below: 2.2e-7 in fp32, 3.5e-3 in bf16
+# (its output is rounded to 8 bits of mantissa).
+TOL = {torch.float32: 2e-6, torch.bfloat16: 1e-2}
 
 
 def layer(dtype=torch.float32, bias=True) -> Linear:
@@ -37,8 +39,10 @@ def test_inference_path_matches_f_linear(dtype, shape, bias):
         assert lin.weight in _PACKED  # the oneDNN path ran, not F.linear
         # The reference in fp32 from the same (rounded) inputs.
         ref = F.linear(x.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
+    rel = ((got.float() - ref).abs().max() / ref.abs().max()).item()
+    print(f"{dtype} {shape} bias={bias}: max |Δ| / max |y| = {rel:.2e}")
     assert got.dtype == dtype and got.shape == ref.shape
-    assert (got.float() - ref).abs().max() <= TOL[dtype] * ref.abs().max()
+    assert rel <= TOL[dtype]
 
 
 @needs_onednn
@@ -96,7 +100,9 @@ def test_model_logits_inference_path_equals_autograd_path():
     with torch.no_grad():
         fast, _ = model(idx)
     plain, _ = model(idx)
-    assert (fast - plain).abs().max() <= 1e-4
+    diff = (fast - plain).abs().max().item()
+    print(f"oneDNN vs F.linear logits: max |Δ| = {diff:.2e}")
+    assert diff <= 3e-6  # measured 3.6e-7 (|logit| ~ 1)
 
 
 @needs_onednn

@@ -42,7 +42,7 @@ def test_merged_equals_unmerged_and_saves_as_plain_gpt():
     merged = model(idx)[0]
     diff = (merged - unmerged).abs().max().item()
     print(f"max |merged - unmerged| = {diff:.2e}")
-    assert diff < 1e-5
+    assert diff < 3e-6  # measured 4.6e-7
     assert (unmerged - _model()(idx)[0]).abs().max() > 1e-3, "the adapter must actually change the output"
     with tempfile.TemporaryDirectory() as d:  # merged model has the plain GPT-2 key set
         model.save_pretrained(d)
@@ -63,7 +63,7 @@ def test_adapters_follow_the_mode_of_the_model_they_join():
     assert torch.equal(unmerged, model(idx)[0]), "eval mode: no dropout, so the same output every call"
     diff = (merge_lora(model)(idx)[0] - unmerged).abs().max().item()
     print(f"dropout 0.5, eval mode: max |merged - unmerged| = {diff:.2e}")
-    assert diff < 1e-5
+    assert diff < 3e-6  # measured 4.6e-7
     model = _model().train()
     inject_lora(model, rank=4, dropout=0.5)
     assert all(m.training for m in model.modules())

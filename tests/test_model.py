@@ -15,7 +15,11 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from minigpt import GPT, GPTConfig
 from minigpt.config import PRESETS
 
-TOL_FP32 = 1e-4  # the issue's bound on max |Δ logits| in fp32
+# Bounds on max |Δ logits| in fp32 (the issue asked for 1e-4; that is too loose to prove anything:
+# nanoGPT's exact-erf GELU instead of GPT-2's tanh one moves the small model's logits by 1.7e-5).
+# Measured: 3e-7 for the small model (|logit| ~ 1), 4.7e-6 for 124M at T=1024; ~6x margin each.
+TOL_FP32 = 2e-6
+TOL_FP32_124M = 3e-5
 
 
 def hf_config(**kw) -> GPT2Config:
@@ -74,8 +78,22 @@ def test_124m_full_context_logits_and_loss_match_hf(gpt2_124m):
     d, dl = max_diff(logits, out.logits), abs(loss.item() - out.loss.item())
     print(f"gpt2 124M T={T}: max|Δ logits| = {d:.2e} (max|logit| = {out.logits.abs().max():.2f}), "
           f"|Δ loss| = {dl:.2e} (loss = {loss.item():.4f})")
-    assert d <= TOL_FP32
+    assert d <= TOL_FP32_124M
     assert dl <= 1e-5
+
+
+@torch.no_grad()
+def test_logits_to_keep_is_the_last_positions_of_the_full_logits(small):
+    """generate's prefill asks for the last position only (logits_to_keep=1): it must be exactly
+    that slice of the full forward (up to matmul rounding: the head runs on fewer rows)."""
+    _, _, ours = small
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 20), generator=torch.Generator().manual_seed(6))
+    full, _ = ours(idx)
+    for k in (1, 5, 20):
+        kept, _ = ours(idx, logits_to_keep=k)
+        d = max_diff(kept, full[:, -k:])
+        print(f"logits_to_keep={k}: max|Δ| = {d:.2e}")
+        assert kept.shape == (2, k, SMALL["vocab_size"]) and d <= 1e-6, k
 
 
 @torch.no_grad()

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from minigpt import GPT, Tokenizer
@@ -30,7 +29,7 @@ def test_minigpt_generate_cli_produces_text(tmp_path):
 
 
 def test_shipped_checkpoint_matches_transformers():
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a test dependency: missing, this must fail, not skip
     ours = GPT.from_pretrained(SHIPPED, dtype=torch.float32)
     hf = transformers.GPT2LMHeadModel.from_pretrained(SHIPPED, dtype=torch.float32).eval()
     tok = Tokenizer.from_pretrained(SHIPPED)
@@ -40,7 +39,7 @@ def test_shipped_checkpoint_matches_transformers():
         b = hf(ids).logits
     diff = (a - b).abs().max().item()
     print(f"shipped checkpoint: max |logits Δ| vs transformers = {diff:.2e}")
-    assert diff <= 1e-4
+    assert diff <= 5e-5  # measured 8.6e-6 (its logits reach ~14)
 
 
 def test_shipped_tokenizer_round_trips():

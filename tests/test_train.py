@@ -149,6 +149,92 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
 
 
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
+    """README: Ctrl-C finishes the step and saves; pressed twice, it stops at once. Both signals
+    arrive during step 8: the first alone would save step 8, the second raises there and then,
+    so the last checkpoint stays the step-6 one (eval_interval 6)."""
+    data = make_data(tmp_path / "data")
+    calls = {"n": 0}
+    real = train.sample_batch
+
+    def sample(tokens, *args):
+        if len(tokens) > 1000:  # the train split
+            calls["n"] += 1
+            if calls["n"] == 15:  # step 8's first micro-batch (grad_accum 2)
+                signal.raise_signal(signal.SIGINT)
+                assert calls["n"] == 15  # the first Ctrl-C only sets a flag: we are still here
+                signal.raise_signal(signal.SIGINT)
+                raise AssertionError("the second Ctrl-C did not stop the run")
+        return real(tokens, *args)
+
+    monkeypatch.setattr(train, "sample_batch", sample)
+    # The second Ctrl-C gets the handler from before the run: Python's, as in a terminal (a
+    # suite run as a background job starts with SIGINT ignored).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        handlers_before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(tiny_cfg(data, tmp_path / "out"))
+        assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    assert calls["n"] == 15 and final_state(tmp_path / "out")["step"] == 6
+
+
+def test_grad_clip_clips_the_global_norm_and_logs_it_before_clipping(tmp_path, monkeypatch):
+    """--grad-clip scales all gradients together to a global norm ≤ grad_clip before AdamW
+    steps; log.jsonl's grad_norm is the norm before clipping."""
+    data = make_data(tmp_path / "data")
+    clip = 0.05
+    seen = []  # (step, global norm of the gradients AdamW is handed)
+    real_build = train.build_optimizer
+
+    def spying_build(model, cfg, device):
+        opt = real_build(model, cfg, device)
+        real_step = opt.step
+
+        def step(*args, **kwargs):
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+            return real_step(*args, **kwargs)
+
+        opt.step = step
+        return opt
+
+    monkeypatch.setattr(train, "build_optimizer", spying_build)
+    pretrain(tiny_cfg(data, tmp_path / "out", grad_clip=clip, max_iters=6))
+    logged = {r["step"]: r["grad_norm"] for r in map(json.loads, (tmp_path / "out" / "log.jsonl").read_text().splitlines())
+              if "grad_norm" in r}
+    print(f"grad norms before clipping {logged}, after {[f'{n:.4f}' for n in seen]}")
+    assert len(seen) == 6 and sorted(logged) == [3, 6]
+    for step, before in logged.items():
+        assert before > clip  # else this run proves nothing about clipping
+        assert seen[step - 1] == pytest.approx(clip, rel=1e-4)
+    seen.clear()
+    pretrain(tiny_cfg(data, tmp_path / "off", grad_clip=0.0, max_iters=3))  # 0: off, and nothing logged
+    assert seen[-1] > clip
+    assert not any("grad_norm" in r for r in map(json.loads, (tmp_path / "off" / "log.jsonl").read_text().splitlines()))
+
+
+def test_best_holds_the_checkpoint_of_the_lowest_val_loss(tmp_path, monkeypatch):
+    """best/ is the model at the evaluation with the lowest val loss, not the last or the first.
+    The val losses are scripted (3, 1, 2 at steps 4, 8, 12), so the best is step 8's model: the
+    final model of the same run stopped at step 8 (same schedule through lr_decay_iters)."""
+    data = make_data(tmp_path / "data")
+    scripted = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(train, "evaluate", lambda *args: next(scripted))
+    kw = dict(eval_interval=4, lr_decay_iters=12, dropout=0.0)
+    pretrain(tiny_cfg(data, tmp_path / "out", max_iters=12, **kw))
+    best = json.loads((tmp_path / "out" / "best" / "metrics.json").read_text())
+    assert (best["step"], best["val_loss"]) == (8, 1.0)
+    monkeypatch.setattr(train, "evaluate", lambda *args: 1.0)
+    pretrain(tiny_cfg(data, tmp_path / "eight", max_iters=8, **kw))
+    a, b = load_file(tmp_path / "out" / "best" / "model.safetensors"), load_file(tmp_path / "eight" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    last = load_file(tmp_path / "out" / "model.safetensors")
+    assert not all(torch.equal(a[k], last[k]) for k in a)
+
+
 def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
     """Without --resume, a run refuses an OUT_DIR holding a checkpoint or a run's files (it would
     replace the weights and start a new log.jsonl), and --out equal to --init; an empty OUT_DIR,
@@ -395,24 +481,25 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
 
 
 @pytest.mark.parametrize(
-    "change, error",
+    "change, kind, error",
     [
-        (dict(block_size=129), r"block_size 129 must be in \[1, n_positions=128\]"),
-        (dict(data="missing"), "no meta.json in missing"),
-        (dict(grad_accum=0), "grad_accum must be >= 1, got 0"),
-        (dict(block_size=0), r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
-        (dict(lr_decay_iters=-5), r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
-        (dict(min_lr=0.01), r"min_lr \(0.01\) must be <= lr \(0.003\)"),
-        (dict(beta2=1.0), r"beta2 must be in \[0, 1\), got 1.0"),
-        (dict(seed=-1), "seed must be >= 0, got -1"),
-        (dict(dtype="float16"), "float16 needs a GPU"),
-        (dict(device="gpu"), "'gpu' is not a device"),
+        (dict(block_size=129), ValueError, r"block_size 129 must be in \[1, n_positions=128\]"),
+        (dict(data="missing"), FileNotFoundError, "no meta.json in missing"),
+        (dict(grad_accum=0), ValueError, "grad_accum must be >= 1, got 0"),
+        (dict(block_size=0), ValueError, r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
+        (dict(lr_decay_iters=-5), ValueError, r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
+        (dict(min_lr=0.01), ValueError, r"min_lr \(0.01\) must be <= lr \(0.003\)"),
+        (dict(beta2=1.0), ValueError, r"beta2 must be in \[0, 1\), got 1.0"),
+        (dict(seed=-1), ValueError, "seed must be >= 0, got -1"),
+        (dict(dtype="float16"), ValueError, "float16 needs a GPU"),
+        (dict(device="gpu"), ValueError, "'gpu' is not a device"),
     ],
 )
-def test_bad_config_errors(tmp_path, change, error):
+def test_bad_config_errors(tmp_path, change, kind, error):
     make_data(tmp_path / "data")
-    with pytest.raises((ValueError, FileNotFoundError), match=error):
+    with pytest.raises(kind, match=error) as raised:
         pretrain(TrainConfig(**{**vars(tiny_cfg(tmp_path / "data", tmp_path / "out")), **change}))
+    assert raised.type is kind  # not a subclass standing in for it
 
 
 def test_bad_data_errors(tmp_path):

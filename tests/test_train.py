@@ -540,7 +540,8 @@ def test_init_starts_from_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("vocab_size, eos, refused", [
     (VOCAB, VOCAB - 1, False),  # the data's own vocabulary
     (VOCAB + 64, VOCAB - 1, False),  # padded: the same ids and <|endoftext|>, and rows no id reaches
-    (VOCAB, 50256, True),  # GPT-2's <|endoftext|> id: the same size by chance, other tokens
+    (VOCAB, 50256, False),  # an id the model has no row for (older minigpt wrote GPT-2's): the size decides
+    (VOCAB, VOCAB // 2, True),  # the same size by chance, but another <|endoftext|>: another tokenizer
     (50257, 50256, True),  # GPT-2 itself beside a 64-token vocabulary
     (VOCAB // 2, VOCAB // 2 - 1, True),  # too few rows for the data's ids
 ])
@@ -557,7 +558,8 @@ def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, ref
         assert not (tmp_path / "out").exists()
     else:
         pretrain(cfg)
-        assert GPT.from_pretrained(tmp_path / "out").config.vocab_size == vocab_size
+        config = GPT.from_pretrained(tmp_path / "out").config
+        assert config.vocab_size == vocab_size and config.eos_token_id == config.bos_token_id == VOCAB - 1
 
 
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):

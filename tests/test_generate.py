@@ -300,6 +300,29 @@ def test_generate_text_returns_the_best_beams_best_first(pair):
     assert generate_text(model, tok, "hi", **kw) == [tok.decode(row) for row in rows.tolist()]
 
 
+def test_stream_text_holds_back_half_characters_and_stop_string_prefixes(pair, monkeypatch):
+    """Scripted tokens (one byte each): "é" arrives as two tokens and "€" as three, so a piece must
+    never end in half a character (U+FFFD); "b" may start the stop string "bc", so it waits until
+    the next token shows it does not; the stop string itself is never shown."""
+    import importlib
+
+    module = importlib.import_module("minigpt.generate")  # not `import minigpt.generate as m`: that is the function
+    model, _ = pair
+    script = list("aé€b".encode()) + list(b"dxbcz")
+
+    def scripted_stream(model, ids, **kwargs):
+        for token in script:
+            yield torch.tensor([token])
+        return ids
+
+    monkeypatch.setattr(module, "stream", scripted_stream)
+    pieces = list(stream_text(model, ByteTokenizer(), "hi", stop=["bc"]))
+    assert "".join(pieces) == "aé€bdx"
+    assert not any("\ufffd" in p for p in pieces)
+    assert not any(p.endswith("b") for p in pieces)  # "b" waited for "d": it could have begun "bc"
+    assert pieces[:3] == ["a", "é", "€"]  # each character as soon as it is whole
+
+
 @pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True}])
 def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
     """Beam search picks its text only at the end, and stream_text streams one sequence: both

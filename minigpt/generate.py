@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import resource
 import sys
 import time
@@ -581,6 +582,12 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def unescape(text: str) -> str:
+    r"""`--stop '\n\n'` means two newlines: a shell passes a backslash and an n, and the stop strings
+    people want are mostly line ends. Only \n, \t and \\ change; any other backslash stays."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minigpt.cli import prog
 
@@ -602,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-return-sequences", "-n", type=int, default=1,
                    help="texts to print: that many samples, or with --num-beams that many of the best beams")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
-    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); not printed")
+    p.add_argument("--stop", action="append", default=None, type=unescape,
+                   help=r"stop string (repeatable); not printed. \n is a newline, \t a tab, \\ a backslash")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
     p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
                    "(with --compile, TPOT includes compiling the step)")

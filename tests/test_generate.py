@@ -589,6 +589,14 @@ def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tm
         in capsys.readouterr().err
 
 
+def test_cli_stop_takes_backslash_n_as_a_newline():
+    """A shell passes `--stop "\\n"` as a backslash and an n; the newline is what was meant."""
+    from minigpt.generate import build_parser, unescape
+
+    assert unescape(r"\n\n|\t|\\n|\q|é") == "\n\n|\t|\\n|\\q|é"  # \\ is one backslash; others stay
+    assert build_parser().parse_args(["--stop", r"\n\n", "--stop", "x"]).stop == ["\n\n", "x"]
+
+
 def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
     from minigpt.generate import main
 

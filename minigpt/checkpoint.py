@@ -66,6 +66,10 @@ def _read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
             raise ValueError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
 
 
+# The dtypes a CLI offers for the weights and math, by name (`--dtype`); `from_pretrained` takes the names.
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, str):  # "bfloat16", "float16", ... as CLIs pass them
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)

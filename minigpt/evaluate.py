@@ -75,6 +75,7 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minigpt.checkpoint import DTYPE_NAMES
     from minigpt.cli import prog
 
     parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a model on a text file.")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     args = parser.parse_args(argv)
     from minigpt.config import read_text
     from minigpt.data import encode_text
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
         text = read_text(path)
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
-        model = GPT.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+        model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         # A larger tokenizer's ids would index past the embedding table, and a smaller one's mean
         # other tokens to the model (a meaningless perplexity), unless the model's vocabulary is

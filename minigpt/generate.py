@@ -579,9 +579,6 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     return (texts, stats) if stats is not None else texts
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def unescape(text: str) -> str:
     r"""`--stop '\n\n'` means two newlines: a shell passes a backslash and an n, and the stop strings
     people want are mostly line ends. Only \n, \t and \\ change; any other backslash stays."""
@@ -589,6 +586,7 @@ def unescape(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minigpt.checkpoint import DTYPE_NAMES
     from minigpt.cli import prog
 
     p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
@@ -616,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --compile, TPOT includes compiling the step)")
     p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights and math (default: float32)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (default: a random draw)")
     p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
     p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
@@ -673,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_flags(args)  # before loading: a flag that would be ignored is refused in no time
         tokenizer = Tokenizer.from_pretrained(model_dir)
-        model = GPT.from_pretrained(model_dir, dtype=DTYPES[args.dtype], device=args.device).eval()
+        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
         cfg = model.config
         if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
             raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "

@@ -480,6 +480,30 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     train.train_loop(model, tiny_cfg(data, tmp_path / "out", max_iters=1), lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
 
 
+def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
+    """README: TrainConfig(dtype="bfloat16") runs the math in bfloat16 under autocast while the
+    weights stay float32. On CPU the matmuls come out in bfloat16, the run completes, the loss
+    falls, and the weights, AdamW's moments and the saved checkpoint are all float32."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    cfg = tiny_cfg(data, out, max_iters=30, eval_interval=15, log_interval=5, lr=1e-2, dropout=0.0, dtype="bfloat16")
+    model = train.build_model(cfg, VOCAB)
+    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    matmul_dtypes = set()
+    hook = model.transformer.h[0].attn.c_attn.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
+    train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+    hook.remove()
+    assert matmul_dtypes == {torch.bfloat16}  # autocast was on, in training and in evaluation
+    losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    print(f"bfloat16 autocast: train loss {[f'{x:.3f}' for x in losses]}")
+    assert losses[0] > 0.9 * math.log(VOCAB) and losses[-1] < 0.6 * losses[0]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    state = final_state(out)
+    assert {t.dtype for t in state["model"].values()} == {torch.float32}
+    assert {s[k].dtype for s in state["optimizer"]["state"].values() for k in ("exp_avg", "exp_avg_sq")} == {torch.float32}
+    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.float32}
+
+
 @pytest.mark.parametrize(
     "change, kind, error",
     [

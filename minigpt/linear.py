@@ -17,8 +17,9 @@ grad enabled. A write through `w.data` bumps no counter, so it is not seen (auto
 see it either): call `forget_packed()` after one.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
-has no backward), as do GPUs, float16 and non-x86 CPUs. Under torch.compile the call is wrapped
-in a custom op, opaque to the compiler, which would otherwise lower it to F.linear (MKL) again.
+has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16 and
+non-x86 CPUs. Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which
+would otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
 
@@ -75,7 +76,11 @@ class Linear(nn.Linear):
             if not torch.compiler.is_compiling():
                 _PACKED.pop(self.weight, None)  # free the inference copy
             return F.linear(x, self.weight, self.bias)
-        if ONEDNN and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == self.weight.dtype:
+        # Under CPU autocast F.linear computes in the autocast dtype (bf16); the oneDNN call would
+        # bypass autocast and run in the weights' fp32, so `train --dtype bfloat16`'s evaluation, or
+        # any no_grad forward under autocast, would silently not be bf16: leave those to F.linear.
+        if ONEDNN and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == self.weight.dtype \
+                and not torch.is_autocast_enabled("cpu"):
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
             # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.

@@ -136,6 +136,20 @@ def test_downloads_every_file_and_verifies_it(hub, tmp_path, capsys):
     assert "load it with GPT.from_pretrained" in capsys.readouterr().out
 
 
+def test_hf_endpoint_points_at_a_mirror_and_base_url_overrides_it(hub, tmp_path, monkeypatch):
+    """README: `--base-url` or `$HF_ENDPOINT` points the download at a mirror; the flag wins."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert main(["gpt2", "--out", str(tmp_path / "env")]) == 0
+    assert_downloaded(tmp_path / "env", hub)
+    gets = len(hub.requests)
+    with socket.socket() as s:  # a port that nothing listens on: the environment's mirror is down
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+        assert main(["gpt2", "--out", str(tmp_path / "flag"), "--base-url", hub.url, "--retries", "0"]) == 0
+    assert_downloaded(tmp_path / "flag", hub)
+    assert len(hub.requests) > gets  # the flag's server was asked
+
+
 def test_hashes_the_server_announces_are_what_is_checked(hub):
     small = download.remote_file(hub.url + REPO + "config.json")
     big = download.remote_file(hub.url + REPO + "model.safetensors")

@@ -559,6 +559,70 @@ def test_explain_text_ends_silently_at_eos_as_generate_does():
     assert shown == ByteTokenizer().decode(free[:2])
 
 
+@torch.no_grad()
+def test_explain_shows_each_sampling_stage_and_draws_what_generate_draws():
+    """README: --explain prints each stage's probabilities, and the same seed draws the same tokens
+    as generate(sampler="torch"). Every printed number equals softmax of minigpt.sampling's stages,
+    recomputed here from a full forward pass in the documented order (penalize → temperature →
+    top-k → top-p → min-p; the last is filter_logits of the penalized logits), and the token drawn
+    at each step is generate's, with penalties and every filter on."""
+    import re
+
+    from minigpt.explain import explain
+    from minigpt.sampling import (apply_min_p, apply_temperature, apply_top_k, apply_top_p, filter_logits,
+                                  penalize, token_counts)
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()  # unsharpened: every filter keeps several tokens
+    params = dict(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05)
+    penalties = dict(repetition_penalty=1.3, presence_penalty=0.5, frequency_penalty=0.3)
+    prompt, steps, seed = PROMPTS[0], 5, 3
+    printed = io.StringIO()
+    text = explain(model, DigitsTokenizer(), prompt, steps=steps, seed=seed, out=printed, **params, **penalties)
+    ids = torch.tensor([prompt])
+    drawn = generate(model, ids, max_new_tokens=steps, do_sample=True, seed=seed, sampler="torch",
+                     eos_token_id=[], **params, **penalties)[0, ids.size(1):].tolist()
+    assert text == DigitsTokenizer().decode(drawn)  # the returned text: the same tokens in the same order
+    greedy = generate(model, ids, max_new_tokens=steps, eos_token_id=[])[0, ids.size(1):].tolist()
+    assert drawn != greedy  # the seed decided something: a draw, not an argmax
+
+    tables = printed.getvalue().split("\nstep ")[1:]
+    assert len(tables) == steps
+    worst, kept_counts = 0.0, []
+    for step, table in enumerate(tables):
+        head, header, *rows = table.strip("\n").splitlines()
+        kept, token = re.fullmatch(rf"{step}: (\d+) of 300 tokens kept; drew '(\d{{3}})'", head).groups()
+        assert int(token) == drawn[step]
+        assert header.split() == ["token", "raw", "penalties", "temperature", "0.8", "top-k", "40", "top-p", "0.9",
+                                  "min-p", "0.05"]
+        # The stages, recomputed from scratch: a full forward of prompt + tokens drawn so far.
+        seq = torch.tensor([prompt + drawn[:step]])
+        raw = model(seq)[0][:, -1].float()  # (1, V)
+        seen, generated = token_counts(seq, 300), token_counts(seq[:, len(prompt):], 300)
+        stages = [raw, penalize(raw, seen, generated, **penalties)]
+        stages.append(apply_temperature(stages[-1], params["temperature"]))
+        stages.append(apply_top_k(stages[-1], params["top_k"]))
+        stages.append(apply_top_p(stages[-1], params["top_p"]))
+        stages.append(apply_min_p(stages[-1], params["min_p"]))
+        assert torch.equal(stages[-1], filter_logits(stages[1], **params))
+        probs = torch.stack([s.softmax(-1)[0] for s in stages], 1)  # (V, 6)
+        assert int(kept) == int(torch.isfinite(stages[-1]).sum())
+        kept_counts.append(int(kept))
+        marked = []
+        for row in rows:
+            mark, cand, *numbers = re.fullmatch(r"([→ ]) '(\d{3})'" + r"\s+([\d.]+)" * 6, row).groups()
+            marked += [int(cand)] * (mark == "→")
+            shown = torch.tensor([float(n) for n in numbers])
+            worst = max(worst, (shown - probs[int(cand)]).abs().max().item())
+        assert marked == [drawn[step]]
+        # The rows: the top candidates before any stage and after the last, and the token drawn.
+        top5 = set(probs[:, 0].topk(5).indices.tolist()) | set(probs[:, -1].topk(5).indices.tolist())
+        assert {int(re.search(r"'(\d{3})'", r)[1]) for r in rows} == top5 | {drawn[step]}
+    print(f"tokens {drawn}, kept per step {kept_counts}, max |printed - recomputed| {worst:.1e}")
+    assert worst < 1e-4  # the table rounds to 4 decimals (5e-5), plus the KV cache's float noise
+    assert max(kept_counts) > 1  # some step had a real choice to make
+
+
 def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
     from minigpt.generate import main
 

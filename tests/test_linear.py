@@ -74,6 +74,21 @@ def test_training_uses_autograd_and_frees_the_packed_copy():
     assert lin.weight.grad is not None
 
 
+@needs_onednn
+def test_autocast_is_obeyed_as_nn_linear_obeys_it():
+    """Under CPU autocast (train --dtype bfloat16 evaluates with grad off) Linear computes in
+    bfloat16 as nn.Linear does, with or without grad, instead of taking the fp32 oneDNN path."""
+    lin, x = layer(), torch.randn(4, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.linear(x, lin.weight, lin.bias)
+        with torch.no_grad():
+            got = lin(x)
+        assert lin(x).dtype == got.dtype == ref.dtype == torch.bfloat16
+    assert torch.equal(got, ref)
+    with torch.no_grad():
+        assert lin(x).dtype == torch.float32 and lin.weight in _PACKED  # outside autocast: the oneDNN path again
+
+
 def test_copies_and_pickles():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():

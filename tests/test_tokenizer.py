@@ -225,6 +225,20 @@ def test_textbook_merges():
     assert [tok.id_to_token(i) for i in tok.encode("aaabdaaabac")] == ["aaab", "d", "aaab", "a", "c"]
 
 
+def test_training_breaks_ties_towards_the_pair_of_older_tokens():
+    """README: ties go to the pair of older tokens (smaller ids), so training is deterministic.
+    In "zyzy abab" every merge is a tie, and the text's order is the opposite of the ids' order
+    (GPT-2's byte ids: 'a' 64 < 'z' 89 < ' ' 220; merged tokens get 256, 257, ...)."""
+    tok = Tokenizer.train("zyzy abab", vocab_size=256 + 5, special_tokens=[], progress=False)
+    assert tok.merges == [
+        (b"a", b"b"),  # count 2, as "zy": a < z
+        (b"z", b"y"),  # count 2 (the rest are 1 now)
+        (b" ", b"ab"),  # (220, 256): older than (256, 256) "ab ab" and (257, 257) "zy zy"
+        (b"zy", b"zy"),  # (257, 257) before (258, 256) " ab ab": the first token decides
+        (b" ab", b"ab"),
+    ]
+
+
 def test_training_is_deterministic_and_transformers_agrees(tmp_path):
     from transformers import GPT2TokenizerFast
 

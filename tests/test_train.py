@@ -480,6 +480,30 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     train.train_loop(model, tiny_cfg(data, tmp_path / "out", max_iters=1), lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
 
 
+def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
+    """README: TrainConfig(dtype="bfloat16") runs the math in bfloat16 under autocast while the
+    weights stay float32. On CPU the matmuls come out in bfloat16, the run completes, the loss
+    falls, and the weights, AdamW's moments and the saved checkpoint are all float32."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    cfg = tiny_cfg(data, out, max_iters=30, eval_interval=15, log_interval=5, lr=1e-2, dropout=0.0, dtype="bfloat16")
+    model = train.build_model(cfg, VOCAB)
+    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    matmul_dtypes = set()
+    hook = model.transformer.h[0].attn.c_attn.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
+    train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+    hook.remove()
+    assert matmul_dtypes == {torch.bfloat16}  # autocast was on, in training and in evaluation
+    losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    print(f"bfloat16 autocast: train loss {[f'{x:.3f}' for x in losses]}")
+    assert losses[0] > 0.9 * math.log(VOCAB) and losses[-1] < 0.6 * losses[0]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    state = final_state(out)
+    assert {t.dtype for t in state["model"].values()} == {torch.float32}
+    assert {s[k].dtype for s in state["optimizer"]["state"].values() for k in ("exp_avg", "exp_avg_sq")} == {torch.float32}
+    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.float32}
+
+
 @pytest.mark.parametrize(
     "change, kind, error",
     [
@@ -603,10 +627,12 @@ def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     assert "unrecognized arguments: --shape" in capsys.readouterr().err
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    """`minigpt ARGS` under torchrun: 2 CPU processes (gloo), one thread each; must succeed."""
+def torchrun(*args: str, script: Path | None = None) -> subprocess.CompletedProcess:
+    """`minigpt ARGS` (or `python SCRIPT ARGS`) under torchrun: 2 CPU processes (gloo), one thread
+    each; must succeed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minigpt.cli", *args]
+    program = [str(script)] if script else ["-m", "minigpt.cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *program, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -626,3 +652,67 @@ def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"DDP(2) vs 1 process: max |Δw| = {diff:.2e}")
     assert diff < 1e-5
+
+
+# Run by each of 2 torchrun processes: train_loop on DATA with DDP spied on. Each event is logged in
+# order: entering DDP.no_sync, a training forward (and whether DDP will sync its backward), and a
+# gradient bucket all-reduced (DDP's default all-reduce, through a comm hook that logs each call).
+NO_SYNC_PROBE = """
+import contextlib, json, os, sys
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel as DDP
+import minigpt.train as train
+
+data, out = sys.argv[1:3]
+events = []
+real_init, real_no_sync = DDP.__init__, DDP.no_sync
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    self.register_comm_hook(None, lambda state, bucket: events.append("all-reduce") or allreduce_hook(state, bucket))
+
+@contextlib.contextmanager
+def no_sync(self):
+    events.append("no_sync")
+    with real_no_sync(self):
+        yield
+
+def loss_fn(model, x, y):
+    if model.training:
+        events.append(f"forward sync={model.require_backward_grad_sync}")
+    return train.lm_loss(model, x, y)
+
+DDP.__init__, DDP.no_sync = init, no_sync
+tokens = train.load_tokens(os.path.join(data, "train.bin"), 64, 17)
+per_run = {}
+for grad_accum in (2, 6):  # 1 and 3 micro-steps per process
+    cfg = train.TrainConfig(out=os.path.join(out, str(grad_accum)), preset="gpt2-tiny", n_layer=1, n_head=2, n_embd=32,
+                            batch_size=2, grad_accum=grad_accum, max_iters=2, warmup_iters=1, eval_interval=0,
+                            eval_iters=1, device="cpu")
+    events.clear()
+    train.train_loop(train.build_model(cfg, 64), cfg, lambda split, rng: train.sample_batch(tokens, 16, 2, rng), loss_fn)
+    per_run[grad_accum] = list(events)
+with open(os.path.join(out, f"events{dist.get_rank()}.json"), "w") as f:
+    json.dump(per_run, f)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_all_reduces_gradients_only_on_the_last_micro_step(tmp_path):
+    """README: under torchrun, gradients are all-reduced only on the last micro-step (no_sync()
+    around the others). Two gloo processes log every DDP event: with 3 micro-steps per process,
+    each optimizer step enters no_sync for the first 2 (their backward all-reduces nothing) and
+    all-reduces the tiny model's one gradient bucket after the 3rd forward; with 1 micro-step
+    there is nothing to skip and no_sync is never entered."""
+    data = make_data(tmp_path / "data")
+    script = tmp_path / "probe.py"
+    script.write_text(NO_SYNC_PROBE)
+    torchrun(str(data), str(tmp_path / "out"), script=script)
+    one_step = {"2": ["forward sync=True", "all-reduce"],
+                "6": ["no_sync", "forward sync=False", "no_sync", "forward sync=False", "forward sync=True", "all-reduce"]}
+    for rank in (0, 1):
+        events = json.loads((tmp_path / "out" / f"events{rank}.json").read_text())
+        print(f"rank {rank}, one optimizer step: {events['6'][:6]}")
+        assert events == {k: v * 2 for k, v in one_step.items()}  # max_iters=2 steps, the same each

@@ -5,8 +5,8 @@ text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_
      → Tokenizer.decode → text
 """
 from minigpt.config import GPTConfig
-from minigpt.generate import generate
+from minigpt.generate import generate, generate_text
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer
 
-__all__ = ["GPT", "GPTConfig", "Tokenizer", "generate"]
+__all__ = ["GPT", "GPTConfig", "Tokenizer", "generate", "generate_text"]

@@ -85,7 +85,8 @@ class GPTConfig:
     def has_stale_eos(self) -> bool:
         """config.json names an <|endoftext|> id the model has no row for: GPT-2's 50256 in a smaller
         vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints still load)."""
-        return self.eos_token_id >= self.vocab_size
+        eos = self.eos_token_id  # (a list, as some HF configs hold, is no single row either)
+        return not isinstance(eos, int) or not 0 <= eos < self.vocab_size
 
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":

@@ -429,6 +429,7 @@ def stream(
         kernel_args["seed"] = torch.randint(0, 2**62, (1,), generator=generator, device=device)
         kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
+    pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
     stopper = StopStrings(tokenizer, stop, B) if stop else None
@@ -472,7 +473,9 @@ def stream(
         yield tokens
         if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        logits = state.step(tokens[:, None])  # the next step: one token per row, (B, 1)
+        # The next step: one token per row, (B, 1). A finished row's input is never read back, but
+        # it must be a row of the embedding: a pad that is not (a stale config EOS) is fed as 0.
+        logits = state.step((tokens if pad_is_token else torch.where(live, tokens, 0))[:, None])
 
     t_end = clock()
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
@@ -581,8 +584,8 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
 
 def unescape(text: str) -> str:
     r"""`--stop '\n\n'` means two newlines: a shell passes a backslash and an n, and the stop strings
-    people want are mostly line ends. Only \n, \t and \\ change; any other backslash stays."""
-    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+    people want are mostly line ends. Only \n, \r, \t and \\ change; any other backslash stays."""
+    return re.sub(r"\\([nrt\\])", lambda m: {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -608,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="texts to print: that many samples, or with --num-beams that many of the best beams")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
     p.add_argument("--stop", action="append", default=None, type=unescape,
-                   help=r"stop string (repeatable); not printed. \n is a newline, \t a tab, \\ a backslash")
+                   help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
     p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
                    "(with --compile, TPOT includes compiling the step)")
@@ -636,6 +639,13 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
     if args.stream and args.num_return_sequences > 1:
         raise ValueError("--stream prints one text as it is drawn; with --num-return-sequences > 1 drop --stream")
+    n, beams = args.num_return_sequences, args.num_beams
+    if n < 1 or (beams > 1 and n > beams):
+        raise ValueError(f"--num-return-sequences {n} must be in [1, --num-beams {beams}]" if beams > 1 else
+                         f"--num-return-sequences must be ≥ 1, got {n}")
+    if n > 1 and beams == 1 and args.temperature == 0:
+        raise ValueError(f"--temperature 0 is greedy: its {n} texts would be one text {n} times; sample "
+                         "(--temperature > 0) or use --num-beams")
     if args.num_beams == 1 and args.length_penalty != 1.0:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
     if args.num_beams > 1:

@@ -51,8 +51,10 @@ class LayerKV:
         `input_pos` (T,) is shared by every row: prompts are left-padded, so each row's newest
         token sits in the same slot. Writes are in place: the buffers keep their address.
         """
-        self.k.index_copy_(2, input_pos, k)  # k_buf[:, :, input_pos[t]] = k[:, :, t]
-        self.v.index_copy_(2, input_pos, v)
+        # Under autocast the projections come out in its dtype (bf16) while the buffers keep the
+        # weights' (fp32): store in the buffers' dtype.
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))  # k_buf[:, :, input_pos[t]] = k[:, :, t]
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
         return self.k, self.v  # (B, H, max_len, D) each
 
 

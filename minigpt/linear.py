@@ -17,9 +17,9 @@ grad enabled. A write through `w.data` bumps no counter, so it is not seen (auto
 see it either): call `forget_packed()` after one.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
-has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16 and
-non-x86 CPUs. Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which
-would otherwise lower it to F.linear (MKL) again.
+has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
+non-x86 CPUs, and bf16 on CPUs without AVX-512. Under torch.compile the call is wrapped in a
+custom op, opaque to the compiler, which would otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ from torch.utils.weak import WeakTensorKeyDictionary
 # copies would not fit in memory beside it (gpt2-xl in fp32: +6 GB).
 ONEDNN = (os.environ.get("MINIGPT_ONEDNN", "1") != "0" and platform.machine().lower() in ("x86_64", "amd64")
           and torch.backends.mkldnn.is_available())
+
+# oneDNN's bf16 matmul needs AVX-512 (BW) or AVX-NE-CONVERT; without them its weight reorder raises.
+# ATen's dispatch level tells the first apart; a CPU below it keeps bf16 on F.linear.
+ONEDNN_BF16 = ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 # weight → (what it looked like when packed, its packed copy). Keyed weakly: a copy dies with its weight.
 _PACKED = WeakTensorKeyDictionary()
@@ -79,8 +83,8 @@ class Linear(nn.Linear):
         # Under CPU autocast F.linear computes in the autocast dtype (bf16); the oneDNN call would
         # bypass autocast and run in the weights' fp32, so `train --dtype bfloat16`'s evaluation, or
         # any no_grad forward under autocast, would silently not be bf16: leave those to F.linear.
-        if ONEDNN and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == self.weight.dtype \
-                and not torch.is_autocast_enabled("cpu"):
+        if ONEDNN and x.is_cpu and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and ONEDNN_BF16)) \
+                and x.dtype == self.weight.dtype and not torch.is_autocast_enabled("cpu"):
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
             # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.

@@ -506,3 +506,13 @@ def test_export_script_casts_copies_the_tokenizer_and_errors_cleanly(tmp_path, c
     assert next(GPT.from_pretrained(src, dtype=None).parameters()).dtype == torch.float16
     assert export.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("eos, stale", [(4095, False), (0, False), (50256, True), (4096, True), (-1, True), ([4095], True)])
+def test_an_eos_id_that_is_no_row_of_the_model_is_stale(eos, stale):
+    """Stale: GPT-2's id in a smaller vocabulary (older minigpt wrote it), a negative id, or a list
+    (some HF configs): then only the tokenizer's size is compared, and nothing raises a TypeError."""
+    config = GPTConfig(vocab_size=4096, eos_token_id=eos)
+    assert config.has_stale_eos == stale
+    assert config.fits_tokenizer(4096, 4095) == (stale or eos == 4095)  # an in-range id that differs: another tokenizer
+    assert not config.fits_tokenizer(300, 299)  # the size still counts

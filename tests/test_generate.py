@@ -657,7 +657,7 @@ def test_cli_stop_takes_backslash_n_as_a_newline():
     """A shell passes `--stop "\\n"` as a backslash and an n; the newline is what was meant."""
     from minigpt.generate import build_parser, unescape
 
-    assert unescape(r"\n\n|\t|\\n|\q|é") == "\n\n|\t|\\n|\\q|é"  # \\ is one backslash; others stay
+    assert unescape(r"\r\n\n|\t|\\n|\q|é") == "\r\n\n|\t|\\n|\\q|é"  # \\ is one backslash; others stay
     assert build_parser().parse_args(["--stop", r"\n\n", "--stop", "x"]).stop == ["\n\n", "x"]
 
 
@@ -675,6 +675,25 @@ def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
     assert "with --num-return-sequences > 1 drop --stream" in capsys.readouterr().err
     assert main(base + ["-n", "2", "--explain"]) == 2
     assert "it does not take --num-return-sequences" in capsys.readouterr().err
+    for flags, message in ((["-n", "0"], "--num-return-sequences must be ≥ 1, got 0"),
+                           (["--num-beams", "2", "-n", "3"], "--num-return-sequences 3 must be in [1, --num-beams 2]"),
+                           (["-n", "2", "--temperature", "0"], "--temperature 0 is greedy: its 2 texts would be one")):
+        assert main(base + flags) == 2  # before the model loads
+        assert message in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
+    """The tests' config keeps GPT-2's EOS (50256) in a 300-token model, as old checkpoints did, so
+    the default pad is no row of the embedding: finished rows are padded with it in the output,
+    but what they feed the model is an id it has."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    kw = dict(max_new_tokens=12, do_sample=True, seed=0, eos_token_id=[], num_return_sequences=2)
+    free = generate_text(model, tok, "hi", **kw)
+    stop = free[0][2:4]
+    out = generate(model, torch.tensor([tok.encode("hi")]), stop=stop, tokenizer=tok, **kw)
+    assert (out == model.config.eos_token_id).any()  # row 0 ended at its stop string and was padded
 
 
 def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):

@@ -89,6 +89,34 @@ def test_autocast_is_obeyed_as_nn_linear_obeys_it():
         assert lin(x).dtype == torch.float32 and lin.weight in _PACKED  # outside autocast: the oneDNN path again
 
 
+def test_generate_runs_under_cpu_autocast():
+    """Under autocast the projections give bf16 k/v; the KV cache (the weights' fp32) stores them
+    in its own dtype instead of failing in index_copy_."""
+    from minigpt import GPT, GPTConfig, generate
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300)).eval()
+    ids = torch.randint(0, 300, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = generate(model, ids, max_new_tokens=4, eos_token_id=[])
+    assert out.shape == (2, 9) and torch.equal(out[:, :5], ids)
+
+
+@needs_onednn
+def test_bfloat16_stays_on_f_linear_where_onednn_has_no_bf16(monkeypatch):
+    """Below AVX-512 oneDNN's bf16 reorder raises: such a CPU computes bf16 with F.linear, fp32 still packed."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "ONEDNN_BF16", False)
+    lin, x = layer(), torch.randn(4, 96)
+    half = copy.deepcopy(lin).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(half(x.bfloat16()), F.linear(x.bfloat16(), half.weight, half.bias))
+        assert half.weight not in _PACKED
+        lin(x)
+        assert lin.weight in _PACKED
+
+
 def test_copies_and_pickles():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():

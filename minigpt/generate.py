@@ -456,11 +456,14 @@ def stream(
         live_steps += live.any()
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
+        # What the counts and the model read: the same, but a pad that is no row of the embedding
+        # (a stale config EOS) as 0. A finished row's input is never read back.
+        ids = tokens if pad_is_token else torch.where(live, tokens, 0)
         if eos:
             finished |= torch.isin(tokens, eos_ids)
-        if penalized:  # counts (B, V) += 1 at each live row's new token: tokens[:, None] is (B, 1)
-            seen.scatter_add_(1, tokens[:, None], live[:, None].int())
-            generated.scatter_add_(1, tokens[:, None], live[:, None].int())
+        if penalized:  # counts (B, V) += 1 at each live row's new token: ids[:, None] is (B, 1)
+            seen.scatter_add_(1, ids[:, None], live[:, None].int())
+            generated.scatter_add_(1, ids[:, None], live[:, None].int())
         if stopper:
             for row, (token, alive) in enumerate(zip(tokens.tolist(), live.tolist())):
                 keep = stopper.add(row, token) if alive else None
@@ -473,9 +476,7 @@ def stream(
         yield tokens
         if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        # The next step: one token per row, (B, 1). A finished row's input is never read back, but
-        # it must be a row of the embedding: a pad that is not (a stale config EOS) is fed as 0.
-        logits = state.step((tokens if pad_is_token else torch.where(live, tokens, 0))[:, None])
+        logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end

@@ -690,10 +690,13 @@ def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
     model, _ = pair
     tok = ByteTokenizer()
     kw = dict(max_new_tokens=12, do_sample=True, seed=0, eos_token_id=[], num_return_sequences=2)
-    free = generate_text(model, tok, "hi", **kw)
-    stop = free[0][2:4]
-    out = generate(model, torch.tensor([tok.encode("hi")]), stop=stop, tokenizer=tok, **kw)
-    assert (out == model.config.eos_token_id).any()  # row 0 ended at its stop string and was padded
+    for penalties in ({}, {"repetition_penalty": 1.3, "frequency_penalty": 0.5}):  # the counts skip it too
+        texts = generate_text(model, tok, "hi", **kw, **penalties)
+        # Two characters row 0 writes (not first) and row 1 never does: row 0 ends early, row 1 runs on.
+        pairs = [texts[0][i:i + 2] for i in range(1, len(texts[0]) - 1)]
+        stop = next(p for p in pairs if p.isascii() and p.isprintable() and p not in texts[1])
+        out = generate(model, torch.tensor([tok.encode("hi")]), stop=stop, tokenizer=tok, **kw, **penalties)
+        assert (out == model.config.eos_token_id).any()  # row 0 ended at its stop string and was padded
 
 
 def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):

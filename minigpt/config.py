@@ -88,6 +88,14 @@ class GPTConfig:
         eos = self.eos_token_id  # (a list, as some HF configs hold, is no single row either)
         return not isinstance(eos, int) or not 0 <= eos < self.vocab_size
 
+    def replace_stale_eos(self, eos_token_id: int | None) -> bool:
+        """Take the tokenizer's <|endoftext|> id in place of a stale one (`has_stale_eos`), as the
+        begin token too (GPT-2 uses one token for both). Returns whether it did."""
+        if not self.has_stale_eos or eos_token_id is None:
+            return False
+        self.eos_token_id = self.bos_token_id = eos_token_id
+        return True
+
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
         """A preset by name: `GPTConfig.gpt2("gpt2-medium")`, with any field overridden."""

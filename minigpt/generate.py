@@ -52,7 +52,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
-from minigpt.stop_strings import StopStrings, stop_list
+from minigpt.stop_strings import StopStrings, first_stop, stop_list
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -538,7 +538,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             continue
         new.append(token)
         text = tokenizer.decode(new)
-        cut = min((text.find(s) for s in stops if s in text), default=-1)
+        cut = first_stop(text, stops)
         if cut >= 0:
             yield text[sent:cut]
             ended = True
@@ -577,9 +577,10 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     rows = torch.stack(drawn, 1).tolist() if drawn else out[:, prompt_len:].tolist()  # (rows, new)
     texts = []
     for row in rows:
-        ends = [i for i, t in enumerate(row) if t in eos]
-        text = tokenizer.decode(row[:ends[0]] if ends else row)
-        texts.append(text[:min((text.find(s) for s in stops if s in text), default=len(text))])
+        end = next((i for i, t in enumerate(row) if t in eos), len(row))  # the first EOS, or none
+        text = tokenizer.decode(row[:end])
+        cut = first_stop(text, stops)
+        texts.append(text[:cut] if cut >= 0 else text)
     return (texts, stats) if stats is not None else texts
 
 
@@ -689,11 +690,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
                              f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
                              "tokenizer files there")
-        if cfg.has_stale_eos and tokenizer.eos_token_id is not None:  # else EOS never ends a text, and a pad crashes
-            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {cfg.eos_token_id}, which this "
+        stale = cfg.eos_token_id
+        if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
+            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "
                   f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
                   "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
-            cfg.eos_token_id = cfg.bos_token_id = tokenizer.eos_token_id
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")

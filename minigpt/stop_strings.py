@@ -30,6 +30,11 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+def first_stop(text: str, stops: list[str]) -> int:
+    """Where the earliest stop string begins in `text`, or -1: the text to show is text[:that]."""
+    return min((text.find(s) for s in stops if s in text), default=-1)
+
+
 class StopStrings:
     """Finds stop strings in each row's generated text, even when one spans several tokens.
 

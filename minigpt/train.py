@@ -574,8 +574,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
-        if model.config.has_stale_eos and eos_token_id is not None:  # GPT-2's id, as older minigpt wrote: the data's is right
-            model.config.eos_token_id = model.config.bos_token_id = eos_token_id
+        model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
         if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
             model.config.dropout = cfg.dropout
             for m in model.modules():

@@ -84,10 +84,10 @@ def str_to_token(s: str) -> bytes:
 GPT2_SPLIT_BRANCHES = [
     r"'s|'t|'re|'ve|'m|'ll|'d",  # English contractions, lower case only: "don't" → "don" "'t", but "DON'T" → "DON" "'" "T"
     r" ?\p{L}+",  # a run of letters in any script, with at most one leading space: " hello", " こんにちは"
-    r" ?\p{N}+",  # a run of digits / numerals, with one leading space: " 2024"
-    r" ?[^\s\p{L}\p{N}]+",  # punctuation, symbols and emoji, with one leading space: " ...", " 🙂"
+    r" ?\p{N}+",  # a run of digits / numerals, with at most one leading space: " 2024"
+    r" ?[^\s\p{L}\p{N}]+",  # punctuation, symbols and emoji, with at most one leading space: " ...", " 🙂"
     r"\s+(?!\S)",  # whitespace, leaving its last space to the next word: "a   b" → "a" "  " " b"
-    r"\s+",  # any whitespace left over: a single space or newline before a non-space
+    r"\s+",  # the rest: one whitespace character before a non-space ("\n", "\t", U+00A0; " ?" took " ")
 ]
 GPT2_SPLIT_PATTERN = "|".join(GPT2_SPLIT_BRANCHES)
 _SPLIT = regex.compile(GPT2_SPLIT_PATTERN)
@@ -135,8 +135,9 @@ _MIN_PARALLEL_CHARS = 1 << 19
 # encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
 _PIECE_CHARS = 1 << 12
-# The tokenizer and options that encode_batch's forked workers inherit (set just before the fork).
-_WORKER_JOB: tuple["Tokenizer", AllowedSpecial] | None = None
+# The tokenizer and encode's keyword arguments that encode_batch's forked workers inherit (set
+# just before the fork).
+_WORKER_JOB: tuple["Tokenizer", dict] | None = None
 
 
 def _available_cpus() -> int:
@@ -144,8 +145,8 @@ def _available_cpus() -> int:
 
 
 def _encode_in_worker(piece: str) -> list[int]:
-    tokenizer, allowed_special = _WORKER_JOB
-    return tokenizer.encode(piece, allowed_special=allowed_special)
+    tokenizer, specials = _WORKER_JOB
+    return tokenizer.encode(piece, **specials)
 
 
 # Where text can be cut without changing a single token: just before a newline that follows a
@@ -220,11 +221,7 @@ class Tokenizer:
             self._ranks[(self.vocab[a], self.vocab[b])] = rank
             self._merged_id.append(self.vocab[a + b])
         self._cache = _ChunkCache(self._bpe)
-        self._special_re = (
-            regex.compile("|".join(regex.escape(s) for s in sorted(self.special_tokens, key=len, reverse=True)))
-            if self.special_tokens
-            else None
-        )
+        self._special_res: dict[frozenset[str], regex.Pattern] = {}  # see _special_regex
         self.pad_token_id: int | None = self.eos_token_id  # GPT-2 has no pad token; padding is masked anyway
 
     @property
@@ -274,57 +271,75 @@ class Tokenizer:
         except UnicodeEncodeError:  # surrogates (rare: checked only once the fast path has failed)
             return self.encode_ordinary(without_surrogates(text))
 
-    def encode(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[int]:
-        """Encode text to ids. Special-token text raises ValueError unless `allowed_special` names it
-        (or is "all"); see the module docstring for why."""
+    def encode(
+        self, text: str, *, allowed_special: AllowedSpecial = (), disallowed_special: AllowedSpecial = "all"
+    ) -> list[int]:
+        """Encode text to ids, with tiktoken's arguments and policy (see the module docstring for why).
+
+        A special token named in `allowed_special` (or all, with "all") becomes its id. One in
+        `disallowed_special` (by default every special token not allowed) raises ValueError. One in
+        neither is encoded as plain text: `disallowed_special=()` turns the check off."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        if allowed_special and allowed_special != "all":
-            if isinstance(allowed_special, str) or set(allowed_special) - self.special_tokens.keys():
-                raise ValueError(
-                    f"allowed_special must be 'all' or a set of this tokenizer's special tokens "
-                    f"{set(self.special_tokens)}, got {allowed_special!r}"
-                )
-        if self._special_re is None or self._special_re.search(text) is None:
+        allowed = self._special_set("allowed_special", allowed_special)
+        disallowed = (self.special_tokens.keys() - allowed if disallowed_special == "all"
+                      else self._special_set("disallowed_special", disallowed_special))
+        if disallowed and (m := self._special_regex(frozenset(disallowed)).search(text)):
+            raise ValueError(
+                f"text contains the special token {m.group()!r} at position {m.start()}. To encode it as "
+                f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
+                f"to encode it as plain text, use encode_ordinary(text) (or disallowed_special=())."
+            )
+        if not allowed:
             return self.encode_ordinary(text)
-        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         ids: list[int] = []
         start = 0
-        for m in self._special_re.finditer(text):
-            if m.group() not in allowed:
-                raise ValueError(
-                    f"text contains the special token {m.group()!r} at position {m.start()}. To encode it as "
-                    f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
-                    f"to encode it as plain text, use encode_ordinary(text)."
-                )
+        for m in self._special_regex(frozenset(allowed)).finditer(text):  # plain text, then the special id
             ids += self.encode_ordinary(text[start : m.start()])
             ids.append(self.special_tokens[m.group()])
             start = m.end()
         return ids + self.encode_ordinary(text[start:])
 
+    def _special_set(self, name: str, value: AllowedSpecial) -> set[str]:
+        """allowed_special / disallowed_special as a set of this tokenizer's special tokens."""
+        if value == "all":
+            return set(self.special_tokens)
+        if isinstance(value, str) or set(value) - self.special_tokens.keys():
+            raise ValueError(f"{name} must be 'all' or a set of this tokenizer's special tokens "
+                             f"{set(self.special_tokens)}, got {value!r}")
+        return set(value)
+
+    def _special_regex(self, names: frozenset[str]) -> regex.Pattern:
+        """A regex finding any of `names`, longest first (built once per set)."""
+        if names not in self._special_res:
+            self._special_res[names] = regex.compile("|".join(map(regex.escape, sorted(names, key=len, reverse=True))))
+        return self._special_res[names]
+
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
-        ids = [ids] if isinstance(ids, int) else list(ids)  # one id, e.g. a 0-d tensor from argmax
-        if ids and not isinstance(ids[0], int):
-            try:  # numpy ints or 0-d tensors, as list(tensor) gives them
-                ids = list(map(operator.index, ids))
-            except TypeError:  # a batch (B, T) comes as a list of lists
-                raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
-                                "decode each row: [tok.decode(row) for row in ids]") from None
+        ids = [ids] if isinstance(ids, int) else ids  # one id, e.g. a 0-d tensor from argmax
+        try:  # every element: numpy ints and 0-d tensors (as list(tensor) gives them) pass, 2.5 or None do not
+            ids = list(map(operator.index, ids))
+        except TypeError:  # a batch (B, T) comes as a list of lists
+            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
+                            "decode each row: [tok.decode(row) for row in ids]") from None
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
             raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")
         return b"".join(map(self._id_bytes.__getitem__, ids))
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """Ids → text. The bytes are joined across tokens *before* UTF-8 decoding, because one
         character (e.g. an emoji, 4 bytes) can be split over several tokens; bytes that still do not
-        form valid UTF-8 (a cut-off sequence) become U+FFFD, never an exception."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+        form valid UTF-8 (a cut-off sequence) become U+FFFD, never an exception, unless `errors`
+        (Python's codec argument, as in tiktoken) says otherwise: "strict" raises."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def id_to_token(self, i: int) -> str:
         """One token as vocab.json writes it ('Ġthe'); special tokens as their text."""
+        if not 0 <= i < self.vocab_size:  # a negative index would silently count from the end
+            raise ValueError(f"unknown token id {i}; ids must be in [0, {self.vocab_size})")
         return token_to_str(self._id_bytes[i]) if i < len(self.vocab) else self._id_bytes[i].decode()
 
     def encode_show_work(self, text: str) -> list[dict]:
@@ -349,7 +364,12 @@ class Tokenizer:
     # ---- bulk encoding ----
 
     def encode_batch(
-        self, texts: Sequence[str], *, allowed_special: AllowedSpecial = (), num_workers: int | None = None
+        self,
+        texts: Iterable[str],
+        *,
+        allowed_special: AllowedSpecial = (),
+        disallowed_special: AllowedSpecial = "all",
+        num_workers: int | None = None,
     ) -> list[list[int]]:
         """Encode many documents on every core; the ids are exactly `[encode(t) for t in texts]`.
 
@@ -357,12 +377,14 @@ class Tokenizer:
         cache as filled so far) without copying or pickling it. Long documents are cut where the cut
         cannot change the ids (see safe_pieces), so one big file still uses every core. Small
         batches, and platforms without fork, are encoded in this process."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
+        if texts is None or not all(isinstance(t, str) for t in texts):
             raise TypeError("encode_batch takes a list of str (for one string, use encode)")
+        specials = dict(allowed_special=allowed_special, disallowed_special=disallowed_special)
         workers = num_workers or _available_cpus()
         total = sum(map(len, texts))
         if workers <= 1 or total < _MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
-            return [self.encode(t, allowed_special=allowed_special) for t in texts]
+            return [self.encode(t, **specials) for t in texts]
         piece_chars = max(_PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
         if any("\n" in s for s in self.special_tokens):
             piece_chars = total  # a cut at a newline could split such a special token: cut nothing
@@ -373,13 +395,13 @@ class Tokenizer:
                 owner.append(i)
         mine = len(pieces) // workers  # this process encodes a share too, rather than wait
         global _WORKER_JOB
-        _WORKER_JOB = (self, allowed_special)
+        _WORKER_JOB = (self, specials)
         try:
             with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
                 # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
                 chunksize = max(1, len(pieces) // (8 * workers))
                 theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
-                results = [self.encode(p, allowed_special=allowed_special) for p in pieces[:mine]] + theirs.get()
+                results = [self.encode(p, **specials) for p in pieces[:mine]] + theirs.get()
         finally:
             _WORKER_JOB = None
         out: list[list[int]] = [[] for _ in texts]
@@ -399,6 +421,7 @@ class Tokenizer:
         max_length: int | None = None,
         return_tensors: Literal["pt"] | None = None,
         allowed_special: AllowedSpecial = (),
+        disallowed_special: AllowedSpecial = "all",
     ) -> dict:
         """Encode a batch into {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
 
@@ -418,12 +441,13 @@ class Tokenizer:
         truncation = truncation in (True, "longest_first", "only_first")
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
             raise ValueError(f"max_length must be a positive int, got {max_length!r}")
         if (truncation or padding == "max_length") and max_length is None:
             raise ValueError("truncation=True and padding='max_length' need max_length=N")
         single = isinstance(texts, str)
-        batch = self.encode_batch([texts] if single else list(texts), allowed_special=allowed_special)
+        batch = self.encode_batch([texts] if single else texts, allowed_special=allowed_special,
+                                  disallowed_special=disallowed_special)
         if truncation:
             batch = [ids[:max_length] for ids in batch]
         masks = [[1] * len(ids) for ids in batch]

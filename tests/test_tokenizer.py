@@ -148,6 +148,28 @@ def test_special_token_policy(tok, enc):
         tok.encode(text, allowed_special=EOT)  # a bare string, not a set
 
 
+@pytest.mark.parametrize("text", ["one<|endoftext|>two", "<|endoftext|>", "plain"])
+def test_disallowed_special_and_decode_errors_follow_tiktoken(tok, enc, text):
+    # disallowed_special=() lets a not-allowed special token's text through as plain text.
+    assert tok.encode(text, disallowed_special=()) == enc.encode(text, disallowed_special=())
+    assert tok.encode(text, allowed_special="all", disallowed_special=()) == enc.encode(text, allowed_special="all")
+    assert tok.encode_batch([text], disallowed_special=()) == [enc.encode(text, disallowed_special=())]
+    assert tok([text], disallowed_special=())["input_ids"] == [enc.encode(text, disallowed_special=())]
+    if EOT in text:  # named in both: disallowed wins, as in tiktoken
+        with pytest.raises(ValueError, match="disallowed_special"):
+            tok.encode(text, allowed_special={EOT}, disallowed_special={EOT})
+    with pytest.raises(ValueError, match="disallowed_special must be"):
+        tok.encode(text, disallowed_special={"<|endoftxt|>"})
+
+
+def test_decode_takes_tiktokens_errors_argument(tok, enc):
+    cut = tok.encode("’")[:1]  # the first of the 3 bytes of one character
+    assert tok.decode(cut) == enc.decode(cut) == "\ufffd"  # errors="replace" by default
+    assert tok.decode(cut, errors="ignore") == enc.decode(cut, errors="ignore") == ""
+    with pytest.raises(UnicodeDecodeError):
+        tok.decode(cut, errors="strict")
+
+
 # ---- errors ----
 
 
@@ -164,6 +186,17 @@ def test_bad_input_errors(tok):
         Tokenizer.train("some text", vocab_size=256)
     with pytest.raises(TypeError, match="list of str"):
         tok.encode_batch("one string")
+    with pytest.raises(TypeError, match="list of str"):
+        tok(None, padding=True)
+    with pytest.raises(ValueError, match="unknown token id -1"):
+        tok.id_to_token(-1)  # not the last id (<|endoftext|>), as a list index would give
+    with pytest.raises(ValueError, match="unknown token id 50257"):
+        tok.id_to_token(50257)
+    for mixed in ([1, 2.5], [1, None], [1, "a"]):  # every id is checked, not only the first
+        with pytest.raises(TypeError, match="int ids"):
+            tok.decode(mixed)
+    with pytest.raises(ValueError, match="max_length must be a positive int"):
+        tok(["a"], truncation=True, max_length=True)
     with pytest.raises(FileNotFoundError, match="tokenizer directory .*no_such_dir does not exist"):
         Tokenizer.from_pretrained(REPO / "no_such_dir")
     with pytest.raises(FileNotFoundError, match="neither vocab.json"):
@@ -275,6 +308,7 @@ def test_encode_batch_is_identical_to_encode(tok, monkeypatch):
     docs = [real_text(), "", "short", *TRICKY, "x\n" * 5000 + "end"]
     expected = [tok.encode(d) for d in docs]
     assert tok.encode_batch(docs) == expected  # small input: encoded in this process
+    assert tok.encode_batch(d for d in docs) == expected  # a generator is read once, not emptied by a check
     # Force the process pool on this small input, and cut documents into small pieces.
     monkeypatch.setattr(tokmod, "_MIN_PARALLEL_CHARS", 0)
     monkeypatch.setattr(tokmod, "_PIECE_CHARS", 1000)

@@ -32,6 +32,10 @@ PRESETS: dict[str, dict] = {
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257
@@ -47,15 +51,24 @@ class GPTConfig:
     eos_token_id: int = 50256
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.n_inner is not None and self.n_inner <= 0:
-            raise ValueError(f"n_inner must be positive, or None for 4 * n_embd; got {self.n_inner}")
+        # Sizes are counts: a float (2.5) or a bool would otherwise fail later, deep inside torch.
+        sizes = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] + ["n_inner"] * (self.n_inner is not None)
+        for name in sizes:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+            if value <= 0:
+                none_means = ", or None for 4 * n_embd;" if name == "n_inner" else ","
+                raise ValueError(f"{name} must be positive{none_means} got {value}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.layer_norm_epsilon) or self.layer_norm_epsilon <= 0:
+            raise ValueError(f"layer_norm_epsilon must be positive (LayerNorm divides by sqrt(var + eps)), "
+                             f"got {self.layer_norm_epsilon!r}")
+        if not _is_number(self.initializer_range) or self.initializer_range < 0:
+            raise ValueError(f"initializer_range (the init's std) must be >= 0, got {self.initializer_range!r}")
 
     @property
     def head_dim(self) -> int:

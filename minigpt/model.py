@@ -162,6 +162,9 @@ class GPT(nn.Module):
         (B, 1, T, S) which cached slots each query may see; `position_ids` (B, T) give each
         token's position (they differ per row when prompts are left-padded).
         """
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
+                             "(one sequence: idx[None])")
         B, T = idx.shape
         if position_ids is None:
             if T > self.config.n_positions:
@@ -190,6 +193,9 @@ class GPT(nn.Module):
         `logits_to_keep=k` computes logits only for the last k positions (generation needs just
         the last one, and the V-wide LM head is the most expensive matmul for short inputs).
         """
+        if targets is not None and (logits_to_keep or targets.shape != idx.shape):
+            raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position (logits_to_keep off), "
+                             f"got {tuple(targets.shape)} with logits_to_keep={logits_to_keep}")
         x = self.hidden_states(idx, **cache_args)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]  # (B, k, C)

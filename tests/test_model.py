@@ -213,3 +213,29 @@ def test_sequence_longer_than_context_is_refused():
     model = GPT(GPTConfig.gpt2("gpt2-tiny"))
     with pytest.raises(ValueError, match="sequence length 129 exceeds the model's context n_positions=128"):
         model(torch.zeros(1, 129, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_layer=2.0), "n_layer must be an int, got 2.0"),  # would fail deep in nn.ModuleList
+    (dict(n_embd=64.0, n_head=2), "n_embd must be an int, got 64.0"),
+    (dict(n_head=True), "n_head must be an int, got True"),
+    (dict(vocab_size="50257"), "vocab_size must be an int, got '50257'"),
+    (dict(n_inner=10.5), "n_inner must be an int, got 10.5"),
+    (dict(dropout="0.1"), r"dropout must be in \[0, 1\), got '0.1'"),
+    (dict(layer_norm_epsilon=0), "layer_norm_epsilon must be positive"),
+    (dict(initializer_range=-0.02), "initializer_range .* must be >= 0"),
+])
+def test_config_values_of_the_wrong_type_or_range_name_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**kwargs)
+
+
+def test_wrong_input_shapes_name_the_expected_shape():
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100))
+    idx = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"idx must be token ids of shape \(B, T\), got shape \(5,\)"):
+        model(idx[0])
+    with pytest.raises(ValueError, match=r"targets must have idx's shape \(2, 5\).*got \(2, 4\)"):
+        model(idx, targets=idx[:, 1:])  # unshifted idx: the caller shifts both
+    with pytest.raises(ValueError, match="logits_to_keep=1"):
+        model(idx, targets=idx, logits_to_keep=1)  # the loss needs every position's logits

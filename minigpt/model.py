@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from minigpt.config import GPTConfig
+from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
 
 
@@ -30,10 +31,16 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
         self.c_proj = Linear(config.n_embd, config.n_embd)  # mixes the heads back together
-        self.dropout = config.dropout
+        self.dropout = config.dropout  # a rate, not a module: SDPA drops attention weights itself
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        layer_cache: LayerKV | None = None,
+        input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         # One matmul makes q, k and v side by side: (B, T, 3C) = (B, T, [q | k | v]). Split it
         # into the three, and each C into H heads of D dims; each head attends independently.
         q, k, v = rearrange(self.c_attn(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)  # 3 × (B, H, T, D)
@@ -85,7 +92,13 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, layer_cache=None, input_pos=None, attn_mask=None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        layer_cache: LayerKV | None = None,
+        input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         # Normalising *before* each sublayer (GPT-2's change from the original transformer) keeps
         # the residual stream x an untouched sum, which makes deep stacks train stably.
         x = x + self.attn(self.ln_1(x), layer_cache, input_pos, attn_mask)
@@ -151,7 +164,7 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         *,
         position_ids: torch.Tensor | None = None,
-        kv_cache=None,
+        kv_cache: KVCache | None = None,
         input_pos: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -205,6 +218,16 @@ class GPT(nn.Module):
             # One row per position: (B·T, V) scores against (B·T,) targets.
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         return logits, loss
+
+    def set_dropout(self, p: float) -> None:
+        """Change the dropout rate everywhere GPT-2 applies it (embeddings, attention weights, both
+        residual branches), e.g. to fine-tune a checkpoint at another rate than it was trained at.
+        Only the model's own: dropout that LoRA adapters add keeps its rate."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+        self.config.dropout = self.transformer.drop.p = p
+        for block in self.transformer.h:
+            block.attn.dropout = block.attn.resid_dropout.p = block.mlp.dropout.p = p  # attn.dropout: SDPA's rate
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameter count, with the tied wte/lm_head matrix counted once. `exclude_embeddings`

@@ -239,3 +239,16 @@ def test_wrong_input_shapes_name_the_expected_shape():
         model(idx, targets=idx[:, 1:])  # unshifted idx: the caller shifts both
     with pytest.raises(ValueError, match="logits_to_keep=1"):
         model(idx, targets=idx, logits_to_keep=1)  # the loss needs every position's logits
+
+
+def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1))
+    extra = torch.nn.Dropout(0.5)
+    model.transformer.h[0].mlp.add_module("adapter_dropout", extra)  # as LoRA adds its own
+    model.set_dropout(0.3)
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout) and m is not extra]
+    assert rates == [0.3] * (1 + 2 * 2)  # embeddings, then each block's attention and MLP residual
+    assert [b.attn.dropout for b in model.transformer.h] == [0.3, 0.3]  # the attention weights' rate (SDPA)
+    assert model.config.dropout == 0.3 and extra.p == 0.5
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        model.set_dropout(1.0)

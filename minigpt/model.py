@@ -22,6 +22,8 @@ from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
 
+IGNORE_INDEX = -100  # a target the loss skips (padding, prompt or context tokens), as in HF and cross_entropy
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where each token sees only itself and earlier tokens."""
@@ -200,9 +202,9 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token ids (B, T) → (logits (B, T, V), loss).
 
-        `loss` is the mean cross-entropy of `targets` (B, T) when given (positions labelled -100
-        are ignored, as in HF), else None. Note that targets are the *next* tokens: callers shift,
-        so `targets[:, t]` is the token that should follow `idx[:, t]`.
+        `loss` is the mean cross-entropy of `targets` (B, T) when given (positions labelled
+        IGNORE_INDEX = -100 are skipped, as in HF), else None. Note that targets are the *next*
+        tokens: callers shift, so `targets[:, t]` is the token that should follow `idx[:, t]`.
         `logits_to_keep=k` computes logits only for the last k positions (generation needs just
         the last one, and the V-wide LM head is the most expensive matmul for short inputs).
         """
@@ -216,7 +218,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             # One row per position: (B·T, V) scores against (B·T,) targets.
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def set_dropout(self, p: float) -> None:
@@ -240,8 +242,11 @@ class GPT(nn.Module):
     # ---- checkpoints (Hugging Face layout; the logic lives in minigpt/checkpoint.py) ----------
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPT":
-        """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not)."""
+    def from_pretrained(
+        cls, path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
+    ) -> "GPT":
+        """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not).
+        `dtype` (torch.bfloat16 or "bfloat16"; None keeps the file's) and `device` ("cuda") are optional."""
         from minigpt.checkpoint import load_gpt
 
         return load_gpt(path, dtype=dtype, device=device)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import string
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +124,26 @@ def test_hypothesis_unicode_matches_tiktoken_and_round_trips(tok, enc, text):
 def test_ascii_fast_path_splits_like_gpt2_pattern(text):
     assert text.isascii()
     assert split_text(text) == tokmod._SPLIT.findall(text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.sampled_from("aeinrst é😀"), min_size=1, max_size=120))
+def test_long_chunk_merging_is_the_rescan_merging(tok, enc, text):
+    """_bpe_long (a heap, for chunks over _LONG_CHUNK bytes) makes the same merges as _bpe's plain rescan."""
+    for chunk in split_text(text):
+        rescan: list = []  # asking for the steps keeps _bpe on its rescan, whatever the length
+        assert tok._bpe_long([tok._byte_ids[b] for b in chunk.encode()]) == tok._bpe(chunk, rescan)
+    assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("word", ["a" * 20_000, "ACGT" * 5_000, "".join(random.Random(0).choices(string.ascii_letters, k=20_000))])
+def test_a_very_long_word_encodes_fast_and_as_tiktoken(tok, enc, word):
+    start = time.perf_counter()
+    ids = tok.encode_ordinary(word)  # one 20 kB chunk: a rescan after each merge took ~10 s
+    seconds = time.perf_counter() - start
+    print(f"{len(word)} characters: {seconds:.3f} s")
+    assert ids == enc.encode_ordinary(word)
+    assert seconds < 2.0
 
 
 @pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "\ud83d\ude00 pair", "x\udcff\n" * 3000])

@@ -144,7 +144,8 @@ _LONG_CHUNK = 32
 _WORKER_JOB: tuple["Tokenizer", dict] | None = None
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask, as taskset or a container sets it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -419,7 +420,7 @@ class Tokenizer:
         if texts is None or not all(isinstance(t, str) for t in texts):
             raise TypeError("encode_batch takes a list of str (for one string, use encode)")
         specials = dict(allowed_special=allowed_special, disallowed_special=disallowed_special)
-        workers = num_workers or _available_cpus()
+        workers = num_workers or available_cpus()
         total = sum(map(len, texts))
         if workers <= 1 or total < _MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
             return [self.encode(t, **specials) for t in texts]

@@ -23,7 +23,7 @@ import tiktoken
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, Tokenizer, _available_cpus
+from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, Tokenizer, available_cpus
 
 DATA = Path("/work/shared/data")
 
@@ -63,7 +63,7 @@ def bench_encode(name: str, text: str, repeats: int, tik, hf) -> list[tuple]:
     fresh = lambda: Tokenizer.from_pretrained(GPT2_DIR)  # noqa: E731
     warm = fresh()
     assert warm.encode(text) == ref and warm.encode_batch([text]) == [ref], "minigpt disagrees with tiktoken"
-    workers = _available_cpus()
+    workers = available_cpus()
     runs = [
         ("tiktoken encode_ordinary (1 thread)", lambda _: tik.encode_ordinary(text), lambda: None),
         ("HF tokenizers encode", lambda _: hf.encode(text), lambda: None),
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed = "".join(p.read_text(encoding="utf-8") for p in [args.data, *args.extra])
     big = mixed * max(1, round(args.big_mb * 1e6 / len(mixed.encode("utf-8"))))
     tik, hf = engines()
-    print(f"encode speed (MB/s, median of {args.repeats}), {_available_cpus()} cpus, load average {os.getloadavg()[0]:.1f}\n")
+    print(f"encode speed (MB/s, median of {args.repeats}), {available_cpus()} cpus, load average {os.getloadavg()[0]:.1f}\n")
     rows = bench_encode(args.data.name, small, args.repeats, tik, hf) + bench_encode("concatenation", big, args.repeats, tik, hf)
     print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers", "CPU s/MB"), rows)
     print(f"\ntraining a {args.vocab_size}-token vocabulary on {args.data.name} (s, median of 3)\n")

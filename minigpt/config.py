@@ -26,6 +26,9 @@ PRESETS: dict[str, dict] = {
     "gpt2-mini": dict(n_layer=4, n_head=4, n_embd=256, n_positions=256),
 }
 
+# The names OpenAI's four sizes go by (on the Hub: openai-community/NAME); one tokenizer serves all.
+GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (older files),
 # "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
 # logits, so it is refused.

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from minigpt.config import atomic_write_text
+from minigpt.config import GPT2_SIZES, atomic_write_text
 from minigpt.tokenizer import CHAR_TO_BYTE, GPT2_DIR, Tokenizer, str_to_token, token_to_str
 
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
@@ -30,7 +30,8 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     if str(path) == "gpt2" and not path.exists():
         path = GPT2_DIR
     if not path.is_dir():
-        raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
+        shared = " (GPT-2's four sizes share one tokenizer: \"gpt2\")" if path.name in GPT2_SIZES[1:] else ""
+        raise FileNotFoundError(f"tokenizer directory {path} does not exist{shared}" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))

@@ -222,6 +222,8 @@ def test_bad_input_errors(tok):
         tok(["a"], truncation=True, max_length=True)
     with pytest.raises(FileNotFoundError, match="tokenizer directory .*no_such_dir does not exist"):
         Tokenizer.from_pretrained(REPO / "no_such_dir")
+    with pytest.raises(FileNotFoundError, match="gpt2-medium does not exist .*share one tokenizer: \"gpt2\""):
+        Tokenizer.from_pretrained("gpt2-medium")  # a Hub name, as transformers takes it
     with pytest.raises(FileNotFoundError, match="neither vocab.json"):
         Tokenizer.from_pretrained(REPO / "minigpt")  # a directory, but no tokenizer in it
 

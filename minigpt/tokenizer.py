@@ -343,7 +343,7 @@ class Tokenizer:
         """allowed_special / disallowed_special as a set of this tokenizer's special tokens."""
         if value == "all":
             return set(self.special_tokens)
-        if isinstance(value, str) or set(value) - self.special_tokens.keys():
+        if isinstance(value, str) or not isinstance(value, Collection) or set(value) - self.special_tokens.keys():
             raise ValueError(f"{name} must be 'all' or a set of this tokenizer's special tokens "
                              f"{set(self.special_tokens)}, got {value!r}")
         return set(value)

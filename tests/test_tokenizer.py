@@ -183,6 +183,8 @@ def test_disallowed_special_and_decode_errors_follow_tiktoken(tok, enc, text):
             tok.encode(text, allowed_special={EOT}, disallowed_special={EOT})
     with pytest.raises(ValueError, match="disallowed_special must be"):
         tok.encode(text, disallowed_special={"<|endoftxt|>"})
+    with pytest.raises(ValueError, match="allowed_special must be 'all' or a set"):
+        tok.encode(text, allowed_special=None)  # a ValueError that names the argument, not "not iterable"
 
 
 def test_decode_takes_tiktokens_errors_argument(tok, enc):

@@ -36,13 +36,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout  # a rate, not a module: SDPA drops attention weights itself
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        layer_cache: LayerKV | None = None,
-        input_pos: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer_cache: LayerKV | None = None, input_pos: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         # One matmul makes q, k and v side by side: (B, T, 3C) = (B, T, [q | k | v]). Split it
         # into the three, and each C into H heads of D dims; each head attends independently.
         q, k, v = rearrange(self.c_attn(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)  # 3 × (B, H, T, D)
@@ -94,13 +89,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        layer_cache: LayerKV | None = None,
-        input_pos: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer_cache: LayerKV | None = None, input_pos: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         # Normalising *before* each sublayer (GPT-2's change from the original transformer) keeps
         # the residual stream x an untouched sum, which makes deep stacks train stably.
         x = x + self.attn(self.ln_1(x), layer_cache, input_pos, attn_mask)

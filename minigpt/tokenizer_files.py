@@ -33,6 +33,10 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         shared = " (GPT-2's four sizes share one tokenizer: \"gpt2\")" if path.name in GPT2_SIZES[1:] else ""
         raise FileNotFoundError(f"tokenizer directory {path} does not exist{shared}" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
+    config = path / "tokenizer_config.json"
+    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("add_prefix_space"):
+        raise ValueError(f"{config} sets add_prefix_space: transformers puts a space before the text ('Hello' → "
+                         "' Hello'), which minigpt does not do, so the ids would differ; set it to false")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
         lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()

@@ -268,6 +268,17 @@ def test_reads_tokenizer_json_as_transformers_5_saves_it(tok, tmp_path):
     assert loaded.vocab == tok.vocab and loaded.merges == tok.merges and loaded.special_tokens == {EOT: 50256}
 
 
+def test_a_tokenizer_config_with_add_prefix_space_is_refused_not_read_with_other_ids(tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_bytes((GPT2_DIR / name).read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}))
+    assert GPT2TokenizerFast.from_pretrained(tmp_path).encode("Hello") == [18435]  # " Hello", not "Hello" (15496)
+    with pytest.raises(ValueError, match="add_prefix_space"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
 def test_from_tiktoken_recovers_gpt2_merges(tok, tmp_path):
     lines = [f"{base64.b64encode(t).decode()} {i}" for t, i in tok.vocab.items()]
     (tmp_path / "gpt2.tiktoken").write_text("\n".join(lines) + "\n")

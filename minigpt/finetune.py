@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import resource
 import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -49,6 +48,7 @@ from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.cli import prog
 from minigpt.config import atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
+from minigpt.generate import peak_memory_bytes
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
@@ -347,14 +347,6 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
     tokenizer.save_pretrained(path)
 
 
-def peak_memory() -> tuple[float, str]:
-    """(MiB, what was measured): CUDA's allocator peak on a GPU, else the process's peak RSS."""
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return torch.cuda.max_memory_allocated() / 2**20, "CUDA peak allocated"
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 1024, "process peak RSS"
-
-
 def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Next-token prediction on a text file, tokenized once into OUT_DIR/data (train.bin/val.bin)."""
     data_dir = Path(cfg.out) / "data"
@@ -462,7 +454,6 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     out = Path(cfg.out)
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    memory, memory_kind = peak_memory()
     # The last value of each figure from the log, not from `metrics`: a --resume that finds the run
     # already at max_iters (killed before this summary was written) runs no step and has none.
     last = {k: v for r in records for k, v in r.items()}
@@ -470,7 +461,9 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
-        "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
+        # Measured as generate --stats measures it: the CUDA allocator's peak, else the process's peak RSS.
+        "peak_memory_mib": peak_memory_bytes(rt.device) / 2**20,
+        "peak_memory_kind": "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS",
         **{k: last[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in last},  # the last evaluation
         **best_evaluations(records),
     }

@@ -262,12 +262,17 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path)
     assert diff < 2e-6  # measured 2.4e-7
 
 
-def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path):
+def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path, monkeypatch):
     from transformers import GPT2ForSequenceClassification
 
+    import minigpt.finetune
+
+    # Peak memory has one home, generate's (what `generate --stats` reports): the summary reads it.
+    monkeypatch.setattr(minigpt.finetune, "peak_memory_bytes", lambda device: 3 * 2**20 if device.type == "cpu" else 0)
     out = tmp_path / "o"
     assert _run(base, out, "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "partial", "--lr", "1e-2") == 0
     summary = json.loads((out / "finetune_summary.json").read_text())
+    assert (summary["peak_memory_mib"], summary["peak_memory_kind"]) == (3, "process peak RSS")
     assert 0 <= summary["val_accuracy"] <= 1
     evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val_accuracy" in r]
     assert [r["step"] for r in evals] == [2, 4]

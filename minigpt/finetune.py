@@ -249,6 +249,8 @@ class FinetuneConfig(TrainConfig):
     max_iters: int = flag(300, "optimizer steps in the whole run")
     eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
 
+    PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.task not in TASKS:

@@ -115,7 +115,17 @@ class TrainConfig:
     compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
     seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
 
+    # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes
+    # them from it, possibly in another working directory: so an existing path is kept absolute.
+    # A missing one stays as typed, for its error message (and --tokenizer gpt2 names the shipped
+    # one). --out is left alone: it is given again on every --resume, and a run may be moved.
+    PATH_FIELDS: typing.ClassVar[tuple[str, ...]] = ("data", "init")
+
     def __post_init__(self) -> None:
+        for name in self.PATH_FIELDS:
+            path = getattr(self, name)
+            if path and os.path.exists(path):
+                setattr(self, name, os.path.abspath(path))
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -1,5 +1,6 @@
 """Fine-tuning strategies: exactly the chosen weights train, every strategy learns, bad input fails loudly."""
 import json
+import os
 import re
 from pathlib import Path
 
@@ -310,6 +311,22 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     # Adapters of another rank do not fit the saved ones: one line naming the changed setting.
     assert _run(base, tmp_path / "resumed", *args, "--resume", "--max-iters", "6", "--lora-rank", "4") == 2
     assert "'lora_rank': (8, 4)" in capsys.readouterr().err
+
+
+def test_resume_from_another_directory_finds_relative_paths(base, tmp_path, monkeypatch, capsys):
+    """--init, --data and --val-data typed relative to where the run started, and the tokenizer
+    read from --init: a bare --resume run from another directory finds them all, and a path
+    given again (relative to the new directory) is the same setting, not a changed one."""
+    from minigpt.finetune import main
+
+    monkeypatch.chdir(base)
+    assert main(["--init", "base", "--task", "classify", "--data", "cls.tsv", "--val-data", "cls.tsv", "--out", str(tmp_path / "o"),
+                 "--max-iters", "2", "--eval-iters", "1", "--batch-size", "2", "--block-size", "16", "--warmup-iters", "1"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["--out", "o", "--resume", "--max-iters", "3", "--init", os.path.relpath(base / "base", tmp_path)]) == 0
+    assert "(saved, now): {'max_iters': (2, 3)}\n" in capsys.readouterr().out  # and not 'init'
+    assert torch.load(tmp_path / "o" / "training_state.pt", weights_only=True)["step"] == 3
 
 
 def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, capsys):

@@ -586,6 +586,23 @@ def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, ref
         assert config.vocab_size == vocab_size and config.eos_token_id == config.bos_token_id == VOCAB - 1
 
 
+def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, monkeypatch):
+    """--data and --init typed relative to where the run started: a bare --resume run elsewhere
+    (say, a job script that cd's somewhere else) still finds them, as the saved config holds them
+    absolute."""
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
+    make_data(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    flags = ["--data", "data", "--init", "start", "--block-size", "16", "--batch-size", "2", "--eval-iters", "1", "--warmup-iters", "1",
+             "--device", "cpu"]
+    assert train.main([*flags, "--out", "run", "--max-iters", "2"]) == 0
+    assert final_state(tmp_path / "run")["config"]["init"] == str(tmp_path / "start")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "3"]) == 0
+    assert final_state(tmp_path / "run")["step"] == 3
+
+
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):
     """--preset's default is None, so a preset given with --init is seen (and refused) instead of
     being silently ignored; a fresh model without one is still gpt2-mini."""

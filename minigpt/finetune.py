@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.cli import prog
-from minigpt.config import atomic_write_text, read_text
+from minigpt.config import PRESETS, atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
 from minigpt.generate import peak_memory_bytes
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
@@ -63,6 +63,8 @@ FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task ha
 # the user believes they took effect, so a value other than the default is refused instead.
 STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partial", "lora_rank": "lora",
                     "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
+# What finetune's shape flags answer (train's --n-layer etc.): the shape is the --init checkpoint's.
+SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag"
 # The same for the options of one task.
 TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
 
@@ -220,11 +222,14 @@ class FinetuneConfig(TrainConfig):
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout) to start from; it fixes the model's shape; required")
     # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
-    # they are neither arguments nor flags, and build_model reads None as "no override".
-    preset: str | None = field(default=None, init=False)
-    n_layer: int | None = field(default=None, init=False)
-    n_head: int | None = field(default=None, init=False)
-    n_embd: int | None = field(default=None, init=False)
+    # they are not arguments, their flags only say why they are refused, and build_model reads
+    # None as "no override".
+    preset: str | None = field(default=None, init=False, metadata={"refused": (
+        f"fine-tuning takes the model's shape from --init, so it has no presets (they make fresh models for `minigpt train`: "
+        f"{', '.join(PRESETS)}); pass the checkpoint to start from as --init")})
+    n_layer: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
     task: str = flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
     strategy: str = flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")

@@ -151,11 +151,21 @@ class TrainConfig:
 # ---- config ↔ command line ----------------------------------------------------------------------
 
 
+class RefusedFlag(argparse.Action):
+    """A flag that is there only to say, in one line, why this command does not take it (`const`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = " ".join([option_string, *values])  # nargs="*": the flag alone is refused the same way
+        parser.exit(2, f"{parser.prog}: error: {given}: {self.const}\n")
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
     """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
 
     A field declared with init=False cannot be set, so it gets no flag (fine-tuning fixes the
-    model-shape fields that way: the shape comes from --init). A None default means "decided
+    model-shape fields that way: the shape comes from --init); if its metadata says why
+    ("refused"), a hidden flag of that name answers with that reason instead of argparse's bare
+    "unrecognized arguments" after a screen of usage. A None default means "decided
     later" (by the model, the data or another flag), so its help says what happens instead of
     showing "(default: None)". With defaults=False a flag that is not given is left out of the
     parsed namespace, which tells the flags a user typed from the ones left at their default.
@@ -163,6 +173,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         if not f.init:
+            if "refused" in f.metadata:
+                parser.add_argument("--" + f.name.replace("_", "-"), action=RefusedFlag, nargs="*", const=f.metadata["refused"],
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `int | None` → int

@@ -433,8 +433,13 @@ def test_the_model_shape_is_not_a_finetune_flag(base, tmp_path, capsys):
     assert "--init" in text and "--lr" in text and "--block-size" in text  # train's other flags are shared
     for shape in ("--preset", "--n-layer", "--n-head", "--n-embd"):
         assert shape not in text
-    with pytest.raises(SystemExit) as exit_:
-        _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--preset", "gpt2-medium")
-    assert exit_.value.code == 2 and "unrecognized arguments: --preset gpt2-medium" in capsys.readouterr().err
+    # Given anyway, each says in one line why it is refused (and --preset which presets exist, and where).
+    for flag, value, reason in (("--preset", "gpt3", "fine-tuning takes the model's shape from --init, so it has no presets "
+                                 "(they make fresh models for `minigpt train`: gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt2-tiny, gpt2-mini)"),
+                                ("--n-layer", "3", "fine-tuning takes the model's shape from the --init checkpoint, which fixes it")):
+        with pytest.raises(SystemExit) as exit_:
+            _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), flag, value)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(f"minigpt finetune: error: {flag} {value}: {reason}") and err.count("\n") == 1, err
     with pytest.raises(TypeError, match="n_layer"):
         FinetuneConfig(init="x", n_layer=4)

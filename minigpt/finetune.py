@@ -74,6 +74,14 @@ def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
     return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
 
 
+def hidden_widths(spec: str) -> tuple[int, ...]:
+    """The classify head's hidden widths from the CLI's "512,256" ("": none, one linear layer)."""
+    try:
+        return tuple(int(w) for w in spec.split(",") if w.strip())
+    except ValueError:
+        raise ValueError(f"head_hidden must be comma-separated integer widths such as 256 or 512,256, got {spec!r}") from None
+
+
 def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict) -> None:
     """Refuse an option that the chosen strategy (or task) would ignore: one whose value in
     `options` is not its default, while `owners` says another `kind` reads it."""
@@ -270,6 +278,7 @@ class FinetuneConfig(TrainConfig):
         check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults)
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
+        hidden_widths(self.head_hidden)  # a malformed spec is refused before any work
         if not self.init:
             raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
         if not 0 < self.val_fraction < 1:
@@ -389,8 +398,7 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
         print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
-    hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
-    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
+    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden), pad_token_id=pad_id)
 
     def get_batch(split: str, rng: torch.Generator):
         picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()

@@ -129,6 +129,9 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "lr", "min_lr"):  # NaN fails no comparison below: it needs its own check
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

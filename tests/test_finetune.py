@@ -399,6 +399,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(<\|endoftext\|> = 299\), but the "
                                                              r"data's tokenizer has 50257 \(<\|endoftext\|> = 50256\)"),
     (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
+    (("--task", "classify", "--data", "cls.tsv", "--head-hidden", "256,x"), "head_hidden must be comma-separated integer widths"),
+    (("--data", "corpus.txt", "--lr", "nan"), "lr must be a finite number, got nan"),
 ])
 def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "bad.tsv").write_text("good\t1\nno label here\n")

@@ -515,6 +515,12 @@ def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
         (dict(min_lr=0.01), ValueError, r"min_lr \(0.01\) must be <= lr \(0.003\)"),
         (dict(beta2=1.0), ValueError, r"beta2 must be in \[0, 1\), got 1.0"),
         (dict(seed=-1), ValueError, "seed must be >= 0, got -1"),
+        # Not a NaN loss later, blamed on "try a lower --lr" (or torch's "Invalid learning rate").
+        (dict(lr=math.nan), ValueError, "lr must be a finite number, got nan"),
+        (dict(lr=math.inf), ValueError, "lr must be a finite number, got inf"),
+        (dict(min_lr=math.nan), ValueError, "min_lr must be a finite number, got nan"),
+        (dict(weight_decay=math.nan), ValueError, "weight_decay must be a finite number, got nan"),
+        (dict(grad_clip=math.nan), ValueError, "grad_clip must be a finite number, got nan"),
         (dict(dtype="float16"), ValueError, "float16 needs a GPU"),
         (dict(device="gpu"), ValueError, "'gpu' is not a device"),
     ],

@@ -80,6 +80,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     if not paths:
         raise ValueError("no input files given")
     for p in paths:
+        if p.is_dir():
+            raise IsADirectoryError(f"input {p} is a directory; prepare reads text files (name the files in it)")
         if not p.is_file():
             raise FileNotFoundError(f"input file {p} does not exist")
     out = Path(out_dir)

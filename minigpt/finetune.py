@@ -439,6 +439,11 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
     if not cfg.data:
         raise ValueError("--data is required: a text file (lm) or a TSV file or directory (classify)")
+    if cfg.task == "lm" and Path(cfg.data).is_dir():  # e.g. an SST-2 directory with --task left at its default
+        raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
+                         "a directory of train.tsv (+ dev.tsv) is for --task classify")
+    if not Path(cfg.init).is_dir():  # else the first to fail is the tokenizer, read from --init by default
+        raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")
     # Join the process group (train_loop's own call finds it joined) before any data is read: the
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)

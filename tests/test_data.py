@@ -80,6 +80,9 @@ def test_prepare_cli(tmp_path, capsys):
     assert load_tokens(tmp_path / "d" / "train.bin", 50257).max() < 50257
     assert main([str(tmp_path / "nope.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
     assert "nope.txt does not exist" in capsys.readouterr().err
+    (tmp_path / "texts").mkdir()  # a directory exists: "does not exist" would send the user looking for a typo
+    assert main([str(tmp_path / "texts"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
+    assert f"input {tmp_path / 'texts'} is a directory; prepare reads text files" in capsys.readouterr().err
     (tmp_path / "file").write_text("")  # --out below a file: no directory can be made there
     assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "file" / "d")]) == 2
     err = capsys.readouterr().err

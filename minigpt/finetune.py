@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from minigpt.classifier import POOLINGS, GPTClassifier
+from minigpt.classifier import POOLINGS, GPTClassifier, is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import PRESETS, atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
@@ -448,8 +448,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
     check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
-    init_config = Path(cfg.init) / "config.json"
-    if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
+    if is_classifier_checkpoint(cfg.init):
         raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update

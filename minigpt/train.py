@@ -47,7 +47,7 @@ from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
 from minigpt.model import GPT
-from minigpt.run_dir import (STATE_FILE, append_log, check_out_dir, check_resumable, plot_log, read_state, restore,
+from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, check_resumable, plot_log, read_state, restore,
                              save_checkpoint, truncate_log)
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
@@ -561,6 +561,8 @@ def train_loop(
                 last_saved = step
             elif stop:
                 checkpoint(step)
+                if rt.is_main and (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
+                    plot_log(out)
                 last_saved = step
             if stop:
                 if rt.is_main:

@@ -125,6 +125,7 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_cfg(data, tmp_path / "resumed"))
     assert final_state(tmp_path / "resumed")["step"] == 5
+    assert (tmp_path / "resumed" / "loss.png").exists()  # drawn at the stop too: the first evaluation (step 6) never came
     # The loop's handlers are gone again: whatever was installed before (SIG_IGN, for one, when
     # the suite runs as a background job) is back.
     assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before
@@ -147,6 +148,14 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
         records = map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
         return [(r["step"], r.get("loss"), r.get("val_loss")) for r in records]
     assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
+
+
+def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path, monkeypatch):
+    _interrupt_at_batch(monkeypatch, 1)  # step 1 of 12; the first record comes at step 3
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out"))
+    assert final_state(tmp_path / "out")["step"] == 1
+    assert not (tmp_path / "out" / "log.jsonl").exists() and not (tmp_path / "out" / "loss.png").exists()
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):

@@ -414,6 +414,12 @@ def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     assert re.search(message, err), err
 
 
+def test_init_from_a_classifier_is_refused_by_name(base, tmp_path, capsys):
+    GPTClassifier(GPT.from_pretrained(base / "base"), num_labels=2).save_pretrained(tmp_path / "clf")
+    assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--init", str(tmp_path / "clf")) == 2
+    assert f"--init {tmp_path / 'clf'} is a classifier; fine-tuning starts from a language model" in capsys.readouterr().err
+
+
 def test_best_evaluations_name_the_step_of_each_best():
     records = [
         {"step": 10, "loss": 0.9},  # a train record: not an evaluation

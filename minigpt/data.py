@@ -145,7 +145,13 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as e:  # not JSON (JSONDecodeError), or not UTF-8: json's message alone names no file
+        raise ValueError(f"{path} is not a JSON file ({e}); prepare the data again with `minigpt prepare`") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):  # training needs the vocabulary size
+        raise ValueError(f"{path} has no integer vocab_size: it is not the meta.json `minigpt prepare` writes")
+    return meta
 
 
 def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -> np.memmap:

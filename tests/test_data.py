@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,10 @@ def test_load_tokens_errors(tmp_path):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 11}))
     assert read_meta(tmp_path)["vocab_size"] == 11
+    # A damaged or foreign meta.json is named (json's own message names no file; a missing key was a KeyError).
+    (tmp_path / "meta.json").write_text('{"vocab_size": 11')  # cut short
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'meta.json'))} is not a JSON file \(Expecting"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab": 11}))
+    with pytest.raises(ValueError, match="meta.json has no integer vocab_size: it is not the meta.json `minigpt prepare` writes"):
+        read_meta(tmp_path)

@@ -388,6 +388,9 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Labels from a TSV: a GPTClassifier on top of `gpt`, right-padded batches, accuracy at eval."""
     data = load_classification_data(cfg)
     num_labels = cfg.num_labels or max(data["train"][1]) + 1
+    if cfg.num_labels is None and num_labels < 2:  # else GPTClassifier's "num_labels must be at least 2", for a flag not given
+        raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
+                         "(and --max-examples), or pass --num-labels")
     for split, (_, y) in data.items():
         bad = sorted({label for label in y if not 0 <= label < num_labels})
         if bad:

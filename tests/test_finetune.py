@@ -392,6 +392,7 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"labels \[1\] are out of range"),
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
+    (("--task", "classify", "--data", "zeros.tsv"), "every training example is labelled 0: a classifier needs 2 classes or more"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
     (("--task", "classify", "--data", "cls.tsv", "--max-examples", "0"), r"max_examples must be >= 1 \(leave it unset for all examples\), got 0"),
     (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
@@ -408,6 +409,7 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
 def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "bad.tsv").write_text("good\t1\nno label here\n")
     (base / "empty.tsv").write_text("sentence\tlabel\n")
+    (base / "zeros.tsv").write_text("bad\t0\n" * 20)
     args = tuple(str(base / a) if a.endswith((".txt", ".tsv")) else a for a in args)
     assert _run(base, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err

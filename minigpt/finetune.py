@@ -263,6 +263,7 @@ class FinetuneConfig(TrainConfig):
     eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
 
     PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
+    COMMAND = "finetune"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -6,7 +6,7 @@ so a crash at any moment leaves the previous version whole, never half of a new 
 
 OUT_DIR layout:
     config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)
-    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config
+    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
 """
@@ -53,6 +53,7 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "step": step,  # also the data position: batches are drawn from (seed, step)
         "best_val_loss": best,
         "config": asdict(cfg),
+        "command": cfg.COMMAND,  # train or finetune: the one whose --resume continues this run
         "log_partial": list(log_partial),
     }
     with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole

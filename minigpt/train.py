@@ -120,6 +120,8 @@ class TrainConfig:
     # A missing one stays as typed, for its error message (and --tokenizer gpt2 names the shipped
     # one). --out is left alone: it is given again on every --resume, and a run may be moved.
     PATH_FIELDS: typing.ClassVar[tuple[str, ...]] = ("data", "init")
+    # The command that runs this config, saved with the run: `--resume` with another one is refused.
+    COMMAND: typing.ClassVar[str] = "train"
 
     def __post_init__(self) -> None:
         for name in self.PATH_FIELDS:
@@ -210,7 +212,12 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
         add_config_flags(typed, cls, defaults=False)
         given = vars(typed.parse_args(argv))
         # mmap: the config is read without loading the weights and optimizer state into memory.
-        saved = read_state(state, map_location="cpu", mmap=True)["config"]
+        saved_run = read_state(state, map_location="cpu", mmap=True)
+        command = saved_run.get("command", cls.COMMAND)  # (states saved before it was recorded: not checked)
+        if command != cls.COMMAND:  # its settings would be read as this command's: a confusing error, or a wrong run
+            raise ValueError(f"{args['out']} holds a run of `minigpt {command}`; continue it with "
+                             f"`minigpt {command} --out {args['out']} --resume`")
+        saved = saved_run["config"]
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
     return cls(**args)
 

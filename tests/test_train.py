@@ -345,6 +345,17 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     assert "--resume: no training_state.pt in" in capsys.readouterr().err
 
 
+def test_resume_with_the_other_command_names_the_right_one(tmp_path, capsys):
+    """A pretraining run resumed with `minigpt finetune` said "--init MODEL_DIR is required"."""
+    out = tmp_path / "out"
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), out, max_iters=2))
+    from minigpt import finetune
+
+    capsys.readouterr()
+    assert finetune.main(["--out", str(out), "--resume"]) == 2
+    assert f"{out} holds a run of `minigpt train`; continue it with `minigpt train --out {out} --resume`" in capsys.readouterr().err
+
+
 def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, capsys):
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     pretrain(tiny_cfg(data, out, max_iters=3))

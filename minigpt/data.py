@@ -11,7 +11,7 @@ windows a batch touches, so a corpus far larger than RAM trains just as well.
 A DATA_DIR written by `minigpt prepare` holds:
     train.bin, val.bin   uint16 token ids, documents separated by <|endoftext|>
     val.txt              the held-out text itself, for `minigpt eval MODEL DATA_DIR/val.txt`
-    meta.json            vocab size, token and byte counts (bytes/token gives bits per byte)
+    meta.json            vocab size, token and byte counts (bytes/token gives bits per byte), sources, val_fraction
     tokenizer/           the tokenizer's files, copied into every checkpoint trained on it
 
 Not handled: vocabularies over 65,536 ids (they would need uint32 files).
@@ -133,6 +133,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
         "val_bytes": n_bytes["val"],
         "sources": [str(p) for p in paths],
+        "val_fraction": val_fraction,
     }
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta

@@ -369,9 +369,12 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     data_dir = Path(cfg.out) / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
     # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
-    # A resumed run reuses its tokens, unless --data now names another file (a flag given with
-    # --resume overrides the saved one, so the new text is tokenized, not silently ignored).
-    prepared = cfg.resume and (data_dir / "meta.json").exists() and read_meta(data_dir).get("sources") == [str(Path(cfg.data))]
+    # A resumed run reuses its tokens, unless --data now names another file or --val-fraction
+    # another split (a flag given with --resume overrides the saved one, so the text is tokenized
+    # again, the flag not silently ignored).
+    made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
+    prepared = cfg.resume and (data_dir / "meta.json").exists() and \
+        all(read_meta(data_dir).get(k) == v for k, v in made_from.items())
     if rt.is_main and not prepared:
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
     if rt.world > 1:

@@ -353,6 +353,9 @@ def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume") == 0
     assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(tmp_path / "other.txt")]
     assert "Something else" in (out / "data" / "val.txt").read_text()
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--max-iters", "6", "--val-fraction", "0.5") == 0
+    meta = json.loads((out / "data" / "meta.json").read_text())  # split again, not the old split kept
+    assert meta["val_fraction"] == 0.5 and meta["val_tokens"] > 0.4 * (meta["train_tokens"] + meta["val_tokens"])
 
 
 @pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])

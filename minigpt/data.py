@@ -170,7 +170,8 @@ def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -
         raise ValueError(f"token file {path} has an odd number of bytes; expected uint16 ids")
     tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
     if len(tokens) < min_tokens:
-        raise ValueError(f"token file {path} holds {len(tokens)} tokens; need at least {min_tokens} (block_size + 1)")
+        raise ValueError(f"token file {path} holds {len(tokens)} tokens; need at least {min_tokens} (block_size + 1, one window "
+                         "and its next token): lower --block-size, or use more text (for val.bin, also a larger --val-fraction)")
     for i in range(0, len(tokens), CHECK_TOKENS):
         top = int(tokens[i : i + CHECK_TOKENS].max())
         if top >= vocab_size:

@@ -564,7 +564,7 @@ def test_bad_data_errors(tmp_path):
     with pytest.raises(ValueError, match="train.bin is empty"):
         pretrain(tiny_cfg(data, tmp_path / "out3"))
     (data / "train.bin").write_bytes(np.arange(10, dtype=np.uint16).tobytes())
-    with pytest.raises(ValueError, match="holds 10 tokens; need at least 17"):
+    with pytest.raises(ValueError, match=r"holds 10 tokens; need at least 17 \(block_size \+ 1, one window and its next token\): lower --block-size"):
         pretrain(tiny_cfg(data, tmp_path / "out4"))
 
 

@@ -373,8 +373,8 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     # another split (a flag given with --resume overrides the saved one, so the text is tokenized
     # again, the flag not silently ignored).
     made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
-    prepared = cfg.resume and (data_dir / "meta.json").exists() and \
-        all(read_meta(data_dir).get(k) == v for k, v in made_from.items())
+    found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
+    prepared = all(found.get(k) == v for k, v in made_from.items())
     if rt.is_main and not prepared:
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
     if rt.world > 1:

@@ -13,6 +13,7 @@ OUT_DIR layout:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,9 +106,15 @@ def read_state(path: Path, **load_kwargs) -> dict:
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float, tuple[float, int]]:
     state = read_state(out / STATE_FILE, map_location=rt.device)
+
+    def setting(name: str, value):
+        # Runs saved before input paths were kept absolute hold them as typed: relative to the
+        # directory they started in, which --resume from there makes absolute. The same setting.
+        return os.path.abspath(value) if name in cfg.PATH_FIELDS and value else value
+
     # (a run directory moved or copied elsewhere is the same run: --out is no setting)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
-               if k not in ("resume", "out") and getattr(cfg, k, v) != v}
+               if k not in ("resume", "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing

@@ -612,7 +612,7 @@ def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, ref
         assert config.vocab_size == vocab_size and config.eos_token_id == config.bos_token_id == VOCAB - 1
 
 
-def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, monkeypatch):
+def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, monkeypatch, capsys):
     """--data and --init typed relative to where the run started: a bare --resume run elsewhere
     (say, a job script that cd's somewhere else) still finds them, as the saved config holds them
     absolute."""
@@ -627,6 +627,14 @@ def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, mo
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "3"]) == 0
     assert final_state(tmp_path / "run")["step"] == 3
+    # A run saved before paths were kept absolute, resumed where it started: its relative --data
+    # is the path that is now absolute, not a changed setting to warn about.
+    state = final_state(tmp_path / "run")
+    state["config"].update(data="../data", init="../start")
+    torch.save(state, tmp_path / "run" / STATE_FILE)
+    capsys.readouterr()
+    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "4"]) == 0
+    assert "(saved, now): {'max_iters': (3, 4)}\n" in capsys.readouterr().out
 
 
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):

@@ -650,6 +650,26 @@ def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp
     assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)
 
 
+def test_export_script_errors_are_one_line(tmp_path, capsys):
+    """scripts/export_checkpoint.py ships a run's best/ (scripts/train_shakespeare.sh): a --dst that
+    is a file, or a classifier as --src, was a traceback."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "scripts" / "export_checkpoint.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "src")
+    (tmp_path / "file").write_text("")
+    assert export.main([str(tmp_path / "src"), str(tmp_path / "file")]) == 2
+    assert f"export_checkpoint.py: error: [Errno 17] File exists: '{tmp_path / 'file'}'" in capsys.readouterr().err
+    from minigpt.classifier import GPTClassifier
+
+    GPTClassifier(GPT.from_pretrained(tmp_path / "src"), num_labels=2).save_pretrained(tmp_path / "clf")
+    assert export.main([str(tmp_path / "clf"), str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); this script exports language models" \
+        in capsys.readouterr().err
+
+
 def test_cli_flags_cover_every_config_field(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])

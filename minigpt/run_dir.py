@@ -53,7 +53,9 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "scaler": scaler.state_dict(),
         "step": step,  # also the data position: batches are drawn from (seed, step)
         "best_val_loss": best,
-        "config": asdict(cfg),
+        # torch.load(weights_only=True) reads back plain types only: a Path (the Python API takes
+        # one for out, data or init) is kept as its string, or the run could never be resumed.
+        "config": {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(cfg).items()},
         "command": cfg.COMMAND,  # train or finetune: the one whose --resume continues this run
         "log_partial": list(log_partial),
     }

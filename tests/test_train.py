@@ -158,6 +158,16 @@ def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path
     assert not (tmp_path / "out" / "log.jsonl").exists() and not (tmp_path / "out" / "loss.png").exists()
 
 
+def test_a_run_configured_with_path_objects_resumes(tmp_path):
+    """TrainConfig(out=Path(...)) from Python: the saved state held a PosixPath, which
+    torch.load(weights_only=True) refuses, so --resume called the state unreadable."""
+    data = make_data(tmp_path / "data")
+    cfg = {**vars(tiny_cfg(data, tmp_path / "out", max_iters=2)), "out": tmp_path / "out", "data": data}
+    pretrain(TrainConfig(**cfg))
+    pretrain(TrainConfig(**{**cfg, "max_iters": 3, "resume": True}))
+    assert final_state(tmp_path / "out")["step"] == 3
+
+
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
     """README: Ctrl-C finishes the step and saves; pressed twice, it stops at once. Both signals
     arrive during step 8: the first alone would save step 8, the second raises there and then,

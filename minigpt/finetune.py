@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from minigpt.classifier import POOLINGS, GPTClassifier, is_classifier_checkpoint
+from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.cli import prog
 from minigpt.config import PRESETS, atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
@@ -455,12 +455,10 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
     check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
-    if is_classifier_checkpoint(cfg.init):
-        raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update
     # added to a half-precision weight is mostly rounded away. --dtype sets autocast for the math.
-    # From --init, with --dropout applied; refused if the tokenizer is not the model's.
+    # From --init, with --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
     gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id).float()
     cfg.block_size = cfg.block_size or gpt.config.n_positions
     if not 1 <= cfg.block_size <= gpt.config.n_positions:

@@ -43,6 +43,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from minigpt.checkpoint import resolve_device
+from minigpt.classifier import is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
@@ -607,6 +608,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
+        if is_classifier_checkpoint(cfg.init):  # GPT.from_pretrained would fail on its `score` weights
+            raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
+                             "language model (GPT2LMHeadModel)")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
         model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right

@@ -424,9 +424,13 @@ def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
 
 
 def test_init_from_a_classifier_is_refused_by_name(base, tmp_path, capsys):
+    from minigpt.tokenizer import Tokenizer
+
     GPTClassifier(GPT.from_pretrained(base / "base"), num_labels=2).save_pretrained(tmp_path / "clf")
+    Tokenizer.from_pretrained(base / "base").save_pretrained(tmp_path / "clf")  # as finetune --task classify writes it
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--init", str(tmp_path / "clf")) == 2
-    assert f"--init {tmp_path / 'clf'} is a classifier; fine-tuning starts from a language model" in capsys.readouterr().err
+    assert f"--init {tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); training starts from a language model" \
+        in capsys.readouterr().err
 
 
 def test_best_evaluations_name_the_step_of_each_best():

@@ -595,6 +595,11 @@ def test_init_starts_from_a_checkpoint(tmp_path):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "dropout": 1.5}))
     with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
+    from minigpt.classifier import GPTClassifier  # what finetune --task classify writes: named, not "unexpected tensor 'score.weight'"
+
+    GPTClassifier(start, num_labels=2).save_pretrained(tmp_path / "clf")
+    with pytest.raises(ValueError, match=re.escape(f"--init {tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification)")):
+        pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "init": str(tmp_path / "clf")}))
 
 
 @pytest.mark.parametrize("vocab_size, eos, refused", [

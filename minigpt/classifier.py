@@ -37,6 +37,14 @@ from minigpt.model import GPT
 POOLINGS = ("last", "mean")
 
 
+def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint in `path` is a classifier (its config.json's architectures say
+    GPT2ForSequenceClassification): the commands that want a language model refuse it by name,
+    instead of failing on its `score` weights."""
+    config = Path(path) / "config.json"
+    return config.is_file() and "GPT2ForSequenceClassification" in json.loads(config.read_text()).get("architectures", [])
+
+
 class GPTClassifier(nn.Module):
     """A GPT backbone (`gpt`, its LM head unused) + a `score` head: ids (B, T) → logits (B, num_labels)."""
 

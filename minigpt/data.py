@@ -11,7 +11,7 @@ windows a batch touches, so a corpus far larger than RAM trains just as well.
 A DATA_DIR written by `minigpt prepare` holds:
     train.bin, val.bin   uint16 token ids, documents separated by <|endoftext|>
     val.txt              the held-out text itself, for `minigpt eval MODEL DATA_DIR/val.txt`
-    meta.json            vocab size, token and byte counts (bytes/token gives bits per byte)
+    meta.json            vocab size, token and byte counts (bytes/token gives bits per byte), sources, val_fraction
     tokenizer/           the tokenizer's files, copied into every checkpoint trained on it
 
 Not handled: vocabularies over 65,536 ids (they would need uint32 files).
@@ -80,6 +80,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     if not paths:
         raise ValueError("no input files given")
     for p in paths:
+        if p.is_dir():
+            raise IsADirectoryError(f"input {p} is a directory; prepare reads text files (name the files in it)")
         if not p.is_file():
             raise FileNotFoundError(f"input file {p} does not exist")
     out = Path(out_dir)
@@ -131,6 +133,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
         "val_bytes": n_bytes["val"],
         "sources": [str(p) for p in paths],
+        "val_fraction": val_fraction,
     }
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
@@ -143,7 +146,13 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as e:  # not JSON (JSONDecodeError), or not UTF-8: json's message alone names no file
+        raise ValueError(f"{path} is not a JSON file ({e}); prepare the data again with `minigpt prepare`") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):  # training needs the vocabulary size
+        raise ValueError(f"{path} has no integer vocab_size: it is not the meta.json `minigpt prepare` writes")
+    return meta
 
 
 def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -> np.memmap:
@@ -161,7 +170,8 @@ def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -
         raise ValueError(f"token file {path} has an odd number of bytes; expected uint16 ids")
     tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
     if len(tokens) < min_tokens:
-        raise ValueError(f"token file {path} holds {len(tokens)} tokens; need at least {min_tokens} (block_size + 1)")
+        raise ValueError(f"token file {path} holds {len(tokens)} tokens; need at least {min_tokens} (block_size + 1, one window "
+                         "and its next token): lower --block-size, or use more text (for val.bin, also a larger --val-fraction)")
     for i in range(0, len(tokens), CHECK_TOKENS):
         top = int(tokens[i : i + CHECK_TOKENS].max())
         if top >= vocab_size:

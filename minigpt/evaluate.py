@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     args = parser.parse_args(argv)
+    from minigpt.classifier import is_classifier_checkpoint
     from minigpt.config import read_text
     from minigpt.data import encode_text
     from minigpt.model import GPT
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
         text = read_text(path)
+        if is_classifier_checkpoint(args.model):  # it would fail on its `score` weights
+            raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "
+                             "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                              "pass --tokenizer with the model's own tokenizer")
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         result = perplexity(model, ids, args.max_length, args.stride, progress=True)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     # Bits per byte: nats → bits, spread over the file's bytes. Unlike perplexity it does not

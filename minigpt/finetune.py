@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import resource
 import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,8 +46,9 @@ import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.cli import prog
-from minigpt.config import atomic_write_text, read_text
+from minigpt.config import PRESETS, atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
+from minigpt.generate import peak_memory_bytes
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
@@ -63,6 +63,8 @@ FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task ha
 # the user believes they took effect, so a value other than the default is refused instead.
 STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partial", "lora_rank": "lora",
                     "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
+# What finetune's shape flags answer (train's --n-layer etc.): the shape is the --init checkpoint's.
+SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag"
 # The same for the options of one task.
 TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
 
@@ -70,6 +72,14 @@ TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_lab
 def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
     """LoRA targets as a tuple: "c_attn, c_proj" (as the CLI's flag spells them) is two names, not its characters."""
     return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
+
+
+def hidden_widths(spec: str) -> tuple[int, ...]:
+    """The classify head's hidden widths from the CLI's "512,256" ("": none, one linear layer)."""
+    try:
+        return tuple(int(w) for w in spec.split(",") if w.strip())
+    except ValueError:
+        raise ValueError(f"head_hidden must be comma-separated integer widths such as 256 or 512,256, got {spec!r}") from None
 
 
 def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict) -> None:
@@ -220,11 +230,14 @@ class FinetuneConfig(TrainConfig):
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout) to start from; it fixes the model's shape; required")
     # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
-    # they are neither arguments nor flags, and build_model reads None as "no override".
-    preset: str | None = field(default=None, init=False)
-    n_layer: int | None = field(default=None, init=False)
-    n_head: int | None = field(default=None, init=False)
-    n_embd: int | None = field(default=None, init=False)
+    # they are not arguments, their flags only say why they are refused, and build_model reads
+    # None as "no override".
+    preset: str | None = field(default=None, init=False, metadata={"refused": (
+        f"fine-tuning takes the model's shape from --init, so it has no presets (they make fresh models for `minigpt train`: "
+        f"{', '.join(PRESETS)}); pass the checkpoint to start from as --init")})
+    n_layer: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
     task: str = flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
     strategy: str = flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
@@ -249,6 +262,9 @@ class FinetuneConfig(TrainConfig):
     max_iters: int = flag(300, "optimizer steps in the whole run")
     eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
 
+    PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
+    COMMAND = "finetune"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.task not in TASKS:
@@ -263,6 +279,7 @@ class FinetuneConfig(TrainConfig):
         check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults)
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
+        hidden_widths(self.head_hidden)  # a malformed spec is refused before any work
         if not self.init:
             raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
         if not 0 < self.val_fraction < 1:
@@ -347,22 +364,17 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
     tokenizer.save_pretrained(path)
 
 
-def peak_memory() -> tuple[float, str]:
-    """(MiB, what was measured): CUDA's allocator peak on a GPU, else the process's peak RSS."""
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return torch.cuda.max_memory_allocated() / 2**20, "CUDA peak allocated"
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 1024, "process peak RSS"
-
-
 def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Next-token prediction on a text file, tokenized once into OUT_DIR/data (train.bin/val.bin)."""
     data_dir = Path(cfg.out) / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
     # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
-    # A resumed run reuses its tokens, unless --data now names another file (a flag given with
-    # --resume overrides the saved one, so the new text is tokenized, not silently ignored).
-    prepared = cfg.resume and (data_dir / "meta.json").exists() and read_meta(data_dir).get("sources") == [str(Path(cfg.data))]
+    # A resumed run reuses its tokens, unless --data now names another file or --val-fraction
+    # another split (a flag given with --resume overrides the saved one, so the text is tokenized
+    # again, the flag not silently ignored).
+    made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
+    found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
+    prepared = all(found.get(k) == v for k, v in made_from.items())
     if rt.is_main and not prepared:
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
     if rt.world > 1:
@@ -380,6 +392,9 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Labels from a TSV: a GPTClassifier on top of `gpt`, right-padded batches, accuracy at eval."""
     data = load_classification_data(cfg)
     num_labels = cfg.num_labels or max(data["train"][1]) + 1
+    if cfg.num_labels is None and num_labels < 2:  # else GPTClassifier's "num_labels must be at least 2", for a flag not given
+        raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
+                         "(and --max-examples), or pass --num-labels")
     for split, (_, y) in data.items():
         bad = sorted({label for label in y if not 0 <= label < num_labels})
         if bad:
@@ -390,8 +405,7 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
         print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
-    hidden = tuple(int(w) for w in cfg.head_hidden.split(",") if w.strip())
-    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden, pad_token_id=pad_id)
+    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden), pad_token_id=pad_id)
 
     def get_batch(split: str, rng: torch.Generator):
         picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
@@ -432,17 +446,19 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
     if not cfg.data:
         raise ValueError("--data is required: a text file (lm) or a TSV file or directory (classify)")
+    if cfg.task == "lm" and Path(cfg.data).is_dir():  # e.g. an SST-2 directory with --task left at its default
+        raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
+                         "a directory of train.tsv (+ dev.tsv) is for --task classify")
+    if not Path(cfg.init).is_dir():  # else the first to fail is the tokenizer, read from --init by default
+        raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")
     # Join the process group (train_loop's own call finds it joined) before any data is read: the
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
     check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
-    init_config = Path(cfg.init) / "config.json"
-    if init_config.exists() and "GPT2ForSequenceClassification" in json.loads(init_config.read_text()).get("architectures", []):
-        raise ValueError(f"--init {cfg.init} is a classifier; fine-tuning starts from a language model (GPT2LMHeadModel)")
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update
     # added to a half-precision weight is mostly rounded away. --dtype sets autocast for the math.
-    # From --init, with --dropout applied; refused if the tokenizer is not the model's.
+    # From --init, with --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
     gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id).float()
     cfg.block_size = cfg.block_size or gpt.config.n_positions
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
@@ -462,7 +478,6 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     out = Path(cfg.out)
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    memory, memory_kind = peak_memory()
     # The last value of each figure from the log, not from `metrics`: a --resume that finds the run
     # already at max_iters (killed before this summary was written) runs no step and has none.
     last = {k: v for r in records for k, v in r.items()}
@@ -470,7 +485,9 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
-        "peak_memory_mib": memory, "peak_memory_kind": memory_kind,
+        # Measured as generate --stats measures it: the CUDA allocator's peak, else the process's peak RSS.
+        "peak_memory_mib": peak_memory_bytes(rt.device) / 2**20,
+        "peak_memory_kind": "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS",
         **{k: last[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in last},  # the last evaluation
         **best_evaluations(records),
     }

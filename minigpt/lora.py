@@ -37,6 +37,8 @@ class LoRALinear(nn.Module):
                              f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+        if not math.isfinite(alpha):  # NaN or inf scaling makes every output NaN
+            raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
         self.base = base
         self.base.requires_grad_(False)
         self.rank, self.alpha = rank, alpha

@@ -6,13 +6,14 @@ so a crash at any moment leaves the previous version whole, never half of a new 
 
 OUT_DIR layout:
     config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)
-    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config
+    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +53,10 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "scaler": scaler.state_dict(),
         "step": step,  # also the data position: batches are drawn from (seed, step)
         "best_val_loss": best,
-        "config": asdict(cfg),
+        # torch.load(weights_only=True) reads back plain types only: a Path (the Python API takes
+        # one for out, data or init) is kept as its string, or the run could never be resumed.
+        "config": {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(cfg).items()},
+        "command": cfg.COMMAND,  # train or finetune: the one whose --resume continues this run
         "log_partial": list(log_partial),
     }
     with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
@@ -104,9 +108,15 @@ def read_state(path: Path, **load_kwargs) -> dict:
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float, tuple[float, int]]:
     state = read_state(out / STATE_FILE, map_location=rt.device)
+
+    def setting(name: str, value):
+        # Runs saved before input paths were kept absolute hold them as typed: relative to the
+        # directory they started in, which --resume from there makes absolute. The same setting.
+        return os.path.abspath(value) if name in cfg.PATH_FIELDS and value else value
+
     # (a run directory moved or copied elsewhere is the same run: --out is no setting)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
-               if k not in ("resume", "out") and getattr(cfg, k, v) != v}
+               if k not in ("resume", "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing

@@ -43,11 +43,12 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from minigpt.checkpoint import resolve_device
+from minigpt.classifier import is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
 from minigpt.model import GPT
-from minigpt.run_dir import (STATE_FILE, append_log, check_out_dir, check_resumable, plot_log, read_state, restore,
+from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, check_resumable, plot_log, read_state, restore,
                              save_checkpoint, truncate_log)
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
@@ -115,10 +116,25 @@ class TrainConfig:
     compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
     seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
 
+    # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes
+    # them from it, possibly in another working directory: so an existing path is kept absolute.
+    # A missing one stays as typed, for its error message (and --tokenizer gpt2 names the shipped
+    # one). --out is left alone: it is given again on every --resume, and a run may be moved.
+    PATH_FIELDS: typing.ClassVar[tuple[str, ...]] = ("data", "init")
+    # The command that runs this config, saved with the run: `--resume` with another one is refused.
+    COMMAND: typing.ClassVar[str] = "train"
+
     def __post_init__(self) -> None:
+        for name in self.PATH_FIELDS:
+            path = getattr(self, name)
+            if path and os.path.exists(path):
+                setattr(self, name, os.path.abspath(path))
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "lr", "min_lr"):  # NaN fails no comparison below: it needs its own check
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -141,11 +157,21 @@ class TrainConfig:
 # ---- config ↔ command line ----------------------------------------------------------------------
 
 
+class RefusedFlag(argparse.Action):
+    """A flag that is there only to say, in one line, why this command does not take it (`const`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = " ".join([option_string, *values])  # nargs="*": the flag alone is refused the same way
+        parser.exit(2, f"{parser.prog}: error: {given}: {self.const}\n")
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
     """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
 
     A field declared with init=False cannot be set, so it gets no flag (fine-tuning fixes the
-    model-shape fields that way: the shape comes from --init). A None default means "decided
+    model-shape fields that way: the shape comes from --init); if its metadata says why
+    ("refused"), a hidden flag of that name answers with that reason instead of argparse's bare
+    "unrecognized arguments" after a screen of usage. A None default means "decided
     later" (by the model, the data or another flag), so its help says what happens instead of
     showing "(default: None)". With defaults=False a flag that is not given is left out of the
     parsed namespace, which tells the flags a user typed from the ones left at their default.
@@ -153,6 +179,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         if not f.init:
+            if "refused" in f.metadata:
+                parser.add_argument("--" + f.name.replace("_", "-"), action=RefusedFlag, nargs="*", const=f.metadata["refused"],
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `int | None` → int
@@ -184,7 +213,12 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
         add_config_flags(typed, cls, defaults=False)
         given = vars(typed.parse_args(argv))
         # mmap: the config is read without loading the weights and optimizer state into memory.
-        saved = read_state(state, map_location="cpu", mmap=True)["config"]
+        saved_run = read_state(state, map_location="cpu", mmap=True)
+        command = saved_run.get("command", cls.COMMAND)  # (states saved before it was recorded: not checked)
+        if command != cls.COMMAND:  # its settings would be read as this command's: a confusing error, or a wrong run
+            raise ValueError(f"{args['out']} holds a run of `minigpt {command}`; continue it with "
+                             f"`minigpt {command} --out {args['out']} --resume`")
+        saved = saved_run["config"]
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
     return cls(**args)
 
@@ -535,6 +569,8 @@ def train_loop(
                 last_saved = step
             elif stop:
                 checkpoint(step)
+                if rt.is_main and (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
+                    plot_log(out)
                 last_saved = step
             if stop:
                 if rt.is_main:
@@ -572,6 +608,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
+        if is_classifier_checkpoint(cfg.init):  # GPT.from_pretrained would fail on its `score` weights
+            raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
+                             "language model (GPT2LMHeadModel)")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
         model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right

@@ -6,7 +6,8 @@
 
 Each strategy runs as its own `minigpt finetune` process (so its peak memory is its own), with
 the same steps, batch, context and data; everything after `--` is passed to every run
-(a strategy's own options, such as --lora-rank, only to its run). Each
+(a strategy's own options, such as --lora-rank, only to its run; the flags the script sets itself,
+--lr and --strategy among them, are refused there). Each
 strategy keeps its usual learning rate (--lrs): a new head or a LoRA adapter starts from zero
 or random and wants a larger step than pretrained weights do.
 Writes OUT/compare.md (the table) and OUT/compare.png, and prints the table:
@@ -31,6 +32,10 @@ import time
 from pathlib import Path
 
 DEFAULT_LRS = "frozen=1e-3,lora=1e-3,partial=3e-4,full=1e-4"
+# What this script sets for each run. Given again after `--`, a flag would win (argparse keeps the
+# last value; a prefix such as --strat counts too) while the table still showed the script's
+# value: every row labelled with its own lr, say, but all run at the one passed through.
+OWN_FLAGS = ("--init", "--task", "--data", "--strategy", "--lr", "--min-lr", "--out")
 
 
 def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
@@ -121,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
     parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")
     args = parser.parse_args(own)
+    clash = [a for a in passthrough if a.startswith("--") and any(f.startswith(a.partition("=")[0]) for f in OWN_FLAGS)]
+    if clash:
+        parser.error(f"{' '.join(clash)} after -- would override what this script sets for each run, and the table would "
+                     "not show it: give --init/--task/--data/--out before --, learning rates as --lrs (min lr = lr / 10), "
+                     "strategies as --strategies")
     try:
         lrs = {k.strip(): float(v) for k, v in (pair.split("=") for pair in args.lrs.split(","))}
     except ValueError:  # no "=", or not a number

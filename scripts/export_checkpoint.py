@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from minigpt import GPT
+from minigpt.classifier import is_classifier_checkpoint
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
@@ -24,15 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
     try:
+        if is_classifier_checkpoint(args.src):  # GPT.from_pretrained would fail on its `score` weights
+            raise ValueError(f"{args.src} is a classifier (GPT2ForSequenceClassification); this script exports language models")
         model = GPT.from_pretrained(args.src, dtype=getattr(torch, args.dtype))
-    except (FileNotFoundError, ValueError) as e:  # no such directory, not a checkpoint, ...
+        model.save_pretrained(args.dst)
+        for name in TOKENIZER_FILES:
+            src, dst = Path(args.src) / name, Path(args.dst) / name
+            if src.exists() and not (dst.exists() and src.samefile(dst)):  # dst = src casts in place: nothing to copy
+                shutil.copy(src, dst)
+    except (OSError, ValueError) as e:  # no such directory, not a checkpoint, a dst that is a file or may not be written
         print(f"export_checkpoint.py: error: {e}", file=sys.stderr)
         return 2
-    model.save_pretrained(args.dst)
-    for name in TOKENIZER_FILES:
-        src, dst = Path(args.src) / name, Path(args.dst) / name
-        if src.exists() and not (dst.exists() and src.samefile(dst)):  # dst = src casts in place: nothing to copy
-            shutil.copy(src, dst)
     print(f"exported {model.num_params():,} parameters as {args.dtype} to {args.dst}")
     return 0
 

@@ -59,3 +59,15 @@ def test_each_run_gets_only_its_own_strategys_options():
                                                 "--lora-targets", "attn.c_attn"]
     assert compare.flags_for("partial", flags) == ["--max-iters", "30", "--n-trainable-blocks", "2", "--train-embeddings",
                                                    "--batch-size", "16", "--no-train-embeddings"]
+
+
+def test_a_flag_the_script_sets_per_run_is_refused_after_the_separator(tmp_path, capsys):
+    """--lr after -- ran every strategy at that lr while the table showed each one's --lrs value."""
+    import pytest
+
+    for flag in (["--lr", "1e-5"], ["--strat=full"], ["--min-lr", "0"]):
+        with pytest.raises(SystemExit):
+            compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--", "--max-iters", "3", *flag])
+        assert f"{flag[0]} after -- would override what this script sets for each run" in capsys.readouterr().err
+    assert compare.main(["--init", str(tmp_path / "missing"), "--task", "lm", "--data", "y", "--out", str(tmp_path / "o"),
+                         "--strategies", "lora", "--", "--lr-decay-iters", "5"]) == 1  # not a clash: the run itself starts (and fails)

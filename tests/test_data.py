@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,9 @@ def test_prepare_cli(tmp_path, capsys):
     assert load_tokens(tmp_path / "d" / "train.bin", 50257).max() < 50257
     assert main([str(tmp_path / "nope.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
     assert "nope.txt does not exist" in capsys.readouterr().err
+    (tmp_path / "texts").mkdir()  # a directory exists: "does not exist" would send the user looking for a typo
+    assert main([str(tmp_path / "texts"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 2
+    assert f"input {tmp_path / 'texts'} is a directory; prepare reads text files" in capsys.readouterr().err
     (tmp_path / "file").write_text("")  # --out below a file: no directory can be made there
     assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "file" / "d")]) == 2
     err = capsys.readouterr().err
@@ -147,3 +151,10 @@ def test_load_tokens_errors(tmp_path):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 11}))
     assert read_meta(tmp_path)["vocab_size"] == 11
+    # A damaged or foreign meta.json is named (json's own message names no file; a missing key was a KeyError).
+    (tmp_path / "meta.json").write_text('{"vocab_size": 11')  # cut short
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'meta.json'))} is not a JSON file \(Expecting"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab": 11}))
+    with pytest.raises(ValueError, match="meta.json has no integer vocab_size: it is not the meta.json `minigpt prepare` writes"):
+        read_meta(tmp_path)

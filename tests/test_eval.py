@@ -9,6 +9,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig, evaluate
+from minigpt.classifier import GPTClassifier
 from minigpt.evaluate import main, perplexity, sliding_window_nll
 from minigpt.tokenizer import Tokenizer
 
@@ -117,6 +118,9 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     assert main([str(small), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 2  # not an IndexError
     assert (f"the model {small} has a 300-token vocabulary (<|endoftext|> = 50256), but the tokenizer in {model_dir} has 50257 "
             "(<|endoftext|> = 50256)") in capsys.readouterr().err
+    GPTClassifier(GPT.from_pretrained(model_dir), num_labels=2).save_pretrained(tmp_path / "clf")  # what finetune --task classify writes
+    assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2
+    assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); eval scores a language model" in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 33"):
         perplexity(model, ids, max_length=33)

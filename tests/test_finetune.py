@@ -1,5 +1,6 @@
 """Fine-tuning strategies: exactly the chosen weights train, every strategy learns, bad input fails loudly."""
 import json
+import os
 import re
 from pathlib import Path
 
@@ -262,12 +263,17 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path)
     assert diff < 2e-6  # measured 2.4e-7
 
 
-def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path):
+def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path, monkeypatch):
     from transformers import GPT2ForSequenceClassification
 
+    import minigpt.finetune
+
+    # Peak memory has one home, generate's (what `generate --stats` reports): the summary reads it.
+    monkeypatch.setattr(minigpt.finetune, "peak_memory_bytes", lambda device: 3 * 2**20 if device.type == "cpu" else 0)
     out = tmp_path / "o"
     assert _run(base, out, "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "partial", "--lr", "1e-2") == 0
     summary = json.loads((out / "finetune_summary.json").read_text())
+    assert (summary["peak_memory_mib"], summary["peak_memory_kind"]) == (3, "process peak RSS")
     assert 0 <= summary["val_accuracy"] <= 1
     evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val_accuracy" in r]
     assert [r["step"] for r in evals] == [2, 4]
@@ -307,6 +313,22 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     assert "'lora_rank': (8, 4)" in capsys.readouterr().err
 
 
+def test_resume_from_another_directory_finds_relative_paths(base, tmp_path, monkeypatch, capsys):
+    """--init, --data and --val-data typed relative to where the run started, and the tokenizer
+    read from --init: a bare --resume run from another directory finds them all, and a path
+    given again (relative to the new directory) is the same setting, not a changed one."""
+    from minigpt.finetune import main
+
+    monkeypatch.chdir(base)
+    assert main(["--init", "base", "--task", "classify", "--data", "cls.tsv", "--val-data", "cls.tsv", "--out", str(tmp_path / "o"),
+                 "--max-iters", "2", "--eval-iters", "1", "--batch-size", "2", "--block-size", "16", "--warmup-iters", "1"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["--out", "o", "--resume", "--max-iters", "3", "--init", os.path.relpath(base / "base", tmp_path)]) == 0
+    assert "(saved, now): {'max_iters': (2, 3)}\n" in capsys.readouterr().out  # and not 'init'
+    assert torch.load(tmp_path / "o" / "training_state.pt", weights_only=True)["step"] == 3
+
+
 def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, capsys):
     """The lm task writes its tokens into OUT_DIR/data: that must not happen to another run's files."""
     out = tmp_path / "o"
@@ -316,6 +338,10 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--strategy", "full") == 2
     assert f"{out} already holds a checkpoint or a run (training_state.pt, log.jsonl" in capsys.readouterr().err
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
+    from minigpt.train import main as train_main  # resumed with the wrong command: named, not "no meta.json in corpus.txt"
+
+    assert train_main(["--out", str(out), "--resume"]) == 2
+    assert f"{out} holds a run of `minigpt finetune`; continue it with `minigpt finetune --out {out} --resume`" in capsys.readouterr().err
 
 
 def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):
@@ -327,6 +353,9 @@ def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume") == 0
     assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(tmp_path / "other.txt")]
     assert "Something else" in (out / "data" / "val.txt").read_text()
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--max-iters", "6", "--val-fraction", "0.5") == 0
+    meta = json.loads((out / "data" / "meta.json").read_text())  # split again, not the old split kept
+    assert meta["val_fraction"] == 0.5 and meta["val_tokens"] > 0.4 * (meta["train_tokens"] + meta["val_tokens"])
 
 
 @pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])
@@ -370,6 +399,7 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"labels \[1\] are out of range"),
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
+    (("--task", "classify", "--data", "zeros.tsv"), "every training example is labelled 0: a classifier needs 2 classes or more"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
     (("--task", "classify", "--data", "cls.tsv", "--max-examples", "0"), r"max_examples must be >= 1 \(leave it unset for all examples\), got 0"),
     (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
@@ -377,14 +407,30 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(<\|endoftext\|> = 299\), but the "
                                                              r"data's tokenizer has 50257 \(<\|endoftext\|> = 50256\)"),
     (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
+    (("--task", "classify", "--data", "cls.tsv", "--head-hidden", "256,x"), "head_hidden must be comma-separated integer widths"),
+    (("--data", "corpus.txt", "--lr", "nan"), "lr must be a finite number, got nan"),
+    (("--data", "corpus.txt", "--init", "no-such-dir"), "--init no-such-dir: checkpoint directory does not exist"),  # not "tokenizer directory"
+    (("--data", "."), r"--data \S+ is a directory, and the lm task reads one text file; a directory of train.tsv \(\+ dev.tsv\) is "
+                      "for --task classify"),
 ])
 def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "bad.tsv").write_text("good\t1\nno label here\n")
     (base / "empty.tsv").write_text("sentence\tlabel\n")
+    (base / "zeros.tsv").write_text("bad\t0\n" * 20)
     args = tuple(str(base / a) if a.endswith((".txt", ".tsv")) else a for a in args)
     assert _run(base, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
+
+
+def test_init_from_a_classifier_is_refused_by_name(base, tmp_path, capsys):
+    from minigpt.tokenizer import Tokenizer
+
+    GPTClassifier(GPT.from_pretrained(base / "base"), num_labels=2).save_pretrained(tmp_path / "clf")
+    Tokenizer.from_pretrained(base / "base").save_pretrained(tmp_path / "clf")  # as finetune --task classify writes it
+    assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--init", str(tmp_path / "clf")) == 2
+    assert f"--init {tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); training starts from a language model" \
+        in capsys.readouterr().err
 
 
 def test_best_evaluations_name_the_step_of_each_best():
@@ -411,8 +457,13 @@ def test_the_model_shape_is_not_a_finetune_flag(base, tmp_path, capsys):
     assert "--init" in text and "--lr" in text and "--block-size" in text  # train's other flags are shared
     for shape in ("--preset", "--n-layer", "--n-head", "--n-embd"):
         assert shape not in text
-    with pytest.raises(SystemExit) as exit_:
-        _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--preset", "gpt2-medium")
-    assert exit_.value.code == 2 and "unrecognized arguments: --preset gpt2-medium" in capsys.readouterr().err
+    # Given anyway, each says in one line why it is refused (and --preset which presets exist, and where).
+    for flag, value, reason in (("--preset", "gpt3", "fine-tuning takes the model's shape from --init, so it has no presets "
+                                 "(they make fresh models for `minigpt train`: gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt2-tiny, gpt2-mini)"),
+                                ("--n-layer", "3", "fine-tuning takes the model's shape from the --init checkpoint, which fixes it")):
+        with pytest.raises(SystemExit) as exit_:
+            _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), flag, value)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(f"minigpt finetune: error: {flag} {value}: {reason}") and err.count("\n") == 1, err
     with pytest.raises(TypeError, match="n_layer"):
         FinetuneConfig(init="x", n_layer=4)

@@ -76,6 +76,8 @@ def test_bad_lora_arguments():
         inject_lora(_model(), rank=0)
     with pytest.raises(ValueError, match="exceeds"):
         inject_lora(_model(), rank=CFG.n_embd + 1)
+    with pytest.raises(ValueError, match="LoRA alpha must be a finite number, got nan"):  # else every output is NaN
+        inject_lora(_model(), alpha=float("nan"))
     model = _model()
     with pytest.raises(ValueError, match=r"cannot adapt \['lm_head'\]: its weight is tied"):
         inject_lora(model, ("lm_head", "c_attn"))  # merging into lm_head would change wte too

@@ -125,6 +125,7 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_cfg(data, tmp_path / "resumed"))
     assert final_state(tmp_path / "resumed")["step"] == 5
+    assert (tmp_path / "resumed" / "loss.png").exists()  # drawn at the stop too: the first evaluation (step 6) never came
     # The loop's handlers are gone again: whatever was installed before (SIG_IGN, for one, when
     # the suite runs as a background job) is back.
     assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before
@@ -147,6 +148,24 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
         records = map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
         return [(r["step"], r.get("loss"), r.get("val_loss")) for r in records]
     assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
+
+
+def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path, monkeypatch):
+    _interrupt_at_batch(monkeypatch, 1)  # step 1 of 12; the first record comes at step 3
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out"))
+    assert final_state(tmp_path / "out")["step"] == 1
+    assert not (tmp_path / "out" / "log.jsonl").exists() and not (tmp_path / "out" / "loss.png").exists()
+
+
+def test_a_run_configured_with_path_objects_resumes(tmp_path):
+    """TrainConfig(out=Path(...)) from Python: the saved state held a PosixPath, which
+    torch.load(weights_only=True) refuses, so --resume called the state unreadable."""
+    data = make_data(tmp_path / "data")
+    cfg = {**vars(tiny_cfg(data, tmp_path / "out", max_iters=2)), "out": tmp_path / "out", "data": data}
+    pretrain(TrainConfig(**cfg))
+    pretrain(TrainConfig(**{**cfg, "max_iters": 3, "resume": True}))
+    assert final_state(tmp_path / "out")["step"] == 3
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
@@ -336,6 +355,17 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     assert "--resume: no training_state.pt in" in capsys.readouterr().err
 
 
+def test_resume_with_the_other_command_names_the_right_one(tmp_path, capsys):
+    """A pretraining run resumed with `minigpt finetune` said "--init MODEL_DIR is required"."""
+    out = tmp_path / "out"
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), out, max_iters=2))
+    from minigpt import finetune
+
+    capsys.readouterr()
+    assert finetune.main(["--out", str(out), "--resume"]) == 2
+    assert f"{out} holds a run of `minigpt train`; continue it with `minigpt train --out {out} --resume`" in capsys.readouterr().err
+
+
 def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, capsys):
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     pretrain(tiny_cfg(data, out, max_iters=3))
@@ -515,6 +545,12 @@ def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
         (dict(min_lr=0.01), ValueError, r"min_lr \(0.01\) must be <= lr \(0.003\)"),
         (dict(beta2=1.0), ValueError, r"beta2 must be in \[0, 1\), got 1.0"),
         (dict(seed=-1), ValueError, "seed must be >= 0, got -1"),
+        # Not a NaN loss later, blamed on "try a lower --lr" (or torch's "Invalid learning rate").
+        (dict(lr=math.nan), ValueError, "lr must be a finite number, got nan"),
+        (dict(lr=math.inf), ValueError, "lr must be a finite number, got inf"),
+        (dict(min_lr=math.nan), ValueError, "min_lr must be a finite number, got nan"),
+        (dict(weight_decay=math.nan), ValueError, "weight_decay must be a finite number, got nan"),
+        (dict(grad_clip=math.nan), ValueError, "grad_clip must be a finite number, got nan"),
         (dict(dtype="float16"), ValueError, "float16 needs a GPU"),
         (dict(device="gpu"), ValueError, "'gpu' is not a device"),
     ],
@@ -538,7 +574,7 @@ def test_bad_data_errors(tmp_path):
     with pytest.raises(ValueError, match="train.bin is empty"):
         pretrain(tiny_cfg(data, tmp_path / "out3"))
     (data / "train.bin").write_bytes(np.arange(10, dtype=np.uint16).tobytes())
-    with pytest.raises(ValueError, match="holds 10 tokens; need at least 17"):
+    with pytest.raises(ValueError, match=r"holds 10 tokens; need at least 17 \(block_size \+ 1, one window and its next token\): lower --block-size"):
         pretrain(tiny_cfg(data, tmp_path / "out4"))
 
 
@@ -559,6 +595,11 @@ def test_init_starts_from_a_checkpoint(tmp_path):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "dropout": 1.5}))
     with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
+    from minigpt.classifier import GPTClassifier  # what finetune --task classify writes: named, not "unexpected tensor 'score.weight'"
+
+    GPTClassifier(start, num_labels=2).save_pretrained(tmp_path / "clf")
+    with pytest.raises(ValueError, match=re.escape(f"--init {tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification)")):
+        pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "init": str(tmp_path / "clf")}))
 
 
 @pytest.mark.parametrize("vocab_size, eos, refused", [
@@ -586,6 +627,31 @@ def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, ref
         assert config.vocab_size == vocab_size and config.eos_token_id == config.bos_token_id == VOCAB - 1
 
 
+def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, monkeypatch, capsys):
+    """--data and --init typed relative to where the run started: a bare --resume run elsewhere
+    (say, a job script that cd's somewhere else) still finds them, as the saved config holds them
+    absolute."""
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
+    make_data(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    flags = ["--data", "data", "--init", "start", "--block-size", "16", "--batch-size", "2", "--eval-iters", "1", "--warmup-iters", "1",
+             "--device", "cpu"]
+    assert train.main([*flags, "--out", "run", "--max-iters", "2"]) == 0
+    assert final_state(tmp_path / "run")["config"]["init"] == str(tmp_path / "start")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "3"]) == 0
+    assert final_state(tmp_path / "run")["step"] == 3
+    # A run saved before paths were kept absolute, resumed where it started: its relative --data
+    # is the path that is now absolute, not a changed setting to warn about.
+    state = final_state(tmp_path / "run")
+    state["config"].update(data="../data", init="../start")
+    torch.save(state, tmp_path / "run" / STATE_FILE)
+    capsys.readouterr()
+    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "4"]) == 0
+    assert "(saved, now): {'max_iters': (3, 4)}\n" in capsys.readouterr().out
+
+
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):
     """--preset's default is None, so a preset given with --init is seen (and refused) instead of
     being silently ignored; a fresh model without one is still gpt2-mini."""
@@ -597,6 +663,26 @@ def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp
     fresh = train.build_model(TrainConfig(), VOCAB).config
     mini = train.GPTConfig.gpt2("gpt2-mini")
     assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)
+
+
+def test_export_script_errors_are_one_line(tmp_path, capsys):
+    """scripts/export_checkpoint.py ships a run's best/ (scripts/train_shakespeare.sh): a --dst that
+    is a file, or a classifier as --src, was a traceback."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "scripts" / "export_checkpoint.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "src")
+    (tmp_path / "file").write_text("")
+    assert export.main([str(tmp_path / "src"), str(tmp_path / "file")]) == 2
+    assert f"export_checkpoint.py: error: [Errno 17] File exists: '{tmp_path / 'file'}'" in capsys.readouterr().err
+    from minigpt.classifier import GPTClassifier
+
+    GPTClassifier(GPT.from_pretrained(tmp_path / "src"), num_labels=2).save_pretrained(tmp_path / "clf")
+    assert export.main([str(tmp_path / "clf"), str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); this script exports language models" \
+        in capsys.readouterr().err
 
 
 def test_cli_flags_cover_every_config_field(capsys):

@@ -614,13 +614,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
         model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
-        if cfg.dropout is not None:  # dropout is not a weight: set it on every module that applies it
-            model.config.dropout = cfg.dropout
-            for m in model.modules():
-                if isinstance(m, nn.Dropout):
-                    m.p = cfg.dropout
-            for block in model.transformer.h:
-                block.attn.dropout = cfg.dropout  # attention dropout is an SDPA argument
+        if cfg.dropout is not None:  # dropout is not a weight: the checkpoint's rate is only a default
+            model.set_dropout(cfg.dropout)
         return model.train()
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed

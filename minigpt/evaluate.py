@@ -7,10 +7,10 @@ Why a sliding window: a model sees at most n_positions tokens. Cutting the text 
 blocks would score the first tokens of every block with almost no context, which overstates the
 perplexity. Instead each window starts `stride` tokens after the previous one and scores only
 its last tokens, the ones no earlier window scored; the tokens before them are context only (label
--100). With stride < max_length every token but the first is scored exactly once, with at least
-max_length - stride tokens of context (except near the start); smaller strides give more context
-and cost more forward passes. With stride = max_length the windows are disjoint, and the first
-token of each is not scored at all (nothing before it is in the window).
+IGNORE_INDEX = -100). With stride < max_length every token but the first is scored exactly once,
+with at least max_length - stride tokens of context (except near the start); smaller strides give
+more context and cost more forward passes. With stride = max_length the windows are disjoint, and
+the first token of each is not scored at all (nothing before it is in the window).
 
 This is the computation of Hugging Face's perplexity guide
 (https://huggingface.co/docs/transformers/perplexity), with one difference: the guide weights each
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-IGNORE = -100  # label of a context-only position (cross_entropy's ignore_index, as in HF)
+from minigpt.model import IGNORE_INDEX  # the label of a context-only position: the loss skips it
 
 
 @torch.no_grad()
@@ -53,12 +53,12 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
         new = end - prev_end  # tokens no earlier window scored: this window's last `new`
         window = ids[begin:end].to(device)  # (L,)
         labels = window.clone()
-        labels[: len(window) - new] = IGNORE  # context only
+        labels[: len(window) - new] = IGNORE_INDEX  # context only
         # logits[t] predicts token t + 1, so the targets are the labels shifted left by one.
-        targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE)])  # (L,)
+        targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])  # (L,)
         logits = model(window[None])[0][0]  # (L, V)
-        nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum").item()
-        count += int((targets != IGNORE).sum())
+        nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        count += int((targets != IGNORE_INDEX).sum())
         prev_end = end  # (the last start's window ends at n: `starts` stops there)
     return nll_sum, count
 

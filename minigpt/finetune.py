@@ -318,7 +318,12 @@ def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
 
 
 def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding."""
+    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding.
+
+    Tokenizer.__call__(padding=True) pads texts; this pads ids, since classify examples are
+    tokenized and truncated once, when the data is read, not at every batch. Right padding: real
+    tokens keep positions 0..n-1 and, attention being causal, never see the pads; the classifier's
+    pooling finds them from the mask."""
     T = max(len(r) for r in rows)
     idx = torch.full((len(rows), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)

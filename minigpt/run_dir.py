@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.config import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # type hints only: train.py imports this module
@@ -30,7 +31,7 @@ STATE_FILE = "training_state.pt"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 # What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.
-RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", "model.safetensors", "model.safetensors.index.json")
+RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", WEIGHTS_NAME, INDEX_NAME)
 
 
 # ---- checkpoints --------------------------------------------------------------------------------

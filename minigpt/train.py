@@ -268,7 +268,7 @@ def seed_for(*parts: int) -> int:
 
 
 def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy; y holds the next tokens (B, T), -100 = ignore."""
+    """Mean next-token cross-entropy; y holds the next tokens (B, T), IGNORE_INDEX (-100) = skip."""
     return model(x, y)[1]
 
 
@@ -352,7 +352,7 @@ Batch = tuple[torch.Tensor, ...]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
+def estimate_val_loss(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
     """Mean loss over cfg.eval_iters val batches, the same batches every time (seeded by index),
     so two evaluations differ only because the weights did. Processes split the batches."""
     was_training = model.training
@@ -544,7 +544,7 @@ def train_loop(
 
             stop = stop_signal.agreed(rt)
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
-                val_loss = evaluate(fwd, cfg, get_batch, loss_fn, rt)
+                val_loss = estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)
                 # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
                 record = {"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
                 if bytes_per_token:

@@ -256,10 +256,17 @@ def check_finite(logits: torch.Tensor) -> None:
 @dataclass
 class GenerationStats:
     """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
-    (with compile=True the first call also compiles the step: time a second call)."""
+    (with compile=True the first call also compiles the step: time a second call).
+
+    `prompt_tokens` counts each prompt's real tokens once, however many samples it gets
+    (num_return_sequences copies it, but it is one prompt). `new_tokens` counts every token
+    drawn for a row until that row finished (its EOS or stop string included), summed over the
+    samples; the pads of finished rows are not counted. `tokens_per_s` is those new tokens per
+    second of decoding. Beam search counts one token per prompt per step (beams are candidates).
+    """
 
     prompt_tokens: int = 0
-    new_tokens: int = 0  # tokens per row × batch rows (beam search: × prompts; beams are candidates)
+    new_tokens: int = 0
     ttft_s: float = 0.0
     tpot_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -401,6 +408,7 @@ def stream(
                            min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                            early_stopping=early_stopping, eos=eos, pad=pad, num_return_sequences=num_return_sequences,
                            penalties=penalties, compile=compile, return_stats=return_stats)
+    prompt_tokens = attention_mask.sum()  # the prompts' real tokens, counted before the n copies
     if num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
         n = num_return_sequences
         # (B, T) → (B·n, T): rows b·n ... b·n + n - 1 are prompt b's samples
@@ -432,6 +440,7 @@ def stream(
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
+    live_tokens = torch.zeros(2, dtype=torch.long, device=device)  # tokens drawn for unfinished rows: [first step, later]
     stopper = StopStrings(tokenizer, stop, B) if stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if device.type != "cuda" or streamer is not None or stopper else GPU_SYNC_EVERY
@@ -454,6 +463,7 @@ def stream(
             tokens = draw(_filter(logits, temperature, top_k, top_p, min_p), noise, temperature)
         live = ~finished
         live_steps += live.any()
+        live_tokens[min(step, 1)] += live.sum()
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
@@ -491,10 +501,12 @@ def stream(
     out = torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
     if not return_stats:
         return out
-    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,
+    first, later = live_tokens.tolist()
+    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=first + later, ttft_s=t_first - t_start,
                             tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
                             peak_memory_bytes=peak_memory_bytes(device))
-    stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
+    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT).
+    stats.tokens_per_s = later / (t_end - t_first) if step else 0.0
     return out, stats
 
 

@@ -420,6 +420,22 @@ def test_stats_are_filled(pair):
         assert one.tpot_s == one.tokens_per_s == 0 and "TPOT - (no decode step)" in str(one)
 
 
+@torch.no_grad()
+def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
+    """n samples of a prompt are one prompt; a sample that ended early adds no pads to `new`."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    real = sum(map(len, PROMPTS))  # 13: the pads are not prompt tokens
+    kw = dict(max_new_tokens=8, do_sample=True, seed=0, pad_token_id=PAD, return_stats=True)
+    out, stats = generate(model, ids, mask, num_return_sequences=4, eos_token_id=[], **kw)
+    assert (stats.prompt_tokens, stats.new_tokens) == (real, 3 * 4 * 8)  # 12 samples of 8 tokens
+    new = out[:, ids.size(1):]
+    eos = int(new[5, 2])  # sample 5 draws it third: it (and any row drawing it earlier) ends early
+    out, stats = generate(model, ids, mask, num_return_sequences=4, eos_token_id=eos, **kw)
+    drawn = [row.index(eos) + 1 if eos in row else 8 for row in out[:, ids.size(1):].tolist()]  # EOS included
+    assert drawn[5] == 3 and stats.prompt_tokens == real and stats.new_tokens == sum(drawn) < 3 * 4 * 8
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(max_new_tokens=123), "prompt length 7 \\+ max_new_tokens 123 = 130 .*n_positions=128"),
     (dict(num_beams=0), "num_beams"),

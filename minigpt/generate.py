@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import re
 import resource
 import sys
@@ -520,6 +521,22 @@ def _eos_set(model: torch.nn.Module, eos_token_id: int | list[int] | None) -> se
     return {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
 
 
+def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
+    """One prompt, as text or its token ids (a list, or a 1-D tensor) → ids (1, T).
+
+    The text-in functions continue *one* prompt; several prompts are a padded batch for
+    `generate`, so a list of texts is refused here by name instead of failing inside torch.
+    """
+    if isinstance(prompt, str):
+        return torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    if isinstance(prompt, torch.Tensor) and prompt.dim() == 1:
+        prompt = prompt.tolist()
+    if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, numbers.Integral) for t in prompt):
+        raise TypeError("prompt must be one text (str) or its token ids (a list of ints); for several prompts "
+                        "pass a left-padded batch to generate()")
+    return torch.tensor([list(prompt)], dtype=torch.long)
+
+
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces as tokens arrive (what `minigpt generate --stream`
     prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
@@ -533,7 +550,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
         if kwargs.get(name, 1) > 1:
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
-    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
+    ids = prompt_ids(tokenizer, prompt)
     stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     new: list[int] = []
@@ -574,7 +591,7 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     cuts it: the tokens are taken as they were drawn, because `generate`'s ids can only end at a
     whole token, and the one holding the start of a stop string may begin with text to keep.
     """
-    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
+    ids = prompt_ids(tokenizer, prompt)
     stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     drawn = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)

@@ -333,6 +333,24 @@ def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
 
 
 @torch.no_grad()
+def test_text_functions_take_one_prompt_as_text_ids_or_a_1d_tensor(pair):
+    """A list of texts is refused by name (it failed inside torch.tensor: "too many dimensions
+    'str'"); a 1-D tensor of ids is one prompt, as its list is (it failed converting to an index)."""
+    from minigpt.explain import explain
+
+    model, _ = pair
+    tok, kw = ByteTokenizer(), dict(max_new_tokens=4, eos_token_id=[])
+    text = generate_text(model, tok, "hi", **kw)
+    assert generate_text(model, tok, tok.encode("hi"), **kw) == text
+    assert generate_text(model, tok, torch.tensor(tok.encode("hi")), **kw) == text
+    assert "".join(stream_text(model, tok, torch.tensor(tok.encode("hi")), **kw)) == text[0]
+    for call in (lambda p: generate_text(model, tok, p, **kw), lambda p: list(stream_text(model, tok, p, **kw)),
+                 lambda p: explain(model, tok, p, steps=2, out=io.StringIO())):
+        with pytest.raises(TypeError, match="prompt must be one text .* for several prompts"):
+            call(["hi", "there"])
+
+
+@torch.no_grad()
 def test_stop_as_one_string_is_one_stop_string(pair):
     """stop="xx" means stop=["xx"] (as in transformers), not a stop at every "x"."""
     model, _ = pair

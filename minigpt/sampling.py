@@ -52,6 +52,15 @@ def _check(name: str, value: Param, ok, allowed: str) -> None:
         raise ValueError(f"{name} must be in {allowed}, got {value}")
 
 
+def check_logits(logits: torch.Tensor) -> None:
+    """The checked entry points take one row of logits per sequence, (B, V). Each filter works on
+    dim 1, so (V,) or (B, T, V) logits would fail deep inside (or filter along the wrong axis)."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be (B, V), one row per sequence, got {shape}: for one row use "
+                         "logits[None], for a model's (B, T, V) output its last position logits[:, -1]")
+
+
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
     # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
@@ -135,6 +144,9 @@ def apply_penalties(
     repeats, not the words the user wrote), and calls `penalize` on those two counts. Here one
     `ids` feeds all three.
     """
+    check_logits(logits)
+    if ids.dim() != 2 or ids.size(0) != logits.size(0):
+        raise ValueError(f"ids must be (B, T) with the logits' B={logits.size(0)} rows, got {tuple(ids.shape)}")
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     counts = token_counts(ids, logits.size(-1))
     return penalize(logits, counts, counts, repetition_penalty=repetition_penalty,
@@ -204,6 +216,7 @@ def filter_logits(
     logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0
 ) -> torch.Tensor:
     """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row)."""
+    check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
     return _filter(logits, temperature, top_k, top_p, min_p)
 
@@ -289,6 +302,7 @@ def sample(
     `seed` (an int) or `generator` makes the draw reproducible; with neither, torch's global RNG
     is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
     """
+    check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
     rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     temperature, top_k, top_p, min_p = rows.values()

@@ -1,5 +1,6 @@
 """Sampling: filters and penalties equal transformers' warpers; draws follow the filtered distribution."""
 import importlib.machinery
+import re
 import sys
 import types
 
@@ -128,6 +129,21 @@ def test_out_of_range_parameters_raise(kwargs, name):
         filter_logits(random_logits(0, B=2), **kwargs)
     with pytest.raises(ValueError, match=name):
         sample(random_logits(0, B=2), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 7)])
+def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
+    """(V,) and (B, T, V) logits failed inside top-p's scatter ("index 2 is out of bounds"), or
+    with temperature alone drew from the wrong axis without a word."""
+    x = torch.randn(shape)
+    with pytest.raises(ValueError, match=rf"logits must be \(B, V\).*got {re.escape(str(shape))}"):
+        filter_logits(x, top_p=0.5)
+    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+        sample(x, seed=0)
+    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+        apply_penalties(x, torch.zeros(1, 3, dtype=torch.long), repetition_penalty=1.2)
+    with pytest.raises(ValueError, match=r"ids must be \(B, T\) with the logits' B=2 rows, got \(3,\)"):
+        apply_penalties(torch.randn(2, 7), torch.zeros(3, dtype=torch.long), repetition_penalty=1.2)
 
 
 def test_per_row_tensor_of_the_wrong_length_is_named():

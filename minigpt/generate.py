@@ -562,8 +562,11 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             if not ended:
                 yield tokenizer.decode(new)[sent:]
             return end.value
-        ended = ended or token in eos
         if ended:
+            continue
+        if token in eos:  # the text is over: what was held back (a stop string's possible start) is final
+            yield tokenizer.decode(new)[sent:]
+            ended = True
             continue
         new.append(token)
         text = tokenizer.decode(new)

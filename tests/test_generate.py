@@ -270,6 +270,20 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
 
 
 @torch.no_grad()
+def test_stream_text_gives_what_it_held_back_when_eos_ends_the_text(pair):
+    """Text held back as a stop string's possible start (here a character, and a half-spelled one
+    before it) is final once EOS comes: it was dropped, so --stream lost the text's end."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    free = generate(model, torch.tensor([tok.encode("hi")]), max_new_tokens=15, eos_token_id=[])[0, 2:].tolist()
+    k = next(i for i in range(1, 15) if free[i - 1] < 128 and free[i] not in free[:i])  # EOS after an ASCII byte
+    kw = dict(max_new_tokens=15, eos_token_id=free[k], stop=chr(free[k - 1]) + "\x01")  # never written whole
+    text = tok.decode(free[:k])
+    assert generate_text(model, tok, "hi", **kw) == [text]
+    assert "".join(stream_text(model, tok, "hi", **kw)) == text
+
+
+@torch.no_grad()
 def test_generate_text_cuts_each_sample_at_its_stop_string_as_stream_text_does(pair):
     """n samples: each text is its row's tokens as drawn, up to EOS, cut at the stop string's first
     character (generate's ids end a row at a whole token). One sample: stream_text's text."""

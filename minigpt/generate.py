@@ -622,6 +622,10 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nrt\\])", lambda m: {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
+# --early-stopping's words for transformers' three modes (generate's `early_stopping`).
+EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minigpt.checkpoint import DTYPE_NAMES
     from minigpt.cli import prog
@@ -644,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-return-sequences", "-n", type=int, default=1,
                    help="texts to print: that many samples, or with --num-beams that many of the best beams")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
+    p.add_argument("--early-stopping", default="false", choices=list(EARLY_STOPPING),
+                   help="beam search: true = stop once num_beams beams are finished; false = once no running beam "
+                        "can beat them at today's length; never = not even at the best length (default: false)")
     p.add_argument("--stop", action="append", default=None, type=unescape,
                    help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
@@ -667,7 +674,8 @@ def check_flags(args: argparse.Namespace) -> None:
                                            ("--num-return-sequences", args.num_return_sequences > 1),
                                            ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
                                            ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
-                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0))
+                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0),
+                                           ("--early-stopping", args.early_stopping != "false"))
                    if used]
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
@@ -682,6 +690,8 @@ def check_flags(args: argparse.Namespace) -> None:
                          "(--temperature > 0) or use --num-beams")
     if args.num_beams == 1 and args.length_penalty != 1.0:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
+    if args.num_beams == 1 and args.early_stopping != "false":
+        raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
     if args.num_beams > 1:
         filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p))
                    if on]
@@ -751,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
-                          num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
+                          num_beams=args.num_beams, length_penalty=args.length_penalty,
+                          early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
             if args.num_beams > 1 or args.num_return_sequences > 1:
                 if args.num_beams > 1:

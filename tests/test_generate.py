@@ -1,5 +1,6 @@
 """generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
+import importlib
 import io
 import json
 import shutil
@@ -728,6 +729,24 @@ def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
                            (["-n", "2", "--temperature", "0"], "--temperature 0 is greedy: its 2 texts would be one")):
         assert main(base + flags) == 2  # before the model loads
         assert message in capsys.readouterr().err
+
+
+def test_cli_early_stopping_reaches_beam_search(tiny_checkpoint, capsys, monkeypatch):
+    """generate's three early_stopping modes were out of the CLI's reach (it had --length-penalty
+    but no --early-stopping); like --length-penalty, the flag needs beams."""
+    gen = importlib.import_module("minigpt.generate")  # the module: minigpt.generate is also the function
+
+    seen, real = [], gen.generate_text
+    monkeypatch.setattr(gen, "generate_text", lambda *a, **kw: seen.append(kw["early_stopping"]) or real(*a, **kw))
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "4"]
+    for word in ("true", "false", "never"):
+        assert gen.main(base + ["--num-beams", "2", "--early-stopping", word]) == 0
+    assert seen == [True, False, "never"] and [type(mode) for mode in seen] == [bool, bool, str]
+    capsys.readouterr()
+    assert gen.main(base + ["--early-stopping", "true"]) == 2
+    assert "--early-stopping says when beam search ends: it needs --num-beams > 1" in capsys.readouterr().err
+    assert gen.main(base + ["--explain", "--early-stopping", "never"]) == 2
+    assert "it does not take --early-stopping" in capsys.readouterr().err
 
 
 @torch.no_grad()

@@ -791,6 +791,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
     if args.stats:
         sys.stdout.flush()  # the text first, then the stats line
         print(stats, file=sys.stderr)

@@ -749,6 +749,25 @@ def test_cli_early_stopping_reaches_beam_search(tiny_checkpoint, capsys, monkeyp
     assert "it does not take --early-stopping" in capsys.readouterr().err
 
 
+def test_cli_ctrl_c_keeps_the_streamed_text_and_ends_in_one_line(tiny_checkpoint, capsys, monkeypatch):
+    """Ctrl-C stops a long --stream: what was printed stays, then one line and exit 130, as
+    `minigpt download` does (it was a KeyboardInterrupt traceback)."""
+    gen = importlib.import_module("minigpt.generate")
+
+    def interrupted(*args, **kwargs):
+        yield " first"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "stream_text", interrupted)
+    try:
+        code = gen.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream"])
+    except KeyboardInterrupt:  # caught here, or it would stop the whole test run
+        pytest.fail("Ctrl-C left main as a KeyboardInterrupt traceback")
+    assert code == 130
+    out, err = capsys.readouterr()
+    assert out == "To be first" and err == "\nminigpt generate: interrupted\n"
+
+
 @torch.no_grad()
 def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
     """The tests' config keeps GPT-2's EOS (50256) in a 300-token model, as old checkpoints did, so

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import operator
 import re
 import resource
 import sys
@@ -247,6 +248,15 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     return input_ids, attention_mask
 
 
+def as_count(name: str, value) -> int:
+    """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
+    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
 def check_finite(logits: torch.Tensor) -> None:
     """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
     # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
@@ -369,6 +379,8 @@ def stream(
     compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
     `(ids, GenerationStats)`.
     """
+    max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
+    num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config
     eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)

@@ -497,6 +497,18 @@ def test_bad_arguments_raise(pair, kwargs, match):
         generate(model, ids, **kwargs)
 
 
+@pytest.mark.parametrize("name, value", [("max_new_tokens", 3.0), ("max_new_tokens", None), ("min_new_tokens", 1.5),
+                                         ("num_beams", 2.0), ("num_return_sequences", 2.0)])
+def test_a_count_that_is_not_an_integer_is_named(pair, name, value):
+    """3.0 failed inside torch.full ("argument 'size' failed to unpack"), None in a comparison,
+    and 1.5 passed as a count of tokens; integers of NumPy or 0-d tensors are integers too."""
+    model, _ = pair
+    kwargs = {"max_new_tokens": 3, "do_sample": name == "num_return_sequences", name: value}
+    with pytest.raises(TypeError, match=rf"{name} must be an integer, got {value}"):
+        generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
+    assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=torch.tensor(3)).shape == (1, 10)
+
+
 @torch.no_grad()
 def test_a_0d_tensor_parameter_acts_as_the_number(pair):
     """torch.tensor(0.7) is one value for every row, as 0.7 is (a (B,) tensor gives one per prompt)."""

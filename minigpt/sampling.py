@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 import os
 
 import torch
@@ -40,13 +41,16 @@ def _rows(value: Param, logits: torch.Tensor) -> Param:
     """A per-row (B,) tensor becomes (B, 1) so it broadcasts over the vocabulary; numbers pass."""
     if isinstance(value, torch.Tensor):
         return value.to(device=logits.device, dtype=torch.float32).reshape(-1, 1)
-    return value
+    return float(value)  # a NumPy scalar too: with a tensor, its `<` or `&` would hand the op to NumPy
 
 
 def _check(name: str, value: Param, ok, allowed: str) -> None:
     # A (B,) tensor is checked too; the generate loop calls this once before decoding, so the
     # host sync it costs on a GPU is paid once, not once per token. `ok` says what is allowed, so
     # NaN, which fails every comparison, is rejected; an open end at inf must say `< inf` itself.
+    if not isinstance(value, (numbers.Real, torch.Tensor)):  # a list would fail in `ok` as "'>=' not supported"
+        raise TypeError(f"{name} must be a number, or a (B,) tensor of one value per row (torch.tensor([...])), "
+                        f"got {type(value).__name__}")
     bad = not bool(ok(value).all()) if isinstance(value, torch.Tensor) else not ok(value)
     if bad:
         raise ValueError(f"{name} must be in {allowed}, got {value}")

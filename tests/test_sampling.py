@@ -4,6 +4,7 @@ import re
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -144,6 +145,23 @@ def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
         apply_penalties(x, torch.zeros(1, 3, dtype=torch.long), repetition_penalty=1.2)
     with pytest.raises(ValueError, match=r"ids must be \(B, T\) with the logits' B=2 rows, got \(3,\)"):
         apply_penalties(torch.randn(2, 7), torch.zeros(3, dtype=torch.long), repetition_penalty=1.2)
+
+
+def test_numpy_numbers_are_numbers_and_lists_are_named():
+    """np.float64(0.9) as top_p failed inside top-p ("bitwise_and_cpu not implemented for 'Float'",
+    NumPy took over the `&`); a list failed as "'>=' not supported between 'list' and 'int'"."""
+    x = random_logits(0, B=2)
+    params = dict(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05)
+    as_numpy = {"temperature": np.float64(0.7), "top_k": np.int64(40), "top_p": np.float64(0.9), "min_p": np.float32(0.05)}
+    assert torch.equal(filter_logits(x, **as_numpy), filter_logits(x, **params))
+    assert torch.equal(sample(x, seed=1, **as_numpy), sample(x, seed=1, **params))
+    ids = torch.tensor([[1, 2], [3, 3]])
+    assert torch.equal(apply_penalties(x, ids, repetition_penalty=np.float64(1.3), presence_penalty=np.float32(0.5)),
+                       apply_penalties(x, ids, repetition_penalty=1.3, presence_penalty=float(np.float32(0.5))))
+    with pytest.raises(TypeError, match=r"temperature must be a number, or a \(B,\) tensor .* got list"):
+        sample(x, temperature=[0.5, 1.0])
+    with pytest.raises(TypeError, match=r"repetition_penalty must be a number, .* got ndarray"):
+        apply_penalties(x, ids, repetition_penalty=np.array([1.1, 1.2]))
 
 
 def test_per_row_tensor_of_the_wrong_length_is_named():

@@ -257,11 +257,14 @@ def as_count(name: str, value) -> int:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
+NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
+
+
 def check_finite(logits: torch.Tensor) -> None:
     """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
     # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
     if not torch.isfinite(logits.amax(-1)).all():
-        raise FloatingPointError("the model produced NaN/inf logits (check the weights, dtype and inputs)")
+        raise FloatingPointError(NONFINITE)
 
 
 @dataclass
@@ -454,6 +457,7 @@ def stream(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
     live_tokens = torch.zeros(2, dtype=torch.long, device=device)  # tokens drawn for unfinished rows: [first step, later]
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # the fused kernel met NaN/inf logits
     stopper = StopStrings(tokenizer, stop, B) if stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if device.type != "cuda" or streamer is not None or stopper else GPU_SYNC_EVERY
@@ -471,6 +475,11 @@ def stream(
         elif backend == "triton":
             tokens = fused_sample(logits, **kernel_args)
             kernel_args["offset"] += 1
+            # The kernel answers -1 for a row of NaN/inf logits, which the host of a GPU sees only at
+            # its next check (every GPU_SYNC_EVERY steps): note it on the device and go on with an id
+            # the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
+            nonfinite |= (tokens < 0).any()
+            tokens = tokens.clamp_min(0)
         else:
             noise = exponential_noise(logits.shape, device, generator)
             tokens = draw(_filter(logits, temperature, top_k, top_p, min_p), noise, temperature)
@@ -502,6 +511,8 @@ def stream(
         logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
+    if bool(nonfinite):  # in the last steps, after the loop's last check of the logits
+        raise FloatingPointError(NONFINITE)
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
     if cuts:
         # A row cut at its stop string ends before the step that found it, so the output is as wide

@@ -544,6 +544,36 @@ def test_right_padding_and_nan_logits_raise(pair):
 
 
 @torch.no_grad()
+def test_the_fused_kernels_nan_answer_is_an_error_not_a_token(pair, monkeypatch):
+    """The fused kernel draws -1 for a row of NaN/inf logits, and on a GPU the host checks the
+    logits only every few steps: the -1 was fed to the embedding (a device-side assert; on this
+    CPU stand-in an IndexError). Here a fake kernel answers -1 for row 1 at step 2 of 4."""
+    import importlib.machinery
+    import sys
+    import types
+
+    model, _ = pair
+    calls = []
+
+    def fake_fused_sample(logits, **kwargs):
+        calls.append(1)
+        tokens = logits.argmax(-1)
+        return tokens if len(calls) < 3 else torch.where(torch.arange(len(tokens)) == 1, -1, tokens)
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fake_fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=4, do_sample=True, sampler="triton", eos_token_id=[], pad_token_id=PAD)
+    with pytest.raises(FloatingPointError, match="NaN/inf logits"):
+        generate(model, ids, mask, **kw)
+    calls.clear()
+    assert len(generate(model, ids, mask, **{**kw, "max_new_tokens": 2})[0]) == 7 + 2  # -1 never drawn: no error
+
+
+@torch.no_grad()
 def test_compiled_decode_step_same_tokens_no_recompiles(pair):
     """compile=True: tokens identical to eager, and one graph serves every step and every prompt
     length in the same cache bucket (error_on_recompile turns a recompile into a failure)."""

@@ -380,6 +380,26 @@ def test_stop_as_one_string_is_one_stop_string(pair):
 
 
 @torch.no_grad()
+def test_stop_strings_work_with_a_tokenizer_that_decodes_only_text(pair):
+    """transformers' tokenizers (its generate takes one for stop strings) have no decode_bytes:
+    stop=... with one failed with AttributeError. Text decoding finds the same stop."""
+    class TextOnly:  # encode and decode, as GPT2TokenizerFast has them
+        def encode(self, text: str) -> list[int]:
+            return ByteTokenizer().encode(text)
+
+        def decode(self, ids) -> str:
+            return ByteTokenizer().decode(ids)
+
+    model, _ = pair
+    ids, kw = torch.tensor([ByteTokenizer().encode("hi")]), dict(max_new_tokens=15, eos_token_id=[], pad_token_id=PAD)
+    text = ByteTokenizer().decode(generate(model, ids, **kw)[0, 2:].tolist())
+    stop = next(text[i:i + 2] for i in range(3, 13) if text[i:i + 2].isascii())  # two ASCII characters it writes
+    out = generate(model, ids, stop=stop, tokenizer=TextOnly(), **kw)
+    assert torch.equal(out, generate(model, ids, stop=stop, tokenizer=ByteTokenizer(), **kw))
+    assert ByteTokenizer().decode(out[0, 2:].tolist()) == text[:text.find(stop)]
+
+
+@torch.no_grad()
 def test_streamer_and_stream_yield_each_step(pair):
     model, _ = pair
     ids, mask = left_padded(PROMPTS)

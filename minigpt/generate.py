@@ -248,6 +248,19 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     return input_ids, attention_mask
 
 
+def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tensor | None) -> list[int]:
+    """The ids that end a row, as plain ints: None is the model's; one id, or several (a list or
+    a tensor). Plain ints, so `token in eos` holds for an int token (a 0-d tensor is never equal
+    to it in a set) and NumPy or tensor ids work as transformers' do."""
+    if eos_token_id is None:
+        return [model.config.eos_token_id]
+    if isinstance(eos_token_id, torch.Tensor):
+        eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
+    if isinstance(eos_token_id, numbers.Integral):
+        return [int(eos_token_id)]
+    return [as_count("eos_token_id", t) for t in eos_token_id]
+
+
 def as_count(name: str, value) -> int:
     """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
     fail deep inside torch (`full(): argument 'size'...`), a string in a comparison."""
@@ -385,7 +398,7 @@ def stream(
     max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
     num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config
-    eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    eos = eos_list(model, eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
@@ -537,13 +550,6 @@ def stream(
 # ---- text in, text out -------------------------------------------------------------------------
 
 
-def _eos_set(model: torch.nn.Module, eos_token_id: int | list[int] | None) -> set[int]:
-    """The ids that end a text: `eos_token_id` as `stream` reads it (None: the model's)."""
-    if eos_token_id is None:
-        return {model.config.eos_token_id}
-    return {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
-
-
 def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
     """One prompt, as text or its token ids (a list, or a 1-D tensor) → ids (1, T).
 
@@ -574,7 +580,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
     ids = prompt_ids(tokenizer, prompt)
-    stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
+    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     new: list[int] = []
     sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
@@ -618,7 +624,7 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     whole token, and the one holding the start of a stop string may begin with text to keep.
     """
     ids = prompt_ids(tokenizer, prompt)
-    stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
+    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     drawn = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
     while True:

@@ -307,6 +307,25 @@ def test_generate_text_cuts_each_sample_at_its_stop_string_as_stream_text_does(p
 
 
 @torch.no_grad()
+def test_eos_token_id_may_be_a_tensor_or_a_numpy_integer(pair):
+    """A (n,) tensor of EOS ids ended the rows but not generate_text's texts (its set held 0-d
+    tensors, never equal to an int token); a NumPy or 0-d tensor id failed as "not iterable"."""
+    import numpy as np
+
+    model, _ = pair
+    tok = ByteTokenizer()
+    kw = dict(max_new_tokens=15, do_sample=True, seed=3, pad_token_id=PAD, num_return_sequences=2)
+    rows = generate(model, torch.tensor([tok.encode("hi")]), eos_token_id=[], **kw)[:, 2:]
+    eos = int(rows[0, 4])
+    texts = generate_text(model, tok, "hi", eos_token_id=eos, **kw)
+    assert len(texts[0]) < 15  # row 0 ends at its EOS
+    for same in (torch.tensor([eos]), torch.tensor(eos), np.int64(eos), [np.int64(eos)]):
+        assert generate_text(model, tok, "hi", eos_token_id=same, **kw) == texts
+        assert "".join(stream_text(model, tok, "hi", eos_token_id=same, **{**kw, "num_return_sequences": 1})) == \
+            generate_text(model, tok, "hi", eos_token_id=eos, **{**kw, "num_return_sequences": 1})[0]
+
+
+@torch.no_grad()
 def test_generate_text_returns_the_best_beams_best_first(pair):
     model, _ = pair
     tok = ByteTokenizer()

@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
     p.add_argument("--early-stopping", default="false", choices=list(EARLY_STOPPING),
                    help="beam search: true = stop once num_beams beams are finished; false = once no running beam "
-                        "can beat them at today's length; never = not even at the best length (default: false)")
+                        "can beat them at its current length; never = not even at its best length (default: false)")
     p.add_argument("--stop", action="append", default=None, type=unescape,
                    help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")

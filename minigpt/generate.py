@@ -216,6 +216,10 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
                          f"{tuple(input_ids.shape)}: they must match")
+    if attention_mask.is_floating_point():  # the cast below would turn 0.5 into 0 without a word
+        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+        if odd.numel():
+            raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {odd[0].item():g}")
     attention_mask = attention_mask.to(device=device, dtype=torch.long)
     if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
         input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)

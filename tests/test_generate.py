@@ -571,6 +571,10 @@ def test_right_padding_and_nan_logits_raise(pair):
     assert torch.equal(one, generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2))
     with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 2"):
         generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 1]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 0.5"):
+        generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0.5, 1.0, 1.0]]), max_new_tokens=2)  # not silently 0
+    float_mask = generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0.0, 1.0, 1.0]]), max_new_tokens=2)
+    assert torch.equal(float_mask, generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 1]]), max_new_tokens=2))
     with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.float32"):
         generate(model, torch.tensor([[1.7, 2.0]]), max_new_tokens=2)  # not silently token 1
     with pytest.raises(ValueError, match="left-padded"):

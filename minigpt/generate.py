@@ -305,8 +305,9 @@ class GenerationStats:
     peak_memory_bytes: int = 0
 
     def __str__(self) -> str:
-        # One new token is all prefill: no decode step ran, so there is no TPOT to report.
-        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tokens_per_s
+        # One new token is all prefill: no decode step ran, so there is no TPOT to report. (Steps
+        # that ran for finished rows only, as a GPU's loop may, have a TPOT and 0 new tokens.)
+        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tpot_s
                   else "TPOT - (no decode step)")
         return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
                 f"{decode} | "

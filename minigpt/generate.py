@@ -726,9 +726,12 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
     if args.num_beams == 1 and args.early_stopping != "false":
         raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
+    filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p)) if on]
+    # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
+    if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
+        raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
+                         "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
     if args.num_beams > 1:
-        filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p))
-                   if on]
         if filters:
             raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
                              "would do nothing: drop them or --num-beams")

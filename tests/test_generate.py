@@ -892,6 +892,9 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
                  "--truncate-left", "--temperature", "0"]) == 0  # the last prompt token, then 128 new ones
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--top-k", "5", "--top-p", "0.9"]) == 2
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--min-p", "0.1", "--max-new-tokens", "2"]) == 2
+    assert "--temperature 0 is greedy: it takes the most likely token, which --min-p never removes" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--top-k", "5", "--explain", "--max-new-tokens", "2"]) == 0
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--stats"]) == 2  # not silently without its stats

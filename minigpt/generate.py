@@ -169,7 +169,9 @@ class DecodeState:
                  compile: bool = False) -> None:
         (B, T), device = attention_mask.shape, attention_mask.device
         self.model, self.mask, self.compile = model, attention_mask, compile
-        self.cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, model.config.n_positions))
+        slots = T + max_new_tokens - 1  # the last new token is never fed back
+        # Left pads take slots but no positions: a batch padded past the context needs more slots.
+        self.cache = KVCache.for_model(model, B, cache_length(slots, max(slots, model.config.n_positions)))
         self.step_fn = decode_step_for(model, self.cache, compile)
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.key_valid[:, :T] = attention_mask.bool()
@@ -231,7 +233,8 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
     # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
     # A mask value other than 0/1 would shift the positions, which count the mask's ones.
-    lo, hi, mask_lo, mask_hi = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax()]).tolist()
+    lo, hi, mask_lo, mask_hi, longest = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax(),
+                                                     attention_mask.sum(-1).amax()]).tolist()
     if lo < 0 or hi >= model.config.vocab_size:
         raise ValueError(f"input_ids must be in [0, vocab_size={model.config.vocab_size}), got token id "
                          f"{lo if lo < 0 else hi}")
@@ -242,10 +245,12 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
                          "use the tokenizer with padding_side='left'")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    T, n_positions = input_ids.size(1), model.config.n_positions
-    # The last new token is returned, never fed back: the model sees T + max_new_tokens - 1 positions.
-    if T + max_new_tokens - 1 > n_positions:
-        raise ValueError(f"prompt length {T} + max_new_tokens {max_new_tokens} = {T + max_new_tokens} exceeds "
+    n_positions = model.config.n_positions
+    # The last new token is returned, never fed back: the model sees prompt + max_new_tokens - 1
+    # positions. Positions count a row's own tokens, not its pads (pads take cache slots only), so
+    # a batch padded to a fixed length fits as its longest prompt does.
+    if longest + max_new_tokens - 1 > n_positions:
+        raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} = {longest + max_new_tokens} exceeds "
                          f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
                          f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
                          f"keeps the prompt's last tokens)")

@@ -538,6 +538,25 @@ def test_bad_arguments_raise(pair, kwargs, match):
         generate(model, ids, **kwargs)
 
 
+@torch.no_grad()
+def test_a_batch_padded_to_the_context_fits_as_its_longest_prompt_does(pair):
+    """Pads take cache slots, not positions: a batch padded to a fixed length (padding="max_length")
+    was refused as if its pads were prompt tokens ("prompt length 128 + max_new_tokens 8")."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)  # 7 columns
+    n_positions, extra = model.config.n_positions, model.config.n_positions - ids.size(1)
+    padded = torch.cat([torch.full((3, extra), PAD), ids], 1)  # (3, 128): as long as the context
+    padded_mask = torch.cat([torch.zeros(3, extra, dtype=torch.long), mask], 1)
+    kw = dict(max_new_tokens=8, eos_token_id=[], pad_token_id=PAD)
+    out = generate(model, padded, padded_mask, **kw)
+    assert torch.equal(out[:, n_positions:], generate(model, ids, mask, **kw)[:, ids.size(1):])
+    with pytest.raises(ValueError, match=r"prompt length 7 \+ max_new_tokens 123 = 130 exceeds"):
+        generate(model, padded, padded_mask, max_new_tokens=123)  # the longest prompt's own tokens count
+    beams = dict(kw, num_beams=2, max_new_tokens=4)
+    assert torch.equal(generate(model, padded, padded_mask, **beams)[:, n_positions:],
+                       generate(model, ids, mask, **beams)[:, ids.size(1):])
+
+
 @pytest.mark.parametrize("name, value", [("max_new_tokens", 3.0), ("max_new_tokens", None), ("min_new_tokens", 1.5),
                                          ("num_beams", 2.0), ("num_return_sequences", 2.0)])
 def test_a_count_that_is_not_an_integer_is_named(pair, name, value):

@@ -340,9 +340,10 @@ class Clock:
 
 # ---- the decode loop ---------------------------------------------------------------------------
 
-# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
-# the loop checks only every few steps and trims the extra all-pad columns at the end.
-GPU_SYNC_EVERY = 8
+# Host syncs ("are all rows finished?", "are the logits finite?") cost ~nothing on CPU but stall a
+# GPU's queue, so there the loop looks only every few steps and trims the extra all-pad columns at
+# the end. Steps between looks, by device type (1 where not listed).
+SYNC_EVERY = {"cuda": 8}
 
 
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -480,28 +481,30 @@ def stream(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
     live_tokens = torch.zeros(2, dtype=torch.long, device=device)  # tokens drawn for unfinished rows: [first step, later]
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # the fused kernel met NaN/inf logits
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
     stopper = StopStrings(tokenizer, stop, B) if stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
-    sync_every = 1 if device.type != "cuda" or streamer is not None or stopper else GPU_SYNC_EVERY
+    sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 
     logits = state.prefill(input_ids)  # (B, V)
     for step in range(max_new_tokens):
-        if step % sync_every == 0:
-            check_finite(logits)
         if penalized:
             logits = penalize(logits, seen, generated, **penalties)
         if step < min_new_tokens and eos:
             logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
+        # NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
+        # softmax NaN). Noted on the device every step, raised when the host looks: every step on a
+        # CPU, every few on a GPU, and once more after the loop, for the steps since its last look.
+        nonfinite |= ~torch.isfinite(logits.amax(-1)).all()
+        if step % sync_every == 0 and bool(nonfinite):
+            raise FloatingPointError(NONFINITE)
         if greedy:
             tokens = logits.argmax(dim=-1)  # (B,)
         elif backend == "triton":
             tokens = fused_sample(logits, **kernel_args)
             kernel_args["offset"] += 1
-            # The kernel answers -1 for a row of NaN/inf logits, which the host of a GPU sees only at
-            # its next check (every GPU_SYNC_EVERY steps): note it on the device and go on with an id
-            # the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
-            nonfinite |= (tokens < 0).any()
+            # The kernel answers -1 for a row of NaN/inf logits (noted above): until the host raises,
+            # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
             tokens = tokens.clamp_min(0)
         else:
             noise = exponential_noise(logits.shape, device, generator)
@@ -534,7 +537,7 @@ def stream(
         logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
-    if bool(nonfinite):  # in the last steps, after the loop's last check of the logits
+    if bool(nonfinite):  # in the steps since the host's last look
         raise FloatingPointError(NONFINITE)
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
     if cuts:

@@ -608,33 +608,37 @@ def test_right_padding_and_nan_logits_raise(pair):
 
 
 @torch.no_grad()
-def test_the_fused_kernels_nan_answer_is_an_error_not_a_token(pair, monkeypatch):
-    """The fused kernel draws -1 for a row of NaN/inf logits, and on a GPU the host checks the
-    logits only every few steps: the -1 was fed to the embedding (a device-side assert; on this
-    CPU stand-in an IndexError). Here a fake kernel answers -1 for row 1 at step 2 of 4."""
+@pytest.mark.parametrize("sampling", [dict(), dict(do_sample=True), dict(do_sample=True, sampler="triton")],
+                         ids=["greedy", "torch", "triton"])
+def test_nan_logits_between_the_hosts_looks_are_an_error_not_a_token(pair, monkeypatch, sampling):
+    """On a GPU the host looks at the logits only every few steps (SYNC_EVERY): NaN logits after
+    its last look were drawn from without a word, and the fused kernel's answer to them, token -1,
+    was fed to the embedding (a device-side assert; on this CPU stand-in an IndexError). Here the
+    CPU loop looks as seldom as a GPU's, and the model's logits turn NaN at step 3 of 5."""
     import importlib.machinery
     import sys
     import types
 
-    model, _ = pair
-    calls = []
+    gen = importlib.import_module("minigpt.generate")
+    monkeypatch.setitem(gen.SYNC_EVERY, "cpu", 8)
+    real_step = gen.DecodeState.step
+    monkeypatch.setattr(gen.DecodeState, "step", lambda self, tokens: real_step(self, tokens) * (
+        float("nan") if self.slot == self.mask.size(1) + 3 else 1.0))  # slot T + 2 feeds step 3
 
-    def fake_fused_sample(logits, **kwargs):
-        calls.append(1)
-        tokens = logits.argmax(-1)
-        return tokens if len(calls) < 3 else torch.where(torch.arange(len(tokens)) == 1, -1, tokens)
+    def fake_fused_sample(logits, **kwargs):  # as the kernel: -1 for a row of NaN/inf logits
+        return torch.where(torch.isfinite(logits).all(-1), logits.argmax(-1), -1)
 
     module = types.ModuleType("minigpt.kernels.sampling")
     module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
     module.fused_sample = fake_fused_sample
     monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+    model, _ = pair
     ids, mask = left_padded(PROMPTS)
-    kw = dict(max_new_tokens=4, do_sample=True, sampler="triton", eos_token_id=[], pad_token_id=PAD)
+    kw = dict(max_new_tokens=5, eos_token_id=[], pad_token_id=PAD, **sampling)
     with pytest.raises(FloatingPointError, match="NaN/inf logits"):
         generate(model, ids, mask, **kw)
-    calls.clear()
-    assert len(generate(model, ids, mask, **{**kw, "max_new_tokens": 2})[0]) == 7 + 2  # -1 never drawn: no error
+    assert generate(model, ids, mask, **{**kw, "max_new_tokens": 3}).shape == (3, 7 + 3)  # NaN never reached
 
 
 @torch.no_grad()

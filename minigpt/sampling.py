@@ -305,6 +305,8 @@ def sample(
 
     `seed` (an int) or `generator` makes the draw reproducible; with neither, torch's global RNG
     is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
+    A row of bad logits (NaN, +inf, or all -inf) has no token to give: it gets -1 from either
+    backend, without a host sync (check for it, or run `generate`, which raises).
     """
     check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
@@ -323,6 +325,9 @@ def sample(
         params = triton_params(logits.size(0), logits.device, temperature, top_k, top_p, min_p)
         return fused_sample(logits, seed=kernel_seed, offset=torch.zeros_like(kernel_seed), **params)
     if not isinstance(temperature, torch.Tensor) and temperature == 0:
-        return logits.argmax(dim=-1)  # greedy: no filter can change the top token
-    filtered = _filter(logits, temperature, top_k, top_p, min_p)
-    return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+        tokens = logits.argmax(dim=-1)  # greedy: no filter can change the top token
+    else:
+        filtered = _filter(logits, temperature, top_k, top_p, min_p)
+        tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+    # The kernel's answer for bad rows, rather than whatever index argmax picks among NaNs.
+    return torch.where(torch.isfinite(logits.amax(dim=-1)), tokens, -1)

@@ -147,6 +147,16 @@ def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
         apply_penalties(torch.randn(2, 7), torch.zeros(3, dtype=torch.long), repetition_penalty=1.2)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_row_of_bad_logits_gets_token_minus_one_as_from_the_kernel(temperature):
+    """NaN, +inf or all -inf: the fused kernel answers -1; the torch backend drew token 0 (the
+    first NaN's index, or argmax of nothing) as if it were a token."""
+    x = random_logits(0, B=4)
+    good = sample(x, temperature=temperature, top_k=5, seed=0)
+    x[1, 3], x[2, 7], x[3] = float("nan"), float("inf"), float("-inf")
+    assert sample(x, temperature=temperature, top_k=5, seed=0).tolist() == [good[0].item(), -1, -1, -1]
+
+
 def test_numpy_numbers_are_numbers_and_lists_are_named():
     """np.float64(0.9) as top_p failed inside top-p ("bitwise_and_cpu not implemented for 'Float'",
     NumPy took over the `&`); a list failed as "'>=' not supported between 'list' and 'int'"."""

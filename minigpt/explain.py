@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from minigpt.generate import DecodeState, prepare_inputs, prompt_ids
+from minigpt.generate import DecodeState, check_finite, prepare_inputs, prompt_ids
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
@@ -53,6 +53,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     logits = state.prefill(ids)
     new: list[int] = []
     for step in range(steps):
+        check_finite(logits)  # a broken model's NaN would fill the tables and still "draw" a token
         seen = token_counts(ids, V)
         generated = token_counts(ids[:, T:], V)
         stages = [("raw", logits)]

@@ -605,6 +605,10 @@ def test_right_padding_and_nan_logits_raise(pair):
         broken.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN"):
         generate(broken, torch.tensor([PROMPTS[0]]), max_new_tokens=2)
+    from minigpt.explain import explain
+
+    with pytest.raises(FloatingPointError, match="NaN"):  # not a table of nan and a "drawn" token
+        explain(broken, ByteTokenizer(), PROMPTS[0], steps=2, out=io.StringIO())
 
 
 @torch.no_grad()

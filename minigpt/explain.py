@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from minigpt.generate import DecodeState, prepare_inputs
+from minigpt.generate import DecodeState, check_finite, prepare_inputs, prompt_ids
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
@@ -46,14 +46,14 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     out = out or sys.stdout
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
-    ids, _ = prepare_inputs(model, torch.tensor([ids], dtype=torch.long), None, steps, model.config.bos_token_id)
+    ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, model.config.bos_token_id)
     T, V = ids.size(1), model.config.vocab_size
     state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
     logits = state.prefill(ids)
     new: list[int] = []
     for step in range(steps):
+        check_finite(logits)  # a broken model's NaN would fill the tables and still "draw" a token
         seen = token_counts(ids, V)
         generated = token_counts(ids[:, T:], V)
         stages = [("raw", logits)]

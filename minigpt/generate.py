@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
+import operator
 import re
 import resource
 import sys
@@ -167,7 +169,9 @@ class DecodeState:
                  compile: bool = False) -> None:
         (B, T), device = attention_mask.shape, attention_mask.device
         self.model, self.mask, self.compile = model, attention_mask, compile
-        self.cache = KVCache.for_model(model, B, cache_length(T + max_new_tokens - 1, model.config.n_positions))
+        slots = T + max_new_tokens - 1  # the last new token is never fed back
+        # Left pads take slots but no positions: a batch padded past the context needs more slots.
+        self.cache = KVCache.for_model(model, B, cache_length(slots, max(slots, model.config.n_positions)))
         self.step_fn = decode_step_for(model, self.cache, compile)
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.key_valid[:, :T] = attention_mask.bool()
@@ -214,6 +218,10 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
                          f"{tuple(input_ids.shape)}: they must match")
+    if attention_mask.is_floating_point():  # the cast below would turn 0.5 into 0 without a word
+        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+        if odd.numel():
+            raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {odd[0].item():g}")
     attention_mask = attention_mask.to(device=device, dtype=torch.long)
     if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
         input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
@@ -225,7 +233,8 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
     # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
     # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
     # A mask value other than 0/1 would shift the positions, which count the mask's ones.
-    lo, hi, mask_lo, mask_hi = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax()]).tolist()
+    lo, hi, mask_lo, mask_hi, longest = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax(),
+                                                     attention_mask.sum(-1).amax()]).tolist()
     if lo < 0 or hi >= model.config.vocab_size:
         raise ValueError(f"input_ids must be in [0, vocab_size={model.config.vocab_size}), got token id "
                          f"{lo if lo < 0 else hi}")
@@ -236,30 +245,64 @@ def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: i
                          "use the tokenizer with padding_side='left'")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    T, n_positions = input_ids.size(1), model.config.n_positions
-    # The last new token is returned, never fed back: the model sees T + max_new_tokens - 1 positions.
-    if T + max_new_tokens - 1 > n_positions:
-        raise ValueError(f"prompt length {T} + max_new_tokens {max_new_tokens} = {T + max_new_tokens} exceeds "
+    n_positions = model.config.n_positions
+    # The last new token is returned, never fed back: the model sees prompt + max_new_tokens - 1
+    # positions. Positions count a row's own tokens, not its pads (pads take cache slots only), so
+    # a batch padded to a fixed length fits as its longest prompt does.
+    if longest + max_new_tokens - 1 > n_positions:
+        raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} = {longest + max_new_tokens} exceeds "
                          f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
                          f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
                          f"keeps the prompt's last tokens)")
     return input_ids, attention_mask
 
 
+def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tensor | None) -> list[int]:
+    """The ids that end a row, as plain ints: None is the model's; one id, or several (a list or
+    a tensor). Plain ints, so `token in eos` holds for an int token (a 0-d tensor is never equal
+    to it in a set) and NumPy or tensor ids work as transformers' do."""
+    if eos_token_id is None:
+        return [model.config.eos_token_id]
+    if isinstance(eos_token_id, torch.Tensor):
+        eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
+    if isinstance(eos_token_id, numbers.Integral):
+        return [int(eos_token_id)]
+    return [as_count("eos_token_id", t) for t in eos_token_id]
+
+
+def as_count(name: str, value) -> int:
+    """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
+    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
+
+
 def check_finite(logits: torch.Tensor) -> None:
     """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
     # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
     if not torch.isfinite(logits.amax(-1)).all():
-        raise FloatingPointError("the model produced NaN/inf logits (check the weights, dtype and inputs)")
+        raise FloatingPointError(NONFINITE)
 
 
 @dataclass
 class GenerationStats:
     """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
-    (with compile=True the first call also compiles the step: time a second call)."""
+    (with compile=True the first call also compiles the step: time a second call).
+
+    `prompt_tokens` counts each prompt's real tokens once, however many samples it gets
+    (num_return_sequences copies it, but it is one prompt). `new_tokens` counts every token
+    drawn for a row until that row finished (its EOS or stop string included), summed over the
+    samples; the pads of finished rows are not counted. `tokens_per_s` is those new tokens per
+    second of decoding. Beam search counts one token per prompt per step (beams are candidates).
+    """
 
     prompt_tokens: int = 0
-    new_tokens: int = 0  # tokens per row × batch rows (beam search: × prompts; beams are candidates)
+    new_tokens: int = 0
     ttft_s: float = 0.0
     tpot_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -267,8 +310,9 @@ class GenerationStats:
     peak_memory_bytes: int = 0
 
     def __str__(self) -> str:
-        # One new token is all prefill: no decode step ran, so there is no TPOT to report.
-        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tokens_per_s
+        # One new token is all prefill: no decode step ran, so there is no TPOT to report. (Steps
+        # that ran for finished rows only, as a GPU's loop may, have a TPOT and 0 new tokens.)
+        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tpot_s
                   else "TPOT - (no decode step)")
         return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
                 f"{decode} | "
@@ -296,9 +340,10 @@ class Clock:
 
 # ---- the decode loop ---------------------------------------------------------------------------
 
-# Host syncs ("are all rows finished?") cost ~nothing on CPU but stall a GPU's queue, so there
-# the loop checks only every few steps and trims the extra all-pad columns at the end.
-GPU_SYNC_EVERY = 8
+# Host syncs ("are all rows finished?", "are the logits finite?") cost ~nothing on CPU but stall a
+# GPU's queue, so there the loop looks only every few steps and trims the extra all-pad columns at
+# the end. Steps between looks, by device type (1 where not listed).
+SYNC_EVERY = {"cuda": 8}
 
 
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -361,8 +406,10 @@ def stream(
     compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
     `(ids, GenerationStats)`.
     """
+    max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
+    num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config
-    eos = [cfg.eos_token_id] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    eos = eos_list(model, eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
@@ -401,6 +448,7 @@ def stream(
                            min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                            early_stopping=early_stopping, eos=eos, pad=pad, num_return_sequences=num_return_sequences,
                            penalties=penalties, compile=compile, return_stats=return_stats)
+    prompt_tokens = attention_mask.sum()  # the prompts' real tokens, counted before the n copies
     if num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
         n = num_return_sequences
         # (B, T) → (B·n, T): rows b·n ... b·n + n - 1 are prompt b's samples
@@ -432,28 +480,38 @@ def stream(
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
+    live_tokens = torch.zeros(2, dtype=torch.long, device=device)  # tokens drawn for unfinished rows: [first step, later]
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
     stopper = StopStrings(tokenizer, stop, B) if stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
-    sync_every = 1 if device.type != "cuda" or streamer is not None or stopper else GPU_SYNC_EVERY
+    sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 
     logits = state.prefill(input_ids)  # (B, V)
     for step in range(max_new_tokens):
-        if step % sync_every == 0:
-            check_finite(logits)
         if penalized:
             logits = penalize(logits, seen, generated, **penalties)
         if step < min_new_tokens and eos:
             logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
+        # NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
+        # softmax NaN). Noted on the device every step, raised when the host looks: every step on a
+        # CPU, every few on a GPU, and once more after the loop, for the steps since its last look.
+        nonfinite |= ~torch.isfinite(logits.amax(-1)).all()
+        if step % sync_every == 0 and bool(nonfinite):
+            raise FloatingPointError(NONFINITE)
         if greedy:
             tokens = logits.argmax(dim=-1)  # (B,)
         elif backend == "triton":
             tokens = fused_sample(logits, **kernel_args)
             kernel_args["offset"] += 1
+            # The kernel answers -1 for a row of NaN/inf logits (noted above): until the host raises,
+            # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
+            tokens = tokens.clamp_min(0)
         else:
             noise = exponential_noise(logits.shape, device, generator)
             tokens = draw(_filter(logits, temperature, top_k, top_p, min_p), noise, temperature)
         live = ~finished
         live_steps += live.any()
+        live_tokens[min(step, 1)] += live.sum()
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
@@ -479,6 +537,8 @@ def stream(
         logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
+    if bool(nonfinite):  # in the steps since the host's last look
+        raise FloatingPointError(NONFINITE)
     steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
     if cuts:
         # A row cut at its stop string ends before the step that found it, so the output is as wide
@@ -491,21 +551,32 @@ def stream(
     out = torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
     if not return_stats:
         return out
-    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * steps, ttft_s=t_first - t_start,
+    first, later = live_tokens.tolist()
+    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=first + later, ttft_s=t_first - t_start,
                             tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
                             peak_memory_bytes=peak_memory_bytes(device))
-    stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards followed the first token
+    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT).
+    stats.tokens_per_s = later / (t_end - t_first) if step else 0.0
     return out, stats
 
 
 # ---- text in, text out -------------------------------------------------------------------------
 
 
-def _eos_set(model: torch.nn.Module, eos_token_id: int | list[int] | None) -> set[int]:
-    """The ids that end a text: `eos_token_id` as `stream` reads it (None: the model's)."""
-    if eos_token_id is None:
-        return {model.config.eos_token_id}
-    return {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
+    """One prompt, as text or its token ids (a list, or a 1-D tensor) → ids (1, T).
+
+    The text-in functions continue *one* prompt; several prompts are a padded batch for
+    `generate`, so a list of texts is refused here by name instead of failing inside torch.
+    """
+    if isinstance(prompt, str):
+        return torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    if isinstance(prompt, torch.Tensor) and prompt.dim() == 1:
+        prompt = prompt.tolist()
+    if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, numbers.Integral) for t in prompt):
+        raise TypeError("prompt must be one text (str) or its token ids (a list of ints); for several prompts "
+                        "pass a left-padded batch to generate()")
+    return torch.tensor([list(prompt)], dtype=torch.long)
 
 
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
@@ -521,8 +592,8 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
         if kwargs.get(name, 1) > 1:
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
-    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
-    stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
+    ids = prompt_ids(tokenizer, prompt)
+    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     new: list[int] = []
     sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
@@ -533,8 +604,11 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             if not ended:
                 yield tokenizer.decode(new)[sent:]
             return end.value
-        ended = ended or token in eos
         if ended:
+            continue
+        if token in eos:  # the text is over: what was held back (a stop string's possible start) is final
+            yield tokenizer.decode(new)[sent:]
+            ended = True
             continue
         new.append(token)
         text = tokenizer.decode(new)
@@ -562,8 +636,8 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     cuts it: the tokens are taken as they were drawn, because `generate`'s ids can only end at a
     whole token, and the one holding the start of a stop string may begin with text to keep.
     """
-    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt], dtype=torch.long)
-    stops, eos = stop_list(kwargs.get("stop")), _eos_set(model, kwargs.get("eos_token_id"))
+    ids = prompt_ids(tokenizer, prompt)
+    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     drawn = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
     while True:
@@ -590,6 +664,10 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nrt\\])", lambda m: {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
+# --early-stopping's words for transformers' three modes (generate's `early_stopping`).
+EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minigpt.checkpoint import DTYPE_NAMES
     from minigpt.cli import prog
@@ -612,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-return-sequences", "-n", type=int, default=1,
                    help="texts to print: that many samples, or with --num-beams that many of the best beams")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
+    p.add_argument("--early-stopping", default="false", choices=list(EARLY_STOPPING),
+                   help="beam search: true = stop once num_beams beams are finished; false = once no running beam "
+                        "can beat them at its current length; never = not even at its best length (default: false)")
     p.add_argument("--stop", action="append", default=None, type=unescape,
                    help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
@@ -635,7 +716,8 @@ def check_flags(args: argparse.Namespace) -> None:
                                            ("--num-return-sequences", args.num_return_sequences > 1),
                                            ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
                                            ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
-                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0))
+                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0),
+                                           ("--early-stopping", args.early_stopping != "false"))
                    if used]
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
@@ -650,9 +732,14 @@ def check_flags(args: argparse.Namespace) -> None:
                          "(--temperature > 0) or use --num-beams")
     if args.num_beams == 1 and args.length_penalty != 1.0:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
+    if args.num_beams == 1 and args.early_stopping != "false":
+        raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
+    filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p)) if on]
+    # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
+    if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
+        raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
+                         "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
     if args.num_beams > 1:
-        filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p))
-                   if on]
         if filters:
             raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
                              "would do nothing: drop them or --num-beams")
@@ -719,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                           do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
-                          num_beams=args.num_beams, length_penalty=args.length_penalty, compile=args.compile,
+                          num_beams=args.num_beams, length_penalty=args.length_penalty,
+                          early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
                           sampler=args.sampler, return_stats=True, **sampling)
             if args.num_beams > 1 or args.num_return_sequences > 1:
                 if args.num_beams > 1:
@@ -748,6 +836,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
     if args.stats:
         sys.stdout.flush()  # the text first, then the stats line
         print(stats, file=sys.stderr)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 import os
 
 import torch
@@ -40,16 +41,28 @@ def _rows(value: Param, logits: torch.Tensor) -> Param:
     """A per-row (B,) tensor becomes (B, 1) so it broadcasts over the vocabulary; numbers pass."""
     if isinstance(value, torch.Tensor):
         return value.to(device=logits.device, dtype=torch.float32).reshape(-1, 1)
-    return value
+    return float(value)  # a NumPy scalar too: with a tensor, its `<` or `&` would hand the op to NumPy
 
 
 def _check(name: str, value: Param, ok, allowed: str) -> None:
     # A (B,) tensor is checked too; the generate loop calls this once before decoding, so the
     # host sync it costs on a GPU is paid once, not once per token. `ok` says what is allowed, so
     # NaN, which fails every comparison, is rejected; an open end at inf must say `< inf` itself.
+    if not isinstance(value, (numbers.Real, torch.Tensor)):  # a list would fail in `ok` as "'>=' not supported"
+        raise TypeError(f"{name} must be a number, or a (B,) tensor of one value per row (torch.tensor([...])), "
+                        f"got {type(value).__name__}")
     bad = not bool(ok(value).all()) if isinstance(value, torch.Tensor) else not ok(value)
     if bad:
         raise ValueError(f"{name} must be in {allowed}, got {value}")
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    """The checked entry points take one row of logits per sequence, (B, V). Each filter works on
+    dim 1, so (V,) or (B, T, V) logits would fail deep inside (or filter along the wrong axis)."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be (B, V), one row per sequence, got {shape}: for one row use "
+                         "logits[None], for a model's (B, T, V) output its last position logits[:, -1]")
 
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
@@ -59,7 +72,7 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
     _check("top_k", top_k, lambda k: k >= 0, "[0, inf) (0 means off)")
     _check("top_p", top_p, lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)")
     _check("min_p", min_p, lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)")
-    if isinstance(top_k, float) and not top_k.is_integer() or \
+    if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer() or \
             isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
         raise ValueError(f"top_k must be an integer, got {top_k}")
 
@@ -135,6 +148,9 @@ def apply_penalties(
     repeats, not the words the user wrote), and calls `penalize` on those two counts. Here one
     `ids` feeds all three.
     """
+    check_logits(logits)
+    if ids.dim() != 2 or ids.size(0) != logits.size(0):
+        raise ValueError(f"ids must be (B, T) with the logits' B={logits.size(0)} rows, got {tuple(ids.shape)}")
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     counts = token_counts(ids, logits.size(-1))
     return penalize(logits, counts, counts, repetition_penalty=repetition_penalty,
@@ -204,6 +220,7 @@ def filter_logits(
     logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0
 ) -> torch.Tensor:
     """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row)."""
+    check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
     return _filter(logits, temperature, top_k, top_p, min_p)
 
@@ -288,7 +305,10 @@ def sample(
 
     `seed` (an int) or `generator` makes the draw reproducible; with neither, torch's global RNG
     is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
+    A row of bad logits (NaN, +inf, or all -inf) has no token to give: it gets -1 from either
+    backend, without a host sync (check for it, or run `generate`, which raises).
     """
+    check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
     rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     temperature, top_k, top_p, min_p = rows.values()
@@ -305,6 +325,9 @@ def sample(
         params = triton_params(logits.size(0), logits.device, temperature, top_k, top_p, min_p)
         return fused_sample(logits, seed=kernel_seed, offset=torch.zeros_like(kernel_seed), **params)
     if not isinstance(temperature, torch.Tensor) and temperature == 0:
-        return logits.argmax(dim=-1)  # greedy: no filter can change the top token
-    filtered = _filter(logits, temperature, top_k, top_p, min_p)
-    return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+        tokens = logits.argmax(dim=-1)  # greedy: no filter can change the top token
+    else:
+        filtered = _filter(logits, temperature, top_k, top_p, min_p)
+        tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+    # The kernel's answer for bad rows, rather than whatever index argmax picks among NaNs.
+    return torch.where(torch.isfinite(logits.amax(dim=-1)), tokens, -1)

@@ -48,7 +48,10 @@ class StopStrings:
             raise ValueError("stop strings need the tokenizer: pass tokenizer=... to generate()")
         if not stops or any(not s for s in stops):
             raise ValueError(f"stop must be a non-empty string or a list of them, got {stops!r}")
-        self.tokenizer, self.stops = tokenizer, [s.encode("utf-8") for s in stops]
+        self.stops = [s.encode("utf-8") for s in stops]
+        # minigpt's Tokenizer gives a token's raw bytes. Another library's (transformers', passed as
+        # its generate takes one) gives text only: its bytes, a half-spelled character as U+FFFD.
+        self.decode_bytes = getattr(tokenizer, "decode_bytes", None) or (lambda ids: tokenizer.decode(ids).encode("utf-8"))
         self.window = max(len(s) for s in self.stops)
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]
 
@@ -58,12 +61,12 @@ class StopStrings:
         ids = self.ids[row]
         ids.append(token)
         tail = ids[-self.window:]
-        text = self.tokenizer.decode_bytes(tail)
+        text = self.decode_bytes(tail)
         starts = [text.find(s) for s in self.stops if s in text]
         if not starts:
             return None
         start = min(starts)
         keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
-        while len(self.tokenizer.decode_bytes(tail[:keep + 1])) <= start:
+        while len(self.decode_bytes(tail[:keep + 1])) <= start:
             keep += 1
         return len(ids) - len(tail) + keep

@@ -1,5 +1,6 @@
 """generate(): greedy and beam search token for token equal to transformers; per-row EOS, stop
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
+import importlib
 import io
 import json
 import shutil
@@ -270,6 +271,20 @@ def test_stream_text_matches_generate_and_hides_stop(pair):
 
 
 @torch.no_grad()
+def test_stream_text_gives_what_it_held_back_when_eos_ends_the_text(pair):
+    """Text held back as a stop string's possible start (here a character, and a half-spelled one
+    before it) is final once EOS comes: it was dropped, so --stream lost the text's end."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    free = generate(model, torch.tensor([tok.encode("hi")]), max_new_tokens=15, eos_token_id=[])[0, 2:].tolist()
+    k = next(i for i in range(1, 15) if free[i - 1] < 128 and free[i] not in free[:i])  # EOS after an ASCII byte
+    kw = dict(max_new_tokens=15, eos_token_id=free[k], stop=chr(free[k - 1]) + "\x01")  # never written whole
+    text = tok.decode(free[:k])
+    assert generate_text(model, tok, "hi", **kw) == [text]
+    assert "".join(stream_text(model, tok, "hi", **kw)) == text
+
+
+@torch.no_grad()
 def test_generate_text_cuts_each_sample_at_its_stop_string_as_stream_text_does(pair):
     """n samples: each text is its row's tokens as drawn, up to EOS, cut at the stop string's first
     character (generate's ids end a row at a whole token). One sample: stream_text's text."""
@@ -289,6 +304,25 @@ def test_generate_text_cuts_each_sample_at_its_stop_string_as_stream_text_does(p
     assert ended[1] == tok.decode(rows[1, :rows[1].tolist().index(eos)].tolist())
     one = dict(kw, num_return_sequences=1, stop=stop)
     assert generate_text(model, tok, "hi", **one) == ["".join(stream_text(model, tok, "hi", **one))]
+
+
+@torch.no_grad()
+def test_eos_token_id_may_be_a_tensor_or_a_numpy_integer(pair):
+    """A (n,) tensor of EOS ids ended the rows but not generate_text's texts (its set held 0-d
+    tensors, never equal to an int token); a NumPy or 0-d tensor id failed as "not iterable"."""
+    import numpy as np
+
+    model, _ = pair
+    tok = ByteTokenizer()
+    kw = dict(max_new_tokens=15, do_sample=True, seed=3, pad_token_id=PAD, num_return_sequences=2)
+    rows = generate(model, torch.tensor([tok.encode("hi")]), eos_token_id=[], **kw)[:, 2:]
+    eos = int(rows[0, 4])
+    texts = generate_text(model, tok, "hi", eos_token_id=eos, **kw)
+    assert len(texts[0]) < 15  # row 0 ends at its EOS
+    for same in (torch.tensor([eos]), torch.tensor(eos), np.int64(eos), [np.int64(eos)]):
+        assert generate_text(model, tok, "hi", eos_token_id=same, **kw) == texts
+        assert "".join(stream_text(model, tok, "hi", eos_token_id=same, **{**kw, "num_return_sequences": 1})) == \
+            generate_text(model, tok, "hi", eos_token_id=eos, **{**kw, "num_return_sequences": 1})[0]
 
 
 @torch.no_grad()
@@ -333,6 +367,24 @@ def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
 
 
 @torch.no_grad()
+def test_text_functions_take_one_prompt_as_text_ids_or_a_1d_tensor(pair):
+    """A list of texts is refused by name (it failed inside torch.tensor: "too many dimensions
+    'str'"); a 1-D tensor of ids is one prompt, as its list is (it failed converting to an index)."""
+    from minigpt.explain import explain
+
+    model, _ = pair
+    tok, kw = ByteTokenizer(), dict(max_new_tokens=4, eos_token_id=[])
+    text = generate_text(model, tok, "hi", **kw)
+    assert generate_text(model, tok, tok.encode("hi"), **kw) == text
+    assert generate_text(model, tok, torch.tensor(tok.encode("hi")), **kw) == text
+    assert "".join(stream_text(model, tok, torch.tensor(tok.encode("hi")), **kw)) == text[0]
+    for call in (lambda p: generate_text(model, tok, p, **kw), lambda p: list(stream_text(model, tok, p, **kw)),
+                 lambda p: explain(model, tok, p, steps=2, out=io.StringIO())):
+        with pytest.raises(TypeError, match="prompt must be one text .* for several prompts"):
+            call(["hi", "there"])
+
+
+@torch.no_grad()
 def test_stop_as_one_string_is_one_stop_string(pair):
     """stop="xx" means stop=["xx"] (as in transformers), not a stop at every "x"."""
     model, _ = pair
@@ -344,6 +396,26 @@ def test_stop_as_one_string_is_one_stop_string(pair):
     stop = ch * 16  # longer than the 15 new tokens (1 byte each): never written
     assert torch.equal(generate(model, ids, stop=stop, tokenizer=tok, **kw), free)
     assert "".join(stream_text(model, tok, "hi", stop=stop, **kw)) == text
+
+
+@torch.no_grad()
+def test_stop_strings_work_with_a_tokenizer_that_decodes_only_text(pair):
+    """transformers' tokenizers (its generate takes one for stop strings) have no decode_bytes:
+    stop=... with one failed with AttributeError. Text decoding finds the same stop."""
+    class TextOnly:  # encode and decode, as GPT2TokenizerFast has them
+        def encode(self, text: str) -> list[int]:
+            return ByteTokenizer().encode(text)
+
+        def decode(self, ids) -> str:
+            return ByteTokenizer().decode(ids)
+
+    model, _ = pair
+    ids, kw = torch.tensor([ByteTokenizer().encode("hi")]), dict(max_new_tokens=15, eos_token_id=[], pad_token_id=PAD)
+    text = ByteTokenizer().decode(generate(model, ids, **kw)[0, 2:].tolist())
+    stop = next(text[i:i + 2] for i in range(3, 13) if text[i:i + 2].isascii())  # two ASCII characters it writes
+    out = generate(model, ids, stop=stop, tokenizer=TextOnly(), **kw)
+    assert torch.equal(out, generate(model, ids, stop=stop, tokenizer=ByteTokenizer(), **kw))
+    assert ByteTokenizer().decode(out[0, 2:].tolist()) == text[:text.find(stop)]
 
 
 @torch.no_grad()
@@ -418,6 +490,24 @@ def test_stats_are_filled(pair):
     for beams in (1, 2):  # one new token is all prefill: no decode step
         _, one = generate(model, ids, mask, max_new_tokens=1, num_beams=beams, return_stats=True)
         assert one.tpot_s == one.tokens_per_s == 0 and "TPOT - (no decode step)" in str(one)
+    # Decode steps that drew nothing new (a GPU's loop runs a few past the rows' end) still have a TPOT.
+    assert "TPOT 2.00 ms | 0.0 tok/s" in str(GenerationStats(tpot_s=0.002, tokens_per_s=0.0))
+
+
+@torch.no_grad()
+def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
+    """n samples of a prompt are one prompt; a sample that ended early adds no pads to `new`."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    real = sum(map(len, PROMPTS))  # 13: the pads are not prompt tokens
+    kw = dict(max_new_tokens=8, do_sample=True, seed=0, pad_token_id=PAD, return_stats=True)
+    out, stats = generate(model, ids, mask, num_return_sequences=4, eos_token_id=[], **kw)
+    assert (stats.prompt_tokens, stats.new_tokens) == (real, 3 * 4 * 8)  # 12 samples of 8 tokens
+    new = out[:, ids.size(1):]
+    eos = int(new[5, 2])  # sample 5 draws it third: it (and any row drawing it earlier) ends early
+    out, stats = generate(model, ids, mask, num_return_sequences=4, eos_token_id=eos, **kw)
+    drawn = [row.index(eos) + 1 if eos in row else 8 for row in out[:, ids.size(1):].tolist()]  # EOS included
+    assert drawn[5] == 3 and stats.prompt_tokens == real and stats.new_tokens == sum(drawn) < 3 * 4 * 8
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -449,6 +539,37 @@ def test_bad_arguments_raise(pair, kwargs, match):
 
 
 @torch.no_grad()
+def test_a_batch_padded_to_the_context_fits_as_its_longest_prompt_does(pair):
+    """Pads take cache slots, not positions: a batch padded to a fixed length (padding="max_length")
+    was refused as if its pads were prompt tokens ("prompt length 128 + max_new_tokens 8")."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)  # 7 columns
+    n_positions, extra = model.config.n_positions, model.config.n_positions - ids.size(1)
+    padded = torch.cat([torch.full((3, extra), PAD), ids], 1)  # (3, 128): as long as the context
+    padded_mask = torch.cat([torch.zeros(3, extra, dtype=torch.long), mask], 1)
+    kw = dict(max_new_tokens=8, eos_token_id=[], pad_token_id=PAD)
+    out = generate(model, padded, padded_mask, **kw)
+    assert torch.equal(out[:, n_positions:], generate(model, ids, mask, **kw)[:, ids.size(1):])
+    with pytest.raises(ValueError, match=r"prompt length 7 \+ max_new_tokens 123 = 130 exceeds"):
+        generate(model, padded, padded_mask, max_new_tokens=123)  # the longest prompt's own tokens count
+    beams = dict(kw, num_beams=2, max_new_tokens=4)
+    assert torch.equal(generate(model, padded, padded_mask, **beams)[:, n_positions:],
+                       generate(model, ids, mask, **beams)[:, ids.size(1):])
+
+
+@pytest.mark.parametrize("name, value", [("max_new_tokens", 3.0), ("max_new_tokens", None), ("min_new_tokens", 1.5),
+                                         ("num_beams", 2.0), ("num_return_sequences", 2.0)])
+def test_a_count_that_is_not_an_integer_is_named(pair, name, value):
+    """3.0 failed inside torch.full ("argument 'size' failed to unpack"), None in a comparison,
+    and 1.5 passed as a count of tokens; integers of NumPy or 0-d tensors are integers too."""
+    model, _ = pair
+    kwargs = {"max_new_tokens": 3, "do_sample": name == "num_return_sequences", name: value}
+    with pytest.raises(TypeError, match=rf"{name} must be an integer, got {value}"):
+        generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
+    assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=torch.tensor(3)).shape == (1, 10)
+
+
+@torch.no_grad()
 def test_a_0d_tensor_parameter_acts_as_the_number(pair):
     """torch.tensor(0.7) is one value for every row, as 0.7 is (a (B,) tensor gives one per prompt)."""
     model, _ = pair
@@ -471,6 +592,10 @@ def test_right_padding_and_nan_logits_raise(pair):
     assert torch.equal(one, generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2))
     with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 2"):
         generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 1]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 0.5"):
+        generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0.5, 1.0, 1.0]]), max_new_tokens=2)  # not silently 0
+    float_mask = generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0.0, 1.0, 1.0]]), max_new_tokens=2)
+    assert torch.equal(float_mask, generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 1]]), max_new_tokens=2))
     with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.float32"):
         generate(model, torch.tensor([[1.7, 2.0]]), max_new_tokens=2)  # not silently token 1
     with pytest.raises(ValueError, match="left-padded"):
@@ -480,6 +605,44 @@ def test_right_padding_and_nan_logits_raise(pair):
         broken.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN"):
         generate(broken, torch.tensor([PROMPTS[0]]), max_new_tokens=2)
+    from minigpt.explain import explain
+
+    with pytest.raises(FloatingPointError, match="NaN"):  # not a table of nan and a "drawn" token
+        explain(broken, ByteTokenizer(), PROMPTS[0], steps=2, out=io.StringIO())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("sampling", [dict(), dict(do_sample=True), dict(do_sample=True, sampler="triton")],
+                         ids=["greedy", "torch", "triton"])
+def test_nan_logits_between_the_hosts_looks_are_an_error_not_a_token(pair, monkeypatch, sampling):
+    """On a GPU the host looks at the logits only every few steps (SYNC_EVERY): NaN logits after
+    its last look were drawn from without a word, and the fused kernel's answer to them, token -1,
+    was fed to the embedding (a device-side assert; on this CPU stand-in an IndexError). Here the
+    CPU loop looks as seldom as a GPU's, and the model's logits turn NaN at step 3 of 5."""
+    import importlib.machinery
+    import sys
+    import types
+
+    gen = importlib.import_module("minigpt.generate")
+    monkeypatch.setitem(gen.SYNC_EVERY, "cpu", 8)
+    real_step = gen.DecodeState.step
+    monkeypatch.setattr(gen.DecodeState, "step", lambda self, tokens: real_step(self, tokens) * (
+        float("nan") if self.slot == self.mask.size(1) + 3 else 1.0))  # slot T + 2 feeds step 3
+
+    def fake_fused_sample(logits, **kwargs):  # as the kernel: -1 for a row of NaN/inf logits
+        return torch.where(torch.isfinite(logits).all(-1), logits.argmax(-1), -1)
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fake_fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=5, eos_token_id=[], pad_token_id=PAD, **sampling)
+    with pytest.raises(FloatingPointError, match="NaN/inf logits"):
+        generate(model, ids, mask, **kw)
+    assert generate(model, ids, mask, **{**kw, "max_new_tokens": 3}).shape == (3, 7 + 3)  # NaN never reached
 
 
 @torch.no_grad()
@@ -682,6 +845,43 @@ def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_cli_early_stopping_reaches_beam_search(tiny_checkpoint, capsys, monkeypatch):
+    """generate's three early_stopping modes were out of the CLI's reach (it had --length-penalty
+    but no --early-stopping); like --length-penalty, the flag needs beams."""
+    gen = importlib.import_module("minigpt.generate")  # the module: minigpt.generate is also the function
+
+    seen, real = [], gen.generate_text
+    monkeypatch.setattr(gen, "generate_text", lambda *a, **kw: seen.append(kw["early_stopping"]) or real(*a, **kw))
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "4"]
+    for word in ("true", "false", "never"):
+        assert gen.main(base + ["--num-beams", "2", "--early-stopping", word]) == 0
+    assert seen == [True, False, "never"] and [type(mode) for mode in seen] == [bool, bool, str]
+    capsys.readouterr()
+    assert gen.main(base + ["--early-stopping", "true"]) == 2
+    assert "--early-stopping says when beam search ends: it needs --num-beams > 1" in capsys.readouterr().err
+    assert gen.main(base + ["--explain", "--early-stopping", "never"]) == 2
+    assert "it does not take --early-stopping" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_keeps_the_streamed_text_and_ends_in_one_line(tiny_checkpoint, capsys, monkeypatch):
+    """Ctrl-C stops a long --stream: what was printed stays, then one line and exit 130, as
+    `minigpt download` does (it was a KeyboardInterrupt traceback)."""
+    gen = importlib.import_module("minigpt.generate")
+
+    def interrupted(*args, **kwargs):
+        yield " first"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "stream_text", interrupted)
+    try:
+        code = gen.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream"])
+    except KeyboardInterrupt:  # caught here, or it would stop the whole test run
+        pytest.fail("Ctrl-C left main as a KeyboardInterrupt traceback")
+    assert code == 130
+    out, err = capsys.readouterr()
+    assert out == "To be first" and err == "\nminigpt generate: interrupted\n"
+
+
 @torch.no_grad()
 def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
     """The tests' config keeps GPT-2's EOS (50256) in a 300-token model, as old checkpoints did, so
@@ -719,6 +919,9 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
                  "--truncate-left", "--temperature", "0"]) == 0  # the last prompt token, then 128 new ones
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--top-k", "5", "--top-p", "0.9"]) == 2
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--min-p", "0.1", "--max-new-tokens", "2"]) == 2
+    assert "--temperature 0 is greedy: it takes the most likely token, which --min-p never removes" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--top-k", "5", "--explain", "--max-new-tokens", "2"]) == 0
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--stats"]) == 2  # not silently without its stats

@@ -1,8 +1,10 @@
 """Sampling: filters and penalties equal transformers' warpers; draws follow the filtered distribution."""
 import importlib.machinery
+import re
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -128,6 +130,50 @@ def test_out_of_range_parameters_raise(kwargs, name):
         filter_logits(random_logits(0, B=2), **kwargs)
     with pytest.raises(ValueError, match=name):
         sample(random_logits(0, B=2), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 7)])
+def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
+    """(V,) and (B, T, V) logits failed inside top-p's scatter ("index 2 is out of bounds"), or
+    with temperature alone drew from the wrong axis without a word."""
+    x = torch.randn(shape)
+    with pytest.raises(ValueError, match=rf"logits must be \(B, V\).*got {re.escape(str(shape))}"):
+        filter_logits(x, top_p=0.5)
+    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+        sample(x, seed=0)
+    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+        apply_penalties(x, torch.zeros(1, 3, dtype=torch.long), repetition_penalty=1.2)
+    with pytest.raises(ValueError, match=r"ids must be \(B, T\) with the logits' B=2 rows, got \(3,\)"):
+        apply_penalties(torch.randn(2, 7), torch.zeros(3, dtype=torch.long), repetition_penalty=1.2)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_row_of_bad_logits_gets_token_minus_one_as_from_the_kernel(temperature):
+    """NaN, +inf or all -inf: the fused kernel answers -1; the torch backend drew token 0 (the
+    first NaN's index, or argmax of nothing) as if it were a token."""
+    x = random_logits(0, B=4)
+    good = sample(x, temperature=temperature, top_k=5, seed=0)
+    x[1, 3], x[2, 7], x[3] = float("nan"), float("inf"), float("-inf")
+    assert sample(x, temperature=temperature, top_k=5, seed=0).tolist() == [good[0].item(), -1, -1, -1]
+
+
+def test_numpy_numbers_are_numbers_and_lists_are_named():
+    """np.float64(0.9) as top_p failed inside top-p ("bitwise_and_cpu not implemented for 'Float'",
+    NumPy took over the `&`); a list failed as "'>=' not supported between 'list' and 'int'"."""
+    x = random_logits(0, B=2)
+    params = dict(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05)
+    as_numpy = {"temperature": np.float64(0.7), "top_k": np.int64(40), "top_p": np.float64(0.9), "min_p": np.float32(0.05)}
+    assert torch.equal(filter_logits(x, **as_numpy), filter_logits(x, **params))
+    assert torch.equal(sample(x, seed=1, **as_numpy), sample(x, seed=1, **params))
+    ids = torch.tensor([[1, 2], [3, 3]])
+    assert torch.equal(apply_penalties(x, ids, repetition_penalty=np.float64(1.3), presence_penalty=np.float32(0.5)),
+                       apply_penalties(x, ids, repetition_penalty=1.3, presence_penalty=float(np.float32(0.5))))
+    with pytest.raises(ValueError, match="top_k must be an integer, got 2.5"):
+        sample(x, top_k=np.float32(2.5))  # not silently 2, as a Python 2.5 is not
+    with pytest.raises(TypeError, match=r"temperature must be a number, or a \(B,\) tensor .* got list"):
+        sample(x, temperature=[0.5, 1.0])
+    with pytest.raises(TypeError, match=r"repetition_penalty must be a number, .* got ndarray"):
+        apply_penalties(x, ids, repetition_penalty=np.array([1.1, 1.2]))
 
 
 def test_per_row_tensor_of_the_wrong_length_is_named():

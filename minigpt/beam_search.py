@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.generate import Clock, DecodeState, GenerationStats, check_finite, peak_memory_bytes
-from minigpt.sampling import penalize, token_counts
+from minigpt.sampling import penalize, penalties_on, token_counts
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 
@@ -36,7 +36,7 @@ def beam_search(
     longer ones); the best K others keep running. The KV cache follows: row b of the next step
     continues from its parent beam, so the cache is reordered by parent (`KVCache.reorder`).
     It stops when no running beam can beat the finished ones: with early_stopping=True as soon
-    as K hypotheses are finished, with False when the best running score at today's length can't
+    as K hypotheses are finished, with False when the best running score at the current length can't
     beat the worst finished one, with "never" when even the best length can't.
     `penalties` are numbers or (B·K,) tensors, one value per beam (`per_row` with copies=K).
     """
@@ -49,8 +49,7 @@ def beam_search(
     mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
     state = DecodeState(model, mask, max_new_tokens, compile)  # B·K rows: its cache holds every beam
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in
-                    zip(penalties.values(), (1.0, 0.0, 0.0)))
+    penalized = penalties_on(penalties)
 
     n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
     in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish

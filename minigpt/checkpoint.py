@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPTConfig, atomic_path
+from minigpt.config import GPT2_SIZES, GPTConfig, atomic_path
 from minigpt.model import GPT
 
 WEIGHTS_NAME = "model.safetensors"
@@ -99,7 +99,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
 
 def download_hint(path: Path) -> str:
     """How to fetch OpenAI's weights into `path`, when its name is one of the four GPT-2 sizes."""
-    if path.name not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    if path.name not in GPT2_SIZES:
         return ""
     # `minigpt download NAME` alone writes ./checkpoints/NAME, which need not be `path`.
     return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"

@@ -37,7 +37,9 @@ from urllib.parse import urljoin
 
 from tqdm import tqdm
 
-MODELS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+from minigpt.config import GPT2_SIZES
+
+MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # small ones first: fail fast
 DEFAULT_BASE_URL = "https://huggingface.co"
 BASE_URL_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads too, e.g. for a mirror

@@ -42,14 +42,16 @@ import torch
 from minigpt.config import read_text
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
-    _filter,
     check_backend,
     check_penalties,
     check_sampling_params,
     draw,
     exponential_noise,
-    per_row,
+    filter_unchecked,
+    kernel_seed,
     penalize,
+    penalties_on,
+    per_row,
     resolve_backend,
     token_counts,
     triton_params,
@@ -198,7 +200,8 @@ class DecodeState:
 # ---- argument checks ---------------------------------------------------------------------------
 
 
-def prepare_inputs(model, input_ids, attention_mask, max_new_tokens: int, bos: int):
+def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   max_new_tokens: int, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
@@ -462,7 +465,7 @@ def stream(
     state = DecodeState(model, attention_mask, max_new_tokens, compile)
     # The loop's own state, on the device too and updated in place: no allocation per step.
     out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)  # column s: step s's tokens
-    penalized = any(isinstance(p, torch.Tensor) or p != off for p, off in zip(penalties.values(), (1.0, 0.0, 0.0)))
+    penalized = penalties_on(penalties)
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
@@ -474,7 +477,7 @@ def stream(
 
         kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
         # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
-        kernel_args["seed"] = torch.randint(0, 2**62, (1,), generator=generator, device=device)
+        kernel_args["seed"] = kernel_seed(generator, device)
         kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
@@ -508,7 +511,7 @@ def stream(
             tokens = tokens.clamp_min(0)
         else:
             noise = exponential_noise(logits.shape, device, generator)
-            tokens = draw(_filter(logits, temperature, top_k, top_p, min_p), noise, temperature)
+            tokens = draw(filter_unchecked(logits, temperature, top_k, top_p, min_p), noise, temperature)
         live = ~finished
         live_steps += live.any()
         live_tokens[min(step, 1)] += live.sum()

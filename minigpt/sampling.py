@@ -102,6 +102,15 @@ def per_row(batch_size: int, copies: int = 1, **params: Param) -> dict[str, Para
 
 # ---- penalties --------------------------------------------------------------------------------
 
+# Each penalty's "off" value: dividing by 1 and subtracting 0 change nothing.
+PENALTIES_OFF = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def penalties_on(penalties: dict[str, Param]) -> bool:
+    """Whether any penalty changes the logits, so a decode loop without any keeps no counts.
+    A tensor counts as on without looking at its values (that would be a host sync)."""
+    return any(isinstance(v, torch.Tensor) or v != PENALTIES_OFF[k] for k, v in penalties.items())
+
 
 def token_counts(ids: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """How often each token occurs in each row: ids (B, T) → counts (B, V) int32 (mask 0 = skip)."""
@@ -222,11 +231,12 @@ def filter_logits(
     """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row)."""
     check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
-    return _filter(logits, temperature, top_k, top_p, min_p)
+    return filter_unchecked(logits, temperature, top_k, top_p, min_p)
 
 
-def _filter(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> torch.Tensor:
-    # Unchecked form, for loops that validated their parameters once up front.
+def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> torch.Tensor:
+    """`filter_logits` without its checks, for decode loops that validated their parameters once,
+    before the first step: a check of a (B,) tensor parameter is a host sync, too dear per token."""
     x = apply_temperature(logits.float(), temperature)
     return apply_min_p(apply_top_p(apply_top_k(x, top_k), top_p), min_p)
 
@@ -261,6 +271,12 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
 def check_backend(backend: str, name: str = "backend") -> None:
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"{name} must be 'auto', 'torch' or 'triton', got {backend!r}")
+
+
+def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    """The fused kernel keys its Philox stream with an int64 tensor (a tensor, so a CUDA graph can
+    hold it); drawn from `generator`, so a seed still fixes every token. (1,) int64 on `device`."""
+    return torch.randint(0, 2**62, (1,), generator=generator, device=device)
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -321,13 +337,13 @@ def sample(
 
         # The kernel has its own counter-based random stream: (seed, offset) instead of a generator.
         # Its int64 seed is drawn from `generator`, so `seed` still fixes the draw.
-        kernel_seed = torch.randint(0, 2**62, (1,), generator=generator, device=logits.device)
         params = triton_params(logits.size(0), logits.device, temperature, top_k, top_p, min_p)
-        return fused_sample(logits, seed=kernel_seed, offset=torch.zeros_like(kernel_seed), **params)
+        seed_tensor = kernel_seed(generator, logits.device)
+        return fused_sample(logits, seed=seed_tensor, offset=torch.zeros_like(seed_tensor), **params)
     if not isinstance(temperature, torch.Tensor) and temperature == 0:
         tokens = logits.argmax(dim=-1)  # greedy: no filter can change the top token
     else:
-        filtered = _filter(logits, temperature, top_k, top_p, min_p)
+        filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
         tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
     # The kernel's answer for bad rows, rather than whatever index argmax picks among NaNs.
     return torch.where(torch.isfinite(logits.amax(dim=-1)), tokens, -1)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPT2_SIZES, GPTConfig, atomic_path
+from minigpt.config import GPT2_SIZES, GPTConfig, atomic_path, read_json
 from minigpt.model import GPT
 
 WEIGHTS_NAME = "model.safetensors"
@@ -105,6 +105,15 @@ def download_hint(path: Path) -> str:
     return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
 
 
+def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint in `path` is a classifier (its config.json's architectures say
+    GPT2ForSequenceClassification): what wants a language model refuses it by name, instead of
+    failing on its `score` weights."""
+    config = Path(path) / "config.json"
+    d = read_json(config) if config.is_file() else {}
+    return isinstance(d, dict) and "GPT2ForSequenceClassification" in (d.get("architectures") or [])
+
+
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
     """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file."""
     path = Path(path)
@@ -112,6 +121,9 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
+    if is_classifier_checkpoint(path):
+        raise ValueError(f"{path} is a classifier (GPT2ForSequenceClassification), not a language model (GPT2LMHeadModel); "
+                         "load it with minigpt.classifier.GPTClassifier.from_pretrained")
     dtype, device = _resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real

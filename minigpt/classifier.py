@@ -21,7 +21,6 @@ reloads them exactly, but transformers would pool the last token / build a fresh
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -30,19 +29,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from minigpt.checkpoint import CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, weight_files, write_safetensors
-from minigpt.config import GPTConfig
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, weight_files,
+                                write_safetensors)
+from minigpt.config import GPTConfig, read_json
 from minigpt.model import GPT
 
 POOLINGS = ("last", "mean")
-
-
-def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether the checkpoint in `path` is a classifier (its config.json's architectures say
-    GPT2ForSequenceClassification): the commands that want a language model refuse it by name,
-    instead of failing on its `score` weights."""
-    config = Path(path) / "config.json"
-    return config.is_file() and "GPT2ForSequenceClassification" in json.loads(config.read_text()).get("architectures", [])
 
 
 class GPTClassifier(nn.Module):
@@ -144,7 +136,7 @@ class GPTClassifier(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":
         """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification."""
         path = Path(path)
-        d = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+        d = read_json(path / "config.json") if (path / "config.json").exists() else {}
         if "GPT2ForSequenceClassification" not in d.get("architectures", []):
             raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint "
                              f"(architectures={d.get('architectures')}); load an LM with GPT.from_pretrained")

@@ -171,11 +171,7 @@ class GPTConfig:
             path = path / "config.json"
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_hf_dict(d)
+        return cls.from_hf_dict(read_json(path))
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:
         """Write `config.json` atomically (temp name, then rename)."""
@@ -216,6 +212,15 @@ def read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
                          "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """A JSON file's contents; a file that is not JSON (or not UTF-8) is a ValueError that names it
+    (json's own error gives only a line and column)."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

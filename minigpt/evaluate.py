@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     args = parser.parse_args(argv)
-    from minigpt.classifier import is_classifier_checkpoint
+    from minigpt.checkpoint import is_classifier_checkpoint
     from minigpt.config import read_text
     from minigpt.data import encode_text
     from minigpt.model import GPT

@@ -772,8 +772,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_flags(args)  # before loading: a flag that would be ignored is refused in no time
-        tokenizer = Tokenizer.from_pretrained(model_dir)
+        # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
+        tokenizer = Tokenizer.from_pretrained(model_dir)
         cfg = model.config
         if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
             raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "

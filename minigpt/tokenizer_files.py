@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from minigpt.config import GPT2_SIZES, atomic_write_text
+from minigpt.config import GPT2_SIZES, atomic_write_text, read_json, read_text
 from minigpt.tokenizer import CHAR_TO_BYTE, GPT2_DIR, Tokenizer, str_to_token, token_to_str
 
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
@@ -34,12 +34,14 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         raise FileNotFoundError(f"tokenizer directory {path} does not exist{shared}" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
     config = path / "tokenizer_config.json"
-    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("add_prefix_space"):
+    if config.is_file() and isinstance(settings := read_json(config), dict) and settings.get("add_prefix_space"):
         raise ValueError(f"{config} sets add_prefix_space: transformers puts a space before the text ('Hello' → "
                          "' Hello'), which minigpt does not do, so the ids would differ; set it to false")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        str_vocab: dict[str, int] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
-        lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()
+        str_vocab = read_json(path / "vocab.json")
+        if not isinstance(str_vocab, dict):
+            raise ValueError(f"{path / 'vocab.json'} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
+        lines = read_text(path / "merges.txt").splitlines()
         str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
     elif (path / "tokenizer.json").is_file():
         str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
@@ -59,7 +61,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
 
 def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
     """vocab (added tokens included) and merges from a `tokenizers` file, if it is GPT-2-style BPE."""
-    data = json.loads(file.read_text(encoding="utf-8"))
+    data = read_json(file)
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
         raise ValueError(

@@ -43,7 +43,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from minigpt.checkpoint import resolve_device
-from minigpt.classifier import is_classifier_checkpoint
+from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from minigpt import GPT
-from minigpt.classifier import is_classifier_checkpoint
+from minigpt.checkpoint import is_classifier_checkpoint
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 

@@ -245,8 +245,22 @@ def test_config_that_is_not_gpt2(tmp_path, hf_dir, change, match):
 
 def test_config_json_that_is_not_json(tmp_path):
     (tmp_path / "config.json").write_text("{oops")
-    with pytest.raises(ValueError, match="is not valid JSON"):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} is not valid JSON")):
         GPTConfig.from_json(tmp_path)
+
+
+def test_a_classifier_is_refused_by_name_not_by_its_score_tensor(tmp_path):
+    """A finetune --task classify checkpoint (GPT2ForSequenceClassification) given where a language
+    model is wanted: GPT.from_pretrained, and so `minigpt generate --model`, say what it is."""
+    from minigpt.classifier import GPTClassifier
+
+    GPTClassifier(GPT(GPTConfig(**SMALL)), num_labels=2).save_pretrained(tmp_path / "clf")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification)")):
+        GPT.from_pretrained(tmp_path / "clf")
+    run = subprocess.run([sys.executable, "-m", "minigpt", "generate", "--model", str(tmp_path / "clf"), "--prompt", "a"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "is a classifier (GPT2ForSequenceClassification), not a language model" in run.stderr
 
 
 def test_path_that_does_not_exist(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import string
 import time
 from pathlib import Path
@@ -266,6 +267,15 @@ def test_reads_tokenizer_json_as_transformers_5_saves_it(tok, tmp_path):
         (tmp_path / name).unlink(missing_ok=True)
     loaded = Tokenizer.from_pretrained(tmp_path)
     assert loaded.vocab == tok.vocab and loaded.merges == tok.merges and loaded.special_tokens == {EOT: 50256}
+
+
+def test_a_damaged_tokenizer_file_is_named(tmp_path):
+    """json's own message ("Expecting property name ... line 1 column 2") names no file."""
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    for text, problem in (("{oops", "is not valid JSON"), ("[1, 2]", "must map each token to its id")):
+        (tmp_path / "vocab.json").write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'vocab.json'} {problem}")):
+            Tokenizer.from_pretrained(tmp_path)
 
 
 def test_a_tokenizer_config_with_add_prefix_space_is_refused_not_read_with_other_ids(tmp_path):

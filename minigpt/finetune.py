@@ -469,13 +469,16 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
         raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
 
+    strategy = dict(n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings, lora_rank=cfg.lora_rank,
+                    lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
+    if cfg.task == "lm":  # the lm task's model is `gpt` itself: try the strategy on a weightless copy
+        with torch.device("meta"):  # first, so a bad LoRA rank or target fails before the text is tokenized
+            apply_strategy(GPT(gpt.config), cfg.strategy, **strategy)
     # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
     # generator starts from a different random seed in every process.
     torch.manual_seed(cfg.seed)
     model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
-    summary = apply_strategy(model, cfg.strategy, n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings,
-                             lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets,
-                             verbose=rt.is_main)
+    summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
     metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **extra)
     if not rt.is_main:
         return None  # log.jsonl is rank 0's, and it may still be writing it

@@ -177,6 +177,13 @@ def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys):
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "full", "--lora-rank", "4") == 2
     assert "lora_rank=4 applies to strategy 'lora' only; strategy 'full' would ignore it" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # A setting only the model can judge (a rank above a layer's width, a target no layer has) is
+    # refused before the lm task tokenizes its text into OUT_DIR/data: minutes on a large corpus.
+    for flag, value, problem in (("--lora-rank", "4096", "LoRA rank 4096 exceeds the layer's smaller side"),
+                                 ("--lora-targets", "q_proj", "LoRA targets ['q_proj'] match no nn.Linear")):
+        assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), flag, value) == 2
+        assert problem in capsys.readouterr().err
+        assert not (tmp_path / "o" / "data").exists()
     # --n-trainable-blocks without --strategy: the default strategy is lora, which has no blocks to pick.
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--n-trainable-blocks", "2") == 2
     assert "strategy 'lora' would ignore it" in capsys.readouterr().err

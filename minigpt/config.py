@@ -8,6 +8,7 @@ all or nothing), `atomic_write_text` and `read_text` (UTF-8, with an error that 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +36,6 @@ GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257
@@ -55,23 +52,26 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         # Sizes are counts: a float (2.5) or a bool would otherwise fail later, deep inside torch.
+        # A NumPy number (from a sweep) is kept as the plain int or float it stands for, so that
+        # config.json can be written (json cannot serialise np.int64).
         sizes = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] + ["n_inner"] * (self.n_inner is not None)
         for name in sizes:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
                 raise ValueError(f"{name} must be an int, got {value!r}")
             if value <= 0:
                 none_means = ", or None for 4 * n_embd;" if name == "n_inner" else ","
                 raise ValueError(f"{name} must be positive{none_means} got {value}")
+            setattr(self, name, int(value))
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not _is_number(self.layer_norm_epsilon) or self.layer_norm_epsilon <= 0:
-            raise ValueError(f"layer_norm_epsilon must be positive (LayerNorm divides by sqrt(var + eps)), "
-                             f"got {self.layer_norm_epsilon!r}")
-        if not _is_number(self.initializer_range) or self.initializer_range < 0:
-            raise ValueError(f"initializer_range (the init's std) must be >= 0, got {self.initializer_range!r}")
+        for name, ok, allowed in (("dropout", lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
+                                  ("layer_norm_epsilon", lambda x: x > 0, "must be positive (LayerNorm divides by sqrt(var + eps))"),
+                                  ("initializer_range", lambda x: x >= 0, "(the init's std) must be >= 0")):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(value):
+                raise ValueError(f"{name} {allowed}, got {value!r}")
+            setattr(self, name, float(value))
 
     @property
     def head_dim(self) -> int:

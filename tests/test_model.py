@@ -7,6 +7,7 @@ relative to the largest logit.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -228,6 +229,16 @@ def test_sequence_longer_than_context_is_refused():
 def test_config_values_of_the_wrong_type_or_range_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**kwargs)
+
+
+def test_numpy_numbers_from_a_sweep_are_plain_numbers_in_the_config(tmp_path):
+    """np.int64 / np.float32 (np.arange, a grid) are the numbers they stand for; stored as int and
+    float, so the model builds and config.json can be written (json cannot serialise np.int64)."""
+    config = GPTConfig(vocab_size=np.int64(100), n_positions=np.int64(32), n_embd=np.int32(32), n_layer=np.int64(2),
+                       n_head=np.int64(2), dropout=np.float32(0.25), layer_norm_epsilon=np.float64(1e-5))
+    assert type(config.n_embd) is int and type(config.dropout) is float and config.dropout == 0.25
+    GPT(config).save_pretrained(tmp_path)
+    assert GPTConfig.from_json(tmp_path) == config
 
 
 def test_wrong_input_shapes_name_the_expected_shape():

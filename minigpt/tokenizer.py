@@ -227,6 +227,7 @@ class Tokenizer:
             self._merged_id.append(self.vocab[a + b])
         self._cache = _ChunkCache(self._bpe)
         self._special_res: dict[frozenset[str], regex.Pattern] = {}  # see _special_regex
+        self._all_specials = frozenset(self.special_tokens)  # what encode refuses by default
         self.pad_token_id: int | None = self.eos_token_id  # GPT-2 has no pad token; padding is masked anyway
 
     @property
@@ -320,10 +321,13 @@ class Tokenizer:
         neither is encoded as plain text: `disallowed_special=()` turns the check off."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        allowed = self._special_set("allowed_special", allowed_special)
-        disallowed = (self.special_tokens.keys() - allowed if disallowed_special == "all"
-                      else self._special_set("disallowed_special", disallowed_special))
-        if disallowed and (m := self._special_regex(frozenset(disallowed)).search(text)):
+        if allowed_special == () and disallowed_special == "all":  # the defaults: no sets to build per call,
+            allowed, disallowed = (), self._all_specials            # which matters for many short strings
+        else:
+            allowed = self._special_set("allowed_special", allowed_special)
+            disallowed = frozenset(self.special_tokens.keys() - allowed if disallowed_special == "all"
+                                   else self._special_set("disallowed_special", disallowed_special))
+        if disallowed and (m := self._special_regex(disallowed).search(text)):
             raise ValueError(
                 f"text contains the special token {m.group()!r} at position {m.start()}. To encode it as "
                 f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "

@@ -17,7 +17,8 @@ one `input_pos` serves the batch. Pads are hidden by the attention mask, and pos
 from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
 Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
 loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
-the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py.
+the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py,
+and `return_stats`'s timings and memory are measured by minigpt/stats.py.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
 the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).
@@ -29,11 +30,8 @@ import math
 import numbers
 import operator
 import re
-import resource
 import sys
-import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,6 +54,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
+from minigpt.stats import Clock, GenerationStats, peak_memory_bytes
 from minigpt.stop_strings import StopStrings, first_stop, stop_list
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
@@ -290,55 +289,6 @@ def check_finite(logits: torch.Tensor) -> None:
     # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
     if not torch.isfinite(logits.amax(-1)).all():
         raise FloatingPointError(NONFINITE)
-
-
-@dataclass
-class GenerationStats:
-    """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
-    (with compile=True the first call also compiles the step: time a second call).
-
-    `prompt_tokens` counts each prompt's real tokens once, however many samples it gets
-    (num_return_sequences copies it, but it is one prompt). `new_tokens` counts every token
-    drawn for a row until that row finished (its EOS or stop string included), summed over the
-    samples; the pads of finished rows are not counted. `tokens_per_s` is those new tokens per
-    second of decoding. Beam search counts one token per prompt per step (beams are candidates).
-    """
-
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    ttft_s: float = 0.0
-    tpot_s: float = 0.0
-    tokens_per_s: float = 0.0
-    kv_cache_bytes: int = 0
-    peak_memory_bytes: int = 0
-
-    def __str__(self) -> str:
-        # One new token is all prefill: no decode step ran, so there is no TPOT to report. (Steps
-        # that ran for finished rows only, as a GPU's loop may, have a TPOT and 0 new tokens.)
-        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tpot_s
-                  else "TPOT - (no decode step)")
-        return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
-                f"{decode} | "
-                f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """The CUDA allocator's peak on a GPU, else the process's peak resident memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
-
-
-class Clock:
-    """Wall time that waits for queued GPU work, so a step is timed when it is really done."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __call__(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
 
 # ---- the decode loop ---------------------------------------------------------------------------

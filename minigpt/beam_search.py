@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minigpt.generate import Clock, DecodeState, GenerationStats, check_finite, peak_memory_bytes
+from minigpt.generate import DecodeState, check_finite
 from minigpt.sampling import penalize, penalties_on, token_counts
+from minigpt.stats import Clock, GenerationStats, peak_memory_bytes
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 

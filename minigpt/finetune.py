@@ -48,10 +48,10 @@ from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.cli import prog
 from minigpt.config import PRESETS, atomic_write_text, read_text
 from minigpt.data import load_tokens, prepare, read_meta, sample_batch
-from minigpt.generate import peak_memory_bytes
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
+from minigpt.stats import peak_memory_bytes
 from minigpt.train import (HALF_WEIGHTS_ERROR, Runtime, TrainConfig, build_model, flag, lm_loss, parse_config, run_command,
                            setup_runtime, train_loop)
 

@@ -17,7 +17,8 @@ one `input_pos` serves the batch. Pads are hidden by the attention mask, and pos
 from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
 Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
 loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
-the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py.
+the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py,
+and `return_stats`'s timings and memory are measured by minigpt/stats.py.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
 the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).
@@ -29,9 +30,7 @@ import math
 import numbers
 import operator
 import re
-import resource
 import sys
-import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
+from minigpt.stats import Clock, GenerationStats, peak_memory_bytes
 from minigpt.stop_strings import StopStrings, first_stop, stop_list
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
@@ -293,52 +293,67 @@ def check_finite(logits: torch.Tensor) -> None:
 
 
 @dataclass
-class GenerationStats:
-    """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
-    (with compile=True the first call also compiles the step: time a second call).
+class DecodeArgs:
+    """`stream`'s arguments once `check_arguments` has checked them: what the decode loop reads."""
 
-    `prompt_tokens` counts each prompt's real tokens once, however many samples it gets
-    (num_return_sequences copies it, but it is one prompt). `new_tokens` counts every token
-    drawn for a row until that row finished (its EOS or stop string included), summed over the
-    samples; the pads of finished rows are not counted. `tokens_per_s` is those new tokens per
-    second of decoding. Beam search counts one token per prompt per step (beams are candidates).
-    """
-
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    ttft_s: float = 0.0
-    tpot_s: float = 0.0
-    tokens_per_s: float = 0.0
-    kv_cache_bytes: int = 0
-    peak_memory_bytes: int = 0
-
-    def __str__(self) -> str:
-        # One new token is all prefill: no decode step ran, so there is no TPOT to report. (Steps
-        # that ran for finished rows only, as a GPU's loop may, have a TPOT and 0 new tokens.)
-        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tpot_s
-                  else "TPOT - (no decode step)")
-        return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
-                f"{decode} | "
-                f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
+    input_ids: torch.Tensor  # (B, T) on the model's device, left-padded; an empty prompt is <|endoftext|>
+    attention_mask: torch.Tensor  # (B, T) 0/1, 1 in every row's last slot
+    max_new_tokens: int
+    min_new_tokens: int
+    num_beams: int
+    num_return_sequences: int
+    eos: list[int]  # the ids that end a row ([] = none)
+    pad: int  # what fills a finished row
+    stop: list[str]
+    # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
+    sampling: dict  # temperature, top_k, top_p, min_p
+    penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """The CUDA allocator's peak on a GPU, else the process's peak resident memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
-
-
-class Clock:
-    """Wall time that waits for queued GPU work, so a step is timed when it is really done."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __call__(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
+def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                    max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
+                    repetition_penalty, presence_penalty, frequency_penalty, eos_token_id, pad_token_id, stop,
+                    num_beams, length_penalty, num_return_sequences, streamer, sampler: str) -> DecodeArgs:
+    """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
+    the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Two are
+    checked where they are used: `early_stopping` by beam search, `stop`'s tokenizer by StopStrings.)"""
+    max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
+    num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
+    cfg = model.config
+    eos = eos_list(model, eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
+    stop = stop_list(stop)
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
+    given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
+        ([("pad_token_id", pad_token_id)] if pad_token_id is not None else [])
+    for name, token in given:  # (the config's own ids are not checked: a small test vocabulary keeps GPT-2's)
+        if not 0 <= token < cfg.vocab_size:
+            raise ValueError(f"{name} {token} is not a token id of this model: ids are 0 .. {cfg.vocab_size - 1}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
+    if not math.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
+    # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
+    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
+        raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
+                         "1 for greedy decoding, and ≥ 1 for sampling")
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
+        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                     frequency_penalty=frequency_penalty)
+    # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
+    copies = num_beams if num_beams > 1 else num_return_sequences
+    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
+                                                      top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
+    if num_beams > 1 and (do_sample or stop or streamer is not None):
+        raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
+                         "are not supported with num_beams > 1")
+    return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
+                      eos, pad, stop, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+                      penalties=dict(zip(penalties, rest)))
 
 
 # ---- the decode loop ---------------------------------------------------------------------------
@@ -361,6 +376,37 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
             next(steps)
         except StopIteration as end:
             return end.value
+
+
+def token_picker(do_sample: bool, sampler: str, seed: int | None, B: int, device: torch.device,
+                 temperature, top_k, top_p, min_p) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How each step turns logits (B, V) into tokens (B,): the argmax (greedy), Triton's fused kernel,
+    or torch's filters and draw. None of them waits on the host; a `seed` fixes every draw."""
+    if not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0):
+        return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax, which no filter changes
+    backend = resolve_backend(sampler, device)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    if backend == "torch":
+        def pick(logits: torch.Tensor) -> torch.Tensor:
+            noise = exponential_noise(logits.shape, device, generator)
+            return draw(filter_unchecked(logits, temperature, top_k, top_p, min_p), noise, temperature)
+
+        return pick
+    from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
+
+    kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
+    # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
+    kernel_args["seed"] = kernel_seed(generator, device)
+    kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
+
+    def fused_pick(logits: torch.Tensor) -> torch.Tensor:
+        tokens = fused_sample(logits, **kernel_args)
+        kernel_args["offset"] += 1
+        # The kernel answers -1 for a row of NaN/inf logits (noted by the loop): until the host raises,
+        # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
+        return tokens.clamp_min(0)
+
+    return fused_pick
 
 
 # Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
@@ -409,57 +455,30 @@ def stream(
     compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
     `(ids, GenerationStats)`.
     """
-    max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
-    num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
-    cfg = model.config
-    eos = eos_list(model, eos_token_id)
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
-    stop = stop_list(stop)
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
-    given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
-        ([("pad_token_id", pad_token_id)] if pad_token_id is not None else [])
-    for name, token in given:  # (the config's own ids are not checked: a small test vocabulary keeps GPT-2's)
-        if not 0 <= token < cfg.vocab_size:
-            raise ValueError(f"{name} {token} is not a token id of this model: ids are 0 .. {cfg.vocab_size - 1}")
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
-    if not math.isfinite(length_penalty):
-        raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
-    # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
-    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
-        raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
-                         "1 for greedy decoding, and ≥ 1 for sampling")
-    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
-    if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
-        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
-    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                     frequency_penalty=frequency_penalty)
-    # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
-    copies = num_beams if num_beams > 1 else num_return_sequences
-    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
-                                                      top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
-    penalties = dict(zip(penalties, rest))
-    if num_beams > 1:
-        if do_sample or stop or streamer is not None:
-            raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
-                             "are not supported with num_beams > 1")
-        from minigpt.beam_search import beam_search
+    args = check_arguments(
+        model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop, num_beams=num_beams,
+        length_penalty=length_penalty, num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler)
+    if args.num_beams > 1:
+        from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
 
-        return beam_search(model, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                           min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                           early_stopping=early_stopping, eos=eos, pad=pad, num_return_sequences=num_return_sequences,
-                           penalties=penalties, compile=compile, return_stats=return_stats)
+        return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
+                           min_new_tokens=args.min_new_tokens, num_beams=args.num_beams, length_penalty=length_penalty,
+                           early_stopping=early_stopping, eos=args.eos, pad=args.pad,
+                           num_return_sequences=args.num_return_sequences, penalties=args.penalties, compile=compile,
+                           return_stats=return_stats)
+    # The checked arguments, under the names the loop reads.
+    input_ids, attention_mask, eos, pad, penalties = args.input_ids, args.attention_mask, args.eos, args.pad, args.penalties
+    max_new_tokens, min_new_tokens = args.max_new_tokens, args.min_new_tokens
     prompt_tokens = attention_mask.sum()  # the prompts' real tokens, counted before the n copies
-    if num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
-        n = num_return_sequences
+    if args.num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
+        n = args.num_return_sequences
         # (B, T) → (B·n, T): rows b·n ... b·n + n - 1 are prompt b's samples
         input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
-    if not do_sample:
-        temperature = 0.0  # greedy: the argmax, which no filter changes
 
-    device, B, V = input_ids.device, input_ids.size(0), cfg.vocab_size
+    device, B, V = input_ids.device, input_ids.size(0), model.config.vocab_size
     clock = Clock(device)
     t_start = clock()
     state = DecodeState(model, attention_mask, max_new_tokens, compile)
@@ -469,23 +488,14 @@ def stream(
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
-    greedy = not isinstance(temperature, torch.Tensor) and temperature == 0
-    backend = "torch" if greedy else resolve_backend(sampler, device)
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    if backend == "triton":
-        from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
-
-        kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
-        # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
-        kernel_args["seed"] = kernel_seed(generator, device)
-        kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
+    pick = token_picker(do_sample, sampler, seed, B, device, **args.sampling)
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
     live_tokens = torch.zeros(2, dtype=torch.long, device=device)  # tokens drawn for unfinished rows: [first step, later]
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
-    stopper = StopStrings(tokenizer, stop, B) if stop else None
+    stopper = StopStrings(tokenizer, args.stop, B) if args.stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 
@@ -501,17 +511,7 @@ def stream(
         nonfinite |= ~torch.isfinite(logits.amax(-1)).all()
         if step % sync_every == 0 and bool(nonfinite):
             raise FloatingPointError(NONFINITE)
-        if greedy:
-            tokens = logits.argmax(dim=-1)  # (B,)
-        elif backend == "triton":
-            tokens = fused_sample(logits, **kernel_args)
-            kernel_args["offset"] += 1
-            # The kernel answers -1 for a row of NaN/inf logits (noted above): until the host raises,
-            # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
-            tokens = tokens.clamp_min(0)
-        else:
-            noise = exponential_noise(logits.shape, device, generator)
-            tokens = draw(filter_unchecked(logits, temperature, top_k, top_p, min_p), noise, temperature)
+        tokens = pick(logits)  # (B,)
         live = ~finished
         live_steps += live.any()
         live_tokens[min(step, 1)] += live.sum()
@@ -542,7 +542,26 @@ def stream(
     t_end = clock()
     if bool(nonfinite):  # in the steps since the host's last look
         raise FloatingPointError(NONFINITE)
-    steps = int(live_steps)  # on a GPU the loop may run a few all-pad steps past the end
+    out = trim_output(input_ids, out, int(live_steps), cuts, pad, eos_ids)  # (B, T + steps)
+    if not return_stats:
+        return out
+    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT).
+    first, later = live_tokens.tolist()
+    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=first + later, ttft_s=t_first - t_start,
+                            tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
+                            tokens_per_s=later / (t_end - t_first) if step else 0.0,
+                            peak_memory_bytes=peak_memory_bytes(device))
+    return out, stats
+
+
+def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: dict[int, int], pad: int,
+                eos_ids: torch.Tensor) -> torch.Tensor:
+    """The prompts (B, T) and the loop's tokens `out` (B, max_new_tokens) → the result (B, T + steps).
+
+    `steps` counts the steps in which some row was unfinished: on a GPU the loop may run a few
+    all-pad steps past the end, which are dropped here. `cuts` maps each row cut at a stop string
+    to the generated tokens it keeps; the rest of the row becomes pads.
+    """
     if cuts:
         # A row cut at its stop string ends before the step that found it, so the output is as wide
         # as its longest row: a cut row's kept tokens, another's up to its EOS (or every step).
@@ -551,16 +570,7 @@ def stream(
         hit = torch.isin(out[:, :steps], eos_ids)  # (B, steps)
         lengths = torch.where(hit.any(1), hit.int().argmax(1) + 1, steps).tolist()
         steps = max(cuts.get(row, length) for row, length in enumerate(lengths))
-    out = torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
-    if not return_stats:
-        return out
-    first, later = live_tokens.tolist()
-    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=first + later, ttft_s=t_first - t_start,
-                            tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
-                            peak_memory_bytes=peak_memory_bytes(device))
-    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT).
-    stats.tokens_per_s = later / (t_end - t_first) if step else 0.0
-    return out, stats
+    return torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
 
 
 # ---- text in, text out -------------------------------------------------------------------------

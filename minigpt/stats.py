@@ -1,0 +1,70 @@
+"""Measuring generation: time to first token, time per output token, tokens/s and memory.
+
+Where it sits: beside the decode loop (minigpt/generate.py's `stream`, minigpt/beam_search.py),
+which reads a `Clock` before prefill, after the first token and after the last step, and returns
+what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`).
+Fine-tuning reports `peak_memory_bytes` too (minigpt/finetune.py).
+
+Why the clock syncs the device: on a GPU, PyTorch only *queues* kernels and returns at once, so
+`time.perf_counter()` alone would time the queueing, not the work. `Clock` waits for the queue
+to drain (`torch.cuda.synchronize()`) before it reads the time. It is read only at the phase
+boundaries, never once per step: a sync per step would stall the very loop it measures.
+
+What it does not measure: each step's own time (TPOT is the mean over the decode steps), or energy.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GenerationStats:
+    """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
+    (with compile=True the first call also compiles the step: time a second call).
+
+    `prompt_tokens` counts each prompt's real tokens once, however many samples it gets
+    (num_return_sequences copies it, but it is one prompt). `new_tokens` counts every token
+    drawn for a row until that row finished (its EOS or stop string included), summed over the
+    samples; the pads of finished rows are not counted. `tokens_per_s` is those new tokens per
+    second of decoding. Beam search counts one token per prompt per step (beams are candidates).
+    """
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    ttft_s: float = 0.0
+    tpot_s: float = 0.0
+    tokens_per_s: float = 0.0
+    kv_cache_bytes: int = 0
+    peak_memory_bytes: int = 0
+
+    def __str__(self) -> str:
+        # One new token is all prefill: no decode step ran, so there is no TPOT to report. (Steps
+        # that ran for finished rows only, as a GPU's loop may, have a TPOT and 0 new tokens.)
+        decode = (f"TPOT {self.tpot_s * 1e3:.2f} ms | {self.tokens_per_s:.1f} tok/s" if self.tpot_s
+                  else "TPOT - (no decode step)")
+        return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
+                f"{decode} | "
+                f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The CUDA allocator's peak on a GPU, else the process's peak resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
+
+
+class Clock:
+    """Wall time that waits for queued GPU work, so a step is timed when it is really done."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()

@@ -492,8 +492,7 @@ def stream(
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    live_steps = torch.zeros((), dtype=torch.long, device=device)  # steps in which some row was unfinished
-    live_tokens = torch.zeros(2, dtype=torch.long, device=device)  # tokens drawn for unfinished rows: [first step, later]
+    drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
     stopper = StopStrings(tokenizer, args.stop, B) if args.stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
@@ -513,8 +512,7 @@ def stream(
             raise FloatingPointError(NONFINITE)
         tokens = pick(logits)  # (B,)
         live = ~finished
-        live_steps += live.any()
-        live_tokens[min(step, 1)] += live.sum()
+        drawn += live
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
@@ -542,12 +540,16 @@ def stream(
     t_end = clock()
     if bool(nonfinite):  # in the steps since the host's last look
         raise FloatingPointError(NONFINITE)
-    out = trim_output(input_ids, out, int(live_steps), cuts, pad, eos_ids)  # (B, T + steps)
+    # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
+    # all-pad steps past the end, which trim_output drops.
+    new_tokens, steps = torch.stack([drawn.sum(), drawn.max()]).tolist()  # one host sync
+    out = trim_output(input_ids, out, steps, cuts, pad, eos_ids)  # (B, T + steps)
     if not return_stats:
         return out
-    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT).
-    first, later = live_tokens.tolist()
-    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=first + later, ttft_s=t_first - t_start,
+    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT);
+    # every row was live at that first step.
+    later = new_tokens - B
+    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, ttft_s=t_first - t_start,
                             tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
                             tokens_per_s=later / (t_end - t_first) if step else 0.0,
                             peak_memory_bytes=peak_memory_bytes(device))
@@ -577,18 +579,21 @@ def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: di
 
 
 def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
-    """One prompt, as text or its token ids (a list, or a 1-D tensor) → ids (1, T).
+    """One prompt, as text or its token ids (a list, or a 1-D tensor or NumPy array) → ids (1, T).
 
     The text-in functions continue *one* prompt; several prompts are a padded batch for
-    `generate`, so a list of texts is refused here by name instead of failing inside torch.
+    `generate`, so a list of texts (or a 2-D array) is refused here by name instead of failing
+    inside torch.
     """
     if isinstance(prompt, str):
         return torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-    if isinstance(prompt, torch.Tensor) and prompt.dim() == 1:
+    shape = getattr(prompt, "shape", None)  # a tensor or an array
+    if shape is not None and len(shape) == 1:
         prompt = prompt.tolist()
     if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, numbers.Integral) for t in prompt):
-        raise TypeError("prompt must be one text (str) or its token ids (a list of ints); for several prompts "
-                        "pass a left-padded batch to generate()")
+        got = f"shape {tuple(shape)}" if shape is not None else type(prompt).__name__
+        raise TypeError(f"prompt must be one text (str) or its token ids (a list of ints, or a 1-D tensor), got {got}; "
+                        "for several prompts pass a left-padded batch to generate()")
     return torch.tensor([list(prompt)], dtype=torch.long)
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -310,8 +311,6 @@ def test_generate_text_cuts_each_sample_at_its_stop_string_as_stream_text_does(p
 def test_eos_token_id_may_be_a_tensor_or_a_numpy_integer(pair):
     """A (n,) tensor of EOS ids ended the rows but not generate_text's texts (its set held 0-d
     tensors, never equal to an int token); a NumPy or 0-d tensor id failed as "not iterable"."""
-    import numpy as np
-
     model, _ = pair
     tok = ByteTokenizer()
     kw = dict(max_new_tokens=15, do_sample=True, seed=3, pad_token_id=PAD, num_return_sequences=2)
@@ -377,11 +376,14 @@ def test_text_functions_take_one_prompt_as_text_ids_or_a_1d_tensor(pair):
     text = generate_text(model, tok, "hi", **kw)
     assert generate_text(model, tok, tok.encode("hi"), **kw) == text
     assert generate_text(model, tok, torch.tensor(tok.encode("hi")), **kw) == text
+    assert generate_text(model, tok, np.array(tok.encode("hi")), **kw) == text  # a NumPy array, as before its check
     assert "".join(stream_text(model, tok, torch.tensor(tok.encode("hi")), **kw)) == text[0]
     for call in (lambda p: generate_text(model, tok, p, **kw), lambda p: list(stream_text(model, tok, p, **kw)),
                  lambda p: explain(model, tok, p, steps=2, out=io.StringIO())):
-        with pytest.raises(TypeError, match="prompt must be one text .* for several prompts"):
+        with pytest.raises(TypeError, match="prompt must be one text .* got list; for several prompts"):
             call(["hi", "there"])
+        with pytest.raises(TypeError, match=r"got shape \(2, 2\); for several prompts"):
+            call(torch.ones(2, 2, dtype=torch.long))
 
 
 @torch.no_grad()

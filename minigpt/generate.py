@@ -331,6 +331,9 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     for name, token in given:  # (the config's own ids are not checked: a small test vocabulary keeps GPT-2's)
         if not 0 <= token < cfg.vocab_size:
             raise ValueError(f"{name} {token} is not a token id of this model: ids are 0 .. {cfg.vocab_size - 1}")
+    # The config's own EOS may be no id of the model (GPT-2's 50256 kept by a small vocabulary): no
+    # row can draw it, so it ends none; dropped, it is not masked either (min_new_tokens' index_fill).
+    eos = [t for t in eos if 0 <= t < cfg.vocab_size]
     if num_beams < 1:
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
     if not math.isfinite(length_penalty):

@@ -901,6 +901,17 @@ def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
         assert (out == model.config.eos_token_id).any()  # row 0 ended at its stop string and was padded
 
 
+@torch.no_grad()
+def test_min_new_tokens_with_a_config_eos_the_model_does_not_have(pair):
+    """That EOS (50256 in a 300-token model) can end no row, and min_new_tokens has nothing to
+    mask: sampling and beams run as with eos_token_id=[] (it was an IndexError in index_fill)."""
+    model, _ = pair
+    ids = torch.tensor([PROMPTS[0]])
+    for kw in (dict(do_sample=True, seed=0), dict(num_beams=2)):
+        out = generate(model, ids, max_new_tokens=6, min_new_tokens=3, **kw)
+        assert torch.equal(out, generate(model, ids, max_new_tokens=6, min_new_tokens=3, eos_token_id=[], **kw))
+
+
 def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     from minigpt.generate import main
 

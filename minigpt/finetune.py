@@ -473,7 +473,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
                     lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
     if cfg.task == "lm":  # the lm task's model is `gpt` itself: try the strategy on a weightless copy
         with torch.device("meta"):  # first, so a bad LoRA rank or target fails before the text is tokenized
-            apply_strategy(GPT(gpt.config), cfg.strategy, **strategy)
+            apply_strategy(GPT(gpt.config), cfg.strategy, **strategy, verbose=False)  # the real one prints
     # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
     # generator starts from a different random seed in every process.
     torch.manual_seed(cfg.seed)

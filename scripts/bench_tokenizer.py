@@ -112,12 +112,13 @@ def print_table(header: tuple, rows: list[tuple]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA / "tinyshakespeare.txt")
+    parser.add_argument("--data", type=Path, default=DATA / "tinyshakespeare.txt",
+                        help=f"the text to encode and train on (default: {DATA}/tinyshakespeare.txt)")
     parser.add_argument("--extra", type=Path, nargs="*", default=[DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv"],
-                        help="files concatenated with --data (repeated) to build the big text")
-    parser.add_argument("--big-mb", type=float, default=10.0, help="size of the concatenation (MB)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--vocab-size", type=int, default=4096)
+                        help="files concatenated with --data (repeated) to build the big text (default: SST-2's train.tsv, dev.tsv)")
+    parser.add_argument("--big-mb", type=float, default=10.0, help="size of the concatenation (MB, default 10)")
+    parser.add_argument("--repeats", type=int, default=5, help="encoding runs per figure, the median is reported (default 5; training: always 3)")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="vocabulary the trainers learn (default 4096)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in [args.data, *args.extra] if not p.is_file()]
     if missing:  # the defaults are this project's shared data folder, absent on other machines

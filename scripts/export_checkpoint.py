@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", help="checkpoint directory to read")
     parser.add_argument("dst", help="directory to write (created)")
-    parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the written weights (default: float16)")
     args = parser.parse_args(argv)
     try:
         if is_classifier_checkpoint(args.src):  # GPT.from_pretrained would fail on its `score` weights

@@ -249,10 +249,12 @@ def _run(base, out, *extra):
                  "--eval-iters", "2", "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1", *extra])
 
 
-def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path):
+def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path, capsys):
     from transformers import GPT2LMHeadModel
 
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "lora", "--lr", "1e-2") == 0
+    # One summary line: the strategy's trial run on a weightless copy (before tokenizing) is silent.
+    assert capsys.readouterr().out.count("strategy lora: training") == 1
     summary = json.loads((tmp_path / "o" / "finetune_summary.json").read_text())
     assert summary["strategy"] == "lora" and summary["steps"] == 4 and summary["trainable_params"] < summary["total_params"]
     # The best evaluation is reported beside the last one, with its step: the one best/ holds.

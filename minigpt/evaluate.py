@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    # Bits per byte: nats → bits, spread over the file's bytes. Unlike perplexity it does not
-    # depend on the tokenizer, so models with different vocabularies compare.
-    bpb = result["nll_sum"] / math.log(2) / len(text.encode("utf-8"))
+    # Bits per byte: nats → bits, spread over the bytes of the scored tokens. Unlike perplexity it
+    # does not depend on the tokenizer, so models with different vocabularies compare. The first
+    # token has no context and is never predicted: its bytes are not counted.
+    scored_bytes = len(text.encode("utf-8")) - len(tok.decode_bytes(ids[:1].tolist()))
+    bpb = result["nll_sum"] / math.log(2) / scored_bytes
     print(f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {bpb:.4f} bits/byte  ({result['tokens']:,} tokens scored)")
     return 0

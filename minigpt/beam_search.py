@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from minigpt.generate import DecodeState, check_finite
 from minigpt.sampling import penalize, penalties_on, token_counts
-from minigpt.stats import Clock, GenerationStats, peak_memory_bytes
+from minigpt.stats import Clock, GenerationStats
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 
@@ -124,8 +124,6 @@ def beam_search(
     if not return_stats:
         return out
     # Beams are candidates, not output: a step advances each of the B prompts by one token.
-    stats = GenerationStats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
-                            ttft_s=t_first - t_start, tpot_s=(t_end - t_first) / step if step else 0.0,
-                            kv_cache_bytes=state.cache.memory_bytes(), peak_memory_bytes=peak_memory_bytes(device))
-    stats.tokens_per_s = B / stats.tpot_s if step else 0.0  # `step` decode forwards ran (none for one token)
-    return out, stats
+    return out, GenerationStats.measured(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
+                                         first_tokens=B, steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
+                                         kv_cache_bytes=state.cache.memory_bytes(), device=device)

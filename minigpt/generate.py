@@ -55,7 +55,7 @@ from minigpt.sampling import (
     token_counts,
     triton_params,
 )
-from minigpt.stats import Clock, GenerationStats, peak_memory_bytes
+from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings, first_stop, stop_list
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
@@ -549,14 +549,10 @@ def stream(
     out = trim_output(input_ids, out, steps, cuts, pad, eos_ids)  # (B, T + steps)
     if not return_stats:
         return out
-    # `step` decode forwards followed the first token, which prefill paid for (it is in TTFT);
-    # every row was live at that first step.
-    later = new_tokens - B
-    stats = GenerationStats(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, ttft_s=t_first - t_start,
-                            tpot_s=(t_end - t_first) / step if step else 0.0, kv_cache_bytes=state.cache.memory_bytes(),
-                            tokens_per_s=later / (t_end - t_first) if step else 0.0,
-                            peak_memory_bytes=peak_memory_bytes(device))
-    return out, stats
+    # Every row was live at the first step: its B tokens are prefill's.
+    return out, GenerationStats.measured(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, first_tokens=B,
+                                         steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
+                                         kv_cache_bytes=state.cache.memory_bytes(), device=device)
 
 
 def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: dict[int, int], pad: int,

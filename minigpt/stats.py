@@ -50,6 +50,18 @@ class GenerationStats:
                 f"{decode} | "
                 f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
 
+    @classmethod
+    def measured(cls, *, prompt_tokens: int, new_tokens: int, first_tokens: int, steps: int,
+                 t_start: float, t_first: float, t_end: float, kv_cache_bytes: int, device: torch.device) -> "GenerationStats":
+        """From a decode loop's three `Clock` readings (before prefill, after the first token, after
+        the last step). The `first_tokens` of the first step are prefill's work, so they are in TTFT;
+        TPOT and tokens/s are over the `steps` decode forwards that followed (none for one token)."""
+        decode_s = t_end - t_first
+        return cls(prompt_tokens=prompt_tokens, new_tokens=new_tokens, ttft_s=t_first - t_start,
+                   tpot_s=decode_s / steps if steps else 0.0,
+                   tokens_per_s=(new_tokens - first_tokens) / decode_s if steps else 0.0,
+                   kv_cache_bytes=kv_cache_bytes, peak_memory_bytes=peak_memory_bytes(device))
+
 
 def peak_memory_bytes(device: torch.device) -> int:
     """The CUDA allocator's peak on a GPU, else the process's peak resident memory."""

@@ -494,6 +494,10 @@ def test_stats_are_filled(pair):
         assert one.tpot_s == one.tokens_per_s == 0 and "TPOT - (no decode step)" in str(one)
     # Decode steps that drew nothing new (a GPU's loop runs a few past the rows' end) still have a TPOT.
     assert "TPOT 2.00 ms | 0.0 tok/s" in str(GenerationStats(tpot_s=0.002, tokens_per_s=0.0))
+    # Both loops' formula: 3 rows, 5 steps after prefill's first token in 0.1 s, 10 of them drawn after it.
+    m = GenerationStats.measured(prompt_tokens=7, new_tokens=13, first_tokens=3, steps=5, t_start=1.0, t_first=1.25,
+                                 t_end=1.35, kv_cache_bytes=64, device=torch.device("cpu"))
+    assert (m.ttft_s, m.tpot_s, m.tokens_per_s) == pytest.approx((0.25, 0.02, 100.0))
 
 
 @torch.no_grad()

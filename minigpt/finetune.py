@@ -52,8 +52,8 @@ from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
-from minigpt.train import (HALF_WEIGHTS_ERROR, Runtime, TrainConfig, build_model, flag, lm_loss, parse_config, run_command,
-                           setup_runtime, train_loop)
+from minigpt.train import HALF_WEIGHTS_ERROR, Runtime, build_model, lm_loss, run_command, setup_runtime, train_loop
+from minigpt.train_config import TrainConfig, flag, parse_config
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each

@@ -24,8 +24,9 @@ import torch.nn as nn
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.config import atomic_path, atomic_write_text
 
-if TYPE_CHECKING:  # type hints only: train.py imports this module
-    from minigpt.train import Runtime, TrainConfig
+if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
+    from minigpt.train import Runtime
+    from minigpt.train_config import TrainConfig
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "log.jsonl"

@@ -10,7 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 import minigpt.train as train
 from minigpt import GPT
 from minigpt.run_dir import STATE_FILE
-from minigpt.train import TrainConfig, TrainingDiverged, lr_at, pretrain
+from minigpt.train import TrainingDiverged, lr_at, pretrain
+from minigpt.train_config import TrainConfig, add_config_flags, flag, parse_config
 
 VOCAB = 64
 
@@ -689,23 +690,23 @@ def test_cli_flags_cover_every_config_field(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
-    for f in train.fields(TrainConfig):
+    for f in fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in text
     flat = " ".join(text.split())  # argparse wraps the help to the terminal's width
     assert "(default: gpt2-mini; not with --init" in flat  # --preset's None stands for gpt2-mini
     assert "(default: None)" not in flat  # a None default's help says what happens instead
-    cfg = train.parse_config(TrainConfig, ["--lr", "0.01", "--compile", "--n-layer", "3"], "t", "")
+    cfg = parse_config(TrainConfig, ["--lr", "0.01", "--compile", "--n-layer", "3"], "t", "")
     assert (cfg.lr, cfg.compile, cfg.n_layer, cfg.dropout) == (0.01, True, 3, None)
 
 
 def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     @dataclass
     class Config:
-        width: int = train.flag(3, "how wide")
+        width: int = flag(3, "how wide")
         shape: str | None = field(default=None, init=False)  # fixed: no flag
 
     parser = argparse.ArgumentParser()
-    train.add_config_flags(parser, Config)
+    add_config_flags(parser, Config)
     assert "how wide (default: 3)" in parser.format_help() and "--shape" not in parser.format_help()
     assert vars(parser.parse_args(["--width", "5"])) == {"width": 5}
     with pytest.raises(SystemExit):
@@ -732,7 +733,7 @@ def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
              "--block-size", "16", "--batch-size", "2", "--grad-accum", "4", "--max-iters", "4", "--eval-interval", "0",
              "--eval-iters", "2", "--warmup-iters", "1", "--lr", "3e-3", "--dropout", "0.1", "--device", "cpu"]
     torchrun("train", *flags, "--out", str(tmp_path / "ddp"))
-    pretrain(TrainConfig(**{**vars(train.parse_config(TrainConfig, flags, "t", "")), "out": str(tmp_path / "one")}))
+    pretrain(TrainConfig(**{**vars(parse_config(TrainConfig, flags, "t", "")), "out": str(tmp_path / "one")}))
     a = load_file(tmp_path / "ddp" / "model.safetensors")
     b = load_file(tmp_path / "one" / "model.safetensors")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -749,6 +750,7 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel as DDP
 import minigpt.train as train
+from minigpt.train_config import TrainConfig
 
 data, out = sys.argv[1:3]
 events = []
@@ -773,9 +775,9 @@ DDP.__init__, DDP.no_sync = init, no_sync
 tokens = train.load_tokens(os.path.join(data, "train.bin"), 64, 17)
 per_run = {}
 for grad_accum in (2, 6):  # 1 and 3 micro-steps per process
-    cfg = train.TrainConfig(out=os.path.join(out, str(grad_accum)), preset="gpt2-tiny", n_layer=1, n_head=2, n_embd=32,
-                            batch_size=2, grad_accum=grad_accum, max_iters=2, warmup_iters=1, eval_interval=0,
-                            eval_iters=1, device="cpu")
+    cfg = TrainConfig(out=os.path.join(out, str(grad_accum)), preset="gpt2-tiny", n_layer=1, n_head=2, n_embd=32,
+                      batch_size=2, grad_accum=grad_accum, max_iters=2, warmup_iters=1, eval_interval=0,
+                      eval_iters=1, device="cpu")
     events.clear()
     train.train_loop(train.build_model(cfg, 64), cfg, lambda split, rng: train.sample_batch(tokens, 16, 2, rng), loss_fn)
     per_run[grad_accum] = list(events)

@@ -1,0 +1,182 @@
+"""The configuration of a run, and the command line built from it.
+
+One dataclass is the config: `TrainConfig` holds every knob of a run, with its checks in
+`__post_init__`. Each field is also a command-line flag (`lr` → `--lr`): `flag()` puts the help
+text in the field's metadata, and `add_config_flags` builds the argparse flags, their types,
+help and defaults from the fields, so the two cannot drift apart. A field a command does not
+take (init=False) gets no flag, or, if its metadata says why, a hidden `RefusedFlag` that answers
+with that reason. `parse_config` reads the command line, and with --resume takes the saved run's
+settings as the defaults.
+
+Where it sits: read by `minigpt train` (minigpt/train.py, whose `train_loop` runs on the config)
+and `minigpt finetune` (minigpt/finetune.py, whose `FinetuneConfig` extends `TrainConfig`).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from minigpt.run_dir import STATE_FILE, check_resumable, read_state
+
+# The shape of a fresh model when no --preset is given.
+DEFAULT_PRESET = "gpt2-mini"
+
+
+def flag(default, help: str):
+    """A config field that is also a command-line flag: `lr: float = flag(6e-4, "peak learning rate")`.
+
+    The help text rides in the field's metadata, where `add_config_flags` finds it for --help.
+    """
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; each field is also a command-line flag (`lr` → `--lr`)."""
+
+    # data and output
+    data: str = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json)")
+    out: str = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
+    init: str | None = flag(None, "start from this checkpoint directory instead of random weights")
+    resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
+    # model shape (from scratch; with --init only block_size and dropout apply)
+    # None, not DEFAULT_PRESET, so that a --preset passed with --init can be told apart and refused.
+    preset: str | None = flag(None, "GPTConfig preset of a fresh model: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny "
+                                    f"(default: {DEFAULT_PRESET}; not with --init, which fixes the shape)")
+    n_layer: int | None = flag(None, "override the preset's number of blocks")
+    n_head: int | None = flag(None, "override the preset's number of heads")
+    n_embd: int | None = flag(None, "override the preset's width")
+    block_size: int | None = flag(None, "tokens per training window (default: the model's n_positions)")
+    dropout: float | None = flag(None, "dropout rate (default: the preset's or checkpoint's)")
+    # optimisation
+    batch_size: int = flag(8, "windows per micro-batch, per process")
+    grad_accum: int = flag(1, "micro-batches per optimizer step, summed over all processes")
+    max_iters: int = flag(1000, "optimizer steps in the whole run")
+    lr: float = flag(6e-4, "peak learning rate, reached at the end of warmup")
+    min_lr: float = flag(6e-5, "learning rate at the end of the cosine decay")
+    warmup_iters: int = flag(100, "steps of linear warmup from 0 to lr")
+    lr_decay_iters: int | None = flag(None, "step where the cosine reaches min_lr (default: max_iters)")
+    weight_decay: float = flag(0.1, "AdamW decoupled weight decay of the matmul weights")
+    beta1: float = flag(0.9, "AdamW beta1")
+    beta2: float = flag(0.95, "AdamW beta2")
+    grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
+    # eval and logging
+    eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
+    eval_iters: int = flag(20, "val batches per evaluation")
+    log_interval: int = flag(10, "write a log record every this many steps")
+    # system
+    device: str = flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
+    dtype: str = flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
+    compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
+    seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
+
+    # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes
+    # them from it, possibly in another working directory: so an existing path is kept absolute.
+    # A missing one stays as typed, for its error message (and --tokenizer gpt2 names the shipped
+    # one). --out is left alone: it is given again on every --resume, and a run may be moved.
+    PATH_FIELDS: typing.ClassVar[tuple[str, ...]] = ("data", "init")
+    # The command that runs this config, saved with the run: `--resume` with another one is refused.
+    COMMAND: typing.ClassVar[str] = "train"
+
+    def __post_init__(self) -> None:
+        for name in self.PATH_FIELDS:
+            path = getattr(self, name)
+            if path and os.path.exists(path):
+                setattr(self, name, os.path.abspath(path))
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "lr", "min_lr"):  # NaN fails no comparison below: it needs its own check
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.lr:  # else the "decay" would climb from lr up to min_lr
+            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr}): the cosine decays from lr down to min_lr; lower --min-lr")
+        if self.lr_decay_iters is not None and self.lr_decay_iters <= self.warmup_iters:
+            raise ValueError(f"lr_decay_iters ({self.lr_decay_iters}) must be > warmup_iters ({self.warmup_iters}): the cosine runs "
+                             "from the end of warmup to lr_decay_iters (unset: max_iters)")
+        for name in ("beta1", "beta2"):  # Adam's moving-average factors
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1 (unset: the model's n_positions), got {self.block_size}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+# ---- config ↔ command line ----------------------------------------------------------------------
+
+
+class RefusedFlag(argparse.Action):
+    """A flag that is there only to say, in one line, why this command does not take it (`const`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = " ".join([option_string, *values])  # nargs="*": the flag alone is refused the same way
+        parser.exit(2, f"{parser.prog}: error: {given}: {self.const}\n")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
+    """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
+
+    A field declared with init=False cannot be set, so it gets no flag (fine-tuning fixes the
+    model-shape fields that way: the shape comes from --init); if its metadata says why
+    ("refused"), a hidden flag of that name answers with that reason instead of argparse's bare
+    "unrecognized arguments" after a screen of usage. A None default means "decided
+    later" (by the model, the data or another flag), so its help says what happens instead of
+    showing "(default: None)". With defaults=False a flag that is not given is left out of the
+    parsed namespace, which tells the flags a user typed from the ones left at their default.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if not f.init:
+            if "refused" in f.metadata:
+                parser.add_argument("--" + f.name.replace("_", "-"), action=RefusedFlag, nargs="*", const=f.metadata["refused"],
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            continue
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):  # `int | None` → int
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        option = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        help_ = f.metadata.get("help", "") + ("" if default in (None, "") else f" (default: {default})")
+        default = default if defaults else argparse.SUPPRESS
+        if kind is bool:
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        else:
+            parser.add_argument(option, type=kind, default=default, help=help_)
+
+
+def parse_config(cls: type, argv: list[str] | None, prog: str, description: str):
+    """The config from the command line (`argv`; None: sys.argv).
+
+    With --resume, the settings the saved run used (kept in its training_state.pt) are the
+    defaults: `--resume` alone continues the run exactly as it was started, and a flag given
+    again overrides its saved value (say, --max-iters to train longer).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_config_flags(parser, cls)
+    args = vars(parser.parse_args(argv))
+    state = Path(args["out"]) / STATE_FILE
+    if args["resume"]:
+        check_resumable(Path(args["out"]))  # first: a bare --resume lacks --data too, but that is not the problem
+        typed = argparse.ArgumentParser(add_help=False)
+        add_config_flags(typed, cls, defaults=False)
+        given = vars(typed.parse_args(argv))
+        # mmap: the config is read without loading the weights and optimizer state into memory.
+        saved_run = read_state(state, map_location="cpu", mmap=True)
+        command = saved_run.get("command", cls.COMMAND)  # (states saved before it was recorded: not checked)
+        if command != cls.COMMAND:  # its settings would be read as this command's: a confusing error, or a wrong run
+            raise ValueError(f"{args['out']} holds a run of `minigpt {command}`; continue it with "
+                             f"`minigpt {command} --out {args['out']} --resume`")
+        saved = saved_run["config"]
+        args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
+    return cls(**args)

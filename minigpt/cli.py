@@ -1,7 +1,7 @@
 """`minigpt COMMAND ...`: one entry point in front of each module's own `main(argv)`.
 
-Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate.main`),
-and is imported only when used, so `minigpt --help` stays instant.
+Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate_cli.main`,
+in front of minigpt/generate.py), and is imported only when used, so `minigpt --help` stays instant.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 COMMANDS = {
-    "generate": ("minigpt.generate", "generate text from a prompt (default model: checkpoints/shakespeare)"),
+    "generate": ("minigpt.generate_cli", "generate text from a prompt (default model: checkpoints/shakespeare)"),
     "train": ("minigpt.train", "pretrain a GPT on prepared token files"),
     "finetune": ("minigpt.finetune", "fine-tune a model: frozen, partial, full or LoRA"),
     "prepare": ("minigpt.data", "tokenize text files into train.bin / val.bin"),

@@ -1,4 +1,4 @@
-"""Generation: the two phases of inference, the decode loop around them, streaming, and the CLI.
+"""Generation: the two phases of inference, the decode loop around them, and streaming.
 
 Where it sits: it is the `KV-cache decode loop` of the data flow, around the model and the sampler:
 `text → Tokenizer.encode → ids → [prefill → (sample → decode_step)*] → ids → Tokenizer.decode → text`.
@@ -18,49 +18,36 @@ from the mask (cumsum - 1), so a padded row still starts at position 0, as if it
 Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
 loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
 the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py,
-and `return_stats`'s timings and memory are measured by minigpt/stats.py.
+and `return_stats`'s timings and memory are measured by minigpt/stats.py. `stream`'s arguments
+are checked before any work by minigpt/generate_args.py (`check_arguments`), and the command line
+in front of this file, `minigpt generate`, is minigpt/generate_cli.py.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
 the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).
 """
 from __future__ import annotations
 
-import argparse
-import math
 import numbers
-import operator
-import re
-import sys
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from minigpt.config import read_text
+from minigpt.generate_args import NONFINITE, check_arguments, eos_list
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
-    check_backend,
-    check_penalties,
-    check_sampling_params,
     draw,
     exponential_noise,
     filter_unchecked,
     kernel_seed,
     penalize,
     penalties_on,
-    per_row,
     resolve_backend,
     token_counts,
     triton_params,
 )
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings, first_stop, stop_list
-
-# The small model shipped with the source tree; found beside the package, so `minigpt generate`
-# works from any directory of a checkout (or an editable install).
-DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare")
 
 # ---- the two phases ---------------------------------------------------------------------------
 
@@ -195,168 +182,6 @@ class DecodeState:
         self.input_pos += 1
         self.position_ids += 1
         return logits
-
-
-# ---- argument checks ---------------------------------------------------------------------------
-
-
-def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   max_new_tokens: int, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
-    if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
-    # Float ids would be truncated without a word (1.7 → token 1). An empty torch.tensor([]) is float: allowed.
-    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel():
-        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
-    if attention_mask is not None and attention_mask.dim() == 1:  # (T,): the mask of one prompt
-        attention_mask = attention_mask[None]
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
-    device = model.transformer.wte.weight.device
-    input_ids = input_ids.to(device=device, dtype=torch.long)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
-                         f"{tuple(input_ids.shape)}: they must match")
-    if attention_mask.is_floating_point():  # the cast below would turn 0.5 into 0 without a word
-        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
-        if odd.numel():
-            raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {odd[0].item():g}")
-    attention_mask = attention_mask.to(device=device, dtype=torch.long)
-    if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
-        input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
-        attention_mask = torch.ones_like(input_ids)
-    empty_rows = attention_mask.sum(-1) == 0
-    if empty_rows.any():  # an all-pad row in a batch: give it the <|endoftext|> start in its last slot
-        input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
-        input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = bos, 1
-    # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
-    # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
-    # A mask value other than 0/1 would shift the positions, which count the mask's ones.
-    lo, hi, mask_lo, mask_hi, longest = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax(),
-                                                     attention_mask.sum(-1).amax()]).tolist()
-    if lo < 0 or hi >= model.config.vocab_size:
-        raise ValueError(f"input_ids must be in [0, vocab_size={model.config.vocab_size}), got token id "
-                         f"{lo if lo < 0 else hi}")
-    if mask_lo < 0 or mask_hi > 1:
-        raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {mask_lo if mask_lo < 0 else mask_hi}")
-    if not attention_mask[:, -1].all():
-        raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): "
-                         "use the tokenizer with padding_side='left'")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    n_positions = model.config.n_positions
-    # The last new token is returned, never fed back: the model sees prompt + max_new_tokens - 1
-    # positions. Positions count a row's own tokens, not its pads (pads take cache slots only), so
-    # a batch padded to a fixed length fits as its longest prompt does.
-    if longest + max_new_tokens - 1 > n_positions:
-        raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} = {longest + max_new_tokens} exceeds "
-                         f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
-                         f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
-                         f"keeps the prompt's last tokens)")
-    return input_ids, attention_mask
-
-
-def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tensor | None) -> list[int]:
-    """The ids that end a row, as plain ints: None is the model's; one id, or several (a list or
-    a tensor). Plain ints, so `token in eos` holds for an int token (a 0-d tensor is never equal
-    to it in a set) and NumPy or tensor ids work as transformers' do."""
-    if eos_token_id is None:
-        return [model.config.eos_token_id]
-    if isinstance(eos_token_id, torch.Tensor):
-        eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
-    if isinstance(eos_token_id, numbers.Integral):
-        return [int(eos_token_id)]
-    return [as_count("eos_token_id", t) for t in eos_token_id]
-
-
-def as_count(name: str, value) -> int:
-    """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
-    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison."""
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-
-
-NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
-
-
-def check_finite(logits: torch.Tensor) -> None:
-    """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
-    # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
-    if not torch.isfinite(logits.amax(-1)).all():
-        raise FloatingPointError(NONFINITE)
-
-
-@dataclass
-class DecodeArgs:
-    """`stream`'s arguments once `check_arguments` has checked them: what the decode loop reads."""
-
-    input_ids: torch.Tensor  # (B, T) on the model's device, left-padded; an empty prompt is <|endoftext|>
-    attention_mask: torch.Tensor  # (B, T) 0/1, 1 in every row's last slot
-    max_new_tokens: int
-    min_new_tokens: int
-    num_beams: int
-    num_return_sequences: int
-    eos: list[int]  # the ids that end a row ([] = none)
-    pad: int  # what fills a finished row
-    stop: list[str]
-    # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
-    sampling: dict  # temperature, top_k, top_p, min_p
-    penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
-
-
-def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                    max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
-                    repetition_penalty, presence_penalty, frequency_penalty, eos_token_id, pad_token_id, stop,
-                    num_beams, length_penalty, num_return_sequences, streamer, sampler: str) -> DecodeArgs:
-    """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
-    the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Two are
-    checked where they are used: `early_stopping` by beam search, `stop`'s tokenizer by StopStrings.)"""
-    max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
-    num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
-    cfg = model.config
-    eos = eos_list(model, eos_token_id)
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
-    stop = stop_list(stop)
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
-    given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
-        ([("pad_token_id", pad_token_id)] if pad_token_id is not None else [])
-    for name, token in given:  # (the config's own ids are not checked: a small test vocabulary keeps GPT-2's)
-        if not 0 <= token < cfg.vocab_size:
-            raise ValueError(f"{name} {token} is not a token id of this model: ids are 0 .. {cfg.vocab_size - 1}")
-    # The config's own EOS may be no id of the model (GPT-2's 50256 kept by a small vocabulary): no
-    # row can draw it, so it ends none; dropped, it is not masked either (min_new_tokens' index_fill).
-    eos = [t for t in eos if 0 <= t < cfg.vocab_size]
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
-    if not math.isfinite(length_penalty):
-        raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
-    # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
-    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
-        raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
-                         "1 for greedy decoding, and ≥ 1 for sampling")
-    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
-    if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
-        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
-    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                     frequency_penalty=frequency_penalty)
-    # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
-    copies = num_beams if num_beams > 1 else num_return_sequences
-    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
-                                                      top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
-    if num_beams > 1 and (do_sample or stop or streamer is not None):
-        raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
-                         "are not supported with num_beams > 1")
-    return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
-                      eos, pad, stop, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
-                      penalties=dict(zip(penalties, rest)))
 
 
 # ---- the decode loop ---------------------------------------------------------------------------
@@ -673,192 +498,3 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
         cut = first_stop(text, stops)
         texts.append(text[:cut] if cut >= 0 else text)
     return (texts, stats) if stats is not None else texts
-
-
-def unescape(text: str) -> str:
-    r"""`--stop '\n\n'` means two newlines: a shell passes a backslash and an n, and the stop strings
-    people want are mostly line ends. Only \n, \r, \t and \\ change; any other backslash stays."""
-    return re.sub(r"\\([nrt\\])", lambda m: {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m.group(1)], text)
-
-
-# --early-stopping's words for transformers' three modes (generate's `early_stopping`).
-EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from minigpt.checkpoint import DTYPE_NAMES
-    from minigpt.cli import prog
-
-    p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
-    src.add_argument("--prompt-file", help="read the prompt from this file")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
-    p.add_argument("--min-new-tokens", type=int, default=0, help="no EOS before this many (default: 0)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    p.add_argument("--min-p", type=float, default=0.0, help="0 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off; on prompt + generated tokens")
-    p.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
-    p.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
-    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search (deterministic)")
-    p.add_argument("--num-return-sequences", "-n", type=int, default=1,
-                   help="texts to print: that many samples, or with --num-beams that many of the best beams")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
-    p.add_argument("--early-stopping", default="false", choices=list(EARLY_STOPPING),
-                   help="beam search: true = stop once num_beams beams are finished; false = once no running beam "
-                        "can beat them at its current length; never = not even at its best length (default: false)")
-    p.add_argument("--stop", action="append", default=None, type=unescape,
-                   help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
-    p.add_argument("--stream", action="store_true", help="print text as it is generated")
-    p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
-                   "(with --compile, TPOT includes compiling the step)")
-    p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
-    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (default: a random draw)")
-    p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
-    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
-                   help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
-    p.add_argument("--truncate-left", action="store_true", help="drop the prompt's first tokens if it is too long")
-    return p
-
-
-def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that the chosen mode would silently ignore."""
-    if args.explain:
-        ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
-                                           ("--num-return-sequences", args.num_return_sequences > 1),
-                                           ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
-                                           ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
-                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0),
-                                           ("--early-stopping", args.early_stopping != "false"))
-                   if used]
-        if ignored:
-            raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
-    if args.stream and args.num_return_sequences > 1:
-        raise ValueError("--stream prints one text as it is drawn; with --num-return-sequences > 1 drop --stream")
-    n, beams = args.num_return_sequences, args.num_beams
-    if n < 1 or (beams > 1 and n > beams):
-        raise ValueError(f"--num-return-sequences {n} must be in [1, --num-beams {beams}]" if beams > 1 else
-                         f"--num-return-sequences must be ≥ 1, got {n}")
-    if n > 1 and beams == 1 and args.temperature == 0:
-        raise ValueError(f"--temperature 0 is greedy: its {n} texts would be one text {n} times; sample "
-                         "(--temperature > 0) or use --num-beams")
-    if args.num_beams == 1 and args.length_penalty != 1.0:
-        raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
-    if args.num_beams == 1 and args.early_stopping != "false":
-        raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
-    filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p)) if on]
-    # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
-    if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
-        raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
-                         "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
-    if args.num_beams > 1:
-        if filters:
-            raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
-                             "would do nothing: drop them or --num-beams")
-        if args.stream:  # the best beam is known only at the end
-            raise ValueError("beam search picks its best beam only at the end, so there is nothing to --stream: "
-                             "drop one of them")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from minigpt.checkpoint import download_hint
-    from minigpt.model import GPT
-    from minigpt.tokenizer import Tokenizer
-
-    model_dir = Path(args.model)
-    for needed in (model_dir, model_dir / "config.json"):
-        if not needed.exists():
-            print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
-                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt"
-                  + download_hint(model_dir), file=sys.stderr)
-            return 2
-    try:
-        prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
-    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8
-        print(f"{parser.prog}: cannot read --prompt-file: {e}", file=sys.stderr)
-        return 2
-    try:
-        check_flags(args)  # before loading: a flag that would be ignored is refused in no time
-        # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
-        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
-        tokenizer = Tokenizer.from_pretrained(model_dir)
-        cfg = model.config
-        if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
-            raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "
-                             f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
-                             f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
-                             "tokenizer files there")
-        stale = cfg.eos_token_id
-        if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
-            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "
-                  f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
-                  "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
-        # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
-        # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
-        ids = tokenizer.encode(prompt, allowed_special="all")
-        budget = model.config.n_positions + 1 - args.max_new_tokens
-        if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
-            raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
-                             f"context n_positions={model.config.n_positions}: generate at most that many tokens")
-        if args.truncate_left and len(ids) > budget:
-            # The model gets the kept ids themselves: their text would not always re-encode to as
-            # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
-            ids = ids[-budget:]
-            prompt = tokenizer.decode(ids)  # printed: the text the model continues
-        sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                        frequency_penalty=args.frequency_penalty)
-        with torch.inference_mode():
-            if args.explain:
-                from minigpt.explain import explain  # imported here: explain.py builds on this module
-
-                text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
-                print(f"\n{prompt}{text}")
-                return 0
-            kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                          do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
-                          num_beams=args.num_beams, length_penalty=args.length_penalty,
-                          early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
-                          sampler=args.sampler, return_stats=True, **sampling)
-            if args.num_beams > 1 or args.num_return_sequences > 1:
-                if args.num_beams > 1:
-                    for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
-                        kwargs.pop(name)
-                texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
-                                             **kwargs)
-                kind = "beam" if args.num_beams > 1 else "sample"
-                for i, text in enumerate(texts, 1):
-                    if len(texts) > 1:
-                        print(f"--- {kind} {i} of {len(texts)} ---")
-                    print(prompt + text)
-            else:
-                pieces = stream_text(model, tokenizer, ids, **kwargs)
-                text = prompt  # printed with the first piece, once the arguments have been checked
-                while True:
-                    try:
-                        text += next(pieces)
-                    except StopIteration as end:
-                        _, stats = end.value
-                        break
-                    if args.stream:
-                        print(text, end="", flush=True)
-                        text = ""
-                print(text)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"{parser.prog}: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
-        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
-    if args.stats:
-        sys.stdout.flush()  # the text first, then the stats line
-        print(stats, file=sys.stderr)
-    return 0
-

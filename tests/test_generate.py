@@ -793,7 +793,7 @@ def test_explain_shows_each_sampling_stage_and_draws_what_generate_draws():
 
 
 def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
-    from minigpt.generate import main
+    from minigpt.generate_cli import main
 
     base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "8", "--temperature", "0"]
     assert main(base) == 0
@@ -810,7 +810,7 @@ def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
 def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tmp_path, capsys):
     """Older minigpt wrote GPT-2's <|endoftext|> (50256) into a smaller model's config.json. Its own
     tokenizer still fits; EOS and the pad of a finished row are the tokenizer's, with a warning."""
-    from minigpt.generate import main
+    from minigpt.generate_cli import main
 
     old = tmp_path / "old"
     shutil.copytree(tiny_checkpoint, old)
@@ -824,14 +824,14 @@ def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tm
 
 def test_cli_stop_takes_backslash_n_as_a_newline():
     """A shell passes `--stop "\\n"` as a backslash and an n; the newline is what was meant."""
-    from minigpt.generate import build_parser, unescape
+    from minigpt.generate_cli import build_parser, unescape
 
     assert unescape(r"\r\n\n|\t|\\n|\q|é") == "\r\n\n|\t|\\n|\\q|é"  # \\ is one backslash; others stay
     assert build_parser().parse_args(["--stop", r"\n\n", "--stop", "x"]).stop == ["\n\n", "x"]
 
 
 def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
-    from minigpt.generate import main
+    from minigpt.generate_cli import main
 
     base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "6"]
     assert main(base + ["-n", "3", "--seed", "1"]) == 0
@@ -854,33 +854,33 @@ def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
 def test_cli_early_stopping_reaches_beam_search(tiny_checkpoint, capsys, monkeypatch):
     """generate's three early_stopping modes were out of the CLI's reach (it had --length-penalty
     but no --early-stopping); like --length-penalty, the flag needs beams."""
-    gen = importlib.import_module("minigpt.generate")  # the module: minigpt.generate is also the function
+    gen_cli = importlib.import_module("minigpt.generate_cli")  # where main looks up generate_text
 
-    seen, real = [], gen.generate_text
-    monkeypatch.setattr(gen, "generate_text", lambda *a, **kw: seen.append(kw["early_stopping"]) or real(*a, **kw))
+    seen, real = [], gen_cli.generate_text
+    monkeypatch.setattr(gen_cli, "generate_text", lambda *a, **kw: seen.append(kw["early_stopping"]) or real(*a, **kw))
     base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "4"]
     for word in ("true", "false", "never"):
-        assert gen.main(base + ["--num-beams", "2", "--early-stopping", word]) == 0
+        assert gen_cli.main(base + ["--num-beams", "2", "--early-stopping", word]) == 0
     assert seen == [True, False, "never"] and [type(mode) for mode in seen] == [bool, bool, str]
     capsys.readouterr()
-    assert gen.main(base + ["--early-stopping", "true"]) == 2
+    assert gen_cli.main(base + ["--early-stopping", "true"]) == 2
     assert "--early-stopping says when beam search ends: it needs --num-beams > 1" in capsys.readouterr().err
-    assert gen.main(base + ["--explain", "--early-stopping", "never"]) == 2
+    assert gen_cli.main(base + ["--explain", "--early-stopping", "never"]) == 2
     assert "it does not take --early-stopping" in capsys.readouterr().err
 
 
 def test_cli_ctrl_c_keeps_the_streamed_text_and_ends_in_one_line(tiny_checkpoint, capsys, monkeypatch):
     """Ctrl-C stops a long --stream: what was printed stays, then one line and exit 130, as
     `minigpt download` does (it was a KeyboardInterrupt traceback)."""
-    gen = importlib.import_module("minigpt.generate")
+    gen_cli = importlib.import_module("minigpt.generate_cli")  # where main looks up stream_text
 
     def interrupted(*args, **kwargs):
         yield " first"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gen, "stream_text", interrupted)
+    monkeypatch.setattr(gen_cli, "stream_text", interrupted)
     try:
-        code = gen.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream"])
+        code = gen_cli.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream"])
     except KeyboardInterrupt:  # caught here, or it would stop the whole test run
         pytest.fail("Ctrl-C left main as a KeyboardInterrupt traceback")
     assert code == 130
@@ -917,7 +917,7 @@ def test_min_new_tokens_with_a_config_eos_the_model_does_not_have(pair):
 
 
 def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
-    from minigpt.generate import main
+    from minigpt.generate_cli import main
 
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
@@ -961,7 +961,7 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
 
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):
     """The CLI prompt is the user's own text: <|endoftext|> in it is the special token, not an error."""
-    from minigpt.generate import main
+    from minigpt.generate_cli import main
 
     args = ["--model", str(tiny_checkpoint), "--max-new-tokens", "3", "--temperature", "0"]
     assert main(args + ["--prompt", "<|endoftext|>To be"]) == 0
@@ -977,7 +977,7 @@ def test_cli_truncate_left_cut_inside_a_character(tiny_checkpoint, capsys):
     """--truncate-left keeps the prompt's last ids. Here the cut falls inside 🙂 (4 byte tokens):
     decoding the kept ids gives U+FFFD (3 bytes each), so re-encoding that text came out longer
     than the context allows."""
-    from minigpt.generate import main
+    from minigpt.generate_cli import main
 
     prompt = "🙂🙂" + "z" * 117  # 125 byte tokens; 128 positions + 1 - 10 new tokens keep the last 119
     args = ["--model", str(tiny_checkpoint), "--prompt", prompt, "--max-new-tokens", "10", "--temperature", "0"]

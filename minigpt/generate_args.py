@@ -1,0 +1,184 @@
+"""Checking `stream`'s arguments before any work: every error names the argument.
+
+Where it sits: minigpt/generate.py's `stream` calls `check_arguments` first, before the decode
+loop (or beam search) allocates anything, and reads only the `DecodeArgs` it returns:
+`stream(...) → check_arguments → DecodeArgs → [prefill → (sample → decode_step)*]`.
+
+What is checked, and normalised: the prompts' shapes (`(B, T)` or `(T,)`), their left-padding
+(every row's last slot a token, so one cache slot serves the batch) and their length against the
+context limit (`prepare_inputs`); EOS as a list of plain ints (`eos_list`); counts as ints
+(`as_count`); and the sampling parameters, each a number or one value per row (`per_row`).
+`check_finite` is the one check made during decoding: NaN/inf logits are a broken model, not a token.
+
+What it does not check: `early_stopping` (beam search does) and `stop`'s tokenizer (StopStrings does).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+
+import torch
+
+from minigpt.sampling import check_backend, check_penalties, check_sampling_params, per_row
+from minigpt.stop_strings import stop_list
+
+
+def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   max_new_tokens: int, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
+    # Float ids would be truncated without a word (1.7 → token 1). An empty torch.tensor([]) is float: allowed.
+    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel():
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if attention_mask is not None and attention_mask.dim() == 1:  # (T,): the mask of one prompt
+        attention_mask = attention_mask[None]
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
+    device = model.transformer.wte.weight.device
+    input_ids = input_ids.to(device=device, dtype=torch.long)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
+                         f"{tuple(input_ids.shape)}: they must match")
+    if attention_mask.is_floating_point():  # the cast below would turn 0.5 into 0 without a word
+        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+        if odd.numel():
+            raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {odd[0].item():g}")
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
+    if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
+        input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
+        attention_mask = torch.ones_like(input_ids)
+    empty_rows = attention_mask.sum(-1) == 0
+    if empty_rows.any():  # an all-pad row in a batch: give it the <|endoftext|> start in its last slot
+        input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
+        input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = bos, 1
+    # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
+    # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
+    # A mask value other than 0/1 would shift the positions, which count the mask's ones.
+    lo, hi, mask_lo, mask_hi, longest = torch.stack([*input_ids.aminmax(), *attention_mask.aminmax(),
+                                                     attention_mask.sum(-1).amax()]).tolist()
+    if lo < 0 or hi >= model.config.vocab_size:
+        raise ValueError(f"input_ids must be in [0, vocab_size={model.config.vocab_size}), got token id "
+                         f"{lo if lo < 0 else hi}")
+    if mask_lo < 0 or mask_hi > 1:
+        raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {mask_lo if mask_lo < 0 else mask_hi}")
+    if not attention_mask[:, -1].all():
+        raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): "
+                         "use the tokenizer with padding_side='left'")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    n_positions = model.config.n_positions
+    # The last new token is returned, never fed back: the model sees prompt + max_new_tokens - 1
+    # positions. Positions count a row's own tokens, not its pads (pads take cache slots only), so
+    # a batch padded to a fixed length fits as its longest prompt does.
+    if longest + max_new_tokens - 1 > n_positions:
+        raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} = {longest + max_new_tokens} exceeds "
+                         f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
+                         f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
+                         f"keeps the prompt's last tokens)")
+    return input_ids, attention_mask
+
+
+def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tensor | None) -> list[int]:
+    """The ids that end a row, as plain ints: None is the model's; one id, or several (a list or
+    a tensor). Plain ints, so `token in eos` holds for an int token (a 0-d tensor is never equal
+    to it in a set) and NumPy or tensor ids work as transformers' do."""
+    if eos_token_id is None:
+        return [model.config.eos_token_id]
+    if isinstance(eos_token_id, torch.Tensor):
+        eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
+    if isinstance(eos_token_id, numbers.Integral):
+        return [int(eos_token_id)]
+    return [as_count("eos_token_id", t) for t in eos_token_id]
+
+
+def as_count(name: str, value) -> int:
+    """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
+    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
+
+
+def check_finite(logits: torch.Tensor) -> None:
+    """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
+    # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
+    if not torch.isfinite(logits.amax(-1)).all():
+        raise FloatingPointError(NONFINITE)
+
+
+@dataclass
+class DecodeArgs:
+    """`stream`'s arguments once `check_arguments` has checked them: what the decode loop reads."""
+
+    input_ids: torch.Tensor  # (B, T) on the model's device, left-padded; an empty prompt is <|endoftext|>
+    attention_mask: torch.Tensor  # (B, T) 0/1, 1 in every row's last slot
+    max_new_tokens: int
+    min_new_tokens: int
+    num_beams: int
+    num_return_sequences: int
+    eos: list[int]  # the ids that end a row ([] = none)
+    pad: int  # what fills a finished row
+    stop: list[str]
+    # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
+    sampling: dict  # temperature, top_k, top_p, min_p
+    penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
+
+
+def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                    max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
+                    repetition_penalty, presence_penalty, frequency_penalty, eos_token_id, pad_token_id, stop,
+                    num_beams, length_penalty, num_return_sequences, streamer, sampler: str) -> DecodeArgs:
+    """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
+    the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Two are
+    checked where they are used: `early_stopping` by beam search, `stop`'s tokenizer by StopStrings.)"""
+    max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
+    num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
+    cfg = model.config
+    eos = eos_list(model, eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
+    stop = stop_list(stop)
+    check_sampling_params(temperature, top_k, top_p, min_p)
+    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
+    given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
+        ([("pad_token_id", pad_token_id)] if pad_token_id is not None else [])
+    for name, token in given:  # (the config's own ids are not checked: a small test vocabulary keeps GPT-2's)
+        if not 0 <= token < cfg.vocab_size:
+            raise ValueError(f"{name} {token} is not a token id of this model: ids are 0 .. {cfg.vocab_size - 1}")
+    # The config's own EOS may be no id of the model (GPT-2's 50256 kept by a small vocabulary): no
+    # row can draw it, so it ends none; dropped, it is not masked either (min_new_tokens' index_fill).
+    eos = [t for t in eos if 0 <= t < cfg.vocab_size]
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
+    if not math.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
+    # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
+    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
+        raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
+                         "1 for greedy decoding, and ≥ 1 for sampling")
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
+        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                     frequency_penalty=frequency_penalty)
+    # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
+    copies = num_beams if num_beams > 1 else num_return_sequences
+    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
+                                                      top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
+    if num_beams > 1 and (do_sample or stop or streamer is not None):
+        raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
+                         "are not supported with num_beams > 1")
+    return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
+                      eos, pad, stop, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+                      penalties=dict(zip(penalties, rest)))

@@ -1,0 +1,211 @@
+"""`minigpt generate`: the command line in front of minigpt/generate.py.
+
+Where it sits: `minigpt generate ...` (minigpt/cli.py) runs `main`, which reads the flags
+(`build_parser`), refuses those the chosen mode would silently ignore (`check_flags`), loads the
+model and tokenizer, and hands the prompt to `stream_text` (one text, printed as it arrives with
+--stream), `generate_text` (-n samples or --num-beams) or minigpt/explain.py (--explain).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from minigpt.config import read_text
+from minigpt.generate import generate_text, stream_text
+
+# The small model shipped with the source tree; found beside the package, so `minigpt generate`
+# works from any directory of a checkout (or an editable install).
+DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare")
+
+
+def unescape(text: str) -> str:
+    r"""`--stop '\n\n'` means two newlines: a shell passes a backslash and an n, and the stop strings
+    people want are mostly line ends. Only \n, \r, \t and \\ change; any other backslash stays."""
+    return re.sub(r"\\([nrt\\])", lambda m: {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+# --early-stopping's words for transformers' three modes (generate's `early_stopping`).
+EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from minigpt.checkpoint import DTYPE_NAMES
+    from minigpt.cli import prog
+
+    p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
+    src.add_argument("--prompt-file", help="read the prompt from this file")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    p.add_argument("--min-new-tokens", type=int, default=0, help="no EOS before this many (default: 0)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--min-p", type=float, default=0.0, help="0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off; on prompt + generated tokens")
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
+    p.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
+    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search (deterministic)")
+    p.add_argument("--num-return-sequences", "-n", type=int, default=1,
+                   help="texts to print: that many samples, or with --num-beams that many of the best beams")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
+    p.add_argument("--early-stopping", default="false", choices=list(EARLY_STOPPING),
+                   help="beam search: true = stop once num_beams beams are finished; false = once no running beam "
+                        "can beat them at its current length; never = not even at its best length (default: false)")
+    p.add_argument("--stop", action="append", default=None, type=unescape,
+                   help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
+                   "(with --compile, TPOT includes compiling the step)")
+    p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
+    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (default: a random draw)")
+    p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
+    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
+                   help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
+    p.add_argument("--truncate-left", action="store_true", help="drop the prompt's first tokens if it is too long")
+    return p
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that the chosen mode would silently ignore."""
+    if args.explain:
+        ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
+                                           ("--num-return-sequences", args.num_return_sequences > 1),
+                                           ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
+                                           ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
+                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0),
+                                           ("--early-stopping", args.early_stopping != "false"))
+                   if used]
+        if ignored:
+            raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
+    if args.stream and args.num_return_sequences > 1:
+        raise ValueError("--stream prints one text as it is drawn; with --num-return-sequences > 1 drop --stream")
+    n, beams = args.num_return_sequences, args.num_beams
+    if n < 1 or (beams > 1 and n > beams):
+        raise ValueError(f"--num-return-sequences {n} must be in [1, --num-beams {beams}]" if beams > 1 else
+                         f"--num-return-sequences must be ≥ 1, got {n}")
+    if n > 1 and beams == 1 and args.temperature == 0:
+        raise ValueError(f"--temperature 0 is greedy: its {n} texts would be one text {n} times; sample "
+                         "(--temperature > 0) or use --num-beams")
+    if args.num_beams == 1 and args.length_penalty != 1.0:
+        raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
+    if args.num_beams == 1 and args.early_stopping != "false":
+        raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
+    filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p)) if on]
+    # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
+    if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
+        raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
+                         "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
+    if args.num_beams > 1:
+        if filters:
+            raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
+                             "would do nothing: drop them or --num-beams")
+        if args.stream:  # the best beam is known only at the end
+            raise ValueError("beam search picks its best beam only at the end, so there is nothing to --stream: "
+                             "drop one of them")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from minigpt.checkpoint import download_hint
+    from minigpt.model import GPT
+    from minigpt.tokenizer import Tokenizer
+
+    model_dir = Path(args.model)
+    for needed in (model_dir, model_dir / "config.json"):
+        if not needed.exists():
+            print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
+                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt"
+                  + download_hint(model_dir), file=sys.stderr)
+            return 2
+    try:
+        prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8
+        print(f"{parser.prog}: cannot read --prompt-file: {e}", file=sys.stderr)
+        return 2
+    try:
+        check_flags(args)  # before loading: a flag that would be ignored is refused in no time
+        # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
+        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
+        tokenizer = Tokenizer.from_pretrained(model_dir)
+        cfg = model.config
+        if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
+            raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "
+                             f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
+                             f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
+                             "tokenizer files there")
+        stale = cfg.eos_token_id
+        if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
+            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "
+                  f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
+                  "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
+        # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
+        # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
+        ids = tokenizer.encode(prompt, allowed_special="all")
+        budget = model.config.n_positions + 1 - args.max_new_tokens
+        if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
+                             f"context n_positions={model.config.n_positions}: generate at most that many tokens")
+        if args.truncate_left and len(ids) > budget:
+            # The model gets the kept ids themselves: their text would not always re-encode to as
+            # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
+            ids = ids[-budget:]
+            prompt = tokenizer.decode(ids)  # printed: the text the model continues
+        sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                        frequency_penalty=args.frequency_penalty)
+        with torch.inference_mode():
+            if args.explain:
+                from minigpt.explain import explain  # imported here: only --explain needs it
+
+                text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
+                print(f"\n{prompt}{text}")
+                return 0
+            kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                          do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
+                          num_beams=args.num_beams, length_penalty=args.length_penalty,
+                          early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
+                          sampler=args.sampler, return_stats=True, **sampling)
+            if args.num_beams > 1 or args.num_return_sequences > 1:
+                if args.num_beams > 1:
+                    for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
+                        kwargs.pop(name)
+                texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
+                                             **kwargs)
+                kind = "beam" if args.num_beams > 1 else "sample"
+                for i, text in enumerate(texts, 1):
+                    if len(texts) > 1:
+                        print(f"--- {kind} {i} of {len(texts)} ---")
+                    print(prompt + text)
+            else:
+                pieces = stream_text(model, tokenizer, ids, **kwargs)
+                text = prompt  # printed with the first piece, once the arguments have been checked
+                while True:
+                    try:
+                        text += next(pieces)
+                    except StopIteration as end:
+                        _, stats = end.value
+                        break
+                    if args.stream:
+                        print(text, end="", flush=True)
+                        text = ""
+                print(text)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
+    if args.stats:
+        sys.stdout.flush()  # the text first, then the stats line
+        print(stats, file=sys.stderr)
+    return 0
+

@@ -103,6 +103,10 @@ def check_flags(args: argparse.Namespace) -> None:
     if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
         raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
                          "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
+    if args.seed is not None and (args.num_beams > 1 or args.temperature == 0):
+        mode = "beam search" if args.num_beams > 1 else "--temperature 0 (greedy)"
+        raise ValueError(f"--seed makes a random draw reproducible, but {mode} draws nothing: drop --seed, or sample "
+                         "(--temperature > 0, --num-beams 1)")
     if args.num_beams > 1:
         if filters:
             raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "

@@ -947,6 +947,9 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "it does not take --compile, --sampler" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--stream"]) == 2
     assert "nothing to --stream" in capsys.readouterr().err
+    for mode in (["--temperature", "0"], ["--num-beams", "2"]):  # deterministic: a seed would change nothing
+        assert main(["--model", str(tiny_checkpoint), "--seed", "0", *mode]) == 2
+        assert "--seed makes a random draw reproducible, but" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--length-penalty", "2"]) == 2  # not silently without beams
     assert "--length-penalty scores finished beams: it needs --num-beams > 1" in capsys.readouterr().err
     from minigpt import Tokenizer

@@ -403,17 +403,18 @@ def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: di
 
 
 def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
-    """One prompt, as text or its token ids (a list, or a 1-D tensor or NumPy array) → ids (1, T).
+    """One prompt, as text or its token ids (a list, or a 1-D tensor or NumPy array, or a (1, T)
+    one as the tokenizer's `return_tensors="pt"` gives) → ids (1, T).
 
     The text-in functions continue *one* prompt; several prompts are a padded batch for
-    `generate`, so a list of texts (or a 2-D array) is refused here by name instead of failing
-    inside torch.
+    `generate`, so a list of texts (or a (B > 1, T) array) is refused here by name instead of
+    failing inside torch.
     """
     if isinstance(prompt, str):
         return torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
     shape = getattr(prompt, "shape", None)  # a tensor or an array
-    if shape is not None and len(shape) == 1:
-        prompt = prompt.tolist()
+    if shape is not None and (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)):
+        prompt = prompt.reshape(-1).tolist()
     if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, numbers.Integral) for t in prompt):
         got = f"shape {tuple(shape)}" if shape is not None else type(prompt).__name__
         raise TypeError(f"prompt must be one text (str) or its token ids (a list of ints, or a 1-D tensor), got {got}; "

@@ -366,9 +366,10 @@ def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
 
 
 @torch.no_grad()
-def test_text_functions_take_one_prompt_as_text_ids_or_a_1d_tensor(pair):
+def test_text_functions_take_one_prompt_as_text_ids_or_a_tensor(pair):
     """A list of texts is refused by name (it failed inside torch.tensor: "too many dimensions
-    'str'"); a 1-D tensor of ids is one prompt, as its list is (it failed converting to an index)."""
+    'str'"); a 1-D tensor of ids is one prompt, as its list is (it failed converting to an index),
+    and so is a (1, T) one, as `tok(text, return_tensors="pt")` gives; (2, T) is two prompts."""
     from minigpt.explain import explain
 
     model, _ = pair
@@ -378,6 +379,7 @@ def test_text_functions_take_one_prompt_as_text_ids_or_a_1d_tensor(pair):
     assert generate_text(model, tok, torch.tensor(tok.encode("hi")), **kw) == text
     assert generate_text(model, tok, np.array(tok.encode("hi")), **kw) == text  # a NumPy array, as before its check
     assert "".join(stream_text(model, tok, torch.tensor(tok.encode("hi")), **kw)) == text[0]
+    assert generate_text(model, tok, torch.tensor([tok.encode("hi")]), **kw) == text  # (1, T): one prompt too
     for call in (lambda p: generate_text(model, tok, p, **kw), lambda p: list(stream_text(model, tok, p, **kw)),
                  lambda p: explain(model, tok, p, steps=2, out=io.StringIO())):
         with pytest.raises(TypeError, match="prompt must be one text .* got list; for several prompts"):

@@ -263,15 +263,24 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     return train_loss, norm if cfg.grad_clip else None, tokens
 
 
+class Stopped(KeyboardInterrupt):
+    """The loop stopped on a signal, after saving: a KeyboardInterrupt, so Ctrl-C is handled as
+    usual, that also says which signal (`minigpt train` exits with 128 + it, as a shell reports it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StopSignal:
-    """Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send), only sets a flag: the
-    loop saves at the end of the current step, never mid-update, then stops. A second signal gets
-    the previous handler, so Ctrl-C twice stops at once."""
+    """Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send), only records the signal:
+    the loop saves at the end of the current step, never mid-update, then stops. A second signal
+    gets the previous handler, so Ctrl-C twice stops at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.raised = False
+        self.signum = 0  # the first signal received; 0 = none
         self.previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignal":
@@ -280,20 +289,21 @@ class StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.raised = True
+        self.signum = self.signum or signum
         signal.signal(signum, self.previous[signum])
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def agreed(self, rt: Runtime) -> bool:
-        """Whether any process was signalled: all must stop at the same step."""
+    def agreed(self, rt: Runtime) -> int:
+        """The signal any process got (0 = none): all must stop at the same step, and exit alike
+        (SIGTERM, 15, outranks Ctrl-C's 2)."""
         if rt.world == 1:
-            return self.raised
-        raised = torch.tensor(float(self.raised), device=rt.device)
-        dist.all_reduce(raised, op=dist.ReduceOp.MAX)
-        return bool(raised.item())
+            return self.signum
+        signum = torch.tensor(float(self.signum), device=rt.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        return int(signum.item())
 
 
 def train_loop(
@@ -317,7 +327,7 @@ def train_loop(
     eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
         once, so it may split its work and all-reduce (finetune's accuracy does).
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
-    Raises KeyboardInterrupt after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
+    Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """
     half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                    if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
@@ -416,7 +426,7 @@ def train_loop(
             if stop:
                 if rt.is_main:
                     bar.write(f"interrupted: saved step {step} to {out}; continue with --resume")
-                raise KeyboardInterrupt
+                raise Stopped(stop)
     metrics["best_val_loss"] = best
     return metrics
 
@@ -503,9 +513,10 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
 
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
-    (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no traceback) or 130 (Ctrl-C, after the
-    loop has saved); the process group closed on every path; the result as one JSON line on
-    stdout, from rank 0 only."""
+    (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no
+    traceback) or 128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143
+    SIGTERM, as a shell reports them); the process group closed on every path; the result as one
+    JSON line on stdout, from rank 0 only."""
     try:
         result = work()
         if dist.is_initialized():
@@ -513,8 +524,8 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
             # gloo process tearing its group down while a peer works in it can abort at exit (SIGABRT,
             # seen rarely on a loaded CPU machine). Not on the error paths: a failed peer never comes.
             dist.barrier()
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # Stopped, or a Ctrl-C outside the loop (e.g. while preparing data)
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except TrainingDiverged as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1

@@ -123,8 +123,9 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     # Ctrl-C (or torchrun's SIGTERM) during the 5th step's first micro-batch (call 9, with
     # grad_accum=2): the step finishes, is saved, and the loop stops; --resume runs steps 6..12.
     _interrupt_at_batch(monkeypatch, 9, signum)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         pretrain(tiny_cfg(data, tmp_path / "resumed"))
+    assert stopped.value.signum == signum  # `minigpt train` exits with 128 + it: 130 for Ctrl-C, 143 for SIGTERM
     assert final_state(tmp_path / "resumed")["step"] == 5
     assert (tmp_path / "resumed" / "loss.png").exists()  # drawn at the stop too: the first evaluation (step 6) never came
     # The loop's handlers are gone again: whatever was installed before (SIG_IGN, for one, when
@@ -149,6 +150,18 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
         records = map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
         return [(r["step"], r.get("loss"), r.get("val_loss")) for r in records]
     assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
+
+
+@pytest.mark.parametrize("error,code", [
+    (train.Stopped(signal.SIGTERM), 143), (train.Stopped(signal.SIGINT), 130), (KeyboardInterrupt(), 130),
+    (TrainingDiverged("loss is nan"), 1), (ValueError("bad input"), 2), (FileNotFoundError("no data"), 2)])
+def test_exit_codes_say_how_a_run_ended(error, code, capsys):
+    """128 + the signal, as a shell reports a killed command: a scheduler that sent SIGTERM sees 143."""
+    def work():
+        raise error
+
+    assert train.run_command("minigpt train", work) == code
+    assert capsys.readouterr().out == ""  # no result line
 
 
 def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path, monkeypatch):

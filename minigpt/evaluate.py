@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     args = parser.parse_args(argv)
     from minigpt.checkpoint import is_classifier_checkpoint
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "
                              "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
-        model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device  # as `minigpt train`
+        model = GPT.from_pretrained(args.model, dtype=args.dtype, device=device)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         # A larger tokenizer's ids would index past the embedding table, and a smaller one's mean
         # other tokens to the model (a meaningless perplexity), unless the model's vocabulary is

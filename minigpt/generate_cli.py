@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
                    "(with --compile, TPOT includes compiling the step)")
     p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (default: a random draw)")
     p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_flags(args)  # before loading: a flag that would be ignored is refused in no time
         # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
-        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device  # as `minigpt train`
+        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=device).eval()
         tokenizer = Tokenizer.from_pretrained(model_dir)
         cfg = model.config
         if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model

@@ -91,3 +91,26 @@ def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monk
     assert bench.main(["tokenizer", "--data", str(tmp_path / "missing.txt"), "--extra"]) == 2
     err = capsys.readouterr().err
     assert f"bench_tokenizer.py: error: no such file: {tmp_path / 'missing.txt'}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+@pytest.mark.parametrize("cuda,device", [(True, "cuda"), (False, "cpu")])
+def test_device_auto_is_the_gpu_when_there_is_one(command, cuda, device, monkeypatch, tmp_path):
+    """`--device` defaults to auto in every command, as in `minigpt train`: a user with a GPU gets it
+    without asking. The model is never loaded: the loader records the device it was given."""
+    from minigpt.cli import run_command
+    from minigpt.model import GPT
+
+    asked = []
+
+    def from_pretrained(path, dtype=None, device=None):
+        asked.append(device)
+        raise ValueError("not loaded in this test")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(GPT, "from_pretrained", from_pretrained)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "text.txt").write_text("To be, or not to be")
+    args = {"generate": ["--model", str(tmp_path)], "eval": [str(tmp_path), str(tmp_path / "text.txt")]}[command]
+    assert run_command([command, *args]) == 2
+    assert asked == [device]

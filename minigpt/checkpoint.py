@@ -80,9 +80,12 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def resolve_device(device: torch.device | str | None) -> torch.device | None:
     """The device, checked to be there: CUDA asked of a CPU-only machine (or torch build) is an
-    error that says so, instead of an assertion from deep inside torch at the first copy."""
+    error that says so, instead of an assertion from deep inside torch at the first copy. "auto"
+    is the GPU when there is one, else the CPU (every command's --device default)."""
     if device is None:
         return None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(device)
     except RuntimeError:
@@ -115,7 +118,8 @@ def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
-    """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file."""
+    """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file;
+    `device="auto"` is the GPU when there is one."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")

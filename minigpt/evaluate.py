@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "
                              "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device  # as `minigpt train`
-        model = GPT.from_pretrained(args.model, dtype=args.dtype, device=device)
+        model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
         # A larger tokenizer's ids would index past the embedding table, and a smaller one's mean
         # other tokens to the model (a meaningless perplexity), unless the model's vocabulary is

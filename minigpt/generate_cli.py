@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_flags(args)  # before loading: a flag that would be ignored is refused in no time
         # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device  # as `minigpt train`
-        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=device).eval()
+        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
         tokenizer = Tokenizer.from_pretrained(model_dir)
         cfg = model.config
         if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model

@@ -40,8 +40,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from minigpt.checkpoint import resolve_device
-from minigpt.checkpoint import is_classifier_checkpoint
+from minigpt.checkpoint import is_classifier_checkpoint, resolve_device
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
 from minigpt.data import load_tokens, read_meta, sample_batch
@@ -168,8 +167,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     if cfg.grad_accum % world:  # checked before joining the process group: a bad flag needs no rendezvous
         raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
-    name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    device = resolve_device(name)  # "cuda" on a machine without it: an error that says so
+    device = resolve_device(cfg.device)  # "auto", or "cuda" on a machine without it: an error that says so
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -98,13 +98,14 @@ def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monk
 def test_device_auto_is_the_gpu_when_there_is_one(command, cuda, device, monkeypatch, tmp_path):
     """`--device` defaults to auto in every command, as in `minigpt train`: a user with a GPU gets it
     without asking. The model is never loaded: the loader records the device it was given."""
+    from minigpt.checkpoint import resolve_device
     from minigpt.cli import run_command
     from minigpt.model import GPT
 
     asked = []
 
     def from_pretrained(path, dtype=None, device=None):
-        asked.append(device)
+        asked.append(str(resolve_device(device)))  # what the real loader does with it first
         raise ValueError("not loaded in this test")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)

@@ -322,6 +322,9 @@ def stream(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
+    # Checked after the penalties, so a logit a repetition_penalty near 0 pushed past float range
+    # (5 / 1e-38 = inf) is caught too, not drawn as a token: the message names both causes.
+    nonfinite_error = NONFINITE + ("; or a penalty pushed a logit past float range" if penalized else "")
     stopper = StopStrings(tokenizer, args.stop, B) if args.stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
@@ -337,7 +340,7 @@ def stream(
         # CPU, every few on a GPU, and once more after the loop, for the steps since its last look.
         nonfinite |= ~torch.isfinite(logits.amax(-1)).all()
         if step % sync_every == 0 and bool(nonfinite):
-            raise FloatingPointError(NONFINITE)
+            raise FloatingPointError(nonfinite_error)
         tokens = pick(logits)  # (B,)
         live = ~finished
         drawn += live
@@ -367,7 +370,7 @@ def stream(
 
     t_end = clock()
     if bool(nonfinite):  # in the steps since the host's last look
-        raise FloatingPointError(NONFINITE)
+        raise FloatingPointError(nonfinite_error)
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
     new_tokens, steps = torch.stack([drawn.sum(), drawn.max()]).tolist()  # one host sync

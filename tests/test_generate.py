@@ -654,6 +654,17 @@ def test_nan_logits_between_the_hosts_looks_are_an_error_not_a_token(pair, monke
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_a_penalty_pushing_a_logit_past_float_range_is_named(pair, do_sample):
+    """A repetition_penalty near 0 divides a seen token's positive logit past float range (+inf): no
+    token either. The loop checks the logits after the penalties, so its error names them too."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    with pytest.raises(FloatingPointError, match="NaN/inf logits .*; or a penalty pushed a logit past float range"):
+        generate(model, ids, mask, max_new_tokens=3, do_sample=do_sample, repetition_penalty=1e-45)
+
+
+@torch.no_grad()
 def test_compiled_decode_step_same_tokens_no_recompiles(pair):
     """compile=True: tokens identical to eager, and one graph serves every step and every prompt
     length in the same cache bucket (error_on_recompile turns a recompile into a failure)."""

@@ -10,7 +10,7 @@ Where it sits: it is the `KV-cache decode loop` of the data flow, around the mod
    arithmetic; its time is the time per output token (TPOT).
 
 `DecodeState` holds what the phases share (the cache, the readable slots, the positions); the
-decode loop (`stream`), beam search and `--explain` each drive one.
+decode loop (`stream`, whose steps are `decode_loop`), beam search and `--explain` each drive one.
 
 Batches of prompts are *left*-padded, so every row's newest token sits in the same cache slot and
 one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NONFINITE, check_arguments, eos_list
+from minigpt.generate_args import NONFINITE, DecodeArgs, check_arguments, eos_list
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     draw,
@@ -237,11 +237,6 @@ def token_picker(do_sample: bool, sampler: str, seed: int | None, B: int, device
     return fused_pick
 
 
-# Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
-# (every cache write and step is recorded, so memory grows each token) and minigpt/linear.py
-# would leave its fast inference path. On a generator, the decorator turns grad off for each
-# resumption only: between yields and after the end the caller's grad mode is back.
-@torch.no_grad()
 def stream(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -282,6 +277,9 @@ def stream(
     tokens. `sampler` picks the sampling backend ("auto" | "torch" | "triton"), `compile=True`
     compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
     `(ids, GenerationStats)`.
+
+    The arguments are checked here, at the call (a generator function would run nothing, its
+    checks included, until the first `next`); the steps are `decode_loop`'s.
     """
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
@@ -289,6 +287,21 @@ def stream(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop, num_beams=num_beams,
         length_penalty=length_penalty, num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler)
+    return decode_loop(model, args, do_sample=do_sample, length_penalty=length_penalty, early_stopping=early_stopping,
+                       seed=seed, streamer=streamer, sampler=sampler, compile=compile, return_stats=return_stats,
+                       tokenizer=tokenizer)
+
+
+# Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
+# (every cache write and step is recorded, so memory grows each token) and minigpt/linear.py
+# would leave its fast inference path. On a generator, the decorator turns grad off for each
+# resumption only: between yields and after the end the caller's grad mode is back.
+@torch.no_grad()
+def decode_loop(model: torch.nn.Module, args: DecodeArgs, *, do_sample: bool, length_penalty: float,
+                early_stopping: bool | str, seed: int | None, streamer: Callable[[torch.Tensor], None] | None,
+                sampler: str, compile: bool, return_stats: bool, tokenizer) -> Iterator[torch.Tensor]:
+    """`stream`'s steps, from its checked arguments: prefill, then draw → feed back until every row
+    has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
         from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
 
@@ -433,6 +446,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
     passed as they are, as their decoded text need not re-encode to the same ids.
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
+    Arguments are checked at the call, as `stream` checks its own.
     """
     for name in ("num_beams", "num_return_sequences"):  # beams are chosen only at the end; n samples are n texts
         if kwargs.get(name, 1) > 1:
@@ -440,7 +454,11 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
                              f"supported: use generate({name}=...) and decode its rows")
     ids = prompt_ids(tokenizer, prompt)
     stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
-    steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
+    return text_pieces(stream(model, ids, tokenizer=tokenizer, **kwargs), tokenizer, stops, eos)
+
+
+def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
+    """`stream_text`'s pieces: one row's tokens from `steps` → the text that is final so far."""
     new: list[int] = []
     sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
     while True:

@@ -362,7 +362,20 @@ def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
     yielded '' (or row 0 only) without a word."""
     model, _ = pair
     with pytest.raises(ValueError, match="stream_text streams one sequence"):
-        list(stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs))
+        stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs)  # at the call: no next() needed
+
+
+def test_stream_checks_its_arguments_at_the_call(pair):
+    """A bad argument raises where stream/stream_text is called, not at the first next() (where a
+    generator function would run its checks), so the traceback points at the mistake."""
+    model, _ = pair
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="top_p"):
+        stream(model, ids, do_sample=True, top_p=2.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        stream_text(model, ByteTokenizer(), "hi", max_new_tokens=0)
+    with pytest.raises(TypeError, match="prompt must be one text"):
+        stream_text(model, ByteTokenizer(), ["hi", "there"])
 
 
 @torch.no_grad()

@@ -42,8 +42,6 @@ def beam_search(
     beat the worst finished one, with "never" when even the best length can't.
     `penalties` are numbers or (B·K,) tensors, one value per beam (`per_row` with copies=K).
     """
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
     clock = Clock(device)
     t_start = clock()

@@ -286,10 +286,14 @@ def stream(
         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop, num_beams=num_beams,
-        length_penalty=length_penalty, num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler)
+        length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+        streamer=streamer, sampler=sampler)
+    # Built here, so a stop string without its tokenizer is refused at the call too. A prompt becomes
+    # num_return_sequences rows (beam search takes no stop strings).
+    stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
     return decode_loop(model, args, do_sample=do_sample, length_penalty=length_penalty, early_stopping=early_stopping,
                        seed=seed, streamer=streamer, sampler=sampler, compile=compile, return_stats=return_stats,
-                       tokenizer=tokenizer)
+                       stopper=stopper)
 
 
 # Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
@@ -299,7 +303,7 @@ def stream(
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, args: DecodeArgs, *, do_sample: bool, length_penalty: float,
                 early_stopping: bool | str, seed: int | None, streamer: Callable[[torch.Tensor], None] | None,
-                sampler: str, compile: bool, return_stats: bool, tokenizer) -> Iterator[torch.Tensor]:
+                sampler: str, compile: bool, return_stats: bool, stopper: StopStrings | None) -> Iterator[torch.Tensor]:
     """`stream`'s steps, from its checked arguments: prefill, then draw → feed back until every row
     has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
@@ -338,7 +342,6 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, *, do_sample: bool, le
     # Checked after the penalties, so a logit a repetition_penalty near 0 pushed past float range
     # (5 / 1e-38 = inf) is caught too, not drawn as a token: the message names both causes.
     nonfinite_error = NONFINITE + ("; or a penalty pushed a logit past float range" if penalized else "")
-    stopper = StopStrings(tokenizer, args.stop, B) if args.stop else None
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 

@@ -138,10 +138,10 @@ class DecodeArgs:
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
                     max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
                     repetition_penalty, presence_penalty, frequency_penalty, eos_token_id, pad_token_id, stop,
-                    num_beams, length_penalty, num_return_sequences, streamer, sampler: str) -> DecodeArgs:
+                    num_beams, length_penalty, early_stopping, num_return_sequences, streamer, sampler: str) -> DecodeArgs:
     """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
-    the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Two are
-    checked where they are used: `early_stopping` by beam search, `stop`'s tokenizer by StopStrings.)"""
+    the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
+    strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
     max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
     num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config
@@ -163,6 +163,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
     if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "

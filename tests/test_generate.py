@@ -549,14 +549,16 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     ({"pad_token_id": -5}, r"pad_token_id -5 is not a token id of this model: ids are 0 \.\. 299"),
     ({"eos_token_id": [3, 300]}, "eos_token_id 300 is not a token id"),
     ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
+    ({"num_beams": 2, "early_stopping": "sometimes"}, "early_stopping must be True, False or 'never', got 'sometimes'"),
     ({"do_sample": True, "top_k": torch.tensor([2.5])}, "top_k must be an integer"),  # not silently 2
 ])
 def test_bad_arguments_raise(pair, kwargs, match):
+    """Each at the call of stream (so of generate too), before any step runs."""
     model, _ = pair
     kwargs.setdefault("max_new_tokens", 20)
     ids = kwargs.pop("input_ids", torch.tensor([PROMPTS[0]]))
     with pytest.raises(ValueError, match=match):
-        generate(model, ids, **kwargs)
+        stream(model, ids, **kwargs)
 
 
 @torch.no_grad()

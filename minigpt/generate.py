@@ -288,12 +288,13 @@ def stream(
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop, num_beams=num_beams,
         length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_return_sequences,
         streamer=streamer, sampler=sampler)
-    # Built here, so a stop string without its tokenizer is refused at the call too. A prompt becomes
-    # num_return_sequences rows (beam search takes no stop strings).
-    stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
-    return decode_loop(model, args, do_sample=do_sample, length_penalty=length_penalty, early_stopping=early_stopping,
-                       seed=seed, streamer=streamer, sampler=sampler, compile=compile, return_stats=return_stats,
-                       stopper=stopper)
+    # Built here, not in the loop, so that a sampler this device lacks, or stop strings without their
+    # tokenizer, are refused at the call too. A prompt's n samples are n rows.
+    rows = args.input_ids.size(0) * args.num_return_sequences
+    pick = token_picker(do_sample, sampler, seed, rows, args.input_ids.device, **args.sampling) if args.num_beams == 1 else None
+    stopper = StopStrings(tokenizer, args.stop, rows) if args.stop else None
+    return decode_loop(model, args, pick, stopper, streamer=streamer, length_penalty=length_penalty,
+                       early_stopping=early_stopping, compile=compile, return_stats=return_stats)
 
 
 # Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
@@ -301,11 +302,11 @@ def stream(
 # would leave its fast inference path. On a generator, the decorator turns grad off for each
 # resumption only: between yields and after the end the caller's grad mode is back.
 @torch.no_grad()
-def decode_loop(model: torch.nn.Module, args: DecodeArgs, *, do_sample: bool, length_penalty: float,
-                early_stopping: bool | str, seed: int | None, streamer: Callable[[torch.Tensor], None] | None,
-                sampler: str, compile: bool, return_stats: bool, stopper: StopStrings | None) -> Iterator[torch.Tensor]:
-    """`stream`'s steps, from its checked arguments: prefill, then draw → feed back until every row
-    has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
+def decode_loop(model: torch.nn.Module, args: DecodeArgs, pick: Callable[[torch.Tensor], torch.Tensor] | None,
+                stopper: StopStrings | None, *, streamer: Callable[[torch.Tensor], None] | None, length_penalty: float,
+                early_stopping: bool | str, compile: bool, return_stats: bool) -> Iterator[torch.Tensor]:
+    """`stream`'s steps, from its checked arguments: prefill, then `pick` a token per row → feed it
+    back, until every row has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
         from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
 
@@ -333,7 +334,6 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, *, do_sample: bool, le
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
-    pick = token_picker(do_sample, sampler, seed, B, device, **args.sampling)
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)

@@ -546,14 +546,16 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     ({"do_sample": True, "top_k": torch.tensor([5, 7])}, r"top_k has 2 values.* one per prompt \(row of logits\): 1"),
     ({"num_beams": 2, "repetition_penalty": torch.tensor([1.5, 1.2])}, r"repetition_penalty has 2 values.* 1"),
     ({"sampler": "trition"}, "sampler must be 'auto', 'torch' or 'triton', got 'trition'"),  # greedy, yet checked
+    ({"do_sample": True, "sampler": "triton"}, "backend='triton' runs on CUDA tensors, got cpu"),  # this device lacks it
     ({"pad_token_id": -5}, r"pad_token_id -5 is not a token id of this model: ids are 0 \.\. 299"),
     ({"eos_token_id": [3, 300]}, "eos_token_id 300 is not a token id"),
     ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
     ({"num_beams": 2, "early_stopping": "sometimes"}, "early_stopping must be True, False or 'never', got 'sometimes'"),
     ({"do_sample": True, "top_k": torch.tensor([2.5])}, "top_k must be an integer"),  # not silently 2
 ])
-def test_bad_arguments_raise(pair, kwargs, match):
+def test_bad_arguments_raise(pair, kwargs, match, monkeypatch):
     """Each at the call of stream (so of generate too), before any step runs."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with it the kernel would run on the CPU
     model, _ = pair
     kwargs.setdefault("max_new_tokens", 20)
     ids = kwargs.pop("input_ids", torch.tensor([PROMPTS[0]]))

@@ -293,8 +293,7 @@ def stream(
     rows = args.input_ids.size(0) * args.num_return_sequences
     pick = token_picker(do_sample, sampler, seed, rows, args.input_ids.device, **args.sampling) if args.num_beams == 1 else None
     stopper = StopStrings(tokenizer, args.stop, rows) if args.stop else None
-    return decode_loop(model, args, pick, stopper, streamer=streamer, length_penalty=length_penalty,
-                       early_stopping=early_stopping, compile=compile, return_stats=return_stats)
+    return decode_loop(model, args, pick, stopper, streamer=streamer, compile=compile, return_stats=return_stats)
 
 
 # Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
@@ -303,16 +302,16 @@ def stream(
 # resumption only: between yields and after the end the caller's grad mode is back.
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, args: DecodeArgs, pick: Callable[[torch.Tensor], torch.Tensor] | None,
-                stopper: StopStrings | None, *, streamer: Callable[[torch.Tensor], None] | None, length_penalty: float,
-                early_stopping: bool | str, compile: bool, return_stats: bool) -> Iterator[torch.Tensor]:
+                stopper: StopStrings | None, *, streamer: Callable[[torch.Tensor], None] | None, compile: bool,
+                return_stats: bool) -> Iterator[torch.Tensor]:
     """`stream`'s steps, from its checked arguments: prefill, then `pick` a token per row → feed it
     back, until every row has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
         from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
 
         return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
-                           min_new_tokens=args.min_new_tokens, num_beams=args.num_beams, length_penalty=length_penalty,
-                           early_stopping=early_stopping, eos=args.eos, pad=args.pad,
+                           min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
+                           length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
                            num_return_sequences=args.num_return_sequences, penalties=args.penalties, compile=compile,
                            return_stats=return_stats)
     # The checked arguments, under the names the loop reads.

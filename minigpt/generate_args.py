@@ -10,7 +10,7 @@ context limit (`prepare_inputs`); EOS as a list of plain ints (`eos_list`); coun
 (`as_count`); and the sampling parameters, each a number or one value per row (`per_row`).
 `check_finite` is the one check made during decoding: NaN/inf logits are a broken model, not a token.
 
-What it does not check: `early_stopping` (beam search does) and `stop`'s tokenizer (StopStrings does).
+What it does not check: `stop`'s tokenizer (StopStrings does, built by `stream` at the call too).
 """
 from __future__ import annotations
 
@@ -127,6 +127,8 @@ class DecodeArgs:
     min_new_tokens: int
     num_beams: int
     num_return_sequences: int
+    length_penalty: float  # beam search: a finished beam's score is sum_logprobs / length ** this
+    early_stopping: bool | str  # beam search: True, False or "never"
     eos: list[int]  # the ids that end a row ([] = none)
     pad: int  # what fills a finished row
     stop: list[str]
@@ -182,5 +184,5 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
                          "are not supported with num_beams > 1")
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
-                      eos, pad, stop, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+                      length_penalty, early_stopping, eos, pad, stop, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
                       penalties=dict(zip(penalties, rest)))

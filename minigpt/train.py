@@ -540,7 +540,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     if worker:
         # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after
         # a finished run aborted now and then ("terminate called without an active exception",
-        # SIGABRT with no Python frame on the stack; about 1 run in 150 on a loaded 2-core machine),
+        # SIGABRT with no Python frame on the stack; 2 of ~330 runs with 3 torchruns on 2 cores),
         # and torchrun then reports the whole run as failed. By now every file is written and
         # closed and the group is gone: only the buffered output remains to flush.
         sys.stdout.flush()

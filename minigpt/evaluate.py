@@ -33,8 +33,10 @@ from minigpt.model import IGNORE_INDEX  # the label of a context-only position: 
 
 
 @torch.no_grad()
-def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, progress: bool = False) -> tuple[float, int]:
-    """Sum of -log p(token | up to max_length - 1 earlier tokens) over the scored tokens, and their count.
+def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int,
+                       progress: bool = False) -> tuple[float, int, torch.Tensor]:
+    """Sum of -log p(token | up to max_length - 1 earlier tokens) over the scored tokens, their
+    count, and which they are: (N,) bool, True = scored (bits per byte counts their bytes).
 
     `model(x)` must return (logits, ...) as minigpt's GPT does. ids: (N,) token ids.
     """
@@ -44,7 +46,8 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
     if not 1 <= stride <= max_length:
         raise ValueError(f"stride must be in [1, max_length={max_length}], got {stride}")
     device = next(model.parameters()).device
-    nll_sum, count, prev_end = 0.0, 0, 0
+    nll_sum, prev_end = 0.0, 0
+    scored = torch.zeros(n, dtype=torch.bool)
     # The last window is the first to reach the end (begin + max_length >= n): the range stops
     # there, so the progress bar's total is the number of windows that run.
     starts = range(0, max(n - max_length, 0) + stride, stride)
@@ -58,20 +61,28 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int, p
         targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])  # (L,)
         logits = model(window[None])[0][0]  # (L, V)
         nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
-        count += int((targets != IGNORE_INDEX).sum())
+        scored[max(end - new, begin + 1) : end] = True  # the window's first token has no context: never scored
         prev_end = end  # (the last start's window ends at n: `starts` stops there)
-    return nll_sum, count
+    return nll_sum, int(scored.sum()), scored
 
 
-def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None, progress: bool = False) -> dict[str, float]:
+def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None,
+               progress: bool = False, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
     """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored, "nll_sum": their
-    total nats (bits per byte divides it by the text's bytes)}. max_length defaults to the context,
-    stride to half of max_length."""
+    total nats}, and with `token_bytes` (V,), each token's length in bytes, "bpb": bits per byte of
+    the scored tokens. max_length defaults to the context, stride to half of max_length."""
     max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
     if not 1 <= max_length <= model.config.n_positions:
         raise ValueError(f"max_length must be in [1, n_positions={model.config.n_positions}], got {max_length}")
-    nll_sum, count = sliding_window_nll(model, ids, max_length, max(max_length // 2, 1) if stride is None else stride, progress)
-    return {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}
+    nll_sum, count, scored = sliding_window_nll(model, ids, max_length, max(max_length // 2, 1) if stride is None else stride,
+                                                progress)
+    result = {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}
+    if token_bytes is not None:
+        # Bits per byte: nats → bits, spread over the bytes of the tokens scored (not the first token,
+        # nor, with disjoint windows, each window's first). Unlike perplexity it does not depend on
+        # the tokenizer, so models with different vocabularies compare.
+        result["bpb"] = nll_sum / math.log(2) / int(token_bytes[ids.cpu()[scored]].sum())
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,14 +125,13 @@ def main(argv: list[str] | None = None) -> int:
                              f"(<|endoftext|> = {tok.eos_token_id}): its ids would mean other tokens to the model; "
                              "pass --tokenizer with the model's own tokenizer")
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
-        result = perplexity(model, ids, args.max_length, args.stride, progress=True)
+        token_bytes = torch.zeros(tok.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
+        for i in ids.unique().tolist():  # (only the tokens of this text are needed)
+            token_bytes[i] = len(tok.decode_bytes([i]))
+        result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    # Bits per byte: nats → bits, spread over the bytes of the scored tokens. Unlike perplexity it
-    # does not depend on the tokenizer, so models with different vocabularies compare. The first
-    # token has no context and is never predicted: its bytes are not counted.
-    scored_bytes = len(text.encode("utf-8")) - len(tok.decode_bytes(ids[:1].tolist()))
-    bpb = result["nll_sum"] / math.log(2) / scored_bytes
-    print(f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {bpb:.4f} bits/byte  ({result['tokens']:,} tokens scored)")
+    print(f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
+          f"({result['tokens']:,} tokens scored)")
     return 0

@@ -65,7 +65,10 @@ def test_every_token_is_scored_once(model_dir, stride):
     ids = torch.arange(150)
     n_windows = math.ceil(150 / 32)
     expected = 149 if stride < 32 else 150 - n_windows
-    assert sliding_window_nll(GPT.from_pretrained(model_dir), ids, 32, stride)[1] == expected
+    _, count, scored = sliding_window_nll(GPT.from_pretrained(model_dir), ids, 32, stride)
+    assert count == expected == int(scored.sum())
+    unscored = [0] if stride < 32 else list(range(0, 150, 32))  # the first token; or each window's first
+    assert (~scored).nonzero().flatten().tolist() == unscored
 
 
 def test_cli_refuses_another_tokenizer_but_takes_a_padded_vocabulary(model_dir, tmp_path, capsys):
@@ -102,14 +105,18 @@ def test_progress_bar_total_is_the_windows_that_run(model_dir, monkeypatch, n, s
 
 def test_cli_and_errors(model_dir, tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
-    assert main([str(model_dir), str(tmp_path / "t.txt"), "--stride", "8"]) == 0
-    out = capsys.readouterr().out
-    ids = torch.tensor(Tokenizer.from_pretrained(model_dir).encode(TEXT))
-    expected = perplexity(GPT.from_pretrained(model_dir), ids, stride=8)
-    # Bits per byte spread the nats over the bytes of the scored tokens: all but the first.
-    scored_bytes = len(TEXT.encode()) - len(Tokenizer.from_pretrained(model_dir).decode_bytes(ids[:1].tolist()))
-    assert f"perplexity {expected['ppl']:.4f}" in out
-    assert f"{expected['nll_sum'] / math.log(2) / scored_bytes:.4f} bits/byte" in out
+    tok, model = Tokenizer.from_pretrained(model_dir), GPT.from_pretrained(model_dir)
+    ids = torch.tensor(tok.encode(TEXT))
+    # Bits per byte spread the nats over the bytes of the scored tokens: all but the first with
+    # overlapping windows, all but each window's first with disjoint ones (stride = max_length).
+    for max_length, unscored in ((None, [0]), (8, range(0, len(ids), 8))):
+        flags = ["--stride", "8"] + (["--max-length", str(max_length)] if max_length else [])
+        assert main([str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu", *flags]) == 0
+        out = capsys.readouterr().out
+        expected = perplexity(model, ids, max_length, stride=8)
+        scored_bytes = len(TEXT.encode()) - sum(len(tok.decode_bytes([int(ids[i])])) for i in unscored)
+        assert f"perplexity {expected['ppl']:.4f}" in out
+        assert f"{expected['nll_sum'] / math.log(2) / scored_bytes:.4f} bits/byte" in out
     assert main([str(model_dir), str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt does not exist" in capsys.readouterr().err
     assert main([str(model_dir), str(tmp_path)]) == 2

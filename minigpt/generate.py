@@ -209,7 +209,11 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
 def token_picker(do_sample: bool, sampler: str, seed: int | None, B: int, device: torch.device,
                  temperature, top_k, top_p, min_p) -> Callable[[torch.Tensor], torch.Tensor]:
     """How each step turns logits (B, V) into tokens (B,): the argmax (greedy), Triton's fused kernel,
-    or torch's filters and draw. None of them waits on the host; a `seed` fixes every draw."""
+    or torch's filters and draw. None of them waits on the host; a `seed` fixes every draw.
+
+    Called by `stream` at its call, so a sampler the device lacks is refused there; the kernel's
+    tensors are made at the first draw, in the loop: with no seed, from the global RNG as it is
+    then (as the torch draw's noise is), and under the grad mode the loop runs in."""
     if not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0):
         return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax, which no filter changes
     backend = resolve_backend(sampler, device)
@@ -222,12 +226,14 @@ def token_picker(do_sample: bool, sampler: str, seed: int | None, B: int, device
         return pick
     from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
-    kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
-    # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
-    kernel_args["seed"] = kernel_seed(generator, device)
-    kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
+    kernel_args: dict[str, torch.Tensor] = {}
 
     def fused_pick(logits: torch.Tensor) -> torch.Tensor:
+        if not kernel_args:  # the first draw
+            kernel_args.update(triton_params(B, device, temperature, top_k, top_p, min_p))
+            # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
+            kernel_args["seed"] = kernel_seed(generator, device)
+            kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
         tokens = fused_sample(logits, **kernel_args)
         kernel_args["offset"] += 1
         # The kernel answers -1 for a row of NaN/inf logits (noted by the loop): until the host raises,
@@ -289,7 +295,7 @@ def stream(
         length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_return_sequences,
         streamer=streamer, sampler=sampler)
     # Built here, not in the loop, so that a sampler this device lacks, or stop strings without their
-    # tokenizer, are refused at the call too. A prompt's n samples are n rows.
+    # tokenizer, are refused at the call too (nothing is drawn yet). A prompt's n samples are n rows.
     rows = args.input_ids.size(0) * args.num_return_sequences
     pick = token_picker(do_sample, sampler, seed, rows, args.input_ids.device, **args.sampling) if args.num_beams == 1 else None
     stopper = StopStrings(tokenizer, args.stop, rows) if args.stop else None

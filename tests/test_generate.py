@@ -636,6 +636,37 @@ def test_right_padding_and_nan_logits_raise(pair):
         explain(broken, ByteTokenizer(), PROMPTS[0], steps=2, out=io.StringIO())
 
 
+def test_a_stream_draws_nothing_before_its_first_step(pair, monkeypatch):
+    """stream checks its arguments at the call but draws nothing there: the fused kernel's seed and
+    offset are made at the first step. So a stream made under inference_mode steps outside it (an
+    in-place `offset += 1` on an inference tensor raised), and torch.manual_seed between the call
+    and the first step fixes an unseeded draw (the seed was drawn from the RNG at the call)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    seeds = []
+
+    def fake_fused_sample(logits, seed, offset, **params):  # records the Philox key it was given
+        seeds.append(int(seed))
+        return logits.argmax(-1)
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fake_fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+    model, _ = pair
+    ids, kw = torch.tensor([PROMPTS[0]]), dict(max_new_tokens=3, do_sample=True, sampler="triton", eos_token_id=[])
+    with torch.inference_mode():
+        steps = stream(model, ids, **kw)
+    torch.manual_seed(0)
+    assert len(list(steps)) == 3 and len(set(seeds)) == 1  # one key for the whole stream
+    torch.manual_seed(0)
+    list(stream(model, ids, **kw))
+    assert seeds[3] == seeds[0]  # the same RNG state at the first draw: the same key
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("sampling", [dict(), dict(do_sample=True), dict(do_sample=True, sampler="triton")],
                          ids=["greedy", "torch", "triton"])

@@ -514,7 +514,9 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no
     traceback) or 128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143
     SIGTERM, as a shell reports them); the process group closed on every path; the result as one
-    JSON line on stdout, from rank 0 only. A torchrun worker's process ends here, with that code."""
+    JSON line on stdout, from rank 0 only. A process group that the work joined (a torchrun worker's)
+    is closed here, and that process ends here, with that code; a group the caller had is left alone."""
+    ours = not dist.is_initialized()
     result, code = None, 0
     try:
         result = work()
@@ -532,7 +534,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         code = 2
     finally:
-        worker = dist.is_initialized()
+        worker = ours and dist.is_initialized()
         if worker:
             dist.destroy_process_group()
     if result is not None and int(os.environ.get("RANK", "0")) == 0:

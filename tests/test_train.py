@@ -164,6 +164,20 @@ def test_exit_codes_say_how_a_run_ended(error, code, capsys):
     assert capsys.readouterr().out == ""  # no result line
 
 
+def test_a_process_group_of_the_caller_is_left_alone(tmp_path, capsys):
+    """run_command closes (and, for a torchrun worker, ends the process of) only a group that its
+    work joined: a script that made its own group, then called a command's main, goes on with it."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        assert train.run_command("minigpt train", lambda: {"step": 1}) == 0  # returned: the process goes on
+        assert dist.is_initialized()
+        assert json.loads(capsys.readouterr().out) == {"step": 1}
+    finally:
+        dist.destroy_process_group()
+
+
 def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path, monkeypatch):
     _interrupt_at_batch(monkeypatch, 1)  # step 1 of 12; the first record comes at step 3
     with pytest.raises(KeyboardInterrupt):

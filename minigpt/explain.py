@@ -18,7 +18,7 @@ import sys
 import torch
 
 from minigpt.generate import DecodeState, prompt_ids
-from minigpt.generate_args import check_finite, prepare_inputs
+from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
@@ -60,6 +60,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages = [("raw", logits)]
         stages.append(("penalties", penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
                                              presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)))
+        check_finite(stages[-1][1], f"NaN/inf logits after the penalties: {PENALTY_OVERFLOW}")
         stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
         stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NONFINITE, DecodeArgs, check_arguments, eos_list
+from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, eos_list
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     draw,
@@ -344,9 +344,9 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, pick: Callable[[torch.
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
-    # Checked after the penalties, so a logit a repetition_penalty near 0 pushed past float range
-    # (5 / 1e-38 = inf) is caught too, not drawn as a token: the message names both causes.
-    nonfinite_error = NONFINITE + ("; or a penalty pushed a logit past float range" if penalized else "")
+    # Checked after the penalties, so a logit a penalty pushed past float range is caught too, not
+    # drawn as a token: the message names both causes.
+    nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if penalized else NONFINITE
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 

@@ -8,7 +8,8 @@ What is checked, and normalised: the prompts' shapes (`(B, T)` or `(T,)`), their
 (every row's last slot a token, so one cache slot serves the batch) and their length against the
 context limit (`prepare_inputs`); EOS as a list of plain ints (`eos_list`); counts as ints
 (`as_count`); and the sampling parameters, each a number or one value per row (`per_row`).
-`check_finite` is the one check made during decoding: NaN/inf logits are a broken model, not a token.
+`check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
+logits are a broken model (or penalty), not a token.
 
 What it does not check: `stop`'s tokenizer (StopStrings does, built by `stream` at the call too).
 """
@@ -108,13 +109,16 @@ def as_count(name: str, value) -> int:
 
 
 NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
+# Penalties can overflow too: a repetition_penalty near 0 divides a seen token's logit (5 / 1e-38 = inf).
+PENALTY_OVERFLOW = "a penalty pushed a logit past float range (a repetition_penalty near 0?)"
 
 
-def check_finite(logits: torch.Tensor) -> None:
-    """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model, not a token."""
+def check_finite(logits: torch.Tensor, message: str = NONFINITE) -> None:
+    """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model (or penalty),
+    not a token."""
     # amax propagates NaN, and +inf would make softmax NaN: one reduction checks every row.
     if not torch.isfinite(logits.amax(-1)).all():
-        raise FloatingPointError(NONFINITE)
+        raise FloatingPointError(message)
 
 
 @dataclass

@@ -708,8 +708,12 @@ def test_a_penalty_pushing_a_logit_past_float_range_is_named(pair, do_sample):
     token either. The loop checks the logits after the penalties, so its error names them too."""
     model, _ = pair
     ids, mask = left_padded(PROMPTS)
-    with pytest.raises(FloatingPointError, match="NaN/inf logits .*; or a penalty pushed a logit past float range"):
+    with pytest.raises(FloatingPointError, match="NaN/inf logits .*, or a penalty pushed a logit past float range"):
         generate(model, ids, mask, max_new_tokens=3, do_sample=do_sample, repetition_penalty=1e-45)
+    from minigpt.explain import explain  # --explain showed tables of nan and "drew" a token
+
+    with pytest.raises(FloatingPointError, match="NaN/inf logits after the penalties: a penalty pushed"):
+        explain(model, ByteTokenizer(), "hi there", steps=2, repetition_penalty=1e-45, out=io.StringIO())
 
 
 @torch.no_grad()

@@ -81,7 +81,8 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 def resolve_device(device: torch.device | str | None) -> torch.device | None:
     """The device, checked to be there: CUDA asked of a CPU-only machine (or torch build) is an
     error that says so, instead of an assertion from deep inside torch at the first copy. "auto"
-    is the GPU when there is one, else the CPU (every command's --device default)."""
+    is the GPU when there is one, else the CPU (the --device default of the commands that run a
+    model: generate, eval, train, finetune)."""
     if device is None:
         return None
     if device == "auto":

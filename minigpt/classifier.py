@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, weight_files,
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, resolve_device, weight_files,
                                 write_safetensors)
 from minigpt.config import GPTConfig, read_json
 from minigpt.model import GPT
@@ -134,8 +134,9 @@ class GPTClassifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":
-        """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification."""
-        path = Path(path)
+        """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification.
+        `device="auto"` is the GPU when there is one, as for GPT.from_pretrained."""
+        path, device = Path(path), resolve_device(device)
         d = read_json(path / "config.json") if (path / "config.json").exists() else {}
         if "GPT2ForSequenceClassification" not in d.get("architectures", []):
             raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint "

@@ -67,8 +67,9 @@ def test_minigpt_head_options_round_trip(pooling, hidden):
     idx, mask = _batch()
     with tempfile.TemporaryDirectory() as d:
         clf.save_pretrained(d)
-        again = GPTClassifier.from_pretrained(d)
+        again = GPTClassifier.from_pretrained(d, device="auto")  # "auto", as GPT.from_pretrained takes it
     assert again.pooling == pooling and again.hidden == hidden
+    again = again.to(next(clf.parameters()).device)  # (a GPU run loaded it there)
     assert torch.equal(again(idx, mask)[0], clf(idx, mask)[0])
 
 

@@ -394,11 +394,12 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, pick: Callable[[torch.
         raise FloatingPointError(nonfinite_error)
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
-    new_tokens, steps = torch.stack([drawn.sum(), drawn.max()]).tolist()  # one host sync
-    out = trim_output(input_ids, out, steps, cuts, pad, eos_ids)  # (B, T + steps)
+    new_tokens, kept_steps = torch.stack([drawn.sum(), drawn.max()]).tolist()  # one host sync
+    out = trim_output(input_ids, out, kept_steps, cuts, pad, eos_ids)  # (B, T + kept_steps)
     if not return_stats:
         return out
-    # Every row was live at the first step: its B tokens are prefill's.
+    # Every row was live at the first step: its B tokens are prefill's. `step` decode forwards ran
+    # after it (all of them timed, the all-pad ones included).
     return out, GenerationStats.measured(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, first_tokens=B,
                                          steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
                                          kv_cache_bytes=state.cache.memory_bytes(), device=device)
@@ -441,7 +442,7 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
         prompt = prompt.reshape(-1).tolist()
     if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, numbers.Integral) for t in prompt):
         got = f"shape {tuple(shape)}" if shape is not None else type(prompt).__name__
-        raise TypeError(f"prompt must be one text (str) or its token ids (a list of ints, or a 1-D tensor), got {got}; "
+        raise TypeError(f"prompt must be one text (str) or its token ids (a list of ints, or a 1-D or (1, T) tensor), got {got}; "
                         "for several prompts pass a left-padded batch to generate()")
     return torch.tensor([list(prompt)], dtype=torch.long)
 

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(prompt + text)
             else:
                 pieces = stream_text(model, tokenizer, ids, **kwargs)
-                text = prompt  # printed with the first piece, once the arguments have been checked
+                text = prompt  # printed with the first piece: nothing is printed if the first step fails
                 while True:
                     try:
                         text += next(pieces)

@@ -1,6 +1,6 @@
 """Measuring generation: time to first token, time per output token, tokens/s and memory.
 
-Where it sits: beside the decode loop (minigpt/generate.py's `stream`, minigpt/beam_search.py),
+Where it sits: beside the decode loop (minigpt/generate.py's `decode_loop`, minigpt/beam_search.py),
 which reads a `Clock` before prefill, after the first token and after the last step, and returns
 what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`).
 Fine-tuning reports `peak_memory_bytes` too (minigpt/finetune.py).

@@ -179,6 +179,21 @@ def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -
     return tokens
 
 
+def load_splits(data_dir: str | os.PathLike, meta: dict, vocab_size: int, min_tokens: int = 2) -> dict[str, np.memmap]:
+    """train.bin and val.bin of a prepared directory, each checked by `load_tokens` and against the
+    token count meta.json gives it: `prepare` renames its .bin files into place before it writes
+    meta.json, so a run stopped in between leaves files of two runs side by side."""
+    tokens = {}
+    for split in ("train", "val"):
+        path = Path(data_dir) / f"{split}.bin"
+        tokens[split] = load_tokens(path, vocab_size, min_tokens)
+        expected = meta.get(f"{split}_tokens")
+        if expected is not None and expected != len(tokens[split]):
+            raise ValueError(f"{path} holds {len(tokens[split]):,} tokens, but meta.json says {expected:,}: they come from two "
+                             "runs of `minigpt prepare` (one stopped before it wrote meta.json?); prepare the data again")
+    return tokens
+
+
 def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """batch_size random windows: x = tokens[s : s+T], y = tokens[s+1 : s+T+1] (the next tokens).
 

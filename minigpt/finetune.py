@@ -47,7 +47,7 @@ import torch.nn as nn
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.cli import prog
 from minigpt.config import PRESETS, atomic_write_text, read_text
-from minigpt.data import load_tokens, prepare, read_meta, sample_batch
+from minigpt.data import load_splits, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
@@ -385,7 +385,7 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     if rt.world > 1:
         dist.barrier()
     meta = read_meta(data_dir)
-    tokens = {s: load_tokens(data_dir / f"{s}.bin", gpt.config.vocab_size, cfg.block_size + 1) for s in ("train", "val")}
+    tokens = load_splits(data_dir, meta, gpt.config.vocab_size, cfg.block_size + 1)
 
     def get_batch(split: str, rng: torch.Generator):
         return sample_batch(tokens[split], cfg.block_size, cfg.batch_size, rng)

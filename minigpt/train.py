@@ -43,7 +43,7 @@ from tqdm import tqdm
 from minigpt.checkpoint import is_classifier_checkpoint, resolve_device
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, atomic_path, atomic_write_text
-from minigpt.data import load_tokens, read_meta, sample_batch
+from minigpt.data import load_splits, read_meta, sample_batch
 from minigpt.model import GPT
 from minigpt.run_dir import LOG_FILE, append_log, check_out_dir, plot_log, restore, save_checkpoint, truncate_log
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
@@ -487,7 +487,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
     cfg.block_size = block_size
     vocab = model.config.vocab_size
-    tokens = {split: load_tokens(data / f"{split}.bin", vocab, block_size + 1) for split in ("train", "val")}
+    tokens = load_splits(data, meta, vocab, block_size + 1)
 
     def get_batch(split: str, rng: torch.Generator):
         return sample_batch(tokens[split], block_size, cfg.batch_size, rng)

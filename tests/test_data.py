@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt.data import encode_text, load_tokens, main, prepare, read_meta, sample_batch
+from minigpt.data import encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch
 from minigpt.tokenizer import safe_pieces
 from minigpt.tokenizer import Tokenizer
 
@@ -121,6 +121,21 @@ def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):
 
     with pytest.raises(ValueError, match="vocab_size 100000 does not fit uint16"):
         prepare([tmp_path / "empty.txt"], Huge(), tmp_path / "d")
+
+
+def test_token_files_and_meta_of_two_prepares_are_refused(tok, tmp_path):
+    """prepare renames its .bin files into place, then writes meta.json: a run stopped in between
+    leaves new token files beside the old meta. Training would take the old vocabulary and counts
+    without a word; load_splits checks each file's token count against meta's and names both."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=4))
+    (tmp_path / "b.txt").write_text(corpus(80, seed=5))
+    old = prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    assert {s: len(t) for s, t in load_splits(tmp_path / "d", old, tok.vocab_size).items()} == \
+        {"train": old["train_tokens"], "val": old["val_tokens"]}
+    new = prepare([tmp_path / "b.txt"], tok, tmp_path / "d")
+    with pytest.raises(ValueError, match=rf"train.bin holds {new['train_tokens']:,} tokens, but meta.json says "
+                                         rf"{old['train_tokens']:,}: they come from two runs of `minigpt prepare`"):
+        load_splits(tmp_path / "d", old, tok.vocab_size)  # the old meta.json beside the new files
 
 
 def test_sample_batch_windows_are_shifted_and_seeded():

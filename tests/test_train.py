@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 import minigpt.train as train
 from minigpt import GPT
+from minigpt.data import load_tokens
 from minigpt.run_dir import STATE_FILE
 from minigpt.train import TrainingDiverged, lr_at, pretrain
 from minigpt.train_config import TrainConfig, add_config_flags, flag, parse_config
@@ -514,7 +515,7 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
 
     cfg = tiny_cfg(data, out)
     model = train.build_model(cfg, VOCAB)
-    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
     with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)"):
         train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned)
     assert final_state(out)["step"] == 6
@@ -528,7 +529,7 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     data = make_data(tmp_path / "data")
     cfg = tiny_cfg(data, tmp_path / "out")
     model = train.build_model(cfg, VOCAB).to(dtype)
-    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
     name = str(dtype).removeprefix("torch.")
     with pytest.raises(ValueError, match=rf"^the weights to train are {name}: .*TrainConfig\(dtype='bfloat16'\)"):
         train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
@@ -546,7 +547,7 @@ def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
     out = tmp_path / "out"
     cfg = tiny_cfg(data, out, max_iters=30, eval_interval=15, log_interval=5, lr=1e-2, dropout=0.0, dtype="bfloat16")
     model = train.build_model(cfg, VOCAB)
-    tokens = train.load_tokens(data / "train.bin", VOCAB, 17)
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
     matmul_dtypes = set()
     hook = model.transformer.h[0].attn.c_attn.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
     train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
@@ -777,6 +778,7 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel as DDP
 import minigpt.train as train
+from minigpt.data import load_tokens
 from minigpt.train_config import TrainConfig
 
 data, out = sys.argv[1:3]
@@ -799,7 +801,7 @@ def loss_fn(model, x, y):
     return train.lm_loss(model, x, y)
 
 DDP.__init__, DDP.no_sync = init, no_sync
-tokens = train.load_tokens(os.path.join(data, "train.bin"), 64, 17)
+tokens = load_tokens(os.path.join(data, "train.bin"), 64, 17)
 per_run = {}
 for grad_accum in (2, 6):  # 1 and 3 micro-steps per process
     cfg = TrainConfig(out=os.path.join(out, str(grad_accum)), preset="gpt2-tiny", n_layer=1, n_head=2, n_embd=32,

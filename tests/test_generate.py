@@ -636,26 +636,32 @@ def test_right_padding_and_nan_logits_raise(pair):
         explain(broken, ByteTokenizer(), PROMPTS[0], steps=2, out=io.StringIO())
 
 
+def use_fake_kernel(monkeypatch, fused_sample) -> None:
+    """sampler="triton" on the CPU, with `fused_sample` standing in for the kernel (the real one runs
+    under Triton's interpreter only in a fresh process: tests/test_fused_sampling.py)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+
+
 def test_a_stream_draws_nothing_before_its_first_step(pair, monkeypatch):
     """stream checks its arguments at the call but draws nothing there: the fused kernel's seed and
     offset are made at the first step. So a stream made under inference_mode steps outside it (an
     in-place `offset += 1` on an inference tensor raised), and torch.manual_seed between the call
     and the first step fixes an unseeded draw (the seed was drawn from the RNG at the call)."""
-    import importlib.machinery
-    import sys
-    import types
-
     seeds = []
 
     def fake_fused_sample(logits, seed, offset, **params):  # records the Philox key it was given
         seeds.append(int(seed))
         return logits.argmax(-1)
 
-    module = types.ModuleType("minigpt.kernels.sampling")
-    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
-    module.fused_sample = fake_fused_sample
-    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+    use_fake_kernel(monkeypatch, fake_fused_sample)
     model, _ = pair
     ids, kw = torch.tensor([PROMPTS[0]]), dict(max_new_tokens=3, do_sample=True, sampler="triton", eos_token_id=[])
     with torch.inference_mode():
@@ -675,10 +681,6 @@ def test_nan_logits_between_the_hosts_looks_are_an_error_not_a_token(pair, monke
     its last look were drawn from without a word, and the fused kernel's answer to them, token -1,
     was fed to the embedding (a device-side assert; on this CPU stand-in an IndexError). Here the
     CPU loop looks as seldom as a GPU's, and the model's logits turn NaN at step 3 of 5."""
-    import importlib.machinery
-    import sys
-    import types
-
     gen = importlib.import_module("minigpt.generate")
     monkeypatch.setitem(gen.SYNC_EVERY, "cpu", 8)
     real_step = gen.DecodeState.step
@@ -688,11 +690,7 @@ def test_nan_logits_between_the_hosts_looks_are_an_error_not_a_token(pair, monke
     def fake_fused_sample(logits, **kwargs):  # as the kernel: -1 for a row of NaN/inf logits
         return torch.where(torch.isfinite(logits).all(-1), logits.argmax(-1), -1)
 
-    module = types.ModuleType("minigpt.kernels.sampling")
-    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
-    module.fused_sample = fake_fused_sample
-    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets sampler="triton" run on the CPU
+    use_fake_kernel(monkeypatch, fake_fused_sample)
     model, _ = pair
     ids, mask = left_padded(PROMPTS)
     kw = dict(max_new_tokens=5, eos_token_id=[], pad_token_id=PAD, **sampling)

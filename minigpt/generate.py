@@ -42,7 +42,6 @@ from minigpt.sampling import (
     kernel_seed,
     penalize,
     penalties_on,
-    resolve_backend,
     token_counts,
     triton_params,
 )
@@ -206,19 +205,15 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
             return end.value
 
 
-def token_picker(do_sample: bool, sampler: str, seed: int | None, B: int, device: torch.device,
+def token_picker(sampler: str | None, seed: int | None, B: int, device: torch.device,
                  temperature, top_k, top_p, min_p) -> Callable[[torch.Tensor], torch.Tensor]:
-    """How each step turns logits (B, V) into tokens (B,): the argmax (greedy), Triton's fused kernel,
-    or torch's filters and draw. None of them waits on the host; a `seed` fixes every draw.
-
-    Called by `stream` at its call, so a sampler the device lacks is refused there; the kernel's
-    tensors are made at the first draw, in the loop: with no seed, from the global RNG as it is
-    then (as the torch draw's noise is), and under the grad mode the loop runs in."""
-    if not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0):
+    """How each step turns logits (B, V) into tokens (B,): the argmax (`sampler` None: greedy),
+    Triton's fused kernel ("triton") or torch's filters and draw ("torch"). None of them waits on
+    the host; a `seed` fixes every draw."""
+    if sampler is None:
         return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax, which no filter changes
-    backend = resolve_backend(sampler, device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    if backend == "torch":
+    if sampler == "torch":
         def pick(logits: torch.Tensor) -> torch.Tensor:
             noise = exponential_noise(logits.shape, device, generator)
             return draw(filter_unchecked(logits, temperature, top_k, top_p, min_p), noise, temperature)
@@ -226,14 +221,12 @@ def token_picker(do_sample: bool, sampler: str, seed: int | None, B: int, device
         return pick
     from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
-    kernel_args: dict[str, torch.Tensor] = {}
+    kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
+    # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
+    kernel_args["seed"] = kernel_seed(generator, device)
+    kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
 
     def fused_pick(logits: torch.Tensor) -> torch.Tensor:
-        if not kernel_args:  # the first draw
-            kernel_args.update(triton_params(B, device, temperature, top_k, top_p, min_p))
-            # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
-            kernel_args["seed"] = kernel_seed(generator, device)
-            kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
         tokens = fused_sample(logits, **kernel_args)
         kernel_args["offset"] += 1
         # The kernel answers -1 for a row of NaN/inf logits (noted by the loop): until the host raises,
@@ -293,13 +286,11 @@ def stream(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop, num_beams=num_beams,
         length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_return_sequences,
-        streamer=streamer, sampler=sampler)
-    # Built here, not in the loop, so that a sampler this device lacks, or stop strings without their
-    # tokenizer, are refused at the call too (nothing is drawn yet). A prompt's n samples are n rows.
-    rows = args.input_ids.size(0) * args.num_return_sequences
-    pick = token_picker(do_sample, sampler, seed, rows, args.input_ids.device, **args.sampling) if args.num_beams == 1 else None
-    stopper = StopStrings(tokenizer, args.stop, rows) if args.stop else None
-    return decode_loop(model, args, pick, stopper, streamer=streamer, compile=compile, return_stats=return_stats)
+        streamer=streamer, sampler=sampler, seed=seed)
+    # Built here, not in the loop, so that stop strings without their tokenizer are refused at the
+    # call too. A prompt's n samples are n rows.
+    stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
+    return decode_loop(model, args, stopper, streamer=streamer, compile=compile, return_stats=return_stats)
 
 
 # Generation never needs gradients. Without no_grad the KV cache would join the autograd graph
@@ -307,10 +298,9 @@ def stream(
 # would leave its fast inference path. On a generator, the decorator turns grad off for each
 # resumption only: between yields and after the end the caller's grad mode is back.
 @torch.no_grad()
-def decode_loop(model: torch.nn.Module, args: DecodeArgs, pick: Callable[[torch.Tensor], torch.Tensor] | None,
-                stopper: StopStrings | None, *, streamer: Callable[[torch.Tensor], None] | None, compile: bool,
-                return_stats: bool) -> Iterator[torch.Tensor]:
-    """`stream`'s steps, from its checked arguments: prefill, then `pick` a token per row → feed it
+def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings | None, *,
+                streamer: Callable[[torch.Tensor], None] | None, compile: bool, return_stats: bool) -> Iterator[torch.Tensor]:
+    """`stream`'s steps, from its checked arguments: prefill, then pick a token per row → feed it
     back, until every row has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
         from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
@@ -339,6 +329,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, pick: Callable[[torch.
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
+    pick = token_picker(args.sampler, args.seed, B, device, **args.sampling)  # (B, V) logits → (B,) tokens
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)

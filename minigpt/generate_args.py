@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.sampling import check_backend, check_penalties, check_sampling_params, per_row
+from minigpt.sampling import check_backend, check_penalties, check_sampling_params, per_row, resolve_backend
 from minigpt.stop_strings import stop_list
 
 
@@ -136,6 +136,10 @@ class DecodeArgs:
     eos: list[int]  # the ids that end a row ([] = none)
     pad: int  # what fills a finished row
     stop: list[str]
+    # Who draws each token: None = nobody (greedy: the argmax), else the backend, "torch" or
+    # "triton", resolved for the prompts' device; `seed` fixes its draws.
+    sampler: str | None
+    seed: int | None
     # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
     sampling: dict  # temperature, top_k, top_p, min_p
     penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
@@ -144,7 +148,8 @@ class DecodeArgs:
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
                     max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
                     repetition_penalty, presence_penalty, frequency_penalty, eos_token_id, pad_token_id, stop,
-                    num_beams, length_penalty, early_stopping, num_return_sequences, streamer, sampler: str) -> DecodeArgs:
+                    num_beams, length_penalty, early_stopping, num_return_sequences, streamer, sampler: str,
+                    seed: int | None) -> DecodeArgs:
     """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
     the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
     strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
@@ -187,6 +192,10 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     if num_beams > 1 and (do_sample or stop or streamer is not None):
         raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
                          "are not supported with num_beams > 1")
+    # Temperature 0 (one number for all rows) is greedy even when sampling: no filter changes the argmax.
+    greedy = not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0)
+    backend = None if greedy else resolve_backend(sampler, input_ids.device)  # one this device lacks: refused here
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
-                      length_penalty, early_stopping, eos, pad, stop, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+                      length_penalty, early_stopping, eos, pad, stop, backend, seed,
+                      sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
                       penalties=dict(zip(penalties, rest)))

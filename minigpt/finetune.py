@@ -146,7 +146,7 @@ def apply_strategy(
     check_ignored_options("strategy", strategy, STRATEGY_OPTIONS, given, apply_strategy.__kwdefaults__)
     # Checked before anything changes, so that a refused call leaves the model as it was. What
     # trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
-    trained = ({model.score.weight.dtype} if is_classifier else set()) | \
+    trained = ({p.dtype for p in model.score.parameters()} if is_classifier else set()) | \
         ({gpt.transformer.wte.weight.dtype} if strategy != "frozen" else set())
     half = sorted(str(d).removeprefix("torch.") for d in trained & {torch.float16, torch.bfloat16})
     if half:

@@ -23,9 +23,9 @@ def _lm(seed: int = 0) -> GPT:
     return GPT(CFG)
 
 
-def _clf(seed: int = 0) -> GPTClassifier:
+def _clf(seed: int = 0, hidden: tuple[int, ...] = ()) -> GPTClassifier:
     torch.manual_seed(seed)
-    return GPTClassifier(GPT(CFG), 2)
+    return GPTClassifier(GPT(CFG), 2, hidden=hidden)
 
 
 def _lm_batch():
@@ -54,16 +54,19 @@ def _train(model, batch, steps: int = 5, lr: float = 1e-2):
     return opt
 
 
-@pytest.mark.parametrize("task,strategy", [("lm", s) for s in LM_STRATEGIES] + [("classify", s) for s in STRATEGIES])
+@pytest.mark.parametrize("task,strategy", [("lm", s) for s in LM_STRATEGIES] + [("classify", s) for s in STRATEGIES]
+                         + [("classify-mlp", s) for s in STRATEGIES])
 def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(task, strategy):
-    model = _clf() if task == "classify" else _lm()
+    """classify-mlp: a head with a hidden layer (--head-hidden), whose score is an nn.Sequential
+    (apply_strategy read `score.weight` and crashed on it)."""
+    model = _lm() if task == "lm" else _clf(hidden=(16,) if task == "classify-mlp" else ())
     summary = apply_strategy(model, strategy, n_trainable_blocks=1, verbose=False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert summary.trainable == sum(p.numel() for n, p in model.named_parameters() if n in trainable) > 0
     assert summary.optimizer_bytes == 8 * summary.trainable
     torch.manual_seed(1)
-    opt = _train(model, _clf_batch() if task == "classify" else _lm_batch(), steps=3)
+    opt = _train(model, _lm_batch() if task == "lm" else _clf_batch(), steps=3)
 
     held = {id(p) for group in opt.param_groups for p in group["params"]}
     assert held == {id(p) for n, p in model.named_parameters() if n in trainable}, "optimizer holds only trainable params"
@@ -129,6 +132,8 @@ def test_bad_strategy_arguments():
         apply_strategy(_lm().half(), "full")
     with pytest.raises(ValueError, match="the weights to train are bfloat16: AdamW's small updates"):
         apply_strategy(_lm().bfloat16(), "partial")
+    with pytest.raises(ValueError, match="float16"):  # a head with a hidden layer is checked too
+        apply_strategy(_clf(hidden=(16,)).half(), "frozen")
     # A refused call leaves the model as it was: no adapters injected, nothing frozen.
     half = _lm().half()
     with pytest.raises(ValueError, match="float16"):
@@ -297,6 +302,15 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path,
         diff = (ours(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item()
     print(f"fine-tuned classifier: max |minigpt - transformers| = {diff:.2e}")
     assert diff < 1e-6  # measured 5e-8
+
+
+def test_cli_classify_with_an_mlp_head_trains_and_reloads_it(base, tmp_path):
+    """--head-hidden builds a head with a hidden layer; the run crashed in apply_strategy before."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen",
+                "--head-hidden", "8", "--lr", "1e-2") == 0
+    clf = GPTClassifier.from_pretrained(out)
+    assert clf.hidden == (8,) and [tuple(p.shape) for p in clf.score.parameters()] == [(8, clf.config.n_embd), (8,), (2, 8)]
 
 
 def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):

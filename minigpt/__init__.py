@@ -5,7 +5,8 @@ text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_
      → Tokenizer.decode → text
 """
 from minigpt.config import GPTConfig
-from minigpt.generate import generate, generate_text
+from minigpt.generate import generate
+from minigpt.text_generation import generate_text
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer
 

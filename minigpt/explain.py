@@ -17,7 +17,8 @@ import sys
 
 import torch
 
-from minigpt.generate import DecodeState, prompt_ids
+from minigpt.generate import DecodeState
+from minigpt.text_generation import prompt_ids
 from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,

@@ -2,8 +2,9 @@
 
 Where it sits: `minigpt generate ...` (minigpt/cli.py) runs `main`, which reads the flags
 (`build_parser`), refuses those the chosen mode would silently ignore (`check_flags`), loads the
-model and tokenizer, and hands the prompt to `stream_text` (one text, printed as it arrives with
---stream), `generate_text` (-n samples or --num-beams) or minigpt/explain.py (--explain).
+model and tokenizer, and hands the prompt to minigpt/text_generation.py's `stream_text` (one text,
+printed as it arrives with --stream) or `generate_text` (-n samples or --num-beams), or to
+minigpt/explain.py (--explain).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from minigpt.config import read_text
-from minigpt.generate import generate_text, stream_text
+from minigpt.text_generation import generate_text, stream_text
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).

@@ -12,7 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
-from minigpt.generate import GenerationStats, generate, generate_text, stream, stream_text
+from minigpt.generate import GenerationStats, generate, stream
+from minigpt.text_generation import generate_text, stream_text
 
 PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
 
@@ -337,9 +338,8 @@ def test_stream_text_holds_back_half_characters_and_stop_string_prefixes(pair, m
     """Scripted tokens (one byte each): "é" arrives as two tokens and "€" as three, so a piece must
     never end in half a character (U+FFFD); "b" may start the stop string "bc", so it waits until
     the next token shows it does not; the stop string itself is never shown."""
-    import importlib
+    import minigpt.text_generation as module
 
-    module = importlib.import_module("minigpt.generate")  # not `import minigpt.generate as m`: that is the function
     model, _ = pair
     script = list("aé€b".encode()) + list(b"dxbcz")
 

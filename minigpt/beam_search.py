@@ -119,7 +119,7 @@ def beam_search(
     t_end = clock()
     n = num_return_sequences
     out = done_seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
-    out = out[:, :T + int(done_lens[:, :n].max())]
+    out = out[:, :T + int(done_lens[:, :n].max())]  # (B·n, T + the longest kept hypothesis)
     if not return_stats:
         return out
     # Beams are candidates, not output: a step advances each of the B prompts by one token.

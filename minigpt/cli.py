@@ -15,7 +15,7 @@ COMMANDS = {
     "train": ("minigpt.train", "pretrain a GPT on prepared token files"),
     "finetune": ("minigpt.finetune", "fine-tune a model: frozen, partial, full or LoRA"),
     "prepare": ("minigpt.data", "tokenize text files into train.bin / val.bin"),
-    "tokenize": ("minigpt.tokenizer", "encode text and show BPE's work, or train a tokenizer"),
+    "tokenize": ("minigpt.tokenizer_cli", "encode text and show BPE's work, or train a tokenizer"),
     "eval": ("minigpt.evaluate", "sliding-window perplexity of a model on a text file"),
     "bench": ("minigpt.bench", "run a benchmark script from scripts/"),
     "download": ("minigpt.download", "download GPT-2 weights from the Hugging Face Hub"),

@@ -6,7 +6,7 @@ time instead of fused: `logits → penalties → temperature → top-k → top-p
 each stage it keeps the probabilities, so a table per step can show the top candidates' odds
 before and after every penalty and filter, and which token was drawn. The same seed draws the
 same tokens as `generate(sampler="torch")`, which is what `generate` uses off CUDA (greedy when
-temperature is 0).
+temperature is 0), until the model's own EOS, where it stops (it takes no `eos_token_id`).
 
 What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
 it is one prompt, for reading, and slower than `generate` (every stage is materialized).

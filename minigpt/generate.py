@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
+from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, tokens_fed
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
     draw,
@@ -158,9 +158,7 @@ class DecodeState:
                  compile: bool = False) -> None:
         (B, T), device = attention_mask.shape, attention_mask.device
         self.model, self.mask, self.compile = model, attention_mask, compile
-        slots = T + max_new_tokens - 1  # the last new token is never fed back
-        # Left pads take slots but no positions: a batch padded past the context needs more slots.
-        self.cache = KVCache.for_model(model, B, cache_length(slots, max(slots, model.config.n_positions)))
+        self.cache = KVCache.for_model(model, B, cache_length(tokens_fed(T, max_new_tokens), model.config.n_positions))
         self.step_fn = decode_step_for(model, self.cache, compile)
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.key_valid[:, :T] = attention_mask.bool()
@@ -198,12 +196,19 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
 
     `generate` is `stream` run to the end; see `stream` for every argument.
     """
-    steps = stream(model, input_ids, attention_mask, **kwargs)
+    return run_to_end(stream(model, input_ids, attention_mask, **kwargs))
+
+
+def run_to_end(steps: Iterator, each: Callable | None = None):
+    """Step a generator to its end, handing each item to `each`; return the generator's *return*
+    value (which a for loop would drop: `stream`'s result is its return value)."""
     while True:
         try:
-            next(steps)
+            item = next(steps)
         except StopIteration as end:
             return end.value
+        if each is not None:
+            each(item)
 
 
 def token_picker(sampler: str | None, seed: int | None, B: int, device: torch.device,
@@ -334,12 +339,13 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
+    n_drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
     # Checked after the penalties, so a logit a penalty pushed past float range is caught too, not
     # drawn as a token: the message names both causes.
     nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if penalized else NONFINITE
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
+    # A streamer or stop strings read each step's tokens on the host anyway: looking every step costs no more.
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 
     logits = state.prefill(input_ids)  # (B, V)
@@ -356,7 +362,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             raise FloatingPointError(nonfinite_error)
         tokens = pick(logits)  # (B,)
         live = ~finished
-        drawn += live
+        n_drawn += live
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
@@ -386,7 +392,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         raise FloatingPointError(nonfinite_error)
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
-    new_tokens, kept_steps = torch.stack([drawn.sum(), drawn.max()]).tolist()  # one host sync
+    new_tokens, kept_steps = torch.stack([n_drawn.sum(), n_drawn.max()]).tolist()  # one host sync
     out = trim_output(input_ids, out, kept_steps, cuts, pad, eos_ids)  # (B, T + kept_steps)
     if not return_stats:
         return out

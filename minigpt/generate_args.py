@@ -75,15 +75,20 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
     n_positions = model.config.n_positions
-    # The last new token is returned, never fed back: the model sees prompt + max_new_tokens - 1
-    # positions. Positions count a row's own tokens, not its pads (pads take cache slots only), so
-    # a batch padded to a fixed length fits as its longest prompt does.
-    if longest + max_new_tokens - 1 > n_positions:
+    # Positions count a row's own tokens, not its pads (pads take cache slots only), so a batch
+    # padded to a fixed length fits as its longest prompt does.
+    if tokens_fed(longest, max_new_tokens) > n_positions:
         raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} = {longest + max_new_tokens} exceeds "
                          f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
                          f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
                          f"keeps the prompt's last tokens)")
     return input_ids, attention_mask
+
+
+def tokens_fed(prompt_len: int, max_new_tokens: int) -> int:
+    """How many tokens the model reads for a prompt and its continuation: the last new token is
+    returned, never fed back, so prompt + max_new_tokens - 1 (positions, and cache slots)."""
+    return prompt_len + max_new_tokens - 1
 
 
 def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tensor | None) -> list[int]:
@@ -176,8 +181,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    # Sampling takes any n ≥ 1 (2**31 stands for "no limit"); greedy n > 1 would repeat one row n times.
-    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (2**31 if do_sample else 1)):
+    # Sampling takes any n ≥ 1; greedy n > 1 would repeat one row n times.
+    if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (math.inf if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
     input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from minigpt.config import read_text
+from minigpt.generate import run_to_end
+from minigpt.generate_args import tokens_fed
 from minigpt.text_generation import generate_text, stream_text
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")
-        budget = model.config.n_positions + 1 - args.max_new_tokens
+        budget = model.config.n_positions - tokens_fed(0, args.max_new_tokens)  # the longest prompt that fits
         if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
             raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
                              f"context n_positions={model.config.n_positions}: generate at most that many tokens")
@@ -191,18 +193,16 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"--- {kind} {i} of {len(texts)} ---")
                     print(prompt + text)
             else:
-                pieces = stream_text(model, tokenizer, ids, **kwargs)
-                text = prompt  # printed with the first piece: nothing is printed if the first step fails
-                while True:
-                    try:
-                        text += next(pieces)
-                    except StopIteration as end:
-                        _, stats = end.value
-                        break
+                unprinted = [prompt]  # printed with the first piece: nothing is printed if the first step fails
+
+                def show(piece: str) -> None:
+                    unprinted.append(piece)
                     if args.stream:
-                        print(text, end="", flush=True)
-                        text = ""
-                print(text)
+                        print("".join(unprinted), end="", flush=True)
+                        unprinted.clear()
+
+                _, stats = run_to_end(stream_text(model, tokenizer, ids, **kwargs), show)
+                print("".join(unprinted))
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2

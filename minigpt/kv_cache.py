@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import torch
 
-# Buckets start at one 64-slot block, then double: few distinct shapes (few compiled graphs),
-# at most 2× the slots actually needed.
+# Buckets start at one 64-slot block, then double: few distinct shapes (few compiled graphs);
+# past 64 slots, at most 2× the slots actually needed.
 MIN_BUCKET = 64
 
 
 def cache_length(needed: int, n_positions: int) -> int:
-    """Slots to allocate for `needed` tokens: the next power of two ≥ 64, capped at the context."""
-    if needed > n_positions:
-        raise ValueError(f"a cache for {needed} tokens exceeds the model's context n_positions={n_positions}")
+    """Slots to allocate for `needed` tokens: the next power of two ≥ 64, capped at the context.
+
+    Slots are not positions: left pads take slots but no positions, so a padded batch may need
+    more slots than the context has positions (each row's own tokens still fit in the context,
+    which minigpt/generate_args.py checks). Such a batch gets exactly the slots it needs."""
     length = MIN_BUCKET
     while length < needed:
         length *= 2
-    return min(length, n_positions)
+    return max(min(length, n_positions), needed)
 
 
 class LayerKV:

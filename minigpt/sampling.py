@@ -14,7 +14,7 @@ distribution after every stage. The order is transformers': temperature → top-
   needs no sort and no host sync, unlike `torch.multinomial`.
 
 Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row).
-The math runs in fp32 whatever the logits' dtype: bf16 has only 8 bits of mantissa, too few for
+The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
 kernel (minigpt/kernels/sampling.py); it has the same semantics but its own random stream.
 What this file does not do: beam search (minigpt/beam_search.py), or typical / eta / top-h sampling.
@@ -276,19 +276,19 @@ def check_backend(backend: str, name: str = "backend") -> None:
 def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
     """The fused kernel keys its Philox stream with an int64 tensor (a tensor, so a CUDA graph can
     hold it); drawn from `generator`, so a seed still fixes every token. (1,) int64 on `device`."""
+    # Any non-negative int64 will do; 2**62, randint's exclusive bound, stays well inside int64.
     return torch.randint(0, 2**62, (1,), generator=generator, device=device)
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks."""
     check_backend(backend)
-    kernel_there = importlib.util.find_spec("triton") is not None and \
-        importlib.util.find_spec("minigpt.kernels.sampling") is not None
+    kernel_there = importlib.util.find_spec("triton") is not None  # the kernel's file ships; triton is optional
     if backend == "auto":
         return "triton" if device.type == "cuda" and kernel_there else "torch"
     if backend == "triton":
         if not kernel_there:
-            raise ValueError("backend='triton' needs the `triton` package and minigpt/kernels/sampling.py")
+            raise ValueError("backend='triton' needs the `triton` package: pip install -e '.[gpu]'")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(f"backend='triton' runs on CUDA tensors, got {device.type}; "
                              "set TRITON_INTERPRET=1 to run the kernel in Triton's CPU interpreter")
@@ -341,7 +341,7 @@ def sample(
         seed_tensor = kernel_seed(generator, logits.device)
         return fused_sample(logits, seed=seed_tensor, offset=torch.zeros_like(seed_tensor), **params)
     if not isinstance(temperature, torch.Tensor) and temperature == 0:
-        tokens = logits.argmax(dim=-1)  # greedy: no filter can change the top token
+        tokens = logits.argmax(dim=-1)  # greedy: no filter can change the top token, so skip them (draw handles per-row 0s)
     else:
         filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
         tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)

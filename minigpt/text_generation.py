@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from minigpt.generate import stream
+from minigpt.generate import run_to_end, stream
 from minigpt.generate_args import eos_list
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
@@ -107,13 +107,8 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     ids = prompt_ids(tokenizer, prompt)
     stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
-    drawn = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
-    while True:
-        try:
-            drawn.append(next(steps))
-        except StopIteration as end:
-            result = end.value
-            break
+    drawn: list[torch.Tensor] = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
+    result = run_to_end(steps, drawn.append)
     out, stats = result if kwargs.get("return_stats") else (result, None)
     prompt_len = max(ids.size(1), 1)  # an empty prompt became <|endoftext|>
     rows = torch.stack(drawn, 1).tolist() if drawn else out[:, prompt_len:].tolist()  # (rows, new)

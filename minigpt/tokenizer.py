@@ -13,9 +13,10 @@ Three steps turn text into ids, each with one home below:
    first) becomes one token, again and again, until no adjacent pair has a rank.
 Decoding is the reverse: ids → bytes (joined across tokens) → UTF-8 text.
 
-Learning the merges from text lives in minigpt/bpe_train.py (`Tokenizer.train` calls it), and
-the file formats (vocab.json + merges.txt, tokenizer.json, tiktoken's ranks) in
-minigpt/tokenizer_files.py.
+Learning the merges from text lives in minigpt/bpe_train.py (`Tokenizer.train` calls it), the
+file formats (vocab.json + merges.txt, tokenizer.json, tiktoken's ranks) in
+minigpt/tokenizer_files.py, many texts at once (on every core; padded batches for the model) in
+minigpt/tokenizer_batch.py, and the `minigpt tokenize` command in minigpt/tokenizer_cli.py.
 
 **Special tokens** (`<|endoftext|>`, id 50256 in GPT-2) are not text; BPE never produces them.
 The policy is tiktoken's: `encode` raises if the text contains a special token's text, because
@@ -28,13 +29,10 @@ Not handled: other split patterns (GPT-4's cl100k), Unicode normalization, `add_
 """
 from __future__ import annotations
 
-import argparse
 import heapq
-import multiprocessing
 import operator
 import os
 import re
-import sys
 from collections.abc import Collection, Iterable, Sequence
 from itertools import chain, repeat
 from pathlib import Path
@@ -131,29 +129,12 @@ class _ChunkCache(dict):
 
 AllowedSpecial = Collection[str] | Literal["all"]
 
-# Below this many characters, encode_batch works in this process: starting workers costs more.
-_MIN_PARALLEL_CHARS = 1 << 19
 # encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
-_PIECE_CHARS = 1 << 12
+PIECE_CHARS = 1 << 12
 # Chunks of more bytes than this are merged by `_bpe_long`: its heap is faster from ~16 bytes on,
 # and unlike `_bpe`'s rescans it stays fast on a 50 kB "word" (most words of real text are ~5 bytes).
 _LONG_CHUNK = 32
-# The tokenizer and encode's keyword arguments that encode_batch's forked workers inherit (set
-# just before the fork).
-_WORKER_JOB: tuple["Tokenizer", dict] | None = None
-
-
-def available_cpus() -> int:
-    """The cores this process may run on (its affinity mask, as taskset or a container sets it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _encode_in_worker(piece: str) -> list[int]:
-    tokenizer, specials = _WORKER_JOB
-    return tokenizer.encode(piece, **specials)
-
-
 # Where text can be cut without changing a single token: just before a newline that follows a
 # non-space character. No chunk of GPT-2's pattern spans that point (only whitespace chunks hold a
 # newline, and the character before is not whitespace), and how the text from the newline on is
@@ -305,7 +286,7 @@ class Tokenizer:
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
         # Long text goes piece by piece (cut where the ids cannot change), so that one emoji does
         # not push a whole book off split_text's ASCII fast path.
-        pieces = safe_pieces(text, _PIECE_CHARS) if len(text) > _PIECE_CHARS else [text]
+        pieces = safe_pieces(text, PIECE_CHARS) if len(text) > PIECE_CHARS else [text]
         try:
             return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
         except UnicodeEncodeError:  # surrogates (rare: checked only once the fast path has failed)
@@ -388,8 +369,10 @@ class Tokenizer:
     def encode_show_work(self, text: str) -> list[dict]:
         """The teaching view: for each pre-tokenized chunk, its bytes and the tokens after every merge.
 
-        Returns [{"chunk": " hello", "steps": [["Ġ", "h", "e", "l", "l", "o"], ["Ġ", "h", "e", "ll", "o"],
-        ...], "ranks": [the rank of the merge that made each later step], "ids": [...]}, ...].
+        With GPT-2's merges, " hello" gives [{"chunk": " hello", "steps": [["Ġ", "h", "e", "l", "l", "o"],
+        ["Ġ", "he", "l", "l", "o"], ["Ġ", "he", "ll", "o"], ["Ġhe", "ll", "o"], ["Ġhell", "o"], ["Ġhello"]],
+        "ranks": [2, 41, 83, 5712, 23492], "ids": [23748]}]: the lowest-ranked pair merges first
+        ("h e" is GPT-2's merge 2), and ranks[i] is the merge that made steps[i + 1].
         Special tokens are treated as plain text (encode_ordinary)."""
         work = []
         for chunk in split_text(without_surrogates(text)):
@@ -404,122 +387,22 @@ class Tokenizer:
             })
         return work
 
-    # ---- bulk encoding ----
+    # ---- many texts at once (minigpt/tokenizer_batch.py) ----
 
-    def encode_batch(
-        self,
-        texts: Iterable[str],
-        *,
-        allowed_special: AllowedSpecial = (),
-        disallowed_special: AllowedSpecial = "all",
-        num_workers: int | None = None,
-    ) -> list[list[int]]:
+    def encode_batch(self, texts: Iterable[str], **kwargs) -> list[list[int]]:
         """Encode many documents on every core; the ids are exactly `[encode(t) for t in texts]`.
+        Keywords: encode's `allowed_special` / `disallowed_special`, and `num_workers`."""
+        from minigpt.tokenizer_batch import encode_batch
 
-        Worker processes are forked, so they share this tokenizer's merge table (and its chunk
-        cache as filled so far) without copying or pickling it. Long documents are cut where the cut
-        cannot change the ids (see safe_pieces), so one big file still uses every core. Small
-        batches, and platforms without fork, are encoded in this process."""
-        texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
-        if texts is None or not all(isinstance(t, str) for t in texts):
-            raise TypeError("encode_batch takes a list of str (for one string, use encode)")
-        specials = dict(allowed_special=allowed_special, disallowed_special=disallowed_special)
-        workers = num_workers or available_cpus()
-        total = sum(map(len, texts))
-        if workers <= 1 or total < _MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
-            return [self.encode(t, **specials) for t in texts]
-        piece_chars = max(_PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
-        if any("\n" in s for s in self.special_tokens):
-            piece_chars = total  # a cut at a newline could split such a special token: cut nothing
-        pieces, owner = [], []
-        for i, text in enumerate(texts):
-            for piece in safe_pieces(text, piece_chars):
-                pieces.append(piece)
-                owner.append(i)
-        mine = len(pieces) // workers  # this process encodes a share too, rather than wait
-        global _WORKER_JOB
-        _WORKER_JOB = (self, specials)
-        try:
-            with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
-                # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
-                chunksize = max(1, len(pieces) // (8 * workers))
-                theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
-                results = [self.encode(p, **specials) for p in pieces[:mine]] + theirs.get()
-        finally:
-            _WORKER_JOB = None
-        out: list[list[int]] = [[] for _ in texts]
-        for i, ids in zip(owner, results):
-            out[i] += ids
-        return out
+        return encode_batch(self, texts, **kwargs)
 
-    # ---- model input, as Hugging Face users expect ----
+    def __call__(self, texts: str | Sequence[str], **kwargs) -> dict:
+        """Encode a batch for the model, as Hugging Face users expect: {"input_ids", "attention_mask"}
+        (1 = real token, 0 = padding), with HF's `padding`, `padding_side`, `truncation`,
+        `max_length` and `return_tensors="pt"` (see minigpt/tokenizer_batch.py's `model_inputs`)."""
+        from minigpt.tokenizer_batch import model_inputs
 
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        padding: bool | Literal["longest", "max_length"] = False,
-        padding_side: Literal["left", "right"] = "right",
-        truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] = False,
-        max_length: int | None = None,
-        return_tensors: Literal["pt"] | None = None,
-        allowed_special: AllowedSpecial = (),
-        disallowed_special: AllowedSpecial = "all",
-    ) -> dict:
-        """Encode a batch into {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
-
-        padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
-        padding_side="left" for generation, so every prompt's last token sits in the last column.
-        truncation=True keeps the first max_length tokens. return_tensors="pt" gives (B, T) LongTensors.
-        GPT-2 has no pad token, so padding uses pad_token_id (<|endoftext|> unless changed); the
-        attention mask, not the pad id, is what keeps padding out of attention."""
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        if padding not in (True, False, "longest", "max_length", "do_not_pad"):
-            raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
-        # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
-        if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
-            raise ValueError("truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
-                             f"got {truncation!r}")
-        truncation = truncation in (True, "longest_first", "only_first")
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-        if (truncation or padding == "max_length") and max_length is None:
-            raise ValueError("truncation=True and padding='max_length' need max_length=N")
-        single = isinstance(texts, str)
-        batch = self.encode_batch([texts] if single else texts, allowed_special=allowed_special,
-                                  disallowed_special=disallowed_special)
-        if truncation:
-            batch = [ids[:max_length] for ids in batch]
-        masks = [[1] * len(ids) for ids in batch]
-        if padding in (True, "longest", "max_length"):
-            width = max_length if padding == "max_length" else max(map(len, batch), default=0)
-            if self.pad_token_id is None:
-                raise ValueError("padding needs pad_token_id, and this tokenizer has no <|endoftext|>; set pad_token_id")
-            for ids, mask in zip(batch, masks):
-                fill = width - len(ids)
-                if padding_side == "right":
-                    ids += [self.pad_token_id] * fill
-                    mask += [0] * fill
-                else:
-                    ids[:0] = [self.pad_token_id] * fill
-                    mask[:0] = [0] * fill
-        if return_tensors == "pt":
-            import torch  # only here: the tokenizer itself needs no torch
-
-            if len(set(map(len, batch))) > 1:
-                fix = ("truncation=True too: padding to max_length never cuts a longer text" if padding == "max_length"
-                       else "padding=True (and truncation=True, max_length=N to cap it)")
-                raise ValueError(f"texts encode to {min(map(len, batch))} to {max(map(len, batch))} tokens; "
-                                 f"a tensor needs one length: pass {fix}")
-            shape = (len(batch), len(batch[0]) if batch else 0)  # (B, T), an empty batch too
-            return {"input_ids": torch.tensor(batch, dtype=torch.long).reshape(shape),
-                    "attention_mask": torch.tensor(masks, dtype=torch.long).reshape(shape)}
-        if single:
-            return {"input_ids": batch[0], "attention_mask": masks[0]}
-        return {"input_ids": batch, "attention_mask": masks}
+        return model_inputs(self, texts, **kwargs)
 
     # ---- files (formats explained in minigpt/tokenizer_files.py) ----
 
@@ -583,52 +466,3 @@ class Tokenizer:
         alphabet = {bytes([b]): i for i, b in enumerate(BYTE_TO_CHAR)}  # GPT-2's byte ids, so ids 0-255 match it
         vocab, merges = train_bpe(texts, alphabet, vocab_size - len(specials), split_text, progress=progress)
         return cls(vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)})
-
-
-# ---- CLI: `minigpt tokenize` ------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    from minigpt.cli import prog
-
-    parser = argparse.ArgumentParser(
-        prog=prog("tokenize"),
-        description="Encode text and print its ids and tokens (--show-work: every BPE merge step), "
-        "or train a new tokenizer with --train FILES --vocab-size N --out DIR.",
-    )
-    parser.add_argument("text", nargs="?", help="text to encode (default: read standard input)")
-    parser.add_argument("--tokenizer", default="gpt2", help="tokenizer directory (default: GPT-2's, shipped)")
-    parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")
-    parser.add_argument("--train", nargs="+", metavar="FILE", help="train a tokenizer on these text files")
-    parser.add_argument("--vocab-size", type=int, help="with --train: vocabulary size (default 4096)")
-    parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
-    args = parser.parse_args(argv)
-    if args.train:
-        if not args.out:
-            parser.error("--train needs --out DIR")
-        if args.text is not None or args.show_work:
-            parser.error("--train learns from FILES: a text to encode (or --show-work) goes without --train")
-        from minigpt.bpe_train import main as train_main
-
-        return train_main([*args.train, "--vocab-size", str(args.vocab_size or 4096), "--out", args.out])
-    if args.vocab_size is not None or args.out:
-        parser.error("--vocab-size and --out go with --train FILES")
-    try:
-        tok = Tokenizer.from_pretrained(args.tokenizer)
-    except (ValueError, OSError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    text = sys.stdin.read() if args.text is None else args.text
-    if args.show_work:
-        for work in tok.encode_show_work(text):
-            print(f"chunk {work['chunk']!r}")
-            print(f"    {'bytes':>10}  {' '.join(work['steps'][0])}")
-            for rank, step in zip(work["ranks"], work["steps"][1:]):
-                print(f"    rank {rank:>5}  {' '.join(step)}")
-            print(f"    {'ids':>10}  {work['ids']}")
-        return 0
-    ids = tok.encode(text, allowed_special="all")
-    print("ids:   ", ids)
-    print("tokens:", [tok.id_to_token(i) for i in ids])
-    print(f"{len(text)} characters → {len(ids)} token{'s' * (len(ids) != 1)}")
-    return 0

@@ -36,6 +36,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
 from minigpt.generate import generate
+from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
 
 
@@ -183,7 +184,7 @@ def kv_cache_check(model: GPT, batch: int, new: int, dtype: torch.dtype) -> str:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _, stats = generate(ours, ids, max_new_tokens=new, eos_token_id=[], return_stats=True)
-    max_len = cache_length(16 + new - 1, c.n_positions)
+    max_len = cache_length(tokens_fed(16, new), c.n_positions)
     expected = 2 * c.n_layer * batch * max_len * c.n_embd * torch.empty((), dtype=dtype).element_size()
     return (f"KV cache, {str(dtype).split('.')[-1]}, batch {batch}, {max_len} slots: {stats.kv_cache_bytes / 2**20:.1f} MiB "
             f"(2·n_layer·B·T·n_embd·bytes = {expected / 2**20:.1f} MiB, {'equal' if stats.kv_cache_bytes == expected else 'DIFFERENT'}); "

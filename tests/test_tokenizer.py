@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minigpt.tokenizer as tokmod
+import minigpt.tokenizer_batch as batchmod
+import minigpt.tokenizer_cli as climod
 from minigpt import Tokenizer
 from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, BYTE_TO_CHAR, split_text, str_to_token
 
@@ -358,8 +360,8 @@ def test_encode_batch_is_identical_to_encode(tok, monkeypatch):
     assert tok.encode_batch(docs) == expected  # small input: encoded in this process
     assert tok.encode_batch(d for d in docs) == expected  # a generator is read once, not emptied by a check
     # Force the process pool on this small input, and cut documents into small pieces.
-    monkeypatch.setattr(tokmod, "_MIN_PARALLEL_CHARS", 0)
-    monkeypatch.setattr(tokmod, "_PIECE_CHARS", 1000)
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 1000)
     fresh = Tokenizer.from_pretrained(GPT2_DIR)
     assert fresh.encode_batch(docs, num_workers=2) == expected  # this process + 1 forked worker
     assert fresh.encode_batch(docs, num_workers=3) == expected
@@ -420,36 +422,46 @@ def test_show_work_ends_in_encode_ids(tok):
     ranks = work[1]["ranks"]
     assert len(ranks) == len(work[1]["steps"]) - 1 and ranks == sorted(ranks)  # replays training's order
     assert sum((w["ids"] for w in work), []) == tok.encode("Hello lower")
+    hello = tok.encode_show_work(" hello")[0]  # the docstring's example, GPT-2's own merge order
+    assert hello["steps"][1:3] == [["Ġ", "he", "l", "l", "o"], ["Ġ", "he", "ll", "o"]]
+    assert hello["ranks"] == [2, 41, 83, 5712, 23492] and hello["ids"] == [23748]
 
 
 def test_cli_encodes_and_trains(tmp_path, capsys):
-    assert tokmod.main(["Hello world"]) == 0
+    assert climod.main(["Hello world"]) == 0
     assert "[15496, 995]" in capsys.readouterr().out  # GPT-2's ids for "Hello world"
-    assert tokmod.main(["--show-work", " lower"]) == 0
+    assert climod.main(["--show-work", " lower"]) == 0
     assert "Ġlower" in capsys.readouterr().out
     data = tmp_path / "data.txt"
     data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
-    assert tokmod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 0
+    assert climod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 0
     assert Tokenizer.from_pretrained(tmp_path / "tok").vocab_size == 262
+    # --special reaches the trainer (it was not a flag of `tokenize --train`), and so does its default.
+    assert climod.main(["--train", str(data), "--vocab-size", "270", "--special", "<|endoftext|>", "<|sep|>",
+                        "--out", str(tmp_path / "tok2")]) == 0
+    two = Tokenizer.from_pretrained(tmp_path / "tok2")
+    assert two.special_tokens == {"<|endoftext|>": 268, "<|sep|>": 269} and two.vocab_size == 270
+    assert climod.main(["--train", str(data), "--out", str(tmp_path / "tok3")]) == 0  # the default size, 4096:
+    assert "the text has no more pairs to merge" in capsys.readouterr().out  # ... far more than this text has
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
-    assert tokmod.main(["--tokenizer", str(tmp_path / "nope"), "hi"]) == 2
+    assert climod.main(["--tokenizer", str(tmp_path / "nope"), "hi"]) == 2
     assert f"tokenizer directory {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
-    assert tokmod.main(["--train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "tok")]) == 2
+    assert climod.main(["--train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "tok")]) == 2
     assert "missing.txt" in capsys.readouterr().err
     (tmp_path / "a.txt").write_text("hello there")
-    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "100", "--out", str(tmp_path / "tok")]) == 2
+    assert climod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "100", "--out", str(tmp_path / "tok")]) == 2
     assert "vocab_size must be an int >= 256 + 1" in capsys.readouterr().err
-    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "1000", "--out", str(tmp_path / "tok")]) == 0
+    assert climod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "1000", "--out", str(tmp_path / "tok")]) == 0
     assert "no more pairs to merge" in capsys.readouterr().out
-    assert tokmod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt")]) == 2  # before training
+    assert climod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt")]) == 2  # before training
     assert f"--out {tmp_path / 'a.txt'} is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
-        tokmod.main(["--vocab-size", "1000", "hi"])
-    assert "--vocab-size and --out go with --train" in capsys.readouterr().err
+        climod.main(["--vocab-size", "1000", "hi"])
+    assert "--vocab-size, --special and --out go with --train" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # ... and so would a text to encode with --train
-        tokmod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
+        climod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
     assert "--train learns from FILES" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
 

@@ -88,8 +88,10 @@ import torch
 import triton
 import triton.language as tl
 
+from minigpt import sampling
+
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e); exp2 is the GPU's native instruction
-MIN_TEMPERATURE = tl.constexpr(1e-6)  # same floor as minigpt.sampling: below it, sampling is argmax anyway
+MIN_TEMPERATURE = tl.constexpr(sampling.MIN_TEMPERATURE)  # the torch path's floor: below it, sampling is argmax anyway
 UNDERFLOW_LOG2 = tl.constexpr(126.0)  # exp2(-126) is fp32's smallest normal: tokens further below never win
 MAX_PASSES = tl.constexpr(48)  # a search cuts its bracket ≥ 2-fold a pass, so 32-bit floats need far fewer
 DEFAULT_BLOCK = 1024  # elements per load; the scratch list holds 2 · BLOCK candidates

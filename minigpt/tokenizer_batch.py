@@ -1,0 +1,159 @@
+"""Many texts at once: `Tokenizer.encode_batch` on every core, and `Tokenizer(texts, ...)`'s
+padded batches for the model.
+
+Where it sits: beside `Tokenizer.encode` (minigpt/tokenizer.py), on the way into the model:
+`texts → encode_batch → ids per text → pad (left for generation, right for classification) →
+input_ids + attention_mask (B, T) → GPT`.
+
+Two ideas live here:
+- **Parallel encoding without changing a single id.** BPE never merges across a chunk of the
+  split regex, so text can be cut where no chunk spans the cut (`safe_pieces`), the pieces
+  encoded in separate processes, and the ids joined: they are exactly the whole text's ids.
+  Workers are forked, so they share the merge table instead of pickling it.
+- **Padding and the attention mask.** A batch is a rectangle, so shorter texts are padded. GPT-2
+  has no pad token; any id will do, because the attention mask (0 = padding), not the pad id,
+  keeps padding out of attention.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from minigpt.tokenizer import PIECE_CHARS, AllowedSpecial, safe_pieces
+
+if TYPE_CHECKING:
+    from minigpt.tokenizer import Tokenizer
+
+# Below this many characters, encode_batch works in this process: starting workers costs more.
+MIN_PARALLEL_CHARS = 1 << 19
+# The tokenizer and encode's keyword arguments that encode_batch's forked workers inherit (set
+# just before the fork).
+_WORKER_JOB: tuple[Tokenizer, dict] | None = None
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask, as taskset or a container sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _encode_in_worker(piece: str) -> list[int]:
+    tokenizer, specials = _WORKER_JOB
+    return tokenizer.encode(piece, **specials)
+
+
+def encode_batch(
+    tokenizer: Tokenizer,
+    texts: Iterable[str],
+    *,
+    allowed_special: AllowedSpecial = (),
+    disallowed_special: AllowedSpecial = "all",
+    num_workers: int | None = None,
+) -> list[list[int]]:
+    """Encode many documents on every core; the ids are exactly `[tokenizer.encode(t) for t in texts]`.
+
+    Worker processes are forked, so they share the tokenizer's merge table (and its chunk cache
+    as filled so far) without copying or pickling it. Long documents are cut where the cut cannot
+    change the ids (see safe_pieces), so one big file still uses every core. Small batches, and
+    platforms without fork, are encoded in this process."""
+    texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        raise TypeError("encode_batch takes a list of str (for one string, use encode)")
+    specials = dict(allowed_special=allowed_special, disallowed_special=disallowed_special)
+    workers = num_workers or available_cpus()
+    total = sum(map(len, texts))
+    if workers <= 1 or total < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
+        return [tokenizer.encode(t, **specials) for t in texts]
+    piece_chars = max(PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
+    if any("\n" in s for s in tokenizer.special_tokens):
+        piece_chars = total  # a cut at a newline could split such a special token: cut nothing
+    pieces, owner = [], []
+    for i, text in enumerate(texts):
+        for piece in safe_pieces(text, piece_chars):
+            pieces.append(piece)
+            owner.append(i)
+    mine = len(pieces) // workers  # this process encodes a share too, rather than wait
+    global _WORKER_JOB
+    _WORKER_JOB = (tokenizer, specials)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+            # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
+            chunksize = max(1, len(pieces) // (8 * workers))
+            theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
+            results = [tokenizer.encode(p, **specials) for p in pieces[:mine]] + theirs.get()
+    finally:
+        _WORKER_JOB = None
+    out: list[list[int]] = [[] for _ in texts]
+    for i, ids in zip(owner, results):
+        out[i] += ids
+    return out
+
+
+def model_inputs(
+    tokenizer: Tokenizer,
+    texts: str | Sequence[str],
+    *,
+    padding: bool | Literal["longest", "max_length"] = False,
+    padding_side: Literal["left", "right"] = "right",
+    truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] = False,
+    max_length: int | None = None,
+    return_tensors: Literal["pt"] | None = None,
+    allowed_special: AllowedSpecial = (),
+    disallowed_special: AllowedSpecial = "all",
+) -> dict:
+    """`tokenizer(texts, ...)`: a batch → {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
+
+    padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
+    padding_side="left" for generation, so every prompt's last token sits in the last column.
+    truncation=True keeps the first max_length tokens. return_tensors="pt" gives (B, T) LongTensors.
+    GPT-2 has no pad token, so padding uses pad_token_id (<|endoftext|> unless changed); the
+    attention mask, not the pad id, is what keeps padding out of attention."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+        raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+    # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
+    if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
+        raise ValueError("truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
+                         f"got {truncation!r}")
+    truncation = truncation in (True, "longest_first", "only_first")
+    if return_tensors not in (None, "pt"):
+        raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    if (truncation or padding == "max_length") and max_length is None:
+        raise ValueError("truncation=True and padding='max_length' need max_length=N")
+    single = isinstance(texts, str)
+    batch = encode_batch(tokenizer, [texts] if single else texts, allowed_special=allowed_special,
+                         disallowed_special=disallowed_special)
+    if truncation:
+        batch = [ids[:max_length] for ids in batch]
+    masks = [[1] * len(ids) for ids in batch]
+    if padding in (True, "longest", "max_length"):
+        width = max_length if padding == "max_length" else max(map(len, batch), default=0)
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError("padding needs pad_token_id, and this tokenizer has no <|endoftext|>; set pad_token_id")
+        for ids, mask in zip(batch, masks):
+            fill = width - len(ids)
+            if padding_side == "right":
+                ids += [pad] * fill
+                mask += [0] * fill
+            else:
+                ids[:0] = [pad] * fill
+                mask[:0] = [0] * fill
+    if return_tensors == "pt":
+        import torch  # only here: the tokenizer itself needs no torch
+
+        if len(set(map(len, batch))) > 1:
+            fix = ("truncation=True too: padding to max_length never cuts a longer text" if padding == "max_length"
+                   else "padding=True (and truncation=True, max_length=N to cap it)")
+            raise ValueError(f"texts encode to {min(map(len, batch))} to {max(map(len, batch))} tokens; "
+                             f"a tensor needs one length: pass {fix}")
+        shape = (len(batch), len(batch[0]) if batch else 0)  # (B, T), an empty batch too
+        return {"input_ids": torch.tensor(batch, dtype=torch.long).reshape(shape),
+                "attention_mask": torch.tensor(masks, dtype=torch.long).reshape(shape)}
+    if single:
+        return {"input_ids": batch[0], "attention_mask": masks[0]}
+    return {"input_ids": batch, "attention_mask": masks}

@@ -74,7 +74,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         print(f"\nstep {step}: {kept} {tokenizer.decode([token])!r}", file=out)
         print(f"  {'token':<16}" + "".join(f"{name:>16}" for name, _ in stages), file=out)
         # The candidates: the most likely before any stage, then after the last, then the token drawn.
-        cands = torch.topk(probs[0], top).indices.tolist() + torch.topk(probs[-1], top).indices.tolist() + [token]
+        # A filter may keep fewer than `top`: topk would fill up with arbitrary tokens of probability 0.
+        kept_top = [i for i in torch.topk(probs[-1], top).indices.tolist() if probs[-1][i] > 0]
+        cands = torch.topk(probs[0], top).indices.tolist() + kept_top + [token]
         for cand in dict.fromkeys(cands):
             mark = "→" if cand == token else " "
             row = "".join(f"{p[cand].item():>16.4f}" for p in probs)

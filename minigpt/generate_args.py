@@ -199,7 +199,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
                          "are not supported with num_beams > 1")
     # Temperature 0 (one number for all rows) is greedy even when sampling: no filter changes the argmax.
     greedy = not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0)
-    backend = None if greedy else resolve_backend(sampler, input_ids.device)  # one this device lacks: refused here
+    backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler")  # one this device lacks: refused here
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,
                       sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),

@@ -106,10 +106,13 @@ def check_flags(args: argparse.Namespace) -> None:
     if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
         raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
                          "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
-    if args.seed is not None and (args.num_beams > 1 or args.temperature == 0):
+    draws_nothing = [flag for flag, used in (("--seed", args.seed is not None), ("--sampler", args.sampler != "auto"))
+                     if used]
+    if draws_nothing and (args.num_beams > 1 or args.temperature == 0):
         mode = "beam search" if args.num_beams > 1 else "--temperature 0 (greedy)"
-        raise ValueError(f"--seed makes a random draw reproducible, but {mode} draws nothing: drop --seed, or sample "
-                         "(--temperature > 0, --num-beams 1)")
+        one = len(draws_nothing) == 1
+        raise ValueError(f"{' and '.join(draws_nothing)} {'sets' if one else 'set'} how tokens are drawn, but {mode} "
+                         f"draws nothing: drop {'it' if one else 'them'}, or sample (--temperature > 0, --num-beams 1)")
     if args.num_beams > 1:
         if filters:
             raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "

@@ -280,17 +280,18 @@ def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -
     return torch.randint(0, 2**62, (1,), generator=generator, device=device)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks."""
-    check_backend(backend)
+def resolve_backend(backend: str, device: torch.device, name: str = "backend") -> str:
+    """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks.
+    `name` is the argument's name in errors (`generate` calls it `sampler`)."""
+    check_backend(backend, name)
     kernel_there = importlib.util.find_spec("triton") is not None  # the kernel's file ships; triton is optional
     if backend == "auto":
         return "triton" if device.type == "cuda" and kernel_there else "torch"
     if backend == "triton":
         if not kernel_there:
-            raise ValueError("backend='triton' needs the `triton` package: pip install -e '.[gpu]'")
+            raise ValueError(f"{name}='triton' needs the `triton` package: pip install -e '.[gpu]'")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError(f"backend='triton' runs on CUDA tensors, got {device.type}; "
+            raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
                              "set TRITON_INTERPRET=1 to run the kernel in Triton's CPU interpreter")
     return backend
 

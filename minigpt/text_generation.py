@@ -85,10 +85,13 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
             yield text[sent:cut]
             ended = True
             continue
-        hold = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-        ready = len(text) - hold
+        ready = len(text)
         while ready > sent and text[ready - 1] == "\ufffd":  # maybe a character still being spelled out
             ready -= 1
+        # Then hold back what could begin a stop string, judged on the whole characters: with
+        # "User：" as the stop, "User" followed by a half-spelled "：" must wait too.
+        whole = text[:ready]
+        ready -= max((k for s in stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
         if ready > sent:
             yield text[sent:ready]
             sent = ready

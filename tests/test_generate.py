@@ -354,6 +354,14 @@ def test_stream_text_holds_back_half_characters_and_stop_string_prefixes(pair, m
     assert not any("\ufffd" in p for p in pieces)
     assert not any(p.endswith("b") for p in pieces)  # "b" waited for "d": it could have begun "bc"
     assert pieces[:3] == ["a", "é", "€"]  # each character as soon as it is whole
+    # A stop string whose next character is still half-spelled: "User" waited while "：" (3 bytes,
+    # 3 tokens here) arrived; it was shown, as nothing then looked like the stop string's start.
+    script[:] = list("hi\nUser：bye".encode())
+    pieces = list(stream_text(model, ByteTokenizer(), "hi", stop=["User："]))
+    assert "".join(pieces) == "hi\n" and not any("U" in p for p in pieces)
+    script[:] = list("A: 你好\n用户：再见".encode())
+    assert "".join(stream_text(model, ByteTokenizer(), "hi", stop="用户：")) == "A: 你好\n"
+    assert "".join(stream_text(model, ByteTokenizer(), "hi", stop="用户！")) == "A: 你好\n用户：再见"  # no stop: all of it
 
 
 @pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True}])
@@ -546,7 +554,7 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     ({"do_sample": True, "top_k": torch.tensor([5, 7])}, r"top_k has 2 values.* one per prompt \(row of logits\): 1"),
     ({"num_beams": 2, "repetition_penalty": torch.tensor([1.5, 1.2])}, r"repetition_penalty has 2 values.* 1"),
     ({"sampler": "trition"}, "sampler must be 'auto', 'torch' or 'triton', got 'trition'"),  # greedy, yet checked
-    ({"do_sample": True, "sampler": "triton"}, "backend='triton' runs on CUDA tensors, got cpu"),  # this device lacks it
+    ({"do_sample": True, "sampler": "triton"}, "sampler='triton' runs on CUDA tensors, got cpu"),  # this device lacks it
     ({"pad_token_id": -5}, r"pad_token_id -5 is not a token id of this model: ids are 0 \.\. 299"),
     ({"eos_token_id": [3, 300]}, "eos_token_id 300 is not a token id"),
     ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
@@ -847,8 +855,10 @@ def test_explain_shows_each_sampling_stage_and_draws_what_generate_draws():
             shown = torch.tensor([float(n) for n in numbers])
             worst = max(worst, (shown - probs[int(cand)]).abs().max().item())
         assert marked == [drawn[step]]
-        # The rows: the top candidates before any stage and after the last, and the token drawn.
-        top5 = set(probs[:, 0].topk(5).indices.tolist()) | set(probs[:, -1].topk(5).indices.tolist())
+        # The rows: the top candidates before any stage and after the last (those the filters kept:
+        # topk of fewer than 5 kept tokens added arbitrary ones of probability 0), and the token drawn.
+        top5 = set(probs[:, 0].topk(5).indices.tolist()) | {i for i in probs[:, -1].topk(5).indices.tolist()
+                                                            if probs[i, -1] > 0}
         assert {int(re.search(r"'(\d{3})'", r)[1]) for r in rows} == top5 | {drawn[step]}
     print(f"tokens {drawn}, kept per step {kept_counts}, max |printed - recomputed| {worst:.1e}")
     assert worst < 1e-4  # the table rounds to 4 decimals (5e-5), plus the KV cache's float noise
@@ -1010,9 +1020,13 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "it does not take --compile, --sampler" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--stream"]) == 2
     assert "nothing to --stream" in capsys.readouterr().err
-    for mode in (["--temperature", "0"], ["--num-beams", "2"]):  # deterministic: a seed would change nothing
+    for mode in (["--temperature", "0"], ["--num-beams", "2"]):  # deterministic: a seed or a sampler would change nothing
         assert main(["--model", str(tiny_checkpoint), "--seed", "0", *mode]) == 2
-        assert "--seed makes a random draw reproducible, but" in capsys.readouterr().err
+        assert "--seed sets how tokens are drawn, but" in capsys.readouterr().err
+        assert main(["--model", str(tiny_checkpoint), "--seed", "0", "--sampler", "torch", *mode]) == 2
+        assert "--seed and --sampler set how tokens are drawn, but" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--sampler", "torch", "--num-beams", "2"]) == 2
+    assert "--sampler sets how tokens are drawn, but beam search draws nothing: drop it" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--length-penalty", "2"]) == 2  # not silently without beams
     assert "--length-penalty scores finished beams: it needs --num-beams > 1" in capsys.readouterr().err
     from minigpt import Tokenizer

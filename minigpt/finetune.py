@@ -52,7 +52,8 @@ from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
-from minigpt.train import HALF_WEIGHTS_ERROR, Runtime, build_model, lm_loss, run_command, setup_runtime, train_loop
+from minigpt.train import HALF_WEIGHTS_ERROR, build_model, lm_loss, train_loop
+from minigpt.train_runtime import Runtime, run_command, setup_runtime
 from minigpt.train_config import TrainConfig, flag, parse_config
 
 STRATEGIES = ("frozen", "partial", "full", "lora")

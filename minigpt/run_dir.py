@@ -25,8 +25,8 @@ from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.config import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
-    from minigpt.train import Runtime
     from minigpt.train_config import TrainConfig
+    from minigpt.train_runtime import Runtime
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "log.jsonl"

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import minigpt.train as train
+import minigpt.train_runtime as train_runtime
 from minigpt import GPT
 from minigpt.data import load_tokens
 from minigpt.run_dir import STATE_FILE
@@ -154,14 +155,14 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
 
 
 @pytest.mark.parametrize("error,code", [
-    (train.Stopped(signal.SIGTERM), 143), (train.Stopped(signal.SIGINT), 130), (KeyboardInterrupt(), 130),
+    (train_runtime.Stopped(signal.SIGTERM), 143), (train_runtime.Stopped(signal.SIGINT), 130), (KeyboardInterrupt(), 130),
     (TrainingDiverged("loss is nan"), 1), (ValueError("bad input"), 2), (FileNotFoundError("no data"), 2)])
 def test_exit_codes_say_how_a_run_ended(error, code, capsys):
     """128 + the signal, as a shell reports a killed command: a scheduler that sent SIGTERM sees 143."""
     def work():
         raise error
 
-    assert train.run_command("minigpt train", work) == code
+    assert train_runtime.run_command("minigpt train", work) == code
     assert capsys.readouterr().out == ""  # no result line
 
 
@@ -172,7 +173,7 @@ def test_a_process_group_of_the_caller_is_left_alone(tmp_path, capsys):
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        assert train.run_command("minigpt train", lambda: {"step": 1}) == 0  # returned: the process goes on
+        assert train_runtime.run_command("minigpt train", lambda: {"step": 1}) == 0  # returned: the process goes on
         assert dist.is_initialized()
         assert json.loads(capsys.readouterr().out) == {"step": 1}
     finally:

@@ -3,7 +3,7 @@
 Where it sits: `GPT.from_pretrained(dir)` → `apply_strategy` (which parameters train) → the
 training loop (`minigpt/train.py`) → `save_pretrained` in Hugging Face layout. Two tasks:
 `lm` (keep predicting the next token, on new text) and `classify` (`minigpt/classifier.py`: a
-new head labels each text).
+new head labels each text; its TSV data, batches and accuracy are minigpt/classify_data.py).
 
 The four classic strategies, cheapest first:
 - frozen:  the pretrained model is fixed; only a *new* head trains, on the model's features
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -45,16 +44,17 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
+from minigpt.classify_data import accuracy, classification_loss, load_classification_data, pad_right
 from minigpt.cli import prog
-from minigpt.config import PRESETS, atomic_write_text, read_text
+from minigpt.config import PRESETS, atomic_write_text
 from minigpt.data import load_splits, prepare, read_meta, sample_batch
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.train import HALF_WEIGHTS_ERROR, build_model, lm_loss, train_loop
-from minigpt.train_runtime import Runtime, run_command, setup_runtime
 from minigpt.train_config import TrainConfig, flag, parse_config
+from minigpt.train_runtime import Runtime, run_command, setup_runtime
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
@@ -180,42 +180,6 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
-    """A classification file: one `text<TAB>label` per line, label an integer id.
-
-    A first line whose label is not an integer (e.g. `sentence<TAB>label`, as in SST-2) is a
-    header and is skipped; blank lines are skipped. Anything else malformed is an error naming
-    the line, never a silently dropped example.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"TSV file {path} does not exist")
-    texts, labels = [], []
-    first = True
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        is_first, first = first, False
-        text, tab, label = line.rpartition("\t")  # the label is the last field; text may hold tabs
-        if not tab:
-            raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
-        try:
-            label_id = int(label)
-        except ValueError:
-            if is_first:
-                continue  # the header
-            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id") from None
-        if label_id < 0:
-            raise ValueError(f"{path}:{lineno}: label {label_id} is negative; class ids are 0, 1, 2, ...")
-        if not text.strip():
-            raise ValueError(f"{path}:{lineno}: empty text")
-        texts.append(text.strip())
-        labels.append(label_id)
-    if not texts:
-        raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
-    return texts, labels
-
-
 # ---- `minigpt finetune`: data, model, loop, export ----------------------------------------------
 
 TASKS = ("lm", "classify")
@@ -288,77 +252,6 @@ class FinetuneConfig(TrainConfig):
         for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
-
-
-Examples = tuple[list[str], list[int]]  # (texts, labels)
-
-
-def _shuffled(examples: Examples, seed: int, limit: int | None = None) -> Examples:
-    """A seeded shuffle, cut to `limit`: a subset of a file sorted by label still mixes labels."""
-    texts, labels = examples
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    order = order[:limit]
-    return [texts[i] for i in order], [labels[i] for i in order]
-
-
-def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
-    """{"train": ..., "val": ...} from --data (file, or DIR/train.tsv) and --val-data or DIR/dev.tsv;
-    with neither, a seeded val_fraction of --data is held out. Subsets (--max-*) are seeded."""
-    data = Path(cfg.data)
-    train = _shuffled(read_tsv(data / "train.tsv" if data.is_dir() else data), cfg.seed)
-    val_file = Path(cfg.val_data) if cfg.val_data else data / "dev.tsv"
-    if cfg.val_data or val_file.is_file():
-        val = read_tsv(val_file)
-    else:
-        n_val = int(len(train[0]) * cfg.val_fraction)
-        if n_val == 0:
-            raise ValueError(f"{data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
-        train, val = (train[0][n_val:], train[1][n_val:]), (train[0][:n_val], train[1][:n_val])
-    return {"train": _shuffled(train, cfg.seed, cfg.max_examples), "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
-
-
-def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding.
-
-    Tokenizer.__call__(padding=True) pads texts; this pads ids, since classify examples are
-    tokenized and truncated once, when the data is read, not at every batch. Right padding: real
-    tokens keep positions 0..n-1 and, attention being causal, never see the pads; the classifier's
-    pooling finds them from the mask."""
-    T = max(len(r) for r in rows)
-    idx = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        idx[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return idx, mask
-
-
-def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return model(idx, mask, labels)[1]
-
-
-@torch.no_grad()
-def accuracy(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
-             rank: int = 0, world: int = 1) -> float:
-    """Share of texts whose highest logit is the true label, over the whole (sub)set, in order.
-
-    Under torchrun, process `rank` of `world` scores batches rank, rank + world, ... and the counts
-    are summed over processes: each text is scored once, in the same batch (so with the same
-    padding) as on one process, and every process gets the same answer.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for i in range(rank * batch_size, len(ids), world * batch_size):
-        idx, mask = pad_right(ids[i : i + batch_size], pad_id)
-        logits, _ = model(idx.to(device), mask.to(device))
-        correct += (logits.argmax(-1) == torch.tensor(labels[i : i + batch_size], device=device)).sum()
-    if world > 1:
-        dist.all_reduce(correct)
-    model.train(was_training)
-    return correct.item() / len(ids)
 
 
 def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:

@@ -9,7 +9,8 @@ import torch
 
 from minigpt import GPT, GPTConfig
 from minigpt.classifier import GPTClassifier
-from minigpt.finetune import STRATEGIES, FinetuneConfig, apply_strategy, best_evaluations, read_tsv, trainable_parameters
+from minigpt.classify_data import read_tsv
+from minigpt.finetune import STRATEGIES, FinetuneConfig, apply_strategy, best_evaluations, trainable_parameters
 from minigpt.lora import LoRALinear
 from test_train import torchrun
 

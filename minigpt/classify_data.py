@@ -1,0 +1,133 @@
+"""The classify task's data: labelled texts in, batches and scores out.
+
+Where it sits: between the files and minigpt/finetune.py's training loop for `--task classify`:
+`train.tsv / dev.tsv (text<TAB>label) → read_tsv → examples → Tokenizer.encode_batch → ids,
+cut to the context → pad_right → (ids, mask, labels) batches → GPTClassifier → classification_loss`,
+and at each evaluation `accuracy` on the validation examples.
+
+Batches are right-padded: real tokens first, then pads. Attention is causal, so a real token
+never looks at the pads to its right, and the classifier finds each text's last real token from
+the mask (minigpt/classifier.py explains the pooling).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from minigpt.classifier import GPTClassifier
+from minigpt.config import read_text
+
+if TYPE_CHECKING:  # a type hint only: finetune.py imports this module
+    from minigpt.finetune import FinetuneConfig
+
+
+def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
+    """A classification file: one `text<TAB>label` per line, label an integer id.
+
+    A first line whose label is not an integer (e.g. `sentence<TAB>label`, as in SST-2) is a
+    header and is skipped; blank lines are skipped. Anything else malformed is an error naming
+    the line, never a silently dropped example.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TSV file {path} does not exist")
+    texts, labels = [], []
+    first = True
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        is_first, first = first, False
+        text, tab, label = line.rpartition("\t")  # the label is the last field; text may hold tabs
+        if not tab:
+            raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
+        try:
+            label_id = int(label)
+        except ValueError:
+            if is_first:
+                continue  # the header
+            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id") from None
+        if label_id < 0:
+            raise ValueError(f"{path}:{lineno}: label {label_id} is negative; class ids are 0, 1, 2, ...")
+        if not text.strip():
+            raise ValueError(f"{path}:{lineno}: empty text")
+        texts.append(text.strip())
+        labels.append(label_id)
+    if not texts:
+        raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
+    return texts, labels
+
+
+Examples = tuple[list[str], list[int]]  # (texts, labels)
+
+
+def _shuffled(examples: Examples, seed: int, limit: int | None = None) -> Examples:
+    """A seeded shuffle, cut to `limit`: a subset of a file sorted by label still mixes labels."""
+    texts, labels = examples
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    order = order[:limit]
+    return [texts[i] for i in order], [labels[i] for i in order]
+
+
+def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
+    """{"train": ..., "val": ...} from --data (file, or DIR/train.tsv) and --val-data or DIR/dev.tsv;
+    with neither, a seeded val_fraction of --data is held out. Subsets (--max-*) are seeded."""
+    data = Path(cfg.data)
+    train = _shuffled(read_tsv(data / "train.tsv" if data.is_dir() else data), cfg.seed)
+    val_file = Path(cfg.val_data) if cfg.val_data else data / "dev.tsv"
+    if cfg.val_data or val_file.is_file():
+        val = read_tsv(val_file)
+    else:
+        n_val = int(len(train[0]) * cfg.val_fraction)
+        if n_val == 0:
+            raise ValueError(f"{data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
+        train, val = (train[0][n_val:], train[1][n_val:]), (train[0][:n_val], train[1][:n_val])
+    return {"train": _shuffled(train, cfg.seed, cfg.max_examples), "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
+
+
+def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding.
+
+    Tokenizer.__call__(padding=True) pads texts; this pads ids, since classify examples are
+    tokenized and truncated once, when the data is read, not at every batch. Right padding: real
+    tokens keep positions 0..n-1 and, attention being causal, never see the pads; the classifier's
+    pooling finds them from the mask."""
+    T = max(len(r) for r in rows)
+    idx = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        idx[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return idx, mask
+
+
+def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return model(idx, mask, labels)[1]
+
+
+@torch.no_grad()
+def accuracy(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
+             rank: int = 0, world: int = 1) -> float:
+    """Share of texts whose highest logit is the true label, over the whole (sub)set, in order.
+
+    Under torchrun, process `rank` of `world` scores batches rank, rank + world, ... and the counts
+    are summed over processes: each text is scored once, in the same batch (so with the same
+    padding) as on one process, and every process gets the same answer.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(rank * batch_size, len(ids), world * batch_size):
+        idx, mask = pad_right(ids[i : i + batch_size], pad_id)
+        logits, _ = model(idx.to(device), mask.to(device))
+        correct += (logits.argmax(-1) == torch.tensor(labels[i : i + batch_size], device=device)).sum()
+    if world > 1:
+        dist.all_reduce(correct)
+    model.train(was_training)
+    return correct.item() / len(ids)

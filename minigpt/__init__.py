@@ -6,8 +6,8 @@ text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_
 """
 from minigpt.config import GPTConfig
 from minigpt.generate import generate
-from minigpt.text_generation import generate_text
 from minigpt.model import GPT
+from minigpt.text_generation import generate_text
 from minigpt.tokenizer import Tokenizer
 
 __all__ = ["GPT", "GPTConfig", "Tokenizer", "generate", "generate_text"]

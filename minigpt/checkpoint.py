@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPT2_SIZES, GPTConfig, atomic_path, read_json
+from minigpt.config import GPT2_SIZES, GPTConfig
+from minigpt.files import atomic_path, read_json
 from minigpt.model import GPT
 
 WEIGHTS_NAME = "model.safetensors"

@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, resolve_device, weight_files,
                                 write_safetensors)
-from minigpt.config import GPTConfig, read_json
+from minigpt.config import GPTConfig
+from minigpt.files import read_json
 from minigpt.model import GPT
 
 POOLINGS = ("last", "mean")

@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
-from minigpt.config import read_text
+from minigpt.files import read_text
 
 if TYPE_CHECKING:  # a type hint only: finetune.py imports this module
     from minigpt.finetune import FinetuneConfig

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt.config import atomic_path, atomic_write_text, read_text
+from minigpt.files import atomic_path, atomic_write_text, read_text
 from minigpt.tokenizer import SAFE_CUT, Tokenizer, safe_pieces
 
 TOKEN_DTYPE = np.uint16

@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     args = parser.parse_args(argv)
     from minigpt.checkpoint import is_classifier_checkpoint
-    from minigpt.config import read_text
     from minigpt.data import encode_text
+    from minigpt.files import read_text
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 

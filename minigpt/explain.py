@@ -18,7 +18,6 @@ import sys
 import torch
 
 from minigpt.generate import DecodeState
-from minigpt.text_generation import prompt_ids
 from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,
@@ -32,6 +31,7 @@ from minigpt.sampling import (
     penalize,
     token_counts,
 )
+from minigpt.text_generation import prompt_ids
 
 
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache

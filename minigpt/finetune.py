@@ -46,8 +46,9 @@ import torch.nn as nn
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.classify_data import accuracy, classification_loss, load_classification_data, pad_right
 from minigpt.cli import prog
-from minigpt.config import PRESETS, atomic_write_text
+from minigpt.config import PRESETS
 from minigpt.data import load_splits, prepare, read_meta, sample_batch
+from minigpt.files import atomic_write_text
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log

@@ -37,6 +37,7 @@ import torch
 from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, tokens_fed
 from minigpt.kv_cache import KVCache, cache_length
 from minigpt.sampling import (
+    Param,
     draw,
     exponential_noise,
     filter_unchecked,
@@ -212,7 +213,7 @@ def run_to_end(steps: Iterator, each: Callable | None = None):
 
 
 def token_picker(sampler: str | None, seed: int | None, B: int, device: torch.device,
-                 temperature, top_k, top_p, min_p) -> Callable[[torch.Tensor], torch.Tensor]:
+                 temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> Callable[[torch.Tensor], torch.Tensor]:
     """How each step turns logits (B, V) into tokens (B,): the argmax (`sampler` None: greedy),
     Triton's fused kernel ("triton") or torch's filters and draw ("torch"). None of them waits on
     the host; a `seed` fixes every draw."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.config import read_text
+from minigpt.files import read_text
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.text_generation import generate_text, stream_text

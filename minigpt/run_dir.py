@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
-from minigpt.config import atomic_path, atomic_write_text
+from minigpt.files import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
     from minigpt.train_config import TrainConfig

@@ -22,6 +22,7 @@ from minigpt.generate_args import eos_list
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 
+
 def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
     """One prompt, as text or its token ids (a list, or a 1-D tensor or NumPy array, or a (1, T)
     one as the tokenizer's `return_tensors="pt"` gives) → ids (1, T).

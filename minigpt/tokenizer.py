@@ -40,7 +40,7 @@ from typing import Literal
 
 import regex
 
-from minigpt.config import read_text
+from minigpt.files import read_text
 
 # GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"

@@ -15,7 +15,8 @@ import json
 import os
 from pathlib import Path
 
-from minigpt.config import GPT2_SIZES, atomic_write_text, read_json, read_text
+from minigpt.config import GPT2_SIZES
+from minigpt.files import atomic_write_text, read_json, read_text
 from minigpt.tokenizer import CHAR_TO_BYTE, GPT2_DIR, Tokenizer, str_to_token, token_to_str
 
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.

@@ -38,8 +38,9 @@ from tqdm import tqdm
 
 from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.cli import prog
-from minigpt.config import GPTConfig, atomic_path, atomic_write_text
+from minigpt.config import GPTConfig
 from minigpt.data import load_splits, read_meta, sample_batch
+from minigpt.files import atomic_path, atomic_write_text
 from minigpt.model import GPT
 from minigpt.run_dir import LOG_FILE, append_log, check_out_dir, plot_log, restore, save_checkpoint, truncate_log
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config

@@ -20,7 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 import minigpt.checkpoint as checkpoint
 from minigpt import GPT, GPTConfig
-from minigpt.config import atomic_path
+from minigpt.files import atomic_path
 
 SMALL = dict(vocab_size=500, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=499, eos_token_id=499)
 IDX = torch.randint(0, SMALL["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(0))
@@ -399,7 +399,7 @@ def test_writes_killed_with_sigkill_leave_one_temp_file_and_the_next_write_clear
     import signal
 
     dest = tmp_path / "big.bin"
-    writer = ("import sys, time; from pathlib import Path; from minigpt.config import atomic_path\n"
+    writer = ("import sys, time; from pathlib import Path; from minigpt.files import atomic_path\n"
               "with atomic_path(Path(sys.argv[1])) as tmp, open(tmp, 'wb') as f:\n"
               "    f.write(b'x' * 100_000); f.flush(); print('written', flush=True); time.sleep(60)\n")
     for _ in range(2):  # two crashes mid-write

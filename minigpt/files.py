@@ -1,0 +1,60 @@
+"""Reading and writing files safely: every file minigpt writes is written atomically, and every
+text it reads is UTF-8, with errors that name the file.
+
+Where it sits: under everything that touches the disk (checkpoints, config.json, tokenizer files,
+token files, a run's logs and state). `atomic_path` is why a crash or Ctrl-C never leaves half a
+checkpoint where a whole one was.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temp path beside `dest`; once the caller has written it, move it over `dest`.
+
+    A reader sees either the old file or the complete new one, never half of one: `os.replace`
+    is atomic on POSIX and Windows. The fsync makes the data durable *before* the rename, else a
+    power cut could leave the new name pointing at an empty file. If writing fails, the temp
+    file is removed and `dest` is untouched. A killed process (SIGKILL, power cut) runs no
+    cleanup and leaves its temp file; the name is fixed per target (`dest` + ".tmp"), not random,
+    so the next write of `dest` truncates and renames that same file: crashes never pile up
+    temps, and a directory holds at most one per file minigpt writes there.
+    """
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
+    (Python's own error gives only the byte and its position)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
+                         "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """A JSON file's contents; a file that is not JSON (or not UTF-8) is a ValueError that names it
+    (json's own error gives only a line and column)."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")

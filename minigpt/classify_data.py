@@ -25,6 +25,8 @@ from minigpt.files import read_text
 if TYPE_CHECKING:  # a type hint only: finetune.py imports this module
     from minigpt.finetune import FinetuneConfig
 
+VAL_FRACTION_DEFAULT = 0.1  # FinetuneConfig.val_fraction's default: other values are refused where unused
+
 
 def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     """A classification file: one `text<TAB>label` per line, label an integer id.
@@ -34,6 +36,8 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     the line, never a silently dropped example.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"TSV file {path} is a directory; pass the file itself (e.g. {path / 'dev.tsv'})")
     if not path.is_file():
         raise FileNotFoundError(f"TSV file {path} does not exist")
     texts, labels = [], []
@@ -81,6 +85,9 @@ def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
     train = _shuffled(read_tsv(data / "train.tsv" if data.is_dir() else data), cfg.seed)
     val_file = Path(cfg.val_data) if cfg.val_data else data / "dev.tsv"
     if cfg.val_data or val_file.is_file():
+        if cfg.val_fraction != VAL_FRACTION_DEFAULT:  # it would be ignored: refused, as other unused options are
+            raise ValueError(f"--val-fraction holds out part of --data when there is no validation file, but here "
+                             f"validation comes from {val_file}: drop --val-fraction")
         val = read_tsv(val_file)
     else:
         n_val = int(len(train[0]) * cfg.val_fraction)

@@ -72,8 +72,9 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
     total nats}, and with `token_bytes` (V,), each token's length in bytes, "bpb": bits per byte of
     the scored tokens. max_length defaults to the context, stride to half of max_length."""
     max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
-    if not 1 <= max_length <= model.config.n_positions:
-        raise ValueError(f"max_length must be in [1, n_positions={model.config.n_positions}], got {max_length}")
+    if not 2 <= max_length <= model.config.n_positions:  # a window's first token has no context: 1 scores nothing
+        raise ValueError(f"max_length must be in [2, n_positions={model.config.n_positions}] (a window's first token "
+                         f"is context only, so a 1-token window scores nothing), got {max_length}")
     nll_sum, count, scored = sliding_window_nll(model, ids, max_length, max(max_length // 2, 1) if stride is None else stride,
                                                 progress)
     result = {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}

@@ -44,7 +44,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import POOLINGS, GPTClassifier
-from minigpt.classify_data import accuracy, classification_loss, load_classification_data, pad_right
+from minigpt.classify_data import (VAL_FRACTION_DEFAULT, accuracy, classification_loss, load_classification_data,
+                                   pad_right)
 from minigpt.cli import prog
 from minigpt.config import PRESETS
 from minigpt.data import load_splits, prepare, read_meta, sample_batch
@@ -217,7 +218,7 @@ class FinetuneConfig(TrainConfig):
     head_hidden: str = flag("", "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, as HF)")
     num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
     val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
-    val_fraction: float = flag(0.1, "share of --data held out for validation when no separate val data is given")
+    val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given")
     max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
     max_val_examples: int | None = flag(None, "classify: evaluate on a seeded random subset of this many examples")
     tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt; default: --init)")
@@ -230,6 +231,7 @@ class FinetuneConfig(TrainConfig):
 
     PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
     COMMAND = "finetune"
+    KEPT_ON_RESUME = ("task", "strategy")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -300,8 +302,10 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         if bad:
             raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    # Texts longer than the context keep their first block_size tokens.
-    ids = {s: [r[: cfg.block_size] for r in tokenizer.encode_batch(texts)] for s, (texts, _) in data.items()}
+    # Texts longer than the context keep their first block_size tokens. Each text is one example,
+    # not a stream of documents: "<|endoftext|>" in a review is its characters, not a boundary.
+    ids = {s: [r[: cfg.block_size] for r in tokenizer.encode_batch(texts, disallowed_special=())]
+           for s, (texts, _) in data.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
         print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         "or train a new tokenizer with --train FILES --vocab-size N --out DIR.",
     )
     parser.add_argument("text", nargs="?", help="text to encode (default: read standard input)")
-    parser.add_argument("--tokenizer", default="gpt2", help="tokenizer directory (default: GPT-2's, shipped)")
+    parser.add_argument("--tokenizer", help="tokenizer directory to encode with (default: GPT-2's, shipped)")
     parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")
     parser.add_argument("--train", nargs="+", metavar="FILE", help="train a tokenizer on these text files")
     parser.add_argument("--vocab-size", type=int, help="with --train: vocabulary size, special tokens included (default 4096)")
@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train:
         if not args.out:
             parser.error("--train needs --out DIR")
-        if args.text is not None or args.show_work:
-            parser.error("--train learns from FILES: a text to encode (or --show-work) goes without --train")
+        if args.text is not None or args.show_work or args.tokenizer is not None:
+            parser.error("--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer "
+                         "(the one to encode with) go without --train")
         from minigpt.bpe_train import main as train_main
 
         # Only the flags given: bpe_train's parser holds the defaults and checks the values.
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.vocab_size is not None or args.special is not None or args.out:
         parser.error("--vocab-size, --special and --out go with --train FILES")
     try:
-        tok = Tokenizer.from_pretrained(args.tokenizer)
+        tok = Tokenizer.from_pretrained(args.tokenizer or "gpt2")
     except (ValueError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

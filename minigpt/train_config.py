@@ -82,6 +82,10 @@ class TrainConfig:
     PATH_FIELDS: typing.ClassVar[tuple[str, ...]] = ("data", "init")
     # The command that runs this config, saved with the run: `--resume` with another one is refused.
     COMMAND: typing.ClassVar[str] = "train"
+    # Settings that decide what the run *is* (finetune's task and strategy): a resumed run keeps
+    # them, so a flag giving another value is refused by name, before any check of the options
+    # that the new value would make meaningless.
+    KEPT_ON_RESUME: typing.ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         for name in self.PATH_FIELDS:
@@ -178,5 +182,11 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
             raise ValueError(f"{args['out']} holds a run of `minigpt {command}`; continue it with "
                              f"`minigpt {command} --out {args['out']} --resume`")
         saved = saved_run["config"]
+        for name in cls.KEPT_ON_RESUME:
+            if name in given and name in saved and given[name] != saved[name]:
+                flag_ = "--" + name.replace("_", "-")
+                raise ValueError(f"the run in {args['out']} is a {flag_} {saved[name]} run, and a resumed run keeps its "
+                                 f"{name} (its weights and optimizer state are that run's): drop {flag_} "
+                                 f"{given[name]}, or start a new run with another --out")
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
     return cls(**args)

@@ -132,14 +132,16 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2
     assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); eval scores a language model" in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
-    with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 33"):
+    with pytest.raises(ValueError, match=r"max_length must be in \[2, n_positions=32\]"):
         perplexity(model, ids, max_length=33)
     with pytest.raises(ValueError, match=r"stride must be in \[1, max_length=32\], got 40"):
         perplexity(model, ids, stride=40)
     with pytest.raises(ValueError, match=r"stride must be in \[1, max_length=32\], got 0"):  # not "the default"
         perplexity(model, ids, stride=0)
-    with pytest.raises(ValueError, match=r"max_length must be in \[1, n_positions=32\], got 0"):
+    with pytest.raises(ValueError, match=r"max_length must be in \[2, n_positions=32\] .*, got 0"):
         perplexity(model, ids, max_length=0)
+    with pytest.raises(ValueError, match=r"a 1-token window scores nothing\), got 1"):  # was a ZeroDivisionError
+        perplexity(model, ids, max_length=1)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         perplexity(model, ids[:1])
     assert math.isfinite(expected["ppl"])

@@ -218,6 +218,8 @@ def test_read_tsv_rejects_bad_files(tmp_path, content, message):
         read_tsv(f)
     with pytest.raises(FileNotFoundError):
         read_tsv(tmp_path / "missing.tsv")
+    with pytest.raises(ValueError, match=f"TSV file {tmp_path} is a directory; pass the file itself"):  # not "does not exist"
+        read_tsv(tmp_path)
 
 
 def test_read_tsv_names_a_file_that_is_not_utf8(tmp_path):
@@ -314,6 +316,30 @@ def test_cli_classify_with_an_mlp_head_trains_and_reloads_it(base, tmp_path):
     assert clf.hidden == (8,) and [tuple(p.shape) for p in clf.score.parameters()] == [(8, clf.config.n_embd), (8,), (2, 8)]
 
 
+def test_cli_classify_reads_special_token_text_as_text_and_refuses_an_unused_val_fraction(base, tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Reviews holding "<|endoftext|>" were refused by the tokenizer's policy, with advice (allowed_special)
+    that no flag can follow; each is one example's text. --val-fraction with a validation file would be
+    ignored: refused by name."""
+    import minigpt.finetune
+    from minigpt.classify_data import pad_right
+
+    data = tmp_path / "d"
+    data.mkdir()
+    rows = [line.replace("was", "was <|endoftext|>") for line in (base / "cls.tsv").read_text().splitlines()]
+    (data / "train.tsv").write_text("\n".join(rows) + "\n")  # every example holds the marker
+    (data / "dev.tsv").write_text("\n".join(rows[:9]) + "\n")
+    batches = []  # the ids the classifier is fed
+    monkeypatch.setattr(minigpt.finetune, "pad_right", lambda ids, pad: batches.append(ids) or pad_right(ids, pad))
+    assert _run(base, tmp_path / "o", "--task", "classify", "--data", str(data), "--strategy", "frozen") == 0
+    eos = GPTClassifier.from_pretrained(tmp_path / "o").config.eos_token_id
+    assert batches and all(eos not in row for ids in batches for row in ids)  # the marker's characters, not the id
+    assert _run(base, tmp_path / "o2", "--task", "classify", "--data", str(data), "--strategy", "frozen",
+                "--val-fraction", "0.3") == 2
+    assert f"--val-fraction holds out part of --data when there is no validation file, but here validation comes from " \
+           f"{data / 'dev.tsv'}: drop --val-fraction" in capsys.readouterr().err
+
+
 def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lr-decay-iters", "4", "--log-interval", "2")
     assert _run(base, tmp_path / "straight", *args) == 0
@@ -366,6 +392,16 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
 
     assert train_main(["--out", str(out), "--resume"]) == 2
     assert f"{out} holds a run of `minigpt finetune`; continue it with `minigpt finetune --out {out} --resume`" in capsys.readouterr().err
+    # Another strategy or task is refused by name: not "lora_dropout=... applies to strategy 'lora'
+    # only" about an option the user never typed (the saved run's, merged in as defaults).
+    from minigpt.finetune import main
+
+    assert main(["--out", str(out), "--resume", "--strategy", "lora"]) == 2
+    assert (f"the run in {out} is a --strategy full run, and a resumed run keeps its strategy (its weights and optimizer "
+            "state are that run's): drop --strategy lora") in capsys.readouterr().err
+    assert main(["--out", str(out), "--resume", "--task", "classify"]) == 2
+    assert "is a --task lm run, and a resumed run keeps its task" in capsys.readouterr().err
+    assert main(["--out", str(out), "--resume", "--strategy", "full", "--max-iters", "5"]) == 0  # the same value is fine
 
 
 def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):

@@ -462,7 +462,10 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "--vocab-size, --special and --out go with --train" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # ... and so would a text to encode with --train
         climod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
-    assert "--train learns from FILES" in capsys.readouterr().err
+    assert "--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ... and a tokenizer to encode with, which --train would not read
+        climod.main(["--train", str(tmp_path / "a.txt"), "--tokenizer", "gpt2", "--out", str(tmp_path / "nope")])
+    assert "--tokenizer (the one to encode with) go without --train" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
 
 

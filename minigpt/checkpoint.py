@@ -56,7 +56,7 @@ def weight_files(path: Path) -> list[Path]:
     return [path / s for s in shards]
 
 
-def _read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+def read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one at a time; safe_open memory-maps, so only the current tensor is read."""
     for f in files:
         try:
@@ -71,7 +71,7 @@ def _read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, str):  # "bfloat16", "float16", ... as CLIs pass them
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -130,7 +130,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     if is_classifier_checkpoint(path):
         raise ValueError(f"{path} is a classifier (GPT2ForSequenceClassification), not a language model (GPT2LMHeadModel); "
                          "load it with minigpt.classifier.GPTClassifier.from_pretrained")
-    dtype, device = _resolve_dtype(dtype), resolve_device(device)
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights
@@ -142,7 +142,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
 
     state: dict[str, torch.Tensor] = {}
     lm_head = None
-    for name, t in _read_tensors(weight_files(path)):
+    for name, t in read_tensors(weight_files(path)):
         if name.endswith(IGNORED_SUFFIXES):
             continue
         if name == "lm_head.weight":  # an explicit copy of the head; GPT-2 ties it to wte
@@ -184,7 +184,12 @@ def check_gpt2_tensors(model: GPT) -> None:
     """Refuse to save a model holding tensors that GPT-2's layout has no name for (unmerged LoRA
     adapters): neither minigpt nor transformers could load the checkpoint back."""
     with torch.device("meta"):  # GPT-2's own tensor names, from a model of shapes only
-        extra = sorted(model.state_dict().keys() - GPT(model.config).state_dict().keys())
+        refuse_extra_tensors(model.state_dict().keys() - GPT(model.config).state_dict().keys())
+
+
+def refuse_extra_tensors(names: set[str]) -> None:
+    """`check_gpt2_tensors`' error, for tensors that a checkpoint layout has no place for."""
+    extra = sorted(names)
     if extra:
         hint = " (LoRA adapters: merge them first with minigpt.lora.merge_lora)" if any("lora_" in k for k in extra) else ""
         raise ValueError(f"the model holds tensors that GPT-2's checkpoint layout has no place for: "

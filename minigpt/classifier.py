@@ -27,10 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_gpt2_tensors, resolve_device, weight_files,
-                                write_safetensors)
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, is_classifier_checkpoint, read_tensors,
+                                refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_safetensors)
 from minigpt.config import GPTConfig
 from minigpt.files import read_json
 from minigpt.model import GPT
@@ -112,7 +111,9 @@ class GPTClassifier(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write config.json + model.safetensors atomically (weights first, then the config)."""
-        check_gpt2_tensors(self.gpt)
+        with torch.device("meta"):  # the layout's own tensor names, from a classifier of shapes only
+            plain = GPTClassifier(GPT(self.config), self.num_labels, hidden=self.hidden)
+        refuse_extra_tensors(self.state_dict().keys() - plain.state_dict().keys())  # LoRA adapters, head's too
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {}
@@ -137,11 +138,13 @@ class GPTClassifier(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":
         """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification.
         `device="auto"` is the GPU when there is one, as for GPT.from_pretrained."""
-        path, device = Path(path), resolve_device(device)
-        d = read_json(path / "config.json") if (path / "config.json").exists() else {}
-        if "GPT2ForSequenceClassification" not in d.get("architectures", []):
-            raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint "
-                             f"(architectures={d.get('architectures')}); load an LM with GPT.from_pretrained")
+        path, dtype, device = Path(path), resolve_dtype(dtype), resolve_device(device)
+        if not path.is_dir():
+            raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+        if not is_classifier_checkpoint(path):
+            raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint (its config.json's "
+                             "architectures); load a language model with GPT.from_pretrained")
+        d = read_json(path / "config.json")
         # HF leaves id2label out of config.json when it is the default two labels.
         id2label = {int(i): name for i, name in d["id2label"].items()} if "id2label" in d else None
         num_labels = len(id2label) if id2label else d.get("num_labels", 2)
@@ -150,17 +153,20 @@ class GPTClassifier(nn.Module):
             model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),
                         hidden=tuple(head.get("hidden", ())), id2label=id2label, pad_token_id=d.get("pad_token_id"))
         state = {}
-        for f in weight_files(path):
-            for key, t in load_file(f).items():
-                if key.endswith(IGNORED_SUFFIXES):
-                    continue
-                if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
-                    t = t.t()  # Conv1D (in, out) → Linear (out, in)
-                state[key if key.startswith("score") else "gpt." + key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
+        for key, t in read_tensors(weight_files(path)):
+            if key.endswith(IGNORED_SUFFIXES):
+                continue
+            if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
+                t = t.t()  # Conv1D (in, out) → Linear (out, in)
+            state[key if key.startswith("score") else "gpt." + key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
         expected = set(model.state_dict()) - {"gpt.lm_head.weight"}
         if set(state) != expected:
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(f"{path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        # A file may mix dtypes (a float32 head beside float16 weights); the model computes in one,
+        # as GPT.from_pretrained does: the embeddings' (the bulk of the weights).
+        wte = state["gpt.transformer.wte.weight"]
+        state = {k: t.to(wte.dtype) for k, t in state.items()}
         model.load_state_dict(state, strict=False, assign=True)
         model.gpt.lm_head.weight = model.gpt.transformer.wte.weight  # re-tie after assign
         return model.eval()

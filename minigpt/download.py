@@ -14,8 +14,8 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
 3. Check the size, then the hash (whichever of the two the ETag is), and only then rename
    FILE.partial → FILE. So FILE exists only once verified, and a rerun skips it.
 
-A dropped connection, or a server error (HTTP 5xx: a busy CDN), is resumed a few times within
-one run; if it keeps failing, the .partial file stays and running the same command again picks
+A dropped connection, or a server error (HTTP 5xx: a busy Hub or CDN), is retried (the GET
+resumed) a few times within one run; if it keeps failing, the .partial file stays and running the same command again picks
 up where it stopped. A 4xx (a wrong name, a private repo) would answer the same, so it is not.
 Not handled: private repos (no token is sent) and revisions other than `main`.
 """
@@ -125,7 +125,15 @@ def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
 
 def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None:
     """Download `url` to `dest` (steps 1–3), resuming after dropped connections."""
-    remote = remote_file(url)
+    for attempt in range(retries + 1):  # the Hub itself may be busy (5xx) or drop the connection too
+        try:
+            remote = remote_file(url)
+            break
+        except (HTTPError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
+            if (isinstance(e, HTTPError) and e.code < 500) or attempt == retries:
+                raise
+            print(f"{dest.name}: {e}; asking again (retry {attempt + 1} of {retries})", file=sys.stderr)
+            time.sleep(attempt)
     if dest.exists() and remote.size in (None, dest.stat().st_size):
         print(f"{dest} is already there, skipping (it was checked when it was downloaded)", file=sys.stderr)
         return

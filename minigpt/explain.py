@@ -67,7 +67,10 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
         stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
         final = stages[-1][1]
-        token = int(draw(final, exponential_noise(final.shape, ids.device, generator), temperature)[0])
+        # Greedy takes the argmax before the filters, as generate does: the first of tied top tokens
+        # (top-p may keep only one of them).
+        token = int(draw(stages[1][1] if temperature == 0 else final,
+                         exponential_noise(final.shape, ids.device, generator), temperature)[0])
         probs = [s.softmax(-1)[0] for _, s in stages]
         kept = "greedy (temperature 0): took the most likely" if temperature == 0 else \
             f"{int(torch.isfinite(final).sum())} of {V} tokens kept; drew"

@@ -50,7 +50,7 @@ from minigpt.cli import prog
 from minigpt.config import PRESETS
 from minigpt.data import load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
+from minigpt.lora import DEFAULT_TARGETS, LoRALinear, find_lora_targets, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
@@ -154,8 +154,8 @@ def apply_strategy(
     half = sorted(str(d).removeprefix("torch.") for d in trained & {torch.float16, torch.bfloat16})
     if half:
         raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
-    if strategy == "lora" and any(isinstance(m, LoRALinear) for m in gpt.modules()):
-        raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
+    if strategy == "lora":  # every adapter checked (rank against each layer, targets, ...) before any change
+        find_lora_targets(gpt, target_names(lora_targets), lora_rank, lora_alpha, lora_dropout)
 
     model.requires_grad_(strategy == "full")
     if strategy == "partial":

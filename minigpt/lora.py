@@ -25,20 +25,25 @@ import torch.nn as nn
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
+def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, name: str = "the layer") -> None:
+    """Refuse an adapter of this rank, alpha and dropout on `base` (named `name` in errors)."""
+    if rank <= 0:
+        raise ValueError(f"LoRA rank must be positive, got {rank}")
+    if rank > min(base.in_features, base.out_features):
+        raise ValueError(f"LoRA rank {rank} exceeds {name}'s smaller side "
+                         f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    if not math.isfinite(alpha):  # NaN or inf scaling makes every output NaN
+        raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
+
+
 class LoRALinear(nn.Module):
     """`base(x) + (alpha / rank) · B(A(dropout(x)))`, with `base` frozen."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
         super().__init__()
-        if rank <= 0:
-            raise ValueError(f"LoRA rank must be positive, got {rank}")
-        if rank > min(base.in_features, base.out_features):
-            raise ValueError(f"LoRA rank {rank} exceeds the layer's smaller side "
-                             f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
-        if not math.isfinite(alpha):  # NaN or inf scaling makes every output NaN
-            raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
+        check_lora_args(base, rank, alpha, dropout)
         self.base = base
         self.base.requires_grad_(False)
         self.rank, self.alpha = rank, alpha
@@ -82,8 +87,19 @@ def inject_lora(
     Matching is on whole name components, so "c_proj" selects both `attn.c_proj` and
     `mlp.c_proj`, and "attn.c_proj" only the first. Returns the wrapped modules' names.
     Only the adapters' A and B have requires_grad afterwards *inside the wrapped layers*; the
-    rest of the model is left as it was (`finetune.apply_strategy` freezes it).
+    rest of the model is left as it was (`finetune.apply_strategy` freezes it). Every layer is
+    checked before the first is wrapped, so a refused call leaves the model as it was.
     """
+    chosen = find_lora_targets(model, targets, rank, alpha, dropout)
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
+    return chosen
+
+
+def find_lora_targets(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, dropout: float) -> list[str]:
+    """The names of the layers `inject_lora` would wrap, each checked for these adapters; changes nothing."""
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
     chosen = [
@@ -104,9 +120,7 @@ def inject_lora(
         raise ValueError(f"LoRA cannot adapt {tied}: its weight is tied to another module's (GPT-2's lm_head is the "
                          f"input embedding wte), and merging would change both; choose among {list(DEFAULT_TARGETS)}")
     for name in chosen:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
+        check_lora_args(model.get_submodule(name), rank, alpha, dropout, name)
     return chosen
 
 

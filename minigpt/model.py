@@ -198,6 +198,8 @@ class GPT(nn.Module):
         `logits_to_keep=k` computes logits only for the last k positions (generation needs just
         the last one, and the V-wide LM head is the most expensive matmul for short inputs).
         """
+        if logits_to_keep < 0:  # x[:, --k:] would silently keep the wrong positions
+            raise ValueError(f"logits_to_keep must be ≥ 0 (0: every position), got {logits_to_keep}")
         if targets is not None and (logits_to_keep or targets.shape != idx.shape):
             raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position (logits_to_keep off), "
                              f"got {tuple(targets.shape)} with logits_to_keep={logits_to_keep}")

@@ -158,12 +158,16 @@ def apply_penalties(
     `ids` feeds all three.
     """
     check_logits(logits)
-    if ids.dim() != 2 or ids.size(0) != logits.size(0):
-        raise ValueError(f"ids must be (B, T) with the logits' B={logits.size(0)} rows, got {tuple(ids.shape)}")
+    B, V = logits.shape
+    if ids.dim() != 2 or ids.size(0) != B:
+        raise ValueError(f"ids must be (B, T) with the logits' B={B} rows, got {tuple(ids.shape)}")
+    if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < V:
+        raise ValueError(f"ids must be token ids in [0, {V}) (the logits' vocabulary), got {int(ids.min())}..{int(ids.max())}")
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    counts = token_counts(ids, logits.size(-1))
-    return penalize(logits, counts, counts, repetition_penalty=repetition_penalty,
-                    presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+    rows = per_row(B, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                   frequency_penalty=frequency_penalty)
+    counts = token_counts(ids, V)
+    return penalize(logits, counts, counts, **rows)
 
 
 # ---- filters (transformers' order: temperature → top-k → top-p → min-p) ----------------------
@@ -205,7 +209,7 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
         return logits
     p = _rows(top_p, logits)
     sorted_logits, order = logits.sort(dim=-1)  # ascending, (B, V)
-    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
+    cum = sorted_logits.float().softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
     drop_sorted = (cum <= 1 - p) & (p < 1)  # rows with top_p = 1 drop nothing, even 0-mass tokens
     drop_sorted[:, -1] = False  # the largest token survives any top_p
     drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
@@ -220,7 +224,7 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     """
     if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits
-    probs = logits.softmax(dim=-1)  # (B, V)
+    probs = logits.float().softmax(dim=-1)  # (B, V)
     drop = probs < _rows(min_p, logits) * probs.amax(dim=-1, keepdim=True)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -228,17 +232,26 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
 def filter_logits(
     logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0
 ) -> torch.Tensor:
-    """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row)."""
+    """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row).
+
+    Rows with temperature 0 are greedy and come back unfiltered: `draw` takes their argmax."""
     check_logits(logits)
     check_sampling_params(temperature, top_k, top_p, min_p)
-    return filter_unchecked(logits, temperature, top_k, top_p, min_p)
+    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    return filter_unchecked(logits, **rows)
 
 
 def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> torch.Tensor:
     """`filter_logits` without its checks, for decode loops that validated their parameters once,
     before the first step: a check of a (B,) tensor parameter is a host sync, too dear per token."""
-    x = apply_temperature(logits.float(), temperature)
-    return apply_min_p(apply_top_p(apply_top_k(x, top_k), top_p), min_p)
+    x = logits.float()
+    filtered = apply_min_p(apply_top_p(apply_top_k(apply_temperature(x, temperature), top_k), top_p), min_p)
+    # Greedy rows (temperature 0) stay as they are: their token is the argmax, the first of tied
+    # top tokens, and top-p may keep only one of those ties (whichever its sort put last).
+    t = _rows(temperature, logits)
+    if isinstance(t, torch.Tensor):
+        return torch.where(t > 0, filtered, x)  # t is (B, 1)
+    return filtered if t > 0 else x
 
 
 # ---- the draw --------------------------------------------------------------------------------
@@ -303,6 +316,9 @@ def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param
             return v.to(device=device, dtype=dtype).reshape(B).contiguous()
         return torch.full((B,), v, dtype=dtype, device=device)
 
+    # The kernel's k is int32; any k ≥ V keeps every token, so a larger one is capped, not wrapped around.
+    int32_max = torch.iinfo(torch.int32).max
+    top_k = top_k.to(torch.long).clamp(max=int32_max) if isinstance(top_k, torch.Tensor) else min(int(top_k), int32_max)
     return dict(temperature=full(temperature, torch.float32), top_k=full(top_k, torch.int32),
                 top_p=full(top_p, torch.float32), min_p=full(min_p, torch.float32))
 

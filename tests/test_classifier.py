@@ -121,3 +121,42 @@ def test_bad_inputs():
         GPT(CFG).save_pretrained(d)
         with pytest.raises(ValueError, match="not a GPT2ForSequenceClassification"):
             GPTClassifier.from_pretrained(d)
+
+
+def test_a_head_with_lora_adapters_is_refused_at_save_not_written(tmp_path):
+    """Only the backbone was checked for adapters: score.lora_A and co. were written, a checkpoint
+    minigpt refuses and transformers loads with a random head."""
+    from minigpt.lora import inject_lora
+
+    clf = _classifier(hidden=(16,))
+    clf.save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    inject_lora(clf, targets=("score.0",), rank=2)
+    with pytest.raises(ValueError, match=r"no place for: score\.0\.base\.bias, .*merge them first with minigpt.lora.merge_lora"):
+        clf.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before  # the good checkpoint is still there
+
+
+def test_loading_a_bad_classifier_checkpoint_names_the_problem(tmp_path):
+    """GPTClassifier.from_pretrained had none of GPT.from_pretrained's checks."""
+    from safetensors.torch import load_file, save_file
+
+    with pytest.raises(FileNotFoundError, match="checkpoint directory .*nowhere does not exist"):
+        GPTClassifier.from_pretrained(tmp_path / "nowhere")
+    clf = _classifier()
+    clf.save_pretrained(tmp_path / "ok")
+    assert GPTClassifier.from_pretrained(tmp_path / "ok", dtype="bfloat16").score.weight.dtype == torch.bfloat16  # a CLI's name
+    config = json.loads((tmp_path / "ok" / "config.json").read_text())
+    (tmp_path / "null").mkdir()
+    (tmp_path / "null" / "config.json").write_text(json.dumps({**config, "architectures": None}))
+    with pytest.raises(ValueError, match="is not a GPT2ForSequenceClassification checkpoint"):  # not a TypeError
+        GPTClassifier.from_pretrained(tmp_path / "null")
+    weights = (tmp_path / "ok" / "model.safetensors").read_bytes()
+    (tmp_path / "ok" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file \(truncated"):
+        GPTClassifier.from_pretrained(tmp_path / "ok")
+    (tmp_path / "ok" / "model.safetensors").write_bytes(weights)
+    tensors = load_file(tmp_path / "ok" / "model.safetensors")
+    save_file({k: t.half() if k != "score.weight" else t for k, t in tensors.items()}, tmp_path / "ok" / "model.safetensors")
+    mixed = GPTClassifier.from_pretrained(tmp_path / "ok")  # a float32 head beside float16 weights: one dtype
+    assert {p.dtype for p in mixed.parameters()} == {torch.float16}

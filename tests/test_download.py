@@ -32,6 +32,7 @@ class FakeHub:
         self.files = files
         self.cut_after: dict[str, int] = {}  # file → drop the connection after N bytes, once
         self.busy: dict[str, int] = {}  # file → answer its GET with this HTTP 5xx, once
+        self.busy_head: dict[str, int] = {}  # file → answer the Hub's HEAD with this HTTP 5xx, once
         self.ignore_range = False
         self.wrong_sha256 = False
         self.no_etag = False  # a mirror that announces no hashes at all
@@ -56,6 +57,8 @@ def make_handler(hub: FakeHub):
             port = self.server.server_address[1]
             if self.path.startswith(REPO) and self.path.removeprefix(REPO) in hub.files:
                 name = self.path.removeprefix(REPO)
+                if not body and name in hub.busy_head:
+                    return self.send_error(hub.busy_head.pop(name))
                 data = hub.files[name]
                 if name == "model.safetensors":  # an LFS file: redirect to the CDN with size + sha256
                     sha = "0" * 64 if hub.wrong_sha256 else hashlib.sha256(data).hexdigest()
@@ -173,6 +176,10 @@ def test_a_busy_server_is_retried_and_a_missing_file_is_not(hub, tmp_path, capsy
     download_gpt2("gpt2", tmp_path / "a", base_url=hub.url, retries=1, progress=False)
     assert_downloaded(tmp_path / "a", hub)
     assert "model.safetensors: HTTP 503" in capsys.readouterr().err
+    hub.busy_head["config.json"] = 503  # the Hub's own answer (the HEAD) was not retried
+    download_gpt2("gpt2", tmp_path / "h", base_url=hub.url, retries=1, progress=False)
+    assert_downloaded(tmp_path / "h", hub)
+    assert "config.json: HTTP Error 503: Service Unavailable; asking again (retry 1 of 1)" in capsys.readouterr().err
     hub.busy["model.safetensors"] = 404  # the same answer next time: no retry
     with pytest.raises(DownloadError, match="answered HTTP 404"):
         download_gpt2("gpt2", tmp_path / "b", base_url=hub.url, retries=3, progress=False)

@@ -493,6 +493,24 @@ def test_sampling_seed_reproduces_and_num_return_sequences(pair):
 
 
 @torch.no_grad()
+def test_a_greedy_row_among_sampled_ones_decodes_as_greedy_decoding_does_on_tied_logits():
+    """Two tokens with the same embedding row tie exactly at the top (GPT-2 ties wte and the LM
+    head). A temperature-0 row of a mixed batch took the tied token that top-p kept (the later
+    one), not the argmax greedy decoding takes (the first)."""
+    model, _ = sharpened_pair(tiny_config())
+    ids = torch.tensor([PROMPTS[2]])
+    first = int(generate(model, ids, max_new_tokens=1, eos_token_id=[])[0, -1])
+    twin = first - 1  # a lower id: greedy now takes it, and the sort in top-p kept the other
+    model.transformer.wte.weight[twin] = model.transformer.wte.weight[first]  # logits[first] == logits[twin]
+    greedy = generate(model, ids, max_new_tokens=3, eos_token_id=[])
+    assert int(greedy[0, ids.size(1)]) == twin
+    both = ids.repeat(2, 1)
+    mixed = generate(model, both, max_new_tokens=3, eos_token_id=[], do_sample=True, seed=0,
+                     temperature=torch.tensor([0.0, 1.0]), top_p=0.1)
+    assert torch.equal(mixed[0], greedy[0])
+
+
+@torch.no_grad()
 def test_empty_prompt_starts_from_endoftext(pair, monkeypatch):
     model, _ = pair
     eot = model.config.eos_token_id % model.config.vocab_size

@@ -87,6 +87,22 @@ def test_bad_lora_arguments():
         inject_lora(model)
 
 
+def test_a_rank_too_big_for_a_later_layer_changes_nothing():
+    """Layers of different sizes (here an MLP narrower than the residual stream): the rank was
+    checked layer by layer while wrapping, so the first layers were wrapped (and, through
+    apply_strategy, the model frozen) before a later one refused it."""
+    from minigpt.finetune import apply_strategy
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_inner=32))  # c_attn (192, 64), c_fc (32, 64)
+    with pytest.raises(ValueError, match=r"LoRA rank 48 exceeds transformer.h.0.mlp.c_fc's smaller side min\(64, 32\)"):
+        inject_lora(model, rank=48)
+    with pytest.raises(ValueError, match="LoRA rank 48 exceeds"):
+        apply_strategy(model, "lora", lora_rank=48)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()) and all(p.requires_grad for p in model.parameters())
+    apply_strategy(model, "lora", lora_rank=16, verbose=False)  # a rank that fits: not "already has LoRA adapters"
+
+
 def test_saving_unmerged_adapters_is_refused(tmp_path):
     """Their tensors have no name in GPT-2's layout: the file would load nowhere, so say so."""
     from minigpt.classifier import GPTClassifier

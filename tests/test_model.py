@@ -95,6 +95,8 @@ def test_logits_to_keep_is_the_last_positions_of_the_full_logits(small):
         d = max_diff(kept, full[:, -k:])
         print(f"logits_to_keep={k}: max|Δ| = {d:.2e}")
         assert kept.shape == (2, k, SMALL["vocab_size"]) and d <= 1e-6, k
+    with pytest.raises(ValueError, match="logits_to_keep must be ≥ 0"):  # x[:, 2:] of T positions, silently
+        ours(idx, logits_to_keep=-2)
 
 
 @torch.no_grad()

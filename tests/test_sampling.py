@@ -204,6 +204,18 @@ def test_temperature_zero_is_argmax_and_seed_reproduces():
     assert len({tuple(d.tolist()) for d in draws}) > 1  # different seeds, different tokens
 
 
+def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
+    """Per-row temperature 0 took the argmax of the *filtered* logits, and top-p keeps one of tied
+    top tokens (whichever its sort puts last): token 2 here, where scalar temperature 0, the kernel
+    and transformers' greedy decoding take the first argmax, 1. Greedy rows are not filtered."""
+    x = torch.tensor([[1.0, 4, 4, 2], [1.0, 4, 4, 2]])
+    for top_p in (0.1, 0.6):
+        assert sample(x, temperature=torch.tensor([0.0, 0.0]), top_p=top_p).tolist() == [1, 1]
+        assert sample(x, temperature=0.0, top_p=top_p).tolist() == [1, 1]
+    assert torch.equal(filter_logits(x, temperature=torch.tensor([0.0, 1.0]), top_p=0.1)[0], x[0])  # greedy row: as is
+    assert filter_logits(x, temperature=torch.tensor([0.0, 1.0]), top_p=0.1)[1].isinf().sum() == 3  # sampled row: filtered
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2)])
 def test_empirical_frequencies_follow_filtered_distribution(kwargs):
     """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities."""
@@ -273,3 +285,38 @@ def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):
     assert seen["top_k"].dtype == torch.int32 and seen["top_k"].tolist() == [0, 2, 5]
     assert seen["seed"].shape == (1,) and seen["seed"].dtype == torch.int64
     assert seen["offset"].shape == (1,) and seen["offset"].dtype == torch.int64
+
+
+def test_per_row_parameters_of_the_wrong_length_are_named_by_every_entry_point():
+    """filter_logits and apply_penalties failed inside torch ("The size of tensor a (2) must match..."),
+    and ids outside the vocabulary with an indexing error; sample named the parameter."""
+    x = random_logits(0, B=2)
+    for kwargs in (dict(top_p=torch.tensor([0.5, 0.9, 0.1])), dict(top_k=torch.tensor([1, 2, 3]))):
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"{name} has 3 values .* one per prompt \\(row of logits\\): 2"):
+            filter_logits(x, **kwargs)
+    ids = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="repetition_penalty has 3 values"):
+        apply_penalties(x, ids, repetition_penalty=torch.tensor([2.0, 2.0, 2.0]))
+    for bad in (-1, x.size(1)):
+        with pytest.raises(ValueError, match=f"ids must be token ids in \\[0, {x.size(1)}\\)"):
+            apply_penalties(x, ids.fill_(bad), repetition_penalty=2.0)
+    assert apply_penalties(x, ids.fill_(1), repetition_penalty=torch.tensor(2.0)).shape == x.shape  # 0-d: every row
+
+
+def test_the_kernels_top_k_is_capped_not_wrapped_around():
+    """The fused kernel takes k as int32: 2**32 + 1 became 1 (greedy) and 2**31 an overflow error,
+    where any k ≥ V keeps every token."""
+    from minigpt.sampling import triton_params
+
+    for top_k in (2**31, torch.tensor([2**32 + 1, 5])):
+        k = triton_params(2, "cpu", 1.0, top_k, 1.0, 0.0)["top_k"]
+        assert k.dtype == torch.int32 and int(k[0]) == torch.iinfo(torch.int32).max
+
+
+def test_top_p_and_min_p_compute_in_float32_on_half_logits():
+    """The module's promise, fp32 math whatever the logits' dtype, held for filter_logits only: in
+    bf16, GPT-2's 50,257 probabilities summed up kept 33 tokens too many or too few here."""
+    x = random_logits(3, B=4, V=50257).bfloat16()
+    for f, p in ((apply_top_p, 0.9), (apply_min_p, 0.05)):
+        assert torch.equal(f(x, p).isinf(), f(x.float(), p).isinf())

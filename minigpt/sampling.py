@@ -358,7 +358,7 @@ def sample(
         seed_tensor = kernel_seed(generator, logits.device)
         return fused_sample(logits, seed=seed_tensor, offset=torch.zeros_like(seed_tensor), **params)
     if not isinstance(temperature, torch.Tensor) and temperature == 0:
-        tokens = logits.argmax(dim=-1)  # greedy: no filter can change the top token, so skip them (draw handles per-row 0s)
+        tokens = logits.argmax(dim=-1)  # greedy: the first argmax, filters skipped (as filter_unchecked does per row)
     else:
         filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
         tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)

@@ -185,7 +185,7 @@ def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     # A setting only the model can judge (a rank above a layer's width, a target no layer has) is
     # refused before the lm task tokenizes its text into OUT_DIR/data: minutes on a large corpus.
-    for flag, value, problem in (("--lora-rank", "4096", "LoRA rank 4096 exceeds the layer's smaller side"),
+    for flag, value, problem in (("--lora-rank", "4096", "LoRA rank 4096 exceeds transformer.h.0.attn.c_attn's smaller side"),
                                  ("--lora-targets", "q_proj", "LoRA targets ['q_proj'] match no nn.Linear")):
         assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), flag, value) == 2
         assert problem in capsys.readouterr().err

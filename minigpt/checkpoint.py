@@ -166,18 +166,22 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
+    state = one_dtype(state, "transformer.wte.weight")
     wte = state["transformer.wte.weight"]
-    # dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm among float16
-    # weights); the model computes in one, so the odd ones out take the embeddings' (the bulk of them).
-    for key, t in state.items():
-        if t.dtype != wte.dtype:
-            state[key] = t.to(wte.dtype)
     if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 
     model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state`
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
     return model.eval()
+
+
+def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tensor]:
+    """dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm or head among
+    float16 weights); the model computes in one, so the odd ones out take that of `bulk` (the
+    embeddings: the bulk of the weights)."""
+    dtype = state[bulk].dtype
+    return {key: t.to(dtype) for key, t in state.items()}
 
 
 def check_gpt2_tensors(model: GPT) -> None:

@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, is_classifier_checkpoint, read_tensors,
-                                refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_safetensors)
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, is_classifier_checkpoint, one_dtype,
+                                read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_safetensors)
 from minigpt.config import GPTConfig
 from minigpt.files import read_json
 from minigpt.model import GPT
@@ -163,10 +163,7 @@ class GPTClassifier(nn.Module):
         if set(state) != expected:
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(f"{path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        # A file may mix dtypes (a float32 head beside float16 weights); the model computes in one,
-        # as GPT.from_pretrained does: the embeddings' (the bulk of the weights).
-        wte = state["gpt.transformer.wte.weight"]
-        state = {k: t.to(wte.dtype) for k, t in state.items()}
+        state = one_dtype(state, "gpt.transformer.wte.weight")
         model.load_state_dict(state, strict=False, assign=True)
         model.gpt.lm_head.weight = model.gpt.transformer.wte.weight  # re-tie after assign
         return model.eval()

@@ -57,9 +57,14 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
         if kwargs.get(name, 1) > 1:
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
-    ids = prompt_ids(tokenizer, prompt)
-    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
+    ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
     return text_pieces(stream(model, ids, tokenizer=tokenizer, **kwargs), tokenizer, stops, eos)
+
+
+def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict) -> tuple[torch.Tensor, list[str], set[int]]:
+    """What both text functions need beside `stream`'s own arguments: the prompt's ids (1, T), and
+    the stop strings and EOS ids that end the text."""
+    return prompt_ids(tokenizer, prompt), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
 
 
 def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
@@ -108,8 +113,7 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     cuts it: the tokens are taken as they were drawn, because `generate`'s ids can only end at a
     whole token, and the one holding the start of a stop string may begin with text to keep.
     """
-    ids = prompt_ids(tokenizer, prompt)
-    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
+    ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
     steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
     drawn: list[torch.Tensor] = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
     result = run_to_end(steps, drawn.append)

@@ -35,57 +35,68 @@ def unescape(text: str) -> str:
 EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The flags. With defaults=False a flag that is not typed is left out of the parsed namespace,
+    which tells the flags a user typed from those left at their defaults (`typed_flags`)."""
     from minigpt.checkpoint import DTYPE_NAMES
     from minigpt.cli import prog
 
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
     p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
+    p.add_argument("--model", default=default(DEFAULT_MODEL),
+                   help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--prompt", default="", help="the text to continue (default: empty = <|endoftext|>)")
-    src.add_argument("--prompt-file", help="read the prompt from this file")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
-    p.add_argument("--min-new-tokens", type=int, default=0, help="no EOS before this many (default: 0)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    p.add_argument("--min-p", type=float, default=0.0, help="0 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off; on prompt + generated tokens")
-    p.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
-    p.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off; on generated tokens")
-    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search (deterministic)")
-    p.add_argument("--num-return-sequences", "-n", type=int, default=1,
+    src.add_argument("--prompt", default=default(""), help="the text to continue (default: empty = <|endoftext|>)")
+    src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file")
+    p.add_argument("--max-new-tokens", type=int, default=default(200), help="tokens to generate (default: 200)")
+    p.add_argument("--min-new-tokens", type=int, default=default(0), help="no EOS before this many (default: 0)")
+    p.add_argument("--temperature", type=float, default=default(0.8), help="0 = greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=default(0), help="0 = off")
+    p.add_argument("--top-p", type=float, default=default(1.0), help="1 = off")
+    p.add_argument("--min-p", type=float, default=default(0.0), help="0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=default(1.0), help="1 = off; on prompt + generated tokens")
+    p.add_argument("--presence-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
+    p.add_argument("--frequency-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
+    p.add_argument("--num-beams", type=int, default=default(1), help="> 1: beam search (deterministic)")
+    p.add_argument("--num-return-sequences", "-n", type=int, default=default(1),
                    help="texts to print: that many samples, or with --num-beams that many of the best beams")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this")
-    p.add_argument("--early-stopping", default="false", choices=list(EARLY_STOPPING),
+    p.add_argument("--length-penalty", type=float, default=default(1.0), help="beam search: score / length ** this")
+    p.add_argument("--early-stopping", default=default("false"), choices=list(EARLY_STOPPING),
                    help="beam search: true = stop once num_beams beams are finished; false = once no running beam "
                         "can beat them at its current length; never = not even at its best length (default: false)")
-    p.add_argument("--stop", action="append", default=None, type=unescape,
+    p.add_argument("--stop", action="append", default=default(None), type=unescape,
                    help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
-    p.add_argument("--stream", action="store_true", help="print text as it is generated")
-    p.add_argument("--stats", action="store_true", help="print TTFT, TPOT, tokens/s, KV-cache and peak memory "
-                   "(with --compile, TPOT includes compiling the step)")
-    p.add_argument("--explain", action="store_true", help="show each step's candidates after every filter")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
-    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (default: a random draw)")
-    p.add_argument("--compile", action="store_true", help="compile the decode step (torch.compile)")
-    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
+    p.add_argument("--stream", action="store_true", default=default(False), help="print text as it is generated")
+    p.add_argument("--stats", action="store_true", default=default(False),
+                   help="print TTFT, TPOT, tokens/s, KV-cache and peak memory (with --compile, TPOT includes compiling the step)")
+    p.add_argument("--explain", action="store_true", default=default(False), help="show each step's candidates after every filter")
+    p.add_argument("--device", default=default("auto"), help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
+    p.add_argument("--dtype", default=default("float32"), choices=DTYPE_NAMES, help="weights and math (default: float32)")
+    p.add_argument("--seed", type=int, default=default(None), help="makes sampling reproducible (default: a random draw)")
+    p.add_argument("--compile", action="store_true", default=default(False), help="compile the decode step (torch.compile)")
+    p.add_argument("--sampler", default=default("auto"), choices=["auto", "torch", "triton"],
                    help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
-    p.add_argument("--truncate-left", action="store_true", help="drop the prompt's first tokens if it is too long")
+    p.add_argument("--truncate-left", action="store_true", default=default(False),
+                   help="drop the prompt's first tokens if it is too long")
     return p
 
 
-def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that the chosen mode would silently ignore."""
+def typed_flags(argv: list[str] | None) -> set[str]:
+    """The flags typed on the command line, as dests ("top_k"), at whatever value."""
+    return set(vars(build_parser(defaults=False).parse_args(argv)))
+
+
+def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
+    """Refuse flags that the chosen mode would silently ignore. A typed flag counts at any value,
+    its default included: `--num-beams 4 --temperature 0.8` would otherwise look like it did something."""
+    def flags(*dests: str) -> list[str]:
+        return ["--" + dest.replace("_", "-") for dest in dests if dest in typed]
+
     if args.explain:
-        ignored = [flag for flag, used in (("--num-beams", args.num_beams > 1), ("--stop", args.stop),
-                                           ("--num-return-sequences", args.num_return_sequences > 1),
-                                           ("--min-new-tokens", args.min_new_tokens > 0), ("--stats", args.stats),
-                                           ("--compile", args.compile), ("--sampler", args.sampler != "auto"),
-                                           ("--stream", args.stream), ("--length-penalty", args.length_penalty != 1.0),
-                                           ("--early-stopping", args.early_stopping != "false"))
-                   if used]
+        ignored = flags("num_beams", "stop", "num_return_sequences", "min_new_tokens", "stats", "compile", "sampler",
+                        "stream", "length_penalty", "early_stopping")
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
     if args.stream and args.num_return_sequences > 1:
@@ -97,26 +108,30 @@ def check_flags(args: argparse.Namespace) -> None:
     if n > 1 and beams == 1 and args.temperature == 0:
         raise ValueError(f"--temperature 0 is greedy: its {n} texts would be one text {n} times; sample "
                          "(--temperature > 0) or use --num-beams")
-    if args.num_beams == 1 and args.length_penalty != 1.0:
+    if beams == 1 and "length_penalty" in typed:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
-    if args.num_beams == 1 and args.early_stopping != "false":
+    if beams == 1 and "early_stopping" in typed:
         raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
-    filters = [flag for flag, on in (("--top-k", args.top_k), ("--top-p", args.top_p < 1), ("--min-p", args.min_p)) if on]
+    filters = flags("top_k", "top_p", "min_p")
     # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
-    if filters and args.num_beams == 1 and args.temperature == 0 and not args.explain:
+    if filters and beams == 1 and args.temperature == 0 and not args.explain:
+        them = "it" if len(filters) == 1 else "them"
         raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
-                         "never removes, so they would do nothing: drop them or sample (--temperature > 0)")
-    draws_nothing = [flag for flag, used in (("--seed", args.seed is not None), ("--sampler", args.sampler != "auto"))
-                     if used]
-    if draws_nothing and (args.num_beams > 1 or args.temperature == 0):
-        mode = "beam search" if args.num_beams > 1 else "--temperature 0 (greedy)"
+                         f"never removes, so {them} would do nothing: drop {them} or sample (--temperature > 0)")
+    draws_nothing = flags("seed", "sampler")
+    if draws_nothing and (beams > 1 or args.temperature == 0):
+        mode = "beam search" if beams > 1 else "--temperature 0 (greedy)"
         one = len(draws_nothing) == 1
         raise ValueError(f"{' and '.join(draws_nothing)} {'sets' if one else 'set'} how tokens are drawn, but {mode} "
                          f"draws nothing: drop {'it' if one else 'them'}, or sample (--temperature > 0, --num-beams 1)")
-    if args.num_beams > 1:
-        if filters:
-            raise ValueError(f"beam search keeps the most likely beams; it draws nothing, so {', '.join(filters)} "
-                             "would do nothing: drop them or --num-beams")
+    if beams > 1:
+        # Beams are ranked by their log-probabilities as the model gives them (transformers too
+        # ignores temperature in beam search): a temperature or a filter would change nothing.
+        unused = flags("temperature", "top_k", "top_p", "min_p")
+        if unused:
+            raise ValueError(f"beam search keeps the most likely beams (at temperature 1, unfiltered); it draws nothing, "
+                             f"so {', '.join(unused)} would do nothing: drop {'it' if len(unused) == 1 else 'them'} "
+                             "or --num-beams")
         if args.stream:  # the best beam is known only at the end
             raise ValueError("beam search picks its best beam only at the end, so there is nothing to --stream: "
                              "drop one of them")
@@ -142,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: cannot read --prompt-file: {e}", file=sys.stderr)
         return 2
     try:
-        check_flags(args)  # before loading: a flag that would be ignored is refused in no time
+        check_flags(args, typed_flags(argv))  # before loading: a flag that would be ignored is refused in no time
         # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
         tokenizer = Tokenizer.from_pretrained(model_dir)

@@ -1057,6 +1057,25 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
            "(<|endoftext|> = 50256)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--length-penalty", "1.0"], "--length-penalty scores finished beams: it needs --num-beams > 1"),
+    (["--early-stopping", "false"], "--early-stopping says when beam search ends: it needs --num-beams > 1"),
+    (["--num-beams", "2", "--temperature", "0.8"], "it draws nothing, so --temperature would do nothing: drop it"),
+    (["--num-beams", "2", "--top-k", "0", "--top-p", "1"], "so --top-k, --top-p would do nothing: drop them"),
+    (["--temperature", "0", "--top-p", "1.0"], "which --top-p never removes, so it would do nothing"),
+    (["--explain", "--num-beams", "1", "-n", "1"], "it does not take --num-beams, --num-return-sequences"),
+])
+def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint, capsys, argv, message):
+    """A typed flag is refused whatever its value: `--num-beams 2 --temperature 0.8` ran as if the
+    temperature did something (0.8 is the default), and so did `--length-penalty 1.0` without beams."""
+    from minigpt.generate_cli import main, typed_flags
+
+    assert main(["--model", str(tiny_checkpoint), "--max-new-tokens", "2", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert typed_flags(["--stop", "a", "--stop", "b", "-n", "1", "--stream"]) == {"stop", "num_return_sequences", "stream"}
+    assert typed_flags([]) == set()
+
+
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):
     """The CLI prompt is the user's own text: <|endoftext|> in it is the special token, not an error."""
     from minigpt.generate_cli import main
@@ -1078,8 +1097,9 @@ def test_cli_truncate_left_cut_inside_a_character(tiny_checkpoint, capsys):
     from minigpt.generate_cli import main
 
     prompt = "🙂🙂" + "z" * 117  # 125 byte tokens; 128 positions + 1 - 10 new tokens keep the last 119
-    args = ["--model", str(tiny_checkpoint), "--prompt", prompt, "--max-new-tokens", "10", "--temperature", "0"]
-    for extra in ([], ["--stream"], ["--num-beams", "2"]):
+    args = ["--model", str(tiny_checkpoint), "--prompt", prompt, "--max-new-tokens", "10"]
+    for extra in (["--temperature", "0"], ["--temperature", "0", "--stream"], ["--num-beams", "2"]):
         assert main(args + ["--truncate-left"] + extra) == 0, capsys.readouterr().err
         assert "z" * 117 in capsys.readouterr().out  # the kept prompt, then the new text
-    assert main(args + ["--truncate-left", "--explain", "--max-new-tokens", "2"]) == 0, capsys.readouterr().err
+    assert main(args + ["--truncate-left", "--explain", "--max-new-tokens", "2", "--temperature", "0"]) == 0, \
+        capsys.readouterr().err

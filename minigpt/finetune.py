@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -85,14 +86,16 @@ def hidden_widths(spec: str) -> tuple[int, ...]:
         raise ValueError(f"head_hidden must be comma-separated integer widths such as 256 or 512,256, got {spec!r}") from None
 
 
-def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict) -> None:
+def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict,
+                          typed: Collection[str] = ()) -> None:
     """Refuse an option that the chosen strategy (or task) would ignore: one whose value in
-    `options` is not its default, while `owners` says another `kind` reads it."""
+    `options` is not its default, or that was `typed` on the command line at any value, while
+    `owners` says another `kind` reads it."""
     for name, owner in owners.items():
         value, default = options[name], defaults[name]
         if name == "lora_targets":
             value, default = target_names(value), target_names(default)
-        if chosen != owner and value != default:
+        if chosen != owner and (value != default or name in typed):
             raise ValueError(f"{name}={options[name]!r} applies to {kind} {owner!r} only; {kind} {chosen!r} would ignore it "
                              f"(leave {name} unset, or use {kind} {owner!r})")
 
@@ -241,10 +244,7 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
         if self.task == "lm" and self.strategy == "frozen":
             raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
-        # Before any data is read or model loaded, as every check here.
-        defaults = {f.name: f.default for f in fields(self)}
-        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults)
-        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults)
+        self.refuse_ignored_options()  # before any data is read or model loaded, as every check here
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         hidden_widths(self.head_hidden)  # a malformed spec is refused before any work
@@ -255,6 +255,14 @@ class FinetuneConfig(TrainConfig):
         for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
+
+    def refuse_ignored_options(self, typed: Collection[str] = ()) -> None:
+        """A strategy's or a task's option set for another one is refused: set to a value other
+        than its default, or typed on the command line (`typed`, from parse_config) at any value,
+        so that `--strategy partial --lora-rank 8` does not run as if the rank did something."""
+        defaults = {f.name: f.default for f in fields(self)}
+        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed)
+        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed)
 
 
 def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:

@@ -87,6 +87,11 @@ class TrainConfig:
     # that the new value would make meaningless.
     KEPT_ON_RESUME: typing.ClassVar[tuple[str, ...]] = ()
 
+    def refuse_ignored_options(self, typed: typing.Collection[str] = ()) -> None:
+        """Refuse options this run would ignore, set or `typed` on the command line (parse_config
+        passes the flags typed, at whatever value). A training run reads all of its options (the
+        shape flags that --init fixes default to None, so build_model tells a typed one apart)."""
+
     def __post_init__(self) -> None:
         for name in self.PATH_FIELDS:
             path = getattr(self, name)
@@ -169,12 +174,12 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_flags(parser, cls)
     args = vars(parser.parse_args(argv))
+    typed = argparse.ArgumentParser(add_help=False)
+    add_config_flags(typed, cls, defaults=False)
+    given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
     state = Path(args["out"]) / STATE_FILE
     if args["resume"]:
         check_resumable(Path(args["out"]))  # first: a bare --resume lacks --data too, but that is not the problem
-        typed = argparse.ArgumentParser(add_help=False)
-        add_config_flags(typed, cls, defaults=False)
-        given = vars(typed.parse_args(argv))
         # mmap: the config is read without loading the weights and optimizer state into memory.
         saved_run = read_state(state, map_location="cpu", mmap=True)
         command = saved_run.get("command", cls.COMMAND)  # (states saved before it was recorded: not checked)
@@ -189,4 +194,6 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
                                  f"{name} (its weights and optimizer state are that run's): drop {flag_} "
                                  f"{given[name]}, or start a new run with another --out")
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
-    return cls(**args)
+    config = cls(**args)
+    config.refuse_ignored_options(given)
+    return config

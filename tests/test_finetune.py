@@ -183,6 +183,13 @@ def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys):
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "full", "--lora-rank", "4") == 2
     assert "lora_rank=4 applies to strategy 'lora' only; strategy 'full' would ignore it" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # Typed at its default value, a flag is just as ignored: the config alone cannot tell, the command line can.
+    for flags, message in ((["--strategy", "partial", "--lora-rank", "8"], "lora_rank=8 applies to strategy 'lora' only"),
+                           (["--pooling", "last"], "pooling='last' applies to task 'classify' only; task 'lm' would ignore it"),
+                           (["--strategy", "lora", "--no-train-embeddings"], "train_embeddings=False applies to strategy 'partial'")):
+        assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), *flags) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     # A setting only the model can judge (a rank above a layer's width, a target no layer has) is
     # refused before the lm task tokenizes its text into OUT_DIR/data: minutes on a large corpus.
     for flag, value, problem in (("--lora-rank", "4096", "LoRA rank 4096 exceeds transformer.h.0.attn.c_attn's smaller side"),

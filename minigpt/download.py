@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
     parser.add_argument("--out", type=Path, help="directory to write (default: checkpoints/NAME)")
     parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
-    parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection")
+    parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection (default: 3)")
     args = parser.parse_args(argv)
     if args.retries < 0:
         parser.error(f"--retries must be >= 0, got {args.retries}")

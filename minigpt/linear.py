@@ -5,9 +5,9 @@ one token per row), so their speed is the speed of generation. Left to itself, P
 sends fp32 products to Intel MKL, which runs its generic code on non-Intel CPUs, and bf16 ones
 to oneDNN, which re-packs the weight into its blocked layout (the order its AVX-512 kernels read)
 on *every* call. Packing each weight once and calling oneDNN directly makes GPT-2 124M's
-decode-step products ~1.8× faster in fp32 and 1.4–2× in bf16 at batch 1, ~3× in fp32 at batch 8,
-on the AMD EPYC machine minigpt is tested on (the two floors of scripts/bench_generate.py;
-BENCHMARKS.md).
+decode-step products ~1.8× faster in fp32 and ~1.4× in bf16 at batch 1, ~3.3× in fp32 and ~1.6×
+in bf16 at batch 8, on the AMD EPYC machine minigpt is tested on (the two floors of
+scripts/bench_generate.py; BENCHMARKS.md).
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept

@@ -1,7 +1,7 @@
 """A run's directory (OUT_DIR): its checkpoints, the state for exact resume, the log and the loss curve.
 
 Where it sits: `train_loop` (minigpt/train.py) trains; this file is what it leaves on disk, and
-what `--resume` reads back. Every file is written atomically (minigpt/config.py's `atomic_path`),
+what `--resume` reads back. Every file is written atomically (minigpt/files.py's `atomic_path`),
 so a crash at any moment leaves the previous version whole, never half of a new one.
 
 OUT_DIR layout:

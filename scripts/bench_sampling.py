@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 256], help="batch sizes (default 1 8 64 256)")
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--repeats", type=int, default=7, help="timed runs per figure, the median is reported")
-    ap.add_argument("--calls", type=int, default=20, help="calls per timed run")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per figure, the median is reported (default: 7)")
+    ap.add_argument("--calls", type=int, default=20, help="calls per timed run (default: 20)")
     ap.add_argument("--variants", action="store_true", help="also time the kernel at other block sizes / warps")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():

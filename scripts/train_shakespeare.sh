@@ -7,7 +7,8 @@
 #
 # TEXT is Tiny Shakespeare (1.1 MB: char-rnn's tinyshakespeare/input.txt). The result replaces the
 # shipped files in SHIP (default checkpoints/shakespeare; git shows the difference); set
-# SHIP=out/my-shakespeare to keep them. Every setting below can be overridden from the environment.
+# SHIP=out/my-shakespeare to keep them. The variables set below (WORK, PYTHON, VOCAB, LAYERS, HEADS,
+# EMBD, DROPOUT, ITERS, LR, DEVICE) can be set from the environment; the other flags are fixed.
 set -euo pipefail
 TEXT=${TEXT:-../shared/data/tinyshakespeare.txt}
 if [ ! -f "$TEXT" ]; then

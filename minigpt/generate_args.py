@@ -53,12 +53,12 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
             raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {odd[0].item():g}")
     attention_mask = attention_mask.to(device=device, dtype=torch.long)
     if input_ids.size(1) == 0:  # an empty prompt starts a new document, as GPT-2 was trained
-        input_ids = torch.full((input_ids.size(0), 1), bos, dtype=torch.long, device=device)
+        input_ids = torch.full((input_ids.size(0), 1), start_token(model, bos), dtype=torch.long, device=device)
         attention_mask = torch.ones_like(input_ids)
     empty_rows = attention_mask.sum(-1) == 0
     if empty_rows.any():  # an all-pad row in a batch: give it the <|endoftext|> start in its last slot
         input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
-        input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = bos, 1
+        input_ids[empty_rows, -1], attention_mask[empty_rows, -1] = start_token(model, bos), 1
     # An id outside the embedding table would fail deep inside the model (on a GPU as a device-side
     # assert): one min/max here, a single host sync per call, names it. Pads count: they are embedded too.
     # A mask value other than 0/1 would shift the positions, which count the mask's ones.
@@ -83,6 +83,15 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
                          f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
                          f"keeps the prompt's last tokens)")
     return input_ids, attention_mask
+
+
+def start_token(model: torch.nn.Module, bos: int) -> int:
+    """The token an empty prompt starts from; a model trained with a tokenizer that has no
+    <|endoftext|> keeps GPT-2's 50256 in config.json, which its vocabulary may not reach."""
+    if not 0 <= bos < model.config.vocab_size:
+        raise ValueError(f"an empty prompt starts from bos_token_id={bos}, which is no token of this model's "
+                         f"{model.config.vocab_size}-token vocabulary (see its config.json): give a prompt")
+    return bos
 
 
 def tokens_fed(prompt_len: int, max_new_tokens: int) -> int:

@@ -1007,6 +1007,18 @@ def test_min_new_tokens_with_a_config_eos_the_model_does_not_have(pair):
         assert torch.equal(out, generate(model, ids, max_new_tokens=6, min_new_tokens=3, eos_token_id=[], **kw))
 
 
+def test_an_empty_prompt_needs_a_begin_token_the_model_has():
+    """A model trained with a tokenizer without <|endoftext|> keeps GPT-2's 50256 as bos_token_id:
+    an empty prompt (or an all-pad row) was an "input_ids must be in [0, 300)" about ids never given."""
+    model = GPT(GPTConfig(vocab_size=300, n_layer=1, n_head=1, n_embd=16, n_positions=32)).eval()
+    for ids, mask in ((torch.zeros(1, 0, dtype=torch.long), None), (torch.tensor([[5, 6], [0, 0]]), torch.tensor([[1, 1], [0, 0]]))):
+        with pytest.raises(ValueError, match="an empty prompt starts from bos_token_id=50256, which is no token of this "
+                                             "model's 300-token vocabulary"):
+            generate(model, ids, mask, max_new_tokens=2)
+    model.config.bos_token_id = 299
+    assert generate(model, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=2)[0, 0] == 299
+
+
 def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     from minigpt.generate_cli import main
 

@@ -13,6 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.generate import GenerationStats, generate, stream
+from minigpt.stop_strings import StopStrings
 from minigpt.text_generation import generate_text, stream_text
 
 PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
@@ -174,6 +175,31 @@ def test_penalties_count_what_readme_says_and_never_pads(pair):
     assert not torch.equal(plain, ours), "the penalties must change the text for this test to prove anything"
 
 
+@torch.no_grad()
+def test_presence_and_frequency_do_not_count_the_prompt(pair):
+    """A prompt of one token repeated, which greedy decoding continues with that same token: at the
+    first step nothing is generated yet, so presence/frequency penalties (OpenAI's: generated tokens
+    only) must leave it first. Counting the prompt would charge it 2 + 2·8 and pick another."""
+    model, _ = pair
+    t = next(t for t in range(300) if generate(model, torch.tensor([[t] * 8]), max_new_tokens=1, eos_token_id=[])[0, -1] == t)
+    out = generate(model, torch.tensor([[t] * 8]), max_new_tokens=1, eos_token_id=[], presence_penalty=2.0,
+                   frequency_penalty=2.0)
+    assert out[0, -1].item() == t
+
+
+@torch.no_grad()
+def test_min_new_tokens_lets_eos_come_exactly_after_that_many(pair):
+    """min_new_tokens=s masks EOS at steps 0..s-1 only: a token greedy decoding first makes at step
+    s, taken as EOS, ends the text right there (s tokens, then EOS); with s + 1 it may not."""
+    model, _ = pair
+    ids = torch.tensor([PROMPTS[0]])
+    free = generate(model, ids, max_new_tokens=12, eos_token_id=[])[0, ids.size(1):].tolist()
+    s = next(i for i in range(2, 12) if free[i] not in free[:i])  # a token first made at step s ≥ 2
+    kw = dict(max_new_tokens=12, eos_token_id=free[s], pad_token_id=PAD)
+    assert generate(model, ids, min_new_tokens=s, **kw)[0, ids.size(1):].tolist() == free[:s + 1]
+    assert generate(model, ids, min_new_tokens=s + 1, **kw)[0, ids.size(1) + s].item() != free[s]
+
+
 @pytest.mark.parametrize("early_stopping", [False, True, "never"])
 @torch.no_grad()
 def test_beam_search_equals_transformers(pair, early_stopping):
@@ -187,6 +213,38 @@ def test_beam_search_equals_transformers(pair, early_stopping):
     print(f"early_stopping={early_stopping}: ours {tuple(ours.shape)}, transformers {tuple(theirs.shape)}")
     assert torch.equal(ours, theirs)
     assert (ours[:, ids.size(1):] == eos).any(), "the test wants finished hypotheses that end in EOS"
+
+
+@pytest.mark.parametrize("early_stopping, num_beams, row, step, length_penalty", [
+    (False, 2, 0, 1, 0.6), (False, 4, 1, 0, -1.0), ("never", 2, 0, 2, 0.6), (True, 2, 0, 0, 0.6), (True, 4, 0, 2, 2.0),
+])
+@torch.no_grad()
+def test_beam_search_equals_transformers_where_hypotheses_finish_early(pair, early_stopping, num_beams, row, step,
+                                                                       length_penalty):
+    """An EOS that some beam makes at an early step, every beam returned: finished hypotheses of
+    several lengths are ranked by the length penalty (over new tokens only), only the top K
+    candidates may finish, and "never" judges a running beam at its best possible length."""
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=10, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+              eos_token_id=eos_from(model, ids, mask, row=row, step=step), pad_token_id=PAD,
+              num_return_sequences=num_beams)
+    assert torch.equal(generate(model, ids, mask, **kw), hf.generate(ids, attention_mask=mask, do_sample=False, **kw))
+
+
+@torch.no_grad()
+def test_beam_search_penalties_never_count_pads():
+    """As in sampling: the repetition penalty counts a beam's prompt and new tokens, never its left
+    pads. The pad id is a token the short row's best beam makes, so a counted pad would change it.
+    A softer model than `pair`'s, so that a penalty can change which beams win."""
+    model, _ = sharpened_pair(tiny_config(), scale=1.0)
+    kw = dict(max_new_tokens=6, num_beams=3, eos_token_id=[], repetition_penalty=3.0)
+    alone = [generate(model, torch.tensor([p]), **kw)[0, len(p):].tolist() for p in PROMPTS]
+    pad = next(t for t in alone[1] if t not in PROMPTS[1])  # PROMPTS[1] is the shortest: most padded
+    T = max(map(len, PROMPTS))
+    ids = torch.tensor([[pad] * (T - len(p)) + p for p in PROMPTS])
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in PROMPTS])
+    assert generate(model, ids, mask, pad_token_id=pad, **kw)[:, T:].tolist() == alone
 
 
 @torch.no_grad()
@@ -255,6 +313,40 @@ def test_stop_string_in_the_first_token_leaves_the_prompt_alone(pair):
     out = generate(model, ids, max_new_tokens=10, eos_token_id=[], pad_token_id=PAD, stop=chr(first),
                    tokenizer=tok)
     assert torch.equal(out, ids)
+
+
+@torch.no_grad()
+def test_a_row_cut_at_a_stop_string_beside_a_row_ended_by_eos_keeps_that_eos(pair):
+    """Row 0 is cut at a stop string at step j, row 1 ends with EOS at step e > j: the output is
+    as wide as row 1 with its EOS, which the width computed from the stop cut alone would drop."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS[:2])
+    T = ids.size(1)
+    r0, r1 = generate(model, ids, mask, max_new_tokens=20, eos_token_id=[])[:, T:].tolist()
+    # A printable byte c first made by row 0 at step j, which row 1 does not make before its EOS;
+    # the EOS: a token first made by row 1 at step e > j, which row 0 does not make up to step j.
+    j, c, e = next((j, c, e) for j, c in enumerate(r0) if 32 <= c < 127 and c not in r0[:j]
+                   for e in range(j + 1, 20) if r1[e] not in r1[:e] + r0[:j + 1] and c not in r1[:e + 1])
+    out = generate(model, ids, mask, max_new_tokens=20, eos_token_id=r1[e], pad_token_id=PAD, stop=chr(c),
+                   tokenizer=ByteTokenizer())
+    assert out.size(1) == T + e + 1 and out[1, T:].tolist() == r1[:e + 1]
+    assert out[0, T:T + j].tolist() == r0[:j] and (out[0, T + j:] == PAD).all()
+
+
+def test_a_stop_string_that_starts_a_token_keeps_the_token_before_it():
+    """Tokens of two characters each: "cd" is a whole token, so "ab" before it stays (the byte-per-
+    token test tokenizer cannot show where a stop string starts on a token boundary)."""
+    class TwoCharTokenizer:
+        table = {0: b"ab", 1: b"cd", 2: b"e"}
+
+        def decode_bytes(self, ids: list[int]) -> bytes:
+            return b"".join(self.table[i] for i in ids)
+
+    stops = StopStrings(TwoCharTokenizer(), ["cd"], batch_size=1)
+    assert stops.add(0, 0) is None
+    assert stops.add(0, 1) == 1  # keep "ab", cut "cd"
+    stops = StopStrings(TwoCharTokenizer(), ["bc"], batch_size=1)
+    assert stops.add(0, 0) is None and stops.add(0, 1) == 0  # "ab" holds the stop string's start: cut too
 
 
 @torch.no_grad()

@@ -69,6 +69,20 @@ def test_adapters_follow_the_mode_of_the_model_they_join():
     assert all(m.training for m in model.modules())
 
 
+def test_lora_dropout_drops_the_adapters_input_as_peft_does():
+    """In training mode the update is scaling · B·A·dropout(x): the adapters see dropped inputs,
+    the frozen base layer the whole x (PEFT's LoRA; dropping the update's output would differ)."""
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(8, 6), rank=2, alpha=4.0, dropout=0.5).train()
+    nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 8)
+    torch.manual_seed(1)
+    out = layer(x)
+    torch.manual_seed(1)
+    dropped = nn.functional.dropout(x, 0.5, training=True)
+    torch.testing.assert_close(out, layer.base(x) + layer.scaling * (dropped @ layer.lora_A.t() @ layer.lora_B.t()))
+
+
 def test_bad_lora_arguments():
     with pytest.raises(ValueError, match="match no nn.Linear"):
         inject_lora(_model(), ("q_proj",))

@@ -69,6 +69,15 @@ def test_top_p_matches_transformers(p, ties):
     assert_same_filter(apply_top_p(x, torch.full((x.size(0),), p)), TopPLogitsWarper(p)(None, x.clone()))
 
 
+def test_top_p_stops_where_the_mass_reaches_top_p_exactly():
+    """Four tokens of p = 0.25 (exact in fp32): two reach top_p = 0.5, so two are kept, as in
+    transformers (which drops a token when the mass *before* it is ≥ top_p, not only > top_p)."""
+    x = torch.zeros(1, 4)
+    for p, kept in ((0.5, 2), (0.75, 3), (0.25, 1), (0.5000001, 3)):
+        assert apply_top_p(x, p).isfinite().sum().item() == kept
+        assert TopPLogitsWarper(p)(None, x.clone()).isfinite().sum().item() == kept
+
+
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("m", [0.0, 0.01, 0.2, 1.0])
 def test_min_p_matches_transformers(m, ties):
@@ -202,6 +211,14 @@ def test_temperature_zero_is_argmax_and_seed_reproduces():
     assert torch.equal(a, sample(x, temperature=mixed, top_p=0.9, seed=123))
     draws = torch.stack([sample(x, seed=s) for s in range(5)])
     assert len({tuple(d.tolist()) for d in draws}) > 1  # different seeds, different tokens
+
+
+def test_a_tiny_per_row_temperature_is_floored_as_a_number_is():
+    """A temperature of 1e-40 (fp32 subnormal) would turn logits / t into ±inf and the row into NaN:
+    a (B,) tensor is floored at MIN_TEMPERATURE just as a plain number is, and the row is greedy."""
+    x = random_logits(10, B=2)
+    for t in (1e-40, torch.tensor([1e-40, 1e-40])):
+        assert torch.equal(sample(x, temperature=t, seed=0), x.argmax(-1))
 
 
 def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():

@@ -351,6 +351,13 @@ def test_training_cuts_out_special_tokens_and_reads_files(tmp_path):
     assert small.merges == [(b"a", b"b")] and small.vocab_size == 256 + 1 + 1
 
 
+def test_a_special_token_that_begins_another_does_not_hide_it():
+    """Specials are matched longest first: with <|x|> and <|x|>2, "<|x|>2" is the second one, not
+    the first followed by "2" (an alternation tries its branches in order)."""
+    tok = Tokenizer.train("hello world", vocab_size=260, special_tokens=["<|x|>", "<|x|>2"], progress=False)
+    assert tok.encode("<|x|>2<|x|>", allowed_special="all") == [tok.special_tokens["<|x|>2"], tok.special_tokens["<|x|>"]]
+
+
 # ---- bulk path ----
 
 

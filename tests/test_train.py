@@ -523,6 +523,44 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
     assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
 
 
+def test_accumulated_micro_batches_average_their_gradients(tmp_path):
+    """grad_accum=2 on one batch twice is one step on that batch: the gradient is the mean over
+    micro-batches (loss / micro-steps), so the logged loss, the gradient norm (which clipping
+    reads) and the weights are those of grad_accum=1."""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    fixed = train.sample_batch(tokens, 16, 4, torch.Generator().manual_seed(0))
+    runs = {}
+    for accum in (1, 2):
+        cfg = tiny_cfg(data, tmp_path / str(accum), grad_accum=accum, max_iters=3, log_interval=1, eval_interval=0,
+                       dropout=0.0)
+        model = train.build_model(cfg, VOCAB)
+        train.train_loop(model, cfg, lambda split, rng: fixed)
+        runs[accum] = [json.loads(line) for line in (tmp_path / str(accum) / "log.jsonl").read_text().splitlines()], model
+    (one, m1), (two, m2) = runs[1], runs[2]
+    for a, b in zip([r for r in one if "grad_norm" in r], [r for r in two if "grad_norm" in r], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-6)
+
+
+def test_each_micro_batch_draws_its_own_dropout_masks(tmp_path):
+    """Dropout is seeded by (step, global micro-batch): micro-batches of one step, and the same
+    micro-batch of two steps, must not share masks. The loss function reads the stream they use."""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    draws = []
+
+    def loss_fn(model, x, y):
+        if model.training:
+            draws.append(torch.rand(1).item())  # the next number of the stream the dropout masks come from
+        return train.lm_loss(model, x, y)
+
+    cfg = tiny_cfg(data, tmp_path / "out", grad_accum=3, max_iters=3, eval_interval=0)
+    train.train_loop(train.build_model(cfg, VOCAB), cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), loss_fn)
+    assert len(draws) == 9 and len(set(draws)) == 9
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     """A 16-bit weight cannot hold AdamW's small updates: in bfloat16 at lr 6e-4 a LayerNorm gain
@@ -768,6 +806,12 @@ def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"DDP(2) vs 1 process: max |Δw| = {diff:.2e}")
     assert diff < 1e-5
+    # The logged loss is the mean over the global batch: all-reduced, then divided by grad_accum.
+    logs = [[r for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines()) if "grad_norm" in r]
+            for run in ("ddp", "one")]
+    assert len(logs[0]) == len(logs[1]) > 0
+    for a, b in zip(*logs):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
 # Run by each of 2 torchrun processes: train_loop on DATA with DDP spied on. Each event is logged in

@@ -92,7 +92,9 @@ class KVCache:
         return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.k, layer.v))
 
     def mark_static(self) -> None:
-        """Tell torch.compile the buffers never move, so CUDA graphs may write them in place."""
+        """Tell torch.compile the buffers never move, so CUDA graphs may write them in place.
+        guard=False: the compiled step takes any such buffer, so the next call's new cache (same
+        shapes) reuses the graph; torch up to 2.9 guarded on the tensor by default and recompiled."""
         for layer in self.layers:
-            torch._dynamo.mark_static_address(layer.k)
-            torch._dynamo.mark_static_address(layer.v)
+            torch._dynamo.mark_static_address(layer.k, guard=False)
+            torch._dynamo.mark_static_address(layer.v, guard=False)

@@ -100,13 +100,20 @@ def main(argv: list[str] | None = None) -> int:
         batches = [torch.randint(c.vocab_size, (args.batch_size, args.block_size + 1), generator=g).to(device) for _ in range(args.steps + args.warmup)]
         times: dict[str, list[float]] = {k: [] for k in steps}
         for i, x in enumerate(batches):
+            took = {}
             for label, step in steps.items():  # interleaved: each round times every model once
                 sync()
                 t0 = time.perf_counter()
                 step(x)
                 sync()
+                took[label] = time.perf_counter() - t0
                 if i >= args.warmup:
-                    times[label].append(time.perf_counter() - t0)
+                    times[label].append(took[label])
+            # Each round as it ends: a compiled first round takes minutes, and a run cut short
+            # (a time limit) still shows what it measured.
+            kind = "warmup" if i < args.warmup else "timed"
+            print(f"  {name} {kind} step {i + 1}/{len(batches)}: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in took.items()),
+                  flush=True)
         peak = peak_flops(device)
         flops = gpt_flops_per_token(c, args.block_size) * tokens
         ref, ref_min = statistics.median(times["transformers"]), min(times["transformers"])

@@ -7,13 +7,14 @@
 #
 # Steps, in order of importance; each runs under its own time limit, cut to what is left of the
 # budget, so a slow or hanging step costs the ones after it only its share:
-#   tests     pytest on CUDA: tests/test_gpu.py and the fused sampling kernel compiled for the GPU
+#   tests     pytest on CUDA: the fused sampling kernel compiled for the GPU, then tests/test_gpu.py
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
 #   generate  scripts/bench_generate.py --device cuda --compile: decode speed, bandwidth limit, KV bytes
 #   train     scripts/bench_train.py on CUDA in bf16, compiled: tokens/s and MFU vs transformers
 #
 # Logs go to $OUT (the device tool's output folder) or out/gpu_check/, one file a step; the last
-# line of env.txt says which steps passed and how long each took.
+# line of env.txt says which steps passed and how long each took. Exit status 1: a step failed or
+# was not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu_check}
@@ -44,21 +45,23 @@ run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the scre
   fi
   [ "$limit" -le "$left" ] || limit=$left
   echo "== $name (≤ ${limit} s): $*"
-  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+  timeout -k 15 "$limit" "$@" 2>&1 | tee "$out/$name.log"  # -k: a step that ignores SIGTERM (training saves first)
   local rc=${PIPESTATUS[0]}
   summary+=("$name=$([ "$rc" = 0 ] && echo ok || echo "FAILED($rc)"):$((SECONDS - start))s")
 }
 
 for step in "${steps[@]}"; do
   case $step in
-    tests) run tests 200 python3 -m pytest -q -p no:cacheprovider --durations=15 \
-             tests/test_gpu.py tests/test_fused_sampling.py -k "not interpreter" ;;
-    sampling) run sampling 120 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
+    # The kernel tests first: they have never run on a GPU, and test_gpu.py's compiles take minutes.
+    tests) run tests 240 python3 -m pytest -q -p no:cacheprovider --durations=15 \
+             tests/test_fused_sampling.py tests/test_gpu.py -k "not interpreter" ;;
+    sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
     generate) run generate 150 python3 scripts/bench_generate.py --device cuda --compile --repeats 3 --new-tokens 128 \
                 --batches 1 --ttft-lengths 256,1024 ;;  # batch 1 is the target's; each compiled batch size compiles anew
-    train) run train 150 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
+    train) run train 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
     *) echo "unknown step '$step' (tests, sampling, generate, train)"; exit 2 ;;
   esac
 done
 echo "gpu_check: ${summary[*]}" | tee -a "$out/env.txt"
+case "${summary[*]}" in *FAILED*|*not-run*) exit 1 ;; esac  # the device tool reports the exit status

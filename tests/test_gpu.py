@@ -53,9 +53,11 @@ def test_compiled_cuda_graph_step_same_tokens_no_recompiles(pair, dtype):
     """compile=True on CUDA records the decode step as a CUDA graph: tokens equal the eager loop's,
     and every step and every prompt length within a cache bucket replays the same graph."""
     import torch._dynamo
+    from torch._dynamo.utils import counters
 
     model = copy.deepcopy(pair[0]).to(dtype)
     torch._dynamo.reset()
+    counters.clear()
     ids, mask = (t.cuda() for t in left_padded(PROMPTS))
     eager = generate(model, ids, mask, max_new_tokens=16, eos_token_id=[])
     assert torch.equal(eager, generate(model, ids, mask, max_new_tokens=16, eos_token_id=[], compile=True))
@@ -63,6 +65,9 @@ def test_compiled_cuda_graph_step_same_tokens_no_recompiles(pair, dtype):
     with torch._dynamo.config.patch(error_on_recompile=True):
         again = generate(model, longer, longer_mask, max_new_tokens=16, eos_token_id=[], compile=True)
     assert torch.equal(again, generate(model, longer, longer_mask, max_new_tokens=16, eos_token_id=[]))
+    # Inductor falls back to a plain compiled step, silently, when it cannot capture a graph (say, a
+    # cache buffer it sees as a mutated input): the tokens would still match. It counts each skip.
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")

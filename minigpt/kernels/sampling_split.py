@@ -250,7 +250,7 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
 @functools.lru_cache(maxsize=64)  # called every decode step: ask the driver once per shape
 def default_splits(B: int, V: int, device: torch.device) -> int:
     """Programs per row: enough to fill the GPU's SMs at small batches, 1 once one per row does."""
-    if device.type != "cuda":
+    if device.type != "cuda" or B == 0:  # (an empty batch has no rows to split)
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     s = min(sms // B, V // MIN_SLICE, MAX_SPLITS)

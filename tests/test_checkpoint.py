@@ -530,3 +530,33 @@ def test_an_eos_id_that_is_no_row_of_the_model_is_stale(eos, stale):
     assert config.has_stale_eos == stale
     assert config.fits_tokenizer(4096, 4095) == (stale or eos == 4095)  # an in-range id that differs: another tokenizer
     assert not config.fits_tokenizer(300, 299)  # the size still counts
+
+
+INDEXED = dict(vocab_size=500, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=499, eos_token_id=499)
+
+
+def test_saving_over_an_index_that_names_model_safetensors_keeps_the_new_weights(tmp_path):
+    """Guards against _remove_stale_shards deleting every file the old index lists, the name it
+    has just written included: some Hub repos ship a model.safetensors.index.json whose weight_map
+    points at "model.safetensors" itself. Saving over such a directory must leave the new
+    model.safetensors in place (losing it would lose the trained weights), and must never delete
+    a listed "shard" outside the directory."""
+    torch.manual_seed(0)
+    old = GPT(GPTConfig(**INDEXED)).eval()
+    old.save_pretrained(tmp_path / "ckpt")
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"not mine")
+    (tmp_path / "ckpt" / "model-00002-of-00002.safetensors").write_bytes(b"old shard")
+    index = {"metadata": {}, "weight_map": {"transformer.wte.weight": "model.safetensors",
+                                            "transformer.wpe.weight": "model-00002-of-00002.safetensors",
+                                            "transformer.ln_f.weight": "../outside.safetensors"}}
+    (tmp_path / "ckpt" / "model.safetensors.index.json").write_text(json.dumps(index))
+    torch.manual_seed(1)
+    new = GPT(GPTConfig(**INDEXED)).eval()
+    new.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors").exists()
+    assert not (tmp_path / "ckpt" / "model.safetensors.index.json").exists()
+    assert not (tmp_path / "ckpt" / "model-00002-of-00002.safetensors").exists()
+    assert outside.read_bytes() == b"not mine"
+    idx = torch.arange(10)[None]
+    assert torch.equal(GPT.from_pretrained(tmp_path / "ckpt")(idx)[0], new(idx)[0])

@@ -160,3 +160,20 @@ def test_loading_a_bad_classifier_checkpoint_names_the_problem(tmp_path):
     save_file({k: t.half() if k != "score.weight" else t for k, t in tensors.items()}, tmp_path / "ok" / "model.safetensors")
     mixed = GPTClassifier.from_pretrained(tmp_path / "ok")  # a float32 head beside float16 weights: one dtype
     assert {p.dtype for p in mixed.parameters()} == {torch.float16}
+
+
+def test_label_names_and_pad_id_survive_a_save_load_save(tmp_path):
+    """Guards against from_pretrained dropping config.json's id2label or pad_token_id (building the
+    model with the defaults LABEL_i / <|endoftext|>): a fine-tuned classifier loaded and saved again
+    (resume, export, a further fine-tune) would lose its label names and pad id, and transformers'
+    pipeline would then report "LABEL_2" instead of "pos" and pad with another id."""
+    names = {0: "neg", 1: "neutral", 2: "pos"}
+    clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=0, eos_token_id=0)), 3, id2label=names, pad_token_id=5).eval()
+    clf.save_pretrained(tmp_path / "a")
+    again = GPTClassifier.from_pretrained(tmp_path / "a")
+    assert again.id2label == names and again.num_labels == 3
+    assert again.pad_token_id == 5
+    again.save_pretrained(tmp_path / "b")
+    d = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert d["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"} and d["label2id"]["pos"] == 2
+    assert d["pad_token_id"] == 5

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import minigpt.data
 from minigpt.data import encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch
 from minigpt.tokenizer import safe_pieces
 from minigpt.tokenizer import Tokenizer
@@ -173,3 +174,50 @@ def test_load_tokens_errors(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"vocab": 11}))
     with pytest.raises(ValueError, match="meta.json has no integer vocab_size: it is not the meta.json `minigpt prepare` writes"):
         read_meta(tmp_path)
+
+
+def test_every_block_of_a_token_file_is_checked_against_the_vocabulary(tmp_path, monkeypatch):
+    """Guards against checking only the first CHECK_TOKENS ids (e.g. `tokens[:CHECK_TOKENS]`
+    instead of `tokens[i : i + CHECK_TOKENS]`): on a real corpus (> 16M tokens) a bad id past the
+    first block would reach the embedding lookup (on a GPU, an opaque device assert)."""
+    monkeypatch.setattr(minigpt.data, "CHECK_TOKENS", 2)  # blocks of 2 ids: the bad id is in the third block
+    np.array([1, 2, 3, 4, 10], dtype=np.uint16).tofile(tmp_path / "x.bin")
+    with pytest.raises(ValueError, match=r"token id 10, outside the model's vocabulary \[0, 10\)"):
+        load_tokens(tmp_path / "x.bin", 10)
+    assert load_tokens(tmp_path / "x.bin", 11).tolist() == [1, 2, 3, 4, 10]
+
+
+def test_a_file_without_a_line_break_after_the_cut_still_gives_validation_text(tok, tmp_path):
+    """Guards against _cut_point falling back to the end of the text (not the target) when no safe
+    cut follows it: a one-line file (minified JSON, a text without newlines) would then give
+    nothing to validation, and with one such file val.bin would hold no tokens at all."""
+    text = "the quick brown fox jumps over the lazy dog " * 40  # no newline anywhere
+    assert minigpt.data._cut_point(text, 0.25) == int(len(text) * 0.75)
+    (tmp_path / "one_line.txt").write_text(text)
+    meta = prepare([tmp_path / "one_line.txt"], tok, tmp_path / "d", val_fraction=0.25)
+    assert meta["val_bytes"] == len(text) - int(len(text) * 0.75)
+    assert meta["val_tokens"] > 10
+    assert (tmp_path / "d" / "val.txt").read_text() == text[int(len(text) * 0.75):]
+
+
+def test_a_val_bin_from_another_prepare_is_refused_too(tok, tmp_path):
+    """Guards against load_splits checking only train.bin's token count against meta.json: a val.bin
+    left by another `minigpt prepare` run would be evaluated on silently (wrong val loss, wrong bits
+    per byte from meta's val_bytes)."""
+    (tmp_path / "a.txt").write_text("Hello world.\nHow are you today?\n" * 50)
+    meta = prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16)
+    np.concatenate([val, val]).tofile(tmp_path / "d" / "val.bin")  # another run's val.bin
+    with pytest.raises(ValueError, match=rf"val.bin holds {2 * len(val):,} tokens, but meta.json says {len(val):,}"):
+        load_splits(tmp_path / "d", read_meta(tmp_path / "d"), tok.vocab_size)
+    assert meta["val_tokens"] == len(val)
+
+
+def test_a_token_file_of_exactly_min_tokens_is_accepted(tmp_path):
+    """Guards against an off-by-one in load_tokens' size check (`<=` for `<`): a split of exactly
+    block_size + 1 tokens holds one whole window (sample_batch draws it) and must train; the
+    error's own text says "need at least {min_tokens}"."""
+    np.arange(17, dtype=np.uint16).tofile(tmp_path / "x.bin")
+    assert len(load_tokens(tmp_path / "x.bin", 50, min_tokens=17)) == 17
+    with pytest.raises(ValueError, match="holds 17 tokens; need at least 18"):
+        load_tokens(tmp_path / "x.bin", 50, min_tokens=18)

@@ -293,3 +293,26 @@ def test_entry_points(capsys):
     script = Path(__file__).parents[1] / "scripts" / "download_gpt2.py"
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--base-url" in r.stdout
+
+
+def test_a_complete_partial_file_is_not_asked_for_again(hub, tmp_path):
+    """Guards against `have > size` for `have >= size` in _get: a .partial that already holds every
+    byte (a run killed after the transfer, before the hash check and rename) would be requested
+    again with "Range: bytes=SIZE-", which a real CDN answers with 416 Range Not Satisfiable: the
+    download would then fail on every rerun instead of finishing."""
+    data = hub.files["model.safetensors"]
+    (tmp_path / "model.safetensors.partial").write_bytes(data)
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
+    assert_downloaded(tmp_path, hub)
+    assert not any(m == "GET" and p == "/cdn/model.safetensors" for m, p, _ in hub.requests)
+
+
+def test_an_existing_file_of_another_size_is_downloaded_again(hub, tmp_path, capsys):
+    """Guards against skipping any file that exists: a model.safetensors or config.json of another
+    size than the Hub announces (another model's, a truncated copy) must be replaced by the
+    verified download, not kept with "already there, skipping"."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"junk")
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
+    assert_downloaded(tmp_path, hub)
+    assert "config.json is already there" not in capsys.readouterr().err

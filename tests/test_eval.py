@@ -145,3 +145,19 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="at least 2 tokens"):
         perplexity(model, ids[:1])
     assert math.isfinite(expected["ppl"])
+
+
+@torch.no_grad()
+def test_default_stride_is_half_the_window_and_scores_every_token_but_the_first():
+    """Guards against the default stride (documented: max_length // 2) becoming max_length:
+    disjoint windows score each window's first token with no context and skip it entirely, so
+    `minigpt eval` without --stride would report a different (worse) perplexity over fewer tokens."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=16)).eval()
+    ids = torch.randint(0, 50, (40,), generator=torch.Generator().manual_seed(1))
+    default = perplexity(model, ids, max_length=8)
+    half = perplexity(model, ids, max_length=8, stride=4)
+    assert default == half
+    assert default["tokens"] == 39  # with stride < max_length every token but the first is scored
+    assert perplexity(model, ids, max_length=8, stride=8)["tokens"] < 39
+    assert math.isclose(default["ppl"], math.exp(default["nll"]))

@@ -3,13 +3,14 @@ import json
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from minigpt import GPT, GPTConfig
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import read_tsv
+from minigpt.classify_data import VAL_FRACTION_DEFAULT, accuracy, load_classification_data, read_tsv
 from minigpt.finetune import STRATEGIES, FinetuneConfig, apply_strategy, best_evaluations, trainable_parameters
 from minigpt.lora import LoRALinear
 from test_train import torchrun
@@ -534,3 +535,55 @@ def test_the_model_shape_is_not_a_finetune_flag(base, tmp_path, capsys):
         assert exit_.value.code == 2 and err.startswith(f"minigpt finetune: error: {flag} {value}: {reason}") and err.count("\n") == 1, err
     with pytest.raises(TypeError, match="n_layer"):
         FinetuneConfig(init="x", n_layer=4)
+
+
+def data_cfg(data, **kw):
+    """The fields load_classification_data reads from a FinetuneConfig."""
+    return SimpleNamespace(**{**dict(data=str(data), val_data=None, seed=0, val_fraction=VAL_FRACTION_DEFAULT,
+                                     max_examples=None, max_val_examples=None), **kw})
+
+
+def test_held_out_examples_are_not_trained_on(tmp_path):
+    """Guards against the --val-fraction split keeping the held-out examples in the training set:
+    validation accuracy would then be measured on examples the model trained on (an inflated
+    score, and `best/` picked on it), with no error anywhere."""
+    lines = [f"example number {i}\t{i % 3}" for i in range(50)]
+    (tmp_path / "all.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    for fraction in (VAL_FRACTION_DEFAULT, 0.3):
+        split = load_classification_data(data_cfg(tmp_path / "all.tsv", val_fraction=fraction))
+        train, val = split["train"][0], split["val"][0]
+        assert len(val) == int(50 * fraction) and len(train) == 50 - len(val)
+        assert not set(train) & set(val)
+        assert sorted(train + val) == sorted(line.split("\t")[0] for line in lines)
+        # labels still follow their texts through the shuffles
+        for texts, labels in split.values():
+            assert all(int(t.split()[-1]) % 3 == y for t, y in zip(texts, labels))
+
+
+def test_a_subset_of_a_file_sorted_by_label_mixes_labels(tmp_path):
+    """Guards against --max-examples taking the file's first lines instead of a seeded shuffle:
+    on a file sorted by label (SST-2 style dumps) the subset would hold one class only."""
+    lines = [f"text {i}\t{0 if i < 100 else 1}" for i in range(200)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "dev.tsv").write_text("a\t0\nb\t1\n")
+    split = load_classification_data(data_cfg(tmp_path, max_examples=20))
+    assert len(split["train"][0]) == 20 and set(split["train"][1]) == {0, 1}
+    again = load_classification_data(data_cfg(tmp_path, max_examples=20))
+    assert again["train"] == split["train"]  # seeded: the same subset every run
+
+
+@torch.no_grad()
+def test_accuracy_restores_the_mode_it_found_and_scores_without_dropout():
+    """Guards against accuracy() switching the model to train mode on exit whatever mode it was in:
+    a caller that evaluates an eval-mode classifier (after training, or between predictions) would
+    be left with dropout on, and its next logits would be random."""
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=0, eos_token_id=0, dropout=0.5)), 3)
+    ids = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    labels = [0, 1, 2]
+    clf.eval()
+    first = accuracy(clf, ids, labels, pad_id=0, batch_size=2)
+    assert not clf.training
+    clf.train()
+    assert accuracy(clf, ids, labels, pad_id=0, batch_size=2) == first  # scored in eval mode: no dropout
+    assert clf.training

@@ -12,9 +12,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
-from minigpt.generate import GenerationStats, generate, stream
-from minigpt.stop_strings import StopStrings
-from minigpt.text_generation import generate_text, stream_text
+from minigpt.generate import GenerationStats, generate, prefill_mask, stream
+from minigpt.stop_strings import StopStrings, first_stop
+from minigpt.text_generation import generate_text, stream_text, text_pieces
 
 PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
 
@@ -1207,3 +1207,47 @@ def test_cli_truncate_left_cut_inside_a_character(tiny_checkpoint, capsys):
         assert "z" * 117 in capsys.readouterr().out  # the kept prompt, then the new text
     assert main(args + ["--truncate-left", "--explain", "--max-new-tokens", "2", "--temperature", "0"]) == 0, \
         capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def gpt2_tok():
+    from minigpt.tokenizer import GPT2_DIR, Tokenizer
+
+    return Tokenizer.from_pretrained(GPT2_DIR)
+
+
+def test_a_long_stop_string_is_found_beside_a_short_one(gpt2_tok):
+    """Guards against sizing the decoded tail by the *shortest* stop string (min for max): with
+    stop=["\\n", "STOP"], "STOP" written one letter per token would never be seen, since only the
+    last token would be decoded each step, and generation would run past it."""
+    stops = StopStrings(gpt2_tok, ["\n", "STOP"], batch_size=1)
+    letters = [gpt2_tok.encode(c)[0] for c in "go STOP"]
+    found = [stops.add(0, t) for t in letters]
+    assert found[:-1] == [None] * (len(letters) - 1)
+    assert found[-1] == 3  # keep "g", "o", " ": the tokens wholly before "STOP"
+
+
+def test_the_earliest_of_several_stop_strings_cuts_the_text(gpt2_tok):
+    """Guards against first_stop returning the *last* stop string found (max for min): when one
+    token completes two stop strings at once (GPT-2 writes " hello" as one token; stop=["o", "ll"]),
+    the text must be cut at the earlier one, as the caller asked for the text before any stop string."""
+    assert first_stop("Say hello", ["o", "ll"]) == 6
+    assert first_stop("Say hi", ["o", "ll"]) == -1
+    ids = gpt2_tok.encode("Say hello world")
+    assert gpt2_tok.decode([ids[1]]) == " hello"  # one token holds both stops
+    pieces = text_pieces(iter(torch.tensor([i]) for i in ids), gpt2_tok, ["o", "ll"], eos=set())
+    assert "".join(pieces) == "Say he"
+
+
+def test_prefill_mask_lets_every_query_see_at_least_one_key():
+    """Guards against dropping the own-slot term from prefill_mask: a left pad's query then sees no
+    key at all, and softmax over an all -inf row is 0/0 = NaN on backends that do not special-case
+    it (eager attention, older SDPA kernels); the NaN then spreads through the pad's keys/values.
+    (torch 2.13's CPU SDPA returns 0 for such rows, which hides the bug from end-to-end tests.)"""
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    m = prefill_mask(mask)  # (B, 1, T, T)
+    assert m.shape == (3, 1, 4, 4) and m.any(-1).all()
+    assert torch.equal(m[0, 0, 3], torch.tensor([False, False, True, True]))  # real query: real keys up to itself
+    assert not m[0, 0, 1, 0]  # a pad query never sees another pad
+    scores = torch.randn(3, 1, 4, 4).masked_fill(~m, float("-inf"))
+    assert not scores.softmax(-1).isnan().any()

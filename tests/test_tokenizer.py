@@ -501,3 +501,32 @@ def test_call_edge_cases_give_hf_shapes_and_the_right_advice(tok):
     assert empty["input_ids"].shape == empty["attention_mask"].shape == (0, 0)
     with pytest.raises(ValueError, match="pass truncation=True too: padding to max_length never cuts"):
         tok(["hello there world", "a"], padding="max_length", max_length=2, return_tensors="pt")
+
+
+def test_the_process_pool_encodes_special_tokens_as_asked(tok, monkeypatch):
+    """Guards against the forked workers not getting encode's allowed_special / disallowed_special
+    (only this process's share honouring them): `minigpt prepare` encodes a big corpus with
+    allowed_special="all" on every core, and its workers would then raise on <|endoftext|> (or,
+    with disallowed_special=(), encode it differently from this process's pieces)."""
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)  # force the pool on a small input
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 20)
+    docs = ["a story.\nThe end.<|endoftext|>Next one.\n" * 40, "x<|endoftext|>y\n" * 30]
+    for kwargs in (dict(allowed_special="all"), dict(allowed_special={"<|endoftext|>"}), dict(disallowed_special=())):
+        expected = [tok.encode(d, **kwargs) for d in docs]
+        assert tok.encode_batch(docs, num_workers=2, **kwargs) == expected
+        assert tok.encode_batch(docs, num_workers=3, **kwargs) == expected
+    assert expected[0].count(50256) == 0  # disallowed_special=(): plain text, no special id
+
+
+def test_a_special_token_holding_a_newline_is_never_cut_across_processes(tok, monkeypatch):
+    """Guards against spreading a document over processes by cutting it at line breaks when a
+    special token's own text holds one (chat formats: "<|im\\nend|>"): a cut inside it would
+    encode its halves as plain text instead of the special id."""
+    special = "<|im\nend|>"
+    chat = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": 50256, special: 50257})
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 8)
+    docs = [f"user says hi{special}assistant answers{special}" * 50, f"a{special}b" * 50]
+    expected = [chat.encode(d, allowed_special="all") for d in docs]
+    assert [ids.count(50257) for ids in expected] == [100, 50]
+    assert chat.encode_batch(docs, allowed_special="all", num_workers=2) == expected

@@ -587,3 +587,17 @@ def test_accuracy_restores_the_mode_it_found_and_scores_without_dropout():
     clf.train()
     assert accuracy(clf, ids, labels, pad_id=0, batch_size=2) == first  # scored in eval mode: no dropout
     assert clf.training
+
+
+def test_lm_summary_holds_the_last_evaluations_figures_bits_per_byte_included(base, tmp_path):
+    """Bug guarded: finetune_summary.json must carry the last evaluation's figures as log.jsonl
+    has them: loss, val_loss and, for the lm task, val_bpb (the tokenizer-independent figure
+    compare_strategies tabulates); a summary that dropped one left its column empty."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--strategy", "full") == 0
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    last_eval = [r for r in records if "val_loss" in r][-1]
+    for key in ("val_loss", "val_bpb"):
+        assert summary[key] == last_eval[key], key
+    assert summary["loss"] == [r for r in records if "loss" in r][-1]["loss"]

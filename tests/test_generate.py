@@ -1251,3 +1251,154 @@ def test_prefill_mask_lets_every_query_see_at_least_one_key():
     assert not m[0, 0, 1, 0]  # a pad query never sees another pad
     scores = torch.randn(3, 1, 4, 4).masked_fill(~m, float("-inf"))
     assert not scores.softmax(-1).isnan().any()
+
+
+@torch.no_grad()
+def test_a_row_ended_by_a_given_eos_is_padded_with_that_eos_when_no_pad_is_given(pair):
+    """Bug guarded: pad_token_id=None fell back to the config's EOS instead of the first id of the
+    eos_token_id the caller gave, so a finished row was padded with another token (here GPT-2's
+    50256, which is no id of this 300-token model and would crash an embedding lookup)."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    eos = eos_from(model, ids, mask, row=1, step=1)
+    out = generate(model, ids, mask, max_new_tokens=6, eos_token_id=[eos, 299])
+    new = out[:, ids.size(1):].tolist()
+    ended = [r for r in new if eos in r and r.index(eos) < len(r) - 1]
+    assert ended, "the chosen EOS must end some row early"
+    for r in ended:
+        assert r[r.index(eos):] == [eos] * (len(r) - r.index(eos))  # pads are the given EOS, eos[0]
+    assert int(out.max()) < model.config.vocab_size
+
+
+@torch.no_grad()
+def test_a_prompts_parameter_reaches_each_of_its_samples(pair):
+    """Bug guarded: per_row spreading a (B,) parameter over the n samples with `repeat` (p0 p1 p0 p1)
+    instead of `repeat_interleave` (p0 p0 p1 p1): the rows are prompt-major, so prompt 0's second
+    sample took prompt 1's temperature. Here prompt 0 is greedy (temperature 0): all its samples
+    must be the greedy continuation."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS[:2])
+    greedy = generate(model, ids, mask, max_new_tokens=6, eos_token_id=[])
+    out = generate(model, ids, mask, max_new_tokens=6, eos_token_id=[], do_sample=True, seed=0,
+                   temperature=torch.tensor([0.0, 5.0]), num_return_sequences=3)
+    for r in range(3):
+        assert torch.equal(out[r], greedy[0]), f"sample {r} of the greedy prompt was sampled"
+    assert not all(torch.equal(out[3 + r], greedy[1]) for r in range(3))  # prompt 1's are sampled (t = 5)
+
+
+def test_num_return_sequences_may_not_exceed_num_beams(pair):
+    """Bug guarded: beam search returns at most num_beams hypotheses per prompt; asking for more
+    (num_return_sequences = num_beams + 1) must be refused at the call, not return a short or
+    repeated batch whose rows no longer line up with the prompts."""
+    model, _ = pair
+    with pytest.raises(ValueError, match="num_return_sequences=3 must be in \\[1, num_beams\\]"):
+        generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, num_beams=2, num_return_sequences=3)
+    assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, num_beams=2,
+                    num_return_sequences=2, eos_token_id=[]).shape == (2, len(PROMPTS[0]) + 3)
+
+
+@torch.no_grad()
+def test_a_per_prompt_penalty_tensor_penalises_as_the_number_does(pair):
+    """Bug guarded: with penalties given as (B,) tensors the sampling/greedy loop kept no token
+    counts (penalties_on ignored tensors), so the penalty did nothing: greedy text with
+    repetition_penalty=torch.tensor([2., 2., 2.]) must equal the one with 2.0, and differ from none."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=12, eos_token_id=[])
+    plain = generate(model, ids, mask, **kw)
+    for name, value in (("repetition_penalty", 2.0), ("frequency_penalty", 1.5)):
+        as_number = generate(model, ids, mask, **kw, **{name: value})
+        assert not torch.equal(as_number, plain), f"{name} must change this greedy text"
+        as_tensor = generate(model, ids, mask, **kw, **{name: torch.full((3,), value)})
+        assert torch.equal(as_tensor, as_number), name
+
+
+@torch.no_grad()
+def test_the_streamer_sees_what_the_output_holds_after_a_row_ends(pair):
+    """Bug guarded: the streamer was handed each step's drawn tokens before finished rows were
+    replaced by pads, so a caller printing the stream saw text after EOS that `generate` never
+    returns. Its tokens must be exactly the output's new columns, pads included."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    eos = eos_from(model, ids, mask, row=0, step=1)
+    seen = []
+    out = generate(model, ids, mask, max_new_tokens=6, eos_token_id=eos, pad_token_id=299, streamer=seen.append)
+    new = out[:, ids.size(1):]
+    assert (new == 299).any(), "some row must end early and be padded"
+    assert torch.equal(torch.stack(seen, 1), new)
+
+
+def test_the_fused_sampler_moves_its_random_stream_every_step(monkeypatch):
+    """Bug guarded: the Triton picker keyed every step's Philox stream with the same (seed, offset),
+    so each step reused the previous step's random numbers (correlated draws; a flat distribution
+    repeats one token). The offset must advance by one per step, the seed stay fixed."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from minigpt.generate import token_picker
+
+    calls = []
+
+    def fake_fused_sample(logits, temperature, top_k, top_p, min_p, seed, offset):
+        calls.append((int(seed), int(offset)))
+        return logits.argmax(-1)
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fake_fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    pick = token_picker("triton", 3, 2, torch.device("cpu"), 1.0, 0, 1.0, 0.0)
+    for _ in range(3):
+        pick(torch.randn(2, 10))
+    assert [o for _, o in calls] == [0, 1, 2]
+    assert len({s for s, _ in calls}) == 1
+
+
+@torch.no_grad()
+def test_generate_text_with_beams_from_an_empty_prompt_skips_only_the_start_token(pair, monkeypatch):
+    """Bug guarded: an empty prompt becomes one <|endoftext|> token, so generate_text's beams (whose
+    text comes from `generate`'s ids, not from streamed steps) must skip max(len, 1) prompt columns;
+    skipping 0 read that start token as the first new token, which is EOS: every text came back ''."""
+    from minigpt.text_generation import generate_text
+    model, _ = pair
+    monkeypatch.setattr(model.config, "bos_token_id", 299)
+    monkeypatch.setattr(model.config, "eos_token_id", 299)
+    tok = ByteTokenizer()
+    texts = generate_text(model, tok, "", max_new_tokens=5, num_beams=2, num_return_sequences=2)
+    ids = generate(model, torch.tensor([[299]]), max_new_tokens=5, num_beams=2, num_return_sequences=2)
+    expected = []
+    for row in ids[:, 1:].tolist():
+        row = row[:row.index(299)] if 299 in row else row
+        expected.append(tok.decode(row))
+    assert texts == expected and any(texts)
+
+
+@torch.no_grad()
+def test_explain_greedy_takes_the_first_tied_top_token_as_generate_does():
+    """Bug guarded: at temperature 0, --explain drew the argmax of the *filtered* logits; top-p keeps
+    only one of two exactly tied top tokens (the later id), so explain's greedy text differed from
+    generate's, which takes the first argmax of the unfiltered logits."""
+    import io
+
+    from minigpt.explain import explain
+    model, _ = sharpened_pair(tiny_config())
+    prompt = PROMPTS[2]
+    first = int(generate(model, torch.tensor([prompt]), max_new_tokens=1, eos_token_id=[])[0, -1])
+    twin = first - 1
+    model.transformer.wte.weight[twin] = model.transformer.wte.weight[first]  # logits[first] == logits[twin]
+    greedy = generate(model, torch.tensor([prompt]), max_new_tokens=2, eos_token_id=[])[0, len(prompt):].tolist()
+    assert greedy[0] == twin
+    text = explain(model, DigitsTokenizer(), prompt, steps=2, temperature=0, top_p=0.1, out=io.StringIO())
+    assert text == "".join(f"{t:03d}" for t in greedy)
+
+
+def test_one_right_padded_row_in_a_batch_is_refused(pair):
+    """Bug guarded: the left-padding check must hold for *every* row (`.all()`); with `.any()` a
+    batch whose other rows are fine let a right-padded row through, and that row then continued
+    from its pads (its newest token is not in the shared last slot) without any error."""
+    model, _ = pair
+    ids = torch.tensor([[1, 5, 6], [5, 6, 1]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 0]])  # row 0 left-padded, row 1 right-padded
+    with pytest.raises(ValueError, match="left-padded"):
+        generate(model, ids, mask, max_new_tokens=2)

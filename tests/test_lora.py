@@ -128,3 +128,19 @@ def test_saving_unmerged_adapters_is_refused(tmp_path):
     with pytest.raises(ValueError, match="merge them first"):
         GPTClassifier(model, num_labels=2).save_pretrained(tmp_path / "classifier")
     assert not (tmp_path / "lm").exists() and not (tmp_path / "classifier").exists()
+
+
+LORA_CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=0, eos_token_id=0)
+
+
+def test_targets_match_whole_name_components_not_a_name_suffix():
+    """Bug guarded: matching targets with a plain `name.endswith(t)` made "proj" select every
+    c_proj and "fc" select mlp.c_fc, wrapping layers the user never named (and changing what
+    trains) instead of refusing a target that names no layer."""
+    torch.manual_seed(0)
+    model = GPT(LORA_CFG).eval()
+    for partial in (("proj",), ("fc",), ("attn",)):
+        with pytest.raises(ValueError, match="match no nn.Linear"):
+            inject_lora(model, partial, rank=2)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert inject_lora(model, ("c_fc",), rank=2) == [f"transformer.h.{i}.mlp.c_fc" for i in range(LORA_CFG.n_layer)]

@@ -265,3 +265,40 @@ def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
     assert model.config.dropout == 0.3 and extra.p == 0.5
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
         model.set_dropout(1.0)
+
+
+def test_a_smaller_tokenizer_without_endoftext_does_not_fit():
+    """Bug guarded: a tokenizer with fewer ids than the model fits only when its <|endoftext|> is
+    known and is the model's (a padded vocabulary); without the `eos_token_id is not None` check a
+    4,096-token tokenizer that has no <|endoftext|> was taken as GPT-2's own, so `generate`/`eval`
+    ran GPT-2 on another tokenizer's ids without a word."""
+    config = GPTConfig()  # GPT-2: 50257 ids, <|endoftext|> = 50256
+    assert config.fits_tokenizer(50257, None)  # the same size: the ids can be the model's
+    assert config.fits_tokenizer(50000, 50256)  # padded model, same <|endoftext|>
+    assert not config.fits_tokenizer(4096, None)  # smaller and nothing to compare: another tokenizer
+    assert not config.fits_tokenizer(4096, 4095)
+
+
+def test_n_inner_sets_the_mlp_width_as_in_transformers():
+    """Bug guarded: `mlp_width` ignoring n_inner built a 4·n_embd MLP for a config.json that sets
+    n_inner, so its checkpoint could not load (or a fresh model had the wrong parameter count)."""
+    config = GPTConfig.gpt2("gpt2-tiny", vocab_size=97, n_inner=48)
+    model = GPT(config)
+    assert model.transformer.h[0].mlp.c_fc.out_features == 48
+    assert model.transformer.h[0].mlp.c_proj.in_features == 48
+    with torch.device("meta"):
+        hf = GPT2LMHeadModel(GPT2Config(**config.to_hf_dict()))
+    assert model.num_params() == sum(p.numel() for p in hf.parameters())
+    assert GPTConfig.from_hf_dict(config.to_hf_dict()).mlp_width == 48
+
+
+def test_null_token_ids_in_config_json_keep_gpt2s():
+    """Bug guarded: HF writes `"eos_token_id": null` for some tokenizers; passing the None through
+    made a config whose EOS is None (has_stale_eos, and `0 <= None` a TypeError in generate's
+    argument checks) instead of keeping GPT-2's 50256."""
+    d = GPTConfig.gpt2("gpt2-tiny").to_hf_dict()
+    d.update(bos_token_id=None, eos_token_id=None)
+    config = GPTConfig.from_hf_dict(d)
+    assert (config.bos_token_id, config.eos_token_id) == (50256, 50256)
+    d.update(bos_token_id=7, eos_token_id=9)
+    assert (GPTConfig.from_hf_dict(d).bos_token_id, GPTConfig.from_hf_dict(d).eos_token_id) == (7, 9)

@@ -1,5 +1,6 @@
 """Sampling: filters and penalties equal transformers' warpers; draws follow the filtered distribution."""
 import importlib.machinery
+import importlib.util
 import re
 import sys
 import types
@@ -17,6 +18,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+import minigpt.sampling
 from minigpt.sampling import (
     apply_penalties,
     apply_min_p,
@@ -24,6 +26,8 @@ from minigpt.sampling import (
     apply_top_k,
     apply_top_p,
     filter_logits,
+    kernel_seed,
+    penalties_on,
     resolve_backend,
     sample,
 )
@@ -337,3 +341,50 @@ def test_top_p_and_min_p_compute_in_float32_on_half_logits():
     x = random_logits(3, B=4, V=50257).bfloat16()
     for f, p in ((apply_top_p, 0.9), (apply_min_p, 0.05)):
         assert torch.equal(f(x, p).isinf(), f(x.float(), p).isinf())
+
+
+@pytest.mark.parametrize("has_triton", [True, False])
+def test_auto_backend_is_triton_only_on_cuda_with_triton_installed(monkeypatch, has_triton):
+    """Bug guarded: 'auto' must pick the fused kernel only on a CUDA device *and* when triton
+    imports; a wrong condition sent a CPU-only install (no triton, the default `pip install`)
+    to the Triton kernel, which then failed to import at the first sampled token."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(minigpt.sampling.importlib.util, "find_spec",
+                        lambda name, *a: (real("torch") if has_triton else None) if name == "triton" else real(name, *a))
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("auto", torch.device("cuda")) == ("triton" if has_triton else "torch")
+
+
+def test_a_tensor_penalty_counts_as_on():
+    """Bug guarded: penalties_on must treat any tensor penalty as on (it cannot look at the values
+    without a host sync); skipping tensors made the decode loop keep no counts, so a per-prompt
+    repetition_penalty=torch.tensor([...]) was silently ignored."""
+    off = dict(repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
+    assert not penalties_on(off)
+    assert penalties_on({**off, "repetition_penalty": torch.tensor([1.3, 1.0])})
+    assert penalties_on({**off, "presence_penalty": torch.tensor([0.0])})  # a tensor is on, whatever it holds
+    assert penalties_on({**off, "frequency_penalty": 0.5})
+
+
+def test_the_kernels_seed_is_drawn_from_the_callers_seed(monkeypatch):
+    """Bug guarded: kernel_seed drawing its int64 from torch's global RNG instead of the seeded
+    generator, so sample(backend="triton", seed=...) (and generate(seed=...) on CUDA) drew other
+    tokens on every call: the seed fixed nothing."""
+    seeds = []
+
+    def fake_fused_sample(logits, temperature, top_k, top_p, min_p, seed, offset):
+        seeds.append(int(seed))
+        return logits.argmax(-1)
+
+    module = types.ModuleType("minigpt.kernels.sampling")
+    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
+    module.fused_sample = fake_fused_sample
+    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(2, 10)
+    for seed in (1, 1, 2):
+        torch.manual_seed(len(seeds))  # the global RNG moves between calls: the seed alone must decide
+        sample(x, seed=seed, backend="triton")
+    assert seeds[0] == seeds[1] != seeds[2]
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(kernel_seed(g1, "cpu"), kernel_seed(g2, "cpu"))

@@ -530,3 +530,19 @@ def test_a_special_token_holding_a_newline_is_never_cut_across_processes(tok, mo
     expected = [chat.encode(d, allowed_special="all") for d in docs]
     assert [ids.count(50257) for ids in expected] == [100, 50]
     assert chat.encode_batch(docs, allowed_special="all", num_workers=2) == expected
+
+
+def test_tokenizer_json_keeps_special_tokens_added_beside_the_bpe_vocabulary(tmp_path):
+    """Bug guarded: tokenizer.json's `added_tokens` (special tokens a user added, e.g. a chat
+    marker, which `tokenizers` keeps outside model.vocab) were ignored, so a tokenizer saved by
+    transformers 5 lost them: "<|user|>" became ordinary text and vocab_size shrank by one."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_special_tokens({"additional_special_tokens": ["<|user|>"]})
+    hf.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):  # read tokenizer.json alone, as transformers 5 writes it
+        (tmp_path / name).unlink(missing_ok=True)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert tok.special_tokens == {"<|endoftext|>": 50256, "<|user|>": 50257}
+    assert tok.encode("hi<|user|>", allowed_special="all") == hf.encode("hi<|user|>") == [5303, 50257]

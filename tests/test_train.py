@@ -878,3 +878,23 @@ def test_ddp_all_reduces_gradients_only_on_the_last_micro_step(tmp_path):
         events = json.loads((tmp_path / "out" / f"events{rank}.json").read_text())
         print(f"rank {rank}, one optimizer step: {events['6'][:6]}")
         assert events == {k: v * 2 for k, v in one_step.items()}  # max_iters=2 steps, the same each
+
+
+@pytest.mark.parametrize("device, bf16_supported, expected", [
+    ("cpu", True, torch.float32),  # 'auto' is bf16 on a GPU only: never on a CPU
+    ("cpu", False, torch.float32),
+    ("cuda", True, torch.bfloat16),
+    ("cuda", False, torch.float32),  # a GPU without bf16 (V100, T4): fp32, not emulated bf16
+])
+def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, device, bf16_supported, expected):
+    """Bug guarded: `dtype='auto'` must pick bfloat16 only where the device is CUDA *and* the GPU
+    supports it; an `or` (or a missing device check) trained a CPU run under bf16 autocast (slow
+    and less precise) or asked a pre-Ampere GPU for bf16."""
+    monkeypatch.setattr(train_runtime, "resolve_device", lambda d: torch.device(device))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    # setup_runtime turns TF32 on for a CUDA device: put the flags back afterwards
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    rt = train_runtime.setup_runtime(TrainConfig(dtype="auto"))
+    assert rt.device.type == device and rt.dtype == expected

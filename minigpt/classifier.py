@@ -159,10 +159,14 @@ class GPTClassifier(nn.Module):
             if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
                 t = t.t()  # Conv1D (in, out) → Linear (out, in)
             state[key if key.startswith("score") else "gpt." + key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
-        expected = set(model.state_dict()) - {"gpt.lm_head.weight"}
-        if set(state) != expected:
-            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
+        if set(state) != set(shapes):
+            missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
             raise ValueError(f"{path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for key, t in state.items():  # as load_gpt: the first wrong shape by name, not torch's list of them
+            if t.shape != shapes[key]:
+                raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)} (after transposing "
+                                 f"Conv1D weights), but its config.json expects {tuple(shapes[key])}")
         state = one_dtype(state, "gpt.transformer.wte.weight")
         model.load_state_dict(state, strict=False, assign=True)
         model.gpt.lm_head.weight = model.gpt.transformer.wte.weight  # re-tie after assign

@@ -160,6 +160,10 @@ def test_loading_a_bad_classifier_checkpoint_names_the_problem(tmp_path):
     save_file({k: t.half() if k != "score.weight" else t for k, t in tensors.items()}, tmp_path / "ok" / "model.safetensors")
     mixed = GPTClassifier.from_pretrained(tmp_path / "ok")  # a float32 head beside float16 weights: one dtype
     assert {p.dtype for p in mixed.parameters()} == {torch.float16}
+    (tmp_path / "ok" / "config.json").write_text(json.dumps({**config, "n_embd": 2 * config["n_embd"]}))
+    with pytest.raises(ValueError, match=rf"tensor '[\w.]+' in .*ok has shape \(\d+, {config['n_embd']}\) .* but its "
+                                         "config.json expects"):  # the first by name, not torch's list of them
+        GPTClassifier.from_pretrained(tmp_path / "ok")
 
 
 def test_label_names_and_pad_id_survive_a_save_load_save(tmp_path):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import minigpt.cli as minigpt_cli
+
 ROOT = Path(__file__).resolve().parent.parent  # the cwd of each run: `-m` imports this checkout's minigpt
 
 
@@ -115,3 +117,24 @@ def test_device_auto_is_the_gpu_when_there_is_one(command, cuda, device, monkeyp
     args = {"generate": ["--model", str(tmp_path)], "eval": [str(tmp_path), str(tmp_path / "text.txt")]}[command]
     assert run_command([command, *args]) == 2
     assert asked == [device]
+
+
+def test_an_unknown_command_is_a_usage_error_with_exit_2(capsys):
+    """Mutant C1: an unknown command exited 1 (a failure) instead of 2 (bad usage, as argparse)."""
+    assert minigpt_cli.main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'nope'" in err and "commands:" in err
+
+
+def test_dash_h_prints_the_usage_like_dash_dash_help(capsys):
+    """Mutant C2: `minigpt -h` was taken for an unknown command named '-h'."""
+    for flag in ("-h", "--help"):
+        assert minigpt_cli.main([flag]) == 0
+        out = capsys.readouterr().out
+        assert "commands:" in out and "tokenize" in out
+
+
+def test_a_command_that_succeeds_exits_0(capsys):
+    """Mutant C3: the dispatcher turned a command's 0 into another code (`or 1`)."""
+    assert minigpt_cli.main(["tokenize", "Hello world"]) == 0
+    assert "[15496, 995]" in capsys.readouterr().out

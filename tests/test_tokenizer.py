@@ -5,6 +5,7 @@ Everything here uses only files shipped in the repo (checkpoints/gpt2) and text 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import random
 import re
@@ -546,3 +547,85 @@ def test_tokenizer_json_keeps_special_tokens_added_beside_the_bpe_vocabulary(tmp
     tok = Tokenizer.from_pretrained(tmp_path)
     assert tok.special_tokens == {"<|endoftext|>": 50256, "<|user|>": 50257}
     assert tok.encode("hi<|user|>", allowed_special="all") == hf.encode("hi<|user|>") == [5303, 50257]
+
+
+def test_pair_counts_weigh_each_chunk_by_how_often_it_occurs():
+    """Mutant B1: train_bpe counted each distinct chunk's pairs once (`+= 1`), not `+= freq`.
+    In "ab cd cd cd" the chunk " cd" occurs 3 times, so (c, d) (count 3) must merge first; counted
+    per distinct chunk every pair has count 1 and the tie goes to (a, b)."""
+    tok = Tokenizer.train("ab cd cd cd", vocab_size=256 + 2, special_tokens=[], progress=False)
+    assert tok.merges == [(b"c", b"d"), (b" ", b"cd")]
+
+
+def test_special_tokens_are_cut_out_of_the_training_text():
+    """Mutant B6: Tokenizer.train skipped cutting the special tokens out of the text, so BPE learned
+    merges inside "<|endoftext|>" ("en", "ext", ...). With it cut out only "ab" is left to merge."""
+    tok = Tokenizer.train(f"ab{EOT}" * 10 + "ab", vocab_size=256 + 6, progress=False)
+    assert tok.merges == [(b"a", b"b")]
+    assert tok.special_tokens == {EOT: 257}
+
+
+def test_special_with_no_values_trains_without_special_tokens(tmp_path):
+    """Mutants B7/T1: `--special` given with no values means no special tokens; the trainer (or
+    `minigpt tokenize --train`, which forwards it) fell back to the default <|endoftext|>."""
+    from minigpt import bpe_train, tokenizer_cli
+
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert bpe_train.main([str(data), "--vocab-size", "260", "--special", "--out", str(tmp_path / "a")]) == 0
+    a = Tokenizer.from_pretrained(tmp_path / "a")
+    assert a.special_tokens == {} and a.vocab_size == 260
+    assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "260", "--special", "--out", str(tmp_path / "b")]) == 0
+    b = Tokenizer.from_pretrained(tmp_path / "b")
+    assert b.special_tokens == {} and b.vocab_size == 260
+
+
+def test_no_note_about_running_out_of_pairs_when_the_vocab_is_full(tmp_path, capsys):
+    """Mutant B8: the "no more pairs to merge" note compared merges with vocab_size - 256, forgetting
+    the special tokens, so a tokenizer trained to its full size was said to have run out of pairs."""
+    from minigpt import bpe_train
+
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert bpe_train.main([str(data), "--vocab-size", "262", "--out", str(tmp_path / "a")]) == 0
+    assert Tokenizer.from_pretrained(tmp_path / "a").vocab_size == 262
+    assert "no more pairs" not in capsys.readouterr().out
+
+
+def test_a_stale_heap_entry_with_an_old_higher_count_is_skipped():
+    """Mutant B10: the heap's stale check became `pair not in pair_counts`, so a pair whose count
+    dropped (c,b: 2 → 1 once "bb" took a b in " cbbbc") was merged on its old count.
+    After (b, b), every pair counts 1 and the tie goes to (b, c): b 65 < c 66."""
+    tok = Tokenizer.train("cb cbbbc", vocab_size=256 + 2, special_tokens=[], progress=False)
+    assert tok.merges == [(b"b", b"b"), (b"b", b"c")]
+
+
+def test_show_work_with_train_is_refused(tmp_path, capsys):
+    """Mutant T3: `tokenize --train ... --show-work` was accepted and --show-work silently ignored."""
+    (tmp_path / "a.txt").write_text("hello there")
+    with pytest.raises(SystemExit):
+        climod.main(["--train", str(tmp_path / "a.txt"), "--show-work", "--out", str(tmp_path / "tok")])
+    assert "--show-work" in capsys.readouterr().err
+    assert not (tmp_path / "tok").exists()
+
+
+def test_encode_turns_special_token_text_into_its_id(capsys):
+    """Mutant T4: `minigpt tokenize` encoded without allowed_special="all", so a text holding
+    <|endoftext|> raised instead of showing GPT-2's id 50256."""
+    assert climod.main([f"Hi{EOT}"]) == 0
+    assert "50256" in capsys.readouterr().out
+
+
+def test_special_without_train_is_refused(capsys):
+    """Mutant T5: `--special` without --train was silently ignored instead of a usage error."""
+    with pytest.raises(SystemExit):
+        climod.main(["--special", "<|sep|>", "--", "hi"])
+    assert "go with --train" in capsys.readouterr().err
+
+
+def test_an_empty_text_argument_is_encoded_not_read_from_stdin(monkeypatch, capsys):
+    """Mutant T6: `minigpt tokenize ""` read standard input instead of encoding the empty text."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin"))
+    assert climod.main([""]) == 0
+    out = capsys.readouterr().out
+    assert "0 characters → 0 tokens" in out and "from stdin" not in out

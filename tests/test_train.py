@@ -12,14 +12,17 @@ import subprocess
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import minigpt.run_dir
 import minigpt.train as train
 import minigpt.train_runtime as train_runtime
+from minigpt.checkpoint import INDEX_NAME
 from minigpt import GPT
 from minigpt.data import load_tokens
 from minigpt.run_dir import STATE_FILE
@@ -898,3 +901,76 @@ def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, devi
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     rt = train_runtime.setup_runtime(TrainConfig(dtype="auto"))
     assert rt.device.type == device and rt.dtype == expected
+
+
+def out_cfg(out, init=None, resume=False):
+    return SimpleNamespace(out=out, init=init, resume=resume)
+
+
+@pytest.mark.parametrize("name", [INDEX_NAME, "log.jsonl", "config.json", "model.safetensors", "training_state.pt"])
+def test_check_out_dir_refuses_each_run_file(tmp_path, name):
+    """Mutants R3/R5: RUN_FILES lost model.safetensors.index.json (a sharded checkpoint) or log.jsonl
+    (another run's log), so a run without --resume would overwrite that directory."""
+    (tmp_path / name).write_text("{}")
+    with pytest.raises(FileExistsError, match=name.replace(".", r"\.")):
+        minigpt.run_dir.check_out_dir(out_cfg(str(tmp_path)))
+    (tmp_path / name).unlink()
+    (tmp_path / "notes.txt").write_text("unrelated")
+    minigpt.run_dir.check_out_dir(out_cfg(str(tmp_path)))  # unrelated files are fine
+
+
+def test_out_equal_to_init_is_refused_however_it_is_spelled(tmp_path, monkeypatch):
+    """Mutant R4: --out compared with --init as typed (no resolve()), so `--init model --out ./x/../model`
+    or a relative vs absolute path went through to overwrite the weights it starts from."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileExistsError, match="is the --init checkpoint"):
+        minigpt.run_dir.check_out_dir(out_cfg("x/../model", init=str(tmp_path / "model")))
+
+
+def test_plot_log_draws_the_val_curve(tmp_path, monkeypatch):
+    """Mutant R2: plot_log looked the val loss up under the wrong key, so loss.png had no val curve."""
+    from matplotlib.axes import Axes
+
+    drawn = {}
+    real = Axes.plot
+
+    def plot(self, *args, label=None, **kw):
+        drawn[label] = (list(args[0]), list(args[1]))
+        return real(self, *args, label=label, **kw)
+
+    monkeypatch.setattr(Axes, "plot", plot)
+    records = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0, "val_loss": 4.5}, {"step": 4, "loss": 3.0, "val_loss": 3.5}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    minigpt.run_dir.plot_log(tmp_path)
+    assert drawn == {"train": ([1, 2, 4], [5.0, 4.0, 3.0]), "val": ([2, 4], [4.5, 3.5])}
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stop_signal_handles_sigterm_and_sigint_and_restores_them():
+    """Mutants S2/S6: StopSignal left its handler installed after the run (a later Ctrl-C in the same
+    process was swallowed), or did not catch SIGTERM (what torchrun/schedulers send: no save)."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with train_runtime.StopSignal() as stop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            assert signal.getsignal(sig) == stop._handle
+        signal.raise_signal(signal.SIGTERM)  # recorded, not fatal
+        assert stop.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # a second one acts at once
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_the_first_signal_is_the_one_kept():
+    """Mutant S4: `self.signum = signum` let a later different signal (SIGTERM after Ctrl-C)
+    overwrite the first, changing the exit code the run reports."""
+    with train_runtime.StopSignal() as stop:
+        assert signal.getsignal(signal.SIGTERM) == stop._handle  # else SIGTERM below would kill pytest
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.signum == signal.SIGINT
+    with train_runtime.StopSignal() as stop:  # the first Ctrl-C alone only sets the flag
+        signal.raise_signal(signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):  # the second gets Python's handler: stops at once
+            signal.raise_signal(signal.SIGINT)

@@ -1332,10 +1332,6 @@ def test_the_fused_sampler_moves_its_random_stream_every_step(monkeypatch):
     """Bug guarded: the Triton picker keyed every step's Philox stream with the same (seed, offset),
     so each step reused the previous step's random numbers (correlated draws; a flat distribution
     repeats one token). The offset must advance by one per step, the seed stay fixed."""
-    import importlib.machinery
-    import sys
-    import types
-
     from minigpt.generate import token_picker
 
     calls = []
@@ -1344,10 +1340,7 @@ def test_the_fused_sampler_moves_its_random_stream_every_step(monkeypatch):
         calls.append((int(seed), int(offset)))
         return logits.argmax(-1)
 
-    module = types.ModuleType("minigpt.kernels.sampling")
-    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
-    module.fused_sample = fake_fused_sample
-    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
+    use_fake_kernel(monkeypatch, fake_fused_sample)
     pick = token_picker("triton", 3, 2, torch.device("cpu"), 1.0, 0, 1.0, 0.0)
     for _ in range(3):
         pick(torch.randn(2, 10))

@@ -1,9 +1,6 @@
 """Sampling: filters and penalties equal transformers' warpers; draws follow the filtered distribution."""
-import importlib.machinery
 import importlib.util
 import re
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -31,6 +28,7 @@ from minigpt.sampling import (
     resolve_backend,
     sample,
 )
+from test_generate import use_fake_kernel
 
 V = 1000
 
@@ -294,11 +292,7 @@ def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):
         seen.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, offset=offset)
         return logits.argmax(-1)
 
-    module = types.ModuleType("minigpt.kernels.sampling")
-    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
-    module.fused_sample = fake_fused_sample
-    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    use_fake_kernel(monkeypatch, fake_fused_sample)
     x = random_logits(10, B=3)
     out = sample(x, temperature=0.5, top_k=torch.tensor([0, 2, 5]), top_p=0.9, seed=1, backend="triton")
     assert torch.equal(out, x.argmax(-1))
@@ -376,11 +370,7 @@ def test_the_kernels_seed_is_drawn_from_the_callers_seed(monkeypatch):
         seeds.append(int(seed))
         return logits.argmax(-1)
 
-    module = types.ModuleType("minigpt.kernels.sampling")
-    module.__spec__ = importlib.machinery.ModuleSpec("minigpt.kernels.sampling", None)
-    module.fused_sample = fake_fused_sample
-    monkeypatch.setitem(sys.modules, "minigpt.kernels.sampling", module)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    use_fake_kernel(monkeypatch, fake_fused_sample)
     x = torch.randn(2, 10)
     for seed in (1, 1, 2):
         torch.manual_seed(len(seeds))  # the global RNG moves between calls: the seed alone must decide

@@ -7,7 +7,7 @@ K hypotheses alive and compares whole sequences by their total log-probability.
 
 It follows transformers' (vectorised) beam search exactly, so outputs match token for token:
 the same candidate count, the same length penalty, the same three early_stopping modes. It is
-deterministic (no sampling), uses minigpt's phases (`prefill`, `decode_step`) and static KV cache,
+deterministic (no sampling), uses minigpt's phases (`prefill`, `decode_step`: minigpt/prefill_decode.py) and static KV cache,
 whose rows are reordered in place as beams are picked from their parents.
 What it does not do: sampling beams, diverse or constrained beam search, stop strings.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minigpt.generate import DecodeState
+from minigpt.prefill_decode import DecodeState
 from minigpt.generate_args import check_finite
 from minigpt.sampling import penalize, penalties_on, token_counts
 from minigpt.stats import Clock, GenerationStats

@@ -1,7 +1,7 @@
 """The teaching view of sampling (`minigpt generate --explain`): what each filter does to the odds.
 
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
-token, from minigpt/generate.py) and, between them, applies minigpt/sampling.py's stages one at a
+token, from minigpt/prefill_decode.py) and, between them, applies minigpt/sampling.py's stages one at a
 time instead of fused: `logits → penalties → temperature → top-k → top-p → min-p → draw`. After
 each stage it keeps the probabilities, so a table per step can show the top candidates' odds
 before and after every penalty and filter, and which token was drawn. The same seed draws the
@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from minigpt.generate import DecodeState
+from minigpt.prefill_decode import DecodeState
 from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,

@@ -1,22 +1,14 @@
-"""Generation: the two phases of inference, the decode loop around them, and streaming.
+"""Generation: the decode loop around the two phases of inference, and streaming.
 
 Where it sits: it is the `KV-cache decode loop` of the data flow, around the model and the sampler:
 `text → Tokenizer.encode → ids → [prefill → (sample → decode_step)*] → ids → Tokenizer.decode → text`.
 
-1. `prefill` runs the whole prompt through the model in one pass (a big, parallel matmul) and
-   fills the KV cache (minigpt/kv_cache.py). Its time is the time to first token (TTFT).
-2. `decode_step` feeds one new token per row, attending to everything cached. Each step reads
-   every weight once to produce B tokens, so at small batch it is bound by memory bandwidth, not
-   arithmetic; its time is the time per output token (TPOT).
+The phases themselves (`prefill` fills the KV cache from the whole prompt; `decode_step` feeds one
+token per row) and `DecodeState`, which holds what they share, are minigpt/prefill_decode.py. This
+file is the loop that drives them (`stream`, whose steps are `decode_loop`): pick a token per row,
+feed it back, and end each row at its EOS, a stop string or `max_new_tokens`. It works on ids; one
+prompt's text in and text out (`stream_text`, `generate_text`) is minigpt/text_generation.py.
 
-`DecodeState` holds what the phases share (the cache, the readable slots, the positions); the
-decode loop (`stream`, whose steps are `decode_loop`), beam search and `--explain` each drive one.
-This file works on ids; one prompt's text in and text out (`stream_text`, `generate_text`) is
-minigpt/text_generation.py.
-
-Batches of prompts are *left*-padded, so every row's newest token sits in the same cache slot and
-one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
-from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
 Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
 loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
 the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py,
@@ -29,13 +21,12 @@ the context (they raise; the CLI's --truncate-left keeps the prompt's last token
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, tokens_fed
-from minigpt.kv_cache import KVCache, cache_length
+from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
+from minigpt.prefill_decode import DecodeState
 from minigpt.sampling import (
     Param,
     draw,
@@ -49,141 +40,6 @@ from minigpt.sampling import (
 )
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings
-
-# ---- the two phases ---------------------------------------------------------------------------
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids (B, T) from a 0/1 mask: each row counts only its real tokens, from 0.
-
-    Left pads get position 0 too (clamped); they are masked out, so their value is never seen.
-    """
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
-def prefill_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Which key slot each prompt query may see: (B, 1, T, T) bool, True = attend.
-
-    Causal by slot (query i sees keys ≤ i) and only real keys (not pads). Each query may always
-    see its own slot, so a pad query has ≥ 1 key and its softmax never turns into 0/0 = NaN.
-    """
-    T = attention_mask.size(-1)
-    idx = torch.arange(T, device=attention_mask.device)
-    causal = idx[None, :] <= idx[:, None]  # (T, T): key index ≤ query index
-    keys_real = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-    own_slot = torch.eye(T, dtype=torch.bool, device=attention_mask.device)
-    return (causal & keys_real) | own_slot  # (B, 1, T, T)
-
-
-def prefill(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Phase 1: the whole prompt (B, T) in one pass; fills cache slots [0, T) → last logits (B, V) fp32."""
-    T = input_ids.size(1)
-    unpadded = bool(attention_mask.all())
-    logits, _ = model(
-        input_ids,
-        logits_to_keep=1,  # only the last position's logits are needed: skips a (T-1) × V matmul
-        position_ids=positions_from_mask(attention_mask),
-        kv_cache=cache,
-        input_pos=torch.arange(T, device=input_ids.device),
-        # Unpadded prompts need no mask: plain causal attention, SDPA's fastest path.
-        attn_mask=None if unpadded else prefill_mask(attention_mask),
-    )
-    return logits[:, -1].float()
-
-
-def decode_step(
-    model: torch.nn.Module,
-    tokens: torch.Tensor,
-    cache: KVCache,
-    input_pos: torch.Tensor,
-    position_ids: torch.Tensor,
-    key_valid: torch.Tensor,
-) -> torch.Tensor:
-    """Phase 2: one new token per row (B, 1), written at slot `input_pos` (1,) → logits (B, V) fp32.
-
-    `key_valid` (B, S) marks the cache slots each row may attend to (the new slot included);
-    attention reads the first S slots. `position_ids` (B, 1) is each row's position.
-    """
-    logits, _ = model(tokens, position_ids=position_ids, kv_cache=cache, input_pos=input_pos,
-                      attn_mask=key_valid[:, None, None, :])  # (B, 1, 1, S)
-    return logits[:, -1].float()
-
-
-# One compiled decode step per model, reused across calls (dynamo caches graphs per input shape).
-_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
-
-
-def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Callable:
-    """The decode step a loop should call: `decode_step` itself, or compiled.
-
-    Compiled: torch.compile with fullgraph=True (a graph break is an error, not a silent slow
-    path) and dynamic=False. Shapes are static, because the cache is bucketed and the loop passes
-    the whole cache width, so every step and every prompt length within a bucket reuse one graph:
-    one per (batch size, bucket). On CUDA, mode="reduce-overhead" records the step as a CUDA graph
-    that replays all its kernel launches with one call; the graph writes the cache in place, so
-    its buffers are marked static (their address is baked into the graph). On a CPU it runs about
-    as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
-    compiling is meant for GPUs.
-    """
-    if not compile:
-        return decode_step
-    if model not in _COMPILED:
-        cuda = model.transformer.wte.weight.is_cuda
-        _COMPILED[model] = torch.compile(decode_step, fullgraph=True, dynamic=False,
-                                         mode="reduce-overhead" if cuda else None)
-    if cache.layer(0).k.is_cuda:
-        cache.mark_static()
-    compiled = _COMPILED[model]
-
-    def step(*args) -> torch.Tensor:
-        # A new step begins: the previous step's outputs (already consumed) may be overwritten.
-        torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args)
-
-    return step
-
-
-class DecodeState:
-    """What the decode phase keeps between steps, allocated once and updated in place on the device
-    (no allocation per step, and the same buffers every step, as a compiled step needs):
-
-    - `cache`: the KV cache, sized for the prompt plus `max_new_tokens` (`cache_length`'s bucket);
-    - `key_valid` (B, max_len) bool: which cache slots hold a real token (left pads never do);
-    - `position_ids` (B, 1): each row's next position (a left-padded row is behind its slot);
-    - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded).
-
-    `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
-    """
-
-    def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor, max_new_tokens: int,
-                 compile: bool = False) -> None:
-        (B, T), device = attention_mask.shape, attention_mask.device
-        self.model, self.mask, self.compile = model, attention_mask, compile
-        self.cache = KVCache.for_model(model, B, cache_length(tokens_fed(T, max_new_tokens), model.config.n_positions))
-        self.step_fn = decode_step_for(model, self.cache, compile)
-        self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
-        self.key_valid[:, :T] = attention_mask.bool()
-        self.position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1)
-        self.input_pos = torch.tensor([T], device=device)  # (1,)
-        self.slot = T  # input_pos as the host knows it: widths are set without reading the device
-
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32."""
-        return prefill(self.model, input_ids, self.mask, self.cache)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Phase 2: one new token per row (B, 1) → logits (B, V) fp32; then move one slot on."""
-        self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
-        width = self.cache.max_len if self.compile else self.slot + 1  # compiled: fixed width, one graph for all steps
-        logits = self.step_fn(self.model, tokens, self.cache, self.input_pos, self.position_ids,
-                              self.key_valid[:, :width])
-        self.slot += 1
-        self.input_pos += 1
-        self.position_ids += 1
-        return logits
-
-
-# ---- the decode loop ---------------------------------------------------------------------------
 
 # Host syncs ("are all rows finished?", "are the logits finite?") cost ~nothing on CPU but stall a
 # GPU's queue, so there the loop looks only every few steps and trims the extra all-pad columns at
@@ -281,7 +137,7 @@ def stream(
     contains one (text, so `tokenizer` is needed). `do_sample=False` is greedy. Sampling parameters
     may be (B,) tensors, one value per prompt. `streamer(tokens)` is called with each step's (B,)
     tokens. `sampler` picks the sampling backend ("auto" | "torch" | "triton"), `compile=True`
-    compiles the decode step (`decode_step_for`). With `return_stats=True` the result is
+    compiles the decode step (minigpt/prefill_decode.py's `decode_step_for`). With `return_stats=True` the result is
     `(ids, GenerationStats)`.
 
     The arguments are checked here, at the call (a generator function would run nothing, its

@@ -12,7 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
-from minigpt.generate import GenerationStats, generate, prefill_mask, stream
+from minigpt.generate import GenerationStats, generate, stream
+from minigpt.prefill_decode import prefill_mask
 from minigpt.stop_strings import StopStrings, first_stop
 from minigpt.text_generation import generate_text, stream_text, text_pieces
 

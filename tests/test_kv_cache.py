@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from minigpt import GPT, GPTConfig
-from minigpt.generate import decode_step, positions_from_mask, prefill, prefill_mask
+from minigpt.prefill_decode import decode_step, positions_from_mask, prefill, prefill_mask
 from minigpt.kv_cache import KVCache, cache_length
 
 

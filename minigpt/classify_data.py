@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -21,11 +20,8 @@ import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
+from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
 
-if TYPE_CHECKING:  # a type hint only: finetune.py imports this module
-    from minigpt.finetune import FinetuneConfig
-
-VAL_FRACTION_DEFAULT = 0.1  # FinetuneConfig.val_fraction's default: other values are refused where unused
 
 
 def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:

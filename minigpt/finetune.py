@@ -21,11 +21,12 @@ The four classic strategies, cheapest first:
 The optimizer only ever sees trainable parameters, so its state (AdamW keeps two fp32 moments
 per parameter: 8 bytes each) shrinks with the strategy, and so does memory for gradients.
 
-`minigpt finetune` (`main`) runs it end to end with `train_loop` from minigpt/train.py, so resume,
-eval, logs, the loss plot and DDP are the training loop's: under `torchrun --nproc_per_node=N`
-each process draws its own micro-batches (N processes end where one does with the same
---grad-accum), frozen parameters take no part in DDP's gradient all-reduce, the processes split
-the accuracy evaluation, and rank 0 alone writes files (the lm task's tokens included).
+`minigpt finetune` (`main`) runs it end to end, from the settings in minigpt/finetune_config.py
+(`FinetuneConfig`), with `train_loop` from minigpt/train.py, so resume, eval, logs, the loss plot
+and DDP are the training loop's: under `torchrun --nproc_per_node=N` each process draws its own
+micro-batches (N processes end where one does with the same --grad-accum), frozen parameters take
+no part in DDP's gradient all-reduce, the processes split the accuracy evaluation, and rank 0
+alone writes files (the lm task's tokens included).
 Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm (LoRA
 merged in), a `GPT2ForSequenceClassification` for classify; `finetune_summary.json` holds the
 figures `scripts/compare_strategies.py` tabulates: the last evaluation, and the best val loss (and
@@ -36,68 +37,29 @@ from __future__ import annotations
 import copy
 import json
 import statistics
-from collections.abc import Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from minigpt.classifier import POOLINGS, GPTClassifier
-from minigpt.classify_data import (VAL_FRACTION_DEFAULT, accuracy, classification_loss, load_classification_data,
-                                   pad_right)
+from minigpt.classifier import GPTClassifier
+from minigpt.classify_data import accuracy, classification_loss, load_classification_data, pad_right
 from minigpt.cli import prog
-from minigpt.config import PRESETS
 from minigpt.data import load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
+from minigpt.finetune_config import (FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, SUMMARY_FILE, FinetuneConfig,
+                                     check_ignored_options, hidden_widths, target_names)
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, find_lora_targets, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.train import HALF_WEIGHTS_ERROR, build_model, lm_loss, train_loop
-from minigpt.train_config import TrainConfig, flag, parse_config
+from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, run_command, setup_runtime
 
-STRATEGIES = ("frozen", "partial", "full", "lora")
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
-FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none (its LM head is the "
-                   "pretrained, tied wte): nothing would train. Use 'lora', 'partial' or 'full' for lm")
-# The options that one strategy alone reads. Set for another strategy they would be ignored while
-# the user believes they took effect, so a value other than the default is refused instead.
-STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partial", "lora_rank": "lora",
-                    "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
-# What finetune's shape flags answer (train's --n-layer etc.): the shape is the --init checkpoint's.
-SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag"
-# The same for the options of one task.
-TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
-
-
-def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
-    """LoRA targets as a tuple: "c_attn, c_proj" (as the CLI's flag spells them) is two names, not its characters."""
-    return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
-
-
-def hidden_widths(spec: str) -> tuple[int, ...]:
-    """The classify head's hidden widths from the CLI's "512,256" ("": none, one linear layer)."""
-    try:
-        return tuple(int(w) for w in spec.split(",") if w.strip())
-    except ValueError:
-        raise ValueError(f"head_hidden must be comma-separated integer widths such as 256 or 512,256, got {spec!r}") from None
-
-
-def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict,
-                          typed: Collection[str] = ()) -> None:
-    """Refuse an option that the chosen strategy (or task) would ignore: one whose value in
-    `options` is not its default, or that was `typed` on the command line at any value, while
-    `owners` says another `kind` reads it."""
-    for name, owner in owners.items():
-        value, default = options[name], defaults[name]
-        if name == "lora_targets":
-            value, default = target_names(value), target_names(default)
-        if chosen != owner and (value != default or name in typed):
-            raise ValueError(f"{name}={options[name]!r} applies to {kind} {owner!r} only; {kind} {chosen!r} would ignore it "
-                             f"(leave {name} unset, or use {kind} {owner!r})")
 
 
 @dataclass
@@ -183,86 +145,6 @@ def apply_strategy(
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """What the optimizer should hold: frozen parameters get no AdamW state at all."""
     return [p for p in model.parameters() if p.requires_grad]
-
-
-# ---- `minigpt finetune`: data, model, loop, export ----------------------------------------------
-
-TASKS = ("lm", "classify")
-SUMMARY_FILE = "finetune_summary.json"
-
-
-@dataclass
-class FinetuneConfig(TrainConfig):
-    """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices."""
-
-    data: str = flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]")
-    out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
-                           f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
-    init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout) to start from; it fixes the model's shape; required")
-    # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
-    # they are not arguments, their flags only say why they are refused, and build_model reads
-    # None as "no override".
-    preset: str | None = field(default=None, init=False, metadata={"refused": (
-        f"fine-tuning takes the model's shape from --init, so it has no presets (they make fresh models for `minigpt train`: "
-        f"{', '.join(PRESETS)}); pass the checkpoint to start from as --init")})
-    n_layer: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
-    task: str = flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
-    strategy: str = flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
-    n_trainable_blocks: int = flag(1, "partial: how many of the last blocks train")
-    train_embeddings: bool = flag(False, "partial: also train wte, which GPT-2 ties to the LM head")
-    lora_rank: int = flag(8, "lora: rank r of each update B@A")
-    lora_alpha: float = flag(16.0, "lora: the update is scaled by alpha / r")
-    lora_dropout: float = flag(0.0, "lora: dropout on the adapters' input")
-    lora_targets: str = flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
-    pooling: str = flag("last", "classify: last (the last real token, as HF) or mean (average of real tokens)")
-    head_hidden: str = flag("", "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, as HF)")
-    num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
-    val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
-    val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given")
-    max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
-    max_val_examples: int | None = flag(None, "classify: evaluate on a seeded random subset of this many examples")
-    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt; default: --init)")
-    # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
-    lr: float = flag(3e-4, "peak learning rate, reached at the end of warmup")
-    min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")
-    warmup_iters: int = flag(20, "steps of linear warmup from 0 to lr")
-    max_iters: int = flag(300, "optimizer steps in the whole run")
-    eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
-
-    PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
-    COMMAND = "finetune"
-    KEPT_ON_RESUME = ("task", "strategy")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if self.task == "lm" and self.strategy == "frozen":
-            raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
-        self.refuse_ignored_options()  # before any data is read or model loaded, as every check here
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
-        hidden_widths(self.head_hidden)  # a malformed spec is refused before any work
-        if not self.init:
-            raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
-
-    def refuse_ignored_options(self, typed: Collection[str] = ()) -> None:
-        """A strategy's or a task's option set for another one is refused: set to a value other
-        than its default, or typed on the command line (`typed`, from parse_config) at any value,
-        so that `--strategy partial --lora-rank 8` does not run as if the rank did something."""
-        defaults = {f.name: f.default for f in fields(self)}
-        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed)
-        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed)
 
 
 def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:

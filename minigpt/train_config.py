@@ -9,7 +9,7 @@ with that reason. `parse_config` reads the command line, and with --resume takes
 settings as the defaults.
 
 Where it sits: read by `minigpt train` (minigpt/train.py, whose `train_loop` runs on the config)
-and `minigpt finetune` (minigpt/finetune.py, whose `FinetuneConfig` extends `TrainConfig`).
+and `minigpt finetune` (minigpt/finetune.py; its `FinetuneConfig`, in minigpt/finetune_config.py, extends `TrainConfig`).
 """
 from __future__ import annotations
 

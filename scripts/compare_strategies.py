@@ -42,7 +42,7 @@ def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
     """The flags after `--` that `strategy` reads: `minigpt finetune` refuses one that its strategy
     would ignore (--lora-rank for partial, --n-trainable-blocks for lora, ...), but one command line
     here serves every run, so each run gets only its own strategy's options."""
-    from minigpt.finetune import STRATEGY_OPTIONS
+    from minigpt.finetune_config import STRATEGY_OPTIONS
 
     switches = {"train_embeddings"}  # boolean flags, --x or --no-x: no value follows them
     foreign = {}  # flag → option, for the options of the other strategies

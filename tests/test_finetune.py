@@ -10,8 +10,9 @@ import torch
 
 from minigpt import GPT, GPTConfig
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import VAL_FRACTION_DEFAULT, accuracy, load_classification_data, read_tsv
-from minigpt.finetune import STRATEGIES, FinetuneConfig, apply_strategy, best_evaluations, trainable_parameters
+from minigpt.classify_data import accuracy, load_classification_data, read_tsv
+from minigpt.finetune import apply_strategy, best_evaluations, trainable_parameters
+from minigpt.finetune_config import STRATEGIES, VAL_FRACTION_DEFAULT, FinetuneConfig
 from minigpt.lora import LoRALinear
 from test_train import torchrun
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minigpt.prefill_decode import DecodeState
 from minigpt.generate_args import check_finite
+from minigpt.prefill_decode import DecodeState
 from minigpt.sampling import penalize, penalties_on, token_counts
 from minigpt.stats import Clock, GenerationStats
 

@@ -55,7 +55,8 @@ from minigpt.lora import DEFAULT_TARGETS, LoRALinear, find_lora_targets, inject_
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
-from minigpt.train import HALF_WEIGHTS_ERROR, build_model, lm_loss, train_loop
+from minigpt.optimizer import HALF_WEIGHTS_ERROR
+from minigpt.train import build_model, lm_loss, train_loop
 from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, run_command, setup_runtime
 

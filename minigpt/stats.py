@@ -1,16 +1,19 @@
-"""Measuring generation: time to first token, time per output token, tokens/s and memory.
+"""Measuring a run: generation's time to first token, time per output token and tokens/s, memory,
+and training's model FLOPs utilisation (MFU).
 
 Where it sits: beside the decode loop (minigpt/generate.py's `decode_loop`, minigpt/beam_search.py),
 which reads a `Clock` before prefill, after the first token and after the last step, and returns
-what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`).
-Fine-tuning reports `peak_memory_bytes` too (minigpt/finetune.py).
+what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`); and
+beside the training loop (minigpt/train.py), which logs MFU: the FLOPs its tokens/s amount to
+(`gpt_flops_per_token`) over the GPU's peak (`peak_flops`). Fine-tuning reports
+`peak_memory_bytes` too (minigpt/finetune.py).
 
 Why the clock syncs the device: on a GPU, PyTorch only *queues* kernels and returns at once, so
 `time.perf_counter()` alone would time the queueing, not the work. `Clock` waits for the queue
 to drain (`torch.cuda.synchronize()`) before it reads the time. It is read only at the phase
 boundaries, never once per step: a sync per step would stall the very loop it measures.
 
-What it does not measure: each step's own time (TPOT is the mean over the decode steps), or energy.
+What it does not measure: each decode step's own time (TPOT is the mean over the decode steps), or energy.
 """
 from __future__ import annotations
 
@@ -19,6 +22,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+
+# Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU. The first
+# key found in the device name wins, so "H100 PCIe" and "H100 NVL" must come before plain "H100".
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
 @dataclass
@@ -80,3 +90,22 @@ class Clock:
         if self.cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The GPU's dense bf16 peak FLOP/s from PEAK_BF16_FLOPS; None off CUDA or for a GPU not listed."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def gpt_flops_per_token(config: GPTConfig, block_size: int) -> float:
+    """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix B.
+
+    6 per parameter (2 forward, 4 backward) plus attention's scores and weighted sum, which
+    grow with the context: 12 · n_layer · n_embd · T.
+    """
+    with torch.device("meta"):  # shapes only: count without allocating
+        n = GPT(config).num_params(exclude_embeddings=True)  # wpe is a lookup, not a matmul
+    return 6 * n + 12 * config.n_layer * config.n_embd * block_size

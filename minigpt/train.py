@@ -16,7 +16,8 @@ drawn with a generator seeded by `seed_for(seed, TRAIN_STREAM, s, g)`, and its d
 and a resumed run, or a run on a different number of processes, draws exactly the same numbers.
 
 The config of a run (`TrainConfig`) and the command-line flags built from its fields are
-minigpt/train_config.py. What a run leaves in OUT_DIR (checkpoints, training_state.pt, log.jsonl,
+minigpt/train_config.py; the optimizer (AdamW's weight-decay groups) and the learning-rate
+schedule are minigpt/optimizer.py. What a run leaves in OUT_DIR (checkpoints, training_state.pt, log.jsonl,
 loss.png), and how `--resume` reads it back, is minigpt/run_dir.py. Its processes (torchrun / DDP)
 and device, how a signal stops it, and its exit codes are minigpt/train_runtime.py.
 """
@@ -42,62 +43,17 @@ from minigpt.config import GPTConfig
 from minigpt.data import load_splits, read_meta, sample_batch
 from minigpt.files import atomic_path, atomic_write_text
 from minigpt.model import GPT
+from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.run_dir import LOG_FILE, append_log, check_out_dir, plot_log, restore, save_checkpoint, truncate_log
+from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
 from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, run_command, setup_runtime
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
-# AdamW moves each weight by about lr per step (its update is normalised to ~1), but a 16-bit
-# float holds a weight only to 1 part in 2**8 (bfloat16) or 2**11 (float16): a smaller change
-# rounds away. In bfloat16 at lr 6e-4 a LayerNorm gain (1.0, spacing 2**-7) never moves at all.
-# Mixed precision keeps float32 master weights and runs only the math in 16 bits (autocast).
-HALF_WEIGHTS_ERROR = ("the weights to train are {dtype}: AdamW's small updates (about lr each) round away in {dtype} "
-                      "(float16 also overflows to NaN), so weights would silently not train. Keep them in float32 "
-                      "(model.float(), or GPT.from_pretrained(path, dtype=torch.float32)) and get 16-bit speed from "
-                      "autocast: TrainConfig(dtype='bfloat16'), --dtype bfloat16 on the command line")
-# Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU. The first
-# key found in the device name wins, so "H100 PCIe" and "H100 NVL" must come before plain "H100".
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
 # ---- the pieces of one step ---------------------------------------------------------------------
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at lr_decay_iters, then flat.
-
-    Warmup: Adam's second-moment estimates are noise for the first steps, so large steps then
-    can throw the weights somewhere bad. Cosine: big steps while far from a minimum, small ones
-    near it.
-    """
-    decay_end = cfg.lr_decay_iters or cfg.max_iters
-    if step < cfg.warmup_iters:
-        return cfg.lr * (step + 1) / cfg.warmup_iters
-    if step >= decay_end:
-        return cfg.min_lr
-    progress = (step - cfg.warmup_iters) / max(1, decay_end - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, in two weight-decay groups.
-
-    Decayed: the matrices of the matmuls (attention and MLP weights, or any head's Linear).
-    Not decayed: biases and LayerNorm gains (one number per channel: shrinking them towards 0
-    only fights the normalisation) and embeddings (wte, wpe). wte is also the tied LM head, but
-    it is first a lookup table: decoupled decay shrinks *every* row at every step, while a rare
-    token's row gets a gradient only when that token appears, so its embedding would fade.
-    Frozen parameters (requires_grad=False) are left out, so the optimizer holds no state for them.
-    """
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates every tensor in one pass instead of a chain of elementwise ops.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))
 
 
 def seed_for(*parts: int) -> int:
@@ -108,24 +64,6 @@ def seed_for(*parts: int) -> int:
 def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy; y holds the next tokens (B, T), IGNORE_INDEX (-100) = skip."""
     return model(x, y)[1]
-
-
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-
-
-def gpt_flops_per_token(config: GPTConfig, block_size: int) -> float:
-    """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix B.
-
-    6 per parameter (2 forward, 4 backward) plus attention's scores and weighted sum, which
-    grow with the context: 12 · n_layer · n_embd · T.
-    """
-    with torch.device("meta"):  # shapes only: count without allocating
-        n = GPT(config).num_params(exclude_embeddings=True)  # wpe is a lookup, not a matmul
-    return 6 * n + 12 * config.n_layer * config.n_embd * block_size
 
 
 # ---- the loop -----------------------------------------------------------------------------------

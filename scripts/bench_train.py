@@ -25,7 +25,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import resolve_device
-from minigpt.train import build_optimizer, gpt_flops_per_token, peak_flops
+from minigpt.optimizer import build_optimizer
+from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.train_config import TrainConfig
 
 CONFIGS = {"small": dict(n_layer=4, n_head=4, n_embd=256), "124M": dict(n_layer=12, n_head=12, n_embd=768)}

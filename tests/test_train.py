@@ -26,7 +26,8 @@ from minigpt.checkpoint import INDEX_NAME
 from minigpt import GPT
 from minigpt.data import load_tokens
 from minigpt.run_dir import STATE_FILE
-from minigpt.train import TrainingDiverged, lr_at, pretrain
+from minigpt.optimizer import lr_at
+from minigpt.train import TrainingDiverged, pretrain
 from minigpt.train_config import TrainConfig, add_config_flags, flag, parse_config
 
 VOCAB = 64

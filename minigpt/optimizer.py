@@ -1,0 +1,64 @@
+"""The optimizer of a training run: AdamW, its two weight-decay groups, and the learning-rate schedule.
+
+Where it sits: in each step of the training loop (minigpt/train.py's `train_step`): loss →
+backward → gradients (clipped) → **AdamW at lr_at(step)** → new weights. Fine-tuning
+(minigpt/finetune.py) uses the same optimizer on the parameters its strategy leaves trainable.
+
+AdamW keeps two moments per parameter (8 bytes in fp32), divides each step by the running RMS
+of the gradient, so every weight moves by about lr whatever its gradient's scale, and applies
+weight decay *decoupled* from that normalisation (shrinking the weight itself, not adding to
+the gradient). Which weights decay, and why the weights to train must stay in float32, is below.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from minigpt.train_config import TrainConfig
+
+# AdamW moves each weight by about lr per step (its update is normalised to ~1), but a 16-bit
+# float holds a weight only to 1 part in 2**8 (bfloat16) or 2**11 (float16): a smaller change
+# rounds away. In bfloat16 at lr 6e-4 a LayerNorm gain (1.0, spacing 2**-7) never moves at all.
+# Mixed precision keeps float32 master weights and runs only the math in 16 bits (autocast).
+HALF_WEIGHTS_ERROR = ("the weights to train are {dtype}: AdamW's small updates (about lr each) round away in {dtype} "
+                      "(float16 also overflows to NaN), so weights would silently not train. Keep them in float32 "
+                      "(model.float(), or GPT.from_pretrained(path, dtype=torch.float32)) and get 16-bit speed from "
+                      "autocast: TrainConfig(dtype='bfloat16'), --dtype bfloat16 on the command line")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at lr_decay_iters, then flat.
+
+    Warmup: Adam's second-moment estimates are noise for the first steps, so large steps then
+    can throw the weights somewhere bad. Cosine: big steps while far from a minimum, small ones
+    near it.
+    """
+    decay_end = cfg.lr_decay_iters or cfg.max_iters
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / cfg.warmup_iters
+    if step >= decay_end:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_iters) / max(1, decay_end - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, in two weight-decay groups.
+
+    Decayed: the matrices of the matmuls (attention and MLP weights, or any head's Linear).
+    Not decayed: biases and LayerNorm gains (one number per channel: shrinking them towards 0
+    only fights the normalisation) and embeddings (wte, wpe). wte is also the tied LM head, but
+    it is first a lookup table: decoupled decay shrinks *every* row at every step, while a rare
+    token's row gets a gradient only when that token appears, so its embedding would fade.
+    Frozen parameters (requires_grad=False) are left out, so the optimizer holds no state for them.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel updates every tensor in one pass instead of a chain of elementwise ops.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))

@@ -89,6 +89,22 @@ def estimate_val_loss(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) ->
     return (total[0] / total[1]).item()
 
 
+def evaluate(fwd: nn.Module, raw: nn.Module, cfg, get_batch, loss_fn, rt: Runtime, bytes_per_token: float | None,
+             eval_fn: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
+    """One evaluation: val loss (of the compiled model `fwd`), perplexity, bits per byte when
+    `bytes_per_token` is known, and `eval_fn`'s metrics (on the plain model `raw`)."""
+    val_loss = estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)
+    # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
+    record = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
+    if bytes_per_token:
+        # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable across
+        # tokenizers, unlike perplexity.
+        record["val_bpb"] = val_loss / math.log(2) / bytes_per_token
+    if eval_fn is not None:
+        record.update(eval_fn(raw))
+    return record
+
+
 def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, torch.Tensor | None, int]:
     """One optimizer step: cfg.grad_accum micro-batches → averaged gradients → clip → AdamW.
 
@@ -231,18 +247,10 @@ def train_loop(
 
             stop = stop_signal.agreed(rt)
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
-                val_loss = estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)
-                # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
-                record = {"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
-                if bytes_per_token:
-                    # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable
-                    # across tokenizers, unlike perplexity.
-                    record["val_bpb"] = val_loss / math.log(2) / bytes_per_token
-                if eval_fn is not None:
-                    record.update(eval_fn(raw))
+                record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
                 metrics.update(record)
-                if val_loss < best:
-                    best = val_loss
+                if record["val_loss"] < best:
+                    best = record["val_loss"]
                     if rt.is_main:
                         save_fn(raw, out / "best")
                         atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")

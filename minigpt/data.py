@@ -29,7 +29,8 @@ import torch
 from tqdm import tqdm
 
 from minigpt.files import atomic_path, atomic_write_text, read_text
-from minigpt.tokenizer import SAFE_CUT, Tokenizer, safe_pieces
+from minigpt.pretokenize import SAFE_CUT, safe_pieces
+from minigpt.tokenizer import Tokenizer
 
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
@@ -42,7 +43,7 @@ CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against voc
 
 def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
     """Yield (chunk, ids) for each ~chunk_chars piece of text, cut where the cut cannot change the
-    ids (minigpt.tokenizer.safe_pieces): the ids joined are tokenizer.encode(text) with special
+    ids (minigpt.pretokenize.safe_pieces): the ids joined are tokenizer.encode(text) with special
     tokens allowed (<|endoftext|> written in the text becomes its id)."""
     for chunk in safe_pieces(text, chunk_chars):
         yield chunk, tokenizer.encode_batch([chunk], allowed_special="all")[0]  # on every core
@@ -53,7 +54,7 @@ def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[in
 
 
 def _cut_point(text: str, val_fraction: float) -> int:
-    """Where the validation part of one file starts: the first safe cut (minigpt.tokenizer.SAFE_CUT) at or after
+    """Where the validation part of one file starts: the first safe cut (minigpt.pretokenize.SAFE_CUT) at or after
     (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
     A text with no line break after that point is cut there, mid-line."""
     target = int(len(text) * (1 - val_fraction))

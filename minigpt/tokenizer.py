@@ -3,7 +3,8 @@
 Where it sits: **text → Tokenizer.encode → ids** → GPT → logits → ... → KV-cache decode loop →
 **Tokenizer.decode → text**.
 
-Three steps turn text into ids, each with one home below:
+Three steps turn text into ids; the first two, which happen before any merge, are
+minigpt/pretokenize.py, the third is this file:
 1. **Bytes.** Text is UTF-8 encoded, so every string is a sequence over 256 symbols: there is no
    "unknown token", any text (emoji, CJK, control characters) can be encoded.
 2. **Pre-tokenization.** GPT-2's regex cuts the text into chunks: a word with its leading space,
@@ -32,7 +33,6 @@ from __future__ import annotations
 import heapq
 import operator
 import os
-import re
 from collections.abc import Collection, Iterable, Sequence
 from itertools import chain, repeat
 from pathlib import Path
@@ -41,71 +41,13 @@ from typing import Literal
 import regex
 
 from minigpt.files import read_text
+from minigpt.pretokenize import (BYTE_TO_CHAR, CHAR_TO_BYTE, safe_pieces, split_text, str_to_token, token_to_str,
+                                 without_surrogates)
 
 # GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
 
-# ---- 1. The byte-level alphabet -----------------------------------------------------------------
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table from each of the 256 byte values to one printable character.
-
-    vocab.json and merges.txt are text files, and merges.txt separates a pair's two halves with a
-    space, so a token's raw bytes cannot be written as they are: a space, a newline or a control
-    byte would break the format. GPT-2 keeps the 188 printable Latin-1 bytes as themselves and moves
-    the other 68 (control bytes, space, ...) to the characters 256, 257, ... in byte order. Space
-    (0x20) is the 33rd byte moved, so it becomes chr(256 + 32) = 'Ġ' and " the" is stored as "Ġthe";
-    newline becomes 'Ċ'. The table's order is also the order of GPT-2's first 256 ids ('!' is 0).
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in printable}
-    moved = [b for b in range(256) if b not in table]
-    table.update({b: chr(256 + i) for i, b in enumerate(moved)})
-    return table
-
-
-BYTE_TO_CHAR = bytes_to_unicode()
-CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
-
-
-def token_to_str(token: bytes) -> str:
-    """A token's bytes as written in vocab.json / merges.txt ('Ġthe')."""
-    return "".join(BYTE_TO_CHAR[b] for b in token)
-
-
-def str_to_token(s: str) -> bytes:
-    return bytes(CHAR_TO_BYTE[c] for c in s)
-
-
-# ---- 2. Pre-tokenization: GPT-2's split pattern -----------------------------------------------
-
-GPT2_SPLIT_BRANCHES = [
-    r"'s|'t|'re|'ve|'m|'ll|'d",  # English contractions, lower case only: "don't" → "don" "'t", but "DON'T" → "DON" "'" "T"
-    r" ?\p{L}+",  # a run of letters in any script, with at most one leading space: " hello", " こんにちは"
-    r" ?\p{N}+",  # a run of digits / numerals, with at most one leading space: " 2024"
-    r" ?[^\s\p{L}\p{N}]+",  # punctuation, symbols and emoji, with at most one leading space: " ...", " 🙂"
-    r"\s+(?!\S)",  # whitespace, leaving its last space to the next word: "a   b" → "a" "  " " b"
-    r"\s+",  # the rest: one whitespace character before a non-space ("\n", "\t", U+00A0; " ?" took " ")
-]
-GPT2_SPLIT_PATTERN = "|".join(GPT2_SPLIT_BRANCHES)
-_SPLIT = regex.compile(GPT2_SPLIT_PATTERN)
-
-# The same rules for pure-ASCII text, in the standard library's `re`, which scans about twice as
-# fast as `regex`. Whitespace is spelled out: Unicode (and so GPT-2) does not count \x1c-\x1f as
-# whitespace, but `re`'s \s would.
-_WS = r"\t\n\x0b\x0c\r "
-_ASCII_SPLIT = re.compile(
-    rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
-)
-
-
-def split_text(text: str) -> list[str]:
-    """Cut text into the chunks that BPE merges inside of. The chunks cover the text exactly."""
-    return (_ASCII_SPLIT if text.isascii() else _SPLIT).findall(text)
-
-
-# ---- 3. Merging -------------------------------------------------------------------------------
+# ---- 3. Merging (steps 1 and 2, bytes and chunks, are minigpt/pretokenize.py) ---------------------
 
 
 class _ChunkCache(dict):
@@ -135,35 +77,6 @@ PIECE_CHARS = 1 << 12
 # Chunks of more bytes than this are merged by `_bpe_long`: its heap is faster from ~16 bytes on,
 # and unlike `_bpe`'s rescans it stays fast on a 50 kB "word" (most words of real text are ~5 bytes).
 _LONG_CHUNK = 32
-# Where text can be cut without changing a single token: just before a newline that follows a
-# non-space character. No chunk of GPT-2's pattern spans that point (only whitespace chunks hold a
-# newline, and the character before is not whitespace), and how the text from the newline on is
-# split depends only on what follows it. So encoding the parts separately gives exactly the ids
-# of encoding the whole. (Cutting *after* a newline is not safe: "a\n\nb" splits its "\n\n" as
-# "\n" + "\n" because a non-space follows, but an "a\n\n" that ends a piece keeps "\n\n".)
-SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
-
-
-def safe_pieces(text: str, size: int) -> list[str]:
-    """Cut text into pieces of about `size` characters or more, each ending at a SAFE_CUT, so that
-    the pieces' ids joined are the text's ids; "".join(pieces) == text. Used to spread one long
-    document over several processes, and by minigpt/data.py to encode a corpus in parts."""
-    pieces, start = [], 0
-    while len(text) - start > size:
-        cut = SAFE_CUT.search(text, start + size)  # the lookbehind sees the character before too
-        if cut is None:
-            break
-        pieces.append(text[start : cut.start()])
-        start = cut.start()
-    pieces.append(text[start:])
-    return pieces
-
-
-def without_surrogates(text: str) -> str:
-    """A str can hold surrogates, which have no UTF-8 bytes: JSON's "\\ud83d" escapes, or the bytes
-    of a non-UTF-8 command line (sys.argv). tiktoken's fix-up, for the same ids: a surrogate pair
-    becomes its character, a lone surrogate U+FFFD (so decode gives U+FFFD)."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class Tokenizer:

@@ -21,7 +21,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from minigpt.tokenizer import PIECE_CHARS, AllowedSpecial, safe_pieces
+from minigpt.pretokenize import safe_pieces
+from minigpt.tokenizer import PIECE_CHARS, AllowedSpecial
 
 if TYPE_CHECKING:
     from minigpt.tokenizer import Tokenizer

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from minigpt.config import GPT2_SIZES
 from minigpt.files import atomic_write_text, read_json, read_text
-from minigpt.tokenizer import CHAR_TO_BYTE, GPT2_DIR, Tokenizer, str_to_token, token_to_str
+from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
+from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
 TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]

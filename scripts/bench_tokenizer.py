@@ -23,7 +23,8 @@ import tiktoken
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, Tokenizer
+from minigpt.pretokenize import GPT2_SPLIT_PATTERN
+from minigpt.tokenizer import GPT2_DIR, Tokenizer
 from minigpt.tokenizer_batch import available_cpus
 
 DATA = Path("/work/shared/data")

@@ -11,7 +11,7 @@ import torch
 
 import minigpt.data
 from minigpt.data import encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch
-from minigpt.tokenizer import safe_pieces
+from minigpt.pretokenize import safe_pieces
 from minigpt.tokenizer import Tokenizer
 
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"

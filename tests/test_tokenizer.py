@@ -20,11 +20,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import minigpt.pretokenize as pretokenize
 import minigpt.tokenizer as tokmod
 import minigpt.tokenizer_batch as batchmod
 import minigpt.tokenizer_cli as climod
 from minigpt import Tokenizer
-from minigpt.tokenizer import GPT2_DIR, GPT2_SPLIT_PATTERN, BYTE_TO_CHAR, split_text, str_to_token
+from minigpt.pretokenize import BYTE_TO_CHAR, GPT2_SPLIT_PATTERN, split_text, str_to_token
+from minigpt.tokenizer import GPT2_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 EOT = "<|endoftext|>"
@@ -127,7 +129,7 @@ def test_hypothesis_unicode_matches_tiktoken_and_round_trips(tok, enc, text):
 @given(st.text(st.characters(max_codepoint=127), max_size=24))
 def test_ascii_fast_path_splits_like_gpt2_pattern(text):
     assert text.isascii()
-    assert split_text(text) == tokmod._SPLIT.findall(text)
+    assert split_text(text) == pretokenize._SPLIT.findall(text)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -385,7 +387,7 @@ def test_full_chunk_cache_is_cleared_not_wrong(monkeypatch):
 
 def test_safe_pieces_do_not_change_ids(tok):
     text = "a \n\nb\n c\n\n\n  d.\nee\n" * 300
-    pieces = tokmod.safe_pieces(text, 50)
+    pieces = pretokenize.safe_pieces(text, 50)
     assert len(pieces) > 10 and "".join(pieces) == text
     assert sum((tok.encode(p) for p in pieces), []) == tok.encode(text)
 

@@ -1,0 +1,111 @@
+"""Before BPE merges anything: text as bytes, and GPT-2's cut of the text into chunks.
+
+Where it sits: **text → bytes → chunks** → BPE merges inside each chunk (minigpt/tokenizer.py)
+→ ids. These are steps 1 and 2 of the three in minigpt/tokenizer.py's docstring:
+1. **The byte-level alphabet.** BPE works on UTF-8 bytes, and GPT-2's files write each byte as
+   one printable character (`bytes_to_unicode`: why a space is 'Ġ').
+2. **Pre-tokenization.** GPT-2's regex cuts the text into chunks (`split_text`); merges never
+   cross a chunk boundary.
+And one consequence of the pattern: where a long text can be cut so that its parts encode to
+exactly the ids of the whole (`safe_pieces`), which lets encoding spread over processes.
+
+Learning merges (minigpt/bpe_train.py) splits its training text with the same `split_text`.
+What this file does not do: other split patterns (GPT-4's cl100k), Unicode normalization.
+"""
+from __future__ import annotations
+
+import re
+
+import regex
+
+# ---- 1. The byte-level alphabet -----------------------------------------------------------------
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from each of the 256 byte values to one printable character.
+
+    vocab.json and merges.txt are text files, and merges.txt separates a pair's two halves with a
+    space, so a token's raw bytes cannot be written as they are: a space, a newline or a control
+    byte would break the format. GPT-2 keeps the 188 printable Latin-1 bytes as themselves and moves
+    the other 68 (control bytes, space, ...) to the characters 256, 257, ... in byte order. Space
+    (0x20) is the 33rd byte moved, so it becomes chr(256 + 32) = 'Ġ' and " the" is stored as "Ġthe";
+    newline becomes 'Ċ'. The table's order is also the order of GPT-2's first 256 ids ('!' is 0).
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    moved = [b for b in range(256) if b not in table]
+    table.update({b: chr(256 + i) for i, b in enumerate(moved)})
+    return table
+
+
+BYTE_TO_CHAR = bytes_to_unicode()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+def token_to_str(token: bytes) -> str:
+    """A token's bytes as written in vocab.json / merges.txt ('Ġthe')."""
+    return "".join(BYTE_TO_CHAR[b] for b in token)
+
+
+def str_to_token(s: str) -> bytes:
+    return bytes(CHAR_TO_BYTE[c] for c in s)
+
+
+# ---- 2. Pre-tokenization: GPT-2's split pattern -----------------------------------------------
+
+GPT2_SPLIT_BRANCHES = [
+    r"'s|'t|'re|'ve|'m|'ll|'d",  # English contractions, lower case only: "don't" → "don" "'t", but "DON'T" → "DON" "'" "T"
+    r" ?\p{L}+",  # a run of letters in any script, with at most one leading space: " hello", " こんにちは"
+    r" ?\p{N}+",  # a run of digits / numerals, with at most one leading space: " 2024"
+    r" ?[^\s\p{L}\p{N}]+",  # punctuation, symbols and emoji, with at most one leading space: " ...", " 🙂"
+    r"\s+(?!\S)",  # whitespace, leaving its last space to the next word: "a   b" → "a" "  " " b"
+    r"\s+",  # the rest: one whitespace character before a non-space ("\n", "\t", U+00A0; " ?" took " ")
+]
+GPT2_SPLIT_PATTERN = "|".join(GPT2_SPLIT_BRANCHES)
+_SPLIT = regex.compile(GPT2_SPLIT_PATTERN)
+
+# The same rules for pure-ASCII text, in the standard library's `re`, which scans about twice as
+# fast as `regex`. Whitespace is spelled out: Unicode (and so GPT-2) does not count \x1c-\x1f as
+# whitespace, but `re`'s \s would.
+_WS = r"\t\n\x0b\x0c\r "
+_ASCII_SPLIT = re.compile(
+    rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
+)
+
+
+def split_text(text: str) -> list[str]:
+    """Cut text into the chunks that BPE merges inside of. The chunks cover the text exactly."""
+    return (_ASCII_SPLIT if text.isascii() else _SPLIT).findall(text)
+
+
+# ---- Safe cuts: encoding a long text in parts --------------------------------------------------
+
+# Where text can be cut without changing a single token: just before a newline that follows a
+# non-space character. No chunk of GPT-2's pattern spans that point (only whitespace chunks hold a
+# newline, and the character before is not whitespace), and how the text from the newline on is
+# split depends only on what follows it. So encoding the parts separately gives exactly the ids
+# of encoding the whole. (Cutting *after* a newline is not safe: "a\n\nb" splits its "\n\n" as
+# "\n" + "\n" because a non-space follows, but an "a\n\n" that ends a piece keeps "\n\n".)
+SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
+
+
+def safe_pieces(text: str, size: int) -> list[str]:
+    """Cut text into pieces of about `size` characters or more, each ending at a SAFE_CUT, so that
+    the pieces' ids joined are the text's ids; "".join(pieces) == text. Used to spread one long
+    document over several processes, and by minigpt/data.py to encode a corpus in parts."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = SAFE_CUT.search(text, start + size)  # the lookbehind sees the character before too
+        if cut is None:
+            break
+        pieces.append(text[start : cut.start()])
+        start = cut.start()
+    pieces.append(text[start:])
+    return pieces
+
+
+def without_surrogates(text: str) -> str:
+    """A str can hold surrogates, which have no UTF-8 bytes: JSON's "\\ud83d" escapes, or the bytes
+    of a non-UTF-8 command line (sys.argv). tiktoken's fix-up, for the same ids: a surrogate pair
+    becomes its character, a lone surrogate U+FFFD (so decode gives U+FFFD)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

@@ -10,8 +10,8 @@ distribution after every stage. The order is transformers': temperature → top-
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
 - The draw (`draw`; `sample` is filters + draw) picks one token per row: the argmax when
-  temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1), which
-  needs no sort and no host sync, unlike `torch.multinomial`.
+  temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1): what
+  `torch.multinomial` does inside for one sample, minus its validity check, which can wait on the host.
 
 Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row).
 The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
@@ -268,9 +268,9 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
     """The exponential race: token = argmax(p / E). Returns (B,) int64.
 
     If E_i ~ Exp(1), then E_i / p_i ~ Exp(p_i), and the smallest of independent exponentials is
-    token i with probability p_i / Σp — exactly a draw from p. So one argmax replaces the
-    cumulative-sum search of `torch.multinomial`, with no host sync. Rows with temperature 0
-    take the plain argmax of the logits.
+    token i with probability p_i / Σp — exactly a draw from p. `torch.multinomial(p, 1)` runs
+    this same race after checking that p is a valid distribution, a check that can wait on the
+    host; `sample` marks bad rows on the device instead. Rows with temperature 0 take the argmax.
     """
     t = _rows(temperature, logits)
     if not isinstance(t, torch.Tensor) and t == 0:

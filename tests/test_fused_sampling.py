@@ -269,6 +269,26 @@ def test_the_inverse_cdf_never_picks_a_zero_weight(device: str):
 
 @on_devices
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_the_search_separates_neighbouring_floats_far_below_the_bracket(device: str, splits: int):
+    """A pass cuts the bracket 4- or 8-fold in *value*, not in representable floats. The two top
+    logits here are neighbouring floats just above fp32's smallest normal (2^-126, 2^-149 apart)
+    and the bracket starts ~80 wide: ~155 halvings, over 50 passes. A search stopped early
+    (MAX_PASSES was 48) keeps both, so top_k=1 (or a tiny top_p) drew the smaller one too."""
+    from minigpt.kernels.sampling import fused_sample
+
+    tiny = torch.finfo(torch.float32).tiny
+    row = torch.full((16,), -80.0)
+    row[3], row[9] = tiny, torch.nextafter(torch.tensor(tiny), torch.tensor(1.0))
+    B = 16
+    logits = row.expand(B, -1).contiguous().to(device)
+    for k, top_p in ((1, 1.0), (0, 1e-6)):
+        p = params([(1.0, k, top_p, 0.0)] * B, device)
+        tokens = fused_sample(logits, **p, **seed_offset(0, 0, device), splits=splits).cpu()
+        assert tokens.tolist() == [9] * B, f"top_k={k}, top_p={top_p}: {tokens.tolist()}"
+
+
+@on_devices
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
 def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str, splits: int):
     from minigpt.kernels.sampling import fused_sample
 

@@ -93,7 +93,11 @@ from minigpt import sampling
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e); exp2 is the GPU's native instruction
 MIN_TEMPERATURE = tl.constexpr(sampling.MIN_TEMPERATURE)  # the torch path's floor: below it, sampling is argmax anyway
 UNDERFLOW_LOG2 = tl.constexpr(126.0)  # exp2(-126) is fp32's smallest normal: tokens further below never win
-MAX_PASSES = tl.constexpr(48)  # a search cuts its bracket ≥ 2-fold a pass, so 32-bit floats need far fewer
+# A pass cuts the bracket ≥ 4-fold in value, not in representable floats: from fp32's widest span
+# (< 2^129) to its finest spacing (2^-149) is 278 halvings, so 140 passes always end a search
+# (at 48, neighbouring floats near 1e-38 under an 80-wide bracket stayed unseparated). Real rows
+# stop after a handful.
+MAX_PASSES = tl.constexpr(140)
 DEFAULT_BLOCK = 1024  # elements per load; the scratch list holds 2 · BLOCK candidates
 # Loads issued together per streaming step (one SM streams a whole row, so loads in flight hide
 # memory latency). On an H100, 4, 8 and 16 were within ~10 % of each other: passes are compute-bound.

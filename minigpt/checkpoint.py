@@ -179,7 +179,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
 def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tensor]:
     """dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm or head among
     float16 weights); the model computes in one, so the odd ones out take that of `bulk` (the
-    embeddings: the bulk of the weights)."""
+    token embeddings, whose dtype stands for the bulk of the weights)."""
     dtype = state[bulk].dtype
     return {key: t.to(dtype) for key, t in state.items()}
 
@@ -254,7 +254,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], dest: Path) -> None:
     Streaming it tensor by tensor means a save never needs a second, CPU-side copy of the model
     (safetensors' own `save_file` wants every tensor contiguous on the CPU at once).
     """
-    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}  # transformers requires format=pt
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}  # older transformers refuse a file without it
     offset = 0
     for name, t in tensors.items():
         if t.dtype not in SAFETENSORS_DTYPES:

@@ -2,7 +2,8 @@
 
 Where it sits: `train_loop` (minigpt/train.py) trains; this file is what it leaves on disk, and
 what `--resume` reads back. Every file is written atomically (minigpt/files.py's `atomic_path`),
-so a crash at any moment leaves the previous version whole, never half of a new one.
+so a crash at any moment leaves the previous version whole, never half of a new one; log.jsonl
+alone is appended a record at a time, and `read_log` drops a torn last record.
 
 OUT_DIR layout:
     config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)

@@ -77,7 +77,9 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     if dtype_name == "auto":
         dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     if dtype_name == "float16" and device.type != "cuda":
-        raise ValueError("dtype float16 needs a GPU (its GradScaler is CUDA-only); use bfloat16 or float32 on CPU")
+        # (Not that it could not run: torch.amp.GradScaler("cpu") exists (torch 2.13 runs it). On a CPU,
+        # bfloat16 does the same job with float32's range, so it needs no loss scaling at all.)
+        raise ValueError("dtype float16 needs a GPU here; on CPU use bfloat16 (float32's range, no loss scaling) or float32")
     return Runtime(rank, world, device, getattr(torch, dtype_name))
 
 

@@ -9,8 +9,8 @@ The idea (Hu et al., 2021): the change a fine-tune makes to a weight W (out, in)
 so learn it as ΔW = B @ A with A (r, in) and B (out, r), r ≪ min(in, out). W stays frozen; only
 A and B train, r·(in + out) numbers instead of in·out. B starts at zero, so before the first step
 the wrapped layer computes exactly what the pretrained one did. The update is scaled by
-alpha / r, so changing the rank does not change how big the update's initial steps are and the
-learning rate can stay put.
+alpha / r, which the paper found spares retuning the learning rate when the rank changes (only
+roughly: rsLoRA, Kalajdzievski 2023, shows alpha / sqrt(r) keeps the step size rank-independent).
 
 Not handled: unmerging (merge is one-way, for export), and adapters on the embeddings.
 """

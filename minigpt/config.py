@@ -28,8 +28,8 @@ PRESETS: dict[str, dict] = {
 # The names OpenAI's four sizes go by (on the Hub: openai-community/NAME); one tokenizer serves all.
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
-# GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (older files),
-# "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
+# GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
+# and what OpenAI's checkpoints say), "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
 # logits, so it is refused.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 

@@ -6,7 +6,7 @@ can chain them without waiting on the host, and `minigpt generate --explain` can
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
 
 - Penalties (`penalize` on token counts, as the decode loop keeps them; `apply_penalties` on ids)
-  push down tokens that were already used.
+  push down tokens that were already used; `ban_repeated_ngrams` bans those that would repeat an n-gram.
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
 - The draw (`draw`; `sample` is filters + draw) picks one token per row: the argmax when
@@ -168,6 +168,40 @@ def apply_penalties(
                    frequency_penalty=frequency_penalty)
     counts = token_counts(ids, V)
     return penalize(logits, counts, counts, **rows)
+
+
+def ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """No n-gram twice (transformers' `no_repeat_ngram_size`): a token that would complete an
+    n-gram already in the row gets -inf. logits (B, V), each row's ids so far (B, L) → logits (B, V).
+
+    The next token completes the n-gram (last n - 1 ids, token). It repeats one when an earlier
+    window of n ids starts with those n - 1 ids, so each such window bans its own last id. n = 1
+    bans every id the row holds; n = 0 is off. The ids are the prompt's and the generated ones, as
+    in transformers. Vectorised: the L - n + 1 windows come from `unfold`, and are all compared
+    with the row's last n - 1 ids at once, with no host sync; it re-reads the row each step (cheap
+    next to a forward pass).
+
+    `mask` (B, L), 0 = pad: a window (or the row's last n - 1 ids) holding a pad is no n-gram, so
+    pads never form or complete one, and a left-padded row is banned as it would be alone. Here it
+    differs from transformers, which counts left pads as tokens (a padded row of the pad id p bans p
+    after p for n = 2); on unpadded rows the two agree exactly. An id ≥ V bans nothing.
+    """
+    B, V = logits.shape
+    L = ids.size(1)
+    if n < 1 or L < n:  # off, or no complete n-gram yet
+        return logits
+    windows = ids.unfold(1, n, 1)  # (B, L - n + 1, n): window w is ids[:, w : w + n]
+    last = ids[:, L - n + 1:]  # (B, n - 1): the start of the n-gram the next token completes
+    # The n-gram being completed is in no window yet: its last id is the one still to choose.
+    matches = (windows[..., :-1] == last[:, None]).all(-1)  # (B, L - n + 1)
+    if mask is not None:
+        real = mask.bool()
+        matches &= real.unfold(1, n, 1).all(-1) & real[:, L - n + 1:].all(-1, keepdim=True)
+    # Each matching window bans its last id. The others (and ids ≥ V) scatter True into a spare
+    # column V, cut off below: scattering `matches` itself, one window's False could clear another's ban.
+    banned = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
+    banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=V), V), True)
+    return logits.masked_fill(banned[:, :V], float("-inf"))
 
 
 # ---- filters (transformers' order: temperature → top-k → top-p → min-p) ----------------------

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -22,6 +23,7 @@ from minigpt.sampling import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    ban_repeated_ngrams,
     filter_logits,
     kernel_seed,
     penalties_on,
@@ -113,6 +115,48 @@ def test_repetition_penalty_matches_transformers(penalty):
     theirs = RepetitionPenaltyLogitsProcessor(penalty)(ids, x.clone())
     print(f"max |diff| {(ours - theirs).abs().max().item():.2e}")
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 9])
+def test_ngram_ban_matches_transformers(n):
+    """Random rows of every length from 0 to 12 (n = 9 is longer than most) over a 4-token
+    vocabulary, so n-grams repeat often, and one row 0 1 2 0 1 2 ... that repeats every n-gram:
+    the banned tokens are transformers', exactly."""
+    g = torch.Generator().manual_seed(n)
+    banned = 0
+    for L in range(13):
+        ids = torch.randint(0, 4, (5, L), generator=g)
+        ids[0] = torch.arange(L) % 3
+        x = torch.randn(5, 4, generator=g)
+        ours = ban_repeated_ngrams(x, ids, n)
+        assert torch.equal(ours, NoRepeatNGramLogitsProcessor(n)(ids, x.clone())), f"L={L}"
+        banned += int(torch.isinf(ours).sum())
+    print(f"n={n}: {banned} bans")
+    assert banned > 0
+    assert ban_repeated_ngrams(x, ids, 0) is x  # 0 is off
+
+
+def test_ngram_ban_never_counts_pads():
+    """Pads (mask 0) form no n-gram and complete none: each left-padded row is banned as its real
+    tokens alone would be (by transformers). The pads are ids of the same 3-token vocabulary, so
+    counted as tokens (transformers' way, the mask dropped) they ban more; an id past the
+    vocabulary (a pad that is no token) bans nothing."""
+    g = torch.Generator().manual_seed(0)
+    differs = 0
+    for trial in range(40):
+        n, B, L = 1 + trial % 3, 4, 8
+        ids = torch.randint(0, 3, (B, L), generator=g)
+        real_len = torch.randint(0, L + 1, (B,), generator=g)
+        mask = (torch.arange(L) >= L - real_len[:, None]).long()  # (B, L): left-padded
+        x = torch.randn(B, 3, generator=g)
+        ours = ban_repeated_ngrams(x, ids, n, mask)
+        for b in range(B):
+            alone = ids[b:b + 1, L - int(real_len[b]):]
+            assert torch.equal(ours[b:b + 1], NoRepeatNGramLogitsProcessor(n)(alone, x[b:b + 1].clone())), (trial, b)
+        differs += not torch.equal(ours, ban_repeated_ngrams(x, ids, n))
+    assert differs > 5, "the pads must matter for this test to prove anything"
+    x = torch.randn(1, 3)
+    assert torch.equal(ban_repeated_ngrams(x, torch.tensor([[3, 3, 3]]), 2), x)
 
 
 def test_presence_and_frequency_penalties_follow_openai_formula():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from minigpt.generate_args import check_finite
 from minigpt.prefill_decode import DecodeState
-from minigpt.sampling import penalize, penalties_on, token_counts
+from minigpt.sampling import ban_repeated_ngrams, penalize, penalties_on, token_counts
 from minigpt.stats import Clock, GenerationStats
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
@@ -28,7 +28,8 @@ NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and compariso
 def beam_search(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
     min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,
-    num_return_sequences: int, penalties: dict, compile: bool = False, return_stats: bool = False,
+    num_return_sequences: int, penalties: dict, no_repeat_ngram_size: int = 0, compile: bool = False,
+    return_stats: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
     """Keep the `num_beams` most likely continuations per prompt; transformers' semantics.
 
@@ -41,6 +42,7 @@ def beam_search(
     as K hypotheses are finished, with False when the best running score at the current length can't
     beat the worst finished one, with "never" when even the best length can't.
     `penalties` are numbers or (B·K,) tensors, one value per beam (`per_row` with copies=K).
+    `no_repeat_ngram_size` > 0 bans, per beam, the tokens that would repeat an n-gram of that beam's ids.
     """
     device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
     clock = Clock(device)
@@ -70,10 +72,13 @@ def beam_search(
         cur = T + step
         check_finite(logits)
         logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
-        if penalized:
+        if penalized or no_repeat_ngram_size:
             flat = running[:, :, :cur].reshape(B * K, cur)  # (B·K, cur): each beam's ids so far, prompt included
+        if penalized:
             logp = penalize(logp, token_counts(flat, V, state.key_valid[:, :cur]),
                             token_counts(flat[:, T:], V), **penalties)
+        if no_repeat_ngram_size:  # after the penalties, before the EOS mask: transformers' order
+            logp = ban_repeated_ngrams(logp, flat, no_repeat_ngram_size, state.key_valid[:, :cur])
         if step < min_new_tokens and eos:
             logp = logp.index_fill(1, eos_ids, float("-inf"))
         # Score of beam + token, each prompt's K beams side by side: (B, K, V) → (B, K·V), so that

@@ -25,10 +25,11 @@ from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
+from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
 from minigpt.prefill_decode import DecodeState
 from minigpt.sampling import (
     Param,
+    ban_repeated_ngrams,
     draw,
     exponential_noise,
     filter_unchecked,
@@ -114,6 +115,7 @@ def stream(
     repetition_penalty: float | torch.Tensor = 1.0,
     presence_penalty: float | torch.Tensor = 0.0,
     frequency_penalty: float | torch.Tensor = 0.0,
+    no_repeat_ngram_size: int = 0,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
     stop: str | list[str] | None = None,
@@ -135,10 +137,11 @@ def stream(
     filled with pad_token_id. `eos_token_id=None` means the model's (<|endoftext|> for GPT-2) and
     `[]` never stops on EOS. `stop` is one string or a list of them: a row ends when its text
     contains one (text, so `tokenizer` is needed). `do_sample=False` is greedy. Sampling parameters
-    may be (B,) tensors, one value per prompt. `streamer(tokens)` is called with each step's (B,)
-    tokens. `sampler` picks the sampling backend ("auto" | "torch" | "triton"), `compile=True`
-    compiles the decode step (minigpt/prefill_decode.py's `decode_step_for`). With `return_stats=True` the result is
-    `(ids, GenerationStats)`.
+    may be (B,) tensors, one value per prompt. `no_repeat_ngram_size=n` > 0 bans every token that
+    would repeat an n-gram of its row, prompt included (minigpt/sampling.py's `ban_repeated_ngrams`).
+    `streamer(tokens)` is called with each step's (B,) tokens. `sampler` picks the sampling backend
+    ("auto" | "torch" | "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
+    `decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
 
     The arguments are checked here, at the call (a generator function would run nothing, its
     checks included, until the first `next`); the steps are `decode_loop`'s.
@@ -147,9 +150,9 @@ def stream(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop, num_beams=num_beams,
-        length_penalty=length_penalty, early_stopping=early_stopping, num_return_sequences=num_return_sequences,
-        streamer=streamer, sampler=sampler, seed=seed)
+        no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
+        num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+        num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler, seed=seed)
     # Built here, not in the loop, so that stop strings without their tokenizer are refused at the
     # call too. A prompt's n samples are n rows.
     stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
@@ -171,10 +174,11 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
                            min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
                            length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
-                           num_return_sequences=args.num_return_sequences, penalties=args.penalties, compile=compile,
-                           return_stats=return_stats)
+                           num_return_sequences=args.num_return_sequences, penalties=args.penalties,
+                           no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats)
     # The checked arguments, under the names the loop reads.
     input_ids, attention_mask, eos, pad, penalties = args.input_ids, args.attention_mask, args.eos, args.pad, args.penalties
+    ngram = args.no_repeat_ngram_size
     max_new_tokens, min_new_tokens = args.max_new_tokens, args.min_new_tokens
     prompt_tokens = attention_mask.sum()  # the prompts' real tokens, counted before the n copies
     if args.num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
@@ -182,7 +186,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         # (B, T) → (B·n, T): rows b·n ... b·n + n - 1 are prompt b's samples
         input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
 
-    device, B, V = input_ids.device, input_ids.size(0), model.config.vocab_size
+    device, (B, T), V = input_ids.device, input_ids.shape, model.config.vocab_size
     clock = Clock(device)
     t_start = clock()
     state = DecodeState(model, attention_mask, max_new_tokens, compile)
@@ -192,6 +196,9 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
+    if ngram:  # the n-gram ban reads each row's whole sequence: the prompt, then step s's token at column T + s
+        history = torch.cat([input_ids, out], 1)  # (B, T + max_new_tokens)
+        real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # left pads are no tokens; new ones are
     pick = token_picker(args.sampler, args.seed, B, device, **args.sampling)  # (B, V) logits → (B,) tokens
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
@@ -201,14 +208,19 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     # Checked after the penalties, so a logit a penalty pushed past float range is caught too, not
     # drawn as a token: the message names both causes.
     nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if penalized else NONFINITE
+    if ngram:
+        nonfinite_error += f", or {NGRAM_EXHAUSTED}"
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     # A streamer or stop strings read each step's tokens on the host anyway: looking every step costs no more.
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 
     logits = state.prefill(input_ids)  # (B, V)
     for step in range(max_new_tokens):
+        # transformers' order: penalties → n-gram ban → min_new_tokens' EOS mask (→ the filters, in `pick`).
         if penalized:
             logits = penalize(logits, seen, generated, **penalties)
+        if ngram:
+            logits = ban_repeated_ngrams(logits, history[:, :T + step], ngram, real[:, :T + step])
         if step < min_new_tokens and eos:
             logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
         # NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
@@ -222,6 +234,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         n_drawn += live
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
+        if ngram:
+            history[:, T + step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
         # (a stale config EOS) as 0. A finished row's input is never read back.
         ids = tokens if pad_is_token else torch.where(live, tokens, 0)

@@ -7,7 +7,8 @@ loop (or beam search) allocates anything, and reads only the `DecodeArgs` it ret
 What is checked, and normalised: the prompts' shapes (`(B, T)` or `(T,)`), their left-padding
 (every row's last slot a token, so one cache slot serves the batch) and their length against the
 context limit (`prepare_inputs`); EOS as a list of plain ints (`eos_list`); counts as ints
-(`as_count`); and the sampling parameters, each a number or one value per row (`per_row`).
+(`as_count`, and `check_ngram_size`); and the sampling parameters, each a number or one value
+per row (`per_row`).
 `check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
 logits are a broken model (or penalty), not a token.
 
@@ -122,9 +123,19 @@ def as_count(name: str, value) -> int:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
+def check_ngram_size(value) -> int:
+    """`no_repeat_ngram_size` as an int ≥ 0 (0 = off); one number for every row, as in transformers."""
+    value = as_count("no_repeat_ngram_size", value)
+    if value < 0:
+        raise ValueError(f"no_repeat_ngram_size must be ≥ 0 (0 means off), got {value}")
+    return value
+
+
 NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
 # Penalties can overflow too: a repetition_penalty near 0 divides a seen token's logit (5 / 1e-38 = inf).
 PENALTY_OVERFLOW = "a penalty pushed a logit past float range (a repetition_penalty near 0?)"
+# An n-gram ban leaves a row no token once it bans all V (n = 1 on a small vocabulary): -inf everywhere.
+NGRAM_EXHAUSTED = "no_repeat_ngram_size banned every token of a row (each would repeat an n-gram)"
 
 
 def check_finite(logits: torch.Tensor, message: str = NONFINITE) -> None:
@@ -157,13 +168,14 @@ class DecodeArgs:
     # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
     sampling: dict  # temperature, top_k, top_p, min_p
     penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many ids twice in a sequence (0 = off)
 
 
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
                     max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
-                    repetition_penalty, presence_penalty, frequency_penalty, eos_token_id, pad_token_id, stop,
-                    num_beams, length_penalty, early_stopping, num_return_sequences, streamer, sampler: str,
-                    seed: int | None) -> DecodeArgs:
+                    repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, eos_token_id,
+                    pad_token_id, stop, num_beams, length_penalty, early_stopping, num_return_sequences, streamer,
+                    sampler: str, seed: int | None) -> DecodeArgs:
     """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
     the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
     strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
@@ -175,6 +187,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    no_repeat_ngram_size = check_ngram_size(no_repeat_ngram_size)
     check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
     given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
         ([("pad_token_id", pad_token_id)] if pad_token_id is not None else [])
@@ -212,4 +225,4 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,
                       sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
-                      penalties=dict(zip(penalties, rest)))
+                      penalties=dict(zip(penalties, rest)), no_repeat_ngram_size=no_repeat_ngram_size)

@@ -14,6 +14,7 @@ from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.generate import GenerationStats, generate, stream
 from minigpt.prefill_decode import prefill_mask
+from minigpt.sampling import ban_repeated_ngrams
 from minigpt.stop_strings import StopStrings, first_stop
 from minigpt.text_generation import generate_text, stream_text, text_pieces
 
@@ -260,6 +261,125 @@ def test_beam_search_takes_one_penalty_per_prompt(pair):
     for b in range(len(PROMPTS)):
         alone = generate(model, ids[b:b + 1], mask[b:b + 1], **kw, **{k: float(v[b]) for k, v in per_prompt.items()})
         assert torch.equal(batched[b:b + 1], alone)
+
+
+# ---- no_repeat_ngram_size: transformers' n-gram ban (minigpt/sampling.py's ban_repeated_ngrams) ----------
+
+
+@pytest.fixture(scope="module")
+def looping_pair():
+    """A model whose greedy text repeats itself (107 107 107 ...: a smaller init than `pair`'s
+    lets each token's own embedding weigh more), so that an n-gram ban has n-grams to ban."""
+    return sharpened_pair(tiny_config(initializer_range=0.1))
+
+
+NGRAM_PROMPTS = torch.tensor([PROMPTS[0], PROMPTS[0][::-1], PROMPTS[2] + PROMPTS[1] + [1]])  # unpadded: see below
+
+
+def banned_top2_margin(model: GPT, sequences: torch.Tensor, prompt_len: int, n: int) -> float:
+    """`min_top2_margin` among the tokens the n-gram ban leaves, for unpadded rows."""
+    worst = float("inf")
+    for seq in sequences:
+        logits = model(seq[None])[0][0]  # (L, V)
+        for t in range(prompt_len, seq.size(0)):
+            top2 = ban_repeated_ngrams(logits[t - 1:t], seq[None, :t], n).topk(2, dim=-1).values[0]
+            worst = min(worst, (top2[0] - top2[1]).item())
+    return worst
+
+
+def rows_repeating_an_ngram(out: torch.Tensor, mask: torch.Tensor, n: int) -> int:
+    """How many rows of `out` hold some n-gram twice among their real tokens (the prompt's mask, then all new)."""
+    mask = torch.cat([mask, torch.ones(out.size(0), out.size(1) - mask.size(1), dtype=torch.long)], 1)
+    grams = [[tuple(row[i:i + n]) for i in range(len(row) - n + 1)] for row in
+             (seq[m.bool()].tolist() for seq, m in zip(out, mask))]
+    return sum(len(set(g)) < len(g) for g in grams)
+
+
+@pytest.mark.parametrize("n, extra", [(1, {}), (2, {}), (3, {}), (2, dict(repetition_penalty=1.5, min_new_tokens=12))],
+                         ids=["1", "2", "3", "2+penalty+min_new_tokens"])
+@torch.no_grad()
+def test_no_repeat_ngram_size_equals_transformers(looping_pair, n, extra):
+    """Greedy decoding with the n-gram ban gives transformers' tokens, also beside its neighbours
+    in the order of processors (repetition penalty → n-gram ban → min_new_tokens' EOS mask). The
+    prompts are unpadded: transformers counts left pads as tokens (minigpt does not)."""
+    model, hf = looping_pair
+    ids, T = NGRAM_PROMPTS, NGRAM_PROMPTS.size(1)
+    eos = eos_from(model, ids, None, row=0, step=2) if extra else None
+    kw = dict(max_new_tokens=24, pad_token_id=PAD, **extra)
+    ours = generate(model, ids, no_repeat_ngram_size=n, eos_token_id=[] if eos is None else eos, **kw)
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, no_repeat_ngram_size=n,
+                         eos_token_id=eos, **kw)
+    margin = banned_top2_margin(model, ours, T, n) if not extra else float("inf")  # (the margin ignores the penalty)
+    print(f"n={n}: min top-2 margin among unbanned tokens {margin:.3g}; ours {ours[0, T:].tolist()}")
+    assert margin > 1e-3
+    assert torch.equal(ours, theirs)
+    plain = generate(model, ids, eos_token_id=[] if eos is None else eos, **kw)
+    assert not torch.equal(ours, plain), "the ban must change the text for this test to prove anything"
+    assert rows_repeating_an_ngram(plain, torch.ones_like(ids), n) and not rows_repeating_an_ngram(
+        ours[:, :T + 12 if extra else None], torch.ones_like(ids), n)  # (past an EOS come pads)
+
+
+@pytest.mark.parametrize("n, length_penalty, early_stopping", [(1, 0.6, False), (2, 1.0, True), (3, -1.0, "never")])
+@torch.no_grad()
+def test_beam_search_with_no_repeat_ngram_size_equals_transformers(looping_pair, n, length_penalty, early_stopping):
+    """Each beam bans what would repeat an n-gram of its own ids, as transformers' beam search does
+    (every beam returned: a ban from another beam's ids would change the runners-up first)."""
+    model, hf = looping_pair
+    ids = NGRAM_PROMPTS
+    kw = dict(max_new_tokens=12, num_beams=4, length_penalty=length_penalty, early_stopping=early_stopping,
+              eos_token_id=eos_from(model, ids, None, row=0, step=3), pad_token_id=PAD, num_return_sequences=4)
+    ours = generate(model, ids, no_repeat_ngram_size=n, **kw)
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, no_repeat_ngram_size=n, **kw)
+    print(f"n={n}: ours {tuple(ours.shape)}, transformers {tuple(theirs.shape)}")
+    assert torch.equal(ours, theirs)
+    plain = generate(model, ids, **kw)
+    assert ours.shape != plain.shape or not torch.equal(ours, plain), "the ban must change some beam"
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("n", [1, 2])
+@torch.no_grad()
+def test_no_repeat_ngram_size_never_counts_pads(looping_pair, n, num_beams):
+    """A left-padded batch continues each prompt as it would alone. The pad id is the first token
+    the shortest (most padded) prompt makes alone: were pads tokens, n = 1 would ban it at once."""
+    model, _ = looping_pair
+    kw = dict(max_new_tokens=8, num_beams=num_beams, eos_token_id=[], no_repeat_ngram_size=n)
+    alone = [generate(model, torch.tensor([p]), **kw)[0, len(p):].tolist() for p in PROMPTS]
+    pad = alone[1][0]  # PROMPTS[1] is the shortest
+    T = max(map(len, PROMPTS))
+    ids = torch.tensor([[pad] * (T - len(p)) + p for p in PROMPTS])
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in PROMPTS])
+    assert generate(model, ids, mask, pad_token_id=pad, **kw)[:, T:].tolist() == alone
+
+
+@pytest.mark.parametrize("sampler", ["torch", "triton"])
+@torch.no_grad()
+def test_sampled_text_never_repeats_an_ngram(looping_pair, monkeypatch, sampler):
+    """Sampling, with torch's draw or the fused kernel's (a stand-in here, which draws from the
+    logits it is given): the ban reaches the logits before the draw, so no row holds an n-gram
+    twice, its prompt included; without the ban this model's samples do."""
+    if sampler == "triton":
+        def fake_fused_sample(logits, **params):  # an exponential race over the logits, as the kernel's
+            return (logits.softmax(-1) / torch.empty_like(logits).exponential_()).argmax(-1)
+
+        use_fake_kernel(monkeypatch, fake_fused_sample)
+    model, _ = looping_pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=30, do_sample=True, seed=0, sampler=sampler, eos_token_id=[], pad_token_id=PAD,
+              num_return_sequences=3)
+    masks = mask.repeat_interleave(3, 0)
+    assert rows_repeating_an_ngram(generate(model, ids, mask, **kw), masks, 2) == 9
+    for n in (2, 3):
+        assert rows_repeating_an_ngram(generate(model, ids, mask, no_repeat_ngram_size=n, **kw), masks, n) == 0
+
+
+@torch.no_grad()
+def test_a_row_the_ngram_ban_leaves_no_token_is_an_error_naming_it():
+    """n = 1 on a prompt that holds every token of an 8-token vocabulary bans them all: no token to
+    give (transformers' greedy would take id 0), so an error that names the ban, not the model."""
+    model = GPT(tiny_config(vocab_size=8)).eval()
+    with pytest.raises(FloatingPointError, match="or no_repeat_ngram_size banned every token of a row"):
+        generate(model, torch.arange(8)[None], max_new_tokens=2, eos_token_id=[], no_repeat_ngram_size=1)
 
 
 @torch.no_grad()
@@ -671,6 +791,7 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
     ({"num_beams": 2, "early_stopping": "sometimes"}, "early_stopping must be True, False or 'never', got 'sometimes'"),
     ({"do_sample": True, "top_k": torch.tensor([2.5])}, "top_k must be an integer"),  # not silently 2
+    ({"no_repeat_ngram_size": -1}, r"no_repeat_ngram_size must be ≥ 0 \(0 means off\), got -1"),
 ])
 def test_bad_arguments_raise(pair, kwargs, match, monkeypatch):
     """Each at the call of stream (so of generate too), before any step runs."""
@@ -702,7 +823,8 @@ def test_a_batch_padded_to_the_context_fits_as_its_longest_prompt_does(pair):
 
 
 @pytest.mark.parametrize("name, value", [("max_new_tokens", 3.0), ("max_new_tokens", None), ("min_new_tokens", 1.5),
-                                         ("num_beams", 2.0), ("num_return_sequences", 2.0)])
+                                         ("num_beams", 2.0), ("num_return_sequences", 2.0),
+                                         ("no_repeat_ngram_size", 2.5)])
 def test_a_count_that_is_not_an_integer_is_named(pair, name, value):
     """3.0 failed inside torch.full ("argument 'size' failed to unpack"), None in a comparison,
     and 1.5 passed as a count of tokens; integers of NumPy or 0-d tensors are integers too."""
@@ -848,7 +970,10 @@ def test_compiled_decode_step_same_tokens_no_recompiles(pair):
     longer, longer_mask = left_padded([p + [9, 10] for p in PROMPTS])  # 9 + 12 tokens: still the 64 bucket
     with torch._dynamo.config.patch(error_on_recompile=True):
         again = generate(model, longer, longer_mask, max_new_tokens=12, eos_token_id=[], compile=True)
+        # The n-gram ban runs in the loop, outside the compiled step: the same graph serves it.
+        banned = generate(model, ids, mask, max_new_tokens=12, eos_token_id=[], no_repeat_ngram_size=1, compile=True)
     assert torch.equal(again, generate(model, longer, longer_mask, max_new_tokens=12, eos_token_id=[]))
+    assert torch.equal(banned, generate(model, ids, mask, max_new_tokens=12, eos_token_id=[], no_repeat_ngram_size=1))
 
 
 TRITON_SNIPPET = """

@@ -2,9 +2,9 @@
 
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
 token, from minigpt/prefill_decode.py) and, between them, applies minigpt/sampling.py's stages one at a
-time instead of fused: `logits → penalties → temperature → top-k → top-p → min-p → draw`. After
-each stage it keeps the probabilities, so a table per step can show the top candidates' odds
-before and after every penalty and filter, and which token was drawn. The same seed draws the
+time instead of fused: `logits → penalties (→ n-gram ban) → temperature → top-k → top-p → min-p
+→ draw`. After each stage it keeps the probabilities, so a table per step can show the top
+candidates' odds before and after every penalty and filter, and which token was drawn. The same seed draws the
 same tokens as `generate(sampler="torch")`, which is what `generate` uses off CUDA (greedy when
 temperature is 0), until the model's own EOS, where it stops (it takes no `eos_token_id`).
 
@@ -18,12 +18,13 @@ import sys
 import torch
 
 from minigpt.prefill_decode import DecodeState
-from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, prepare_inputs
+from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, check_ngram_size, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    ban_repeated_ngrams,
     check_penalties,
     check_sampling_params,
     draw,
@@ -38,9 +39,10 @@ from minigpt.text_generation import prompt_ids
 def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps: int, top: int = 5,
             seed: int | None = None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-            out=None) -> str:
+            no_repeat_ngram_size: int = 0, out=None) -> str:
     """The teaching view of sampling: for each step, the top candidates' probabilities after
     every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
+    With `no_repeat_ngram_size` > 0 the n-gram ban is a stage of its own, after the penalties.
 
     It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
     `prompt` is text or its token ids (as `stream_text`'s).
@@ -48,6 +50,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     out = out or sys.stdout
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    ngram = check_ngram_size(no_repeat_ngram_size)
     ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, model.config.bos_token_id)
     T, V = ids.size(1), model.config.vocab_size
     state = DecodeState(model, torch.ones_like(ids), steps)
@@ -62,6 +65,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages.append(("penalties", penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
                                              presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)))
         check_finite(stages[-1][1], f"NaN/inf logits after the penalties: {PENALTY_OVERFLOW}")
+        if ngram:  # shown only when on: a column that never changes anything would only widen the table
+            stages.append((f"no-repeat {ngram}", ban_repeated_ngrams(stages[-1][1], ids, ngram)))
+        penalized = stages[-1][1]  # what greedy takes the argmax of, and the filters start from
         stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
         stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
@@ -69,7 +75,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         final = stages[-1][1]
         # Greedy takes the argmax before the filters, as generate does: the first of tied top tokens
         # (top-p may keep only one of them).
-        token = int(draw(stages[1][1] if temperature == 0 else final,
+        token = int(draw(penalized if temperature == 0 else final,
                          exponential_noise(final.shape, ids.device, generator), temperature)[0])
         probs = [s.softmax(-1)[0] for _, s in stages]
         kept = "greedy (temperature 0): took the most likely" if temperature == 0 else \

@@ -59,6 +59,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float, default=default(1.0), help="1 = off; on prompt + generated tokens")
     p.add_argument("--presence-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
     p.add_argument("--frequency-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=default(0), metavar="N",
+                   help="0 = off; no N tokens in a row twice, prompt included (greedy, sampling, beams, --explain)")
     p.add_argument("--num-beams", type=int, default=default(1), help="> 1: beam search (deterministic)")
     p.add_argument("--num-return-sequences", "-n", type=int, default=default(1),
                    help="texts to print: that many samples, or with --num-beams that many of the best beams")
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             prompt = tokenizer.decode(ids)  # printed: the text the model continues
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                        frequency_penalty=args.frequency_penalty)
+                        frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
         with torch.inference_mode():
             if args.explain:
                 from minigpt.explain import explain  # imported here: only --explain needs it

@@ -383,6 +383,46 @@ def test_a_row_the_ngram_ban_leaves_no_token_is_an_error_naming_it():
 
 
 @torch.no_grad()
+def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair):
+    """--explain's n-gram stage comes after the penalties; greedy takes the argmax after it, and a
+    draw draws from it, as generate does."""
+    from minigpt.explain import explain
+
+    model, _ = looping_pair
+    ids = torch.tensor([PROMPTS[0]])
+    for temperature, kw in ((0.0, {}), (1.0, dict(do_sample=True, seed=3, sampler="torch"))):
+        printed = io.StringIO()
+        text = explain(model, DigitsTokenizer(), PROMPTS[0], steps=8, temperature=temperature, seed=kw.get("seed"),
+                       no_repeat_ngram_size=2, out=printed)
+        banned = generate(model, ids, max_new_tokens=8, eos_token_id=[], no_repeat_ngram_size=2, **kw)[0, 7:].tolist()
+        assert text == DigitsTokenizer().decode(banned)
+        assert banned != generate(model, ids, max_new_tokens=8, eos_token_id=[], **kw)[0, 7:].tolist()
+        header = printed.getvalue().split("\nstep ")[1].splitlines()[1].split()
+        assert header[:5] == ["token", "raw", "penalties", "no-repeat", "2"]
+    # Some candidate the ban removed: likely before it (column "penalties"), probability 0 after it.
+    rows = [line.split() for line in printed.getvalue().splitlines() if line.startswith(("→ '", "  '"))]
+    assert any(float(row[-6]) > 0.5 and float(row[-5]) == 0 for row in rows)
+
+
+def test_cli_no_repeat_ngram_size_reaches_every_mode(tiny_checkpoint, capsys, monkeypatch):
+    """--no-repeat-ngram-size applies to greedy, sampled and beam search text and to --explain, so no
+    mode refuses it; a negative size is refused by name."""
+    gen_cli = importlib.import_module("minigpt.generate_cli")  # where main looks up the text functions
+    seen = []
+    for name in ("stream_text", "generate_text"):
+        real = getattr(gen_cli, name)
+        monkeypatch.setattr(gen_cli, name, lambda *a, real=real, **kw: seen.append(kw["no_repeat_ngram_size"]) or real(*a, **kw))
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "4", "--no-repeat-ngram-size"]
+    for mode in (["--temperature", "0"], ["--seed", "1"], ["--num-beams", "2"], ["-n", "2", "--seed", "1"]):
+        assert gen_cli.main(base + ["2"] + mode) == 0
+    assert seen == [2, 2, 2, 2]
+    assert gen_cli.main(base + ["3", "--explain", "--temperature", "0"]) == 0
+    assert "no-repeat 3" in capsys.readouterr().out
+    assert gen_cli.main(base + ["-1"]) == 2
+    assert "no_repeat_ngram_size must be ≥ 0 (0 means off), got -1" in capsys.readouterr().err
+
+
+@torch.no_grad()
 def test_per_row_eos_pads_and_loop_ends_when_all_finished(pair):
     model, _ = pair
     ids, mask = left_padded(PROMPTS)

@@ -1,12 +1,13 @@
 """The teaching view of sampling (`minigpt generate --explain`): what each filter does to the odds.
 
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
-token, from minigpt/prefill_decode.py) and, between them, applies minigpt/sampling.py's stages one at a
-time instead of fused: `logits → penalties (→ n-gram ban) → temperature → top-k → top-p → min-p
-→ draw`. After each stage it keeps the probabilities, so a table per step can show the top
-candidates' odds before and after every penalty and filter, and which token was drawn. The same seed draws the
-same tokens as `generate(sampler="torch")`, which is what `generate` uses off CUDA (greedy when
-temperature is 0), until the model's own EOS, where it stops (it takes no `eos_token_id`).
+token, from minigpt/prefill_decode.py) and, between them, applies minigpt/sampling.py's stages
+one at a time instead of fused: `logits → penalties (→ n-gram ban) → temperature → top-k → top-p
+→ min-p → draw`. After each stage it keeps the probabilities, so a table per step can show the
+top candidates' odds before and after every penalty and filter, and which token was drawn. The
+same seed draws the same tokens as `generate(sampler="torch")`, which is what `generate` uses off
+CUDA (greedy when temperature is 0), until the model's own EOS, where it stops (it takes no
+`eos_token_id`).
 
 What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
 it is one prompt, for reading, and slower than `generate` (every stage is materialized).
@@ -17,8 +18,8 @@ import sys
 
 import torch
 
+from minigpt.generate_args import NGRAM_EXHAUSTED, PENALTY_OVERFLOW, check_finite, check_ngram_size, prepare_inputs
 from minigpt.prefill_decode import DecodeState
-from minigpt.generate_args import PENALTY_OVERFLOW, check_finite, check_ngram_size, prepare_inputs
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
@@ -67,6 +68,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         check_finite(stages[-1][1], f"NaN/inf logits after the penalties: {PENALTY_OVERFLOW}")
         if ngram:  # shown only when on: a column that never changes anything would only widen the table
             stages.append((f"no-repeat {ngram}", ban_repeated_ngrams(stages[-1][1], ids, ngram)))
+            check_finite(stages[-1][1], f"every token is -inf after the n-gram ban: {NGRAM_EXHAUSTED}")
         penalized = stages[-1][1]  # what greedy takes the argmax of, and the filters start from
         stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
         stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))

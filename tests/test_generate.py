@@ -383,6 +383,16 @@ def test_a_row_the_ngram_ban_leaves_no_token_is_an_error_naming_it():
 
 
 @torch.no_grad()
+def test_explain_names_the_ngram_ban_when_it_leaves_no_token():
+    """--explain's table would otherwise show NaN odds and draw token -1: the same error as generate's."""
+    from minigpt.explain import explain
+
+    model = GPT(tiny_config(vocab_size=8)).eval()
+    with pytest.raises(FloatingPointError, match="after the n-gram ban: no_repeat_ngram_size banned every token"):
+        explain(model, None, list(range(8)), steps=1, temperature=0, no_repeat_ngram_size=1, out=io.StringIO())
+
+
+@torch.no_grad()
 def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair):
     """--explain's n-gram stage comes after the penalties; greedy takes the argmax after it, and a
     draw draws from it, as generate does."""

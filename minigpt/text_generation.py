@@ -110,20 +110,35 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     the result is `(texts, GenerationStats)`.
 
     Each text ends before its first EOS or stop string, cut at the character as `stream_text`
-    cuts it: the tokens are taken as they were drawn, because `generate`'s ids can only end at a
-    whole token, and the one holding the start of a stop string may begin with text to keep.
+    cuts it (`cut_text`).
     """
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
-    steps = stream(model, ids, tokenizer=tokenizer, **kwargs)
+    texts, stats = row_texts(model, tokenizer, ids, None, stops, eos, kwargs)
+    return (texts, stats) if stats is not None else texts
+
+
+def row_texts(model: torch.nn.Module, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              stops: list[str], eos: set[int], kwargs: dict) -> tuple[list[str], GenerationStats | None]:
+    """Run `stream` on left-padded prompts (B, T) → each output row's new text (B·n rows: a prompt's
+    n sequences one after another), and the stats if `kwargs` asked for them.
+
+    The texts come from the tokens as they were drawn, not from `generate`'s ids: those can only
+    end at a whole token, and the one holding the start of a stop string may begin with text to keep.
+    """
+    steps = stream(model, input_ids, attention_mask, tokenizer=tokenizer, **kwargs)
     drawn: list[torch.Tensor] = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
     result = run_to_end(steps, drawn.append)
     out, stats = result if kwargs.get("return_stats") else (result, None)
-    prompt_len = max(ids.size(1), 1)  # an empty prompt became <|endoftext|>
+    prompt_len = max(input_ids.size(1), 1)  # an empty prompt became <|endoftext|>
     rows = torch.stack(drawn, 1).tolist() if drawn else out[:, prompt_len:].tolist()  # (rows, new)
-    texts = []
-    for row in rows:
-        end = next((i for i, t in enumerate(row) if t in eos), len(row))  # the first EOS, or none
-        text = tokenizer.decode(row[:end])
-        cut = first_stop(text, stops)
-        texts.append(text[:cut] if cut >= 0 else text)
-    return (texts, stats) if stats is not None else texts
+    return [cut_text(row, tokenizer, stops, eos) for row in rows], stats
+
+
+def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int]) -> str:
+    """One row's new tokens → its text: the tokens before the first EOS, decoded, then cut at the
+    character where the earliest stop string begins. (A row that ended early is followed by pads:
+    EOS, or anything after its stop string, so they never reach the text.)"""
+    end = next((i for i, t in enumerate(row) if t in eos), len(row))  # the first EOS, or none
+    text = tokenizer.decode(row[:end])
+    cut = first_stop(text, stops)
+    return text[:cut] if cut >= 0 else text

@@ -7,7 +7,7 @@ text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_
 from minigpt.config import GPTConfig
 from minigpt.generate import generate
 from minigpt.model import GPT
-from minigpt.text_generation import generate_text
+from minigpt.text_generation import generate_text, generate_texts
 from minigpt.tokenizer import Tokenizer
 
-__all__ = ["GPT", "GPTConfig", "Tokenizer", "generate", "generate_text"]
+__all__ = ["GPT", "GPTConfig", "Tokenizer", "generate", "generate_text", "generate_texts"]

@@ -1,4 +1,5 @@
-"""Text in, text out: one prompt's continuation as text, streamed piece by piece or whole.
+"""Text in, text out: one prompt's continuation as text, streamed piece by piece or whole, and
+many prompts' continuations, run in batches.
 
 Where it sits: the two ends of the data flow, around the decode loop of minigpt/generate.py:
 `text → Tokenizer.encode → ids → stream (prefill → decode loop) → ids → Tokenizer.decode → text`.
@@ -7,18 +8,24 @@ Tokens are not characters: one UTF-8 character may be spelled over several token
 string may begin inside a token. So `stream_text` holds back text until it is final (a
 half-spelled character, or what could be the start of a stop string), and `generate_text` cuts
 each sequence at the character where its first stop string begins, not at a token boundary.
-What the text functions do not do: several prompts at once (that is a left-padded batch for
-`generate`, which returns ids).
+`generate_texts` does the same for a list of prompts: it sorts them by length (less padding),
+runs them `batch_size` at a time as left-padded batches, and cuts every row as `generate_text`
+does (`cut_text`), so each prompt's greedy or beam texts are the ones it gets alone.
+What the text functions do not do: stream several prompts, or hand back a batch before the last
+one is done (`generate_texts` returns all texts at the end, in the prompts' order).
 """
 from __future__ import annotations
 
+import inspect
 import numbers
+from collections.abc import Sequence
 from typing import Iterator
 
 import torch
+from tqdm import tqdm
 
 from minigpt.generate import run_to_end, stream
-from minigpt.generate_args import eos_list
+from minigpt.generate_args import as_count, eos_list, tokens_fed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 
@@ -142,3 +149,123 @@ def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int]) -> str:
     text = tokenizer.decode(row[:end])
     cut = first_stop(text, stops)
     return text[:cut] if cut >= 0 else text
+
+
+# Sampling parameters that `stream` takes as one value per prompt ((B,) tensors): `generate_texts`
+# takes them per prompt of the whole list and hands each batch its own.
+PER_PROMPT = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+# The default `stream` generates with, which the context check below must know before any batch runs.
+DEFAULT_MAX_NEW_TOKENS = inspect.signature(stream).parameters["max_new_tokens"].default
+
+
+class PromptTooLong(ValueError):
+    """A prompt of `generate_texts` that leaves no room for `max_new_tokens` in the context: which
+    one (`index` in the list), its `length` in tokens and the `room` there is (the CLI names the line)."""
+
+    def __init__(self, index: int, length: int, room: int, max_new_tokens: int, n_positions: int) -> None:
+        self.index, self.length, self.room = index, length, room
+        super().__init__(f"prompts[{index}] is {length} tokens, but with max_new_tokens {max_new_tokens} the model's "
+                         f"context n_positions={n_positions} has room for {room}: shorten it, generate fewer tokens, "
+                         "or keep each prompt's last tokens (truncate_left=True)")
+
+
+def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+                   truncate_left: bool = False, progress: bool = False,
+                   **kwargs) -> list[list[str]] | tuple[list[list[str]], list[GenerationStats]]:
+    """Continue many prompts, `batch_size` at a time: for each prompt, in the order given, the new
+    texts of its `num_return_sequences` samples (or best beams), cut as `generate_text` cuts them.
+    `kwargs` are `stream`'s; a sampling parameter may be a tensor with one value per prompt. With
+    return_stats=True the result is `(texts, [GenerationStats of each batch])`.
+
+    Each prompt is text or its token ids. Prompts are sorted by length, so a batch holds prompts of
+    about one length (little padding), and left-padded; a padded row decodes as it would alone, so
+    greedy and beam texts are each prompt's own. Sampled texts depend on the batch the prompt lands
+    in: a `seed` makes one call reproducible (each batch draws from its own seed, derived from
+    it), not equal across batch sizes. A prompt too long for the context is a `PromptTooLong`
+    error naming it, checked before any batch runs; `truncate_left=True` keeps its last tokens
+    instead (as the CLI's --truncate-left). `progress=True` shows a bar on stderr.
+    """
+    if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
+        hint = " (for one prompt, use generate_text or pass [prompt])" if isinstance(prompts, str) else \
+            " (a padded batch of ids goes to generate)" if isinstance(prompts, torch.Tensor) else ""
+        raise TypeError(f"prompts must be a list of prompts, got {type(prompts).__name__}{hint}")
+    if prompts and all(isinstance(t, numbers.Integral) for t in prompts):  # one prompt's ids, not a list of prompts
+        raise TypeError("prompts is a list of ints: one prompt's token ids; pass a list of prompts ([ids])")
+    batch_size = as_count("batch_size", batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if kwargs.get("streamer") is not None:
+        raise ValueError("generate_texts runs the prompts sorted by length, so a streamer would see rows out of order: "
+                         "stream a left-padded batch with stream() instead")
+    encoded = []
+    for i, prompt in enumerate(prompts):
+        try:
+            encoded.append(prompt_ids(tokenizer, prompt)[0].tolist())
+        except TypeError:
+            raise TypeError(f"prompts[{i}] must be one text (str) or its token ids (a list of ints), "
+                            f"got {type(prompt).__name__}") from None
+    encoded = fit_context(encoded, model, as_count("max_new_tokens", kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                          truncate_left)
+    per_prompt = {}
+    for name in PER_PROMPT:
+        value = kwargs.get(name)
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            if value.shape != (len(prompts),):
+                raise ValueError(f"{name} has shape {tuple(value.shape)}; one value per prompt is ({len(prompts)},)")
+            per_prompt[name] = value
+    stops, eos = stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # stable: equal lengths keep their order
+    starts = range(0, len(order), batch_size)
+    seeds = batch_seeds(kwargs.get("seed"), len(starts))
+    texts: list[list[str]] = [[] for _ in prompts]
+    all_stats: list[GenerationStats] = []
+    with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress) as bar:
+        for start, seed in zip(starts, seeds):
+            batch = order[start:start + batch_size]
+            input_ids, attention_mask = left_pad([encoded[i] for i in batch])
+            picked = torch.tensor(batch)
+            batch_kwargs = {**kwargs, "seed": seed, **{name: value[picked] for name, value in per_prompt.items()}}
+            rows, stats = row_texts(model, tokenizer, input_ids, attention_mask, stops, eos, batch_kwargs)
+            n = len(rows) // len(batch)  # rows b·n ... b·n + n - 1 are the batch's prompt b
+            for b, i in enumerate(batch):
+                texts[i] = rows[b * n:(b + 1) * n]
+            if stats is not None:
+                all_stats.append(stats)
+            bar.update(len(batch))
+    return (texts, all_stats) if kwargs.get("return_stats") else texts
+
+
+def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens: int, truncate_left: bool) -> list[list[int]]:
+    """Check every prompt against the context before any work: raise `PromptTooLong` naming the first
+    that does not fit, or with truncate_left keep its last tokens (the ids themselves, as the CLI does)."""
+    n_positions = model.config.n_positions
+    room = n_positions - tokens_fed(0, max_new_tokens)  # the longest prompt that fits
+    if truncate_left and room <= 0 < max_new_tokens:  # no cut could help
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context "
+                         f"n_positions={n_positions}: generate at most that many tokens")
+    if max_new_tokens < 1:
+        return encoded  # not a count of tokens: `stream` names it
+    for i, ids in enumerate(encoded):
+        if max(len(ids), 1) > room:  # an empty prompt is one token: <|endoftext|>
+            if not truncate_left:
+                raise PromptTooLong(i, len(ids), room, max_new_tokens, n_positions)
+            encoded[i] = ids[-room:]
+    return encoded
+
+
+def batch_seeds(seed: int | None, n: int) -> list[int | None]:
+    """One seed per batch: the first is `seed` itself (one batch draws as `generate_text` would), the
+    others are drawn from it, so that equal prompts in two batches do not get equal samples."""
+    if seed is None:
+        return [None] * n
+    rest = torch.randint(2**62, (max(n - 1, 0),), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [seed, *rest][:n]
+
+
+def left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists → input_ids and attention_mask (B, T), pads on the left so that every prompt's
+    last token sits in the last column. The pad id is 0, any id the model has: the mask keeps it out."""
+    T = max(map(len, rows))
+    input_ids = torch.tensor([[0] * (T - len(r)) + r for r in rows], dtype=torch.long)  # (B, T)
+    attention_mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)  # (B, T)
+    return input_ids, attention_mask

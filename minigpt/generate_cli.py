@@ -4,11 +4,13 @@ Where it sits: `minigpt generate ...` (minigpt/cli.py) runs `main`, which reads 
 (`build_parser`), refuses those the chosen mode would silently ignore (`check_flags`), loads the
 model and tokenizer, and hands the prompt to minigpt/text_generation.py's `stream_text` (one text,
 printed as it arrives with --stream) or `generate_text` (-n samples or --num-beams), or to
-minigpt/explain.py (--explain).
+minigpt/explain.py (--explain). With --prompts-file, a file of prompts (`read_prompts`) goes to
+`generate_texts` in batches, and each prompt's texts come out as one JSON line (`print_jsonl`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from minigpt.files import read_text
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
-from minigpt.text_generation import generate_text, stream_text
+from minigpt.text_generation import PromptTooLong, generate_text, generate_texts, stream_text
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -50,6 +52,10 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default=default(""), help="the text to continue (default: empty = <|endoftext|>)")
     src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file")
+    src.add_argument("--prompts-file", default=default(None), metavar="F",
+                     help='many prompts: JSON Lines, each line a JSON string or an object with a "prompt"; prints one '
+                          'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]}')
+    p.add_argument("--batch-size", type=int, default=default(8), help="with --prompts-file: prompts run at once (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=default(200), help="tokens to generate (default: 200)")
     p.add_argument("--min-new-tokens", type=int, default=default(0), help="no EOS before this many (default: 0)")
     p.add_argument("--temperature", type=float, default=default(0.8), help="0 = greedy (default: 0.8)")
@@ -96,6 +102,15 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     def flags(*dests: str) -> list[str]:
         return ["--" + dest.replace("_", "-") for dest in dests if dest in typed]
 
+    if args.prompts_file is not None:
+        unused = flags("stream", "explain")
+        if unused:
+            raise ValueError(f"--prompts-file prints each prompt's texts as one JSON line once all are done; it does "
+                             f"not take {', '.join(unused)}: give one prompt (--prompt) for {' or '.join(unused)}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    elif "batch_size" in typed:
+        raise ValueError("--batch-size sets how many prompts of --prompts-file run at once: it needs --prompts-file")
     if args.explain:
         ignored = flags("num_beams", "stop", "num_return_sequences", "min_new_tokens", "stats", "compile", "sampler",
                         "stream", "length_penalty", "early_stopping")
@@ -139,6 +154,51 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
                              "drop one of them")
 
 
+def read_prompts(path: str) -> tuple[list[str], list[int]]:
+    """--prompts-file → its prompts and the line each is on. Each line is JSON: a string, or an object
+    with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines are
+    skipped. A line that is neither is a ValueError naming the file and the line."""
+    prompts, lines = [], []
+    # Split at "\n" only: str.splitlines would also split at U+2028 and the like, which a JSON string may hold as they are.
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {number} is not JSON: {e.msg} (column {e.colno})") from None
+        prompt = item.get("prompt") if isinstance(item, dict) else item
+        if not isinstance(prompt, str):
+            shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
+            raise ValueError(f'{path} line {number} is no prompt: expected a JSON string or an object with a "prompt" '
+                             f"string, got {shown}")
+        prompts.append(prompt)
+        lines.append(number)
+    return prompts, lines
+
+
+def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, prompts: list[str], lines: list[int],
+                kwargs: dict) -> None:
+    """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order (the prompt
+    as the file gives it, before any --truncate-left cut); --stats per batch and the progress bar on
+    stderr, so stdout stays pure JSON Lines."""
+    ids = tokenizer.encode_batch(prompts, allowed_special="all")  # the user's own text, as --prompt's
+    try:
+        texts, stats = generate_texts(model, tokenizer, ids, batch_size=args.batch_size, truncate_left=args.truncate_left,
+                                      num_return_sequences=args.num_return_sequences, progress=True, **kwargs)
+    except PromptTooLong as e:
+        raise ValueError(f"{args.prompts_file} line {lines[e.index]}: the prompt is {e.length} tokens, but with "
+                         f"--max-new-tokens {args.max_new_tokens} the model's context n_positions="
+                         f"{model.config.n_positions} has room for {e.room}: shorten it, generate fewer tokens, or "
+                         "keep each prompt's last tokens (--truncate-left)") from None
+    for prompt, its_texts in zip(prompts, texts):
+        print(json.dumps({"prompt": prompt, "texts": its_texts}, ensure_ascii=False))
+    if args.stats:
+        sys.stdout.flush()  # the texts first, then the stats lines
+        for i, batch_stats in enumerate(stats, 1):  # batches hold prompts of about one length, not the file's order
+            print(f"batch {i} of {len(stats)}: {batch_stats}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -155,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
-    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8
-        print(f"{parser.prog}: cannot read --prompt-file: {e}", file=sys.stderr)
+        prompts, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
+    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8, a line that is no prompt
+        flag = "--prompt-file" if args.prompt_file else "--prompts-file"
+        print(f"{parser.prog}: cannot read {flag}: {e}", file=sys.stderr)
         return 2
     try:
         check_flags(args, typed_flags(argv))  # before loading: a flag that would be ignored is refused in no time
@@ -174,21 +236,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "
                   f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
                   "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
-        # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
-        # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
-        ids = tokenizer.encode(prompt, allowed_special="all")
         budget = model.config.n_positions - tokens_fed(0, args.max_new_tokens)  # the longest prompt that fits
         if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
             raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
                              f"context n_positions={model.config.n_positions}: generate at most that many tokens")
+        sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                        frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+        kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                      do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
+                      num_beams=args.num_beams, length_penalty=args.length_penalty,
+                      early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
+                      sampler=args.sampler, return_stats=True, **sampling)
+        if args.num_beams > 1:
+            for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
+                kwargs.pop(name)
+        if args.prompts_file is not None:
+            with torch.inference_mode():
+                print_jsonl(model, tokenizer, args, prompts, lines, kwargs)
+            return 0
+        # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
+        # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
+        ids = tokenizer.encode(prompt, allowed_special="all")
         if args.truncate_left and len(ids) > budget:
             # The model gets the kept ids themselves: their text would not always re-encode to as
             # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
             ids = ids[-budget:]
             prompt = tokenizer.decode(ids)  # printed: the text the model continues
-        sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                        frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
         with torch.inference_mode():
             if args.explain:
                 from minigpt.explain import explain  # imported here: only --explain needs it
@@ -196,15 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
                 print(f"\n{prompt}{text}")
                 return 0
-            kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                          do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
-                          num_beams=args.num_beams, length_penalty=args.length_penalty,
-                          early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
-                          sampler=args.sampler, return_stats=True, **sampling)
             if args.num_beams > 1 or args.num_return_sequences > 1:
-                if args.num_beams > 1:
-                    for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
-                        kwargs.pop(name)
                 texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
                                              **kwargs)
                 kind = "beam" if args.num_beams > 1 else "sample"

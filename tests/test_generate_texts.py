@@ -1,0 +1,204 @@
+"""generate_texts and `minigpt generate --prompts-file`: many prompts in left-padded batches give
+each prompt the texts it gets alone (greedy, beams; stop strings, EOS), in the prompts' order;
+sampling is reproducible; errors name the prompt (its index, or its file and line)."""
+import json
+
+import pytest
+import torch
+from test_generate import DigitsTokenizer, sharpened_pair, tiny_checkpoint, tiny_config  # noqa: F401 (a fixture)
+
+from minigpt import generate_texts
+from minigpt.text_generation import PromptTooLong, generate_text
+
+# Of different lengths and not in length order: sorting reorders them, batches of 2 mix lengths,
+# and "" (<|endoftext|> alone) becomes an all-pad row beside longer prompts.
+PROMPTS = ["hi", "To be, or not", "", "x", "a longer prompt of many bytes"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    # bos in the vocabulary, so the empty prompt has a start token (the tests' config keeps GPT-2's 50256)
+    return sharpened_pair(tiny_config(bos_token_id=0))[0]
+
+
+def alone(model, prompts, **kw) -> list[list[str]]:
+    return [generate_text(model, DigitsTokenizer(), p, **kw) for p in prompts]
+
+
+def ends(free: list[str]) -> tuple[int, list[str]]:
+    """EOS and stop strings that end some of these texts (DigitsTokenizer: 3 digits an id) early:
+    an id only text 3 writes (not first), and for texts 0 and 2 a string that begins inside a
+    token and that no other text holds. Texts 1 and 4 run to the end."""
+    ids = [[int(text[k:k + 3]) for k in range(0, len(text), 3)] for text in free]
+    eos = next(i for i in ids[3][1:] if not any(i in other for other in ids[:3] + ids[4:]))
+
+    def stop_in(row: int) -> str:
+        return next(free[row][k:k + 4] for k in range(1, len(free[row]) - 4)
+                    if k % 3 and not any(free[row][k:k + 4] in text for text in free if text != free[row]))
+
+    return eos, [stop_in(0), stop_in(2)]
+
+
+@pytest.mark.parametrize("batch_size", [2, 5])
+@pytest.mark.parametrize("extra", [{}, dict(repetition_penalty=1.3, no_repeat_ngram_size=2), dict(num_beams=3)],
+                         ids=["greedy", "greedy + penalties", "beams"])
+@torch.no_grad()
+def test_each_prompts_texts_in_a_batch_are_its_texts_alone(model, extra, batch_size):
+    """The key property: batched texts equal each prompt generated alone, prompts of different
+    lengths, in the given order, cut at stop strings that span tokens and at EOS."""
+    free = [texts[0] for texts in alone(model, PROMPTS, max_new_tokens=12, eos_token_id=[], **extra)]
+    assert len(set(free)) == len(free)  # the prompts lead to texts of their own
+    eos, stops = ends(free)
+    kw = dict(max_new_tokens=12, eos_token_id=eos, **extra)
+    kw.update(num_return_sequences=2) if "num_beams" in extra else kw.update(stop=stops)  # beams take no stop strings
+    expected = alone(model, PROMPTS, **kw)
+    assert generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=batch_size, **kw) == expected
+    if "num_beams" not in extra:  # texts 0 and 2 cut inside a token at their stop strings, 3 at EOS, 1 and 4 not
+        cut = [texts[0] for texts in expected]
+        assert [len(text) % 3 > 0 for text in cut] == [True, False, True, False, False]
+        assert len(cut[3]) < 36 and len(cut[1]) == len(cut[4]) == 36
+    else:
+        assert min(len(text) for texts in expected for text in texts) < 36  # some beam ended at EOS
+
+
+@torch.no_grad()
+def test_sampled_texts_are_reproducible_and_one_batch_draws_as_generate_text(model):
+    tok = DigitsTokenizer()
+    kw = dict(max_new_tokens=6, do_sample=True, temperature=1.5, num_return_sequences=3, eos_token_id=[])
+    texts = generate_texts(model, tok, PROMPTS, batch_size=2, seed=7, **kw)
+    assert [len(t) for t in texts] == [3] * len(PROMPTS) and all(len(s) == 18 for t in texts for s in t)
+    assert generate_texts(model, tok, PROMPTS, batch_size=2, seed=7, **kw) == texts
+    assert generate_texts(model, tok, PROMPTS, batch_size=2, seed=8, **kw) != texts
+    # One prompt is one batch, drawn with the seed itself: what generate_text draws.
+    assert generate_texts(model, tok, ["hi"], seed=7, **kw) == [generate_text(model, tok, "hi", seed=7, **kw)]
+    # The same prompt in two batches: each batch draws from its own seed, not the same samples twice.
+    twice = generate_texts(model, tok, ["hi"] * 4, batch_size=2, seed=7, **kw)
+    assert twice[:2] != twice[2:]  # (with one seed for all batches, prompts 0, 1 would draw what 2, 3 draw)
+
+
+@torch.no_grad()
+def test_a_per_prompt_parameter_reaches_its_prompt_in_whichever_batch(model):
+    """temperature as one value per prompt: the greedy prompts (0) give their greedy text alone,
+    wherever sorting puts them."""
+    tok = DigitsTokenizer()
+    temperature = torch.tensor([0.0, 2.0, 2.0, 0.0, 0.0])  # sorted by length, batches hold prompts (2, 3), (0, 1), (4)
+    texts = generate_texts(model, tok, PROMPTS, batch_size=2, do_sample=True, seed=0, temperature=temperature,
+                           max_new_tokens=8, eos_token_id=[])
+    greedy = alone(model, PROMPTS, max_new_tokens=8, eos_token_id=[])
+    assert [texts[i] for i in (0, 3, 4)] == [greedy[i] for i in (0, 3, 4)]
+    assert all(texts[i] != greedy[i] for i in (1, 2))
+    with pytest.raises(ValueError, match=r"temperature has shape \(3,\); one value per prompt is \(5,\)"):
+        generate_texts(model, tok, PROMPTS, do_sample=True, temperature=temperature[:3])
+
+
+@torch.no_grad()
+def test_a_prompt_too_long_is_named_unless_truncate_left_keeps_its_end(model):
+    tok = DigitsTokenizer()
+    letters = "".join(chr(ord("a") + k % 26) for k in range(200))
+    prompts = ["hi", letters[:119], letters[:120], letters]  # 128 positions: 10 new tokens leave room for 119
+    with pytest.raises(PromptTooLong, match=r"prompts\[2\] is 120 tokens, but with max_new_tokens 10 the model's "
+                                            r"context n_positions=128 has room for 119") as error:
+        generate_texts(model, tok, prompts, max_new_tokens=10)
+    assert (error.value.index, error.value.length, error.value.room) == (2, 120, 119)
+    kept = generate_texts(model, tok, prompts, max_new_tokens=10, truncate_left=True, batch_size=2)
+    assert kept == [generate_text(model, tok, p[-119:], max_new_tokens=10) for p in prompts]
+    with pytest.raises(ValueError, match="max_new_tokens 129 leaves no room for a prompt"):
+        generate_texts(model, tok, prompts, max_new_tokens=129, truncate_left=True)
+
+
+@torch.no_grad()
+def test_generate_texts_refuses_what_is_not_a_list_of_prompts(model):
+    tok = DigitsTokenizer()
+    assert generate_texts(model, tok, []) == []
+    with pytest.raises(TypeError, match="prompts must be a list of prompts, got str .for one prompt, use generate_text"):
+        generate_texts(model, tok, "hi")
+    with pytest.raises(TypeError, match=r"a list of ints: one prompt's token ids; pass a list of prompts \(\[ids\]\)"):
+        generate_texts(model, tok, [5, 17, 42])
+    with pytest.raises(TypeError, match=r"prompts\[1\] must be one text \(str\) or its token ids .*got NoneType"):
+        generate_texts(model, tok, ["hi", None])
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):
+        generate_texts(model, tok, ["hi"], batch_size=0)
+    # Ids are prompts too (as the CLI passes them, encoded with its special tokens).
+    assert generate_texts(model, tok, [tok.encode("hi"), "x"], max_new_tokens=4) == alone(model, ["hi", "x"], max_new_tokens=4)
+
+
+@torch.no_grad()
+def test_progress_and_stats_per_batch(model, capsys):
+    texts, stats = generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=2, progress=True, max_new_tokens=3,
+                                  return_stats=True)
+    assert len(texts) == 5 and len(stats) == 3  # batches of 2, 2 and 1
+    # Sorted by length, batches hold prompts of about one length: "" (<|endoftext|>) and "x", "hi" and
+    # "To be, or not", then the longest alone.
+    assert [s.prompt_tokens for s in stats] == [1 + 1, 2 + 13, 29]
+    out, err = capsys.readouterr()
+    assert out == "" and "5/5" in err  # the bar is on stderr
+    generate_texts(model, DigitsTokenizer(), PROMPTS, max_new_tokens=3)
+    assert capsys.readouterr().err == ""
+
+
+def write_jsonl(path, lines: list[str]):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    from minigpt.generate_cli import main
+
+    prompts = ["To be", "or not\nto be", "", "that is the question, that is the"]
+    path = write_jsonl(tmp_path / "p.jsonl", [json.dumps(prompts[0]), "", json.dumps({"prompt": prompts[1], "id": 7}),
+                                              "  ", json.dumps(prompts[2]), json.dumps({"prompt": prompts[3]})])
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "6"]
+    assert main(base + ["--prompts-file", path, "--temperature", "0", "--batch-size", "3", "--stats"]) == 0
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]  # stdout is JSON Lines only
+    assert [row["prompt"] for row in rows] == prompts
+    assert "batch 1 of 2: prompt" in err and "batch 2 of 2: prompt" in err and "4/4" in err
+    for row in rows:  # each as the one-prompt CLI prints it
+        assert main(base + ["--prompt", row["prompt"], "--temperature", "0"]) == 0
+        assert capsys.readouterr().out == row["prompt"] + row["texts"][0] + "\n"
+    sampled = base + ["--prompts-file", path, "-n", "2", "--seed", "3"]
+    assert main(sampled) == 0
+    first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [len(row["texts"]) for row in first] == [2] * 4
+    assert main(sampled) == 0 and [json.loads(line) for line in capsys.readouterr().out.splitlines()] == first
+
+
+@pytest.mark.parametrize("lines, flags, message", [
+    (['"a"', '{"text": "b"}'], [], 'p.jsonl line 2 is no prompt: expected a JSON string or an object with a "prompt"'),
+    (['"a"', '', '"b'], [], "p.jsonl line 3 is not JSON: Unterminated string"),
+    (['["a"]'], [], "p.jsonl line 1 is no prompt"),
+    (['"a"', '"' + "z" * 130 + '"'], ["--max-new-tokens", "10"],
+     "p.jsonl line 2: the prompt is 130 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room "
+     "for 119"),
+    (['"a"'], ["--stream"], "--prompts-file prints each prompt's texts as one JSON line once all are done; it does not "
+                            "take --stream"),
+    (['"a"'], ["--explain"], "it does not take --explain"),
+    (['"a"'], ["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
+])
+def test_cli_prompts_file_errors_name_the_line_or_the_flag(tiny_checkpoint, tmp_path, capsys, lines, flags,  # noqa: F811
+                                                           message):
+    from minigpt.generate_cli import main
+
+    path = write_jsonl(tmp_path / "p.jsonl", lines)
+    assert main(["--model", str(tiny_checkpoint), "--prompts-file", path, "--temperature", "0", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+
+
+def test_cli_batch_size_needs_prompts_file_and_one_source_of_prompts(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    from minigpt.generate_cli import main
+
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--batch-size", "8"]) == 2
+    assert "--batch-size sets how many prompts of --prompts-file run at once: it needs --prompts-file" in \
+        capsys.readouterr().err
+    path = write_jsonl(tmp_path / "p.jsonl", ['"a"', '"b"'])
+    with pytest.raises(SystemExit):
+        main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--prompts-file", path])
+    assert "not allowed with argument" in capsys.readouterr().err
+    # --truncate-left keeps the end of a long prompt; the line still shows the prompt as written.
+    long = "To be, or not to be, " * 20
+    write_jsonl(tmp_path / "p.jsonl", [json.dumps(long), '"a"'])
+    assert main(["--model", str(tiny_checkpoint), "--prompts-file", path, "--max-new-tokens", "10", "--temperature", "0",
+                 "--truncate-left"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["prompt"] for row in rows] == [long, "a"] and all(len(row["texts"]) == 1 for row in rows)

@@ -7,7 +7,8 @@ The phases themselves (`prefill` fills the KV cache from the whole prompt; `deco
 token per row) and `DecodeState`, which holds what they share, are minigpt/prefill_decode.py. This
 file is the loop that drives them (`stream`, whose steps are `decode_loop`): pick a token per row,
 feed it back, and end each row at its EOS, a stop string or `max_new_tokens`. It works on ids; one
-prompt's text in and text out (`stream_text`, `generate_text`) is minigpt/text_generation.py.
+prompt's text in and text out (`stream_text`, `generate_text`), and many prompts' in batches
+(`generate_texts`), are minigpt/text_generation.py.
 
 Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
 loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and

@@ -240,7 +240,7 @@ def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens
     that does not fit, or with truncate_left keep its last tokens (the ids themselves, as the CLI does)."""
     n_positions = model.config.n_positions
     room = n_positions - tokens_fed(0, max_new_tokens)  # the longest prompt that fits
-    if truncate_left and room <= 0 < max_new_tokens:  # no cut could help
+    if room <= 0 < max_new_tokens:  # no prompt fits, and no cut could help
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context "
                          f"n_positions={n_positions}: generate at most that many tokens")
     if max_new_tokens < 1:

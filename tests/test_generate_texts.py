@@ -102,8 +102,9 @@ def test_a_prompt_too_long_is_named_unless_truncate_left_keeps_its_end(model):
     assert (error.value.index, error.value.length, error.value.room) == (2, 120, 119)
     kept = generate_texts(model, tok, prompts, max_new_tokens=10, truncate_left=True, batch_size=2)
     assert kept == [generate_text(model, tok, p[-119:], max_new_tokens=10) for p in prompts]
-    with pytest.raises(ValueError, match="max_new_tokens 129 leaves no room for a prompt"):
-        generate_texts(model, tok, prompts, max_new_tokens=129, truncate_left=True)
+    for truncate_left in (True, False):  # the fault is max_new_tokens', not a prompt's
+        with pytest.raises(ValueError, match="max_new_tokens 129 leaves no room for a prompt"):
+            generate_texts(model, tok, prompts, max_new_tokens=129, truncate_left=truncate_left)
 
 
 @torch.no_grad()

@@ -105,3 +105,13 @@ def test_cache_length_buckets():
     assert [cache_length(n, 1024) for n in (1, 64, 65, 200, 1000)] == [64, 64, 128, 256, 1024]
     assert cache_length(100, 100) == 100  # capped at the context
     assert cache_length(101, 100) == 101  # left pads take slots, not positions: exactly what is needed
+
+
+def test_update_stores_autocast_keys_in_the_buffers_dtype():
+    """Under autocast the projections come out bf16 while the cache keeps the weights' fp32:
+    `update` stores them converted (index_copy_ refuses mixed dtypes)."""
+    cache = KVCache(n_layer=1, batch_size=1, n_head=1, max_len=4, head_dim=2)
+    k = torch.tensor([[[[1.5, -2.0]]]], dtype=torch.bfloat16)
+    k_all, v_all = cache.layer(0).update(torch.tensor([1]), k, 2 * k)
+    assert k_all.dtype == v_all.dtype == torch.float32
+    assert k_all[0, 0, 1].tolist() == [1.5, -2.0] and v_all[0, 0, 1].tolist() == [3.0, -4.0]

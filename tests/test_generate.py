@@ -627,6 +627,24 @@ def test_stream_text_holds_back_half_characters_and_stop_string_prefixes(pair, m
     assert "".join(stream_text(model, ByteTokenizer(), "hi", stop="用户！")) == "A: 你好\n用户：再见"  # no stop: all of it
 
 
+def test_a_stop_string_at_the_very_start_of_the_text_leaves_no_text(pair, monkeypatch):
+    """A stop string found at character 0 is a cut too (index 0 is not "not found"): both text
+    functions return "", not the whole text with the stop string in it."""
+    import minigpt.text_generation as module
+
+    model, _ = pair
+
+    def scripted_stream(model, ids, **kwargs):
+        for token in b"ab cd":
+            yield torch.tensor([token])
+        return torch.cat([ids, torch.tensor([list(b"ab cd")])], 1)
+
+    monkeypatch.setattr(module, "stream", scripted_stream)
+    assert "".join(stream_text(model, ByteTokenizer(), "hi", stop="ab")) == ""
+    assert generate_text(model, ByteTokenizer(), "hi", stop="ab") == [""]
+    assert generate_text(model, ByteTokenizer(), "hi", stop=" c") == ["ab"]
+
+
 @pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True}])
 def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
     """Beam search picks its text only at the end, and stream_text streams one sequence: both
@@ -828,6 +846,7 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     (dict(num_beams=2, do_sample=True), "num_beams > 1"),
     (dict(num_return_sequences=2), "num_return_sequences"),
     (dict(stop=["x"]), "tokenizer"),
+    (dict(stop=["x", ""], tokenizer=ByteTokenizer()), "non-empty string"),  # "" is in every text: it would stop at once
     (dict(min_new_tokens=50), "min_new_tokens"),
     (dict(max_new_tokens=-5), "max_new_tokens must be ≥ 1, got -5"),  # not a min_new_tokens range naming -5
     (dict(input_ids=torch.tensor([[5, 300, 7]])), r"vocab_size=300\), got token id 300"),
@@ -1413,6 +1432,48 @@ def test_the_earliest_of_several_stop_strings_cuts_the_text(gpt2_tok):
     assert gpt2_tok.decode([ids[1]]) == " hello"  # one token holds both stops
     pieces = text_pieces(iter(torch.tensor([i]) for i in ids), gpt2_tok, ["o", "ll"], eos=set())
     assert "".join(pieces) == "Say he"
+
+
+def test_a_stop_string_that_does_not_occur_never_hides_one_that_does(gpt2_tok):
+    """first_stop must skip the stop strings absent from the text: their find() is -1, and taking
+    it as the earliest start would leave the text uncut though "ll" is in it."""
+    assert first_stop("Say hello", ["zz", "ll"]) == 6
+    ids = gpt2_tok.encode("Say hello world")
+    pieces = text_pieces(iter(torch.tensor([i]) for i in ids), gpt2_tok, ["zz", "ll"], eos=set())
+    assert "".join(pieces) == "Say he"
+
+
+def test_stop_strings_cut_at_the_earliest_one_when_one_token_completes_two():
+    """With stop=["b", "ab"], the token "b" completes both: the row must be cut where "ab" begins
+    (keep 1 token, "x"), not where "b" does, which would keep "a", the start of a stop string."""
+    stops = StopStrings(ByteTokenizer(), ["b", "ab"], batch_size=1)
+    assert [stops.add(0, t) for t in b"xab"] == [None, None, 1]
+
+
+def test_a_stop_string_spelled_by_fewer_tokens_than_its_bytes_keeps_what_is_before_it():
+    """The tail decoded is the last len(stop bytes) tokens; with multi-byte tokens the row may hold
+    fewer than that, and the tokens to keep count from the row's start, not from len(row) - window."""
+    class TwoCharTokenizer:
+        table = {0: b"ab", 1: b"cd", 2: b"e"}
+
+        def decode_bytes(self, ids: list[int]) -> bytes:
+            return b"".join(self.table[i] for i in ids)
+
+    stops = StopStrings(TwoCharTokenizer(), ["abcd"], batch_size=1)
+    assert [stops.add(0, t) for t in (2, 0, 1)] == [None, None, 1]  # keep "e"
+    stops = StopStrings(TwoCharTokenizer(), ["abcd"], batch_size=1)
+    assert [stops.add(0, t) for t in (0, 1)] == [None, 0]
+
+
+def test_a_non_ascii_stop_string_is_found_with_a_tokenizer_that_decodes_only_text():
+    """A tokenizer without decode_bytes (transformers') is searched through its text's UTF-8 bytes,
+    as the stop strings are: "é" is found once both of its bytes are written."""
+    class TextOnly:
+        def decode(self, ids) -> str:
+            return ByteTokenizer().decode(ids)
+
+    stops = StopStrings(TextOnly(), ["é"], batch_size=1)
+    assert [stops.add(0, t) for t in "café".encode()] == [None, None, None, None, 3]
 
 
 def test_prefill_mask_lets_every_query_see_at_least_one_key():

@@ -631,3 +631,58 @@ def test_an_empty_text_argument_is_encoded_not_read_from_stdin(monkeypatch, caps
     assert climod.main([""]) == 0
     out = capsys.readouterr().out
     assert "0 characters → 0 tokens" in out and "from stdin" not in out
+
+
+def test_call_refuses_padding_options_it_cannot_honour(tok):
+    with pytest.raises(ValueError, match="max_length must be a positive int, got 0"):
+        tok(["a"], truncation=True, max_length=0)
+    with pytest.raises(ValueError, match="need max_length"):
+        tok(["a"], padding="max_length")  # no length to pad to
+    with pytest.raises(ValueError, match="padding must be"):
+        tok(["a", "bb"], padding="left")  # a padding_side given as padding: not silently unpadded
+
+
+def test_encode_batch_with_one_worker_encodes_in_this_process(tok, monkeypatch):
+    """num_workers=1 (a one-core machine) means no pool: a pool of 0 workers cannot start."""
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)
+    docs = ["Hello world", "x\n" * 50]
+    assert tok.encode_batch(docs, num_workers=1) == [tok.encode(d) for d in docs]
+
+
+def test_tokenizer_json_added_token_with_a_space_is_a_special_token(tmp_path):
+    """An added token holding a character outside the byte-level alphabet (a plain space) is not
+    a BPE token, so it must be read as a special token, not fail in str_to_token."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_special_tokens({"additional_special_tokens": ["<|im end|>"]})
+    hf.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).unlink(missing_ok=True)
+    assert Tokenizer.from_pretrained(tmp_path).special_tokens == {"<|endoftext|>": 50256, "<|im end|>": 50257}
+
+
+def test_tokenizer_json_that_is_not_gpt2_style_bpe_is_refused_and_use_regex_defaults_on(tok, tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).unlink(missing_ok=True)
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    data["pre_tokenizer"].pop("use_regex", None)  # older files leave it out: it defaults to on (GPT-2's regex)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    assert Tokenizer.from_pretrained(tmp_path).merges == tok.merges
+    for part, change in (("model", {"type": "WordPiece"}), ("pre_tokenizer", {"use_regex": False})):
+        (tmp_path / "tokenizer.json").write_text(json.dumps({**data, part: {**data[part], **change}}))
+        with pytest.raises(ValueError, match="is not GPT-2-style byte-level BPE"):
+            Tokenizer.from_pretrained(tmp_path)
+
+
+def test_saved_tokenizer_config_names_the_added_special_tokens(tok, tmp_path):
+    """transformers reads the extra special tokens from tokenizer_config.json: without them a
+    reloaded "<|user|>" would be plain text to it."""
+    from transformers import GPT2TokenizerFast
+
+    chat = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": 50256, "<|user|>": 50257})
+    chat.save_pretrained(tmp_path)
+    assert GPT2TokenizerFast.from_pretrained(tmp_path).encode("hi<|user|>") == [5303, 50257]

@@ -27,6 +27,7 @@ from minigpt import GPT
 from minigpt.data import load_tokens
 from minigpt.run_dir import STATE_FILE
 from minigpt.optimizer import lr_at
+from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.train import TrainingDiverged, pretrain
 from minigpt.train_config import TrainConfig, add_config_flags, flag, parse_config
 
@@ -103,6 +104,43 @@ def test_weight_decay_groups():
     assert decay == {n for n in names.values() if n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))}
     assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.h.0.attn.c_attn.bias"} <= no_decay
     assert len(decay) + len(no_decay) == len(names)  # the tied lm_head is wte: counted once
+
+
+def test_lr_peaks_at_lr_exactly_at_the_end_of_warmup_and_follows_lr_decay_iters():
+    """The last warmup step and the first cosine step both run at lr, never above it; with
+    lr_decay_iters set, min_lr is reached there, not at max_iters."""
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=1000, lr_decay_iters=110)
+    assert lr_at(9, cfg) == lr_at(10, cfg) == pytest.approx(1.0)
+    assert max(lr_at(s, cfg) for s in range(1000)) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1) == lr_at(999, cfg)
+
+
+def test_optimizer_groups_carry_their_weight_decay_and_the_betas():
+    model = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    opt = train.build_optimizer(model, TrainConfig(weight_decay=0.3, beta1=0.8, beta2=0.99), torch.device("cpu"))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0]  # matmul weights; the rest
+    assert all(g["betas"] == (0.8, 0.99) for g in opt.param_groups)
+
+
+def test_optimizer_leaves_frozen_parameters_out():
+    model = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    model.transformer.h[0].requires_grad_(False)
+    opt = train.build_optimizer(model, TrainConfig(), torch.device("cpu"))
+    held = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert held == {id(p) for p in model.parameters() if p.requires_grad} and len(held) < len(list(model.parameters()))
+
+
+def test_mfu_peak_is_found_by_gpu_name_and_flops_per_token_follow_palm(monkeypatch):
+    """MFU's two factors: the GPU's bf16 peak, the most specific name first ("H100 PCIe" is not an
+    SXM H100), none off CUDA or for an unlisted GPU; and 6 FLOPs per parameter (wpe left out)
+    plus attention's 12 · n_layer · n_embd · T."""
+    for name, peak in (("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA H100 80GB HBM3", 989e12),
+                       ("NVIDIA L4", 121e12), ("NVIDIA L40S", 362e12), ("Tesla T4", None)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert peak_flops(torch.device("cuda")) == peak, name
+    assert peak_flops(torch.device("cpu")) is None
+    n = 124_439_808 - 1024 * 768  # GPT-2 124M's parameters (wte counted once, as the tied head) less wpe
+    assert gpt_flops_per_token(train.GPTConfig.gpt2("gpt2"), 1024) == 6 * n + 12 * 12 * 768 * 1024
 
 
 def _interrupt_at_batch(monkeypatch, n_calls: int, signum: int = signal.SIGINT) -> None:
@@ -632,6 +670,16 @@ def test_bad_config_errors(tmp_path, change, kind, error):
     with pytest.raises(kind, match=error) as raised:
         pretrain(TrainConfig(**{**vars(tiny_cfg(tmp_path / "data", tmp_path / "out")), **change}))
     assert raised.type is kind  # not a subclass standing in for it
+
+
+@pytest.mark.parametrize("change, error", [
+    (dict(warmup_iters=100, lr_decay_iters=100), r"lr_decay_iters \(100\) must be > warmup_iters \(100\)"),  # no cosine at all
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),  # every activation zeroed
+    (dict(warmup_iters=-1), "warmup_iters must be >= 0, got -1"),  # a negative lr in the first steps
+])
+def test_config_refuses_values_at_the_edge_of_their_range(change, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig(**change)
 
 
 def test_bad_data_errors(tmp_path):

@@ -115,3 +115,16 @@ def test_update_stores_autocast_keys_in_the_buffers_dtype():
     k_all, v_all = cache.layer(0).update(torch.tensor([1]), k, 2 * k)
     assert k_all.dtype == v_all.dtype == torch.float32
     assert k_all[0, 0, 1].tolist() == [1.5, -2.0] and v_all[0, 0, 1].tolist() == [3.0, -4.0]
+
+
+@torch.no_grad()
+def test_both_phases_return_fp32_logits_for_a_bf16_model():
+    """Sampling reads fp32 logits (a bf16 softmax and its penalties round coarsely): prefill and
+    each decode step upcast them, whatever the weights' dtype."""
+    from minigpt.prefill_decode import DecodeState
+
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64)).to(torch.bfloat16).eval()
+    ids = torch.tensor([[1, 2, 3]])
+    state = DecodeState(model, torch.ones_like(ids), max_new_tokens=2)
+    assert state.prefill(ids).dtype == torch.float32
+    assert state.step(ids[:, -1:]).dtype == torch.float32

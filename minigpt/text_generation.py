@@ -138,14 +138,18 @@ def row_texts(model: torch.nn.Module, tokenizer, input_ids: torch.Tensor, attent
     out, stats = result if kwargs.get("return_stats") else (result, None)
     prompt_len = max(input_ids.size(1), 1)  # an empty prompt became <|endoftext|>
     rows = torch.stack(drawn, 1).tolist() if drawn else out[:, prompt_len:].tolist()  # (rows, new)
-    return [cut_text(row, tokenizer, stops, eos) for row in rows], stats
+    return [cut_text(row, tokenizer, stops, eos, model.config.vocab_size) for row in rows], stats
 
 
-def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int]) -> str:
+def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_size: int) -> str:
     """One row's new tokens → its text: the tokens before the first EOS, decoded, then cut at the
     character where the earliest stop string begins. (A row that ended early is followed by pads:
-    EOS, or anything after its stop string, so they never reach the text.)"""
-    end = next((i for i, t in enumerate(row) if t in eos), len(row))  # the first EOS, or none
+    EOS, or anything after its stop string, so they never reach the text.)
+
+    An id ≥ the model's `vocab_size` ends the text too: the model never draws one, so it is a pad,
+    the config's EOS of a model that has no such token (with `eos_token_id=[]` it is no EOS here,
+    and the tokenizer could not decode it)."""
+    end = next((i for i, t in enumerate(row) if t in eos or t >= vocab_size), len(row))  # the first EOS or pad
     text = tokenizer.decode(row[:end])
     cut = first_stop(text, stops)
     return text[:cut] if cut >= 0 else text

@@ -1284,6 +1284,25 @@ def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
 
 
 @torch.no_grad()
+def test_text_of_a_row_padded_with_an_eos_the_model_does_not_have_ends_at_its_stop_string():
+    """With eos_token_id=[], a row cut at its stop string is padded with the config's EOS, which a
+    model trained without <|endoftext|> does not have (GPT-2's 50256 in a 260-token vocabulary):
+    the text functions must end the row there, not hand the pad to the tokenizer (a ValueError)."""
+    from minigpt import Tokenizer
+
+    tok = Tokenizer.train("ab\nab ab\nba abba\n" * 20, vocab_size=270, special_tokens=[], progress=False)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size)).eval()
+    assert tok.eos_token_id is None and model.config.eos_token_id >= tok.vocab_size
+    kw = dict(max_new_tokens=20, do_sample=True, seed=0, num_return_sequences=3, eos_token_id=[])
+    whole = generate_text(model, tok, "ab", **kw)
+    stop = next(c for c in whole[0][2:] if c.isprintable() and c.strip())  # row 0 stops early, so pads follow
+    cut = generate_text(model, tok, "ab", stop=stop, **kw)
+    assert cut == [t[:t.index(stop)] if stop in t else t for t in whole]
+    assert len(cut[0]) < len(whole[0])
+
+
+@torch.no_grad()
 def test_min_new_tokens_with_a_config_eos_the_model_does_not_have(pair):
     """That EOS (50256 in a 300-token model) can end no row, and min_new_tokens has nothing to
     mask: sampling and beams run as with eos_token_id=[] (it was an IndexError in index_fill)."""

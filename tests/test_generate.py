@@ -634,7 +634,7 @@ def test_a_stop_string_at_the_very_start_of_the_text_leaves_no_text(pair, monkey
 
     model, _ = pair
 
-    def scripted_stream(model, ids, **kwargs):
+    def scripted_stream(model, ids, attention_mask=None, **kwargs):
         for token in b"ab cd":
             yield torch.tensor([token])
         return torch.cat([ids, torch.tensor([list(b"ab cd")])], 1)

@@ -21,6 +21,7 @@ import torch.nn as nn
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
+from minigpt.tokenizer_batch import pad_rows
 
 
 
@@ -94,19 +95,14 @@ def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
 
 
 def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding.
+    """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding (`pad_rows`).
 
     Tokenizer.__call__(padding=True) pads texts; this pads ids, since classify examples are
     tokenized and truncated once, when the data is read, not at every batch. Right padding: real
     tokens keep positions 0..n-1 and, attention being causal, never see the pads; the classifier's
     pooling finds them from the mask."""
-    T = max(len(r) for r in rows)
-    idx = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        idx[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return idx, mask
+    ids, mask = pad_rows(rows, pad_id, "right")
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
 
 
 def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

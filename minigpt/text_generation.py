@@ -28,6 +28,7 @@ from minigpt.generate import run_to_end, stream
 from minigpt.generate_args import as_count, eos_list, tokens_fed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
+from minigpt.tokenizer_batch import pad_rows
 
 
 def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
@@ -269,7 +270,5 @@ def batch_seeds(seed: int | None, n: int) -> list[int | None]:
 def left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists → input_ids and attention_mask (B, T), pads on the left so that every prompt's
     last token sits in the last column. The pad id is 0, any id the model has: the mask keeps it out."""
-    T = max(map(len, rows))
-    input_ids = torch.tensor([[0] * (T - len(r)) + r for r in rows], dtype=torch.long)  # (B, T)
-    attention_mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)  # (B, T)
-    return input_ids, attention_mask
+    ids, mask = pad_rows(rows, 0, "left")
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)  # (B, T) each

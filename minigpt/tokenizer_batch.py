@@ -12,7 +12,8 @@ Two ideas live here:
   Workers are forked, so they share the merge table instead of pickling it.
 - **Padding and the attention mask.** A batch is a rectangle, so shorter texts are padded. GPT-2
   has no pad token; any id will do, because the attention mask (0 = padding), not the pad id,
-  keeps padding out of attention.
+  keeps padding out of attention. `pad_rows` pads ids already encoded (the classify task's
+  examples, `generate_texts`' prompts), on either side.
 """
 from __future__ import annotations
 
@@ -91,6 +92,24 @@ def encode_batch(
     return out
 
 
+def pad_rows(rows: Sequence[list[int]], pad_id: int, side: Literal["left", "right"],
+             width: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """Token id lists → (ids, attention masks), each row padded with `pad_id` to `width` (default:
+    the longest row; a longer row is left as it is) on `side`; mask 1 = real token, 0 = padding.
+
+    Left padding is for generation: every prompt's last token sits in the last column, where one
+    cache slot serves the whole batch. Right padding is for training and classification: real
+    tokens keep positions 0..n-1 and, attention being causal, never see the pads."""
+    width = max(map(len, rows), default=0) if width is None else width
+    padded, masks = [], []
+    for ids in rows:
+        fill = max(width - len(ids), 0)
+        pads, real = [pad_id] * fill, [1] * len(ids)
+        padded.append(pads + ids if side == "left" else ids + pads)
+        masks.append([0] * fill + real if side == "left" else real + [0] * fill)
+    return padded, masks
+
+
 def model_inputs(
     tokenizer: Tokenizer,
     texts: str | Sequence[str],
@@ -132,18 +151,10 @@ def model_inputs(
         batch = [ids[:max_length] for ids in batch]
     masks = [[1] * len(ids) for ids in batch]
     if padding in (True, "longest", "max_length"):
-        width = max_length if padding == "max_length" else max(map(len, batch), default=0)
         pad = tokenizer.pad_token_id
         if pad is None:
             raise ValueError("padding needs pad_token_id, and this tokenizer has no <|endoftext|>; set pad_token_id")
-        for ids, mask in zip(batch, masks):
-            fill = width - len(ids)
-            if padding_side == "right":
-                ids += [pad] * fill
-                mask += [0] * fill
-            else:
-                ids[:0] = [pad] * fill
-                mask[:0] = [0] * fill
+        batch, masks = pad_rows(batch, pad, padding_side, max_length if padding == "max_length" else None)
     if return_tensors == "pt":
         import torch  # only here: the tokenizer itself needs no torch
 

@@ -47,6 +47,8 @@ from minigpt.stop_strings import StopStrings
 # GPU's queue, so there the loop looks only every few steps and trims the extra all-pad columns at
 # the end. Steps between looks, by device type (1 where not listed).
 SYNC_EVERY = {"cuda": 8}
+# How many tokens `stream` generates when not told (generate_texts checks prompts against it too).
+DEFAULT_MAX_NEW_TOKENS = 20
 
 
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -106,7 +108,7 @@ def stream(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     *,
-    max_new_tokens: int = 20,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     min_new_tokens: int = 0,
     do_sample: bool = False,
     temperature: float | torch.Tensor = 1.0,

@@ -16,7 +16,6 @@ one is done (`generate_texts` returns all texts at the end, in the prompts' orde
 """
 from __future__ import annotations
 
-import inspect
 import numbers
 from collections.abc import Sequence
 from typing import Iterator
@@ -24,7 +23,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from minigpt.generate import run_to_end, stream
+from minigpt.generate import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
 from minigpt.generate_args import as_count, eos_list, tokens_fed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
@@ -159,8 +158,6 @@ def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_s
 # Sampling parameters that `stream` takes as one value per prompt ((B,) tensors): `generate_texts`
 # takes them per prompt of the whole list and hands each batch its own.
 PER_PROMPT = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
-# The default `stream` generates with, which the context check below must know before any batch runs.
-DEFAULT_MAX_NEW_TOKENS = inspect.signature(stream).parameters["max_new_tokens"].default
 
 
 class PromptTooLong(ValueError):

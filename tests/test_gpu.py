@@ -3,7 +3,7 @@
 The rest of the suite runs everywhere (the fused sampling kernel too, in Triton's CPU
 interpreter); this file checks what a CPU cannot exercise: CUDA's attention kernels against
 transformers on the same device, the compiled decode step as a CUDA graph (mode="reduce-overhead",
-static cache buffers), the fused sampler compiled for the GPU inside the decode loop, the KV
+static cache buffers; with the n-gram ban beside it), the fused sampler compiled for the GPU inside the decode loop, the KV
 cache's memory as the allocator sees it, and a bf16 + torch.compile training run. Without a GPU
 these tests are skipped (CI has none); `bash scripts/gpu_check.sh` runs them with the benchmarks.
 """
@@ -19,7 +19,7 @@ import torch
 
 from minigpt import GPT, GPTConfig
 from minigpt.generate import generate
-from test_generate import PAD, PROMPTS, left_padded, min_top2_margin, sharpened_pair, tiny_config
+from test_generate import PAD, PROMPTS, left_padded, min_top2_margin, rows_repeating_an_ngram, sharpened_pair, tiny_config
 from test_train import make_data, tiny_cfg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -68,6 +68,25 @@ def test_compiled_cuda_graph_step_same_tokens_no_recompiles(pair, dtype):
     # Inductor falls back to a plain compiled step, silently, when it cannot capture a graph (say, a
     # cache buffer it sees as a mutated input): the tokens would still match. It counts each skip.
     assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+
+
+@torch.no_grad()
+def test_ngram_ban_on_gpu_with_the_cuda_graph_step_and_beams(pair):
+    """no_repeat_ngram_size runs in the loop on the device, outside the CUDA-graph step: the
+    compiled step gives the eager tokens with no graph skipped, and no row (nor beam) holds an
+    n-gram twice."""
+    from torch._dynamo.utils import counters
+
+    model, _ = pair
+    ids, mask = (t.cuda() for t in left_padded(PROMPTS))
+    counters.clear()
+    kw = dict(max_new_tokens=24, eos_token_id=[], no_repeat_ngram_size=2)
+    eager = generate(model, ids, mask, **kw)
+    assert torch.equal(eager, generate(model, ids, mask, compile=True, **kw))
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    beams = generate(model, ids, mask, num_beams=3, num_return_sequences=3, **{**kw, "no_repeat_ngram_size": 3})
+    assert rows_repeating_an_ngram(eager.cpu(), mask.cpu(), 2) == 0
+    assert rows_repeating_an_ngram(beams.cpu(), mask.cpu().repeat_interleave(3, 0), 3) == 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")

@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from minigpt.files import read_text
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
-from minigpt.text_generation import PromptTooLong, generate_text, generate_texts, stream_text
+from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -105,8 +106,8 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     if args.prompts_file is not None:
         unused = flags("stream", "explain")
         if unused:
-            raise ValueError(f"--prompts-file prints each prompt's texts as one JSON line once all are done; it does "
-                             f"not take {', '.join(unused)}: give one prompt (--prompt) for {' or '.join(unused)}")
+            raise ValueError(f"--prompts-file prints each prompt's texts whole, as one JSON line when its batches are "
+                             f"done; it does not take {', '.join(unused)}: give one prompt (--prompt) for {' or '.join(unused)}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     elif "batch_size" in typed:
@@ -177,26 +178,43 @@ def read_prompts(path: str) -> tuple[list[str], list[int]]:
     return prompts, lines
 
 
+# --prompts-file prints as it goes: the prompts run a window of this many batches at a time (sorted
+# by length within it, which saves most of the padding a sort of the whole file would), and each
+# window's lines are printed as soon as it is done, so a long run that stops keeps what it printed.
+WINDOW_BATCHES = 16
+
+
 def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, prompts: list[str], lines: list[int],
                 kwargs: dict) -> None:
     """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order (the prompt
-    as the file gives it, before any --truncate-left cut); --stats per batch and the progress bar on
-    stderr, so stdout stays pure JSON Lines."""
+    as the file gives it, before any --truncate-left cut), a window of prompts at a time; --stats per
+    batch and the progress bar on stderr, so stdout stays pure JSON Lines."""
     ids = tokenizer.encode_batch(prompts, allowed_special="all")  # the user's own text, as --prompt's
-    try:
-        texts, stats = generate_texts(model, tokenizer, ids, batch_size=args.batch_size, truncate_left=args.truncate_left,
-                                      num_return_sequences=args.num_return_sequences, progress=True, **kwargs)
+    try:  # every prompt is checked before any runs: a long one at the end fails now, not in an hour
+        ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left)
     except PromptTooLong as e:
         raise ValueError(f"{args.prompts_file} line {lines[e.index]}: the prompt is {e.length} tokens, but with "
                          f"--max-new-tokens {args.max_new_tokens} the model's context n_positions="
                          f"{model.config.n_positions} has room for {e.room}: shorten it, generate fewer tokens, or "
                          "keep each prompt's last tokens (--truncate-left)") from None
-    for prompt, its_texts in zip(prompts, texts):
-        print(json.dumps({"prompt": prompt, "texts": its_texts}, ensure_ascii=False))
-    if args.stats:
-        sys.stdout.flush()  # the texts first, then the stats lines
-        for i, batch_stats in enumerate(stats, 1):  # batches hold prompts of about one length, not the file's order
-            print(f"batch {i} of {len(stats)}: {batch_stats}", file=sys.stderr)
+    size = args.batch_size * WINDOW_BATCHES
+    starts = range(0, len(ids), size)
+    n_batches = sum(-(-len(ids[s:s + size]) // args.batch_size) for s in starts)
+    done = 0
+    # A window's batches draw from seeds derived from its own, as generate_texts' batches do: one
+    # window (a file of up to 16 batches) draws exactly what one generate_texts call would.
+    with tqdm(total=len(ids), desc="generating", unit="prompt") as bar:
+        for start, seed in zip(starts, batch_seeds(args.seed, len(starts))):
+            texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,
+                                          num_return_sequences=args.num_return_sequences, progress=bar,
+                                          **{**kwargs, "seed": seed})
+            for prompt, its_texts in zip(prompts[start:start + size], texts):
+                print(json.dumps({"prompt": prompt, "texts": its_texts}, ensure_ascii=False))
+            sys.stdout.flush()  # the window's lines now, before its stats and the next window
+            if args.stats:  # batches hold prompts of about one length, not the file's order
+                for batch_stats in stats:
+                    done += 1
+                    print(f"batch {done} of {n_batches}: {batch_stats}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

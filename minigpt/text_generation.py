@@ -17,6 +17,7 @@ one is done (`generate_texts` returns all texts at the end, in the prompts' orde
 from __future__ import annotations
 
 import numbers
+from contextlib import nullcontext
 from collections.abc import Sequence
 from typing import Iterator
 
@@ -172,7 +173,7 @@ class PromptTooLong(ValueError):
 
 
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
-                   truncate_left: bool = False, progress: bool = False,
+                   truncate_left: bool = False, progress: bool | tqdm = False,
                    **kwargs) -> list[list[str]] | tuple[list[list[str]], list[GenerationStats]]:
     """Continue many prompts, `batch_size` at a time: for each prompt, in the order given, the new
     texts of its `num_return_sequences` samples (or best beams), cut as `generate_text` cuts them.
@@ -185,7 +186,8 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     in: a `seed` makes one call reproducible (each batch draws from its own seed, derived from
     it), not equal across batch sizes. A prompt too long for the context is a `PromptTooLong`
     error naming it, checked before any batch runs; `truncate_left=True` keeps its last tokens
-    instead (as the CLI's --truncate-left). `progress=True` shows a bar on stderr.
+    instead (as the CLI's --truncate-left). `progress=True` shows a bar on stderr (a tqdm bar given is
+    moved on instead, so that several calls can share one).
     """
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
         hint = " (for one prompt, use generate_text or pass [prompt])" if isinstance(prompts, str) else \
@@ -221,7 +223,9 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     seeds = batch_seeds(kwargs.get("seed"), len(starts))
     texts: list[list[str]] = [[] for _ in prompts]
     all_stats: list[GenerationStats] = []
-    with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress) as bar:
+    shared = isinstance(progress, tqdm)
+    with nullcontext(progress) if shared else tqdm(total=len(prompts), desc="generating", unit="prompt",
+                                                   disable=not progress) as bar:
         for start, seed in zip(starts, seeds):
             batch = order[start:start + batch_size]
             input_ids, attention_mask = left_pad([encoded[i] for i in batch])

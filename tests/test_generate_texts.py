@@ -171,8 +171,8 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     (['"a"', '"' + "z" * 130 + '"'], ["--max-new-tokens", "10"],
      "p.jsonl line 2: the prompt is 130 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room "
      "for 119"),
-    (['"a"'], ["--stream"], "--prompts-file prints each prompt's texts as one JSON line once all are done; it does not "
-                            "take --stream"),
+    (['"a"'], ["--stream"], "--prompts-file prints each prompt's texts whole, as one JSON line when its batches are done; "
+                            "it does not take --stream"),
     (['"a"'], ["--explain"], "it does not take --explain"),
     (['"a"'], ["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
 ])
@@ -203,3 +203,35 @@ def test_cli_batch_size_needs_prompts_file_and_one_source_of_prompts(tiny_checkp
                  "--truncate-left"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["prompt"] for row in rows] == [long, "a"] and all(len(row["texts"]) == 1 for row in rows)
+
+
+def test_cli_prompts_file_prints_each_window_as_it_is_done(tiny_checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A long file runs a window of batches at a time and prints each window's lines when it is done:
+    a run stopped in its second window keeps the first window's lines. Windows change nothing in
+    greedy texts, and sampled ones stay reproducible."""
+    import minigpt.generate_cli as cli
+
+    prompts = ["To be", "or not", "to be, that", "is the question"]
+    path = write_jsonl(tmp_path / "p.jsonl", [json.dumps(p) for p in prompts])
+    base = ["--model", str(tiny_checkpoint), "--prompts-file", path, "--max-new-tokens", "5", "--batch-size", "1"]
+    assert cli.main(base + ["--temperature", "0"]) == 0
+    whole = capsys.readouterr().out  # one window: 4 prompts, 16 batches of 1 fit
+    monkeypatch.setattr(cli, "WINDOW_BATCHES", 2)  # windows of 2 prompts
+    assert cli.main(base + ["--temperature", "0"]) == 0
+    assert capsys.readouterr().out == whole
+    sampled = base + ["--seed", "5"]
+    assert cli.main(sampled) == 0
+    first = capsys.readouterr().out
+    assert cli.main(sampled) == 0 and capsys.readouterr().out == first
+
+    real, calls = cli.generate_texts, []
+
+    def stops_in_the_second_window(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "generate_texts", stops_in_the_second_window)
+    assert cli.main(base + ["--temperature", "0"]) == 130
+    assert capsys.readouterr().out == "".join(whole.splitlines(keepends=True)[:2])

@@ -77,6 +77,16 @@ def test_sampled_texts_are_reproducible_and_one_batch_draws_as_generate_text(mod
 
 
 @torch.no_grad()
+def test_the_first_batch_draws_with_the_seed_itself_whatever_follows_it(model):
+    """The shortest prompts run first, with `seed` itself: adding longer prompts (more batches)
+    leaves their samples as they were."""
+    tok = DigitsTokenizer()
+    kw = dict(max_new_tokens=6, do_sample=True, temperature=1.5, eos_token_id=[], seed=7, batch_size=2)
+    texts = generate_texts(model, tok, PROMPTS, **kw)  # sorted by length, the first batch is prompts 2 ("") and 3 ("x")
+    assert generate_texts(model, tok, [PROMPTS[2], PROMPTS[3]], **kw) == [texts[2], texts[3]]
+
+
+@torch.no_grad()
 def test_a_per_prompt_parameter_reaches_its_prompt_in_whichever_batch(model):
     """temperature as one value per prompt: the greedy prompts (0) give their greedy text alone,
     wherever sorting puts them."""
@@ -123,6 +133,15 @@ def test_generate_texts_refuses_what_is_not_a_list_of_prompts(model):
     assert generate_texts(model, tok, [tok.encode("hi"), "x"], max_new_tokens=4) == alone(model, ["hi", "x"], max_new_tokens=4)
 
 
+def test_generate_texts_refuses_a_streamer(model):
+    """Rows run sorted by length, so a streamer would get them out of the prompts' order: refused
+    by name before any batch runs."""
+    seen = []
+    with pytest.raises(ValueError, match="a streamer would see rows out of order"):
+        generate_texts(model, DigitsTokenizer(), PROMPTS, max_new_tokens=2, streamer=seen.append)
+    assert seen == []
+
+
 @torch.no_grad()
 def test_progress_and_stats_per_batch(model, capsys):
     texts, stats = generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=2, progress=True, max_new_tokens=3,
@@ -164,12 +183,28 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     assert main(sampled) == 0 and [json.loads(line) for line in capsys.readouterr().out.splitlines()] == first
 
 
+def test_cli_prompts_file_reads_prompts_as_the_one_prompt_cli_does(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    """A prompt may hold <|endoftext|> (the user's own text, as --prompt's) and U+2028 (a JSON string
+    may hold it as it is: only "\\n" ends a line); --batch-size 1 is a batch size like any other."""
+    from minigpt.generate_cli import main
+
+    prompts = ["To be<|endoftext|>or not", "that\u2028is the"]
+    path = write_jsonl(tmp_path / "p.jsonl", [json.dumps(p, ensure_ascii=False) for p in prompts])
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "4", "--temperature", "0"]
+    assert main(base + ["--prompts-file", path, "--batch-size", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.split("\n")[:-1]]  # (splitlines splits at U+2028)
+    assert [row["prompt"] for row in rows] == prompts
+    for row in rows:
+        assert main(base + ["--prompt", row["prompt"]]) == 0
+        assert capsys.readouterr().out == row["prompt"] + row["texts"][0] + "\n"
+
+
 @pytest.mark.parametrize("lines, flags, message", [
     (['"a"', '{"text": "b"}'], [], 'p.jsonl line 2 is no prompt: expected a JSON string or an object with a "prompt"'),
     (['"a"', '', '"b'], [], "p.jsonl line 3 is not JSON: Unterminated string"),
     (['["a"]'], [], "p.jsonl line 1 is no prompt"),
-    (['"a"', '"' + "z" * 130 + '"'], ["--max-new-tokens", "10"],
-     "p.jsonl line 2: the prompt is 130 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room "
+    (['"a"', '', '"' + "z" * 130 + '"'], ["--max-new-tokens", "10"],  # the line in the file, blank lines counted
+     "p.jsonl line 3: the prompt is 130 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room "
      "for 119"),
     (['"a"'], ["--stream"], "--prompts-file prints each prompt's texts whole, as one JSON line when its batches are done; "
                             "it does not take --stream"),

@@ -414,6 +414,20 @@ def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair)
     assert any(float(row[-6]) > 0.5 and float(row[-5]) == 0 for row in rows)
 
 
+@torch.no_grad()
+def test_explain_bans_ngrams_after_the_penalties_as_generate_does(looping_pair):
+    """The n-gram stage starts from the penalized logits, not the raw ones: with a repetition
+    penalty that changes the text, --explain's greedy text is still generate's."""
+    from minigpt.explain import explain
+
+    model, _ = looping_pair
+    ids, kw = torch.tensor([PROMPTS[0]]), dict(no_repeat_ngram_size=2, repetition_penalty=1.5)
+    text = explain(model, DigitsTokenizer(), PROMPTS[0], steps=8, temperature=0, out=io.StringIO(), **kw)
+    expected = generate(model, ids, max_new_tokens=8, eos_token_id=[], **kw)[0, 7:].tolist()
+    assert text == DigitsTokenizer().decode(expected)
+    assert expected != generate(model, ids, max_new_tokens=8, eos_token_id=[], no_repeat_ngram_size=2)[0, 7:].tolist()
+
+
 def test_cli_no_repeat_ngram_size_reaches_every_mode(tiny_checkpoint, capsys, monkeypatch):
     """--no-repeat-ngram-size applies to greedy, sampled and beam search text and to --explain, so no
     mode refuses it; a negative size is refused by name."""
@@ -1283,16 +1297,19 @@ def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
         assert (out == model.config.eos_token_id).any()  # row 0 ended at its stop string and was padded
 
 
+@pytest.mark.parametrize("config_eos", [50256, "vocab_size"], ids=["gpt2s", "the first id past the vocabulary"])
 @torch.no_grad()
-def test_text_of_a_row_padded_with_an_eos_the_model_does_not_have_ends_at_its_stop_string():
+def test_text_of_a_row_padded_with_an_eos_the_model_does_not_have_ends_at_its_stop_string(config_eos):
     """With eos_token_id=[], a row cut at its stop string is padded with the config's EOS, which a
-    model trained without <|endoftext|> does not have (GPT-2's 50256 in a 260-token vocabulary):
-    the text functions must end the row there, not hand the pad to the tokenizer (a ValueError)."""
+    model trained without <|endoftext|> does not have (GPT-2's 50256 in a 260-token vocabulary, or
+    exactly vocab_size): the text functions must end the row there, not hand the pad to the
+    tokenizer (a ValueError)."""
     from minigpt import Tokenizer
 
     tok = Tokenizer.train("ab\nab ab\nba abba\n" * 20, vocab_size=270, special_tokens=[], progress=False)
     torch.manual_seed(0)
-    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size)).eval()
+    eos = tok.vocab_size if config_eos == "vocab_size" else config_eos
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, eos_token_id=eos, bos_token_id=eos)).eval()
     assert tok.eos_token_id is None and model.config.eos_token_id >= tok.vocab_size
     kw = dict(max_new_tokens=20, do_sample=True, seed=0, num_return_sequences=3, eos_token_id=[])
     whole = generate_text(model, tok, "ab", **kw)

@@ -156,7 +156,14 @@ def test_ngram_ban_never_counts_pads():
         differs += not torch.equal(ours, ban_repeated_ngrams(x, ids, n))
     assert differs > 5, "the pads must matter for this test to prove anything"
     x = torch.randn(1, 3)
-    assert torch.equal(ban_repeated_ngrams(x, torch.tensor([[3, 3, 3]]), 2), x)
+    for past in (3, 50256):  # the spare column, and a stale config EOS far past it (a finished row's pad)
+        assert torch.equal(ban_repeated_ngrams(x, torch.tensor([[past, past, past]]), 2), x)
+        assert torch.equal(ban_repeated_ngrams(x, torch.tensor([[1, past, 1]]), 2), x)  # 1 past: past is banned, nothing
+    # A pad among the last n - 1 ids (a mask with a hole): the n-gram the next token would complete
+    # holds a pad, so it repeats none, though 7 9 5 (real) starts with the pad's id and 9.
+    x, ids = torch.randn(1, 10), torch.tensor([[5, 7, 9, 5, 7, 9]])
+    assert torch.isinf(ban_repeated_ngrams(x, ids, 3)[0, 5])  # unmasked: 7 9 → 5 would repeat
+    assert torch.equal(ban_repeated_ngrams(x, ids, 3, torch.tensor([[1, 1, 1, 1, 0, 1]])), x)
 
 
 def test_presence_and_frequency_penalties_follow_openai_formula():

@@ -407,6 +407,9 @@ def test_call_pads_truncates_and_masks(tok):
     assert left["attention_mask"][1].tolist() == [0] * (len(hello) - len(hi)) + [1] * len(hi)
     cut = tok(texts, padding="max_length", truncation=True, max_length=1, return_tensors="pt")
     assert cut["input_ids"].tolist() == [hello[:1], hi[:1]]
+    # padding=True pads to the longest text, max_length only caps it (HF's meaning): not to max_length.
+    capped = tok(texts, padding=True, truncation=True, max_length=len(hello) + 5)
+    assert capped["input_ids"] == right["input_ids"].tolist() and capped["attention_mask"] == right["attention_mask"].tolist()
     assert tok("Hello world") == {"input_ids": hello, "attention_mask": [1] * len(hello)}
     with pytest.raises(ValueError, match="padding=True"):
         tok(texts, return_tensors="pt")

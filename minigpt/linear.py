@@ -52,7 +52,10 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
     key = (w.data_ptr(), w.dtype, w._version)
     hit = _PACKED.get(w)
     if hit is None or hit[0] != key:
-        hit = _PACKED[w] = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
+        # The storage packed is kept with its copy: freed, its address could be handed to the
+        # weight's next storage (`model.to(torch.bfloat16).float()` swaps `.data`, which keeps the
+        # version), and the key would match a copy of the old values.
+        hit = _PACKED[w] = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()), w.untyped_storage())
     return hit[1]
 
 

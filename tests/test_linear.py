@@ -64,6 +64,19 @@ def test_packs_once_and_repacks_when_the_weight_changes():
 
 
 @needs_onednn
+def test_a_dtype_round_trip_between_calls_repacks():
+    """.to(bf16).to(fp32) swaps the weight's storage twice and keeps its version: the packed copy of
+    the old fp32 values must not be served for the new (bf16-rounded) ones at a reused address."""
+    lin, x = layer(), torch.randn(4, 96)
+    with torch.no_grad():
+        for _ in range(20):  # (whether malloc reuses the address varies: try it often)
+            lin.weight.add_(torch.randn_like(lin.weight))  # values bf16 does not hold
+            lin(x)
+            lin.to(torch.bfloat16).to(torch.float32)
+            assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5)
+
+
+@needs_onednn
 def test_training_uses_autograd_and_frees_the_packed_copy():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():

@@ -77,6 +77,15 @@ def test_a_dtype_round_trip_between_calls_repacks():
 
 
 @needs_onednn
+@pytest.mark.parametrize("weights, inputs", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32)])
+def test_mismatched_dtypes_fail_as_nn_linear_fails(weights, inputs):
+    """Input and weights of two dtypes are nn.Linear's clear "same dtype" error, not an error from
+    inside oneDNN ("could not create a primitive descriptor"), which is what its call would give."""
+    lin = Linear(16, 8).to(weights)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="same dtype"):
+        lin(torch.randn(2, 16, dtype=inputs))
+
+
 def test_training_uses_autograd_and_frees_the_packed_copy():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():

@@ -179,8 +179,8 @@ def read_prompts(path: str) -> tuple[list[str], list[int]]:
 
 
 # --prompts-file prints as it goes: the prompts run a window of this many batches at a time (sorted
-# by length within it, which saves most of the padding a sort of the whole file would), and each
-# window's lines are printed as soon as it is done, so a long run that stops keeps what it printed.
+# by length within it, so that a batch holds prompts of about one length), and each window's lines
+# are printed as soon as it is done, so a long run that stops keeps what it printed.
 WINDOW_BATCHES = 16
 
 

@@ -194,14 +194,16 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     t_start = clock()
     state = DecodeState(model, attention_mask, max_new_tokens, compile)
     # The loop's own state, on the device too and updated in place: no allocation per step.
-    out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)  # column s: step s's tokens
+    # Each row's whole sequence, (B, T + max_new_tokens): the prompt, then step s's token at column
+    # T + s. `out` is its new part, a view, so the n-gram ban reads what the loop writes.
+    seq = torch.cat([input_ids, torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)], 1)
+    out = seq[:, T:]  # column s: step s's tokens
     penalized = penalties_on(penalties)
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
-    if ngram:  # the n-gram ban reads each row's whole sequence: the prompt, then step s's token at column T + s
-        history = torch.cat([input_ids, out], 1)  # (B, T + max_new_tokens)
-        real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # left pads are no tokens; new ones are
+    if ngram:  # which of `seq` the n-gram ban may read: left pads are no tokens, new ones are
+        real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # (B, T + max_new_tokens)
     pick = token_picker(args.sampler, args.seed, B, device, **args.sampling)  # (B, V) logits → (B,) tokens
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
@@ -223,7 +225,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         if penalized:
             logits = penalize(logits, seen, generated, **penalties)
         if ngram:
-            logits = ban_repeated_ngrams(logits, history[:, :T + step], ngram, real[:, :T + step])
+            logits = ban_repeated_ngrams(logits, seq[:, :T + step], ngram, real[:, :T + step])
         if step < min_new_tokens and eos:
             logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
         # NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
@@ -237,8 +239,6 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         n_drawn += live
         tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
-        if ngram:
-            history[:, T + step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
         # (a stale config EOS) as 0. A finished row's input is never read back.
         ids = tokens if pad_is_token else torch.where(live, tokens, 0)

@@ -40,7 +40,8 @@ ONEDNN = (os.environ.get("MINIGPT_ONEDNN", "1") != "0" and platform.machine().lo
 # ATen's dispatch level tells the first apart; a CPU below it keeps bf16 on F.linear.
 ONEDNN_BF16 = ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
-# weight → (what it looked like when packed, its packed copy). Keyed weakly: a copy dies with its weight.
+# weight → (what it looked like when packed, its packed copy, the storage packed). Keyed weakly: a copy
+# dies with its weight.
 _PACKED = WeakTensorKeyDictionary()
 
 

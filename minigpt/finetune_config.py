@@ -140,3 +140,7 @@ class FinetuneConfig(TrainConfig):
         defaults = {f.name: f.default for f in fields(self)}
         check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed)
         check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed)
+        if self.strategy == "frozen" and (self.gradient_checkpointing or "gradient_checkpointing" in typed):
+            # No block trains, so backward never enters one: there are no block activations to drop.
+            raise ValueError("gradient_checkpointing recomputes the blocks that train; strategy 'frozen' trains only the "
+                             "new head, so it would ignore it (leave it unset, or use strategy 'partial', 'full' or 'lora')")

@@ -16,6 +16,7 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from einops import rearrange
 
 from minigpt.config import GPTConfig
@@ -122,6 +123,9 @@ class GPT(nn.Module):
         # Weight tying: reading a token in (wte) and scoring it out (lm_head) share one matrix.
         # It saves V × C parameters (38M of the 124M) and is how GPT-2 was trained.
         self.lm_head.weight = self.transformer.wte.weight
+        # Activation (gradient) checkpointing: see hidden_states. Off by default; training turns
+        # it on with --gradient-checkpointing (TrainConfig).
+        self.gradient_checkpointing = False
         if not meta:
             self.apply(self._init_weights)
             self._scale_residual_projections()
@@ -177,9 +181,18 @@ class GPT(nn.Module):
             position_ids = torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
+        # Backward needs what each block computed on the way (LayerNorm outputs, q, k, v, the
+        # 4C-wide MLP activations, dropout masks...): over a dozen (B, T, C)-sized tensors per
+        # block, far more than the weights at long contexts. Checkpointing keeps only each block's
+        # input and runs the block's forward again during backward: one (B, T, C) tensor per block,
+        # for one more forward pass (about a third more compute). Non-reentrant checkpointing
+        # restores the RNG state before it recomputes, so dropout draws the same masks again.
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None
         for i, block in enumerate(self.transformer.h):
-            layer_cache = kv_cache.layer(i) if kv_cache is not None else None
-            x = block(x, layer_cache, input_pos, attn_mask)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block, x, None, input_pos, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, kv_cache.layer(i) if kv_cache is not None else None, input_pos, attn_mask)
         return self.transformer.ln_f(x)  # (B, T, C)
 
     def forward(

@@ -158,6 +158,16 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     return train_loss, norm if cfg.grad_clip else None, tokens
 
 
+def use_gradient_checkpointing(model: nn.Module) -> None:
+    """Turn on activation checkpointing in every GPT inside `model` (a classifier holds one)."""
+    gpts = [m for m in model.modules() if isinstance(m, GPT)]
+    if not gpts:
+        raise ValueError(f"gradient_checkpointing recomputes a GPT's blocks, but the {type(model).__name__} "
+                         "being trained holds no GPT")
+    for gpt in gpts:
+        gpt.gradient_checkpointing = True
+
+
 def train_loop(
     model: nn.Module,
     cfg: TrainConfig,
@@ -189,6 +199,8 @@ def train_loop(
     save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)
     raw = model.to(rt.device)
+    if cfg.gradient_checkpointing:
+        use_gradient_checkpointing(raw)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)

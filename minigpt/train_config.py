@@ -73,6 +73,8 @@ class TrainConfig:
     device: str = flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
     dtype: str = flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
     compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
+    gradient_checkpointing: bool = flag(False, "keep only each block's input and recompute the rest during backward: "
+                                               "a fraction of the activation memory, for about a third more compute")
     seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
 
     # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes

@@ -10,7 +10,10 @@ Three rows per config separate the model from the optimizer:
   transformers   GPT2LMHeadModel (SDPA attention) + torch.optim.AdamW with its defaults
   minigpt        minigpt.GPT + the same AdamW
   minigpt+train  minigpt.GPT + the optimizer `minigpt train` builds (fused AdamW, decay groups)
-On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / the GPU's bf16 peak.
+On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / the GPU's bf16 peak,
+and each step's peak memory. `--gradient-checkpointing` turns it on in both models (transformers'
+`gradient_checkpointing_enable`, non-reentrant as minigpt's): MFU still counts the model's FLOPs,
+not the recomputed forward.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each block in backward, in both models")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,14 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     tokens = args.batch_size * args.block_size
+    cuda = device.type == "cuda"
     print(f"device={device} dtype={args.dtype} compile={args.compile} batch={args.batch_size}x{args.block_size} "
-          f"dropout={args.dropout} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'config':<7} {'model':<14} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'fastest':>8} {'MFU':>6}")
+          f"dropout={args.dropout} gradient_checkpointing={args.gradient_checkpointing} threads={torch.get_num_threads()} "
+          f"torch={torch.__version__}")
+    print(f"{'config':<7} {'model':<14} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'fastest':>8} {'MFU':>6} {'peak MB':>8}")
 
     for name in args.configs.split(","):
         c = GPTConfig(**CONFIGS[name], n_positions=max(1024, args.block_size), dropout=args.dropout)
         torch.manual_seed(0)
         ours, hf = GPT(c).to(device).train(), hf_model(c).to(device).train()
+        if args.gradient_checkpointing:
+            ours.gradient_checkpointing = True
+            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if args.compile:
             ours_fwd, hf_fwd = torch.compile(ours), torch.compile(hf)
         else:
@@ -100,14 +109,19 @@ def main(argv: list[str] | None = None) -> int:
         g = torch.Generator().manual_seed(0)
         batches = [torch.randint(c.vocab_size, (args.batch_size, args.block_size + 1), generator=g).to(device) for _ in range(args.steps + args.warmup)]
         times: dict[str, list[float]] = {k: [] for k in steps}
+        peak_mb: dict[str, float] = {}  # the largest allocation of any step (CUDA only)
         for i, x in enumerate(batches):
             took = {}
             for label, step in steps.items():  # interleaved: each round times every model once
                 sync()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
                 t0 = time.perf_counter()
                 step(x)
                 sync()
                 took[label] = time.perf_counter() - t0
+                if cuda:
+                    peak_mb[label] = max(peak_mb.get(label, 0.0), torch.cuda.max_memory_allocated() / 2**20)
                 if i >= args.warmup:
                     times[label].append(took[label])
             # Each round as it ends: a compiled first round takes minutes, and a run cut short
@@ -123,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             mfu = f"{flops / t / peak:6.1%}" if peak else "     -"
             spread = (max(ts) - min(ts)) / t  # how noisy the machine was: (slowest - fastest) / median
             # "fastest": the ratio of the fastest steps, least disturbed by other processes.
-            print(f"{name:<7} {label:<14} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {ref_min / min(ts):7.2f}x {mfu}")
+            mem = f"{peak_mb[label]:8,.0f}" if label in peak_mb else "       -"
+            print(f"{name:<7} {label:<14} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {ref_min / min(ts):7.2f}x {mfu} {mem}")
         del ours, hf, steps
     return 0
 

@@ -372,6 +372,17 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     assert "'lora_rank': (8, 4)" in capsys.readouterr().err
 
 
+
+def test_gradient_checkpointing_fine_tunes_a_lora_classifier_to_the_same_weights(base, tmp_path):
+    """LoRA adapters (with their dropout) inside recomputed blocks: the same run, bit for bit."""
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lora-dropout", "0.1", "--dropout", "0.1")
+    assert _run(base, tmp_path / "plain", *args) == 0
+    assert _run(base, tmp_path / "ckpt", *args, "--gradient-checkpointing") == 0
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("plain", "ckpt"))
+    assert b["config"]["gradient_checkpointing"] and not a["config"]["gradient_checkpointing"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
 def test_resume_from_another_directory_finds_relative_paths(base, tmp_path, monkeypatch, capsys):
     """--init, --data and --val-data typed relative to where the run started, and the tokenizer
     read from --init: a bare --resume run from another directory finds them all, and a path
@@ -465,6 +476,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("args,message", [
     (("--data", "corpus.txt", "--strategy", "frozen"), "'frozen' trains only a new head, and the lm task has none"),
+    (("--task", "classify", "--data", "cls.tsv", "--strategy", "frozen", "--gradient-checkpointing"),
+     "gradient_checkpointing recomputes the blocks that train; strategy 'frozen' trains only the new head"),
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"labels \[1\] are out of range"),
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),

@@ -818,6 +818,39 @@ def test_cli_flags_cover_every_config_field(capsys):
     assert (cfg.lr, cfg.compile, cfg.n_layer, cfg.dropout) == (0.01, True, 3, None)
 
 
+
+def test_gradient_checkpointing_trains_to_bitwise_the_same_weights(tmp_path, monkeypatch):
+    """--gradient-checkpointing recomputes each block in backward, with the same dropout masks:
+    the run ends with exactly the weights and losses of a run without it."""
+    data = make_data(tmp_path / "data")
+    on = []
+    forward = GPT.hidden_states
+
+    def spy(self, *args, **kw):
+        on.append(self.gradient_checkpointing and self.training)
+        return forward(self, *args, **kw)
+
+    monkeypatch.setattr(GPT, "hidden_states", spy)
+    cfg = parse_config(TrainConfig, ["--gradient-checkpointing"], "t", "")
+    pretrain(tiny_cfg(data, tmp_path / "ckpt", max_iters=6, gradient_checkpointing=cfg.gradient_checkpointing))
+    assert any(on)
+    pretrain(tiny_cfg(data, tmp_path / "plain", max_iters=6))
+    a, b = final_state(tmp_path / "ckpt"), final_state(tmp_path / "plain")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    logs = [(tmp_path / run / "log.jsonl").read_text() for run in ("ckpt", "plain")]
+    strip = [[{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in log.splitlines()] for log in logs]
+    assert strip[0] == strip[1]
+
+
+def test_gradient_checkpointing_reaches_a_gpt_inside_the_model_and_needs_one():
+    from minigpt.classifier import GPTClassifier
+
+    gpt = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    train.use_gradient_checkpointing(GPTClassifier(gpt, num_labels=2))
+    assert gpt.gradient_checkpointing
+    with pytest.raises(ValueError, match="gradient_checkpointing recomputes a GPT's blocks, but the Linear being trained holds no GPT"):
+        train.use_gradient_checkpointing(torch.nn.Linear(2, 2))
+
 def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     @dataclass
     class Config:

@@ -13,6 +13,8 @@ What it does not do: sampling beams, diverse or constrained beam search, stop st
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,43 @@ from minigpt.sampling import ban_repeated_ngrams, penalize, penalties_on, token_
 from minigpt.stats import Clock, GenerationStats
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
+
+
+class Finished(NamedTuple):
+    """Each prompt's K best finished hypotheses so far, best first: (B, K, ...) each."""
+
+    seqs: torch.Tensor  # (B, K, L) long: prompt + new tokens, pads after
+    scores: torch.Tensor  # (B, K): sum_logprobs / new_length ** length_penalty; NEG_INF_SCORE in empty slots
+    lens: torch.Tensor  # (B, K) long: new tokens, the EOS included
+    done: torch.Tensor  # (B, K) bool: the slot holds a hypothesis
+
+    def merge(self, cand: torch.Tensor, scores: torch.Tensor, new_len: int, ends: torch.Tensor) -> "Finished":
+        """Keep the K best of the finished hypotheses and the candidates `cand` (B, N, L) that
+        just ended (`ends`, (B, N)), whose `scores` already carry NEG_INF_SCORE where they may not finish."""
+        merged = torch.cat([self.scores, scores], 1).topk(self.scores.size(1), dim=-1).indices  # (B, K) of the K + N
+        return Finished(
+            seqs=torch.cat([self.seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1))),
+            scores=torch.cat([self.scores, scores], 1).gather(1, merged),
+            lens=torch.cat([self.lens, torch.full_like(scores, new_len, dtype=torch.long)], 1).gather(1, merged),
+            done=torch.cat([self.done, ends], 1).gather(1, merged),
+        )
+
+
+def next_log_probs(logits: torch.Tensor, beam_ids: torch.Tensor, prompt_len: int, key_valid: torch.Tensor, *,
+                   penalties: dict, no_repeat_ngram_size: int, banned_eos: torch.Tensor | None) -> torch.Tensor:
+    """What each beam may say next: logits (B·K, V) → log-probs (B·K, V), after the penalties, the
+    n-gram ban and the EOS mask of min_new_tokens (`banned_eos`), in transformers' order.
+    beam_ids (B·K, cur): each beam's ids so far, prompt included; key_valid (B·K, cur): not a pad."""
+    check_finite(logits)
+    logp = F.log_softmax(logits, dim=-1)  # like transformers, penalties act on log-probs
+    if penalties_on(penalties):
+        logp = penalize(logp, token_counts(beam_ids, logits.size(-1), key_valid),
+                        token_counts(beam_ids[:, prompt_len:], logits.size(-1)), **penalties)
+    if no_repeat_ngram_size:
+        logp = ban_repeated_ngrams(logp, beam_ids, no_repeat_ngram_size, key_valid)
+    if banned_eos is not None:
+        logp = logp.index_fill(1, banned_eos, float("-inf"))
+    return logp
 
 
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache
@@ -51,7 +90,6 @@ def beam_search(
     mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
     state = DecodeState(model, mask, max_new_tokens, compile)  # B·K rows: its cache holds every beam
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-    penalized = penalties_on(penalties)
 
     n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
     in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
@@ -60,9 +98,8 @@ def beam_search(
     running[:, :, :T] = ids.view(B, K, T)  # (B·K, T) → (B, K, T): rows b·K .. b·K + K - 1 are prompt b's
     running_scores = torch.zeros(B, K, device=device)
     running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
-    done_seqs, done_lens = running.clone(), torch.zeros(B, K, dtype=torch.long, device=device)
-    done_scores = torch.full((B, K), NEG_INF_SCORE, device=device)
-    done = torch.zeros(B, K, dtype=torch.bool, device=device)  # slot holds a finished hypothesis
+    finished = Finished(running.clone(), torch.full((B, K), NEG_INF_SCORE, device=device),
+                        torch.zeros(B, K, dtype=torch.long, device=device), torch.zeros(B, K, dtype=torch.bool, device=device))
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
 
@@ -70,17 +107,9 @@ def beam_search(
     t_first = clock()
     for step in range(max_new_tokens):
         cur = T + step
-        check_finite(logits)
-        logp = F.log_softmax(logits, dim=-1)  # (B·K, V); like transformers, penalties act on log-probs
-        if penalized or no_repeat_ngram_size:
-            flat = running[:, :, :cur].reshape(B * K, cur)  # (B·K, cur): each beam's ids so far, prompt included
-        if penalized:
-            logp = penalize(logp, token_counts(flat, V, state.key_valid[:, :cur]),
-                            token_counts(flat[:, T:], V), **penalties)
-        if no_repeat_ngram_size:  # after the penalties, before the EOS mask: transformers' order
-            logp = ban_repeated_ngrams(logp, flat, no_repeat_ngram_size, state.key_valid[:, :cur])
-        if step < min_new_tokens and eos:
-            logp = logp.index_fill(1, eos_ids, float("-inf"))
+        logp = next_log_probs(logits, running[:, :, :cur].reshape(B * K, cur), T, state.key_valid[:, :cur],
+                              penalties=penalties, no_repeat_ngram_size=no_repeat_ngram_size,
+                              banned_eos=eos_ids if step < min_new_tokens and eos else None)
         # Score of beam + token, each prompt's K beams side by side: (B, K, V) → (B, K·V), so that
         # index i is beam i // V extending with token i % V.
         total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)
@@ -96,23 +125,19 @@ def beam_search(
         running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))  # (B, K, L)
         running_scores, parents = cont.gather(1, pick), parent.gather(1, pick)
 
-        # Finished hypotheses: merge the top-K candidates that ended with those kept so far.
+        # Finished hypotheses: the top-K candidates that ended join those kept so far, unless the
+        # prompt needs no more (early_stopping=True and K finished) or can no longer improve.
+        full = finished.done.all(-1, keepdim=True) & (early_stopping is True)
+        may_finish = ends & in_top_k & ~full & improvable
         scores = top_scores / (step + 1) ** length_penalty  # (B, n_keep)
-        full = done.all(-1, keepdim=True) & (early_stopping is True)  # no more needed
-        scores = scores + (full | ~improvable | ~(ends & in_top_k)) * NEG_INF_SCORE
-        merged = torch.cat([done_scores, scores], 1).topk(K, dim=-1).indices  # (B, K) of the K + n_keep
-        keep = merged[..., None].expand(-1, -1, cand.size(-1))  # (B, K, L)
-        done_seqs = torch.cat([done_seqs, cand], 1).gather(1, keep)  # (B, K + n_keep, L) → (B, K, L)
-        done_scores = torch.cat([done_scores, scores], 1).gather(1, merged)
-        done_lens = torch.cat([done_lens, torch.full_like(top_idx, step + 1)], 1).gather(1, merged)
-        done = torch.cat([done, ends & in_top_k], 1).gather(1, merged)
+        finished = finished.merge(cand, scores + ~may_finish * NEG_INF_SCORE, step + 1, ends & in_top_k)
 
         # Can a running beam still beat the worst finished one? (transformers' heuristic)
         best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
         best_running = running_scores[:, :1] / best_len ** length_penalty
-        worst_done = torch.where(done, done_scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
+        worst_done = torch.where(finished.done, finished.scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
         improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
-        if not improvable.any() or (early_stopping is True and done.all()) or ends.all():
+        if not improvable.any() or (early_stopping is True and finished.done.all()) or ends.all():
             break
 
         # Each row now continues its parent beam. Only the cache moves: a prompt's beams share its
@@ -123,8 +148,8 @@ def beam_search(
 
     t_end = clock()
     n = num_return_sequences
-    out = done_seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
-    out = out[:, :T + int(done_lens[:, :n].max())]  # (B·n, T + the longest kept hypothesis)
+    out = finished.seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
+    out = out[:, :T + int(finished.lens[:, :n].max())]  # (B·n, T + the longest kept hypothesis)
     if not return_stats:
         return out
     # Beams are candidates, not output: a step advances each of the B prompts by one token.

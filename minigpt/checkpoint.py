@@ -6,8 +6,8 @@ directory holds `config.json` and `model.safetensors`, or, for big models, shard
 which store weights as (in, out); `nn.Linear` stores (out, in), so those four matrices are
 transposed on the way in and out. Everything else is a key-for-key copy.
 
-Not handled: PyTorch `.bin` pickles (unsafe to load, and every GPT-2 on the Hub also ships
-safetensors) and TensorFlow checkpoints. safetensors has no checksum, so a file whose bytes were
+Not handled: PyTorch `.bin` pickles (a pickle may run code when loaded, every GPT-2 on the Hub
+also ships safetensors, and the error says how to convert one) and TensorFlow checkpoints. safetensors has no checksum, so a file whose bytes were
 flipped but whose length is intact loads; `minigpt download` checks sha256 for that reason.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from minigpt.model import GPT
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 # The four Conv1D weights per block, stored (in, out) in HF files.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old HF files carry the causal mask as buffers; they are constants, not weights.
@@ -44,7 +45,10 @@ def weight_files(path: Path) -> list[Path]:
     if single.exists():
         return [single]
     if not index.exists():
-        raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
+        pickled = [p.name for p in (path / PICKLE_NAME, path / f"{PICKLE_NAME}.index.json") if p.exists()]
+        hint = (f"; it holds {pickled[0]}, PyTorch's pickle format, which minigpt does not read: re-save it as "
+                f"safetensors with transformers (GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR))") if pickled else ""
+        raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}{hint}")
     try:
         weight_map = json.loads(index.read_text())["weight_map"]  # tensor name → shard file name
         shards = sorted(set(weight_map.values()))

@@ -293,7 +293,12 @@ def test_directory_without_config_or_weights(tmp_path, hf_dir):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         GPT.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text((hf_dir / "config.json").read_text())
-    with pytest.raises(FileNotFoundError, match="neither model.safetensors nor"):
+    with pytest.raises(FileNotFoundError, match="neither model.safetensors nor model.safetensors.index.json$"):
+        GPT.from_pretrained(tmp_path)
+    # transformers' older pickle format is named, with the way to convert it.
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"; it holds pytorch_model.bin, PyTorch's pickle format, which minigpt "
+                                                r"does not read: re-save it as safetensors with transformers"):
         GPT.from_pretrained(tmp_path)
 
 

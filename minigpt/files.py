@@ -7,8 +7,10 @@ checkpoint where a whole one was.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,8 +44,23 @@ def read_text(path: str | os.PathLike) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
-                         "convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+        raise not_utf8(path, e) from None
+
+
+def read_text_or_stdin(path: str | os.PathLike) -> str:
+    """`read_text`, or standard input's text for "-" (a command fed by a pipe), read in the same
+    text mode ("\r\n" → "\n")."""
+    if str(path) != "-":
+        return read_text(path)
+    try:
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8").read()
+    except UnicodeDecodeError as e:
+        raise not_utf8("standard input", e) from None
+
+
+def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
+                      "convert it first (e.g. iconv -f latin1 -t utf-8)")
 
 
 def read_json(path: str | os.PathLike) -> object:

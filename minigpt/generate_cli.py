@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minigpt.files import read_text
+from minigpt.files import read_text_or_stdin
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
@@ -52,10 +52,10 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                    help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default=default(""), help="the text to continue (default: empty = <|endoftext|>)")
-    src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file")
+    src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file (-: standard input)")
     src.add_argument("--prompts-file", default=default(None), metavar="F",
                      help='many prompts: JSON Lines, each line a JSON string or an object with a "prompt"; prints one '
-                          'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]}')
+                          'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]} (-: standard input)')
     p.add_argument("--batch-size", type=int, default=default(8), help="with --prompts-file: prompts run at once (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=default(200), help="tokens to generate (default: 200)")
     p.add_argument("--min-new-tokens", type=int, default=default(0), help="no EOS before this many (default: 0)")
@@ -155,23 +155,29 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
                              "drop one of them")
 
 
+def source_name(path: str) -> str:
+    """How errors name a --prompts-file: "-" is standard input."""
+    return "standard input" if path == "-" else path
+
+
 def read_prompts(path: str) -> tuple[list[str], list[int]]:
     """--prompts-file → its prompts and the line each is on. Each line is JSON: a string, or an object
     with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines are
     skipped. A line that is neither is a ValueError naming the file and the line."""
     prompts, lines = [], []
     # Split at "\n" only: str.splitlines would also split at U+2028 and the like, which a JSON string may hold as they are.
-    for number, line in enumerate(read_text(path).split("\n"), 1):
+    name = source_name(path)
+    for number, line in enumerate(read_text_or_stdin(path).split("\n"), 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {number} is not JSON: {e.msg} (column {e.colno})") from None
+            raise ValueError(f"{name} line {number} is not JSON: {e.msg} (column {e.colno})") from None
         prompt = item.get("prompt") if isinstance(item, dict) else item
         if not isinstance(prompt, str):
             shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
-            raise ValueError(f'{path} line {number} is no prompt: expected a JSON string or an object with a "prompt" '
+            raise ValueError(f'{name} line {number} is no prompt: expected a JSON string or an object with a "prompt" '
                              f"string, got {shown}")
         prompts.append(prompt)
         lines.append(number)
@@ -193,7 +199,7 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, pro
     try:  # every prompt is checked before any runs: a long one at the end fails now, not in an hour
         ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left)
     except PromptTooLong as e:
-        raise ValueError(f"{args.prompts_file} line {lines[e.index]}: the prompt is {e.length} tokens, but with "
+        raise ValueError(f"{source_name(args.prompts_file)} line {lines[e.index]}: the prompt is {e.length} tokens, but with "
                          f"--max-new-tokens {args.max_new_tokens} the model's context n_positions="
                          f"{model.config.n_positions} has room for {e.room}: shorten it, generate fewer tokens, or "
                          "keep each prompt's last tokens (--truncate-left)") from None
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                   + download_hint(model_dir), file=sys.stderr)
             return 2
     try:
-        prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+        prompt = read_text_or_stdin(args.prompt_file) if args.prompt_file else args.prompt
         prompts, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
     except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8, a line that is no prompt
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"

@@ -11,9 +11,9 @@ Three rows per config separate the model from the optimizer:
   minigpt        minigpt.GPT + the same AdamW
   minigpt+train  minigpt.GPT + the optimizer `minigpt train` builds (fused AdamW, decay groups)
 On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / the GPU's bf16 peak,
-and each step's peak memory. `--gradient-checkpointing` turns it on in both models (transformers'
-`gradient_checkpointing_enable`, non-reentrant as minigpt's): MFU still counts the model's FLOPs,
-not the recomputed forward.
+and each step's peak memory. `--gradient-checkpointing` adds two rows, the same steps with
+activation checkpointing on: `transformers+ckpt` (its `gradient_checkpointing_enable`, non-reentrant
+as minigpt's) and `minigpt+train+ckpt`; their MFU still counts the model's FLOPs, not the recomputed forward.
 """
 from __future__ import annotations
 
@@ -54,6 +54,24 @@ def make_step(model, optimizer, loss_of, autocast):
     return step
 
 
+def checkpointed(step, model):
+    """`step` with activation checkpointing on in `model` (minigpt's GPT or transformers') while it runs."""
+    def run(x):
+        if isinstance(model, GPT):
+            model.gradient_checkpointing = True
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            step(x)
+        finally:
+            if isinstance(model, GPT):
+                model.gradient_checkpointing = False
+            else:
+                model.gradient_checkpointing_disable()
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default="small,124M", help=f"comma-separated, from {sorted(CONFIGS)}")
@@ -66,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each block in backward, in both models")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="also time both models with each block recomputed in backward (two more rows)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,17 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     tokens = args.batch_size * args.block_size
     cuda = device.type == "cuda"
     print(f"device={device} dtype={args.dtype} compile={args.compile} batch={args.batch_size}x{args.block_size} "
-          f"dropout={args.dropout} gradient_checkpointing={args.gradient_checkpointing} threads={torch.get_num_threads()} "
-          f"torch={torch.__version__}")
-    print(f"{'config':<7} {'model':<14} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'fastest':>8} {'MFU':>6} {'peak MB':>8}")
+          f"dropout={args.dropout} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"{'config':<7} {'model':<18} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'fastest':>8} {'MFU':>6} {'peak MB':>8}")
 
     for name in args.configs.split(","):
         c = GPTConfig(**CONFIGS[name], n_positions=max(1024, args.block_size), dropout=args.dropout)
         torch.manual_seed(0)
         ours, hf = GPT(c).to(device).train(), hf_model(c).to(device).train()
-        if args.gradient_checkpointing:
-            ours.gradient_checkpointing = True
-            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if args.compile:
             ours_fwd, hf_fwd = torch.compile(ours), torch.compile(hf)
         else:
@@ -106,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             "minigpt": make_step(ours_fwd, torch.optim.AdamW(ours.parameters(), lr=1e-4), ours_loss, autocast),
             "minigpt+train": make_step(ours_fwd, build_optimizer(ours, TrainConfig(lr=1e-4), device), ours_loss, autocast),
         }
+        if args.gradient_checkpointing:  # the same models, checkpointing switched on for these steps only
+            steps["transformers+ckpt"] = checkpointed(steps["transformers"], hf)
+            steps["minigpt+train+ckpt"] = checkpointed(steps["minigpt+train"], ours)
         g = torch.Generator().manual_seed(0)
         batches = [torch.randint(c.vocab_size, (args.batch_size, args.block_size + 1), generator=g).to(device) for _ in range(args.steps + args.warmup)]
         times: dict[str, list[float]] = {k: [] for k in steps}
@@ -138,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             spread = (max(ts) - min(ts)) / t  # how noisy the machine was: (slowest - fastest) / median
             # "fastest": the ratio of the fastest steps, least disturbed by other processes.
             mem = f"{peak_mb[label]:8,.0f}" if label in peak_mb else "       -"
-            print(f"{name:<7} {label:<14} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {ref_min / min(ts):7.2f}x {mfu} {mem}")
+            print(f"{name:<7} {label:<18} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {ref_min / min(ts):7.2f}x {mfu} {mem}")
         del ours, hf, steps
     return 0
 

@@ -1,7 +1,9 @@
 """generate_texts and `minigpt generate --prompts-file`: many prompts in left-padded batches give
 each prompt the texts it gets alone (greedy, beams; stop strings, EOS), in the prompts' order;
 sampling is reproducible; errors name the prompt (its index, or its file and line)."""
+import io
 import json
+import sys
 
 import pytest
 import torch
@@ -198,6 +200,37 @@ def test_cli_prompts_file_reads_prompts_as_the_one_prompt_cli_does(tiny_checkpoi
         assert main(base + ["--prompt", row["prompt"]]) == 0
         assert capsys.readouterr().out == row["prompt"] + row["texts"][0] + "\n"
 
+
+
+def stdin_of(monkeypatch, data: bytes) -> None:
+    """Feed `data` to the command as its standard input (a pipe)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_cli_reads_prompts_from_standard_input_for_dash(tiny_checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """`... | minigpt generate --prompts-file -` (and --prompt-file -): the same lines as from a file,
+    Windows line ends included; errors name standard input."""
+    from minigpt.generate_cli import main
+
+    lines = [json.dumps("To be"), json.dumps({"prompt": "or not\nto be"})]
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--temperature", "0"]
+    assert main(base + ["--prompts-file", write_jsonl(tmp_path / "p.jsonl", lines)]) == 0
+    from_file = capsys.readouterr().out
+    stdin_of(monkeypatch, "\r\n".join(lines).encode())
+    assert main(base + ["--prompts-file", "-"]) == 0
+    assert capsys.readouterr().out == from_file
+    stdin_of(monkeypatch, b'"a"\n{"text": "b"}\n')
+    assert main(base + ["--prompts-file", "-"]) == 2
+    assert 'standard input line 2 is no prompt' in capsys.readouterr().err
+    stdin_of(monkeypatch, b'"\xff"\n')
+    assert main(base + ["--prompts-file", "-"]) == 2
+    assert "cannot read --prompts-file: standard input is not UTF-8 text: byte 0xff at offset 1" in capsys.readouterr().err
+    # --prompt-file - : the whole of standard input is one prompt.
+    assert main(base + ["--prompt", "To be\nor"]) == 0
+    one = capsys.readouterr().out
+    stdin_of(monkeypatch, b"To be\r\nor")
+    assert main(base + ["--prompt-file", "-"]) == 0
+    assert capsys.readouterr().out == one
 
 @pytest.mark.parametrize("lines, flags, message", [
     (['"a"', '{"text": "b"}'], [], 'p.jsonl line 2 is no prompt: expected a JSON string or an object with a "prompt"'),

@@ -80,6 +80,9 @@ with one uniform.
 - Tokens more than 126·ln2·T below the top logit have p < 2^-126 · p_max (fp32's smallest normal)
   and are never drawn, even when a filter would keep them.
 - Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling.
+- The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
+  apart, or a max within 1e-6 of it) overflows the bracket to inf, and its top-k/top-p set can
+  come out too large. Models' logits stay within ±1e4; the torch path has no such limit.
 """
 from __future__ import annotations
 

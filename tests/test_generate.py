@@ -249,6 +249,19 @@ def test_beam_search_penalties_never_count_pads():
     assert generate(model, ids, mask, pad_token_id=pad, **kw)[:, T:].tolist() == alone
 
 
+def test_beam_log_probs_count_presence_and_frequency_over_new_tokens_only():
+    """As in sampling: repetition counts a beam's prompt and new tokens, presence and frequency
+    only the new ones (the prompt is the first `prompt_len` ids)."""
+    from minigpt.beam_search import next_log_probs
+
+    beam_ids = torch.tensor([[1, 2, 3, 3]])  # prompt [1, 2], then 3 twice
+    kw = dict(no_repeat_ngram_size=0, banned_eos=None)
+    plain = next_log_probs(torch.zeros(1, 6), beam_ids, 2, torch.ones(1, 4, dtype=torch.bool), penalties={}, **kw)
+    for penalty, touched in ({"presence_penalty": 1.0}, {3}), ({"frequency_penalty": 0.5}, {3}), ({"repetition_penalty": 2.0}, {1, 2, 3}):
+        logp = next_log_probs(torch.zeros(1, 6), beam_ids, 2, torch.ones(1, 4, dtype=torch.bool), penalties=penalty, **kw)
+        assert {t for t in range(6) if logp[0, t] < plain[0, t]} == touched, penalty
+
+
 @torch.no_grad()
 def test_beam_search_takes_one_penalty_per_prompt(pair):
     """A (B,) penalty tensor is one value per prompt, as in sampling; beam search runs B·K rows,

@@ -222,6 +222,9 @@ def test_cli_reads_prompts_from_standard_input_for_dash(tiny_checkpoint, tmp_pat
     stdin_of(monkeypatch, b'"a"\n{"text": "b"}\n')
     assert main(base + ["--prompts-file", "-"]) == 2
     assert 'standard input line 2 is no prompt' in capsys.readouterr().err
+    stdin_of(monkeypatch, b'"a"\n"' + b"z" * 130 + b'"\n')
+    assert main(base + ["--prompts-file", "-"]) == 2
+    assert "standard input line 2: the prompt is 130 tokens" in capsys.readouterr().err
     stdin_of(monkeypatch, b'"\xff"\n')
     assert main(base + ["--prompts-file", "-"]) == 2
     assert "cannot read --prompts-file: standard input is not UTF-8 text: byte 0xff at offset 1" in capsys.readouterr().err

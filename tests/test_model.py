@@ -342,6 +342,18 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_far_less():
     assert torch.equal(loss, plain_loss)
     assert all(torch.equal(grads[n], plain[n]) for n in plain)
     assert kept_bytes < plain_bytes / 5
+    # An explicit attention mask (here: the causal one, with the first key hidden from all but
+    # itself) reaches the recomputed blocks too.
+    mask = torch.ones(128, 128, dtype=torch.bool).tril()
+    mask[1:, 0] = False
+    torch.manual_seed(5)
+    masked = model.hidden_states(idx, attn_mask=mask[None, None])
+    model.gradient_checkpointing = False
+    torch.manual_seed(5)
+    assert torch.equal(masked, model.hidden_states(idx, attn_mask=mask[None, None]))
+    model.gradient_checkpointing = True
+    torch.manual_seed(5)
+    assert not torch.equal(masked, model.hidden_states(idx))
     # Only training recomputes: in eval mode (with autograd on) the blocks run plainly.
     eval_bytes = saved_activation_bytes(model.eval(), idx)
     model.gradient_checkpointing = False

@@ -12,7 +12,7 @@ Three rows per config separate the model from the optimizer:
   minigpt+train  minigpt.GPT + the optimizer `minigpt train` builds (fused AdamW, decay groups)
 On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / the GPU's bf16 peak,
 and each step's peak memory. `--gradient-checkpointing` adds two rows, the same steps with
-activation checkpointing on: `transformers+ckpt` (its `gradient_checkpointing_enable`, non-reentrant
+activation checkpointing on: `transformers+ckpt` (its `activation_checkpointing_enable`, non-reentrant
 as minigpt's) and `minigpt+train+ckpt`; their MFU still counts the model's FLOPs, not the recomputed forward.
 """
 from __future__ import annotations
@@ -59,6 +59,8 @@ def checkpointed(step, model):
     def run(x):
         if isinstance(model, GPT):
             model.gradient_checkpointing = True
+        elif hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         try:
@@ -66,6 +68,8 @@ def checkpointed(step, model):
         finally:
             if isinstance(model, GPT):
                 model.gradient_checkpointing = False
+            elif hasattr(model, "activation_checkpointing_disable"):
+                model.activation_checkpointing_disable()
             else:
                 model.gradient_checkpointing_disable()
 

@@ -175,6 +175,15 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              "(one sequence: idx[None])")
         B, T = idx.shape
+        if idx.device.type == "cpu" and idx.numel() and not torch.compiler.is_compiling():
+            # An id outside the vocabulary would fail inside the embedding as a bare "index out of
+            # range" (on a GPU, as a device-side assert that breaks the CUDA context). Checking costs
+            # a host sync, free on a CPU only: on a GPU the callers check (generate's prompts, the
+            # token files train reads).
+            lo, hi = (int(v) for v in torch.aminmax(idx))
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}) for this model, "
+                                 f"got {lo if lo < 0 else hi} (from another tokenizer? a pad id that is no token?)")
         if position_ids is None:
             if T > self.config.n_positions:
                 raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")

@@ -254,6 +254,20 @@ def test_wrong_input_shapes_name_the_expected_shape():
         model(idx, targets=idx, logits_to_keep=1)  # the loss needs every position's logits
 
 
+@pytest.mark.parametrize("bad", [100, -1, 50256])
+def test_token_ids_outside_the_vocabulary_are_named(bad):
+    """Not the embedding's bare 'index out of range in self': the id and the vocabulary's size."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100))
+    idx = torch.zeros(2, 5, dtype=torch.long)
+    idx[1, 3] = bad
+    with pytest.raises(ValueError, match=rf"token ids must be in \[0, vocab_size=100\) for this model, got {bad} "):
+        model(idx)
+    with pytest.raises(ValueError, match=rf"got {bad} "):
+        model.hidden_states(idx)
+    idx[1, 3] = 99
+    assert model(idx)[0].shape == (2, 5, 100)
+
+
 def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1))
     extra = torch.nn.Dropout(0.5)

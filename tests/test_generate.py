@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
@@ -233,6 +233,45 @@ def test_beam_search_equals_transformers_where_hypotheses_finish_early(pair, ear
               num_return_sequences=num_beams)
     assert torch.equal(generate(model, ids, mask, **kw), hf.generate(ids, attention_mask=mask, do_sample=False, **kw))
 
+
+@torch.no_grad()
+def test_a_prompt_that_can_no_longer_improve_takes_no_new_hypotheses(pair, monkeypatch):
+    """transformers' rule (early_stopping=False): once no running beam of a prompt can beat its
+    worst finished hypothesis at the current length, the prompt takes no new ones, even one that
+    a strong length penalty would rank higher later. Scripted logits make the case: prompt 0's
+    only beam ends at once in both EOS ids (log p ≈ -0.7 each), its running beams are far behind
+    (-8), so it can no longer improve; prompt 1 runs on. At step 1 an EOS after -8 would score
+    -8 / 2⁴ = -0.5 > -0.7, but must not enter. transformers, fed the same log-probs, agrees."""
+    import minigpt.prefill_decode as pd
+
+    model, _ = pair
+    V, eos = model.config.vocab_size, [10, 11]
+    # Each call's logits, (B·K, V) = (4, V): rows 0-1 are prompt 0's beams, rows 2-3 prompt 1's.
+    first = torch.full((4, V), -30.0)
+    first[0, eos] = 0.0  # prompt 0's beam 0: both EOS ids at ~-0.7 ...
+    first[0, [20, 21]] = -7.3  # ... the best continuations far behind
+    first[2, 20:30] = 0.0  # prompt 1: ten even tokens, no EOS
+    later = torch.full((4, V), -30.0)
+    later[:2, 10] = 0.0  # prompt 0's running beams: EOS is all but certain
+    later[2:, 20:30] = 0.0
+    real_prefill, real_step = pd.DecodeState.prefill, pd.DecodeState.step  # still run: they fill the cache
+    monkeypatch.setattr(pd.DecodeState, "prefill", lambda self, ids: (real_prefill(self, ids), first.clone())[1])
+    monkeypatch.setattr(pd.DecodeState, "step", lambda self, t: (real_step(self, t), later.clone())[1])
+    ids = torch.tensor([[3, 4], [5, 6]])
+    out = generate(model, ids, max_new_tokens=3, num_beams=2, num_return_sequences=2, length_penalty=4.0,
+                   early_stopping=False, eos_token_id=eos, pad_token_id=PAD)
+    pads = [PAD] * (out.size(1) - 3)  # the output is as wide as prompt 1's longest hypothesis
+    assert out[:2, 2:].tolist() == [[10, *pads], [11, *pads]]  # the step-0 hypotheses, not [20 or 21, 10]
+
+    class Scripted(LogitsProcessor):  # the same log-probs for transformers' beam search
+        def __call__(self, input_ids, scores):
+            return torch.log_softmax(first if input_ids.size(1) == 2 else later, -1)
+
+    _, hf = pair
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, num_beams=2, num_return_sequences=2,
+                         length_penalty=4.0, early_stopping=False, eos_token_id=eos, pad_token_id=PAD, do_sample=False,
+                         logits_processor=LogitsProcessorList([Scripted()]))
+    assert torch.equal(out, theirs)
 
 @torch.no_grad()
 def test_beam_search_penalties_never_count_pads():

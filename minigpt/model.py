@@ -175,11 +175,12 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              "(one sequence: idx[None])")
         B, T = idx.shape
-        if idx.device.type == "cpu" and idx.numel() and not torch.compiler.is_compiling():
+        if kv_cache is None and idx.device.type == "cpu" and idx.numel() and not torch.compiler.is_compiling():
             # An id outside the vocabulary would fail inside the embedding as a bare "index out of
             # range" (on a GPU, as a device-side assert that breaks the CUDA context). Checking costs
             # a host sync, free on a CPU only: on a GPU the callers check (generate's prompts, the
-            # token files train reads).
+            # token files train reads). Generation (a KV cache) checks its prompts once and feeds
+            # back ids drawn from the vocabulary, so its steps skip this.
             lo, hi = (int(v) for v in torch.aminmax(idx))
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}) for this model, "

@@ -234,6 +234,7 @@ def test_truncated_or_corrupt_safetensors(tmp_path, hf_dir, damage):
     ({"activation_function": "gelu"}, "activation_function='gelu'"),
     ({"tie_word_embeddings": False}, "tie_word_embeddings=false"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+    ({"scale_attn_weights": False}, "scale_attn_weights=false"),  # mutant R7-4: unscaled attention, other logits
 ])
 def test_config_that_is_not_gpt2(tmp_path, hf_dir, change, match):
     edited_copy(hf_dir, tmp_path, lambda s: s)
@@ -565,3 +566,45 @@ def test_saving_over_an_index_that_names_model_safetensors_keeps_the_new_weights
     assert outside.read_bytes() == b"not mine"
     idx = torch.arange(10)[None]
     assert torch.equal(GPT.from_pretrained(tmp_path / "ckpt")(idx)[0], new(idx)[0])
+
+
+def test_a_float16_checkpoint_with_a_float32_final_layernorm_loads_as_float16(tmp_path, hf_dir):
+    """Mutant R7-29: the one dtype of a mixed file was taken from another tensor than wte (the bulk
+    of the weights): a float16 export that keeps its final LayerNorm in float32 loaded as float32
+    throughout, twice the memory and not the file's dtype."""
+    def half_but_ln_f(s):
+        return {k: t if k.startswith("transformer.ln_f.") else t.half() for k, t in s.items()}
+
+    model = GPT.from_pretrained(edited_copy(hf_dir, tmp_path, half_but_ln_f))
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+
+
+def test_dtype_and_device_names_as_written_elsewhere_are_taken(hf_dir):
+    """Mutants R7-30/R7-31: str(torch.bfloat16) is "torch.bfloat16" (what a config or a log
+    holds), taken as "bfloat16" is; and device "auto" is the CPU where there is no GPU."""
+    assert checkpoint.resolve_dtype("torch.bfloat16") is torch.bfloat16
+    assert next(GPT.from_pretrained(hf_dir, dtype="torch.float16").parameters()).dtype == torch.float16
+    assert checkpoint.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_tensor_data_starts_8_byte_aligned_whatever_the_header_length(tmp_path):
+    """Mutant R7-32: the header was padded by len % 8 instead of -len % 8, aligned only when its
+    length happened to be 0 or 4 mod 8 (as in test_streamed_safetensors_match_the_library). Names
+    of 1..8 characters give headers of every length mod 8."""
+    for n in range(1, 9):
+        checkpoint.write_safetensors({"x" * n: torch.arange(3.0)}, tmp_path / f"{n}.safetensors")
+        data = (tmp_path / f"{n}.safetensors").read_bytes()
+        assert int.from_bytes(data[:8], "little") % 8 == 0, n
+        with safe_open(tmp_path / f"{n}.safetensors", framework="pt") as f:
+            assert torch.equal(f.get_tensor("x" * n), torch.arange(3.0))
+
+
+def test_replace_stale_eos_takes_the_tokenizers_id_as_begin_and_end():
+    """Mutant R7-3 (caught before only by a slow training run): a stale <|endoftext|> id (GPT-2's
+    50256 in a 4,096-token model) is replaced by the tokenizer's, for bos too (GPT-2 uses one token
+    for both); a valid one, or no tokenizer id, is kept."""
+    config = GPTConfig(vocab_size=4096)
+    assert config.replace_stale_eos(4095)
+    assert (config.bos_token_id, config.eos_token_id) == (4095, 4095) and not config.has_stale_eos
+    assert not config.replace_stale_eos(7) and config.eos_token_id == 4095
+    assert not GPTConfig(vocab_size=4096).replace_stale_eos(None)

@@ -374,7 +374,6 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_far_less():
     assert saved_activation_bytes(model, idx) == eval_bytes
 
 
-
 def test_gradient_checkpointing_under_torch_compile():
     """torch.compile traces through the checkpointed blocks (as `minigpt train --compile
     --gradient-checkpointing` runs them): the same loss and gradients as the eager, plain model.
@@ -395,3 +394,11 @@ def test_gradient_checkpointing_under_torch_compile():
     diff = max((grads[n] - plain[n]).abs().max().item() for n in plain)
     print(f"compiled + checkpointed vs eager: |Δloss| = {abs(loss.item() - plain_loss.item()):.1e}, max |Δgrad| = {diff:.1e}")
     assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-6) and diff < 1e-5
+
+
+def test_initializer_range_zero_is_a_valid_setting():
+    """Mutant R7-2: the check is `>= 0`, as its error says: 0 (every weight starts at
+    0) is accepted and kept as a float."""
+    config = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, initializer_range=0)
+    assert config.initializer_range == 0.0 and type(config.initializer_range) is float
+    assert all(torch.count_nonzero(b.attn.c_attn.weight) == 0 for b in GPT(config).transformer.h)

@@ -181,3 +181,30 @@ def test_label_names_and_pad_id_survive_a_save_load_save(tmp_path):
     d = json.loads((tmp_path / "b" / "config.json").read_text())
     assert d["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"} and d["label2id"]["pos"] == 2
     assert d["pad_token_id"] == 5
+
+
+def test_bad_head_settings_and_bool_labels_are_refused():
+    """Mutants R7-15/R7-16/R7-17: a hidden width of 0 (an empty layer: constant logits), label names
+    that are not 0..num_labels-1 (config.json's id2label would not match the head's rows), and bool
+    labels (a mask passed as labels: cross_entropy would take them as classes 0/1) are each refused by name."""
+    with pytest.raises(ValueError, match=r"hidden layer widths must be positive, got \[16, 0\]"):
+        GPTClassifier(GPT(CFG), 3, hidden=(16, 0))
+    with pytest.raises(ValueError, match=r"id2label must name labels 0..2, got keys \[0, 1\]"):
+        GPTClassifier(GPT(CFG), 3, id2label={0: "neg", 1: "pos"})
+    with pytest.raises(ValueError, match=r"id2label must name labels 0..1, got keys \[1, 2\]"):
+        GPTClassifier(GPT(CFG), 2, id2label={1: "neg", 2: "pos"})
+    idx, mask = _batch()
+    with pytest.raises(TypeError, match="labels must be integer class ids, got torch.bool"):
+        _classifier()(idx, mask, labels=torch.tensor([True, False, True]))
+
+
+@torch.no_grad()
+def test_the_head_takes_the_backbones_dtype():
+    """Mutant R7-18: the new `score` head stayed float32 on a bfloat16 backbone, so the first
+    forward failed with a dtype mismatch (and a saved checkpoint mixed dtypes)."""
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(CFG).to(torch.bfloat16), 3, hidden=(16,)).eval()
+    assert {p.dtype for p in clf.score.parameters()} == {torch.bfloat16}
+    idx, mask = _batch()
+    logits, loss = clf(idx, mask, labels=torch.tensor([0, 1, 2]))
+    assert logits.shape == (3, 3) and logits.dtype == torch.bfloat16 and torch.isfinite(loss)

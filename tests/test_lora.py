@@ -144,3 +144,34 @@ def test_targets_match_whole_name_components_not_a_name_suffix():
             inject_lora(model, partial, rank=2)
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     assert inject_lora(model, ("c_fc",), rank=2) == [f"transformer.h.{i}.mlp.c_fc" for i in range(LORA_CFG.n_layer)]
+
+
+def test_update_is_scaled_by_alpha_over_rank_and_a_full_rank_update_is_allowed():
+    """Mutants R7-8/R7-9: the layer computes base(x) + (alpha / r)·x·(B@A)ᵀ, the paper's scaling (not
+    rsLoRA's alpha / sqrt(r), which changes every adapter's step size); and a rank equal to the
+    smaller side (a full-rank update) is allowed, as the error's "exceeds" says: only a larger one is refused."""
+    torch.manual_seed(0)
+    base = nn.Linear(8, 6)
+    layer = LoRALinear(base, rank=6, alpha=3.0)  # r = min(8, 6)
+    nn.init.normal_(layer.lora_B)
+    x = torch.randn(4, 8)
+    assert layer.scaling == 0.5
+    torch.testing.assert_close(layer(x), base(x) + 0.5 * x @ (layer.lora_B @ layer.lora_A).t())
+    with pytest.raises(ValueError, match=r"LoRA rank 7 exceeds the layer's smaller side min\(8, 6\)"):
+        LoRALinear(nn.Linear(8, 6), rank=7, alpha=1.0)
+
+
+def test_inject_passes_its_dropout_on_and_freezes_only_the_wrapped_layers():
+    """Mutants R7-10/R7-14: inject_lora built its adapters without the dropout asked for (the
+    default 0: --lora-dropout ignored), or left the wrapped base weight trainable (the frozen W
+    would then train too, on a model not frozen by finetune.apply_strategy). The rest of the
+    model is left as it was."""
+    model = _model().train()
+    inject_lora(model, ("c_attn",), rank=4, dropout=0.25)
+    lora = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert len(lora) == CFG.n_layer and all(m.dropout.p == 0.25 for m in lora)
+    assert not any(p.requires_grad for m in lora for p in m.base.parameters())
+    assert all(m.lora_A.requires_grad and m.lora_B.requires_grad for m in lora)
+    assert model.transformer.h[0].mlp.c_fc.weight.requires_grad and model.transformer.wte.weight.requires_grad
+    with pytest.raises(ValueError, match=r"LoRA dropout must be in \[0, 1\), got 1.0"):  # mutant R7-11: 1.0 drops every input
+        inject_lora(_model(), dropout=1.0)

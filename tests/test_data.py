@@ -221,3 +221,50 @@ def test_a_token_file_of_exactly_min_tokens_is_accepted(tmp_path):
     assert len(load_tokens(tmp_path / "x.bin", 50, min_tokens=17)) == 17
     with pytest.raises(ValueError, match="holds 17 tokens; need at least 18"):
         load_tokens(tmp_path / "x.bin", 50, min_tokens=18)
+
+
+def test_empty_token_files_and_non_integer_vocab_sizes_are_named(tmp_path):
+    """Mutants R7-39/R7-40: an empty token file reached np.memmap, whose "cannot mmap an empty file"
+    names no file; a meta.json whose vocab_size is a string was taken (and compared with ints later)."""
+    (tmp_path / "x.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"token file \S+x.bin is empty"):
+        load_tokens(tmp_path / "x.bin", 10)
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": "50257"}))
+    with pytest.raises(ValueError, match="meta.json has no integer vocab_size"):
+        read_meta(tmp_path)
+
+
+class _ByteTokenizer:
+    """ids = the characters' code points; a vocabulary of exactly 65,536 ids, <|endoftext|> the last."""
+    vocab_size = 65_536
+    eos_token_id = 65_535
+
+    def encode_batch(self, texts, allowed_special):
+        return [[ord(c) for c in t] for t in texts]
+
+    def save_pretrained(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def test_a_vocabulary_of_exactly_65536_ids_fits_uint16_files(tmp_path):
+    """Mutant R7-41 (`>=` for `>`): 65,536 ids (0..65,535) is the most uint16 holds, so it is
+    accepted, and its largest id survives the round trip through train.bin / val.bin."""
+    (tmp_path / "a.txt").write_text("hello\uffff world\nand more text here\n")
+    meta = prepare([tmp_path / "a.txt"], _ByteTokenizer(), tmp_path / "d", val_fraction=0.5)
+    tokens = load_splits(tmp_path / "d", meta, 65_536)
+    assert int(tokens["train"].max()) == 65_535 and tokens["val"][-1] == 65_535
+
+
+def test_a_file_that_goes_wholly_to_validation_adds_nothing_to_train(tok, tmp_path):
+    """Mutant R7-44: an empty part (here a one-word file with no line break, whose cut falls at 0)
+    still got its <|endoftext|>: train.bin held an empty document, an extra <|endoftext|> after
+    the previous file's, and a one-file corpus a train.bin of that lone id."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=4))
+    (tmp_path / "b.txt").write_text("hi")
+    assert minigpt.data._cut_point("hi", 0.6) == 0
+    meta = prepare([tmp_path / "a.txt", tmp_path / "b.txt"], tok, tmp_path / "d", val_fraction=0.6)
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).tolist()
+    val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16).tolist()
+    assert train.count(EOS) == 1 and train[-1] == EOS and meta["train_tokens"] == len(train)
+    hi = tok.encode("hi")
+    assert val[-len(hi) - 1:] == hi + [EOS]  # the whole file, closed by <|endoftext|>, in val.bin

@@ -161,3 +161,31 @@ def test_default_stride_is_half_the_window_and_scores_every_token_but_the_first(
     assert default["tokens"] == 39  # with stride < max_length every token but the first is scored
     assert perplexity(model, ids, max_length=8, stride=8)["tokens"] < 39
     assert math.isclose(default["ppl"], math.exp(default["nll"]))
+
+
+@torch.no_grad()
+def test_a_bfloat16_model_sums_its_nll_in_float32():
+    """Mutant R7-26: cross-entropy on the model's own bfloat16 logits rounds every log-softmax and
+    the sum to 8 bits of mantissa (up to 0.5 nats off at a sum of ~250); `minigpt eval --dtype
+    bfloat16` must score the bfloat16 model's logits in float32."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=64)).to(torch.bfloat16).eval()
+    ids = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(1))
+    nll_sum, count, _ = sliding_window_nll(model, ids, 64, 64)
+    expected = torch.nn.functional.cross_entropy(model(ids[None])[0][0, :-1].float(), ids[1:], reduction="sum").item()
+    assert count == 63 and nll_sum == pytest.approx(expected, rel=1e-6)
+
+
+def test_bits_per_byte_count_utf8_bytes_not_characters(model_dir, tmp_path, capsys):
+    """Mutant R7-27: each token's length was taken as characters of its decoded text, not bytes, so
+    bits per byte came out too high on any non-ASCII text (and a token holding part of a
+    character counted as one replacement character)."""
+    text = "naïve café — déjà vu, señor! Ünïcödé ☃ 日本語\n" * 3
+    (tmp_path / "u.txt").write_text(text, encoding="utf-8")
+    tok, model = Tokenizer.from_pretrained(model_dir), GPT.from_pretrained(model_dir)
+    ids = torch.tensor(tok.encode(text))
+    assert main([str(model_dir), str(tmp_path / "u.txt"), "--device", "cpu", "--stride", "8"]) == 0
+    nll_sum = perplexity(model, ids, stride=8)["nll_sum"]
+    scored_bytes = len(text.encode()) - len(tok.decode_bytes([int(ids[0])]))  # all but the first token's
+    assert scored_bytes < len(text.encode()) and len(text) < len(text.encode()) - 20
+    assert f"{nll_sum / math.log(2) / scored_bytes:.4f} bits/byte" in capsys.readouterr().out

@@ -818,7 +818,6 @@ def test_cli_flags_cover_every_config_field(capsys):
     assert (cfg.lr, cfg.compile, cfg.n_layer, cfg.dropout) == (0.01, True, 3, None)
 
 
-
 def test_gradient_checkpointing_trains_to_bitwise_the_same_weights(tmp_path, monkeypatch):
     """--gradient-checkpointing recomputes each block in backward, with the same dropout masks:
     the run ends with exactly the weights and losses of a run without it."""
@@ -1056,3 +1055,14 @@ def test_the_first_signal_is_the_one_kept():
         assert stop.signum == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):  # the second gets Python's handler: stops at once
             signal.raise_signal(signal.SIGINT)
+
+
+def test_a_training_state_without_its_grad_scaler_is_refused_by_name(tmp_path):
+    """Mutant R7-36: read_state did not require "scaler", so such a file failed later in restore
+    with a bare KeyError instead of naming the file and what it lacks."""
+    state = {"config": {}, "model": {}, "optimizer": {}, "step": 3, "best_val_loss": 1.0}
+    torch.save(state, tmp_path / STATE_FILE)
+    with pytest.raises(ValueError, match=rf"{STATE_FILE} is not a training state saved by minigpt: it lacks scaler$"):
+        minigpt.run_dir.read_state(tmp_path / STATE_FILE)
+    torch.save(state | {"scaler": {}}, tmp_path / STATE_FILE)
+    assert minigpt.run_dir.read_state(tmp_path / STATE_FILE)["step"] == 3

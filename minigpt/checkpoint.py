@@ -7,8 +7,9 @@ which store weights as (in, out); `nn.Linear` stores (out, in), so those four ma
 transposed on the way in and out. Everything else is a key-for-key copy.
 
 Not handled: PyTorch `.bin` pickles (a pickle may run code when loaded, every GPT-2 on the Hub
-also ships safetensors, and the error says how to convert one) and TensorFlow checkpoints. safetensors has no checksum, so a file whose bytes were
-flipped but whose length is intact loads; `minigpt download` checks sha256 for that reason.
+also ships safetensors, and the error says how to convert one) and TensorFlow checkpoints.
+safetensors has no checksum, so a file whose bytes were flipped but whose length is intact loads;
+`minigpt download` checks sha256 for that reason.
 """
 from __future__ import annotations
 

@@ -54,24 +54,28 @@ def make_step(model, optimizer, loss_of, autocast):
     return step
 
 
+def set_checkpointing(model, on: bool) -> None:
+    """Activation checkpointing on or off in minigpt's GPT or transformers' model (non-reentrant in both)."""
+    if isinstance(model, GPT):
+        model.gradient_checkpointing = on
+        return
+    renamed = hasattr(model, "activation_checkpointing_enable")  # transformers 5's name for gradient_checkpointing_*
+    if not on:
+        (model.activation_checkpointing_disable if renamed else model.gradient_checkpointing_disable)()
+    elif renamed:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def checkpointed(step, model):
-    """`step` with activation checkpointing on in `model` (minigpt's GPT or transformers') while it runs."""
+    """`step` with activation checkpointing on in `model` while it runs."""
     def run(x):
-        if isinstance(model, GPT):
-            model.gradient_checkpointing = True
-        elif hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5's name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_checkpointing(model, True)
         try:
             step(x)
         finally:
-            if isinstance(model, GPT):
-                model.gradient_checkpointing = False
-            elif hasattr(model, "activation_checkpointing_disable"):
-                model.activation_checkpointing_disable()
-            else:
-                model.gradient_checkpointing_disable()
+            set_checkpointing(model, False)
 
     return run
 

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a model on a text file.")
     parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors)")
-    parser.add_argument("file", help="UTF-8 text file to score")
+    parser.add_argument("file", help="UTF-8 text file to score (-: standard input)")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2)")
@@ -101,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from minigpt.checkpoint import is_classifier_checkpoint
     from minigpt.data import encode_text
-    from minigpt.files import read_text
+    from minigpt.files import read_text_or_stdin
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
     try:
         path = Path(args.file)
-        if not path.is_file():
+        if args.file != "-" and not path.is_file():
             raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
-        text = read_text(path)
+        text = read_text_or_stdin(args.file)
         if is_classifier_checkpoint(args.model):  # it would fail on its `score` weights
             raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "
                              "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")

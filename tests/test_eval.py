@@ -1,7 +1,9 @@
 """Sliding-window perplexity equals the same computation with transformers' GPT2LMHeadModel."""
 from __future__ import annotations
 
+import io
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,7 +105,7 @@ def test_progress_bar_total_is_the_windows_that_run(model_dir, monkeypatch, n, s
     assert seen["run"] == seen["total"] == max(math.ceil((n - 32) / stride), 0) + 1
 
 
-def test_cli_and_errors(model_dir, tmp_path, capsys):
+def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
     (tmp_path / "t.txt").write_text(TEXT)
     tok, model = Tokenizer.from_pretrained(model_dir), GPT.from_pretrained(model_dir)
     ids = torch.tensor(tok.encode(TEXT))
@@ -119,6 +121,12 @@ def test_cli_and_errors(model_dir, tmp_path, capsys):
         assert f"{expected['nll_sum'] / math.log(2) / scored_bytes:.4f} bits/byte" in out
     assert main([str(model_dir), str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt does not exist" in capsys.readouterr().err
+    # "-" reads standard input (`cat t.txt | minigpt eval MODEL -`): the same score as the file's.
+    assert main([str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu"]) == 0
+    from_file = capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(TEXT.encode()), encoding="utf-8"))
+    assert main([str(model_dir), "-", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == from_file
     assert main([str(model_dir), str(tmp_path)]) == 2
     assert f"text file {tmp_path} is a directory" in capsys.readouterr().err
     assert main([str(tmp_path / "no_model"), str(tmp_path / "t.txt")]) == 2  # the model is named, not a tokenizer

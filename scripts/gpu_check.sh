@@ -11,6 +11,8 @@
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
 #   generate  scripts/bench_generate.py --device cuda --compile: decode speed, bandwidth limit, KV bytes
 #   train     scripts/bench_train.py on CUDA in bf16, compiled: tokens/s and MFU vs transformers
+#   memory    (not in the default run) bench_train.py with --gradient-checkpointing, eager: each
+#             row's peak memory and speed with and without checkpointing (about a minute)
 #
 # Logs go to $OUT (the device tool's output folder) or out/gpu_check/, one file a step; the last
 # line of env.txt says which steps passed and how long each took. Exit status 1: a step failed or
@@ -60,7 +62,9 @@ for step in "${steps[@]}"; do
                 --batches 1 --ttft-lengths 256,1024 ;;  # batch 1 is the target's; each compiled batch size compiles anew
     train) run train 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
-    *) echo "unknown step '$step' (tests, sampling, generate, train)"; exit 2 ;;
+    memory) run memory 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --configs 124M \
+              --batch-size 8 --block-size 1024 --steps 5 --warmup 2 --gradient-checkpointing ;;
+    *) echo "unknown step '$step' (tests, sampling, generate, train, memory)"; exit 2 ;;
   esac
 done
 echo "gpu_check: ${summary[*]}" | tee -a "$out/env.txt"

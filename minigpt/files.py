@@ -52,10 +52,13 @@ def read_text_or_stdin(path: str | os.PathLike) -> str:
     text mode ("\r\n" → "\n")."""
     if str(path) != "-":
         return read_text(path)
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
     try:
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8").read()
+        return stdin.read()
     except UnicodeDecodeError as e:
         raise not_utf8("standard input", e) from None
+    finally:
+        stdin.detach()  # else the wrapper, once collected, would close the process's stdin with it
 
 
 def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:

@@ -1,6 +1,7 @@
 """generate_texts and `minigpt generate --prompts-file`: many prompts in left-padded batches give
 each prompt the texts it gets alone (greedy, beams; stop strings, EOS), in the prompts' order;
 sampling is reproducible; errors name the prompt (its index, or its file and line)."""
+import gc
 import io
 import json
 import sys
@@ -219,6 +220,8 @@ def test_cli_reads_prompts_from_standard_input_for_dash(tiny_checkpoint, tmp_pat
     stdin_of(monkeypatch, "\r\n".join(lines).encode())
     assert main(base + ["--prompts-file", "-"]) == 0
     assert capsys.readouterr().out == from_file
+    gc.collect()
+    assert not sys.stdin.buffer.closed  # reading it left the process's stdin open
     stdin_of(monkeypatch, b'"a"\n{"text": "b"}\n')
     assert main(base + ["--prompts-file", "-"]) == 2
     assert 'standard input line 2 is no prompt' in capsys.readouterr().err

@@ -36,6 +36,7 @@ class FakeHub:
         self.ignore_range = False
         self.wrong_sha256 = False
         self.no_etag = False  # a mirror that announces no hashes at all
+        self.no_linked_size = False  # an LFS redirect without X-Linked-Size
         self.requests: list[tuple[str, str, str | None]] = []
 
 
@@ -64,7 +65,8 @@ def make_handler(hub: FakeHub):
                     sha = "0" * 64 if hub.wrong_sha256 else hashlib.sha256(data).hexdigest()
                     self.send_response(302)
                     self.send_header("Location", f"http://127.0.0.1:{port}/cdn/{name}")
-                    self.send_header("X-Linked-Size", str(len(data)))
+                    if not hub.no_linked_size:
+                        self.send_header("X-Linked-Size", str(len(data)))
                     if not hub.no_etag:
                         self.send_header("X-Linked-Etag", f'"{sha}"')
                     self.send_header("Content-Length", "0")
@@ -316,3 +318,58 @@ def test_an_existing_file_of_another_size_is_downloaded_again(hub, tmp_path, cap
     assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
     assert_downloaded(tmp_path, hub)
     assert "config.json is already there" not in capsys.readouterr().err
+
+
+def test_a_redirect_without_x_linked_size_has_an_unknown_size_not_its_own_content_length(hub, tmp_path):
+    """Mutant R8-16: the size of an LFS file came from the 302's own Content-Length (0, the length of
+    the redirect's empty body) when the Hub sent no X-Linked-Size. The size is then unknown, and the
+    file still downloads and verifies by its sha256; with the redirect's 0 as its size, nothing
+    would be fetched and the empty file would fail the hash check."""
+    hub.no_linked_size = True
+    big = download.remote_file(hub.url + REPO + "model.safetensors")
+    assert (big.size, big.hash_kind) == (None, "sha256")
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+
+
+def test_http_500_from_the_hub_is_retried_as_any_5xx(hub, tmp_path, capsys):
+    """Mutant R8-18: `e.code <= 500` for `e.code < 500` in fetch: an HTTP 500 to the Hub's HEAD
+    (a server error, as passing as a 503) was raised at once instead of being asked again."""
+    hub.busy_head["config.json"] = 500
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=1, progress=False)
+    assert_downloaded(tmp_path, hub)
+    assert "config.json: HTTP Error 500: Internal Server Error; asking again (retry 1 of 1)" in capsys.readouterr().err
+
+
+def test_a_file_of_unknown_size_is_skipped_on_a_rerun(hub, tmp_path, capsys, monkeypatch):
+    """Mutant R8-19: `remote.size == size` for `remote.size in (None, size)` in fetch: with a
+    server that announces no size, every rerun downloaded every file again. A FILE exists only
+    once verified, so a rerun skips it, size known or not."""
+    real = download.remote_file
+
+    def sizeless(url):
+        r = real(url)
+        r.size = None
+        return r
+
+    monkeypatch.setattr(download, "remote_file", sizeless)
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+    capsys.readouterr()
+    hub.requests.clear()
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert [m for m, _, _ in hub.requests] == ["HEAD"] * 4  # nothing fetched again
+    assert capsys.readouterr().err.count("is already there, skipping") == 4
+
+
+def test_a_directory_the_user_made_is_kept_when_nothing_could_be_fetched(tmp_path, capsys):
+    """Mutant R8-20: the clean-up after a failed download removed any empty --out directory, also one
+    the user had made beforehand; only a directory the download itself created may go."""
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "mine"
+    out.mkdir()
+    assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}", "--retries", "0"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+    assert out.is_dir()

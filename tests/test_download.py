@@ -23,6 +23,7 @@ from minigpt.cli import main as cli_main
 from minigpt.download import DownloadError, download_gpt2, main
 
 REPO = "/openai-community/gpt2/resolve/main/"
+RENAMED = "/old-name/gpt2/resolve/main/"  # answers with a relative redirect to REPO
 
 
 class FakeHub:
@@ -37,6 +38,7 @@ class FakeHub:
         self.wrong_sha256 = False
         self.no_etag = False  # a mirror that announces no hashes at all
         self.no_linked_size = False  # an LFS redirect without X-Linked-Size
+        self.weak_etag = False  # small files' ETag as W/"...", a weak validator
         self.requests: list[tuple[str, str, str | None]] = []
 
 
@@ -56,6 +58,12 @@ def make_handler(hub: FakeHub):
         def respond(self, body: bool) -> None:
             hub.requests.append((self.command, self.path, self.headers.get("Range")))
             port = self.server.server_address[1]
+            if self.path.startswith(RENAMED) and self.path.removeprefix(RENAMED) in hub.files:
+                self.send_response(307)  # a renamed repo: a relative redirect to its new name
+                self.send_header("Location", REPO + self.path.removeprefix(RENAMED))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path.startswith(REPO) and self.path.removeprefix(REPO) in hub.files:
                 name = self.path.removeprefix(REPO)
                 if not body and name in hub.busy_head:
@@ -92,7 +100,7 @@ def make_handler(hub: FakeHub):
                 self.send_response(200)
             self.send_header("Content-Length", str(len(data) - start))
             if etag:
-                self.send_header("ETag", f'"{etag}"')
+                self.send_header("ETag", f'W/"{etag}"' if hub.weak_etag else f'"{etag}"')
             self.end_headers()
             if body:
                 self.wfile.write(data[start:] if cut is None else data[start:cut])
@@ -373,3 +381,25 @@ def test_a_directory_the_user_made_is_kept_when_nothing_could_be_fetched(tmp_pat
     assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}", "--retries", "0"]) == 1
     assert "cannot reach" in capsys.readouterr().err
     assert out.is_dir()
+
+
+def test_a_relative_redirect_of_a_renamed_repo_is_followed_from_the_hub_address(hub):
+    """Mutant R8-32: a relative Location ("/new-name/...", what the Hub answers for a renamed repo) was
+    used as the next URL as it is, without the Hub's address: the next HEAD failed. It is joined to
+    the address asked, for a small file and for an LFS file (whose own redirect then goes to the CDN)."""
+    small = download.remote_file(hub.url + RENAMED + "config.json")
+    big = download.remote_file(hub.url + RENAMED + "model.safetensors")
+    assert (small.url, small.hash_kind, small.size) == (hub.url + REPO + "config.json", "git-sha1", len(hub.files["config.json"]))
+    assert (big.url, big.hash_kind, big.size) == (hub.url + "/cdn/model.safetensors", "sha256", len(hub.files["model.safetensors"]))
+
+
+def test_a_weak_etag_is_still_the_git_hash_that_is_checked(hub, tmp_path, capsys):
+    """Mutant R8-33: the "W/" of a weak ETag (W/"<sha1>", as the Hub may send for small files) was
+    kept, so the hash was not recognised and the files were said to be unchecked."""
+    hub.weak_etag = True
+    small = download.remote_file(hub.url + REPO + "config.json")
+    data = hub.files["config.json"]
+    assert (small.hash_kind, small.digest) == ("git-sha1", hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+    assert "announced no sha256 or git hash" not in capsys.readouterr().err

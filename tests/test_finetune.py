@@ -99,6 +99,15 @@ def test_what_each_strategy_trains():
     assert s.trainable == CFG.n_layer * 2 * (CFG.n_embd + 3 * CFG.n_embd) + 2 * CFG.n_embd
 
 
+def test_partial_may_train_every_block():
+    """Mutant R8-2: `n_trainable_blocks < n_layer` for `<= n_layer` refused "partial" with every block
+    trainable, the documented upper end of [0, n_layer]: all blocks and ln_f train, the embeddings not."""
+    model = _lm()
+    apply_strategy(model, "partial", n_trainable_blocks=CFG.n_layer, verbose=False)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {n for n, _ in model.named_parameters() if n.startswith(("transformer.h.", "transformer.ln_f."))}
+
+
 def test_summary_is_printed(capsys):
     apply_strategy(_lm(), "full")
     out = capsys.readouterr().out
@@ -572,6 +581,17 @@ def test_held_out_examples_are_not_trained_on(tmp_path):
         # labels still follow their texts through the shuffles
         for texts, labels in split.values():
             assert all(int(t.split()[-1]) % 3 == y for t, y in zip(texts, labels))
+
+
+def test_too_few_examples_to_hold_out_a_validation_set_is_refused_by_name(tmp_path):
+    """Mutant R8-37: the `n_val == 0` check was lost (`n_val < 0`): a file too small for --val-fraction
+    to hold out even one example gave an empty validation set, and the run failed only at its first
+    evaluation (accuracy over no examples), not at once with what to do."""
+    (tmp_path / "few.tsv").write_text("a\t0\nb\t1\nc\t0\n")
+    with pytest.raises(ValueError, match=r"few.tsv has 3 example\(s\): too few to hold out 10% for validation; pass --val-data"):
+        load_classification_data(data_cfg(tmp_path / "few.tsv"))
+    split = load_classification_data(data_cfg(tmp_path / "few.tsv", val_fraction=0.4))  # int(3 * 0.4) = 1 is enough
+    assert (len(split["train"][0]), len(split["val"][0])) == (2, 1)
 
 
 def test_a_subset_of_a_file_sorted_by_label_mixes_labels(tmp_path):

@@ -1720,3 +1720,26 @@ def test_one_right_padded_row_in_a_batch_is_refused(pair):
     mask = torch.tensor([[0, 1, 1], [1, 1, 0]])  # row 0 left-padded, row 1 right-padded
     with pytest.raises(ValueError, match="left-padded"):
         generate(model, ids, mask, max_new_tokens=2)
+
+
+def test_explain_runs_no_decode_step_after_the_last_token(monkeypatch):
+    """Mutant R8-34: `step == steps` for `step + 1 == steps` in explain's loop: after the last token
+    it ran one more decode step (a forward pass over the cache) whose logits nothing uses. One
+    prefill, then a step for each token but the last: steps - 1 of them."""
+    import minigpt.explain as explain_mod
+
+    calls = []
+
+    class CountingState(explain_mod.DecodeState):
+        def step(self, *args, **kwargs):
+            calls.append(1)
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(explain_mod, "DecodeState", CountingState)
+    model, _ = sharpened_pair(tiny_config())
+    ids = torch.tensor([PROMPTS[0]])
+    free = generate(model, ids, max_new_tokens=4, eos_token_id=[])[0, ids.size(1):].tolist()
+    model.config.eos_token_id = next(t for t in range(model.config.vocab_size) if t not in free)  # no early end
+    text = explain_mod.explain(model, ByteTokenizer(), PROMPTS[0], steps=4, temperature=0, out=io.StringIO())
+    assert text == ByteTokenizer().decode(free)
+    assert len(calls) == 3

@@ -403,3 +403,28 @@ def test_a_weak_etag_is_still_the_git_hash_that_is_checked(hub, tmp_path, capsys
     download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
     assert_downloaded(tmp_path, hub)
     assert "announced no sha256 or git hash" not in capsys.readouterr().err
+
+
+def test_a_partial_file_longer_than_announced_is_refused_even_without_a_hash(hub, tmp_path, capsys):
+    """Mutant R8-48: the size check after the transfer caught only a short file (`got < size`): a
+    .partial left longer than the server announces (the file changed on the Hub since the killed
+    run) was renamed into place when the server sent no hash to catch it. It is deleted instead."""
+    data = hub.files["model.safetensors"]
+    (tmp_path / "model.safetensors.partial").write_bytes(data + b"stale tail")
+    hub.no_etag = True
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
+    err = capsys.readouterr().err
+    assert (f"model.safetensors has {len(data) + 10:,} bytes but the server announced {len(data):,}; deleted it" in err
+            and "Traceback" not in err)
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.safetensors.partial").exists()
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Mutant R8-49: a Ctrl-C during the download exited 1, the code of a failed download, not 130
+    (128 + SIGINT, as a shell reports an interrupted command)."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "download_gpt2", interrupted)
+    assert main(["gpt2", "--out", str(tmp_path)]) == 130
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err

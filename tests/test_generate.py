@@ -1743,3 +1743,18 @@ def test_explain_runs_no_decode_step_after_the_last_token(monkeypatch):
     text = explain_mod.explain(model, ByteTokenizer(), PROMPTS[0], steps=4, temperature=0, out=io.StringIO())
     assert text == ByteTokenizer().decode(free)
     assert len(calls) == 3
+
+
+def test_explain_seed_0_is_a_seed():
+    """Mutant R8-52: `if seed` for `if seed is not None`: seed 0 was taken for "no seed", so
+    `--explain --seed 0` drew from the global generator, neither reproducible nor generate's draw."""
+    from minigpt.explain import explain
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    ids = torch.tensor([PROMPTS[0]])
+    drawn = generate(model, ids, max_new_tokens=8, do_sample=True, seed=0, sampler="torch",
+                     eos_token_id=[])[0, ids.size(1):].tolist()
+    torch.manual_seed(12345)  # the global generator somewhere else than seed 0's
+    text = explain(model, DigitsTokenizer(), PROMPTS[0], steps=8, seed=0, out=io.StringIO())
+    assert text == DigitsTokenizer().decode(drawn)

@@ -514,6 +514,22 @@ def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     assert re.search(message, err), err
 
 
+def test_lm_val_split_of_exactly_block_size_tokens_is_refused_before_training(base, tmp_path, capsys):
+    """Mutant R8-43: the lm task checked its splits for block_size tokens, not block_size + 1 (one
+    window and the token after it): a val split of exactly block_size tokens passed, and the first
+    evaluation's batch sampling crashed with a traceback instead of exit 2 naming the file."""
+    from minigpt.data import prepare
+    from minigpt.tokenizer import Tokenizer
+
+    text = tmp_path / "short.txt"
+    text.write_text("the speech was good indeed, and the play was fine. " * 4)
+    val_tokens = prepare([text], Tokenizer.from_pretrained(base / "base"), tmp_path / "probe")["val_tokens"]
+    assert 2 <= val_tokens <= 32
+    code = _run(base, tmp_path / "o", "--data", str(text), "--strategy", "full", "--block-size", str(val_tokens))
+    err = capsys.readouterr().err
+    assert code == 2 and f"holds {val_tokens} tokens; need at least {val_tokens + 1}" in err and "Traceback" not in err
+
+
 def test_init_from_a_classifier_is_refused_by_name(base, tmp_path, capsys):
     from minigpt.tokenizer import Tokenizer
 
@@ -592,6 +608,17 @@ def test_too_few_examples_to_hold_out_a_validation_set_is_refused_by_name(tmp_pa
         load_classification_data(data_cfg(tmp_path / "few.tsv"))
     split = load_classification_data(data_cfg(tmp_path / "few.tsv", val_fraction=0.4))  # int(3 * 0.4) = 1 is enough
     assert (len(split["train"][0]), len(split["val"][0])) == (2, 1)
+
+
+def test_max_val_examples_caps_the_validation_set_and_max_examples_the_training_set(tmp_path):
+    """Mutant R8-46: the validation subset was cut to --max-examples instead of --max-val-examples:
+    each flag caps its own split, and leaving one unset leaves that split whole."""
+    (tmp_path / "train.tsv").write_text("".join(f"train {i}\t{i % 2}\n" for i in range(40)))
+    (tmp_path / "dev.tsv").write_text("".join(f"dev {i}\t{i % 2}\n" for i in range(30)))
+    sizes = lambda split: (len(split["train"][0]), len(split["val"][0]))  # noqa: E731
+    assert sizes(load_classification_data(data_cfg(tmp_path, max_examples=10, max_val_examples=5))) == (10, 5)
+    assert sizes(load_classification_data(data_cfg(tmp_path, max_examples=10))) == (10, 30)
+    assert sizes(load_classification_data(data_cfg(tmp_path, max_val_examples=5))) == (40, 5)
 
 
 def test_a_subset_of_a_file_sorted_by_label_mixes_labels(tmp_path):

@@ -689,3 +689,15 @@ def test_saved_tokenizer_config_names_the_added_special_tokens(tok, tmp_path):
     chat = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": 50256, "<|user|>": 50257})
     chat.save_pretrained(tmp_path)
     assert GPT2TokenizerFast.from_pretrained(tmp_path).encode("hi<|user|>") == [5303, 50257]
+
+
+def test_train_cli_asks_for_4096_tokens_by_default(tmp_path, capsys):
+    """Mutant R8-53: --vocab-size's default (4096, as its help and the README say) was another
+    number. A small text runs out of pairs long before, and the note names the size asked for."""
+    from minigpt import bpe_train
+
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert bpe_train.main([str(data), "--out", str(tmp_path / "a")]) == 0
+    tok = Tokenizer.from_pretrained(tmp_path / "a")
+    assert f"note: only {tok.vocab_size} of the 4096 tokens asked for" in capsys.readouterr().out

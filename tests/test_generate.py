@@ -1758,3 +1758,16 @@ def test_explain_seed_0_is_a_seed():
     torch.manual_seed(12345)  # the global generator somewhere else than seed 0's
     text = explain(model, DigitsTokenizer(), PROMPTS[0], steps=8, seed=0, out=io.StringIO())
     assert text == DigitsTokenizer().decode(drawn)
+
+
+def test_explain_blames_the_model_not_a_penalty_for_its_nan_logits():
+    """Mutant R8-64: explain's check of the model's own logits was lost; a broken model's NaN was
+    then caught only after the penalties, whose message blames "a penalty pushed a logit past float
+    range" with every penalty off. The error names the model."""
+    from minigpt.explain import explain
+
+    broken, _ = sharpened_pair(tiny_config())
+    with torch.no_grad():
+        broken.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"^the model produced NaN/inf logits \(check the weights"):
+        explain(broken, ByteTokenizer(), PROMPTS[0], steps=2, out=io.StringIO())

@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from minigpt.checkpoint import is_classifier_checkpoint
     from minigpt.data import encode_text
-    from minigpt.files import read_text_or_stdin
+    from minigpt.files import STDIN, read_text_or_stdin
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
     try:
         path = Path(args.file)
-        if args.file != "-" and not path.is_file():
+        if args.file != STDIN and not path.is_file():
             raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
         text = read_text_or_stdin(args.file)
         if is_classifier_checkpoint(args.model):  # it would fail on its `score` weights

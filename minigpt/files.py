@@ -44,24 +44,31 @@ def read_text(path: str | os.PathLike) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise not_utf8(path, e) from None
+        raise _not_utf8(path, e) from None
+
+
+STDIN = "-"  # the path a command reads as its standard input (a pipe), as cat and friends do
+
+
+def source_name(path: str | os.PathLike) -> str | os.PathLike:
+    """How an error names what was read: the path, or "standard input" for "-"."""
+    return "standard input" if str(path) == STDIN else path
 
 
 def read_text_or_stdin(path: str | os.PathLike) -> str:
-    """`read_text`, or standard input's text for "-" (a command fed by a pipe), read in the same
-    text mode ("\r\n" → "\n")."""
-    if str(path) != "-":
+    """`read_text`, or standard input's text for "-", read in the same text mode ("\r\n" → "\n")."""
+    if str(path) != STDIN:
         return read_text(path)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
     try:
         return stdin.read()
     except UnicodeDecodeError as e:
-        raise not_utf8("standard input", e) from None
+        raise _not_utf8(source_name(path), e) from None
     finally:
         stdin.detach()  # else the wrapper, once collected, would close the process's stdin with it
 
 
-def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:
+def _not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:
     return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
                       "convert it first (e.g. iconv -f latin1 -t utf-8)")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minigpt.files import read_text_or_stdin
+from minigpt.files import read_text_or_stdin, source_name
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
@@ -153,11 +153,6 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
         if args.stream:  # the best beam is known only at the end
             raise ValueError("beam search picks its best beam only at the end, so there is nothing to --stream: "
                              "drop one of them")
-
-
-def source_name(path: str) -> str:
-    """How errors name a --prompts-file: "-" is standard input."""
-    return "standard input" if path == "-" else path
 
 
 def read_prompts(path: str) -> tuple[list[str], list[int]]:

@@ -830,8 +830,8 @@ def test_gradient_checkpointing_trains_to_bitwise_the_same_weights(tmp_path, mon
         return forward(self, *args, **kw)
 
     monkeypatch.setattr(GPT, "hidden_states", spy)
-    cfg = parse_config(TrainConfig, ["--gradient-checkpointing"], "t", "")
-    pretrain(tiny_cfg(data, tmp_path / "ckpt", max_iters=6, gradient_checkpointing=cfg.gradient_checkpointing))
+    assert parse_config(TrainConfig, ["--gradient-checkpointing"], "t", "").gradient_checkpointing
+    pretrain(tiny_cfg(data, tmp_path / "ckpt", max_iters=6, gradient_checkpointing=True))
     assert any(on)
     pretrain(tiny_cfg(data, tmp_path / "plain", max_iters=6))
     a, b = final_state(tmp_path / "ckpt"), final_state(tmp_path / "plain")
@@ -849,6 +849,7 @@ def test_gradient_checkpointing_reaches_a_gpt_inside_the_model_and_needs_one():
     assert gpt.gradient_checkpointing
     with pytest.raises(ValueError, match="gradient_checkpointing recomputes a GPT's blocks, but the Linear being trained holds no GPT"):
         train.use_gradient_checkpointing(torch.nn.Linear(2, 2))
+
 
 def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     @dataclass

@@ -34,6 +34,7 @@ STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partia
 SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag"
 # The same for the options of one task.
 TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
+TASK_OPTIONS["chunked_loss"] = "lm"  # a classifier's loss is over its labels: no vocabulary-wide logits to chunk
 
 
 def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:

@@ -158,14 +158,19 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     return train_loss, norm if cfg.grad_clip else None, tokens
 
 
-def use_gradient_checkpointing(model: nn.Module) -> None:
-    """Turn on activation checkpointing in every GPT inside `model` (a classifier holds one)."""
+# The GPT's switches that trade compute for memory (TrainConfig's flags of the same names), and
+# what each does, for the error when the model being trained holds no GPT to switch.
+MEMORY_SWITCHES = {"gradient_checkpointing": "recomputes a GPT's blocks",
+                   "chunked_loss": "computes a GPT's language-model loss in chunks"}
+
+
+def switch_on(model: nn.Module, name: str) -> None:
+    """Turn the memory switch `name` on in every GPT inside `model` (a classifier holds one)."""
     gpts = [m for m in model.modules() if isinstance(m, GPT)]
     if not gpts:
-        raise ValueError(f"gradient_checkpointing recomputes a GPT's blocks, but the {type(model).__name__} "
-                         "being trained holds no GPT")
+        raise ValueError(f"{name} {MEMORY_SWITCHES[name]}, but the {type(model).__name__} being trained holds no GPT")
     for gpt in gpts:
-        gpt.gradient_checkpointing = True
+        setattr(gpt, name, True)
 
 
 def train_loop(
@@ -199,8 +204,9 @@ def train_loop(
     save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)
     raw = model.to(rt.device)
-    if cfg.gradient_checkpointing:
-        use_gradient_checkpointing(raw)
+    for name in MEMORY_SWITCHES:
+        if getattr(cfg, name):
+            switch_on(raw, name)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)

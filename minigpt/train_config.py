@@ -75,6 +75,8 @@ class TrainConfig:
     compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
     gradient_checkpointing: bool = flag(False, "keep only each block's input and recompute the rest during backward: "
                                                "a fraction of the activation memory, for about a third more compute")
+    chunked_loss: bool = flag(False, "compute the logits and the loss a chunk of positions at a time, never all at once: "
+                                     "far less memory at a large vocabulary, for one more LM-head matmul")
     seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
 
     # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes

@@ -14,6 +14,8 @@ On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / t
 and each step's peak memory. `--gradient-checkpointing` adds two rows, the same steps with
 activation checkpointing on: `transformers+ckpt` (its `activation_checkpointing_enable`, non-reentrant
 as minigpt's) and `minigpt+train+ckpt`; their MFU still counts the model's FLOPs, not the recomputed forward.
+`--chunked-loss` adds `minigpt+train+chunk` (`minigpt train --chunked-loss`: the logits and the loss a
+chunk of positions at a time), and with --gradient-checkpointing `minigpt+train+ckpt+chunk`, both switches.
 """
 from __future__ import annotations
 
@@ -68,14 +70,18 @@ def set_checkpointing(model, on: bool) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def checkpointed(step, model):
-    """`step` with activation checkpointing on in `model` while it runs."""
+def switched_on(step, model, checkpointing: bool = False, chunked_loss: bool = False):
+    """`step` with activation checkpointing and/or minigpt's chunked loss on in `model` while it runs."""
     def run(x):
-        set_checkpointing(model, True)
+        set_checkpointing(model, checkpointing)
+        if chunked_loss:
+            model.chunked_loss = True
         try:
             step(x)
         finally:
             set_checkpointing(model, False)
+            if chunked_loss:
+                model.chunked_loss = False
 
     return run
 
@@ -94,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="also time both models with each block recomputed in backward (two more rows)")
+    p.add_argument("--chunked-loss", action="store_true",
+                   help="also time minigpt with its loss computed a chunk of positions at a time (one more row, two with "
+                        "--gradient-checkpointing)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     print(f"device={device} dtype={args.dtype} compile={args.compile} batch={args.batch_size}x{args.block_size} "
           f"dropout={args.dropout} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'config':<7} {'model':<18} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'fastest':>8} {'MFU':>6} {'peak MB':>8}")
+    print(f"{'config':<7} {'model':<24} {'ms/step':>9} {'spread':>7} {'tokens/s':>10} {'vs HF':>7} {'fastest':>8} {'MFU':>6} {'peak MB':>8}")
 
     for name in args.configs.split(","):
         c = GPTConfig(**CONFIGS[name], n_positions=max(1024, args.block_size), dropout=args.dropout)
@@ -129,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             "minigpt": make_step(ours_fwd, torch.optim.AdamW(ours.parameters(), lr=1e-4), ours_loss, autocast),
             "minigpt+train": make_step(ours_fwd, build_optimizer(ours, TrainConfig(lr=1e-4), device), ours_loss, autocast),
         }
-        if args.gradient_checkpointing:  # the same models, checkpointing switched on for these steps only
-            steps["transformers+ckpt"] = checkpointed(steps["transformers"], hf)
-            steps["minigpt+train+ckpt"] = checkpointed(steps["minigpt+train"], ours)
+        # The same models, with memory switches on for these steps only.
+        if args.gradient_checkpointing:
+            steps["transformers+ckpt"] = switched_on(steps["transformers"], hf, checkpointing=True)
+            steps["minigpt+train+ckpt"] = switched_on(steps["minigpt+train"], ours, checkpointing=True)
+        if args.chunked_loss:
+            steps["minigpt+train+chunk"] = switched_on(steps["minigpt+train"], ours, chunked_loss=True)
+            if args.gradient_checkpointing:
+                steps["minigpt+train+ckpt+chunk"] = switched_on(steps["minigpt+train"], ours, True, True)
         g = torch.Generator().manual_seed(0)
         batches = [torch.randint(c.vocab_size, (args.batch_size, args.block_size + 1), generator=g).to(device) for _ in range(args.steps + args.warmup)]
         times: dict[str, list[float]] = {k: [] for k in steps}
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             spread = (max(ts) - min(ts)) / t  # how noisy the machine was: (slowest - fastest) / median
             # "fastest": the ratio of the fastest steps, least disturbed by other processes.
             mem = f"{peak_mb[label]:8,.0f}" if label in peak_mb else "       -"
-            print(f"{name:<7} {label:<18} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {ref_min / min(ts):7.2f}x {mfu} {mem}")
+            print(f"{name:<7} {label:<24} {t * 1e3:9.1f} {spread:7.0%} {tokens / t:10,.0f} {ref / t:6.2f}x {ref_min / min(ts):7.2f}x {mfu} {mem}")
         del ours, hf, steps
     return 0
 

@@ -11,8 +11,8 @@
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
 #   generate  scripts/bench_generate.py --device cuda --compile: decode speed, bandwidth limit, KV bytes
 #   train     scripts/bench_train.py on CUDA in bf16, compiled: tokens/s and MFU vs transformers
-#   memory    (not in the default run) bench_train.py with --gradient-checkpointing, eager: each
-#             row's peak memory and speed with and without checkpointing (about a minute)
+#   memory    (not in the default run) bench_train.py with --gradient-checkpointing --chunked-loss,
+#             eager: each row's peak memory and speed with and without the switches (about a minute)
 #
 # Logs go to $OUT (the device tool's output folder) or out/gpu_check/, one file a step; the last
 # line of env.txt says which steps passed and how long each took. Exit status 1: a step failed or
@@ -63,7 +63,7 @@ for step in "${steps[@]}"; do
     train) run train 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
     memory) run memory 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --configs 124M \
-              --batch-size 8 --block-size 1024 --steps 5 --warmup 2 --gradient-checkpointing ;;
+              --batch-size 8 --block-size 1024 --steps 5 --warmup 2 --gradient-checkpointing --chunked-loss ;;
     *) echo "unknown step '$step' (tests, sampling, generate, train, memory)"; exit 2 ;;
   esac
 done

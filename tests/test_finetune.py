@@ -392,6 +392,23 @@ def test_gradient_checkpointing_fine_tunes_a_lora_classifier_to_the_same_weights
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
 
+
+def test_chunked_loss_fine_tunes_lora_to_the_same_weights_up_to_rounding(base, tmp_path, monkeypatch):
+    """--chunked-loss in a LoRA language-model fine-tune (4 chunks of 40 positions a batch, the
+    last short): the plain run's adapters, up to fp32 rounding."""
+    import minigpt.model
+
+    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", 300 * 40)
+    args = ("--data", str(base / "corpus.txt"), "--strategy", "lora", "--lora-dropout", "0.1", "--dropout", "0.1", "--lr", "1e-2")
+    assert _run(base, tmp_path / "plain", *args) == 0
+    assert _run(base, tmp_path / "chunked", *args, "--chunked-loss") == 0
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("plain", "chunked"))
+    assert b["config"]["chunked_loss"] and not a["config"]["chunked_loss"]
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
+    assert any("lora" in k for k in a["model"])
+
+
 def test_resume_from_another_directory_finds_relative_paths(base, tmp_path, monkeypatch, capsys):
     """--init, --data and --val-data typed relative to where the run started, and the tokenizer
     read from --init: a bare --resume run from another directory finds them all, and a path
@@ -487,6 +504,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--data", "corpus.txt", "--strategy", "frozen"), "'frozen' trains only a new head, and the lm task has none"),
     (("--task", "classify", "--data", "cls.tsv", "--strategy", "frozen", "--gradient-checkpointing"),
      "gradient_checkpointing recomputes the blocks that train; strategy 'frozen' trains only the new head"),
+    (("--task", "classify", "--data", "cls.tsv", "--chunked-loss"),
+     "chunked_loss=True applies to task 'lm' only; task 'classify' would ignore it"),
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"labels \[1\] are out of range"),
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),

@@ -402,3 +402,84 @@ def test_initializer_range_zero_is_a_valid_setting():
     config = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, initializer_range=0)
     assert config.initializer_range == 0.0 and type(config.initializer_range) is float
     assert all(torch.count_nonzero(b.attn.c_attn.weight) == 0 for b in GPT(config).transformer.h)
+
+
+def test_chunked_loss_matches_the_plain_loss_and_keeps_no_logits(monkeypatch):
+    """--chunked-loss: the positions go through the LM head and the loss a chunk at a time, each
+    recomputed in backward. The loss (skipped targets and a short last chunk included) and the
+    gradients equal the plain ones up to fp32 rounding, dropout masks and all, and autograd no
+    longer keeps the (B·T, V) softmax: with the blocks checkpointed too, almost nothing is kept."""
+    import minigpt.model
+
+    V = 2048
+    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", V * 100)  # 100 positions a chunk: 5 full, 1 of 12
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=V, n_layer=2, dropout=0.1)).train()
+    idx = torch.randint(0, V, (4, 128))
+    targets = idx.roll(-1, dims=1)
+    targets[0, :50] = targets[:, -1] = minigpt.model.IGNORE_INDEX
+
+    def loss_and_grads():
+        torch.manual_seed(5)
+        model.zero_grad()
+        logits, loss = model(idx, targets)
+        loss.backward()
+        return logits, loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    logits, plain_loss, plain = loss_and_grads()
+    assert logits.shape == (4, 128, V)
+    model.chunked_loss = True
+    logits, loss, grads = loss_and_grads()
+    assert logits is None  # never all held at once, so none to return
+    diff = max((grads[n] - plain[n]).abs().max().item() for n in plain)
+    print(f"chunked vs plain: |Δloss| = {abs(loss.item() - plain_loss.item()):.1e}, max |Δgrad| = {diff:.1e}")
+    assert loss.item() == pytest.approx(plain_loss.item(), rel=1e-6) and diff < 1e-6
+
+    def kept(chunked: bool) -> int:
+        model.chunked_loss = chunked
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size() * (not isinstance(t, torch.nn.Parameter))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(idx, targets)
+        return total
+
+    model.gradient_checkpointing = True
+    plain_bytes, chunked_bytes = kept(False), kept(True)
+    softmax_bytes = 4 * 128 * V * 4  # what plain cross-entropy keeps: the fp32 log-softmax
+    print(f"kept with checkpointed blocks: {plain_bytes / 1e6:.2f} MB plain loss, {chunked_bytes / 1e6:.2f} MB chunked")
+    assert plain_bytes > softmax_bytes > 4 * chunked_bytes
+    # Without autograd (evaluation) the chunks simply run: the same loss as the plain forward.
+    with torch.no_grad():
+        model.eval()
+        chunked_eval = model(idx, targets)[1]
+        model.chunked_loss = False
+        assert chunked_eval.item() == pytest.approx(model(idx, targets)[1].item(), rel=1e-6)
+
+
+def test_chunked_loss_under_torch_compile(monkeypatch):
+    """torch.compile traces the chunk loop and its checkpoints (`minigpt train --compile
+    --chunked-loss`): the eager, plain model's loss and gradients."""
+    import minigpt.model
+
+    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", 256 * 48)  # 48 positions a chunk: 2 full, 1 of 32
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=2)).train()
+    idx = torch.randint(0, 256, (2, 64))
+
+    def loss_and_grads(forward):
+        model.zero_grad()
+        _, loss = forward(idx, targets=idx)
+        loss.backward()
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain_loss, plain = loss_and_grads(model)
+    model.chunked_loss = True
+    loss, grads = loss_and_grads(torch.compile(model))
+    diff = max((grads[n] - plain[n]).abs().max().item() for n in plain)
+    print(f"compiled + chunked vs eager: |Δloss| = {abs(loss.item() - plain_loss.item()):.1e}, max |Δgrad| = {diff:.1e}")
+    assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-6) and diff < 1e-5

@@ -841,14 +841,35 @@ def test_gradient_checkpointing_trains_to_bitwise_the_same_weights(tmp_path, mon
     assert strip[0] == strip[1]
 
 
-def test_gradient_checkpointing_reaches_a_gpt_inside_the_model_and_needs_one():
+def test_chunked_loss_trains_to_the_same_weights_up_to_rounding(tmp_path, monkeypatch):
+    """--chunked-loss (here 24 positions a chunk: 3 chunks of a 4×16 batch, the last one short)
+    changes only the order the loss is summed in: 6 steps with dropout end at the plain run's
+    weights and logged losses, to fp32 rounding."""
+    import minigpt.model
+
+    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", VOCAB * 24)
+    data = make_data(tmp_path / "data")
+    assert parse_config(TrainConfig, ["--chunked-loss"], "t", "").chunked_loss
+    pretrain(tiny_cfg(data, tmp_path / "chunked", max_iters=6, chunked_loss=True))
+    pretrain(tiny_cfg(data, tmp_path / "plain", max_iters=6))
+    a, b = final_state(tmp_path / "chunked"), final_state(tmp_path / "plain")
+    assert a["config"]["chunked_loss"] and not b["config"]["chunked_loss"]
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in b["model"])
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("chunked", "plain")]
+    for x, y in zip(*logs, strict=True):
+        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-5) for k in x if k != "tokens_per_s")
+
+
+def test_memory_switches_reach_a_gpt_inside_the_model_and_need_one():
     from minigpt.classifier import GPTClassifier
 
     gpt = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
-    train.use_gradient_checkpointing(GPTClassifier(gpt, num_labels=2))
-    assert gpt.gradient_checkpointing
+    train.switch_on(GPTClassifier(gpt, num_labels=2), "gradient_checkpointing")
+    assert gpt.gradient_checkpointing and not gpt.chunked_loss
     with pytest.raises(ValueError, match="gradient_checkpointing recomputes a GPT's blocks, but the Linear being trained holds no GPT"):
-        train.use_gradient_checkpointing(torch.nn.Linear(2, 2))
+        train.switch_on(torch.nn.Linear(2, 2), "gradient_checkpointing")
+    with pytest.raises(ValueError, match="chunked_loss computes a GPT's language-model loss in chunks, but the Linear"):
+        train.switch_on(torch.nn.Linear(2, 2), "chunked_loss")
 
 
 def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):

@@ -30,7 +30,13 @@ LOSS_CHUNK_LOGITS = 2**25
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where each token sees only itself and earlier tokens."""
+    """Multi-head self-attention where each token sees only itself and earlier tokens.
+
+    Padding: a batch of prompts of different lengths is left-padded for generation, and the
+    caller's `attn_mask` hides the pads (minigpt/prefill_decode.py: `prefill_mask`, with each
+    row's positions from `positions_from_mask`). A right-padded batch (classification,
+    minigpt/classifier.py) needs no mask: causally, a real token never sees the pads after it.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()

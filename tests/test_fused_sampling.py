@@ -244,12 +244,12 @@ if importlib.util.find_spec("triton") is not None:  # (a kernel's globals must b
     import triton
     import triton.language as tl
 
-    from minigpt.kernels.sampling import _first_past
+    from minigpt.kernels.draw import first_past
 
     @triton.jit
     def _two_draws(w1_ptr, w2_ptr, goal, out_ptr, left_ptr):
-        i, left = _first_past(tl.load(w1_ptr + tl.arange(0, 2)), goal, 2)
-        j, _ = _first_past(tl.load(w2_ptr + tl.arange(0, 4)), left, 4)
+        i, left = first_past(tl.load(w1_ptr + tl.arange(0, 2)), goal, 2)
+        j, _ = first_past(tl.load(w2_ptr + tl.arange(0, 4)), left, 4)
         tl.store(out_ptr, i)
         tl.store(out_ptr + 1, j)
         tl.store(left_ptr, left)
@@ -257,10 +257,11 @@ if importlib.util.find_spec("triton") is not None:  # (a kernel's globals must b
 
 @on_devices
 def test_the_inverse_cdf_never_picks_a_zero_weight(device: str):
-    """_first_past, which every draw uses twice (a lane or slice, then a token in it), must pick a
-    positive weight whatever the rounding. Weights [7e-8, 1] with goal 1e-7: 1 + 7e-8 rounds up to
-    1 + 2^-23, so "the goal left after the weights before" comes out as 1e-7 - 2^-23 < 0, and the
-    next draw, over [0, 0, 5, 0], would pass that goal at index 0, a weight of 0."""
+    """first_past (minigpt/kernels/draw.py), the inverse-CDF pick of every draw (twice when it picks
+    a lane or slice, then a token in it), must pick a positive weight whatever the rounding.
+    Weights [7e-8, 1] with goal 1e-7: 1 + 7e-8 rounds up to 1 + 2^-23, so "the goal left after
+    the weights before" comes out as 1e-7 - 2^-23 < 0, and the next draw, over [0, 0, 5, 0],
+    would pass that goal at index 0, a weight of 0."""
     out, left = torch.empty(2, dtype=torch.int32, device=device), torch.empty(1, device=device)
     w1, w2 = torch.tensor([7e-8, 1.0], device=device), torch.tensor([0.0, 0.0, 5.0, 0.0], device=device)
     _two_draws[(1,)](w1, w2, 1e-7, out, left)

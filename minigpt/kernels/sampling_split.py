@@ -1,9 +1,9 @@
 """Fused sampling for small batches: each row split over S programs, in four short launches.
 
 Where it sits: `minigpt.kernels.sampling.fused_sample` calls `split_sample` when the batch is too
-small to fill the GPU with one program per row. sampling.py explains the algorithm (thresholds
-found by bisection on the logit axis, a short list of candidates, an inverse-CDF draw); this file
-spreads the passes that read the whole row over many programs.
+small to fill the GPU with one program per row. search.py explains the algorithm (thresholds
+found by bisection on the logit axis, a short list of candidates) and draw.py the inverse-CDF
+draw; this file spreads the passes that read the whole row over many programs.
 
 ## Why split a row
 
@@ -16,27 +16,28 @@ where S = 32), one program per slice:
 1. `_stats_kernel` (B, S): each slice's max, first argmax, smallest finite logit, NaN/+inf count.
 2. `_hist_kernel` (B, S): with the row's max known, each slice's count(l ≥ p_j) and mass(l ≥ p_j)
    at N_HIST pivots p_j spaced evenly from the underflow floor to the max. It is the first pass
-   of sampling.py's search, at 128 pivots instead of 4. Also each slice's mass that min-p keeps.
+   of the threshold search (search.py), at 128 pivots instead of 4. Also each slice's mass that
+   min-p keeps.
 3. `_copy_kernel` (B, S): every program sums the row's S histograms and reads off the plan
    (`_plan`): the pivot bracket holding the top-k threshold (or the top-p one), and whether its
    candidates fit the scratch list. Each program then copies its slice's candidates to the list,
    at an offset that the histograms also give: the slices before it own the slots before it.
 4. `_finish_kernel` (B,): one program per row reads off the same plan, ends both searches on the
-   list, in registers (sampling.py's phase 2), and draws. When the kept set reaches above the
-   listed bracket (top-p over a flat row keeps thousands of tokens), the draw picks the list or
-   a slice by their masses (the histograms hold each slice's mass above the bracket), then a
-   token inside the slice. Rows with nothing to search (temperature alone, or with min-p) list
-   nothing: the draw picks a slice by its kept mass, then a token inside it.
+   list, in registers (phase 2 of search.py's `find_threshold`), and draws. When the kept set
+   reaches above the listed bracket (top-p over a flat row keeps thousands of tokens), the draw
+   picks the list or a slice by their masses (the histograms hold each slice's mass above the
+   bracket), then a token inside the slice. Rows with nothing to search (temperature alone, or
+   with min-p) list nothing: the draw picks a slice by its kept mass, then a token inside it.
 
 The copy and finish launches must agree on the plan exactly: a bracket one pivot off would read
 list slots nobody wrote. So the histograms are added up slice by slice in a loop, a fixed order,
 not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps. The
 pivots are not stored: the histogram, copy and finish launches each recompute them from the
-same stats with the same code (`_row`, `_pivots`).
+same stats with the same code (`_row`, `pivots_in`).
 
 Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
 launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
-group thousands strong) is no special case: the finish program goes on with sampling.py's search
+group thousands strong) is no special case: the finish program goes on with the threshold search
 from the narrowed bracket, streaming the row, and draws from the whole row. That is slower, with
 the same answer.
 
@@ -52,9 +53,9 @@ import torch
 import triton
 import triton.language as tl
 
-from minigpt.kernels.sampling import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, _above, _bad_params, _copy_between,
-                                      _draw_row, _first_past, _kept_weight, _list_weights, _log2_min_p, _max_scan,
-                                      _pick, _pivots, _round_to_input, _search, _stream_count_mass, _uniform)
+from minigpt.kernels.draw import draw_row, first_past, kept_weight, list_weights, min_p_cutoff, row_uniform
+from minigpt.kernels.search import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, above_max, bad_params, copy_between,
+                                    find_threshold, max_scan, pick, pivots_in, round_to_input, stream_count_mass)
 
 N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 of the row's range
 HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
@@ -78,9 +79,9 @@ def _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stat
     slice_arg, slice_bad = tl.load(stats_i + at), tl.load(stats_i + at + 1)
     m = tl.max(slice_max, axis=0)
     token = tl.min(tl.where(slice_max == m, slice_arg, V), axis=0)  # the first slice's first max
-    bad = _bad_params(T, k, top_p, min_p) | (tl.sum(slice_bad, axis=0) > 0) | (m == float("-inf"))
+    bad = bad_params(T, k, top_p, min_p) | (tl.sum(slice_bad, axis=0) > 0) | (m == float("-inf"))
     c2 = LOG2E / tl.maximum(tl.where(bad, 1.0, T), MIN_TEMPERATURE)  # (bad rows: no division by inf)
-    floor = _round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, tl.min(slice_min, axis=0)), GRID)
+    floor = round_to_input(tl.maximum(m - UNDERFLOW_LOG2 / c2, tl.min(slice_min, axis=0)), GRID)
     return T, k, top_p, min_p, m, token, bad, c2, floor
 
 
@@ -107,15 +108,15 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     for s in range(S):
         C += tl.load(hist_cnt + (row.to(tl.int64) * S + s) * N_HIST + j)  # (int64: B·S·N_HIST can pass 2^31)
         M += tl.load(hist_mass + (row.to(tl.int64) * S + s) * N_HIST + j)
-    pivots = _pivots(floor, _above(m), N_HIST, GRID)
-    topk = (k > 0) & (k < V) & (_pick(C, 0, N_HIST) > k)
-    goal = tl.where(topk, k.to(tl.float32), top_p * _pick(M, 0, N_HIST))
+    pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
+    topk = (k > 0) & (k < V) & (pick(C, 0, N_HIST) > k)
+    goal = tl.where(topk, k.to(tl.float32), top_p * pick(M, 0, N_HIST))
     # The last pivot still reaching the goal (both counts and masses fall as the pivot rises).
     score = tl.where(topk, C.to(tl.float32), M)
     j_lo = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
-    lo = _pick(pivots, j_lo, N_HIST)
-    hi = tl.where(j_lo + 1 < N_HIST, _pick(pivots, j_lo + 1, N_HIST), _above(m))
-    c_lo, c_hi, m_hi = _pick(C, j_lo, N_HIST), _pick(C, j_lo + 1, N_HIST), _pick(M, j_lo + 1, N_HIST)
+    lo = pick(pivots, j_lo, N_HIST)
+    hi = tl.where(j_lo + 1 < N_HIST, pick(pivots, j_lo + 1, N_HIST), above_max(m))
+    c_lo, c_hi, m_hi = pick(C, j_lo, N_HIST), pick(C, j_lo + 1, N_HIST), pick(M, j_lo + 1, N_HIST)
     search = topk | (top_p < 1)
     listed = tl.where(search & (c_lo <= CAP), 1, tl.where(search & ~topk & (c_lo - c_hi <= CAP), 2, 0))
     at_lo = _slice_column(hist_cnt, row, j_lo, S)  # (S,): count(l ≥ lo) per slice
@@ -128,8 +129,8 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
 def _stats_kernel(logits_ptr, stride_row, V, L, stats_f, stats_i, S: tl.constexpr, BLOCK: tl.constexpr):
     row, s = tl.program_id(0), tl.program_id(1)
     start = s * L
-    m, arg, smallest, n_bad = _max_scan(logits_ptr + row.to(tl.int64) * stride_row + start,
-                                        tl.minimum(V - start, L), BLOCK, 1)
+    m, arg, smallest, n_bad = max_scan(logits_ptr + row.to(tl.int64) * stride_row + start,
+                                       tl.minimum(V - start, L), BLOCK, 1)
     at = (row * S + s) * 2
     tl.store(stats_f + at, m)
     tl.store(stats_f + at + 1, smallest)
@@ -148,19 +149,19 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         start = s * L
         n = tl.minimum(V - start, L)
         src = logits_ptr + row.to(tl.int64) * stride_row + start
-        pivots = _pivots(floor, _above(m), N_HIST, GRID)
-        cnt, mass = _stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
+        pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
+        cnt, mass = stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
         at = (row.to(tl.int64) * S + s) * N_HIST + tl.arange(0, N_HIST)
         tl.store(hist_cnt + at, cnt)
         tl.store(hist_mass + at, mass)
         # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold lies
         # above the listed bracket (or, with nothing to search, above the floor).
-        log2_min_p = _log2_min_p(min_p)
+        log2_min_p = min_p_cutoff(min_p)
         kept = tl.zeros((BLOCK,), dtype=tl.float32)
         for i in range(0, n, BLOCK):
             offs = i + tl.arange(0, BLOCK)
             x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-            kept += _kept_weight(x, floor, log2_min_p, m, c2)
+            kept += kept_weight(x, floor, log2_min_p, m, c2)
         tl.store(keep_mass + row * S + s, tl.sum(kept, axis=0))
 
 
@@ -181,9 +182,9 @@ def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
             before = tl.sum(tl.where(tl.arange(0, S) < s, n_slice, 0), axis=0)  # slots of earlier slices
             start = s * L
             at = row.to(tl.int64) * CAP + before
-            _copy_between(logits_ptr + row.to(tl.int64) * stride_row + start, tl.minimum(V - start, L), lo,
-                          tl.where(listed == 1, float("inf"), hi), scratch_ptr + at, scratch_idx_ptr + at,
-                          _pick(n_slice, s, S), start, BLOCK, 1)  # never past its own slots
+            copy_between(logits_ptr + row.to(tl.int64) * stride_row + start, tl.minimum(V - start, L), lo,
+                         tl.where(listed == 1, float("inf"), hi), scratch_ptr + at, scratch_idx_ptr + at,
+                         pick(n_slice, s, S), start, BLOCK, 1)  # never past its own slots
 
 
 @triton.jit
@@ -205,45 +206,45 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
         planned, list_hi = listed, hi  # what the copy listed, and its bracket's top (the searches move hi)
         t = floor
         if topk:
-            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, k.to(tl.float32),
-                                     k, top_p, m, c2, False, BLOCK, UNROLL, CAP, GRID)
-            lo, hi, c_hi, m_hi = t, _above(m), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
+            t, listed, n_c = find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi,
+                                            k.to(tl.float32), k, top_p, m, c2, False, BLOCK, UNROLL, CAP, GRID)
+            lo, hi, c_hi, m_hi = t, above_max(m), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
         if top_p < 1:
-            t, listed, n_c = _search(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
-                                     k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c = find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
+                                            k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
 
         # The draw: one uniform, over the kept tokens in the list, then those above it (by slice).
-        log2_min_p = _log2_min_p(min_p)
-        uniform = _uniform(seed_ptr, offset_ptr, row)
+        log2_min_p = min_p_cutoff(min_p)
+        uniform = row_uniform(seed_ptr, offset_ptr, row)
         if (planned == 0) & (listed != 1) & (topk | (top_p < 1)):
             # The search streamed the row and did not list every kept token: draw from the whole row.
-            token = _draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
+            token = draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
         else:
             # Kept above the list (none when it holds them all): every token ≥ its top (or, with no
             # search, ≥ the floor) that min-p keeps. Per slice, that mass is a histogram column, or
             # min-p's kept mass when the min-p threshold lies higher still.
-            wl = _list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
+            wl = list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
             list_mass = tl.sum(wl, axis=0)
             above_from = tl.where(planned == 2, list_hi, floor)
             column = _slice_column(hist_mass, row, tl.where(planned == 2, j_lo + 1, 0), S)
-            # Min-p drops a token at above_from (the test _kept_weight applies, and it rises with
+            # Min-p drops a token at above_from (the test kept_weight applies, and it rises with
             # the logit): then it drops every listed token too, and the mass above is min-p's.
             by_min_p = (above_from - m) * c2 < log2_min_p
             above = tl.where(by_min_p, tl.load(keep_mass + row * S + tl.arange(0, S)), column)  # (S,)
             above = tl.where(listed == 1, 0.0, above)
             goal_u = uniform * (list_mass + tl.sum(above, axis=0))
             if goal_u < list_mass:
-                at, _left = _first_past(wl, goal_u, CAP)
+                at, _left = first_past(wl, goal_u, CAP)
                 token = tl.load(scratch_idx + at)
             else:
-                s, left = _first_past(above, goal_u - list_mass, S)
+                s, left = first_past(above, goal_u - list_mass, S)
                 # A token of slice s, by the same test its mass was summed with (min-p's kept
                 # mass, or a histogram column: l ≥ the pivot), at the fraction of it left.
                 t_walk = tl.where(by_min_p, floor, above_from)
                 log2_walk = tl.where(by_min_p, log2_min_p, float("-inf"))
                 start = s * L
-                token = start + _draw_row(src + start, tl.minimum(V - start, L), t_walk, log2_walk, m, c2,
-                                          left / _pick(above, s, S), BLOCK, UNROLL, SLICE_CHUNKS)
+                token = start + draw_row(src + start, tl.minimum(V - start, L), t_walk, log2_walk, m, c2,
+                                         left / pick(above, s, S), BLOCK, UNROLL, SLICE_CHUNKS)
     tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
 
 

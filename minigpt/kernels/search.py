@@ -1,0 +1,242 @@
+"""Threshold search: the top-k and top-p thresholds of a row of logits, by bisection, never a sort.
+
+Where it sits: inside the fused sampler's kernels, between reading the row and the draw:
+`logits → [max scan → top-k search → top-p search] → draw (minigpt/kernels/draw.py) → token`.
+The kernels are minigpt/kernels/sampling.py (one program per row, which explains how the pieces
+fit) and minigpt/kernels/sampling_split.py (a row over several programs); this file holds the
+@triton.jit helpers they share, each called from inside a kernel.
+
+## The idea: every filter keeps an upper set of the row
+
+Top-k keeps the logits ≥ the k-th largest; top-p keeps the most likely tokens until their mass
+reaches top_p; min-p keeps the tokens with p ≥ min_p · p_max. Each keeps *every token above some
+threshold*, so the whole pipeline reduces to finding thresholds on the logit axis — which needs
+counts and sums over the row, never its order:
+
+    t_k = the largest v with   count(l ≥ v)  ≥ k              (top-k; ties with the k-th all kept)
+    t_p = the largest v ≥ t_k with mass(l ≥ v) ≥ top_p · mass(l ≥ t_k)     (top-p, after top-k)
+    keep l ≥ max(t_k, t_p)  and  exp((l - max) / T) ≥ min_p             (min-p needs no search)
+
+mass(l ≥ v) = Σ exp((l - max) / T) over those tokens: softmax's numerator, without normalising.
+
+## Threshold search: bisection on the logit value
+
+count(l ≥ v) and mass(l ≥ v) only fall as v rises, so a threshold is found like a root: bracket
+it in [lo, hi) and shrink the bracket. One pass evaluates several evenly spaced pivots at once (a
+(BLOCK, N_PIVOTS) compare), cutting the bracket N_PIVOTS-fold. The search is exact:
+- it stops as soon as the bracket holds one element (top-k: count(l ≥ lo) == k), and then
+  {l ≥ lo} is exactly the kept set;
+- pivots are rounded to the logits' own dtype, so with ties (common in bf16) the bracket shrinks
+  to one representable value and stops there, keeping the whole tie group.
+
+Only the first passes read the whole vocabulary (one program, one SM, streams 50257 logits per
+pass). As soon as the candidates fit a per-row scratch list of 2·BLOCK entries, they are copied
+there once, and the list is loaded into registers, where every further pass is a few vector ops:
+- when all logits ≥ lo fit (top_k = 50 takes one pass), the rest of both searches and the draw
+  use the list alone;
+- for top-p over a flat row (thousands of tokens kept), the bracket [lo, hi) alone is listed, and
+  what lies above it enters as a known count and mass; the draw then reads the whole row again.
+The copy is a stream compaction without atomics: count each lane's hits, one prefix sum gives each
+lane its first slot, a second pass writes. Its order is fixed, so a seed always draws the same token.
+
+## Where the search starts: the first pass
+
+`max_scan` reads the row once: its max m (every weight exp((l - m) / T) is measured from it, so
+none overflows), the first index holding it (a greedy row stops there), its smallest finite logit,
+and its NaN/+inf count: with `bad_params` (a parameter out of range), that says which rows get
+token -1. The search's bracket then starts at [floor, above_max(m)): the floor is the underflow
+point m - 126·ln2·T (below it a weight underflows fp32), or the smallest logit if higher.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from minigpt import sampling
+
+# A token's weight exp((l - m) / T) is computed as exp2((l - m) · c2), c2 = LOG2E / max(T, MIN_TEMPERATURE);
+# both kernels derive c2 and the search's floor (m - UNDERFLOW_LOG2 / c2) from these three.
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e); exp2 is the GPU's native instruction
+MIN_TEMPERATURE = tl.constexpr(sampling.MIN_TEMPERATURE)  # the torch path's floor: below it, sampling is argmax anyway
+UNDERFLOW_LOG2 = tl.constexpr(126.0)  # exp2(-126) is fp32's smallest normal: tokens further below never win
+# A pass cuts the bracket ≥ 4-fold in value, not in representable floats: from fp32's widest span
+# (< 2^129) to its finest spacing (2^-149) is 278 halvings, so 140 passes always end a search
+# (at 48, neighbouring floats near 1e-38 under an 80-wide bracket stayed unseparated). Real rows
+# stop after a handful.
+MAX_PASSES = tl.constexpr(140)
+N_PIVOTS = tl.constexpr(4)  # pivots per pass over the whole row: each cuts the bracket 4-fold
+N_PIVOTS_LIST = tl.constexpr(8)  # pivots per pass over the short list, which sits in registers: 8-fold
+
+
+@triton.jit
+def max_scan(src, n, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+    """Pass 1 over the n logits at src: the max, the first index holding it (for greedy rows), the
+    smallest finite logit and the number of NaN/+inf logits."""
+    cols = tl.arange(0, BLOCK)
+    run_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+    run_arg = tl.full((BLOCK,), 0, tl.int32)
+    run_min = tl.full((BLOCK,), float("inf"), tl.float32)
+    n_bad = tl.zeros((BLOCK,), dtype=tl.int32)
+    for start in range(0, n, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            better = x > run_max  # strict, so each lane keeps its first occurrence
+            run_arg = tl.where(better, offs, run_arg)
+            run_max = tl.where(better, x, run_max)
+            run_min = tl.minimum(run_min, tl.where(x > float("-inf"), x, float("inf")))
+            n_bad += ~(x < float("inf")) & (offs < n)  # NaN or +inf
+    m = tl.max(run_max, axis=0)
+    arg = tl.min(tl.where(run_max == m, run_arg, n), axis=0)  # torch.argmax's first occurrence
+    return m, arg, tl.min(run_min, axis=0), tl.sum(n_bad, axis=0)
+
+
+@triton.jit
+def above_max(m):
+    return m + tl.maximum(tl.abs(m) * 1e-6, 1e-30)  # strictly above the max: count(l ≥ it) = 0
+
+
+@triton.jit
+def bad_params(T, k, top_p, min_p):
+    # Written as "not in range" so that NaN parameters fail too.
+    return ~((T >= 0) & (T < float("inf"))) | (k < 0) | ~((top_p > 0) & (top_p <= 1)) | ~((min_p >= 0) & (min_p <= 1))
+
+
+@triton.jit
+def round_to_input(x, GRID: tl.constexpr):
+    # Round fp32 values to the logits' dtype (a no-op for fp32): pivots then lie on the grid of
+    # values the logits can take, so a bracket around a tie group shrinks to it and stops.
+    return x.to(GRID).to(tl.float32)
+
+
+@triton.jit
+def pick(vec, j, N: tl.constexpr):
+    # vec[j] as a scalar (Triton has no dynamic indexing of register tensors).
+    return tl.sum(tl.where(tl.arange(0, N) == j, vec, 0), axis=0)
+
+
+@triton.jit
+def pivots_in(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
+    """N pivots evenly spaced in [lo, hi), on the logits' grid; pivot 0 is lo itself: (N,)."""
+    j = tl.arange(0, N)
+    # An explicit fma: the split path's launches each compute these pivots and must agree to the
+    # bit; `lo + (hi - lo) * f` would be fused into an fma, or not, as each kernel's compiler sees fit.
+    return tl.where(j == 0, lo, round_to_input(tl.fma(hi - lo, j.to(tl.float32) / N, lo), GRID))
+
+
+@triton.jit
+def stream_count_mass(src, n, pivots, m, c2, BLOCK: tl.constexpr, UNROLL: tl.constexpr, N_PIV: tl.constexpr,
+                      WITH_MASS: tl.constexpr):
+    """count(l ≥ pivot) and mass(l ≥ pivot) for each pivot, over the n logits at src: (N_PIV,) each."""
+    cols = tl.arange(0, BLOCK)
+    cnt = tl.zeros((BLOCK, N_PIV), dtype=tl.int32)
+    mass = tl.zeros((BLOCK, N_PIV), dtype=tl.float32)
+    for start in range(0, n, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):  # unrolled: UNROLL loads are in flight at once
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)  # (BLOCK,)
+            above = x[:, None] >= pivots[None, :]  # (BLOCK, N_PIV)
+            cnt += above.to(tl.int32)  # summed across threads once, after the loop: no sync per step
+            if WITH_MASS:
+                w = tl.exp2((x - m) * c2)  # exp((l - max) / T): softmax's numerator
+                mass += tl.where(above, w[:, None], 0.0)
+    return tl.sum(cnt, axis=0), tl.sum(mass, axis=0)
+
+
+@triton.jit
+def _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target, passes,
+            IS_TOP_P: tl.constexpr, N: tl.constexpr, GRID: tl.constexpr):
+    """Move the bracket [lo, hi) to the last pivot still reaching the goal; say if it is done."""
+    score = mass if IS_TOP_P else cnt.to(tl.float32)  # both fall as the pivot rises
+    last = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
+    new_lo = pick(pivots, last, N)
+    c_lo = pick(cnt, last, N)
+    if last < N - 1:
+        hi = pick(pivots, last + 1, N)
+        c_hi = pick(cnt, last + 1, N)
+        m_hi = pick(mass, last + 1, N)
+    lo = new_lo
+    mid = round_to_input(lo + (hi - lo) * 0.5, GRID)
+    # Done when one element (or one tie group: nothing representable strictly inside) is left.
+    searching = (c_lo - c_hi > 1) & (mid > lo) & (mid < hi) & (passes < MAX_PASSES)
+    if not IS_TOP_P:
+        # Exactly k left, or (first pass) fewer than k tokens can be drawn at all: keep them all.
+        searching = searching & (c_lo > target)
+    return lo, hi, c_lo, c_hi, m_hi, searching
+
+
+@triton.jit
+def copy_between(src, V, lo, hi, dst, dst_idx, cap, base, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+    """Stream compaction: copy every logit in [lo, hi) (≤ cap of them) and its token id (its index
+    at src, plus `base`) to dst.
+
+    Lane j of the block reads tokens j, j + BLOCK, j + 2·BLOCK, ... A first pass counts each
+    lane's hits; one prefix sum turns the counts into each lane's first slot; a second pass writes.
+    No step needs the whole block to agree (a per-step prefix sum would), and the order is fixed,
+    so the same seed draws the same token. Returns how many were copied."""
+    cols = tl.arange(0, BLOCK)
+    hits = tl.zeros((BLOCK,), dtype=tl.int32)
+    for start in range(0, V, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+            hits += (x >= lo) & (x < hi)
+    slot = tl.cumsum(hits, axis=0) - hits  # (BLOCK,): where each lane's next hit goes
+    for start in range(0, V, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = start + u * BLOCK + cols
+            x = tl.load(src + offs, mask=offs < V, other=float("-inf"))
+            keep = (x.to(tl.float32) >= lo) & (x.to(tl.float32) < hi)
+            tl.store(dst + slot, x, mask=keep & (slot < cap))
+            tl.store(dst_idx + slot, offs + base, mask=keep & (slot < cap))
+            slot += keep
+    tl.debug_barrier()  # the copies, written by every thread, must be visible before anyone reads
+    return tl.minimum(tl.sum(hits, axis=0), cap)
+
+
+@triton.jit
+def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal, target, top_p, m, c2,
+                   IS_TOP_P: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, CAP: tl.constexpr,
+                   GRID: tl.constexpr):
+    """Bisect [lo, hi) for the largest v with count(l ≥ v) ≥ target (top-k), or with
+    mass(l ≥ v) ≥ goal (top-p; goal 0: top_p · mass(l ≥ lo), which the first pass measures).
+    c_hi, m_hi are count and mass(l ≥ hi); goal is k itself (as fp32) for top-k, target is k for
+    top-k and 0 for top-p. Returns (threshold, listed, n_c), where listed is 1 when every logit ≥
+    the threshold is in the scratch list, 2 when only the bracket is, 0 when the list was never
+    filled (the draw then streams the row), and n_c is how many entries the list holds."""
+    passes = target * 0  # a tensor from the start, as loops carry it
+    searching = passes == 0
+    # Phase 1: stream the whole row, until the candidates fit the scratch list.
+    while searching & (listed == 0):
+        pivots = pivots_in(lo, hi, N_PIVOTS, GRID)
+        cnt, mass = stream_count_mass(src, V, pivots, m, c2, BLOCK, UNROLL, N_PIVOTS, IS_TOP_P)
+        if IS_TOP_P:
+            if goal == 0:
+                goal = top_p * pick(mass, 0, N_PIVOTS)  # top_p of the mass left after top-k
+        lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
+                                                      passes, IS_TOP_P, N_PIVOTS, GRID)
+        if searching & (c_lo <= CAP):  # all candidates fit: later passes and the draw use the list
+            n_c = copy_between(src, V, lo, float("inf"), scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
+            listed = listed * 0 + 1
+        if IS_TOP_P:
+            if searching & (c_lo > CAP) & (c_lo - c_hi <= CAP):  # the bracket alone fits: list it,
+                n_c = copy_between(src, V, lo, hi, scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
+                listed = listed * 0 + 2  # and count what lies above it as a base
+        passes += 1
+    # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.
+    c_base = tl.where(listed == 2, c_hi, 0)
+    m_base = tl.where(listed == 2, m_hi, 0.0)
+    xs = tl.load(scratch + tl.arange(0, CAP), mask=tl.arange(0, CAP) < n_c, other=float("-inf")).to(tl.float32)
+    w = tl.exp2((xs - m) * c2)
+    while searching:
+        pivots = pivots_in(lo, hi, N_PIVOTS_LIST, GRID)
+        above = xs[:, None] >= pivots[None, :]  # (CAP, N_PIVOTS_LIST)
+        cnt = tl.sum(above.to(tl.int32), axis=0) + c_base
+        mass = tl.sum(tl.where(above, w[:, None], 0.0), axis=0) + m_base
+        if IS_TOP_P:
+            if goal == 0:
+                goal = top_p * pick(mass, 0, N_PIVOTS_LIST)
+        lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
+                                                      passes, IS_TOP_P, N_PIVOTS_LIST, GRID)
+        passes += 1
+    return lo, listed, n_c

@@ -35,8 +35,11 @@ passes, exact, and draws with one uniform.
   every call (free: tensor metadata only). Value ranges (temperature < 0 or inf, top_k < 0,
   top_p ∉ (0, 1], min_p ∉ [0, 1]) and bad logits (NaN, +inf, a row of -inf) are checked inside the
   kernel, which writes the impossible token -1 for such a row, so the hot path never syncs.
-  `validate=True` (or minigpt.sampling.check_sampling_params, once before a decode loop) turns
-  that into a ValueError naming the parameter, row and allowed range, at the cost of one sync.
+  `validate=True` turns a -1 into a ValueError naming the first such row and why (the parameter,
+  its value and allowed range, or the bad logits), at the cost of one sync per call.
+  minigpt.sampling.check_sampling_params checks the parameters alone, without the kernel: called
+  once before a decode loop, it pays its host syncs (for tensor parameters) once, not per step;
+  its ValueError names the parameter and its allowed range, not a row.
 
 ## Ties and rounding: where the kept set can differ from transformers
 

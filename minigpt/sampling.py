@@ -72,8 +72,10 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
     _check("top_k", top_k, lambda k: k >= 0, "[0, inf) (0 means off)")
     _check("top_p", top_p, lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)")
     _check("min_p", min_p, lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)")
-    if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer() or \
-            isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
+    # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not.
+    if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
+        raise ValueError(f"top_k must be an integer, got {top_k}")
+    if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
         raise ValueError(f"top_k must be an integer, got {top_k}")
 
 

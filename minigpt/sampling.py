@@ -65,13 +65,23 @@ def check_logits(logits: torch.Tensor) -> None:
                          "logits[None], for a model's (B, T, V) output its last position logits[:, -1]")
 
 
+# Each filter parameter's allowed values: (test, the range as errors print it), checked in this order.
+# One table for both samplers: check_sampling_params reads it, and so does the fused kernel when it
+# explains a row it refused (minigpt/kernels/sampling.py's `_explain_invalid`).
+PARAM_RANGES = {
+    # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
+    "temperature": (lambda t: (t >= 0) & (t < math.inf), "[0, inf) (0 means greedy)"),
+    "top_k": (lambda k: k >= 0, "[0, inf) (0 means off)"),
+    "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
+    "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
+}
+
+
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
-    # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
-    _check("temperature", temperature, lambda t: (t >= 0) & (t < math.inf), "[0, inf) (0 means greedy)")
-    _check("top_k", top_k, lambda k: k >= 0, "[0, inf) (0 means off)")
-    _check("top_p", top_p, lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)")
-    _check("min_p", min_p, lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)")
+    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    for name, (ok, allowed) in PARAM_RANGES.items():
+        _check(name, values[name], ok, allowed)
     # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not.
     if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
         raise ValueError(f"top_k must be an integer, got {top_k}")

@@ -173,11 +173,7 @@ def _interpreter_breaks_on_numpy() -> bool:
 def _explain_invalid(logits: torch.Tensor, p: dict[str, torch.Tensor], rows: torch.Tensor) -> str:
     """Why the kernel refused these rows (host side, only on the error path)."""
     r = int(rows[0])
-    checks = [("temperature", lambda v: (v >= 0) & (v < float("inf")), "[0, inf) (0 means greedy)"),
-              ("top_k", lambda v: v >= 0, "[0, inf) (0 means off)"),
-              ("top_p", lambda v: (v > 0) & (v <= 1), "(0, 1] (1 means off)"),
-              ("min_p", lambda v: (v >= 0) & (v <= 1), "[0, 1] (0 means off)")]
-    for name, ok, allowed in checks:
+    for name, (ok, allowed) in sampling.PARAM_RANGES.items():  # the torch path's ranges and words
         v = p[name][r]
         if not bool(ok(v)):
             return f"{name} must be in {allowed}, got {v.item()} in row {r}"

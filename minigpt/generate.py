@@ -28,8 +28,8 @@ import torch
 
 from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
 from minigpt.prefill_decode import DecodeState
+from minigpt.row_params import Param
 from minigpt.sampling import (
-    Param,
     ban_repeated_ngrams,
     draw,
     exponential_noise,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.sampling import check_backend, check_penalties, check_sampling_params, per_row, resolve_backend
+from minigpt.row_params import per_row
+from minigpt.sampling import check_backend, check_penalties, check_sampling_params, resolve_backend
 from minigpt.stop_strings import stop_list
 
 

@@ -13,7 +13,8 @@ distribution after every stage. The order is transformers': temperature → top-
   temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1): what
   `torch.multinomial` does inside for one sample, minus its validity check, which can wait on the host.
 
-Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row).
+Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row): a
+`Param`, whose checks and row spreading (`per_row`) are shared with the penalties (minigpt/row_params.py).
 The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
 kernel (minigpt/kernels/sampling.py); it has the same semantics but its own random stream.
@@ -28,41 +29,13 @@ import os
 
 import torch
 
-Param = float | int | torch.Tensor  # one value for every row, or a (B,) tensor of per-row values
+from minigpt.row_params import Param, as_column, check_logits, check_param, per_row
 
 # Positive temperatures are floored here: dividing by, say, 1e-80 (0 in fp32) would give inf - inf = NaN
 # in the softmax. At 1e-6 a logit gap of 0.01 is already a factor e^10000, i.e. plain argmax.
 MIN_TEMPERATURE = 1e-6
 # OpenAI's API accepts presence and frequency penalties in this range; beyond it text degenerates.
 PENALTY_RANGE = (-2.0, 2.0)
-
-
-def _rows(value: Param, logits: torch.Tensor) -> Param:
-    """A per-row (B,) tensor becomes (B, 1) so it broadcasts over the vocabulary; numbers pass."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device=logits.device, dtype=torch.float32).reshape(-1, 1)
-    return float(value)  # a NumPy scalar too: with a tensor, its `<` or `&` would hand the op to NumPy
-
-
-def _check(name: str, value: Param, ok, allowed: str) -> None:
-    # A (B,) tensor is checked too; the generate loop calls this once before decoding, so the
-    # host sync it costs on a GPU is paid once, not once per token. `ok` says what is allowed, so
-    # NaN, which fails every comparison, is rejected; an open end at inf must say `< inf` itself.
-    if not isinstance(value, (numbers.Real, torch.Tensor)):  # a list would fail in `ok` as "'>=' not supported"
-        raise TypeError(f"{name} must be a number, or a (B,) tensor of one value per row (torch.tensor([...])), "
-                        f"got {type(value).__name__}")
-    bad = not bool(ok(value).all()) if isinstance(value, torch.Tensor) else not ok(value)
-    if bad:
-        raise ValueError(f"{name} must be in {allowed}, got {value}")
-
-
-def check_logits(logits: torch.Tensor) -> None:
-    """The checked entry points take one row of logits per sequence, (B, V). Each filter works on
-    dim 1, so (V,) or (B, T, V) logits would fail deep inside (or filter along the wrong axis)."""
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be (B, V), one row per sequence, got {shape}: for one row use "
-                         "logits[None], for a model's (B, T, V) output its last position logits[:, -1]")
 
 
 # Each filter parameter's allowed values: (test, the range as errors print it), checked in this order.
@@ -81,7 +54,7 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
     values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
     for name, (ok, allowed) in PARAM_RANGES.items():
-        _check(name, values[name], ok, allowed)
+        check_param(name, values[name], ok, allowed)
     # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not.
     if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
         raise ValueError(f"top_k must be an integer, got {top_k}")
@@ -92,24 +65,9 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
 def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0.0, frequency_penalty: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range penalty."""
     lo, hi = PENALTY_RANGE
-    _check("repetition_penalty", repetition_penalty, lambda r: (r > 0) & (r < math.inf), "(0, inf) (1 means off)")
-    _check("presence_penalty", presence_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
-    _check("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
-
-
-def per_row(batch_size: int, copies: int = 1, **params: Param) -> dict[str, Param]:
-    """The parameters as the rows need them: a tensor holds one value per prompt (or row of logits),
-    and each goes to the `copies` rows a prompt becomes (its beams, or its n samples); a 0-d tensor
-    is spread over every row, as a number is. ValueError for a tensor of another length."""
-    for name, value in params.items():
-        if isinstance(value, torch.Tensor) and value.dim() == 0:
-            params[name] = value.reshape(1).expand(batch_size * copies)  # () → (B·copies,)
-        elif isinstance(value, torch.Tensor) and value.numel() != batch_size:
-            raise ValueError(f"{name} has {value.numel()} values (shape {tuple(value.shape)}); a tensor "
-                             f"parameter holds one per prompt (row of logits): {batch_size}")
-        elif isinstance(value, torch.Tensor) and copies > 1:
-            params[name] = value.reshape(-1).repeat_interleave(copies)  # rows b·copies ... b·copies + copies - 1
-    return params
+    check_param("repetition_penalty", repetition_penalty, lambda r: (r > 0) & (r < math.inf), "(0, inf) (1 means off)")
+    check_param("presence_penalty", presence_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
+    check_param("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
 
 
 # ---- penalties --------------------------------------------------------------------------------
@@ -145,12 +103,12 @@ def penalize(
     than re-reading every id so far (`apply_penalties` is the ids-based form).
     """
     x = logits.float()
-    r = _rows(repetition_penalty, x)
+    r = as_column(repetition_penalty, x)
     # Repetition (CTRL, as in transformers): shrink a seen token's logit towards "less likely" —
     # divide a positive logit, multiply a negative one (dividing a negative would *raise* it).
     x = torch.where(seen > 0, torch.where(x < 0, x * r, x / r), x)
     # Presence and frequency (OpenAI): a flat cost for having appeared, plus one per occurrence.
-    presence, frequency = _rows(presence_penalty, x), _rows(frequency_penalty, x)
+    presence, frequency = as_column(presence_penalty, x), as_column(frequency_penalty, x)
     return x - presence * (generated > 0) - frequency * generated
 
 
@@ -225,7 +183,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     Rows with temperature 0 are left as they are: they take the argmax, which dividing would not
     change (and dividing by 0 would turn into inf/NaN).
     """
-    t = _rows(temperature, logits)
+    t = as_column(temperature, logits)
     if isinstance(t, torch.Tensor):
         return logits / torch.where(t > 0, t.clamp_min(MIN_TEMPERATURE), 1.0)
     return logits / max(t, MIN_TEMPERATURE) if t > 0 else logits
@@ -253,7 +211,7 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     """
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
         return logits
-    p = _rows(top_p, logits)
+    p = as_column(top_p, logits)
     sorted_logits, order = logits.sort(dim=-1)  # ascending, (B, V)
     cum = sorted_logits.float().softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
     drop_sorted = (cum <= 1 - p) & (p < 1)  # rows with top_p = 1 drop nothing, even 0-mass tokens
@@ -271,7 +229,7 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits
     probs = logits.float().softmax(dim=-1)  # (B, V)
-    drop = probs < _rows(min_p, logits) * probs.amax(dim=-1, keepdim=True)
+    drop = probs < as_column(min_p, logits) * probs.amax(dim=-1, keepdim=True)
     return logits.masked_fill(drop, float("-inf"))
 
 
@@ -294,7 +252,7 @@ def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top
     filtered = apply_min_p(apply_top_p(apply_top_k(apply_temperature(x, temperature), top_k), top_p), min_p)
     # Greedy rows (temperature 0) stay as they are: their token is the argmax, the first of tied
     # top tokens, and top-p may keep only one of those ties (whichever its sort put last).
-    t = _rows(temperature, logits)
+    t = as_column(temperature, logits)
     if isinstance(t, torch.Tensor):
         return torch.where(t > 0, filtered, x)  # t is (B, 1)
     return filtered if t > 0 else x
@@ -318,7 +276,7 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
     this same race after checking that p is a valid distribution, a check that can wait on the
     host; `sample` marks bad rows on the device instead. Rows with temperature 0 take the argmax.
     """
-    t = _rows(temperature, logits)
+    t = as_column(temperature, logits)
     if not isinstance(t, torch.Tensor) and t == 0:
         return logits.argmax(dim=-1)
     drawn = (logits.softmax(dim=-1) / noise).argmax(dim=-1)  # (B,)

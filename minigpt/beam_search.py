@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from minigpt.generate_args import check_finite
 from minigpt.prefill_decode import DecodeState
-from minigpt.sampling import ban_repeated_ngrams, penalize, penalties_on, token_counts
+from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
 from minigpt.stats import Clock, GenerationStats
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined

@@ -1,9 +1,9 @@
 """The teaching view of sampling (`minigpt generate --explain`): what each filter does to the odds.
 
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
-token, from minigpt/prefill_decode.py) and, between them, applies minigpt/sampling.py's stages
-one at a time instead of fused: `logits → penalties (→ n-gram ban) → temperature → top-k → top-p
-→ min-p → draw`. After each stage it keeps the probabilities, so a table per step can show the
+token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalties.py's and
+minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
+→ temperature → top-k → top-p → min-p → draw`. After each stage it keeps the probabilities, so a table per step can show the
 top candidates' odds before and after every penalty and filter, and which token was drawn. The
 same seed draws the same tokens as `generate(sampler="torch")`, which is what `generate` uses off
 CUDA (greedy when temperature is 0), until the model's own EOS, where it stops (it takes no
@@ -20,18 +20,15 @@ import torch
 
 from minigpt.generate_args import NGRAM_EXHAUSTED, PENALTY_OVERFLOW, check_finite, check_ngram_size, prepare_inputs
 from minigpt.prefill_decode import DecodeState
+from minigpt.penalties import ban_repeated_ngrams, check_penalties, penalize, token_counts
 from minigpt.sampling import (
     apply_min_p,
     apply_temperature,
     apply_top_k,
     apply_top_p,
-    ban_repeated_ngrams,
-    check_penalties,
     check_sampling_params,
     draw,
     exponential_noise,
-    penalize,
-    token_counts,
 )
 from minigpt.text_generation import prompt_ids
 

@@ -10,8 +10,8 @@ feed it back, and end each row at its EOS, a stop string or `max_new_tokens`. It
 prompt's text in and text out (`stream_text`, `generate_text`), and many prompts' in batches
 (`generate_texts`), are minigpt/text_generation.py.
 
-Between the phases, `minigpt/sampling.py` turns logits into tokens; `num_beams > 1` hands the
-loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
+Between the phases, minigpt/penalties.py and `minigpt/sampling.py` turn logits into tokens;
+`num_beams > 1` hands the loop to minigpt/beam_search.py instead. Stop strings are found by minigpt/stop_strings.py, and
 the `--explain` view (each penalty's and filter's effect, step by step) lives in minigpt/explain.py,
 and `return_stats`'s timings and memory are measured by minigpt/stats.py. `stream`'s arguments
 are checked before any work by minigpt/generate_args.py (`check_arguments`), and the command line
@@ -28,18 +28,9 @@ import torch
 
 from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
 from minigpt.prefill_decode import DecodeState
+from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
 from minigpt.row_params import Param
-from minigpt.sampling import (
-    ban_repeated_ngrams,
-    draw,
-    exponential_noise,
-    filter_unchecked,
-    kernel_seed,
-    penalize,
-    penalties_on,
-    token_counts,
-    triton_params,
-)
+from minigpt.sampling import draw, exponential_noise, filter_unchecked, kernel_seed, triton_params
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings
 
@@ -141,7 +132,7 @@ def stream(
     `[]` never stops on EOS. `stop` is one string or a list of them: a row ends when its text
     contains one (text, so `tokenizer` is needed). `do_sample=False` is greedy. Sampling parameters
     may be (B,) tensors, one value per prompt. `no_repeat_ngram_size=n` > 0 bans every token that
-    would repeat an n-gram of its row, prompt included (minigpt/sampling.py's `ban_repeated_ngrams`).
+    would repeat an n-gram of its row, prompt included (minigpt/penalties.py's `ban_repeated_ngrams`).
     `streamer(tokens)` is called with each step's (B,) tokens. `sampler` picks the sampling backend
     ("auto" | "torch" | "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
     `decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
+from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
-from minigpt.sampling import check_backend, check_penalties, check_sampling_params, resolve_backend
+from minigpt.sampling import check_backend, check_sampling_params, resolve_backend
 from minigpt.stop_strings import stop_list
 
 

@@ -1,12 +1,11 @@
 """Sampling: turn one step's logits into the next token, one short function per strategy.
 
-Where it sits: `... → GPT → logits → penalties → temperature → top-k → top-p / min-p → draw → ...`.
+Where it sits: `... → GPT → logits → penalties → n-gram ban → filters (temperature, top-k, top-p,
+min-p) → draw → ...`; the penalties and the n-gram ban, which come first, are minigpt/penalties.py.
 Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generate.py)
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
 
-- Penalties (`penalize` on token counts, as the decode loop keeps them; `apply_penalties` on ids)
-  push down tokens that were already used; `ban_repeated_ngrams` bans those that would repeat an n-gram.
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
 - The draw (`draw`; `sample` is filters + draw) picks one token per row: the argmax when
@@ -31,12 +30,13 @@ import torch
 
 from minigpt.row_params import Param, as_column, check_logits, check_param, per_row
 
+# The penalties live in minigpt/penalties.py; the names the README has shown under minigpt.sampling
+# stay importable from here, as the public API (minigpt.sampling.apply_penalties and its kin).
+from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalize  # noqa: F401 (re-exported)
+
 # Positive temperatures are floored here: dividing by, say, 1e-80 (0 in fp32) would give inf - inf = NaN
 # in the softmax. At 1e-6 a logit gap of 0.01 is already a factor e^10000, i.e. plain argmax.
 MIN_TEMPERATURE = 1e-6
-# OpenAI's API accepts presence and frequency penalties in this range; beyond it text degenerates.
-PENALTY_RANGE = (-2.0, 2.0)
-
 
 # Each filter parameter's allowed values: (test, the range as errors print it), checked in this order.
 # One table for both samplers: check_sampling_params reads it, and so does the fused kernel when it
@@ -60,118 +60,6 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
         raise ValueError(f"top_k must be an integer, got {top_k}")
     if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
         raise ValueError(f"top_k must be an integer, got {top_k}")
-
-
-def check_penalties(repetition_penalty: Param = 1.0, presence_penalty: Param = 0.0, frequency_penalty: Param = 0.0) -> None:
-    """Raise ValueError for an out-of-range penalty."""
-    lo, hi = PENALTY_RANGE
-    check_param("repetition_penalty", repetition_penalty, lambda r: (r > 0) & (r < math.inf), "(0, inf) (1 means off)")
-    check_param("presence_penalty", presence_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
-    check_param("frequency_penalty", frequency_penalty, lambda x: (x >= lo) & (x <= hi), f"[{lo}, {hi}]")
-
-
-# ---- penalties --------------------------------------------------------------------------------
-
-# Each penalty's "off" value: dividing by 1 and subtracting 0 change nothing.
-PENALTIES_OFF = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
-
-
-def penalties_on(penalties: dict[str, Param]) -> bool:
-    """Whether any penalty changes the logits, so a decode loop without any keeps no counts.
-    A tensor counts as on without looking at its values (that would be a host sync)."""
-    return any(isinstance(v, torch.Tensor) or v != PENALTIES_OFF[k] for k, v in penalties.items())
-
-
-def token_counts(ids: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """How often each token occurs in each row: ids (B, T) → counts (B, V) int32 (mask 0 = skip)."""
-    ones = torch.ones_like(ids, dtype=torch.int32) if mask is None else mask.to(torch.int32)
-    return torch.zeros(ids.size(0), vocab_size, dtype=torch.int32, device=ids.device).scatter_add_(1, ids, ones)
-
-
-def penalize(
-    logits: torch.Tensor,
-    seen: torch.Tensor,
-    generated: torch.Tensor,
-    *,
-    repetition_penalty: Param = 1.0,
-    presence_penalty: Param = 0.0,
-    frequency_penalty: Param = 0.0,
-) -> torch.Tensor:
-    """Penalties from token counts (B, V): `seen` for repetition, `generated` for presence/frequency.
-
-    The decode loop keeps both counts on the device and bumps them each step, which is cheaper
-    than re-reading every id so far (`apply_penalties` is the ids-based form).
-    """
-    x = logits.float()
-    r = as_column(repetition_penalty, x)
-    # Repetition (CTRL, as in transformers): shrink a seen token's logit towards "less likely" —
-    # divide a positive logit, multiply a negative one (dividing a negative would *raise* it).
-    x = torch.where(seen > 0, torch.where(x < 0, x * r, x / r), x)
-    # Presence and frequency (OpenAI): a flat cost for having appeared, plus one per occurrence.
-    presence, frequency = as_column(presence_penalty, x), as_column(frequency_penalty, x)
-    return x - presence * (generated > 0) - frequency * generated
-
-
-def apply_penalties(
-    logits: torch.Tensor,
-    ids: torch.Tensor,
-    *,
-    repetition_penalty: Param = 1.0,
-    presence_penalty: Param = 0.0,
-    frequency_penalty: Param = 0.0,
-) -> torch.Tensor:
-    """Penalise the tokens in `ids` (B, T): logits (B, V) → fp32 logits (B, V).
-
-    `generate` counts prompt + generated ids for the repetition penalty (as transformers does) but
-    only the generated ids for presence/frequency (as OpenAI does: they price what the *model*
-    repeats, not the words the user wrote), and calls `penalize` on those two counts. Here one
-    `ids` feeds all three.
-    """
-    check_logits(logits)
-    B, V = logits.shape
-    if ids.dim() != 2 or ids.size(0) != B:
-        raise ValueError(f"ids must be (B, T) with the logits' B={B} rows, got {tuple(ids.shape)}")
-    if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < V:
-        raise ValueError(f"ids must be token ids in [0, {V}) (the logits' vocabulary), got {int(ids.min())}..{int(ids.max())}")
-    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    rows = per_row(B, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                   frequency_penalty=frequency_penalty)
-    counts = token_counts(ids, V)
-    return penalize(logits, counts, counts, **rows)
-
-
-def ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """No n-gram twice (transformers' `no_repeat_ngram_size`): a token that would complete an
-    n-gram already in the row gets -inf. logits (B, V), each row's ids so far (B, L) → logits (B, V).
-
-    The next token completes the n-gram (last n - 1 ids, token). It repeats one when an earlier
-    window of n ids starts with those n - 1 ids, so each such window bans its own last id. n = 1
-    bans every id the row holds; n = 0 is off. The ids are the prompt's and the generated ones, as
-    in transformers. Vectorised: the L - n + 1 windows come from `unfold`, and are all compared
-    with the row's last n - 1 ids at once, with no host sync; it re-reads the row each step (cheap
-    next to a forward pass).
-
-    `mask` (B, L), 0 = pad: a window (or the row's last n - 1 ids) holding a pad is no n-gram, so
-    pads never form or complete one, and a left-padded row is banned as it would be alone. Here it
-    differs from transformers, which counts left pads as tokens (a padded row of the pad id p bans p
-    after p for n = 2); on unpadded rows the two agree exactly. An id ≥ V bans nothing.
-    """
-    B, V = logits.shape
-    L = ids.size(1)
-    if n < 1 or L < n:  # off, or no complete n-gram yet
-        return logits
-    windows = ids.unfold(1, n, 1)  # (B, L - n + 1, n): window w is ids[:, w : w + n]
-    last = ids[:, L - n + 1:]  # (B, n - 1): the start of the n-gram the next token completes
-    # The n-gram being completed is in no window yet: its last id is the one still to choose.
-    matches = (windows[..., :-1] == last[:, None]).all(-1)  # (B, L - n + 1)
-    if mask is not None:
-        real = mask.bool()
-        matches &= real.unfold(1, n, 1).all(-1) & real[:, L - n + 1:].all(-1, keepdim=True)
-    # Each matching window bans its last id. The others (and ids ≥ V) scatter True into a spare
-    # column V, cut off below: scattering `matches` itself, one window's False could clear another's ban.
-    banned = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
-    banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=V), V), True)
-    return logits.masked_fill(banned[:, :V], float("-inf"))
 
 
 # ---- filters (transformers' order: temperature → top-k → top-p → min-p) ----------------------

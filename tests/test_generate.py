@@ -14,7 +14,7 @@ from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.generate import GenerationStats, generate, stream
 from minigpt.prefill_decode import prefill_mask
-from minigpt.sampling import ban_repeated_ngrams
+from minigpt.penalties import ban_repeated_ngrams
 from minigpt.stop_strings import StopStrings, first_stop
 from minigpt.text_generation import generate_text, stream_text, text_pieces
 
@@ -315,7 +315,7 @@ def test_beam_search_takes_one_penalty_per_prompt(pair):
         assert torch.equal(batched[b:b + 1], alone)
 
 
-# ---- no_repeat_ngram_size: transformers' n-gram ban (minigpt/sampling.py's ban_repeated_ngrams) ----------
+# ---- no_repeat_ngram_size: transformers' n-gram ban (minigpt/penalties.py's ban_repeated_ngrams) ----------
 
 
 @pytest.fixture(scope="module")
@@ -1173,15 +1173,15 @@ def test_explain_text_ends_silently_at_eos_as_generate_does():
 @torch.no_grad()
 def test_explain_shows_each_sampling_stage_and_draws_what_generate_draws():
     """README: --explain prints each stage's probabilities, and the same seed draws the same tokens
-    as generate(sampler="torch"). Every printed number equals softmax of minigpt.sampling's stages,
-    recomputed here from a full forward pass in the documented order (penalize → temperature →
-    top-k → top-p → min-p; the last is filter_logits of the penalized logits), and the token drawn
-    at each step is generate's, with penalties and every filter on."""
+    as generate(sampler="torch"). Every printed number equals softmax of minigpt.penalties' and
+    minigpt.sampling's stages, recomputed here from a full forward pass in the documented order
+    (penalize → temperature → top-k → top-p → min-p; the last is filter_logits of the penalized
+    logits), and the token drawn at each step is generate's, with penalties and every filter on."""
     import re
 
     from minigpt.explain import explain
-    from minigpt.sampling import (apply_min_p, apply_temperature, apply_top_k, apply_top_p, filter_logits,
-                                  penalize, token_counts)
+    from minigpt.penalties import penalize, token_counts
+    from minigpt.sampling import apply_min_p, apply_temperature, apply_top_k, apply_top_p, filter_logits
 
     torch.manual_seed(0)
     model = GPT(tiny_config()).eval()  # unsharpened: every filter keeps several tokens

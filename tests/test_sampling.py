@@ -16,17 +16,16 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+import minigpt.penalties
 import minigpt.sampling
+from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalties_on
 from minigpt.sampling import (
-    apply_penalties,
     apply_min_p,
     apply_temperature,
     apply_top_k,
     apply_top_p,
-    ban_repeated_ngrams,
     filter_logits,
     kernel_seed,
-    penalties_on,
     resolve_backend,
     sample,
 )
@@ -409,6 +408,13 @@ def test_a_tensor_penalty_counts_as_on():
     assert penalties_on({**off, "repetition_penalty": torch.tensor([1.3, 1.0])})
     assert penalties_on({**off, "presence_penalty": torch.tensor([0.0])})  # a tensor is on, whatever it holds
     assert penalties_on({**off, "frequency_penalty": 0.5})
+
+
+def test_the_penalties_are_still_importable_from_sampling():
+    """The penalties moved to minigpt/penalties.py; minigpt.sampling.apply_penalties (the original API)
+    and the other names the README showed there must stay the same functions."""
+    for name in ["apply_penalties", "penalize", "ban_repeated_ngrams"]:
+        assert getattr(minigpt.sampling, name) is getattr(minigpt.penalties, name)
 
 
 def test_the_kernels_seed_is_drawn_from_the_callers_seed(monkeypatch):

@@ -11,6 +11,8 @@ distribution after every stage. The order is transformers': temperature → top-
 - The draw (`draw`; `sample` is filters + draw) picks one token per row: the argmax when
   temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1): what
   `torch.multinomial` does inside for one sample, minus its validity check, which can wait on the host.
+- Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
+  (`resolve_backend`: the torch ops here, or the fused kernel).
 
 Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row): a
 `Param`, whose checks and row spreading (`per_row`) are shared with the penalties (minigpt/row_params.py).
@@ -37,29 +39,6 @@ from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalize  # 
 # Positive temperatures are floored here: dividing by, say, 1e-80 (0 in fp32) would give inf - inf = NaN
 # in the softmax. At 1e-6 a logit gap of 0.01 is already a factor e^10000, i.e. plain argmax.
 MIN_TEMPERATURE = 1e-6
-
-# Each filter parameter's allowed values: (test, the range as errors print it), checked in this order.
-# One table for both samplers: check_sampling_params reads it, and so does the fused kernel when it
-# explains a row it refused (minigpt/kernels/sampling.py's `_explain_invalid`).
-PARAM_RANGES = {
-    # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
-    "temperature": (lambda t: (t >= 0) & (t < math.inf), "[0, inf) (0 means greedy)"),
-    "top_k": (lambda k: k >= 0, "[0, inf) (0 means off)"),
-    "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
-    "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
-}
-
-
-def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
-    """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
-    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
-    for name, (ok, allowed) in PARAM_RANGES.items():
-        check_param(name, values[name], ok, allowed)
-    # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not.
-    if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
-        raise ValueError(f"top_k must be an integer, got {top_k}")
-    if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
-        raise ValueError(f"top_k must be an integer, got {top_k}")
 
 
 # ---- filters (transformers' order: temperature → top-k → top-p → min-p) ----------------------
@@ -146,7 +125,7 @@ def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top
     return filtered if t > 0 else x
 
 
-# ---- the draw --------------------------------------------------------------------------------
+# ---- the draw, and sample (filters + draw) ---------------------------------------------------
 
 
 def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -171,48 +150,6 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
     if isinstance(t, torch.Tensor):
         return torch.where(t.reshape(-1) > 0, drawn, logits.argmax(dim=-1))
     return drawn
-
-
-def check_backend(backend: str, name: str = "backend") -> None:
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"{name} must be 'auto', 'torch' or 'triton', got {backend!r}")
-
-
-def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
-    """The fused kernel keys its Philox stream with an int64 tensor (a tensor, so a CUDA graph can
-    hold it); drawn from `generator`, so a seed still fixes every token. (1,) int64 on `device`."""
-    # Any non-negative int64 will do; 2**62, randint's exclusive bound, stays well inside int64.
-    return torch.randint(0, 2**62, (1,), generator=generator, device=device)
-
-
-def resolve_backend(backend: str, device: torch.device, name: str = "backend") -> str:
-    """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks.
-    `name` is the argument's name in errors (`generate` calls it `sampler`)."""
-    check_backend(backend, name)
-    kernel_there = importlib.util.find_spec("triton") is not None  # the kernel's file ships; triton is optional
-    if backend == "auto":
-        return "triton" if device.type == "cuda" and kernel_there else "torch"
-    if backend == "triton":
-        if not kernel_there:
-            raise ValueError(f"{name}='triton' needs the `triton` package: pip install -e '.[gpu]'")
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
-                             "set TRITON_INTERPRET=1 to run the kernel in Triton's CPU interpreter")
-    return backend
-
-
-def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:
-    """The fused kernel takes every parameter as a (B,) tensor (so one CUDA graph serves all values)."""
-    def full(v: Param, dtype: torch.dtype) -> torch.Tensor:
-        if isinstance(v, torch.Tensor):
-            return v.to(device=device, dtype=dtype).reshape(B).contiguous()
-        return torch.full((B,), v, dtype=dtype, device=device)
-
-    # The kernel's k is int32; any k ≥ V keeps every token, so a larger one is capped, not wrapped around.
-    int32_max = torch.iinfo(torch.int32).max
-    top_k = top_k.to(torch.long).clamp(max=int32_max) if isinstance(top_k, torch.Tensor) else min(int(top_k), int32_max)
-    return dict(temperature=full(temperature, torch.float32), top_k=full(top_k, torch.int32),
-                top_p=full(top_p, torch.float32), min_p=full(min_p, torch.float32))
 
 
 def sample(
@@ -256,3 +193,73 @@ def sample(
         tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
     # The kernel's answer for bad rows, rather than whatever index argmax picks among NaNs.
     return torch.where(torch.isfinite(logits.amax(dim=-1)), tokens, -1)
+
+
+# ---- checks, and the backend choice ----------------------------------------------------------
+# The entry points above (filter_logits, sample) run the checks on every call; a decode loop runs
+# them once, before its first step (minigpt/generate_args.py), as a (B,) tensor's check is a host sync.
+
+# Each filter parameter's allowed values: (test, the range as errors print it), checked in this order.
+# One table for both samplers: check_sampling_params reads it, and so does the fused kernel when it
+# explains a row it refused (minigpt/kernels/sampling.py's `_explain_invalid`).
+PARAM_RANGES = {
+    # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
+    "temperature": (lambda t: (t >= 0) & (t < math.inf), "[0, inf) (0 means greedy)"),
+    "top_k": (lambda k: k >= 0, "[0, inf) (0 means off)"),
+    "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
+    "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
+}
+
+
+def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
+    """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
+    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    for name, (ok, allowed) in PARAM_RANGES.items():
+        check_param(name, values[name], ok, allowed)
+    # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not.
+    if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
+        raise ValueError(f"top_k must be an integer, got {top_k}")
+    if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
+        raise ValueError(f"top_k must be an integer, got {top_k}")
+
+
+def check_backend(backend: str, name: str = "backend") -> None:
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"{name} must be 'auto', 'torch' or 'triton', got {backend!r}")
+
+
+def resolve_backend(backend: str, device: torch.device, name: str = "backend") -> str:
+    """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks.
+    `name` is the argument's name in errors (`generate` calls it `sampler`)."""
+    check_backend(backend, name)
+    kernel_there = importlib.util.find_spec("triton") is not None  # the kernel's file ships; triton is optional
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and kernel_there else "torch"
+    if backend == "triton":
+        if not kernel_there:
+            raise ValueError(f"{name}='triton' needs the `triton` package: pip install -e '.[gpu]'")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
+                             "set TRITON_INTERPRET=1 to run the kernel in Triton's CPU interpreter")
+    return backend
+
+
+def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:
+    """The fused kernel takes every parameter as a (B,) tensor (so one CUDA graph serves all values)."""
+    def full(v: Param, dtype: torch.dtype) -> torch.Tensor:
+        if isinstance(v, torch.Tensor):
+            return v.to(device=device, dtype=dtype).reshape(B).contiguous()
+        return torch.full((B,), v, dtype=dtype, device=device)
+
+    # The kernel's k is int32; any k ≥ V keeps every token, so a larger one is capped, not wrapped around.
+    int32_max = torch.iinfo(torch.int32).max
+    top_k = top_k.to(torch.long).clamp(max=int32_max) if isinstance(top_k, torch.Tensor) else min(int(top_k), int32_max)
+    return dict(temperature=full(temperature, torch.float32), top_k=full(top_k, torch.int32),
+                top_p=full(top_p, torch.float32), min_p=full(min_p, torch.float32))
+
+
+def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    """The fused kernel keys its Philox stream with an int64 tensor (a tensor, so a CUDA graph can
+    hold it); drawn from `generator`, so a seed still fixes every token. (1,) int64 on `device`."""
+    # Any non-negative int64 will do; 2**62, randint's exclusive bound, stays well inside int64.
+    return torch.randint(0, 2**62, (1,), generator=generator, device=device)

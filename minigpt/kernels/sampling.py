@@ -27,7 +27,7 @@ passes, exact, and draws with one uniform.
 
 ## What happens before and around the kernel
 
-- Penalties (repetition, presence, frequency) are NOT fused: minigpt.sampling.penalize applies
+- Penalties (repetition, presence, frequency) are NOT fused: minigpt.penalties.penalize applies
   them with torch ops to the (B, V) counts the decode loop keeps on the device. They are
   elementwise over the row — one fused elementwise kernel under torch.compile — while fusing them
   here would add a (B, V) counts read to every one of the search's passes.
@@ -62,6 +62,7 @@ import torch
 import triton
 import triton.language as tl
 
+from minigpt import sampling
 from minigpt.kernels.draw import draw_row, first_past, list_weights, min_p_cutoff, row_uniform
 from minigpt.kernels.sampling_split import MAX_SPLITS, default_splits, split_sample
 from minigpt.kernels.search import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, above_max, bad_params, find_threshold,

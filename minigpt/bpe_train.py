@@ -23,11 +23,17 @@ import argparse
 import heapq
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
 
 from tqdm import tqdm
+
+from minigpt.pretokenize import BYTE_TO_CHAR, split_text
+
+# The 256 single bytes get GPT-2's ids (the order of its bytes_to_unicode table: '!' is 0), so a
+# trained tokenizer's ids 0-255 mean what they mean in GPT-2.
+GPT2_BYTE_IDS = {bytes([b]): i for i, b in enumerate(BYTE_TO_CHAR)}
 
 
 def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -44,23 +50,19 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 
 def train_bpe(
-    texts: Iterable[str],
-    alphabet: dict[bytes, int],
-    vocab_size: int,
-    split: Callable[[str], list[str]],
-    *,
-    progress: bool = True,
+    texts: Iterable[str], vocab_size: int, *, progress: bool = True
 ) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]]]:
-    """Learn merges until the vocab (alphabet + merged tokens) has `vocab_size` tokens.
+    """Learn merges until the vocab (the 256 bytes + merged tokens) has `vocab_size` tokens.
 
-    alphabet maps the 256 single bytes to ids 0..255; split is the pre-tokenizer. Returns
-    (vocab: token bytes → id, merges in rank order). If two different merges produce the same bytes
-    (e.g. "a"+"bc" and "ab"+"c"), the second reuses the first one's id, as Hugging Face's trainer does.
+    The texts are cut into chunks by GPT-2's pre-tokenizer (`split_text`), as encoding will cut
+    them. Returns (vocab: token bytes → id, merges in rank order). If two different merges produce
+    the same bytes (e.g. "a"+"bc" and "ab"+"c"), the second reuses the first one's id, as Hugging
+    Face's trainer does.
     """
-    counts = Counter(chain.from_iterable(map(split, texts)))
-    words = [[alphabet[bytes([b])] for b in chunk.encode("utf-8")] for chunk in counts]
+    counts = Counter(chain.from_iterable(map(split_text, texts)))
+    words = [[GPT2_BYTE_IDS[bytes([b])] for b in chunk.encode("utf-8")] for chunk in counts]
     freqs = list(counts.values())
-    vocab = dict(alphabet)
+    vocab = dict(GPT2_BYTE_IDS)
     id_bytes = {i: t for t, i in vocab.items()}
 
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)

@@ -41,8 +41,7 @@ from typing import Literal
 import regex
 
 from minigpt.files import read_text
-from minigpt.pretokenize import (BYTE_TO_CHAR, CHAR_TO_BYTE, safe_pieces, split_text, str_to_token, token_to_str,
-                                 without_surrogates)
+from minigpt.pretokenize import CHAR_TO_BYTE, safe_pieces, split_text, str_to_token, token_to_str, without_surrogates
 
 # GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
@@ -376,6 +375,5 @@ class Tokenizer:
         if specials:
             cut = regex.compile("|".join(regex.escape(s) for s in specials))
             texts = [part for text in texts for part in cut.split(text)]
-        alphabet = {bytes([b]): i for i, b in enumerate(BYTE_TO_CHAR)}  # GPT-2's byte ids, so ids 0-255 match it
-        vocab, merges = train_bpe(texts, alphabet, vocab_size - len(specials), split_text, progress=progress)
+        vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
         return cls(vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)})

@@ -12,6 +12,8 @@ O(merges × text). Three ideas make it fast:
 3. **A heap of pair counts** gives the most frequent pair in O(log n). Entries are never updated in
    place: a changed count is pushed again, and stale entries are skipped when popped.
 Ties are broken deterministically: equal counts → the pair with the smaller ids (older tokens) wins.
+`train_bpe` is that loop; `train_tokenizer` (`Tokenizer.train`'s body) checks the arguments and
+prepares the text for it: reads the files and cuts the special tokens out.
 
 Not handled: min-frequency cut-offs, dropout, and training on corpora larger than memory. A
 merge rewrites each chunk that holds the pair whole, so one very long chunk (50 kB of letters
@@ -21,15 +23,18 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from pathlib import Path
 
+import regex
 from tqdm import tqdm
 
-from minigpt.pretokenize import BYTE_TO_CHAR, split_text
+from minigpt.files import read_text
+from minigpt.pretokenize import BYTE_TO_CHAR, split_text, without_surrogates
 
 # The 256 single bytes get GPT-2's ids (the order of its bytes_to_unicode table: '!' is 0), so a
 # trained tokenizer's ids 0-255 mean what they mean in GPT-2.
@@ -110,6 +115,36 @@ def train_bpe(
                 del pair_counts[p]  # gone from every word (the merged pair itself ends here)
     bar.close()
     return vocab, merges
+
+
+def train_tokenizer(
+    text_or_files: str | os.PathLike | Sequence[str | os.PathLike],
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    *,
+    progress: bool,
+) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]:
+    """`Tokenizer.train`'s work (its docstring has the arguments): (vocab, merges, special tokens),
+    what `Tokenizer(...)` takes. Special tokens get the ids after the vocab's."""
+    specials = list(special_tokens)
+    if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
+        raise ValueError(f"special_tokens must be distinct non-empty strings, got {specials!r}")
+    if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+        raise ValueError(
+            f"vocab_size must be an int >= 256 + {len(specials)} (the byte alphabet and the special tokens), "
+            f"got {vocab_size!r}"
+        )
+    if isinstance(text_or_files, str):
+        texts = [without_surrogates(text_or_files)]
+    else:
+        files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
+        texts = [read_text(f) for f in files]
+    if specials:  # cut out, so that no merge learns from a special token's text
+        cut = regex.compile("|".join(regex.escape(s) for s in specials))
+        texts = [part for text in texts for part in cut.split(text)]
+    vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
+    return vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)}
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,6 @@ from typing import Literal
 
 import regex
 
-from minigpt.files import read_text
 from minigpt.pretokenize import CHAR_TO_BYTE, safe_pieces, split_text, str_to_token, token_to_str, without_surrogates
 
 # GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
@@ -357,23 +356,6 @@ class Tokenizer:
         text_or_files: a str is the training text itself; a Path, or a list of paths, names files.
         Special tokens get the last ids and never take part in merges (their text in the training
         data is cut out first). If the text runs out of pairs, the vocabulary ends up smaller."""
-        from minigpt.bpe_train import train_bpe
+        from minigpt.bpe_train import train_tokenizer
 
-        specials = list(special_tokens)
-        if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
-            raise ValueError(f"special_tokens must be distinct non-empty strings, got {specials!r}")
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
-            raise ValueError(
-                f"vocab_size must be an int >= 256 + {len(specials)} (the byte alphabet and the special tokens), "
-                f"got {vocab_size!r}"
-            )
-        if isinstance(text_or_files, str):
-            texts = [without_surrogates(text_or_files)]
-        else:
-            files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
-            texts = [read_text(f) for f in files]
-        if specials:
-            cut = regex.compile("|".join(regex.escape(s) for s in specials))
-            texts = [part for text in texts for part in cut.split(text)]
-        vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
-        return cls(vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)})
+        return cls(*train_tokenizer(text_or_files, vocab_size, special_tokens, progress=progress))

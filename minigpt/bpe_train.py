@@ -21,14 +21,11 @@ without a space: ~10 s for 1,000 merges) is slow.
 """
 from __future__ import annotations
 
-import argparse
 import heapq
 import os
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import chain
-from pathlib import Path
 
 import regex
 from tqdm import tqdm
@@ -145,30 +142,3 @@ def train_tokenizer(
     vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
     return vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)}
 
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python scripts/train_tokenizer.py FILES --vocab-size N --out DIR` (= `minigpt tokenize --train`)."""
-    from minigpt.cli import prog
-    from minigpt.tokenizer import Tokenizer
-
-    parser = argparse.ArgumentParser(prog=prog("tokenize --train"), description="Train a byte-level BPE tokenizer (GPT-2 style) on text files.")
-    parser.add_argument("files", nargs="+", type=Path, help="UTF-8 text files to learn from")
-    parser.add_argument("--vocab-size", type=int, default=4096, help="tokens in total, specials included (default 4096)")
-    parser.add_argument("--special", nargs="*", default=["<|endoftext|>"], help="special tokens (default <|endoftext|>)")
-    parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
-    args = parser.parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():  # checked now, not after minutes of training
-        print(f"{parser.prog}: error: --out {args.out} is a file; the tokenizer is saved to a directory",
-              file=sys.stderr)
-        return 2
-    try:
-        tok = Tokenizer.train(args.files, args.vocab_size, args.special)
-    except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    tok.save_pretrained(args.out)
-    print(f"saved {tok!r} to {args.out}")
-    if tok.vocab_size < args.vocab_size:
-        print(f"note: only {tok.vocab_size} of the {args.vocab_size} tokens asked for: the text has no more pairs to merge")
-    return 0

@@ -1,15 +1,22 @@
 """`minigpt tokenize`: encode text and show BPE at work, or train a new tokenizer.
 
 Where it sits: the command line in front of minigpt/tokenizer.py (`Tokenizer.encode`,
-`encode_show_work`) and minigpt/bpe_train.py (`--train`, which hands its flags to bpe_train's
-`main`, also run by scripts/train_tokenizer.py).
+`encode_show_work`) and minigpt/bpe_train.py (`Tokenizer.train`). Training has two doors with the
+same flags: `minigpt tokenize --train FILES` (`main`) and scripts/train_tokenizer.py FILES
+(`train_main`); both end in `train_and_save`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 from minigpt.tokenizer import Tokenizer
+
+# What training asks for when --vocab-size / --special are not given.
+TRAIN_VOCAB_SIZE = 4096
+TRAIN_SPECIALS = ("<|endoftext|>",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", help="tokenizer directory to encode with (default: GPT-2's, shipped)")
     parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")
     parser.add_argument("--train", nargs="+", metavar="FILE", help="train a tokenizer on these text files")
-    parser.add_argument("--vocab-size", type=int, help="with --train: vocabulary size, special tokens included (default 4096)")
-    parser.add_argument("--special", nargs="*", help="with --train: special tokens (default <|endoftext|>)")
+    parser.add_argument("--vocab-size", type=int,
+                        help=f"with --train: vocabulary size, special tokens included (default {TRAIN_VOCAB_SIZE})")
+    parser.add_argument("--special", nargs="*", help=f"with --train: special tokens (default {' '.join(TRAIN_SPECIALS)})")
     parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
     args = parser.parse_args(argv)
     if args.train:
@@ -34,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.text is not None or args.show_work or args.tokenizer is not None:
             parser.error("--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer "
                          "(the one to encode with) go without --train")
-        from minigpt.bpe_train import main as train_main
-
-        # Only the flags given: bpe_train's parser holds the defaults and checks the values.
-        given = [*(["--vocab-size", str(args.vocab_size)] if args.vocab_size is not None else []),
-                 *(["--special", *args.special] if args.special is not None else [])]
-        return train_main([*args.train, *given, "--out", args.out])
+        return train_and_save(
+            prog("tokenize --train"), [Path(f) for f in args.train],
+            TRAIN_VOCAB_SIZE if args.vocab_size is None else args.vocab_size,
+            TRAIN_SPECIALS if args.special is None else args.special,  # `--special` alone: none
+            Path(args.out),
+        )
     if args.vocab_size is not None or args.special is not None or args.out:
         parser.error("--vocab-size, --special and --out go with --train FILES")
     try:
@@ -60,4 +68,38 @@ def main(argv: list[str] | None = None) -> int:
     print("ids:   ", ids)
     print("tokens:", [tok.id_to_token(i) for i in ids])
     print(f"{len(text)} characters → {len(ids)} token{'s' * (len(ids) != 1)}")
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`python scripts/train_tokenizer.py FILES --vocab-size N --out DIR` (= `minigpt tokenize --train`)."""
+    from minigpt.cli import prog
+
+    parser = argparse.ArgumentParser(prog=prog("tokenize --train"),
+                                     description="Train a byte-level BPE tokenizer (GPT-2 style) on text files.")
+    parser.add_argument("files", nargs="+", type=Path, help="UTF-8 text files to learn from")
+    parser.add_argument("--vocab-size", type=int, default=TRAIN_VOCAB_SIZE,
+                        help=f"tokens in total, specials included (default {TRAIN_VOCAB_SIZE})")
+    parser.add_argument("--special", nargs="*", default=TRAIN_SPECIALS,
+                        help=f"special tokens (default {' '.join(TRAIN_SPECIALS)})")
+    parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
+    args = parser.parse_args(argv)
+    return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out)
+
+
+def train_and_save(name: str, files: list[Path], vocab_size: int, special: Sequence[str], out: Path) -> int:
+    """Train on `files`, save to `out`. A bad argument or file is an error line that starts with
+    `name` (the command as the user ran it), and exit status 2."""
+    if out.exists() and not out.is_dir():  # checked now, not after minutes of training
+        print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
+        return 2
+    try:
+        tok = Tokenizer.train(files, vocab_size, special)
+    except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    tok.save_pretrained(out)
+    print(f"saved {tok!r} to {out}")
+    if tok.vocab_size < vocab_size:
+        print(f"note: only {tok.vocab_size} of the {vocab_size} tokens asked for: the text has no more pairs to merge")
     return 0

@@ -1,4 +1,4 @@
 """Train a byte-level BPE tokenizer: python scripts/train_tokenizer.py FILES --vocab-size N --out DIR."""
-from minigpt.bpe_train import main
+from minigpt.tokenizer_cli import train_main
 
-raise SystemExit(main())
+raise SystemExit(train_main())

@@ -573,11 +573,11 @@ def test_special_tokens_are_cut_out_of_the_training_text():
 def test_special_with_no_values_trains_without_special_tokens(tmp_path):
     """Mutants B7/T1: `--special` given with no values means no special tokens; the trainer (or
     `minigpt tokenize --train`, which forwards it) fell back to the default <|endoftext|>."""
-    from minigpt import bpe_train, tokenizer_cli
+    from minigpt import tokenizer_cli
 
     data = tmp_path / "data.txt"
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
-    assert bpe_train.main([str(data), "--vocab-size", "260", "--special", "--out", str(tmp_path / "a")]) == 0
+    assert tokenizer_cli.train_main([str(data), "--vocab-size", "260", "--special", "--out", str(tmp_path / "a")]) == 0
     a = Tokenizer.from_pretrained(tmp_path / "a")
     assert a.special_tokens == {} and a.vocab_size == 260
     assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "260", "--special", "--out", str(tmp_path / "b")]) == 0
@@ -588,11 +588,11 @@ def test_special_with_no_values_trains_without_special_tokens(tmp_path):
 def test_no_note_about_running_out_of_pairs_when_the_vocab_is_full(tmp_path, capsys):
     """Mutant B8: the "no more pairs to merge" note compared merges with vocab_size - 256, forgetting
     the special tokens, so a tokenizer trained to its full size was said to have run out of pairs."""
-    from minigpt import bpe_train
+    from minigpt import tokenizer_cli
 
     data = tmp_path / "data.txt"
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
-    assert bpe_train.main([str(data), "--vocab-size", "262", "--out", str(tmp_path / "a")]) == 0
+    assert tokenizer_cli.train_main([str(data), "--vocab-size", "262", "--out", str(tmp_path / "a")]) == 0
     assert Tokenizer.from_pretrained(tmp_path / "a").vocab_size == 262
     assert "no more pairs" not in capsys.readouterr().out
 
@@ -694,10 +694,10 @@ def test_saved_tokenizer_config_names_the_added_special_tokens(tok, tmp_path):
 def test_train_cli_asks_for_4096_tokens_by_default(tmp_path, capsys):
     """Mutant R8-53: --vocab-size's default (4096, as its help and the README say) was another
     number. A small text runs out of pairs long before, and the note names the size asked for."""
-    from minigpt import bpe_train
+    from minigpt import tokenizer_cli
 
     data = tmp_path / "data.txt"
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
-    assert bpe_train.main([str(data), "--out", str(tmp_path / "a")]) == 0
+    assert tokenizer_cli.train_main([str(data), "--out", str(tmp_path / "a")]) == 0
     tok = Tokenizer.from_pretrained(tmp_path / "a")
     assert f"note: only {tok.vocab_size} of the 4096 tokens asked for" in capsys.readouterr().out

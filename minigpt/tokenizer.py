@@ -46,6 +46,74 @@ from minigpt.pretokenize import CHAR_TO_BYTE, safe_pieces, split_text, str_to_to
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
 
 # ---- 3. Merging (steps 1 and 2, bytes and chunks, are minigpt/pretokenize.py) ---------------------
+# Merging works on ids: a chunk comes in as the ids of its UTF-8 bytes. It needs two tables, which
+# `Tokenizer` builds from its merges: ranks, (left id, right id) → rank (rank 0 was learned first),
+# and merged_id, rank → the id of the token that merge makes.
+
+# Chunks of more bytes than this are merged by `_merge_long_chunk`: its heap is faster from ~16
+# bytes on, and unlike `merge_chunk`'s rescans it stays fast on a 50 kB "word" (most words of real
+# text are ~5 bytes).
+_LONG_CHUNK = 32
+
+
+def merge_chunk(
+    ids: list[int],
+    ranks: dict[tuple[int, int], int],
+    merged_id: Sequence[int],
+    steps: list[tuple[int, list[int]]] | None = None,
+) -> list[int]:
+    """Merge one chunk's byte ids: while some adjacent pair has a rank, merge the lowest-ranked one.
+
+    One occurrence per step, the leftmost, as tiktoken and Hugging Face do. (GPT-2's original
+    code merged every occurrence of the pair at once; with merges learned by training that gives
+    the same ids, since the pair's next occurrence is still the lowest rank.) `steps`, if given,
+    receives (rank, ids after that merge) for every merge. Merges `ids` in place."""
+    if len(ids) > _LONG_CHUNK and steps is None:
+        return _merge_long_chunk(ids, ranks, merged_id)
+    get, no_rank = ranks.get, len(ranks)
+    while len(ids) > 1:
+        pair_ranks = list(map(get, zip(ids, ids[1:]), repeat(no_rank)))  # C-speed: no lambda per pair
+        rank = min(pair_ranks)
+        if rank == no_rank:
+            break
+        i = pair_ranks.index(rank)
+        ids[i : i + 2] = [merged_id[rank]]
+        if steps is not None:  # the teaching view: which merge, and the tokens after it
+            steps.append((rank, ids.copy()))
+    return ids
+
+
+def _merge_long_chunk(ids: list[int], ranks: dict[tuple[int, int], int], merged_id: Sequence[int]) -> list[int]:
+    """`merge_chunk` for a long chunk: the same merges in the same order, in O(n log n), not O(n²).
+
+    `merge_chunk` rescans every pair after each merge, which for a 50,000-letter "word" (a base64
+    blob, a DNA string) takes most of a minute. Here a heap holds (rank, position) of every ranked
+    pair, so the next merge is the lowest rank, leftmost, as in `merge_chunk`; tokens form a linked
+    list, and a merge pushes only the two pairs it creates. Popped entries whose pair has
+    changed since they were pushed are skipped."""
+    nxt, prv = list(range(1, len(ids) + 1)), list(range(-1, len(ids) - 1))  # neighbours; len(ids) = none
+    heap = [(r, i) for i, pair in enumerate(zip(ids, ids[1:])) if (r := ranks.get(pair)) is not None]
+    heapq.heapify(heap)
+    alive = [True] * len(ids)
+
+    def push(i: int) -> None:  # the pair that starts at token i, if it has a rank
+        j = nxt[i]
+        if j < len(ids) and (r := ranks.get((ids[i], ids[j]))) is not None:
+            heapq.heappush(heap, (r, i))
+
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = nxt[i] if alive[i] else len(ids)
+        if j == len(ids) or ranks.get((ids[i], ids[j])) != rank:
+            continue  # stale: i or its right neighbour was merged since this entry was pushed
+        ids[i], alive[j] = merged_id[rank], False  # i becomes the merged token; j is gone
+        nxt[i] = nxt[j]
+        if nxt[i] < len(ids):
+            prv[nxt[i]] = i
+        if prv[i] >= 0:
+            push(prv[i])
+        push(i)
+    return [t for t, a in zip(ids, alive) if a]
 
 
 class _ChunkCache(dict):
@@ -56,25 +124,25 @@ class _ChunkCache(dict):
 
     MAX_ENTRIES = 1 << 19  # ~0.5M chunks: far above a book's distinct words (Shakespeare: ~15k)
 
-    def __init__(self, bpe) -> None:
+    def __init__(self, byte_ids: list[int], ranks: dict[tuple[int, int], int], merged_id: list[int]) -> None:
         super().__init__()
-        self.bpe = bpe
+        self.byte_ids, self.ranks, self.merged_id = byte_ids, ranks, merged_id
 
     def __missing__(self, chunk: str) -> tuple[int, ...]:
         if len(self) >= self.MAX_ENTRIES:
             self.clear()
-        ids = self[chunk] = tuple(self.bpe(chunk))
+        byte_ids = [self.byte_ids[b] for b in chunk.encode("utf-8")]
+        ids = self[chunk] = tuple(merge_chunk(byte_ids, self.ranks, self.merged_id))
         return ids
 
+
+# ---- The tokenizer: its tables (checked), encode, decode, files and training ----------------------
 
 AllowedSpecial = Collection[str] | Literal["all"]
 
 # encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
 PIECE_CHARS = 1 << 12
-# Chunks of more bytes than this are merged by `_bpe_long`: its heap is faster from ~16 bytes on,
-# and unlike `_bpe`'s rescans it stays fast on a 50 kB "word" (most words of real text are ~5 bytes).
-_LONG_CHUNK = 32
 
 
 class Tokenizer:
@@ -109,7 +177,7 @@ class Tokenizer:
                                  f"{self.vocab[str_to_token(text)]}: vocab.json could not tell them apart")
         self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(n)]
         self._byte_ids: list[int] = [self.vocab[bytes([b])] for b in range(256)]
-        # (left id, right id) → rank, and rank → the merged token's id.
+        # The tables merging needs: (left id, right id) → rank, and rank → the merged token's id.
         self._ranks: dict[tuple[int, int], int] = {}
         self._merged_id: list[int] = []
         for rank, (a, b) in enumerate(self.merges):
@@ -117,7 +185,7 @@ class Tokenizer:
                 raise ValueError(f"merge {rank} ({token_to_str(a)} {token_to_str(b)}) uses a token not in the vocab")
             self._ranks[(self.vocab[a], self.vocab[b])] = rank
             self._merged_id.append(self.vocab[a + b])
-        self._cache = _ChunkCache(self._bpe)
+        self._cache = _ChunkCache(self._byte_ids, self._ranks, self._merged_id)
         self._special_res: dict[frozenset[str], regex.Pattern] = {}  # see _special_regex
         self._all_specials = frozenset(self.special_tokens)  # what encode refuses by default
         self.pad_token_id: int | None = self.eos_token_id  # GPT-2 has no pad token; padding is masked anyway
@@ -133,61 +201,6 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
-
-    # ---- merging one chunk ----
-
-    def _bpe(self, chunk: str, steps: list[tuple[int, list[int]]] | None = None) -> list[int]:
-        """Merge one chunk: while some adjacent pair has a rank, merge the lowest-ranked one.
-
-        One occurrence per step, the leftmost, as tiktoken and Hugging Face do. (GPT-2's original
-        code merged every occurrence of the pair at once; with merges learned by training that gives
-        the same ids, since the pair's next occurrence is still the lowest rank.)"""
-        ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
-        if len(ids) > _LONG_CHUNK and steps is None:
-            return self._bpe_long(ids)
-        get, no_rank = self._ranks.get, len(self._ranks)
-        while len(ids) > 1:
-            pair_ranks = list(map(get, zip(ids, ids[1:]), repeat(no_rank)))  # C-speed: no lambda per pair
-            rank = min(pair_ranks)
-            if rank == no_rank:
-                break
-            i = pair_ranks.index(rank)
-            ids[i : i + 2] = [self._merged_id[rank]]
-            if steps is not None:  # the teaching view: which merge, and the tokens after it
-                steps.append((rank, ids.copy()))
-        return ids
-
-    def _bpe_long(self, ids: list[int]) -> list[int]:
-        """`_bpe` for a long chunk: the same merges in the same order, in O(n log n), not O(n²).
-
-        `_bpe` rescans every pair after each merge, which for a 50,000-letter "word" (a base64
-        blob, a DNA string) takes most of a minute. Here a heap holds (rank, position) of every ranked
-        pair, so the next merge is the lowest rank, leftmost, as in `_bpe`; tokens form a linked
-        list, and a merge pushes only the two pairs it creates. Popped entries whose pair has
-        changed since they were pushed are skipped."""
-        nxt, prv = list(range(1, len(ids) + 1)), list(range(-1, len(ids) - 1))  # neighbours; len(ids) = none
-        heap = [(r, i) for i, pair in enumerate(zip(ids, ids[1:])) if (r := self._ranks.get(pair)) is not None]
-        heapq.heapify(heap)
-        alive = [True] * len(ids)
-
-        def push(i: int) -> None:  # the pair that starts at token i, if it has a rank
-            j = nxt[i]
-            if j < len(ids) and (r := self._ranks.get((ids[i], ids[j]))) is not None:
-                heapq.heappush(heap, (r, i))
-
-        while heap:
-            rank, i = heapq.heappop(heap)
-            j = nxt[i] if alive[i] else len(ids)
-            if j == len(ids) or self._ranks.get((ids[i], ids[j])) != rank:
-                continue  # stale: i or its right neighbour was merged since this entry was pushed
-            ids[i], alive[j] = self._merged_id[rank], False  # i becomes the merged token; j is gone
-            nxt[i] = nxt[j]
-            if nxt[i] < len(ids):
-                prv[nxt[i]] = i
-            if prv[i] >= 0:
-                push(prv[i])
-            push(i)
-        return [t for t, a in zip(ids, alive) if a]
 
     # ---- encode / decode ----
 
@@ -287,9 +300,10 @@ class Tokenizer:
         Special tokens are treated as plain text (encode_ordinary)."""
         work = []
         for chunk in split_text(without_surrogates(text)):
+            byte_ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
             merges: list[tuple[int, list[int]]] = []
-            ids = self._bpe(chunk, merges)
-            steps = [[self._byte_ids[b] for b in chunk.encode("utf-8")]] + [s for _, s in merges]
+            ids = merge_chunk(byte_ids.copy(), self._ranks, self._merged_id, merges)
+            steps = [byte_ids] + [s for _, s in merges]
             work.append({
                 "chunk": chunk,
                 "steps": [[self.id_to_token(i) for i in s] for s in steps],

@@ -135,10 +135,13 @@ def test_ascii_fast_path_splits_like_gpt2_pattern(text):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(st.sampled_from("aeinrst é😀"), min_size=1, max_size=120))
 def test_long_chunk_merging_is_the_rescan_merging(tok, enc, text):
-    """_bpe_long (a heap, for chunks over _LONG_CHUNK bytes) makes the same merges as _bpe's plain rescan."""
+    """_merge_long_chunk (a heap, for chunks over _LONG_CHUNK bytes) makes the same merges as merge_chunk's
+    plain rescan."""
     for chunk in split_text(text):
-        rescan: list = []  # asking for the steps keeps _bpe on its rescan, whatever the length
-        assert tok._bpe_long([tok._byte_ids[b] for b in chunk.encode()]) == tok._bpe(chunk, rescan)
+        ids = [tok._byte_ids[b] for b in chunk.encode()]
+        rescan: list = []  # asking for the steps keeps merge_chunk on its rescan, whatever the length
+        heap = tokmod._merge_long_chunk(ids.copy(), tok._ranks, tok._merged_id)
+        assert heap == tokmod.merge_chunk(ids, tok._ranks, tok._merged_id, rescan)
     assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
 
 

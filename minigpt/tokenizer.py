@@ -71,7 +71,7 @@ def merge_chunk(
     receives (rank, ids after that merge) for every merge. Merges `ids` in place."""
     if len(ids) > _LONG_CHUNK and steps is None:
         return _merge_long_chunk(ids, ranks, merged_id)
-    get, no_rank = ranks.get, len(ranks)
+    get, no_rank = ranks.get, len(merged_id)  # past every rank (a merges.txt may list a pair twice)
     while len(ids) > 1:
         pair_ranks = list(map(get, zip(ids, ids[1:]), repeat(no_rank)))  # C-speed: no lambda per pair
         rank = min(pair_ranks)

@@ -704,3 +704,27 @@ def test_train_cli_asks_for_4096_tokens_by_default(tmp_path, capsys):
     assert tokenizer_cli.train_main([str(data), "--out", str(tmp_path / "a")]) == 0
     tok = Tokenizer.from_pretrained(tmp_path / "a")
     assert f"note: only {tok.vocab_size} of the 4096 tokens asked for" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("merges", [["a b", "c d", "a b"], ["a b", "b c", "a b"], ["b c", "a b", "b c"]])
+def test_a_merges_file_that_lists_a_pair_twice_encodes_as_hugging_face_does(tmp_path, merges):
+    """Bug guarded: "no rank" was len(ranks), the number of *distinct* pairs. A merges.txt that
+    lists a pair twice keeps the later rank (as HF's does), which then equalled "no rank", so that
+    pair never merged. Short chunks (rescan) and long ones (heap) both."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import pre_tokenizers
+    from tokenizers.models import BPE
+
+    vocab = {pretokenize.BYTE_TO_CHAR[b]: b for b in range(256)}
+    for merge in dict.fromkeys(merges):
+        vocab[merge.replace(" ", "")] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    hf = HFTokenizer(BPE.from_file(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    for text in ("abcd ab", "abcabc", "x" * 20 + "abcd" * 5):
+        assert tok.encode(text) == hf.encode(text).ids, text
+    pair = merges[0].replace(" ", "")
+    assert tok.encode(pair) == [vocab[pair]]  # the repeated pair merges

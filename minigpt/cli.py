@@ -12,7 +12,7 @@ from pathlib import Path
 
 COMMANDS = {
     "generate": ("minigpt.generate_cli", "generate text from a prompt (default model: checkpoints/shakespeare)"),
-    "train": ("minigpt.train", "pretrain a GPT on prepared token files"),
+    "train": ("minigpt.pretrain", "pretrain a GPT on prepared token files"),
     "finetune": ("minigpt.finetune", "fine-tune a model: frozen, partial, full or LoRA"),
     "prepare": ("minigpt.data", "tokenize text files into train.bin / val.bin"),
     "tokenize": ("minigpt.tokenizer_cli", "encode text and show BPE's work, or train a tokenizer"),

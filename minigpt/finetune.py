@@ -22,11 +22,12 @@ The optimizer only ever sees trainable parameters, so its state (AdamW keeps two
 per parameter: 8 bytes each) shrinks with the strategy, and so does memory for gradients.
 
 `minigpt finetune` (`main`) runs it end to end, from the settings in minigpt/finetune_config.py
-(`FinetuneConfig`), with `train_loop` from minigpt/train.py, so resume, eval, logs, the loss plot
-and DDP are the training loop's: under `torchrun --nproc_per_node=N` each process draws its own
-micro-batches (N processes end where one does with the same --grad-accum), frozen parameters take
-no part in DDP's gradient all-reduce, the processes split the accuracy evaluation, and rank 0
-alone writes files (the lm task's tokens included).
+(`FinetuneConfig`), with `train_loop` from minigpt/train.py (the loop's other driver is `minigpt
+train`, minigpt/pretrain.py), so resume, eval, logs, the loss plot and DDP are the training
+loop's: under `torchrun --nproc_per_node=N` each process draws its own micro-batches (N processes
+end where one does with the same --grad-accum), frozen parameters take no part in DDP's gradient
+all-reduce, the processes split the accuracy evaluation, and rank 0 alone writes files (the lm
+task's tokens included).
 Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm (LoRA
 merged in), a `GPT2ForSequenceClassification` for classify; `finetune_summary.json` holds the
 figures `scripts/compare_strategies.py` tabulates: the last evaluation, and the best val loss (and
@@ -56,7 +57,8 @@ from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.optimizer import HALF_WEIGHTS_ERROR
-from minigpt.train import build_model, lm_loss, train_loop
+from minigpt.pretrain import build_model
+from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, run_command, setup_runtime
 

@@ -1,13 +1,13 @@
-"""Training: the loop that turns batches into better weights, and `minigpt train` (pretraining).
+"""Training: the loop that turns batches into better weights.
 
-Where it sits: train.bin (minigpt/data.py) → random windows (x, y) → GPT → loss → backward →
-AdamW → checkpoint in HF layout → `minigpt generate --model OUT_DIR`.
+Where it sits: a driver's batches (x, y, ...) → model → loss → backward → AdamW → checkpoint in
+HF layout. Its two drivers are minigpt/pretrain.py (`minigpt train`: a GPT on token files from
+minigpt/data.py) and minigpt/finetune.py (`minigpt finetune`).
 
 `train_loop` knows nothing about language modelling. It takes a model, a batch source and a loss,
 and does what a long run needs: learning-rate schedule, gradient accumulation and clipping, mixed
 precision, DDP, periodic eval, logs and a loss-curve PNG, atomic checkpoints with exact resume,
-Ctrl-C and NaN handling. `pretrain` builds the language-model pieces and calls it; fine-tuning
-(minigpt/finetune.py) calls it with its own model, batches and loss.
+Ctrl-C and NaN handling. Each driver builds its own model, batches and loss, and calls it.
 
 Exact resume without saving RNG states: every random draw is seeded from (seed, step, ...). At
 step s, micro-step m of process `rank` is the global micro-batch g = m·world + rank; its batch is
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -37,17 +36,13 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from minigpt.checkpoint import is_classifier_checkpoint
-from minigpt.cli import prog
-from minigpt.config import GPTConfig
-from minigpt.data import load_splits, read_meta, sample_batch
-from minigpt.files import atomic_path, atomic_write_text
+from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.run_dir import LOG_FILE, append_log, check_out_dir, plot_log, restore, save_checkpoint, truncate_log
-from minigpt.stats import gpt_flops_per_token, peak_flops
-from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
-from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, run_command, setup_runtime
+from minigpt.stats import peak_flops
+from minigpt.train_config import TrainConfig
+from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, setup_runtime
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
@@ -291,88 +286,3 @@ def train_loop(
                 raise Stopped(stop)
     metrics["best_val_loss"] = best
     return metrics
-
-
-# ---- pretraining a GPT on token files ------------------------------------------------------------
-
-
-def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id: int | None) -> None:
-    """Refuse to train the --init model on the ids of another tokenizer.
-
-    An id is only a row number: a model fed another tokenizer's ids trains without an error, on
-    tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
-    with another's vocab.json. What can be compared is the size and the <|endoftext|> id
-    (`GPTConfig.fits_tokenizer`).
-    """
-    if not config.fits_tokenizer(vocab_size, eos_token_id):
-        raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
-                         f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
-                         f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
-
-
-def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
-    """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
-    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`.
-
-    A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
-    and generation stops on what config.json says. An --init model must already match them.
-    """
-    if cfg.init:
-        shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
-        if shape:
-            raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
-        if is_classifier_checkpoint(cfg.init):  # GPT.from_pretrained would fail on its `score` weights
-            raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
-                             "language model (GPT2LMHeadModel)")
-        model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
-        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
-        model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
-        if cfg.dropout is not None:  # dropout is not a weight: the checkpoint's rate is only a default
-            model.set_dropout(cfg.dropout)
-        return model.train()
-    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
-    torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
-    if eos_token_id is not None:  # GPT-2 uses the same token to begin and end a document
-        overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
-    return GPT(GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides))
-
-
-def pretrain(cfg: TrainConfig) -> dict[str, float]:
-    """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
-    check_out_dir(cfg)  # first: a bare --resume with no saved run has no --data either, and that is the real problem
-    if not cfg.data:
-        raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
-    data = Path(cfg.data)
-    meta = read_meta(data)
-    model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
-    n_positions = model.config.n_positions
-    block_size = cfg.block_size or n_positions
-    if not 1 <= block_size <= n_positions:
-        raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
-    cfg.block_size = block_size
-    vocab = model.config.vocab_size
-    tokens = load_splits(data, meta, vocab, block_size + 1)
-
-    def get_batch(split: str, rng: torch.Generator):
-        return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
-
-    tokenizer_dir = data / "tokenizer"
-
-    def save_fn(m: GPT, path: Path) -> None:
-        m.save_pretrained(path)
-        if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
-            for f in tokenizer_dir.iterdir():
-                with atomic_path(path / f.name) as tmp:
-                    shutil.copyfile(f, tmp)
-
-    bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
-    return train_loop(
-        model, cfg, get_batch, lm_loss, save_fn,
-        bytes_per_token=bytes_per_token,
-        flops_per_token=gpt_flops_per_token(model.config, block_size),
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    about = "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP."
-    return run_command(prog("train"), lambda: pretrain(parse_config(TrainConfig, argv, prog("train"), about)))

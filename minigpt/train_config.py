@@ -8,8 +8,9 @@ take (init=False) gets no flag, or, if its metadata says why, a hidden `RefusedF
 with that reason. `parse_config` reads the command line, and with --resume takes the saved run's
 settings as the defaults.
 
-Where it sits: read by `minigpt train` (minigpt/train.py, whose `train_loop` runs on the config)
-and `minigpt finetune` (minigpt/finetune.py; its `FinetuneConfig`, in minigpt/finetune_config.py, extends `TrainConfig`).
+Where it sits: read by `minigpt train` (minigpt/pretrain.py) and `minigpt finetune`
+(minigpt/finetune.py; its `FinetuneConfig`, in minigpt/finetune_config.py, extends `TrainConfig`),
+and by the training loop both of them call (minigpt/train.py's `train_loop`, which runs on the config).
 """
 from __future__ import annotations
 

@@ -434,7 +434,7 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--strategy", "full") == 2
     assert f"{out} already holds a checkpoint or a run (training_state.pt, log.jsonl" in capsys.readouterr().err
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
-    from minigpt.train import main as train_main  # resumed with the wrong command: named, not "no meta.json in corpus.txt"
+    from minigpt.pretrain import main as train_main  # resumed with the wrong command: named, not "no meta.json in corpus.txt"
 
     assert train_main(["--out", str(out), "--resume"]) == 2
     assert f"{out} holds a run of `minigpt finetune`; continue it with `minigpt finetune --out {out} --resume`" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def test_kv_cache_memory_is_the_formula():
 def test_training_in_bf16_compiled_learns_and_reloads(tmp_path):
     """`minigpt train` on CUDA with bf16 autocast and torch.compile: the loss falls, and the
     checkpoint it writes loads back (in HF layout) and scores the data as well as it trained."""
-    from minigpt.train import pretrain
+    from minigpt.pretrain import pretrain
 
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"

@@ -1,5 +1,6 @@
-"""The training loop: it learns, resumes bit for bit, scales to 2 processes, saves atomically,
-stops cleanly on NaN and rejects bad input with a clear message."""
+"""The training loop (minigpt/train.py), mostly driven by `minigpt train` (minigpt/pretrain.py): it
+learns, resumes bit for bit, scales to 2 processes, saves atomically, stops cleanly on NaN and
+rejects bad input with a clear message."""
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,14 @@ import minigpt.run_dir
 import minigpt.train as train
 import minigpt.train_runtime as train_runtime
 from minigpt.checkpoint import INDEX_NAME
-from minigpt import GPT
-from minigpt.data import load_tokens
+from minigpt import GPT, GPTConfig
+from minigpt.data import load_tokens, sample_batch
 from minigpt.run_dir import STATE_FILE
 from minigpt.optimizer import lr_at
 from minigpt.stats import gpt_flops_per_token, peak_flops
-from minigpt.train import TrainingDiverged, pretrain
+from minigpt.pretrain import build_model, pretrain
+from minigpt.pretrain import main as train_main
+from minigpt.train_runtime import TrainingDiverged
 from minigpt.train_config import TrainConfig, add_config_flags, flag, parse_config
 
 VOCAB = 64
@@ -96,7 +99,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
 
 
 def test_weight_decay_groups():
-    model = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
     opt = train.build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {names[id(p)] for p in opt.param_groups[0]["params"]}
@@ -116,14 +119,14 @@ def test_lr_peaks_at_lr_exactly_at_the_end_of_warmup_and_follows_lr_decay_iters(
 
 
 def test_optimizer_groups_carry_their_weight_decay_and_the_betas():
-    model = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
     opt = train.build_optimizer(model, TrainConfig(weight_decay=0.3, beta1=0.8, beta2=0.99), torch.device("cpu"))
     assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0]  # matmul weights; the rest
     assert all(g["betas"] == (0.8, 0.99) for g in opt.param_groups)
 
 
 def test_optimizer_leaves_frozen_parameters_out():
-    model = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
     model.transformer.h[0].requires_grad_(False)
     opt = train.build_optimizer(model, TrainConfig(), torch.device("cpu"))
     held = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -140,13 +143,13 @@ def test_mfu_peak_is_found_by_gpu_name_and_flops_per_token_follow_palm(monkeypat
         assert peak_flops(torch.device("cuda")) == peak, name
     assert peak_flops(torch.device("cpu")) is None
     n = 124_439_808 - 1024 * 768  # GPT-2 124M's parameters (wte counted once, as the tied head) less wpe
-    assert gpt_flops_per_token(train.GPTConfig.gpt2("gpt2"), 1024) == 6 * n + 12 * 12 * 768 * 1024
+    assert gpt_flops_per_token(GPTConfig.gpt2("gpt2"), 1024) == 6 * n + 12 * 12 * 768 * 1024
 
 
 def _interrupt_at_batch(monkeypatch, n_calls: int, signum: int = signal.SIGINT) -> None:
     """Send ourselves a signal (SIGINT: a real Ctrl-C) while the n-th training batch is drawn."""
     calls = {"n": 0}
-    real = train.sample_batch
+    real = sample_batch
 
     def sample(tokens, *args):
         if len(tokens) > 1000:  # the train split
@@ -155,7 +158,7 @@ def _interrupt_at_batch(monkeypatch, n_calls: int, signum: int = signal.SIGINT) 
                 signal.raise_signal(signum)
         return real(tokens, *args)
 
-    monkeypatch.setattr(train, "sample_batch", sample)
+    monkeypatch.setattr("minigpt.pretrain.sample_batch", sample)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -246,7 +249,7 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
     so the last checkpoint stays the step-6 one (eval_interval 6)."""
     data = make_data(tmp_path / "data")
     calls = {"n": 0}
-    real = train.sample_batch
+    real = sample_batch
 
     def sample(tokens, *args):
         if len(tokens) > 1000:  # the train split
@@ -258,7 +261,7 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
                 raise AssertionError("the second Ctrl-C did not stop the run")
         return real(tokens, *args)
 
-    monkeypatch.setattr(train, "sample_batch", sample)
+    monkeypatch.setattr("minigpt.pretrain.sample_batch", sample)
     # The second Ctrl-C gets the handler from before the run: Python's, as in a terminal (a
     # suite run as a background job starts with SIGINT ignored).
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -332,7 +335,7 @@ def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
     or one holding only unrelated files, is fine."""
     data = make_data(tmp_path / "data")
     model = tmp_path / "model"  # a shipped model: weights and the log of the run that made them
-    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1,
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1,
                         eos_token_id=VOCAB - 1)).save_pretrained(model)
     (model / "log.jsonl").write_text(json.dumps({"step": 99, "val_loss": 0.01}) + "\n")
     before = {f.name: f.read_bytes() for f in model.iterdir()}
@@ -396,11 +399,11 @@ def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
              "--block-size", "16", "--batch-size", "4", "--grad-accum", "2", "--lr", "3e-3", "--min-lr", "3e-4",
              "--warmup-iters", "2", "--lr-decay-iters", "8", "--eval-interval", "4", "--eval-iters", "2",
              "--log-interval", "2", "--device", "cpu", "--seed", "7"]
-    assert train.main([*flags, "--max-iters", "8", "--out", str(tmp_path / "straight")]) == 0
-    assert train.main([*flags, "--max-iters", "4", "--out", str(tmp_path / "first")]) == 0
+    assert train_main([*flags, "--max-iters", "8", "--out", str(tmp_path / "straight")]) == 0
+    assert train_main([*flags, "--max-iters", "4", "--out", str(tmp_path / "first")]) == 0
     (tmp_path / "first").rename(tmp_path / "resumed")  # a run moved elsewhere is the same run
     capsys.readouterr()
-    assert train.main(["--out", str(tmp_path / "resumed"), "--resume", "--max-iters", "8"]) == 0
+    assert train_main(["--out", str(tmp_path / "resumed"), "--resume", "--max-iters", "8"]) == 0
     printed = capsys.readouterr().out
     assert "max_iters" in printed and "block_size" not in printed and "'out'" not in printed  # only what was given
     a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
@@ -419,7 +422,7 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no training_state.pt"):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", resume=True))
     # A bare --resume (the saved run would supply --data) says that there is no run, not that --data is missing.
-    assert train.main(["--out", str(tmp_path / "out"), "--resume"]) == 2
+    assert train_main(["--out", str(tmp_path / "out"), "--resume"]) == 2
     assert "--resume: no training_state.pt in" in capsys.readouterr().err
     from minigpt import finetune  # the same for fine-tuning, not "--init MODEL_DIR is required"
 
@@ -442,7 +445,7 @@ def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, caps
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     pretrain(tiny_cfg(data, out, max_iters=3))
     capsys.readouterr()
-    assert train.main(["--out", str(out), "--resume", "--n-layer", "3", "--max-iters", "6"]) == 2
+    assert train_main(["--out", str(out), "--resume", "--n-layer", "3", "--max-iters", "6"]) == 2
     err = capsys.readouterr().err
     assert "training_state.pt was saved from another model" in err and "'n_layer': (2, 3)" in err and "Traceback" not in err
     assert final_state(out)["step"] == 3
@@ -454,10 +457,10 @@ def test_resume_with_max_iters_below_the_saved_step_is_an_error(tmp_path, capsys
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     pretrain(tiny_cfg(data, out, max_iters=3))
     capsys.readouterr()
-    assert train.main(["--out", str(out), "--resume", "--max-iters", "2"]) == 2
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "2"]) == 2
     err = capsys.readouterr().err
     assert "--max-iters 2 is below the step the saved run reached (3)" in err and "Traceback" not in err
-    assert train.main(["--out", str(out), "--resume"]) == 0  # a finished run resumed as it was: nothing to do, no error
+    assert train_main(["--out", str(out), "--resume"]) == 0  # a finished run resumed as it was: nothing to do, no error
 
 
 def test_an_out_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
@@ -465,7 +468,7 @@ def test_an_out_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys)
     read-only mode does not stop, a file in the way stands in for it)."""
     data = make_data(tmp_path / "data")
     (tmp_path / "file").write_text("")
-    assert train.main(["--data", str(data), "--out", str(tmp_path / "file" / "out"), "--max-iters", "1"]) == 2
+    assert train_main(["--data", str(data), "--out", str(tmp_path / "file" / "out"), "--max-iters", "1"]) == 2
     err = capsys.readouterr().err
     assert f"Not a directory: '{tmp_path / 'file' / 'out'}'" in err and "Traceback" not in err
 
@@ -474,11 +477,11 @@ def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     out.mkdir()
     (out / "training_state.pt").write_bytes(b"not a checkpoint")
-    assert train.main(["--data", str(data), "--out", str(out), "--resume"]) == 2
+    assert train_main(["--data", str(data), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "training_state.pt is not a readable training state" in err and "Traceback" not in err
     torch.save({"model": {}}, out / "training_state.pt")  # a torch file, but not one minigpt wrote
-    assert train.main(["--data", str(data), "--out", str(out), "--resume"]) == 2
+    assert train_main(["--data", str(data), "--out", str(out), "--resume"]) == 2
     assert "is not a training state saved by minigpt: it lacks best_val_loss, config" in capsys.readouterr().err
 
 
@@ -557,10 +560,10 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
         return loss
 
     cfg = tiny_cfg(data, out)
-    model = train.build_model(cfg, VOCAB)
+    model = build_model(cfg, VOCAB)
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
     with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)"):
-        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), poisoned)
+        train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), poisoned)
     assert final_state(out)["step"] == 6
     assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
 
@@ -571,12 +574,12 @@ def test_accumulated_micro_batches_average_their_gradients(tmp_path):
     reads) and the weights are those of grad_accum=1."""
     data = make_data(tmp_path / "data")
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
-    fixed = train.sample_batch(tokens, 16, 4, torch.Generator().manual_seed(0))
+    fixed = sample_batch(tokens, 16, 4, torch.Generator().manual_seed(0))
     runs = {}
     for accum in (1, 2):
         cfg = tiny_cfg(data, tmp_path / str(accum), grad_accum=accum, max_iters=3, log_interval=1, eval_interval=0,
                        dropout=0.0)
-        model = train.build_model(cfg, VOCAB)
+        model = build_model(cfg, VOCAB)
         train.train_loop(model, cfg, lambda split, rng: fixed)
         runs[accum] = [json.loads(line) for line in (tmp_path / str(accum) / "log.jsonl").read_text().splitlines()], model
     (one, m1), (two, m2) = runs[1], runs[2]
@@ -599,7 +602,7 @@ def test_each_micro_batch_draws_its_own_dropout_masks(tmp_path):
         return train.lm_loss(model, x, y)
 
     cfg = tiny_cfg(data, tmp_path / "out", grad_accum=3, max_iters=3, eval_interval=0)
-    train.train_loop(train.build_model(cfg, VOCAB), cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng), loss_fn)
+    train.train_loop(build_model(cfg, VOCAB), cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), loss_fn)
     assert len(draws) == 9 and len(set(draws)) == 9
 
 
@@ -609,15 +612,15 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     (1.0) never moves. The message points to float32 weights with autocast instead."""
     data = make_data(tmp_path / "data")
     cfg = tiny_cfg(data, tmp_path / "out")
-    model = train.build_model(cfg, VOCAB).to(dtype)
+    model = build_model(cfg, VOCAB).to(dtype)
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
     name = str(dtype).removeprefix("torch.")
     with pytest.raises(ValueError, match=rf"^the weights to train are {name}: .*TrainConfig\(dtype='bfloat16'\)"):
-        train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+        train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng))
     assert not (tmp_path / "out").exists()
     model.requires_grad_(False)  # frozen 16-bit weights are fine: nothing updates them
     model.transformer.ln_f.float().requires_grad_(True)
-    train.train_loop(model, tiny_cfg(data, tmp_path / "out", max_iters=1), lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+    train.train_loop(model, tiny_cfg(data, tmp_path / "out", max_iters=1), lambda split, rng: sample_batch(tokens, 16, 4, rng))
 
 
 def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
@@ -627,11 +630,11 @@ def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"
     cfg = tiny_cfg(data, out, max_iters=30, eval_interval=15, log_interval=5, lr=1e-2, dropout=0.0, dtype="bfloat16")
-    model = train.build_model(cfg, VOCAB)
+    model = build_model(cfg, VOCAB)
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
     matmul_dtypes = set()
     hook = model.transformer.h[0].attn.c_attn.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
-    train.train_loop(model, cfg, lambda split, rng: train.sample_batch(tokens, 16, 4, rng))
+    train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng))
     hook.remove()
     assert matmul_dtypes == {torch.bfloat16}  # autocast was on, in training and in evaluation
     losses = [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
@@ -700,7 +703,7 @@ def test_bad_data_errors(tmp_path):
 
 def test_init_starts_from_a_checkpoint(tmp_path):
     torch.manual_seed(1)
-    start = GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1))
+    start = GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1))
     start.save_pretrained(tmp_path / "start")
     data = make_data(tmp_path / "data")
     # lr = 0: the run must end exactly where --init began (and not at the preset's random init).
@@ -731,7 +734,7 @@ def test_init_starts_from_a_checkpoint(tmp_path):
     (VOCAB // 2, VOCAB // 2 - 1, True),  # too few rows for the data's ids
 ])
 def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, refused):
-    GPT(train.GPTConfig(vocab_size=vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos,
+    GPT(GPTConfig(vocab_size=vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos,
                         eos_token_id=eos)).save_pretrained(tmp_path / "start")
     cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None,
                    n_embd=None, max_iters=1, eval_iters=1)
@@ -751,16 +754,16 @@ def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, mo
     """--data and --init typed relative to where the run started: a bare --resume run elsewhere
     (say, a job script that cd's somewhere else) still finds them, as the saved config holds them
     absolute."""
-    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
     make_data(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     flags = ["--data", "data", "--init", "start", "--block-size", "16", "--batch-size", "2", "--eval-iters", "1", "--warmup-iters", "1",
              "--device", "cpu"]
-    assert train.main([*flags, "--out", "run", "--max-iters", "2"]) == 0
+    assert train_main([*flags, "--out", "run", "--max-iters", "2"]) == 0
     assert final_state(tmp_path / "run")["config"]["init"] == str(tmp_path / "start")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "3"]) == 0
+    assert train_main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "3"]) == 0
     assert final_state(tmp_path / "run")["step"] == 3
     # A run saved before paths were kept absolute, resumed where it started: its relative --data
     # is the path that is now absolute, not a changed setting to warn about.
@@ -768,20 +771,20 @@ def test_resume_from_another_directory_finds_relative_data_and_init(tmp_path, mo
     state["config"].update(data="../data", init="../start")
     torch.save(state, tmp_path / "run" / STATE_FILE)
     capsys.readouterr()
-    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "4"]) == 0
+    assert train_main(["--out", str(tmp_path / "run"), "--resume", "--max-iters", "4"]) == 0
     assert "(saved, now): {'max_iters': (3, 4)}\n" in capsys.readouterr().out
 
 
 def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp_path, capsys):
     """--preset's default is None, so a preset given with --init is seen (and refused) instead of
     being silently ignored; a fresh model without one is still gpt2-mini."""
-    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "start")
     data = make_data(tmp_path / "data")
-    code = train.main(["--data", str(data), "--out", str(tmp_path / "out"), "--init", str(tmp_path / "start"), "--preset", "gpt2-tiny"])
+    code = train_main(["--data", str(data), "--out", str(tmp_path / "out"), "--init", str(tmp_path / "start"), "--preset", "gpt2-tiny"])
     assert code == 2
     assert f"--preset cannot change the shape of the --init checkpoint {tmp_path / 'start'}" in capsys.readouterr().err
-    fresh = train.build_model(TrainConfig(), VOCAB).config
-    mini = train.GPTConfig.gpt2("gpt2-mini")
+    fresh = build_model(TrainConfig(), VOCAB).config
+    mini = GPTConfig.gpt2("gpt2-mini")
     assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)
 
 
@@ -793,7 +796,7 @@ def test_export_script_errors_are_one_line(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "scripts" / "export_checkpoint.py")
     export = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(export)
-    GPT(train.GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "src")
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "src")
     (tmp_path / "file").write_text("")
     assert export.main([str(tmp_path / "src"), str(tmp_path / "file")]) == 2
     assert f"export_checkpoint.py: error: [Errno 17] File exists: '{tmp_path / 'file'}'" in capsys.readouterr().err
@@ -807,7 +810,7 @@ def test_export_script_errors_are_one_line(tmp_path, capsys):
 
 def test_cli_flags_cover_every_config_field(capsys):
     with pytest.raises(SystemExit):
-        train.main(["--help"])
+        train_main(["--help"])
     text = capsys.readouterr().out
     for f in fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in text
@@ -863,7 +866,7 @@ def test_chunked_loss_trains_to_the_same_weights_up_to_rounding(tmp_path, monkey
 def test_memory_switches_reach_a_gpt_inside_the_model_and_need_one():
     from minigpt.classifier import GPTClassifier
 
-    gpt = GPT(train.GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
+    gpt = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
     train.switch_on(GPTClassifier(gpt, num_labels=2), "gradient_checkpointing")
     assert gpt.gradient_checkpointing and not gpt.chunked_loss
     with pytest.raises(ValueError, match="gradient_checkpointing recomputes a GPT's blocks, but the Linear being trained holds no GPT"):
@@ -929,7 +932,8 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel as DDP
 import minigpt.train as train
-from minigpt.data import load_tokens
+from minigpt.data import load_tokens, sample_batch
+from minigpt.pretrain import build_model
 from minigpt.train_config import TrainConfig
 
 data, out = sys.argv[1:3]
@@ -959,7 +963,7 @@ for grad_accum in (2, 6):  # 1 and 3 micro-steps per process
                       batch_size=2, grad_accum=grad_accum, max_iters=2, warmup_iters=1, eval_interval=0,
                       eval_iters=1, device="cpu")
     events.clear()
-    train.train_loop(train.build_model(cfg, 64), cfg, lambda split, rng: train.sample_batch(tokens, 16, 2, rng), loss_fn)
+    train.train_loop(build_model(cfg, 64), cfg, lambda split, rng: sample_batch(tokens, 16, 2, rng), loss_fn)
     per_run[grad_accum] = list(events)
 with open(os.path.join(out, f"events{dist.get_rank()}.json"), "w") as f:
     json.dump(per_run, f)

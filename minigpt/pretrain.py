@@ -1,0 +1,111 @@
+"""Pretraining: `minigpt train`, a GPT language model trained from DATA_DIR's token files.
+
+Where it sits: `minigpt prepare` (minigpt/data.py) → train.bin / val.bin → random windows (x, y)
+→ **a GPT (`build_model`: a fresh preset, or --init) and its next-token loss** → `train_loop`
+(minigpt/train.py) → checkpoints in HF layout, with the data's tokenizer → `minigpt generate --model OUT_DIR`.
+
+This file is one of the training loop's two drivers, beside minigpt/finetune.py (`minigpt
+finetune`): each builds a model, a batch source and a loss, and hands them to `train_loop`,
+which knows nothing about language modelling. The run's flags are `TrainConfig`'s fields
+(minigpt/train_config.py).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from minigpt.checkpoint import is_classifier_checkpoint
+from minigpt.cli import prog
+from minigpt.config import GPTConfig
+from minigpt.data import load_splits, read_meta, sample_batch
+from minigpt.files import atomic_path
+from minigpt.model import GPT
+from minigpt.run_dir import check_out_dir
+from minigpt.stats import gpt_flops_per_token
+from minigpt.train import lm_loss, train_loop
+from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
+from minigpt.train_runtime import run_command
+
+
+def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id: int | None) -> None:
+    """Refuse to train the --init model on the ids of another tokenizer.
+
+    An id is only a row number: a model fed another tokenizer's ids trains without an error, on
+    tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
+    with another's vocab.json. What can be compared is the size and the <|endoftext|> id
+    (`GPTConfig.fits_tokenizer`).
+    """
+    if not config.fits_tokenizer(vocab_size, eos_token_id):
+        raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
+                         f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
+                         f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
+    """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
+    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`.
+
+    A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
+    and generation stops on what config.json says. An --init model must already match them.
+    """
+    if cfg.init:
+        shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
+        if shape:
+            raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
+        if is_classifier_checkpoint(cfg.init):  # GPT.from_pretrained would fail on its `score` weights
+            raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
+                             "language model (GPT2LMHeadModel)")
+        model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
+        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
+        model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
+        if cfg.dropout is not None:  # dropout is not a weight: the checkpoint's rate is only a default
+            model.set_dropout(cfg.dropout)
+        return model.train()
+    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
+    torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
+    if eos_token_id is not None:  # GPT-2 uses the same token to begin and end a document
+        overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
+    return GPT(GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides))
+
+
+def pretrain(cfg: TrainConfig) -> dict[str, float]:
+    """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
+    check_out_dir(cfg)  # first: a bare --resume with no saved run has no --data either, and that is the real problem
+    if not cfg.data:
+        raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
+    data = Path(cfg.data)
+    meta = read_meta(data)
+    model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
+    n_positions = model.config.n_positions
+    block_size = cfg.block_size or n_positions
+    if not 1 <= block_size <= n_positions:
+        raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
+    cfg.block_size = block_size
+    vocab = model.config.vocab_size
+    tokens = load_splits(data, meta, vocab, block_size + 1)
+
+    def get_batch(split: str, rng: torch.Generator):
+        return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
+
+    tokenizer_dir = data / "tokenizer"
+
+    def save_fn(m: GPT, path: Path) -> None:
+        m.save_pretrained(path)
+        if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
+            for f in tokenizer_dir.iterdir():
+                with atomic_path(path / f.name) as tmp:
+                    shutil.copyfile(f, tmp)
+
+    bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
+    return train_loop(
+        model, cfg, get_batch, lm_loss, save_fn,
+        bytes_per_token=bytes_per_token,
+        flops_per_token=gpt_flops_per_token(model.config, block_size),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    about = "Pretrain a GPT on token files from `minigpt prepare`. Run under torchrun for DDP."
+    return run_command(prog("train"), lambda: pretrain(parse_config(TrainConfig, argv, prog("train"), about)))

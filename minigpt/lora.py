@@ -52,8 +52,10 @@ class LoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))  # (out, r): zero → ΔW = 0 at start
         # A gets nn.Linear's default init and B starts at 0: the product is 0, so the layer starts as
-        # the pretrained one. B's gradient (through A·x) is not 0, so B moves on the first step, and
-        # A from the second (its gradient goes through B). Were both 0, neither would ever move.
+        # the pretrained one. B's gradient (through A·x) is not 0, so B moves on the first step. A's
+        # *gradient* is 0 on the first step (it goes through B = 0), so then only weight decay
+        # (AdamW decays A and B too) changes A: by a factor 1 - lr·weight_decay. From the second
+        # step its gradient moves it. Were both 0, neither would ever move.
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout)
         # A new module starts in training mode; take the mode of the layer it replaces, or adapters

@@ -47,7 +47,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, in two weight-decay groups.
 
-    Decayed: the matrices of the matmuls (attention and MLP weights, or any head's Linear).
+    Decayed: the matrices of the matmuls (attention and MLP weights, any head's Linear, and
+    LoRA's adapters A and B, whose decay pulls the update B@A towards 0: the pretrained weights).
     Not decayed: biases and LayerNorm gains (one number per channel: shrinking them towards 0
     only fights the normalisation) and embeddings (wte, wpe). wte is also the tied LM head, but
     it is first a lookup table: decoupled decay shrinks *every* row at every step, while a rare

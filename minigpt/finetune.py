@@ -253,10 +253,9 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     rt = setup_runtime(cfg)
     check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
-    # Weights train in fp32 even when the checkpoint is stored in fp16/bf16: a small AdamW update
-    # added to a half-precision weight is mostly rounded away. --dtype sets autocast for the math.
-    # From --init, with --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
-    gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id).float()
+    # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
+    # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
+    gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)
     cfg.block_size = cfg.block_size or gpt.config.n_positions
     if not 1 <= cfg.block_size <= gpt.config.n_positions:
         raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")

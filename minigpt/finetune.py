@@ -50,13 +50,11 @@ from minigpt.classify_data import accuracy, classification_loss, load_classifica
 from minigpt.cli import prog
 from minigpt.data import load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.finetune_config import (FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, SUMMARY_FILE, FinetuneConfig,
-                                     check_ignored_options, hidden_widths, target_names)
-from minigpt.lora import DEFAULT_TARGETS, LoRALinear, find_lora_targets, inject_lora, merge_lora
+from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
+from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir, read_log
 from minigpt.stats import peak_memory_bytes
-from minigpt.optimizer import HALF_WEIGHTS_ERROR
 from minigpt.pretrain import build_model
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import parse_config
@@ -98,37 +96,19 @@ def apply_strategy(
     `GPTClassifier` as a classifier, whose head (`score`) always trains because it is new.
     `n_trainable_blocks` (0..n_layer) and `train_embeddings` apply to "partial" only; the
     `lora_*` arguments to "lora" only (set for another strategy, they are refused rather than
-    ignored). Prints and returns the trainable/total counts.
+    ignored). Whatever is refused is refused first (minigpt/finetune_config.py's `check_strategy`),
+    so a refused call leaves the model as it was. Prints and returns the trainable/total counts.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    options = dict(n_trainable_blocks=n_trainable_blocks, train_embeddings=train_embeddings, lora_rank=lora_rank,
+                   lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets)
+    check_strategy(model, strategy, options, apply_strategy.__kwdefaults__)
     is_classifier = isinstance(model, GPTClassifier)
     gpt = model.gpt if is_classifier else model
-    n_layer = gpt.config.n_layer
-    if strategy == "partial" and not 0 <= n_trainable_blocks <= n_layer:
-        raise ValueError(f"n_trainable_blocks must be in [0, {n_layer}] (the model has {n_layer} blocks), got {n_trainable_blocks}")
-    if train_embeddings and strategy != "partial":
-        raise ValueError(f"train_embeddings applies to the 'partial' strategy only, not {strategy!r} "
-                         "('full' always trains wte; 'frozen' and 'lora' never do)")
-    if strategy == "frozen" and not is_classifier:
-        raise ValueError(FROZEN_LM_ERROR)
-    given = dict(n_trainable_blocks=n_trainable_blocks, train_embeddings=train_embeddings, lora_rank=lora_rank,
-                 lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets)
-    check_ignored_options("strategy", strategy, STRATEGY_OPTIONS, given, apply_strategy.__kwdefaults__)
-    # Checked before anything changes, so that a refused call leaves the model as it was. What
-    # trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
-    trained = ({p.dtype for p in model.score.parameters()} if is_classifier else set()) | \
-        ({gpt.transformer.wte.weight.dtype} if strategy != "frozen" else set())
-    half = sorted(str(d).removeprefix("torch.") for d in trained & {torch.float16, torch.bfloat16})
-    if half:
-        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
-    if strategy == "lora":  # every adapter checked (rank against each layer, targets, ...) before any change
-        find_lora_targets(gpt, target_names(lora_targets), lora_rank, lora_alpha, lora_dropout)
 
     model.requires_grad_(strategy == "full")
     if strategy == "partial":
         # Blocks are counted from the top: features near the output are the most task-specific.
-        for block in gpt.transformer.h[n_layer - n_trainable_blocks:]:
+        for block in gpt.transformer.h[gpt.config.n_layer - n_trainable_blocks:]:
             block.requires_grad_(True)
         gpt.transformer.ln_f.requires_grad_(True)
         if train_embeddings:

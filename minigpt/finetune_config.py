@@ -8,7 +8,8 @@ task (`lm` or `classify`) and the strategy (`frozen`, `partial`, `full`, `lora`)
 Some options belong to one strategy or one task only (`--lora-rank` to lora, `--pooling` to
 classify). Given for another, they would be ignored while the user believes they took effect,
 so they are refused instead (`check_ignored_options`): by value in the Python API, where a
-default means "not set", and at any value when typed on the command line.
+default means "not set", and at any value when typed on the command line. `check_strategy` is
+everything `apply_strategy` (minigpt/finetune.py) refuses before it changes a model.
 
 Where it sits: read by `minigpt finetune` (minigpt/finetune.py, which applies the strategy and
 runs the training loop) and by minigpt/classify_data.py (the classify task's data options).
@@ -18,9 +19,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 
-from minigpt.classifier import POOLINGS
+import torch
+
+from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import PRESETS
-from minigpt.lora import DEFAULT_TARGETS
+from minigpt.lora import DEFAULT_TARGETS, find_lora_targets
+from minigpt.model import GPT
+from minigpt.optimizer import HALF_WEIGHTS_ERROR
 from minigpt.train_config import TrainConfig, flag
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
@@ -62,6 +67,35 @@ def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], option
         if chosen != owner and (value != default or name in typed):
             raise ValueError(f"{name}={options[name]!r} applies to {kind} {owner!r} only; {kind} {chosen!r} would ignore it "
                              f"(leave {name} unset, or use {kind} {owner!r})")
+
+
+def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, defaults: dict) -> None:
+    """Refuse what `apply_strategy(model, strategy, **options)` cannot do, before it changes
+    anything, so that a refused call leaves the model as it was: an unknown strategy, an option
+    out of range or for another strategy (`defaults`: apply_strategy's), 16-bit weights to train,
+    LoRA adapters that do not fit the model."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    is_classifier = isinstance(model, GPTClassifier)
+    gpt = model.gpt if is_classifier else model
+    n_layer, n_trainable_blocks = gpt.config.n_layer, options["n_trainable_blocks"]
+    if strategy == "partial" and not 0 <= n_trainable_blocks <= n_layer:
+        raise ValueError(f"n_trainable_blocks must be in [0, {n_layer}] (the model has {n_layer} blocks), got {n_trainable_blocks}")
+    if options["train_embeddings"] and strategy != "partial":
+        raise ValueError(f"train_embeddings applies to the 'partial' strategy only, not {strategy!r} "
+                         "('full' always trains wte; 'frozen' and 'lora' never do)")
+    if strategy == "frozen" and not is_classifier:
+        raise ValueError(FROZEN_LM_ERROR)
+    check_ignored_options("strategy", strategy, STRATEGY_OPTIONS, options, defaults)
+    # What trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
+    trained = ({p.dtype for p in model.score.parameters()} if is_classifier else set()) | \
+        ({gpt.transformer.wte.weight.dtype} if strategy != "frozen" else set())
+    half = sorted(str(d).removeprefix("torch.") for d in trained & {torch.float16, torch.bfloat16})
+    if half:
+        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
+    if strategy == "lora":  # every adapter checked (rank against each layer, targets, ...) before any change
+        find_lora_targets(gpt, target_names(options["lora_targets"]), options["lora_rank"], options["lora_alpha"],
+                          options["lora_dropout"])
 
 
 TASKS = ("lm", "classify")

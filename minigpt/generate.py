@@ -165,6 +165,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     if args.num_beams > 1:
         from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
 
+        # A generator's `return`: no step is yielded, the result travels as StopIteration.value (run_to_end reads it).
         return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
                            min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
                            length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,

@@ -112,8 +112,8 @@ class FinetuneConfig(TrainConfig):
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout) to start from; it fixes the model's shape; required")
     # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
-    # they are not arguments, their flags only say why they are refused, and build_model reads
-    # None as "no override".
+    # they are not arguments, their flags only say why they are refused, and build_model
+    # (minigpt/pretrain.py) reads None as "no override".
     preset: str | None = field(default=None, init=False, metadata={"refused": (
         f"fine-tuning takes the model's shape from --init, so it has no presets (they make fresh models for `minigpt train`: "
         f"{', '.join(PRESETS)}); pass the checkpoint to start from as --init")})

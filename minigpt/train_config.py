@@ -95,7 +95,8 @@ class TrainConfig:
     def refuse_ignored_options(self, typed: typing.Collection[str] = ()) -> None:
         """Refuse options this run would ignore, set or `typed` on the command line (parse_config
         passes the flags typed, at whatever value). A training run reads all of its options (the
-        shape flags that --init fixes default to None, so build_model tells a typed one apart)."""
+        shape flags that --init fixes default to None, so minigpt/pretrain.py's build_model tells a
+        typed one apart)."""
 
     def __post_init__(self) -> None:
         for name in self.PATH_FIELDS:

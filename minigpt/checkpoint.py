@@ -96,7 +96,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     try:
         device = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"{device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device}: CUDA is not available (torch {torch.__version__}; no GPU, no driver, "
                          "or a CPU-only build of torch)")
@@ -128,6 +128,9 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file;
     `device="auto"` is the GPU when there is one."""
     path = Path(path)
+    if path.is_file():  # e.g. its config.json, or model.safetensors
+        raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
+                                 f"model.safetensors ({path.parent}?)")
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer

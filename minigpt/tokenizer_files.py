@@ -48,6 +48,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     elif (path / "tokenizer.json").is_file():
         str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
     else:
+        for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
+            if (path / have).is_file():
+                raise FileNotFoundError(f"{path} has {have} but no {lacks}: a tokenizer needs both (or a tokenizer.json)")
         raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
     merges = [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
     made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}

@@ -267,6 +267,10 @@ def test_a_classifier_is_refused_by_name_not_by_its_score_tensor(tmp_path):
 def test_path_that_does_not_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         GPT.from_pretrained(tmp_path / "nowhere")
+    GPT(GPTConfig.gpt2("gpt2-tiny")).save_pretrained(tmp_path / "tiny")
+    with pytest.raises(NotADirectoryError, match=re.escape(f"{tmp_path / 'tiny' / 'config.json'} is a file; a checkpoint is the "
+                                                        f"directory that holds config.json and model.safetensors ({tmp_path / 'tiny'}?)")):
+        GPT.from_pretrained(tmp_path / "tiny" / "config.json")  # a file of the checkpoint, not the checkpoint
     with pytest.raises(FileNotFoundError, match=re.escape(f"minigpt download gpt2-xl --out {tmp_path / 'gpt2-xl'}")):
         GPT.from_pretrained(tmp_path / "gpt2-xl")
 

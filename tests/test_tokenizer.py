@@ -238,6 +238,14 @@ def test_bad_input_errors(tok):
     with pytest.raises(FileNotFoundError, match="neither vocab.json"):
         Tokenizer.from_pretrained(REPO / "minigpt")  # a directory, but no tokenizer in it
 
+def test_a_tokenizer_directory_missing_one_of_its_two_files_names_it(tmp_path):
+    (tmp_path / "vocab.json").write_text((REPO / "checkpoints" / "gpt2" / "vocab.json").read_text())
+    with pytest.raises(FileNotFoundError, match="has vocab.json but no merges.txt: a tokenizer needs both"):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "vocab.json").rename(tmp_path / "merges.txt")
+    with pytest.raises(FileNotFoundError, match="has merges.txt but no vocab.json"):
+        Tokenizer.from_pretrained(tmp_path)
+
 
 def test_decode_joins_bytes_before_utf8(tok):
     ids = tok.encode("🙂")

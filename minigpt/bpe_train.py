@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -140,5 +141,11 @@ def train_tokenizer(
         cut = regex.compile("|".join(regex.escape(s) for s in specials))
         texts = [part for text in texts for part in cut.split(text)]
     vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
+    if len(vocab) + len(specials) < vocab_size:  # legal (a tiny text), but a small vocabulary can surprise
+        hint = ""
+        if isinstance(text_or_files, str) and os.path.isfile(text_or_files):  # the likeliest cause
+            hint = f" (a str is the text itself: to train on the file {text_or_files!r}, pass Path({text_or_files!r}))"
+        warnings.warn(f"only {len(vocab) + len(specials)} of the {vocab_size} tokens asked for: the text has no more "
+                      f"pairs to merge{hint}", stacklevel=3)  # stacklevel: the caller of Tokenizer.train
     return vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,12 +95,14 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
         print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
         return 2
     try:
-        tok = Tokenizer.train(files, vocab_size, special)
+        with warnings.catch_warnings(record=True) as notes:  # printed as notes after the result
+            warnings.simplefilter("always")
+            tok = Tokenizer.train(files, vocab_size, special)
     except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
     tok.save_pretrained(out)
     print(f"saved {tok!r} to {out}")
-    if tok.vocab_size < vocab_size:
-        print(f"note: only {tok.vocab_size} of the {vocab_size} tokens asked for: the text has no more pairs to merge")
+    for note in notes:  # e.g. a vocabulary smaller than asked for: the text ran out of pairs
+        print(f"note: {note.message}")
     return 0

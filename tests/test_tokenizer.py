@@ -11,6 +11,7 @@ import random
 import re
 import string
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -736,3 +737,19 @@ def test_a_merges_file_that_lists_a_pair_twice_encodes_as_hugging_face_does(tmp_
         assert tok.encode(text) == hf.encode(text).ids, text
     pair = merges[0].replace(" ", "")
     assert tok.encode(pair) == [vocab[pair]]  # the repeated pair merges
+
+
+def test_train_warns_when_the_vocabulary_comes_out_smaller_and_names_a_file_passed_as_text(tmp_path, monkeypatch):
+    """A str is the training text itself. `Tokenizer.train("data/a.txt", 300)` trained on those 10
+    characters and silently returned 262 tokens: the API now warns, as the CLI's note does, and
+    names the file the str looks like."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"only \d+ of the 300 tokens asked for: the text has no more pairs to merge "
+                                         r"\(a str is the text itself: to train on the file 'a.txt', pass Path\('a.txt'\)\)"):
+        Tokenizer.train("a.txt", 300, progress=False)
+    with pytest.warns(UserWarning, match=r"of the 4096 tokens asked for: the text has no more pairs to merge$"):
+        Tokenizer.train(Path("a.txt"), 4096, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Tokenizer.train(Path("a.txt"), 260, progress=False)  # enough pairs: no warning

@@ -27,7 +27,8 @@ from minigpt.pretokenize import GPT2_SPLIT_PATTERN
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 from minigpt.tokenizer_batch import available_cpus
 
-DATA = Path("/work/shared/data")
+# The project's shared data folder, beside the checkout (as scripts/train_shakespeare.sh finds it).
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def cpu_seconds() -> float:
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the text to encode and train on (default: {DATA}/tinyshakespeare.txt)")
     parser.add_argument("--extra", type=Path, nargs="*", default=[DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv"],
                         help="files concatenated with --data (repeated) to build the big text (default: SST-2's train.tsv, dev.tsv)")
-    parser.add_argument("--big-mb", type=float, default=10.0, help="size of the concatenation (MB, default 10)")
+    parser.add_argument("--big-mb", type=float, default=10.0, help="about how big the concatenation is (MB, default 10): --data and --extra, "
+                             "repeated a whole number of times, at least once")
     parser.add_argument("--repeats", type=int, default=5, help="encoding runs per figure, the median is reported (default 5; training: always 3)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="vocabulary the trainers learn (default 4096)")
     args = parser.parse_args(argv)

@@ -52,8 +52,8 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
 
 
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
-    """Continue one prompt, yielding text pieces as tokens arrive (what `minigpt generate --stream`
-    prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
+    """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate
+    --stream` prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
 
     `prompt` is text or its token ids: ids cut from a longer prompt (--truncate-left) must be
     passed as they are, as their decoded text need not re-encode to the same ids.
@@ -76,27 +76,30 @@ def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs
 
 
 def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
-    """`stream_text`'s pieces: one row's tokens from `steps` → the text that is final so far."""
+    """`stream_text`'s pieces: one row's tokens from `steps` → the text that is final so far, in
+    pieces that are never empty: a step that makes no text final yields nothing."""
     new: list[int] = []
     sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
     while True:
         try:
             token = int(next(steps)[0])
         except StopIteration as end:
-            if not ended:
-                yield tokenizer.decode(new)[sent:]
+            if not ended and (rest := tokenizer.decode(new)[sent:]):  # what was held back, if anything
+                yield rest
             return end.value
         if ended:
             continue
         if token in eos:  # the text is over: what was held back (a stop string's possible start) is final
-            yield tokenizer.decode(new)[sent:]
+            if rest := tokenizer.decode(new)[sent:]:
+                yield rest
             ended = True
             continue
         new.append(token)
         text = tokenizer.decode(new)
         cut = first_stop(text, stops)
         if cut >= 0:
-            yield text[sent:cut]
+            if cut > sent:
+                yield text[sent:cut]
             ended = True
             continue
         ready = len(text)

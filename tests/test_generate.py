@@ -693,6 +693,31 @@ def test_stream_text_holds_back_half_characters_and_stop_string_prefixes(pair, m
     assert "".join(stream_text(model, ByteTokenizer(), "hi", stop="用户！")) == "A: 你好\n用户：再见"  # no stop: all of it
 
 
+def test_stream_text_never_yields_an_empty_piece(pair, monkeypatch):
+    """A piece is some text: the end of the tokens, an EOS, or a stop string right after a piece
+    each yielded a last "" (a loop printing the pieces got one empty piece more)."""
+    import minigpt.text_generation as module
+
+    model, _ = pair
+    script = []
+
+    def scripted_stream(model, ids, **kwargs):
+        for token in script:
+            yield torch.tensor([token])
+        return ids
+
+    monkeypatch.setattr(module, "stream", scripted_stream)
+    for tokens, kw in ((b"ab", {}), (b"ab!c", dict(eos_token_id=ord("!"))), (b"abcd", dict(stop="c")),
+                       (b"ab", dict(stop="bc"))):  # "b" is held back, then given at the end
+        script[:] = list(tokens)
+        assert list(stream_text(model, ByteTokenizer(), "hi", **kw)) == ["a", "b"], (tokens, kw)
+    script[:] = list(b"cd")  # a stop string at the very start: no text, so no piece at all
+    assert list(stream_text(model, ByteTokenizer(), "hi", stop="c")) == []
+    monkeypatch.undo()
+    pieces = list(stream_text(model, ByteTokenizer(), "hi", max_new_tokens=15, eos_token_id=[]))
+    assert pieces and "" not in pieces
+
+
 def test_a_stop_string_at_the_very_start_of_the_text_leaves_no_text(pair, monkeypatch):
     """A stop string found at character 0 is a cut too (index 0 is not "not found"): both text
     functions return "", not the whole text with the stop string in it."""

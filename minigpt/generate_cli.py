@@ -215,7 +215,9 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, pro
             if args.stats:  # batches hold prompts of about one length, not the file's order
                 for batch_stats in stats:
                     done += 1
-                    print(f"batch {done} of {n_batches}: {batch_stats}", file=sys.stderr)
+                    # tqdm.write, not print: the bar's line has no line end until it closes, so a
+                    # printed line would run on from it; this one clears the bar, writes, redraws it.
+                    tqdm.write(f"batch {done} of {n_batches}: {batch_stats}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

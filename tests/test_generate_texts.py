@@ -4,6 +4,7 @@ sampling is reproducible; errors name the prompt (its index, or its file and lin
 import gc
 import io
 import json
+import re
 import sys
 
 import pytest
@@ -176,6 +177,10 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     rows = [json.loads(line) for line in out.splitlines()]  # stdout is JSON Lines only
     assert [row["prompt"] for row in rows] == prompts
     assert "batch 1 of 2: prompt" in err and "batch 2 of 2: prompt" in err and "4/4" in err
+    # Each stats line is a line of its own, not run on from the bar's ("...prompt/s]batch 1 of 2"):
+    # on a terminal "\r" returns to the line's start, where the bar is cleared and later redrawn.
+    starts = [part for part in re.split("[\r\n]", err) if "batch" in part]
+    assert [part[:12] for part in starts] == ["batch 1 of 2", "batch 2 of 2"], err
     for row in rows:  # each as the one-prompt CLI prints it
         assert main(base + ["--prompt", row["prompt"], "--temperature", "0"]) == 0
         assert capsys.readouterr().out == row["prompt"] + row["texts"][0] + "\n"

@@ -6,9 +6,9 @@ loop (or beam search) allocates anything, and reads only the `DecodeArgs` it ret
 
 What is checked, and normalised: the prompts' shapes (`(B, T)` or `(T,)`), their left-padding
 (every row's last slot a token, so one cache slot serves the batch) and their length against the
-context limit (`prepare_inputs`); EOS as a list of plain ints (`eos_list`); counts as ints
-(`as_count`, and `check_ngram_size`); and the sampling parameters, each a number or one value
-per row (`per_row`).
+context limit (`prepare_inputs`; `context_error` says what would fit); EOS as a list of plain
+ints (`eos_list`); counts as ints (`as_count`, and `check_ngram_size`); and the sampling
+parameters, each a number or one value per row (`per_row`).
 `check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
 logits are a broken model (or penalty), not a token.
 
@@ -81,11 +81,23 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     # Positions count a row's own tokens, not its pads (pads take cache slots only), so a batch
     # padded to a fixed length fits as its longest prompt does.
     if tokens_fed(longest, max_new_tokens) > n_positions:
-        raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} = {longest + max_new_tokens} exceeds "
-                         f"the model's context n_positions={n_positions} (+ 1 for the last token, never fed "
-                         f"back); shorten the prompt or generate fewer tokens (the CLI's --truncate-left "
-                         f"keeps the prompt's last tokens)")
+        raise ValueError(context_error(longest, max_new_tokens, n_positions))
     return input_ids, attention_mask
+
+
+def context_error(prompt_len: int, max_new_tokens: int, n_positions: int) -> str:
+    """Why a prompt and its continuation do not fit the context, with the limits that would: the
+    model reads prompt_len + max_new_tokens - 1 tokens (`tokens_fed`), and every prompt has at
+    least one (an empty one is <|endoftext|>), so max_new_tokens ≤ n_positions whatever the prompt."""
+    fed = (f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} - 1 = {tokens_fed(prompt_len, max_new_tokens)} "
+           f"exceeds the model's context n_positions={n_positions} (the last new token is never fed back, so it takes no "
+           "position)")
+    if max_new_tokens > n_positions:  # no cut of the prompt could help
+        this = f", {n_positions + 1 - prompt_len} after this one" if 1 < prompt_len <= n_positions else ""
+        return f"{fed}: max_new_tokens can be at most {n_positions} (after a 1-token prompt{this}); generate fewer tokens"
+    fewer = f" (at most {n_positions + 1 - prompt_len} with this prompt)" if prompt_len <= n_positions else ""
+    return (f"{fed}: with {max_new_tokens} new tokens a prompt can have at most {n_positions + 1 - max_new_tokens}; "
+            f"shorten the prompt (the CLI's --truncate-left keeps its last tokens) or generate fewer tokens{fewer}")
 
 
 def start_token(model: torch.nn.Module, bos: int) -> int:

@@ -57,7 +57,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                      help='many prompts: JSON Lines, each line a JSON string or an object with a "prompt"; prints one '
                           'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]} (-: standard input)')
     p.add_argument("--batch-size", type=int, default=default(8), help="with --prompts-file: prompts run at once (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=default(200), help="tokens to generate (default: 200)")
+    p.add_argument("--max-new-tokens", type=int, default=default(200),
+                   help="tokens to generate, at most the model's context n_positions (default: 200)")
     p.add_argument("--min-new-tokens", type=int, default=default(0), help="no EOS before this many (default: 0)")
     p.add_argument("--temperature", type=float, default=default(0.8), help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=default(0), help="0 = off")
@@ -88,7 +89,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=default("auto"), choices=["auto", "torch", "triton"],
                    help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
     p.add_argument("--truncate-left", action="store_true", default=default(False),
-                   help="drop the prompt's first tokens if it is too long")
+                   help="keep the prompt's last tokens if it is too long for the context with --max-new-tokens")
     return p
 
 
@@ -179,6 +180,16 @@ def read_prompts(path: str) -> tuple[list[str], list[int]]:
     return prompts, lines
 
 
+def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace) -> str:
+    """A prompt that leaves no room for --max-new-tokens, in the CLI's words: what would fit instead.
+    (main has refused a --max-new-tokens that leaves no room for any prompt: here a cut always helps.)"""
+    n_positions = model.config.n_positions
+    fewer = f"generate at most {n_positions + 1 - e.length} tokens, " if e.length <= n_positions else ""
+    last = f"its last {e.room} tokens" if e.room > 1 else "its last token"
+    return (f"the prompt is {e.length} tokens, but with --max-new-tokens {args.max_new_tokens} the model's context "
+            f"n_positions={n_positions} has room for {e.room}: shorten it, {fewer}or keep {last} (--truncate-left)")
+
+
 # --prompts-file prints as it goes: the prompts run a window of this many batches at a time (sorted
 # by length within it, so that a batch holds prompts of about one length), and each window's lines
 # are printed as soon as it is done, so a long run that stops keeps what it printed.
@@ -194,10 +205,7 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, pro
     try:  # every prompt is checked before any runs: a long one at the end fails now, not in an hour
         ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left)
     except PromptTooLong as e:
-        raise ValueError(f"{source_name(args.prompts_file)} line {lines[e.index]}: the prompt is {e.length} tokens, but with "
-                         f"--max-new-tokens {args.max_new_tokens} the model's context n_positions="
-                         f"{model.config.n_positions} has room for {e.room}: shorten it, generate fewer tokens, or "
-                         "keep each prompt's last tokens (--truncate-left)") from None
+        raise ValueError(f"{source_name(args.prompts_file)} line {lines[e.index]}: {too_long(e, model, args)}") from None
     size = args.batch_size * WINDOW_BATCHES
     starts = range(0, len(ids), size)
     n_batches = sum(-(-len(ids[s:s + size]) // args.batch_size) for s in starts)
@@ -242,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: cannot read {flag}: {e}", file=sys.stderr)
         return 2
     try:
-        check_flags(args, typed_flags(argv))  # before loading: a flag that would be ignored is refused in no time
+        typed = typed_flags(argv)
+        check_flags(args, typed)  # before loading: a flag that would be ignored is refused in no time
         # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
         tokenizer = Tokenizer.from_pretrained(model_dir)
@@ -257,10 +266,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "
                   f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
                   "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
-        budget = model.config.n_positions - tokens_fed(0, args.max_new_tokens)  # the longest prompt that fits
-        if args.truncate_left and budget <= 0:  # no cut could help: the error below would advise this very flag
-            raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
-                             f"context n_positions={model.config.n_positions}: generate at most that many tokens")
+        n_positions = model.config.n_positions
+        # The model reads the prompt (≥ 1 token: an empty one is <|endoftext|>) and every new token
+        # but the last, so more than n_positions new tokens never fit: no prompt, nor any cut of one.
+        if n_positions - tokens_fed(0, args.max_new_tokens) <= 0:
+            default = "" if "max_new_tokens" in typed else " (the default)"
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens}{default} leaves no room for a prompt in the model's "
+                             f"context n_positions={n_positions}: generate at most {n_positions} tokens (after a "
+                             "1-token prompt; the last new token is never fed back)")
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
                         frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
@@ -279,11 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
         ids = tokenizer.encode(prompt, allowed_special="all")
-        if args.truncate_left and len(ids) > budget:
+        try:
             # The model gets the kept ids themselves: their text would not always re-encode to as
             # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
-            ids = ids[-budget:]
-            prompt = tokenizer.decode(ids)  # printed: the text the model continues
+            kept = fit_context([ids], model, args.max_new_tokens, args.truncate_left)[0]
+        except PromptTooLong as e:
+            raise ValueError(too_long(e, model, args)) from None
+        if len(kept) < len(ids):  # --truncate-left cut it
+            ids, prompt = kept, tokenizer.decode(kept)  # printed: the text the model continues
         with torch.inference_mode():
             if args.explain:
                 from minigpt.explain import explain  # imported here: only --explain needs it

@@ -170,9 +170,10 @@ class PromptTooLong(ValueError):
 
     def __init__(self, index: int, length: int, room: int, max_new_tokens: int, n_positions: int) -> None:
         self.index, self.length, self.room = index, length, room
+        fewer = f" (at most {n_positions + 1 - length} for this prompt)" if length <= n_positions else ""
         super().__init__(f"prompts[{index}] is {length} tokens, but with max_new_tokens {max_new_tokens} the model's "
-                         f"context n_positions={n_positions} has room for {room}: shorten it, generate fewer tokens, "
-                         "or keep each prompt's last tokens (truncate_left=True)")
+                         f"context n_positions={n_positions} has room for {room}: shorten it, generate fewer tokens"
+                         f"{fewer}, or keep each prompt's last tokens (truncate_left=True)")
 
 
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
@@ -251,7 +252,8 @@ def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens
     room = n_positions - tokens_fed(0, max_new_tokens)  # the longest prompt that fits
     if room <= 0 < max_new_tokens:  # no prompt fits, and no cut could help
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context "
-                         f"n_positions={n_positions}: generate at most that many tokens")
+                         f"n_positions={n_positions}: generate at most {n_positions} tokens (after a 1-token prompt; "
+                         "the last new token is never fed back)")
     if max_new_tokens < 1:
         return encoded  # not a count of tokens: `stream` names it
     for i, ids in enumerate(encoded):

@@ -930,7 +930,14 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(max_new_tokens=123), "prompt length 7 \\+ max_new_tokens 123 = 130 .*n_positions=128"),
+    # The limits that would fit: the prompt reads 7 + 123 - 1 positions, so 6 prompt tokens or 122 new ones.
+    (dict(max_new_tokens=123), r"prompt length 7 \+ max_new_tokens 123 - 1 = 129 exceeds the model's context "
+                               r"n_positions=128 .*: with 123 new tokens a prompt can have at most 6; shorten the prompt "
+                               r"\(the CLI's --truncate-left keeps its last tokens\) or generate fewer tokens \(at most "
+                               r"122 with this prompt\)"),
+    # No prompt leaves room for 129: no cut of it could help, so --truncate-left is not suggested.
+    (dict(max_new_tokens=129), r"^(?!.*truncate).*: max_new_tokens can be at most 128 \(after a 1-token prompt, 122 "
+                               r"after this one\); generate fewer tokens$"),
     (dict(num_beams=0), "num_beams"),
     (dict(do_sample=True, top_p=1.5), "top_p"),
     (dict(do_sample=True, temperature=-1.0), "temperature"),
@@ -964,6 +971,18 @@ def test_bad_arguments_raise(pair, kwargs, match, monkeypatch):
 
 
 @torch.no_grad()
+def test_the_limits_a_context_error_names_do_fit(pair):
+    """max_new_tokens 123 after a 7-token prompt overflows n_positions=128 by one; the error names
+    the limits (test_bad_arguments_raise): 6 prompt tokens, or 122 new ones, and 128 after 1 token."""
+    model, _ = pair
+    ids = torch.tensor([PROMPTS[0]])  # 7 tokens
+    kw = dict(eos_token_id=[])
+    assert generate(model, ids, max_new_tokens=122, **kw).shape == (1, 7 + 122)
+    assert generate(model, ids[:, 1:], max_new_tokens=123, **kw).shape == (1, 6 + 123)
+    assert generate(model, ids[:, :1], max_new_tokens=128, **kw).shape == (1, 1 + 128)
+
+
+@torch.no_grad()
 def test_a_batch_padded_to_the_context_fits_as_its_longest_prompt_does(pair):
     """Pads take cache slots, not positions: a batch padded to a fixed length (padding="max_length")
     was refused as if its pads were prompt tokens ("prompt length 128 + max_new_tokens 8")."""
@@ -975,7 +994,7 @@ def test_a_batch_padded_to_the_context_fits_as_its_longest_prompt_does(pair):
     kw = dict(max_new_tokens=8, eos_token_id=[], pad_token_id=PAD)
     out = generate(model, padded, padded_mask, **kw)
     assert torch.equal(out[:, n_positions:], generate(model, ids, mask, **kw)[:, ids.size(1):])
-    with pytest.raises(ValueError, match=r"prompt length 7 \+ max_new_tokens 123 = 130 exceeds"):
+    with pytest.raises(ValueError, match=r"prompt length 7 \+ max_new_tokens 123 - 1 = 129 exceeds"):
         generate(model, padded, padded_mask, max_new_tokens=123)  # the longest prompt's own tokens count
     beams = dict(kw, num_beams=2, max_new_tokens=4)
     assert torch.equal(generate(model, padded, padded_mask, **beams)[:, n_positions:],
@@ -1349,7 +1368,7 @@ def test_cli_ctrl_c_keeps_the_streamed_text_and_ends_in_one_line(tiny_checkpoint
 
     monkeypatch.setattr(gen_cli, "stream_text", interrupted)
     try:
-        code = gen_cli.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream"])
+        code = gen_cli.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream", "--max-new-tokens", "50"])
     except KeyboardInterrupt:  # caught here, or it would stop the whole test run
         pytest.fail("Ctrl-C left main as a KeyboardInterrupt traceback")
     assert code == 130
@@ -1429,8 +1448,19 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert f"minigpt download gpt2 --out {tmp_path / 'gpt2'}" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
     assert "--prompt-file" in (err := capsys.readouterr().err) and "missing.txt" in err
-    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500"]) == 2
-    assert "n_positions=128" in capsys.readouterr().err
+    # More new tokens than the context holds: the limit, and no --truncate-left, which no cut could help.
+    for extra in ([], ["--truncate-left"], ["--explain"], ["--prompt", "", "--num-beams", "2"]):
+        assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "500", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--max-new-tokens 500 leaves no room for a prompt in the model's context n_positions=128: generate at " \
+               "most 128 tokens" in err and "truncate" not in err, extra
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be"]) == 2  # 200 new tokens: the default is named
+    assert "--max-new-tokens 200 (the default) leaves no room for a prompt" in capsys.readouterr().err
+    # A long prompt: what would fit, --truncate-left among it (--max-new-tokens 10 leaves room for 119).
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 125, "--max-new-tokens", "10"]) == 2
+    assert "the prompt is 125 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room for " \
+           "119: shorten it, generate at most 4 tokens, or keep its last 119 tokens (--truncate-left)" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 125, "--max-new-tokens", "4", "--temperature", "0"]) == 0
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "125",
                  "--truncate-left", "--temperature", "0"]) == 0
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "129", "--truncate-left"]) == 2

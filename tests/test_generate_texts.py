@@ -111,13 +111,15 @@ def test_a_prompt_too_long_is_named_unless_truncate_left_keeps_its_end(model):
     letters = "".join(chr(ord("a") + k % 26) for k in range(200))
     prompts = ["hi", letters[:119], letters[:120], letters]  # 128 positions: 10 new tokens leave room for 119
     with pytest.raises(PromptTooLong, match=r"prompts\[2\] is 120 tokens, but with max_new_tokens 10 the model's "
-                                            r"context n_positions=128 has room for 119") as error:
+                                            r"context n_positions=128 has room for 119: shorten it, generate fewer "
+                                            r"tokens \(at most 9 for this prompt\), or keep") as error:
         generate_texts(model, tok, prompts, max_new_tokens=10)
     assert (error.value.index, error.value.length, error.value.room) == (2, 120, 119)
     kept = generate_texts(model, tok, prompts, max_new_tokens=10, truncate_left=True, batch_size=2)
     assert kept == [generate_text(model, tok, p[-119:], max_new_tokens=10) for p in prompts]
     for truncate_left in (True, False):  # the fault is max_new_tokens', not a prompt's
-        with pytest.raises(ValueError, match="max_new_tokens 129 leaves no room for a prompt"):
+        with pytest.raises(ValueError, match="max_new_tokens 129 leaves no room for a prompt in the model's context "
+                                             r"n_positions=128: generate at most 128 tokens \(after a 1-token prompt"):
             generate_texts(model, tok, prompts, max_new_tokens=129, truncate_left=truncate_left)
 
 

@@ -86,6 +86,18 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
     return result
 
 
+def check_tokenizer_fits(config, tokenizer, model_dir, tokenizer_dir) -> None:
+    """Refuse a tokenizer that is not the model's own (`GPTConfig.fits_tokenizer`), for the CLIs
+    that take --tokenizer (eval, generate). A larger tokenizer's ids would index past the embedding
+    table, and a smaller one's mean other tokens to the model, unless the model's vocabulary is the
+    same one padded."""
+    if not config.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):
+        raise ValueError(f"the model {model_dir} has a {config.vocab_size}-token vocabulary (<|endoftext|> = "
+                         f"{config.eos_token_id}), but the tokenizer in {tokenizer_dir} has {tokenizer.vocab_size} "
+                         f"(<|endoftext|> = {tokenizer.eos_token_id}): its ids would mean other tokens to the model; "
+                         "pass --tokenizer with the model's own tokenizer")
+
+
 def main(argv: list[str] | None = None) -> int:
     from minigpt.checkpoint import DTYPE_NAMES
     from minigpt.cli import prog
@@ -116,15 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
         tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
-        # A larger tokenizer's ids would index past the embedding table, and a smaller one's mean
-        # other tokens to the model (a meaningless perplexity), unless the model's vocabulary is
-        # the same one padded.
-        config = model.config
-        if not config.fits_tokenizer(tok.vocab_size, tok.eos_token_id):
-            raise ValueError(f"the model {args.model} has a {config.vocab_size}-token vocabulary (<|endoftext|> = "
-                             f"{config.eos_token_id}), but the tokenizer in {args.tokenizer or args.model} has {tok.vocab_size} "
-                             f"(<|endoftext|> = {tok.eos_token_id}): its ids would mean other tokens to the model; "
-                             "pass --tokenizer with the model's own tokenizer")
+        check_tokenizer_fits(model.config, tok, args.model, args.tokenizer or args.model)  # a meaningless perplexity
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         token_bytes = torch.zeros(tok.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
         for i in ids.unique().tolist():  # (only the tokens of this text are needed)

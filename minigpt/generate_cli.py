@@ -50,6 +50,9 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
     p.add_argument("--model", default=default(DEFAULT_MODEL),
                    help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
+    p.add_argument("--tokenizer", default=default(None), metavar="DIR",
+                   help="tokenizer directory, for a model saved without one (default: the --model directory; "
+                        "GPT-2's, shipped: gpt2)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default=default(""), help="the text to continue (default: empty = <|endoftext|>)")
     src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file (-: standard input)")
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from minigpt.checkpoint import download_hint
+    from minigpt.evaluate import check_tokenizer_fits
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
@@ -239,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     for needed in (model_dir, model_dir / "config.json"):
         if not needed.exists():
             print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
-                  + "; pass --model DIR with config.json, model.safetensors, vocab.json and merges.txt"
+                  + "; pass --model DIR with config.json and model.safetensors (and vocab.json and merges.txt, "
+                    "or pass --tokenizer DIR)"
                   + download_hint(model_dir), file=sys.stderr)
             return 2
     try:
@@ -254,13 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         check_flags(args, typed)  # before loading: a flag that would be ignored is refused in no time
         # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
-        tokenizer = Tokenizer.from_pretrained(model_dir)
+        tokenizer_dir = args.tokenizer or model_dir
+        try:
+            tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
+        except FileNotFoundError as e:
+            if args.tokenizer is not None:
+                raise
+            # `model.save_pretrained(dir)` writes the weights and config.json only: the tokenizer is elsewhere.
+            raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
+                                    "shipped: --tokenizer gpt2)") from None
         cfg = model.config
-        if not cfg.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):  # files copied in from another model
-            raise ValueError(f"{model_dir} holds a model with a {cfg.vocab_size}-token vocabulary (<|endoftext|> = {cfg.eos_token_id}) "
-                             f"beside a tokenizer (vocab.json, merges.txt) with {tokenizer.vocab_size} (<|endoftext|> = "
-                             f"{tokenizer.eos_token_id}): the ids of one mean other tokens to the other; put the model's own "
-                             "tokenizer files there")
+        check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
         stale = cfg.eos_token_id
         if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
             print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "

@@ -1495,8 +1495,38 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     shutil.copytree(tiny_checkpoint, mixed)
     Tokenizer.from_pretrained("gpt2").save_pretrained(mixed)  # GPT-2's, as shipped
     assert main(["--model", str(mixed), "--prompt", "To be", "--max-new-tokens", "2"]) == 2
-    assert "holds a model with a 280-token vocabulary (<|endoftext|> = 279) beside a tokenizer (vocab.json, merges.txt) with 50257 " \
-           "(<|endoftext|> = 50256)" in capsys.readouterr().err
+    assert f"the model {mixed} has a 280-token vocabulary (<|endoftext|> = 279), but the tokenizer in {mixed} has 50257 " \
+           "(<|endoftext|> = 50256): its ids would mean other tokens to the model; pass --tokenizer with the model's own " \
+           "tokenizer" in capsys.readouterr().err
+
+
+def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tmp_path, capsys):
+    """`model.save_pretrained(dir)` writes config.json and model.safetensors only: generate took its
+    tokenizer from --model alone, so such a model could not be run. --tokenizer DIR names it (as eval
+    and finetune take it), checked to be the model's own; the error without it points to the flag."""
+    from minigpt.generate_cli import main
+
+    bare = tmp_path / "bare"
+    GPT.from_pretrained(tiny_checkpoint).save_pretrained(bare)
+    assert sorted(p.name for p in bare.iterdir()) == ["config.json", "model.safetensors"]
+    args = ["--prompt", "To be", "--max-new-tokens", "5", "--temperature", "0"]
+    assert main(["--model", str(bare), *args]) == 2
+    assert f"{bare} holds neither vocab.json + merges.txt nor tokenizer.json: for a model saved without its tokenizer, " \
+           "pass --tokenizer DIR (GPT-2's, shipped: --tokenizer gpt2)" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), *args]) == 0
+    whole = capsys.readouterr().out
+    assert main(["--model", str(bare), "--tokenizer", str(tiny_checkpoint), *args]) == 0
+    assert capsys.readouterr().out == whole
+    assert main(["--model", str(bare), "--tokenizer", "gpt2", *args]) == 2  # GPT-2's is not this model's
+    assert f"the model {bare} has a 280-token vocabulary (<|endoftext|> = 279), but the tokenizer in gpt2 has 50257" in \
+        capsys.readouterr().err
+    assert main(["--model", str(bare), "--tokenizer", str(tmp_path / "none"), *args]) == 2
+    assert f"tokenizer directory {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    path = tmp_path / "p.jsonl"  # --prompts-file reads with it too
+    path.write_text('"To be"\n', encoding="utf-8")
+    assert main(["--model", str(bare), "--tokenizer", str(tiny_checkpoint), "--prompts-file", str(path),
+                 "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["texts"] == [whole[len("To be"):-1]]
 
 
 @pytest.mark.parametrize("argv, message", [

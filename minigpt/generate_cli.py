@@ -58,7 +58,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file (-: standard input)")
     src.add_argument("--prompts-file", default=default(None), metavar="F",
                      help='many prompts: JSON Lines, each line a JSON string or an object with a "prompt"; prints one '
-                          'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]} (-: standard input)')
+                          'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]}, with the other fields '
+                          'of its object (-: standard input)')
     p.add_argument("--batch-size", type=int, default=default(8), help="with --prompts-file: prompts run at once (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=default(200),
                    help="tokens to generate, at most the model's context n_positions (default: 200)")
@@ -159,11 +160,13 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
                              "drop one of them")
 
 
-def read_prompts(path: str) -> tuple[list[str], list[int]]:
-    """--prompts-file → its prompts and the line each is on. Each line is JSON: a string, or an object
-    with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines are
-    skipped. A line that is neither is a ValueError naming the file and the line."""
-    prompts, lines = [], []
+def read_prompts(path: str) -> tuple[list[dict], list[int]]:
+    """--prompts-file → its records and the line each is on. Each line is JSON: a string, or an
+    object with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines
+    are skipped. A record is the line's object, whose other fields (an "id") come back in the
+    output line, or {"prompt": the string}. A line that is neither, or an object that already has
+    the output's "texts", is a ValueError naming the file and the line."""
+    records, lines = [], []
     # Split at "\n" only: str.splitlines would also split at U+2028 and the like, which a JSON string may hold as they are.
     name = source_name(path)
     for number, line in enumerate(read_text_or_stdin(path).split("\n"), 1):
@@ -178,9 +181,12 @@ def read_prompts(path: str) -> tuple[list[str], list[int]]:
             shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
             raise ValueError(f'{name} line {number} is no prompt: expected a JSON string or an object with a "prompt" '
                              f"string, got {shown}")
-        prompts.append(prompt)
+        if isinstance(item, dict) and "texts" in item:  # the output line's own field: it would be overwritten
+            raise ValueError(f'{name} line {number} has a "texts" field, which its output line sets to the generated '
+                             'texts: rename it')
+        records.append(item if isinstance(item, dict) else {"prompt": prompt})
         lines.append(number)
-    return prompts, lines
+    return records, lines
 
 
 def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace) -> str:
@@ -199,11 +205,13 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
 WINDOW_BATCHES = 16
 
 
-def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, prompts: list[str], lines: list[int],
+def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, records: list[dict], lines: list[int],
                 kwargs: dict) -> None:
-    """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order (the prompt
-    as the file gives it, before any --truncate-left cut), a window of prompts at a time; --stats per
-    batch and the progress bar on stderr, so stdout stays pure JSON Lines."""
+    """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order: its record
+    with "texts" added (the prompt as the file gives it, before any --truncate-left cut, and the
+    line's other fields, so that outputs join back to inputs), a window of prompts at a time;
+    --stats per batch and the progress bar on stderr, so stdout stays pure JSON Lines."""
+    prompts = [record["prompt"] for record in records]
     ids = tokenizer.encode_batch(prompts, allowed_special="all")  # the user's own text, as --prompt's
     try:  # every prompt is checked before any runs: a long one at the end fails now, not in an hour
         ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left)
@@ -220,8 +228,8 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, pro
             texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,
                                           num_return_sequences=args.num_return_sequences, progress=bar,
                                           **{**kwargs, "seed": seed})
-            for prompt, its_texts in zip(prompts[start:start + size], texts):
-                print(json.dumps({"prompt": prompt, "texts": its_texts}, ensure_ascii=False))
+            for record, its_texts in zip(records[start:start + size], texts):
+                print(json.dumps({**record, "texts": its_texts}, ensure_ascii=False))
             sys.stdout.flush()  # the window's lines now, before its stats and the next window
             if args.stats:  # batches hold prompts of about one length, not the file's order
                 for batch_stats in stats:
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         prompt = read_text_or_stdin(args.prompt_file) if args.prompt_file else args.prompt
-        prompts, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
+        records, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
     except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8, a line that is no prompt
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"
         print(f"{parser.prog}: cannot read {flag}: {e}", file=sys.stderr)
@@ -296,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs.pop(name)
         if args.prompts_file is not None:
             with torch.inference_mode():
-                print_jsonl(model, tokenizer, args, prompts, lines, kwargs)
+                print_jsonl(model, tokenizer, args, records, lines, kwargs)
             return 0
         # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
         # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).

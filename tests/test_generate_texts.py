@@ -178,6 +178,10 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]  # stdout is JSON Lines only
     assert [row["prompt"] for row in rows] == prompts
+    # Each line is its input's object with "texts" added: the "id" comes back, so outputs join to inputs.
+    assert [list(row) for row in rows] == [["prompt", "texts"], ["prompt", "id", "texts"], ["prompt", "texts"],
+                                           ["prompt", "texts"]]
+    assert rows[1]["id"] == 7
     assert "batch 1 of 2: prompt" in err and "batch 2 of 2: prompt" in err and "4/4" in err
     # Each stats line is a line of its own, not run on from the bar's ("...prompt/s]batch 1 of 2"):
     # on a terminal "\r" returns to the line's start, where the bar is cleared and later redrawn.
@@ -249,6 +253,8 @@ def test_cli_reads_prompts_from_standard_input_for_dash(tiny_checkpoint, tmp_pat
     (['"a"', '{"text": "b"}'], [], 'p.jsonl line 2 is no prompt: expected a JSON string or an object with a "prompt"'),
     (['"a"', '', '"b'], [], "p.jsonl line 3 is not JSON: Unterminated string"),
     (['["a"]'], [], "p.jsonl line 1 is no prompt"),
+    (['"a"', '{"prompt": "b", "texts": []}'], [],  # the output's field: it would be overwritten
+     'p.jsonl line 2 has a "texts" field, which its output line sets to the generated texts: rename it'),
     (['"a"', '', '"' + "z" * 130 + '"'], ["--max-new-tokens", "10"],  # the line in the file, blank lines counted
      "p.jsonl line 3: the prompt is 130 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room "
      "for 119"),

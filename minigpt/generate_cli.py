@@ -248,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.tokenizer import Tokenizer
 
     model_dir = Path(args.model)
+    if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
+        print(f"{parser.prog}: --model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})",
+              file=sys.stderr)
+        return 2
     for needed in (model_dir, model_dir / "config.json"):
         if not needed.exists():
             print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")

@@ -1442,7 +1442,10 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     from minigpt.generate_cli import main
 
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
-    assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert f"{tmp_path / 'nope'} not found; pass --model DIR with config.json and model.safetensors" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint / "config.json"), "--prompt", "x"]) == 2
+    assert f"--model {tiny_checkpoint / 'config.json'} is a file; pass the checkpoint's directory ({tiny_checkpoint})" \
+        in capsys.readouterr().err
     (tmp_path / "gpt2").mkdir()  # as the shipped checkpoints/gpt2: tokenizer files, no weights
     assert main(["--model", str(tmp_path / "gpt2"), "--prompt", "x"]) == 2
     assert f"minigpt download gpt2 --out {tmp_path / 'gpt2'}" in capsys.readouterr().err

@@ -36,6 +36,9 @@ TOKEN_DTYPE = np.uint16
 MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
 CHUNK_CHARS = 1 << 22  # text handed to encode_batch 4M characters at a time (it spreads each over all cores)
 CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against vocab_size
+# What marks a directory as prepared data: `prepare` without overwrite refuses one, since a run
+# resumed on the replaced files would train on other data than it started with.
+DATA_FILES = ("train.bin", "val.bin", "val.txt", "meta.json", "tokenizer")
 
 
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
@@ -62,8 +65,13 @@ def _cut_point(text: str, val_fraction: float) -> int:
     return m.start() if m else target
 
 
-def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLike, val_fraction: float = 0.1) -> dict:
+def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLike, val_fraction: float = 0.1,
+            overwrite: bool = False) -> dict:
     """Tokenize text files into out_dir/{train,val}.bin + meta.json; return the meta dict.
+
+    An out_dir that already holds prepared data (any of DATA_FILES) is refused unless `overwrite`:
+    runs trained on it would find other data under the same name. An empty or new out_dir, or one
+    holding only other files, is fine.
 
     The last `val_fraction` of *each* file goes to validation, so every source is represented in
     both splits. Each file ends with <|endoftext|>, which marks document boundaries for the model.
@@ -89,6 +97,10 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
                               "(train.bin, val.bin, val.txt, meta.json, tokenizer/)")
+    found = [name for name in DATA_FILES if (out / name).exists()]
+    if found and not overwrite:  # before any work, as `minigpt train` refuses an OUT_DIR that holds a run
+        raise FileExistsError(f"{out} already holds prepared data ({', '.join(found)}), which runs may have been trained "
+                              "on: choose another --out, or pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
 
     # Ids go to disk chunk by chunk, so memory holds one file's text and one chunk's ids.
@@ -218,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt), e.g. checkpoints/gpt2")
     parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the prepared data already in --out (refused otherwise)")
     args = parser.parse_args(argv)
     try:
-        meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction)
+        meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction, args.overwrite)
     except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

@@ -150,8 +150,8 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
     found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
     prepared = all(found.get(k) == v for k, v in made_from.items())
-    if rt.is_main and not prepared:
-        prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction)
+    if rt.is_main and not prepared:  # OUT_DIR/data is this run's own: check_out_dir refused another run's OUT_DIR
+        prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction, overwrite=True)
     if rt.world > 1:
         dist.barrier()
     meta = read_meta(data_dir)

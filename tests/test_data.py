@@ -94,6 +94,29 @@ def test_prepare_cli(tmp_path, capsys):
     assert f"output directory {tmp_path / 'file'} is a file" in capsys.readouterr().err
 
 
+def test_prepare_refuses_prepared_data_unless_told_to_overwrite_it(tok, tmp_path, capsys):
+    """A second `minigpt prepare` into the same --out replaced the data under the runs trained on
+    it without a word (and their --resume went on with it). Now it names what is there and how
+    to replace it; an empty --out, or one holding other files only, is fine."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=4))
+    (tmp_path / "b.txt").write_text(corpus(80, seed=5))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.md").write_text("mine")
+    first = prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()}
+    args = [str(tmp_path / "b.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]
+    assert main(args) == 2
+    assert (f"{tmp_path / 'd'} already holds prepared data (train.bin, val.bin, val.txt, meta.json, tokenizer), which runs "
+            "may have been trained on: choose another --out, or pass --overwrite to replace it") in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()} == before
+    (tmp_path / "d" / "meta.json").unlink()  # any one of the files marks it (here a prepare stopped before meta.json)
+    with pytest.raises(FileExistsError, match=r"holds prepared data \(train.bin, val.bin, val.txt, tokenizer\)"):
+        prepare([tmp_path / "b.txt"], tok, tmp_path / "d")
+    assert main([*args, "--overwrite"]) == 0
+    assert read_meta(tmp_path / "d")["train_tokens"] != first["train_tokens"]
+    assert (tmp_path / "d" / "notes.md").read_text() == "mine"
+
+
 def test_prepare_bad_input(tok, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="empty.txt is empty"):
@@ -111,7 +134,7 @@ def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):
     prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
     before = {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()}
     with pytest.raises(ValueError, match="empty.txt is empty"):
-        prepare([tmp_path / "a.txt", tmp_path / "empty.txt"], tok, tmp_path / "d")
+        prepare([tmp_path / "a.txt", tmp_path / "empty.txt"], tok, tmp_path / "d", overwrite=True)
     assert {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()} == before
     for bad in (1.0, 0.0):  # 0 would write an empty val.bin, which training then cannot evaluate on
         with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\): training evaluates on the held-out"):
@@ -133,7 +156,7 @@ def test_token_files_and_meta_of_two_prepares_are_refused(tok, tmp_path):
     old = prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
     assert {s: len(t) for s, t in load_splits(tmp_path / "d", old, tok.vocab_size).items()} == \
         {"train": old["train_tokens"], "val": old["val_tokens"]}
-    new = prepare([tmp_path / "b.txt"], tok, tmp_path / "d")
+    new = prepare([tmp_path / "b.txt"], tok, tmp_path / "d", overwrite=True)
     with pytest.raises(ValueError, match=rf"train.bin holds {new['train_tokens']:,} tokens, but meta.json says "
                                          rf"{old['train_tokens']:,}: they come from two runs of `minigpt prepare`"):
         load_splits(tmp_path / "d", old, tok.vocab_size)  # the old meta.json beside the new files

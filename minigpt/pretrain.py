@@ -19,7 +19,7 @@ import torch
 from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import GPTConfig
-from minigpt.data import load_splits, read_meta, sample_batch
+from minigpt.data import DATA_FILES, load_splits, read_meta, sample_batch
 from minigpt.files import atomic_path
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir
@@ -41,6 +41,21 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
         raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
                          f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
                          f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
+
+
+def check_data_dir(data: Path) -> None:
+    """Refuse a --data that is a file, with what --data is and the command that makes one: a text
+    file given as --data would otherwise be "no meta.json in input.txt"."""
+    if data.name in DATA_FILES and (data.parent / "meta.json").is_file():  # e.g. data/mine/train.bin
+        raise ValueError(f"--data {data} is a file of the prepared data in {data.parent}: --data is that folder; "
+                         f"pass --data {data.parent}")
+    if data.is_file():
+        raise ValueError(f"--data {data} is a file; --data is the folder `minigpt prepare` writes (train.bin, val.bin, "
+                         f"meta.json). Tokenize the text into one first: `minigpt prepare {data} --tokenizer "
+                         f"checkpoints/gpt2 --out data/{data.stem}`, then --data data/{data.stem}")
+    if not data.exists():
+        raise FileNotFoundError(f"--data {data} does not exist: it is the folder `minigpt prepare` writes "
+                                "(train.bin, val.bin, meta.json)")
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
@@ -76,6 +91,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
     if not cfg.data:
         raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)
+    check_data_dir(data)
     meta = read_meta(data)
     model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
     n_positions = model.config.n_positions

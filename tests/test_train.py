@@ -651,7 +651,7 @@ def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
     "change, kind, error",
     [
         (dict(block_size=129), ValueError, r"block_size 129 must be in \[1, n_positions=128\]"),
-        (dict(data="missing"), FileNotFoundError, "no meta.json in missing"),
+        (dict(data="missing"), FileNotFoundError, r"--data missing does not exist: it is the folder `minigpt prepare` writes"),
         (dict(grad_accum=0), ValueError, "grad_accum must be >= 1, got 0"),
         (dict(block_size=0), ValueError, r"block_size must be >= 1 \(unset: the model's n_positions\), got 0"),  # 0 meant "the full context"
         (dict(lr_decay_iters=-5), ValueError, r"lr_decay_iters \(-5\) must be > warmup_iters \(3\)"),  # min_lr right after warmup
@@ -699,6 +699,22 @@ def test_bad_data_errors(tmp_path):
     (data / "train.bin").write_bytes(np.arange(10, dtype=np.uint16).tobytes())
     with pytest.raises(ValueError, match=r"holds 10 tokens; need at least 17 \(block_size \+ 1, one window and its next token\): lower --block-size"):
         pretrain(tiny_cfg(data, tmp_path / "out4"))
+
+
+def test_data_that_is_a_file_is_refused_with_what_data_is(tmp_path, capsys):
+    """`minigpt train --data input.txt` said "no meta.json in input.txt": now it says what --data
+    is, and the prepare command that makes one from the text (or the folder, for a file inside one)."""
+    (tmp_path / "input.txt").write_text("Hello world.\n")
+    assert train_main(["--data", str(tmp_path / "input.txt"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert (f"--data {tmp_path / 'input.txt'} is a file; --data is the folder `minigpt prepare` writes (train.bin, val.bin, "
+            f"meta.json). Tokenize the text into one first: `minigpt prepare {tmp_path / 'input.txt'} --tokenizer "
+            "checkpoints/gpt2 --out data/input`, then --data data/input") in err and "Traceback" not in err
+    data = make_data(tmp_path / "data")
+    with pytest.raises(ValueError, match=rf"--data {data / 'train.bin'} is a file of the prepared data in {data}: "
+                                         rf"--data is that folder; pass --data {data}$"):
+        pretrain(tiny_cfg(data / "train.bin", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_init_starts_from_a_checkpoint(tmp_path):

@@ -11,6 +11,8 @@ the mask (minigpt/classifier.py explains the pooling).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -92,6 +94,17 @@ def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
             raise ValueError(f"{data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
         train, val = (train[0][n_val:], train[1][n_val:]), (train[0][:n_val], train[1][:n_val])
     return {"train": _shuffled(train, cfg.seed, cfg.max_examples), "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
+
+
+def examples_fingerprint(data: dict[str, Examples]) -> dict:
+    """What a resumed run checks its examples against (minigpt/run_dir.py's `check_data`): each
+    split's count, and a hash of its (text, label) pairs sorted, since their order comes from
+    --seed, a setting of its own (reported as one when it changes), not from the data."""
+    fingerprint: dict = {f"{split} examples": len(texts) for split, (texts, _) in data.items()}
+    for split, (texts, labels) in data.items():
+        pairs = json.dumps(sorted(zip(texts, labels))).encode()
+        fingerprint[f"{split} examples hash"] = hashlib.blake2b(pairs, digest_size=8).hexdigest()
+    return fingerprint
 
 
 def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

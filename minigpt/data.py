@@ -19,6 +19,7 @@ Not handled: vocabularies over 65,536 ids (they would need uint32 files).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -36,9 +37,12 @@ TOKEN_DTYPE = np.uint16
 MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
 CHUNK_CHARS = 1 << 22  # text handed to encode_batch 4M characters at a time (it spreads each over all cores)
 CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against vocab_size
-# What marks a directory as prepared data: `prepare` without overwrite refuses one, since a run
-# resumed on the replaced files would train on other data than it started with.
+# What marks a directory as prepared data: `prepare` without overwrite refuses one, since runs
+# trained on it would find other data under its name.
 DATA_FILES = ("train.bin", "val.bin", "val.txt", "meta.json", "tokenizer")
+# A token file's hash reads all of its ids up to 64 blocks of 64Ki (4M ids, 8 MiB), and beyond that
+# 64 such blocks spread evenly over it: cheap at any size, as a resumed run computes it every time.
+HASH_BLOCKS, HASH_BLOCK_TOKENS = 64, 1 << 16
 
 
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
@@ -205,6 +209,28 @@ def load_splits(data_dir: str | os.PathLike, meta: dict, vocab_size: int, min_to
             raise ValueError(f"{path} holds {len(tokens[split]):,} tokens, but meta.json says {expected:,}: they come from two "
                              "runs of `minigpt prepare` (one stopped before it wrote meta.json?); prepare the data again")
     return tokens
+
+
+def tokens_hash(tokens: np.ndarray) -> str:
+    """A hash of a token file's ids: of all of them, or, past HASH_BLOCKS blocks, of HASH_BLOCKS
+    blocks from its first id to its last. Not handled: in a file that large, a change that keeps
+    the token count and falls wholly between the blocks (prepare's token counts catch most edits)."""
+    h = hashlib.blake2b(digest_size=8)
+    n, block = len(tokens), HASH_BLOCK_TOKENS
+    starts = range(0, n, block) if n <= HASH_BLOCKS * block else np.linspace(0, n - block, HASH_BLOCKS, dtype=np.int64)
+    for s in starts:
+        h.update(np.ascontiguousarray(tokens[s : s + block]).tobytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(tokens: dict[str, np.ndarray], vocab_size: int) -> dict:
+    """What a resumed run checks its data against (minigpt/run_dir.py's `check_data`): the
+    vocabulary size, and each token file's count and hash. No path or time: a prepared folder
+    copied or moved elsewhere is the same data."""
+    fingerprint: dict = {"vocab_size": vocab_size}
+    fingerprint.update({f"{split}.bin tokens": len(t) for split, t in tokens.items()})
+    fingerprint.update({f"{split}.bin hash": tokens_hash(t) for split, t in tokens.items()})
+    return fingerprint
 
 
 def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,14 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import accuracy, classification_loss, load_classification_data, pad_right
+from minigpt.classify_data import accuracy, classification_loss, examples_fingerprint, load_classification_data, pad_right
 from minigpt.cli import prog
-from minigpt.data import load_splits, prepare, read_meta, sample_batch
+from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
 from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
 from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
 from minigpt.model import GPT
-from minigpt.run_dir import check_out_dir, read_log
+from minigpt.run_dir import STATE_FILE, check_data, check_out_dir, read_log, read_state
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model
 from minigpt.train import lm_loss, train_loop
@@ -146,12 +147,13 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
     # A resumed run reuses its tokens, unless --data now names another file or --val-fraction
     # another split (a flag given with --resume overrides the saved one, so the text is tokenized
-    # again, the flag not silently ignored).
+    # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
+    # refuses other data, unless --allow-new-data).
     made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
     found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
     prepared = all(found.get(k) == v for k, v in made_from.items())
-    if rt.is_main and not prepared:  # OUT_DIR/data is this run's own: check_out_dir refused another run's OUT_DIR
-        prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction, overwrite=True)
+    if rt.is_main and not prepared:
+        _tokenize(cfg, tokenizer, data_dir)
     if rt.world > 1:
         dist.barrier()
     meta = read_meta(data_dir)
@@ -160,7 +162,29 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     def get_batch(split: str, rng: torch.Generator):
         return sample_batch(tokens[split], cfg.block_size, cfg.batch_size, rng)
 
-    return gpt, get_batch, lm_loss, {"bytes_per_token": meta["val_bytes"] / meta["val_tokens"]}
+    return gpt, get_batch, lm_loss, {"bytes_per_token": meta["val_bytes"] / meta["val_tokens"],
+                                     "data_fingerprint": data_fingerprint(tokens, meta["vocab_size"])}
+
+
+def _tokenize(cfg: FinetuneConfig, tokenizer, data_dir: Path) -> None:
+    """Tokenize --data into data_dir, OUT_DIR/data: this run's own (check_out_dir refused another
+    run's OUT_DIR). The tokens of a resumed run found there stay until the new ones pass
+    `check_data` (the same tokens, say from the text file moved elsewhere): a refused --resume
+    leaves the run as it was."""
+    resumed = cfg.resume and not cfg.allow_new_data and (data_dir / "meta.json").exists()
+    saved = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True).get("data") if resumed else None
+    if saved is None:  # nothing to keep: a new run, --allow-new-data, or a state saved before fingerprints
+        prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction, overwrite=True)
+        return
+    new = data_dir.with_name(data_dir.name + ".new")
+    try:
+        meta = prepare([cfg.data], tokenizer, new, cfg.val_fraction, overwrite=True)
+        check_data(Path(cfg.out), saved, data_fingerprint(load_splits(new, meta, meta["vocab_size"]), meta["vocab_size"]), cfg)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    shutil.rmtree(data_dir)
+    new.rename(data_dir)
 
 
 def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
@@ -192,7 +216,7 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     def eval_fn(m: GPTClassifier) -> dict[str, float]:
         return {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size, rt.rank, rt.world)}
 
-    return model, get_batch, classification_loss, {"eval_fn": eval_fn}
+    return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(data)}
 
 
 def best_evaluations(records: list[dict]) -> dict:

@@ -19,7 +19,7 @@ import torch
 from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import GPTConfig
-from minigpt.data import DATA_FILES, load_splits, read_meta, sample_batch
+from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
 from minigpt.files import atomic_path
 from minigpt.model import GPT
 from minigpt.run_dir import check_out_dir
@@ -119,6 +119,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         model, cfg, get_batch, lm_loss, save_fn,
         bytes_per_token=bytes_per_token,
         flops_per_token=gpt_flops_per_token(model.config, block_size),
+        data_fingerprint=data_fingerprint(tokens, meta["vocab_size"]),
     )
 
 

@@ -7,7 +7,8 @@ alone is appended a record at a time, and `read_log` drops a torn last record.
 
 OUT_DIR layout:
     config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)
-    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune)
+    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune),
+                         the data's fingerprint (what --resume checks the data against)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
 """
@@ -40,11 +41,12 @@ RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", WEIGHTS_NAME, INDEX_NAME)
 
 
 def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg,
-                    log_partial: tuple[float, int] = (0.0, 0)) -> None:
+                    log_partial: tuple[float, int] = (0.0, 0), data: dict | None = None) -> None:
     """The HF-layout files first, then the training state (which carries its own copy of the weights).
 
     log_partial is (sum of train losses, steps) since the last log record: a run stopped between
     two records resumes with them, so its next record averages the same steps as an unbroken run's.
+    data is the fingerprint of the data trained on (None: the driver gives none), for `check_data`.
 
     Each file is replaced atomically. A crash between the two leaves newer HF files beside an
     older state; resume reads weights *from the state*, so it still restarts consistently.
@@ -61,6 +63,7 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "config": {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(cfg).items()},
         "command": cfg.COMMAND,  # train or finetune: the one whose --resume continues this run
         "log_partial": list(log_partial),
+        "data": data,
     }
     with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
         torch.save(state, tmp)
@@ -95,6 +98,36 @@ def check_out_dir(cfg: TrainConfig) -> None:
         raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
 
 
+def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig) -> str | None:
+    """Refuse to resume on data other than the run's, naming what differs; return a note to print.
+
+    `saved` is the fingerprint the run's training state recorded, `now` the data's (both from the
+    driver: minigpt/data.py's `data_fingerprint` for token files): a file's token count, say, and
+    a hash of its ids. Resume is exact only on the same data, and the same --data may hold other
+    data by now (prepared again from other text); a folder moved or copied is still the same.
+    --allow-new-data (cfg.allow_new_data) goes on anyway, and the next checkpoint records the new data.
+    """
+    if now is None:  # a driver that gives no fingerprint (train_loop called from Python): nothing to check
+        return None
+    if saved is None:
+        return (f"note: {out / STATE_FILE} records no fingerprint of its data (saved by an earlier minigpt), so the "
+                "data is not checked against the run's; the next checkpoint records it")
+    differ = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
+    if not differ:
+        return None
+    # A count that changed says enough (its file's hash changed too); a hash alone, when nothing else did.
+    counts = [k for k in differ if not isinstance(now.get(k, saved.get(k)), str)]
+    shown = "; ".join(f"{k}: {_figure(saved.get(k))} then, {_figure(now.get(k))} now" for k in counts or differ)
+    if cfg.allow_new_data:
+        return f"note: --allow-new-data: going on with data other than the run's ({shown})"
+    raise ValueError(f"--data {cfg.data} is not the data the run in {out} trained on ({shown}); resume with the run's "
+                     "data, or pass --allow-new-data to go on with this data")
+
+
+def _figure(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def read_state(path: Path, **load_kwargs) -> dict:
     """A saved training_state.pt, or a ValueError naming the file when it is not one."""
     try:
@@ -109,7 +142,11 @@ def read_state(path: Path, **load_kwargs) -> dict:
     return state
 
 
-def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime) -> tuple[int, float, tuple[float, int]]:
+def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime,
+            data: dict | None = None) -> tuple[int, float, tuple[float, int]]:
+    """Load the saved run in `out` into the model, optimizer and scaler, after checking that this
+    run can continue it (`data`: the fingerprint of the data it trains on now, for `check_data`);
+    return (step, best val loss, log_partial)."""
     state = read_state(out / STATE_FILE, map_location=rt.device)
 
     def setting(name: str, value):
@@ -119,9 +156,12 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
 
     # (a run directory moved or copied elsewhere is the same run: --out is no setting)
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
-               if k not in ("resume", "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
+               if k not in (*cfg.INVOCATION_FLAGS, "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
+    note = check_data(out, state.get("data"), data, cfg)  # (states saved before it was recorded: none)
+    if note and rt.is_main:
+        print(note)
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")

@@ -178,6 +178,7 @@ def train_loop(
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     bytes_per_token: float | None = None,
     flops_per_token: float | None = None,
+    data_fingerprint: dict | None = None,
 ) -> dict[str, float]:
     """Train `model` for cfg.max_iters optimizer steps; return the final metrics.
 
@@ -189,6 +190,8 @@ def train_loop(
     eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
         once, so it may split its work and all-reduce (finetune's accuracy does).
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
+    data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
+        --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
     Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
     """
     half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
@@ -207,7 +210,7 @@ def train_loop(
     step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)
     check_out_dir(cfg)
     if cfg.resume:
-        step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt)
+        step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
         if rt.is_main:
             truncate_log(out, step)
     if rt.is_main:
@@ -225,7 +228,7 @@ def train_loop(
 
     def checkpoint(step: int) -> None:
         if rt.is_main:
-            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since))
+            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
 
     metrics: dict[str, float] = {"step": step}
     last_saved = step if cfg.resume else None

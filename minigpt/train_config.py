@@ -45,6 +45,8 @@ class TrainConfig:
     out: str = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
     init: str | None = flag(None, "start from this checkpoint directory instead of random weights")
     resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
+    allow_new_data: bool = flag(False, "with --resume: go on although the data is not the data the run trained on "
+                                       "(refused otherwise)")
     # model shape (from scratch; with --init only block_size and dropout apply)
     # None, not DEFAULT_PRESET, so that a --preset passed with --init can be told apart and refused.
     preset: str | None = flag(None, "GPTConfig preset of a fresh model: gpt2, gpt2-medium, ..., gpt2-mini, gpt2-tiny "
@@ -91,6 +93,9 @@ class TrainConfig:
     # them, so a flag giving another value is refused by name, before any check of the options
     # that the new value would make meaningless.
     KEPT_ON_RESUME: typing.ClassVar[tuple[str, ...]] = ()
+    # Flags that ask something of this invocation, not settings of the run: --resume never takes
+    # them from the saved run (an --allow-new-data given once would hold for every later resume).
+    INVOCATION_FLAGS: typing.ClassVar[tuple[str, ...]] = ("resume", "allow_new_data")
 
     def refuse_ignored_options(self, typed: typing.Collection[str] = ()) -> None:
         """Refuse options this run would ignore, set or `typed` on the command line (parse_config
@@ -103,6 +108,8 @@ class TrainConfig:
             path = getattr(self, name)
             if path and os.path.exists(path):
                 setattr(self, name, os.path.abspath(path))
+        if self.allow_new_data and not self.resume:
+            raise ValueError("allow_new_data applies to --resume only: a new run has no earlier data to differ from")
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -199,7 +206,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
                 raise ValueError(f"the run in {args['out']} is a {flag_} {saved[name]} run, and a resumed run keeps its "
                                  f"{name} (its weights and optimizer state are that run's): drop {flag_} "
                                  f"{given[name]}, or start a new run with another --out")
-        args.update({k: v for k, v in saved.items() if k in args and k not in given and k != "resume"})
+        args.update({k: v for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS})
     config = cls(**args)
     config.refuse_ignored_options(given)
     return config

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import minigpt.data
-from minigpt.data import encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch
+from minigpt.data import data_fingerprint, encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch, tokens_hash
 from minigpt.pretokenize import safe_pieces
 from minigpt.tokenizer import Tokenizer
 
@@ -160,6 +160,26 @@ def test_token_files_and_meta_of_two_prepares_are_refused(tok, tmp_path):
     with pytest.raises(ValueError, match=rf"train.bin holds {new['train_tokens']:,} tokens, but meta.json says "
                                          rf"{old['train_tokens']:,}: they come from two runs of `minigpt prepare`"):
         load_splits(tmp_path / "d", old, tok.vocab_size)  # the old meta.json beside the new files
+
+
+def test_tokens_hash_reads_every_id_of_a_small_file_and_spread_blocks_of_a_large_one(monkeypatch):
+    """A resumed run hashes its token files every time, so past HASH_BLOCKS blocks only that many
+    are read, from the first id to the last (here 3 blocks of 4 ids: 0-3, 48-51, 96-99 of 100)."""
+    monkeypatch.setattr(minigpt.data, "HASH_BLOCKS", 3)
+    monkeypatch.setattr(minigpt.data, "HASH_BLOCK_TOKENS", 4)
+    small, large = np.arange(12, dtype=np.uint16), np.arange(100, dtype=np.uint16)
+
+    def changed_at(ids: np.ndarray, i: int) -> bool:
+        other = ids.copy()
+        other[i] += 1
+        return tokens_hash(other) != tokens_hash(ids)
+
+    assert all(changed_at(small, i) for i in range(12))
+    assert [i for i in range(100) if changed_at(large, i)] == [0, 1, 2, 3, 48, 49, 50, 51, 96, 97, 98, 99]
+    assert tokens_hash(large[:99]) != tokens_hash(large)  # the count is in the fingerprint too, but the last block moves
+    assert data_fingerprint({"train": large, "val": small}, 64) == {
+        "vocab_size": 64, "train.bin tokens": 100, "val.bin tokens": 12,
+        "train.bin hash": tokens_hash(large), "val.bin hash": tokens_hash(small)}
 
 
 def test_sample_batch_windows_are_shifted_and_seeded():

@@ -382,6 +382,30 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
 
 
 
+def test_classify_resume_refuses_other_examples(base, tmp_path, capsys):
+    """The classify task reads its TSV again on every --resume: one edited since is refused by name."""
+    data = tmp_path / "cls.tsv"
+    data.write_text((base / "cls.tsv").read_text())
+    args = ("--task", "classify", "--data", str(data), "--strategy", "frozen")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    data.write_text(data.read_text() + "the speech was good indeed\t1\n")
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", *args, "--resume") == 2
+    assert f"is not the data the run in {tmp_path / 'o'} trained on (train examples: 36 then, 37 now)" in capsys.readouterr().err
+    assert _run(base, tmp_path / "o", *args, "--resume", "--allow-new-data") == 0
+
+
+def test_examples_fingerprint_counts_and_hashes_the_examples_whatever_their_order():
+    from minigpt.classify_data import examples_fingerprint
+
+    data = {"train": (["good", "bad", "fine"], [1, 0, 1]), "val": (["poor"], [0])}
+    fingerprint = examples_fingerprint(data)
+    assert (fingerprint["train examples"], fingerprint["val examples"]) == (3, 1)
+    assert examples_fingerprint({**data, "train": (["fine", "good", "bad"], [1, 1, 0])}) == fingerprint  # --seed's order
+    relabelled = examples_fingerprint({**data, "train": (["good", "bad", "fine"], [1, 0, 0])})
+    assert [k for k in fingerprint if relabelled[k] != fingerprint[k]] == ["train examples hash"]
+
+
 def test_gradient_checkpointing_fine_tunes_a_lora_classifier_to_the_same_weights(base, tmp_path):
     """LoRA adapters (with their dropout) inside recomputed blocks: the same run, bit for bit."""
     args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "lora", "--lora-dropout", "0.1", "--dropout", "0.1")
@@ -450,16 +474,35 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     assert main(["--out", str(out), "--resume", "--strategy", "full", "--max-iters", "5"]) == 0  # the same value is fine
 
 
-def test_lm_resume_with_another_data_file_trains_on_it(base, tmp_path):
+def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_path, capsys):
     """--data given again with --resume overrides the saved one, as every flag does: the lm task
-    tokenizes the new text instead of going on with the old tokens in OUT_DIR/data."""
+    tokenizes the new text instead of going on with the old tokens in OUT_DIR/data. Other tokens
+    than the run's are refused, keeping the run's, unless --allow-new-data; the same text moved
+    elsewhere gives the same tokens, and resumes."""
     out = tmp_path / "o"
     assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    before = {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
     (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
-    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume") == 0
+    capsys.readouterr()
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume") == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"--data {tmp_path / 'other.txt'} is not the data the run in {out} trained on \(train.bin tokens: "
+                     r"[\d,]+ then, [\d,]+ now; val.bin tokens: [\d,]+ then, [\d,]+ now\); resume with the run's data, or "
+                     r"pass --allow-new-data to go on with this data", err), err
+    assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}  # the run's tokens kept
+    assert not (out / "data.new").exists() and torch.load(out / "training_state.pt", weights_only=True)["step"] == 2
+    (tmp_path / "moved.txt").write_text(CORPUS)  # the run's text, elsewhere: the same tokens
+    assert _run(base, out, "--data", str(tmp_path / "moved.txt"), "--resume", "--max-iters", "3") == 0
+    assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(tmp_path / "moved.txt")]
+
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--max-iters", "4", "--allow-new-data") == 0
+    assert "note: --allow-new-data: going on with data other than the run's (train.bin tokens:" in capsys.readouterr().out
     assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(tmp_path / "other.txt")]
     assert "Something else" in (out / "data" / "val.txt").read_text()
-    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--max-iters", "6", "--val-fraction", "0.5") == 0
+    assert _run(base, out, "--resume", "--max-iters", "5") == 0  # the checkpoint records the new data: no flag needed now
+    assert _run(base, out, "--resume", "--max-iters", "6", "--val-fraction", "0.5") == 2  # another split is other data
+    assert "val.bin tokens" in capsys.readouterr().err
+    assert _run(base, out, "--resume", "--max-iters", "6", "--val-fraction", "0.5", "--allow-new-data") == 0
     meta = json.loads((out / "data" / "meta.json").read_text())  # split again, not the old split kept
     assert meta["val_fraction"] == 0.5 and meta["val_tokens"] > 0.4 * (meta["train_tokens"] + meta["val_tokens"])
 

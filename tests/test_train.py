@@ -412,6 +412,59 @@ def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_resume_refuses_data_other_than_the_runs_unless_told(tmp_path, capsys):
+    """The audit's case: data prepared again into the same folder (other text), then `--resume`
+    trained on it without a word. The training state records the data's fingerprint; a resume
+    names what differs and refuses, keeping the run as it was, unless --allow-new-data (for that
+    invocation only). A copy of the run's data elsewhere, with new times, is the same data."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    assert train_main(["--data", str(data), "--out", str(out), "--preset", "gpt2-tiny", "--n-layer", "1", "--n-head", "2",
+                       "--n-embd", "32", "--block-size", "16", "--batch-size", "2", "--eval-iters", "1",
+                       "--warmup-iters", "1", "--max-iters", "2", "--device", "cpu"]) == 0
+    assert final_state(out)["data"]["train.bin tokens"] == 4000
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in data.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    make_data(data, n_train=3000, n_val=500)  # prepared again, from other text
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 2
+    assert (f"--data {data} is not the data the run in {out} trained on (train.bin tokens: 4,000 then, 3,000 now; "
+            "val.bin tokens: 600 then, 500 now); resume with the run's data, or pass --allow-new-data to go on with this "
+            "data\n") in capsys.readouterr().err
+    assert final_state(out)["step"] == 2
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--data", str(copy)]) == 0  # the run's data, copied
+    ids = np.fromfile(copy / "train.bin", dtype=np.uint16)
+    ids[100] = (ids[100] + 1) % VOCAB
+    ids.tofile(copy / "train.bin")  # the same count, another id: only the hash tells
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "4", "--data", str(copy)]) == 2
+    assert re.search(r"\(train.bin hash: [0-9a-f]{16} then, [0-9a-f]{16} now\)", capsys.readouterr().err)
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "4", "--data", str(data), "--allow-new-data"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: --allow-new-data: going on with data other than the run's (train.bin tokens: 4,000 then, 3,000 now;" in printed
+    assert "allow_new_data" not in printed  # not reported as a changed setting
+    assert final_state(out)["step"] == 4 and final_state(out)["data"]["train.bin tokens"] == 3000
+    make_data(data)  # changed once more: the flag held for one resume only
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "5"]) == 2
+    assert "(train.bin tokens: 3,000 then, 4,000 now;" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="allow_new_data applies to --resume only"):
+        tiny_cfg(data, tmp_path / "new", allow_new_data=True)
+
+
+def test_a_state_saved_before_data_fingerprints_resumes_with_a_note(tmp_path, capsys):
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2))
+    state = final_state(out)
+    del state["data"]
+    torch.save(state, out / STATE_FILE)
+    capsys.readouterr()
+    pretrain(tiny_cfg(data, out, max_iters=3, resume=True))
+    assert (f"note: {out / STATE_FILE} records no fingerprint of its data (saved by an earlier minigpt), so the data is not "
+            "checked against the run's; the next checkpoint records it") in capsys.readouterr().out
+    assert final_state(out)["data"]["train.bin tokens"] == 4000
+
+
 def test_a_warmup_longer_than_the_run_is_warned_about(tmp_path, capsys):
     pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=2))  # warmup_iters=3
     assert "warning: warmup_iters (3) > max_iters (2): the learning rate only reaches 0.002 of --lr 0.003" \

@@ -12,11 +12,14 @@ the gradient). Which weights decay, and why the weights to train must stay in fl
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-from minigpt.train_config import TrainConfig
+if TYPE_CHECKING:  # type hints only: minigpt/run_dir.py, which train_config.py imports, imports this module
+    from minigpt.train_config import TrainConfig
 
 # AdamW moves each weight by about lr per step (its update is normalised to ~1), but a 16-bit
 # float holds a weight only to 1 part in 2**8 (bfloat16) or 2**11 (float16): a smaller change
@@ -42,6 +45,27 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.min_lr
     progress = (step - cfg.warmup_iters) / max(1, decay_end - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def schedule_note(step: int, saved: dict, cfg: TrainConfig) -> str | None:
+    """What a resumed run's settings do to the learning rate where it resumes, when they change it
+    (None when they do not): `saved` is the saved run's config, `step` the step it reached.
+
+    The usual case is `--resume --max-iters N` to train longer with --lr-decay-iters unset: the
+    cosine then ends at the new max_iters, stretched over the longer run, so the learning rate
+    goes back up where the run resumes. That is a choice, not an error; the note says so and how
+    to keep the saved schedule instead.
+    """
+    before = SimpleNamespace(**{k: saved.get(k, getattr(cfg, k)) for k in ("lr", "min_lr", "warmup_iters", "lr_decay_iters", "max_iters")})
+    old, new = lr_at(step, before), lr_at(step, cfg)
+    if old == new:
+        return None
+    note = f"note: the learning rate of step {step + 1}, the first one resumed, is {new:.3g}; the saved run's schedule gave {old:.3g}"
+    if cfg.lr_decay_iters is None and before.lr_decay_iters is None and cfg.max_iters != before.max_iters:
+        note += (f": with --lr-decay-iters unset the cosine ends at --max-iters, now {cfg.max_iters} instead of "
+                 f"{before.max_iters}; pass --lr-decay-iters {before.max_iters} to keep the saved schedule (then "
+                 f"--min-lr from step {before.max_iters} on)")
+    return note
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import atomic_path, atomic_write_text
+from minigpt.optimizer import schedule_note
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
     from minigpt.train_config import TrainConfig
@@ -159,9 +160,11 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
                if k not in (*cfg.INVOCATION_FLAGS, "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
-    note = check_data(out, state.get("data"), data, cfg)  # (states saved before it was recorded: none)
-    if note and rt.is_main:
-        print(note)
+    notes = [schedule_note(state["step"], state["config"], cfg),
+             check_data(out, state.get("data"), data, cfg)]  # (states saved before it was recorded: none)
+    for note in notes:
+        if note and rt.is_main:
+            print(note)
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")

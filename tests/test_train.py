@@ -465,6 +465,29 @@ def test_a_state_saved_before_data_fingerprints_resumes_with_a_note(tmp_path, ca
     assert final_state(out)["data"]["train.bin tokens"] == 4000
 
 
+def test_training_longer_says_what_happens_to_the_schedule(tmp_path, capsys):
+    """`--resume --max-iters N` with --lr-decay-iters unset stretches the cosine to the new end, so
+    the learning rate goes back up where the run resumes (the audit saw 6.2e-5 at step 30 become
+    9.8e-5 at step 35). It is a choice, so not refused: a note gives both rates and how to keep
+    the saved schedule, --lr-decay-iters at the first run's max_iters (min_lr from there on)."""
+    data = make_data(tmp_path / "data")
+    for out in ("stretched", "kept"):
+        pretrain(tiny_cfg(data, tmp_path / out, max_iters=6, eval_interval=0, log_interval=1))
+    capsys.readouterr()
+    pretrain(tiny_cfg(data, tmp_path / "stretched", max_iters=12, eval_interval=0, log_interval=1, resume=True))
+    stretched = tiny_cfg(data, tmp_path / "x", max_iters=12)
+    assert (f"note: the learning rate of step 7, the first one resumed, is {lr_at(6, stretched):.3g}; the saved run's schedule "
+            "gave 0.0003: with --lr-decay-iters unset the cosine ends at --max-iters, now 12 instead of 6; pass --lr-decay-iters 6 "
+            "to keep the saved schedule (then --min-lr from step 6 on)\n") in capsys.readouterr().out
+    pretrain(tiny_cfg(data, tmp_path / "kept", max_iters=12, lr_decay_iters=6, eval_interval=0, log_interval=1, resume=True))
+    assert "note: the learning rate" not in capsys.readouterr().out  # the same schedule: nothing to say
+
+    def lrs(run: str) -> list[float]:
+        return [r["lr"] for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines()) if "lr" in r]
+    assert lrs("stretched")[6] == lr_at(6, stretched) > 2 * lrs("stretched")[5]  # back up, above the saved run's last step
+    assert lrs("kept")[:6] == lrs("stretched")[:6] and lrs("kept")[6:] == [3e-4] * 6  # min_lr from the saved run's end on
+
+
 def test_a_warmup_longer_than_the_run_is_warned_about(tmp_path, capsys):
     pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=2))  # warmup_iters=3
     assert "warning: warmup_iters (3) > max_iters (2): the learning rate only reaches 0.002 of --lr 0.003" \

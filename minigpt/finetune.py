@@ -266,9 +266,15 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
     strategy = dict(n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings, lora_rank=cfg.lora_rank,
                     lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
-    if cfg.task == "lm":  # the lm task's model is `gpt` itself: try the strategy on a weightless copy
-        with torch.device("meta"):  # first, so a bad LoRA rank or target fails before the text is tokenized
-            apply_strategy(GPT(gpt.config), cfg.strategy, **strategy, verbose=False)  # the real one prints
+    # The strategy is tried first on a weightless copy of the model (the real one prints), so that a
+    # bad --n-trainable-blocks, LoRA rank or target fails before the data is read: minutes to
+    # tokenize a large text, or to read SST-2's 67k examples. A classifier's number of labels comes
+    # from the data; no strategy depends on it, so 2 stands in for it.
+    with torch.device("meta"):
+        trial = GPT(gpt.config)
+        if cfg.task == "classify":
+            trial = GPTClassifier(trial, 2, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden))
+        apply_strategy(trial, cfg.strategy, **strategy, verbose=False)
     # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
     # generator starts from a different random seed in every process.
     torch.manual_seed(cfg.seed)

@@ -190,7 +190,7 @@ def test_an_option_left_at_its_default_is_fine_with_any_strategy():
     FinetuneConfig(init="x", strategy="partial", lora_targets="attn.c_attn, attn.c_proj,mlp.c_fc,mlp.c_proj", n_trainable_blocks=2)
 
 
-def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys):
+def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys, monkeypatch):
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "full", "--lora-rank", "4") == 2
     assert "lora_rank=4 applies to strategy 'lora' only; strategy 'full' would ignore it" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -207,6 +207,16 @@ def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys):
                                  ("--lora-targets", "q_proj", "LoRA targets ['q_proj'] match no nn.Linear")):
         assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), flag, value) == 2
         assert problem in capsys.readouterr().err
+        assert not (tmp_path / "o" / "data").exists()
+    # So are more trainable blocks than the model has, for classify too: not after reading every example.
+    def no_reading(cfg):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr("minigpt.finetune.load_classification_data", no_reading)
+    for task, data in (("classify", "cls.tsv"), ("lm", "corpus.txt")):
+        assert _run(base, tmp_path / "o", "--task", task, "--data", str(base / data), "--strategy", "partial",
+                    "--n-trainable-blocks", "9") == 2
+        assert "n_trainable_blocks must be in [0, 2] (the model has 2 blocks), got 9" in capsys.readouterr().err
         assert not (tmp_path / "o" / "data").exists()
     # --n-trainable-blocks without --strategy: the default strategy is lora, which has no blocks to pick.
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--n-trainable-blocks", "2") == 2

@@ -55,18 +55,25 @@ def hidden_widths(spec: str) -> tuple[int, ...]:
         raise ValueError(f"head_hidden must be comma-separated integer widths such as 256 or 512,256, got {spec!r}") from None
 
 
+def as_flag(name: str, value=None) -> str:
+    """The command-line form of a FinetuneConfig field: lora_rank → --lora-rank (False → --no-...)."""
+    return f"--{'no-' if value is False else ''}{name.replace('_', '-')}"
+
+
 def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict,
-                          typed: Collection[str] = ()) -> None:
+                          typed: Collection[str] = (), flags: bool = False) -> None:
     """Refuse an option that the chosen strategy (or task) would ignore: one whose value in
     `options` is not its default, or that was `typed` on the command line at any value, while
-    `owners` says another `kind` reads it."""
+    `owners` says another `kind` reads it. With `flags` (FinetuneConfig, whose fields are the
+    command line's flags) the error names the flag beside the field: lora_rank=4 (--lora-rank)."""
     for name, owner in owners.items():
         value, default = options[name], defaults[name]
         if name == "lora_targets":
             value, default = target_names(value), target_names(default)
         if chosen != owner and (value != default or name in typed):
-            raise ValueError(f"{name}={options[name]!r} applies to {kind} {owner!r} only; {kind} {chosen!r} would ignore it "
-                             f"(leave {name} unset, or use {kind} {owner!r})")
+            flag_ = f" ({as_flag(name, options[name])})" if flags else ""
+            raise ValueError(f"{name}={options[name]!r}{flag_} applies to {kind} {owner!r} only; {kind} {chosen!r} would "
+                             f"ignore it (leave it unset, or use {kind} {owner!r})")
 
 
 def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, defaults: dict) -> None:
@@ -173,9 +180,10 @@ class FinetuneConfig(TrainConfig):
         than its default, or typed on the command line (`typed`, from parse_config) at any value,
         so that `--strategy partial --lora-rank 8` does not run as if the rank did something."""
         defaults = {f.name: f.default for f in fields(self)}
-        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed)
-        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed)
+        check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed, flags=True)
+        check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed, flags=True)
         if self.strategy == "frozen" and (self.gradient_checkpointing or "gradient_checkpointing" in typed):
             # No block trains, so backward never enters one: there are no block activations to drop.
-            raise ValueError("gradient_checkpointing recomputes the blocks that train; strategy 'frozen' trains only the "
-                             "new head, so it would ignore it (leave it unset, or use strategy 'partial', 'full' or 'lora')")
+            raise ValueError(f"gradient_checkpointing ({as_flag('gradient_checkpointing', self.gradient_checkpointing)}) "
+                             "recomputes the blocks that train; strategy 'frozen' trains only the new head, so it would "
+                             "ignore it (leave it unset, or use strategy 'partial', 'full' or 'lora')")

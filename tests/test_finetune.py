@@ -169,17 +169,22 @@ def test_bad_strategy_arguments():
 def test_an_option_the_strategy_would_ignore_is_refused(strategy, option, value, owner):
     """A user who set --lora-rank believes it took effect: with --strategy partial it would not."""
     model = _lm()
-    with pytest.raises(ValueError, match=rf"^{option}=.* applies to strategy '{owner}' only; strategy '{strategy}' would ignore it"):
+    with pytest.raises(ValueError, match=rf"^{option}=.* applies to strategy '{owner}' only; strategy '{strategy}' would ignore it "
+                                         rf"\(leave it unset, or use strategy '{owner}'\)$") as refused:
         apply_strategy(model, strategy, **{option: value})
+    assert "--" not in str(refused.value)  # apply_strategy is Python only: its arguments are no flags
     assert all(p.requires_grad for p in model.parameters()), "a refused call changes nothing"
-    with pytest.raises(ValueError, match=rf"^{option}=.* applies to strategy '{owner}' only"):  # the CLI's and finetune()'s config
+    # The CLI's and finetune()'s config: its fields are the flags, so the flag is named beside the field.
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=rf"^{option}=.* \({flag}\) applies to strategy '{owner}' only"):
         FinetuneConfig(init="x", data="d", strategy=strategy, **{option: value if option != "lora_targets" else "attn.c_attn"})
 
 
 @pytest.mark.parametrize("option,value", [("pooling", "mean"), ("head_hidden", "64"), ("num_labels", 3), ("val_data", "dev.tsv"),
                                           ("max_examples", 100), ("max_val_examples", 10)])
 def test_a_classify_option_with_the_lm_task_is_refused(option, value):
-    with pytest.raises(ValueError, match=rf"^{option}=.* applies to task 'classify' only; task 'lm' would ignore it"):
+    with pytest.raises(ValueError, match=rf"^{option}=.* \(--{option.replace('_', '-')}\) applies to task 'classify' only; "
+                                         "task 'lm' would ignore it"):
         FinetuneConfig(init="x", data="d", task="lm", **{option: value})
     FinetuneConfig(init="x", data="d", task="classify", **{option: value})
 
@@ -192,12 +197,14 @@ def test_an_option_left_at_its_default_is_fine_with_any_strategy():
 
 def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys, monkeypatch):
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--strategy", "full", "--lora-rank", "4") == 2
-    assert "lora_rank=4 applies to strategy 'lora' only; strategy 'full' would ignore it" in capsys.readouterr().err
+    assert ("lora_rank=4 (--lora-rank) applies to strategy 'lora' only; strategy 'full' would ignore it (leave it unset, "
+            "or use strategy 'lora')") in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     # Typed at its default value, a flag is just as ignored: the config alone cannot tell, the command line can.
-    for flags, message in ((["--strategy", "partial", "--lora-rank", "8"], "lora_rank=8 applies to strategy 'lora' only"),
-                           (["--pooling", "last"], "pooling='last' applies to task 'classify' only; task 'lm' would ignore it"),
-                           (["--strategy", "lora", "--no-train-embeddings"], "train_embeddings=False applies to strategy 'partial'")):
+    for flags, message in ((["--strategy", "partial", "--lora-rank", "8"], "lora_rank=8 (--lora-rank) applies to strategy 'lora' only"),
+                           (["--pooling", "last"], "pooling='last' (--pooling) applies to task 'classify' only; task 'lm' would ignore it"),
+                           (["--strategy", "lora", "--no-train-embeddings"],
+                            "train_embeddings=False (--no-train-embeddings) applies to strategy 'partial'")):
         assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), *flags) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -556,9 +563,9 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
 @pytest.mark.parametrize("args,message", [
     (("--data", "corpus.txt", "--strategy", "frozen"), "'frozen' trains only a new head, and the lm task has none"),
     (("--task", "classify", "--data", "cls.tsv", "--strategy", "frozen", "--gradient-checkpointing"),
-     "gradient_checkpointing recomputes the blocks that train; strategy 'frozen' trains only the new head"),
+     r"gradient_checkpointing \(--gradient-checkpointing\) recomputes the blocks that train; strategy 'frozen' trains only the new head"),
     (("--task", "classify", "--data", "cls.tsv", "--chunked-loss"),
-     "chunked_loss=True applies to task 'lm' only; task 'classify' would ignore it"),
+     r"chunked_loss=True \(--chunked-loss\) applies to task 'lm' only; task 'classify' would ignore it"),
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"labels \[1\] are out of range"),
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),

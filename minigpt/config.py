@@ -160,6 +160,12 @@ class GPTConfig:
             tie_word_embeddings=True,
             use_cache=True,
         )
+        # An id with no row in the model (GPT-2's 50256 kept by a model trained on a tokenizer
+        # without <|endoftext|>) is written as null, which transformers reads as "none" instead of
+        # warning that it lies outside the vocabulary; minigpt reads null back as before.
+        for name in ("bos_token_id", "eos_token_id"):
+            if isinstance(d[name], int) and not 0 <= d[name] < self.vocab_size:
+                d[name] = None
         return d
 
     @classmethod

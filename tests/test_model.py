@@ -7,6 +7,8 @@ relative to the largest logit.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -304,6 +306,21 @@ def test_n_inner_sets_the_mlp_width_as_in_transformers():
         hf = GPT2LMHeadModel(GPT2Config(**config.to_hf_dict()))
     assert model.num_params() == sum(p.numel() for p in hf.parameters())
     assert GPTConfig.from_hf_dict(config.to_hf_dict()).mlp_width == 48
+
+
+def test_token_ids_outside_the_vocabulary_are_written_as_null(tmp_path):
+    """A model trained on a tokenizer without <|endoftext|> keeps GPT-2's 50256, which its 300 rows
+    do not reach: config.json says null (transformers warned that 50256 lies outside the
+    vocabulary), and minigpt reads it back as before. An id the model has is written as it is."""
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300)).save_pretrained(tmp_path / "a")
+    d = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (d["bos_token_id"], d["eos_token_id"]) == (None, None)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "a")
+    assert (hf.config.bos_token_id, hf.config.eos_token_id) == (None, None)  # no id it would stop on, or warn about
+    config = GPT.from_pretrained(tmp_path / "a").config
+    assert (config.bos_token_id, config.eos_token_id, config.has_stale_eos) == (50256, 50256, True)
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, bos_token_id=299, eos_token_id=299)).save_pretrained(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["eos_token_id"] == 299
 
 
 def test_null_token_ids_in_config_json_keep_gpt2s():

@@ -150,6 +150,23 @@ def test_training_in_bf16_compiled_learns_and_reloads(tmp_path):
     assert loss.item() < 2 * result["val_loss"] + 0.1
 
 
+def bf16_step_peak_and_grads(model: GPT, idx: torch.Tensor) -> tuple[int, dict[str, torch.Tensor]]:
+    """One bf16-autocast training step's peak CUDA memory and gradients (the same dropout masks each call)."""
+    torch.manual_seed(5)
+    model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, loss = model(idx, targets=idx)
+    loss.backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def largest_relative_diff(grads: dict[str, torch.Tensor], plain: dict[str, torch.Tensor]) -> float:
+    return max((grads[n] - plain[n]).abs().max().item() / plain[n].abs().max().item() for n in plain)
+
+
 def test_gradient_checkpointing_on_cuda_same_gradients_less_memory():
     """bf16 autocast on CUDA, dropout on (CUDA's RNG state is restored before the recompute): the
     same gradients (up to the order of the attention backward's atomic adds), and a step's peak
@@ -158,23 +175,11 @@ def test_gradient_checkpointing_on_cuda_same_gradients_less_memory():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=8, n_embd=256, n_head=4, n_positions=1024,
                                dropout=0.1)).cuda().train()
     idx = torch.randint(0, 256, (8, 1024), device="cuda")
-
-    def step():
-        torch.manual_seed(5)
-        model.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = model(idx, targets=idx)
-        loss.backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    plain_peak, plain = step()
+    plain_peak, plain = bf16_step_peak_and_grads(model, idx)
     model.gradient_checkpointing = True
-    peak, grads = step()
+    peak, grads = bf16_step_peak_and_grads(model, idx)
     print(f"peak memory: {plain_peak / 2**20:.0f} MB plain, {peak / 2**20:.0f} MB checkpointed")
-    diff = max((grads[n] - plain[n]).abs().max().item() / plain[n].abs().max().item() for n in plain)
+    diff = largest_relative_diff(grads, plain)
     print(f"max |Δgrad| relative to the tensor's largest: {diff:.1e}")
     assert diff < 1e-3  # a dropout mask drawn anew would move gradients by far more
     assert peak < 0.5 * plain_peak
@@ -188,22 +193,11 @@ def test_chunked_loss_on_cuda_same_gradients_less_memory():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", n_layer=2, n_embd=256, n_head=4, n_positions=1024)).cuda().train()
     model.gradient_checkpointing = True
     idx = torch.randint(0, 50257, (8, 1024), device="cuda")
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = model(idx, targets=idx)
-        loss.backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    plain_peak, plain = step()
+    plain_peak, plain = bf16_step_peak_and_grads(model, idx)
     model.chunked_loss = True
-    peak, grads = step()
+    peak, grads = bf16_step_peak_and_grads(model, idx)
     print(f"peak memory: {plain_peak / 2**20:.0f} MB plain loss, {peak / 2**20:.0f} MB chunked")
-    diff = max((grads[n] - plain[n]).abs().max().item() / plain[n].abs().max().item() for n in plain)
+    diff = largest_relative_diff(grads, plain)
     print(f"max |Δgrad| relative to the tensor's largest: {diff:.1e}")
     assert diff < 1e-2  # bf16 logits: the chunks' matmuls may round differently from one large one
     assert peak < 0.5 * plain_peak

@@ -391,26 +391,39 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_far_less():
     assert saved_activation_bytes(model, idx) == eval_bytes
 
 
+COMPILE_IDX = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
+
+
+def loss_and_grads(model: GPT, forward) -> tuple[float, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    _, loss = forward(COMPILE_IDX, targets=COMPILE_IDX)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def eager_loss_and_grads() -> tuple[GPT, float, dict[str, torch.Tensor]]:
+    """A 2-layer model (dropout off: compiled code draws its random numbers differently) and its
+    eager, plain loss and gradients on COMPILE_IDX, what the compiled model is held to."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=2)).train()
+    return model, *loss_and_grads(model, model)
+
+
+def compiled_loss_and_grad_diff(model: GPT, plain: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """The compiled model's loss, and its gradients' largest difference from `plain`."""
+    loss, grads = loss_and_grads(model, torch.compile(model))
+    return loss, max((grads[n] - plain[n]).abs().max().item() for n in plain)
+
+
 def test_gradient_checkpointing_under_torch_compile():
     """torch.compile traces through the checkpointed blocks (as `minigpt train --compile
     --gradient-checkpointing` runs them): the same loss and gradients as the eager, plain model.
     Dropout off: compiled code draws its random numbers differently."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=2)).train()
-    idx = torch.randint(0, 256, (2, 64))
-
-    def loss_and_grads(forward):
-        model.zero_grad()
-        _, loss = forward(idx, targets=idx)
-        loss.backward()
-        return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    plain_loss, plain = loss_and_grads(model)
+    model, plain_loss, plain = eager_loss_and_grads()
     model.gradient_checkpointing = True
-    loss, grads = loss_and_grads(torch.compile(model))
-    diff = max((grads[n] - plain[n]).abs().max().item() for n in plain)
-    print(f"compiled + checkpointed vs eager: |Δloss| = {abs(loss.item() - plain_loss.item()):.1e}, max |Δgrad| = {diff:.1e}")
-    assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-6) and diff < 1e-5
+    loss, diff = compiled_loss_and_grad_diff(model, plain)
+    print(f"compiled + checkpointed vs eager: |Δloss| = {abs(loss - plain_loss):.1e}, max |Δgrad| = {diff:.1e}")
+    assert loss == pytest.approx(plain_loss, abs=1e-6) and diff < 1e-5
 
 
 def test_initializer_range_zero_is_a_valid_setting():
@@ -484,19 +497,8 @@ def test_chunked_loss_under_torch_compile(monkeypatch):
     import minigpt.model
 
     monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", 256 * 48)  # 48 positions a chunk: 2 full, 1 of 32
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=2)).train()
-    idx = torch.randint(0, 256, (2, 64))
-
-    def loss_and_grads(forward):
-        model.zero_grad()
-        _, loss = forward(idx, targets=idx)
-        loss.backward()
-        return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    plain_loss, plain = loss_and_grads(model)
+    model, plain_loss, plain = eager_loss_and_grads()
     model.chunked_loss = True
-    loss, grads = loss_and_grads(torch.compile(model))
-    diff = max((grads[n] - plain[n]).abs().max().item() for n in plain)
-    print(f"compiled + chunked vs eager: |Δloss| = {abs(loss.item() - plain_loss.item()):.1e}, max |Δgrad| = {diff:.1e}")
-    assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-6) and diff < 1e-5
+    loss, diff = compiled_loss_and_grad_diff(model, plain)
+    print(f"compiled + chunked vs eager: |Δloss| = {abs(loss - plain_loss):.1e}, max |Δgrad| = {diff:.1e}")
+    assert loss == pytest.approx(plain_loss, abs=1e-6) and diff < 1e-5

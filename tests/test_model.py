@@ -502,3 +502,38 @@ def test_chunked_loss_under_torch_compile(monkeypatch):
     loss, diff = compiled_loss_and_grad_diff(model, plain)
     print(f"compiled + chunked vs eager: |Δloss| = {abs(loss - plain_loss):.1e}, max |Δgrad| = {diff:.1e}")
     assert loss == pytest.approx(plain_loss, abs=1e-6) and diff < 1e-5
+
+
+def test_chunked_loss_runs_chunks_of_the_rows_its_logits_budget_allows(monkeypatch):
+    """Mutants R9-2/R9-3: a chunk's rows came from LOSS_CHUNK_LOGITS over the hidden width C, not
+    the vocabulary V (chunks V/C times too large: the memory the switch saves, spent again), and a
+    vocabulary wider than the budget got 0 rows, not 1 (`split(0)`: no loss at all)."""
+    import minigpt.model
+
+    V = 256
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=V, n_layer=1)).eval()  # n_embd 64: V/C = 4
+    idx = torch.randint(0, V, (2, 50))
+    rows = []
+    model.lm_head.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
+    with torch.no_grad():
+        plain = model(idx, idx)[1].item()
+        model.chunked_loss = True
+        for budget, chunks in ((V * 40, [40, 40, 20]), (V - 1, [1] * 100)):  # the last: 1 row, never 0
+            monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", budget)
+            rows.clear()
+            loss = model(idx, idx)[1]
+            assert rows == chunks and loss.item() == pytest.approx(plain, rel=1e-6)
+
+
+def test_chunked_loss_leaves_a_call_without_targets_alone():
+    """Mutant R9-1: `if self.chunked_loss:` without `targets is not None`: a model trained with
+    --chunked-loss (the switch stays on in the object) failed on every call without targets,
+    generation's and logits_to_keep's among them."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=1)).eval()
+    idx = torch.randint(0, 64, (2, 5))
+    with torch.no_grad():
+        expected = model(idx)[0]
+        model.chunked_loss = True
+        logits, loss = model(idx)
+        assert loss is None and torch.equal(logits, expected)
+        assert torch.equal(model(idx, logits_to_keep=1)[0], expected[:, -1:])

@@ -1184,3 +1184,71 @@ def test_a_training_state_without_its_grad_scaler_is_refused_by_name(tmp_path):
         minigpt.run_dir.read_state(tmp_path / STATE_FILE)
     torch.save(state | {"scaler": {}}, tmp_path / STATE_FILE)
     assert minigpt.run_dir.read_state(tmp_path / STATE_FILE)["step"] == 3
+
+
+def test_train_loop_from_python_resumes_a_run_with_no_fingerprint_and_only_the_switches_asked_for(tmp_path, capsys):
+    """Mutants R9-6/R9-8: train_loop switched every memory switch on, asked for or not (a model
+    trained plainly came back with chunked_loss on: its forward with targets returned no logits);
+    and check_data lost its `now is None` return, so train_loop called from Python, with no
+    data_fingerprint, could not resume a run `minigpt train` saved (None merged as a dict), and
+    noted, for a run it saved itself, a fingerprint that it would never check anyway."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2))  # records the data's fingerprint
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    for step in (3, 4):  # resumes a state with a fingerprint, then one train_loop saved without
+        cfg = tiny_cfg(data, out, max_iters=step, resume=True)
+        model = build_model(cfg, VOCAB)
+        capsys.readouterr()
+        train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng))
+        assert final_state(out)["step"] == step and final_state(out)["data"] is None
+        assert "fingerprint" not in capsys.readouterr().out
+        assert not model.chunked_loss and not model.gradient_checkpointing
+
+
+def test_check_data_names_what_the_saved_fingerprint_has_and_the_data_now_lacks(tmp_path):
+    """Mutant R9-9: check_data compared only the entries of the data now, so one the saved run's
+    fingerprint has and this data's lacks (a split gone) was no difference. (Every driver gives
+    both splits today: this is the function's own contract.)"""
+    saved = {"vocab_size": 64, "train.bin tokens": 4000, "val.bin tokens": 600}
+    cfg = SimpleNamespace(data="d", allow_new_data=False)
+    assert minigpt.run_dir.check_data(tmp_path, saved, dict(saved), cfg) is None
+    with pytest.raises(ValueError, match=r"\(val.bin tokens: 600 then, None now\)"):
+        minigpt.run_dir.check_data(tmp_path, saved, {k: v for k, v in saved.items() if k != "val.bin tokens"}, cfg)
+
+
+def test_only_the_main_process_prints_the_resume_notes(tmp_path, capsys):
+    """Mutant R9-14: restore printed its notes (the schedule's, --allow-new-data's) on every
+    process, not on rank 0 alone as its warning: under torchrun, each note once per process."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=4))
+    cfg = tiny_cfg(data, out, max_iters=8, resume=True)  # the cosine stretched: step 5's rate changes
+    model = build_model(cfg, VOCAB)
+    optimizer = train.build_optimizer(model, cfg, torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    capsys.readouterr()
+    for is_main in (True, False):
+        rt = SimpleNamespace(device=torch.device("cpu"), is_main=is_main)
+        minigpt.run_dir.restore(out, model, optimizer, scaler, cfg, rt)
+        assert ("note: the learning rate of step 5" in capsys.readouterr().out) == is_main
+
+
+def test_the_schedule_note_explains_the_stretched_cosine_only_when_both_runs_leave_lr_decay_iters_unset():
+    """Mutants R9-21/R9-22: the note's "with --lr-decay-iters unset the cosine ends at --max-iters;
+    pass --lr-decay-iters OLD_MAX" was given when this run sets --lr-decay-iters (then the cosine
+    ends there, not at --max-iters), or when the saved run had set it (OLD_MAX was not its end)."""
+    from minigpt.optimizer import schedule_note
+
+    base = dict(lr=1e-3, min_lr=1e-4, warmup_iters=2, max_iters=6, lr_decay_iters=None)
+    stretched = schedule_note(4, base, TrainConfig(**{**base, "max_iters": 12}))
+    assert stretched.endswith("pass --lr-decay-iters 6 to keep the saved schedule (then --min-lr from step 6 on)")
+    for saved, now in ((base, {"max_iters": 12, "lr_decay_iters": 9}), ({**base, "lr_decay_iters": 10}, {"max_iters": 12})):
+        note = schedule_note(4, saved, TrainConfig(**{**base, **now}))
+        assert note.startswith("note: the learning rate of step 5, the first one resumed, is ") and "--lr-decay-iters" not in note
+
+
+def test_data_named_as_a_prepared_file_outside_prepared_data_is_called_a_file(tmp_path):
+    """Mutant R9-45: --data named like a file of prepared data (val.txt, say) was called "a file of
+    the prepared data in its folder" without that folder's meta.json: a text file of one's own."""
+    (tmp_path / "val.txt").write_text("Hello world.\n")
+    with pytest.raises(ValueError, match=rf"^--data {tmp_path / 'val.txt'} is a file; --data is the folder `minigpt prepare`"):
+        pretrain(tiny_cfg(tmp_path / "val.txt", tmp_path / "out"))

@@ -753,3 +753,27 @@ def test_train_warns_when_the_vocabulary_comes_out_smaller_and_names_a_file_pass
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Tokenizer.train(Path("a.txt"), 260, progress=False)  # enough pairs: no warning
+
+
+def test_show_work_shows_the_merges_of_a_long_chunk_too(tok):
+    """Mutant R9-25: merge_chunk sent every chunk over _LONG_CHUNK bytes to the heap, which records
+    no steps, also when show_work asked for them: a long word showed its bytes, then its ids."""
+    word = " internationalization"  # 21 bytes: past _LONG_CHUNK
+    assert len(word.encode()) > tokmod._LONG_CHUNK
+    work = tok.encode_show_work(word)[0]
+    assert len(work["steps"]) == len(work["ranks"]) + 1 > 2 and work["ranks"] == sorted(work["ranks"])
+    assert work["ids"] == tok.encode(word) and len(work["steps"][-1]) == len(work["ids"])
+
+
+def test_the_small_vocabulary_warning_points_at_the_callers_line_and_the_cli_note_survives_w_ignore(tmp_path, capsys):
+    """Mutants R9-28/R9-29: the warning named a line inside minigpt (stacklevel 2), not the call of
+    Tokenizer.train; and the CLI recorded it under the interpreter's filters, so `python -W ignore`
+    (or PYTHONWARNINGS=ignore) lost the note about the smaller vocabulary."""
+    (tmp_path / "a.txt").write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    with pytest.warns(UserWarning, match="of the 4096 tokens asked for") as record:
+        Tokenizer.train(tmp_path / "a.txt", 4096, progress=False)
+    assert [w.filename for w in record] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert climod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "tok")]) == 0
+    assert "note: only " in capsys.readouterr().out

@@ -1859,3 +1859,30 @@ def test_explain_blames_the_model_not_a_penalty_for_its_nan_logits():
         broken.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"^the model produced NaN/inf logits \(check the weights"):
         explain(broken, ByteTokenizer(), PROMPTS[0], steps=2, out=io.StringIO())
+
+
+def test_context_errors_at_the_edges_of_the_prompt_length(pair):
+    """Mutants R9-36/R9-37: a 1-token prompt was told "(after a 1-token prompt, 128 after this
+    one)", the same limit twice; a prompt of exactly n_positions tokens lost its "(at most 1 with
+    this prompt)", the one count of new tokens it can still take."""
+    model, _ = pair
+    with pytest.raises(ValueError, match=r": max_new_tokens can be at most 128 \(after a 1-token prompt\); generate fewer tokens$"):
+        stream(model, torch.tensor([[5]]), max_new_tokens=129)
+    with pytest.raises(ValueError, match=r"a prompt can have at most 127; .* or generate fewer tokens \(at most 1 with this prompt\)$"):
+        stream(model, torch.full((1, 128), 5), max_new_tokens=2)
+
+
+def test_cli_too_long_prompt_advice_at_the_edges(tiny_checkpoint, tmp_path, capsys):
+    """Mutants R9-31/R9-32/R9-33: a --tokenizer DIR that is missing got the advice to pass
+    --tokenizer DIR; room for one token was "keep its last 1 tokens"; a prompt of exactly
+    n_positions tokens was not told that 1 new token would still fit."""
+    from minigpt.generate_cli import main
+
+    assert main(["--model", str(tiny_checkpoint), "--tokenizer", str(tmp_path / "none"), "--prompt", "x"]) == 2
+    assert "does not exist" in (err := capsys.readouterr().err) and "pass --tokenizer" not in err
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 125, "--max-new-tokens", "128"]) == 2
+    assert "has room for 1: shorten it, generate at most 4 tokens, or keep its last token (--truncate-left)" in \
+        capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 128, "--max-new-tokens", "10"]) == 2
+    assert "the prompt is 128 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room for " \
+           "119: shorten it, generate at most 1 token" in capsys.readouterr().err

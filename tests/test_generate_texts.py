@@ -322,3 +322,13 @@ def test_cli_prompts_file_prints_each_window_as_it_is_done(tiny_checkpoint, tmp_
     monkeypatch.setattr(cli, "generate_texts", stops_in_the_second_window)
     assert cli.main(base + ["--temperature", "0"]) == 130
     assert capsys.readouterr().out == "".join(whole.splitlines(keepends=True)[:2])
+
+
+@torch.no_grad()
+def test_a_prompt_as_long_as_the_context_is_told_one_new_token_fits(model):
+    """Mutant R9-39: PromptTooLong left out "(at most 1 for this prompt)" for a prompt of exactly
+    n_positions tokens, which 1 new token still fits."""
+    letters = "".join(chr(ord("a") + k % 26) for k in range(128))
+    with pytest.raises(PromptTooLong, match=r"generate fewer tokens \(at most 1 for this prompt\), or keep"):
+        generate_texts(model, DigitsTokenizer(), [letters], max_new_tokens=10)
+    assert len(generate_texts(model, DigitsTokenizer(), [letters], max_new_tokens=1)) == 1

@@ -612,3 +612,11 @@ def test_replace_stale_eos_takes_the_tokenizers_id_as_begin_and_end():
     assert (config.bos_token_id, config.eos_token_id) == (4095, 4095) and not config.has_stale_eos
     assert not config.replace_stale_eos(7) and config.eos_token_id == 4095
     assert not GPTConfig(vocab_size=4096).replace_stale_eos(None)
+
+
+def test_an_unknown_device_is_answered_with_every_device_name_taken(hf_dir):
+    """Mutant R9-41: the list of devices in the error lacked "auto", which the CLIs' --device
+    default is and resolve_device takes."""
+    with pytest.raises(ValueError, match="'gpu' is not a device: use auto, cpu, cuda, cuda:N or mps$"):
+        GPT.from_pretrained(hf_dir, device="gpu")
+    assert GPT.from_pretrained(hf_dir, device="auto").transformer.wte.weight.device.type in ("cpu", "cuda", "mps")

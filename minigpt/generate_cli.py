@@ -193,7 +193,8 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
     """A prompt that leaves no room for --max-new-tokens, in the CLI's words: what would fit instead.
     (main has refused a --max-new-tokens that leaves no room for any prompt: here a cut always helps.)"""
     n_positions = model.config.n_positions
-    fewer = f"generate at most {n_positions + 1 - e.length} tokens, " if e.length <= n_positions else ""
+    most = n_positions + 1 - e.length  # new tokens this prompt leaves room for
+    fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions else ""
     last = f"its last {e.room} tokens" if e.room > 1 else "its last token"
     return (f"the prompt is {e.length} tokens, but with --max-new-tokens {args.max_new_tokens} the model's context "
             f"n_positions={n_positions} has room for {e.room}: shorten it, {fewer}or keep {last} (--truncate-left)")

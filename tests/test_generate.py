@@ -1885,4 +1885,4 @@ def test_cli_too_long_prompt_advice_at_the_edges(tiny_checkpoint, tmp_path, caps
         capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 128, "--max-new-tokens", "10"]) == 2
     assert "the prompt is 128 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room for " \
-           "119: shorten it, generate at most 1 token" in capsys.readouterr().err
+           "119: shorten it, generate at most 1 token, or keep" in capsys.readouterr().err

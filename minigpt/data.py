@@ -1,7 +1,8 @@
 """Token files for training: text → ids on disk once, then random windows read memory-mapped.
 
 Where it sits: text files → `Tokenizer.encode_batch` → `train.bin` / `val.bin` (this file, once)
-→ `sample_batch` → (x, y) windows → GPT → loss (minigpt/train.py, every step).
+→ `sample_batch` → (x, y) windows → GPT → loss (`minigpt train`, minigpt/pretrain.py, driving
+minigpt/train.py's loop, every step).
 
 Why a file of ids instead of text: tokenizing is slow and training reads the same data many
 times, so it is done once. The ids are stored as raw uint16 (GPT-2's 50,257 ids fit in 16 bits,

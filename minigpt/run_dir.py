@@ -6,7 +6,8 @@ so a crash at any moment leaves the previous version whole, never half of a new 
 alone is appended a record at a time, and `read_log` drops a torn last record.
 
 OUT_DIR layout:
-    config.json, model.safetensors, vocab.json, merges.txt   latest weights (HF layout)
+    config.json, model.safetensors   latest weights (HF layout), beside the tokenizer's files
+                         (vocab.json, merges.txt, ...: the data's, or the fine-tuned model's)
     training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune),
                          the data's fingerprint (what --resume checks the data against)
     best/                the checkpoint with the lowest val loss (+ metrics.json)

@@ -5,7 +5,7 @@ interpreter); this file checks what a CPU cannot exercise: CUDA's attention kern
 transformers on the same device, the compiled decode step as a CUDA graph (mode="reduce-overhead",
 static cache buffers; with the n-gram ban beside it), the fused sampler compiled for the GPU inside the decode loop, the KV
 cache's memory as the allocator sees it, a bf16 + torch.compile training run, and what gradient
-checkpointing saves of a training step's peak memory. Without a GPU
+checkpointing and the chunked loss save of a training step's peak memory. Without a GPU
 these tests are skipped (CI has none); `bash scripts/gpu_check.sh` runs them with the benchmarks.
 """
 from __future__ import annotations

@@ -234,7 +234,10 @@ def train_loop(
     last_saved = step if cfg.resume else None
     tokens_since, time_since = 0, 0.0  # since the last log record (as are loss_since and steps_since)
     bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
-    with StopSignal() as stop_signal, bar:
+    # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
+    # gives the caller's random state back when the loop ends, as if it had never run.
+    caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
+    with caller_rng, StopSignal() as stop_signal, bar:
         model.train()
         while step < cfg.max_iters:
             t0 = time.perf_counter()

@@ -699,6 +699,21 @@ def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     train.train_loop(model, tiny_cfg(data, tmp_path / "out", max_iters=1), lambda split, rng: sample_batch(tokens, 16, 4, rng))
 
 
+def test_train_loop_gives_the_callers_random_state_back(tmp_path):
+    """Each micro-step seeds torch's global generator for its dropout masks. Before, train_loop left
+    it at its last seed, so whatever seed a caller set before, their next draws (a sampled
+    generate() without a seed, say) came out the same; the loop now restores the caller's state."""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    cfg = tiny_cfg(data, tmp_path / "out", max_iters=2)
+    model = build_model(cfg, VOCAB)  # (which seeds the weights' init: before the caller's seed)
+    torch.manual_seed(100)
+    expected = torch.rand(3)
+    torch.manual_seed(100)
+    train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng))
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_bfloat16_autocast_trains_float32_weights_on_cpu(tmp_path):
     """README: TrainConfig(dtype="bfloat16") runs the math in bfloat16 under autocast while the
     weights stay float32. On CPU the matmuls come out in bfloat16, the run completes, the loss

@@ -72,7 +72,26 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
 def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict) -> tuple[torch.Tensor, list[str], set[int]]:
     """What both text functions need beside `stream`'s own arguments: the prompt's ids (1, T), and
     the stop strings and EOS ids that end the text."""
+    check_tokenizer(model, tokenizer, kwargs)
     return prompt_ids(tokenizer, prompt), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
+
+
+def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> None:
+    """The text functions' tokenizer must be the model's own (`GPTConfig.fits_tokenizer`): another's
+    ids mean other tokens to the model, and a larger one's ids would fail only at the decode, after
+    all the work. A model whose config names no <|endoftext|> it has (`has_stale_eos`: a preset
+    given another vocab_size keeps GPT-2's 50256) ends its texts at the tokenizer's, as the CLI
+    does: `kwargs` gets the tokenizer's eos_token_id, unless the caller gave one. (A tokenizer that
+    only encodes and decodes, with no vocab_size, is taken on trust.)"""
+    config, size, eos = model.config, getattr(tokenizer, "vocab_size", None), getattr(tokenizer, "eos_token_id", None)
+    if size is None:
+        return
+    if not config.fits_tokenizer(size, eos):
+        raise ValueError(f"the model has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), "
+                         f"but the tokenizer has {size} (<|endoftext|> = {eos}): its ids would mean other tokens to the "
+                         "model; pass the model's own tokenizer")
+    if kwargs.get("eos_token_id") is None and config.has_stale_eos and eos is not None:
+        kwargs["eos_token_id"] = eos
 
 
 def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
@@ -205,6 +224,7 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     if kwargs.get("streamer") is not None:
         raise ValueError("generate_texts runs the prompts sorted by length, so a streamer would see rows out of order: "
                          "stream a left-padded batch with stream() instead")
+    check_tokenizer(model, tokenizer, kwargs)
     encoded = []
     for i, prompt in enumerate(prompts):
         try:

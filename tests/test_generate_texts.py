@@ -6,6 +6,7 @@ import io
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -332,3 +333,35 @@ def test_a_prompt_as_long_as_the_context_is_told_one_new_token_fits(model):
     with pytest.raises(PromptTooLong, match=r"generate fewer tokens \(at most 1 for this prompt\), or keep"):
         generate_texts(model, DigitsTokenizer(), [letters], max_new_tokens=10)
     assert len(generate_texts(model, DigitsTokenizer(), [letters], max_new_tokens=1)) == 1
+
+
+def test_text_functions_refuse_another_tokenizer_and_end_at_the_tokenizers_eos():
+    """A Python-API audit: (1) GPT-2's tokenizer with the shipped 4,096-token model ran and then
+    failed at the decode (or, ids in range, would give text in the wrong vocabulary): the text
+    functions now refuse it up front, as the CLIs do. (2) A preset given the tokenizer's vocab_size
+    keeps GPT-2's <|endoftext|> id 50256, which it has no row for: its texts now end at the
+    tokenizer's <|endoftext|>, as the CLI's do, instead of running on through it."""
+    from minigpt import GPT, GPTConfig, Tokenizer
+    from minigpt.text_generation import stream_text
+
+    root = Path(__file__).resolve().parent.parent / "checkpoints"
+    tok = Tokenizer.from_pretrained(root / "shakespeare")
+    shipped = GPT.from_pretrained(root / "shakespeare")
+    gpt2_tok = Tokenizer.from_pretrained(root / "gpt2")
+    message = r"4096-token vocabulary \(<\|endoftext\|> = 4095\), but the tokenizer has 50257 .* pass the model's own tokenizer"
+    for call in (lambda: generate_text(shipped, gpt2_tok, "ROMEO:"), lambda: generate_texts(shipped, gpt2_tok, ["ROMEO:"]),
+                 lambda: next(stream_text(shipped, gpt2_tok, "ROMEO:"))):
+        with pytest.raises(ValueError, match=message):
+            call()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size)).eval()
+    assert model.config.has_stale_eos
+    with torch.no_grad():  # every position's logits point at <|endoftext|> (4095): logits = ln_f(h) · wte
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.normal_()
+        model.transformer.wte.weight[tok.eos_token_id] = 100 * model.transformer.ln_f.bias
+    assert generate_text(model, tok, "ROMEO:", max_new_tokens=5) == [""]
+    assert generate_texts(model, tok, ["ROMEO:", "JULIET:"], max_new_tokens=5) == [[""], [""]]
+    assert list(stream_text(model, tok, "ROMEO:", max_new_tokens=5)) == []
+    # An eos_token_id the caller gives still wins.
+    assert generate_text(model, tok, "ROMEO:", max_new_tokens=3, eos_token_id=7) == ["<|endoftext|>" * 3]

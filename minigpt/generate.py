@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import torch
 
 from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
+from minigpt.model import warn_if_training
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
 from minigpt.row_params import Param
@@ -140,6 +141,7 @@ def stream(
     The arguments are checked here, at the call (a generator function would run nothing, its
     checks included, until the first `next`); the steps are `decode_loop`'s.
     """
+    warn_if_training(model, "generating")
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,

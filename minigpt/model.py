@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -311,3 +312,13 @@ def chunked_lm_loss(lm_head: nn.Module, x: torch.Tensor, targets: torch.Tensor) 
     total = sum(torch.utils.checkpoint.checkpoint(summed_loss, xc, tc, use_reentrant=False)
                 for xc, tc in zip(x.split(rows), targets.split(rows)))
     return total / (targets != IGNORE_INDEX).sum()  # the mean over counted positions, as cross_entropy's
+
+
+def warn_if_training(model: nn.Module, doing: str) -> None:
+    """Generation and evaluation are inference. A model left in training mode (as `train_loop` leaves
+    it, and `model.train()` sets) drops activations at random there, so its tokens and scores
+    change from call to call and differ from transformers'. The call runs as asked, with a warning
+    (transformers runs it without one)."""
+    if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        warnings.warn(f"{doing} with the model in training mode: dropout is on, so results change from call to call; "
+                      "call model.eval() first", stacklevel=3)

@@ -1886,3 +1886,20 @@ def test_cli_too_long_prompt_advice_at_the_edges(tiny_checkpoint, tmp_path, caps
     assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 128, "--max-new-tokens", "10"]) == 2
     assert "the prompt is 128 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room for " \
            "119: shorten it, generate at most 1 token, or keep" in capsys.readouterr().err
+
+
+def test_generating_with_dropout_on_warns():
+    """A Python-API audit: after train_loop (or model.train()) a model generates with dropout on,
+    so greedy tokens changed from call to call, silently. It still runs as asked, with a warning;
+    in eval mode, or with no dropout to apply, there is none."""
+    import warnings
+
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64, dropout=0.1))
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.warns(UserWarning, match=r"generating with the model in training mode: dropout is on, .* model.eval\(\)"):
+        generate(model.train(), ids, max_new_tokens=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        generate(model.eval(), ids, max_new_tokens=2)
+        model.set_dropout(0.0)
+        generate(model.train(), ids, max_new_tokens=2)

@@ -9,7 +9,9 @@ Pooling. GPT-2 attends causally, so only the *last* real token has seen the whol
 state is the natural summary, and it is what Hugging Face's `GPT2ForSequenceClassification` uses.
 Mean pooling (average over real tokens) is offered as an alternative. Batches must be
 right-padded (real tokens, then padding): with causal attention a real token never looks at the
-pads to its right, so the backbone needs no attention mask at all.
+pads to its right, so the backbone needs no attention mask at all. Called with ids alone, the
+classifier finds the padding from `pad_token_id` as HF does (the rightmost non-pad token is the last
+real one), so `clf(ids)` and `clf(ids, mask)` agree on a right-padded batch, as HF's do.
 
 Checkpoints use HF's layout: `transformer.*` (the GPT-2 weights), `score.weight` (num_labels, C),
 no bias, and config.json with `architectures: [GPT2ForSequenceClassification]`, `id2label` and
@@ -63,8 +65,8 @@ class GPTClassifier(nn.Module):
         self.config: GPTConfig = gpt.config
         self.num_labels, self.pooling, self.hidden = num_labels, pooling, tuple(hidden)
         self.id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}  # HF's default names
-        # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF needs it to find each row's
-        # last real token; minigpt uses the attention mask instead, so this is only saved.
+        # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF uses it to find each row's
+        # last real token; minigpt uses the attention mask, or derives one from it when none is given.
         self.pad_token_id = self.config.eos_token_id if pad_token_id is None else pad_token_id
         widths = (self.config.n_embd, *self.hidden)
         layers: list[nn.Module] = []
@@ -88,6 +90,19 @@ class GPTClassifier(nn.Module):
         m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         return (h * m).sum(dim=1) / lengths.unsqueeze(-1).to(h.dtype)  # (B, C)
 
+    def mask_from_padding(self, idx: torch.Tensor) -> torch.Tensor:
+        """The mask HF's GPT2ForSequenceClassification implies when given only ids: each row is real
+        up to its rightmost token that is not `pad_token_id`, padding after it. So the last-token
+        pool is exactly HF's: a row with no pad ends at its last token, and a row of nothing but pad
+        keeps token 0 (HF's argmax of all zeros). Mean pooling averages over the same tokens. Like
+        HF, a text's own trailing `<|endoftext|>` (the usual pad) counts as padding: pass a mask to
+        keep it. Without a `pad_token_id` every token is real (HF then takes the last token too)."""
+        if idx.dim() != 2 or self.pad_token_id is None:
+            return torch.ones_like(idx)  # a wrong shape is reported by _check_inputs
+        positions = torch.arange(idx.size(1), device=idx.device)  # (T,)
+        last = (positions * (idx != self.pad_token_id)).argmax(dim=1, keepdim=True)  # (B, 1)
+        return (positions <= last).long()  # (B, T): 1…1 0…0
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -96,10 +111,11 @@ class GPTClassifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token ids (B, T), mask (B, T) of 1 = real / 0 = pad → (logits (B, num_labels), loss).
 
+        Without a mask, padding is found from `pad_token_id` as HF finds it (`mask_from_padding`).
         `loss` is the mean cross-entropy against `labels` (B,) when given, else None.
         """
         if attention_mask is None:
-            attention_mask = torch.ones_like(idx)
+            attention_mask = self.mask_from_padding(idx)
         _check_inputs(idx, attention_mask, labels, self.num_labels)
         h = self.gpt.hidden_states(idx)  # (B, T, C)
         logits = self.score(self.pool(h, attention_mask))  # (B, num_labels)

@@ -208,3 +208,26 @@ def test_the_head_takes_the_backbones_dtype():
     idx, mask = _batch()
     logits, loss = clf(idx, mask, labels=torch.tensor([0, 1, 2]))
     assert logits.shape == (3, 3) and logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_without_a_mask_the_padding_is_found_from_pad_token_id_as_transformers_does(pooling):
+    """ids alone: the rightmost non-pad token is each row's last real one, as in HF's
+    GPT2ForSequenceClassification, so a right-padded batch gives the masked logits, not a pad's."""
+    clf = _classifier(pooling=pooling)
+    idx, mask = _batch()
+    idx = torch.cat([idx, torch.full((1, 9), PAD)])  # a row of nothing but pad: HF pools token 0
+    mask = torch.cat([mask, torch.tensor([[1] + [0] * 8])])
+    assert (clf.mask_from_padding(idx) == mask).all()
+    with torch.no_grad():
+        masked, unmasked = clf(idx, mask)[0], clf(idx)[0]
+    assert (masked - unmasked).abs().max().item() == 0
+    if pooling == "last":  # mean pooling is a minigpt extension: transformers has nothing to compare
+        with tempfile.TemporaryDirectory() as d:
+            clf.save_pretrained(d)
+            hf = GPT2ForSequenceClassification.from_pretrained(d).eval()
+        with torch.no_grad():
+            diff = (unmasked - hf(idx).logits).abs().max().item()
+        assert diff < 1e-6
+    clf.pad_token_id = None  # no pad id: every token is real, so the last token is pooled
+    assert (clf.mask_from_padding(idx) == 1).all()

@@ -19,6 +19,9 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
+import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -160,6 +163,47 @@ def check_finite(logits: torch.Tensor, message: str = NONFINITE) -> None:
         raise FloatingPointError(message)
 
 
+# Each sampling parameter's "off" value: at it, a parameter changes no draw.
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+
+
+def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> None:
+    """UserWarning naming the sampling parameters that the decoding mode ignores, as transformers
+    warns: greedy decoding (do_sample=False) and beam search take the most likely tokens, so a
+    temperature or a filter set there changes nothing; and temperature=0 is greedy even when
+    sampling, so a filter beside it changes nothing either. Not an error, as in transformers (the
+    CLI, which knows which flags were typed, refuses them). Set means a number other than the
+    parameter's off value, or a tensor (values per row are no accident). Temperature 0 is greedy
+    itself, so with do_sample=False it is no contradiction. seed is left out: harmless anywhere."""
+    def is_set(name: str) -> bool:
+        value = sampling[name]
+        return isinstance(value, torch.Tensor) or value != SAMPLING_DEFAULTS[name]
+    if num_beams > 1 or not do_sample:
+        greedy_temperature = not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0
+        unused = [n for n in SAMPLING_DEFAULTS if is_set(n) and not (n == "temperature" and greedy_temperature)]
+        mode = (f"beam search (num_beams={num_beams}) keeps the most likely beams" if num_beams > 1 else
+                "do_sample=False decodes greedily, taking the most likely token")
+        fix = "use num_beams=1 and do_sample=True to sample" if num_beams > 1 else "pass do_sample=True to sample"
+    elif not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0:
+        unused = [n for n in ("top_k", "top_p", "min_p") if is_set(n)]
+        mode, fix = "temperature=0 decodes greedily, taking the most likely token", "use a temperature > 0 to sample"
+    else:
+        return
+    if unused:
+        given = ", ".join(f"{n}={'(a tensor)' if isinstance(sampling[n], torch.Tensor) else sampling[n]}" for n in unused)
+        warnings.warn(f"{mode}, so {given} {'is' if len(unused) == 1 else 'are'} ignored: {fix}, or drop "
+                      f"{'it' if len(unused) == 1 else 'them'}", UserWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
+    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
+    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 @dataclass
 class DecodeArgs:
     """`stream`'s arguments once `check_arguments` has checked them: what the decode loop reads."""
@@ -200,6 +244,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
+    given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)  # before per_row
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     no_repeat_ngram_size = check_ngram_size(no_repeat_ngram_size)
     check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
@@ -235,6 +280,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
                          "are not supported with num_beams > 1")
     # Temperature 0 (one number for all rows) is greedy even when sampling: no filter changes the argmax.
     greedy = not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0)
+    warn_unused_sampling(num_beams, do_sample, given_sampling)
     backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler")  # one this device lacks: refused here
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,

@@ -4,6 +4,7 @@ import importlib
 import io
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -1903,3 +1904,33 @@ def test_generating_with_dropout_on_warns():
         generate(model.eval(), ids, max_new_tokens=2)
         model.set_dropout(0.0)
         generate(model.train(), ids, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("kw, named", [
+    (dict(temperature=0.7), ["temperature=0.7", "do_sample=False", "do_sample=True"]),
+    (dict(top_k=5, top_p=0.9, min_p=0.1), ["top_k=5, top_p=0.9, min_p=0.1 are ignored"]),
+    (dict(num_beams=2, top_k=5, temperature=0.5), ["beam search (num_beams=2)", "temperature=0.5, top_k=5 are"]),
+    (dict(do_sample=True, temperature=0, top_p=0.5), ["temperature=0 decodes greedily", "top_p=0.5 is ignored"]),
+    (dict(temperature=torch.tensor([0.5, 1.0])), ["temperature=(a tensor)"]),
+])
+def test_sampling_parameters_the_mode_ignores_are_warned_about_at_the_users_call(pair, kw, named):
+    """As transformers warns: greedy decoding and beam search draw nothing, so a temperature or a
+    filter there would silently do nothing. The warning points at this file (the user's call)."""
+    model, _ = pair
+    ids = torch.tensor([PROMPTS[0], PROMPTS[0]])
+    with pytest.warns(UserWarning) as caught:
+        generate(model, ids, max_new_tokens=2, eos_token_id=[], **kw)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    for text in named:
+        assert text in str(caught[0].message)
+
+
+def test_sampling_parameters_that_do_something_are_not_warned_about(pair):
+    model, _ = pair
+    ids = torch.tensor([PROMPTS[0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kw in (dict(), dict(temperature=0), dict(seed=3), dict(num_beams=2, seed=3),
+                   dict(do_sample=True, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, seed=0),
+                   dict(do_sample=True, temperature=torch.tensor([0.0]), top_p=0.5, seed=0)):
+            generate(model, ids, max_new_tokens=2, eos_token_id=[], **kw)

@@ -128,6 +128,8 @@ def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tenso
         eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
     if isinstance(eos_token_id, numbers.Integral):
         return [int(eos_token_id)]
+    if isinstance(eos_token_id, (str, bytes)) or not hasattr(eos_token_id, "__iter__"):  # 5.0, "5": not ids
+        raise TypeError(f"eos_token_id must be an integer or a list of them, got {eos_token_id!r}")
     return [as_count("eos_token_id", t) for t in eos_token_id]
 
 
@@ -241,6 +243,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config
     eos = eos_list(model, eos_token_id)
+    pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)  # 5.0 would fail in the embedding
+    seed = None if seed is None else as_count("seed", seed)  # torch's manual_seed would say "expected a long"
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)

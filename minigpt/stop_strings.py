@@ -27,7 +27,12 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     list of its characters that iterating over it would give."""
     if stop is None:
         return []
-    return [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(stop, str):
+        return [stop]
+    stops = list(stop) if hasattr(stop, "__iter__") else None
+    if stops is None or not all(isinstance(s, str) for s in stops):  # 5 would fail deep in StopStrings
+        raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
+    return stops
 
 
 def first_stop(text: str, stops: list[str]) -> int:

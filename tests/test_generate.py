@@ -3,6 +3,7 @@ strings and min_new_tokens; streaming; errors; the compiled decode step."""
 import importlib
 import io
 import json
+import re
 import shutil
 import warnings
 
@@ -1013,6 +1014,32 @@ def test_a_count_that_is_not_an_integer_is_named(pair, name, value):
     with pytest.raises(TypeError, match=rf"{name} must be an integer, got {value}"):
         generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
     assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=torch.tensor(3)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("pad_token_id", 5.0, "pad_token_id must be an integer, got 5.0"),
+    ("eos_token_id", 5.0, "eos_token_id must be an integer or a list of them, got 5.0"),
+    ("eos_token_id", "5", "eos_token_id must be an integer or a list of them, got '5'"),
+    ("eos_token_id", [5, 1.5], "eos_token_id must be an integer, got 1.5"),
+    ("seed", 1.5, "seed must be an integer, got 1.5"),
+    ("seed", "1", "seed must be an integer, got '1'"),
+])
+def test_a_token_id_or_seed_that_is_not_an_integer_is_named(pair, name, value, message):
+    """pad_token_id=5.0 passed the range check and failed in the embedding, eos_token_id=5.0 as
+    "'float' object is not iterable", and seed=1.5 in torch's manual_seed ("expected a long")."""
+    model, _ = pair
+    with pytest.raises(TypeError, match=re.escape(message)):
+        generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, **{name: value})
+    assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, seed=np.int64(1),
+                    pad_token_id=torch.tensor(5)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("stop", [["\n", 5], 5, [b"x"]])
+def test_a_stop_that_is_not_strings_is_named(pair, stop):
+    """stop=["\n", 5] failed with an AttributeError deep in StopStrings."""
+    model, _ = pair
+    with pytest.raises(TypeError, match="stop must be a string or a list of strings, got"):
+        generate_text(model, ByteTokenizer(), "hi", max_new_tokens=3, stop=stop)
 
 
 @torch.no_grad()

@@ -66,11 +66,30 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int,
     return nll_sum, int(scored.sum()), scored
 
 
+def check_ids(model, ids) -> torch.Tensor:
+    """ids as a (N,) integer tensor: (1, N) (one text, as the tokenizer returns it) is squeezed. A
+    list, float ids or ids outside the vocabulary would fail deep inside torch; here they are named."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"ids must be a tensor of token ids, (N,) or (1, N); got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex():  # would fail in the embedding (or be truncated)
+        raise TypeError(f"ids must be an integer tensor of token ids, got {ids.dtype}")
+    if ids.dim() == 2 and ids.size(0) == 1:
+        ids = ids[0]
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be (N,) or (1, N): one text's token ids, got shape {tuple(ids.shape)}")
+    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < model.config.vocab_size):
+        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+        raise ValueError(f"ids must be in [0, vocab_size={model.config.vocab_size}), got token id {bad}")
+    return ids
+
+
 def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None,
                progress: bool = False, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
     """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored, "nll_sum": their
     total nats}, and with `token_bytes` (V,), each token's length in bytes, "bpb": bits per byte of
-    the scored tokens. max_length defaults to the context, stride to half of max_length."""
+    the scored tokens. max_length defaults to the context, stride to half of max_length. ids: (N,)
+    token ids, or (1, N) as the tokenizer's return_tensors="pt" gives them."""
+    ids = check_ids(model, ids)
     max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
     if not 2 <= max_length <= model.config.n_positions:  # a window's first token has no context: 1 scores nothing
         raise ValueError(f"max_length must be in [2, n_positions={model.config.n_positions}] (a window's first token "

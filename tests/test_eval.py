@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -169,6 +170,21 @@ def test_default_stride_is_half_the_window_and_scores_every_token_but_the_first(
     assert default["tokens"] == 39  # with stride < max_length every token but the first is scored
     assert perplexity(model, ids, max_length=8, stride=8)["tokens"] < 39
     assert math.isclose(default["ppl"], math.exp(default["nll"]))
+
+
+def test_ids_as_the_tokenizer_returns_them_and_bad_ids_are_named():
+    """A (1, N) tensor (the tokenizer's return_tensors="pt") failed in torch.cat ("Tensors must
+    have same number of dimensions"), a list with an AttributeError, float ids in the embedding."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=16)).eval()
+    ids = torch.randint(0, 50, (20,), generator=torch.Generator().manual_seed(1))
+    assert perplexity(model, ids[None], max_length=8) == perplexity(model, ids, max_length=8)
+    for bad, error, message in [(ids.tolist(), TypeError, "ids must be a tensor of token ids, (N,) or (1, N); got list"),
+                                (ids.float(), TypeError, "ids must be an integer tensor of token ids, got torch.float32"),
+                                (ids.view(2, 10), ValueError, "ids must be (N,) or (1, N): one text's token ids, got shape (2, 10)"),
+                                (ids + 40, ValueError, "ids must be in [0, vocab_size=50), got token id")]:
+        with pytest.raises(error, match=re.escape(message)):
+            perplexity(model, bad, max_length=8)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import os
 import types
 import typing
@@ -108,6 +109,13 @@ class TrainConfig:
             path = getattr(self, name)
             if path and os.path.exists(path):
                 setattr(self, name, os.path.abspath(path))
+        # Counts are ints (as GPTConfig's sizes): batch_size=4.0 would fail in torch.randint with an
+        # overload list, 2.5 steps would pass every comparison below. (Annotations are strings here.)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "int | None") and not (value is None and f.type == "int | None") and \
+                    (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise TypeError(f"{f.name} must be an int, got {value!r}")
         if self.allow_new_data and not self.resume:
             raise ValueError("allow_new_data applies to --resume only: a new run has no earlier data to differ from")
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):

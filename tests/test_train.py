@@ -776,6 +776,19 @@ def test_config_refuses_values_at_the_edge_of_their_range(change, error):
         TrainConfig(**change)
 
 
+@pytest.mark.parametrize("change, error", [
+    (dict(batch_size=4.0), "batch_size must be an int, got 4.0"),  # failed in torch.randint with an overload list
+    (dict(max_iters=2.5), "max_iters must be an int, got 2.5"),
+    (dict(eval_interval=True), "eval_interval must be an int, got True"),
+    (dict(block_size="8"), "block_size must be an int, got '8'"),
+    (dict(seed=None), "seed must be an int, got None"),
+])
+def test_config_refuses_counts_that_are_not_ints(change, error):
+    with pytest.raises(TypeError, match=re.escape(error)):
+        TrainConfig(**change)
+    TrainConfig(batch_size=np.int64(4), block_size=None)  # a NumPy int is an int; None means "unset"
+
+
 def test_bad_data_errors(tmp_path):
     data = make_data(tmp_path / "data", top_id=VOCAB)
     with pytest.raises(ValueError, match=rf"token id {VOCAB}, outside the model's vocabulary \[0, {VOCAB}\)"):

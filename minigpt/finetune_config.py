@@ -23,7 +23,7 @@ import torch
 
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import PRESETS
-from minigpt.lora import DEFAULT_TARGETS, find_lora_targets
+from minigpt.lora import DEFAULT_TARGETS, find_lora_targets, target_names
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR
 from minigpt.train_config import TrainConfig, flag
@@ -40,11 +40,6 @@ SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkp
 # The same for the options of one task.
 TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
 TASK_OPTIONS["chunked_loss"] = "lm"  # a classifier's loss is over its labels: no vocabulary-wide logits to chunk
-
-
-def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
-    """LoRA targets as a tuple: "c_attn, c_proj" (as the CLI's flag spells them) is two names, not its characters."""
-    return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
 
 
 def hidden_widths(spec: str) -> tuple[int, ...]:

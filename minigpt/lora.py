@@ -17,6 +17,7 @@ Not handled: unmerging (merge is one-way, for export), and adapters on the embed
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -25,8 +26,15 @@ import torch.nn as nn
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
+def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
+    """LoRA targets as a tuple: "c_attn, c_proj" (as the CLI's flag spells them) is two names, not its characters."""
+    return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
+
+
 def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, name: str = "the layer") -> None:
     """Refuse an adapter of this rank, alpha and dropout on `base` (named `name` in errors)."""
+    if not isinstance(rank, numbers.Integral) or isinstance(rank, bool):  # 2.5 failed in torch.empty
+        raise TypeError(f"LoRA rank must be a positive int, got {rank!r}")
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
     if rank > min(base.in_features, base.out_features):
@@ -79,20 +87,21 @@ class LoRALinear(nn.Module):
 
 def inject_lora(
     model: nn.Module,
-    targets: tuple[str, ...] = DEFAULT_TARGETS,
+    targets: tuple[str, ...] | str = DEFAULT_TARGETS,
     rank: int = 8,
     alpha: float = 16.0,
     dropout: float = 0.0,
 ) -> list[str]:
     """Wrap every `nn.Linear` whose name ends with one of `targets` in a `LoRALinear`.
 
+    `targets` may be one string, "c_attn" or "c_attn, c_proj" (as `apply_strategy` takes them).
     Matching is on whole name components, so "c_proj" selects both `attn.c_proj` and
     `mlp.c_proj`, and "attn.c_proj" only the first. Returns the wrapped modules' names.
     Only the adapters' A and B have requires_grad afterwards *inside the wrapped layers*; the
     rest of the model is left as it was (`finetune.apply_strategy` freezes it). Every layer is
     checked before the first is wrapped, so a refused call leaves the model as it was.
     """
-    chosen = find_lora_targets(model, targets, rank, alpha, dropout)
+    chosen = find_lora_targets(model, target_names(targets), rank, alpha, dropout)  # "c_attn" is one name
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
@@ -100,8 +109,9 @@ def inject_lora(
     return chosen
 
 
-def find_lora_targets(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, dropout: float) -> list[str]:
+def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: int, alpha: float, dropout: float) -> list[str]:
     """The names of the layers `inject_lora` would wrap, each checked for these adapters; changes nothing."""
+    targets = target_names(targets)
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
     chosen = [

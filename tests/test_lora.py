@@ -1,4 +1,5 @@
 """LoRA adapters: start as a no-op, train only A/B, and merge into plain weights exactly."""
+import re
 import tempfile
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from minigpt import GPT, GPTConfig
+from minigpt.finetune import apply_strategy
 from minigpt.lora import LoRALinear, inject_lora, merge_lora
 
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=0, eos_token_id=0)
@@ -99,6 +101,20 @@ def test_bad_lora_arguments():
     inject_lora(model)
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         inject_lora(model)
+
+
+def test_targets_as_one_string_and_a_rank_that_is_no_int():
+    """inject_lora(model, "c_attn") split the string into its characters (apply_strategy did not);
+    rank=2.5 failed in torch.empty ("empty() takes 1 positional argument")."""
+    assert inject_lora(_model(), "c_attn", rank=2) == [f"transformer.h.{i}.attn.c_attn" for i in range(CFG.n_layer)]
+    assert inject_lora(_model(), "c_attn, mlp.c_fc", rank=2) == inject_lora(_model(), ("c_attn", "mlp.c_fc"), rank=2)
+    for rank in (2.5, True, "2"):
+        model = _model()
+        with pytest.raises(TypeError, match=re.escape(f"LoRA rank must be a positive int, got {rank!r}")):
+            inject_lora(model, rank=rank)
+        assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    with pytest.raises(TypeError, match="LoRA rank must be a positive int, got 2.5"):
+        apply_strategy(_model(), "lora", lora_rank=2.5)
 
 
 def test_a_rank_too_big_for_a_later_layer_changes_nothing():

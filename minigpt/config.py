@@ -61,6 +61,17 @@ class GPTConfig:
                 none_means = ", or None for 4 * n_embd;" if name == "n_inner" else ","
                 raise ValueError(f"{name} must be positive{none_means} got {value}")
             setattr(self, name, int(value))
+        # Token ids are ints; EOS may also be a list of them, as some HF configs hold. One outside the
+        # vocabulary (GPT-2's 50256 kept by a smaller one, as older checkpoints hold, or a negative
+        # one) loads as a stale id (`has_stale_eos`), so only the type is checked: "a" or 5.0 would
+        # be taken for the id that ends every text.
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            ids = value if name == "eos_token_id" and isinstance(value, list) else [value]
+            if any(not isinstance(t, numbers.Integral) or isinstance(t, bool) for t in ids):
+                some = " or a list of ints" if name == "eos_token_id" else ""
+                raise TypeError(f"{name} must be an int{some}, got {value!r}")
+            setattr(self, name, [int(t) for t in ids] if isinstance(value, list) else int(value))
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         for name, ok, allowed in (("dropout", lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),

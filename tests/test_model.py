@@ -8,6 +8,7 @@ relative to the largest logit.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -233,6 +234,30 @@ def test_sequence_longer_than_context_is_refused():
 def test_config_values_of_the_wrong_type_or_range_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(eos_token_id="a"), TypeError, "eos_token_id must be an int or a list of ints, got 'a'"),
+    (dict(eos_token_id=5.0), TypeError, "eos_token_id must be an int or a list of ints, got 5.0"),
+    (dict(eos_token_id=[5, "a"]), TypeError, "eos_token_id must be an int or a list of ints, got [5, 'a']"),
+    (dict(bos_token_id=True), TypeError, "bos_token_id must be an int, got True"),
+    (dict(bos_token_id=[1]), TypeError, "bos_token_id must be an int, got [1]"),
+])
+def test_config_token_ids_that_are_no_ids_name_the_field(kwargs, error, match):
+    """eos_token_id="a" or 5.0 was accepted, and taken for the id that ends every text. (A negative
+    id is stale, as one past the vocabulary: test_checkpoint's test_an_eos_id_that_is_no_row...)"""
+    with pytest.raises(error, match=re.escape(match)):
+        GPTConfig(**kwargs)
+
+
+def test_config_token_ids_past_the_vocabulary_or_a_list_of_eos_ids_still_load():
+    """A stale EOS (GPT-2's 50256 in a smaller vocabulary) and an HF config's list of EOS ids load."""
+    assert GPTConfig.gpt2("gpt2-tiny", vocab_size=100).has_stale_eos
+    d = GPTConfig.gpt2("gpt2-tiny").to_hf_dict()
+    d.update(eos_token_id=[np.int64(3), 50256], bos_token_id=np.int64(7))
+    config = GPTConfig.from_hf_dict(d)
+    assert (config.eos_token_id, config.bos_token_id, type(config.bos_token_id)) == ([3, 50256], 7, int)
+    assert config.has_stale_eos
 
 
 def test_numpy_numbers_from_a_sweep_are_plain_numbers_in_the_config(tmp_path):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minigpt.model import IGNORE_INDEX  # the label of a context-only position: the loss skips it
+from minigpt.model import IGNORE_INDEX, warn_if_training  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
 
 @torch.no_grad()
@@ -90,6 +90,7 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
     the scored tokens. max_length defaults to the context, stride to half of max_length. ids: (N,)
     token ids, or (1, N) as the tokenizer's return_tensors="pt" gives them."""
     ids = check_ids(model, ids)
+    warn_if_training(model, "scoring")
     max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
     if not 2 <= max_length <= model.config.n_positions:  # a window's first token has no context: 1 scores nothing
         raise ValueError(f"max_length must be in [2, n_positions={model.config.n_positions}] (a window's first token "

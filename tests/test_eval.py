@@ -213,3 +213,20 @@ def test_bits_per_byte_count_utf8_bytes_not_characters(model_dir, tmp_path, caps
     scored_bytes = len(text.encode()) - len(tok.decode_bytes([int(ids[0])]))  # all but the first token's
     assert scored_bytes < len(text.encode()) and len(text) < len(text.encode()) - 20
     assert f"{nll_sum / math.log(2) / scored_bytes:.4f} bits/byte" in capsys.readouterr().out
+
+
+def test_scoring_with_dropout_on_warns():
+    """A Python-API audit: perplexity of a model left in training mode (dropout 0.1) came out higher
+    and different on every call, silently; it now warns, and in eval mode it does not."""
+    import warnings
+
+    from minigpt import GPT, GPTConfig
+    from minigpt.evaluate import perplexity
+
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64, dropout=0.1))
+    ids = torch.randint(0, 64, (40,))
+    with pytest.warns(UserWarning, match=r"scoring with the model in training mode: dropout is on"):
+        perplexity(model.train(), ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        perplexity(model.eval(), ids)

@@ -113,8 +113,9 @@ class TrainConfig:
         # overload list, 2.5 steps would pass every comparison below. (Annotations are strings here.)
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type in ("int", "int | None") and not (value is None and f.type == "int | None") and \
-                    (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+            if f.type not in ("int", "int | None") or (value is None and f.type == "int | None"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{f.name} must be an int, got {value!r}")
         if self.allow_new_data and not self.resume:
             raise ValueError("allow_new_data applies to --resume only: a new run has no earlier data to differ from")

@@ -230,3 +230,18 @@ def test_scoring_with_dropout_on_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         perplexity(model.eval(), ids)
+
+
+def test_ids_at_the_vocabulary_edges_and_complex_ids_are_named():
+    """Mutants R10-11/R10-13/R10-14: an id equal to vocab_size passed the range check (and failed in
+    the embedding); a negative id was reported as the largest id instead of itself; complex ids
+    passed the dtype check."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=16)).eval()
+    ids = torch.tensor([0, 3, 49, 7])
+    perplexity(model, ids, max_length=4)  # 0 and vocab_size - 1 are ids
+    with pytest.raises(ValueError, match=re.escape("ids must be in [0, vocab_size=50), got token id 50")):
+        perplexity(model, torch.tensor([1, 50, 2]), max_length=4)
+    with pytest.raises(ValueError, match=re.escape("ids must be in [0, vocab_size=50), got token id -3")):
+        perplexity(model, torch.tensor([1, -3, 49]), max_length=4)
+    with pytest.raises(TypeError, match="ids must be an integer tensor of token ids, got torch.complex64"):
+        perplexity(model, ids.to(torch.complex64), max_length=4)

@@ -1939,6 +1939,8 @@ def test_generating_with_dropout_on_warns():
     (dict(num_beams=2, top_k=5, temperature=0.5), ["beam search (num_beams=2)", "temperature=0.5, top_k=5 are"]),
     (dict(do_sample=True, temperature=0, top_p=0.5), ["temperature=0 decodes greedily", "top_p=0.5 is ignored"]),
     (dict(temperature=torch.tensor([0.5, 1.0])), ["temperature=(a tensor)"]),
+    (dict(top_k=torch.tensor([5, 3])), ["top_k=(a tensor) is ignored", "or drop it"]),  # Mutants R10-24/R10-30
+    (dict(top_p=0.9, min_p=0.1), ["top_p=0.9, min_p=0.1 are ignored", "or drop them"]),
 ])
 def test_sampling_parameters_the_mode_ignores_are_warned_about_at_the_users_call(pair, kw, named):
     """As transformers warns: greedy decoding and beam search draw nothing, so a temperature or a

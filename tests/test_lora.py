@@ -191,3 +191,15 @@ def test_inject_passes_its_dropout_on_and_freezes_only_the_wrapped_layers():
     assert model.transformer.h[0].mlp.c_fc.weight.requires_grad and model.transformer.wte.weight.requires_grad
     with pytest.raises(ValueError, match=r"LoRA dropout must be in \[0, 1\), got 1.0"):  # mutant R7-11: 1.0 drops every input
         inject_lora(_model(), dropout=1.0)
+
+
+def test_target_string_with_a_stray_comma_and_find_lora_targets_taking_a_string():
+    """Mutants R10-37/R10-40: "c_attn," (a trailing comma, as a shell line may leave) gave an empty
+    target name beside c_attn; find_lora_targets, which finetune_config calls on its own, split a
+    one-string target into its characters."""
+    from minigpt.lora import find_lora_targets, target_names
+
+    assert target_names("c_attn, ") == target_names(" c_attn ,,") == ("c_attn",)
+    expected = [f"transformer.h.{i}.attn.c_attn" for i in range(CFG.n_layer)]
+    assert inject_lora(_model(), "c_attn,", rank=2) == expected
+    assert find_lora_targets(_model(), "c_attn", 2, 4.0, 0.0) == expected

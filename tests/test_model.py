@@ -562,3 +562,12 @@ def test_chunked_loss_leaves_a_call_without_targets_alone():
         logits, loss = model(idx)
         assert loss is None and torch.equal(logits, expected)
         assert torch.equal(model(idx, logits_to_keep=1)[0], expected[:, -1:])
+
+
+def test_token_ids_just_past_the_vocabulary_or_negative_are_written_as_null(tmp_path):
+    """Mutants R10-44/R10-45: an id equal to vocab_size, or a negative one (both stale: no row of
+    the model), was written to config.json as it was instead of null; vocab_size - 1 and 0 are ids."""
+    d = GPTConfig.gpt2("gpt2-tiny", vocab_size=300, bos_token_id=-1, eos_token_id=300).to_hf_dict()
+    assert (d["bos_token_id"], d["eos_token_id"]) == (None, None)
+    d = GPTConfig.gpt2("gpt2-tiny", vocab_size=300, bos_token_id=0, eos_token_id=299).to_hf_dict()
+    assert (d["bos_token_id"], d["eos_token_id"]) == (0, 299)

@@ -19,13 +19,12 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-import os
-import sys
 import warnings
 from dataclasses import dataclass
 
 import torch
 
+from minigpt.model import caller_stacklevel
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
 from minigpt.sampling import check_backend, check_sampling_params, resolve_backend
@@ -194,16 +193,7 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
     if unused:
         given = ", ".join(f"{n}={'(a tensor)' if isinstance(sampling[n], torch.Tensor) else sampling[n]}" for n in unused)
         warnings.warn(f"{mode}, so {given} {'is' if len(unused) == 1 else 'are'} ignored: {fix}, or drop "
-                      f"{'it' if len(unused) == 1 else 'them'}", UserWarning, stacklevel=_caller_level())
-
-
-def _caller_level() -> int:
-    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
-    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
-    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level
+                      f"{'it' if len(unused) == 1 else 'them'}", UserWarning, stacklevel=caller_stacklevel())
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 
 import torch
@@ -321,4 +322,13 @@ def warn_if_training(model: nn.Module, doing: str) -> None:
     (transformers runs it without one)."""
     if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         warnings.warn(f"{doing} with the model in training mode: dropout is on, so results change from call to call; "
-                      "call model.eval() first", stacklevel=3)
+                      "call model.eval() first", stacklevel=caller_stacklevel())  # generate → stream → here
+
+
+def caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
+    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
+    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level

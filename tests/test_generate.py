@@ -1963,3 +1963,20 @@ def test_sampling_parameters_that_do_something_are_not_warned_about(pair):
                    dict(do_sample=True, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, seed=0),
                    dict(do_sample=True, temperature=torch.tensor([0.0]), top_p=0.5, seed=0)):
             generate(model, ids, max_new_tokens=2, eos_token_id=[], **kw)
+
+
+def test_the_dropout_warning_points_at_the_users_call():
+    """Mutant R10-8 (a bug): the training-mode warning used a fixed stacklevel=3, which is the
+    user's line for stream() and perplexity() but minigpt/generate.py for generate() (generate →
+    stream → warn), so the warning named minigpt's line, and Python's once-per-location default
+    showed it once for all of a program's generate calls. It now names the user's call, as the
+    ignored-sampling warning does."""
+    from minigpt.evaluate import perplexity
+
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64, dropout=0.1)).train()
+    ids = torch.tensor([[1, 2, 3]])
+    for call in (lambda: generate(model, ids, max_new_tokens=2), lambda: list(stream(model, ids, max_new_tokens=2)),
+                 lambda: perplexity(model, torch.randint(0, 64, (40,)))):
+        with pytest.warns(UserWarning, match="training mode") as caught:
+            call()
+        assert [w.filename for w in caught] == [__file__]

@@ -106,6 +106,15 @@ class GPTConfig:
         fits = vocab_size == self.vocab_size or (vocab_size < self.vocab_size and eos_token_id is not None)
         return fits and eos_token_id in (None, self.eos_token_id)
 
+    def tokenizer_mismatch(self, vocab_size: int, eos_token_id: int | None, model: str = "the model",
+                           tokenizer: str = "the tokenizer") -> str | None:
+        """Why a tokenizer is not this model's own (`fits_tokenizer`), in the words every caller's
+        error starts with (naming `model` and `tokenizer` as it knows them); None when it fits."""
+        if self.fits_tokenizer(vocab_size, eos_token_id):
+            return None
+        return (f"{model} has a {self.vocab_size}-token vocabulary (<|endoftext|> = {self.eos_token_id}), but {tokenizer} "
+                f"has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens to the model")
+
     @property
     def has_stale_eos(self) -> bool:
         """config.json names an <|endoftext|> id the model has no row for: GPT-2's 50256 in a smaller

@@ -111,11 +111,9 @@ def check_tokenizer_fits(config, tokenizer, model_dir, tokenizer_dir) -> None:
     that take --tokenizer (eval, generate). A larger tokenizer's ids would index past the embedding
     table, and a smaller one's mean other tokens to the model, unless the model's vocabulary is the
     same one padded."""
-    if not config.fits_tokenizer(tokenizer.vocab_size, tokenizer.eos_token_id):
-        raise ValueError(f"the model {model_dir} has a {config.vocab_size}-token vocabulary (<|endoftext|> = "
-                         f"{config.eos_token_id}), but the tokenizer in {tokenizer_dir} has {tokenizer.vocab_size} "
-                         f"(<|endoftext|> = {tokenizer.eos_token_id}): its ids would mean other tokens to the model; "
-                         "pass --tokenizer with the model's own tokenizer")
+    if why := config.tokenizer_mismatch(tokenizer.vocab_size, tokenizer.eos_token_id, f"the model {model_dir}",
+                                        f"the tokenizer in {tokenizer_dir}"):
+        raise ValueError(f"{why}; pass --tokenizer with the model's own tokenizer")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,10 +37,8 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
     with another's vocab.json. What can be compared is the size and the <|endoftext|> id
     (`GPTConfig.fits_tokenizer`).
     """
-    if not config.fits_tokenizer(vocab_size, eos_token_id):
-        raise ValueError(f"--init {init} has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), but the "
-                         f"data's tokenizer has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens "
-                         f"to the model. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
+    if why := config.tokenizer_mismatch(vocab_size, eos_token_id, f"--init {init}", "the data's tokenizer"):
+        raise ValueError(f"{why}. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
 
 
 def check_data_dir(data: Path) -> None:

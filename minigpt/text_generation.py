@@ -86,10 +86,8 @@ def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> None:
     config, size, eos = model.config, getattr(tokenizer, "vocab_size", None), getattr(tokenizer, "eos_token_id", None)
     if size is None:
         return
-    if not config.fits_tokenizer(size, eos):
-        raise ValueError(f"the model has a {config.vocab_size}-token vocabulary (<|endoftext|> = {config.eos_token_id}), "
-                         f"but the tokenizer has {size} (<|endoftext|> = {eos}): its ids would mean other tokens to the "
-                         "model; pass the model's own tokenizer")
+    if why := config.tokenizer_mismatch(size, eos):
+        raise ValueError(f"{why}; pass the model's own tokenizer")
     if kwargs.get("eos_token_id") is None and config.has_stale_eos and eos is not None:
         kwargs["eos_token_id"] = eos
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPT2_SIZES, GPTConfig
+from minigpt.config import GPT2_SIZES, GPTConfig, gpt2_name
+from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, read_json
 from minigpt.model import GPT
 
@@ -125,8 +126,11 @@ def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
-    """Load a Hugging Face GPT-2 directory. `dtype=None` keeps the dtype stored in the file;
-    `device="auto"` is the GPU when there is one."""
+    """Load a Hugging Face GPT-2 directory, or one of OpenAI's four by name ("gpt2", ...,
+    "gpt2-xl": `find_gpt2`). `dtype=None` keeps the dtype stored in the file; `device="auto"` is
+    the GPU when there is one."""
+    if name := gpt2_name(path):
+        path = find_gpt2(name)
     path = Path(path)
     if path.is_file():  # e.g. its config.json, or model.safetensors
         raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "

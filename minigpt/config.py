@@ -27,6 +27,15 @@ PRESETS: dict[str, dict] = {
 
 # The names OpenAI's four sizes go by (on the Hub: openai-community/NAME); one tokenizer serves all.
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# The repository's checkpoints/: the shipped models and GPT-2's tokenizer, and GPT-2's weights once fetched.
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def gpt2_name(path: str | os.PathLike) -> str | None:
+    """The GPT-2 size that `path` names ("gpt2-xl", or the Hub's "openai-community/gpt2-xl") when no
+    such file or directory exists here; else None. What a name then loads: download.find_gpt2."""
+    name = str(path).removeprefix("openai-community/")
+    return name if name in GPT2_SIZES and not Path(path).exists() else None
 
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
 # and what OpenAI's checkpoints say), "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different

@@ -1,7 +1,9 @@
 """Download OpenAI's GPT-2 from the Hugging Face Hub, using only the standard library for HTTP.
 
 Where it sits: before everything else. Hub → checkpoints/NAME/{config.json, model.safetensors,
-vocab.json, merges.txt} → `GPT.from_pretrained` and `Tokenizer.from_pretrained`.
+vocab.json, merges.txt} → `GPT.from_pretrained` and `Tokenizer.from_pretrained`. A size named
+where a directory is expected (`GPT.from_pretrained("gpt2")`, `--model gpt2-xl`) is looked up by
+`find_gpt2`: checkpoints/NAME, then the Hugging Face cache, and only then fetched.
 
 How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses it):
 1. HEAD {base}/{repo}/resolve/main/{file}, *without* following redirects, tells the size and hash:
@@ -37,7 +39,7 @@ from urllib.parse import urljoin
 
 from tqdm import tqdm
 
-from minigpt.config import GPT2_SIZES
+from minigpt.config import CHECKPOINTS, GPT2_SIZES
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # small ones first: fail fast
@@ -48,8 +50,9 @@ CHUNK = 1 << 20  # 1 MiB per read: few syscalls, smooth progress bar
 REDIRECTS = (301, 302, 303, 307, 308)
 
 
-class DownloadError(Exception):
-    """A failure the user can act on; `main` prints it as one line, without a traceback."""
+class DownloadError(OSError):
+    """A failure the user can act on; `main` prints it as one line, without a traceback (as every
+    command does an OSError)."""
 
 
 @dataclass
@@ -181,7 +184,7 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     if not base_url.startswith(("http://", "https://")):
         raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
                             f"(from --base-url or ${BASE_URL_ENV})")
-    out = Path(out) if out is not None else Path("checkpoints") / name
+    out = Path(out) if out is not None else CHECKPOINTS / name  # where find_gpt2 looks first
     if out.exists() and not out.is_dir():
         raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
     created = not out.exists()
@@ -196,8 +199,8 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
             except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
                 reason = getattr(e, "reason", e)  # URLError wraps the socket error: refused, DNS failure, ...
                 raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 "
-                                    f"needs internet access; a mirror can be set with --base-url or "
-                                    f"${BASE_URL_ENV}.") from None
+                                    f"needs internet access; a mirror can be set with ${BASE_URL_ENV} (or "
+                                    f"minigpt download's --base-url).") from None
     except BaseException:
         # Nothing fetched (offline, a wrong URL): leave no empty directory behind, or loading it would
         # say "has neither model.safetensors ..." instead of "does not exist (to fetch it: ...)".
@@ -208,6 +211,36 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     return out
 
 
+def hf_cache_snapshot(name: str) -> Path | None:
+    """GPT-2 `name` as transformers downloaded it: the Hugging Face cache's snapshot of `main`
+    (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else ~/.cache/huggingface/hub), if it holds the weights.
+    The cache keeps one folder per repo; refs/main names the commit whose snapshot folder holds the files."""
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub")
+    for repo in (f"models--openai-community--{name}", f"models--{name}"):  # the Hub's name since 2024, and before
+        ref = hub / repo / "refs" / "main"
+        snapshot = hub / repo / "snapshots" / ref.read_text().strip() if ref.is_file() else None
+        if snapshot and (snapshot / "config.json").is_file() and (snapshot / "model.safetensors").is_file():
+            return snapshot
+    return None
+
+
+def find_gpt2(name: str, progress: bool = True) -> Path:
+    """The directory of GPT-2 `name` (one of the four sizes) on this machine: checkpoints/NAME once
+    it holds the weights (`minigpt download NAME` puts them there), else the Hugging Face cache's
+    copy; else it is downloaded into checkpoints/NAME now, as `minigpt download NAME` would."""
+    local = CHECKPOINTS / name
+    if (local / "config.json").is_file() and (local / "model.safetensors").is_file():
+        return local
+    if (cached := hf_cache_snapshot(name)) is not None:
+        return cached
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun every process would fetch it into one place at once
+        raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache; fetch it before "
+                            f"torchrun starts: minigpt download {name}")
+    print(f"{name} is neither in {local} nor in the Hugging Face cache: downloading it", file=sys.stderr)
+    return download_gpt2(name, local, progress=progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     from minigpt.cli import prog
 
@@ -216,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Download GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) from the "
                     "Hugging Face Hub, resuming partial downloads and checking each file's size and hash.")
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
-    parser.add_argument("--out", type=Path, help="directory to write (default: checkpoints/NAME)")
+    parser.add_argument("--out", type=Path, help=f"directory to write (default: {CHECKPOINTS}/NAME, where GPT.from_pretrained(NAME) and --model NAME look)")
     parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
     parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection (default: 3)")
     args = parser.parse_args(argv)
@@ -230,5 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(f"{args.name} is in {out}; load it with GPT.from_pretrained({str(out)!r})")
+    by = repr(args.name) if out.resolve() == (CHECKPOINTS / args.name).resolve() else repr(str(out))  # find_gpt2 looks there
+    print(f"{args.name} is in {out}; load it with GPT.from_pretrained({by})")
     return 0

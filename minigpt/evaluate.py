@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.cli import prog
 
     parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a model on a text file.")
-    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors)")
+    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by name (gpt2, ..., gpt2-xl)")
     parser.add_argument("file", help="UTF-8 text file to score (-: standard input)")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions)")

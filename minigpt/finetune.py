@@ -49,6 +49,7 @@ import torch.nn as nn
 from minigpt.classifier import GPTClassifier
 from minigpt.classify_data import accuracy, classification_loss, examples_fingerprint, load_classification_data, pad_right
 from minigpt.cli import prog
+from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
 from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
@@ -250,7 +251,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     if cfg.task == "lm" and Path(cfg.data).is_dir():  # e.g. an SST-2 directory with --task left at its default
         raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
                          "a directory of train.tsv (+ dev.tsv) is for --task classify")
-    if not Path(cfg.init).is_dir():  # else the first to fail is the tokenizer, read from --init by default
+    if not Path(cfg.init).is_dir() and not gpt2_name(cfg.init):  # else the first to fail is the tokenizer, read from --init
         raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")
     # Join the process group (train_loop's own call finds it joined) before any data is read: the
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.

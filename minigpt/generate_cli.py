@@ -49,7 +49,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
     p.add_argument("--model", default=default(DEFAULT_MODEL),
-                   help="checkpoint directory (default: the shipped checkpoints/shakespeare)")
+                   help="checkpoint directory, or a GPT-2 size by name: gpt2, gpt2-medium, gpt2-large, gpt2-xl (found or downloaded; see README) (default: the shipped checkpoints/shakespeare)")
     p.add_argument("--tokenizer", default=default(None), metavar="DIR",
                    help="tokenizer directory, for a model saved without one (default: the --model directory; "
                         "GPT-2's, shipped: gpt2)")
@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from minigpt.checkpoint import download_hint
+    from minigpt.config import gpt2_name
+    from minigpt.download import DownloadError
     from minigpt.evaluate import check_tokenizer_fits
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: --model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})",
               file=sys.stderr)
         return 2
-    for needed in (model_dir, model_dir / "config.json"):
+    for needed in (model_dir, model_dir / "config.json") if not gpt2_name(model_dir) else ():  # a name: find_gpt2
         if not needed.exists():
             print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
                   + "; pass --model DIR with config.json and model.safetensors (and vocab.json and merges.txt, "
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 _, stats = run_to_end(stream_text(model, tokenizer, ids, **kwargs), show)
                 print("".join(unprinted))
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, DownloadError) as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback

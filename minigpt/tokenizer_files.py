@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from minigpt.config import GPT2_SIZES
+from minigpt.config import gpt2_name
 from minigpt.files import atomic_write_text, read_json, read_text
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
@@ -25,15 +25,13 @@ TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, in
 
 
 def read_hf(path: str | os.PathLike) -> TokenizerParts:
-    """vocab.json + merges.txt from a directory, or else its tokenizer.json. "gpt2" (when no such
-    directory exists) means the GPT-2 files shipped in checkpoints/gpt2. Tokens that are neither a
-    single byte nor made by a merge are the special tokens (GPT-2: <|endoftext|> = 50256)."""
-    path = Path(path)
-    if str(path) == "gpt2" and not path.exists():
-        path = GPT2_DIR
+    """vocab.json + merges.txt from a directory, or else its tokenizer.json. A GPT-2 size by name
+    ("gpt2", ..., "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in
+    checkpoints/gpt2: the four share one tokenizer. Tokens that are neither a single byte nor made
+    by a merge are the special tokens (GPT-2: <|endoftext|> = 50256)."""
+    path = GPT2_DIR if gpt2_name(path) else Path(path)
     if not path.is_dir():
-        shared = " (GPT-2's four sizes share one tokenizer: \"gpt2\")" if path.name in GPT2_SIZES[1:] else ""
-        raise FileNotFoundError(f"tokenizer directory {path} does not exist{shared}" if not path.exists() else
+        raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
     config = path / "tokenizer_config.json"
     if config.is_file() and isinstance(settings := read_json(config), dict) and settings.get("add_prefix_space"):

@@ -44,7 +44,8 @@ class TrainConfig:
     # data and output
     data: str = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json)")
     out: str = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
-    init: str | None = flag(None, "start from this checkpoint directory instead of random weights")
+    init: str | None = flag(None, "start from this checkpoint directory (or a GPT-2 size by name: gpt2, ..., gpt2-xl) "
+                                          "instead of random weights")
     resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
     allow_new_data: bool = flag(False, "with --resume: go on although the data is not the data the run trained on "
                                        "(refused otherwise)")
@@ -85,8 +86,9 @@ class TrainConfig:
 
     # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes
     # them from it, possibly in another working directory: so an existing path is kept absolute.
-    # A missing one stays as typed, for its error message (and --tokenizer gpt2 names the shipped
-    # one). --out is left alone: it is given again on every --resume, and a run may be moved.
+    # A missing one stays as typed, for its error message (and a GPT-2 size by name, `--init gpt2`
+    # or `--tokenizer gpt2`, stays a name). --out is left alone: it is given again on every
+    # --resume, and a run may be moved.
     PATH_FIELDS: typing.ClassVar[tuple[str, ...]] = ("data", "init")
     # The command that runs this config, saved with the run: `--resume` with another one is refused.
     COMMAND: typing.ClassVar[str] = "train"

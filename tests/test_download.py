@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -428,3 +429,93 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(download, "download_gpt2", interrupted)
     assert main(["gpt2", "--out", str(tmp_path)]) == 130
     assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+
+
+@pytest.fixture
+def by_name(tmp_path, monkeypatch):
+    """Where a GPT-2 name is looked up, moved into tmp_path: checkpoints/ (`ck`) and the Hugging Face
+    cache (`hf`); run from an empty directory, so no `./gpt2` is found first."""
+    monkeypatch.setattr(download, "CHECKPOINTS", tmp_path / "ck")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return tmp_path
+
+
+def hf_cache_entry(cache: Path, repo: str, model: GPT) -> Path:
+    """What transformers leaves in its cache: refs/main names the commit, snapshots/COMMIT holds the files."""
+    (cache / repo / "refs").mkdir(parents=True)
+    (cache / repo / "refs" / "main").write_text("c0ffee\n")
+    model.save_pretrained(cache / repo / "snapshots" / "c0ffee")
+    return cache / repo / "snapshots" / "c0ffee"
+
+
+def same_weights(a: GPT, b: GPT) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_gpt2_name_is_found_in_checkpoints_then_the_hf_cache_and_else_downloaded(hub, by_name, monkeypatch, capsys):
+    """README: GPT.from_pretrained("gpt2") (any of the four, or the Hub's openai-community/NAME)
+    loads checkpoints/NAME once it holds the weights, else transformers' cached copy, and only
+    then downloads into checkpoints/NAME, as `minigpt download NAME` does."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    torch.manual_seed(1)
+    cached = GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    hf_cache_entry(by_name / "hf", "models--openai-community--gpt2", cached)
+    hf_cache_entry(by_name / "hf", "models--gpt2-medium", cached)  # the cache of a transformers from before 2024
+    assert same_weights(GPT.from_pretrained("gpt2"), cached)
+    assert same_weights(GPT.from_pretrained("openai-community/gpt2-medium"), cached)
+    assert hub.requests == []  # nothing was asked of the Hub
+    shutil.rmtree(by_name / "hf")
+    served = GPT.from_pretrained("openai-community/gpt2")  # now downloaded...
+    assert "gpt2 is neither in" in capsys.readouterr().err
+    assert_downloaded(by_name / "ck" / "gpt2", hub)
+    assert same_weights(served, GPT.from_pretrained(by_name / "ck" / "gpt2"))
+    asked = len(hub.requests)
+    GPT.from_pretrained("gpt2")  # ...and then found in checkpoints/gpt2: the Hub is not asked again
+    assert len(hub.requests) == asked
+    (by_name / "cwd" / "gpt2").mkdir()  # a directory of that name wins over the name, as in transformers
+    with pytest.raises(FileNotFoundError, match="no config.json in gpt2"):
+        GPT.from_pretrained("gpt2")
+
+
+def test_minigpt_download_alone_writes_where_a_name_is_looked_up(hub, by_name, capsys):
+    assert main(["gpt2", "--base-url", hub.url]) == 0
+    assert_downloaded(by_name / "ck" / "gpt2", hub)
+    assert "load it with GPT.from_pretrained('gpt2')" in capsys.readouterr().out
+
+
+def test_a_gpt2_name_runs_from_the_command_line_with_the_shipped_tokenizer(by_name, capsys):
+    """`minigpt generate --model gpt2` and `minigpt eval gpt2`: the model by name, and the tokenizer
+    by name too (the four sizes share checkpoints/gpt2's, which a cached snapshot may lack)."""
+    from minigpt.generate_cli import main as generate_main
+
+    torch.manual_seed(0)
+    snapshot = hf_cache_entry(by_name / "hf", "models--openai-community--gpt2-xl",
+                              GPT(GPTConfig(n_positions=32, n_embd=16, n_layer=1, n_head=2)))  # GPT-2's 50257 tokens
+    assert not (snapshot / "vocab.json").exists()
+    assert generate_main(["--model", "gpt2-xl", "--prompt", "Hello", "--max-new-tokens", "3", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Hello")
+    (by_name / "text.txt").write_text("Hello world, hello again.")
+    assert cli_main(["eval", "gpt2-xl", str(by_name / "text.txt")]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+
+def test_a_gpt2_name_that_cannot_be_fetched_is_one_line_and_torchrun_is_told_to_fetch_first(by_name, monkeypatch, capsys):
+    from minigpt.generate_cli import main as generate_main
+
+    with socket.socket() as s:  # a port that was free a moment ago: the Hub cannot be reached
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+    assert generate_main(["--model", "gpt2-medium", "--prompt", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert "gpt2-medium is neither in" in err and "cannot reach" in err and "Are you offline?" in err, err
+    assert "Traceback" not in err
+    (by_name / "text.txt").write_text("Hello world")
+    assert cli_main(["finetune", "--init", "gpt2", "--data", str(by_name / "text.txt"), "--out", str(by_name / "ft")]) == 2
+    err = capsys.readouterr().err  # the name was looked up, not refused as a missing directory
+    assert "gpt2 is neither in" in err and "cannot reach" in err and "Traceback" not in err, err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # every process of a torchrun would fetch it into one directory at once
+    with pytest.raises(DownloadError, match="fetch it before torchrun starts: minigpt download gpt2-large"):
+        GPT.from_pretrained("gpt2-large")

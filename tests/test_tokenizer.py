@@ -234,10 +234,23 @@ def test_bad_input_errors(tok):
         tok(["a"], truncation=True, max_length=True)
     with pytest.raises(FileNotFoundError, match="tokenizer directory .*no_such_dir does not exist"):
         Tokenizer.from_pretrained(REPO / "no_such_dir")
-    with pytest.raises(FileNotFoundError, match="gpt2-medium does not exist .*share one tokenizer: \"gpt2\""):
-        Tokenizer.from_pretrained("gpt2-medium")  # a Hub name, as transformers takes it
     with pytest.raises(FileNotFoundError, match="neither vocab.json"):
         Tokenizer.from_pretrained(REPO / "minigpt")  # a directory, but no tokenizer in it
+
+def test_every_gpt2_size_by_name_is_the_shipped_tokenizer(tmp_path, monkeypatch):
+    """GPT-2's four sizes share one tokenizer: each name, as transformers takes it (the Hub's
+    openai-community/NAME too), loads checkpoints/gpt2's files, unless a directory of that name is here."""
+    shipped = Tokenizer.from_pretrained(REPO / "checkpoints" / "gpt2")
+    for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-community/gpt2-xl"):
+        tok = Tokenizer.from_pretrained(name)
+        assert (tok.encode("Hello world"), tok.vocab_size) == ([15496, 995], 50257) and tok.merges == shipped.merges, name
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpt2-medium").mkdir()  # a directory of that name wins, as it does for transformers
+    with pytest.raises(FileNotFoundError, match="neither vocab.json"):
+        Tokenizer.from_pretrained("gpt2-medium")
+    with pytest.raises(FileNotFoundError, match="tokenizer directory gpt2-small does not exist"):
+        Tokenizer.from_pretrained("gpt2-small")  # not one of the four
+
 
 def test_a_tokenizer_directory_missing_one_of_its_two_files_names_it(tmp_path):
     (tmp_path / "vocab.json").write_text((REPO / "checkpoints" / "gpt2" / "vocab.json").read_text())

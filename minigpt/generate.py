@@ -125,17 +125,19 @@ def stream(
     compile: bool = False,
     return_stats: bool = False,
 ) -> Iterator[torch.Tensor]:
-    """Yield each step's new tokens (B,) as they are drawn; finally *return* what `generate` returns.
+    """Yield each step's new tokens (B·num_return_sequences,) as they are drawn (beam search, which
+    picks its tokens at the end, yields none); finally *return* what `generate` returns.
 
     That result is a LongTensor (B·num_return_sequences, T + new), prompt included, as in
     transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
-    filled with pad_token_id. `eos_token_id=None` means the model's (<|endoftext|> for GPT-2) and
-    `[]` never stops on EOS. `stop` is one string or a list of them: a row ends when its text
-    contains one (text, so `tokenizer` is needed). `do_sample=False` is greedy. Sampling parameters
-    may be (B,) tensors, one value per prompt. `no_repeat_ngram_size=n` > 0 bans every token that
-    would repeat an n-gram of its row, prompt included (minigpt/penalties.py's `ban_repeated_ngrams`).
-    `streamer(tokens)` is called with each step's (B,) tokens. `sampler` picks the sampling backend
-    ("auto" | "torch" | "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
+    filled with pad_token_id (None: the first EOS id). `eos_token_id=None` means the model's
+    (<|endoftext|> for GPT-2) and `[]` never stops on EOS. `stop` is one string or a list of them:
+    a row ends when its text contains one (text, so `tokenizer` is needed; not with beams).
+    `do_sample=False` is greedy. Sampling parameters may be (B,) tensors, one value per prompt.
+    `no_repeat_ngram_size=n` > 0 bans every token that would repeat an n-gram of its row, prompt
+    included (minigpt/penalties.py's `ban_repeated_ngrams`). `streamer(tokens)` is called with each
+    step's tokens (not with beams). `sampler` picks the sampling backend ("auto" | "torch" |
+    "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
     `decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
 
     The arguments are checked here, at the call (a generator function would run nothing, its

@@ -137,7 +137,8 @@ def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: in
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its base weight, in place; the model is a plain GPT again."""
+    """Fold every adapter into its base weight, in place, and return the model: a plain GPT (or
+    GPTClassifier) again, which saves in Hugging Face's layout."""
     wrapped = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
     for name in wrapped:
         parent_name, _, child = name.rpartition(".")

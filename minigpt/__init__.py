@@ -1,7 +1,7 @@
 """minigpt: GPT-2 from scratch in plain PyTorch.
 
 text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_head) → logits
-     → penalties → temperature → top-k → top-p / min-p → draw → KV-cache decode loop
+     → penalties → n-gram ban → temperature → top-k → top-p / min-p → draw → KV-cache decode loop
      → Tokenizer.decode → text
 """
 from minigpt.config import GPTConfig

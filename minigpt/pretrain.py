@@ -66,7 +66,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
     if cfg.init:
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
         if shape:
-            raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; drop them")
+            raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
+                             f"drop {'them' if len(shape) > 1 else 'it'}")
         if is_classifier_checkpoint(cfg.init):  # GPT.from_pretrained would fail on its `score` weights
             raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
                              "language model (GPT2LMHeadModel)")

@@ -836,7 +836,7 @@ def test_init_starts_from_a_checkpoint(tmp_path):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "block_size": 33}))
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):  # set on the modules: GPTConfig never sees it
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "dropout": 1.5}))
-    with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint"):
+    with pytest.raises(ValueError, match="--n-layer cannot change the shape of the --init checkpoint .*; drop it$"):
         pretrain(tiny_cfg(data, tmp_path / "out2", **{**init, "n_layer": 3}))
     from minigpt.classifier import GPTClassifier  # what finetune --task classify writes: named, not "unexpected tensor 'score.weight'"
 

@@ -220,7 +220,10 @@ def tokens_hash(tokens: np.ndarray) -> str:
     n, block = len(tokens), HASH_BLOCK_TOKENS
     starts = range(0, n, block) if n <= HASH_BLOCKS * block else np.linspace(0, n - block, HASH_BLOCKS, dtype=np.int64)
     for s in starts:
-        h.update(np.ascontiguousarray(tokens[s : s + block]).tobytes())
+        ids = np.asarray(tokens[s : s + block])
+        if ids.size and 0 <= ids.min() and ids.max() < MAX_VOCAB:  # the ids, not how they are stored: in int64
+            ids = ids.astype(TOKEN_DTYPE)  # (a train_loop caller's arrays) they hash as prepare's uint16 files do
+        h.update(np.ascontiguousarray(ids).tobytes())
     return h.hexdigest()
 
 

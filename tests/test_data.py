@@ -180,6 +180,11 @@ def test_tokens_hash_reads_every_id_of_a_small_file_and_spread_blocks_of_a_large
     assert data_fingerprint({"train": large, "val": small}, 64) == {
         "vocab_size": 64, "train.bin tokens": 100, "val.bin tokens": 12,
         "train.bin hash": tokens_hash(large), "val.bin hash": tokens_hash(small)}
+    # The ids are hashed, not their storage: a train_loop caller's int64 copy of the data (or a
+    # tensor of it) resumes a run saved with prepare's uint16 files; ids past uint16 still count.
+    assert tokens_hash(large.astype(np.int64)) == tokens_hash(torch.from_numpy(large.astype(np.int64))) == tokens_hash(large)
+    wide = large.astype(np.int64)
+    assert tokens_hash(wide + 65536) != tokens_hash(wide)
 
 
 def test_sample_batch_windows_are_shifted_and_seeded():

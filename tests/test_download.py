@@ -519,3 +519,22 @@ def test_a_gpt2_name_that_cannot_be_fetched_is_one_line_and_torchrun_is_told_to_
     monkeypatch.setenv("WORLD_SIZE", "2")  # every process of a torchrun would fetch it into one directory at once
     with pytest.raises(DownloadError, match="fetch it before torchrun starts: minigpt download gpt2-large"):
         GPT.from_pretrained("gpt2-large")
+
+
+def test_the_hf_cache_is_found_where_huggingface_hub_puts_it(by_name, monkeypatch):
+    """$HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub (~/.cache by default)."""
+    model = GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(by_name / "xdg"))
+    xdg = hf_cache_entry(by_name / "xdg" / "huggingface" / "hub", "models--openai-community--gpt2", model)
+    assert download.hf_cache_snapshot("gpt2") == xdg
+    monkeypatch.setenv("HF_HOME", str(by_name / "home"))
+    assert download.hf_cache_snapshot("gpt2") is None  # HF_HOME moves the whole cache
+    home = hf_cache_entry(by_name / "home" / "hub", "models--openai-community--gpt2", model)
+    assert download.hf_cache_snapshot("gpt2") == home
+    monkeypatch.setenv("HF_HUB_CACHE", str(by_name / "hf"))
+    assert download.hf_cache_snapshot("gpt2") is None
+    (home / "model.safetensors").unlink()  # a snapshot without the weights (an older pytorch_model.bin only) is no copy
+    monkeypatch.setenv("HF_HUB_CACHE", str(by_name / "home" / "hub"))
+    assert download.hf_cache_snapshot("gpt2") is None

@@ -64,7 +64,7 @@ def schedule_note(step: int, saved: dict, cfg: TrainConfig) -> str | None:
     if cfg.lr_decay_iters is None and before.lr_decay_iters is None and cfg.max_iters != before.max_iters:
         note += (f": with --lr-decay-iters unset the cosine ends at --max-iters, now {cfg.max_iters} instead of "
                  f"{before.max_iters}; pass --lr-decay-iters {before.max_iters} to keep the saved schedule (then "
-                 f"--min-lr from step {before.max_iters} on)")
+                 f"--min-lr for every step after {before.max_iters})")
     return note
 
 

@@ -478,7 +478,7 @@ def test_training_longer_says_what_happens_to_the_schedule(tmp_path, capsys):
     stretched = tiny_cfg(data, tmp_path / "x", max_iters=12)
     assert (f"note: the learning rate of step 7, the first one resumed, is {lr_at(6, stretched):.3g}; the saved run's schedule "
             "gave 0.0003: with --lr-decay-iters unset the cosine ends at --max-iters, now 12 instead of 6; pass --lr-decay-iters 6 "
-            "to keep the saved schedule (then --min-lr from step 6 on)\n") in capsys.readouterr().out
+            "to keep the saved schedule (then --min-lr for every step after 6)\n") in capsys.readouterr().out
     pretrain(tiny_cfg(data, tmp_path / "kept", max_iters=12, lr_decay_iters=6, eval_interval=0, log_interval=1, resume=True))
     assert "note: the learning rate" not in capsys.readouterr().out  # the same schedule: nothing to say
 
@@ -1268,7 +1268,7 @@ def test_the_schedule_note_explains_the_stretched_cosine_only_when_both_runs_lea
 
     base = dict(lr=1e-3, min_lr=1e-4, warmup_iters=2, max_iters=6, lr_decay_iters=None)
     stretched = schedule_note(4, base, TrainConfig(**{**base, "max_iters": 12}))
-    assert stretched.endswith("pass --lr-decay-iters 6 to keep the saved schedule (then --min-lr from step 6 on)")
+    assert stretched.endswith("pass --lr-decay-iters 6 to keep the saved schedule (then --min-lr for every step after 6)")
     for saved, now in ((base, {"max_iters": 12, "lr_decay_iters": 9}), ({**base, "lr_decay_iters": 10}, {"max_iters": 12})):
         note = schedule_note(4, saved, TrainConfig(**{**base, **now}))
         assert note.startswith("note: the learning rate of step 5, the first one resumed, is ") and "--lr-decay-iters" not in note

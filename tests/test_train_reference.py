@@ -45,6 +45,7 @@ from minigpt.data import prepare
 STEPS, WARMUP, ACCUM, BATCH, BLOCK = 8, 3, 3, 4, 16
 LR, MIN_LR, WEIGHT_DECAY, CLIP = 1e-2, 1e-3, 0.1, 0.02  # a clip well below the gradient norms: every step clips
 N_LAYER = 3  # so that partial's "last 2 blocks" leaves one block frozen
+PARTIAL = ("transformer.h.1.", "transformer.h.2.", "transformer.ln_f.")  # what --n-trainable-blocks 2 trains
 RUN_FLAGS = ["--max-iters", STEPS, "--warmup-iters", WARMUP, "--grad-accum", ACCUM, "--batch-size", BATCH,
              "--block-size", BLOCK, "--lr", LR, "--min-lr", MIN_LR, "--weight-decay", WEIGHT_DECAY, "--grad-clip", CLIP,
              "--dropout", 0, "--eval-interval", 0, "--eval-iters", 2, "--log-interval", 1, "--device", "cpu",
@@ -147,9 +148,9 @@ def classify_loss(model, batch) -> torch.Tensor:
     return model(input_ids=idx, attention_mask=mask, labels=labels).loss
 
 
-def hf(cls, path: Path, **kwargs):
-    return cls.from_pretrained(path, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
-                               dtype=torch.float32, **kwargs)
+def hf(cls, path: Path):
+    """transformers' model from a checkpoint minigpt wrote (float32), dropout off."""
+    return cls.from_pretrained(path, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager")
 
 
 def assert_same_run(out: Path, losses: list[float], norms: list[float], val_loss: float) -> None:
@@ -225,7 +226,7 @@ def test_finetune_lm_matches_the_reference_and_trains_only_its_strategys_weights
     if strategy == "full":
         trainable = set(names)
     else:
-        trainable = {n for n in names if n.startswith(("transformer.h.1.", "transformer.h.2.", "transformer.ln_f."))}
+        trainable = {n for n in names if n.startswith(PARTIAL)}
         trainable |= {"transformer.wte.weight"} if strategy == "partial+embeddings" else set()
     losses, norms = train_reference(ref, trainable, seen["train"], lm_loss)
     assert_same_run(tmp_path / "out", losses, norms, val_loss_of(ref, seen["val"], lm_loss))
@@ -281,23 +282,26 @@ def test_finetune_lora_matches_a_hand_written_lora(corpus, tmp_path, monkeypatch
     assert changed == {name + ".weight" for name in adapters}  # the four projections' weights, not their biases
 
 
-@pytest.mark.parametrize("strategy", ["full", "frozen"])
+@pytest.mark.parametrize("strategy", ["full", "frozen", "partial"])
 def test_finetune_classify_matches_gpt2_for_sequence_classification(corpus, tmp_path, monkeypatch, strategy):
-    """The head reads the last real token of right-padded rows, as HF's does with pad_token_id set."""
+    """The head reads the last real token of right-padded rows, as HF's does with pad_token_id set.
+    The new head always trains: alone (frozen), or with the last 2 blocks and ln_f (partial)."""
     seen = spy_on_train_loop(monkeypatch, minigpt.finetune)
     out = tmp_path / "out"
-    finetune(corpus, out, "--task", "classify", "--data", corpus / "cls.tsv", "--strategy", strategy)
+    flags = ["--n-trainable-blocks", 2] if strategy == "partial" else []
+    finetune(corpus, out, "--task", "classify", "--data", corpus / "cls.tsv", "--strategy", strategy, *flags)
     pad = json.loads((corpus / "base" / "config.json").read_text())["eos_token_id"]
     idx, mask, _ = seen["train"][0]
     assert (mask == 0).any() and (idx[mask == 0] == pad).all(), "batches are right-padded with <|endoftext|>"
     seen["init"].save_pretrained(tmp_path / "init")  # the backbone and the new head as they start
     ref = hf(GPT2ForSequenceClassification, tmp_path / "init")
     assert ref.config.pad_token_id == pad
-    names = {n for n, _ in ref.named_parameters()}
-    losses, norms = train_reference(ref, names if strategy == "full" else {"score.weight"}, seen["train"], classify_loss)
+    trainable = {n for n, _ in ref.named_parameters() if strategy == "full" or (strategy == "partial" and n.startswith(PARTIAL))}
+    trainable.add("score.weight")
+    losses, norms = train_reference(ref, trainable, seen["train"], classify_loss)
     assert_same_run(out, losses, norms, val_loss_of(ref, seen["val"], classify_loss))
     got = hf(GPT2ForSequenceClassification, out)
     assert_same_weights(got, ref)
     start = dict(hf(GPT2ForSequenceClassification, tmp_path / "init").named_parameters())
     changed = {n for n, p in got.named_parameters() if not torch.equal(p, start[n])}
-    assert changed == (names if strategy == "full" else {"score.weight"})
+    assert changed == trainable

@@ -208,6 +208,24 @@ def test_pretrain_matches_the_reference(corpus, tmp_path, monkeypatch):
     assert_same_weights(hf(GPT2LMHeadModel, out), ref)
 
 
+def test_dropout_is_on_in_the_steps_and_off_in_evaluation(corpus, tmp_path, monkeypatch):
+    """With --dropout 0.3 the first step's loss is not the dropout-free model's, and the final val
+    loss is exactly the dropout-free reference's on the trained weights and minigpt's val batches."""
+    seen = spy_on_train_loop(monkeypatch, minigpt.pretrain)
+    out = tmp_path / "out"
+    args = ["--data", corpus / "data", "--out", out, "--preset", "gpt2-tiny", "--n-layer", 2, "--n-head", 2, "--n-embd", 32,
+            *RUN_FLAGS, "--max-iters", 2, "--warmup-iters", 1, "--dropout", 0.3]
+    assert minigpt.pretrain.main([str(a) for a in args]) == 0
+    seen["init"].save_pretrained(tmp_path / "init")
+    steps, final = run_log(out)
+    start = hf(GPT2LMHeadModel, tmp_path / "init")
+    torch.stack([lm_loss(start, b) for b in seen["train"][:ACCUM]]).mean().backward()
+    norm = torch.cat([p.grad.flatten() for p in start.parameters()]).norm().item()
+    print(f"first step's gradient norm: {steps[0]['grad_norm']:.4f} with dropout 0.3, {norm:.4f} without")
+    assert abs(steps[0]["grad_norm"] / norm - 1) > 0.05
+    assert final["val_loss"] == pytest.approx(val_loss_of(hf(GPT2LMHeadModel, out), seen["val"], lm_loss), rel=1e-5)
+
+
 def finetune(corpus: Path, out: Path, *flags) -> None:
     args = ["--init", corpus / "base", "--out", out, "--seed", 3, *RUN_FLAGS, *flags]
     assert minigpt.finetune.main([str(a) for a in args]) == 0

@@ -20,7 +20,8 @@ run; it records the batches minigpt draws and the weights it starts from (a spy 
 
 Dropout is 0, so both forward passes are deterministic and the two runs differ only by float32
 rounding: losses agree to ~1e-7 relative, gradient norms to ~1e-5, weights to 4e-6 (steps of
-~1e-2). Each mistake above, injected into minigpt once, fails these tests.
+~1e-2). Each mistake above, injected into minigpt once, fails these tests. One test turns dropout
+on, to see it act in the steps and not in evaluation.
 """
 from __future__ import annotations
 
@@ -65,8 +66,7 @@ def corpus(tmp_path_factory):
     text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(400)) + "\n"
     (root / "text.txt").write_text(text)
     tok = Tokenizer.train(text, 300)
-    tok.save_pretrained(root / "tok")
-    prepare([root / "text.txt"], Tokenizer.from_pretrained(root / "tok"), root / "data", val_fraction=0.1)
+    prepare([root / "text.txt"], tok, root / "data", val_fraction=0.1)
     torch.manual_seed(0)
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, n_layer=N_LAYER, n_head=2, n_embd=32,
                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(root / "base")

@@ -54,6 +54,17 @@ RUN_FLAGS = ["--max-iters", STEPS, "--warmup-iters", WARMUP, "--grad-accum", ACC
 DECAYED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight", "score.weight", "lora_A", "lora_B")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These runs are thousands of tiny ops, each a parallel region that waits for all of torch's
+    threads: on the shared 2-core test machine, with the other core busy, 2 threads made this
+    module take 130 s instead of 7 (a 32-wide model gains nothing from a second thread anyway)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A generated text, a 300-token BPE trained on it, that text prepared for `minigpt train`, a

@@ -227,7 +227,9 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         # NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
         # softmax NaN). Noted on the device every step, raised when the host looks: every step on a
         # CPU, every few on a GPU, and once more after the loop, for the steps since its last look.
-        nonfinite |= ~torch.isfinite(logits.amax(-1)).all()
+        # Only live rows count: a finished row draws nothing (it pads), and the n-gram ban, reading
+        # its pads as tokens, may leave it no token at all while the other rows run on.
+        nonfinite |= (~torch.isfinite(logits.amax(-1)) & ~finished).any()
         if step % sync_every == 0 and bool(nonfinite):
             raise FloatingPointError(nonfinite_error)
         tokens = pick(logits)  # (B,)

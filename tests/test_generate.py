@@ -437,6 +437,27 @@ def test_a_row_the_ngram_ban_leaves_no_token_is_an_error_naming_it():
 
 
 @torch.no_grad()
+def test_a_finished_row_whose_pads_leave_no_token_is_no_error():
+    """Only a row still writing can run out of tokens. A finished row is fed its pads, which the
+    n-gram ban reads as its tokens: here row 0 (6 of an 8-token vocabulary, then its EOS) bans every
+    id once the pad (the 8th) joins it, while row 1 runs on. That used to raise; the batch must give
+    what each row gives alone. (Found by tests/test_generate_fuzz.py's differential fuzzing.)"""
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=8)).eval()
+    kw = dict(max_new_tokens=3, no_repeat_ngram_size=1)
+    row0 = list(range(6))
+    # Row 0's first token, made its EOS: row 0 ends at once. (A 3rd token would leave it none.)
+    eos = int(generate(model, torch.tensor([row0]), max_new_tokens=1, eos_token_id=[], no_repeat_ngram_size=1)[0, 6])
+    pad = ({6, 7} - {eos}).pop()  # the one id row 0 has not used
+    kw.update(eos_token_id=eos, pad_token_id=pad)
+    row1 = next([t] for t in range(8) if eos not in generate(model, torch.tensor([[t]]), **kw)[0, 1:])  # runs 3 steps
+    ids, mask = torch.tensor([row0, [pad] * 5 + row1]), torch.tensor([[1] * 6, [0] * 5 + [1]])
+    out = generate(model, ids, mask, **kw)
+    assert out[0, 6:].tolist() == [eos, pad, pad]
+    assert out[1, 5:].tolist() == generate(model, torch.tensor([row1]), **kw)[0].tolist()
+
+
+@torch.no_grad()
 def test_explain_names_the_ngram_ban_when_it_leaves_no_token():
     """--explain's table would otherwise show NaN odds and draw token -1: the same error as generate's."""
     from minigpt.explain import explain

@@ -7,7 +7,8 @@ loop (or beam search) allocates anything, and reads only the `DecodeArgs` it ret
 What is checked, and normalised: the prompts' shapes (`(B, T)` or `(T,)`), their left-padding
 (every row's last slot a token, so one cache slot serves the batch) and their length against the
 context limit (`prepare_inputs`; `context_error` says what would fit); EOS as a list of plain
-ints (`eos_list`); counts as ints (`as_count`, and `check_ngram_size`); and the sampling
+ints (`eos_list`); counts as ints (`as_count`, and `check_ngram_size`); `early_stopping` as a
+bool or "never" (`check_early_stopping`); and the sampling
 parameters, each a number or one value per row (`per_row`).
 `check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
 logits are a broken model (or penalty), not a token.
@@ -22,6 +23,7 @@ import operator
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from minigpt.model import caller_stacklevel
@@ -149,6 +151,17 @@ def check_ngram_size(value) -> int:
     return value
 
 
+def check_early_stopping(value) -> bool | str:
+    """`early_stopping` as True, False or "never". Beam search tests `is True` (as transformers
+    does), so a NumPy or 0-d tensor boolean becomes a bool here, and 1 or 0 is refused: `1 == True`
+    would pass a plain membership test, then act as False."""
+    if isinstance(value, (np.bool_, torch.Tensor)) and value.dtype in (np.bool_, torch.bool) and value.ndim == 0:
+        return bool(value)
+    if not (isinstance(value, bool) or value == "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {value!r}")
+    return value
+
+
 NONFINITE = "the model produced NaN/inf logits (check the weights, dtype and inputs)"
 # Penalties can overflow too: a repetition_penalty near 0 divides a seen token's logit (5 / 1e-38 = inf).
 PENALTY_OVERFLOW = "a penalty pushed a logit past float range (a repetition_penalty near 0?)"
@@ -254,8 +267,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    early_stopping = check_early_stopping(early_stopping)
     # Sampling takes any n ≥ 1; greedy n > 1 would repeat one row n times.
     if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (math.inf if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "

@@ -237,6 +237,25 @@ def test_beam_search_equals_transformers_where_hypotheses_finish_early(pair, ear
 
 
 @torch.no_grad()
+def test_early_stopping_as_a_numpy_or_tensor_bool_is_that_bool_and_1_is_refused(pair):
+    """Beam search tests `early_stopping is True`: np.True_, torch.tensor(True) and 1 passed the
+    check (they == True) and then acted as False, a silent wrong answer. The booleans are taken as
+    bools; 1 and 0 are refused by name (transformers takes them, and also reads 1 as False)."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=10, num_beams=2, num_return_sequences=2, length_penalty=2.0, pad_token_id=PAD,
+              eos_token_id=eos_from(model, ids, mask, row=1, step=0))
+    true, false = generate(model, ids, mask, early_stopping=True, **kw), generate(model, ids, mask, early_stopping=False, **kw)
+    assert true.shape != false.shape or not torch.equal(true, false), "the modes must differ for this test to prove anything"
+    for flag in (np.True_, torch.tensor(True)):
+        assert torch.equal(generate(model, ids, mask, early_stopping=flag, **kw), true)
+    assert torch.equal(generate(model, ids, mask, early_stopping=np.False_, **kw), false)
+    for flag in (1, 0, "True"):
+        with pytest.raises(ValueError, match=f"early_stopping must be True, False or 'never', got {flag!r}"):
+            generate(model, ids, mask, early_stopping=flag, **kw)
+
+
+@torch.no_grad()
 def test_a_prompt_that_can_no_longer_improve_takes_no_new_hypotheses(pair, monkeypatch):
     """transformers' rule (early_stopping=False): once no running beam of a prompt can beat its
     worst finished hypothesis at the current length, the prompt takes no new ones, even one that

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from minigpt.generate_args import check_finite
+from minigpt.generate_args import NGRAM_EXHAUSTED, check_finite
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
 from minigpt.stats import Clock, GenerationStats
@@ -82,6 +82,8 @@ def beam_search(
     beat the worst finished one, with "never" when even the best length can't.
     `penalties` are numbers or (B·K,) tensors, one value per beam (`per_row` with copies=K).
     `no_repeat_ngram_size` > 0 bans, per beam, the tokens that would repeat an n-gram of that beam's ids.
+    A prompt whose beams all run out of tokens (the ban, a penalty) before `num_return_sequences`
+    hypotheses end is a FloatingPointError, not rows of leftovers.
     """
     device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
     clock = Clock(device)
@@ -148,6 +150,19 @@ def beam_search(
 
     t_end = clock()
     n = num_return_sequences
+    # A slot to return that holds no finished hypothesis: the prompt's beams ran out of tokens (all
+    # -inf) or of distinct continuations before n hypotheses ended, so it would return leftovers
+    # (transformers does, scored -1e9). As in greedy decoding, that is an error; a prompt that was
+    # done before its beams ran out is not.
+    empty = ~finished.done[:, :n].all(-1)  # (B,)
+    if bool(empty.any()):
+        causes = [NGRAM_EXHAUSTED] * bool(no_repeat_ngram_size)
+        causes += ["a penalty pushed every token's log-probability to -inf"] * penalties_on(penalties)
+        if V ** min(max_new_tokens, 64) < n:
+            causes.append(f"a vocabulary of {V} has fewer than num_return_sequences={n} continuations of "
+                          f"max_new_tokens={max_new_tokens}")
+        raise FloatingPointError(f"beam search found fewer than {n} {'hypothesis' if n == 1 else 'hypotheses'} for "
+                                 f"prompt {int(empty.int().argmax())}: {', or '.join(causes)}")
     out = finished.seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
     out = out[:, :T + int(finished.lens[:, :n].max())]  # (B·n, T + the longest kept hypothesis)
     if not return_stats:

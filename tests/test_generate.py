@@ -456,6 +456,28 @@ def test_a_row_the_ngram_ban_leaves_no_token_is_an_error_naming_it():
 
 
 @torch.no_grad()
+def test_beams_the_ngram_ban_leaves_no_token_are_an_error_not_leftovers():
+    """n = 1 on a prompt of 6 ids of an 8-token vocabulary: every beam has run out after 2 new
+    tokens, so no hypothesis reaches max_new_tokens. Beam search returned the leftovers of its
+    slots instead (transformers does too, scored -1e9), which changed with the batch around the
+    prompt; now it is an error naming the ban, as in greedy decoding. So is asking for more
+    hypotheses than there are continuations. (Found by tests/test_generate_fuzz.py's fuzzing.)"""
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=8)).eval()
+    kw = dict(num_beams=2, no_repeat_ngram_size=1, eos_token_id=[])
+    with pytest.raises(FloatingPointError, match="beam search found fewer than 1 hypothesis for prompt 1: "
+                                                 "no_repeat_ngram_size banned every token"):
+        generate(model, *left_padded([[6], [0, 1, 2, 3, 4, 5]]), max_new_tokens=4, **kw)
+    assert generate(model, torch.tensor([[0, 1, 2, 3, 4, 5]]), max_new_tokens=2, **kw).shape == (1, 8)
+    # Nine hypotheses of one token from eight ids: the ninth returned row was leftovers too.
+    with pytest.raises(FloatingPointError, match="for prompt 0: a vocabulary of 8 has fewer than "
+                                                 "num_return_sequences=9 continuations of max_new_tokens=1"):
+        generate(model, torch.tensor([[1, 2]]), max_new_tokens=1, num_beams=9, num_return_sequences=9, eos_token_id=[3])
+    assert generate(model, torch.tensor([[1, 2]]), max_new_tokens=2, num_beams=9, num_return_sequences=9,
+                    eos_token_id=[3]).shape == (9, 4)
+
+
+@torch.no_grad()
 def test_a_finished_row_whose_pads_leave_no_token_is_no_error():
     """Only a row still writing can run out of tokens. A finished row is fed its pads, which the
     n-gram ban reads as its tokens: here row 0 (6 of an 8-token vocabulary, then its EOS) bans every

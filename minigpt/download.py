@@ -215,8 +215,8 @@ def hf_cache_snapshot(name: str) -> Path | None:
     """GPT-2 `name` as transformers downloaded it: the Hugging Face cache's snapshot of `main`
     (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else ~/.cache/huggingface/hub), if it holds the weights.
     The cache keeps one folder per repo; refs/main names the commit whose snapshot folder holds the files."""
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub")
+    home = Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub")
     for repo in (f"models--openai-community--{name}", f"models--{name}"):  # the Hub's name since 2024, and before
         ref = hub / repo / "refs" / "main"
         snapshot = hub / repo / "snapshots" / ref.read_text().strip() if ref.is_file() else None

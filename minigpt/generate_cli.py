@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: --model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})",
               file=sys.stderr)
         return 2
-    for needed in (model_dir, model_dir / "config.json") if not gpt2_name(model_dir) else ():  # a name: find_gpt2
+    # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).
+    paths = [] if gpt2_name(model_dir) else [model_dir, model_dir / "config.json"]
+    for needed in paths:
         if not needed.exists():
             print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
                   + "; pass --model DIR with config.json and model.safetensors (and vocab.json and merges.txt, "

@@ -99,7 +99,7 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     Compiled: torch.compile with fullgraph=True (a graph break is an error, not a silent slow
     path) and dynamic=False. Shapes are static, because the cache is bucketed and the loop passes
     the whole cache width, so every step and every prompt length within a bucket reuse one graph:
-    one per (batch size, bucket). On CUDA, mode="reduce-overhead" records the step as a CUDA graph
+    one per (batch size, bucket), up to `RECOMPILE_LIMIT` per process. On CUDA, mode="reduce-overhead" records the step as a CUDA graph
     that replays all its kernel launches with one call; the graph writes the cache in place, so
     its buffers are marked static (their address is baked into the graph). On a CPU it runs about
     as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
@@ -114,13 +114,36 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     if cache.layer(0).k.is_cuda:
         cache.mark_static()
     compiled = _COMPILED[model]
+    first = True
 
     def step(*args) -> torch.Tensor:
+        nonlocal first
         # A new step begins: the previous step's outputs (already consumed) may be overwritten.
         torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args)
+        if not first:  # later steps have the first one's shapes: they never compile
+            return compiled(*args)
+        first = False
+        return first_step(compiled, args)
 
     return step
+
+
+# Graphs one process may hold for the decode step: dynamo's default (8) counts every (model,
+# batch size, bucket) ever compiled, and with fullgraph=True the 9th is an error, not a fallback.
+RECOMPILE_LIMIT = 64
+
+
+def first_step(compiled: Callable, args: tuple) -> torch.Tensor:
+    """A loop's first step, the only one that may compile a new graph: under a raised limit."""
+    limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    try:
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            return compiled(*args)
+    except torch._dynamo.exc.FailOnRecompileLimitHit as e:
+        raise RuntimeError(
+            f"compile=True: this process already holds {limit} compiled decode steps, one per (model, batch "
+            "size, cache bucket); call torch._dynamo.reset() to drop them, or raise "
+            "torch._dynamo.config.recompile_limit") from e
 
 
 class DecodeState:

@@ -1245,6 +1245,29 @@ def test_compiled_decode_step_same_tokens_no_recompiles(pair):
     assert torch.equal(banned, generate(model, ids, mask, max_new_tokens=12, eos_token_id=[], no_repeat_ngram_size=1))
 
 
+@torch.no_grad()
+def test_compiled_decode_step_past_dynamo_recompile_limit(pair, monkeypatch):
+    """Each (batch size, cache bucket) compiles its own graph, and dynamo's recompile limit (8 by
+    default) counts them all per process: with fullgraph=True the 9th batch size was an error.
+    The loop's first step now runs under minigpt's own limit; past that, the error says what to do.
+    Here dynamo's limit is 1, so a second batch size would have hit it."""
+    import torch._dynamo
+
+    from minigpt import prefill_decode
+
+    model, _ = pair
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    monkeypatch.setattr(prefill_decode, "RECOMPILE_LIMIT", 2)
+    ids, mask = left_padded(PROMPTS)  # batch 3
+    for rows in (ids, ids[:1]):  # two batch sizes: two graphs, the second past dynamo's limit
+        compiled = generate(model, rows, max_new_tokens=3, eos_token_id=[], compile=True)
+        assert torch.equal(compiled, generate(model, rows, max_new_tokens=3, eos_token_id=[]))
+    with pytest.raises(RuntimeError, match=r"already holds 2 compiled decode steps.*torch._dynamo.reset\(\)"):
+        generate(model, ids[:2], max_new_tokens=3, eos_token_id=[], compile=True)
+    torch._dynamo.reset()
+
+
 TRITON_SNIPPET = """
 import torch
 from minigpt import GPT, GPTConfig

@@ -6,8 +6,9 @@ sends fp32 products to Intel MKL, which runs its generic code on non-Intel CPUs,
 to oneDNN, which re-packs the weight into its blocked layout (the order its AVX-512 kernels read)
 on *every* call. Packing each weight once and calling oneDNN directly makes GPT-2 124M's
 decode-step products ~1.8× faster in fp32 and ~1.4× in bf16 at batch 1, ~3.3× in fp32 and ~1.6×
-in bf16 at batch 8, on the AMD EPYC machine minigpt is tested on (the two floors of
-scripts/bench_generate.py; BENCHMARKS.md).
+in bf16 at batch 8, on an AMD EPYC machine (the two floors of scripts/bench_generate.py;
+BENCHMARKS.md). On Intel CPUs MKL runs its tuned code, and for one or two rows (batch-1 decode,
+or 2) in fp32 it streams the weight ~10% faster than oneDNN: there those products stay on MKL.
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
@@ -18,7 +19,7 @@ see it either): call `forget_packed()` after one.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
 has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
-non-x86 CPUs, and bf16 on CPUs without AVX-512. Under torch.compile the call is wrapped in a
+non-x86 CPUs, bf16 on CPUs without AVX-512, and fp32 calls of a row or two on Intel CPUs. Under torch.compile the call is wrapped in a
 custom op, opaque to the compiler, which would otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
@@ -39,6 +40,22 @@ ONEDNN = (os.environ.get("MINIGPT_ONEDNN", "1") != "0" and platform.machine().lo
 # oneDNN's bf16 matmul needs AVX-512 (BW) or AVX-NE-CONVERT; without them its weight reorder raises.
 # ATen's dispatch level tells the first apart; a CPU below it keeps bf16 on F.linear.
 ONEDNN_BF16 = ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+
+def cpu_vendor() -> str:
+    """The CPU maker's id, e.g. "GenuineIntel" or "AuthenticAMD" ("" if the system does not say)."""
+    try:
+        with open("/proc/cpuinfo") as f:  # Linux
+            return next((line.split(":")[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return "GenuineIntel" if "GenuineIntel" in platform.processor() else ""  # Windows names it there
+
+
+# fp32 products of at most this many rows go to MKL on Intel CPUs, where its matrix × vector beats
+# oneDNN's (measured on a Xeon: 17.2 vs 19.4 ms at 1 row, 18.0 vs 20.3 at 2, but 32.3 vs 21.8 at
+# 4, for 124M's products); 0 elsewhere, since on AMD MKL's generic code is 1.8× slower.
+MKL_ROWS = 2 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
 # weight → (what it looked like when packed, its packed copy, the storage packed). Keyed weakly: a copy
 # dies with its weight.
@@ -76,6 +93,20 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty(*x.shape[:-1], weight.size(0))  # what the compiler needs: the output's shape
 
 
+def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether an inference call (grad off) goes to oneDNN rather than F.linear."""
+    if not (ONEDNN and x.is_cpu and x.dtype == weight.dtype):
+        return False
+    # Under CPU autocast F.linear computes in the autocast dtype (bf16); the oneDNN call would
+    # bypass autocast and run in the weights' fp32, so `train --dtype bfloat16`'s evaluation, or
+    # any no_grad forward under autocast, would silently not be bf16: leave those to F.linear.
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    if x.dtype == torch.bfloat16:
+        return ONEDNN_BF16
+    return x.dtype == torch.float32 and x.numel() > MKL_ROWS * x.size(-1)  # a row or two on Intel: MKL
+
+
 class Linear(nn.Linear):
     """y = x W^T + b with W stored (out, in), exactly nn.Linear's parameters and state dict."""
 
@@ -84,11 +115,7 @@ class Linear(nn.Linear):
             if not torch.compiler.is_compiling():
                 _PACKED.pop(self.weight, None)  # free the inference copy
             return F.linear(x, self.weight, self.bias)
-        # Under CPU autocast F.linear computes in the autocast dtype (bf16); the oneDNN call would
-        # bypass autocast and run in the weights' fp32, so `train --dtype bfloat16`'s evaluation, or
-        # any no_grad forward under autocast, would silently not be bf16: leave those to F.linear.
-        if ONEDNN and x.is_cpu and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and ONEDNN_BF16)) \
-                and x.dtype == self.weight.dtype and not torch.is_autocast_enabled("cpu"):
+        if takes_onednn(x, self.weight):
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
             # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.

@@ -31,7 +31,10 @@ def layer(dtype=torch.float32, bias=True) -> Linear:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 96), (8, 1, 96), (2, 37, 96)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_inference_path_matches_f_linear(dtype, shape, bias):
+def test_inference_path_matches_f_linear(dtype, shape, bias, monkeypatch):
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)  # every fp32 shape to oneDNN, as on AMD
     lin = layer(dtype, bias)
     x = torch.randn(shape).to(dtype)
     with torch.no_grad():
@@ -43,6 +46,26 @@ def test_inference_path_matches_f_linear(dtype, shape, bias):
     print(f"{dtype} {shape} bias={bias}: max |Δ| / max |y| = {rel:.2e}")
     assert got.dtype == dtype and got.shape == ref.shape
     assert rel <= TOL[dtype]
+
+
+@needs_onednn
+def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
+    """On Intel CPUs (MKL_ROWS = 2) fp32 products of one or two rows are F.linear's (MKL), nothing
+    packed for them; three rows, and bf16, take oneDNN."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 2)
+    lin = layer()
+    with torch.no_grad():
+        for shape in [(1, 96), (2, 96), (1, 2, 96), (2, 1, 96)]:
+            x = torch.randn(shape)
+            assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias)) and lin.weight not in _PACKED
+        lin(torch.randn(3, 1, 96))
+        assert lin.weight in _PACKED
+        if linear.ONEDNN_BF16:
+            half = layer(torch.bfloat16)
+            half(torch.randn(1, 96).bfloat16())
+            assert half.weight in _PACKED
 
 
 @needs_onednn

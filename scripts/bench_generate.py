@@ -13,7 +13,8 @@ so both see the same machine load):
   + LM head, no attention, no Python around them), twice: with F.linear (PyTorch's default
   kernel, the reference's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
   minigpt/linear.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
-  close minigpt's step gets to its own.
+  close minigpt's step gets to its own. Where `Linear` keeps fp32 on MKL (a row or two on an
+  Intel CPU), a line gives the oneDNN floor it passed over.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
 - The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.
 - On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the reference),
@@ -38,6 +39,7 @@ from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
 from minigpt.generate import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
+from minigpt.linear import MKL_ROWS, packed_weight
 
 
 def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
@@ -90,7 +92,8 @@ def median(xs: list[float]) -> float:
 
 def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kernel: str) -> float:
     """Seconds for one decode step's weight products alone: x (B, C) through every Linear once,
-    with `kernel` "F.linear" (PyTorch's default) or "minigpt" (minigpt.linear.Linear's forward)."""
+    with `kernel` "F.linear" (PyTorch's default), "minigpt" (minigpt.linear.Linear's forward) or
+    "oneDNN" (its oneDNN call on the packed weight, whatever Linear would pick)."""
     c = model.config
     linears = []
     for block in model.transformer.h:
@@ -103,7 +106,12 @@ def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kerne
     def step() -> None:
         for m in linears:
             x = x_c if m.in_features == c.n_embd else x_4c
-            m(x) if kernel == "minigpt" else F.linear(x, m.weight, m.bias)
+            if kernel == "minigpt":
+                m(x)
+            elif kernel == "oneDNN":
+                torch.ops.mkldnn._linear_pointwise(x, packed_weight(m.weight), m.bias, "none", [], "")
+            else:
+                F.linear(x, m.weight, m.bias)
 
     step()
     times = []
@@ -253,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
                   f"{plain * 1e3:>16.1f}{floor * 1e3:>15.1f}{floor / ours:>12.2f}")
             print(f"{'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
+            if device.type == "cpu" and dtype == torch.float32 and batch <= MKL_ROWS:
+                onednn = matvec_floor(model, batch, dtype, args.repeats, "oneDNN")
+                print(f"{'  oneDNN floor (ms)':<34}{onednn * 1e3:>12.1f}   (minigpt keeps MKL here: an Intel CPU, "
+                      f"≤ {MKL_ROWS} rows; minigpt/linear.py)")
             if device.type == "cuda" and batch == 1:
                 limit = bandwidth_limit(model, dtype)
                 print(f"{'  bandwidth limit (ms)':<34}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")

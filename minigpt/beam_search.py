@@ -32,17 +32,21 @@ class Finished(NamedTuple):
     seqs: torch.Tensor  # (B, K, L) long: prompt + new tokens, pads after
     scores: torch.Tensor  # (B, K): sum_logprobs / new_length ** length_penalty; NEG_INF_SCORE in empty slots
     lens: torch.Tensor  # (B, K) long: new tokens, the EOS included
-    done: torch.Tensor  # (B, K) bool: the slot holds a hypothesis
+    done: torch.Tensor  # (B, K) bool: the slot holds a hypothesis, leftovers included (transformers' flag)
+    real: torch.Tensor  # (B, K) bool: ... and it is no leftover: a live beam's, allowed to finish
 
-    def merge(self, cand: torch.Tensor, scores: torch.Tensor, new_len: int, ends: torch.Tensor) -> "Finished":
+    def merge(self, cand: torch.Tensor, scores: torch.Tensor, new_len: int, ends: torch.Tensor,
+              real: torch.Tensor) -> "Finished":
         """Keep the K best of the finished hypotheses and the candidates `cand` (B, N, L) that
-        just ended (`ends`, (B, N)), whose `scores` already carry NEG_INF_SCORE where they may not finish."""
+        just ended (`ends`, (B, N)), whose `scores` already carry NEG_INF_SCORE where they may not
+        finish; `real` (B, N) marks those that are no leftovers."""
         merged = torch.cat([self.scores, scores], 1).topk(self.scores.size(1), dim=-1).indices  # (B, K) of the K + N
         return Finished(
             seqs=torch.cat([self.seqs, cand], 1).gather(1, merged[..., None].expand(-1, -1, cand.size(-1))),
             scores=torch.cat([self.scores, scores], 1).gather(1, merged),
             lens=torch.cat([self.lens, torch.full_like(scores, new_len, dtype=torch.long)], 1).gather(1, merged),
             done=torch.cat([self.done, ends], 1).gather(1, merged),
+            real=torch.cat([self.real, real], 1).gather(1, merged),
         )
 
 
@@ -101,7 +105,8 @@ def beam_search(
     running_scores = torch.zeros(B, K, device=device)
     running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
     finished = Finished(running.clone(), torch.full((B, K), NEG_INF_SCORE, device=device),
-                        torch.zeros(B, K, dtype=torch.long, device=device), torch.zeros(B, K, dtype=torch.bool, device=device))
+                        torch.zeros(B, K, dtype=torch.long, device=device), torch.zeros(B, K, dtype=torch.bool, device=device),
+                        torch.zeros(B, K, dtype=torch.bool, device=device))
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
 
@@ -132,7 +137,12 @@ def beam_search(
         full = finished.done.all(-1, keepdim=True) & (early_stopping is True)
         may_finish = ends & in_top_k & ~full & improvable
         scores = top_scores / (step + 1) ** length_penalty  # (B, n_keep)
-        finished = finished.merge(cand, scores + ~may_finish * NEG_INF_SCORE, step + 1, ends & in_top_k)
+        # transformers counts every top-K candidate that ended as finished, even a dead beam's (score
+        # about -1e9: one of the K - 1 copies of the prompt at step 0, or a beam kept running for want
+        # of live ones), whose tokens repeat a live beam's or were never chosen. We count them too,
+        # for its stopping rules, but mark them: they are leftovers, never a result.
+        real = may_finish & (top_scores > NEG_INF_SCORE / 2)
+        finished = finished.merge(cand, scores + ~may_finish * NEG_INF_SCORE, step + 1, ends & in_top_k, real)
 
         # Can a running beam still beat the worst finished one? (transformers' heuristic)
         best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
@@ -150,13 +160,13 @@ def beam_search(
 
     t_end = clock()
     n = num_return_sequences
-    # A slot to return that holds no finished hypothesis: the prompt's beams ran out of tokens (all
+    # A slot to return that holds no real hypothesis: the prompt's beams ran out of tokens (all
     # -inf) or of distinct continuations before n hypotheses ended, so it would return leftovers
-    # (transformers does, scored -1e9). As in greedy decoding, that is an error; a prompt that was
-    # done before its beams ran out is not.
-    empty = ~finished.done[:, :n].all(-1)  # (B,)
+    # (transformers does, scored -1e9 or -1e9 / length ** length_penalty). As in greedy decoding,
+    # that is an error; a prompt that was done before its beams ran out is not.
+    empty = ~finished.real[:, :n].all(-1)  # (B,)
     if bool(empty.any()):
-        causes = [NGRAM_EXHAUSTED] * bool(no_repeat_ngram_size)
+        causes = [f"{NGRAM_EXHAUSTED}, or left fewer than {n} distinct continuations"] * bool(no_repeat_ngram_size)
         causes += ["a penalty pushed every token's log-probability to -inf"] * penalties_on(penalties)
         if V ** min(max_new_tokens, 64) < n:
             causes.append(f"a vocabulary of {V} has fewer than num_return_sequences={n} continuations of "

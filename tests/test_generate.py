@@ -478,6 +478,25 @@ def test_beams_the_ngram_ban_leaves_no_token_are_an_error_not_leftovers():
 
 
 @torch.no_grad()
+def test_a_dead_beams_hypothesis_is_a_leftover_not_a_result():
+    """n = 1 on a prompt of 10 ids of a 12-token vocabulary leaves two continuations, 9 and 11, so 3
+    hypotheses cannot be had. Beam search returned a third anyway: a candidate of a dead beam (one
+    of the prompt's K - 1 copies, scored -1e9) that ended among the top K, which transformers also
+    counts as finished, so the check for leftovers passed it; its tokens repeated a live beam's.
+    (Found by tests/test_generate_fuzz.py: transformers returned it scored -1e9.)"""
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=12)).eval()
+    prompt = torch.tensor([[3, 4, 6, 10, 0, 1, 2, 5, 7, 8]])
+    kw = dict(num_beams=4, no_repeat_ngram_size=1, eos_token_id=[], length_penalty=2.0)
+    for max_new_tokens in (1, 2):  # dead at step 0 (the copies), and a dead beam kept running to step 1
+        out = generate(model, prompt, max_new_tokens=max_new_tokens, num_return_sequences=2, **kw)
+        assert sorted(out[:, 10].tolist()) == [9, 11]
+        with pytest.raises(FloatingPointError, match="fewer than 3 hypotheses for prompt 0: no_repeat_ngram_size "
+                                                     ".* or left fewer than 3 distinct continuations"):
+            generate(model, prompt, max_new_tokens=max_new_tokens, num_return_sequences=3, **kw)
+
+
+@torch.no_grad()
 def test_a_finished_row_whose_pads_leave_no_token_is_no_error():
     """Only a row still writing can run out of tokens. A finished row is fed its pads, which the
     n-gram ban reads as its tokens: here row 0 (6 of an 8-token vocabulary, then its EOS) bans every

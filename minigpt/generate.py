@@ -18,7 +18,8 @@ are checked before any work by minigpt/generate_args.py (`check_arguments`), and
 in front of this file, `minigpt generate`, is minigpt/generate_cli.py.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
-the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens).
+the context (they raise; the CLI's --truncate-left keeps the prompt's last tokens). Continuations
+longer than the context are a choice (`slide`): the context then slides over the text.
 """
 from __future__ import annotations
 
@@ -123,6 +124,7 @@ def stream(
     streamer: Callable[[torch.Tensor], None] | None = None,
     sampler: str = "auto",
     compile: bool = False,
+    slide: int = 0,
     return_stats: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield each step's new tokens (B·num_return_sequences,) as they are drawn (beam search, which
@@ -140,6 +142,12 @@ def stream(
     "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
     `decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
 
+    Past the context: `slide=N` > 0 lets max_new_tokens run past n_positions (only the prompt must
+    fit). When the context is full, each row's last N tokens are prefilled again, from position 0,
+    and decoding goes on: every token is drawn seeing between N and n_positions tokens.
+    N = n_positions is nanoGPT's crop, the model always seeing all it can, at the price of a
+    prefill per token; a smaller N prefills once every n_positions - N + 1 tokens. Not with beams.
+
     The arguments are checked here, at the call (a generator function would run nothing, its
     checks included, until the first `next`); the steps are `decode_loop`'s.
     """
@@ -150,7 +158,7 @@ def stream(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
         num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-        num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler, seed=seed)
+        num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler, seed=seed, slide=slide)
     # Built here, not in the loop, so that stop strings without their tokenizer are refused at the
     # call too. A prompt's n samples are n rows.
     stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
@@ -188,7 +196,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     device, (B, T), V = input_ids.device, input_ids.shape, model.config.vocab_size
     clock = Clock(device)
     t_start = clock()
-    state = DecodeState(model, attention_mask, max_new_tokens, compile)
+    state = DecodeState(model, attention_mask, max_new_tokens, compile, slides=args.slide > 0)
     # The loop's own state, on the device too and updated in place: no allocation per step.
     # Each row's whole sequence, (B, T + max_new_tokens): the prompt, then step s's token at column
     # T + s. `out` is its new part, a view, so the n-gram ban reads what the loop writes.
@@ -257,7 +265,13 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         yield tokens
         if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
+        if state.full():  # the context is full (slide > 0): its last `slide` tokens, prefilled, go on
+            so_far = seq[:, :T + step + 1]
+            if not pad_is_token:  # a finished row's pads, which no one reads, as an id the embedding has
+                so_far = so_far.masked_fill(so_far == pad, 0)
+            logits = state.slide(so_far, args.slide)
+        else:
+            logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
     if bool(nonfinite):  # in the steps since the host's last look

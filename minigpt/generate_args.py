@@ -34,7 +34,7 @@ from minigpt.stop_strings import stop_list
 
 
 def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   max_new_tokens: int, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   max_new_tokens: int, bos: int, slide: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
@@ -84,21 +84,32 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     n_positions = model.config.n_positions
     # Positions count a row's own tokens, not its pads (pads take cache slots only), so a batch
     # padded to a fixed length fits as its longest prompt does.
-    if tokens_fed(longest, max_new_tokens) > n_positions:
-        raise ValueError(context_error(longest, max_new_tokens, n_positions))
+    if longest > prompt_room(max_new_tokens, n_positions, slide):
+        raise ValueError(context_error(longest, max_new_tokens, n_positions, slide))
     return input_ids, attention_mask
 
 
-def context_error(prompt_len: int, max_new_tokens: int, n_positions: int) -> str:
+def prompt_room(max_new_tokens: int, n_positions: int, slide: int = 0) -> int:
+    """The longest prompt that fits the context with max_new_tokens: the model reads
+    prompt + max_new_tokens - 1 tokens (`tokens_fed`); sliding (`slide` > 0), only the prompt must fit."""
+    return n_positions if slide else n_positions - tokens_fed(0, max_new_tokens)
+
+
+def context_error(prompt_len: int, max_new_tokens: int, n_positions: int, slide: int = 0) -> str:
     """Why a prompt and its continuation do not fit the context, with the limits that would: the
     model reads prompt_len + max_new_tokens - 1 tokens (`tokens_fed`), and every prompt has at
-    least one (an empty one is <|endoftext|>), so max_new_tokens ≤ n_positions whatever the prompt."""
+    least one (an empty one is <|endoftext|>), so max_new_tokens ≤ n_positions whatever the prompt
+    (unless the context slides, `slide`)."""
+    if slide:
+        return (f"prompt length {prompt_len} exceeds the model's context n_positions={n_positions}: even when the "
+                "context slides the prompt must fit; shorten it (the CLI's --truncate-left keeps its last tokens)")
     fed = (f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} - 1 = {tokens_fed(prompt_len, max_new_tokens)} "
            f"exceeds the model's context n_positions={n_positions} (the last new token is never fed back, so it takes no "
            "position)")
     if max_new_tokens > n_positions:  # no cut of the prompt could help
         this = f", {n_positions + 1 - prompt_len} after this one" if 1 < prompt_len <= n_positions else ""
-        return f"{fed}: max_new_tokens can be at most {n_positions} (after a 1-token prompt{this}); generate fewer tokens"
+        return (f"{fed}: max_new_tokens can be at most {n_positions} (after a 1-token prompt{this}); generate fewer "
+                "tokens, or let the context slide (slide=N keeps its last N tokens when it is full)")
     fewer = f" (at most {n_positions + 1 - prompt_len} with this prompt)" if prompt_len <= n_positions else ""
     return (f"{fed}: with {max_new_tokens} new tokens a prompt can have at most {n_positions + 1 - max_new_tokens}; "
             f"shorten the prompt (the CLI's --truncate-left keeps its last tokens) or generate fewer tokens{fewer}")
@@ -141,6 +152,16 @@ def as_count(name: str, value) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def check_slide(value, n_positions: int, num_beams: int) -> int:
+    """`slide` as an int: 0 (off) or the tokens a full context keeps, 1 .. n_positions."""
+    value = as_count("slide", value)
+    if value and not 1 <= value <= n_positions:
+        raise ValueError(f"slide must be 0 (off) or in [1, n_positions={n_positions}], got {value}")
+    if value and num_beams > 1:
+        raise ValueError("slide is not supported with num_beams > 1: beam search keeps its beams in one context")
+    return value
 
 
 def check_ngram_size(value) -> int:
@@ -232,13 +253,14 @@ class DecodeArgs:
     sampling: dict  # temperature, top_k, top_p, min_p
     penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many ids twice in a sequence (0 = off)
+    slide: int = 0  # > 0: a full context keeps its last `slide` tokens and decoding goes on (0 = off)
 
 
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
                     max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
                     repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, eos_token_id,
                     pad_token_id, stop, num_beams, length_penalty, early_stopping, num_return_sequences, streamer,
-                    sampler: str, seed: int | None) -> DecodeArgs:
+                    sampler: str, seed: int | None, slide: int = 0) -> DecodeArgs:
     """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
     the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
     strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
@@ -272,7 +294,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     if not 1 <= num_return_sequences <= (num_beams if num_beams > 1 else (math.inf if do_sample else 1)):
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
-    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id)
+    slide = check_slide(slide, cfg.n_positions, num_beams)
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id, slide)
     if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
@@ -291,4 +314,4 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,
                       sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
-                      penalties=dict(zip(penalties, rest)), no_repeat_ngram_size=no_repeat_ngram_size)
+                      penalties=dict(zip(penalties, rest)), no_repeat_ngram_size=no_repeat_ngram_size, slide=slide)

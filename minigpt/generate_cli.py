@@ -62,7 +62,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                           'of its object (-: standard input)')
     p.add_argument("--batch-size", type=int, default=default(8), help="with --prompts-file: prompts run at once (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=default(200),
-                   help="tokens to generate, at most the model's context n_positions (default: 200)")
+                   help="tokens to generate, at most the model's context n_positions unless --slide (default: 200)")
     p.add_argument("--min-new-tokens", type=int, default=default(0), help="no EOS before this many (default: 0)")
     p.add_argument("--temperature", type=float, default=default(0.8), help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=default(0), help="0 = off")
@@ -92,6 +92,9 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", default=default(False), help="compile the decode step (torch.compile)")
     p.add_argument("--sampler", default=default("auto"), choices=["auto", "torch", "triton"],
                    help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
+    p.add_argument("--slide", type=int, default=default(0), metavar="N",
+                   help="go on past the context: when it is full, keep its last N tokens (0 = off, the default; "
+                        "N = n_positions is nanoGPT's crop, slow: one prefill per token)")
     p.add_argument("--truncate-left", action="store_true", default=default(False),
                    help="keep the prompt's last tokens if it is too long for the context with --max-new-tokens")
     return p
@@ -119,7 +122,7 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
         raise ValueError("--batch-size sets how many prompts of --prompts-file run at once: it needs --prompts-file")
     if args.explain:
         ignored = flags("num_beams", "stop", "num_return_sequences", "min_new_tokens", "stats", "compile", "sampler",
-                        "stream", "length_penalty", "early_stopping")
+                        "stream", "length_penalty", "early_stopping", "slide")
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
     if args.stream and args.num_return_sequences > 1:
@@ -194,7 +197,8 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
     (main has refused a --max-new-tokens that leaves no room for any prompt: here a cut always helps.)"""
     n_positions = model.config.n_positions
     most = n_positions + 1 - e.length  # new tokens this prompt leaves room for
-    fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions else ""
+    # (With --slide the room is the whole context whatever --max-new-tokens: fewer would not help.)
+    fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions and not args.slide else ""
     last = f"its last {e.room} tokens" if e.room > 1 else "its last token"
     return (f"the prompt is {e.length} tokens, but with --max-new-tokens {args.max_new_tokens} the model's context "
             f"n_positions={n_positions} has room for {e.room}: shorten it, {fewer}or keep {last} (--truncate-left)")
@@ -215,7 +219,7 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     prompts = [record["prompt"] for record in records]
     ids = tokenizer.encode_batch(prompts, allowed_special="all")  # the user's own text, as --prompt's
     try:  # every prompt is checked before any runs: a long one at the end fails now, not in an hour
-        ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left)
+        ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left, args.slide)
     except PromptTooLong as e:
         raise ValueError(f"{source_name(args.prompts_file)} line {lines[e.index]}: {too_long(e, model, args)}") from None
     size = args.batch_size * WINDOW_BATCHES
@@ -295,18 +299,18 @@ def main(argv: list[str] | None = None) -> int:
         n_positions = model.config.n_positions
         # The model reads the prompt (≥ 1 token: an empty one is <|endoftext|>) and every new token
         # but the last, so more than n_positions new tokens never fit: no prompt, nor any cut of one.
-        if n_positions - tokens_fed(0, args.max_new_tokens) <= 0:
+        if n_positions - tokens_fed(0, args.max_new_tokens) <= 0 and not args.slide:
             default = "" if "max_new_tokens" in typed else " (the default)"
             raise ValueError(f"--max-new-tokens {args.max_new_tokens}{default} leaves no room for a prompt in the model's "
                              f"context n_positions={n_positions}: generate at most {n_positions} tokens (after a "
-                             "1-token prompt; the last new token is never fed back)")
+                             "1-token prompt; the last new token is never fed back), or let the context slide (--slide N)")
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
                         frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
         kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                       do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
                       num_beams=args.num_beams, length_penalty=args.length_penalty,
-                      early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile,
+                      early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile, slide=args.slide,
                       sampler=args.sampler, return_stats=True, **sampling)
         if args.num_beams > 1:
             for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # The model gets the kept ids themselves: their text would not always re-encode to as
             # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
-            kept = fit_context([ids], model, args.max_new_tokens, args.truncate_left)[0]
+            kept = fit_context([ids], model, args.max_new_tokens, args.truncate_left, args.slide)[0]
         except PromptTooLong as e:
             raise ValueError(too_long(e, model, args)) from None
         if len(kept) < len(ids):  # --truncate-left cut it

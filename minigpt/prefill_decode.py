@@ -13,7 +13,8 @@ the model and its cache (minigpt/kv_cache.py):
 `DecodeState` holds what the phases share (the cache, the readable slots, the positions), so a
 loop only calls `prefill` once and `step` per token: the decode loop (minigpt/generate.py), beam
 search (minigpt/beam_search.py) and `--explain` (minigpt/explain.py) each drive one.
-`decode_step_for` gives the step compiled (torch.compile; a CUDA graph on a GPU).
+`decode_step_for` gives the step compiled (torch.compile; a CUDA graph on a GPU). Past the
+context (`generate(slide=N)`), `DecodeState.slide` starts the cache again from the last tokens.
 
 Batches of prompts are *left*-padded, so every row's newest token sits in the same cache slot and
 one `input_pos` serves the batch. Pads are hidden by the attention mask, and position ids come
@@ -156,23 +157,63 @@ class DecodeState:
     - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded).
 
     `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
+
+    With `slides=True` the decode may go on past the context: the cache stops at the context (or
+    the prompts' slots), and when it is `full()`, `slide` starts it again from the last tokens.
     """
 
     def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor, max_new_tokens: int,
-                 compile: bool = False) -> None:
+                 compile: bool = False, slides: bool = False) -> None:
         (B, T), device = attention_mask.shape, attention_mask.device
-        self.model, self.mask, self.compile = model, attention_mask, compile
-        self.cache = KVCache.for_model(model, B, cache_length(tokens_fed(T, max_new_tokens), model.config.n_positions))
+        n_positions = model.config.n_positions
+        slots = tokens_fed(T, max_new_tokens)
+        if slides:  # no more slots than the context has positions, or than the prompts' pads take
+            slots = min(slots, max(T, n_positions))
+        self.model, self.compile, self.slides = model, compile, slides
+        self.cache = KVCache.for_model(model, B, cache_length(slots, n_positions))
         self.step_fn = decode_step_for(model, self.cache, compile)
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
+        self.position_ids = torch.empty(B, 1, dtype=torch.long, device=device)  # (B, 1)
+        self.input_pos = torch.empty(1, dtype=torch.long, device=device)  # (1,)
+        self.start(attention_mask)
+
+    def start(self, attention_mask: torch.Tensor) -> None:
+        """Point the state at prompts (B, T) in slots [0, T), before their prefill. The buffers are
+        updated in place, not replaced, so a compiled step keeps using the same ones after a slide."""
+        T = attention_mask.size(1)
+        self.mask = attention_mask
+        self.key_valid.zero_()
         self.key_valid[:, :T] = attention_mask.bool()
-        self.position_ids = positions_from_mask(attention_mask)[:, -1:] + 1  # (B, 1)
-        self.input_pos = torch.tensor([T], device=device)  # (1,)
+        self.position_ids.copy_(positions_from_mask(attention_mask)[:, -1:] + 1)
+        self.input_pos.fill_(T)
         self.slot = T  # input_pos as the host knows it: widths are set without reading the device
+        # The longest row's next position, as the host knows it: read (one sync) only if the context slides.
+        self.next_position = int(attention_mask.sum(-1).max()) if self.slides else 0
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32."""
         return prefill(self.model, input_ids, self.mask, self.cache)
+
+    def full(self) -> bool:
+        """Whether the next token has no room: every slot is written, or a row is at the context's
+        last position. (Only tracked with `slides`; without it the arguments were checked to fit.)"""
+        return self.slides and (self.slot == self.cache.max_len or self.next_position == self.model.config.n_positions)
+
+    def slide(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
+        """The context is full: start again from the tokens so far, `ids` (B, S) with the newest
+        (not yet fed) last. A full row keeps its last `keep`; a row with room keeps all of its
+        context, so it goes on as it would alone (where it would not yet slide). Their prefill,
+        left-padded, gives the next logits (B, V), as `step` would have.
+
+        The model's positions are absolute, so kept tokens cannot keep theirs (past the end): they
+        are read again from position 0, which is why this is a new prefill, not a cache shift.
+        """
+        context = self.position_ids[:, 0]  # each row's tokens in the cache: the newest one's position
+        kept = torch.where(context == self.model.config.n_positions, keep, context + 1)  # (B,)
+        width = int(kept.max())  # (one sync per slide)
+        mask = (torch.arange(width, device=ids.device) >= width - kept[:, None]).long()  # (B, width), left pads
+        self.start(mask)
+        return self.prefill(ids[:, -width:])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Phase 2: one new token per row (B, 1) → logits (B, V) fp32; then move one slot on."""
@@ -181,6 +222,7 @@ class DecodeState:
         logits = self.step_fn(self.model, tokens, self.cache, self.input_pos, self.position_ids,
                               self.key_valid[:, :width])
         self.slot += 1
+        self.next_position += 1
         self.input_pos += 1
         self.position_ids += 1
         return logits

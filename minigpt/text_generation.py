@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt.generate import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
-from minigpt.generate_args import as_count, eos_list, tokens_fed
+from minigpt.generate_args import as_count, eos_list, prompt_room
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 from minigpt.tokenizer_batch import pad_rows
@@ -188,9 +188,11 @@ class PromptTooLong(ValueError):
     def __init__(self, index: int, length: int, room: int, max_new_tokens: int, n_positions: int) -> None:
         self.index, self.length, self.room = index, length, room
         fewer = f" (at most {n_positions + 1 - length} for this prompt)" if length <= n_positions else ""
+        # When the context slides, the room is the whole context whatever max_new_tokens: fewer would not help.
+        fewer = f", generate fewer tokens{fewer}" if room < n_positions else ""
         super().__init__(f"prompts[{index}] is {length} tokens, but with max_new_tokens {max_new_tokens} the model's "
-                         f"context n_positions={n_positions} has room for {room}: shorten it, generate fewer tokens"
-                         f"{fewer}, or keep each prompt's last tokens (truncate_left=True)")
+                         f"context n_positions={n_positions} has room for {room}: shorten it{fewer}, or keep each "
+                         "prompt's last tokens (truncate_left=True)")
 
 
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
@@ -231,7 +233,7 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
             raise TypeError(f"prompts[{i}] must be one text (str) or its token ids (a list of ints), "
                             f"got {type(prompt).__name__}") from None
     encoded = fit_context(encoded, model, as_count("max_new_tokens", kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-                          truncate_left)
+                          truncate_left, as_count("slide", kwargs.get("slide", 0)))
     per_prompt = {}
     for name in PER_PROMPT:
         value = kwargs.get(name)
@@ -263,15 +265,17 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     return (texts, all_stats) if kwargs.get("return_stats") else texts
 
 
-def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens: int, truncate_left: bool) -> list[list[int]]:
+def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens: int, truncate_left: bool,
+                slide: int = 0) -> list[list[int]]:
     """Check every prompt against the context before any work: raise `PromptTooLong` naming the first
-    that does not fit, or with truncate_left keep its last tokens (the ids themselves, as the CLI does)."""
+    that does not fit, or with truncate_left keep its last tokens (the ids themselves, as the CLI does).
+    With `slide` > 0 only the prompt must fit (`stream`'s slide)."""
     n_positions = model.config.n_positions
-    room = n_positions - tokens_fed(0, max_new_tokens)  # the longest prompt that fits
+    room = prompt_room(max_new_tokens, n_positions, slide)  # the longest prompt that fits
     if room <= 0 < max_new_tokens:  # no prompt fits, and no cut could help
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context "
                          f"n_positions={n_positions}: generate at most {n_positions} tokens (after a 1-token prompt; "
-                         "the last new token is never fed back)")
+                         "the last new token is never fed back), or let the context slide (slide=N)")
     if max_new_tokens < 1:
         return encoded  # not a count of tokens: `stream` names it
     for i, ids in enumerate(encoded):

@@ -1020,7 +1020,8 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
                                r"122 with this prompt\)"),
     # No prompt leaves room for 129: no cut of it could help, so --truncate-left is not suggested.
     (dict(max_new_tokens=129), r"^(?!.*truncate).*: max_new_tokens can be at most 128 \(after a 1-token prompt, 122 "
-                               r"after this one\); generate fewer tokens$"),
+                               r"after this one\); generate fewer tokens, or let the context slide \(slide=N keeps its "
+                               r"last N tokens when it is full\)$"),
     (dict(num_beams=0), "num_beams"),
     (dict(do_sample=True, top_p=1.5), "top_p"),
     (dict(do_sample=True, temperature=-1.0), "temperature"),
@@ -1285,6 +1286,67 @@ def test_compiled_decode_step_past_dynamo_recompile_limit(pair, monkeypatch):
     with pytest.raises(RuntimeError, match=r"already holds 2 compiled decode steps.*torch._dynamo.reset\(\)"):
         generate(model, ids[:2], max_new_tokens=3, eos_token_id=[], compile=True)
     torch._dynamo.reset()
+
+
+def sliding_reference(model: GPT, prompt: list[int], max_new_tokens: int, keep: int, eos: int) -> list[int]:
+    """Greedy decoding past the context, written plainly: no cache, the whole context through the
+    model at every step; once the context outgrows n_positions it restarts from its last `keep`
+    tokens (keep = n_positions: nanoGPT's `idx[:, -block_size:]` crop)."""
+    seq, start = list(prompt), 0
+    for _ in range(max_new_tokens):
+        if len(seq) - start > model.config.n_positions:
+            start = len(seq) - keep
+        logits, _ = model(torch.tensor([seq[start:]]))
+        seq.append(int(logits[0, -1].argmax()))
+        if seq[-1] == eos:
+            break
+    return seq
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("keep", [16, 11, 1])
+def test_slide_goes_past_the_context_as_a_plain_crop_does(keep):
+    """slide=keep: max_new_tokens past n_positions, each row's tokens those of `sliding_reference`
+    run alone, in a left-padded batch whose rows fill the context at different steps (a row with
+    room keeps all its context at the batch's slides, as it would alone), with one row ending at
+    an EOS on the way (its pads fed on)."""
+    model = GPT(tiny_config(n_positions=16)).eval()
+    prompts = [[5, 9, 200], list(range(40, 56)), [7]]  # the second fills the context: it slides at once
+    ids, mask = left_padded(prompts)
+    eos = int(generate(model, ids, mask, max_new_tokens=26, slide=keep, eos_token_id=[])[2, -1])  # row 2's 26th token
+    out = generate(model, ids, mask, max_new_tokens=40, slide=keep, eos_token_id=eos, pad_token_id=0)
+    T = ids.size(1)
+    for row, prompt in enumerate(prompts):
+        expected = sliding_reference(model, prompt, 40, keep, eos)[len(prompt):]
+        assert out[row, T:T + len(expected)].tolist() == expected, f"row {row}"
+        assert (out[row, T + len(expected):] == 0).all()
+    assert len(sliding_reference(model, prompts[2], 40, keep, eos)) < len(prompts[2]) + 40  # the EOS row ended early
+    # The same tokens with the compiled step, which keeps its buffers across slides.
+    if keep == 11:
+        torch._dynamo.reset()
+        assert torch.equal(generate(model, ids, mask, max_new_tokens=40, slide=keep, eos_token_id=eos, pad_token_id=0,
+                                    compile=True), out)
+
+
+def test_slide_is_checked_and_the_prompt_must_still_fit():
+    model = GPT(tiny_config(n_positions=16)).eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    for bad in (17, -1):
+        with pytest.raises(ValueError, match=r"slide must be 0 \(off\) or in \[1, n_positions=16\], got "):
+            generate(model, prompt, max_new_tokens=20, slide=bad)
+    with pytest.raises(TypeError, match="slide must be an integer"):
+        generate(model, prompt, max_new_tokens=20, slide=2.5)
+    with pytest.raises(ValueError, match="slide is not supported with num_beams > 1"):
+        generate(model, prompt, max_new_tokens=20, slide=8, num_beams=2)
+    with pytest.raises(ValueError, match="prompt length 17 exceeds the model's context n_positions=16: even when the "
+                                         "context slides the prompt must fit"):
+        generate(model, torch.ones(1, 17, dtype=torch.long), max_new_tokens=20, slide=8)
+    # A batch padded wider than the context fits as its rows do, sliding or not.
+    ids, mask = left_padded([[1] * 16, [2]])
+    wide = torch.cat([torch.zeros(2, 4, dtype=torch.long), ids], 1), torch.cat([torch.zeros(2, 4, dtype=torch.long), mask], 1)
+    with torch.no_grad():
+        assert torch.equal(generate(model, *wide, max_new_tokens=30, slide=8, eos_token_id=[])[:, 4:],
+                           generate(model, ids, mask, max_new_tokens=30, slide=8, eos_token_id=[]))
 
 
 TRITON_SNIPPET = """
@@ -1589,6 +1651,15 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--max-new-tokens 500 leaves no room for a prompt in the model's context n_positions=128: generate at " \
                "most 128 tokens" in err and "truncate" not in err, extra
+    assert "or let the context slide (--slide N)" in err  # (the last of them)
+    # --slide: past the context; only the prompt must fit (so --max-new-tokens is not what to lower).
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "300", "--slide", "64",
+                 "--temperature", "0"]) == 0
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 130, "--max-new-tokens", "300", "--slide", "64"]) == 2
+    assert "the prompt is 130 tokens, but with --max-new-tokens 300 the model's context n_positions=128 has room for " \
+           "128: shorten it, or keep its last 128 tokens (--truncate-left)" in capsys.readouterr().err
+    assert main(["--model", str(tiny_checkpoint), "--explain", "--slide", "64"]) == 2
+    assert "it does not take --slide" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be"]) == 2  # 200 new tokens: the default is named
     assert "--max-new-tokens 200 (the default) leaves no room for a prompt" in capsys.readouterr().err
     # A long prompt: what would fit, --truncate-left among it (--max-new-tokens 10 leaves room for 119).
@@ -1998,7 +2069,8 @@ def test_context_errors_at_the_edges_of_the_prompt_length(pair):
     one)", the same limit twice; a prompt of exactly n_positions tokens lost its "(at most 1 with
     this prompt)", the one count of new tokens it can still take."""
     model, _ = pair
-    with pytest.raises(ValueError, match=r": max_new_tokens can be at most 128 \(after a 1-token prompt\); generate fewer tokens$"):
+    with pytest.raises(ValueError, match=r": max_new_tokens can be at most 128 \(after a 1-token prompt\); generate fewer "
+                                         r"tokens, or let the context slide"):
         stream(model, torch.tensor([[5]]), max_new_tokens=129)
     with pytest.raises(ValueError, match=r"a prompt can have at most 127; .* or generate fewer tokens \(at most 1 with this prompt\)$"):
         stream(model, torch.full((1, 128), 5), max_new_tokens=2)

@@ -125,6 +125,21 @@ def test_a_prompt_too_long_is_named_unless_truncate_left_keeps_its_end(model):
 
 
 @torch.no_grad()
+def test_slide_takes_generate_texts_past_the_context(model):
+    """slide: more new tokens than the context holds; only each prompt must fit, whole (no "generate
+    fewer tokens": with slide that would not help)."""
+    tok = DigitsTokenizer()
+    letters = "".join(chr(ord("a") + k % 26) for k in range(130))
+    prompts = ["hi", letters[:128]]
+    texts = generate_texts(model, tok, prompts, max_new_tokens=150, slide=100, batch_size=2)
+    assert texts == [generate_text(model, tok, p, max_new_tokens=150, slide=100) for p in prompts]
+    assert len(texts[0][0]) == 3 * 150  # 150 new tokens of three digits each: past the 128-token context
+    with pytest.raises(PromptTooLong, match=r"prompts\[1\] is 129 tokens, but with max_new_tokens 150 the model's "
+                                            r"context n_positions=128 has room for 128: shorten it, or keep"):
+        generate_texts(model, tok, ["hi", letters[:129]], max_new_tokens=150, slide=100)
+
+
+@torch.no_grad()
 def test_generate_texts_refuses_what_is_not_a_list_of_prompts(model):
     tok = DigitsTokenizer()
     assert generate_texts(model, tok, []) == []

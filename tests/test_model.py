@@ -561,7 +561,9 @@ def test_chunked_loss_leaves_a_call_without_targets_alone():
         model.chunked_loss = True
         logits, loss = model(idx)
         assert loss is None and torch.equal(logits, expected)
-        assert torch.equal(model(idx, logits_to_keep=1)[0], expected[:, -1:])
+        # The last position alone is 2 rows for the LM head: on an Intel CPU another kernel than for
+        # all 10 (minigpt/linear.py keeps a row or two on MKL), so equal up to float rounding.
+        assert torch.allclose(model(idx, logits_to_keep=1)[0], expected[:, -1:], rtol=0, atol=1e-5)
 
 
 def test_token_ids_just_past_the_vocabulary_or_negative_are_written_as_null(tmp_path):

@@ -100,9 +100,10 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     Compiled: torch.compile with fullgraph=True (a graph break is an error, not a silent slow
     path) and dynamic=False. Shapes are static, because the cache is bucketed and the loop passes
     the whole cache width, so every step and every prompt length within a bucket reuse one graph:
-    one per (batch size, bucket), up to `RECOMPILE_LIMIT` per process. On CUDA, mode="reduce-overhead" records the step as a CUDA graph
-    that replays all its kernel launches with one call; the graph writes the cache in place, so
-    its buffers are marked static (their address is baked into the graph). On a CPU it runs about
+    one per (batch size, bucket), up to `RECOMPILE_LIMIT` per process. On CUDA,
+    mode="reduce-overhead" records the step as a CUDA graph that replays all its kernel launches
+    with one call; the graph writes the cache in place, so its buffers are marked static (their
+    address is baked into the graph). On a CPU it runs about
     as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
     compiling is meant for GPUs.
     """

@@ -197,8 +197,7 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
     (main has refused a --max-new-tokens that leaves no room for any prompt: here a cut always helps.)"""
     n_positions = model.config.n_positions
     most = n_positions + 1 - e.length  # new tokens this prompt leaves room for
-    # (With --slide the room is the whole context whatever --max-new-tokens: fewer would not help.)
-    fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions and not args.slide else ""
+    fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions else ""
     last = f"its last {e.room} tokens" if e.room > 1 else "its last token"
     return (f"the prompt is {e.length} tokens, but with --max-new-tokens {args.max_new_tokens} the model's context "
             f"n_positions={n_positions} has room for {e.room}: shorten it, {fewer}or keep {last} (--truncate-left)")

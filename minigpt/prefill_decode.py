@@ -176,11 +176,13 @@ class DecodeState:
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.position_ids = torch.empty(B, 1, dtype=torch.long, device=device)  # (B, 1)
         self.input_pos = torch.empty(1, dtype=torch.long, device=device)  # (1,)
-        self.start(attention_mask)
+        # The longest row's length, read (one sync) only if the context slides: `full` needs it.
+        self.start(attention_mask, longest=int(attention_mask.sum(-1).max()) if slides else 0)
 
-    def start(self, attention_mask: torch.Tensor) -> None:
-        """Point the state at prompts (B, T) in slots [0, T), before their prefill. The buffers are
-        updated in place, not replaced, so a compiled step keeps using the same ones after a slide."""
+    def start(self, attention_mask: torch.Tensor, longest: int) -> None:
+        """Point the state at prompts (B, T) in slots [0, T), the longest `longest` tokens, before
+        their prefill. The buffers are updated in place, not replaced, so a compiled step keeps
+        using the same ones after a slide."""
         T = attention_mask.size(1)
         self.mask = attention_mask
         self.key_valid.zero_()
@@ -188,8 +190,7 @@ class DecodeState:
         self.position_ids.copy_(positions_from_mask(attention_mask)[:, -1:] + 1)
         self.input_pos.fill_(T)
         self.slot = T  # input_pos as the host knows it: widths are set without reading the device
-        # The longest row's next position, as the host knows it: read (one sync) only if the context slides.
-        self.next_position = int(attention_mask.sum(-1).max()) if self.slides else 0
+        self.next_position = longest  # the longest row's next position, as the host knows it
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32."""
@@ -213,7 +214,7 @@ class DecodeState:
         kept = torch.where(context == self.model.config.n_positions, keep, context + 1)  # (B,)
         width = int(kept.max())  # (one sync per slide)
         mask = (torch.arange(width, device=ids.device) >= width - kept[:, None]).long()  # (B, width), left pads
-        self.start(mask)
+        self.start(mask, longest=width)
         return self.prefill(ids[:, -width:])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ to oneDNN, which re-packs the weight into its blocked layout (the order its AVX-
 on *every* call. Packing each weight once and calling oneDNN directly makes GPT-2 124M's
 decode-step products ~1.8× faster in fp32 and ~1.4× in bf16 at batch 1, ~3.3× in fp32 and ~1.6×
 in bf16 at batch 8, on an AMD EPYC machine (the two floors of scripts/bench_generate.py;
-BENCHMARKS.md). On Intel CPUs MKL runs its tuned code, and for one or two rows (batch-1 decode,
-or 2) in fp32 it streams the weight ~10% faster than oneDNN: there those products stay on MKL.
+BENCHMARKS.md). On Intel CPUs MKL runs its tuned code, and for up to three rows (decode at batch
+1 to 3) in fp32 it streams the weights faster than oneDNN (17.3 vs 19.9 ms for 124M's products at
+batch 1): there those products stay on MKL.
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
@@ -19,8 +20,9 @@ see it either): call `forget_packed()` after one.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
 has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
-non-x86 CPUs, bf16 on CPUs without AVX-512, and fp32 calls of a row or two on Intel CPUs. Under torch.compile the call is wrapped in a
-custom op, opaque to the compiler, which would otherwise lower it to F.linear (MKL) again.
+non-x86 CPUs, bf16 on CPUs without AVX-512, and fp32 calls of up to three rows on Intel CPUs.
+Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which would
+otherwise lower it to F.linear (MKL) again.
 """
 from __future__ import annotations
 
@@ -42,7 +44,6 @@ ONEDNN = (os.environ.get("MINIGPT_ONEDNN", "1") != "0" and platform.machine().lo
 ONEDNN_BF16 = ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
-
 def cpu_vendor() -> str:
     """The CPU maker's id, e.g. "GenuineIntel" or "AuthenticAMD" ("" if the system does not say)."""
     try:
@@ -52,10 +53,11 @@ def cpu_vendor() -> str:
         return "GenuineIntel" if "GenuineIntel" in platform.processor() else ""  # Windows names it there
 
 
-# fp32 products of at most this many rows go to MKL on Intel CPUs, where its matrix × vector beats
-# oneDNN's (measured on a Xeon: 17.2 vs 19.4 ms at 1 row, 18.0 vs 20.3 at 2, but 32.3 vs 21.8 at
-# 4, for 124M's products); 0 elsewhere, since on AMD MKL's generic code is 1.8× slower.
-MKL_ROWS = 2 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
+# fp32 products of at most this many rows go to MKL on Intel CPUs, where its few-row product beats
+# oneDNN's: 124M's decode-step products on a Xeon took 17.3 / 17.4 / 19.0 ms with MKL against
+# 19.9 / 20.4 / 21.6 with oneDNN at 1 / 2 / 3 rows, but 32.9 against 20.7 at 4 (BENCHMARKS.md:
+# `scripts/bench_generate.py --batches 1,2,3,4`). 0 elsewhere: on AMD MKL's generic code is 1.8× slower.
+MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
 # weight → (what it looked like when packed, its packed copy, the storage packed). Keyed weakly: a copy
 # dies with its weight.
@@ -104,7 +106,7 @@ def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if x.dtype == torch.bfloat16:
         return ONEDNN_BF16
-    return x.dtype == torch.float32 and x.numel() > MKL_ROWS * x.size(-1)  # a row or two on Intel: MKL
+    return x.dtype == torch.float32 and x.numel() > MKL_ROWS * x.size(-1)  # a few rows on Intel: MKL
 
 
 class Linear(nn.Linear):

@@ -13,7 +13,7 @@ so both see the same machine load):
   + LM head, no attention, no Python around them), twice: with F.linear (PyTorch's default
   kernel, the reference's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
   minigpt/linear.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
-  close minigpt's step gets to its own. Where `Linear` keeps fp32 on MKL (a row or two on an
+  close minigpt's step gets to its own. Where `Linear` keeps fp32 on MKL (a few rows on an
   Intel CPU), a line gives the oneDNN floor it passed over.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
 - The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.

@@ -50,8 +50,8 @@ def test_inference_path_matches_f_linear(dtype, shape, bias, monkeypatch):
 
 @needs_onednn
 def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
-    """On Intel CPUs (MKL_ROWS = 2) fp32 products of one or two rows are F.linear's (MKL), nothing
-    packed for them; three rows, and bf16, take oneDNN."""
+    """On Intel CPUs fp32 products of at most MKL_ROWS rows (2 here) are F.linear's (MKL), nothing
+    packed for them; more rows, and bf16, take oneDNN."""
     import minigpt.linear as linear
 
     monkeypatch.setattr(linear, "MKL_ROWS", 2)

@@ -106,13 +106,19 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     address is baked into the graph). On a CPU it runs about
     as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
     compiling is meant for GPUs.
+
+    The compiled step gives the eager step's tokens, in bf16 too. Eager PyTorch rounds every op's
+    output to bf16; Inductor fuses ops (a residual add into the LayerNorm after it) and would keep
+    the intermediate in fp32, which moves logits by a bf16 rounding step and, at a near-tie, flips
+    a greedy token. emulate_precision_casts makes the fused kernels round where eager rounds.
     """
     if not compile:
         return decode_step
     if model not in _COMPILED:
         cuda = model.transformer.wte.weight.is_cuda
+        # triton.cudagraphs is what mode="reduce-overhead" sets (torch.compile takes a mode or options).
         _COMPILED[model] = torch.compile(decode_step, fullgraph=True, dynamic=False,
-                                         mode="reduce-overhead" if cuda else None)
+                                         options={"triton.cudagraphs": cuda, "emulate_precision_casts": True})
     if cache.layer(0).k.is_cuda:
         cache.mark_static()
     compiled = _COMPILED[model]

@@ -52,7 +52,9 @@ def test_greedy_equals_transformers_on_gpu(pair):
 @torch.no_grad()
 def test_compiled_cuda_graph_step_same_tokens_no_recompiles(pair, dtype):
     """compile=True on CUDA records the decode step as a CUDA graph: tokens equal the eager loop's,
-    and every step and every prompt length within a cache bucket replays the same graph."""
+    and every step and every prompt length within a cache bucket replays the same graph. In bf16
+    too: the compiled step rounds where eager rounds (emulate_precision_casts), so a near-tie
+    between two logits (this tiny model has them) falls the same way in both."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -61,6 +63,8 @@ def test_compiled_cuda_graph_step_same_tokens_no_recompiles(pair, dtype):
     counters.clear()
     ids, mask = (t.cuda() for t in left_padded(PROMPTS))
     eager = generate(model, ids, mask, max_new_tokens=16, eos_token_id=[])
+    out_mask = torch.cat([mask, torch.ones_like(eager[:, ids.size(1):])], 1)
+    print(f"eager's smallest top-2 logit margin: {min_top2_margin(model, eager, out_mask, ids.size(1)):.3g}")
     assert torch.equal(eager, generate(model, ids, mask, max_new_tokens=16, eos_token_id=[], compile=True))
     longer, longer_mask = (t.cuda() for t in left_padded([p + [9, 10] for p in PROMPTS]))  # same 64 bucket
     with torch._dynamo.config.patch(error_on_recompile=True):
@@ -150,13 +154,13 @@ def test_training_in_bf16_compiled_learns_and_reloads(tmp_path):
     assert loss.item() < 2 * result["val_loss"] + 0.1
 
 
-def bf16_step_peak_and_grads(model: GPT, idx: torch.Tensor) -> tuple[int, dict[str, torch.Tensor]]:
-    """One bf16-autocast training step's peak CUDA memory and gradients (the same dropout masks each call)."""
+def bf16_step_peak_and_grads(model: GPT, idx: torch.Tensor, autocast: bool = True) -> tuple[int, dict[str, torch.Tensor]]:
+    """One bf16-autocast (or fp32) training step's peak CUDA memory and gradients (the same dropout masks each call)."""
     torch.manual_seed(5)
     model.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         _, loss = model(idx, targets=idx)
     loss.backward()
     torch.cuda.synchronize()
@@ -193,11 +197,15 @@ def test_chunked_loss_on_cuda_same_gradients_less_memory():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", n_layer=2, n_embd=256, n_head=4, n_positions=1024)).cuda().train()
     model.gradient_checkpointing = True
     idx = torch.randint(0, 50257, (8, 1024), device="cuda")
+    _, exact = bf16_step_peak_and_grads(model, idx, autocast=False)  # fp32 throughout: the reference
     plain_peak, plain = bf16_step_peak_and_grads(model, idx)
     model.chunked_loss = True
     peak, grads = bf16_step_peak_and_grads(model, idx)
     print(f"peak memory: {plain_peak / 2**20:.0f} MB plain loss, {peak / 2**20:.0f} MB chunked")
-    diff = largest_relative_diff(grads, plain)
-    print(f"max |Δgrad| relative to the tensor's largest: {diff:.1e}")
-    assert diff < 1e-2  # bf16 logits: the chunks' matmuls may round differently from one large one
+    # bf16's own rounding moves these gradients by ~1e-2 of the tensor's largest (3 of its 8-bit
+    # mantissa's steps), and the chunks' matmuls round differently from one large one: measured
+    # against fp32, chunking must add no error of its own.
+    plain_err, chunked_err = largest_relative_diff(plain, exact), largest_relative_diff(grads, exact)
+    print(f"max |Δgrad| vs fp32, relative to the tensor's largest: {plain_err:.1e} plain, {chunked_err:.1e} chunked")
+    assert chunked_err < 1.5 * plain_err + 1e-3
     assert peak < 0.5 * plain_peak

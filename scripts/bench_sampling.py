@@ -4,9 +4,11 @@
     python scripts/bench_sampling.py --batch 1 64 --dtypes bf16 --variants   # also sweep block / warps
 
 One draw per row from logits (B, V), three ways, timed in the same run:
-- fused:        minigpt.kernels.sampling.fused_sample (per-row parameter tensors): at small batches
-                each row split over S programs in four launches (S in the table), else one
-                launch of one program per row; "1-prog" times the latter at every batch size;
+- fused:        minigpt.kernels.sampling.fused_sample (per-row parameter tensors): in a CUDA graph
+                at small batches, each row split over S programs in four launches (S in the
+                table), else one launch of one program per row (eager calls always: there the
+                launches' Python cost outweighs the split); "1-prog" times one program per row
+                at every batch size;
 - torch:        minigpt.sampling.sample(backend="torch"): top-k, sort-based top-p, min-p, the
                 exponential race — the reference pipeline, about 20 small kernels;
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"transformers {transformers.__version__}; vocab {args.vocab}; µs per call, median of {args.repeats}")
-    print("| config | dtype | batch | S | fused loop | 1-prog loop | torch loop | transformers loop | fused graph "
+    print("| config | dtype | batch | S in graph | fused loop | 1-prog loop | torch loop | transformers loop | fused graph "
           "| 1-prog graph | torch graph | transformers graph | torch/fused loop | torch/fused graph |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     g = torch.Generator(device="cuda").manual_seed(0)

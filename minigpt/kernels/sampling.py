@@ -206,8 +206,9 @@ def fused_sample(
     min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox
     at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
     NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
-    `splits` is the number of programs per row (a power of 2): None picks enough to fill a GPU's
-    SMs at small batches (minigpt/kernels/sampling_split.py) and 1 once one program per row does.
+    `splits` is the number of programs per row (a power of 2): None picks, inside a compiled step
+    or a CUDA graph, enough to fill a GPU's SMs at small batches (minigpt/kernels/sampling_split.py)
+    and 1 once one program per row does; called eagerly, 1.
     block_size, unroll and num_warps are tuning knobs (block_size: a power of 2; the scratch list
     holds 2 · block_size candidates per row).
     """
@@ -218,7 +219,12 @@ def fused_sample(
     unroll = unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block))
     # Tuning defaults, not requirements: scripts/bench_sampling.py --variants times other choices.
     num_warps = num_warps or (16 if block >= 1024 else 4)
-    splits = default_splits(B, V, logits.device) if splits is None else splits
+    if splits is None:
+        # Rows are split only where launches are nearly free: in a compiled step or a CUDA graph.
+        # Called eagerly, each launch costs Python time (Triton's launcher, ~30 µs), and the split
+        # path's four launches then cost more than one program per row (BENCHMARKS.md's table).
+        graphed = torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing()
+        splits = default_splits(B, V, logits.device) if graphed else 1
     if splits < 1 or splits & (splits - 1) or splits > min(V, MAX_SPLITS):
         raise ValueError(f"splits must be a power of 2 in [1, min(V={V}, {MAX_SPLITS})], got {splits}")
     if splits > 1:

@@ -30,8 +30,9 @@ where S = 32), one program per slice:
    with min-p) list nothing: the draw picks a slice by its kept mass, then a token inside it.
 
 The copy and finish launches must agree on the plan exactly: a bracket one pivot off would read
-list slots nobody wrote. So the histograms are added up slice by slice in a loop, a fixed order,
-not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps. The
+list slots nobody wrote. So the histograms' masses are added up as fixed-point integers, whose sum
+does not depend on the order `tl.sum` adds them in (that order follows the thread layout, and so
+the launch's number of warps; float32 sums could differ by a rounding). The
 pivots are not stored: the histogram, copy and finish launches each recompute them from the
 same stats with the same code (`_row`, `pivots_in`).
 
@@ -61,6 +62,7 @@ N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 
 HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
 MIN_SLICE = 1024  # logits per slice at least: shorter slices would cost more in launches than they save
 MAX_SPLITS = 64  # the plan reads S·N_HIST histogram values in every program that needs it
+MASS_SCALE = tl.constexpr(2.0 ** 40)  # the histograms' masses are summed in fixed point (_row_histogram)
 
 
 @triton.jit
@@ -93,6 +95,22 @@ def _slice_column(hist, row, j, S: tl.constexpr):
 
 
 @triton.jit
+def _row_histogram(hist_cnt, hist_mass, row, S: tl.constexpr):
+    """The row's count(l ≥ p_j) and mass(l ≥ p_j), (N_HIST,) each: its S slices' histograms added up.
+
+    All S·N_HIST values are loaded at once, so they arrive in one memory round trip rather than S
+    (a loop over the slices would wait for each slice's load in turn).
+    tl.sum adds them in a tree whose order follows the thread layout, so in float32 the copy and
+    finish launches (different warps) could get totals one rounding apart; the masses are added
+    as integers instead, fixed point at 2^-40, which sum to the same value in any order. (Nonzero
+    totals include the max's weight, 1, so 2^-40 is far below float32's own rounding of them.)"""
+    at = (row.to(tl.int64) * S + tl.arange(0, S)[:, None]) * N_HIST + tl.arange(0, N_HIST)[None, :]  # (int64:
+    C = tl.sum(tl.load(hist_cnt + at), axis=0)  # B·S·N_HIST can pass 2^31)
+    fixed = (tl.load(hist_mass + at) * MASS_SCALE).to(tl.int64)
+    return C, tl.sum(fixed, axis=0).to(tl.float32) / MASS_SCALE
+
+
+@triton.jit
 def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP: tl.constexpr, GRID: tl.constexpr):
     """What the row's histograms say, the same in every program that reads them:
     listed  1: list every logit ≥ lo (all candidates of both searches fit); 2: list [lo, hi) (top-p's
@@ -102,12 +120,7 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     goal    top-p's goal when top-k is off: top_p · the mass above the floor (0 when top-k runs
             first: top-p then measures its goal from the top-k threshold)
     j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list"""
-    j = tl.arange(0, N_HIST)
-    C = tl.zeros((N_HIST,), dtype=tl.int32)  # the row's count(l ≥ p_j) and mass(l ≥ p_j),
-    M = tl.zeros((N_HIST,), dtype=tl.float32)  # added up slice by slice: a fixed order
-    for s in range(S):
-        C += tl.load(hist_cnt + (row.to(tl.int64) * S + s) * N_HIST + j)  # (int64: B·S·N_HIST can pass 2^31)
-        M += tl.load(hist_mass + (row.to(tl.int64) * S + s) * N_HIST + j)
+    C, M = _row_histogram(hist_cnt, hist_mass, row, S)
     pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
     topk = (k > 0) & (k < V) & (pick(C, 0, N_HIST) > k)
     goal = tl.where(topk, k.to(tl.float32), top_p * pick(M, 0, N_HIST))
@@ -250,7 +263,8 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
 
 @functools.lru_cache(maxsize=64)  # called every decode step: ask the driver once per shape
 def default_splits(B: int, V: int, device: torch.device) -> int:
-    """Programs per row: enough to fill the GPU's SMs at small batches, 1 once one per row does."""
+    """Programs per row in a CUDA graph: enough to fill the GPU's SMs at small batches, 1 once one
+    per row does. (fused_sample runs eager calls with one program per row: see there.)"""
     if device.type != "cuda" or B == 0:  # (an empty batch has no rows to split)
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count

@@ -27,7 +27,7 @@ import statistics
 import torch
 
 from minigpt.kernels.sampling import fused_sample
-from minigpt.kernels.sampling_split import default_splits
+from minigpt.kernels.sampling_split import graph_splits
 from minigpt.sampling import sample
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert (fns["fused"]() >= 0).all() and (fns["1-prog"]() >= 0).all()
                 us = {(name, graph): time_us(fn, args.repeats, args.calls, graph)
                       for name, fn in fns.items() for graph in (False, True)}
-                splits = default_splits(B, args.vocab, logits.device)
+                splits = graph_splits(B, args.vocab, logits.device)
                 print(f"| {config_name} | {dtype_name} | {B} | {splits} | {us['fused', False]:.1f} "
                       f"| {us['1-prog', False]:.1f} | {us['torch', False]:.1f} | {us['transformers', False]:.1f} "
                       f"| {us['fused', True]:.1f} | {us['1-prog', True]:.1f} | {us['torch', True]:.1f} "

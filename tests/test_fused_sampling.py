@@ -355,19 +355,26 @@ def test_shapes_dtypes_and_devices_are_checked_before_launch(device: str):
 def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypatch):
     if importlib.util.find_spec("triton") is None:
         pytest.skip(f"triton has no wheels for {sys.platform}")  # the interpreter test above fails instead
-    from minigpt.kernels.sampling_split import default_splits
+    from minigpt.kernels import sampling_split
 
     class H100:
         multi_processor_count = 132
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: H100())
-    default_splits = default_splits.__wrapped__  # not the per-shape cache: this GPU is made up
+    monkeypatch.setattr(sampling_split, "graph_splits", sampling_split.graph_splits.__wrapped__)  # not the
+    graph_splits = sampling_split.graph_splits  # per-shape cache: this GPU is made up
     cuda = torch.device("cuda")
-    # S = the largest power of 2 ≤ min(132 // B, V // 1024, 64), and 1 below 4
-    assert [default_splits(B, 50257, cuda) for B in (1, 8, 16, 33, 34, 64, 256)] == [32, 16, 8, 4, 1, 1, 1]
-    assert default_splits(1, 3000, cuda) == 1  # slices of ≥ 1024 logits: at most 2, too few to pay
-    assert default_splits(1, 50257, torch.device("cpu")) == 1  # the interpreter: one program per row
-    assert default_splits(0, 50257, cuda) == 1  # an empty batch: nothing to split (it divided by B)
+    # S = the largest power of 2 ≤ min(132 // B, V // 1024, 64), and 1 below 32 (measured on an H200)
+    assert [graph_splits(B, 50257, cuda) for B in (1, 2, 4, 5, 8, 16, 64, 256)] == [32, 32, 32, 1, 1, 1, 1, 1]
+    assert graph_splits(1, 3000, cuda) == 1  # slices of ≥ 1024 logits: at most 2, too few to pay
+    assert graph_splits(1, 32 * 1024 - 1, cuda) == 1  # 31 slices of 1024: too few
+    assert graph_splits(0, 50257, cuda) == 1  # an empty batch: nothing to split (it divided by B)
+    # fused_sample's default: split only while a CUDA graph records (or torch.compile traces) the
+    # call; eager calls pay Python per launch, and one launch beats four.
+    for capturing, expected in [(True, 32), (False, 1)]:
+        monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
+        assert sampling_split.default_splits(1, 50257, cuda) == expected
+    assert sampling_split.default_splits(1, 50257, torch.device("cpu")) == 1  # the interpreter: one program per row
 
 
 def test_an_interpreter_that_cannot_run_says_which_versions_to_install(monkeypatch):

@@ -154,9 +154,11 @@ def test_training_in_bf16_compiled_learns_and_reloads(tmp_path):
     assert loss.item() < 2 * result["val_loss"] + 0.1
 
 
-def bf16_step_peak_and_grads(model: GPT, idx: torch.Tensor, autocast: bool = True) -> tuple[int, dict[str, torch.Tensor]]:
-    """One bf16-autocast (or fp32) training step's peak CUDA memory and gradients (the same dropout masks each call)."""
-    torch.manual_seed(5)
+def bf16_step_peak_and_grads(model: GPT, idx: torch.Tensor, autocast: bool = True,
+                             seed: int = 5) -> tuple[int, dict[str, torch.Tensor]]:
+    """One bf16-autocast (or fp32) training step's peak CUDA memory and gradients (the same dropout
+    masks for the same seed)."""
+    torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -184,8 +186,14 @@ def test_gradient_checkpointing_on_cuda_same_gradients_less_memory():
     peak, grads = bf16_step_peak_and_grads(model, idx)
     print(f"peak memory: {plain_peak / 2**20:.0f} MB plain, {peak / 2**20:.0f} MB checkpointed")
     diff = largest_relative_diff(grads, plain)
-    print(f"max |Δgrad| relative to the tensor's largest: {diff:.1e}")
-    assert diff < 1e-3  # a dropout mask drawn anew would move gradients by far more
+    model.gradient_checkpointing = False
+    _, anew = bf16_step_peak_and_grads(model, idx, seed=6)  # other dropout masks
+    print(f"max |Δgrad| relative to the tensor's largest: {diff:.1e} (other dropout masks: "
+          f"{largest_relative_diff(anew, plain):.1e})")
+    # The attention backward adds in fp32 atomics, in another order each run, and bf16 rounds the
+    # sums: two H200 runs gave 1.3e-3 and under 1e-3. Other masks moved them by 0.58 (CPU, 2×512 tokens).
+    assert diff < 4e-3
+    assert largest_relative_diff(anew, plain) > 50 * diff
     assert peak < 0.5 * plain_peak
 
 

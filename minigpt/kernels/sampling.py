@@ -4,9 +4,9 @@ Where it sits: `... → GPT → logits → penalties → [this kernel] → next 
 minigpt/sampling.py is the reference (a handful of torch ops: sort, softmax, cumsum, scatter, draw);
 this file computes the same thing with one program per row, no sort and no host sync, so a decode
 step on the GPU costs one small launch instead of a dozen, and can be captured in a CUDA graph.
-At small batches one program per row leaves most of the GPU idle; there `fused_sample` splits
-each row over several programs instead (minigpt/kernels/sampling_split.py: the same algorithm in
-four short launches).
+At batch 1–4 one program per row leaves most of the GPU idle; there, inside a CUDA graph (where
+launches cost almost nothing), `fused_sample` splits each row over several programs instead
+(minigpt/kernels/sampling_split.py: the same algorithm in four short launches).
 
 The algorithm lives in two files of @triton.jit helpers, which sampling_split.py shares:
 - minigpt/kernels/search.py: every filter keeps the logits above a threshold, so the kernel finds
@@ -207,8 +207,8 @@ def fused_sample(
     at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
     NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
     `splits` is the number of programs per row (a power of 2): None picks, inside a compiled step
-    or a CUDA graph, enough to fill a GPU's SMs at small batches (minigpt/kernels/sampling_split.py)
-    and 1 once one program per row does; called eagerly, 1.
+    or a CUDA graph, enough to fill a GPU's SMs at batch 1–4 (minigpt/kernels/sampling_split.py's
+    default_splits, measured on an H200) and 1 above; called eagerly, 1.
     block_size, unroll and num_warps are tuning knobs (block_size: a power of 2; the scratch list
     holds 2 · block_size candidates per row).
     """
@@ -219,12 +219,7 @@ def fused_sample(
     unroll = unroll or min(DEFAULT_UNROLL, triton.cdiv(V, block))
     # Tuning defaults, not requirements: scripts/bench_sampling.py --variants times other choices.
     num_warps = num_warps or (16 if block >= 1024 else 4)
-    if splits is None:
-        # Rows are split only where launches are nearly free: in a compiled step or a CUDA graph.
-        # Called eagerly, each launch costs Python time (Triton's launcher, ~30 µs), and the split
-        # path's four launches then cost more than one program per row (BENCHMARKS.md's table).
-        graphed = torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing()
-        splits = default_splits(B, V, logits.device) if graphed else 1
+    splits = default_splits(B, V, logits.device) if splits is None else splits
     if splits < 1 or splits & (splits - 1) or splits > min(V, MAX_SPLITS):
         raise ValueError(f"splits must be a power of 2 in [1, min(V={V}, {MAX_SPLITS})], got {splits}")
     if splits > 1:

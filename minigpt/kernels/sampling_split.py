@@ -11,7 +11,8 @@ One program runs on one SM. With about as many rows as SMs (an H100 has 132), on
 fills the GPU, but at batch 1 one SM makes every pass over 50257 logits while the rest idles,
 and the torch pipeline, whose sort spreads over the whole GPU, keeps up with it. Here each row is
 cut into S slices of L = ⌈V / S⌉ logits (default_splits keeps L ≥ MIN_SLICE: 1571 at batch 1,
-where S = 32), one program per slice:
+where S = 32; it splits only into S ≥ MIN_SPLITS slices, so at batch 1–4 on a 132-SM GPU, and only
+in a CUDA graph), one program per slice:
 
 1. `_stats_kernel` (B, S): each slice's max, first argmax, smallest finite logit, NaN/+inf count.
 2. `_hist_kernel` (B, S): with the row's max known, each slice's count(l ≥ p_j) and mass(l ≥ p_j)
@@ -30,9 +31,8 @@ where S = 32), one program per slice:
    with min-p) list nothing: the draw picks a slice by its kept mass, then a token inside it.
 
 The copy and finish launches must agree on the plan exactly: a bracket one pivot off would read
-list slots nobody wrote. So the histograms' masses are added up as fixed-point integers, whose sum
-does not depend on the order `tl.sum` adds them in (that order follows the thread layout, and so
-the launch's number of warps; float32 sums could differ by a rounding). The
+list slots nobody wrote. So the histograms are added up slice by slice in a loop, a fixed order,
+not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps. The
 pivots are not stored: the histogram, copy and finish launches each recompute them from the
 same stats with the same code (`_row`, `pivots_in`).
 
@@ -62,7 +62,12 @@ N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 
 HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
 MIN_SLICE = 1024  # logits per slice at least: shorter slices would cost more in launches than they save
 MAX_SPLITS = 64  # the plan reads S·N_HIST histogram values in every program that needs it
-MASS_SCALE = tl.constexpr(2.0 ** 40)  # the histograms' masses are summed in fixed point (_row_histogram)
+# Split only into this many slices or more. On an H200 (BENCHMARKS.md) the split path's time grew
+# with the slice's length (about 42, 60, 95 and 166 µs at S = 32, 16, 8 and 4), while one program
+# per row took 37 µs with every filter on and 68–84 µs for top-p alone: S = 32 (batch 1) won for
+# top-p and lost by 5 µs with every filter on; S = 16 (batch 8) won by 24 µs for top-p and lost by
+# 22 with every filter on; S ≤ 8 lost to both.
+MIN_SPLITS = 32
 
 
 @triton.jit
@@ -95,22 +100,6 @@ def _slice_column(hist, row, j, S: tl.constexpr):
 
 
 @triton.jit
-def _row_histogram(hist_cnt, hist_mass, row, S: tl.constexpr):
-    """The row's count(l ≥ p_j) and mass(l ≥ p_j), (N_HIST,) each: its S slices' histograms added up.
-
-    All S·N_HIST values are loaded at once, so they arrive in one memory round trip rather than S
-    (a loop over the slices would wait for each slice's load in turn).
-    tl.sum adds them in a tree whose order follows the thread layout, so in float32 the copy and
-    finish launches (different warps) could get totals one rounding apart; the masses are added
-    as integers instead, fixed point at 2^-40, which sum to the same value in any order. (Nonzero
-    totals include the max's weight, 1, so 2^-40 is far below float32's own rounding of them.)"""
-    at = (row.to(tl.int64) * S + tl.arange(0, S)[:, None]) * N_HIST + tl.arange(0, N_HIST)[None, :]  # (int64:
-    C = tl.sum(tl.load(hist_cnt + at), axis=0)  # B·S·N_HIST can pass 2^31)
-    fixed = (tl.load(hist_mass + at) * MASS_SCALE).to(tl.int64)
-    return C, tl.sum(fixed, axis=0).to(tl.float32) / MASS_SCALE
-
-
-@triton.jit
 def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP: tl.constexpr, GRID: tl.constexpr):
     """What the row's histograms say, the same in every program that reads them:
     listed  1: list every logit ≥ lo (all candidates of both searches fit); 2: list [lo, hi) (top-p's
@@ -120,7 +109,12 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     goal    top-p's goal when top-k is off: top_p · the mass above the floor (0 when top-k runs
             first: top-p then measures its goal from the top-k threshold)
     j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list"""
-    C, M = _row_histogram(hist_cnt, hist_mass, row, S)
+    j = tl.arange(0, N_HIST)
+    C = tl.zeros((N_HIST,), dtype=tl.int32)  # the row's count(l ≥ p_j) and mass(l ≥ p_j),
+    M = tl.zeros((N_HIST,), dtype=tl.float32)  # added up slice by slice: a fixed order
+    for s in range(S):
+        C += tl.load(hist_cnt + (row.to(tl.int64) * S + s) * N_HIST + j)  # (int64: B·S·N_HIST can pass 2^31)
+        M += tl.load(hist_mass + (row.to(tl.int64) * S + s) * N_HIST + j)
     pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
     topk = (k > 0) & (k < V) & (pick(C, 0, N_HIST) > k)
     goal = tl.where(topk, k.to(tl.float32), top_p * pick(M, 0, N_HIST))
@@ -261,16 +255,27 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
     tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))
 
 
-@functools.lru_cache(maxsize=64)  # called every decode step: ask the driver once per shape
 def default_splits(B: int, V: int, device: torch.device) -> int:
-    """Programs per row in a CUDA graph: enough to fill the GPU's SMs at small batches, 1 once one
-    per row does. (fused_sample runs eager calls with one program per row: see there.)"""
-    if device.type != "cuda" or B == 0:  # (an empty batch has no rows to split)
+    """Programs per row for fused_sample(splits=None): `graph_splits` inside a compiled step or a
+    CUDA graph, else 1. Called eagerly, each launch costs Python time (Triton's launcher, ~30 µs),
+    and the split path's four launches cost more than one program per row (BENCHMARKS.md: 180 µs
+    against 64 at batch 1 on an H200)."""
+    if device.type != "cuda":
+        return 1
+    graphed = torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing()
+    return graph_splits(B, V, device) if graphed else 1
+
+
+@functools.lru_cache(maxsize=64)  # called every decode step: ask the driver once per shape
+def graph_splits(B: int, V: int, device: torch.device) -> int:
+    """Programs per row in a CUDA graph: enough to fill the GPU's SMs at the smallest batches, 1
+    above them."""
+    if B == 0:  # (an empty batch has no rows to split)
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     s = min(sms // B, V // MIN_SLICE, MAX_SPLITS)
-    # A power of 2 (a tl.arange length); under 4 slices, four launches cost more than they save.
-    return 1 << (s.bit_length() - 1) if s >= 4 else 1
+    # A power of 2 (a tl.arange length), and at least MIN_SPLITS: fewer, longer slices lost.
+    return 1 << (s.bit_length() - 1) if s >= MIN_SPLITS else 1
 
 
 def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, block: int, unroll: int,

@@ -2,6 +2,7 @@
 
     python scripts/bench_sampling.py                                 # vocab 50257, batch 1 8 64 256, fp32 + bf16
     python scripts/bench_sampling.py --batch 1 64 --dtypes bf16 --variants   # also sweep block / warps
+    python scripts/bench_sampling.py --batch 1 8 --kernels           # also each kernel's GPU µs
 
 One draw per row from logits (B, V), three ways, timed in the same run:
 - fused:        minigpt.kernels.sampling.fused_sample (per-row parameter tensors): in a CUDA graph
@@ -67,6 +68,20 @@ def time_us(fn, repeats: int, calls: int, graph: bool) -> float:
     return statistics.median(times)
 
 
+def kernel_us(fn, calls: int) -> dict[str, float]:
+    """GPU µs per call of each kernel that fn launches (torch.profiler's CUDA activity): where a
+    fused call's time goes, launch by launch, without the launches' Python cost."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return {e.key: e.self_device_time_total / calls for e in prof.key_averages() if e.self_device_time_total > 0}
+
+
 def capture(fn, calls: int) -> torch.cuda.CUDAGraph:
     """`calls` calls of fn recorded once in a CUDA graph."""
     g = torch.cuda.CUDAGraph()
@@ -116,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per figure, the median is reported (default: 7)")
     ap.add_argument("--calls", type=int, default=20, help="calls per timed run (default: 20)")
     ap.add_argument("--variants", action="store_true", help="also time the kernel at other block sizes / warps")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also print each kernel's GPU µs per call (torch.profiler): split path and one program")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_sampling needs a CUDA GPU")
@@ -143,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"| {us['fused', True]:.1f} | {us['1-prog', True]:.1f} | {us['torch', True]:.1f} "
                       f"| {us['transformers', True]:.1f} | {us['torch', False] / us['fused', False]:.1f}x "
                       f"| {us['torch', True] / us['fused', True]:.1f}x |", flush=True)
+                if args.kernels:
+                    S = graph_splits(B, args.vocab, logits.device)
+                    for label, n in ([(f"split S={S}", S)] if S > 1 else []) + [("1-prog", 1)]:
+                        fn = methods(logits, CONFIGS[config_name], {"splits": n})["fused"]
+                        times = kernel_us(fn, args.calls)
+                        print(f"|   kernels, {label}: " + ", ".join(f"{name.split('(')[0]} {us:.1f}"
+                                                                  for name, us in times.items())
+                              + f" (sum {sum(times.values()):.1f} µs) |", flush=True)
                 if args.variants:
                     for block, unroll, warps in VARIANTS:
                         variant = dict(block_size=block, unroll=unroll, num_warps=warps)

@@ -9,6 +9,7 @@
 # budget, so a slow or hanging step costs the ones after it only its share:
 #   tests     pytest on CUDA: the fused sampling kernel compiled for the GPU, then tests/test_gpu.py
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
+#   kernels   bench_sampling.py --kernels at batch 1 and 8: each launch's GPU µs (torch.profiler)
 #   generate  scripts/bench_generate.py --device cuda --compile: decode speed, bandwidth limit, KV bytes
 #   train     scripts/bench_train.py on CUDA in bf16, compiled: tokens/s and MFU vs transformers
 #   memory    (not in the default run) bench_train.py with --gradient-checkpointing --chunked-loss,
@@ -23,7 +24,7 @@ out=${OUT:-out/gpu_check}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout, installed or not
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(tests sampling generate train)
+[ ${#steps[@]} -gt 0 ] || steps=(tests sampling kernels generate train)
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-560}))
 
 {
@@ -58,13 +59,14 @@ for step in "${steps[@]}"; do
     tests) run tests 240 python3 -m pytest -q -p no:cacheprovider --durations=15 \
              tests/test_fused_sampling.py tests/test_gpu.py -k "not interpreter" ;;
     sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
+    kernels) run kernels 40 python3 scripts/bench_sampling.py --batch 1 8 --kernels --repeats 3 --calls 20 ;;
     generate) run generate 150 python3 scripts/bench_generate.py --device cuda --compile --repeats 3 --new-tokens 128 \
                 --batches 1 --ttft-lengths 256,1024 ;;  # batch 1 is the target's; each compiled batch size compiles anew
     train) run train 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
     memory) run memory 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --configs 124M \
               --batch-size 8 --block-size 1024 --steps 5 --warmup 2 --gradient-checkpointing --chunked-loss ;;
-    *) echo "unknown step '$step' (tests, sampling, generate, train, memory)"; exit 2 ;;
+    *) echo "unknown step '$step' (tests, sampling, kernels, generate, train, memory)"; exit 2 ;;
   esac
 done
 echo "gpu_check: ${summary[*]}" | tee -a "$out/env.txt"

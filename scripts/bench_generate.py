@@ -8,7 +8,9 @@ What it measures (each figure the median of --repeats runs, minigpt and transfor
 so both see the same machine load):
 - TTFT: wall time of generate(max_new_tokens=1) for 64-, 256- and 1024-token prompts (batch 1).
 - TPOT: decode time per step for --new-tokens new tokens, from the timestamps a streamer
-  records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT.
+  records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT. On a GPU also
+  with no streamer, from wall times (the streamer's wait for each token serializes host and GPU),
+  and the GPU's kernel time per step (torch.profiler), which says what bounds a step.
 - The matvec floor: the bare weight matrix × activation products of one decode step (12 blocks
   + LM head, no attention, no Python around them), twice: with F.linear (PyTorch's default
   kernel, the reference's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
@@ -143,25 +145,64 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
 
 
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
-                 ours_dtype: torch.dtype) -> tuple[float, float]:
-    """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch size."""
+                 ours_dtype: torch.dtype) -> tuple[float, float, float, float]:
+    """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
+    size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
+    a step: (ours, theirs) three times, NaN where not measured.
+
+    A streamer that waits for each step's tokens keeps the host from queueing the next step while
+    the GPU runs this one, so its TPOT is host time + GPU time. With no streamer minigpt's loop
+    looks at the device only every few steps, and the two overlap: TPOT = (the wall time of `new`
+    tokens − that of 1) / (new − 1). On a CPU the two measures agree (nothing runs ahead)."""
     device = model.lm_head.weight.device
     ids = torch.randint(0, model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(batch))
     ids = ids.to(device)
     ours_model = model if ours_dtype == torch.float32 else copy.deepcopy(model).to(ours_dtype)
-    ours, theirs = [], []
+
+    def ours_run(n: int, streamer=None) -> None:
+        generate(ours_model, ids, max_new_tokens=n, eos_token_id=[], streamer=streamer, compile=compile)
+
+    def theirs_run(n: int, streamer=None) -> None:
+        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                    pad_token_id=0, streamer=streamer)
+
+    def wall(run, n: int) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        run(n)
+        sync(device)
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {"ours": [], "theirs": [], "ours bare": [], "theirs bare": [], "ours busy": [],
+                                     "theirs busy": []}
     # Warm-up (and, with compile, the compilation itself) stays outside the timing.
-    generate(ours_model, ids, max_new_tokens=new, eos_token_id=[], compile=compile)
-    hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    ours_run(new)
+    theirs_run(4)
     for _ in range(repeats):
         s = Stamps(device)
-        generate(ours_model, ids, max_new_tokens=new, eos_token_id=[], streamer=s, compile=compile)
-        ours.append(tpot(s.times))
+        ours_run(new, s)
+        times["ours"].append(tpot(s.times))
         s = Stamps(device)
-        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                    do_sample=False, pad_token_id=0, streamer=s)
-        theirs.append(tpot(s.times[1:]))  # the first put() is the prompt
-    return median(ours), median(theirs)
+        theirs_run(new, s)
+        times["theirs"].append(tpot(s.times[1:]))  # the first put() is the prompt
+        if device.type == "cuda":
+            for name, run in [("ours", ours_run), ("theirs", theirs_run)]:
+                times[f"{name} bare"].append((wall(run, new) - wall(run, 1)) / (new - 1))
+    if device.type == "cuda":
+        for name, run in [("ours", ours_run), ("theirs", theirs_run)]:
+            times[f"{name} busy"].append((gpu_busy(run, new) - gpu_busy(run, 1)) / (new - 1))
+    return tuple(median(t) if t else float("nan") for t in times.values())
+
+
+def gpu_busy(run, n: int) -> float:
+    """Seconds the GPU spends in kernels (and copies) during run(n), from torch.profiler's CUDA
+    activity: set beside a step's wall time, it says whether the step waits for the GPU or the host."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run(n)
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) * 1e-6  # (µs)
 
 
 def ttft_times(model: GPT, hf: GPT2LMHeadModel, length: int, repeats: int) -> tuple[float, float]:
@@ -255,12 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     for batch in map(int, args.batches.split(",")):
         for name, dtype, compile in runs:
             reference = theirs_in.get(dtype, hf)
-            ours, theirs = decode_times(model, reference, batch, args.new_tokens, args.repeats, compile, dtype)
+            ours, theirs, ours_bare, theirs_bare, ours_busy, theirs_busy = decode_times(
+                model, reference, batch, args.new_tokens, args.repeats, compile, dtype)
             plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
                   f"{plain * 1e3:>16.1f}{floor * 1e3:>15.1f}{floor / ours:>12.2f}")
             print(f"{'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
+            if device.type == "cuda":  # (on a CPU the same figures: nothing runs ahead)
+                print(f"{'  no streamer (ms)':<34}{ours_bare * 1e3:>12.2f}{theirs_bare * 1e3:>14.2f}"
+                      f"{theirs_bare / ours_bare:>10.2f}   (nothing waits for each token: the host queues ahead)")
+                print(f"{'  GPU busy per step (ms)':<34}{ours_busy * 1e3:>12.2f}{theirs_busy * 1e3:>14.2f}"
+                      f"{'':>10}   (kernel time, torch.profiler: the rest of a step is the host's)")
             if device.type == "cpu" and dtype == torch.float32 and batch <= MKL_ROWS:
                 onednn = matvec_floor(model, batch, dtype, args.repeats, "oneDNN")
                 print(f"{'  oneDNN floor (ms)':<34}{onednn * 1e3:>12.1f}   (minigpt keeps MKL here: an Intel CPU, "

@@ -202,7 +202,7 @@ def gpu_busy(run, n: int) -> float:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run(n)
         torch.cuda.synchronize()
-    return sum(e.self_device_time_total for e in prof.key_averages()) * 1e-6  # (µs)
+    return sum(e.self_device_time_total for e in prof.key_averages()) * 1e-6  # the profiler counts µs
 
 
 def ttft_times(model: GPT, hf: GPT2LMHeadModel, length: int, repeats: int) -> tuple[float, float]:

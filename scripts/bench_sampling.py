@@ -160,13 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"| {us['fused', True]:.1f} | {us['1-prog', True]:.1f} | {us['torch', True]:.1f} "
                       f"| {us['transformers', True]:.1f} | {us['torch', False] / us['fused', False]:.1f}x "
                       f"| {us['torch', True] / us['fused', True]:.1f}x |", flush=True)
-                if args.kernels:
-                    S = graph_splits(B, args.vocab, logits.device)
-                    for label, n in ([(f"split S={S}", S)] if S > 1 else []) + [("1-prog", 1)]:
+                if args.kernels:  # the path a graph takes, and one program per row
+                    for label, n in ([(f"split S={splits}", splits)] if splits > 1 else []) + [("1-prog", 1)]:
                         fn = methods(logits, CONFIGS[config_name], {"splits": n})["fused"]
                         times = kernel_us(fn, args.calls)
-                        print(f"|   kernels, {label}: " + ", ".join(f"{name.split('(')[0]} {us:.1f}"
-                                                                  for name, us in times.items())
+                        print(f"|   kernels, {label}: " + ", ".join(f"{name.split('(')[0]} {t:.1f}"
+                                                                  for name, t in times.items())
                               + f" (sum {sum(times.values()):.1f} µs) |", flush=True)
                 if args.variants:
                     for block, unroll, warps in VARIANTS:

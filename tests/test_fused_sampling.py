@@ -361,8 +361,9 @@ def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypat
         multi_processor_count = 132
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: H100())
-    monkeypatch.setattr(sampling_split, "graph_splits", sampling_split.graph_splits.__wrapped__)  # not the
-    graph_splits = sampling_split.graph_splits  # per-shape cache: this GPU is made up
+    # Not the per-shape cache: this GPU is made up.
+    monkeypatch.setattr(sampling_split, "graph_splits", sampling_split.graph_splits.__wrapped__)
+    graph_splits = sampling_split.graph_splits
     cuda = torch.device("cuda")
     # S = the largest power of 2 ≤ min(132 // B, V // 1024, 64), and 1 below 32 (measured on an H200)
     assert [graph_splits(B, 50257, cuda) for B in (1, 2, 4, 5, 8, 16, 64, 256)] == [32, 32, 32, 1, 1, 1, 1, 1]

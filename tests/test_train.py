@@ -1089,6 +1089,11 @@ with open(os.path.join(out, f"events{dist.get_rank()}.json"), "w") as f:
     json.dump(per_run, f)
 dist.barrier()
 dist.destroy_process_group()
+# As minigpt/train_runtime.py's workers do: skip the interpreter's teardown, where gloo's C++ side
+# now and then aborts a finished process ("terminate called without an active exception").
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 

@@ -257,7 +257,7 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
 
 def default_splits(B: int, V: int, device: torch.device) -> int:
     """Programs per row for fused_sample(splits=None): `graph_splits` inside a compiled step or a
-    CUDA graph, else 1. Called eagerly, each launch costs Python time (Triton's launcher, ~30 µs),
+    CUDA graph, else 1. Called eagerly, each launch costs tens of µs of Python (Triton's launcher),
     and the split path's four launches cost more than one program per row (BENCHMARKS.md: 180 µs
     against 64 at batch 1 on an H200)."""
     if device.type != "cuda":

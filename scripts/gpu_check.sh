@@ -59,7 +59,7 @@ for step in "${steps[@]}"; do
     tests) run tests 240 python3 -m pytest -q -p no:cacheprovider --durations=15 \
              tests/test_fused_sampling.py tests/test_gpu.py -k "not interpreter" ;;
     sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
-    kernels) run kernels 40 python3 scripts/bench_sampling.py --batch 1 8 --kernels --repeats 3 --calls 20 ;;
+    kernels) run kernels 60 python3 scripts/bench_sampling.py --batch 1 8 --kernels --repeats 3 --calls 20 ;;
     generate) run generate 180 python3 scripts/bench_generate.py --device cuda --compile --repeats 3 --new-tokens 128 \
                 --batches 1 --ttft-lengths 256,1024 ;;  # batch 1 is the target's; each compiled batch size compiles anew
     train) run train 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \

@@ -213,7 +213,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     n_drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # some step's logits held NaN/inf
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every step's logits so far: no NaN/inf
     # Checked after the penalties, so a logit a penalty pushed past float range is caught too, not
     # drawn as a token: the message names both causes.
     nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if penalized else NONFINITE
@@ -237,8 +237,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         # CPU, every few on a GPU, and once more after the loop, for the steps since its last look.
         # Only live rows count: a finished row draws nothing (it pads), and the n-gram ban, reading
         # its pads as tokens, may leave it no token at all while the other rows run on.
-        nonfinite |= (~torch.isfinite(logits.amax(-1)) & ~finished).any()
-        if step % sync_every == 0 and bool(nonfinite):
+        finite &= (torch.isfinite(logits.amax(-1)) | finished).all()
+        if step % sync_every == 0 and not bool(finite):
             raise FloatingPointError(nonfinite_error)
         tokens = pick(logits)  # (B,)
         live = ~finished
@@ -274,7 +274,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
 
     t_end = clock()
-    if bool(nonfinite):  # in the steps since the host's last look
+    if not bool(finite):  # in the steps since the host's last look
         raise FloatingPointError(nonfinite_error)
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.

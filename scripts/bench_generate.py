@@ -145,7 +145,7 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
 
 
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
-                 ours_dtype: torch.dtype) -> tuple[float, float, float, float]:
+                 ours_dtype: torch.dtype) -> tuple[float, ...]:
     """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
     size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
     a step: (ours, theirs) three times, NaN where not measured.

@@ -209,6 +209,10 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
 DRAWS = {
     "filtered": ((0.7, 12, 0.9, 0.02), False, False),
     "whole-row": ((1.5, 0, 1.0, 0.0), False, False),
+    "top-p-bracket": ((1.0, 0, 0.9, 0.0), False, True),  # a flat row: the bracket listed, the tokens
+    # above it drawn by lane from the masses the search measured; then with a min-p that cuts above
+    # the bracket, so those masses are too large and the draw reads the row instead
+    "top-p-bracket-min-p": ((1.0, 0, 0.9, 0.8), False, True),
     "split-filtered": ((0.7, 12, 0.9, 0.02), True, False),  # top-k's candidates all listed
     "split-min-p": ((1.5, 0, 1.0, 0.05), True, False),  # no search: a slice by min-p's mass, then a token
     "split-top-p-bracket": ((1.0, 0, 0.9, 0.0), True, True),  # a flat row: top-p's bracket listed, the
@@ -286,6 +290,33 @@ def test_the_search_separates_neighbouring_floats_far_below_the_bracket(device: 
         p = params([(1.0, k, top_p, 0.0)] * B, device)
         tokens = fused_sample(logits, **p, **seed_offset(0, 0, device), splits=splits).cpu()
         assert tokens.tolist() == [9] * B, f"top_k={k}, top_p={top_p}: {tokens.tolist()}"
+
+
+@on_devices
+def test_split_search_lists_a_bracket_whose_top_it_did_not_measure(device: str):
+    """The search copies a bracket's candidates using each lane's count in it, which its last pass
+    over the row measured: at the bracket's top too, unless that top came from the split path's
+    plan (a histogram pivot) and no pass has moved it. Then the copy counts the lanes itself
+    (search.py's lanes_between). This row reaches that case: at T = 100 the weights are nearly
+    equal, and top_p = 0.1 puts the threshold in the top quarter of the plan's bracket, which
+    holds 126 tokens, more than the 32-entry list; its top quarter holds 26, and 10 lie above."""
+    from minigpt.kernels.sampling import fused_sample
+
+    row = torch.cat([torch.tensor([0.0]), torch.linspace(-5, -0.1, 9),  # above the bracket
+                     torch.linspace(-9.88, -9.85, 26),  # the bracket's top quarter: [-9.883, -9.844)
+                     torch.linspace(-10, -9.89, 100),  # the rest of the bracket [-10, -9.844)
+                     torch.full((120,), -20.0)])  # the floor
+    B, V = 64, row.numel()
+    logits = row[torch.randperm(V, generator=torch.Generator().manual_seed(0))].expand(B, V).contiguous()
+    setting = (100.0, 0, 0.1, 0.0)
+    kept = kept_with_ties(logits[0], reference_probs(logits[0], *setting))
+    assert 10 < int(kept.sum()) < 10 + 26
+    tokens = fused_sample(logits.to(device), **params([setting] * B, device), **seed_offset(5, 0, device),
+                          splits=2, block_size=16).cpu()
+    assert kept[tokens].all(), sorted(set(tokens.tolist()) - set(kept.nonzero().flatten().tolist()))
+    # ... and reach its bottom: a list copied with wrong counts (its slots shifted, some lost) left
+    # a threshold 8 tokens too high. The 4 lowest kept tokens weigh 1/6 of the kept mass.
+    assert logits[0][tokens].min() <= logits[0][kept].sort().values[3]
 
 
 @on_devices

@@ -15,8 +15,9 @@ walks its few tokens. Seed and offset are read from device tensors: a CUDA graph
 kernel with new randomness when the caller bumps `offset` in place (by 1 per step).
 
 The pieces: `row_uniform` (u), `first_past` (the pick, which every draw makes), `kept_weight`
-(l ≥ t and min-p's test), `list_weights` (the scratch list's weights, when the search listed every
-kept token) and `draw_row` (lane, then token, over the whole row, when it did not).
+(l ≥ t and min-p's test), `list_weights` (the scratch list's weights), `walk_lane` (a token inside
+a lane), `draw_listed` (from the list, and from the lanes' masses above it that the search
+measured) and `draw_row` (lane, then token, over the whole row, when the search left neither).
 """
 from __future__ import annotations
 
@@ -75,6 +76,16 @@ def list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP: tl.constexpr):
 
 
 @triton.jit
+def walk_lane(src, V, lane, t, log2_min_p, m, c2, goal, BLOCK: tl.constexpr, MAX_CHUNKS: tl.constexpr):
+    """The token of `lane` (tokens lane, lane + BLOCK, ...) at which its running kept weight passes
+    goal: its index at src."""
+    offs = lane + tl.arange(0, MAX_CHUNKS) * BLOCK
+    x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+    pos, _left = first_past(kept_weight(x, t, log2_min_p, m, c2), goal, MAX_CHUNKS)
+    return lane + pos * BLOCK
+
+
+@triton.jit
 def draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
              MAX_CHUNKS: tl.constexpr):
     """Draw from the V logits at src (the kept tokens are not all listed): the one whose kept
@@ -89,7 +100,25 @@ def draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK: tl.constexpr, UNROLL:
             x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
             lane_mass += kept_weight(x, t, log2_min_p, m, c2)
     lane, goal = first_past(lane_mass, uniform * tl.sum(lane_mass, axis=0), BLOCK)
-    offs = lane + tl.arange(0, MAX_CHUNKS) * BLOCK
-    x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-    pos, _left = first_past(kept_weight(x, t, log2_min_p, m, c2), goal, MAX_CHUNKS)
-    return lane + pos * BLOCK
+    return walk_lane(src, V, lane, t, log2_min_p, m, c2, goal, BLOCK, MAX_CHUNKS)
+
+
+@triton.jit
+def draw_listed(src, V, scratch, scratch_idx, n_c, t, log2_min_p, m, c2, list_top, lane_above, uniform,
+                CAP: tl.constexpr, BLOCK: tl.constexpr, MAX_CHUNKS: tl.constexpr):
+    """Draw without reading the row: every kept token is in the scratch list (lane_above all 0), or
+    the list holds top-p's bracket [t, list_top) and lane_above (BLOCK,) each lane's mass of the
+    tokens ≥ list_top, all kept (the caller checks that min-p's cut lies below list_top). The list
+    comes first in the running sum, then the lanes; a lane's few tokens are walked. Returns the
+    token id."""
+    wl = list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
+    list_mass = tl.sum(wl, axis=0)
+    above = tl.sum(lane_above, axis=0)
+    goal = uniform * (list_mass + above)
+    if (goal < list_mass) | (above == 0):
+        at, _left = first_past(wl, goal, CAP)
+        token = tl.load(scratch_idx + at)
+    else:
+        lane, left = first_past(lane_above, goal - list_mass, BLOCK)
+        token = walk_lane(src, V, lane, list_top, float("-inf"), m, c2, left, BLOCK, MAX_CHUNKS)
+    return token

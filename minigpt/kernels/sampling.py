@@ -63,7 +63,7 @@ import triton
 import triton.language as tl
 
 from minigpt import sampling
-from minigpt.kernels.draw import draw_row, first_past, list_weights, min_p_cutoff, row_uniform
+from minigpt.kernels.draw import draw_listed, draw_row, min_p_cutoff, row_uniform
 from minigpt.kernels.sampling_split import MAX_SPLITS, default_splits, split_sample
 from minigpt.kernels.search import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, above_max, bad_params, find_threshold,
                                     max_scan, round_to_input)
@@ -106,20 +106,25 @@ def _fused_sample_kernel(
         listed = k * 0  # 1: the candidates sit in the scratch list (2: only the top-p bracket does)
         n_c = k * 0
         zero = (k * 0).to(tl.float32)
+        list_top = above_max(m)  # the listed bracket's top, and each lane's mass above it (top-p)
+        lane_above = tl.zeros((BLOCK,), dtype=tl.float32)
         if (k > 0) & (k < V):
-            t, listed, n_c = find_threshold(src, V, scratch, scratch_idx, listed, n_c, t, above_max(m), k * 0,
-                                            zero, k.to(tl.float32), k, top_p, m, c2, False, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c, list_top, lane_above = find_threshold(
+                src, V, scratch, scratch_idx, listed, n_c, t, above_max(m), k * 0, zero, k.to(tl.float32), k, top_p,
+                m, c2, False, BLOCK, UNROLL, CAP, GRID)
         if top_p < 1:
-            t, listed, n_c = find_threshold(src, V, scratch, scratch_idx, listed, n_c, t, above_max(m), k * 0,
-                                            zero, zero, k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c, list_top, lane_above = find_threshold(
+                src, V, scratch, scratch_idx, listed, n_c, t, above_max(m), k * 0, zero, zero, k * 0, top_p,
+                m, c2, True, BLOCK, UNROLL, CAP, GRID)
         log2_min_p = min_p_cutoff(min_p)
 
-        # The draw: inverse CDF with one uniform u per row from Philox at (seed; row, offset).
+        # The draw: inverse CDF with one uniform u per row from Philox at (seed; row, offset). From
+        # the list (and the lanes above it) when the search listed the kept tokens, unless min-p
+        # cuts above the listed bracket (then the lanes' masses hold tokens min-p drops).
         uniform = row_uniform(seed_ptr, offset_ptr, row)
-        if listed == 1:  # every kept token is in the list
-            wl = list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
-            at, _left = first_past(wl, uniform * tl.sum(wl, axis=0), CAP)
-            token = tl.load(scratch_idx + at)
+        if (listed == 1) | ((listed == 2) & ((list_top - m) * c2 >= log2_min_p)):
+            token = draw_listed(src, V, scratch, scratch_idx, n_c, t, log2_min_p, m, c2, list_top, lane_above,
+                                uniform, CAP, BLOCK, MAX_CHUNKS)
         else:
             token = draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
     tl.store(out_ptr + row, tl.where(bad, -1, token).to(tl.int64))

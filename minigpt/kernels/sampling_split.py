@@ -56,7 +56,8 @@ import triton.language as tl
 
 from minigpt.kernels.draw import draw_row, first_past, kept_weight, list_weights, min_p_cutoff, row_uniform
 from minigpt.kernels.search import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, above_max, bad_params, copy_between,
-                                    find_threshold, max_scan, pick, pivots_in, round_to_input, stream_count_mass)
+                                    find_threshold, lanes_between, max_scan, pick, pivots_in, round_to_input,
+                                    stream_count_mass)
 
 N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 of the row's range
 HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
@@ -157,7 +158,8 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         n = tl.minimum(V - start, L)
         src = logits_ptr + row.to(tl.int64) * stride_row + start
         pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
-        cnt, mass = stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
+        lane_cnt, lane_mass = stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
+        cnt, mass = tl.sum(lane_cnt, axis=0), tl.sum(lane_mass, axis=0)
         at = (row.to(tl.int64) * S + s) * N_HIST + tl.arange(0, N_HIST)
         tl.store(hist_cnt + at, cnt)
         tl.store(hist_mass + at, mass)
@@ -189,8 +191,10 @@ def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
             before = tl.sum(tl.where(tl.arange(0, S) < s, n_slice, 0), axis=0)  # slots of earlier slices
             start = s * L
             at = row.to(tl.int64) * CAP + before
-            copy_between(logits_ptr + row.to(tl.int64) * stride_row + start, tl.minimum(V - start, L), lo,
-                         tl.where(listed == 1, float("inf"), hi), scratch_ptr + at, scratch_idx_ptr + at,
+            src = logits_ptr + row.to(tl.int64) * stride_row + start
+            n, top = tl.minimum(V - start, L), tl.where(listed == 1, float("inf"), hi)
+            hits, _mass = lanes_between(src, n, lo, top, m, c2, BLOCK, 1, False)
+            copy_between(src, n, lo, top, hits, scratch_ptr + at, scratch_idx_ptr + at,
                          pick(n_slice, s, S), start, BLOCK, 1)  # never past its own slots
 
 
@@ -213,12 +217,14 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
         planned, list_hi = listed, hi  # what the copy listed, and its bracket's top (the searches move hi)
         t = floor
         if topk:
-            t, listed, n_c = find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi,
-                                            k.to(tl.float32), k, top_p, m, c2, False, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c, _top, _lanes = find_threshold(
+                src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, k.to(tl.float32), k, top_p, m, c2,
+                False, BLOCK, UNROLL, CAP, GRID)
             lo, hi, c_hi, m_hi = t, above_max(m), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
         if top_p < 1:
-            t, listed, n_c = find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal,
-                                            k * 0, top_p, m, c2, True, BLOCK, UNROLL, CAP, GRID)
+            t, listed, n_c, _top, _lanes = find_threshold(
+                src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal, k * 0, top_p, m, c2,
+                True, BLOCK, UNROLL, CAP, GRID)
 
         # The draw: one uniform, over the kept tokens in the list, then those above it (by slice).
         log2_min_p = min_p_cutoff(min_p)

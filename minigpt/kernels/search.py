@@ -35,9 +35,15 @@ there once, and the list is loaded into registers, where every further pass is a
 - when all logits ≥ lo fit (top_k = 50 takes one pass), the rest of both searches and the draw
   use the list alone;
 - for top-p over a flat row (thousands of tokens kept), the bracket [lo, hi) alone is listed, and
-  what lies above it enters as a known count and mass; the draw then reads the whole row again.
-The copy is a stream compaction without atomics: count each lane's hits, one prefix sum gives each
-lane its first slot, a second pass writes. Its order is fixed, so a seed always draws the same token.
+  what lies above it enters as a known count and mass.
+The copy is a stream compaction without atomics: each lane's count of hits, one prefix sum gives each
+lane its first slot, one pass writes. Its order is fixed, so a seed always draws the same token.
+
+A pass keeps its counts and masses per lane (lane j: tokens j, j + BLOCK, ...) until the bracket
+has moved, so the copy needs no counting pass of its own, and the draw gets, for free, each lane's
+mass above a listed bracket: it then picks the list or a lane, and walks that lane's few tokens,
+without reading the row again. Top-p over 50257 logits thus reads the row about five times (the
+max, three or four search passes, the copy), where counting and drawing anew took two more.
 
 ## Where the search starts: the first pass
 
@@ -127,7 +133,9 @@ def pivots_in(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
 @triton.jit
 def stream_count_mass(src, n, pivots, m, c2, BLOCK: tl.constexpr, UNROLL: tl.constexpr, N_PIV: tl.constexpr,
                       WITH_MASS: tl.constexpr):
-    """count(l ≥ pivot) and mass(l ≥ pivot) for each pivot, over the n logits at src: (N_PIV,) each."""
+    """count(l ≥ pivot) and mass(l ≥ pivot) for each pivot, over the n logits at src, per lane (lane
+    j: tokens j, j + BLOCK, ...): (BLOCK, N_PIV) each; tl.sum(·, axis=0) gives the row's. The
+    search keeps a lane's counts to copy its candidates without counting them again."""
     cols = tl.arange(0, BLOCK)
     cnt = tl.zeros((BLOCK, N_PIV), dtype=tl.int32)
     mass = tl.zeros((BLOCK, N_PIV), dtype=tl.float32)
@@ -140,13 +148,20 @@ def stream_count_mass(src, n, pivots, m, c2, BLOCK: tl.constexpr, UNROLL: tl.con
             if WITH_MASS:
                 w = tl.exp2((x - m) * c2)  # exp((l - max) / T): softmax's numerator
                 mass += tl.where(above, w[:, None], 0.0)
-    return tl.sum(cnt, axis=0), tl.sum(mass, axis=0)
+    return cnt, mass
+
+
+@triton.jit
+def column(lanes, j, N: tl.constexpr):
+    # lanes[:, j]: one pivot's per-lane counts or masses, (BLOCK,).
+    return tl.sum(tl.where(tl.arange(0, N)[None, :] == j, lanes, 0), axis=1)
 
 
 @triton.jit
 def _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target, passes,
             IS_TOP_P: tl.constexpr, N: tl.constexpr, GRID: tl.constexpr):
-    """Move the bracket [lo, hi) to the last pivot still reaching the goal; say if it is done."""
+    """Move the bracket [lo, hi) to the last pivot still reaching the goal (index `last`: lo is
+    pivots[last], hi pivots[last + 1] if there is one); say if the search is done."""
     score = mass if IS_TOP_P else cnt.to(tl.float32)  # both fall as the pivot rises
     last = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
     new_lo = pick(pivots, last, N)
@@ -162,25 +177,37 @@ def _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target, passes,
     if not IS_TOP_P:
         # Exactly k left, or (first pass) fewer than k tokens can be drawn at all: keep them all.
         searching = searching & (c_lo > target)
-    return lo, hi, c_lo, c_hi, m_hi, searching
+    return lo, hi, c_lo, c_hi, m_hi, searching, last
 
 
 @triton.jit
-def copy_between(src, V, lo, hi, dst, dst_idx, cap, base, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
-    """Stream compaction: copy every logit in [lo, hi) (≤ cap of them) and its token id (its index
-    at src, plus `base`) to dst.
-
-    Lane j of the block reads tokens j, j + BLOCK, j + 2·BLOCK, ... A first pass counts each
-    lane's hits; one prefix sum turns the counts into each lane's first slot; a second pass writes.
-    No step needs the whole block to agree (a per-step prefix sum would), and the order is fixed,
-    so the same seed draws the same token. Returns how many were copied."""
+def lanes_between(src, V, lo, hi, m, c2, BLOCK: tl.constexpr, UNROLL: tl.constexpr, WITH_MASS: tl.constexpr):
+    """Per lane: how many logits lie in [lo, hi), and (WITH_MASS) the mass of those ≥ hi: (BLOCK,)
+    each. One pass over the row, for a bracket that no search pass has just measured."""
     cols = tl.arange(0, BLOCK)
     hits = tl.zeros((BLOCK,), dtype=tl.int32)
+    mass_above = tl.zeros((BLOCK,), dtype=tl.float32)
     for start in range(0, V, BLOCK * UNROLL):
         for u in tl.static_range(UNROLL):
             offs = start + u * BLOCK + cols
             x = tl.load(src + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
             hits += (x >= lo) & (x < hi)
+            if WITH_MASS:
+                mass_above += tl.where(x >= hi, tl.exp2((x - m) * c2), 0.0)
+    return hits, mass_above
+
+
+@triton.jit
+def copy_between(src, V, lo, hi, hits, dst, dst_idx, cap, base, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+    """Stream compaction: copy every logit in [lo, hi) (≤ cap of them) and its token id (its index
+    at src, plus `base`) to dst, in one pass over the row.
+
+    Lane j of the block reads tokens j, j + BLOCK, j + 2·BLOCK, ... `hits` (BLOCK,) is each lane's
+    count in [lo, hi): the search's last pass measured it (or `lanes_between` counts it). One
+    prefix sum turns the counts into each lane's first slot, then the pass writes. No step needs
+    the whole block to agree (a per-step prefix sum would), and the order is fixed, so the same
+    seed draws the same token. Returns how many were copied."""
+    cols = tl.arange(0, BLOCK)
     slot = tl.cumsum(hits, axis=0) - hits  # (BLOCK,): where each lane's next hit goes
     for start in range(0, V, BLOCK * UNROLL):
         for u in tl.static_range(UNROLL):
@@ -201,26 +228,47 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
     """Bisect [lo, hi) for the largest v with count(l ≥ v) ≥ target (top-k), or with
     mass(l ≥ v) ≥ goal (top-p; goal 0: top_p · mass(l ≥ lo), which the first pass measures).
     c_hi, m_hi are count and mass(l ≥ hi); goal is k itself (as fp32) for top-k, target is k for
-    top-k and 0 for top-p. Returns (threshold, listed, n_c), where listed is 1 when every logit ≥
-    the threshold is in the scratch list, 2 when only the bracket is, 0 when the list was never
-    filled (the draw then streams the row), and n_c is how many entries the list holds."""
+    top-k and 0 for top-p. Returns (threshold, listed, n_c, list_top, lane_above):
+    - listed is 1 when every logit ≥ the threshold is in the scratch list, 2 when only the bracket
+      [·, list_top) is, 0 when the list was never filled (the draw then streams the row);
+    - n_c is how many entries the list holds;
+    - lane_above (BLOCK,): when this call listed the bracket, each lane's mass(l ≥ list_top), what
+      the draw needs of the tokens above the list without reading the row again; else 0."""
     passes = target * 0  # a tensor from the start, as loops carry it
     searching = passes == 0
+    list_top = hi
+    # Each lane's count and mass(l ≥ hi), known (1) while hi is above the max or a pivot of this
+    # search's passes; the caller's hi (the split path's plan) is neither.
+    lane_c_hi = tl.zeros((BLOCK,), dtype=tl.int32)
+    lane_m_hi = tl.zeros((BLOCK,), dtype=tl.float32)
+    known = (hi > m).to(tl.int32)
     # Phase 1: stream the whole row, until the candidates fit the scratch list.
     while searching & (listed == 0):
         pivots = pivots_in(lo, hi, N_PIVOTS, GRID)
-        cnt, mass = stream_count_mass(src, V, pivots, m, c2, BLOCK, UNROLL, N_PIVOTS, IS_TOP_P)
+        lane_cnt, lane_mass = stream_count_mass(src, V, pivots, m, c2, BLOCK, UNROLL, N_PIVOTS, IS_TOP_P)
+        cnt, mass = tl.sum(lane_cnt, axis=0), tl.sum(lane_mass, axis=0)
         if IS_TOP_P:
             if goal == 0:
                 goal = top_p * pick(mass, 0, N_PIVOTS)  # top_p of the mass left after top-k
-        lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
-                                                      passes, IS_TOP_P, N_PIVOTS, GRID)
+        lo, hi, c_lo, c_hi, m_hi, searching, last = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
+                                                            passes, IS_TOP_P, N_PIVOTS, GRID)
+        lane_c_lo = column(lane_cnt, last, N_PIVOTS)
+        if IS_TOP_P:
+            if last < N_PIVOTS - 1:  # hi moved to a pivot of this pass
+                lane_c_hi = column(lane_cnt, last + 1, N_PIVOTS)
+                lane_m_hi = column(lane_mass, last + 1, N_PIVOTS)
+                known = known * 0 + 1
+        # The copy needs each lane's count in the bracket, which this pass has just measured.
         if searching & (c_lo <= CAP):  # all candidates fit: later passes and the draw use the list
-            n_c = copy_between(src, V, lo, float("inf"), scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
+            n_c = copy_between(src, V, lo, float("inf"), lane_c_lo, scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
             listed = listed * 0 + 1
         if IS_TOP_P:
             if searching & (c_lo > CAP) & (c_lo - c_hi <= CAP):  # the bracket alone fits: list it,
-                n_c = copy_between(src, V, lo, hi, scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
+                hits = lane_c_lo - lane_c_hi
+                if known == 0:
+                    hits, lane_m_hi = lanes_between(src, V, lo, hi, m, c2, BLOCK, UNROLL, True)
+                n_c = copy_between(src, V, lo, hi, hits, scratch, scratch_idx, CAP, 0, BLOCK, UNROLL)
+                list_top = hi
                 listed = listed * 0 + 2  # and count what lies above it as a base
         passes += 1
     # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.
@@ -236,7 +284,7 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
         if IS_TOP_P:
             if goal == 0:
                 goal = top_p * pick(mass, 0, N_PIVOTS_LIST)
-        lo, hi, c_lo, c_hi, m_hi, searching = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
-                                                      passes, IS_TOP_P, N_PIVOTS_LIST, GRID)
+        lo, hi, c_lo, c_hi, m_hi, searching, _last = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
+                                                             passes, IS_TOP_P, N_PIVOTS_LIST, GRID)
         passes += 1
-    return lo, listed, n_c
+    return lo, listed, n_c, list_top, tl.where(listed == 2, lane_m_hi, 0.0)

@@ -36,14 +36,16 @@ there once, and the list is loaded into registers, where every further pass is a
   use the list alone;
 - for top-p over a flat row (thousands of tokens kept), the bracket [lo, hi) alone is listed, and
   what lies above it enters as a known count and mass.
-The copy is a stream compaction without atomics: each lane's count of hits, one prefix sum gives each
-lane its first slot, one pass writes. Its order is fixed, so a seed always draws the same token.
+The copy is a stream compaction without atomics: from each lane's count of hits, one prefix sum
+gives each lane its first slot, and one pass writes. Its order is fixed, so a seed always draws
+the same token.
 
-A pass keeps its counts and masses per lane (lane j: tokens j, j + BLOCK, ...) until the bracket
-has moved, so the copy needs no counting pass of its own, and the draw gets, for free, each lane's
-mass above a listed bracket: it then picks the list or a lane, and walks that lane's few tokens,
-without reading the row again. Top-p over 50257 logits thus reads the row about five times (the
-max, three or four search passes, the copy), where counting and drawing anew took two more.
+A pass counts and sums per lane (lane j: tokens j, j + BLOCK, ...), and the search keeps the
+lanes' figures at the new bracket's ends. So the copy needs no counting pass of its own, and the
+draw gets, for free, each lane's mass above a listed bracket: it picks the list or a lane, then
+walks that lane's few tokens, without reading the row again. Top-p over 50257 logits thus reads
+the row about five times (the max, three or four search passes, the copy), where counting and
+drawing anew took two more.
 
 ## Where the search starts: the first pass
 

@@ -292,6 +292,39 @@ def test_the_search_separates_neighbouring_floats_far_below_the_bracket(device: 
         assert tokens.tolist() == [9] * B, f"top_k={k}, top_p={top_p}: {tokens.tolist()}"
 
 
+if INTERPRETED:
+    @pytest.mark.parametrize("setting, most", [
+        ((1.0, 0, 0.9, 0.0), 6),  # top-p alone: the max, ≤ 4 search passes, the copy; the draw reads none
+        ((0.8, 50, 0.9, 0.05), 3),  # every filter: the max, one top-k pass, the copy; the rest on the list
+        ((1.0, 0, 1.0, 0.0), 2),  # temperature alone: the max, the draw
+        ((1.0, 0, 0.9, 0.9), 7),  # min-p cutting above top-p's listed bracket: the draw reads the row
+    ], ids=["top-p", "all", "temperature", "top-p-min-p"])
+    def test_one_program_reads_the_row_as_often_as_search_py_says(monkeypatch, setting, most):
+        """One program streams its row from memory several times, and on a GPU its time goes
+        with the number of passes (BENCHMARKS.md): count them, on the interpreter's loads of the
+        logits, for bench_sampling.py's row (V = 50257, N(0, 2²)). Walking one lane in the draw
+        reads a few more logits (⌈V / BLOCK⌉), not a pass."""
+        from triton.runtime.interpreter import InterpreterBuilder
+
+        from minigpt.kernels.sampling import fused_sample
+
+        V = 50257
+        logits = random_logits(1, V, seed=0) * 0.8
+        begin, end = logits.data_ptr(), logits.data_ptr() + logits.nbytes
+        read = []
+        load = InterpreterBuilder.create_masked_load
+
+        def counted_load(self, ptrs, mask, *args):
+            read.append(int(((ptrs.data >= begin) & (ptrs.data < end) & mask.data).sum()))
+            return load(self, ptrs, mask, *args)
+
+        monkeypatch.setattr(InterpreterBuilder, "create_masked_load", counted_load)
+        fused_sample(logits, **params([setting], "cpu"), **seed_offset(0, 0, "cpu"), splits=1)
+        passes = sum(read) / V
+        print(f"{setting}: {passes:.2f} passes over the row")
+        assert most - 1 < passes <= most + 0.01
+
+
 @on_devices
 def test_split_search_lists_a_bracket_whose_top_it_did_not_measure(device: str):
     """The search copies a bracket's candidates using each lane's count in it, which its last pass

@@ -353,6 +353,31 @@ def test_split_search_lists_a_bracket_whose_top_it_did_not_measure(device: str):
 
 
 @on_devices
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_top_k_1_keeps_one_of_two_neighbouring_half_precision_logits(device: str, dtype: torch.dtype, splits: int):
+    """Found by a random search under the interpreter: the two top logits 22.75 and 22.875 are
+    neighbours in bf16, and top_k=1 (or a tiny top_p) kept both. The bracket's top started 1e-6
+    above the max, a value bf16 cannot hold, and the search ends when the midpoint of [lo, hi),
+    rounded to bf16, is lo or hi. A GPU rounds to nearest, and the midpoint of [22.75, 22.875 +
+    1e-6) went up to 22.875; Triton's interpreter truncates, so it fell back to 22.75 and the
+    search stopped with both tokens in. The top now starts on the logits' grid, as every pivot
+    does, which ends searches right whichever way the rounding goes."""
+    from minigpt.kernels.sampling import fused_sample
+
+    top = torch.tensor(22.875, dtype=dtype)
+    below = (top.view(torch.int16) - 1).view(dtype)  # the next value down in this dtype
+    row = torch.full((16,), -3.0, dtype=dtype)
+    row[5], row[11] = below, top
+    B = 8
+    logits = row.expand(B, -1).contiguous().to(device)
+    for k, top_p in ((1, 1.0), (0, 1e-9), (0, 0.1)):
+        p = params([(0.3, k, top_p, 0.0)] * B, device)
+        tokens = fused_sample(logits, **p, **seed_offset(0, 0, device), splits=splits).cpu()
+        assert tokens.tolist() == [11] * B, f"top_k={k}, top_p={top_p}: {tokens.tolist()}"
+
+
+@on_devices
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
 def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str, splits: int):
     from minigpt.kernels.sampling import fused_sample

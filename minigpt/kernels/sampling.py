@@ -52,7 +52,7 @@ passes, exact, and draws with one uniform.
   and are never drawn, even when a filter would keep them.
 - Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
-  apart, or a max within 1e-6 of it) overflows the bracket to inf, and its top-k/top-p set can
+  apart, or a max within 2% of it) overflows the bracket to inf, and its top-k/top-p set can
   come out too large. Models' logits stay within ±1e4; the torch path has no such limit.
 """
 from __future__ import annotations
@@ -106,15 +106,16 @@ def _fused_sample_kernel(
         listed = k * 0  # 1: the candidates sit in the scratch list (2: only the top-p bracket does)
         n_c = k * 0
         zero = (k * 0).to(tl.float32)
-        list_top = above_max(m)  # the listed bracket's top, and each lane's mass above it (top-p)
+        top = above_max(m, GRID)  # every search's bracket starts as [t, top)
+        list_top = top  # the listed bracket's top, and each lane's mass above it (top-p)
         lane_above = tl.zeros((BLOCK,), dtype=tl.float32)
         if (k > 0) & (k < V):
             t, listed, n_c, list_top, lane_above = find_threshold(
-                src, V, scratch, scratch_idx, listed, n_c, t, above_max(m), k * 0, zero, k.to(tl.float32), k, top_p,
+                src, V, scratch, scratch_idx, listed, n_c, t, top, k * 0, zero, k.to(tl.float32), k, top_p,
                 m, c2, False, BLOCK, UNROLL, CAP, GRID)
         if top_p < 1:
             t, listed, n_c, list_top, lane_above = find_threshold(
-                src, V, scratch, scratch_idx, listed, n_c, t, above_max(m), k * 0, zero, zero, k * 0, top_p,
+                src, V, scratch, scratch_idx, listed, n_c, t, top, k * 0, zero, zero, k * 0, top_p,
                 m, c2, True, BLOCK, UNROLL, CAP, GRID)
         log2_min_p = min_p_cutoff(min_p)
 

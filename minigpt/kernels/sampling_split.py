@@ -116,14 +116,14 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     for s in range(S):
         C += tl.load(hist_cnt + (row.to(tl.int64) * S + s) * N_HIST + j)  # (int64: B·S·N_HIST can pass 2^31)
         M += tl.load(hist_mass + (row.to(tl.int64) * S + s) * N_HIST + j)
-    pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
+    pivots = pivots_in(floor, above_max(m, GRID), N_HIST, GRID)
     topk = (k > 0) & (k < V) & (pick(C, 0, N_HIST) > k)
     goal = tl.where(topk, k.to(tl.float32), top_p * pick(M, 0, N_HIST))
     # The last pivot still reaching the goal (both counts and masses fall as the pivot rises).
     score = tl.where(topk, C.to(tl.float32), M)
     j_lo = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
     lo = pick(pivots, j_lo, N_HIST)
-    hi = tl.where(j_lo + 1 < N_HIST, pick(pivots, j_lo + 1, N_HIST), above_max(m))
+    hi = tl.where(j_lo + 1 < N_HIST, pick(pivots, j_lo + 1, N_HIST), above_max(m, GRID))
     c_lo, c_hi, m_hi = pick(C, j_lo, N_HIST), pick(C, j_lo + 1, N_HIST), pick(M, j_lo + 1, N_HIST)
     search = topk | (top_p < 1)
     listed = tl.where(search & (c_lo <= CAP), 1, tl.where(search & ~topk & (c_lo - c_hi <= CAP), 2, 0))
@@ -157,7 +157,7 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         start = s * L
         n = tl.minimum(V - start, L)
         src = logits_ptr + row.to(tl.int64) * stride_row + start
-        pivots = pivots_in(floor, above_max(m), N_HIST, GRID)
+        pivots = pivots_in(floor, above_max(m, GRID), N_HIST, GRID)
         lane_cnt, lane_mass = stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
         cnt, mass = tl.sum(lane_cnt, axis=0), tl.sum(lane_mass, axis=0)
         at = (row.to(tl.int64) * S + s) * N_HIST + tl.arange(0, N_HIST)
@@ -220,7 +220,7 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
             t, listed, n_c, _top, _lanes = find_threshold(
                 src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, k.to(tl.float32), k, top_p, m, c2,
                 False, BLOCK, UNROLL, CAP, GRID)
-            lo, hi, c_hi, m_hi = t, above_max(m), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
+            lo, hi, c_hi, m_hi = t, above_max(m, GRID), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
         if top_p < 1:
             t, listed, n_c, _top, _lanes = find_threshold(
                 src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal, k * 0, top_p, m, c2,

@@ -52,8 +52,9 @@ drawing anew took two more.
 `max_scan` reads the row once: its max m (every weight exp((l - m) / T) is measured from it, so
 none overflows), the first index holding it (a greedy row stops there), its smallest finite logit,
 and its NaN/+inf count: with `bad_params` (a parameter out of range), that says which rows get
-token -1. The search's bracket then starts at [floor, above_max(m)): the floor is the underflow
-point m - 126·ln2·T (below it a weight underflows fp32), or the smallest logit if higher.
+token -1. The search's bracket then starts at [floor, above_max): the top is the first value of the
+logits' dtype a step above m, the floor the underflow point m - 126·ln2·T (below it a weight
+underflows fp32), or the smallest logit if higher.
 """
 from __future__ import annotations
 
@@ -100,8 +101,12 @@ def max_scan(src, n, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
 
 
 @triton.jit
-def above_max(m):
-    return m + tl.maximum(tl.abs(m) * 1e-6, 1e-30)  # strictly above the max: count(l ≥ it) = 0
+def above_max(m, GRID: tl.constexpr):
+    # Strictly above the max (count(l ≥ it) = 0), and on the logits' grid, as every pivot is: a
+    # bracket's top the logits' dtype cannot hold would end a search too early (_narrow's test).
+    # A step of |m| / 64 is ≥ 2 of bf16's, so rounding (to nearest on a GPU, truncating in Triton's
+    # interpreter) never lands back on m; near 0, 1e-7 is more than fp16's smallest step (6e-8).
+    return round_to_input(m + tl.maximum(tl.abs(m) * 0.015625, 1e-7), GRID)
 
 
 @triton.jit

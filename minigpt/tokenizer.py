@@ -291,14 +291,25 @@ class Tokenizer:
             raise ValueError(f"unknown token id {i}; ids must be in [0, {self.vocab_size})")
         return token_to_str(self._id_bytes[i]) if i < len(self.vocab) else self._id_bytes[i].decode()
 
-    def encode_show_work(self, text: str) -> list[dict]:
+    def encode_show_work(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[dict]:
         """The teaching view: for each pre-tokenized chunk, its bytes and the tokens after every merge.
 
         With GPT-2's merges, " hello" gives [{"chunk": " hello", "steps": [["Ġ", "h", "e", "l", "l", "o"],
         ["Ġ", "he", "l", "l", "o"], ["Ġ", "he", "ll", "o"], ["Ġhe", "ll", "o"], ["Ġhell", "o"], ["Ġhello"]],
         "ranks": [2, 41, 83, 5712, 23492], "ids": [23748]}]: the lowest-ranked pair merges first
         ("h e" is GPT-2's merge 2), and ranks[i] is the merge that made steps[i + 1].
-        Special tokens are treated as plain text (encode_ordinary)."""
+        Special tokens are plain text (encode_ordinary) unless named in `allowed_special` (or "all",
+        as `encode` takes it): each is then a chunk of its own, {"chunk": "<|endoftext|>", "steps":
+        [["<|endoftext|>"]], "ranks": [], "ids": [50256], "special": True}, so the ids are encode's."""
+        allowed = self._special_set("allowed_special", allowed_special) if allowed_special != () else set()
+        if allowed:
+            work, start = [], 0
+            for m in self._special_regex(frozenset(allowed)).finditer(text):  # plain text, then the special token
+                work += self.encode_show_work(text[start : m.start()])
+                work.append({"chunk": m.group(), "steps": [[m.group()]], "ranks": [],
+                             "ids": [self.special_tokens[m.group()]], "special": True})
+                start = m.end()
+            return work + self.encode_show_work(text[start:])
         work = []
         for chunk in split_text(without_surrogates(text)):
             byte_ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]

@@ -465,6 +465,21 @@ def test_show_work_ends_in_encode_ids(tok):
     assert hello["ranks"] == [2, 41, 83, 5712, 23492] and hello["ids"] == [23748]
 
 
+def test_show_work_gives_encodes_ids_for_special_tokens_when_allowed(tok, capsys):
+    """`minigpt tokenize TEXT` encodes `<|endoftext|>` as id 50256 (allowed_special="all"), but
+    `--show-work TEXT` split it into plain-text chunks ('<|', 'endoftext', '|>'): one command, two
+    tokenizations of the same text. Now --show-work shows the ids the plain view prints."""
+    text = "a<|endoftext|>b"
+    work = tok.encode_show_work(text, allowed_special="all")
+    assert sum((w["ids"] for w in work), []) == tok.encode(text, allowed_special="all") == [64, 50256, 65]
+    assert work[1] == {"chunk": "<|endoftext|>", "steps": [["<|endoftext|>"]], "ranks": [], "ids": [50256],
+                       "special": True}
+    assert sum((w["ids"] for w in tok.encode_show_work(text)), []) == tok.encode_ordinary(text)  # the default: plain text
+    assert climod.main(["--show-work", text]) == 0
+    out = capsys.readouterr().out
+    assert "[50256]" in out and "'endoftext'" not in out
+
+
 def test_cli_encodes_and_trains(tmp_path, capsys):
     assert climod.main(["Hello world"]) == 0
     assert "[15496, 995]" in capsys.readouterr().out  # GPT-2's ids for "Hello world"

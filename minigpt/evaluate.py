@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from minigpt.generate_args import NONFINITE
 from minigpt.model import IGNORE_INDEX, warn_if_training  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
 
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in ids.unique().tolist():  # (only the tokens of this text are needed)
             token_bytes[i] = len(tok.decode_bytes([i]))
         result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
+        if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
+            raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

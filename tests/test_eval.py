@@ -245,3 +245,18 @@ def test_ids_at_the_vocabulary_edges_and_complex_ids_are_named():
         perplexity(model, torch.tensor([1, -3, 49]), max_length=4)
     with pytest.raises(TypeError, match="ids must be an integer tensor of token ids, got torch.complex64"):
         perplexity(model, ids.to(torch.complex64), max_length=4)
+
+
+def test_cli_refuses_a_nan_score(model_dir, tmp_path, capsys):
+    """A model with a NaN weight printed "perplexity nan ..." and exited 0, which a script takes for
+    a score; generate raises on such logits. eval now says why and exits 2."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    model = GPT.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.transformer.ln_f.weight[0] = float("nan")
+    model.save_pretrained(tmp_path / "nan")
+    Tokenizer.from_pretrained(model_dir).save_pretrained(tmp_path / "nan")
+    assert main([str(tmp_path / "nan"), str(tmp_path / "t.txt"), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "perplexity" not in captured.out
+    assert "the loss is nan: the model produced NaN/inf logits" in captured.err

@@ -161,6 +161,9 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
         if args.stream:  # the best beam is known only at the end
             raise ValueError("beam search picks its best beam only at the end, so there is nothing to --stream: "
                              "drop one of them")
+        if args.stop:  # else generate's own error, which names do_sample and streamer, no flags of this command
+            raise ValueError("--stop is not supported with beam search (--num-beams > 1): drop --stop, or use "
+                             "--num-beams 1")
 
 
 def read_prompts(path: str) -> tuple[list[dict], list[int]]:

@@ -1795,6 +1795,8 @@ def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tm
     (["--num-beams", "2", "--top-k", "0", "--top-p", "1"], "so --top-k, --top-p would do nothing: drop them"),
     (["--temperature", "0", "--top-p", "1.0"], "which --top-p never removes, so it would do nothing"),
     (["--explain", "--num-beams", "1", "-n", "1"], "it does not take --num-beams, --num-return-sequences"),
+    # Not ignored but unsupported: refused by its flag's name, not by generate's "do_sample, stop strings and streamer".
+    (["--num-beams", "2", "--stop", "x"], "--stop is not supported with beam search (--num-beams > 1)"),
 ])
 def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint, capsys, argv, message):
     """A typed flag is refused whatever its value: `--num-beams 2 --temperature 0.8` ran as if the

@@ -146,7 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                              "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
         model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-        tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
+        try:
+            tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
+        except FileNotFoundError as e:
+            if args.tokenizer is not None:
+                raise
+            # `model.save_pretrained(dir)` writes the weights and config.json only, as generate says too.
+            raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
+                                    "shipped: --tokenizer gpt2)") from None
         check_tokenizer_fits(model.config, tok, args.model, args.tokenizer or args.model)  # a meaningless perplexity
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
         token_bytes = torch.zeros(tok.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes

@@ -260,3 +260,13 @@ def test_cli_refuses_a_nan_score(model_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "perplexity" not in captured.out
     assert "the loss is nan: the model produced NaN/inf logits" in captured.err
+
+
+def test_cli_hints_tokenizer_for_a_model_saved_without_one(model_dir, tmp_path, capsys):
+    """`model.save_pretrained(dir)` writes no tokenizer; eval said only that the directory holds none,
+    where generate also names --tokenizer."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    GPT.from_pretrained(model_dir).save_pretrained(tmp_path / "bare")
+    assert main([str(tmp_path / "bare"), str(tmp_path / "t.txt"), "--device", "cpu"]) == 2
+    assert "for a model saved without its tokenizer, pass --tokenizer DIR" in capsys.readouterr().err
+    assert main([str(tmp_path / "bare"), str(tmp_path / "t.txt"), "--device", "cpu", "--tokenizer", str(model_dir)]) == 0

@@ -114,13 +114,19 @@ def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: in
     targets = target_names(targets)
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
-    chosen = [
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
-    ]
-    if not chosen:
-        linears = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-        raise ValueError(f"LoRA targets {list(targets)} match no nn.Linear in the model; linear layers are named {linears}")
+    linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+    def matches(name: str, t: str) -> bool:
+        return name == t or name.endswith("." + t)
+
+    chosen = [name for name in linear_names if any(matches(name, t) for t in targets)]
+    # Every target must name a layer: one that names none (a typo beside good ones, "attn.c_attn,
+    # attn.cproj") would otherwise drop its adapters silently while the others train.
+    unmatched = [t for t in targets if not any(matches(name, t) for name in linear_names)]
+    if unmatched or not chosen:
+        linears = sorted({n.split(".")[-1] for n in linear_names})
+        which = f"LoRA target(s) {unmatched}" if unmatched and len(unmatched) < len(targets) else f"LoRA targets {list(targets)}"
+        raise ValueError(f"{which} match no nn.Linear in the model; linear layers are named {linears}")
     # A weight shared with another module (GPT-2's lm_head *is* wte) cannot take an adapter: merging
     # ΔW into it would change the other module too (every input embedding), so the merged model
     # would no longer compute what the adapted one did.

@@ -203,3 +203,13 @@ def test_target_string_with_a_stray_comma_and_find_lora_targets_taking_a_string(
     expected = [f"transformer.h.{i}.attn.c_attn" for i in range(CFG.n_layer)]
     assert inject_lora(_model(), "c_attn,", rank=2) == expected
     assert find_lora_targets(_model(), "c_attn", 2, 4.0, 0.0) == expected
+
+
+def test_a_target_that_names_no_layer_is_refused_beside_ones_that_do():
+    """Bug: find_lora_targets refused targets only when none of them matched, so a typo beside a
+    good name (`--lora-targets attn.c_attn,attn.cproj`) silently trained without the second
+    projection's adapters, while every other ignored option is refused."""
+    model = _model()
+    with pytest.raises(ValueError, match=r"LoRA target\(s\) \['attn.cproj'\] match no nn.Linear"):
+        inject_lora(model, ("attn.c_attn", "attn.cproj"), rank=2)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()), "refused before wrapping anything"

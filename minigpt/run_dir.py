@@ -87,6 +87,9 @@ def check_out_dir(cfg: TrainConfig) -> None:
     get replaced are the run's own.
     """
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():  # else "[Errno 17] File exists", after the data and model are loaded
+        raise FileExistsError(f"--out {out} is a file; OUT_DIR is a directory (checkpoint, training_state.pt, log.jsonl, "
+                              "...): choose another --out")
     if cfg.resume:
         check_resumable(out)
         return

@@ -1161,6 +1161,16 @@ def test_out_equal_to_init_is_refused_however_it_is_spelled(tmp_path, monkeypatc
         minigpt.run_dir.check_out_dir(out_cfg("x/../model", init=str(tmp_path / "model")))
 
 
+def test_an_out_that_is_a_file_is_refused_by_name_before_any_work(tmp_path):
+    """Bug: --out naming a file passed check_out_dir, and the run failed only after loading its
+    data and model, with `[Errno 17] File exists: 'x'` (finetune --task lm: `Not a directory: 'x/data'`)."""
+    (tmp_path / "x").write_text("notes")
+    for resume in (False, True):
+        with pytest.raises(FileExistsError, match="--out .*x is a file; OUT_DIR is a directory"):
+            minigpt.run_dir.check_out_dir(out_cfg(str(tmp_path / "x"), resume=resume))
+    assert (tmp_path / "x").read_text() == "notes"
+
+
 def test_plot_log_draws_the_val_curve(tmp_path, monkeypatch):
     """Mutant R2: plot_log looked the val loss up under the wrong key, so loss.png had no val curve."""
     from matplotlib.axes import Axes

@@ -29,16 +29,24 @@ from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
 from minigpt.train_runtime import run_command
 
 
-def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id: int | None) -> None:
+def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id: int | None,
+                     finetune_tokenizer: str | None = None, finetune: bool = False) -> None:
     """Refuse to train the --init model on the ids of another tokenizer.
 
     An id is only a row number: a model fed another tokenizer's ids trains without an error, on
     tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
     with another's vocab.json. What can be compared is the size and the <|endoftext|> id
-    (`GPTConfig.fits_tokenizer`).
+    (`GPTConfig.fits_tokenizer`). `minigpt train` reads the tokenizer of its prepared data;
+    `minigpt finetune` (`finetune`) reads --tokenizer (`finetune_tokenizer`), else --init's own.
     """
-    if why := config.tokenizer_mismatch(vocab_size, eos_token_id, f"--init {init}", "the data's tokenizer"):
-        raise ValueError(f"{why}. Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})")
+    if not finetune:
+        tokenizer, fix = "the data's tokenizer", f"Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})"
+    elif finetune_tokenizer:
+        tokenizer, fix = f"--tokenizer {finetune_tokenizer}", "Drop --tokenizer (the tokenizer is then read from --init), or pass the model's own"
+    else:
+        tokenizer, fix = f"the tokenizer files in --init {init}", "Pass the model's own tokenizer with --tokenizer"
+    if why := config.tokenizer_mismatch(vocab_size, eos_token_id, f"--init {init}", tokenizer):
+        raise ValueError(f"{why}. {fix}")
 
 
 def check_data_dir(data: Path) -> None:
@@ -72,7 +80,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
             raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
                              "language model (GPT2LMHeadModel)")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
-        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id)
+        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id, getattr(cfg, "tokenizer", None),
+                         cfg.COMMAND == "finetune")
         model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
         if cfg.dropout is not None:  # dropout is not a weight: the checkpoint's rate is only a default
             model.set_dropout(cfg.dropout)

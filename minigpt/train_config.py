@@ -217,6 +217,9 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
                 raise ValueError(f"the run in {args['out']} is a {flag_} {saved[name]} run, and a resumed run keeps its "
                                  f"{name} (its weights and optimizer state are that run's): drop {flag_} "
                                  f"{given[name]}, or start a new run with another --out")
+        if given.get("init") and saved.get("init") is None:  # else build_model blames shape flags the user never typed
+            raise ValueError(f"the run in {args['out']} started from fresh weights (no --init), and a resumed run continues "
+                             "from its own saved weights: drop --init, or start a new run from that checkpoint with another --out")
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS})
     config = cls(**args)
     config.refuse_ignored_options(given)

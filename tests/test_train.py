@@ -527,6 +527,19 @@ def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, caps
     assert final_state(out)["step"] == 3
 
 
+def test_resume_of_a_fresh_run_with_init_says_the_run_had_no_init(tmp_path, capsys):
+    """Bug: `--resume --init DIR` on a run trained from fresh weights failed with "--preset,
+    --n-layer, ... cannot change the shape of the --init checkpoint; drop them": flags the user
+    never typed (they came from the saved run), while the flag to drop was --init."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=3))
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--resume", "--init", str(out), "--max-iters", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "started from fresh weights (no --init)" in err and "drop --init" in err and "--n-layer" not in err
+    assert final_state(out)["step"] == 3
+
+
 def test_resume_with_max_iters_below_the_saved_step_is_an_error(tmp_path, capsys):
     """--max-iters is the run's total: fewer steps than the run has done would train nothing,
     and say so, instead of exiting 0 as if it had trained."""

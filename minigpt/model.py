@@ -27,7 +27,7 @@ from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
 
 IGNORE_INDEX = -100  # a target the loss skips (padding, prompt or context tokens), as in HF and cross_entropy
 # How many logits one chunk of chunked_lm_loss computes at a time: 2**25 fp32 values are 128 MiB,
-# about 650 positions of GPT-2's 50,257-token vocabulary (and a whole 8×1024 batch of a 4,096 one).
+# about 670 positions of GPT-2's 50,257-token vocabulary (and a whole 8×1024 batch of a 4,096 one).
 LOSS_CHUNK_LOGITS = 2**25
 
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt.files import atomic_path, atomic_write_text, read_text
-from minigpt.pretokenize import SAFE_CUT, safe_pieces
+from minigpt.pretokenize import SAFE_CUT, safe_pieces, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
 TOKEN_DTYPE = np.uint16
@@ -52,8 +53,9 @@ HASH_BLOCKS, HASH_BLOCK_TOKENS = 64, 1 << 16
 def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
     """Yield (chunk, ids) for each ~chunk_chars piece of text, cut where the cut cannot change the
     ids (minigpt.pretokenize.safe_pieces): the ids joined are tokenizer.encode(text) with special
-    tokens allowed (<|endoftext|> written in the text becomes its id)."""
-    for chunk in safe_pieces(text, chunk_chars):
+    tokens allowed (<|endoftext|> written in the text becomes its id). No cut falls inside a
+    special token (one whose text holds a newline could otherwise be cut in two)."""
+    for chunk in safe_pieces(text, chunk_chars, getattr(tokenizer, "special_tokens", ())):
         yield chunk, tokenizer.encode_batch([chunk], allowed_special="all")[0]  # on every core
 
 
@@ -61,13 +63,18 @@ def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[in
     return [i for _, ids in encode_chunks(tokenizer, text, chunk_chars) for i in ids]
 
 
-def _cut_point(text: str, val_fraction: float) -> int:
+def _cut_point(text: str, val_fraction: float, special_tokens: Collection[str] = ()) -> int:
     """Where the validation part of one file starts: the first safe cut (minigpt.pretokenize.SAFE_CUT) at or after
     (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
-    A text with no line break after that point is cut there, mid-line."""
+    A text with no line break after that point is cut there, mid-line. Neither cut falls inside
+    one of `special_tokens`, which would then be encoded as plain text on both sides."""
     target = int(len(text) * (1 - val_fraction))
-    m = SAFE_CUT.search(text, target)
-    return m.start() if m else target
+    for m in SAFE_CUT.finditer(text, target):
+        if not splits_one_of(text, m.start(), special_tokens):
+            return m.start()
+    while target < len(text) and splits_one_of(text, target, special_tokens):
+        target += 1  # past the special token it would cut
+    return target
 
 
 def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLike, val_fraction: float = 0.1,
@@ -112,6 +119,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     n_tokens = {"train": 0, "val": 0}
     n_bytes = {"train": 0, "val": 0}
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    specials = getattr(tokenizer, "special_tokens", ())  # no cut may fall inside one
     total = sum(p.stat().st_size for p in paths)
     # Each file is written under a temp name and renamed into place once all are complete (the
     # files close first, then each atomic_path renames); if anything fails, the temp files go.
@@ -129,7 +137,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
             text = read_text(p)
             if not text:
                 raise ValueError(f"input file {p} is empty")
-            cut = _cut_point(text, val_fraction)
+            cut = _cut_point(text, val_fraction, specials)
             f_val_text.write(text[cut:])
             for split, part in (("train", text[:cut]), ("val", text[cut:])):
                 if not part:

@@ -15,6 +15,7 @@ What this file does not do: other split patterns (GPT-4's cl100k), Unicode norma
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 import regex
 
@@ -89,19 +90,29 @@ def split_text(text: str) -> list[str]:
 SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
 
 
-def safe_pieces(text: str, size: int) -> list[str]:
+def safe_pieces(text: str, size: int, keep_whole: Collection[str] = ()) -> list[str]:
     """Cut text into pieces of about `size` characters or more, each ending at a SAFE_CUT, so that
     the pieces' ids joined are the text's ids; "".join(pieces) == text. Used to spread one long
-    document over several processes, and by minigpt/data.py to encode a corpus in parts."""
+    document over several processes, and by minigpt/data.py to encode a corpus in parts.
+    `keep_whole`: strings no cut may fall inside (special tokens, which a cut would turn into
+    plain text; only one whose text holds a newline can contain a SAFE_CUT)."""
+    keep_whole = [s for s in keep_whole if "\n" in s]
     pieces, start = [], 0
     while len(text) - start > size:
         cut = SAFE_CUT.search(text, start + size)  # the lookbehind sees the character before too
+        while cut is not None and splits_one_of(text, cut.start(), keep_whole):
+            cut = SAFE_CUT.search(text, cut.start() + 1)
         if cut is None:
             break
         pieces.append(text[start : cut.start()])
         start = cut.start()
     pieces.append(text[start:])
     return pieces
+
+
+def splits_one_of(text: str, pos: int, strings: Collection[str]) -> bool:
+    """Whether cutting text at `pos` would cut an occurrence of one of `strings` in two."""
+    return any(text.startswith(s, pos - k) for s in strings for k in range(1, min(len(s), pos + 1)))
 
 
 def without_surrogates(text: str) -> str:

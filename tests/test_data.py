@@ -316,3 +316,22 @@ def test_a_file_that_goes_wholly_to_validation_adds_nothing_to_train(tok, tmp_pa
     assert train.count(EOS) == 1 and train[-1] == EOS and meta["train_tokens"] == len(train)
     hi = tok.encode("hi")
     assert val[-len(hi) - 1:] == hi + [EOS]  # the whole file, closed by <|endoftext|>, in val.bin
+
+
+def test_no_cut_falls_inside_a_special_token_that_holds_a_newline(tok, tmp_path):
+    """Guards against the validation cut and the 4M-character encoding chunks cutting at a line
+    break inside a special token (chat formats: "<|im\\nend|>"): both halves were then encoded as
+    plain text, so train.bin / val.bin (and `minigpt eval`'s ids) lost that special id."""
+    special = "<|im\nend|>"
+    chat = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": EOS, special: EOS + 1})
+    text = "".join(f"turn {i}{special}" for i in range(10))  # its only line breaks are inside the special token
+    expected = chat.encode(text, allowed_special="all")
+    assert expected.count(EOS + 1) == 10
+    assert encode_text(chat, text, chunk_chars=3) == expected
+    (tmp_path / "chat.txt").write_text(text)
+    prepare([tmp_path / "chat.txt"], chat, tmp_path / "d", val_fraction=0.1)
+    ids = [np.fromfile(tmp_path / "d" / f"{split}.bin", dtype=np.uint16).tolist() for split in ("train", "val")]
+    assert ids[0].count(EOS + 1) + ids[1].count(EOS + 1) == 10
+    assert ids[0][:-1] + ids[1][:-1] == expected  # each part closed by <|endoftext|>, the cut between two turns
+    cut = minigpt.data._cut_point(text, 0.1, chat.special_tokens)
+    assert text[:cut].endswith(special) and not text[cut:].startswith("\n")

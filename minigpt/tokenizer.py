@@ -227,18 +227,8 @@ class Tokenizer:
         neither is encoded as plain text: `disallowed_special=()` turns the check off."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        if allowed_special == () and disallowed_special == "all":  # the defaults: no sets to build per call,
-            allowed, disallowed = (), self._all_specials            # which matters for many short strings
-        else:
-            allowed = self._special_set("allowed_special", allowed_special)
-            disallowed = frozenset(self.special_tokens.keys() - allowed if disallowed_special == "all"
-                                   else self._special_set("disallowed_special", disallowed_special))
-        if disallowed and (m := self._special_regex(disallowed).search(text)):
-            raise ValueError(
-                f"text contains the special token {m.group()!r} at position {m.start()}. To encode it as "
-                f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
-                f"to encode it as plain text, use encode_ordinary(text) (or disallowed_special=())."
-            )
+        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        self._refuse_disallowed(text, disallowed)
         if not allowed:
             return self.encode_ordinary(text)
         ids: list[int] = []
@@ -248,6 +238,24 @@ class Tokenizer:
             ids.append(self.special_tokens[m.group()])
             start = m.end()
         return ids + self.encode_ordinary(text[start:])
+
+    def _special_sets(self, allowed_special: AllowedSpecial,
+                      disallowed_special: AllowedSpecial) -> tuple[Collection[str], frozenset[str]]:
+        """encode's two arguments as (allowed, disallowed) sets of this tokenizer's special tokens."""
+        if allowed_special == () and disallowed_special == "all":  # the defaults: no sets to build per call,
+            return (), self._all_specials                           # which matters for many short strings
+        allowed = self._special_set("allowed_special", allowed_special)
+        return allowed, frozenset(self.special_tokens.keys() - allowed if disallowed_special == "all"
+                                  else self._special_set("disallowed_special", disallowed_special))
+
+    def _refuse_disallowed(self, text: str, disallowed: frozenset[str], name: str = "text") -> None:
+        """ValueError if `text` (called `name` in the message) holds one of the `disallowed` special tokens."""
+        if disallowed and (m := self._special_regex(disallowed).search(text)):
+            raise ValueError(
+                f"{name} contains the special token {m.group()!r} at position {m.start()}. To encode it as "
+                f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
+                f"to encode it as plain text, use encode_ordinary(text) (or disallowed_special=())."
+            )
 
     def _special_set(self, name: str, value: AllowedSpecial) -> set[str]:
         """allowed_special / disallowed_special as a set of this tokenizer's special tokens."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from minigpt.pretokenize import safe_pieces
@@ -30,9 +31,9 @@ if TYPE_CHECKING:
 
 # Below this many characters, encode_batch works in this process: starting workers costs more.
 MIN_PARALLEL_CHARS = 1 << 19
-# The tokenizer and encode's keyword arguments that encode_batch's forked workers inherit (set
-# just before the fork).
-_WORKER_JOB: tuple[Tokenizer, dict] | None = None
+# The encode function (the tokenizer's, with the special tokens asked for) that encode_batch's
+# forked workers inherit (set just before the fork).
+_WORKER_JOB: Callable[[str], list[int]] | None = None
 
 
 def available_cpus() -> int:
@@ -41,8 +42,7 @@ def available_cpus() -> int:
 
 
 def _encode_in_worker(piece: str) -> list[int]:
-    tokenizer, specials = _WORKER_JOB
-    return tokenizer.encode(piece, **specials)
+    return _WORKER_JOB(piece)
 
 
 def encode_batch(
@@ -62,11 +62,16 @@ def encode_batch(
     texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
     if texts is None or not all(isinstance(t, str) for t in texts):
         raise TypeError("encode_batch takes a list of str (for one string, use encode)")
-    specials = dict(allowed_special=allowed_special, disallowed_special=disallowed_special)
+    # Checked here, on each whole text: a worker's error would give the position in its piece,
+    # and name no text. The check done, the pieces are encoded with it off.
+    allowed, disallowed = tokenizer._special_sets(allowed_special, disallowed_special)
+    for i, text in enumerate(texts):
+        tokenizer._refuse_disallowed(text, disallowed, f"texts[{i}]")
+    encode = partial(tokenizer.encode, allowed_special=allowed, disallowed_special=()) if allowed else tokenizer.encode_ordinary
     workers = num_workers or available_cpus()
     total = sum(map(len, texts))
     if workers <= 1 or total < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
-        return [tokenizer.encode(t, **specials) for t in texts]
+        return [encode(t) for t in texts]
     piece_chars = max(PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
     if any("\n" in s for s in tokenizer.special_tokens):
         piece_chars = total  # a cut at a newline could split such a special token: cut nothing
@@ -77,13 +82,13 @@ def encode_batch(
             owner.append(i)
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait
     global _WORKER_JOB
-    _WORKER_JOB = (tokenizer, specials)
+    _WORKER_JOB = encode
     try:
         with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
             # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
             chunksize = max(1, len(pieces) // (8 * workers))
             theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
-            results = [tokenizer.encode(p, **specials) for p in pieces[:mine]] + theirs.get()
+            results = [encode(p) for p in pieces[:mine]] + theirs.get()
     finally:
         _WORKER_JOB = None
     out: list[list[int]] = [[] for _ in texts]

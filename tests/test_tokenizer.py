@@ -805,3 +805,18 @@ def test_the_small_vocabulary_warning_points_at_the_callers_line_and_the_cli_not
         warnings.simplefilter("ignore")
         assert climod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "tok")]) == 0
     assert "note: only " in capsys.readouterr().out
+
+
+def test_encode_batch_names_the_text_and_its_position_of_a_disallowed_special_token(tok, monkeypatch):
+    """Guards against the process pool checking each piece, not each text: a worker's error gave
+    the special token's position inside its piece (42232 for one at 600000) and no text's index."""
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)  # force the pool on a small input
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 20)
+    doc = "a story.\nThe end.\n" * 40
+    docs = ["hi", doc + EOT + doc]
+    for workers in (1, 2):
+        with pytest.raises(ValueError, match=re.escape(f"texts[1] contains the special token '{EOT}' at position {len(doc)}.")):
+            tok.encode_batch(docs, num_workers=workers)
+    assert tok.encode_batch(docs, num_workers=2, disallowed_special=()) == [tok.encode_ordinary(d) for d in docs]
+    with pytest.raises(ValueError, match=re.escape(f"text contains the special token '{EOT}' at position 2.")):
+        tok.encode("hi" + EOT)  # encode's own message is unchanged

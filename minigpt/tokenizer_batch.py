@@ -121,7 +121,7 @@ def model_inputs(
     *,
     padding: bool | Literal["longest", "max_length"] = False,
     padding_side: Literal["left", "right"] = "right",
-    truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] = False,
+    truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] | None = None,
     max_length: int | None = None,
     return_tensors: Literal["pt"] | None = None,
     allowed_special: AllowedSpecial = (),
@@ -131,7 +131,9 @@ def model_inputs(
 
     padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
     padding_side="left" for generation, so every prompt's last token sits in the last column.
-    truncation=True keeps the first max_length tokens. return_tensors="pt" gives (B, T) LongTensors.
+    truncation=True keeps the first max_length tokens; left out, it is on when max_length is given
+    without padding (HF's rule: `tok(texts, max_length=8)` truncates). return_tensors="pt" gives
+    (B, T) LongTensors.
     GPT-2 has no pad token, so padding uses pad_token_id (<|endoftext|> unless changed); the
     attention mask, not the pad id, is what keeps padding out of attention."""
     if padding_side not in ("left", "right"):
@@ -139,6 +141,8 @@ def model_inputs(
     if padding not in (True, False, "longest", "max_length", "do_not_pad"):
         raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
     # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
+    if truncation is None:  # not given: HF truncates when max_length is the only length asked for
+        truncation = max_length is not None and padding is False
     if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
         raise ValueError("truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
                          f"got {truncation!r}")

@@ -820,3 +820,18 @@ def test_encode_batch_names_the_text_and_its_position_of_a_disallowed_special_to
     assert tok.encode_batch(docs, num_workers=2, disallowed_special=()) == [tok.encode_ordinary(d) for d in docs]
     with pytest.raises(ValueError, match=re.escape(f"text contains the special token '{EOT}' at position 2.")):
         tok.encode("hi" + EOT)  # encode's own message is unchanged
+
+
+def test_max_length_alone_truncates_as_in_transformers(tok):
+    """Guards against `tok(texts, max_length=N)` ignoring max_length (truncation defaulted to
+    False): transformers truncates when max_length is given without padding and truncation is
+    left out, so such a batch came back longer than asked, e.g. past the model's block size."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.pad_token = hf.eos_token
+    texts = ["Hello world there", "Hi"]
+    for kwargs in (dict(max_length=2), dict(max_length=2, truncation=False), dict(max_length=2, padding=True),
+                   dict(max_length=4, padding="max_length"), dict()):
+        assert tok(texts, **kwargs) == dict(hf(texts, **kwargs)), kwargs
+    assert tok(texts, max_length=2)["input_ids"] == [tok.encode(texts[0])[:2], tok.encode(texts[1])]

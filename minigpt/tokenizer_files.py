@@ -38,18 +38,28 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         raise ValueError(f"{config} sets add_prefix_space: transformers puts a space before the text ('Hello' → "
                          "' Hello'), which minigpt does not do, so the ids would differ; set it to false")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        str_vocab = read_json(path / "vocab.json")
+        vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
+        str_vocab = read_json(vocab_file)
         if not isinstance(str_vocab, dict):
             raise ValueError(f"{path / 'vocab.json'} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
         lines = read_text(path / "merges.txt").splitlines()
         str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
     elif (path / "tokenizer.json").is_file():
+        vocab_file = merges_file = path / "tokenizer.json"
         str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
     else:
         for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
             if (path / have).is_file():
                 raise FileNotFoundError(f"{path} has {have} but no {lacks}: a tokenizer needs both (or a tokenizer.json)")
         raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
+    for s, i in str_vocab.items():  # a float id (64.0) would pass the constructor's check, then come out of encode
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
+    for rank, merge in enumerate(str_merges):  # else Python's "too many values to unpack" or KeyError: '€'
+        if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
+                and set("".join(merge)) <= CHAR_TO_BYTE.keys()):
+            raise ValueError(f"{merges_file}: merge {rank} is {' '.join(map(str, merge)) if isinstance(merge, list) else merge!r}; "
+                             "a merge is two tokens in GPT-2's byte-level alphabet, one space between ('Ġ t')")
     merges = [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
     made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
     vocab, special = {}, {}

@@ -835,3 +835,22 @@ def test_max_length_alone_truncates_as_in_transformers(tok):
                    dict(max_length=4, padding="max_length"), dict()):
         assert tok(texts, **kwargs) == dict(hf(texts, **kwargs)), kwargs
     assert tok(texts, max_length=2)["input_ids"] == [tok.encode(texts[0])[:2], tok.encode(texts[1])]
+
+
+@pytest.mark.parametrize("merges, vocab_edit, problem", [
+    ("a b c", {}, r"merges.txt: merge 0 is 'a b c'; a merge is two tokens"),
+    ("ab", {}, r"merges.txt: merge 0 is 'ab'; a merge is two tokens"),
+    ("a b ", {}, r"merges.txt: merge 0 is 'a b '; a merge is two tokens"),
+    ("€ a", {}, r"merges.txt: merge 0 is '€ a'; a merge is two tokens"),
+    ("", {"a": 64.0}, r"vocab.json gives the token 'a' the id 64.0; ids must be integers"),
+    ("", {"a": "64"}, r"vocab.json gives the token 'a' the id '64'; ids must be integers"),
+])
+def test_a_malformed_merge_or_id_is_named_with_its_file(tmp_path, merges, vocab_edit, problem):
+    """Guards against Python's own errors for a damaged vocab.json / merges.txt ("too many values
+    to unpack", KeyError: '€', "'<' not supported between 'str' and 'int'"), none naming a file,
+    and against a float id (64.0) being taken: encode then returned [64.0, ...]."""
+    vocab = {BYTE_TO_CHAR[b]: i for i, b in enumerate(BYTE_TO_CHAR)} | {"ab": 256}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab | vocab_edit), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text(f"#version: 0.2\n{merges or 'a b'}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        Tokenizer.from_pretrained(tmp_path)

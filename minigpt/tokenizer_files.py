@@ -88,7 +88,8 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
 
 def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     """vocab.json + merges.txt (GPT2TokenizerFast opens them) and tokenizer_config.json naming the
-    special tokens. Each file is written atomically."""
+    special tokens. Each file is written atomically. A tokenizer.json already there (transformers 5
+    saves one) is removed: transformers reads it before vocab.json, so it would load the old tokenizer."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vocab = {tok.id_to_token(i): i for i in range(tok.vocab_size)}
@@ -105,6 +106,7 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
     atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
     atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+    (path / "tokenizer.json").unlink(missing_ok=True)
 
 
 def read_tiktoken(file: str | os.PathLike, special_tokens: dict[str, int] | None = None) -> TokenizerParts:

@@ -854,3 +854,19 @@ def test_a_malformed_merge_or_id_is_named_with_its_file(tmp_path, merges, vocab_
     (tmp_path / "merges.txt").write_text(f"#version: 0.2\n{merges or 'a b'}\n", encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(problem)):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_saving_over_a_transformers_tokenizer_json_leaves_transformers_the_new_tokenizer(tok, tmp_path):
+    """Guards against save_pretrained leaving a tokenizer.json (what transformers 5 saves) beside
+    the new vocab.json + merges.txt: transformers reads tokenizer.json first, so AutoTokenizer
+    loaded the old tokenizer (GPT-2's 'Hello world' = [15496, 995]) and gave other ids."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.json").is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = Tokenizer.train("the cat sat on the mat. " * 20, 280, progress=False)
+    small.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).encode("the cat sat") == small.encode("the cat sat")
+    assert Tokenizer.from_pretrained(tmp_path).encode("the cat sat") == small.encode("the cat sat")

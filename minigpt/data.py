@@ -149,6 +149,10 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
                     bar.update(len(chunk.encode("utf-8")))
                 np.asarray(eos, dtype=TOKEN_DTYPE).tofile(files[split])  # end of document
                 n_tokens[split] += len(eos)
+        for split in ("train", "val"):  # refused now (nothing is written), not by `train` at its first batch
+            if n_tokens[split] == 0:
+                raise ValueError(f"{split}.bin would hold no tokens: the input is too short to split into a training "
+                                 f"part and the last {val_fraction:g} of it held out; give more text")
     tokenizer.save_pretrained(out / "tokenizer")
     meta = {
         "vocab_size": tokenizer.vocab_size,

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"with --train: vocabulary size, special tokens included (default {TRAIN_VOCAB_SIZE})")
     parser.add_argument("--special", nargs="*", help=f"with --train: special tokens (default {' '.join(TRAIN_SPECIALS)})")
     parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --train: replace the tokenizer already in --out (refused otherwise)")
     args = parser.parse_args(argv)
     if args.train:
         if not args.out:
@@ -47,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             prog("tokenize --train"), [Path(f) for f in args.train],
             TRAIN_VOCAB_SIZE if args.vocab_size is None else args.vocab_size,
             TRAIN_SPECIALS if args.special is None else args.special,  # `--special` alone: none
-            Path(args.out),
+            Path(args.out), args.overwrite,
         )
-    if args.vocab_size is not None or args.special is not None or args.out:
-        parser.error("--vocab-size, --special and --out go with --train FILES")
+    if args.vocab_size is not None or args.special is not None or args.out or args.overwrite:
+        parser.error("--vocab-size, --special, --out and --overwrite go with --train FILES")
     try:
         tok = Tokenizer.from_pretrained(args.tokenizer or "gpt2")
     except (ValueError, OSError) as e:
@@ -85,15 +87,29 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--special", nargs="*", default=TRAIN_SPECIALS,
                         help=f"special tokens (default {' '.join(TRAIN_SPECIALS)})")
     parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
+    parser.add_argument("--overwrite", action="store_true", help="replace the tokenizer already in --out (refused otherwise)")
     args = parser.parse_args(argv)
-    return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out)
+    return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out, args.overwrite)
 
 
-def train_and_save(name: str, files: list[Path], vocab_size: int, special: Sequence[str], out: Path) -> int:
+# A directory holding one of these holds a tokenizer: perhaps a model's, whose ids it defines.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
+
+
+def train_and_save(name: str, files: list[Path], vocab_size: int, special: Sequence[str], out: Path,
+                   overwrite: bool = False) -> int:
     """Train on `files`, save to `out`. A bad argument or file is an error line that starts with
-    `name` (the command as the user ran it), and exit status 2."""
-    if out.exists() and not out.is_dir():  # checked now, not after minutes of training
+    `name` (the command as the user ran it), and exit status 2. A tokenizer already in `out` is
+    replaced only with `overwrite`: in a model's directory, the model would be left with another
+    vocabulary than the one it was trained on."""
+    # Checked now, not after minutes of training.
+    if out.exists() and not out.is_dir():
         print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
+        return 2
+    found = [f for f in TOKENIZER_FILES if (out / f).exists()]
+    if found and not overwrite:
+        print(f"{name}: error: {out} already holds a tokenizer ({', '.join(found)}); choose another --out, or pass "
+              "--overwrite to replace it", file=sys.stderr)
         return 2
     try:
         with warnings.catch_warnings(record=True) as notes:  # printed as notes after the result

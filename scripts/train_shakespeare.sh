@@ -26,8 +26,8 @@ if [ -n "$(ls -A "$WORK/run" 2>/dev/null)" ]; then  # `train` would refuse it, b
   exit 2
 fi
 
-$PY -m minigpt.cli tokenize --train "$TEXT" --vocab-size "$VOCAB" --out "$WORK/tokenizer"
-# --overwrite: WORK/data is this script's own, made again (from the tokenizer just trained) each time it runs
+# --overwrite: WORK/tokenizer and WORK/data are this script's own, made again each time it runs
+$PY -m minigpt.cli tokenize --train "$TEXT" --vocab-size "$VOCAB" --out "$WORK/tokenizer" --overwrite
 $PY -m minigpt.cli prepare "$TEXT" --tokenizer "$WORK/tokenizer" --out "$WORK/data" --val-fraction 0.1 --overwrite
 $PY -m minigpt.cli train --data "$WORK/data" --out "$WORK/run" --device "$DEVICE" --seed 1337 \
     --preset gpt2-mini --n-layer "$LAYERS" --n-head "$HEADS" --n-embd "$EMBD" --block-size 256 \

@@ -316,6 +316,11 @@ def test_a_file_that_goes_wholly_to_validation_adds_nothing_to_train(tok, tmp_pa
     assert train.count(EOS) == 1 and train[-1] == EOS and meta["train_tokens"] == len(train)
     hi = tok.encode("hi")
     assert val[-len(hi) - 1:] == hi + [EOS]  # the whole file, closed by <|endoftext|>, in val.bin
+    # Alone, such a file leaves train.bin empty: refused now, with nothing written (found by an
+    # audit: prepare succeeded, and `minigpt train` stopped on "train.bin is empty").
+    with pytest.raises(ValueError, match="train.bin would hold no tokens: the input is too short"):
+        prepare([tmp_path / "b.txt"], tok, tmp_path / "e", val_fraction=0.6)
+    assert list((tmp_path / "e").iterdir()) == []
 
 
 def test_no_cut_falls_inside_a_special_token_that_holds_a_newline(tok, tmp_path):

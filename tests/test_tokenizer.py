@@ -498,6 +498,22 @@ def test_cli_encodes_and_trains(tmp_path, capsys):
     assert "the text has no more pairs to merge" in capsys.readouterr().out  # ... far more than this text has
 
 
+def test_cli_training_refuses_to_replace_a_tokenizer_unless_told(tmp_path, capsys):
+    """Found by an audit: `tokenize --train --out DIR` replaced the vocab.json + merges.txt in DIR,
+    a model's directory too, which left the model with a vocabulary it was not trained on."""
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
+    model_dir = tmp_path / "model"
+    Tokenizer.from_pretrained("gpt2").save_pretrained(model_dir)
+    before = (model_dir / "vocab.json").read_bytes()
+    for main in (climod.main, climod.train_main):  # `minigpt tokenize --train` and scripts/train_tokenizer.py
+        assert main(["--train" if main is climod.main else "--vocab-size=262", str(data), "--out", str(model_dir)]) == 2
+        assert f"{model_dir} already holds a tokenizer (vocab.json, merges.txt)" in capsys.readouterr().err
+        assert (model_dir / "vocab.json").read_bytes() == before
+    assert climod.main(["--train", str(data), "--vocab-size", "262", "--out", str(model_dir), "--overwrite"]) == 0
+    assert Tokenizer.from_pretrained(model_dir).vocab_size == 262
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert climod.main(["--tokenizer", str(tmp_path / "nope"), "hi"]) == 2
     assert f"tokenizer directory {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
@@ -512,7 +528,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert f"--out {tmp_path / 'a.txt'} is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
         climod.main(["--vocab-size", "1000", "hi"])
-    assert "--vocab-size, --special and --out go with --train" in capsys.readouterr().err
+    assert "--vocab-size, --special, --out and --overwrite go with --train" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # ... and so would a text to encode with --train
         climod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
     assert "--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer" in capsys.readouterr().err

@@ -245,7 +245,8 @@ def train_loop(
                 train_loss, grad_norm, tokens = train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt, step)
             except TrainingDiverged as e:
                 kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
-                raise TrainingDiverged(f"{e}; {kept}. Try a lower --lr, or --dtype float32.") from None
+                precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
+                raise TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.") from None
             step += 1
             time_since += time.perf_counter() - t0
             tokens_since, loss_since, steps_since = tokens_since + tokens, loss_since + train_loss, steps_since + 1

@@ -651,8 +651,9 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
     cfg = tiny_cfg(data, out)
     model = build_model(cfg, VOCAB)
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
-    with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)"):
+    with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)") as error:
         train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), poisoned)
+    assert str(error.value).endswith("Try a lower --lr.")  # not "or --dtype float32": this run is float32
     assert final_state(out)["step"] == 6
     assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
 

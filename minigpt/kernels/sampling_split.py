@@ -18,7 +18,7 @@ in a CUDA graph), one program per slice:
 2. `_hist_kernel` (B, S): with the row's max known, each slice's count(l ≥ p_j) and mass(l ≥ p_j)
    at N_HIST pivots p_j spaced evenly from the underflow floor to the max. It is the first pass
    of the threshold search (search.py), at 128 pivots instead of 4. Also each slice's mass that
-   min-p keeps.
+   min-p keeps (a second look at the slice, with min-p on; off, it is the mass above the floor).
 3. `_copy_kernel` (B, S): every program sums the row's S histograms and reads off the plan
    (`_plan`): the pivot bracket holding the top-k threshold (or the top-p one), and whether its
    candidates fit the scratch list. Each program then copies its slice's candidates to the list,
@@ -164,14 +164,18 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         tl.store(hist_cnt + at, cnt)
         tl.store(hist_mass + at, mass)
         # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold lies
-        # above the listed bracket (or, with nothing to search, above the floor).
-        log2_min_p = min_p_cutoff(min_p)
-        kept = tl.zeros((BLOCK,), dtype=tl.float32)
-        for i in range(0, n, BLOCK):
-            offs = i + tl.arange(0, BLOCK)
-            x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-            kept += kept_weight(x, floor, log2_min_p, m, c2)
-        tl.store(keep_mass + row * S + s, tl.sum(kept, axis=0))
+        # above the listed bracket (or, with nothing to search, above the floor). Min-p off, that
+        # is all the mass above the floor, which the histogram has: no second pass over the slice.
+        kept_mass = pick(mass, 0, N_HIST)
+        if min_p > 0:
+            log2_min_p = min_p_cutoff(min_p)
+            kept = tl.zeros((BLOCK,), dtype=tl.float32)
+            for i in range(0, n, BLOCK):
+                offs = i + tl.arange(0, BLOCK)
+                x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+                kept += kept_weight(x, floor, log2_min_p, m, c2)
+            kept_mass = tl.sum(kept, axis=0)
+        tl.store(keep_mass + row * S + s, kept_mass)
 
 
 @triton.jit

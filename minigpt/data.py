@@ -88,10 +88,11 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     The last `val_fraction` of *each* file goes to validation, so every source is represented in
     both splits. Each file ends with <|endoftext|>, which marks document boundaries for the model.
 
-    out_dir/val.txt gets the held-out text as it stood in the files (the files' tails one after
-    another, with no <|endoftext|> between them): its bytes are meta's val_bytes, so the bits per
-    byte `minigpt eval` reports on it are over the validation text itself (all of it but the first
-    token, which nothing predicts), and nothing has to work out again where the cut fell.
+    out_dir/val.txt gets the held-out text as it was read (the files' tails one after another,
+    with no <|endoftext|> between them; read in text mode, so "\\r\\n" is "\\n" there): its bytes are
+    meta's val_bytes, so the bits per byte `minigpt eval` reports on it are over the validation
+    text itself (all of it but the first token, which nothing predicts), and nothing has to work
+    out again where the cut fell.
     """
     if not 0 < val_fraction < 1:  # 0 would leave val.bin empty, and training evaluates on it
         raise ValueError(f"val_fraction must be in (0, 1): training evaluates on the held-out part; got {val_fraction}")

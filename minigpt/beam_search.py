@@ -72,7 +72,7 @@ def beam_search(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
     min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,
     num_return_sequences: int, penalties: dict, no_repeat_ngram_size: int = 0, compile: bool = False,
-    return_stats: bool = False,
+    return_stats: bool = False, textless: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
     """Keep the `num_beams` most likely continuations per prompt; transformers' semantics.
 
@@ -86,6 +86,7 @@ def beam_search(
     beat the worst finished one, with "never" when even the best length can't.
     `penalties` are numbers or (B·K,) tensors, one value per beam (`per_row` with copies=K).
     `no_repeat_ngram_size` > 0 bans, per beam, the tokens that would repeat an n-gram of that beam's ids.
+    `textless` (ids, or None): ids no beam may take, the model's rows past its tokenizer's vocabulary.
     A prompt whose beams all run out of tokens (the ban, a penalty) before `num_return_sequences`
     hypotheses end is a FloatingPointError, not rows of leftovers.
     """
@@ -114,6 +115,8 @@ def beam_search(
     t_first = clock()
     for step in range(max_new_tokens):
         cur = T + step
+        if textless is not None:  # before the log-softmax: the beams' odds are over the tokens there are
+            logits = logits.index_fill(1, textless, float("-inf"))
         logp = next_log_probs(logits, running[:, :, :cur].reshape(B * K, cur), T, state.key_valid[:, :cur],
                               penalties=penalties, no_repeat_ngram_size=no_repeat_ngram_size,
                               banned_eos=eos_ids if step < min_new_tokens and eos else None)

@@ -18,7 +18,14 @@ import sys
 
 import torch
 
-from minigpt.generate_args import NGRAM_EXHAUSTED, PENALTY_OVERFLOW, check_finite, check_ngram_size, prepare_inputs
+from minigpt.generate_args import (
+    NGRAM_EXHAUSTED,
+    PENALTY_OVERFLOW,
+    check_finite,
+    check_ngram_size,
+    prepare_inputs,
+    textless_ids,
+)
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, check_penalties, penalize, token_counts
 from minigpt.sampling import (
@@ -54,9 +61,12 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
     logits = state.prefill(ids)
+    textless = textless_ids(model, tokenizer, ids.device)  # ids the tokenizer has no token for: never drawn, as in generate
     new: list[int] = []
     for step in range(steps):
         check_finite(logits)  # a broken model's NaN would fill the tables and still "draw" a token
+        if textless is not None:
+            logits = logits.index_fill(1, textless, float("-inf"))
         seen = token_counts(ids, V)
         generated = token_counts(ids[:, T:], V)
         stages = [("raw", logits)]

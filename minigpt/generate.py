@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments
+from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids
 from minigpt.model import warn_if_training
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
@@ -162,6 +162,8 @@ def stream(
     # Built here, not in the loop, so that stop strings without their tokenizer are refused at the
     # call too. A prompt's n samples are n rows.
     stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
+    # A tokenizer smaller than the model (a padded vocabulary): the ids it has no token for are never drawn.
+    args.textless = textless_ids(model, tokenizer, args.input_ids.device)
     return decode_loop(model, args, stopper, streamer=streamer, compile=compile, return_stats=return_stats)
 
 
@@ -182,7 +184,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
                            min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
                            length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
                            num_return_sequences=args.num_return_sequences, penalties=args.penalties,
-                           no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats)
+                           no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats,
+                           textless=args.textless)
     # The checked arguments, under the names the loop reads.
     input_ids, attention_mask, eos, pad, penalties = args.input_ids, args.attention_mask, args.eos, args.pad, args.penalties
     ngram = args.no_repeat_ngram_size
@@ -225,6 +228,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
 
     logits = state.prefill(input_ids)  # (B, V)
     for step in range(max_new_tokens):
+        if args.textless is not None:  # ids the tokenizer has no token for: no option (before any penalty or filter)
+            logits = logits.index_fill(1, args.textless, float("-inf"))
         # transformers' order: penalties → n-gram ban → min_new_tokens' EOS mask (→ the filters, in `pick`).
         if penalized:
             logits = penalize(logits, seen, generated, **penalties)

@@ -190,6 +190,17 @@ PENALTY_OVERFLOW = "a penalty pushed a logit past float range (a repetition_pena
 NGRAM_EXHAUSTED = "no_repeat_ngram_size banned every token of a row (each would repeat an n-gram)"
 
 
+def textless_ids(model: torch.nn.Module, tokenizer, device: torch.device | str) -> torch.Tensor | None:
+    """The model's ids past its tokenizer's vocabulary, or None: a vocabulary padded for faster
+    matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) has rows that are no token. Training never
+    makes them a target, but their logits stay finite, so a draw can land on one, which the
+    tokenizer cannot decode: generation bans them (-inf) when it knows the tokenizer's size."""
+    size, V = getattr(tokenizer, "vocab_size", None), model.config.vocab_size
+    if not isinstance(size, numbers.Integral) or not 0 < size < V:
+        return None
+    return torch.arange(int(size), V, device=device)
+
+
 def check_finite(logits: torch.Tensor, message: str = NONFINITE) -> None:
     """FloatingPointError if any row of logits (B, V) holds NaN or inf: a broken model (or penalty),
     not a token."""
@@ -254,6 +265,7 @@ class DecodeArgs:
     penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many ids twice in a sequence (0 = off)
     slide: int = 0  # > 0: a full context keeps its last `slide` tokens and decoding goes on (0 = off)
+    textless: torch.Tensor | None = None  # ids no step may draw: the model's rows past its tokenizer's (`textless_ids`)
 
 
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,

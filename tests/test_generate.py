@@ -2211,3 +2211,36 @@ def test_the_dropout_warning_points_at_the_users_call():
         with pytest.warns(UserWarning, match="training mode") as caught:
             call()
         assert [w.filename for w in caught] == [__file__]
+
+
+class SmallByteTokenizer(ByteTokenizer):
+    """The first 256 ids of a larger model's vocabulary (<|endoftext|> = 0): the model's other rows
+    are a padded vocabulary's, no token, which decode refuses (as minigpt's Tokenizer does)."""
+
+    vocab_size, eos_token_id = 256, 0
+
+    def decode_bytes(self, ids) -> bytes:
+        if any(i >= self.vocab_size for i in ids):
+            raise ValueError(f"unknown token id in {ids}")
+        return super().decode_bytes(ids)
+
+
+@torch.no_grad()
+def test_ids_past_the_tokenizers_vocabulary_are_never_drawn():
+    """A padded vocabulary (nanoGPT pads 50,257 to 50,304) fits its tokenizer, but its extra rows
+    still get finite logits: a draw could land on one, and decoding it failed mid-generation
+    ("unknown token id"). With the tokenizer known, every mode bans them; without it, ids are ids."""
+    from minigpt.explain import explain
+
+    model, _ = sharpened_pair(tiny_config(eos_token_id=0, bos_token_id=0), scale=1.0)
+    tok = SmallByteTokenizer()
+    model.transformer.ln_f.bias.fill_(1.0)  # make a padded row the model's favourite (weights tied: wte's too)
+    model.lm_head.weight[290] = 5.0
+    ids = torch.tensor([[65, 66, 67]])
+    assert (generate(model, ids, max_new_tokens=4, eos_token_id=[])[:, 3:] == 290).all(), "the test needs row 290 to win"
+    for kw in (dict(), dict(do_sample=True, seed=0, temperature=2.0), dict(num_beams=3, num_return_sequences=3)):
+        out = generate(model, ids, max_new_tokens=4, eos_token_id=[], tokenizer=tok, **kw)
+        assert (out < 256).all(), kw
+        generate_text(model, tok, "ABC", max_new_tokens=4, stop=["\n"] if "num_beams" not in kw else None, **kw)
+    assert list(stream_text(model, tok, "ABC", max_new_tokens=4, do_sample=True, seed=1))
+    explain(model, tok, "ABC", steps=3, seed=0, out=io.StringIO())

@@ -134,7 +134,8 @@ def stream(
     transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
     filled with pad_token_id (None: the first EOS id). `eos_token_id=None` means the model's
     (<|endoftext|> for GPT-2) and `[]` never stops on EOS. `stop` is one string or a list of them:
-    a row ends when its text contains one (text, so `tokenizer` is needed; not with beams).
+    a row ends when its text contains one (text, so `tokenizer` is needed; not with beams). A
+    `tokenizer` with fewer ids than the model has rows (a padded vocabulary) bans the rest.
     `do_sample=False` is greedy. Sampling parameters may be (B,) tensors, one value per prompt.
     `no_repeat_ngram_size=n` > 0 bans every token that would repeat an n-gram of its row, prompt
     included (minigpt/penalties.py's `ban_repeated_ngrams`). `streamer(tokens)` is called with each

@@ -172,8 +172,18 @@ def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_s
     and the tokenizer could not decode it)."""
     end = next((i for i, t in enumerate(row) if t in eos or t >= vocab_size), len(row))  # the first EOS or pad
     text = tokenizer.decode(row[:end])
-    cut = first_stop(text, stops)
-    return text[:cut] if cut >= 0 else text
+    if first_stop(text, stops) < 0:
+        return text
+    # The loop ended the row at the first token whose text holds a stop string. What follows it are
+    # pads (while other rows ran on): a pad_token_id that is a token has text, which could complete
+    # a longer stop string that starts earlier. So cut the text the row had when it stopped: the
+    # shortest prefix holding a stop (once a prefix holds one, every longer one does).
+    lo, hi = 1, end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if first_stop(tokenizer.decode(row[:mid]), stops) >= 0 else (mid + 1, hi)
+    text = tokenizer.decode(row[:lo])
+    return text[:first_stop(text, stops)]
 
 
 # Sampling parameters that `stream` takes as one value per prompt ((B,) tensors): `generate_texts`

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_generate import DigitsTokenizer, sharpened_pair, tiny_checkpoint, tiny_config  # noqa: F401 (a fixture)
 
-from minigpt import generate_texts
+from minigpt import generate, generate_texts
 from minigpt.text_generation import PromptTooLong, generate_text
 
 # Of different lengths and not in length order: sorting reorders them, batches of 2 mix lengths,
@@ -64,6 +64,27 @@ def test_each_prompts_texts_in_a_batch_are_its_texts_alone(model, extra, batch_s
         assert len(cut[3]) < 36 and len(cut[1]) == len(cut[4]) == 36
     else:
         assert min(len(text) for texts in expected for text in texts) < 36  # some beam ended at EOS
+
+
+@torch.no_grad()
+def test_a_pad_that_is_a_token_never_completes_a_stop_string_in_a_batch(model):
+    """A row stops at the first token whose text holds a stop string; while another row runs on it
+    is padded, and a pad_token_id that is a token has text. Cut over the pads, "kWX" (the row's
+    "kW" and a pad "X") started before the "W" that stopped it: the batch gave "" where the
+    prompt alone gives "k"."""
+    from test_generate import ByteTokenizer
+
+    tok, X = ByteTokenizer(), 88
+    def first_two(prompt: list[int]) -> list[int]:
+        return generate(model, torch.tensor([prompt]), max_new_tokens=2, eos_token_id=[])[0, 2:].tolist()
+
+    # A prompt whose first two tokens are two different printable bytes, neither the pad's.
+    prompt = next([72, p] for p in range(256) if all(32 <= t < 127 and t != X for t in first_two([72, p]))
+                  and len(set(first_two([72, p]))) == 2)
+    a, b = map(chr, first_two(prompt))
+    kw = dict(max_new_tokens=4, eos_token_id=[], pad_token_id=X, stop=[b, a + b + "X"])
+    assert generate_text(model, tok, prompt, **kw) == [a]
+    assert generate_texts(model, tok, [prompt, prompt + [3]], **kw)[0] == [a]
 
 
 @torch.no_grad()

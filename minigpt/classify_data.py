@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -27,12 +28,17 @@ from minigpt.tokenizer_batch import pad_rows
 
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
+
+
 def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     """A classification file: one `text<TAB>label` per line, label an integer id.
 
-    A first line whose label is not an integer (e.g. `sentence<TAB>label`, as in SST-2) is a
-    header and is skipped; blank lines are skipped. Anything else malformed is an error naming
-    the line, never a silently dropped example.
+    A first line whose label is a name, not an integer (e.g. `sentence<TAB>label`, as in SST-2),
+    is a header and is skipped; blank lines are skipped. Anything else malformed is an error naming
+    the line, never a silently dropped example: a first line with an empty label is an example
+    missing its label, not a header. A label is ASCII digits (`int()` alone would also read
+    `1_0` as 10 and other scripts' digits).
     """
     path = Path(path)
     if path.is_dir():
@@ -48,12 +54,11 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
         text, tab, label = line.rpartition("\t")  # the label is the last field; text may hold tabs
         if not tab:
             raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
-        try:
-            label_id = int(label)
-        except ValueError:
-            if is_first:
+        if not _INTEGER.fullmatch(label.strip()):
+            if is_first and label.strip():
                 continue  # the header
-            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id") from None
+            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id")
+        label_id = int(label)
         if label_id < 0:
             raise ValueError(f"{path}:{lineno}: label {label_id} is negative; class ids are 0, 1, 2, ...")
         if not text.strip():

@@ -245,6 +245,9 @@ def test_read_tsv(tmp_path):
     ("good\t1\nbad\tnegative\n", r":2: label 'negative' is not an integer"),
     ("good\t1\nbad\t-1\n", r":2: label -1 is negative"),
     ("good\t1\n \t0\n", r":2: empty text"),
+    ("great movie\t\nbad\t0\n", r":1: label '' is not an integer"),  # a first example missing its label: no header
+    ("good\t1\nbad\t1_0\n", r":2: label '1_0' is not an integer"),  # int() would read 10
+    ("good\t1\nbad\t\u0661\n", r":2: label '\u0661' is not an integer"),  # Arabic-Indic one: int() reads 1
 ])
 def test_read_tsv_rejects_bad_files(tmp_path, content, message):
     f = tmp_path / "bad.tsv"

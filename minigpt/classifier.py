@@ -168,6 +168,10 @@ class GPTClassifier(nn.Module):
         with torch.device("meta"):  # shapes only; the real tensors are assigned below
             model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),
                         hidden=tuple(head.get("hidden", ())), id2label=id2label, pad_token_id=d.get("pad_token_id"))
+        # The checkpoint's pad_token_id as it is, None included (transformers' default: such a checkpoint
+        # pools each row's last token), not the constructor's <|endoftext|> default: that would cut a text
+        # ending in <|endoftext|> short, and give other logits than transformers for it.
+        model.pad_token_id = d.get("pad_token_id")
         state = {}
         for key, t in read_tensors(weight_files(path)):
             if key.endswith(IGNORED_SUFFIXES):

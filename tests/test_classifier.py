@@ -61,6 +61,28 @@ def test_loads_a_transformers_classifier():
     assert diff < 1e-6  # measured 7e-8
 
 
+def test_a_transformers_classifier_without_pad_token_id_keeps_none():
+    """HF's default config has no pad_token_id (GPT2ForSequenceClassification.from_pretrained("gpt2",
+    num_labels=2) saves `null`): transformers then pools each row's last token, <|endoftext|> or not.
+    Loading must keep None, not put <|endoftext|> in its place, which cut such a text short."""
+    hf_cfg = GPT2ForSequenceClassification.config_class(
+        vocab_size=CFG.vocab_size, n_positions=CFG.n_positions, n_embd=CFG.n_embd, n_layer=CFG.n_layer,
+        n_head=CFG.n_head, num_labels=2, bos_token_id=PAD, eos_token_id=PAD)
+    assert hf_cfg.pad_token_id is None
+    torch.manual_seed(0)
+    hf = GPT2ForSequenceClassification(hf_cfg).eval()
+    idx = torch.tensor([[5, 6, 7, PAD]])  # a text that ends in <|endoftext|>
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        clf = GPTClassifier.from_pretrained(d)
+        assert clf.pad_token_id is None
+        clf.save_pretrained(d)  # and a round trip keeps it None
+        assert json.load(open(f"{d}/config.json"))["pad_token_id"] is None
+    with torch.no_grad():
+        diff = (clf(idx)[0] - hf(idx).logits).abs().max().item()
+    assert diff < 1e-6
+
+
 @pytest.mark.parametrize("pooling,hidden", [("mean", ()), ("last", (32,)), ("mean", (32, 16))])
 def test_minigpt_head_options_round_trip(pooling, hidden):
     clf = _classifier(pooling=pooling, hidden=hidden)

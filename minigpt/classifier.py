@@ -97,8 +97,8 @@ class GPTClassifier(nn.Module):
         keeps token 0 (HF's argmax of all zeros). Mean pooling averages over the same tokens. Like
         HF, a text's own trailing `<|endoftext|>` (the usual pad) counts as padding: pass a mask to
         keep it. Without a `pad_token_id` every token is real (HF then takes the last token too)."""
-        if idx.dim() != 2 or self.pad_token_id is None:
-            return torch.ones_like(idx)  # a wrong shape is reported by _check_inputs
+        if idx.dim() != 2 or idx.size(1) == 0 or self.pad_token_id is None:
+            return torch.ones_like(idx)  # a wrong shape, or no tokens at all, is reported by _check_inputs
         positions = torch.arange(idx.size(1), device=idx.device)  # (T,)
         last = (positions * (idx != self.pad_token_id)).argmax(dim=1, keepdim=True)  # (B, 1)
         return (positions <= last).long()  # (B, T): 1…1 0…0

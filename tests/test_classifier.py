@@ -251,5 +251,7 @@ def test_without_a_mask_the_padding_is_found_from_pad_token_id_as_transformers_d
         with torch.no_grad():
             diff = (unmasked - hf(idx).logits).abs().max().item()
         assert diff < 1e-6
+    with pytest.raises(ValueError, match="has no real tokens"):  # ids of no tokens (an empty text), not argmax's IndexError
+        clf(torch.zeros(2, 0, dtype=torch.long))
     clf.pad_token_id = None  # no pad id: every token is real, so the last token is pooled
     assert (clf.mask_from_padding(idx) == 1).all()

@@ -167,6 +167,9 @@ class FinetuneConfig(TrainConfig):
             raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.num_labels is not None and self.num_labels < 2:  # 0 read as "unset" (inferred), 1 as "labels out of range"
+            raise ValueError(f"num_labels must be at least 2 (a classifier chooses among 2 classes or more; leave it "
+                             f"unset for the largest training label + 1), got {self.num_labels}")
         for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")

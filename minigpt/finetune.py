@@ -202,11 +202,18 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     # Texts longer than the context keep their first block_size tokens. Each text is one example,
     # not a stream of documents: "<|endoftext|>" in a review is its characters, not a boundary.
-    ids = {s: [r[: cfg.block_size] for r in tokenizer.encode_batch(texts, disallowed_special=())]
-           for s, (texts, _) in data.items()}
+    full = {s: tokenizer.encode_batch(texts, disallowed_special=()) for s, (texts, _) in data.items()}
+    ids = {s: [r[: cfg.block_size] for r in rows] for s, rows in full.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
         print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
+        # Said, not silent: a cut text is classified from its beginning only (the last pooled token is
+        # the block_size-th), which a larger --block-size would avoid.
+        cut = {s: sum(len(r) > cfg.block_size for r in rows) for s, rows in full.items()}
+        if any(cut.values()):
+            longest = max(len(r) for rows in full.values() for r in rows)
+            print(f"classify: {cut['train']:,} train / {cut['val']:,} val texts are longer than --block-size {cfg.block_size} "
+                  f"tokens and keep their first {cfg.block_size} (the longest has {longest})")
     model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden), pad_token_id=pad_id)
 
     def get_batch(split: str, rng: torch.Generator):

@@ -318,6 +318,16 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path,
     assert diff < 2e-6  # measured 2.4e-7
 
 
+def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsys):
+    """Texts longer than --block-size keep their first tokens: said, with the counts, not done silently."""
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen", "--max-iters", "1")
+    assert _run(base, tmp_path / "short", *args, "--block-size", "3") == 0
+    assert re.search(r"classify: 36 train / 4 val texts are longer than --block-size 3 tokens and keep their first 3 "
+                     r"\(the longest has \d+\)", capsys.readouterr().out)
+    assert _run(base, tmp_path / "long", *args) == 0  # --block-size 32: every text fits
+    assert "longer than --block-size" not in capsys.readouterr().out
+
+
 def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path, monkeypatch):
     from transformers import GPT2ForSequenceClassification
 

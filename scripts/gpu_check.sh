@@ -55,7 +55,7 @@ run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the scre
 
 for step in "${steps[@]}"; do
   case $step in
-    # The kernel tests first: they have never run on a GPU, and test_gpu.py's compiles take minutes.
+    # The kernel tests first: they check what changed most often, and test_gpu.py's compiles take minutes.
     tests) run tests 240 python3 -m pytest -q -p no:cacheprovider --durations=15 \
              tests/test_fused_sampling.py tests/test_gpu.py -k "not interpreter" ;;
     sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;

@@ -3,7 +3,9 @@
     python scripts/export_checkpoint.py out/shakespeare/run/best checkpoints/shakespeare --dtype float16
 
 The result is a normal Hugging Face GPT-2 directory; `GPT.from_pretrained(dir, dtype=torch.float32)`
-upcasts it again for CPU work.
+upcasts it again for CPU work. A classifier (`minigpt finetune --task classify`) is exported as a
+classifier, which `GPTClassifier.from_pretrained` (or transformers' GPT2ForSequenceClassification)
+opens.
 """
 import argparse
 import shutil
@@ -14,6 +16,7 @@ import torch
 
 from minigpt import GPT
 from minigpt.checkpoint import is_classifier_checkpoint
+from minigpt.classifier import GPTClassifier
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
@@ -26,9 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="dtype of the written weights (default: float16)")
     args = parser.parse_args(argv)
     try:
-        if is_classifier_checkpoint(args.src):  # GPT.from_pretrained would fail on its `score` weights
-            raise ValueError(f"{args.src} is a classifier (GPT2ForSequenceClassification); this script exports language models")
-        model = GPT.from_pretrained(args.src, dtype=getattr(torch, args.dtype))
+        kind = GPTClassifier if is_classifier_checkpoint(args.src) else GPT  # (GPT would refuse a `score` head)
+        model = kind.from_pretrained(args.src, dtype=getattr(torch, args.dtype))
         model.save_pretrained(args.dst)
         for name in TOKENIZER_FILES:
             src, dst = Path(args.src) / name, Path(args.dst) / name
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:  # no such directory, not a checkpoint, a dst that is a file or may not be written
         print(f"export_checkpoint.py: error: {e}", file=sys.stderr)
         return 2
-    print(f"exported {model.num_params():,} parameters as {args.dtype} to {args.dst}")
+    print(f"exported {sum(p.numel() for p in model.parameters()):,} parameters as {args.dtype} to {args.dst}")
     return 0
 
 

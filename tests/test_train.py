@@ -922,9 +922,10 @@ def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp
     assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)
 
 
-def test_export_script_errors_are_one_line(tmp_path, capsys):
+def test_export_script_errors_are_one_line_and_a_classifier_exports_as_one(tmp_path, capsys):
     """scripts/export_checkpoint.py ships a run's best/ (scripts/train_shakespeare.sh): a --dst that
-    is a file, or a classifier as --src, was a traceback."""
+    is a file was a traceback. A classifier was refused (found by an audit: no way to ship one in
+    float16); it is exported as a classifier, with the same logits up to float16's rounding."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("export_checkpoint", Path(__file__).parents[1] / "scripts" / "export_checkpoint.py")
@@ -936,10 +937,16 @@ def test_export_script_errors_are_one_line(tmp_path, capsys):
     assert f"export_checkpoint.py: error: [Errno 17] File exists: '{tmp_path / 'file'}'" in capsys.readouterr().err
     from minigpt.classifier import GPTClassifier
 
-    GPTClassifier(GPT.from_pretrained(tmp_path / "src"), num_labels=2).save_pretrained(tmp_path / "clf")
-    assert export.main([str(tmp_path / "clf"), str(tmp_path / "out")]) == 2
-    assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); this script exports language models" \
-        in capsys.readouterr().err
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT.from_pretrained(tmp_path / "src"), num_labels=3, hidden=(16,)).eval()
+    clf.save_pretrained(tmp_path / "clf")
+    assert export.main([str(tmp_path / "clf"), str(tmp_path / "out")]) == 0
+    assert "as float16" in capsys.readouterr().out
+    half = GPTClassifier.from_pretrained(tmp_path / "out", dtype=None)
+    assert next(half.parameters()).dtype == torch.float16 and half.hidden == (16,) and half.num_labels == 3
+    ids = torch.randint(0, VOCAB, (2, 8))
+    with torch.no_grad():
+        assert torch.allclose(half.float()(ids)[0], clf(ids)[0], atol=1e-2)
 
 
 def test_cli_flags_cover_every_config_field(capsys):

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt.files import atomic_path, atomic_write_text, read_text
-from minigpt.pretokenize import SAFE_CUT, safe_pieces, splits_one_of
+from minigpt.pretokenize import safe_cut_at, safe_pieces, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
 TOKEN_DTYPE = np.uint16
@@ -69,9 +69,8 @@ def _cut_point(text: str, val_fraction: float, special_tokens: Collection[str] =
     A text with no line break after that point is cut there, mid-line. Neither cut falls inside
     one of `special_tokens`, which would then be encoded as plain text on both sides."""
     target = int(len(text) * (1 - val_fraction))
-    for m in SAFE_CUT.finditer(text, target):
-        if not splits_one_of(text, m.start(), special_tokens):
-            return m.start()
+    if (cut := safe_cut_at(text, target, special_tokens)) is not None:
+        return cut
     while target < len(text) and splits_one_of(text, target, special_tokens):
         target += 1  # past the special token it would cut
     return target

@@ -96,18 +96,24 @@ def safe_pieces(text: str, size: int, keep_whole: Collection[str] = ()) -> list[
     document over several processes, and by minigpt/data.py to encode a corpus in parts.
     `keep_whole`: strings no cut may fall inside (special tokens, which a cut would turn into
     plain text; only one whose text holds a newline can contain a SAFE_CUT)."""
-    keep_whole = [s for s in keep_whole if "\n" in s]
     pieces, start = [], 0
     while len(text) - start > size:
-        cut = SAFE_CUT.search(text, start + size)  # the lookbehind sees the character before too
-        while cut is not None and splits_one_of(text, cut.start(), keep_whole):
-            cut = SAFE_CUT.search(text, cut.start() + 1)
+        cut = safe_cut_at(text, start + size, keep_whole)
         if cut is None:
             break
-        pieces.append(text[start : cut.start()])
-        start = cut.start()
+        pieces.append(text[start:cut])
+        start = cut
     pieces.append(text[start:])
     return pieces
+
+
+def safe_cut_at(text: str, pos: int, keep_whole: Collection[str] = ()) -> int | None:
+    """The first SAFE_CUT at or after `pos` that cuts none of `keep_whole` in two, or None."""
+    keep_whole = [s for s in keep_whole if "\n" in s]  # only these can hold a SAFE_CUT
+    for m in SAFE_CUT.finditer(text, pos):  # the lookbehind sees the character before pos too
+        if not splits_one_of(text, m.start(), keep_whole):
+            return m.start()
+    return None
 
 
 def splits_one_of(text: str, pos: int, strings: Collection[str]) -> bool:

@@ -73,11 +73,11 @@ def encode_batch(
     if workers <= 1 or total < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
         return [encode(t) for t in texts]
     piece_chars = max(PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
-    if any("\n" in s for s in tokenizer.special_tokens):
-        piece_chars = total  # a cut at a newline could split such a special token: cut nothing
     pieces, owner = [], []
     for i, text in enumerate(texts):
-        for piece in safe_pieces(text, piece_chars):
+        # No cut inside an allowed special token (one holding a newline could be cut in two);
+        # the others are plain text here, which a safe cut never changes.
+        for piece in safe_pieces(text, piece_chars, allowed):
             pieces.append(piece)
             owner.append(i)
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait

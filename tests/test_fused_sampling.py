@@ -364,6 +364,9 @@ def test_split_search_lists_a_bracket_whose_top_it_did_not_measure(device: str):
     # ... and reach its bottom: a list copied with wrong counts (its slots shifted, some lost) left
     # a threshold 8 tokens too high. The 4 lowest kept tokens weigh 1/6 of the kept mass.
     assert logits[0][tokens].min() <= logits[0][kept].sort().values[3]
+    # ... and its top: the 10 tokens above the bracket, which the draw reaches through the lanes'
+    # masses the search measured (lanes_between's), hold ~40% of the kept mass.
+    assert (logits[0][tokens] > -9.8).sum() >= 10
 
 
 @on_devices

@@ -39,8 +39,9 @@ same stats with the same code (`_row`, `pivots_in`).
 Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
 launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
 group thousands strong) is no special case: the finish program goes on with the threshold search
-from the narrowed bracket, streaming the row, and draws from the whole row. That is slower, with
-the same answer.
+from the narrowed bracket, streaming the row, and draws as one program per row does (from the
+bracket it lists and the lanes' masses above it, or else from the whole row). That is slower,
+with the same answer.
 
 Same semantics and checks as the one-program path. The draw uses the same uniform (Philox at
 seed; row, offset) but adds up the kept weights in another order, so a seed can draw another
@@ -54,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minigpt.kernels.draw import draw_row, first_past, kept_weight, list_weights, min_p_cutoff, row_uniform
+from minigpt.kernels.draw import draw_listed, draw_row, first_past, kept_weight, list_weights, min_p_cutoff, row_uniform
 from minigpt.kernels.search import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, above_max, bad_params, copy_between,
                                     find_threshold, lanes_between, max_scan, pick, pivots_in, round_to_input,
                                     stream_count_mass)
@@ -220,13 +221,16 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
         n_c = tl.sum(n_slice, axis=0)
         planned, list_hi = listed, hi  # what the copy listed, and its bracket's top (the searches move hi)
         t = floor
+        # What a search that streams the row (planned == 0) lists: top-p's bracket up to `top`, and
+        # each lane's mass above it.
+        top, lanes = above_max(m, GRID), tl.zeros((BLOCK,), dtype=tl.float32)
         if topk:
-            t, listed, n_c, _top, _lanes = find_threshold(
+            t, listed, n_c, top, lanes = find_threshold(
                 src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, k.to(tl.float32), k, top_p, m, c2,
                 False, BLOCK, UNROLL, CAP, GRID)
             lo, hi, c_hi, m_hi = t, above_max(m, GRID), k * 0, m_hi * 0  # top-p goes on from the top-k threshold
         if top_p < 1:
-            t, listed, n_c, _top, _lanes = find_threshold(
+            t, listed, n_c, top, lanes = find_threshold(
                 src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal, k * 0, top_p, m, c2,
                 True, BLOCK, UNROLL, CAP, GRID)
 
@@ -234,8 +238,14 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
         log2_min_p = min_p_cutoff(min_p)
         uniform = row_uniform(seed_ptr, offset_ptr, row)
         if (planned == 0) & (listed != 1) & (topk | (top_p < 1)):
-            # The search streamed the row and did not list every kept token: draw from the whole row.
-            token = draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
+            # The search streamed the row and did not list every kept token: from its listed bracket
+            # and the lanes above it, as one program per row draws, unless min-p cuts above the
+            # bracket or nothing was listed; then from the whole row.
+            if (listed == 2) & ((top - m) * c2 >= log2_min_p):
+                token = draw_listed(src, V, scratch, scratch_idx, n_c, t, log2_min_p, m, c2, top, lanes, uniform,
+                                    CAP, BLOCK, MAX_CHUNKS)
+            else:
+                token = draw_row(src, V, t, log2_min_p, m, c2, uniform, BLOCK, UNROLL, MAX_CHUNKS)
         else:
             # Kept above the list (none when it holds them all): every token ≥ its top (or, with no
             # search, ≥ the floor) that min-p keeps. Per slice, that mass is a histogram column, or

@@ -43,9 +43,9 @@ the same token.
 A pass counts and sums per lane (lane j: tokens j, j + BLOCK, ...), and the search keeps the
 lanes' figures at the new bracket's ends. So the copy needs no counting pass of its own, and the
 draw gets, for free, each lane's mass above a listed bracket: it picks the list or a lane, then
-walks that lane's few tokens, without reading the row again. Top-p over 50257 logits thus reads
-the row about five times (the max, three or four search passes, the copy), where counting and
-drawing anew took two more.
+walks that lane's few tokens, without reading the row again. Top-p over 50257 N(0, 2²) logits
+thus reads the row five or six times (the max, three or four search passes, the copy), where
+counting and drawing anew took two more (tests/test_fused_sampling.py counts them).
 
 ## Where the search starts: the first pass
 

@@ -6,7 +6,7 @@
 
 One draw per row from logits (B, V), three ways, timed in the same run:
 - fused:        minigpt.kernels.sampling.fused_sample (per-row parameter tensors): in a CUDA graph
-                at small batches, each row split over S programs in four launches (S in the
+                at small batches, each row split over S programs in five launches (S in the
                 table), else one launch of one program per row (eager calls always: there the
                 launches' Python cost outweighs the split); "1-prog" times one program per row
                 at every batch size;

@@ -300,13 +300,14 @@ if INTERPRETED:
     # that streams it). One program: the max, the search passes over the row, the copy (its
     # counts come from the last search pass), and a draw that reads the row only when the search
     # listed nothing, or min-p cuts above the listed bracket. Split: the stats and histogram
-    # launches, the histogram's second look at its slice for min-p's mass (only with min-p on),
-    # the copy's count and write (only when there is something to list).
+    # launches (the second histogram level only when a search is on), the first level's second
+    # look at its slice for min-p's mass (only with min-p on), the copy's count and write (only
+    # when there is something to list).
     READS = {
-        "top-p": ((1.0, 0, 0.9, 0.0), 6, 4),  # one program: the max, 4 search passes, the copy
-        "all": ((0.8, 50, 0.9, 0.05), 3, 5),  # one program: the max, one top-k pass, the copy
-        "temperature": ((1.0, 0, 1.0, 0.0), 2, 2),  # the max, the draw / the stats, the histogram
-        "top-p-min-p": ((1.0, 0, 0.9, 0.9), 7, 5),  # min-p cuts above top-p's listed bracket
+        "top-p": ((1.0, 0, 0.9, 0.0), 6, 5),  # one program: the max, 4 search passes, the copy
+        "all": ((0.8, 50, 0.9, 0.05), 3, 6),  # one program: the max, one top-k pass, the copy
+        "temperature": ((1.0, 0, 1.0, 0.0), 2, 2),  # the max, the draw / the stats, one histogram level
+        "top-p-min-p": ((1.0, 0, 0.9, 0.9), 7, 6),  # min-p cuts above top-p's listed bracket
     }
 
     @pytest.mark.parametrize("splits", [1, 32], ids=["one-program", "split"])
@@ -471,10 +472,11 @@ def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypat
     monkeypatch.setattr(sampling_split, "graph_splits", sampling_split.graph_splits.__wrapped__)
     graph_splits = sampling_split.graph_splits
     cuda = torch.device("cuda")
-    # S = the largest power of 2 ≤ min(132 // B, V // 1024, 64), and 1 below 32 (measured on an H200)
-    assert [graph_splits(B, 50257, cuda) for B in (1, 2, 4, 5, 8, 16, 64, 256)] == [32, 32, 32, 1, 1, 1, 1, 1]
+    # S = the largest power of 2 ≤ min(132 // B, V // 1024, 64), and 1 below 16 (measured on an H200)
+    assert [graph_splits(B, 50257, cuda) for B in (1, 2, 4, 5, 8, 9, 64, 256)] == [32, 32, 32, 16, 16, 1, 1, 1]
     assert graph_splits(1, 3000, cuda) == 1  # slices of ≥ 1024 logits: at most 2, too few to pay
-    assert graph_splits(1, 32 * 1024 - 1, cuda) == 1  # 31 slices of 1024: too few
+    assert graph_splits(1, 16 * 1024 - 1, cuda) == 1  # 15 slices of 1024: too few
+    assert graph_splits(1, 32 * 1024 - 1, cuda) == 16  # 31: split 16 ways
     assert graph_splits(0, 50257, cuda) == 1  # an empty batch: nothing to split (it divided by B)
     # fused_sample's default: split only while a CUDA graph records (or torch.compile traces) the
     # call; eager calls pay Python per launch, and one launch beats four.

@@ -81,13 +81,16 @@ def compile_for_hopper(kernel, args: tuple, kwargs: dict) -> str:
     return next((line.strip() for line in usage.splitlines() if "REG:" in line), "(no resource line)")
 
 
+# The splits a CUDA graph takes for GPT-2's vocabulary: 32 at batch 1–4, 16 at 5–8 (default_splits).
+# (Asked for explicitly, S = 4 in fp32 spills one register under triton 3.6's ptxas, none under 3.9.)
 @pytest.mark.parametrize("dtype,splits", [(torch.float32, 1), (torch.bfloat16, 1), (torch.bfloat16, 32),
-                                          (torch.float32, 4)], ids=["fp32-one-program", "bf16-one-program",
-                                                                    "bf16-split-32", "fp32-split-4"])
+                                          (torch.float32, 16)], ids=["fp32-one-program", "bf16-one-program",
+                                                                     "bf16-split-32", "fp32-split-16"])
 def test_kernels_compile_for_sm90(monkeypatch, dtype: torch.dtype, splits: int):
     launches = record_launches(monkeypatch, B=1, V=50257, dtype=dtype, splits=splits)
     assert [k.__name__ for k, _, _ in launches] == (["_fused_sample_kernel"] if splits == 1 else
-                                                    ["_stats_kernel", "_hist_kernel", "_copy_kernel", "_finish_kernel"])
+                                                    ["_stats_kernel", "_hist_kernel", "_hist_kernel", "_copy_kernel",
+                                                     "_finish_kernel"])
     for kernel, args, kwargs in launches:
         usage = compile_for_hopper(kernel, args, kwargs)
         print(f"{kernel.__name__} ({dtype}, splits={splits}): {usage}")

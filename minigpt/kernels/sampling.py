@@ -4,9 +4,9 @@ Where it sits: `... → GPT → logits → penalties → [this kernel] → next 
 minigpt/sampling.py is the reference (a handful of torch ops: sort, softmax, cumsum, scatter, draw);
 this file computes the same thing with one program per row, no sort and no host sync, so a decode
 step on the GPU costs one small launch instead of a dozen, and can be captured in a CUDA graph.
-At batch 1–4 one program per row leaves most of the GPU idle; there, inside a CUDA graph (where
+At batch 1–8 one program per row leaves most of the GPU idle; there, inside a CUDA graph (where
 launches cost almost nothing), `fused_sample` splits each row over several programs instead
-(minigpt/kernels/sampling_split.py: the same algorithm in four short launches).
+(minigpt/kernels/sampling_split.py: the same algorithm in five short launches).
 
 The algorithm lives in two files of @triton.jit helpers, which sampling_split.py shares:
 - minigpt/kernels/search.py: every filter keeps the logits above a threshold, so the kernel finds
@@ -205,7 +205,7 @@ def fused_sample(
     unroll: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Filter and draw one token per row: logits (B, V) → tokens (B,) int64, in one launch (four
+    """Filter and draw one token per row: logits (B, V) → tokens (B,) int64, in one launch (five
     when rows are split).
 
     temperature (B,) f32 (0 = argmax), top_k (B,) int32 (0 = off), top_p (B,) f32 (1 = off),
@@ -213,7 +213,7 @@ def fused_sample(
     at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
     NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
     `splits` is the number of programs per row (a power of 2): None picks, inside a compiled step
-    or a CUDA graph, enough to fill a GPU's SMs at batch 1–4 (minigpt/kernels/sampling_split.py's
+    or a CUDA graph, enough to fill a GPU's SMs at batch 1–8 (minigpt/kernels/sampling_split.py's
     default_splits, measured on an H200) and 1 above; called eagerly, 1.
     block_size, unroll and num_warps are tuning knobs (block_size: a power of 2; the scratch list
     holds 2 · block_size candidates per row).

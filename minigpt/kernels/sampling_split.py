@@ -1,4 +1,4 @@
-"""Fused sampling for small batches: each row split over S programs, in four short launches.
+"""Fused sampling for small batches: each row split over S programs, in five short launches.
 
 Where it sits: `minigpt.kernels.sampling.fused_sample` calls `split_sample` when the batch is too
 small to fill the GPU with one program per row. search.py explains the algorithm (thresholds
@@ -11,18 +11,21 @@ One program runs on one SM. With about as many rows as SMs (an H100 has 132), on
 fills the GPU, but at batch 1 one SM makes every pass over 50257 logits while the rest idles,
 and the torch pipeline, whose sort spreads over the whole GPU, keeps up with it. Here each row is
 cut into S slices of L = ⌈V / S⌉ logits (default_splits keeps L ≥ MIN_SLICE: 1571 at batch 1,
-where S = 32; it splits only into S ≥ MIN_SPLITS slices, so at batch 1–4 on a 132-SM GPU, and only
+where S = 32; it splits only into S ≥ MIN_SPLITS slices, so at batch 1–8 on a 132-SM GPU, and only
 in a CUDA graph), one program per slice:
 
 1. `_stats_kernel` (B, S): each slice's max, first argmax, smallest finite logit, NaN/+inf count.
-2. `_hist_kernel` (B, S): with the row's max known, each slice's count(l ≥ p_j) and mass(l ≥ p_j)
-   at N_HIST pivots p_j spaced evenly from the underflow floor to the max. It is the first pass
-   of the threshold search (search.py), at 128 pivots instead of 4. Also each slice's mass that
-   min-p keeps (a second look at the slice, with min-p on; off, it is the mass above the floor).
-3. `_copy_kernel` (B, S): every program sums the row's S histograms and reads off the plan
-   (`_plan`): the pivot bracket holding the top-k threshold (or the top-p one), and whether its
-   candidates fit the scratch list. Each program then copies its slice's candidates to the list,
-   at an offset that the histograms also give: the slices before it own the slots before it.
+2. `_hist_kernel` (B, S), launched twice: the first passes of the threshold search (search.py),
+   spread over the slices. Level 0: with the row's max known, each slice's count(l ≥ p_j) and
+   mass(l ≥ p_j) at N_HIST = 16 pivots p_j spaced evenly from the underflow floor to the max;
+   also each slice's mass that min-p keeps (a second look at the slice, with min-p on). Level 1:
+   every program adds up level 0's histograms, picks the bracket holding the top-k threshold (or
+   the top-p one), and measures 16 pivots inside it. Two levels of 16 leave a bracket 1/256 of
+   the range, comparing each logit with 32 pivots; one level would need 256 for that.
+3. `_copy_kernel` (B, S): every program reads off the plan from both levels (`_plan`): the
+   bracket, and whether its candidates fit the scratch list. Each program then copies its
+   slice's candidates to the list, at an offset that the histograms also give: the slices before
+   it own the slots before it.
 4. `_finish_kernel` (B,): one program per row reads off the same plan, ends both searches on the
    list, in registers (phase 2 of search.py's `find_threshold`), and draws. When the kept set
    reaches above the listed bracket (top-p over a flat row keeps thousands of tokens), the draw
@@ -30,11 +33,12 @@ in a CUDA graph), one program per slice:
    bracket), then a token inside the slice. Rows with nothing to search (temperature alone, or
    with min-p) list nothing: the draw picks a slice by its kept mass, then a token inside it.
 
-The copy and finish launches must agree on the plan exactly: a bracket one pivot off would read
-list slots nobody wrote. So the histograms are added up slice by slice in a loop, a fixed order,
-not by `tl.sum`, whose order follows the thread layout and so the launch's number of warps. The
-pivots are not stored: the histogram, copy and finish launches each recompute them from the
-same stats with the same code (`_row`, `pivots_in`).
+The launches after the histograms must agree on the plan exactly: a bracket one pivot off would
+read list slots nobody wrote. Sums of floats depend on their order, and `tl.sum`'s order follows
+the thread layout, so the launch's number of warps. So a slice's masses are stored as integers
+(units of 2^-32 of the max's weight, MASS_SCALE): integer sums are the same in any order, and
+each launch adds the S slices up as one tile. The pivots are not stored: every launch recomputes
+them from the same stats with the same code (`_row`, `pivots_in`, `_narrow_level`).
 
 Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
 launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
@@ -60,16 +64,20 @@ from minigpt.kernels.search import (LOG2E, MIN_TEMPERATURE, UNDERFLOW_LOG2, abov
                                     find_threshold, lanes_between, max_scan, pick, pivots_in, round_to_input,
                                     stream_count_mass)
 
-N_HIST = tl.constexpr(128)  # histogram pivots: the bracket they leave is 1/128 of the row's range
-HIST_BLOCK = 64  # logits per step of the histogram pass: (64, 128) compares stay in registers
+N_HIST = tl.constexpr(16)  # pivots per histogram level; two levels leave 1/256 of the row's range
+HIST_BLOCK = 256  # logits per step of a histogram pass: (256, 16) compares stay in registers
+# Histogram masses are stored as integers, in units of 2^-32 of the max's weight: then the S slices'
+# masses add up to the same sum in every kernel that reads them, whatever order tl.sum takes.
+MASS_SCALE = tl.constexpr(4294967296.0)
 MIN_SLICE = 1024  # logits per slice at least: shorter slices would cost more in launches than they save
-MAX_SPLITS = 64  # the plan reads S·N_HIST histogram values in every program that needs it
-# Split only into this many slices or more. On an H200 (BENCHMARKS.md) the split path's time grew
-# with the slice's length (about 42, 60, 95 and 166 µs at S = 32, 16, 8 and 4), while one program
-# per row took 37 µs with every filter on and 68–84 µs for top-p alone: S = 32 (batch 1) won for
-# top-p and lost by 5 µs with every filter on; S = 16 (batch 8) won by 24 µs for top-p and lost by
-# 22 with every filter on; S ≤ 8 lost to both.
-MIN_SPLITS = 32
+MAX_SPLITS = 64  # the plan reads 2·S·N_HIST histogram values in every program that needs it
+# Split only into this many slices or more. On an H200 (BENCHMARKS.md), with a one-level 128-pivot
+# histogram, the split path's time grew with the slice's length (about 42, 60, 95 and 166 µs at
+# S = 32, 16, 8 and 4), while one program per row took 37 µs with every filter on and 68–84 µs for
+# top-p alone: S = 32 (batch 1) won for top-p and lost by 5 µs with every filter on; S = 16
+# (batch 5–8) won by 24 µs for top-p and lost by 22 with every filter on, most of it in the
+# histogram, which now compares each logit with 2 × 16 pivots instead of 128; S ≤ 8 lost to both.
+MIN_SPLITS = 16
 
 
 @triton.jit
@@ -95,10 +103,56 @@ def _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stat
 
 
 @triton.jit
-def _slice_column(hist, row, j, S: tl.constexpr):
-    """Pivot j's histogram value in each of the row's S slices: (S,); 0 for j = N_HIST (above the max)."""
+def _slice_column(hist, row, col, S: tl.constexpr):
+    """Column col of the row's S slices' histograms: (S,). A slice holds 2·N_HIST values, level 0's
+    pivots then level 1's; col = 2·N_HIST stands for "above the max", where every slice holds 0."""
     slices = tl.arange(0, S)
-    return tl.load(hist + (row.to(tl.int64) * S + slices) * N_HIST + j, mask=slices * 0 + j < N_HIST, other=0)
+    at = (row.to(tl.int64) * S + slices) * (2 * N_HIST) + col  # (int64: B·S·N_HIST can pass 2^31)
+    return tl.load(hist + at, mask=slices * 0 + col < 2 * N_HIST, other=0)
+
+
+@triton.jit
+def _level_sums(hist_cnt, hist_mass, row, level, S: tl.constexpr):
+    """The row's count(l ≥ p_j) and mass(l ≥ p_j) at one level's N_HIST pivots: its S slices'
+    histograms added up, as one (S, N_HIST) tile."""
+    at = (row.to(tl.int64) * S + tl.arange(0, S)[:, None]) * (2 * N_HIST) + level * N_HIST + tl.arange(0, N_HIST)[None, :]
+    C = tl.sum(tl.load(hist_cnt + at), axis=0)
+    M = tl.sum(tl.load(hist_mass + at), axis=0).to(tl.float32) / MASS_SCALE
+    return C, M
+
+
+@triton.jit
+def _narrow_level(C, M, lo, hi, c_hi, m_hi, topk, goal, GRID: tl.constexpr):
+    """A level's bracket: its pivots are evenly spaced in [lo, hi) (pivots_in); the new bracket runs
+    from the last still reaching the goal (index j) to the next one, or to hi. Returns it as
+    lo, hi, count(l ≥ lo), count and mass(l ≥ hi), and j."""
+    pivots = pivots_in(lo, hi, N_HIST, GRID)
+    score = tl.where(topk, C.to(tl.float32), M)  # both fall as the pivot rises
+    j = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
+    inside = j + 1 < N_HIST  # the next pivot, not hi, tops the new bracket
+    hi = tl.where(inside, pick(pivots, j + 1, N_HIST), hi)
+    c_hi = tl.where(inside, pick(C, j + 1, N_HIST), c_hi)
+    m_hi = tl.where(inside, pick(M, j + 1, N_HIST), m_hi)
+    return pick(pivots, j, N_HIST), hi, pick(C, j, N_HIST), c_hi, m_hi, j
+
+
+@triton.jit
+def _first_level(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, GRID: tl.constexpr):
+    """What level 0 (pivots from the floor to above the max) says: whether a search is needed at
+    all, whether top-k searches (top-k on, and fewer than the tokens above the floor), the goal
+    (k, or top_p · the mass above the floor), and the bracket that level 1 cuts again."""
+    C, M = _level_sums(hist_cnt, hist_mass, row, 0, S)
+    topk = (k > 0) & (k < V) & (pick(C, 0, N_HIST) > k)
+    goal = tl.where(topk, k.to(tl.float32), top_p * pick(M, 0, N_HIST))
+    lo, hi, _c_lo, c_hi, m_hi, j0 = _narrow_level(C, M, floor, above_max(m, GRID), k * 0, 0.0, topk, goal, GRID)
+    return topk | (top_p < 1), topk, goal, lo, hi, c_hi, m_hi, j0
+
+
+@triton.jit
+def _top_column(j0, j1):
+    """The histograms' column (_slice_column) at the top of the plan's bracket: level 1's next
+    pivot, or, when the bracket reaches level 1's top, level 0's (or above the max)."""
+    return tl.where(j1 + 1 < N_HIST, N_HIST + j1 + 1, tl.where(j0 + 1 < N_HIST, j0 + 1, 2 * N_HIST))
 
 
 @triton.jit
@@ -107,31 +161,17 @@ def _plan(hist_cnt, hist_mass, row, k, V, top_p, m, floor, S: tl.constexpr, CAP:
     listed  1: list every logit ≥ lo (all candidates of both searches fit); 2: list [lo, hi) (top-p's
             bracket; what lies above is counted in c_hi, m_hi); 0: too many, search by streaming
     topk    whether a top-k search is needed (top-k off, or k ≥ the tokens above the floor: it is not)
-    lo, hi, c_hi, m_hi   the first search's bracket, and count and mass(l ≥ hi)
+    lo, hi, c_hi, m_hi   the first search's bracket, cut by both levels, and count and mass(l ≥ hi)
     goal    top-p's goal when top-k is off: top_p · the mass above the floor (0 when top-k runs
             first: top-p then measures its goal from the top-k threshold)
-    j_lo    the pivot index of lo; n_slice (S,) each slice's entries in the list"""
-    j = tl.arange(0, N_HIST)
-    C = tl.zeros((N_HIST,), dtype=tl.int32)  # the row's count(l ≥ p_j) and mass(l ≥ p_j),
-    M = tl.zeros((N_HIST,), dtype=tl.float32)  # added up slice by slice: a fixed order
-    for s in range(S):
-        C += tl.load(hist_cnt + (row.to(tl.int64) * S + s) * N_HIST + j)  # (int64: B·S·N_HIST can pass 2^31)
-        M += tl.load(hist_mass + (row.to(tl.int64) * S + s) * N_HIST + j)
-    pivots = pivots_in(floor, above_max(m, GRID), N_HIST, GRID)
-    topk = (k > 0) & (k < V) & (pick(C, 0, N_HIST) > k)
-    goal = tl.where(topk, k.to(tl.float32), top_p * pick(M, 0, N_HIST))
-    # The last pivot still reaching the goal (both counts and masses fall as the pivot rises).
-    score = tl.where(topk, C.to(tl.float32), M)
-    j_lo = tl.maximum(tl.sum((score >= goal).to(tl.int32), axis=0) - 1, 0)
-    lo = pick(pivots, j_lo, N_HIST)
-    hi = tl.where(j_lo + 1 < N_HIST, pick(pivots, j_lo + 1, N_HIST), above_max(m, GRID))
-    c_lo, c_hi, m_hi = pick(C, j_lo, N_HIST), pick(C, j_lo + 1, N_HIST), pick(M, j_lo + 1, N_HIST)
-    search = topk | (top_p < 1)
+    c_lo    count(l ≥ lo), so how many entries the list holds: c_lo (listed 1) or c_lo - c_hi (2)
+    columns the histograms' columns (_slice_column) at lo and at hi"""
+    search, topk, goal, lo, hi, c_hi, m_hi, j0 = _first_level(hist_cnt, hist_mass, row, k, V, top_p, m, floor,
+                                                              S, GRID)
+    C, M = _level_sums(hist_cnt, hist_mass, row, 1, S)  # (all 0 with no search)
+    lo, hi, c_lo, c_hi, m_hi, j1 = _narrow_level(C, M, lo, hi, c_hi, m_hi, topk, goal, GRID)
     listed = tl.where(search & (c_lo <= CAP), 1, tl.where(search & ~topk & (c_lo - c_hi <= CAP), 2, 0))
-    at_lo = _slice_column(hist_cnt, row, j_lo, S)  # (S,): count(l ≥ lo) per slice
-    at_hi = _slice_column(hist_cnt, row, j_lo + 1, S)
-    n_slice = tl.where(listed == 1, at_lo, tl.where(listed == 2, at_lo - at_hi, 0))
-    return listed, topk, lo, hi, c_hi, m_hi, tl.where(topk, 0.0, goal), j_lo, n_slice
+    return listed, topk, lo, hi, c_lo, c_hi, m_hi, tl.where(topk, 0.0, goal), N_HIST + j1, _top_column(j0, j1)
 
 
 @triton.jit
@@ -149,34 +189,41 @@ def _stats_kernel(logits_ptr, stride_row, V, L, stats_f, stats_i, S: tl.constexp
 
 @triton.jit
 def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, stats_f, stats_i,
-                 hist_cnt, hist_mass, keep_mass, S: tl.constexpr, BLOCK: tl.constexpr):
+                 hist_cnt, hist_mass, keep_mass, LEVEL: tl.constexpr, S: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, s): its slice's count(l ≥ p_j) and mass(l ≥ p_j) at N_HIST pivots p_j, spaced
+    evenly from the floor to above the max (LEVEL 0), or inside the bracket level 0 picked (LEVEL 1)."""
     row, s = tl.program_id(0), tl.program_id(1)
     GRID: tl.constexpr = logits_ptr.dtype.element_ty
     T, k, top_p, min_p, m, _token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
                                                          stats_f, stats_i, S, GRID)
     if (T > 0) & ~bad:
+        lo, hi, search = floor, above_max(m, GRID), True
+        if LEVEL == 1:
+            search, _topk, _goal, lo, hi, _c_hi, _m_hi, _j0 = _first_level(hist_cnt, hist_mass, row, k, V, top_p,
+                                                                           m, floor, S, GRID)
         start = s * L
         n = tl.minimum(V - start, L)
         src = logits_ptr + row.to(tl.int64) * stride_row + start
-        pivots = pivots_in(floor, above_max(m, GRID), N_HIST, GRID)
-        lane_cnt, lane_mass = stream_count_mass(src, n, pivots, m, c2, BLOCK, 1, N_HIST, True)
-        cnt, mass = tl.sum(lane_cnt, axis=0), tl.sum(lane_mass, axis=0)
-        at = (row.to(tl.int64) * S + s) * N_HIST + tl.arange(0, N_HIST)
+        cnt, mass = tl.zeros((N_HIST,), dtype=tl.int32), tl.zeros((N_HIST,), dtype=tl.float32)
+        if search:  # (temperature or min-p alone need no level 1: it is written as 0s, unread)
+            lane_cnt, lane_mass = stream_count_mass(src, n, pivots_in(lo, hi, N_HIST, GRID), m, c2, BLOCK, 1,
+                                                    N_HIST, True)
+            cnt, mass = tl.sum(lane_cnt, axis=0), tl.sum(lane_mass, axis=0)
+        at = (row.to(tl.int64) * S + s) * (2 * N_HIST) + LEVEL * N_HIST + tl.arange(0, N_HIST)
         tl.store(hist_cnt + at, cnt)
-        tl.store(hist_mass + at, mass)
-        # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold lies
-        # above the listed bracket (or, with nothing to search, above the floor). Min-p off, that
-        # is all the mass above the floor, which the histogram has: no second pass over the slice.
-        kept_mass = pick(mass, 0, N_HIST)
-        if min_p > 0:
-            log2_min_p = min_p_cutoff(min_p)
-            kept = tl.zeros((BLOCK,), dtype=tl.float32)
-            for i in range(0, n, BLOCK):
-                offs = i + tl.arange(0, BLOCK)
-                x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-                kept += kept_weight(x, floor, log2_min_p, m, c2)
-            kept_mass = tl.sum(kept, axis=0)
-        tl.store(keep_mass + row * S + s, kept_mass)
+        tl.store(hist_mass + at, (mass * MASS_SCALE).to(tl.int64))
+        if LEVEL == 0:
+            # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold
+            # lies above the listed bracket (or, with nothing to search, above the floor). Min-p
+            # off, that is all the mass above the floor: the draw reads level 0's first column.
+            if min_p > 0:
+                log2_min_p = min_p_cutoff(min_p)
+                kept = tl.zeros((BLOCK,), dtype=tl.float32)
+                for i in range(0, n, BLOCK):
+                    offs = i + tl.arange(0, BLOCK)
+                    x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+                    kept += kept_weight(x, floor, log2_min_p, m, c2)
+                tl.store(keep_mass + row * S + s, tl.sum(kept, axis=0))
 
 
 @triton.jit
@@ -190,9 +237,11 @@ def _copy_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
     T, k, top_p, min_p, m, _token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
                                                          stats_f, stats_i, S, GRID)
     if (T > 0) & ~bad:
-        listed, _topk, lo, hi, _c_hi, _m_hi, _goal, _j_lo, n_slice = _plan(
+        listed, _topk, lo, hi, _c_lo, _c_hi, _m_hi, _goal, lo_column, top_column = _plan(
             hist_cnt, hist_mass, row, k, V, top_p, m, floor, S, CAP, GRID)
         if listed > 0:
+            at_lo = _slice_column(hist_cnt, row, lo_column, S)  # (S,): each slice's count(l ≥ lo)
+            n_slice = tl.where(listed == 1, at_lo, at_lo - _slice_column(hist_cnt, row, top_column, S))
             before = tl.sum(tl.where(tl.arange(0, S) < s, n_slice, 0), axis=0)  # slots of earlier slices
             start = s * L
             at = row.to(tl.int64) * CAP + before
@@ -216,9 +265,9 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
     T, k, top_p, min_p, m, token, bad, c2, floor = _row(row, V, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
                                                         stats_f, stats_i, S, GRID)
     if (T > 0) & ~bad:
-        listed, topk, lo, hi, c_hi, m_hi, goal, j_lo, n_slice = _plan(
+        listed, topk, lo, hi, c_lo, c_hi, m_hi, goal, _lo_column, top_column = _plan(
             hist_cnt, hist_mass, row, k, V, top_p, m, floor, S, CAP, GRID)
-        n_c = tl.sum(n_slice, axis=0)
+        n_c = tl.where(listed == 1, c_lo, tl.where(listed == 2, c_lo - c_hi, 0))  # what the copy listed
         planned, list_hi = listed, hi  # what the copy listed, and its bracket's top (the searches move hi)
         t = floor
         # What a search that streams the row (planned == 0) lists: top-p's bracket up to `top`, and
@@ -253,7 +302,8 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
             wl = list_weights(scratch, n_c, t, log2_min_p, m, c2, CAP)
             list_mass = tl.sum(wl, axis=0)
             above_from = tl.where(planned == 2, list_hi, floor)
-            column = _slice_column(hist_mass, row, tl.where(planned == 2, j_lo + 1, 0), S)
+            at = tl.where(planned == 2, top_column, 0)
+            column = _slice_column(hist_mass, row, at, S).to(tl.float32) / MASS_SCALE
             # Min-p drops a token at above_from (the test kept_weight applies, and it rises with
             # the logit): then it drops every listed token too, and the mass above is min-p's.
             by_min_p = (above_from - m) * c2 < log2_min_p
@@ -278,7 +328,7 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
 def default_splits(B: int, V: int, device: torch.device) -> int:
     """Programs per row for fused_sample(splits=None): `graph_splits` inside a compiled step or a
     CUDA graph, else 1. Called eagerly, each launch costs tens of µs of Python (Triton's launcher),
-    and the split path's four launches cost more than one program per row (BENCHMARKS.md: 180 µs
+    and the split path's five launches cost more than one program per row (BENCHMARKS.md: 180 µs
     against 64 at batch 1 on an H200)."""
     if device.type != "cuda":
         return 1
@@ -300,14 +350,15 @@ def graph_splits(B: int, V: int, device: torch.device) -> int:
 
 def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, block: int, unroll: int,
                  num_warps: int) -> torch.Tensor:
-    """The four launches for logits (B, V) with `splits` programs per row; fused_sample checks the
+    """The five launches for logits (B, V) with `splits` programs per row; fused_sample checks the
     inputs and calls this. block, unroll and num_warps are those of the finishing program."""
     B, V = logits.shape
     S, L, cap, dev = splits, triton.cdiv(V, splits), 2 * block, logits.device
     stats_f = torch.empty((B, S, 2), dtype=torch.float32, device=dev)  # slice max, smallest finite logit
     stats_i = torch.empty((B, S, 2), dtype=torch.int32, device=dev)  # slice argmax, NaN/+inf count
-    hist_cnt = torch.empty((B, S, N_HIST.value), dtype=torch.int32, device=dev)  # count(l ≥ p_j) per slice
-    hist_mass = torch.empty((B, S, N_HIST.value), dtype=torch.float32, device=dev)  # mass(l ≥ p_j) per slice
+    # Per row, slice and level (0, 1): count(l ≥ p_j), and mass(l ≥ p_j) in units of 2^-32.
+    hist_cnt = torch.empty((B, S, 2, N_HIST.value), dtype=torch.int32, device=dev)
+    hist_mass = torch.empty((B, S, 2, N_HIST.value), dtype=torch.int64, device=dev)
     keep_mass = torch.empty((B, S), dtype=torch.float32, device=dev)  # per slice: the mass min-p keeps
     scratch = torch.empty((B, cap), dtype=logits.dtype, device=dev)
     scratch_idx = torch.empty((B, cap), dtype=torch.int32, device=dev)
@@ -315,7 +366,9 @@ def split_sample(logits: torch.Tensor, p: dict[str, torch.Tensor], splits: int, 
     rows = (logits, logits.stride(0), V, L, p["temperature"], p["top_k"], p["top_p"], p["min_p"])
     slice_block = min(1024, triton.next_power_of_2(L))
     _stats_kernel[(B, S)](logits, logits.stride(0), V, L, stats_f, stats_i, S=S, BLOCK=slice_block)
-    _hist_kernel[(B, S)](*rows, stats_f, stats_i, hist_cnt, hist_mass, keep_mass, S=S, BLOCK=HIST_BLOCK, num_warps=8)
+    for level in (0, 1):
+        _hist_kernel[(B, S)](*rows, stats_f, stats_i, hist_cnt, hist_mass, keep_mass, LEVEL=level, S=S,
+                             BLOCK=HIST_BLOCK, num_warps=8)
     _copy_kernel[(B, S)](*rows, stats_f, stats_i, hist_cnt, hist_mass, scratch, scratch_idx, S=S, CAP=cap,
                          BLOCK=slice_block, num_warps=8)
     _finish_kernel[(B,)](*rows, p["seed"], p["offset"], stats_f, stats_i, hist_cnt, hist_mass, keep_mass, scratch,

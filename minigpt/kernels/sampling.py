@@ -10,8 +10,9 @@ launches cost almost nothing), `fused_sample` splits each row over several progr
 
 The algorithm lives in two files of @triton.jit helpers, which sampling_split.py shares:
 - minigpt/kernels/search.py: every filter keeps the logits above a threshold, so the kernel finds
-  the top-k and top-p thresholds by bisection on the logit value (counts and masses above a few
-  pivots per pass, then a short list of candidates in registers), never a sort;
+  the top-k and top-p thresholds by a bracket search on the logit value (counts and masses above a
+  few pivots per pass, placed by interpolation, then a short list of candidates in registers),
+  never a sort;
 - minigpt/kernels/draw.py: the draw, inverse-CDF sampling with one Philox uniform per row.
 This file is the kernel that runs them in order (max scan → top-k search → top-p search → draw)
 with one program per row, and its host side: the checks, the launch, `validate=True`.

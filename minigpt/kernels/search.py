@@ -63,8 +63,10 @@ nothing yet and spaces its pivots evenly.
 
 An estimate can be far off (heavy tails, ties, a row of a few clusters), so the midpoint is a
 pivot too: every sub-bracket of {lo, mid, est - d, est + d} is at most half the old one, and a
-pass never does worse than bisection (Brent's method guards the secant the same way). On the list
-in registers, passes are cheap, and 8 evenly spaced pivots stay.
+pass never does worse than bisection (Brent's method guards the secant the same way). A pass that
+leaves every token of the bracket in says the tokens sit in a sliver of it (a tie group, say),
+where interpolation knows nothing: the next pass spaces its pivots evenly again. On the list in
+registers, passes are cheap, and 8 evenly spaced pivots stay.
 
 ## Where the search starts: the first pass
 
@@ -314,10 +316,14 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
     lane_m_hi = tl.zeros((BLOCK,), dtype=tl.float32)
     known = (hi > m).to(tl.int32)
     # Phase 1: stream the whole row, until the candidates fit the scratch list. The first pass
-    # spaces its pivots evenly; later ones are placed by what the passes before measured.
+    # spaces its pivots evenly; later ones are placed by what the passes before measured, unless
+    # the last pass left every token of the bracket in: they sit in a sliver of it (a tie group,
+    # neighbouring floats far below a wide bracket), where the interpolation knows nothing, and
+    # evenly spaced pivots cut 4-fold rather than 2.
     c_lo, s_lo, s_all, c_all = c_hi, m_hi, m_hi, c_hi
+    even = passes == 0
     while searching & (listed == 0):
-        if passes == 0:
+        if even:
             pivots = pivots_in(lo, hi, N_PIVOTS, GRID)
         else:
             s_hi = m_hi if IS_TOP_P else c_hi.to(tl.float32)
@@ -330,9 +336,11 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
         if IS_TOP_P:
             if goal == 0:
                 goal = top_p * pick(mass, 0, N_PIVOTS)  # top_p of the mass left after top-k
+        in_bracket = c_lo - c_hi
         lo, hi, c_lo, c_hi, m_hi, searching, last = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
                                                             passes, IS_TOP_P, N_PIVOTS, GRID)
         s_lo = pick(score, last, N_PIVOTS)
+        even = c_lo - c_hi == in_bracket
         lane_c_lo = column(lane_cnt, last, N_PIVOTS)
         if IS_TOP_P:
             if last < N_PIVOTS - 1:  # hi moved to a pivot of this pass

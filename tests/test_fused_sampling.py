@@ -317,14 +317,37 @@ if INTERPRETED:
         with the number of passes (BENCHMARKS.md): count them, on the interpreter's loads of the
         logits, for bench_sampling.py's row (V = 50257, N(0, 2²)). A draw's walk inside one lane
         or slice reads a few more logits, not a pass."""
+        setting, one_program, split = READS[name]
+        most = one_program if splits == 1 else split
+        logits = random_logits(1, 50257, seed=0) * 0.8
+        passes, _tokens = reads_of_the_row(monkeypatch, logits, setting, splits=splits)
+        print(f"{setting}, {splits} program(s) per row: {passes:.2f} passes over the row")
+        assert most <= passes <= most + 1 / 16
+
+    def test_a_search_whose_passes_leave_every_candidate_in_goes_back_to_even_pivots(monkeypatch):
+        """Pivots placed by interpolation, with the midpoint among them, cut the bracket at least
+        2-fold; evenly spaced ones 4-fold. Here the top 200 logits are two groups of neighbouring
+        floats at fp32's smallest normal, ~80 above the rest, and the list holds 32: the search
+        streams the row ~155 halvings deep to separate the groups, and interpolation, with every
+        candidate in a sliver of the bracket, misses every time. A pass that leaves every
+        candidate in sends the next one back to even pivots: 80 reads of the row, as evenly
+        spaced pivots alone took (135 at the midpoint's 2-fold)."""
+        tiny = torch.finfo(torch.float32).tiny
+        row = torch.full((1000,), -80.0)
+        row[:100], row[100:200] = tiny, torch.nextafter(torch.tensor(tiny), torch.tensor(1.0))
+        logits = row[torch.randperm(1000, generator=torch.Generator().manual_seed(0))][None].contiguous()
+        for setting in [(1.0, 100, 1.0, 0.0), (1.0, 0, 0.3, 0.0)]:  # top-k, top-p: the top group alone
+            passes, tokens = reads_of_the_row(monkeypatch, logits, setting, block_size=16, splits=1)
+            assert logits[0, tokens[0]] == logits.max(), setting
+            assert passes < 100, f"{setting}: {passes:.1f} reads of the row"
+
+    def reads_of_the_row(monkeypatch, logits: torch.Tensor, setting, **knobs) -> tuple[float, torch.Tensor]:
+        """fused_sample on one row, and how many times it read the row: the interpreter's loads
+        of the logits, over V."""
         from triton.runtime.interpreter import InterpreterBuilder
 
         from minigpt.kernels.sampling import fused_sample
 
-        setting, one_program, split = READS[name]
-        most = one_program if splits == 1 else split
-        V = 50257
-        logits = random_logits(1, V, seed=0) * 0.8
         begin, end = logits.data_ptr(), logits.data_ptr() + logits.nbytes
         read = []
         load = InterpreterBuilder.create_masked_load
@@ -334,10 +357,8 @@ if INTERPRETED:
             return load(self, ptrs, mask, *args)
 
         monkeypatch.setattr(InterpreterBuilder, "create_masked_load", counted_load)
-        fused_sample(logits, **params([setting], "cpu"), **seed_offset(0, 0, "cpu"), splits=splits)
-        passes = sum(read) / V
-        print(f"{setting}, {splits} program(s) per row: {passes:.2f} passes over the row")
-        assert most <= passes <= most + 1 / 16
+        tokens = fused_sample(logits, **params([setting], "cpu"), **seed_offset(0, 0, "cpu"), **knobs)
+        return sum(read) / logits.shape[1], tokens
 
 
 @on_devices

@@ -191,7 +191,8 @@ def guided_pivots(lo, hi, s_lo, s_hi, c_lo, c_hi, s_all, c_all, goal, m, CAP: tl
     zc_lo = upper_z(c_lo.to(tl.float32), c_total)
     slope = (upper_z(c_top, c_total) - zc_lo) / (top - lo)  # dz/dv
     zc = zc_lo + slope * (est - lo)
-    density = c_total * 0.39894228 * tl.exp(-0.5 * zc * zc) * slope  # tokens per unit of logit
+    # Tokens per unit of logit: c_total · φ(zc) · dz/dv, φ the normal's density.
+    density = c_total * 0.39894228 * tl.exp(-0.5 * zc * zc) * slope
     d = 0.35 * CAP / density
     d = tl.where((d > 0) & (d < (hi - lo) * 0.0625), d, (hi - lo) * 0.0625)  # (NaN and inf too)
     a, b = tl.maximum(est - d, lo), tl.minimum(est + d, hi)

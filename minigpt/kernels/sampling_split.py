@@ -40,7 +40,7 @@ the thread layout, so the launch's number of warps. So a slice's masses are stor
 each launch adds the S slices up as one tile. The pivots are not stored: every launch recomputes
 them from the same stats with the same code (`_row`, `pivots_in`, `_narrow_level`).
 
-Each launch reads one slice, or the S·N_HIST histogram values, so a row costs a few short
+Each launch reads one slice, or the row's 2·S·N_HIST histogram values, so a row costs a few short
 launches however long it is. A row whose candidates do not fit the list (a huge top_k, a tie
 group thousands strong) is no special case: the finish program goes on with the threshold search
 from the narrowed bracket, streaming the row, and draws as one program per row does (from the
@@ -215,7 +215,8 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         if LEVEL == 0:
             # The slice's mass that min-p keeps: the draw's per-slice mass when min-p's threshold
             # lies above the listed bracket (or, with nothing to search, above the floor). Min-p
-            # off, that is all the mass above the floor: the draw reads level 0's first column.
+            # off, that is all the mass above the floor, which the histogram has: no second look.
+            kept_mass = pick(mass, 0, N_HIST)
             if min_p > 0:
                 log2_min_p = min_p_cutoff(min_p)
                 kept = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -223,7 +224,8 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
                     offs = i + tl.arange(0, BLOCK)
                     x = tl.load(src + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
                     kept += kept_weight(x, floor, log2_min_p, m, c2)
-                tl.store(keep_mass + row * S + s, tl.sum(kept, axis=0))
+                kept_mass = tl.sum(kept, axis=0)
+            tl.store(keep_mass + row * S + s, kept_mass)
 
 
 @triton.jit

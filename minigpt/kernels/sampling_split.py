@@ -75,8 +75,9 @@ MAX_SPLITS = 64  # the plan reads 2·S·N_HIST histogram values in every program
 # histogram, the split path's time grew with the slice's length (about 42, 60, 95 and 166 µs at
 # S = 32, 16, 8 and 4), while one program per row took 37 µs with every filter on and 68–84 µs for
 # top-p alone: S = 32 (batch 1) won for top-p and lost by 5 µs with every filter on; S = 16
-# (batch 5–8) won by 24 µs for top-p and lost by 22 with every filter on, most of it in the
-# histogram, which now compares each logit with 2 × 16 pivots instead of 128; S ≤ 8 lost to both.
+# (batch 5–8) won by 24 µs for top-p and lost by 22 with every filter on; S ≤ 8 lost to both. The
+# histogram (18 of 39 µs at S = 32; at S = 16 its slices are twice as long) now compares each logit with 2 × 16
+# pivots instead of 128, which is why batch 5–8 splits now: not yet timed on a GPU.
 MIN_SPLITS = 16
 
 

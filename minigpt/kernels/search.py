@@ -19,7 +19,7 @@ counts and sums over the row, never its order:
 
 mass(l ≥ v) = Σ exp((l - max) / T) over those tokens: softmax's numerator, without normalising.
 
-## Threshold search: bisection on the logit value
+## Threshold search: bracketing on the logit value
 
 count(l ≥ v) and mass(l ≥ v) only fall as v rises, so a threshold is found like a root: bracket
 it in [lo, hi) and shrink the bracket. One pass evaluates several pivots at once (a (BLOCK,
@@ -321,7 +321,7 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
     # the last pass left every token of the bracket in: they sit in a sliver of it (a tie group,
     # neighbouring floats far below a wide bracket), where the interpolation knows nothing, and
     # evenly spaced pivots cut 4-fold rather than 2.
-    c_lo, s_lo, s_all, c_all = c_hi, m_hi, m_hi, c_hi
+    c_lo, s_lo, s_all, c_all = c_hi, m_hi, m_hi, c_hi  # (their types; the first pass sets them)
     even = passes == 0
     while searching & (listed == 0):
         if even:

@@ -3,6 +3,7 @@
     python scripts/bench_sampling.py                                 # vocab 50257, batch 1 8 64 256, fp32 + bf16
     python scripts/bench_sampling.py --batch 1 64 --dtypes bf16 --variants   # also sweep block / warps
     python scripts/bench_sampling.py --batch 1 8 --kernels           # also each kernel's GPU µs
+    python scripts/bench_sampling.py --batch 1 8 --splits 1 8 16 32 64   # graph µs at each split S
 
 One draw per row from logits (B, V), three ways, timed in the same run:
 - fused:        minigpt.kernels.sampling.fused_sample (per-row parameter tensors): in a CUDA graph
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", action="store_true", help="also time the kernel at other block sizes / warps")
     ap.add_argument("--kernels", action="store_true",
                     help="also print each kernel's GPU µs per call (torch.profiler): split path and one program")
+    ap.add_argument("--splits", type=int, nargs="+", default=[], metavar="S",
+                    help="also time the fused kernel in a CUDA graph with each of these programs per row (1: one "
+                         "program per row): the figures MIN_SPLITS and graph_splits are chosen by")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_sampling needs a CUDA GPU")
@@ -167,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"|   kernels, {label}: " + ", ".join(f"{name.split('(')[0]} {t:.1f}"
                                                                   for name, t in times.items())
                               + f" (sum {sum(times.values()):.1f} µs) |", flush=True)
+                if args.splits:  # what each split would cost here, whichever one graph_splits picks
+                    times = {n: time_us(methods(logits, CONFIGS[config_name], {"splits": n})["fused"], args.repeats,
+                                        args.calls, True) for n in args.splits}
+                    print(f"|   graph µs by S | {dtype_name} | {B} | {splits} | "
+                          + ", ".join(f"S={n}: {t:.1f}" for n, t in times.items())
+                          + f" (fastest S={min(times, key=times.get)}) |", flush=True)
                 if args.variants:
                     for block, unroll, warps in VARIANTS:
                         variant = dict(block_size=block, unroll=unroll, num_warps=warps)

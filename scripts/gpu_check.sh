@@ -10,6 +10,8 @@
 #   tests     pytest on CUDA: the fused sampling kernel compiled for the GPU, then tests/test_gpu.py
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
 #   kernels   bench_sampling.py --kernels at batch 1 and 8: each launch's GPU µs (torch.profiler)
+#   splits    bench_sampling.py --splits at batch 1, 4 and 8: the graph's µs at each split S (the
+#             figures MIN_SPLITS in minigpt/kernels/sampling_split.py is chosen by)
 #   generate  scripts/bench_generate.py --device cuda --compile: decode speed, bandwidth limit, KV bytes
 #   train     scripts/bench_train.py on CUDA in bf16, compiled: tokens/s and MFU vs transformers
 #   memory    (not in the default run) bench_train.py with --gradient-checkpointing --chunked-loss,
@@ -24,7 +26,7 @@ out=${OUT:-out/gpu_check}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout, installed or not
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(tests sampling kernels generate train)
+[ ${#steps[@]} -gt 0 ] || steps=(tests sampling kernels splits generate train)
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-560}))
 
 {
@@ -60,13 +62,14 @@ for step in "${steps[@]}"; do
              tests/test_fused_sampling.py tests/test_gpu.py -k "not interpreter" ;;
     sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
     kernels) run kernels 60 python3 scripts/bench_sampling.py --batch 1 8 --kernels --repeats 3 --calls 20 ;;
+    splits) run splits 150 python3 scripts/bench_sampling.py --batch 1 4 8 --splits 1 8 16 32 --repeats 3 --calls 20 ;;
     generate) run generate 180 python3 scripts/bench_generate.py --device cuda --compile --repeats 3 --new-tokens 128 \
                 --batches 1 --ttft-lengths 256,1024 ;;  # batch 1 is the target's; each compiled batch size compiles anew
     train) run train 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --compile --configs 124M \
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
     memory) run memory 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --configs 124M \
               --batch-size 8 --block-size 1024 --steps 5 --warmup 2 --gradient-checkpointing --chunked-loss ;;
-    *) echo "unknown step '$step' (tests, sampling, kernels, generate, train, memory)"; exit 2 ;;
+    *) echo "unknown step '$step' (tests, sampling, kernels, splits, generate, train, memory)"; exit 2 ;;
   esac
 done
 echo "gpu_check: ${summary[*]}" | tee -a "$out/env.txt"

@@ -21,14 +21,12 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from einops import rearrange
 
+from minigpt.chunked_loss import chunked_lm_loss
 from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
 
 IGNORE_INDEX = -100  # a target the loss skips (padding, prompt or context tokens), as in HF and cross_entropy
-# How many logits one chunk of chunked_lm_loss computes at a time: 2**25 fp32 values are 128 MiB,
-# about 670 positions of GPT-2's 50,257-token vocabulary (and a whole 8×1024 batch of a 4,096 one).
-LOSS_CHUNK_LOGITS = 2**25
 
 
 class CausalSelfAttention(nn.Module):
@@ -138,7 +136,7 @@ class GPT(nn.Module):
         # it on with --gradient-checkpointing (TrainConfig).
         self.gradient_checkpointing = False
         # The loss computed a chunk of positions at a time, never holding all the logits: see
-        # chunked_lm_loss. Off by default; training turns it on with --chunked-loss.
+        # minigpt/chunked_loss.py. Off by default; training turns it on with --chunked-loss.
         self.chunked_loss = False
         if not meta:
             self.apply(self._init_weights)
@@ -243,7 +241,7 @@ class GPT(nn.Module):
                              f"got {tuple(targets.shape)} with logits_to_keep={logits_to_keep}")
         x = self.hidden_states(idx, **cache_args)
         if targets is not None and self.chunked_loss:
-            return None, chunked_lm_loss(self.lm_head, x, targets)
+            return None, chunked_lm_loss(self.lm_head, x, targets, IGNORE_INDEX)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]  # (B, k, C)
         logits = self.lm_head(x)  # (B, T, V), or (B, k, V)
@@ -288,31 +286,6 @@ class GPT(nn.Module):
         from minigpt.checkpoint import save_gpt
 
         save_gpt(self, path)
-
-
-def chunked_lm_loss(lm_head: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """GPT.forward's loss, computed without ever holding all (B·T, V) logits.
-
-    The logits are the largest activation of a language model: (B, T, V) at V = 50,257 is 65×
-    wider than a (B, T, C) hidden state at C = 768, and cross-entropy keeps their fp32 softmax
-    for backward, then backward makes their gradient, as large again. At 8×1024 tokens that is
-    over 3 GiB, more than all twelve blocks together once --gradient-checkpointing drops theirs.
-    Here the positions go through the LM head and the loss a chunk at a time, each chunk under
-    activation checkpointing: forward keeps only its summed loss, and backward computes the
-    chunk's logits again, takes their gradient and frees them before the next chunk. The price is
-    one more LM-head matmul in backward. The loss equals the plain one up to fp32 rounding (the
-    sum runs in another order), not bitwise.
-    """
-    x, targets = x.flatten(0, 1), targets.flatten()  # (B·T, C), (B·T,)
-    rows = max(1, LOSS_CHUNK_LOGITS // lm_head.weight.shape[0])
-
-    def summed_loss(x_chunk: torch.Tensor, t_chunk: torch.Tensor) -> torch.Tensor:
-        logits = lm_head(x_chunk).float()  # (rows, V): the only logits alive at a time
-        return F.cross_entropy(logits, t_chunk, ignore_index=IGNORE_INDEX, reduction="sum")
-
-    total = sum(torch.utils.checkpoint.checkpoint(summed_loss, xc, tc, use_reentrant=False)
-                for xc, tc in zip(x.split(rows), targets.split(rows)))
-    return total / (targets != IGNORE_INDEX).sum()  # the mean over counted positions, as cross_entropy's
 
 
 def warn_if_training(model: nn.Module, doing: str) -> None:

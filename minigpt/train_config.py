@@ -81,7 +81,7 @@ class TrainConfig:
     gradient_checkpointing: bool = flag(False, "keep only each block's input and recompute the rest during backward: "
                                                "a fraction of the activation memory, for about a third more compute")
     chunked_loss: bool = flag(False, "compute the logits and the loss a chunk of positions at a time, never all at once: "
-                                     "far less memory at a large vocabulary, for one more LM-head matmul")
+                                     "far less memory at a large vocabulary; the gradients are taken in forward, so nothing runs twice")
     seed: int = flag(1337, "seeds the weights, every batch and every dropout mask")
 
     # The inputs a run reads by path. training_state.pt keeps the config, and a bare --resume takes

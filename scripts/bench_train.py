@@ -14,8 +14,8 @@ On a GPU it also reports MFU: achieved FLOP/s (6·N + 12·L·C·T per token) / t
 and each step's peak memory. `--gradient-checkpointing` adds two rows, the same steps with
 activation checkpointing on: `transformers+ckpt` (its `activation_checkpointing_enable`, non-reentrant
 as minigpt's) and `minigpt+train+ckpt`; their MFU still counts the model's FLOPs, not the recomputed forward.
-`--chunked-loss` adds `minigpt+train+chunk` (`minigpt train --chunked-loss`: the logits and the loss a
-chunk of positions at a time), and with --gradient-checkpointing `minigpt+train+ckpt+chunk`, both switches.
+`--chunked-loss` adds `minigpt+train+chunk` (`minigpt train --chunked-loss`: the logits, the loss and
+their gradients a chunk of positions at a time), and with --gradient-checkpointing `minigpt+train+ckpt+chunk`, both switches.
 """
 from __future__ import annotations
 

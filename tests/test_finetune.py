@@ -449,17 +449,20 @@ def test_gradient_checkpointing_fine_tunes_a_lora_classifier_to_the_same_weights
 
 def test_chunked_loss_fine_tunes_lora_to_the_same_weights_up_to_rounding(base, tmp_path, monkeypatch):
     """--chunked-loss in a LoRA language-model fine-tune (4 chunks of 40 positions a batch, the
-    last short): the plain run's adapters, up to fp32 rounding."""
-    import minigpt.model
+    last short): the plain run's adapters, up to fp32 rounding. The chunked loss forms
+    cross-entropy's gradient itself (softmax - onehot), which rounds differently from autograd's
+    by ~1e-7; AdamW at lr 1e-2 normalises each gradient by its own size, so where a gradient is
+    near 0 that difference grows: 2.4e-5 in an adapter entry of size ~0.1 after 4 steps."""
+    import minigpt.chunked_loss
 
-    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", 300 * 40)
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", 300 * 40)
     args = ("--data", str(base / "corpus.txt"), "--strategy", "lora", "--lora-dropout", "0.1", "--dropout", "0.1", "--lr", "1e-2")
     assert _run(base, tmp_path / "plain", *args) == 0
     assert _run(base, tmp_path / "chunked", *args, "--chunked-loss") == 0
     a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("plain", "chunked"))
     assert b["config"]["chunked_loss"] and not a["config"]["chunked_loss"]
     for k in a["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-4), k
     assert any("lora" in k for k in a["model"])
 
 

@@ -460,14 +460,16 @@ def test_initializer_range_zero_is_a_valid_setting():
 
 
 def test_chunked_loss_matches_the_plain_loss_and_keeps_no_logits(monkeypatch):
-    """--chunked-loss: the positions go through the LM head and the loss a chunk at a time, each
-    recomputed in backward. The loss (skipped targets and a short last chunk included) and the
+    """--chunked-loss: the positions go through the LM head and the loss a chunk at a time, their
+    gradients taken in forward. The loss (skipped targets and a short last chunk included) and the
     gradients equal the plain ones up to fp32 rounding, dropout masks and all, and autograd no
-    longer keeps the (B·T, V) softmax: with the blocks checkpointed too, almost nothing is kept."""
+    longer keeps the (B·T, V) softmax: with the blocks checkpointed too, little more than the
+    weight's own gradient is kept."""
+    import minigpt.chunked_loss
     import minigpt.model
 
     V = 2048
-    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", V * 100)  # 100 positions a chunk: 5 full, 1 of 12
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", V * 100)  # 100 positions a chunk: 5 full, 1 of 12
     torch.manual_seed(0)
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=V, n_layer=2, dropout=0.1)).train()
     idx = torch.randint(0, V, (4, 128))
@@ -506,8 +508,10 @@ def test_chunked_loss_matches_the_plain_loss_and_keeps_no_logits(monkeypatch):
     model.gradient_checkpointing = True
     plain_bytes, chunked_bytes = kept(False), kept(True)
     softmax_bytes = 4 * 128 * V * 4  # what plain cross-entropy keeps: the fp32 log-softmax
-    print(f"kept with checkpointed blocks: {plain_bytes / 1e6:.2f} MB plain loss, {chunked_bytes / 1e6:.2f} MB chunked")
-    assert plain_bytes > softmax_bytes > 4 * chunked_bytes
+    grad_w_bytes = model.lm_head.weight.numel() * 4  # what the chunked loss keeps from forward: ∂loss/∂W (fp32)
+    print(f"kept with checkpointed blocks: {plain_bytes / 1e6:.2f} MB plain loss, {chunked_bytes / 1e6:.2f} MB chunked "
+          f"({grad_w_bytes / 1e6:.2f} MB of it ∂loss/∂W)")
+    assert plain_bytes > softmax_bytes > 4 * (chunked_bytes - grad_w_bytes) > 0
     # Without autograd (evaluation) the chunks simply run: the same loss as the plain forward.
     with torch.no_grad():
         model.eval()
@@ -516,12 +520,48 @@ def test_chunked_loss_matches_the_plain_loss_and_keeps_no_logits(monkeypatch):
         assert chunked_eval.item() == pytest.approx(model(idx, targets)[1].item(), rel=1e-6)
 
 
+def test_chunked_loss_gradients_under_autocast_a_scaled_loss_and_a_frozen_head(monkeypatch):
+    """The gradients the chunked loss takes in forward, where the plain loss's autograd would
+    differ: under bf16 autocast (the matmuls in bf16, as the plain head's) they are no further
+    from fp32's than the plain loss's; a loss scaled before backward (gradient accumulation
+    divides it) scales them; a frozen head (wte frozen by a fine-tune) gets none, the rest the
+    plain ones."""
+    import minigpt.chunked_loss
+
+    V = 1024
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", V * 96)  # 96 positions a chunk: 2 full, 1 of 64
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=V, n_layer=2)).train()
+    idx = torch.randint(0, V, (2, 128))
+
+    def grads(chunked: bool, autocast: bool = False, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        model.chunked_loss = chunked
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(idx, idx.roll(-1, dims=1))[1]
+        (loss * scale).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    def largest_relative_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        assert a.keys() == b.keys()
+        return max(((a[n] - b[n]).abs().max() / b[n].abs().max()).item() for n in b)
+
+    exact = grads(False)
+    plain_err, chunked_err = (largest_relative_diff(grads(c, autocast=True), exact) for c in (False, True))
+    print(f"bf16 autocast vs fp32, relative to each tensor's largest: {plain_err:.1e} plain, {chunked_err:.1e} chunked")
+    assert 1e-4 < chunked_err < 1.5 * plain_err  # bf16 did round (1e-4), and chunking adds nothing to it
+    assert largest_relative_diff(grads(True, scale=0.25), {n: g * 0.25 for n, g in exact.items()}) < 1e-5
+    model.transformer.wte.weight.requires_grad_(False)
+    frozen = grads(True)
+    assert "transformer.wte.weight" not in frozen and largest_relative_diff(frozen, grads(False)) < 1e-5
+
+
 def test_chunked_loss_under_torch_compile(monkeypatch):
     """torch.compile traces the chunk loop and its checkpoints (`minigpt train --compile
     --chunked-loss`): the eager, plain model's loss and gradients."""
-    import minigpt.model
+    import minigpt.chunked_loss
 
-    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", 256 * 48)  # 48 positions a chunk: 2 full, 1 of 32
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", 256 * 48)  # 48 positions a chunk: 2 full, 1 of 32
     model, plain_loss, plain = eager_loss_and_grads()
     model.chunked_loss = True
     loss, diff = compiled_loss_and_grad_diff(model, plain)
@@ -533,7 +573,7 @@ def test_chunked_loss_runs_chunks_of_the_rows_its_logits_budget_allows(monkeypat
     """Mutants R9-2/R9-3: a chunk's rows came from LOSS_CHUNK_LOGITS over the hidden width C, not
     the vocabulary V (chunks V/C times too large: the memory the switch saves, spent again), and a
     vocabulary wider than the budget got 0 rows, not 1 (`split(0)`: no loss at all)."""
-    import minigpt.model
+    import minigpt.chunked_loss
 
     V = 256
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=V, n_layer=1)).eval()  # n_embd 64: V/C = 4
@@ -544,7 +584,7 @@ def test_chunked_loss_runs_chunks_of_the_rows_its_logits_budget_allows(monkeypat
         plain = model(idx, idx)[1].item()
         model.chunked_loss = True
         for budget, chunks in ((V * 40, [40, 40, 20]), (V - 1, [1] * 100)):  # the last: 1 row, never 0
-            monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", budget)
+            monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", budget)
             rows.clear()
             loss = model(idx, idx)[1]
             assert rows == chunks and loss.item() == pytest.approx(plain, rel=1e-6)

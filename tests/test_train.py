@@ -989,9 +989,9 @@ def test_chunked_loss_trains_to_the_same_weights_up_to_rounding(tmp_path, monkey
     """--chunked-loss (here 24 positions a chunk: 3 chunks of a 4×16 batch, the last one short)
     changes only the order the loss is summed in: 6 steps with dropout end at the plain run's
     weights and logged losses, to fp32 rounding."""
-    import minigpt.model
+    import minigpt.chunked_loss
 
-    monkeypatch.setattr(minigpt.model, "LOSS_CHUNK_LOGITS", VOCAB * 24)
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", VOCAB * 24)
     data = make_data(tmp_path / "data")
     assert parse_config(TrainConfig, ["--chunked-loss"], "t", "").chunked_loss
     pretrain(tiny_cfg(data, tmp_path / "chunked", max_iters=6, chunked_loss=True))

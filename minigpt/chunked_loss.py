@@ -1,0 +1,99 @@
+"""The language-model loss a chunk of positions at a time (`--chunked-loss`), gradients included.
+
+Where it sits: `GPT.forward(idx, targets)` with `model.chunked_loss = True` calls
+`chunked_lm_loss` in place of `lm_head` + `F.cross_entropy` (minigpt/model.py).
+
+## Why chunk
+
+The logits are the largest activation of a language model: (B, T, V) at V = 50,257 is 65× wider
+than a (B, T, C) hidden state at C = 768. Plain cross-entropy keeps their fp32 softmax for
+backward, and backward then makes their gradient, as large again: over 3 GiB at 8×1024 tokens,
+more than all twelve blocks together once --gradient-checkpointing drops theirs. Here the positions
+go through the LM head and the loss LOSS_CHUNK_LOGITS logits at a time, and no chunk's logits
+outlive it.
+
+## Gradients in the forward pass
+
+Checkpointing each chunk would keep the memory low too, but backward would then compute every
+chunk's logits a second time: one more LM-head matmul (V × C per position), which cost 27–29 % of
+a training step on a CPU (BENCHMARKS.md). Instead, each chunk's gradients are taken while its
+logits are alive, from the closed form of cross-entropy's gradient:
+
+    loss = (1/n) Σ_rows logsumexp(z) - z[target],   z = x Wᵀ one row's logits, n the counted rows
+    ∂loss/∂z = (softmax(z) - onehot(target)) / n      (0 for a skipped row)
+    ∂loss/∂x = (∂loss/∂z) W,    ∂loss/∂W = Σ_rows (∂loss/∂z)ᵀ x
+
+So forward does the three matmuls that forward and backward of the plain loss do, and keeps only
+∂loss/∂x (the size of x) and ∂loss/∂W (the size of the weight, which its .grad needs anyway);
+backward just scales them by the incoming gradient (1, or the scale of gradient accumulation).
+Liger-Kernel's fused linear cross-entropy does the same on GPUs. The loss and gradients equal the
+plain ones up to rounding, not bitwise: the sums over rows run in another order, and autograd's
+softmax backward rounds ∂/∂z its own way.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# How many logits one chunk computes at a time: 2**25 fp32 values are 128 MiB, about 670 positions
+# of GPT-2's 50,257-token vocabulary (and a whole 8×1024 batch of a 4,096 one).
+LOSS_CHUNK_LOGITS = 2**25
+
+
+def chunked_lm_loss(lm_head: nn.Linear, x: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy of the logits lm_head(x) against targets, positions labelled ignore_index
+    skipped (GPT.forward's loss): x (B, T, C), targets (B, T), lm_head without a bias (GPT-2's is
+    the token embedding, tied)."""
+    x, targets = x.flatten(0, 1), targets.flatten()  # (B·T, C), (B·T,)
+    rows = max(1, LOSS_CHUNK_LOGITS // lm_head.weight.shape[0])
+    if torch.is_grad_enabled() and (x.requires_grad or lm_head.weight.requires_grad):
+        return LinearCrossEntropy.apply(x, lm_head.weight, targets, rows, ignore_index)
+    # Evaluation: the chunks' losses alone (through the module: minigpt/linear.py's fast path).
+    total = sum(F.cross_entropy(lm_head(xc).float(), tc, ignore_index=ignore_index, reduction="sum")
+                for xc, tc in zip(x.split(rows), targets.split(rows)))
+    return total / (targets != ignore_index).sum()  # the mean over counted positions, as cross_entropy's
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """The mean over counted rows of cross_entropy(x Wᵀ, targets), `rows` positions at a time, with
+    ∂/∂x and ∂/∂W computed in forward (the module docstring says why and how)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
+                ignore_index: int) -> torch.Tensor:
+        n = (targets != ignore_index).sum()  # the mean's divisor (a tensor: no wait for the host)
+        grad_x = torch.zeros_like(x) if x.requires_grad else None
+        # Summed over every chunk in fp32, whatever the weight's dtype: a bf16 sum of ~12 chunks
+        # would round each partial sum to 8 bits.
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight.requires_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for start in range(0, x.shape[0], rows):
+            xc, tc = x[start:start + rows], targets[start:start + rows]
+            z = F.linear(xc, weight)  # (rows, V), in the dtype autocast or the weight picks
+            dtype = z.dtype
+            log_p = F.log_softmax(z.float(), dim=-1)  # z's memory is free once this is made
+            del z
+            counted = tc != ignore_index
+            at = torch.where(counted, tc, 0)[:, None]  # a skipped row's target, as a valid index
+            total -= torch.where(counted, log_p.gather(1, at).squeeze(1), 0.0).sum()
+            # ∂mean/∂z = (softmax - onehot(target)) / n, built in log_p's own memory; skipped rows 0.
+            g = log_p.exp_()
+            g.scatter_add_(1, at, torch.full_like(g[:, :1], -1.0))
+            g = g.mul_(counted[:, None] / n).to(dtype)  # the matmuls' dtype
+            if grad_x is not None:
+                grad_x[start:start + rows] = g @ weight  # (rows, C)
+            if grad_w is not None:
+                grad_w += g.T @ xc  # (V, C)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_mean: torch.Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        # ∂mean/∂x and ∂mean/∂W were measured in forward: the chain rule only scales them (by 1 in
+        # a plain backward; by the gradient-accumulation or loss scale when one is applied).
+        dx = grad_x * grad_mean.to(grad_x.dtype) if grad_x is not None else None
+        dw = (grad_w * grad_mean).to(ctx.weight_dtype) if grad_w is not None else None
+        return dx, dw, None, None, None

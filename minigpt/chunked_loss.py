@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 # How many logits one chunk computes at a time: 2**25 fp32 values are 128 MiB, about 670 positions
 # of GPT-2's 50,257-token vocabulary (and a whole 8×1024 batch of a 4,096 one).
@@ -90,6 +91,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return total / n
 
     @staticmethod
+    @once_differentiable  # the saved gradients are numbers, not functions of x and W: no second derivative
     def backward(ctx, grad_mean: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
         # ∂mean/∂x and ∂mean/∂W were measured in forward: the chain rule only scales them (by 1 in

@@ -30,8 +30,8 @@ import torch
 from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids
 from minigpt.model import warn_if_training
 from minigpt.prefill_decode import DecodeState
-from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
-from minigpt.row_params import Param
+from minigpt.penalties import ban_repeated_ngrams, compiled_penalize, penalize, penalties_on, token_counts
+from minigpt.row_params import Param, as_tensor
 from minigpt.sampling import draw, exponential_noise, filter_unchecked, kernel_seed, triton_params
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings
@@ -141,7 +141,8 @@ def stream(
     included (minigpt/penalties.py's `ban_repeated_ngrams`). `streamer(tokens)` is called with each
     step's tokens (not with beams). `sampler` picks the sampling backend ("auto" | "torch" |
     "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
-    `decode_step_for`). With `return_stats=True` the result is `(ids, GenerationStats)`.
+    `decode_step_for`) and, outside beam search, the penalties (one fused kernel a step). With
+    `return_stats=True` the result is `(ids, GenerationStats)`.
 
     Past the context: `slide=N` > 0 lets max_new_tokens run past n_positions (only the prompt must
     fit). When the context is full, each row's last N tokens are prefilled again, from position 0,
@@ -210,6 +211,10 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
+        penalize_step = penalize
+        if compile:  # one fused kernel a step, not a dozen; the values as tensors, so none is baked in
+            penalize_step = compiled_penalize()
+            penalties = {name: as_tensor(value, B, device) for name, value in penalties.items()}
     if ngram:  # which of `seq` the n-gram ban may read: left pads are no tokens, new ones are
         real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # (B, T + max_new_tokens)
     pick = token_picker(args.sampler, args.seed, B, device, **args.sampling)  # (B, V) logits → (B,) tokens
@@ -233,7 +238,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             logits = logits.index_fill(1, args.textless, float("-inf"))
         # transformers' order: penalties → n-gram ban → min_new_tokens' EOS mask (→ the filters, in `pick`).
         if penalized:
-            logits = penalize(logits, seen, generated, **penalties)
+            logits = penalize_step(logits, seen, generated, **penalties)
         if ngram:
             logits = ban_repeated_ngrams(logits, seq[:, :T + step], ngram, real[:, :T + step])
         if step < min_new_tokens and eos:

@@ -12,12 +12,15 @@ min-p) → draw → ...`; the filters and the draw are minigpt/sampling.py.
 
 Each parameter is a Python number or a (B,) tensor, one value per row (a `Param`,
 minigpt/row_params.py). These stay torch ops on the GPU too: the fused sampling kernel
-(minigpt/kernels/sampling.py) runs after them, not with them.
+(minigpt/kernels/sampling.py) runs after them, not with them; with compile=True the decode loop
+runs `penalize` compiled, as one fused elementwise kernel (`compiled_penalize`).
 What this file does not do: DRY penalties, or transformers' `sequence_bias` (a bias on given tokens).
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import torch
 
@@ -52,6 +55,15 @@ def penalize(
     # Presence and frequency (OpenAI): a flat cost for having appeared, plus one per occurrence.
     presence, frequency = as_column(presence_penalty, x), as_column(frequency_penalty, x)
     return x - presence * (generated > 0) - frequency * generated
+
+
+@functools.cache  # one compiled function per process: dynamo keeps its graphs per input shape
+def compiled_penalize() -> Callable[..., torch.Tensor]:
+    """`penalize` compiled (torch.compile, fullgraph): its dozen elementwise ops over (B, V) become
+    one fused kernel, where eagerly each is a kernel launch of its own on every decode step (the
+    loop uses it with compile=True). Pass the parameters as (B,) tensors (row_params.as_tensor):
+    a number would be baked into the graph, and a new value would compile it again."""
+    return torch.compile(penalize, fullgraph=True)
 
 
 def apply_penalties(

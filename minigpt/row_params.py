@@ -7,7 +7,9 @@ minigpt/sampling.py take them, so what they share lives here, below both:
   `check_logits` (one row of logits per sequence, (B, V)): the checks their entry points run once;
 - `per_row` spreads the parameters over the rows a prompt becomes (its beams, or its n samples):
   (B,) → (B·copies,);
-- `as_column` shapes one for broadcasting over the vocabulary: (B,) → (B, 1); a number stays a float.
+- `as_column` shapes one for broadcasting over the vocabulary: (B,) → (B, 1); a number stays a float;
+- `as_tensor` makes a number a (B,) tensor too, for code that must not see a number: the fused
+  kernel, and a compiled function, which would bake it into its graph.
 
 The ranges themselves sit with the code they guard: `PARAM_RANGES` in minigpt/sampling.py,
 `PENALTY_RANGE` in minigpt/penalties.py.
@@ -64,3 +66,10 @@ def as_column(value: Param, logits: torch.Tensor) -> Param:
     if isinstance(value, torch.Tensor):
         return value.to(device=logits.device, dtype=torch.float32).reshape(-1, 1)
     return float(value)  # a NumPy scalar too: with a tensor, its `<` or `&` would hand the op to NumPy
+
+
+def as_tensor(value: Param, batch_size: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One value per row as a (B,) tensor of `dtype` on `device`, whether given as a number or a tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype).reshape(batch_size).contiguous()
+    return torch.full((batch_size,), value, dtype=dtype, device=device)

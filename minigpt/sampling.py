@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from minigpt.row_params import Param, as_column, check_logits, check_param, per_row
+from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
 
 # The penalties live in minigpt/penalties.py; the names the README has shown under minigpt.sampling
 # stay importable from here, as the public API (minigpt.sampling.apply_penalties and its kin).
@@ -246,16 +246,11 @@ def resolve_backend(backend: str, device: torch.device, name: str = "backend") -
 
 def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:
     """The fused kernel takes every parameter as a (B,) tensor (so one CUDA graph serves all values)."""
-    def full(v: Param, dtype: torch.dtype) -> torch.Tensor:
-        if isinstance(v, torch.Tensor):
-            return v.to(device=device, dtype=dtype).reshape(B).contiguous()
-        return torch.full((B,), v, dtype=dtype, device=device)
-
     # The kernel's k is int32; any k ≥ V keeps every token, so a larger one is capped, not wrapped around.
     int32_max = torch.iinfo(torch.int32).max
     top_k = top_k.to(torch.long).clamp(max=int32_max) if isinstance(top_k, torch.Tensor) else min(int(top_k), int32_max)
-    return dict(temperature=full(temperature, torch.float32), top_k=full(top_k, torch.int32),
-                top_p=full(top_p, torch.float32), min_p=full(min_p, torch.float32))
+    return dict(temperature=as_tensor(temperature, B, device), top_k=as_tensor(top_k, B, device, torch.int32),
+                top_p=as_tensor(top_p, B, device), min_p=as_tensor(min_p, B, device))
 
 
 def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:

@@ -1305,6 +1305,30 @@ def test_compiled_decode_step_same_tokens_no_recompiles(pair):
 
 
 @torch.no_grad()
+def test_compiled_loop_runs_the_penalties_as_one_compiled_function(pair, monkeypatch):
+    """compile=True also compiles the penalties (a dozen elementwise ops, eagerly a kernel launch
+    each per step): the eager loop's tokens, sampled, with a per-row tensor and numbers among the
+    values; new values reuse the graph (numbers go in as tensors, never baked into it)."""
+    import importlib
+
+    import torch._dynamo
+
+    model, _ = pair
+    torch._dynamo.reset()
+    ids, mask = left_padded(PROMPTS)
+    run = dict(max_new_tokens=12, eos_token_id=[], do_sample=True, seed=3, top_k=20)
+    penalties = dict(repetition_penalty=torch.tensor([1.0, 1.5, 3.0]), presence_penalty=0.8, frequency_penalty=0.4)
+    other = dict(repetition_penalty=1.2, presence_penalty=torch.tensor([0.0, 2.0, 0.5]), frequency_penalty=0.0)
+    eager, eager_other = (generate(model, ids, mask, **run, **p) for p in (penalties, other))
+    assert not torch.equal(eager, generate(model, ids, mask, **run))  # penalties strong enough to change the draws
+    # The loop's eager `penalize` is not called when compiled (the compiled one wraps the original).
+    monkeypatch.setattr(importlib.import_module("minigpt.generate"), "penalize", None)
+    assert torch.equal(generate(model, ids, mask, **run, **penalties, compile=True), eager)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert torch.equal(generate(model, ids, mask, **run, **other, compile=True), eager_other)
+
+
+@torch.no_grad()
 def test_compiled_decode_step_in_bf16_rounds_like_eager(pair):
     """bf16: the compiled step's logits within a few bf16 roundings of eager's, and the same tokens
     but at near-ties (assert_compiled_matches_eager_in_bf16 says why not always)."""

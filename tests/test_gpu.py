@@ -3,7 +3,7 @@
 The rest of the suite runs everywhere (the fused sampling kernel too, in Triton's CPU
 interpreter); this file checks what a CPU cannot exercise: CUDA's attention kernels against
 transformers on the same device, the compiled decode step as a CUDA graph (mode="reduce-overhead",
-static cache buffers; with the n-gram ban beside it), the fused sampler compiled for the GPU inside the decode loop, the KV
+static cache buffers; with the n-gram ban beside it), the compiled penalties, the fused sampler compiled for the GPU inside the decode loop, the KV
 cache's memory as the allocator sees it, a bf16 + torch.compile training run, and what gradient
 checkpointing and the chunked loss save of a training step's peak memory. Without a GPU
 these tests are skipped (CI has none); `bash scripts/gpu_check.sh` runs them with the benchmarks.
@@ -97,6 +97,29 @@ def test_ngram_ban_on_gpu_with_the_cuda_graph_step_and_beams(pair):
     beams = generate(model, ids, mask, num_beams=3, num_return_sequences=3, **{**kw, "no_repeat_ngram_size": 3})
     assert rows_repeating_an_ngram(eager.cpu(), mask.cpu(), 2) == 0
     assert rows_repeating_an_ngram(beams.cpu(), mask.cpu().repeat_interleave(3, 0), 3) == 0
+
+
+@torch.no_grad()
+def test_compiled_penalties_on_gpu(pair):
+    """compile=True runs the penalties as one compiled (Triton) kernel on CUDA, not a dozen eager
+    ones: within a rounding of the eager ops (a division may round its own way), and the greedy
+    loop around it gives the eager loop's tokens, with no CUDA graph skipped."""
+    from torch._dynamo.utils import counters
+
+    from minigpt.penalties import compiled_penalize, penalize, token_counts
+
+    model, _ = pair
+    ids, mask = (t.cuda() for t in left_padded(PROMPTS))
+    logits = torch.randn(3, model.config.vocab_size, device="cuda") * 3
+    counts = token_counts(ids, model.config.vocab_size, mask)
+    values = dict(repetition_penalty=torch.tensor([1.0, 1.3, 2.0], device="cuda"),
+                  presence_penalty=torch.full((3,), 0.5, device="cuda"), frequency_penalty=torch.zeros(3, device="cuda"))
+    torch.testing.assert_close(compiled_penalize()(logits, counts, counts, **values),
+                               penalize(logits, counts, counts, **values), rtol=1e-6, atol=0)
+    counters.clear()
+    kw = dict(max_new_tokens=16, eos_token_id=[], repetition_penalty=1.3, presence_penalty=0.5, frequency_penalty=0.2)
+    assert torch.equal(generate(model, ids, mask, compile=True, **kw), generate(model, ids, mask, **kw))
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")

@@ -29,9 +29,10 @@ passes, exact, and draws with one uniform.
 ## What happens before and around the kernel
 
 - Penalties (repetition, presence, frequency) are NOT fused: minigpt.penalties.penalize applies
-  them with torch ops to the (B, V) counts the decode loop keeps on the device. They are
-  elementwise over the row — one fused elementwise kernel under torch.compile — while fusing them
-  here would add a (B, V) counts read to every one of the search's passes.
+  them with torch ops to the (B, V) counts the decode loop keeps on the device, one small kernel
+  before this one. They are elementwise over the row, so torch.compile makes them one fused
+  kernel (`generate(..., compile=True)` runs them so: penalties.compiled_penalize), while fusing
+  them here would add a (B, V) counts read to every one of the search's passes.
 - Checks, and where they happen: shapes, dtypes, devices and strides are checked on the host on
   every call (free: tensor metadata only). Value ranges (temperature < 0 or inf, top_k < 0,
   top_p ∉ (0, 1], min_p ∉ [0, 1]) and bad logits (NaN, +inf, a row of -inf) are checked inside the

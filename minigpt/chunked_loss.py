@@ -24,8 +24,9 @@ logits are alive, from the closed form of cross-entropy's gradient:
     ∂loss/∂x = (∂loss/∂z) W,    ∂loss/∂W = Σ_rows (∂loss/∂z)ᵀ x
 
 So forward does the three matmuls that forward and backward of the plain loss do, and keeps only
-∂loss/∂x (the size of x) and ∂loss/∂W (the size of the weight, which its .grad needs anyway);
-backward just scales them by the incoming gradient (1, or the scale of gradient accumulation).
+∂loss/∂x and ∂loss/∂W, in fp32 (x's and the weight's shapes: for GPT-2 124M, 154 MB for W, where
+the plain loss's softmax at 8×1024 tokens is 1.6 GB); backward just scales them by the incoming
+gradient (1, or the scale of gradient accumulation or of GradScaler) and casts them back.
 Liger-Kernel's fused linear cross-entropy does the same on GPUs. The loss and gradients equal the
 plain ones up to rounding, not bitwise: the sums over rows run in another order, and autograd's
 softmax backward rounds ∂/∂z its own way.
@@ -45,7 +46,9 @@ LOSS_CHUNK_LOGITS = 2**25
 def chunked_lm_loss(lm_head: nn.Linear, x: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Mean cross-entropy of the logits lm_head(x) against targets, positions labelled ignore_index
     skipped (GPT.forward's loss): x (B, T, C), targets (B, T), lm_head without a bias (GPT-2's is
-    the token embedding, tied)."""
+    the token embedding, tied, and has none)."""
+    if lm_head.bias is not None:
+        raise ValueError("chunked_lm_loss takes an LM head without a bias (GPT-2's has none), got one with a bias")
     x, targets = x.flatten(0, 1), targets.flatten()  # (B·T, C), (B·T,)
     rows = max(1, LOSS_CHUNK_LOGITS // lm_head.weight.shape[0])
     if torch.is_grad_enabled() and (x.requires_grad or lm_head.weight.requires_grad):
@@ -64,38 +67,44 @@ class LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
                 ignore_index: int) -> torch.Tensor:
         n = (targets != ignore_index).sum()  # the mean's divisor (a tensor: no wait for the host)
-        grad_x = torch.zeros_like(x) if x.requires_grad else None
-        # Summed over every chunk in fp32, whatever the weight's dtype: a bf16 sum of ~12 chunks
-        # would round each partial sum to 8 bits.
+        # Both gradients are summed in fp32, whatever the model's dtype (a bf16 sum over ~12 chunks
+        # would round every partial sum to 8 bits), and cast back in backward.
+        grad_x = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if x.requires_grad else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight.requires_grad else None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for start in range(0, x.shape[0], rows):
             xc, tc = x[start:start + rows], targets[start:start + rows]
             z = F.linear(xc, weight)  # (rows, V), in the dtype autocast or the weight picks
-            dtype = z.dtype
-            log_p = F.log_softmax(z.float(), dim=-1)  # z's memory is free once this is made
+            # The gradient's matmuls run in z's dtype, as autograd's would, but not in fp16: its
+            # range loses softmax's small probabilities (below 6e-8 they are 0), and the loss scale
+            # that keeps the plain loss's gradient in range (GradScaler) reaches only backward.
+            dtype = torch.float32 if z.dtype == torch.float16 else z.dtype
+            log_p = F.log_softmax(z, dim=-1, dtype=torch.float32)  # (rows, V) fp32; z is freed next
             del z
             counted = tc != ignore_index
             at = torch.where(counted, tc, 0)[:, None]  # a skipped row's target, as a valid index
             total -= torch.where(counted, log_p.gather(1, at).squeeze(1), 0.0).sum()
-            # ∂mean/∂z = (softmax - onehot(target)) / n, built in log_p's own memory; skipped rows 0.
+            # ∂mean/∂z = (softmax - onehot(target)) / n, built in log_p's own memory; skipped rows 0
+            # (and every row, not NaN, when all are skipped: n = 0).
             g = log_p.exp_()
             g.scatter_add_(1, at, torch.full_like(g[:, :1], -1.0))
-            g = g.mul_(counted[:, None] / n).to(dtype)  # the matmuls' dtype
-            if grad_x is not None:
-                grad_x[start:start + rows] = g @ weight  # (rows, C)
-            if grad_w is not None:
-                grad_w += g.T @ xc  # (V, C)
+            g = g.mul_(counted[:, None] / n.clamp_min(1)).to(dtype)
+            with torch.autocast(x.device.type, enabled=False):  # in `dtype`, not autocast's
+                if grad_x is not None:
+                    grad_x[start:start + rows] = g @ weight.to(dtype)  # (rows, C)
+                if grad_w is not None:
+                    grad_w += g.T @ xc.to(dtype)  # (V, C)
         ctx.save_for_backward(grad_x, grad_w)
-        ctx.weight_dtype = weight.dtype
+        ctx.dtypes = x.dtype, weight.dtype
         return total / n
 
     @staticmethod
     @once_differentiable  # the saved gradients are numbers, not functions of x and W: no second derivative
-    def backward(ctx, grad_mean: torch.Tensor):
+    def backward(ctx, grad_mean: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_x, grad_w = ctx.saved_tensors
+        x_dtype, weight_dtype = ctx.dtypes
         # ∂mean/∂x and ∂mean/∂W were measured in forward: the chain rule only scales them (by 1 in
         # a plain backward; by the gradient-accumulation or loss scale when one is applied).
-        dx = grad_x * grad_mean.to(grad_x.dtype) if grad_x is not None else None
-        dw = (grad_w * grad_mean).to(ctx.weight_dtype) if grad_w is not None else None
+        dx = (grad_x * grad_mean).to(x_dtype) if grad_x is not None else None
+        dw = (grad_w * grad_mean).to(weight_dtype) if grad_w is not None else None
         return dx, dw, None, None, None

@@ -212,7 +212,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         seen = token_counts(input_ids, V, attention_mask)  # (B, V)
         generated = torch.zeros_like(seen)
         penalize_step = penalize
-        if compile:  # one fused kernel a step, not a dozen; the values as tensors, so none is baked in
+        if compile:  # one fused kernel a step, not a dozen; every value a tensor: one graph for all
             penalize_step = compiled_penalize()
             penalties = {name: as_tensor(value, B, device) for name, value in penalties.items()}
     if ngram:  # which of `seq` the n-gram ban may read: left pads are no tokens, new ones are

@@ -61,8 +61,8 @@ def penalize(
 def compiled_penalize() -> Callable[..., torch.Tensor]:
     """`penalize` compiled (torch.compile, fullgraph): its dozen elementwise ops over (B, V) become
     one fused kernel, where eagerly each is a kernel launch of its own on every decode step (the
-    loop uses it with compile=True). Pass the parameters as (B,) tensors (row_params.as_tensor):
-    a number would be baked into the graph, and a new value would compile it again."""
+    loop uses it with compile=True). The loop passes every parameter as a (B,) tensor
+    (row_params.as_tensor), so one graph serves numbers and per-row values alike, whatever they are."""
     return torch.compile(penalize, fullgraph=True)
 
 

@@ -525,8 +525,10 @@ def test_chunked_loss_gradients_under_autocast_a_scaled_loss_and_a_frozen_head(m
     differ: under bf16 autocast (the matmuls in bf16, as the plain head's) they are no further
     from fp32's than the plain loss's; a loss scaled before backward (gradient accumulation
     divides it) scales them; a frozen head (wte frozen by a fine-tune) gets none, the rest the
-    plain ones."""
+    plain ones; with every target skipped the loss is NaN, as the plain one, and the gradients 0,
+    not NaN."""
     import minigpt.chunked_loss
+    from minigpt.model import IGNORE_INDEX
 
     V = 1024
     monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", V * 96)  # 96 positions a chunk: 2 full, 1 of 64
@@ -534,31 +536,78 @@ def test_chunked_loss_gradients_under_autocast_a_scaled_loss_and_a_frozen_head(m
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=V, n_layer=2)).train()
     idx = torch.randint(0, V, (2, 128))
 
-    def grads(chunked: bool, autocast: bool = False, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def grads(chunked: bool, autocast: torch.dtype | None = None, scale: float = 1.0,
+              targets: torch.Tensor = idx.roll(-1, dims=1)) -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
         model.chunked_loss = chunked
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(idx, idx.roll(-1, dims=1))[1]
+        with torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
+            loss = model(idx, targets)[1]
         (loss * scale).backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return {n: p.grad / scale for n, p in model.named_parameters() if p.grad is not None}
 
     def largest_relative_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
         assert a.keys() == b.keys()
         return max(((a[n] - b[n]).abs().max() / b[n].abs().max()).item() for n in b)
 
     exact = grads(False)
-    plain_err, chunked_err = (largest_relative_diff(grads(c, autocast=True), exact) for c in (False, True))
+    plain_err, chunked_err = (largest_relative_diff(grads(c, torch.bfloat16), exact) for c in (False, True))
     print(f"bf16 autocast vs fp32, relative to each tensor's largest: {plain_err:.1e} plain, {chunked_err:.1e} chunked")
     assert 1e-4 < chunked_err < 1.5 * plain_err  # bf16 did round (1e-4), and chunking adds nothing to it
-    assert largest_relative_diff(grads(True, scale=0.25), {n: g * 0.25 for n, g in exact.items()}) < 1e-5
+    assert largest_relative_diff(grads(True, scale=0.25), exact) < 1e-5
+    skipped = grads(True, targets=torch.full_like(idx, IGNORE_INDEX))
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in skipped.values())
+    assert model(idx, torch.full_like(idx, IGNORE_INDEX))[1].isnan()
     model.transformer.wte.weight.requires_grad_(False)
     frozen = grads(True)
     assert "transformer.wte.weight" not in frozen and largest_relative_diff(frozen, grads(False)) < 1e-5
 
 
+def test_chunked_loss_in_fp16_keeps_the_small_probabilities(monkeypatch):
+    """fp16 autocast, with GradScaler's loss scale: the plain loss's backward scales the logits'
+    gradient (softmax - onehot) / n by 65536 before fp16 sees it; the chunked loss forms it in
+    forward, before any scale, where at 8,192 tokens and 2,048 positions a typical entry (~6e-8)
+    is at the bottom of fp16's range. So its matmuls run in fp32 there: no further from fp32's
+    gradients than the plain loss's (in fp16 they were 16× further)."""
+    import minigpt.chunked_loss
+
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", 8192 * 512)  # 4 chunks
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 8192, bias=False)
+    x, targets = torch.randn(1, 2048, 64), torch.randint(0, 8192, (1, 2048))
+
+    def grads(loss_fn, autocast: bool, scale: float = 65536.0) -> list[torch.Tensor]:
+        head.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
+            loss = loss_fn(xg)
+        (loss * scale).backward()
+        return [xg.grad / scale, head.weight.grad / scale]
+
+    def plain(xg: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(head(xg).float().flatten(0, 1), targets.flatten())
+
+    def chunked(xg: torch.Tensor) -> torch.Tensor:
+        return minigpt.chunked_loss.chunked_lm_loss(head, xg, targets, -100)
+
+    exact = grads(plain, autocast=False)
+    errors = [max(((g - e).norm() / e.norm()).item() for g, e in zip(grads(fn, autocast=True), exact))
+              for fn in (plain, chunked)]
+    print(f"fp16 autocast vs fp32, relative norm of the difference: {errors[0]:.1e} plain, {errors[1]:.1e} chunked")
+    assert errors[1] < 1.5 * errors[0]
+
+
+def test_chunked_loss_refuses_a_head_with_a_bias():
+    """Its gradients are for x Wᵀ alone: a bias would be left out of training, silently."""
+    from minigpt.chunked_loss import chunked_lm_loss
+
+    x = torch.randn(1, 4, 8, requires_grad=True)
+    with pytest.raises(ValueError, match="an LM head without a bias"):
+        chunked_lm_loss(torch.nn.Linear(8, 16), x, torch.zeros(1, 4, dtype=torch.long), -100)
+
+
 def test_chunked_loss_under_torch_compile(monkeypatch):
-    """torch.compile traces the chunk loop and its checkpoints (`minigpt train --compile
-    --chunked-loss`): the eager, plain model's loss and gradients."""
+    """torch.compile traces the chunked loss's autograd Function, its chunk loop and all (`minigpt
+    train --compile --chunked-loss`): the eager, plain model's loss and gradients."""
     import minigpt.chunked_loss
 
     monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", 256 * 48)  # 48 positions a chunk: 2 full, 1 of 32

@@ -72,28 +72,31 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_x = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if x.requires_grad else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight.requires_grad else None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
-        for start in range(0, x.shape[0], rows):
-            xc, tc = x[start:start + rows], targets[start:start + rows]
-            z = F.linear(xc, weight)  # (rows, V), in the dtype autocast or the weight picks
-            # The gradient's matmuls run in z's dtype, as autograd's would, but not in fp16: its
-            # range loses softmax's small probabilities (below 6e-8 they are 0), and the loss scale
-            # that keeps the plain loss's gradient in range (GradScaler) reaches only backward.
-            dtype = torch.float32 if z.dtype == torch.float16 else z.dtype
-            log_p = F.log_softmax(z, dim=-1, dtype=torch.float32)  # (rows, V) fp32; z is freed next
-            del z
-            counted = tc != ignore_index
-            at = torch.where(counted, tc, 0)[:, None]  # a skipped row's target, as a valid index
-            total -= torch.where(counted, log_p.gather(1, at).squeeze(1), 0.0).sum()
-            # ∂mean/∂z = (softmax - onehot(target)) / n, built in log_p's own memory; skipped rows 0
-            # (and every row, not NaN, when all are skipped: n = 0).
-            g = log_p.exp_()
-            g.scatter_add_(1, at, torch.full_like(g[:, :1], -1.0))
-            g = g.mul_(counted[:, None] / n.clamp_min(1)).to(dtype)
-            with torch.autocast(x.device.type, enabled=False):  # in `dtype`, not autocast's
+        # The matmuls run in autocast's dtype when it is on, as the plain head's would, else in the
+        # weight's; the weight is cast once here, where autocast would cast it for every chunk. The
+        # gradient's matmuls never run in fp16: its range loses softmax's small probabilities (below
+        # 6e-8 they are 0), and the loss scale that keeps the plain loss's gradient in range
+        # (GradScaler) reaches only backward.
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        grad_dtype = torch.float32 if dtype == torch.float16 else dtype
+        w, w_grad = weight.to(dtype), weight.to(grad_dtype)
+        with torch.autocast(device, enabled=False):
+            for start in range(0, x.shape[0], rows):
+                xc, tc = x[start:start + rows], targets[start:start + rows]
+                log_p = F.log_softmax(F.linear(xc.to(dtype), w), dim=-1, dtype=torch.float32)  # (rows, V)
+                counted = tc != ignore_index
+                at = torch.where(counted, tc, 0)[:, None]  # a skipped row's target, as a valid index
+                total -= torch.where(counted, log_p.gather(1, at).squeeze(1), 0.0).sum()
+                # ∂mean/∂z = (softmax - onehot(target)) / n, built in log_p's own memory; skipped
+                # rows 0 (and every row, not NaN, when all are skipped: n = 0).
+                g = log_p.exp_()
+                g.scatter_add_(1, at, torch.full_like(g[:, :1], -1.0))
+                g = g.mul_(counted[:, None] / n.clamp_min(1)).to(grad_dtype)
                 if grad_x is not None:
-                    grad_x[start:start + rows] = g @ weight.to(dtype)  # (rows, C)
+                    grad_x[start:start + rows] = g @ w_grad  # (rows, C)
                 if grad_w is not None:
-                    grad_w += g.T @ xc.to(dtype)  # (V, C)
+                    grad_w += g.T @ xc.to(grad_dtype)  # (V, C)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.dtypes = x.dtype, weight.dtype
         return total / n

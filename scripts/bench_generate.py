@@ -3,6 +3,7 @@
     python scripts/bench_generate.py                          # 124M, fp32 + bf16, batch 1 and 8
     python scripts/bench_generate.py --repeats 7 --new-tokens 128 --compile
     python scripts/bench_generate.py --device cuda --compile       # on a GPU: bf16 rows vs transformers bf16
+    python scripts/bench_generate.py --device cuda --compile --repetition-penalty 1.2   # penalties in every step
 
 What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
 so both see the same machine load):
@@ -145,7 +146,7 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
 
 
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
-                 ours_dtype: torch.dtype) -> tuple[float, ...]:
+                 ours_dtype: torch.dtype, repetition_penalty: float = 1.0) -> tuple[float, ...]:
     """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
     size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
     a step: (ours, theirs) three times, NaN where not measured.
@@ -160,11 +161,12 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
     ours_model = model if ours_dtype == torch.float32 else copy.deepcopy(model).to(ours_dtype)
 
     def ours_run(n: int, streamer=None) -> None:
-        generate(ours_model, ids, max_new_tokens=n, eos_token_id=[], streamer=streamer, compile=compile)
+        generate(ours_model, ids, max_new_tokens=n, eos_token_id=[], streamer=streamer, compile=compile,
+                 repetition_penalty=repetition_penalty)
 
     def theirs_run(n: int, streamer=None) -> None:
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                    pad_token_id=0, streamer=streamer)
+                    pad_token_id=0, streamer=streamer, repetition_penalty=repetition_penalty)
 
     def wall(run, n: int) -> float:
         sync(device)
@@ -262,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bf16", action="store_true", help="skip every bf16 measurement (rows, logits drift, KV cache)")
     p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="decode with this repetition penalty on both sides (default 1.0: none); with --compile, "
+                        "minigpt's penalties run compiled, as one fused kernel a step")
     args = p.parse_args(argv)
     try:
         device = resolve_device(args.device)  # "cuda" without a GPU: one line, not torch's assertion
@@ -273,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     model, hf = model.to(device), hf.to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
-          f"minigpt / transformers ratios > 1 mean minigpt is faster\n")
+          f"minigpt / transformers ratios > 1 mean minigpt is faster"
+          + (f"; repetition_penalty {args.repetition_penalty} in every TPOT run" if args.repetition_penalty != 1 else "")
+          + "\n")
     # The CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
     theirs_in = {torch.float32: hf}
     if device.type == "cuda" and not args.no_bf16:
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, dtype, compile in runs:
             reference = theirs_in.get(dtype, hf)
             ours, theirs, ours_bare, theirs_bare, ours_busy, theirs_busy = decode_times(
-                model, reference, batch, args.new_tokens, args.repeats, compile, dtype)
+                model, reference, batch, args.new_tokens, args.repeats, compile, dtype, args.repetition_penalty)
             plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"

@@ -8,8 +8,8 @@ minigpt/sampling.py take them, so what they share lives here, below both:
 - `per_row` spreads the parameters over the rows a prompt becomes (its beams, or its n samples):
   (B,) → (B·copies,);
 - `as_column` shapes one for broadcasting over the vocabulary: (B,) → (B, 1); a number stays a float;
-- `as_tensor` makes a number a (B,) tensor too, for code that must not see a number: the fused
-  kernel, and a compiled function, which would bake it into its graph.
+- `as_tensor` makes a number a (B,) tensor too, for code that takes tensors alone: the fused
+  kernel, and the compiled penalties (so numbers and per-row values share one graph).
 
 The ranges themselves sit with the code they guard: `PARAM_RANGES` in minigpt/sampling.py,
 `PENALTY_RANGE` in minigpt/penalties.py.

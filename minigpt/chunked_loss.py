@@ -16,7 +16,7 @@ outlive it.
 
 Checkpointing each chunk would keep the memory low too, but backward would then compute every
 chunk's logits a second time: one more LM-head matmul (V × C per position), which cost 27–29 % of
-a training step on a CPU (BENCHMARKS.md; as below, the step costs about what the plain loss's
+a training step on a CPU (BENCHMARKS.md, where the step now costs about what the plain loss's
 does). Instead, each chunk's gradients are taken while its logits are alive, from the closed form
 of cross-entropy's gradient:
 

@@ -203,7 +203,7 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
 
 
 # (row, split, flat): the split cases cover each way the split path draws. The interpreter runs a
-# split row ~10x slower than one program (four launches of S programs), so on CPU those split in 2
+# split row ~10x slower than one program (five launches, four of S programs), so on CPU those split in 2
 # and draw 200 times, and the top-k one (whose draw is the list draw "filtered" checks) runs on a
 # GPU only; its kept set is checked on CPU above.
 DRAWS = {
@@ -500,7 +500,7 @@ def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypat
     assert graph_splits(1, 32 * 1024 - 1, cuda) == 16  # 31: split 16 ways
     assert graph_splits(0, 50257, cuda) == 1  # an empty batch: nothing to split (it divided by B)
     # fused_sample's default: split only while a CUDA graph records (or torch.compile traces) the
-    # call; eager calls pay Python per launch, and one launch beats four.
+    # call; eager calls pay Python per launch, and one launch beats five.
     for capturing, expected in [(True, 32), (False, 1)]:
         monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
         assert sampling_split.default_splits(1, 50257, cuda) == expected

@@ -22,6 +22,7 @@ from minigpt import GPT, GPTConfig
 from minigpt.generate import generate
 from test_generate import (PAD, PROMPTS, assert_compiled_matches_eager_in_bf16, left_padded, min_top2_margin,
                            rows_repeating_an_ngram, sharpened_pair, tiny_config)
+from test_model import largest_relative_diff
 from test_train import make_data, tiny_cfg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -195,10 +196,6 @@ def bf16_step_peak_and_grads(model: GPT, idx: torch.Tensor, autocast: bool = Tru
     loss.backward()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-
-def largest_relative_diff(grads: dict[str, torch.Tensor], plain: dict[str, torch.Tensor]) -> float:
-    return max((grads[n] - plain[n]).abs().max().item() / plain[n].abs().max().item() for n in plain)
 
 
 def test_gradient_checkpointing_on_cuda_same_gradients_less_memory():

@@ -520,6 +520,13 @@ def test_chunked_loss_matches_the_plain_loss_and_keeps_no_logits(monkeypatch):
         assert chunked_eval.item() == pytest.approx(model(idx, targets)[1].item(), rel=1e-6)
 
 
+def largest_relative_diff(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """The largest difference between two sets of gradients, each relative to its tensor's largest
+    value in `reference` (both sets must name the same tensors)."""
+    assert grads.keys() == reference.keys()
+    return max(((grads[n] - reference[n]).abs().max() / reference[n].abs().max()).item() for n in reference)
+
+
 def test_chunked_loss_gradients_under_autocast_a_scaled_loss_and_a_frozen_head(monkeypatch):
     """The gradients the chunked loss takes in forward, where the plain loss's autograd would
     differ: under bf16 autocast (the matmuls in bf16, as the plain head's) they are no further
@@ -544,10 +551,6 @@ def test_chunked_loss_gradients_under_autocast_a_scaled_loss_and_a_frozen_head(m
             loss = model(idx, targets)[1]
         (loss * scale).backward()
         return {n: p.grad / scale for n, p in model.named_parameters() if p.grad is not None}
-
-    def largest_relative_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-        assert a.keys() == b.keys()
-        return max(((a[n] - b[n]).abs().max() / b[n].abs().max()).item() for n in b)
 
     exact = grads(False)
     plain_err, chunked_err = (largest_relative_diff(grads(c, torch.bfloat16), exact) for c in (False, True))

@@ -2,7 +2,7 @@
 
 Where it sits: `minigpt.kernels.sampling.fused_sample` calls `split_sample` when the batch is too
 small to fill the GPU with one program per row. search.py explains the algorithm (thresholds
-found by bisection on the logit axis, a short list of candidates) and draw.py the inverse-CDF
+found by a bracket search on the logit axis, a short list of candidates) and draw.py the inverse-CDF
 draw; this file spreads the passes that read the whole row over many programs.
 
 ## Why split a row
@@ -76,8 +76,9 @@ MAX_SPLITS = 64  # the plan reads 2·S·N_HIST histogram values in every program
 # S = 32, 16, 8 and 4), while one program per row took 37 µs with every filter on and 68–84 µs for
 # top-p alone: S = 32 (batch 1) won for top-p and lost by 5 µs with every filter on; S = 16
 # (batch 5–8) won by 24 µs for top-p and lost by 22 with every filter on; S ≤ 8 lost to both. The
-# histogram (18 of 39 µs at S = 32; at S = 16 its slices are twice as long) now compares each logit with 2 × 16
-# pivots instead of 128, which is why batch 5–8 splits now: not yet timed on a GPU.
+# histogram (18 of 39 µs at S = 32; at S = 16 its slices are twice as long) now compares each
+# logit with 2 × 16 pivots instead of 128, which is why batch 5–8 splits now: not yet timed on a
+# GPU (gpu_check.sh's splits step times each S).
 MIN_SPLITS = 16
 
 

@@ -299,7 +299,7 @@ def copy_between(src, V, lo, hi, hits, dst, dst_idx, cap, base, BLOCK: tl.conste
 def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi, goal, target, top_p, m, c2,
                    IS_TOP_P: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr, CAP: tl.constexpr,
                    GRID: tl.constexpr):
-    """Bisect [lo, hi) for the largest v with count(l ≥ v) ≥ target (top-k), or with
+    """Narrow [lo, hi) down to the largest v with count(l ≥ v) ≥ target (top-k), or with
     mass(l ≥ v) ≥ goal (top-p; goal 0: top_p · mass(l ≥ lo), which the first pass measures).
     c_hi, m_hi are count and mass(l ≥ hi); goal is k itself (as fp32) for top-k, target is k for
     top-k and 0 for top-p. Returns (threshold, listed, n_c, list_top, lane_above):

@@ -28,11 +28,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import chain
 
-import regex
 from tqdm import tqdm
 
 from minigpt.files import read_text
-from minigpt.pretokenize import BYTE_TO_CHAR, split_text, without_surrogates
+from minigpt.pretokenize import BYTE_TO_CHAR, special_token_regex, split_text, without_surrogates
 
 # The 256 single bytes get GPT-2's ids (the order of its bytes_to_unicode table: '!' is 0), so a
 # trained tokenizer's ids 0-255 mean what they mean in GPT-2.
@@ -138,7 +137,7 @@ def train_tokenizer(
         files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
         texts = [read_text(f) for f in files]
     if specials:  # cut out, so that no merge learns from a special token's text
-        cut = regex.compile("|".join(regex.escape(s) for s in specials))
+        cut = special_token_regex(specials)
         texts = [part for text in texts for part in cut.split(text)]
     vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
     if len(vocab) + len(specials) < vocab_size:  # legal (a tiny text), but a small vocabulary can surprise

@@ -1,6 +1,6 @@
 """Fine-tuning: start from a pretrained GPT-2 and decide which of its weights may change.
 
-Where it sits: `GPT.from_pretrained(dir)` → `apply_strategy` (which parameters train) → the
+Where it sits: the pretrained model (`--init`, loaded as `GPT.from_pretrained` does, in fp32) → `apply_strategy` (which parameters train) → the
 training loop (`minigpt/train.py`) → `save_pretrained` in Hugging Face layout. Two tasks:
 `lm` (keep predicting the next token, on new text) and `classify` (`minigpt/classifier.py`: a
 new head labels each text; its TSV data, batches and accuracy are minigpt/classify_data.py).

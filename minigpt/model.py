@@ -275,8 +275,12 @@ class GPT(nn.Module):
     def from_pretrained(
         cls, path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
     ) -> "GPT":
-        """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not).
-        `dtype` (torch.bfloat16 or "bfloat16"; None keeps the file's) and `device` ("cuda") are optional."""
+        """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not),
+        or OpenAI's GPT-2 by size name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"), downloaded
+        (0.5–6 GB) into checkpoints/NAME the first time unless the Hugging Face cache has it
+        (minigpt/download.py's `find_gpt2`). `dtype` (torch.bfloat16 or
+        "bfloat16"; None keeps the file's) and `device` ("cuda"; "auto": the GPU if there is one)
+        are optional."""
         from minigpt.checkpoint import load_gpt
 
         return load_gpt(path, dtype=dtype, device=device)

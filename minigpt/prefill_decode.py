@@ -160,7 +160,8 @@ class DecodeState:
     """What the decode phase keeps between steps, allocated once and updated in place on the device
     (no allocation per step, and the same buffers every step, as a compiled step needs):
 
-    - `cache`: the KV cache, sized for the prompt plus `max_new_tokens` (`cache_length`'s bucket);
+    - `cache`: the KV cache, sized for the tokens fed, the prompt plus `max_new_tokens` - 1 (the
+      last new token is never fed back: `tokens_fed`), rounded up to `cache_length`'s bucket;
     - `key_valid` (B, max_len) bool: which cache slots hold a real token (left pads never do);
     - `position_ids` (B, 1): each row's next position (a left-padded row is behind its slot);
     - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded).

@@ -2,8 +2,9 @@
 
 Where it sits: **text → bytes → chunks** → BPE merges inside each chunk (minigpt/tokenizer.py)
 → ids. These are steps 1 and 2 of the three in minigpt/tokenizer.py's docstring:
-1. **The byte-level alphabet.** BPE works on UTF-8 bytes, and GPT-2's files write each byte as
-   one printable character (`bytes_to_unicode`: why a space is 'Ġ').
+1. **The byte-level alphabet.** BPE works on UTF-8 bytes. Encoding maps the bytes straight to
+   ids; the alphabet is how GPT-2's *files* (vocab.json, merges.txt) write each byte, as one
+   printable character (`bytes_to_unicode`: why a space is 'Ġ'), read by minigpt/tokenizer_files.py.
 2. **Pre-tokenization.** GPT-2's regex cuts the text into chunks (`split_text`); merges never
    cross a chunk boundary.
 And one consequence of the pattern: where a long text can be cut so that its parts encode to
@@ -77,6 +78,13 @@ _ASCII_SPLIT = re.compile(
 def split_text(text: str) -> list[str]:
     """Cut text into the chunks that BPE merges inside of. The chunks cover the text exactly."""
     return (_ASCII_SPLIT if text.isascii() else _SPLIT).findall(text)
+
+
+def special_token_regex(names: Collection[str]) -> regex.Pattern:
+    """A regex finding any of the special tokens `names`, which are cut out of the text before it
+    is split (encoding and training alike). Longest first, as tiktoken: an alternation takes its
+    first branch that matches, so "<|a|>" listed before "<|a|>x" would hide the longer one."""
+    return regex.compile("|".join(map(regex.escape, sorted(names, key=len, reverse=True))))
 
 
 # ---- Safe cuts: encoding a long text in parts --------------------------------------------------

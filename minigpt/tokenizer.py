@@ -40,7 +40,8 @@ from typing import Literal
 
 import regex
 
-from minigpt.pretokenize import CHAR_TO_BYTE, safe_pieces, split_text, str_to_token, token_to_str, without_surrogates
+from minigpt.pretokenize import (CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token, token_to_str,
+                                 without_surrogates)
 
 # GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
@@ -68,7 +69,8 @@ def merge_chunk(
     One occurrence per step, the leftmost, as tiktoken and Hugging Face do. (GPT-2's original
     code merged every occurrence of the pair at once; with merges learned by training that gives
     the same ids, since the pair's next occurrence is still the lowest rank.) `steps`, if given,
-    receives (rank, ids after that merge) for every merge. Merges `ids` in place."""
+    receives (rank, ids after that merge) for every merge. Returns the merged ids; `ids` itself is
+    consumed (short chunks are merged in it, long ones leave it scrambled): read the result only."""
     if len(ids) > _LONG_CHUNK and steps is None:
         return _merge_long_chunk(ids, ranks, merged_id)
     get, no_rank = ranks.get, len(merged_id)  # past every rank (a merges.txt may list a pair twice)
@@ -269,7 +271,7 @@ class Tokenizer:
     def _special_regex(self, names: frozenset[str]) -> regex.Pattern:
         """A regex finding any of `names`, longest first (built once per set)."""
         if names not in self._special_res:
-            self._special_res[names] = regex.compile("|".join(map(regex.escape, sorted(names, key=len, reverse=True))))
+            self._special_res[names] = special_token_regex(names)
         return self._special_res[names]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:

@@ -4,7 +4,7 @@ Where it sits: disk ↔ `Tokenizer` (its from_pretrained / save_pretrained / fro
 
 The formats, all storing the same two things (the vocabulary and the merges, in rank order):
 - vocab.json: {"Ġthe": 262, ...}, each token written in GPT-2's byte-level alphabet (see
-  `bytes_to_unicode`); merges.txt: "#version: 0.2", then one merge per line ("Ġ t"), rank 0 first.
+  minigpt/pretokenize.py's `bytes_to_unicode`); merges.txt: "#version: 0.2", then one merge per line ("Ġ t"), rank 0 first.
 - tokenizer.json: the `tokenizers` library's single file; transformers 5 saves only this one.
 - gpt2.tiktoken: "base64(token bytes) rank" per line. It has no merges: they are recovered.
 """

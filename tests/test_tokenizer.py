@@ -386,6 +386,16 @@ def test_a_special_token_that_begins_another_does_not_hide_it():
     assert tok.encode("<|x|>2<|x|>", allowed_special="all") == [tok.special_tokens["<|x|>2"], tok.special_tokens["<|x|>"]]
 
 
+def test_training_cuts_out_the_longer_of_two_special_tokens_as_encoding_does():
+    """Training cut special tokens out in the order given, so with <|a|> listed first it read
+    "<|a|>x" as <|a|> then the text "x", and learned the merge (x, q) from it, where encode finds
+    <|a|>x whole. Both now cut longest first (pretokenize.special_token_regex): "p" and "q" are
+    left apart, with no pair to merge."""
+    with pytest.warns(UserWarning, match="no more pairs to merge"):
+        tok = Tokenizer.train("p<|a|>xq", vocab_size=256 + 2 + 1, special_tokens=["<|a|>", "<|a|>x"], progress=False)
+    assert tok.merges == []
+
+
 # ---- bulk path ----
 
 

@@ -32,7 +32,7 @@ from minigpt.model import warn_if_training
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, compiled_penalize, penalize, penalties_on, token_counts
 from minigpt.row_params import Param, as_tensor
-from minigpt.sampling import draw, exponential_noise, filter_unchecked, kernel_seed, triton_params
+from minigpt.sampling import token_picker
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings
 
@@ -65,35 +65,18 @@ def run_to_end(steps: Iterator, each: Callable | None = None):
             each(item)
 
 
-def token_picker(sampler: str | None, seed: int | None, B: int, device: torch.device,
-                 temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> Callable[[torch.Tensor], torch.Tensor]:
-    """How each step turns logits (B, V) into tokens (B,): the argmax (`sampler` None: greedy),
-    Triton's fused kernel ("triton") or torch's filters and draw ("torch"). None of them waits on
-    the host; a `seed` fixes every draw."""
+def step_picker(sampler: str | None, seed: int | None, B: int, device: torch.device,
+                sampling: dict[str, Param]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How each step turns logits (B, V) into tokens (B,): the argmax (`sampler` None: greedy), or
+    minigpt.sampling's `token_picker` with the fused kernel ("triton") or torch's filters and draw
+    ("torch"). None of them waits on the host; a `seed` fixes every draw."""
     if sampler is None:
         return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax, which no filter changes
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    if sampler == "torch":
-        def pick(logits: torch.Tensor) -> torch.Tensor:
-            noise = exponential_noise(logits.shape, device, generator)
-            return draw(filter_unchecked(logits, temperature, top_k, top_p, min_p), noise, temperature)
-
-        return pick
-    from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
-
-    kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
-    # The kernel keys Philox with this int64 (drawn from `seed`, so a seed fixes the stream).
-    kernel_args["seed"] = kernel_seed(generator, device)
-    kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)  # +1 per step: a fresh stream
-
-    def fused_pick(logits: torch.Tensor) -> torch.Tensor:
-        tokens = fused_sample(logits, **kernel_args)
-        kernel_args["offset"] += 1
-        # The kernel answers -1 for a row of NaN/inf logits (noted by the loop): until the host raises,
-        # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
-        return tokens.clamp_min(0)
-
-    return fused_pick
+    pick = token_picker(B, device, **sampling, generator=generator, backend=sampler)
+    # The kernel answers -1 for a row of NaN/inf logits (noted by the loop): until the host raises,
+    # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
+    return lambda logits: pick(logits).clamp_min(0)
 
 
 def stream(
@@ -217,7 +200,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             penalties = {name: as_tensor(value, B, device) for name, value in penalties.items()}
     if ngram:  # which of `seq` the n-gram ban may read: left pads are no tokens, new ones are
         real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # (B, T + max_new_tokens)
-    pick = token_picker(args.sampler, args.seed, B, device, **args.sampling)  # (B, V) logits → (B,) tokens
+    pick = step_picker(args.sampler, args.seed, B, device, args.sampling)  # (B, V) logits → (B,) tokens
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
     pad_is_token = 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)

@@ -8,7 +8,8 @@ distribution after every stage. The order is transformers': temperature → top-
 
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
-- The draw (`draw`; `sample` is filters + draw) picks one token per row: the argmax when
+- The draw (`draw`; `sample` is filters + draw, through `token_picker`, which the decode loop
+  calls every step) picks one token per row: the argmax when
   temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1): what
   `torch.multinomial` does inside for one sample, minus its validity check, which can wait on the host.
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
@@ -27,6 +28,7 @@ import importlib.util
 import math
 import numbers
 import os
+from typing import Callable
 
 import torch
 
@@ -178,21 +180,47 @@ def sample(
         raise ValueError("pass either seed or generator to sample(), not both")
     if seed is not None:
         generator = torch.Generator(device=logits.device).manual_seed(seed)
-    if resolve_backend(backend, logits.device) == "triton":
-        from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
-
-        # The kernel has its own counter-based random stream: (seed, offset) instead of a generator.
-        # Its int64 seed is drawn from `generator`, so `seed` still fixes the draw.
-        params = triton_params(logits.size(0), logits.device, temperature, top_k, top_p, min_p)
-        seed_tensor = kernel_seed(generator, logits.device)
-        return fused_sample(logits, seed=seed_tensor, offset=torch.zeros_like(seed_tensor), **params)
-    if not isinstance(temperature, torch.Tensor) and temperature == 0:
-        tokens = logits.argmax(dim=-1)  # greedy: the first argmax, filters skipped (as filter_unchecked does per row)
-    else:
-        filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
-        tokens = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+    backend = resolve_backend(backend, logits.device)
+    pick = token_picker(logits.size(0), logits.device, temperature, top_k, top_p, min_p, generator=generator,
+                        backend=backend)
+    tokens = pick(logits)
+    if backend == "triton":
+        return tokens  # the kernel marks bad rows itself
     # The kernel's answer for bad rows, rather than whatever index argmax picks among NaNs.
     return torch.where(torch.isfinite(logits.amax(dim=-1)), tokens, -1)
+
+
+def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: Param, top_p: Param, min_p: Param, *,
+                 generator: torch.Generator | None = None, backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The draw with its parameters prepared once: a function logits (B, V) → tokens (B,) that
+    `sample` calls once and the decode loop (minigpt/generate.py) every step, without checks
+    (run them first: `check_sampling_params`) and without waiting on the host.
+
+    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream.
+    backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
+    drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
+    bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""
+    if backend == "triton":
+        from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
+
+        kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
+        kernel_args["seed"] = kernel_seed(generator, device)
+        kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)
+
+        def fused_pick(logits: torch.Tensor) -> torch.Tensor:
+            tokens = fused_sample(logits, **kernel_args)
+            kernel_args["offset"] += 1  # the next call: a fresh stream
+            return tokens
+
+        return fused_pick
+    if not isinstance(temperature, torch.Tensor) and temperature == 0:
+        return lambda logits: logits.argmax(dim=-1)  # greedy: the first argmax, filters skipped (as filter_unchecked does per row)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
+        return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+
+    return pick
 
 
 # ---- checks, and the backend choice ----------------------------------------------------------

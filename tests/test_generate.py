@@ -2027,7 +2027,7 @@ def test_the_fused_sampler_moves_its_random_stream_every_step(monkeypatch):
     """Bug guarded: the Triton picker keyed every step's Philox stream with the same (seed, offset),
     so each step reused the previous step's random numbers (correlated draws; a flat distribution
     repeats one token). The offset must advance by one per step, the seed stay fixed."""
-    from minigpt.generate import token_picker
+    from minigpt.sampling import token_picker
 
     calls = []
 
@@ -2036,7 +2036,8 @@ def test_the_fused_sampler_moves_its_random_stream_every_step(monkeypatch):
         return logits.argmax(-1)
 
     use_fake_kernel(monkeypatch, fake_fused_sample)
-    pick = token_picker("triton", 3, 2, torch.device("cpu"), 1.0, 0, 1.0, 0.0)
+    pick = token_picker(2, torch.device("cpu"), 1.0, 0, 1.0, 0.0, generator=torch.Generator().manual_seed(3),
+                        backend="triton")
     for _ in range(3):
         pick(torch.randn(2, 10))
     assert [o for _, o in calls] == [0, 1, 2]

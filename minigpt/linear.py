@@ -14,9 +14,10 @@ batch 1): there those products stay on MKL.
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
 beside it (as much memory again), rebuilt when the weight changes (new storage or dtype, or an
-in-place update, which bumps the tensor's version counter) and dropped at the first call with
-grad enabled. A write through `w.data` bumps no counter, so it is not seen (autograd does not
-see it either): call `forget_packed()` after one.
+in-place update, which bumps the tensor's version counter), dropped at the first call with grad
+enabled, and dropped after every optimizer step (a fused optimizer, as minigpt trains with,
+updates weights in place without bumping their counters). A write through `w.data` bumps no
+counter, so it is not seen (autograd does not see it either): call `forget_packed()` after one.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
 has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
@@ -32,6 +33,7 @@ import platform
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakTensorKeyDictionary
 
 # MINIGPT_ONEDNN=0 turns the oneDNN path off (plain F.linear), e.g. when a large model's packed
@@ -82,6 +84,20 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
 def forget_packed() -> None:
     """Drop every packed copy, so the next call packs the weights as they are now."""
     _PACKED.clear()
+
+
+def _forget_stepped(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """After any optimizer's step, drop the packed copies of the weights it updated. Fused
+    optimizers (AdamW(fused=True), minigpt's on CPU) write the new values in place without
+    bumping the version counter, so `packed_weight` would serve the old ones. Training through
+    Linear.forward drops the copy anyway, but a weight trained outside it keeps one: the tied LM
+    head under the chunked loss (minigpt/chunked_loss.py), which evaluation then read stale."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            _PACKED.pop(p, None)
+
+
+register_optimizer_step_post_hook(_forget_stepped)
 
 
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())

@@ -112,6 +112,22 @@ def test_mismatched_dtypes_fail_as_nn_linear_fails(weights, inputs):
         lin(torch.randn(2, 16, dtype=inputs))
 
 
+@needs_onednn
+@pytest.mark.parametrize("kw", [dict(fused=True), dict(foreach=False)], ids=["fused", "for-loop"])
+def test_an_optimizer_step_outside_forward_is_seen(kw):
+    """Bug guarded: a fused AdamW updates the weight in place without bumping its version, so a
+    weight trained without a call to Linear.forward (the LM head under the chunked loss, which
+    takes lm_head.weight itself) kept the copy packed before the step: no-grad calls, evaluation
+    and generation, used the old weights (the validation loss stalled after the first eval)."""
+    lin, x = layer(), torch.randn(4, 96)
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.1, **kw)
+    for _ in range(2):
+        with torch.no_grad():
+            assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+        F.linear(x, lin.weight, lin.bias).square().sum().backward()  # trained outside Linear.forward
+        opt.step()
+
+
 def test_training_uses_autograd_and_frees_the_packed_copy():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():

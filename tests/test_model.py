@@ -520,6 +520,31 @@ def test_chunked_loss_matches_the_plain_loss_and_keeps_no_logits(monkeypatch):
         assert chunked_eval.item() == pytest.approx(model(idx, targets)[1].item(), rel=1e-6)
 
 
+def test_evaluation_between_chunked_loss_steps_sees_the_new_head():
+    """Bug guarded: the chunked loss trains lm_head.weight without a call to Linear.forward, and
+    the fused AdamW minigpt trains with updates it in place without bumping its version: the
+    oneDNN copy packed at the first evaluation was served at every later one (`minigpt train
+    --chunked-loss` logged validation losses that stalled, and picked its best/ by them).
+    minigpt/linear.py drops a weight's packed copy after every optimizer step."""
+    import copy
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=512, n_layer=1))
+    model.chunked_loss = True
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    idx = torch.randint(0, 512, (2, 32))
+    for _ in range(3):
+        model.eval()
+        with torch.no_grad():
+            evaluated = model(idx, idx)[1]
+            fresh = copy.deepcopy(model)  # new tensors: packed anew from the weights as they are
+            assert evaluated.item() == pytest.approx(fresh(idx, idx)[1].item(), rel=1e-5)
+        model.train()
+        model(idx, idx)[1].backward()
+        opt.step()
+        opt.zero_grad()
+
+
 def largest_relative_diff(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
     """The largest difference between two sets of gradients, each relative to its tensor's largest
     value in `reference` (both sets must name the same tensors)."""

@@ -42,8 +42,12 @@ def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, na
                          f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
-    if not math.isfinite(alpha):  # NaN or inf scaling makes every output NaN
-        raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
+    # The update is scaled by alpha / rank: NaN or inf makes every output NaN, and 0 multiplies B's
+    # gradient by 0 too, so B stays 0 and the run trains nothing (its weights equal --init's).
+    # A negative alpha only flips the sign of an update that B learns anyway: refused as a slip.
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"LoRA alpha (--lora-alpha) must be a finite number > 0, got {alpha}: it scales the update "
+                         "by alpha / rank, and at 0 the adapters never train")
 
 
 class LoRALinear(nn.Module):

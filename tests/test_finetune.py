@@ -598,6 +598,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
     (("--task", "classify", "--data", "cls.tsv", "--head-hidden", "256,x"), "head_hidden must be comma-separated integer widths"),
     (("--data", "corpus.txt", "--lr", "nan"), "lr must be a finite number, got nan"),
+    # alpha / r scales the update and B's gradient: at 0 nothing trains (the weights stayed --init's).
+    (("--data", "corpus.txt", "--lora-alpha", "0"), r"LoRA alpha \(--lora-alpha\) must be a finite number > 0, got 0.0"),
     (("--data", "corpus.txt", "--init", "no-such-dir"), "--init no-such-dir: checkpoint directory does not exist"),  # not "tokenizer directory"
     (("--data", "."), r"--data \S+ is a directory, and the lm task reads one text file; a directory of train.tsv \(\+ dev.tsv\) is "
                       "for --task classify"),

@@ -92,7 +92,7 @@ def test_bad_lora_arguments():
         inject_lora(_model(), rank=0)
     with pytest.raises(ValueError, match="exceeds"):
         inject_lora(_model(), rank=CFG.n_embd + 1)
-    with pytest.raises(ValueError, match="LoRA alpha must be a finite number, got nan"):  # else every output is NaN
+    with pytest.raises(ValueError, match=r"LoRA alpha \(--lora-alpha\) must be a finite number > 0, got nan"):  # else every output is NaN
         inject_lora(_model(), alpha=float("nan"))
     model = _model()
     with pytest.raises(ValueError, match=r"cannot adapt \['lm_head'\]: its weight is tied"):
@@ -213,3 +213,18 @@ def test_a_target_that_names_no_layer_is_refused_beside_ones_that_do():
     with pytest.raises(ValueError, match=r"LoRA target\(s\) \['attn.cproj'\] match no nn.Linear"):
         inject_lora(model, ("attn.c_attn", "attn.cproj"), rank=2)
     assert not any(isinstance(m, LoRALinear) for m in model.modules()), "refused before wrapping anything"
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0, -16.0, float("inf")])
+def test_an_alpha_that_cannot_scale_a_trained_update_is_refused(alpha):
+    """Bug: --lora-alpha 0 was accepted. The update is scaled by alpha / r = 0, so B's gradient is
+    0 too: B stays 0, and the "fine-tuned" weights were --init's, bit for bit. Refused with the
+    flag and the range; a negative alpha (the same update, its sign flipped) is refused as a slip."""
+    model = _model()
+    with pytest.raises(ValueError, match=r"LoRA alpha \(--lora-alpha\) must be a finite number > 0, got "):
+        inject_lora(model, alpha=alpha)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules()), "refused before wrapping anything"
+    layer = LoRALinear(nn.Linear(8, 6), rank=2, alpha=1e-3)  # any positive alpha trains
+    layer(torch.randn(3, 8)).sum().backward()
+    assert layer.lora_B.grad.abs().sum() > 0
+

@@ -174,7 +174,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
     try:
         raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(with_settings_of(optimizer, state["optimizer"]))
     except torch.OutOfMemoryError:
         raise  # the state is fine; the device is full
     except (RuntimeError, ValueError) as e:  # a shape flag given again, other LoRA targets, other trainable weights
@@ -186,6 +186,23 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     scaler.load_state_dict(state["scaler"])
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], state["best_val_loss"], (loss_sum, steps)
+
+
+def with_settings_of(optimizer, saved: dict) -> dict:
+    """The saved optimizer state with the hyperparameters of `optimizer`'s groups in place of its own.
+
+    `optimizer.load_state_dict` brings back each group's saved settings (weight decay, betas, eps)
+    along with the per-parameter state (moments, step). The optimizer was built from *this* run's
+    config, so a flag given again on --resume (--weight-decay, --beta2) takes effect only if its
+    groups keep their settings: the saved ones would silently win (lr alone is set every step).
+    Each group keeps its own: the no-decay group stays at weight decay 0. Groups that do not
+    match in number are left as saved, for load_state_dict to refuse.
+    """
+    if len(saved["param_groups"]) != len(optimizer.param_groups):
+        return saved
+    groups = [{**then, **{k: v for k, v in now.items() if k != "params"}}  # "params": the saved ids, which index the state
+              for then, now in zip(saved["param_groups"], optimizer.param_groups)]
+    return {**saved, "param_groups": groups}
 
 
 # ---- logging ------------------------------------------------------------------------------------

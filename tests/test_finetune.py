@@ -507,6 +507,20 @@ def test_a_run_without_resume_refuses_an_out_dir_that_holds_one(base, tmp_path, 
     assert main(["--out", str(out), "--resume", "--strategy", "full", "--max-iters", "5"]) == 0  # the same value is fine
 
 
+def test_resume_with_a_new_weight_decay_or_betas_trains_with_them(base, tmp_path):
+    """Fine-tuning resumes through train_loop's restore as `minigpt train` does: `--resume
+    --weight-decay 0.5 --beta2 0.5` kept the saved 0.1 and (0.9, 0.95) in the optimizer (see
+    test_train's test of the same name). 'partial' trains weights of both decay groups."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--strategy", "partial") == 0
+    from minigpt.finetune import main
+
+    assert main(["--out", str(out), "--resume", "--max-iters", "6", "--weight-decay", "0.5", "--beta2", "0.5"]) == 0
+    state = torch.load(out / "training_state.pt", weights_only=True)
+    assert [(g["weight_decay"], g["betas"]) for g in state["optimizer"]["param_groups"]] == [(0.5, (0.9, 0.5)), (0.0, (0.9, 0.5))]
+    assert state["step"] == 6 and all(s["step"] == 6 for s in state["optimizer"]["state"].values())  # the moments went on
+
+
 def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_path, capsys):
     """--data given again with --resume overrides the saved one, as every flag does: the lm task
     tokenizes the new text instead of going on with the old tokens in OUT_DIR/data. Other tokens

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import minigpt.optimizer
 import minigpt.run_dir
 import minigpt.train as train
 import minigpt.train_runtime as train_runtime
@@ -410,6 +412,39 @@ def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
     assert a["step"] == b["step"] == 8 and b["config"]["block_size"] == 16
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_resume_with_a_new_weight_decay_or_betas_trains_with_them(tmp_path):
+    """Bug: `--resume --weight-decay 0.5 --beta2 0.5` warned that they differ and saved them in the
+    config, but optimizer.load_state_dict brought the saved groups' 0.1 and (0.9, 0.95) back, so the
+    run went on with those. Now the optimizer keeps the settings it was built with (the no-decay
+    group at 0) and takes only the per-parameter state (moments, step) from the saved run."""
+    data, first = make_data(tmp_path / "data"), tmp_path / "first"
+    pretrain(tiny_cfg(data, first, max_iters=4, eval_interval=4))
+    saved = final_state(first)["optimizer"]
+    new = dict(max_iters=6, eval_interval=4, resume=True, weight_decay=0.5, beta1=0.8, beta2=0.5)
+    cfg = tiny_cfg(data, first, **new)
+    model = build_model(cfg, VOCAB, VOCAB - 1)
+    optimizer = minigpt.optimizer.build_optimizer(model, cfg, torch.device("cpu"))
+    rt = train_runtime.setup_runtime(cfg)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    assert minigpt.run_dir.restore(first, model, optimizer, scaler, cfg, rt)[0] == 4
+    groups = [(g["weight_decay"], g["betas"], g["eps"]) for g in optimizer.param_groups]
+    assert groups == [(0.5, (0.8, 0.5), 1e-8), (0.0, (0.8, 0.5), 1e-8)]
+    state = optimizer.state_dict()["state"]
+    for i, s in saved["state"].items():  # the moments and the step are the saved run's
+        assert all(torch.equal(s[k], state[i][k]) for k in s), i
+    # Through the CLI's path: the new settings change the update (an unchanged resume is the
+    # bitwise-exact one of test_interrupt_saves_and_resume_is_bitwise_exact).
+    for name in ("same", "changed"):
+        shutil.copytree(first, tmp_path / name)
+    pretrain(tiny_cfg(data, tmp_path / "same", max_iters=6, eval_interval=4, resume=True))
+    pretrain(tiny_cfg(data, tmp_path / "changed", **new))
+    same, changed = final_state(tmp_path / "same"), final_state(tmp_path / "changed")
+    assert [(g["weight_decay"], g["betas"]) for g in changed["optimizer"]["param_groups"]] == [(0.5, (0.8, 0.5)), (0.0, (0.8, 0.5))]
+    assert [(g["weight_decay"], g["betas"]) for g in same["optimizer"]["param_groups"]] == [(0.1, (0.9, 0.95)), (0.0, (0.9, 0.95))]
+    assert changed["optimizer"]["state"][0]["step"] == same["optimizer"]["state"][0]["step"] == 6
+    assert not torch.equal(changed["model"]["transformer.h.0.attn.c_attn.weight"], same["model"]["transformer.h.0.attn.c_attn.weight"])
 
 
 def test_resume_refuses_data_other_than_the_runs_unless_told(tmp_path, capsys):

@@ -67,7 +67,7 @@ class GPTClassifier(nn.Module):
         self.id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}  # HF's default names
         # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF uses it to find each row's
         # last real token; minigpt uses the attention mask, or derives one from it when none is given.
-        self.pad_token_id = self.config.eos_token_id if pad_token_id is None else pad_token_id
+        self.pad_token_id = self.config.eos_ids[0] if pad_token_id is None else pad_token_id  # the first, of several
         widths = (self.config.n_embd, *self.hidden)
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths, widths[1:]):

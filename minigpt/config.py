@@ -81,6 +81,11 @@ class GPTConfig:
                 some = " or a list of ints" if name == "eos_token_id" else ""
                 raise TypeError(f"{name} must be an int{some}, got {value!r}")
             setattr(self, name, [int(t) for t in ids] if isinstance(value, list) else int(value))
+        # A list's first id is the one a finished row is padded with (`eos_ids`), so an empty one
+        # would fail only at the first generate; never stopping on EOS is generate's eos_token_id=[].
+        if self.eos_token_id == []:
+            raise ValueError("eos_token_id must be an int or a non-empty list of ints, got []: to never stop on EOS, "
+                             "pass eos_token_id=[] to generate instead")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         for name, ok, allowed in (("dropout", lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
@@ -90,6 +95,13 @@ class GPTConfig:
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"{name} {allowed}, got {value!r}")
             setattr(self, name, float(value))
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """The ids that end a text, as a list: one, or several where config.json holds a list (as
+        some HF configs do). Generation stops on any of them, as transformers' does; the first is
+        the one a finished row is padded with."""
+        return list(self.eos_token_id) if isinstance(self.eos_token_id, list) else [self.eos_token_id]
 
     @property
     def head_dim(self) -> int:
@@ -106,14 +118,15 @@ class GPTConfig:
         The model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
         matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
         extra rows. So a smaller tokenizer fits only when its <|endoftext|> id is known and is the
-        model's, which another tokenizer's (the 4,096-token Shakespeare one's is 4095) is not.
+        model's (one of them, where config.json lists several), which another tokenizer's (the
+        4,096-token Shakespeare one's is 4095) is not.
         A config whose <|endoftext|> id is no row of the model (`has_stale_eos`) tells nothing:
         then only the size is compared.
         """
         if self.has_stale_eos:
             return vocab_size == self.vocab_size
         fits = vocab_size == self.vocab_size or (vocab_size < self.vocab_size and eos_token_id is not None)
-        return fits and eos_token_id in (None, self.eos_token_id)
+        return fits and (eos_token_id is None or eos_token_id in self.eos_ids)  # one of several EOS ids fits too
 
     def tokenizer_mismatch(self, vocab_size: int, eos_token_id: int | None, model: str = "the model",
                            tokenizer: str = "the tokenizer") -> str | None:
@@ -127,9 +140,9 @@ class GPTConfig:
     @property
     def has_stale_eos(self) -> bool:
         """config.json names an <|endoftext|> id the model has no row for: GPT-2's 50256 in a smaller
-        vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints still load)."""
-        eos = self.eos_token_id  # (a list, as some HF configs hold, is no single row either)
-        return not isinstance(eos, int) or not 0 <= eos < self.vocab_size
+        vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints still load).
+        Of a list of EOS ids, one such id makes the list stale: it was written for another vocabulary."""
+        return any(not 0 <= t < self.vocab_size for t in self.eos_ids)
 
     def replace_stale_eos(self, eos_token_id: int | None) -> bool:
         """Take the tokenizer's <|endoftext|> id in place of a stale one (`has_stale_eos`), as the

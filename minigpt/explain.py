@@ -99,7 +99,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
             mark = "→" if cand == token else " "
             row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
             print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
-        if token == model.config.eos_token_id:
+        if token in model.config.eos_ids:  # any of them, where config.json lists several
             break  # the table shows it; the text ends silently, as generate's does
         new.append(token)
         if step + 1 == steps:

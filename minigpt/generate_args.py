@@ -131,11 +131,12 @@ def tokens_fed(prompt_len: int, max_new_tokens: int) -> int:
 
 
 def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tensor | None) -> list[int]:
-    """The ids that end a row, as plain ints: None is the model's; one id, or several (a list or
-    a tensor). Plain ints, so `token in eos` holds for an int token (a 0-d tensor is never equal
-    to it in a set) and NumPy or tensor ids work as transformers' do."""
+    """The ids that end a row, as plain ints: None is the model's (one id, or the several some
+    configs list: `GPTConfig.eos_ids`); one id, or several (a list or a tensor). Plain ints, so
+    `token in eos` holds for an int token (a 0-d tensor is never equal to it in a set) and NumPy
+    or tensor ids work as transformers' do."""
     if eos_token_id is None:
-        return [model.config.eos_token_id]
+        return model.config.eos_ids
     if isinstance(eos_token_id, torch.Tensor):
         eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
     if isinstance(eos_token_id, numbers.Integral):
@@ -282,7 +283,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = eos_list(model, eos_token_id)
     pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)  # 5.0 would fail in the embedding
     seed = None if seed is None else as_count("seed", seed)  # torch's manual_seed would say "expected a long"
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_token_id)
+    # With eos_token_id=[] no id ends a row, but finished rows (stop strings) still need a pad: the config's first EOS.
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_ids[0])
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)  # before per_row

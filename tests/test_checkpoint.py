@@ -532,14 +532,25 @@ def test_export_script_casts_copies_the_tokenizer_and_errors_cleanly(tmp_path, c
     assert "missing does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("eos, stale", [(4095, False), (0, False), (50256, True), (4096, True), (-1, True), ([4095], True)])
+@pytest.mark.parametrize("eos, stale", [(4095, False), (0, False), (50256, True), (4096, True), (-1, True),
+                                        ([4095], False), ([0, 4095], False), ([4095, 50256], True)])
 def test_an_eos_id_that_is_no_row_of_the_model_is_stale(eos, stale):
-    """Stale: GPT-2's id in a smaller vocabulary (older minigpt wrote it), a negative id, or a list
-    (some HF configs): then only the tokenizer's size is compared, and nothing raises a TypeError."""
+    """Stale: GPT-2's id in a smaller vocabulary (older minigpt wrote it), or a negative id: then
+    only the tokenizer's size is compared. A list (some HF configs hold one) is several EOS ids,
+    stale only if one of them is; it was called stale whole, so the CLI swapped it for the
+    tokenizer's EOS with a false warning. A tokenizer whose <|endoftext|> is one of them fits."""
     config = GPTConfig(vocab_size=4096, eos_token_id=eos)
     assert config.has_stale_eos == stale
-    assert config.fits_tokenizer(4096, 4095) == (stale or eos == 4095)  # an in-range id that differs: another tokenizer
+    assert config.eos_ids == (eos if isinstance(eos, list) else [eos])
+    fits = stale or 4095 in config.eos_ids  # an in-range id that differs: another tokenizer
+    assert config.fits_tokenizer(4096, 4095) == fits
     assert not config.fits_tokenizer(300, 299)  # the size still counts
+
+
+def test_an_empty_list_of_eos_ids_is_refused_by_name():
+    """[] would load and fail at the first generate: its first id pads finished rows."""
+    with pytest.raises(ValueError, match=re.escape("eos_token_id must be an int or a non-empty list of ints, got []")):
+        GPTConfig(eos_token_id=[])
 
 
 INDEXED = dict(vocab_size=500, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=499, eos_token_id=499)

@@ -777,6 +777,38 @@ def test_eos_token_id_may_be_a_tensor_or_a_numpy_integer(pair):
 
 
 @torch.no_grad()
+def test_a_checkpoint_whose_config_lists_several_eos_ids_stops_on_any_as_transformers_does(tmp_path):
+    """An audit: a config.json whose eos_token_id is a list (some HF configs hold one) loaded, then
+    generate failed with "'<=' not supported between 'int' and 'list'" (eos_list put the list in a
+    list). Each id now ends a row, the first pads finished rows, and greedy and beams are
+    transformers' own, as is generate_text's cut."""
+    model, hf = sharpened_pair(tiny_config())
+    ids, mask = left_padded(PROMPTS)
+    free = generate(model, ids, mask, max_new_tokens=12, eos_token_id=[])[:, ids.size(1):].tolist()
+    # Row 0 makes `second` at step 1, row 1 makes `first` at step 2, neither the other's before it.
+    second, first = free[0][1], free[1][2]
+    assert second not in free[1][:3] and first not in free[0][:2], "the test wants each row to end at its own id"
+    hf.config.eos_token_id = hf.generation_config.eos_token_id = [first, second]
+    hf.save_pretrained(tmp_path)  # as transformers writes it: config.json holds the list
+    assert json.loads((tmp_path / "config.json").read_text())["eos_token_id"] == [first, second]
+    loaded = GPT.from_pretrained(tmp_path).eval()
+    assert loaded.config.eos_ids == [first, second] and not loaded.config.has_stale_eos
+    ours = generate(loaded, ids, mask, max_new_tokens=12)
+    # transformers pads with the first EOS id when no pad_token_id is given; minigpt does too.
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=first)
+    assert torch.equal(ours, theirs)
+    assert ours[0, ids.size(1) + 1] == second and ours[1, ids.size(1) + 2] == first  # each row ended at its id...
+    assert (ours[0, ids.size(1) + 2:] == first).all()  # ...and row 0 is padded with the first
+    kw = dict(max_new_tokens=10, num_beams=3, num_return_sequences=3)
+    ours = generate(loaded, ids, mask, **kw)
+    theirs = hf.generate(ids, attention_mask=mask, do_sample=False, pad_token_id=first, **kw)
+    assert torch.equal(ours, theirs)
+    assert {first, second} <= set(ours[:, ids.size(1):].flatten().tolist()), "the test wants beams ended by each id"
+    text = generate_text(loaded, DigitsTokenizer(), PROMPTS[0], max_new_tokens=12)[0]
+    assert text == DigitsTokenizer().decode(free[0][:1])  # the text ends before the second id, unshown
+
+
+@torch.no_grad()
 def test_generate_text_returns_the_best_beams_best_first(pair):
     model, _ = pair
     tok = ByteTokenizer()
@@ -1473,14 +1505,17 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @torch.no_grad()
-def test_explain_text_ends_silently_at_eos_as_generate_does():
-    """The text --explain prints after its tables is the text generate prints: EOS ends it, unshown."""
+@pytest.mark.parametrize("several", [False, True], ids=["one id", "a list"])
+def test_explain_text_ends_silently_at_eos_as_generate_does(several):
+    """The text --explain prints after its tables is the text generate prints: EOS ends it, unshown.
+    A config's list of EOS ids ends it at any of them (it compared the token with the list: never)."""
     from minigpt.explain import explain
 
     model, _ = sharpened_pair(tiny_config())
     ids = torch.tensor([PROMPTS[0]])
     free = generate(model, ids, max_new_tokens=3, eos_token_id=[])[0, ids.size(1):].tolist()
-    model.config.eos_token_id = free[2]  # greedy makes EOS at step 2
+    # greedy makes EOS at step 2 (in a list, as its second id: one greedy never makes first)
+    model.config.eos_token_id = [next(t for t in range(300) if t not in free), free[2]] if several else free[2]
     shown = explain(model, ByteTokenizer(), PROMPTS[0], steps=3, temperature=0, out=io.StringIO())
     assert shown == ByteTokenizer().decode(free[:2])
 
@@ -1579,6 +1614,23 @@ def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tm
                  "--stop", "o"]) == 0  # a row ends at its stop string and is padded: with 50256, an index error
     assert "names <|endoftext|> = 50256, which this 280-token model does not have; using the tokenizer's (279)" \
         in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("beams", [[], ["--num-beams", "2"]], ids=["sampled", "beams"])
+def test_cli_takes_a_config_listing_several_eos_ids_without_a_stale_warning(tiny_checkpoint, tmp_path, capsys, beams):
+    """An audit: a list of EOS ids (as some HF configs hold) was stale whole, so the CLI replaced it
+    by the tokenizer's <|endoftext|>, dropping the others, with a warning that the model had no such
+    token. A list of ids the model has is now its EOS ids: no warning, and a text ends at any."""
+    from minigpt.generate_cli import main
+
+    listed = tmp_path / "listed"
+    shutil.copytree(tiny_checkpoint, listed)
+    config = json.loads((listed / "config.json").read_text())
+    (listed / "config.json").write_text(json.dumps({**config, "eos_token_id": [279, 10]}))
+    sampled = [] if beams else ["--seed", "0"]
+    assert main(["--model", str(listed), "--prompt", "To be", "--max-new-tokens", "8", *sampled, *beams]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and out.out.startswith("To be")
 
 
 def test_cli_stop_takes_backslash_n_as_a_newline():

@@ -72,24 +72,37 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
 def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict) -> tuple[torch.Tensor, list[str], set[int]]:
     """What both text functions need beside `stream`'s own arguments: the prompt's ids (1, T), and
     the stop strings and EOS ids that end the text."""
-    check_tokenizer(model, tokenizer, kwargs)
-    return prompt_ids(tokenizer, prompt), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
+    start = check_tokenizer(model, tokenizer, kwargs)
+    ids = starting(prompt_ids(tokenizer, prompt)[0].tolist(), start)
+    return torch.tensor([ids], dtype=torch.long), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
 
 
-def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> None:
+def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | None:
     """The text functions' tokenizer must be the model's own (`GPTConfig.fits_tokenizer`): another's
     ids mean other tokens to the model, and a larger one's ids would fail only at the decode, after
     all the work. A model whose config names no <|endoftext|> it has (`has_stale_eos`: a preset
     given another vocab_size keeps GPT-2's 50256) ends its texts at the tokenizer's, as the CLI
     does: `kwargs` gets the tokenizer's eos_token_id, unless the caller gave one. (A tokenizer that
-    only encodes and decodes, with no vocab_size, is taken on trust.)"""
+    only encodes and decodes, with no vocab_size, is taken on trust.)
+
+    Returns the id an empty prompt starts from when the config's bos_token_id is no id of the model
+    (older minigpt checkpoints keep GPT-2's 50256 for both ids): the tokenizer's <|endoftext|>, as
+    the CLI starts from. Else None: `stream` starts from the config's own. The model's config is
+    left as it is; it is the caller's."""
     config, size, eos = model.config, getattr(tokenizer, "vocab_size", None), getattr(tokenizer, "eos_token_id", None)
     if size is None:
-        return
+        return None
     if why := config.tokenizer_mismatch(size, eos):
         raise ValueError(f"{why}; pass the model's own tokenizer")
     if kwargs.get("eos_token_id") is None and config.has_stale_eos and eos is not None:
         kwargs["eos_token_id"] = eos
+    return eos if eos is not None and not 0 <= config.bos_token_id < config.vocab_size else None
+
+
+def starting(ids: list[int], start: int | None) -> list[int]:
+    """One prompt's ids, an empty one given `start` (`check_tokenizer`'s) as its only token: what
+    `stream` would make of it, had the config a begin token the model has."""
+    return [start] if not ids and start is not None else ids
 
 
 def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
@@ -234,11 +247,11 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     if kwargs.get("streamer") is not None:
         raise ValueError("generate_texts runs the prompts sorted by length, so a streamer would see rows out of order: "
                          "stream a left-padded batch with stream() instead")
-    check_tokenizer(model, tokenizer, kwargs)
+    start = check_tokenizer(model, tokenizer, kwargs)
     encoded = []
     for i, prompt in enumerate(prompts):
         try:
-            encoded.append(prompt_ids(tokenizer, prompt)[0].tolist())
+            encoded.append(starting(prompt_ids(tokenizer, prompt)[0].tolist(), start))
         except TypeError:
             raise TypeError(f"prompts[{i}] must be one text (str) or its token ids (a list of ints), "
                             f"got {type(prompt).__name__}") from None

@@ -5,6 +5,7 @@ import gc
 import io
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -401,3 +402,30 @@ def test_text_functions_refuse_another_tokenizer_and_end_at_the_tokenizers_eos()
     assert list(stream_text(model, tok, "ROMEO:", max_new_tokens=5)) == []
     # An eos_token_id the caller gives still wins.
     assert generate_text(model, tok, "ROMEO:", max_new_tokens=3, eos_token_id=7) == ["<|endoftext|>" * 3]
+
+
+def test_text_functions_start_an_empty_prompt_of_a_stale_config_at_the_tokenizers_eos(tmp_path):
+    """An audit: an older minigpt checkpoint names GPT-2's 50256 as its EOS and BOS, which its
+    4,096-token vocabulary lacks. `minigpt generate --prompt ""` warned and began at the tokenizer's
+    <|endoftext|>, but the text functions refused "" ("an empty prompt starts from bos_token_id=50256,
+    which is no token ..."). They now begin where the CLI does: the texts are those of the same
+    weights with a config that names 4095, and the caller's config is left as it was."""
+    from minigpt import GPT, Tokenizer
+    from minigpt.text_generation import stream_text
+
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare"
+    stale = tmp_path / "stale"
+    shutil.copytree(shipped, stale)
+    config = json.loads((stale / "config.json").read_text())
+    (stale / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256, "bos_token_id": 50256}))
+    tok = Tokenizer.from_pretrained(shipped)
+    old, own = GPT.from_pretrained(stale).eval(), GPT.from_pretrained(shipped).eval()
+    assert old.config.has_stale_eos and own.config.bos_token_id == tok.eos_token_id == 4095
+    for kw in (dict(), dict(num_beams=3, num_return_sequences=2), dict(do_sample=True, seed=1, num_return_sequences=2)):
+        kw = dict(max_new_tokens=12, **kw)
+        texts = generate_text(old, tok, "", **kw)
+        assert texts == generate_text(own, tok, "", **kw) and all(texts)
+        assert generate_texts(old, tok, ["", "ROMEO:"], batch_size=2, **kw) == \
+            generate_texts(own, tok, ["", "ROMEO:"], batch_size=2, **kw)
+    assert "".join(stream_text(old, tok, "", max_new_tokens=12)) == generate_text(own, tok, "", max_new_tokens=12)[0]
+    assert (old.config.bos_token_id, old.config.eos_token_id) == (50256, 50256)  # the caller's config, untouched

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.download import DownloadError
     from minigpt.evaluate import check_tokenizer_fits
     from minigpt.model import GPT
-    from minigpt.tokenizer import Tokenizer
+    from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
     model_dir = Path(args.model)
     if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
@@ -289,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.tokenizer is not None:
                 raise
             # `model.save_pretrained(dir)` writes the weights and config.json only: the tokenizer is elsewhere.
+            # "gpt2" names the shipped one only where no ./gpt2 exists (as --model gpt2 may be): else its path.
+            shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR
             raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
-                                    "shipped: --tokenizer gpt2)") from None
+                                    f"shipped: --tokenizer {shipped})") from None
         cfg = model.config
         check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
         stale = cfg.eos_token_id

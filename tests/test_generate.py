@@ -1885,6 +1885,26 @@ def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint
     assert typed_flags([]) == set()
 
 
+def test_cli_tokenizer_hint_names_a_path_that_works_beside_a_gpt2_folder(tmp_path, capsys, monkeypatch):
+    """An audit: with a ./gpt2 folder (a model saved there, no tokenizer), the hint said "--tokenizer
+    gpt2", which then named that folder too, not the shipped tokenizer: the hint failed as it was
+    followed. Where the name is taken, the hint gives the shipped tokenizer's path, which works."""
+    from minigpt.generate_cli import main
+    from minigpt.tokenizer import GPT2_DIR
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    GPT(tiny_config(vocab_size=50257)).save_pretrained("gpt2")  # GPT-2's vocabulary: its tokenizer fits
+    args = ["--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "2", "--temperature", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"pass --tokenizer DIR (GPT-2's, shipped: --tokenizer {GPT2_DIR})" in err
+    assert main([*args, "--tokenizer", "gpt2"]) == 2  # the old hint: ./gpt2 again
+    assert "gpt2 holds neither vocab.json + merges.txt nor tokenizer.json" in capsys.readouterr().err
+    assert main([*args, "--tokenizer", str(GPT2_DIR)]) == 0  # the hint, followed
+    assert capsys.readouterr().out.startswith("hi")
+
+
 def test_cli_prompt_may_hold_endoftext_and_explain_prints_the_text(tiny_checkpoint, capsys):
     """The CLI prompt is the user's own text: <|endoftext|> in it is the special token, not an error."""
     from minigpt.generate_cli import main

@@ -257,7 +257,7 @@ def test_config_token_ids_past_the_vocabulary_or_a_list_of_eos_ids_still_load():
     d.update(eos_token_id=[np.int64(3), 50256], bos_token_id=np.int64(7))
     config = GPTConfig.from_hf_dict(d)
     assert (config.eos_token_id, config.bos_token_id, type(config.bos_token_id)) == ([3, 50256], 7, int)
-    assert config.has_stale_eos
+    assert not config.has_stale_eos and config.eos_ids == [3, 50256]  # both are rows of GPT-2's 50257
 
 
 def test_numpy_numbers_from_a_sweep_are_plain_numbers_in_the_config(tmp_path):

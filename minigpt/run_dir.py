@@ -12,6 +12,8 @@ OUT_DIR layout:
                          the data's fingerprint (what --resume checks the data against)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
+    log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
+                         --resume started it again (`restart_unsaved_run`)
 """
 from __future__ import annotations
 
@@ -76,6 +78,72 @@ def check_resumable(out: Path) -> None:
         raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
 
 
+# ---- a run that never saved a checkpoint ---------------------------------------------------------
+# The first checkpoint comes at step --eval-interval (200 by default). A run killed before it
+# leaves its log.jsonl (finetune --task lm: also data/, its tokens) and nothing to resume from:
+# no weights, no optimizer state, not even its settings. `--resume` there starts it again from
+# step 0, with the log set aside, never mixed with the new run's; without --resume it is refused
+# (the run may still be going, before its first checkpoint), with the command that restarts it.
+
+
+def unsaved_run(out: Path, command: str) -> list[str]:
+    """What OUT_DIR holds of a run that stopped before its first checkpoint (`command`'s: train or
+    finetune), when that is all it holds of a run; [] when it holds a checkpoint, or nothing of a run.
+    A best/ counts as a checkpoint: a kill between its save and the first training_state.pt leaves one."""
+    if any((out / name).exists() for name in (*RUN_FILES, "best") if name != LOG_FILE):
+        return []
+    # The log first, then the logs set aside: under torchrun one process may be renaming it.
+    traces = [LOG_FILE] if (out / LOG_FILE).exists() else []
+    traces += sorted(p.name for p in out.glob("log.lost*.jsonl"))  # set aside by an earlier restart (`next_lost_log`)
+    if command == "finetune" and (out / "data").is_dir():  # the lm task's tokens, written before training
+        traces.append("data/")
+    return traces
+
+
+def unsaved_story(out: Path) -> str:
+    """Why OUT_DIR, holding an unsaved run, has nothing to resume: with the last step its log recorded."""
+    try:
+        steps = [r["step"] for r in read_log(out)] if (out / LOG_FILE).exists() else []
+    except (ValueError, KeyError, TypeError):  # a log damaged otherwise than by a torn last record: it is set aside anyway
+        steps = []
+    logged = f"logged up to step {steps[-1]} and " if steps else ""
+    return (f"{out} holds no checkpoint: its run {logged}stopped before saving its first one ({STATE_FILE}, saved "
+            "every --eval-interval steps), so there is nothing to resume")
+
+
+def next_lost_log(out: Path) -> Path:
+    """Where `restart_unsaved_run` sets a log aside: log.lost.jsonl, or log.lost.2.jsonl, ... beside earlier ones."""
+    names = ("log.lost.jsonl", *(f"log.lost.{i}.jsonl" for i in range(2, 10_000)))
+    return next(out / name for name in names if not (out / name).exists())
+
+
+def is_rank_0() -> bool:
+    """Whether this is the process that writes OUT_DIR (rank 0 under torchrun; the only one otherwise),
+    for the checks that run before train_loop's Runtime exists."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
+    """--resume on a run that never saved a checkpoint: start it again from step 0.
+
+    Its log.jsonl is renamed (`next_lost_log`), so the new log holds only the new run's steps, and
+    cfg.resume turns False: from here on the run is a new one (finetune --task lm tokenizes --data
+    again into data/, as a new run does).
+    Under torchrun every process gets here; only rank 0 renames and prints.
+    """
+    if is_rank_0():
+        story, kept = unsaved_story(out), ""
+        if (out / LOG_FILE).exists():
+            target = next_lost_log(out)
+            (out / LOG_FILE).rename(target)
+            kept = f"; its log is kept as {target.name}"
+        elif traces:
+            kept = f" (it left {', '.join(traces)})"
+        print(f"note: --resume: {story}. Starting it again from step 0 with the flags given (no settings were "
+              f"saved to take the rest from){kept}")
+    cfg.resume = False
+
+
 def check_out_dir(cfg: TrainConfig) -> None:
     """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
 
@@ -84,19 +152,30 @@ def check_out_dir(cfg: TrainConfig) -> None:
     a downloaded or shipped model, and not the --init checkpoint itself. An empty or missing
     OUT_DIR, or one holding only unrelated files, is fine. With --resume OUT_DIR must hold the
     run to continue (its training_state.pt); --out may then equal --init, since the files that
-    get replaced are the run's own.
+    get replaced are the run's own. One change, not only a check: --resume on a run that never
+    saved a checkpoint starts it again (`restart_unsaved_run`: its log set aside, cfg.resume False).
     """
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():  # else "[Errno 17] File exists", after the data and model are loaded
         raise FileExistsError(f"--out {out} is a file; OUT_DIR is a directory (checkpoint, training_state.pt, log.jsonl, "
                               "...): choose another --out")
     if cfg.resume:
-        check_resumable(out)
-        return
+        traces = unsaved_run(out, cfg.COMMAND)
+        if not traces:
+            check_resumable(out)
+            return
+        restart_unsaved_run(out, cfg, traces)
+        return  # nothing there for the new run to destroy (and the log may be mid-rename by rank 0)
     if cfg.init and out.resolve() == Path(cfg.init).resolve():
         raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
                               "choose another --out")
     found = [name for name in RUN_FILES if (out / name).exists()]
+    if found == [LOG_FILE] and not (out / "best").exists():
+        if not is_rank_0():  # rank 0 refuses it, or (a restart) renames it any moment now: it alone writes there
+            return
+        raise FileExistsError(f"{unsaved_story(out)}; a new run there would replace its {LOG_FILE}. To start it again "
+                              f"from step 0, give the same command with --resume (its log is then kept as "
+                              f"{next_lost_log(out).name}), or choose another --out")
     if found:
         what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
                 f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")

@@ -23,7 +23,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from minigpt.run_dir import STATE_FILE, check_resumable, read_state
+from minigpt.run_dir import STATE_FILE, check_resumable, read_state, unsaved_run, unsaved_story
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
@@ -193,7 +193,9 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
 
     With --resume, the settings the saved run used (kept in its training_state.pt) are the
     defaults: `--resume` alone continues the run exactly as it was started, and a flag given
-    again overrides its saved value (say, --max-iters to train longer).
+    again overrides its saved value (say, --max-iters to train longer). A run that stopped before
+    its first checkpoint saved no settings: --resume there starts it again with the flags given
+    (minigpt/run_dir.py's `restart_unsaved_run`), and a bare --resume is refused with that advice.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_flags(parser, cls)
@@ -202,7 +204,11 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     add_config_flags(typed, cls, defaults=False)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
     state = Path(args["out"]) / STATE_FILE
-    if args["resume"]:
+    unsaved = unsaved_run(Path(args["out"]), cls.COMMAND) if args["resume"] else []
+    if unsaved and not set(given) - {"out", *cls.INVOCATION_FLAGS}:  # nothing to restart it with
+        raise ValueError(f"--resume: {unsaved_story(Path(args['out']))}, and its settings were not saved either: to "
+                         "start it again from step 0 (its log set aside), give the flags that started it with --resume")
+    if args["resume"] and not unsaved:  # (an unsaved run restarts with the flags given: check_out_dir says so)
         check_resumable(Path(args["out"]))  # first: a bare --resume lacks --data too, but that is not the problem
         # mmap: the config is read without loading the weights and optimizer state into memory.
         saved_run = read_state(state, map_location="cpu", mmap=True)

@@ -521,6 +521,36 @@ def test_resume_with_a_new_weight_decay_or_betas_trains_with_them(base, tmp_path
     assert state["step"] == 6 and all(s["step"] == 6 for s in state["optimizer"]["state"].values())  # the moments went on
 
 
+def test_an_lm_run_killed_before_its_first_checkpoint_starts_again_with_resume(base, tmp_path, capsys):
+    """A fine-tuning run killed before its first checkpoint leaves, besides its log.jsonl, the lm
+    task's data/. --resume starts it again from step 0 as `minigpt train` does (see test_train's
+    test of the same name): the log kept as log.lost.jsonl, and data/ tokenized again from --data
+    (here it held another text's tokens: reused, they would have been trained on silently). A bare
+    --resume says there is nothing to resume, not "--init MODEL_DIR is required"."""
+    from minigpt.data import prepare
+    from minigpt.finetune import main
+    from minigpt.tokenizer import Tokenizer
+
+    out = tmp_path / "o"
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    prepare([tmp_path / "other.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")
+    (out / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 5.0}) + "\n")
+    assert main(["--out", str(out), "--resume"]) == 2
+    assert f"--resume: {out} holds no checkpoint: its run logged up to step 2" in capsys.readouterr().err
+    assert _run(base, out, "--data", str(base / "corpus.txt")) == 2  # without --resume: what happened, and what to type
+    assert "give the same command with --resume" in capsys.readouterr().err
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--resume") == 0
+    assert "Starting it again from step 0 with the flags given" in capsys.readouterr().out
+    assert json.loads((out / "log.lost.jsonl").read_text()) == {"step": 2, "loss": 5.0}
+    assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(base / "corpus.txt")]
+    assert json.loads((out / "finetune_summary.json").read_text())["steps"] == 4
+    # Killed before its first log record: data/ alone. A new run there was always fine; --resume now is too.
+    early = tmp_path / "early"
+    prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), early / "data")
+    assert _run(base, early, "--data", str(base / "corpus.txt"), "--resume") == 0
+    assert "(it left data/)" in capsys.readouterr().out
+
+
 def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_path, capsys):
     """--data given again with --resume overrides the saved one, as every flag does: the lm task
     tokenizes the new text instead of going on with the old tokens in OUT_DIR/data. Other tokens

@@ -351,7 +351,8 @@ def test_a_run_without_resume_leaves_a_checkpoint_and_its_log_alone(tmp_path):
     crashed = tmp_path / "crashed"  # a run that died before its first checkpoint: only its log
     crashed.mkdir()
     (crashed / "log.jsonl").write_text(json.dumps({"step": 3, "loss": 4.0}) + "\n")
-    with pytest.raises(FileExistsError, match=re.escape("(log.jsonl)")):
+    with pytest.raises(FileExistsError, match=re.escape(f"{crashed} holds no checkpoint: its run logged up to step 3 and "
+                                                        "stopped before saving its first one")):
         pretrain(tiny_cfg(data, crashed, max_iters=2))
     out = tmp_path / "out"
     out.mkdir()
@@ -539,6 +540,63 @@ def test_resume_without_a_run_is_an_error(tmp_path, capsys):
 
     assert finetune.main(["--out", str(tmp_path / "out"), "--resume"]) == 2
     assert "--resume: no training_state.pt in" in capsys.readouterr().err
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_path, capsys):
+    """Bug: a run killed before its first checkpoint (step --eval-interval, 200 by default) left
+    only its log.jsonl: --resume said "no training_state.pt", and the same command without it said
+    the directory "already holds a run", so only cleaning it by hand went on. Now --resume starts
+    the run again from step 0 with the flags given (none were saved), its log kept aside as
+    log.lost.jsonl, never mixed with the new one; without --resume (the run may still be going)
+    and with a bare --resume (no settings to start from) the error says what happened and what to
+    type. The killed run's directory is built by hand: the records kill -9 at step 15 leaves."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--batch-size", "4", "--max-iters", "4", "--warmup-iters", "2", "--eval-interval", "4",
+             "--eval-iters", "2", "--log-interval", "2", "--device", "cpu", "--seed", "7"]
+    out.mkdir()
+    lost = "".join(json.dumps({"step": s, "loss": 4.0 - s / 100}) + "\n" for s in range(2, 16, 2)) + '{"step": 16, "lo'
+    (out / "log.jsonl").write_text(lost)
+
+    assert train_main([*flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{out} holds no checkpoint: its run logged up to step 14 and stopped before saving its first one "
+            "(training_state.pt, saved every --eval-interval steps), so there is nothing to resume") in err
+    assert "give the same command with --resume (its log is then kept as log.lost.jsonl)" in err
+    assert train_main(["--out", str(out), "--resume"]) == 2
+    assert "its settings were not saved either: to start it again from step 0 (its log set aside), give the flags " \
+           "that started it with --resume" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["log.jsonl"] and (out / "log.jsonl").read_text() == lost
+
+    assert train_main([*flags, "--out", str(out), "--resume"]) == 0
+    assert (f"note: --resume: {out} holds no checkpoint: its run logged up to step 14 and stopped before saving its first "
+            "one") in capsys.readouterr().out
+    assert (out / "log.lost.jsonl").read_text() == lost
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [2, 4, 4]
+    assert train_main([*flags, "--out", str(tmp_path / "straight")]) == 0  # the same flags, a new directory
+    a, b = final_state(tmp_path / "straight"), final_state(out)
+    assert a["step"] == b["step"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert b["config"]["resume"] is False  # what ran was a new run
+
+    # Killed again early, after a restart that failed before training (no --data): the first log was
+    # set aside by then, and the next --resume still starts again, keeping both logs.
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "log.jsonl").write_text(lost)
+    (again / "log.lost.jsonl").write_text("earlier\n")
+    assert train_main(["--out", str(again), "--resume", "--max-iters", "4"]) == 2  # not bare: it restarts, then lacks --data
+    assert "--data DATA_DIR is required" in capsys.readouterr().err
+    assert (again / "log.lost.2.jsonl").read_text() == lost and not (again / "log.jsonl").exists()
+    assert train_main([*flags, "--out", str(again), "--resume"]) == 0
+    assert (again / "log.lost.jsonl").read_text() == "earlier\n" and final_state(again)["step"] == 4
+    # A checkpoint is never restarted over: a best/ (saved just before the first training_state.pt)
+    # is one, so --resume there is refused as before.
+    best = tmp_path / "best_only"
+    (best / "best").mkdir(parents=True)
+    (best / "log.jsonl").write_text(lost)
+    assert train_main([*flags, "--out", str(best), "--resume"]) == 2
+    assert "--resume: no training_state.pt in" in capsys.readouterr().err
+    assert sorted(os.listdir(best)) == ["best", "log.jsonl"]
 
 
 def test_resume_with_the_other_command_names_the_right_one(tmp_path, capsys):
@@ -1192,7 +1250,7 @@ def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, devi
 
 
 def out_cfg(out, init=None, resume=False):
-    return SimpleNamespace(out=out, init=init, resume=resume)
+    return SimpleNamespace(out=out, init=init, resume=resume, COMMAND="train")
 
 
 @pytest.mark.parametrize("name", [INDEX_NAME, "log.jsonl", "config.json", "model.safetensors", "training_state.pt"])

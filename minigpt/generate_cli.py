@@ -295,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                                     f"shipped: --tokenizer {shipped})") from None
         cfg = model.config
         check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
-        stale = cfg.eos_token_id
+        named = cfg.eos_token_id
+        stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
+        which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
         if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
-            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {stale}, which this "
+            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {named}, {which} this "
                   f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
                   "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
         n_positions = model.config.n_positions

@@ -1614,6 +1614,10 @@ def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tm
                  "--stop", "o"]) == 0  # a row ends at its stop string and is padded: with 50256, an index error
     assert "names <|endoftext|> = 50256, which this 280-token model does not have; using the tokenizer's (279)" \
         in capsys.readouterr().err
+    # A list with one stale id names that one: the model does have the other.
+    (old / "config.json").write_text(json.dumps({**config, "eos_token_id": [279, 50256], "bos_token_id": 50256}))
+    assert main(["--model", str(old), "--prompt", "To be", "--max-new-tokens", "3", "--seed", "0"]) == 0
+    assert "names <|endoftext|> = [279, 50256], whose 50256 this 280-token model does not have" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("beams", [[], ["--num-beams", "2"]], ids=["sampled", "beams"])

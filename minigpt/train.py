@@ -159,12 +159,17 @@ MEMORY_SWITCHES = {"gradient_checkpointing": "recomputes a GPT's blocks",
                    "chunked_loss": "computes a GPT's language-model loss in chunks"}
 
 
-def switch_on(model: nn.Module, name: str) -> None:
-    """Turn the memory switch `name` on in every GPT inside `model` (a classifier holds one)."""
+def gpts_in(model: nn.Module, what: str) -> list[GPT]:
+    """Every GPT inside `model` (a classifier holds one), for a setting `what` says; none is an error."""
     gpts = [m for m in model.modules() if isinstance(m, GPT)]
     if not gpts:
-        raise ValueError(f"{name} {MEMORY_SWITCHES[name]}, but the {type(model).__name__} being trained holds no GPT")
-    for gpt in gpts:
+        raise ValueError(f"{what}, but the {type(model).__name__} being trained holds no GPT")
+    return gpts
+
+
+def switch_on(model: nn.Module, name: str) -> None:
+    """Turn the memory switch `name` on in every GPT inside `model`."""
+    for gpt in gpts_in(model, f"{name} {MEMORY_SWITCHES[name]}"):
         setattr(gpt, name, True)
 
 
@@ -193,6 +198,11 @@ def train_loop(
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
         --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
     Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
+
+    Of cfg it reads the training settings, and the model's own that a built model can still take:
+    dropout (set on every GPT inside `model`) and the memory switches. The fields that build a
+    model and its data (preset, n_layer, n_head, n_embd, init, data, block_size) are `minigpt
+    train`'s (minigpt/pretrain.py): here the model comes built and get_batch makes the batches.
     """
     half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                    if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
@@ -205,6 +215,9 @@ def train_loop(
     for name in MEMORY_SWITCHES:
         if getattr(cfg, name):
             switch_on(raw, name)
+    if cfg.dropout is not None:  # (minigpt train has set it already; a model from Python may not have it)
+        for gpt in gpts_in(raw, f"dropout={cfg.dropout} is a GPT's dropout rate"):
+            gpt.set_dropout(cfg.dropout)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)

@@ -1109,6 +1109,25 @@ def test_memory_switches_reach_a_gpt_inside_the_model_and_need_one():
         train.switch_on(torch.nn.Linear(2, 2), "chunked_loss")
 
 
+def test_train_loop_sets_the_configs_dropout_on_the_model_it_is_given(tmp_path):
+    """An audit: TrainConfig(dropout=...) reached only models `minigpt train` built; train_loop from
+    Python trained the model at the rate it was built with, silently. It now sets the rate on every
+    GPT inside the model (a classifier's too), and a model holding no GPT is told it has none."""
+    from minigpt.classifier import GPTClassifier
+
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    gpt = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB, n_layer=1, dropout=0.1))
+    train.train_loop(gpt, tiny_cfg(data, tmp_path / "lm", max_iters=1, dropout=0.0),
+                     lambda split, rng: sample_batch(tokens, 16, 4, rng))
+    assert gpt.transformer.drop.p == 0.0 and gpt.config.dropout == 0.0
+    assert all(b.attn.dropout == b.mlp.dropout.p == 0.0 for b in gpt.transformer.h)
+    clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB, n_layer=1)), num_labels=2)
+    assert train.gpts_in(clf, "x") == [clf.gpt] and train.gpts_in(gpt, "x") == [gpt]
+    with pytest.raises(ValueError, match="dropout=0.2 is a GPT's dropout rate, but the Linear being trained holds no GPT"):
+        train.train_loop(torch.nn.Linear(2, 2), tiny_cfg(data, tmp_path / "lin", dropout=0.2), lambda split, rng: None)
+
+
 def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     @dataclass
     class Config:

@@ -116,6 +116,16 @@ def download_hint(path: Path) -> str:
     return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
 
 
+def check_checkpoint_dir(path: Path) -> None:
+    """A checkpoint is a directory: say so for a file inside one (its config.json, say), and name
+    the path that does not exist."""
+    if path.is_file():  # e.g. its config.json, or model.safetensors
+        raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
+                                 f"model.safetensors ({path.parent}?)")
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")
+
+
 def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
     """Whether the checkpoint in `path` is a classifier (its config.json's architectures say
     GPT2ForSequenceClassification): what wants a language model refuses it by name, instead of
@@ -132,11 +142,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     if name := gpt2_name(path):
         path = find_gpt2(name)
     path = Path(path)
-    if path.is_file():  # e.g. its config.json, or model.safetensors
-        raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
-                                 f"model.safetensors ({path.parent}?)")
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")
+    check_checkpoint_dir(path)
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
     if is_classifier_checkpoint(path):

@@ -23,6 +23,7 @@ reloads them exactly, but transformers would pool the last token / build a fresh
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, is_classifier_checkpoint, one_dtype,
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_checkpoint_dir, is_classifier_checkpoint, one_dtype,
                                 read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_safetensors)
 from minigpt.config import GPTConfig
 from minigpt.files import read_json
@@ -53,8 +54,8 @@ class GPTClassifier(nn.Module):
         pad_token_id: int | None = None,
     ) -> None:
         super().__init__()
-        if num_labels < 2:
-            raise ValueError(f"num_labels must be at least 2, got {num_labels}")
+        if not isinstance(num_labels, numbers.Integral) or isinstance(num_labels, bool) or num_labels < 2:
+            raise ValueError(f"num_labels must be an integer ≥ 2, got {num_labels!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         if any(h <= 0 for h in hidden):
@@ -155,8 +156,7 @@ class GPTClassifier(nn.Module):
         """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification.
         `device="auto"` is the GPU when there is one, as for GPT.from_pretrained."""
         path, dtype, device = Path(path), resolve_dtype(dtype), resolve_device(device)
-        if not path.is_dir():
-            raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+        check_checkpoint_dir(path)
         if not is_classifier_checkpoint(path):
             raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint (its config.json's "
                              "architectures); load a language model with GPT.from_pretrained")

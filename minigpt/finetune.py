@@ -192,7 +192,7 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Labels from a TSV: a GPTClassifier on top of `gpt`, right-padded batches, accuracy at eval."""
     data = load_classification_data(cfg)
     num_labels = cfg.num_labels if cfg.num_labels is not None else max(data["train"][1]) + 1
-    if cfg.num_labels is None and num_labels < 2:  # else GPTClassifier's "num_labels must be at least 2", for a flag not given
+    if cfg.num_labels is None and num_labels < 2:  # else GPTClassifier's "num_labels must be an integer ≥ 2", for a flag not given
         raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
                          "(and --max-examples), or pass --num-labels")
     for split, (_, y) in data.items():

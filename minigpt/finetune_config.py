@@ -16,6 +16,7 @@ runs the training loop) and by minigpt/classify_data.py (the classify task's dat
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 
@@ -81,8 +82,10 @@ def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, def
     is_classifier = isinstance(model, GPTClassifier)
     gpt = model.gpt if is_classifier else model
     n_layer, n_trainable_blocks = gpt.config.n_layer, options["n_trainable_blocks"]
-    if strategy == "partial" and not 0 <= n_trainable_blocks <= n_layer:
-        raise ValueError(f"n_trainable_blocks must be in [0, {n_layer}] (the model has {n_layer} blocks), got {n_trainable_blocks}")
+    counts = isinstance(n_trainable_blocks, numbers.Integral) and not isinstance(n_trainable_blocks, bool)
+    if strategy == "partial" and not (counts and 0 <= n_trainable_blocks <= n_layer):  # 1.5 or True are no count
+        raise ValueError(f"n_trainable_blocks must be an integer in [0, {n_layer}] (the model has {n_layer} blocks), "
+                         f"got {n_trainable_blocks!r}")
     if options["train_embeddings"] and strategy != "partial":
         raise ValueError(f"train_embeddings applies to the 'partial' strategy only, not {strategy!r} "
                          "('full' always trains wte; 'frozen' and 'lora' never do)")

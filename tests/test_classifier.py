@@ -168,6 +168,8 @@ def test_loading_a_bad_classifier_checkpoint_names_the_problem(tmp_path):
     clf = _classifier()
     clf.save_pretrained(tmp_path / "ok")
     assert GPTClassifier.from_pretrained(tmp_path / "ok", dtype="bfloat16").score.weight.dtype == torch.bfloat16  # a CLI's name
+    with pytest.raises(NotADirectoryError, match=r"ok/config.json is a file; a checkpoint is the directory"):
+        GPTClassifier.from_pretrained(tmp_path / "ok" / "config.json")  # an audit: said it "does not exist"
     config = json.loads((tmp_path / "ok" / "config.json").read_text())
     (tmp_path / "null").mkdir()
     (tmp_path / "null" / "config.json").write_text(json.dumps({**config, "architectures": None}))
@@ -211,6 +213,9 @@ def test_bad_head_settings_and_bool_labels_are_refused():
     labels (a mask passed as labels: cross_entropy would take them as classes 0/1) are each refused by name."""
     with pytest.raises(ValueError, match=r"hidden layer widths must be positive, got \[16, 0\]"):
         GPTClassifier(GPT(CFG), 3, hidden=(16, 0))
+    for labels in (2.5, 1, True):  # an audit: 2.5 was a bare TypeError from inside nn.Linear
+        with pytest.raises(ValueError, match=rf"num_labels must be an integer ≥ 2, got {labels}"):
+            GPTClassifier(GPT(CFG), labels)
     with pytest.raises(ValueError, match=r"id2label must name labels 0..2, got keys \[0, 1\]"):
         GPTClassifier(GPT(CFG), 3, id2label={0: "neg", 1: "pos"})
     with pytest.raises(ValueError, match=r"id2label must name labels 0..1, got keys \[1, 2\]"):

@@ -132,10 +132,13 @@ def test_every_strategy_lowers_the_loss(task, strategy):
 def test_bad_strategy_arguments():
     with pytest.raises(ValueError, match="unknown strategy 'adapter'"):
         apply_strategy(_lm(), "adapter")
-    with pytest.raises(ValueError, match=r"n_trainable_blocks must be in \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"n_trainable_blocks must be an integer in \[0, 3\]"):
         apply_strategy(_lm(), "partial", n_trainable_blocks=4)
     with pytest.raises(ValueError, match="n_trainable_blocks"):
         apply_strategy(_lm(), "partial", n_trainable_blocks=-1)
+    for not_a_count in (1.5, True):  # an audit: 1.5 was a bare TypeError from a slice, True trained 1 block
+        with pytest.raises(ValueError, match=rf"n_trainable_blocks must be an integer in \[0, 3\].*got {not_a_count}"):
+            apply_strategy(_lm(), "partial", n_trainable_blocks=not_a_count)
     with pytest.raises(ValueError, match="'frozen' trains only a new head, and the lm task has none"):
         apply_strategy(_lm(), "frozen")
     with pytest.raises(ValueError, match="train_embeddings applies to the 'partial' strategy only"):
@@ -223,7 +226,7 @@ def test_cli_refuses_an_ignored_option_before_any_work(base, tmp_path, capsys, m
     for task, data in (("classify", "cls.tsv"), ("lm", "corpus.txt")):
         assert _run(base, tmp_path / "o", "--task", task, "--data", str(base / data), "--strategy", "partial",
                     "--n-trainable-blocks", "9") == 2
-        assert "n_trainable_blocks must be in [0, 2] (the model has 2 blocks), got 9" in capsys.readouterr().err
+        assert "n_trainable_blocks must be an integer in [0, 2] (the model has 2 blocks), got 9" in capsys.readouterr().err
         assert not (tmp_path / "o" / "data").exists()
     # --n-trainable-blocks without --strategy: the default strategy is lora, which has no blocks to pick.
     assert _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), "--n-trainable-blocks", "2") == 2
@@ -639,7 +642,7 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(<\|endoftext\|> = 299\), but "
                                                              r"--tokenizer \S+ has 50257 \(<\|endoftext\|> = 50256\).*"
                                                              r"Drop --tokenizer \(the tokenizer is then read from --init\)"),
-    (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be in \[0, 2\]"),
+    (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be an integer in \[0, 2\]"),
     (("--task", "classify", "--data", "cls.tsv", "--head-hidden", "256,x"), "head_hidden must be comma-separated integer widths"),
     (("--data", "corpus.txt", "--lr", "nan"), "lr must be a finite number, got nan"),
     # alpha / r scales the update and B's gradient: at 0 nothing trains (the weights stayed --init's).

@@ -57,6 +57,7 @@ class LoRALinear(nn.Module):
         super().__init__()
         check_lora_args(base, rank, alpha, dropout)
         self.base = base
+        self.base_trained = [p.requires_grad for p in base.parameters()]  # given back by `merged`
         self.base.requires_grad_(False)
         self.rank, self.alpha = rank, alpha
         self.scaling = alpha / rank
@@ -80,9 +81,12 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scaling * update
 
     def merged(self) -> nn.Linear:
-        """The plain `nn.Linear` with W + (alpha / r)·B@A: same outputs (dropout off), no adapter."""
+        """The plain `nn.Linear` with W + (alpha / r)·B@A: same outputs (dropout off), no adapter,
+        and its parameters trainable or not as they were before it was wrapped."""
         with torch.no_grad():
             self.base.weight += self.scaling * (self.lora_B @ self.lora_A)  # (out, in)
+        for p, trained in zip(self.base.parameters(), self.base_trained):
+            p.requires_grad_(trained)
         return self.base
 
     def extra_repr(self) -> str:

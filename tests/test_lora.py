@@ -49,6 +49,16 @@ def test_merged_equals_unmerged_and_saves_as_plain_gpt():
     with tempfile.TemporaryDirectory() as d:  # merged model has the plain GPT-2 key set
         model.save_pretrained(d)
         assert torch.equal(GPT.from_pretrained(d)(idx)[0], merged)
+    # An audit: the merged layers stayed frozen, though the model is "a plain GPT again": each
+    # parameter trains or not as it did before the adapters came.
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_merging_keeps_what_apply_strategy_froze_frozen():
+    model = _model()
+    apply_strategy(model, "lora", lora_rank=4)
+    merge_lora(model)
+    assert not any(p.requires_grad for p in model.parameters())  # lora freezes the whole backbone
 
 
 def test_adapters_follow_the_mode_of_the_model_they_join():

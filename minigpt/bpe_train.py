@@ -139,6 +139,10 @@ def train_tokenizer(
     if specials:  # cut out, so that no merge learns from a special token's text
         cut = special_token_regex(specials)
         texts = [part for text in texts for part in cut.split(text)]
+    if not any(texts) and vocab_size > 256 + len(specials):  # merges asked for, and no text: a wrong file, surely
+        source = "" if isinstance(text_or_files, str) else f" ({', '.join(map(str, files))})"
+        raise ValueError(f"the training text{source} is empty (special tokens aside): there is nothing to learn "
+                         f"{vocab_size - 256 - len(specials)} merges from")
     vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
     if len(vocab) + len(specials) < vocab_size:  # legal (a tiny text), but a small vocabulary can surprise
         hint = ""

@@ -554,6 +554,19 @@ def test_training_on_a_file_that_is_not_utf8_names_it(tmp_path):
         Tokenizer.train([tmp_path / "latin1.txt"], vocab_size=300)
 
 
+def test_training_on_an_empty_text_is_refused_when_merges_are_asked_for(tmp_path):
+    """An audit: an empty file trained "successfully" into a byte-level tokenizer with no merges,
+    with only a note. Merges asked from no text mean a wrong file: an error naming it. A byte-level
+    tokenizer (no merges asked) still trains from nothing."""
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match=r"training text \(.*empty.txt\) is empty \(special tokens aside\): there is "
+                                         r"nothing to learn 43 merges from"):
+        Tokenizer.train([tmp_path / "empty.txt"], vocab_size=300, progress=False)
+    with pytest.raises(ValueError, match="the training text is empty"):
+        Tokenizer.train(EOT * 3, vocab_size=300, progress=False)
+    assert Tokenizer.train("", vocab_size=257, progress=False).vocab_size == 257
+
+
 @pytest.mark.parametrize("special", ["Ġ", "a"])
 def test_a_special_token_spelled_like_a_regular_one_is_refused(special):
     """vocab.json would hold the same key twice, and the saved tokenizer would not load again."""

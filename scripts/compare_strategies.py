@@ -20,6 +20,11 @@ back by the end (overfitting) or was still improving. OUT/STRATEGY/best keeps th
 best val loss; those of the best accuracy are kept only if its step is the best loss's or the last.
 On CPU "peak memory" is the process's peak RSS, which includes Python, torch and the data
 (compare the differences between rows); on a GPU it is CUDA's peak allocation.
+
+Each run starts fresh: an OUT/STRATEGY this script made before (OUT/compare_runs.json lists them)
+is deleted first. Any other OUT/STRATEGY that is not empty is refused unless --overwrite, and one
+that holds --init or --data always is. A run that fails does not stop the others; the table then
+shows the runs that finished, and the script exits 1.
 """
 from __future__ import annotations
 
@@ -31,19 +36,50 @@ import sys
 import time
 from pathlib import Path
 
+from minigpt.files import atomic_path, atomic_write_text, read_json
+from minigpt.finetune_config import FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, FinetuneConfig
+from minigpt.train_config import add_config_flags
+
 DEFAULT_LRS = "frozen=1e-3,lora=1e-3,partial=3e-4,full=1e-4"
 # What this script sets for each run. Given again after `--`, a flag would win (argparse keeps the
 # last value; a prefix such as --strat counts too) while the table still showed the script's
 # value: every row labelled with its own lr, say, but all run at the one passed through.
 OWN_FLAGS = ("--init", "--task", "--data", "--strategy", "--lr", "--min-lr", "--out")
+# Which OUT/STRATEGY directories this script made: the only ones it deletes without --overwrite.
+RUNS_FILE = "compare_runs.json"
+
+
+def finetune_flags() -> list[str]:
+    """Every flag `minigpt finetune` has, from the same dataclass its parser is built from."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_config_flags(parser, FinetuneConfig)
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def full_flag_names(passthrough: list[str]) -> list[str]:
+    """`passthrough` with each abbreviated flag written out (--lora-r 4 → --lora-rank 4).
+
+    argparse in `minigpt finetune` accepts any unique prefix, but `flags_for` sorts flags by their
+    full names: an abbreviation of another strategy's option slipped through to a run that then
+    refused it, which ended the whole comparison. A flag finetune does not have, or a prefix of
+    several, is a ValueError naming it, before any run starts."""
+    known, out = finetune_flags(), []
+    for arg in passthrough:
+        flag, eq, value = arg.partition("=")
+        if arg.startswith("--") and flag not in known:
+            matches = [k for k in known if k.startswith(flag)]
+            if len(matches) != 1:
+                raise ValueError(f"{flag} after -- is {'ambiguous: ' + ', '.join(matches) if matches else 'not a flag of minigpt finetune'}; "
+                                 "give the full flag name")
+            arg = matches[0] + eq + value
+        out.append(arg)
+    return out
 
 
 def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
     """The flags after `--` that `strategy` reads: `minigpt finetune` refuses one that its strategy
     would ignore (--lora-rank for partial, --n-trainable-blocks for lora, ...), but one command line
     here serves every run, so each run gets only its own strategy's options."""
-    from minigpt.finetune_config import STRATEGY_OPTIONS
-
     switches = {"train_embeddings"}  # boolean flags, --x or --no-x: no value follows them
     foreign = {}  # flag → option, for the options of the other strategies
     for name, owner in STRATEGY_OPTIONS.items():
@@ -61,10 +97,38 @@ def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
     return kept
 
 
+def made_here(out: Path) -> list[str]:
+    """The strategies whose OUT/STRATEGY this script made (RUNS_FILE), [] if none."""
+    return read_json(out / RUNS_FILE).get("strategies", []) if (out / RUNS_FILE).exists() else []
+
+
+def check_run_dirs(strategies: list[str], args) -> None:
+    """Refuse, before any run starts, an OUT/STRATEGY that a fresh run may not delete (ValueError naming it).
+
+    It used to be deleted unchecked: with --init or --data inside it (the model to start from,
+    lost), or for a strategy named ".." (OUT's parent). Now one that holds --init or --data is
+    always refused, and one this script did not make (not empty, not in RUNS_FILE) unless --overwrite."""
+    out, mine = Path(args.out), made_here(Path(args.out))
+    for s in strategies:
+        run = (out / s).resolve()
+        for name, path in (("--init", args.init), ("--data", args.data)):
+            if run == Path(path).resolve() or run in Path(path).resolve().parents:
+                raise ValueError(f"{out / s} holds {name} {path}, and a fresh {s} run deletes that directory first: "
+                                 "choose another --out")
+        if (out / s).is_symlink() or (run.exists() and not run.is_dir()):
+            raise ValueError(f"{out / s} is a file or a link, where the {s} run's directory goes: choose another --out")
+        if run.is_dir() and any(run.iterdir()) and s not in mine and not args.overwrite:
+            raise ValueError(f"{out / s} already exists and is not a run of this script (not listed in {out / RUNS_FILE}); "
+                             f"a fresh {s} run would delete it: pass --overwrite to allow that, or choose another --out")
+
+
 def run_strategy(strategy: str, lr: float, args, passthrough: list[str]) -> dict:
     out = Path(args.out) / strategy
-    if out.exists():
-        shutil.rmtree(out)  # a fresh run each time: never resume a stale one by accident
+    mine = made_here(Path(args.out))
+    if out.exists():  # check_run_dirs allowed it: a fresh run each time, never resume a stale one by accident
+        shutil.rmtree(out)
+    if strategy not in mine:  # recorded before the run makes the directory, so a killed run is still ours
+        atomic_write_text(Path(args.out) / RUNS_FILE, json.dumps({"strategies": [*mine, strategy]}) + "\n")
     cmd = [sys.executable, "-m", "minigpt.cli", "finetune", "--init", args.init, "--task", args.task,
            "--data", args.data, "--strategy", strategy, "--lr", str(lr), "--min-lr", str(lr / 10),
            "--out", str(out), *flags_for(strategy, passthrough)]
@@ -94,6 +158,7 @@ def table(rows: list[dict], task: str) -> str:
 
 
 def plot(rows: list[dict], task: str, path: Path) -> None:
+    """Bar charts of the table's main columns, written atomically to `path` (a PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +176,8 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")  # (the temp name's suffix is .tmp: name the format)
     plt.close(fig)
 
 
@@ -125,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="one sub-directory per strategy, plus compare.md and compare.png")
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
     parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an OUT/STRATEGY this script did not make (never one holding --init or --data)")
     args = parser.parse_args(own)
     clash = [a for a in passthrough if a.startswith("--") and any(f.startswith(a.partition("=")[0]) for f in OWN_FLAGS)]
     if clash:
@@ -137,26 +205,44 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--lrs takes strategy=lr pairs such as {DEFAULT_LRS}, got {args.lrs!r}")
     default = ["frozen", "lora", "partial", "full"] if args.task == "classify" else ["lora", "partial", "full"]
     strategies = args.strategies.split(",") if args.strategies else default
+    # Each name becomes a directory under OUT that is deleted before its run: only known names.
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        parser.error(f"--strategies: unknown strategy {', '.join(map(repr, unknown))}; choose from {', '.join(STRATEGIES)}")
+    if len(set(strategies)) < len(strategies):
+        parser.error(f"--strategies names a strategy twice ({args.strategies}): its second run would delete the first")
+    if args.task == "lm" and "frozen" in strategies:
+        parser.error(FROZEN_LM_ERROR)
     missing = [s for s in strategies if s not in lrs]
     if missing:
         parser.error(f"no learning rate for {missing} in --lrs")
+    try:
+        passthrough = full_flag_names(passthrough)
+        check_run_dirs(strategies, args)
+    except ValueError as e:
+        parser.error(str(e))
 
-    rows = []
-    for s in strategies:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for s in strategies:  # a failed run does not stop the others: its row is missing, the rest are compared
         try:
             rows.append(run_strategy(s, lrs[s], args, passthrough))
         except subprocess.CalledProcessError as e:  # the run printed its own error above: no traceback on top
             print(f"compare_strategies.py: error: the {s} run failed (exit {e.returncode}); its output is above",
                   file=sys.stderr)
-            return 1
+            failed.append(s)
+    if not rows:
+        return 1  # nothing to tabulate: an earlier compare.md stays as it was
     text = table(rows, args.task)
-    out = Path(args.out)
+    note = f"\n\nFailed (no row): {', '.join(failed)}." if failed else ""
     command = "python scripts/compare_strategies.py " + " ".join(argv)
-    (out / "compare.md").write_text(f"Base `{args.init}`, task {args.task} on `{args.data}`.\n\n```\n{command}\n```\n\n{text}\n")
+    atomic_write_text(out / "compare.md", f"Base `{args.init}`, task {args.task} on `{args.data}`.\n\n```\n{command}\n```\n\n"
+                                          f"{text}{note}\n")
     plot(rows, args.task, out / "compare.png")
-    print(text)
+    print(text + note)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

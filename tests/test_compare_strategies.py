@@ -1,8 +1,12 @@
-"""scripts/compare_strategies.py tabulates the best val figures, with their steps, beside the final ones."""
+"""scripts/compare_strategies.py tabulates the best val figures, with their steps, beside the final ones,
+and deletes no directory it was not asked to (a run's OUT/STRATEGY is refused before any run starts)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_strategies.py"
 spec = importlib.util.spec_from_file_location("compare_strategies", SCRIPT)
@@ -71,3 +75,109 @@ def test_a_flag_the_script_sets_per_run_is_refused_after_the_separator(tmp_path,
         assert f"{flag[0]} after -- would override what this script sets for each run" in capsys.readouterr().err
     assert compare.main(["--init", str(tmp_path / "missing"), "--task", "lm", "--data", "y", "--out", str(tmp_path / "o"),
                          "--strategies", "lora", "--", "--lr-decay-iters", "5"]) == 1  # not a clash: the run itself starts (and fails)
+
+
+def fake_runs(monkeypatch, fail=()):
+    """Replace the `minigpt finetune` processes: each run writes its summary into its --out, as a
+    real one does, or fails (exit 2) if its strategy is in `fail`. Returns the commands run."""
+    import subprocess
+
+    commands = []
+
+    def run(cmd, check):
+        commands.append(cmd)
+        strategy, out = cmd[cmd.index("--strategy") + 1], Path(cmd[cmd.index("--out") + 1])
+        if strategy in fail:
+            raise subprocess.CalledProcessError(2, cmd)
+        out.mkdir(parents=True)  # finetune would refuse a directory holding a run: check_run_dirs cleared it
+        (out / "finetune_summary.json").write_text(json.dumps(summary(strategy, val_loss=2.5, best_val_loss=2.25,
+                                                                      best_val_loss_step=40)))
+    monkeypatch.setattr(compare.subprocess, "run", run)
+    return commands
+
+
+def test_a_run_directory_holding_the_init_model_or_the_data_is_never_deleted(tmp_path, monkeypatch, capsys):
+    """Found by an audit: OUT/STRATEGY was deleted before anything was checked, with the --init
+    model inside it. It is refused before any run starts, --overwrite or not."""
+    import pytest
+
+    commands = fake_runs(monkeypatch)
+    (tmp_path / "cmp" / "full" / "best").mkdir(parents=True)
+    (tmp_path / "cmp" / "full" / "best" / "model.safetensors").write_text("weights")
+    (tmp_path / "text.txt").write_text("text")
+    for init, data in ((tmp_path / "cmp" / "full" / "best", tmp_path / "text.txt"), (tmp_path / "m", tmp_path / "cmp" / "full")):
+        with pytest.raises(SystemExit):
+            compare.main(["--init", str(init), "--task", "lm", "--data", str(data), "--out", str(tmp_path / "cmp"),
+                          "--strategies", "full", "--overwrite"])
+        name = "--init" if init != tmp_path / "m" else "--data"
+        assert f"{tmp_path / 'cmp' / 'full'} holds {name} " in capsys.readouterr().err
+    assert (tmp_path / "cmp" / "full" / "best" / "model.safetensors").read_text() == "weights" and commands == []
+
+
+@pytest.mark.parametrize("name, said", [("..", "unknown strategy '..'"), ("foo", "unknown strategy 'foo'"),
+                                        ("lora,", "unknown strategy ''"), ("lora,lora", "names a strategy twice")])
+def test_a_strategy_name_is_checked_before_its_directory_is_touched(name, said, tmp_path, capsys):
+    """--strategies .. (with --lrs ..=1e-3) deleted OUT's parent; an unknown name deleted OUT/NAME
+    before finetune refused it. Only the known strategies, each once, are run."""
+    (tmp_path / "out" / "foo").mkdir(parents=True)
+    (tmp_path / "out" / "foo" / "keep").write_text("")
+    (tmp_path / "keep").write_text("")
+    lrs = ",".join(f"{s}=1e-3" for s in name.split(",") if s) or "lora=1"
+    with pytest.raises(SystemExit):
+        compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path / "out"), "--strategies", name,
+                      "--lrs", lrs, "--overwrite"])
+    assert said in capsys.readouterr().err
+    assert (tmp_path / "keep").exists() and (tmp_path / "out" / "foo" / "keep").exists()
+
+
+def test_frozen_with_lm_is_refused_before_any_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--strategies", "frozen"])
+    assert "strategy 'frozen' trains only a new head" in capsys.readouterr().err
+
+
+def test_only_the_scripts_own_runs_are_replaced_without_overwrite(tmp_path, monkeypatch, capsys):
+    """A directory the script did not make (not in OUT/compare_runs.json) is refused unless
+    --overwrite; its own runs from before are replaced by fresh ones, as always."""
+    commands = fake_runs(monkeypatch)
+    out = tmp_path / "out"
+    (out / "lora").mkdir(parents=True)
+    (out / "lora" / "mine.txt").write_text("someone's work")
+    argv = ["--init", "x", "--task", "lm", "--data", "y", "--out", str(out), "--strategies", "lora,full"]
+    with pytest.raises(SystemExit):
+        compare.main(argv)
+    assert f"{out / 'lora'} already exists and is not a run of this script" in capsys.readouterr().err
+    assert (out / "lora" / "mine.txt").exists() and commands == []
+    assert compare.main([*argv, "--overwrite"]) == 0
+    assert not (out / "lora" / "mine.txt").exists() and json.loads((out / "compare_runs.json").read_text()) == {"strategies": ["lora", "full"]}
+    (out / "full" / "stale").write_text("")
+    assert compare.main(argv) == 0  # its own runs: fresh ones replace them, no --overwrite needed
+    assert not (out / "full" / "stale").exists() and len(commands) == 4
+
+
+def test_a_failed_run_leaves_the_table_of_the_others(tmp_path, monkeypatch, capsys):
+    """One failed run ended the comparison with no table for the runs that had finished; now
+    the others still run, the table holds the finished ones and says which failed, and the exit is 1."""
+    fake_runs(monkeypatch, fail=("partial",))
+    out = tmp_path / "out"
+    assert compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(out)]) == 1
+    assert "the partial run failed (exit 2)" in capsys.readouterr().err
+    text = (out / "compare.md").read_text()
+    assert "| lora |" in text and "| full |" in text and "| partial |" not in text and "Failed (no row): partial." in text
+    assert (out / "compare.png").stat().st_size > 0
+    assert sorted(p.name for p in out.iterdir()) == ["compare.md", "compare.png", "compare_runs.json", "full", "lora"]  # no .tmp
+
+
+def test_abbreviated_flags_are_written_out_before_they_are_sorted_by_strategy(tmp_path, monkeypatch, capsys):
+    """`-- --lora-r 4` went to the partial run (flags_for knew only full names), where argparse
+    expanded it to --lora-rank and refused it, failing that run."""
+    assert compare.full_flag_names(["--lora-r", "4", "--max-it=3", "--no-train-emb", "-1"]) == [
+        "--lora-rank", "4", "--max-iters=3", "--no-train-embeddings", "-1"]
+    commands = fake_runs(monkeypatch)
+    assert compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--strategies", "lora,partial",
+                         "--", "--lora-r", "4", "--max-it", "3"]) == 0
+    assert commands[0][-4:] == ["--lora-rank", "4", "--max-iters", "3"] and commands[1][-2:] == ["--max-iters", "3"]
+    for flag, said in (("--lora", "--lora after -- is ambiguous: --lora-rank, --lora-alpha"), ("--bogus", "--bogus after -- is not a flag")):
+        with pytest.raises(SystemExit):
+            compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--", flag, "1"])
+        assert said in capsys.readouterr().err

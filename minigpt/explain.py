@@ -37,7 +37,7 @@ from minigpt.sampling import (
     draw,
     exponential_noise,
 )
-from minigpt.text_generation import prompt_ids
+from minigpt.text_generation import check_tokenizer, prompt_ids
 
 
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache
@@ -56,7 +56,13 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     ngram = check_ngram_size(no_repeat_ngram_size)
-    ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, model.config.bos_token_id)
+    # The tokenizer must be the model's, and a config with GPT-2's stale ids (older checkpoints)
+    # ends and starts texts at the tokenizer's <|endoftext|>, as the text functions do.
+    stale = {}
+    start = check_tokenizer(model, tokenizer, stale)
+    eos = {stale["eos_token_id"]} if "eos_token_id" in stale else set(model.config.eos_ids)
+    bos = model.config.bos_token_id if start is None else start
+    ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, bos)
     T, V = ids.size(1), model.config.vocab_size
     state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
@@ -99,7 +105,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
             mark = "→" if cand == token else " "
             row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
             print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
-        if token in model.config.eos_ids:  # any of them, where config.json lists several
+        if token in eos:  # any of them, where config.json lists several
             break  # the table shows it; the text ends silently, as generate's does
         new.append(token)
         if step + 1 == steps:

@@ -429,3 +429,13 @@ def test_text_functions_start_an_empty_prompt_of_a_stale_config_at_the_tokenizer
             generate_texts(own, tok, ["", "ROMEO:"], batch_size=2, **kw)
     assert "".join(stream_text(old, tok, "", max_new_tokens=12)) == generate_text(own, tok, "", max_new_tokens=12)[0]
     assert (old.config.bos_token_id, old.config.eos_token_id) == (50256, 50256)  # the caller's config, untouched
+    # explain() from Python too (the CLI replaced the stale ids before calling it; from Python it
+    # refused "" and never ended at EOS): its tables are those of the model's own config.
+    import io
+
+    from minigpt.explain import explain
+
+    tables = [io.StringIO(), io.StringIO()]
+    for model, table in zip((old, own), tables):
+        explain(model, tok, "", steps=40, seed=0, out=table)
+    assert tables[0].getvalue() == tables[1].getvalue() and "step 0:" in tables[0].getvalue()

@@ -33,7 +33,7 @@ $PY -m minigpt.cli train --data "$WORK/data" --out "$WORK/run" --device "$DEVICE
     --preset gpt2-mini --n-layer "$LAYERS" --n-head "$HEADS" --n-embd "$EMBD" --block-size 256 \
     --dropout "$DROPOUT" --batch-size 64 --max-iters "$ITERS" --warmup-iters 100 \
     --lr "$LR" --min-lr 1e-4 --beta2 0.99 --weight-decay 0.1 --eval-interval 100 --eval-iters 40
-$PY scripts/export_checkpoint.py "$WORK/run/best" "$SHIP" --dtype float16
+$PY scripts/export_checkpoint.py "$WORK/run/best" "$SHIP" --dtype float16 --overwrite
 cp "$WORK/run/log.jsonl" "$WORK/run/loss.png" "$SHIP/"
 
 # Bits per character on the held-out last 10% (the text is ASCII, so bytes = characters),

@@ -523,11 +523,11 @@ def test_export_script_casts_copies_the_tokenizer_and_errors_cleanly(tmp_path, c
     spec.loader.exec_module(export)
     src = tmp_path / "src"
     GPT(GPTConfig(**SMALL)).save_pretrained(src)
-    (src / "vocab.json").write_text("{}")
-    assert export.main([str(src), str(tmp_path / "half"), "--dtype", "float16"]) == 0
-    assert (tmp_path / "half" / "vocab.json").read_text() == "{}"
-    assert export.main([str(src), str(src), "--dtype", "float16"]) == 0  # in place: no SameFileError
-    assert next(GPT.from_pretrained(src, dtype=None).parameters()).dtype == torch.float16
+    assert export.main([str(src), str(tmp_path / "half"), "--dtype", "float16"]) == 0  # no tokenizer: weights alone
+    assert next(GPT.from_pretrained(tmp_path / "half", dtype=None).parameters()).dtype == torch.float16
+    # In place it would replace the weights it casts (float32 lost for good): refused, the source kept.
+    assert export.main([str(src), str(src), "--dtype", "float16"]) == 2
+    assert next(GPT.from_pretrained(src, dtype=None).parameters()).dtype == torch.float32
     assert export.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
 

@@ -418,6 +418,27 @@ def test_top_k_1_keeps_one_of_two_neighbouring_half_precision_logits(device: str
 
 @on_devices
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_a_max_near_its_dtypes_largest_value_still_narrows(device: str, splits: int):
+    """Found by an audit: the bracket's top, m + |m| / 64 rounded to the logits' dtype, overflowed
+    to inf for fp16 maxima ≥ 64512 (and fp32/bf16 within 1.6% of 3.4e38); under an infinite top
+    the first pass ended the search, and top_k=1 or a tiny top_p kept the runner-up too. The top
+    is now the dtype's next value above m there. (At the largest finite value itself there is
+    none: the kernel's docstring says so.)"""
+    from minigpt.kernels.sampling import fused_sample
+
+    for dtype, m, second in ((torch.float16, 64512.0, 64480.0), (torch.float16, 65472.0, 65440.0),
+                             (torch.bfloat16, 3.3e38, 3.2e38), (torch.float32, 3.3e38, 3.25e38)):
+        row = torch.full((40,), 100.0, dtype=dtype)
+        row[7], row[9] = m, second
+        logits = row.expand(2, -1).contiguous().to(device)
+        for k, top_p in ((1, 1.0), (0, 1e-9)):
+            p = params([(1000.0, k, top_p, 0.0)] * 2, device)
+            tokens = fused_sample(logits, **p, **seed_offset(1, 0, device), splits=splits).cpu()
+            assert tokens.tolist() == [7, 7], f"{dtype} max {m}, top_k={k}, top_p={top_p}: {tokens.tolist()}"
+
+
+@on_devices
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
 def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str, splits: int):
     from minigpt.kernels.sampling import fused_sample
 

@@ -54,8 +54,9 @@ passes, exact, and draws with one uniform.
   and are never drawn, even when a filter would keep them.
 - Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
-  apart, or a max within 2% of it) overflows the bracket to inf, and its top-k/top-p set can
-  come out too large. Models' logits stay within ±1e4; the torch path has no such limit.
+  apart), or whose max is its dtype's largest finite value (fp16's 65504: a model that overflowed),
+  overflows the bracket to inf, and its top-k/top-p set can come out too large. Models' logits
+  stay within ±1e4; the torch path has no such limit.
 """
 from __future__ import annotations
 

@@ -73,9 +73,10 @@ registers, passes are cheap, and 8 evenly spaced pivots stay.
 `max_scan` reads the row once: its max m (every weight exp((l - m) / T) is measured from it, so
 none overflows), the first index holding it (a greedy row stops there), its smallest finite logit,
 and its NaN/+inf count: with `bad_params` (a parameter out of range), that says which rows get
-token -1. The search's bracket then starts at [floor, above_max): the top is the first value of the
-logits' dtype a step above m, the floor the underflow point m - 126·ln2·T (below it a weight
-underflows fp32), or the smallest logit if higher.
+token -1. The search's bracket then starts at [floor, above_max): the top is a value of the
+logits' dtype a step above m (m + |m| / 64, rounded; the dtype's next value where that overflows),
+the floor the underflow point m - 126·ln2·T (below it a weight underflows fp32), or the smallest
+logit if higher.
 """
 from __future__ import annotations
 
@@ -127,7 +128,20 @@ def above_max(m, GRID: tl.constexpr):
     # bracket's top the logits' dtype cannot hold would end a search too early (_narrow's test).
     # A step of |m| / 64 is ≥ 2 of bf16's, so rounding (to nearest on a GPU, truncating in Triton's
     # interpreter) never lands back on m; near 0, 1e-7 is more than fp16's smallest step (6e-8).
-    return round_to_input(m + tl.maximum(tl.abs(m) * 0.015625, 1e-7), GRID)
+    top = round_to_input(m + tl.maximum(tl.abs(m) * 0.015625, 1e-7), GRID)
+    # Within |m| / 64 of the dtype's largest value (fp16: m ≥ 64512; fp32 and bf16: 3.3e38) that
+    # step overflows to inf, under which the first pass would end the search: take the dtype's
+    # next value above m instead (inf only for m at the largest value itself).
+    return tl.where(top == float("inf"), next_up(m, GRID), top)
+
+
+@triton.jit
+def next_up(x, GRID: tl.constexpr):
+    """The next value of the logits' dtype above x (finite, > 0, on that grid): its bits + 1."""
+    if GRID == tl.float32:
+        return (x.to(tl.int32, bitcast=True) + 1).to(tl.float32, bitcast=True)
+    else:  # fp16 and bf16: 16-bit patterns
+        return (x.to(GRID).to(tl.int16, bitcast=True) + 1).to(GRID, bitcast=True).to(tl.float32)
 
 
 @triton.jit

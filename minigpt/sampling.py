@@ -19,7 +19,8 @@ Every parameter is a Python number (the same for all rows) or a (B,) tensor (one
 `Param`, whose checks and row spreading (`per_row`) are shared with the penalties (minigpt/row_params.py).
 The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
-kernel (minigpt/kernels/sampling.py); it has the same semantics but its own random stream.
+kernel (minigpt/kernels/sampling.py); it has the same semantics up to rounding at the thresholds
+(its docstring lists where the kept set can differ), and its own random stream.
 What this file does not do: beam search (minigpt/beam_search.py), or typical / eta / top-h sampling.
 """
 from __future__ import annotations

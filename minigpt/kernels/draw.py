@@ -55,7 +55,8 @@ def row_uniform(seed_ptr, offset_ptr, row):
 @triton.jit
 def min_p_cutoff(min_p):
     # min-p's cutoff on kept_weight's log2 scale: it keeps (l - m) · c2 ≥ log2(min_p), i.e.
-    # p ≥ min_p · p_max; -inf (keep all) when min-p is off.
+    # p ≥ min_p · p_max; -inf (keep all) when min-p is off. (A min_p below 1e-30 acts as 1e-30,
+    # so log2 never sees 0: it drops only tokens of p < 1e-30 · p_max, as the kernel's docstring says.)
     return tl.where(min_p > 0, tl.log2(tl.maximum(min_p, 1e-30)), float("-inf"))
 
 

@@ -29,10 +29,11 @@ passes, exact, and draws with one uniform.
 ## What happens before and around the kernel
 
 - Penalties (repetition, presence, frequency) are NOT fused: minigpt.penalties.penalize applies
-  them with torch ops to the (B, V) counts the decode loop keeps on the device, one small kernel
-  before this one. They are elementwise over the row, so torch.compile makes them one fused
-  kernel (`generate(..., compile=True)` runs them so: penalties.compiled_penalize), while fusing
-  them here would add a (B, V) counts read to every one of the search's passes.
+  them with torch ops to the (B, V) counts the decode loop keeps on the device, before this
+  kernel. They are elementwise over the row, so torch.compile makes them one small fused kernel
+  (`generate(..., compile=True)` runs them so: penalties.compiled_penalize; eagerly they are a
+  dozen small ones), while fusing them here would add a (B, V) counts read to every one of the
+  search's passes.
 - Checks, and where they happen: shapes, dtypes, devices and strides are checked on the host on
   every call (free: tensor metadata only). Value ranges (temperature < 0 or inf, top_k < 0,
   top_p ∉ (0, 1], min_p ∉ [0, 1]) and bad logits (NaN, +inf, a row of -inf) are checked inside the
@@ -52,7 +53,8 @@ passes, exact, and draws with one uniform.
   cumsum, so a token whose cumulative mass is within ~1e-6 of top_p can fall on either side.
 - Tokens more than 126·ln2·T below the top logit have p < 2^-126 · p_max (fp32's smallest normal)
   and are never drawn, even when a filter would keep them.
-- Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling.
+- Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling; min_p values in
+  (0, 1e-30) act as 1e-30 (its log2 is taken), which only drops tokens of p < 1e-30 · p_max.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
   apart), or whose max is its dtype's largest finite value (fp16's 65504: a model that overflowed),
   overflows the bracket to inf, and its top-k/top-p set can come out too large. Models' logits
@@ -213,8 +215,8 @@ def fused_sample(
 
     temperature (B,) f32 (0 = argmax), top_k (B,) int32 (0 = off), top_p (B,) f32 (1 = off),
     min_p (B,) f32 (0 = off), seed (1,) int64, offset (1,) int64: the draw for row r uses Philox
-    at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter or
-    NaN/+inf logits gets token -1; `validate=True` raises ValueError instead (one host sync).
+    at (seed; r, offset), so bump `offset` by 1 each step. A row with an out-of-range parameter,
+    NaN/+inf logits or no finite logit at all gets token -1; `validate=True` raises ValueError instead (one host sync).
     `splits` is the number of programs per row (a power of 2): None picks, inside a compiled step
     or a CUDA graph, enough to fill a GPU's SMs at batch 1–8 (minigpt/kernels/sampling_split.py's
     default_splits, measured on an H200) and 1 above; called eagerly, 1.

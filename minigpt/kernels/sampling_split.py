@@ -35,9 +35,10 @@ in a CUDA graph), one program per slice:
 
 The launches after the histograms must agree on the plan exactly: a bracket one pivot off would
 read list slots nobody wrote. Sums of floats depend on their order, and `tl.sum`'s order follows
-the thread layout, so the launch's number of warps. So a slice's masses are stored as integers
-(units of 2^-32 of the max's weight, MASS_SCALE): integer sums are the same in any order, and
-each launch adds the S slices up as one tile. The pivots are not stored: every launch recomputes
+the thread layout, so the launch's number of warps. So a slice's histogram masses are stored as
+integers (units of 2^-32 of the max's weight, MASS_SCALE): integer sums are the same in any
+order, and each launch adds the S slices up as one tile. (The mass min-p keeps per slice stays
+fp32: only the finish launch reads it.) The pivots are not stored: every launch recomputes
 them from the same stats with the same code (`_row`, `pivots_in`, `_narrow_level`).
 
 Each launch reads one slice, or the row's 2·S·N_HIST histogram values, so a row costs a few short
@@ -207,7 +208,7 @@ def _hist_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top_p
         n = tl.minimum(V - start, L)
         src = logits_ptr + row.to(tl.int64) * stride_row + start
         cnt, mass = tl.zeros((N_HIST,), dtype=tl.int32), tl.zeros((N_HIST,), dtype=tl.float32)
-        if search:  # (temperature or min-p alone need no level 1: it is written as 0s, unread)
+        if search:  # (temperature or min-p alone need no level 1: it is written as 0s, which `_plan` reads and drops)
             lane_cnt, lane_mass = stream_count_mass(src, n, pivots_in(lo, hi, N_HIST, GRID), m, c2, BLOCK, 1,
                                                     N_HIST, True)
             cnt, mass = tl.sum(lane_cnt, axis=0), tl.sum(lane_mass, axis=0)

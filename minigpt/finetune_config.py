@@ -146,7 +146,7 @@ class FinetuneConfig(TrainConfig):
     # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
     lr: float = flag(3e-4, "peak learning rate, reached at the end of warmup")
     min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")
-    warmup_iters: int = flag(20, "steps of linear warmup from 0 to lr")
+    warmup_iters: int = flag(20, "steps of linear warmup to lr (step s at lr·(s+1)/N)")
     max_iters: int = flag(300, "optimizer steps in the whole run")
     eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
 

@@ -87,8 +87,10 @@ def check_resumable(out: Path) -> None:
 
 
 def unsaved_run(out: Path, command: str) -> list[str]:
-    """What OUT_DIR holds of a run that stopped before its first checkpoint (`command`'s: train or
-    finetune), when that is all it holds of a run; [] when it holds a checkpoint, or nothing of a run.
+    """What OUT_DIR holds of a run that stopped before its first checkpoint, when that is all it
+    holds of a run; [] when it holds a checkpoint, or nothing of a run. Such a run's log does not
+    say which command made it: `command` (train or finetune) only decides whether a data/ (the lm
+    task's tokens) counts as one of its traces.
     A best/ counts as a checkpoint: a kill between its save and the first training_state.pt leaves one."""
     if any((out / name).exists() for name in (*RUN_FILES, "best") if name != LOG_FILE):
         return []

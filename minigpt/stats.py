@@ -5,7 +5,7 @@ Where it sits: beside the decode loop (minigpt/generate.py's `decode_loop`, mini
 which reads a `Clock` before prefill, after the first token and after the last step, and returns
 what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`); and
 beside the training loop (minigpt/train.py), which logs MFU: the FLOPs its tokens/s amount to
-(`gpt_flops_per_token`) over the GPU's peak (`peak_flops`). Fine-tuning reports
+(`gpt_flops_per_token`, which `minigpt train` passes it) over the GPU's peak (`peak_flops`). Fine-tuning reports
 `peak_memory_bytes` too (minigpt/finetune.py).
 
 Why the clock syncs the device: on a GPU, PyTorch only *queues* kernels and returns at once, so

@@ -133,11 +133,13 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
         loss_sum += loss.detach().float()
     if rt.world > 1:
         dist.all_reduce(loss_sum)
-    grad_norm = torch.zeros_like(loss_sum)  # 0: not measured (no clipping)
     if cfg.grad_clip:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         params = [p for g in optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    else:  # measured all the same, for the check below (only a clipped run logs it)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads).to(loss_sum)
     # The one host sync per step reads both numbers. With float16's GradScaler an inf gradient
     # is routine (the scaler skips that step and lowers its scale), so only the loss counts then.
     loss_total, norm = torch.stack([loss_sum, grad_norm.float()]).tolist()
@@ -153,8 +155,9 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     return train_loss, norm if cfg.grad_clip else None, tokens
 
 
-# The GPT's switches that trade compute for memory (TrainConfig's flags of the same names), and
-# what each does, for the error when the model being trained holds no GPT to switch.
+# The GPT's switches that save memory (TrainConfig's flags of the same names: checkpointing pays
+# for it in compute, the chunked loss does not), and what each does, for the error when the
+# model being trained holds no GPT to switch.
 MEMORY_SWITCHES = {"gradient_checkpointing": "recomputes a GPT's blocks",
                    "chunked_loss": "computes a GPT's language-model loss in chunks"}
 

@@ -64,7 +64,7 @@ class TrainConfig:
     max_iters: int = flag(1000, "optimizer steps in the whole run")
     lr: float = flag(6e-4, "peak learning rate, reached at the end of warmup")
     min_lr: float = flag(6e-5, "learning rate at the end of the cosine decay")
-    warmup_iters: int = flag(100, "steps of linear warmup from 0 to lr")
+    warmup_iters: int = flag(100, "steps of linear warmup to lr (step s at lr·(s+1)/N)")
     lr_decay_iters: int | None = flag(None, "step where the cosine reaches min_lr (default: max_iters)")
     weight_decay: float = flag(0.1, "AdamW decoupled weight decay of the matmul weights")
     beta1: float = flag(0.9, "AdamW beta1")

@@ -720,13 +720,15 @@ def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypat
     assert renamed == {STATE_FILE, "vocab.json", "loss.png"}
 
 
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0], ids=["clipped", "unclipped"])
 @pytest.mark.parametrize("where, message", [
     ("loss", r"loss is nan at step 8"),
     ("gradient", r"gradient norm is nan at step 8 \(the loss, .*, is finite\)"),
 ])
-def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, message):
+def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, message, grad_clip):
     """A NaN loss, or a NaN in the backward pass alone (clipping would spread it to every weight),
-    stops the run before the update, naming the last good checkpoint, which stays clean."""
+    stops the run before the update, naming the last good checkpoint, which stays clean. Without
+    clipping too (an audit: the norm was measured only to clip, so the NaN update went in)."""
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"
     calls = {"n": 0}
@@ -741,7 +743,7 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
             logits.register_hook(lambda g: g * float("nan"))  # the gradient flowing into the logits
         return loss
 
-    cfg = tiny_cfg(data, out)
+    cfg = tiny_cfg(data, out, grad_clip=grad_clip)
     model = build_model(cfg, VOCAB)
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
     with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)") as error:

@@ -57,8 +57,9 @@ def encode_batch(
 
     Worker processes are forked, so they share the tokenizer's merge table (and its chunk cache
     as filled so far) without copying or pickling it. Long documents are cut where the cut cannot
-    change the ids (see safe_pieces), so one big file still uses every core. Small batches, and
-    platforms without fork, are encoded in this process."""
+    change the ids (see safe_pieces), so one big file still uses every core. Small batches,
+    platforms without fork, and daemon processes (a torch DataLoader worker, a Pool worker: they
+    may not start children) are encoded in this process."""
     texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
     if texts is None or not all(isinstance(t, str) for t in texts):
         raise TypeError("encode_batch takes a list of str (for one string, use encode)")
@@ -70,7 +71,8 @@ def encode_batch(
     encode = partial(tokenizer.encode, allowed_special=allowed, disallowed_special=()) if allowed else tokenizer.encode_ordinary
     workers = num_workers or available_cpus()
     total = sum(map(len, texts))
-    if workers <= 1 or total < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods():
+    if (workers <= 1 or total < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon):  # a Pool here: "daemonic processes are not allowed to have children"
         return [encode(t) for t in texts]
     piece_chars = max(PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
     pieces, owner = [], []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import multiprocessing
 import random
 import re
 import string
@@ -909,3 +910,24 @@ def test_saving_over_a_transformers_tokenizer_json_leaves_transformers_the_new_t
     small.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path).encode("the cat sat") == small.encode("the cat sat")
     assert Tokenizer.from_pretrained(tmp_path).encode("the cat sat") == small.encode("the cat sat")
+
+
+def _encode_in_a_daemon(tok: Tokenizer, docs: list[str], queue) -> None:
+    try:
+        queue.put(tok.encode_batch(docs, num_workers=2))
+    except Exception as e:  # sent back to the test: a daemon's traceback would only be printed
+        queue.put(f"{type(e).__name__}: {e}")
+
+
+def test_encode_batch_in_a_daemon_process_encodes_in_that_process(tok, monkeypatch):
+    """Guards against encode_batch starting a Pool inside a daemon process (a torch DataLoader
+    worker, a Pool worker), which raised "daemonic processes are not allowed to have children"."""
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)  # what would start the pool on a big batch
+    docs = ["Hello world\n" * 20, "a daemon's text"]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_encode_in_a_daemon, args=(tok, docs, queue), daemon=True)
+    child.start()
+    got = queue.get(timeout=60)
+    child.join()
+    assert got == [tok.encode(d) for d in docs]

@@ -25,28 +25,30 @@ TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, in
 
 
 def read_hf(path: str | os.PathLike) -> TokenizerParts:
-    """vocab.json + merges.txt from a directory, or else its tokenizer.json. A GPT-2 size by name
-    ("gpt2", ..., "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in
-    checkpoints/gpt2: the four share one tokenizer. Tokens that are neither a single byte nor made
-    by a merge are the special tokens (GPT-2: <|endoftext|> = 50256)."""
+    """A directory's tokenizer.json, or else its vocab.json + merges.txt, plus added_tokens.json:
+    what transformers' GPT2TokenizerFast reads, in its order. A GPT-2 size by name ("gpt2", ...,
+    "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in checkpoints/gpt2:
+    the four share one tokenizer. Tokens that are neither a single byte nor made by a merge are the
+    special tokens (GPT-2: <|endoftext|> = 50256). Settings that would make transformers give
+    other ids (a prefix space, a BOS/EOS added to every text, a normalizer, ...) are refused, by
+    name: minigpt does none of them, and a tokenizer that silently gives other ids is worse than none."""
     path = GPT2_DIR if gpt2_name(path) else Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
-    config = path / "tokenizer_config.json"
-    if config.is_file() and isinstance(settings := read_json(config), dict) and settings.get("add_prefix_space"):
-        raise ValueError(f"{config} sets add_prefix_space: transformers puts a space before the text ('Hello' → "
-                         "' Hello'), which minigpt does not do, so the ids would differ; set it to false")
-    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+    config = _read_config(path / "tokenizer_config.json")
+    # tokenizer.json first, as transformers reads it: in a transformers 4 directory it sits beside
+    # vocab.json + merges.txt, and holds the tokens added with add_special_tokens too.
+    if (path / "tokenizer.json").is_file():
+        vocab_file = merges_file = path / "tokenizer.json"
+        str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
+    elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
         str_vocab = read_json(vocab_file)
         if not isinstance(str_vocab, dict):
             raise ValueError(f"{path / 'vocab.json'} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
         lines = read_text(path / "merges.txt").splitlines()
         str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
-    elif (path / "tokenizer.json").is_file():
-        vocab_file = merges_file = path / "tokenizer.json"
-        str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
     else:
         for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
             if (path / have).is_file():
@@ -55,6 +57,8 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     for s, i in str_vocab.items():  # a float id (64.0) would pass the constructor's check, then come out of encode
         if not isinstance(i, int) or isinstance(i, bool):
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
+    str_vocab = _add_added_tokens(str_vocab, path, config)
+    _refuse_named_tokens_not_in(str_vocab, config, path)
     for rank, merge in enumerate(str_merges):  # else Python's "too many values to unpack" or KeyError: '€'
         if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
                 and set("".join(merge)) <= CHAR_TO_BYTE.keys()):
@@ -72,8 +76,77 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     return vocab, merges, special
 
 
+# tokenizer_config.json switches that make transformers add to every text; minigpt adds nothing.
+_ADDS_TO_EVERY_TEXT = {
+    "add_prefix_space": "puts a space before the text ('Hello' → ' Hello')",
+    "add_bos_token": "puts bos_token before every text (GPT-2: [50256, 15496, 995] for 'Hello world')",
+    "add_eos_token": "puts eos_token after every text",
+}
+# The config keys that name special tokens; transformers adds any the vocabulary lacks, at new ids.
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token",
+                 "additional_special_tokens", "extra_special_tokens")
+
+
+def _read_config(file: Path) -> dict:
+    """tokenizer_config.json's settings ({} without one), refusing those that change every text's ids."""
+    settings = read_json(file) if file.is_file() else {}
+    settings = settings if isinstance(settings, dict) else {}
+    for key, effect in _ADDS_TO_EVERY_TEXT.items():
+        if settings.get(key):
+            raise ValueError(f"{file} sets {key}: transformers {effect}, which minigpt does not do, "
+                             "so the ids would differ; set it to false")
+    return settings
+
+
+def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> dict[str, int]:
+    """The vocabulary plus the tokens transformers 4 lists beside it (added_tokens.json, and the
+    config's added_tokens_decoder: what add_special_tokens added). transformers appends a token
+    it does not know at the next free id whatever id the file gives, so a file whose ids are not
+    exactly that (a gap, a clash) is refused rather than read with ids transformers would not use."""
+    listed = []
+    if (file := path / "added_tokens.json").is_file():
+        data = read_json(file)
+        if not isinstance(data, dict):
+            raise ValueError(f"{file} must map each added token to its id (a JSON object), got {type(data).__name__}")
+        listed += [(file, token, i) for token, i in data.items()]
+    decoder = config.get("added_tokens_decoder")  # {"50257": {"content": "<pad>", ...}}
+    if isinstance(decoder, dict):
+        for i, entry in decoder.items():
+            token = entry.get("content") if isinstance(entry, dict) else entry
+            listed.append((path / "tokenizer_config.json", token, int(i) if str(i).isdigit() else i))
+    vocab = dict(str_vocab)
+    for file, token, i in sorted(listed, key=lambda x: x[2] if isinstance(x[2], int) else -1):
+        if not isinstance(i, int) or isinstance(i, bool) or not isinstance(token, str):
+            raise ValueError(f"{file} gives the added token {token!r} the id {i!r}; ids must be integers")
+        if vocab.get(token, i) != i:
+            raise ValueError(f"{file} gives {token!r} the id {i}, but the vocabulary has it at {vocab[token]}")
+        if token not in vocab:
+            next_id = max(vocab.values(), default=-1) + 1
+            if i != next_id:
+                raise ValueError(f"{file} gives the added token {token!r} the id {i}; transformers would add "
+                                 f"it at the next free id, {next_id}, so the ids would differ")
+            vocab[token] = i
+    return vocab
+
+
+def _refuse_named_tokens_not_in(str_vocab: dict[str, int], config: dict, path: Path) -> None:
+    """A special token named in tokenizer_config.json or special_tokens_map.json (pad_token: "<pad>")
+    that the vocabulary lacks is added by transformers at a new id; minigpt would not know it."""
+    stm = path / "special_tokens_map.json"
+    for file, settings in ((path / "tokenizer_config.json", config), (stm, read_json(stm) if stm.is_file() else {})):
+        for key in _SPECIAL_KEYS if isinstance(settings, dict) else ():
+            value = settings.get(key)
+            values = value if isinstance(value, list) else list(value.values()) if key == "extra_special_tokens" and isinstance(value, dict) else [value]
+            for v in values:
+                token = v.get("content") if isinstance(v, dict) else v  # transformers 4 writes AddedToken dicts
+                if isinstance(token, str) and token not in str_vocab:
+                    raise ValueError(f"{file} names {token!r} ({key}), which the vocabulary lacks: transformers "
+                                     "would add it at a new id; add it to the vocabulary, or remove it from the file")
+
+
 def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
-    """vocab (added tokens included) and merges from a `tokenizers` file, if it is GPT-2-style BPE."""
+    """vocab (added tokens included) and merges from a `tokenizers` file, if it is GPT-2-style BPE
+    and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
     data = read_json(file)
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
@@ -81,15 +154,47 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
             f"{file} is not GPT-2-style byte-level BPE (model BPE, ByteLevel pre-tokenizer with GPT-2's "
             f"regex, add_prefix_space false); got model {model.get('type')!r}, pre_tokenizer {pre}"
         )
+    changes = {  # each one changes the ids `tokenizers` gives; minigpt implements none of them
+        "normalizer": data.get("normalizer") not in (None, {"type": "Sequence", "normalizers": []}),  # rewrites the text first
+        "post_processor": not _adds_nothing(data.get("post_processor")),  # adds tokens (a BOS) to every text
+        "model.end_of_word_suffix": bool(model.get("end_of_word_suffix")),  # "</w>" on each word's last token
+        "model.continuing_subword_prefix": bool(model.get("continuing_subword_prefix")),  # "##" on inner tokens
+        "model.byte_fallback": bool(model.get("byte_fallback")),  # <0x41> tokens for unknown bytes
+        "model.dropout": bool(model.get("dropout")),  # skips merges at random: ids differ run to run
+        "model.ignore_merges": bool(model.get("ignore_merges")),  # a word in the vocab is taken whole, unmerged
+    }
+    if bad := [name for name, changed in changes.items() if changed]:
+        shown = {name: data.get(name) if "." not in name else model.get(name.split(".")[1]) for name in bad}
+        raise ValueError(f"{file} sets {', '.join(bad)} ({shown}), which changes the ids; minigpt does "
+                         "not implement it, so it would give other ids than transformers")
     vocab = model["vocab"] | {t["content"]: t["id"] for t in data.get("added_tokens", [])}
     merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
     return vocab, merges
 
 
+def _adds_nothing(processor: dict | None) -> bool:
+    """Whether a post_processor leaves the ids alone: none, ByteLevel (it only trims offsets), a
+    template whose single-text form is the text alone (what transformers 5 writes for GPT-2), or a
+    sequence of these. Pairs of texts, which minigpt never encodes, are not looked at."""
+    if processor is None or processor.get("type") == "ByteLevel":
+        return True
+    if processor.get("type") == "TemplateProcessing":
+        return all(set(piece) == {"Sequence"} for piece in processor.get("single", []))
+    if processor.get("type") == "Sequence":
+        return all(_adds_nothing(p) for p in processor.get("processors", []))
+    return False
+
+
+# What transformers reads beside vocab.json + merges.txt + tokenizer_config.json, and write_hf does not write.
+_STALE_FILES = ("tokenizer.json", "added_tokens.json", "special_tokens_map.json")
+
+
 def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     """vocab.json + merges.txt (GPT2TokenizerFast opens them) and tokenizer_config.json naming the
-    special tokens. Each file is written atomically. A tokenizer.json already there (transformers 5
-    saves one) is removed: transformers reads it before vocab.json, so it would load the old tokenizer."""
+    special tokens. Each file is written atomically. The files of a tokenizer saved there before by
+    transformers are removed, once the new ones are written: it reads tokenizer.json before
+    vocab.json (so it would load the old tokenizer), and adds the tokens that added_tokens.json and
+    special_tokens_map.json name (transformers 4 writes them), which the new vocabulary may lack."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vocab = {tok.id_to_token(i): i for i in range(tok.vocab_size)}
@@ -106,7 +211,8 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
     atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
     atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
-    (path / "tokenizer.json").unlink(missing_ok=True)
+    for stale in _STALE_FILES:
+        (path / stale).unlink(missing_ok=True)
 
 
 def read_tiktoken(file: str | os.PathLike, special_tokens: dict[str, int] | None = None) -> TokenizerParts:

@@ -1,0 +1,179 @@
+"""The tokenizer files transformers writes, read as transformers reads them (or refused, by name).
+
+Each test guards a way a directory once loaded with other ids than transformers gives, silently:
+tokens added beside the vocabulary lost, settings that change ids ignored, stale files left behind.
+Only the shipped checkpoints/gpt2 files and directories the tests make are used.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from minigpt import Tokenizer
+from minigpt.tokenizer import GPT2_DIR
+
+EOT = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.from_pretrained(GPT2_DIR)
+
+
+@pytest.fixture
+def transformers4_dir(tmp_path) -> Path:
+    """What transformers 4 saves after add_special_tokens: vocab.json + merges.txt + tokenizer.json
+    + added_tokens.json (this transformers writes only the tokenizer.json; the rest are added)."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<|user|>"]})
+    hf.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_DIR / name, tmp_path)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<pad>": 50257, "<|user|>": 50258}))
+    return tmp_path
+
+
+def test_a_transformers_4_directory_keeps_its_added_tokens(transformers4_dir):
+    """Bug guarded: vocab.json + merges.txt were read first and added_tokens.json ignored, so the
+    tokens added with add_special_tokens were lost (50257 tokens; transformers has 50259)."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    text = "<|user|> hi<pad>"
+    hf = AutoTokenizer.from_pretrained(transformers4_dir)
+    assert (len(hf), hf.encode(text)) == (50259, [50258, 23105, 50257])
+    mine = Tokenizer.from_pretrained(transformers4_dir)
+    assert mine.special_tokens == {EOT: 50256, "<pad>": 50257, "<|user|>": 50258}
+    assert mine.encode(text, allowed_special="all") == hf.encode(text)
+    # Without tokenizer.json, transformers adds added_tokens.json's tokens to vocab.json's: so does minigpt.
+    (transformers4_dir / "tokenizer.json").unlink()
+    hf = GPT2TokenizerFast.from_pretrained(transformers4_dir)
+    mine = Tokenizer.from_pretrained(transformers4_dir)
+    assert mine.vocab_size == len(hf) == 50259
+    assert mine.encode(text, allowed_special="all") == hf.encode(text)
+
+
+def test_tokenizer_json_is_read_before_vocab_json_as_transformers_does(tmp_path):
+    """A directory holding both (transformers 4 writes both) gives what tokenizer.json says."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path)  # tokenizer.json: GPT-2's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = Tokenizer.train("the cat sat on the mat. " * 20, 280, progress=False)
+    small.save_pretrained(tmp_path / "small")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tmp_path / "small" / name, tmp_path)
+    hf_ids = AutoTokenizer.from_pretrained(tmp_path).encode("the cat sat")
+    assert Tokenizer.from_pretrained(tmp_path).encode("the cat sat") == hf_ids == [1169, 3797, 3332]
+
+
+@pytest.mark.parametrize("file, content, problem", [
+    ("added_tokens.json", {"<pad>": 50300}, "gives the added token '<pad>' the id 50300; transformers would add it at the next free id, 50257"),
+    ("added_tokens.json", {EOT: 7}, "gives '<|endoftext|>' the id 7, but the vocabulary has it at 50256"),
+    ("special_tokens_map.json", {"pad_token": "<pad>"}, "names '<pad>' (pad_token), which the vocabulary lacks"),
+    ("tokenizer_config.json", {"pad_token": {"__type": "AddedToken", "content": "<pad>"}}, "names '<pad>' (pad_token), which the vocabulary lacks"),
+])
+def test_added_tokens_transformers_would_number_otherwise_are_refused(tmp_path, file, content, problem):
+    """transformers appends a token it does not know at the next free id, whatever id a file gives
+    it, and adds a special token a config names: minigpt refuses both rather than differ."""
+    from transformers import GPT2TokenizerFast
+
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_DIR / name, tmp_path)
+    (tmp_path / file).write_text(json.dumps(content))
+    if "<pad>" in json.dumps(content):
+        assert GPT2TokenizerFast.from_pretrained(tmp_path).encode("hi<pad>") == [5303, 50257]  # added at 50257
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / file))) as info:
+        Tokenizer.from_pretrained(tmp_path)
+    assert problem in str(info.value)
+
+
+def _tokenizer_json(tmp_path: Path) -> dict:
+    from transformers import GPT2TokenizerFast
+
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    return json.loads((tmp_path / "tokenizer.json").read_text())
+
+
+BOS_TEMPLATE = {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": EOT, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+                "special_tokens": {EOT: {"id": EOT, "ids": [50256], "tokens": [EOT]}}}
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("normalizer", lambda d: d.update(normalizer={"type": "Lowercase"})),
+    ("normalizer", lambda d: d.update(normalizer={"type": "NFC"})),
+    ("post_processor", lambda d: d.update(post_processor=BOS_TEMPLATE)),
+    ("model.end_of_word_suffix", lambda d: d["model"].update(end_of_word_suffix="</w>")),
+    ("model.continuing_subword_prefix", lambda d: d["model"].update(continuing_subword_prefix="##")),
+    ("model.byte_fallback", lambda d: d["model"].update(byte_fallback=True)),
+    ("model.dropout", lambda d: d["model"].update(dropout=0.5)),
+])
+def test_tokenizer_json_settings_that_change_ids_are_refused_by_name(tmp_path, name, edit):
+    """Bug guarded: only the model and pre-tokenizer types were checked, so a lowercasing
+    normalizer, a template adding a BOS, a "</w>" suffix ... were ignored and the ids differed."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    data = _tokenizer_json(tmp_path)
+    text = "Hello WORLD e\u0301 café"
+    before = HFTokenizer.from_str(json.dumps(data)).encode(text).ids
+    edit(data)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    if name in ("normalizer", "post_processor", "model.end_of_word_suffix"):  # the others differ only
+        # with other vocabularies (a "##" prefixed token, a missing byte) or at random (dropout)
+        assert HFTokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids != before
+    with pytest.raises(ValueError, match=f"sets {name} "):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_tokenizer_json_settings_that_leave_the_ids_alone_still_load(tok, tmp_path):
+    """GPT-2's own tokenizer.json (the Hub's): normalizer null, a ByteLevel post-processor (it
+    only trims offsets), null rather than "" affixes; and transformers 5's template of the text alone."""
+    data = _tokenizer_json(tmp_path)
+    assert data["post_processor"]["single"] == [{"Sequence": {"id": "A", "type_id": 0}}]  # transformers 5's
+    data["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    data["model"].update(continuing_subword_prefix=None, end_of_word_suffix=None, dropout=None)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    assert Tokenizer.from_pretrained(tmp_path).encode("Hello world") == tok.encode("Hello world")
+
+
+@pytest.mark.parametrize("key, hf_ids", [("add_bos_token", [50256, 15496, 995]), ("add_eos_token", [15496, 995, 50256])])
+def test_a_tokenizer_config_adding_bos_or_eos_is_refused(tmp_path, key, hf_ids):
+    """Bug guarded: add_bos_token was ignored, so minigpt gave [15496, 995] for 'Hello world'
+    where transformers gives [50256, 15496, 995]."""
+    from transformers import GPT2TokenizerFast
+
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_DIR / name, tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", key: True}))
+    assert GPT2TokenizerFast.from_pretrained(tmp_path).encode("Hello world") == hf_ids
+    with pytest.raises(ValueError, match=f"tokenizer_config.json sets {key}"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_saving_over_a_transformers_4_directory_removes_its_added_tokens(transformers4_dir):
+    """Bug guarded: save_pretrained left added_tokens.json and special_tokens_map.json behind, so
+    transformers added <pad> and <|user|> to the new, smaller vocabulary (502 tokens, not 500)."""
+    from transformers import AutoTokenizer
+
+    (transformers4_dir / "special_tokens_map.json").write_text(
+        json.dumps({"pad_token": "<pad>", "additional_special_tokens": ["<|user|>"], "eos_token": EOT}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = Tokenizer.train("the cat sat on the mat. " * 20, 280, progress=False)
+    small.save_pretrained(transformers4_dir)
+    assert not any((transformers4_dir / name).exists()
+                   for name in ("tokenizer.json", "added_tokens.json", "special_tokens_map.json"))
+    hf = AutoTokenizer.from_pretrained(transformers4_dir)
+    assert (len(hf), hf.pad_token) == (small.vocab_size, None)
+    assert hf.encode("the cat sat") == small.encode("the cat sat")
+    assert Tokenizer.from_pretrained(transformers4_dir).vocab_size == small.vocab_size

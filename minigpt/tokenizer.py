@@ -280,9 +280,11 @@ class Tokenizer:
         ids = [ids] if isinstance(ids, int) else ids  # one id, e.g. a 0-d tensor from argmax
         try:  # every element: numpy ints and 0-d tensors (as list(tensor) gives them) pass, 2.5 or None do not
             ids = list(map(operator.index, ids))
-        except TypeError:  # a batch (B, T) comes as a list of lists
-            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor); for a batch (B, T), "
-                            "decode each row: [tok.decode(row) for row in ids]") from None
+        except TypeError:  # a batch (B, T) comes as a list of lists; float ids (2.0) are no ids either
+            floats = isinstance(ids, list) and any(isinstance(i, float) for i in ids)
+            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor)" +
+                            (f", got floats ({ids[:3]!r}...): a float tensor? .long() it" if floats else
+                             "; for a batch (B, T), decode each row: [tok.decode(row) for row in ids]")) from None
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
             raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")
@@ -355,8 +357,9 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Load vocab.json + merges.txt (Hugging Face's GPT-2 layout) from a directory, or else its
-        tokenizer.json. "gpt2" (when no such directory exists) means the shipped checkpoints/gpt2."""
+        """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
+        layout), with any added tokens: what transformers reads, in its order (minigpt/tokenizer_files.py's
+        `read_hf`). "gpt2" (when no such directory exists) means the shipped checkpoints/gpt2."""
         from minigpt.tokenizer_files import read_hf
 
         return cls(*read_hf(path))
@@ -389,9 +392,11 @@ class Tokenizer:
     ) -> "Tokenizer":
         """Learn a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes + merges + specials).
 
-        text_or_files: a str is the training text itself; a Path, or a list of paths, names files.
-        Special tokens get the last ids and never take part in merges (their text in the training
-        data is cut out first). If the text runs out of pairs, the vocabulary ends up smaller."""
+        text_or_files: a str is the training text itself; a Path, or a list of paths, names UTF-8
+        files, read as Python reads text ("\r\n" and "\r" become "\n", as every minigpt command
+        reads its text files: pass the str to keep them). Special tokens get the last ids and never
+        take part in merges (their text in the training data is cut out first). If the text runs
+        out of pairs, the vocabulary ends up smaller."""
         from minigpt.bpe_train import train_tokenizer
 
         return cls(*train_tokenizer(text_or_files, vocab_size, special_tokens, progress=progress))

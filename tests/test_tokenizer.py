@@ -198,6 +198,14 @@ def test_disallowed_special_and_decode_errors_follow_tiktoken(tok, enc, text):
         tok.encode(text, allowed_special=None)  # a ValueError that names the argument, not "not iterable"
 
 
+def test_decode_of_float_ids_says_they_are_floats_not_a_batch(tok):
+    """An audit: a float tensor's ids got the advice for a (B, T) batch."""
+    with pytest.raises(TypeError, match=r"got floats \(\[1.0, 2.0\]...\): a float tensor\? .long\(\) it"):
+        tok.decode(torch.tensor([1.0, 2.0]))
+    with pytest.raises(TypeError, match=r"for a batch \(B, T\), decode each row"):
+        tok.decode([[1, 2], [3]])
+
+
 def test_decode_takes_tiktokens_errors_argument(tok, enc):
     cut = tok.encode("’")[:1]  # the first of the 3 bytes of one character
     assert tok.decode(cut) == enc.decode(cut) == "\ufffd"  # errors="replace" by default

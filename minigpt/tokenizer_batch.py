@@ -154,7 +154,11 @@ def model_inputs(
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
     if (truncation or padding == "max_length") and max_length is None:
-        raise ValueError("truncation=True and padding='max_length' need max_length=N")
+        # transformers falls back to the tokenizer's model_max_length; this tokenizer belongs to no
+        # model, so it has no such length: name the option that asked for one.
+        asked = "truncation=True" if truncation else "padding='max_length'"
+        raise ValueError(f"{asked} needs max_length=N (the tokenizer knows no model's context length: "
+                         "pass the model's config.n_positions, e.g.)")
     single = isinstance(texts, str)
     batch = encode_batch(tokenizer, [texts] if single else texts, allowed_special=allowed_special,
                          disallowed_special=disallowed_special)

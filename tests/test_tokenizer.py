@@ -727,8 +727,11 @@ def test_an_empty_text_argument_is_encoded_not_read_from_stdin(monkeypatch, caps
 def test_call_refuses_padding_options_it_cannot_honour(tok):
     with pytest.raises(ValueError, match="max_length must be a positive int, got 0"):
         tok(["a"], truncation=True, max_length=0)
-    with pytest.raises(ValueError, match="need max_length"):
+    with pytest.raises(ValueError, match=r"^padding='max_length' needs max_length=N"):
         tok(["a"], padding="max_length")  # no length to pad to
+    # An audit: HF's common call said "padding='max_length'", which the caller never passed.
+    with pytest.raises(ValueError, match=r"^truncation=True needs max_length=N .*config.n_positions"):
+        tok(["a", "bb"], padding=True, truncation=True)
     with pytest.raises(ValueError, match="padding must be"):
         tok(["a", "bb"], padding="left")  # a padding_side given as padding: not silently unpadded
 

@@ -95,11 +95,14 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:
     """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
-    check_out_dir(cfg)  # first: a bare --resume with no saved run has no --data either, and that is the real problem
     if not cfg.data:
         raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)
     check_data_dir(data)
+    # After the data's checks: --resume on a run killed before its first checkpoint starts it again
+    # here, setting its log aside, which a run that then fails at once should not have done.
+    # (A bare --resume with no run to continue was refused by parse_config, before --data was missed.)
+    check_out_dir(cfg)
     meta = read_meta(data)
     model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
     n_positions = model.config.n_positions

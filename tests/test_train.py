@@ -578,17 +578,20 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_p
     assert a["step"] == b["step"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert b["config"]["resume"] is False  # what ran was a new run
 
-    # Killed again early, after a restart that failed before training (no --data): the first log was
-    # set aside by then, and the next --resume still starts again, keeping both logs.
+    # Killed again early, after an earlier restart: a --resume that lacks --data fails before it
+    # sets anything aside (an audit: the log was renamed, and "starting it again" printed, before
+    # --data was missed); the next --resume starts again, keeping both logs.
     again = tmp_path / "again"
     again.mkdir()
     (again / "log.jsonl").write_text(lost)
     (again / "log.lost.jsonl").write_text("earlier\n")
-    assert train_main(["--out", str(again), "--resume", "--max-iters", "4"]) == 2  # not bare: it restarts, then lacks --data
-    assert "--data DATA_DIR is required" in capsys.readouterr().err
-    assert (again / "log.lost.2.jsonl").read_text() == lost and not (again / "log.jsonl").exists()
+    assert train_main(["--out", str(again), "--resume", "--max-iters", "4"]) == 2  # not bare, but lacks --data
+    failed = capsys.readouterr()
+    assert "--data DATA_DIR is required" in failed.err and "note: --resume" not in failed.out
+    assert sorted(os.listdir(again)) == ["log.jsonl", "log.lost.jsonl"] and (again / "log.jsonl").read_text() == lost
     assert train_main([*flags, "--out", str(again), "--resume"]) == 0
-    assert (again / "log.lost.jsonl").read_text() == "earlier\n" and final_state(again)["step"] == 4
+    assert (again / "log.lost.jsonl").read_text() == "earlier\n" and (again / "log.lost.2.jsonl").read_text() == lost
+    assert final_state(again)["step"] == 4
     # A checkpoint is never restarted over: a best/ (saved just before the first training_state.pt)
     # is one, so --resume there is refused as before.
     best = tmp_path / "best_only"

@@ -23,6 +23,7 @@ from minigpt.generate_args import (
     PENALTY_OVERFLOW,
     check_finite,
     check_ngram_size,
+    eos_list,
     prepare_inputs,
     textless_ids,
 )
@@ -60,7 +61,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     # ends and starts texts at the tokenizer's <|endoftext|>, as the text functions do.
     stale = {}
     start = check_tokenizer(model, tokenizer, stale)
-    eos = {stale["eos_token_id"]} if "eos_token_id" in stale else set(model.config.eos_ids)
+    eos = set(eos_list(model, stale.get("eos_token_id")))
     bos = model.config.bos_token_id if start is None else start
     ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, bos)
     T, V = ids.size(1), model.config.vocab_size

@@ -74,6 +74,8 @@ def step_picker(sampler: str | None, seed: int | None, B: int, device: torch.dev
         return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax, which no filter changes
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     pick = token_picker(B, device, **sampling, generator=generator, backend=sampler)
+    if sampler == "torch":
+        return pick
     # The kernel answers -1 for a row of NaN/inf logits (noted by the loop): until the host raises,
     # feed an id the embedding has (-1 would be a device-side assert, which breaks the CUDA context).
     return lambda logits: pick(logits).clamp_min(0)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer_files import TOKENIZER_FILES
 
 # What training asks for when --vocab-size / --special are not given.
 TRAIN_VOCAB_SIZE = 4096
@@ -92,9 +93,6 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out, args.overwrite)
 
-
-# A directory holding one of these holds a tokenizer: perhaps a model's, whose ids it defines.
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 
 
 def train_and_save(name: str, files: list[Path], vocab_size: int, special: Sequence[str], out: Path,

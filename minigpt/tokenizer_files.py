@@ -20,6 +20,9 @@ from minigpt.files import atomic_write_text, read_json, read_text
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
+# The files a tokenizer is read from (`read_hf`): a directory holding one of them holds a
+# tokenizer, perhaps a model's, whose ids it defines.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
 TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]
 

@@ -133,11 +133,12 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
         loss_sum += loss.detach().float()
     if rt.world > 1:
         dist.all_reduce(loss_sum)
+    grad_norm = torch.zeros_like(loss_sum)  # 0: not measured (float16 without clipping: its scaler checks)
     if cfg.grad_clip:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         params = [p for g in optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    else:  # measured all the same, for the check below (only a clipped run logs it)
+    elif not scaler.is_enabled():  # measured all the same, for the check below (only a clipped run logs it)
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads).to(loss_sum)
     # The one host sync per step reads both numbers. With float16's GradScaler an inf gradient

@@ -22,12 +22,13 @@ from minigpt import GPT
 from minigpt.checkpoint import INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, is_classifier_checkpoint
 from minigpt.classifier import GPTClassifier
 from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer_files import TOKENIZER_FILES
 
 # What a checkpoint directory holds: an export replaces these, so finding one in dst needs --overwrite.
 MODEL_FILES = ("config.json", WEIGHTS_NAME, INDEX_NAME, PICKLE_NAME)
-# transformers reads tokenizer.json before vocab.json, so a stale one would win over the exported
-# tokenizer: it counts here, and minigpt's write_hf removes it.
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
+# A tokenizer's files (tokenizer_files.TOKENIZER_FILES: a stale tokenizer.json counts, as transformers
+# would read it before the exported vocab.json; write_hf removes it) and its settings.
+DST_TOKENIZER_FILES = (*TOKENIZER_FILES, "tokenizer_config.json")
 
 
 def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: bool) -> None:
@@ -41,11 +42,11 @@ def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: 
                          "the precision it drops is lost for good; export to another directory")
     if not dst.is_dir():
         return  # missing: created; a file: save_pretrained says so
-    found = [name for name in (*MODEL_FILES, *TOKENIZER_FILES) if (dst / name).exists()]
+    found = [name for name in (*MODEL_FILES, *DST_TOKENIZER_FILES) if (dst / name).exists()]
     if found and not overwrite:
         raise ValueError(f"dst {dst} already holds a checkpoint or tokenizer ({', '.join(found)}); pass --overwrite "
                          "to replace it, or choose another dst")
-    stale = [name for name in found if name in TOKENIZER_FILES]
+    stale = [name for name in found if name in DST_TOKENIZER_FILES]
     if stale and not has_tokenizer:
         raise ValueError(f"src {src} has no tokenizer, so dst's ({', '.join(stale)}) would stay beside weights it may "
                          "not fit; remove those files from dst, or choose another dst")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the checkpoint and tokenizer files a dst already holds")
     args = parser.parse_args(argv)
     src, dst = Path(args.src), Path(args.dst)
-    has_tokenizer = any((src / name).exists() for name in ("vocab.json", "merges.txt", "tokenizer.json"))
+    has_tokenizer = any((src / name).exists() for name in TOKENIZER_FILES)
     try:
         check_dst(src, dst, args.dtype, has_tokenizer, args.overwrite)
         kind = GPTClassifier if is_classifier_checkpoint(src) else GPT  # (GPT would refuse a `score` head)

@@ -209,6 +209,16 @@ def check_gpt2_tensors(model: GPT) -> None:
         refuse_extra_tensors(model.state_dict().keys() - GPT(model.config).state_dict().keys())
 
 
+def check_tied_head(model: GPT) -> None:
+    """GPT-2's layout stores wte once and ties lm_head to it: refuse a head that was untied (a new
+    Parameter assigned to it) and then changed, which the saved checkpoint would silently lose."""
+    head, wte = model.lm_head.weight, model.transformer.wte.weight
+    if head is not wte and not (head.shape == wte.shape and torch.equal(head.to(wte), wte)):
+        raise ValueError("the model's lm_head.weight is no longer tied to transformer.wte.weight and differs from it; "
+                         "GPT-2's checkpoint layout stores one matrix for both, so the head would be lost; tie them "
+                         "again before saving: model.lm_head.weight = model.transformer.wte.weight")
+
+
 def refuse_extra_tensors(names: set[str]) -> None:
     """`check_gpt2_tensors`' error, for tensors that a checkpoint layout has no place for."""
     extra = sorted(names)
@@ -227,6 +237,7 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
     model of another shape fails to load with a shape error, never silently.)
     """
     check_gpt2_tensors(model)
+    check_tied_head(model)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}

@@ -365,6 +365,21 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert torch.equal(logits_of(tmp_path), expected)
 
 
+def test_an_untied_head_that_differs_from_wte_is_refused_not_dropped(tmp_path):
+    """GPT-2's layout has no lm_head of its own: a head untied (a new Parameter) and changed would
+    be lost by the save, and the reloaded model give other logits. An untied copy still equal to wte
+    loses nothing and saves."""
+    model = GPT(GPTConfig(**SMALL)).eval()
+    model.lm_head.weight = torch.nn.Parameter(model.transformer.wte.weight.detach().clone())
+    model.save_pretrained(tmp_path / "equal")
+    assert torch.equal(logits_of(tmp_path / "equal"), model(IDX)[0].detach())
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    with pytest.raises(ValueError, match="lm_head.weight is no longer tied to transformer.wte.weight and differs"):
+        model.save_pretrained(tmp_path / "changed")
+    assert not (tmp_path / "changed").exists()
+
+
 def test_streamed_safetensors_match_the_library(tmp_path):
     tensors = {
         "f32": torch.randn(3, 5),

@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -29,6 +30,7 @@ from minigpt.model import GPT
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
+GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for generate; a save removes it
 # The four Conv1D weights per block, stored (in, out) in HF files.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old HF files carry the causal mask as buffers; they are constants, not weights.
@@ -144,6 +146,9 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     path = Path(path)
     check_checkpoint_dir(path)
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
+        if (path / WEIGHTS_NAME).exists() or (path / INDEX_NAME).exists():  # what a save_gpt killed mid-rename leaves
+            raise FileNotFoundError(f"{path} holds weights but no config.json: a save that was interrupted before "
+                                    "its last step (save the model again), or a copy without it")
         raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
     if is_classifier_checkpoint(path):
         raise ValueError(f"{path} is a classifier (GPT2ForSequenceClassification), not a language model (GPT2LMHeadModel); "
@@ -231,10 +236,12 @@ def refuse_extra_tensors(names: set[str]) -> None:
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
     """Write config.json + model.safetensors so `transformers` can open the directory.
 
-    Each file is written to a temp name and renamed into place, weights first, then the config;
-    a save that fails midway leaves the previous checkpoint loadable. (A crash exactly between
-    the two renames leaves new weights beside the old config: the same model keeps loading, a
-    model of another shape fails to load with a shape error, never silently.)
+    Both files are written in full under temp names before either is renamed into place, and the
+    old config.json goes just before the renames (weights first, then the config). So a save that
+    fails or is killed at any point leaves the previous checkpoint, the new one, or weights
+    without a config.json, which `load_gpt` refuses, saying why; never new weights beside the old
+    config, which would load without an error if the shapes agree (n_head, layer_norm_epsilon).
+    A generation_config.json (transformers writes one) goes too: its token ids are the old model's.
     """
     check_gpt2_tensors(model)
     check_tied_head(model)
@@ -248,8 +255,14 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
             t = t.t()  # Linear (out, in) → Conv1D (in, out); a view, copied only while written
         tensors[key] = t
     dtype = str(model.transformer.wte.weight.dtype).removeprefix("torch.")
-    write_safetensors(tensors, path / WEIGHTS_NAME)
-    model.config.save_json(path / "config.json", architecture=architecture, extra={"torch_dtype": dtype})
+    config = path / "config.json"
+    # On leaving, the inner atomic_path renames the weights in, then the outer one the config.
+    with atomic_path(config) as config_tmp, atomic_path(path / WEIGHTS_NAME) as weights_tmp:
+        with open(weights_tmp, "wb") as f:
+            stream_safetensors(tensors, f)
+        model.config.save_json(config_tmp, architecture=architecture, extra={"torch_dtype": dtype})
+        config.unlink(missing_ok=True)
+        (path / GENERATION_CONFIG_NAME).unlink(missing_ok=True)
     _remove_stale_shards(path)
 
 
@@ -276,7 +289,13 @@ SAFETENSORS_DTYPES = {
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], dest: Path) -> None:
-    """Atomically write `tensors` (any device, any layout) as a safetensors file, one at a time.
+    """Atomically write `tensors` (any device, any layout) as the safetensors file `dest`."""
+    with atomic_path(Path(dest)) as tmp, open(tmp, "wb") as f:
+        stream_safetensors(tensors, f)
+
+
+def stream_safetensors(tensors: dict[str, torch.Tensor], f: BinaryIO) -> None:
+    """Write `tensors` to the open file `f` in the safetensors format, one tensor at a time.
 
     The format is simple enough to write by hand: an 8-byte little-endian header length, a JSON
     header giving each tensor's dtype, shape and byte range, then the raw bytes back to back.
@@ -293,9 +312,8 @@ def write_safetensors(tensors: dict[str, torch.Tensor], dest: Path) -> None:
         offset += n
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # pad with spaces so the tensor bytes start 8-byte aligned
-    with atomic_path(Path(dest)) as tmp, open(tmp, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for t in tensors.values():
-            # One tensor at a time: to CPU, row-major, raw bytes (torch is little-endian, as the format).
-            f.write(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    f.write(len(blob).to_bytes(8, "little"))
+    f.write(blob)
+    for t in tensors.values():
+        # One tensor at a time: to CPU, row-major, raw bytes (torch is little-endian, as the format).
+        f.write(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)

@@ -334,9 +334,9 @@ def test_save_renames_every_file_into_place(tmp_path, monkeypatch):
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), real_replace(src, dst)))
     GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
-    # Every file in the checkpoint arrived by a rename from a temp name beside it.
+    # Every file in the checkpoint arrived by a rename from a temp name beside it, the weights first.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
-    assert sorted(dst.name for _, dst in renames) == ["config.json", "model.safetensors"]
+    assert [dst.name for _, dst in renames[-2:]] == ["model.safetensors", "config.json"]
     assert all(src.parent == dst.parent == tmp_path and src.name == dst.name + ".tmp" for src, dst in renames)
 
 
@@ -378,6 +378,52 @@ def test_an_untied_head_that_differs_from_wte_is_refused_not_dropped(tmp_path):
     with pytest.raises(ValueError, match="lm_head.weight is no longer tied to transformer.wte.weight and differs"):
         model.save_pretrained(tmp_path / "changed")
     assert not (tmp_path / "changed").exists()
+
+
+def test_a_save_failing_at_its_config_never_leaves_new_weights_under_the_old_config(tmp_path, monkeypatch):
+    """The new model has the old one's shapes (n_head and layer_norm_epsilon differ), so new weights
+    beside the old config.json would load without an error and give wrong logits. A failure while
+    the config is written keeps the old checkpoint; one between the two renames (a kill) leaves
+    weights without a config.json, which is refused saying why."""
+    torch.manual_seed(1)
+    old = GPT(GPTConfig(**SMALL)).eval()
+    old.save_pretrained(tmp_path)
+    expected = old(IDX)[0].detach()
+    new = GPT(GPTConfig(**SMALL | {"n_head": 8, "layer_norm_epsilon": 1e-3})).eval()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(GPTConfig, "save_json", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        new.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert torch.equal(logits_of(tmp_path), expected)
+
+    real_replace = os.replace
+
+    def killed_before_the_config(src, dst):
+        if Path(dst).name == "config.json":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        new.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="holds weights but no config.json: a save that was interrupted"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_saving_over_a_transformers_checkpoint_removes_its_generation_config(tmp_path):
+    """transformers writes generation_config.json, whose token ids its generate takes over
+    config.json's: left behind, it would stop the new model's texts at the old model's EOS."""
+    hf_small().save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "generation_config.json").read_text())["eos_token_id"] == 499
+    GPT(GPTConfig(**SMALL | {"vocab_size": 300, "bos_token_id": 299, "eos_token_id": 299})).save_pretrained(tmp_path)
+    assert not (tmp_path / "generation_config.json").exists()
+    assert GPT2LMHeadModel.from_pretrained(tmp_path).generation_config.eos_token_id == 299
 
 
 def test_streamed_safetensors_match_the_library(tmp_path):

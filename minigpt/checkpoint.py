@@ -164,6 +164,17 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
 
     state: dict[str, torch.Tensor] = {}
+
+    def take(name: str, key: str, t: torch.Tensor) -> None:
+        if key.endswith(CONV1D_SUFFIXES):
+            t = t.t()  # Conv1D (in, out) → Linear (out, in)
+        if t.shape != expected[key]:
+            raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)} (after transposing Conv1D weights), "
+                             f"but this config expects {tuple(expected[key])}")
+        if not t.is_floating_point():
+            raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
+        state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
+
     lm_head = None
     for name, t in read_tensors(weight_files(path)):
         if name.endswith(IGNORED_SUFFIXES):
@@ -177,14 +188,11 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
             raise ValueError(f"unexpected tensor {name!r} in {path}: GPT-2 has no such weight")
         if key in state:
             raise ValueError(f"tensor {key!r} appears twice in {path} (with and without the 'transformer.' prefix?)")
-        if key.endswith(CONV1D_SUFFIXES):
-            t = t.t()  # Conv1D (in, out) → Linear (out, in)
-        if t.shape != expected[key]:
-            raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)} (after transposing Conv1D weights), "
-                             f"but this config expects {tuple(expected[key])}")
-        if not t.is_floating_point():
-            raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
-        state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
+        take(name, key, t)
+    if "transformer.wte.weight" not in state and lm_head is not None:
+        # safetensors' save_model keeps one name of a tied pair, which may be the head's: it is wte.
+        take("lm_head.weight", "transformer.wte.weight", lm_head)
+        lm_head = None
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -96,6 +96,18 @@ def test_explicit_lm_head_that_differs_is_refused(tmp_path, hf_dir):
         GPT.from_pretrained(edited_copy(hf_dir, tmp_path, add_head))
 
 
+def test_a_tied_head_stored_only_as_lm_head_is_wte(tmp_path, reference):
+    """safetensors' save_model keeps one name of a tied pair, here lm_head.weight and no
+    transformer.wte.weight; transformers loads that file, and so does minigpt, taking wte from it."""
+    from safetensors.torch import save_model
+
+    model = hf_small()
+    model.config.save_pretrained(tmp_path)
+    save_model(model, str(tmp_path / "model.safetensors"))
+    assert "transformer.wte.weight" not in read_state(tmp_path) and "lm_head.weight" in read_state(tmp_path)
+    assert torch.equal(logits_of(tmp_path), reference)
+
+
 def test_legacy_attention_buffers_are_ignored(tmp_path, hf_dir, reference):
     n = SMALL["n_positions"]
 

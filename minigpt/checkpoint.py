@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 
 from minigpt.config import GPT2_SIZES, GPTConfig, gpt2_name
 from minigpt.download import find_gpt2
-from minigpt.files import atomic_path, read_json
+from minigpt.files import atomic_path, read_json, refuse_lfs_pointer
 from minigpt.model import GPT
 
 WEIGHTS_NAME = "model.safetensors"
@@ -72,6 +72,7 @@ def read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                 for name in sf.keys():
                     yield name, sf.get_tensor(name)
         except SafetensorError as e:
+            refuse_lfs_pointer(f)
             raise ValueError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
 
 

@@ -79,7 +79,22 @@ def read_json(path: str | os.PathLike) -> object:
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as e:
+        refuse_lfs_pointer(path)
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+# How a Git LFS pointer file starts: what `git clone` of a Hub repository leaves in place of each
+# large file when git-lfs is not installed (about 130 bytes naming the real file's sha256 and size).
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def refuse_lfs_pointer(path: str | os.PathLike) -> None:
+    """Raise a ValueError saying how to fetch the file if `path` is a Git LFS pointer: read as the
+    file itself it fails with a puzzling error (a safetensors header "too large", invalid JSON)."""
+    with open(path, "rb") as f:
+        if f.read(len(LFS_POINTER)) == LFS_POINTER:
+            raise ValueError(f"{path} is a Git LFS pointer, not the file itself: the repository was cloned without "
+                             f"git-lfs; fetch the files with `git lfs install && git lfs pull` in {Path(path).parent}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

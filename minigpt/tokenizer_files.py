@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from minigpt.config import gpt2_name
-from minigpt.files import atomic_write_text, read_json, read_text
+from minigpt.files import atomic_write_text, read_json, read_text, refuse_lfs_pointer
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
@@ -50,7 +50,8 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         str_vocab = read_json(vocab_file)
         if not isinstance(str_vocab, dict):
             raise ValueError(f"{path / 'vocab.json'} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
-        lines = read_text(path / "merges.txt").splitlines()
+        refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
+        lines = read_text(merges_file).splitlines()
         str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
     else:
         for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):

@@ -240,6 +240,21 @@ def test_truncated_or_corrupt_safetensors(tmp_path, hf_dir, damage):
         GPT.from_pretrained(tmp_path)
 
 
+# What `git clone` of a Hub repository leaves without git-lfs: a pointer in place of each large file.
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
+               "oid sha256:248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707\nsize 548105171\n")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_a_git_lfs_pointer_is_named_with_the_command_that_fetches_the_file(tmp_path, hf_dir, name):
+    """Read as the file itself, a pointer gave "not a readable safetensors file ... header too large"."""
+    edited_copy(hf_dir, tmp_path, lambda s: s)
+    (tmp_path / name).write_text(LFS_POINTER)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} is a Git LFS pointer, not the file itself") +
+                       ".*git lfs pull"):
+        GPT.from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("change,match", [
     ({"model_type": "llama"}, "model_type='llama'"),
     ({"model_type": None}, "model_type=None"),

@@ -160,6 +160,18 @@ def test_a_tokenizer_config_adding_bos_or_eos_is_refused(tmp_path, key, hf_ids):
         Tokenizer.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "tokenizer.json"])
+def test_a_git_lfs_pointer_is_named_with_the_command_that_fetches_the_file(tmp_path, name):
+    """A clone without git-lfs leaves pointers: read as the files, vocab.json was "not valid JSON"
+    and merges.txt three merges ("version https://...") of tokens the vocabulary lacks."""
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_DIR / f, tmp_path)
+    (tmp_path / name).write_text("version https://git-lfs.github.com/spec/v1\n"
+                                 "oid sha256:" + "0" * 64 + "\nsize 1042301\n")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} is a Git LFS pointer") + ".*git lfs pull"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
 def test_saving_over_a_transformers_4_directory_removes_its_added_tokens(transformers4_dir):
     """Bug guarded: save_pretrained left added_tokens.json and special_tokens_map.json behind, so
     transformers added <pad> and <|user|> to the new, smaller vocabulary (502 tokens, not 500)."""

@@ -211,12 +211,23 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     return out
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face cache's folder, found as huggingface_hub finds it (its constants.py):
+    $HF_HUB_CACHE, else the older $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; with `~` and $VARS expanded, as
+    a Dockerfile's ENV line or a systemd unit leaves them."""
+    def expand(p: str | os.PathLike) -> str:
+        return os.path.expandvars(os.path.expanduser(p))
+
+    home = expand(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    return Path(expand(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or Path(home) / "hub"))
+
+
 def hf_cache_snapshot(name: str) -> Path | None:
-    """GPT-2 `name` as transformers downloaded it: the Hugging Face cache's snapshot of `main`
-    (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else ~/.cache/huggingface/hub), if it holds the weights.
-    The cache keeps one folder per repo; refs/main names the commit whose snapshot folder holds the files."""
-    home = Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
-    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub")
+    """GPT-2 `name` as transformers downloaded it: the Hugging Face cache's (`hf_hub_cache`)
+    snapshot of `main`, if it holds the weights. The cache keeps one folder per repo; refs/main
+    names the commit whose snapshot folder holds the files."""
+    hub = hf_hub_cache()
     for repo in (f"models--openai-community--{name}", f"models--{name}"):  # the Hub's name since 2024, and before
         ref = hub / repo / "refs" / "main"
         snapshot = hub / repo / "snapshots" / ref.read_text().strip() if ref.is_file() else None

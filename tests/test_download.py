@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -538,3 +539,41 @@ def test_the_hf_cache_is_found_where_huggingface_hub_puts_it(by_name, monkeypatc
     (home / "model.safetensors").unlink()  # a snapshot without the weights (an older pytorch_model.bin only) is no copy
     monkeypatch.setenv("HF_HUB_CACHE", str(by_name / "home" / "hub"))
     assert download.hf_cache_snapshot("gpt2") is None
+
+
+CACHE_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HUGGINGFACE_CO_STAGING")
+
+
+def test_the_hf_cache_folder_is_the_one_huggingface_hub_uses(by_name, monkeypatch):
+    """Bug guarded: `~` and $VARS in HF_HOME / HF_HUB_CACHE were taken literally (a Dockerfile's ENV
+    line leaves them so), and the older HUGGINGFACE_HUB_CACHE was ignored, so a cache that
+    transformers uses was not found. Compared with huggingface_hub's own answer, for each setting."""
+    settings = [{}, {"XDG_CACHE_HOME": "~/xdg"}, {"HF_HOME": "~/home"}, {"HF_HOME": "$HOME/home"},
+                {"HF_HOME": "~/home", "HUGGINGFACE_HUB_CACHE": "$HOME/legacy"},
+                {"HUGGINGFACE_HUB_CACHE": "/legacy", "HF_HUB_CACHE": "~/hub"}]
+    home = str(by_name / "user")
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARS} | {"HOME": home}
+    code = ("import importlib, json, os, sys\nimport huggingface_hub.constants as c\n"
+            "for s in json.loads(sys.argv[1]):\n"
+            "    os.environ.update(s); importlib.reload(c); print(c.HF_HUB_CACHE)\n"
+            "    for k in s: del os.environ[k]\n")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], env=env, capture_output=True, text=True, timeout=60)
+    theirs = r.stdout.splitlines()
+    assert len(theirs) == len(settings), r.stderr
+    monkeypatch.setenv("HOME", home)
+    ours = []
+    for setting in settings:
+        for var in CACHE_VARS:
+            monkeypatch.delenv(var, raising=False)
+        for var, value in setting.items():
+            monkeypatch.setenv(var, value)
+        ours.append(str(download.hf_hub_cache()))
+    print("\n".join(f"{s}: {p}" for s, p in zip(settings, ours)))
+    assert ours == theirs
+    assert ours[2] == f"{home}/home/hub"  # `~` expanded, not a folder named "~"
+    snapshot = hf_cache_entry(by_name / "user" / "home" / "hub", "models--openai-community--gpt2",
+                              GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2)))
+    for var in CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", "~/home")
+    assert download.hf_cache_snapshot("gpt2") == snapshot

@@ -41,6 +41,9 @@ def gpt2_name(path: str | os.PathLike) -> str | None:
 # and what OpenAI's checkpoints say), "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
 # logits, so it is refused.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# The generic names transformers' GPT2Config also accepts for its own (its attribute_map).
+_HF_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
+               "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
 
 
 @dataclass
@@ -54,8 +57,11 @@ class GPTConfig:
     layer_norm_epsilon: float = 1e-5
     dropout: float = 0.0  # one rate for embeddings, attention and residuals (HF keeps three)
     initializer_range: float = 0.02
-    bos_token_id: int = 50256
-    eos_token_id: int = 50256
+    # Token ids. None: the model has no such token (config.json's null). bos is what an empty
+    # prompt starts from; eos ends a text (one id, or a list); pad fills a finished row (None: eos).
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
         # Sizes are counts: a float (2.5) or a bool would otherwise fail later, deep inside torch.
@@ -70,12 +76,14 @@ class GPTConfig:
                 none_means = ", or None for 4 * n_embd;" if name == "n_inner" else ","
                 raise ValueError(f"{name} must be positive{none_means} got {value}")
             setattr(self, name, int(value))
-        # Token ids are ints; EOS may also be a list of them, as some HF configs hold. One outside the
-        # vocabulary (GPT-2's 50256 kept by a smaller one, as older checkpoints hold, or a negative
-        # one) loads as a stale id (`has_stale_eos`), so only the type is checked: "a" or 5.0 would
-        # be taken for the id that ends every text.
-        for name in ("bos_token_id", "eos_token_id"):
+        # Token ids are ints or None; EOS may also be a list of them, as some HF configs hold. One
+        # outside the vocabulary (GPT-2's 50256 kept by a smaller one, as older checkpoints hold, or
+        # a negative one) loads as a stale id (`has_stale_eos`), so only the type is checked: "a" or
+        # 5.0 would be taken for the id that ends every text.
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name)
+            if value is None:
+                continue
             ids = value if name == "eos_token_id" and isinstance(value, list) else [value]
             if any(not isinstance(t, numbers.Integral) or isinstance(t, bool) for t in ids):
                 some = " or a list of ints" if name == "eos_token_id" else ""
@@ -98,9 +106,11 @@ class GPTConfig:
 
     @property
     def eos_ids(self) -> list[int]:
-        """The ids that end a text, as a list: one, or several where config.json holds a list (as
-        some HF configs do). Generation stops on any of them, as transformers' does; the first is
-        the one a finished row is padded with."""
+        """The ids that end a text, as a list: one, several where config.json holds a list (as some
+        HF configs do), or none. Generation stops on any of them, as transformers' does; the first
+        is the one a finished row is padded with, unless the config names a pad_token_id."""
+        if self.eos_token_id is None:
+            return []
         return list(self.eos_token_id) if isinstance(self.eos_token_id, list) else [self.eos_token_id]
 
     @property
@@ -139,10 +149,16 @@ class GPTConfig:
 
     @property
     def has_stale_eos(self) -> bool:
-        """config.json names an <|endoftext|> id the model has no row for: GPT-2's 50256 in a smaller
-        vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints still load).
-        Of a list of EOS ids, one such id makes the list stale: it was written for another vocabulary."""
-        return any(not 0 <= t < self.vocab_size for t in self.eos_ids)
+        """config.json names no <|endoftext|> the model has a row for: null, or GPT-2's 50256 in a
+        smaller vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints
+        still load). Of a list of EOS ids, one such id makes the list stale: it was written for
+        another vocabulary. The CLI and the text functions then end texts at the tokenizer's."""
+        return not self.eos_ids or any(not 0 <= t < self.vocab_size for t in self.eos_ids)
+
+    @property
+    def has_bos(self) -> bool:
+        """Whether bos_token_id is a token of the model: an empty prompt can start from it."""
+        return self.bos_token_id is not None and 0 <= self.bos_token_id < self.vocab_size
 
     def replace_stale_eos(self, eos_token_id: int | None) -> bool:
         """Take the tokenizer's <|endoftext|> id in place of a stale one (`has_stale_eos`), as the
@@ -178,14 +194,16 @@ class GPTConfig:
             raise ValueError("config.json sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
         if d.get("tie_word_embeddings") is False:
             raise ValueError("config.json sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
+        d = dict(d)
+        for alias, name in _HF_ALIASES.items():  # transformers' GPT2Config reads either name
+            if alias in d:
+                if name in d and d[name] != d[alias]:
+                    raise ValueError(f"config.json sets {name}={d[name]!r} and its alias {alias}={d[alias]!r}, which disagree")
+                d[name] = d.pop(alias)
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names and k != "dropout"}
         kwargs["dropout"] = float(d.get("resid_pdrop", 0.0))
-        # HF writes null token ids for some tokenizers; keep GPT-2's defaults then.
-        for k in ("bos_token_id", "eos_token_id"):
-            if kwargs.get(k) is None:
-                kwargs.pop(k, None)
-        return cls(**kwargs)
+        return cls(**kwargs)  # a null token id is None: the model has no such token, as in transformers
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
         d = asdict(self)
@@ -204,20 +222,30 @@ class GPTConfig:
         )
         # An id with no row in the model (GPT-2's 50256 kept by a model trained on a tokenizer
         # without <|endoftext|>) is written as null, which transformers reads as "none" instead of
-        # warning that it lies outside the vocabulary; minigpt reads null back as before.
-        for name in ("bos_token_id", "eos_token_id"):
+        # warning that it lies outside the vocabulary.
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if isinstance(d[name], int) and not 0 <= d[name] < self.vocab_size:
                 d[name] = None
         return d
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "GPTConfig":
+        """Read config.json, with the token ids of a generation_config.json beside it, which
+        transformers' `generate` takes over config.json's (its sampling settings are not read:
+        minigpt's `generate` takes those as arguments)."""
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
-        return cls.from_hf_dict(read_json(path))
+        d = read_json(path)
+        generation = path.with_name("generation_config.json")
+        if isinstance(d, dict) and generation.is_file():
+            g = read_json(generation)
+            if not isinstance(g, dict):
+                raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
+            d = d | {k: g[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in g}
+        return cls.from_hf_dict(d)
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:
         """Write `config.json` atomically (temp name, then rename)."""

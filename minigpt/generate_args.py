@@ -115,10 +115,11 @@ def context_error(prompt_len: int, max_new_tokens: int, n_positions: int, slide:
             f"shorten the prompt (the CLI's --truncate-left keeps its last tokens) or generate fewer tokens{fewer}")
 
 
-def start_token(model: torch.nn.Module, bos: int) -> int:
+def start_token(model: torch.nn.Module, bos: int | None) -> int:
     """The token an empty prompt starts from; a model trained with a tokenizer that has no
-    <|endoftext|> keeps GPT-2's 50256 in config.json, which its vocabulary may not reach."""
-    if not 0 <= bos < model.config.vocab_size:
+    <|endoftext|> has none (null in config.json; older checkpoints keep GPT-2's 50256, which its
+    vocabulary may not reach)."""
+    if bos is None or not 0 <= bos < model.config.vocab_size:
         raise ValueError(f"an empty prompt starts from bos_token_id={bos}, which is no token of this model's "
                          f"{model.config.vocab_size}-token vocabulary (see its config.json): give a prompt")
     return bos
@@ -283,8 +284,12 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = eos_list(model, eos_token_id)
     pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)  # 5.0 would fail in the embedding
     seed = None if seed is None else as_count("seed", seed)  # torch's manual_seed would say "expected a long"
-    # With eos_token_id=[] no id ends a row, but finished rows (stop strings) still need a pad: the config's first EOS.
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else cfg.eos_ids[0])
+    # As in transformers: the config's pad_token_id, else the first EOS. With eos_token_id=[] no id
+    # ends a row, but finished rows (stop strings) still need a pad: the config's first EOS, else 0.
+    if pad_token_id is not None:
+        pad = pad_token_id
+    else:
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos or cfg.eos_ids or [0])[0]
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)  # before per_row

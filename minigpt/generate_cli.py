@@ -295,13 +295,14 @@ def main(argv: list[str] | None = None) -> int:
                                     f"shipped: --tokenizer {shipped})") from None
         cfg = model.config
         check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
-        named = cfg.eos_token_id
         stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
         which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
+        named = (f"names <|endoftext|> = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
+                 if cfg.eos_ids else "names no <|endoftext|> (eos_token_id null)")
         if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
-            print(f"{parser.prog}: warning: {model_dir}/config.json names <|endoftext|> = {named}, {which} this "
-                  f"{cfg.vocab_size}-token model does not have; using the tokenizer's ({tokenizer.eos_token_id}). Set "
-                  "eos_token_id and bos_token_id in config.json to silence this", file=sys.stderr)
+            print(f"{parser.prog}: warning: {model_dir}/config.json {named}; using the tokenizer's "
+                  f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in config.json to silence this",
+                  file=sys.stderr)
         n_positions = model.config.n_positions
         # The model reads the prompt (≥ 1 token: an empty one is <|endoftext|>) and every new token
         # but the last, so more than n_positions new tokens never fit: no prompt, nor any cut of one.

@@ -88,8 +88,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         return model.train()
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
-    if eos_token_id is not None:  # GPT-2 uses the same token to begin and end a document
-        overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
+    # GPT-2 uses the same token to begin and end a document; a tokenizer without one gives None
+    # (null in config.json), not the preset's 50256, which a large vocabulary has as another token.
+    overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
     return GPT(GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides))
 
 

@@ -86,7 +86,7 @@ def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | No
     only encodes and decodes, with no vocab_size, is taken on trust.)
 
     Returns the id an empty prompt starts from when the config's bos_token_id is no id of the model
-    (older minigpt checkpoints keep GPT-2's 50256 for both ids): the tokenizer's <|endoftext|>, as
+    (null, or GPT-2's 50256 that older minigpt checkpoints keep for both ids): the tokenizer's <|endoftext|>, as
     the CLI starts from. Else None: `stream` starts from the config's own. The model's config is
     left as it is; it is the caller's."""
     config, size, eos = model.config, getattr(tokenizer, "vocab_size", None), getattr(tokenizer, "eos_token_id", None)
@@ -96,7 +96,7 @@ def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | No
         raise ValueError(f"{why}; pass the model's own tokenizer")
     if kwargs.get("eos_token_id") is None and config.has_stale_eos and eos is not None:
         kwargs["eos_token_id"] = eos
-    return eos if eos is not None and not 0 <= config.bos_token_id < config.vocab_size else None
+    return eos if eos is not None and not config.has_bos else None
 
 
 def starting(ids: list[int], start: int | None) -> list[int]:

@@ -160,6 +160,38 @@ def test_greedy_equals_transformers_batched_and_alone(pair):
         assert ours[b, ids.size(1):ids.size(1) + len(new)].tolist() == new
 
 
+def test_checkpoint_token_ids_are_the_ones_transformers_generates_with(pair, tmp_path):
+    """Bugs guarded (an audit): a checkpoint's ids were read from config.json alone, and only some
+    of them. Its pad_token_id was ignored (finished rows were padded with EOS), a
+    generation_config.json beside it was never read (transformers' generate takes its ids over
+    config.json's), and a null eos_token_id became GPT-2's 50256 (a real token of a vocabulary of
+    50257 or more: test_model's test_null_token_ids_mean_no_such_token), where transformers never stops."""
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    eos, eos2 = eos_from(model, ids, mask, row=1, step=3), eos_from(model, ids, mask, row=2, step=5)
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        ours = generate(GPT.from_pretrained(tmp_path), ids, mask, max_new_tokens=8)
+        theirs = GPT2LMHeadModel.from_pretrained(tmp_path).eval().generate(ids, attention_mask=mask, max_new_tokens=8)
+        return ours, theirs
+
+    hf.config.update(dict(eos_token_id=eos, pad_token_id=PAD))
+    hf.generation_config.update(eos_token_id=eos, pad_token_id=PAD)
+    hf.save_pretrained(tmp_path)
+    ours, theirs = both()
+    assert torch.equal(ours, theirs) and (ours[:, ids.size(1):] == PAD).any()  # a row ended, padded with PAD
+    gen = json.loads((tmp_path / "generation_config.json").read_text())
+    (tmp_path / "generation_config.json").write_text(json.dumps(gen | {"eos_token_id": [eos, eos2]}))
+    ours, theirs = both()
+    assert torch.equal(ours, theirs) and (ours[:, ids.size(1):] == eos2).any()
+    (tmp_path / "generation_config.json").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"eos_token_id": None, "bos_token_id": None}))
+    ours, theirs = both()
+    assert torch.equal(ours, theirs) and ours.size(1) == ids.size(1) + 8  # no EOS: no row ends
+    assert GPT.from_pretrained(tmp_path).config.eos_ids == []
+
+
 @torch.no_grad()
 def test_greedy_equals_transformers_124m():
     model, hf = sharpened_pair(GPTConfig.gpt2("gpt2", initializer_range=0.4))

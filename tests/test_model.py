@@ -7,6 +7,7 @@ relative to the largest logit.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -16,7 +17,7 @@ import torch
 from safetensors import safe_open
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from minigpt import GPT, GPTConfig
+from minigpt import GPT, GPTConfig, generate
 from minigpt.config import PRESETS
 
 # Bounds on max |Δ logits| in fp32 (the issue asked for 1e-4; that is too loose to prove anything:
@@ -267,7 +268,8 @@ def test_numpy_numbers_from_a_sweep_are_plain_numbers_in_the_config(tmp_path):
                        n_head=np.int64(2), dropout=np.float32(0.25), layer_norm_epsilon=np.float64(1e-5))
     assert type(config.n_embd) is int and type(config.dropout) is float and config.dropout == 0.25
     GPT(config).save_pretrained(tmp_path)
-    assert GPTConfig.from_json(tmp_path) == config
+    # GPT-2's 50256, no row of a 100-token model, is written as null and read back as None: no such token.
+    assert GPTConfig.from_json(tmp_path) == dataclasses.replace(config, bos_token_id=None, eos_token_id=None)
 
 
 def test_wrong_input_shapes_name_the_expected_shape():
@@ -336,28 +338,43 @@ def test_n_inner_sets_the_mlp_width_as_in_transformers():
 def test_token_ids_outside_the_vocabulary_are_written_as_null(tmp_path):
     """A model trained on a tokenizer without <|endoftext|> keeps GPT-2's 50256, which its 300 rows
     do not reach: config.json says null (transformers warned that 50256 lies outside the
-    vocabulary), and minigpt reads it back as before. An id the model has is written as it is."""
+    vocabulary), which minigpt reads back as None: no such token. An id the model has is written as it is."""
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300)).save_pretrained(tmp_path / "a")
     d = json.loads((tmp_path / "a" / "config.json").read_text())
     assert (d["bos_token_id"], d["eos_token_id"]) == (None, None)
     hf = GPT2LMHeadModel.from_pretrained(tmp_path / "a")
     assert (hf.config.bos_token_id, hf.config.eos_token_id) == (None, None)  # no id it would stop on, or warn about
     config = GPT.from_pretrained(tmp_path / "a").config
-    assert (config.bos_token_id, config.eos_token_id, config.has_stale_eos) == (50256, 50256, True)
+    assert (config.bos_token_id, config.eos_token_id, config.has_stale_eos) == (None, None, True)
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, bos_token_id=299, eos_token_id=299)).save_pretrained(tmp_path / "b")
     assert json.loads((tmp_path / "b" / "config.json").read_text())["eos_token_id"] == 299
 
 
-def test_null_token_ids_in_config_json_keep_gpt2s():
-    """Bug guarded: HF writes `"eos_token_id": null` for some tokenizers; passing the None through
-    made a config whose EOS is None (has_stale_eos, and `0 <= None` a TypeError in generate's
-    argument checks) instead of keeping GPT-2's 50256."""
-    d = GPTConfig.gpt2("gpt2-tiny").to_hf_dict()
-    d.update(bos_token_id=None, eos_token_id=None)
+def test_null_token_ids_mean_no_such_token():
+    """Bug guarded (an audit): a null bos/eos_token_id was read as GPT-2's 50256, which in a
+    vocabulary of 50257 or more is a real token: generation stopped on it where transformers never
+    stops, and an empty prompt started from it. None now means no such token, as in transformers."""
+    d = GPTConfig.gpt2("gpt2-tiny").to_hf_dict() | {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
     config = GPTConfig.from_hf_dict(d)
-    assert (config.bos_token_id, config.eos_token_id) == (50256, 50256)
-    d.update(bos_token_id=7, eos_token_id=9)
-    assert (GPTConfig.from_hf_dict(d).bos_token_id, GPTConfig.from_hf_dict(d).eos_token_id) == (7, 9)
+    assert (config.bos_token_id, config.eos_token_id, config.eos_ids, config.has_bos) == (None, None, [], False)
+    assert config.has_stale_eos  # names no <|endoftext|> the model has: the CLI takes the tokenizer's
+    with pytest.raises(ValueError, match="empty prompt starts from bos_token_id=None"):
+        generate(GPT(config), torch.zeros(1, 0, dtype=torch.long), max_new_tokens=1)
+    assert GPTConfig.from_hf_dict(d | {"bos_token_id": 7, "eos_token_id": 9}).eos_ids == [9]
+    assert GPTConfig.from_hf_dict(config.to_hf_dict()) == config  # null round-trips as null
+
+
+def test_transformers_alias_keys_in_config_json_are_read():
+    """Bug guarded (an audit): transformers' GPT2Config also reads num_attention_heads, hidden_size,
+    num_hidden_layers and max_position_embeddings; minigpt ignored them and used its defaults. With
+    num_attention_heads=4 for a 48-wide model it built 12 heads, which 48 divides: no error, wrong logits."""
+    d = GPTConfig.gpt2("gpt2-tiny", n_embd=48).to_hf_dict()
+    for alias, name in {"num_attention_heads": "n_head", "hidden_size": "n_embd", "num_hidden_layers": "n_layer",
+                        "max_position_embeddings": "n_positions"}.items():
+        aliased = {k: v for k, v in d.items() if k != name} | {alias: d[name] + (alias == "num_attention_heads") * 2}
+        assert getattr(GPTConfig.from_hf_dict(aliased), name) == aliased[alias]
+        with pytest.raises(ValueError, match=f"sets {name}=.* and its alias {alias}=.*, which disagree"):
+            GPTConfig.from_hf_dict(aliased | {name: aliased[alias] + 1})
 
 
 def saved_activation_bytes(model: GPT, idx: torch.Tensor) -> int:

@@ -1020,6 +1020,16 @@ def test_preset_with_init_is_refused_and_the_default_preset_builds_gpt2_mini(tmp
     assert (fresh.n_layer, fresh.n_head, fresh.n_embd, fresh.n_positions) == (mini.n_layer, mini.n_head, mini.n_embd, mini.n_positions)
 
 
+def test_a_fresh_model_for_a_tokenizer_without_eos_has_none_whatever_its_vocabulary():
+    """Bug guarded (an audit): a fresh model kept the preset's 50256 when the data's tokenizer had no
+    <|endoftext|>. Below 50257 ids that id is no row (written as null); in a larger vocabulary it is
+    an ordinary token, on which generation then stopped and from which an empty prompt started."""
+    for vocab in (VOCAB, 60_000):
+        config = build_model(TrainConfig(preset="gpt2-tiny"), vocab).config
+        assert (config.bos_token_id, config.eos_token_id, config.to_hf_dict()["eos_token_id"]) == (None, None, None)
+    assert build_model(TrainConfig(preset="gpt2-tiny"), 60_000, 59_999).config.eos_ids == [59_999]
+
+
 def test_export_script_errors_are_one_line_and_a_classifier_exports_as_one(tmp_path, capsys):
     """scripts/export_checkpoint.py ships a run's best/ (scripts/train_shakespeare.sh): a --dst that
     is a file was a traceback. A classifier was refused (found by an audit: no way to ship one in

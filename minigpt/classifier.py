@@ -68,7 +68,9 @@ class GPTClassifier(nn.Module):
         self.id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}  # HF's default names
         # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF uses it to find each row's
         # last real token; minigpt uses the attention mask, or derives one from it when none is given.
-        self.pad_token_id = self.config.eos_ids[0] if pad_token_id is None else pad_token_id  # the first, of several
+        if pad_token_id is None:  # the config's pad, else its first EOS, else none
+            pad_token_id = self.config.pad_token_id if self.config.pad_token_id is not None else (self.config.eos_ids or [None])[0]
+        self.pad_token_id = pad_token_id
         widths = (self.config.n_embd, *self.hidden)
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths, widths[1:]):
@@ -164,6 +166,9 @@ class GPTClassifier(nn.Module):
         # HF leaves id2label out of config.json when it is the default two labels.
         id2label = {int(i): name for i, name in d["id2label"].items()} if "id2label" in d else None
         num_labels = len(id2label) if id2label else d.get("num_labels", 2)
+        if num_labels == 1 or d.get("problem_type") == "regression":  # else "num_labels must be an integer ≥ 2"
+            raise ValueError(f"{path} is a regression model (num_labels={num_labels}, one score per text); minigpt's "
+                             "classifier predicts one of 2 or more labels")
         head = d.get("minigpt_head", {})
         with torch.device("meta"):  # shapes only; the real tensors are assigned below
             model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),

@@ -61,6 +61,17 @@ def test_loads_a_transformers_classifier():
     assert diff < 1e-6  # measured 7e-8
 
 
+def test_a_transformers_regression_model_is_refused_as_one(tmp_path):
+    """An audit: GPT2ForSequenceClassification with num_labels=1 (a regression head) was refused
+    with "num_labels must be an integer ≥ 2, got 1", naming no reason."""
+    hf_cfg = GPT2ForSequenceClassification.config_class(
+        vocab_size=CFG.vocab_size, n_positions=CFG.n_positions, n_embd=CFG.n_embd, n_layer=CFG.n_layer,
+        n_head=CFG.n_head, num_labels=1)
+    GPT2ForSequenceClassification(hf_cfg).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"is a regression model \(num_labels=1, one score per text\)"):
+        GPTClassifier.from_pretrained(tmp_path)
+
+
 def test_a_transformers_classifier_without_pad_token_id_keeps_none():
     """HF's default config has no pad_token_id (GPT2ForSequenceClassification.from_pretrained("gpt2",
     num_labels=2) saves `null`): transformers then pools each row's last token, <|endoftext|> or not.

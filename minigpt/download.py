@@ -19,11 +19,13 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
 A dropped connection, or a server error (HTTP 5xx: a busy Hub or CDN), is retried (the GET
 resumed) a few times within one run; if it keeps failing, the .partial file stays and running the same command again picks
 up where it stopped. A 4xx (a wrong name, a private repo) would answer the same, so it is not.
+Two downloads into one directory take turns (`download_lock`): the second waits, then skips.
 Not handled: private repos (no token is sent) and revisions other than `main`.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import http.client
 import os
@@ -32,6 +34,8 @@ import ssl
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -48,6 +52,7 @@ BASE_URL_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads too, e.g. for
 TIMEOUT_S = 30.0  # per socket operation, not per file
 CHUNK = 1 << 20  # 1 MiB per read: few syscalls, smooth progress bar
 REDIRECTS = (301, 302, 303, 307, 308)
+LOCK_NAME = ".minigpt-download.lock"  # in the directory being downloaded into, while a download runs
 
 
 class DownloadError(OSError):
@@ -175,6 +180,35 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
     os.replace(partial, dest)
 
 
+@contextmanager
+def download_lock(out: Path) -> Iterator[None]:
+    """Hold the lock on downloading into `out`: a second download there (another shell, a second
+    script calling GPT.from_pretrained("gpt2")) waits for the first to finish and then skips what
+    it fetched, instead of both writing one FILE.partial. An flock: the kernel releases it when its
+    process dies, so a killed download leaves no stale lock. The file goes when the lock is
+    released; one who was waiting on it then holds a removed file, and locks the new one instead."""
+    lock = out / LOCK_NAME
+    while True:
+        out.mkdir(parents=True, exist_ok=True)  # again, if a first download that fetched nothing removed it
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another download into {out} is running; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass  # its holder removed it as it finished
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str | None = None,
                   retries: int = 3, progress: bool = True) -> Path:
     """Fetch GPT-2 `name` into `out` (default checkpoints/NAME); returns the directory."""
@@ -188,24 +222,24 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     if out.exists() and not out.is_dir():
         raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        for file in FILES:
-            url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
-            try:
-                fetch(url, out / file, retries=retries, progress=progress)
-            except HTTPError as e:
-                raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
-            except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
-                reason = getattr(e, "reason", e)  # URLError wraps the socket error: refused, DNS failure, ...
-                raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 "
-                                    f"needs internet access; a mirror can be set with ${BASE_URL_ENV} (or "
-                                    f"minigpt download's --base-url).") from None
+        with download_lock(out):
+            for file in FILES:
+                url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
+                try:
+                    fetch(url, out / file, retries=retries, progress=progress)
+                except HTTPError as e:
+                    raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
+                except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
+                    reason = getattr(e, "reason", e)  # URLError wraps the socket error: refused, DNS failure, ...
+                    raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 "
+                                        f"needs internet access; a mirror can be set with ${BASE_URL_ENV} (or "
+                                        f"minigpt download's --base-url).") from None
     except BaseException:
         # Nothing fetched (offline, a wrong URL): leave no empty directory behind, or loading it would
         # say "has neither model.safetensors ..." instead of "does not exist (to fetch it: ...)".
         # Anything fetched, a .partial file too, stays for the next run to skip or resume.
-        if created and not any(out.iterdir()):
+        if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
     return out

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class FakeHub:
         self.no_etag = False  # a mirror that announces no hashes at all
         self.no_linked_size = False  # an LFS redirect without X-Linked-Size
         self.weak_etag = False  # small files' ETag as W/"...", a weak validator
+        self.paused: dict[str, threading.Event] = {}  # file → send its first bytes, then wait for the event
         self.requests: list[tuple[str, str, str | None]] = []
 
 
@@ -88,10 +90,12 @@ def make_handler(hub: FakeHub):
                 name = self.path.removeprefix("/cdn/")
                 if body and name in hub.busy:
                     return self.send_error(hub.busy.pop(name))
-                return self.send_bytes(hub.files[name], body, cut=hub.cut_after.pop(name, None) if body else None)
+                return self.send_bytes(hub.files[name], body, cut=hub.cut_after.pop(name, None) if body else None,
+                                       pause=hub.paused.get(name) if body else None)
             self.send_error(404)
 
-        def send_bytes(self, data: bytes, body: bool, etag: str | None = None, cut: int | None = None) -> None:
+        def send_bytes(self, data: bytes, body: bool, etag: str | None = None, cut: int | None = None,
+                       pause: threading.Event | None = None) -> None:
             start = 0
             rng = self.headers.get("Range")
             if rng and not hub.ignore_range:
@@ -104,6 +108,11 @@ def make_handler(hub: FakeHub):
             if etag:
                 self.send_header("ETag", f'W/"{etag}"' if hub.weak_etag else f'"{etag}"')
             self.end_headers()
+            if body and pause:
+                self.wfile.write(data[start:start + 100])
+                self.wfile.flush()
+                pause.wait(timeout=30)
+                start += 100
             if body:
                 self.wfile.write(data[start:] if cut is None else data[start:cut])
             if cut is not None:
@@ -430,6 +439,38 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(download, "download_gpt2", interrupted)
     assert main(["gpt2", "--out", str(tmp_path)]) == 130
     assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+
+
+def test_two_downloads_into_one_directory_take_turns(hub, tmp_path, capsys):
+    """Bug guarded: two downloads into one directory (two shells, two scripts loading "gpt2") wrote
+    one model.safetensors.partial at once, and both failed, blaming the server's hash or with a raw
+    "No such file or directory". The second now waits for the first, then skips what it fetched."""
+    hub.paused["model.safetensors"] = threading.Event()  # the first download stalls in the weights
+    failed = []
+
+    def run():
+        try:
+            download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+        except Exception as e:
+            failed.append(e)
+
+    first, second = threading.Thread(target=run), threading.Thread(target=run)
+    first.start()
+    deadline = time.monotonic() + 30
+    while ("GET", "/cdn/model.safetensors", None) not in hub.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second.start()
+    deadline, err = time.monotonic() + 10, ""
+    while "waiting for it to finish" not in err and time.monotonic() < deadline:
+        time.sleep(0.01)
+        err += capsys.readouterr().err
+    hub.paused["model.safetensors"].set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert f"another download into {tmp_path} is running; waiting for it to finish" in err
+    assert failed == []
+    assert_downloaded(tmp_path, hub)  # and the lock file is gone
+    assert [m for m, _, _ in hub.requests].count("GET") == len(download.FILES)  # each file fetched once
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
 2. GET the file into FILE.partial. If a FILE.partial is already there, ask only for the rest with
    `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
 3. Check the size, then the hash (whichever of the two the ETag is), and only then rename
-   FILE.partial → FILE. So FILE exists only once verified, and a rerun skips it.
+   FILE.partial → FILE. A rerun skips a FILE whose size and hash are still the server's (hashed
+   again: a mirror that announced no hash may have sent another file), and says which it checked.
 
 A dropped connection, or a server error (HTTP 5xx: a busy Hub or CDN), is retried (the GET
 resumed) a few times within one run; if it keeps failing, the .partial file stays and running the same command again picks
@@ -143,8 +144,17 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
             print(f"{dest.name}: {e}; asking again (retry {attempt + 1} of {retries})", file=sys.stderr)
             time.sleep(attempt)
     if dest.exists() and remote.size in (None, dest.stat().st_size):
-        print(f"{dest} is already there, skipping (it was checked when it was downloaded)", file=sys.stderr)
-        return
+        # Hashed again, not trusted: it may have come from a mirror that announced no hash.
+        if remote.hash_kind is None:
+            checked = ("its size matches; the server announces no hash to check" if remote.size is not None
+                       else "unchecked: the server announces neither its size nor a hash")
+            print(f"{dest} is already there, skipping ({checked})", file=sys.stderr)
+            return
+        if file_digest(dest, remote.hash_kind) == remote.digest:
+            print(f"{dest} is already there, skipping (its {remote.hash_kind} is the one the server announces)", file=sys.stderr)
+            return
+        print(f"{dest} is already there, but its {remote.hash_kind} is not the one the server announces: "
+              "downloading it again", file=sys.stderr)
     partial = dest.with_name(dest.name + ".partial")
     for attempt in range(retries + 1):
         try:

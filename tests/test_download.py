@@ -381,6 +381,41 @@ def test_a_file_of_unknown_size_is_skipped_on_a_rerun(hub, tmp_path, capsys, mon
     assert capsys.readouterr().err.count("is already there, skipping") == 4
 
 
+def test_a_rerun_says_what_it_checked_and_fetches_a_file_the_server_hashes_otherwise(hub, tmp_path, capsys, monkeypatch):
+    """Bug guarded: a rerun skipped every file saying "it was checked when it was downloaded", also
+    files from a mirror that had announced neither a size nor a hash (a truncated merges.txt
+    stayed, "checked"). Each skip now says what was checked, and a file is hashed again when the
+    server announces a hash: one that differs is downloaded again."""
+    real = download.remote_file
+
+    def sizeless(url):
+        r = real(url)
+        r.size = None
+        return r
+
+    hub.no_etag = True
+    monkeypatch.setattr(download, "remote_file", sizeless)
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    capsys.readouterr()
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("is already there, skipping (unchecked: the server announces neither its size nor a hash)") == 4, err
+    assert "was checked" not in err
+    monkeypatch.undo()
+
+    hub.no_etag = False
+    config = bytearray((tmp_path / "config.json").read_bytes())
+    config[-2] ^= 1  # same size, another byte: what the mirror sent was not the Hub's file
+    (tmp_path / "config.json").write_bytes(config)
+    hub.requests.clear()
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    err = capsys.readouterr().err
+    assert "config.json is already there, but its git-sha1 is not the one the server announces: downloading it again" in err
+    assert "model.safetensors is already there, skipping (its sha256 is the one the server announces)" in err
+    assert [p for m, p, _ in hub.requests if m == "GET"] == [REPO + "config.json"]
+    assert_downloaded(tmp_path, hub)
+
+
 def test_a_directory_the_user_made_is_kept_when_nothing_could_be_fetched(tmp_path, capsys):
     """Mutant R8-20: the clean-up after a failed download removed any empty --out directory, also one
     the user had made beforehand; only a directory the download itself created may go."""

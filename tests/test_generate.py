@@ -1650,6 +1650,10 @@ def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tm
     (old / "config.json").write_text(json.dumps({**config, "eos_token_id": [279, 50256], "bos_token_id": 50256}))
     assert main(["--model", str(old), "--prompt", "To be", "--max-new-tokens", "3", "--seed", "0"]) == 0
     assert "names <|endoftext|> = [279, 50256], whose 50256 this 280-token model does not have" in capsys.readouterr().err
+    # null (no EOS): the tokenizer's too, and an empty prompt starts from it.
+    (old / "config.json").write_text(json.dumps({**config, "eos_token_id": None, "bos_token_id": None}))
+    assert main(["--model", str(old), "--prompt", "", "--max-new-tokens", "3", "--seed", "0"]) == 0
+    assert "names no <|endoftext|> (eos_token_id null); using the tokenizer's (279)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("beams", [[], ["--num-beams", "2"]], ids=["sampled", "beams"])

@@ -20,6 +20,8 @@ from minigpt.files import atomic_write_text, read_json, read_text, refuse_lfs_po
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
+# GPT2Tokenizer's default bos, eos and unk token: special without a file naming it.
+EOT = "<|endoftext|>"
 # The files a tokenizer is read from (`read_hf`): a directory holding one of them holds a
 # tokenizer, perhaps a model's, whose ids it defines.
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
@@ -32,7 +34,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     what transformers' GPT2TokenizerFast reads, in its order. A GPT-2 size by name ("gpt2", ...,
     "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in checkpoints/gpt2:
     the four share one tokenizer. Tokens that are neither a single byte nor made by a merge are the
-    special tokens (GPT-2: <|endoftext|> = 50256). Settings that would make transformers give
+    special tokens (GPT-2: <|endoftext|> = 50256), if a file names them as such (as transformers
+    needs; <|endoftext|> is its default): any other, which transformers would never give, is
+    refused, and a merge that makes a token the vocabulary lacks too. Settings that would make transformers give
     other ids (a prefix space, a BOS/EOS added to every text, a normalizer, ...) are refused, by
     name: minigpt does none of them, and a tokenizer that silently gives other ids is worse than none."""
     path = GPT2_DIR if gpt2_name(path) else Path(path)
@@ -44,7 +48,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     # vocab.json + merges.txt, and holds the tokens added with add_special_tokens too.
     if (path / "tokenizer.json").is_file():
         vocab_file = merges_file = path / "tokenizer.json"
-        str_vocab, str_merges = _read_tokenizer_json(path / "tokenizer.json")
+        str_vocab, str_merges, added = _read_tokenizer_json(path / "tokenizer.json")
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
         str_vocab = read_json(vocab_file)
@@ -53,6 +57,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
         lines = read_text(merges_file).splitlines()
         str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
+        added = set()
     else:
         for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
             if (path / have).is_file():
@@ -61,8 +66,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     for s, i in str_vocab.items():  # a float id (64.0) would pass the constructor's check, then come out of encode
         if not isinstance(i, int) or isinstance(i, bool):
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
-    str_vocab = _add_added_tokens(str_vocab, path, config)
-    _refuse_named_tokens_not_in(str_vocab, config, path)
+    str_vocab, listed = _add_added_tokens(str_vocab, path, config)
+    named = _named_special_tokens(config, path)
+    _refuse_named_tokens_not_in(str_vocab, named)
     for rank, merge in enumerate(str_merges):  # else Python's "too many values to unpack" or KeyError: '€'
         if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
                 and set("".join(merge)) <= CHAR_TO_BYTE.keys()):
@@ -77,6 +83,18 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
             vocab[token] = i
         else:
             special[s] = i
+    if lacking := {t for t in made - vocab.keys() if len(t) > 1}:  # (a missing byte: Tokenizer names it)
+        rank, (a, b) = next((r, m) for r, m in enumerate(merges) if m[0] + m[1] in lacking)
+        raise ValueError(f"{merges_file}: merge {rank} ({token_to_str(a)} {token_to_str(b)}) makes "
+                         f"{token_to_str(a + b)!r}, which {vocab_file.name} lacks: are the two files from one tokenizer?")
+    # A token neither a byte, nor made by a merge, nor named special is one transformers never gives
+    # (it encodes "<|im_start|>" as plain text); minigpt would take it for a special token. Most
+    # often merges.txt lost its end (a download from a mirror that announced no size or hash).
+    if unnamed := sorted(special.keys() - {EOT, *added, *listed, *(token for _, _, token in named)}, key=special.get):
+        shown = ", ".join(map(repr, unnamed[:3])) + (", ..." if len(unnamed) > 3 else "")
+        raise ValueError(f"{vocab_file} has {len(unnamed):,} token(s) that no merge in {merges_file} makes and no "
+                         f"file names as a special token ({shown}): transformers would never give their ids. Is "
+                         f"{merges_file.name} cut short, or from another tokenizer?")
     return vocab, merges, special
 
 
@@ -102,9 +120,9 @@ def _read_config(file: Path) -> dict:
     return settings
 
 
-def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> dict[str, int]:
+def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tuple[dict[str, int], set[str]]:
     """The vocabulary plus the tokens transformers 4 lists beside it (added_tokens.json, and the
-    config's added_tokens_decoder: what add_special_tokens added). transformers appends a token
+    config's added_tokens_decoder: what add_special_tokens added), and those tokens' names. transformers appends a token
     it does not know at the next free id whatever id the file gives, so a file whose ids are not
     exactly that (a gap, a clash) is refused rather than read with ids transformers would not use."""
     listed = []
@@ -130,12 +148,13 @@ def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> di
                 raise ValueError(f"{file} gives the added token {token!r} the id {i}; transformers would add "
                                  f"it at the next free id, {next_id}, so the ids would differ")
             vocab[token] = i
-    return vocab
+    return vocab, {token for _, token, _ in listed}
 
 
-def _refuse_named_tokens_not_in(str_vocab: dict[str, int], config: dict, path: Path) -> None:
-    """A special token named in tokenizer_config.json or special_tokens_map.json (pad_token: "<pad>")
-    that the vocabulary lacks is added by transformers at a new id; minigpt would not know it."""
+def _named_special_tokens(config: dict, path: Path) -> list[tuple[Path, str, str]]:
+    """(file, key, token) for each special token that tokenizer_config.json or
+    special_tokens_map.json names (pad_token: "<pad>")."""
+    named = []
     stm = path / "special_tokens_map.json"
     for file, settings in ((path / "tokenizer_config.json", config), (stm, read_json(stm) if stm.is_file() else {})):
         for key in _SPECIAL_KEYS if isinstance(settings, dict) else ():
@@ -143,14 +162,23 @@ def _refuse_named_tokens_not_in(str_vocab: dict[str, int], config: dict, path: P
             values = value if isinstance(value, list) else list(value.values()) if key == "extra_special_tokens" and isinstance(value, dict) else [value]
             for v in values:
                 token = v.get("content") if isinstance(v, dict) else v  # transformers 4 writes AddedToken dicts
-                if isinstance(token, str) and token not in str_vocab:
-                    raise ValueError(f"{file} names {token!r} ({key}), which the vocabulary lacks: transformers "
-                                     "would add it at a new id; add it to the vocabulary, or remove it from the file")
+                if isinstance(token, str):
+                    named.append((file, key, token))
+    return named
 
 
-def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
-    """vocab (added tokens included) and merges from a `tokenizers` file, if it is GPT-2-style BPE
-    and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
+def _refuse_named_tokens_not_in(str_vocab: dict[str, int], named: list[tuple[Path, str, str]]) -> None:
+    """A special token named in tokenizer_config.json or special_tokens_map.json that the
+    vocabulary lacks is added by transformers at a new id; minigpt would not know it."""
+    for file, key, token in named:
+        if token not in str_vocab:
+            raise ValueError(f"{file} names {token!r} ({key}), which the vocabulary lacks: transformers "
+                             "would add it at a new id; add it to the vocabulary, or remove it from the file")
+
+
+def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], set[str]]:
+    """vocab (added tokens included), merges and the added tokens from a `tokenizers` file, if it is
+    GPT-2-style BPE and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
     data = read_json(file)
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
@@ -171,9 +199,9 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]]]:
         shown = {name: data.get(name) if "." not in name else model.get(name.split(".")[1]) for name in bad}
         raise ValueError(f"{file} sets {', '.join(bad)} ({shown}), which changes the ids; minigpt does "
                          "not implement it, so it would give other ids than transformers")
-    vocab = model["vocab"] | {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
     merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
-    return vocab, merges
+    return model["vocab"] | added, merges, set(added)
 
 
 def _adds_nothing(processor: dict | None) -> bool:

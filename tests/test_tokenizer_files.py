@@ -160,6 +160,46 @@ def test_a_tokenizer_config_adding_bos_or_eos_is_refused(tmp_path, key, hf_ids):
         Tokenizer.from_pretrained(tmp_path)
 
 
+def gpt2_copy(dest: Path, vocab_edit=None, merges_edit=None) -> Path:
+    """checkpoints/gpt2's vocab.json + merges.txt in `dest`, each passed through its edit."""
+    vocab = json.loads((GPT2_DIR / "vocab.json").read_text(encoding="utf-8"))
+    merges = (GPT2_DIR / "merges.txt").read_text(encoding="utf-8")
+    (dest / "vocab.json").write_text(json.dumps(vocab_edit(vocab) if vocab_edit else vocab), encoding="utf-8")
+    (dest / "merges.txt").write_text(merges_edit(merges) if merges_edit else merges, encoding="utf-8")
+    return dest
+
+
+def test_a_merges_txt_cut_at_a_line_end_is_refused_naming_both_files(tmp_path):
+    """Bug guarded: a merges.txt cut short at a line end (a mirror that announced no size or hash)
+    loaded, its unmade tokens taken for special ones: encode then refused ordinary text
+    ("text contains the special token 'jump'"), where transformers gives plain ids."""
+    gpt2_copy(tmp_path, merges_edit=lambda m: m[:m.index("\n", 300_000) + 1])
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'vocab.json'} has 13,752 token(s) that no merge in "
+                                                   f"{tmp_path / 'merges.txt'} makes") + ".*merges.txt cut short"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_an_unmade_token_is_special_only_when_a_file_names_it_as_transformers_reads_it(tmp_path):
+    """transformers encodes a vocabulary's "<|im_start|>" that no merge makes as plain text unless a
+    file names it a special token; minigpt took every such token for a special one. Unnamed, it is
+    refused; named (here in tokenizer_config.json), both give its id."""
+    from transformers import GPT2TokenizerFast
+
+    gpt2_copy(tmp_path, vocab_edit=lambda v: v | {"<|im_start|>": len(v)})
+    with pytest.raises(ValueError, match=r"has 1 token\(s\) that no merge .* \('<\|im_start\|>'\)"):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"additional_special_tokens": ["<|im_start|>"]}))
+    ids = Tokenizer.from_pretrained(tmp_path).encode("<|im_start|>hi", allowed_special="all")
+    assert ids == GPT2TokenizerFast.from_pretrained(tmp_path).encode("<|im_start|>hi") == [50257, 5303]
+
+
+def test_a_merge_making_a_token_vocab_json_lacks_is_refused_naming_both_files(tmp_path):
+    gpt2_copy(tmp_path, vocab_edit=lambda v: {t: i for t, i in v.items() if t != "Ġthe"})
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'merges.txt'}: merge 6 (Ġt he) makes 'Ġthe', "
+                                                   "which vocab.json lacks")):
+        Tokenizer.from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "tokenizer.json"])
 def test_a_git_lfs_pointer_is_named_with_the_command_that_fetches_the_file(tmp_path, name):
     """A clone without git-lfs leaves pointers: read as the files, vocab.json was "not valid JSON"

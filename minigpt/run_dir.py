@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text
+from minigpt.files import atomic_path, atomic_write_text, read_text
 from minigpt.optimizer import schedule_note
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
@@ -106,7 +106,7 @@ def unsaved_story(out: Path) -> str:
     """Why OUT_DIR, holding an unsaved run, has nothing to resume: with the last step its log recorded."""
     try:
         steps = [r["step"] for r in read_log(out)] if (out / LOG_FILE).exists() else []
-    except (ValueError, KeyError, TypeError):  # a log damaged otherwise than by a torn last record: it is set aside anyway
+    except ValueError:  # a log damaged otherwise than by a torn last record: it is set aside anyway
         steps = []
     logged = f"logged up to step {steps[-1]} and " if steps else ""
     return (f"{out} holds no checkpoint: its run {logged}stopped before saving its first one ({STATE_FILE}, saved "
@@ -298,10 +298,24 @@ def read_log(out: Path) -> list[dict]:
     """The records in OUT_DIR/log.jsonl, without a torn last one.
 
     Each record is appended as one line ending in "\n", so a crash mid-write can only leave a
-    last line without its newline: that half record is dropped (resume writes it again).
+    last line without its newline: that half record is dropped (resume writes it again). Any
+    other line that is not a record was damaged by something else, and is a ValueError naming
+    the file and the line (json's own error names neither).
     """
-    *complete, _torn = (out / LOG_FILE).read_text().split("\n")  # _torn is "" after a whole record
-    return [json.loads(line) for line in complete]
+    path = out / LOG_FILE
+    *complete, _torn = read_text(path).split("\n")  # _torn is "" after a whole record
+    records = []
+    for lineno, line in enumerate(complete, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:  # not JSON
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(f"{path}, line {lineno}, is not a log record (a JSON object with its step): "
+                             f"{line[:80]!r}. The log is damaged: mend or delete that line ({STATE_FILE}, not "
+                             "the log, holds what --resume needs)")
+        records.append(record)
+    return records
 
 
 def truncate_log(out: Path, step: int) -> None:

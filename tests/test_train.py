@@ -373,6 +373,24 @@ def test_resume_drops_a_torn_last_log_record(tmp_path):
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
+def test_resume_names_the_file_and_line_of_a_damaged_log_record(tmp_path, capsys):
+    """Bug (an audit): a log.jsonl damaged in its middle (not a torn last record, which a crash
+    leaves) failed --resume with json's bare "Unterminated string starting at: line 1 column 13",
+    naming neither the file nor its line."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+    lines = (out / "log.jsonl").read_text().splitlines(keepends=True)
+    (out / "log.jsonl").write_text(lines[0] + '{"step": 6, "lo\n' + "".join(lines[2:]))
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "9"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'log.jsonl'}, line 2, is not a log record" in err and "mend or delete that line" in err
+    assert "Traceback" not in err
+    (out / "log.jsonl").write_text(lines[0] + "[6]\n" + "".join(lines[2:]))  # JSON, but not a record
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "9"]) == 2
+    assert f"{out / 'log.jsonl'}, line 2, is not a log record" in capsys.readouterr().err
+
+
 def test_a_crash_right_after_a_checkpoint_keeps_its_evaluation_in_the_log(tmp_path, monkeypatch):
     """Killed just after the step-6 checkpoint is saved: resume starts after step 6, so the
     evaluation of step 6 must already be in log.jsonl (it is never written again)."""

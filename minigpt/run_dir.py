@@ -161,6 +161,9 @@ def check_out_dir(cfg: TrainConfig) -> None:
     if out.exists() and not out.is_dir():  # else "[Errno 17] File exists", after the data and model are loaded
         raise FileExistsError(f"--out {out} is a file; OUT_DIR is a directory (checkpoint, training_state.pt, log.jsonl, "
                               "...): choose another --out")
+    above = next(p for p in out.absolute().parents if p.exists())  # ("/" at worst) what mkdir would create OUT_DIR in
+    if not above.is_dir():  # else a bare "[Errno 20] Not a directory: '.../file/out'" at the first write
+        raise NotADirectoryError(f"--out {out} is below {above}, which is a file, not a directory: choose another --out")
     if cfg.resume:
         traces = unsaved_run(out, cfg.COMMAND)
         if not traces:

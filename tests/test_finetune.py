@@ -650,12 +650,14 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--data", "corpus.txt", "--init", "no-such-dir"), "--init no-such-dir: checkpoint directory does not exist"),  # not "tokenizer directory"
     (("--data", "."), r"--data \S+ is a directory, and the lm task reads one text file; a directory of train.tsv \(\+ dev.tsv\) is "
                       "for --task classify"),
+    # (it was a bare "[Errno 20] Not a directory", an audit)
+    (("--data", "corpus.txt", "--out", "corpus.txt/run"), r"--out \S+corpus.txt/run is below \S+corpus.txt, which is a file"),
 ])
 def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "bad.tsv").write_text("good\t1\nno label here\n")
     (base / "empty.tsv").write_text("sentence\tlabel\n")
     (base / "zeros.tsv").write_text("bad\t0\n" * 20)
-    args = tuple(str(base / a) if a.endswith((".txt", ".tsv")) else a for a in args)
+    args = tuple(str(base / a) if a.partition("/")[0].endswith((".txt", ".tsv")) else a for a in args)
     assert _run(base, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err

@@ -667,13 +667,16 @@ def test_resume_with_max_iters_below_the_saved_step_is_an_error(tmp_path, capsys
 
 
 def test_an_out_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
-    """Read-only, or below a file: the OSError names the path, on one line (as root, whom a
-    read-only mode does not stop, a file in the way stands in for it)."""
+    """Read-only, or below a file: one line naming the path (as root, whom a read-only mode does
+    not stop, a read-only filesystem would stand in for it). Below a file it said only "[Errno 20]
+    Not a directory: '.../file/out/sub'" (an audit): now it names --out and the file in the way,
+    before any work."""
     data = make_data(tmp_path / "data")
     (tmp_path / "file").write_text("")
-    assert train_main(["--data", str(data), "--out", str(tmp_path / "file" / "out"), "--max-iters", "1"]) == 2
+    out = tmp_path / "file" / "out" / "sub"
+    assert train_main(["--data", str(data), "--out", str(out), "--max-iters", "1"]) == 2
     err = capsys.readouterr().err
-    assert f"Not a directory: '{tmp_path / 'file' / 'out'}'" in err and "Traceback" not in err
+    assert f"--out {out} is below {tmp_path / 'file'}, which is a file, not a directory" in err and "Traceback" not in err
 
 
 def test_resume_from_an_unreadable_state_is_a_one_line_error(tmp_path, capsys):

@@ -173,14 +173,16 @@ def _tokenize(cfg: FinetuneConfig, tokenizer, data_dir: Path) -> None:
     `check_data` (the same tokens, say from the text file moved elsewhere): a refused --resume
     leaves the run as it was."""
     resumed = cfg.resume and not cfg.allow_new_data and (data_dir / "meta.json").exists()
-    saved = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True).get("data") if resumed else None
+    state = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True) if resumed else {}
+    saved = state.get("data")
     if saved is None:  # nothing to keep: a new run, --allow-new-data, or a state saved before fingerprints
         prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction, overwrite=True)
         return
     new = data_dir.with_name(data_dir.name + ".new")
     try:
         meta = prepare([cfg.data], tokenizer, new, cfg.val_fraction, overwrite=True)
-        check_data(Path(cfg.out), saved, data_fingerprint(load_splits(new, meta, meta["vocab_size"]), meta["vocab_size"]), cfg)
+        check_data(Path(cfg.out), saved, data_fingerprint(load_splits(new, meta, meta["vocab_size"]), meta["vocab_size"]), cfg,
+                   state["config"])
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise

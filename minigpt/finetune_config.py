@@ -19,6 +19,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 
@@ -176,6 +177,16 @@ class FinetuneConfig(TrainConfig):
         for name in ("max_examples", "max_val_examples"):  # a negative limit would slice from the end
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
+
+    def data_settings(self) -> tuple[str, ...]:
+        """lm: --val-fraction cuts the text file in two. classify: which examples are held out and
+        which subsets are taken (minigpt/classify_data.py's `load_classification_data`): --seed
+        shuffles them when a subset is taken or no validation file holds the val examples."""
+        if self.task == "lm":
+            return ("val_fraction",)
+        held_out = not self.val_data and not (Path(self.data) / "dev.tsv").is_file()
+        seeded = held_out or self.max_examples is not None or self.max_val_examples is not None
+        return ("val_data", "val_fraction", "max_examples", "max_val_examples", *(("seed",) if seeded else ()))
 
     def refuse_ignored_options(self, typed: Collection[str] = ()) -> None:
         """A strategy's or a task's option set for another one is refused: set to a value other

@@ -187,13 +187,17 @@ def check_out_dir(cfg: TrainConfig) -> None:
         raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
 
 
-def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig) -> str | None:
+def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig,
+               saved_config: dict | None = None) -> str | None:
     """Refuse to resume on data other than the run's, naming what differs; return a note to print.
 
     `saved` is the fingerprint the run's training state recorded, `now` the data's (both from the
     driver: minigpt/data.py's `data_fingerprint` for token files): a file's token count, say, and
     a hash of its ids. Resume is exact only on the same data, and the same --data may hold other
     data by now (prepared again from other text); a folder moved or copied is still the same.
+    Other data also comes from the same --data when a setting that chooses from it changed
+    (`cfg.data_settings()`: classify's --seed and --max-examples pick a subset): compared with
+    the saved run's settings (`saved_config`), such a change is named as the cause.
     --allow-new-data (cfg.allow_new_data) goes on anyway, and the next checkpoint records the new data.
     """
     if now is None:  # a driver that gives no fingerprint (train_loop called from Python): nothing to check
@@ -209,6 +213,13 @@ def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig
     shown = "; ".join(f"{k}: {_figure(saved.get(k))} then, {_figure(now.get(k))} now" for k in counts or differ)
     if cfg.allow_new_data:
         return f"note: --allow-new-data: going on with data other than the run's ({shown})"
+    choosers = {name: (saved_config[name], getattr(cfg, name)) for name in cfg.data_settings()
+                if saved_config and name in saved_config and saved_config[name] != getattr(cfg, name)}
+    if choosers:
+        flags = ", ".join(f"--{name.replace('_', '-')} ({then} then, {now_} now)" for name, (then, now_) in choosers.items())
+        raise ValueError(f"the data differs from the data the run in {out} trained on ({shown}): {flags} chose other "
+                         f"data from --data {cfg.data}; resume with the run's setting (drop the flag), or pass "
+                         "--allow-new-data to go on with this data")
     raise ValueError(f"--data {cfg.data} is not the data the run in {out} trained on ({shown}); resume with the run's "
                      "data, or pass --allow-new-data to go on with this data")
 
@@ -249,7 +260,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
     notes = [schedule_note(state["step"], state["config"], cfg),
-             check_data(out, state.get("data"), data, cfg)]  # (states saved before it was recorded: none)
+             check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
     for note in notes:
         if note and rt.is_main:
             print(note)

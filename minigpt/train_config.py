@@ -100,6 +100,12 @@ class TrainConfig:
     # them from the saved run (an --allow-new-data given once would hold for every later resume).
     INVOCATION_FLAGS: typing.ClassVar[tuple[str, ...]] = ("resume", "allow_new_data")
 
+    def data_settings(self) -> tuple[str, ...]:
+        """The settings, beside --data, that choose what of --data the run trains on: a resume
+        that changes one gets other data from the same --data, and minigpt/run_dir.py's
+        `check_data` names it. `minigpt train` reads a prepared folder whole: none."""
+        return ()
+
     def refuse_ignored_options(self, typed: typing.Collection[str] = ()) -> None:
         """Refuse options this run would ignore, set or `typed` on the command line (parse_config
         passes the flags typed, at whatever value). A training run reads all of its options (the

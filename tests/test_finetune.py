@@ -428,6 +428,22 @@ def test_classify_resume_refuses_other_examples(base, tmp_path, capsys):
     assert _run(base, tmp_path / "o", *args, "--resume", "--allow-new-data") == 0
 
 
+def test_classify_resume_with_another_seed_names_the_seed_not_the_data(base, tmp_path, capsys):
+    """Bug (an audit): with --max-examples, `--resume --seed 7` was refused as "--data ... is not
+    the data the run trained on", though the file was the same: the seed picked another subset.
+    The refusal now names the setting that chose other examples."""
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen", "--max-examples", "20")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", "--resume", "--seed", "7") == 2
+    err = capsys.readouterr().err
+    assert (f"the data differs from the data the run in {tmp_path / 'o'} trained on (train examples hash: " in err
+            and f"--seed (1337 then, 7 now) chose other data from --data {base / 'cls.tsv'}; resume with the run's "
+            "setting (drop the flag), or pass --allow-new-data" in err), err
+    assert _run(base, tmp_path / "o", "--resume", "--max-examples", "30") == 2
+    assert "--max-examples (20 then, 30 now) chose other data" in capsys.readouterr().err
+
+
 def test_examples_fingerprint_counts_and_hashes_the_examples_whatever_their_order():
     from minigpt.classify_data import examples_fingerprint
 
@@ -581,7 +597,8 @@ def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_
     assert "Something else" in (out / "data" / "val.txt").read_text()
     assert _run(base, out, "--resume", "--max-iters", "5") == 0  # the checkpoint records the new data: no flag needed now
     assert _run(base, out, "--resume", "--max-iters", "6", "--val-fraction", "0.5") == 2  # another split is other data
-    assert "val.bin tokens" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "val.bin tokens" in err and "--val-fraction (0.1 then, 0.5 now) chose other data" in err
     assert _run(base, out, "--resume", "--max-iters", "6", "--val-fraction", "0.5", "--allow-new-data") == 0
     meta = json.loads((out / "data" / "meta.json").read_text())  # split again, not the old split kept
     assert meta["val_fraction"] == 0.5 and meta["val_tokens"] > 0.4 * (meta["train_tokens"] + meta["val_tokens"])

@@ -143,7 +143,8 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
 
 def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     """Next-token prediction on a text file, tokenized once into OUT_DIR/data (train.bin/val.bin)."""
-    data_dir = Path(cfg.out) / "data"
+    out = Path(cfg.out)
+    data_dir = out / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
     # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
     # A resumed run reuses its tokens, unless --data now names another file or --val-fraction
@@ -153,12 +154,18 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
     found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
     prepared = all(found.get(k) == v for k, v in made_from.items())
-    if rt.is_main and not prepared:
-        _tokenize(cfg, tokenizer, data_dir)
+    # A resumed run's new tokens go to data.new, and replace its tokens in data/ only when it
+    # saves a checkpoint on them (`adopt_new_tokens`): a --resume refused later (by --max-iters,
+    # say, or a model flag) leaves the run as it was.
+    tokens_dir = out / NEW_TOKENS if found and not prepared else data_dir
+    if rt.is_main:
+        shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
+        if not prepared:
+            _tokenize(cfg, tokenizer, tokens_dir)
     if rt.world > 1:
         dist.barrier()
-    meta = read_meta(data_dir)
-    tokens = load_splits(data_dir, meta, gpt.config.vocab_size, cfg.block_size + 1)
+    meta = read_meta(tokens_dir)
+    tokens = load_splits(tokens_dir, meta, gpt.config.vocab_size, cfg.block_size + 1)
 
     def get_batch(split: str, rng: torch.Generator):
         return sample_batch(tokens[split], cfg.block_size, cfg.batch_size, rng)
@@ -167,27 +174,34 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
                                      "data_fingerprint": data_fingerprint(tokens, meta["vocab_size"])}
 
 
-def _tokenize(cfg: FinetuneConfig, tokenizer, data_dir: Path) -> None:
-    """Tokenize --data into data_dir, OUT_DIR/data: this run's own (check_out_dir refused another
-    run's OUT_DIR). The tokens of a resumed run found there stay until the new ones pass
-    `check_data` (the same tokens, say from the text file moved elsewhere): a refused --resume
-    leaves the run as it was."""
-    resumed = cfg.resume and not cfg.allow_new_data and (data_dir / "meta.json").exists()
-    state = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True) if resumed else {}
-    saved = state.get("data")
-    if saved is None:  # nothing to keep: a new run, --allow-new-data, or a state saved before fingerprints
-        prepare([cfg.data], tokenizer, data_dir, cfg.val_fraction, overwrite=True)
+NEW_TOKENS = "data.new"  # in OUT_DIR: a resumed lm run's tokens of another --data, until a checkpoint records them
+
+
+def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path) -> None:
+    """Tokenize --data into tokens_dir: OUT_DIR/data, this run's own (check_out_dir refused another
+    run's OUT_DIR), or for a resumed run OUT_DIR/data.new, checked there by `check_data` (the same
+    tokens, say from the text file moved elsewhere, or other ones with --allow-new-data) and
+    removed if refused."""
+    meta = prepare([cfg.data], tokenizer, tokens_dir, cfg.val_fraction, overwrite=True)
+    if tokens_dir.name != NEW_TOKENS:
         return
-    new = data_dir.with_name(data_dir.name + ".new")
+    state = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True)
+    now = data_fingerprint(load_splits(tokens_dir, meta, meta["vocab_size"]), meta["vocab_size"])
     try:
-        meta = prepare([cfg.data], tokenizer, new, cfg.val_fraction, overwrite=True)
-        check_data(Path(cfg.out), saved, data_fingerprint(load_splits(new, meta, meta["vocab_size"]), meta["vocab_size"]), cfg,
-                   state["config"])
-    except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
+        check_data(Path(cfg.out), state.get("data"), now, cfg, state["config"])  # (its note is restore's to print)
+    except ValueError:
+        shutil.rmtree(tokens_dir)
         raise
-    shutil.rmtree(data_dir)
-    new.rename(data_dir)
+
+
+def adopt_new_tokens(out: Path) -> None:
+    """Move a resumed run's new tokens (OUT_DIR/data.new, see `_lm_task`) into data/, as the
+    checkpoint being saved records them; nothing when there are none. The processes keep reading
+    the files they opened (memory-mapped: a rename or an unlink leaves them be)."""
+    new = out / NEW_TOKENS
+    if new.is_dir():
+        shutil.rmtree(out / "data")
+        new.rename(out / "data")
 
 
 def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
@@ -290,11 +304,20 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     torch.manual_seed(cfg.seed)
     model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
     summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
-    metrics = train_loop(model, cfg, get_batch, loss_fn, lambda m, d: export(m, Path(d), tokenizer), **extra)
+    out = Path(cfg.out)
+
+    def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
+        export(m, Path(path), tokenizer)
+        if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
+            adopt_new_tokens(out)
+
+    try:
+        metrics = train_loop(model, cfg, get_batch, loss_fn, save_fn, **extra)
+    finally:  # new tokens no checkpoint recorded: the resume was refused, failed, or ran nothing to save
+        if rt.is_main:
+            shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)
     if not rt.is_main:
         return None  # log.jsonl is rank 0's, and it may still be writing it
-
-    out = Path(cfg.out)
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     # The last value of each figure from the log, not from `metrics`: a --resume that finds the run

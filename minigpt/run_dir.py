@@ -259,14 +259,12 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
                if k not in (*cfg.INVOCATION_FLAGS, "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
-    notes = [schedule_note(state["step"], state["config"], cfg),
-             check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
-    for note in notes:
-        if note and rt.is_main:
-            print(note)
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
+    # Printed once every check has passed: a note says what the resumed run does.
+    notes = [schedule_note(state["step"], state["config"], cfg),
+             check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
     try:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(with_settings_of(optimizer, state["optimizer"]))
@@ -279,6 +277,9 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
                          f"build ({detail}); {differ}. Drop the flags that change the model, or start a new run with "
                          "another --out") from None
     scaler.load_state_dict(state["scaler"])
+    for note in notes:
+        if note and rt.is_main:
+            print(note)
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], state["best_val_loss"], (loss_sum, steps)
 

@@ -604,6 +604,31 @@ def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_
     assert meta["val_fraction"] == 0.5 and meta["val_tokens"] > 0.4 * (meta["train_tokens"] + meta["val_tokens"])
 
 
+def test_a_refused_lm_resume_with_allow_new_data_keeps_the_runs_tokens(base, tmp_path, capsys):
+    """Bug (an audit): `--resume --allow-new-data --data OTHER` refused later (by --max-iters below
+    the saved step, or a LoRA rank the saved adapters do not fit) had already tokenized OTHER into
+    OUT_DIR/data, over the run's tokens. The new tokens now wait in data.new, and replace data/
+    when the resumed run saves a checkpoint on them, so data/ holds what training_state.pt records."""
+    from minigpt.data import data_fingerprint, load_splits, read_meta
+
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    before = {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    for refused, message in ((("--max-iters", "1"), "--max-iters 1 is below the step the saved run reached (2)"),
+                             (("--max-iters", "3", "--lora-rank", "4"), "'lora_rank': (8, 4)")):
+        assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--allow-new-data", *refused) == 2
+        refusal = capsys.readouterr()
+        assert message in refusal.err and "going on with data other than the run's" not in refusal.out
+        assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
+        assert not (out / "data.new").exists()
+    assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--allow-new-data", "--max-iters", "3") == 0
+    meta = read_meta(out / "data")
+    assert meta["sources"] == [str(tmp_path / "other.txt")] and not (out / "data.new").exists()
+    state = torch.load(out / "training_state.pt", weights_only=True)
+    assert state["data"] == data_fingerprint(load_splits(out / "data", meta, meta["vocab_size"]), meta["vocab_size"])
+
+
 @pytest.mark.parametrize("task,strategy", [("classify", "partial"), ("lm", "lora")])
 def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     """torchrun with 2 gloo processes and grad_accum=4 ends where one process with grad_accum=4

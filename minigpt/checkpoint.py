@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -243,19 +243,9 @@ def refuse_extra_tensors(names: set[str]) -> None:
 
 
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
-    """Write config.json + model.safetensors so `transformers` can open the directory.
-
-    Both files are written in full under temp names before either is renamed into place, and the
-    old config.json goes just before the renames (weights first, then the config). So a save that
-    fails or is killed at any point leaves the previous checkpoint, the new one, or weights
-    without a config.json, which `load_gpt` refuses, saying why; never new weights beside the old
-    config, which would load without an error if the shapes agree (n_head, layer_norm_epsilon).
-    A generation_config.json (transformers writes one) goes too: its token ids are the old model's.
-    """
+    """Write config.json + model.safetensors so `transformers` can open the directory (`write_checkpoint`)."""
     check_gpt2_tensors(model)
     check_tied_head(model)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for key, t in model.state_dict().items():
         if key == "lm_head.weight":
@@ -264,12 +254,28 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
             t = t.t()  # Linear (out, in) → Conv1D (in, out); a view, copied only while written
         tensors[key] = t
     dtype = str(model.transformer.wte.weight.dtype).removeprefix("torch.")
+    write_checkpoint(path, tensors, lambda config: model.config.save_json(config, architecture=architecture,
+                                                                          extra={"torch_dtype": dtype}))
+
+
+def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], write_config: Callable[[Path], None]) -> None:
+    """Write `tensors` as model.safetensors and, by `write_config(file)`, config.json, into `path`.
+
+    Both files are written in full under temp names before either is renamed into place, and the
+    old config.json goes just before the renames (weights first, then the config). So a save that
+    fails or is killed at any point leaves the previous checkpoint, the new one, or weights
+    without a config.json, which `load_gpt` refuses, saying why; never new weights beside the old
+    config, which would load without an error if the shapes agree (n_head, layer_norm_epsilon).
+    A generation_config.json (transformers writes one) goes too: its token ids are the old model's.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     config = path / "config.json"
     # On leaving, the inner atomic_path renames the weights in, then the outer one the config.
     with atomic_path(config) as config_tmp, atomic_path(path / WEIGHTS_NAME) as weights_tmp:
         with open(weights_tmp, "wb") as f:
             stream_safetensors(tensors, f)
-        model.config.save_json(config_tmp, architecture=architecture, extra={"torch_dtype": dtype})
+        write_config(config_tmp)
         config.unlink(missing_ok=True)
         (path / GENERATION_CONFIG_NAME).unlink(missing_ok=True)
     _remove_stale_shards(path)
@@ -295,12 +301,6 @@ SAFETENSORS_DTYPES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
 }
-
-
-def write_safetensors(tensors: dict[str, torch.Tensor], dest: Path) -> None:
-    """Atomically write `tensors` (any device, any layout) as the safetensors file `dest`."""
-    with atomic_path(Path(dest)) as tmp, open(tmp, "wb") as f:
-        stream_safetensors(tensors, f)
 
 
 def stream_safetensors(tensors: dict[str, torch.Tensor], f: BinaryIO) -> None:

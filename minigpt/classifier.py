@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_checkpoint_dir, is_classifier_checkpoint, one_dtype,
-                                read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_safetensors)
+                                read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_checkpoint)
 from minigpt.config import GPTConfig
 from minigpt.files import read_json
 from minigpt.model import GPT
@@ -129,12 +129,11 @@ class GPTClassifier(nn.Module):
     # ---- checkpoints in Hugging Face's GPT2ForSequenceClassification layout ---------------------
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors atomically (weights first, then the config)."""
+        """Write config.json + model.safetensors, as `save_gpt` does (`write_checkpoint`: never new
+        weights beside an old config)."""
         with torch.device("meta"):  # the layout's own tensor names, from a classifier of shapes only
             plain = GPTClassifier(GPT(self.config), self.num_labels, hidden=self.hidden)
         refuse_extra_tensors(self.state_dict().keys() - plain.state_dict().keys())  # LoRA adapters, head's too
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for key, t in self.state_dict().items():
             key = key.removeprefix("gpt.")  # gpt.transformer.h.0... → transformer.h.0..., as in HF
@@ -143,15 +142,14 @@ class GPTClassifier(nn.Module):
             if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
                 t = t.t()  # Linear (out, in) → HF's Conv1D (in, out)
             tensors[key] = t.detach().contiguous().cpu()
-        write_safetensors(tensors, path / "model.safetensors")
-        self.config.save_json(path / "config.json", architecture="GPT2ForSequenceClassification", extra={
+        write_checkpoint(path, tensors, lambda config: self.config.save_json(config, architecture="GPT2ForSequenceClassification", extra={
             "num_labels": self.num_labels,
             "id2label": {str(i): name for i, name in self.id2label.items()},
             "label2id": {name: i for i, name in self.id2label.items()},
             "pad_token_id": self.pad_token_id,
             "torch_dtype": str(self.gpt.lm_head.weight.dtype).removeprefix("torch."),
             "minigpt_head": {"pooling": self.pooling, "hidden": list(self.hidden)},
-        })
+        }))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":

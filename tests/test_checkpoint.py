@@ -66,6 +66,12 @@ def logits_of(path: Path) -> torch.Tensor:
 # ---- layouts that must load ---------------------------------------------------------------------
 
 
+
+def write_safetensors(tensors: dict[str, torch.Tensor], dest) -> None:
+    """One safetensors file, by the writer minigpt's saves stream through, atomically as they write."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        checkpoint.stream_safetensors(tensors, f)
+
 def test_sharded_index_loads(tmp_path, reference):
     hf_small().save_pretrained(tmp_path, max_shard_size="20KB")
     shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
@@ -376,7 +382,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     calls = []
     real_numpy = torch.Tensor.numpy
 
-    def disk_fills_up(self, *args, **kwargs):  # write_safetensors turns each tensor into bytes here
+    def disk_fills_up(self, *args, **kwargs):  # stream_safetensors turns each tensor into bytes here
         calls.append(1)
         if len(calls) == 5:
             partial = tmp_path / "model.safetensors.tmp"
@@ -463,7 +469,7 @@ def test_streamed_safetensors_match_the_library(tmp_path):
         "bool": torch.tensor([True, False, True]),
         "scalar": torch.tensor(-1e4),
     }
-    checkpoint.write_safetensors(tensors, tmp_path / "ours.safetensors")
+    write_safetensors(tensors, tmp_path / "ours.safetensors")
     save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp_path / "lib.safetensors"), metadata={"format": "pt"})
     read = {}
     for name in ("ours", "lib"):
@@ -476,7 +482,7 @@ def test_streamed_safetensors_match_the_library(tmp_path):
     header_len = int.from_bytes((tmp_path / "ours.safetensors").read_bytes()[:8], "little")
     assert header_len % 8 == 0  # tensor data starts aligned
     with pytest.raises(ValueError, match="cannot save tensor 'c' of dtype torch.complex64"):
-        checkpoint.write_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "bad.safetensors")
+        write_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "bad.safetensors")
     assert not (tmp_path / "bad.safetensors").exists()
 
 
@@ -695,7 +701,7 @@ def test_tensor_data_starts_8_byte_aligned_whatever_the_header_length(tmp_path):
     length happened to be 0 or 4 mod 8 (as in test_streamed_safetensors_match_the_library). Names
     of 1..8 characters give headers of every length mod 8."""
     for n in range(1, 9):
-        checkpoint.write_safetensors({"x" * n: torch.arange(3.0)}, tmp_path / f"{n}.safetensors")
+        write_safetensors({"x" * n: torch.arange(3.0)}, tmp_path / f"{n}.safetensors")
         data = (tmp_path / f"{n}.safetensors").read_bytes()
         assert int.from_bytes(data[:8], "little") % 8 == 0, n
         with safe_open(tmp_path / f"{n}.safetensors", framework="pt") as f:

@@ -271,3 +271,27 @@ def test_without_a_mask_the_padding_is_found_from_pad_token_id_as_transformers_d
         clf(torch.zeros(2, 0, dtype=torch.long))
     clf.pad_token_id = None  # no pad id: every token is real, so the last token is pooled
     assert (clf.mask_from_padding(idx) == 1).all()
+
+
+def test_a_save_failing_at_its_config_keeps_the_previous_classifier(tmp_path, monkeypatch):
+    """The classifier saved its weights before its config, so a save failing at the config left a
+    new head beside the old config.json (an audit of save_gpt's same order). It now writes both as
+    save_gpt does (checkpoint.write_checkpoint), and transformers' generation_config.json goes."""
+    torch.manual_seed(0)
+    old = GPTClassifier(GPT(CFG), 3).eval()
+    old.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text("{}")
+    idx, mask = _batch()
+    expected = old(idx, mask)[0].detach()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(GPTConfig, "save_json", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        GPTClassifier(GPT(CFG), 3, pooling="mean").save_pretrained(tmp_path)
+    monkeypatch.undo()
+    # (allclose: a CPU matmul may take another kernel for the same weights; a new head differs by ~1)
+    assert torch.allclose(GPTClassifier.from_pretrained(tmp_path)(idx, mask)[0], expected, atol=1e-5)
+    old.save_pretrained(tmp_path)
+    assert not (tmp_path / "generation_config.json").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +36,10 @@ GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old HF files carry the causal mask as buffers; they are constants, not weights.
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# Task heads other GPT-2 classes put on top of the same body and tied LM head: loading one as a
+# language model leaves its head out, as transformers' GPT2LMHeadModel.from_pretrained does.
+TASK_HEADS = {"GPT2DoubleHeadsModel": "multiple_choice_head.", "GPT2ForTokenClassification": "classifier.",
+              "GPT2ForQuestionAnswering": "qa_outputs."}
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -156,6 +161,8 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
                          "load it with minigpt.classifier.GPTClassifier.from_pretrained")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
+    architectures = read_json(path / "config.json").get("architectures") or []
+    head = next((TASK_HEADS[a] for a in architectures if a in TASK_HEADS), None)
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights
     # exist. safetensors even hands out tensors backed by the memory-mapped file: weights used
@@ -176,9 +183,12 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
         state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
 
-    lm_head = None
+    lm_head, left_out = None, []
     for name, t in read_tensors(weight_files(path)):
         if name.endswith(IGNORED_SUFFIXES):
+            continue
+        if head and name.startswith(head):
+            left_out.append(name)
             continue
         if name == "lm_head.weight":  # an explicit copy of the head; GPT-2 ties it to wte
             lm_head = t
@@ -186,7 +196,8 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         # GPT2LMHeadModel files say "transformer.h.0...", OpenAI's GPT2Model files just "h.0...".
         key = name if name.startswith("transformer.") else "transformer." + name
         if key not in expected:
-            raise ValueError(f"unexpected tensor {name!r} in {path}: GPT-2 has no such weight")
+            made_by = f" (config.json's architectures: {', '.join(architectures)})" if architectures else ""
+            raise ValueError(f"unexpected tensor {name!r} in {path}: GPT-2 has no such weight{made_by}")
         if key in state:
             raise ValueError(f"tensor {key!r} appears twice in {path} (with and without the 'transformer.' prefix?)")
         take(name, key, t)
@@ -203,6 +214,9 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 
+    if left_out:
+        warnings.warn(f"{path} is a {', '.join(architectures)}: its task head ({', '.join(left_out)}) is not part of "
+                      "the language model, and is left out", stacklevel=2)
     model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state`
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
     return model.eval()

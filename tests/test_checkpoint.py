@@ -725,3 +725,23 @@ def test_an_unknown_device_is_answered_with_every_device_name_taken(hf_dir):
     with pytest.raises(ValueError, match="'gpu' is not a device: use auto, cpu, cuda, cuda:N or mps$"):
         GPT.from_pretrained(hf_dir, device="gpu")
     assert GPT.from_pretrained(hf_dir, device="auto").transformer.wte.weight.device.type in ("cpu", "cuda", "mps")
+
+
+@pytest.mark.parametrize("cls_name", ["GPT2DoubleHeadsModel", "GPT2ForTokenClassification", "GPT2ForQuestionAnswering"])
+def test_another_gpt2_class_loads_as_its_language_model_without_its_task_head(tmp_path, cls_name):
+    """An audit: such checkpoints were refused ("unexpected tensor 'multiple_choice_head.summary.bias'
+    ... GPT-2 has no such weight"), naming no architecture, though transformers' GPT2LMHeadModel
+    loads them: the same body, and the LM head tied to wte. Now the head is left out, with a warning."""
+    import transformers
+
+    hf_small(getattr(transformers, cls_name)).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match=f"is a {cls_name}: its task head .* is left out"):
+        ours = GPT.from_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers' own note on the weights it does not use
+        theirs = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert torch.allclose(ours(IDX)[0], theirs(IDX).logits, atol=1e-5)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"architectures": ["GPT2Mystery"]}))
+    with pytest.raises(ValueError, match=r"GPT-2 has no such weight \(config.json's architectures: GPT2Mystery\)"):
+        GPT.from_pretrained(tmp_path)

@@ -263,7 +263,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
     # Printed once every check has passed: a note says what the resumed run does.
-    notes = [schedule_note(state["step"], state["config"], cfg),
+    notes = [schedule_note(state["step"], state["config"], cfg) if cfg.max_iters > state["step"] else None,  # (no step runs)
              check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
     try:
         raw_model.load_state_dict(state["model"])
@@ -331,6 +331,11 @@ def read_log(out: Path) -> list[dict]:
                              "the log, holds what --resume needs)")
         records.append(record)
     return records
+
+
+def evaluated_at(out: Path, step: int) -> bool:
+    """Whether OUT_DIR's log records an evaluation of `step` (a run without a log: none)."""
+    return (out / LOG_FILE).exists() and any(r["step"] == step and "val_loss" in r for r in read_log(out))
 
 
 def truncate_log(out: Path, step: int) -> None:

@@ -39,7 +39,8 @@ from tqdm import tqdm
 from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
-from minigpt.run_dir import LOG_FILE, append_log, check_out_dir, plot_log, restore, save_checkpoint, truncate_log
+from minigpt.run_dir import (LOG_FILE, append_log, check_out_dir, evaluated_at, plot_log, restore, save_checkpoint,
+                             truncate_log)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
 from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, setup_runtime
@@ -247,6 +248,25 @@ def train_loop(
         if rt.is_main:
             save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
 
+    def evaluate_and_save(step: int) -> dict[str, float]:
+        """An evaluation: best/ if it is the best yet, its log record, the checkpoint and the curve."""
+        nonlocal best, last_saved
+        record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
+        if record["val_loss"] < best:
+            best = record["val_loss"]
+            if rt.is_main:
+                save_fn(raw, out / "best")
+                atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
+        # Logged before the checkpoint: a crash between the two then resumes from the
+        # previous checkpoint and writes the record again; the other order would lose it.
+        if rt.is_main:
+            append_log(out, record)
+        checkpoint(step)
+        if rt.is_main:
+            plot_log(out)
+        last_saved = step
+        return record
+
     metrics: dict[str, float] = {"step": step}
     last_saved = step if cfg.resume else None
     tokens_since, time_since = 0, 0.0  # since the last log record (as are loss_since and steps_since)
@@ -256,6 +276,17 @@ def train_loop(
     caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
     with caller_rng, StopSignal() as stop_signal, bar:
         model.train()
+        if step == cfg.max_iters and not evaluated_at(out, step):
+            # Resumed at its last step, where the run had stopped without ending (`--resume
+            # --max-iters S` after a stop at step S): no step runs, and the run ends as a run of S
+            # steps does, with the record of the steps since the last one, an evaluation and a
+            # checkpoint. (That record lacks tokens/s and the gradient norm, which were not saved.)
+            if steps_since:
+                metrics = {"step": step, "loss": loss_since / steps_since, "lr": lr_at(step - 1, cfg)}
+                loss_since, steps_since = 0.0, 0
+                if rt.is_main:
+                    append_log(out, metrics)
+            metrics.update(evaluate_and_save(step))
         while step < cfg.max_iters:
             t0 = time.perf_counter()
             try:
@@ -284,21 +315,7 @@ def train_loop(
 
             stop = stop_signal.agreed(rt)
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
-                record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
-                metrics.update(record)
-                if record["val_loss"] < best:
-                    best = record["val_loss"]
-                    if rt.is_main:
-                        save_fn(raw, out / "best")
-                        atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-                # Logged before the checkpoint: a crash between the two then resumes from the
-                # previous checkpoint and writes the record again; the other order would lose it.
-                if rt.is_main:
-                    append_log(out, record)
-                checkpoint(step)
-                if rt.is_main:
-                    plot_log(out)
-                last_saved = step
+                metrics.update(evaluate_and_save(step))
             elif stop:
                 checkpoint(step)
                 if rt.is_main and (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation

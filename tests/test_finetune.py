@@ -415,6 +415,35 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
 
 
 
+def test_resume_at_the_step_a_run_stopped_writes_the_summary_of_a_run_that_long(base, tmp_path, monkeypatch):
+    """Bug (an audit): `--resume --max-iters S` on a run stopped by SIGTERM at step S ran no step,
+    so finetune_summary.json had no evaluation of step S (its val figures were stale, or absent).
+    It now holds what a run of S steps writes."""
+    import signal
+
+    import minigpt.finetune
+
+    args = ("--data", str(base / "corpus.txt"), "--eval-interval", "4", "--lr-decay-iters", "6")
+    assert _run(base, tmp_path / "straight", *args, "--max-iters", "3") == 0
+    calls, real = [], minigpt.finetune.sample_batch
+
+    def sample(*a):  # the 3rd batch is step 3's (evaluations come at step 4): SIGTERM while it is drawn
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*a)
+
+    monkeypatch.setattr(minigpt.finetune, "sample_batch", sample)
+    assert _run(base, tmp_path / "stopped", *args, "--max-iters", "6") == 143
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "stopped" / "training_state.pt", weights_only=True)["step"] == 3
+    assert _run(base, tmp_path / "stopped", "--resume", "--max-iters", "3") == 0
+    straight, stopped = (json.loads((tmp_path / d / "finetune_summary.json").read_text()) for d in ("straight", "stopped"))
+    for key in ("steps", "loss", "val_loss", "val_bpb", "best_val_loss", "best_val_loss_step"):
+        assert stopped[key] == straight[key], key
+    assert stopped["steps"] == stopped["best_val_loss_step"] == 3
+
+
 def test_classify_resume_refuses_other_examples(base, tmp_path, capsys):
     """The classify task reads its TSV again on every --resume: one edited since is refused by name."""
     data = tmp_path / "cls.tsv"

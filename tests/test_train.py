@@ -201,6 +201,40 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
     assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
 
 
+def test_resume_at_the_step_a_run_stopped_ends_it_there_as_a_run_of_that_length(tmp_path, monkeypatch, capsys):
+    """Bug (an audit): `--resume --max-iters S` on a run stopped (SIGTERM) at step S, to end it
+    there, ran no step and so ended nothing: no final evaluation, best/ and the returned metrics
+    stale, the train record of the steps since the last one lost, and a note about "the learning
+    rate of step S+1, the first one resumed", a step that never ran. It now ends as a run of S
+    steps does: the same log records (but tokens/s and the gradient norm, not saved), best/ and
+    checkpoint. A second such resume has nothing left to do."""
+    data = make_data(tmp_path / "data")
+    pretrain(tiny_cfg(data, tmp_path / "straight", max_iters=5, lr_decay_iters=12))
+    _interrupt_at_batch(monkeypatch, 9, signal.SIGTERM)  # during step 5: saved at 5, between evaluations (every 6)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(data, tmp_path / "stopped", lr_decay_iters=12))
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train_main(["--out", str(tmp_path / "stopped"), "--resume", "--max-iters", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "the first one resumed" not in out
+
+    def log(run: str) -> list:
+        return [(r["step"], r.get("loss"), r.get("lr"), r.get("val_loss"))
+                for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
+    records = log("straight")  # ..., step 5's train record (the mean of steps 4-5), step 5's evaluation
+    assert log("stopped") == records and [(r[0], r[3] is None) for r in records[-2:]] == [(5, True), (5, False)]
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["step"] == 5 and metrics["val_loss"] == metrics["best_val_loss"] == records[-1][3]
+    best = json.loads((tmp_path / "stopped" / "best" / "metrics.json").read_text())
+    assert best == json.loads((tmp_path / "straight" / "best" / "metrics.json").read_text()) and best["step"] == 5
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "stopped")
+    assert a["step"] == b["step"] == 5 and b["log_partial"] == [0.0, 0]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert train_main(["--out", str(tmp_path / "stopped"), "--resume", "--max-iters", "5"]) == 0
+    assert log("stopped") == log("straight")  # evaluated already: nothing written again
+
+
 @pytest.mark.parametrize("error,code", [
     (train_runtime.Stopped(signal.SIGTERM), 143), (train_runtime.Stopped(signal.SIGINT), 130), (KeyboardInterrupt(), 130),
     (TrainingDiverged("loss is nan"), 1), (ValueError("bad input"), 2), (FileNotFoundError("no data"), 2)])

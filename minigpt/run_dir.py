@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,43 +75,75 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
 
 
 def check_resumable(out: Path) -> None:
-    if not (out / STATE_FILE).exists():
-        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+    if (out / STATE_FILE).exists():
+        return
+    found = [name for name in (*RUN_FILES, "best/", PLOT_FILE) if (out / name).exists()]
+    if found:  # e.g. a finished run whose training_state.pt was deleted to save space
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}, so the run there cannot be continued (it holds "
+                                f"{', '.join(found)}: a run that saved checkpoints, or a model); to train its weights "
+                                f"further, start a new run from them with --init {out} and another --out")
+    raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
 
 
 # ---- a run that never saved a checkpoint ---------------------------------------------------------
-# The first checkpoint comes at step --eval-interval (200 by default). A run killed before it
-# leaves its log.jsonl (finetune --task lm: also data/, its tokens) and nothing to resume from:
-# no weights, no optimizer state, not even its settings. `--resume` there starts it again from
-# step 0, with the log set aside, never mixed with the new run's; without --resume it is refused
-# (the run may still be going, before its first checkpoint), with the command that restarts it.
+# The first checkpoint comes at step --eval-interval (200 by default). A run killed before it is
+# whole leaves its log.jsonl (finetune --task lm: also data/, its tokens), perhaps the part of
+# that checkpoint it had written (best/, config.json, model.safetensors), and nothing to resume
+# from: no training_state.pt, so no optimizer state, not even its settings. `--resume` there
+# starts it again from step 0, with the log set aside, never mixed with the new run's; without
+# --resume it is refused (the run may still be going, before its first checkpoint), with the
+# command that restarts it.
+
+# What a first checkpoint writes before its training_state.pt, which a kill can leave behind.
+CHECKPOINT_FILES = ("best/", "config.json", WEIGHTS_NAME, INDEX_NAME)
 
 
 def unsaved_run(out: Path, command: str) -> list[str]:
-    """What OUT_DIR holds of a run that stopped before its first checkpoint, when that is all it
-    holds of a run; [] when it holds a checkpoint, or nothing of a run. Such a run's log does not
-    say which command made it: `command` (train or finetune) only decides whether a data/ (the lm
-    task's tokens) counts as one of its traces.
-    A best/ counts as a checkpoint: a kill between its save and the first training_state.pt leaves one."""
-    if any((out / name).exists() for name in (*RUN_FILES, "best") if name != LOG_FILE):
+    """What OUT_DIR holds of a run that stopped before its first checkpoint was whole, when that
+    is all it holds of a run; [] when it holds a checkpoint, or nothing of a run.
+
+    At an evaluation a checkpoint is written in this order: best/, the evaluation's log record,
+    config.json + model.safetensors, training_state.pt, loss.png; at a stop (Ctrl-C, SIGTERM)
+    without one, the same less best/ and the record. A run killed at any point before its first
+    training_state.pt leaves neither it nor a loss.png, a log that records nothing past that
+    first evaluation, and config.json + model.safetensors only after best/, or with no evaluation
+    logged. A run that got further is told apart by them, even when its training_state.pt was
+    deleted (to save space, say), and so is a model with the log of the run that made it: a model
+    is never started over. A run is known by its log, a log set aside by an earlier restart, best/
+    or training_state.pt.tmp: config.json + model.safetensors alone are a model (a download, say).
+    `command` (train or finetune) decides whether a data/ (the lm task's tokens) is a run's too."""
+    if (out / STATE_FILE).exists() or (out / PLOT_FILE).exists():
         return []
-    # The log first, then the logs set aside: under torchrun one process may be renaming it.
-    traces = [LOG_FILE] if (out / LOG_FILE).exists() else []
-    traces += sorted(p.name for p in out.glob("log.lost*.jsonl"))  # set aside by an earlier restart (`next_lost_log`)
+    try:
+        records = read_log(out) if (out / LOG_FILE).exists() else []
+    except (OSError, ValueError):  # damaged, or set aside by rank 0 this moment: it tells nothing
+        records = []
+    evaluations = [i for i, r in enumerate(records) if "val_loss" in r]
+    if evaluations and evaluations[0] < len(records) - 1:  # logged on after its first checkpoint
+        return []
+    saved = [name for name in CHECKPOINT_FILES[1:] if (out / name).exists()]
+    if saved and evaluations and not (out / "best").exists():  # weights, not from a first checkpoint
+        return []
+    marks = [name for name in (LOG_FILE, "best/", STATE_FILE + ".tmp") if (out / name).exists()]
+    # The logs set aside by an earlier restart (`next_lost_log`): under torchrun rank 0 may be renaming the log now.
+    marks += sorted(p.name for p in out.glob("log.lost*.jsonl"))
     if command == "finetune" and (out / "data").is_dir():  # the lm task's tokens, written before training
-        traces.append("data/")
-    return traces
+        marks.append("data/")
+    return marks and [*marks, *saved]
 
 
-def unsaved_story(out: Path) -> str:
-    """Why OUT_DIR, holding an unsaved run, has nothing to resume: with the last step its log recorded."""
+def unsaved_story(out: Path, traces: list[str]) -> str:
+    """Why OUT_DIR, holding an unsaved run (`traces`: what `unsaved_run` found), has nothing to
+    resume: with the last step its log recorded, and the part of a checkpoint it left."""
     try:
         steps = [r["step"] for r in read_log(out)] if (out / LOG_FILE).exists() else []
     except ValueError:  # a log damaged otherwise than by a torn last record: it is set aside anyway
         steps = []
     logged = f"logged up to step {steps[-1]} and " if steps else ""
-    return (f"{out} holds no checkpoint: its run {logged}stopped before saving its first one ({STATE_FILE}, saved "
-            "every --eval-interval steps), so there is nothing to resume")
+    left = [name for name in CHECKPOINT_FILES if name in traces]
+    when = f"while saving its first one (it left {', '.join(left)}, but not " if left else "before saving its first one ("
+    return (f"{out} holds no checkpoint: its run {logged}stopped {when}{STATE_FILE}, saved every --eval-interval "
+            "steps), so there is nothing to resume")
 
 
 def next_lost_log(out: Path) -> Path:
@@ -128,21 +161,28 @@ def is_rank_0() -> bool:
 def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
     """--resume on a run that never saved a checkpoint: start it again from step 0.
 
-    Its log.jsonl is renamed (`next_lost_log`), so the new log holds only the new run's steps, and
+    Its log.jsonl is renamed (`next_lost_log`), so the new log holds only the new run's steps; the
+    part of a first checkpoint it left is removed (the same flags write it again, bit for bit);
     cfg.resume turns False: from here on the run is a new one (finetune --task lm tokenizes --data
-    again into data/, as a new run does).
-    Under torchrun every process gets here; only rank 0 renames and prints.
+    again into data/, as a new run does). Only rank 0 gets here (`check_out_dir`).
     """
-    if is_rank_0():
-        story, kept = unsaved_story(out), ""
-        if (out / LOG_FILE).exists():
-            target = next_lost_log(out)
-            (out / LOG_FILE).rename(target)
-            kept = f"; its log is kept as {target.name}"
-        elif traces:
-            kept = f" (it left {', '.join(traces)})"
-        print(f"note: --resume: {story}. Starting it again from step 0 with the flags given (no settings were "
-              f"saved to take the rest from){kept}")
+    story, kept = unsaved_story(out, traces), ""
+    left = [name for name in CHECKPOINT_FILES if name in traces]
+    if (out / LOG_FILE).exists():
+        target = next_lost_log(out)
+        (out / LOG_FILE).rename(target)
+        kept = f"; its log is kept as {target.name}"
+    elif not left:
+        kept = f" (it left {', '.join(traces)})"
+    for name in left:
+        if name == "best/":
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
+    if left:
+        kept += f"; what it had saved of its first checkpoint ({', '.join(left)}) is removed: the same flags save it again"
+    print(f"note: --resume: {story}. Starting it again from step 0 with the flags given (no settings were "
+          f"saved to take the rest from){kept}")
     cfg.resume = False
 
 
@@ -156,6 +196,11 @@ def check_out_dir(cfg: TrainConfig) -> None:
     run to continue (its training_state.pt); --out may then equal --init, since the files that
     get replaced are the run's own. One change, not only a check: --resume on a run that never
     saved a checkpoint starts it again (`restart_unsaved_run`: its log set aside, cfg.resume False).
+
+    Under torchrun only rank 0 judges what OUT_DIR holds, since it alone writes there (and may be
+    setting an unsaved run aside while the others look): another process resumes if there is a
+    training_state.pt and starts anew if not. If rank 0 refuses, torchrun stops the others while
+    they wait for it to join the process group.
     """
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():  # else "[Errno 17] File exists", after the data and model are loaded
@@ -164,22 +209,23 @@ def check_out_dir(cfg: TrainConfig) -> None:
     above = next(p for p in out.absolute().parents if p.exists())  # ("/" at worst) what mkdir would create OUT_DIR in
     if not above.is_dir():  # else a bare "[Errno 20] Not a directory: '.../file/out'" at the first write
         raise NotADirectoryError(f"--out {out} is below {above}, which is a file, not a directory: choose another --out")
-    if cfg.resume:
-        traces = unsaved_run(out, cfg.COMMAND)
-        if not traces:
-            check_resumable(out)
-            return
-        restart_unsaved_run(out, cfg, traces)
-        return  # nothing there for the new run to destroy (and the log may be mid-rename by rank 0)
-    if cfg.init and out.resolve() == Path(cfg.init).resolve():
+    if not cfg.resume and cfg.init and out.resolve() == Path(cfg.init).resolve():
         raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
                               "choose another --out")
-    found = [name for name in RUN_FILES if (out / name).exists()]
-    if found == [LOG_FILE] and not (out / "best").exists():
-        if not is_rank_0():  # rank 0 refuses it, or (a restart) renames it any moment now: it alone writes there
-            return
-        raise FileExistsError(f"{unsaved_story(out)}; a new run there would replace its {LOG_FILE}. To start it again "
-                              f"from step 0, give the same command with --resume (its log is then kept as "
+    if not is_rank_0():
+        cfg.resume = cfg.resume and (out / STATE_FILE).exists()
+        return
+    traces = unsaved_run(out, cfg.COMMAND)
+    if cfg.resume:
+        if traces:
+            restart_unsaved_run(out, cfg, traces)
+        else:
+            check_resumable(out)
+        return
+    found = [name for name in (*RUN_FILES, "best/") if (out / name).exists()]
+    if found and traces:
+        raise FileExistsError(f"{unsaved_story(out, traces)}; a new run there would replace its {', '.join(found)}. To "
+                              f"start it again from step 0, give the same command with --resume (its log is then kept as "
                               f"{next_lost_log(out).name}), or choose another --out")
     if found:
         what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else

@@ -23,7 +23,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from minigpt.run_dir import STATE_FILE, check_resumable, read_state, unsaved_run, unsaved_story
+from minigpt.run_dir import STATE_FILE, check_resumable, is_rank_0, read_state, unsaved_run, unsaved_story
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
@@ -212,9 +212,12 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     state = Path(args["out"]) / STATE_FILE
     unsaved = unsaved_run(Path(args["out"]), cls.COMMAND) if args["resume"] else []
     if unsaved and not set(given) - {"out", *cls.INVOCATION_FLAGS}:  # nothing to restart it with
-        raise ValueError(f"--resume: {unsaved_story(Path(args['out']))}, and its settings were not saved either: to "
-                         "start it again from step 0 (its log set aside), give the flags that started it with --resume")
-    if args["resume"] and not unsaved:  # (an unsaved run restarts with the flags given: check_out_dir says so)
+        raise ValueError(f"--resume: {unsaved_story(Path(args['out']), unsaved)}, and its settings were not saved either: "
+                         "to start it again from step 0 (its log set aside), give the flags that started it with --resume")
+    # An unsaved run restarts with the flags given (check_out_dir says so). Under torchrun, rank 0
+    # alone judges an OUT_DIR without a training_state.pt: it may be setting such a run aside
+    # while the others look (minigpt/run_dir.py's `check_out_dir`).
+    if args["resume"] and (state.exists() or (not unsaved and is_rank_0())):
         check_resumable(Path(args["out"]))  # first: a bare --resume lacks --data too, but that is not the problem
         # mmap: the config is read without loading the weights and optimizer state into memory.
         saved_run = read_state(state, map_location="cpu", mmap=True)

@@ -644,14 +644,70 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_p
     assert train_main([*flags, "--out", str(again), "--resume"]) == 0
     assert (again / "log.lost.jsonl").read_text() == "earlier\n" and (again / "log.lost.2.jsonl").read_text() == lost
     assert final_state(again)["step"] == 4
-    # A checkpoint is never restarted over: a best/ (saved just before the first training_state.pt)
-    # is one, so --resume there is refused as before.
-    best = tmp_path / "best_only"
-    (best / "best").mkdir(parents=True)
-    (best / "log.jsonl").write_text(lost)
-    assert train_main([*flags, "--out", str(best), "--resume"]) == 2
-    assert "--resume: no training_state.pt in" in capsys.readouterr().err
-    assert sorted(os.listdir(best)) == ["best", "log.jsonl"]
+
+
+def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume(tmp_path, monkeypatch, capsys):
+    """Bug (an audit): killed while saving its first checkpoint (best/, config.json and
+    model.safetensors written, training_state.pt not yet), a run could be neither resumed
+    ("--resume: no training_state.pt") nor started again ("not a run that --resume can
+    continue"). Such a run is now told by its evidence: no training_state.pt, no loss.png (drawn
+    after each one) and a log that ends at its first evaluation; --resume starts it again, the
+    unfinished checkpoint removed. A run that got further is not: a finished run whose
+    training_state.pt was deleted (and its loss.png too) is refused, its model kept."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--batch-size", "4", "--max-iters", "8", "--warmup-iters", "2", "--eval-interval", "4",
+             "--eval-iters", "2", "--log-interval", "2", "--device", "cpu", "--seed", "7"]
+
+    def killed(obj, f, *args, **kwargs):
+        raise SystemExit("killed")  # as kill -9 while the first training_state.pt is written
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(SystemExit):
+        train_main([*flags, "--out", str(out)])
+    monkeypatch.undo()
+    (out / "training_state.pt.tmp").write_bytes(b"half a state")  # what a kill leaves (no cleanup runs)
+    left = sorted(os.listdir(out))
+    assert {"best", "config.json", "model.safetensors", "log.jsonl"} <= set(left) and STATE_FILE not in left
+    log = (out / "log.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in log.splitlines()] == [2, 4, 4]  # the last: the first evaluation
+
+    capsys.readouterr()
+    assert train_main([*flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{out} holds no checkpoint: its run logged up to step 4 and stopped while saving its first one (it left "
+            "best/, config.json, model.safetensors, but not training_state.pt, saved every --eval-interval steps)") in err
+    assert "give the same command with --resume" in err and sorted(os.listdir(out)) == left
+    assert train_main([*flags, "--out", str(out), "--resume"]) == 0
+    assert ("; its log is kept as log.lost.jsonl; what it had saved of its first checkpoint (best/, config.json, "
+            "model.safetensors) is removed: the same flags save it again") in capsys.readouterr().out
+    assert (out / "log.lost.jsonl").read_text() == log
+    assert train_main([*flags, "--out", str(tmp_path / "straight")]) == 0
+    a, b = final_state(tmp_path / "straight"), final_state(out)
+    assert a["step"] == b["step"] == 8 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+    # A finished run whose training_state.pt (and loss.png) was deleted: its log goes on past its
+    # first evaluation, so it is no unsaved run; --resume and a new run are both refused, the model kept.
+    finished = tmp_path / "straight"
+    (finished / STATE_FILE).unlink()
+    (finished / "loss.png").unlink()
+    kept = sorted(os.listdir(finished))
+    capsys.readouterr()
+    assert train_main([*flags, "--out", str(finished), "--resume"]) == 2
+    assert (f"--resume: no training_state.pt in {finished}, so the run there cannot be continued (it holds log.jsonl, "
+            f"config.json, model.safetensors, best/: a run that saved checkpoints, or a model); to train its weights "
+            f"further, start a new run from them with --init {finished}") in capsys.readouterr().err
+    assert train_main([*flags, "--out", str(finished)]) == 2
+    assert "it is not a run that --resume can continue (no training_state.pt)" in capsys.readouterr().err
+    assert sorted(os.listdir(finished)) == kept
+    # A model (config.json + model.safetensors, no log, no best/) is no run either.
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(finished / name, model / name)
+    assert train_main([*flags, "--out", str(model), "--resume"]) == 2
+    assert "so the run there cannot be continued" in capsys.readouterr().err
+    assert sorted(os.listdir(model)) == ["config.json", "model.safetensors"]
 
 
 def test_resume_with_the_other_command_names_the_right_one(tmp_path, capsys):

@@ -327,43 +327,88 @@ def test_early_stopping_as_a_numpy_or_tensor_bool_is_that_bool_and_1_is_refused(
 
 
 @torch.no_grad()
+def scripted_beam_search(pair, monkeypatch, script: list[torch.Tensor], ids: torch.Tensor, **kwargs):
+    """Beam search by minigpt and by transformers on scripted logits: call n (the prefill, then
+    each step) gives script[n] (the last one from then on), (B·K, V), to both. Returns (ours, theirs)."""
+    import minigpt.prefill_decode as pd
+
+    model, hf = pair
+    calls = iter(range(10**6))
+
+    def logits() -> torch.Tensor:
+        return script[min(next(calls), len(script) - 1)].clone()
+
+    real_prefill, real_step = pd.DecodeState.prefill, pd.DecodeState.step  # still run: they fill the cache
+    monkeypatch.setattr(pd.DecodeState, "prefill", lambda self, x: (real_prefill(self, x), logits())[1])
+    monkeypatch.setattr(pd.DecodeState, "step", lambda self, t: (real_step(self, t), logits())[1])
+    ours = generate(model, ids, num_beams=2, pad_token_id=PAD, **kwargs)
+
+    class Scripted(LogitsProcessor):  # the same log-probs for transformers' beam search
+        def __call__(self, input_ids, scores):
+            return torch.log_softmax(script[min(input_ids.size(1) - ids.size(1), len(script) - 1)], -1)
+
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), num_beams=2, pad_token_id=PAD, do_sample=False,
+                         logits_processor=LogitsProcessorList([Scripted()]), **kwargs)
+    return ours, theirs
+
+
+def beam_logits(V: int, rows: list[dict[int, float]]) -> torch.Tensor:
+    """(len(rows), V) logits of -30 but for the {token: logit} of each row."""
+    t = torch.full((len(rows), V), -30.0)
+    for i, row in enumerate(rows):
+        for token, value in row.items():
+            t[i, token] = value
+    return t
+
+
 def test_a_prompt_that_can_no_longer_improve_takes_no_new_hypotheses(pair, monkeypatch):
     """transformers' rule (early_stopping=False): once no running beam of a prompt can beat its
     worst finished hypothesis at the current length, the prompt takes no new ones, even one that
     a strong length penalty would rank higher later. Scripted logits make the case: prompt 0's
     only beam ends at once in both EOS ids (log p ≈ -0.7 each), its running beams are far behind
     (-8), so it can no longer improve; prompt 1 runs on. At step 1 an EOS after -8 would score
-    -8 / 2⁴ = -0.5 > -0.7, but must not enter. transformers, fed the same log-probs, agrees."""
-    import minigpt.prefill_decode as pd
-
-    model, _ = pair
-    V, eos = model.config.vocab_size, [10, 11]
-    # Each call's logits, (B·K, V) = (4, V): rows 0-1 are prompt 0's beams, rows 2-3 prompt 1's.
-    first = torch.full((4, V), -30.0)
-    first[0, eos] = 0.0  # prompt 0's beam 0: both EOS ids at ~-0.7 ...
-    first[0, [20, 21]] = -7.3  # ... the best continuations far behind
-    first[2, 20:30] = 0.0  # prompt 1: ten even tokens, no EOS
-    later = torch.full((4, V), -30.0)
-    later[:2, 10] = 0.0  # prompt 0's running beams: EOS is all but certain
-    later[2:, 20:30] = 0.0
-    real_prefill, real_step = pd.DecodeState.prefill, pd.DecodeState.step  # still run: they fill the cache
-    monkeypatch.setattr(pd.DecodeState, "prefill", lambda self, ids: (real_prefill(self, ids), first.clone())[1])
-    monkeypatch.setattr(pd.DecodeState, "step", lambda self, t: (real_step(self, t), later.clone())[1])
+    -8 / 2⁴ = -0.5 > -0.7, but must not enter. transformers, fed the same log-probs, agrees.
+    Rows 0-1 of each call's logits are prompt 0's beams, rows 2-3 prompt 1's."""
+    V, even = pair[0].config.vocab_size, {t: 0.0 for t in range(20, 30)}  # prompt 1: ten even tokens, no EOS
+    first = beam_logits(V, [{10: 0.0, 11: 0.0, 20: -7.3, 21: -7.3}, {}, even, {}])  # both EOS ids at ~-0.7
+    later = beam_logits(V, [{10: 0.0}, {10: 0.0}, even, even])  # prompt 0's running beams: EOS all but certain
     ids = torch.tensor([[3, 4], [5, 6]])
-    out = generate(model, ids, max_new_tokens=3, num_beams=2, num_return_sequences=2, length_penalty=4.0,
-                   early_stopping=False, eos_token_id=eos, pad_token_id=PAD)
-    pads = [PAD] * (out.size(1) - 3)  # the output is as wide as prompt 1's longest hypothesis
-    assert out[:2, 2:].tolist() == [[10, *pads], [11, *pads]]  # the step-0 hypotheses, not [20 or 21, 10]
+    ours, theirs = scripted_beam_search(pair, monkeypatch, [first, later], ids, max_new_tokens=3, num_return_sequences=2,
+                                        length_penalty=4.0, early_stopping=False, eos_token_id=[10, 11])
+    pads = [PAD] * (ours.size(1) - 3)  # the output is as wide as prompt 1's longest hypothesis
+    assert ours[:2, 2:].tolist() == [[10, *pads], [11, *pads]]  # the step-0 hypotheses, not [20 or 21, 10]
+    assert torch.equal(ours, theirs)
 
-    class Scripted(LogitsProcessor):  # the same log-probs for transformers' beam search
-        def __call__(self, input_ids, scores):
-            return torch.log_softmax(first if input_ids.size(1) == 2 else later, -1)
 
-    _, hf = pair
-    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, num_beams=2, num_return_sequences=2,
-                         length_penalty=4.0, early_stopping=False, eos_token_id=eos, pad_token_id=PAD, do_sample=False,
-                         logits_processor=LogitsProcessorList([Scripted()]))
-    assert torch.equal(out, theirs)
+def test_a_prompt_that_could_no_longer_improve_stays_so(pair, monkeypatch):
+    """Mutant (an audit): "can no longer improve" is for good in transformers. Recomputed at each
+    step instead, prompt 0 took new hypotheses again once its running beams (here: token 30, then
+    EOS) looked good under length_penalty 4: [[21, 30, 10], [20, 30, 10]] for transformers' [[11], [10]]."""
+    V, even = pair[0].config.vocab_size, {t: 0.0 for t in range(20, 30)}
+    script = [beam_logits(V, [{10: 0.0, 11: 0.0, 20: -7.3, 21: -7.3}, {}, even, {}]),
+              beam_logits(V, [{30: 0.0}, {30: 0.0}, even, even]),
+              beam_logits(V, [{10: 0.0}, {10: 0.0}, even, even])]
+    ours, theirs = scripted_beam_search(pair, monkeypatch, script, torch.tensor([[3, 4], [5, 6]]), max_new_tokens=4,
+                                        num_return_sequences=2, length_penalty=4.0, early_stopping=False, eos_token_id=[10, 11])
+    assert ours[:2, 2:4].tolist() == [[11, PAD], [10, PAD]]
+    assert torch.equal(ours, theirs)
+
+
+def test_early_stopping_never_with_a_negative_length_penalty_judges_by_the_current_length(pair, monkeypatch):
+    """Mutant (an audit): with early_stopping="never", transformers judges whether a beam can still
+    improve at max_new_tokens only when length_penalty > 0 (a longer beam then scores higher); for
+    ≤ 0 at the current length. Judged at max_new_tokens for any penalty, beam search stopped too
+    early here: [20, 10] as its second hypothesis, where transformers gives [20, 25, 10]."""
+    V = pair[0].config.vocab_size
+    script = [beam_logits(V, [{20: -0.5, 10: -1.0, 21: -2.0}, {}]),
+              beam_logits(V, [{25: -0.3, 10: -1.0}, {22: -0.1}]),
+              beam_logits(V, [{10: -0.1, 26: -3.0}, {23: -0.1}]),
+              beam_logits(V, [{10: -0.1}, {10: -0.1}])]
+    ours, theirs = scripted_beam_search(pair, monkeypatch, script, torch.tensor([[3, 4]]), max_new_tokens=5,
+                                        num_return_sequences=2, length_penalty=-1.0, early_stopping="never", eos_token_id=10)
+    assert ours[:, 2:].tolist() == [[10, PAD, PAD], [20, 25, 10]]
+    assert torch.equal(ours, theirs)
+
 
 @torch.no_grad()
 def test_beam_search_penalties_never_count_pads():

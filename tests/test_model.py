@@ -36,9 +36,17 @@ SMALL = dict(vocab_size=1000, n_positions=128, n_embd=64, n_layer=2, n_head=4, b
 
 
 def build_pair(tmp_path_factory, name: str, **config):
-    """(HF model, its save_pretrained directory, minigpt model loaded from that directory)."""
+    """(HF model, its save_pretrained directory, minigpt model loaded from that directory).
+
+    HF's init leaves every LayerNorm at gain 1, bias 0, which could not tell ln_1 from ln_2 (or a
+    lost bias): they are drawn at random here, as trained weights would have them."""
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(hf_config(**config)).eval()
+    with torch.no_grad():
+        for module in hf.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.3)
+                module.bias.normal_(0.0, 0.3)
     path = tmp_path_factory.mktemp(name)
     hf.save_pretrained(path)
     return hf, path, GPT.from_pretrained(path)
@@ -59,6 +67,15 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def test_layer_norm_epsilon_is_the_configs(tmp_path_factory):
+    """Mutant (an audit): a LayerNorm built without config.layer_norm_epsilon (torch's default
+    1e-5, which GPT-2's is too) passed every parity test; at 0.1 the logits move by ~0.6."""
+    hf, _, ours = build_pair(tmp_path_factory, "eps", **SMALL, layer_norm_epsilon=0.1)
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(ours(idx)[0], hf(idx).logits, atol=TOL_FP32)
+
+
 @pytest.mark.parametrize("B,T", [(1, 1), (3, 17), (2, 128)])  # 128 = the small model's full context
 def test_small_logits_match_hf(small, B, T):
     hf, _, ours = small

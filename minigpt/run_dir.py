@@ -146,6 +146,12 @@ def unsaved_story(out: Path, traces: list[str]) -> str:
             "steps), so there is nothing to resume")
 
 
+def holds_run(out: Path, command: str) -> bool:
+    """Whether OUT_DIR holds a run that --resume takes on: a saved one, or an unsaved one it starts
+    again (--auto-resume's question: resume if so, else start a new run)."""
+    return (out / STATE_FILE).exists() or bool(unsaved_run(out, command))
+
+
 def next_lost_log(out: Path) -> Path:
     """Where `restart_unsaved_run` sets a log aside: log.lost.jsonl, or log.lost.2.jsonl, ... beside earlier ones."""
     names = ("log.lost.jsonl", *(f"log.lost.{i}.jsonl" for i in range(2, 10_000)))
@@ -196,6 +202,7 @@ def check_out_dir(cfg: TrainConfig) -> None:
     run to continue (its training_state.pt); --out may then equal --init, since the files that
     get replaced are the run's own. One change, not only a check: --resume on a run that never
     saved a checkpoint starts it again (`restart_unsaved_run`: its log set aside, cfg.resume False).
+    cfg.auto_resume turns into cfg.resume when OUT_DIR holds a run (`holds_run`), else a new run.
 
     Under torchrun only rank 0 judges what OUT_DIR holds, since it alone writes there (and may be
     setting an unsaved run aside while the others look): another process resumes if there is a
@@ -209,6 +216,8 @@ def check_out_dir(cfg: TrainConfig) -> None:
     above = next(p for p in out.absolute().parents if p.exists())  # ("/" at worst) what mkdir would create OUT_DIR in
     if not above.is_dir():  # else a bare "[Errno 20] Not a directory: '.../file/out'" at the first write
         raise NotADirectoryError(f"--out {out} is below {above}, which is a file, not a directory: choose another --out")
+    if cfg.auto_resume:  # decided once: a run started again below is a new one, for train_loop's call too
+        cfg.resume, cfg.auto_resume = cfg.resume or holds_run(out, cfg.COMMAND), False
     if not cfg.resume and cfg.init and out.resolve() == Path(cfg.init).resolve():
         raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
                               "choose another --out")

@@ -23,7 +23,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from minigpt.run_dir import STATE_FILE, check_resumable, is_rank_0, read_state, unsaved_run, unsaved_story
+from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
@@ -47,6 +47,8 @@ class TrainConfig:
     init: str | None = flag(None, "start from this checkpoint directory (or a GPT-2 size by name: gpt2, ..., gpt2-xl) "
                                           "instead of random weights")
     resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
+    auto_resume: bool = flag(False, "continue the run in OUT_DIR if it holds one (as --resume), else start it: a command "
+                                    "that can run again as it was (torchrun --max-restarts)")
     allow_new_data: bool = flag(False, "with --resume: go on although the data is not the data the run trained on "
                                        "(refused otherwise)")
     # model shape (from scratch; with --init only block_size and dropout apply)
@@ -98,7 +100,7 @@ class TrainConfig:
     KEPT_ON_RESUME: typing.ClassVar[tuple[str, ...]] = ()
     # Flags that ask something of this invocation, not settings of the run: --resume never takes
     # them from the saved run (an --allow-new-data given once would hold for every later resume).
-    INVOCATION_FLAGS: typing.ClassVar[tuple[str, ...]] = ("resume", "allow_new_data")
+    INVOCATION_FLAGS: typing.ClassVar[tuple[str, ...]] = ("resume", "auto_resume", "allow_new_data")
 
     def data_settings(self) -> tuple[str, ...]:
         """The settings, beside --data, that choose what of --data the run trains on: a resume
@@ -125,8 +127,9 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{f.name} must be an int, got {value!r}")
-        if self.allow_new_data and not self.resume:
-            raise ValueError("allow_new_data applies to --resume only: a new run has no earlier data to differ from")
+        if self.allow_new_data and not (self.resume or self.auto_resume):
+            raise ValueError("allow_new_data applies to --resume (or --auto-resume) only: a new run has no earlier data to "
+                             "differ from")
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -210,6 +213,8 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     add_config_flags(typed, cls, defaults=False)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
     state = Path(args["out"]) / STATE_FILE
+    # --auto-resume is --resume when OUT_DIR holds a run to continue or start again, else nothing.
+    args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), cls.COMMAND))
     unsaved = unsaved_run(Path(args["out"]), cls.COMMAND) if args["resume"] else []
     if unsaved and not set(given) - {"out", *cls.INVOCATION_FLAGS}:  # nothing to restart it with
         raise ValueError(f"--resume: {unsaved_story(Path(args['out']), unsaved)}, and its settings were not saved either: "

@@ -633,6 +633,15 @@ def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_
     assert meta["val_fraction"] == 0.5 and meta["val_tokens"] > 0.4 * (meta["train_tokens"] + meta["val_tokens"])
 
 
+def test_auto_resume_starts_a_fine_tuning_run_then_continues_it(base, tmp_path):
+    """--auto-resume is a flag of finetune too: the same command starts the run, then continues it."""
+    args = ("--data", str(base / "corpus.txt"), "--auto-resume")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "3") == 0
+    assert torch.load(tmp_path / "o" / "training_state.pt", weights_only=True)["step"] == 3
+    assert json.loads((tmp_path / "o" / "finetune_summary.json").read_text())["steps"] == 3
+
+
 def test_a_refused_lm_resume_with_allow_new_data_keeps_the_runs_tokens(base, tmp_path, capsys):
     """Bug (an audit): `--resume --allow-new-data --data OTHER` refused later (by --max-iters below
     the saved step, or a LoRA rank the saved adapters do not fit) had already tokenized OTHER into

@@ -536,7 +536,7 @@ def test_resume_refuses_data_other_than_the_runs_unless_told(tmp_path, capsys):
     make_data(data)  # changed once more: the flag held for one resume only
     assert train_main(["--out", str(out), "--resume", "--max-iters", "5"]) == 2
     assert "(train.bin tokens: 3,000 then, 4,000 now;" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="allow_new_data applies to --resume only"):
+    with pytest.raises(ValueError, match=re.escape("allow_new_data applies to --resume (or --auto-resume) only")):
         tiny_cfg(data, tmp_path / "new", allow_new_data=True)
 
 
@@ -708,6 +708,106 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     assert train_main([*flags, "--out", str(model), "--resume"]) == 2
     assert "so the run there cannot be continued" in capsys.readouterr().err
     assert sorted(os.listdir(model)) == ["config.json", "model.safetensors"]
+
+
+def test_auto_resume_continues_a_run_or_starts_one(tmp_path, monkeypatch, capsys):
+    """--auto-resume (for commands run again as they were: torchrun --max-restarts, a scheduler's
+    requeue) starts a run in an empty OUT_DIR, continues one stopped there (bitwise as an
+    unbroken run), starts again one killed before its first checkpoint, has nothing to do in a
+    finished one, and refuses an OUT_DIR that holds something else, as a new run does. (Before,
+    the same command could not serve: without --resume it refused the run it had saved, and
+    --resume refused an empty OUT_DIR.)"""
+    data = make_data(tmp_path / "data")
+    flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--batch-size", "4", "--grad-accum", "2", "--max-iters", "12", "--warmup-iters", "3",
+             "--eval-interval", "6", "--eval-iters", "2", "--log-interval", "3", "--device", "cpu", "--dropout", "0.1",
+             "--seed", "7", "--auto-resume"]
+    assert train_main([*flags, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "out"
+    _interrupt_at_batch(monkeypatch, 9, signal.SIGTERM)  # during step 5: saved at 5
+    assert train_main([*flags, "--out", str(out)]) == 143
+    monkeypatch.undo()
+    assert train_main([*flags, "--out", str(out)]) == 0
+    a, b = final_state(tmp_path / "straight"), final_state(out)
+    assert a["step"] == b["step"] == 12 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert (out / "log.jsonl").read_text().count("val_loss") == 2
+    assert train_main([*flags, "--out", str(out)]) == 0  # finished: nothing to do
+    assert final_state(out)["step"] == 12 and (out / "log.jsonl").read_text().count("val_loss") == 2
+
+    killed = tmp_path / "killed"  # before its first checkpoint: its log alone
+    killed.mkdir()
+    (killed / "log.jsonl").write_text(json.dumps({"step": 3, "loss": 4.0}) + "\n")
+    capsys.readouterr()
+    assert train_main([*flags, "--out", str(killed)]) == 0
+    assert f"note: --resume: {killed} holds no checkpoint: its run logged up to step 3" in capsys.readouterr().out
+    assert (killed / "log.lost.jsonl").exists() and final_state(killed)["step"] == 12
+
+    model = tmp_path / "model"  # no run: refused as without --auto-resume, and left alone
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(model)
+    assert train_main([*flags, "--out", str(model)]) == 2
+    assert "already holds a checkpoint or a run (config.json, model.safetensors)" in capsys.readouterr().err
+    # From Python too, where no command line decided it: train_loop's OUT_DIR check does.
+    pretrain(tiny_cfg(data, tmp_path / "python", max_iters=6, auto_resume=True))
+    pretrain(tiny_cfg(data, tmp_path / "python", auto_resume=True))
+    assert final_state(tmp_path / "python")["step"] == 12
+
+
+# `minigpt train` whose rank 1 crashes once at each of two points: in step 2 (before the first
+# checkpoint) and in step 7 (after the one of step 6). Each process draws 2 train batches a step
+# and 1 val batch an evaluation; a file beside OUT_DIR marks a crash as done.
+CRASHING_TRAIN = """
+import os, sys
+from pathlib import Path
+import minigpt.pretrain as pretrain
+
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+if os.environ["RANK"] == "1":
+    calls, real = [], pretrain.sample_batch
+
+    def sample(*args):
+        calls.append(1)
+        for n, mark in ((3, "crashed-in-step-2"), (14, "crashed-in-step-7")):
+            if len(calls) == n and not (out.parent / mark).exists():
+                (out.parent / mark).touch()
+                os._exit(1)
+        return real(*args)
+
+    pretrain.sample_batch = sample
+sys.exit(pretrain.main(sys.argv[1:]))
+"""
+
+
+def test_auto_resume_lets_the_same_torchrun_command_go_on_after_a_crash(tmp_path):
+    """Bug (an audit): torchrun's own restarts (--max-restarts) could not be used: the restarted
+    workers ran the same command again and failed with "already holds a checkpoint ... pass
+    --resume", and with --resume a first start failed on the empty OUT_DIR. With --auto-resume the
+    same command, run again after a worker crashed before the first checkpoint, starts the run
+    again (rank 0 alone judges OUT_DIR; rank 1 starts anew), after it resumes, and the run ends
+    where one process does (as test_ddp_two_processes_match_one_with_accumulation). torchrun's
+    restarts are stood for by running the command again: its re-rendezvous with gloo on CPU failed
+    now and then here ("connectFullMesh failed ... Connection refused"), with any script."""
+    data = make_data(tmp_path / "data")
+    flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+             "--block-size", "16", "--batch-size", "2", "--grad-accum", "4", "--max-iters", "12", "--eval-interval", "6",
+             "--eval-iters", "2", "--log-interval", "1", "--warmup-iters", "1", "--lr", "3e-3", "--dropout", "0.1",
+             "--device", "cpu", "--auto-resume"]
+    script = tmp_path / "crashing_train.py"
+    script.write_text(CRASHING_TRAIN)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *flags,
+           "--out", str(tmp_path / "ddp")]
+    runs = [subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+            for _ in range(3)]
+    assert [r.returncode != 0 for r in runs] == [True, True, False], runs[-1].stdout + runs[-1].stderr
+    assert "already holds" not in "".join(r.stderr for r in runs)
+    assert "holds no checkpoint: its run logged up to step 1 and stopped before" in runs[1].stdout  # started again
+    assert "note: --resume" not in runs[2].stdout and (tmp_path / "ddp" / "log.lost.jsonl").exists()
+    pretrain(TrainConfig(**{**vars(parse_config(TrainConfig, flags, "t", "")), "out": str(tmp_path / "one")}))
+    a, b = final_state(tmp_path / "ddp"), final_state(tmp_path / "one")
+    diff = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
+    print(f"DDP(2), crashed twice, vs 1 process: max |Δw| = {diff:.2e}")
+    assert a["step"] == b["step"] == 12 and diff < 1e-5
+    steps = [[json.loads(line)["step"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("ddp", "one")]
+    assert steps[0] == steps[1]
 
 
 def test_resume_with_the_other_command_names_the_right_one(tmp_path, capsys):

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
@@ -60,7 +59,7 @@ from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import parse_config
-from minigpt.train_runtime import Runtime, run_command, setup_runtime
+from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
 
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
 
@@ -146,7 +145,7 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     out = Path(cfg.out)
     data_dir = out / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
-    # files) and the others wait for it at the barrier. If rank 0 fails, torchrun stops them.
+    # files) and the others wait for it (`on_rank_0`).
     # A resumed run reuses its tokens, unless --data now names another file or --val-fraction
     # another split (a flag given with --resume overrides the saved one, so the text is tokenized
     # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
@@ -158,12 +157,12 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     # saves a checkpoint on them (`adopt_new_tokens`): a --resume refused later (by --max-iters,
     # say, or a model flag) leaves the run as it was.
     tokens_dir = out / NEW_TOKENS if found and not prepared else data_dir
-    if rt.is_main:
+    def tokenize() -> None:
         shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
         if not prepared:
             _tokenize(cfg, tokenizer, tokens_dir)
-    if rt.world > 1:
-        dist.barrier()
+
+    on_rank_0(rt, tokenize)  # the others wait for the tokens, and learn if rank 0 failed
     meta = read_meta(tokens_dir)
     tokens = load_splits(tokens_dir, meta, gpt.config.vocab_size, cfg.block_size + 1)
 
@@ -274,12 +273,16 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     if cfg.task == "lm" and Path(cfg.data).is_dir():  # e.g. an SST-2 directory with --task left at its default
         raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
                          "a directory of train.tsv (+ dev.tsv) is for --task classify")
+    if not Path(cfg.data).exists():  # checked by every process: under torchrun rank 0 alone reads the lm text
+        raise FileNotFoundError(f"--data {cfg.data} does not exist: a text file (lm) or a TSV file or directory (classify)")
     if not Path(cfg.init).is_dir() and not gpt2_name(cfg.init):  # else the first to fail is the tokenizer, read from --init
         raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")
+    # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
+    # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.
+    check_out_dir(cfg)
     # Join the process group (train_loop's own call finds it joined) before any data is read: the
     # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
-    check_out_dir(cfg)  # before the lm task writes its tokens into OUT_DIR/data
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
     # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
@@ -316,15 +319,21 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     finally:  # new tokens no checkpoint recorded: the resume was refused, failed, or ran nothing to save
         if rt.is_main:
             shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)
-    if not rt.is_main:
-        return None  # log.jsonl is rank 0's, and it may still be writing it
+    # log.jsonl is rank 0's, and so is the summary: the others wait for it, and learn if it failed.
+    return on_rank_0(rt, lambda: write_summary(cfg, rt, metrics["step"], summary))
+
+
+def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: StrategySummary) -> dict:
+    """OUT_DIR/finetune_summary.json, from the run's log: the figures of its last records, the best
+    evaluations, the parameters and the speed; returned too."""
+    out = Path(cfg.out)
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     # The last value of each figure from the log, not from `metrics`: a --resume that finds the run
     # already at max_iters (killed before this summary was written) runs no step and has none.
     last = {k: v for r in records for k, v in r.items()}
     result = {
-        "task": cfg.task, "strategy": cfg.strategy, "steps": metrics["step"],
+        "task": cfg.task, "strategy": cfg.strategy, "steps": steps,
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
         # Measured as generate --stats measures it: the CUDA allocator's peak, else the process's peak RSS.

@@ -43,7 +43,7 @@ from minigpt.run_dir import (LOG_FILE, append_log, check_out_dir, evaluated_at, 
                              truncate_log)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
-from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, setup_runtime
+from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
@@ -229,10 +229,15 @@ def train_loop(
     check_out_dir(cfg)
     if cfg.resume:
         step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
-        if rt.is_main:
+
+    def prepare_out() -> None:
+        if cfg.resume:
             truncate_log(out, step)
-    if rt.is_main:
         out.mkdir(parents=True, exist_ok=True)
+
+    # Rank 0 alone writes OUT_DIR; on_rank_0 tells the others when that fails, for one error, not a traceback each.
+    on_rank_0(rt, prepare_out)
+    if rt.is_main:
         if cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
             print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
                   f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
@@ -244,26 +249,33 @@ def train_loop(
         model = DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     peak = peak_flops(rt.device)
 
-    def checkpoint(step: int) -> None:
-        if rt.is_main:
-            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
+    def checkpoint(step: int) -> None:  # (rank 0's)
+        save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
+
+    def save_at_stop(step: int) -> None:  # (rank 0's) a stop between evaluations
+        checkpoint(step)
+        if (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
+            plot_log(out)
 
     def evaluate_and_save(step: int) -> dict[str, float]:
         """An evaluation: best/ if it is the best yet, its log record, the checkpoint and the curve."""
         nonlocal best, last_saved
         record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
-        if record["val_loss"] < best:
+        improved = record["val_loss"] < best
+        if improved:
             best = record["val_loss"]
-            if rt.is_main:
+
+        def write() -> None:
+            if improved:
                 save_fn(raw, out / "best")
                 atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-        # Logged before the checkpoint: a crash between the two then resumes from the
-        # previous checkpoint and writes the record again; the other order would lose it.
-        if rt.is_main:
+            # Logged before the checkpoint: a crash between the two then resumes from the
+            # previous checkpoint and writes the record again; the other order would lose it.
             append_log(out, record)
-        checkpoint(step)
-        if rt.is_main:
+            checkpoint(step)
             plot_log(out)
+
+        on_rank_0(rt, write)
         last_saved = step
         return record
 
@@ -284,8 +296,7 @@ def train_loop(
             if steps_since:
                 metrics = {"step": step, "loss": loss_since / steps_since, "lr": lr_at(step - 1, cfg)}
                 loss_since, steps_since = 0.0, 0
-                if rt.is_main:
-                    append_log(out, metrics)
+                on_rank_0(rt, lambda: append_log(out, metrics))
             metrics.update(evaluate_and_save(step))
         while step < cfg.max_iters:
             t0 = time.perf_counter()
@@ -317,9 +328,7 @@ def train_loop(
             if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
                 metrics.update(evaluate_and_save(step))
             elif stop:
-                checkpoint(step)
-                if rt.is_main and (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
-                    plot_log(out)
+                on_rank_0(rt, lambda: save_at_stop(step))
                 last_saved = step
             if stop:
                 if rt.is_main:

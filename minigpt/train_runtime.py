@@ -12,6 +12,9 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
   at the end of the step and raises `Stopped`. Under DDP every process stops at the same step.
 - **Exit codes**, as a shell reports them: 0 done, 1 the loss diverged (`TrainingDiverged`),
   2 bad input, 128 + the signal that stopped the run (130 Ctrl-C, 143 SIGTERM).
+- **Errors under torchrun** are said once: the processes of a machine check the same flags and
+  files, and its first one alone prints; what rank 0 does alone (writing OUT_DIR) it reports to
+  the others (`on_rank_0`), which then end quietly instead of failing in their next collective.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import sys
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -85,6 +88,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 
 # ---- how a run stops and ends ------------------------------------------------------------------
 
+T = TypeVar("T")
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the weights of the last checkpoint are kept."""
@@ -97,6 +102,33 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class PeerFailed(Exception):
+    """Raised in the other processes when rank 0 failed at work they waited for (`on_rank_0`):
+    rank 0 says why, and they end quietly (exit code 2)."""
+
+
+def on_rank_0(rt: Runtime, work: Callable[[], T]) -> T | None:
+    """Run `work` (writing OUT_DIR: tokens, a checkpoint) on rank 0 alone, then let every process
+    know whether it failed: rank 0 raises its error, the others PeerFailed. Without this, they went
+    on to their next collective, which failed on the peer gone with a screen of gloo's
+    "Connection closed by peer" traceback below rank 0's one-line error. Returns what `work`
+    returned on rank 0, None elsewhere."""
+    result, error = None, None
+    if rt.is_main:
+        try:
+            result = work()
+        except Exception as e:  # (not a Ctrl-C: every process gets that one)
+            error = e
+    if rt.world > 1:
+        failed = torch.tensor(float(error is not None), device=rt.device)
+        dist.broadcast(failed, src=0)
+        if failed.item() and not rt.is_main:
+            raise PeerFailed("rank 0 failed")
+    if error is not None:
+        raise error
+    return result
 
 
 class StopSignal:
@@ -139,9 +171,14 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     traceback) or 128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143
     SIGTERM, as a shell reports them); the process group closed on every path; the result as one
     JSON line on stdout, from rank 0 only. A process group that the work joined (a torchrun worker's)
-    is closed here, and that process ends here, with that code; a group the caller had is left alone."""
+    is closed here, and that process ends here, with that code; a group the caller had is left alone.
+
+    Under torchrun the processes of a machine read the same flags and files (only rank 0 writes,
+    and the others learn of its failures as PeerFailed), so an error is all of theirs, or rank
+    0's: the machine's first process (LOCAL_RANK 0) alone prints it, once, not once a process."""
     ours = not dist.is_initialized()
     result, code = None, 0
+    says = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
         result = work()
         if dist.is_initialized():
@@ -152,10 +189,14 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     except KeyboardInterrupt as e:  # Stopped, or a Ctrl-C outside the loop (e.g. while preparing data)
         code = 128 + getattr(e, "signum", signal.SIGINT)
     except TrainingDiverged as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+        if says:
+            print(f"{prog}: {e}", file=sys.stderr)
         code = 1
     except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        if says:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+        code = 2
+    except PeerFailed:  # rank 0 printed why
         code = 2
     finally:
         worker = ours and dist.is_initialized()

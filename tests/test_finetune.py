@@ -14,7 +14,7 @@ from minigpt.classify_data import accuracy, load_classification_data, read_tsv
 from minigpt.finetune import apply_strategy, best_evaluations, trainable_parameters
 from minigpt.finetune_config import STRATEGIES, VAL_FRACTION_DEFAULT, FinetuneConfig
 from minigpt.lora import LoRALinear
-from test_train import torchrun
+from test_train import one_error, torchrun
 
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=3, bos_token_id=0, eos_token_id=0)
 LM_STRATEGIES = [s for s in STRATEGIES if s != "frozen"]
@@ -693,6 +693,21 @@ def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     for key in ("loss", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy"):
         assert ddp.get(key) == pytest.approx(one.get(key), abs=1e-5), key
     assert (ddp["steps"], ddp["best_val_loss_step"]) == (one["steps"], one["best_val_loss_step"])
+
+
+def test_an_lm_error_under_torchrun_is_said_once(base, tmp_path):
+    """Bug (an audit): when only rank 0 failed (a missing --data, which rank 0 alone read when it
+    tokenized; other data on --resume, which rank 0 alone checks), rank 1, waiting for the tokens,
+    printed a ~30-line gloo traceback after the real message. Now every process checks --data,
+    and rank 0 tells the others how its tokenizing went."""
+    flags = ["--init", str(base / "base"), "--strategy", "lora", "--max-iters", "2", "--eval-iters", "2", "--batch-size", "2",
+             "--grad-accum", "2", "--block-size", "32", "--device", "cpu"]
+    one_error(torchrun("finetune", *flags, "--data", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o"), fails=True),
+              f"--data {tmp_path / 'none.txt'} does not exist")
+    torchrun("finetune", *flags, "--data", str(base / "corpus.txt"), "--out", str(tmp_path / "o"))
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    one_error(torchrun("finetune", "--out", str(tmp_path / "o"), "--resume", "--max-iters", "3", "--data",
+                       str(tmp_path / "other.txt"), fails=True), "is not the data the run in")
 
 
 def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch, capsys):

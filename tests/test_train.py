@@ -1369,15 +1369,46 @@ def test_add_config_flags_uses_flag_help_and_skips_fixed_fields(capsys):
     assert "unrecognized arguments: --shape" in capsys.readouterr().err
 
 
-def torchrun(*args: str, script: Path | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, script: Path | None = None, fails: bool = False) -> subprocess.CompletedProcess:
     """`minigpt ARGS` (or `python SCRIPT ARGS`) under torchrun: 2 CPU processes (gloo), one thread
-    each; must succeed."""
+    each; must succeed (or, with `fails`, fail)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     program = [str(script)] if script else ["-m", "minigpt.cli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *program, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (proc.returncode != 0) == fails, proc.stdout + proc.stderr
     return proc
+
+
+def one_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    """A failed torchrun said why once: one error line, from one process, and no traceback of a
+    process that failed only because its peer had (torchrun's own report of the failure aside)."""
+    errors = [line for line in proc.stderr.splitlines() if " error: " in line]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "[rank1]" not in proc.stderr and "Connection closed by peer" not in proc.stderr, proc.stderr
+
+
+def test_an_error_under_torchrun_is_said_once(tmp_path):
+    """Bugs (an audit): under torchrun each process printed the same error (a missing --data twice),
+    and an error of rank 0 alone (--out below a file, met at its first write) was followed by
+    rank 1's ~30-line gloo traceback ("Connection closed by peer"), as rank 1 went on to DDP's
+    first collective. Checks every process can make are made by every process, before any
+    collective, and the machine's first process alone prints; what rank 0 writes alone, it
+    reports to the others (a damaged log.jsonl, found when a resume truncates it)."""
+    data = make_data(tmp_path / "data")
+    flags = ["--preset", "gpt2-tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+             "--batch-size", "2", "--grad-accum", "2", "--max-iters", "2", "--eval-iters", "2", "--device", "cpu"]
+    one_error(torchrun("train", *flags, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), fails=True),
+              f"--data {tmp_path / 'none'} does not exist")
+    (tmp_path / "file").write_text("")
+    one_error(torchrun("train", *flags, "--data", str(data), "--out", str(tmp_path / "file" / "o"), fails=True),
+              f"--out {tmp_path / 'file' / 'o'} is below {tmp_path / 'file'}, which is a file")
+    torchrun("train", *flags, "--data", str(data), "--out", str(tmp_path / "run"))
+    one_error(torchrun("train", *flags, "--data", str(data), "--out", str(tmp_path / "run"), fails=True),
+              "already holds a checkpoint or a run")  # judged by rank 0 alone: the other is stopped waiting for it
+    (tmp_path / "run" / "log.jsonl").write_text("not a record\n")
+    one_error(torchrun("train", "--out", str(tmp_path / "run"), "--resume", "--max-iters", "3", fails=True),
+              "log.jsonl, line 1, is not a log record")
 
 
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):

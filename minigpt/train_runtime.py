@@ -134,7 +134,14 @@ def on_rank_0(rt: Runtime, work: Callable[[], T]) -> T | None:
 class StopSignal:
     """Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send), only records the signal:
     the loop saves at the end of the current step, never mid-update, then stops. A second signal
-    gets the previous handler, so Ctrl-C twice stops at once."""
+    gets the previous handler, so Ctrl-C twice stops at once.
+
+    Not handled: a launcher's deadline. torchrun SIGKILLs the workers still running its
+    --shutdown-timeout (30 s by default) after it forwards SIGTERM, so a step and a checkpoint that
+    take longer lose everything since the last checkpoint (README says what to do). Stopping at a
+    micro-batch instead, dropping the step begun, would keep resume exact, but under DDP every
+    process must stop at the same one: a collective and a host sync per micro-batch, where now
+    there is one per step."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

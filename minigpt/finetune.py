@@ -157,6 +157,7 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     # saves a checkpoint on them (`adopt_new_tokens`): a --resume refused later (by --max-iters,
     # say, or a model flag) leaves the run as it was.
     tokens_dir = out / NEW_TOKENS if found and not prepared else data_dir
+
     def tokenize() -> None:
         shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
         if not prepared:
@@ -280,8 +281,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
     # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.
     check_out_dir(cfg)
-    # Join the process group (train_loop's own call finds it joined) before any data is read: the
-    # lm task's processes wait there for rank 0's tokens, and a bad --grad-accum fails first.
+    # Join the process group (train_loop's own call finds it joined) before any data is read: in
+    # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
     rt = setup_runtime(cfg)
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
     # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with

@@ -1526,7 +1526,7 @@ def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, devi
 
 
 def out_cfg(out, init=None, resume=False):
-    return SimpleNamespace(out=out, init=init, resume=resume, COMMAND="train")
+    return SimpleNamespace(out=out, init=init, resume=resume, auto_resume=False, COMMAND="train")
 
 
 @pytest.mark.parametrize("name", [INDEX_NAME, "log.jsonl", "config.json", "model.safetensors", "training_state.pt"])

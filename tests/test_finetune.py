@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minigpt import GPT, GPTConfig
+from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.classifier import GPTClassifier
 from minigpt.classify_data import accuracy, load_classification_data, read_tsv
 from minigpt.finetune import apply_strategy, best_evaluations, trainable_parameters
@@ -277,8 +277,6 @@ CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nS
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained-looking model dir (HF layout + tokenizer), a text file and a TSV."""
-    from minigpt.tokenizer import Tokenizer
-
     root = tmp_path_factory.mktemp("finetune")
     tok = Tokenizer.train(CORPUS, 300)
     torch.manual_seed(0)
@@ -321,10 +319,19 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path,
     assert diff < 2e-6  # measured 2.4e-7
 
 
-def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsys):
-    """Texts longer than --block-size keep their first tokens: said, with the counts, not done silently."""
+def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsys, monkeypatch):
+    """Texts longer than --block-size keep their first tokens: said, with the counts, not done
+    silently. And done (a mutation audit: keeping the last tokens instead passed every test)."""
+    import minigpt.finetune as finetune
+
+    batches, real_pad_right = [], finetune.pad_right
+    monkeypatch.setattr(finetune, "pad_right", lambda rows, pad: (batches.extend(rows), real_pad_right(rows, pad))[1])
     args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen", "--max-iters", "1")
     assert _run(base, tmp_path / "short", *args, "--block-size", "3") == 0
+    tok = Tokenizer.from_pretrained(base / "base")
+    texts = [line.split("\t")[0] for line in (base / "cls.tsv").read_text().splitlines()[1:]]
+    firsts = {tuple(tok.encode(t)[:3]) for t in texts}
+    assert batches and all(tuple(row) in firsts for row in batches)
     assert re.search(r"classify: 36 train / 4 val texts are longer than --block-size 3 tokens and keep their first 3 "
                      r"\(the longest has \d+\)", capsys.readouterr().out)
     assert _run(base, tmp_path / "long", *args) == 0  # --block-size 32: every text fits

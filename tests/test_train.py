@@ -28,7 +28,7 @@ import minigpt.train_runtime as train_runtime
 from minigpt.checkpoint import INDEX_NAME
 from minigpt import GPT, GPTConfig
 from minigpt.data import load_tokens, sample_batch
-from minigpt.run_dir import STATE_FILE
+from minigpt.run_dir import STATE_FILE, read_log
 from minigpt.optimizer import lr_at
 from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.pretrain import build_model, pretrain
@@ -62,6 +62,20 @@ def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
         eval_interval=6, eval_iters=2, log_interval=3, device="cpu", dropout=0.1, seed=7,
     )
     return TrainConfig(**{**base, **kw})
+
+
+def test_logged_tokens_per_s_counts_every_step_since_the_last_record(tmp_path, monkeypatch):
+    """Mutant (a mutation audit): tokens/s (and MFU from it) divided the last step's tokens by the
+    time of every step since the last record, log_interval times too low; no test looked. With a
+    clock that takes 0.5 s a step, each record of 3 steps says batch_size * block_size * grad_accum / 0.5."""
+    import minigpt.train as train
+
+    ticks = iter(range(10**6))  # train.py reads the clock twice a step, at its start and its end
+    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: 0.5 * next(ticks)))
+    cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=6, log_interval=3, eval_interval=0)
+    pretrain(cfg)
+    rates = [r["tokens_per_s"] for r in read_log(tmp_path / "out") if "tokens_per_s" in r]
+    assert rates == [cfg.batch_size * cfg.block_size * cfg.grad_accum / 0.5] * 2
 
 
 def final_state(out: Path) -> dict:

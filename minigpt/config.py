@@ -144,8 +144,11 @@ class GPTConfig:
         error starts with (naming `model` and `tokenizer` as it knows them); None when it fits."""
         if self.fits_tokenizer(vocab_size, eos_token_id):
             return None
-        return (f"{model} has a {self.vocab_size}-token vocabulary (<|endoftext|> = {self.eos_token_id}), but {tokenizer} "
-                f"has {vocab_size} (<|endoftext|> = {eos_token_id}): its ids would mean other tokens to the model")
+        def eos(ids) -> str:
+            return "no <|endoftext|>" if ids is None else f"<|endoftext|> = {ids}"
+
+        return (f"{model} has a {self.vocab_size}-token vocabulary ({eos(self.eos_token_id)}), but {tokenizer} "
+                f"has {vocab_size} ({eos(eos_token_id)}): its ids would mean other tokens to the model")
 
     @property
     def has_stale_eos(self) -> bool:

@@ -135,7 +135,7 @@ def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
     small = tmp_path / "small_vocab"  # a model whose vocabulary is smaller than the tokenizer's
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, n_positions=32, n_embd=32, n_head=2)).save_pretrained(small)
     assert main([str(small), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 2  # not an IndexError
-    assert (f"the model {small} has a 300-token vocabulary (<|endoftext|> = 50256), but the tokenizer in {model_dir} has 50257 "
+    assert (f"the model {small} has a 300-token vocabulary (no <|endoftext|>), but the tokenizer in {model_dir} has 50257 "
             "(<|endoftext|> = 50256)") in capsys.readouterr().err
     GPTClassifier(GPT.from_pretrained(model_dir), num_labels=2).save_pretrained(tmp_path / "clf")  # what finetune --task classify writes
     assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2

@@ -233,9 +233,10 @@ class GPTConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "GPTConfig":
-        """Read config.json, with the token ids of a generation_config.json beside it, which
-        transformers' `generate` takes over config.json's (its sampling settings are not read:
-        minigpt's `generate` takes those as arguments)."""
+        """Read config.json, with the token ids of a generation_config.json beside it: transformers'
+        `generate` takes its ids from that file alone when there is one (an id it lacks is none),
+        over config.json's. (Its sampling settings are not read: minigpt's `generate` takes those
+        as arguments.)"""
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
@@ -247,7 +248,7 @@ class GPTConfig:
             g = read_json(generation)
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
-            d = d | {k: g[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in g}
+            d = d | {k: g.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
         return cls.from_hf_dict(d)
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:

@@ -184,6 +184,10 @@ def test_checkpoint_token_ids_are_the_ones_transformers_generates_with(pair, tmp
     (tmp_path / "generation_config.json").write_text(json.dumps(gen | {"eos_token_id": [eos, eos2]}))
     ours, theirs = both()
     assert torch.equal(ours, theirs) and (ours[:, ids.size(1):] == eos2).any()
+    # An id the file lacks is none, not config.json's: no pad_token_id there, so rows are padded with EOS.
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, eos2]}))
+    ours, theirs = both()
+    assert torch.equal(ours, theirs) and not (ours[:, ids.size(1):] == PAD).any()
     (tmp_path / "generation_config.json").unlink()
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(config | {"eos_token_id": None, "bos_token_id": None}))

@@ -156,12 +156,12 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
             raise FileNotFoundError(f"{path} holds weights but no config.json: a save that was interrupted before "
                                     "its last step (save the model again), or a copy without it")
         raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
-    if is_classifier_checkpoint(path):
-        raise ValueError(f"{path} is a classifier (GPT2ForSequenceClassification), not a language model (GPT2LMHeadModel); "
-                         "load it with minigpt.classifier.GPTClassifier.from_pretrained")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
-    architectures = read_json(path / "config.json").get("architectures") or []
+    architectures = read_json(path / "config.json").get("architectures") or []  # (a JSON object: from_json said so)
+    if "GPT2ForSequenceClassification" in architectures:  # its head has a loader of its own, which keeps it
+        raise ValueError(f"{path} is a classifier (GPT2ForSequenceClassification), not a language model (GPT2LMHeadModel); "
+                         "load it with minigpt.classifier.GPTClassifier.from_pretrained")
     head = next((TASK_HEADS[a] for a in architectures if a in TASK_HEADS), None)
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights

@@ -136,8 +136,8 @@ def check_checkpoint_dir(path: Path) -> None:
 
 def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
     """Whether the checkpoint in `path` is a classifier (its config.json's architectures say
-    GPT2ForSequenceClassification): what wants a language model refuses it by name, instead of
-    failing on its `score` weights."""
+    GPT2ForSequenceClassification): train and eval refuse it in their own words, and the classifier
+    loader and export pick their class by it. (`load_gpt` reads the architectures itself.)"""
     config = Path(path) / "config.json"
     d = read_json(config) if config.is_file() else {}
     return isinstance(d, dict) and "GPT2ForSequenceClassification" in (d.get("architectures") or [])

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minigpt.generate_args import NONFINITE
-from minigpt.model import IGNORE_INDEX, warn_if_training  # IGNORE_INDEX: the label of a context-only position: the loss skips it
+from minigpt.generate_args import NONFINITE, warn_if_training
+from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
 
 @torch.no_grad()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.file != STDIN and not path.is_file():
             raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
         text = read_text_or_stdin(args.file)
-        if is_classifier_checkpoint(args.model):  # it would fail on its `score` weights
+        if is_classifier_checkpoint(args.model):  # in eval's words (GPT.from_pretrained's refusal names the classifier loader)
             raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "
                              "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")
         # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.

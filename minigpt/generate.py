@@ -27,8 +27,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from minigpt.generate_args import NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids
-from minigpt.model import warn_if_training
+from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids,
+                                   warn_if_training)
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, compiled_penalize, penalize, penalties_on, token_counts
 from minigpt.row_params import Param, as_tensor
@@ -117,7 +117,7 @@ def stream(
 
     That result is a LongTensor (B·num_return_sequences, T + new), prompt included, as in
     transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
-    filled with pad_token_id (None: the first EOS id). `eos_token_id=None` means the model's
+    filled with pad_token_id (None: the config's pad_token_id, else the first EOS id, as in transformers). `eos_token_id=None` means the model's
     (<|endoftext|> for GPT-2) and `[]` never stops on EOS. `stop` is one string or a list of them:
     a row ends when its text contains one (text, so `tokenizer` is needed; not with beams). A
     `tokenizer` with fewer ids than the model has rows (a padded vocabulary) bans the rest.

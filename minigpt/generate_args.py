@@ -14,19 +14,22 @@ parameters, each a number or one value per row (`per_row`).
 logits are a broken model (or penalty), not a token.
 
 What it does not check: `stop`'s tokenizer (StopStrings does, built by `stream` at the call too).
+One warning, not an error: a model left in training mode (`warn_if_training`, which evaluation
+calls too), whose dropout would make every call's tokens differ.
 """
 from __future__ import annotations
 
 import math
 import numbers
 import operator
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from minigpt.model import caller_stacklevel
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
 from minigpt.sampling import check_backend, check_sampling_params, resolve_backend
@@ -334,3 +337,22 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,
                       sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
                       penalties=dict(zip(penalties, rest)), no_repeat_ngram_size=no_repeat_ngram_size, slide=slide)
+
+
+def warn_if_training(model: torch.nn.Module, doing: str) -> None:
+    """Generation and evaluation are inference. A model left in training mode (as `train_loop` leaves
+    it, and `model.train()` sets) drops activations at random there, so its tokens and scores
+    change from call to call and differ from transformers'. The call runs as asked, with a warning
+    (transformers runs it without one)."""
+    if model.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        warnings.warn(f"{doing} with the model in training mode: dropout is on, so results change from call to call; "
+                      "call model.eval() first", stacklevel=caller_stacklevel())  # generate → stream → here
+
+
+def caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
+    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
+    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level

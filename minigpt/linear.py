@@ -1,5 +1,8 @@
 """minigpt's Linear: nn.Linear, with inference on x86 CPUs run by oneDNN on a pre-packed weight.
 
+Where it sits: every matmul of the model (`c_attn`, `c_proj`, `c_fc` and the LM head in
+minigpt/model.py) is this Linear; nothing else in minigpt changes for it.
+
 Why it exists: one decode step is ~all matrix × vector products (every weight, read once, for
 one token per row), so their speed is the speed of generation. Left to itself, PyTorch on x86
 sends fp32 products to Intel MKL, which runs its generic code on non-Intel CPUs, and bf16 ones

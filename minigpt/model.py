@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import warnings
 
 import torch
 import torch.nn as nn
@@ -61,6 +59,10 @@ class CausalSelfAttention(nn.Module):
                 k, v = k_all[:, :, :S], v_all[:, :, :S]  # (B, H, S, D)
             # No mask: a prefill of unpadded prompts into an empty cache, whose keys are exactly
             # this call's k, v, so plain causal attention over them is right (and fastest).
+        # Attention itself: softmax(q kᵀ / √D + mask) v. Each query's weights over the keys it may
+        # see, then the weighted sum of their values. Why √D: a dot product of two D-dim vectors of
+        # unit-variance entries has std √D, and larger scores would saturate the softmax (one key
+        # takes all the weight, and its gradient vanishes); divided, the scores are at unit scale.
         # With no mask, SDPA's `is_causal` builds the lower-triangular mask itself (and picks a
         # fused kernel). Its triangle is anchored top-left, which is only right when queries and
         # keys start at the same position, so with a cache the caller passes an explicit mask.
@@ -69,7 +71,7 @@ class CausalSelfAttention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=attn_mask is None,
-        )  # (B, H, T, D); scores are scaled by 1/sqrt(D) inside
+        )  # (B, H, T, D)
         y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -157,9 +159,11 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def _scale_residual_projections(self) -> None:
-        # Each block adds two outputs (attn, mlp) to the residual stream, 2·n_layer in all. GPT-2
-        # shrinks the projections that write into it by 1/sqrt(2·n_layer) so the stream's
-        # variance stays ~constant with depth instead of growing with every layer.
+        # Each block adds two outputs (attn, mlp) to the residual stream, 2·n_layer in all, and
+        # variances add. GPT-2 shrinks the projections that write into it by 1/sqrt(2·n_layer), so
+        # the 2·n_layer writes together add about the same variance whatever the depth: at init a
+        # 4-layer and a 24-layer model end with the same residual scale (unscaled, the deeper
+        # one's would be ~3× larger, and deeper models would start ever further off).
         std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -215,6 +219,9 @@ class GPT(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, None, input_pos, attn_mask, use_reentrant=False)
             else:
                 x = block(x, kv_cache.layer(i) if kv_cache is not None else None, input_pos, attn_mask)
+        # Pre-LN blocks normalise what each sublayer reads, never the stream itself, whose scale
+        # grows through the blocks (see _scale_residual_projections): one last LayerNorm brings it
+        # to the scale the LM head (and a classifier's score) reads.
         return self.transformer.ln_f(x)  # (B, T, C)
 
     def forward(
@@ -291,21 +298,3 @@ class GPT(nn.Module):
 
         save_gpt(self, path)
 
-
-def warn_if_training(model: nn.Module, doing: str) -> None:
-    """Generation and evaluation are inference. A model left in training mode (as `train_loop` leaves
-    it, and `model.train()` sets) drops activations at random there, so its tokens and scores
-    change from call to call and differ from transformers'. The call runs as asked, with a warning
-    (transformers runs it without one)."""
-    if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
-        warnings.warn(f"{doing} with the model in training mode: dropout is on, so results change from call to call; "
-                      "call model.eval() first", stacklevel=caller_stacklevel())  # generate → stream → here
-
-
-def caller_stacklevel() -> int:
-    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
-    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
-    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level

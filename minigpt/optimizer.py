@@ -85,5 +85,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
         if p.requires_grad:
             (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # betas: beta2 = 0.95 (GPT-3's, nanoGPT's), not Adam's 0.999: the second moment then averages
+    # over ~20 steps, not ~1000, so it follows a language model's noisy, spiky gradients quickly
+    # enough that a burst of large ones does not take steps sized for the quiet before it.
     # The fused kernel updates every tensor in one pass instead of a chain of elementwise ops.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cpu", "cuda"))

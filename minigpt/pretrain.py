@@ -76,7 +76,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
                              f"drop {'them' if len(shape) > 1 else 'it'}")
-        if is_classifier_checkpoint(cfg.init):  # GPT.from_pretrained would fail on its `score` weights
+        if is_classifier_checkpoint(cfg.init):  # in train's words (GPT.from_pretrained's refusal names the classifier loader)
             raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
                              "language model (GPT2LMHeadModel)")
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint

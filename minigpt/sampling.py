@@ -93,8 +93,11 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
 def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     """Drop tokens less likely than min_p × the top token's probability (0 = off).
 
-    Unlike top-p, the cut scales with the model's confidence: a peaked distribution keeps few
-    tokens, a flat one keeps many. The top token always passes (its ratio is 1 ≥ min_p).
+    The cut is relative to the top token, not to the mass of the tail: with p_max = 0.6 and
+    min_p = 0.05, every token under 0.03 goes, however much probability the tail holds together.
+    Top-p 0.9 would have to reach into that tail (hundreds of tokens) until it had 90% of the
+    mass: that is where high-temperature sampling turns incoherent, and where min-p stays safe.
+    The top token always passes (its ratio is 1 ≥ min_p).
     """
     if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits

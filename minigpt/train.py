@@ -135,6 +135,9 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     if rt.world > 1:
         dist.all_reduce(loss_sum)
     grad_norm = torch.zeros_like(loss_sum)  # 0: not measured (float16 without clipping: its scaler checks)
+    # Clipping: one unlucky batch can give a gradient many times the usual size, and one step along
+    # it would throw the weights far from where training had brought them; scaled down to norm
+    # grad_clip, the step keeps its direction but not its size.
     if cfg.grad_clip:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         params = [p for g in optimizer.param_groups for p in g["params"]]

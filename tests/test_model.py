@@ -233,6 +233,29 @@ def test_gpt2_initialisation():
         assert abs(p.std().item() / want - 1) < 0.05 and abs(p.mean().item()) < want / 10, name
 
 
+
+def test_residual_scale_at_init_does_not_depend_on_depth():
+    """What the 1/sqrt(2·n_layer) scaling is for: at init the residual stream reaching ln_f has about
+    the same scale in a 4-layer and a 24-layer model (unscaled, the deeper one's is ~3× larger)."""
+    def final_std(n_layer: int, scaled: bool = True) -> float:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=256, n_positions=64, n_embd=128, n_head=4, n_layer=n_layer)).eval()
+        if not scaled:
+            for name, p in model.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    torch.nn.init.normal_(p, std=0.02)
+        seen = []
+        model.transformer.ln_f.register_forward_pre_hook(lambda module, args: seen.append(args[0].std().item()))
+        with torch.no_grad():
+            model(torch.randint(256, (8, 64)))
+        return seen[0]
+
+    shallow, deep = final_std(4), final_std(24)
+    print(f"residual std before ln_f: {shallow:.4f} (4 layers), {deep:.4f} (24 layers)")
+    assert abs(deep / shallow - 1) < 0.05
+    assert final_std(24, scaled=False) / final_std(4, scaled=False) > 2  # the growth the scaling removes
+
+
 def test_sequence_longer_than_context_is_refused():
     model = GPT(GPTConfig.gpt2("gpt2-tiny"))
     with pytest.raises(ValueError, match="sequence length 129 exceeds the model's context n_positions=128"):

@@ -30,8 +30,8 @@ import torch
 from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids,
                                    warn_if_training)
 from minigpt.prefill_decode import DecodeState
-from minigpt.penalties import ban_repeated_ngrams, compiled_penalize, penalize, penalties_on, token_counts
-from minigpt.row_params import Param, as_tensor
+from minigpt.penalties import PenaltyCounts, ban_repeated_ngrams, penalties_on
+from minigpt.row_params import Param
 from minigpt.sampling import token_picker
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings
@@ -174,7 +174,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
                            no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats,
                            textless=args.textless)
     # The checked arguments, under the names the loop reads.
-    input_ids, attention_mask, eos, pad, penalties = args.input_ids, args.attention_mask, args.eos, args.pad, args.penalties
+    input_ids, attention_mask, eos, pad = args.input_ids, args.attention_mask, args.eos, args.pad
     ngram = args.no_repeat_ngram_size
     max_new_tokens, min_new_tokens = args.max_new_tokens, args.min_new_tokens
     prompt_tokens = attention_mask.sum()  # the prompts' real tokens, counted before the n copies
@@ -192,14 +192,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     # T + s. `out` is its new part, a view, so the n-gram ban reads what the loop writes.
     seq = torch.cat([input_ids, torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)], 1)
     out = seq[:, T:]  # column s: step s's tokens
-    penalized = penalties_on(penalties)
-    if penalized:  # repetition counts the prompt too; presence/frequency only what the model wrote
-        seen = token_counts(input_ids, V, attention_mask)  # (B, V)
-        generated = torch.zeros_like(seen)
-        penalize_step = penalize
-        if compile:  # one fused kernel a step, not a dozen; every value a tensor: one graph for all
-            penalize_step = compiled_penalize()
-            penalties = {name: as_tensor(value, B, device) for name, value in penalties.items()}
+    # Repetition counts the prompt too, presence/frequency only what the model wrote (None: no penalty on).
+    counts = PenaltyCounts(input_ids, attention_mask, V, args.penalties, compile) if penalties_on(args.penalties) else None
     if ngram:  # which of `seq` the n-gram ban may read: left pads are no tokens, new ones are
         real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # (B, T + max_new_tokens)
     pick = step_picker(args.sampler, args.seed, B, device, args.sampling)  # (B, V) logits → (B,) tokens
@@ -210,7 +204,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     finite = torch.ones((), dtype=torch.bool, device=device)  # every step's logits so far: no NaN/inf
     # Checked after the penalties, so a logit a penalty pushed past float range is caught too, not
     # drawn as a token: the message names both causes.
-    nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if penalized else NONFINITE
+    nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if counts else NONFINITE
     if ngram:
         nonfinite_error += f", or {NGRAM_EXHAUSTED}"
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
@@ -222,8 +216,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         if args.textless is not None:  # ids the tokenizer has no token for: no option (before any penalty or filter)
             logits = logits.index_fill(1, args.textless, float("-inf"))
         # transformers' order: penalties → n-gram ban → min_new_tokens' EOS mask (→ the filters, in `pick`).
-        if penalized:
-            logits = penalize_step(logits, seen, generated, **penalties)
+        if counts:
+            logits = counts.penalize(logits)
         if ngram:
             logits = ban_repeated_ngrams(logits, seq[:, :T + step], ngram, real[:, :T + step])
         if step < min_new_tokens and eos:
@@ -246,9 +240,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         ids = tokens if pad_is_token else torch.where(live, tokens, 0)
         if eos:
             finished |= torch.isin(tokens, eos_ids)
-        if penalized:  # counts (B, V) += 1 at each live row's new token: ids[:, None] is (B, 1)
-            seen.scatter_add_(1, ids[:, None], live[:, None].int())
-            generated.scatter_add_(1, ids[:, None], live[:, None].int())
+        if counts:
+            counts.add(ids, live)
         if stopper:
             for row, (token, alive) in enumerate(zip(tokens.tolist(), live.tolist())):
                 keep = stopper.add(row, token) if alive else None

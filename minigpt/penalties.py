@@ -5,8 +5,9 @@ min-p) → draw → ...`; the filters and the draw are minigpt/sampling.py.
 
 - Repetition (CTRL's, as in transformers) shrinks a seen token's logit; presence and frequency
   (OpenAI's) subtract a flat cost for having appeared, plus one per occurrence. `penalize` applies
-  all three to token counts (B, V), as the decode loop keeps them on the device (`token_counts`
-  builds them from ids); `apply_penalties` is the checked form, on ids.
+  all three to token counts (B, V), which the decode loop keeps on the device and bumps each
+  step (`PenaltyCounts`; `token_counts` builds counts from ids); `apply_penalties` is the checked
+  form, on ids.
 - The n-gram ban (`ban_repeated_ngrams`, transformers' `no_repeat_ngram_size`) gives -inf to every
   token that would repeat an n-gram of the row.
 
@@ -24,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from minigpt.row_params import Param, as_column, check_logits, check_param, per_row
+from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
 
 
 def token_counts(ids: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,6 +65,32 @@ def compiled_penalize() -> Callable[..., torch.Tensor]:
     loop uses it with compile=True). The loop passes every parameter as a (B,) tensor
     (row_params.as_tensor), so one graph serves numbers and per-row values alike, whatever they are."""
     return torch.compile(penalize, fullgraph=True)
+
+
+class PenaltyCounts:
+    """What the decode loop keeps for the penalties: each row's token counts (B, V) on the device,
+    `seen` (the prompt's real tokens and the generated ones: repetition, as in transformers) and
+    `generated` (the generated ones alone: presence and frequency, as in OpenAI's API). `penalize`
+    applies the penalties to a step's logits; `add` counts the step's tokens (B,) of the live rows.
+    Bumped in place, a step costs two scatters, not a recount of every id so far."""
+
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int,
+                 penalties: dict[str, Param], compile: bool = False) -> None:
+        self.seen = token_counts(input_ids, vocab_size, attention_mask)  # (B, V): left pads are no tokens
+        self.generated = torch.zeros_like(self.seen)
+        self.penalties, self.penalize_fn = penalties, penalize
+        if compile:  # one fused kernel a step, not a dozen; every value a tensor: one graph for all
+            self.penalize_fn = compiled_penalize()
+            B, device = input_ids.size(0), input_ids.device
+            self.penalties = {name: as_tensor(value, B, device) for name, value in penalties.items()}
+
+    def penalize(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.penalize_fn(logits, self.seen, self.generated, **self.penalties)
+
+    def add(self, ids: torch.Tensor, live: torch.Tensor) -> None:
+        one = live[:, None].int()  # (B, 1): a finished row's pad is not counted
+        self.seen.scatter_add_(1, ids[:, None], one)  # counts (B, V) += 1 at each row's new token
+        self.generated.scatter_add_(1, ids[:, None], one)
 
 
 def apply_penalties(

@@ -1434,8 +1434,10 @@ def test_compiled_loop_runs_the_penalties_as_one_compiled_function(pair, monkeyp
     other = dict(repetition_penalty=1.2, presence_penalty=torch.tensor([0.0, 2.0, 0.5]), frequency_penalty=0.0)
     eager, eager_other = (generate(model, ids, mask, **run, **p) for p in (penalties, other))
     assert not torch.equal(eager, generate(model, ids, mask, **run))  # penalties strong enough to change the draws
-    # The loop's eager `penalize` is not called when compiled (the compiled one wraps the original).
-    monkeypatch.setattr(importlib.import_module("minigpt.generate"), "penalize", None)
+    # The loop's eager `penalize` is not called when compiled (the compiled one, made first, wraps the original).
+    penalties_module = importlib.import_module("minigpt.penalties")
+    penalties_module.compiled_penalize()
+    monkeypatch.setattr(penalties_module, "penalize", None)
     assert torch.equal(generate(model, ids, mask, **run, **penalties, compile=True), eager)
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert torch.equal(generate(model, ids, mask, **run, **other, compile=True), eager_other)

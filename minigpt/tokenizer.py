@@ -153,7 +153,8 @@ class Tokenizer:
 
     vocab: token bytes → id for every non-special token (the 256 single bytes and every merge's
     result); merges: the learned pairs in rank order (rank 0 merges first); special_tokens:
-    text → id. Ids must run 0 .. vocab_size - 1 without gaps.
+    text → id. Ids must run 0 .. vocab_size - 1 without gaps; special ids may be anywhere among them
+    (last in GPT-2 and in `Tokenizer.train`'s, first in a Hugging Face BpeTrainer's).
     """
 
     def __init__(
@@ -191,6 +192,9 @@ class Tokenizer:
         self._cache = _ChunkCache(self._byte_ids, self._ranks, self._merged_id)
         self._special_res: dict[frozenset[str], regex.Pattern] = {}  # see _special_regex
         self._all_specials = frozenset(self.special_tokens)  # what encode refuses by default
+        # Special ids may sit anywhere: minigpt's training gives them the last ids, Hugging Face's
+        # BpeTrainer the first (0, 1, ...), so "is it special?" asks this set, never the id's size.
+        self._special_ids = frozenset(self.special_tokens.values())
         self.pad_token_id: int | None = self.eos_token_id  # GPT-2 has no pad token; padding is masked anyway
 
     @property
@@ -301,7 +305,7 @@ class Tokenizer:
         """One token as vocab.json writes it ('Ġthe'); special tokens as their text."""
         if not 0 <= i < self.vocab_size:  # a negative index would silently count from the end
             raise ValueError(f"unknown token id {i}; ids must be in [0, {self.vocab_size})")
-        return token_to_str(self._id_bytes[i]) if i < len(self.vocab) else self._id_bytes[i].decode()
+        return self._id_bytes[i].decode() if i in self._special_ids else token_to_str(self._id_bytes[i])
 
     def encode_show_work(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[dict]:
         """The teaching view: for each pre-tokenized chunk, its bytes and the tokens after every merge.

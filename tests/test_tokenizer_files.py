@@ -229,3 +229,28 @@ def test_saving_over_a_transformers_4_directory_removes_its_added_tokens(transfo
     assert (len(hf), hf.pad_token) == (small.vocab_size, None)
     assert hf.encode("the cat sat") == small.encode("the cat sat")
     assert Tokenizer.from_pretrained(transformers4_dir).vocab_size == small.vocab_size
+
+
+def test_a_tokenizer_trained_by_hugging_face_with_its_special_tokens_first_is_named_saved_and_read_back(tmp_path):
+    """Bug guarded: id_to_token took an id below len(vocab) for a regular token, as if special
+    tokens held the last ids; Hugging Face's BpeTrainer gives them the first (0, 1). "<a b>" came
+    out as '<aĠb>', and save_pretrained wrote a vocab.json that minigpt and transformers refused."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer, hf.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    hf.train_from_iterator(["the cat sat on the mat. " * 20 + "a bee, a bat; 123!"], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[EOT, "<a b>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert tok.special_tokens == {EOT: 0, "<a b>": 1}
+    assert [tok.id_to_token(i) for i in range(tok.vocab_size)] == [hf.id_to_token(i) for i in range(hf.get_vocab_size())]
+    tok.save_pretrained(tmp_path / "saved")
+    text = "the cat<a b> sat on the mat<|endoftext|> a bee 42"
+    ids = tok.encode(text, allowed_special="all")
+    assert {0, 1} <= set(ids)  # both special tokens, at their ids
+    assert Tokenizer.from_pretrained(tmp_path / "saved").encode(text, allowed_special="all") == ids
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved").encode(text) == hf.encode(text).ids == ids

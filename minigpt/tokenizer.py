@@ -344,7 +344,8 @@ class Tokenizer:
 
     def encode_batch(self, texts: Iterable[str], **kwargs) -> list[list[int]]:
         """Encode many documents on every core; the ids are exactly `[encode(t) for t in texts]`.
-        Keywords: encode's `allowed_special` / `disallowed_special`, and `num_workers`."""
+        Keywords: encode's `allowed_special` / `disallowed_special`, and `num_workers` (processes,
+        this one included; None or 0: one per core)."""
         from minigpt.tokenizer_batch import encode_batch
 
         return encode_batch(self, texts, **kwargs)

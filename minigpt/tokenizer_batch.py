@@ -20,6 +20,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
@@ -31,14 +33,21 @@ if TYPE_CHECKING:
 
 # Below this many characters, encode_batch works in this process: starting workers costs more.
 MIN_PARALLEL_CHARS = 1 << 19
-# The encode function (the tokenizer's, with the special tokens asked for) that encode_batch's
-# forked workers inherit (set just before the fork).
+# In a worker process only: the encode function (the tokenizer's, with the special tokens asked
+# for) its pool gave it when it started. The parent never sets it, so two threads each running
+# encode_batch cannot hand each other's tokenizer to their workers.
 _WORKER_JOB: Callable[[str], list[int]] | None = None
 
 
 def available_cpus() -> int:
     """The cores this process may run on (its affinity mask, as taskset or a container sets it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _start_worker(job: Callable[[str], list[int]]) -> None:
+    """A worker's first step. Forked, it inherits `job` as it is in the parent: nothing pickled."""
+    global _WORKER_JOB
+    _WORKER_JOB = job
 
 
 def _encode_in_worker(piece: str) -> list[int]:
@@ -55,14 +64,19 @@ def encode_batch(
 ) -> list[list[int]]:
     """Encode many documents on every core; the ids are exactly `[tokenizer.encode(t) for t in texts]`.
 
-    Worker processes are forked, so they share the tokenizer's merge table (and its chunk cache
-    as filled so far) without copying or pickling it. Long documents are cut where the cut cannot
-    change the ids (see safe_pieces), so one big file still uses every core. Small batches,
-    platforms without fork, and daemon processes (a torch DataLoader worker, a Pool worker: they
-    may not start children) are encoded in this process."""
+    num_workers: how many processes encode (this one included); None or 0 means one per core this
+    process may use, 1 means this process alone. Worker processes are forked, so they share the
+    tokenizer's merge table (and its chunk cache as filled so far) without copying or pickling it.
+    Long documents are cut where the cut cannot change the ids (see safe_pieces), so one big file
+    still uses every core. Small batches, platforms without fork, and daemon processes (a torch
+    DataLoader worker, a Pool worker: they may not start children) are encoded in this process.
+    Safe to call from several threads at once. A worker that dies (the out-of-memory killer) raises
+    BrokenProcessPool, naming num_workers, rather than leave this process waiting for its ids."""
     texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
     if texts is None or not all(isinstance(t, str) for t in texts):
         raise TypeError("encode_batch takes a list of str (for one string, use encode)")
+    if num_workers is not None and (not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0):
+        raise ValueError(f"num_workers must be an int >= 0 (0 or None: one process per core), got {num_workers!r}")
     # Checked here, on each whole text: a worker's error would give the position in its piece,
     # and name no text. The check done, the pieces are encoded with it off.
     allowed, disallowed = tokenizer._special_sets(allowed_special, disallowed_special)
@@ -83,16 +97,21 @@ def encode_batch(
             pieces.append(piece)
             owner.append(i)
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait
-    global _WORKER_JOB
-    _WORKER_JOB = encode
+    # The job reaches each worker as its initializer's argument, which fork hands over unpickled.
+    # Not multiprocessing.Pool: it replaces a worker that dies and waits forever for the lost ids.
+    pool = ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork"), _start_worker, (encode,))
     try:
-        with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
-            # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
-            chunksize = max(1, len(pieces) // (8 * workers))
-            theirs = pool.map_async(_encode_in_worker, pieces[mine:], chunksize=chunksize)
-            results = [encode(p) for p in pieces[:mine]] + theirs.get()
+        # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
+        chunksize = max(1, len(pieces) // (8 * workers))
+        theirs = pool.map(_encode_in_worker, pieces[mine:], chunksize=chunksize)
+        results = [encode(p) for p in pieces[:mine]] + list(theirs)
+    except BrokenProcessPool as e:
+        raise BrokenProcessPool(
+            f"encode_batch: a worker process died (killed, e.g. by the out-of-memory killer) while {workers} "
+            f"processes encoded {total:,} characters; use fewer with num_workers=N (1: this process alone), "
+            "or pass fewer texts per call") from e
     finally:
-        _WORKER_JOB = None
+        pool.shutdown(cancel_futures=True)  # on an error here, workers drop what they have not started
     out: list[list[int]] = [[] for _ in texts]
     for i, ids in zip(owner, results):
         out[i] += ids

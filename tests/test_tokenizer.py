@@ -11,6 +11,9 @@ import multiprocessing
 import random
 import re
 import string
+import subprocess
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -734,6 +737,61 @@ def test_call_refuses_padding_options_it_cannot_honour(tok):
         tok(["a", "bb"], padding=True, truncation=True)
     with pytest.raises(ValueError, match="padding must be"):
         tok(["a", "bb"], padding="left")  # a padding_side given as padding: not silently unpadded
+
+
+def test_two_threads_encoding_batches_at_once_each_get_their_own_ids(tok, monkeypatch):
+    """Bug guarded: encode_batch handed its job (the tokenizer, the special tokens allowed) to its
+    forked workers through a module global, so a second thread setting it before the first one's
+    workers were forked got its ids encoded with the other's settings: silently wrong ids. Here
+    both threads meet where the old code had set the global and not yet forked, as a race can."""
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)  # force the pool on a small input
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 20)
+    meet, get_context = threading.Barrier(2, timeout=30), multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: (meet.wait(), get_context(method))[1])
+    docs = ["a story.<|endoftext|>The end.\n" * 40] * 2
+    asks = [dict(allowed_special="all"), dict(disallowed_special=())]  # <|endoftext|> as 50256, or as plain text
+    got = [None, None]
+
+    def encode(i: int) -> None:
+        try:
+            got[i] = tok.encode_batch(docs, num_workers=2, **asks[i])
+        except Exception as e:  # a thread's exception would only be printed
+            got[i] = e
+
+    threads = [threading.Thread(target=encode, args=(i,)) for i in (0, 1)]
+    [t.start() for t in threads]
+    [t.join(timeout=60) for t in threads]
+    assert got == [[tok.encode(d, **ask) for d in docs] for ask in asks]
+
+
+_KILLED_WORKER = """
+import os, signal, sys
+import minigpt.tokenizer_batch as batchmod
+from minigpt import Tokenizer
+batchmod.MIN_PARALLEL_CHARS = 0
+tok, parent = Tokenizer.from_pretrained("gpt2"), os.getpid()
+encode = tok.encode_ordinary
+def encode_or_die(piece):
+    if os.getpid() != parent and "KILL" in piece:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+    return encode(piece)
+tok.encode_ordinary = encode_or_die
+try:
+    tok.encode_batch(["hello world\\n" * 2000, "KILL\\n" * 2000, "bye\\n" * 2000] * 4, num_workers=3)
+except Exception as e:
+    sys.exit(f"{type(e).__name__}: {e}")
+"""
+
+
+def test_a_worker_killed_for_memory_is_an_error_naming_num_workers_not_a_hang():
+    """Bug guarded: multiprocessing.Pool replaced a worker that died (the OOM killer's SIGKILL) and
+    waited forever for the ids it had taken, so encode_batch (and `minigpt prepare`) hung. Run in a
+    subprocess with a timeout, so that the bug coming back fails this test instead of hanging the suite."""
+    done = subprocess.run([sys.executable, "-c", _KILLED_WORKER], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("BrokenProcessPool: encode_batch: a worker process died (killed, e.g. by the "
+                              "out-of-memory killer)"), done.stderr
+    assert "num_workers=N" in done.stderr
 
 
 def test_encode_batch_with_one_worker_encodes_in_this_process(tok, monkeypatch):

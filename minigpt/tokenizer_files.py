@@ -36,9 +36,10 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     the four share one tokenizer. Tokens that are neither a single byte nor made by a merge are the
     special tokens (GPT-2: <|endoftext|> = 50256), if a file names them as such (as transformers
     needs; <|endoftext|> is its default): any other, which transformers would never give, is
-    refused, and a merge that makes a token the vocabulary lacks too. Settings that would make transformers give
-    other ids (a prefix space, a BOS/EOS added to every text, a normalizer, ...) are refused, by
-    name: minigpt does none of them, and a tokenizer that silently gives other ids is worse than none."""
+    refused, and a merge that makes a token the vocabulary lacks too. Settings that would make
+    transformers give other ids (a prefix space, a BOS/EOS added to every text, a normalizer, an
+    added token's lstrip, rstrip or single_word, ...) are refused, by name: minigpt does none of
+    them, and a tokenizer that silently gives other ids is worse than none."""
     path = GPT2_DIR if gpt2_name(path) else Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
@@ -104,6 +105,13 @@ _ADDS_TO_EVERY_TEXT = {
     "add_bos_token": "puts bos_token before every text (GPT-2: [50256, 15496, 995] for 'Hello world')",
     "add_eos_token": "puts eos_token after every text",
 }
+# An added token's flags that make transformers find it, or cut the text around it, otherwise than
+# where its exact text stands, which is all minigpt matches. False (transformers' default) is fine.
+_MATCHES_OTHERWISE = {
+    "lstrip": "takes the spaces before it into the token ('a <mask>' gives no ' ' token)",
+    "rstrip": "takes the spaces after it into the token ('<mask> b' gives 'b', not ' b')",
+    "single_word": "matches it only as a whole word ('a<mask>b' stays plain text)",
+}
 # The config keys that name special tokens; transformers adds any the vocabulary lacks, at new ids.
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token",
                  "additional_special_tokens", "extra_special_tokens")
@@ -120,6 +128,15 @@ def _read_config(file: Path) -> dict:
     return settings
 
 
+def _refuse_other_matching(file: Path, entry: object) -> None:
+    """ValueError if an added token's entry ({"content": "<mask>", "lstrip": true, ...}) sets a
+    flag of _MATCHES_OTHERWISE: the ids would differ wherever the token meets a space or a letter."""
+    for flag, effect in _MATCHES_OTHERWISE.items():
+        if isinstance(entry, dict) and entry.get(flag):
+            raise ValueError(f"{file} sets {flag} on the added token {entry.get('content')!r}: transformers {effect}, "
+                             "which minigpt does not do, so the ids would differ; set it to false")
+
+
 def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tuple[dict[str, int], set[str]]:
     """The vocabulary plus the tokens transformers 4 lists beside it (added_tokens.json, and the
     config's added_tokens_decoder: what add_special_tokens added), and those tokens' names. transformers appends a token
@@ -134,6 +151,7 @@ def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tu
     decoder = config.get("added_tokens_decoder")  # {"50257": {"content": "<pad>", ...}}
     if isinstance(decoder, dict):
         for i, entry in decoder.items():
+            _refuse_other_matching(path / "tokenizer_config.json", entry)
             token = entry.get("content") if isinstance(entry, dict) else entry
             listed.append((path / "tokenizer_config.json", token, int(i) if str(i).isdigit() else i))
     vocab = dict(str_vocab)
@@ -199,6 +217,8 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], s
         shown = {name: data.get(name) if "." not in name else model.get(name.split(".")[1]) for name in bad}
         raise ValueError(f"{file} sets {', '.join(bad)} ({shown}), which changes the ids; minigpt does "
                          "not implement it, so it would give other ids than transformers")
+    for entry in data.get("added_tokens", []):
+        _refuse_other_matching(file, entry)
     added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
     merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
     return model["vocab"] | added, merges, set(added)

@@ -254,3 +254,45 @@ def test_a_tokenizer_trained_by_hugging_face_with_its_special_tokens_first_is_na
     assert {0, 1} <= set(ids)  # both special tokens, at their ids
     assert Tokenizer.from_pretrained(tmp_path / "saved").encode(text, allowed_special="all") == ids
     assert AutoTokenizer.from_pretrained(tmp_path / "saved").encode(text) == hf.encode(text).ids == ids
+
+
+MASK = {"content": "<mask>", "lstrip": False, "rstrip": False, "single_word": False, "normalized": False, "special": True}
+
+
+def _dir_with_mask(tmp_path: Path, layout: str, mask: dict) -> Path:
+    """GPT-2 plus <mask> (50257), as transformers 5 writes it (tokenizer.json's added_tokens) or
+    transformers 4 (vocab.json + merges.txt, and tokenizer_config.json's added_tokens_decoder).
+    (transformers takes the flags from these definitions only, not from a special_tokens_map.json.)"""
+    if layout == "tokenizer.json":
+        data = _tokenizer_json(tmp_path)
+        data["added_tokens"].append({"id": 50257, **mask})
+        (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    else:
+        gpt2_copy(tmp_path)
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer",
+                                                                    "added_tokens_decoder": {"50257": mask}}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("layout", ["tokenizer.json", "tokenizer_config.json"])
+@pytest.mark.parametrize("flag", ["lstrip", "rstrip", "single_word"])
+def test_an_added_token_that_transformers_matches_otherwise_is_refused_by_name(tmp_path, layout, flag):
+    """Bug guarded: an added token's lstrip / rstrip / single_word was ignored, so minigpt gave
+    'a <mask> b' [64, 220, 50257, 275] where transformers, stripping the space, gives [64, 50257, 275]."""
+    from transformers import AutoTokenizer
+
+    path = _dir_with_mask(tmp_path, layout, MASK | {flag: True})
+    exact = [[64, 220, 50257, 275], [64, 50257, 65]]  # what minigpt gives, matching the exact text
+    assert [AutoTokenizer.from_pretrained(path).encode(t) for t in ("a <mask> b", "a<mask>b")] != exact
+    with pytest.raises(ValueError, match=re.escape(f"{path / layout} sets {flag} on the added token '<mask>'")):
+        Tokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("layout", ["tokenizer.json", "tokenizer_config.json"])
+def test_an_added_token_with_its_flags_false_loads_as_transformers_writes_it(tmp_path, layout):
+    from transformers import AutoTokenizer
+
+    path = _dir_with_mask(tmp_path, layout, MASK)
+    texts = ("a <mask> b", "a<mask>b")
+    assert ([Tokenizer.from_pretrained(path).encode(t, allowed_special="all") for t in texts]
+            == [AutoTokenizer.from_pretrained(path).encode(t) for t in texts] == [[64, 220, 50257, 275], [64, 50257, 65]])

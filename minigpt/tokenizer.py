@@ -155,6 +155,10 @@ class Tokenizer:
     result); merges: the learned pairs in rank order (rank 0 merges first); special_tokens:
     text → id. Ids must run 0 .. vocab_size - 1 without gaps; special ids may be anywhere among them
     (last in GPT-2 and in `Tokenizer.train`'s, first in a Hugging Face BpeTrainer's).
+    eos_token: the special token that ends a text (generation stops on it, `minigpt prepare` puts
+    it between documents): <|endoftext|> if the tokenizer has it, else none, unless named.
+    pad_token: the special token padding uses (`pad_token_id`); none named, the EOS: GPT-2 has no
+    pad token, and the attention mask keeps padding out anyway.
     """
 
     def __init__(
@@ -162,6 +166,9 @@ class Tokenizer:
         vocab: dict[bytes, int],
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: dict[str, int] | None = None,
+        *,
+        eos_token: str | None = "<|endoftext|>",
+        pad_token: str | None = None,
     ) -> None:
         self.vocab = dict(vocab)
         self.merges = list(merges)
@@ -195,7 +202,11 @@ class Tokenizer:
         # Special ids may sit anywhere: minigpt's training gives them the last ids, Hugging Face's
         # BpeTrainer the first (0, 1, ...), so "is it special?" asks this set, never the id's size.
         self._special_ids = frozenset(self.special_tokens.values())
-        self.pad_token_id: int | None = self.eos_token_id  # GPT-2 has no pad token; padding is masked anyway
+        for role, name in (("eos_token", eos_token), ("pad_token", pad_token)):
+            if name is not None and name not in self.special_tokens and (role, name) != ("eos_token", "<|endoftext|>"):
+                raise ValueError(f"{role} {name!r} is not one of this tokenizer's special tokens {list(self.special_tokens)}")
+        self.eos_token: str | None = eos_token if eos_token in self.special_tokens else None
+        self.pad_token_id: int | None = self.eos_token_id if pad_token is None else self.special_tokens[pad_token]
 
     @property
     def vocab_size(self) -> int:
@@ -203,8 +214,9 @@ class Tokenizer:
 
     @property
     def eos_token_id(self) -> int | None:
-        """The id of `<|endoftext|>` (50256 for GPT-2), or None if this tokenizer has none."""
-        return self.special_tokens.get("<|endoftext|>")
+        """The id of eos_token (`<|endoftext|>`, 50256 for GPT-2, unless the files name another), or
+        None if this tokenizer has none."""
+        return self.special_tokens.get(self.eos_token) if self.eos_token is not None else None
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
@@ -363,15 +375,18 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
-        layout), with any added tokens: what transformers reads, in its order (minigpt/tokenizer_files.py's
-        `read_hf`). "gpt2" (when no such directory exists) means the shipped checkpoints/gpt2."""
+        layout), with any added tokens, and the eos_token and pad_token its files name: what
+        transformers reads, in its order (minigpt/tokenizer_files.py's `read_hf`). "gpt2" (when no
+        such directory exists) means the shipped checkpoints/gpt2."""
         from minigpt.tokenizer_files import read_hf
 
-        return cls(*read_hf(path))
+        vocab, merges, special_tokens, roles = read_hf(path)
+        return cls(vocab, merges, special_tokens, **roles)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write vocab.json + merges.txt (+ tokenizer_config.json), atomically; transformers'
-        GPT2TokenizerFast opens the directory and gives the same ids."""
+        """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, and pad_token
+        unless it is the EOS), atomically; transformers' GPT2TokenizerFast opens the directory and
+        gives the same ids, and pads with the same id."""
         from minigpt.tokenizer_files import write_hf
 
         write_hf(self, path)

@@ -155,7 +155,7 @@ def model_inputs(
     truncation=True keeps the first max_length tokens; left out, it is on when max_length is given
     without padding (HF's rule: `tok(texts, max_length=8)` truncates). return_tensors="pt" gives
     (B, T) LongTensors.
-    GPT-2 has no pad token, so padding uses pad_token_id (<|endoftext|> unless changed); the
+    Padding uses pad_token_id: the pad token the files name, else the EOS (GPT-2 has no pad token); the
     attention mask, not the pad id, is what keeps padding out of attention."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -187,7 +187,7 @@ def model_inputs(
     if padding in (True, "longest", "max_length"):
         pad = tokenizer.pad_token_id
         if pad is None:
-            raise ValueError("padding needs pad_token_id, and this tokenizer has no <|endoftext|>; set pad_token_id")
+            raise ValueError("padding needs pad_token_id, and this tokenizer has no pad token and no EOS; set pad_token_id")
         batch, masks = pad_rows(batch, pad, padding_side, max_length if padding == "max_length" else None)
     if return_tensors == "pt":
         import torch  # only here: the tokenizer itself needs no torch

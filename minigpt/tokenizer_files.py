@@ -27,9 +27,11 @@ EOT = "<|endoftext|>"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
 TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]
+# The special tokens' roles a Tokenizer takes by name (its keyword arguments); GPT2Tokenizer's defaults.
+ROLES = {"eos_token": EOT, "pad_token": None}
 
 
-def read_hf(path: str | os.PathLike) -> TokenizerParts:
+def read_hf(path: str | os.PathLike) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, str | None]]:
     """A directory's tokenizer.json, or else its vocab.json + merges.txt, plus added_tokens.json:
     what transformers' GPT2TokenizerFast reads, in its order. A GPT-2 size by name ("gpt2", ...,
     "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in checkpoints/gpt2:
@@ -38,8 +40,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
     needs; <|endoftext|> is its default): any other, which transformers would never give, is
     refused, and a merge that makes a token the vocabulary lacks too. Settings that would make
     transformers give other ids (a prefix space, a BOS/EOS added to every text, a normalizer, an
-    added token's lstrip, rstrip or single_word, ...) are refused, by name: minigpt does none of
-    them, and a tokenizer that silently gives other ids is worse than none."""
+    added token's lstrip, rstrip or single_word, a regular token named as a special one, ...) are
+    refused, by name: minigpt does none of them, and a tokenizer that silently gives other ids is
+    worse than none. Returns the Tokenizer's parts and its ROLES: {"eos_token": ..., "pad_token": ...}."""
     path = GPT2_DIR if gpt2_name(path) else Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
@@ -69,6 +72,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
     str_vocab, listed = _add_added_tokens(str_vocab, path, config)
     named = _named_special_tokens(config, path)
+    roles = _roles(config, path)
     _refuse_named_tokens_not_in(str_vocab, named)
     for rank, merge in enumerate(str_merges):  # else Python's "too many values to unpack" or KeyError: '€'
         if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
@@ -88,6 +92,11 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         rank, (a, b) = next((r, m) for r, m in enumerate(merges) if m[0] + m[1] in lacking)
         raise ValueError(f"{merges_file}: merge {rank} ({token_to_str(a)} {token_to_str(b)}) makes "
                          f"{token_to_str(a + b)!r}, which {vocab_file.name} lacks: are the two files from one tokenizer?")
+    for file, key, token in named:
+        if token not in special:  # (a token the vocabulary lacks was refused above)
+            raise ValueError(f"{file} names the regular token {token!r} ({key}): transformers then takes it for a "
+                             "special token and cuts it out of every text (pad_token '!' makes 'Hello!!' "
+                             "[15496, 0, 0], not [15496, 3228]), which minigpt does not do; name a special token")
     # A token neither a byte, nor made by a merge, nor named special is one transformers never gives
     # (it encodes "<|im_start|>" as plain text); minigpt would take it for a special token. Most
     # often merges.txt lost its end (a download from a mirror that announced no size or hash).
@@ -96,7 +105,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerParts:
         raise ValueError(f"{vocab_file} has {len(unnamed):,} token(s) that no merge in {merges_file} makes and no "
                          f"file names as a special token ({shown}): transformers would never give their ids. Is "
                          f"{merges_file.name} cut short, or from another tokenizer?")
-    return vocab, merges, special
+    return vocab, merges, special, roles
 
 
 # tokenizer_config.json switches that make transformers add to every text; minigpt adds nothing.
@@ -169,13 +178,28 @@ def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tu
     return vocab, {token for _, token, _ in listed}
 
 
+def _special_tokens_map(path: Path) -> dict:
+    settings = read_json(path / "special_tokens_map.json") if (path / "special_tokens_map.json").is_file() else {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def _roles(config: dict, path: Path) -> dict[str, str | None]:
+    """ROLES as transformers reads them: special_tokens_map.json's over tokenizer_config.json's, and
+    GPT2Tokenizer's defaults where neither names one (a null names none)."""
+    roles = dict(ROLES)
+    for settings in (config, _special_tokens_map(path)):
+        for key in ROLES.keys() & settings.keys():
+            value = settings[key]
+            roles[key] = value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
+    return roles
+
+
 def _named_special_tokens(config: dict, path: Path) -> list[tuple[Path, str, str]]:
     """(file, key, token) for each special token that tokenizer_config.json or
     special_tokens_map.json names (pad_token: "<pad>")."""
     named = []
-    stm = path / "special_tokens_map.json"
-    for file, settings in ((path / "tokenizer_config.json", config), (stm, read_json(stm) if stm.is_file() else {})):
-        for key in _SPECIAL_KEYS if isinstance(settings, dict) else ():
+    for file, settings in ((path / "tokenizer_config.json", config), (path / "special_tokens_map.json", _special_tokens_map(path))):
+        for key in _SPECIAL_KEYS:
             value = settings.get(key)
             values = value if isinstance(value, list) else list(value.values()) if key == "extra_special_tokens" and isinstance(value, dict) else [value]
             for v in values:
@@ -243,23 +267,31 @@ _STALE_FILES = ("tokenizer.json", "added_tokens.json", "special_tokens_map.json"
 
 def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     """vocab.json + merges.txt (GPT2TokenizerFast opens them) and tokenizer_config.json naming the
-    special tokens. Each file is written atomically. The files of a tokenizer saved there before by
+    special tokens, the EOS, and the pad token unless it is the EOS. Each file is written atomically. The files of a tokenizer saved there before by
     transformers are removed, once the new ones are written: it reads tokenizer.json before
     vocab.json (so it would load the old tokenizer), and adds the tokens that added_tokens.json and
     special_tokens_map.json name (transformers 4 writes them), which the new vocabulary may lack."""
     path = Path(path)
+    eos, pad = tok.eos_token if tok.eos_token_id is not None else None, tok.pad_token_id
+    if pad is not None and pad != tok.eos_token_id and pad not in tok.special_tokens.values():
+        raise ValueError(f"pad_token_id {pad} is the regular token {tok.id_to_token(pad)!r}: transformers would take a "
+                         "pad_token named in tokenizer_config.json for a special token, and cut it out of every text; "
+                         "pad with a special token, or the EOS")
     path.mkdir(parents=True, exist_ok=True)
     vocab = {tok.id_to_token(i): i for i in range(tok.vocab_size)}
     merges = "".join(f"{token_to_str(a)} {token_to_str(b)}\n" for a, b in tok.merges)
-    eos = "<|endoftext|>" if tok.eos_token_id is not None else None
+    bos = EOT if EOT in tok.special_tokens else None  # GPT2Tokenizer's, also its unk_token: neither changes an id
     config = {
         "tokenizer_class": "GPT2Tokenizer",
         "add_prefix_space": False,
-        "bos_token": eos,
+        "bos_token": bos,
         "eos_token": eos,
-        "unk_token": eos,
-        "additional_special_tokens": [s for s in tok.special_tokens if s != eos],
+        "unk_token": bos,
     }
+    if pad is not None and pad != tok.eos_token_id:  # none written: transformers pads with none, minigpt with the EOS
+        config["pad_token"] = tok.id_to_token(pad)
+    named = {bos, eos, config.get("pad_token")}
+    config["additional_special_tokens"] = [s for s in tok.special_tokens if s not in named]
     atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
     atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
     atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")

@@ -296,3 +296,42 @@ def test_an_added_token_with_its_flags_false_loads_as_transformers_writes_it(tmp
     texts = ("a <mask> b", "a<mask>b")
     assert ([Tokenizer.from_pretrained(path).encode(t, allowed_special="all") for t in texts]
             == [AutoTokenizer.from_pretrained(path).encode(t) for t in texts] == [[64, 220, 50257, 275], [64, 50257, 65]])
+
+
+def test_the_pad_and_eos_tokens_a_config_names_are_read_and_saved_as_transformers_reads_them(tmp_path):
+    """Bug guarded: tokenizer_config.json's pad_token was ignored (minigpt padded with 50256 where
+    transformers pads with [PAD] = 50257) and save_pretrained dropped it (transformers then read
+    no pad token); its eos_token was ignored too (<|endoftext|> stayed the EOS)."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_special_tokens({"pad_token": "[PAD]", "eos_token": "<|end|>"})
+    hf.save_pretrained(tmp_path)
+    texts = ["a", "a b c<|end|>"]
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert (tok.pad_token_id, tok.eos_token_id) == (hf.pad_token_id, hf.eos_token_id) == (50257, 50258)
+    assert tok(texts, padding=True, allowed_special="all") == dict(hf(texts, padding=True)) == {
+        "input_ids": [[64, 50257, 50257, 50257], [64, 275, 269, 50258]], "attention_mask": [[1, 0, 0, 0], [1, 1, 1, 1]]}
+    tok.save_pretrained(tmp_path / "saved")
+    again, hf_again = Tokenizer.from_pretrained(tmp_path / "saved"), AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert (hf_again.pad_token, hf_again.eos_token) == ("[PAD]", "<|end|>")
+    assert again(texts, padding=True, allowed_special="all") == dict(hf_again(texts, padding=True)) == dict(hf(texts, padding=True))
+    assert again.eos_token_id == hf_again.eos_token_id == 50258
+
+
+def test_a_regular_token_named_as_a_special_one_is_refused_reading_and_saving(tok, tmp_path):
+    """transformers takes a regular token a config names (pad_token "!") for a special one, and
+    cuts it out of every text: 'Hello!!' is [15496, 0, 0], not [15496, 3228]. minigpt cannot, so
+    it refuses to read such a config, or to write one for a pad_token_id set to a regular token."""
+    from transformers import AutoTokenizer
+
+    gpt2_copy(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "pad_token": "!"}))
+    assert AutoTokenizer.from_pretrained(tmp_path).encode("Hello!!") == [15496, 0, 0]
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'tokenizer_config.json'} names the regular token '!' (pad_token)")):
+        Tokenizer.from_pretrained(tmp_path)
+    padded = Tokenizer.from_pretrained(GPT2_DIR)
+    padded.pad_token_id = 0
+    with pytest.raises(ValueError, match="pad_token_id 0 is the regular token '!'"):
+        padded.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()  # refused before writing anything

@@ -154,6 +154,10 @@ class FinetuneConfig(TrainConfig):
     PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
     COMMAND = "finetune"
     KEPT_ON_RESUME = ("task", "strategy")
+    # Refused even where the saved tensors would still load: a new alpha rescales every trained
+    # adapter at once, a new pooling reads another vector than the head learned from.
+    MODEL_KEPT_ON_RESUME = ("n_trainable_blocks", "train_embeddings", "lora_rank", "lora_alpha", "lora_targets",
+                            "pooling", "head_hidden", "num_labels")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -98,6 +98,10 @@ class TrainConfig:
     # them, so a flag giving another value is refused by name, before any check of the options
     # that the new value would make meaningless.
     KEPT_ON_RESUME: typing.ClassVar[tuple[str, ...]] = ()
+    # Settings that shape the model within that kind of run (finetune's lora_alpha, pooling, ...): a
+    # resumed run keeps them too, but they are checked after an option meant for another strategy
+    # or task is refused, which says more (--lora-alpha on a partial run is no lora run's alpha).
+    MODEL_KEPT_ON_RESUME: typing.ClassVar[tuple[str, ...]] = ()
     # Flags that ask something of this invocation, not settings of the run: --resume never takes
     # them from the saved run (an --allow-new-data given once would hold for every later resume).
     INVOCATION_FLAGS: typing.ClassVar[tuple[str, ...]] = ("resume", "auto_resume", "allow_new_data")
@@ -212,7 +216,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     typed = argparse.ArgumentParser(add_help=False)
     add_config_flags(typed, cls, defaults=False)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
-    state = Path(args["out"]) / STATE_FILE
+    state, saved = Path(args["out"]) / STATE_FILE, None
     # --auto-resume is --resume when OUT_DIR holds a run to continue or start again, else nothing.
     args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), cls.COMMAND))
     unsaved = unsaved_run(Path(args["out"]), cls.COMMAND) if args["resume"] else []
@@ -231,16 +235,23 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
             raise ValueError(f"{args['out']} holds a run of `minigpt {command}`; continue it with "
                              f"`minigpt {command} --out {args['out']} --resume`")
         saved = saved_run["config"]
-        for name in cls.KEPT_ON_RESUME:
-            if name in given and name in saved and given[name] != saved[name]:
-                flag_ = "--" + name.replace("_", "-")
-                raise ValueError(f"the run in {args['out']} is a {flag_} {saved[name]} run, and a resumed run keeps its "
-                                 f"{name} (its weights and optimizer state are that run's): drop {flag_} "
-                                 f"{given[name]}, or start a new run with another --out")
+        refuse_changes(args["out"], saved, given, cls.KEPT_ON_RESUME)
         if given.get("init") and saved.get("init") is None:  # else build_model blames shape flags the user never typed
             raise ValueError(f"the run in {args['out']} started from fresh weights (no --init), and a resumed run continues "
                              "from its own saved weights: drop --init, or start a new run from that checkpoint with another --out")
         args.update({k: v for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS})
     config = cls(**args)
     config.refuse_ignored_options(given)
+    if saved is not None:
+        refuse_changes(args["out"], saved, given, cls.MODEL_KEPT_ON_RESUME)
     return config
+
+
+def refuse_changes(out: str, saved: dict, given: dict, names: tuple[str, ...]) -> None:
+    """Refuse a flag that gives a resumed run another value of a setting it keeps (`names`)."""
+    for name in names:
+        if name in given and name in saved and given[name] != saved[name]:
+            flag_ = "--" + name.replace("_", "-")
+            raise ValueError(f"the run in {out} is a {flag_} {saved[name]} run, and a resumed run keeps its {name} "
+                             f"(its weights and optimizer state are that run's): drop {flag_} {given[name]}, or start a "
+                             "new run with another --out")

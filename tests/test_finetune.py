@@ -416,9 +416,27 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     resumed = json.loads((tmp_path / "resumed" / "finetune_summary.json").read_text())
     for key in ("steps", "loss", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy"):
         assert resumed.get(key) == straight[key], key
-    # Adapters of another rank do not fit the saved ones: one line naming the changed setting.
-    assert _run(base, tmp_path / "resumed", *args, "--resume", "--max-iters", "6", "--lora-rank", "4") == 2
-    assert "'lora_rank': (8, 4)" in capsys.readouterr().err
+    # Adapters of another rank do not fit the saved ones, and another alpha (a finetuner audit:
+    # accepted with a warning) would rescale every trained adapter at once: both refused by name,
+    # the run left as it was.
+    before = (tmp_path / "resumed" / "training_state.pt").read_bytes()
+    for flag, value in (("--lora-rank", "4"), ("--lora-alpha", "64")):
+        assert _run(base, tmp_path / "resumed", *args, "--resume", "--max-iters", "6", flag, value) == 2
+        assert f"is a {flag} {8 if flag == '--lora-rank' else 16.0} run, and a resumed run keeps its" in capsys.readouterr().err
+    assert (tmp_path / "resumed" / "training_state.pt").read_bytes() == before
+    # An option of another strategy is refused as such, not as a changed setting of this run.
+    assert _run(base, tmp_path / "resumed", *args, "--resume", "--strategy", "lora", "--n-trainable-blocks", "2") == 2
+    assert "n_trainable_blocks=2 (--n-trainable-blocks) applies to strategy 'partial' only" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_pooling(base, tmp_path, capsys):
+    """A finetuner audit: `--resume --pooling mean` on a last-token classifier trained on, and its
+    config.json then said mean pooling for a head that learned from the last token."""
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    assert _run(base, tmp_path / "o", *args, "--resume", "--pooling", "mean") == 2
+    assert "is a --pooling last run, and a resumed run keeps its pooling" in capsys.readouterr().err
+    assert _run(base, tmp_path / "o", *args, "--resume", "--pooling", "last") == 0  # the same value is fine
 
 
 

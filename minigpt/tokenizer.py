@@ -23,7 +23,8 @@ minigpt/tokenizer_batch.py, and the `minigpt tokenize` command in minigpt/tokeni
 The policy is tiktoken's: `encode` raises if the text contains a special token's text, because
 text from a user or a web page should not be able to inject a document boundary. Pass
 `allowed_special={"<|endoftext|>"}` (or `"all"`) to encode it as the special id, or call
-`encode_ordinary` to encode it as plain text (`<`, `|`, `end`, ...).
+`encode_ordinary` to encode it as plain text (`<`, `|`, `end`, ...). Stricter than tiktoken: a name
+that is not one of the tokenizer's special tokens, in either argument, raises (tiktoken ignores it).
 
 Not handled: other split patterns (GPT-4's cl100k), Unicode normalization, `add_prefix_space`
 (GPT-2 tokenizes "Hello" and " Hello" differently, and so does this).
@@ -148,6 +149,22 @@ AllowedSpecial = Collection[str] | Literal["all"]
 PIECE_CHARS = 1 << 12
 
 
+class _Side:
+    """A "left" / "right" attribute (default "right"), checked when set: `tok.padding_side = "lft"`
+    raises, naming it, rather than pad on the right without a word."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, tok: object | None, owner: type | None = None) -> str | _Side:
+        return self if tok is None else tok.__dict__.get(self.name, "right")  # None: asked of the class
+
+    def __set__(self, tok: object, side: str) -> None:
+        if side not in ("left", "right"):
+            raise ValueError(f"{self.name} must be 'left' or 'right', got {side!r}")
+        tok.__dict__[self.name] = side
+
+
 class Tokenizer:
     """A byte-level BPE tokenizer: GPT-2's own, or one trained with `Tokenizer.train`.
 
@@ -159,7 +176,12 @@ class Tokenizer:
     it between documents): <|endoftext|> if the tokenizer has it, else none, unless named.
     pad_token: the special token padding uses (`pad_token_id`); none named, the EOS: GPT-2 has no
     pad token, and the attention mask keeps padding out anyway.
+    padding_side / truncation_side: where `tok(texts, padding=..., truncation=...)` pads and cuts,
+    "right" unless set (as transformers' attributes: `tok.padding_side = "left"` for generation).
     """
+
+    padding_side = _Side()
+    truncation_side = _Side()
 
     def __init__(
         self,
@@ -169,6 +191,8 @@ class Tokenizer:
         *,
         eos_token: str | None = "<|endoftext|>",
         pad_token: str | None = None,
+        padding_side: Literal["left", "right"] = "right",
+        truncation_side: Literal["left", "right"] = "right",
     ) -> None:
         self.vocab = dict(vocab)
         self.merges = list(merges)
@@ -207,6 +231,7 @@ class Tokenizer:
                 raise ValueError(f"{role} {name!r} is not one of this tokenizer's special tokens {list(self.special_tokens)}")
         self.eos_token: str | None = eos_token if eos_token in self.special_tokens else None
         self.pad_token_id: int | None = self.eos_token_id if pad_token is None else self.special_tokens[pad_token]
+        self.padding_side, self.truncation_side = padding_side, truncation_side
 
     @property
     def vocab_size(self) -> int:
@@ -364,8 +389,8 @@ class Tokenizer:
 
     def __call__(self, texts: str | Sequence[str], **kwargs) -> dict:
         """Encode a batch for the model, as Hugging Face users expect: {"input_ids", "attention_mask"}
-        (1 = real token, 0 = padding), with HF's `padding`, `padding_side`, `truncation`,
-        `max_length` and `return_tensors="pt"` (see minigpt/tokenizer_batch.py's `model_inputs`)."""
+        (1 = real token, 0 = padding), with HF's `padding`, `padding_side` (default: the attribute),
+        `truncation`, `max_length` and `return_tensors="pt"` (see minigpt/tokenizer_batch.py's `model_inputs`)."""
         from minigpt.tokenizer_batch import model_inputs
 
         return model_inputs(self, texts, **kwargs)
@@ -375,17 +400,18 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
-        layout), with any added tokens, and the eos_token and pad_token its files name: what
+        layout), with any added tokens, and the eos_token, pad_token, padding_side and truncation_side
+        its files name: what
         transformers reads, in its order (minigpt/tokenizer_files.py's `read_hf`). "gpt2" (when no
         such directory exists) means the shipped checkpoints/gpt2."""
         from minigpt.tokenizer_files import read_hf
 
-        vocab, merges, special_tokens, roles = read_hf(path)
-        return cls(vocab, merges, special_tokens, **roles)
+        vocab, merges, special_tokens, settings = read_hf(path)
+        return cls(vocab, merges, special_tokens, **settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, and pad_token
-        unless it is the EOS), atomically; transformers' GPT2TokenizerFast opens the directory and
+        """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, pad_token unless
+        it is the EOS, and a padding_side or truncation_side of "left"), atomically; transformers' GPT2TokenizerFast opens the directory and
         gives the same ids, and pads with the same id."""
         from minigpt.tokenizer_files import write_hf
 

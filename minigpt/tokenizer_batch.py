@@ -141,7 +141,7 @@ def model_inputs(
     texts: str | Sequence[str],
     *,
     padding: bool | Literal["longest", "max_length"] = False,
-    padding_side: Literal["left", "right"] = "right",
+    padding_side: Literal["left", "right"] | None = None,
     truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] | None = None,
     max_length: int | None = None,
     return_tensors: Literal["pt"] | None = None,
@@ -151,12 +151,14 @@ def model_inputs(
     """`tokenizer(texts, ...)`: a batch → {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
 
     padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
-    padding_side="left" for generation, so every prompt's last token sits in the last column.
-    truncation=True keeps the first max_length tokens; left out, it is on when max_length is given
-    without padding (HF's rule: `tok(texts, max_length=8)` truncates). return_tensors="pt" gives
-    (B, T) LongTensors.
+    padding_side="left" for generation, so every prompt's last token sits in the last column;
+    left out, it is tokenizer.padding_side ("right" unless set). truncation=True keeps the first
+    max_length tokens (the last ones if tokenizer.truncation_side is "left"); left out, it is on
+    when max_length is given without padding (HF's rule: `tok(texts, max_length=8)` truncates).
+    return_tensors="pt" gives (B, T) LongTensors.
     Padding uses pad_token_id: the pad token the files name, else the EOS (GPT-2 has no pad token); the
     attention mask, not the pad id, is what keeps padding out of attention."""
+    padding_side = tokenizer.padding_side if padding_side is None else padding_side
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if padding not in (True, False, "longest", "max_length", "do_not_pad"):
@@ -182,7 +184,7 @@ def model_inputs(
     batch = encode_batch(tokenizer, [texts] if single else texts, allowed_special=allowed_special,
                          disallowed_special=disallowed_special)
     if truncation:
-        batch = [ids[:max_length] for ids in batch]
+        batch = [ids[-max_length:] if tokenizer.truncation_side == "left" else ids[:max_length] for ids in batch]
     masks = [[1] * len(ids) for ids in batch]
     if padding in (True, "longest", "max_length"):
         pad = tokenizer.pad_token_id

@@ -27,8 +27,8 @@ EOT = "<|endoftext|>"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
 TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]
-# The special tokens' roles a Tokenizer takes by name (its keyword arguments); GPT2Tokenizer's defaults.
-ROLES = {"eos_token": EOT, "pad_token": None}
+# The settings a Tokenizer takes by name (its keyword arguments), with GPT2Tokenizer's defaults.
+SETTINGS = {"eos_token": EOT, "pad_token": None, "padding_side": "right", "truncation_side": "right"}
 
 
 def read_hf(path: str | os.PathLike) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, str | None]]:
@@ -42,7 +42,7 @@ def read_hf(path: str | os.PathLike) -> tuple[dict[bytes, int], list[tuple[bytes
     transformers give other ids (a prefix space, a BOS/EOS added to every text, a normalizer, an
     added token's lstrip, rstrip or single_word, a regular token named as a special one, ...) are
     refused, by name: minigpt does none of them, and a tokenizer that silently gives other ids is
-    worse than none. Returns the Tokenizer's parts and its ROLES: {"eos_token": ..., "pad_token": ...}."""
+    worse than none. Returns the Tokenizer's parts and its SETTINGS: {"eos_token": ..., ...}."""
     path = GPT2_DIR if gpt2_name(path) else Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
@@ -72,7 +72,7 @@ def read_hf(path: str | os.PathLike) -> tuple[dict[bytes, int], list[tuple[bytes
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
     str_vocab, listed = _add_added_tokens(str_vocab, path, config)
     named = _named_special_tokens(config, path)
-    roles = _roles(config, path)
+    settings = _settings(config, path)
     _refuse_named_tokens_not_in(str_vocab, named)
     for rank, merge in enumerate(str_merges):  # else Python's "too many values to unpack" or KeyError: '€'
         if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
@@ -105,7 +105,7 @@ def read_hf(path: str | os.PathLike) -> tuple[dict[bytes, int], list[tuple[bytes
         raise ValueError(f"{vocab_file} has {len(unnamed):,} token(s) that no merge in {merges_file} makes and no "
                          f"file names as a special token ({shown}): transformers would never give their ids. Is "
                          f"{merges_file.name} cut short, or from another tokenizer?")
-    return vocab, merges, special, roles
+    return vocab, merges, special, settings
 
 
 # tokenizer_config.json switches that make transformers add to every text; minigpt adds nothing.
@@ -183,15 +183,20 @@ def _special_tokens_map(path: Path) -> dict:
     return settings if isinstance(settings, dict) else {}
 
 
-def _roles(config: dict, path: Path) -> dict[str, str | None]:
-    """ROLES as transformers reads them: special_tokens_map.json's over tokenizer_config.json's, and
-    GPT2Tokenizer's defaults where neither names one (a null names none)."""
-    roles = dict(ROLES)
-    for settings in (config, _special_tokens_map(path)):
-        for key in ROLES.keys() & settings.keys():
-            value = settings[key]
-            roles[key] = value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
-    return roles
+def _settings(config: dict, path: Path) -> dict[str, str | None]:
+    """SETTINGS as transformers reads them: special_tokens_map.json's tokens over tokenizer_config.json's,
+    and GPT2Tokenizer's defaults where neither names one (a null names none)."""
+    settings = dict(SETTINGS)
+    for file, given in ((path / "tokenizer_config.json", config), (path / "special_tokens_map.json", _special_tokens_map(path))):
+        for key in SETTINGS.keys() & given.keys():
+            value = given[key]
+            if key.endswith("_side"):
+                if value not in (None, "left", "right"):
+                    raise ValueError(f"{file} sets {key} {value!r}; it must be 'left' or 'right'")
+                settings[key] = value or SETTINGS[key]
+            else:  # a token: its text, or transformers 4's AddedToken dict
+                settings[key] = value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
+    return settings
 
 
 def _named_special_tokens(config: dict, path: Path) -> list[tuple[Path, str, str]]:
@@ -267,7 +272,8 @@ _STALE_FILES = ("tokenizer.json", "added_tokens.json", "special_tokens_map.json"
 
 def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     """vocab.json + merges.txt (GPT2TokenizerFast opens them) and tokenizer_config.json naming the
-    special tokens, the EOS, and the pad token unless it is the EOS. Each file is written atomically. The files of a tokenizer saved there before by
+    special tokens, the EOS, the pad token unless it is the EOS, and a padding or truncation side
+    other than "right". Each file is written atomically. The files of a tokenizer saved there before by
     transformers are removed, once the new ones are written: it reads tokenizer.json before
     vocab.json (so it would load the old tokenizer), and adds the tokens that added_tokens.json and
     special_tokens_map.json name (transformers 4 writes them), which the new vocabulary may lack."""
@@ -290,6 +296,7 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     }
     if pad is not None and pad != tok.eos_token_id:  # none written: transformers pads with none, minigpt with the EOS
         config["pad_token"] = tok.id_to_token(pad)
+    config |= {side: "left" for side in ("padding_side", "truncation_side") if getattr(tok, side) == "left"}
     named = {bos, eos, config.get("pad_token")}
     config["additional_special_tokens"] = [s for s in tok.special_tokens if s not in named]
     atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file

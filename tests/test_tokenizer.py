@@ -471,6 +471,29 @@ def test_call_pads_truncates_and_masks(tok):
         tok(texts, truncation="only_second", max_length=1)
 
 
+def test_padding_and_truncation_sides_are_attributes_as_in_transformers(tmp_path):
+    """Bug guarded: `tok.padding_side = "left"` (the transformers habit, before generation) was
+    silently ignored: tok(texts, padding=True) still padded on the right. Both sides are now
+    attributes, checked when set, that tok(...) uses unless given padding_side; saved and read back."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    mine, hf = Tokenizer.from_pretrained(GPT2_DIR), GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.pad_token = hf.eos_token
+    texts = ["Hello world, again", "Hi"]
+    for side in ("left", "right", "left"):
+        mine.padding_side = mine.truncation_side = hf.padding_side = hf.truncation_side = side
+        for kwargs in (dict(padding=True), dict(truncation=True, max_length=2), dict(padding=True, padding_side="right")):
+            assert mine(texts, **kwargs) == dict(hf(texts, **kwargs)), (side, kwargs)
+    assert mine(texts, padding=True)["input_ids"][1][-1] == mine.encode("Hi")[-1]  # left: the last column is real
+    mine.save_pretrained(tmp_path)
+    for again in (Tokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)):
+        assert (again.padding_side, again.truncation_side) == ("left", "left")
+    for name in ("padding_side", "truncation_side"):
+        with pytest.raises(ValueError, match=f"{name} must be 'left' or 'right', got 'lft'"):
+            setattr(mine, name, "lft")
+    assert Tokenizer.from_pretrained(GPT2_DIR).padding_side == "right"
+
+
 # ---- teaching hook and CLI ----
 
 

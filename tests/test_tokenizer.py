@@ -770,7 +770,12 @@ def test_two_threads_encoding_batches_at_once_each_get_their_own_ids(tok, monkey
     monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)  # force the pool on a small input
     monkeypatch.setattr(batchmod, "PIECE_CHARS", 20)
     meet, get_context = threading.Barrier(2, timeout=30), multiprocessing.get_context
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method: (meet.wait(), get_context(method))[1])
+
+    def get_context_once_both_are_here(method: str):
+        meet.wait()
+        return get_context(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", get_context_once_both_are_here)
     docs = ["a story.<|endoftext|>The end.\n" * 40] * 2
     asks = [dict(allowed_special="all"), dict(disallowed_special=())]  # <|endoftext|> as 50256, or as plain text
     got = [None, None]
@@ -782,8 +787,10 @@ def test_two_threads_encoding_batches_at_once_each_get_their_own_ids(tok, monkey
             got[i] = e
 
     threads = [threading.Thread(target=encode, args=(i,)) for i in (0, 1)]
-    [t.start() for t in threads]
-    [t.join(timeout=60) for t in threads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
     assert got == [[tok.encode(d, **ask) for d in docs] for ask in asks]
 
 
@@ -813,7 +820,7 @@ def test_a_worker_killed_for_memory_is_an_error_naming_num_workers_not_a_hang():
     done = subprocess.run([sys.executable, "-c", _KILLED_WORKER], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("BrokenProcessPool: encode_batch: a worker process died (killed, e.g. by the "
-                              "out-of-memory killer)"), done.stderr
+                                  "out-of-memory killer)"), done.stderr
     assert "num_workers=N" in done.stderr
 
 

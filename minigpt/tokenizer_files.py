@@ -29,9 +29,11 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]
 # The settings a Tokenizer takes by name (its keyword arguments), with GPT2Tokenizer's defaults.
 SETTINGS = {"eos_token": EOT, "pad_token": None, "padding_side": "right", "truncation_side": "right"}
+# What read_hf gives: the parts, and the settings.
+TokenizerPartsAndSettings = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, str | None]]
 
 
-def read_hf(path: str | os.PathLike) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, str | None]]:
+def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     """A directory's tokenizer.json, or else its vocab.json + merges.txt, plus added_tokens.json:
     what transformers' GPT2TokenizerFast reads, in its order. A GPT-2 size by name ("gpt2", ...,
     "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in checkpoints/gpt2:

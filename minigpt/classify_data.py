@@ -3,7 +3,7 @@
 Where it sits: between the files and minigpt/finetune.py's training loop for `--task classify`:
 `train.tsv / dev.tsv (text<TAB>label) → read_tsv → examples → Tokenizer.encode_batch → ids,
 cut to the context → pad_right → (ids, mask, labels) batches → GPTClassifier → classification_loss`,
-and at each evaluation `accuracy` on the validation examples.
+and at each evaluation `score_examples` (loss and accuracy) on every validation example.
 
 Batches are right-padded: real tokens first, then pads. Attention is causal, so a real token
 never looks at the pads to its right, and the classifier finds each text's last real token from
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
@@ -128,23 +129,29 @@ def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor,
 
 
 @torch.no_grad()
-def accuracy(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
-             rank: int = 0, world: int = 1) -> float:
-    """Share of texts whose highest logit is the true label, over the whole (sub)set, in order.
+def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
+                   rank: int = 0, world: int = 1) -> dict[str, float]:
+    """The loss (mean cross-entropy) and the accuracy (share of texts whose highest logit is the
+    true label) over the whole (sub)set, in order: {"loss": ..., "accuracy": ...}.
 
-    Under torchrun, process `rank` of `world` scores batches rank, rank + world, ... and the counts
-    are summed over processes: each text is scored once, in the same batch (so with the same
+    Every example, not a sample: each evaluation's val loss chooses best/, and a few random batches
+    of a dev set of thousands would choose it by noise (SST-2's: 0.731 on the 160 examples that
+    20 batches of 8 sample, 0.712 on all 6,735).
+    Under torchrun, process `rank` of `world` scores batches rank, rank + world, ... and the sums
+    are added over processes: each text is scored once, in the same batch (so with the same
     padding) as on one process, and every process gets the same answer.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (summed loss, right answers)
     for i in range(rank * batch_size, len(ids), world * batch_size):
         idx, mask = pad_right(ids[i : i + batch_size], pad_id)
         logits, _ = model(idx.to(device), mask.to(device))
-        correct += (logits.argmax(-1) == torch.tensor(labels[i : i + batch_size], device=device)).sum()
+        y = torch.tensor(labels[i : i + batch_size], device=device)
+        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum"), (logits.argmax(-1) == y).sum()])
     if world > 1:
-        dist.all_reduce(correct)
+        dist.all_reduce(sums)
     model.train(was_training)
-    return correct.item() / len(ids)
+    loss, right = sums.tolist()
+    return {"loss": loss / len(ids), "accuracy": right / len(ids)}

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import accuracy, classification_loss, examples_fingerprint, load_classification_data, pad_right
+from minigpt.classify_data import classification_loss, examples_fingerprint, load_classification_data, pad_right, score_examples
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
@@ -237,8 +237,9 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         idx, mask = pad_right([ids[split][i] for i in picks], pad_id)
         return idx, mask, labels[split][picks]
 
-    def eval_fn(m: GPTClassifier) -> dict[str, float]:
-        return {"val_accuracy": accuracy(m, ids["val"], data["val"][1], pad_id, cfg.batch_size, rt.rank, rt.world)}
+    def eval_fn(m: GPTClassifier) -> dict[str, float]:  # every val example: its val_loss replaces the sampled one
+        scores = score_examples(m, ids["val"], data["val"][1], pad_id, cfg.batch_size, rt.rank, rt.world)
+        return {"val_loss": scores["loss"], "val_accuracy": scores["accuracy"]}
 
     return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(data)}
 

@@ -199,6 +199,10 @@ class FinetuneConfig(TrainConfig):
         defaults = {f.name: f.default for f in fields(self)}
         check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed, flags=True)
         check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed, flags=True)
+        if self.task == "classify" and "eval_iters" in typed:  # (typed only: a default is no choice)
+            raise ValueError("eval_iters (--eval-iters) is how many val batches the lm task samples; task 'classify' scores "
+                             "every val example at each evaluation, so it would ignore it (leave it unset; "
+                             "--max-val-examples takes a smaller validation set)")
         if self.strategy == "frozen" and (self.gradient_checkpointing or "gradient_checkpointing" in typed):
             # No block trains, so backward never enters one: there are no block activations to drop.
             raise ValueError(f"gradient_checkpointing ({as_flag('gradient_checkpointing', self.gradient_checkpointing)}) "

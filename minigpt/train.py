@@ -87,18 +87,21 @@ def estimate_val_loss(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) ->
 
 def evaluate(fwd: nn.Module, raw: nn.Module, cfg, get_batch, loss_fn, rt: Runtime, bytes_per_token: float | None,
              eval_fn: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
-    """One evaluation: val loss (of the compiled model `fwd`), perplexity, bits per byte when
-    `bytes_per_token` is known, and `eval_fn`'s metrics (on the plain model `raw`)."""
+    """One evaluation: `eval_fn`'s metrics (on the plain model `raw`), and unless they hold a
+    val_loss of their own (a classifier's, over every val example), the val loss of the compiled
+    model `fwd` on cfg.eval_iters batches, its perplexity, and bits per byte when
+    `bytes_per_token` is known."""
+    record = eval_fn(raw) if eval_fn is not None else {}
+    if "val_loss" in record:  # (a loss per example, not per token: no perplexity)
+        return {"val_loss": record.pop("val_loss"), **record}
     val_loss = estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)
     # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
-    record = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
+    metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
     if bytes_per_token:
         # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable across
         # tokenizers, unlike perplexity.
-        record["val_bpb"] = val_loss / math.log(2) / bytes_per_token
-    if eval_fn is not None:
-        record.update(eval_fn(raw))
-    return record
+        metrics["val_bpb"] = val_loss / math.log(2) / bytes_per_token
+    return {**metrics, **record}
 
 
 def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, torch.Tensor | None, int]:
@@ -201,7 +204,8 @@ def train_loop(
         forward (model(...)), not another method, or gradients will not be synchronised.
     save_fn(model, dir) writes an exportable checkpoint (default: model.save_pretrained).
     eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
-        once, so it may split its work and all-reduce (finetune's accuracy does).
+        once, so it may split its work and all-reduce (finetune's classify scores do). A val_loss
+        among them replaces the loss of cfg.eval_iters sampled val batches (and best/ follows it).
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
         --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).

@@ -74,7 +74,7 @@ class TrainConfig:
     grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
     # eval and logging
     eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
-    eval_iters: int = flag(20, "val batches per evaluation")
+    eval_iters: int = flag(20, "val batches per evaluation (finetune --task classify scores every val example instead)")
     log_interval: int = flag(10, "write a log record every this many steps")
     # system
     device: str = flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")

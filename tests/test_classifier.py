@@ -298,7 +298,7 @@ def test_a_save_failing_at_its_config_keeps_the_previous_classifier(tmp_path, mo
 
 
 def test_accuracy_is_the_share_of_right_labels_by_hand_count(monkeypatch):
-    """Mutants (an audit): accuracy() skipping the last partial batch (0.8 for 1.0 here) or dividing
+    """Mutants (an audit): the accuracy skipping the last partial batch (0.8 for 1.0 here) or dividing
     by the full batches' texts (1.25) passed every test. 5 texts in batches of 2: counted by hand,
     then with one label wrong, then split over 2 processes, whose counts add up to the whole."""
     import minigpt.classify_data as classify_data
@@ -308,9 +308,9 @@ def test_accuracy_is_the_share_of_right_labels_by_hand_count(monkeypatch):
     ids = [[3, 4, 5], [6, 7], [8, 9, 10, 11], [12], [13, 14]]
     with torch.no_grad():
         right = [int(clf(torch.tensor([r]))[0].argmax()) for r in ids]  # each text alone, unpadded
-    assert classify_data.accuracy(clf, ids, right, PAD, batch_size=2) == 1.0
+    assert classify_data.score_examples(clf, ids, right, PAD, batch_size=2)["accuracy"] == 1.0
     one_wrong = right[:4] + [1 - right[4]]  # the last text: alone in the last, partial batch
-    assert classify_data.accuracy(clf, ids, one_wrong, PAD, batch_size=2) == 0.8
+    assert classify_data.score_examples(clf, ids, one_wrong, PAD, batch_size=2)["accuracy"] == 0.8
     monkeypatch.setattr(classify_data.dist, "all_reduce", lambda t: None)  # each process's own count
-    shares = [classify_data.accuracy(clf, ids, one_wrong, PAD, 2, rank=r, world=2) for r in (0, 1)]
+    shares = [classify_data.score_examples(clf, ids, one_wrong, PAD, 2, rank=r, world=2)["accuracy"] for r in (0, 1)]
     assert shares == [0.4, 0.4]  # rank 0: batches 0 and 2 (texts 0, 1, 4), 2 right; rank 1: batch 1, 2 right

@@ -10,7 +10,7 @@ import torch
 
 from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import accuracy, load_classification_data, read_tsv
+from minigpt.classify_data import load_classification_data, read_tsv, score_examples
 from minigpt.finetune import apply_strategy, best_evaluations, trainable_parameters
 from minigpt.finetune_config import STRATEGIES, VAL_FRACTION_DEFAULT, FinetuneConfig
 from minigpt.lora import LoRALinear
@@ -292,8 +292,10 @@ def base(tmp_path_factory):
 def _run(base, out, *extra):
     from minigpt.finetune import main
 
+    # classify scores every val example; a resumed run has its own setting
+    sampled = () if "classify" in extra or "--resume" in extra else ("--eval-iters", "2")
     return main(["--init", str(base / "base"), "--out", str(out), "--max-iters", "4", "--eval-interval", "2",
-                 "--eval-iters", "2", "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1", *extra])
+                 *sampled, "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1", *extra])
 
 
 def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path, capsys):
@@ -429,6 +431,36 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     assert "n_trainable_blocks=2 (--n-trainable-blocks) applies to strategy 'partial' only" in capsys.readouterr().err
 
 
+def test_classify_val_loss_is_over_every_val_example(base, tmp_path, capsys):
+    """A finetuner audit: a classifier's val_loss was the mean of --eval-iters sampled batches (160
+    of SST-2's 6,735 dev examples by default: 0.731 logged, 0.712 over all), and best/ was chosen by
+    it. It is now the cross-entropy over every val example, recomputed here from the saved model
+    with transformers' classifier; no perplexity (a loss per text, not per token); --eval-iters
+    typed with classify is refused, as it would be ignored."""
+    import torch.nn.functional as F
+    from transformers import GPT2ForSequenceClassification
+
+    val = [f"the speech was {w} indeed" for w in ("bad", "good", "fine", "poor", "very bad", "rather good", "fine fine")]
+    labels = [0, 1, 1, 0, 0, 1, 1]
+    (tmp_path / "val.tsv").write_text("".join(f"{t}\t{y}\n" for t, y in zip(val, labels)))
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--val-data", str(tmp_path / "val.tsv"), "--strategy", "full")
+    assert _run(base, tmp_path / "o", *args) == 0
+    record = json.loads((tmp_path / "o" / "log.jsonl").read_text().splitlines()[-1])
+    assert "val_ppl" not in record
+    tok = Tokenizer.from_pretrained(tmp_path / "o")
+    hf = GPT2ForSequenceClassification.from_pretrained(tmp_path / "o").eval()
+    with torch.no_grad():
+        logits = torch.cat([hf(torch.tensor([tok.encode(t)])).logits for t in val])  # each text alone: no padding
+    want = F.cross_entropy(logits, torch.tensor(labels)).item()
+    print(f"logged val_loss {record['val_loss']:.6f}, recomputed over all {len(val)} val texts {want:.6f}")
+    assert record["val_loss"] == pytest.approx(want, abs=1e-5)
+    assert record["val_accuracy"] == pytest.approx((logits.argmax(-1) == torch.tensor(labels)).float().mean().item())
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o2", *args, "--eval-iters", "5") == 2
+    assert "eval_iters (--eval-iters) is how many val batches the lm task samples; task 'classify' scores every val" \
+        in capsys.readouterr().err
+
+
 def test_resume_refuses_another_pooling(base, tmp_path, capsys):
     """A finetuner audit: `--resume --pooling mean` on a last-token classifier trained on, and its
     config.json then said mean pooling for a head that learned from the last token."""
@@ -547,7 +579,7 @@ def test_resume_from_another_directory_finds_relative_paths(base, tmp_path, monk
 
     monkeypatch.chdir(base)
     assert main(["--init", "base", "--task", "classify", "--data", "cls.tsv", "--val-data", "cls.tsv", "--out", str(tmp_path / "o"),
-                 "--max-iters", "2", "--eval-iters", "1", "--batch-size", "2", "--block-size", "16", "--warmup-iters", "1"]) == 0
+                 "--max-iters", "2", "--batch-size", "2", "--block-size", "16", "--warmup-iters", "1"]) == 0
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(["--out", "o", "--resume", "--max-iters", "3", "--init", os.path.relpath(base / "base", tmp_path)]) == 0
@@ -669,7 +701,7 @@ def test_auto_resume_starts_a_fine_tuning_run_then_continues_it(base, tmp_path):
 
 def test_a_refused_lm_resume_with_allow_new_data_keeps_the_runs_tokens(base, tmp_path, capsys):
     """Bug (an audit): `--resume --allow-new-data --data OTHER` refused later (by --max-iters below
-    the saved step, or a LoRA rank the saved adapters do not fit) had already tokenized OTHER into
+    the saved step, or a LoRA rank the saved adapters do not fit: now refused before) had already tokenized OTHER into
     OUT_DIR/data, over the run's tokens. The new tokens now wait in data.new, and replace data/
     when the resumed run saves a checkpoint on them, so data/ holds what training_state.pt records."""
     from minigpt.data import data_fingerprint, load_splits, read_meta
@@ -679,7 +711,7 @@ def test_a_refused_lm_resume_with_allow_new_data_keeps_the_runs_tokens(base, tmp
     before = {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}
     (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
     for refused, message in ((("--max-iters", "1"), "--max-iters 1 is below the step the saved run reached (2)"),
-                             (("--max-iters", "3", "--lora-rank", "4"), "'lora_rank': (8, 4)")):
+                             (("--max-iters", "3", "--lora-rank", "4"), "is a --lora-rank 8 run, and a resumed run keeps its lora_rank")):
         assert _run(base, out, "--data", str(tmp_path / "other.txt"), "--resume", "--allow-new-data", *refused) == 2
         refusal = capsys.readouterr()
         assert message in refusal.err and "going on with data other than the run's" not in refusal.out
@@ -702,8 +734,9 @@ def test_ddp_two_processes_match_one(base, tmp_path, task, strategy):
     # lr 1e-3: a gradient near 0 (|g| ~ Adam's eps) turns summation-order rounding (~1e-9) into
     # a visible first Adam step; measured here: at most ~2e-6 at this lr.
     flags = ["--init", str(base / "base"), "--task", task, "--data", str(data), "--strategy", strategy, "--val-fraction", "0.15",
-             "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "3", "--batch-size", "2", "--grad-accum", "4",
+             "--max-iters", "4", "--eval-interval", "2", "--batch-size", "2", "--grad-accum", "4",
              "--block-size", "32", "--warmup-iters", "1", "--lr", "1e-3", "--dropout", "0.1", "--device", "cpu"]
+    flags += ["--eval-iters", "3"] if task == "lm" else []  # (classify scores every val example)
     proc = torchrun("finetune", *flags, "--out", str(tmp_path / "ddp"))
     assert len([line for line in proc.stdout.splitlines() if line.startswith("{")]) == 1, "only rank 0 prints the result"
     from minigpt.finetune import main
@@ -904,7 +937,7 @@ def test_a_subset_of_a_file_sorted_by_label_mixes_labels(tmp_path):
 
 @torch.no_grad()
 def test_accuracy_restores_the_mode_it_found_and_scores_without_dropout():
-    """Guards against accuracy() switching the model to train mode on exit whatever mode it was in:
+    """Guards against score_examples() switching the model to train mode on exit whatever mode it was in:
     a caller that evaluates an eval-mode classifier (after training, or between predictions) would
     be left with dropout on, and its next logits would be random."""
     torch.manual_seed(0)
@@ -912,10 +945,10 @@ def test_accuracy_restores_the_mode_it_found_and_scores_without_dropout():
     ids = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
     labels = [0, 1, 2]
     clf.eval()
-    first = accuracy(clf, ids, labels, pad_id=0, batch_size=2)
+    first = score_examples(clf, ids, labels, pad_id=0, batch_size=2)["accuracy"]
     assert not clf.training
     clf.train()
-    assert accuracy(clf, ids, labels, pad_id=0, batch_size=2) == first  # scored in eval mode: no dropout
+    assert score_examples(clf, ids, labels, pad_id=0, batch_size=2)["accuracy"] == first  # scored in eval mode: no dropout
     assert clf.training
 
 

@@ -215,7 +215,7 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         bad = sorted({label for label in y if not 0 <= label < num_labels})
         if bad:
             raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
-    pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # (the EOS, unless the files name a pad)
     # Texts longer than the context keep their first block_size tokens. Each text is one example,
     # not a stream of documents: "<|endoftext|>" in a review is its characters, not a boundary.
     full = {s: tokenizer.encode_batch(texts, disallowed_special=()) for s, (texts, _) in data.items()}

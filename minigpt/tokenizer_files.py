@@ -274,7 +274,7 @@ _STALE_FILES = ("tokenizer.json", "added_tokens.json", "special_tokens_map.json"
 
 def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     """vocab.json + merges.txt (GPT2TokenizerFast opens them) and tokenizer_config.json naming the
-    special tokens, the EOS, the pad token unless it is the EOS, and a padding or truncation side
+    special tokens, the EOS, the pad token (the EOS by default), and a padding or truncation side
     other than "right". Each file is written atomically. The files of a tokenizer saved there before by
     transformers are removed, once the new ones are written: it reads tokenizer.json before
     vocab.json (so it would load the old tokenizer), and adds the tokens that added_tokens.json and
@@ -296,8 +296,8 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
         "eos_token": eos,
         "unk_token": bos,
     }
-    if pad is not None and pad != tok.eos_token_id:  # none written: transformers pads with none, minigpt with the EOS
-        config["pad_token"] = tok.id_to_token(pad)
+    if pad is not None:  # the EOS too (minigpt's default): transformers then pads as minigpt does, where it has no pad
+        config["pad_token"] = tok.id_to_token(pad)  # token of its own (and cannot batch a classifier's texts)
     config |= {side: "left" for side in ("padding_side", "truncation_side") if getattr(tok, side) == "left"}
     named = {bos, eos, config.get("pad_token")}
     config["additional_special_tokens"] = [s for s in tok.special_tokens if s not in named]

@@ -365,6 +365,16 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path,
         diff = (ours(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item()
     print(f"fine-tuned classifier: max |minigpt - transformers| = {diff:.2e}")
     assert diff < 1e-6  # measured 5e-8
+    # Texts batched by transformers' own tokenizer (a finetuner audit: it had no pad token, so
+    # padding=True and pipeline batching raised): padded with the classifier's pad, same logits.
+    from transformers import AutoTokenizer
+
+    texts = ["the speech was good indeed", "bad"]
+    batch = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
+    assert batch["input_ids"][1, -1] == hf.config.pad_token_id
+    with torch.no_grad():
+        alone = torch.cat([ours(torch.tensor([Tokenizer.from_pretrained(out).encode(t)]))[0] for t in texts])
+        assert torch.allclose(hf(**batch).logits, alone, atol=1e-5)
 
 
 def test_cli_classify_with_an_mlp_head_trains_and_reloads_it(base, tmp_path):

@@ -36,7 +36,8 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     """A classification file: one `text<TAB>label` per line, label an integer id.
 
     A first line whose label is a name, not an integer (e.g. `sentence<TAB>label`, as in SST-2),
-    is a header and is skipped; blank lines are skipped. Anything else malformed is an error naming
+    is a header and is skipped (one naming more than two columns is refused: an index column would
+    join every text); blank lines and a leading BOM are skipped. Anything else malformed is an error naming
     the line, never a silently dropped example: a first line with an empty label is an example
     missing its label, not a header. A label is ASCII digits (`int()` alone would also read
     `1_0` as 10 and other scripts' digits).
@@ -48,7 +49,8 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
         raise FileNotFoundError(f"TSV file {path} does not exist")
     texts, labels = [], []
     first = True
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+    # (A BOM, which some editors write first, would otherwise start the first text.)
+    for lineno, line in enumerate(read_text(path).removeprefix("\ufeff").splitlines(), start=1):
         if not line.strip():
             continue
         is_first, first = first, False
@@ -57,6 +59,10 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
             raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
         if not _INTEGER.fullmatch(label.strip()):
             if is_first and label.strip():
+                columns = line.split("\t")
+                if len(columns) > 2:  # e.g. GLUE's `index<TAB>sentence<TAB>label`: the index would join each text
+                    raise ValueError(f"{path}:{lineno}: the header names {len(columns)} columns ({', '.join(columns)}); "
+                                     "classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
                 continue  # the header
             raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id")
         label_id = int(label)

@@ -211,6 +211,11 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
     if cfg.num_labels is None and num_labels < 2:  # else GPTClassifier's "num_labels must be an integer ≥ 2", for a flag not given
         raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
                          "(and --max-examples), or pass --num-labels")
+    unseen = sorted(set(range(num_labels)) - set(data["train"][1]))
+    if cfg.num_labels is None and unseen:  # e.g. labels 1 and 2 (as Yelp's files number them): a class 0 that never occurs
+        raise ValueError(f"no training example is labelled {', '.join(map(str, unseen[:5]))}: labels are class ids 0 to "
+                         f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
+                         "from 0, or pass --num-labels if those classes exist but --data (or --max-examples) has none")
     for split, (_, y) in data.items():
         bad = sorted({label for label in y if not 0 <= label < num_labels})
         if bad:

@@ -239,6 +239,8 @@ def test_read_tsv(tmp_path):
     assert read_tsv(f) == (["a fine film", "awful", "with\ta tab"], [1, 0, 2])
     f.write_text("good\t1\nbad\t0\n")  # no header
     assert read_tsv(f) == (["good", "bad"], [1, 0])
+    f.write_text("\ufeffgood\t1\nbad\t0\n")  # a BOM first (some editors write one): not part of the first text
+    assert read_tsv(f) == (["good", "bad"], [1, 0])
 
 
 @pytest.mark.parametrize("content,message", [
@@ -251,6 +253,8 @@ def test_read_tsv(tmp_path):
     ("great movie\t\nbad\t0\n", r":1: label '' is not an integer"),  # a first example missing its label: no header
     ("good\t1\nbad\t1_0\n", r":2: label '1_0' is not an integer"),  # int() would read 10
     ("good\t1\nbad\t\u0661\n", r":2: label '\u0661' is not an integer"),  # Arabic-Indic one: int() reads 1
+    # GLUE's index column: it would have joined every text ('0\tgreat movie'), silently.
+    ("index\tsentence\tlabel\n0\tgreat movie\t1\n", r":1: the header names 3 columns \(index, sentence, label\); classify reads two"),
 ])
 def test_read_tsv_rejects_bad_files(tmp_path, content, message):
     f = tmp_path / "bad.tsv"
@@ -797,6 +801,9 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),
     (("--task", "classify", "--data", "empty.tsv"), "holds no examples"),
     (("--task", "classify", "--data", "zeros.tsv"), "every training example is labelled 0: a classifier needs 2 classes or more"),
+    # Labels 1 and 2 (Yelp's numbering) made a 3-class model whose class 0 never occurs (a finetuner audit).
+    (("--task", "classify", "--data", "one_two.tsv"), r"no training example is labelled 0: labels are class ids 0 to "
+                                                      r"num_labels - 1, read here as 3 classes .* or pass --num-labels"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
     (("--task", "classify", "--data", "cls.tsv", "--max-examples", "0"), r"max_examples must be >= 1 \(leave it unset for all examples\), got 0"),
     (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
@@ -820,6 +827,7 @@ def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "bad.tsv").write_text("good\t1\nno label here\n")
     (base / "empty.tsv").write_text("sentence\tlabel\n")
     (base / "zeros.tsv").write_text("bad\t0\n" * 20)
+    (base / "one_two.tsv").write_text("bad\t1\ngood\t2\n" * 10)
     args = tuple(str(base / a) if a.partition("/")[0].endswith((".txt", ".tsv")) else a for a in args)
     assert _run(base, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err

@@ -35,7 +35,6 @@ accuracy) seen, with the step each came from.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import statistics
@@ -52,7 +51,7 @@ from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
 from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
-from minigpt.lora import DEFAULT_TARGETS, LoRALinear, inject_lora, merge_lora
+from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import STATE_FILE, check_data, check_out_dir, read_log, read_state
 from minigpt.stats import peak_memory_bytes
@@ -132,11 +131,10 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
-    """Save in HF layout with the tokenizer; LoRA adapters are merged into a copy first, so the
-    checkpoint is a plain GPT-2 and the model being trained keeps its adapters."""
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
-        model = merge_lora(copy.deepcopy(model))
-    model.save_pretrained(path)  # GPT2LMHeadModel, or GPT2ForSequenceClassification for a classifier
+    """Save in HF layout with the tokenizer; LoRA adapters are merged for the time of the save
+    (`lora_merged`), so the checkpoint is a plain GPT-2 and the model being trained keeps its adapters."""
+    with lora_merged(model):
+        model.save_pretrained(path)  # GPT2LMHeadModel, or GPT2ForSequenceClassification for a classifier
     tokenizer.save_pretrained(path)
 
 

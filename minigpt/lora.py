@@ -12,12 +12,15 @@ the wrapped layer computes exactly what the pretrained one did. The update is sc
 alpha / r, which the paper found spares retuning the learning rate when the rank changes (only
 roughly: rsLoRA, Kalajdzievski 2023, shows alpha / sqrt(r) keeps the step size rank-independent).
 
-Not handled: unmerging (merge is one-way, for export), and adapters on the embeddings.
+Not handled: unmerging (`merge_lora` is one-way; `lora_merged` merges for the time of a save and
+puts back the pretrained weights it copied), and adapters on the embeddings.
 """
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -148,6 +151,33 @@ def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: in
     for name in chosen:
         check_lora_args(model.get_submodule(name), rank, alpha, dropout, name)
     return chosen
+
+
+@contextmanager
+def lora_merged(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with every adapter folded into its weight (W + (alpha / r)·B@A, as `merge_lora`),
+    for the time of the `with` block (a save), then exactly as it was: the same modules, and each
+    pretrained W back bit for bit (W + ΔW - ΔW would round), from a copy kept in CPU memory.
+
+    Why not merge a deep copy: that is a second model on the training device at every checkpoint
+    (+6 GB for gpt2-xl in fp32 on a GPU), where LoRA is chosen to save memory; here the device
+    holds one layer's ΔW at a time."""
+    swapped: list[tuple[nn.Module, str, LoRALinear, torch.Tensor]] = []
+    try:
+        for name in [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]:
+            parent_name, _, child = name.rpartition(".")
+            parent, lora = model.get_submodule(parent_name), model.get_submodule(name)
+            pretrained = lora.base.weight.detach().to("cpu", copy=True)
+            swapped.append((parent, child, lora, pretrained))
+            with torch.no_grad():
+                lora.base.weight += lora.scaling * (lora.lora_B @ lora.lora_A)  # (out, in)
+            setattr(parent, child, lora.base)
+        yield model
+    finally:
+        for parent, child, lora, pretrained in swapped:
+            with torch.no_grad():
+                lora.base.weight.copy_(pretrained)
+            setattr(parent, child, lora)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -54,6 +54,45 @@ def test_merged_equals_unmerged_and_saves_as_plain_gpt():
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_a_save_merges_for_its_time_only_and_copies_no_model(tmp_path, monkeypatch):
+    """A finetuner audit: each LoRA checkpoint merged a deep copy of the model, a second model on
+    the training device. `lora_merged` saves what merge_lora(deepcopy) saved, bit for bit, without
+    copying the model; afterwards the model is exactly as before (the same adapter modules, the
+    pretrained weights bit for bit), also when the save fails."""
+    import copy
+
+    from minigpt.finetune import export
+    from minigpt.lora import lora_merged
+    from minigpt.tokenizer import Tokenizer
+
+    model = _model()
+    inject_lora(model, rank=4, alpha=16)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(std=0.05)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapters = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    merge_lora(copy.deepcopy(model)).save_pretrained(tmp_path / "copy")
+    deepcopy = copy.deepcopy
+
+    def no_module_copies(x, memo=None):  # export copies no module now (dataclasses' asdict copies the config)
+        assert not isinstance(x, nn.Module), "a module was copied"
+        return deepcopy(x, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", no_module_copies)
+    export(model, tmp_path / "export", Tokenizer.train("a few words here and there " * 20, 270, progress=False))
+    assert (tmp_path / "copy" / "model.safetensors").read_bytes() == (tmp_path / "export" / "model.safetensors").read_bytes()
+    assert [m for m in model.modules() if isinstance(m, LoRALinear)] == adapters
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(OSError):
+        with lora_merged(model):
+            assert not any(isinstance(m, LoRALinear) for m in model.modules())
+            raise OSError("disk full")
+    assert [m for m in model.modules() if isinstance(m, LoRALinear)] == adapters
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_merging_keeps_what_apply_strategy_froze_frozen():
     model = _model()
     apply_strategy(model, "lora", lora_rank=4)

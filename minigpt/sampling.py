@@ -212,6 +212,12 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
         kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)
 
         def fused_pick(logits: torch.Tensor) -> torch.Tensor:
+            # What the torch path takes, the kernel reads too: float64 as float32 (the kernel reads
+            # 32 and 16 bits), a view strided along the vocabulary (a transpose) copied contiguous.
+            if logits.dtype == torch.float64:
+                logits = logits.float()
+            if logits.size(-1) > 1 and logits.stride(-1) != 1:
+                logits = logits.contiguous()
             tokens = fused_sample(logits, **kernel_args)
             kernel_args["offset"] += 1  # the next call: a fresh stream
             return tokens
@@ -272,7 +278,7 @@ def resolve_backend(backend: str, device: torch.device, name: str = "backend") -
             raise ValueError(f"{name}='triton' needs the `triton` package: pip install -e '.[gpu]'")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
-                             "set TRITON_INTERPRET=1 to run the kernel in Triton's CPU interpreter")
+                             "set TRITON_INTERPRET=1 (before triton is imported) to run the kernel in Triton's CPU interpreter")
     return backend
 
 

@@ -537,6 +537,7 @@ def test_an_interpreter_that_cannot_run_says_which_versions_to_install(monkeypat
     from minigpt.kernels import sampling
 
     monkeypatch.setattr(sampling, "_fused_sample_kernel", object())  # anything but a JITFunction: "interpreted"
+    monkeypatch.setattr(sampling.tl.random, "philox", object())  # and triton's own helpers interpreted too
     args = dict(temperature=torch.ones(1), top_k=torch.zeros(1, dtype=torch.int32), top_p=torch.ones(1),
                 min_p=torch.zeros(1), seed=torch.zeros(1, dtype=torch.long), offset=torch.zeros(1, dtype=torch.long))
     monkeypatch.setattr(sampling.triton, "__version__", "3.6.0")
@@ -548,3 +549,19 @@ def test_an_interpreter_that_cannot_run_says_which_versions_to_install(monkeypat
         monkeypatch.setattr(sampling.triton, "__version__", triton_version)
         monkeypatch.setattr(sampling.np, "__version__", numpy_version)
         sampling._check_inputs(torch.zeros(1, 8), args)  # these versions run: no error
+
+
+if not INTERPRETED:
+    def test_an_interpreter_switched_on_after_triton_was_imported_is_named():
+        """A kernel audit: following the CPU error's advice with triton already imported (minigpt's
+        kernels interpreted, triton's Philox compiled) failed with "Cannot call @triton.jit'd outside
+        of the scope of a kernel". It now says to set TRITON_INTERPRET=1 before triton is imported."""
+        if importlib.util.find_spec("triton") is None:
+            pytest.skip(f"triton has no wheels for {sys.platform}")  # the interpreter test above fails instead
+        code = ("import triton, torch, os; os.environ['TRITON_INTERPRET'] = '1'\n"
+                "from minigpt.sampling import sample\n"
+                "try:\n    sample(torch.randn(1, 8), seed=0, backend='triton')\n"
+                "except RuntimeError as e:\n    print(e)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                              env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
+        assert "TRITON_INTERPRET=1 was set after triton was imported: set it before" in done.stdout, done.stderr[-2000:]

@@ -352,6 +352,25 @@ def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):
     assert seen["offset"].shape == (1,) and seen["offset"].dtype == torch.int64
 
 
+def test_triton_backend_takes_the_logits_the_torch_backend_takes(monkeypatch):
+    """A kernel audit: float64 logits and a transposed view, which the torch backend samples, were
+    refused by the kernel ("logits must be float32, bfloat16 or float16", "contiguous along the
+    vocabulary"), so on a GPU, where "auto" picks the kernel, a call that worked on CPU raised.
+    They now reach it as float32, contiguous, with the same values."""
+    seen = []
+
+    def fake_fused_sample(logits, **params):
+        assert logits.dtype in (torch.float32, torch.bfloat16, torch.float16) and logits.stride(-1) == 1
+        seen.append(logits)
+        return logits.argmax(-1)
+
+    use_fake_kernel(monkeypatch, fake_fused_sample)
+    x = random_logits(11, B=3)
+    for logits in (x.double(), x.t().contiguous().t()):
+        assert torch.equal(sample(logits, top_p=0.9, seed=1, backend="triton"), x.argmax(-1))
+        assert torch.equal(seen.pop(), x)
+
+
 def test_per_row_parameters_of_the_wrong_length_are_named_by_every_entry_point():
     """filter_logits and apply_penalties failed inside torch ("The size of tensor a (2) must match..."),
     and ids outside the vocabulary with an indexing error; sample named the parameter."""

@@ -168,6 +168,11 @@ def _check_inputs(logits: torch.Tensor, params: dict[str, torch.Tensor]) -> None
     if logits.device.type != "cuda" and not interpreted:
         raise ValueError(f"fused_sample runs on CUDA tensors, got {logits.device.type}; on CPU, set "
                          "TRITON_INTERPRET=1 before importing triton to run it in Triton's interpreter")
+    if interpreted and isinstance(tl.random.philox, triton.runtime.JITFunction):
+        # minigpt's kernels were made after TRITON_INTERPRET=1 was set, triton's own helpers
+        # (Philox, cumsum) before: the interpreter cannot call them ("@triton.jit'd outside of a kernel").
+        raise RuntimeError("TRITON_INTERPRET=1 was set after triton was imported: set it before (in the shell, or "
+                           "before any import of triton, torch._inductor or minigpt.kernels)")
     if interpreted and _interpreter_breaks_on_numpy():
         raise RuntimeError(f"Triton {triton.__version__}'s CPU interpreter cannot run with NumPy {np.__version__} "
                            "(it turns 1-element arrays into scalars, which NumPy 2.4 forbids); "

@@ -333,6 +333,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
                          f"build ({detail}); {differ}. Drop the flags that change the model, or start a new run with "
                          "another --out") from None
     scaler.load_state_dict(state["scaler"])
+    if rt.is_main:
+        print(f"resuming the run in {out} at step {state['step']} of {cfg.max_iters}")
     for note in notes:
         if note and rt.is_main:
             print(note)
@@ -402,7 +404,8 @@ def truncate_log(out: Path, step: int) -> None:
 
 
 def plot_log(out: Path) -> None:
-    """Draw train and val loss against step from log.jsonl into loss.png."""
+    """Draw train and val loss against step from log.jsonl into loss.png, and a classifier's val
+    accuracy on a second axis (its loss is per text, not per token)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: draw straight into a file
@@ -414,8 +417,15 @@ def plot_log(out: Path) -> None:
         points = [(r["step"], r[key]) for r in records if key in r]
         if points:
             ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
-    ax.set(xlabel="step", ylabel="loss (nats/token)", title=str(out))
-    ax.legend()
+    accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
+    ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=str(out))
+    handles = ax.get_legend_handles_labels()
+    if accuracy:
+        right = ax.twinx()
+        right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
+        right.set_ylabel("accuracy")
+        handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
+    ax.legend(*handles)
     ax.grid(alpha=0.3)
     with atomic_path(out / PLOT_FILE) as tmp:
         fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp

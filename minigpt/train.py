@@ -268,6 +268,8 @@ def train_loop(
         """An evaluation: best/ if it is the best yet, its log record, the checkpoint and the curve."""
         nonlocal best, last_saved
         record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
+        if rt.is_main:  # shown as it comes, not only in log.jsonl
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
         improved = record["val_loss"] < best
         if improved:
             best = record["val_loss"]

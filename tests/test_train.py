@@ -1592,6 +1592,11 @@ def test_plot_log_draws_the_val_curve(tmp_path, monkeypatch):
     minigpt.run_dir.plot_log(tmp_path)
     assert drawn == {"train": ([1, 2, 4], [5.0, 4.0, 3.0]), "val": ([2, 4], [4.5, 3.5])}
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # A classifier's log (a finetuner audit: its accuracy was not drawn): accuracy beside the losses.
+    records[1]["val_accuracy"], records[2]["val_accuracy"] = 0.6, 0.7
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    minigpt.run_dir.plot_log(tmp_path)
+    assert drawn["val accuracy"] == ([2, 4], [0.6, 0.7])
 
 
 def test_stop_signal_handles_sigterm_and_sigint_and_restores_them():

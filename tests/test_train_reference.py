@@ -238,7 +238,11 @@ def test_dropout_is_on_in_the_steps_and_off_in_evaluation(corpus, tmp_path, monk
 
 
 def finetune(corpus: Path, out: Path, *flags) -> None:
-    args = ["--init", corpus / "base", "--out", out, "--seed", 3, *RUN_FLAGS, *flags]
+    run_flags = RUN_FLAGS
+    if "classify" in flags:  # it scores every val example: no --eval-iters
+        i = RUN_FLAGS.index("--eval-iters")
+        run_flags = RUN_FLAGS[:i] + RUN_FLAGS[i + 2:]
+    args = ["--init", corpus / "base", "--out", out, "--seed", 3, *run_flags, *flags]
     assert minigpt.finetune.main([str(a) for a in args]) == 0
 
 
@@ -316,6 +320,14 @@ def test_finetune_classify_matches_gpt2_for_sequence_classification(corpus, tmp_
     """The head reads the last real token of right-padded rows, as HF's does with pad_token_id set.
     The new head always trains: alone (frozen), or with the last 2 blocks and ln_f (partial)."""
     seen = spy_on_train_loop(monkeypatch, minigpt.finetune)
+    scored = []  # the val examples each evaluation scores: (ids, labels)
+    real_score = minigpt.finetune.score_examples
+
+    def score_examples(model, ids, labels, *args):
+        scored.append((ids, labels))
+        return real_score(model, ids, labels, *args)
+
+    monkeypatch.setattr(minigpt.finetune, "score_examples", score_examples)
     out = tmp_path / "out"
     flags = ["--n-trainable-blocks", 2] if strategy == "partial" else []
     finetune(corpus, out, "--task", "classify", "--data", corpus / "cls.tsv", "--strategy", strategy, *flags)
@@ -328,7 +340,10 @@ def test_finetune_classify_matches_gpt2_for_sequence_classification(corpus, tmp_
     trainable = {n for n, _ in ref.named_parameters() if strategy == "full" or (strategy == "partial" and n.startswith(PARTIAL))}
     trainable.add("score.weight")
     losses, norms = train_reference(ref, trainable, seen["train"], classify_loss)
-    assert_same_run(out, losses, norms, val_loss_of(ref, seen["val"], classify_loss))
+    ids, labels = scored[-1]  # every val example, each alone here (no padding): the mean cross-entropy
+    assert len(ids) > 1 and not seen["val"], "classify evaluates every val example, sampling no batch"
+    val = [(torch.tensor([row]), torch.ones(1, len(row), dtype=torch.long), torch.tensor([y])) for row, y in zip(ids, labels)]
+    assert_same_run(out, losses, norms, val_loss_of(ref, val, classify_loss))
     got = hf(GPT2ForSequenceClassification, out)
     assert_same_weights(got, ref)
     start = dict(hf(GPT2ForSequenceClassification, tmp_path / "init").named_parameters())

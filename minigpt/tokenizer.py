@@ -401,18 +401,17 @@ class Tokenizer:
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
         layout), with any added tokens, and the eos_token, pad_token, padding_side and truncation_side
-        its files name: what
-        transformers reads, in its order (minigpt/tokenizer_files.py's `read_hf`). "gpt2" (when no
-        such directory exists) means the shipped checkpoints/gpt2."""
+        its files name: what transformers reads, in its order (minigpt/tokenizer_files.py's
+        `read_hf`). "gpt2" (when no such directory exists) means the shipped checkpoints/gpt2."""
         from minigpt.tokenizer_files import read_hf
 
         vocab, merges, special_tokens, settings = read_hf(path)
         return cls(vocab, merges, special_tokens, **settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, pad_token unless
-        it is the EOS, and a padding_side or truncation_side of "left"), atomically; transformers' GPT2TokenizerFast opens the directory and
-        gives the same ids, and pads with the same id."""
+        """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, pad_token (the
+        EOS unless another), and a padding_side or truncation_side of "left"), atomically;
+        transformers' GPT2TokenizerFast opens the directory, gives the same ids and pads with the same id."""
         from minigpt.tokenizer_files import write_hf
 
         write_hf(self, path)

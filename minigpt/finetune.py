@@ -7,8 +7,10 @@ new head labels each text; its TSV data, batches and accuracy are minigpt/classi
 
 The four classic strategies, cheapest first:
 - frozen:  the pretrained model is fixed; only a *new* head trains, on the model's features
-           (a linear probe, or a small MLP). For `lm` there is no new head, the LM head is the
-           pretrained `wte`, so `frozen` would train nothing and is refused.
+           (a linear probe, or a small MLP). Frozen is not eval mode: the blocks keep the
+           checkpoint's dropout while training, noise on the features (`--dropout 0` turns it
+           off). For `lm` there is no new head, the LM head is the pretrained `wte`, so `frozen`
+           would train nothing and is refused.
 - lora:    every pretrained weight is fixed; low-rank adapters on the attention/MLP projections
            train (`minigpt/lora.py`), and are merged into the weights when saved.
 - partial: the last N blocks and `ln_f` train, the rest is frozen. GPT-2 ties the LM head to the

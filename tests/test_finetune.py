@@ -57,6 +57,21 @@ def _train(model, batch, steps: int = 5, lr: float = 1e-2):
     return opt
 
 
+def test_frozen_blocks_keep_their_dropout_while_the_head_trains():
+    """What README says of `frozen` (a finetuner audit found it undocumented): frozen is not eval
+    mode. The frozen blocks run with the model's dropout in training, so the head's features vary
+    from call to call; with dropout 0 they do not."""
+    for rate, varies in ((0.3, True), (0.0, False)):
+        torch.manual_seed(0)
+        clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=64, bos_token_id=0, eos_token_id=0, dropout=rate)), 2)
+        apply_strategy(clf, "frozen")
+        clf.train()
+        idx = torch.randint(1, 64, (4, 6))
+        with torch.no_grad():
+            first, second = clf(idx)[0], clf(idx)[0]
+        assert (not torch.equal(first, second)) == varies
+
+
 @pytest.mark.parametrize("task,strategy", [("lm", s) for s in LM_STRATEGIES] + [("classify", s) for s in STRATEGIES]
                          + [("classify-mlp", s) for s in STRATEGIES])
 def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(task, strategy):

@@ -437,6 +437,34 @@ def test_a_max_near_its_dtypes_largest_value_still_narrows(device: str, splits: 
             assert tokens.tolist() == [7, 7], f"{dtype} max {m}, top_k={k}, top_p={top_p}: {tokens.tolist()}"
 
 
+if INTERPRETED:
+    @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+    @pytest.mark.parametrize("setting", [ROWS[0], ROWS[4], ROWS[9]], ids=["T", "all", "top-p+min-p"])
+    def test_stratified_uniforms_draw_each_token_its_exact_share(monkeypatch, splits: int, setting: tuple):
+        """An exact check of the distribution, no statistical slack (a kernel audit's harness): the
+        draw is inverse-CDF sampling of one uniform per row, so n copies of a row given the uniforms
+        (r + 1/2) / n, r = 0 .. n-1, must draw each token round(n · p) times, ±1, p transformers'.
+        The interpreter looks `row_uniform` up when the kernel runs, so it can be swapped here."""
+        import triton
+        import triton.language as tl
+
+        from minigpt.kernels import sampling, sampling_split
+
+        @triton.jit
+        def stratified_uniform(seed_ptr, offset_ptr, row):  # seed = n: row r's uniform is (r + 1/2) / n
+            return (row.to(tl.float32) + 0.5) / tl.load(seed_ptr).to(tl.float32)
+
+        monkeypatch.setattr(sampling, "row_uniform", stratified_uniform)
+        monkeypatch.setattr(sampling_split, "row_uniform", stratified_uniform)
+        n, row = 64, random_logits(1, 48, seed=11)[0]
+        tokens = sampling.fused_sample(row.expand(n, -1), **params([setting] * n, "cpu"), **seed_offset(n, 0, "cpu"),
+                                       splits=splits)
+        counts = torch.bincount(tokens, minlength=row.numel()).double()
+        want = n * reference_probs(row, *setting).double()
+        print(f"{setting}, splits {splits}: max |count - n·p| = {(counts - want).abs().max():.3f}")
+        assert (counts - want).abs().max() <= 1
+
+
 @on_devices
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
 def test_same_seed_same_tokens_and_offset_moves_the_stream(device: str, splits: int):

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
@@ -153,9 +152,9 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # (summed loss, right answers)
     for i in range(rank * batch_size, len(ids), world * batch_size):
         idx, mask = pad_right(ids[i : i + batch_size], pad_id)
-        logits, _ = model(idx.to(device), mask.to(device))
         y = torch.tensor(labels[i : i + batch_size], device=device)
-        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum"), (logits.argmax(-1) == y).sum()])
+        logits, loss = model(idx.to(device), mask.to(device), y)  # loss: the batch's mean, as in training
+        sums += torch.stack([loss * len(y), (logits.argmax(-1) == y).sum()])
     if world > 1:
         dist.all_reduce(sums)
     model.train(was_training)

@@ -153,9 +153,17 @@ def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: in
     return chosen
 
 
+def lora_layers(model: nn.Module) -> list[tuple[nn.Module, str, LoRALinear]]:
+    """Every adapter in `model` as (parent module, attribute name, LoRALinear): where to put the
+    plain layer back."""
+    wrapped = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    return [(model.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2], model.get_submodule(name))
+            for name in wrapped]
+
+
 @contextmanager
 def lora_merged(model: nn.Module) -> Iterator[nn.Module]:
-    """The model with every adapter folded into its weight (W + (alpha / r)·B@A, as `merge_lora`),
+    """The model with every adapter folded into its weight (`LoRALinear.merged`, as `merge_lora`),
     for the time of the `with` block (a save), then exactly as it was: the same modules, and each
     pretrained W back bit for bit (W + ΔW - ΔW would round), from a copy kept in CPU memory.
 
@@ -164,28 +172,21 @@ def lora_merged(model: nn.Module) -> Iterator[nn.Module]:
     holds one layer's ΔW at a time."""
     swapped: list[tuple[nn.Module, str, LoRALinear, torch.Tensor]] = []
     try:
-        for name in [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]:
-            parent_name, _, child = name.rpartition(".")
-            parent, lora = model.get_submodule(parent_name), model.get_submodule(name)
-            pretrained = lora.base.weight.detach().to("cpu", copy=True)
-            swapped.append((parent, child, lora, pretrained))
-            with torch.no_grad():
-                lora.base.weight += lora.scaling * (lora.lora_B @ lora.lora_A)  # (out, in)
-            setattr(parent, child, lora.base)
+        for parent, child, lora in lora_layers(model):
+            swapped.append((parent, child, lora, lora.base.weight.detach().to("cpu", copy=True)))
+            setattr(parent, child, lora.merged())
         yield model
     finally:
         for parent, child, lora, pretrained in swapped:
             with torch.no_grad():
                 lora.base.weight.copy_(pretrained)
+            lora.base.requires_grad_(False)  # (merged() gave back the flags it had before it was wrapped)
             setattr(parent, child, lora)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight, in place, and return the model: a plain GPT (or
     GPTClassifier) again, which saves in Hugging Face's layout."""
-    wrapped = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
-    for name in wrapped:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, getattr(parent, child).merged())
+    for parent, child, lora in lora_layers(model):
+        setattr(parent, child, lora.merged())
     return model

@@ -73,6 +73,7 @@ def test_a_save_merges_for_its_time_only_and_copies_no_model(tmp_path, monkeypat
                 m.lora_B.normal_(std=0.05)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adapters = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    trains = {n: p.requires_grad for n, p in model.named_parameters()}  # the base weights frozen, A and B not
     merge_lora(copy.deepcopy(model)).save_pretrained(tmp_path / "copy")
     deepcopy = copy.deepcopy
 
@@ -85,6 +86,7 @@ def test_a_save_merges_for_its_time_only_and_copies_no_model(tmp_path, monkeypat
     assert (tmp_path / "copy" / "model.safetensors").read_bytes() == (tmp_path / "export" / "model.safetensors").read_bytes()
     assert [m for m in model.modules() if isinstance(m, LoRALinear)] == adapters
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == trains
     with pytest.raises(OSError):
         with lora_merged(model):
             assert not any(isinstance(m, LoRALinear) for m in model.modules())

@@ -122,15 +122,15 @@ class GPTConfig:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
     def fits_tokenizer(self, vocab_size: int, eos_token_id: int | None) -> bool:
-        """Whether a tokenizer of `vocab_size` ids, <|endoftext|> = `eos_token_id`, can be this model's own.
+        """Whether a tokenizer of `vocab_size` ids, its EOS (end-of-text) id `eos_token_id`, can be this model's own.
 
-        An id is only a row number, so what can be compared is the size and the <|endoftext|> id.
+        An id is only a row number, so what can be compared is the size and the EOS id.
         The model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
         matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
-        extra rows. So a smaller tokenizer fits only when its <|endoftext|> id is known and is the
+        extra rows. So a smaller tokenizer fits only when its EOS id is known and is the
         model's (one of them, where config.json lists several), which another tokenizer's (the
         4,096-token Shakespeare one's is 4095) is not.
-        A config whose <|endoftext|> id is no row of the model (`has_stale_eos`) tells nothing:
+        A config whose EOS id is no row of the model (`has_stale_eos`) tells nothing:
         then only the size is compared.
         """
         if self.has_stale_eos:
@@ -145,14 +145,14 @@ class GPTConfig:
         if self.fits_tokenizer(vocab_size, eos_token_id):
             return None
         def eos(ids) -> str:
-            return "no <|endoftext|>" if ids is None else f"<|endoftext|> = {ids}"
+            return "no EOS" if ids is None else f"EOS = {ids}"
 
         return (f"{model} has a {self.vocab_size}-token vocabulary ({eos(self.eos_token_id)}), but {tokenizer} "
                 f"has {vocab_size} ({eos(eos_token_id)}): its ids would mean other tokens to the model")
 
     @property
     def has_stale_eos(self) -> bool:
-        """config.json names no <|endoftext|> the model has a row for: null, or GPT-2's 50256 in a
+        """config.json names no EOS the model has a row for: null, or GPT-2's 50256 in a
         smaller vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints
         still load). Of a list of EOS ids, one such id makes the list stale: it was written for
         another vocabulary. The CLI and the text functions then end texts at the tokenizer's."""
@@ -164,7 +164,7 @@ class GPTConfig:
         return self.bos_token_id is not None and 0 <= self.bos_token_id < self.vocab_size
 
     def replace_stale_eos(self, eos_token_id: int | None) -> bool:
-        """Take the tokenizer's <|endoftext|> id in place of a stale one (`has_stale_eos`), as the
+        """Take the tokenizer's EOS id in place of a stale one (`has_stale_eos`), as the
         begin token too (GPT-2 uses one token for both). Returns whether it did."""
         if not self.has_stale_eos or eos_token_id is None:
             return False

@@ -297,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
         stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
         which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
-        named = (f"names <|endoftext|> = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
-                 if cfg.eos_ids else "names no <|endoftext|> (eos_token_id null)")
+        named = (f"names eos_token_id = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
+                 if cfg.eos_ids else "names no EOS (eos_token_id null)")
         if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
             print(f"{parser.prog}: warning: {model_dir}/config.json {named}; using the tokenizer's "
                   f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in config.json to silence this",

@@ -80,7 +80,7 @@ def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs
 def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | None:
     """The text functions' tokenizer must be the model's own (`GPTConfig.fits_tokenizer`): another's
     ids mean other tokens to the model, and a larger one's ids would fail only at the decode, after
-    all the work. A model whose config names no <|endoftext|> it has (`has_stale_eos`: a preset
+    all the work. A model whose config names no EOS it has (`has_stale_eos`: a preset
     given another vocab_size keeps GPT-2's 50256) ends its texts at the tokenizer's, as the CLI
     does: `kwargs` gets the tokenizer's eos_token_id, unless the caller gave one. (A tokenizer that
     only encodes and decodes, with no vocab_size, is taken on trust.)

@@ -81,8 +81,8 @@ def test_cli_refuses_another_tokenizer_but_takes_a_padded_vocabulary(model_dir, 
     other = tmp_path / "other_tok"  # 300 tokens, <|endoftext|> = 299
     Tokenizer.train(TEXT * 4, 300).save_pretrained(other)
     assert main([str(model_dir), str(tmp_path / "t.txt"), "--tokenizer", str(other)]) == 2
-    assert (f"the model {model_dir} has a 50257-token vocabulary (<|endoftext|> = 50256), but the tokenizer in {other} has 300 "
-            "(<|endoftext|> = 299): its ids would mean other tokens to the model") in capsys.readouterr().err
+    assert (f"the model {model_dir} has a 50257-token vocabulary (EOS = 50256), but the tokenizer in {other} has 300 "
+            "(EOS = 299): its ids would mean other tokens to the model") in capsys.readouterr().err
     padded = tmp_path / "padded"
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50304, n_positions=32, n_embd=32, n_head=2)).save_pretrained(padded)
     assert main([str(padded), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 0
@@ -135,8 +135,8 @@ def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
     small = tmp_path / "small_vocab"  # a model whose vocabulary is smaller than the tokenizer's
     GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, n_positions=32, n_embd=32, n_head=2)).save_pretrained(small)
     assert main([str(small), str(tmp_path / "t.txt"), "--tokenizer", str(model_dir)]) == 2  # not an IndexError
-    assert (f"the model {small} has a 300-token vocabulary (no <|endoftext|>), but the tokenizer in {model_dir} has 50257 "
-            "(<|endoftext|> = 50256)") in capsys.readouterr().err
+    assert (f"the model {small} has a 300-token vocabulary (no EOS), but the tokenizer in {model_dir} has 50257 "
+            "(EOS = 50256)") in capsys.readouterr().err
     GPTClassifier(GPT.from_pretrained(model_dir), num_labels=2).save_pretrained(tmp_path / "clf")  # what finetune --task classify writes
     assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2
     assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); eval scores a language model" in capsys.readouterr().err

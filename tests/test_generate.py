@@ -1695,16 +1695,16 @@ def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tm
     (old / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256, "bos_token_id": 50256}))
     assert main(["--model", str(old), "--prompt", "To be", "--max-new-tokens", "20", "-n", "2", "--seed", "0",
                  "--stop", "o"]) == 0  # a row ends at its stop string and is padded: with 50256, an index error
-    assert "names <|endoftext|> = 50256, which this 280-token model does not have; using the tokenizer's (279)" \
+    assert "names eos_token_id = 50256, which this 280-token model does not have; using the tokenizer's (279)" \
         in capsys.readouterr().err
     # A list with one stale id names that one: the model does have the other.
     (old / "config.json").write_text(json.dumps({**config, "eos_token_id": [279, 50256], "bos_token_id": 50256}))
     assert main(["--model", str(old), "--prompt", "To be", "--max-new-tokens", "3", "--seed", "0"]) == 0
-    assert "names <|endoftext|> = [279, 50256], whose 50256 this 280-token model does not have" in capsys.readouterr().err
+    assert "names eos_token_id = [279, 50256], whose 50256 this 280-token model does not have" in capsys.readouterr().err
     # null (no EOS): the tokenizer's too, and an empty prompt starts from it.
     (old / "config.json").write_text(json.dumps({**config, "eos_token_id": None, "bos_token_id": None}))
     assert main(["--model", str(old), "--prompt", "", "--max-new-tokens", "3", "--seed", "0"]) == 0
-    assert "names no <|endoftext|> (eos_token_id null); using the tokenizer's (279)" in capsys.readouterr().err
+    assert "names no EOS (eos_token_id null); using the tokenizer's (279)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("beams", [[], ["--num-beams", "2"]], ids=["sampled", "beams"])
@@ -1921,8 +1921,8 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     shutil.copytree(tiny_checkpoint, mixed)
     Tokenizer.from_pretrained("gpt2").save_pretrained(mixed)  # GPT-2's, as shipped
     assert main(["--model", str(mixed), "--prompt", "To be", "--max-new-tokens", "2"]) == 2
-    assert f"the model {mixed} has a 280-token vocabulary (<|endoftext|> = 279), but the tokenizer in {mixed} has 50257 " \
-           "(<|endoftext|> = 50256): its ids would mean other tokens to the model; pass --tokenizer with the model's own " \
+    assert f"the model {mixed} has a 280-token vocabulary (EOS = 279), but the tokenizer in {mixed} has 50257 " \
+           "(EOS = 50256): its ids would mean other tokens to the model; pass --tokenizer with the model's own " \
            "tokenizer" in capsys.readouterr().err
 
 
@@ -1944,7 +1944,7 @@ def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tm
     assert main(["--model", str(bare), "--tokenizer", str(tiny_checkpoint), *args]) == 0
     assert capsys.readouterr().out == whole
     assert main(["--model", str(bare), "--tokenizer", "gpt2", *args]) == 2  # GPT-2's is not this model's
-    assert f"the model {bare} has a 280-token vocabulary (<|endoftext|> = 279), but the tokenizer in gpt2 has 50257" in \
+    assert f"the model {bare} has a 280-token vocabulary (EOS = 279), but the tokenizer in gpt2 has 50257" in \
         capsys.readouterr().err
     assert main(["--model", str(bare), "--tokenizer", str(tmp_path / "none"), *args]) == 2
     assert f"tokenizer directory {tmp_path / 'none'} does not exist" in capsys.readouterr().err

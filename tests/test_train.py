@@ -1196,8 +1196,8 @@ def test_init_refuses_data_from_another_tokenizer(tmp_path, vocab_size, eos, ref
     cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None,
                    n_embd=None, max_iters=1, eval_iters=1)
     if refused:
-        message = (f"--init {tmp_path / 'start'} has a {vocab_size}-token vocabulary (<|endoftext|> = {eos}), "
-                   f"but the data's tokenizer has {VOCAB} (<|endoftext|> = {VOCAB - 1})")
+        message = (f"--init {tmp_path / 'start'} has a {vocab_size}-token vocabulary (EOS = {eos}), "
+                   f"but the data's tokenizer has {VOCAB} (EOS = {VOCAB - 1})")
         with pytest.raises(ValueError, match=re.escape(message)):
             pretrain(cfg)
         assert not (tmp_path / "out").exists()

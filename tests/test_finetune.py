@@ -824,8 +824,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
     # GPT-2's tokenizer beside a model trained with a 300-token one: its ids mean other tokens.
     # (It named "the data's tokenizer" and said to tokenize again, `minigpt train`'s remedy: here --tokenizer is the one.)
-    (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(<\|endoftext\|> = 299\), but "
-                                                             r"--tokenizer \S+ has 50257 \(<\|endoftext\|> = 50256\).*"
+    (("--data", "corpus.txt", "--tokenizer", str(GPT2_DIR)), r"has a 300-token vocabulary \(EOS = 299\), but "
+                                                             r"--tokenizer \S+ has 50257 \(EOS = 50256\).*"
                                                              r"Drop --tokenizer \(the tokenizer is then read from --init\)"),
     (("--data", "corpus.txt", "--strategy", "partial", "--n-trainable-blocks", "3"), r"must be an integer in \[0, 2\]"),
     (("--task", "classify", "--data", "cls.tsv", "--head-hidden", "256,x"), "head_hidden must be comma-separated integer widths"),

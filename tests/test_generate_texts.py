@@ -385,7 +385,7 @@ def test_text_functions_refuse_another_tokenizer_and_end_at_the_tokenizers_eos()
     tok = Tokenizer.from_pretrained(root / "shakespeare")
     shipped = GPT.from_pretrained(root / "shakespeare")
     gpt2_tok = Tokenizer.from_pretrained(root / "gpt2")
-    message = r"4096-token vocabulary \(<\|endoftext\|> = 4095\), but the tokenizer has 50257 .* pass the model's own tokenizer"
+    message = r"4096-token vocabulary \(EOS = 4095\), but the tokenizer has 50257 .* pass the model's own tokenizer"
     for call in (lambda: generate_text(shipped, gpt2_tok, "ROMEO:"), lambda: generate_texts(shipped, gpt2_tok, ["ROMEO:"]),
                  lambda: next(stream_text(shipped, gpt2_tok, "ROMEO:"))):
         with pytest.raises(ValueError, match=message):

@@ -27,8 +27,16 @@ PRESETS: dict[str, dict] = {
 
 # The names OpenAI's four sizes go by (on the Hub: openai-community/NAME); one tokenizer serves all.
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-# The repository's checkpoints/: the shipped models and GPT-2's tokenizer, and GPT-2's weights once fetched.
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+# The shipped checkpoints (checkpoints/shakespeare, and GPT-2's tokenizer in checkpoints/gpt2): the
+# repository's checkpoints/ in a checkout (pip install -e .), or the copy that a wheel (pip install .)
+# puts inside the package, as pyproject.toml's package-dir says.
+_PACKAGED = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "checkpoints"
+# Where `minigpt download NAME` puts GPT-2's weights, and --model NAME looks first: checkpoints/ in a
+# checkout; a user cache for an installed package, since site-packages may be read-only and a
+# reinstall would delete what it holds (6 GB for gpt2-xl).
+DOWNLOADS = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt" if _PACKAGED.is_dir()
+             else CHECKPOINTS)
 
 
 def gpt2_name(path: str | os.PathLike) -> str | None:

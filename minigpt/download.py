@@ -3,7 +3,8 @@
 Where it sits: before everything else. Hub → checkpoints/NAME/{config.json, model.safetensors,
 vocab.json, merges.txt} → `GPT.from_pretrained` and `Tokenizer.from_pretrained`. A size named
 where a directory is expected (`GPT.from_pretrained("gpt2")`, `--model gpt2-xl`) is looked up by
-`find_gpt2`: checkpoints/NAME, then the Hugging Face cache, and only then fetched.
+`find_gpt2`: checkpoints/NAME, then the Hugging Face cache, and only then fetched. (checkpoints/ is
+the checkout's; a package installed from a wheel uses ~/.cache/minigpt instead: config.DOWNLOADS.)
 
 How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses it):
 1. HEAD {base}/{repo}/resolve/main/{file}, *without* following redirects, tells the size and hash:
@@ -44,7 +45,7 @@ from urllib.parse import urljoin
 
 from tqdm import tqdm
 
-from minigpt.config import CHECKPOINTS, GPT2_SIZES
+from minigpt.config import DOWNLOADS, GPT2_SIZES
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # small ones first: fail fast
@@ -221,14 +222,14 @@ def download_lock(out: Path) -> Iterator[None]:
 
 def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str | None = None,
                   retries: int = 3, progress: bool = True) -> Path:
-    """Fetch GPT-2 `name` into `out` (default checkpoints/NAME); returns the directory."""
+    """Fetch GPT-2 `name` into `out` (default DOWNLOADS/NAME: checkpoints/NAME in a checkout); returns the directory."""
     if name not in MODELS:
         raise DownloadError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
                             f"(from --base-url or ${BASE_URL_ENV})")
-    out = Path(out) if out is not None else CHECKPOINTS / name  # where find_gpt2 looks first
+    out = Path(out) if out is not None else DOWNLOADS / name  # where find_gpt2 looks first
     if out.exists() and not out.is_dir():
         raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
     created = not out.exists()
@@ -281,14 +282,20 @@ def hf_cache_snapshot(name: str) -> Path | None:
 
 
 def find_gpt2(name: str, progress: bool = True) -> Path:
-    """The directory of GPT-2 `name` (one of the four sizes) on this machine: checkpoints/NAME once
-    it holds the weights (`minigpt download NAME` puts them there), else the Hugging Face cache's
-    copy; else it is downloaded into checkpoints/NAME now, as `minigpt download NAME` would."""
-    local = CHECKPOINTS / name
+    """The directory of GPT-2 `name` (one of the four sizes) on this machine: DOWNLOADS/NAME
+    (checkpoints/NAME in a checkout) once it holds the weights (`minigpt download NAME` puts them
+    there), else the Hugging Face cache's copy; else it is downloaded there now, as `minigpt
+    download NAME` would."""
+    local = DOWNLOADS / name
     if (local / "config.json").is_file() and (local / "model.safetensors").is_file():
         return local
     if (cached := hf_cache_snapshot(name)) is not None:
         return cached
+    # Offline mode, as huggingface_hub and transformers read it: find, never fetch.
+    if offline := next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                        if os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")), None):
+        raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache, and ${offline} is set "
+                            f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun every process would fetch it into one place at once
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache; fetch it before "
                             f"torchrun starts: minigpt download {name}")
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Download GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) from the "
                     "Hugging Face Hub, resuming partial downloads and checking each file's size and hash.")
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
-    parser.add_argument("--out", type=Path, help=f"directory to write (default: {CHECKPOINTS}/NAME, where GPT.from_pretrained(NAME) and --model NAME look)")
+    parser.add_argument("--out", type=Path, help=f"directory to write (default: {DOWNLOADS}/NAME, where GPT.from_pretrained(NAME) and --model NAME look)")
     parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
     parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection (default: 3)")
     args = parser.parse_args(argv)
@@ -318,6 +325,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    by = repr(args.name) if out.resolve() == (CHECKPOINTS / args.name).resolve() else repr(str(out))  # find_gpt2 looks there
+    by = repr(args.name) if out.resolve() == (DOWNLOADS / args.name).resolve() else repr(str(out))  # find_gpt2 looks there
     print(f"{args.name} is in {out}; load it with GPT.from_pretrained({by})")
     return 0

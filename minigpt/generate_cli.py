@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from minigpt.config import CHECKPOINTS
 from minigpt.files import read_text_or_stdin, source_name
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
@@ -25,7 +26,7 @@ from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, gen
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
-DEFAULT_MODEL = str(Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare")
+DEFAULT_MODEL = str(CHECKPOINTS / "shakespeare")
 
 
 def unescape(text: str) -> str:

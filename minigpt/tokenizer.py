@@ -36,16 +36,16 @@ import operator
 import os
 from collections.abc import Collection, Iterable, Sequence
 from itertools import chain, repeat
-from pathlib import Path
 from typing import Literal
 
 import regex
 
+from minigpt.config import CHECKPOINTS
 from minigpt.pretokenize import (CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token, token_to_str,
                                  without_surrogates)
 
-# GPT-2's own vocab.json + merges.txt, shipped in the repo (OpenAI's MIT notice beside them).
-GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
+# GPT-2's own vocab.json + merges.txt, shipped in checkpoints/gpt2 (OpenAI's MIT notice beside them).
+GPT2_DIR = CHECKPOINTS / "gpt2"
 
 # ---- 3. Merging (steps 1 and 2, bytes and chunks, are minigpt/pretokenize.py) ---------------------
 # Merging works on ids: a chunk comes in as the ids of its UTF-8 bytes. It needs two tables, which

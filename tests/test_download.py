@@ -512,9 +512,10 @@ def test_two_downloads_into_one_directory_take_turns(hub, tmp_path, capsys):
 def by_name(tmp_path, monkeypatch):
     """Where a GPT-2 name is looked up, moved into tmp_path: checkpoints/ (`ck`) and the Hugging Face
     cache (`hf`); run from an empty directory, so no `./gpt2` is found first."""
-    monkeypatch.setattr(download, "CHECKPOINTS", tmp_path / "ck")
+    monkeypatch.setattr(download, "DOWNLOADS", tmp_path / "ck")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name in ("WORLD_SIZE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     return tmp_path
@@ -555,6 +556,20 @@ def test_a_gpt2_name_is_found_in_checkpoints_then_the_hf_cache_and_else_download
     (by_name / "cwd" / "gpt2").mkdir()  # a directory of that name wins over the name, as in transformers
     with pytest.raises(FileNotFoundError, match="no config.json in gpt2"):
         GPT.from_pretrained("gpt2")
+
+
+@pytest.mark.parametrize("variable, value", [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "true")])
+def test_offline_mode_finds_a_gpt2_name_but_never_fetches_it(hub, by_name, monkeypatch, variable, value):
+    """The variables that make huggingface_hub and transformers stay offline do so for minigpt too."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv(variable, value)
+    asked = len(hub.requests)
+    with pytest.raises(DownloadError, match=rf"gpt2 is neither in .* and \${variable} is set \(offline mode\)"):
+        GPT.from_pretrained("gpt2")
+    assert len(hub.requests) == asked and not (by_name / "ck" / "gpt2").exists()
+    cached = GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    hf_cache_entry(by_name / "hf", "models--openai-community--gpt2", cached)
+    assert same_weights(GPT.from_pretrained("gpt2"), cached)  # what is on this machine is still found
 
 
 def test_minigpt_download_alone_writes_where_a_name_is_looked_up(hub, by_name, capsys):

@@ -48,3 +48,38 @@ def test_shipped_tokenizer_round_trips():
     for text in ["ROMEO:\nBut, soft! what light through yonder window breaks?", "  odd  spacing\t\n\n", "naïve café — ünïcödé 🙂"]:
         assert tok.decode(tok.encode(text)) == text
     assert tok.eos_token_id == GPT.from_pretrained(SHIPPED).config.eos_token_id
+
+
+def test_a_wheel_runs_without_the_checkout(tmp_path):
+    """`pip install .` (not -e) gives a package that finds its shipped checkpoints inside itself,
+    and sends GPT-2 downloads to a user cache, not into site-packages. A wheel of pure Python is a
+    zip: unpacked onto PYTHONPATH, it is what pip would install; run from elsewhere, the checkout's
+    checkpoints/ cannot be what it finds."""
+    import shutil
+    import zipfile
+
+    # Built from a copy of what the wheel is made of: setuptools writes build/ beside pyproject.toml.
+    repo, src = Path(__file__).resolve().parent.parent, tmp_path / "src"
+    for part in ("pyproject.toml", "README.md", *(f"checkpoints/gpt2/{f}" for f in ("LICENSE", "vocab.json", "merges.txt"))):
+        (src / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / part, src / part)
+    for part in ("minigpt", "checkpoints/shakespeare"):
+        shutil.copytree(repo / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "wheel"), str(src)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "wheel").glob("minigpt-*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    (tmp_path / "cwd").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    check = ("import minigpt, minigpt.config as c; from minigpt import Tokenizer; "
+             "print(minigpt.__file__, c.CHECKPOINTS, c.DOWNLOADS, Tokenizer.from_pretrained('gpt2').encode('Hello world'))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
+    assert out.returncode == 0, out.stderr
+    site = tmp_path / "site" / "minigpt"
+    assert out.stdout.split() == [str(site / "__init__.py"), str(site / "checkpoints"),
+                                  str(tmp_path / "cache" / "minigpt"), "[15496,", "995]"]
+    cmd = [sys.executable, "-m", "minigpt", "generate", "--prompt", "ROMEO:", "--max-new-tokens", "5", "--seed", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
+    assert out.returncode == 0, out.stderr  # the default model, checkpoints/shakespeare, found in the package
+    assert out.stdout.startswith("ROMEO:"), out.stdout

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog=prog("prepare"), description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
     parser.add_argument("inputs", nargs="+", help="UTF-8 text files")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt), e.g. checkpoints/gpt2")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt, or tokenizer.json), e.g. checkpoints/gpt2")
     parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
     parser.add_argument("--overwrite", action="store_true", help="replace the prepared data already in --out (refused otherwise)")

@@ -113,7 +113,7 @@ SUMMARY_FILE = "finetune_summary.json"
 class FinetuneConfig(TrainConfig):
     """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices."""
 
-    data: str = flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]")
+    data: str = flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]; required")
     out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout), or a GPT-2 size by name (gpt2, ..., gpt2-xl), "
@@ -128,6 +128,11 @@ class FinetuneConfig(TrainConfig):
     n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
+    # TrainConfig's batch knobs, whose unit a classifier changes from windows to texts.
+    block_size: int | None = flag(None, "lm: tokens per training window; classify: the tokens of each text kept, its first "
+                                        "(default: the model's n_positions)")
+    batch_size: int = flag(8, "lm: windows per micro-batch; classify: texts per micro-batch; per process")
+    eval_iters: int = flag(20, "lm: val batches per evaluation (classify scores every val example, and refuses it)")
     task: str = flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
     strategy: str = flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
     n_trainable_blocks: int = flag(1, "partial: how many of the last blocks train")
@@ -143,7 +148,7 @@ class FinetuneConfig(TrainConfig):
     val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given")
     max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
     max_val_examples: int | None = flag(None, "classify: evaluate on a seeded random subset of this many examples")
-    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt; default: --init)")
+    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt, or tokenizer.json; default: --init's)")
     # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
     lr: float = flag(3e-4, "peak learning rate, reached at the end of warmup")
     min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -130,21 +131,27 @@ def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: in
     def matches(name: str, t: str) -> bool:
         return name == t or name.endswith("." + t)
 
-    chosen = [name for name in linear_names if any(matches(name, t) for t in targets)]
-    # Every target must name a layer: one that names none (a typo beside good ones, "attn.c_attn,
-    # attn.cproj") would otherwise drop its adapters silently while the others train.
-    unmatched = [t for t in targets if not any(matches(name, t) for name in linear_names)]
-    if unmatched or not chosen:
-        linears = sorted({n.split(".")[-1] for n in linear_names})
-        which = f"LoRA target(s) {unmatched}" if unmatched and len(unmatched) < len(targets) else f"LoRA targets {list(targets)}"
-        raise ValueError(f"{which} match no nn.Linear in the model; linear layers are named {linears}")
     # A weight shared with another module (GPT-2's lm_head *is* wte) cannot take an adapter: merging
     # ΔW into it would change the other module too (every input embedding), so the merged model
     # would no longer compute what the adapted one did.
     uses: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
         uses[id(p)] = uses.get(id(p), 0) + 1
-    tied = [name for name in chosen if uses[id(model.get_submodule(name).weight)] > 1]
+
+    def is_tied(name: str) -> bool:
+        return uses[id(model.get_submodule(name).weight)] > 1
+
+    chosen = [name for name in linear_names if any(matches(name, t) for t in targets)]
+    # Every target must name a layer: one that names none (a typo beside good ones, "attn.c_attn,
+    # attn.cproj") would otherwise drop its adapters silently while the others train.
+    unmatched = [t for t in targets if not any(matches(name, t) for name in linear_names)]
+    if unmatched or not chosen:
+        # The names a target can take: each layer's within its block ("h.3.attn.c_proj" → "attn.c_proj").
+        kinds = sorted({re.sub(r"^(?:.*\.)?\d+\.", "", n) for n in linear_names if not is_tied(n)})
+        which = f"LoRA target(s) {unmatched}" if unmatched and len(unmatched) < len(targets) else f"LoRA targets {list(targets)}"
+        raise ValueError(f"{which} match no nn.Linear in the model; the layers that can take adapters are {kinds} "
+                         "(a last part alone, such as c_proj, names every layer it ends)")
+    tied = [name for name in chosen if is_tied(name)]
     if tied:
         raise ValueError(f"LoRA cannot adapt {tied}: its weight is tied to another module's (GPT-2's lm_head is the "
                          f"input embedding wte), and merging would change both; choose among {list(DEFAULT_TARGETS)}")

@@ -42,7 +42,7 @@ class TrainConfig:
     """Every knob of a run; each field is also a command-line flag (`lr` → `--lr`)."""
 
     # data and output
-    data: str = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json)")
+    data: str = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json); required")
     out: str = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
     init: str | None = flag(None, "start from this checkpoint directory (or a GPT-2 size by name: gpt2, ..., gpt2-xl) "
                                           "instead of random weights")
@@ -59,7 +59,7 @@ class TrainConfig:
     n_head: int | None = flag(None, "override the preset's number of heads")
     n_embd: int | None = flag(None, "override the preset's width")
     block_size: int | None = flag(None, "tokens per training window (default: the model's n_positions)")
-    dropout: float | None = flag(None, "dropout rate (default: the preset's or checkpoint's)")
+    dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's; 0.0 for a fresh model)")
     # optimisation
     batch_size: int = flag(8, "windows per micro-batch, per process")
     grad_accum: int = flag(1, "micro-batches per optimizer step, summed over all processes")
@@ -74,7 +74,7 @@ class TrainConfig:
     grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
     # eval and logging
     eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
-    eval_iters: int = flag(20, "val batches per evaluation (finetune --task classify scores every val example instead)")
+    eval_iters: int = flag(20, "val batches per evaluation")
     log_interval: int = flag(10, "write a log record every this many steps")
     # system
     device: str = flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")

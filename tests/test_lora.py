@@ -279,3 +279,11 @@ def test_an_alpha_that_cannot_scale_a_trained_update_is_refused(alpha):
     layer(torch.randn(3, 8)).sum().backward()
     assert layer.lora_B.grad.abs().sum() > 0
 
+
+
+def test_a_target_that_names_no_layer_is_told_the_names_that_can_take_adapters():
+    """The error lists the layers within a block, dotted as a target names them, and not lm_head,
+    which is tied to wte and refused (it once listed ['c_attn', 'c_fc', 'c_proj', 'lm_head'])."""
+    with pytest.raises(ValueError) as e:
+        inject_lora(_model(), "q_proj", rank=2)
+    assert "the layers that can take adapters are ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj']" in str(e.value)

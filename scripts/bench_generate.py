@@ -7,7 +7,8 @@
 
 What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
 so both see the same machine load):
-- TTFT: wall time of generate(max_new_tokens=1) for 64-, 256- and 1024-token prompts (batch 1).
+- TTFT: wall time of generate(max_new_tokens=1) for 64-, 256- and 1024-token prompts (batch 1),
+  those that fit the model's context (every --ttft-lengths given must fit, as must --new-tokens).
 - TPOT: decode time per step for --new-tokens new tokens, from the timestamps a streamer
   records (first new token → last), at batch 1 and 8. Tokens/s = batch / TPOT. On a GPU also
   with no streamer, from wall times (the streamer's wait for each token serializes host and GPU),
@@ -18,7 +19,8 @@ so both see the same machine load):
   minigpt/linear.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
   close minigpt's step gets to its own. Where `Linear` keeps fp32 on MKL (a few rows on an
   Intel CPU), a line gives the oneDNN floor it passed over.
-- bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32.
+- bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32
+  (on a 256-token prompt, or the whole context if it is shorter).
 - The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.
 - On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the reference),
   every timestamp waits for the GPU (torch.cuda.synchronize), and the bandwidth limit of a step
@@ -43,6 +45,10 @@ from minigpt.generate import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
 from minigpt.linear import MKL_ROWS, packed_weight
+
+DECODE_PROMPT = 16  # tokens of each TPOT and KV-cache run's prompt: short, so the decode steps dominate
+DRIFT_PROMPT = 256  # tokens of the bf16 drift prompt, or the model's whole context if it is shorter
+TTFT_LENGTHS = [64, 256, 1024]  # the default --ttft-lengths, those that fit the model's context
 
 
 def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
@@ -156,7 +162,7 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
     looks at the device only every few steps, and the two overlap: TPOT = (the wall time of `new`
     tokens − that of 1) / (new − 1). On a CPU the two measures agree (nothing runs ahead)."""
     device = model.lm_head.weight.device
-    ids = torch.randint(0, model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(batch))
+    ids = torch.randint(0, model.config.vocab_size, (batch, DECODE_PROMPT), generator=torch.Generator().manual_seed(batch))
     ids = ids.to(device)
     ours_model = model if ours_dtype == torch.float32 else copy.deepcopy(model).to(ours_dtype)
 
@@ -231,21 +237,21 @@ def kv_cache_check(model: GPT, batch: int, new: int, dtype: torch.dtype) -> str:
     """The KV cache's bytes as generate reports them, against 2·n_layer·B·max_len·n_embd·bytes."""
     c, device = model.config, model.lm_head.weight.device
     ours = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
-    ids = torch.randint(0, c.vocab_size, (batch, 16), device=device)
+    ids = torch.randint(0, c.vocab_size, (batch, DECODE_PROMPT), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _, stats = generate(ours, ids, max_new_tokens=new, eos_token_id=[], return_stats=True)
-    max_len = cache_length(tokens_fed(16, new), c.n_positions)
+    max_len = cache_length(tokens_fed(DECODE_PROMPT, new), c.n_positions)
     expected = 2 * c.n_layer * batch * max_len * c.n_embd * torch.empty((), dtype=dtype).element_size()
     return (f"KV cache, {str(dtype).split('.')[-1]}, batch {batch}, {max_len} slots: {stats.kv_cache_bytes / 2**20:.1f} MiB "
             f"(2·n_layer·B·T·n_embd·bytes = {expected / 2**20:.1f} MiB, {'equal' if stats.kv_cache_bytes == expected else 'DIFFERENT'}); "
             f"peak memory {stats.peak_memory_bytes / 2**20:.0f} MiB")
 
 
-def bf16_drift(model: GPT) -> tuple[float, float, float]:
-    """Max |logit difference| bf16 vs fp32 on a 256-token prompt, the fp32 logits' std, and the
+def bf16_drift(model: GPT, length: int) -> tuple[float, float, float]:
+    """Max |logit difference| bf16 vs fp32 on a `length`-token prompt, the fp32 logits' std, and the
     fraction of positions whose top-1 token agrees."""
-    ids = torch.randint(0, model.config.vocab_size, (1, 256), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1))
     ids = ids.to(model.lm_head.weight.device)
     ref, _ = model(ids)
     low, _ = copy.deepcopy(model).to(torch.bfloat16)(ids)
@@ -254,13 +260,42 @@ def bf16_drift(model: GPT) -> tuple[float, float, float]:
     return diff, ref.std().item(), agree
 
 
+def counts(text: str) -> list[int]:
+    """--batches, --ttft-lengths: comma-separated counts, each ≥ 1 (argparse names the flag)."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"each must be ≥ 1, got {text!r}")
+    return values
+
+
+def check_flags(args: argparse.Namespace, n_positions: int) -> None:
+    """ValueError naming the flag whose prompts or tokens do not fit the model's context (or
+    --repeats < 1), before any timing: else a run would fail after minutes of it."""
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
+    longest = max(args.ttft_lengths)
+    if longest > n_positions:
+        raise ValueError(f"--ttft-lengths {longest} exceeds the model's context n_positions={n_positions}: "
+                         f"give prompt lengths ≤ {n_positions}")
+    # TPOT is the time between the first and the last new token, so a run needs two; the model
+    # reads the prompt and every new token but the last (`tokens_fed`).
+    most = n_positions - tokens_fed(DECODE_PROMPT, 0)
+    if not 2 <= args.new_tokens <= most:
+        raise ValueError(f"--new-tokens must be in [2, {most}] (after the {DECODE_PROMPT}-token prompt of each TPOT run, "
+                         f"in the model's context n_positions={n_positions}), got {args.new_tokens}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: random 124M weights)")
     p.add_argument("--repeats", type=int, default=5, help="runs per figure, the median is reported (default 5)")
     p.add_argument("--new-tokens", type=int, default=128, help="tokens decoded per TPOT run (default 128)")
-    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes for TPOT (default 1,8)")
-    p.add_argument("--ttft-lengths", default="64,256,1024", help="comma-separated prompt lengths for TTFT (default 64,256,1024)")
+    p.add_argument("--batches", type=counts, default="1,8", help="comma-separated batch sizes for TPOT (default 1,8)")
+    p.add_argument("--ttft-lengths", type=counts, default=None,
+                   help="comma-separated prompt lengths for TTFT (default 64,256,1024: those that fit the context)")
     p.add_argument("--no-bf16", action="store_true", help="skip every bf16 measurement (rows, logits drift, KV cache)")
     p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -275,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_grad_enabled(False)
     model, hf = build_models(args.model)
+    n_positions = model.config.n_positions
+    if args.ttft_lengths is None:
+        args.ttft_lengths = [n for n in TTFT_LENGTHS if n <= n_positions] or [n_positions]
+    try:
+        check_flags(args, n_positions)
+    except ValueError as e:
+        print(f"bench_generate.py: error: {e}", file=sys.stderr)
+        return 2
     model, hf = model.to(device), hf.to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
@@ -288,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{'measurement':<34}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}"
           f"{'F.linear floor':>16}{'minigpt floor':>15}{'floor/ours':>12}")
-    for length in map(int, args.ttft_lengths.split(",")):
+    for length in args.ttft_lengths:
         ours, theirs = ttft_times(model, hf, length, args.repeats)
         print(f"{f'TTFT, {length}-token prompt (ms)':<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}")
     runs = [("fp32", torch.float32, False)]
@@ -300,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("bf16 compiled", torch.bfloat16, True))
     if device.type == "cuda":  # the GPU target's row (bf16, compiled) first: a run cut short by a time limit keeps it
         runs.reverse()
-    for batch in map(int, args.batches.split(",")):
+    for batch in args.batches:
         for name, dtype, compile in runs:
             reference = theirs_in.get(dtype, hf)
             ours, theirs, ours_bare, theirs_bare, ours_busy, theirs_busy = decode_times(
@@ -323,11 +366,12 @@ def main(argv: list[str] | None = None) -> int:
                 limit = bandwidth_limit(model, dtype)
                 print(f"{'  bandwidth limit (ms)':<34}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")
     if not args.no_bf16:
-        diff, std, agree = bf16_drift(model)
-        print(f"\nbf16 vs fp32 logits (256-token prompt): max |diff| {diff:.3f} (fp32 logit std {std:.3f}), "
+        length = min(DRIFT_PROMPT, n_positions)
+        diff, std, agree = bf16_drift(model, length)
+        print(f"\nbf16 vs fp32 logits ({length}-token prompt): max |diff| {diff:.3f} (fp32 logit std {std:.3f}), "
               f"top-1 agreement {agree:.1%}")
     for dtype in [torch.float32] + ([] if args.no_bf16 else [torch.bfloat16]):
-        print(kv_cache_check(model, max(map(int, args.batches.split(","))), args.new_tokens, dtype))
+        print(kv_cache_check(model, max(args.batches), args.new_tokens, dtype))
     return 0
 
 

@@ -138,3 +138,42 @@ def test_a_command_that_succeeds_exits_0(capsys):
     """Mutant C3: the dispatcher turned a command's 0 into another code (`or 1`)."""
     assert minigpt_cli.main(["tokenize", "Hello world"]) == 0
     assert "[15496, 995]" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def small_context_model(tmp_path_factory):
+    """A 2-layer model with a 64-token context: shorter than the benchmarks' default prompts."""
+    from minigpt import GPT, GPTConfig
+
+    path = tmp_path_factory.mktemp("small_context")
+    torch.manual_seed(0)
+    GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, n_positions=64)).save_pretrained(path)
+    return path
+
+
+def test_bench_generate_fits_its_prompts_to_a_small_context(small_context_model, monkeypatch, capsys):
+    """A 64-token context: the bf16 drift prompt (256 tokens) was not cut to it, and the run failed
+    after all its timings. Now it is cut, as are the default TTFT lengths."""
+    from minigpt import bench
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    assert bench.main(["generate", "--model", str(small_context_model), "--repeats", "1", "--new-tokens", "8",
+                       "--batches", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "TTFT, 64-token prompt" in out and "TTFT, 256-token" not in out, out
+    assert "bf16 vs fp32 logits (64-token prompt)" in out, out
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--ttft-lengths", "8,65"], "--ttft-lengths 65 exceeds the model's context n_positions=64"),
+    (["--new-tokens", "50"], "--new-tokens must be in [2, 49]"),
+])
+def test_bench_generate_refuses_lengths_past_the_context_before_any_timing(small_context_model, flags, named,
+                                                                           monkeypatch, capsys):
+    from minigpt import bench
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    argv = ["generate", "--model", str(small_context_model), "--repeats", "1", "--new-tokens", "8", "--batches", "1"]
+    assert bench.main(argv + flags) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"bench_generate.py: error: {named}" in err, (out, err)

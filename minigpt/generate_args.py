@@ -113,9 +113,12 @@ def context_error(prompt_len: int, max_new_tokens: int, n_positions: int, slide:
         this = f", {n_positions + 1 - prompt_len} after this one" if 1 < prompt_len <= n_positions else ""
         return (f"{fed}: max_new_tokens can be at most {n_positions} (after a 1-token prompt{this}); generate fewer "
                 "tokens, or let the context slide (slide=N keeps its last N tokens when it is full)")
-    fewer = f" (at most {n_positions + 1 - prompt_len} with this prompt)" if prompt_len <= n_positions else ""
-    return (f"{fed}: with {max_new_tokens} new tokens a prompt can have at most {n_positions + 1 - max_new_tokens}; "
-            f"shorten the prompt (the CLI's --truncate-left keeps its last tokens) or generate fewer tokens{fewer}")
+    with_new = f"with {max_new_tokens} new token{'s' * (max_new_tokens > 1)} a prompt can have at most " \
+               f"{n_positions + 1 - max_new_tokens}"
+    if prompt_len > n_positions:  # the prompt alone overflows: fewer new tokens cannot help
+        return f"{fed}: {with_new}; shorten the prompt (the CLI's --truncate-left keeps its last tokens)"
+    return (f"{fed}: {with_new}; shorten the prompt (the CLI's --truncate-left keeps its last tokens) or generate fewer "
+            f"tokens (at most {n_positions + 1 - prompt_len} with this prompt)")
 
 
 def start_token(model: torch.nn.Module, bos: int | None) -> int:

@@ -210,9 +210,9 @@ class PromptTooLong(ValueError):
 
     def __init__(self, index: int, length: int, room: int, max_new_tokens: int, n_positions: int) -> None:
         self.index, self.length, self.room = index, length, room
-        at_most = f" (at most {n_positions + 1 - length} for this prompt)" if length <= n_positions else ""
-        # When the context slides, the room is the whole context whatever max_new_tokens: fewer would not help.
-        fewer = f", generate fewer tokens{at_most}" if room < n_positions else ""
+        # Fewer new tokens help only a prompt that fits the context alone (when the context slides, the
+        # room is the whole context whatever max_new_tokens, so no prompt told this one fits it).
+        fewer = f", generate fewer tokens (at most {n_positions + 1 - length} for this prompt)" if length <= n_positions else ""
         super().__init__(f"prompts[{index}] is {length} tokens, but with max_new_tokens {max_new_tokens} the model's "
                          f"context n_positions={n_positions} has room for {room}: shorten it{fewer}, or keep each "
                          "prompt's last tokens (truncate_left=True)")

@@ -2319,6 +2319,19 @@ def test_context_errors_at_the_edges_of_the_prompt_length(pair):
         stream(model, torch.full((1, 128), 5), max_new_tokens=2)
 
 
+def test_a_prompt_longer_than_the_context_is_not_told_to_generate_fewer_tokens(pair):
+    """An audit: a 129-token prompt with max_new_tokens=1 (the fewest there is) was told "with 1 new
+    tokens ... or generate fewer tokens": no count of new tokens fits a prompt the context cannot hold."""
+    model, _ = pair
+    for new in (1, 5):
+        with pytest.raises(ValueError) as error:
+            stream(model, torch.full((1, 129), 5), max_new_tokens=new)
+        assert "fewer" not in str(error.value) and str(error.value).endswith(
+            f"a prompt can have at most {129 - new}; shorten the prompt (the CLI's --truncate-left keeps its last tokens)")
+    with pytest.raises(ValueError, match=r"with 1 new token a prompt can have at most 128; shorten the prompt"):
+        stream(model, torch.full((1, 129), 5), max_new_tokens=1)
+
+
 def test_cli_too_long_prompt_advice_at_the_edges(tiny_checkpoint, tmp_path, capsys):
     """Mutants R9-31/R9-32/R9-33: a --tokenizer DIR that is missing got the advice to pass
     --tokenizer DIR; room for one token was "keep its last 1 tokens"; a prompt of exactly

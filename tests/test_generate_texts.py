@@ -372,6 +372,19 @@ def test_a_prompt_as_long_as_the_context_is_told_one_new_token_fits(model):
     assert len(generate_texts(model, DigitsTokenizer(), [letters], max_new_tokens=1)) == 1
 
 
+@torch.no_grad()
+def test_a_prompt_longer_than_the_context_is_not_told_to_generate_fewer_tokens(model):
+    """An audit: a 129-token prompt on a 128-token context was told "shorten it, generate fewer tokens,
+    or ...": no count of new tokens fits a prompt the context cannot hold."""
+    letters = "".join(chr(ord("a") + k % 26) for k in range(129))
+    for new in (1, 5):
+        with pytest.raises(PromptTooLong) as error:
+            generate_texts(model, DigitsTokenizer(), ["hi", letters], max_new_tokens=new)
+        assert str(error.value) == (f"prompts[1] is 129 tokens, but with max_new_tokens {new} the model's context "
+                                    f"n_positions=128 has room for {129 - new}: shorten it, or keep each prompt's last "
+                                    "tokens (truncate_left=True)")
+
+
 def test_text_functions_refuse_another_tokenizer_and_end_at_the_tokenizers_eos():
     """A Python-API audit: (1) GPT-2's tokenizer with the shipped 4,096-token model ran and then
     failed at the decode (or, ids in range, would give text in the wrong vocabulary): the text

@@ -4,12 +4,12 @@ Where it sits: minigpt/generate.py's `stream` calls `check_arguments` first, bef
 loop (or beam search) allocates anything, and reads only the `DecodeArgs` it returns:
 `stream(...) → check_arguments → DecodeArgs → [prefill → (sample → decode_step)*]`.
 
-What is checked, and normalised: the prompts' shapes (`(B, T)` or `(T,)`), their left-padding
-(every row's last slot a token, so one cache slot serves the batch) and their length against the
-context limit (`prepare_inputs`; `context_error` says what would fit); EOS as a list of plain
-ints (`eos_list`); counts as ints (`as_count`, and `check_ngram_size`); `early_stopping` as a
-bool or "never" (`check_early_stopping`); and the sampling
-parameters, each a number or one value per row (`per_row`).
+What is checked, and normalised: the model, a minigpt GPT (`check_model`); the prompts' shapes
+(`(B, T)` or `(T,)`, at least one row), their left-padding (every row's last slot a token, so one
+cache slot serves the batch) and their length against the context limit (`prepare_inputs`;
+`context_error` says what would fit); EOS as a list of plain ints (`eos_list`); counts as ints
+(`as_count`, and `check_ngram_size`); `early_stopping` as a bool or "never"
+(`check_early_stopping`); and the sampling parameters, each a number or one value per row (`per_row`).
 `check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
 logits are a broken model (or penalty), not a token.
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
 from minigpt.sampling import check_backend, check_sampling_params, resolve_backend
@@ -50,6 +51,9 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
         attention_mask = attention_mask[None]
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T) or (T,), got shape {tuple(input_ids.shape)}")
+    if input_ids.size(0) == 0:  # else torch's "cannot compute aminmax over an empty dimension", below
+        raise ValueError(f"input_ids has no rows (shape {tuple(input_ids.shape)}): give at least one prompt (an empty "
+                         "one is shape (1, 0)); generate_texts takes a list of prompts that may be empty")
     device = model.transformer.wte.weight.device
     input_ids = input_ids.to(device=device, dtype=torch.long)
     if attention_mask is None:
@@ -90,6 +94,18 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     if longest > prompt_room(max_new_tokens, n_positions, slide):
         raise ValueError(context_error(longest, max_new_tokens, n_positions, slide))
     return input_ids, attention_mask
+
+
+def check_model(model: torch.nn.Module) -> None:
+    """TypeError unless `model` is a minigpt GPT (its config a GPTConfig): generation reads the
+    config's fields (eos_ids, n_positions) and calls the model's KV-cache forward, which another
+    library's model, transformers' GPT2LMHeadModel say, does not have: it would fail deep inside
+    ("'GPT2Config' object has no attribute 'eos_ids'")."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, GPTConfig):
+        of = f" (config {type(config).__name__})" if config is not None else ""
+        raise TypeError(f"minigpt.generate takes a minigpt GPT, got {type(model).__name__}{of}: load the checkpoint "
+                        "with minigpt.GPT.from_pretrained(dir), which reads transformers' GPT-2 checkpoints too")
 
 
 def prompt_room(max_new_tokens: int, n_positions: int, slide: int = 0) -> int:
@@ -284,6 +300,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
     the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
     strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
+    check_model(model)
     max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
     num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt.generate import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
-from minigpt.generate_args import as_count, eos_list, prompt_room
+from minigpt.generate_args import as_count, check_model, eos_list, prompt_room
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 from minigpt.tokenizer_batch import pad_rows
@@ -72,6 +72,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
 def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict) -> tuple[torch.Tensor, list[str], set[int]]:
     """What both text functions need beside `stream`'s own arguments: the prompt's ids (1, T), and
     the stop strings and EOS ids that end the text."""
+    check_model(model)
     start = check_tokenizer(model, tokenizer, kwargs)
     ids = starting(prompt_ids(tokenizer, prompt)[0].tolist(), start)
     return torch.tensor([ids], dtype=torch.long), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
@@ -241,6 +242,7 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
         raise TypeError(f"prompts must be a list of prompts, got {type(prompts).__name__}{hint}")
     if prompts and all(isinstance(t, numbers.Integral) for t in prompts):  # one prompt's ids, not a list of prompts
         raise TypeError("prompts is a list of ints: one prompt's token ids; pass a list of prompts ([ids])")
+    check_model(model)
     batch_size = as_count("batch_size", batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")

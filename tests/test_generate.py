@@ -2319,6 +2319,21 @@ def test_context_errors_at_the_edges_of_the_prompt_length(pair):
         stream(model, torch.full((1, 128), 5), max_new_tokens=2)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"num_beams": 2}, {"do_sample": True}])
+def test_a_transformers_model_or_a_batch_of_no_rows_is_refused_by_name(pair, kwargs):
+    """An audit: transformers' GPT2LMHeadModel failed with "'GPT2Config' object has no attribute
+    'eos_ids'", and a (0, T) batch with torch's "cannot compute aminmax over an empty dimension"."""
+    model, hf = pair
+    with pytest.raises(TypeError, match=r"^minigpt.generate takes a minigpt GPT, got GPT2LMHeadModel \(config GPT2Config\): "
+                                        r"load the checkpoint with minigpt.GPT.from_pretrained\(dir\)"):
+        generate(hf, torch.tensor([PROMPTS[0]]), max_new_tokens=2, **kwargs)
+    with pytest.raises(TypeError, match=r"got Linear: load"):  # no config at all
+        stream(torch.nn.Linear(2, 2), torch.tensor([PROMPTS[0]]), max_new_tokens=2, **kwargs)
+    for shape in [(0, 5), (0, 0)]:
+        with pytest.raises(ValueError, match=rf"^input_ids has no rows \(shape {re.escape(str(shape))}\): give at least one prompt"):
+            generate(model, torch.zeros(shape, dtype=torch.long), max_new_tokens=2, **kwargs)
+
+
 def test_a_prompt_longer_than_the_context_is_not_told_to_generate_fewer_tokens(pair):
     """An audit: a 129-token prompt with max_new_tokens=1 (the fewest there is) was told "with 1 new
     tokens ... or generate fewer tokens": no count of new tokens fits a prompt the context cannot hold."""

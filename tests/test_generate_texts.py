@@ -372,6 +372,20 @@ def test_a_prompt_as_long_as_the_context_is_told_one_new_token_fits(model):
     assert len(generate_texts(model, DigitsTokenizer(), [letters], max_new_tokens=1)) == 1
 
 
+def test_text_functions_refuse_a_transformers_model_by_name(model):
+    """An audit: transformers' GPT2LMHeadModel failed inside (an AttributeError about the config's
+    tokenizer_mismatch or eos_ids); a list of no prompts is no error: no texts."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from minigpt.text_generation import stream_text
+
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=1, n_embd=8, n_positions=16, vocab_size=1000)).eval()
+    for call in (generate_texts, generate_text, stream_text):
+        with pytest.raises(TypeError, match=r"^minigpt.generate takes a minigpt GPT, got GPT2LMHeadModel"):
+            call(hf, DigitsTokenizer(), ["hi"] if call is generate_texts else "hi", max_new_tokens=2)
+    assert generate_texts(model, DigitsTokenizer(), []) == []
+
+
 @torch.no_grad()
 def test_a_prompt_longer_than_the_context_is_not_told_to_generate_fewer_tokens(model):
     """An audit: a 129-token prompt on a 128-token context was told "shorten it, generate fewer tokens,

@@ -287,6 +287,28 @@ def test_cli_reads_prompts_from_standard_input_for_dash(tiny_checkpoint, tmp_pat
     assert main(base + ["--prompt-file", "-"]) == 0
     assert capsys.readouterr().out == one
 
+def test_cli_prompt_files_skip_a_leading_byte_order_mark(tiny_checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """An audit: a --prompts-file that Notepad saved (a UTF-8 BOM first) was refused, "line 1 is not
+    JSON: Unexpected UTF-8 BOM"; --prompt-file made the BOM the prompt's first character."""
+    from minigpt.generate_cli import main
+
+    lines = [json.dumps("To be"), json.dumps({"prompt": "or not"})]
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--temperature", "0"]
+    assert main(base + ["--prompts-file", write_jsonl(tmp_path / "p.jsonl", lines)]) == 0
+    plain = capsys.readouterr().out
+    (tmp_path / "bom.jsonl").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    assert main(base + ["--prompts-file", str(tmp_path / "bom.jsonl")]) == 0
+    assert capsys.readouterr().out == plain
+    stdin_of(monkeypatch, "\ufeff".encode() + "\n".join(lines).encode())
+    assert main(base + ["--prompts-file", "-"]) == 0
+    assert capsys.readouterr().out == plain
+    assert main(base + ["--prompt", "To be"]) == 0
+    one = capsys.readouterr().out
+    (tmp_path / "bom.txt").write_text("\ufeffTo be", encoding="utf-8")
+    assert main(base + ["--prompt-file", str(tmp_path / "bom.txt")]) == 0
+    assert capsys.readouterr().out == one
+
+
 @pytest.mark.parametrize("lines, flags, message", [
     (['"a"', '{"text": "b"}'], [], 'p.jsonl line 2 is no prompt: expected a JSON string or an object with a "prompt"'),
     (['"a"', '', '"b'], [], "p.jsonl line 3 is not JSON: Unterminated string"),

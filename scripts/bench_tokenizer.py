@@ -1,6 +1,7 @@
 """Tokenizer speed: minigpt against tiktoken and Hugging Face `tokenizers`, all in one process.
 
     python scripts/bench_tokenizer.py                       # tinyshakespeare + a ~10 MB concatenation
+    python scripts/bench_tokenizer.py --data input.txt --extra SST-2/train.tsv SST-2/dev.tsv   # the texts elsewhere
     python scripts/bench_tokenizer.py --repeats 7 --big-mb 20
 
 Encoding: MB/s (UTF-8 bytes per second, median of --repeats runs) and the ratio to tiktoken's
@@ -27,7 +28,8 @@ from minigpt.pretokenize import GPT2_SPLIT_PATTERN
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 from minigpt.tokenizer_batch import available_cpus
 
-# The project's shared data folder, beside the checkout (as scripts/train_shakespeare.sh finds it).
+# The project's shared data folder, beside the checkout (as scripts/train_shakespeare.sh finds it):
+# this project's machines keep the data sets there; elsewhere, --data and --extra name them.
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [str(p) for p in [args.data, *args.extra] if not p.is_file()]
     if missing:  # the defaults are this project's shared data folder, absent on other machines
-        parser.error(f"no such file: {', '.join(missing)} (name the texts with --data and --extra)")
+        parser.error(f"no such file: {', '.join(missing)} (name the texts with --data and --extra; a bare --extra "
+                     "uses --data alone. Tiny Shakespeare is char-rnn's input.txt, SST-2 GLUE's: README.md says where to get them)")
 
     small = args.data.read_text(encoding="utf-8")
     mixed = "".join(p.read_text(encoding="utf-8") for p in [args.data, *args.extra])

@@ -1,8 +1,11 @@
 """Fine-tuning strategies side by side: one base model, one dataset, the same budget for each.
 
     python scripts/compare_strategies.py --init checkpoints/shakespeare --task classify \
-        --data /work/shared/data/sst2 --out out/compare -- \
+        --data data/sst2 --out out/compare -- \
         --max-examples 4000 --max-val-examples 872 --max-iters 300 --batch-size 16 --block-size 64
+
+data/sst2 is GLUE's SST-2 folder (train.tsv, dev.tsv; README.md's fine-tuning section says where
+to get it); this project's machines keep their own split of it in ../shared/data/sst2 (BENCHMARKS.md).
 
 Each strategy runs as its own `minigpt finetune` process (so its peak memory is its own), with
 the same steps, batch, context and data; everything after `--` is passed to every run

@@ -5,14 +5,18 @@
 #
 #   TEXT=path/to/tinyshakespeare.txt bash scripts/train_shakespeare.sh    # on a GPU: about 1 minute on an H100
 #
-# TEXT is Tiny Shakespeare (1.1 MB: char-rnn's tinyshakespeare/input.txt). The result replaces the
-# shipped files in SHIP (default checkpoints/shakespeare; git shows the difference); set
-# SHIP=out/my-shakespeare to keep them. The variables set below (WORK, PYTHON, VOCAB, LAYERS, HEADS,
-# EMBD, DROPOUT, ITERS, LR, DEVICE) can be set from the environment; the other flags are fixed.
+# TEXT is Tiny Shakespeare (1.1 MB: char-rnn's data/tinyshakespeare/input.txt,
+# https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt); its
+# default, ../shared/data/tinyshakespeare.txt, is where this project's machines keep it.
+# The result replaces the shipped files in SHIP (default checkpoints/shakespeare; git shows the
+# difference); set SHIP=out/my-shakespeare to keep them. The variables set below (WORK, PYTHON,
+# VOCAB, LAYERS, HEADS, EMBD, DROPOUT, ITERS, LR, DEVICE) can be set from the environment; the
+# other flags are fixed.
 set -euo pipefail
 TEXT=${TEXT:-../shared/data/tinyshakespeare.txt}
 if [ ! -f "$TEXT" ]; then
-  echo "train_shakespeare.sh: no text at TEXT=$TEXT; set TEXT to Tiny Shakespeare (char-rnn's input.txt)" >&2
+  echo "train_shakespeare.sh: no text at TEXT=$TEXT; set TEXT to Tiny Shakespeare (char-rnn's input.txt:" \
+       "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)" >&2
   exit 2
 fi
 WORK=${WORK:-out/shakespeare}

@@ -169,6 +169,9 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
         if args.stop:  # else generate's own error, which names do_sample and streamer, no flags of this command
             raise ValueError("--stop is not supported with beam search (--num-beams > 1): drop --stop, or use "
                              "--num-beams 1")
+        if "slide" in typed:  # else generate's own error, in its argument names (slide, num_beams)
+            raise ValueError("--slide is not supported with beam search (--num-beams > 1): beam search keeps its beams "
+                             "in one context; drop --slide, or use --num-beams 1")
 
 
 def read_prompts(path: str) -> tuple[list[dict], list[int]]:

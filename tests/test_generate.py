@@ -1964,6 +1964,10 @@ def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tm
     (["--explain", "--num-beams", "1", "-n", "1"], "it does not take --num-beams, --num-return-sequences"),
     # Not ignored but unsupported: refused by its flag's name, not by generate's "do_sample, stop strings and streamer".
     (["--num-beams", "2", "--stop", "x"], "--stop is not supported with beam search (--num-beams > 1)"),
+    # An audit: generate's "slide is not supported with num_beams > 1", in Python's names.
+    (["--num-beams", "2", "--slide", "4"], "generate: --slide is not supported with beam search (--num-beams > 1): beam "
+                                           "search keeps its beams in one context; drop --slide, or use --num-beams 1"),
+    (["--num-beams", "2", "--slide", "0"], "--slide is not supported with beam search"),  # typed: refused at any value
 ])
 def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint, capsys, argv, message):
     """A typed flag is refused whatever its value: `--num-beams 2 --temperature 0.8` ran as if the

@@ -34,6 +34,10 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
+    except OSError as e:
+        if e.filename is None and e.errno:  # a failed write names no file ("[Errno 28] No space left on device"): say which
+            raise OSError(e.errno, f"{e.strerror} (writing {dest})") from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

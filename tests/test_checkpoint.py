@@ -745,3 +745,15 @@ def test_another_gpt2_class_loads_as_its_language_model_without_its_task_head(tm
     (tmp_path / "config.json").write_text(json.dumps(config | {"architectures": ["GPT2Mystery"]}))
     with pytest.raises(ValueError, match=r"GPT-2 has no such weight \(config.json's architectures: GPT2Mystery\)"):
         GPT.from_pretrained(tmp_path)
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
+    """A full disk fails in write(), whose error names no file: a run stopped on a bare "[Errno 28]
+    No space left on device" (an audit, on a 3 MB tmpfs). atomic_path adds the file; the old one stays."""
+    dest = tmp_path / "model.safetensors"
+    dest.write_bytes(b"old")
+    with pytest.raises(OSError, match=re.escape(f"No space left on device (writing {dest})")) as e:
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(28, "No space left on device")  # as write() raises it
+    assert e.value.errno == 28 and dest.read_bytes() == b"old" and not tmp.exists()

@@ -55,7 +55,7 @@ from minigpt.files import atomic_write_text
 from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
-from minigpt.run_dir import STATE_FILE, check_data, check_out_dir, read_log, read_state
+from minigpt.run_dir import STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model
 from minigpt.train import lm_loss, train_loop
@@ -281,53 +281,55 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
                          "a directory of train.tsv (+ dev.tsv) is for --task classify")
     if not Path(cfg.data).exists():  # checked by every process: under torchrun rank 0 alone reads the lm text
-        raise FileNotFoundError(f"--data {cfg.data} does not exist: a text file (lm) or a TSV file or directory (classify)")
+        moved = "; if the run's data has moved, pass --data with where it is now" if cfg.resume else ""
+        raise FileNotFoundError(f"--data {cfg.data} does not exist: a text file (lm) or a TSV file or directory (classify){moved}")
     if not Path(cfg.init).is_dir() and not gpt2_name(cfg.init):  # else the first to fail is the tokenizer, read from --init
         raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")
-    # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
-    # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.
-    check_out_dir(cfg)
-    # Join the process group (train_loop's own call finds it joined) before any data is read: in
-    # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
-    rt = setup_runtime(cfg)
-    tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
-    # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
-    # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
-    gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)
-    cfg.block_size = cfg.block_size or gpt.config.n_positions
-    if not 1 <= cfg.block_size <= gpt.config.n_positions:
-        raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
+    with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
+        # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
+        # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.
+        check_out_dir(cfg)
+        # Join the process group (train_loop's own call finds it joined) before any data is read: in
+        # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
+        rt = setup_runtime(cfg)
+        tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
+        # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
+        # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
+        gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)
+        cfg.block_size = cfg.block_size or gpt.config.n_positions
+        if not 1 <= cfg.block_size <= gpt.config.n_positions:
+            raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
 
-    strategy = dict(n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings, lora_rank=cfg.lora_rank,
-                    lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
-    # The strategy is tried first on a weightless copy of the model (the real one prints), so that a
-    # bad --n-trainable-blocks, LoRA rank or target fails before the data is read: minutes to
-    # tokenize a large text, or to read SST-2's 67k examples. A classifier's number of labels comes
-    # from the data; no strategy depends on it, so 2 stands in for it.
-    with torch.device("meta"):
-        trial = GPT(gpt.config)
-        if cfg.task == "classify":
-            trial = GPTClassifier(trial, 2, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden))
-        apply_strategy(trial, cfg.strategy, **strategy, verbose=False)
-    # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
-    # generator starts from a different random seed in every process.
-    torch.manual_seed(cfg.seed)
-    model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
-    summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
-    out = Path(cfg.out)
+        strategy = dict(n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings, lora_rank=cfg.lora_rank,
+                        lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)
+        # The strategy is tried first on a weightless copy of the model (the real one prints), so that a
+        # bad --n-trainable-blocks, LoRA rank or target fails before the data is read: minutes to
+        # tokenize a large text, or to read SST-2's 67k examples. A classifier's number of labels comes
+        # from the data; no strategy depends on it, so 2 stands in for it.
+        with torch.device("meta"):
+            trial = GPT(gpt.config)
+            if cfg.task == "classify":
+                trial = GPTClassifier(trial, 2, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden))
+            apply_strategy(trial, cfg.strategy, **strategy, verbose=False)
+        # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
+        # generator starts from a different random seed in every process.
+        torch.manual_seed(cfg.seed)
+        model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
+        summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
+        out = Path(cfg.out)
 
-    def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
-        export(m, Path(path), tokenizer)
-        if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
-            adopt_new_tokens(out)
+        def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
+            export(m, Path(path), tokenizer)
+            if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
+                adopt_new_tokens(out)
 
-    try:
-        metrics = train_loop(model, cfg, get_batch, loss_fn, save_fn, **extra)
-    finally:  # new tokens no checkpoint recorded: the resume was refused, failed, or ran nothing to save
-        if rt.is_main:
-            shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)
-    # log.jsonl is rank 0's, and so is the summary: the others wait for it, and learn if it failed.
-    return on_rank_0(rt, lambda: write_summary(cfg, rt, metrics["step"], summary))
+        try:
+            metrics = train_loop(model, cfg, get_batch, loss_fn, save_fn, **extra)
+        finally:  # new tokens no checkpoint recorded: the resume was refused, failed, or ran nothing to save
+            if rt.is_main:
+                shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)
+        # log.jsonl is rank 0's, and so is the summary: the others wait for it, and learn if it failed.
+        return on_rank_0(rt, lambda: write_summary(cfg, rt, metrics["step"], summary))
 
 
 def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: StrategySummary) -> dict:

@@ -22,7 +22,7 @@ from minigpt.config import GPTConfig
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
 from minigpt.files import atomic_path
 from minigpt.model import GPT
-from minigpt.run_dir import check_out_dir
+from minigpt.run_dir import check_out_dir, run_dir_lock
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
@@ -49,9 +49,10 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
         raise ValueError(f"{why}. {fix}")
 
 
-def check_data_dir(data: Path) -> None:
+def check_data_dir(data: Path, resume: bool = False) -> None:
     """Refuse a --data that is a file, with what --data is and the command that makes one: a text
-    file given as --data would otherwise be "no meta.json in input.txt"."""
+    file given as --data would otherwise be "no meta.json in input.txt". With --resume, a --data
+    that is gone is most often the saved run's, moved since."""
     if data.name in DATA_FILES and (data.parent / "meta.json").is_file():  # e.g. data/mine/train.bin
         raise ValueError(f"--data {data} is a file of the prepared data in {data.parent}: --data is that folder; "
                          f"pass --data {data.parent}")
@@ -60,8 +61,9 @@ def check_data_dir(data: Path) -> None:
                          f"meta.json). Tokenize the text into one first: `minigpt prepare {data} --tokenizer "
                          f"checkpoints/gpt2 --out data/{data.stem}`, then --data data/{data.stem}")
     if not data.exists():
+        moved = "; if the run's data has moved, pass --data with where it is now" if resume else ""
         raise FileNotFoundError(f"--data {data} does not exist: it is the folder `minigpt prepare` writes "
-                                "(train.bin, val.bin, meta.json)")
+                                f"(train.bin, val.bin, meta.json){moved}")
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
@@ -99,40 +101,41 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
     if not cfg.data:
         raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
     data = Path(cfg.data)
-    check_data_dir(data)
-    # After the data's checks: --resume on a run killed before its first checkpoint starts it again
-    # here, setting its log aside, which a run that then fails at once should not have done.
-    # (A bare --resume with no run to continue was refused by parse_config, before --data was missed.)
-    check_out_dir(cfg)
-    meta = read_meta(data)
-    model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
-    n_positions = model.config.n_positions
-    block_size = cfg.block_size or n_positions
-    if not 1 <= block_size <= n_positions:
-        raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
-    cfg.block_size = block_size
-    vocab = model.config.vocab_size
-    tokens = load_splits(data, meta, vocab, block_size + 1)
+    check_data_dir(data, cfg.resume)
+    with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
+        # After the data's checks: --resume on a run killed before its first checkpoint starts it again
+        # here, setting its log aside, which a run that then fails at once should not have done.
+        # (A bare --resume with no run to continue was refused by parse_config, before --data was missed.)
+        check_out_dir(cfg)
+        meta = read_meta(data)
+        model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
+        n_positions = model.config.n_positions
+        block_size = cfg.block_size or n_positions
+        if not 1 <= block_size <= n_positions:
+            raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
+        cfg.block_size = block_size
+        vocab = model.config.vocab_size
+        tokens = load_splits(data, meta, vocab, block_size + 1)
 
-    def get_batch(split: str, rng: torch.Generator):
-        return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
+        def get_batch(split: str, rng: torch.Generator):
+            return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
 
-    tokenizer_dir = data / "tokenizer"
+        tokenizer_dir = data / "tokenizer"
 
-    def save_fn(m: GPT, path: Path) -> None:
-        m.save_pretrained(path)
-        if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
-            for f in tokenizer_dir.iterdir():
-                with atomic_path(path / f.name) as tmp:
-                    shutil.copyfile(f, tmp)
+        def save_fn(m: GPT, path: Path) -> None:
+            m.save_pretrained(path)
+            if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
+                for f in tokenizer_dir.iterdir():
+                    with atomic_path(path / f.name) as tmp:
+                        shutil.copyfile(f, tmp)
 
-    bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
-    return train_loop(
-        model, cfg, get_batch, lm_loss, save_fn,
-        bytes_per_token=bytes_per_token,
-        flops_per_token=gpt_flops_per_token(model.config, block_size),
-        data_fingerprint=data_fingerprint(tokens, meta["vocab_size"]),
-    )
+        bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
+        return train_loop(
+            model, cfg, get_batch, lm_loss, save_fn,
+            bytes_per_token=bytes_per_token,
+            flops_per_token=gpt_flops_per_token(model.config, block_size),
+            data_fingerprint=data_fingerprint(tokens, meta["vocab_size"]),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

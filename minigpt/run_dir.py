@@ -14,12 +14,17 @@ OUT_DIR layout:
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
                          --resume started it again (`restart_unsaved_run`)
+    .lock                there while a run writes OUT_DIR (`run_dir_lock`): one run at a time
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +35,7 @@ import torch.nn as nn
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import atomic_path, atomic_write_text, read_text
 from minigpt.optimizer import schedule_note
+from minigpt.tokenizer_files import TOKENIZER_FILES
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
     from minigpt.train_config import TrainConfig
@@ -192,6 +198,60 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
     cfg.resume = False
 
 
+LOCK_FILE = ".lock"
+_held: set[Path] = set()  # the OUT_DIRs this process holds
+
+
+@contextmanager
+def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold OUT_DIR for one run, or refuse: a second run there (a job launched twice, a requeue
+    while the first still runs, --resume in another shell) would write the same log, checkpoints
+    and temporary files, each undoing the other's.
+
+    An flock on OUT_DIR/.lock: the kernel drops it when its process dies, so a killed run leaves
+    no stale lock, and a resume after it finds OUT_DIR free. The file goes when the run ends (and
+    OUT_DIR, if the run made it and left it empty: one refused at once leaves nothing behind).
+    Rank 0 alone takes it, as it alone writes OUT_DIR. Reentrant within a process: `minigpt
+    train` and `finetune` hold it from their first look at OUT_DIR, and their `train_loop` again."""
+    out = Path(out).resolve()
+    if not is_rank_0() or out in _held:  # another process's to hold, or held already by an outer call
+        yield
+        return
+    made = not out.exists()
+    while True:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a directory this process may not make or write: check_out_dir and the first write say so
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FileExistsError(f"{out} is in use by another run, still going (its process holds {out / LOCK_FILE}): "
+                                  "wait for it to end, or stop it (Ctrl-C saves), before you resume it; or choose "
+                                  "another --out") from None
+        try:  # the file locked is still the one there, not one its last holder removed as it ended
+            if os.path.samestat(os.fstat(fd), os.stat(out / LOCK_FILE)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    _held.add(out)
+    try:
+        yield
+    finally:
+        _held.discard(out)
+        (out / LOCK_FILE).unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
+        os.close(fd)
+        if made:
+            try:
+                out.rmdir()  # (only if empty)
+            except OSError:
+                pass
+
+
 def check_out_dir(cfg: TrainConfig) -> None:
     """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
 
@@ -240,6 +300,11 @@ def check_out_dir(cfg: TrainConfig) -> None:
         what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
                 f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")
         raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
+    # A tokenizer alone (one saved there by transformers, say): the run's checkpoints write theirs
+    # over it, and a tokenizer.json the run does not write would stay, to be read first.
+    if tokenizer := [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]:
+        raise FileExistsError(f"{out} holds a tokenizer ({', '.join(tokenizer)}), which the run's checkpoints would "
+                              "replace, or leave beside another tokenizer's: choose another --out, or move those files away")
 
 
 def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig,
@@ -321,6 +386,13 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     # Printed once every check has passed: a note says what the resumed run does.
     notes = [schedule_note(state["step"], state["config"], cfg) if cfg.max_iters > state["step"] else None,  # (no step runs)
              check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
+    best, saved_data = state["best_val_loss"], state.get("data")
+    if data and saved_data and any(saved_data.get(k) != data.get(k) for k in {**saved_data, **data} if not k.startswith("train")):
+        # Other val data (--allow-new-data let it by): the run's best val loss measured other texts,
+        # and a better model on this data could lose to it, so best/ would never follow this data.
+        notes.append(f"note: the val data differs from the run's, whose best val loss ({best:.4g}) measured other data: "
+                     f"best/ follows this data's val loss from here")
+        best = math.inf
     try:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(with_settings_of(optimizer, state["optimizer"]))
@@ -339,7 +411,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         if note and rt.is_main:
             print(note)
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
-    return state["step"], state["best_val_loss"], (loss_sum, steps)
+    return state["step"], best, (loss_sum, steps)
 
 
 def with_settings_of(optimizer, saved: dict) -> dict:
@@ -348,13 +420,15 @@ def with_settings_of(optimizer, saved: dict) -> dict:
     `optimizer.load_state_dict` brings back each group's saved settings (weight decay, betas, eps)
     along with the per-parameter state (moments, step). The optimizer was built from *this* run's
     config, so a flag given again on --resume (--weight-decay, --beta2) takes effect only if its
-    groups keep their settings: the saved ones would silently win (lr alone is set every step).
+    groups keep their settings: the saved ones would silently win (lr is set every step: the saved one is kept).
     Each group keeps its own: the no-decay group stays at weight decay 0. Groups that do not
     match in number are left as saved, for load_state_dict to refuse.
     """
     if len(saved["param_groups"]) != len(optimizer.param_groups):
         return saved
-    groups = [{**then, **{k: v for k, v in now.items() if k != "params"}}  # "params": the saved ids, which index the state
+    # "params": the saved ids, which index the state. "lr": the last step's, as saved; every step
+    # sets its own, and a run resumed at its last step logs it (train_loop).
+    groups = [{**then, **{k: v for k, v in now.items() if k not in ("params", "lr")}}
               for then, now in zip(saved["param_groups"], optimizer.param_groups)]
     return {**saved, "param_groups": groups}
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
-from minigpt.run_dir import (LOG_FILE, append_log, check_out_dir, evaluated_at, plot_log, restore, save_checkpoint,
+from minigpt.run_dir import (LOG_FILE, append_log, check_out_dir, evaluated_at, plot_log, restore, run_dir_lock, save_checkpoint,
                              truncate_log)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
@@ -233,115 +233,116 @@ def train_loop(
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)
-    check_out_dir(cfg)
-    if cfg.resume:
-        step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
-
-    def prepare_out() -> None:
+    with run_dir_lock(out):  # one run at a time in OUT_DIR (held already under minigpt train/finetune)
+        check_out_dir(cfg)
         if cfg.resume:
-            truncate_log(out, step)
-        out.mkdir(parents=True, exist_ok=True)
+            step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
 
-    # Rank 0 alone writes OUT_DIR; on_rank_0 tells the others when that fails, for one error, not a traceback each.
-    on_rank_0(rt, prepare_out)
-    if rt.is_main:
-        if cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
-            print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
-                  f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
-    fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
-    model = fwd
-    if rt.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+        def prepare_out() -> None:
+            if cfg.resume:
+                truncate_log(out, step)
+            out.mkdir(parents=True, exist_ok=True)
 
-        model = DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    peak = peak_flops(rt.device)
+        # Rank 0 alone writes OUT_DIR; on_rank_0 tells the others when that fails, for one error, not a traceback each.
+        on_rank_0(rt, prepare_out)
+        if rt.is_main:
+            if cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
+                print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
+                      f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
+        fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
+        model = fwd
+        if rt.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-    def checkpoint(step: int) -> None:  # (rank 0's)
-        save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
+            model = DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        peak = peak_flops(rt.device)
 
-    def save_at_stop(step: int) -> None:  # (rank 0's) a stop between evaluations
-        checkpoint(step)
-        if (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
-            plot_log(out)
+        def checkpoint(step: int) -> None:  # (rank 0's)
+            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
 
-    def evaluate_and_save(step: int) -> dict[str, float]:
-        """An evaluation: best/ if it is the best yet, its log record, the checkpoint and the curve."""
-        nonlocal best, last_saved
-        record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
-        if rt.is_main:  # shown as it comes, not only in log.jsonl
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
-        improved = record["val_loss"] < best
-        if improved:
-            best = record["val_loss"]
-
-        def write() -> None:
-            if improved:
-                save_fn(raw, out / "best")
-                atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-            # Logged before the checkpoint: a crash between the two then resumes from the
-            # previous checkpoint and writes the record again; the other order would lose it.
-            append_log(out, record)
+        def save_at_stop(step: int) -> None:  # (rank 0's) a stop between evaluations
             checkpoint(step)
-            plot_log(out)
+            if (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
+                plot_log(out)
 
-        on_rank_0(rt, write)
-        last_saved = step
-        return record
+        def evaluate_and_save(step: int) -> dict[str, float]:
+            """An evaluation: best/ if it is the best yet, its log record, the checkpoint and the curve."""
+            nonlocal best, last_saved
+            record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
+            if rt.is_main:  # shown as it comes, not only in log.jsonl
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+            improved = record["val_loss"] < best
+            if improved:
+                best = record["val_loss"]
 
-    metrics: dict[str, float] = {"step": step}
-    last_saved = step if cfg.resume else None
-    tokens_since, time_since = 0, 0.0  # since the last log record (as are loss_since and steps_since)
-    bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
-    # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
-    # gives the caller's random state back when the loop ends, as if it had never run.
-    caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
-    with caller_rng, StopSignal() as stop_signal, bar:
-        model.train()
-        if step == cfg.max_iters and not evaluated_at(out, step):
-            # Resumed at its last step, where the run had stopped without ending (`--resume
-            # --max-iters S` after a stop at step S): no step runs, and the run ends as a run of S
-            # steps does, with the record of the steps since the last one, an evaluation and a
-            # checkpoint. (That record lacks tokens/s and the gradient norm, which were not saved.)
-            if steps_since:
-                metrics = {"step": step, "loss": loss_since / steps_since, "lr": lr_at(step - 1, cfg)}
-                loss_since, steps_since = 0.0, 0
-                on_rank_0(rt, lambda: append_log(out, metrics))
-            metrics.update(evaluate_and_save(step))
-        while step < cfg.max_iters:
-            t0 = time.perf_counter()
-            try:
-                train_loss, grad_norm, tokens = train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt, step)
-            except TrainingDiverged as e:
-                kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
-                precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
-                raise TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.") from None
-            step += 1
-            time_since += time.perf_counter() - t0
-            tokens_since, loss_since, steps_since = tokens_since + tokens, loss_since + train_loss, steps_since + 1
-            bar.update(1)
-            metrics = {"step": step, "loss": train_loss, "lr": lr_at(step - 1, cfg)}
+            def write() -> None:
+                if improved:
+                    save_fn(raw, out / "best")
+                    atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
+                # Logged before the checkpoint: a crash between the two then resumes from the
+                # previous checkpoint and writes the record again; the other order would lose it.
+                append_log(out, record)
+                checkpoint(step)
+                plot_log(out)
 
-            if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
-                metrics["tokens_per_s"] = tokens_since / time_since
-                if grad_norm is not None:
-                    metrics["grad_norm"] = grad_norm
-                if peak and flops_per_token:
-                    metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
-                tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0
-                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
-                if rt.is_main:
-                    append_log(out, metrics)
+            on_rank_0(rt, write)
+            last_saved = step
+            return record
 
-            stop = stop_signal.agreed(rt)
-            if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
+        metrics: dict[str, float] = {"step": step}
+        last_saved = step if cfg.resume else None
+        tokens_since, time_since = 0, 0.0  # since the last log record (as are loss_since and steps_since)
+        bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
+        # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
+        # gives the caller's random state back when the loop ends, as if it had never run.
+        caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
+        with caller_rng, StopSignal() as stop_signal, bar:
+            model.train()
+            if step == cfg.max_iters and not evaluated_at(out, step):
+                # Resumed at its last step, where the run had stopped without ending (`--resume
+                # --max-iters S` after a stop at step S): no step runs, and the run ends as a run of S
+                # steps does, with the record of the steps since the last one, an evaluation and a
+                # checkpoint. (That record lacks tokens/s and the gradient norm, which were not saved.)
+                if steps_since:  # (its lr is the last step's, kept in the optimizer's state: the run's schedule, not cfg's)
+                    metrics = {"step": step, "loss": loss_since / steps_since, "lr": optimizer.param_groups[0]["lr"]}
+                    loss_since, steps_since = 0.0, 0
+                    on_rank_0(rt, lambda: append_log(out, metrics))
                 metrics.update(evaluate_and_save(step))
-            elif stop:
-                on_rank_0(rt, lambda: save_at_stop(step))
-                last_saved = step
-            if stop:
-                if rt.is_main:
-                    bar.write(f"interrupted: saved step {step} to {out}; continue with --resume")
-                raise Stopped(stop)
-    metrics["best_val_loss"] = best
-    return metrics
+            while step < cfg.max_iters:
+                t0 = time.perf_counter()
+                try:
+                    train_loss, grad_norm, tokens = train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt, step)
+                except TrainingDiverged as e:
+                    kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
+                    precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
+                    raise TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.") from None
+                step += 1
+                time_since += time.perf_counter() - t0
+                tokens_since, loss_since, steps_since = tokens_since + tokens, loss_since + train_loss, steps_since + 1
+                bar.update(1)
+                metrics = {"step": step, "loss": train_loss, "lr": lr_at(step - 1, cfg)}
+
+                if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                    metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
+                    metrics["tokens_per_s"] = tokens_since / time_since
+                    if grad_norm is not None:
+                        metrics["grad_norm"] = grad_norm
+                    if peak and flops_per_token:
+                        metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
+                    tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
+                    if rt.is_main:
+                        append_log(out, metrics)
+
+                stop = stop_signal.agreed(rt)
+                if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
+                    metrics.update(evaluate_and_save(step))
+                elif stop:
+                    on_rank_0(rt, lambda: save_at_stop(step))
+                    last_saved = step
+                if stop:
+                    if rt.is_main:
+                        bar.write(f"interrupted: saved step {step} to {out}; continue with --resume")
+                    raise Stopped(stop)
+        metrics["best_val_loss"] = best
+        return metrics

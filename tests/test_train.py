@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
@@ -1704,3 +1705,125 @@ def test_data_named_as_a_prepared_file_outside_prepared_data_is_called_a_file(tm
     (tmp_path / "val.txt").write_text("Hello world.\n")
     with pytest.raises(ValueError, match=rf"^--data {tmp_path / 'val.txt'} is a file; --data is the folder `minigpt prepare`"):
         pretrain(tiny_cfg(tmp_path / "val.txt", tmp_path / "out"))
+
+
+HOLD_OUT_DIR = """
+import sys, time
+from pathlib import Path
+from minigpt.run_dir import run_dir_lock
+with run_dir_lock(sys.argv[1]):
+    Path(sys.argv[2]).touch()  # "holding it now"
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_in_an_out_dir_in_use_is_refused_and_a_killed_run_holds_it_no_more(tmp_path, capsys):
+    """Bug (an audit): two runs in one OUT_DIR (a job launched twice, a requeue while the first
+    still ran) both passed every check and trained side by side: a log with steps twice, and
+    crashes on each other's temporary files. A run now holds OUT_DIR/.lock (an flock) while it
+    runs: another is refused before it writes anything, as a new run, --resume or --auto-resume,
+    by `minigpt train` or train_loop; and the lock dies with its process, so a killed run is resumed."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))  # a saved run, which a second process now holds as if it ran on
+    def files() -> dict[str, bytes]:  # (but the lock's own, which the holder made)
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    holding = tmp_path / "holding"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_OUT_DIR, str(out), str(holding)])
+    try:
+        for _ in range(600):
+            if holding.exists() or holder.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert holding.exists(), "the holder never took the lock"
+        refused = f"{out.resolve()} is in use by another run, still going"
+        for resume in ("--resume", "--auto-resume"):
+            flags = ["--data", str(data), "--out", str(out), resume, "--max-iters", "12", "--device", "cpu"]
+            assert train_main(flags) == 2
+            assert refused in capsys.readouterr().err
+        with pytest.raises(FileExistsError, match=refused):
+            pretrain(tiny_cfg(data, out, max_iters=12, resume=True))
+        with pytest.raises(FileExistsError, match=refused):  # train_loop from Python takes it too
+            train.train_loop(GPT(GPTConfig(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2)),
+                             tiny_cfg(data, out, resume=True), lambda split, rng: None)
+        assert files() == before  # nothing written
+    finally:
+        holder.kill()  # as a crash, or kill -9, ends a run
+        holder.wait()
+    metrics = pretrain(tiny_cfg(data, out, max_iters=12, resume=True))  # the lock went with its process
+    assert metrics["step"] == 12 and not (out / ".lock").exists()  # (the killed holder's file, taken and removed)
+
+
+def test_best_follows_new_val_data_but_not_new_train_data(tmp_path, capsys):
+    """Bug (an audit): after `--resume --allow-new-data` on other val data, the run kept its best
+    val loss, measured on the old texts, and best/ could stay the old data's model however the
+    new one scored. Other val data now starts best/ over, with a note; other train data alone
+    (the same val texts, comparable losses) keeps it. The saved best is made unbeatable here, as
+    a far easier val set would make it."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+
+    def unbeatable() -> None:
+        state = torch.load(out / STATE_FILE, weights_only=False)
+        state["best_val_loss"] = -1.0
+        torch.save(state, out / STATE_FILE)
+
+    def best_step() -> int:
+        return json.loads((out / "best" / "metrics.json").read_text())["step"]
+
+    unbeatable()
+    ids = np.fromfile(data / "train.bin", dtype=np.uint16)
+    ids[100] = (ids[100] + 1) % VOCAB
+    ids.tofile(data / "train.bin")  # other train data, the same val data
+    capsys.readouterr()
+    pretrain(tiny_cfg(data, out, max_iters=12, resume=True, allow_new_data=True))
+    assert best_step() == 6 and "the val data differs" not in capsys.readouterr().out
+    unbeatable()
+    make_data(data, n_val=500)  # other val data
+    pretrain(tiny_cfg(data, out, max_iters=18, resume=True, allow_new_data=True))
+    assert ("note: the val data differs from the run's, whose best val loss (-1) measured other data: best/ follows "
+            "this data's val loss from here") in capsys.readouterr().out
+    assert best_step() == 18
+
+
+def test_a_run_ended_at_its_stop_logs_the_lr_its_last_step_ran_at(tmp_path, monkeypatch, capsys):
+    """Bug (an audit): ending a run stopped at step S with `--resume --max-iters S` logged the lr
+    of step S under the new, shorter schedule (whose decay then ends at S), not the lr step S
+    ran at, under the run's schedule of 12 steps."""
+    data = make_data(tmp_path / "data")
+    _interrupt_at_batch(monkeypatch, 9, signal.SIGTERM)  # during step 5: saved at 5, between evaluations (every 6)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(data, tmp_path / "stopped"))
+    monkeypatch.undo()
+    assert train_main(["--out", str(tmp_path / "stopped"), "--resume", "--max-iters", "5"]) == 0
+    record = [r for r in read_log(tmp_path / "stopped") if r["step"] == 5 and "loss" in r][-1]
+    ran_at = lr_at(4, tiny_cfg(data, tmp_path / "stopped"))  # step 5 is lr_at(4): steps count from 0 there
+    assert record["lr"] == pytest.approx(ran_at, rel=1e-12)
+    assert ran_at != pytest.approx(lr_at(4, tiny_cfg(data, tmp_path / "stopped", max_iters=5)))  # (the schedules differ there)
+
+
+def test_a_new_run_refuses_an_out_dir_holding_a_tokenizer(tmp_path):
+    """Bug (an audit): a new run into a directory holding only a tokenizer (transformers'
+    tokenizer.json + tokenizer_config.json) took it for unrelated files: its checkpoints replaced
+    tokenizer_config.json and wrote the data's vocab.json + merges.txt beside the old
+    tokenizer.json, which transformers and minigpt read first: silently other ids."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    out.mkdir()
+    (out / "tokenizer.json").write_text("{}")
+    (out / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=re.escape(f"{out} holds a tokenizer (tokenizer.json, tokenizer_config.json), "
+                                                        "which the run's checkpoints would replace")):
+        pretrain(tiny_cfg(data, out, max_iters=2))
+    assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]  # untouched
+
+
+def test_a_bare_resume_after_the_data_moved_says_to_pass_data(tmp_path, capsys):
+    """An audit: it said only "--data ... does not exist", where --data with the new place resumes."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2))
+    data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 2
+    assert "; if the run's data has moved, pass --data with where it is now" in capsys.readouterr().err
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--data", str(tmp_path / "moved")]) == 0

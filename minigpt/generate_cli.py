@@ -6,6 +6,7 @@ model and tokenizer, and hands the prompt to minigpt/text_generation.py's `strea
 printed as it arrives with --stream) or `generate_text` (-n samples or --num-beams), or to
 minigpt/explain.py (--explain). With --prompts-file, a file of prompts (`read_prompts`) goes to
 `generate_texts` in batches, and each prompt's texts come out as one JSON line (`print_jsonl`).
+A value those functions refuse is reported by its flag, not by their Python name (`flag_words`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -41,6 +44,13 @@ BOM = "\ufeff"
 
 # --early-stopping's words for transformers' three modes (generate's `early_stopping`).
 EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
+
+# generate's arguments that a flag of this command sets, each the flag's name in Python's spelling
+# (top_p is --top-p). generate's errors name the argument ("top_p must be in (0, 1]"); this
+# command's errors name the flag, so `flag_words` renames these in the errors it passes on.
+FLAG_ARGS = ("max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+             "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "num_beams", "num_return_sequences",
+             "length_penalty", "early_stopping", "stop", "seed", "sampler", "slide", "batch_size")
 
 
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
@@ -174,6 +184,27 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
                              "in one context; drop --slide, or use --num-beams 1")
 
 
+def in_flags(message: str) -> str:
+    """A message of generate's in this command's words: each of `FLAG_ARGS` becomes its flag, and
+    `name=value` becomes `--flag value`, as typed: "min_new_tokens must be in [0, max_new_tokens=2]"
+    → "--min-new-tokens must be in [0, --max-new-tokens 2]". Whole names only: "stop" in "--stop" or
+    "stopping" stays."""
+    pattern = r"(?<![\w.-])(" + "|".join(FLAG_ARGS) + r")(?!\w)(=?)"
+    return re.sub(pattern, lambda m: "--" + m[1].replace("_", "-") + " " * bool(m[2]), message)
+
+
+@contextmanager
+def flag_words() -> Iterator[None]:
+    """Pass on generate's value errors `in_flags` (the same error, its message renamed). Only around
+    calls into generate: a file name or a message of this command's own ("at temperature 1") holds
+    no argument name to rename."""
+    try:
+        yield
+    except (ValueError, FloatingPointError) as e:
+        e.args = (in_flags(str(e)),)
+        raise
+
+
 def read_prompts(path: str) -> tuple[list[dict], list[int]]:
     """--prompts-file → its records and the line each is on. Each line is JSON: a string, or an
     object with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines
@@ -240,9 +271,10 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     # window (a file of up to 16 batches) draws exactly what one generate_texts call would.
     with tqdm(total=len(ids), desc="generating", unit="prompt") as bar:
         for start, seed in zip(starts, batch_seeds(args.seed, len(starts))):
-            texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,
-                                          num_return_sequences=args.num_return_sequences, progress=bar,
-                                          **{**kwargs, "seed": seed})
+            with flag_words():
+                texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,
+                                              num_return_sequences=args.num_return_sequences, progress=bar,
+                                              **{**kwargs, "seed": seed})
             for record, its_texts in zip(records[start:start + size], texts):
                 print(json.dumps({**record, "texts": its_texts}, ensure_ascii=False))
             sys.stdout.flush()  # the window's lines now, before its stats and the next window
@@ -345,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(too_long(e, model, args)) from None
         if len(kept) < len(ids):  # --truncate-left cut it
             ids, prompt = kept, tokenizer.decode(kept)  # printed: the text the model continues
-        with torch.inference_mode():
+        with torch.inference_mode(), flag_words():  # generate's errors, named by the flags typed
             if args.explain:
                 from minigpt.explain import explain  # imported here: only --explain needs it
 

@@ -698,7 +698,7 @@ def test_cli_no_repeat_ngram_size_reaches_every_mode(tiny_checkpoint, capsys, mo
     assert gen_cli.main(base + ["3", "--explain", "--temperature", "0"]) == 0
     assert "no-repeat 3" in capsys.readouterr().out
     assert gen_cli.main(base + ["-1"]) == 2
-    assert "no_repeat_ngram_size must be ≥ 0 (0 means off), got -1" in capsys.readouterr().err
+    assert "--no-repeat-ngram-size must be ≥ 0 (0 means off), got -1" in capsys.readouterr().err
 
 
 @torch.no_grad()
@@ -1978,6 +1978,39 @@ def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint
     assert message in capsys.readouterr().err
     assert typed_flags(["--stop", "a", "--stop", "b", "-n", "1", "--stream"]) == {"stop", "num_return_sequences", "stream"}
     assert typed_flags([]) == set()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--slide", "1000"], "--slide must be 0 (off) or in [1, n_positions=128], got 1000"),
+    (["--min-new-tokens", "5"], "--min-new-tokens must be in [0, --max-new-tokens 2], got 5"),  # both flags
+    (["--top-p", "0"], "--top-p must be in (0, 1] (1 means off), got 0.0"),
+    (["--top-k", "-1"], "--top-k must be in [0, inf) (0 means off), got -1"),
+    (["--min-p", "2"], "--min-p must be in [0, 1] (0 means off), got 2.0"),
+    (["--temperature", "-1"], "--temperature must be in [0, inf) (0 means greedy), got -1.0"),
+    (["--num-beams", "0"], "--num-beams must be ≥ 1, got 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be ≥ 1, got 0"),
+    (["--no-repeat-ngram-size", "-1"], "--no-repeat-ngram-size must be ≥ 0 (0 means off), got -1"),
+    (["--repetition-penalty", "0"], "--repetition-penalty must be in (0, inf) (1 means off), got 0.0"),
+    (["--presence-penalty", "3"], "--presence-penalty must be in [-2.0, 2.0], got 3.0"),
+    (["--num-beams", "2", "--length-penalty", "nan"], "--length-penalty must be a finite number, got nan"),
+    (["--num-return-sequences", "0"], "--num-return-sequences must be ≥ 1, got 0"),
+    (["--sampler", "triton"], "--sampler 'triton' runs on CUDA tensors, got cpu"),
+    (["--explain", "--top-p", "0"], "--top-p must be in (0, 1] (1 means off), got 0.0"),  # explain's own checks
+    (["--prompts-file", "p.jsonl", "--top-p", "0"], "--top-p must be in (0, 1]"),  # generate_texts' checks
+])
+def test_cli_names_a_bad_value_by_its_flag(tiny_checkpoint, tmp_path, monkeypatch, capsys, argv, message):
+    """An audit: a value generate refuses was reported in its Python names ("slide must be 0 (off) or
+    in [1, n_positions=256]"), where every other refusal of this command names flags. generate's own
+    message is unchanged; the CLI names each argument by its flag, and a value after it as typed."""
+    from minigpt.generate_cli import FLAG_ARGS, build_parser, main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text('"To be"\n', encoding="utf-8")
+    assert main(["--model", str(tiny_checkpoint), "--max-new-tokens", "2", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"generate: {message}" in err
+    assert not re.search(rf"(?<![\w-]){argv[-2].lstrip('-').replace('-', '_')}(?!\w)", err)  # no Python name left
+    assert set(FLAG_ARGS) <= {a.dest for a in build_parser()._actions}  # each a flag of this command
 
 
 def test_cli_tokenizer_hint_names_a_path_that_works_beside_a_gpt2_folder(tmp_path, capsys, monkeypatch):

@@ -184,6 +184,53 @@ def switch_on(model: nn.Module, name: str) -> None:
         setattr(gpt, name, True)
 
 
+def prepare_model(model: nn.Module, cfg, rt: Runtime) -> nn.Module:
+    """The model on its device, with cfg's memory switches and dropout (a model from Python may not
+    have them: `minigpt train` has set dropout already)."""
+    model = model.to(rt.device)
+    for name in MEMORY_SWITCHES:
+        if getattr(cfg, name):
+            switch_on(model, name)
+    if cfg.dropout is not None:
+        for gpt in gpts_in(model, f"dropout={cfg.dropout} is a GPT's dropout rate"):
+            gpt.set_dropout(cfg.dropout)
+    return model
+
+
+def for_training(raw: nn.Module, cfg, rt: Runtime) -> tuple[nn.Module, nn.Module]:
+    """(fwd, model): `raw` compiled if cfg.compile (fwd, what evaluation calls), then wrapped in DDP
+    under torchrun (model, what a training step calls: its backward all-reduces the gradients).
+    Compiled first, then wrapped, as DDP expects."""
+    fwd = torch.compile(raw) if cfg.compile else raw
+    if rt.world == 1:
+        return fwd, fwd
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return fwd, DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+
+def open_out_dir(out: Path, cfg, rt: Runtime, step: int) -> None:
+    """OUT_DIR made, and a resumed run's log cut back to its checkpoint's `step` (records a crash
+    left past it would be written again). Rank 0 alone writes OUT_DIR; on_rank_0 tells the others
+    when that fails, for one error, not a traceback each."""
+    def prepare() -> None:
+        if cfg.resume:
+            truncate_log(out, step)
+        out.mkdir(parents=True, exist_ok=True)
+
+    on_rank_0(rt, prepare)
+    if rt.is_main and cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
+        print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
+              f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
+
+
+def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime) -> TrainingDiverged:
+    """A NaN/inf loss, told with what is kept and what to try."""
+    kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
+    precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
+    return TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.")
+
+
 def train_loop(
     model: nn.Module,
     cfg: TrainConfig,
@@ -221,15 +268,9 @@ def train_loop(
     if half:  # before any work: the CLI trains float32 weights; a model from Python may not be
         raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
     rt = setup_runtime(cfg)
+    raw = prepare_model(model, cfg, rt)  # the module itself, saved and restored; fwd and model (below) run it
     save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)
-    raw = model.to(rt.device)
-    for name in MEMORY_SWITCHES:
-        if getattr(cfg, name):
-            switch_on(raw, name)
-    if cfg.dropout is not None:  # (minigpt train has set it already; a model from Python may not have it)
-        for gpt in gpts_in(raw, f"dropout={cfg.dropout} is a GPT's dropout rate"):
-            gpt.set_dropout(cfg.dropout)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)
@@ -237,24 +278,8 @@ def train_loop(
         check_out_dir(cfg)
         if cfg.resume:
             step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
-
-        def prepare_out() -> None:
-            if cfg.resume:
-                truncate_log(out, step)
-            out.mkdir(parents=True, exist_ok=True)
-
-        # Rank 0 alone writes OUT_DIR; on_rank_0 tells the others when that fails, for one error, not a traceback each.
-        on_rank_0(rt, prepare_out)
-        if rt.is_main:
-            if cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
-                print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
-                      f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
-        fwd = torch.compile(raw) if cfg.compile else raw  # compile first, then wrap (as DDP expects)
-        model = fwd
-        if rt.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            model = DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        open_out_dir(out, cfg, rt, step)
+        fwd, model = for_training(raw, cfg, rt)
         peak = peak_flops(rt.device)
 
         def checkpoint(step: int) -> None:  # (rank 0's)
@@ -313,9 +338,7 @@ def train_loop(
                 try:
                     train_loss, grad_norm, tokens = train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt, step)
                 except TrainingDiverged as e:
-                    kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
-                    precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
-                    raise TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.") from None
+                    raise diverged(e, last_saved, out, rt) from None
                 step += 1
                 time_since += time.perf_counter() - t0
                 tokens_since, loss_since, steps_since = tokens_since + tokens, loss_since + train_loss, steps_since + 1

@@ -22,6 +22,7 @@ from minigpt.generate_args import (
     NGRAM_EXHAUSTED,
     PENALTY_OVERFLOW,
     check_finite,
+    check_model,
     check_ngram_size,
     eos_list,
     prepare_inputs,
@@ -54,6 +55,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     `prompt` is text or its token ids (as `stream_text`'s).
     """
     out = out or sys.stdout
+    check_model(model)  # another library's model (transformers') would fail deep inside, on its config
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     ngram = check_ngram_size(no_repeat_ngram_size)

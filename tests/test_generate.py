@@ -2371,6 +2371,17 @@ def test_a_transformers_model_or_a_batch_of_no_rows_is_refused_by_name(pair, kwa
             generate(model, torch.zeros(shape, dtype=torch.long), max_new_tokens=2, **kwargs)
 
 
+def test_explain_refuses_a_transformers_model_by_name(pair):
+    """An audit: explain (generate --explain's view) did not check the model as generate does, so
+    transformers' GPT2LMHeadModel failed inside it ("'GPT2Config' object has no attribute ...")."""
+    from minigpt.explain import explain
+
+    _, hf = pair
+    with pytest.raises(TypeError, match=r"^minigpt.generate takes a minigpt GPT, got GPT2LMHeadModel \(config GPT2Config\): "
+                                        r"load the checkpoint with minigpt.GPT.from_pretrained\(dir\)"):
+        explain(hf, None, [1, 2], steps=2, out=io.StringIO())
+
+
 def test_a_prompt_longer_than_the_context_is_not_told_to_generate_fewer_tokens(pair):
     """An audit: a 129-token prompt with max_new_tokens=1 (the fewest there is) was told "with 1 new
     tokens ... or generate fewer tokens": no count of new tokens fits a prompt the context cannot hold."""

@@ -57,7 +57,7 @@ from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
-from minigpt.pretrain import build_model
+from minigpt.pretrain import build_model, check_block_size
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
@@ -297,8 +297,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
         gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)
         cfg.block_size = cfg.block_size or gpt.config.n_positions
-        if not 1 <= cfg.block_size <= gpt.config.n_positions:
-            raise ValueError(f"block_size {cfg.block_size} must be in [1, n_positions={gpt.config.n_positions}]")
+        check_block_size(cfg.block_size, gpt.config.n_positions)
 
         strategy = dict(n_trainable_blocks=cfg.n_trainable_blocks, train_embeddings=cfg.train_embeddings, lora_rank=cfg.lora_rank,
                         lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets)

@@ -66,12 +66,21 @@ def check_data_dir(data: Path, resume: bool = False) -> None:
                                 f"(train.bin, val.bin, meta.json){moved}")
 
 
+def check_block_size(block_size: int, n_positions: int) -> None:
+    """A training window must fit the model's positions: it has no embeddings beyond them."""
+    if not 1 <= block_size <= n_positions:
+        raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position "
+                         "embeddings beyond that)")
+
+
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
     """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
     tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`.
 
     A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
     and generation stops on what config.json says. An --init model must already match them.
+    A --block-size the model cannot take is refused from its config, before the weights are made
+    or loaded (gpt2-xl's are 6 GB).
     """
     if cfg.init:
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
@@ -81,6 +90,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         if is_classifier_checkpoint(cfg.init):  # in train's words (GPT.from_pretrained's refusal names the classifier loader)
             raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
                              "language model (GPT2LMHeadModel)")
+        if cfg.block_size and (Path(cfg.init) / "config.json").is_file():  # (a GPT-2 name: checked once it is found)
+            check_block_size(cfg.block_size, GPTConfig.from_json(Path(cfg.init) / "config.json").n_positions)
         model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id, getattr(cfg, "tokenizer", None),
                          cfg.COMMAND == "finetune")
@@ -93,7 +104,10 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
     # GPT-2 uses the same token to begin and end a document; a tokenizer without one gives None
     # (null in config.json), not the preset's 50256, which a large vocabulary has as another token.
     overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
-    return GPT(GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides))
+    config = GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides)
+    if cfg.block_size:
+        check_block_size(cfg.block_size, config.n_positions)
+    return GPT(config)
 
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:
@@ -109,11 +123,8 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         check_out_dir(cfg)
         meta = read_meta(data)
         model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
-        n_positions = model.config.n_positions
-        block_size = cfg.block_size or n_positions
-        if not 1 <= block_size <= n_positions:
-            raise ValueError(f"block_size {block_size} must be in [1, n_positions={n_positions}] (the model has no position embeddings beyond that)")
-        cfg.block_size = block_size
+        block_size = cfg.block_size = cfg.block_size or model.config.n_positions
+        check_block_size(block_size, model.config.n_positions)
         vocab = model.config.vocab_size
         tokens = load_splits(data, meta, vocab, block_size + 1)
 

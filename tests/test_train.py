@@ -1827,3 +1827,26 @@ def test_a_bare_resume_after_the_data_moved_says_to_pass_data(tmp_path, capsys):
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 2
     assert "; if the run's data has moved, pass --data with where it is now" in capsys.readouterr().err
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--data", str(tmp_path / "moved")]) == 0
+
+
+def test_a_block_size_the_model_cannot_take_is_refused_before_its_weights_are_made(tmp_path, monkeypatch):
+    """An audit: --block-size above n_positions was checked once the model was built or loaded
+    (3 s and 1.4 GB for gpt2-medium; gpt2-xl's 6 GB). It is read from the config first now."""
+    data = make_data(tmp_path / "data")
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1,
+                  eos_token_id=VOCAB - 1)).save_pretrained(tmp_path / "start")
+
+    class NoWeights:  # stands for GPT: making or loading weights fails the test
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("weights made before the block size was checked")
+
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            raise AssertionError("weights loaded before the block size was checked")
+
+    monkeypatch.setattr("minigpt.pretrain.GPT", NoWeights)
+    init = dict(init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None, n_embd=None)
+    with pytest.raises(ValueError, match=r"block_size 33 must be in \[1, n_positions=32\]"):
+        pretrain(tiny_cfg(data, tmp_path / "a", **{**init, "block_size": 33}))
+    with pytest.raises(ValueError, match=r"block_size 129 must be in \[1, n_positions=128\]"):  # gpt2-tiny's 128
+        pretrain(tiny_cfg(data, tmp_path / "b", block_size=129))

@@ -127,6 +127,7 @@ class FinetuneConfig(TrainConfig):
     n_layer: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_positions: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
     # TrainConfig's batch knobs, whose unit a classifier changes from windows to texts.
     block_size: int | None = flag(None, "lm: tokens per training window; classify: the tokens of each text kept, its first "

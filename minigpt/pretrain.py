@@ -22,7 +22,7 @@ from minigpt.config import GPTConfig
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
 from minigpt.files import atomic_path
 from minigpt.model import GPT
-from minigpt.run_dir import check_out_dir, run_dir_lock
+from minigpt.run_dir import check_out_dir, is_rank_0, run_dir_lock
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
@@ -83,7 +83,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
     or loaded (gpt2-xl's are 6 GB).
     """
     if cfg.init:
-        shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd") if getattr(cfg, k) is not None]
+        shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd", "n_positions")
+                 if getattr(cfg, k) is not None]
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
                              f"drop {'them' if len(shape) > 1 else 'it'}")
@@ -99,7 +100,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         if cfg.dropout is not None:  # dropout is not a weight: the checkpoint's rate is only a default
             model.set_dropout(cfg.dropout)
         return model.train()
-    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout") if getattr(cfg, k) is not None}
+    overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions", "dropout") if getattr(cfg, k) is not None}
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
     # GPT-2 uses the same token to begin and end a document; a tokenizer without one gives None
     # (null in config.json), not the preset's 50256, which a large vocabulary has as another token.
@@ -125,6 +126,10 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
         block_size = cfg.block_size = cfg.block_size or model.config.n_positions
         check_block_size(block_size, model.config.n_positions)
+        if not cfg.init and block_size < model.config.n_positions and is_rank_0():  # (a pretrained model's are trained)
+            print(f"note: positions {block_size}-{model.config.n_positions - 1} of this fresh model never train "
+                  f"(--block-size {block_size}): text generated or scored past {block_size} tokens reads random position "
+                  f"embeddings. --n-positions {block_size} makes a model of that context")
         vocab = model.config.vocab_size
         tokens = load_splits(data, meta, vocab, block_size + 1)
 

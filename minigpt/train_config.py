@@ -58,6 +58,7 @@ class TrainConfig:
     n_layer: int | None = flag(None, "override the preset's number of blocks")
     n_head: int | None = flag(None, "override the preset's number of heads")
     n_embd: int | None = flag(None, "override the preset's width")
+    n_positions: int | None = flag(None, "override the preset's context length (its position embeddings)")
     block_size: int | None = flag(None, "tokens per training window (default: the model's n_positions)")
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's; 0.0 for a fresh model)")
     # optimisation

@@ -897,12 +897,13 @@ def test_the_model_shape_is_not_a_finetune_flag(base, tmp_path, capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "--init" in text and "--lr" in text and "--block-size" in text  # train's other flags are shared
-    for shape in ("--preset", "--n-layer", "--n-head", "--n-embd"):
+    for shape in ("--preset", "--n-layer", "--n-head", "--n-embd", "--n-positions"):
         assert shape not in text
     # Given anyway, each says in one line why it is refused (and --preset which presets exist, and where).
     for flag, value, reason in (("--preset", "gpt3", "fine-tuning takes the model's shape from --init, so it has no presets "
                                  "(they make fresh models for `minigpt train`: gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt2-tiny, gpt2-mini)"),
-                                ("--n-layer", "3", "fine-tuning takes the model's shape from the --init checkpoint, which fixes it")):
+                                ("--n-layer", "3", "fine-tuning takes the model's shape from the --init checkpoint, which fixes it"),
+                                ("--n-positions", "64", "fine-tuning takes the model's shape from the --init checkpoint, which fixes it")):
         with pytest.raises(SystemExit) as exit_:
             _run(base, tmp_path / "o", "--data", str(base / "corpus.txt"), flag, value)
         err = capsys.readouterr().err

@@ -1850,3 +1850,19 @@ def test_a_block_size_the_model_cannot_take_is_refused_before_its_weights_are_ma
         pretrain(tiny_cfg(data, tmp_path / "a", **{**init, "block_size": 33}))
     with pytest.raises(ValueError, match=r"block_size 129 must be in \[1, n_positions=128\]"):  # gpt2-tiny's 128
         pretrain(tiny_cfg(data, tmp_path / "b", block_size=129))
+
+
+def test_a_fresh_model_trained_on_shorter_windows_is_told_and_n_positions_makes_it_that_long(tmp_path, capsys):
+    """An audit: gpt2-tiny trained with --block-size 16 kept n_positions 128, and positions 16-127
+    never trained (eval scored 128-token windows, generate ran past 16 tokens on random position
+    embeddings) without a word. A note says so, and --n-positions makes the model that long."""
+    data = make_data(tmp_path / "data")
+    pretrain(tiny_cfg(data, tmp_path / "long", max_iters=1))
+    assert ("note: positions 16-127 of this fresh model never train (--block-size 16): text generated or scored past 16 "
+            "tokens reads random position embeddings. --n-positions 16 makes a model of that context") in capsys.readouterr().out
+    pretrain(tiny_cfg(data, tmp_path / "short", max_iters=1, n_positions=16))
+    assert "note: positions" not in capsys.readouterr().out
+    assert GPT.from_pretrained(tmp_path / "short").config.n_positions == 16
+    init = dict(init=str(tmp_path / "short"), preset=None, n_layer=None, n_head=None, n_embd=None)
+    with pytest.raises(ValueError, match="--n-positions cannot change the shape of the --init checkpoint"):
+        pretrain(tiny_cfg(data, tmp_path / "again", **init, n_positions=32))

@@ -288,6 +288,7 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
                          f"in the model's context n_positions={n_positions}), got {args.new_tokens}")
 
 
+@torch.no_grad()  # inference only; as a decorator, the caller's grad mode comes back (tests call main in-process)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: random 124M weights)")
@@ -308,7 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"bench_generate.py: error: {e}", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(False)
     model, hf = build_models(args.model)
     n_positions = model.config.n_positions
     if args.ttft_lengths is None:

@@ -1,5 +1,5 @@
-"""Shared test settings: keep `transformers` (the oracle in many tests) quiet and offline, and
-hypothesis deterministic."""
+"""Shared test settings: keep `transformers` (the oracle in many tests) quiet and offline,
+hypothesis deterministic, and autograd on after every test."""
 import os
 
 # Tests never reach the network: the HF oracle models are built from configs with random weights.
@@ -15,3 +15,17 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("deterministic", derandomize=True, database=None)
 settings.register_profile("explore")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _autograd_is_left_on():
+    """A test (or the code it calls) that turns autograd off for good fails here, itself: once
+    (bench_generate's main called torch.set_grad_enabled(False)), 119 later training tests failed
+    far away, with "element 0 of tensors does not require grad"."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left autograd off (torch.set_grad_enabled(False) outside a with block)")

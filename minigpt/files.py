@@ -36,7 +36,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         os.replace(tmp, dest)
     except OSError as e:
         if e.filename is None and e.errno:  # a failed write names no file ("[Errno 28] No space left on device"): say which
-            raise OSError(e.errno, f"{e.strerror} (writing {dest})") from e
+            raise OSError(e.errno, e.strerror, str(dest)) from e  # (named now: an atomic_path around this one keeps it)
         raise
     finally:
         tmp.unlink(missing_ok=True)

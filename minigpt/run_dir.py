@@ -18,11 +18,13 @@ OUT_DIR layout:
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -77,7 +79,10 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "data": data,
     }
     with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's zip writer fails a full disk as "[enforce fail ...] unexpected pos ..."
+            raise OSError(errno.EIO, f"could not write it ({e}); is the disk full?", str(out / STATE_FILE)) from e
 
 
 def check_resumable(out: Path) -> None:
@@ -180,6 +185,8 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
     """
     story, kept = unsaved_story(out, traces), ""
     left = [name for name in CHECKPOINT_FILES if name in traces]
+    if set(left) - {"best/"}:  # the checkpoint's weights come with its tokenizer's files, which go too
+        left += [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]
     if (out / LOG_FILE).exists():
         target = next_lost_log(out)
         (out / LOG_FILE).rename(target)
@@ -209,22 +216,42 @@ def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
     and temporary files, each undoing the other's.
 
     An flock on OUT_DIR/.lock: the kernel drops it when its process dies, so a killed run leaves
-    no stale lock, and a resume after it finds OUT_DIR free. The file goes when the run ends (and
-    OUT_DIR, if the run made it and left it empty: one refused at once leaves nothing behind).
-    Rank 0 alone takes it, as it alone writes OUT_DIR. Reentrant within a process: `minigpt
-    train` and `finetune` hold it from their first look at OUT_DIR, and their `train_loop` again."""
+    no stale lock, and a resume after it finds OUT_DIR free. The file goes when the run ends, and
+    so do the directories it made for OUT_DIR if they are empty (a run refused at once leaves
+    nothing behind). Rank 0 alone takes it, as it alone writes OUT_DIR. Reentrant within a
+    process: `minigpt train` and `finetune` hold it from their first look at OUT_DIR, and their
+    `train_loop` again. (Two threads of one process are not kept apart: a run is a process.)"""
     out = Path(out).resolve()
     if not is_rank_0() or out in _held:  # another process's to hold, or held already by an outer call
         yield
         return
-    made = not out.exists()
+    made = [d for d in (out, *out.parents) if not d.exists()]  # leaf first
+    fd = _lock(out)
+    _held.add(out)
+    try:
+        yield
+    finally:
+        _held.discard(out)
+        if fd is not None:
+            (out / LOCK_FILE).unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
+            os.close(fd)
+        for d in made:
+            try:
+                d.rmdir()  # (only if empty)
+            except OSError:
+                break
+
+
+def _lock(out: Path) -> int | None:
+    """The open .lock file holding `run_dir_lock`'s flock, or FileExistsError when another run
+    holds it. None where no lock can be had (a directory this process may not make or write:
+    check_out_dir and the first write say so; a file system without flock): the run goes unguarded."""
     while True:
         try:
             out.mkdir(parents=True, exist_ok=True)
             fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:  # a directory this process may not make or write: check_out_dir and the first write say so
-            yield
-            return
+        except OSError:
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -232,24 +259,18 @@ def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
             raise FileExistsError(f"{out} is in use by another run, still going (its process holds {out / LOCK_FILE}): "
                                   "wait for it to end, or stop it (Ctrl-C saves), before you resume it; or choose "
                                   "another --out") from None
+        except OSError as e:  # e.g. ENOLCK, an NFS mount without its lock service
+            os.close(fd)
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another run out of {out}",
+                  file=sys.stderr)
+            return None
         try:  # the file locked is still the one there, not one its last holder removed as it ended
             if os.path.samestat(os.fstat(fd), os.stat(out / LOCK_FILE)):
-                break
+                return fd
         except FileNotFoundError:
             pass
         os.close(fd)
-    _held.add(out)
-    try:
-        yield
-    finally:
-        _held.discard(out)
-        (out / LOCK_FILE).unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
-        os.close(fd)
-        if made:
-            try:
-                out.rmdir()  # (only if empty)
-            except OSError:
-                pass
 
 
 def check_out_dir(cfg: TrainConfig) -> None:
@@ -387,7 +408,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     notes = [schedule_note(state["step"], state["config"], cfg) if cfg.max_iters > state["step"] else None,  # (no step runs)
              check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
     best, saved_data = state["best_val_loss"], state.get("data")
-    if data and saved_data and any(saved_data.get(k) != data.get(k) for k in {**saved_data, **data} if not k.startswith("train")):
+    if (best < math.inf and data and saved_data  # (no evaluation yet: nothing to start over)
+            and any(saved_data.get(k) != data.get(k) for k in {**saved_data, **data} if not k.startswith("train"))):
         # Other val data (--allow-new-data let it by): the run's best val loss measured other texts,
         # and a better model on this data could lose to it, so best/ would never follow this data.
         notes.append(f"note: the val data differs from the run's, whose best val loss ({best:.4g}) measured other data: "

@@ -4,6 +4,7 @@ rejects bad input with a clear message."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -670,6 +671,9 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     unfinished checkpoint removed. A run that got further is not: a finished run whose
     training_state.pt was deleted (and its loss.png too) is refused, its model kept."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    (data / "tokenizer").mkdir()  # as `minigpt prepare` writes it: each checkpoint copies it (a reviewer's case:
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):  # the restart was refused, "holds a tokenizer")
+        (data / "tokenizer" / name).write_text("{}")
     flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
              "--block-size", "16", "--batch-size", "4", "--max-iters", "8", "--warmup-iters", "2", "--eval-interval", "4",
              "--eval-iters", "2", "--log-interval", "2", "--device", "cpu", "--seed", "7"]
@@ -695,7 +699,8 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     assert "give the same command with --resume" in err and sorted(os.listdir(out)) == left
     assert train_main([*flags, "--out", str(out), "--resume"]) == 0
     assert ("; its log is kept as log.lost.jsonl; what it had saved of its first checkpoint (best/, config.json, "
-            "model.safetensors) is removed: the same flags save it again") in capsys.readouterr().out
+            "model.safetensors, vocab.json, merges.txt, tokenizer_config.json) is removed: the same flags save it again"
+            ) in capsys.readouterr().out
     assert (out / "log.lost.jsonl").read_text() == log
     assert train_main([*flags, "--out", str(tmp_path / "straight")]) == 0
     a, b = final_state(tmp_path / "straight"), final_state(out)
@@ -1866,3 +1871,37 @@ def test_a_fresh_model_trained_on_shorter_windows_is_told_and_n_positions_makes_
     init = dict(init=str(tmp_path / "short"), preset=None, n_layer=None, n_head=None, n_embd=None)
     with pytest.raises(ValueError, match="--n-positions cannot change the shape of the --init checkpoint"):
         pretrain(tiny_cfg(data, tmp_path / "again", **init, n_positions=32))
+
+
+def test_a_training_state_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """A reviewer's full disk: torch.save's zip writer failed it as a RuntimeError ("[enforce fail
+    at inline_container.cc:672] . unexpected pos ..."), which ended the run in a traceback naming no file."""
+    def full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 12544 vs 12438")
+
+    monkeypatch.setattr(torch, "save", full)
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    assert train_main(["--data", str(data), "--out", str(out), "--preset", "gpt2-tiny", "--n-layer", "1", "--n-head", "2",
+                       "--n-embd", "32", "--block-size", "16", "--max-iters", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "error: [Errno 5] could not write it (" in err and f"is the disk full?: '{out / STATE_FILE}'" in err, err
+    assert "Traceback" not in err and not (out / STATE_FILE).exists()
+
+
+def test_the_run_lock_leaves_nothing_behind_and_goes_without_flock(tmp_path, monkeypatch, capsys):
+    """A reviewer: a run refused at once left the parents it made for OUT_DIR (the lock made
+    them first), and a file system without flock (ENOLCK) stopped every run. Now the directories
+    made go again if empty, and without flock the run goes on unguarded, with a warning."""
+    data = make_data(tmp_path / "data")
+    with pytest.raises(ValueError, match="block_size 999 must be in"):
+        pretrain(tiny_cfg(data, tmp_path / "nest" / "a" / "b", block_size=999))
+    assert not (tmp_path / "nest").exists()
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(minigpt.run_dir.fcntl, "flock", no_locks)
+    out = tmp_path / "out"
+    assert pretrain(tiny_cfg(data, out, max_iters=2))["step"] == 2
+    assert f"warning: cannot lock {out.resolve() / '.lock'} (No locks available)" in capsys.readouterr().err
+    assert not (out / ".lock").exists()

@@ -16,6 +16,12 @@ settings.register_profile("deterministic", derandomize=True, database=None)
 settings.register_profile("explore")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
+import contextlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -29,3 +35,35 @@ def _autograd_is_left_on():
     if not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("the test left autograd off (torch.set_grad_enabled(False) outside a with block)")
+
+
+_HOLD_OUT_DIR = """
+import sys, time
+from pathlib import Path
+from minigpt.run_dir import run_dir_lock
+with run_dir_lock(sys.argv[1]):
+    Path(sys.argv[2]).touch()  # "holding it now"
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def another_run_holds():
+    """another_run_holds(out): a `with` block during which another process holds OUT_DIR, as a
+    live run does (minigpt/run_dir.py's run_dir_lock); it is killed at the end of the block."""
+    @contextlib.contextmanager
+    def holds(out: Path):
+        holding = out.parent / f"{out.name}.holding"
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD_OUT_DIR, str(out), str(holding)])
+        try:
+            for _ in range(600):
+                if holding.exists() or holder.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert holding.exists(), "the holder never took the lock"
+            yield
+        finally:
+            holder.kill()
+            holder.wait()
+
+    return holds

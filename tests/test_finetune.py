@@ -998,3 +998,25 @@ def test_lm_summary_holds_the_last_evaluations_figures_bits_per_byte_included(ba
     for key in ("val_loss", "val_bpb"):
         assert summary[key] == last_eval[key], key
     assert summary["loss"] == [r for r in records if "loss" in r][-1]["loss"]
+
+
+def test_finetune_refused_as_in_use_touches_nothing_and_a_moved_data_is_named(base, tmp_path, capsys, another_run_holds):
+    """`minigpt finetune` holds OUT_DIR from its first look (conftest's another_run_holds): a
+    second one there is refused before it sets a live run's log aside or tokenizes into data/. And
+    a --resume whose saved --data is gone says to pass --data with where it is now."""
+    out = tmp_path / "o"
+    out.mkdir()
+    log = json.dumps({"step": 2, "loss": 5.0}) + "\n"
+    (out / "log.jsonl").write_text(log)
+    with another_run_holds(out):
+        assert _run(base, out, "--data", str(base / "corpus.txt"), "--resume") == 2
+        assert "is in use by another run, still going" in capsys.readouterr().err
+        assert (out / "log.jsonl").read_text() == log and not (out / "data").exists()
+        assert not list(out.glob("log.lost*.jsonl"))
+    text = tmp_path / "corpus.txt"
+    text.write_text((base / "corpus.txt").read_text())
+    assert _run(base, tmp_path / "run", "--data", str(text)) == 0
+    text.unlink()
+    capsys.readouterr()
+    assert _run(base, tmp_path / "run", "--resume", "--max-iters", "6") == 2
+    assert "; if the run's data has moved, pass --data with where it is now" in capsys.readouterr().err

@@ -2508,3 +2508,15 @@ def test_ids_past_the_tokenizers_vocabulary_are_never_drawn():
         generate_text(model, tok, "ABC", max_new_tokens=4, stop=["\n"] if "num_beams" not in kw else None, **kw)
     assert list(stream_text(model, tok, "ABC", max_new_tokens=4, do_sample=True, seed=1))
     explain(model, tok, "ABC", steps=3, seed=0, out=io.StringIO())
+
+
+def test_in_flags_renames_whole_argument_names_only():
+    """generate_cli.in_flags (a mutation audit: its lookbehind was untested): an argument name
+    becomes its flag, name=value becomes `--flag value`; a name inside another word, after a dot,
+    or already a flag stays as it is."""
+    from minigpt.generate_cli import in_flags
+
+    assert in_flags("early_stopping must be True, False or 'never'") == "--early-stopping must be True, False or 'never'"
+    assert in_flags("min_new_tokens must be in [0, max_new_tokens=2]") == "--min-new-tokens must be in [0, --max-new-tokens 2]"
+    untouched = "torch.manual_seed; batch_seed 2; --stop x; stopping; seeds"
+    assert in_flags(untouched) == untouched

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
@@ -1712,17 +1711,8 @@ def test_data_named_as_a_prepared_file_outside_prepared_data_is_called_a_file(tm
         pretrain(tiny_cfg(tmp_path / "val.txt", tmp_path / "out"))
 
 
-HOLD_OUT_DIR = """
-import sys, time
-from pathlib import Path
-from minigpt.run_dir import run_dir_lock
-with run_dir_lock(sys.argv[1]):
-    Path(sys.argv[2]).touch()  # "holding it now"
-    time.sleep(120)
-"""
-
-
-def test_a_second_run_in_an_out_dir_in_use_is_refused_and_a_killed_run_holds_it_no_more(tmp_path, capsys):
+def test_a_second_run_in_an_out_dir_in_use_is_refused_and_a_killed_run_holds_it_no_more(tmp_path, capsys,
+                                                                                       another_run_holds):
     """Bug (an audit): two runs in one OUT_DIR (a job launched twice, a requeue while the first
     still ran) both passed every check and trained side by side: a log with steps twice, and
     crashes on each other's temporary files. A run now holds OUT_DIR/.lock (an flock) while it
@@ -1730,18 +1720,12 @@ def test_a_second_run_in_an_out_dir_in_use_is_refused_and_a_killed_run_holds_it_
     by `minigpt train` or train_loop; and the lock dies with its process, so a killed run is resumed."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     pretrain(tiny_cfg(data, out, max_iters=6))  # a saved run, which a second process now holds as if it ran on
+
     def files() -> dict[str, bytes]:  # (but the lock's own, which the holder made)
         return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
 
     before = files()
-    holding = tmp_path / "holding"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_OUT_DIR, str(out), str(holding)])
-    try:
-        for _ in range(600):
-            if holding.exists() or holder.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert holding.exists(), "the holder never took the lock"
+    with another_run_holds(out):  # killed at the end, as a crash or kill -9 ends a run
         refused = f"{out.resolve()} is in use by another run, still going"
         for resume in ("--resume", "--auto-resume"):
             flags = ["--data", str(data), "--out", str(out), resume, "--max-iters", "12", "--device", "cpu"]
@@ -1753,9 +1737,6 @@ def test_a_second_run_in_an_out_dir_in_use_is_refused_and_a_killed_run_holds_it_
             train.train_loop(GPT(GPTConfig(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2)),
                              tiny_cfg(data, out, resume=True), lambda split, rng: None)
         assert files() == before  # nothing written
-    finally:
-        holder.kill()  # as a crash, or kill -9, ends a run
-        holder.wait()
     metrics = pretrain(tiny_cfg(data, out, max_iters=12, resume=True))  # the lock went with its process
     assert metrics["step"] == 12 and not (out / ".lock").exists()  # (the killed holder's file, taken and removed)
 
@@ -1905,3 +1886,33 @@ def test_the_run_lock_leaves_nothing_behind_and_goes_without_flock(tmp_path, mon
     assert pretrain(tiny_cfg(data, out, max_iters=2))["step"] == 2
     assert f"warning: cannot lock {out.resolve() / '.lock'} (No locks available)" in capsys.readouterr().err
     assert not (out / ".lock").exists()
+
+
+def test_a_run_refused_as_in_use_has_touched_nothing_of_the_live_run(tmp_path, capsys, another_run_holds):
+    """The lock is taken at `minigpt train`'s first look at OUT_DIR, before check_out_dir: a
+    --resume given while a run still goes before its first checkpoint would otherwise take it for
+    one that died, and set its live log aside as log.lost.jsonl (a mutation audit's case)."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    out.mkdir()
+    log = json.dumps({"step": 2, "loss": 5.0}) + "\n"
+    (out / "log.jsonl").write_text(log)  # a run still before its first checkpoint
+    with another_run_holds(out):
+        assert train_main(["--data", str(data), "--out", str(out), "--resume", "--preset", "gpt2-tiny",
+                           "--max-iters", "2", "--device", "cpu"]) == 2
+        assert "is in use by another run, still going" in capsys.readouterr().err
+        assert (out / "log.jsonl").read_text() == log and not list(out.glob("log.lost*.jsonl"))
+
+
+def test_no_best_reset_note_before_any_evaluation(tmp_path, monkeypatch, capsys):
+    """Other val data on --resume --allow-new-data starts best/ over, with a note; a run stopped
+    before its first evaluation has no best to start over, and printed "best val loss (inf)"."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    _interrupt_at_batch(monkeypatch, 5, signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(data, out, eval_interval=100))
+    monkeypatch.undo()
+    assert final_state(out)["best_val_loss"] == math.inf
+    make_data(data, n_val=500)  # other val data
+    capsys.readouterr()
+    pretrain(tiny_cfg(data, out, eval_interval=100, max_iters=4, resume=True, allow_new_data=True))
+    assert "best/ follows" not in capsys.readouterr().out

@@ -1916,3 +1916,27 @@ def test_no_best_reset_note_before_any_evaluation(tmp_path, monkeypatch, capsys)
     capsys.readouterr()
     pretrain(tiny_cfg(data, out, eval_interval=100, max_iters=4, resume=True, allow_new_data=True))
     assert "best/ follows" not in capsys.readouterr().out
+
+
+def test_the_run_lock_is_taken_on_the_file_that_is_there(tmp_path, monkeypatch):
+    """A run's lock file goes as the run ends. One who opened it just before then, and locked it
+    just after, holds a lock on a removed file, while a third locks the new one: both would run.
+    run_dir_lock checks that the file it locked is the one there (a mutation audit found that
+    untested): here the file is removed between the open and the flock, as such a holder would."""
+    out = tmp_path / "out"
+    out.mkdir()
+    real, raced = minigpt.run_dir.fcntl.flock, []
+
+    def racing(fd, operation):
+        if not raced:
+            raced.append(1)
+            (out / ".lock").unlink()  # the last holder, ending
+        return real(fd, operation)
+
+    monkeypatch.setattr(minigpt.run_dir.fcntl, "flock", racing)
+    other = ("import sys; from minigpt.run_dir import run_dir_lock\n"
+             "with run_dir_lock(sys.argv[1]):\n    print('the other run got in')")
+    with minigpt.run_dir.run_dir_lock(out):
+        assert raced
+        proc = subprocess.run([sys.executable, "-c", other, str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "is in use by another run" in proc.stderr, proc.stdout + proc.stderr

@@ -287,6 +287,11 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`minigpt generate`, in the order a failure is cheapest: the flags and prompt files (no model
+    loaded yet), the model then its tokenizer (and whether they fit each other), the prompt against
+    the context, then one of four outputs: --prompts-file's JSON lines, --explain's table, -n
+    samples or --num-beams, or one text (printed whole, or piece by piece with --stream). Exit
+    code 0; 2 with one line on stderr for bad input; 130 on Ctrl-C, the text so far kept."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from minigpt.checkpoint import download_hint

@@ -27,7 +27,6 @@ Not handled: private repos (no token is sent) and revisions other than `main`.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import http.client
 import os
@@ -46,6 +45,7 @@ from urllib.parse import urljoin
 from tqdm import tqdm
 
 from minigpt.config import DOWNLOADS, GPT2_SIZES
+from minigpt.files import file_lock
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # small ones first: fail fast
@@ -193,31 +193,14 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
 
 @contextmanager
 def download_lock(out: Path) -> Iterator[None]:
-    """Hold the lock on downloading into `out`: a second download there (another shell, a second
-    script calling GPT.from_pretrained("gpt2")) waits for the first to finish and then skips what
-    it fetched, instead of both writing one FILE.partial. An flock: the kernel releases it when its
-    process dies, so a killed download leaves no stale lock. The file goes when the lock is
-    released; one who was waiting on it then holds a removed file, and locks the new one instead."""
-    lock = out / LOCK_NAME
-    while True:
-        out.mkdir(parents=True, exist_ok=True)  # again, if a first download that fetched nothing removed it
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"another download into {out} is running; waiting for it to finish", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(lock)):
-                break
-        except FileNotFoundError:
-            pass  # its holder removed it as it finished
-        os.close(fd)
-    try:
+    """Hold the lock on downloading into `out` (minigpt/files.py's `file_lock`): a second download
+    there (another shell, a second script calling GPT.from_pretrained("gpt2")) waits for the first
+    to finish and then skips what it fetched, instead of both writing one FILE.partial."""
+    def busy() -> None:
+        print(f"another download into {out} is running; waiting for it to finish", file=sys.stderr)
+
+    with file_lock(out / LOCK_NAME, busy):
         yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
 
 
 def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str | None = None,

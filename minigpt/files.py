@@ -3,15 +3,17 @@ text it reads is UTF-8, with errors that name the file.
 
 Where it sits: under everything that touches the disk (checkpoints, config.json, tokenizer files,
 token files, a run's logs and state). `atomic_path` is why a crash or Ctrl-C never leaves half a
-checkpoint where a whole one was.
+checkpoint where a whole one was; `file_lock` is how one process at a time writes a folder (a
+download's, a run's).
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +42,38 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
+    """Hold an exclusive flock on the file `lock` (made, with its folder, if need be) for the `with`
+    block. When another process holds it, busy() is called first: it raises, to refuse, or returns,
+    to wait for the lock. An flock dies with its process, so a killed holder leaves no stale lock.
+    The file goes when the lock is released, so one who opened it just before then holds a removed
+    file: each lock is checked to be on the file that is there, and taken again if not."""
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)  # again, if the last holder's folder went with it
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass  # its holder removed it as it finished
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
+        os.close(fd)
 
 
 def read_text(path: str | os.PathLike) -> str:

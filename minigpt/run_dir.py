@@ -19,14 +19,13 @@ OUT_DIR layout:
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import math
 import os
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text, read_text
+from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text
 from minigpt.optimizer import schedule_note
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -206,6 +205,12 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
 
 
 LOCK_FILE = ".lock"
+
+
+class RunInUse(FileExistsError):
+    """OUT_DIR is held by another run (`run_dir_lock`)."""
+
+
 _held: set[Path] = set()  # the OUT_DIRs this process holds
 
 
@@ -215,62 +220,44 @@ def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
     while the first still runs, --resume in another shell) would write the same log, checkpoints
     and temporary files, each undoing the other's.
 
-    An flock on OUT_DIR/.lock: the kernel drops it when its process dies, so a killed run leaves
-    no stale lock, and a resume after it finds OUT_DIR free. The file goes when the run ends, and
-    so do the directories it made for OUT_DIR if they are empty (a run refused at once leaves
-    nothing behind). Rank 0 alone takes it, as it alone writes OUT_DIR. Reentrant within a
-    process: `minigpt train` and `finetune` hold it from their first look at OUT_DIR, and their
-    `train_loop` again. (Two threads of one process are not kept apart: a run is a process.)"""
+    An flock on OUT_DIR/.lock (minigpt/files.py's `file_lock`), which dies with its process: a
+    killed run leaves no stale lock, and a resume after it finds OUT_DIR free. The directories made
+    for it go again when the run ends, if empty (a run refused at once leaves nothing behind).
+    Where no lock can be had, the run goes unguarded: a folder this process may not make or write
+    (check_out_dir and the first write say so), or a file system without flock (with a warning).
+    Rank 0 alone takes it, as it alone writes OUT_DIR. Reentrant within a process: `minigpt train`
+    and `finetune` hold it from their first look at OUT_DIR, and their `train_loop` again. (Two
+    threads of one process are not kept apart: a run is a process.)"""
     out = Path(out).resolve()
     if not is_rank_0() or out in _held:  # another process's to hold, or held already by an outer call
         yield
         return
     made = [d for d in (out, *out.parents) if not d.exists()]  # leaf first
-    fd = _lock(out)
+
+    def busy() -> None:
+        raise RunInUse(f"{out} is in use by another run, still going (its process holds {out / LOCK_FILE}): wait for "
+                       "it to end, or stop it (Ctrl-C saves), before you resume it; or choose another --out")
+
     _held.add(out)
     try:
-        yield
+        with ExitStack() as held:
+            try:
+                held.enter_context(file_lock(out / LOCK_FILE, busy))
+            except RunInUse:
+                raise
+            except OSError as e:
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # e.g. an NFS mount without its lock service
+                    (out / LOCK_FILE).unlink(missing_ok=True)
+                    print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another run out of {out}",
+                          file=sys.stderr)
+            yield
     finally:
         _held.discard(out)
-        if fd is not None:
-            (out / LOCK_FILE).unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
-            os.close(fd)
         for d in made:
             try:
                 d.rmdir()  # (only if empty)
             except OSError:
                 break
-
-
-def _lock(out: Path) -> int | None:
-    """The open .lock file holding `run_dir_lock`'s flock, or FileExistsError when another run
-    holds it. None where no lock can be had (a directory this process may not make or write:
-    check_out_dir and the first write say so; a file system without flock): the run goes unguarded."""
-    while True:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FileExistsError(f"{out} is in use by another run, still going (its process holds {out / LOCK_FILE}): "
-                                  "wait for it to end, or stop it (Ctrl-C saves), before you resume it; or choose "
-                                  "another --out") from None
-        except OSError as e:  # e.g. ENOLCK, an NFS mount without its lock service
-            os.close(fd)
-            (out / LOCK_FILE).unlink(missing_ok=True)
-            print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another run out of {out}",
-                  file=sys.stderr)
-            return None
-        try:  # the file locked is still the one there, not one its last holder removed as it ended
-            if os.path.samestat(os.fstat(fd), os.stat(out / LOCK_FILE)):
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
 
 
 def check_out_dir(cfg: TrainConfig) -> None:

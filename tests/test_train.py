@@ -22,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import minigpt.files
 import minigpt.optimizer
 import minigpt.run_dir
 import minigpt.train as train
@@ -1881,7 +1882,7 @@ def test_the_run_lock_leaves_nothing_behind_and_goes_without_flock(tmp_path, mon
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(minigpt.run_dir.fcntl, "flock", no_locks)
+    monkeypatch.setattr(minigpt.files.fcntl, "flock", no_locks)
     out = tmp_path / "out"
     assert pretrain(tiny_cfg(data, out, max_iters=2))["step"] == 2
     assert f"warning: cannot lock {out.resolve() / '.lock'} (No locks available)" in capsys.readouterr().err
@@ -1925,7 +1926,7 @@ def test_the_run_lock_is_taken_on_the_file_that_is_there(tmp_path, monkeypatch):
     untested): here the file is removed between the open and the flock, as such a holder would."""
     out = tmp_path / "out"
     out.mkdir()
-    real, raced = minigpt.run_dir.fcntl.flock, []
+    real, raced = minigpt.files.fcntl.flock, []
 
     def racing(fd, operation):
         if not raced:
@@ -1933,7 +1934,7 @@ def test_the_run_lock_is_taken_on_the_file_that_is_there(tmp_path, monkeypatch):
             (out / ".lock").unlink()  # the last holder, ending
         return real(fd, operation)
 
-    monkeypatch.setattr(minigpt.run_dir.fcntl, "flock", racing)
+    monkeypatch.setattr(minigpt.files.fcntl, "flock", racing)
     other = ("import sys; from minigpt.run_dir import run_dir_lock\n"
              "with run_dir_lock(sys.argv[1]):\n    print('the other run got in')")
     with minigpt.run_dir.run_dir_lock(out):

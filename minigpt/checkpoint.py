@@ -120,7 +120,7 @@ def download_hint(path: Path) -> str:
     """How to fetch OpenAI's weights into `path`, when its name is one of the four GPT-2 sizes."""
     if path.name not in GPT2_SIZES:
         return ""
-    # `minigpt download NAME` alone writes ./checkpoints/NAME, which need not be `path`.
+    # `minigpt download NAME` alone writes DOWNLOADS/NAME (checkpoints/NAME in a checkout), which need not be `path`.
     return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
 
 

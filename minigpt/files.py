@@ -8,6 +8,7 @@ download's, a run's).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
@@ -37,8 +38,11 @@ def atomic_path(dest: Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except OSError as e:
-        if e.filename is None and e.errno:  # a failed write names no file ("[Errno 28] No space left on device"): say which
-            raise OSError(e.errno, e.strerror, str(dest)) from e  # (named now: an atomic_path around this one keeps it)
+        # A failed write names no file ("[Errno 28] No space left on device", numpy's "N requested
+        # and M written"): name the folder. Not the file: one `with` over several atomic_paths (a
+        # checkpoint's, data.py's) cannot tell whose write failed, but they share a folder.
+        if e.filename is None:
+            raise OSError(e.errno or errno.EIO, e.strerror or str(e), str(dest.parent)) from e
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -52,8 +56,11 @@ def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
     The file goes when the lock is released, so one who opened it just before then holds a removed
     file: each lock is checked to be on the file that is there, and taken again if not."""
     while True:
-        lock.parent.mkdir(parents=True, exist_ok=True)  # again, if the last holder's folder went with it
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the last holder removed the folder as it ended: make it again
+            continue
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -104,8 +104,9 @@ def check_model(model: torch.nn.Module) -> None:
     config = getattr(model, "config", None)
     if not isinstance(config, GPTConfig):
         of = f" (config {type(config).__name__})" if config is not None else ""
+        inside = "" if config is not None else " (or, for a module holding a GPT, pass that GPT)"
         raise TypeError(f"minigpt.generate takes a minigpt GPT, got {type(model).__name__}{of}: load the checkpoint "
-                        "with minigpt.GPT.from_pretrained(dir), which reads transformers' GPT-2 checkpoints too")
+                        f"with minigpt.GPT.from_pretrained(dir), which reads transformers' GPT-2 checkpoints too{inside}")
 
 
 def prompt_room(max_new_tokens: int, n_positions: int, slide: int = 0) -> int:

@@ -284,7 +284,7 @@ class GPT(nn.Module):
     ) -> "GPT":
         """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not),
         or OpenAI's GPT-2 by size name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"), downloaded
-        (0.5–6 GB) into checkpoints/NAME the first time unless the Hugging Face cache has it
+        (0.5–6 GB) into checkpoints/NAME (~/.cache/minigpt/NAME for an installed wheel) the first time unless the Hugging Face cache has it
         (minigpt/download.py's `find_gpt2`). `dtype` (torch.bfloat16 or
         "bfloat16"; None keeps the file's) and `device` ("cuda"; "auto": the GPU if there is one)
         are optional."""

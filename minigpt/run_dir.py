@@ -81,6 +81,8 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         try:
             torch.save(state, tmp)
         except RuntimeError as e:  # torch's zip writer fails a full disk as "[enforce fail ...] unexpected pos ..."
+            if "unexpected pos" not in str(e) and "PytorchStreamWriter" not in str(e):
+                raise
             raise OSError(errno.EIO, f"could not write it ({e}); is the disk full?", str(out / STATE_FILE)) from e
 
 
@@ -245,9 +247,9 @@ def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
                 held.enter_context(file_lock(out / LOCK_FILE, busy))
             except RunInUse:
                 raise
-            except OSError as e:
-                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # e.g. an NFS mount without its lock service
-                    (out / LOCK_FILE).unlink(missing_ok=True)
+            except OSError as e:  # (a folder it may not make or write is refused by check_out_dir, or at the first write)
+                if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR):
+                    (out / LOCK_FILE).unlink(missing_ok=True)  # e.g. ENOLCK: an NFS mount without its lock service
                     print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another run out of {out}",
                           file=sys.stderr)
             yield
@@ -399,6 +401,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
             and any(saved_data.get(k) != data.get(k) for k in {**saved_data, **data} if not k.startswith("train"))):
         # Other val data (--allow-new-data let it by): the run's best val loss measured other texts,
         # and a better model on this data could lose to it, so best/ would never follow this data.
+        # (Every fingerprint key but the train split's, "train.bin ..." in minigpt/data.py's
+        # data_fingerprint and "train examples ..." in minigpt/classify_data.py's, says what val reads.)
         notes.append(f"note: the val data differs from the run's, whose best val loss ({best:.4g}) measured other data: "
                      f"best/ follows this data's val loss from here")
         best = math.inf

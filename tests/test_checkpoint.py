@@ -747,14 +747,24 @@ def test_another_gpt2_class_loads_as_its_language_model_without_its_task_head(tm
         GPT.from_pretrained(tmp_path)
 
 
-def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
+def test_a_failed_write_names_the_folder_it_was_writing(tmp_path):
     """A full disk fails in write(), whose error names no file: a run stopped on a bare "[Errno 28]
-    No space left on device" (an audit, on a 3 MB tmpfs). atomic_path adds the file; the old one stays."""
+    No space left on device" (an audit, on a 3 MB tmpfs). atomic_path adds the folder (nested
+    atomic_paths cannot tell whose write failed, but share it); the old file stays."""
     dest = tmp_path / "model.safetensors"
     dest.write_bytes(b"old")
     with pytest.raises(OSError) as e:
         with atomic_path(tmp_path / "config.json"), atomic_path(dest) as tmp:  # nested, as save_pretrained's are
             tmp.write_bytes(b"half")
             raise OSError(28, "No space left on device")  # as write() raises it
-    assert str(e.value) == f"[Errno 28] No space left on device: '{dest}'"  # the file being written, once
+    assert str(e.value) == f"[Errno 28] No space left on device: '{tmp_path}'"  # the folder being written, once
     assert e.value.errno == 28 and dest.read_bytes() == b"old" and not tmp.exists()
+
+
+def test_a_short_write_without_an_errno_is_named_too(tmp_path):
+    """numpy's tofile fails a short write as OSError("N requested and M written"), no errno, no file
+    (`minigpt prepare` under a file-size limit said only that): named EIO, with the folder."""
+    with pytest.raises(OSError) as e:
+        with atomic_path(tmp_path / "train.bin"):
+            raise OSError("301967 requested and 100000 written")
+    assert e.value.errno == 5 and str(e.value) == f"[Errno 5] 301967 requested and 100000 written: '{tmp_path}'"

@@ -1941,3 +1941,21 @@ def test_the_run_lock_is_taken_on_the_file_that_is_there(tmp_path, monkeypatch):
         assert raced
         proc = subprocess.run([sys.executable, "-c", other, str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "is in use by another run" in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_the_run_lock_is_taken_when_the_last_holder_removed_the_folder_meanwhile(tmp_path, monkeypatch):
+    """A run's lock removes the folders it made as it ends: one who made the folder just before,
+    and opens its lock file just after, found no folder, and its run went on unguarded (a
+    reader's simulation). The folder is made again, and the lock taken."""
+    out, real, raced = tmp_path / "out", os.open, []
+
+    def racing(path, *args, **kwargs):
+        if not raced:
+            raced.append(1)
+            out.rmdir()  # the last holder, ending
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(minigpt.files.os, "open", racing)
+    with minigpt.run_dir.run_dir_lock(out):
+        monkeypatch.undo()
+        assert raced and (out / ".lock").exists()

@@ -22,7 +22,6 @@ import errno
 import json
 import math
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -137,7 +136,7 @@ def unsaved_run(out: Path, command: str) -> list[str]:
     if saved and evaluations and not (out / "best").exists():  # weights, not from a first checkpoint
         return []
     marks = [name for name in (LOG_FILE, "best/", STATE_FILE + ".tmp") if (out / name).exists()]
-    # The logs set aside by an earlier restart (`next_lost_log`): under torchrun rank 0 may be renaming the log now.
+    # The logs set aside by an earlier restart (`next_lost`): under torchrun rank 0 may be renaming the log now.
     marks += sorted(p.name for p in out.glob("log.lost*.jsonl"))
     if command == "finetune" and (out / "data").is_dir():  # the lm task's tokens, written before training
         marks.append("data/")
@@ -164,10 +163,11 @@ def holds_run(out: Path, command: str) -> bool:
     return (out / STATE_FILE).exists() or bool(unsaved_run(out, command))
 
 
-def next_lost_log(out: Path) -> Path:
-    """Where `restart_unsaved_run` sets a log aside: log.lost.jsonl, or log.lost.2.jsonl, ... beside earlier ones."""
-    names = ("log.lost.jsonl", *(f"log.lost.{i}.jsonl" for i in range(2, 10_000)))
-    return next(out / name for name in names if not (out / name).exists())
+def next_lost(out: Path, name: str = "log", suffix: str = ".jsonl") -> Path:
+    """Where `restart_unsaved_run` sets a log (or a checkpoint: name "checkpoint", no suffix) aside:
+    log.lost.jsonl, or log.lost.2.jsonl, ... beside earlier ones."""
+    names = (f"{name}.lost{suffix}", *(f"{name}.lost.{i}{suffix}" for i in range(2, 10_000)))
+    return next(out / n for n in names if not (out / n).exists())
 
 
 def is_rank_0() -> bool:
@@ -179,8 +179,10 @@ def is_rank_0() -> bool:
 def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
     """--resume on a run that never saved a checkpoint: start it again from step 0.
 
-    Its log.jsonl is renamed (`next_lost_log`), so the new log holds only the new run's steps; the
-    part of a first checkpoint it left is removed (the same flags write it again, bit for bit);
+    Its log.jsonl is renamed (`next_lost`), so the new log holds only the new run's steps; the
+    part of a first checkpoint it left is moved into checkpoint.lost/ (the same flags write it
+    again, bit for bit; and were it a finished run's model, its training_state.pt and loss.png
+    deleted by hand, nothing would be lost);
     cfg.resume turns False: from here on the run is a new one (finetune --task lm tokenizes --data
     again into data/, as a new run does). Only rank 0 gets here (`check_out_dir`).
     """
@@ -189,18 +191,18 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
     if set(left) - {"best/"}:  # the checkpoint's weights come with its tokenizer's files, which go too
         left += [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]
     if (out / LOG_FILE).exists():
-        target = next_lost_log(out)
+        target = next_lost(out)
         (out / LOG_FILE).rename(target)
         kept = f"; its log is kept as {target.name}"
     elif not left:
         kept = f" (it left {', '.join(traces)})"
-    for name in left:
-        if name == "best/":
-            shutil.rmtree(out / name)
-        else:
-            (out / name).unlink()
     if left:
-        kept += f"; what it had saved of its first checkpoint ({', '.join(left)}) is removed: the same flags save it again"
+        aside = next_lost(out, "checkpoint", "")
+        aside.mkdir()
+        for name in left:
+            (out / name.rstrip("/")).rename(aside / name.rstrip("/"))
+        kept += (f"; what it had saved of its first checkpoint ({', '.join(left)}) is moved to {aside.name}/: the same "
+                 "flags save it again")
     print(f"note: --resume: {story}. Starting it again from step 0 with the flags given (no settings were "
           f"saved to take the rest from){kept}")
     cfg.resume = False
@@ -305,7 +307,7 @@ def check_out_dir(cfg: TrainConfig) -> None:
     if found and traces:
         raise FileExistsError(f"{unsaved_story(out, traces)}; a new run there would replace its {', '.join(found)}. To "
                               f"start it again from step 0, give the same command with --resume (its log is then kept as "
-                              f"{next_lost_log(out).name}), or choose another --out")
+                              f"{next_lost(out).name}), or choose another --out")
     if found:
         what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
                 f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")

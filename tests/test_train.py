@@ -668,7 +668,8 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     ("--resume: no training_state.pt") nor started again ("not a run that --resume can
     continue"). Such a run is now told by its evidence: no training_state.pt, no loss.png (drawn
     after each one) and a log that ends at its first evaluation; --resume starts it again, the
-    unfinished checkpoint removed. A run that got further is not: a finished run whose
+    unfinished checkpoint moved to checkpoint.lost/ (never deleted: a finished run's model with its
+    training_state.pt and loss.png deleted by hand looks the same). A run that got further is not: a finished run whose
     training_state.pt was deleted (and its loss.png too) is refused, its model kept."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     (data / "tokenizer").mkdir()  # as `minigpt prepare` writes it: each checkpoint copies it (a reviewer's case:
@@ -699,8 +700,11 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     assert "give the same command with --resume" in err and sorted(os.listdir(out)) == left
     assert train_main([*flags, "--out", str(out), "--resume"]) == 0
     assert ("; its log is kept as log.lost.jsonl; what it had saved of its first checkpoint (best/, config.json, "
-            "model.safetensors, vocab.json, merges.txt, tokenizer_config.json) is removed: the same flags save it again"
+            "model.safetensors, vocab.json, merges.txt, tokenizer_config.json) is moved to checkpoint.lost/: the same "
+            "flags save it again"
             ) in capsys.readouterr().out
+    assert sorted(os.listdir(out / "checkpoint.lost")) == ["best", "config.json", "merges.txt", "model.safetensors",
+                                                          "tokenizer_config.json", "vocab.json"]
     assert (out / "log.lost.jsonl").read_text() == log
     assert train_main([*flags, "--out", str(tmp_path / "straight")]) == 0
     a, b = final_state(tmp_path / "straight"), final_state(out)

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -251,7 +251,8 @@ def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
                 raise
             except OSError as e:  # (a folder it may not make or write is refused by check_out_dir, or at the first write)
                 if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR):
-                    (out / LOCK_FILE).unlink(missing_ok=True)  # e.g. ENOLCK: an NFS mount without its lock service
+                    with suppress(OSError):  # e.g. ENOLCK (an NFS mount without its lock service): no lock file left
+                        (out / LOCK_FILE).unlink()
                     print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another run out of {out}",
                           file=sys.stderr)
             yield

@@ -283,6 +283,9 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
     # TPOT is the time between the first and the last new token, so a run needs two; the model
     # reads the prompt and every new token but the last (`tokens_fed`).
     most = n_positions - tokens_fed(DECODE_PROMPT, 0)
+    if most < 2:  # else the range below reads [2, -5]
+        raise ValueError(f"the model's context n_positions={n_positions} is too short for a TPOT run: its "
+                         f"{DECODE_PROMPT}-token prompt and 2 new tokens need {tokens_fed(DECODE_PROMPT, 2)} positions")
     if not 2 <= args.new_tokens <= most:
         raise ValueError(f"--new-tokens must be in [2, {most}] (after the {DECODE_PROMPT}-token prompt of each TPOT run, "
                          f"in the model's context n_positions={n_positions}), got {args.new_tokens}")

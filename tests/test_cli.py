@@ -177,3 +177,18 @@ def test_bench_generate_refuses_lengths_past_the_context_before_any_timing(small
     assert bench.main(argv + flags) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and f"bench_generate.py: error: {named}" in err, (out, err)
+
+
+def test_bench_generate_says_a_context_too_short_for_its_decode_runs(tmp_path, monkeypatch, capsys):
+    """A 16-position model: its TPOT runs (a 16-token prompt, then 2 new tokens at least) cannot fit,
+    which --new-tokens' range said as "[2, 1]" (a reader's audit)."""
+    from minigpt import GPT, GPTConfig, bench
+
+    torch.manual_seed(0)
+    GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, n_positions=16)).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    assert bench.main(["generate", "--model", str(tmp_path / "m"), "--repeats", "1", "--batches", "1",
+                       "--ttft-lengths", "8"]) == 2
+    err = capsys.readouterr().err
+    assert ("bench_generate.py: error: the model's context n_positions=16 is too short for a TPOT run: its 16-token "
+            "prompt and 2 new tokens need 17 positions") in err, err

@@ -55,7 +55,7 @@ from minigpt.files import atomic_write_text
 from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
-from minigpt.run_dir import STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
+from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size
 from minigpt.train import lm_loss, train_loop
@@ -281,7 +281,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
                          "a directory of train.tsv (+ dev.tsv) is for --task classify")
     if not Path(cfg.data).exists():  # checked by every process: under torchrun rank 0 alone reads the lm text
-        moved = "; if the run's data has moved, pass --data with where it is now" if cfg.resume else ""
+        moved = MOVED_DATA_HINT if cfg.resume else ""
         raise FileNotFoundError(f"--data {cfg.data} does not exist: a text file (lm) or a TSV file or directory (classify){moved}")
     if not Path(cfg.init).is_dir() and not gpt2_name(cfg.init):  # else the first to fail is the tokenizer, read from --init
         raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")

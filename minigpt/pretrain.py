@@ -22,7 +22,7 @@ from minigpt.config import GPTConfig
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
 from minigpt.files import atomic_path
 from minigpt.model import GPT
-from minigpt.run_dir import check_out_dir, is_rank_0, run_dir_lock
+from minigpt.run_dir import MOVED_DATA_HINT, check_out_dir, is_rank_0, run_dir_lock
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
@@ -61,7 +61,7 @@ def check_data_dir(data: Path, resume: bool = False) -> None:
                          f"meta.json). Tokenize the text into one first: `minigpt prepare {data} --tokenizer "
                          f"checkpoints/gpt2 --out data/{data.stem}`, then --data data/{data.stem}")
     if not data.exists():
-        moved = "; if the run's data has moved, pass --data with where it is now" if resume else ""
+        moved = MOVED_DATA_HINT if resume else ""
         raise FileNotFoundError(f"--data {data} does not exist: it is the folder `minigpt prepare` writes "
                                 f"(train.bin, val.bin, meta.json){moved}")
 
@@ -125,7 +125,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         meta = read_meta(data)
         model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
         block_size = cfg.block_size = cfg.block_size or model.config.n_positions
-        check_block_size(block_size, model.config.n_positions)
+        check_block_size(block_size, model.config.n_positions)  # (a GPT-2 size by name: known only now)
         if not cfg.init and block_size < model.config.n_positions and is_rank_0():  # (a pretrained model's are trained)
             print(f"note: positions {block_size}-{model.config.n_positions - 1} of this fresh model never train "
                   f"(--block-size {block_size}): text generated or scored past {block_size} tokens reads random position "

@@ -105,6 +105,11 @@ def check_resumable(out: Path) -> None:
 # --resume it is refused (the run may still be going, before its first checkpoint), with the
 # command that restarts it.
 
+# A tokenizer's files in a folder: those a checkpoint writes beside its weights, and a tokenizer.json (read first).
+TOKENIZER_WRITTEN = (*TOKENIZER_FILES, "tokenizer_config.json")
+# A --data gone on --resume is most often the saved run's, moved since.
+MOVED_DATA_HINT = "; if the run's data has moved, pass --data with where it is now"
+
 # What a first checkpoint writes before its training_state.pt, which a kill can leave behind.
 CHECKPOINT_FILES = ("best/", "config.json", WEIGHTS_NAME, INDEX_NAME)
 
@@ -189,7 +194,7 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
     story, kept = unsaved_story(out, traces), ""
     left = [name for name in CHECKPOINT_FILES if name in traces]
     if set(left) - {"best/"}:  # the checkpoint's weights come with its tokenizer's files, which go too
-        left += [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]
+        left += [name for name in TOKENIZER_WRITTEN if (out / name).exists()]
     if (out / LOG_FILE).exists():
         target = next_lost(out)
         (out / LOG_FILE).rename(target)
@@ -315,7 +320,7 @@ def check_out_dir(cfg: TrainConfig) -> None:
         raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
     # A tokenizer alone (one saved there by transformers, say): the run's checkpoints write theirs
     # over it, and a tokenizer.json the run does not write would stay, to be read first.
-    if tokenizer := [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]:
+    if tokenizer := [name for name in TOKENIZER_WRITTEN if (out / name).exists()]:
         raise FileExistsError(f"{out} holds a tokenizer ({', '.join(tokenizer)}), which the run's checkpoints would "
                               "replace, or leave beside another tokenizer's: choose another --out, or move those files away")
 

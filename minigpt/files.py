@@ -9,14 +9,19 @@ download's, a run's).
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: file_lock's flock
+except ImportError:  # Windows has no flock: file_lock locks a byte with msvcrt instead
+    fcntl = None
 
 
 @contextmanager
@@ -48,13 +53,22 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+WINDOWS_RETRY_S = 0.1  # how often a waiter on Windows tries the lock again
+
+
 @contextmanager
 def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
-    """Hold an exclusive flock on the file `lock` (made, with its folder, if need be) for the `with`
+    """Hold an exclusive lock on the file `lock` (made, with its folder, if need be) for the `with`
     block. When another process holds it, busy() is called first: it raises, to refuse, or returns,
-    to wait for the lock. An flock dies with its process, so a killed holder leaves no stale lock.
-    The file goes when the lock is released, so one who opened it just before then holds a removed
-    file: each lock is checked to be on the file that is there, and taken again if not."""
+    to wait for the lock. The lock is the OS's, held through an open file, so it dies with its
+    process: a killed holder leaves no stale lock (at most the file, which the next holder reuses).
+
+    On POSIX it is an flock: a whole-file lock the kernel keeps on the open file. The file goes
+    when the lock is released, so one who opened it just before then holds a removed file: each
+    lock is checked to be on the file that is there, and taken again if not.
+    Windows has no flock; msvcrt.locking locks the file's first byte instead. There an open file
+    cannot be removed, so the file goes after the lock, and only if no one else has it open (a
+    waiter, who then takes it): whoever releases it last removes it."""
     while True:
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -62,11 +76,7 @@ def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
         except FileNotFoundError:  # the last holder removed the folder as it ended: make it again
             continue
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                busy()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            (_flock if fcntl else _lock_first_byte)(fd, busy)
         except BaseException:
             os.close(fd)
             raise
@@ -79,8 +89,45 @@ def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
+        if fcntl:
+            lock.unlink(missing_ok=True)  # before the lock goes, so no one locks a file about to go
+            os.close(fd)
+        else:
+            _unlock_first_byte(fd, lock)
+
+
+def _flock(fd: int, busy: Callable[[], None]) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        busy()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _lock_first_byte(fd: int, busy: Callable[[], None]) -> None:
+    import msvcrt  # Windows only
+
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # a byte past the end of a file may be locked too
+        return
+    except PermissionError:  # EACCES: another open file holds it
+        busy()
+    while True:  # polled: the blocking LK_LOCK gives up, raising, after 10 tries a second apart
+        time.sleep(WINDOWS_RETRY_S)
+        with suppress(PermissionError):
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return
+
+
+def _unlock_first_byte(fd: int, lock: Path) -> None:
+    import msvcrt  # Windows only
+
+    try:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    finally:
         os.close(fd)
+    with suppress(PermissionError):  # a waiter has it open, and holds it now: it removes it in turn
+        lock.unlink(missing_ok=True)
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -143,5 +190,7 @@ def refuse_lfs_pointer(path: str | os.PathLike) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` as UTF-8, atomically, and as it is on every system: text mode on Windows
+    would write each "\n" as "\r\n" (a saved merges.txt would no longer be GPT-2's, byte for byte)."""
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", newline="")

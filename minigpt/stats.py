@@ -17,7 +17,7 @@ What it does not measure: each decode step's own time (TPOT is the mean over the
 """
 from __future__ import annotations
 
-import resource
+import sys
 import time
 from dataclasses import dataclass
 
@@ -25,6 +25,11 @@ import torch
 
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
+
+try:
+    import resource  # POSIX: the process's peak RSS
+except ImportError:  # Windows: its peak working set instead (`_peak_working_set`)
+    resource = None
 
 # Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU. The first
 # key found in the device name wins, so "H100 PCIe" and "H100 NVL" must come before plain "H100".
@@ -74,10 +79,31 @@ class GenerationStats:
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """The CUDA allocator's peak on a GPU, else the process's peak resident memory."""
+    """The CUDA allocator's peak on a GPU, else the process's peak resident memory: the most RAM it
+    held at once (its peak RSS; on Windows, its peak working set)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
+    if resource is None:
+        return _peak_working_set()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
+
+
+def _peak_working_set() -> int:
+    """Windows' peak RSS: GetProcessMemoryInfo's PeakWorkingSetSize, read through ctypes."""
+    import ctypes
+
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS: two DWORDs, then eight SIZE_Ts
+        _fields_ = [("cb", ctypes.c_uint32), ("PageFaultCount", ctypes.c_uint32),
+                    *((name, ctypes.c_size_t) for name in (
+                        "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+                        "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage"))]
+
+    counters = Counters(cb=ctypes.sizeof(Counters))
+    this_process = ctypes.c_void_p(-1)  # the handle GetCurrentProcess() returns
+    if not ctypes.windll.psapi.GetProcessMemoryInfo(this_process, ctypes.byref(counters), counters.cb):
+        raise ctypes.WinError()
+    return counters.PeakWorkingSetSize
 
 
 class Clock:

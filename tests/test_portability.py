@@ -1,0 +1,180 @@
+"""minigpt on Windows, checked on Linux: the package imports and generates without the POSIX-only
+modules (fcntl, resource), and the Windows branches of files.file_lock and stats.peak_memory_bytes
+do what they should with the calls they make.
+
+These tests check the logic, not real Windows semantics: CI has no Windows. A fake `msvcrt` (and a
+fake `ctypes.windll`) answers as the documentation says the real one does, and records the calls;
+whether Windows really answers so is not tested here.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import minigpt.files as files
+import minigpt.stats as stats
+from minigpt.run_dir import RunInUse, run_dir_lock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WITHOUT_POSIX_MODULES = """
+import sys
+sys.modules["fcntl"] = sys.modules["resource"] = None  # as on Windows: importing either raises ImportError
+
+import torch
+import minigpt
+from minigpt import GPT, GPTConfig, Tokenizer, generate
+from minigpt.cli import main
+
+out = sys.argv[1]
+tokenizer = Tokenizer.train("the cat sat on the mat. " * 20, 260, progress=False)
+eos = tokenizer.eos_token_id
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                      bos_token_id=eos, eos_token_id=eos))
+ids = generate(model, torch.tensor([tokenizer.encode("the cat")]), max_new_tokens=4)
+assert ids.shape == (1, len(tokenizer.encode("the cat")) + 4), ids.shape
+model.save_pretrained(out)  # atomic writes, without fcntl
+tokenizer.save_pretrained(out)
+
+# `minigpt generate` measures peak memory (printed with --stats): Windows' way, with psapi faked.
+import ctypes
+from types import SimpleNamespace
+ctypes.windll = SimpleNamespace(psapi=SimpleNamespace(GetProcessMemoryInfo=lambda process, counters, cb: 1))
+sys.exit(main(["generate", "--model", out, "--prompt", "the cat", "--max-new-tokens", "4", "--seed", "0"]))
+"""
+
+
+def test_minigpt_imports_and_generates_without_fcntl_and_resource(tmp_path):
+    """Bug guarded: files.py imported fcntl, and stats.py resource, at the top, so `import minigpt`
+    failed on Windows before anything ran (checkpoint → download → files). Nothing here takes a
+    lock, so fcntl's absence is all there is to it; peak memory is measured the Windows way."""
+    run = subprocess.run([sys.executable, "-c", WITHOUT_POSIX_MODULES, str(tmp_path / "tiny")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("the cat"), run.stdout
+
+
+class FakeMsvcrt:
+    """msvcrt.locking as file_lock calls it (the real module's constants), recorded in `events`.
+    The first `held` non-blocking tries fail as Windows fails them while another process holds the
+    byte: EACCES, a PermissionError."""
+
+    LK_UNLCK, LK_LOCK, LK_NBLCK = 0, 1, 2
+    NAMES = {LK_UNLCK: "unlock", LK_LOCK: "lock", LK_NBLCK: "try"}
+
+    def __init__(self, events: list[str], held: int) -> None:
+        self.events, self.held, self.fds = events, held, set()
+
+    def locking(self, fd: int, mode: int, nbytes: int) -> None:
+        assert nbytes == 1 and os.fstat(fd)  # the first byte, of an open file
+        self.fds.add(fd)
+        if mode == self.LK_NBLCK and self.held:
+            self.held -= 1
+            self.events.append("try: held")
+            raise PermissionError(errno.EACCES, "Permission denied")
+        self.events.append(self.NAMES[mode])
+
+
+@pytest.fixture
+def windows(monkeypatch):
+    """windows(held=N): file_lock takes its Windows branch, with a FakeMsvcrt whose first N tries
+    find the lock held; returns the fake (its `events`: the calls, and "busy" when busy() ran)."""
+    def make(held: int = 0) -> FakeMsvcrt:
+        fake = FakeMsvcrt([], held)
+        monkeypatch.setattr(files, "fcntl", None)  # as on Windows
+        monkeypatch.setattr(files, "WINDOWS_RETRY_S", 0)
+        monkeypatch.setitem(sys.modules, "msvcrt", fake)
+        return fake
+
+    return make
+
+
+def test_windows_lock_held_by_another_calls_busy_then_waits_and_takes_it(tmp_path, windows):
+    fake = windows(held=2)  # busy() once, then a retry that still finds it held
+    lock = tmp_path / "new folder" / ".lock"
+    with files.file_lock(lock, lambda: fake.events.append("busy")):
+        fake.events.append("holding")
+        assert lock.exists()
+    assert fake.events == ["try: held", "busy", "try: held", "try", "holding", "unlock"]
+    assert not lock.exists()  # released, then removed: no one else had it open
+    for fd in fake.fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed
+
+
+def test_windows_lock_refused_by_busy_takes_nothing(tmp_path, windows):
+    fake = windows(held=1)
+    (tmp_path / ".lock").touch()  # the holder's
+
+    def refuse():
+        raise RunInUse("in use")
+
+    with pytest.raises(RunInUse), files.file_lock(tmp_path / ".lock", refuse):
+        pytest.fail("the lock was taken")
+    assert fake.events == ["try: held"]
+    assert (tmp_path / ".lock").exists()  # still the holder's
+
+
+def test_windows_release_keeps_the_file_a_waiter_has_open(tmp_path, windows, monkeypatch):
+    """On Windows a file open in another process cannot be removed (PermissionError): the waiter
+    that has it open takes the lock on it, and removes it in turn."""
+    fake = windows()
+    lock = tmp_path / ".lock"
+    unlink = Path.unlink
+
+    def open_elsewhere(path, missing_ok=False):
+        if path == lock:
+            raise PermissionError(errno.EACCES, "The process cannot access the file", str(path))
+        unlink(path, missing_ok)
+
+    monkeypatch.setattr(type(lock), "unlink", open_elsewhere)
+    with files.file_lock(lock, lambda: pytest.fail("not held")):
+        pass
+    assert fake.events == ["try", "unlock"] and lock.exists()
+    with files.file_lock(lock, lambda: pytest.fail("not held")):  # the next one reuses the file
+        pass
+    assert fake.events == ["try", "unlock", "try", "unlock"]
+
+
+def test_windows_run_dir_lock_refuses_a_run_dir_in_use(tmp_path, windows):
+    """run_dir_lock's RunInUse, through the Windows branch: busy() raises, no waiting."""
+    fake = windows(held=1)
+    with pytest.raises(RunInUse, match="in use by another run"), run_dir_lock(tmp_path / "run"):
+        pytest.fail("the run went on")
+    with run_dir_lock(tmp_path / "run"):  # and once it is free
+        assert (tmp_path / "run" / ".lock").exists()
+    assert fake.events == ["try: held", "try", "unlock"] and not (tmp_path / "run" / ".lock").exists()
+
+
+def test_windows_peak_memory_is_the_peak_working_set(monkeypatch):
+    """Bug guarded: peak memory came from resource.getrusage, which Windows lacks. There it is the
+    peak working set, from GetProcessMemoryInfo (psapi), here faked."""
+    def get_process_memory_info(process, counters, cb):
+        assert process.value == ctypes.c_void_p(-1).value  # GetCurrentProcess()'s pseudo-handle
+        assert cb == counters._obj.cb == 2 * 4 + 8 * ctypes.sizeof(ctypes.c_size_t)  # PROCESS_MEMORY_COUNTERS
+        counters._obj.PeakWorkingSetSize = 300 * 2**20
+        return 1
+
+    monkeypatch.setattr(stats, "resource", None)  # as on Windows
+    monkeypatch.setattr(ctypes, "windll", SimpleNamespace(psapi=SimpleNamespace(GetProcessMemoryInfo=get_process_memory_info)),
+                        raising=False)
+    assert stats.peak_memory_bytes(torch.device("cpu")) == 300 * 2**20
+    assert "peak memory 300 MiB" in str(stats.GenerationStats(peak_memory_bytes=300 * 2**20))
+
+
+@pytest.mark.parametrize("platform, expected", [("linux", 5000 * 1024), ("darwin", 5000)])
+def test_peak_rss_unit_follows_the_platform(monkeypatch, platform, expected):
+    """ru_maxrss is in KiB on Linux but in bytes on macOS."""
+    getrusage = lambda who: SimpleNamespace(ru_maxrss=5000)  # noqa: E731
+    monkeypatch.setattr(stats, "resource", SimpleNamespace(getrusage=getrusage, RUSAGE_SELF=0))
+    monkeypatch.setattr(sys, "platform", platform)
+    assert stats.peak_memory_bytes(torch.device("cpu")) == expected

@@ -161,110 +161,61 @@ def stream(
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings | None, *,
                 streamer: Callable[[torch.Tensor], None] | None, compile: bool, return_stats: bool) -> Iterator[torch.Tensor]:
-    """`stream`'s steps, from its checked arguments: prefill, then pick a token per row → feed it
-    back, until every row has ended; beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
+    """`stream`'s steps, from its checked arguments: prefill the prompts, then decode (penalize and
+    ban → pick a token per row → feed it back) until every row has ended; the result is the
+    generator's *return* value. Beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
-        from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
-
         # A generator's `return`: no step is yielded, the result travels as StopIteration.value (run_to_end reads it).
-        return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
-                           min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
-                           length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
-                           num_return_sequences=args.num_return_sequences, penalties=args.penalties,
-                           no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats,
-                           textless=args.textless)
-    # The checked arguments, under the names the loop reads.
-    input_ids, attention_mask, eos, pad = args.input_ids, args.attention_mask, args.eos, args.pad
-    ngram = args.no_repeat_ngram_size
-    max_new_tokens, min_new_tokens = args.max_new_tokens, args.min_new_tokens
-    prompt_tokens = attention_mask.sum()  # the prompts' real tokens, counted before the n copies
-    if args.num_return_sequences > 1:  # n samples per prompt: each prompt n times (its parameters already are)
-        n = args.num_return_sequences
-        # (B, T) → (B·n, T): rows b·n ... b·n + n - 1 are prompt b's samples
-        input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
-
-    device, (B, T), V = input_ids.device, input_ids.shape, model.config.vocab_size
+        return hand_to_beam_search(model, args, compile=compile, return_stats=return_stats)
+    prompt_tokens = args.attention_mask.sum()  # the prompts' real tokens, counted before the n copies
+    input_ids, attention_mask = one_row_per_sample(args.input_ids, args.attention_mask, args.num_return_sequences)
+    device, (B, T), V, pad = input_ids.device, input_ids.shape, model.config.vocab_size, args.pad
     clock = Clock(device)
     t_start = clock()
-    state = DecodeState(model, attention_mask, max_new_tokens, compile, slides=args.slide > 0)
-    # The loop's own state, on the device too and updated in place: no allocation per step.
-    # Each row's whole sequence, (B, T + max_new_tokens): the prompt, then step s's token at column
-    # T + s. `out` is its new part, a view, so the n-gram ban reads what the loop writes.
-    seq = torch.cat([input_ids, torch.full((B, max_new_tokens), pad, dtype=torch.long, device=device)], 1)
-    out = seq[:, T:]  # column s: step s's tokens
+    # The loop's state lives on the device and is updated in place: no allocation per step.
+    state = DecodeState(model, attention_mask, args.max_new_tokens, compile, slides=args.slide > 0)
+    seq, real = sequence_buffers(input_ids, attention_mask, args.max_new_tokens, pad, args.no_repeat_ngram_size)
+    out = seq[:, T:]  # (B, max_new_tokens), column s: step s's tokens (a view of seq, which the n-gram ban reads)
     # Repetition counts the prompt too, presence/frequency only what the model wrote (None: no penalty on).
     counts = PenaltyCounts(input_ids, attention_mask, V, args.penalties, compile) if penalties_on(args.penalties) else None
-    if ngram:  # which of `seq` the n-gram ban may read: left pads are no tokens, new ones are
-        real = torch.cat([attention_mask, torch.ones_like(out)], 1)  # (B, T + max_new_tokens)
     pick = step_picker(args.sampler, args.seed, B, device, args.sampling)  # (B, V) logits → (B,) tokens
-    eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-    pad_is_token = 0 <= pad < V
+    eos_ids, pad_is_token = torch.tensor(args.eos, dtype=torch.long, device=device), 0 <= pad < V
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     n_drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
     finite = torch.ones((), dtype=torch.bool, device=device)  # every step's logits so far: no NaN/inf
-    # Checked after the penalties, so a logit a penalty pushed past float range is caught too, not
-    # drawn as a token: the message names both causes.
-    nonfinite_error = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if counts else NONFINITE
-    if ngram:
-        nonfinite_error += f", or {NGRAM_EXHAUSTED}"
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     # A streamer or stop strings read each step's tokens on the host anyway: looking every step costs no more.
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
 
-    logits = state.prefill(input_ids)  # (B, V)
-    for step in range(max_new_tokens):
-        if args.textless is not None:  # ids the tokenizer has no token for: no option (before any penalty or filter)
-            logits = logits.index_fill(1, args.textless, float("-inf"))
-        # transformers' order: penalties → n-gram ban → min_new_tokens' EOS mask (→ the filters, in `pick`).
-        if counts:
-            logits = counts.penalize(logits)
-        if ngram:
-            logits = ban_repeated_ngrams(logits, seq[:, :T + step], ngram, real[:, :T + step])
-        if step < min_new_tokens and eos:
-            logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
-        # NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
-        # softmax NaN). Noted on the device every step, raised when the host looks: every step on a
-        # CPU, every few on a GPU, and once more after the loop, for the steps since its last look.
-        # Only live rows count: a finished row draws nothing (it pads), and the n-gram ban, reading
-        # its pads as tokens, may leave it no token at all while the other rows run on.
-        finite &= (torch.isfinite(logits.amax(-1)) | finished).all()
-        if step % sync_every == 0 and not bool(finite):
-            raise FloatingPointError(nonfinite_error)
-        tokens = pick(logits)  # (B,)
+    logits = state.prefill(input_ids)  # prefill: the whole prompt in one forward → the first step's logits (B, V)
+    for step in range(args.max_new_tokens):
+        logits = penalize_and_ban(logits, step, args, counts, seq[:, :T + step], real, eos_ids)
+        # Noted on the device every step, raised when the host looks: every step on a CPU, every few
+        # on a GPU, and once more after the loop, for the steps since its last look.
+        finite &= live_rows_finite(logits, finished)
+        if step % sync_every == 0:
+            raise_if_nonfinite(finite, counts, args.no_repeat_ngram_size)
         live = ~finished
+        tokens = torch.where(live, pick(logits), pad)  # (B,): finished rows only pad
         n_drawn += live
-        tokens = torch.where(live, tokens, pad)  # finished rows only pad
         out[:, step] = tokens
         # What the counts and the model read: the same, but a pad that is no row of the embedding
         # (a stale config EOS) as 0. A finished row's input is never read back.
         ids = tokens if pad_is_token else torch.where(live, tokens, 0)
-        if eos:
-            finished |= torch.isin(tokens, eos_ids)
+        end_rows(finished, cuts, tokens, live, eos_ids, stopper)
         if counts:
             counts.add(ids, live)
-        if stopper:
-            for row, (token, alive) in enumerate(zip(tokens.tolist(), live.tolist())):
-                keep = stopper.add(row, token) if alive else None
-                if keep is not None:
-                    finished[row], cuts[row] = True, keep
         if step == 0:
             t_first = clock()
         if streamer is not None:
             streamer(tokens)
         yield tokens
-        if step + 1 == max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
+        if step + 1 == args.max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        if state.full():  # the context is full (slide > 0): its last `slide` tokens, prefilled, go on
-            so_far = seq[:, :T + step + 1]
-            if not pad_is_token:  # a finished row's pads, which no one reads, as an id the embedding has
-                so_far = so_far.masked_fill(so_far == pad, 0)
-            logits = state.slide(so_far, args.slide)
-        else:
-            logits = state.step(ids[:, None])  # the next step: one token per row, (B, 1)
+        logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)  # decode
 
     t_end = clock()
-    if not bool(finite):  # in the steps since the host's last look
-        raise FloatingPointError(nonfinite_error)
+    raise_if_nonfinite(finite, counts, args.no_repeat_ngram_size)  # in the steps since the host's last look
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
     new_tokens, kept_steps = torch.stack([n_drawn.sum(), n_drawn.max()]).tolist()  # one host sync
@@ -276,6 +227,102 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     return out, GenerationStats.measured(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, first_tokens=B,
                                          steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
                                          kv_cache_bytes=state.cache.memory_bytes(), device=device)
+
+
+def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bool, return_stats: bool):
+    """num_beams > 1: minigpt/beam_search.py's `beam_search` from `stream`'s checked arguments."""
+    from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
+
+    return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
+                       min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
+                       length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
+                       num_return_sequences=args.num_return_sequences, penalties=args.penalties,
+                       no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats,
+                       textless=args.textless)
+
+
+def one_row_per_sample(input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples per prompt are n rows: (B, T) → (B·n, T), rows b·n ... b·n + n - 1 being prompt
+    b's samples (its sampling parameters already are one per row: `per_row`)."""
+    if n == 1:
+        return input_ids, attention_mask
+    return input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
+
+
+def sequence_buffers(input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, pad: int,
+                     no_repeat_ngram_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row's whole sequence, (B, T + max_new_tokens): the prompt, then pads that step s's
+    token overwrites at column T + s; and which of its columns the n-gram ban may read (None without
+    the ban): left pads are no tokens, the new columns are."""
+    B = input_ids.size(0)
+    seq = torch.cat([input_ids, torch.full((B, max_new_tokens), pad, dtype=torch.long, device=input_ids.device)], 1)
+    if not no_repeat_ngram_size:
+        return seq, None
+    return seq, torch.cat([attention_mask, torch.ones_like(seq[:, input_ids.size(1):])], 1)
+
+
+def penalize_and_ban(logits: torch.Tensor, step: int, args: DecodeArgs, counts: PenaltyCounts | None,
+                     so_far: torch.Tensor, real: torch.Tensor | None, eos_ids: torch.Tensor) -> torch.Tensor:
+    """What step `step` may draw: logits (B, V) → (B, V), penalized, with -inf on every banned id.
+
+    transformers' order: ids with no text → penalties (`counts`) → n-gram ban → min_new_tokens'
+    EOS mask (→ the filters, in `pick`). so_far (B, T + step): each row's ids, prompt included;
+    real: which of the whole sequence's columns are tokens (None without the n-gram ban).
+    """
+    if args.textless is not None:  # ids the tokenizer has no token for: no option (before any penalty or filter)
+        logits = logits.index_fill(1, args.textless, float("-inf"))
+    if counts:
+        logits = counts.penalize(logits)
+    if args.no_repeat_ngram_size:
+        logits = ban_repeated_ngrams(logits, so_far, args.no_repeat_ngram_size, real[:, :so_far.size(1)])
+    if step < args.min_new_tokens and args.eos:
+        logits = logits.index_fill(1, eos_ids, float("-inf"))  # too early to end: EOS is no option yet
+    return logits
+
+
+def live_rows_finite(logits: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
+    """Whether every unfinished row's logits (B, V) are finite: a bool on the device, no host sync.
+
+    NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
+    softmax NaN). Only live rows count: a finished row draws nothing (it pads), and the n-gram ban,
+    reading its pads as tokens, may leave it no token at all while the other rows run on."""
+    return (torch.isfinite(logits.amax(-1)) | finished).all()
+
+
+def raise_if_nonfinite(finite: torch.Tensor, counts: PenaltyCounts | None, no_repeat_ngram_size: int) -> None:
+    """FloatingPointError unless `finite` (a host sync). Checked after the penalties, so a logit a
+    penalty pushed past float range is caught too, not drawn as a token: the message names each cause."""
+    if bool(finite):
+        return
+    message = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if counts else NONFINITE
+    if no_repeat_ngram_size:
+        message += f", or {NGRAM_EXHAUSTED}"
+    raise FloatingPointError(message)
+
+
+def end_rows(finished: torch.Tensor, cuts: dict[int, int], tokens: torch.Tensor, live: torch.Tensor,
+             eos_ids: torch.Tensor, stopper: StopStrings | None) -> None:
+    """Mark, in `finished` (B,), the rows this step's tokens (B,) end: at an EOS id, or at a stop
+    string in a live row's text (`stopper`), which also puts row → the generated tokens it keeps in `cuts`."""
+    if eos_ids.numel():
+        finished |= torch.isin(tokens, eos_ids)
+    if stopper:  # the text is on the host: one sync a step
+        for row, (token, alive) in enumerate(zip(tokens.tolist(), live.tolist())):
+            keep = stopper.add(row, token) if alive else None
+            if keep is not None:
+                finished[row], cuts[row] = True, keep
+
+
+def next_logits(state: DecodeState, ids: torch.Tensor, so_far: torch.Tensor, pad: int, pad_is_token: bool,
+                slide: int) -> torch.Tensor:
+    """Decode: each row's newest token `ids` (B,) goes through the model, one token per row, for the
+    next step's logits (B, V). When the context is full (slide > 0), each row's last `slide` tokens
+    of `so_far` (B, T + steps) are prefilled again instead, from position 0, and decoding goes on."""
+    if not state.full():
+        return state.step(ids[:, None])  # (B, 1)
+    if not pad_is_token:  # a finished row's pads, which no one reads, as an id the embedding has
+        so_far = so_far.masked_fill(so_far == pad, 0)
+    return state.slide(so_far, slide)
 
 
 def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: dict[int, int], pad: int,

@@ -27,6 +27,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -231,6 +232,9 @@ def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime
     return TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.")
 
 
+# ---- the run: train_loop, then the steps it takes, in their order -----------------------------
+
+
 def train_loop(
     model: nn.Module,
     cfg: TrainConfig,
@@ -263,109 +267,193 @@ def train_loop(
     model and its data (preset, n_layer, n_head, n_embd, init, data, block_size) are `minigpt
     train`'s (minigpt/pretrain.py): here the model comes built and get_batch makes the batches.
     """
-    half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
-                   if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
-    if half:  # before any work: the CLI trains float32 weights; a model from Python may not be
-        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
+    check_float32_weights(model)
     rt = setup_runtime(cfg)
     raw = prepare_model(model, cfg, rt)  # the module itself, saved and restored; fwd and model (below) run it
-    save_fn = save_fn or (lambda m, d: m.save_pretrained(d))
     out = Path(cfg.out)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
-    step, best, (loss_since, steps_since) = 0, math.inf, (0.0, 0)
     with run_dir_lock(out):  # one run at a time in OUT_DIR (held already under minigpt train/finetune)
         check_out_dir(cfg)
-        if cfg.resume:
-            step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
-        open_out_dir(out, cfg, rt, step)
+        progress = resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint) if cfg.resume else Progress()
+        open_out_dir(out, cfg, rt, progress.step)
         fwd, model = for_training(raw, cfg, rt)
-        peak = peak_flops(rt.device)
-
-        def checkpoint(step: int) -> None:  # (rank 0's)
-            save_checkpoint(out, raw, save_fn, optimizer, scaler, step, best, cfg, (loss_since, steps_since), data_fingerprint)
-
-        def save_at_stop(step: int) -> None:  # (rank 0's) a stop between evaluations
-            checkpoint(step)
-            if (out / LOG_FILE).exists():  # the curve up to here, not only to the last evaluation
-                plot_log(out)
-
-        def evaluate_and_save(step: int) -> dict[str, float]:
-            """An evaluation: best/ if it is the best yet, its log record, the checkpoint and the curve."""
-            nonlocal best, last_saved
-            record = {"step": step, **evaluate(fwd, raw, cfg, get_batch, loss_fn, rt, bytes_per_token, eval_fn)}
-            if rt.is_main:  # shown as it comes, not only in log.jsonl
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
-            improved = record["val_loss"] < best
-            if improved:
-                best = record["val_loss"]
-
-            def write() -> None:
-                if improved:
-                    save_fn(raw, out / "best")
-                    atomic_write_text(out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
-                # Logged before the checkpoint: a crash between the two then resumes from the
-                # previous checkpoint and writes the record again; the other order would lose it.
-                append_log(out, record)
-                checkpoint(step)
-                plot_log(out)
-
-            on_rank_0(rt, write)
-            last_saved = step
-            return record
-
-        metrics: dict[str, float] = {"step": step}
-        last_saved = step if cfg.resume else None
-        tokens_since, time_since = 0, 0.0  # since the last log record (as are loss_since and steps_since)
-        bar = tqdm(total=cfg.max_iters, initial=step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
+        run = Run(cfg=cfg, rt=rt, out=out, raw=raw, fwd=fwd, model=model, optimizer=optimizer, scaler=scaler,
+                  get_batch=get_batch, loss_fn=loss_fn, save_fn=save_fn or (lambda m, d: m.save_pretrained(d)),
+                  eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
+                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, bar=bar)
         # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
         # gives the caller's random state back when the loop ends, as if it had never run.
         caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
         with caller_rng, StopSignal() as stop_signal, bar:
             model.train()
-            if step == cfg.max_iters and not evaluated_at(out, step):
-                # Resumed at its last step, where the run had stopped without ending (`--resume
-                # --max-iters S` after a stop at step S): no step runs, and the run ends as a run of S
-                # steps does, with the record of the steps since the last one, an evaluation and a
-                # checkpoint. (That record lacks tokens/s and the gradient norm, which were not saved.)
-                if steps_since:  # (its lr is the last step's, kept in the optimizer's state: the run's schedule, not cfg's)
-                    metrics = {"step": step, "loss": loss_since / steps_since, "lr": optimizer.param_groups[0]["lr"]}
-                    loss_since, steps_since = 0.0, 0
-                    on_rank_0(rt, lambda: append_log(out, metrics))
-                metrics.update(evaluate_and_save(step))
-            while step < cfg.max_iters:
-                t0 = time.perf_counter()
-                try:
-                    train_loss, grad_norm, tokens = train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt, step)
-                except TrainingDiverged as e:
-                    raise diverged(e, last_saved, out, rt) from None
-                step += 1
-                time_since += time.perf_counter() - t0
-                tokens_since, loss_since, steps_since = tokens_since + tokens, loss_since + train_loss, steps_since + 1
-                bar.update(1)
-                metrics = {"step": step, "loss": train_loss, "lr": lr_at(step - 1, cfg)}
+            return run_steps(run, progress, stop_signal)
 
-                if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                    metrics["loss"] = loss_since / steps_since  # mean since the last record: a smoother curve
-                    metrics["tokens_per_s"] = tokens_since / time_since
-                    if grad_norm is not None:
-                        metrics["grad_norm"] = grad_norm
-                    if peak and flops_per_token:
-                        metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * rt.world)
-                    tokens_since, time_since, loss_since, steps_since = 0, 0.0, 0.0, 0
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
-                    if rt.is_main:
-                        append_log(out, metrics)
 
-                stop = stop_signal.agreed(rt)
-                if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_iters:
-                    metrics.update(evaluate_and_save(step))
-                elif stop:
-                    on_rank_0(rt, lambda: save_at_stop(step))
-                    last_saved = step
-                if stop:
-                    if rt.is_main:
-                        bar.write(f"interrupted: saved step {step} to {out}; continue with --resume")
-                    raise Stopped(stop)
-        metrics["best_val_loss"] = best
-        return metrics
+def check_float32_weights(model: nn.Module) -> None:
+    """Refuse half-precision weights to train, before any work: the CLI trains float32 weights; a
+    model from Python may not be."""
+    half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                   if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
+    if half:
+        raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
+
+
+@dataclass
+class Run:
+    """What the steps of a run share, set once before the first: `train_loop`'s arguments and what
+    it built from them."""
+
+    cfg: TrainConfig
+    rt: Runtime
+    out: Path
+    raw: nn.Module  # the model itself: saved, restored, and what eval_fn gets
+    fwd: nn.Module  # raw, compiled if cfg.compile: what evaluation runs
+    model: nn.Module  # fwd, wrapped in DDP under torchrun: what a training step runs
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    get_batch: Callable[[str, torch.Generator], Batch]
+    loss_fn: Callable[..., torch.Tensor]
+    save_fn: Callable[[nn.Module, Path], None]
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None
+    bytes_per_token: float | None
+    flops_per_token: float | None
+    peak: float | None  # the GPU's peak FLOP/s, for MFU (None: not known)
+    data_fingerprint: dict | None
+    bar: tqdm  # the progress bar (rank 0's; disabled on the others)
+
+
+@dataclass
+class Progress:
+    """Where a run stands. A checkpoint saves the step, the best val loss and the loss sums since the
+    last log record (`resume` reads them back); the rest start afresh."""
+
+    step: int = 0  # optimizer steps done
+    best: float = math.inf  # the lowest val loss yet (best/ holds its weights)
+    last_saved: int | None = None  # the step of the last checkpoint (None: none yet)
+    # Since the last log record, whose loss is the mean over its steps and tokens/s the rate:
+    loss_since: float = 0.0
+    steps_since: int = 0
+    tokens_since: int = 0
+    time_since: float = 0.0
+
+
+def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None) -> Progress:
+    """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/run_dir.py's
+    `restore`, which refuses a run that differs), and where the run stood."""
+    step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
+    return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since)
+
+
+def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
+    """The loop: a training step (and every cfg.log_interval a log record), every cfg.eval_interval
+    an evaluation and a checkpoint, until cfg.max_iters, the last one evaluated. A signal stops it
+    after the step under way, saved."""
+    cfg = run.cfg
+    metrics: dict[str, float] = {"step": progress.step}
+    if progress.step == cfg.max_iters and not evaluated_at(run.out, progress.step):
+        metrics = end_stopped_run(run, progress)
+    while progress.step < cfg.max_iters:
+        metrics = train_and_log(run, progress)
+        stop = stop_signal.agreed(run.rt)  # every process stops at the same step
+        if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or progress.step == cfg.max_iters:
+            metrics.update(evaluate_and_save(run, progress))
+        elif stop:
+            save_at_stop(run, progress)
+        if stop:
+            if run.rt.is_main:
+                run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume")
+            raise Stopped(stop)
+    metrics["best_val_loss"] = progress.best
+    return metrics
+
+
+def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
+    """One training step, counted in `progress`; every cfg.log_interval steps, and at the last, a
+    log record of the steps since the last one. Returns the step's metrics (the record's if one)."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    try:
+        train_loss, grad_norm, tokens = train_step(run.model, run.optimizer, run.scaler, run.get_batch, run.loss_fn,
+                                                   cfg, run.rt, progress.step)
+    except TrainingDiverged as e:
+        raise diverged(e, progress.last_saved, run.out, run.rt) from None
+    progress.step += 1
+    step = progress.step
+    progress.time_since += time.perf_counter() - t0
+    progress.tokens_since += tokens
+    progress.loss_since += train_loss
+    progress.steps_since += 1
+    run.bar.update(1)
+    metrics = {"step": step, "loss": train_loss, "lr": lr_at(step - 1, cfg)}
+    if step % cfg.log_interval == 0 or step == cfg.max_iters:
+        metrics["loss"] = progress.loss_since / progress.steps_since  # mean since the last record: a smoother curve
+        metrics["tokens_per_s"] = progress.tokens_since / progress.time_since
+        if grad_norm is not None:
+            metrics["grad_norm"] = grad_norm
+        if run.peak and run.flops_per_token:
+            metrics["mfu"] = run.flops_per_token * metrics["tokens_per_s"] / (run.peak * run.rt.world)
+        progress.tokens_since, progress.time_since, progress.loss_since, progress.steps_since = 0, 0.0, 0.0, 0
+        run.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
+        if run.rt.is_main:
+            append_log(run.out, metrics)
+    return metrics
+
+
+def end_stopped_run(run: Run, progress: Progress) -> dict[str, float]:
+    """Resumed at its last step, where the run had stopped without ending (`--resume --max-iters S`
+    after a stop at step S): no step runs, and the run ends as a run of S steps does, with the
+    record of the steps since the last one, an evaluation and a checkpoint. (That record lacks
+    tokens/s and the gradient norm, which were not saved.)"""
+    metrics: dict[str, float] = {"step": progress.step}
+    if progress.steps_since:  # (its lr is the last step's, kept in the optimizer's state: the run's schedule, not cfg's)
+        metrics = {"step": progress.step, "loss": progress.loss_since / progress.steps_since,
+                   "lr": run.optimizer.param_groups[0]["lr"]}
+        progress.loss_since, progress.steps_since = 0.0, 0
+        on_rank_0(run.rt, lambda: append_log(run.out, metrics))
+    metrics.update(evaluate_and_save(run, progress))
+    return metrics
+
+
+def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
+    """An evaluation at the current step: best/ if it is the best yet, its log record, the
+    checkpoint and the curve. Returns the record."""
+    record = {"step": progress.step, **evaluate(run.fwd, run.raw, run.cfg, run.get_batch, run.loss_fn, run.rt,
+                                                run.bytes_per_token, run.eval_fn)}
+    if run.rt.is_main:  # shown as it comes, not only in log.jsonl
+        run.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+    improved = record["val_loss"] < progress.best
+    if improved:
+        progress.best = record["val_loss"]
+
+    def write() -> None:
+        if improved:
+            run.save_fn(run.raw, run.out / "best")
+            atomic_write_text(run.out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
+        # Logged before the checkpoint: a crash between the two then resumes from the previous
+        # checkpoint and writes the record again; the other order would lose it.
+        append_log(run.out, record)
+        checkpoint(run, progress)
+        plot_log(run.out)
+
+    on_rank_0(run.rt, write)
+    progress.last_saved = progress.step
+    return record
+
+
+def save_at_stop(run: Run, progress: Progress) -> None:
+    """A stop between evaluations: the checkpoint, and the curve up to here, not only to the last evaluation."""
+    def write() -> None:
+        checkpoint(run, progress)
+        if (run.out / LOG_FILE).exists():
+            plot_log(run.out)
+
+    on_rank_0(run.rt, write)
+    progress.last_saved = progress.step
+
+
+def checkpoint(run: Run, progress: Progress) -> None:
+    """Save the run at its current step (rank 0's work: minigpt/run_dir.py's `save_checkpoint`)."""
+    save_checkpoint(run.out, run.raw, run.save_fn, run.optimizer, run.scaler, progress.step, progress.best, run.cfg,
+                    (progress.loss_since, progress.steps_since), run.data_fingerprint)

@@ -35,6 +35,29 @@ class Finished(NamedTuple):
     done: torch.Tensor  # (B, K) bool: the slot holds a hypothesis, leftovers included (transformers' flag)
     real: torch.Tensor  # (B, K) bool: ... and it is no leftover: a live beam's, allowed to finish
 
+    @staticmethod
+    def none_yet(seqs: torch.Tensor) -> "Finished":
+        """No hypothesis finished: K empty slots per prompt, shaped after the beams' ids `seqs` (B, K, L)."""
+        B, K = seqs.shape[:2]
+        no = torch.zeros(B, K, dtype=torch.bool, device=seqs.device)
+        return Finished(seqs.clone(), torch.full((B, K), NEG_INF_SCORE, device=seqs.device),
+                        torch.zeros(B, K, dtype=torch.long, device=seqs.device), no, no.clone())
+
+    def admit(self, cand: torch.Tensor, top_scores: torch.Tensor, ended: torch.Tensor, improvable: torch.Tensor,
+              new_len: int, length_penalty: float, early_stopping: bool | str) -> "Finished":
+        """The top-K candidates that ended (`ended`, (B, n_keep)) join the finished hypotheses, scored
+        by their total log-probability `top_scores` / new_len ** length_penalty, unless their prompt
+        needs no more (early_stopping=True and K finished) or can no longer improve (`improvable`, (B, 1))."""
+        full = self.done.all(-1, keepdim=True) & (early_stopping is True)
+        may_finish = ended & ~full & improvable
+        scores = top_scores / new_len ** length_penalty  # (B, n_keep)
+        # transformers counts every top-K candidate that ended as finished, even a dead beam's (score
+        # about -1e9: one of the K - 1 copies of the prompt at step 0, or a beam kept running for want
+        # of live ones), whose tokens repeat a live beam's or were never chosen. We count them too,
+        # for its stopping rules, but mark them: they are leftovers, never a result.
+        real = may_finish & (top_scores > NEG_INF_SCORE / 2)
+        return self.merge(cand, scores + ~may_finish * NEG_INF_SCORE, new_len, ended, real)
+
     def merge(self, cand: torch.Tensor, scores: torch.Tensor, new_len: int, ends: torch.Tensor,
               real: torch.Tensor) -> "Finished":
         """Keep the K best of the finished hypotheses and the candidates `cand` (B, N, L) that
@@ -94,20 +117,15 @@ def beam_search(
     clock = Clock(device)
     t_start = clock()
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
-    mask = attention_mask.repeat_interleave(K, 0)  # (B·K, T)
-    state = DecodeState(model, mask, max_new_tokens, compile)  # B·K rows: its cache holds every beam
+    state = DecodeState(model, attention_mask.repeat_interleave(K, 0), max_new_tokens, compile)  # its cache holds every beam
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-
     n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
     in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
-    # Each beam's ids so far, (B, K, L) with L = T + max_new_tokens.
-    running = torch.full((B, K, T + max_new_tokens), pad, dtype=torch.long, device=device)
-    running[:, :, :T] = ids.view(B, K, T)  # (B·K, T) → (B, K, T): rows b·K .. b·K + K - 1 are prompt b's
+    # Each beam's ids so far, (B, K, L) with L = T + max_new_tokens: rows b·K .. b·K + K - 1 of `ids` are prompt b's.
+    running = torch.cat([ids, torch.full((B * K, max_new_tokens), pad, dtype=torch.long, device=device)], 1).view(B, K, -1)
     running_scores = torch.zeros(B, K, device=device)
     running_scores[:, 1:] = NEG_INF_SCORE  # the K beams start identical: let only the first expand
-    finished = Finished(running.clone(), torch.full((B, K), NEG_INF_SCORE, device=device),
-                        torch.zeros(B, K, dtype=torch.long, device=device), torch.zeros(B, K, dtype=torch.bool, device=device),
-                        torch.zeros(B, K, dtype=torch.bool, device=device))
+    finished = Finished.none_yet(running)
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
 
@@ -120,62 +138,22 @@ def beam_search(
         logp = next_log_probs(logits, running[:, :, :cur].reshape(B * K, cur), T, state.key_valid[:, :cur],
                               penalties=penalties, no_repeat_ngram_size=no_repeat_ngram_size,
                               banned_eos=eos_ids if step < min_new_tokens and eos else None)
-        # Score of beam + token, each prompt's K beams side by side: (B, K, V) → (B, K·V), so that
-        # index i is beam i // V extending with token i % V.
-        total = (logp.view(B, K, V) + running_scores[..., None]).view(B, K * V)
-        top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
-        parent, token = top_idx // V, top_idx % V  # (B, n_keep) each: which beam, which token
-        cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
-        cand[:, :, cur] = token
-        ends = torch.isin(token, eos_ids) | (step + 1 == max_new_tokens)  # EOS, or out of length
-
-        # Running beams: the best K candidates that did not end.
-        cont = top_scores + ends * NEG_INF_SCORE
-        pick = cont.topk(K, dim=-1).indices  # (B, K)
-        running = cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1)))  # (B, K, L)
-        running_scores, parents = cont.gather(1, pick), parent.gather(1, pick)
-
-        # Finished hypotheses: the top-K candidates that ended join those kept so far, unless the
-        # prompt needs no more (early_stopping=True and K finished) or can no longer improve.
-        full = finished.done.all(-1, keepdim=True) & (early_stopping is True)
-        may_finish = ends & in_top_k & ~full & improvable
-        scores = top_scores / (step + 1) ** length_penalty  # (B, n_keep)
-        # transformers counts every top-K candidate that ended as finished, even a dead beam's (score
-        # about -1e9: one of the K - 1 copies of the prompt at step 0, or a beam kept running for want
-        # of live ones), whose tokens repeat a live beam's or were never chosen. We count them too,
-        # for its stopping rules, but mark them: they are leftovers, never a result.
-        real = may_finish & (top_scores > NEG_INF_SCORE / 2)
-        finished = finished.merge(cand, scores + ~may_finish * NEG_INF_SCORE, step + 1, ends & in_top_k, real)
-
-        # Can a running beam still beat the worst finished one? (transformers' heuristic)
-        best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else step + 1
-        best_running = running_scores[:, :1] / best_len ** length_penalty
-        worst_done = torch.where(finished.done, finished.scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
-        improvable = improvable & (best_running > worst_done).any(-1, keepdim=True)
+        top_scores, parent, cand = best_candidates(logp.view(B, K, V), running, running_scores, n_keep, cur)
+        ends = torch.isin(cand[:, :, cur], eos_ids) | (step + 1 == max_new_tokens)  # (B, n_keep): an EOS, or out of length
+        running, running_scores, parents = best_running(cand, top_scores, parent, ends, K)
+        finished = finished.admit(cand, top_scores, ends & in_top_k, improvable, step + 1, length_penalty, early_stopping)
+        improvable = improvable & can_improve(running_scores, finished, step + 1, max_new_tokens, length_penalty,
+                                              early_stopping)
         if not improvable.any() or (early_stopping is True and finished.done.all()) or ends.all():
             break
-
         # Each row now continues its parent beam. Only the cache moves: a prompt's beams share its
         # mask and positions, so key_valid and position_ids are the same whichever beam a row holds.
         state.cache.reorder((parents + batch_offset).flatten())
-        newest = running[:, :, cur].reshape(B * K, 1)  # (B·K, 1): each beam's latest token
-        logits = state.step(newest)
+        logits = state.step(running[:, :, cur].reshape(B * K, 1))  # (B·K, 1): each beam's latest token
 
     t_end = clock()
     n = num_return_sequences
-    # A slot to return that holds no real hypothesis: the prompt's beams ran out of tokens (all
-    # -inf) or of distinct continuations before n hypotheses ended, so it would return leftovers
-    # (transformers does, scored -1e9 or -1e9 / length ** length_penalty). As in greedy decoding,
-    # that is an error; a prompt that was done before its beams ran out is not.
-    empty = ~finished.real[:, :n].all(-1)  # (B,)
-    if bool(empty.any()):
-        causes = [f"{NGRAM_EXHAUSTED}, or left fewer than {n} distinct continuations"] * bool(no_repeat_ngram_size)
-        causes += ["a penalty pushed every token's log-probability to -inf"] * penalties_on(penalties)
-        if V ** min(max_new_tokens, 64) < n:
-            causes.append(f"a vocabulary of {V} has fewer than num_return_sequences={n} continuations of "
-                          f"max_new_tokens={max_new_tokens}")
-        raise FloatingPointError(f"beam search found fewer than {n} {'hypothesis' if n == 1 else 'hypotheses'} for "
-                                 f"prompt {int(empty.int().argmax())}: {', or '.join(causes)}")
+    check_enough_hypotheses(finished, n, V, max_new_tokens, no_repeat_ngram_size, penalties)
     out = finished.seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
     out = out[:, :T + int(finished.lens[:, :n].max())]  # (B·n, T + the longest kept hypothesis)
     if not return_stats:
@@ -184,3 +162,62 @@ def beam_search(
     return out, GenerationStats.measured(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
                                          first_tokens=B, steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
                                          kv_cache_bytes=state.cache.memory_bytes(), device=device)
+
+
+def best_candidates(logp: torch.Tensor, running: torch.Tensor, running_scores: torch.Tensor, n_keep: int,
+                    cur: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every beam proposes every token; keep each prompt's best n_keep by total log-probability.
+
+    logp (B, K, V): each beam's next-token log-probs; running (B, K, L): the beams' ids, `cur` of
+    them so far; running_scores (B, K): their totals. Returns each candidate's total (B, n_keep),
+    its parent beam (B, n_keep) and its ids (B, n_keep, L): the parent's, then the new token at `cur`.
+    """
+    B, K, V = logp.shape
+    # Beam + token side by side: (B, K, V) → (B, K·V), so index i is beam i // V extending with token i % V.
+    total = (logp + running_scores[..., None]).view(B, K * V)
+    top_scores, top_idx = total.topk(n_keep, dim=-1)  # (B, n_keep)
+    parent, token = top_idx // V, top_idx % V  # (B, n_keep) each: which beam, which token
+    cand = running.gather(1, parent[..., None].expand(-1, -1, running.size(-1))).clone()  # (B, n_keep, L)
+    cand[:, :, cur] = token
+    return top_scores, parent, cand
+
+
+def best_running(cand: torch.Tensor, top_scores: torch.Tensor, parent: torch.Tensor, ends: torch.Tensor,
+                 K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The beams that run on: the best K candidates that did not end (`ends`, (B, n_keep)).
+    Returns their ids (B, K, L), their totals (B, K) and their parent beams (B, K)."""
+    cont = top_scores + ends * NEG_INF_SCORE  # an ended candidate ranks below every running one
+    pick = cont.topk(K, dim=-1).indices  # (B, K)
+    return cand.gather(1, pick[..., None].expand(-1, -1, cand.size(-1))), cont.gather(1, pick), parent.gather(1, pick)
+
+
+def can_improve(running_scores: torch.Tensor, finished: Finished, new_len: int, max_new_tokens: int,
+                length_penalty: float, early_stopping: bool | str) -> torch.Tensor:
+    """(B, 1) bool: can a prompt's best running beam still beat its worst finished hypothesis?
+    transformers' heuristic: the best beam's score now (new_len), or, with early_stopping="never"
+    and a length penalty that favours length, at the longest length it could reach."""
+    best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else new_len
+    best_running = running_scores[:, :1] / best_len ** length_penalty
+    worst_done = torch.where(finished.done, finished.scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
+    return (best_running > worst_done).any(-1, keepdim=True)
+
+
+def check_enough_hypotheses(finished: Finished, n: int, V: int, max_new_tokens: int, no_repeat_ngram_size: int,
+                            penalties: dict) -> None:
+    """FloatingPointError if a prompt has fewer than n real hypotheses to return, naming the causes.
+
+    A slot to return that holds no real hypothesis: the prompt's beams ran out of tokens (all
+    -inf) or of distinct continuations before n hypotheses ended, so it would return leftovers
+    (transformers does, scored -1e9 or -1e9 / length ** length_penalty). As in greedy decoding,
+    that is an error; a prompt that was done before its beams ran out is not.
+    """
+    empty = ~finished.real[:, :n].all(-1)  # (B,)
+    if not bool(empty.any()):
+        return
+    causes = [f"{NGRAM_EXHAUSTED}, or left fewer than {n} distinct continuations"] * bool(no_repeat_ngram_size)
+    causes += ["a penalty pushed every token's log-probability to -inf"] * penalties_on(penalties)
+    if V ** min(max_new_tokens, 64) < n:
+        causes.append(f"a vocabulary of {V} has fewer than num_return_sequences={n} continuations of "
+                      f"max_new_tokens={max_new_tokens}")
+    raise FloatingPointError(f"beam search found fewer than {n} {'hypothesis' if n == 1 else 'hypotheses'} for "
+                             f"prompt {int(empty.int().argmax())}: {', or '.join(causes)}")

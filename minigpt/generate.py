@@ -115,19 +115,24 @@ def stream(
     """Yield each step's new tokens (B·num_return_sequences,) as they are drawn (beam search, which
     picks its tokens at the end, yields none); finally *return* what `generate` returns.
 
-    That result is a LongTensor (B·num_return_sequences, T + new), prompt included, as in
-    transformers, whose argument names these are. Rows that finish early (EOS, a stop string) are
-    filled with pad_token_id (None: the config's pad_token_id, else the first EOS id, as in transformers). `eos_token_id=None` means the model's
-    (<|endoftext|> for GPT-2) and `[]` never stops on EOS. `stop` is one string or a list of them:
-    a row ends when its text contains one (text, so `tokenizer` is needed; not with beams). A
-    `tokenizer` with fewer ids than the model has rows (a padded vocabulary) bans the rest.
-    `do_sample=False` is greedy. Sampling parameters may be (B,) tensors, one value per prompt.
-    `no_repeat_ngram_size=n` > 0 bans every token that would repeat an n-gram of its row, prompt
-    included (minigpt/penalties.py's `ban_repeated_ngrams`). `streamer(tokens)` is called with each
-    step's tokens (not with beams). `sampler` picks the sampling backend ("auto" | "torch" |
-    "triton"), `compile=True` compiles the decode step (minigpt/prefill_decode.py's
-    `decode_step_for`) and, outside beam search, the penalties (one fused kernel a step). With
-    `return_stats=True` the result is `(ids, GenerationStats)`.
+    The result: a LongTensor (B·num_return_sequences, T + new), prompt included, as in
+    transformers, whose argument names these are; with `return_stats=True`, `(ids, GenerationStats)`.
+    Rows that finish early are filled with pad_token_id (None: the config's pad_token_id, else the
+    first EOS id, as in transformers).
+
+    Where a row ends: at an EOS (`eos_token_id=None` means the model's, <|endoftext|> for GPT-2;
+    `[]` never stops on EOS), or where its text contains a `stop` string (one string or a list of
+    them; text, so `tokenizer` is needed; not with beams), or after max_new_tokens.
+
+    Which tokens: `do_sample=False` is greedy. Sampling parameters may be (B,) tensors, one value
+    per prompt. `no_repeat_ngram_size=n` > 0 bans every token that would repeat an n-gram of its
+    row, prompt included (minigpt/penalties.py's `ban_repeated_ngrams`). A `tokenizer` with fewer
+    ids than the model has rows (a padded vocabulary) bans the rest.
+
+    How: `streamer(tokens)` is called with each step's tokens (not with beams). `sampler` picks the
+    sampling backend ("auto" | "torch" | "triton"); `compile=True` compiles the decode step
+    (minigpt/prefill_decode.py's `decode_step_for`) and, outside beam search, the penalties (one
+    fused kernel a step).
 
     Past the context: `slide=N` > 0 lets max_new_tokens run past n_positions (only the prompt must
     fit). When the context is full, each row's last N tokens are prefilled again, from position 0,

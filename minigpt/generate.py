@@ -234,7 +234,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
                                          kv_cache_bytes=state.cache.memory_bytes(), device=device)
 
 
-def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bool, return_stats: bool):
+def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bool,
+                        return_stats: bool) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
     """num_beams > 1: minigpt/beam_search.py's `beam_search` from `stream`'s checked arguments."""
     from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
 

@@ -65,8 +65,11 @@ An estimate can be far off (heavy tails, ties, a row of a few clusters), so the 
 pivot too: every sub-bracket of {lo, mid, est - d, est + d} is at most half the old one, and a
 pass never does worse than bisection (Brent's method guards the secant the same way). A pass that
 leaves every token of the bracket in says the tokens sit in a sliver of it (a tie group, say),
-where interpolation knows nothing: the next pass spaces its pivots evenly again. On the list in
-registers, passes are cheap, and 8 evenly spaced pivots stay.
+where interpolation knows nothing: the next pass spaces its pivots evenly again, among the
+bracket's floats rather than its values. Halving a value bracket around a tie at 0.0 (an all-zero
+row) would go on through fp32's ever finer floats down to 1e-45, 64 passes over the row; halving
+the count of floats in it ends any bracket in 16 (`pivots_in_floats`). On the list in registers,
+passes are cheap, and 8 evenly spaced pivots stay: in value, or in floats after such a pass.
 
 ## Where the search starts: the first pass
 
@@ -170,6 +173,27 @@ def pivots_in(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
     # An explicit fma: the split path's launches each compute these pivots and must agree to the
     # bit; `lo + (hi - lo) * f` would be fused into an fma, or not, as each kernel's compiler sees fit.
     return tl.where(j == 0, lo, round_to_input(tl.fma(hi - lo, j.to(tl.float32) / N, lo), GRID))
+
+
+@triton.jit
+def float_key(x):
+    # fp32's bits as an int32 that orders like the values: a positive float's bits already do; a
+    # negative one's count up as it falls, so flip all but the sign bit. -0.0 and 0.0 are neighbours.
+    b = x.to(tl.int32, bitcast=True)
+    return tl.where(b < 0, b ^ 0x7FFFFFFF, b)
+
+
+@triton.jit
+def pivots_in_floats(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
+    """N pivots evenly spaced in the *floats* of [lo, hi), not in its values, on the logits' grid;
+    pivot 0 is lo itself: (N,). For a bracket that holds a tie group or a sliver of neighbouring
+    floats: around 0.0, fp32's floats grow ever denser (down to 1e-45), and evenly spaced values
+    would halve the bracket ~150 times to close on the tie; there are only 2^32 floats, so cutting
+    their count 4-fold closes any bracket in 16 passes."""
+    lo_key = float_key(lo).to(tl.int64)
+    key = lo_key + (float_key(hi).to(tl.int64) - lo_key) * tl.arange(0, N) // N
+    b = key.to(tl.int32)
+    return tl.where(tl.arange(0, N) == 0, lo, round_to_input(tl.where(b < 0, b ^ 0x7FFFFFFF, b).to(tl.float32, bitcast=True), GRID))
 
 
 @triton.jit
@@ -334,12 +358,14 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
     # spaces its pivots evenly; later ones are placed by what the passes before measured, unless
     # the last pass left every token of the bracket in: they sit in a sliver of it (a tie group,
     # neighbouring floats far below a wide bracket), where the interpolation knows nothing, and
-    # evenly spaced pivots cut 4-fold rather than 2.
+    # pivots evenly spaced in its floats cut 4-fold rather than 2, and end it in 16 passes.
     c_lo, s_lo, s_all, c_all = c_hi, m_hi, m_hi, c_hi  # (their types; the first pass sets them)
-    even = passes == 0
+    sliver = passes != 0
     while searching & (listed == 0):
-        if even:
+        if passes == 0:
             pivots = pivots_in(lo, hi, N_PIVOTS, GRID)
+        elif sliver:
+            pivots = pivots_in_floats(lo, hi, N_PIVOTS, GRID)
         else:
             s_hi = m_hi if IS_TOP_P else c_hi.to(tl.float32)
             pivots = guided_pivots(lo, hi, s_lo, s_hi, c_lo, c_hi, s_all, c_all, goal, m, CAP, GRID)
@@ -355,7 +381,7 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
         lo, hi, c_lo, c_hi, m_hi, searching, last = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
                                                             passes, IS_TOP_P, N_PIVOTS, GRID)
         s_lo = pick(score, last, N_PIVOTS)
-        even = c_lo - c_hi == in_bracket
+        sliver = c_lo - c_hi == in_bracket
         lane_c_lo = column(lane_cnt, last, N_PIVOTS)
         if IS_TOP_P:
             if last < N_PIVOTS - 1:  # hi moved to a pivot of this pass
@@ -376,19 +402,26 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
                 listed = listed * 0 + 2  # and count what lies above it as a base
         passes += 1
     # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.
+    # Its pivots are evenly spaced, in value, or in floats once a pass left every candidate in.
     c_base = tl.where(listed == 2, c_hi, 0)
     m_base = tl.where(listed == 2, m_hi, 0.0)
     xs = tl.load(scratch + tl.arange(0, CAP), mask=tl.arange(0, CAP) < n_c, other=float("-inf")).to(tl.float32)
     w = tl.exp2((xs - m) * c2)
+    sliver = passes < 0
     while searching:
-        pivots = pivots_in(lo, hi, N_PIVOTS_LIST, GRID)
+        if sliver:
+            pivots = pivots_in_floats(lo, hi, N_PIVOTS_LIST, GRID)
+        else:
+            pivots = pivots_in(lo, hi, N_PIVOTS_LIST, GRID)
         above = xs[:, None] >= pivots[None, :]  # (CAP, N_PIVOTS_LIST)
         cnt = tl.sum(above.to(tl.int32), axis=0) + c_base
         mass = tl.sum(tl.where(above, w[:, None], 0.0), axis=0) + m_base
         if IS_TOP_P:
             if goal == 0:
                 goal = top_p * pick(mass, 0, N_PIVOTS_LIST)
+        in_bracket = c_lo - c_hi
         lo, hi, c_lo, c_hi, m_hi, searching, _last = _narrow(pivots, cnt, mass, lo, hi, c_hi, m_hi, goal, target,
                                                              passes, IS_TOP_P, N_PIVOTS_LIST, GRID)
+        sliver = c_lo - c_hi == in_bracket
         passes += 1
     return lo, listed, n_c, list_top, tl.where(listed == 2, lane_m_hi, 0.0)

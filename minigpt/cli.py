@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     middle of a command, or at exit when Python flushes stdout. This is the Python docs' recipe
     (signal module, "Note on SIGPIPE"), once here instead of in every command.
     """
+    utf8_when_redirected()
     try:
         try:
             return run_command(sys.argv[1:] if argv is None else argv)
@@ -57,6 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         # Python flushes stdout again on exit: send what is left to devnull instead of the pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1  # as Python itself exits on EPIPE
+
+
+def utf8_when_redirected() -> None:
+    """Write UTF-8 to a file or pipe, whatever the locale. Generated text is any Unicode, and
+    Python encodes a redirected stdout in the locale's encoding: on Windows a code page such as
+    cp1252, where `minigpt generate > out.txt` would fail on the first character outside it. A
+    terminal keeps its own encoding, and PYTHONIOENCODING, when set, is the user's choice."""
+    if os.environ.get("PYTHONIOENCODING"):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and not stream.isatty() and stream.encoding.lower() not in ("utf-8", "utf8"):
+            stream.reconfigure(encoding="utf-8")
 
 
 def run_command(argv: list[str]) -> int:

@@ -192,3 +192,17 @@ def test_bench_generate_says_a_context_too_short_for_its_decode_runs(tmp_path, m
     err = capsys.readouterr().err
     assert ("bench_generate.py: error: the model's context n_positions=16 is too short for a TPOT run: its 16-token "
             "prompt and 2 new tokens need 17 positions") in err, err
+
+
+@pytest.mark.parametrize("env,arrow", [({}, "→"), ({"PYTHONIOENCODING": "ascii:replace"}, "?")],
+                         ids=["utf-8", "PYTHONIOENCODING"])
+def test_text_redirected_to_a_file_is_utf8_whatever_the_locale(env, arrow):
+    """Python encodes a redirected stdout in the locale's encoding (Windows: a code page such as
+    cp1252); here the C locale's ASCII stands in for it, where `minigpt tokenize`'s summary
+    ("5 characters → 1 token") failed on its arrow. A file or pipe gets UTF-8, unless
+    PYTHONIOENCODING says otherwise."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8")}
+    r = subprocess.run([sys.executable, "-m", "minigpt", "tokenize", "Hello"], cwd=ROOT, capture_output=True,
+                       timeout=60, env={**base, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", **env})
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert f"5 characters {arrow} 1 token" in r.stdout.decode("utf-8"), r.stdout

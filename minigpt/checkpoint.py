@@ -59,7 +59,7 @@ def weight_files(path: Path) -> list[Path]:
                 f"safetensors with transformers (GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR))") if pickled else ""
         raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}{hint}")
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]  # tensor name → shard file name
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]  # tensor name → shard file name
         shards = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map' object): {e!r}") from None
@@ -301,7 +301,7 @@ def _remove_stale_shards(path: Path) -> None:
     if not index.exists():
         return
     try:
-        shards = set(json.loads(index.read_text())["weight_map"].values())
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         shards = set()  # unreadable index: remove only the index itself
     index.unlink()

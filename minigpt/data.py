@@ -177,7 +177,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:  # not JSON (JSONDecodeError), or not UTF-8: json's message alone names no file
         raise ValueError(f"{path} is not a JSON file ({e}); prepare the data again with `minigpt prepare`") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):  # training needs the vocabulary size

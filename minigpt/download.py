@@ -258,7 +258,7 @@ def hf_cache_snapshot(name: str) -> Path | None:
     hub = hf_hub_cache()
     for repo in (f"models--openai-community--{name}", f"models--{name}"):  # the Hub's name since 2024, and before
         ref = hub / repo / "refs" / "main"
-        snapshot = hub / repo / "snapshots" / ref.read_text().strip() if ref.is_file() else None
+        snapshot = hub / repo / "snapshots" / ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
         if snapshot and (snapshot / "config.json").is_file() and (snapshot / "model.safetensors").is_file():
             return snapshot
     return None

@@ -458,7 +458,7 @@ def with_settings_of(optimizer, saved: dict) -> dict:
 
 
 def append_log(out: Path, record: dict) -> None:
-    with open(out / LOG_FILE, "a") as f:
+    with open(out / LOG_FILE, "a", encoding="utf-8", newline="") as f:  # "\n" on every system, as atomic_write_text
         f.write(json.dumps(record) + "\n")
 
 

@@ -138,7 +138,7 @@ def run_strategy(strategy: str, lr: float, args, passthrough: list[str]) -> dict
     print("$ minigpt", " ".join(cmd[3:]), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
-    summary = json.loads((out / "finetune_summary.json").read_text())
+    summary = json.loads((out / "finetune_summary.json").read_text(encoding="utf-8"))
     return summary | {"lr": lr, "wall_s": time.perf_counter() - t0}
 
 

@@ -414,6 +414,14 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         notes.append(f"note: the val data differs from the run's, whose best val loss ({best:.4g}) measured other data: "
                      f"best/ follows this data's val loss from here")
         best = math.inf
+    measure = {k: v for k, v in changed.items() if k in val_settings(cfg)}
+    if best < math.inf and measure:
+        # The same val data, measured otherwise: other batches of it (the lm task's --eval-iters,
+        # --batch-size, --seed draw them) or other windows (--block-size). Losses are not comparable.
+        said = ", ".join(f"--{k.replace('_', '-')} {old} → {now}" for k, (old, now) in measure.items())
+        notes.append(f"note: val loss is measured otherwise than the run's ({said}), so its best val loss ({best:.4g}) "
+                     "is not comparable: best/ follows this val loss from here")
+        best = math.inf
     try:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(with_settings_of(optimizer, state["optimizer"]))
@@ -433,6 +441,13 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
             print(note)
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], best, (loss_sum, steps)
+
+
+def val_settings(cfg) -> tuple[str, ...]:
+    """The settings a val loss depends on, beyond the val data: which windows of the val tokens the
+    lm task's evaluation draws, or, for the classify task (which scores every val example), where
+    a long text is cut."""
+    return ("block_size",) if getattr(cfg, "task", "lm") == "classify" else ("block_size", "batch_size", "eval_iters", "seed")
 
 
 def with_settings_of(optimizer, saved: dict) -> dict:

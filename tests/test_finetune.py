@@ -1020,3 +1020,30 @@ def test_finetune_refused_as_in_use_touches_nothing_and_a_moved_data_is_named(ba
     capsys.readouterr()
     assert _run(base, tmp_path / "run", "--resume", "--max-iters", "6") == 2
     assert "; if the run's data has moved, pass --data with where it is now" in capsys.readouterr().err
+
+
+def test_resume_that_measures_val_loss_otherwise_starts_best_over(base, tmp_path, capsys):
+    """An audit: `--resume --eval-iters 3` on a run that measured its val loss over 2 batches kept
+    that best val loss, only warning that settings differ; the losses are not comparable, and a
+    lucky old figure could keep best/ from ever following the run. Now best/ starts over, with a
+    note naming the settings; the same settings keep it. The saved best is made unbeatable here."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+
+    def unbeatable() -> None:
+        state = torch.load(out / "training_state.pt", weights_only=False)
+        state["best_val_loss"] = -1.0
+        torch.save(state, out / "training_state.pt")
+
+    def best_step() -> int:
+        return json.loads((out / "best" / "metrics.json").read_text())["step"]
+
+    unbeatable()
+    capsys.readouterr()
+    assert _run(base, out, "--resume", "--max-iters", "4") == 0  # measured as before: the best stands
+    assert best_step() == 2 and "not comparable" not in capsys.readouterr().out
+    unbeatable()
+    assert _run(base, out, "--resume", "--max-iters", "6", "--eval-iters", "3", "--seed", "5") == 0
+    assert ("note: val loss is measured otherwise than the run's (--eval-iters 2 → 3, --seed 1337 → 5), so its best "
+            "val loss (-1) is not comparable: best/ follows this val loss from here") in capsys.readouterr().out
+    assert best_step() == 6

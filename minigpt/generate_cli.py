@@ -123,11 +123,20 @@ def typed_flags(argv: list[str] | None) -> set[str]:
 def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     """Refuse flags that the chosen mode would silently ignore. A typed flag counts at any value,
     its default included: `--num-beams 4 --temperature 0.8` would otherwise look like it did something."""
-    def flags(*dests: str) -> list[str]:
-        return ["--" + dest.replace("_", "-") for dest in dests if dest in typed]
+    check_output_flags(args, typed)  # what is printed: --prompts-file's lines, --explain's table, -n texts, --stream
+    check_decoding_flags(args, typed)  # how tokens are chosen: greedy, sampled, or beam search
 
+
+def typed_of(typed: set[str], *dests: str) -> list[str]:
+    """Those of `dests` typed, as flags ("--top-k"), in the order given."""
+    return ["--" + dest.replace("_", "-") for dest in dests if dest in typed]
+
+
+def check_output_flags(args: argparse.Namespace, typed: set[str]) -> None:
+    """`check_flags` for what is printed: --prompts-file and --batch-size, --explain, --stream and
+    --num-return-sequences."""
     if args.prompts_file is not None:
-        unused = flags("stream", "explain")
+        unused = typed_of(typed, "stream", "explain")
         if unused:
             raise ValueError(f"--prompts-file prints each prompt's texts whole, as one JSON line when its batches are "
                              f"done; it does not take {', '.join(unused)}: give one prompt (--prompt) for {' or '.join(unused)}")
@@ -136,8 +145,8 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     elif "batch_size" in typed:
         raise ValueError("--batch-size sets how many prompts of --prompts-file run at once: it needs --prompts-file")
     if args.explain:
-        ignored = flags("num_beams", "stop", "num_return_sequences", "min_new_tokens", "stats", "compile", "sampler",
-                        "stream", "length_penalty", "early_stopping", "slide")
+        ignored = typed_of(typed, "num_beams", "stop", "num_return_sequences", "min_new_tokens", "stats", "compile",
+                           "sampler", "stream", "length_penalty", "early_stopping", "slide")
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
     if args.stream and args.num_return_sequences > 1:
@@ -149,17 +158,23 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     if n > 1 and beams == 1 and args.temperature == 0:
         raise ValueError(f"--temperature 0 is greedy: its {n} texts would be one text {n} times; sample "
                          "(--temperature > 0) or use --num-beams")
+
+
+def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
+    """`check_flags` for how tokens are chosen: beam search's flags without beams, drawing's flags
+    where nothing is drawn (greedy, beams), and what beam search cannot do."""
+    beams = args.num_beams
     if beams == 1 and "length_penalty" in typed:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
     if beams == 1 and "early_stopping" in typed:
         raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
-    filters = flags("top_k", "top_p", "min_p")
+    filters = typed_of(typed, "top_k", "top_p", "min_p")
     # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
     if filters and beams == 1 and args.temperature == 0 and not args.explain:
         them = "it" if len(filters) == 1 else "them"
         raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
                          f"never removes, so {them} would do nothing: drop {them} or sample (--temperature > 0)")
-    draws_nothing = flags("seed", "sampler")
+    draws_nothing = typed_of(typed, "seed", "sampler")
     if draws_nothing and (beams > 1 or args.temperature == 0):
         mode = "beam search" if beams > 1 else "--temperature 0 (greedy)"
         one = len(draws_nothing) == 1
@@ -168,7 +183,7 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     if beams > 1:
         # Beams are ranked by their log-probabilities as the model gives them (transformers too
         # ignores temperature in beam search): a temperature or a filter would change nothing.
-        unused = flags("temperature", "top_k", "top_p", "min_p")
+        unused = typed_of(typed, "temperature", "top_k", "top_p", "min_p")
         if unused:
             raise ValueError(f"beam search keeps the most likely beams (at temperature 1, unfiltered); it draws nothing, "
                              f"so {', '.join(unused)} would do nothing: drop {'it' if len(unused) == 1 else 'them'} "

@@ -2,9 +2,10 @@
 
 Where it sits: `minigpt generate ...` (minigpt/cli.py) runs `main`, which reads the flags
 (`build_parser`), refuses those the chosen mode would silently ignore (`check_flags`), loads the
-model and tokenizer, and hands the prompt to minigpt/text_generation.py's `stream_text` (one text,
-printed as it arrives with --stream) or `generate_text` (-n samples or --num-beams), or to
-minigpt/explain.py (--explain). With --prompts-file, a file of prompts (`read_prompts`) goes to
+model and tokenizer (`load_model_and_tokenizer`), fits the prompt to the context (`fit_prompt`), and
+hands it to minigpt/text_generation.py's `stream_text` (one text, printed as it arrives with
+--stream) or `generate_text` (-n samples or --num-beams) in `print_texts`, or to minigpt/explain.py
+(--explain, `print_explained`). With --prompts-file, a file of prompts (`read_prompts`) goes to
 `generate_texts` in batches, and each prompt's texts come out as one JSON line (`print_jsonl`).
 A value those functions refuse is reported by its flag, not by their Python name (`flag_words`).
 """
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -26,6 +28,11 @@ from minigpt.files import read_text_or_stdin, source_name
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
+
+if TYPE_CHECKING:  # type hints only: the functions that need them import them when they run
+    from minigpt.model import GPT
+    from minigpt.stats import GenerationStats
+    from minigpt.tokenizer import Tokenizer
 
 # The small model shipped with the source tree; found beside the package, so `minigpt generate`
 # works from any directory of a checkout (or an editable install).
@@ -307,122 +314,31 @@ def main(argv: list[str] | None = None) -> int:
     the context, then one of four outputs: --prompts-file's JSON lines, --explain's table, -n
     samples or --num-beams, or one text (printed whole, or piece by piece with --stream). Exit
     code 0; 2 with one line on stderr for bad input; 130 on Ctrl-C, the text so far kept."""
+    from minigpt.download import DownloadError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    from minigpt.checkpoint import download_hint
-    from minigpt.config import gpt2_name
-    from minigpt.download import DownloadError
-    from minigpt.evaluate import check_tokenizer_fits
-    from minigpt.model import GPT
-    from minigpt.tokenizer import GPT2_DIR, Tokenizer
-
-    model_dir = Path(args.model)
-    if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
-        print(f"{parser.prog}: --model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})",
-              file=sys.stderr)
-        return 2
-    # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).
-    paths = [] if gpt2_name(model_dir) else [model_dir, model_dir / "config.json"]
-    for needed in paths:
-        if not needed.exists():
-            print(f"{parser.prog}: {needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
-                  + "; pass --model DIR with config.json and model.safetensors (and vocab.json and merges.txt, "
-                    "or pass --tokenizer DIR)"
-                  + download_hint(model_dir), file=sys.stderr)
-            return 2
-    try:
-        prompt = read_text_or_stdin(args.prompt_file).removeprefix(BOM) if args.prompt_file else args.prompt
-        records, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
-    except (OSError, ValueError) as e:  # missing, a directory, unreadable, not UTF-8, a line that is no prompt
-        flag = "--prompt-file" if args.prompt_file else "--prompts-file"
-        print(f"{parser.prog}: cannot read {flag}: {e}", file=sys.stderr)
+    try:  # what needs no model: a --model that is no checkpoint, a prompt file that cannot be read
+        check_model_path(args)
+        prompt, records, lines = read_prompt_flags(args)
+    except ValueError as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
     try:
         typed = typed_flags(argv)
         check_flags(args, typed)  # before loading: a flag that would be ignored is refused in no time
-        # The model first: a wrong --model (or a classifier) is reported as the model's, not as a missing tokenizer.
-        model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
-        tokenizer_dir = args.tokenizer or model_dir
-        try:
-            tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-        except FileNotFoundError as e:
-            if args.tokenizer is not None:
-                raise
-            # `model.save_pretrained(dir)` writes the weights and config.json only: the tokenizer is elsewhere.
-            # "gpt2" names the shipped one only where no ./gpt2 exists (as --model gpt2 may be): else its path.
-            shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR
-            raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
-                                    f"shipped: --tokenizer {shipped})") from None
-        cfg = model.config
-        check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
-        stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
-        which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
-        named = (f"names eos_token_id = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
-                 if cfg.eos_ids else "names no EOS (eos_token_id null)")
-        if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
-            print(f"{parser.prog}: warning: {model_dir}/config.json {named}; using the tokenizer's "
-                  f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in config.json to silence this",
-                  file=sys.stderr)
-        n_positions = model.config.n_positions
-        # The model reads the prompt (≥ 1 token: an empty one is <|endoftext|>) and every new token
-        # but the last, so more than n_positions new tokens never fit: no prompt, nor any cut of one.
-        if n_positions - tokens_fed(0, args.max_new_tokens) <= 0 and not args.slide:
-            default = "" if "max_new_tokens" in typed else " (the default)"
-            raise ValueError(f"--max-new-tokens {args.max_new_tokens}{default} leaves no room for a prompt in the model's "
-                             f"context n_positions={n_positions}: generate at most {n_positions} tokens (after a "
-                             "1-token prompt; the last new token is never fed back), or let the context slide (--slide N)")
-        sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                        frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
-        kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                      do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
-                      num_beams=args.num_beams, length_penalty=args.length_penalty,
-                      early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile, slide=args.slide,
-                      sampler=args.sampler, return_stats=True, **sampling)
-        if args.num_beams > 1:
-            for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
-                kwargs.pop(name)
-        if args.prompts_file is not None:
+        model, tokenizer = load_model_and_tokenizer(args, parser.prog)
+        check_room_for_a_prompt(model, args, typed)
+        sampling, kwargs = generate_kwargs(args)
+        if args.prompts_file is not None:  # (its --stats are per batch, printed as they come)
             with torch.inference_mode():
                 print_jsonl(model, tokenizer, args, records, lines, kwargs)
             return 0
-        # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
-        # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
-        ids = tokenizer.encode(prompt, allowed_special="all")
-        try:
-            # The model gets the kept ids themselves: their text would not always re-encode to as
-            # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
-            kept = fit_context([ids], model, args.max_new_tokens, args.truncate_left, args.slide)[0]
-        except PromptTooLong as e:
-            raise ValueError(too_long(e, model, args)) from None
-        if len(kept) < len(ids):  # --truncate-left cut it
-            ids, prompt = kept, tokenizer.decode(kept)  # printed: the text the model continues
-        with torch.inference_mode(), flag_words():  # generate's errors, named by the flags typed
-            if args.explain:
-                from minigpt.explain import explain  # imported here: only --explain needs it
-
-                text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
-                print(f"\n{prompt}{text}")
-                return 0
-            if args.num_beams > 1 or args.num_return_sequences > 1:
-                texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
-                                             **kwargs)
-                kind = "beam" if args.num_beams > 1 else "sample"
-                for i, text in enumerate(texts, 1):
-                    if len(texts) > 1:
-                        print(f"--- {kind} {i} of {len(texts)} ---")
-                    print(prompt + text)
-            else:
-                unprinted = [prompt]  # printed with the first piece: nothing is printed if the first step fails
-
-                def show(piece: str) -> None:
-                    unprinted.append(piece)
-                    if args.stream:
-                        print("".join(unprinted), end="", flush=True)
-                        unprinted.clear()
-
-                _, stats = run_to_end(stream_text(model, tokenizer, ids, **kwargs), show)
-                print("".join(unprinted))
+        ids, prompt = fit_prompt(prompt, model, tokenizer, args)
+        if args.explain:
+            print_explained(model, tokenizer, args, ids, prompt, sampling)
+            return 0
+        stats = print_texts(model, tokenizer, args, ids, prompt, kwargs)
     except (ValueError, FileNotFoundError, FloatingPointError, DownloadError) as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
@@ -434,3 +350,155 @@ def main(argv: list[str] | None = None) -> int:
         print(stats, file=sys.stderr)
     return 0
 
+
+def check_model_path(args: argparse.Namespace) -> None:
+    """Refuse a --model that is no checkpoint directory before anything loads: a file, or a path
+    that does not exist (with how to fetch GPT-2's weights into it, if it is named after one)."""
+    from minigpt.checkpoint import download_hint
+    from minigpt.config import gpt2_name
+
+    model_dir = Path(args.model)
+    if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
+        raise ValueError(f"--model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})")
+    # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).
+    paths = [] if gpt2_name(model_dir) else [model_dir, model_dir / "config.json"]
+    for needed in paths:
+        if not needed.exists():
+            raise ValueError(f"{needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")
+                             + "; pass --model DIR with config.json and model.safetensors (and vocab.json and "
+                               "merges.txt, or pass --tokenizer DIR)"
+                             + download_hint(model_dir))
+
+
+def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[int]]:
+    """The prompt (--prompt, or --prompt-file's text), and --prompts-file's records and their lines
+    (`read_prompts`). A file missing, a directory, unreadable, not UTF-8, or with a line that is no
+    prompt is a ValueError that names its flag."""
+    try:
+        prompt = read_text_or_stdin(args.prompt_file).removeprefix(BOM) if args.prompt_file else args.prompt
+        records, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
+    except (OSError, ValueError) as e:
+        flag = "--prompt-file" if args.prompt_file else "--prompts-file"
+        raise ValueError(f"cannot read {flag}: {e}") from None
+    return prompt, records, lines
+
+
+def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, Tokenizer]:
+    """--model, then its tokenizer (--tokenizer, or the model's directory), checked to fit each
+    other. The model first: a wrong --model (or a classifier) is reported as the model's, not as a
+    missing tokenizer. A config.json whose EOS the model has no row for gets the tokenizer's, with
+    a warning on stderr."""
+    from minigpt.config import gpt2_name
+    from minigpt.evaluate import check_tokenizer_fits
+    from minigpt.model import GPT
+    from minigpt.tokenizer import GPT2_DIR, Tokenizer
+
+    model_dir = Path(args.model)
+    model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
+    tokenizer_dir = args.tokenizer or model_dir
+    try:
+        tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
+    except FileNotFoundError as e:
+        if args.tokenizer is not None:
+            raise
+        # `model.save_pretrained(dir)` writes the weights and config.json only: the tokenizer is elsewhere.
+        # "gpt2" names the shipped one only where no ./gpt2 exists (as --model gpt2 may be): else its path.
+        shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR
+        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
+                                f"shipped: --tokenizer {shipped})") from None
+    cfg = model.config
+    check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
+    stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
+    which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
+    named = (f"names eos_token_id = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
+             if cfg.eos_ids else "names no EOS (eos_token_id null)")
+    if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
+        print(f"{prog}: warning: {model_dir}/config.json {named}; using the tokenizer's "
+              f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in config.json to silence this",
+              file=sys.stderr)
+    return model, tokenizer
+
+
+def check_room_for_a_prompt(model: GPT, args: argparse.Namespace, typed: set[str]) -> None:
+    """Refuse a --max-new-tokens that leaves no room for any prompt (unless --slide): the model reads
+    the prompt (≥ 1 token: an empty one is <|endoftext|>) and every new token but the last, so more
+    than n_positions new tokens never fit, nor any cut of a prompt."""
+    n_positions = model.config.n_positions
+    if n_positions - tokens_fed(0, args.max_new_tokens) <= 0 and not args.slide:
+        default = "" if "max_new_tokens" in typed else " (the default)"
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}{default} leaves no room for a prompt in the model's "
+                         f"context n_positions={n_positions}: generate at most {n_positions} tokens (after a "
+                         "1-token prompt; the last new token is never fed back), or let the context slide (--slide N)")
+
+
+def generate_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The flags as generate's arguments: (sampling, kwargs). `sampling` is the logit processors'
+    and the sampler's (all that --explain takes); `kwargs` is everything generate_text, stream_text
+    and generate_texts take, beam search's without the temperature and filters (greedy beams)."""
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                    repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                    frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                  do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
+                  num_beams=args.num_beams, length_penalty=args.length_penalty,
+                  early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile, slide=args.slide,
+                  sampler=args.sampler, return_stats=True, **sampling)
+    if args.num_beams > 1:
+        for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
+            kwargs.pop(name)
+    return sampling, kwargs
+
+
+def fit_prompt(prompt: str, model: GPT, tokenizer: Tokenizer, args: argparse.Namespace) -> tuple[list[int], str]:
+    """The prompt's ids, checked against the context with --max-new-tokens (and cut by
+    --truncate-left), and its text as the model continues it (what is printed before the new text)."""
+    # The prompt is the user's own text, not untrusted input: "<|endoftext|>" in it is the
+    # document boundary GPT-2 was trained with (tiktoken's policy guards text from outside).
+    ids = tokenizer.encode(prompt, allowed_special="all")
+    try:
+        # The model gets the kept ids themselves: their text would not always re-encode to as
+        # few tokens (a character cut in half decodes to U+FFFD, 3 bytes of its own).
+        kept = fit_context([ids], model, args.max_new_tokens, args.truncate_left, args.slide)[0]
+    except PromptTooLong as e:
+        raise ValueError(too_long(e, model, args)) from None
+    if len(kept) < len(ids):  # --truncate-left cut it
+        return kept, tokenizer.decode(kept)
+    return ids, prompt
+
+
+def print_explained(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace, ids: list[int], prompt: str,
+                    sampling: dict) -> None:
+    """--explain: each step's candidates after every filter (minigpt/explain.py), then the text."""
+    from minigpt.explain import explain  # imported here: only --explain needs it
+
+    with torch.inference_mode(), flag_words():  # generate's errors, named by the flags typed
+        text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
+    print(f"\n{prompt}{text}")
+
+
+def print_texts(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace, ids: list[int], prompt: str,
+                kwargs: dict) -> GenerationStats:
+    """The texts of one prompt, each after the prompt: -n samples or --num-beams' best beams, each
+    under a header when there are several; else one text, printed whole at the end or, with
+    --stream, piece by piece. Returns generate's stats."""
+    with torch.inference_mode(), flag_words():  # generate's errors, named by the flags typed
+        if args.num_beams > 1 or args.num_return_sequences > 1:
+            texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
+                                         **kwargs)
+            kind = "beam" if args.num_beams > 1 else "sample"
+            for i, text in enumerate(texts, 1):
+                if len(texts) > 1:
+                    print(f"--- {kind} {i} of {len(texts)} ---")
+                print(prompt + text)
+            return stats
+        unprinted = [prompt]  # printed with the first piece: nothing is printed if the first step fails
+
+        def show(piece: str) -> None:
+            unprinted.append(piece)
+            if args.stream:
+                print("".join(unprinted), end="", flush=True)
+                unprinted.clear()
+
+        _, stats = run_to_end(stream_text(model, tokenizer, ids, **kwargs), show)
+        print("".join(unprinted))
+    return stats

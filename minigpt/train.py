@@ -327,7 +327,8 @@ class Run:
 @dataclass
 class Progress:
     """Where a run stands. A checkpoint saves the step, the best val loss and the loss sums since the
-    last log record (`resume` reads them back); the rest start afresh."""
+    last log record (`resume` reads them back, and counts that checkpoint as the last saved); the
+    rest start afresh."""
 
     step: int = 0  # optimizer steps done
     best: float = math.inf  # the lowest val loss yet (best/ holds its weights)

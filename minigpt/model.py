@@ -230,7 +230,11 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         *,
         logits_to_keep: int = 0,
-        **cache_args,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        input_pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        **unexpected,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Token ids (B, T) → (logits (B, T, V), loss).
 
@@ -240,13 +244,17 @@ class GPT(nn.Module):
         tokens: callers shift, so `targets[:, t]` is the token that should follow `idx[:, t]`.
         `logits_to_keep=k` computes logits only for the last k positions (generation needs just
         the last one, and the V-wide LM head is the most expensive matmul for short inputs).
+        `position_ids`, `kv_cache`, `input_pos` and `attn_mask` are generation's KV-cache
+        arguments (minigpt/prefill_decode.py), passed on to `hidden_states`.
         """
+        if unexpected:  # transformers' keywords (attention_mask, labels, ...): say what to use here
+            raise TypeError(unexpected_forward_keywords(unexpected))
         if logits_to_keep < 0:  # x[:, --k:] would silently keep the wrong positions
             raise ValueError(f"logits_to_keep must be ≥ 0 (0: every position), got {logits_to_keep}")
         if targets is not None and (logits_to_keep or targets.shape != idx.shape):
             raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position (logits_to_keep off), "
                              f"got {tuple(targets.shape)} with logits_to_keep={logits_to_keep}")
-        x = self.hidden_states(idx, **cache_args)
+        x = self.hidden_states(idx, position_ids=position_ids, kv_cache=kv_cache, input_pos=input_pos, attn_mask=attn_mask)
         if targets is not None and self.chunked_loss:
             return None, chunked_lm_loss(self.lm_head, x, targets, IGNORE_INDEX)
         if logits_to_keep:
@@ -298,3 +306,20 @@ class GPT(nn.Module):
 
         save_gpt(self, path)
 
+
+# What GPT.forward takes instead of the Hugging Face keywords people reach for first.
+HF_FORWARD_KEYWORDS = {
+    "attention_mask": "right-pad the batch (causal attention never looks at the pads after a real token), "
+                      "or use minigpt.generate, which takes an attention_mask",
+    "labels": "targets are already shifted by one, model(ids[:, :-1], targets=ids[:, 1:]), with -100 where no loss is wanted",
+    "past_key_values": "use minigpt.generate, which keeps a KV cache itself (minigpt/kv_cache.py)",
+}
+
+
+def unexpected_forward_keywords(unexpected: dict) -> str:
+    """GPT.forward's TypeError for keywords it does not take: what it does take, and for
+    transformers' keywords, what to do instead."""
+    names = ", ".join(map(repr, unexpected))
+    hints = "".join(f"; {name}: {HF_FORWARD_KEYWORDS[name]}" for name in unexpected if name in HF_FORWARD_KEYWORDS)
+    return (f"GPT.forward() got unexpected keyword argument(s) {names}. It takes idx (B, T), targets (B, T) "
+            f"(the next tokens, already shifted), logits_to_keep, and generation's KV-cache arguments position_ids, kv_cache, input_pos, attn_mask{hints}")

@@ -323,6 +323,21 @@ def test_wrong_input_shapes_name_the_expected_shape():
         model(idx, targets=idx, logits_to_keep=1)  # the loss needs every position's logits
 
 
+@pytest.mark.parametrize("keyword, hint", [
+    ("attention_mask", "right-pad the batch.*minigpt.generate"),
+    ("labels", r"targets=ids\[:, 1:\].*-100"),
+    ("past_key_values", "minigpt.generate.*KV cache"),
+    ("colour", "position_ids, kv_cache, input_pos, attn_mask$"),  # no hint: only what forward takes
+])
+def test_transformers_keywords_say_what_forward_takes_instead(keyword, hint):
+    """model(ids, attention_mask=m), as for transformers, is a TypeError that names GPT.forward and
+    what to do instead, not hidden_states' bare 'unexpected keyword argument'."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100))
+    idx = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(TypeError, match=rf"^GPT.forward\(\) got unexpected keyword argument\(s\) '{keyword}'\. It takes idx.*{hint}"):
+        model(idx, **{keyword: torch.ones_like(idx)})
+
+
 @pytest.mark.parametrize("bad", [100, -1, 50256])
 def test_token_ids_outside_the_vocabulary_are_named(bad):
     """Not the embedding's bare 'index out of range in self': the id and the vocabulary's size."""

@@ -41,7 +41,12 @@ POOLINGS = ("last", "mean")
 
 
 class GPTClassifier(nn.Module):
-    """A GPT backbone (`gpt`, its LM head unused) + a `score` head: ids (B, T) → logits (B, num_labels)."""
+    """A GPT backbone (`gpt`, its LM head unused) + a `score` head: ids (B, T) → logits (B, num_labels).
+
+    The whole classifier starts in its backbone's mode: eval mode (dropout off) around a
+    `GPT.from_pretrained` model, as `GPTClassifier.from_pretrained` returns one, train mode around
+    a fresh `GPT(config)`. Call `clf.train()` before fine-tuning (minigpt's train loop does).
+    """
 
     def __init__(
         self,
@@ -84,6 +89,9 @@ class GPTClassifier(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         self.score.to(device=gpt.lm_head.weight.device, dtype=gpt.lm_head.weight.dtype)
+        # The new head is in train mode, as every new module; a loaded backbone is in eval mode. One
+        # mode for the whole: else clf.training says True while the backbone's dropout is off.
+        self.train(gpt.training)
 
     def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, C) and a right-padded mask (B, T) → one vector per row (B, C)."""

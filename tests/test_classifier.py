@@ -248,6 +248,18 @@ def test_the_head_takes_the_backbones_dtype():
     assert logits.shape == (3, 3) and logits.dtype == torch.bfloat16 and torch.isfinite(loss)
 
 
+@pytest.mark.parametrize("loaded", [True, False], ids=["from_pretrained", "fresh"])
+def test_a_new_classifier_is_all_in_its_backbones_mode(loaded, tmp_path):
+    """GPT.from_pretrained returns eval mode, and the new head is in train mode: clf.training said
+    True while the backbone's dropout was off. Now every submodule is in the backbone's mode."""
+    gpt = GPT(CFG)
+    if loaded:
+        gpt.save_pretrained(tmp_path)
+        gpt = GPT.from_pretrained(tmp_path)
+    clf = GPTClassifier(gpt, 3, hidden=(16,))
+    assert {m.training for m in clf.modules()} == {not loaded}
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_without_a_mask_the_padding_is_found_from_pad_token_id_as_transformers_does(pooling):
     """ids alone: the rightmost non-pad token is each row's last real one, as in HF's

@@ -389,8 +389,9 @@ class Tokenizer:
 
     def __call__(self, texts: str | Sequence[str], **kwargs) -> dict:
         """Encode a batch for the model, as Hugging Face users expect: {"input_ids", "attention_mask"}
-        (1 = real token, 0 = padding), with HF's `padding`, `padding_side` (default: the attribute),
-        `truncation`, `max_length` and `return_tensors="pt"` (see minigpt/tokenizer_batch.py's `model_inputs`)."""
+        (1 = real token, 0 = padding), with HF's `padding`, `padding_side` and `truncation_side` (default:
+        the attributes), `truncation`, `max_length` and `return_tensors="pt"` (see minigpt/tokenizer_batch.py's
+        `model_inputs`). Other keywords are a TypeError that lists these."""
         from minigpt.tokenizer_batch import model_inputs
 
         return model_inputs(self, texts, **kwargs)

@@ -17,6 +17,7 @@ Two ideas live here:
 """
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -142,25 +143,33 @@ def model_inputs(
     *,
     padding: bool | Literal["longest", "max_length"] = False,
     padding_side: Literal["left", "right"] | None = None,
+    truncation_side: Literal["left", "right"] | None = None,
     truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] | None = None,
     max_length: int | None = None,
     return_tensors: Literal["pt"] | None = None,
     allowed_special: AllowedSpecial = (),
     disallowed_special: AllowedSpecial = "all",
+    **unexpected,
 ) -> dict:
     """`tokenizer(texts, ...)`: a batch → {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
 
     padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
     padding_side="left" for generation, so every prompt's last token sits in the last column;
     left out, it is tokenizer.padding_side ("right" unless set). truncation=True keeps the first
-    max_length tokens (the last ones if tokenizer.truncation_side is "left"); left out, it is on
+    max_length tokens (the last ones with truncation_side="left", which defaults to
+    tokenizer.truncation_side as padding_side does); left out, truncation is on
     when max_length is given without padding (HF's rule: `tok(texts, max_length=8)` truncates).
     return_tensors="pt" gives (B, T) LongTensors.
     Padding uses pad_token_id: the pad token the files name, else the EOS (GPT-2 has no pad token); the
-    attention mask, not the pad id, is what keeps padding out of attention."""
+    attention mask, not the pad id, is what keeps padding out of attention. Other transformers
+    arguments (pad_to_multiple_of, return_attention_mask, ...) are a TypeError that lists these."""
+    if unexpected:
+        raise TypeError(unexpected_call_keywords(unexpected))
     padding_side = tokenizer.padding_side if padding_side is None else padding_side
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    truncation_side = tokenizer.truncation_side if truncation_side is None else truncation_side
+    for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
+        if side not in ("left", "right"):
+            raise ValueError(f"{name} must be 'left' or 'right', got {side!r}")
     if padding not in (True, False, "longest", "max_length", "do_not_pad"):
         raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
     # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
@@ -184,7 +193,7 @@ def model_inputs(
     batch = encode_batch(tokenizer, [texts] if single else texts, allowed_special=allowed_special,
                          disallowed_special=disallowed_special)
     if truncation:
-        batch = [ids[-max_length:] if tokenizer.truncation_side == "left" else ids[:max_length] for ids in batch]
+        batch = [ids[-max_length:] if truncation_side == "left" else ids[:max_length] for ids in batch]
     masks = [[1] * len(ids) for ids in batch]
     if padding in (True, "longest", "max_length"):
         pad = tokenizer.pad_token_id
@@ -205,3 +214,11 @@ def model_inputs(
     if single:
         return {"input_ids": batch[0], "attention_mask": masks[0]}
     return {"input_ids": batch, "attention_mask": masks}
+
+
+def unexpected_call_keywords(unexpected: dict) -> str:
+    """Tokenizer.__call__'s TypeError for keywords it does not take (transformers takes many more):
+    the ones it does, read from model_inputs' signature so the list cannot go stale."""
+    takes = [name for name, p in inspect.signature(model_inputs).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    return (f"Tokenizer.__call__() got unexpected keyword argument(s) {', '.join(map(repr, unexpected))}; "
+            f"it takes texts and {', '.join(takes)}")

@@ -494,6 +494,22 @@ def test_padding_and_truncation_sides_are_attributes_as_in_transformers(tmp_path
     assert Tokenizer.from_pretrained(GPT2_DIR).padding_side == "right"
 
 
+
+def test_truncation_side_per_call_and_unknown_keywords_name_what_call_takes(tok):
+    """tok(texts, truncation_side="left") raised model_inputs()' bare 'unexpected keyword argument'
+    (so did pad_to_multiple_of=8): truncation_side is taken per call, as padding_side is, and leaves
+    the attribute alone; other keywords are a TypeError naming Tokenizer.__call__ and what it takes."""
+    texts = ["Hello world, again", "Hi"]
+    left = tok(texts, truncation=True, max_length=2, truncation_side="left")
+    assert left["input_ids"] == [tok.encode(texts[0])[-2:], tok.encode(texts[1])] and tok.truncation_side == "right"
+    with pytest.raises(ValueError, match="truncation_side must be 'left' or 'right', got 'lft'"):
+        tok(texts, truncation=True, max_length=2, truncation_side="lft")
+    for keyword in ("pad_to_multiple_of", "return_attention_mask"):
+        with pytest.raises(TypeError, match=rf"^Tokenizer.__call__\(\) got unexpected keyword argument\(s\) '{keyword}'; "
+                                            "it takes texts and padding, padding_side, truncation_side, truncation, max_length"):
+            tok(texts, padding=True, **{keyword: 8})
+
+
 # ---- teaching hook and CLI ----
 
 

@@ -13,9 +13,12 @@ cache slot serves the batch) and their length against the context limit (`prepar
 `check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
 logits are a broken model (or penalty), not a token.
 
-What it does not check: `stop`'s tokenizer (StopStrings does, built by `stream` at the call too).
-One warning, not an error: a model left in training mode (`warn_if_training`, which evaluation
-calls too), whose dropout would make every call's tokens differ.
+What it does not check: `stop`'s tokenizer (StopStrings does, and `textless_ids` whether it is the
+model's, both called by `stream` at the call too).
+Warnings, not errors: a model left in training mode (`warn_if_training`, which evaluation calls
+too), whose dropout would make every call's tokens differ; settings the decoding mode never reads,
+sampling's without sampling (`warn_unused_sampling`) and beam search's without beams
+(`warn_unused_beam_settings`), as transformers warns.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import torch
 from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
-from minigpt.sampling import check_backend, check_sampling_params, resolve_backend
+from minigpt.sampling import check_backend, check_sampling_params, check_seed, resolve_backend
 from minigpt.stop_strings import stop_list
 
 
@@ -219,11 +222,16 @@ def textless_ids(model: torch.nn.Module, tokenizer, device: torch.device | str) 
     """The model's ids past its tokenizer's vocabulary, or None: a vocabulary padded for faster
     matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) has rows that are no token. Training never
     makes them a target, but their logits stay finite, so a draw can land on one, which the
-    tokenizer cannot decode: generation bans them (-inf) when it knows the tokenizer's size."""
+    tokenizer cannot decode: generation bans them (-inf) when it knows the tokenizer's size.
+    Another model's tokenizer is refused, as the text functions refuse it: a smaller one is no
+    padded vocabulary of this model's (`GPTConfig.fits_tokenizer`), and banning every id past its
+    size would silently confine the model to its first ids."""
     size, V = getattr(tokenizer, "vocab_size", None), model.config.vocab_size
-    if not isinstance(size, numbers.Integral) or not 0 < size < V:
+    if not isinstance(size, numbers.Integral):  # (one that only decodes is taken on trust)
         return None
-    return torch.arange(int(size), V, device=device)
+    if why := model.config.tokenizer_mismatch(int(size), getattr(tokenizer, "eos_token_id", None)):
+        raise ValueError(f"tokenizer: {why}; pass the model's own tokenizer")
+    return torch.arange(int(size), V, device=device) if 0 < size < V else None
 
 
 def check_finite(logits: torch.Tensor, message: str = NONFINITE) -> None:
@@ -266,6 +274,17 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
                       f"{'it' if len(unused) == 1 else 'them'}", UserWarning, stacklevel=caller_stacklevel())
 
 
+
+def warn_unused_beam_settings(num_beams: int, length_penalty: float, early_stopping: bool | str) -> None:
+    """UserWarning naming beam search's settings set without beams (num_beams=1), which nothing then
+    reads, as transformers warns "not valid and may be ignored"."""
+    unused = [f"{name}={value!r}" for name, value, off in (("length_penalty", length_penalty, 1.0),
+                                                          ("early_stopping", early_stopping, False)) if value != off]
+    if num_beams == 1 and unused:
+        warnings.warn(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for beam search, which num_beams=1 "
+                      f"does not run: pass num_beams > 1, or drop {'it' if len(unused) == 1 else 'them'}",
+                      UserWarning, stacklevel=caller_stacklevel())
+
 @dataclass
 class DecodeArgs:
     """`stream`'s arguments once `check_arguments` has checked them: what the decode loop reads."""
@@ -307,7 +326,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     cfg = model.config
     eos = eos_list(model, eos_token_id)
     pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)  # 5.0 would fail in the embedding
-    seed = None if seed is None else as_count("seed", seed)  # torch's manual_seed would say "expected a long"
+    seed = None if seed is None else check_seed(seed)
     # As in transformers: the config's pad_token_id, else the first EOS. With eos_token_id=[] no id
     # ends a row, but finished rows (stop strings) still need a pad: the config's first EOS, else 0.
     if pad_token_id is not None:
@@ -353,6 +372,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     # Temperature 0 (one number for all rows) is greedy even when sampling: no filter changes the argmax.
     greedy = not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0)
     warn_unused_sampling(num_beams, do_sample, given_sampling)
+    warn_unused_beam_settings(num_beams, length_penalty, early_stopping)
     backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler")  # one this device lacks: refused here
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,

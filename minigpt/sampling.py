@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
+import operator
 import os
 from typing import Callable
 
@@ -158,6 +159,18 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
     return drawn
 
 
+def check_seed(seed) -> int:
+    """`seed` as an int torch.manual_seed takes: any 64-bit value, -2**63 .. 2**64 - 1 (beyond it
+    torch says only "Overflow when unpacking long long"; a float, "expected a long")."""
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"seed must be an integer, got {seed!r}") from None
+    if not -2**63 <= seed < 2**64:
+        raise ValueError(f"seed must fit in 64 bits (-2**63 .. 2**64 - 1), got {seed}")
+    return seed
+
+
 def sample(
     logits: torch.Tensor,
     *,
@@ -183,7 +196,7 @@ def sample(
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator to sample(), not both")
     if seed is not None:
-        generator = torch.Generator(device=logits.device).manual_seed(seed)
+        generator = torch.Generator(device=logits.device).manual_seed(check_seed(seed))
     backend = resolve_backend(backend, logits.device)
     pick = token_picker(logits.size(0), logits.device, temperature, top_k, top_p, min_p, generator=generator,
                         backend=backend)

@@ -1268,6 +1268,22 @@ def test_a_token_id_or_seed_that_is_not_an_integer_is_named(pair, name, value, m
                     pad_token_id=torch.tensor(5)).shape == (1, 10)
 
 
+def test_a_seed_past_64_bits_is_named_and_every_64_bit_seed_is_taken(pair):
+    """An audit: seed=2**70 failed in torch's manual_seed with "Overflow when unpacking long long",
+    naming no argument, from generate and from sampling.sample."""
+    from minigpt.sampling import sample
+
+    model, _ = pair
+    for seed in (2**64, -2**63 - 1, 2**70):
+        with pytest.raises(ValueError, match=re.escape(f"seed must fit in 64 bits (-2**63 .. 2**64 - 1), got {seed}")):
+            generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, seed=seed)
+        with pytest.raises(ValueError, match="seed must fit in 64 bits"):
+            sample(torch.randn(2, 8), seed=seed)
+    for seed in (-2**63, -1, 2**64 - 1):
+        assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, seed=seed).shape == (1, 10)
+        assert sample(torch.randn(2, 8), seed=seed).shape == (2,)
+
+
 @pytest.mark.parametrize("stop", [["\n", 5], 5, [b"x"]])
 def test_a_stop_that_is_not_strings_is_named(pair, stop):
     """stop=["\n", 5] failed with an AttributeError deep in StopStrings."""
@@ -2436,10 +2452,14 @@ def test_generating_with_dropout_on_warns():
     (dict(temperature=torch.tensor([0.5, 1.0])), ["temperature=(a tensor)"]),
     (dict(top_k=torch.tensor([5, 3])), ["top_k=(a tensor) is ignored", "or drop it"]),  # Mutants R10-24/R10-30
     (dict(top_p=0.9, min_p=0.1), ["top_p=0.9, min_p=0.1 are ignored", "or drop them"]),
+    (dict(length_penalty=0.5), ["length_penalty=0.5 is for beam search, which num_beams=1 does not run", "drop it"]),
+    (dict(do_sample=True, early_stopping=True, length_penalty=2.0),  # (an audit: these were dropped without a word)
+     ["length_penalty=2.0 and early_stopping=True are for beam search", "pass num_beams > 1, or drop them"]),
 ])
 def test_sampling_parameters_the_mode_ignores_are_warned_about_at_the_users_call(pair, kw, named):
     """As transformers warns: greedy decoding and beam search draw nothing, so a temperature or a
-    filter there would silently do nothing. The warning points at this file (the user's call)."""
+    filter there would silently do nothing; nor do beam search's settings without beams. The
+    warning points at this file (the user's call)."""
     model, _ = pair
     ids = torch.tensor([PROMPTS[0], PROMPTS[0]])
     with pytest.warns(UserWarning) as caught:
@@ -2455,7 +2475,7 @@ def test_sampling_parameters_that_do_something_are_not_warned_about(pair):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for kw in (dict(), dict(temperature=0), dict(seed=3), dict(num_beams=2, seed=3),
-                   dict(do_sample=True, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, seed=0),
+                   dict(num_beams=2, length_penalty=0.5, early_stopping="never"), dict(do_sample=True, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, seed=0),
                    dict(do_sample=True, temperature=torch.tensor([0.0]), top_p=0.5, seed=0)):
             generate(model, ids, max_new_tokens=2, eos_token_id=[], **kw)
 
@@ -2508,6 +2528,18 @@ def test_ids_past_the_tokenizers_vocabulary_are_never_drawn():
         generate_text(model, tok, "ABC", max_new_tokens=4, stop=["\n"] if "num_beams" not in kw else None, **kw)
     assert list(stream_text(model, tok, "ABC", max_new_tokens=4, do_sample=True, seed=1))
     explain(model, tok, "ABC", steps=3, seed=0, out=io.StringIO())
+
+
+def test_another_models_tokenizer_is_refused_not_taken_for_a_padded_vocabulary():
+    """An audit: `generate(model, ids, tokenizer=tok)` with a smaller tokenizer of another model
+    (here 256 ids whose EOS, 0, is not the model's 63) banned every id past 256, silently confining
+    the model to its first ids, where the text functions refuse that pair. Now it is refused too;
+    the model's own padded vocabulary (EOS 0 in both) still bans only its extra rows."""
+    model, _ = sharpened_pair(tiny_config(eos_token_id=63, bos_token_id=63), scale=1.0)
+    ids = torch.tensor([[65, 66, 67]])
+    with pytest.raises(ValueError, match=r"^tokenizer: the model has a .*-token vocabulary \(EOS = 63\), but the "
+                                         r"tokenizer has 256 \(EOS = 0\).*pass the model's own tokenizer"):
+        generate(model, ids, max_new_tokens=2, tokenizer=SmallByteTokenizer(), stop="\n")
 
 
 def test_in_flags_renames_whole_argument_names_only():

@@ -148,7 +148,7 @@ def source_name(path: str | os.PathLike) -> str | os.PathLike:
 
 
 def read_text_or_stdin(path: str | os.PathLike) -> str:
-    """`read_text`, or standard input's text for "-", read in the same text mode ("\r\n" → "\n")."""
+    """`read_text`, or standard input's text for "-", read in the same text mode ("\\r\\n" → "\\n")."""
     if str(path) != STDIN:
         return read_text(path)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
@@ -191,6 +191,6 @@ def refuse_lfs_pointer(path: str | os.PathLike) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` as UTF-8, atomically, and as it is on every system: text mode on Windows
-    would write each "\n" as "\r\n" (a saved merges.txt would no longer be GPT-2's, byte for byte)."""
+    would write each "\\n" as "\\r\\n" (a saved merges.txt would no longer be GPT-2's, byte for byte)."""
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")

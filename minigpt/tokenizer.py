@@ -439,7 +439,7 @@ class Tokenizer:
         """Learn a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes + merges + specials).
 
         text_or_files: a str is the training text itself; a Path, or a list of paths, names UTF-8
-        files, read as Python reads text ("\r\n" and "\r" become "\n", as every minigpt command
+        files, read as Python reads text ("\\r\\n" and "\\r" become "\\n", as every minigpt command
         reads its text files: pass the str to keep them). Special tokens get the last ids and never
         take part in merges (their text in the training data is cut out first). If the text runs
         out of pairs, the vocabulary ends up smaller."""

@@ -5,9 +5,12 @@ Everything here uses only files shipped in the repo (checkpoints/gpt2) and text 
 from __future__ import annotations
 
 import base64
+import importlib
+import inspect
 import io
 import json
 import multiprocessing
+import pkgutil
 import random
 import re
 import string
@@ -1046,3 +1049,37 @@ def test_encode_batch_in_a_daemon_process_encodes_in_that_process(tok, monkeypat
     got = queue.get(timeout=60)
     child.join()
     assert got == [tok.encode(d) for d in docs]
+
+
+
+def public_docstrings():
+    """(name, docstring) of every public module, function, class and method of the minigpt package."""
+    import minigpt
+
+    for info in pkgutil.walk_packages(minigpt.__path__, "minigpt."):
+        if info.name.endswith("__main__"):
+            continue  # importing it runs the CLI
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:
+            if info.name.startswith("minigpt.kernels."):
+                continue  # Triton kernels, where triton is not installed
+            raise
+        yield info.name, module.__doc__
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != info.name:
+                continue  # private, or imported from elsewhere
+            yield f"{info.name}.{name}", obj.__doc__
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    if not attr.startswith("_") or attr in ("__init__", "__call__"):
+                        yield f"{info.name}.{name}.{attr}", inspect.getdoc(member)
+
+
+def test_no_docstring_holds_a_raw_carriage_return():
+    """A "\\r\\n" written unescaped in a docstring holds a real carriage return and newline:
+    help() broke the line there (Tokenizer.train, files.atomic_write_text and read_text_or_stdin
+    did). Written "\\\\r\\\\n" in the source, help() shows the four characters."""
+    docs = dict(public_docstrings())
+    assert "minigpt.tokenizer.Tokenizer.train" in docs and "minigpt.files.atomic_write_text" in docs  # the walk reaches them
+    assert [name for name, doc in docs.items() if doc and "\r" in doc] == []

@@ -318,13 +318,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:  # what needs no model: a --model that is no checkpoint, a prompt file that cannot be read
+    try:
+        # What needs no model first: a --model that is no checkpoint, a prompt file that cannot be
+        # read (or Ctrl-C while `--prompt-file -` waits on standard input).
         check_model_path(args)
         prompt, records, lines = read_prompt_flags(args)
-    except ValueError as e:
-        print(f"{parser.prog}: {e}", file=sys.stderr)
-        return 2
-    try:
         typed = typed_flags(argv)
         check_flags(args, typed)  # before loading: a flag that would be ignored is refused in no time
         model, tokenizer = load_model_and_tokenizer(args, parser.prog)

@@ -1806,6 +1806,23 @@ def test_cli_ctrl_c_keeps_the_streamed_text_and_ends_in_one_line(tiny_checkpoint
     assert out == "To be first" and err == "\nminigpt generate: interrupted\n"
 
 
+def test_cli_ctrl_c_while_a_prompt_is_read_from_standard_input_ends_in_one_line(tiny_checkpoint, capsys, monkeypatch):
+    """`--prompt-file -` waits on standard input; Ctrl-C there fell outside main's Ctrl-C handler,
+    a KeyboardInterrupt traceback (a refactor's reader noticed)."""
+    gen_cli = importlib.import_module("minigpt.generate_cli")
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen_cli, "read_text_or_stdin", interrupted)
+    for flag in ("--prompt-file", "--prompts-file"):
+        try:
+            code = gen_cli.main(["--model", str(tiny_checkpoint), flag, "-"])
+        except KeyboardInterrupt:
+            pytest.fail(f"Ctrl-C during {flag} - left main as a KeyboardInterrupt traceback")
+        assert code == 130 and capsys.readouterr().err == "\nminigpt generate: interrupted\n"
+
+
 @torch.no_grad()
 def test_a_pad_that_is_no_token_of_the_model_is_never_fed_to_it(pair):
     """The tests' config keeps GPT-2's EOS (50256) in a 300-token model, as old checkpoints did, so

@@ -23,7 +23,7 @@ longer than the context are a choice (`slide`): the context then slides over the
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import torch
 
@@ -111,7 +111,7 @@ def stream(
     compile: bool = False,
     slide: int = 0,
     return_stats: bool = False,
-) -> Iterator[torch.Tensor]:
+) -> Generator[torch.Tensor, None, torch.Tensor | tuple[torch.Tensor, GenerationStats]]:
     """Yield each step's new tokens (B·num_return_sequences,) as they are drawn (beam search, which
     picks its tokens at the end, yields none); finally *return* what `generate` returns.
 
@@ -165,7 +165,8 @@ def stream(
 # resumption only: between yields and after the end the caller's grad mode is back.
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings | None, *,
-                streamer: Callable[[torch.Tensor], None] | None, compile: bool, return_stats: bool) -> Iterator[torch.Tensor]:
+                streamer: Callable[[torch.Tensor], None] | None, compile: bool, return_stats: bool
+                ) -> Generator[torch.Tensor, None, torch.Tensor | tuple[torch.Tensor, GenerationStats]]:
     """`stream`'s steps, from its checked arguments: prefill the prompts, then decode (penalize and
     ban → pick a token per row → feed it back) until every row has ended; the result is the
     generator's *return* value. Beam search (num_beams > 1) is handed to minigpt/beam_search.py."""

@@ -44,7 +44,8 @@ from minigpt.run_dir import (LOG_FILE, append_log, check_out_dir, evaluated_at, 
                              truncate_log)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
-from minigpt.train_runtime import Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime
+from minigpt.train_runtime import (Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime,
+                                   tf32_matmuls)
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
@@ -284,9 +285,10 @@ def train_loop(
                   eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
                   peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, bar=bar)
         # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
-        # gives the caller's random state back when the loop ends, as if it had never run.
+        # gives the caller's random state back when the loop ends, as if it had never run. TF32's
+        # switches, turned on for the run on a GPU, are given back too.
         caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
-        with caller_rng, StopSignal() as stop_signal, bar:
+        with caller_rng, tf32_matmuls(rt.device), StopSignal() as stop_signal, bar:
             model.train()
             return run_steps(run, progress, stop_signal)
 

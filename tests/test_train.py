@@ -1541,12 +1541,28 @@ def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, devi
     and less precise) or asked a pre-Ampere GPU for bf16."""
     monkeypatch.setattr(train_runtime, "resolve_device", lambda d: torch.device(device))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
-    # setup_runtime turns TF32 on for a CUDA device: put the flags back afterwards
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     rt = train_runtime.setup_runtime(TrainConfig(dtype="auto"))
     assert rt.device.type == device and rt.dtype == expected
+
+
+def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after():
+    """An audit of the Python API: setup_runtime turned TF32 on for good on a GPU, so a notebook's
+    own float32 matmuls after train_loop ran at TF32's 10-bit mantissa. It is now on while the run
+    runs (train_loop's `tf32_matmuls`), the caller's settings restored after, even on an error.
+    (Setting the flags needs no GPU.)"""
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    before = flags()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        with train_runtime.tf32_matmuls(torch.device("cpu")):
+            assert flags() == (False, False)
+        with pytest.raises(RuntimeError), train_runtime.tf32_matmuls(torch.device("cuda")):
+            assert flags() == (True, True)
+            raise RuntimeError
+        assert flags() == (False, False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def out_cfg(out, init=None, resume=False):

@@ -480,7 +480,7 @@ def append_log(out: Path, record: dict) -> None:
 def read_log(out: Path) -> list[dict]:
     """The records in OUT_DIR/log.jsonl, without a torn last one.
 
-    Each record is appended as one line ending in "\n", so a crash mid-write can only leave a
+    Each record is appended as one line ending in "\\n", so a crash mid-write can only leave a
     last line without its newline: that half record is dropped (resume writes it again). Any
     other line that is not a record was damaged by something else, and is a ValueError naming
     the file and the line (json's own error names neither).

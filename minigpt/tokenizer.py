@@ -235,7 +235,11 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """How many ids the tokenizer has, special tokens included (50257 for GPT-2)."""
         return len(self._id_bytes)
+
+    def __len__(self) -> int:
+        return self.vocab_size  # `len(tok)`, as transformers' tokenizers answer it
 
     @property
     def eos_token_id(self) -> int | None:

@@ -302,6 +302,7 @@ def test_save_load_round_trip_and_transformers_reads_gpt2(tok, tmp_path):
     hf = GPT2TokenizerFast.from_pretrained(tmp_path)
     text = real_text() + "".join(TRICKY)
     assert hf.encode(text) == tok.encode(text)
+    assert len(tok) == len(hf) == tok.vocab_size == 50257  # len(tok): ids, special tokens included
 
 
 def test_reads_tokenizer_json_as_transformers_5_saves_it(tok, tmp_path):

@@ -27,6 +27,11 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout, installed or not
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(tests sampling kernels splits generate train)
+for step in "${steps[@]}"; do  # every name now: a typo found after the steps before it would have spent the lease
+  case $step in tests|sampling|kernels|splits|generate|train|memory) ;;
+    *) echo "gpu_check: unknown step '$step' (tests, sampling, kernels, splits, generate, train, memory)" >&2; exit 2 ;;
+  esac
+done
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-560}))
 
 {
@@ -69,7 +74,6 @@ for step in "${steps[@]}"; do
              --batch-size 16 --block-size 1024 --steps 10 --warmup 3 ;;
     memory) run memory 120 python3 scripts/bench_train.py --device cuda --dtype bfloat16 --configs 124M \
               --batch-size 8 --block-size 1024 --steps 5 --warmup 2 --gradient-checkpointing --chunked-loss ;;
-    *) echo "unknown step '$step' (tests, sampling, kernels, splits, generate, train, memory)"; exit 2 ;;
   esac
 done
 echo "gpu_check: ${summary[*]}" | tee -a "$out/env.txt"

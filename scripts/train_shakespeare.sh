@@ -7,20 +7,29 @@
 #
 # TEXT is Tiny Shakespeare (1.1 MB: char-rnn's data/tinyshakespeare/input.txt,
 # https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt); its
-# default, ../shared/data/tinyshakespeare.txt, is where this project's machines keep it.
+# default, shared/data/tinyshakespeare.txt beside the checkout, is where this project's machines keep it.
 # The result replaces the shipped files in SHIP (default checkpoints/shakespeare; git shows the
 # difference); set SHIP=out/my-shakespeare to keep them. The variables set below (WORK, PYTHON,
 # VOCAB, LAYERS, HEADS, EMBD, DROPOUT, ITERS, LR, DEVICE) can be set from the environment; the
-# other flags are fixed.
+# other flags are fixed. The defaults are paths in this checkout, wherever the script is run from;
+# the script takes no arguments (any argument prints this text and changes nothing).
 set -euo pipefail
-TEXT=${TEXT:-../shared/data/tinyshakespeare.txt}
+if [ $# -gt 0 ]; then  # before anything is written: a `--help` once started a full run over SHIP
+  case $1 in
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; echo "train_shakespeare.sh: takes no arguments, got '$*'" >&2; exit 2 ;;
+  esac
+fi
+root=$(cd "$(dirname "$0")/.." && pwd)  # the checkout, so that the run works from any directory
+export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}  # this checkout's minigpt, installed or not
+TEXT=${TEXT:-$root/../shared/data/tinyshakespeare.txt}
 if [ ! -f "$TEXT" ]; then
   echo "train_shakespeare.sh: no text at TEXT=$TEXT; set TEXT to Tiny Shakespeare (char-rnn's input.txt:" \
        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)" >&2
   exit 2
 fi
-WORK=${WORK:-out/shakespeare}
-SHIP=${SHIP:-checkpoints/shakespeare}
+WORK=${WORK:-$root/out/shakespeare}
+SHIP=${SHIP:-$root/checkpoints/shakespeare}
 PY=${PYTHON:-python}
 VOCAB=${VOCAB:-4096} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} EMBD=${EMBD:-256}
 DROPOUT=${DROPOUT:-0.2} ITERS=${ITERS:-1000} LR=${LR:-1e-3}
@@ -37,7 +46,7 @@ $PY -m minigpt.cli train --data "$WORK/data" --out "$WORK/run" --device "$DEVICE
     --preset gpt2-mini --n-layer "$LAYERS" --n-head "$HEADS" --n-embd "$EMBD" --block-size 256 \
     --dropout "$DROPOUT" --batch-size 64 --max-iters "$ITERS" --warmup-iters 100 \
     --lr "$LR" --min-lr 1e-4 --beta2 0.99 --weight-decay 0.1 --eval-interval 100 --eval-iters 40
-$PY scripts/export_checkpoint.py "$WORK/run/best" "$SHIP" --dtype float16 --overwrite
+$PY "$root/scripts/export_checkpoint.py" "$WORK/run/best" "$SHIP" --dtype float16 --overwrite
 cp "$WORK/run/log.jsonl" "$WORK/run/loss.png" "$SHIP/"
 
 # Bits per character on the held-out last 10% (the text is ASCII, so bytes = characters),

@@ -1,0 +1,42 @@
+"""The scripts in scripts/ (shell drivers and benchmarks): their arguments are checked before any work.
+
+A benchmark's or driver's bad flag must cost one `error:` line and exit 2, not a traceback after
+minutes of timing, a spent GPU lease, or (train_shakespeare.sh) the shipped checkpoint overwritten.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("arg,code", [("--help", 0), ("-h", 0), ("--vocab=300", 2)])
+def test_train_shakespeare_with_an_argument_prints_its_usage_and_changes_nothing(arg, code, tmp_path):
+    """It takes its settings from the environment only: `--help` started a full run that replaced
+    the shipped checkpoints/shakespeare. Now any argument prints the header and writes nothing."""
+    (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n" * 20)
+    shipped = {p: p.stat().st_mtime_ns for p in (ROOT / "checkpoints" / "shakespeare").iterdir()}
+    env = {**os.environ, "TEXT": str(tmp_path / "text.txt"), "WORK": str(tmp_path / "work"),
+           "SHIP": str(tmp_path / "ship"), "ITERS": "1"}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "train_shakespeare.sh"), arg], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == code, r.stdout + r.stderr
+    usage = r.stdout if code == 0 else r.stderr
+    assert usage.startswith("Reproduce the shipped model") and "TEXT=" in usage, usage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.txt"]
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "checkpoints" / "shakespeare").iterdir()} == shipped
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_gpu_check_refuses_an_unknown_step_before_running_any(tmp_path):
+    """`gpu_check.sh train trian` ran `train` (GPU time) before it found the typo; now every name is
+    checked first, before the CUDA check itself."""
+    r = subprocess.run(["bash", "scripts/gpu_check.sh", "tests", "trian"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "OUT": str(tmp_path)})
+    assert r.returncode == 2 and "gpu_check: unknown step 'trian'" in r.stderr, r.stdout + r.stderr
+    assert "no CUDA device" not in r.stderr and "== tests" not in r.stdout, r.stdout + r.stderr

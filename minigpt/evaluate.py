@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = Path(args.file)
         if args.file != STDIN and not path.is_file():
-            raise FileNotFoundError(f"text file {path} " + ("is a directory" if path.is_dir() else "does not exist"))
+            what = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+            raise FileNotFoundError(f"text file {path} {what}")  # (a device such as /dev/null, a FIFO: not a file)
         text = read_text_or_stdin(args.file)
         if is_classifier_checkpoint(args.model):  # in eval's words (GPT.from_pretrained's refusal names the classifier loader)
             raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "

@@ -283,8 +283,12 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     if not Path(cfg.data).exists():  # checked by every process: under torchrun rank 0 alone reads the lm text
         moved = MOVED_DATA_HINT if cfg.resume else ""
         raise FileNotFoundError(f"--data {cfg.data} does not exist: a text file (lm) or a TSV file or directory (classify){moved}")
-    if not Path(cfg.init).is_dir() and not gpt2_name(cfg.init):  # else the first to fail is the tokenizer, read from --init
-        raise FileNotFoundError(f"--init {cfg.init}: checkpoint directory does not exist")
+    init = Path(cfg.init)
+    if not gpt2_name(cfg.init) and not (init / "config.json").is_file():  # else the first to fail is the tokenizer, read from --init
+        what = ("is a file; it names a checkpoint directory" if init.is_file() else
+                "holds no config.json: it is no checkpoint directory" if init.is_dir() else "does not exist")
+        raise FileNotFoundError(f"--init {cfg.init} {what} (config.json + model.safetensors, as save_pretrained and "
+                                "minigpt train write), or a GPT-2 size by name")
     with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
         # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
         # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.

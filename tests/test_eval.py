@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -130,6 +131,8 @@ def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == from_file
     assert main([str(model_dir), str(tmp_path)]) == 2
     assert f"text file {tmp_path} is a directory" in capsys.readouterr().err
+    assert main([str(model_dir), os.devnull]) == 2  # (it said "does not exist": an audit)
+    assert f"text file {os.devnull} is not a regular file" in capsys.readouterr().err
     assert main([str(tmp_path / "no_model"), str(tmp_path / "t.txt")]) == 2  # the model is named, not a tokenizer
     assert f"checkpoint directory {tmp_path / 'no_model'} does not exist" in capsys.readouterr().err
     small = tmp_path / "small_vocab"  # a model whose vocabulary is smaller than the tokenizer's

@@ -21,7 +21,8 @@ so both see the same machine load):
   Intel CPU), a line gives the oneDNN floor it passed over.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32
   (on a 256-token prompt, or the whole context if it is shorter).
-- The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and peak memory.
+- The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and (on a GPU) the memory
+  generate allocates at its peak on top of the models already held.
 - On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the reference),
   every timestamp waits for the GPU (torch.cuda.synchronize), and the bandwidth limit of a step
   (weight bytes / copy bandwidth measured in the same run) is printed beside the floors.
@@ -49,6 +50,7 @@ from minigpt.linear import MKL_ROWS, packed_weight
 DECODE_PROMPT = 16  # tokens of each TPOT and KV-cache run's prompt: short, so the decode steps dominate
 DRIFT_PROMPT = 256  # tokens of the bf16 drift prompt, or the model's whole context if it is shorter
 TTFT_LENGTHS = [64, 256, 1024]  # the default --ttft-lengths, those that fit the model's context
+LABEL_WIDTH = 42  # the first column: "TPOT ours bf16 compiled, batch 1024 (ms)" and a gap
 
 
 def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
@@ -234,18 +236,29 @@ def ttft_times(model: GPT, hf: GPT2LMHeadModel, length: int, repeats: int) -> tu
 
 
 def kv_cache_check(model: GPT, batch: int, new: int, dtype: torch.dtype) -> str:
-    """The KV cache's bytes as generate reports them, against 2·n_layer·B·max_len·n_embd·bytes."""
+    """The KV cache's bytes as generate reports them, against 2·n_layer·B·max_len·n_embd·bytes; on a
+    GPU also the memory the call itself allocated at its peak (cache, activations, logits).
+
+    That peak is the allocator's peak minus what was allocated before the call: max_memory_allocated
+    alone counts every model resident in the process (this script holds minigpt's, transformers' and
+    their bf16 copies). A CPU has no such counter: the process's peak RSS (generate's
+    `peak_memory_bytes` there) is the whole run's, the same for every line, so it is left out."""
     c, device = model.config, model.lm_head.weight.device
     ours = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
     ids = torch.randint(0, c.vocab_size, (batch, DECODE_PROMPT), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
     _, stats = generate(ours, ids, max_new_tokens=new, eos_token_id=[], return_stats=True)
     max_len = cache_length(tokens_fed(DECODE_PROMPT, new), c.n_positions)
     expected = 2 * c.n_layer * batch * max_len * c.n_embd * torch.empty((), dtype=dtype).element_size()
-    return (f"KV cache, {str(dtype).split('.')[-1]}, batch {batch}, {max_len} slots: {stats.kv_cache_bytes / 2**20:.1f} MiB "
-            f"(2·n_layer·B·T·n_embd·bytes = {expected / 2**20:.1f} MiB, {'equal' if stats.kv_cache_bytes == expected else 'DIFFERENT'}); "
-            f"peak memory {stats.peak_memory_bytes / 2**20:.0f} MiB")
+    line = (f"KV cache, {str(dtype).split('.')[-1]}, batch {batch}, {max_len} slots: {stats.kv_cache_bytes / 2**20:.1f} MiB "
+            f"(2·n_layer·B·T·n_embd·bytes = {expected / 2**20:.1f} MiB, "
+            f"{'equal' if stats.kv_cache_bytes == expected else 'DIFFERENT'})")
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - before
+        line += f"; generate's peak allocation {peak / 2**20:.0f} MiB above the {before / 2**20:.0f} MiB already held"
+    return line
 
 
 def bf16_drift(model: GPT, length: int) -> tuple[float, float, float]:
@@ -307,18 +320,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="decode with this repetition penalty on both sides (default 1.0: none); with --compile, "
                         "minigpt's penalties run compiled, as one fused kernel a step")
     args = p.parse_args(argv)
+    # Each mistake is one line, not a traceback: "cuda" without a GPU (not torch's assertion), a
+    # --model that is no checkpoint or cannot be downloaded (OSError), lengths that do not fit.
     try:
-        device = resolve_device(args.device)  # "cuda" without a GPU: one line, not torch's assertion
-    except ValueError as e:
-        print(f"bench_generate.py: error: {e}", file=sys.stderr)
-        return 2
-    model, hf = build_models(args.model)
-    n_positions = model.config.n_positions
-    if args.ttft_lengths is None:
-        args.ttft_lengths = [n for n in TTFT_LENGTHS if n <= n_positions] or [n_positions]
-    try:
+        device = resolve_device(args.device)
+        model, hf = build_models(args.model)
+        n_positions = model.config.n_positions
+        if args.ttft_lengths is None:
+            args.ttft_lengths = [n for n in TTFT_LENGTHS if n <= n_positions] or [n_positions]
         check_flags(args, n_positions)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         print(f"bench_generate.py: error: {e}", file=sys.stderr)
         return 2
     model, hf = model.to(device), hf.to(device)
@@ -332,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not args.no_bf16:
         theirs_in[torch.bfloat16] = copy.deepcopy(hf).to(torch.bfloat16)
 
-    print(f"{'measurement':<34}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}"
+    print(f"{'measurement':<{LABEL_WIDTH}}{'minigpt':>12}{'transformers':>14}{'speed-up':>10}"
           f"{'F.linear floor':>16}{'minigpt floor':>15}{'floor/ours':>12}")
     for length in args.ttft_lengths:
         ours, theirs = ttft_times(model, hf, length, args.repeats)
-        print(f"{f'TTFT, {length}-token prompt (ms)':<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}")
+        print(f"{f'TTFT, {length}-token prompt (ms)':<{LABEL_WIDTH}}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}")
     runs = [("fp32", torch.float32, False)]
     if args.compile:
         runs.append(("fp32 compiled", torch.float32, True))
@@ -353,21 +364,21 @@ def main(argv: list[str] | None = None) -> int:
                 model, reference, batch, args.new_tokens, args.repeats, compile, dtype, args.repetition_penalty)
             plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
-            print(f"{label:<34}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
+            print(f"{label:<{LABEL_WIDTH}}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"
                   f"{plain * 1e3:>16.1f}{floor * 1e3:>15.1f}{floor / ours:>12.2f}")
-            print(f"{'  tokens/s':<34}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
+            print(f"{'  tokens/s':<{LABEL_WIDTH}}{batch / ours:>12.1f}{batch / theirs:>14.1f}")
             if device.type == "cuda":  # (on a CPU the same figures: nothing runs ahead)
-                print(f"{'  no streamer (ms)':<34}{ours_bare * 1e3:>12.2f}{theirs_bare * 1e3:>14.2f}"
+                print(f"{'  no streamer (ms)':<{LABEL_WIDTH}}{ours_bare * 1e3:>12.2f}{theirs_bare * 1e3:>14.2f}"
                       f"{theirs_bare / ours_bare:>10.2f}   (nothing waits for each token: the host queues ahead)")
-                print(f"{'  GPU busy per step (ms)':<34}{ours_busy * 1e3:>12.2f}{theirs_busy * 1e3:>14.2f}"
+                print(f"{'  GPU busy per step (ms)':<{LABEL_WIDTH}}{ours_busy * 1e3:>12.2f}{theirs_busy * 1e3:>14.2f}"
                       f"{'':>10}   (kernel time, torch.profiler: the rest of a step is the host's)")
             if device.type == "cpu" and dtype == torch.float32 and batch <= MKL_ROWS:
                 onednn = matvec_floor(model, batch, dtype, args.repeats, "oneDNN")
-                print(f"{'  oneDNN floor (ms)':<34}{onednn * 1e3:>12.1f}   (minigpt keeps MKL here: an Intel CPU, "
+                print(f"{'  oneDNN floor (ms)':<{LABEL_WIDTH}}{onednn * 1e3:>12.1f}   (minigpt keeps MKL here: an Intel CPU, "
                       f"≤ {MKL_ROWS} rows; minigpt/linear.py)")
             if device.type == "cuda" and batch == 1:
                 limit = bandwidth_limit(model, dtype)
-                print(f"{'  bandwidth limit (ms)':<34}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")
+                print(f"{'  bandwidth limit (ms)':<{LABEL_WIDTH}}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")
     if not args.no_bf16:
         length = min(DRIFT_PROMPT, n_positions)
         diff, std, agree = bf16_drift(model, length)

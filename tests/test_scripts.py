@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,38 @@ def test_gpu_check_refuses_an_unknown_step_before_running_any(tmp_path):
                        timeout=60, env={**os.environ, "OUT": str(tmp_path)})
     assert r.returncode == 2 and "gpu_check: unknown step 'trian'" in r.stderr, r.stdout + r.stderr
     assert "no CUDA device" not in r.stderr and "== tests" not in r.stdout, r.stdout + r.stderr
+
+
+def run_bench(name: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """`minigpt bench NAME ARGV` in this process: (exit status, stdout, stderr)."""
+    from minigpt import bench
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # bench.main sets sys.argv for the script
+    code = bench.main([name, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def offline_gpt2(*args, **kwargs):
+    from minigpt.download import DownloadError
+
+    raise DownloadError("gpt2 is neither in checkpoints/gpt2 nor in the Hugging Face cache, and $HF_HUB_OFFLINE is set")
+
+
+@pytest.mark.parametrize("model,named", [
+    ("not-a-model", "no config.json in"),
+    ("/nope", "checkpoint directory /nope does not exist"),
+    ("gpt2", "gpt2 is neither in checkpoints/gpt2"),  # offline, GPT.from_pretrained's download refused
+])
+def test_bench_generate_refuses_a_model_it_cannot_load_in_one_line(model, named, tmp_path, monkeypatch, capsys):
+    """A traceback before: only the device and the lengths were checked as user errors."""
+    from minigpt import GPT
+
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("no checkpoint here")
+    monkeypatch.chdir(tmp_path)
+    if model == "gpt2":
+        monkeypatch.setattr(GPT, "from_pretrained", offline_gpt2)
+    code, out, err = run_bench("generate", ["--model", model, "--repeats", "1"], monkeypatch, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, (out, err)
+    assert err.startswith(f"bench_generate.py: error: {named}"), err

@@ -76,3 +76,38 @@ def test_bench_generate_refuses_a_model_it_cannot_load_in_one_line(model, named,
     code, out, err = run_bench("generate", ["--model", model, "--repeats", "1"], monkeypatch, capsys)
     assert code == 2 and out == "" and err.count("\n") == 1, (out, err)
     assert err.startswith(f"bench_generate.py: error: {named}"), err
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--steps", "0"], "--steps must be ≥ 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
+    (["--block-size", "0"], "--block-size must be ≥ 1, got 0"),
+    (["--configs", "foo"], "--configs: unknown config 'foo'"),
+    (["--configs", "small,"], "--configs: unknown config ''"),
+])
+def test_bench_train_refuses_a_bad_flag_before_building_a_model(flags, named, monkeypatch, capsys):
+    """Each was a traceback (--steps 0 after every step ran: the median of no times)."""
+    code, out, err = run_bench("train", ["--configs", "small", "--batch-size", "1", "--block-size", "16", "--steps", "1",
+                                         "--warmup", "0", *flags], monkeypatch, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, (out, err)
+    assert err.startswith(f"bench_train.py: error: {named}"), err
+
+
+def test_bench_train_help_states_its_defaults(monkeypatch, capsys):
+    code, out, _ = run_bench("train", ["--help"], monkeypatch, capsys)
+    out = " ".join(out.split())  # argparse wraps the help text
+    assert code == 0 and "(default: small,124M)" in out and "(default: 0.1," in out, out
+    assert "--device DEVICE cpu, cuda or cuda:N (default: cpu)" in out, out
+
+
+def test_bench_train_prints_benchmarks_md_table(monkeypatch, capsys):
+    """Rows to paste under BENCHMARKS.md's header, as the other benchmarks print theirs."""
+    code, out, _ = run_bench("train", ["--configs", "small", "--batch-size", "1", "--block-size", "8", "--steps", "1",
+                                       "--warmup", "0", "--dropout", "0"], monkeypatch, capsys)
+    assert code == 0, out
+    table = out[out.index("| config |"):].splitlines()
+    assert table[0] == "| config | model | ms/step | spread | tokens/s | vs transformers (median) | (fastest steps) |"
+    assert table[1] == "|---|---|---:|---:|---:|---:|---:|"
+    assert [row.split(" | ")[:2] for row in table[2:]] == [["| small", "transformers"], ["| ", "minigpt"],
+                                                            ["| ", "minigpt+train"]]
+    assert table[2].endswith(" | 1.00× | 1.00× |"), table[2]

@@ -259,9 +259,16 @@ def hf_cache_snapshot(name: str) -> Path | None:
     for repo in (f"models--openai-community--{name}", f"models--{name}"):  # the Hub's name since 2024, and before
         ref = hub / repo / "refs" / "main"
         snapshot = hub / repo / "snapshots" / ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
-        if snapshot and (snapshot / "config.json").is_file() and (snapshot / "model.safetensors").is_file():
+        if snapshot and holds_weights(snapshot):
             return snapshot
     return None
+
+
+def holds_weights(path: Path) -> bool:
+    """A checkpoint's files are there: config.json, and the weights in one file or in shards
+    (model.safetensors.index.json names them: transformers shards a save over its max_shard_size)."""
+    return (path / "config.json").is_file() and any(
+        (path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
 
 
 def find_gpt2(name: str, progress: bool = True) -> Path:
@@ -270,19 +277,19 @@ def find_gpt2(name: str, progress: bool = True) -> Path:
     there), else the Hugging Face cache's copy; else it is downloaded there now, as `minigpt
     download NAME` would."""
     local = DOWNLOADS / name
-    if (local / "config.json").is_file() and (local / "model.safetensors").is_file():
+    if holds_weights(local):
         return local
     if (cached := hf_cache_snapshot(name)) is not None:
         return cached
     # Offline mode, as huggingface_hub and transformers read it: find, never fetch.
     if offline := next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
                         if os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")), None):
-        raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache, and ${offline} is set "
+        raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}), and ${offline} is set "
                             f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun every process would fetch it into one place at once
-        raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache; fetch it before "
+        raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}); fetch it before "
                             f"torchrun starts: minigpt download {name}")
-    print(f"{name} is neither in {local} nor in the Hugging Face cache: downloading it", file=sys.stderr)
+    print(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}): downloading it", file=sys.stderr)
     return download_gpt2(name, local, progress=progress)
 
 

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -570,6 +571,28 @@ def test_offline_mode_finds_a_gpt2_name_but_never_fetches_it(hub, by_name, monke
     cached = GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2))
     hf_cache_entry(by_name / "hf", "models--openai-community--gpt2", cached)
     assert same_weights(GPT.from_pretrained("gpt2"), cached)  # what is on this machine is still found
+
+
+def test_a_sharded_checkpoint_is_found_by_name_and_the_error_names_the_cache_it_searched(by_name, monkeypatch):
+    """An audit of the four sizes: transformers shards a save over its max_shard_size (5 GB in
+    transformers 4: gpt2-xl), and a sharded checkpoints/NAME or cache snapshot was passed over
+    for want of model.safetensors: offline, "neither in ... nor in the cache"; online, a second
+    download beside the shards. And that error now names the cache folder it looked in."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DownloadError, match=re.escape(f"nor in the Hugging Face cache ({by_name / 'hf'})")):
+        GPT.from_pretrained("gpt2")
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_positions=32, n_embd=16, n_layer=2, n_head=2))
+    for where in (by_name / "hf" / "models--gpt2" / "snapshots" / "c0ffee", by_name / "ck" / "gpt2"):
+        hf.save_pretrained(where, max_shard_size="10KB")
+        assert (where / "model.safetensors.index.json").is_file() and not (where / "model.safetensors").exists()
+        (by_name / "hf" / "models--gpt2" / "refs").mkdir(parents=True, exist_ok=True)
+        (by_name / "hf" / "models--gpt2" / "refs" / "main").write_text("c0ffee\n")
+        assert download.find_gpt2("gpt2") == where  # checkpoints/gpt2, once there, comes first
+        model = GPT.from_pretrained("gpt2")
+        assert torch.equal(model.transformer.wte.weight, hf.transformer.wte.weight)
 
 
 def test_minigpt_download_alone_writes_where_a_name_is_looked_up(hub, by_name, capsys):

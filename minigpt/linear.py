@@ -24,7 +24,9 @@ counter, so it is not seen (autograd does not see it either): call `forget_packe
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
 has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
-non-x86 CPUs, bf16 on CPUs without AVX-512, and fp32 calls of up to three rows on Intel CPUs.
+non-x86 CPUs, bf16 on CPUs without AVX-512, fp32 calls of up to three rows on Intel CPUs, and
+weights whose packed copy would leave the machine short of memory (`room_for`: gpt2-xl in fp32 on
+a 16 GB laptop packs only what fits).
 Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which would
 otherwise lower it to F.linear (MKL) again.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
 
 import torch
 import torch.nn as nn
@@ -69,9 +72,10 @@ MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 _PACKED = WeakTensorKeyDictionary()
 
 
-def packed_weight(w: torch.Tensor) -> torch.Tensor:
+def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed (new storage,
-    new dtype, or an in-place update, which bumps the tensor's version counter)."""
+    new dtype, or an in-place update, which bumps the tensor's version counter); None when the
+    machine has no room for the copy (`room_for`): the caller then takes F.linear."""
     if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
         return w  # change could not be seen; oneDNN then packs it per call, as torch would
     key = (w.data_ptr(), w.dtype, w._version)
@@ -80,8 +84,41 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor:
         # The storage packed is kept with its copy: freed, its address could be handed to the
         # weight's next storage (`model.to(torch.bfloat16).float()` swaps `.data`, which keeps the
         # version), and the key would match a copy of the old values.
-        hit = _PACKED[w] = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()), w.untyped_storage())
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if room_for(w.nbytes) else None
+        hit = _PACKED[w] = (key, packed, w.untyped_storage())
     return hit[1]
+
+
+def room_for(nbytes: int) -> bool:
+    """Whether a packed copy of `nbytes` leaves the machine at least an eighth of its memory (and
+    1 GiB) free. The copies double what the weights hold (gpt2-xl in fp32: 6 GB more), and a
+    laptop that swaps or kills the process is worse off than one running F.linear: the weights
+    that do not fit run there, with a warning, once. Where the system does not say what is
+    available (`memory`), the copies are made."""
+    if (known := memory()) is None:
+        return True
+    available, total = known
+    if available - nbytes >= max(total // 8, 2**30):
+        return True
+    if not _PACKED_OUT_OF_ROOM:
+        _PACKED_OUT_OF_ROOM.append(True)
+        warnings.warn(f"only {available / 2**30:.1f} GiB of memory free: weights that do not fit a second, packed copy "
+                      "run on F.linear (slower); a smaller --dtype (bfloat16) makes room, MINIGPT_ONEDNN=0 packs none")
+    return False
+
+
+_PACKED_OUT_OF_ROOM: list[bool] = []  # whether room_for has warned (once per process)
+
+
+def memory() -> tuple[int, int] | None:
+    """(bytes available, bytes in all) of the machine's memory, from Linux's /proc/meminfo
+    (MemAvailable counts the page cache the kernel would give back); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = {line.split(":")[0]: int(line.split()[1]) for line in f if line.split()[-1:] == ["kB"]}
+        return kib["MemAvailable"] * 1024, kib["MemTotal"] * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
 
 
 def forget_packed() -> None:
@@ -106,7 +143,10 @@ register_optimizer_step_post_hook(_forget_stepped)
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b by oneDNN on the packed weight: an op torch.compile keeps as it is."""
-    return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, "none", [], "")
+    packed = packed_weight(weight)
+    if packed is None:  # no room for its copy
+        return F.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 @onednn_linear.register_fake
@@ -140,5 +180,7 @@ class Linear(nn.Linear):
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
             # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.
-            return torch.ops.mkldnn._linear_pointwise(x, packed_weight(self.weight), self.bias, "none", [], "")
+            packed = packed_weight(self.weight)
+            if packed is not None:
+                return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)

@@ -49,6 +49,36 @@ def test_inference_path_matches_f_linear(dtype, shape, bias, monkeypatch):
 
 
 @needs_onednn
+def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
+    """An audit of the four sizes: gpt2-xl in fp32 held 11.4 GB of private memory once generating
+    (the weights, and their packed copies), enough to push a 16 GB laptop into swap or the OOM
+    killer. A copy that would leave less than an eighth of the memory (and 1 GiB) free is not
+    made: that weight runs on F.linear, with one warning; the ones that fit are still packed."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)
+    monkeypatch.setattr(linear, "_PACKED_OUT_OF_ROOM", [])
+    small, big = layer(), Linear(96, 4096)  # 38 KB and 1.6 MB of fp32
+    gib = 2**30
+    monkeypatch.setattr(linear, "memory", lambda: (2 * gib + 1_000_000, 16 * gib))  # 2 GiB + 1 MB free of 16
+    x = torch.randn(3, 96)
+    forget_packed()
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match=r"only 2.0 GiB of memory free: weights that do not fit a second, packed copy "
+                                             r"run on F.linear \(slower\)"):
+            assert torch.allclose(big(x), F.linear(x, big.weight, big.bias), atol=1e-5)
+        assert _PACKED[big.weight][1] is None  # not packed, and not asked again
+        out = small(x)  # fits: packed (the warning is not repeated)
+        assert _PACKED[small.weight][1] is not None and torch.allclose(out, F.linear(x, small.weight, small.bias), atol=1e-5)
+        torch.compile(big, fullgraph=True)(x)  # the compiled call (its custom op) falls back too
+    monkeypatch.setattr(linear, "memory", lambda: None)  # a system that does not say: packed
+    forget_packed()
+    with torch.no_grad():
+        big(x)
+    assert _PACKED[big.weight][1] is not None
+
+
+@needs_onednn
 def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
     """On Intel CPUs fp32 products of at most MKL_ROWS rows (2 here) are F.linear's (MKL), nothing
     packed for them; more rows, and bf16, take oneDNN."""

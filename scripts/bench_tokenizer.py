@@ -9,12 +9,15 @@ single-thread `encode_ordinary` on the whole text. Every engine's ids are checke
 "CPU s/MB" counts every process (encode_batch's workers included): on a machine shared with other
 users, wall time can only shrink with more processes if the scheduler gives them more CPU.
 "cold" is a freshly loaded tokenizer (empty chunk cache); "warm" has encoded the text once before.
-encode_batch gets the whole text as one document and cuts it at exact cut points itself.
-Training: seconds for a 4096-token vocabulary, against `tokenizers`' BpeTrainer.
+encode_batch gets the whole text as one document and cuts it at exact cut points itself; its label
+says how many processes encoded it (one for a text under MIN_PARALLEL_CHARS, or without fork).
+Training: seconds for a 4096-token vocabulary, against `tokenizers`' BpeTrainer; "× HF" is a speed
+ratio, as in the encoding table (HF's seconds / minigpt's: > 1 means minigpt is faster).
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
@@ -26,11 +29,12 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from minigpt.pretokenize import GPT2_SPLIT_PATTERN
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
-from minigpt.tokenizer_batch import available_cpus
+from minigpt.tokenizer_batch import MIN_PARALLEL_CHARS, available_cpus
 
 # The project's shared data folder, beside the checkout (as scripts/train_shakespeare.sh finds it):
 # this project's machines keep the data sets there; elsewhere, --data and --extra name them.
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MIN_VOCAB = 256 + 1  # both trainers' least vocabulary: the 256 bytes and <|endoftext|>
 
 
 def cpu_seconds() -> float:
@@ -61,6 +65,17 @@ def engines() -> tuple[tiktoken.Encoding, tokenizers.Tokenizer]:
     return tik, hf
 
 
+def batch_processes(text: str) -> int:
+    """How many processes encode_batch([text]) encodes with: one unless the text is long enough,
+    fork exists and this process may start children. The same test as encode_batch's own
+    (minigpt/tokenizer_batch.py), so the label says what ran."""
+    workers = available_cpus()
+    if (workers <= 1 or len(text) < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon):
+        return 1
+    return workers
+
+
 def bench_encode(name: str, text: str, repeats: int, tik, hf) -> list[tuple]:
     mb = len(text.encode("utf-8")) / 1e6
     ref = tik.encode_ordinary(text)
@@ -68,14 +83,14 @@ def bench_encode(name: str, text: str, repeats: int, tik, hf) -> list[tuple]:
     fresh = lambda: Tokenizer.from_pretrained(GPT2_DIR)  # noqa: E731
     warm = fresh()
     assert warm.encode(text) == ref and warm.encode_batch([text]) == [ref], "minigpt disagrees with tiktoken"
-    workers = available_cpus()
+    procs = f"{batch_processes(text)} proc" + ("s" if batch_processes(text) > 1 else "")
     runs = [
         ("tiktoken encode_ordinary (1 thread)", lambda _: tik.encode_ordinary(text), lambda: None),
         ("HF tokenizers encode", lambda _: hf.encode(text), lambda: None),
         ("minigpt encode, cold cache", lambda t: t.encode(text), fresh),
         ("minigpt encode, warm cache", lambda _: warm.encode(text), lambda: None),
-        (f"minigpt encode_batch ({workers} procs), cold", lambda t: t.encode_batch([text]), fresh),
-        (f"minigpt encode_batch ({workers} procs), warm", lambda _: warm.encode_batch([text]), lambda: None),
+        (f"minigpt encode_batch ({procs}), cold", lambda t: t.encode_batch([text]), fresh),
+        (f"minigpt encode_batch ({procs}), warm", lambda _: warm.encode_batch([text]), lambda: None),
     ]
     rows = [(engine, *median_seconds(fn, repeats, setup)) for engine, fn, setup in runs]
     tik_wall, hf_wall = rows[0][1], rows[1][1]
@@ -102,7 +117,7 @@ def bench_train(text: str, vocab_size: int, repeats: int) -> list[tuple]:
     mb = f"{len(text.encode('utf-8')) / 1e6:.1f}"
     return [
         ("HF tokenizers BpeTrainer", mb, f"{theirs:.2f}", "1.00"),
-        ("minigpt Tokenizer.train", mb, f"{ours:.2f}", f"{ours / theirs:.2f}"),
+        ("minigpt Tokenizer.train", mb, f"{ours:.2f}", f"{theirs / ours:.2f}"),  # a speed ratio, as the encode table's
     ]
 
 
@@ -126,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="encoding runs per figure, the median is reported (default 5; training: always 3)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="vocabulary the trainers learn (default 4096)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be ≥ 1, got {args.repeats}")
+    if args.vocab_size < MIN_VOCAB:  # now, not after the whole encode benchmark ran
+        parser.error(f"--vocab-size must be ≥ {MIN_VOCAB} (the 256 bytes and <|endoftext|>), got {args.vocab_size}")
     missing = [str(p) for p in [args.data, *args.extra] if not p.is_file()]
     if missing:  # the defaults are this project's shared data folder, absent on other machines
         parser.error(f"no such file: {', '.join(missing)} (name the texts with --data and --extra; a bare --extra "

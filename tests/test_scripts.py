@@ -111,3 +111,43 @@ def test_bench_train_prints_benchmarks_md_table(monkeypatch, capsys):
     assert [row.split(" | ")[:2] for row in table[2:]] == [["| small", "transformers"], ["| ", "minigpt"],
                                                             ["| ", "minigpt+train"]]
     assert table[2].endswith(" | 1.00× | 1.00× |"), table[2]
+
+
+def script_globals(name: str) -> dict:
+    """The live globals of scripts/NAME.py loaded as a module (not run): its functions see what a test sets here."""
+    import runpy
+
+    return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"))["main"].__globals__
+
+
+def test_bench_tokenizer_training_ratio_is_a_speed_ratio_like_the_encode_table(monkeypatch):
+    """"× HF" was minigpt's seconds / HF's (> 1: slower), the opposite of the encode table's ratios."""
+    bench = script_globals("bench_tokenizer")
+    seconds = iter([(1.0, 1.0), (2.0, 2.0)])  # minigpt's training (timed first), then HF's BpeTrainer
+    monkeypatch.setitem(bench, "median_seconds", lambda *args, **kwargs: next(seconds))
+    rows = bench["bench_train"]("some text", 300, 3)
+    assert rows == [("HF tokenizers BpeTrainer", "0.0", "2.00", "1.00"), ("minigpt Tokenizer.train", "0.0", "1.00", "2.00")]
+
+
+@pytest.mark.parametrize("cpus,chars,processes", [(2, "short", 1), (2, "long", 2), (1, "long", 1)])
+def test_bench_tokenizer_labels_encode_batch_with_the_processes_that_ran(cpus, chars, processes, monkeypatch):
+    """"encode_batch (2 procs)" was printed for a text that encode_batch encodes in this process
+    (shorter than MIN_PARALLEL_CHARS, or on one core)."""
+    from minigpt.tokenizer_batch import MIN_PARALLEL_CHARS
+
+    bench = script_globals("bench_tokenizer")
+    monkeypatch.setitem(bench, "available_cpus", lambda: cpus)
+    text = "x" * (MIN_PARALLEL_CHARS - 1 if chars == "short" else MIN_PARALLEL_CHARS)
+    assert bench["batch_processes"](text) == processes
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--repeats", "0"], "--repeats must be ≥ 1, got 0"),
+    (["--vocab-size", "10"], "--vocab-size must be ≥ 257 (the 256 bytes and <|endoftext|>), got 10"),
+])
+def test_bench_tokenizer_refuses_a_bad_flag_before_encoding(flags, named, tmp_path, monkeypatch, capsys):
+    """--repeats 0 was a traceback; --vocab-size 10 one too, after the whole encode benchmark."""
+    (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n")
+    code, out, err = run_bench("tokenizer", ["--data", str(tmp_path / "text.txt"), "--extra", *flags],
+                               monkeypatch, capsys)
+    assert code == 2 and out == "" and f"bench_tokenizer.py: error: {named}\n" in err and "Traceback" not in err, err

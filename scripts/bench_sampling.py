@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 
 import torch
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                          "program per row): the figures MIN_SPLITS and graph_splits are chosen by")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench_sampling needs a CUDA GPU")
+        print(f"bench_sampling.py: error: needs a CUDA GPU; torch {torch.__version__} sees none", file=sys.stderr)
         return 2
     import transformers
     import triton

@@ -151,3 +151,10 @@ def test_bench_tokenizer_refuses_a_bad_flag_before_encoding(flags, named, tmp_pa
     code, out, err = run_bench("tokenizer", ["--data", str(tmp_path / "text.txt"), "--extra", *flags],
                                monkeypatch, capsys)
     assert code == 2 and out == "" and f"bench_tokenizer.py: error: {named}\n" in err and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_bench_sampling_without_cuda_says_so_on_stderr_with_its_name(monkeypatch, capsys):
+    """It printed "bench_sampling needs a CUDA GPU" to stdout, where a pipe to a table took it."""
+    code, out, err = run_bench("sampling", [], monkeypatch, capsys)
+    assert code == 2 and out == "" and err.startswith("bench_sampling.py: error: needs a CUDA GPU"), (out, err)

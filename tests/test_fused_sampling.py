@@ -341,32 +341,34 @@ if INTERPRETED:
             assert logits[0, tokens[0]] == logits.max(), setting
             assert passes < 100, f"{setting}: {passes:.1f} reads of the row"
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
     @pytest.mark.parametrize("splits", [1, 8], ids=["one-program", "split"])
-    def test_a_tie_group_at_zero_ends_the_search_in_a_few_passes(monkeypatch, splits: int):
+    def test_a_tie_group_at_zero_ends_the_search_in_a_few_passes(monkeypatch, splits: int, dtype: torch.dtype):
         """A tie group no list can hold, at logit 0.0 (an all-zero row; half a row): no pivot can
         split it, so the bracket closes on it until nothing representable is left inside. Spaced
         evenly in value, that went on through fp32's ever finer floats near 0: 64 reads of the row
         for top-p, 79 for top-k, 126 for both. Spaced evenly in the bracket's floats, ≤ 16 passes
         close any bracket. The list's passes in registers likewise: 60 tokens tied at 0.0 under
-        top-k 50 are listed by the first pass, then took 50 passes over the list; now 12-13 in all."""
+        top-k 50 are listed by the first pass, then took 50 passes over the list; now 12-13 in all.
+        bf16 too; fp16 splits values (a reviewer: spaced by fp32's floats, its pivots all rounded
+        to 0.0 and the search ran to its 300-pass limit), as fp16's floats end at 6e-8."""
         import minigpt.kernels.search as search
         from minigpt.kernels.sampling import fused_sample
 
         g = torch.Generator().manual_seed(0)
         rows = {"zeros": torch.zeros(4096),
                 "half zeros": torch.cat([torch.zeros(2048), torch.randn(2048, generator=g) - 3])}
-        for name, row in rows.items():
-            logits = row[torch.randperm(4096, generator=g)][None].contiguous()
+        for name, row in rows.items():  # (fp16: fp32's floats near 0 all round to 0.0, so it splits values)
+            logits = row[torch.randperm(4096, generator=g)][None].to(dtype).contiguous()
             for setting, most in [((1.0, 0, 0.9, 0.0), 22), ((1.0, 100, 1.0, 0.0), 24), ((0.8, 50, 0.9, 0.05), 40)]:
                 passes, tokens = reads_of_the_row(monkeypatch, logits, setting, splits=splits)
                 assert logits[0, tokens[0]] == 0.0, (name, setting)
                 assert passes <= most, f"{name}, {setting}: {passes:.1f} reads of the row"
         list_passes = []
-        for name in ("pivots_in", "pivots_in_floats"):  # a list pass calls one of them
-            spacing = getattr(search, name)
-            monkeypatch.setattr(search, name, lambda *a, spacing=spacing: list_passes.append(a) or spacing(*a))
+        narrow = search._narrow  # each pass of a search, over the row or the list, ends in one call
+        monkeypatch.setattr(search, "_narrow", lambda *a: list_passes.append(a) or narrow(*a))
         row = torch.cat([torch.zeros(60), torch.randn(4036, generator=g) - 6])
-        logits = row[torch.randperm(4096, generator=g)][None].contiguous()
+        logits = row[torch.randperm(4096, generator=g)][None].to(dtype).contiguous()
         tokens = fused_sample(logits, **params([(1.0, 50, 1.0, 0.0)], "cpu"), **seed_offset(0, 0, "cpu"), splits=splits)
         assert logits[0, tokens[0]] == 0.0
         assert len(list_passes) <= 14, f"{len(list_passes)} passes in all"

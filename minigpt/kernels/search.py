@@ -68,7 +68,8 @@ leaves every token of the bracket in says the tokens sit in a sliver of it (a ti
 where interpolation knows nothing: the next pass spaces its pivots evenly again, among the
 bracket's floats rather than its values. Halving a value bracket around a tie at 0.0 (an all-zero
 row) would go on through fp32's ever finer floats down to 1e-45, 64 passes over the row; halving
-the count of floats in it ends any bracket in 16 (`pivots_in_floats`). On the list in registers,
+the count of floats in it ends any bracket in 16 (`pivots_in_floats`; fp16, whose floats end at
+6e-8, ends in ~15 by values). On the list in registers,
 passes are cheap, and 8 evenly spaced pivots stay: in value, or in floats after such a pass.
 
 ## Where the search starts: the first pass
@@ -189,7 +190,12 @@ def pivots_in_floats(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
     pivot 0 is lo itself: (N,). For a bracket that holds a tie group or a sliver of neighbouring
     floats: around 0.0, fp32's floats grow ever denser (down to 1e-45), and evenly spaced values
     would halve the bracket ~150 times to close on the tie; there are only 2^32 floats, so cutting
-    their count 4-fold closes any bracket in 16 passes."""
+    their count 4-fold closes any bracket in 16 passes. bf16 shares fp32's exponents, and its
+    floats are fp32's rounded. fp16's are not: they end at 6e-8, where halving values closes any
+    bracket in ~15 passes anyway, and fp32's floats below it would all round to 0.0, pivots
+    that cut nothing: fp16 keeps evenly spaced values."""
+    if GRID == tl.float16:
+        return pivots_in(lo, hi, N, GRID)
     lo_key = float_key(lo).to(tl.int64)
     key = lo_key + (float_key(hi).to(tl.int64) - lo_key) * tl.arange(0, N) // N
     b = key.to(tl.int32)

@@ -68,12 +68,17 @@ def tf32_matmuls(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    # torch ≥ 2.9 says it as fp32_precision = "tf32"; reading the older allow_tf32 once the caller
+    # has used the new switch raises ("mix of the legacy and new APIs"). (GPT has no convolutions:
+    # cuDNN's switch is left alone.)
+    matmul = torch.backends.cuda.matmul
+    switch, on = ("fp32_precision", "tf32") if hasattr(matmul, "fp32_precision") else ("allow_tf32", True)
+    saved = getattr(matmul, switch)
+    setattr(matmul, switch, on)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        setattr(matmul, switch, saved)
 
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:

@@ -4,6 +4,7 @@ rejects bad input with a clear message."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -1546,23 +1547,35 @@ def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, devi
     assert rt.device.type == device and rt.dtype == expected
 
 
-def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after():
+def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after(tmp_path, monkeypatch):
     """An audit of the Python API: setup_runtime turned TF32 on for good on a GPU, so a notebook's
     own float32 matmuls after train_loop ran at TF32's 10-bit mantissa. It is now on while the run
-    runs (train_loop's `tf32_matmuls`), the caller's settings restored after, even on an error.
-    (Setting the flags needs no GPU.)"""
-    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
-    before = flags()
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    runs (train_loop's `tf32_matmuls`), the caller's setting restored after, even on an error;
+    through torch's new switch (fp32_precision), so a caller who used it does not get "mix of the
+    legacy and new APIs" (a reviewer), and one who used the old allow_tf32 can still read it.
+    (Setting the switches needs no GPU.)"""
+    matmul = torch.backends.cuda.matmul
+    monkeypatch.setattr(matmul, "fp32_precision", matmul.fp32_precision)  # put back after the test
+    for caller in ("fp32_precision", "allow_tf32"):
+        setattr(matmul, caller, "ieee" if caller == "fp32_precision" else False)
         with train_runtime.tf32_matmuls(torch.device("cpu")):
-            assert flags() == (False, False)
-        with pytest.raises(RuntimeError), train_runtime.tf32_matmuls(torch.device("cuda")):
-            assert flags() == (True, True)
-            raise RuntimeError
-        assert flags() == (False, False)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+            assert matmul.fp32_precision == "ieee"
+        with pytest.raises(RuntimeError, match="inside"), train_runtime.tf32_matmuls(torch.device("cuda")):
+            assert matmul.fp32_precision == "tf32"
+            raise RuntimeError("inside")
+        assert matmul.fp32_precision == "ieee" and matmul.allow_tf32 is False, caller
+    entered = []  # train_loop runs its steps inside it, on the run's device
+
+    @contextlib.contextmanager
+    def spy(device):
+        entered.append(device)
+        yield
+
+    monkeypatch.setattr(train, "tf32_matmuls", spy)
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=2))
+    assert entered == [torch.device("cpu")]
+
+
 
 
 def out_cfg(out, init=None, resume=False):

@@ -36,6 +36,7 @@ from minigpt.sampling import (
     apply_top_k,
     apply_top_p,
     check_sampling_params,
+    check_seed,
     draw,
     exponential_noise,
 )
@@ -68,7 +69,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, bos)
     T, V = ids.size(1), model.config.vocab_size
     state = DecodeState(model, torch.ones_like(ids), steps)
-    generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
+    generator = torch.Generator(device=ids.device).manual_seed(check_seed(seed)) if seed is not None else None
     logits = state.prefill(ids)
     textless = textless_ids(model, tokenizer, ids.device)  # ids the tokenizer has no token for: never drawn, as in generate
     new: list[int] = []

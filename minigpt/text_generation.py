@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from minigpt.generate import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
 from minigpt.generate_args import as_count, check_model, eos_list, prompt_room
+from minigpt.sampling import check_seed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 from minigpt.tokenizer_batch import pad_rows
@@ -316,7 +317,7 @@ def batch_seeds(seed: int | None, n: int) -> list[int | None]:
     others are drawn from it, so that equal prompts in two batches do not get equal samples."""
     if seed is None:
         return [None] * n
-    rest = torch.randint(2**62, (max(n - 1, 0),), generator=torch.Generator().manual_seed(seed)).tolist()
+    rest = torch.randint(2**62, (max(n - 1, 0),), generator=torch.Generator().manual_seed(check_seed(seed))).tolist()
     return [seed, *rest][:n]
 
 

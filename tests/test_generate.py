@@ -19,7 +19,7 @@ from minigpt.generate import GenerationStats, generate, stream
 from minigpt.prefill_decode import DecodeState, prefill_mask
 from minigpt.penalties import ban_repeated_ngrams
 from minigpt.stop_strings import StopStrings, first_stop
-from minigpt.text_generation import generate_text, stream_text, text_pieces
+from minigpt.text_generation import generate_text, generate_texts, stream_text, text_pieces
 
 PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
 
@@ -1271,14 +1271,19 @@ def test_a_token_id_or_seed_that_is_not_an_integer_is_named(pair, name, value, m
 def test_a_seed_past_64_bits_is_named_and_every_64_bit_seed_is_taken(pair):
     """An audit: seed=2**70 failed in torch's manual_seed with "Overflow when unpacking long long",
     naming no argument, from generate and from sampling.sample."""
+    from minigpt.explain import explain
     from minigpt.sampling import sample
 
     model, _ = pair
     for seed in (2**64, -2**63 - 1, 2**70):
         with pytest.raises(ValueError, match=re.escape(f"seed must fit in 64 bits (-2**63 .. 2**64 - 1), got {seed}")):
             generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, seed=seed)
-        with pytest.raises(ValueError, match="seed must fit in 64 bits"):
-            sample(torch.randn(2, 8), seed=seed)
+        for call in (lambda: sample(torch.randn(2, 8), seed=seed),  # and the paths that seed before generate (a reviewer)
+                     lambda: generate_texts(model, ByteTokenizer(), ["a", "b"], max_new_tokens=2, do_sample=True,
+                                            seed=seed, batch_size=1),
+                     lambda: explain(model, ByteTokenizer(), "a", steps=2, seed=seed, out=io.StringIO())):
+            with pytest.raises(ValueError, match="seed must fit in 64 bits"):
+                call()
     for seed in (-2**63, -1, 2**64 - 1):
         assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, seed=seed).shape == (1, 10)
         assert sample(torch.randn(2, 8), seed=seed).shape == (2,)

@@ -54,6 +54,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 
 
 WINDOWS_RETRY_S = 0.1  # how often a waiter on Windows tries the lock again
+WINDOWS_OPEN_TRIES = 20  # opens denied in a row (2 s) before a denial is taken as one
 
 
 @contextmanager
@@ -69,11 +70,20 @@ def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
     Windows has no flock; msvcrt.locking locks the file's first byte instead. There an open file
     cannot be removed, so the file goes after the lock, and only if no one else has it open (a
     waiter, who then takes it): whoever releases it last removes it."""
+    denied = 0
     while True:
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:  # the last holder removed the folder as it ended: make it again
+            continue
+        except PermissionError:
+            # Windows denies opening a file its holder is deleting, for that instant: open it anew.
+            # Not for long: a folder that is not writable denies it for good.
+            denied += 1
+            if fcntl or denied > WINDOWS_OPEN_TRIES:
+                raise
+            time.sleep(WINDOWS_RETRY_S)
             continue
         try:
             (_flock if fcntl else _lock_first_byte)(fd, busy)

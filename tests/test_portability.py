@@ -111,6 +111,29 @@ def test_windows_lock_held_by_another_calls_busy_then_waits_and_takes_it(tmp_pat
             os.fstat(fd)  # closed
 
 
+def test_windows_open_denied_while_the_holder_deletes_the_file_is_tried_again(tmp_path, windows, monkeypatch):
+    """A reviewer: on Windows, opening a lock file at the instant its last holder deletes it is
+    denied (a PermissionError, as for a file pending deletion), which escaped file_lock as a
+    traceback instead of a wait. It is tried again; a folder that denies it for good still fails."""
+    fake = windows()
+    real_open, denials = os.open, [1]
+
+    def open_denied_once(path, *args):
+        if denials and Path(path).name == ".lock":
+            denials.pop()
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", open_denied_once)
+    with files.file_lock(tmp_path / ".lock", lambda: fake.events.append("busy")):
+        fake.events.append("holding")
+    assert fake.events == ["try", "holding", "unlock"]
+    monkeypatch.setattr(os, "open", lambda path, *a: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
+    with pytest.raises(PermissionError):
+        with files.file_lock(tmp_path / ".lock", lambda: None):
+            pass
+
+
 def test_windows_lock_refused_by_busy_takes_nothing(tmp_path, windows):
     fake = windows(held=1)
     (tmp_path / ".lock").touch()  # the holder's

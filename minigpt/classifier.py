@@ -45,7 +45,8 @@ class GPTClassifier(nn.Module):
 
     The whole classifier starts in its backbone's mode: eval mode (dropout off) around a
     `GPT.from_pretrained` model, as `GPTClassifier.from_pretrained` returns one, train mode around
-    a fresh `GPT(config)`. Call `clf.train()` before fine-tuning (minigpt's train loop does).
+    a fresh `GPT(config)`; a submodule of the backbone set to another mode is set to it too. Call
+    `clf.train()` before fine-tuning (minigpt's train loop does).
     """
 
     def __init__(

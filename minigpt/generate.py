@@ -127,7 +127,8 @@ def stream(
     Which tokens: `do_sample=False` is greedy. Sampling parameters may be (B,) tensors, one value
     per prompt. `no_repeat_ngram_size=n` > 0 bans every token that would repeat an n-gram of its
     row, prompt included (minigpt/penalties.py's `ban_repeated_ngrams`). A `tokenizer` with fewer
-    ids than the model has rows (a padded vocabulary) bans the rest.
+    ids than the model has rows (a padded vocabulary: the same EOS id) bans the rest; another
+    model's tokenizer is refused.
 
     How: `streamer(tokens)` is called with each step's tokens (not with beams). `sampler` picks the
     sampling backend ("auto" | "torch" | "triton"); `compile=True` compiles the decode step

@@ -408,7 +408,7 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
                 listed = listed * 0 + 2  # and count what lies above it as a base
         passes += 1
     # Phase 2: the list, loaded once into registers; what lies above it is counted in c_base, m_base.
-    # Its pivots are evenly spaced, in value, or in floats once a pass left every candidate in.
+    # Its pivots are evenly spaced, in value, or in floats after a list pass that left every candidate in.
     c_base = tl.where(listed == 2, c_hi, 0)
     m_base = tl.where(listed == 2, m_hi, 0.0)
     xs = tl.load(scratch + tl.arange(0, CAP), mask=tl.arange(0, CAP) < n_c, other=float("-inf")).to(tl.float32)

@@ -113,14 +113,17 @@ def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kerne
     linears = [copy.deepcopy(m).to(dtype) for m in linears + [model.lm_head]]
     x_c = torch.randn(batch, c.n_embd, dtype=dtype, device=device)
     x_4c = torch.randn(batch, c.mlp_width, dtype=dtype, device=device)
+    packed = [packed_weight(m.weight) for m in linears] if kernel == "oneDNN" else []
+    if any(w is None for w in packed):  # minigpt.linear.room_for: no memory for the copies
+        raise MemoryError("no memory free for oneDNN's packed weights: the oneDNN floor cannot be measured")
 
     def step() -> None:
-        for m in linears:
+        for i, m in enumerate(linears):
             x = x_c if m.in_features == c.n_embd else x_4c
             if kernel == "minigpt":
                 m(x)
             elif kernel == "oneDNN":
-                torch.ops.mkldnn._linear_pointwise(x, packed_weight(m.weight), m.bias, "none", [], "")
+                torch.ops.mkldnn._linear_pointwise(x, packed[i], m.bias, "none", [], "")
             else:
                 F.linear(x, m.weight, m.bias)
 

@@ -55,6 +55,17 @@ def _encode_in_worker(piece: str) -> list[int]:
     return _WORKER_JOB(piece)
 
 
+def processes_for(total_chars: int, num_workers: int | None = None) -> int:
+    """How many processes `encode_batch` encodes `total_chars` of text with: num_workers (None or
+    0: one per core), or 1 for a small batch, on a platform without fork, or in a daemon process
+    (a DataLoader or Pool worker: "daemonic processes are not allowed to have children")."""
+    workers = num_workers or available_cpus()
+    if (workers <= 1 or total_chars < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon):
+        return 1
+    return workers
+
+
 def encode_batch(
     tokenizer: Tokenizer,
     texts: Iterable[str],
@@ -84,10 +95,9 @@ def encode_batch(
     for i, text in enumerate(texts):
         tokenizer._refuse_disallowed(text, disallowed, f"texts[{i}]")
     encode = partial(tokenizer.encode, allowed_special=allowed, disallowed_special=()) if allowed else tokenizer.encode_ordinary
-    workers = num_workers or available_cpus()
     total = sum(map(len, texts))
-    if (workers <= 1 or total < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods()
-            or multiprocessing.current_process().daemon):  # a Pool here: "daemonic processes are not allowed to have children"
+    workers = processes_for(total, num_workers)
+    if workers == 1:
         return [encode(t) for t in texts]
     piece_chars = max(PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
     pieces, owner = [], []

@@ -17,7 +17,6 @@ ratio, as in the encoding table (HF's seconds / minigpt's: > 1 means minigpt is 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import time
@@ -29,7 +28,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from minigpt.pretokenize import GPT2_SPLIT_PATTERN
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
-from minigpt.tokenizer_batch import MIN_PARALLEL_CHARS, available_cpus
+from minigpt.tokenizer_batch import available_cpus, processes_for
 
 # The project's shared data folder, beside the checkout (as scripts/train_shakespeare.sh finds it):
 # this project's machines keep the data sets there; elsewhere, --data and --extra name them.
@@ -66,14 +65,8 @@ def engines() -> tuple[tiktoken.Encoding, tokenizers.Tokenizer]:
 
 
 def batch_processes(text: str) -> int:
-    """How many processes encode_batch([text]) encodes with: one unless the text is long enough,
-    fork exists and this process may start children. The same test as encode_batch's own
-    (minigpt/tokenizer_batch.py), so the label says what ran."""
-    workers = available_cpus()
-    if (workers <= 1 or len(text) < MIN_PARALLEL_CHARS or "fork" not in multiprocessing.get_all_start_methods()
-            or multiprocessing.current_process().daemon):
-        return 1
-    return workers
+    """How many processes encode_batch([text]) encodes with, so the label says what ran."""
+    return processes_for(len(text))
 
 
 def bench_encode(name: str, text: str, repeats: int, tik, hf) -> list[tuple]:

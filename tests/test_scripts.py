@@ -133,10 +133,11 @@ def test_bench_tokenizer_training_ratio_is_a_speed_ratio_like_the_encode_table(m
 def test_bench_tokenizer_labels_encode_batch_with_the_processes_that_ran(cpus, chars, processes, monkeypatch):
     """"encode_batch (2 procs)" was printed for a text that encode_batch encodes in this process
     (shorter than MIN_PARALLEL_CHARS, or on one core)."""
+    import minigpt.tokenizer_batch as tokenizer_batch
     from minigpt.tokenizer_batch import MIN_PARALLEL_CHARS
 
     bench = script_globals("bench_tokenizer")
-    monkeypatch.setitem(bench, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(tokenizer_batch, "available_cpus", lambda: cpus)  # (encode_batch's own test: processes_for)
     text = "x" * (MIN_PARALLEL_CHARS - 1 if chars == "short" else MIN_PARALLEL_CHARS)
     assert bench["batch_processes"](text) == processes
 

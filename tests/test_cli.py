@@ -208,3 +208,19 @@ def test_text_redirected_to_a_file_is_utf8_whatever_the_locale(env, arrow):
                        timeout=60, env={**base, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", **env})
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert f"5 characters {arrow} 1 token" in r.stdout.decode("utf-8"), r.stdout
+
+
+def test_only_redirected_streams_are_made_utf8(monkeypatch):
+    """A mutation audit: utf8_when_redirected leaves a terminal's encoding alone (the terminal
+    decodes what it gets in its own), and reconfigures stderr as well as stdout."""
+    import io
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    monkeypatch.setattr(sys, "stdout", Terminal(io.BytesIO(), encoding="cp1252"))
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
+    minigpt_cli.utf8_when_redirected()
+    assert (sys.stdout.encoding, sys.stderr.encoding) == ("cp1252", "utf-8")

@@ -580,6 +580,9 @@ def test_a_sharded_checkpoint_is_found_by_name_and_the_error_names_the_cache_it_
     download beside the shards. And that error now names the cache folder it looked in."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    (by_name / "weights only").mkdir()
+    (by_name / "weights only" / "model.safetensors").write_bytes(b"")
+    assert not download.holds_weights(by_name / "weights only")  # no config.json: no checkpoint (a mutation audit)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DownloadError, match=re.escape(f"nor in the Hugging Face cache ({by_name / 'hf'})")):
         GPT.from_pretrained("gpt2")

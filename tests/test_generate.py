@@ -9,6 +9,8 @@ import shutil
 import warnings
 
 import numpy as np
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
@@ -2562,6 +2564,9 @@ def test_another_models_tokenizer_is_refused_not_taken_for_a_padded_vocabulary()
     with pytest.raises(ValueError, match=r"^tokenizer: the model has a .*-token vocabulary \(EOS = 63\), but the "
                                          r"tokenizer has 256 \(EOS = 0\).*pass the model's own tokenizer"):
         generate(model, ids, max_new_tokens=2, tokenizer=SmallByteTokenizer(), stop="\n")
+    larger = SimpleNamespace(vocab_size=model.config.vocab_size + 100, eos_token_id=63)  # (a mutation audit)
+    with pytest.raises(ValueError, match="^tokenizer: .* its ids would mean other tokens"):
+        generate(model, ids, max_new_tokens=2, tokenizer=larger)
 
 
 def test_in_flags_renames_whole_argument_names_only():

@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -58,24 +59,43 @@ def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
 
     monkeypatch.setattr(linear, "MKL_ROWS", 0)
     monkeypatch.setattr(linear, "_PACKED_OUT_OF_ROOM", [])
-    small, big = layer(), Linear(96, 4096)  # 38 KB and 1.6 MB of fp32
+    small, big, big2 = layer(), Linear(96, 4096), Linear(96, 4096)  # 38 KB and 1.6 MB of fp32
     gib = 2**30
     monkeypatch.setattr(linear, "memory", lambda: (2 * gib + 1_000_000, 16 * gib))  # 2 GiB + 1 MB free of 16
     x = torch.randn(3, 96)
     forget_packed()
-    with torch.no_grad():
-        with pytest.warns(UserWarning, match=r"only 2.0 GiB of memory free: weights that do not fit a second, packed copy "
-                                             r"run on F.linear \(slower\)"):
-            assert torch.allclose(big(x), F.linear(x, big.weight, big.bias), atol=1e-5)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert torch.allclose(big(x), F.linear(x, big.weight, big.bias), atol=1e-5)
         assert _PACKED[big.weight][1] is None  # not packed, and not asked again
-        out = small(x)  # fits: packed (the warning is not repeated)
+        big2(x)  # one warning, not one per weight
+        out = small(x)  # fits: packed
         assert _PACKED[small.weight][1] is not None and torch.allclose(out, F.linear(x, small.weight, small.bias), atol=1e-5)
-        torch.compile(big, fullgraph=True)(x)  # the compiled call (its custom op) falls back too
+        # The compiled call (its custom op) falls back too; without it, its output had 0 columns.
+        forget_packed()
+        assert torch.allclose(torch.compile(big, fullgraph=True)(x), F.linear(x, big.weight, big.bias), atol=1e-5)
+    assert [str(w.message) for w in caught if "memory free" in str(w.message)] == [
+        "only 2.0 GiB of memory free: weights that do not fit a second, packed copy run on F.linear (slower); a smaller "
+        "--dtype (bfloat16) makes room, MINIGPT_ONEDNN=0 packs none"]
     monkeypatch.setattr(linear, "memory", lambda: None)  # a system that does not say: packed
     forget_packed()
     with torch.no_grad():
         big(x)
     assert _PACKED[big.weight][1] is not None
+
+
+def test_memory_reads_what_linux_calls_available(monkeypatch):
+    """MemAvailable (the page cache the kernel would give back included), not MemFree, and in the
+    order (available, total) that room_for reads (a mutation audit)."""
+    import builtins
+
+    import minigpt.linear as linear
+
+    text = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\nHugePages_Total:  0\n"
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io.StringIO(text) if path == "/proc/meminfo"
+                        else real_open(path, *a, **k))
+    assert linear.memory() == (8000000 * 1024, 16000000 * 1024)
 
 
 @needs_onednn

@@ -201,3 +201,31 @@ def test_peak_rss_unit_follows_the_platform(monkeypatch, platform, expected):
     monkeypatch.setattr(stats, "resource", SimpleNamespace(getrusage=getrusage, RUSAGE_SELF=0))
     monkeypatch.setattr(sys, "platform", platform)
     assert stats.peak_memory_bytes(torch.device("cpu")) == expected
+
+
+def test_a_lock_refused_or_denied_closes_its_file_and_posix_does_not_retry_a_denial(tmp_path, windows, monkeypatch):
+    """A mutation audit: a Windows lock that busy() refuses closes the file it opened (an fd left
+    open would keep the lock file from being removed, there); on POSIX, a denied open (a folder
+    not writable) is raised at once: the retry is Windows' alone."""
+    fake = windows(held=1)
+
+    def refuse():
+        raise RunInUse("in use")
+
+    with pytest.raises(RunInUse), files.file_lock(tmp_path / ".lock", refuse):
+        pass
+    assert fake.fds
+    for fd in fake.fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed
+    monkeypatch.setattr(files, "fcntl", object())  # POSIX again (the denial comes before any flock)
+    opens = []
+
+    def denied(path, *args):
+        opens.append(path)
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError), files.file_lock(tmp_path / ".lock", lambda: None):
+        pass
+    assert len(opens) == 1

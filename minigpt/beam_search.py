@@ -197,9 +197,9 @@ def can_improve(running_scores: torch.Tensor, finished: Finished, new_len: int, 
     transformers' heuristic: the best beam's score now (new_len), or, with early_stopping="never"
     and a length penalty that favours length, at the longest length it could reach."""
     best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else new_len
-    best_running = running_scores[:, :1] / best_len ** length_penalty
+    best_now = running_scores[:, :1] / best_len ** length_penalty
     worst_done = torch.where(finished.done, finished.scores.min(-1, keepdim=True).values, NEG_INF_SCORE)
-    return (best_running > worst_done).any(-1, keepdim=True)
+    return (best_now > worst_done).any(-1, keepdim=True)
 
 
 def check_enough_hypotheses(finished: Finished, n: int, V: int, max_new_tokens: int, no_repeat_ngram_size: int,

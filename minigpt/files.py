@@ -54,7 +54,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 
 
 WINDOWS_RETRY_S = 0.1  # how often a waiter on Windows tries the lock again
-WINDOWS_OPEN_TRIES = 20  # opens denied in a row (2 s) before a denial is taken as one
+WINDOWS_OPEN_TRIES = 20  # denied opens, in all (20 × WINDOWS_RETRY_S = 2 s), before a denial is taken as real (a folder we may not write)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from typing import Callable, Generator, Iterator
 
 import torch
 
+from minigpt.beam_search import beam_search
 from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids,
                                    warn_if_training)
 from minigpt.prefill_decode import DecodeState
@@ -179,8 +180,9 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     device, (B, T), V, pad = input_ids.device, input_ids.shape, model.config.vocab_size, args.pad
     clock = Clock(device)
     t_start = clock()
-    # The loop's state lives on the device and is updated in place: no allocation per step.
     state = DecodeState(model, attention_mask, args.max_new_tokens, compile, slides=args.slide > 0)
+    # The loop's own buffers (seq, finished, n_drawn, finite) live on the device too and are
+    # updated in place: no allocation per step.
     seq, real = sequence_buffers(input_ids, attention_mask, args.max_new_tokens, pad, args.no_repeat_ngram_size)
     out = seq[:, T:]  # (B, max_new_tokens), column s: step s's tokens (a view of seq, which the n-gram ban reads)
     # Repetition counts the prompt too, presence/frequency only what the model wrote (None: no penalty on).
@@ -219,7 +221,9 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         yield tokens
         if step + 1 == args.max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)  # decode
+        # Decode one token per row; with slide > 0 and a full context, prefill each row's last
+        # `slide` tokens again instead.
+        logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)
 
     t_end = clock()
     raise_if_nonfinite(finite, counts, args.no_repeat_ngram_size)  # in the steps since the host's last look
@@ -239,8 +243,6 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
 def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bool,
                         return_stats: bool) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
     """num_beams > 1: minigpt/beam_search.py's `beam_search` from `stream`'s checked arguments."""
-    from minigpt.beam_search import beam_search  # imported here: beam_search.py builds on this module
-
     return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
                        min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
                        length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
@@ -289,7 +291,9 @@ def penalize_and_ban(logits: torch.Tensor, step: int, args: DecodeArgs, counts: 
 
 
 def live_rows_finite(logits: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
-    """Whether every unfinished row's logits (B, V) are finite: a bool on the device, no host sync.
+    """Whether every unfinished row still has a finite best logit (its amax over V): a bool on the
+    device, no host sync. Banned tokens (-inf) are expected and pass; NaN, +inf, or every token
+    banned do not.
 
     NaN/inf logits mean a broken model, not a token (amax propagates NaN; +inf would make the
     softmax NaN). Only live rows count: a finished row draws nothing (it pads), and the n-gram ban,

@@ -10,8 +10,9 @@ cache slot serves the batch) and their length against the context limit (`prepar
 `context_error` says what would fit); EOS as a list of plain ints (`eos_list`); counts as ints
 (`as_count`, and `check_ngram_size`); `early_stopping` as a bool or "never"
 (`check_early_stopping`); and the sampling parameters, each a number or one value per row (`per_row`).
-`check_finite` (and `decode_loop`'s inline form of it) is the check made during decoding: NaN/inf
-logits are a broken model (or penalty), not a token.
+`check_finite` (beam search, --explain) and minigpt/generate.py's `live_rows_finite` /
+`raise_if_nonfinite` (the decode loop's form, which waits on the host only every few steps) are the
+checks made during decoding: NaN/inf logits are a broken model (or penalty), not a token.
 
 What it does not check: `stop`'s tokenizer (StopStrings does, and `textless_ids` whether it is the
 model's, both called by `stream` at the call too).

@@ -258,7 +258,8 @@ def read_prompts(path: str) -> tuple[list[dict], list[int]]:
 
 def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace) -> str:
     """A prompt that leaves no room for --max-new-tokens, in the CLI's words: what would fit instead.
-    (main has refused a --max-new-tokens that leaves no room for any prompt: here a cut always helps.)"""
+    (`check_room_for_a_prompt` has refused a --max-new-tokens that leaves no room for any prompt: here a
+    cut always helps.)"""
     n_positions = model.config.n_positions
     most = n_positions + 1 - e.length  # new tokens this prompt leaves room for
     fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions else ""

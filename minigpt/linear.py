@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakTensorKeyDictionary
 
-# MINIGPT_ONEDNN=0 turns the oneDNN path off (plain F.linear), e.g. when a large model's packed
-# copies would not fit in memory beside it (gpt2-xl in fp32: +6 GB).
+# MINIGPT_ONEDNN=0 turns the oneDNN path off (plain F.linear): no packed copies at all, even where
+# they would fit (`room_for` already leaves out those that would not), keeping that memory for others.
 ONEDNN = (os.environ.get("MINIGPT_ONEDNN", "1") != "0" and platform.machine().lower() in ("x86_64", "amd64")
           and torch.backends.mkldnn.is_available())
 
@@ -75,7 +75,8 @@ _PACKED = WeakTensorKeyDictionary()
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed (new storage,
     new dtype, or an in-place update, which bumps the tensor's version counter); None when the
-    machine has no room for the copy (`room_for`): the caller then takes F.linear."""
+    machine had no room for the copy (`room_for`): the caller then takes F.linear. A refusal is
+    kept like a copy: the weight is not asked about again until it changes or `forget_packed()`."""
     if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
         return w  # change could not be seen; oneDNN then packs it per call, as torch would
     key = (w.data_ptr(), w.dtype, w._version)

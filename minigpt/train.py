@@ -355,6 +355,8 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
     after the step under way, saved."""
     cfg = run.cfg
     metrics: dict[str, float] = {"step": progress.step}
+    # A run resumed at the step where it had stopped, before its final evaluation: end it as a
+    # run of max_iters steps ends (`--resume --max-iters S` on a run stopped at S).
     if progress.step == cfg.max_iters and not evaluated_at(run.out, progress.step):
         metrics = end_stopped_run(run, progress)
     while progress.step < cfg.max_iters:

@@ -67,10 +67,11 @@ pass never does worse than bisection (Brent's method guards the secant the same 
 leaves every token of the bracket in says the tokens sit in a sliver of it (a tie group, say),
 where interpolation knows nothing: the next pass spaces its pivots evenly again, among the
 bracket's floats rather than its values. Halving a value bracket around a tie at 0.0 (an all-zero
-row) would go on through fp32's ever finer floats down to 1e-45, 64 passes over the row; halving
-the count of floats in it ends any bracket in 16 (`pivots_in_floats`; fp16, whose floats end at
-6e-8, ends in ~15 by values). On the list in registers,
-passes are cheap, and 8 evenly spaced pivots stay: in value, or in floats after such a pass.
+row) would go on through fp32's ever finer floats down to 1e-45, 64 passes over the row. fp32 has
+2^32 floats, so 4 pivots among them (a 4-fold cut of their count) close any bracket within 16
+passes (`pivots_in_floats`; fp16, whose floats end at 6e-8, closes within ~15 by values). On the
+list in registers passes are cheap, and they keep 8 evenly spaced pivots (no interpolation): in
+value, or in floats after a pass that left every candidate in.
 
 ## Where the search starts: the first pass
 
@@ -199,7 +200,8 @@ def pivots_in_floats(lo, hi, N: tl.constexpr, GRID: tl.constexpr):
     lo_key = float_key(lo).to(tl.int64)
     key = lo_key + (float_key(hi).to(tl.int64) - lo_key) * tl.arange(0, N) // N
     b = key.to(tl.int32)
-    return tl.where(tl.arange(0, N) == 0, lo, round_to_input(tl.where(b < 0, b ^ 0x7FFFFFFF, b).to(tl.float32, bitcast=True), GRID))
+    back = tl.where(b < 0, b ^ 0x7FFFFFFF, b).to(tl.float32, bitcast=True)  # keys → floats: float_key is its own inverse
+    return tl.where(tl.arange(0, N) == 0, lo, round_to_input(back, GRID))
 
 
 @triton.jit
@@ -363,10 +365,10 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
     # Phase 1: stream the whole row, until the candidates fit the scratch list. The first pass
     # spaces its pivots evenly; later ones are placed by what the passes before measured, unless
     # the last pass left every token of the bracket in: they sit in a sliver of it (a tie group,
-    # neighbouring floats far below a wide bracket), where the interpolation knows nothing, and
-    # pivots evenly spaced in its floats cut 4-fold rather than 2, and end it in 16 passes.
+    # neighbouring floats far below a wide bracket), where the interpolation knows nothing: then
+    # pivots evenly spaced among its floats, not its values, close it within 16 passes.
     c_lo, s_lo, s_all, c_all = c_hi, m_hi, m_hi, c_hi  # (their types; the first pass sets them)
-    sliver = passes != 0
+    sliver = passes != 0  # False, as a tensor: a loop-carried variable must be one from the start
     while searching & (listed == 0):
         if passes == 0:
             pivots = pivots_in(lo, hi, N_PIVOTS, GRID)
@@ -413,7 +415,7 @@ def find_threshold(src, V, scratch, scratch_idx, listed, n_c, lo, hi, c_hi, m_hi
     m_base = tl.where(listed == 2, m_hi, 0.0)
     xs = tl.load(scratch + tl.arange(0, CAP), mask=tl.arange(0, CAP) < n_c, other=float("-inf")).to(tl.float32)
     w = tl.exp2((xs - m) * c2)
-    sliver = passes < 0
+    sliver = passes < 0  # False, as a tensor (as in phase 1)
     while searching:
         if sliver:
             pivots = pivots_in_floats(lo, hi, N_PIVOTS_LIST, GRID)

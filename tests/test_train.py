@@ -1807,6 +1807,21 @@ def test_best_follows_new_val_data_but_not_new_train_data(tmp_path, capsys):
     assert best_step() == 18
 
 
+def test_a_resume_measured_otherwise_before_any_evaluation_has_no_best_to_start_over(tmp_path, monkeypatch, capsys):
+    """A mutation audit: best/ starts over when a resume measures val loss otherwise, but a run
+    stopped before its first evaluation has no best val loss to set aside, and no note says
+    "its best val loss (inf) is not comparable"."""
+    data = make_data(tmp_path / "data")
+    _interrupt_at_batch(monkeypatch, 9, signal.SIGTERM)  # during step 5: saved at 5, before the first evaluation (6)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_cfg(data, tmp_path / "stopped"))
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train_main(["--out", str(tmp_path / "stopped"), "--resume", "--eval-iters", "3", "--max-iters", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming with settings that differ" in out and "not comparable" not in out, out
+
+
 def test_a_run_ended_at_its_stop_logs_the_lr_its_last_step_ran_at(tmp_path, monkeypatch, capsys):
     """Bug (an audit): ending a run stopped at step S with `--resume --max-iters S` logged the lr
     of step S under the new, shorter schedule (whose decay then ends at S), not the lr step S

@@ -203,7 +203,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         # on a GPU, and once more after the loop, for the steps since its last look.
         finite &= live_rows_finite(logits, finished)
         if step % sync_every == 0:
-            raise_if_nonfinite(finite, counts, args.no_repeat_ngram_size)
+            raise_if_nonfinite(finite, counts is not None, args.no_repeat_ngram_size)
         live = ~finished
         tokens = torch.where(live, pick(logits), pad)  # (B,): finished rows only pad
         n_drawn += live
@@ -226,7 +226,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)
 
     t_end = clock()
-    raise_if_nonfinite(finite, counts, args.no_repeat_ngram_size)  # in the steps since the host's last look
+    raise_if_nonfinite(finite, counts is not None, args.no_repeat_ngram_size)  # in the steps since the host's last look
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
     new_tokens, kept_steps = torch.stack([n_drawn.sum(), n_drawn.max()]).tolist()  # one host sync
@@ -301,12 +301,12 @@ def live_rows_finite(logits: torch.Tensor, finished: torch.Tensor) -> torch.Tens
     return (torch.isfinite(logits.amax(-1)) | finished).all()
 
 
-def raise_if_nonfinite(finite: torch.Tensor, counts: PenaltyCounts | None, no_repeat_ngram_size: int) -> None:
+def raise_if_nonfinite(finite: torch.Tensor, penalized: bool, no_repeat_ngram_size: int) -> None:
     """FloatingPointError unless `finite` (a host sync). Checked after the penalties, so a logit a
     penalty pushed past float range is caught too, not drawn as a token: the message names each cause."""
     if bool(finite):
         return
-    message = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if counts else NONFINITE
+    message = f"{NONFINITE}, or {PENALTY_OVERFLOW}" if penalized else NONFINITE
     if no_repeat_ngram_size:
         message += f", or {NGRAM_EXHAUSTED}"
     raise FloatingPointError(message)

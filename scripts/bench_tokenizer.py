@@ -64,6 +64,11 @@ def engines() -> tuple[tiktoken.Encoding, tokenizers.Tokenizer]:
     return tik, hf
 
 
+def load_average() -> str:
+    """The last minute's load average, how busy the machine was (other runs skew the speeds); Windows has none."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "unknown"
+
+
 def batch_processes(text: str) -> int:
     """How many processes encode_batch([text]) encodes with, so the label says what ran."""
     return processes_for(len(text))
@@ -147,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     mixed = "".join(p.read_text(encoding="utf-8") for p in [args.data, *args.extra])
     big = mixed * max(1, round(args.big_mb * 1e6 / len(mixed.encode("utf-8"))))
     tik, hf = engines()
-    print(f"encode speed (MB/s, median of {args.repeats}), {available_cpus()} cpus, load average {os.getloadavg()[0]:.1f}\n")
+    print(f"encode speed (MB/s, median of {args.repeats}), {available_cpus()} cpus, load average {load_average()}\n")
     rows = bench_encode(args.data.name, small, args.repeats, tik, hf) + bench_encode("concatenation", big, args.repeats, tik, hf)
     print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers", "CPU s/MB"), rows)
     print(f"\ntraining a {args.vocab_size}-token vocabulary on {args.data.name} (s, median of 3)\n")
     print_table(("trainer", "MB", "seconds", "× HF"), bench_train(small, args.vocab_size, 3))
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"\nload average at the end: {load_average()}")
     return 0
 
 

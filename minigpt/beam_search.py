@@ -74,11 +74,15 @@ class Finished(NamedTuple):
 
 
 def next_log_probs(logits: torch.Tensor, beam_ids: torch.Tensor, prompt_len: int, key_valid: torch.Tensor, *,
-                   penalties: dict, no_repeat_ngram_size: int, banned_eos: torch.Tensor | None) -> torch.Tensor:
-    """What each beam may say next: logits (B·K, V) → log-probs (B·K, V), after the penalties, the
-    n-gram ban and the EOS mask of min_new_tokens (`banned_eos`), in transformers' order.
+                   penalties: dict, no_repeat_ngram_size: int, banned_eos: torch.Tensor | None,
+                   textless: torch.Tensor | None = None) -> torch.Tensor:
+    """What each beam may say next: logits (B·K, V) → log-probs (B·K, V), over the ids with a token
+    (`textless`: those without), after the penalties, the n-gram ban and the EOS mask of
+    min_new_tokens (`banned_eos`), in transformers' order.
     beam_ids (B·K, cur): each beam's ids so far, prompt included; key_valid (B·K, cur): not a pad."""
     check_finite(logits)
+    if textless is not None:  # before the log-softmax: the beams' odds are over the tokens there are
+        logits = logits.index_fill(1, textless, float("-inf"))
     logp = F.log_softmax(logits, dim=-1)  # like transformers, penalties act on log-probs
     if penalties_on(penalties):
         logp = penalize(logp, token_counts(beam_ids, logits.size(-1), key_valid),
@@ -133,11 +137,9 @@ def beam_search(
     t_first = clock()
     for step in range(max_new_tokens):
         cur = T + step
-        if textless is not None:  # before the log-softmax: the beams' odds are over the tokens there are
-            logits = logits.index_fill(1, textless, float("-inf"))
         logp = next_log_probs(logits, running[:, :, :cur].reshape(B * K, cur), T, state.key_valid[:, :cur],
                               penalties=penalties, no_repeat_ngram_size=no_repeat_ngram_size,
-                              banned_eos=eos_ids if step < min_new_tokens and eos else None)
+                              banned_eos=eos_ids if step < min_new_tokens and eos else None, textless=textless)
         top_scores, parent, cand = best_candidates(logp.view(B, K, V), running, running_scores, n_keep, cur)
         ends = torch.isin(cand[:, :, cur], eos_ids) | (step + 1 == max_new_tokens)  # (B, n_keep): an EOS, or out of length
         running, running_scores, parents = best_running(cand, top_scores, parent, ends, K)

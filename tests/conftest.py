@@ -67,3 +67,14 @@ def another_run_holds():
             holder.wait()
 
     return holds
+
+
+@pytest.fixture(autouse=True)
+def _packed_copies_whatever_memory_is_free(monkeypatch):
+    """minigpt.linear leaves out a packed copy the machine has no room for, with a warning
+    (`room_for`): on a busy CI machine that would change which path a test takes, and the warning
+    would fail the tests that turn warnings into errors. Tests pack as on a machine that does not
+    say what is free; tests/test_linear.py sets `memory` itself to test room_for."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "memory", lambda: None)

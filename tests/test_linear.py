@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from minigpt import GPT, GPTConfig
 from minigpt.linear import _PACKED, ONEDNN, Linear, forget_packed
+from minigpt.linear import memory as MEMORY  # the real one, imported before conftest's stand-in
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
 # Relative to the output's scale. Measured over the cases below: 2.2e-7 in fp32, 3.5e-3 in bf16
@@ -89,13 +90,11 @@ def test_memory_reads_what_linux_calls_available(monkeypatch):
     order (available, total) that room_for reads (a mutation audit)."""
     import builtins
 
-    import minigpt.linear as linear
-
     text = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\nHugePages_Total:  0\n"
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io.StringIO(text) if path == "/proc/meminfo"
                         else real_open(path, *a, **k))
-    assert linear.memory() == (8000000 * 1024, 16000000 * 1024)
+    assert MEMORY() == (8000000 * 1024, 16000000 * 1024)  # (conftest replaces linear.memory for every test)
 
 
 @needs_onednn

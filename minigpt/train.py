@@ -352,7 +352,7 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
     """The loop: a training step (and every cfg.log_interval a log record), every cfg.eval_interval
     an evaluation and a checkpoint, until cfg.max_iters, the last one evaluated. A signal stops it
-    after the step under way, saved."""
+    after the step under way, saved; during the last step, the run ends as if none had come."""
     cfg = run.cfg
     metrics: dict[str, float] = {"step": progress.step}
     # A run resumed at the step where it had stopped, before its final evaluation: end it as a
@@ -366,7 +366,7 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
             metrics.update(evaluate_and_save(run, progress))
         elif stop:
             save_at_stop(run, progress)
-        if stop:
+        if stop and progress.step < cfg.max_iters:  # a stop during the last step: the run is done, whole
             if run.rt.is_main:
                 run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume")
             raise Stopped(stop)

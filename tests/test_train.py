@@ -180,6 +180,20 @@ def _interrupt_at_batch(monkeypatch, n_calls: int, signum: int = signal.SIGINT) 
     monkeypatch.setattr("minigpt.pretrain.sample_batch", sample)
 
 
+def test_a_stop_during_the_last_step_ends_the_run_as_finished(tmp_path, monkeypatch, capsys):
+    """An end-to-end audit: Ctrl-C during the last step let the run evaluate and save at max_iters,
+    then said "interrupted: ... continue with --resume", exit 130 and no summary, for a run that
+    was whole (`minigpt train ... && next` stopped there). It now ends as a finished run does."""
+    data = make_data(tmp_path / "data")
+    _interrupt_at_batch(monkeypatch, 3)  # step 2 of 2 (2 micro-batches a step)
+    try:
+        metrics = pretrain(tiny_cfg(data, tmp_path / "out", max_iters=2))
+    except KeyboardInterrupt:  # (Stopped is one: caught here, or it would stop the whole test run)
+        pytest.fail("a stop during the last step ended a finished run as interrupted")
+    assert metrics["step"] == 2 and "val_loss" in metrics and "interrupted" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "best" / "metrics.json").read_text())["step"] == 2
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, signum):
     data = make_data(tmp_path / "data")

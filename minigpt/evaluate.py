@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C on a long text: one line, as the other commands end, not a traceback
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT
     print(f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
           f"({result['tokens']:,} tokens scored)")
     return 0

@@ -273,3 +273,19 @@ def test_cli_hints_tokenizer_for_a_model_saved_without_one(model_dir, tmp_path, 
     assert main([str(tmp_path / "bare"), str(tmp_path / "t.txt"), "--device", "cpu"]) == 2
     assert "for a model saved without its tokenizer, pass --tokenizer DIR" in capsys.readouterr().err
     assert main([str(tmp_path / "bare"), str(tmp_path / "t.txt"), "--device", "cpu", "--tokenizer", str(model_dir)]) == 0
+
+
+def test_ctrl_c_ends_eval_in_one_line(model_dir, tmp_path, capsys, monkeypatch):
+    """An end-to-end audit: Ctrl-C on a long text printed a 57-line traceback, where generate,
+    train, finetune and download end in one line and exit 130."""
+    (tmp_path / "t.txt").write_text(TEXT)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "perplexity", interrupted)
+    try:
+        code = main([str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu"])
+    except KeyboardInterrupt:  # caught here, or it would stop the whole test run
+        pytest.fail("Ctrl-C left eval as a KeyboardInterrupt traceback")
+    assert code == 130 and capsys.readouterr().err.endswith("eval: interrupted\n")

@@ -27,6 +27,7 @@ from minigpt.config import CHECKPOINTS
 from minigpt.files import read_text_or_stdin, source_name
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
+from minigpt.sampling import check_seed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
 
 if TYPE_CHECKING:  # type hints only: the functions that need them import them when they run
@@ -132,6 +133,9 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     its default included: `--num-beams 4 --temperature 0.8` would otherwise look like it did something."""
     check_output_flags(args, typed)  # what is printed: --prompts-file's lines, --explain's table, -n texts, --stream
     check_decoding_flags(args, typed)  # how tokens are chosen: greedy, sampled, or beam search
+    if args.seed is not None:  # before any work: --prompts-file draws its batches' seeds from it first
+        with flag_words():
+            check_seed(args.seed)
 
 
 def typed_of(typed: set[str], *dests: str) -> list[str]:

@@ -2037,6 +2037,8 @@ def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint
     (["--sampler", "triton"], "--sampler 'triton' runs on CUDA tensors, got cpu"),
     (["--explain", "--top-p", "0"], "--top-p must be in (0, 1] (1 means off), got 0.0"),  # explain's own checks
     (["--prompts-file", "p.jsonl", "--top-p", "0"], "--top-p must be in (0, 1]"),  # generate_texts' checks
+    # (before any batch: it said "seed must fit ..." after the progress bar had started; an end-to-end audit)
+    (["--prompts-file", "p.jsonl", "--seed", str(2**70)], f"--seed must fit in 64 bits (-2**63 .. 2**64 - 1), got {2**70}"),
 ])
 def test_cli_names_a_bad_value_by_its_flag(tiny_checkpoint, tmp_path, monkeypatch, capsys, argv, message):
     """An audit: a value generate refuses was reported in its Python names ("slide must be 0 (off) or

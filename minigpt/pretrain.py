@@ -126,7 +126,8 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
         block_size = cfg.block_size = cfg.block_size or model.config.n_positions
         check_block_size(block_size, model.config.n_positions)  # (a GPT-2 size by name: known only now)
-        if not cfg.init and block_size < model.config.n_positions and is_rank_0():  # (a pretrained model's are trained)
+        # Said when the run starts (a pretrained model's positions are trained; a resumed run said it then).
+        if not cfg.init and not cfg.resume and block_size < model.config.n_positions and is_rank_0():
             print(f"note: positions {block_size}-{model.config.n_positions - 1} of this fresh model never train "
                   f"(--block-size {block_size}): text generated or scored past {block_size} tokens reads random position "
                   f"embeddings. --n-positions {block_size} makes a model of that context")

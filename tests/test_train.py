@@ -1909,6 +1909,8 @@ def test_a_fresh_model_trained_on_shorter_windows_is_told_and_n_positions_makes_
     pretrain(tiny_cfg(data, tmp_path / "long", max_iters=1))
     assert ("note: positions 16-127 of this fresh model never train (--block-size 16): text generated or scored past 16 "
             "tokens reads random position embeddings. --n-positions 16 makes a model of that context") in capsys.readouterr().out
+    pretrain(tiny_cfg(data, tmp_path / "long", max_iters=2, resume=True))  # said once, when the run started (an audit)
+    assert "note: positions" not in capsys.readouterr().out
     pretrain(tiny_cfg(data, tmp_path / "short", max_iters=1, n_positions=16))
     assert "note: positions" not in capsys.readouterr().out
     assert GPT.from_pretrained(tmp_path / "short").config.n_positions == 16

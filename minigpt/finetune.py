@@ -351,7 +351,7 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
         # Measured as generate --stats measures it: the CUDA allocator's peak, else the process's peak RSS.
         "peak_memory_mib": peak_memory_bytes(rt.device) / 2**20,
         "peak_memory_kind": "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS",
-        **{k: last[k] for k in ("loss", "val_loss", "val_accuracy", "val_bpb") if k in last},  # the last record: train loss and evaluation
+        **{k: last[k] for k in ("loss", "val_loss", "val_ppl", "val_accuracy", "val_bpb") if k in last},  # the last record: train loss and evaluation
         **best_evaluations(records),
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")

@@ -999,7 +999,7 @@ def test_lm_summary_holds_the_last_evaluations_figures_bits_per_byte_included(ba
     summary = json.loads((out / "finetune_summary.json").read_text())
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     last_eval = [r for r in records if "val_loss" in r][-1]
-    for key in ("val_loss", "val_bpb"):
+    for key in ("val_loss", "val_ppl", "val_bpb"):  # (val_ppl: the step lines showed it, the summary did not; an audit)
         assert summary[key] == last_eval[key], key
     assert summary["loss"] == [r for r in records if "loss" in r][-1]["loss"]
 

@@ -190,6 +190,44 @@ class StopSignal:
         return int(signum.item())
 
 
+class OutlivesItsReader:
+    """sys.stdout for a run: when its reader goes (`minigpt train ... | head`, a `tee` killed), the
+    rest goes to devnull and the run trains and saves on, where the first step line's BrokenPipeError
+    ended it before its first checkpoint."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.to_devnull()
+
+    def to_devnull(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, ...: the stream's own
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def reader_may_leave() -> Iterator[None]:
+    saved = sys.stdout
+    sys.stdout = OutlivesItsReader(saved)
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
     (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no
@@ -205,7 +243,8 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     result, code = None, 0
     says = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
-        result = work()
+        with reader_may_leave():
+            result = work()
         if dist.is_initialized():
             # Leave together: rank 0 is still writing the last checkpoint when the others finish, and
             # the group should not be torn down while a peer works in it. Not on the error paths: a

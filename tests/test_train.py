@@ -1419,6 +1419,22 @@ def torchrun(*args: str, script: Path | None = None, fails: bool = False) -> sub
     return proc
 
 
+def test_a_run_whose_stdout_reader_leaves_trains_and_saves_on(tmp_path):
+    """An end-to-end audit: `minigpt train ... | head -1` ended the run at its first step line with
+    "error: [Errno 32] Broken pipe", exit 2, before its first checkpoint. A reader that leaves now
+    takes the rest of stdout with it, to devnull: the run trains to its end and saves."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    cmd = [sys.executable, "-m", "minigpt.cli", "train", "--data", str(data), "--out", str(out), "--preset", "gpt2-tiny",
+           "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "16", "--batch-size", "4",
+           "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--log-interval", "1", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "Broken pipe" not in err and "Traceback" not in err, err
+    assert json.loads((out / "best" / "metrics.json").read_text())["step"] == 4
+    assert torch.load(out / "training_state.pt", weights_only=True)["step"] == 4
+
+
 def one_error(proc: subprocess.CompletedProcess, message: str) -> None:
     """A failed torchrun said why once: one error line, from one process, and no traceback of a
     process that failed only because its peer had (torchrun's own report of the failure aside)."""

@@ -23,13 +23,11 @@ from typing import BinaryIO
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPT2_SIZES, GPTConfig, gpt2_name
+from minigpt.config import GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, read_json, refuse_lfs_pointer
 from minigpt.model import GPT
 
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for generate; a save removes it
 # The four Conv1D weights per block, stored (in, out) in HF files.

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from minigpt.files import stdout_to_devnull
+
 COMMANDS = {
     "generate": ("minigpt.generate_cli", "generate text from a prompt (default model: checkpoints/shakespeare)"),
     "train": ("minigpt.pretrain", "pretrain a GPT on prepared token files"),
@@ -55,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sys.stdout.flush()  # so a closed pipe shows up here, not as a traceback at exit
     except BrokenPipeError:
-        # Python flushes stdout again on exit: send what is left to devnull instead of the pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_to_devnull(sys.stdout.fileno())  # Python flushes stdout again on exit
         return 1  # as Python itself exits on EPIPE
 
 

@@ -37,6 +37,9 @@ CHECKPOINTS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().pare
 # reinstall would delete what it holds (6 GB for gpt2-xl).
 DOWNLOADS = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt" if _PACKAGED.is_dir()
              else CHECKPOINTS)
+# A checkpoint's weights, as transformers names them: one file, or shards listed in an index.
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
 
 
 def gpt2_name(path: str | os.PathLike) -> str | None:

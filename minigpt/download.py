@@ -44,7 +44,7 @@ from urllib.parse import urljoin
 
 from tqdm import tqdm
 
-from minigpt.config import DOWNLOADS, GPT2_SIZES
+from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import file_lock
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -268,7 +268,7 @@ def holds_weights(path: Path) -> bool:
     """A checkpoint's files are there: config.json, and the weights in one file or in shards
     (model.safetensors.index.json names them: transformers shards a save over its max_shard_size)."""
     return (path / "config.json").is_file() and any(
-        (path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+        (path / name).is_file() for name in (WEIGHTS_NAME, INDEX_NAME))
 
 
 def find_gpt2(name: str, progress: bool = True) -> Path:

@@ -140,6 +140,14 @@ def _unlock_first_byte(fd: int, lock: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
+def stdout_to_devnull(fd: int) -> None:
+    """Send what is left to write to `fd` (stdout, whose reader has gone: a closed pipe) to
+    devnull, so that no later write or Python's flush at exit fails on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)  # fd is devnull now; this descriptor was only the way there
+
+
 def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
     (Python's own error gives only the byte and its position)."""

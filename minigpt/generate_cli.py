@@ -268,6 +268,9 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
     most = n_positions + 1 - e.length  # new tokens this prompt leaves room for
     fewer = f"generate at most {most} token{'s' * (most > 1)}, " if e.length <= n_positions else ""
     last = f"its last {e.room} tokens" if e.room > 1 else "its last token"
+    if args.slide:  # the context slides: --max-new-tokens is not what stops the prompt fitting
+        return (f"the prompt is {e.length} tokens, but the model's context n_positions={n_positions} must hold the "
+                f"whole prompt, even with --slide: shorten it, or keep {last} (--truncate-left)")
     return (f"the prompt is {e.length} tokens, but with --max-new-tokens {args.max_new_tokens} the model's context "
             f"n_positions={n_positions} has room for {e.room}: shorten it, {fewer}or keep {last} (--truncate-left)")
 

@@ -210,14 +210,18 @@ class PromptTooLong(ValueError):
     """A prompt of `generate_texts` that leaves no room for `max_new_tokens` in the context: which
     one (`index` in the list), its `length` in tokens and the `room` there is (the CLI names the line)."""
 
-    def __init__(self, index: int, length: int, room: int, max_new_tokens: int, n_positions: int) -> None:
+    def __init__(self, index: int, length: int, room: int, max_new_tokens: int, n_positions: int,
+                 slide: int = 0) -> None:
         self.index, self.length, self.room = index, length, room
-        # Fewer new tokens help only a prompt that fits the context alone (when the context slides, the
-        # room is the whole context whatever max_new_tokens, so no prompt told this one fits it).
+        cut = "shorten it{}, or keep each prompt's last tokens (truncate_left=True)"
+        if slide:  # the room is the whole context whatever max_new_tokens: only the prompt is too long
+            super().__init__(f"prompts[{index}] is {length} tokens, but the model's context n_positions={n_positions} "
+                             f"must hold the whole prompt, even when it slides (slide={slide}): {cut.format('')}")
+            return
+        # Fewer new tokens help only a prompt that fits the context alone.
         fewer = f", generate fewer tokens (at most {n_positions + 1 - length} for this prompt)" if length <= n_positions else ""
         super().__init__(f"prompts[{index}] is {length} tokens, but with max_new_tokens {max_new_tokens} the model's "
-                         f"context n_positions={n_positions} has room for {room}: shorten it{fewer}, or keep each "
-                         "prompt's last tokens (truncate_left=True)")
+                         f"context n_positions={n_positions} has room for {room}: {cut.format(fewer)}")
 
 
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
@@ -307,7 +311,7 @@ def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens
     for i, ids in enumerate(encoded):
         if max(len(ids), 1) > room:  # an empty prompt is one token: <|endoftext|>
             if not truncate_left:
-                raise PromptTooLong(i, len(ids), room, max_new_tokens, n_positions)
+                raise PromptTooLong(i, len(ids), room, max_new_tokens, n_positions, slide)
             encoded[i] = ids[-room:]
     return encoded
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
 
-from minigpt import GPT, GPTConfig
+from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.generate import GenerationStats, generate, stream
 from minigpt.prefill_decode import DecodeState, prefill_mask
@@ -2451,6 +2451,22 @@ def test_cli_too_long_prompt_advice_at_the_edges(tiny_checkpoint, tmp_path, caps
     assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 128, "--max-new-tokens", "10"]) == 2
     assert "the prompt is 128 tokens, but with --max-new-tokens 10 the model's context n_positions=128 has room for " \
            "119: shorten it, generate at most 1 token, or keep" in capsys.readouterr().err
+
+
+def test_too_long_prompt_with_slide_does_not_blame_max_new_tokens(tiny_checkpoint, capsys):
+    """An end-to-end audit: with --slide the context holds the prompt whatever --max-new-tokens, yet
+    a prompt longer than the context was told "with --max-new-tokens 10 ... has room for 128"."""
+    from minigpt.generate_cli import main
+    from minigpt.text_generation import generate_texts
+
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 130, "--max-new-tokens", "10", "--slide", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "the prompt is 130 tokens, but the model's context n_positions=128 must hold the whole prompt, even with " \
+           "--slide: shorten it, or keep its last 128 tokens (--truncate-left)" in err and "--max-new-tokens" not in err
+    model, tokenizer = GPT.from_pretrained(tiny_checkpoint), Tokenizer.from_pretrained(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"prompts\[1\] is 130 tokens, but the model's context n_positions=128 must "
+                                         r"hold the whole prompt, even when it slides \(slide=8\)"):
+        generate_texts(model, tokenizer, ["z", "z" * 130], max_new_tokens=10, slide=8)
 
 
 def test_generating_with_dropout_on_warns():

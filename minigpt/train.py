@@ -352,7 +352,8 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
     """The loop: a training step (and every cfg.log_interval a log record), every cfg.eval_interval
     an evaluation and a checkpoint, until cfg.max_iters, the last one evaluated. A signal stops it
-    after the step under way, saved; during the last step, the run ends as if none had come."""
+    after the step under way (and the evaluation due there, or under way), saved; during the last
+    step, the run ends as if none had come."""
     cfg = run.cfg
     metrics: dict[str, float] = {"step": progress.step}
     # A run resumed at the step where it had stopped, before its final evaluation: end it as a
@@ -361,10 +362,12 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
         metrics = end_stopped_run(run, progress)
     while progress.step < cfg.max_iters:
         metrics = train_and_log(run, progress)
-        stop = stop_signal.agreed(run.rt)  # every process stops at the same step
         if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or progress.step == cfg.max_iters:
             metrics.update(evaluate_and_save(run, progress))
-        elif stop:
+        # Asked after the evaluation, so a stop that came during one (a long one, on a big val set)
+        # stops here, at the checkpoint it just saved, not after one more step.
+        stop = stop_signal.agreed(run.rt)  # every process stops at the same step
+        if stop and progress.last_saved != progress.step:
             save_at_stop(run, progress)
         if stop and progress.step < cfg.max_iters:  # a stop during the last step: the run is done, whole
             if run.rt.is_main:

@@ -194,6 +194,30 @@ def test_a_stop_during_the_last_step_ends_the_run_as_finished(tmp_path, monkeypa
     assert json.loads((tmp_path / "out" / "best" / "metrics.json").read_text())["step"] == 2
 
 
+def test_a_stop_during_an_evaluation_stops_right_after_it(tmp_path, monkeypatch, capsys):
+    """An end-to-end audit: Ctrl-C during an evaluation (a long one, on a big val set) waited for it
+    to end, then ran one more training step before it saved and stopped. The evaluation's own
+    checkpoint is now the stop's: no step after it."""
+    data = make_data(tmp_path / "data")
+    train_batches, val_batches, real = [], [], sample_batch
+
+    def sample(tokens, *args):
+        if len(tokens) > 1000:  # the train split
+            train_batches.append(1)
+        else:
+            val_batches.append(1)
+            if len(val_batches) == 1:  # step 6's evaluation (the first), at its first val batch
+                signal.raise_signal(signal.SIGINT)
+        return real(tokens, *args)
+
+    monkeypatch.setattr("minigpt.pretrain.sample_batch", sample)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        pretrain(tiny_cfg(data, tmp_path / "out"))
+    assert stopped.value.signum == signal.SIGINT
+    assert len(train_batches) == 12 and final_state(tmp_path / "out")["step"] == 6
+    assert "interrupted: saved step 6" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, signum):
     data = make_data(tmp_path / "data")

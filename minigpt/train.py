@@ -40,8 +40,8 @@ from tqdm import tqdm
 from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
-from minigpt.run_dir import (LOG_FILE, append_log, check_out_dir, evaluated_at, plot_log, restore, run_dir_lock, save_checkpoint,
-                             truncate_log)
+from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, evaluated_at, plot_log, read_state, restore,
+                             run_dir_lock, save_checkpoint, truncate_log)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
 from minigpt.train_runtime import (Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime,
@@ -233,6 +233,19 @@ def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime
     return TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.")
 
 
+def stopped_at_once(out: Path) -> str:
+    """What OUT_DIR holds after a second Ctrl-C, which stops the run wherever it is, perhaps in the
+    middle of a checkpoint: read from the disk, since the stop may have come after the training
+    state's rename but before the loop knew it had saved."""
+    state = out / STATE_FILE
+    if not state.exists():
+        return ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with --resume "
+                "starts it again from step 0")
+    step = read_state(state, map_location="cpu", mmap=True)["step"]
+    return (f"stopped at once by a second Ctrl-C: {state} holds step {step}, the last checkpoint written whole (each of "
+            "its files is replaced atomically, the training state last); continue from it with --resume")
+
+
 # ---- the run: train_loop, then the steps it takes, in their order -----------------------------
 
 
@@ -288,9 +301,14 @@ def train_loop(
         # gives the caller's random state back when the loop ends, as if it had never run. TF32's
         # switches, turned on for the run on a GPU, are given back too.
         caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
-        with caller_rng, tf32_matmuls(rt.device), StopSignal() as stop_signal, bar:
-            model.train()
-            return run_steps(run, progress, stop_signal)
+        try:
+            with caller_rng, tf32_matmuls(rt.device), StopSignal() as stop_signal, bar:
+                model.train()
+                return run_steps(run, progress, stop_signal)
+        except KeyboardInterrupt as e:  # not Stopped: a second Ctrl-C, which stops at once (StopSignal)
+            if not isinstance(e, Stopped) and rt.is_main:
+                print(stopped_at_once(out))
+            raise
 
 
 def check_float32_weights(model: nn.Module) -> None:

@@ -153,7 +153,8 @@ def on_rank_0(rt: Runtime, work: Callable[[], T]) -> T | None:
 class StopSignal:
     """Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send), only records the signal:
     the loop saves at the end of the current step, never mid-update, then stops. A second signal
-    gets the previous handler, so Ctrl-C twice stops at once.
+    gets the previous handler, so Ctrl-C twice stops at once (and `train_loop` says which checkpoint
+    stands: the last written whole).
 
     Not handled: a launcher's deadline. torchrun SIGKILLs the workers still running its
     --shutdown-timeout (30 s by default) after it forwards SIGTERM, so a step and a checkpoint that

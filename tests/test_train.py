@@ -366,6 +366,51 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
     assert calls["n"] == 15 and final_state(tmp_path / "out")["step"] == 6
 
 
+@pytest.mark.parametrize("second,at_step", [("during the step", 8), ("while saving", 8), ("during the step", 2)])
+def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, capsys, second, at_step):
+    """An end-to-end audit: a second Ctrl-C (pressed again while the run finished its step, or
+    saved) ended `minigpt train` with exit 130 and not a word. It now says what the disk holds:
+    the last checkpoint written whole (each file is replaced atomically, the state last), here
+    step 6's, whether it came during step 8 or while step 8's checkpoint was being written (its
+    model files were, its state was not); or that there is none yet."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    real_sample, real_save = sample_batch, torch.save
+
+    def sample(tokens, *args):
+        if len(tokens) > 1000:  # the train split
+            sample.calls += 1
+            if sample.calls == 2 * at_step - 1:  # the step's first micro-batch (grad_accum 2)
+                signal.raise_signal(signal.SIGINT)  # the first only asks for a stop
+                if second == "during the step":
+                    signal.raise_signal(signal.SIGINT)
+        return real_sample(tokens, *args)
+
+    def save(state, *args, **kwargs):
+        if isinstance(state, dict) and state.get("step") == 8:  # step 8's training state, after its model files
+            signal.raise_signal(signal.SIGINT)
+        return real_save(state, *args, **kwargs)
+
+    sample.calls = 0
+    monkeypatch.setattr("minigpt.pretrain.sample_batch", sample)
+    monkeypatch.setattr(torch, "save", save)
+    cfg = {k: v for k, v in vars(tiny_cfg(data, out)).items() if v is not None and v is not False}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (see the test above)
+    try:
+        assert train_main(flags) == 130
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    said = capsys.readouterr().out.splitlines()[-1]
+    if at_step < 6:  # before the first evaluation's checkpoint
+        assert not (out / STATE_FILE).exists()
+        assert said == ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with "
+                        "--resume starts it again from step 0"), said
+        return
+    assert final_state(out)["step"] == 6
+    assert said == (f"stopped at once by a second Ctrl-C: {out / STATE_FILE} holds step 6, the last checkpoint written "
+                    "whole (each of its files is replaced atomically, the training state last); continue from it with "
+                    "--resume"), said
+
 def test_grad_clip_clips_the_global_norm_and_logs_it_before_clipping(tmp_path, monkeypatch):
     """--grad-clip scales all gradients together to a global norm ≤ grad_clip before AdamW
     steps; log.jsonl's grad_norm is the norm before clipping."""

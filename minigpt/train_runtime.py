@@ -15,6 +15,9 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
 - **Errors under torchrun** are said once: the processes of a machine check the same flags and
   files, and its first one alone prints; what rank 0 does alone (writing OUT_DIR) it reports to
   the others (`on_rank_0`), which then end quietly instead of failing in their next collective.
+  An error met once the processes have joined, perhaps by one alone (its batch unreadable), is
+  said by the first to meet it, naming its rank, and a peer whose collective it broke ends quietly
+  (`say_error`).
 """
 from __future__ import annotations
 
@@ -230,6 +233,44 @@ def reader_may_leave() -> Iterator[None]:
         sys.stdout = saved
 
 
+# The key in torchrun's store under which the processes count the errors said (`say_error`).
+ERRORS_SAID = "minigpt/errors_said/"
+
+
+def say_error(prog: str, text: str) -> None:
+    """Print an error (`text`) on stderr once, however many processes meet it.
+
+    Before the processes have joined (a flag, a missing file), they all met the same error, and
+    the machine's first process (LOCAL_RANK 0) alone says it. After, an error may be one
+    process's own (its batch unreadable, a failed step): each process counts the text in the
+    store the group was made with (torchrun's), and the first to meet it says it, naming its rank.
+    The count is also how a process whose collective broke learns that a peer said why
+    (`peer_said_error`). Where the store cannot be reached, it is said (twice at worst, not never)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"{prog}: {text}", file=sys.stderr)
+        return
+    try:  # (the group's store has no public getter; torchrun's agent holds it, outliving any worker)
+        store = dist.distributed_c10d._get_default_store()
+        store.add(ERRORS_SAID, 1)
+        first = store.add(ERRORS_SAID + text, 1) == 1
+    except Exception:  # (the store's host gone)
+        first = True
+    if first:
+        print(f"{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
+
+
+def peer_said_error() -> bool:
+    """Whether, under torchrun, another process has said an error (`say_error`): this one's failure
+    is then most likely its consequence, and its traceback only noise below the cause."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return False
+    try:
+        return dist.distributed_c10d._get_default_store().check([ERRORS_SAID])
+    except Exception:
+        return False
+
+
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
     (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no
@@ -238,12 +279,9 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     JSON line on stdout, from rank 0 only. A process group that the work joined (a torchrun worker's)
     is closed here, and that process ends here, with that code; a group the caller had is left alone.
 
-    Under torchrun the processes of a machine read the same flags and files (only rank 0 writes,
-    and the others learn of its failures as PeerFailed), so an error is all of theirs, or rank
-    0's: the machine's first process (LOCAL_RANK 0) alone prints it, once, not once a process."""
+    Under torchrun an error is said once, not once a process (`say_error`)."""
     ours = not dist.is_initialized()
     result, code = None, 0
-    says = os.environ.get("LOCAL_RANK", "0") == "0"
     try:
         with reader_may_leave():
             result = work()
@@ -255,15 +293,17 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     except KeyboardInterrupt as e:  # Stopped, or a Ctrl-C outside the loop (e.g. while preparing data)
         code = 128 + getattr(e, "signum", signal.SIGINT)
     except TrainingDiverged as e:
-        if says:
-            print(f"{prog}: {e}", file=sys.stderr)
+        say_error(prog, str(e))
         code = 1
     except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
-        if says:
-            print(f"{prog}: error: {e}", file=sys.stderr)
+        say_error(prog, f"error: {e}")
         code = 2
     except PeerFailed:  # rank 0 printed why
         code = 2
+    except Exception:
+        if not peer_said_error():
+            raise
+        code = 2  # (a collective broken by the peer that failed, e.g. gloo's "Connection closed by peer")
     finally:
         worker = ours and dist.is_initialized()
         if worker:

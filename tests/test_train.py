@@ -1535,6 +1535,41 @@ def test_an_error_under_torchrun_is_said_once(tmp_path):
               "log.jsonl, line 1, is not a log record")
 
 
+RANK_1_FAILS = """
+import errno, os, sys
+import minigpt.pretrain
+
+real, calls = minigpt.pretrain.sample_batch, [0]
+
+
+def sample(tokens, *args):  # rank 1 alone fails, reading its third batch (step 2)
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and calls[0] == 3:
+        raise OSError(errno.EIO, "Input/output error", "train.bin")
+    return real(tokens, *args)
+
+
+minigpt.pretrain.sample_batch = sample
+sys.exit(minigpt.pretrain.main(sys.argv[1:]))
+"""
+
+
+def test_an_error_of_one_process_alone_is_said_once_naming_its_rank(tmp_path):
+    """An end-to-end audit: under torchrun only the machine's first process printed errors, so an
+    error that rank 1 alone met in a step (an I/O error reading its batch) said nothing of itself,
+    below rank 0's gloo traceback ("Connection closed by peer") from the collective it waited in.
+    Now the error is said once, by the process that met it, naming its rank; and rank 0, failing
+    only because its peer had, says nothing."""
+    script = tmp_path / "rank_1_fails.py"
+    script.write_text(RANK_1_FAILS)
+    proc = torchrun("--data", str(make_data(tmp_path / "data")), "--out", str(tmp_path / "out"), "--preset", "gpt2-tiny",
+                    "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "2",
+                    "--grad-accum", "2", "--max-iters", "4", "--eval-iters", "2", "--device", "cpu",
+                    script=script, fails=True)
+    one_error(proc, "minigpt train (rank 1): error: [Errno 5] Input/output error: 'train.bin'")
+    assert "[rank0]" not in proc.stderr, proc.stderr  # (torchrun's own traceback of the failure aside)
+
+
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     """torchrun with 2 gloo processes and grad_accum=4 (2 micro-batches each) ends where one
     process with grad_accum=4 does: same batches, same dropout masks, same averaged gradients."""

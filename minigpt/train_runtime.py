@@ -249,15 +249,19 @@ def say_error(prog: str, text: str) -> None:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         if os.environ.get("LOCAL_RANK", "0") == "0":
             print(f"{prog}: {text}", file=sys.stderr)
-        return
+    elif first_to_say(text):
+        print(f"{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
+
+
+def first_to_say(text: str) -> bool:
+    """Count an error's `text` as said, in the store of the process group; whether this process is
+    the first to say it."""
     try:  # (the group's store has no public getter; torchrun's agent holds it, outliving any worker)
         store = dist.distributed_c10d._get_default_store()
         store.add(ERRORS_SAID, 1)
-        first = store.add(ERRORS_SAID + text, 1) == 1
+        return store.add(ERRORS_SAID + text, 1) == 1
     except Exception:  # (the store's host gone)
-        first = True
-    if first:
-        print(f"{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
+        return True
 
 
 def peer_said_error() -> bool:
@@ -300,8 +304,10 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         code = 2
     except PeerFailed:  # rank 0 printed why
         code = 2
-    except Exception:
+    except Exception as e:
         if not peer_said_error():
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                first_to_say(repr(e))  # said by its traceback, below: the peers it leaves in a collective stay quiet
             raise
         code = 2  # (a collective broken by the peer that failed, e.g. gloo's "Connection closed by peer")
     finally:

@@ -1542,15 +1542,17 @@ import minigpt.pretrain
 real, calls = minigpt.pretrain.sample_batch, [0]
 
 
-def sample(tokens, *args):  # rank 1 alone fails, reading its third batch (step 2)
+def sample(tokens, *args):  # rank 1 alone fails, drawing its third batch (step 2)
     calls[0] += 1
     if os.environ["RANK"] == "1" and calls[0] == 3:
-        raise OSError(errno.EIO, "Input/output error", "train.bin")
+        if sys.argv[1] == "io":
+            raise OSError(errno.EIO, "Input/output error", "train.bin")
+        raise RuntimeError("a bug in rank 1's step")
     return real(tokens, *args)
 
 
 minigpt.pretrain.sample_batch = sample
-sys.exit(minigpt.pretrain.main(sys.argv[1:]))
+sys.exit(minigpt.pretrain.main(sys.argv[2:]))
 """
 
 
@@ -1559,15 +1561,18 @@ def test_an_error_of_one_process_alone_is_said_once_naming_its_rank(tmp_path):
     error that rank 1 alone met in a step (an I/O error reading its batch) said nothing of itself,
     below rank 0's gloo traceback ("Connection closed by peer") from the collective it waited in.
     Now the error is said once, by the process that met it, naming its rank; and rank 0, failing
-    only because its peer had, says nothing."""
+    only because its peer had, says nothing. A bug (an uncaught error) is said by its traceback."""
     script = tmp_path / "rank_1_fails.py"
     script.write_text(RANK_1_FAILS)
-    proc = torchrun("--data", str(make_data(tmp_path / "data")), "--out", str(tmp_path / "out"), "--preset", "gpt2-tiny",
-                    "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "2",
-                    "--grad-accum", "2", "--max-iters", "4", "--eval-iters", "2", "--device", "cpu",
-                    script=script, fails=True)
+    flags = ["--data", str(make_data(tmp_path / "data")), "--preset", "gpt2-tiny", "--n-layer", "1", "--n-head", "2",
+             "--n-embd", "32", "--block-size", "16", "--batch-size", "2", "--grad-accum", "2", "--max-iters", "4",
+             "--eval-iters", "2", "--device", "cpu"]
+    proc = torchrun("io", *flags, "--out", str(tmp_path / "io"), script=script, fails=True)
     one_error(proc, "minigpt train (rank 1): error: [Errno 5] Input/output error: 'train.bin'")
     assert "[rank0]" not in proc.stderr, proc.stderr  # (torchrun's own traceback of the failure aside)
+    proc = torchrun("bug", *flags, "--out", str(tmp_path / "bug"), script=script, fails=True)
+    assert "RuntimeError: a bug in rank 1's step" in proc.stderr, proc.stderr
+    assert "[rank0]" not in proc.stderr and "Connection closed by peer" not in proc.stderr, proc.stderr
 
 
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):

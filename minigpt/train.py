@@ -228,7 +228,9 @@ def open_out_dir(out: Path, cfg, rt: Runtime, step: int) -> None:
 
 def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime) -> TrainingDiverged:
     """A NaN/inf loss, told with what is kept and what to try."""
-    kept = f"the last good checkpoint (step {last_saved}) is in {out}" if last_saved is not None else "no checkpoint was saved yet"
+    # (Not "the last good one": its weights were finite, but its val loss may have been rising already.)
+    kept = (f"the last checkpoint, saved at step {last_saved}, before the run went non-finite, is in {out}"
+            if last_saved is not None else "no checkpoint was saved yet")
     precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
     return TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.")
 

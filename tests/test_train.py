@@ -1049,8 +1049,9 @@ def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypat
 ])
 def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, message, grad_clip):
     """A NaN loss, or a NaN in the backward pass alone (clipping would spread it to every weight),
-    stops the run before the update, naming the last good checkpoint, which stays clean. Without
-    clipping too (an audit: the norm was measured only to clip, so the NaN update went in)."""
+    stops the run before the update, naming the last checkpoint, which stays clean. Without
+    clipping too (an audit: the norm was measured only to clip, so the NaN update went in). (An
+    end-to-end audit: it was called "the last good checkpoint", whatever its val loss had been.)"""
     data = make_data(tmp_path / "data")
     out = tmp_path / "out"
     calls = {"n": 0}
@@ -1068,7 +1069,7 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
     cfg = tiny_cfg(data, out, grad_clip=grad_clip)
     model = build_model(cfg, VOCAB)
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
-    with pytest.raises(TrainingDiverged, match=message + r".*last good checkpoint \(step 6\)") as error:
+    with pytest.raises(TrainingDiverged, match=message + r".*; the last checkpoint, saved at step 6, before the run went non-finite, is in") as error:
         train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), poisoned)
     assert str(error.value).endswith("Try a lower --lr.")  # not "or --dtype float32": this run is float32
     assert final_state(out)["step"] == 6

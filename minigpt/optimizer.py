@@ -54,7 +54,8 @@ def schedule_note(step: int, saved: dict, cfg: TrainConfig) -> str | None:
     The usual case is `--resume --max-iters N` to train longer with --lr-decay-iters unset: the
     cosine then ends at the new max_iters, stretched over the longer run, so the learning rate
     goes back up where the run resumes. That is a choice, not an error; the note says so and how
-    to keep the saved schedule instead.
+    to keep the saved schedule instead (or, when --lr, --min-lr or --warmup-iters changed too,
+    that they changed it).
     """
     before = SimpleNamespace(**{k: saved.get(k, getattr(cfg, k)) for k in ("lr", "min_lr", "warmup_iters", "lr_decay_iters", "max_iters")})
     old, new = lr_at(step, before), lr_at(step, cfg)
@@ -63,8 +64,16 @@ def schedule_note(step: int, saved: dict, cfg: TrainConfig) -> str | None:
     note = f"note: the learning rate of step {step + 1}, the first one resumed, is {new:.3g}; the saved run's schedule gave {old:.3g}"
     if cfg.lr_decay_iters is None and before.lr_decay_iters is None and cfg.max_iters != before.max_iters:
         note += (f": with --lr-decay-iters unset the cosine ends at --max-iters, now {cfg.max_iters} instead of "
-                 f"{before.max_iters}; pass --lr-decay-iters {before.max_iters} to keep the saved schedule (then "
-                 f"--min-lr for every step after {before.max_iters})")
+                 f"{before.max_iters}; ")
+        # With a new --lr (say) too, --lr-decay-iters alone keeps the cosine's end, not the schedule.
+        others = [f"--{k.replace('_', '-')} {getattr(cfg, k):g} (was {getattr(before, k):g})"
+                  for k in ("lr", "min_lr", "warmup_iters") if getattr(cfg, k) != getattr(before, k)]
+        if others:
+            note += (f"--lr-decay-iters {before.max_iters} would keep that end where it was, but not the saved schedule, "
+                     f"which {', '.join(others)} changed too")
+        else:
+            note += (f"pass --lr-decay-iters {before.max_iters} to keep the saved schedule (then --min-lr for every step "
+                     f"after {before.max_iters})")
     return note
 
 

@@ -1875,6 +1875,13 @@ def test_the_schedule_note_explains_the_stretched_cosine_only_when_both_runs_lea
     for saved, now in ((base, {"max_iters": 12, "lr_decay_iters": 9}), ({**base, "lr_decay_iters": 10}, {"max_iters": 12})):
         note = schedule_note(4, saved, TrainConfig(**{**base, **now}))
         assert note.startswith("note: the learning rate of step 5, the first one resumed, is ") and "--lr-decay-iters" not in note
+    # An end-to-end audit: with a new --lr too, the note said --lr-decay-iters 6 would keep the saved
+    # schedule, which the new --lr had changed.
+    for change, said in (({"lr": 2e-3}, "--lr 0.002 (was 0.001)"),
+                         ({"lr": 2e-3, "warmup_iters": 1}, "--lr 0.002 (was 0.001), --warmup-iters 1 (was 2)")):
+        note = schedule_note(4, base, TrainConfig(**{**base, "max_iters": 12, **change}))
+        assert note.endswith("now 12 instead of 6; --lr-decay-iters 6 would keep that end where it was, but not the saved "
+                             f"schedule, which {said} changed too"), note
 
 
 def test_data_named_as_a_prepared_file_outside_prepared_data_is_called_a_file(tmp_path):

@@ -181,8 +181,9 @@ def is_rank_0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
-    """--resume on a run that never saved a checkpoint: start it again from step 0.
+def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: str) -> None:
+    """--resume (or --auto-resume: `asked`, the flag the note names) on a run that never saved a
+    checkpoint: start it again from step 0.
 
     Its log.jsonl is renamed (`next_lost`), so the new log holds only the new run's steps; the
     part of a first checkpoint it left is moved into checkpoint.lost/ (the same flags write it
@@ -208,7 +209,7 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str]) -> None:
             (out / name.rstrip("/")).rename(aside / name.rstrip("/"))
         kept += (f"; what it had saved of its first checkpoint ({', '.join(left)}) is moved to {aside.name}/: the same "
                  "flags save it again")
-    print(f"note: --resume: {story}. Starting it again from step 0 with the flags given (no settings were "
+    print(f"note: {asked}: {story}. Starting it again from step 0 with the flags given (no settings were "
           f"saved to take the rest from){kept}")
     cfg.resume = False
 
@@ -294,6 +295,7 @@ def check_out_dir(cfg: TrainConfig) -> None:
     above = next(p for p in out.absolute().parents if p.exists())  # ("/" at worst) what mkdir would create OUT_DIR in
     if not above.is_dir():  # else a bare "[Errno 20] Not a directory: '.../file/out'" at the first write
         raise NotADirectoryError(f"--out {out} is below {above}, which is a file, not a directory: choose another --out")
+    asked = "--auto-resume" if cfg.auto_resume else "--resume"  # (parse_config may have made it a --resume already)
     if cfg.auto_resume:  # decided once: a run started again below is a new one, for train_loop's call too
         cfg.resume, cfg.auto_resume = cfg.resume or holds_run(out, cfg.COMMAND), False
     if not cfg.resume and cfg.init and out.resolve() == Path(cfg.init).resolve():
@@ -305,7 +307,7 @@ def check_out_dir(cfg: TrainConfig) -> None:
     traces = unsaved_run(out, cfg.COMMAND)
     if cfg.resume:
         if traces:
-            restart_unsaved_run(out, cfg, traces)
+            restart_unsaved_run(out, cfg, traces, asked)
         else:
             check_resumable(out)
         return

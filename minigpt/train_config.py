@@ -219,11 +219,12 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
     state, saved = Path(args["out"]) / STATE_FILE, None
     # --auto-resume is --resume when OUT_DIR holds a run to continue or start again, else nothing.
+    asked = "--resume" if args["resume"] else "--auto-resume"  # the flag typed, for what is said of it
     args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), cls.COMMAND))
     unsaved = unsaved_run(Path(args["out"]), cls.COMMAND) if args["resume"] else []
     if unsaved and not set(given) - {"out", *cls.INVOCATION_FLAGS}:  # nothing to restart it with
-        raise ValueError(f"--resume: {unsaved_story(Path(args['out']), unsaved)}, and its settings were not saved either: "
-                         "to start it again from step 0 (its log set aside), give the flags that started it with --resume")
+        raise ValueError(f"{asked}: {unsaved_story(Path(args['out']), unsaved)}, and its settings were not saved either: "
+                         f"to start it again from step 0 (its log set aside), give the flags that started it with {asked}")
     # An unsaved run restarts with the flags given (check_out_dir says so). Under torchrun, rank 0
     # alone judges an OUT_DIR without a training_state.pt: it may be setting such a run aside
     # while the others look (minigpt/run_dir.py's `check_out_dir`).

@@ -846,8 +846,11 @@ def test_auto_resume_continues_a_run_or_starts_one(tmp_path, monkeypatch, capsys
     killed.mkdir()
     (killed / "log.jsonl").write_text(json.dumps({"step": 3, "loss": 4.0}) + "\n")
     capsys.readouterr()
+    # (An end-to-end audit: what --auto-resume said here, it said of --resume, a flag not given.)
+    assert train_main(["--out", str(killed), "--auto-resume"]) == 2  # no flags to start it again with
+    assert capsys.readouterr().err.startswith(f"minigpt train: error: --auto-resume: {killed} holds no checkpoint")
     assert train_main([*flags, "--out", str(killed)]) == 0
-    assert f"note: --resume: {killed} holds no checkpoint: its run logged up to step 3" in capsys.readouterr().out
+    assert f"note: --auto-resume: {killed} holds no checkpoint: its run logged up to step 3" in capsys.readouterr().out
     assert (killed / "log.lost.jsonl").exists() and final_state(killed)["step"] == 12
 
     model = tmp_path / "model"  # no run: refused as without --auto-resume, and left alone

@@ -11,7 +11,8 @@ O(merges × text). Three ideas make it fast:
    touches only the chunks that contain the pair, and only their pair counts change.
 3. **A heap of pair counts** gives the most frequent pair in O(log n). Entries are never updated in
    place: a changed count is pushed again, and stale entries are skipped when popped.
-Ties are broken deterministically: equal counts → the pair with the smaller ids (older tokens) wins.
+Ties are broken deterministically: equal counts → the smallest (left id, right id) pair wins (a tuple
+compare), which may hold a newer token: after a+b, (c, ab) = (66, 256) beats (d, e) = (67, 68).
 `train_bpe` is that loop; `train_tokenizer` (`Tokenizer.train`'s body) checks the arguments and
 prepares the text for it: reads the files and cuts the special tokens out.
 

@@ -41,7 +41,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
         self.c_proj = Linear(config.n_embd, config.n_embd)  # mixes the heads back together
-        self.dropout = config.dropout  # a rate, not a module: SDPA drops attention weights itself
+        # A rate, not a module: SDPA (F.scaled_dot_product_attention) drops attention weights itself.
+        self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, layer_cache: LayerKV | None = None, input_pos: torch.Tensor | None = None,
@@ -171,6 +172,18 @@ class GPT(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
 
+    def _check_token_ids(self, idx: torch.Tensor) -> None:
+        """An id outside the vocabulary would fail inside the embedding as a bare "index out of
+        range" (on a GPU, as a device-side assert that breaks the CUDA context). Checking costs a
+        host sync, free on a CPU only: on a GPU the callers check (generate's prompts, the token
+        files train reads)."""
+        if idx.device.type != "cpu" or not idx.numel() or torch.compiler.is_compiling():
+            return
+        lo, hi = (int(v) for v in torch.aminmax(idx))
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}) for this model, "
+                             f"got {lo if lo < 0 else hi} (from another tokenizer? a pad id that is no token?)")
+
     def hidden_states(
         self,
         idx: torch.Tensor,
@@ -191,16 +204,8 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              "(one sequence: idx[None])")
         B, T = idx.shape
-        if kv_cache is None and idx.device.type == "cpu" and idx.numel() and not torch.compiler.is_compiling():
-            # An id outside the vocabulary would fail inside the embedding as a bare "index out of
-            # range" (on a GPU, as a device-side assert that breaks the CUDA context). Checking costs
-            # a host sync, free on a CPU only: on a GPU the callers check (generate's prompts, the
-            # token files train reads). Generation (a KV cache) checks its prompts once and feeds
-            # back ids drawn from the vocabulary, so its steps skip this.
-            lo, hi = (int(v) for v in torch.aminmax(idx))
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}) for this model, "
-                                 f"got {lo if lo < 0 else hi} (from another tokenizer? a pad id that is no token?)")
+        if kv_cache is None:  # generation checks its prompts once, and feeds back ids drawn from the vocabulary
+            self._check_token_ids(idx)
         if position_ids is None:
             if T > self.config.n_positions:
                 raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")

@@ -8,8 +8,8 @@ distribution after every stage. The order is transformers': temperature → top-
 
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
-- The draw (`draw`; `sample` is filters + draw, through `token_picker`, which the decode loop
-  calls every step) picks one token per row: the argmax when
+- The draw (`draw`; `sample` is filters + draw, through `token_picker`, called once per `generate`:
+  the decode loop calls the function it returns every step) picks one token per row: the argmax when
   temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1): what
   `torch.multinomial` does inside for one sample, minus its validity check, which can wait on the host.
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice

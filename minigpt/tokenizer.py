@@ -1,4 +1,4 @@
-"""Byte-level BPE, GPT-2's tokenizer written from scratch: text → ids → text.
+"""Byte-level BPE (byte-pair encoding), GPT-2's tokenizer written from scratch: text → ids → text.
 
 Where it sits: **text → Tokenizer.encode → ids** → GPT → logits → ... → KV-cache decode loop →
 **Tokenizer.decode → text**.

@@ -352,8 +352,8 @@ def test_textbook_merges():
     assert [tok.id_to_token(i) for i in tok.encode("aaabdaaabac")] == ["aaab", "d", "aaab", "a", "c"]
 
 
-def test_training_breaks_ties_towards_the_pair_of_older_tokens():
-    """README: ties go to the pair of older tokens (smaller ids), so training is deterministic.
+def test_training_breaks_ties_towards_the_smallest_pair_of_ids():
+    """README: ties go to the smallest (left id, right id) pair, so training is deterministic.
     In "zyzy abab" every merge is a tie, and the text's order is the opposite of the ids' order
     (GPT-2's byte ids: 'a' 64 < 'z' 89 < ' ' 220; merged tokens get 256, 257, ...)."""
     tok = Tokenizer.train("zyzy abab", vocab_size=256 + 5, special_tokens=[], progress=False)
@@ -364,6 +364,13 @@ def test_training_breaks_ties_towards_the_pair_of_older_tokens():
         (b"zy", b"zy"),  # (257, 257) before (258, 256) " ab ab": the first token decides
         (b" ab", b"ab"),
     ]
+
+
+def test_a_tie_goes_to_the_smaller_left_id_even_when_the_pair_holds_the_newest_token():
+    """A reader's audit: the docs said ties went to "the pair of older tokens"; the left id decides
+    first. After a+b (256), (c, ab) = (66, 256) and (d, e) = (67, 68) tie at 2: (c, ab) wins."""
+    tok = Tokenizer.train("cab\ncab\nde\nde\nab", vocab_size=256 + 2, special_tokens=[], progress=False)
+    assert tok.merges == [(b"a", b"b"), (b"c", b"ab")]
 
 
 def test_training_is_deterministic_and_transformers_agrees(tmp_path):

@@ -48,6 +48,7 @@ def gpt2_name(path: str | os.PathLike) -> str | None:
     name = str(path).removeprefix("openai-community/")
     return name if name in GPT2_SIZES and not Path(path).exists() else None
 
+
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
 # and what OpenAI's checkpoints say), "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
 # logits, so it is refused.
@@ -116,71 +117,12 @@ class GPTConfig:
             setattr(self, name, float(value))
 
     @property
-    def eos_ids(self) -> list[int]:
-        """The ids that end a text, as a list: one, several where config.json holds a list (as some
-        HF configs do), or none. Generation stops on any of them, as transformers' does; the first
-        is the one a finished row is padded with, unless the config names a pad_token_id."""
-        if self.eos_token_id is None:
-            return []
-        return list(self.eos_token_id) if isinstance(self.eos_token_id, list) else [self.eos_token_id]
-
-    @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
     @property
     def mlp_width(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
-
-    def fits_tokenizer(self, vocab_size: int, eos_token_id: int | None) -> bool:
-        """Whether a tokenizer of `vocab_size` ids, its EOS (end-of-text) id `eos_token_id`, can be this model's own.
-
-        An id is only a row number, so what can be compared is the size and the EOS id.
-        The model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
-        matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
-        extra rows. So a smaller tokenizer fits only when its EOS id is known and is the
-        model's (one of them, where config.json lists several), which another tokenizer's (the
-        4,096-token Shakespeare one's is 4095) is not.
-        A config whose EOS id is no row of the model (`has_stale_eos`) tells nothing:
-        then only the size is compared.
-        """
-        if self.has_stale_eos:
-            return vocab_size == self.vocab_size
-        fits = vocab_size == self.vocab_size or (vocab_size < self.vocab_size and eos_token_id is not None)
-        return fits and (eos_token_id is None or eos_token_id in self.eos_ids)  # one of several EOS ids fits too
-
-    def tokenizer_mismatch(self, vocab_size: int, eos_token_id: int | None, model: str = "the model",
-                           tokenizer: str = "the tokenizer") -> str | None:
-        """Why a tokenizer is not this model's own (`fits_tokenizer`), in the words every caller's
-        error starts with (naming `model` and `tokenizer` as it knows them); None when it fits."""
-        if self.fits_tokenizer(vocab_size, eos_token_id):
-            return None
-        def eos(ids) -> str:
-            return "no EOS" if ids is None else f"EOS = {ids}"
-
-        return (f"{model} has a {self.vocab_size}-token vocabulary ({eos(self.eos_token_id)}), but {tokenizer} "
-                f"has {vocab_size} ({eos(eos_token_id)}): its ids would mean other tokens to the model")
-
-    @property
-    def has_stale_eos(self) -> bool:
-        """config.json names no EOS the model has a row for: null, or GPT-2's 50256 in a
-        smaller vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints
-        still load). Of a list of EOS ids, one such id makes the list stale: it was written for
-        another vocabulary. The CLI and the text functions then end texts at the tokenizer's."""
-        return not self.eos_ids or any(not 0 <= t < self.vocab_size for t in self.eos_ids)
-
-    @property
-    def has_bos(self) -> bool:
-        """Whether bos_token_id is a token of the model: an empty prompt can start from it."""
-        return self.bos_token_id is not None and 0 <= self.bos_token_id < self.vocab_size
-
-    def replace_stale_eos(self, eos_token_id: int | None) -> bool:
-        """Take the tokenizer's EOS id in place of a stale one (`has_stale_eos`), as the
-        begin token too (GPT-2 uses one token for both). Returns whether it did."""
-        if not self.has_stale_eos or eos_token_id is None:
-            return False
-        self.eos_token_id = self.bos_token_id = eos_token_id
-        return True
 
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
@@ -269,3 +211,67 @@ class GPTConfig:
             path = path / "config.json"
         d = self.to_hf_dict(architecture) | (extra or {})
         atomic_write_text(path, json.dumps(d, indent=2) + "\n")
+
+    # Token ids and tokenizers. A model's ids mean something only with its own tokenizer, so the
+    # CLI and the text functions check that they fit. A "stale EOS" is an eos_token_id the model
+    # has no row for (null, or GPT-2's 50256 kept by a smaller vocabulary): texts then end at the
+    # tokenizer's EOS instead.
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """The ids that end a text, as a list: one, several where config.json holds a list (as some
+        HF configs do), or none. Generation stops on any of them, as transformers' does; the first
+        is the one a finished row is padded with, unless the config names a pad_token_id."""
+        if self.eos_token_id is None:
+            return []
+        return list(self.eos_token_id) if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+
+    def fits_tokenizer(self, vocab_size: int, eos_token_id: int | None) -> bool:
+        """Whether a tokenizer of `vocab_size` ids, its EOS (end-of-text) id `eos_token_id`, can be this model's own.
+
+        An id is only a row number, so what can be compared is the size and the EOS id.
+        The model may have *more* rows than the tokenizer has ids: a vocabulary padded for faster
+        matmuls (nanoGPT pads GPT-2's 50,257 to 50,304) keeps the tokenizer's ids and never sees the
+        extra rows. So a smaller tokenizer fits only when its EOS id is known and is the
+        model's (one of them, where config.json lists several), which another tokenizer's (the
+        4,096-token Shakespeare one's is 4095) is not.
+        A config whose EOS id is no row of the model (`has_stale_eos`) tells nothing:
+        then only the size is compared.
+        """
+        if self.has_stale_eos:
+            return vocab_size == self.vocab_size
+        fits = vocab_size == self.vocab_size or (vocab_size < self.vocab_size and eos_token_id is not None)
+        return fits and (eos_token_id is None or eos_token_id in self.eos_ids)  # one of several EOS ids fits too
+
+    def tokenizer_mismatch(self, vocab_size: int, eos_token_id: int | None, model: str = "the model",
+                           tokenizer: str = "the tokenizer") -> str | None:
+        """Why a tokenizer is not this model's own (`fits_tokenizer`), in the words every caller's
+        error starts with (naming `model` and `tokenizer` as it knows them); None when it fits."""
+        if self.fits_tokenizer(vocab_size, eos_token_id):
+            return None
+        def eos(ids) -> str:
+            return "no EOS" if ids is None else f"EOS = {ids}"
+
+        return (f"{model} has a {self.vocab_size}-token vocabulary ({eos(self.eos_token_id)}), but {tokenizer} "
+                f"has {vocab_size} ({eos(eos_token_id)}): its ids would mean other tokens to the model")
+
+    @property
+    def has_stale_eos(self) -> bool:
+        """config.json names no EOS the model has a row for: null, or GPT-2's 50256 in a
+        smaller vocabulary, as `minigpt train` wrote before it took the tokenizer's (its checkpoints
+        still load). Of a list of EOS ids, one such id makes the list stale: it was written for
+        another vocabulary. The CLI and the text functions then end texts at the tokenizer's."""
+        return not self.eos_ids or any(not 0 <= t < self.vocab_size for t in self.eos_ids)
+
+    @property
+    def has_bos(self) -> bool:
+        """Whether bos_token_id is a token of the model: an empty prompt can start from it."""
+        return self.bos_token_id is not None and 0 <= self.bos_token_id < self.vocab_size
+
+    def replace_stale_eos(self, eos_token_id: int | None) -> bool:
+        """Take the tokenizer's EOS id in place of a stale one (`has_stale_eos`), as the
+        begin token too (GPT-2 uses one token for both). Returns whether it did."""
+        if not self.has_stale_eos or eos_token_id is None:
+            return False
+        self.eos_token_id = self.bos_token_id = eos_token_id
+        return True

@@ -168,7 +168,31 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     with torch.device("meta"):
         model = GPT(config)
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
+    state, lm_head, left_out = read_weights(path, expected, architectures, head, dtype, device)
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
+    state = one_dtype(state, "transformer.wte.weight")
+    wte = state["transformer.wte.weight"]
+    if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
+        raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 
+    if left_out:
+        warnings.warn(f"{path} is a {', '.join(architectures)}: its task head ({', '.join(left_out)}) is not part of "
+                      "the language model, and is left out", stacklevel=2)
+    model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state`
+    model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
+    return model.eval()
+
+
+def read_weights(path: Path, expected: dict[str, torch.Size], architectures: list[str], head: str | None,
+                 dtype: torch.dtype | None, device: torch.device,
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[str]]:
+    """The checkpoint's tensors under minigpt's names (`expected`: name → shape), Conv1D weights
+    transposed, each checked: the state, an explicit copy of the tied lm_head.weight (None if the
+    file has none, or only the head's name for wte) and the task head's tensors left out (`head`:
+    their prefix)."""
     state: dict[str, torch.Tensor] = {}
 
     def take(name: str, key: str, t: torch.Tensor) -> None:
@@ -205,21 +229,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         # safetensors' save_model keeps one name of a tied pair, which may be the head's: it is wte.
         take("lm_head.weight", "transformer.wte.weight", lm_head)
         lm_head = None
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
-    state = one_dtype(state, "transformer.wte.weight")
-    wte = state["transformer.wte.weight"]
-    if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
-        raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
-
-    if left_out:
-        warnings.warn(f"{path} is a {', '.join(architectures)}: its task head ({', '.join(left_out)}) is not part of "
-                      "the language model, and is left out", stacklevel=2)
-    model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state`
-    model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
-    return model.eval()
+    return state, lm_head, left_out
 
 
 def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tensor]:

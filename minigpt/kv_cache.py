@@ -10,7 +10,8 @@ row: the new token's query attends over the stored keys and values.
 The cache is *static*: allocated once, for the whole generation, per layer K and V of shape
 (B, H, max_len, D) in the model's dtype and device. A step writes its new k/v at slots
 `input_pos` and attention reads the buffers back. Static buffers mean no reallocation or
-`torch.cat` per token, and fixed shapes, which `torch.compile` and CUDA graphs need.
+`torch.cat` per token, and fixed shapes, which `torch.compile` and CUDA graphs (a recorded
+sequence of GPU launches, replayed at one launch's cost: prefill_decode.decode_step_for) need.
 
 Reading: attention reads the first S slots, S = the width of the attention mask it is given.
 The eager decode loop passes S = slots filled so far (a step count the host knows, so no sync),

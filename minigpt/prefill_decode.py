@@ -90,7 +90,8 @@ def decode_step(
     return logits[:, -1].float()
 
 
-# One compiled decode step per model, reused across calls (dynamo caches graphs per input shape).
+# One compiled decode step per model, reused across calls (dynamo, torch.compile's
+# Python-to-graph capture, caches graphs per input shape).
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
 
 
@@ -107,12 +108,13 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
     compiling is meant for GPUs.
 
-    The compiled step gives the eager step's tokens. In bf16, eager PyTorch rounds every op's
-    output to bf16, while Inductor fuses ops (a residual add into the LayerNorm after it) and would
-    keep the intermediate in fp32: logits then move by several bf16 rounding steps, enough to flip
-    a near-tied greedy pick (it did on an H200). emulate_precision_casts makes the fused kernels
-    round where eager rounds (tests/test_generate.py: 2.5 steps at most on a CPU, 8 without it);
-    a kernel still adds its terms in its own order, so only a near-tie can fall the other way.
+    The compiled step gives the eager step's tokens. In bf16, eager PyTorch rounds every op's output
+    to bf16, while Inductor (torch.compile's code generator) fuses ops (a residual add into the
+    LayerNorm after it) and would keep the intermediate in fp32: logits then move by several bf16
+    rounding steps, enough to flip a near-tied greedy pick (it did on an H200).
+    emulate_precision_casts makes the fused kernels round where eager rounds
+    (tests/test_generate.py: 2.5 steps at most on a CPU, 8 without it); a kernel still adds its
+    terms in its own order, so only a near-tie can fall the other way.
     """
     if not compile:
         return decode_step

@@ -7,12 +7,13 @@ draw; this file spreads the passes that read the whole row over many programs.
 
 ## Why split a row
 
-One program runs on one SM. With about as many rows as SMs (an H100 has 132), one program per row
-fills the GPU, but at batch 1 one SM makes every pass over 50257 logits while the rest idles,
-and the torch pipeline, whose sort spreads over the whole GPU, keeps up with it. Here each row is
-cut into S slices of L = ⌈V / S⌉ logits (default_splits keeps L ≥ MIN_SLICE: 1571 at batch 1,
-where S = 32; it splits only into S ≥ MIN_SPLITS slices, so at batch 1–8 on a 132-SM GPU, and only
-in a CUDA graph), one program per slice:
+One program runs on one SM (streaming multiprocessor: a GPU's cores come in these). With about as
+many rows as SMs (an H100 has 132), one program per row fills the GPU, but at batch 1 one SM makes
+every pass over 50257 logits while the rest idles, and the torch pipeline, whose sort spreads over
+the whole GPU, keeps up with it. Here each row is cut into S slices of L = ⌈V / S⌉ logits
+(default_splits keeps L ≥ MIN_SLICE: 1571 at batch 1, where S = 32; it splits only into S ≥
+MIN_SPLITS slices, so at batch 1–8 on a 132-SM GPU, and only in a CUDA graph), one program per
+slice:
 
 1. `_stats_kernel` (B, S): each slice's max, first argmax, smallest finite logit, NaN/+inf count.
 2. `_hist_kernel` (B, S), launched twice: the first passes of the threshold search (search.py),

@@ -1802,11 +1802,17 @@ def test_the_first_signal_is_the_one_kept():
         signal.raise_signal(signal.SIGINT)
         signal.raise_signal(signal.SIGTERM)
         assert stop.signum == signal.SIGINT
-    with train_runtime.StopSignal() as stop:  # the first Ctrl-C alone only sets the flag
-        signal.raise_signal(signal.SIGINT)
-        assert stop.signum == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):  # the second gets Python's handler: stops at once
+    # The second Ctrl-C gets the handler from before: Python's, as in a terminal (a suite run as a
+    # background job starts with SIGINT ignored, and then nothing would be raised below).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with train_runtime.StopSignal() as stop:  # the first Ctrl-C alone only sets the flag
             signal.raise_signal(signal.SIGINT)
+            assert stop.signum == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):  # the second gets Python's handler: stops at once
+                signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_a_training_state_without_its_grad_scaler_is_refused_by_name(tmp_path):

@@ -1916,8 +1916,8 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "300", "--slide", "64",
                  "--temperature", "0"]) == 0
     assert main(["--model", str(tiny_checkpoint), "--prompt", "z" * 130, "--max-new-tokens", "300", "--slide", "64"]) == 2
-    assert "the prompt is 130 tokens, but with --max-new-tokens 300 the model's context n_positions=128 has room for " \
-           "128: shorten it, or keep its last 128 tokens (--truncate-left)" in capsys.readouterr().err
+    assert "the prompt is 130 tokens, but the model's context n_positions=128 must hold the whole prompt, even with " \
+           "--slide: shorten it, or keep its last 128 tokens (--truncate-left)" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--slide", "64"]) == 2
     assert "it does not take --slide" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--prompt", "To be"]) == 2  # 200 new tokens: the default is named

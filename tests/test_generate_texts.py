@@ -156,8 +156,9 @@ def test_slide_takes_generate_texts_past_the_context(model):
     texts = generate_texts(model, tok, prompts, max_new_tokens=150, slide=100, batch_size=2)
     assert texts == [generate_text(model, tok, p, max_new_tokens=150, slide=100) for p in prompts]
     assert len(texts[0][0]) == 3 * 150  # 150 new tokens of three digits each: past the 128-token context
-    with pytest.raises(PromptTooLong, match=r"prompts\[1\] is 129 tokens, but with max_new_tokens 150 the model's "
-                                            r"context n_positions=128 has room for 128: shorten it, or keep"):
+    with pytest.raises(PromptTooLong, match=r"prompts\[1\] is 129 tokens, but the model's context n_positions=128 "
+                                            r"must hold the whole prompt, even when it slides \(slide=100\): shorten "
+                                            r"it, or keep"):
         generate_texts(model, tok, ["hi", letters[:129]], max_new_tokens=150, slide=100)
 
 

@@ -42,8 +42,11 @@ from minigpt.stop_strings import stop_list
 
 
 def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                   max_new_tokens: int, bos: int, slide: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention)."""
+                   max_new_tokens: int, bos: int, slide: int = 0, pad: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention).
+    With no attention_mask, the ids equal to `pad` are padding, as transformers infers (`pad` None:
+    none are; the caller passes None when the pad is an EOS, which a prompt may hold as text)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
     # Float ids would be truncated without a word (1.7 → token 1). An empty torch.tensor([]) is float: allowed.
@@ -60,8 +63,8 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
                          "one is shape (1, 0)); generate_texts takes a list of prompts that may be empty")
     device = model.transformer.wte.weight.device
     input_ids = input_ids.to(device=device, dtype=torch.long)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
+    if attention_mask is None:  # a left-padded batch passed without its mask still decodes as each row alone
+        attention_mask = torch.ones_like(input_ids) if pad is None else (input_ids != pad).long()
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
                          f"{tuple(input_ids.shape)}: they must match")
@@ -358,7 +361,11 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
     slide = check_slide(slide, cfg.n_positions, num_beams)
-    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id, slide)
+    # As transformers: a pad id that ends no text marks padding in ids given without a mask; the
+    # EOS as pad (GPT-2's default) cannot, since a prompt may hold <|endoftext|> between documents.
+    pad_marks = None if pad in {*eos, *cfg.eos_ids, cfg.bos_token_id} else pad
+    input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id, slide,
+                                               pad_marks)
     if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,

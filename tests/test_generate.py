@@ -162,6 +162,24 @@ def test_greedy_equals_transformers_batched_and_alone(pair):
         assert ours[b, ids.size(1):ids.size(1) + len(new)].tolist() == new
 
 
+@torch.no_grad()
+def test_a_left_padded_batch_without_its_mask_is_read_as_transformers_reads_it(pair):
+    """An interop audit: ids left-padded with a pad id that is no EOS, passed without their mask,
+    decoded the pads as text, silently (other tokens than each prompt alone). transformers infers
+    the mask from the pad id; so does minigpt now, greedy and beam. With the EOS as pad (GPT-2's
+    default) nothing is inferred: an <|endoftext|> in a prompt is text."""
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    for kw in (dict(max_new_tokens=8), dict(max_new_tokens=6, num_beams=3, num_return_sequences=2)):
+        ours = generate(model, ids, pad_token_id=PAD, eos_token_id=[299], **kw)
+        assert torch.equal(ours, generate(model, ids, mask, pad_token_id=PAD, eos_token_id=[299], **kw))
+        assert torch.equal(ours, hf.generate(ids, do_sample=False, pad_token_id=PAD, eos_token_id=299, **kw))
+    as_eos = generate(model, ids, pad_token_id=PAD, eos_token_id=PAD, max_new_tokens=4)  # PAD is text here
+    assert torch.equal(as_eos, generate(model, ids, torch.ones_like(ids), pad_token_id=PAD, eos_token_id=PAD,
+                                        max_new_tokens=4))
+    assert not torch.equal(as_eos, generate(model, ids, mask, pad_token_id=PAD, eos_token_id=PAD, max_new_tokens=4))
+
+
 def test_checkpoint_token_ids_are_the_ones_transformers_generates_with(pair, tmp_path):
     """Bugs guarded (an audit): a checkpoint's ids were read from config.json alone, and only some
     of them. Its pad_token_id was ignored (finished rows were padded with EOS), a
@@ -468,7 +486,9 @@ def looping_pair():
     return sharpened_pair(tiny_config(initializer_range=0.1))
 
 
-NGRAM_PROMPTS = torch.tensor([PROMPTS[0], PROMPTS[0][::-1], PROMPTS[2] + PROMPTS[1] + [1]])  # unpadded: see below
+# Unpadded (see below); the last row ends in PAD's id as text, so the tests pass all-ones masks
+# (without a mask, a pad id that is no EOS marks padding, as transformers infers).
+NGRAM_PROMPTS = torch.tensor([PROMPTS[0], PROMPTS[0][::-1], PROMPTS[2] + PROMPTS[1] + [1]])
 
 
 def banned_top2_margin(model: GPT, sequences: torch.Tensor, prompt_len: int, n: int) -> float:
@@ -501,14 +521,14 @@ def test_no_repeat_ngram_size_equals_transformers(looping_pair, n, extra):
     ids, T = NGRAM_PROMPTS, NGRAM_PROMPTS.size(1)
     eos = eos_from(model, ids, None, row=0, step=2) if extra else None
     kw = dict(max_new_tokens=24, pad_token_id=PAD, **extra)
-    ours = generate(model, ids, no_repeat_ngram_size=n, eos_token_id=[] if eos is None else eos, **kw)
+    ours = generate(model, ids, torch.ones_like(ids), no_repeat_ngram_size=n, eos_token_id=[] if eos is None else eos, **kw)
     theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, no_repeat_ngram_size=n,
                          eos_token_id=eos, **kw)
     margin = banned_top2_margin(model, ours, T, n) if not extra else float("inf")  # (the margin ignores the penalty)
     print(f"n={n}: min top-2 margin among unbanned tokens {margin:.3g}; ours {ours[0, T:].tolist()}")
     assert margin > 1e-3
     assert torch.equal(ours, theirs)
-    plain = generate(model, ids, eos_token_id=[] if eos is None else eos, **kw)
+    plain = generate(model, ids, torch.ones_like(ids), eos_token_id=[] if eos is None else eos, **kw)
     assert not torch.equal(ours, plain), "the ban must change the text for this test to prove anything"
     assert rows_repeating_an_ngram(plain, torch.ones_like(ids), n) and not rows_repeating_an_ngram(
         ours[:, :T + 12 if extra else None], torch.ones_like(ids), n)  # (past an EOS come pads)
@@ -523,11 +543,11 @@ def test_beam_search_with_no_repeat_ngram_size_equals_transformers(looping_pair,
     ids = NGRAM_PROMPTS
     kw = dict(max_new_tokens=12, num_beams=4, length_penalty=length_penalty, early_stopping=early_stopping,
               eos_token_id=eos_from(model, ids, None, row=0, step=3), pad_token_id=PAD, num_return_sequences=4)
-    ours = generate(model, ids, no_repeat_ngram_size=n, **kw)
+    ours = generate(model, ids, torch.ones_like(ids), no_repeat_ngram_size=n, **kw)
     theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, no_repeat_ngram_size=n, **kw)
     print(f"n={n}: ours {tuple(ours.shape)}, transformers {tuple(theirs.shape)}")
     assert torch.equal(ours, theirs)
-    plain = generate(model, ids, **kw)
+    plain = generate(model, ids, torch.ones_like(ids), **kw)
     assert ours.shape != plain.shape or not torch.equal(ours, plain), "the ban must change some beam"
 
 
@@ -632,7 +652,7 @@ def test_a_finished_row_whose_pads_leave_no_token_is_no_error():
     eos = int(generate(model, torch.tensor([row0]), max_new_tokens=1, eos_token_id=[], no_repeat_ngram_size=1)[0, 6])
     pad = ({6, 7} - {eos}).pop()  # the one id row 0 has not used
     kw.update(eos_token_id=eos, pad_token_id=pad)
-    row1 = next([t] for t in range(8) if eos not in generate(model, torch.tensor([[t]]), **kw)[0, 1:])  # runs 3 steps
+    row1 = next([t] for t in range(8) if t != pad and eos not in generate(model, torch.tensor([[t]]), **kw)[0, 1:])  # 3 steps
     ids, mask = torch.tensor([row0, [pad] * 5 + row1]), torch.tensor([[1] * 6, [0] * 5 + [1]])
     out = generate(model, ids, mask, **kw)
     assert out[0, 6:].tolist() == [eos, pad, pad]

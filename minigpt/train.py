@@ -106,11 +106,11 @@ def evaluate(fwd: nn.Module, raw: nn.Module, cfg, get_batch, loss_fn, rt: Runtim
     return {**metrics, **record}
 
 
-def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, torch.Tensor | None, int]:
+def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, float | None, int]:
     """One optimizer step: cfg.grad_accum micro-batches → averaged gradients → clip → AdamW.
 
-    Returns (mean loss over the global batch, gradient norm before clipping, tokens seen by all
-    processes). Raises TrainingDiverged *before* the update if the loss, or the gradient norm
+    Returns (mean loss over the global batch, gradient norm before clipping (None when grad_clip
+    is 0: then it is measured only for the divergence check), tokens seen by all processes). Raises TrainingDiverged *before* the update if the loss, or the gradient norm
     (a NaN gradient can come from a finite loss), is NaN or inf.
     """
     lr = lr_at(step, cfg)

@@ -154,7 +154,7 @@ def read_text(path: str | os.PathLike) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e) from None
+        raise not_utf8(path, e) from None
 
 
 STDIN = "-"  # the path a command reads as its standard input (a pipe), as cat and friends do
@@ -173,12 +173,13 @@ def read_text_or_stdin(path: str | os.PathLike) -> str:
     try:
         return stdin.read()
     except UnicodeDecodeError as e:
-        raise _not_utf8(source_name(path), e) from None
+        raise not_utf8(source_name(path), e) from None
     finally:
         stdin.detach()  # else the wrapper, once collected, would close the process's stdin with it
 
 
-def _not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:
+def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:
+    """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the fix."""
     return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
                       "convert it first (e.g. iconv -f latin1 -t utf-8)")
 

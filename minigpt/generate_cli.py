@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt.config import CHECKPOINTS
-from minigpt.files import read_text_or_stdin, source_name
+from minigpt.files import not_utf8, read_text_or_stdin, source_name
 from minigpt.generate import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.sampling import check_seed
@@ -281,6 +281,18 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
 WINDOW_BATCHES = 16
 
 
+def json_line(record: dict) -> str:
+    """One output line of --prompts-file: JSON, its text as UTF-8, not escaped, unless it holds a
+    lone surrogate (a "\\ud800" escape in the input: a string cut through an emoji), which no UTF-8
+    can hold: then all of it is escaped, so the line is still valid and joins back to its input."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record)
+    return line
+
+
 def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, records: list[dict], lines: list[int],
                 kwargs: dict) -> None:
     """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order: its record
@@ -306,7 +318,7 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
                                               num_return_sequences=args.num_return_sequences, progress=bar,
                                               **{**kwargs, "seed": seed})
             for record, its_texts in zip(records[start:start + size], texts):
-                print(json.dumps({**record, "texts": its_texts}, ensure_ascii=False))
+                print(json_line({**record, "texts": its_texts}))
             sys.stdout.flush()  # the window's lines now, before its stats and the next window
             if args.stats:  # batches hold prompts of about one length, not the file's order
                 for batch_stats in stats:
@@ -386,6 +398,12 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
     except (OSError, ValueError) as e:
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"
         raise ValueError(f"cannot read {flag}: {e}") from None
+    if args.prompt is not None:  # argv bytes that are no UTF-8 arrive as surrogates, which no output can print
+        try:
+            args.prompt.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeError as e:
+            raise not_utf8("--prompt", e) if isinstance(e, UnicodeDecodeError) else ValueError(
+                f"--prompt holds a lone surrogate ({e.object[e.start]!r}), which is no text") from None
     return prompt, records, lines
 
 
@@ -505,6 +523,10 @@ def print_texts(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace, ids:
                 print("".join(unprinted), end="", flush=True)
                 unprinted.clear()
 
-        _, stats = run_to_end(stream_text(model, tokenizer, ids, **kwargs), show)
+        try:
+            _, stats = run_to_end(stream_text(model, tokenizer, ids, **kwargs), show)
+        except KeyboardInterrupt:  # the text so far stays, as with --stream; then main says interrupted
+            print("".join(unprinted), end="", flush=True)
+            raise
         print("".join(unprinted))
     return stats

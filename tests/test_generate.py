@@ -1824,13 +1824,36 @@ def test_cli_ctrl_c_keeps_the_streamed_text_and_ends_in_one_line(tiny_checkpoint
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gen_cli, "stream_text", interrupted)
-    try:
-        code = gen_cli.main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--stream", "--max-new-tokens", "50"])
-    except KeyboardInterrupt:  # caught here, or it would stop the whole test run
-        pytest.fail("Ctrl-C left main as a KeyboardInterrupt traceback")
-    assert code == 130
-    out, err = capsys.readouterr()
-    assert out == "To be first" and err == "\nminigpt generate: interrupted\n"
+    # Without --stream too (a runner's audit: the text so far was thrown away, 0 bytes on stdout).
+    for streaming in (["--stream"], []):
+        try:
+            code = gen_cli.main(["--model", str(tiny_checkpoint), "--prompt", "To be", *streaming, "--max-new-tokens", "50"])
+        except KeyboardInterrupt:  # caught here, or it would stop the whole test run
+            pytest.fail("Ctrl-C left main as a KeyboardInterrupt traceback")
+        assert code == 130
+        out, err = capsys.readouterr()
+        assert out == "To be first" and err == "\nminigpt generate: interrupted\n", streaming
+
+
+def test_cli_text_that_is_no_utf8_is_refused_or_escaped(tiny_checkpoint, tmp_path, capsys):
+    """A runner's audit: a --prompts-file line with a lone surrogate escape ("\\ud800", a string cut
+    through an emoji) was generated, then its output line failed to print (exit 2, every later line
+    lost) or went out as bytes that are no UTF-8; --prompt's non-UTF-8 argv bytes failed the same
+    way, after the work. Now the line is escaped JSON that joins back to its input, and --prompt is
+    refused before the model loads."""
+    from minigpt.generate_cli import main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('"ab\\ud800cd"\n{"prompt": "x", "id": "\\udc80"}\n"plain \u00e9"\n', encoding="utf-8")
+    assert main(["--model", str(tiny_checkpoint), "--prompts-file", str(path), "--max-new-tokens", "3"]) == 0
+    lines = capsys.readouterr().out.encode("utf-8").decode("utf-8").splitlines()  # (strict: valid UTF-8)
+    records = [json.loads(line) for line in lines]
+    assert [{k: v for k, v in r.items() if k != "texts"} for r in records] == \
+        [{"prompt": "ab\ud800cd"}, {"prompt": "x", "id": "\udc80"}, {"prompt": "plain \u00e9"}]
+    assert "\u00e9" in lines[2] and "\\ud800" in lines[0]  # escaped only where it must be
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of such argv bytes
+    assert main(["--model", str(tiny_checkpoint), "--prompt", bad]) == 2
+    assert "--prompt is not UTF-8 text: byte 0xe9 at offset 3" in capsys.readouterr().err
 
 
 def test_cli_ctrl_c_while_a_prompt_is_read_from_standard_input_ends_in_one_line(tiny_checkpoint, capsys, monkeypatch):

@@ -18,8 +18,10 @@ no bias, and config.json with `architectures: [GPT2ForSequenceClassification]`, 
 `pad_token_id`, so `transformers` opens it and computes the same logits. Two options here are
 minigpt extensions that HF's class does not have: mean pooling and an MLP head (`hidden` layers,
 saved as `score.0.weight`, ...). They are recorded under `minigpt_head` in config.json; minigpt
-reloads them exactly, but transformers would pool the last token / build a fresh linear `score`
-(it warns that `score.weight` is newly initialised), so it does not reproduce them.
+reloads them exactly. transformers cannot reproduce them, so it must not take their weights for its
+own `score`: an MLP head has other names, and a mean-pooled head is saved as `mean_pool_score.*`
+(`MEAN_HEAD`). transformers then reports them UNEXPECTED and `score.weight` MISSING (newly
+initialised) in its load report, instead of pooling the last token through the mean head silently.
 """
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ from minigpt.files import read_json
 from minigpt.model import GPT
 
 POOLINGS = ("last", "mean")
+# Where a mean-pooled head's tensors are saved, in place of `score.`: HF's class pools the last token
+# and would take a `score.weight` as its own, giving other logits without a word. minigpt also reads
+# a mean-pooled head under `score.`, as it saved one before.
+MEAN_HEAD = "mean_pool_score."
 
 
 class GPTClassifier(nn.Module):
@@ -150,6 +156,8 @@ class GPTClassifier(nn.Module):
                 continue  # the tied wte; a classifier has no LM head
             if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
                 t = t.t()  # Linear (out, in) → HF's Conv1D (in, out)
+            if self.pooling == "mean" and key.startswith("score."):
+                key = MEAN_HEAD + key.removeprefix("score.")  # not HF's name: see MEAN_HEAD
             tensors[key] = t.detach().contiguous().cpu()
         write_checkpoint(path, tensors, lambda config: self.config.save_json(config, architecture="GPT2ForSequenceClassification", extra={
             "num_labels": self.num_labels,
@@ -190,7 +198,13 @@ class GPTClassifier(nn.Module):
                 continue
             if key.startswith("transformer.") and key.endswith(CONV1D_SUFFIXES):
                 t = t.t()  # Conv1D (in, out) → Linear (out, in)
-            state[key if key.startswith("score") else "gpt." + key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
+            if model.pooling == "mean" and key.startswith(MEAN_HEAD):
+                key = "score." + key.removeprefix(MEAN_HEAD)
+            key = key if key.startswith("score") else "gpt." + key
+            if key in state:  # a mean head under both its names (or a tensor in two shards): one would be dropped unseen
+                raise ValueError(f"{path} holds tensor {key.removeprefix('gpt.')!r} twice" + (
+                    f" (a mean-pooled head is read from {MEAN_HEAD}* or from score.*, not both)" * key.startswith("score")))
+            state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):
             missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))

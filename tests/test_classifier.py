@@ -1,9 +1,12 @@
 """GPTClassifier: same logits as transformers' GPT2ForSequenceClassification, HF round trips."""
 import json
+import shutil
 import tempfile
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import GPT2ForSequenceClassification
 
 from minigpt import GPT, GPTConfig
@@ -104,6 +107,43 @@ def test_minigpt_head_options_round_trip(pooling, hidden):
     assert again.pooling == pooling and again.hidden == hidden
     again = again.to(next(clf.parameters()).device)  # (a GPU run loaded it there)
     assert torch.equal(again(idx, mask)[0], clf(idx, mask)[0])
+
+
+@pytest.mark.parametrize("hidden", [(), (32,)])
+def test_transformers_reports_a_mean_pooled_head_instead_of_pooling_the_last_token_through_it(tmp_path, hidden):
+    """An audit: a mean-pooled head was saved as `score.weight`, which HF's class took as its own and
+    pooled the last token through, with no report: other logits, silently. It is saved as
+    `mean_pool_score.*`, so HF reports `score.weight` missing (newly initialised)."""
+    _classifier(pooling="mean", hidden=hidden).save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        head = sorted(k for k in f.keys() if not k.startswith("transformer."))
+    assert head and all(k.startswith("mean_pool_score.") for k in head)
+    _, info = GPT2ForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert "score.weight" in info["missing_keys"] and set(head) <= info["unexpected_keys"]
+
+
+@pytest.mark.parametrize("hidden", [(), (32,)])
+def test_a_mean_pooled_head_saved_as_score_still_loads(tmp_path, hidden):
+    """Checkpoints written before the head was renamed (`score.*` beside minigpt_head's "mean") load
+    as they did, with the logits of the new file; a file holding both names is refused."""
+    clf = _classifier(pooling="mean", hidden=hidden)
+    clf.save_pretrained(tmp_path / "new")
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    tensors = load_file(tmp_path / "new" / "model.safetensors")
+    old_names = {k.replace("mean_pool_score.", "score."): t.clone() for k, t in tensors.items()}
+    save_file(old_names, tmp_path / "old" / "model.safetensors")
+    idx, mask = _batch()
+    expected = clf(idx, mask)[0]
+    for d in ("new", "old"):
+        again = GPTClassifier.from_pretrained(tmp_path / d)
+        assert again.pooling == "mean" and torch.equal(again(idx, mask)[0], expected)
+    save_file(tensors | old_names, tmp_path / "old" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"holds tensor 'score\..*' twice \(a mean-pooled head is read from"):
+        GPTClassifier.from_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    (tmp_path / "new" / "config.json").write_text(json.dumps(config | {"minigpt_head": {"pooling": "last", "hidden": list(hidden)}}))
+    with pytest.raises(ValueError, match=r"does not match its config.json: missing \['score\..*unexpected \['gpt.mean_pool_score\."):
+        GPTClassifier.from_pretrained(tmp_path / "new")  # the new name means mean pooling, never the last token
 
 
 def test_mean_pooling_ignores_pads():

@@ -148,7 +148,10 @@ class GPTConfig:
                 raise ValueError(f"config.json sets {flag}=true, which minigpt's GPT-2 does not implement")
         if d.get("scale_attn_weights") is False:
             raise ValueError("config.json sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
-        if d.get("tie_word_embeddings") is False:
+        # Only a language model has an lm_head to tie; transformers' classifier has none, so there the
+        # flag says nothing about the weights (and load_gpt refuses a classifier by its name).
+        is_classifier = "GPT2ForSequenceClassification" in (d.get("architectures") or [])
+        if d.get("tie_word_embeddings") is False and not is_classifier:
             raise ValueError("config.json sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
         d = dict(d)
         for alias, name in _HF_ALIASES.items():  # transformers' GPT2Config reads either name

@@ -64,6 +64,25 @@ def test_loads_a_transformers_classifier():
     assert diff < 1e-6  # measured 7e-8
 
 
+def test_a_transformers_classifier_with_untied_embeddings_loads(tmp_path):
+    """An audit: GPT2ForSequenceClassification saved with tie_word_embeddings=false was refused ("GPT-2
+    ties lm_head to wte"), though a classifier has no lm_head to tie. It loads, with HF's logits;
+    GPT.from_pretrained still refuses it, as the classifier it is."""
+    hf_cfg = GPT2ForSequenceClassification.config_class(
+        vocab_size=CFG.vocab_size, n_positions=CFG.n_positions, n_embd=CFG.n_embd, n_layer=CFG.n_layer,
+        n_head=CFG.n_head, num_labels=3, pad_token_id=PAD, bos_token_id=PAD, eos_token_id=PAD, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = GPT2ForSequenceClassification(hf_cfg).eval()
+    hf.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    clf = GPTClassifier.from_pretrained(tmp_path)
+    idx, mask = _batch()
+    with torch.no_grad():
+        assert (clf(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item() < 1e-6
+    with pytest.raises(ValueError, match=r"is a classifier \(GPT2ForSequenceClassification\), not a language model"):
+        GPT.from_pretrained(tmp_path)
+
+
 def test_a_transformers_regression_model_is_refused_as_one(tmp_path):
     """An audit: GPT2ForSequenceClassification with num_labels=1 (a regression head) was refused
     with "num_labels must be an integer ≥ 2, got 1", naming no reason."""

@@ -50,9 +50,10 @@ def gpt2_name(path: str | os.PathLike) -> str | None:
 
 
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
-# and what OpenAI's checkpoints say), "gelu_pytorch_tanh" or "gelu_fast" (the same formula). Plain "gelu" (exact erf) gives different
-# logits, so it is refused.
-_TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# and what OpenAI's checkpoints say), "gelu_pytorch_tanh", "gelu_fast" or "gelu_accurate" (the same
+# formula; transformers' gelu_accurate computes bitwise what its gelu_new does). Plain "gelu" (exact
+# erf) gives different logits, so it is refused.
+_TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate")
 # The generic names transformers' GPT2Config also accepts for its own (its attribute_map).
 _HF_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}

@@ -76,6 +76,21 @@ def test_layer_norm_epsilon_is_the_configs(tmp_path_factory):
         assert torch.allclose(ours(idx)[0], hf(idx).logits, atol=TOL_FP32)
 
 
+@torch.no_grad()
+def test_gelu_accurate_loads_as_the_tanh_gelu_it_is(tmp_path_factory):
+    """An audit: activation_function "gelu_accurate" was refused, though transformers computes it
+    bitwise as gelu_new, GPT-2's tanh GELU (checked here, in case a version changes that). An untied
+    LM head stays refused (test_checkpoint's test_config_that_is_not_gpt2)."""
+    from transformers.activations import ACT2FN
+
+    x = torch.linspace(-30, 30, 200_001)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert torch.equal(ACT2FN["gelu_accurate"](x.to(dtype)), ACT2FN["gelu_new"](x.to(dtype)))
+    hf, _, ours = build_pair(tmp_path_factory, "gelu_accurate", **SMALL, activation_function="gelu_accurate")
+    idx = torch.randint(0, SMALL["vocab_size"], (3, 17), generator=torch.Generator().manual_seed(0))
+    assert max_diff(ours(idx)[0], hf(idx).logits) <= TOL_FP32
+
+
 @pytest.mark.parametrize("B,T", [(1, 1), (3, 17), (2, 128)])  # 128 = the small model's full context
 def test_small_logits_match_hf(small, B, T):
     hf, _, ours = small

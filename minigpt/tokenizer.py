@@ -26,6 +26,11 @@ text from a user or a web page should not be able to inject a document boundary.
 `encode_ordinary` to encode it as plain text (`<`, `|`, `end`, ...). Stricter than tiktoken: a name
 that is not one of the tokenizer's special tokens, in either argument, raises (tiktoken ignores it).
 
+**Added tokens** are the other kind of token BPE never produces: words a transformers user added
+with `tok.add_tokens(["ROMEO"])` (saved with "special": false). They are text, not control tokens:
+encode (encode_ordinary too) always gives each its id wherever its text stands ("xROMEOy" is x,
+ROMEO, y: text is never merged across it), as transformers does, and nothing refuses them.
+
 Not handled: other split patterns (GPT-4's cl100k), Unicode normalization, `add_prefix_space`
 (GPT-2 tokenizes "Hello" and " Hello" differently, and so does this).
 """
@@ -144,6 +149,17 @@ class _ChunkCache(dict):
 
 AllowedSpecial = Collection[str] | Literal["all"]
 
+
+def whole_token_bytes(text: str) -> bytes:
+    """The bytes a special or added token decodes to, as transformers' ByteLevel decoder gives them:
+    a text spelled wholly in GPT-2's byte alphabet (minigpt/pretokenize.py) is read in it, as a
+    regular token is. For ASCII ("ROMEO", "<|endoftext|>") that is its UTF-8 anyway, but "Ã¤" is
+    "ä", and "café" gives the single byte 0xE9, which decodes to U+FFFD. A text with any other
+    character ("hello world": a plain space is not in the alphabet) is its UTF-8. Odd, but the
+    same text transformers decodes, which is what a tokenizer loaded from its files must give."""
+    return str_to_token(text) if set(text) <= CHAR_TO_BYTE.keys() else text.encode("utf-8")
+
+
 # encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
 PIECE_CHARS = 1 << 12
@@ -168,16 +184,23 @@ class _Side:
 class Tokenizer:
     """A byte-level BPE tokenizer: GPT-2's own, or one trained with `Tokenizer.train`.
 
-    vocab: token bytes → id for every non-special token (the 256 single bytes and every merge's
+    vocab: token bytes → id for every regular token (the 256 single bytes and every merge's
     result); merges: the learned pairs in rank order (rank 0 merges first); special_tokens:
-    text → id. Ids must run 0 .. vocab_size - 1 without gaps; special ids may be anywhere among them
-    (last in GPT-2 and in `Tokenizer.train`'s, first in a Hugging Face BpeTrainer's).
+    text → id; added_tokens: text → id of the words a transformers user added with `add_tokens`
+    (not special: encode matches each whole wherever it stands, as transformers does, and decode
+    gives it as text). Ids must run 0 .. vocab_size - 1 without gaps; special and added ids may be
+    anywhere among them (last in GPT-2 and in `Tokenizer.train`'s, first in a Hugging Face
+    BpeTrainer's).
     eos_token: the special token that ends a text (generation stops on it, `minigpt prepare` puts
     it between documents): <|endoftext|> if the tokenizer has it, else none, unless named.
     pad_token: the special token padding uses (`pad_token_id`); none named, the EOS: GPT-2 has no
-    pad token, and the attention mask keeps padding out anyway.
+    pad token, and the attention mask keeps padding out anyway. Both are checked when set, as
+    transformers' `tok.pad_token = "<pad>"` sets them: a name that is no special token raises.
     padding_side / truncation_side: where `tok(texts, padding=..., truncation=...)` pads and cuts,
     "right" unless set (as transformers' attributes: `tok.padding_side = "left"` for generation).
+    model_max_length: the context length of the model the tokenizer belongs to (None: unknown), the
+    max_length that `truncation=True` cuts to when none is given, as in transformers; save_pretrained
+    writes it, so that transformers' `tok(text, truncation=True)` cuts there too.
     """
 
     padding_side = _Side()
@@ -189,26 +212,34 @@ class Tokenizer:
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: dict[str, int] | None = None,
         *,
+        added_tokens: dict[str, int] | None = None,
         eos_token: str | None = "<|endoftext|>",
         pad_token: str | None = None,
         padding_side: Literal["left", "right"] = "right",
         truncation_side: Literal["left", "right"] = "right",
+        model_max_length: int | None = None,
     ) -> None:
         self.vocab = dict(vocab)
         self.merges = list(merges)
         self.special_tokens = dict(special_tokens or {})
+        self.added_tokens = dict(added_tokens or {})
         missing = [b for b in range(256) if bytes([b]) not in self.vocab]
         if missing:
             raise ValueError(f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]})")
-        id_to_bytes = {i: t for t, i in self.vocab.items()} | {i: s.encode() for s, i in self.special_tokens.items()}
-        n = len(self.vocab) + len(self.special_tokens)
+        if both := self.special_tokens.keys() & self.added_tokens.keys():
+            raise ValueError(f"{sorted(both)[0]!r} is both a special token and an added one; it can be only one")
+        whole = self.special_tokens | self.added_tokens  # the tokens matched as a whole, not made by BPE
+        self._whole_text = {i: s for s, i in whole.items()}
+        id_to_bytes = {i: t for t, i in self.vocab.items()} | {i: whole_token_bytes(s) for s, i in whole.items()}
+        n = len(self.vocab) + len(whole)
         if sorted(id_to_bytes) != list(range(n)):
-            raise ValueError(f"token ids must be exactly 0..{n - 1} (vocab + special tokens, no gaps or duplicates)")
-        # vocab.json keys regular tokens by their Ġ-spelling and special tokens by their text, so a
-        # special token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
-        for text in self.special_tokens:
+            raise ValueError(f"token ids must be exactly 0..{n - 1} (vocab + special and added tokens, no gaps or duplicates)")
+        # vocab.json keys regular tokens by their Ġ-spelling and the others by their text, so a
+        # special or added token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
+        for text in whole:
             if set(text) <= CHAR_TO_BYTE.keys() and str_to_token(text) in self.vocab:
-                raise ValueError(f"special token {text!r} is spelled like the regular token "
+                kind = "special" if text in self.special_tokens else "added"
+                raise ValueError(f"{kind} token {text!r} is spelled like the regular token "
                                  f"{self.vocab[str_to_token(text)]}: vocab.json could not tell them apart")
         self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(n)]
         self._byte_ids: list[int] = [self.vocab[bytes([b])] for b in range(256)]
@@ -223,15 +254,16 @@ class Tokenizer:
         self._cache = _ChunkCache(self._byte_ids, self._ranks, self._merged_id)
         self._special_res: dict[frozenset[str], regex.Pattern] = {}  # see _special_regex
         self._all_specials = frozenset(self.special_tokens)  # what encode refuses by default
-        # Special ids may sit anywhere: minigpt's training gives them the last ids, Hugging Face's
-        # BpeTrainer the first (0, 1, ...), so "is it special?" asks this set, never the id's size.
-        self._special_ids = frozenset(self.special_tokens.values())
-        for role, name in (("eos_token", eos_token), ("pad_token", pad_token)):
-            if name is not None and name not in self.special_tokens and (role, name) != ("eos_token", "<|endoftext|>"):
-                raise ValueError(f"{role} {name!r} is not one of this tokenizer's special tokens {list(self.special_tokens)}")
-        self.eos_token: str | None = eos_token if eos_token in self.special_tokens else None
-        self.pad_token_id: int | None = self.eos_token_id if pad_token is None else self.special_tokens[pad_token]
+        self._added_regex = special_token_regex(self.added_tokens) if self.added_tokens else None
+        if eos_token != "<|endoftext|>" or eos_token in self.special_tokens:  # GPT-2's default may be absent
+            self.eos_token = eos_token
+        else:
+            self._eos_token = None
+        self.pad_token_id: int | None = self.eos_token_id
+        if pad_token is not None:
+            self.pad_token = pad_token
         self.padding_side, self.truncation_side = padding_side, truncation_side
+        self.model_max_length = model_max_length
 
     @property
     def vocab_size(self) -> int:
@@ -247,22 +279,63 @@ class Tokenizer:
         None if this tokenizer has none."""
         return self.special_tokens.get(self.eos_token) if self.eos_token is not None else None
 
+    # eos_token and pad_token are properties so that transformers' idiom `tok.pad_token = "<pad>"`
+    # does what it says (a plain attribute would take any name and change no id), and a name that
+    # is not one of the special tokens is refused, naming them.
+    @property
+    def eos_token(self) -> str | None:
+        return self._eos_token
+
+    @eos_token.setter
+    def eos_token(self, name: str | None) -> None:
+        self._eos_token = self._special_name("eos_token", name)
+
+    @property
+    def pad_token(self) -> str | None:
+        """The text of pad_token_id (the EOS unless another is named), or None without one."""
+        return None if self.pad_token_id is None else self.id_to_token(self.pad_token_id)
+
+    @pad_token.setter
+    def pad_token(self, name: str | None) -> None:
+        self.pad_token_id = None if name is None else self.special_tokens[self._special_name("pad_token", name)]
+
+    def _special_name(self, role: str, name: str | None) -> str | None:
+        """`name` if it is None or one of the special tokens; else ValueError naming `role` and them."""
+        if name is not None and name not in self.special_tokens:
+            raise ValueError(f"{role} {name!r} is not one of this tokenizer's special tokens {list(self.special_tokens)}")
+        return name
+
+    @property
+    def model_max_length(self) -> int | None:
+        return self._model_max_length
+
+    @model_max_length.setter
+    def model_max_length(self, n: int | None) -> None:
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"model_max_length must be a positive int (the model's n_positions) or None, got {n!r}")
+        self._model_max_length = n
+
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
+        added = f", added_tokens={self.added_tokens}" if self.added_tokens else ""
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens}{added})"
 
     # ---- encode / decode ----
 
     def encode_ordinary(self, text: str) -> list[int]:
-        """Encode text, treating any special token's text as plain text."""
+        """Encode text, treating any special token's text as plain text (added tokens stay whole)."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        return self._encode_cut(text, ()) if self.added_tokens else self._encode_bpe(text)
+
+    def _encode_bpe(self, text: str) -> list[int]:
+        """Encode text by BPE alone: steps 1-3, no special or added token matched."""
         # Long text goes piece by piece (cut where the ids cannot change), so that one emoji does
         # not push a whole book off split_text's ASCII fast path.
         pieces = safe_pieces(text, PIECE_CHARS) if len(text) > PIECE_CHARS else [text]
         try:
             return list(chain.from_iterable(map(self._cache.__getitem__, chain.from_iterable(map(split_text, pieces)))))
         except UnicodeEncodeError:  # surrogates (rare: checked only once the fast path has failed)
-            return self.encode_ordinary(without_surrogates(text))
+            return self._encode_bpe(without_surrogates(text))
 
     def encode(
         self, text: str, *, allowed_special: AllowedSpecial = (), disallowed_special: AllowedSpecial = "all"
@@ -271,20 +344,43 @@ class Tokenizer:
 
         A special token named in `allowed_special` (or all, with "all") becomes its id. One in
         `disallowed_special` (by default every special token not allowed) raises ValueError. One in
-        neither is encoded as plain text: `disallowed_special=()` turns the check off."""
+        neither is encoded as plain text: `disallowed_special=()` turns the check off. Added tokens
+        are not special: each always becomes its id."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
         allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
         self._refuse_disallowed(text, disallowed)
-        if not allowed:
-            return self.encode_ordinary(text)
+        return self._encode_cut(text, allowed) if allowed else self.encode_ordinary(text)
+
+    def _encode_cut(self, text: str, allowed: Collection[str]) -> list[int]:
+        """Encode text whose `allowed` special tokens and added tokens become their ids (see `_cut`)."""
         ids: list[int] = []
-        start = 0
-        for m in self._special_regex(frozenset(allowed)).finditer(text):  # plain text, then the special id
-            ids += self.encode_ordinary(text[start : m.start()])
-            ids.append(self.special_tokens[m.group()])
-            start = m.end()
-        return ids + self.encode_ordinary(text[start:])
+        for piece, kind in self._cut(text, allowed):
+            if kind is None:
+                ids += self._encode_bpe(piece)
+            else:
+                ids.append((self.special_tokens if kind == "special" else self.added_tokens)[piece])
+        return ids
+
+    def _cut(self, text: str, allowed: Collection[str]) -> list[tuple[str, str | None]]:
+        """Text cut around the tokens matched whole, in transformers' order: the `allowed` special
+        tokens first, then the added tokens in the text between them. (piece, None) is text for
+        BPE, (token, "special" or "added") one such token. Text is never merged across a cut, so
+        "xROMEOy" is x, ROMEO, y, as transformers gives it."""
+        levels = [(self._special_regex(frozenset(allowed)), "special")] if allowed else []
+        levels += [(self._added_regex, "added")] if self.added_tokens else []
+
+        def cut(text: str, levels: list) -> list[tuple[str, str | None]]:
+            if not levels:
+                return [(text, None)]
+            (pattern, kind), rest = levels[0], levels[1:]
+            pieces, start = [], 0
+            for m in pattern.finditer(text):
+                pieces += cut(text[start : m.start()], rest) + [(m.group(), kind)]
+                start = m.end()
+            return pieces + cut(text[start:], rest)
+
+        return cut(text, levels)
 
     def _special_sets(self, allowed_special: AllowedSpecial,
                       disallowed_special: AllowedSpecial) -> tuple[Collection[str], frozenset[str]]:
@@ -343,10 +439,10 @@ class Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def id_to_token(self, i: int) -> str:
-        """One token as vocab.json writes it ('Ġthe'); special tokens as their text."""
+        """One token as vocab.json writes it ('Ġthe'); special and added tokens as their text."""
         if not 0 <= i < self.vocab_size:  # a negative index would silently count from the end
             raise ValueError(f"unknown token id {i}; ids must be in [0, {self.vocab_size})")
-        return self._id_bytes[i].decode() if i in self._special_ids else token_to_str(self._id_bytes[i])
+        return self._whole_text[i] if i in self._whole_text else token_to_str(self._id_bytes[i])
 
     def encode_show_work(self, text: str, *, allowed_special: AllowedSpecial = ()) -> list[dict]:
         """The teaching view: for each pre-tokenized chunk, its bytes and the tokens after every merge.
@@ -357,28 +453,26 @@ class Tokenizer:
         ("h e" is GPT-2's merge 2), and ranks[i] is the merge that made steps[i + 1].
         Special tokens are plain text (encode_ordinary) unless named in `allowed_special` (or "all",
         as `encode` takes it): each is then a chunk of its own, {"chunk": "<|endoftext|>", "steps":
-        [["<|endoftext|>"]], "ranks": [], "ids": [50256], "special": True}, so the ids are encode's."""
+        [["<|endoftext|>"]], "ranks": [], "ids": [50256], "special": True}, so the ids are encode's.
+        An added token is always such a chunk, with "added": True."""
         allowed = self._special_set("allowed_special", allowed_special) if allowed_special != () else set()
-        if allowed:
-            work, start = [], 0
-            for m in self._special_regex(frozenset(allowed)).finditer(text):  # plain text, then the special token
-                work += self.encode_show_work(text[start : m.start()])
-                work.append({"chunk": m.group(), "steps": [[m.group()]], "ranks": [],
-                             "ids": [self.special_tokens[m.group()]], "special": True})
-                start = m.end()
-            return work + self.encode_show_work(text[start:])
         work = []
-        for chunk in split_text(without_surrogates(text)):
-            byte_ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
-            merges: list[tuple[int, list[int]]] = []
-            ids = merge_chunk(byte_ids.copy(), self._ranks, self._merged_id, merges)
-            steps = [byte_ids] + [s for _, s in merges]
-            work.append({
-                "chunk": chunk,
-                "steps": [[self.id_to_token(i) for i in s] for s in steps],
-                "ranks": [rank for rank, _ in merges],
-                "ids": ids,
-            })
+        for piece, kind in self._cut(text, allowed):
+            if kind is not None:
+                table = self.special_tokens if kind == "special" else self.added_tokens
+                work.append({"chunk": piece, "steps": [[piece]], "ranks": [], "ids": [table[piece]], kind: True})
+                continue
+            for chunk in split_text(without_surrogates(piece)):
+                byte_ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]
+                merges: list[tuple[int, list[int]]] = []
+                ids = merge_chunk(byte_ids.copy(), self._ranks, self._merged_id, merges)
+                steps = [byte_ids] + [s for _, s in merges]
+                work.append({
+                    "chunk": chunk,
+                    "steps": [[self.id_to_token(i) for i in s] for s in steps],
+                    "ranks": [rank for rank, _ in merges],
+                    "ids": ids,
+                })
         return work
 
     # ---- many texts at once (minigpt/tokenizer_batch.py) ----
@@ -405,9 +499,10 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
-        layout), with any added tokens, and the eos_token, pad_token, padding_side and truncation_side
-        its files name: what transformers reads, in its order (minigpt/tokenizer_files.py's
-        `read_hf`). "gpt2" (when no such directory exists) means the shipped checkpoints/gpt2."""
+        layout), with any added tokens (special or not), and the eos_token, pad_token, padding_side,
+        truncation_side and model_max_length its files name: what transformers reads, in its order
+        (minigpt/tokenizer_files.py's `read_hf`). "gpt2" (when no such directory exists) means the
+        shipped checkpoints/gpt2."""
         from minigpt.tokenizer_files import read_hf
 
         vocab, merges, special_tokens, settings = read_hf(path)
@@ -415,8 +510,10 @@ class Tokenizer:
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, pad_token (the
-        EOS unless another), and a padding_side or truncation_side of "left"), atomically;
-        transformers' GPT2TokenizerFast opens the directory, gives the same ids and pads with the same id."""
+        EOS unless another), a padding_side or truncation_side of "left", model_max_length if set,
+        and the added tokens as not special), atomically; transformers' GPT2TokenizerFast opens the
+        directory, gives the same ids, pads with the same id and truncates at the same length.
+        A checkpoint's writer sets `tok.model_max_length = config.n_positions` first."""
         from minigpt.tokenizer_files import write_hf
 
         write_hf(self, path)

@@ -102,9 +102,9 @@ def encode_batch(
     piece_chars = max(PIECE_CHARS, total // (4 * workers))  # ~4 pieces per worker balance the load
     pieces, owner = [], []
     for i, text in enumerate(texts):
-        # No cut inside an allowed special token (one holding a newline could be cut in two);
-        # the others are plain text here, which a safe cut never changes.
-        for piece in safe_pieces(text, piece_chars, allowed):
+        # No cut inside an allowed special token or an added one (one holding a newline could be
+        # cut in two); the other special tokens are plain text here, which a safe cut never changes.
+        for piece in safe_pieces(text, piece_chars, [*allowed, *tokenizer.added_tokens]):
             pieces.append(piece)
             owner.append(i)
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait
@@ -163,11 +163,13 @@ def model_inputs(
 ) -> dict:
     """`tokenizer(texts, ...)`: a batch → {"input_ids", "attention_mask"} (1 = real token, 0 = padding).
 
-    padding=True / "longest" pads to the longest text, "max_length" to max_length. Pad with
+    padding=True / "longest" pads to the longest text, "max_length" to max_length (left out:
+    tokenizer.model_max_length, as for truncation). Pad with
     padding_side="left" for generation, so every prompt's last token sits in the last column;
     left out, it is tokenizer.padding_side ("right" unless set). truncation=True keeps the first
     max_length tokens (the last ones with truncation_side="left", which defaults to
-    tokenizer.truncation_side as padding_side does); left out, truncation is on
+    tokenizer.truncation_side as padding_side does; max_length left out: the tokenizer's
+    model_max_length, which its files may give, as in transformers); left out, truncation is on
     when max_length is given without padding (HF's rule: `tok(texts, max_length=8)` truncates).
     return_tensors="pt" gives (B, T) LongTensors.
     Padding uses pad_token_id: the pad token the files name, else the EOS (GPT-2 has no pad token); the
@@ -194,11 +196,12 @@ def model_inputs(
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
     if (truncation or padding == "max_length") and max_length is None:
-        # transformers falls back to the tokenizer's model_max_length; this tokenizer belongs to no
-        # model, so it has no such length: name the option that asked for one.
-        asked = "truncation=True" if truncation else "padding='max_length'"
-        raise ValueError(f"{asked} needs max_length=N (the tokenizer knows no model's context length: "
-                         "pass the model's config.n_positions, e.g.)")
+        # As transformers: the length of the model the tokenizer belongs to, if its files say it.
+        max_length = tokenizer.model_max_length
+        if max_length is None:
+            asked = "truncation=True" if truncation else "padding='max_length'"
+            raise ValueError(f"{asked} needs max_length=N (the tokenizer knows no model's context length: "
+                             "pass the model's config.n_positions, e.g., or set tokenizer.model_max_length)")
     single = isinstance(texts, str)
     batch = encode_batch(tokenizer, [texts] if single else texts, allowed_special=allowed_special,
                          disallowed_special=disallowed_special)

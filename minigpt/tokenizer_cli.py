@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         # "all", as the ids below: `<|endoftext|>` typed here is that token in both views.
         for work in tok.encode_show_work(text, allowed_special="all"):
             print(f"chunk {work['chunk']!r}")
-            print(f"    {'special' if work.get('special') else 'bytes':>10}  {' '.join(work['steps'][0])}")
+            kind = "special" if work.get("special") else "added" if work.get("added") else "bytes"
+            print(f"    {kind:>10}  {' '.join(work['steps'][0])}")
             for rank, step in zip(work["ranks"], work["steps"][1:]):
                 print(f"    rank {rank:>5}  {' '.join(step)}")
             print(f"    {'ids':>10}  {work['ids']}")

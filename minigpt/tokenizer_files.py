@@ -28,9 +28,12 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
 # What a Tokenizer is built from: token bytes → id, merges in rank order, special text → id.
 TokenizerParts = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]
 # The settings a Tokenizer takes by name (its keyword arguments), with GPT2Tokenizer's defaults.
-SETTINGS = {"eos_token": EOT, "pad_token": None, "padding_side": "right", "truncation_side": "right"}
-# What read_hf gives: the parts, and the settings.
-TokenizerPartsAndSettings = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, str | None]]
+SETTINGS = {"eos_token": EOT, "pad_token": None, "padding_side": "right", "truncation_side": "right",
+            "model_max_length": None}
+# What read_hf gives: the parts, and the keyword arguments (SETTINGS and added_tokens).
+TokenizerPartsAndSettings = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, object]]
+# transformers' model_max_length when the files give none (its VERY_LARGE_INTEGER): no limit.
+NO_MAX_LENGTH = int(1e30)
 
 
 def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
@@ -39,12 +42,14 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     "gpt2-xl", when no such directory exists) means the GPT-2 files shipped in checkpoints/gpt2:
     the four share one tokenizer. Tokens that are neither a single byte nor made by a merge are the
     special tokens (GPT-2: <|endoftext|> = 50256), if a file names them as such (as transformers
-    needs; <|endoftext|> is its default): any other, which transformers would never give, is
+    needs; <|endoftext|> is its default), or the added ones, if a file lists them as added but not
+    special (transformers' `add_tokens`): any other, which transformers would never give, is
     refused, and a merge that makes a token the vocabulary lacks too. Settings that would make
     transformers give other ids (a prefix space, a BOS/EOS added to every text, a normalizer, an
     added token's lstrip, rstrip or single_word, a regular token named as a special one, ...) are
     refused, by name: minigpt does none of them, and a tokenizer that silently gives other ids is
-    worse than none. Returns the Tokenizer's parts and its SETTINGS: {"eos_token": ..., ...}."""
+    worse than none. Returns the Tokenizer's parts and its SETTINGS: {"eos_token": ..., ...}, with
+    "added_tokens": {text: id}."""
     path = GPT2_DIR if gpt2_name(path) else Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
@@ -63,7 +68,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
         refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
         lines = read_text(merges_file).splitlines()
         str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
-        added = set()
+        added = {}
     else:
         for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
             if (path / have).is_file():
@@ -73,6 +78,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
         if not isinstance(i, int) or isinstance(i, bool):
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
     str_vocab, listed = _add_added_tokens(str_vocab, path, config)
+    added |= {token: marked or added.get(token, False) for token, marked in listed.items()}  # special if either says so
     named = _named_special_tokens(config, path)
     settings = _settings(config, path)
     _refuse_named_tokens_not_in(str_vocab, named)
@@ -83,13 +89,22 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
                              "a merge is two tokens in GPT-2's byte-level alphabet, one space between ('Ġ t')")
     merges = [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
     made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
-    vocab, special = {}, {}
+    vocab, special, added_tokens, unnamed = {}, {}, {}, []
+    named_tokens = {EOT} | {token for _, _, token in named}  # named anywhere: special, whatever a list says
     for s, i in str_vocab.items():
         token = str_to_token(s) if all(c in CHAR_TO_BYTE for c in s) else None
+        if token in made and s in added and s not in named_tokens:  # (named: refused below, with its file)
+            raise ValueError(f"{path} lists the regular token {s!r} ({i}) as an added token: transformers then "
+                             f"matches its text whole wherever it stands (add_tokens(['Hello']) makes 'Hellow' "
+                             "[15496, 86], not [39, 5037]), which minigpt does not do; remove it from the added tokens")
         if token in made:
             vocab[token] = i
-        else:
+        elif s in named_tokens or added.get(s):
             special[s] = i
+        elif s in added:  # listed, not special: a word added with transformers' add_tokens
+            added_tokens[s] = i
+        else:
+            unnamed.append(s)
     if lacking := {t for t in made - vocab.keys() if len(t) > 1}:  # (a missing byte: Tokenizer names it)
         rank, (a, b) = next((r, m) for r, m in enumerate(merges) if m[0] + m[1] in lacking)
         raise ValueError(f"{merges_file}: merge {rank} ({token_to_str(a)} {token_to_str(b)}) makes "
@@ -102,12 +117,12 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     # A token neither a byte, nor made by a merge, nor named special is one transformers never gives
     # (it encodes "<|im_start|>" as plain text); minigpt would take it for a special token. Most
     # often merges.txt lost its end (a download from a mirror that announced no size or hash).
-    if unnamed := sorted(special.keys() - {EOT, *added, *listed, *(token for _, _, token in named)}, key=special.get):
+    if unnamed := sorted(unnamed, key=str_vocab.get):
         shown = ", ".join(map(repr, unnamed[:3])) + (", ..." if len(unnamed) > 3 else "")
         raise ValueError(f"{vocab_file} has {len(unnamed):,} token(s) that no merge in {merges_file} makes and no "
                          f"file names as a special token ({shown}): transformers would never give their ids. Is "
                          f"{merges_file.name} cut short, or from another tokenizer?")
-    return vocab, merges, special, settings
+    return vocab, merges, special, settings | {"added_tokens": added_tokens}
 
 
 # tokenizer_config.json switches that make transformers add to every text; minigpt adds nothing.
@@ -148,23 +163,25 @@ def _refuse_other_matching(file: Path, entry: object) -> None:
                              "which minigpt does not do, so the ids would differ; set it to false")
 
 
-def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tuple[dict[str, int], set[str]]:
+def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tuple[dict[str, int], dict[str, bool]]:
     """The vocabulary plus the tokens transformers 4 lists beside it (added_tokens.json, and the
-    config's added_tokens_decoder: what add_special_tokens added), and those tokens' names. transformers appends a token
+    config's added_tokens_decoder: what add_tokens and add_special_tokens added), and those tokens'
+    names → whether a list marks them special (added_tokens.json says nothing). transformers appends a token
     it does not know at the next free id whatever id the file gives, so a file whose ids are not
     exactly that (a gap, a clash) is refused rather than read with ids transformers would not use."""
-    listed = []
+    listed, special = [], {}
     if (file := path / "added_tokens.json").is_file():
         data = read_json(file)
         if not isinstance(data, dict):
             raise ValueError(f"{file} must map each added token to its id (a JSON object), got {type(data).__name__}")
         listed += [(file, token, i) for token, i in data.items()]
-    decoder = config.get("added_tokens_decoder")  # {"50257": {"content": "<pad>", ...}}
+    decoder = config.get("added_tokens_decoder")  # {"50257": {"content": "<pad>", "special": true, ...}}
     if isinstance(decoder, dict):
         for i, entry in decoder.items():
             _refuse_other_matching(path / "tokenizer_config.json", entry)
             token = entry.get("content") if isinstance(entry, dict) else entry
             listed.append((path / "tokenizer_config.json", token, int(i) if str(i).isdigit() else i))
+            special[token] = isinstance(entry, dict) and bool(entry.get("special"))
     vocab = dict(str_vocab)
     for file, token, i in sorted(listed, key=lambda x: x[2] if isinstance(x[2], int) else -1):
         if not isinstance(i, int) or isinstance(i, bool) or not isinstance(token, str):
@@ -177,7 +194,7 @@ def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tu
                 raise ValueError(f"{file} gives the added token {token!r} the id {i}; transformers would add "
                                  f"it at the next free id, {next_id}, so the ids would differ")
             vocab[token] = i
-    return vocab, {token for _, token, _ in listed}
+    return vocab, {token: special.get(token, False) for _, token, _ in listed}
 
 
 def _special_tokens_map(path: Path) -> dict:
@@ -196,6 +213,10 @@ def _settings(config: dict, path: Path) -> dict[str, str | None]:
                 if value not in (None, "left", "right"):
                     raise ValueError(f"{file} sets {key} {value!r}; it must be 'left' or 'right'")
                 settings[key] = value or SETTINGS[key]
+            elif key == "model_max_length":
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                    raise ValueError(f"{file} sets model_max_length {value!r}; it must be a positive int")
+                settings[key] = value if value is not None and value < NO_MAX_LENGTH else None
             else:  # a token: its text, or transformers 4's AddedToken dict
                 settings[key] = value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
     return settings
@@ -225,8 +246,8 @@ def _refuse_named_tokens_not_in(str_vocab: dict[str, int], named: list[tuple[Pat
                              "would add it at a new id; add it to the vocabulary, or remove it from the file")
 
 
-def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], set[str]]:
-    """vocab (added tokens included), merges and the added tokens from a `tokenizers` file, if it is
+def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], dict[str, bool]]:
+    """vocab (added tokens included), merges and the added tokens (→ whether special) from a `tokenizers` file, if it is
     GPT-2-style BPE and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
     data = read_json(file)
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
@@ -252,7 +273,7 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], s
         _refuse_other_matching(file, entry)
     added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
     merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
-    return model["vocab"] | added, merges, set(added)
+    return model["vocab"] | added, merges, {t["content"]: bool(t.get("special")) for t in data.get("added_tokens", [])}
 
 
 def _adds_nothing(processor: dict | None) -> bool:
@@ -274,8 +295,9 @@ _STALE_FILES = ("tokenizer.json", "added_tokens.json", "special_tokens_map.json"
 
 def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     """vocab.json + merges.txt (GPT2TokenizerFast opens them) and tokenizer_config.json naming the
-    special tokens, the EOS, the pad token (the EOS by default), and a padding or truncation side
-    other than "right". Each file is written atomically. The files of a tokenizer saved there before by
+    special tokens, the EOS, the pad token (the EOS by default), a padding or truncation side
+    other than "right", the model_max_length if known, and the added tokens as not special
+    (added_tokens_decoder). Each file is written atomically. The files of a tokenizer saved there before by
     transformers are removed, once the new ones are written: it reads tokenizer.json before
     vocab.json (so it would load the old tokenizer), and adds the tokens that added_tokens.json and
     special_tokens_map.json name (transformers 4 writes them), which the new vocabulary may lack."""
@@ -299,8 +321,13 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     if pad is not None:  # the EOS too (minigpt's default): transformers then pads as minigpt does, where it has no pad
         config["pad_token"] = tok.id_to_token(pad)  # token of its own (and cannot batch a classifier's texts)
     config |= {side: "left" for side in ("padding_side", "truncation_side") if getattr(tok, side) == "left"}
+    if tok.model_max_length is not None:  # else transformers' truncation=True cuts nothing
+        config["model_max_length"] = tok.model_max_length
     named = {bos, eos, config.get("pad_token")}
     config["additional_special_tokens"] = [s for s in tok.special_tokens if s not in named]
+    if tok.added_tokens:  # vocab.json alone would make them regular tokens, which BPE never gives
+        config["added_tokens_decoder"] = {str(i): {"content": s, "special": False, "normalized": True, "lstrip": False,
+                                                   "rstrip": False, "single_word": False} for s, i in tok.added_tokens.items()}
     atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
     atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
     atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")

@@ -679,6 +679,30 @@ def test_a_special_token_holding_a_newline_is_never_cut_across_processes(tok, mo
     assert chat.encode_batch(docs, allowed_special="all", num_workers=2) == expected
 
 
+def test_an_added_token_is_its_id_everywhere_and_never_cut_across_processes(tok, monkeypatch):
+    """An added token (a word, not special) is its id in encode_ordinary and in encode_batch's
+    pool, even one holding a newline, which a cut at a line break could split in two."""
+    word = "ROM\nEO"
+    added = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": 50256}, added_tokens={word: 50257})
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 8)
+    docs = [f"x{word}y\n" * 50, "no word here\n" * 10]
+    expected = [added.encode_ordinary(d) for d in docs]
+    assert expected[0][:4] == [87, 50257, 88, 198] and expected[0].count(50257) == 50
+    assert added.encode_batch(docs, num_workers=2) == expected == [added.encode(d) for d in docs]
+    assert added.decode(expected[0]) == docs[0] and added.id_to_token(50257) == word
+
+
+@pytest.mark.parametrize("added, problem", [
+    ({"<|endoftext|>": 50257}, "'<|endoftext|>' is both a special token and an added one"),
+    ({"Ġthe": 50257}, "added token 'Ġthe' is spelled like the regular token 262"),
+    ({"ROMEO": 50258}, r"token ids must be exactly 0..50257"),
+])
+def test_added_tokens_that_cannot_be_told_apart_are_refused(tok, added, problem):
+    with pytest.raises(ValueError, match=problem):
+        Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": 50256}, added_tokens=added)
+
+
 def test_tokenizer_json_keeps_special_tokens_added_beside_the_bpe_vocabulary(tmp_path):
     """Bug guarded: tokenizer.json's `added_tokens` (special tokens a user added, e.g. a chat
     marker, which `tokenizers` keeps outside model.vocab) were ignored, so a tokenizer saved by

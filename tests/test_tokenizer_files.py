@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from minigpt import Tokenizer
+from minigpt import Tokenizer, tokenizer_cli
 from minigpt.tokenizer import GPT2_DIR
 
 EOT = "<|endoftext|>"
@@ -335,3 +335,148 @@ def test_a_regular_token_named_as_a_special_one_is_refused_reading_and_saving(to
     with pytest.raises(ValueError, match="pad_token_id 0 is the regular token '!'"):
         padded.save_pretrained(tmp_path / "saved")
     assert not (tmp_path / "saved").exists()  # refused before writing anything
+
+
+# Texts where a word added with add_tokens meets others: at the start, inside a word, repeated,
+# after spaces, beside a special token, and an added token holding a space.
+ADDED_TEXTS = ["ROMEO: But soft", "xROMEOy", " ROMEO", "ROMEOROMEO", "  ROMEO  ROMEO ", "a hello world!",
+               f"{EOT}ROMEO", "ROMEO<|endoftext|>x", "no added word here"]
+
+
+def _dir_with_added_words(tmp_path: Path, layout: str) -> Path:
+    """GPT-2 plus the words ROMEO (50257) and "hello world" (50258), added with add_tokens: as
+    transformers 5 saves them (tokenizer.json, "special": false), or as transformers 4 lists them
+    (added_tokens.json, which says nothing of specialness: transformers reads them as not special)."""
+    from transformers import GPT2TokenizerFast
+
+    if layout == "tokenizer.json":
+        hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+        hf.add_tokens(["ROMEO", "hello world"])
+        hf.save_pretrained(tmp_path)
+    else:
+        gpt2_copy(tmp_path)
+        (tmp_path / "added_tokens.json").write_text(json.dumps({"ROMEO": 50257, "hello world": 50258}))
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("layout", ["tokenizer.json", "added_tokens.json"])
+def test_words_added_with_add_tokens_are_matched_whole_not_refused_as_special(tmp_path, layout, capsys):
+    """Bug guarded: a word added with transformers' add_tokens (not special) was read as a special
+    token: encode("ROMEO: But soft") raised "text contains the special token 'ROMEO'" where
+    transformers gives [50257, 25, 887, 2705], and with disallowed_special=() (a classifier's
+    texts) it was split into BPE pieces, other ids than transformers' pipeline feeds the model."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(_dir_with_added_words(tmp_path, layout))
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert (tok.special_tokens, tok.added_tokens) == ({EOT: 50256}, {"ROMEO": 50257, "hello world": 50258})
+    assert len(tok) == len(hf) == 50259
+    theirs = [hf.encode(t) for t in ADDED_TEXTS]
+    assert theirs[0] == [50257, 25, 887, 2705] and theirs[1] == [87, 50257, 88]
+    ordinary = [t.replace(EOT, "") for t in ADDED_TEXTS]  # plain text: no special token to allow or refuse
+    assert [tok.encode(t) for t in ordinary] == [hf.encode(t) for t in ordinary]
+    assert [tok.encode(t, allowed_special="all") for t in ADDED_TEXTS] == theirs
+    assert tok.encode_batch(ADDED_TEXTS, allowed_special="all") == theirs
+    assert tok(ordinary)["input_ids"] == hf(ordinary)["input_ids"]
+    # The special token is plain text here, as encode_ordinary says; the added word is still its id.
+    as_text = [tok.encode(t, disallowed_special=()) for t in ADDED_TEXTS]
+    assert as_text == [tok.encode_ordinary(t) for t in ADDED_TEXTS] and as_text[6][-1] == 50257
+    assert [tok.decode(ids) for ids in theirs] == [hf.decode(ids) for ids in theirs] == ADDED_TEXTS
+    assert tok.encode_show_work("ROMEO hi")[0] == {"chunk": "ROMEO", "steps": [["ROMEO"]], "ranks": [], "ids": [50257],
+                                                    "added": True}
+    assert tokenizer_cli.main(["--tokenizer", str(tmp_path), "--show-work", "ROMEO hi"]) == 0
+    assert "chunk 'ROMEO'\n         added  ROMEO\n           ids  [50257]\n" in capsys.readouterr().out
+
+
+def test_saved_added_words_stay_words_for_transformers(tmp_path):
+    """Bug guarded: minigpt re-saved an added word as an additional special token, so transformers'
+    decode(skip_special_tokens=True), a pipeline's default, dropped it from the text."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(_dir_with_added_words(tmp_path, "tokenizer.json"))
+    Tokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path / "saved")
+    hf_again, again = AutoTokenizer.from_pretrained(tmp_path / "saved"), Tokenizer.from_pretrained(tmp_path / "saved")
+    assert hf_again.all_special_tokens == [EOT] and again.added_tokens == {"ROMEO": 50257, "hello world": 50258}
+    ids = hf.encode("ROMEO: But soft<|endoftext|>")
+    assert hf_again.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True) == "ROMEO: But soft"
+    assert [hf_again.encode(t) for t in ADDED_TEXTS] == [hf.encode(t) for t in ADDED_TEXTS]
+
+
+def test_a_regular_token_listed_as_added_is_refused(tmp_path):
+    """transformers matches an added token whole even where BPE makes it anyway, which changes the
+    ids around it ('Hellow': [15496, 86], not [39, 5037]); minigpt does not, so it refuses."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_tokens(["Hello"])
+    hf.save_pretrained(tmp_path)
+    assert hf.encode("Hellow") == [15496, 86] != GPT2TokenizerFast.from_pretrained(GPT2_DIR).encode("Hellow")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} lists the regular token 'Hello' (15496) as an added token")):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_model_max_length_is_read_used_for_truncation_and_saved(tmp_path):
+    """Bug guarded: model_max_length was neither read nor written. minigpt refused truncation=True
+    without max_length though the files said 1024, and a re-save dropped the 1024, after which
+    transformers' truncation=True cut nothing (its stand-in is 1e30): a pipeline on a long text
+    then failed with IndexError in the position embedding."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR, model_max_length=1024).save_pretrained(tmp_path)
+    tok, long = Tokenizer.from_pretrained(tmp_path), "word " * 2000
+    assert tok.model_max_length == 1024 and len(tok(long, truncation=True)["input_ids"]) == 1024
+    assert Tokenizer.from_pretrained(GPT2_DIR).model_max_length is None  # no file names it
+    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path / "none")  # transformers writes 1e30
+    assert Tokenizer.from_pretrained(tmp_path / "none").model_max_length is None
+    tok.save_pretrained(tmp_path / "saved")
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved").model_max_length == 1024
+    tok.model_max_length = 64  # what a checkpoint's writer sets: its model's n_positions
+    tok.save_pretrained(tmp_path / "saved")
+    hf = AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert hf(long, truncation=True)["input_ids"] == tok(long, truncation=True)["input_ids"] == tok.encode(long)[:64]
+    assert tok([long, "a"], padding="max_length")["input_ids"][1] == [64] + [50256] * 63
+    with pytest.raises(ValueError, match="model_max_length must be a positive int .* got 0"):
+        tok.model_max_length = 0
+
+
+def test_pad_token_and_eos_token_set_by_name_change_the_ids_and_the_saved_config(tmp_path):
+    """Bug guarded: transformers' idiom `tok.pad_token = "<|pad|>"` only made an attribute: padding
+    still used the EOS and the saved config named <|endoftext|> as pad. An unknown name set
+    eos_token_id to None without a word."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_special_tokens({"additional_special_tokens": ["<|pad|>", "<|end|>"]})
+    hf.save_pretrained(tmp_path)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert (tok.pad_token, tok.pad_token_id) == (EOT, 50256)
+    tok.pad_token, tok.eos_token = "<|pad|>", "<|end|>"
+    assert (tok.pad_token_id, tok.eos_token_id) == (50257, 50258)
+    assert tok(["a b", "a"], padding=True)["input_ids"] == [[64, 275], [64, 50257]]
+    tok.save_pretrained(tmp_path / "saved")
+    hf_again = AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert (hf_again.pad_token, hf_again.pad_token_id, hf_again.eos_token) == ("<|pad|>", 50257, "<|end|>")
+    for role in ("pad_token", "eos_token"):
+        with pytest.raises(ValueError, match=f"{role} 'Hello' is not one of this tokenizer's special tokens"):
+            setattr(tok, role, "Hello")
+    assert (tok.pad_token_id, tok.eos_token_id) == (50257, 50258)  # a refused name changes nothing
+    tok.pad_token = None
+    assert tok.pad_token_id is None and tok.pad_token is None
+
+
+@pytest.mark.parametrize("name", ["Ã¤", "ĠĠx"])
+def test_a_special_token_spelled_in_the_byte_alphabet_decodes_as_transformers_decodes_it(tmp_path, name):
+    """Bug guarded: a special token named in GPT-2's byte alphabet ("Ã¤" spells "ä") decoded as its
+    spelling in minigpt ('aÃ¤b') and as its bytes in transformers ('aäb'). minigpt now decodes it
+    as transformers does; so are added tokens ("café": the byte 0xE9, U+FFFD once decoded)."""
+    from transformers import AutoTokenizer
+
+    Tokenizer.train("a b ab " * 20, vocab_size=260, special_tokens=[EOT, name], progress=False).save_pretrained(tmp_path)
+    tok, hf = Tokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    ids = tok.encode(f"a{name}b", allowed_special="all")
+    assert ids == hf.encode(f"a{name}b") and tok.decode(ids) == hf.decode(ids) == f"a{name.replace('Ã¤', 'ä').replace('Ġ', ' ')}b"
+    hf.add_tokens(["café"])
+    hf.save_pretrained(tmp_path / "added")
+    ids = hf.encode("a café")
+    assert Tokenizer.from_pretrained(tmp_path / "added").decode(ids) == hf.decode(ids) == "a caf\N{REPLACEMENT CHARACTER}"

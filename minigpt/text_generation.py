@@ -109,41 +109,51 @@ def starting(ids: list[int], start: int | None) -> list[int]:
 
 def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
     """`stream_text`'s pieces: one row's tokens from `steps` → the text that is final so far, in
-    pieces that are never empty: a step that makes no text final yields nothing."""
-    new: list[int] = []
+    pieces that are never empty: a step that makes no text final yields nothing.
+
+    Each step decodes only the tokens since the text last ended on a whole character, and looks
+    for stop strings only where a new one can be: decoding the whole text each step made a long
+    stream (--slide, 100k tokens) slower with every token. Text that ends on a whole character
+    decodes the same alone as with more bytes after it (UTF-8 starts afresh there)."""
+    # The text from character `start` on is `window` (decoded, whole characters) + the decoding of
+    # `tokens`; what lies before `start` is shown. No stop string can begin in shown text: what
+    # could begin one is held back (below) until the text shows it is none.
+    start, window, tokens = 0, "", []
     sent, ended = 0, False  # characters already yielded; EOS or a stop string seen
     while True:
         try:
             token = int(next(steps)[0])
         except StopIteration as end:
-            if not ended and (rest := tokenizer.decode(new)[sent:]):  # what was held back, if anything
+            if not ended and (rest := (window + tokenizer.decode(tokens))[sent - start:]):  # what was held back
                 yield rest
             return end.value
         if ended:
             continue
         if token in eos:  # the text is over: what was held back (a stop string's possible start) is final
-            if rest := tokenizer.decode(new)[sent:]:
+            if rest := (window + tokenizer.decode(tokens))[sent - start:]:
                 yield rest
             ended = True
             continue
-        new.append(token)
-        text = tokenizer.decode(new)
-        cut = first_stop(text, stops)
-        if cut >= 0:
-            if cut > sent:
-                yield text[sent:cut]
+        tokens.append(token)
+        tail = tokenizer.decode(tokens)
+        text, shown = window + tail, sent - start  # (indices in `text` count from `start`)
+        if (cut := first_stop(text[shown:], stops)) >= 0:
+            if cut > 0:
+                yield text[shown:shown + cut]
             ended = True
             continue
         ready = len(text)
-        while ready > sent and text[ready - 1] == "\ufffd":  # maybe a character still being spelled out
+        while ready > shown and text[ready - 1] == "\ufffd":  # maybe a character still being spelled out
             ready -= 1
         # Then hold back what could begin a stop string, judged on the whole characters: with
         # "User：" as the stop, "User" followed by a half-spelled "：" must wait too.
         whole = text[:ready]
         ready -= max((k for s in stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
-        if ready > sent:
-            yield text[sent:ready]
-            sent = ready
+        if ready > shown:
+            yield text[shown:ready]
+            sent = start + ready
+        if not tail.endswith("\ufffd"):  # whole characters: decode from here on, keep what is not shown
+            start, window, tokens = sent, text[sent - start:], []
 
 
 def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],

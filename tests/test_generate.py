@@ -12,6 +12,8 @@ import numpy as np
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
 
@@ -2184,6 +2186,44 @@ def test_a_stop_string_that_does_not_occur_never_hides_one_that_does(gpt2_tok):
     ids = gpt2_tok.encode("Say hello world")
     pieces = text_pieces(iter(torch.tensor([i]) for i in ids), gpt2_tok, ["zz", "ll"], eos=set())
     assert "".join(pieces) == "Say he"
+
+
+# Byte tokens of characters, whole, cut short (b"\xe2\x82": half a "€") or no UTF-8 (b"\xff").
+STREAM_PARTS = [b"a", b"b", b"\n", "\u20ac".encode(), "\U0001f600".encode(), b"\xe2\x82", b"\xff"]
+
+
+@settings(max_examples=300, deadline=None)
+@example(ids=list(b"ab\nab"), stops=["b\n"], eos_at=9)  # a stop begun in text held back a step before
+@given(ids=st.lists(st.sampled_from(STREAM_PARTS), max_size=16).map(lambda parts: list(b"".join(parts))),
+       stops=st.lists(st.sampled_from(["b\n", "\u20aca", "a", "\n\n", "\U0001f600", "ab\u20ac", "b\u20ac\n"]),
+                      max_size=2),
+       eos_at=st.integers(0, 70))
+def test_streamed_pieces_are_the_whole_text_cut_at_its_first_stop(ids, stops, eos_at):
+    """text_pieces decodes only the tokens since the text last ended on a whole character (a
+    runner's audit: decoding the whole text each step made a 100k-token --slide stream slower with
+    every token). Its pieces must still join to the text decoded whole, cut at the first stop
+    string or EOS, with characters spelled over several tokens, bytes that are no UTF-8, and stops
+    spanning tokens."""
+    tok, eos = ByteTokenizer(), 300
+    stream_ids = ids[:eos_at] + [eos] + ids[eos_at:]
+    pieces = list(text_pieces(iter(torch.tensor([i]) for i in stream_ids), tok, stops, eos={eos}))
+    text = tok.decode(ids[:eos_at])
+    cut = first_stop(text, stops)
+    assert "".join(pieces) == (text if cut < 0 else text[:cut]) and all(pieces)
+
+
+def test_a_long_stream_decodes_only_its_newest_tokens():
+    """The cost per token must not grow with the text: each step decodes a few tokens, not all."""
+    lengths = []
+
+    class Counting(ByteTokenizer):
+        def decode(self, ids) -> str:
+            lengths.append(len(ids))
+            return super().decode(ids)
+
+    ids = list("Ça va? ".encode() * 300)  # (Ç is 2 bytes: one decode spans both)
+    pieces = text_pieces(iter(torch.tensor([i]) for i in ids), Counting(), ["Ça va!"], eos=set())
+    assert "".join(pieces) == bytes(ids).decode() and max(lengths) <= 2
 
 
 def test_stop_strings_cut_at_the_earliest_one_when_one_token_completes_two():

@@ -54,9 +54,14 @@ def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
     """Yield (chunk, ids) for each ~chunk_chars piece of text, cut where the cut cannot change the
     ids (minigpt.pretokenize.safe_pieces): the ids joined are tokenizer.encode(text) with special
     tokens allowed (<|endoftext|> written in the text becomes its id). No cut falls inside a
-    special token (one whose text holds a newline could otherwise be cut in two)."""
-    for chunk in safe_pieces(text, chunk_chars, getattr(tokenizer, "special_tokens", ())):
+    special or added token (one whose text holds a newline could otherwise be cut in two)."""
+    for chunk in safe_pieces(text, chunk_chars, whole_tokens(tokenizer)):
         yield chunk, tokenizer.encode_batch([chunk], allowed_special="all")[0]  # on every core
+
+
+def whole_tokens(tokenizer) -> list[str]:
+    """The tokens a text holds whole, which BPE does not make: special and added ones."""
+    return [*getattr(tokenizer, "special_tokens", ()), *getattr(tokenizer, "added_tokens", ())]
 
 
 def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[int]:
@@ -119,7 +124,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     n_tokens = {"train": 0, "val": 0}
     n_bytes = {"train": 0, "val": 0}
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    specials = getattr(tokenizer, "special_tokens", ())  # no cut may fall inside one
+    specials = whole_tokens(tokenizer)  # no cut may fall inside one
     total = sum(p.stat().st_size for p in paths)
     # Each file is written under a temp name and renamed into place once all are complete (the
     # files close first, then each atomic_path renames); if anything fails, the temp files go.

@@ -137,6 +137,9 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
     (`lora_merged`), so the checkpoint is a plain GPT-2 and the model being trained keeps its adapters."""
     with lora_merged(model):
         model.save_pretrained(path)  # GPT2LMHeadModel, or GPT2ForSequenceClassification for a classifier
+    # The model's context as the tokenizer's limit: transformers' truncation=True (its text-
+    # classification pipeline's) then cuts a text to what the model can read.
+    tokenizer.model_max_length = (model.gpt if isinstance(model, GPTClassifier) else model).config.n_positions
     tokenizer.save_pretrained(path)
 
 

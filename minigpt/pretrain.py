@@ -11,7 +11,6 @@ which knows nothing about language modelling. The run's flags are `TrainConfig`'
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,8 +19,8 @@ from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.cli import prog
 from minigpt.config import GPTConfig
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
-from minigpt.files import atomic_path
 from minigpt.model import GPT
+from minigpt.tokenizer import Tokenizer
 from minigpt.run_dir import MOVED_DATA_HINT, check_out_dir, is_rank_0, run_dir_lock
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
@@ -137,14 +136,17 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         def get_batch(split: str, rng: torch.Generator):
             return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
 
+        # The data's tokenizer goes with every checkpoint, so `minigpt generate --model OUT_DIR` (and
+        # transformers) find it, with the model's context as its model_max_length: transformers'
+        # truncation=True then cuts a text to what the model can read.
         tokenizer_dir = data / "tokenizer"
+        tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir.is_dir() else None
 
         def save_fn(m: GPT, path: Path) -> None:
             m.save_pretrained(path)
-            if tokenizer_dir.is_dir():  # so `minigpt generate --model OUT_DIR` finds its tokenizer
-                for f in tokenizer_dir.iterdir():
-                    with atomic_path(path / f.name) as tmp:
-                        shutil.copyfile(f, tmp)
+            if tokenizer is not None:
+                tokenizer.model_max_length = m.config.n_positions
+                tokenizer.save_pretrained(path)
 
         bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None
         return train_loop(

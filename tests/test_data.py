@@ -340,3 +340,6 @@ def test_no_cut_falls_inside_a_special_token_that_holds_a_newline(tok, tmp_path)
     assert ids[0][:-1] + ids[1][:-1] == expected  # each part closed by <|endoftext|>, the cut between two turns
     cut = minigpt.data._cut_point(text, 0.1, chat.special_tokens)
     assert text[:cut].endswith(special) and not text[cut:].startswith("\n")
+    # An added token (transformers' add_tokens: text, not special) is held whole too.
+    added = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": EOS}, added_tokens={special: EOS + 1})
+    assert encode_text(added, text, chunk_chars=3) == expected

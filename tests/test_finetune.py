@@ -389,8 +389,13 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path,
     from transformers import AutoTokenizer
 
     texts = ["the speech was good indeed", "bad"]
-    batch = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
+    hf_tokenizer = AutoTokenizer.from_pretrained(out)
+    batch = hf_tokenizer(texts, padding=True, return_tensors="pt")
     assert batch["input_ids"][1, -1] == hf.config.pad_token_id
+    # The model's context as the tokenizer's limit (an interop audit: none was written, so HF's
+    # truncation=True never cut, and its text-classification pipeline failed on a long text).
+    assert hf_tokenizer.model_max_length == hf.config.n_positions
+    assert len(hf_tokenizer("good " * 500, truncation=True)["input_ids"]) == hf.config.n_positions
     with torch.no_grad():
         alone = torch.cat([ours(torch.tensor([Tokenizer.from_pretrained(out).encode(t)]))[0] for t in texts])
         assert torch.allclose(hf(**batch).logits, alone, atol=1e-5)

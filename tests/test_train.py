@@ -29,7 +29,7 @@ import minigpt.run_dir
 import minigpt.train as train
 import minigpt.train_runtime as train_runtime
 from minigpt.checkpoint import INDEX_NAME
-from minigpt import GPT, GPTConfig
+from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.data import load_tokens, sample_batch
 from minigpt.run_dir import STATE_FILE, read_log
 from minigpt.optimizer import lr_at
@@ -1024,8 +1024,8 @@ def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypat
     """Each file is fsynced under its temp name before the rename: else a power cut could leave
     the new name pointing at a file whose data never reached the disk."""
     data = make_data(tmp_path / "data")
-    (data / "tokenizer").mkdir()
-    (data / "tokenizer" / "vocab.json").write_text("{}")  # pretrain copies the tokenizer into every checkpoint
+    # pretrain writes the data's tokenizer into every checkpoint (bytes alone: no merges).
+    Tokenizer.train("ab", vocab_size=257, progress=False).save_pretrained(data / "tokenizer")
     synced, renamed = set(), set()
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -1043,6 +1043,11 @@ def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypat
     monkeypatch.setattr(os, "replace", replace)
     pretrain(tiny_cfg(data, tmp_path / "out", max_iters=1, eval_iters=1))
     assert renamed == {STATE_FILE, "vocab.json", "loss.png"}
+    # With the model's context as its limit (an interop audit: none was written, so transformers'
+    # truncation=True never cut a text to what the model reads).
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").model_max_length == 128  # gpt2-tiny's n_positions
 
 
 @pytest.mark.parametrize("grad_clip", [1.0, 0.0], ids=["clipped", "unclipped"])

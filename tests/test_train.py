@@ -756,9 +756,9 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     training_state.pt and loss.png deleted by hand looks the same). A run that got further is not: a finished run whose
     training_state.pt was deleted (and its loss.png too) is refused, its model kept."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
-    (data / "tokenizer").mkdir()  # as `minigpt prepare` writes it: each checkpoint copies it (a reviewer's case:
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):  # the restart was refused, "holds a tokenizer")
-        (data / "tokenizer" / name).write_text("{}")
+    # As `minigpt prepare` writes it: each checkpoint holds it (a reviewer's case: the restart was
+    # refused, "holds a tokenizer").
+    Tokenizer.train("ab", vocab_size=257, progress=False).save_pretrained(data / "tokenizer")
     flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
              "--block-size", "16", "--batch-size", "4", "--max-iters", "8", "--warmup-iters", "2", "--eval-interval", "4",
              "--eval-iters", "2", "--log-interval", "2", "--device", "cpu", "--seed", "7"]

@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         prompt, records, lines = read_prompt_flags(args)
         typed = typed_flags(argv)
         check_flags(args, typed)  # before loading: a flag that would be ignored is refused in no time
+        if args.prompts_file is not None and not records:  # no output, as for any empty input, but said
+            print(f"{parser.prog}: note: {source_name(args.prompts_file)} holds no prompts", file=sys.stderr)
+            return 0
         model, tokenizer = load_model_and_tokenizer(args, parser.prog)
         check_room_for_a_prompt(model, args, typed)
         sampling, kwargs = generate_kwargs(args)

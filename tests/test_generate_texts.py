@@ -236,6 +236,21 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     assert main(sampled) == 0 and [json.loads(line) for line in capsys.readouterr().out.splitlines()] == first
 
 
+def test_cli_an_empty_prompts_file_says_so_before_loading_a_model(tiny_checkpoint, tmp_path, capsys,  # noqa: F811
+                                                                   monkeypatch):
+    """A runner's audit: a --prompts-file of blank lines loaded the model, printed nothing and exited
+    0 without a word. No output is right for no input (a pipeline's empty grep), but it is said, and
+    no model is loaded for it."""
+    import minigpt.generate_cli
+    from minigpt.generate_cli import main
+
+    monkeypatch.setattr(minigpt.generate_cli, "load_model_and_tokenizer", lambda *a: pytest.fail("loaded a model"))
+    path = write_jsonl(tmp_path / "p.jsonl", ["", "  "])
+    assert main(["--model", str(tiny_checkpoint), "--prompts-file", path]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"minigpt generate: note: {path} holds no prompts\n"
+
+
 def test_cli_prompts_file_reads_prompts_as_the_one_prompt_cli_does(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
     """A prompt may hold <|endoftext|> (the user's own text, as --prompt's) and U+2028 (a JSON string
     may hold it as it is: only "\\n" ends a line); --batch-size 1 is a batch size like any other."""

@@ -202,8 +202,9 @@ class GPTClassifier(nn.Module):
                 key = "score." + key.removeprefix(MEAN_HEAD)
             key = key if key.startswith("score") else "gpt." + key
             if key in state:  # a mean head under both its names (or a tensor in two shards): one would be dropped unseen
-                raise ValueError(f"{path} holds tensor {key.removeprefix('gpt.')!r} twice" + (
-                    f" (a mean-pooled head is read from {MEAN_HEAD}* or from score.*, not both)" * key.startswith("score")))
+                why = f" (a mean-pooled head is read from {MEAN_HEAD}* or from score.*, not both)" \
+                    if key.startswith("score") else ""
+                raise ValueError(f"{path} holds tensor {key.removeprefix('gpt.')!r} twice{why}")
             state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):

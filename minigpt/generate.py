@@ -121,7 +121,8 @@ def stream(
     Rows that finish early are filled with pad_token_id (None: the config's pad_token_id, else the
     first EOS id, as in transformers). Prompts are left-padded, `attention_mask` 0 at the pads;
     without one, as in transformers, the ids equal to a pad id that is no EOS are padding (with the
-    EOS as pad, GPT-2's default, every id is text: pass the mask).
+    EOS as pad, GPT-2's default, or a pad that is the config's EOS or BOS, every id is text: pass
+    the mask). The text functions pass one prompt's all-ones mask themselves.
 
     Where a row ends: at an EOS (`eos_token_id=None` means the model's, <|endoftext|> for GPT-2;
     `[]` never stops on EOS), or where its text contains a `stop` string (one string or a list of

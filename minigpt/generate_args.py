@@ -63,6 +63,7 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
                          "one is shape (1, 0)); generate_texts takes a list of prompts that may be empty")
     device = model.transformer.wte.weight.device
     input_ids = input_ids.to(device=device, dtype=torch.long)
+    inferred = attention_mask is None and pad is not None and bool((input_ids == pad).any())
     if attention_mask is None:  # a left-padded batch passed without its mask still decodes as each row alone
         attention_mask = torch.ones_like(input_ids) if pad is None else (input_ids != pad).long()
     if attention_mask.shape != input_ids.shape:
@@ -91,8 +92,9 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     if mask_lo < 0 or mask_hi > 1:
         raise ValueError(f"attention_mask must hold 0 (padding) or 1 (token), got {mask_lo if mask_lo < 0 else mask_hi}")
     if not attention_mask[:, -1].all():
-        raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): "
-                         "use the tokenizer with padding_side='left'")
+        raise ValueError("prompts must be left-padded (attention_mask[:, -1] must be 1 in every row): use the "
+                         "tokenizer with padding_side='left'" + (f"; with no attention_mask given, the ids equal to "
+                         f"pad_token_id {pad} are taken for padding: pass the mask" if inferred else ""))
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
     n_positions = model.config.n_positions

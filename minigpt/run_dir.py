@@ -13,8 +13,8 @@ OUT_DIR layout:
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
-    checkpoint.lost/     --resume started it again (`restart_unsaved_run`), and the part of a
-                         first checkpoint it left
+                         --resume started it again (`restart_unsaved_run`)
+    checkpoint.lost/     what that run had saved of its first checkpoint, set aside with it
     data/, data.new/     fine-tuning's lm task: the tokens it trains on, and a resume's tokens of
                          another --data until a checkpoint records them (minigpt/finetune.py)
     .lock                there while a run writes OUT_DIR (`run_dir_lock`): one run at a time

@@ -67,7 +67,10 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
-    return text_pieces(stream(model, ids, tokenizer=tokenizer, **kwargs), tokenizer, stops, eos)
+    # One prompt, no padding: its mask is all ones (no id of it is taken for a pad, as a mask-less
+    # `stream` would take a pad id that is no EOS).
+    steps = stream(model, ids, attention_mask=torch.ones_like(ids), tokenizer=tokenizer, **kwargs)
+    return text_pieces(steps, tokenizer, stops, eos)
 
 
 def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict) -> tuple[torch.Tensor, list[str], set[int]]:
@@ -166,7 +169,7 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
     cuts it (`cut_text`).
     """
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
-    texts, stats = row_texts(model, tokenizer, ids, None, stops, eos, kwargs)
+    texts, stats = row_texts(model, tokenizer, ids, torch.ones_like(ids), stops, eos, kwargs)  # one prompt: no pads
     return (texts, stats) if stats is not None else texts
 
 

@@ -304,7 +304,8 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     path = Path(path)
     eos, pad = tok.eos_token if tok.eos_token_id is not None else None, tok.pad_token_id
     if pad is not None and pad != tok.eos_token_id and pad not in tok.special_tokens.values():
-        raise ValueError(f"pad_token_id {pad} is the regular token {tok.id_to_token(pad)!r}: transformers would take a "
+        kind = "added (not special)" if pad in tok.added_tokens.values() else "regular"
+        raise ValueError(f"pad_token_id {pad} is the {kind} token {tok.id_to_token(pad)!r}: transformers would take a "
                          "pad_token named in tokenizer_config.json for a special token, and cut it out of every text; "
                          "pad with a special token, or the EOS")
     path.mkdir(parents=True, exist_ok=True)

@@ -180,6 +180,25 @@ def test_a_left_padded_batch_without_its_mask_is_read_as_transformers_reads_it(p
     assert torch.equal(as_eos, generate(model, ids, torch.ones_like(ids), pad_token_id=PAD, eos_token_id=PAD,
                                         max_new_tokens=4))
     assert not torch.equal(as_eos, generate(model, ids, mask, pad_token_id=PAD, eos_token_id=PAD, max_new_tokens=4))
+    # A prompt that ends in the pad id, without a mask: the error says the mask was inferred.
+    with pytest.raises(ValueError, match=r"left-padded .*; with no attention_mask given, the ids equal to "
+                                         r"pad_token_id 1 are taken for padding: pass the mask"):
+        generate(model, torch.tensor([[5, PAD]]), pad_token_id=PAD, max_new_tokens=2)
+
+
+def test_the_text_functions_never_take_a_prompt_id_for_a_pad():
+    """A reviewer's catch: generate_text and stream_text passed `stream` no mask, so once a mask-less
+    call took a pad id that is no EOS for padding, a checkpoint whose pad_token_id is a token of text
+    (0, "!") lost every "!" of a one-prompt text ("Hi! there" went on as "Hi there"), and "Hello!"
+    was refused as not left-padded. One prompt has no pads: its text is all text, as generate_texts has it."""
+    tok = ByteTokenizer()
+    model = GPT(tiny_config(vocab_size=256, pad_token_id=ord("!"))).eval()
+    for prompt in ("Hi! there", "Hello!"):
+        ids = torch.tensor([tok.encode(prompt)])
+        want = tok.decode(generate(model, ids, torch.ones_like(ids), max_new_tokens=6, eos_token_id=[])[0, ids.size(1):])
+        kw = dict(max_new_tokens=6, eos_token_id=[])
+        assert generate_text(model, tok, prompt, **kw) == ["".join(stream_text(model, tok, prompt, **kw))] == [want]
+        assert generate_texts(model, tok, [prompt], **kw) == [[want]]
 
 
 def test_checkpoint_token_ids_are_the_ones_transformers_generates_with(pair, tmp_path):

@@ -3,11 +3,11 @@
 Where it sits: `... → GPT → logits → penalties → n-gram ban → filters (temperature, top-k, top-p,
 min-p) → draw → ...`; the filters and the draw are minigpt/sampling.py.
 
-- Repetition (CTRL's: Keskar et al. 2019, arXiv:1909.05858; as in transformers) shrinks a seen token's logit; presence and frequency
-  (OpenAI's) subtract a flat cost for having appeared, plus one per occurrence. `penalize` applies
-  all three to token counts (B, V), which the decode loop keeps on the device and bumps each
-  step (`PenaltyCounts`; `token_counts` builds counts from ids); `apply_penalties` is the checked
-  form, on ids.
+- Repetition (CTRL's: Keskar et al. 2019, arXiv:1909.05858; as in transformers) shrinks a seen
+  token's logit; presence and frequency (OpenAI's) subtract a flat cost for having appeared, plus
+  one per occurrence. `penalize` applies all three to token counts (B, V), which the decode loop
+  keeps on the device and bumps each step (`PenaltyCounts`; `token_counts` builds counts from
+  ids); `apply_penalties` is the checked form, on ids.
 - The n-gram ban (`ban_repeated_ngrams`, transformers' `no_repeat_ngram_size`) gives -inf to every
   token that would repeat an n-gram of the row.
 

@@ -110,8 +110,9 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     """One optimizer step: cfg.grad_accum micro-batches → averaged gradients → clip → AdamW.
 
     Returns (mean loss over the global batch, gradient norm before clipping (None when grad_clip
-    is 0: then it is measured only for the divergence check), tokens seen by all processes). Raises TrainingDiverged *before* the update if the loss, or the gradient norm
-    (a NaN gradient can come from a finite loss), is NaN or inf.
+    is 0: then it is measured only for the divergence check), tokens seen by all processes).
+    Raises TrainingDiverged *before* the update if the loss, or the gradient norm (a NaN gradient
+    can come from a finite loss), is NaN or inf.
     """
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name
+from minigpt.config import GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, read_json, refuse_lfs_pointer
 from minigpt.model import GPT
@@ -145,9 +145,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     """Load a Hugging Face GPT-2 directory, or one of OpenAI's four by name ("gpt2", ...,
     "gpt2-xl": `find_gpt2`). `dtype=None` keeps the dtype stored in the file; `device="auto"` is
     the GPU when there is one."""
-    if name := gpt2_name(path):
-        path = find_gpt2(name)
-    path = Path(path)
+    path = find_gpt2(name) if (name := gpt2_name(path)) else Path(shipped_path(path))
     check_checkpoint_dir(path)
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         if (path / WEIGHTS_NAME).exists() or (path / INDEX_NAME).exists():  # what a save_gpt killed mid-rename leaves

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_checkpoint_dir, is_classifier_checkpoint, one_dtype,
                                 read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_checkpoint)
-from minigpt.config import GPTConfig
+from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
 from minigpt.model import GPT
 
@@ -172,7 +172,7 @@ class GPTClassifier(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":
         """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification.
         `device="auto"` is the GPU when there is one, as for GPT.from_pretrained."""
-        path, dtype, device = Path(path), resolve_dtype(dtype), resolve_device(device)
+        path, dtype, device = Path(shipped_path(path)), resolve_dtype(dtype), resolve_device(device)
         check_checkpoint_dir(path)
         if not is_classifier_checkpoint(path):
             raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint (its config.json's "

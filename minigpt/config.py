@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -32,11 +33,26 @@ GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # puts inside the package, as pyproject.toml's package-dir says.
 _PACKAGED = Path(__file__).resolve().parent / "checkpoints"
 CHECKPOINTS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def user_cache() -> Path:
+    """The user's cache directory, as the XDG spec has it: $XDG_CACHE_HOME if it is an absolute path
+    (a "~" or $VAR in it expanded: a Dockerfile's ENV leaves them as typed; a relative one is
+    ignored, or downloads would land wherever a command ran), else ~/.cache; with no home directory
+    at all (a container run as a user /etc/passwd lacks), a folder in the temp directory."""
+    xdg = os.path.expandvars(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))
+    if os.path.isabs(xdg):
+        return Path(xdg)
+    try:
+        return Path.home() / ".cache"
+    except RuntimeError:  # "Could not determine home directory": no $HOME, no passwd entry
+        return Path(tempfile.gettempdir()) / f"cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
 # Where `minigpt download NAME` puts GPT-2's weights, and --model NAME looks first: checkpoints/ in a
 # checkout; a user cache for an installed package, since site-packages may be read-only and a
 # reinstall would delete what it holds (6 GB for gpt2-xl).
-DOWNLOADS = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt" if _PACKAGED.is_dir()
-             else CHECKPOINTS)
+DOWNLOADS = user_cache() / "minigpt" if _PACKAGED.is_dir() else CHECKPOINTS
 # A checkpoint's weights, as transformers names them: one file, or shards listed in an index.
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -47,6 +63,17 @@ def gpt2_name(path: str | os.PathLike) -> str | None:
     such file or directory exists here; else None. What a name then loads: download.find_gpt2."""
     name = str(path).removeprefix("openai-community/")
     return name if name in GPT2_SIZES and not Path(path).exists() else None
+
+
+def shipped_path(path: str | os.PathLike) -> str | os.PathLike:
+    """`path`, or the shipped checkpoint it names as README does ("checkpoints/shakespeare",
+    "checkpoints/gpt2") where no such path exists here: an installed minigpt, run outside the
+    repository, keeps its checkpoints/ inside the package (`CHECKPOINTS`)."""
+    parts = Path(path).parts
+    if len(parts) > 1 and parts[0] == "checkpoints" and not Path(path).exists():
+        if (inside := CHECKPOINTS.joinpath(*parts[1:])).exists():
+            return inside
+    return path
 
 
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,

@@ -376,9 +376,9 @@ def check_model_path(args: argparse.Namespace) -> None:
     """Refuse a --model that is no checkpoint directory before anything loads: a file, or a path
     that does not exist (with how to fetch GPT-2's weights into it, if it is named after one)."""
     from minigpt.checkpoint import download_hint
-    from minigpt.config import gpt2_name
+    from minigpt.config import gpt2_name, shipped_path
 
-    model_dir = Path(args.model)
+    model_dir = Path(shipped_path(args.model))  # (README's checkpoints/shakespeare, for an installed minigpt too)
     if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
         raise ValueError(f"--model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})")
     # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from minigpt.config import gpt2_name
+from minigpt.config import gpt2_name, shipped_path
 from minigpt.files import atomic_write_text, read_json, read_text, refuse_lfs_pointer
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
@@ -50,7 +50,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     refused, by name: minigpt does none of them, and a tokenizer that silently gives other ids is
     worse than none. Returns the Tokenizer's parts and its SETTINGS: {"eos_token": ..., ...}, with
     "added_tokens": {text: id}."""
-    path = GPT2_DIR if gpt2_name(path) else Path(path)
+    path = GPT2_DIR if gpt2_name(path) else Path(shipped_path(path))
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")

@@ -23,6 +23,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from minigpt.config import shipped_path
 from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
 
 # The shape of a fresh model when no --preset is given.
@@ -121,7 +122,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in self.PATH_FIELDS:
-            path = getattr(self, name)
+            path = getattr(self, name) and shipped_path(getattr(self, name))  # (README's checkpoints/..., installed)
             if path and os.path.exists(path):
                 setattr(self, name, os.path.abspath(path))
         # Counts are ints (as GPTConfig's sizes): batch_size=4.0 would fail in torch.randint with an

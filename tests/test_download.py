@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -694,3 +695,23 @@ def test_the_hf_cache_folder_is_the_one_huggingface_hub_uses(by_name, monkeypatc
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", "~/home")
     assert download.hf_cache_snapshot("gpt2") == snapshot
+
+
+def test_minigpt_s_own_cache_reads_xdg_cache_home_as_the_spec_says(tmp_path, monkeypatch):
+    """A packager's audit: XDG_CACHE_HOME='~/.cache' (a Dockerfile's ENV leaves `~` as typed) sent
+    an installed minigpt's downloads to a folder named "~" in the working directory, and with no
+    home directory at all (a container run as a user /etc/passwd lacks) `import minigpt` failed."""
+    from minigpt.config import user_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for xdg, cache in (("~/c", tmp_path / "home" / "c"), ("$HOME/d", tmp_path / "home" / "d"), ("/abs/e", Path("/abs/e")),
+                       ("relative", tmp_path / "home" / ".cache"), ("", tmp_path / "home" / ".cache")):
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        assert user_cache() == cache, xdg
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", no_home)
+    assert user_cache().parent == Path(tempfile.gettempdir())

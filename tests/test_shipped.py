@@ -50,6 +50,22 @@ def test_shipped_tokenizer_round_trips():
     assert tok.eos_token_id == GPT.from_pretrained(SHIPPED).config.eos_token_id
 
 
+def test_readme_paths_to_the_shipped_checkpoints_work_from_any_directory(tmp_path, monkeypatch):
+    """README names the shipped checkpoints checkpoints/shakespeare and checkpoints/gpt2; where no
+    such path is in the working directory (an installed minigpt, elsewhere), they are the package's
+    own, for the loaders and for train's and finetune's --init and --tokenizer."""
+    from minigpt.config import CHECKPOINTS
+    from minigpt.finetune_config import FinetuneConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert GPT.from_pretrained("checkpoints/shakespeare").config.n_layer == 4
+    assert Tokenizer.from_pretrained("checkpoints/gpt2").encode("Hello world") == [15496, 995]
+    cfg = FinetuneConfig(init="checkpoints/shakespeare", tokenizer="checkpoints/gpt2", data="a.txt")
+    assert (cfg.init, cfg.tokenizer) == (str(CHECKPOINTS / "shakespeare"), str(CHECKPOINTS / "gpt2"))
+    (tmp_path / "checkpoints" / "shakespeare").mkdir(parents=True)  # one of the user's own: theirs
+    assert FinetuneConfig(init="checkpoints/shakespeare", data="a.txt").init == str(tmp_path / "checkpoints" / "shakespeare")
+
+
 def test_a_wheel_runs_without_the_checkout(tmp_path):
     """`pip install .` (not -e) gives a package that finds its shipped checkpoints inside itself,
     and sends GPT-2 downloads to a user cache, not into site-packages. A wheel of pure Python is a
@@ -83,3 +99,12 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
     assert out.returncode == 0, out.stderr  # the default model, checkpoints/shakespeare, found in the package
     assert out.stdout.startswith("ROMEO:"), out.stdout
+    # README's commands name the shipped checkpoints as checkpoints/...: an installed package takes
+    # them for its own where no such path is here (a packager's audit: "does not exist").
+    (tmp_path / "cwd" / "a.txt").write_text("To be, or not to be: that is the question.\n" * 40)
+    for cmd in (["generate", "--model", "checkpoints/shakespeare", "--prompt", "ROMEO:", "--max-new-tokens", "2"],
+                ["prepare", "a.txt", "--tokenizer", "checkpoints/gpt2", "--out", "data"],
+                ["eval", "checkpoints/shakespeare", "a.txt"]):
+        out = subprocess.run([sys.executable, "-m", "minigpt", *cmd], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path / "cwd", env=env)
+        assert out.returncode == 0, (cmd, out.stderr)

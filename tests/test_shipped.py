@@ -76,7 +76,7 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
 
     # Built from a copy of what the wheel is made of: setuptools writes build/ beside pyproject.toml.
     repo, src = Path(__file__).resolve().parent.parent, tmp_path / "src"
-    for part in ("pyproject.toml", "README.md", *(f"checkpoints/gpt2/{f}" for f in ("LICENSE", "vocab.json", "merges.txt"))):
+    for part in ("pyproject.toml", "README.md", "LICENSE", *(f"checkpoints/gpt2/{f}" for f in ("LICENSE", "vocab.json", "merges.txt"))):
         (src / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / part, src / part)
     for part in ("minigpt", "checkpoints/shakespeare"):
@@ -86,6 +86,11 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "wheel").glob("minigpt-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    # Its license as an SPDX expression, with minigpt's text and OpenAI's for GPT-2's files (a
+    # packager's audit: a TOML table, which setuptools deprecates, and no text of minigpt's own).
+    (info,) = (tmp_path / "site").glob("minigpt-*.dist-info")
+    assert "License-Expression: MIT" in (info / "METADATA").read_text()
+    assert (info / "licenses" / "LICENSE").is_file() and (info / "licenses" / "checkpoints" / "gpt2" / "LICENSE").is_file()
     (tmp_path / "cwd").mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     check = ("import minigpt, minigpt.config as c; from minigpt import Tokenizer; "

@@ -288,7 +288,7 @@ def resolve_backend(backend: str, device: torch.device, name: str = "backend") -
         return "triton" if device.type == "cuda" and kernel_there else "torch"
     if backend == "triton":
         if not kernel_there:
-            raise ValueError(f"{name}='triton' needs the `triton` package: pip install -e '.[gpu]'")
+            raise ValueError(f"{name}='triton' needs the `triton` package: pip install triton (in a checkout: pip install -e '.[gpu]')")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
                              "set TRITON_INTERPRET=1 (before triton is imported) to run the kernel in Triton's CPU interpreter")

@@ -241,6 +241,8 @@ def stopped_at_once(out: Path) -> str:
     middle of a checkpoint: read from the disk, since the stop may have come after the training
     state's rename but before the loop knew it had saved."""
     state = out / STATE_FILE
+    if not (out / LOG_FILE).exists():  # not a record yet: OUT_DIR holds nothing of the run (or is gone, if made for it)
+        return "stopped at once by a second Ctrl-C, before anything was saved: the same command starts the run again"
     if not state.exists():
         return ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with --resume "
                 "starts it again from step 0")

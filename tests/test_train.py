@@ -366,7 +366,8 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
     assert calls["n"] == 15 and final_state(tmp_path / "out")["step"] == 6
 
 
-@pytest.mark.parametrize("second,at_step", [("during the step", 8), ("while saving", 8), ("during the step", 2)])
+@pytest.mark.parametrize("second,at_step", [("during the step", 8), ("while saving", 8), ("during the step", 4),
+                                            ("during the step", 2)])
 def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, capsys, second, at_step):
     """An end-to-end audit: a second Ctrl-C (pressed again while the run finished its step, or
     saved) ended `minigpt train` with exit 130 and not a word. It now says what the disk holds:
@@ -401,10 +402,17 @@ def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, cap
     finally:
         signal.signal(signal.SIGINT, outer)
     said = capsys.readouterr().out.splitlines()[-1]
+    monkeypatch.setattr("minigpt.pretrain.sample_batch", real_sample)  # (not undo(): conftest's patches stay)
+    monkeypatch.setattr(torch, "save", real_save)
+    if at_step < 3:  # before the first log record (a trainer's audit: it was told to --resume, which found no run)
+        assert said == "stopped at once by a second Ctrl-C, before anything was saved: the same command starts the run again"
+        assert train_main(flags) == 0
+        return
     if at_step < 6:  # before the first evaluation's checkpoint
         assert not (out / STATE_FILE).exists()
         assert said == ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with "
                         "--resume starts it again from step 0"), said
+        assert train_main([*flags, "--resume"]) == 0
         return
     assert final_state(out)["step"] == 6
     assert said == (f"stopped at once by a second Ctrl-C: {out / STATE_FILE} holds step 6, the last checkpoint written "

@@ -26,6 +26,8 @@ import os
 import signal
 import sys
 import threading
+import time
+import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
@@ -275,9 +277,15 @@ def peer_said_error() -> bool:
         return False
 
 
+# How long a torchrun worker that failed only because a peer had waits before it ends: torchrun's
+# report names the first process to end as the root cause, and the peer that failed (and said
+# why) ends at once.
+PEER_EXIT_GRACE_S = 1.0
+
+
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
-    (the loss diverged), 2 (bad input, or a file it cannot read or write: one line on stderr, no
+    (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, or a file it cannot read or write: one line on stderr, no
     traceback) or 128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143
     SIGTERM, as a shell reports them); the process group closed on every path; the result as one
     JSON line on stdout, from rank 0 only. A process group that the work joined (a torchrun worker's)
@@ -286,6 +294,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     Under torchrun an error is said once, not once a process (`say_error`)."""
     ours = not dist.is_initialized()
     result, code = None, 0
+    consequence = False  # this process failed only because a peer had
     try:
         with reader_may_leave():
             result = work()
@@ -303,13 +312,16 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         say_error(prog, f"error: {e}")
         code = 2
     except PeerFailed:  # rank 0 printed why
-        code = 2
+        code, consequence = 2, True
     except Exception as e:
-        if not peer_said_error():
-            if dist.is_initialized() and dist.get_world_size() > 1:
-                first_to_say(repr(e))  # said by its traceback, below: the peers it leaves in a collective stay quiet
+        if peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
+            code, consequence = 2, True
+        elif not (ours and dist.is_initialized()):
             raise
-        code = 2  # (a collective broken by the peer that failed, e.g. gloo's "Connection closed by peer")
+        else:  # a torchrun worker's bug: its traceback says it, and it ends at once (below), before its peers
+            first_to_say(repr(e))  # (whose collective it breaks: they stay quiet)
+            traceback.print_exc()
+            code = 1
     finally:
         worker = ours and dist.is_initialized()
         if worker:
@@ -324,5 +336,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         # closed and the group is gone: only the buffered output remains to flush.
         sys.stdout.flush()
         sys.stderr.flush()
+        if consequence:  # torchrun names the first process to end as the run's root cause: the one that failed
+            time.sleep(PEER_EXIT_GRACE_S)
         os._exit(code)
     return code

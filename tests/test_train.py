@@ -1587,9 +1587,20 @@ def test_an_error_of_one_process_alone_is_said_once_naming_its_rank(tmp_path):
     proc = torchrun("io", *flags, "--out", str(tmp_path / "io"), script=script, fails=True)
     one_error(proc, "minigpt train (rank 1): error: [Errno 5] Input/output error: 'train.bin'")
     assert "[rank0]" not in proc.stderr, proc.stderr  # (torchrun's own traceback of the failure aside)
+    assert root_cause(proc) == ("1", "2")
     proc = torchrun("bug", *flags, "--out", str(tmp_path / "bug"), script=script, fails=True)
     assert "RuntimeError: a bug in rank 1's step" in proc.stderr, proc.stderr
     assert "[rank0]" not in proc.stderr and "Connection closed by peer" not in proc.stderr, proc.stderr
+    # torchrun's report names the process that failed (a trainer's audit: rank 0, failing only as its
+    # collective broke, ended first and was named, exit 2, rank 1 killed by SIGTERM in its teardown).
+    assert root_cause(proc) == ("1", "1")
+
+
+def root_cause(proc: subprocess.CompletedProcess) -> tuple[str, str]:
+    """(rank, exit code) of torchrun's "Root Cause (first observed failure)"."""
+    report = proc.stderr.split("Root Cause (first observed failure)")[1]
+    rank, code = (re.search(rf"{key}\s*: (-?\d+)", report)[1] for key in ("rank", "exitcode"))
+    return rank, code
 
 
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):

@@ -252,7 +252,8 @@ def say_error(prog: str, text: str) -> None:
         if os.environ.get("LOCAL_RANK", "0") == "0":
             print(f"{prog}: {text}", file=sys.stderr)
     elif first_to_say(text):
-        print(f"{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
+        # On a line of its own: rank 0's progress bar may be mid-line on the same terminal.
+        print(f"\n{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
 
 
 def first_to_say(text: str) -> bool:

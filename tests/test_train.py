@@ -1588,6 +1588,7 @@ def test_an_error_of_one_process_alone_is_said_once_naming_its_rank(tmp_path):
     one_error(proc, "minigpt train (rank 1): error: [Errno 5] Input/output error: 'train.bin'")
     assert "[rank0]" not in proc.stderr, proc.stderr  # (torchrun's own traceback of the failure aside)
     assert root_cause(proc) == ("1", "2")
+    assert any(line.startswith("minigpt train (rank 1): error:") for line in proc.stderr.splitlines())  # (not after a bar)
     proc = torchrun("bug", *flags, "--out", str(tmp_path / "bug"), script=script, fails=True)
     assert "RuntimeError: a bug in rank 1's step" in proc.stderr, proc.stderr
     assert "[rank0]" not in proc.stderr and "Connection closed by peer" not in proc.stderr, proc.stderr

@@ -63,7 +63,7 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
                          "one is shape (1, 0)); generate_texts takes a list of prompts that may be empty")
     device = model.transformer.wte.weight.device
     input_ids = input_ids.to(device=device, dtype=torch.long)
-    inferred = attention_mask is None and pad is not None and bool((input_ids == pad).any())
+    inferred = attention_mask is None and pad is not None  # (its pads said in the error below, if any)
     if attention_mask is None:  # a left-padded batch passed without its mask still decodes as each row alone
         attention_mask = torch.ones_like(input_ids) if pad is None else (input_ids != pad).long()
     if attention_mask.shape != input_ids.shape:

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
+from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, read_json, refuse_lfs_pointer
 from minigpt.model import GPT
@@ -118,6 +118,8 @@ def download_hint(path: Path) -> str:
     """How to fetch OpenAI's weights into `path`, when its name is one of the four GPT-2 sizes."""
     if path.name not in GPT2_SIZES:
         return ""
+    if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own
+        return f" (to fetch OpenAI's weights: minigpt download {path.name}, then --model {path.name})"
     # `minigpt download NAME` alone writes DOWNLOADS/NAME (checkpoints/NAME in a checkout), which need not be `path`.
     return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
 

@@ -77,6 +77,10 @@ def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs
     """What both text functions need beside `stream`'s own arguments: the prompt's ids (1, T), and
     the stop strings and EOS ids that end the text."""
     check_model(model)
+    mask = kwargs.pop("attention_mask", None)  # one prompt has no pads: its mask is all ones (passed by the caller)
+    if mask is not None and not bool(torch.as_tensor(mask).all()):
+        raise ValueError("attention_mask has a 0, but one prompt has no padding: give the prompt itself; for a padded "
+                         "batch, generate takes input_ids and attention_mask")
     start = check_tokenizer(model, tokenizer, kwargs)
     ids = starting(prompt_ids(tokenizer, prompt)[0].tolist(), start)
     return torch.tensor([ids], dtype=torch.long), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))

@@ -259,7 +259,7 @@ class Tokenizer:
             self.eos_token = eos_token
         else:
             self._eos_token = None
-        self.pad_token_id: int | None = self.eos_token_id
+        self.pad_token_id = self.eos_token_id
         if pad_token is not None:
             self.pad_token = pad_token
         self.padding_side, self.truncation_side = padding_side, truncation_side
@@ -289,6 +289,17 @@ class Tokenizer:
     @eos_token.setter
     def eos_token(self, name: str | None) -> None:
         self._eos_token = self._special_name("eos_token", name)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        """The id padding uses (the EOS unless another is named), or None without one."""
+        return self._pad_token_id
+
+    @pad_token_id.setter
+    def pad_token_id(self, i: int | None) -> None:  # (an id past the vocabulary would be padding's output)
+        if i is not None and (not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size):
+            raise ValueError(f"pad_token_id must be a token id in [0, {self.vocab_size}) or None, got {i!r}")
+        self._pad_token_id = i
 
     @property
     def pad_token(self) -> str | None:

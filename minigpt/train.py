@@ -240,15 +240,19 @@ def stopped_at_once(out: Path) -> str:
     """What OUT_DIR holds after a second Ctrl-C, which stops the run wherever it is, perhaps in the
     middle of a checkpoint: read from the disk, since the stop may have come after the training
     state's rename but before the loop knew it had saved."""
-    state = out / STATE_FILE
-    if not (out / LOG_FILE).exists():  # not a record yet: OUT_DIR holds nothing of the run (or is gone, if made for it)
-        return "stopped at once by a second Ctrl-C, before anything was saved: the same command starts the run again"
-    if not state.exists():
-        return ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with --resume "
-                "starts it again from step 0")
-    step = read_state(state, map_location="cpu", mmap=True)["step"]
-    return (f"stopped at once by a second Ctrl-C: {state} holds step {step}, the last checkpoint written whole (each of "
-            "its files is replaced atomically, the training state last); continue from it with --resume")
+    state, said = out / STATE_FILE, "stopped at once by a second Ctrl-C"
+    if state.exists():
+        step = read_state(state, map_location="cpu", mmap=True)["step"]
+        return (f"{said}: {state} holds step {step}, the last checkpoint written whole (each of its files is replaced "
+                "atomically, the training state last); continue from it with --resume")
+    if not out.is_dir() or {p.name for p in out.iterdir()} <= {".lock"}:  # (run_dir_lock removes the dir it made)
+        return f"{said}, before anything was saved: the same command starts the run again"
+    if (out / LOG_FILE).exists():  # the evidence --resume takes for a run to start again (`restart_unsaved_run`)
+        return f"{said}, before the run's first checkpoint: the same command with --resume starts it again from step 0"
+    # Part of a first checkpoint and no log: as a model someone put there, which nothing overwrites.
+    return (f"{said}, while the run's first checkpoint was written, before any log record: {out} holds part of it but "
+            f"no {STATE_FILE}, so neither the same command nor --resume takes it for this run's; delete {out}, then "
+            "give the same command")
 
 
 # ---- the run: train_loop, then the steps it takes, in their order -----------------------------

@@ -199,6 +199,12 @@ def test_the_text_functions_never_take_a_prompt_id_for_a_pad():
         kw = dict(max_new_tokens=6, eos_token_id=[])
         assert generate_text(model, tok, prompt, **kw) == ["".join(stream_text(model, tok, prompt, **kw))] == [want]
         assert generate_texts(model, tok, [prompt], **kw) == [[want]]
+    # The mask a caller passes anyway (a reviewer's case: "got multiple values for 'attention_mask'").
+    ones = torch.ones(1, len(tok.encode("Hello!")), dtype=torch.long)
+    assert generate_text(model, tok, "Hello!", attention_mask=ones, **kw) == generate_text(model, tok, "Hello!", **kw)
+    assert "".join(stream_text(model, tok, "Hello!", attention_mask=ones, **kw)) == generate_text(model, tok, "Hello!", **kw)[0]
+    with pytest.raises(ValueError, match="attention_mask has a 0, but one prompt has no padding"):
+        generate_text(model, tok, "Hello!", attention_mask=ones * 0, **kw)
 
 
 def test_checkpoint_token_ids_are_the_ones_transformers_generates_with(pair, tmp_path):

@@ -113,3 +113,9 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
         out = subprocess.run([sys.executable, "-m", "minigpt", *cmd], capture_output=True, text=True, timeout=300,
                              cwd=tmp_path / "cwd", env=env)
         assert out.returncode == 0, (cmd, out.stderr)
+    # checkpoints/gpt2 is the package's tokenizer only: GPT-2's weights go to the user cache, never
+    # into site-packages (a reviewer's case: the hint said `minigpt download gpt2 --out <site-packages>`).
+    out = subprocess.run([sys.executable, "-m", "minigpt", "generate", "--model", "checkpoints/gpt2"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
+    assert out.returncode == 2 and "minigpt download gpt2, then --model gpt2" in out.stderr, out.stderr
+    assert str(tmp_path / "site") not in out.stderr.split("to fetch")[1], out.stderr

@@ -367,7 +367,7 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("second,at_step", [("during the step", 8), ("while saving", 8), ("during the step", 4),
-                                            ("during the step", 2)])
+                                            ("during the step", 2), ("while saving", 2)])
 def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, capsys, second, at_step):
     """An end-to-end audit: a second Ctrl-C (pressed again while the run finished its step, or
     saved) ended `minigpt train` with exit 130 and not a word. It now says what the disk holds:
@@ -387,7 +387,7 @@ def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, cap
         return real_sample(tokens, *args)
 
     def save(state, *args, **kwargs):
-        if isinstance(state, dict) and state.get("step") == 8:  # step 8's training state, after its model files
+        if isinstance(state, dict) and state.get("step") == at_step:  # its training state, after its model files
             signal.raise_signal(signal.SIGINT)
         return real_save(state, *args, **kwargs)
 
@@ -404,15 +404,29 @@ def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, cap
     said = capsys.readouterr().out.splitlines()[-1]
     monkeypatch.setattr("minigpt.pretrain.sample_batch", real_sample)  # (not undo(): conftest's patches stay)
     monkeypatch.setattr(torch, "save", real_save)
-    if at_step < 3:  # before the first log record (a trainer's audit: it was told to --resume, which found no run)
+    if not out.exists():  # before the first log record (a trainer's audit: it was told to --resume, which found no run)
+        assert at_step < 3
         assert said == "stopped at once by a second Ctrl-C, before anything was saved: the same command starts the run again"
         assert train_main(flags) == 0
         return
-    if at_step < 6:  # before the first evaluation's checkpoint
-        assert not (out / STATE_FILE).exists()
+    if not (out / STATE_FILE).exists() and not (out / "log.jsonl").exists():  # its first checkpoint half written
+        assert (at_step, second) == (2, "while saving")
+        assert said == (f"stopped at once by a second Ctrl-C, while the run's first checkpoint was written, before any "
+                        f"log record: {out} holds part of it but no {STATE_FILE}, so neither the same command nor "
+                        f"--resume takes it for this run's; delete {out}, then give the same command"), said
+        assert train_main(flags) == 2 and train_main([*flags, "--resume"]) == 2  # (as it says)
+        shutil.rmtree(out)
+        assert train_main(flags) == 0
+        return
+    if not (out / STATE_FILE).exists():  # before a first checkpoint was whole (its model files perhaps written)
+        assert at_step < 6
         assert said == ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with "
                         "--resume starts it again from step 0"), said
         assert train_main([*flags, "--resume"]) == 0
+        return
+    if at_step < 6:  # the stop's own checkpoint, whole (a reviewer's case: it was said that nothing was saved)
+        assert final_state(out)["step"] == at_step
+        assert said.startswith(f"stopped at once by a second Ctrl-C: {out / STATE_FILE} holds step {at_step}"), said
         return
     assert final_state(out)["step"] == 6
     assert said == (f"stopped at once by a second Ctrl-C: {out / STATE_FILE} holds step 6, the last checkpoint written "

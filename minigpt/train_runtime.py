@@ -286,11 +286,12 @@ PEER_EXIT_GRACE_S = 1.0
 
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
-    (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, or a file it cannot read or write: one line on stderr, no
-    traceback) or 128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143
-    SIGTERM, as a shell reports them); the process group closed on every path; the result as one
-    JSON line on stdout, from rank 0 only. A process group that the work joined (a torchrun worker's)
-    is closed here, and that process ends here, with that code; a group the caller had is left alone.
+    (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, or a file it
+    cannot read or write: one line on stderr, no traceback) or 128 + the signal that stopped it,
+    after the loop has saved (130 Ctrl-C, 143 SIGTERM, as a shell reports them); the process group
+    closed on every path; the result as one JSON line on stdout, from rank 0 only. A process group
+    that the work joined (a torchrun worker's) is closed here, and that process ends here, with that
+    code; a group the caller had is left alone.
 
     Under torchrun an error is said once, not once a process (`say_error`)."""
     ours = not dist.is_initialized()

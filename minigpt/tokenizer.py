@@ -160,6 +160,22 @@ def whole_token_bytes(text: str) -> bytes:
     return str_to_token(text) if set(text) <= CHAR_TO_BYTE.keys() else text.encode("utf-8")
 
 
+def cut_around(pieces: list[tuple[str, str | None]], pattern: regex.Pattern, kind: str) -> list[tuple[str, str | None]]:
+    """Cut each piece of plain text (kind None) around `pattern`'s matches, each then a piece of its
+    own, of `kind`; the pieces already matched stay as they are."""
+    out: list[tuple[str, str | None]] = []
+    for piece, was in pieces:
+        if was is not None:
+            out.append((piece, was))
+            continue
+        start = 0
+        for m in pattern.finditer(piece):
+            out += [(piece[start : m.start()], None), (m.group(), kind)]
+            start = m.end()
+        out.append((piece[start:], None))
+    return out
+
+
 # encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
 PIECE_CHARS = 1 << 12
@@ -378,20 +394,12 @@ class Tokenizer:
         tokens first, then the added tokens in the text between them. (piece, None) is text for
         BPE, (token, "special" or "added") one such token. Text is never merged across a cut, so
         "xROMEOy" is x, ROMEO, y, as transformers gives it."""
-        levels = [(self._special_regex(frozenset(allowed)), "special")] if allowed else []
-        levels += [(self._added_regex, "added")] if self.added_tokens else []
-
-        def cut(text: str, levels: list) -> list[tuple[str, str | None]]:
-            if not levels:
-                return [(text, None)]
-            (pattern, kind), rest = levels[0], levels[1:]
-            pieces, start = [], 0
-            for m in pattern.finditer(text):
-                pieces += cut(text[start : m.start()], rest) + [(m.group(), kind)]
-                start = m.end()
-            return pieces + cut(text[start:], rest)
-
-        return cut(text, levels)
+        pieces: list[tuple[str, str | None]] = [(text, None)]
+        if allowed:
+            pieces = cut_around(pieces, self._special_regex(frozenset(allowed)), "special")
+        if self.added_tokens:
+            pieces = cut_around(pieces, self._added_regex, "added")
+        return pieces
 
     def _special_sets(self, allowed_special: AllowedSpecial,
                       disallowed_special: AllowedSpecial) -> tuple[Collection[str], frozenset[str]]:

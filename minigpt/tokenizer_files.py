@@ -55,56 +55,20 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
         raise FileNotFoundError(f"tokenizer directory {path} does not exist" if not path.exists() else
                                 f"{path} is a file; a tokenizer is a directory with vocab.json + merges.txt")
     config = _read_config(path / "tokenizer_config.json")
-    # tokenizer.json first, as transformers reads it: in a transformers 4 directory it sits beside
-    # vocab.json + merges.txt, and holds the tokens added with add_special_tokens too.
-    if (path / "tokenizer.json").is_file():
-        vocab_file = merges_file = path / "tokenizer.json"
-        str_vocab, str_merges, added = _read_tokenizer_json(path / "tokenizer.json")
-    elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
-        str_vocab = read_json(vocab_file)
-        if not isinstance(str_vocab, dict):
-            raise ValueError(f"{path / 'vocab.json'} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
-        refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
-        lines = read_text(merges_file).splitlines()
-        str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
-        added = {}
-    else:
-        for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
-            if (path / have).is_file():
-                raise FileNotFoundError(f"{path} has {have} but no {lacks}: a tokenizer needs both (or a tokenizer.json)")
-        raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
+    vocab_file, merges_file, str_vocab, str_merges, listed_special = _read_vocab_and_merges(path)
     for s, i in str_vocab.items():  # a float id (64.0) would pass the constructor's check, then come out of encode
         if not isinstance(i, int) or isinstance(i, bool):
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
-    str_vocab, listed = _add_added_tokens(str_vocab, path, config)
-    added |= {token: marked or added.get(token, False) for token, marked in listed.items()}  # special if either says so
+    str_vocab, listed_beside = _add_added_tokens(str_vocab, path, config)
+    listed_special |= {token: special or listed_special.get(token, False)  # special if either list says so
+                       for token, special in listed_beside.items()}
     named = _named_special_tokens(config, path)
     settings = _settings(config, path)
     _refuse_named_tokens_not_in(str_vocab, named)
-    for rank, merge in enumerate(str_merges):  # else Python's "too many values to unpack" or KeyError: '€'
-        if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
-                and set("".join(merge)) <= CHAR_TO_BYTE.keys()):
-            raise ValueError(f"{merges_file}: merge {rank} is {' '.join(map(str, merge)) if isinstance(merge, list) else merge!r}; "
-                             "a merge is two tokens in GPT-2's byte-level alphabet, one space between ('Ġ t')")
-    merges = [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
+    merges = _merges_from(str_merges, merges_file)
     made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
-    vocab, special, added_tokens, unnamed = {}, {}, {}, []
     named_tokens = {EOT} | {token for _, _, token in named}  # named anywhere: special, whatever a list says
-    for s, i in str_vocab.items():
-        token = str_to_token(s) if all(c in CHAR_TO_BYTE for c in s) else None
-        if token in made and s in added and s not in named_tokens:  # (named: refused below, with its file)
-            raise ValueError(f"{path} lists the regular token {s!r} ({i}) as an added token: transformers then "
-                             f"matches its text whole wherever it stands (add_tokens(['Hello']) makes 'Hellow' "
-                             "[15496, 86], not [39, 5037]), which minigpt does not do; remove it from the added tokens")
-        if token in made:
-            vocab[token] = i
-        elif s in named_tokens or added.get(s):
-            special[s] = i
-        elif s in added:  # listed, not special: a word added with transformers' add_tokens
-            added_tokens[s] = i
-        else:
-            unnamed.append(s)
+    vocab, special, added_tokens, unnamed = _sort_tokens(str_vocab, made, listed_special, named_tokens, path)
     if lacking := {t for t in made - vocab.keys() if len(t) > 1}:  # (a missing byte: Tokenizer names it)
         rank, (a, b) = next((r, m) for r, m in enumerate(merges) if m[0] + m[1] in lacking)
         raise ValueError(f"{merges_file}: merge {rank} ({token_to_str(a)} {token_to_str(b)}) makes "
@@ -123,6 +87,65 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
                          f"file names as a special token ({shown}): transformers would never give their ids. Is "
                          f"{merges_file.name} cut short, or from another tokenizer?")
     return vocab, merges, special, settings | {"added_tokens": added_tokens}
+
+
+def _read_vocab_and_merges(path: Path) -> tuple[Path, Path, dict[str, int], list, dict[str, bool]]:
+    """The files the vocabulary and the merges come from, the vocabulary ({"Ġthe": 262, ...}), the
+    merges as read (each should be two tokens: read_hf checks them) and the added tokens that
+    tokenizer.json lists (→ whether special). tokenizer.json first, as transformers reads it: in a
+    transformers 4 directory it sits beside vocab.json + merges.txt, and holds the tokens added
+    with add_special_tokens too."""
+    if (path / "tokenizer.json").is_file():
+        str_vocab, str_merges, listed_special = _read_tokenizer_json(path / "tokenizer.json")
+        return path / "tokenizer.json", path / "tokenizer.json", str_vocab, str_merges, listed_special
+    vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
+    if not (vocab_file.is_file() and merges_file.is_file()):
+        for have, lacks in (("vocab.json", "merges.txt"), ("merges.txt", "vocab.json")):
+            if (path / have).is_file():
+                raise FileNotFoundError(f"{path} has {have} but no {lacks}: a tokenizer needs both (or a tokenizer.json)")
+        raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
+    str_vocab = read_json(vocab_file)
+    if not isinstance(str_vocab, dict):
+        raise ValueError(f"{vocab_file} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
+    refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
+    lines = read_text(merges_file).splitlines()
+    str_merges = [line.split(" ") for line in lines if line and not line.startswith("#version")]
+    return vocab_file, merges_file, str_vocab, str_merges, {}
+
+
+def _merges_from(str_merges: list, merges_file: Path) -> list[tuple[bytes, bytes]]:
+    """The merges as token bytes, each checked to be two tokens in GPT-2's byte-level alphabet
+    (else Python's "too many values to unpack" or KeyError: '€', naming no file)."""
+    for rank, merge in enumerate(str_merges):
+        if not (isinstance(merge, list) and len(merge) == 2 and all(isinstance(t, str) and t for t in merge)
+                and set("".join(merge)) <= CHAR_TO_BYTE.keys()):
+            raise ValueError(f"{merges_file}: merge {rank} is {' '.join(map(str, merge)) if isinstance(merge, list) else merge!r}; "
+                             "a merge is two tokens in GPT-2's byte-level alphabet, one space between ('Ġ t')")
+    return [(str_to_token(a), str_to_token(b)) for a, b in str_merges]
+
+
+def _sort_tokens(str_vocab: dict[str, int], made: set[bytes], listed_special: dict[str, bool], named_tokens: set[str],
+                 path: Path) -> tuple[dict[bytes, int], dict[str, int], dict[str, int], list[str]]:
+    """The vocabulary's tokens sorted into a Tokenizer's tables: regular (token bytes → id: a single
+    byte, or `made` by a merge), special (text → id: named as such by a config file, or listed as
+    special), added (text → id: listed, not special) and unnamed (text: none of these, which
+    read_hf refuses). A regular token listed as added is refused here, naming the directory."""
+    vocab, special, added_tokens, unnamed = {}, {}, {}, []
+    for s, i in str_vocab.items():
+        token = str_to_token(s) if all(c in CHAR_TO_BYTE for c in s) else None
+        if token in made and s in listed_special and s not in named_tokens:  # (named: read_hf refuses it, with its file)
+            raise ValueError(f"{path} lists the regular token {s!r} ({i}) as an added token: transformers then "
+                             f"matches its text whole wherever it stands (add_tokens(['Hello']) makes 'Hellow' "
+                             "[15496, 86], not [39, 5037]), which minigpt does not do; remove it from the added tokens")
+        if token in made:
+            vocab[token] = i
+        elif s in named_tokens or listed_special.get(s):
+            special[s] = i
+        elif s in listed_special:  # listed, not special: a word added with transformers' add_tokens
+            added_tokens[s] = i
+        else:
+            unnamed.append(s)
+    return vocab, special, added_tokens, unnamed
 
 
 # tokenizer_config.json switches that make transformers add to every text; minigpt adds nothing.

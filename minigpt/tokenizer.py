@@ -239,34 +239,13 @@ class Tokenizer:
         self.merges = list(merges)
         self.special_tokens = dict(special_tokens or {})
         self.added_tokens = dict(added_tokens or {})
-        missing = [b for b in range(256) if bytes([b]) not in self.vocab]
-        if missing:
-            raise ValueError(f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]})")
-        if both := self.special_tokens.keys() & self.added_tokens.keys():
-            raise ValueError(f"{sorted(both)[0]!r} is both a special token and an added one; it can be only one")
+        self._check_tables()
         whole = self.special_tokens | self.added_tokens  # the tokens matched as a whole, not made by BPE
         self._whole_text = {i: s for s, i in whole.items()}
         id_to_bytes = {i: t for t, i in self.vocab.items()} | {i: whole_token_bytes(s) for s, i in whole.items()}
-        n = len(self.vocab) + len(whole)
-        if sorted(id_to_bytes) != list(range(n)):
-            raise ValueError(f"token ids must be exactly 0..{n - 1} (vocab + special and added tokens, no gaps or duplicates)")
-        # vocab.json keys regular tokens by their Ġ-spelling and the others by their text, so a
-        # special or added token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
-        for text in whole:
-            if set(text) <= CHAR_TO_BYTE.keys() and str_to_token(text) in self.vocab:
-                kind = "special" if text in self.special_tokens else "added"
-                raise ValueError(f"{kind} token {text!r} is spelled like the regular token "
-                                 f"{self.vocab[str_to_token(text)]}: vocab.json could not tell them apart")
-        self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(n)]
+        self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(len(id_to_bytes))]  # id → bytes: decode's table
         self._byte_ids: list[int] = [self.vocab[bytes([b])] for b in range(256)]
-        # The tables merging needs: (left id, right id) → rank, and rank → the merged token's id.
-        self._ranks: dict[tuple[int, int], int] = {}
-        self._merged_id: list[int] = []
-        for rank, (a, b) in enumerate(self.merges):
-            if a not in self.vocab or b not in self.vocab or a + b not in self.vocab:
-                raise ValueError(f"merge {rank} ({token_to_str(a)} {token_to_str(b)}) uses a token not in the vocab")
-            self._ranks[(self.vocab[a], self.vocab[b])] = rank
-            self._merged_id.append(self.vocab[a + b])
+        self._ranks, self._merged_id = self._merge_tables()
         self._cache = _ChunkCache(self._byte_ids, self._ranks, self._merged_id)
         self._special_res: dict[frozenset[str], regex.Pattern] = {}  # see _special_regex
         self._all_specials = frozenset(self.special_tokens)  # what encode refuses by default
@@ -280,6 +259,39 @@ class Tokenizer:
             self.pad_token = pad_token
         self.padding_side, self.truncation_side = padding_side, truncation_side
         self.model_max_length = model_max_length
+
+    def _check_tables(self) -> None:
+        """ValueError unless vocab, special_tokens and added_tokens make one tokenizer: all 256
+        single bytes in vocab, no token both special and added, the ids of all three exactly
+        0 .. vocab_size - 1 (no gap, no id given twice), no special or added token spelled like a
+        regular one."""
+        missing = [b for b in range(256) if bytes([b]) not in self.vocab]
+        if missing:
+            raise ValueError(f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]})")
+        if both := self.special_tokens.keys() & self.added_tokens.keys():
+            raise ValueError(f"{sorted(both)[0]!r} is both a special token and an added one; it can be only one")
+        ids = sorted([*self.vocab.values(), *self.special_tokens.values(), *self.added_tokens.values()])
+        if ids != list(range(len(ids))):
+            raise ValueError(f"token ids must be exactly 0..{len(ids) - 1} (vocab + special and added tokens, no gaps or duplicates)")
+        # vocab.json keys regular tokens by their Ġ-spelling and the others by their text, so a
+        # special or added token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
+        for text in self.special_tokens | self.added_tokens:
+            if set(text) <= CHAR_TO_BYTE.keys() and str_to_token(text) in self.vocab:
+                kind = "special" if text in self.special_tokens else "added"
+                raise ValueError(f"{kind} token {text!r} is spelled like the regular token "
+                                 f"{self.vocab[str_to_token(text)]}: vocab.json could not tell them apart")
+
+    def _merge_tables(self) -> tuple[dict[tuple[int, int], int], list[int]]:
+        """The two tables merging needs (see merge_chunk): (left id, right id) → rank, and rank → the
+        id of the token that merge makes. ValueError for a merge whose token is not in vocab."""
+        ranks: dict[tuple[int, int], int] = {}
+        merged_id: list[int] = []
+        for rank, (a, b) in enumerate(self.merges):
+            if a not in self.vocab or b not in self.vocab or a + b not in self.vocab:
+                raise ValueError(f"merge {rank} ({token_to_str(a)} {token_to_str(b)}) uses a token not in the vocab")
+            ranks[(self.vocab[a], self.vocab[b])] = rank
+            merged_id.append(self.vocab[a + b])
+        return ranks, merged_id
 
     @property
     def vocab_size(self) -> int:

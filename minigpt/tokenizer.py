@@ -79,7 +79,9 @@ def merge_chunk(
     consumed (short chunks are merged in it, long ones leave it scrambled): read the result only."""
     if len(ids) > _LONG_CHUNK and steps is None:
         return _merge_long_chunk(ids, ranks, merged_id)
-    get, no_rank = ranks.get, len(merged_id)  # past every rank (a merges.txt may list a pair twice)
+    # no_rank is past every rank: the merge count, not len(ranks), which is one short per pair a
+    # merges.txt lists twice (the dict keeps one entry), so equals a real rank that would never merge.
+    get, no_rank = ranks.get, len(merged_id)
     while len(ids) > 1:
         pair_ranks = list(map(get, zip(ids, ids[1:]), repeat(no_rank)))  # C-speed: no lambda per pair
         rank = min(pair_ranks)

@@ -268,6 +268,9 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     batch_size = as_count("batch_size", batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if "attention_mask" in kwargs:  # (else "got multiple values for 'attention_mask'", from deep inside)
+        raise TypeError("generate_texts pads each batch and makes its attention_mask itself: give the prompts alone "
+                        "(for ids you padded, generate takes input_ids and attention_mask)")
     if kwargs.get("streamer") is not None:
         raise ValueError("generate_texts runs the prompts sorted by length, so a streamer would see rows out of order: "
                          "stream a left-padded batch with stream() instead")

@@ -294,9 +294,9 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], d
                          "not implement it, so it would give other ids than transformers")
     for entry in data.get("added_tokens", []):
         _refuse_other_matching(file, entry)
-    added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    added_ids = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
     merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
-    return model["vocab"] | added, merges, {t["content"]: bool(t.get("special")) for t in data.get("added_tokens", [])}
+    return model["vocab"] | added_ids, merges, {t["content"]: bool(t.get("special")) for t in data.get("added_tokens", [])}
 
 
 def _adds_nothing(processor: dict | None) -> bool:

@@ -205,6 +205,8 @@ def test_the_text_functions_never_take_a_prompt_id_for_a_pad():
     assert "".join(stream_text(model, tok, "Hello!", attention_mask=ones, **kw)) == generate_text(model, tok, "Hello!", **kw)[0]
     with pytest.raises(ValueError, match="attention_mask has a 0, but one prompt has no padding"):
         generate_text(model, tok, "Hello!", attention_mask=ones * 0, **kw)
+    with pytest.raises(TypeError, match="generate_texts pads each batch and makes its attention_mask itself"):
+        generate_texts(model, tok, ["Hello!"], attention_mask=ones, **kw)
 
 
 def test_checkpoint_token_ids_are_the_ones_transformers_generates_with(pair, tmp_path):

@@ -242,9 +242,10 @@ class Tokenizer:
         self.special_tokens = dict(special_tokens or {})
         self.added_tokens = dict(added_tokens or {})
         self._check_tables()
-        whole = self.special_tokens | self.added_tokens  # the tokens matched as a whole, not made by BPE
-        self._whole_text = {i: s for s, i in whole.items()}
-        id_to_bytes = {i: t for t, i in self.vocab.items()} | {i: whole_token_bytes(s) for s, i in whole.items()}
+        # The tokens matched as a whole, not made by BPE (no text is both: _check_tables), both ways.
+        self._whole_ids = self.special_tokens | self.added_tokens
+        self._whole_text = {i: s for s, i in self._whole_ids.items()}
+        id_to_bytes = {i: t for t, i in self.vocab.items()} | {i: whole_token_bytes(s) for s, i in self._whole_ids.items()}
         self._id_bytes: list[bytes] = [id_to_bytes[i] for i in range(len(id_to_bytes))]  # id → bytes: decode's table
         self._byte_ids: list[int] = [self.vocab[bytes([b])] for b in range(256)]
         self._ranks, self._merged_id = self._merge_tables()
@@ -400,7 +401,7 @@ class Tokenizer:
             if kind is None:
                 ids += self._encode_bpe(piece)
             else:
-                ids.append((self.special_tokens if kind == "special" else self.added_tokens)[piece])
+                ids.append(self._whole_ids[piece])
         return ids
 
     def _cut(self, text: str, allowed: Collection[str]) -> list[tuple[str, str | None]]:
@@ -492,8 +493,7 @@ class Tokenizer:
         work = []
         for piece, kind in self._cut(text, allowed):
             if kind is not None:
-                table = self.special_tokens if kind == "special" else self.added_tokens
-                work.append({"chunk": piece, "steps": [[piece]], "ranks": [], "ids": [table[piece]], kind: True})
+                work.append({"chunk": piece, "steps": [[piece]], "ranks": [], "ids": [self._whole_ids[piece]], kind: True})
                 continue
             for chunk in split_text(without_surrogates(piece)):
                 byte_ids = [self._byte_ids[b] for b in chunk.encode("utf-8")]

@@ -9,6 +9,7 @@ import json
 import numbers
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -189,7 +190,14 @@ class GPTConfig:
                 d[name] = d.pop(alias)
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names and k != "dropout"}
-        kwargs["dropout"] = float(d.get("resid_pdrop", 0.0))
+        # One rate serves all three of HF's (GPT2Config's default for each: 0.1). Rates that differ
+        # cannot be kept: say which one is used, rather than train with another model's dropout.
+        rates = {k: d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+        if len(set(rates.values())) > 1:
+            warnings.warn(f"config.json sets {', '.join(f'{k}={v}' for k, v in rates.items())}; minigpt has one "
+                          f"dropout rate and uses resid_pdrop={rates['resid_pdrop']} for all three (only training "
+                          "sees it: set_dropout or --dropout to choose another)", stacklevel=3)
+        kwargs["dropout"] = float(rates["resid_pdrop"])
         return cls(**kwargs)  # a null token id is None: the model has no such token, as in transformers
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:

@@ -172,17 +172,17 @@ class GPT(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def _check_token_ids(self, idx: torch.Tensor) -> None:
-        """An id outside the vocabulary would fail inside the embedding as a bare "index out of
+    def _check_ids(self, ids: torch.Tensor, size: str, what: str, hint: str) -> None:
+        """Ids outside [0, config.<size>) would fail inside an embedding as a bare "index out of
         range" (on a GPU, as a device-side assert that breaks the CUDA context). Checking costs a
         host sync, free on a CPU only: on a GPU the callers check (generate's prompts, the token
         files train reads)."""
-        if idx.device.type != "cpu" or not idx.numel() or torch.compiler.is_compiling():
+        if ids.device.type != "cpu" or not ids.numel() or torch.compiler.is_compiling():
             return
-        lo, hi = (int(v) for v in torch.aminmax(idx))
-        if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}) for this model, "
-                             f"got {lo if lo < 0 else hi} (from another tokenizer? a pad id that is no token?)")
+        lo, hi = (int(v) for v in torch.aminmax(ids))
+        if lo < 0 or hi >= getattr(self.config, size):
+            raise ValueError(f"{what} must be in [0, {size}={getattr(self.config, size)}) for this model, "
+                             f"got {lo if lo < 0 else hi} ({hint})")
 
     def hidden_states(
         self,
@@ -205,7 +205,9 @@ class GPT(nn.Module):
                              "(one sequence: idx[None])")
         B, T = idx.shape
         if kv_cache is None:  # generation checks its prompts once, and feeds back ids drawn from the vocabulary
-            self._check_token_ids(idx)
+            self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
+            if position_ids is not None:
+                self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
         if position_ids is None:
             if T > self.config.n_positions:
                 raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
@@ -314,8 +316,9 @@ class GPT(nn.Module):
 
 # What GPT.forward takes instead of the Hugging Face keywords people reach for first.
 HF_FORWARD_KEYWORDS = {
-    "attention_mask": "right-pad the batch (causal attention never looks at the pads after a real token), "
-                      "or use minigpt.generate, which takes an attention_mask",
+    "attention_mask": "right-pad the batch (causal attention never looks at the pads after a real token); for a "
+                      "left-padded one, pass position_ids=positions_from_mask(mask) and attn_mask=prefill_mask(mask) "
+                      "(minigpt.prefill_decode), or use minigpt.generate, which takes an attention_mask",
     "labels": "targets are already shifted by one, model(ids[:, :-1], targets=ids[:, 1:]), with -100 where no loss is wanted",
     "past_key_values": "use minigpt.generate, which keeps a KV cache itself (minigpt/kv_cache.py)",
 }

@@ -142,6 +142,20 @@ def test_hub_gpt2_config_reads_as_the_gpt2_preset():
     assert GPTConfig.from_hf_dict(HUB_GPT2_CONFIG) == GPTConfig.gpt2("gpt2", dropout=0.1)
 
 
+def test_differing_dropout_rates_say_which_one_is_used(tmp_path):
+    """minigpt has one dropout rate for HF's three; a checkpoint whose rates differ is told, not
+    silently trained with another model's dropout."""
+    hf = GPT2LMHeadModel(GPT2Config(**SMALL, resid_pdrop=0.1, embd_pdrop=0.0, attn_pdrop=0.0))
+    hf.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match=r"embd_pdrop=0\.0, attn_pdrop=0\.0; .* uses resid_pdrop=0\.1 for all three"):
+        model = GPT.from_pretrained(tmp_path)
+    assert model.config.dropout == 0.1
+
+
+def test_absent_dropout_rates_default_as_in_transformers():
+    assert GPTConfig.from_hf_dict({"model_type": "gpt2"}).dropout == GPT2Config().resid_pdrop == 0.1
+
+
 @pytest.mark.parametrize("name", ["gpt2", "gpt2-xl", "gpt2-tiny"])
 def test_config_json_round_trips_through_transformers(tmp_path, name):
     config = GPTConfig.gpt2(name, dropout=0.1)

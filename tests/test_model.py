@@ -367,6 +367,14 @@ def test_token_ids_outside_the_vocabulary_are_named(bad):
     assert model(idx)[0].shape == (2, 5, 100)
 
 
+def test_position_ids_past_the_context_are_named():
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, n_positions=32))
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"position_ids must be in \[0, n_positions=32\) for this model, got 33"):
+        model(idx, position_ids=torch.tensor([[30, 31, 32, 33]]))
+    assert model(idx, position_ids=torch.tensor([[28, 29, 30, 31]]))[0].shape == (1, 4, 100)
+
+
 def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1))
     extra = torch.nn.Dropout(0.5)

@@ -124,6 +124,8 @@ def train_tokenizer(
 ) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]:
     """`Tokenizer.train`'s work (its docstring has the arguments): (vocab, merges, special tokens),
     what `Tokenizer(...)` takes. Special tokens get the ids after the vocab's."""
+    if isinstance(special_tokens, str):  # list("<s>") would be three special tokens, refused only after training
+        raise TypeError(f"special_tokens takes a list of strings, got the string {special_tokens!r}: pass [{special_tokens!r}]")
     specials = list(special_tokens)
     if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
         raise ValueError(f"special_tokens must be distinct non-empty strings, got {specials!r}")

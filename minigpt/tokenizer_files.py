@@ -69,6 +69,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     made = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
     named_tokens = {EOT} | {token for _, _, token in named}  # named anywhere: special, whatever a list says
     vocab, special, added_tokens, unnamed = _sort_tokens(str_vocab, made, listed_special, named_tokens, path)
+    _refuse_other_order(_normalized_flags(path, config), special, added_tokens, path)
     if lacking := {t for t in made - vocab.keys() if len(t) > 1}:  # (a missing byte: Tokenizer names it)
         rank, (a, b) = next((r, m) for r, m in enumerate(merges) if m[0] + m[1] in lacking)
         raise ValueError(f"{merges_file}: merge {rank} ({token_to_str(a)} {token_to_str(b)}) makes "
@@ -189,9 +190,7 @@ def _refuse_other_matching(file: Path, entry: object) -> None:
 def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tuple[dict[str, int], dict[str, bool]]:
     """The vocabulary plus the tokens transformers 4 lists beside it (added_tokens.json, and the
     config's added_tokens_decoder: what add_tokens and add_special_tokens added), and those tokens'
-    names → whether a list marks them special (added_tokens.json says nothing). transformers appends a token
-    it does not know at the next free id whatever id the file gives, so a file whose ids are not
-    exactly that (a gap, a clash) is refused rather than read with ids transformers would not use."""
+    names → whether a list marks them special (added_tokens.json says nothing)."""
     listed, special = [], {}
     if (file := path / "added_tokens.json").is_file():
         data = read_json(file)
@@ -205,7 +204,15 @@ def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tu
             token = entry.get("content") if isinstance(entry, dict) else entry
             listed.append((path / "tokenizer_config.json", token, int(i) if str(i).isdigit() else i))
             special[token] = isinstance(entry, dict) and bool(entry.get("special"))
-    vocab = dict(str_vocab)
+    vocab = _add_at_next_ids(str_vocab, listed)
+    return vocab, {token: special.get(token, False) for _, token, _ in listed}
+
+
+def _add_at_next_ids(vocab: dict[str, int], listed: list[tuple[Path, object, object]]) -> dict[str, int]:
+    """The vocabulary plus the listed (file, token, id)s. transformers appends a token it does not
+    know at the next free id whatever id the file gives, so a file whose ids are not exactly that
+    (a gap, a clash) is refused rather than read with ids transformers would not use."""
+    vocab = dict(vocab)
     for file, token, i in sorted(listed, key=lambda x: x[2] if isinstance(x[2], int) else -1):
         if not isinstance(i, int) or isinstance(i, bool) or not isinstance(token, str):
             raise ValueError(f"{file} gives the added token {token!r} the id {i!r}; ids must be integers")
@@ -217,7 +224,7 @@ def _add_added_tokens(str_vocab: dict[str, int], path: Path, config: dict) -> tu
                 raise ValueError(f"{file} gives the added token {token!r} the id {i}; transformers would add "
                                  f"it at the next free id, {next_id}, so the ids would differ")
             vocab[token] = i
-    return vocab, {token: special.get(token, False) for _, token, _ in listed}
+    return vocab
 
 
 def _special_tokens_map(path: Path) -> dict:
@@ -294,9 +301,40 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], d
                          "not implement it, so it would give other ids than transformers")
     for entry in data.get("added_tokens", []):
         _refuse_other_matching(file, entry)
-    added_ids = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    vocab = _add_at_next_ids(model["vocab"], [(file, t.get("content"), t.get("id")) for t in data.get("added_tokens", [])])
     merges = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]  # "a b" in older files
-    return model["vocab"] | added_ids, merges, {t["content"]: bool(t.get("special")) for t in data.get("added_tokens", [])}
+    return vocab, merges, {t["content"]: bool(t.get("special")) for t in data.get("added_tokens", [])}
+
+
+def _normalized_flags(path: Path, config: dict) -> dict[str, bool]:
+    """Each listed token's "normalized" flag (the config's added_tokens_decoder; tokenizer.json's
+    added_tokens, which transformers reads instead when there is one)."""
+    entries = list((config.get("added_tokens_decoder") or {}).values())
+    if (path / "tokenizer.json").is_file():
+        entries += read_json(path / "tokenizer.json").get("added_tokens", [])
+    return {e["content"]: bool(e["normalized"]) for e in entries if isinstance(e, dict) and "normalized" in e}
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether one text can hold a and b sharing characters: one inside the other, or an end of
+    one the start of the other."""
+    return a in b or b in a or any(a.endswith(b[:k]) or b.endswith(a[:k]) for k in range(1, min(len(a), len(b))))
+
+
+def _refuse_other_order(normalized: dict[str, bool], special: dict[str, int], added: dict[str, int], path: Path) -> None:
+    """transformers matches the tokens whose "normalized" is false first (by default the special
+    ones), then the others; minigpt the special tokens first, then the added ones. Where the two
+    orders differ for two tokens that can overlap in a text, the ids would differ: refused."""
+    def first(t: str, hf: bool) -> int:  # 1: matched in the first pass
+        return int(not normalized.get(t, t not in special)) if hf else int(t in special)
+
+    whole = special | added
+    for t, u in ((t, u) for t in whole for u in whole if t < u and _overlap(t, u)):
+        if first(t, True) - first(u, True) != first(t, False) - first(u, False):
+            odd = t if first(t, True) != first(t, False) else u
+            raise ValueError(f"{path} marks {odd!r} normalized={normalized[odd]}, and {(u if odd == t else t)!r} "
+                             "overlaps it: transformers matches the tokens marked false first, then the rest, where "
+                             "minigpt matches special tokens first, then added ones, so the ids would differ")
 
 
 def _adds_nothing(processor: dict | None) -> bool:

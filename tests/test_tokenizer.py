@@ -616,6 +616,13 @@ def test_training_on_a_file_that_is_not_utf8_names_it(tmp_path):
         Tokenizer.train([tmp_path / "latin1.txt"], vocab_size=300)
 
 
+def test_training_with_special_tokens_given_as_one_string_is_refused_before_training():
+    """Bug guarded: special_tokens="<s>" became ["<", "s", ">"], refused only after the whole
+    training, as a token "spelled like the regular token 27"."""
+    with pytest.raises(TypeError, match=r"got the string '<s>': pass \['<s>'\]"):
+        Tokenizer.train("hello world " * 50, 300, special_tokens="<s>", progress=False)
+
+
 def test_training_on_an_empty_text_is_refused_when_merges_are_asked_for(tmp_path):
     """An audit: an empty file trained "successfully" into a byte-level tokenizer with no merges,
     with only a note. Merges asked from no text mean a wrong file: an error naming it. A byte-level

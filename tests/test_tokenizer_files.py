@@ -483,3 +483,47 @@ def test_a_special_token_spelled_in_the_byte_alphabet_decodes_as_transformers_de
     hf.save_pretrained(tmp_path / "added")
     ids = hf.encode("a café")
     assert Tokenizer.from_pretrained(tmp_path / "added").decode(ids) == hf.decode(ids) == "a caf\N{REPLACEMENT CHARACTER}"
+
+
+def test_added_tokens_transformers_matches_in_another_order_are_refused(tmp_path):
+    """Bug guarded: transformers matches the tokens marked "normalized": false first, then the rest;
+    minigpt matches special tokens first, then added ones. An added token marked false that overlaps
+    another ("ROMEOQ" in "xROMEOQ", which holds "xROMEO") gave transformers' [87, 50257] but
+    minigpt's [50258, 48], silently."""
+    from transformers import AddedToken, GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_tokens([AddedToken("ROMEOQ", normalized=False), "xROMEO"])
+    hf.save_pretrained(tmp_path)
+    assert hf("xROMEOQ")["input_ids"] == [87, 50257]
+    with pytest.raises(ValueError, match=r"marks 'ROMEOQ' normalized=False, and 'xROMEO' overlaps it: "):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_a_special_token_marked_normalized_loads_where_no_token_overlaps_it(tmp_path):
+    """The Hub's GPT-2 tokenizer.json marks <|endoftext|> "normalized": true, so transformers matches
+    it after tokens marked false, such as a [PAD] added as special; with no overlap the order cannot
+    change an id."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_special_tokens({"pad_token": "[PAD]"})
+    hf.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    eot = next(t for t in data["added_tokens"] if t["content"] == EOT)
+    eot["normalized"] = True
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    text = "a [PAD]<|endoftext|>[PAD] b"
+    assert (Tokenizer.from_pretrained(tmp_path).encode(text, allowed_special="all")
+            == AutoTokenizer.from_pretrained(tmp_path).encode(text) == [64, 220, 50257, 50256, 50257, 275])
+
+
+def test_a_gap_in_tokenizer_json_added_ids_names_the_file_and_token(tmp_path):
+    """transformers renumbers an added token whose id leaves a gap; minigpt refuses it, naming where."""
+    _dir_with_added_words(tmp_path, "tokenizer.json")
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    next(t for t in data["added_tokens"] if t["content"] == "hello world")["id"] = 50300
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'tokenizer.json'} gives the added token 'hello world' "
+                                                   "the id 50300; transformers would add it at the next free id, 50258")):
+        Tokenizer.from_pretrained(tmp_path)

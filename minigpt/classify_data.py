@@ -49,7 +49,9 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     texts, labels = [], []
     first = True
     # (A BOM, which some editors write first, would otherwise start the first text.)
-    for lineno, line in enumerate(read_text(path).removeprefix("\ufeff").splitlines(), start=1):
+    # Lines end at "\n" alone (read_text made "\r\n" one): splitlines() would also cut at U+0085,
+    # U+2028, form feeds..., which scraped text holds inside its sentences.
+    for lineno, line in enumerate(read_text(path).removeprefix("\ufeff").split("\n"), start=1):
         if not line.strip():
             continue
         is_first, first = first, False

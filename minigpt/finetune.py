@@ -132,14 +132,16 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def export(model: GPT | GPTClassifier, path: Path, tokenizer) -> None:
+def export(model: GPT | GPTClassifier, path: Path, tokenizer, block_size: int) -> None:
     """Save in HF layout with the tokenizer; LoRA adapters are merged for the time of the save
     (`lora_merged`), so the checkpoint is a plain GPT-2 and the model being trained keeps its adapters."""
     with lora_merged(model):
         model.save_pretrained(path)  # GPT2LMHeadModel, or GPT2ForSequenceClassification for a classifier
-    # The model's context as the tokenizer's limit: transformers' truncation=True (its text-
-    # classification pipeline's) then cuts a text to what the model can read.
-    tokenizer.model_max_length = (model.gpt if isinstance(model, GPTClassifier) else model).config.n_positions
+    # The tokenizer's limit, which transformers' truncation=True (its text-classification pipeline's)
+    # cuts each text to: for a classifier, the length its texts were cut to in training and
+    # evaluation, so the pipeline scores what finetune scored; for a language model, its context.
+    classifier = isinstance(model, GPTClassifier)
+    tokenizer.model_max_length = block_size if classifier else model.config.n_positions
     tokenizer.save_pretrained(path)
 
 
@@ -223,7 +225,10 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         bad = sorted({label for label in y if not 0 <= label < num_labels})
         if bad:
             raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # (the EOS, unless the files name a pad)
+    # What pads a batch (the EOS, unless the files name a pad); with neither, any id does, as the mask
+    # marks the padding. Only a real pad token is the model's pad_token_id: transformers takes a
+    # text's trailing pad ids for padding, and id 0 is a token.
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Texts longer than the context keep their first block_size tokens. Each text is one example,
     # not a stream of documents: "<|endoftext|>" in a review is its characters, not a boundary.
     full = {s: tokenizer.encode_batch(texts, disallowed_special=()) for s, (texts, _) in data.items()}
@@ -238,7 +243,8 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
             longest = max(len(r) for rows in full.values() for r in rows)
             print(f"classify: {cut['train']:,} train / {cut['val']:,} val texts are longer than --block-size {cfg.block_size} "
                   f"tokens and keep their first {cfg.block_size} (the longest has {longest})")
-    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden), pad_token_id=pad_id)
+    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden),
+                          pad_token_id=tokenizer.pad_token_id)
 
     def get_batch(split: str, rng: torch.Generator):
         picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
@@ -325,7 +331,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         out = Path(cfg.out)
 
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
-            export(m, Path(path), tokenizer)
+            export(m, Path(path), tokenizer, cfg.block_size)
             if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
                 adopt_new_tokens(out)
 

@@ -256,6 +256,10 @@ def test_read_tsv(tmp_path):
     assert read_tsv(f) == (["good", "bad"], [1, 0])
     f.write_text("\ufeffgood\t1\nbad\t0\n")  # a BOM first (some editors write one): not part of the first text
     assert read_tsv(f) == (["good", "bad"], [1, 0])
+    # A finetuner's audit: Unicode line breaks inside a sentence (U+0085 from cp1252 text read as
+    # Latin-1, U+2028, a form feed) cut its line, and the file was refused as having no tab.
+    f.write_text("it\x85s great\t1\nthe \u2028 end\t0\nform\x0cfeed\t1\n", encoding="utf-8")
+    assert read_tsv(f) == (["it\x85s great", "the \u2028 end", "form\x0cfeed"], [1, 0, 1])
 
 
 @pytest.mark.parametrize("content,message", [
@@ -359,6 +363,29 @@ def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsy
     assert "longer than --block-size" not in capsys.readouterr().out
 
 
+def test_a_classifier_whose_tokenizer_has_no_pad_records_none(base, tmp_path):
+    """Bug guarded (a finetuner's audit): with no EOS or pad token, batches were padded with id 0
+    and the checkpoint recorded pad_token_id 0, a real token; transformers, and minigpt without a
+    mask, then took a text's trailing id 0 for padding and scored other logits than finetune had."""
+    from transformers import GPT2ForSequenceClassification
+
+    tok = Tokenizer.train(CORPUS, 300, special_tokens=(), progress=False)
+    torch.manual_seed(0)
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, bos_token_id=None, eos_token_id=None)).save_pretrained(tmp_path / "init")
+    tok.save_pretrained(tmp_path / "init")
+    out = tmp_path / "o"
+    from minigpt.finetune import main
+
+    assert main(["--init", str(tmp_path / "init"), "--out", str(out), "--task", "classify", "--data", str(base / "cls.tsv"),
+                 "--strategy", "full", "--max-iters", "2", "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1"]) == 0
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] is None
+    idx = torch.tensor([tok.encode("the speech was good indeed") + [0]])  # ends in id 0, a real token
+    ours, hf = GPTClassifier.from_pretrained(out), GPT2ForSequenceClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        masked, plain, theirs = ours(idx, torch.ones_like(idx))[0], ours(idx)[0], hf(idx).logits
+    assert torch.allclose(masked, plain, atol=1e-6) and torch.allclose(plain, theirs, atol=1e-5)
+
+
 def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path, monkeypatch):
     from transformers import GPT2ForSequenceClassification
 
@@ -392,10 +419,11 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path,
     hf_tokenizer = AutoTokenizer.from_pretrained(out)
     batch = hf_tokenizer(texts, padding=True, return_tensors="pt")
     assert batch["input_ids"][1, -1] == hf.config.pad_token_id
-    # The model's context as the tokenizer's limit (an interop audit: none was written, so HF's
-    # truncation=True never cut, and its text-classification pipeline failed on a long text).
-    assert hf_tokenizer.model_max_length == hf.config.n_positions
-    assert len(hf_tokenizer("good " * 500, truncation=True)["input_ids"]) == hf.config.n_positions
+    # The run's --block-size as the tokenizer's limit (an interop audit: none was written, so HF's
+    # truncation=True never cut, and its text-classification pipeline failed on a long text; a
+    # finetuner's: n_positions, so the pipeline read more of each text than finetune had scored).
+    assert hf_tokenizer.model_max_length == 32 < hf.config.n_positions
+    assert len(hf_tokenizer("good " * 500, truncation=True)["input_ids"]) == 32
     with torch.no_grad():
         alone = torch.cat([ours(torch.tensor([Tokenizer.from_pretrained(out).encode(t)]))[0] for t in texts])
         assert torch.allclose(hf(**batch).logits, alone, atol=1e-5)

@@ -363,9 +363,10 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
     slide = check_slide(slide, cfg.n_positions, num_beams)
-    # As transformers: a pad id that ends no text marks padding in ids given without a mask; the
-    # EOS as pad (GPT-2's default) cannot, since a prompt may hold <|endoftext|> between documents.
-    pad_marks = None if pad in {*eos, *cfg.eos_ids, cfg.bos_token_id} else pad
+    # As transformers: a pad id that ends no text (no EOS of this call's) marks padding in ids given
+    # without a mask; the EOS as pad (GPT-2's default) cannot, since a prompt may hold
+    # <|endoftext|> between documents, nor a pad that is the BOS which may open a prompt.
+    pad_marks = None if pad in {*eos, cfg.bos_token_id} else pad
     input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id, slide,
                                                pad_marks)
     if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself

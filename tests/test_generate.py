@@ -180,6 +180,16 @@ def test_a_left_padded_batch_without_its_mask_is_read_as_transformers_reads_it(p
     assert torch.equal(as_eos, generate(model, ids, torch.ones_like(ids), pad_token_id=PAD, eos_token_id=PAD,
                                         max_new_tokens=4))
     assert not torch.equal(as_eos, generate(model, ids, mask, pad_token_id=PAD, eos_token_id=PAD, max_new_tokens=4))
+    # The call's EOS ids decide, not the config's (an oracle's audit: a pad that is the config's EOS was
+    # read as text even with eos_token_id naming another id, where transformers infers the padding).
+    before = model.config.eos_token_id, hf.generation_config.eos_token_id
+    model.config.eos_token_id, hf.generation_config.eos_token_id = PAD, PAD
+    try:
+        ours = generate(model, ids, pad_token_id=PAD, eos_token_id=[299], max_new_tokens=6)
+        assert torch.equal(ours, generate(model, ids, mask, pad_token_id=PAD, eos_token_id=[299], max_new_tokens=6))
+        assert torch.equal(ours, hf.generate(ids, do_sample=False, pad_token_id=PAD, eos_token_id=299, max_new_tokens=6))
+    finally:
+        model.config.eos_token_id, hf.generation_config.eos_token_id = before
     # A prompt that ends in the pad id, without a mask: the error says the mask was inferred.
     with pytest.raises(ValueError, match=r"left-padded .*; with no attention_mask given, the ids equal to "
                                          r"pad_token_id 1 are taken for padding: pass the mask"):
@@ -804,6 +814,19 @@ def test_stop_string_in_the_first_token_leaves_the_prompt_alone(pair):
     out = generate(model, ids, max_new_tokens=10, eos_token_id=[], pad_token_id=PAD, stop=chr(first),
                    tokenizer=tok)
     assert torch.equal(out, ids)
+
+
+@torch.no_grad()
+def test_a_stop_string_that_begins_in_the_prompt_ends_nothing(pair):
+    """Stop strings are looked for in the new text only (README; transformers' stop_strings would
+    end at the first token here): the prompt's last byte plus the first new one."""
+    model, _ = pair
+    tok = ByteTokenizer()
+    ids = torch.tensor([tok.encode("Hello")])
+    free = generate(model, ids, max_new_tokens=5, eos_token_id=[])
+    stop = tok.decode_bytes([ids[0, -1].item(), free[0, ids.size(1)].item()]).decode("latin-1")
+    assert stop not in tok.decode_bytes(free[0, ids.size(1):].tolist()).decode("latin-1")  # (else it would end)
+    assert torch.equal(generate(model, ids, max_new_tokens=5, eos_token_id=[], stop=stop, tokenizer=tok), free)
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -137,7 +138,16 @@ def ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int, mask: t
     differs from transformers, which counts left pads as tokens (a padded row of the pad id p bans p
     after p for n = 2); on unpadded rows the two agree exactly. An id ≥ V bans nothing.
     """
+    check_logits(logits)  # shapes only, below: this runs every decode step, so no host sync
     B, V = logits.shape
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.size(0) != B:  # scatter_ would broadcast a row
+        got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"ids must be (B, L) with the logits' B={B} rows, got {got}")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must have the ids' shape {tuple(ids.shape)}, got {got}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:  # -1 would turn the ban off silently
+        raise ValueError(f"n (no_repeat_ngram_size) must be an integer ≥ 0 (0 means off), got {n!r}")
     L = ids.size(1)
     if n < 1 or L < n:  # off, or no complete n-gram yet
         return logits

@@ -165,6 +165,23 @@ def test_ngram_ban_never_counts_pads():
     assert torch.equal(ban_repeated_ngrams(x, ids, 3, torch.tensor([[1, 1, 1, 1, 0, 1]])), x)
 
 
+def test_ngram_ban_names_ids_mask_and_n_that_do_not_fit():
+    """ids of one row against 3 rows of logits banned in row 0 only (scatter_ broadcast them); a
+    mask of another shape was taken; n = -1 turned the ban off without a word."""
+    x, ids = torch.zeros(3, 10), torch.tensor([[1, 1, 1]])
+    with pytest.raises(ValueError, match=r"ids must be \(B, L\) with the logits' B=3 rows, got \(1, 3\)"):
+        ban_repeated_ngrams(x, ids, 2)
+    with pytest.raises(ValueError, match=r"ids must be \(B, L\).*got list"):
+        ban_repeated_ngrams(x, [[1, 1, 1]] * 3, 2)
+    with pytest.raises(ValueError, match=r"mask must have the ids' shape \(3, 3\), got \(3, 2\)"):
+        ban_repeated_ngrams(x, ids.expand(3, 3), 2, torch.ones(3, 2))
+    for n in (-1, True, 2.0):
+        with pytest.raises(ValueError, match=r"n \(no_repeat_ngram_size\) must be an integer ≥ 0"):
+            ban_repeated_ngrams(x, ids.expand(3, 3), n)
+    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+        ban_repeated_ngrams(torch.zeros(10), ids, 2)
+
+
 def test_presence_and_frequency_penalties_follow_openai_formula():
     x = random_logits(7, B=2, V=10)
     ids = torch.tensor([[3, 3, 3, 1], [0, 9, 9, 5]])

@@ -300,7 +300,10 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         with open(weights_tmp, "wb") as f:
             stream_safetensors(tensors, f)
         write_config(config_tmp)
-        config.unlink(missing_ok=True)
+        # The same config (every checkpoint of a run): kept, so a kill between the renames leaves
+        # new weights beside a config.json that is theirs too, a checkpoint that loads.
+        if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
+            config.unlink(missing_ok=True)
         (path / GENERATION_CONFIG_NAME).unlink(missing_ok=True)
     _remove_stale_shards(path)
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
-from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, evaluated_at, plot_log, read_state, restore,
+from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, evaluated_at, plot_log, read_log, read_state, restore,
                              run_dir_lock, save_checkpoint, truncate_log)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
@@ -387,6 +387,8 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
     # run of max_iters steps ends (`--resume --max-iters S` on a run stopped at S).
     if progress.step == cfg.max_iters and not evaluated_at(run.out, progress.step):
         metrics = end_stopped_run(run, progress)
+    elif progress.step == cfg.max_iters:  # done: killed after its last checkpoint, perhaps before its curve
+        on_rank_0(run.rt, lambda: plot_log(run.out))
     while progress.step < cfg.max_iters:
         metrics = train_and_log(run, progress)
         if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or progress.step == cfg.max_iters:
@@ -480,8 +482,11 @@ def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
 def save_at_stop(run: Run, progress: Progress) -> None:
     """A stop between evaluations: the checkpoint, and the curve up to here, not only to the last evaluation."""
     def write() -> None:
+        # A run is known by its log (run_dir.py's `unsaved_run`): one stopped before its first record
+        # gets an empty one, so a kill during this first checkpoint leaves a run that --resume restarts.
+        (run.out / LOG_FILE).touch()
         checkpoint(run, progress)
-        if (run.out / LOG_FILE).exists():
+        if read_log(run.out):
             plot_log(run.out)
 
     on_rank_0(run.rt, write)

@@ -782,3 +782,25 @@ def test_a_short_write_without_an_errno_is_named_too(tmp_path):
         with atomic_path(tmp_path / "train.bin"):
             raise OSError("301967 requested and 100000 written")
     assert e.value.errno == 5 and str(e.value) == f"[Errno 5] 301967 requested and 100000 written: '{tmp_path}'"
+
+
+def test_a_save_killed_between_its_renames_keeps_a_loadable_checkpoint_when_the_config_is_the_same(tmp_path, monkeypatch):
+    """A training run saves the same model (the same config.json) at every checkpoint: a kill between
+    the weights' rename and the config's must leave new weights beside that config, not no config."""
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(**SMALL)).eval()
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(2)  # a training step later
+    real_replace = os.replace
+
+    def killed_before_the_config(src, dst):
+        if Path(dst).name == "config.json":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert torch.equal(logits_of(tmp_path), model(IDX)[0].detach())

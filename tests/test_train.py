@@ -321,7 +321,14 @@ def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out"))
     assert final_state(tmp_path / "out")["step"] == 1
-    assert not (tmp_path / "out" / "log.jsonl").exists() and not (tmp_path / "out" / "loss.png").exists()
+    # An empty log, which marks OUT_DIR as a run's: a crash's audit found a SIGKILL during this first
+    # checkpoint (a scheduler's grace period running out) left weights that --resume and
+    # --auto-resume refused as "a model"; now they start the run again.
+    assert (tmp_path / "out" / "log.jsonl").read_text() == "" and not (tmp_path / "out" / "loss.png").exists()
+    (tmp_path / "out" / "training_state.pt").unlink()  # what the kill leaves: the state is written last
+    monkeypatch.undo()
+    pretrain(tiny_cfg(tmp_path / "data", tmp_path / "out", auto_resume=True))
+    assert final_state(tmp_path / "out")["step"] == 12
 
 
 def test_a_run_configured_with_path_objects_resumes(tmp_path):
@@ -2204,3 +2211,14 @@ def test_the_run_lock_is_taken_when_the_last_holder_removed_the_folder_meanwhile
     with minigpt.run_dir.run_dir_lock(out):
         monkeypatch.undo()
         assert raced and (out / ".lock").exists()
+
+
+def test_a_run_killed_after_its_last_checkpoint_before_its_curve_gets_the_curve_on_resume(tmp_path):
+    """The last checkpoint saves training_state.pt, then draws loss.png: a kill between the two
+    left a finished run whose curve stops at the evaluation before (or is missing), and --resume,
+    finding nothing to train, never drew it."""
+    cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", eval_interval=0)
+    pretrain(cfg)
+    (tmp_path / "out" / "loss.png").unlink()  # what the kill leaves
+    pretrain(tiny_cfg(tmp_path / "data", tmp_path / "out", eval_interval=0, resume=True))
+    assert (tmp_path / "out" / "loss.png").exists()

@@ -277,6 +277,22 @@ def best_evaluations(records: list[dict]) -> dict:
     return best
 
 
+def check_same_tokenizer(tokenizer, out: Path, source: str) -> None:
+    """A resumed run's weights learned the ids of the tokenizer saved in OUT_DIR: another one (from
+    --tokenizer, or another --init) would pair them with other ids, which no data check sees (the
+    classify fingerprint hashes the texts; the lm task reuses its tokens). Refused."""
+    from minigpt.tokenizer import Tokenizer
+
+    if not all((out / name).is_file() for name in ("vocab.json", "merges.txt")):
+        return  # no checkpoint yet: the run starts again from step 0 (`restart_unsaved_run`)
+    saved = Tokenizer.from_pretrained(out)
+    tables = ("vocab", "merges", "special_tokens", "added_tokens")
+    if differ := [name for name in tables if getattr(saved, name) != getattr(tokenizer, name)]:
+        raise ValueError(f"--resume: the tokenizer from {source} is not the run's (saved in {out}): their "
+                         f"{', '.join(differ)} differ, and the weights learned the run's ids. Resume without "
+                         f"--tokenizer (or with the run's --init), or start a new run from this one: --init {out}")
+
+
 def finetune(cfg: FinetuneConfig) -> dict | None:
     """Load --init, apply the strategy, train with `train_loop`, write the summary; return it.
 
@@ -306,6 +322,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
         rt = setup_runtime(cfg)
         tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
+        if cfg.resume:
+            check_same_tokenizer(tokenizer, Path(cfg.out), cfg.tokenizer or cfg.init)
         # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
         # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
         gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)

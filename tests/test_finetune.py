@@ -523,6 +523,20 @@ def test_classify_val_loss_is_over_every_val_example(base, tmp_path, capsys):
         in capsys.readouterr().err
 
 
+def test_resume_refuses_another_tokenizer(base, tmp_path, capsys):
+    """A crash audit: `--resume --tokenizer OTHER` (same vocabulary size and EOS id) trained on, with
+    only a note that a setting changed, and saved the run's weights beside the other tokenizer."""
+    other = Tokenizer.train(CORPUS[::-1], 300, progress=False)
+    other.save_pretrained(tmp_path / "other")
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "full")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    before = (tmp_path / "o" / "training_state.pt").read_bytes()
+    assert _run(base, tmp_path / "o", *args, "--resume", "--tokenizer", str(tmp_path / "other")) == 2
+    assert f"--resume: the tokenizer from {tmp_path / 'other'} is not the run's" in capsys.readouterr().err
+    assert (tmp_path / "o" / "training_state.pt").read_bytes() == before
+    assert _run(base, tmp_path / "o", *args, "--resume") == 0  # the run's own tokenizer: goes on
+
+
 def test_resume_refuses_another_pooling(base, tmp_path, capsys):
     """A finetuner audit: `--resume --pooling mean` on a last-token classifier trained on, and its
     config.json then said mean pooling for a head that learned from the last token."""

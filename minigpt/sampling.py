@@ -54,6 +54,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     Rows with temperature 0 are left as they are: they take the argmax, which dividing would not
     change (and dividing by 0 would turn into inf/NaN).
     """
+    check_number("temperature", temperature)
     t = as_column(temperature, logits)
     if isinstance(t, torch.Tensor):
         return logits / torch.where(t > 0, t.clamp_min(MIN_TEMPERATURE), 1.0)
@@ -62,6 +63,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
 
 def apply_top_k(logits: torch.Tensor, top_k: Param) -> torch.Tensor:
     """Keep the k largest logits per row (0 = off). Ties with the k-th value are all kept."""
+    check_number("top_k", top_k)
     V = logits.size(-1)
     if isinstance(top_k, torch.Tensor):
         k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
@@ -80,6 +82,7 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     Same arithmetic as transformers: sort ascending, cumulate, drop the tail whose cumulative
     mass is ≤ 1 - top_p. The largest token is always kept, so a tiny top_p still leaves one.
     """
+    check_number("top_p", top_p)
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
         return logits
     p = as_column(top_p, logits)
@@ -100,6 +103,7 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     mass: that is where high-temperature sampling turns incoherent, and where min-p stays safe.
     The top token always passes (its ratio is 1 ≥ min_p).
     """
+    check_number("min_p", min_p)
     if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits
     probs = logits.float().softmax(dim=-1)  # (B, V)
@@ -260,6 +264,14 @@ PARAM_RANGES = {
     "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
     "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
 }
+
+
+def check_number(name: str, value: Param) -> None:
+    """A filter's parameter given as a Python number, in its range (`PARAM_RANGES`): each public
+    filter checks it, as min_p=2 would drop every token and top_p=1.5 or NaN change nothing. A
+    tensor is left to `filter_logits` and `sample`: its check is a host sync, too dear per step."""
+    if not isinstance(value, torch.Tensor):
+        check_param(name, value, *PARAM_RANGES[name])
 
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:

@@ -210,6 +210,19 @@ def test_out_of_range_parameters_raise(kwargs, name):
         sample(random_logits(0, B=2), **kwargs)
 
 
+@pytest.mark.parametrize("f, name, value", [
+    (apply_temperature, "temperature", -1), (apply_temperature, "temperature", float("nan")),
+    (apply_temperature, "temperature", float("inf")), (apply_top_k, "top_k", -1), (apply_top_k, "top_k", float("nan")),
+    (apply_top_p, "top_p", 1.5), (apply_top_p, "top_p", float("nan")), (apply_top_p, "top_p", 0),
+    (apply_min_p, "min_p", 2.0), (apply_min_p, "min_p", -0.5), (apply_min_p, "min_p", float("nan")),
+])
+def test_each_public_filter_checks_a_number_it_is_given(f, name, value):
+    """Called alone, the filters took any number: min_p=2 set every token to -inf (the draw then
+    gave token 0), top_p=1.5 or NaN and temperature=-1 or NaN changed nothing, top_k=-1 was off."""
+    with pytest.raises(ValueError, match=rf"{name} must be in .*, got {value}"):
+        f(random_logits(0, B=2), value)
+
+
 @pytest.mark.parametrize("shape", [(7,), (2, 3, 7)])
 def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
     """(V,) and (B, T, V) logits failed inside top-p's scatter ("index 2 is out of bounds"), or

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minigpt.generate_args import NONFINITE, warn_if_training
+from minigpt.generate_args import NONFINITE, as_count, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
 
@@ -92,12 +92,12 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
     token ids, or (1, N) as the tokenizer's return_tensors="pt" gives them."""
     ids = check_ids(model, ids)
     warn_if_training(model, "scoring")
-    max_length = model.config.n_positions if max_length is None else max_length  # 0 is an error, not "default"
+    max_length = model.config.n_positions if max_length is None else as_count("max_length", max_length)  # 0: an error
     if not 2 <= max_length <= model.config.n_positions:  # a window's first token has no context: 1 scores nothing
         raise ValueError(f"max_length must be in [2, n_positions={model.config.n_positions}] (a window's first token "
                          f"is context only, so a 1-token window scores nothing), got {max_length}")
-    nll_sum, count, scored = sliding_window_nll(model, ids, max_length, max(max_length // 2, 1) if stride is None else stride,
-                                                progress)
+    stride = max(max_length // 2, 1) if stride is None else as_count("stride", stride)  # 2.5 or True: no stride
+    nll_sum, count, scored = sliding_window_nll(model, ids, max_length, stride, progress)
     result = {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}
     if token_bytes is not None:
         # Bits per byte: nats → bits, spread over the bytes of the tokens scored (not the first token,

@@ -49,8 +49,9 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     none are; the caller passes None when the pad is an EOS, which a prompt may hold as text)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
-    # Float ids would be truncated without a word (1.7 → token 1). An empty torch.tensor([]) is float: allowed.
-    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel():
+    # Float ids would be truncated without a word (1.7 → token 1), a mask's bools read as ids 1 and 0.
+    # An empty torch.tensor([]) is float: allowed.
+    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel() or input_ids.dtype == torch.bool:
         raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
@@ -173,7 +174,7 @@ def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tenso
     if isinstance(eos_token_id, torch.Tensor):
         eos_token_id = eos_token_id.tolist()  # 0-d → an int, (n,) → a list
     if isinstance(eos_token_id, numbers.Integral):
-        return [int(eos_token_id)]
+        return [as_count("eos_token_id", eos_token_id)]
     if isinstance(eos_token_id, (str, bytes)) or not hasattr(eos_token_id, "__iter__"):  # 5.0, "5": not ids
         raise TypeError(f"eos_token_id must be an integer or a list of them, got {eos_token_id!r}")
     return [as_count("eos_token_id", t) for t in eos_token_id]
@@ -181,7 +182,10 @@ def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tenso
 
 def as_count(name: str, value) -> int:
     """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
-    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison."""
+    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison. A bool is no
+    count, though Python takes True for 1: max_new_tokens=True is a slip, not one token."""
+    if isinstance(value, bool) or isinstance(value, torch.Tensor) and value.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
     try:
         return operator.index(value)
     except TypeError:

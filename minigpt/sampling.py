@@ -166,6 +166,8 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
 def check_seed(seed) -> int:
     """`seed` as an int torch.manual_seed takes: any 64-bit value, -2**63 .. 2**64 - 1 (beyond it
     torch says only "Overflow when unpacking long long"; a float, "expected a long")."""
+    if isinstance(seed, bool):  # True is 1 to operator.index: a flag passed for the seed
+        raise TypeError(f"seed must be an integer, got the bool {seed!r}")
     try:
         seed = operator.index(seed)
     except TypeError:
@@ -279,7 +281,9 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
     values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
     for name, (ok, allowed) in PARAM_RANGES.items():
         check_param(name, values[name], ok, allowed)
-    # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not.
+    # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not, nor True (1 to Python).
+    if isinstance(top_k, bool) or isinstance(top_k, torch.Tensor) and top_k.dtype == torch.bool:
+        raise ValueError(f"top_k must be an integer, got the bool {top_k}")
     if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
         raise ValueError(f"top_k must be an integer, got {top_k}")
     if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):

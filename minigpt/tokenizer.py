@@ -454,12 +454,16 @@ class Tokenizer:
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
         ids = [ids] if isinstance(ids, int) else ids  # one id, e.g. a 0-d tensor from argmax
         try:  # every element: numpy ints and 0-d tensors (as list(tensor) gives them) pass, 2.5 or None do not
-            ids = list(map(operator.index, ids))
+            ids = list(ids)
+            as_ints = list(map(operator.index, ids))
         except TypeError:  # a batch (B, T) comes as a list of lists; float ids (2.0) are no ids either
             floats = isinstance(ids, list) and any(isinstance(i, float) for i in ids)
             raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor)" +
                             (f", got floats ({ids[:3]!r}...): a float tensor? .long() it" if floats else
                              "; for a batch (B, T), decode each row: [tok.decode(row) for row in ids]")) from None
+        if bool in set(map(type, ids)):  # operator.index takes True for 1: a bool tensor decoded as ids 1 and 0
+            raise TypeError(f"decode takes int ids, got bools ({ids[:3]!r}...): an attention mask?")
+        ids = as_ints
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
             raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")

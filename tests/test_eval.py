@@ -190,6 +190,15 @@ def test_ids_as_the_tokenizer_returns_them_and_bad_ids_are_named():
             perplexity(model, bad, max_length=8)
 
 
+@pytest.mark.parametrize("name, value", [("stride", True), ("stride", 2.5), ("max_length", 8.5), ("max_length", "8")])
+def test_a_window_size_that_is_not_an_integer_is_named(name, value):
+    """stride=True ran as stride 1, and 2.5 or max_length=8.5 failed inside range() ("'float'
+    object cannot be interpreted as an integer")."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=16)).eval()
+    with pytest.raises(TypeError, match=rf"{name} must be an integer, got .*{value}"):
+        perplexity(model, torch.arange(20), **{"max_length": 8, name: value})
+
+
 @torch.no_grad()
 def test_a_bfloat16_model_sums_its_nll_in_float32():
     """Mutant R7-26: cross-entropy on the model's own bfloat16 logits rounds every log-softmax and

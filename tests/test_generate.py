@@ -1313,13 +1313,14 @@ def test_a_batch_padded_to_the_context_fits_as_its_longest_prompt_does(pair):
 
 @pytest.mark.parametrize("name, value", [("max_new_tokens", 3.0), ("max_new_tokens", None), ("min_new_tokens", 1.5),
                                          ("num_beams", 2.0), ("num_return_sequences", 2.0),
-                                         ("no_repeat_ngram_size", 2.5)])
+                                         ("no_repeat_ngram_size", 2.5), ("max_new_tokens", True),
+                                         ("num_beams", True), ("max_new_tokens", torch.tensor(True))])
 def test_a_count_that_is_not_an_integer_is_named(pair, name, value):
     """3.0 failed inside torch.full ("argument 'size' failed to unpack"), None in a comparison,
     and 1.5 passed as a count of tokens; integers of NumPy or 0-d tensors are integers too."""
     model, _ = pair
     kwargs = {"max_new_tokens": 3, "do_sample": name == "num_return_sequences", name: value}
-    with pytest.raises(TypeError, match=rf"{name} must be an integer, got {value}"):
+    with pytest.raises(TypeError, match=rf"{name} must be an integer, got (the bool )?{re.escape(str(value))}"):
         generate(model, torch.tensor([PROMPTS[0]]), **kwargs)
     assert generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=torch.tensor(3)).shape == (1, 10)
 
@@ -1331,10 +1332,15 @@ def test_a_count_that_is_not_an_integer_is_named(pair, name, value):
     ("eos_token_id", [5, 1.5], "eos_token_id must be an integer, got 1.5"),
     ("seed", 1.5, "seed must be an integer, got 1.5"),
     ("seed", "1", "seed must be an integer, got '1'"),
+    ("seed", True, "seed must be an integer, got the bool True"),
+    ("pad_token_id", True, "pad_token_id must be an integer, got the bool True"),
+    ("eos_token_id", True, "eos_token_id must be an integer, got the bool True"),
+    ("eos_token_id", [2, False], "eos_token_id must be an integer, got the bool False"),
 ])
 def test_a_token_id_or_seed_that_is_not_an_integer_is_named(pair, name, value, message):
     """pad_token_id=5.0 passed the range check and failed in the embedding, eos_token_id=5.0 as
-    "'float' object is not iterable", and seed=1.5 in torch's manual_seed ("expected a long")."""
+    "'float' object is not iterable", and seed=1.5 in torch's manual_seed ("expected a long"). A bool
+    passed as 1 (True) or 0."""
     model, _ = pair
     with pytest.raises(TypeError, match=re.escape(message)):
         generate(model, torch.tensor([PROMPTS[0]]), max_new_tokens=3, do_sample=True, **{name: value})
@@ -1400,6 +1406,8 @@ def test_right_padding_and_nan_logits_raise(pair):
     assert torch.equal(float_mask, generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 1]]), max_new_tokens=2))
     with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.float32"):
         generate(model, torch.tensor([[1.7, 2.0]]), max_new_tokens=2)  # not silently token 1
+    with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids, got torch.bool"):
+        generate(model, torch.tensor([[True, False]]), max_new_tokens=2)  # a mask: not silently ids 1, 0
     with pytest.raises(ValueError, match="left-padded"):
         generate(model, torch.tensor([[1, 2, 0]]), torch.tensor([[1, 1, 0]]), max_new_tokens=2)
     broken, _ = sharpened_pair(tiny_config())

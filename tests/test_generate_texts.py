@@ -174,6 +174,8 @@ def test_generate_texts_refuses_what_is_not_a_list_of_prompts(model):
         generate_texts(model, tok, ["hi", None])
     with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):
         generate_texts(model, tok, ["hi"], batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be an integer, got the bool True"):
+        generate_texts(model, tok, ["hi"], batch_size=True)
     # Ids are prompts too (as the CLI passes them, encoded with its special tokens).
     assert generate_texts(model, tok, [tok.encode("hi"), "x"], max_new_tokens=4) == alone(model, ["hi", "x"], max_new_tokens=4)
 

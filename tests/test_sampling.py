@@ -261,6 +261,10 @@ def test_numpy_numbers_are_numbers_and_lists_are_named():
                        apply_penalties(x, ids, repetition_penalty=1.3, presence_penalty=float(np.float32(0.5))))
     with pytest.raises(ValueError, match="top_k must be an integer, got 2.5"):
         sample(x, top_k=np.float32(2.5))  # not silently 2, as a Python 2.5 is not
+    with pytest.raises(ValueError, match="top_k must be an integer, got the bool True"):
+        sample(x, top_k=True)  # not silently 1
+    with pytest.raises(TypeError, match="seed must be an integer, got the bool True"):
+        sample(x, seed=True)
     with pytest.raises(TypeError, match=r"temperature must be a number, or a \(B,\) tensor .* got list"):
         sample(x, temperature=[0.5, 1.0])
     with pytest.raises(TypeError, match=r"repetition_penalty must be a number, .* got ndarray"):

@@ -210,6 +210,8 @@ def test_decode_of_float_ids_says_they_are_floats_not_a_batch(tok):
         tok.decode(torch.tensor([1.0, 2.0]))
     with pytest.raises(TypeError, match=r"for a batch \(B, T\), decode each row"):
         tok.decode([[1, 2], [3]])
+    with pytest.raises(TypeError, match=r"decode takes int ids, got bools \(\[True, False\]...\): an attention mask\?"):
+        tok.decode(torch.tensor([True, False]))  # not silently ids 1 and 0
 
 
 def test_decode_takes_tiktokens_errors_argument(tok, enc):

@@ -91,6 +91,8 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
     the scored tokens. max_length defaults to the context, stride to half of max_length. ids: (N,)
     token ids, or (1, N) as the tokenizer's return_tensors="pt" gives them."""
     ids = check_ids(model, ids)
+    if token_bytes is not None:  # before the windows run: a wrong table would give a plausible, wrong bpb
+        check_token_bytes(token_bytes, model.config.vocab_size)
     warn_if_training(model, "scoring")
     max_length = model.config.n_positions if max_length is None else as_count("max_length", max_length)  # 0: an error
     if not 2 <= max_length <= model.config.n_positions:  # a window's first token has no context: 1 scores nothing
@@ -103,8 +105,24 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
         # Bits per byte: nats → bits, spread over the bytes of the tokens scored (not the first token,
         # nor, with disjoint windows, each window's first). Unlike perplexity it does not depend on
         # the tokenizer, so models with different vocabularies compare.
-        result["bpb"] = nll_sum / math.log(2) / int(token_bytes[ids.cpu()[scored]].sum())
+        n_bytes = int(token_bytes.cpu()[ids.cpu()[scored]].sum())
+        if n_bytes <= 0:
+            raise ValueError("token_bytes gives the scored tokens 0 bytes in all, so bits per byte is undefined: "
+                             "it must hold each token's length in bytes (len(tok.decode_bytes([i])))")
+        result["bpb"] = nll_sum / math.log(2) / n_bytes
     return result
+
+
+def check_token_bytes(token_bytes, vocab_size: int) -> None:
+    """`token_bytes` as perplexity reads it: (vocab_size,), each token's length in bytes, none
+    negative. Another tokenizer's table (longer or shorter) or a negative count would give a bits
+    per byte that looks right and is not, or fail as a bare IndexError."""
+    if not isinstance(token_bytes, torch.Tensor) or tuple(token_bytes.shape) != (vocab_size,):
+        got = f"shape {tuple(token_bytes.shape)}" if isinstance(token_bytes, torch.Tensor) else type(token_bytes).__name__
+        raise ValueError(f"token_bytes must be a ({vocab_size},) tensor, each token's length in bytes (the model's "
+                         f"vocab_size={vocab_size}; 0 for ids past its tokenizer's), got {got}")
+    if token_bytes.numel() and int(token_bytes.min()) < 0:
+        raise ValueError(f"token_bytes must be ≥ 0 (each token's length in bytes), got {int(token_bytes.min())}")
 
 
 def check_tokenizer_fits(config, tokenizer, model_dir, tokenizer_dir) -> None:
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "shipped: --tokenizer gpt2)") from None
         check_tokenizer_fits(model.config, tok, args.model, args.tokenizer or args.model)  # a meaningless perplexity
         ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
-        token_bytes = torch.zeros(tok.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
+        token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
         for i in ids.unique().tolist():  # (only the tokens of this text are needed)
             token_bytes[i] = len(tok.decode_bytes([i]))
         result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)

@@ -190,6 +190,23 @@ def test_ids_as_the_tokenizer_returns_them_and_bad_ids_are_named():
             perplexity(model, bad, max_length=8)
 
 
+def test_token_bytes_must_be_the_models_table_of_byte_lengths():
+    """token_bytes was indexed unchecked: a longer table (another tokenizer's) gave a plausible
+    wrong bpb, negative counts a negative one, a shorter table a bare IndexError and an all-zero
+    one a ZeroDivisionError."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=16)).eval()
+    ids = torch.randint(0, 50, (20,), generator=torch.Generator().manual_seed(1))
+    result = perplexity(model, ids, max_length=8, token_bytes=torch.full((50,), 2))
+    assert result["bpb"] == pytest.approx(result["nll_sum"] / math.log(2) / (2 * result["tokens"]))
+    for bad, message in [(torch.ones(60, dtype=torch.long), "token_bytes must be a (50,) tensor, each token's length "
+                          "in bytes (the model's vocab_size=50; 0 for ids past its tokenizer's), got shape (60,)"),
+                         (torch.ones(10, dtype=torch.long), "got shape (10,)"), ([1] * 50, "got list"),
+                         (torch.full((50,), -1), "token_bytes must be ≥ 0 (each token's length in bytes), got -1"),
+                         (torch.zeros(50, dtype=torch.long), "token_bytes gives the scored tokens 0 bytes in all")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            perplexity(model, ids, max_length=8, token_bytes=bad)
+
+
 @pytest.mark.parametrize("name, value", [("stride", True), ("stride", 2.5), ("max_length", 8.5), ("max_length", "8")])
 def test_a_window_size_that_is_not_an_integer_is_named(name, value):
     """stride=True ran as stride 1, and 2.5 or max_length=8.5 failed inside range() ("'float'

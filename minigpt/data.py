@@ -260,6 +260,9 @@ def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torc
     All randomness comes from `rng`, which the training loop derives from (seed, step): the
     step number is the sampler's whole state, so a resumed run reads exactly the same windows.
     """
+    if not 1 <= block_size < len(tokens):  # 0 or less gave empty (B, 0) batches; too long, a bare randint error
+        raise ValueError(f"block_size must be in [1, {len(tokens) - 1}]: a window is block_size + 1 of the "
+                         f"{len(tokens)} tokens (the inputs, then the next token), got {block_size}")
     starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=rng).tolist()
     window = np.stack([tokens[s : s + block_size + 1] for s in starts]).astype(np.int64)  # (B, T+1)
     w = torch.from_numpy(window)

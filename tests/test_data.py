@@ -201,6 +201,17 @@ def test_sample_batch_windows_are_shifted_and_seeded():
     assert torch.equal(x[0], torch.arange(16)) and torch.equal(x[0], x[1])
 
 
+def test_sample_batch_names_a_block_size_that_gives_no_window():
+    """0 or -3 gave empty (2, 0) batches that trained on nothing; a block as long as the tokens
+    failed in torch ("random_ expects 'from' to be less than 'to'")."""
+    tokens, rng = np.arange(10, dtype=np.uint16), torch.Generator().manual_seed(0)
+    assert sample_batch(tokens, 9, 2, rng)[0].shape == (2, 9)  # the longest: 9 inputs and the 10th token
+    for block_size in (0, -3, 10, 11):
+        with pytest.raises(ValueError, match=rf"block_size must be in \[1, 9\]: a window is block_size \+ 1 of the 10 "
+                                             rf"tokens .*got {block_size}"):
+            sample_batch(tokens, block_size, 2, rng)
+
+
 def test_load_tokens_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="x.bin does not exist"):
         load_tokens(tmp_path / "x.bin", 10)

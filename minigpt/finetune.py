@@ -261,11 +261,14 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
 def best_evaluations(records: list[dict]) -> dict:
     """The best val loss, and for classify the best val accuracy, over a run's evaluations (the
     log.jsonl records that hold a val_loss), each with the step it came from; the earliest on a tie.
+    Only the evaluations since a resume started best/ over (its "best_reset" record: other val data,
+    or val loss measured otherwise) count, as they alone are comparable.
 
     The weights of the best val loss are the ones in OUT_DIR/best. The best accuracy may come
     from another step; its weights are kept only if that step is also the last (OUT_DIR itself).
     """
-    evals = [r for r in records if "val_loss" in r]
+    since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
+    evals = [r for r in records[since + 1:] if "val_loss" in r]
     best = {}
     if evals:
         by_loss = min(evals, key=lambda r: r["val_loss"])

@@ -444,6 +444,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     for note in notes:
         if note and rt.is_main:
             print(note)
+    if best != state["best_val_loss"] and rt.is_main:  # started over: the log says where, for the best the
+        append_log(out, {"step": state["step"], "best_reset": True})  # summary reports (finetune's best_evaluations)
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], best, (loss_sum, steps)
 

@@ -1094,10 +1094,15 @@ def test_resume_that_measures_val_loss_otherwise_starts_best_over(base, tmp_path
     assert _run(base, out, "--resume", "--max-iters", "4") == 0  # measured as before: the best stands
     assert best_step() == 2 and "not comparable" not in capsys.readouterr().out
     unbeatable()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    (out / "log.jsonl").write_text("".join(json.dumps({**r, "val_loss": -1.0} if "val_loss" in r else r) + "\n" for r in log))
     assert _run(base, out, "--resume", "--max-iters", "6", "--eval-iters", "3", "--seed", "5") == 0
     assert ("note: val loss is measured otherwise than the run's (--eval-iters 2 → 3, --seed 1337 → 5), so its best "
             "val loss (-1) is not comparable: best/ follows this val loss from here") in capsys.readouterr().out
     assert best_step() == 6
+    # The summary's best is best/'s (a numbers audit: it took the log's unbeatable -1 from before the note).
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert (summary["best_val_loss_step"], summary["best_val_loss"]) == (6, json.loads((out / "best" / "metrics.json").read_text())["val_loss"])
     # Which settings count (a mutation audit): the lm task draws its val windows with all four;
     # classify scores every val example, so only where a text is cut matters.
     from minigpt.run_dir import val_settings

@@ -32,8 +32,10 @@ except ImportError:  # Windows: its peak working set instead (`_peak_working_set
     resource = None
 
 # Dense bf16 tensor-core peak (FLOP/s) by GPU name, for MFU. Unknown GPUs report no MFU. The first
-# key found in the device name wins, so "H100 PCIe" and "H100 NVL" must come before plain "H100".
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+# key found in the device name wins, so a variant comes before the name it contains: "H200 NVL"
+# before "H200", "L40S" and "L40" before "L4", "A100" before "A10".
+PEAK_BF16_FLOPS = {"H200 NVL": 835e12, "H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12,
+                   "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
 
 @dataclass

@@ -157,7 +157,9 @@ def test_mfu_peak_is_found_by_gpu_name_and_flops_per_token_follow_palm(monkeypat
     SXM H100), none off CUDA or for an unlisted GPU; and 6 FLOPs per parameter (wpe left out)
     plus attention's 12 · n_layer · n_embd · T."""
     for name, peak in (("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA H100 80GB HBM3", 989e12),
-                       ("NVIDIA L4", 121e12), ("NVIDIA L40S", 362e12), ("Tesla T4", None)):
+                       ("NVIDIA L4", 121e12), ("NVIDIA L40S", 362e12), ("NVIDIA L40", 181e12),  # not the L4's
+                       ("NVIDIA H200 NVL", 835e12), ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                       ("Tesla T4", None)):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
         assert peak_flops(torch.device("cuda")) == peak, name
     assert peak_flops(torch.device("cpu")) is None

@@ -7,7 +7,8 @@
 #
 # Steps, in order of importance; each runs under its own time limit, cut to what is left of the
 # budget, so a slow or hanging step costs the ones after it only its share:
-#   tests     pytest on CUDA: the fused sampling kernel compiled for the GPU, then tests/test_gpu.py
+#   tests     pytest on CUDA: the fused sampling kernel compiled for the GPU (kernel-tests.log), then
+#             tests/test_gpu.py (gpu-tests.log)
 #   sampling  scripts/bench_sampling.py: the fused kernel vs the torch pipeline and transformers
 #   kernels   bench_sampling.py --kernels at batch 1 and 8: each launch's GPU µs (torch.profiler)
 #   splits    bench_sampling.py --splits at batch 1, 4 and 8: the graph's µs at each split S (the
@@ -38,12 +39,17 @@ deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-560}))
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python3 -c "import torch, triton, transformers; print('torch', torch.__version__, '| triton', triton.__version__, '| transformers', transformers.__version__)"
-  git log -1 --oneline 2>/dev/null
+  # The device gets a copy of the working tree, perhaps without .git: GPU_CHECK_COMMIT=$(git rev-parse --short HEAD)
+  echo "commit ${GPU_CHECK_COMMIT:-$(git log -1 --oneline 2>/dev/null || echo unknown: pass GPU_CHECK_COMMIT)}"
 } 2>&1 | tee "$out/env.txt"
 if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then  # else every GPU test "passes" as skipped
   echo "gpu_check: no CUDA device visible to torch (see $out/env.txt); every step needs one" | tee -a "$out/env.txt" >&2
   exit 2
 fi
+
+per_test() {  # pytest's flag for a per-test limit, where pytest-timeout is installed (the device image has it)
+  python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout $1"
+}
 
 summary=()
 run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the screen
@@ -62,9 +68,12 @@ run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the scre
 
 for step in "${steps[@]}"; do
   case $step in
-    # The kernel tests first: they check what changed most often, and test_gpu.py's compiles take minutes.
-    tests) run tests 240 python3 -m pytest -q -p no:cacheprovider --durations=15 \
-             tests/test_fused_sampling.py tests/test_gpu.py -k "not interpreter" ;;
+    # The kernel tests first: they check what changed most often. Two runs, each with its own limit,
+    # so a slow first one (every kernel variant compiles on a bare machine: ~3 min) does not take
+    # test_gpu.py's results with it; --timeout names a test that hangs.
+    tests) run kernel-tests 170 python3 -m pytest -q -p no:cacheprovider --durations=10 $(per_test 120) \
+             tests/test_fused_sampling.py -k "not interpreter"
+           run gpu-tests 200 python3 -m pytest -q -p no:cacheprovider --durations=10 $(per_test 150) tests/test_gpu.py ;;
     sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
     kernels) run kernels 60 python3 scripts/bench_sampling.py --batch 1 8 --kernels --repeats 3 --calls 20 ;;
     splits) run splits 150 python3 scripts/bench_sampling.py --batch 1 4 8 --splits 1 8 16 32 --repeats 3 --calls 20 ;;

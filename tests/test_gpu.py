@@ -116,7 +116,8 @@ def test_compiled_penalties_on_gpu(pair):
     values = dict(repetition_penalty=torch.tensor([1.0, 1.3, 2.0], device="cuda"),
                   presence_penalty=torch.full((3,), 0.5, device="cuda"), frequency_penalty=torch.zeros(3, device="cuda"))
     torch.testing.assert_close(compiled_penalize()(logits, counts, counts, **values),
-                               penalize(logits, counts, counts, **values), rtol=1e-6, atol=0)
+                               penalize(logits, counts, counts, **values), rtol=1e-6, atol=1e-6)  # (Inductor's
+    # fp32 division may be 2 ulp off: x / 1.3 - 0.5 near 0 makes that a large relative error)
     counters.clear()
     kw = dict(max_new_tokens=16, eos_token_id=[], repetition_penalty=1.3, presence_penalty=0.5, frequency_penalty=0.2)
     assert torch.equal(generate(model, ids, mask, compile=True, **kw), generate(model, ids, mask, **kw))

@@ -82,7 +82,6 @@ def compile_for_hopper(kernel, args: tuple, kwargs: dict) -> str:
 
 
 # The splits a CUDA graph takes for GPT-2's vocabulary: 32 at batch 1–4, 16 at 5–8 (default_splits).
-# (Asked for explicitly, S = 4 in fp32 spills one register under triton 3.6's ptxas, none under 3.9.)
 @pytest.mark.parametrize("dtype,splits", [(torch.float32, 1), (torch.bfloat16, 1), (torch.bfloat16, 32),
                                           (torch.float32, 16)], ids=["fp32-one-program", "bf16-one-program",
                                                                      "bf16-split-32", "fp32-split-16"])

@@ -229,7 +229,7 @@ def guided_pivots(lo, hi, s_lo, s_hi, c_lo, c_hi, s_all, c_all, goal, m, CAP: tl
     total, c_total = s_all * 1.000001, c_all.to(tl.float32) * 1.000001  # (> every score: the tail stays < 1)
     z_lo = upper_z(s_lo, total)
     f = (upper_z(goal, total) - z_lo) / (upper_z(s_top, total) - z_lo)
-    f = tl.where(f < 1, tl.where(f > 0, f, 0.0), 1.0)  # (a NaN, from 0 / 0, goes to 0)
+    f = tl.where(f < 1, tl.where(f > 0, f, 0.0), 1.0)  # (a NaN, from 0 / 0, goes to 1)
     est = tl.where(lo < top, lo + (top - lo) * f, lo)
     # d: the tokens in [est - d, est + d) should fill ~70% of the list, at the count's density
     # there (the same model, on counts), so that one more pass lists them if est is right; at

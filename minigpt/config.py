@@ -6,6 +6,7 @@ a checkpoint saved by minigpt opens in `transformers` and the other way round.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import tempfile
@@ -138,8 +139,10 @@ class GPTConfig:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         for name, ok, allowed in (("dropout", lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
-                                  ("layer_norm_epsilon", lambda x: x > 0, "must be positive (LayerNorm divides by sqrt(var + eps))"),
-                                  ("initializer_range", lambda x: x >= 0, "(the init's std) must be >= 0")):
+                                  # inf would make every LayerNorm output 0, and an infinite init std NaN weights.
+                                  ("layer_norm_epsilon", lambda x: 0 < x < math.inf,
+                                   "must be positive and finite (LayerNorm divides by sqrt(var + eps))"),
+                                  ("initializer_range", lambda x: 0 <= x < math.inf, "(the init's std) must be >= 0 and finite")):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"{name} {allowed}, got {value!r}")

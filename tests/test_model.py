@@ -286,6 +286,10 @@ def test_sequence_longer_than_context_is_refused():
     (dict(dropout="0.1"), r"dropout must be in \[0, 1\), got '0.1'"),
     (dict(layer_norm_epsilon=0), "layer_norm_epsilon must be positive"),
     (dict(initializer_range=-0.02), "initializer_range .* must be >= 0"),
+    # inf: NaN weights, all-zero LayerNorm outputs (logits all 0), not an error.
+    (dict(layer_norm_epsilon=float("inf")), "layer_norm_epsilon must be positive and finite .* got inf"),
+    (dict(initializer_range=float("inf")), r"initializer_range \(the init's std\) must be >= 0 and finite, got inf"),
+    (dict(initializer_range=float("nan")), "initializer_range .* got nan"),
 ])
 def test_config_values_of_the_wrong_type_or_range_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):

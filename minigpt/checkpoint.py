@@ -285,11 +285,12 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
 def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], write_config: Callable[[Path], None]) -> None:
     """Write `tensors` as model.safetensors and, by `write_config(file)`, config.json, into `path`.
 
-    Both files are written in full under temp names before either is renamed into place, and the
-    old config.json goes just before the renames (weights first, then the config). So a save that
-    fails or is killed at any point leaves the previous checkpoint, the new one, or weights
-    without a config.json, which `load_gpt` refuses, saying why; never new weights beside the old
-    config, which would load without an error if the shapes agree (n_head, layer_norm_epsilon).
+    Both files are written in full under temp names before either is renamed into place, and an
+    old config.json that differs goes just before the renames (weights first, then the config). So
+    a save that fails or is killed at any point leaves the previous checkpoint, the new one, or
+    weights without a config.json, which `load_gpt` refuses, saying why; never new weights beside
+    another model's config, which would load without an error if the shapes agree (n_head,
+    layer_norm_epsilon). An old config.json that is the same (every checkpoint of a run) stays.
     A generation_config.json (transformers writes one) goes too: its token ids are the old model's.
     """
     path = Path(path)
@@ -300,8 +301,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         with open(weights_tmp, "wb") as f:
             stream_safetensors(tensors, f)
         write_config(config_tmp)
-        # The same config (every checkpoint of a run): kept, so a kill between the renames leaves
-        # new weights beside a config.json that is theirs too, a checkpoint that loads.
+        # The same config: kept, so a kill between the renames leaves a checkpoint that loads.
         if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
             config.unlink(missing_ok=True)
         (path / GENERATION_CONFIG_NAME).unlink(missing_ok=True)

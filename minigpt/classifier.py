@@ -80,6 +80,11 @@ class GPTClassifier(nn.Module):
         self.id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}  # HF's default names
         # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF uses it to find each row's
         # last real token; minigpt uses the attention mask, or derives one from it when none is given.
+        V = self.config.vocab_size  # a pad no id can equal is never found: padded rows would pool a pad
+        if pad_token_id is not None and (isinstance(pad_token_id, bool) or not isinstance(pad_token_id, numbers.Integral)
+                                         or not 0 <= pad_token_id < V):
+            raise ValueError(f"pad_token_id must be a token id in [0, vocab_size={V}) or None, got {pad_token_id!r}: "
+                             "padding is found where the ids equal it")
         if pad_token_id is None:  # the config's pad, else its first EOS, else none
             pad_token_id = self.config.pad_token_id if self.config.pad_token_id is not None else (self.config.eos_ids or [None])[0]
         self.pad_token_id = pad_token_id
@@ -187,7 +192,7 @@ class GPTClassifier(nn.Module):
         head = d.get("minigpt_head", {})
         with torch.device("meta"):  # shapes only; the real tensors are assigned below
             model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),
-                        hidden=tuple(head.get("hidden", ())), id2label=id2label, pad_token_id=d.get("pad_token_id"))
+                        hidden=tuple(head.get("hidden", ())), id2label=id2label)
         # The checkpoint's pad_token_id as it is, None included (transformers' default: such a checkpoint
         # pools each row's last token), not the constructor's <|endoftext|> default: that would cut a text
         # ending in <|endoftext|> short, and give other logits than transformers for it.

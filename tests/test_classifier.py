@@ -290,6 +290,11 @@ def test_bad_head_settings_and_bool_labels_are_refused():
         GPTClassifier(GPT(CFG), 3, id2label={0: "neg", 1: "pos"})
     with pytest.raises(ValueError, match=r"id2label must name labels 0..1, got keys \[1, 2\]"):
         GPTClassifier(GPT(CFG), 2, id2label={1: "neg", 2: "pos"})
+    for pad in (CFG.vocab_size, -1, True, 1.0):  # an audit: GPT-2's 50256 on a small model was never found, so
+        # mask_from_padding took every pad for a token and a padded row pooled a pad
+        with pytest.raises(ValueError, match=rf"pad_token_id must be a token id in \[0, vocab_size={CFG.vocab_size}\) "
+                                             rf"or None, got {pad}"):
+            GPTClassifier(GPT(CFG), 2, pad_token_id=pad)
     idx, mask = _batch()
     with pytest.raises(TypeError, match="labels must be integer class ids, got torch.bool"):
         _classifier()(idx, mask, labels=torch.tensor([True, False, True]))

@@ -72,8 +72,9 @@ def check_ids(model, ids) -> torch.Tensor:
     list, float ids or ids outside the vocabulary would fail deep inside torch; here they are named."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"ids must be a tensor of token ids, (N,) or (1, N); got {type(ids).__name__}")
-    if ids.is_floating_point() or ids.is_complex():  # would fail in the embedding (or be truncated)
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:  # truncated, or a mask: no ids
         raise TypeError(f"ids must be an integer tensor of token ids, got {ids.dtype}")
+    ids = ids.long()  # int32, uint8, or a uint16 token file's: the embedding and cross_entropy's targets take int64
     if ids.dim() == 2 and ids.size(0) == 1:
         ids = ids[0]
     if ids.dim() != 1:

@@ -274,6 +274,18 @@ def test_ids_at_the_vocabulary_edges_and_complex_ids_are_named():
         perplexity(model, torch.tensor([1, -3, 49]), max_length=4)
     with pytest.raises(TypeError, match="ids must be an integer tensor of token ids, got torch.complex64"):
         perplexity(model, ids.to(torch.complex64), max_length=4)
+    with pytest.raises(TypeError, match="ids must be an integer tensor of token ids, got torch.bool"):
+        perplexity(model, ids > 5, max_length=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.uint16])
+def test_every_integer_dtype_of_ids_scores_as_int64(dtype):
+    """int32 failed in cross_entropy ("expected target dtype to be Long"), int16 and uint8 in the
+    embedding, and uint16, the dtype of minigpt's own token files, in the range check ("min_all
+    not implemented for UInt16")."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=50, n_positions=16)).eval()
+    ids = torch.randint(0, 50, (20,), generator=torch.Generator().manual_seed(1))
+    assert perplexity(model, ids.to(dtype), max_length=8) == perplexity(model, ids, max_length=8)
 
 
 def test_cli_refuses_a_nan_score(model_dir, tmp_path, capsys):

@@ -102,6 +102,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         raise ValueError(f"val_fraction must be in (0, 1): training evaluates on the held-out part; got {val_fraction}")
     if tokenizer.vocab_size > MAX_VOCAB:
         raise ValueError(f"vocab_size {tokenizer.vocab_size} does not fit uint16 token files (max {MAX_VOCAB})")
+    if isinstance(inputs, (str, bytes, os.PathLike)):  # iterating one path would give its characters
+        raise TypeError(f"inputs must be a list of text files, got one {type(inputs).__name__} {inputs!r}: pass [{inputs!r}]")
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ValueError("no input files given")

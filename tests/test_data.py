@@ -125,6 +125,10 @@ def test_prepare_bad_input(tok, tmp_path):
     (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 3"):
         prepare([tmp_path / "latin1.txt"], tok, tmp_path / "d")
+    (tmp_path / "t.txt").write_text("hello")
+    for one in ("t.txt", tmp_path / "t.txt"):  # each character was taken for a file: "input / is a directory"
+        with pytest.raises(TypeError, match=r"inputs must be a list of text files, got one .*: pass \["):
+            prepare(one, tok, tmp_path / "d")
 
 
 def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):

@@ -275,13 +275,17 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
         raise ValueError("generate_texts runs the prompts sorted by length, so a streamer would see rows out of order: "
                          "stream a left-padded batch with stream() instead")
     start = check_tokenizer(model, tokenizer, kwargs)
-    encoded = []
+    encoded, V = [], model.config.vocab_size
     for i, prompt in enumerate(prompts):
         try:
             encoded.append(starting(prompt_ids(tokenizer, prompt)[0].tolist(), start))
         except TypeError:
             raise TypeError(f"prompts[{i}] must be one text (str) or its token ids (a list of ints), "
                             f"got {type(prompt).__name__}") from None
+        ids = encoded[-1]  # before any batch runs: a bad id in a later batch was found after the earlier ones had run
+        if ids and not 0 <= min(ids) <= max(ids) < V:
+            bad = min(ids) if min(ids) < 0 else max(ids)
+            raise ValueError(f"prompts[{i}] holds token id {bad}, but the model's ids are 0 .. {V - 1}")
     encoded = fit_context(encoded, model, as_count("max_new_tokens", kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                           truncate_left, as_count("slide", kwargs.get("slide", 0)))
     per_prompt = {}

@@ -180,6 +180,20 @@ def test_generate_texts_refuses_what_is_not_a_list_of_prompts(model):
     assert generate_texts(model, tok, [tok.encode("hi"), "x"], max_new_tokens=4) == alone(model, ["hi", "x"], max_new_tokens=4)
 
 
+@torch.no_grad()
+def test_a_prompt_of_ids_past_the_vocabulary_is_named_before_any_batch(model, monkeypatch):
+    """An audit: an id past the vocabulary in a later prompt ran the earlier batches, then failed
+    without naming the prompt."""
+    import minigpt.text_generation
+    ran = []
+    monkeypatch.setattr(minigpt.text_generation, "row_texts", lambda *a: ran.append(1))
+    V = model.config.vocab_size
+    for bad in (V, -1):
+        with pytest.raises(ValueError, match=rf"prompts\[2\] holds token id {bad}, but the model's ids are 0 .. {V - 1}"):
+            generate_texts(model, DigitsTokenizer(), ["hi", "x", [1, bad, 2]], batch_size=1, max_new_tokens=2)
+    assert ran == []
+
+
 def test_generate_texts_refuses_a_streamer(model):
     """Rows run sorted by length, so a streamer would get them out of the prompts' order: refused
     by name before any batch runs."""

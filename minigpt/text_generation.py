@@ -98,6 +98,11 @@ def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | No
     (null, or GPT-2's 50256 that older minigpt checkpoints keep for both ids): the tokenizer's <|endoftext|>, as
     the CLI starts from. Else None: `stream` starts from the config's own. The model's config is
     left as it is; it is the caller's."""
+    if not (callable(getattr(tokenizer, "encode", None)) and callable(getattr(tokenizer, "decode", None))):
+        # A name ("gpt2") failed as str.encode's "unknown encoding: hi", None as an AttributeError.
+        load = f": load it with Tokenizer.from_pretrained({tokenizer!r})" if isinstance(tokenizer, str) else ""
+        raise TypeError(f"tokenizer must be a Tokenizer (Tokenizer.from_pretrained(...)), or an object with encode and "
+                        f"decode, got {type(tokenizer).__name__} {tokenizer!r}{load}")
     config, size, eos = model.config, getattr(tokenizer, "vocab_size", None), getattr(tokenizer, "eos_token_id", None)
     if size is None:
         return None

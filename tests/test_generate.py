@@ -705,7 +705,7 @@ def test_explain_names_the_ngram_ban_when_it_leaves_no_token():
 
     model = GPT(tiny_config(vocab_size=8)).eval()
     with pytest.raises(FloatingPointError, match="after the n-gram ban: no_repeat_ngram_size banned every token"):
-        explain(model, None, list(range(8)), steps=1, temperature=0, no_repeat_ngram_size=1, out=io.StringIO())
+        explain(model, DigitsTokenizer(), list(range(8)), steps=1, temperature=0, no_repeat_ngram_size=1, out=io.StringIO())
 
 
 @torch.no_grad()

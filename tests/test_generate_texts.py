@@ -194,6 +194,17 @@ def test_a_prompt_of_ids_past_the_vocabulary_is_named_before_any_batch(model, mo
     assert ran == []
 
 
+@pytest.mark.parametrize("tokenizer, hint", [("gpt2", r"got str 'gpt2': load it with Tokenizer.from_pretrained\('gpt2'\)"),
+                                             (None, "got NoneType None$")])
+def test_a_tokenizer_that_is_no_tokenizer_is_named(model, tokenizer, hint):
+    """A name failed as str.encode's "LookupError: unknown encoding: hi", None as an AttributeError."""
+    message = r"tokenizer must be a Tokenizer \(Tokenizer.from_pretrained\(...\)\), or an object with encode and decode, "
+    with pytest.raises(TypeError, match=message + hint):
+        generate_text(model, tokenizer, "hi", max_new_tokens=2)
+    with pytest.raises(TypeError, match=message + hint):
+        generate_texts(model, tokenizer, ["hi"], max_new_tokens=2)
+
+
 def test_generate_texts_refuses_a_streamer(model):
     """Rows run sorted by length, so a streamer would get them out of the prompts' order: refused
     by name before any batch runs."""

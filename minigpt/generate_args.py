@@ -55,6 +55,9 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
         raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
+    if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):  # a list or NumPy array
+        raise TypeError(f"attention_mask must be a tensor (B, T) of 0 (pad) and 1 (token), got "
+                        f"{type(attention_mask).__name__}: torch.tensor(mask)")
     if attention_mask is not None and attention_mask.dim() == 1:  # (T,): the mask of one prompt
         attention_mask = attention_mask[None]
     if input_ids.dim() != 2:

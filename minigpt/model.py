@@ -115,6 +115,9 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        if not isinstance(config, GPTConfig):  # a dict failed as "'dict' object has no attribute 'n_embd'"
+            raise TypeError(f"GPT takes a GPTConfig, got {type(config).__name__}: GPTConfig(**fields), or "
+                            "GPTConfig.from_hf_dict(d) for a config.json's dict")
         self.config = config
         # Under `with torch.device("meta")` (load_gpt) the model is shapes only. Handing
         # nn.Embedding an empty weight there skips its random init, whose meta-device version
@@ -200,6 +203,8 @@ class GPT(nn.Module):
         (B, 1, T, S) which cached slots each query may see; `position_ids` (B, T) give each
         token's position (they differ per row when prompts are left-padded).
         """
+        if not isinstance(idx, torch.Tensor):  # a list failed as "'list' object has no attribute 'dim'"
+            raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
         if idx.dim() != 2:
             raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              "(one sequence: idx[None])")

@@ -111,8 +111,9 @@ def apply_penalties(
     """
     check_logits(logits)
     B, V = logits.shape
-    if ids.dim() != 2 or ids.size(0) != B:
-        raise ValueError(f"ids must be (B, T) with the logits' B={B} rows, got {tuple(ids.shape)}")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.size(0) != B:
+        got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"ids must be (B, T) with the logits' B={B} rows, got {got}")
     if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < V:
         raise ValueError(f"ids must be token ids in [0, {V}) (the logits' vocabulary), got {int(ids.min())}..{int(ids.max())}")
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)

@@ -198,6 +198,13 @@ def test_bad_inputs():
         clf(idx, mask.float())
     with pytest.raises(ValueError, match=r"idx must be token ids of shape \(batch, time\), got shape \(9,\)"):
         clf(idx[0])
+    # An audit: lists failed as "'list' object has no attribute 'dim'".
+    with pytest.raises(TypeError, match=r"idx must be a tensor, got list: torch.tensor\(...\)"):
+        clf(idx.tolist())
+    with pytest.raises(TypeError, match="attention_mask must be a tensor, got list"):
+        clf(idx, mask.tolist())
+    with pytest.raises(TypeError, match="labels must be a tensor, got list"):
+        clf(idx, mask, labels=[0, 1, 2])
     with pytest.raises(TypeError, match="labels must be integer class ids, got torch.float32"):
         clf(idx, mask, labels=torch.tensor([0.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match=r"labels must have shape \(batch,\) = \(3,\)"):

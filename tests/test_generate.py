@@ -1396,6 +1396,10 @@ def test_right_padding_and_nan_logits_raise(pair):
         generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1]]), max_new_tokens=2)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 3\), but input_ids has \(1, 3\)"):
         generate(model, torch.tensor([1, 2, 3]), torch.ones(2, 3, dtype=torch.long), max_new_tokens=2)  # as given
+    for mask in ([[1, 1, 1]], np.ones((1, 3))):  # an audit: "'list' object has no attribute 'dim'"
+        with pytest.raises(TypeError, match=rf"attention_mask must be a tensor \(B, T\) of 0 \(pad\) and 1 \(token\), "
+                                            rf"got {type(mask).__name__}: torch.tensor\(mask\)"):
+            generate(model, torch.tensor([[1, 2, 3]]), mask, max_new_tokens=2)
     one = generate(model, torch.tensor([[1, 2, 3]]), torch.tensor([1, 1, 1]), max_new_tokens=2)  # (T,) mask, one prompt
     assert torch.equal(one, generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2))
     with pytest.raises(ValueError, match=r"attention_mask must hold 0 \(padding\) or 1 \(token\), got 2"):

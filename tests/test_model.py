@@ -340,6 +340,11 @@ def test_wrong_input_shapes_name_the_expected_shape():
         model(idx, targets=idx[:, 1:])  # unshifted idx: the caller shifts both
     with pytest.raises(ValueError, match="logits_to_keep=1"):
         model(idx, targets=idx, logits_to_keep=1)  # the loss needs every position's logits
+    # An audit: a list failed as "'list' object has no attribute 'dim'", a dict config as "no attribute 'n_embd'".
+    with pytest.raises(TypeError, match=r"idx must be a tensor of token ids \(B, T\), got list: torch.tensor\(ids\)"):
+        model([[1, 2]])
+    with pytest.raises(TypeError, match=r"GPT takes a GPTConfig, got dict: GPTConfig\(\*\*fields\)"):
+        GPT({"vocab_size": 10})
 
 
 @pytest.mark.parametrize("keyword, hint", [

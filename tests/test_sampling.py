@@ -236,6 +236,8 @@ def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
         apply_penalties(x, torch.zeros(1, 3, dtype=torch.long), repetition_penalty=1.2)
     with pytest.raises(ValueError, match=r"ids must be \(B, T\) with the logits' B=2 rows, got \(3,\)"):
         apply_penalties(torch.randn(2, 7), torch.zeros(3, dtype=torch.long), repetition_penalty=1.2)
+    with pytest.raises(ValueError, match=r"ids must be \(B, T\) with the logits' B=2 rows, got list"):
+        apply_penalties(torch.randn(2, 7), [[1, 2], [3, 4]], repetition_penalty=1.2)  # not "no attribute 'dim'"
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])

@@ -403,10 +403,14 @@ def read_tiktoken(file: str | os.PathLike, special_tokens: dict[str, int] | None
     The merges are recovered by replaying BPE on each token's bytes with only lower-ranked tokens
     allowed: the last step joins exactly two parts, and that pair is the token's merge."""
     ranks: dict[bytes, int] = {}
-    for line in Path(file).read_text(encoding="ascii").splitlines():
-        if line:
+    for lineno, line in enumerate(Path(file).read_text(encoding="ascii").splitlines(), 1):
+        if not line:
+            continue
+        try:  # another file's line failed as "too many values to unpack"; bad base64 decoded to wrong bytes
             token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except ValueError:  # (base64's binascii.Error is one)
+            raise ValueError(f"{file}:{lineno}: expected '<base64 token> <rank>' (a tiktoken file), got {line[:40]!r}") from None
     merges = []
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         parts = [bytes([b]) for b in token]

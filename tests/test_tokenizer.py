@@ -344,6 +344,16 @@ def test_from_tiktoken_recovers_gpt2_merges(tok, tmp_path):
     assert loaded.merges == tok.merges and loaded.special_tokens == {EOT: 50256}
 
 
+@pytest.mark.parametrize("line", ["To be, or not to be", "!!!! 0", "YQ== zero"])
+def test_a_line_that_is_no_tiktoken_entry_is_named_with_its_line_number(tmp_path, line):
+    """An audit: a text file failed as "too many values to unpack (expected 2)", bad base64 as
+    "vocab lacks 256 of the 256 single-byte tokens"."""
+    (tmp_path / "t.tiktoken").write_text(f"{base64.b64encode(b'a').decode()} 0\n{line}\n")
+    with pytest.raises(ValueError, match=rf"t.tiktoken:2: expected '<base64 token> <rank>' \(a tiktoken file\), "
+                                         rf"got {re.escape(repr(line))}"):
+        Tokenizer.from_tiktoken(tmp_path / "t.tiktoken")
+
+
 # ---- training ----
 
 

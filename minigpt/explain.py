@@ -21,6 +21,7 @@ import torch
 from minigpt.generate_args import (
     NGRAM_EXHAUSTED,
     PENALTY_OVERFLOW,
+    as_count,
     check_finite,
     check_model,
     check_ngram_size,
@@ -57,6 +58,15 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     """
     out = out or sys.stdout
     check_model(model)  # another library's model (transformers') would fail deep inside, on its config
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+                  presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+    for name, value in params.items():  # a (B,) tensor failed in the table's f"{temperature:g}"
+        if isinstance(value, torch.Tensor):
+            raise TypeError(f"explain takes one number per parameter (it runs one prompt), got a tensor for {name}")
+    steps, top = as_count("steps", steps), as_count("top", top)
+    if steps < 1 or top < 1:  # top = 0 or -1 failed in torch.topk ("selected index k out of range")
+        raise ValueError(f"steps and top must be ≥ 1, got steps={steps}, top={top}")
+    top = min(top, model.config.vocab_size)  # a top past the vocabulary shows every token
     check_sampling_params(temperature, top_k, top_p, min_p)
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     ngram = check_ngram_size(no_repeat_ngram_size)

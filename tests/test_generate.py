@@ -709,6 +709,23 @@ def test_explain_names_the_ngram_ban_when_it_leaves_no_token():
 
 
 @torch.no_grad()
+def test_explain_names_bad_steps_top_and_tensor_parameters():
+    """An audit: top=10**6 or -1 failed in torch.topk ("selected index k out of range"), a tensor
+    temperature in the table's format string, steps=2.5 inside range()."""
+    from minigpt.explain import explain
+
+    model, tok = GPT(tiny_config(vocab_size=8)).eval(), DigitsTokenizer()
+    explain(model, tok, [1, 2], steps=1, top=10**6, out=io.StringIO())  # every token shown: 8 candidates
+    for kw, error, message in [(dict(top=-1), ValueError, "steps and top must be ≥ 1, got steps=1, top=-1"),
+                               (dict(steps=0), ValueError, "steps and top must be ≥ 1, got steps=0, top=5"),
+                               (dict(steps=2.5), TypeError, "steps must be an integer, got 2.5"),
+                               (dict(temperature=torch.tensor([0.5, 0.5])), TypeError,
+                                "explain takes one number per parameter (it runs one prompt), got a tensor for temperature")]:
+        with pytest.raises(error, match=re.escape(message)):
+            explain(model, tok, [1, 2], **{"steps": 1, **kw}, out=io.StringIO())
+
+
+@torch.no_grad()
 def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair):
     """--explain's n-gram stage comes after the penalties; greedy takes the argmax after it, and a
     draw draws from it, as generate does."""

@@ -362,6 +362,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = [t for t in eos if 0 <= t < cfg.vocab_size]
     if num_beams < 1:
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):  # "1" failed in math.isfinite
+        raise TypeError(f"length_penalty must be a number (one for every beam), got {length_penalty!r}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
     early_stopping = check_early_stopping(early_stopping)
@@ -384,6 +386,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     copies = num_beams if num_beams > 1 else num_return_sequences
     temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
                                                       top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
+    if streamer is not None and not callable(streamer):  # else it failed only after the prefill's work
+        raise TypeError(f"streamer must be a function, called with each step's tokens (B,), got {streamer!r}")
     if num_beams > 1 and (do_sample or stop or streamer is not None):
         raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
                          "are not supported with num_beams > 1")

@@ -44,6 +44,9 @@ def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, na
     if rank > min(base.in_features, base.out_features):
         raise ValueError(f"LoRA rank {rank} exceeds {name}'s smaller side "
                          f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
+    for what, value in (("alpha", alpha), ("dropout", dropout)):  # "16" failed in math.isfinite as "must be real number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"LoRA {what} must be a number, got {value!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
     # The update is scaled by alpha / rank: NaN or inf makes every output NaN, and 0 multiplies B's

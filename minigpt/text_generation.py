@@ -63,7 +63,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
     Arguments are checked at the call, as `stream` checks its own.
     """
     for name in ("num_beams", "num_return_sequences"):  # beams are chosen only at the end; n samples are n texts
-        if kwargs.get(name, 1) > 1:
+        if as_count(name, kwargs.get(name, 1)) > 1:  # ("2" failed in the comparison)
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)

@@ -1071,6 +1071,21 @@ def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
         stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs)  # at the call: no next() needed
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    # An audit: "must be real number, not str", "only one element tensors can be converted to Python scalars".
+    ({"num_beams": 2, "length_penalty": "1"}, "length_penalty must be a number (one for every beam), got '1'"),
+    ({"num_beams": 2, "length_penalty": None}, "length_penalty must be a number (one for every beam), got None"),
+    ({"num_beams": 2, "length_penalty": torch.tensor([1.0, 2.0])}, "length_penalty must be a number"),
+    ({"streamer": 5}, "streamer must be a function, called with each step's tokens (B,), got 5"),  # failed after the prefill
+])
+def test_an_argument_of_the_wrong_type_is_named_at_the_call(pair, kwargs, match):
+    model, _ = pair
+    with pytest.raises(TypeError, match=re.escape(match)):
+        stream(model, torch.tensor([PROMPTS[0]]), max_new_tokens=4, **kwargs)
+    with pytest.raises(TypeError, match=re.escape('num_beams must be an integer, got \'2\'')):
+        stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, num_beams="2")  # not "'>' not supported"
+
+
 def test_stream_checks_its_arguments_at_the_call(pair):
     """A bad argument raises where stream/stream_text is called, not at the first next() (where a
     generator function would run its checks), so the traceback points at the mistake."""

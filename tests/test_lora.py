@@ -281,6 +281,14 @@ def test_an_alpha_that_cannot_scale_a_trained_update_is_refused(alpha):
 
 
 
+@pytest.mark.parametrize("kwargs, match", [(dict(alpha="16"), "LoRA alpha must be a number, got '16'"),
+                                           (dict(dropout=None), "LoRA dropout must be a number, got None")])
+def test_an_alpha_or_dropout_that_is_no_number_is_named(kwargs, match):
+    """An audit: alpha="16" failed in math.isfinite ("must be real number, not str")."""
+    with pytest.raises(TypeError, match=match):
+        inject_lora(_model(), **kwargs)
+
+
 def test_a_target_that_names_no_layer_is_told_the_names_that_can_take_adapters():
     """The error lists the layers within a block, dotted as a target names them, and not lm_head,
     which is tied to wte and refused (it once listed ['c_attn', 'c_fc', 'c_proj', 'lm_head'])."""

@@ -82,7 +82,8 @@ def test_a_save_merges_for_its_time_only_and_copies_no_model(tmp_path, monkeypat
         return deepcopy(x, memo)
 
     monkeypatch.setattr(copy, "deepcopy", no_module_copies)
-    export(model, tmp_path / "export", Tokenizer.train("a few words here and there " * 20, 270, progress=False))
+    export(model, tmp_path / "export", Tokenizer.train("a few words here and there " * 20, 270, progress=False),
+           model.config.n_positions)
     assert (tmp_path / "copy" / "model.safetensors").read_bytes() == (tmp_path / "export" / "model.safetensors").read_bytes()
     assert [m for m in model.modules() if isinstance(m, LoRALinear)] == adapters
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -51,7 +51,7 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
         raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
     # Float ids would be truncated without a word (1.7 → token 1), a mask's bools read as ids 1 and 0.
     # An empty torch.tensor([]) is float: allowed.
-    if (input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel() or input_ids.dtype == torch.bool:
+    if ((input_ids.is_floating_point() or input_ids.is_complex()) and input_ids.numel()) or input_ids.dtype == torch.bool:
         raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]

@@ -276,7 +276,7 @@ def train_loop(
         every random choice must come from `rng` (that is what makes resume exact).
     loss_fn(model, *batch) -> scalar loss. Under DDP `model` is the DDP wrapper, so call its
         forward (model(...)), not another method, or gradients will not be synchronised.
-    save_fn(model, dir) writes an exportable checkpoint (default: model.save_pretrained).
+    save_fn(model, dir) writes an exportable checkpoint into dir, which exists (default: model.save_pretrained).
     eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
         once, so it may split its work and all-reduce (finetune's classify scores do). A val_loss
         among them replaces the loss of cfg.eval_iters sampled val batches (and best/ follows it).
@@ -466,6 +466,7 @@ def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
 
     def write() -> None:
         if improved:
+            (run.out / "best").mkdir(exist_ok=True)  # save_fn(model, dir) writes into a dir that exists
             run.save_fn(run.raw, run.out / "best")
             atomic_write_text(run.out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
         # Logged before the checkpoint: a crash between the two then resumes from the previous

@@ -50,6 +50,16 @@ def test_shipped_tokenizer_round_trips():
     assert tok.eos_token_id == GPT.from_pretrained(SHIPPED).config.eos_token_id
 
 
+def test_shipped_tokenizer_files_are_what_save_pretrained_writes_now(tmp_path):
+    """A docs audit: the shipped tokenizer_config.json predated pad_token and model_max_length, so
+    truncation=True was refused and transformers could not pad, unlike a checkpoint trained now."""
+    tok = Tokenizer.from_pretrained(SHIPPED)
+    assert tok.model_max_length == GPT.from_pretrained(SHIPPED).config.n_positions
+    tok.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), name
+
+
 def test_readme_paths_to_the_shipped_checkpoints_work_from_any_directory(tmp_path, monkeypatch):
     """README names the shipped checkpoints checkpoints/shakespeare and checkpoints/gpt2; where no
     such path is in the working directory (an installed minigpt, elsewhere), they are the package's

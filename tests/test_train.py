@@ -1153,6 +1153,18 @@ def test_each_micro_batch_draws_its_own_dropout_masks(tmp_path):
     assert len(draws) == 9 and len(set(draws)) == 9
 
 
+def test_a_save_fn_that_writes_a_file_into_its_dir_gets_a_dir_that_exists(tmp_path):
+    """A docs audit: README's "Reusing the loop" takes any save_fn(model, dir); one that writes a
+    file into dir (not save_pretrained, which makes it) died at the first best/ with torch's
+    "Parent directory .../best does not exist", losing every step trained."""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    cfg = tiny_cfg(data, tmp_path / "out", max_iters=2, eval_interval=2)
+    train.train_loop(build_model(cfg, VOCAB), cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng),
+                     save_fn=lambda m, d: torch.save(m.state_dict(), d / "weights.pt"))
+    assert (tmp_path / "out" / "best" / "weights.pt").is_file() and (tmp_path / "out" / "weights.pt").is_file()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_weights_are_refused_before_any_work(tmp_path, dtype):
     """A 16-bit weight cannot hold AdamW's small updates: in bfloat16 at lr 6e-4 a LayerNorm gain

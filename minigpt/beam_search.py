@@ -134,7 +134,6 @@ def beam_search(
     batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of beam 0 of each prompt
 
     logits = state.prefill(ids)  # (B·K, V)
-    t_first = clock()
     for step in range(max_new_tokens):
         cur = T + step
         logp = next_log_probs(logits, running[:, :, :cur].reshape(B * K, cur), T, state.key_valid[:, :cur],
@@ -146,6 +145,8 @@ def beam_search(
         finished = finished.admit(cand, top_scores, ends & in_top_k, improvable, step + 1, length_penalty, early_stopping)
         improvable = improvable & can_improve(running_scores, finished, step + 1, max_new_tokens, length_penalty,
                                               early_stopping)
+        if step == 0:  # TTFT: prefill and the first token's choice, as sampling times it
+            t_first = clock()
         if not improvable.any() or (early_stopping is True and finished.done.all()) or ends.all():
             break
         # Each row now continues its parent beam. Only the cache moves: a prompt's beams share its

@@ -1255,6 +1255,27 @@ def test_stats_are_filled(pair):
 
 
 @torch.no_grad()
+def test_beam_search_ttft_includes_the_first_tokens_choice(pair, monkeypatch):
+    """A numbers audit: beam search read TTFT's clock right after prefill, so the first token's
+    choice (scoring and picking candidates) was timed as decoding, unlike sampling's TTFT."""
+    import time
+
+    import minigpt.beam_search as beam_search
+
+    model, _ = pair
+    real = beam_search.best_candidates
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(beam_search, "best_candidates", slow)
+    ids, mask = left_padded(PROMPTS)
+    _, stats = generate(model, ids, mask, max_new_tokens=1, num_beams=2, return_stats=True)
+    assert stats.ttft_s >= 0.2
+
+
+@torch.no_grad()
 def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     """n samples of a prompt are one prompt; a sample that ended early adds no pads to `new`."""
     model, _ = pair

@@ -448,17 +448,7 @@ def test_a_save_failing_at_its_config_never_leaves_new_weights_under_the_old_con
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     assert torch.equal(logits_of(tmp_path), expected)
 
-    real_replace = os.replace
-
-    def killed_before_the_config(src, dst):
-        if Path(dst).name == "config.json":
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed_before_the_config)
-    with pytest.raises(KeyboardInterrupt):
-        new.save_pretrained(tmp_path)
-    monkeypatch.undo()
+    save_killed_before_the_config(new, tmp_path, monkeypatch)
     with pytest.raises(FileNotFoundError, match="holds weights but no config.json: a save that was interrupted"):
         GPT.from_pretrained(tmp_path)
 
@@ -792,6 +782,12 @@ def test_a_save_killed_between_its_renames_keeps_a_loadable_checkpoint_when_the_
     model.save_pretrained(tmp_path)
     with torch.no_grad():
         model.transformer.wte.weight.mul_(2)  # a training step later
+    save_killed_before_the_config(model, tmp_path, monkeypatch)
+    assert torch.equal(logits_of(tmp_path), model(IDX)[0].detach())
+
+
+def save_killed_before_the_config(model: GPT, path: Path, monkeypatch) -> None:
+    """model.save_pretrained(path), killed between the weights' rename and the config's."""
     real_replace = os.replace
 
     def killed_before_the_config(src, dst):
@@ -801,6 +797,5 @@ def test_a_save_killed_between_its_renames_keeps_a_loadable_checkpoint_when_the_
 
     monkeypatch.setattr(os, "replace", killed_before_the_config)
     with pytest.raises(KeyboardInterrupt):
-        model.save_pretrained(tmp_path)
+        model.save_pretrained(path)
     monkeypatch.undo()
-    assert torch.equal(logits_of(tmp_path), model(IDX)[0].detach())

@@ -26,7 +26,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
@@ -444,8 +444,12 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     for note in notes:
         if note and rt.is_main:
             print(note)
-    if best != state["best_val_loss"] and rt.is_main:  # started over: the log says where, for the best the
-        append_log(out, {"step": state["step"], "best_reset": True})  # summary reports (finetune's best_evaluations)
+    if rt.is_main:  # Where best/ started over, for the best the summary reports (finetune's best_evaluations).
+        # A mark at this step is a resume's from this same checkpoint that died before its next one:
+        # stale, as best/ is what that checkpoint left. This resume marks it again if it starts over.
+        truncate_log(out, state["step"], keep_at_step=lambda record: not record.get("best_reset"))
+        if best != state["best_val_loss"]:
+            append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], best, (loss_sum, steps)
 
@@ -513,10 +517,11 @@ def evaluated_at(out: Path, step: int) -> bool:
     return (out / LOG_FILE).exists() and any(r["step"] == step and "val_loss" in r for r in read_log(out))
 
 
-def truncate_log(out: Path, step: int) -> None:
-    """On resume, drop records written after the checkpoint (they will be written again)."""
+def truncate_log(out: Path, step: int, keep_at_step: Callable[[dict], bool] = lambda record: True) -> None:
+    """On resume, drop records written after the checkpoint (they will be written again), and those
+    at its step that `keep_at_step` refuses."""
     if (out / LOG_FILE).exists():
-        keep = [r for r in read_log(out) if r["step"] <= step]
+        keep = [r for r in read_log(out) if r["step"] < step or (r["step"] == step and keep_at_step(r))]
         atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in keep))
 
 

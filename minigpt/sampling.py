@@ -274,6 +274,8 @@ def check_number(name: str, value: Param) -> None:
     tensor is left to `filter_logits` and `sample`: its check is a host sync, too dear per step."""
     if not isinstance(value, torch.Tensor):
         check_param(name, value, *PARAM_RANGES[name])
+        if name == "top_k":
+            check_whole(value)
 
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
@@ -281,7 +283,11 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
     values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
     for name, (ok, allowed) in PARAM_RANGES.items():
         check_param(name, values[name], ok, allowed)
-    # top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not, nor True (1 to Python).
+    check_whole(top_k)
+
+
+def check_whole(top_k: Param) -> None:
+    """top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not, nor True (1 to Python)."""
     if isinstance(top_k, bool) or isinstance(top_k, torch.Tensor) and top_k.dtype == torch.bool:
         raise ValueError(f"top_k must be an integer, got the bool {top_k}")
     if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():

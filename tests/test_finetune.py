@@ -1103,6 +1103,25 @@ def test_resume_that_measures_val_loss_otherwise_starts_best_over(base, tmp_path
     # The summary's best is best/'s (a numbers audit: it took the log's unbeatable -1 from before the note).
     summary = json.loads((out / "finetune_summary.json").read_text())
     assert (summary["best_val_loss_step"], summary["best_val_loss"]) == (6, json.loads((out / "best" / "metrics.json").read_text())["val_loss"])
+    # A resume that starts best/ over and dies before its next checkpoint leaves a mark that a resume
+    # from the same checkpoint, not starting over, drops (a reviewer's catch: the summary then named
+    # a later step than best/'s).
+    import minigpt.train
+
+    unbeatable()  # and the log's figure for best/'s step 6 with it
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    (out / "log.jsonl").write_text("".join(json.dumps({**r, "val_loss": -1.0} if r["step"] == 6 and "val_loss" in r else r)
+                                           + "\n" for r in log))
+    real = minigpt.train.train_and_log
+    minigpt.train.train_and_log = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            _run(base, out, "--resume", "--max-iters", "8", "--eval-iters", "4")
+    finally:
+        minigpt.train.train_and_log = real
+    assert _run(base, out, "--resume", "--max-iters", "8") == 0
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert summary["best_val_loss_step"] == best_step() == 6
     # Which settings count (a mutation audit): the lm task draws its val windows with all four;
     # classify scores every val example, so only where a text is cut matters.
     from minigpt.run_dir import val_settings

@@ -223,6 +223,14 @@ def test_each_public_filter_checks_a_number_it_is_given(f, name, value):
         f(random_logits(0, B=2), value)
 
 
+@pytest.mark.parametrize("value", [2.5, 0.5, True])
+def test_apply_top_k_refuses_a_count_that_is_not_whole(value):
+    """A reviewer's catch: the integer check lived in check_sampling_params alone, so apply_top_k
+    kept 2 tokens for 2.5, 1 for True, and failed in torch for 0.5."""
+    with pytest.raises(ValueError, match="top_k must be an integer"):
+        apply_top_k(random_logits(0, B=2), value)
+
+
 @pytest.mark.parametrize("shape", [(7,), (2, 3, 7)])
 def test_logits_that_are_not_one_row_per_sequence_are_named(shape):
     """(V,) and (B, T, V) logits failed inside top-p's scatter ("index 2 is out of bounds"), or

@@ -94,6 +94,14 @@ class PenaltyCounts:
         self.generated.scatter_add_(1, ids[:, None], one)
 
 
+def check_rows(ids: torch.Tensor, B: int, dims: str = "(B, T)") -> None:
+    """ids `dims`, one row per row of logits: a shape check only (no host sync, as this runs every
+    decode step). One row against a batch would be broadcast by scatter_, silently."""
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.size(0) != B:
+        got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"ids must be {dims} with the logits' B={B} rows, got {got}")
+
+
 def apply_penalties(
     logits: torch.Tensor,
     ids: torch.Tensor,
@@ -111,9 +119,7 @@ def apply_penalties(
     """
     check_logits(logits)
     B, V = logits.shape
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.size(0) != B:
-        got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"ids must be (B, T) with the logits' B={B} rows, got {got}")
+    check_rows(ids, B)
     if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < V:
         raise ValueError(f"ids must be token ids in [0, {V}) (the logits' vocabulary), got {int(ids.min())}..{int(ids.max())}")
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
@@ -141,9 +147,7 @@ def ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int, mask: t
     """
     check_logits(logits)  # shapes only, below: this runs every decode step, so no host sync
     B, V = logits.shape
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.size(0) != B:  # scatter_ would broadcast a row
-        got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"ids must be (B, L) with the logits' B={B} rows, got {got}")
+    check_rows(ids, B, "(B, L)")
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask must have the ids' shape {tuple(ids.shape)}, got {got}")

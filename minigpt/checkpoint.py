@@ -46,7 +46,7 @@ def weight_files(path: Path) -> list[Path]:
     `model.safetensors` if it exists (a single file wins over an index, as in transformers), else
     every shard that `model.safetensors.index.json` lists, each once, sorted by name. Raises
     FileNotFoundError if there is neither file or a listed shard is missing, and ValueError for
-    an index without a `weight_map`. Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
+    an index that is not UTF-8 JSON or has no `weight_map`. Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
     """
     single, index = path / WEIGHTS_NAME, path / INDEX_NAME
     if single.exists():
@@ -56,10 +56,11 @@ def weight_files(path: Path) -> list[Path]:
         hint = (f"; it holds {pickled[0]}, PyTorch's pickle format, which minigpt does not read: re-save it as "
                 f"safetensors with transformers (GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR))") if pickled else ""
         raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}{hint}")
+    contents = read_json(index)  # not UTF-8, or not JSON: a ValueError that names the file
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]  # tensor name → shard file name
+        weight_map = contents["weight_map"]  # tensor name → shard file name
         shards = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map' object): {e!r}") from None
     for s in shards:
         if not (path / s).exists():
@@ -314,8 +315,8 @@ def _remove_stale_shards(path: Path) -> None:
     if not index.exists():
         return
     try:
-        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        shards = set(read_json(index)["weight_map"].values())
+    except (ValueError, KeyError, TypeError, AttributeError):  # ValueError: not UTF-8, or not JSON
         shards = set()  # unreadable index: remove only the index itself
     index.unlink()
     for s in shards:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt.files import atomic_path, atomic_write_text, read_text
+from minigpt.files import atomic_path, atomic_write_text, read_json, read_text
 from minigpt.pretokenize import safe_cut_at, safe_pieces, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
@@ -184,9 +184,9 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:  # not JSON (JSONDecodeError), or not UTF-8: json's message alone names no file
-        raise ValueError(f"{path} is not a JSON file ({e}); prepare the data again with `minigpt prepare`") from None
+        meta = read_json(path)
+    except ValueError as e:  # not UTF-8, or not JSON: read_json's message names the file
+        raise ValueError(f"{e}; prepare the data again with `minigpt prepare`") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):  # training needs the vocabulary size
         raise ValueError(f"{path} has no integer vocab_size: it is not the meta.json `minigpt prepare` writes")
     return meta

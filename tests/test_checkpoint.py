@@ -373,6 +373,22 @@ def test_missing_shard_and_bad_index(tmp_path):
         GPT.from_pretrained(tmp_path)
 
 
+def test_an_index_that_is_not_utf8_is_named_on_load_and_replaced_on_save(tmp_path):
+    """A model.safetensors.index.json that is not UTF-8 (a shard name in Latin-1) is a ValueError
+    naming the file when loaded, not a bare UnicodeDecodeError, and a save over it succeeds and
+    removes it (it raised that same UnicodeDecodeError after writing the new weights)."""
+    model = GPT(GPTConfig(**SMALL)).eval()
+    model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_bytes(b'{"weight_map": {"x": "caf\xe9.safetensors"}}')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(index))} is not UTF-8 text: byte 0xe9"):
+        GPT.from_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    assert not index.exists()
+    assert torch.equal(logits_of(tmp_path), model(IDX)[0].detach())
+
+
 # ---- saving -------------------------------------------------------------------------------------
 
 

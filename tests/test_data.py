@@ -232,7 +232,7 @@ def test_load_tokens_errors(tmp_path):
     assert read_meta(tmp_path)["vocab_size"] == 11
     # A damaged or foreign meta.json is named (json's own message names no file; a missing key was a KeyError).
     (tmp_path / "meta.json").write_text('{"vocab_size": 11')  # cut short
-    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'meta.json'))} is not a JSON file \(Expecting"):
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / 'meta.json'))} is not valid JSON: Expecting .*; prepare the data again"):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"vocab": 11}))
     with pytest.raises(ValueError, match="meta.json has no integer vocab_size: it is not the meta.json `minigpt prepare` writes"):

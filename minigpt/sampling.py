@@ -8,10 +8,11 @@ distribution after every stage. The order is transformers': temperature → top-
 
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
-- The draw (`draw`; `sample` is filters + draw, through `token_picker`, called once per `generate`:
-  the decode loop calls the function it returns every step) picks one token per row: the argmax when
-  temperature is 0, else a random draw by the "exponential race" argmax(p / E), E ~ Exp(1): what
-  `torch.multinomial` does inside for one sample, minus its validity check, which can wait on the host.
+- The draw (`draw`) picks one token per row: the argmax when temperature is 0, else a random draw
+  by the "exponential race" argmax(p / E), E ~ Exp(1): what `torch.multinomial` does inside for
+  one sample, minus its validity check, which can wait on the host.
+- `token_picker` builds, once per call of `sample` or `generate`, the per-step function (filters,
+  then draw) that the decode loop runs every step; `sample` is the checks plus one such step.
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
   (`resolve_backend`: the torch ops here, or the fused kernel).
 
@@ -36,8 +37,8 @@ import torch
 
 from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
 
-# The penalties live in minigpt/penalties.py; the names the README has shown under minigpt.sampling
-# stay importable from here, as the public API (minigpt.sampling.apply_penalties and its kin).
+# The penalties live in minigpt/penalties.py; they are importable from here too, as part of the
+# public sampling API (minigpt.sampling.apply_penalties and its kin).
 from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalize  # noqa: F401 (re-exported)
 
 # Positive temperatures are floored here: dividing by, say, 1e-80 (0 in fp32) would give inf - inf = NaN
@@ -124,8 +125,10 @@ def filter_logits(
 
 
 def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> torch.Tensor:
-    """`filter_logits` without its checks, for decode loops that validated their parameters once,
-    before the first step: a check of a (B,) tensor parameter is a host sync, too dear per token."""
+    """The four filters in order, for decode loops that checked their parameters once, before the
+    first step. A Python-number parameter is still range-checked by each filter (cheap); a (B,)
+    tensor one is not, as its check is a host sync, too dear per token: `filter_logits` and
+    `sample` check both."""
     x = logits.float()
     filtered = apply_min_p(apply_top_p(apply_top_k(apply_temperature(x, temperature), top_k), top_p), min_p)
     # Greedy rows (temperature 0) stay as they are: their token is the argmax, the first of tied

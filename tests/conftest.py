@@ -16,6 +16,47 @@ settings.register_profile("deterministic", derandomize=True, database=None)
 settings.register_profile("explore")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
+def _patch_triton_language_once_per_launch():
+    """Triton's CPU interpreter (TRITON_INTERPRET=1) swaps interpreted stand-ins into
+    triton.language at each kernel launch, and again at every call of a @triton.jit helper inside
+    it, though they are in place by then: ~1 ms a call, over half the time of tests/
+    test_fused_sampling.py, whose kernels call helpers thousands of times. Here a helper's call
+    swaps only modules this launch has not swapped yet (triton.language.core, for triton's own
+    Philox); the launch's restore starts the next launch afresh. Speed only: the same stand-ins
+    run. Where triton's internals differ (another version), nothing is changed."""
+    from triton.runtime import interpreter
+    import triton.language as tl
+
+    patch_lang = getattr(interpreter, "_patch_lang", None)
+    if patch_lang is None or not hasattr(interpreter, "_LangPatchScope"):
+        return
+    swapped = set()  # ids of the language modules the running launch has swapped
+
+    def patch_lang_once(fn):
+        langs = {id(value) for value in fn.__globals__.values() if value is tl or value is tl.core}
+        if langs and langs <= swapped:
+            return interpreter._LangPatchScope()  # nothing to swap, nothing to restore
+        scope = patch_lang(fn)
+        swapped.update(langs)
+        restore = scope.restore
+
+        def restore_and_forget():
+            swapped.clear()
+            restore()
+
+        scope.restore = restore_and_forget
+        return scope
+
+    interpreter._patch_lang = patch_lang_once
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import importlib.util  # noqa: E402
+
+    if importlib.util.find_spec("triton") is not None:
+        _patch_triton_language_once_per_launch()
+
+
 import contextlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

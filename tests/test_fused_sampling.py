@@ -176,7 +176,7 @@ def test_full_row_path_with_many_chunks(device: str, splits: int):
     logits = random_logits(len(ROWS) + 1, V, seed=2, ties=True) * 0.3  # flat: thousands of candidates
     rows = ROWS + [(1.0, 500, 0.95, 0.0)]  # top-k keeps half the row: far more than the list holds
     p = params(rows, device)
-    for seed in range(2):
+    for seed in range(1 if device == "cpu" else 2):
         tokens = fused_sample(logits.to(device), **p, **seed_offset(seed, 7, device), block_size=32,
                               splits=splits).cpu()
         for r, (t, k, top_p, min_p) in enumerate(rows):
@@ -202,10 +202,12 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(torch.special.gammaincc(torch.tensor(dof / 2.0), stat / 2))
 
 
-# (row, split, flat): the split cases cover each way the split path draws. The interpreter runs a
-# split row ~10x slower than one program (five launches, four of S programs), so on CPU those split in 2
-# and draw 200 times, and the top-k one (whose draw is the list draw "filtered" checks) runs on a
-# GPU only; its kept set is checked on CPU above.
+# (row, split, flat): the split cases cover each way the split path draws. On a GPU each draws
+# 200k times. The interpreter is slow (~0.1 s a row, a split row 10x that), so on CPU a few hundred
+# draws check that Philox's uniforms give the reference distribution, on one program's two draws
+# and one split draw; the flat rows' ways to draw (a bracket listed) are checked exactly on CPU by
+# test_stratified_uniforms_draw_each_token_its_exact_share, and the split top-k one's kept set by
+# the tests above.
 DRAWS = {
     "filtered": ((0.7, 12, 0.9, 0.02), False, False),
     "whole-row": ((1.5, 0, 1.0, 0.0), False, False),
@@ -219,7 +221,7 @@ DRAWS = {
 }                                                                 # tokens above it drawn by slice
 
 @on_devices
-@pytest.mark.parametrize("name", [n for n in DRAWS if not (INTERPRETED and n == "split-filtered")])
+@pytest.mark.parametrize("name", [n for n in DRAWS if not INTERPRETED or n in ("filtered", "whole-row", "split-min-p")])
 def test_draws_follow_the_reference_distribution(device: str, name: str):
     # One row repeated N times: Philox counts on the row index, so each copy is an independent draw.
     from minigpt.kernels.sampling import fused_sample
@@ -227,19 +229,16 @@ def test_draws_follow_the_reference_distribution(device: str, name: str):
     row, split, flat = DRAWS[name]
     V = 64 if device == "cpu" else 50257
     splits = (2 if device == "cpu" else 32) if split else 1
-    block_size = 16 if device == "cpu" and flat else None  # on CPU, a 32-entry list the flat row overflows
     logits = random_logits(1, V, seed=3)
-    if device != "cpu" and not flat:
-        logits = logits * 2  # a peaked row, so that expected counts stay ≥ 5 on a large vocabulary
-    if flat:
-        logits = logits * (0.3 if device == "cpu" else 0.03)
+    if device != "cpu":  # a peaked row, so that expected counts stay ≥ 5 on a large vocabulary; or a flat one
+        logits = logits * (0.03 if flat else 2)
     probs = reference_probs(logits[0], *row)
-    # On CPU, about 8 draws per kept token (the interpreter is slow), at most 200 or 400.
+    # On CPU, about 8 draws per kept token, at most 200 or 400.
     kept = int((probs > 0).sum())
     N = min(200 if split else 400, max(100, 8 * kept)) if device == "cpu" else 200_000
     # expand after the move: a view with row stride 0 (a copy of N rows would be 40 GB on a GPU)
     tokens = fused_sample(logits.to(device).expand(N, V), **params([row] * N, device),
-                          **seed_offset(1234, 0, device), splits=splits, block_size=block_size).cpu()
+                          **seed_offset(1234, 0, device), splits=splits).cpu()
     counts = torch.bincount(tokens, minlength=V)
     assert counts[probs == 0].sum() == 0, "drew a token the filters remove"
     p_value = chi_square_p_value(counts, probs)
@@ -287,7 +286,7 @@ def test_the_search_separates_neighbouring_floats_far_below_the_bracket(device: 
     tiny = torch.finfo(torch.float32).tiny
     row = torch.full((16,), -80.0)
     row[3], row[9] = tiny, torch.nextafter(torch.tensor(tiny), torch.tensor(1.0))
-    B = 16
+    B = 2 if device == "cpu" else 16
     logits = row.expand(B, -1).contiguous().to(device)
     for k, top_p in ((1, 1.0), (0, 1e-6)):
         p = params([(1.0, k, top_p, 0.0)] * B, device)
@@ -475,13 +474,26 @@ def test_a_max_near_its_dtypes_largest_value_still_narrows(device: str, splits: 
 
 
 if INTERPRETED:
+    # name: (setting, row, block_size). The flat rows, with a 32-entry list they overflow, are
+    # DRAWS' bracket cases: top-p's bracket listed, the tokens above it drawn by lane (one program)
+    # or by slice (split) from the masses the search measured; then with a min-p that cuts above
+    # the bracket, so those masses are too large and the draw reads the row instead.
+    STRATIFIED = {
+        "T": (ROWS[0], "peaked", None),
+        "all": (ROWS[4], "peaked", None),
+        "top-p+min-p": (ROWS[9], "peaked", None),
+        "top-p-bracket": ((1.0, 0, 0.9, 0.0), "flat", 16),
+        "top-p-bracket-min-p": ((1.0, 0, 0.9, 0.8), "flat", 16),
+    }
+
     @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
-    @pytest.mark.parametrize("setting", [ROWS[0], ROWS[4], ROWS[9]], ids=["T", "all", "top-p+min-p"])
-    def test_stratified_uniforms_draw_each_token_its_exact_share(monkeypatch, splits: int, setting: tuple):
+    @pytest.mark.parametrize("name", STRATIFIED)
+    def test_stratified_uniforms_draw_each_token_its_exact_share(monkeypatch, splits: int, name: str):
         """An exact check of the distribution, no statistical slack (a kernel audit's harness): the
         draw is inverse-CDF sampling of one uniform per row, so n copies of a row given the uniforms
-        (r + 1/2) / n, r = 0 .. n-1, must draw each token round(n · p) times, ±1, p transformers'.
-        The interpreter looks `row_uniform` up when the kernel runs, so it can be swapped here."""
+        (r + 1/2) / n, r = 0 .. n-1, must draw each token round(n · p) times, ±1, p transformers',
+        and a token the filters remove never. The interpreter looks `row_uniform` up when the
+        kernel runs, so it can be swapped here."""
         import triton
         import triton.language as tl
 
@@ -493,13 +505,16 @@ if INTERPRETED:
 
         monkeypatch.setattr(sampling, "row_uniform", stratified_uniform)
         monkeypatch.setattr(sampling_split, "row_uniform", stratified_uniform)
-        n, row = 64, random_logits(1, 48, seed=11)[0]
+        setting, shape, block_size = STRATIFIED[name]
+        n = 64
+        row = random_logits(1, 48, seed=11)[0] if shape == "peaked" else random_logits(1, 64, seed=3)[0] * 0.3
         tokens = sampling.fused_sample(row.expand(n, -1), **params([setting] * n, "cpu"), **seed_offset(n, 0, "cpu"),
-                                       splits=splits)
+                                       splits=splits, block_size=block_size)
         counts = torch.bincount(tokens, minlength=row.numel()).double()
         want = n * reference_probs(row, *setting).double()
         print(f"{setting}, splits {splits}: max |count - n·p| = {(counts - want).abs().max():.3f}")
         assert (counts - want).abs().max() <= 1
+        assert counts[want == 0].sum() == 0, "drew a token the filters remove"
 
 
 @on_devices

@@ -31,6 +31,7 @@ from itertools import chain
 
 from tqdm import tqdm
 
+from minigpt.checks import as_count
 from minigpt.files import read_text
 from minigpt.pretokenize import BYTE_TO_CHAR, special_token_regex, split_text, without_surrogates
 
@@ -129,7 +130,8 @@ def train_tokenizer(
     specials = list(special_tokens)
     if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
         raise ValueError(f"special_tokens must be distinct non-empty strings, got {specials!r}")
-    if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+    vocab_size = as_count("vocab_size", vocab_size)
+    if vocab_size < 256 + len(specials):
         raise ValueError(
             f"vocab_size must be an int >= 256 + {len(specials)} (the byte alphabet and the special tokens), "
             f"got {vocab_size!r}"

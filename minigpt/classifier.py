@@ -25,7 +25,6 @@ initialised) in its load report, instead of pooling the last token through the m
 """
 from __future__ import annotations
 
-import numbers
 import os
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_checkpoint_dir, is_classifier_checkpoint, one_dtype,
                                 read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_checkpoint)
+from minigpt.checks import as_count
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
 from minigpt.model import GPT
@@ -66,7 +66,8 @@ class GPTClassifier(nn.Module):
         pad_token_id: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_labels, numbers.Integral) or isinstance(num_labels, bool) or num_labels < 2:
+        num_labels = as_count("num_labels", num_labels)
+        if num_labels < 2:
             raise ValueError(f"num_labels must be an integer ≥ 2, got {num_labels!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
@@ -81,8 +82,8 @@ class GPTClassifier(nn.Module):
         # GPT-2 has no pad token; the usual choice is <|endoftext|>. HF uses it to find each row's
         # last real token; minigpt uses the attention mask, or derives one from it when none is given.
         V = self.config.vocab_size  # a pad no id can equal is never found: padded rows would pool a pad
-        if pad_token_id is not None and (isinstance(pad_token_id, bool) or not isinstance(pad_token_id, numbers.Integral)
-                                         or not 0 <= pad_token_id < V):
+        pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)
+        if pad_token_id is not None and not 0 <= pad_token_id < V:
             raise ValueError(f"pad_token_id must be a token id in [0, vocab_size={V}) or None, got {pad_token_id!r}: "
                              "padding is found where the ids equal it")
         if pad_token_id is None:  # the config's pad, else its first EOS, else none

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from minigpt.checks import as_count
 from minigpt.files import atomic_write_text, read_json
 
 # OpenAI's four released sizes. Every one shares the vocabulary (50257 byte-level BPE tokens)
@@ -111,13 +112,11 @@ class GPTConfig:
         # config.json can be written (json cannot serialise np.int64).
         sizes = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] + ["n_inner"] * (self.n_inner is not None)
         for name in sizes:
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an int, got {value!r}")
+            value = as_count(name, getattr(self, name))
             if value <= 0:
                 none_means = ", or None for 4 * n_embd;" if name == "n_inner" else ","
                 raise ValueError(f"{name} must be positive{none_means} got {value}")
-            setattr(self, name, int(value))
+            setattr(self, name, value)
         # Token ids are ints or None; EOS may also be a list of them, as some HF configs hold. One
         # outside the vocabulary (GPT-2's 50256 kept by a smaller one, as older checkpoints hold, or
         # a negative one) loads as a stale id (`has_stale_eos`), so only the type is checked: "a" or
@@ -127,10 +126,12 @@ class GPTConfig:
             if value is None:
                 continue
             ids = value if name == "eos_token_id" and isinstance(value, list) else [value]
-            if any(not isinstance(t, numbers.Integral) or isinstance(t, bool) for t in ids):
-                some = " or a list of ints" if name == "eos_token_id" else ""
-                raise TypeError(f"{name} must be an int{some}, got {value!r}")
-            setattr(self, name, [int(t) for t in ids] if isinstance(value, list) else int(value))
+            try:
+                ids = [as_count(name, t) for t in ids]
+            except TypeError:
+                some = " or a list of them" if name == "eos_token_id" else ""
+                raise TypeError(f"{name} must be an integer{some}, got {value!r}") from None
+            setattr(self, name, ids if isinstance(value, list) else ids[0])
         # A list's first id is the one a finished row is padded with (`eos_ids`), so an empty one
         # would fail only at the first generate; never stopping on EOS is generate's eos_token_id=[].
         if self.eos_token_id == []:

@@ -18,10 +18,10 @@ import sys
 
 import torch
 
+from minigpt.checks import as_count
 from minigpt.generate_args import (
     NGRAM_EXHAUSTED,
     PENALTY_OVERFLOW,
-    as_count,
     check_finite,
     check_model,
     check_ngram_size,

@@ -16,13 +16,13 @@ runs the training loop) and by minigpt/classify_data.py (the classify task's dat
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from minigpt.checks import as_count
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import PRESETS
 from minigpt.lora import DEFAULT_TARGETS, find_lora_targets, target_names
@@ -83,8 +83,7 @@ def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, def
     is_classifier = isinstance(model, GPTClassifier)
     gpt = model.gpt if is_classifier else model
     n_layer, n_trainable_blocks = gpt.config.n_layer, options["n_trainable_blocks"]
-    counts = isinstance(n_trainable_blocks, numbers.Integral) and not isinstance(n_trainable_blocks, bool)
-    if strategy == "partial" and not (counts and 0 <= n_trainable_blocks <= n_layer):  # 1.5 or True are no count
+    if strategy == "partial" and not 0 <= as_count("n_trainable_blocks", n_trainable_blocks) <= n_layer:
         raise ValueError(f"n_trainable_blocks must be an integer in [0, {n_layer}] (the model has {n_layer} blocks), "
                          f"got {n_trainable_blocks!r}")
     if options["train_embeddings"] and strategy != "partial":

@@ -8,7 +8,7 @@ What is checked, and normalised: the model, a minigpt GPT (`check_model`); the p
 (`(B, T)` or `(T,)`, at least one row), their left-padding (every row's last slot a token, so one
 cache slot serves the batch) and their length against the context limit (`prepare_inputs`;
 `context_error` says what would fit); EOS as a list of plain ints (`eos_list`); counts as ints
-(`as_count`, and `check_ngram_size`); `early_stopping` as a bool or "never"
+(minigpt/checks.py's `as_count`, and `check_ngram_size`); `early_stopping` as a bool or "never"
 (`check_early_stopping`); and the sampling parameters, each a number or one value per row (`per_row`).
 `check_finite` (beam search, --explain) and minigpt/generate.py's `live_rows_finite` /
 `raise_if_nonfinite` (the decode loop's form, which waits on the host only every few steps) are the
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 import os
 import sys
 import warnings
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minigpt.checks import as_count
 from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
@@ -181,18 +181,6 @@ def eos_list(model: torch.nn.Module, eos_token_id: int | list[int] | torch.Tenso
     if isinstance(eos_token_id, (str, bytes)) or not hasattr(eos_token_id, "__iter__"):  # 5.0, "5": not ids
         raise TypeError(f"eos_token_id must be an integer or a list of them, got {eos_token_id!r}")
     return [as_count("eos_token_id", t) for t in eos_token_id]
-
-
-def as_count(name: str, value) -> int:
-    """An integer argument as an int (a NumPy or 0-d tensor integer too): a float or None would
-    fail deep inside torch (`full(): argument 'size'...`), a string in a comparison. A bool is no
-    count, though Python takes True for 1: max_new_tokens=True is a slip, not one token."""
-    if isinstance(value, bool) or isinstance(value, torch.Tensor) and value.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
 def check_slide(value, n_positions: int, num_beams: int) -> int:

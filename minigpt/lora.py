@@ -26,6 +26,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from minigpt.checks import as_count
+
 # GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
@@ -37,8 +39,7 @@ def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
 
 def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, name: str = "the layer") -> None:
     """Refuse an adapter of this rank, alpha and dropout on `base` (named `name` in errors)."""
-    if not isinstance(rank, numbers.Integral) or isinstance(rank, bool):  # 2.5 failed in torch.empty
-        raise TypeError(f"LoRA rank must be a positive int, got {rank!r}")
+    rank = as_count("LoRA rank", rank)  # 2.5 would fail in torch.empty
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
     if rank > min(base.in_features, base.out_features):

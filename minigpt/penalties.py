@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Callable
 
 import torch
 
+from minigpt.checks import as_count
 from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
 
 
@@ -151,7 +151,8 @@ def ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int, mask: t
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask must have the ids' shape {tuple(ids.shape)}, got {got}")
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:  # -1 would turn the ban off silently
+    n = as_count("n (no_repeat_ngram_size)", n)  # a 0-d integer tensor too, as generate takes it
+    if n < 0:  # -1 would turn the ban off silently
         raise ValueError(f"n (no_repeat_ngram_size) must be an integer ≥ 0 (0 means off), got {n!r}")
     L = ids.size(1)
     if n < 1 or L < n:  # off, or no complete n-gram yet

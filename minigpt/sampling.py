@@ -29,12 +29,12 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
-import operator
 import os
 from typing import Callable
 
 import torch
 
+from minigpt.checks import as_count, is_bool
 from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
 
 # The penalties live in minigpt/penalties.py; they are importable from here too, as part of the
@@ -169,12 +169,7 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
 def check_seed(seed) -> int:
     """`seed` as an int torch.manual_seed takes: any 64-bit value, -2**63 .. 2**64 - 1 (beyond it
     torch says only "Overflow when unpacking long long"; a float, "expected a long")."""
-    if isinstance(seed, bool):  # True is 1 to operator.index: a flag passed for the seed
-        raise TypeError(f"seed must be an integer, got the bool {seed!r}")
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise TypeError(f"seed must be an integer, got {seed!r}") from None
+    seed = as_count("seed", seed)
     if not -2**63 <= seed < 2**64:
         raise ValueError(f"seed must fit in 64 bits (-2**63 .. 2**64 - 1), got {seed}")
     return seed
@@ -291,8 +286,8 @@ def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Par
 
 def check_whole(top_k: Param) -> None:
     """top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not, nor True (1 to Python)."""
-    if isinstance(top_k, bool) or isinstance(top_k, torch.Tensor) and top_k.dtype == torch.bool:
-        raise ValueError(f"top_k must be an integer, got the bool {top_k}")
+    if is_bool(top_k):  # a TypeError, as every integer argument's bool (minigpt/checks.py)
+        raise TypeError(f"top_k must be an integer, got the bool {top_k}")
     if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
         raise ValueError(f"top_k must be an integer, got {top_k}")
     if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):

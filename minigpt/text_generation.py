@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from minigpt.generate import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
-from minigpt.generate_args import as_count, check_model, eos_list, prompt_room
+from minigpt.checks import as_count
+from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.sampling import check_seed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list

@@ -45,6 +45,7 @@ from typing import Literal
 
 import regex
 
+from minigpt.checks import as_count
 from minigpt.config import CHECKPOINTS
 from minigpt.pretokenize import (CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token, token_to_str,
                                  without_surrogates)
@@ -328,7 +329,8 @@ class Tokenizer:
 
     @pad_token_id.setter
     def pad_token_id(self, i: int | None) -> None:  # (an id past the vocabulary would be padding's output)
-        if i is not None and (not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size):
+        i = None if i is None else as_count("pad_token_id", i)
+        if i is not None and not 0 <= i < self.vocab_size:
             raise ValueError(f"pad_token_id must be a token id in [0, {self.vocab_size}) or None, got {i!r}")
         self._pad_token_id = i
 
@@ -353,7 +355,8 @@ class Tokenizer:
 
     @model_max_length.setter
     def model_max_length(self, n: int | None) -> None:
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        n = None if n is None else as_count("model_max_length", n)
+        if n is not None and n < 1:
             raise ValueError(f"model_max_length must be a positive int (the model's n_positions) or None, got {n!r}")
         self._model_max_length = n
 

@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+from minigpt.checks import as_count
 from minigpt.pretokenize import safe_pieces
 from minigpt.tokenizer import PIECE_CHARS, AllowedSpecial
 
@@ -87,7 +88,8 @@ def encode_batch(
     texts = None if isinstance(texts, str) or not isinstance(texts, Iterable) else list(texts)  # a generator once
     if texts is None or not all(isinstance(t, str) for t in texts):
         raise TypeError("encode_batch takes a list of str (for one string, use encode)")
-    if num_workers is not None and (not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0):
+    num_workers = None if num_workers is None else as_count("num_workers", num_workers)
+    if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0 (0 or None: one process per core), got {num_workers!r}")
     # Checked here, on each whole text: a worker's error would give the position in its piece,
     # and name no text. The check done, the pieces are encoded with it off.
@@ -193,7 +195,8 @@ def model_inputs(
     truncation = truncation in (True, "longest_first", "only_first")
     if return_tensors not in (None, "pt"):
         raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+    max_length = None if max_length is None else as_count("max_length", max_length)
+    if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
     if (truncation or padding == "max_length") and max_length is None:
         # As transformers: the length of the model the tokenizer belongs to, if its files say it.

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import numbers
 import os
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from minigpt.checks import as_count
 from minigpt.config import shipped_path
 from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
 
@@ -131,8 +131,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if f.type not in ("int", "int | None") or (value is None and f.type == "int | None"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{f.name} must be an int, got {value!r}")
+            setattr(self, f.name, as_count(f.name, value))
         if self.allow_new_data and not (self.resume or self.auto_resume):
             raise ValueError("allow_new_data applies to --resume (or --auto-resume) only: a new run has no earlier data to "
                              "differ from")

@@ -290,17 +290,22 @@ def test_bad_head_settings_and_bool_labels_are_refused():
     labels (a mask passed as labels: cross_entropy would take them as classes 0/1) are each refused by name."""
     with pytest.raises(ValueError, match=r"hidden layer widths must be positive, got \[16, 0\]"):
         GPTClassifier(GPT(CFG), 3, hidden=(16, 0))
-    for labels in (2.5, 1, True):  # an audit: 2.5 was a bare TypeError from inside nn.Linear
-        with pytest.raises(ValueError, match=rf"num_labels must be an integer ≥ 2, got {labels}"):
+    for labels in (2.5, True):  # an audit: 2.5 was a bare TypeError from inside nn.Linear, naming no argument
+        with pytest.raises(TypeError, match=rf"num_labels must be an integer, got (the bool )?{labels}"):
             GPTClassifier(GPT(CFG), labels)
+    with pytest.raises(ValueError, match="num_labels must be an integer ≥ 2, got 1"):
+        GPTClassifier(GPT(CFG), 1)
     with pytest.raises(ValueError, match=r"id2label must name labels 0..2, got keys \[0, 1\]"):
         GPTClassifier(GPT(CFG), 3, id2label={0: "neg", 1: "pos"})
     with pytest.raises(ValueError, match=r"id2label must name labels 0..1, got keys \[1, 2\]"):
         GPTClassifier(GPT(CFG), 2, id2label={1: "neg", 2: "pos"})
-    for pad in (CFG.vocab_size, -1, True, 1.0):  # an audit: GPT-2's 50256 on a small model was never found, so
+    for pad in (CFG.vocab_size, -1):  # an audit: GPT-2's 50256 on a small model was never found, so
         # mask_from_padding took every pad for a token and a padded row pooled a pad
         with pytest.raises(ValueError, match=rf"pad_token_id must be a token id in \[0, vocab_size={CFG.vocab_size}\) "
                                              rf"or None, got {pad}"):
+            GPTClassifier(GPT(CFG), 2, pad_token_id=pad)
+    for pad in (True, 1.0):
+        with pytest.raises(TypeError, match=rf"pad_token_id must be an integer, got (the bool )?{pad}"):
             GPTClassifier(GPT(CFG), 2, pad_token_id=pad)
     idx, mask = _batch()
     with pytest.raises(TypeError, match="labels must be integer class ids, got torch.bool"):

@@ -152,7 +152,7 @@ def test_bad_strategy_arguments():
     with pytest.raises(ValueError, match="n_trainable_blocks"):
         apply_strategy(_lm(), "partial", n_trainable_blocks=-1)
     for not_a_count in (1.5, True):  # an audit: 1.5 was a bare TypeError from a slice, True trained 1 block
-        with pytest.raises(ValueError, match=rf"n_trainable_blocks must be an integer in \[0, 3\].*got {not_a_count}"):
+        with pytest.raises(TypeError, match=rf"n_trainable_blocks must be an integer, got (the bool )?{not_a_count}"):
             apply_strategy(_lm(), "partial", n_trainable_blocks=not_a_count)
     with pytest.raises(ValueError, match="'frozen' trains only a new head, and the lm task has none"):
         apply_strategy(_lm(), "frozen")

@@ -162,10 +162,10 @@ def test_targets_as_one_string_and_a_rank_that_is_no_int():
     assert inject_lora(_model(), "c_attn, mlp.c_fc", rank=2) == inject_lora(_model(), ("c_attn", "mlp.c_fc"), rank=2)
     for rank in (2.5, True, "2"):
         model = _model()
-        with pytest.raises(TypeError, match=re.escape(f"LoRA rank must be a positive int, got {rank!r}")):
+        with pytest.raises(TypeError, match=f"LoRA rank must be an integer, got (the bool )?{re.escape(repr(rank))}"):
             inject_lora(model, rank=rank)
         assert not any(isinstance(m, LoRALinear) for m in model.modules())
-    with pytest.raises(TypeError, match="LoRA rank must be a positive int, got 2.5"):
+    with pytest.raises(TypeError, match="LoRA rank must be an integer, got 2.5"):
         apply_strategy(_model(), "lora", lora_rank=2.5)
 
 

@@ -277,31 +277,34 @@ def test_sequence_longer_than_context_is_refused():
         model(torch.zeros(1, 129, dtype=torch.long))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(n_layer=2.0), "n_layer must be an int, got 2.0"),  # would fail deep in nn.ModuleList
-    (dict(n_embd=64.0, n_head=2), "n_embd must be an int, got 64.0"),
-    (dict(n_head=True), "n_head must be an int, got True"),
-    (dict(vocab_size="50257"), "vocab_size must be an int, got '50257'"),
-    (dict(n_inner=10.5), "n_inner must be an int, got 10.5"),
-    (dict(dropout="0.1"), r"dropout must be in \[0, 1\), got '0.1'"),
-    (dict(layer_norm_epsilon=0), "layer_norm_epsilon must be positive"),
-    (dict(initializer_range=-0.02), "initializer_range .* must be >= 0"),
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n_layer=2.0), TypeError, "n_layer must be an integer, got 2.0"),  # would fail deep in nn.ModuleList
+    (dict(n_embd=64.0, n_head=2), TypeError, "n_embd must be an integer, got 64.0"),
+    (dict(n_head=True), TypeError, "n_head must be an integer, got the bool True"),
+    (dict(vocab_size="50257"), TypeError, "vocab_size must be an integer, got '50257'"),
+    (dict(n_inner=10.5), TypeError, "n_inner must be an integer, got 10.5"),
+    (dict(n_layer=0), ValueError, "n_layer must be positive, got 0"),
+    (dict(dropout="0.1"), ValueError, r"dropout must be in \[0, 1\), got '0.1'"),
+    (dict(layer_norm_epsilon=0), ValueError, "layer_norm_epsilon must be positive"),
+    (dict(initializer_range=-0.02), ValueError, "initializer_range .* must be >= 0"),
     # inf: NaN weights, all-zero LayerNorm outputs (logits all 0), not an error.
-    (dict(layer_norm_epsilon=float("inf")), "layer_norm_epsilon must be positive and finite .* got inf"),
-    (dict(initializer_range=float("inf")), r"initializer_range \(the init's std\) must be >= 0 and finite, got inf"),
-    (dict(initializer_range=float("nan")), "initializer_range .* got nan"),
+    (dict(layer_norm_epsilon=float("inf")), ValueError, "layer_norm_epsilon must be positive and finite .* got inf"),
+    (dict(initializer_range=float("inf")), ValueError, r"initializer_range \(the init's std\) must be >= 0 and finite, got inf"),
+    (dict(initializer_range=float("nan")), ValueError, "initializer_range .* got nan"),
 ])
-def test_config_values_of_the_wrong_type_or_range_name_the_field(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_config_values_of_the_wrong_type_or_range_name_the_field(kwargs, error, match):
+    """A size of the wrong type is a TypeError, as every integer argument's (minigpt/checks.py);
+    one out of range a ValueError naming the range."""
+    with pytest.raises(error, match=match):
         GPTConfig(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(eos_token_id="a"), TypeError, "eos_token_id must be an int or a list of ints, got 'a'"),
-    (dict(eos_token_id=5.0), TypeError, "eos_token_id must be an int or a list of ints, got 5.0"),
-    (dict(eos_token_id=[5, "a"]), TypeError, "eos_token_id must be an int or a list of ints, got [5, 'a']"),
-    (dict(bos_token_id=True), TypeError, "bos_token_id must be an int, got True"),
-    (dict(bos_token_id=[1]), TypeError, "bos_token_id must be an int, got [1]"),
+    (dict(eos_token_id="a"), TypeError, "eos_token_id must be an integer or a list of them, got 'a'"),
+    (dict(eos_token_id=5.0), TypeError, "eos_token_id must be an integer or a list of them, got 5.0"),
+    (dict(eos_token_id=[5, "a"]), TypeError, "eos_token_id must be an integer or a list of them, got [5, 'a']"),
+    (dict(bos_token_id=True), TypeError, "bos_token_id must be an integer, got True"),
+    (dict(bos_token_id=[1]), TypeError, "bos_token_id must be an integer, got [1]"),
 ])
 def test_config_token_ids_that_are_no_ids_name_the_field(kwargs, error, match):
     """eos_token_id="a" or 5.0 was accepted, and taken for the id that ends every text. (A negative

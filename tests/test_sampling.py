@@ -175,8 +175,10 @@ def test_ngram_ban_names_ids_mask_and_n_that_do_not_fit():
         ban_repeated_ngrams(x, [[1, 1, 1]] * 3, 2)
     with pytest.raises(ValueError, match=r"mask must have the ids' shape \(3, 3\), got \(3, 2\)"):
         ban_repeated_ngrams(x, ids.expand(3, 3), 2, torch.ones(3, 2))
-    for n in (-1, True, 2.0):
-        with pytest.raises(ValueError, match=r"n \(no_repeat_ngram_size\) must be an integer ≥ 0"):
+    with pytest.raises(ValueError, match=r"n \(no_repeat_ngram_size\) must be an integer ≥ 0"):
+        ban_repeated_ngrams(x, ids.expand(3, 3), -1)
+    for n in (True, 2.0):  # a TypeError, as generate's no_repeat_ngram_size gives
+        with pytest.raises(TypeError, match=r"n \(no_repeat_ngram_size\) must be an integer, got"):
             ban_repeated_ngrams(x, ids.expand(3, 3), n)
     with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
         ban_repeated_ngrams(torch.zeros(10), ids, 2)
@@ -223,11 +225,12 @@ def test_each_public_filter_checks_a_number_it_is_given(f, name, value):
         f(random_logits(0, B=2), value)
 
 
-@pytest.mark.parametrize("value", [2.5, 0.5, True])
-def test_apply_top_k_refuses_a_count_that_is_not_whole(value):
+@pytest.mark.parametrize("value, error", [(2.5, ValueError), (0.5, ValueError), (True, TypeError)])
+def test_apply_top_k_refuses_a_count_that_is_not_whole(value, error):
     """A reviewer's catch: the integer check lived in check_sampling_params alone, so apply_top_k
-    kept 2 tokens for 2.5, 1 for True, and failed in torch for 0.5."""
-    with pytest.raises(ValueError, match="top_k must be an integer"):
+    kept 2 tokens for 2.5, 1 for True, and failed in torch for 0.5. (A bool is a TypeError, as for
+    every integer argument; a whole float such as 2.0 is a top_k.)"""
+    with pytest.raises(error, match="top_k must be an integer"):
         apply_top_k(random_logits(0, B=2), value)
 
 
@@ -271,7 +274,7 @@ def test_numpy_numbers_are_numbers_and_lists_are_named():
                        apply_penalties(x, ids, repetition_penalty=1.3, presence_penalty=float(np.float32(0.5))))
     with pytest.raises(ValueError, match="top_k must be an integer, got 2.5"):
         sample(x, top_k=np.float32(2.5))  # not silently 2, as a Python 2.5 is not
-    with pytest.raises(ValueError, match="top_k must be an integer, got the bool True"):
+    with pytest.raises(TypeError, match="top_k must be an integer, got the bool True"):
         sample(x, top_k=True)  # not silently 1
     with pytest.raises(TypeError, match="seed must be an integer, got the bool True"):
         sample(x, seed=True)

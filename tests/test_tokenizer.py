@@ -247,7 +247,7 @@ def test_bad_input_errors(tok):
     for mixed in ([1, 2.5], [1, None], [1, "a"]):  # every id is checked, not only the first
         with pytest.raises(TypeError, match="int ids"):
             tok.decode(mixed)
-    with pytest.raises(ValueError, match="max_length must be a positive int"):
+    with pytest.raises(TypeError, match="max_length must be an integer, got the bool True"):
         tok(["a"], truncation=True, max_length=True)
     with pytest.raises(FileNotFoundError, match="tokenizer directory .*no_such_dir does not exist"):
         Tokenizer.from_pretrained(REPO / "no_such_dir")

@@ -1260,11 +1260,11 @@ def test_config_refuses_values_at_the_edge_of_their_range(change, error):
 
 
 @pytest.mark.parametrize("change, error", [
-    (dict(batch_size=4.0), "batch_size must be an int, got 4.0"),  # failed in torch.randint with an overload list
-    (dict(max_iters=2.5), "max_iters must be an int, got 2.5"),
-    (dict(eval_interval=True), "eval_interval must be an int, got True"),
-    (dict(block_size="8"), "block_size must be an int, got '8'"),
-    (dict(seed=None), "seed must be an int, got None"),
+    (dict(batch_size=4.0), "batch_size must be an integer, got 4.0"),  # would fail in torch.randint with an overload list
+    (dict(max_iters=2.5), "max_iters must be an integer, got 2.5"),
+    (dict(eval_interval=True), "eval_interval must be an integer, got the bool True"),
+    (dict(block_size="8"), "block_size must be an integer, got '8'"),
+    (dict(seed=None), "seed must be an integer, got None"),
 ])
 def test_config_refuses_counts_that_are_not_ints(change, error):
     with pytest.raises(TypeError, match=re.escape(error)):

@@ -1,0 +1,30 @@
+"""Integer arguments: one check, so that the same slip gets the same error everywhere.
+
+Where it sits: under every module that takes a count, a size or a token id (the config, the
+tokenizer, the samplers, training, fine-tuning). A value of the wrong kind (a float, a string,
+None, a bool) is a TypeError; the caller then checks the range itself, as a ValueError that
+names the range, since only it knows the range. It imports no torch, so the tokenizer's worker
+processes stay light.
+"""
+from __future__ import annotations
+
+import operator
+
+
+def is_bool(value) -> bool:
+    """A bool, NumPy bool, or bool tensor or array: a flag, though Python counts True as 1."""
+    return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
+def as_count(name: str, value) -> int:
+    """An integer argument as a plain int (a NumPy integer or a one-element integer tensor too).
+
+    A float (2.0 or 2.5), a string or None would fail later, deep inside torch ("full(): argument
+    'size'...") or in a comparison; a bool is no count, though Python takes True for 1:
+    max_new_tokens=True is a slip, not one token. Each is a TypeError naming `name`."""
+    if is_bool(value):
+        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None

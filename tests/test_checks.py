@@ -1,0 +1,96 @@
+"""One integer check (minigpt/checks.py's `as_count`) behind every public integer argument: the
+same slip, a bool, a float or a string where an integer goes, is the same TypeError everywhere,
+naming the argument."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt import GPT, GPTConfig, Tokenizer, generate
+from minigpt.checks import as_count
+from minigpt.classifier import GPTClassifier
+from minigpt.evaluate import perplexity
+from minigpt.explain import explain
+from minigpt.finetune import apply_strategy
+from minigpt.lora import inject_lora
+from minigpt.sampling import ban_repeated_ngrams, sample
+from minigpt.train_config import TrainConfig
+
+SMALL = dict(vocab_size=300, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+
+
+def _model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**SMALL)).eval()
+
+
+def _tok() -> Tokenizer:
+    return Tokenizer.train("hello world, hello there", vocab_size=260, special_tokens=[], progress=False)
+
+
+PROMPT = torch.tensor([[1, 2, 3]])
+
+# (the argument's name in the error, a call that passes `v` for it)
+ENTRY_POINTS = [
+    ("n_layer", lambda v: GPTConfig(**{**SMALL, "n_layer": v})),
+    ("bos_token_id", lambda v: GPTConfig(**{**SMALL, "bos_token_id": v})),
+    ("batch_size", lambda v: TrainConfig(batch_size=v)),
+    ("rank", lambda v: inject_lora(_model(), rank=v)),
+    ("n_trainable_blocks", lambda v: apply_strategy(_model(), "partial", n_trainable_blocks=v)),
+    ("num_labels", lambda v: GPTClassifier(_model(), v)),
+    ("pad_token_id", lambda v: GPTClassifier(_model(), 2, pad_token_id=v)),
+    ("no_repeat_ngram_size", lambda v: ban_repeated_ngrams(torch.zeros(1, 10), PROMPT, v)),
+    ("no_repeat_ngram_size", lambda v: generate(_model(), PROMPT, max_new_tokens=1, no_repeat_ngram_size=v)),
+    ("max_new_tokens", lambda v: generate(_model(), PROMPT, max_new_tokens=v)),
+    ("num_beams", lambda v: generate(_model(), PROMPT, max_new_tokens=1, num_beams=v)),
+    ("pad_token_id", lambda v: generate(_model(), PROMPT, max_new_tokens=1, pad_token_id=v)),
+    ("seed", lambda v: sample(torch.zeros(1, 10), seed=v)),
+    ("steps", lambda v: explain(_model(), None, [1, 2], steps=v)),
+    ("max_length", lambda v: perplexity(_model(), torch.arange(20), max_length=v)),
+    ("vocab_size", lambda v: Tokenizer.train("some text", vocab_size=v, progress=False)),
+    ("pad_token_id", lambda v: setattr(_tok(), "pad_token_id", v)),
+    ("model_max_length", lambda v: setattr(_tok(), "model_max_length", v)),
+    ("max_length", lambda v: _tok()(["hello"], truncation=True, max_length=v)),
+    ("num_workers", lambda v: _tok().encode_batch(["hello"], num_workers=v)),
+]
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "2"])
+@pytest.mark.parametrize("name, call", ENTRY_POINTS, ids=[f"{name}-{i}" for i, (name, _) in enumerate(ENTRY_POINTS)])
+def test_an_integer_argument_of_another_type_is_a_type_error_naming_it(name, call, value):
+    """Before: GPTConfig(n_layer=2.0), GPTClassifier(num_labels=2.0) and ban_repeated_ngrams(n=2.0)
+    were ValueErrors while TrainConfig(batch_size=2.0), inject_lora(rank=2.0) and generate's
+    no_repeat_ngram_size=2.0 were TypeErrors: one slip, two exception types."""
+    with pytest.raises(TypeError, match=rf"{name}\b.* must be an integer"):
+        call(value)
+
+
+@pytest.mark.parametrize("value", [True, "2"])
+def test_top_k_refuses_a_bool_or_a_string_as_a_type_error(value):
+    """top_k is the one count that takes a whole float (2.0, as transformers does), but a bool is
+    a TypeError as for every other integer argument."""
+    with pytest.raises(TypeError, match="top_k must be"):
+        sample(torch.zeros(1, 10), top_k=value)
+
+
+def test_as_count_takes_integers_of_every_kind_as_plain_ints():
+    for value in (2, np.int64(2), torch.tensor(2), torch.tensor([2])):
+        got = as_count("n", value)
+        assert got == 2 and type(got) is int
+    for value in (torch.tensor(True), np.True_, np.array(True)):
+        with pytest.raises(TypeError, match=re.escape("n must be an integer, got the bool")):
+            as_count("n", value)
+    with pytest.raises(TypeError, match="n must be an integer, got None"):
+        as_count("n", None)
+
+
+def test_a_0d_tensor_ngram_size_is_taken_by_generate_and_ban_repeated_ngrams_alike():
+    """generate(no_repeat_ngram_size=torch.tensor(2)) was accepted while ban_repeated_ngrams(n=
+    torch.tensor(2)) was refused: both take it now, as the int it holds."""
+    logits, ids = torch.zeros(1, 10), torch.tensor([[1, 2, 1]])
+    assert torch.equal(ban_repeated_ngrams(logits, ids, torch.tensor(2)), ban_repeated_ngrams(logits, ids, 2))
+    assert ban_repeated_ngrams(logits, ids, torch.tensor(2))[0, 2] == float("-inf")  # 1 → 2 seen: 2 banned after 1
+    model = _model()
+    assert torch.equal(generate(model, PROMPT, max_new_tokens=4, no_repeat_ngram_size=torch.tensor(2)),
+                       generate(model, PROMPT, max_new_tokens=4, no_repeat_ngram_size=2))

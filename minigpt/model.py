@@ -187,6 +187,24 @@ class GPT(nn.Module):
             raise ValueError(f"{what} must be in [0, {size}={getattr(self.config, size)}) for this model, "
                              f"got {lo if lo < 0 else hi} ({hint})")
 
+    def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+        """`hidden_states`' inputs checked; returns the position ids: those given, else 0 .. T-1 (1, T)."""
+        if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
+            raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
+                             "(one sequence: idx[None])")
+        if kv_cache is None:  # generation checks its prompts once, and feeds back ids drawn from the vocabulary
+            self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
+            if position_ids is not None:
+                self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
+        if position_ids is not None:
+            return position_ids
+        T = idx.size(1)
+        if T > self.config.n_positions:
+            raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
+        return torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
+
     def hidden_states(
         self,
         idx: torch.Tensor,
@@ -203,20 +221,7 @@ class GPT(nn.Module):
         (B, 1, T, S) which cached slots each query may see; `position_ids` (B, T) give each
         token's position (they differ per row when prompts are left-padded).
         """
-        if not isinstance(idx, torch.Tensor):  # a list failed as "'list' object has no attribute 'dim'"
-            raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
-        if idx.dim() != 2:
-            raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
-                             "(one sequence: idx[None])")
-        B, T = idx.shape
-        if kv_cache is None:  # generation checks its prompts once, and feeds back ids drawn from the vocabulary
-            self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
-            if position_ids is not None:
-                self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
-        if position_ids is None:
-            if T > self.config.n_positions:
-                raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
-            position_ids = torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
+        position_ids = self._check_inputs(idx, position_ids, kv_cache)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
         # Backward needs what each block computed on the way (LayerNorm outputs, q, k, v, the

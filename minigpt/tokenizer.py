@@ -184,6 +184,27 @@ def cut_around(pieces: list[tuple[str, str | None]], pattern: regex.Pattern, kin
 PIECE_CHARS = 1 << 12
 
 
+def as_id_list(ids: Iterable[int], vocab_size: int) -> list[int]:
+    """What decode takes (a list, a 1-D tensor, a numpy array, or one id) as a list of plain ints,
+    each checked to be a token id in [0, vocab_size); a TypeError or ValueError says what was wrong."""
+    ids = ids.tolist() if hasattr(ids, "tolist") else ids
+    ids = [ids] if isinstance(ids, int) else ids  # one id, e.g. a 0-d tensor from argmax
+    try:  # every element: numpy ints and 0-d tensors (as list(tensor) gives them) pass, 2.5 or None do not
+        ids = list(ids)
+        as_ints = list(map(operator.index, ids))
+    except TypeError:  # a batch (B, T) comes as a list of lists; float ids (2.0) are no ids either
+        floats = isinstance(ids, list) and any(isinstance(i, float) for i in ids)
+        raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor)" +
+                        (f", got floats ({ids[:3]!r}...): a float tensor? .long() it" if floats else
+                         "; for a batch (B, T), decode each row: [tok.decode(row) for row in ids]")) from None
+    if bool in set(map(type, ids)):  # operator.index takes True for 1: a bool tensor decoded as ids 1 and 0
+        raise TypeError(f"decode takes int ids, got bools ({ids[:3]!r}...): an attention mask?")
+    if as_ints and (min(as_ints) < 0 or max(as_ints) >= vocab_size):
+        pos, bad = next((p, i) for p, i in enumerate(as_ints) if not 0 <= i < vocab_size)
+        raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {vocab_size})")
+    return as_ints
+
+
 class _Side:
     """A "left" / "right" attribute (default "right"), checked when set: `tok.padding_side = "lft"`
     raises, naming it, rather than pad on the right without a word."""
@@ -195,9 +216,14 @@ class _Side:
         return self if tok is None else tok.__dict__.get(self.name, "right")  # None: asked of the class
 
     def __set__(self, tok: object, side: str) -> None:
-        if side not in ("left", "right"):
-            raise ValueError(f"{self.name} must be 'left' or 'right', got {side!r}")
-        tok.__dict__[self.name] = side
+        tok.__dict__[self.name] = check_side(self.name, side)
+
+
+def check_side(name: str, side: str) -> str:
+    """`side` if it is "left" or "right", else a ValueError naming `name` (padding_side, truncation_side)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"{name} must be 'left' or 'right', got {side!r}")
+    return side
 
 
 class Tokenizer:
@@ -454,23 +480,7 @@ class Tokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else ids
-        ids = [ids] if isinstance(ids, int) else ids  # one id, e.g. a 0-d tensor from argmax
-        try:  # every element: numpy ints and 0-d tensors (as list(tensor) gives them) pass, 2.5 or None do not
-            ids = list(ids)
-            as_ints = list(map(operator.index, ids))
-        except TypeError:  # a batch (B, T) comes as a list of lists; float ids (2.0) are no ids either
-            floats = isinstance(ids, list) and any(isinstance(i, float) for i in ids)
-            raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor)" +
-                            (f", got floats ({ids[:3]!r}...): a float tensor? .long() it" if floats else
-                             "; for a batch (B, T), decode each row: [tok.decode(row) for row in ids]")) from None
-        if bool in set(map(type, ids)):  # operator.index takes True for 1: a bool tensor decoded as ids 1 and 0
-            raise TypeError(f"decode takes int ids, got bools ({ids[:3]!r}...): an attention mask?")
-        ids = as_ints
-        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
-            pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < self.vocab_size)
-            raise ValueError(f"unknown token id {bad} at position {pos}; ids must be in [0, {self.vocab_size})")
-        return b"".join(map(self._id_bytes.__getitem__, ids))
+        return b"".join(map(self._id_bytes.__getitem__, as_id_list(ids, self.vocab_size)))
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """Ids → text. The bytes are joined across tokens *before* UTF-8 decoding, because one

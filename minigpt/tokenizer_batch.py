@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 from minigpt.checks import as_count
 from minigpt.pretokenize import safe_pieces
-from minigpt.tokenizer import PIECE_CHARS, AllowedSpecial
+from minigpt.tokenizer import PIECE_CHARS, AllowedSpecial, check_side
 
 if TYPE_CHECKING:
     from minigpt.tokenizer import Tokenizer
@@ -179,32 +179,8 @@ def model_inputs(
     arguments (pad_to_multiple_of, return_attention_mask, ...) are a TypeError that lists these."""
     if unexpected:
         raise TypeError(unexpected_call_keywords(unexpected))
-    padding_side = tokenizer.padding_side if padding_side is None else padding_side
-    truncation_side = tokenizer.truncation_side if truncation_side is None else truncation_side
-    for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
-        if side not in ("left", "right"):
-            raise ValueError(f"{name} must be 'left' or 'right', got {side!r}")
-    if padding not in (True, False, "longest", "max_length", "do_not_pad"):
-        raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
-    # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
-    if truncation is None:  # not given: HF truncates when max_length is the only length asked for
-        truncation = max_length is not None and padding is False
-    if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
-        raise ValueError("truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
-                         f"got {truncation!r}")
-    truncation = truncation in (True, "longest_first", "only_first")
-    if return_tensors not in (None, "pt"):
-        raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-    max_length = None if max_length is None else as_count("max_length", max_length)
-    if max_length is not None and max_length < 1:
-        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-    if (truncation or padding == "max_length") and max_length is None:
-        # As transformers: the length of the model the tokenizer belongs to, if its files say it.
-        max_length = tokenizer.model_max_length
-        if max_length is None:
-            asked = "truncation=True" if truncation else "padding='max_length'"
-            raise ValueError(f"{asked} needs max_length=N (the tokenizer knows no model's context length: "
-                             "pass the model's config.n_positions, e.g., or set tokenizer.model_max_length)")
+    padding_side, truncation_side, truncation, max_length = call_options(
+        tokenizer, padding, padding_side, truncation_side, truncation, max_length, return_tensors)
     single = isinstance(texts, str)
     batch = encode_batch(tokenizer, [texts] if single else texts, allowed_special=allowed_special,
                          disallowed_special=disallowed_special)
@@ -230,6 +206,36 @@ def model_inputs(
     if single:
         return {"input_ids": batch[0], "attention_mask": masks[0]}
     return {"input_ids": batch, "attention_mask": masks}
+
+
+def call_options(tokenizer: Tokenizer, padding, padding_side, truncation_side, truncation, max_length,
+                 return_tensors) -> tuple[str, str, bool, int | None]:
+    """model_inputs' options checked, each by name, and resolved: (padding_side, truncation_side,
+    whether to truncate, max_length), the tokenizer's own settings where the call left one out."""
+    padding_side = check_side("padding_side", tokenizer.padding_side if padding_side is None else padding_side)
+    truncation_side = check_side("truncation_side", tokenizer.truncation_side if truncation_side is None else truncation_side)
+    if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+        raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+    # HF's strategy names; with one text per row, "only_first" and "longest_first" both cut it.
+    if truncation is None:  # not given: HF truncates when max_length is the only length asked for
+        truncation = max_length is not None and padding is False
+    if truncation not in (True, False, "longest_first", "only_first", "do_not_truncate"):
+        raise ValueError("truncation must be True, False, 'longest_first', 'only_first' or 'do_not_truncate', "
+                         f"got {truncation!r}")
+    truncation = truncation in (True, "longest_first", "only_first")
+    if return_tensors not in (None, "pt"):
+        raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+    max_length = None if max_length is None else as_count("max_length", max_length)
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    if (truncation or padding == "max_length") and max_length is None:
+        # As transformers: the length of the model the tokenizer belongs to, if its files say it.
+        max_length = tokenizer.model_max_length
+        if max_length is None:
+            asked = "truncation=True" if truncation else "padding='max_length'"
+            raise ValueError(f"{asked} needs max_length=N (the tokenizer knows no model's context length: "
+                             "pass the model's config.n_positions, e.g., or set tokenizer.model_max_length)")
+    return padding_side, truncation_side, truncation, max_length
 
 
 def unexpected_call_keywords(unexpected: dict) -> str:

@@ -41,7 +41,7 @@ from minigpt.sampling import (
     draw,
     exponential_noise,
 )
-from minigpt.text_generation import check_tokenizer, prompt_ids
+from minigpt.text_generation import prompt_ids, tokenizer_ids
 
 
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache
@@ -57,24 +57,13 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     `prompt` is text or its token ids (as `stream_text`'s).
     """
     out = out or sys.stdout
-    check_model(model)  # another library's model (transformers') would fail deep inside, on its config
-    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-                  presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
-    for name, value in params.items():  # a (B,) tensor failed in the table's f"{temperature:g}"
-        if isinstance(value, torch.Tensor):
-            raise TypeError(f"explain takes one number per parameter (it runs one prompt), got a tensor for {name}")
-    steps, top = as_count("steps", steps), as_count("top", top)
-    if steps < 1 or top < 1:  # top = 0 or -1 failed in torch.topk ("selected index k out of range")
-        raise ValueError(f"steps and top must be ≥ 1, got steps={steps}, top={top}")
-    top = min(top, model.config.vocab_size)  # a top past the vocabulary shows every token
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
-    ngram = check_ngram_size(no_repeat_ngram_size)
+    steps, top, ngram = check_explain_args(
+        model, steps, top, no_repeat_ngram_size, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
     # The tokenizer must be the model's, and a config with GPT-2's stale ids (older checkpoints)
     # ends and starts texts at the tokenizer's <|endoftext|>, as the text functions do.
-    stale = {}
-    start = check_tokenizer(model, tokenizer, stale)
-    eos = set(eos_list(model, stale.get("eos_token_id")))
+    end, start = tokenizer_ids(model, tokenizer)
+    eos = set(eos_list(model, end))
     bos = model.config.bos_token_id if start is None else start
     ids, _ = prepare_inputs(model, prompt_ids(tokenizer, prompt), None, steps, bos)
     T, V = ids.size(1), model.config.vocab_size
@@ -127,3 +116,21 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
         logits = state.step(ids[:, -1:])
     return tokenizer.decode(new)
+
+
+def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size, **params) -> tuple[int, int, int]:
+    """`explain`'s arguments checked before any work, as `stream` checks its own, each error naming
+    the argument: returns (steps, top, the n-gram size) as ints. `params` are the sampling
+    parameters and the penalties, one number each."""
+    check_model(model)  # another library's model (transformers') would fail deep inside, on its config
+    for name, value in params.items():  # a (B,) tensor would fail in the table's f"{temperature:g}"
+        if isinstance(value, torch.Tensor):
+            raise TypeError(f"explain takes one number per parameter (it runs one prompt), got a tensor for {name}")
+    steps, top = as_count("steps", steps), as_count("top", top)
+    if steps < 1 or top < 1:  # top = 0 or -1 would fail in torch.topk ("selected index k out of range")
+        raise ValueError(f"steps and top must be ≥ 1, got steps={steps}, top={top}")
+    check_sampling_params(params["temperature"], params["top_k"], params["top_p"], params["min_p"])
+    check_penalties(params["repetition_penalty"], params["presence_penalty"], params["frequency_penalty"])
+    # A top past the vocabulary shows every token.
+    return steps, min(top, model.config.vocab_size), check_ngram_size(no_repeat_ngram_size)
+

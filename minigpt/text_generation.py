@@ -87,18 +87,19 @@ def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs
     return torch.tensor([ids], dtype=torch.long), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
 
 
-def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | None:
-    """The text functions' tokenizer must be the model's own (`GPTConfig.fits_tokenizer`): another's
-    ids mean other tokens to the model, and a larger one's ids would fail only at the decode, after
-    all the work. A model whose config names no EOS it has (`has_stale_eos`: a preset
-    given another vocab_size keeps GPT-2's 50256) ends its texts at the tokenizer's, as the CLI
-    does: `kwargs` gets the tokenizer's eos_token_id, unless the caller gave one. (A tokenizer that
-    only encodes and decodes, with no vocab_size, is taken on trust.)
+def tokenizer_ids(model: torch.nn.Module, tokenizer) -> tuple[int | None, int | None]:
+    """(end, start): the ids the text functions take from the tokenizer, after checking that it is
+    the model's own (`GPTConfig.fits_tokenizer`): another's ids mean other tokens to the model, and
+    a larger one's ids would fail only at the decode, after all the work. (A tokenizer that only
+    encodes and decodes, with no vocab_size, is taken on trust: (None, None).)
 
-    Returns the id an empty prompt starts from when the config's bos_token_id is no id of the model
-    (null, or GPT-2's 50256 that older minigpt checkpoints keep for both ids): the tokenizer's <|endoftext|>, as
-    the CLI starts from. Else None: `stream` starts from the config's own. The model's config is
-    left as it is; it is the caller's."""
+    end: the tokenizer's <|endoftext|> when the model's config names no EOS it has (`has_stale_eos`:
+    a preset given another vocab_size keeps GPT-2's 50256), so its texts end there, as the CLI's
+    do; else None, the config's own EOS.
+    start: the id an empty prompt starts from when the config's bos_token_id is no id of the model
+    (null, or GPT-2's 50256 that older minigpt checkpoints keep for both ids): the tokenizer's
+    <|endoftext|>, as the CLI starts from; else None, `stream` starts from the config's own.
+    The model's config is left as it is; it is the caller's."""
     if not (callable(getattr(tokenizer, "encode", None)) and callable(getattr(tokenizer, "decode", None))):
         # A name ("gpt2") failed as str.encode's "unknown encoding: hi", None as an AttributeError.
         load = f": load it with Tokenizer.from_pretrained({tokenizer!r})" if isinstance(tokenizer, str) else ""
@@ -106,16 +107,24 @@ def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | No
                         f"decode, got {type(tokenizer).__name__} {tokenizer!r}{load}")
     config, size, eos = model.config, getattr(tokenizer, "vocab_size", None), getattr(tokenizer, "eos_token_id", None)
     if size is None:
-        return None
+        return None, None
     if why := config.tokenizer_mismatch(size, eos):
         raise ValueError(f"{why}; pass the model's own tokenizer")
-    if kwargs.get("eos_token_id") is None and config.has_stale_eos and eos is not None:
-        kwargs["eos_token_id"] = eos
-    return eos if eos is not None and not config.has_bos else None
+    end = eos if config.has_stale_eos else None
+    return end, (eos if eos is not None and not config.has_bos else None)
+
+
+def check_tokenizer(model: torch.nn.Module, tokenizer, kwargs: dict) -> int | None:
+    """`tokenizer_ids` for the text functions, which pass `stream`'s arguments on as `kwargs`: the
+    end id goes into them as eos_token_id, unless the caller gave one; returns the start id."""
+    end, start = tokenizer_ids(model, tokenizer)
+    if kwargs.get("eos_token_id") is None and end is not None:
+        kwargs["eos_token_id"] = end
+    return start
 
 
 def starting(ids: list[int], start: int | None) -> list[int]:
-    """One prompt's ids, an empty one given `start` (`check_tokenizer`'s) as its only token: what
+    """One prompt's ids, an empty one given `start` (`tokenizer_ids`') as its only token: what
     `stream` would make of it, had the config a begin token the model has."""
     return [start] if not ids and start is not None else ids
 

@@ -139,7 +139,7 @@ class GPTClassifier(nn.Module):
         `loss` is the mean cross-entropy against `labels` (B,) when given, else None.
         """
         for name, t in (("idx", idx), ("attention_mask", attention_mask), ("labels", labels)):
-            if t is not None and not isinstance(t, torch.Tensor):  # a list failed as "has no attribute 'dim'"
+            if t is not None and not isinstance(t, torch.Tensor):  # a list would fail as "has no attribute 'dim'"
                 raise TypeError(f"{name} must be a tensor, got {type(t).__name__}: torch.tensor(...)")
         if attention_mask is None:
             attention_mask = self.mask_from_padding(idx)

@@ -37,7 +37,7 @@ from minigpt.checks import as_count
 from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
-from minigpt.sampling import check_backend, check_sampling_params, check_seed, resolve_backend
+from minigpt.sampling import SAMPLING_DEFAULTS, check_backend, check_sampling_params, check_seed, resolve_backend
 from minigpt.stop_strings import stop_list
 
 
@@ -243,10 +243,6 @@ def check_finite(logits: torch.Tensor, message: str = NONFINITE) -> None:
         raise FloatingPointError(message)
 
 
-# Each sampling parameter's "off" value: at it, a parameter changes no draw.
-SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
-
-
 def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> None:
     """UserWarning naming the sampling parameters that the decoding mode ignores, as transformers
     warns: greedy decoding (do_sample=False) and beam search take the most likely tokens, so a
@@ -350,7 +346,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = [t for t in eos if 0 <= t < cfg.vocab_size]
     if num_beams < 1:
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):  # "1" failed in math.isfinite
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):  # "1" would fail in math.isfinite
         raise TypeError(f"length_penalty must be a number (one for every beam), got {length_penalty!r}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty}")
@@ -374,7 +370,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     copies = num_beams if num_beams > 1 else num_return_sequences
     temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
                                                       top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
-    if streamer is not None and not callable(streamer):  # else it failed only after the prefill's work
+    if streamer is not None and not callable(streamer):  # else it would fail only after the prefill's work
         raise TypeError(f"streamer must be a function, called with each step's tokens (B,), got {streamer!r}")
     if num_beams > 1 and (do_sample or stop or streamer is not None):
         raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "

@@ -45,7 +45,7 @@ def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, na
     if rank > min(base.in_features, base.out_features):
         raise ValueError(f"LoRA rank {rank} exceeds {name}'s smaller side "
                          f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
-    for what, value in (("alpha", alpha), ("dropout", dropout)):  # "16" failed in math.isfinite as "must be real number"
+    for what, value in (("alpha", alpha), ("dropout", dropout)):  # "16" would fail in math.isfinite as "must be real number"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"LoRA {what} must be a number, got {value!r}")
     if not 0.0 <= dropout < 1.0:

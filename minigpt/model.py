@@ -115,7 +115,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        if not isinstance(config, GPTConfig):  # a dict failed as "'dict' object has no attribute 'n_embd'"
+        if not isinstance(config, GPTConfig):  # a dict would fail as "'dict' object has no attribute 'n_embd'"
             raise TypeError(f"GPT takes a GPTConfig, got {type(config).__name__}: GPTConfig(**fields), or "
                             "GPTConfig.from_hf_dict(d) for a config.json's dict")
         self.config = config

@@ -264,6 +264,9 @@ PARAM_RANGES = {
     "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
     "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
 }
+# Each filter parameter's "off" value: at it, a parameter changes no draw (the penalties' are
+# minigpt/penalties.py's PENALTIES_OFF).
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
 
 
 def check_number(name: str, value: Param) -> None:

@@ -64,7 +64,7 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
     Arguments are checked at the call, as `stream` checks its own.
     """
     for name in ("num_beams", "num_return_sequences"):  # beams are chosen only at the end; n samples are n texts
-        if as_count(name, kwargs.get(name, 1)) > 1:  # ("2" failed in the comparison)
+        if as_count(name, kwargs.get(name, 1)) > 1:  # ("2" would fail in the comparison)
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
@@ -101,7 +101,7 @@ def tokenizer_ids(model: torch.nn.Module, tokenizer) -> tuple[int | None, int | 
     <|endoftext|>, as the CLI starts from; else None, `stream` starts from the config's own.
     The model's config is left as it is; it is the caller's."""
     if not (callable(getattr(tokenizer, "encode", None)) and callable(getattr(tokenizer, "decode", None))):
-        # A name ("gpt2") failed as str.encode's "unknown encoding: hi", None as an AttributeError.
+        # A name ("gpt2") would fail as str.encode's "unknown encoding: hi", None as an AttributeError.
         load = f": load it with Tokenizer.from_pretrained({tokenizer!r})" if isinstance(tokenizer, str) else ""
         raise TypeError(f"tokenizer must be a Tokenizer (Tokenizer.from_pretrained(...)), or an object with encode and "
                         f"decode, got {type(tokenizer).__name__} {tokenizer!r}{load}")

@@ -407,7 +407,7 @@ def read_tiktoken(file: str | os.PathLike, special_tokens: dict[str, int] | None
     for lineno, line in enumerate(Path(file).read_text(encoding="ascii").splitlines(), 1):
         if not line:
             continue
-        try:  # another file's line failed as "too many values to unpack"; bad base64 decoded to wrong bytes
+        try:  # another file's line would fail as "too many values to unpack"; bad base64 would decode to wrong bytes
             token, rank = line.split()
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except ValueError:  # (base64's binascii.Error is one)

@@ -163,22 +163,6 @@ def whole_token_bytes(text: str) -> bytes:
     return str_to_token(text) if set(text) <= CHAR_TO_BYTE.keys() else text.encode("utf-8")
 
 
-def cut_around(pieces: list[tuple[str, str | None]], pattern: regex.Pattern, kind: str) -> list[tuple[str, str | None]]:
-    """Cut each piece of plain text (kind None) around `pattern`'s matches, each then a piece of its
-    own, of `kind`; the pieces already matched stay as they are."""
-    out: list[tuple[str, str | None]] = []
-    for piece, was in pieces:
-        if was is not None:
-            out.append((piece, was))
-            continue
-        start = 0
-        for m in pattern.finditer(piece):
-            out += [(piece[start : m.start()], None), (m.group(), kind)]
-            start = m.end()
-        out.append((piece[start:], None))
-    return out
-
-
 # encode cuts long text into pieces of about this many characters (see safe_pieces): small
 # enough that most pieces of real text are pure ASCII and take split_text's fast path.
 PIECE_CHARS = 1 << 12
@@ -390,7 +374,7 @@ class Tokenizer:
         added = f", added_tokens={self.added_tokens}" if self.added_tokens else ""
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens}{added})"
 
-    # ---- encode / decode ----
+    # ---- encode ----
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating any special token's text as plain text (added tokens stay whole)."""
@@ -423,6 +407,42 @@ class Tokenizer:
         self._refuse_disallowed(text, disallowed)
         return self._encode_cut(text, allowed) if allowed else self.encode_ordinary(text)
 
+    # ---- special and added tokens, in the order encode meets them: which specials are allowed,
+    # the refusal of the others, then the cuts around the tokens matched whole ----
+
+    def _special_sets(self, allowed_special: AllowedSpecial,
+                      disallowed_special: AllowedSpecial) -> tuple[Collection[str], frozenset[str]]:
+        """encode's two arguments as (allowed, disallowed) sets of this tokenizer's special tokens."""
+        if allowed_special == () and disallowed_special == "all":  # the defaults: no sets to build per call,
+            return (), self._all_specials                           # which matters for many short strings
+        allowed = self._special_set("allowed_special", allowed_special)
+        return allowed, frozenset(self.special_tokens.keys() - allowed if disallowed_special == "all"
+                                  else self._special_set("disallowed_special", disallowed_special))
+
+    def _special_set(self, name: str, value: AllowedSpecial) -> set[str]:
+        """allowed_special / disallowed_special as a set of this tokenizer's special tokens."""
+        if value == "all":
+            return set(self.special_tokens)
+        if isinstance(value, str) or not isinstance(value, Collection) or set(value) - self.special_tokens.keys():
+            raise ValueError(f"{name} must be 'all' or a set of this tokenizer's special tokens "
+                             f"{set(self.special_tokens)}, got {value!r}")
+        return set(value)
+
+    def _refuse_disallowed(self, text: str, disallowed: frozenset[str], name: str = "text") -> None:
+        """ValueError if `text` (called `name` in the message) holds one of the `disallowed` special tokens."""
+        if disallowed and (m := self._special_regex(disallowed).search(text)):
+            raise ValueError(
+                f"{name} contains the special token {m.group()!r} at position {m.start()}. To encode it as "
+                f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
+                f"to encode it as plain text, use encode_ordinary(text) (or disallowed_special=())."
+            )
+
+    def _special_regex(self, names: frozenset[str]) -> regex.Pattern:
+        """A regex finding any of `names`, longest first (built once per set)."""
+        if names not in self._special_res:
+            self._special_res[names] = special_token_regex(names)
+        return self._special_res[names]
+
     def _encode_cut(self, text: str, allowed: Collection[str]) -> list[int]:
         """Encode text whose `allowed` special tokens and added tokens become their ids (see `_cut`)."""
         ids: list[int] = []
@@ -440,43 +460,29 @@ class Tokenizer:
         "xROMEOy" is x, ROMEO, y, as transformers gives it."""
         pieces: list[tuple[str, str | None]] = [(text, None)]
         if allowed:
-            pieces = cut_around(pieces, self._special_regex(frozenset(allowed)), "special")
+            pieces = self._cut_around(pieces, self._special_regex(frozenset(allowed)), "special")
         if self.added_tokens:
-            pieces = cut_around(pieces, self._added_regex, "added")
+            pieces = self._cut_around(pieces, self._added_regex, "added")
         return pieces
 
-    def _special_sets(self, allowed_special: AllowedSpecial,
-                      disallowed_special: AllowedSpecial) -> tuple[Collection[str], frozenset[str]]:
-        """encode's two arguments as (allowed, disallowed) sets of this tokenizer's special tokens."""
-        if allowed_special == () and disallowed_special == "all":  # the defaults: no sets to build per call,
-            return (), self._all_specials                           # which matters for many short strings
-        allowed = self._special_set("allowed_special", allowed_special)
-        return allowed, frozenset(self.special_tokens.keys() - allowed if disallowed_special == "all"
-                                  else self._special_set("disallowed_special", disallowed_special))
+    @staticmethod
+    def _cut_around(pieces: list[tuple[str, str | None]], pattern: regex.Pattern,
+                    kind: str) -> list[tuple[str, str | None]]:
+        """Cut each piece of plain text (kind None) around `pattern`'s matches, each then a piece
+        of its own, of `kind`; the pieces already matched stay as they are."""
+        out: list[tuple[str, str | None]] = []
+        for piece, was in pieces:
+            if was is not None:
+                out.append((piece, was))
+                continue
+            start = 0
+            for m in pattern.finditer(piece):
+                out += [(piece[start : m.start()], None), (m.group(), kind)]
+                start = m.end()
+            out.append((piece[start:], None))
+        return out
 
-    def _refuse_disallowed(self, text: str, disallowed: frozenset[str], name: str = "text") -> None:
-        """ValueError if `text` (called `name` in the message) holds one of the `disallowed` special tokens."""
-        if disallowed and (m := self._special_regex(disallowed).search(text)):
-            raise ValueError(
-                f"{name} contains the special token {m.group()!r} at position {m.start()}. To encode it as "
-                f"id {self.special_tokens[m.group()]}, pass allowed_special={{{m.group()!r}}} (or 'all'); "
-                f"to encode it as plain text, use encode_ordinary(text) (or disallowed_special=())."
-            )
-
-    def _special_set(self, name: str, value: AllowedSpecial) -> set[str]:
-        """allowed_special / disallowed_special as a set of this tokenizer's special tokens."""
-        if value == "all":
-            return set(self.special_tokens)
-        if isinstance(value, str) or not isinstance(value, Collection) or set(value) - self.special_tokens.keys():
-            raise ValueError(f"{name} must be 'all' or a set of this tokenizer's special tokens "
-                             f"{set(self.special_tokens)}, got {value!r}")
-        return set(value)
-
-    def _special_regex(self, names: frozenset[str]) -> regex.Pattern:
-        """A regex finding any of `names`, longest first (built once per set)."""
-        if names not in self._special_res:
-            self._special_res[names] = special_token_regex(names)
-        return self._special_res[names]
+    # ---- decode, and the teaching view of encode ----
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""

@@ -9,7 +9,11 @@ import runpy
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from minigpt.config import _PACKAGED
+
+# The checkout's scripts/, beside the package. An installed package (its checkpoints inside it,
+# config.py's _PACKAGED) has none: site-packages/scripts would be another distribution's folder.
+SCRIPTS = None if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "scripts"
 
 
 def available() -> list[str]:
@@ -20,12 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.cli import prog
 
     argv = sys.argv[1:] if argv is None else argv
-    if not SCRIPTS.is_dir():
-        print(f"{prog('bench')}: no scripts/ folder at {SCRIPTS}; benchmarks run from a source checkout", file=sys.stderr)
+    usage = f"usage: {prog('bench')} NAME [--help | ARGS...]"
+    if SCRIPTS is None or not SCRIPTS.is_dir():
+        where = "an installed package has none" if SCRIPTS is None else f"none at {SCRIPTS}"
+        note = f"benchmarks are the scripts/bench_*.py of a source checkout ({where})"
+        if not argv or argv[0] in ("-h", "--help"):
+            print(f"{usage}\n\n{note}")
+            return 0
+        print(f"{prog('bench')}: {note}", file=sys.stderr)
         return 2
     names = available()
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: {prog('bench')} NAME [--help | ARGS...]\n\nbenchmarks: " + ", ".join(names))
+        print(f"{usage}\n\nbenchmarks: " + ", ".join(names))
         return 0
     name, rest = argv[0], argv[1:]
     if name not in names:

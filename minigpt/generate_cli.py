@@ -334,8 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     the context, then one of four outputs: --prompts-file's JSON lines, --explain's table, -n
     samples or --num-beams, or one text (printed whole, or piece by piece with --stream). Exit
     code 0; 2 with one line on stderr for bad input; 130 on Ctrl-C, the text so far kept."""
-    from minigpt.download import DownloadError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -360,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             print_explained(model, tokenizer, args, ids, prompt, sampling)
             return 0
         stats = print_texts(model, tokenizer, args, ids, prompt, kwargs)
-    except (ValueError, FileNotFoundError, FloatingPointError, DownloadError) as e:
-        print(f"{parser.prog}: {e}", file=sys.stderr)
+    except BrokenPipeError:  # a reader that stopped early (`| head`): minigpt.cli.main ends quietly
+        raise
+    except (ValueError, OSError, FloatingPointError) as e:  # OSError: a failed download (DownloadError),
+        print(f"{parser.prog}: {e}", file=sys.stderr)       # a cache it may not write, an unreadable file
         return 2
     except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)

@@ -95,6 +95,38 @@ def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monk
     assert f"bench_tokenizer.py: error: no such file: {tmp_path / 'missing.txt'}" in err and "Traceback" not in err, err
 
 
+def test_bench_in_an_installed_package_runs_no_site_packages_scripts(monkeypatch, capsys):
+    """An installed package has no scripts/ beside it: `minigpt bench` then says benchmarks need
+    a checkout (--help too, exit 0), and never runs a site-packages/scripts/bench_*.py, another
+    distribution's (a packaging audit: it did)."""
+    from minigpt import bench
+
+    monkeypatch.setattr(bench, "SCRIPTS", None)
+    assert bench.main(["--help"]) == 0
+    assert "source checkout (an installed package has none)" in capsys.readouterr().out
+    assert bench.main(["generate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "benchmarks are the scripts/bench_*.py of a source checkout" in err, err
+
+
+def test_a_gpt2_download_that_cannot_write_its_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    """`minigpt generate --model gpt2` where the download cache cannot be made (a home that is not
+    writable, a file in its place): exit 2 and the OSError in one line, as the other commands do,
+    not a traceback (it caught FileNotFoundError only)."""
+    import minigpt.download
+    from minigpt import generate_cli
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(minigpt.download, "DOWNLOADS", tmp_path / "afile")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert generate_cli.main(["--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "1"]) == 2
+    err = capsys.readouterr().err  # "...: downloading it", then the error
+    assert "Traceback" not in err and "Not a directory" in err.splitlines()[-1], err
+
+
 @pytest.mark.parametrize("command", ["generate", "eval"])
 @pytest.mark.parametrize("cuda,device", [(True, "cuda"), (False, "cpu")])
 def test_device_auto_is_the_gpu_when_there_is_one(command, cuda, device, monkeypatch, tmp_path):

@@ -129,3 +129,40 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
                          text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
     assert out.returncode == 2 and "minigpt download gpt2, then --model gpt2" in out.stderr, out.stderr
     assert str(tmp_path / "site") not in out.stderr.split("to fetch")[1], out.stderr
+    # Benchmarks are the checkout's scripts: site-packages/scripts, were another distribution to
+    # put one there, is not run (a packaging audit: it was), and bench --help says why there are none.
+    (tmp_path / "site" / "scripts").mkdir()
+    (tmp_path / "site" / "scripts" / "bench_x.py").write_text("print('foreign')\n")
+    for cmd, code in ((["bench", "--help"], 0), (["bench", "x"], 2)):
+        out = subprocess.run([sys.executable, "-m", "minigpt", *cmd], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path / "cwd", env=env)
+        assert out.returncode == code and "foreign" not in out.stdout, (cmd, out.stdout, out.stderr)
+        assert "an installed package has none" in out.stdout + out.stderr, (cmd, out.stdout, out.stderr)
+
+
+def test_triton_is_asked_for_only_where_it_has_wheels():
+    """Triton has wheels for Linux only: an extra that asks for it elsewhere fails the whole
+    install (`pip install .[gpu]` on Windows did), so each asks with a Linux marker."""
+    import re
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    tritons = re.findall(r'"(triton[^"]*)"', pyproject)  # (tomllib would need Python 3.11)
+    assert tritons and all(r.endswith("; sys_platform == 'linux'") for r in tritons), tritons
+
+
+def test_an_sdist_carries_what_its_tests_need(tmp_path):
+    """setuptools puts tests/test_*.py into an sdist on its own, but not conftest.py (its fixtures
+    and offline settings), BENCHMARKS.md (read by tests/test_docs.py) or scripts/ (run by
+    tests/test_scripts.py): MANIFEST.in adds them (a packaging audit: 14 tests failed from an sdist)."""
+    import shutil
+    import tarfile
+
+    repo, src = Path(__file__).resolve().parent.parent, tmp_path / "src"
+    ignore = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "build", "out", "data", ".hypothesis", ".pytest_cache")
+    shutil.copytree(repo, src, ignore=ignore)
+    build = subprocess.run([sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"],
+                           capture_output=True, text=True, timeout=300, cwd=src)
+    assert build.returncode == 0, build.stderr
+    with tarfile.open(src / "dist" / build.stdout.split()[-1]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"tests/conftest.py", "BENCHMARKS.md", "scripts/bench_generate.py", "tests/test_shipped.py"} <= names

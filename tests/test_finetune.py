@@ -880,7 +880,7 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     # alpha / r scales the update and B's gradient: at 0 nothing trains (the weights stayed --init's).
     (("--data", "corpus.txt", "--lora-alpha", "0"), r"LoRA alpha \(--lora-alpha\) must be a finite number > 0, got 0.0"),
     (("--data", "corpus.txt", "--init", "no-such-dir"), r"--init no-such-dir does not exist \(config.json \+ model.safetensors, "
-                                                         "as save_pretrained and minigpt train write\), or a GPT-2 size by name"),
+                                                         r"as save_pretrained and minigpt train write\), or a GPT-2 size by name"),
     # (not "tokenizer directory ... holds neither vocab.json ...", nor "checkpoint directory does not exist": an audit)
     (("--data", "corpus.txt", "--init", "corpus.txt"), r"--init \S+corpus.txt is a file; it names a checkpoint directory"),
     (("--data", "corpus.txt", "--init", "."), r"--init \S+ holds no config.json: it is no checkpoint directory"),

@@ -4,6 +4,8 @@ text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_
      → penalties → n-gram ban → temperature → top-k → top-p / min-p → draw → KV-cache decode loop
      → Tokenizer.decode → text
 """
+__version__ = "0.1.0"  # pyproject.toml reads it from here; `minigpt --version` prints it
+
 from minigpt.config import GPTConfig
 from minigpt.generate import generate
 from minigpt.model import GPT

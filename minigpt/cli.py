@@ -1,7 +1,8 @@
 """`minigpt COMMAND ...`: one entry point in front of each module's own `main(argv)`.
 
 Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate_cli.main`,
-in front of minigpt/generate.py), and is imported only when used, so `minigpt --help` stays instant.
+in front of minigpt/generate.py), and is imported only when used. (`import minigpt` itself imports
+torch, a second or more, for `from minigpt import GPT, generate`: --help waits for it too.)
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def prog(command: str) -> str:
 
 
 def usage() -> str:
-    lines = [f"usage: {prog('COMMAND')} [--help] ...", "", "commands:"]
+    lines = [f"usage: {prog('COMMAND')} [--help] [--version] ...", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -76,6 +77,11 @@ def utf8_when_redirected() -> None:
 def run_command(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] == "--version":  # which minigpt this is (PyPI's "minigpt" is another project)
+        import minigpt
+
+        print(f"minigpt {minigpt.__version__} ({Path(minigpt.__file__).parent})")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -95,6 +95,15 @@ def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monk
     assert f"bench_tokenizer.py: error: no such file: {tmp_path / 'missing.txt'}" in err and "Traceback" not in err, err
 
 
+def test_version_names_this_minigpt_and_where_it_is(capsys):
+    """`minigpt --version`: the version pyproject.toml reads from minigpt.__version__, and the
+    package's folder, to tell this minigpt from PyPI's project of the same name."""
+    import minigpt
+
+    assert minigpt_cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"minigpt {minigpt.__version__} ({Path(minigpt.__file__).parent})\n"
+
+
 def test_bench_in_an_installed_package_runs_no_site_packages_scripts(monkeypatch, capsys):
     """An installed package has no scripts/ beside it: `minigpt bench` then says benchmarks need
     a checkout (--help too, exit 0), and never runs a site-packages/scripts/bench_*.py, another

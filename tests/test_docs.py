@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from minigpt.cli import COMMANDS
+from minigpt.cli import COMMANDS, usage
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -83,6 +83,7 @@ def command_help(command: str) -> str:
 def flags() -> dict[str, set[str]]:
     """The flags of each `minigpt` command and of each scripts/*.py (its own, and the command's it runs)."""
     found = {f"minigpt {name}": set(FLAG.findall(command_help(name))) for name in COMMANDS if name != "bench"}
+    found["minigpt"] = set(FLAG.findall(usage()))  # the command's own: --help, --version
     commands_by_module = {module: name for name, (module, _) in COMMANDS.items()}
     for script in (ROOT / "scripts").glob("*.py"):
         source = script.read_text(encoding="utf-8")

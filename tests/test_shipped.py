@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+import minigpt
 from minigpt import GPT, Tokenizer
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare"
@@ -100,6 +101,7 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
     # packager's audit: a TOML table, which setuptools deprecates, and no text of minigpt's own).
     (info,) = (tmp_path / "site").glob("minigpt-*.dist-info")
     assert "License-Expression: MIT" in (info / "METADATA").read_text()
+    assert f"\nVersion: {minigpt.__version__}\n" in (info / "METADATA").read_text()  # pyproject reads it from there
     assert (info / "licenses" / "LICENSE").is_file() and (info / "licenses" / "checkpoints" / "gpt2" / "LICENSE").is_file()
     (tmp_path / "cwd").mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(tmp_path / "cache")}

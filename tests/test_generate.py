@@ -370,6 +370,38 @@ def test_beam_search_equals_transformers_where_hypotheses_finish_early(pair, ear
     assert torch.equal(generate(model, ids, mask, **kw), hf.generate(ids, attention_mask=mask, do_sample=False, **kw))
 
 
+@pytest.mark.parametrize("prompt", [[189, 7, 41, 275], [267, 85, 183, 278], [232, 219, 288, 244]])
+@torch.no_grad()
+def test_beam_search_with_more_eos_ids_than_beams_equals_transformers(pair, prompt):
+    """(A mutation audit: this case alone tells 8 candidates from 2·K = 4.) Three EOS ids for two beams: transformers ranks max(2, 1 + n_eos)·K = 8 candidates a step, so
+    two beams still run when the three EOS ids are the first step's three best candidates (2·K = 4
+    would keep one live beam and one dead one, and lose the runner-up's line). EOS = those three."""
+    model, hf = pair
+    ids = torch.tensor([prompt])
+    eos = model(ids)[0][0, -1].topk(3).indices.tolist()
+    kw = dict(max_new_tokens=5, num_beams=2, length_penalty=1.0, early_stopping="never", eos_token_id=eos,
+              pad_token_id=PAD, num_return_sequences=2)
+    ours = generate(model, ids, torch.ones_like(ids), **kw)
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kw)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("num_beams", [2, 4])
+@torch.no_grad()
+def test_beam_search_min_new_tokens_lets_eos_come_exactly_after_that_many(pair, num_beams):
+    """min_new_tokens=s bans EOS at steps 0..s-1 in beam search too, as in transformers: EOS is the
+    token greedy decoding makes at step s - 1, the last step it is banned at."""
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    greedy = generate(model, ids[:1], mask[:1], max_new_tokens=6, eos_token_id=[])[0, ids.size(1):].tolist()
+    for s in (1, 2, 3):
+        kw = dict(max_new_tokens=8, min_new_tokens=s, num_beams=num_beams, eos_token_id=greedy[s - 1], pad_token_id=PAD,
+                  num_return_sequences=num_beams, length_penalty=1.0, early_stopping=False)
+        ours = generate(model, ids, mask, **kw)
+        theirs = hf.generate(ids, attention_mask=mask, do_sample=False, **kw)
+        assert torch.equal(ours, theirs), f"min_new_tokens={s}"
+
+
 @torch.no_grad()
 def test_early_stopping_as_a_numpy_or_tensor_bool_is_that_bool_and_1_is_refused(pair):
     """Beam search tests `early_stopping is True`: np.True_, torch.tensor(True) and 1 passed the

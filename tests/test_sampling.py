@@ -450,6 +450,15 @@ def test_the_kernels_top_k_is_capped_not_wrapped_around():
         assert k.dtype == torch.int32 and int(k[0]) == torch.iinfo(torch.int32).max
 
 
+def test_a_per_row_top_p_of_1_drops_nothing_not_even_a_token_of_zero_mass():
+    """top_p = 1 is off in a (B,) tensor as it is as a number: a token 200 below the top (its fp32
+    probability underflows to 0) keeps its finite logit (the comment at sampling.py's drop_sorted)."""
+    x = torch.tensor([[0.0, -200.0, 1.0], [0.0, -200.0, 1.0]])
+    batched = filter_logits(x, top_p=torch.tensor([1.0, 0.5]))
+    assert torch.equal(batched[:1], filter_logits(x[:1], top_p=1.0))
+    assert torch.isfinite(batched[0]).all()
+
+
 def test_top_p_and_min_p_compute_in_float32_on_half_logits():
     """The module's promise, fp32 math whatever the logits' dtype, held for filter_logits only: in
     bf16, GPT-2's 50,257 probabilities summed up kept 33 tokens too many or too few here."""

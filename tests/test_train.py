@@ -117,6 +117,33 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_the_val_loss_averages_eval_iters_distinct_batches_the_same_at_every_evaluation():
+    """estimate_val_loss seeds val batch k by (seed, EVAL_STREAM, k): eval_iters different batches
+    (not one batch eval_iters times), and the same ones at every evaluation."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from minigpt.train import estimate_val_loss
+
+    drawn = []
+
+    def get_batch(split, rng):
+        assert split == "val"
+        x = torch.randint(0, 2**31, (1,), generator=rng)
+        drawn.append(int(x))
+        return (x.double(),)
+
+    cfg = SimpleNamespace(eval_iters=4, seed=7)
+    rt = SimpleNamespace(rank=0, world=1, device=torch.device("cpu"), to_device=lambda t: t,
+                         autocast=contextlib.nullcontext)
+    loss = estimate_val_loss(torch.nn.Linear(1, 1), cfg, get_batch, lambda model, x: x.sum(), rt)
+    first, drawn[:] = list(drawn), []
+    assert len(set(first)) == 4, "four distinct val batches, not one four times"
+    assert loss == pytest.approx(sum(first) / 4, rel=1e-6)
+    estimate_val_loss(torch.nn.Linear(1, 1), cfg, get_batch, lambda model, x: x.sum(), rt)
+    assert drawn == first, "the same batches at the next evaluation"
+
+
 def test_weight_decay_groups():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB))
     opt = train.build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))

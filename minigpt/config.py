@@ -202,7 +202,10 @@ class GPTConfig:
                           f"dropout rate and uses resid_pdrop={rates['resid_pdrop']} for all three (only training "
                           "sees it: set_dropout or --dropout to choose another)", stacklevel=3)
         kwargs["dropout"] = float(rates["resid_pdrop"])
-        return cls(**kwargs)  # a null token id is None: the model has no such token, as in transformers
+        try:  # a null token id is None: the model has no such token, as in transformers
+            return cls(**kwargs)
+        except TypeError as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as a bad value
+            raise ValueError(f"config.json: {e}") from None
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
         d = asdict(self)

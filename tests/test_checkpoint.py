@@ -291,6 +291,18 @@ def test_config_that_is_not_gpt2(tmp_path, hf_dir, change, match):
         GPT.from_pretrained(tmp_path)
 
 
+
+@pytest.mark.parametrize("change", [{"n_layer": 1.0}, {"n_head": "2"}, {"eos_token_id": 2.5}])
+def test_a_config_json_value_of_the_wrong_type_is_a_value_error_naming_the_file(tmp_path, change):
+    """A size or id of the wrong type in config.json is the file's fault: a ValueError, which every
+    command says in one line (GPTConfig's own TypeError went out as a traceback, a review found)."""
+    GPT(GPTConfig(vocab_size=300, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text()) | change
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    name, value = next(iter(change.items()))
+    with pytest.raises(ValueError, match=re.escape(f"config.json: {name} must be an integer") + f".*got {value!r}"):
+        GPT.from_pretrained(tmp_path)
+
 def test_config_json_that_is_not_json(tmp_path):
     (tmp_path / "config.json").write_text("{oops")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} is not valid JSON")):

@@ -10,7 +10,7 @@ interpreter has to be switched on (TRITON_INTERPRET=1) before triton is first im
 process may not be able to (another test may have imported triton; a GPU run needs the compiler),
 so unless it already runs interpreted, this file re-runs itself in a subprocess with
 TRITON_INTERPRET=1 for the CPU cases: they run in every environment, and are never skipped.
-The interpreter is slow (~0.1 s a row), hence small vocabularies and a few hundred draws on CPU.
+The interpreter is slow (~0.05 s a row, a split row several times that), hence small vocabularies and a few hundred draws on CPU.
 """
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
 
 
 # (row, split, flat): the split cases cover each way the split path draws. On a GPU each draws
-# 200k times. The interpreter is slow (~0.1 s a row, a split row 10x that), so on CPU a few hundred
+# 200k times. The interpreter is slow (~0.05 s a row, a split row several times that), so on CPU a few hundred
 # draws check that Philox's uniforms give the reference distribution, on one program's two draws
 # and one split draw; the flat rows' ways to draw (a bracket listed) are checked exactly on CPU by
 # test_stratified_uniforms_draw_each_token_its_exact_share, and the split top-k one's kept set by

@@ -162,9 +162,12 @@ def test_an_sdist_carries_what_its_tests_need(tmp_path):
     repo, src = Path(__file__).resolve().parent.parent, tmp_path / "src"
     ignore = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "build", "out", "data", ".hypothesis", ".pytest_cache")
     shutil.copytree(repo, src, ignore=ignore)
+    (src / "scripts" / "__pycache__").mkdir()  # as the tests that load a script leave behind
+    (src / "scripts" / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"")
     build = subprocess.run([sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"],
                            capture_output=True, text=True, timeout=300, cwd=src)
     assert build.returncode == 0, build.stderr
     with tarfile.open(src / "dist" / build.stdout.split()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     assert {"tests/conftest.py", "BENCHMARKS.md", "scripts/bench_generate.py", "tests/test_shipped.py"} <= names
+    assert not [name for name in names if name.endswith(".pyc")], "bytecode in the sdist"

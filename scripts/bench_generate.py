@@ -289,9 +289,11 @@ def counts(text: str) -> list[int]:
 
 def check_flags(args: argparse.Namespace, n_positions: int) -> None:
     """ValueError naming the flag whose prompts or tokens do not fit the model's context (or
-    --repeats < 1), before any timing: else a run would fail after minutes of it."""
+    --repeats < 1, --threads < 0), before any timing: else a run would fail after minutes of it."""
     if args.repeats < 1:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be ≥ 0, got {args.threads}")
     longest = max(args.ttft_lengths)
     if longest > n_positions:
         raise ValueError(f"--ttft-lengths {longest} exceeds the model's context n_positions={n_positions}: "
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bf16", action="store_true", help="skip every bf16 measurement (rows, logits drift, KV cache)")
     p.add_argument("--compile", action="store_true", help="also time minigpt's compiled decode step")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads (0: leave as is); on a shared machine 1 thread gives steadier ratios")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="decode with this repetition penalty on both sides (default 1.0: none); with --compile, "
                         "minigpt's penalties run compiled, as one fused kernel a step")
@@ -335,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"bench_generate.py: error: {e}", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, hf = model.to(device), hf.to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "

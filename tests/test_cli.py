@@ -198,9 +198,14 @@ def test_bench_generate_fits_its_prompts_to_a_small_context(small_context_model,
     from minigpt import bench
 
     monkeypatch.setattr(sys, "argv", sys.argv[:])
-    assert bench.main(["generate", "--model", str(small_context_model), "--repeats", "1", "--new-tokens", "8",
-                       "--batches", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:  # --threads 1: steadier ratios on a shared machine
+        assert bench.main(["generate", "--model", str(small_context_model), "--repeats", "1", "--new-tokens", "8",
+                           "--batches", "1", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
+    assert ", 1 CPU threads, " in out.splitlines()[0], out
     assert "TTFT, 64-token prompt" in out and "TTFT, 256-token" not in out, out
     assert "bf16 vs fp32 logits (64-token prompt)" in out, out
     # On a CPU the KV-cache lines carry no "peak memory": the process's peak RSS was the same for every line.
@@ -210,6 +215,7 @@ def test_bench_generate_fits_its_prompts_to_a_small_context(small_context_model,
 @pytest.mark.parametrize("flags,named", [
     (["--ttft-lengths", "8,65"], "--ttft-lengths 65 exceeds the model's context n_positions=64"),
     (["--new-tokens", "50"], "--new-tokens must be in [2, 49]"),
+    (["--threads", "-1"], "--threads must be ≥ 0, got -1"),
 ])
 def test_bench_generate_refuses_lengths_past_the_context_before_any_timing(small_context_model, flags, named,
                                                                            monkeypatch, capsys):

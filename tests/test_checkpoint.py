@@ -827,3 +827,13 @@ def save_killed_before_the_config(model: GPT, path: Path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         model.save_pretrained(path)
     monkeypatch.undo()
+
+
+def test_save_records_the_weights_dtype_for_transformers(tmp_path):
+    """config.json's torch_dtype is the saved weights' dtype: transformers' dtype="auto" loads by it
+    (a mutation audit: "float32" always passed every test)."""
+    model = GPT(GPTConfig(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=63,
+                          eos_token_id=63)).to(torch.float16)
+    checkpoint.save_gpt(model, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "float16"
+    assert GPT2LMHeadModel.from_pretrained(tmp_path, dtype="auto").dtype == torch.float16

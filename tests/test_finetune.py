@@ -1127,3 +1127,22 @@ def test_resume_that_measures_val_loss_otherwise_starts_best_over(base, tmp_path
     from minigpt.run_dir import val_settings
     assert set(val_settings(SimpleNamespace(task="lm"))) == {"block_size", "batch_size", "eval_iters", "seed"}
     assert val_settings(SimpleNamespace(task="classify")) == ("block_size",)
+
+
+def test_truncate_log_drops_a_stale_best_reset_at_the_checkpoints_step(tmp_path):
+    """A resume that marked best_reset at the checkpoint's step S and died before its next
+    checkpoint leaves a stale mark: the next resume from S drops it (and every record past S),
+    keeping the evaluations at S (a mutation audit: keeping it passed every test)."""
+    from minigpt.run_dir import append_log, read_log, truncate_log
+
+    for r in ({"step": 4, "loss": 1.0}, {"step": 4, "val_loss": 2.0}, {"step": 4, "best_reset": True},
+              {"step": 5, "loss": 0.9}):
+        append_log(tmp_path, r)
+    truncate_log(tmp_path, 4, keep_at_step=lambda r: not r.get("best_reset"))
+    assert read_log(tmp_path) == [{"step": 4, "loss": 1.0}, {"step": 4, "val_loss": 2.0}]
+
+
+def test_best_evaluations_count_only_those_since_the_last_best_reset():
+    records = [{"step": 2, "val_loss": 1.0}, {"step": 2, "best_reset": True}, {"step": 4, "val_loss": 0.5},
+               {"step": 4, "best_reset": True}, {"step": 6, "val_loss": 0.8}]
+    assert best_evaluations(records) == {"best_val_loss": 0.8, "best_val_loss_step": 6}

@@ -2827,3 +2827,59 @@ def test_in_flags_renames_whole_argument_names_only():
     assert in_flags("min_new_tokens must be in [0, max_new_tokens=2]") == "--min-new-tokens must be in [0, --max-new-tokens 2]"
     untouched = "torch.manual_seed; batch_seed 2; --stop x; stopping; seeds"
     assert in_flags(untouched) == untouched
+
+
+# ---- the CLI's flags reach generate (a mutation audit: --stop, --seed and the sampling defaults
+# could be dropped, and a pair of flags swapped, with every test passing) ----
+
+
+def test_cli_flags_reach_generate_each_as_its_own_argument():
+    from minigpt.generate_cli import build_parser, generate_kwargs
+
+    flags = ["--temperature", "0.7", "--top-k", "11", "--top-p", "0.85", "--min-p", "0.03",
+             "--repetition-penalty", "1.15", "--presence-penalty", "0.25", "--frequency-penalty", "0.5",
+             "--no-repeat-ngram-size", "3", "--max-new-tokens", "17", "--min-new-tokens", "4", "--seed", "9",
+             "--stop", "END"]
+    sampling, kwargs = generate_kwargs(build_parser().parse_args(flags))
+    assert sampling == dict(temperature=0.7, top_k=11, top_p=0.85, min_p=0.03, repetition_penalty=1.15,
+                            presence_penalty=0.25, frequency_penalty=0.5, no_repeat_ngram_size=3)
+    assert {k: kwargs[k] for k in ("max_new_tokens", "min_new_tokens", "seed", "do_sample")} == \
+        dict(max_new_tokens=17, min_new_tokens=4, seed=9, do_sample=True)
+    assert kwargs["stop"] in ("END", ["END"])
+    _, beams = generate_kwargs(build_parser().parse_args(["--num-beams", "3", "--length-penalty", "0.6"]))
+    assert (beams["num_beams"], beams["length_penalty"], beams["do_sample"]) == (3, 0.6, False)
+
+
+def test_cli_sampling_defaults_are_the_documented_ones():
+    """README's generate section: temperature 0.8, no top-k, top-p or min-p."""
+    from minigpt.generate_cli import build_parser
+
+    args = build_parser().parse_args([])
+    assert (args.temperature, args.top_k, args.top_p, args.min_p) == (0.8, 0, 1.0, 0.0)
+
+
+def test_cli_seed_makes_a_sampled_text_reproducible(tiny_checkpoint, capsys):
+    from minigpt.generate_cli import main
+
+    argv = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "24", "--temperature", "1.5",
+            "--seed", "3"]
+    texts = []
+    for global_seed in (0, 1):  # another global RNG state each time: only --seed can make them agree
+        torch.manual_seed(global_seed)
+        assert main(argv) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1]
+
+
+def test_cli_stop_string_ends_the_printed_text(tiny_checkpoint, capsys):
+    from minigpt.generate_cli import main
+
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "30", "--temperature", "0"]
+    assert main(base) == 0
+    full = capsys.readouterr().out
+    new = full[full.index("To be") + len("To be"):]
+    stop = new.strip()[4:6]  # two characters from inside the greedy text
+    assert len(stop) == 2 and "\\" not in stop
+    assert main(base + ["--stop", stop]) == 0
+    cut = capsys.readouterr().out
+    assert len(cut) < len(full) and stop not in cut[cut.index("To be") + len("To be"):]

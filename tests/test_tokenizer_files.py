@@ -541,3 +541,17 @@ def test_the_matching_order_check_looks_only_at_tokens_whose_flag_differs(monkey
     monkeypatch.setattr(files, "_overlap", lambda a, b: calls.append((a, b)) or False)
     files._refuse_other_order({}, {EOT: 50256}, {f"<extra_id_{i}>": 50257 + i for i in range(1000)}, Path("x"))
     assert calls == []
+
+
+def test_a_token_added_tokens_decoder_marks_special_is_special_without_a_tokenizer_json(tmp_path):
+    """tokenizer_config.json's added_tokens_decoder alone (no tokenizer.json) says which added
+    tokens are special, as transformers reads it (a mutation audit: reading them as plain added
+    tokens passed every test)."""
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_DIR / name, tmp_path)
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    (tmp_path / "vocab.json").write_text(json.dumps({**vocab, "<|im_start|>": 50257}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "added_tokens_decoder": {
+        "50256": {"content": "<|endoftext|>", "special": True}, "50257": {"content": "<|im_start|>", "special": True}}}))
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert tok.special_tokens["<|im_start|>"] == 50257 and "<|im_start|>" not in tok.added_tokens

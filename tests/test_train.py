@@ -504,6 +504,16 @@ def test_grad_clip_clips_the_global_norm_and_logs_it_before_clipping(tmp_path, m
     assert not any("grad_norm" in r for r in map(json.loads, (tmp_path / "off" / "log.jsonl").read_text().splitlines()))
 
 
+def test_best_keeps_the_earliest_of_equal_val_losses(tmp_path, monkeypatch):
+    """best/ and finetune's best_val_loss_step ("the earliest on a tie") agree on a tie (a mutation
+    audit: best/ moving on `<=` passed every test)."""
+    data = make_data(tmp_path / "data")
+    scripted = iter([3.0, 1.0, 1.0])
+    monkeypatch.setattr(train, "estimate_val_loss", lambda *args: next(scripted))
+    pretrain(tiny_cfg(data, tmp_path / "out", max_iters=12, eval_interval=4))
+    assert json.loads((tmp_path / "out" / "best" / "metrics.json").read_text())["step"] == 8
+
+
 def test_best_holds_the_checkpoint_of_the_lowest_val_loss(tmp_path, monkeypatch):
     """best/ is the model at the evaluation with the lowest val loss, not the last or the first.
     The val losses are scripted (3, 1, 2 at steps 4, 8, 12), so the best is step 8's model: the

@@ -37,7 +37,9 @@ def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: 
     It used to be written over unchecked: another model there was replaced without a word, and its
     tokenizer.json stayed beside the new weights (transformers then loaded GPT-2's 50257 tokens for
     a 4096-token model)."""
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+    # Resolved: "new/../src" is src too, though "new" does not exist yet (save_pretrained makes it),
+    # as are a relative path and a symlink to it.
+    if dst.resolve() == src.resolve():
         raise ValueError(f"dst {dst} is src: the export would replace src's weights with their {dtype} cast, and "
                          "the precision it drops is lost for good; export to another directory")
     if not dst.is_dir():

@@ -100,6 +100,15 @@ def test_dst_is_never_src_and_a_broken_src_writes_nothing(tmp_path, tok, capsys)
     assert f"dst {tmp_path / 'src'} is src: the export would replace src's weights with their float16 cast" \
         in capsys.readouterr().err
     assert next(GPT.from_pretrained(src, dtype=None).parameters()).dtype == torch.float32
+    # src named another way is src too: relative, through a symlink, or through a folder not yet
+    # made ("new/../src" was written into, without --overwrite: a mutation audit).
+    (tmp_path / "link").symlink_to(src)
+    for dst in ("src", str(tmp_path / "link"), str(tmp_path / "new" / ".." / "src")):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(tmp_path)
+            assert export.main([str(src), dst, "--overwrite"]) == 2, dst
+        assert "is src" in capsys.readouterr().err
+    assert next(GPT.from_pretrained(src, dtype=None).parameters()).dtype == torch.float32
     (src / "vocab.json").unlink()  # merges.txt alone is no tokenizer: refused before dst is made
     assert export.main([str(src), str(tmp_path / "dst")]) == 2
     assert "has merges.txt but no vocab.json" in capsys.readouterr().err

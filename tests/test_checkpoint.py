@@ -837,3 +837,19 @@ def test_save_records_the_weights_dtype_for_transformers(tmp_path):
     checkpoint.save_gpt(model, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "float16"
     assert GPT2LMHeadModel.from_pretrained(tmp_path, dtype="auto").dtype == torch.float16
+
+
+def test_atomic_path_fsyncs_the_temp_file_before_renaming_it(tmp_path, monkeypatch):
+    """The rename is atomic, but without an fsync first a power cut can leave the new name on
+    empty blocks (a mutation audit: a flush instead passed every test)."""
+    import minigpt.files as files
+
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (calls.append(("replace", str(a))), real_replace(a, b))[1])
+    dest = tmp_path / "x.bin"
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(b"data")
+    assert calls == ["fsync", ("replace", str(dest) + ".tmp")]
+    assert dest.read_bytes() == b"data"

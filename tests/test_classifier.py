@@ -402,3 +402,20 @@ def test_accuracy_is_the_share_of_right_labels_by_hand_count(monkeypatch):
     monkeypatch.setattr(classify_data.dist, "all_reduce", lambda t: None)  # each process's own count
     shares = [classify_data.score_examples(clf, ids, one_wrong, PAD, 2, rank=r, world=2)["accuracy"] for r in (0, 1)]
     assert shares == [0.4, 0.4]  # rank 0: batches 0 and 2 (texts 0, 1, 4), 2 right; rank 1: batch 1, 2 right
+
+
+def test_val_loss_is_the_mean_over_every_text_a_partial_last_batch_included():
+    """score_examples' loss weighs each text once: a short last batch is not weighed as a full one
+    (a mutation audit: loss × batch_size passed every test)."""
+    import torch.nn.functional as F
+
+    import minigpt.classify_data as classify_data
+
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(CFG), 2).eval()
+    ids = [[3, 4, 5], [6, 7], [8, 9, 10, 11], [12], [13, 14]]  # batches of 2: the last holds one text
+    labels = [0, 1, 1, 0, 1]
+    with torch.no_grad():
+        each = [F.cross_entropy(clf(torch.tensor([r]))[0], torch.tensor([y])).item() for r, y in zip(ids, labels)]
+    got = classify_data.score_examples(clf, ids, labels, PAD, batch_size=2)["loss"]
+    assert got == pytest.approx(sum(each) / len(each), abs=1e-5)

@@ -1146,3 +1146,18 @@ def test_best_evaluations_count_only_those_since_the_last_best_reset():
     records = [{"step": 2, "val_loss": 1.0}, {"step": 2, "best_reset": True}, {"step": 4, "val_loss": 0.5},
                {"step": 4, "best_reset": True}, {"step": 6, "val_loss": 0.8}]
     assert best_evaluations(records) == {"best_val_loss": 0.8, "best_val_loss_step": 6}
+
+
+def test_a_label_one_past_the_last_class_is_refused_by_name(tmp_path):
+    """Labels are 0..num_labels-1: a dev label of 2 in a 2-class task (or 3 with --num-labels 3) is
+    refused, naming the split, not left to fail in cross_entropy at the first evaluation."""
+    import minigpt.finetune as finetune
+
+    (tmp_path / "train.tsv").write_text("a\t0\nb\t1\n")
+    (tmp_path / "dev.tsv").write_text("c\t1\nd\t2\n")
+    with pytest.raises(ValueError, match=r"val labels \[2\] are out of range: with num_labels=2"):
+        finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
+    (tmp_path / "train.tsv").write_text("a\t0\nb\t3\n")
+    (tmp_path / "dev.tsv").write_text("c\t1\n")
+    with pytest.raises(ValueError, match=r"train labels \[3\] are out of range: with num_labels=3"):
+        finetune._classify_task(data_cfg(tmp_path, num_labels=3), None, None, None)

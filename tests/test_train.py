@@ -2273,3 +2273,115 @@ def test_a_run_killed_after_its_last_checkpoint_before_its_curve_gets_the_curve_
     (tmp_path / "out" / "loss.png").unlink()  # what the kill leaves
     pretrain(tiny_cfg(tmp_path / "data", tmp_path / "out", eval_interval=0, resume=True))
     assert (tmp_path / "out" / "loss.png").exists()
+
+
+# ---- torchrun's arithmetic, one process standing in for one of two (a mutation audit: each of
+# these could be wrong with every DDP test passing) ----
+
+
+def test_train_step_counts_the_tokens_of_every_process(tmp_path):
+    """tokens_per_s (and MFU from it) is the whole run's: one process of 2 counts both processes'
+    tokens. A one-process gloo group stands in for torchrun's (train_step's only collective is an
+    all_reduce)."""
+    import torch.distributed as dist
+
+    from minigpt.optimizer import build_optimizer
+    from minigpt.train_runtime import Runtime
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        cfg = TrainConfig(preset="gpt2-tiny", n_layer=1, n_head=2, n_embd=32, batch_size=2, grad_accum=2,
+                          block_size=8, device="cpu")  # 2 micro-batches in all: 1 per process
+        model = build_model(cfg, 64)
+        rt = Runtime(rank=0, world=2, device=torch.device("cpu"), dtype=torch.float32)
+        def batch(split, rng):
+            return (torch.randint(64, (2, 8), generator=rng), torch.randint(64, (2, 8), generator=rng))
+        _, _, tokens = train.train_step(model, build_optimizer(model, cfg, rt.device),
+                                        torch.amp.GradScaler("cpu", enabled=False), batch, train.lm_loss, cfg, rt, step=0)
+        assert tokens == 2 * 8 * 2  # this process's micro-batch, times the 2 processes
+    finally:
+        dist.destroy_process_group()
+
+
+def test_mfu_is_the_runs_flops_over_the_peak_of_all_its_gpus(tmp_path, monkeypatch):
+    """Under torchrun tokens_per_s counts every process's tokens, so MFU divides by every GPU's
+    peak: 2 processes at 50% each log 0.5, not 1.0. One process of 2 runs here, on a 'GPU' whose
+    peak is patched in."""
+    import torch.distributed as dist
+
+    from minigpt.train_runtime import Runtime
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(train, "setup_runtime", lambda cfg: Runtime(0, 2, torch.device("cpu"), torch.float32))
+        monkeypatch.setattr(train, "peak_flops", lambda device: 1e9)
+        cfg = TrainConfig(out=str(tmp_path / "out"), preset="gpt2-tiny", n_layer=1, n_head=2, n_embd=32, batch_size=2,
+                          grad_accum=2, block_size=8, max_iters=1, warmup_iters=1, eval_interval=0, eval_iters=1,
+                          log_interval=1, device="cpu")
+        tokens = np.arange(1000) % 64
+        train.train_loop(build_model(cfg, 64), cfg, lambda split, rng: sample_batch(tokens, 8, 2, rng), train.lm_loss,
+                         flops_per_token=1e6)
+        rec = [r for r in read_log(tmp_path / "out") if "mfu" in r][0]
+        assert rec["mfu"] == pytest.approx(1e6 * rec["tokens_per_s"] / (2 * 1e9))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_that_all_got_sigterm_agree_on_sigterm(monkeypatch):
+    """torchrun forwards SIGTERM to every worker: the agreed signal is SIGTERM (exit 143), and
+    SIGTERM outranks another's Ctrl-C. The all_reduce stands in for the peer's value, combining as
+    the op asks (SUM would agree on 30, exit 158)."""
+    from minigpt.train_runtime import Runtime, StopSignal
+
+    rt = Runtime(rank=0, world=2, device=torch.device("cpu"), dtype=torch.float32)
+    for mine, peer, agreed in ((15, 15, 15), (2, 15, 15), (15, 2, 15), (0, 2, 2), (0, 0, 0)):
+        def all_reduce(t, op, peer=peer):
+            both = torch.stack([t, torch.tensor(float(peer), dtype=t.dtype)])
+            t.copy_(both.max() if op == train_runtime.dist.ReduceOp.MAX else both.sum())
+        monkeypatch.setattr(train_runtime.dist, "all_reduce", all_reduce)
+        stop = StopSignal()
+        stop.signum = mine
+        assert stop.agreed(rt) == agreed, (mine, peer)
+
+
+def test_each_process_evaluates_its_own_share_of_the_val_batches(monkeypatch):
+    """Under torchrun process r of W evaluates val batches r, r + W, ...: together every batch once
+    (the all_reduce that adds the shares is left out: each process's own share is checked)."""
+    from minigpt.train_runtime import Runtime
+
+    monkeypatch.setattr(train.dist, "all_reduce", lambda t: None)
+    cfg = TrainConfig(eval_iters=5, seed=0)
+    seeds = {train.seed_for(cfg.seed, train.EVAL_STREAM, k): k for k in range(cfg.eval_iters)}
+    for rank, expected in ((0, [0, 2, 4]), (1, [1, 3])):
+        drawn = []
+        def get_batch(split, rng):
+            return drawn.append(seeds[rng.initial_seed()]) or (torch.zeros(1, 2, dtype=torch.long),) * 2
+        def loss_fn(model, x, y):
+            return torch.tensor(float(drawn[-1]))  # batch k's loss is k
+        loss = train.estimate_val_loss(torch.nn.Linear(1, 1), cfg, get_batch, loss_fn,
+                                       Runtime(rank, 2, torch.device("cpu"), torch.float32))
+        assert drawn == expected and loss == pytest.approx(sum(expected) / len(expected))
+
+
+def test_rank_0_raises_its_own_error_under_torchrun(monkeypatch):
+    """on_rank_0: rank 0 says why its work failed (a full disk); the others get PeerFailed, which
+    prints nothing."""
+    from minigpt.train_runtime import Runtime, on_rank_0
+
+    monkeypatch.setattr(train_runtime.dist, "broadcast", lambda t, src: None)  # rank 0 sends; nothing to receive
+
+    def work():
+        raise OSError(28, "No space left on device", "out")
+
+    with pytest.raises(OSError, match="No space left"):
+        on_rank_0(Runtime(0, 2, torch.device("cpu"), torch.float32), work)
+
+
+def test_torchrun_prints_the_result_once(tmp_path):
+    """The result is one JSON line on stdout, from rank 0 only (every rank's train_loop returns the metrics)."""
+    data = make_data(tmp_path / "data")
+    proc = torchrun("train", "--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "1", "--n-head", "2",
+                    "--n-embd", "32", "--block-size", "16", "--batch-size", "2", "--grad-accum", "2", "--max-iters", "1",
+                    "--eval-interval", "0", "--eval-iters", "1", "--device", "cpu", "--out", str(tmp_path / "out"))
+    results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1 and json.loads(results[0])["step"] == 1, proc.stdout

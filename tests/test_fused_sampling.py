@@ -260,6 +260,11 @@ if importlib.util.find_spec("triton") is not None:  # (a kernel's globals must b
         tl.store(out_ptr + 1, j)
         tl.store(left_ptr, left)
 
+    @triton.jit
+    def _one_draw(w_ptr, goal, out_ptr):
+        i, _left = first_past(tl.load(w_ptr + tl.arange(0, 4)), goal, 4)
+        tl.store(out_ptr, i)
+
 
 @on_devices
 def test_the_inverse_cdf_never_picks_a_zero_weight(device: str):
@@ -272,6 +277,39 @@ def test_the_inverse_cdf_never_picks_a_zero_weight(device: str):
     w1, w2 = torch.tensor([7e-8, 1.0], device=device), torch.tensor([0.0, 0.0, 5.0, 0.0], device=device)
     _two_draws[(1,)](w1, w2, 1e-7, out, left)
     assert out.tolist() == [1, 2] and left.item() >= 0
+    # first_past's own guard, which the clamp of `left` above keeps from being reached: a goal
+    # below 0 (a GPU's tree cumsum can dip by an ulp) still picks a positive weight; and a goal
+    # equal to a running sum goes past it, to the next token (a kernel mutation audit).
+    for weights, goal, index in (([0.0, 0.0, 5.0, 0.0], -1e-7, 2), ([1.0, 1.0, 1.0, 1.0], 1.0, 1)):
+        _one_draw[(1,)](torch.tensor(weights, device=device), goal, out)
+        assert out[0].item() == index, (weights, goal)
+
+
+@on_devices
+def test_greedy_takes_the_first_of_tied_maxima(device: str):
+    """Temperature 0 is the argmax, the first of tied maxima as torch.argmax and transformers take:
+    3 and 19 share a lane (block 16), 40 lies in another slice (a kernel mutation audit: a later
+    tie won within a lane, or across slices, and T = 0 run as a tiny T drew among the ties)."""
+    from minigpt.kernels.sampling import fused_sample
+
+    x = torch.zeros(8, 64)
+    x[:, 3] = x[:, 19] = x[:, 40] = 5.0
+    for splits in (1, 2):
+        tokens = fused_sample(x.to(device), **params([(0.0, 0, 1.0, 0.0)] * 8, device), **seed_offset(0, 0, device),
+                              block_size=16, splits=splits)
+        assert tokens.tolist() == [3] * 8, splits
+
+
+@on_devices
+def test_offsets_2_to_the_31_apart_draw_from_other_streams(device: str):
+    """The offset is 64 bits, all of them Philox's counter: a stream 2^31 steps on is another."""
+    from minigpt.kernels.sampling import fused_sample
+
+    x = torch.zeros(16, 128, device=device)
+    p = params([(1.0, 0, 1.0, 0.0)] * 16, device)
+    a = fused_sample(x, **p, **seed_offset(0, 5, device))
+    b = fused_sample(x, **p, **seed_offset(0, 5 + 2**31, device))
+    assert not torch.equal(a, b)
 
 
 @on_devices

@@ -2,7 +2,7 @@
 
 Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate_cli.main`,
 in front of minigpt/generate.py), and is imported only when used. (`import minigpt` itself imports
-torch, a second or more, for `from minigpt import GPT, generate`: --help waits for it too.)
+torch, for `from minigpt import GPT, generate`, so --help waits for torch's import too.)
 """
 from __future__ import annotations
 

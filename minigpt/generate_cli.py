@@ -360,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = print_texts(model, tokenizer, args, ids, prompt, kwargs)
     except BrokenPipeError:  # a reader that stopped early (`| head`): minigpt.cli.main ends quietly
         raise
-    except (ValueError, OSError, FloatingPointError) as e:  # OSError: a failed download (DownloadError),
-        print(f"{parser.prog}: {e}", file=sys.stderr)       # a cache it may not write, an unreadable file
+    # OSError: a failed download (DownloadError), a cache it may not write, an unreadable file.
+    except (ValueError, OSError, FloatingPointError) as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)

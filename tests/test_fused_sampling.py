@@ -466,6 +466,32 @@ def test_split_search_lists_a_bracket_whose_top_it_did_not_measure(device: str):
 
 
 @on_devices
+@pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
+def test_top_p_on_a_listed_bracket_counts_the_tokens_above_it(device: str, splits: int):
+    """When top-p lists only its bracket [lo, hi), the search goes on over the list and adds
+    count(l ≥ hi) to each pivot's count (search.py's c_base): it stops when a sub-bracket holds one
+    token, c_lo - c_hi ≤ 1. While every list pass picks the top sub-bracket, c_hi is still the
+    count measured over the row, so a list count without the base (a kernel mutation audit)
+    stops the search at once, 1/8 of the bracket below hi, keeping tokens top-p drops. Here the
+    bracket (one program: [4.06, 6.09) of the first pass; split: the plan's [5.9985, 6.0303))
+    holds 6.029, the threshold, and 30 tokens at 6.028 that top-p removes (~47% of the mass
+    left), in its top eighth; 30 tokens lie above it, in a 32-entry list."""
+    from minigpt.kernels.sampling import fused_sample
+
+    row = torch.cat([torch.tensor([8.0]), torch.full((29,), 6.1), torch.tensor([6.029]), torch.full((30,), 6.028),
+                     torch.zeros(20)])
+    V = row.numel()
+    row = row[torch.randperm(V, generator=torch.Generator().manual_seed(0))]
+    setting = (2.0, 0, 0.513, 0.0)
+    kept = kept_with_ties(row, reference_probs(row, *setting))
+    assert int(kept.sum()) == 31
+    B = 16 if device == "cpu" else 256
+    tokens = fused_sample(row.expand(B, V).contiguous().to(device), **params([setting] * B, device),
+                          **seed_offset(0, 0, device), splits=splits, block_size=16).cpu()
+    assert kept[tokens].all(), f"drew {sorted(set(row[tokens[~kept[tokens]]].tolist()))}, which top-p removes"
+
+
+@on_devices
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
 def test_top_k_1_keeps_one_of_two_neighbouring_half_precision_logits(device: str, dtype: torch.dtype, splits: int):

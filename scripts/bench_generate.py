@@ -4,6 +4,7 @@
     python scripts/bench_generate.py --repeats 7 --new-tokens 128 --compile
     python scripts/bench_generate.py --device cuda --compile       # on a GPU: bf16 rows vs transformers bf16
     python scripts/bench_generate.py --device cuda --compile --repetition-penalty 1.2   # penalties in every step
+    python scripts/bench_generate.py --top-p 0.9 --no-bf16 --ttft-lengths 64   # sampled decode, both sides
 
 What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
 so both see the same machine load):
@@ -157,7 +158,7 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
 
 
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
-                 ours_dtype: torch.dtype, repetition_penalty: float = 1.0) -> tuple[float, ...]:
+                 ours_dtype: torch.dtype, decoding: dict | None = None) -> tuple[float, ...]:
     """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
     size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
     a step: (ours, theirs) three times, NaN where not measured.
@@ -173,11 +174,11 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
 
     def ours_run(n: int, streamer=None) -> None:
         generate(ours_model, ids, max_new_tokens=n, eos_token_id=[], streamer=streamer, compile=compile,
-                 repetition_penalty=repetition_penalty)
+                 **(decoding or {}))
 
     def theirs_run(n: int, streamer=None) -> None:
-        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                    pad_token_id=0, streamer=streamer, repetition_penalty=repetition_penalty)
+        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                    pad_token_id=0, streamer=streamer, **{"do_sample": False, **(decoding or {})})
 
     def wall(run, n: int) -> float:
         sync(device)
@@ -294,6 +295,8 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.threads < 0:
         raise ValueError(f"--threads must be ≥ 0, got {args.threads}")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
     longest = max(args.ttft_lengths)
     if longest > n_positions:
         raise ValueError(f"--ttft-lengths {longest} exceeds the model's context n_positions={n_positions}: "
@@ -326,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="decode with this repetition penalty on both sides (default 1.0: none); with --compile, "
                         "minigpt's penalties run compiled, as one fused kernel a step")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample (do_sample=True) with this top_p on both sides in every TPOT run (default 1.0: greedy); "
+                        "transformers' sort-based top-p and torch.multinomial against minigpt's sampler")
     args = p.parse_args(argv)
     # Each mistake is one line, not a traceback: "cuda" without a GPU (not torch's assertion), a
     # --model that is no checkpoint or cannot be downloaded (OSError), lengths that do not fit.
@@ -346,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
           f"minigpt / transformers ratios > 1 mean minigpt is faster"
           + (f"; repetition_penalty {args.repetition_penalty} in every TPOT run" if args.repetition_penalty != 1 else "")
+          + (f"; sampled with top_p {args.top_p} in every TPOT run" if args.top_p != 1 else "")
           + "\n")
     # The CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
     theirs_in = {torch.float32: hf}
@@ -366,11 +373,14 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("bf16 compiled", torch.bfloat16, True))
     if device.type == "cuda":  # the GPU target's row (bf16, compiled) first: a run cut short by a time limit keeps it
         runs.reverse()
+    decoding = {"repetition_penalty": args.repetition_penalty}
+    if args.top_p < 1:
+        decoding.update(do_sample=True, top_p=args.top_p, top_k=0)  # top_k 0: transformers' default is 50
     for batch in args.batches:
         for name, dtype, compile in runs:
             reference = theirs_in.get(dtype, hf)
             ours, theirs, ours_bare, theirs_bare, ours_busy, theirs_busy = decode_times(
-                model, reference, batch, args.new_tokens, args.repeats, compile, dtype, args.repetition_penalty)
+                model, reference, batch, args.new_tokens, args.repeats, compile, dtype, decoding)
             plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<{LABEL_WIDTH}}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                          "program per row): the figures MIN_SPLITS and graph_splits are chosen by")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        print(f"bench_sampling.py: error: needs a CUDA GPU; torch {torch.__version__} sees none", file=sys.stderr)
+        print(f"bench_sampling.py: error: needs a CUDA GPU; torch {torch.__version__} sees none "
+              "(the torch sampler on a CPU: scripts/bench_sampling_cpu.py)", file=sys.stderr)
         return 2
     import transformers
     import triton

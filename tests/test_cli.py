@@ -216,6 +216,7 @@ def test_bench_generate_fits_its_prompts_to_a_small_context(small_context_model,
     (["--ttft-lengths", "8,65"], "--ttft-lengths 65 exceeds the model's context n_positions=64"),
     (["--new-tokens", "50"], "--new-tokens must be in [2, 49]"),
     (["--threads", "-1"], "--threads must be ≥ 0, got -1"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
 ])
 def test_bench_generate_refuses_lengths_past_the_context_before_any_timing(small_context_model, flags, named,
                                                                            monkeypatch, capsys):

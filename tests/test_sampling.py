@@ -64,21 +64,83 @@ def test_top_k_matches_transformers(k, ties):
     assert_same_filter(apply_top_k(x, torch.full((x.size(0),), k)), TopKLogitsWarper(k)(None, x.clone()))
 
 
+def transformers_top_p(x: torch.Tensor, p: float) -> torch.Tensor:
+    """TopPLogitsWarper's answer, with the tie group at its cut kept whole, as minigpt keeps it:
+    transformers keeps whichever tokens of that group its (unstable) sort puts last."""
+    theirs = TopPLogitsWarper(p)(None, x.clone())
+    cut = torch.where(theirs.isfinite(), x, float("inf")).amin(dim=-1, keepdim=True)  # its smallest kept logit
+    return x.masked_fill(x < cut, float("-inf"))
+
+
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("p", [1e-9, 0.05, 0.5, 0.9, 0.999])  # 1e-9: tiny top_p keeps just the top
 def test_top_p_matches_transformers(p, ties):
     x = random_logits(2, ties=ties)
-    assert_same_filter(apply_top_p(x, p), TopPLogitsWarper(p)(None, x.clone()))
-    assert_same_filter(apply_top_p(x, torch.full((x.size(0),), p)), TopPLogitsWarper(p)(None, x.clone()))
+    assert_same_filter(apply_top_p(x, p), transformers_top_p(x, p))
+    assert_same_filter(apply_top_p(x, torch.full((x.size(0),), p)), transformers_top_p(x, p))
+    if not ties:  # without ties, exactly transformers' own answer
+        assert_same_filter(apply_top_p(x, p), TopPLogitsWarper(p)(None, x.clone()))
 
 
-def test_top_p_stops_where_the_mass_reaches_top_p_exactly():
-    """Four tokens of p = 0.25 (exact in fp32): two reach top_p = 0.5, so two are kept, as in
-    transformers (which drops a token when the mass *before* it is ≥ top_p, not only > top_p)."""
+def test_a_tie_group_at_the_top_p_cut_is_kept_whole():
+    """Four tokens of p = 0.25: transformers keeps two of them for top_p = 0.5 (it drops a token
+    when the mass *before* it is ≥ top_p, not only > top_p) and one for 0.25, where minigpt keeps
+    the whole group, as top-k keeps ties. Past the group the cut is transformers'."""
     x = torch.zeros(1, 4)
-    for p, kept in ((0.5, 2), (0.75, 3), (0.25, 1), (0.5000001, 3)):
-        assert apply_top_p(x, p).isfinite().sum().item() == kept
-        assert TopPLogitsWarper(p)(None, x.clone()).isfinite().sum().item() == kept
+    for p, theirs in ((0.5, 2), (0.75, 3), (0.25, 1), (0.5000001, 3)):
+        assert TopPLogitsWarper(p)(None, x.clone()).isfinite().sum().item() == theirs
+        assert apply_top_p(x, p).isfinite().all()
+    x = torch.tensor([[3.0, 0.0, 0.0, 0.0, -1.0]])  # p ≈ 0.85, 3 × 0.047, 0.017
+    assert apply_top_p(x, 0.8).isfinite().tolist() == [[True, False, False, False, False]]
+    assert apply_top_p(x, 0.9).isfinite().tolist() == [[True, True, True, True, False]]
+    assert apply_top_p(x, 0.99).isfinite().all()
+
+
+def gpt2_sized_logits(seed: int, B: int, spread: float, ties: bool = False) -> torch.Tensor:
+    """(B, 50257) logits: N(0, spread²), rounded to integers (many exact ties) if `ties`. A spread of
+    5 leaves a nucleus of tens to hundreds of tokens, 1 one of thousands (past TOP_P_HEAD)."""
+    x = torch.randn(B, 50257, generator=torch.Generator().manual_seed(seed)) * spread
+    return x.round() if ties else x
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_p_on_a_cpu_finds_the_cut_among_the_largest_logits(ties):
+    """On a CPU apply_top_p looks for the cut among the TOP_P_HEAD largest logits (torch.topk)
+    before it sorts the whole row: the kept sets are transformers' (ties kept whole), in rows where
+    the head holds the cut and in rows where it does not (the whole row sorted), mixed in a batch,
+    per-row top_p of 1 included."""
+    from minigpt.sampling import TOP_P_HEAD, top_p_cut_in_head
+
+    peaked, flat = gpt2_sized_logits(0, 4, 5.0, ties), gpt2_sized_logits(1, 2, 1.0, ties)
+    for x, in_head in ((peaked, True), (flat, False), (torch.cat([peaked, flat]), False)):
+        for p in (0.5, 0.9):  # (0.99 keeps up to ~1,200 tokens of `peaked`)
+            assert (top_p_cut_in_head(x, p) is not None) == in_head
+            kept = apply_top_p(x, p).isfinite()
+            assert torch.equal(kept, transformers_top_p(x, p).isfinite())
+            assert in_head or kept.sum(-1).max() > TOP_P_HEAD
+    rows = torch.tensor([0.9, 1.0, 0.5, 1.0])
+    kept = apply_top_p(peaked, rows).isfinite()
+    assert torch.equal(kept[0], transformers_top_p(peaked[:1], 0.9).isfinite()[0])
+    assert torch.equal(kept[2], transformers_top_p(peaked[2:3], 0.5).isfinite()[0])
+    assert kept[[1, 3]].all()  # top_p = 1 drops nothing, though 0-mass tokens lie below the head
+
+
+def test_top_p_in_the_head_agrees_with_the_whole_sort_on_many_rows():
+    """The head's cut is counted from the top (the mass ranked above a token < top_p), the sort's
+    from the bottom (the mass of a token and everything below > 1 - top_p): the same cut but for
+    float rounding. Over 64 rows × 3 top_p both give the same kept set; a row where they part must
+    have its cut within 1e-6 of top_p in float64."""
+    from minigpt.sampling import top_p_cut_in_head
+
+    x = gpt2_sized_logits(2, 64, 4.0)  # nuclei of 1 to 670 tokens
+    probs = x.double().softmax(-1).sort(dim=-1, descending=True).values
+    above = probs.cumsum(-1) - probs
+    for p in (0.3, 0.8, 0.9):
+        head = x.masked_fill(x < top_p_cut_in_head(x, p), float("-inf")).isfinite()
+        whole = transformers_top_p(x, p).isfinite()
+        parted = (head != whole).any(-1)
+        near = ((above - p).abs() < 1e-6).any(-1)
+        assert not (parted & ~near).any(), f"top_p {p}: rows {parted.nonzero().flatten().tolist()} part"
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -321,15 +383,16 @@ def test_a_tiny_per_row_temperature_is_floored_as_a_number_is():
 
 
 def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
-    """Per-row temperature 0 took the argmax of the *filtered* logits, and top-p keeps one of tied
-    top tokens (whichever its sort puts last): token 2 here, where scalar temperature 0, the kernel
-    and transformers' greedy decoding take the first argmax, 1. Greedy rows are not filtered."""
+    """A greedy row takes the first of its tied top tokens, 1 here, as scalar temperature 0, the
+    kernel and transformers' greedy decoding do. Per-row temperature 0 took the argmax of the
+    *filtered* logits, and top-p then kept one of the ties (whichever its sort put last: token 2).
+    Greedy rows are not filtered; a sampled row's top-p keeps both ties."""
     x = torch.tensor([[1.0, 4, 4, 2], [1.0, 4, 4, 2]])
     for top_p in (0.1, 0.6):
         assert sample(x, temperature=torch.tensor([0.0, 0.0]), top_p=top_p).tolist() == [1, 1]
         assert sample(x, temperature=0.0, top_p=top_p).tolist() == [1, 1]
     assert torch.equal(filter_logits(x, temperature=torch.tensor([0.0, 1.0]), top_p=0.1)[0], x[0])  # greedy row: as is
-    assert filter_logits(x, temperature=torch.tensor([0.0, 1.0]), top_p=0.1)[1].isinf().sum() == 3  # sampled row: filtered
+    assert filter_logits(x, temperature=torch.tensor([0.0, 1.0]), top_p=0.1)[1].isinf().sum() == 2  # sampled row: filtered
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2)])

@@ -159,3 +159,23 @@ def test_bench_sampling_without_cuda_says_so_on_stderr_with_its_name(monkeypatch
     """It printed "bench_sampling needs a CUDA GPU" to stdout, where a pipe to a table took it."""
     code, out, err = run_bench("sampling", [], monkeypatch, capsys)
     assert code == 2 and out == "" and err.startswith("bench_sampling.py: error: needs a CUDA GPU"), (out, err)
+
+
+def test_bench_sampling_cpu_times_both_samplers_for_every_config_and_spread(monkeypatch, capsys):
+    """The CPU sampling benchmark prints a row per config × batch × spread, each with both samplers'
+    µs and their ratio; a vocabulary past TOP_P_HEAD (1024) takes the head path for peaked rows."""
+    threads = torch.get_num_threads()
+    try:
+        code, out, err = run_bench("sampling_cpu", ["--batch", "1", "2", "--vocab", "2048", "--repeats", "1",
+                                                    "--calls", "1", "--threads", "1"], monkeypatch, capsys)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| top-p") or line.startswith("| all")]
+    assert code == 0 and err == "" and len(rows) == 2 * 2 * 4, (out, err)
+    for config, batch, spread, kept, ours, theirs, ratio in rows:
+        assert 1 <= int(kept) <= 2048 and float(ours) > 0 and float(theirs) > 0 and ratio.strip().endswith("x")
+
+
+def test_bench_sampling_cpu_refuses_a_count_below_one(monkeypatch, capsys):
+    code, out, err = run_bench("sampling_cpu", ["--repeats", "0"], monkeypatch, capsys)
+    assert code == 2 and out == "" and "bench_sampling_cpu.py: error: --repeats must be ≥ 1, got 0" in err, err

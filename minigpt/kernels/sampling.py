@@ -47,7 +47,8 @@ passes, exact, and draws with one uniform.
 ## Ties and rounding: where the kept set can differ from transformers
 
 - At a top-p boundary transformers keeps *some* tokens of a tie group (whichever its sort puts
-  last); this kernel keeps the whole group. Top-k keeps all ties in both.
+  last); this kernel keeps the whole group, as minigpt.sampling's apply_top_p does. Top-k keeps
+  all ties in all three.
 - Thresholds compare raw logits, whose order is exact; transformers compares logits / T, which
   can round two neighbouring logits together. The mass sums run in another order than torch's
   cumsum, so a token whose cumulative mass is within ~1e-6 of top_p can fall on either side.

@@ -1,0 +1,91 @@
+"""Sampling speed on a CPU: minigpt's torch sampler against transformers' warpers, same run.
+
+    python scripts/bench_sampling_cpu.py                     # batch 1 and 8, vocab 50257
+    python scripts/bench_sampling_cpu.py --batch 1 --repeats 21 --threads 1
+
+One draw per row from logits (B, V), two ways, interleaved so both see the same machine load:
+- minigpt: the per-step function `generate`'s decode loop calls (minigpt.sampling.token_picker,
+  backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024
+  largest logits first), min-p, the exponential race;
+- transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
+Each figure is the median over --repeats runs of --calls calls, in µs per call.
+
+A top-p step's cost depends on how many tokens its nucleus holds, so the logits are N(0, s²) for
+a few spreads s, from a peaked row (top-p 0.9 keeps a handful of tokens) to a flat one (tens of
+thousands, as from a randomly initialised model); the table gives the median nucleus of each.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
+                                                    TopKLogitsWarper, TopPLogitsWarper)
+
+from minigpt.sampling import apply_top_p, token_picker
+
+CONFIGS = {  # name: (temperature, top_k, top_p, min_p), as in scripts/bench_sampling.py
+    "top-p": (1.0, 0, 0.9, 0.0),        # top-p alone: nothing narrows the row before it
+    "all": (0.8, 50, 0.9, 0.05),       # every filter on
+}
+SPREADS = (6.0, 4.0, 3.0, 1.0)  # top-p 0.9 keeps a median of ~10, ~200, ~1,500 and ~30,000 of 50,257 tokens
+
+
+def transformers_picker(temperature: float, top_k: int, top_p: float, min_p: float, generator: torch.Generator):
+    """transformers' sampling step: its warpers in its order, then softmax and multinomial."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1:
+        warpers.append(TopPLogitsWarper(top_p))
+    if min_p:
+        warpers.append(MinPLogitsWarper(min_p))
+    return lambda logits: torch.multinomial(warpers(None, logits).softmax(dim=-1), 1, generator=generator)
+
+
+def time_us(fn, logits: torch.Tensor, calls: int) -> float:
+    """µs per call over `calls` calls back to back."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn(logits)
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    ap.add_argument("--vocab", type=int, default=50257, help="logits per row (default: GPT-2's 50257)")
+    ap.add_argument("--repeats", type=int, default=11, help="timed runs per figure, the median is reported (default 11)")
+    ap.add_argument("--calls", type=int, default=10, help="calls per timed run (default 10)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    args = ap.parse_args(argv)
+    for name, value in (("--repeats", args.repeats), ("--calls", args.calls), ("--vocab", args.vocab)):
+        if value < 1:
+            ap.error(f"{name} must be ≥ 1, got {value}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, vocab {args.vocab}, "
+          f"median of {args.repeats} runs of {args.calls} calls; µs per call\n")
+    print("| config | batch | spread | top-p 0.9 keeps (median) | minigpt µs | transformers µs | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (temperature, top_k, top_p, min_p) in CONFIGS.items():
+        for B in args.batch:
+            for spread in SPREADS:
+                logits = torch.randn(B, args.vocab, generator=torch.Generator().manual_seed(B)) * spread
+                kept = int(apply_top_p(logits, top_p).isfinite().sum(dim=-1).float().median())
+                g_ours, g_theirs = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+                ours = token_picker(B, "cpu", temperature, top_k, top_p, min_p, generator=g_ours, backend="torch")
+                theirs = transformers_picker(temperature, top_k, top_p, min_p, g_theirs)
+                ours(logits), theirs(logits)  # warm-up
+                times = {"ours": [], "theirs": []}
+                for _ in range(args.repeats):
+                    times["ours"].append(time_us(ours, logits, args.calls))
+                    times["theirs"].append(time_us(theirs, logits, args.calls))
+                a, b = statistics.median(times["ours"]), statistics.median(times["theirs"])
+                print(f"| {name} | {B} | {spread:g} | {kept} | {a:.0f} | {b:.0f} | {b / a:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -100,7 +100,7 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
 
 
 # Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's decode step in bf16,
-# while a nucleus is mostly tens to hundreds of tokens. torch.topk finds the largest 1024 in 0.15 ms.
+# while a nucleus is mostly tens to hundreds of tokens. torch.topk finds the largest 1024 in 0.2–0.5 ms.
 TOP_P_HEAD = 1024
 
 
@@ -110,7 +110,7 @@ def top_p_cut_in_head(logits: torch.Tensor, p: Param) -> torch.Tensor | None:
 
     The sort's test read from the top: a token goes when the mass of it and every token ranked
     below it is ≤ 1 - top_p, that mass being the row's total less what is ranked above it (in
-    float64, so the two ways of adding differ by float rounding alone, ~1e-8 of the mass). Ties may
+    float64, so the two ways of adding differ by float rounding alone, ~1e-7 of the mass). Ties may
     rank in any order: tied tokens have equal probabilities, so every order gives the same sums.
     """
     if logits.size(-1) <= TOP_P_HEAD:
@@ -124,7 +124,7 @@ def top_p_cut_in_head(logits: torch.Tensor, p: Param) -> torch.Tensor | None:
     found = (kept < TOP_P_HEAD) | (head[:, -1:] == float("-inf")) | (p >= 1)
     if not bool(found.all()):  # a host sync, which costs nothing on a CPU
         return None
-    cut = head.gather(1, kept - 1)
+    cut = head.gather(1, kept - 1).masked_fill(below[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
     return torch.where(p < 1, cut, float("-inf")) if isinstance(p, torch.Tensor) else cut  # top_p = 1: keep all
 
 
@@ -179,16 +179,18 @@ def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator
     """E ~ Exp(1) per token, for the exponential race (drawn apart so a compiled step can take it in).
 
     On a CPU, torch's `exponential_` computes one value at a time: 7.5 ms for 8 × 50,257 tokens,
-    longer than the rest of the draw. Inverting Exp(1)'s CDF, 1 - e^-E = U, gives the same
-    distribution from uniforms in one vectorized pass (1.3 ms): E = -log(1 - U), U in [0, 1).
+    longer than the rest of the draw. Inverting Exp(1)'s CDF, 1 - e^-E = U, gives the same values
+    from the same uniforms in vectorized passes (3 ms): E = -log(1 - U), U in [0, 1).
     On a GPU `exponential_` is one fast kernel, where this would be four.
     """
     if torch.device(device).type == "cpu":
-        u = torch.rand(shape, generator=generator)
-        e = u.neg_().log1p_().neg_()  # -log(1 - U), in place; log1p keeps 1 - U's precision for small U
+        # U in float64, as exponential_ draws it: a float32 U is 0 once in 2^24, and a token with
+        # E = 0 wins the race whatever its p (0.3% of unfiltered GPT-2 draws would be near-random).
+        u = torch.rand(shape, generator=generator, dtype=torch.float64)
+        e = u.neg_().log1p_().neg_().float()  # -log(1 - U); log1p keeps 1 - U's precision for small U
     else:
         e = torch.empty(shape, device=device).exponential_(generator=generator)
-    # E can be exactly 0 (U = 0); p / 0 would be inf (or NaN for p = 0) and win the race.
+    # E is exactly 0 when U is (once in 2^53); p / 0 would be inf (or NaN for p = 0) and win the race.
     return e.clamp_min_(torch.finfo(torch.float32).tiny)
 
 

@@ -578,3 +578,28 @@ def test_the_kernels_seed_is_drawn_from_the_callers_seed(monkeypatch):
     assert seeds[0] == seeds[1] != seeds[2]
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(kernel_seed(g1, "cpu"), kernel_seed(g2, "cpu"))
+
+
+def test_top_p_keeps_a_row_of_bad_logits_whole_whichever_path_finds_the_cut():
+    """A row with a +inf or NaN logit has NaN probabilities: the whole-row sort keeps every token
+    (`sample` then marks the row -1); the head's cut was +inf there, dropping every finite token,
+    so the answer depended on whether another row of the batch forced the sort (a review)."""
+    x = torch.randn(2, 50257, generator=torch.Generator().manual_seed(0)) * 5
+    x[0, 7], x[1, 5] = float("inf"), float("nan")
+    alone = apply_top_p(x, 0.9)  # peaked rows: the cut is found among the 1024 largest
+    flat = torch.randn(1, 50257, generator=torch.Generator().manual_seed(1))  # its nucleus forces the whole sort
+    beside_flat = apply_top_p(torch.cat([x, flat]), 0.9)[:2]
+    assert torch.equal(alone.isfinite(), beside_flat.isfinite())
+    assert alone.isfinite().sum(-1).tolist() == [50256, 50256]
+
+
+def test_the_race_on_a_cpu_never_hands_a_negligible_token_the_win():
+    """Token 0 holds all but 4.7e-9 of the mass. A float32 uniform is exactly 0 once in 2^24, and
+    E = 0 (clamped to tiny) wins the race whatever its token's p: with float32 uniforms 50,256 ×
+    2^-24 = 0.3% of these draws took a token of p ≈ 1e-13 (a review); float64 ones, as
+    torch's exponential_ draws, make it once in 2^53."""
+    x = torch.zeros(64, 50257)
+    x[:, 0] = 30.0
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.cat([sample(x, generator=g) for _ in range(50)])
+    assert (drawn == 0).all(), f"{(drawn != 0).sum().item()} of {drawn.numel()} draws took a token of p ≈ 1e-13"

@@ -465,30 +465,55 @@ def test_split_search_lists_a_bracket_whose_top_it_did_not_measure(device: str):
     assert (logits[0][tokens] > -9.8).sum() >= 10
 
 
+# The row of the next test: its first search pass (one program: pivots 0, 2.03, 4.06, 6.09), or the
+# split path's plan (16 pivots from 0 to 8.125, then 16 in [5.586, 6.094)), brackets [·, 6.094),
+# with 30 tokens above it (8.0 and 29 at 6.1) and 31 in it (6.092, and 30 at 6.091): more
+# candidates than a 32-entry list holds, a bracket that fits. (setting, copies): top-p keeps
+# 6.092, not the 6.091s; top-p reaches the 6.091s; the first with a min-p that keeps only the
+# max; top-k 40 (the 61 down to the 6.091s) then the first's top-p.
+LISTED_BRACKET = [((2.0, 0, 0.506, 0.0), 8), ((2.0, 0, 0.75, 0.0), 8), ((1.0, 0, 0.5445, 0.2), 4),
+                  ((2.0, 40, 0.5138, 0.0), 8)]
+
+
 @on_devices
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
-def test_top_p_on_a_listed_bracket_counts_the_tokens_above_it(device: str, splits: int):
-    """When top-p lists only its bracket [lo, hi), the search goes on over the list and adds
-    count(l ≥ hi) to each pivot's count (search.py's c_base): it stops when a sub-bracket holds one
-    token, c_lo - c_hi ≤ 1. While every list pass picks the top sub-bracket, c_hi is still the
-    count measured over the row, so a list count without the base (a kernel mutation audit)
-    stops the search at once, 1/8 of the bracket below hi, keeping tokens top-p drops. Here the
-    bracket (one program: [4.06, 6.09) of the first pass; split: the plan's [5.9985, 6.0303))
-    holds 6.029, the threshold, and 30 tokens at 6.028 that top-p removes (~47% of the mass
-    left), in its top eighth; 30 tokens lie above it, in a 32-entry list."""
+def test_a_listed_top_p_bracket_and_the_tokens_above_it(device: str, splits: int):
+    """When top-p's candidates overflow the list, only its bracket [lo, hi) is listed; what lies
+    above it enters as a count and a mass (search.py's c_base, m_base; the draw's lane or slice
+    masses), and the plan of the split path must agree across its launches. A kernel mutation
+    audit found five one-line changes no test saw, each caught here:
+    - the list's counts without c_base: the search's stopping rule (c_lo - c_hi ≤ 1, c_hi still
+      the row's count while every list pass picks the top eighth) stopped at once, 1/8 of the
+      bracket below its top, keeping the 6.091s (~48% of the mass drawn);
+    - min-p's cut tested against the bracket's top without c2 = log2(e) / T (one program: whether
+      to draw from the list and lanes, or the row; split: a slice's mass above the list or
+      min-p's): at T = 1 a cut 1.6 below the max, above the top (1.9 below), drew the 6.1s;
+    - split: level 0's histogram with pivots up to the max, not above it, as the plan reads
+      them: its pivot 12, 6.094, measured at 6.0, moved the bracket above the 6.091s, never drawn;
+    - split: the top of a bracket in level 1's last sixteenth read one level-0 column too low,
+      so the copy's slots (count at lo minus count at the top) came out empty;
+    - split: top-k's plan listing a bracket (only top-p's may): top-p then searched the list
+      without what lies above it, and kept the 6.091s."""
     from minigpt.kernels.sampling import fused_sample
 
-    row = torch.cat([torch.tensor([8.0]), torch.full((29,), 6.1), torch.tensor([6.029]), torch.full((30,), 6.028),
+    row = torch.cat([torch.tensor([8.0]), torch.full((29,), 6.1), torch.tensor([6.092]), torch.full((30,), 6.091),
                      torch.zeros(20)])
     V = row.numel()
     row = row[torch.randperm(V, generator=torch.Generator().manual_seed(0))]
-    setting = (2.0, 0, 0.513, 0.0)
-    kept = kept_with_ties(row, reference_probs(row, *setting))
-    assert int(kept.sum()) == 31
-    B = 16 if device == "cpu" else 256
-    tokens = fused_sample(row.expand(B, V).contiguous().to(device), **params([setting] * B, device),
+    scale = 1 if device == "cpu" else 32
+    settings = [setting for setting, copies in LISTED_BRACKET for _ in range(copies * scale)]
+    tokens = fused_sample(row.expand(len(settings), V).contiguous().to(device), **params(settings, device),
                           **seed_offset(0, 0, device), splits=splits, block_size=16).cpu()
-    assert kept[tokens].all(), f"drew {sorted(set(row[tokens[~kept[tokens]]].tolist()))}, which top-p removes"
+    drawn = {}
+    for setting, token in zip(settings, tokens.tolist()):
+        drawn.setdefault(setting, []).append(row[token].item())
+    for (setting, _copies), n_kept in zip(LISTED_BRACKET, (31, 61, 1, 31)):
+        kept = kept_with_ties(row, reference_probs(row, *setting))
+        assert int(kept.sum()) == n_kept, setting
+        values = drawn[setting]
+        assert min(values) >= row[kept].min(), f"{setting}: drew {sorted(set(values))}, below the kept set"
+        if n_kept == 61:
+            assert min(values) < 6.092, f"{setting}: the 6.091s (~48% of the mass) were never drawn"
 
 
 @on_devices

@@ -158,10 +158,11 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
 
 
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
-                 ours_dtype: torch.dtype, decoding: dict | None = None) -> tuple[float, ...]:
+                 ours_dtype: torch.dtype, decoding: dict) -> tuple[float, ...]:
     """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
     size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
-    a step: (ours, theirs) three times, NaN where not measured.
+    a step: (ours, theirs) three times, NaN where not measured. `decoding`: the keywords both
+    `generate` calls take (repetition_penalty; with --top-p, do_sample, top_p and top_k 0).
 
     A streamer that waits for each step's tokens keeps the host from queueing the next step while
     the GPU runs this one, so its TPOT is host time + GPU time. With no streamer minigpt's loop
@@ -174,11 +175,11 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
 
     def ours_run(n: int, streamer=None) -> None:
         generate(ours_model, ids, max_new_tokens=n, eos_token_id=[], streamer=streamer, compile=compile,
-                 **(decoding or {}))
+                 **decoding)
 
     def theirs_run(n: int, streamer=None) -> None:
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                    pad_token_id=0, streamer=streamer, **{"do_sample": False, **(decoding or {})})
+                    pad_token_id=0, streamer=streamer, **{"do_sample": False, **decoding})
 
     def wall(run, n: int) -> float:
         sync(device)

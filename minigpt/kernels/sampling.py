@@ -54,6 +54,10 @@ passes, exact, and draws with one uniform.
   cumsum, so a token whose cumulative mass is within ~1e-6 of top_p can fall on either side.
 - Tokens more than 126·ln2·T below the top logit have p < 2^-126 · p_max (fp32's smallest normal)
   and are never drawn, even when a filter would keep them.
+- The draw compares fp32 running sums with u · total, u one fp32 uniform per row: each token's
+  chance is resolved to about 2^-24 of the mass summed before it. A long tail of tokens each far
+  below that is drawn as often as a whole as it should be, but not each token in its own share
+  (the torch path's race gives every token its own, from one float64 uniform per token).
 - Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling; min_p values in
   (0, 1e-30) act as 1e-30 (its log2 is taken), which only drops tokens of p < 1e-30 · p_max.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38

@@ -91,8 +91,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
         stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
         final = stages[-1][1]
-        # Greedy takes the argmax before the filters, as generate does: the first of tied top tokens
-        # (top-p may keep only one of them).
+        # Greedy takes the argmax before the filters, as generate does: the first of tied top tokens.
         token = int(draw(penalized if temperature == 0 else final,
                          exponential_noise(final.shape, ids.device, generator), temperature)[0])
         probs = [s.softmax(-1)[0] for _, s in stages]

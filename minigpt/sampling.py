@@ -83,8 +83,9 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     transformers' arithmetic: sort ascending, cumulate, drop the tail whose cumulative mass is
     ≤ 1 - top_p; the largest token always stays, so a tiny top_p still leaves one. The cut is a
     logit value, the smallest one kept: every token tied with it stays too, as top-k keeps ties
-    (transformers keeps whichever of them its sort happens to put last; the fused kernel keeps
-    them all). On a CPU the cut is first looked for among the largest logits alone (`top_p_cut_in_head`).
+    (transformers keeps only those its sort happens to put above the cut; the fused kernel keeps
+    them all). On a CPU the cut is sought among the 1024 largest logits first (`top_p_cut_in_head`),
+    skipping the sort.
     """
     check_number("top_p", top_p)
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
@@ -94,37 +95,39 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     if cut is None:
         sorted_logits = logits.sort(dim=-1).values  # ascending, (B, V)
         cum = sorted_logits.float().softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
-        dropped = ((cum <= 1 - p) & (p < 1)).sum(dim=-1, keepdim=True)  # top_p = 1 drops nothing, even 0-mass tokens
-        cut = sorted_logits.gather(1, dropped.clamp(max=logits.size(-1) - 1))  # (B, 1): the largest always stays
+        n_dropped = ((cum <= 1 - p) & (p < 1)).sum(dim=-1, keepdim=True)  # top_p = 1 drops nothing, even 0-mass tokens
+        cut = sorted_logits.gather(1, n_dropped.clamp(max=logits.size(-1) - 1))  # (B, 1): the largest always stays
     return logits.masked_fill(logits < cut, float("-inf"))
 
 
 # Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's decode step in bf16,
 # while a nucleus is mostly tens to hundreds of tokens. torch.topk finds the largest 1024 in 0.2–0.5 ms.
+# (On a GPU the sort is cheap, and the head's "did it fit?" test would make the host wait.)
 TOP_P_HEAD = 1024
 
 
-def top_p_cut_in_head(logits: torch.Tensor, p: Param) -> torch.Tensor | None:
+def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor | None:
     """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, or
-    None when a row's nucleus is larger (then the whole row is sorted).
+    None when a row's nucleus may not fit (TOP_P_HEAD tokens or more): then the whole row is sorted.
+    `p` is top_p as `as_column` gives it: a number, or (B, 1).
 
-    The sort's test read from the top: a token goes when the mass of it and every token ranked
-    below it is ≤ 1 - top_p, that mass being the row's total less what is ranked above it (in
-    float64, so the two ways of adding differ by float rounding alone, ~1e-7 of the mass). Ties may
-    rank in any order: tied tokens have equal probabilities, so every order gives the same sums.
+    The sort's test, counted from the top: a token stays while its tail (its own mass and all the
+    mass ranked below it: the row's total less the mass ranked above) is > 1 - top_p. The sums are
+    float64; they part from the sort's float32 running sum by rounding alone (~1e-6 of the mass).
+    Tied tokens have equal probabilities, so the order topk gives them changes no sum.
     """
     if logits.size(-1) <= TOP_P_HEAD:
         return None
-    head, where = logits.topk(TOP_P_HEAD, dim=-1)  # descending, (B, TOP_P_HEAD)
+    head, ids = logits.topk(TOP_P_HEAD, dim=-1)  # descending, (B, TOP_P_HEAD)
     probs = logits.float().softmax(dim=-1)
-    head_probs = probs.gather(1, where).double()
-    below = probs.sum(dim=-1, keepdim=True, dtype=torch.float64) - (head_probs.cumsum(dim=-1) - head_probs)
-    kept = (below > 1 - p).sum(dim=-1, keepdim=True).clamp(min=1)  # ≥ 1 but in a row of NaNs
+    head_probs = probs.gather(1, ids).double()
+    tail = probs.sum(dim=-1, keepdim=True, dtype=torch.float64) - (head_probs.cumsum(dim=-1) - head_probs)
+    kept = (tail > 1 - p).sum(dim=-1, keepdim=True).clamp(min=1)  # 0 when 1 - top_p rounds to 1, or NaNs: keep the top
     # The head holds the cut when its last token goes, or when every token below it is -inf.
     found = (kept < TOP_P_HEAD) | (head[:, -1:] == float("-inf")) | (p >= 1)
     if not bool(found.all()):  # a host sync, which costs nothing on a CPU
         return None
-    cut = head.gather(1, kept - 1).masked_fill(below[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
+    cut = head.gather(1, kept - 1).masked_fill(tail[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
     return torch.where(p < 1, cut, float("-inf")) if isinstance(p, torch.Tensor) else cut  # top_p = 1: keep all
 
 
@@ -164,8 +167,8 @@ def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top
     `sample` check both."""
     x = logits.float()
     filtered = apply_min_p(apply_top_p(apply_top_k(apply_temperature(x, temperature), top_k), top_p), min_p)
-    # Greedy rows (temperature 0) come back as they are: `draw` takes their argmax, the first of
-    # tied top tokens (which every filter keeps, ties and all).
+    # Greedy rows (temperature 0) come back unfiltered: the filters do not apply to them, and
+    # `draw` takes their argmax, the first of tied top tokens.
     t = as_column(temperature, logits)
     if isinstance(t, torch.Tensor):
         return torch.where(t > 0, filtered, x)  # t is (B, 1)
@@ -176,7 +179,7 @@ def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top
 
 
 def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """E ~ Exp(1) per token, for the exponential race (drawn apart so a compiled step can take it in).
+    """E ~ Exp(1) per token, for the exponential race (a function of its own: explain.py draws it too).
 
     On a CPU, torch's `exponential_` computes one value at a time: 7.5 ms for 8 × 50,257 tokens,
     longer than the rest of the draw. Inverting Exp(1)'s CDF, 1 - e^-E = U, gives the same values
@@ -187,7 +190,7 @@ def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator
         # U in float64, as exponential_ draws it: a float32 U is 0 once in 2^24, and a token with
         # E = 0 wins the race whatever its p (0.3% of unfiltered GPT-2 draws would be near-random).
         u = torch.rand(shape, generator=generator, dtype=torch.float64)
-        e = u.neg_().log1p_().neg_().float()  # -log(1 - U); log1p keeps 1 - U's precision for small U
+        e = u.neg_().log1p_().neg_().float()  # -log(1 - U), without forming 1 - U, which rounds off a small U
     else:
         e = torch.empty(shape, device=device).exponential_(generator=generator)
     # E is exactly 0 when U is (once in 2^53); p / 0 would be inf (or NaN for p = 0) and win the race.

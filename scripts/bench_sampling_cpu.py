@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calls", type=int, default=10, help="calls per timed run (default 10)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     args = ap.parse_args(argv)
-    for name, value in (("--repeats", args.repeats), ("--calls", args.calls), ("--vocab", args.vocab)):
+    for name, value in (("--repeats", args.repeats), ("--calls", args.calls), ("--vocab", args.vocab),
+                        ("--batch", min(args.batch))):
         if value < 1:
             ap.error(f"{name} must be ≥ 1, got {value}")
     if args.threads:

@@ -132,4 +132,3 @@ def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size,
     check_penalties(params["repetition_penalty"], params["presence_penalty"], params["frequency_penalty"])
     # A top past the vocabulary shows every token.
     return steps, min(top, model.config.vocab_size), check_ngram_size(no_repeat_ngram_size)
-

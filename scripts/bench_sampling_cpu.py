@@ -8,7 +8,11 @@ One draw per row from logits (B, V), two ways, interleaved so both see the same 
   backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024
   largest logits first), min-p, the exponential race;
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
-Each figure is the median over --repeats runs of --calls calls, in µs per call.
+Each figure is the median over --repeats runs of --calls calls, in µs per call. A second table
+times the parts the sampler's docs quote, on the same logits: the whole-row sort that top-p
+skips, the head it takes instead (torch.topk of TOP_P_HEAD), and the race's noise by torch's
+`exponential_` (what minigpt drew before, and what torch.multinomial draws) and by
+`exponential_noise` (what it draws on a CPU now: the same values).
 
 A top-p step's cost depends on how many tokens its nucleus holds, so the logits are N(0, s²) for
 a few spreads s, from a peaked row (top-p 0.9 keeps a handful of tokens) to a flat one (tens of
@@ -25,7 +29,7 @@ import torch
 from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from minigpt.sampling import filter_logits, token_picker
+from minigpt.sampling import TOP_P_HEAD, exponential_noise, filter_logits, token_picker
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p), as in scripts/bench_sampling.py
     "top-p": (1.0, 0, 0.9, 0.0),        # top-p alone: nothing narrows the row before it
@@ -52,6 +56,19 @@ def time_us(fn, logits: torch.Tensor, calls: int) -> float:
     for _ in range(calls):
         fn(logits)
     return (time.perf_counter() - t0) / calls * 1e6
+
+
+def parts_us(B: int, V: int, repeats: int, calls: int) -> dict[str, float]:
+    """Median µs per call of each part the docs quote, on (B, V) N(0, 4²) logits."""
+    logits = torch.randn(B, V, generator=torch.Generator().manual_seed(B)) * 4
+    g = torch.Generator().manual_seed(0)
+    parts = {
+        "sort (the whole row)": lambda x: x.sort(dim=-1),
+        f"topk({min(TOP_P_HEAD, V)}) (the head)": lambda x: x.topk(min(TOP_P_HEAD, V), dim=-1),
+        "exponential_ (torch's noise)": lambda x: torch.empty(x.shape).exponential_(generator=g),
+        "exponential_noise (minigpt's)": lambda x: exponential_noise(x.shape, "cpu", g),
+    }
+    return {name: statistics.median(time_us(fn, logits, calls) for _ in range(repeats)) for name, fn in parts.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +105,11 @@ def main(argv: list[str] | None = None) -> None:
                     times["theirs"].append(time_us(theirs, logits, args.calls))
                 a, b = statistics.median(times["ours"]), statistics.median(times["theirs"])
                 print(f"| {name} | {B} | {spread:g} | {kept} | {a:.0f} | {b:.0f} | {b / a:.1f}x |")
+    print("\n| part | " + " | ".join(f"batch {B} µs" for B in args.batch) + " |")
+    print("|---|" + "---:|" * len(args.batch))
+    timed = [parts_us(B, args.vocab, args.repeats, args.calls) for B in args.batch]
+    for name in timed[0]:
+        print(f"| {name} | " + " | ".join(f"{t[name]:.0f}" for t in timed) + " |")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
 
 
 # Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's decode step in bf16,
-# while a nucleus is mostly tens to hundreds of tokens. torch.topk finds the largest 1024 in 0.2–0.5 ms.
+# while a nucleus is mostly tens to hundreds of tokens. torch.topk finds the largest 1024 in ~0.5 ms
+# (scripts/bench_sampling_cpu.py times both).
 # (On a GPU the sort is cheap, and the head's "did it fit?" test would make the host wait.)
 TOP_P_HEAD = 1024
 
@@ -183,7 +184,8 @@ def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator
 
     On a CPU, torch's `exponential_` computes one value at a time: 7.5 ms for 8 × 50,257 tokens,
     longer than the rest of the draw. Inverting Exp(1)'s CDF, 1 - e^-E = U, gives the same values
-    from the same uniforms in vectorized passes (3 ms): E = -log(1 - U), U in [0, 1).
+    from the same uniforms in vectorized passes (2.5 ms; scripts/bench_sampling_cpu.py times both):
+    E = -log(1 - U), U in [0, 1).
     On a GPU `exponential_` is one fast kernel, where this would be four.
     """
     if torch.device(device).type == "cpu":

@@ -603,3 +603,14 @@ def test_the_race_on_a_cpu_never_hands_a_negligible_token_the_win():
     g = torch.Generator().manual_seed(0)
     drawn = torch.cat([sample(x, generator=g) for _ in range(50)])
     assert (drawn == 0).all(), f"{(drawn != 0).sum().item()} of {drawn.numel()} draws took a token of p ≈ 1e-13"
+
+
+def test_the_noise_on_a_cpu_is_the_values_exponential_gives_for_the_same_seed():
+    """exponential_noise's docstring (and BENCHMARKS.md): on a CPU it computes -log(1 - U) from
+    float64 uniforms in vectorized passes, the values torch's scalar exponential_ gives."""
+    from minigpt.sampling import exponential_noise
+
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    ours = exponential_noise((3, 5000), "cpu", g1)
+    torch_s = torch.empty(3, 5000).exponential_(generator=g2).clamp_min_(torch.finfo(torch.float32).tiny)
+    assert torch.equal(ours, torch_s)

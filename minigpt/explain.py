@@ -38,8 +38,7 @@ from minigpt.sampling import (
     apply_top_p,
     check_sampling_params,
     check_seed,
-    draw,
-    exponential_noise,
+    token_picker,
 )
 from minigpt.text_generation import prompt_ids, tokenizer_ids
 
@@ -69,6 +68,8 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     T, V = ids.size(1), model.config.vocab_size
     state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(check_seed(seed)) if seed is not None else None
+    # The draw is generate's own per-step function, so a seed draws the same tokens here as there.
+    pick = token_picker(1, ids.device, temperature, top_k, top_p, min_p, generator=generator)
     logits = state.prefill(ids)
     textless = textless_ids(model, tokenizer, ids.device)  # ids the tokenizer has no token for: never drawn, as in generate
     new: list[int] = []
@@ -91,9 +92,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
         stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
         final = stages[-1][1]
-        # Greedy takes the argmax before the filters, as generate does: the first of tied top tokens.
-        token = int(draw(penalized if temperature == 0 else final,
-                         exponential_noise(final.shape, ids.device, generator), temperature)[0])
+        token = int(pick(penalized)[0])  # from the penalized logits, as generate's step: filters and draw
         probs = [s.softmax(-1)[0] for _, s in stages]
         kept = "greedy (temperature 0): took the most likely" if temperature == 0 else \
             f"{int(torch.isfinite(final).sum())} of {V} tokens kept; drew"

@@ -12,7 +12,9 @@ distribution after every stage. The order is transformers': temperature → top-
   by the "exponential race" argmax(p / E), E ~ Exp(1): what `torch.multinomial` does inside for
   one sample, minus its validity check, which can wait on the host.
 - `token_picker` builds, once per call of `sample` or `generate`, the per-step function (filters,
-  then draw) that the decode loop runs every step; `sample` is the checks plus one such step.
+  then draw) that the decode loop runs every step; `sample` is the checks plus one such step. On a
+  CPU, once top-k or top-p has gathered the few largest logits, it runs the rest on those alone
+  (`shortlist`).
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
   (`resolve_backend`: the torch ops here, or the fused kernel).
 
@@ -91,7 +93,8 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
         return logits
     p = as_column(top_p, logits)
-    cut = top_p_cut_in_head(logits, p) if logits.device.type == "cpu" else None
+    in_head = top_p_cut_in_head(logits, p) if logits.device.type == "cpu" else None
+    cut = in_head[0] if in_head is not None else None
     if cut is None:
         sorted_logits = logits.sort(dim=-1).values  # ascending, (B, V)
         cum = sorted_logits.float().softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
@@ -107,9 +110,10 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
 TOP_P_HEAD = 1024
 
 
-def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor | None:
-    """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, or
-    None when a row's nucleus may not fit (TOP_P_HEAD tokens or more): then the whole row is sorted.
+def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, with
+    that head (values descending, and their ids: each (B, TOP_P_HEAD)); or None when a row's nucleus
+    may not fit (TOP_P_HEAD tokens or more): then the whole row is sorted.
     `p` is top_p as `as_column` gives it: a number, or (B, 1).
 
     The sort's test, counted from the top: a token stays while its tail (its own mass and all the
@@ -129,7 +133,9 @@ def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Te
     if not bool(found.all()):  # a host sync, which costs nothing on a CPU
         return None
     cut = head.gather(1, kept - 1).masked_fill(tail[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
-    return torch.where(p < 1, cut, float("-inf")) if isinstance(p, torch.Tensor) else cut  # top_p = 1: keep all
+    if isinstance(p, torch.Tensor):
+        cut = torch.where(p < 1, cut, float("-inf"))  # top_p = 1: keep all
+    return cut, head, ids
 
 
 def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
@@ -267,7 +273,10 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     `sample` calls once and the decode loop (minigpt/generate.py) every step, without checks
     (run them first: `check_sampling_params`) and without waiting on the host.
 
-    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream.
+    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream; on a CPU,
+    when top-k or top-p leaves a short list (`shortlist`), min-p and the draw run on it alone (the
+    same distribution; the noise has one value per listed token, so a seed draws other tokens than
+    over the whole row would).
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
     drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
     bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""
@@ -294,10 +303,66 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
         return lambda logits: logits.argmax(dim=-1)  # greedy: the first argmax, filters skipped (as filter_unchecked does per row)
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
-        return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+        short = shortlist(apply_temperature(logits.float(), temperature), top_k, top_p) if logits.device.type == "cpu" else None
+        if short is None:
+            filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
+            return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+        values, ids = short  # top-k and top-p done: min-p and the draw on the short list alone
+        filtered = apply_min_p(values, min_p)
+        drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+        tokens = ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
+        t = as_column(temperature, logits)  # greedy rows: the first of tied top tokens, as the whole row gives
+        return torch.where(t.reshape(-1) > 0, tokens, logits.argmax(dim=-1)) if isinstance(t, torch.Tensor) else tokens
 
     return pick
+
+
+# Top-k and top-p keep a few tokens of GPT-2's 50,257, and the stages after them (min-p, and the
+# draw's noise: one value per token) need only those. On a CPU, where each pass over the whole row
+# costs, the picker takes what top-k (or top-p's head) has already gathered, the largest logits, as
+# a short list, and runs the rest on it: with top_k 50, or a nucleus of hundreds, several times
+# less work a step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step
+# on a GPU, where the fused kernel is the fast path anyway: there the whole row goes through.
+def shortlist(logits: torch.Tensor, top_k: Param, top_p: Param) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """What top-k then top-p keep of logits (B, V) (after the temperature), as (values, ids),
+    each (B, K): the K largest logits, descending, the dropped ones at -inf, and their ids. None
+    when some kept token may lie outside such a list (neither filter on, a tie or a nucleus that
+    reaches past it): then the filters run on the whole row."""
+    if isinstance(top_k, torch.Tensor) or top_k > 0:
+        short = top_k_shortlist(logits, top_k)
+        return None if short is None else (apply_top_p(short[0], top_p), short[1])
+    if isinstance(top_p, torch.Tensor) or top_p < 1:
+        in_head = top_p_cut_in_head(logits, as_column(top_p, logits))
+        if in_head is None:
+            return None
+        cut, head, ids = in_head
+        # Every kept token (≥ cut) is in the head unless the head's last value is one of them.
+        if not bool(((head[:, -1:] < cut) | (head[:, -1:] == float("-inf"))).all()):
+            return None
+        return head.masked_fill(head < cut, float("-inf")), ids
+    return None
+
+
+def top_k_shortlist(logits: torch.Tensor, top_k: Param) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The tokens top-k keeps, as (values, ids), each (B, K): K is the largest k of any row, values
+    are descending and -inf past a row's own k-th, ids index the vocabulary. None when there is no
+    short list to make: top-k off in some row, K > TOP_P_HEAD, or a row whose top-k keeps more than
+    K tokens (ties with its k-th value, which top-k keeps whole, or -inf logits among its top K).
+    `logits` are after the temperature: top-k compares those, as apply_top_k does."""
+    if isinstance(top_k, torch.Tensor):
+        k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
+        if bool((k <= 0).any()):  # a host sync: free on a CPU
+            return None
+        K = int(k.max())
+    else:
+        k = K = int(top_k)
+    if not 0 < K <= min(TOP_P_HEAD, logits.size(-1) - 1):
+        return None
+    values, ids = logits.topk(K, dim=-1)  # descending
+    kth = values.gather(1, k - 1) if isinstance(k, torch.Tensor) else values[:, -1:]  # (B, 1): each row's k-th
+    if bool(((logits >= kth).sum(dim=-1) > K).any()):  # some kept token is not among the K: use the whole row
+        return None
+    return values.masked_fill(values < kth, float("-inf")), ids
 
 
 # ---- checks, and the backend choice ----------------------------------------------------------

@@ -6,7 +6,8 @@
 One draw per row from logits (B, V), two ways, interleaved so both see the same machine load:
 - minigpt: the per-step function `generate`'s decode loop calls (minigpt.sampling.token_picker,
   backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024
-  largest logits first), min-p, the exponential race;
+  largest logits first), min-p, the exponential race; min-p and the race run on the short list
+  top-k or top-p's head gathered, when every kept token is on it (`shortlist`);
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
 Each figure is the median over --repeats runs of --calls calls, in µs per call. A second table
 times the parts the sampler's docs quote, on the same logits: the whole-row sort that top-p

@@ -779,6 +779,24 @@ def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair)
     assert any(float(row[-6]) > 0.5 and float(row[-5]) == 0 for row in rows)
 
 
+def test_explain_draws_what_generate_draws_through_the_top_k_shortlist():
+    """With top-k on, generate's step on a CPU filters and draws among the k largest logits alone
+    (minigpt.sampling.top_k_shortlist), so its noise has k values a step, not V: explain must draw
+    through the same per-step function to give the same tokens for a seed (it drew its own noise
+    over the whole row, and matched only where few tokens were kept)."""
+    from minigpt.explain import explain
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    params = dict(temperature=1.5, top_k=40, top_p=0.98)  # flat: many tokens kept each step
+    ids = torch.tensor([PROMPTS[0]])
+    for seed in (0, 1):
+        text = explain(model, DigitsTokenizer(), PROMPTS[0], steps=20, seed=seed, out=io.StringIO(), **params)
+        drawn = generate(model, ids, max_new_tokens=20, do_sample=True, seed=seed, sampler="torch", eos_token_id=[],
+                         **params)[0, ids.size(1):].tolist()
+        assert text == DigitsTokenizer().decode(drawn)
+
+
 @torch.no_grad()
 def test_explain_bans_ngrams_after_the_penalties_as_generate_does(looping_pair):
     """The n-gram stage starts from the penalized logits, not the raw ones: with a repetition

@@ -136,11 +136,81 @@ def test_top_p_in_the_head_agrees_with_the_whole_sort_on_many_rows():
     probs = x.double().softmax(-1).sort(dim=-1, descending=True).values
     above = probs.cumsum(-1) - probs
     for p in (0.3, 0.8, 0.9):
-        head = x.masked_fill(x < top_p_cut_in_head(x, p), float("-inf")).isfinite()
+        head = x.masked_fill(x < top_p_cut_in_head(x, p)[0], float("-inf")).isfinite()
         whole = transformers_top_p(x, p).isfinite()
         parted = (head != whole).any(-1)
         near = ((above - p).abs() < 1e-6).any(-1)
         assert not (parted & ~near).any(), f"top_p {p}: rows {parted.nonzero().flatten().tolist()} part"
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_on_a_cpu_min_p_and_the_draw_run_on_the_short_list_top_k_or_top_p_gathered(ties):
+    """On a CPU the picker runs min-p and the draw on a short list (`shortlist`): the K largest
+    logits when top-k is on (top-p then runs on them too), or top-p's head when the nucleus fits
+    it. Kept set and probabilities are those of the filters over the whole row: for one k and a k
+    per row (each row's own k-th value ends its list), for top-p alone, per-row top_p too. With
+    ties, each row's k ends a tie group (else top-k keeps more than k: the next test), and ties
+    at the top-p cut inside the list are kept whole, as over the whole row."""
+    from minigpt.sampling import shortlist
+
+    x = gpt2_sized_logits(3, 6, 4.0, ties)  # nuclei of top-p 0.9 well inside the head
+    group_ends = [(x >= x.sort(dim=-1, descending=True).values[:, n - 1:n]).sum(-1) for n in (3, 40, 700)]
+    ks = group_ends if ties else [1, 50, 1024, torch.tensor([50, 1, 7, 300, 50, 2])]
+    settings = [(k, p, m) for k in ks for p, m in ((1.0, 0.0), (0.9, 0.0), (0.9, 0.05), (0.3, 0.2))]
+    settings += [(0, p, m) for p in (0.9, 0.3, torch.tensor([0.9, 0.5, 0.2, 0.9, 0.8, 0.6])) for m in (0.0, 0.1)]
+    for k, p, m in settings:
+        short = shortlist(apply_temperature(x, 0.8), k, p)
+        assert short is not None, (k, p)
+        values, ids = short
+        on_the_row = torch.full_like(x, float("-inf")).scatter(1, ids, apply_min_p(values, m))
+        whole = filter_logits(x, temperature=0.8, top_k=k, top_p=p, min_p=m)
+        assert torch.equal(on_the_row.isfinite(), whole.isfinite()), (k, p, m)
+        torch.testing.assert_close(on_the_row.softmax(-1), whole.softmax(-1), rtol=0, atol=1e-6)
+
+
+def test_the_short_list_gives_way_to_the_whole_row_when_the_filters_keep_more():
+    """Top-k keeps every token tied with the k-th value, and top-p every token tied with its cut:
+    when those reach past the list gathered (or a row's k is 0, top-k off, or its top K hold -inf;
+    or a row's nucleus is past the head, or its top_p 1), there is no short list and the picker
+    filters the whole row, so the tied tokens can still be drawn."""
+    from minigpt.sampling import TOP_P_HEAD, shortlist, top_k_shortlist
+
+    x = torch.tensor([[5.0, 3, 3, 3, 1, 0]])
+    assert top_k_shortlist(x, 2) is None  # k = 2 keeps 4 tokens: 5 and three 3s
+    assert top_k_shortlist(x, 4)[1].sort().values.tolist() == [[0, 1, 2, 3]]  # k = 4 keeps those 4
+    assert top_k_shortlist(x.expand(2, -1), torch.tensor([4, 0])) is None  # top-k off in row 1
+    assert top_k_shortlist(x, 0) is None and top_k_shortlist(x, 6) is None  # off; keeps the whole row
+    assert top_k_shortlist(torch.tensor([[1.0, float("-inf"), float("-inf")]]), 2) is None
+    assert top_k_shortlist(gpt2_sized_logits(0, 1, 3.0), TOP_P_HEAD + 1) is None  # not short
+    N = 20_000
+    tokens = sample(x.expand(N, -1), top_k=2, seed=5)
+    counts = torch.bincount(tokens, minlength=6)
+    assert counts[4:].sum() == 0 and (counts[1:4] > 0).all()  # each of the tied 3s is drawn
+    probs = filter_logits(x, top_k=2).softmax(-1)[0]
+    assert torch.allclose(counts[:4] / N, probs[:4], atol=0.015)
+
+    peaked, flat = gpt2_sized_logits(0, 2, 5.0), gpt2_sized_logits(1, 1, 1.0)
+    assert shortlist(peaked, 0, 0.9) is not None
+    assert shortlist(flat, 0, 0.9) is None  # a nucleus of thousands: the whole row is sorted
+    assert shortlist(peaked, 0, torch.tensor([0.9, 1.0])) is None  # top_p 1 keeps the whole row
+    assert shortlist(peaked, 0, 1.0) is None
+    # Ten likely tokens, then 2,990 tied at 0.0: top-p 0.995 cuts inside the tie group, which
+    # reaches past the head, and keeps it whole: tokens far past the head's 1024 are drawn.
+    x = torch.zeros(1, 3000)
+    x[0, :10] = 10.0
+    assert shortlist(x, 0, 0.995) is None
+    assert filter_logits(x, top_p=0.995).isfinite().all()
+    tokens = sample(x.expand(5000, -1), top_p=0.995, seed=6)
+    assert (tokens >= TOP_P_HEAD + 10).sum() > 10  # ~30 expected
+
+
+def test_a_greedy_row_beside_sampled_ones_takes_the_first_tied_top_through_the_shortlist():
+    """With per-row temperature, greedy rows take the whole row's first argmax, as without a short
+    list: topk need not list tied tokens by index, and the first of them must win."""
+    x = torch.zeros(3, 200)
+    x[:, [7, 150, 90]] = 4.0  # three tied top tokens; the first is 7
+    tokens = sample(x, temperature=torch.tensor([0.0, 1.0, 0.0]), top_k=3, seed=1)
+    assert tokens[0] == 7 and tokens[2] == 7 and tokens[1] in (7, 90, 150)
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -395,14 +465,19 @@ def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
     assert filter_logits(x, temperature=torch.tensor([0.0, 1.0]), top_p=0.1)[1].isinf().sum() == 2  # sampled row: filtered
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2)])
-def test_empirical_frequencies_follow_filtered_distribution(kwargs):
-    """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities."""
+@pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2),
+                                    dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05)])
+@pytest.mark.parametrize("V", [12, 1100])
+def test_empirical_frequencies_follow_filtered_distribution(kwargs, V):
+    """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities.
+    With top-k, or top-p over a row longer than TOP_P_HEAD (V 1100: twelve likely tokens and 1088
+    near-impossible ones), the draw runs on a short list (`shortlist`)."""
     logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(9)) * 1.5
+    logits = torch.cat([logits, torch.full((1, V - 12), -30.0)], dim=1)
     probs = filter_logits(logits, **kwargs).softmax(-1)[0]
     N = 40_000
     tokens = sample(logits.expand(N, -1), seed=2024, **kwargs)
-    counts = torch.bincount(tokens, minlength=12).double()
+    counts = torch.bincount(tokens, minlength=V).double()
     kept = probs > 0
     assert counts[~kept].sum() == 0, "a filtered-out token was drawn"
     expected = probs[kept].double() * N

@@ -14,7 +14,7 @@ distribution after every stage. The order is transformers': temperature → top-
 - `token_picker` builds, once per call of `sample` or `generate`, the per-step function (filters,
   then draw) that the decode loop runs every step; `sample` is the checks plus one such step. On a
   CPU, once top-k or top-p has gathered the few largest logits, it runs the rest on those alone
-  (`shortlist`).
+  (`top_k_top_p_on_cpu`).
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
   (`resolve_backend`: the torch ops here, or the fused kernel).
 
@@ -94,13 +94,16 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
         return logits
     p = as_column(top_p, logits)
     in_head = top_p_cut_in_head(logits, p) if logits.device.type == "cpu" else None
-    cut = in_head[0] if in_head is not None else None
-    if cut is None:
-        sorted_logits = logits.sort(dim=-1).values  # ascending, (B, V)
-        cum = sorted_logits.float().softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
-        n_dropped = ((cum <= 1 - p) & (p < 1)).sum(dim=-1, keepdim=True)  # top_p = 1 drops nothing, even 0-mass tokens
-        cut = sorted_logits.gather(1, n_dropped.clamp(max=logits.size(-1) - 1))  # (B, 1): the largest always stays
+    cut = in_head[0] if in_head is not None else top_p_cut_by_sort(logits, p)
     return logits.masked_fill(logits < cut, float("-inf"))
+
+
+def top_p_cut_by_sort(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    """apply_top_p's cut (B, 1), the smallest logit kept, by transformers' sort; p as `as_column` gives it."""
+    sorted_logits = logits.sort(dim=-1).values  # ascending, (B, V)
+    cum = sorted_logits.float().softmax(dim=-1).cumsum(dim=-1)  # mass of this token and every smaller one
+    n_dropped = ((cum <= 1 - p) & (p < 1)).sum(dim=-1, keepdim=True)  # top_p = 1 drops nothing, even 0-mass tokens
+    return sorted_logits.gather(1, n_dropped.clamp(max=logits.size(-1) - 1))  # the largest always stays
 
 
 # Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's decode step in bf16,
@@ -274,7 +277,7 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     (run them first: `check_sampling_params`) and without waiting on the host.
 
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream; on a CPU,
-    when top-k or top-p leaves a short list (`shortlist`), min-p and the draw run on it alone (the
+    when top-k or top-p leaves a short list (`top_k_top_p_on_cpu`), min-p and the draw run on it alone (the
     same distribution; the noise has one value per listed token, so a seed draws other tokens than
     over the whole row would).
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
@@ -303,15 +306,14 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
         return lambda logits: logits.argmax(dim=-1)  # greedy: the first argmax, filters skipped (as filter_unchecked does per row)
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        short = shortlist(apply_temperature(logits.float(), temperature), top_k, top_p) if logits.device.type == "cpu" else None
-        if short is None:
+        if logits.device.type != "cpu":
             filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
             return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
-        values, ids = short  # top-k and top-p done: min-p and the draw on the short list alone
+        values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
         filtered = apply_min_p(values, min_p)
         drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
-        tokens = ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
-        t = as_column(temperature, logits)  # greedy rows: the first of tied top tokens, as the whole row gives
+        tokens = drawn if ids is None else ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
+        t = as_column(temperature, logits)  # greedy rows: the first of tied top tokens, unfiltered (as filter_unchecked)
         return torch.where(t.reshape(-1) > 0, tokens, logits.argmax(dim=-1)) if isinstance(t, torch.Tensor) else tokens
 
     return pick
@@ -323,32 +325,35 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
 # a short list, and runs the rest on it: with top_k 50, or a nucleus of hundreds, several times
 # less work a step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step
 # on a GPU, where the fused kernel is the fast path anyway: there the whole row goes through.
-def shortlist(logits: torch.Tensor, top_k: Param, top_p: Param) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """What top-k then top-p keep of logits (B, V) (after the temperature), as (values, ids),
-    each (B, K): the K largest logits, descending, the dropped ones at -inf, and their ids. None
-    when some kept token may lie outside such a list (neither filter on, a tie or a nucleus that
-    reaches past it): then the filters run on the whole row."""
+def top_k_top_p_on_cpu(logits: torch.Tensor, top_k: Param, top_p: Param) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """apply_top_k then apply_top_p, on a short list when one holds every token they keep: then
+    (values, ids), each (B, K), the K largest logits descending with the dropped ones at -inf, and
+    their vocabulary ids; else on the whole row: (filtered logits (B, V), None). `logits` are after
+    the temperature, as the filters see them."""
     if isinstance(top_k, torch.Tensor) or top_k > 0:
         short = top_k_shortlist(logits, top_k)
-        return None if short is None else (apply_top_p(short[0], top_p), short[1])
+        if short is None:
+            return apply_top_p(apply_top_k(logits, top_k), top_p), None
+        return apply_top_p(short[0], top_p), short[1]
     if isinstance(top_p, torch.Tensor) or top_p < 1:
-        in_head = top_p_cut_in_head(logits, as_column(top_p, logits))
-        if in_head is None:
-            return None
+        p = as_column(top_p, logits)
+        in_head = top_p_cut_in_head(logits, p)
+        if in_head is None:  # a nucleus past the head (apply_top_p would try the head again)
+            return logits.masked_fill(logits < top_p_cut_by_sort(logits, p), float("-inf")), None
         cut, head, ids = in_head
-        # Every kept token (≥ cut) is in the head unless the head's last value is one of them.
         if not bool(((head[:, -1:] < cut) | (head[:, -1:] == float("-inf"))).all()):
-            return None
+            return logits.masked_fill(logits < cut, float("-inf")), None  # the cut's tie group goes on past the head
         return head.masked_fill(head < cut, float("-inf")), ids
-    return None
+    return logits, None
 
 
 def top_k_shortlist(logits: torch.Tensor, top_k: Param) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The tokens top-k keeps, as (values, ids), each (B, K): K is the largest k of any row, values
-    are descending and -inf past a row's own k-th, ids index the vocabulary. None when there is no
-    short list to make: top-k off in some row, K > TOP_P_HEAD, or a row whose top-k keeps more than
-    K tokens (ties with its k-th value, which top-k keeps whole, or -inf logits among its top K).
-    `logits` are after the temperature: top-k compares those, as apply_top_k does."""
+    """The tokens top-k keeps, as (values, ids), each (B, K): the K largest logits, descending, at
+    -inf past a row's own k-th value, and their vocabulary ids. K is the largest k of any row, or
+    more where ties with a row's k-th value (which top-k keeps whole) reach past it. None when
+    there is no short list to make: top-k off in some row, or more than TOP_P_HEAD tokens kept (a
+    large k, or -inf logits among a row's top k). `logits` are after the temperature: top-k
+    compares those, as apply_top_k does."""
     if isinstance(top_k, torch.Tensor):
         k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
         if bool((k <= 0).any()):  # a host sync: free on a CPU
@@ -360,8 +365,11 @@ def top_k_shortlist(logits: torch.Tensor, top_k: Param) -> tuple[torch.Tensor, t
         return None
     values, ids = logits.topk(K, dim=-1)  # descending
     kth = values.gather(1, k - 1) if isinstance(k, torch.Tensor) else values[:, -1:]  # (B, 1): each row's k-th
-    if bool(((logits >= kth).sum(dim=-1) > K).any()):  # some kept token is not among the K: use the whole row
+    n_kept = int((logits >= kth).sum(dim=-1).max())  # > K when a tie group reaches past the K (common in bf16)
+    if n_kept > TOP_P_HEAD:
         return None
+    if n_kept > K:
+        values, ids = logits.topk(n_kept, dim=-1)  # every row's kept tokens are among the n_kept largest
     return values.masked_fill(values < kth, float("-inf")), ids
 
 

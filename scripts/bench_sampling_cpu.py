@@ -7,7 +7,7 @@ One draw per row from logits (B, V), two ways, interleaved so both see the same 
 - minigpt: the per-step function `generate`'s decode loop calls (minigpt.sampling.token_picker,
   backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024
   largest logits first), min-p, the exponential race; min-p and the race run on the short list
-  top-k or top-p's head gathered, when every kept token is on it (`shortlist`);
+  top-k or top-p's head gathered, when every kept token is on it (`top_k_top_p_on_cpu`);
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
 Each figure is the median over --repeats runs of --calls calls, in µs per call. A second table
 times the parts the sampler's docs quote, on the same logits: the whole-row sort that top-p

@@ -143,63 +143,66 @@ def test_top_p_in_the_head_agrees_with_the_whole_sort_on_many_rows():
         assert not (parted & ~near).any(), f"top_p {p}: rows {parted.nonzero().flatten().tolist()} part"
 
 
+def on_the_row(values: torch.Tensor, ids: torch.Tensor | None, V: int) -> torch.Tensor:
+    """top_k_top_p_on_cpu's answer as (B, V) logits: a short list scattered back to its ids."""
+    return values if ids is None else torch.full((values.size(0), V), float("-inf")).scatter(1, ids, values)
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_on_a_cpu_min_p_and_the_draw_run_on_the_short_list_top_k_or_top_p_gathered(ties):
-    """On a CPU the picker runs min-p and the draw on a short list (`shortlist`): the K largest
-    logits when top-k is on (top-p then runs on them too), or top-p's head when the nucleus fits
-    it. Kept set and probabilities are those of the filters over the whole row: for one k and a k
-    per row (each row's own k-th value ends its list), for top-p alone, per-row top_p too. With
-    ties, each row's k ends a tie group (else top-k keeps more than k: the next test), and ties
-    at the top-p cut inside the list are kept whole, as over the whole row."""
-    from minigpt.sampling import shortlist
+    """On a CPU the picker runs min-p and the draw on a short list (`top_k_top_p_on_cpu`): the
+    largest logits top-k gathered (top-p then runs on them too), or top-p's head when the nucleus
+    fits it. Kept set and probabilities are those of the filters over the whole row: for one k and
+    a k per row (each row's own k-th value ends its list), for top-p alone, per-row top_p too. With
+    ties (integer logits), top-k's tie group with the k-th value goes on the list whole, and ties
+    at the top-p cut inside it are kept whole, as over the whole row."""
+    from minigpt.sampling import top_k_top_p_on_cpu
 
     x = gpt2_sized_logits(3, 6, 4.0, ties)  # nuclei of top-p 0.9 well inside the head
-    group_ends = [(x >= x.sort(dim=-1, descending=True).values[:, n - 1:n]).sum(-1) for n in (3, 40, 700)]
-    ks = group_ends if ties else [1, 50, 1024, torch.tensor([50, 1, 7, 300, 50, 2])]
-    settings = [(k, p, m) for k in ks for p, m in ((1.0, 0.0), (0.9, 0.0), (0.9, 0.05), (0.3, 0.2))]
+    settings = [(k, p, m) for k in (1, 50, 300, torch.tensor([50, 1, 7, 300, 50, 2]))
+                for p, m in ((1.0, 0.0), (0.9, 0.0), (0.9, 0.05), (0.3, 0.2))]
     settings += [(0, p, m) for p in (0.9, 0.3, torch.tensor([0.9, 0.5, 0.2, 0.9, 0.8, 0.6])) for m in (0.0, 0.1)]
     for k, p, m in settings:
-        short = shortlist(apply_temperature(x, 0.8), k, p)
-        assert short is not None, (k, p)
-        values, ids = short
-        on_the_row = torch.full_like(x, float("-inf")).scatter(1, ids, apply_min_p(values, m))
+        values, ids = top_k_top_p_on_cpu(apply_temperature(x, 0.8), k, p)
+        assert ids is not None, (k, p)
+        listed = on_the_row(apply_min_p(values, m), ids, x.size(1))
         whole = filter_logits(x, temperature=0.8, top_k=k, top_p=p, min_p=m)
-        assert torch.equal(on_the_row.isfinite(), whole.isfinite()), (k, p, m)
-        torch.testing.assert_close(on_the_row.softmax(-1), whole.softmax(-1), rtol=0, atol=1e-6)
+        assert torch.equal(listed.isfinite(), whole.isfinite()), (k, p, m)
+        torch.testing.assert_close(listed.softmax(-1), whole.softmax(-1), rtol=0, atol=1e-6)
 
 
-def test_the_short_list_gives_way_to_the_whole_row_when_the_filters_keep_more():
-    """Top-k keeps every token tied with the k-th value, and top-p every token tied with its cut:
-    when those reach past the list gathered (or a row's k is 0, top-k off, or its top K hold -inf;
-    or a row's nucleus is past the head, or its top_p 1), there is no short list and the picker
-    filters the whole row, so the tied tokens can still be drawn."""
-    from minigpt.sampling import TOP_P_HEAD, shortlist, top_k_shortlist
+def test_the_short_list_takes_top_ks_ties_whole_and_gives_way_when_the_filters_keep_more():
+    """Top-k keeps every token tied with the k-th value, so the list grows to hold them. When a
+    row keeps more than TOP_P_HEAD tokens (-inf logits among its top k), top-k is off in some row,
+    a row's nucleus reaches past top-p's head, its top_p is 1, or top-p's cut is tied with tokens
+    past the head, the filters run on the whole row (ids None), and what they keep can be drawn."""
+    from minigpt.sampling import TOP_P_HEAD, top_k_shortlist, top_k_top_p_on_cpu
 
     x = torch.tensor([[5.0, 3, 3, 3, 1, 0]])
-    assert top_k_shortlist(x, 2) is None  # k = 2 keeps 4 tokens: 5 and three 3s
-    assert top_k_shortlist(x, 4)[1].sort().values.tolist() == [[0, 1, 2, 3]]  # k = 4 keeps those 4
+    values, ids = top_k_shortlist(x, 2)  # k = 2 keeps 4 tokens: 5 and three 3s
+    assert ids.sort().values.tolist() == [[0, 1, 2, 3]] and values.isfinite().all()
+    N = 20_000
+    counts = torch.bincount(sample(x.expand(N, -1), top_k=2, seed=5), minlength=6)
+    assert counts[4:].sum() == 0 and (counts[1:4] > 0).all()  # each of the tied 3s is drawn
+    assert torch.allclose(counts[:4] / N, filter_logits(x, top_k=2).softmax(-1)[0, :4], atol=0.015)
     assert top_k_shortlist(x.expand(2, -1), torch.tensor([4, 0])) is None  # top-k off in row 1
     assert top_k_shortlist(x, 0) is None and top_k_shortlist(x, 6) is None  # off; keeps the whole row
-    assert top_k_shortlist(torch.tensor([[1.0, float("-inf"), float("-inf")]]), 2) is None
-    assert top_k_shortlist(gpt2_sized_logits(0, 1, 3.0), TOP_P_HEAD + 1) is None  # not short
-    N = 20_000
-    tokens = sample(x.expand(N, -1), top_k=2, seed=5)
-    counts = torch.bincount(tokens, minlength=6)
-    assert counts[4:].sum() == 0 and (counts[1:4] > 0).all()  # each of the tied 3s is drawn
-    probs = filter_logits(x, top_k=2).softmax(-1)[0]
-    assert torch.allclose(counts[:4] / N, probs[:4], atol=0.015)
+    row = gpt2_sized_logits(0, 1, 3.0)
+    assert top_k_shortlist(row, TOP_P_HEAD + 1) is None  # not short
+    row[0, 10:] = float("-inf")  # 10 finite logits: top_k 50 keeps all 50,257
+    assert top_k_shortlist(row, 50) is None
 
     peaked, flat = gpt2_sized_logits(0, 2, 5.0), gpt2_sized_logits(1, 1, 1.0)
-    assert shortlist(peaked, 0, 0.9) is not None
-    assert shortlist(flat, 0, 0.9) is None  # a nucleus of thousands: the whole row is sorted
-    assert shortlist(peaked, 0, torch.tensor([0.9, 1.0])) is None  # top_p 1 keeps the whole row
-    assert shortlist(peaked, 0, 1.0) is None
+    assert top_k_top_p_on_cpu(peaked, 0, 0.9)[1] is not None
+    for x, p in ((flat, 0.9), (peaked, torch.tensor([0.9, 1.0])), (peaked, 1.0)):  # past the head; top_p 1
+        values, ids = top_k_top_p_on_cpu(x, 0, p)
+        assert ids is None and torch.equal(values, apply_top_p(x, p))
     # Ten likely tokens, then 2,990 tied at 0.0: top-p 0.995 cuts inside the tie group, which
     # reaches past the head, and keeps it whole: tokens far past the head's 1024 are drawn.
     x = torch.zeros(1, 3000)
     x[0, :10] = 10.0
-    assert shortlist(x, 0, 0.995) is None
-    assert filter_logits(x, top_p=0.995).isfinite().all()
+    values, ids = top_k_top_p_on_cpu(x, 0, 0.995)
+    assert ids is None and values.isfinite().all()
     tokens = sample(x.expand(5000, -1), top_p=0.995, seed=6)
     assert (tokens >= TOP_P_HEAD + 10).sum() > 10  # ~30 expected
 
@@ -471,7 +474,7 @@ def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
 def test_empirical_frequencies_follow_filtered_distribution(kwargs, V):
     """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities.
     With top-k, or top-p over a row longer than TOP_P_HEAD (V 1100: twelve likely tokens and 1088
-    near-impossible ones), the draw runs on a short list (`shortlist`)."""
+    near-impossible ones), the draw runs on a short list (`top_k_top_p_on_cpu`)."""
     logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(9)) * 1.5
     logits = torch.cat([logits, torch.full((1, V - 12), -30.0)], dim=1)
     probs = filter_logits(logits, **kwargs).softmax(-1)[0]

@@ -5,6 +5,7 @@
     python scripts/bench_generate.py --device cuda --compile       # on a GPU: bf16 rows vs transformers bf16
     python scripts/bench_generate.py --device cuda --compile --repetition-penalty 1.2   # penalties in every step
     python scripts/bench_generate.py --top-p 0.9 --no-bf16 --ttft-lengths 64   # sampled decode, both sides
+    python scripts/bench_generate.py --top-k 50 --top-p 0.9 --no-bf16 --ttft-lengths 64
 
 What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
 so both see the same machine load):
@@ -162,7 +163,7 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
     """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
     size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
     a step: (ours, theirs) three times, NaN where not measured. `decoding`: the keywords both
-    `generate` calls take (repetition_penalty; with --top-p, do_sample, top_p and top_k 0).
+    `generate` calls take (repetition_penalty; with --top-p or --top-k, do_sample, top_p and top_k).
 
     A streamer that waits for each step's tokens keeps the host from queueing the next step while
     the GPU runs this one, so its TPOT is host time + GPU time. With no streamer minigpt's loop
@@ -298,6 +299,8 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
         raise ValueError(f"--threads must be ≥ 0, got {args.threads}")
     if not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be ≥ 0, got {args.top_k}")
     longest = max(args.ttft_lengths)
     if longest > n_positions:
         raise ValueError(f"--ttft-lengths {longest} exceeds the model's context n_positions={n_positions}: "
@@ -333,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=float, default=1.0,
                    help="sample (do_sample=True) with this top_p on both sides in every TPOT run (default 1.0: greedy); "
                         "transformers' sort-based top-p and torch.multinomial against minigpt's sampler")
+    p.add_argument("--top-k", type=int, default=0,
+                   help="sample with this top_k on both sides in every TPOT run, after which top-p (if given) "
+                        "filters (default 0: off)")
     args = p.parse_args(argv)
+    sampled = args.top_p < 1 or args.top_k > 0
     # Each mistake is one line, not a traceback: "cuda" without a GPU (not torch's assertion), a
     # --model that is no checkpoint or cannot be downloaded (OSError), lengths that do not fit.
     try:
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
           f"minigpt / transformers ratios > 1 mean minigpt is faster"
           + (f"; repetition_penalty {args.repetition_penalty} in every TPOT run" if args.repetition_penalty != 1 else "")
-          + (f"; sampled with top_p {args.top_p} in every TPOT run" if args.top_p != 1 else "")
+          + (f"; sampled with top_k {args.top_k}, top_p {args.top_p} in every TPOT run" if sampled else "")
           + "\n")
     # The CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
     theirs_in = {torch.float32: hf}
@@ -375,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":  # the GPU target's row (bf16, compiled) first: a run cut short by a time limit keeps it
         runs.reverse()
     decoding = {"repetition_penalty": args.repetition_penalty}
-    if args.top_p < 1:
-        decoding.update(do_sample=True, top_p=args.top_p, top_k=0)  # top_k 0: transformers' default is 50
+    if sampled:
+        decoding.update(do_sample=True, top_p=args.top_p, top_k=args.top_k)  # top_k 0 is off (transformers' default is 50)
     for batch in args.batches:
         for name, dtype, compile in runs:
             reference = theirs_in.get(dtype, hf)

@@ -212,11 +212,30 @@ def test_bench_generate_fits_its_prompts_to_a_small_context(small_context_model,
     assert "equal)\nKV cache, bfloat16" in out and "peak memory" not in out, out
 
 
+def test_bench_generate_samples_on_both_sides_with_top_k_and_top_p(small_context_model, monkeypatch, capsys):
+    """--top-k and --top-p: every TPOT run samples (do_sample) with them on both sides, and the
+    header says so."""
+    from minigpt import bench
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["generate", "--model", str(small_context_model), "--repeats", "1", "--new-tokens", "8",
+                           "--batches", "1", "--threads", "1", "--no-bf16", "--ttft-lengths", "8",
+                           "--top-k", "5", "--top-p", "0.9"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "; sampled with top_k 5, top_p 0.9 in every TPOT run" in out.splitlines()[0], out
+    assert "TPOT" in out, out
+
+
 @pytest.mark.parametrize("flags,named", [
     (["--ttft-lengths", "8,65"], "--ttft-lengths 65 exceeds the model's context n_positions=64"),
     (["--new-tokens", "50"], "--new-tokens must be in [2, 49]"),
     (["--threads", "-1"], "--threads must be ≥ 0, got -1"),
     (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    (["--top-k", "-1"], "--top-k must be ≥ 0, got -1"),
 ])
 def test_bench_generate_refuses_lengths_past_the_context_before_any_timing(small_context_model, flags, named,
                                                                            monkeypatch, capsys):

@@ -319,6 +319,8 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     return pick
 
 
+# ---- on a CPU: min-p and the draw on the short list top-k or top-p gathered ------------------------
+
 # Top-k and top-p keep a few tokens of GPT-2's 50,257, and the stages after them (min-p, and the
 # draw's noise: one value per token) need only those. On a CPU, where each pass over the whole row
 # costs, the picker takes what top-k (or top-p's head) has already gathered, the largest logits, as

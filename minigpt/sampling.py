@@ -116,7 +116,8 @@ TOP_P_HEAD = 1024
 def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[torch.Tensor, ...] | None:
     """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, with
     that head (values descending, and their ids: each (B, TOP_P_HEAD)); or None when a row's nucleus
-    may not fit (TOP_P_HEAD tokens or more): then the whole row is sorted.
+    may not fit (TOP_P_HEAD tokens or more), or the row is no longer than the head: then the whole
+    row is sorted.
     `p` is top_p as `as_column` gives it: a number, or (B, 1).
 
     The sort's test, counted from the top: a token stays while its tail (its own mass and all the
@@ -276,10 +277,11 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     `sample` calls once and the decode loop (minigpt/generate.py) every step, without checks
     (run them first: `check_sampling_params`) and without waiting on the host.
 
-    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream; on a CPU,
-    when top-k or top-p leaves a short list (`top_k_top_p_on_cpu`), min-p and the draw run on it alone (the
-    same distribution; the noise has one value per listed token, so a seed draws other tokens than
-    over the whole row would).
+    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
+    `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
+    gathered, or the whole filtered row. The same distribution, up to rounding at the top-p and
+    min-p thresholds (the list's softmax sums fewer terms: a token within ~1e-7 of the mass from a
+    threshold can fall on the other side of it); the noise has one value per listed token.
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
     drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
     bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""
@@ -340,7 +342,7 @@ def top_k_top_p_on_cpu(logits: torch.Tensor, top_k: Param, top_p: Param) -> tupl
     if isinstance(top_p, torch.Tensor) or top_p < 1:
         p = as_column(top_p, logits)
         in_head = top_p_cut_in_head(logits, p)
-        if in_head is None:  # a nucleus past the head (apply_top_p would try the head again)
+        if in_head is None:  # a nucleus past the head, or a short row (apply_top_p would try the head again)
             return logits.masked_fill(logits < top_p_cut_by_sort(logits, p), float("-inf")), None
         cut, head, ids = in_head
         if not bool(((head[:, -1:] < cut) | (head[:, -1:] == float("-inf"))).all()):
@@ -356,6 +358,8 @@ def top_k_shortlist(logits: torch.Tensor, top_k: Param) -> tuple[torch.Tensor, t
     there is no short list to make: top-k off in some row, or more than TOP_P_HEAD tokens kept (a
     large k, or -inf logits among a row's top k). `logits` are after the temperature: top-k
     compares those, as apply_top_k does."""
+    if logits.size(0) == 0:  # no rows: nothing for max() to reduce
+        return None
     if isinstance(top_k, torch.Tensor):
         k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
         if bool((k <= 0).any()):  # a host sync: free on a CPU

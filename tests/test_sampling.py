@@ -207,6 +207,30 @@ def test_the_short_list_takes_top_ks_ties_whole_and_gives_way_when_the_filters_k
     assert (tokens >= TOP_P_HEAD + 10).sum() > 10  # ~30 expected
 
 
+def test_the_short_list_parts_from_the_whole_row_only_at_a_top_p_cut_within_rounding():
+    """The short list's top-p sums a softmax over K logits, the whole row's over V: the same cut
+    but for float rounding. Over 64 rows × 2 top_k × 3 top_p the kept sets agree; a row where they
+    part must have a token whose mass ranked above it is within 1e-6 of top_p (found by a review:
+    top_p 0.5212814966903457 over one row of 200 kept 5 tokens on the whole row and 4 on the list)."""
+    from minigpt.sampling import top_k_top_p_on_cpu
+
+    x = gpt2_sized_logits(4, 64, 4.0)
+    for k in (50, 200):
+        probs = apply_top_k(x, k).double().softmax(-1).sort(dim=-1, descending=True).values
+        above = probs.cumsum(-1) - probs  # the mass ranked above each token, in the top-k's row
+        for p in (0.3, 0.8, 0.9):
+            listed = on_the_row(*top_k_top_p_on_cpu(x, k, p), x.size(1)).isfinite()
+            parted = (listed != filter_logits(x, top_k=k, top_p=p).isfinite()).any(-1)
+            near = ((above - p).abs() < 1e-6).any(-1)
+            assert not (parted & ~near).any(), f"top_k {k}, top_p {p}: rows {parted.nonzero().flatten().tolist()}"
+
+
+@pytest.mark.parametrize("top_k", [5, torch.tensor([], dtype=torch.long)])
+def test_sample_of_no_rows_with_top_k_gives_no_tokens(top_k):
+    """A batch of no rows gives no tokens, as without top-k (the short list's max() had nothing to reduce)."""
+    assert sample(torch.empty(0, 2000), top_k=top_k, seed=0).shape == (0,)
+
+
 def test_a_greedy_row_beside_sampled_ones_takes_the_first_tied_top_through_the_shortlist():
     """With per-row temperature, greedy rows take the whole row's first argmax, as without a short
     list: topk need not list tied tokens by index, and the first of them must win."""

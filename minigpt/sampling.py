@@ -13,8 +13,8 @@ distribution after every stage. The order is transformers': temperature → top-
   one sample, minus its validity check, which can wait on the host.
 - `token_picker` builds, once per call of `sample` or `generate`, the per-step function (filters,
   then draw) that the decode loop runs every step; `sample` is the checks plus one such step. On a
-  CPU, once top-k or top-p has gathered the few largest logits, it runs the rest on those alone
-  (`top_k_top_p_on_cpu`).
+  CPU, once top-k or top-p has gathered the few largest logits (the *short list*), it runs min-p
+  and the draw on those alone (`top_k_top_p_on_cpu`).
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
   (`resolve_backend`: the torch ops here, or the fused kernel).
 
@@ -106,42 +106,6 @@ def top_p_cut_by_sort(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Te
     return sorted_logits.gather(1, n_dropped.clamp(max=logits.size(-1) - 1))  # the largest always stays
 
 
-# Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's decode step in bf16,
-# while a nucleus is mostly tens to hundreds of tokens. torch.topk finds the largest 1024 in ~0.5 ms
-# (scripts/bench_sampling_cpu.py times both).
-# (On a GPU the sort is cheap, and the head's "did it fit?" test would make the host wait.)
-TOP_P_HEAD = 1024
-
-
-def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-    """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, with
-    that head (values descending, and their ids: each (B, TOP_P_HEAD)); or None when a row's nucleus
-    may not fit (TOP_P_HEAD tokens or more), or the row is no longer than the head: then the whole
-    row is sorted.
-    `p` is top_p as `as_column` gives it: a number, or (B, 1).
-
-    The sort's test, counted from the top: a token stays while its tail (its own mass and all the
-    mass ranked below it: the row's total less the mass ranked above) is > 1 - top_p. The sums are
-    float64; they part from the sort's float32 running sum by rounding alone (~1e-6 of the mass).
-    Tied tokens have equal probabilities, so the order topk gives them changes no sum.
-    """
-    if logits.size(-1) <= TOP_P_HEAD:
-        return None
-    head, ids = logits.topk(TOP_P_HEAD, dim=-1)  # descending, (B, TOP_P_HEAD)
-    probs = logits.float().softmax(dim=-1)
-    head_probs = probs.gather(1, ids).double()
-    tail = probs.sum(dim=-1, keepdim=True, dtype=torch.float64) - (head_probs.cumsum(dim=-1) - head_probs)
-    kept = (tail > 1 - p).sum(dim=-1, keepdim=True).clamp(min=1)  # 0 when 1 - top_p rounds to 1, or NaNs: keep the top
-    # The head holds the cut when its last token goes, or when every token below it is -inf.
-    found = (kept < TOP_P_HEAD) | (head[:, -1:] == float("-inf")) | (p >= 1)
-    if not bool(found.all()):  # a host sync, which costs nothing on a CPU
-        return None
-    cut = head.gather(1, kept - 1).masked_fill(tail[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
-    if isinstance(p, torch.Tensor):
-        cut = torch.where(p < 1, cut, float("-inf"))  # top_p = 1: keep all
-    return cut, head, ids
-
-
 def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     """Drop tokens less likely than min_p × the top token's probability (0 = off).
 
@@ -190,7 +154,8 @@ def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top
 
 
 def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """E ~ Exp(1) per token, for the exponential race (a function of its own: explain.py draws it too).
+    """E ~ Exp(1) per token, for the exponential race (a function of its own: both of token_picker's
+    torch paths draw it, and scripts/bench_sampling_cpu.py times it against exponential_).
 
     On a CPU, torch's `exponential_` computes one value at a time: 7.5 ms for 8 × 50,257 tokens,
     longer than the rest of the draw. Inverting Exp(1)'s CDF, 1 - e^-E = U, gives the same values
@@ -205,7 +170,8 @@ def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator
         e = u.neg_().log1p_().neg_().float()  # -log(1 - U), without forming 1 - U, which rounds off a small U
     else:
         e = torch.empty(shape, device=device).exponential_(generator=generator)
-    # E is exactly 0 when U is (once in 2^53); p / 0 would be inf (or NaN for p = 0) and win the race.
+    # E is exactly 0 when U is (once in 2^53). For a filtered token p / 0 is NaN, which argmax would
+    # pick; clamped, it is 0. (A kept token with so small an E still wins, as with a true Exp(1).)
     return e.clamp_min_(torch.finfo(torch.float32).tiny)
 
 
@@ -280,8 +246,10 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
     `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
     gathered, or the whole filtered row. The same distribution, up to rounding at the top-p and
-    min-p thresholds (the list's softmax sums fewer terms: a token within ~1e-7 of the mass from a
-    threshold can fall on the other side of it); the noise has one value per listed token.
+    min-p thresholds: the list is too short for top_p_cut_in_head, so its top-p cut is the sort's
+    float32 sum (as on a GPU) where the whole row on a CPU takes the head's float64 sums, and min-p's
+    softmax sums the list alone. A token within ~1e-7 of the mass from a threshold can fall on
+    either side. The noise has one value per listed token.
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
     drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
     bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""
@@ -313,22 +281,61 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
             return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
         values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
         filtered = apply_min_p(values, min_p)
-        drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
+        drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)  # greedy rows: below
         tokens = drawn if ids is None else ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
-        t = as_column(temperature, logits)  # greedy rows: the first of tied top tokens, unfiltered (as filter_unchecked)
+        t = as_column(temperature, logits)  # greedy rows: the whole row's first top token (the list's argmax need not be it)
         return torch.where(t.reshape(-1) > 0, tokens, logits.argmax(dim=-1)) if isinstance(t, torch.Tensor) else tokens
 
     return pick
 
 
-# ---- on a CPU: min-p and the draw on the short list top-k or top-p gathered ------------------------
+# ---- on a CPU: top-k and top-p on the few largest logits (the short list) -------------------
 
 # Top-k and top-p keep a few tokens of GPT-2's 50,257, and the stages after them (min-p, and the
 # draw's noise: one value per token) need only those. On a CPU, where each pass over the whole row
 # costs, the picker takes what top-k (or top-p's head) has already gathered, the largest logits, as
-# a short list, and runs the rest on it: with top_k 50, or a nucleus of hundreds, several times
-# less work a step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step
-# on a GPU, where the fused kernel is the fast path anyway: there the whole row goes through.
+# a short list, and runs the rest on it: top-k's K tokens, or top-p's whole head of TOP_P_HEAD with
+# the dropped ones at -inf. With top_k 50, or a nucleus of hundreds, that is several times less
+# work a step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step on a
+# GPU, where the fused kernel is the fast path anyway: there the whole row goes through.
+
+# Top-p's head. Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's
+# decode step in bf16, while a nucleus is mostly tens to hundreds of tokens: torch.topk finds the
+# largest 1024 in ~0.5 ms (scripts/bench_sampling_cpu.py times both). (On a GPU the sort is cheap,
+# and the head's "did it fit?" test would make the host wait.) TOP_P_HEAD is also the longest
+# short list top-k makes (top_k_shortlist): past it, the whole row.
+TOP_P_HEAD = 1024
+
+
+def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, with
+    that head (values descending, and their ids: each (B, TOP_P_HEAD)); or None when a row's nucleus
+    may not fit (TOP_P_HEAD tokens or more), or the row is no longer than the head: then the whole
+    row is sorted.
+    `p` is top_p as `as_column` gives it: a number, or (B, 1).
+
+    The sort's test, counted from the top: a token stays while its tail (its own mass and all the
+    mass ranked below it: the row's total less the mass ranked above) is > 1 - top_p. The sums are
+    float64; they part from the sort's float32 running sum by rounding alone (~1e-6 of the mass).
+    Tied tokens have equal probabilities, so the order topk gives them changes no sum.
+    """
+    if logits.size(-1) <= TOP_P_HEAD:
+        return None
+    head, ids = logits.topk(TOP_P_HEAD, dim=-1)  # descending, (B, TOP_P_HEAD)
+    probs = logits.float().softmax(dim=-1)
+    head_probs = probs.gather(1, ids).double()
+    tail = probs.sum(dim=-1, keepdim=True, dtype=torch.float64) - (head_probs.cumsum(dim=-1) - head_probs)
+    kept = (tail > 1 - p).sum(dim=-1, keepdim=True).clamp(min=1)  # 0 when 1 - top_p rounds to 1, or NaNs: keep the top
+    # The head holds the cut when its last token goes, when every token below it is -inf, or top_p is 1 (no cut).
+    found = (kept < TOP_P_HEAD) | (head[:, -1:] == float("-inf")) | (p >= 1)
+    if not bool(found.all()):  # a host sync, which costs nothing on a CPU
+        return None
+    cut = head.gather(1, kept - 1).masked_fill(tail[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
+    if isinstance(p, torch.Tensor):
+        cut = torch.where(p < 1, cut, float("-inf"))  # top_p = 1: keep all
+    return cut, head, ids
+
+
 def top_k_top_p_on_cpu(logits: torch.Tensor, top_k: Param, top_p: Param) -> tuple[torch.Tensor, torch.Tensor | None]:
     """apply_top_k then apply_top_p, on a short list when one holds every token they keep: then
     (values, ids), each (B, K), the K largest logits descending with the dropped ones at -inf, and
@@ -338,7 +345,7 @@ def top_k_top_p_on_cpu(logits: torch.Tensor, top_k: Param, top_p: Param) -> tupl
         short = top_k_shortlist(logits, top_k)
         if short is None:
             return apply_top_p(apply_top_k(logits, top_k), top_p), None
-        return apply_top_p(short[0], top_p), short[1]
+        return apply_top_p(short[0], top_p), short[1]  # the list is no longer than the head: the sort, on K logits
     if isinstance(top_p, torch.Tensor) or top_p < 1:
         p = as_column(top_p, logits)
         in_head = top_p_cut_in_head(logits, p)

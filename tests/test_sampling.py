@@ -208,8 +208,9 @@ def test_the_short_list_takes_top_ks_ties_whole_and_gives_way_when_the_filters_k
 
 
 def test_the_short_list_parts_from_the_whole_row_only_at_a_top_p_cut_within_rounding():
-    """The short list's top-p sums a softmax over K logits, the whole row's over V: the same cut
-    but for float rounding. Over 64 rows × 2 top_k × 3 top_p the kept sets agree; a row where they
+    """The short list is too short for top-p's head, so its cut is the sort's float32 running sum,
+    where the whole row on a CPU takes the head's float64 sums: the same cut but for float rounding.
+    Over 64 rows × 2 top_k × 3 top_p the kept sets agree; a row where they
     part must have a token whose mass ranked above it is within 1e-6 of top_p (found by a review:
     top_p 0.5212814966903457 over one row of 200 kept 5 tokens on the whole row and 4 on the list)."""
     from minigpt.sampling import top_k_top_p_on_cpu

@@ -13,8 +13,9 @@ distribution after every stage. The order is transformers': temperature → top-
   one sample, minus its validity check, which can wait on the host.
 - `token_picker` builds, once per call of `sample` or `generate`, the per-step function (filters,
   then draw) that the decode loop runs every step; `sample` is the checks plus one such step. On a
-  CPU, once top-k or top-p has gathered the few largest logits (the *short list*), it runs min-p
-  and the draw on those alone (`top_k_top_p_on_cpu`).
+  CPU, once top-k or top-p has gathered the few largest logits (the *short list*), or min-p
+  finds few within its reach, it runs min-p and the draw on those alone (`top_k_top_p_on_cpu`,
+  `min_p_shortlist`).
 - Last, the checks (`check_sampling_params`, from the table `PARAM_RANGES`) and the backend choice
   (`resolve_backend`: the torch ops here, or the fused kernel).
 
@@ -245,7 +246,8 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
 
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
     `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
-    gathered, or the whole filtered row. The same distribution, up to rounding at the top-p and
+    gathered, or else the one min-p may make (`min_p_shortlist`), or the whole filtered row. The
+    same distribution, up to rounding at the top-p and
     min-p thresholds: the list is too short for top_p_cut_in_head, so its top-p cut is the sort's
     float32 sum (as on a GPU) where the whole row on a CPU takes the head's float64 sums, and min-p's
     softmax sums the list alone. A token within ~1e-7 of the mass from a threshold can fall on
@@ -280,6 +282,9 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
             filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
             return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
         values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
+        short = min_p_shortlist(values, min_p) if ids is None else None  # no list yet: min-p may make one
+        if short is not None:
+            values, ids = short
         filtered = apply_min_p(values, min_p)
         drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)  # greedy rows: below
         tokens = drawn if ids is None else ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
@@ -289,15 +294,16 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     return pick
 
 
-# ---- on a CPU: top-k and top-p on the few largest logits (the short list) -------------------
+# ---- on a CPU: the filters on the few largest logits (the short list) -----------------------
 
 # Top-k and top-p keep a few tokens of GPT-2's 50,257, and the stages after them (min-p, and the
 # draw's noise: one value per token) need only those. On a CPU, where each pass over the whole row
 # costs, the picker takes what top-k (or top-p's head) has already gathered, the largest logits, as
 # a short list, and runs the rest on it: top-k's K tokens, or top-p's whole head of TOP_P_HEAD with
-# the dropped ones at -inf. With top_k 50, or a nucleus of hundreds, that is several times less
-# work a step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step on a
-# GPU, where the fused kernel is the fast path anyway: there the whole row goes through.
+# the dropped ones at -inf. With neither, min-p alone may list the few tokens within its reach of
+# the max. With top_k 50, a nucleus of hundreds or min-p 0.1, that is several times less work a
+# step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step on a GPU,
+# where the fused kernel is the fast path anyway: there the whole row goes through.
 
 # Top-p's head. Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's
 # decode step in bf16, while a nucleus is mostly tens to hundreds of tokens: torch.topk finds the
@@ -384,6 +390,23 @@ def top_k_shortlist(logits: torch.Tensor, top_k: Param) -> tuple[torch.Tensor, t
     if n_kept > K:
         values, ids = logits.topk(n_kept, dim=-1)  # every row's kept tokens are among the n_kept largest
     return values.masked_fill(values < kth, float("-inf")), ids
+
+
+def min_p_shortlist(logits: torch.Tensor, min_p: Param) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A short list holding every token min-p may keep: those within ln(1 / min_p) of their row's
+    max (softmax's p ≥ min_p · p_max, in logits), counted with a little slack for the softmax's
+    rounding; the list is the K largest logits, K the most any row keeps, and apply_min_p on it
+    then makes the exact cut. (values, ids), each (B, K), or None: min-p off in some row, or more
+    than TOP_P_HEAD tokens within reach (a flat row)."""
+    m = torch.as_tensor(as_column(min_p, logits))  # () or (B, 1)
+    if not bool((m > 0).all()) or logits.size(0) == 0:
+        return None
+    top = logits.amax(dim=-1, keepdim=True)
+    floor = top + m.log() - (1e-4 + 1e-6 * top.abs())  # the slack: ≫ fp32's rounding of top + log(min_p)
+    K = int((logits >= floor).sum(dim=-1).max())
+    if not 0 < K <= TOP_P_HEAD:  # 0: a row of NaNs (its token is -1 anyway)
+        return None
+    return logits.topk(K, dim=-1)
 
 
 # ---- checks, and the backend choice ----------------------------------------------------------

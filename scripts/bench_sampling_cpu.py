@@ -7,7 +7,8 @@ One draw per row from logits (B, V), two ways, interleaved so both see the same 
 - minigpt: the per-step function `generate`'s decode loop calls (minigpt.sampling.token_picker,
   backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024
   largest logits first), min-p, the exponential race; min-p and the race run on the short list
-  top-k or top-p's head gathered, when every kept token is on it (`top_k_top_p_on_cpu`);
+  top-k or top-p's head gathered, or min-p alone made, when every kept token is on it
+  (`top_k_top_p_on_cpu`, `min_p_shortlist`);
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
 Each figure is the median over --repeats runs of --calls calls, in µs per call. A second table
 times the parts the sampler's docs quote, on the same logits: the whole-row sort that top-p
@@ -18,7 +19,7 @@ skips, the head it takes instead (torch.topk of TOP_P_HEAD), and the race's nois
 A top-p step's cost depends on how many tokens its nucleus holds, so the logits are N(0, s²) for
 a few spreads s, from a peaked row (top-p 0.9 keeps a handful of tokens) to a flat one (tens of
 thousands, as from a randomly initialised model); the table gives the median count of tokens the
-config's filters keep (with top-k 50 first, at most 50).
+config's filters keep (with top-k 50 first, at most 50; min-p 0.1 keeps those within ln 10 of the max).
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ from transformers.generation.logits_process import (LogitsProcessorList, MinPLog
 
 from minigpt.sampling import TOP_P_HEAD, exponential_noise, filter_logits, token_picker
 
-CONFIGS = {  # name: (temperature, top_k, top_p, min_p), as in scripts/bench_sampling.py
+CONFIGS = {  # name: (temperature, top_k, top_p, min_p); the first two as in scripts/bench_sampling.py
     "top-p": (1.0, 0, 0.9, 0.0),        # top-p alone: nothing narrows the row before it
     "all": (0.8, 50, 0.9, 0.05),       # every filter on
+    "min-p": (1.0, 0, 1.0, 0.1),       # min-p alone (its own short list on a CPU)
 }
 SPREADS = (6.0, 4.0, 3.0, 1.0)  # top-p 0.9 alone keeps a median of ~10–40, ~200–400, ~2,000 and ~30,000 of 50,257
 

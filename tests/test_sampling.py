@@ -207,6 +207,34 @@ def test_the_short_list_takes_top_ks_ties_whole_and_gives_way_when_the_filters_k
     assert (tokens >= TOP_P_HEAD + 10).sum() > 10  # ~30 expected
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_min_p_without_a_list_from_top_k_or_top_p_makes_its_own(ties):
+    """With no short list from top-k or top-p (both off, or top-p's nucleus past its head), min-p
+    lists the tokens within ln(1 / min_p) of the row's max (`min_p_shortlist`), and apply_min_p on
+    the list keeps what it keeps over the whole row: per-row min_p too, and rows of large logits,
+    where top + log(min_p) rounds (fp32's step at 3e4 is 0.002)."""
+    from minigpt.sampling import min_p_shortlist, top_k_top_p_on_cpu
+
+    x = gpt2_sized_logits(5, 4, 4.0, ties)
+    for rows in (x, x + 3e4, x - 1e4):
+        for m in (1e-3, 0.05, 0.3, 1.0, torch.tensor([0.05, 0.5, 1e-3, 0.2])):
+            values, ids = min_p_shortlist(rows, m)
+            listed = on_the_row(apply_min_p(values, m), ids, rows.size(1))
+            assert torch.equal(listed.isfinite(), apply_min_p(rows, m).isfinite()), m
+    flat = gpt2_sized_logits(6, 2, 1.0)  # top-p 0.9 keeps ~30,000: no list; min-p 0.5 keeps a handful
+    values, ids = top_k_top_p_on_cpu(flat, 0, 0.9)
+    assert ids is None
+    values, ids = min_p_shortlist(values, 0.5)
+    assert ids.size(1) < 100
+    whole = filter_logits(flat, top_p=0.9, min_p=0.5)
+    assert torch.equal(on_the_row(apply_min_p(values, 0.5), ids, flat.size(1)).isfinite(), whole.isfinite())
+    assert min_p_shortlist(x, torch.tensor([0.1, 0.0, 0.1, 0.1])) is None  # min-p off in a row
+    assert min_p_shortlist(flat, 0.01) is None  # thousands within ln(100) of the max: not short
+    assert min_p_shortlist(x, 0.0) is None
+    bad = torch.full((2, 3000), float("nan"))
+    assert min_p_shortlist(bad, 0.1) is None and sample(bad, min_p=0.1, seed=0).tolist() == [-1, -1]
+
+
 def test_the_short_list_parts_from_the_whole_row_only_at_a_top_p_cut_within_rounding():
     """The short list is too short for top-p's head, so its cut is the sort's float32 running sum,
     where the whole row on a CPU takes the head's float64 sums: the same cut but for float rounding.

@@ -170,8 +170,8 @@ def test_bench_sampling_cpu_times_both_samplers_for_every_config_and_spread(monk
                                                     "--calls", "1", "--threads", "1"], monkeypatch, capsys)
     finally:
         torch.set_num_threads(threads)
-    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| top-p") or line.startswith("| all")]
-    assert code == 0 and err == "" and len(rows) == 2 * 2 * 4, (out, err)
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| top-p", "| all", "| min-p"))]
+    assert code == 0 and err == "" and len(rows) == 3 * 2 * 4, (out, err)
     for config, batch, spread, kept, ours, theirs, ratio in rows:
         assert 1 <= int(kept) <= 2048 and float(ours) > 0 and float(theirs) > 0 and ratio.strip().endswith("x")
     parts = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines()

@@ -158,9 +158,9 @@ def exponential_noise(shape: tuple[int, ...], device, generator: torch.Generator
     """E ~ Exp(1) per token, for the exponential race (a function of its own: both of token_picker's
     torch paths draw it, and scripts/bench_sampling_cpu.py times it against exponential_).
 
-    On a CPU, torch's `exponential_` computes one value at a time: 7.5 ms for 8 × 50,257 tokens,
+    On a CPU, torch's `exponential_` computes one value at a time: 7.3 ms for 8 × 50,257 tokens,
     longer than the rest of the draw. Inverting Exp(1)'s CDF, 1 - e^-E = U, gives the same values
-    from the same uniforms in vectorized passes (2.5 ms; scripts/bench_sampling_cpu.py times both):
+    from the same uniforms in vectorized passes (2.3 ms; scripts/bench_sampling_cpu.py times both):
     E = -log(1 - U), U in [0, 1).
     On a GPU `exponential_` is one fast kernel, where this would be four.
     """

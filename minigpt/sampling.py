@@ -247,11 +247,11 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
     `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
     gathered, or else the one min-p may make (`min_p_shortlist`), or the whole filtered row. The
-    same distribution, up to rounding at the top-p and
-    min-p thresholds: the list is too short for top_p_cut_in_head, so its top-p cut is the sort's
-    float32 sum (as on a GPU) where the whole row on a CPU takes the head's float64 sums, and min-p's
-    softmax sums the list alone. A token within ~1e-7 of the mass from a threshold can fall on
-    either side. The noise has one value per listed token.
+    same distribution, up to rounding at the top-p and min-p thresholds: the list is too short for
+    top_p_cut_in_head, so its top-p cut is the sort's float32 sum (as on a GPU) where the whole row
+    on a CPU takes the head's float64 sums, and min-p's softmax sums the list alone. A token within
+    ~1e-7 of the mass from a threshold can fall on either side. The noise has one value per listed
+    token.
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
     drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
     bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""

@@ -305,19 +305,21 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
 # step (scripts/bench_sampling_cpu.py). Its checks are host syncs, too dear per step on a GPU,
 # where the fused kernel is the fast path anyway: there the whole row goes through.
 
-# Top-p's head. Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's
+# Top-p's heads. Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's
 # decode step in bf16, while a nucleus is mostly tens to hundreds of tokens: torch.topk finds the
-# largest 1024 in ~0.5 ms (scripts/bench_sampling_cpu.py times both). (On a GPU the sort is cheap,
+# largest 1024 in ~0.5 ms, the largest 8192 in ~0.8 ms (scripts/bench_sampling_cpu.py times them).
+# A nucleus past the first head tries the second when it may fit it. (On a GPU the sort is cheap,
 # and the head's "did it fit?" test would make the host wait.) TOP_P_HEAD is also the longest
-# short list top-k makes (top_k_shortlist): past it, the whole row.
+# short list top-k or min-p makes (top_k_shortlist, min_p_shortlist): past it, the whole row.
 TOP_P_HEAD = 1024
+TOP_P_SECOND_HEAD = 8192
 
 
 def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, with
-    that head (values descending, and their ids: each (B, TOP_P_HEAD)); or None when a row's nucleus
-    may not fit (TOP_P_HEAD tokens or more), or the row is no longer than the head: then the whole
-    row is sorted.
+    """apply_top_p's cut (B, 1), found among the TOP_P_HEAD largest logits of each row alone, or
+    else among the TOP_P_SECOND_HEAD largest, with that head (values descending, and their ids:
+    each (B, head size)); or None when a row's nucleus may not fit either (or the row is no longer
+    than the head): then the whole row is sorted.
     `p` is top_p as `as_column` gives it: a number, or (B, 1).
 
     The sort's test, counted from the top: a token stays while its tail (its own mass and all the
@@ -325,21 +327,30 @@ def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[to
     float64; they part from the sort's float32 running sum by rounding alone (~1e-6 of the mass).
     Tied tokens have equal probabilities, so the order topk gives them changes no sum.
     """
-    if logits.size(-1) <= TOP_P_HEAD:
-        return None
-    head, ids = logits.topk(TOP_P_HEAD, dim=-1)  # descending, (B, TOP_P_HEAD)
     probs = logits.float().softmax(dim=-1)
-    head_probs = probs.gather(1, ids).double()
-    tail = probs.sum(dim=-1, keepdim=True, dtype=torch.float64) - (head_probs.cumsum(dim=-1) - head_probs)
-    kept = (tail > 1 - p).sum(dim=-1, keepdim=True).clamp(min=1)  # 0 when 1 - top_p rounds to 1, or NaNs: keep the top
-    # The head holds the cut when its last token goes, when every token below it is -inf, or top_p is 1 (no cut).
-    found = (kept < TOP_P_HEAD) | (head[:, -1:] == float("-inf")) | (p >= 1)
-    if not bool(found.all()):  # a host sync, which costs nothing on a CPU
-        return None
-    cut = head.gather(1, kept - 1).masked_fill(tail[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
-    if isinstance(p, torch.Tensor):
-        cut = torch.where(p < 1, cut, float("-inf"))  # top_p = 1: keep all
-    return cut, head, ids
+    total = probs.sum(dim=-1, keepdim=True, dtype=torch.float64)
+    for size in (TOP_P_HEAD, TOP_P_SECOND_HEAD):
+        if logits.size(-1) <= size:
+            return None
+        head, ids = logits.topk(size, dim=-1)  # descending, (B, size)
+        head_probs = probs.gather(1, ids).double()
+        above = head_probs.cumsum(dim=-1) - head_probs  # the mass ranked above each token
+        tail = total - above
+        kept = (tail > 1 - p).sum(dim=-1, keepdim=True).clamp(min=1)  # 0 when 1 - top_p rounds to 1, or NaNs: keep the top
+        # The head holds the cut when its last token goes, when every token below it is -inf, or top_p is 1 (no cut).
+        found = (kept < size) | (head[:, -1:] == float("-inf")) | (p >= 1)
+        if bool(found.all()):  # a host sync, which costs nothing on a CPU
+            cut = head.gather(1, kept - 1).masked_fill(tail[:, :1].isnan(), float("-inf"))  # a NaN or +inf logit: keep all, as the sort does
+            if isinstance(p, torch.Tensor):
+                cut = torch.where(p < 1, cut, float("-inf"))  # top_p = 1: keep all
+            return cut, head, ids
+        # Every token past the head is at most as likely as its last: a row whose nucleus goes on
+        # needs at least (mass still to cover) / (that probability) more. Try the second head only
+        # if that many fit in it (a flat row's nucleus of tens of thousands goes straight to the sort).
+        more = (total - (1 - p) - (above[:, -1:] + head_probs[:, -1:])) / head_probs[:, -1:]
+        if not bool((found | (size + more < TOP_P_SECOND_HEAD)).all()):
+            return None
+    return None
 
 
 def top_k_top_p_on_cpu(logits: torch.Tensor, top_k: Param, top_p: Param) -> tuple[torch.Tensor, torch.Tensor | None]:

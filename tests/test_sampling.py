@@ -105,24 +105,46 @@ def gpt2_sized_logits(seed: int, B: int, spread: float, ties: bool = False) -> t
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_top_p_on_a_cpu_finds_the_cut_among_the_largest_logits(ties):
-    """On a CPU apply_top_p looks for the cut among the TOP_P_HEAD largest logits (torch.topk)
-    before it sorts the whole row: the kept sets are transformers' (ties kept whole), in rows where
-    the head holds the cut and in rows where it does not (the whole row sorted), mixed in a batch,
+    """On a CPU apply_top_p looks for the cut among the TOP_P_HEAD largest logits (torch.topk),
+    then, for a nucleus past them that may fit, among the TOP_P_SECOND_HEAD largest, before it
+    sorts the whole row: the kept sets are transformers' (ties kept whole), in rows where either
+    head holds the cut and in rows where neither does (the whole row sorted), mixed in a batch,
     per-row top_p of 1 included."""
-    from minigpt.sampling import TOP_P_HEAD, top_p_cut_in_head
+    from minigpt.sampling import TOP_P_HEAD, TOP_P_SECOND_HEAD, top_p_cut_in_head
 
-    peaked, flat = gpt2_sized_logits(0, 4, 5.0, ties), gpt2_sized_logits(1, 2, 1.0, ties)
-    for x, in_head in ((peaked, True), (flat, False), (torch.cat([peaked, flat]), False)):
-        for p in (0.5, 0.9):  # (0.99 keeps up to ~1,200 tokens of `peaked`)
-            assert (top_p_cut_in_head(x, p) is not None) == in_head
+    peaked, mid, flat = (gpt2_sized_logits(0, 4, 5.0, ties), gpt2_sized_logits(1, 2, 3.0, ties),
+                         gpt2_sized_logits(1, 2, 1.0, ties))
+    # The head that holds the cut (None: neither), and top_p: (0.99 keeps up to ~1,200 tokens of `peaked`)
+    for x, head, ps in ((peaked, TOP_P_HEAD, (0.5, 0.9)), (mid, TOP_P_SECOND_HEAD, (0.9,)), (flat, None, (0.9,)),
+                        (torch.cat([peaked, mid]), TOP_P_SECOND_HEAD, (0.9,)), (torch.cat([peaked, flat]), None, (0.9,))):
+        for p in ps:
+            in_head = top_p_cut_in_head(x, p)
+            assert (in_head[1].size(1) if in_head is not None else None) == head, (head, p)
             kept = apply_top_p(x, p).isfinite()
             assert torch.equal(kept, transformers_top_p(x, p).isfinite())
-            assert in_head or kept.sum(-1).max() > TOP_P_HEAD
+            assert head == TOP_P_HEAD or kept.sum(-1).max() > TOP_P_HEAD
+            assert head is not None or kept.sum(-1).max() > TOP_P_SECOND_HEAD
     rows = torch.tensor([0.9, 1.0, 0.5, 1.0])
     kept = apply_top_p(peaked, rows).isfinite()
     assert torch.equal(kept[0], transformers_top_p(peaked[:1], 0.9).isfinite()[0])
     assert torch.equal(kept[2], transformers_top_p(peaked[2:3], 0.5).isfinite()[0])
     assert kept[[1, 3]].all()  # top_p = 1 drops nothing, though 0-mass tokens lie below the head
+
+
+def test_a_flat_rows_nucleus_goes_straight_to_the_sort_without_the_second_head(monkeypatch):
+    """A nucleus past the first head tries the second only if it may fit there: every token past
+    the head is at most as likely as its last, which bounds how many more the nucleus needs. A flat
+    row (~30,000 tokens in top-p 0.9) skips the second topk; a row of ~2,000 takes it."""
+    from minigpt.sampling import TOP_P_SECOND_HEAD, top_p_cut_in_head
+
+    sizes = []
+    topk = torch.Tensor.topk
+    monkeypatch.setattr(torch.Tensor, "topk", lambda self, k, *a, **kw: sizes.append(k) or topk(self, k, *a, **kw))
+    assert top_p_cut_in_head(gpt2_sized_logits(1, 2, 1.0), 0.9) is None
+    assert sizes == [1024]
+    sizes.clear()
+    assert top_p_cut_in_head(gpt2_sized_logits(1, 2, 3.0), 0.9) is not None
+    assert sizes == [1024, TOP_P_SECOND_HEAD]
 
 
 def test_top_p_in_the_head_agrees_with_the_whole_sort_on_many_rows():

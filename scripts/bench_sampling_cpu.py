@@ -5,16 +5,17 @@
 
 One draw per row from logits (B, V), two ways, interleaved so both see the same machine load:
 - minigpt: the per-step function `generate`'s decode loop calls (minigpt.sampling.token_picker,
-  backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024
-  largest logits first), min-p, the exponential race; min-p and the race run on the short list
+  backend "torch"): temperature, top-k, top-p (on a CPU: the cut looked for among the 1024, then
+  8192, largest logits first), min-p, the exponential race; min-p and the race run on the short list
   top-k or top-p's head gathered, or min-p alone made, when every kept token is on it
   (`top_k_top_p_on_cpu`, `min_p_shortlist`);
 - transformers: its Temperature/TopK/TopP/MinP warpers, softmax, torch.multinomial.
 Each figure is the median over --repeats runs of --calls calls, in µs per call. A second table
 times the parts the sampler's docs quote, on the same logits: the whole-row sort that top-p
-skips, the head it takes instead (torch.topk of TOP_P_HEAD), and the race's noise by torch's
-`exponential_` (what minigpt drew before, and what torch.multinomial draws) and by
-`exponential_noise` (what it draws on a CPU now: the same values).
+skips, the heads it takes instead (torch.topk of TOP_P_HEAD, then of TOP_P_SECOND_HEAD for a
+nucleus past the first), and the race's noise by torch's `exponential_` (what minigpt drew
+before, and what torch.multinomial draws) and by `exponential_noise` (what it draws on a CPU
+now: the same values).
 
 A top-p step's cost depends on how many tokens its nucleus holds, so the logits are N(0, s²) for
 a few spreads s, from a peaked row (top-p 0.9 keeps a handful of tokens) to a flat one (tens of
@@ -31,7 +32,7 @@ import torch
 from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from minigpt.sampling import TOP_P_HEAD, exponential_noise, filter_logits, token_picker
+from minigpt.sampling import TOP_P_HEAD, TOP_P_SECOND_HEAD, exponential_noise, filter_logits, token_picker
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p); the first two as in scripts/bench_sampling.py
     "top-p": (1.0, 0, 0.9, 0.0),        # top-p alone: nothing narrows the row before it
@@ -68,6 +69,7 @@ def parts_us(B: int, V: int, repeats: int, calls: int) -> dict[str, float]:
     parts = {
         "sort (the whole row)": lambda x: x.sort(dim=-1),
         f"topk({min(TOP_P_HEAD, V)}) (the head)": lambda x: x.topk(min(TOP_P_HEAD, V), dim=-1),
+        f"topk({min(TOP_P_SECOND_HEAD, V)}) (the second head)": lambda x: x.topk(min(TOP_P_SECOND_HEAD, V), dim=-1),
         "exponential_ (torch's noise)": lambda x: torch.empty(x.shape).exponential_(generator=g),
         "exponential_noise (minigpt's)": lambda x: exponential_noise(x.shape, "cpu", g),
     }

@@ -176,8 +176,8 @@ def test_bench_sampling_cpu_times_both_samplers_for_every_config_and_spread(monk
         assert 1 <= int(kept) <= 2048 and float(ours) > 0 and float(theirs) > 0 and ratio.strip().endswith("x")
     parts = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines()
              if line.startswith(("| sort", "| topk", "| exponential"))}  # the parts the docs quote, per batch
-    assert list(parts) == ["sort (the whole row)", "topk(1024) (the head)", "exponential_ (torch's noise)",
-                           "exponential_noise (minigpt's)"], out
+    assert list(parts) == ["sort (the whole row)", "topk(1024) (the head)", "topk(2048) (the second head)",
+                           "exponential_ (torch's noise)", "exponential_noise (minigpt's)"], out
     assert all(float(us) > 0 for both in parts.values() for us in both), out
 
 

@@ -87,8 +87,8 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     ≤ 1 - top_p; the largest token always stays, so a tiny top_p still leaves one. The cut is a
     logit value, the smallest one kept: every token tied with it stays too, as top-k keeps ties
     (transformers keeps only those its sort happens to put above the cut; the fused kernel keeps
-    them all). On a CPU the cut is sought among the 1024 largest logits first (`top_p_cut_in_head`),
-    skipping the sort.
+    them all). On a CPU the cut is sought among the 1024 largest logits first, then the 8192
+    largest (`top_p_cut_in_head`), skipping the sort.
     """
     check_number("top_p", top_p)
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:

@@ -235,7 +235,8 @@ def sample(
     if backend == "triton":
         return tokens  # the kernel marks bad rows itself
     # The kernel's answer for bad rows, rather than whatever index argmax picks among NaNs.
-    return torch.where(torch.isfinite(logits.amax(dim=-1)), tokens, -1)
+    # Bad as the filters see them, in fp32: an fp64 logit past fp32's range is inf there.
+    return torch.where(torch.isfinite(logits.float().amax(dim=-1)), tokens, -1)
 
 
 def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: Param, top_p: Param, min_p: Param, *,
@@ -413,9 +414,11 @@ def min_p_shortlist(logits: torch.Tensor, min_p: Param) -> tuple[torch.Tensor, t
     if not bool((m > 0).all()) or logits.size(0) == 0:
         return None
     top = logits.amax(dim=-1, keepdim=True)
-    floor = top + m.log() - (1e-4 + 1e-6 * top.abs())  # the slack: ≫ fp32's rounding of top + log(min_p)
+    # The slack ≫ fp32's rounding of top + log(min_p), while min_p · p_max is a normal float (≥ 1e-38;
+    # below, tokens of p < 1e-38 · p_max the list misses would be drawn once in 1e38 anyway).
+    floor = top + m.log() - (1e-4 + 1e-6 * top.abs())
     K = int((logits >= floor).sum(dim=-1).max())
-    if not 0 < K <= TOP_P_HEAD:  # 0: a row of NaNs (its token is -1 anyway)
+    if not 0 < K <= TOP_P_HEAD:  # 0: every row NaN (their tokens are -1 anyway)
         return None
     return logits.topk(K, dim=-1)
 

@@ -276,6 +276,16 @@ def test_the_short_list_parts_from_the_whole_row_only_at_a_top_p_cut_within_roun
             assert not (parted & ~near).any(), f"top_k {k}, top_p {p}: rows {parted.nonzero().flatten().tolist()}"
 
 
+@pytest.mark.parametrize("kwargs", [{}, dict(min_p=0.1)])
+def test_a_float64_logit_past_float32s_range_marks_its_row_bad(kwargs):
+    """The filters compute in fp32, where 1e300 is inf: the row is bad, -1 as from the kernel (the
+    check looked at the fp64 logits, and a drawn token came back, found by a review)."""
+    x = torch.randn(2, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[0, 7] = 1e300
+    tokens = sample(x, seed=0, **kwargs)
+    assert tokens[0] == -1 and tokens[1] >= 0
+
+
 @pytest.mark.parametrize("top_k", [5, torch.tensor([], dtype=torch.long)])
 def test_sample_of_no_rows_with_top_k_gives_no_tokens(top_k):
     """A batch of no rows gives no tokens, as without top-k (the short list's max() had nothing to reduce)."""

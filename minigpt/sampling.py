@@ -308,7 +308,7 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
 
 # Top-p's heads. Sorting GPT-2's 50,257 logits takes 3 ms on a CPU, a fifth of the 124M model's
 # decode step in bf16, while a nucleus is mostly tens to hundreds of tokens: torch.topk finds the
-# largest 1024 in ~0.5 ms, the largest 8192 in ~0.8 ms (scripts/bench_sampling_cpu.py times them).
+# largest 1024 in ~0.5 ms, the largest 8192 in ~0.9 ms (scripts/bench_sampling_cpu.py times them).
 # A nucleus past the first head tries the second when it may fit it. (On a GPU the sort is cheap,
 # and the head's "did it fit?" test would make the host wait.) TOP_P_HEAD is also the longest
 # short list top-k or min-p makes (top_k_shortlist, min_p_shortlist): past it, the whole row.

@@ -287,9 +287,11 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
         if short is not None:
             values, ids = short
         filtered = apply_min_p(values, min_p)
-        drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)  # greedy rows: below
+        # The race alone (temperature 1.0 here only skips draw's greedy rows): greedy rows take the
+        # whole row's first top token below, which the list's argmax, or the filtered row's, need not be.
+        drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), 1.0)
         tokens = drawn if ids is None else ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
-        t = as_column(temperature, logits)  # greedy rows: the whole row's first top token (the list's argmax need not be it)
+        t = as_column(temperature, logits)
         return torch.where(t.reshape(-1) > 0, tokens, logits.argmax(dim=-1)) if isinstance(t, torch.Tensor) else tokens
 
     return pick
@@ -328,6 +330,8 @@ def top_p_cut_in_head(logits: torch.Tensor, p: float | torch.Tensor) -> tuple[to
     float64; they part from the sort's float32 running sum by rounding alone (~1e-6 of the mass).
     Tied tokens have equal probabilities, so the order topk gives them changes no sum.
     """
+    if logits.size(-1) <= TOP_P_HEAD:  # (a short list's top-p, on K ≤ TOP_P_HEAD logits, comes here first)
+        return None
     probs = logits.float().softmax(dim=-1)
     total = probs.sum(dim=-1, keepdim=True, dtype=torch.float64)
     for size in (TOP_P_HEAD, TOP_P_SECOND_HEAD):

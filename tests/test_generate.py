@@ -1679,14 +1679,17 @@ def test_compiled_decode_step_past_dynamo_recompile_limit(pair, monkeypatch):
 
     model, _ = pair
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     monkeypatch.setattr(prefill_decode, "RECOMPILE_LIMIT", 2)
     ids, mask = left_padded(PROMPTS)  # batch 3
-    for rows in (ids, ids[:1]):  # two batch sizes: two graphs, the second past dynamo's limit
-        compiled = generate(model, rows, max_new_tokens=3, eos_token_id=[], compile=True)
-        assert torch.equal(compiled, generate(model, rows, max_new_tokens=3, eos_token_id=[]))
-    with pytest.raises(RuntimeError, match=r"already holds 2 compiled decode steps.*torch._dynamo.reset\(\)"):
-        generate(model, ids[:2], max_new_tokens=3, eos_token_id=[], compile=True)
+    # dynamo's own patch, not monkeypatch: pytest ≥ 9.2 undoes a setattr on an object that serves the
+    # attribute from elsewhere (dynamo's config module) by deleting it, and dynamo's config then
+    # says "recompile_limit does not exist" to every later compile in the run.
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for rows in (ids, ids[:1]):  # two batch sizes: two graphs, the second past dynamo's limit
+            compiled = generate(model, rows, max_new_tokens=3, eos_token_id=[], compile=True)
+            assert torch.equal(compiled, generate(model, rows, max_new_tokens=3, eos_token_id=[]))
+        with pytest.raises(RuntimeError, match=r"already holds 2 compiled decode steps.*torch._dynamo.reset\(\)"):
+            generate(model, ids[:2], max_new_tokens=3, eos_token_id=[], compile=True)
     torch._dynamo.reset()
 
 

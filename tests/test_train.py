@@ -1793,20 +1793,22 @@ def test_tf32_is_on_for_a_gpu_run_only_and_given_back_after(tmp_path, monkeypatc
     runs (train_loop's `tf32_matmuls`), the caller's setting restored after, even on an error;
     through torch's new switch (fp32_precision), so a caller who used it does not get "mix of the
     legacy and new APIs" (a reviewer), and one who used the old allow_tf32 can still read it.
-    (Setting the switches needs no GPU.)"""
+    (Setting the switches needs no GPU. Torch < 2.9 has only allow_tf32, which it then sets.)"""
     matmul = torch.backends.cuda.matmul
+    new_switch = hasattr(matmul, "fp32_precision")
+    switch, off, on = ("fp32_precision", "ieee", "tf32") if new_switch else ("allow_tf32", False, True)
     # Put back after the test by hand: pytest ≥ 9.2's monkeypatch would undo its setattr by deleting
     # the attribute, which torch serves through __getattr__ (an error at teardown).
-    before = matmul.fp32_precision
-    request.addfinalizer(lambda: setattr(matmul, "fp32_precision", before))
-    for caller in ("fp32_precision", "allow_tf32"):
+    before = getattr(matmul, switch)
+    request.addfinalizer(lambda: setattr(matmul, switch, before))
+    for caller in ("fp32_precision", "allow_tf32") if new_switch else ("allow_tf32",):
         setattr(matmul, caller, "ieee" if caller == "fp32_precision" else False)
         with train_runtime.tf32_matmuls(torch.device("cpu")):
-            assert matmul.fp32_precision == "ieee"
+            assert getattr(matmul, switch) == off
         with pytest.raises(RuntimeError, match="inside"), train_runtime.tf32_matmuls(torch.device("cuda")):
-            assert matmul.fp32_precision == "tf32"
+            assert getattr(matmul, switch) == on
             raise RuntimeError("inside")
-        assert matmul.fp32_precision == "ieee" and matmul.allow_tf32 is False, caller
+        assert getattr(matmul, switch) == off and matmul.allow_tf32 is False, caller
     entered = []  # train_loop runs its steps inside it, on the run's device
 
     @contextlib.contextmanager

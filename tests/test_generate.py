@@ -1674,7 +1674,7 @@ def test_compiled_decode_step_in_bf16_rounds_like_eager(pair):
 def test_compiled_half_precision_step_on_a_cpu_before_torch_2_12_is_refused_clearly(pair, monkeypatch, dtype):
     """Torch 2.7 to 2.11 fail to compile the bf16 step on a CPU, deep in Inductor ("CppVecOverrides.to_dtype()
     got an unexpected keyword argument 'use_compute_types'"); generate says what to do instead, before any
-    work. float32 still compiles there."""
+    work, and the eager step still runs."""
     from torch.torch_version import TorchVersion
 
     model = copy.deepcopy(pair[0]).to(dtype)

@@ -32,7 +32,8 @@ import torch
 from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from minigpt.sampling import TOP_P_HEAD, TOP_P_SECOND_HEAD, exponential_noise, filter_logits, token_picker
+from minigpt.sampling import exponential_noise, filter_logits, token_picker
+from minigpt.sampling_cpu import TOP_P_HEAD, TOP_P_SECOND_HEAD
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p); the first two as in scripts/bench_sampling.py
     "top-p": (1.0, 0, 0.9, 0.0),        # top-p alone: nothing narrows the row before it

@@ -781,7 +781,7 @@ def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair)
 
 def test_explain_draws_what_generate_draws_through_the_top_k_shortlist():
     """With top-k on, generate's step on a CPU filters and draws among the k largest logits alone
-    (minigpt.sampling.top_k_shortlist), so its noise has k values a step, not V: explain must draw
+    (minigpt.sampling_cpu.top_k_shortlist), so its noise has k values a step, not V: explain must draw
     through the same per-step function to give the same tokens for a seed (it drew its own noise
     over the whole row, and matched only where few tokens were kept)."""
     from minigpt.explain import explain

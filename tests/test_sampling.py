@@ -110,7 +110,7 @@ def test_top_p_on_a_cpu_finds_the_cut_among_the_largest_logits(ties):
     sorts the whole row: the kept sets are transformers' (ties kept whole), in rows where either
     head holds the cut and in rows where neither does (the whole row sorted), mixed in a batch,
     per-row top_p of 1 included."""
-    from minigpt.sampling import TOP_P_HEAD, TOP_P_SECOND_HEAD, top_p_cut_in_head
+    from minigpt.sampling_cpu import TOP_P_HEAD, TOP_P_SECOND_HEAD, top_p_cut_in_head
 
     peaked, mid, flat = (gpt2_sized_logits(0, 4, 5.0, ties), gpt2_sized_logits(1, 2, 3.0, ties),
                          gpt2_sized_logits(1, 2, 1.0, ties))
@@ -135,7 +135,7 @@ def test_a_flat_rows_nucleus_goes_straight_to_the_sort_without_the_second_head(m
     """A nucleus past the first head tries the second only if it may fit there: every token past
     the head is at most as likely as its last, which bounds how many more the nucleus needs. A flat
     row (~30,000 tokens in top-p 0.9) skips the second topk; a row of ~2,000 takes it."""
-    from minigpt.sampling import TOP_P_SECOND_HEAD, top_p_cut_in_head
+    from minigpt.sampling_cpu import TOP_P_SECOND_HEAD, top_p_cut_in_head
 
     sizes = []
     topk = torch.Tensor.topk
@@ -152,7 +152,7 @@ def test_top_p_in_the_head_agrees_with_the_whole_sort_on_many_rows():
     from the bottom (the mass of a token and everything below > 1 - top_p): the same cut but for
     float rounding. Over 64 rows × 3 top_p both give the same kept set; a row where they part must
     have its cut within 1e-6 of top_p in float64."""
-    from minigpt.sampling import top_p_cut_in_head
+    from minigpt.sampling_cpu import top_p_cut_in_head
 
     x = gpt2_sized_logits(2, 64, 4.0)  # nuclei of 1 to 670 tokens
     probs = x.double().softmax(-1).sort(dim=-1, descending=True).values
@@ -198,7 +198,8 @@ def test_the_short_list_takes_top_ks_ties_whole_and_gives_way_when_the_filters_k
     row keeps more than TOP_P_HEAD tokens (-inf logits among its top k), top-k is off in some row,
     a row's nucleus reaches past top-p's head, its top_p is 1, or top-p's cut is tied with tokens
     past the head, the filters run on the whole row (ids None), and what they keep can be drawn."""
-    from minigpt.sampling import TOP_P_HEAD, top_k_shortlist, top_k_top_p_on_cpu
+    from minigpt.sampling import top_k_top_p_on_cpu
+    from minigpt.sampling_cpu import TOP_P_HEAD, top_k_shortlist
 
     x = torch.tensor([[5.0, 3, 3, 3, 1, 0]])
     values, ids = top_k_shortlist(x, 2)  # k = 2 keeps 4 tokens: 5 and three 3s
@@ -235,7 +236,8 @@ def test_min_p_without_a_list_from_top_k_or_top_p_makes_its_own(ties):
     lists the tokens within ln(1 / min_p) of the row's max (`min_p_shortlist`), and apply_min_p on
     the list keeps what it keeps over the whole row: per-row min_p too, and rows of large logits,
     where top + log(min_p) rounds (fp32's step at 3e4 is 0.002)."""
-    from minigpt.sampling import min_p_shortlist, top_k_top_p_on_cpu
+    from minigpt.sampling import top_k_top_p_on_cpu
+    from minigpt.sampling_cpu import min_p_shortlist
 
     x = gpt2_sized_logits(5, 4, 4.0, ties)
     for rows in (x, x + 3e4, x - 1e4):

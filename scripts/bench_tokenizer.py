@@ -13,6 +13,9 @@ encode_batch gets the whole text as one document and cuts it at exact cut points
 says how many processes encoded it (one for a text under MIN_PARALLEL_CHARS, or without fork).
 Training: seconds for a 4096-token vocabulary, against `tokenizers`' BpeTrainer; "× HF" is a speed
 ratio, as in the encoding table (HF's seconds / minigpt's: > 1 means minigpt is faster).
+Loading: milliseconds to read GPT-2's vocab.json + merges.txt into a tokenizer ready to encode,
+against `tokenizers`' BPE.from_file and transformers' GPT2TokenizerFast on the same files, in this
+process (torch imported, as in any minigpt command: Python's garbage collector walks its objects too).
 """
 from __future__ import annotations
 
@@ -119,6 +122,20 @@ def bench_train(text: str, vocab_size: int, repeats: int) -> list[tuple]:
     ]
 
 
+def bench_load(repeats: int) -> list[tuple]:
+    """Milliseconds to load GPT-2's tokenizer files, median of `repeats`, and the speed ratio to HF's."""
+    from transformers import GPT2TokenizerFast  # a test dependency, as tiktoken and tokenizers are
+
+    files = (str(GPT2_DIR / "vocab.json"), str(GPT2_DIR / "merges.txt"))
+    runs = [
+        ("HF tokenizers BPE.from_file", lambda _: tokenizers.Tokenizer(models.BPE.from_file(*files))),
+        ("transformers GPT2TokenizerFast.from_pretrained", lambda _: GPT2TokenizerFast.from_pretrained(GPT2_DIR)),
+        ("minigpt Tokenizer.from_pretrained", lambda _: Tokenizer.from_pretrained(GPT2_DIR)),
+    ]
+    ms = [(name, median_seconds(fn, repeats)[0] * 1e3) for name, fn in runs]
+    return [(name, f"{t:.0f}", f"{ms[0][1] / t:.2f}") for name, t in ms]
+
+
 def print_table(header: tuple, rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
@@ -157,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers", "CPU s/MB"), rows)
     print(f"\ntraining a {args.vocab_size}-token vocabulary on {args.data.name} (s, median of 3)\n")
     print_table(("trainer", "MB", "seconds", "× HF"), bench_train(small, args.vocab_size, 3))
+    print(f"\nloading GPT-2's tokenizer (vocab.json + merges.txt; ms, median of {args.repeats})\n")
+    print_table(("engine", "ms", "× HF tokenizers"), bench_load(args.repeats))
     print(f"\nload average at the end: {load_average()}")
     return 0
 

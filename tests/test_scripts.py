@@ -129,6 +129,14 @@ def test_bench_tokenizer_training_ratio_is_a_speed_ratio_like_the_encode_table(m
     assert rows == [("HF tokenizers BpeTrainer", "0.0", "2.00", "1.00"), ("minigpt Tokenizer.train", "0.0", "1.00", "2.00")]
 
 
+def test_bench_tokenizer_times_loading_against_hf_on_the_same_files():
+    """The loading table: each engine's ms, and its speed against HF tokenizers' (its own row 1.00)."""
+    rows = script_globals("bench_tokenizer")["bench_load"](1)
+    assert [name for name, _, _ in rows] == ["HF tokenizers BPE.from_file", "transformers GPT2TokenizerFast.from_pretrained",
+                                             "minigpt Tokenizer.from_pretrained"]
+    assert rows[0][2] == "1.00" and all(float(ms) > 0 and float(ratio) > 0 for _, ms, ratio in rows), rows
+
+
 @pytest.mark.parametrize("cpus,chars,processes", [(2, "short", 1), (2, "long", 2), (1, "long", 1)])
 def test_bench_tokenizer_labels_encode_batch_with_the_processes_that_ran(cpus, chars, processes, monkeypatch):
     """"encode_batch (2 procs)" was printed for a text that encode_batch encodes in this process

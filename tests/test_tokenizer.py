@@ -33,7 +33,7 @@ import minigpt.tokenizer as tokmod
 import minigpt.tokenizer_batch as batchmod
 import minigpt.tokenizer_cli as climod
 from minigpt import Tokenizer
-from minigpt.pretokenize import BYTE_TO_CHAR, GPT2_SPLIT_PATTERN, split_text, str_to_token
+from minigpt.pretokenize import BYTE_TO_CHAR, GPT2_SPLIT_PATTERN, split_text, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,6 +94,19 @@ def test_byte_alphabet_matches_gpt2_vocab():
     assert len(set(BYTE_TO_CHAR.values())) == 256 and all(c.isprintable() for c in BYTE_TO_CHAR.values())
     assert BYTE_TO_CHAR[ord(" ")] == "Ġ" and BYTE_TO_CHAR[ord("\n")] == "Ċ"
     assert [vocab[c] for c in BYTE_TO_CHAR.values()] == list(range(256))  # the table's order is GPT-2's ids
+
+
+@given(st.binary(max_size=40))
+def test_tokens_spell_and_read_back_through_the_alphabet(token):
+    """token_to_str and str_to_token (str.translate through Latin-1) against the table, character
+    by character; a character outside the alphabet is refused, not read as its own code (a plain
+    space would otherwise read as byte 0x20, which GPT-2 spells 'Ġ')."""
+    spelled = "".join(BYTE_TO_CHAR[b] for b in token)
+    assert token_to_str(token) == spelled and str_to_token(spelled) == token
+    for outside in (" ", "\n", "\x00", "\xad", "€", "ń"):  # 'ń' (U+0144): just past the table's last, 256 + 67
+        assert outside not in BYTE_TO_CHAR.values()
+        with pytest.raises(ValueError):
+            str_to_token(spelled + outside)
 
 
 # ---- same ids as tiktoken ----

@@ -1008,7 +1008,7 @@ def test_train_warns_when_the_vocabulary_comes_out_smaller_and_names_a_file_pass
 def test_show_work_shows_the_merges_of_a_long_chunk_too(tok):
     """Mutant R9-25: merge_chunk sent every chunk over _LONG_CHUNK bytes to the heap, which records
     no steps, also when show_work asked for them: a long word showed its bytes, then its ids."""
-    word = " internationalization"  # 21 bytes: past _LONG_CHUNK
+    word = " internationalization" + "internationalization" * 2  # 61 bytes: past _LONG_CHUNK
     assert len(word.encode()) > tokmod._LONG_CHUNK
     work = tok.encode_show_work(word)[0]
     assert len(work["steps"]) == len(work["ranks"]) + 1 > 2 and work["ranks"] == sorted(work["ranks"])

@@ -165,7 +165,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights
     # exist. safetensors even hands out tensors backed by the memory-mapped file: weights used
-    # as stored stay file pages; only transposed or converted ones become new memory.
+    # as stored (Conv1D ones as transposed views) stay file pages; only converted ones become new memory.
     with torch.device("meta"):
         model = GPT(config)
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
@@ -204,9 +204,13 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
                              f"but this config expects {tuple(expected[key])}")
         if not t.is_floating_point():
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
-        # One copy: a transposed view converted to another dtype keeps its strides (and .contiguous()
-        # would copy it again, leaving gpt2-xl's bf16 load 0.9 GB of freed heap behind).
-        state[key] = t.to(device=device, dtype=dtype or t.dtype, memory_format=torch.contiguous_format).contiguous()
+        if t.dtype == (dtype or t.dtype) and t.device == (device or t.device):
+            # Used where it lies, in the memory-mapped file, a Conv1D weight as its transposed view:
+            # nothing is copied (F.linear and oneDNN's packing read either layout, and training
+            # gives each weight contiguous memory of its own first: minigpt/train.py's prepare_model).
+            state[key] = t
+        else:  # one copy, contiguous (converted alone, a transposed view would keep its strides)
+            state[key] = t.to(device=device, dtype=dtype or t.dtype, memory_format=torch.contiguous_format)
 
     lm_head, left_out = None, []
     for name, t in read_tensors(weight_files(path)):

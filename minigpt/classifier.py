@@ -32,8 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, check_checkpoint_dir, is_classifier_checkpoint, one_dtype,
-                                read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files, write_checkpoint)
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, is_classifier_checkpoint,
+                                one_dtype, read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files,
+                                write_checkpoint)
 from minigpt.checks import as_count
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
@@ -214,7 +215,7 @@ class GPTClassifier(nn.Module):
                 why = f" (a mean-pooled head is read from {MEAN_HEAD}* or from score.*, not both)" \
                     if key.startswith("score") else ""
                 raise ValueError(f"{path} holds tensor {key.removeprefix('gpt.')!r} twice{why}")
-            state[key] = t.to(device=device, dtype=dtype or t.dtype).contiguous()
+            state[key] = as_held(t, dtype, device)  # (no copy unless converted, as load_gpt)
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):
             missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))

@@ -58,10 +58,14 @@ def test_loads_a_transformers_classifier():
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         clf = GPTClassifier.from_pretrained(d)
+        converted = GPTClassifier.from_pretrained(d, dtype=torch.bfloat16).gpt.transformer.h[0].attn.c_attn.weight
     with torch.no_grad():
         diff = (clf(idx, mask)[0] - hf(idx, attention_mask=mask).logits).abs().max().item()
     print(f"max |minigpt - transformers| after loading HF's file = {diff:.2e}")
     assert diff < 1e-6  # measured 7e-8
+    # As load_gpt: a Conv1D weight is a view of the file's, not a copy, unless converted (one contiguous copy).
+    w = clf.gpt.transformer.h[0].attn.c_attn.weight
+    assert not w.is_contiguous() and w.t().is_contiguous() and converted.is_contiguous()
 
 
 def test_a_transformers_classifier_with_untied_embeddings_loads(tmp_path):

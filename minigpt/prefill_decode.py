@@ -148,6 +148,7 @@ def check_compile_dtype(weight: torch.Tensor) -> None:
     on a CPU before torch 2.12, whose CPU code generator fails on emulate_precision_casts' rounding
     ("CppVecOverrides.to_dtype() got an unexpected keyword argument 'use_compute_types'", seen on
     torch 2.7 to 2.11)."""
+    # torch.__version__ is a TorchVersion: it compares as a version ("2.9.1" < "2.12"), not as a string.
     if weight.is_cpu and weight.dtype in (torch.bfloat16, torch.float16) and torch.__version__ < "2.12":
         raise ValueError(f"compile=True (--compile) with a {weight.dtype} model on a CPU needs torch >= 2.12 (this is "
                          f"{torch.__version__}, whose CPU compiler fails on it): upgrade torch, decode eagerly "

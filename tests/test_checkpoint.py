@@ -639,6 +639,8 @@ def test_a_weight_that_needs_no_conversion_is_not_copied_and_training_gives_it_m
     is one contiguous copy. Training makes each weight contiguous first (prepare_model): trained
     on the views, 124M's steps ran 3-14% longer on a CPU."""
     from minigpt.train import prepare_model
+    from minigpt.train_config import TrainConfig
+    from minigpt.train_runtime import Runtime
 
     stored = read_state(hf_dir)["transformer.h.0.attn.c_attn.weight"]  # Conv1D: (in, out)
     as_stored = GPT.from_pretrained(hf_dir, dtype=None)
@@ -646,9 +648,7 @@ def test_a_weight_that_needs_no_conversion_is_not_copied_and_training_gives_it_m
     assert not w.is_contiguous() and w.t().is_contiguous() and torch.equal(w.t(), stored)  # a view, not a copy
     converted = GPT.from_pretrained(hf_dir, dtype=torch.bfloat16).transformer.h[0].attn.c_attn.weight
     assert converted.is_contiguous() and torch.equal(converted, stored.t().bfloat16())
-    rt = type("Runtime", (), {"device": torch.device("cpu")})()
-    cfg = type("Cfg", (), {"gradient_checkpointing": False, "chunked_loss": False, "dropout": None})()
-    trained = prepare_model(as_stored, cfg, rt)
+    trained = prepare_model(as_stored, TrainConfig(), Runtime(rank=0, world=1, device=torch.device("cpu"), dtype=torch.float32))
     assert all(p.is_contiguous() for p in trained.parameters())
     assert torch.equal(trained.transformer.h[0].attn.c_attn.weight, stored.t())
     with torch.no_grad():  # the same model, by its logits (up to the summation order of another layout)

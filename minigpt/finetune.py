@@ -52,7 +52,7 @@ from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths, target_names
+from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
@@ -116,7 +116,7 @@ def apply_strategy(
         if train_embeddings:
             gpt.transformer.wte.requires_grad_(True)  # also the LM head: the same Parameter
     elif strategy == "lora":
-        inject_lora(gpt, target_names(lora_targets), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout)  # new A, B train
+        inject_lora(gpt, lora_targets, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout)  # new A, B train
     if is_classifier:
         model.score.requires_grad_(True)
 

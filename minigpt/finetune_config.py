@@ -99,7 +99,7 @@ def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, def
     if half:
         raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
     if strategy == "lora":  # every adapter checked (rank against each layer, targets, ...) before any change
-        find_lora_targets(gpt, target_names(options["lora_targets"]), options["lora_rank"], options["lora_alpha"],
+        find_lora_targets(gpt, options["lora_targets"], options["lora_rank"], options["lora_alpha"],
                           options["lora_dropout"])
 
 

@@ -128,11 +128,21 @@ def stream(
     `[]` never stops on EOS), or where its text contains a `stop` string (one string or a list of
     them; text, so `tokenizer` is needed; not with beams), or after max_new_tokens.
 
-    Which tokens: `do_sample=False` is greedy. Sampling parameters may be (B,) tensors, one value
-    per prompt. `no_repeat_ngram_size=n` > 0 bans every token that would repeat an n-gram of its
-    row, prompt included (minigpt/penalties.py's `ban_repeated_ngrams`). A `tokenizer` with fewer
-    ids than the model has rows (a padded vocabulary: the same EOS id) bans the rest; another
-    model's tokenizer is refused.
+    `input_ids` (B, T): the prompts. `min_new_tokens`: no EOS before that many tokens (stop
+    strings may still end a row).
+
+    Which tokens: `do_sample=False` is greedy; `do_sample=True` draws with the filters of
+    minigpt/sampling.py, in transformers' order: `temperature` (0: greedy) → `top_k` (0: off) →
+    `top_p` (1: off) → `min_p` (0: off); `seed` fixes every draw. Before them, the penalties of
+    minigpt/penalties.py: `repetition_penalty` (1: off; on the prompt's and the new tokens),
+    `presence_penalty` and `frequency_penalty` (0: off; on the new tokens alone). Each of these
+    may be a (B,) tensor, one value per prompt. `no_repeat_ngram_size=n` > 0 bans every token that
+    would repeat an n-gram of its row, prompt included (`ban_repeated_ngrams`). A `tokenizer` with
+    fewer ids than the model has rows (a padded vocabulary: the same EOS id) bans the rest; another
+    model's tokenizer is refused. `num_beams` > 1 is beam search instead (minigpt/beam_search.py:
+    deterministic, with the penalties; `length_penalty` divides a beam's score by its length to
+    that power, `early_stopping` says when to stop, as in transformers). `num_return_sequences`:
+    rows per prompt (samples, or the best beams).
 
     How: `streamer(tokens)` is called with each step's tokens (not with beams). `sampler` picks the
     sampling backend ("auto" | "torch" | "triton"); `compile=True` compiles the decode step

@@ -117,7 +117,7 @@ def inject_lora(
     rest of the model is left as it was (`finetune.apply_strategy` freezes it). Every layer is
     checked before the first is wrapped, so a refused call leaves the model as it was.
     """
-    chosen = find_lora_targets(model, target_names(targets), rank, alpha, dropout)  # "c_attn" is one name
+    chosen = find_lora_targets(model, targets, rank, alpha, dropout)
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
@@ -127,7 +127,7 @@ def inject_lora(
 
 def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: int, alpha: float, dropout: float) -> list[str]:
     """The names of the layers `inject_lora` would wrap, each checked for these adapters; changes nothing."""
-    targets = target_names(targets)
+    targets = target_names(targets)  # "c_attn" is one name, not six letters
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]

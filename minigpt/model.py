@@ -167,7 +167,7 @@ class GPT(nn.Module):
         # variances add. GPT-2 shrinks the projections that write into it by 1/sqrt(2·n_layer), so
         # the 2·n_layer writes together add about the same variance whatever the depth: at init a
         # 4-layer and a 24-layer model end with the same residual scale (unscaled, the deeper
-        # one's would be ~3× larger, and deeper models would start ever further off).
+        # one's would be ~2.5× larger, √(24/4), and deeper models would start ever further off).
         std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):

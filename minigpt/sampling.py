@@ -11,8 +11,8 @@ distribution after every stage. The order is transformers': temperature → top-
 - The draw (`draw`) picks one token per row: the argmax when temperature is 0, else a random draw
   by the "exponential race" argmax(p / E), E ~ Exp(1): what `torch.multinomial` does inside for
   one sample, minus its validity check, which can wait on the host.
-- `token_picker` builds, once per call of `sample` or `generate`, the per-step function (filters,
-  then draw) that the decode loop runs every step; `sample` is the checks plus one such step. On a
+- `token_picker` builds, once per call of `sample`, `generate` (when it samples; beam search draws
+  nothing) or `--explain`, the per-step function (filters, then draw) that the loop runs every step; `sample` is the checks plus one such step. On a
   CPU, once top-k or top-p has gathered the few largest logits (the *short list*), or min-p
   finds few within its reach, it runs min-p and the draw on those alone (`top_k_top_p_on_cpu`;
   the lists themselves are minigpt/sampling_cpu.py).

@@ -315,8 +315,9 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     if not gpt2_name(cfg.init) and not (init / "config.json").is_file():  # else the first to fail is the tokenizer, read from --init
         what = ("is a file; it names a checkpoint directory" if init.is_file() else
                 "holds no config.json: it is no checkpoint directory" if init.is_dir() else "does not exist")
+        moved = "; if the run's --init has moved, pass --init with where it is now" if cfg.resume else ""
         raise FileNotFoundError(f"--init {cfg.init} {what} (config.json + model.safetensors, as save_pretrained and "
-                                "minigpt train write), or a GPT-2 size by name")
+                                f"minigpt train write), or a GPT-2 size by name{moved}")
     with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
         # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
         # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.

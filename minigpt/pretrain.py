@@ -72,9 +72,11 @@ def check_block_size(block_size: int, n_positions: int) -> None:
                          "embeddings beyond that)")
 
 
-def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT:
+def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None,
+                weights: str | Path | None = None) -> GPT:
     """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
-    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`.
+    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`. `weights`: a checkpoint
+    of the same model to load in --init's place (a resumed run's own, in OUT_DIR).
 
     A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
     and generation stops on what config.json says. An --init model must already match them.
@@ -87,12 +89,13 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         if shape:
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
                              f"drop {'them' if len(shape) > 1 else 'it'}")
-        if is_classifier_checkpoint(cfg.init):  # in train's words (GPT.from_pretrained's refusal names the classifier loader)
+        source = weights or cfg.init
+        if is_classifier_checkpoint(source):  # in train's words (GPT.from_pretrained's refusal names the classifier loader)
             raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
                              "language model (GPT2LMHeadModel)")
-        if cfg.block_size and (Path(cfg.init) / "config.json").is_file():  # (a GPT-2 name: checked once it is found)
-            check_block_size(cfg.block_size, GPTConfig.from_json(Path(cfg.init) / "config.json").n_positions)
-        model = GPT.from_pretrained(cfg.init, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
+        if cfg.block_size and (Path(source) / "config.json").is_file():  # (a GPT-2 name: checked once it is found)
+            check_block_size(cfg.block_size, GPTConfig.from_json(Path(source) / "config.json").n_positions)
+        model = GPT.from_pretrained(source, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
         check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id, getattr(cfg, "tokenizer", None),
                          cfg.COMMAND == "finetune")
         model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
@@ -122,7 +125,10 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         # (A bare --resume with no run to continue was refused by parse_config, before --data was missed.)
         check_out_dir(cfg)
         meta = read_meta(data)
-        model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"))
+        # A resumed run takes its weights from its training_state.pt. The model it loads them into
+        # comes from the run's own checkpoint in OUT_DIR (written just before that state), not from
+        # --init, which may have moved since or (a GPT-2 name) left the download cache.
+        model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"), weights=cfg.out if cfg.resume else None)
         block_size = cfg.block_size = cfg.block_size or model.config.n_positions
         check_block_size(block_size, model.config.n_positions)  # (a GPT-2 size by name: known only now)
         # Said when the run starts (a pretrained model's positions are trained; a resumed run said it then).

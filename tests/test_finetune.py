@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -535,6 +536,23 @@ def test_resume_refuses_another_tokenizer(base, tmp_path, capsys):
     assert f"--resume: the tokenizer from {tmp_path / 'other'} is not the run's" in capsys.readouterr().err
     assert (tmp_path / "o" / "training_state.pt").read_bytes() == before
     assert _run(base, tmp_path / "o", *args, "--resume") == 0  # the run's own tokenizer: goes on
+
+
+def test_a_bare_resume_after_init_moved_says_to_pass_init(base, tmp_path, capsys):
+    """An audit: a finetune resumed after its --init checkpoint moved said only that it "does not
+    exist". Unlike `minigpt train`, finetune reads --init again (the tokenizer, the model the
+    strategy wraps), so the message says how to go on, as it does for moved --data."""
+    from minigpt.finetune import main
+
+    shutil.copytree(base / "base", tmp_path / "start")
+    args = ["--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "full", "--batch-size", "4",
+            "--block-size", "32", "--warmup-iters", "1", "--eval-interval", "2"]
+    assert main(["--init", str(tmp_path / "start"), "--out", str(tmp_path / "o"), "--max-iters", "2", *args]) == 0
+    (tmp_path / "start").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "o"), "--resume", "--max-iters", "3"]) == 2
+    assert "; if the run's --init has moved, pass --init with where it is now" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "o"), "--resume", "--max-iters", "3", "--init", str(tmp_path / "moved")]) == 0
 
 
 def test_resume_refuses_another_pooling(base, tmp_path, capsys):

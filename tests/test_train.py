@@ -2122,6 +2122,23 @@ def test_a_bare_resume_after_the_data_moved_says_to_pass_data(tmp_path, capsys):
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--data", str(tmp_path / "moved")]) == 0
 
 
+def test_a_bare_resume_needs_no_init_checkpoint_and_ends_as_an_unbroken_run(tmp_path):
+    """An audit: a run started with --init could not resume once that checkpoint had moved
+    ("checkpoint directory ... does not exist"), though training_state.pt holds every weight it
+    needs; it read --init only to overwrite it. It now loads the run's own checkpoint in OUT_DIR."""
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1,
+                  eos_token_id=VOCAB - 1)).save_pretrained(tmp_path / "start")
+    data = make_data(tmp_path / "data")
+    flags = ["--data", str(data), "--init", str(tmp_path / "start"), "--block-size", "16", "--batch-size", "2",
+             "--eval-iters", "1", "--eval-interval", "2", "--warmup-iters", "1", "--dropout", "0.1", "--device", "cpu"]
+    assert train_main([*flags, "--out", str(tmp_path / "whole"), "--max-iters", "4"]) == 0
+    assert train_main([*flags, "--out", str(tmp_path / "broken"), "--max-iters", "2"]) == 0
+    (tmp_path / "start").rename(tmp_path / "moved")
+    assert train_main(["--out", str(tmp_path / "broken"), "--resume", "--max-iters", "4"]) == 0
+    whole, resumed = final_state(tmp_path / "whole")["model"], final_state(tmp_path / "broken")["model"]
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def test_a_block_size_the_model_cannot_take_is_refused_before_its_weights_are_made(tmp_path, monkeypatch):
     """An audit: --block-size above n_positions was checked once the model was built or loaded
     (3 s and 1.4 GB for gpt2-medium; gpt2-xl's 6 GB). It is read from the config first now."""

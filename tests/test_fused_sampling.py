@@ -402,7 +402,9 @@ if INTERPRETED:
                 "half zeros": torch.cat([torch.zeros(2048), torch.randn(2048, generator=g) - 3])}
         for name, row in rows.items():  # (fp16: fp32's floats near 0 all round to 0.0, so it splits values)
             logits = row[torch.randperm(4096, generator=g)][None].to(dtype).contiguous()
-            for setting, most in [((1.0, 0, 0.9, 0.0), 22), ((1.0, 100, 1.0, 0.0), 24), ((0.8, 50, 0.9, 0.05), 40)]:
+            # (each bound: the most reads measured, + 1; top-k's: 23 under Triton 3.9's interpreter, 24
+            # under 3.8's, the Triton torch 2.14.1 pins: fp32, one program, half zeros)
+            for setting, most in [((1.0, 0, 0.9, 0.0), 22), ((1.0, 100, 1.0, 0.0), 25), ((0.8, 50, 0.9, 0.05), 40)]:
                 passes, tokens = reads_of_the_row(monkeypatch, logits, setting, splits=splits)
                 assert logits[0, tokens[0]] == 0.0, (name, setting)
                 assert passes <= most, f"{name}, {setting}: {passes:.1f} reads of the row"

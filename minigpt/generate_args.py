@@ -46,7 +46,8 @@ def prepare_inputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate shapes and lengths; turn empty prompts into <|endoftext|> (GPT-2's convention).
     With no attention_mask, the ids equal to `pad` are padding, as transformers infers (`pad` None:
-    none are; the caller passes None when the pad is an EOS, which a prompt may hold as text)."""
+    none are; the caller passes None when the pad is an EOS, which a prompt may hold as text, or
+    when no pad was named)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor of token ids, (B, T) or (T,); got {type(input_ids).__name__}")
     # Float ids would be truncated without a word (1.7 → token 1), a mask's bools read as ids 1 and 0.
@@ -324,12 +325,11 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = eos_list(model, eos_token_id)
     pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)  # 5.0 would fail in the embedding
     seed = None if seed is None else check_seed(seed)
-    # As in transformers: the config's pad_token_id, else the first EOS. With eos_token_id=[] no id
-    # ends a row, but finished rows (stop strings) still need a pad: the config's first EOS, else 0.
-    if pad_token_id is not None:
-        pad = pad_token_id
-    else:
-        pad = cfg.pad_token_id if cfg.pad_token_id is not None else (eos or cfg.eos_ids or [0])[0]
+    # As in transformers: the pad named (this call's pad_token_id, else the config's), else the first
+    # EOS. With eos_token_id=[] no id ends a row, but finished rows (stop strings) still need a pad:
+    # the config's first EOS, else 0. Only a pad named as one can mark padding in the prompts (below).
+    named_pad = pad_token_id if pad_token_id is not None else cfg.pad_token_id
+    pad = named_pad if named_pad is not None else (eos or cfg.eos_ids or [0])[0]
     stop = stop_list(stop)
     check_sampling_params(temperature, top_k, top_p, min_p)
     given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)  # before per_row
@@ -356,10 +356,12 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError(f"num_return_sequences={num_return_sequences} must be in [1, num_beams] for beam search, "
                          "1 for greedy decoding, and ≥ 1 for sampling")
     slide = check_slide(slide, cfg.n_positions, num_beams)
-    # As transformers: a pad id that ends no text (no EOS of this call's) marks padding in ids given
-    # without a mask; the EOS as pad (GPT-2's default) cannot, since a prompt may hold
-    # <|endoftext|> between documents, nor a pad that is the BOS which may open a prompt.
-    pad_marks = None if pad in {*eos, cfg.bos_token_id} else pad
+    # As transformers: a named pad id that ends no text (no EOS of this call's) marks padding in
+    # ids given without a mask; the EOS as pad (GPT-2's default) cannot, since a prompt may hold
+    # <|endoftext|> between documents, nor a pad that is the BOS, which may open a prompt. The
+    # stand-in pad of a model that names none (its EOS, else 0) only fills finished rows: id 0 is
+    # a token like any other.
+    pad_marks = None if named_pad is None or named_pad in {*eos, cfg.bos_token_id} else named_pad
     input_ids, attention_mask = prepare_inputs(model, input_ids, attention_mask, max_new_tokens, cfg.bos_token_id, slide,
                                                pad_marks)
     if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself

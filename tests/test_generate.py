@@ -196,6 +196,29 @@ def test_a_left_padded_batch_without_its_mask_is_read_as_transformers_reads_it(p
         generate(model, torch.tensor([[5, PAD]]), pad_token_id=PAD, max_new_tokens=2)
 
 
+@torch.no_grad()
+def test_a_model_that_names_no_pad_reads_every_prompt_id_as_text(pair):
+    """A runner's audit: with neither pad_token_id nor a pad in the config, the stand-in pad that
+    fills finished rows (0 for a model without EOS; the config's EOS with eos_token_id=[]) was
+    taken for padding in ids given without a mask: a leading 0 or <|endoftext|> vanished from the
+    prompt, and a prompt ending in it was refused as right-padded. transformers infers no mask then."""
+    model, hf = pair
+    saved = (model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id,
+             hf.generation_config.bos_token_id, hf.generation_config.eos_token_id, hf.generation_config.pad_token_id)
+    try:
+        for ids in (torch.tensor([[0, 5, 17, 42]]), torch.tensor([[5, 17, 0]])):
+            model.config.bos_token_id = model.config.eos_token_id = model.config.pad_token_id = None
+            hf.generation_config.bos_token_id = hf.generation_config.eos_token_id = hf.generation_config.pad_token_id = None
+            ours = generate(model, ids, max_new_tokens=6)
+            assert torch.equal(ours, generate(model, ids, torch.ones_like(ids), max_new_tokens=6))
+            assert torch.equal(ours, hf.generate(ids, do_sample=False, max_new_tokens=6))
+            model.config.eos_token_id = 0  # its EOS, no stopping: 0 is still text
+            assert torch.equal(generate(model, ids, eos_token_id=[], max_new_tokens=6), ours)
+    finally:
+        (model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id, hf.generation_config.bos_token_id,
+         hf.generation_config.eos_token_id, hf.generation_config.pad_token_id) = saved
+
+
 def test_the_text_functions_never_take_a_prompt_id_for_a_pad():
     """A reviewer's catch: generate_text and stream_text passed `stream` no mask, so once a mask-less
     call took a pad id that is no EOS for padding, a checkpoint whose pad_token_id is a token of text

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 
 from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
-from minigpt.files import atomic_path, read_json, refuse_lfs_pointer
+from minigpt.files import atomic_path, fsync_file, read_json, refuse_lfs_pointer
 from minigpt.model import GPT
 
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
@@ -296,9 +296,9 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
 def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], write_config: Callable[[Path], None]) -> None:
     """Write `tensors` as model.safetensors and, by `write_config(file)`, config.json, into `path`.
 
-    Both files are written in full under temp names before either is renamed into place, and an
-    old config.json that differs goes just before the renames (weights first, then the config). So
-    a save that fails or is killed at any point leaves the previous checkpoint, the new one, or
+    Both files are written in full under temp names, and made durable (fsync), before either is
+    renamed into place, and an old config.json that differs goes just before the renames (weights
+    first, then the config). So a save that fails or is killed at any point leaves the previous checkpoint, the new one, or
     weights without a config.json, which `load_gpt` refuses, saying why; never new weights beside
     another model's config, which would load without an error if the shapes agree (n_head,
     layer_norm_epsilon). An old config.json that is the same (every checkpoint of a run) stays.
@@ -312,6 +312,11 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         with open(weights_tmp, "wb") as f:
             stream_safetensors(tensors, f)
         write_config(config_tmp)
+        # Durable before any old file goes: the fsync is the slow part (seconds for GPT-2's GBs), and
+        # a failure or Ctrl-C in it must leave the previous checkpoint whole (atomic_path's own
+        # fsync, on leaving, then has nothing left to write).
+        fsync_file(weights_tmp)
+        fsync_file(config_tmp)
         # The same config: kept, so a kill between the renames leaves a checkpoint that loads.
         if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
             config.unlink(missing_ok=True)

@@ -39,8 +39,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     tmp = dest.with_name(dest.name + ".tmp")
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, dest)
     except OSError as e:
         # A failed write names no file ("[Errno 28] No space left on device", numpy's "N requested
@@ -51,6 +50,12 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the file's data durable (on disk, not only in the page cache) before it is renamed."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 WINDOWS_RETRY_S = 0.1  # how often a waiter on Windows tries the lock again

@@ -481,6 +481,29 @@ def test_a_save_failing_at_its_config_never_leaves_new_weights_under_the_old_con
         GPT.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")], ids=["ctrl-c", "enospc"])
+def test_a_save_failing_while_its_weights_are_made_durable_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
+    """A checkpoint audit: the old config.json and generation_config.json went before the new files'
+    fsync (the slow part of a save), so a Ctrl-C or an ENOSPC there (NFS, quotas) left the new
+    weights' temp file removed, the old weights without a config: no checkpoint at all."""
+    import minigpt.files as files
+
+    hf_small().save_pretrained(tmp_path)  # with a generation_config.json, whose ids transformers reads first
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_fsync = os.fsync
+
+    def fails_on_the_weights(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("model.safetensors.tmp"):
+            raise failure
+        return real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fails_on_the_weights)
+    with pytest.raises(type(failure)):
+        GPT(GPTConfig(**SMALL | {"n_head": 8})).save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_saving_over_a_transformers_checkpoint_removes_its_generation_config(tmp_path):
     """transformers writes generation_config.json, whose token ids its generate takes over
     config.json's: left behind, it would stop the new model's texts at the old model's EOS."""

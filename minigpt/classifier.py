@@ -194,6 +194,9 @@ class GPTClassifier(nn.Module):
         if num_labels == 1 or d.get("problem_type") == "regression":  # else "num_labels must be an integer ≥ 2"
             raise ValueError(f"{path} is a regression model (num_labels={num_labels}, one score per text); minigpt's "
                              "classifier predicts one of 2 or more labels")
+        if d.get("problem_type") not in (None, "single_label_classification"):  # multi-label: a sigmoid per label
+            raise ValueError(f"{path} is a {d['problem_type']} model (problem_type in its config.json); minigpt's "
+                             "classifier predicts one label per text (a softmax over them)")
         head = d.get("minigpt_head", {})
         with torch.device("meta"):  # shapes only; the real tensors are assigned below
             model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),

@@ -98,6 +98,18 @@ def test_a_transformers_regression_model_is_refused_as_one(tmp_path):
         GPTClassifier.from_pretrained(tmp_path)
 
 
+def test_a_transformers_multi_label_model_is_refused(tmp_path):
+    """A checkpoint audit: problem_type "multi_label_classification" (a sigmoid per label, any number
+    of them true) loaded as a one-label softmax classifier, and an export dropped its problem_type,
+    so transformers' pipeline then scored the same weights with a softmax."""
+    hf_cfg = GPT2ForSequenceClassification.config_class(
+        vocab_size=CFG.vocab_size, n_positions=CFG.n_positions, n_embd=CFG.n_embd, n_layer=CFG.n_layer,
+        n_head=CFG.n_head, num_labels=3, problem_type="multi_label_classification")
+    GPT2ForSequenceClassification(hf_cfg).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"is a multi_label_classification model \(problem_type in its config.json\)"):
+        GPTClassifier.from_pretrained(tmp_path)
+
+
 def test_a_transformers_classifier_without_pad_token_id_keeps_none():
     """HF's default config has no pad_token_id (GPT2ForSequenceClassification.from_pretrained("gpt2",
     num_labels=2) saves `null`): transformers then pools each row's last token, <|endoftext|> or not.

@@ -120,17 +120,20 @@ def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
     with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
         if resp.status != 206:
             have = 0  # the whole file is coming: start over
+        expected = remote.size
+        if expected is None and resp.headers.get("Content-Length"):  # the Hub announced none; the GET's own says
+            expected = have + int(resp.headers["Content-Length"])
         with open(partial, "ab" if have else "wb") as f, tqdm(
-            total=remote.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+            total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
             desc=partial.name.removesuffix(".partial"), disable=not progress,
         ) as bar:
             while chunk := resp.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
     got = partial.stat().st_size
-    if remote.size is not None and got < remote.size:
+    if expected is not None and got < expected:
         # http.client returns a short body without an error when the server hangs up early.
-        raise ConnectionError(f"the connection closed after {got:,} of {remote.size:,} bytes")
+        raise ConnectionError(f"the connection closed after {got:,} of {expected:,} bytes")
 
 
 def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None:
@@ -156,6 +159,9 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
             return
         print(f"{dest} is already there, but its {remote.hash_kind} is not the one the server announces: "
               "downloading it again", file=sys.stderr)
+    elif dest.exists():  # (another model's, or a truncated copy: said, since the download replaces it)
+        print(f"{dest} is already there, but it has {dest.stat().st_size:,} bytes where the server announces "
+              f"{remote.size:,}: downloading it again", file=sys.stderr)
     partial = dest.with_name(dest.name + ".partial")
     for attempt in range(retries + 1):
         try:
@@ -281,9 +287,10 @@ def find_gpt2(name: str, progress: bool = True) -> Path:
         return local
     if (cached := hf_cache_snapshot(name)) is not None:
         return cached
-    # Offline mode, as huggingface_hub and transformers read it: find, never fetch.
-    if offline := next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-                        if os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")), None):
+    # Offline mode, as huggingface_hub reads it (so transformers too): find, never fetch. The first
+    # variable set decides, so HF_HUB_OFFLINE=0 keeps a TRANSFORMERS_OFFLINE=1 from applying.
+    offline = next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)), None)
+    if offline and os.environ[offline].upper() in ("1", "ON", "YES", "TRUE"):
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}), and ${offline} is set "
                             f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun every process would fetch it into one place at once

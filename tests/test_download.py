@@ -25,7 +25,7 @@ import torch
 import minigpt.download as download
 from minigpt import GPT, GPTConfig
 from minigpt.cli import main as cli_main
-from minigpt.download import DownloadError, download_gpt2, main
+from minigpt.download import DownloadError, download_gpt2, holds_weights, main
 
 REPO = "/openai-community/gpt2/resolve/main/"
 RENAMED = "/old-name/gpt2/resolve/main/"  # answers with a relative redirect to REPO
@@ -338,7 +338,10 @@ def test_an_existing_file_of_another_size_is_downloaded_again(hub, tmp_path, cap
     (tmp_path / "model.safetensors").write_bytes(b"junk")
     assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
     assert_downloaded(tmp_path, hub)
-    assert "config.json is already there" not in capsys.readouterr().err
+    # Said, not silent (a download audit: a model of the user's in --out was replaced without a word).
+    size = len(hub.files["config.json"])
+    assert f"config.json is already there, but it has 2 bytes where the server announces {size:,}: downloading it again" \
+        in capsys.readouterr().err
 
 
 def test_a_redirect_without_x_linked_size_has_an_unknown_size_not_its_own_content_length(hub, tmp_path):
@@ -351,6 +354,19 @@ def test_a_redirect_without_x_linked_size_has_an_unknown_size_not_its_own_conten
     assert (big.size, big.hash_kind) == (None, "sha256")
     download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
     assert_downloaded(tmp_path, hub)
+
+
+def test_a_short_body_of_a_file_the_hub_gave_no_size_for_is_a_dropped_connection(hub, tmp_path, capsys):
+    """A download audit: with neither X-Linked-Size nor a hash, a GET cut short was accepted as the
+    file (http.client returns a short body without an error), and every rerun then skipped it. The
+    GET's own Content-Length says how long the body is."""
+    hub.no_linked_size = hub.no_etag = True
+    hub.cut_after["model.safetensors"] = 1000
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=1, progress=False)
+    assert_downloaded(tmp_path, hub)
+    size = len(hub.files["model.safetensors"])
+    assert f"model.safetensors: the connection closed after 1,000 of {size:,} bytes; resuming (retry 1 of 1)" \
+        in capsys.readouterr().err
 
 
 def test_http_500_from_the_hub_is_retried_as_any_5xx(hub, tmp_path, capsys):
@@ -572,6 +588,16 @@ def test_offline_mode_finds_a_gpt2_name_but_never_fetches_it(hub, by_name, monke
     cached = GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=16, n_layer=1, n_head=2))
     hf_cache_entry(by_name / "hf", "models--openai-community--gpt2", cached)
     assert same_weights(GPT.from_pretrained("gpt2"), cached)  # what is on this machine is still found
+
+
+def test_hf_hub_offline_set_to_0_wins_over_transformers_offline(hub, by_name, monkeypatch):
+    """A download audit: huggingface_hub reads HF_HUB_OFFLINE, and TRANSFORMERS_OFFLINE only when
+    that is unset, so HF_HUB_OFFLINE=0 keeps it online; minigpt took either one that was true."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    GPT.from_pretrained("gpt2")
+    assert holds_weights(by_name / "ck" / "gpt2")
 
 
 def test_a_sharded_checkpoint_is_found_by_name_and_the_error_names_the_cache_it_searched(by_name, monkeypatch):

@@ -293,10 +293,13 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], d
     GPT-2-style BPE and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
     data = read_json(file)
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
-    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
+    # Files of tokenizers < 0.9 (the Hub's own GPT-2 tokenizer.json among them) name no model type;
+    # tokenizers reads a model with a vocab dict and a merges list as BPE, and so does this.
+    kind = model.get("type") or ("BPE" if isinstance(model.get("vocab"), dict) and isinstance(model.get("merges"), list) else None)
+    if kind != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
         raise ValueError(
             f"{file} is not GPT-2-style byte-level BPE (model BPE, ByteLevel pre-tokenizer with GPT-2's "
-            f"regex, add_prefix_space false); got model {model.get('type')!r}, pre_tokenizer {pre}"
+            f"regex, add_prefix_space false); got model {kind!r}, pre_tokenizer {pre}"
         )
     changes = {  # each one changes the ids `tokenizers` gives; minigpt implements none of them
         "normalizer": data.get("normalizer") not in (None, {"type": "Sequence", "normalizers": []}),  # rewrites the text first

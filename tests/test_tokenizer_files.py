@@ -146,6 +146,25 @@ def test_tokenizer_json_settings_that_leave_the_ids_alone_still_load(tok, tmp_pa
     assert Tokenizer.from_pretrained(tmp_path).encode("Hello world") == tok.encode("Hello world")
 
 
+def test_a_tokenizer_json_whose_model_names_no_type_is_read_as_bpe_as_tokenizers_reads_it(tok, tmp_path):
+    """A tokenizer audit: files of tokenizers < 0.9, the Hub's GPT-2 tokenizer.json among them, have
+    no "type" in their model (nor "use_regex" in their pre-tokenizer); that was refused as "not
+    GPT-2-style byte-level BPE", so a transformers download of GPT-2 would not load."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    data = _tokenizer_json(tmp_path)
+    del data["model"]["type"]
+    data["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    text = "Hello world<|endoftext|> naïve  123"
+    theirs = HFTokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids
+    assert Tokenizer.from_pretrained(tmp_path).encode(text, allowed_special="all") == theirs == tok.encode(text, allowed_special="all")
+    del data["model"]["merges"]  # a vocabulary without merges is no BPE (tokenizers would read WordLevel)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="is not GPT-2-style byte-level BPE .*; got model None"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("key, hf_ids", [("add_bos_token", [50256, 15496, 995]), ("add_eos_token", [15496, 995, 50256])])
 def test_a_tokenizer_config_adding_bos_or_eos_is_refused(tmp_path, key, hf_ids):
     """Bug guarded: add_bos_token was ignored, so minigpt gave [15496, 995] for 'Hello world'

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from minigpt.checks import as_count
 from minigpt.files import read_text
-from minigpt.pretokenize import BYTE_TO_CHAR, special_token_regex, split_text, without_surrogates
+from minigpt.pretokenize import BYTE_TO_CHAR, CHAR_TO_BYTE, special_token_regex, split_text, str_to_token, without_surrogates
 
 # The 256 single bytes get GPT-2's ids (the order of its bytes_to_unicode table: '!' is 0), so a
 # trained tokenizer's ids 0-255 mean what they mean in GPT-2.
@@ -130,6 +130,13 @@ def train_tokenizer(
     specials = list(special_tokens)
     if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
         raise ValueError(f"special_tokens must be distinct non-empty strings, got {specials!r}")
+    # One spelled like a byte's token ("!", "a", "Ġ": every vocabulary has those) could not be told
+    # from it in vocab.json: refused now (Tokenizer's own check), not after the training.
+    if clash := next((s for s in specials if set(s) <= CHAR_TO_BYTE.keys() and len(str_to_token(s)) == 1), None):
+        raise ValueError(f"special token {clash!r} is spelled like the regular token of the byte {str_to_token(clash)!r}: "
+                         "vocab.json could not tell them apart; choose another text, such as <|...|>")
+    if isinstance(text_or_files, (bytes, bytearray)):  # else iterated as file names: "expected str ..., not int"
+        raise TypeError("the training text is bytes: pass it as a str (decode it first), or pass file paths")
     vocab_size = as_count("vocab_size", vocab_size)
     if vocab_size < 256 + len(specials):
         raise ValueError(

@@ -661,11 +661,23 @@ def test_training_on_an_empty_text_is_refused_when_merges_are_asked_for(tmp_path
     assert Tokenizer.train("", vocab_size=257, progress=False).vocab_size == 257
 
 
-@pytest.mark.parametrize("special", ["Ġ", "a"])
-def test_a_special_token_spelled_like_a_regular_one_is_refused(special):
-    """vocab.json would hold the same key twice, and the saved tokenizer would not load again."""
+@pytest.mark.parametrize("special", ["Ġ", "a", "Ġb"])
+def test_a_special_token_spelled_like_a_regular_one_is_refused(special, monkeypatch):
+    """vocab.json would hold the same key twice, and the saved tokenizer would not load again. One
+    spelled like a byte's token is refused before training (a tokenizer audit: after it, on a text
+    with every "a" cut out); one like a merged token ("Ġb", " b") only once the merges are known."""
+    import minigpt.bpe_train as bpe_train
+
+    if len(special) == 1:
+        monkeypatch.setattr(bpe_train, "train_bpe", lambda *a, **k: pytest.fail("trained before the check"))
     with pytest.raises(ValueError, match=f"special token '{special}' is spelled like the regular token"):
         Tokenizer.train("a b a b\n" * 10, vocab_size=300, special_tokens=[special])
+
+
+def test_training_on_bytes_says_to_pass_a_str():
+    """A tokenizer audit: bytes were iterated as file names, "expected str, bytes or os.PathLike object, not int"."""
+    with pytest.raises(TypeError, match="the training text is bytes: pass it as a str"):
+        Tokenizer.train(b"hello world", 300, progress=False)
 
 
 def test_show_work_and_training_take_text_with_surrogates_as_encode_does(tok):

@@ -1,8 +1,9 @@
 """`minigpt COMMAND ...`: one entry point in front of each module's own `main(argv)`.
 
 Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate_cli.main`,
-in front of minigpt/generate.py), and is imported only when used. (`import minigpt` itself imports
-torch, for `from minigpt import GPT, generate`, so --help waits for torch's import too.)
+in front of minigpt/generation.py), and is imported only when used. `import minigpt` imports no
+torch until a model's name is used (minigpt/__init__.py), so --help and `minigpt tokenize` never
+wait for it.
 """
 from __future__ import annotations
 

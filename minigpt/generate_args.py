@@ -1,6 +1,6 @@
 """Checking `stream`'s arguments before any work: every error names the argument.
 
-Where it sits: minigpt/generate.py's `stream` calls `check_arguments` first, before the decode
+Where it sits: minigpt/generation.py's `stream` calls `check_arguments` first, before the decode
 loop (or beam search) allocates anything, and reads only the `DecodeArgs` it returns:
 `stream(...) → check_arguments → DecodeArgs → [prefill → (sample → decode_step)*]`.
 
@@ -10,7 +10,7 @@ cache slot serves the batch) and their length against the context limit (`prepar
 `context_error` says what would fit); EOS as a list of plain ints (`eos_list`); counts as ints
 (minigpt/checks.py's `as_count`, and `check_ngram_size`); `early_stopping` as a bool or "never"
 (`check_early_stopping`); and the sampling parameters, each a number or one value per row (`per_row`).
-`check_finite` (beam search, --explain) and minigpt/generate.py's `live_rows_finite` /
+`check_finite` (beam search, --explain) and minigpt/generation.py's `live_rows_finite` /
 `raise_if_nonfinite` (the decode loop's form, which waits on the host only every few steps) are the
 checks made during decoding: NaN/inf logits are a broken model (or penalty), not a token.
 

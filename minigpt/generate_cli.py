@@ -1,4 +1,4 @@
-"""`minigpt generate`: the command line in front of minigpt/generate.py.
+"""`minigpt generate`: the command line in front of minigpt/generation.py.
 
 Where it sits: `minigpt generate ...` (minigpt/cli.py) runs `main`, which reads the flags
 (`build_parser`), refuses those the chosen mode would silently ignore (`check_flags`), loads the
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from minigpt.config import CHECKPOINTS
 from minigpt.files import not_utf8, read_text_or_stdin, source_name
-from minigpt.generate import run_to_end
+from minigpt.generation import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.sampling import check_seed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text

@@ -1,7 +1,7 @@
 """The KV cache: every layer's keys and values of the tokens seen so far, kept for the next step.
 
 Where it sits: inside the `KV-cache decode loop`, held by minigpt/prefill_decode.py's
-`DecodeState` (which the loop in minigpt/generate.py, beam search and --explain drive). Without a cache, making
+`DecodeState` (which the loop in minigpt/generation.py, beam search and --explain drive). Without a cache, making
 token t+1 would re-run the whole model over all t earlier tokens, every step, only to rebuild
 their keys and values at every layer. Those never change (a token only attends backwards), so
 we compute each once, store it here, and each decode step feeds the model just one new token per

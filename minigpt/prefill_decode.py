@@ -1,6 +1,6 @@
 """The two phases of inference: prefill the prompt, then decode one token at a time.
 
-Where it sits: inside the `KV-cache decode loop` of the data flow (minigpt/generate.py), around
+Where it sits: inside the `KV-cache decode loop` of the data flow (minigpt/generation.py), around
 the model and its cache (minigpt/kv_cache.py):
 `ids → [prefill → (sample → decode_step)*] → ids`.
 
@@ -11,7 +11,7 @@ the model and its cache (minigpt/kv_cache.py):
    arithmetic; its time is the time per output token (TPOT).
 
 `DecodeState` holds what the phases share (the cache, the readable slots, the positions), so a
-loop only calls `prefill` once and `step` per token: the decode loop (minigpt/generate.py), beam
+loop only calls `prefill` once and `step` per token: the decode loop (minigpt/generation.py), beam
 search (minigpt/beam_search.py) and `--explain` (minigpt/explain.py) each drive one.
 `decode_step_for` gives the step compiled (torch.compile; a CUDA graph on a GPU). Past the
 context (`generate(slide=N)`), `DecodeState.slide` starts the cache again from the last tokens.
@@ -21,7 +21,7 @@ one `input_pos` serves the batch. Pads are hidden by the attention mask, and pos
 from the mask (cumsum - 1), so a padded row still starts at position 0, as if it were alone.
 
 What this file does not do: choose tokens (minigpt/sampling.py), or decide when to stop
-(minigpt/generate.py).
+(minigpt/generation.py).
 """
 from __future__ import annotations
 

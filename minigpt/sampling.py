@@ -2,7 +2,7 @@
 
 Where it sits: `... → GPT → logits → penalties → n-gram ban → filters (temperature, top-k, top-p,
 min-p) → draw → ...`; the penalties and the n-gram ban, which come first, are minigpt/penalties.py.
-Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generate.py)
+Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generation.py)
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
 
@@ -243,7 +243,7 @@ def sample(
 def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: Param, top_p: Param, min_p: Param, *,
                  generator: torch.Generator | None = None, backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
     """The draw with its parameters prepared once: a function logits (B, V) → tokens (B,) that
-    `sample` calls once and the decode loop (minigpt/generate.py) every step, without checks
+    `sample` calls once and the decode loop (minigpt/generation.py) every step, without checks
     (run them first: `check_sampling_params`) and without waiting on the host.
 
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,

@@ -1,7 +1,7 @@
 """Measuring a run: generation's time to first token, time per output token and tokens/s, memory,
 and training's model FLOPs utilisation (MFU).
 
-Where it sits: beside the decode loop (minigpt/generate.py's `decode_loop`, minigpt/beam_search.py),
+Where it sits: beside the decode loop (minigpt/generation.py's `decode_loop`, minigpt/beam_search.py),
 which reads a `Clock` before prefill, after the first token and after the last step, and returns
 what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`); and
 beside the training loop (minigpt/train.py), which logs MFU: the FLOPs its tokens/s amount to

@@ -1,6 +1,6 @@
 r"""Stop strings: end a row when its generated *text* contains a given string.
 
-Where it sits: inside the decode loop (`stream` in minigpt/generate.py), after each step's tokens
+Where it sits: inside the decode loop (`stream` in minigpt/generation.py), after each step's tokens
 are drawn: `... → draw → StopStrings.add → (stop the row, or go on) → Tokenizer.decode → text`.
 
 Why this needs care:

@@ -1,7 +1,7 @@
 """Text in, text out: one prompt's continuation as text, streamed piece by piece or whole, and
 many prompts' continuations, run in batches.
 
-Where it sits: the two ends of the data flow, around the decode loop of minigpt/generate.py:
+Where it sits: the two ends of the data flow, around the decode loop of minigpt/generation.py:
 `text → Tokenizer.encode → ids → stream (prefill → decode loop) → ids → Tokenizer.decode → text`.
 
 Tokens are not characters: one UTF-8 character may be spelled over several tokens, and a stop
@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from minigpt.generate import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
+from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
 from minigpt.checks import as_count
 from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.sampling import check_seed

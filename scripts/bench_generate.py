@@ -44,7 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
-from minigpt.generate import generate
+from minigpt.generation import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
 from minigpt.linear import MKL_ROWS, packed_weight

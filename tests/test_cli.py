@@ -40,6 +40,25 @@ def test_python_dash_m_minigpt_is_the_minigpt_command(argv):
     assert (code, out.replace("python -m minigpt", "minigpt"), err.replace("python -m minigpt", "minigpt")) == run("minigpt.cli")
 
 
+def test_commands_that_run_no_model_never_import_torch_and_the_public_names_are_still_there():
+    """`minigpt tokenize` took 1.8 s, 1.2 s of it torch's import, which `import minigpt` made for
+    `from minigpt import GPT, generate`. Those names now come when first used; `generate` is the
+    function even once its module, minigpt/generation.py, is imported (it was minigpt/generate.py,
+    and `import minigpt.generate as g` gave the function, which shadowed the module)."""
+    code = ("import sys; sys.argv = ['minigpt'] + sys.argv[1:]; import minigpt.cli\n"
+            "try:\n    minigpt.cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    for argv in (["--version"], ["tokenize", "--help"], ["tokenize", "Hello world"]):
+        r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.stderr.splitlines()[-1] == "False", (argv, r.stderr)
+    check = ("import minigpt, minigpt.generation as g, minigpt.text_generation\n"
+             "from minigpt import *\n"
+             "assert generate is g.generate and stream is g.stream and callable(GPT) and callable(Tokenizer), generate\n"
+             "assert set(minigpt.__all__) == set(minigpt._HOMES) and set(minigpt.__all__) <= set(dir(minigpt))")
+    r = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("argv0,expected", [
     ("/usr/bin/minigpt", "minigpt train"),                                # the installed script
     (str(ROOT / "minigpt" / "__main__.py"), "python -m minigpt train"),   # python -m minigpt

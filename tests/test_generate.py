@@ -19,7 +19,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsPro
 
 from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.checkpoint import CONV1D_SUFFIXES
-from minigpt.generate import GenerationStats, generate, stream
+from minigpt.generation import GenerationStats, generate, stream
 from minigpt.prefill_decode import DecodeState, prefill_mask
 from minigpt.penalties import ban_repeated_ngrams
 from minigpt.stop_strings import StopStrings, first_stop
@@ -1596,7 +1596,7 @@ def test_nan_logits_between_the_hosts_looks_are_an_error_not_a_token(pair, monke
     its last look were drawn from without a word, and the fused kernel's answer to them, token -1,
     was fed to the embedding (a device-side assert; on this CPU stand-in an IndexError). Here the
     CPU loop looks as seldom as a GPU's, and the model's logits turn NaN at step 3 of 5."""
-    gen = importlib.import_module("minigpt.generate")
+    gen = importlib.import_module("minigpt.generation")
     monkeypatch.setitem(gen.SYNC_EVERY, "cpu", 8)
     real_step = gen.DecodeState.step
     monkeypatch.setattr(gen.DecodeState, "step", lambda self, tokens: real_step(self, tokens) * (
@@ -1799,7 +1799,7 @@ def test_slide_is_checked_and_the_prompt_must_still_fit():
 TRITON_SNIPPET = """
 import torch
 from minigpt import GPT, GPTConfig
-from minigpt.generate import generate
+from minigpt.generation import generate
 torch.manual_seed(0)
 model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, initializer_range=0.4)).eval()
 ids = torch.randint(0, 300, (2, 5))
@@ -2817,7 +2817,7 @@ def test_sampling_parameters_that_do_something_are_not_warned_about(pair):
 
 def test_the_dropout_warning_points_at_the_users_call():
     """Mutant R10-8 (a bug): the training-mode warning used a fixed stacklevel=3, which is the
-    user's line for stream() and perplexity() but minigpt/generate.py for generate() (generate →
+    user's line for stream() and perplexity() but minigpt/generation.py for generate() (generate →
     stream → warn), so the warning named minigpt's line, and Python's once-per-location default
     showed it once for all of a program's generate calls. It now names the user's call, as the
     ignored-sampling warning does."""

@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from minigpt.generate import generate
+from minigpt.generation import generate
 from test_generate import left_padded, sharpened_pair, tiny_config
 
 # The smallest gap between two scores trusted to rank the same in both libraries: their float32

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from minigpt import GPT, GPTConfig
-from minigpt.generate import generate
+from minigpt.generation import generate
 from test_generate import (PAD, PROMPTS, assert_compiled_matches_eager_in_bf16, left_padded, min_top2_margin,
                            rows_repeating_an_ngram, sharpened_pair, tiny_config)
 from test_model import largest_relative_diff

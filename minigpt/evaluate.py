@@ -1,6 +1,7 @@
 """Perplexity of a model on a text file, with a sliding window (`minigpt eval MODEL_DIR FILE`).
 
-Where it sits: text → Tokenizer.encode → ids → windows of ≤ max_length tokens → GPT → logits →
+Where it sits: text → the tokenizer's ids (special tokens' text read as their ids, as `minigpt
+prepare` reads it: minigpt/data.py's `encode_text`) → windows of ≤ max_length tokens → GPT → logits →
 cross-entropy of each token that the window is responsible for → exp(mean) = perplexity.
 
 Why a sliding window: a model sees at most n_positions tokens. Cutting the text into disjoint
@@ -102,7 +103,9 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
                          f"is context only, so a 1-token window scores nothing), got {max_length}")
     stride = max(max_length // 2, 1) if stride is None else as_count("stride", stride)  # 2.5 or True: no stride
     nll_sum, count, scored = sliding_window_nll(model, ids, max_length, stride, progress)
-    result = {"nll": nll_sum / count, "ppl": math.exp(nll_sum / count), "tokens": count, "nll_sum": nll_sum}
+    nll = nll_sum / count
+    # exp overflows a float past ~709.78 (a diverged model): its perplexity is then inf, not an error
+    result = {"nll": nll, "ppl": math.exp(nll) if nll < 709 else math.inf, "tokens": count, "nll_sum": nll_sum}
     if token_bytes is not None:
         # Bits per byte: nats → bits, spread over the bytes of the tokens scored (not the first token,
         # nor, with disjoint windows, each window's first). Unlike perplexity it does not depend on

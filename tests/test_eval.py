@@ -303,6 +303,21 @@ def test_cli_refuses_a_nan_score(model_dir, tmp_path, capsys):
     assert "the loss is nan: the model produced NaN/inf logits" in captured.err
 
 
+def test_a_mean_loss_past_exps_range_scores_an_infinite_perplexity(model_dir, tmp_path, capsys):
+    """A reader's audit: math.exp of a mean loss above ~709.78 nats (a diverged model's) raised an
+    OverflowError, a traceback from `minigpt eval`; training's log already guarded it."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    model = GPT.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.transformer.ln_f.weight.mul_(1e6)  # logits spread over ~1e4: most tokens' loss is in the thousands
+    model.save_pretrained(tmp_path / "diverged")
+    Tokenizer.from_pretrained(model_dir).save_pretrained(tmp_path / "diverged")
+    assert main([str(tmp_path / "diverged"), str(tmp_path / "t.txt"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    nll = float(out.split("nll ")[1].split()[0])
+    assert out.startswith("perplexity inf  nll ") and 709 < nll < math.inf, out
+
+
 def test_cli_hints_tokenizer_for_a_model_saved_without_one(model_dir, tmp_path, capsys):
     """`model.save_pretrained(dir)` writes no tokenizer; eval said only that the directory holds none,
     where generate also names --tokenizer."""

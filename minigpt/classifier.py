@@ -218,6 +218,8 @@ class GPTClassifier(nn.Module):
                 why = f" (a mean-pooled head is read from {MEAN_HEAD}* or from score.*, not both)" \
                     if key.startswith("score") else ""
                 raise ValueError(f"{path} holds tensor {key.removeprefix('gpt.')!r} twice{why}")
+            if not t.is_floating_point():  # as load_gpt: as_held would turn integer "weights" into floats
+                raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has dtype {t.dtype}; the weights are floating point")
             state[key] = as_held(t, dtype, device)  # (no copy unless converted, as load_gpt)
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):

@@ -12,7 +12,8 @@ windows a batch touches, so a corpus far larger than RAM trains just as well.
 A DATA_DIR written by `minigpt prepare` holds:
     train.bin, val.bin   uint16 token ids, documents separated by <|endoftext|>
     val.txt              the held-out text itself, for `minigpt eval MODEL DATA_DIR/val.txt`
-    meta.json            vocab size, token and byte counts (bytes/token gives bits per byte), sources, val_fraction
+    meta.json            vocab size, <|endoftext|>'s id, the files' dtype, token and byte counts (bytes/token
+                         gives bits per byte), sources, val_fraction
     tokenizer/           the tokenizer's files, copied into every checkpoint trained on it
 
 Not handled: vocabularies over 65,536 ids (they would need uint32 files).
@@ -90,7 +91,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     holding only other files, is fine.
 
     The last `val_fraction` of *each* file goes to validation, so every source is represented in
-    both splits. Each file ends with <|endoftext|>, which marks document boundaries for the model.
+    both splits. Each file's part of each split ends with <|endoftext|>, which marks document
+    boundaries for the model (in train, also where a file's val tail was cut off, mid-document).
 
     out_dir/val.txt gets the held-out text as it was read (the files' tails one after another,
     with no <|endoftext|> between them; read in text mode, so "\\r\\n" is "\\n" there): its bytes are

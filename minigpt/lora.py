@@ -2,8 +2,8 @@
 
 Where it sits: fine-tuning (`minigpt/finetune.py`, strategy "lora") wraps some of GPT's
 `nn.Linear` projections (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`) before training,
-and merges them back into plain `nn.Linear`s before saving, so the exported checkpoint is an
-ordinary GPT-2 that `transformers` opens.
+and each checkpoint is saved with the adapters merged into plain weights (`lora_merged`, for the
+time of the save; `merge_lora` for good), so it is an ordinary GPT-2 that `transformers` opens.
 
 The idea (Hu et al., 2021): the change a fine-tune makes to a weight W (out, in) has low rank,
 so learn it as ΔW = B @ A with A (r, in) and B (out, r), r ≪ min(in, out). W stays frozen; only

@@ -9,7 +9,8 @@ OUT_DIR layout:
     config.json, model.safetensors   latest weights (HF layout), beside the tokenizer's files
                          (vocab.json, merges.txt, ...: the data's, or the fine-tuned model's)
     training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune),
-                         the data's fingerprint (what --resume checks the data against)
+                         the data's fingerprint (what --resume checks the data against), and the
+                         train losses since the last log record (log_partial)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
@@ -100,7 +101,8 @@ def check_resumable(out: Path) -> None:
 
 
 # ---- a run that never saved a checkpoint ---------------------------------------------------------
-# The first checkpoint comes at step --eval-interval (200 by default). A run killed before it is
+# The first checkpoint comes at step --eval-interval (train's default 200, finetune's 100), or at a
+# stop (Ctrl-C, SIGTERM). A run killed before it is
 # whole leaves its log.jsonl (finetune --task lm: also data/, its tokens), perhaps the part of
 # that checkpoint it had written (best/, config.json, model.safetensors), and nothing to resume
 # from: no training_state.pt, so no optimizer state, not even its settings. `--resume` there

@@ -41,7 +41,7 @@ from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, evaluated_at, plot_log, read_log, read_state, restore,
-                             run_dir_lock, save_checkpoint, truncate_log)
+                             run_dir_lock, save_checkpoint)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
 from minigpt.train_runtime import (Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime,
@@ -219,16 +219,10 @@ def for_training(raw: nn.Module, cfg, rt: Runtime) -> tuple[nn.Module, nn.Module
     return fwd, DDP(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
 
 
-def open_out_dir(out: Path, cfg, rt: Runtime, step: int) -> None:
-    """OUT_DIR made, and a resumed run's log cut back to its checkpoint's `step` (records a crash
-    left past it would be written again). Rank 0 alone writes OUT_DIR; on_rank_0 tells the others
-    when that fails, for one error, not a traceback each."""
-    def prepare() -> None:
-        if cfg.resume:
-            truncate_log(out, step)
-        out.mkdir(parents=True, exist_ok=True)
-
-    on_rank_0(rt, prepare)
+def open_out_dir(out: Path, cfg, rt: Runtime) -> None:
+    """OUT_DIR made (a resumed run's log was cut back to its checkpoint by `restore`). Rank 0 alone
+    writes OUT_DIR; on_rank_0 tells the others when that fails, for one error, not a traceback each."""
+    on_rank_0(rt, lambda: out.mkdir(parents=True, exist_ok=True))
     if rt.is_main and cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
         print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
               f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
@@ -294,7 +288,7 @@ def train_loop(
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
     dropout (set on every GPT inside `model`) and the memory switches. The fields that build a
-    model and its data (preset, n_layer, n_head, n_embd, init, data, block_size) are `minigpt
+    model and its data (preset, n_layer, n_head, n_embd, n_positions, init, data, block_size) are `minigpt
     train`'s (minigpt/pretrain.py): here the model comes built and get_batch makes the batches.
     """
     check_float32_weights(model)
@@ -306,7 +300,7 @@ def train_loop(
     with run_dir_lock(out):  # one run at a time in OUT_DIR (held already under minigpt train/finetune)
         check_out_dir(cfg)
         progress = resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint) if cfg.resume else Progress()
-        open_out_dir(out, cfg, rt, progress.step)
+        open_out_dir(out, cfg, rt)
         fwd, model = for_training(raw, cfg, rt)
         bar = tqdm(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
         run = Run(cfg=cfg, rt=rt, out=out, raw=raw, fwd=fwd, model=model, optimizer=optimizer, scaler=scaler,

@@ -37,6 +37,7 @@ import torch.distributed as dist
 
 from minigpt.checkpoint import resolve_device
 from minigpt.files import stdout_to_devnull
+from minigpt.run_dir import is_rank_0
 from minigpt.train_config import TrainConfig
 
 # ---- processes and devices ----------------------------------------------------------------------
@@ -328,7 +329,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         worker = ours and dist.is_initialized()
         if worker:
             dist.destroy_process_group()
-    if result is not None and int(os.environ.get("RANK", "0")) == 0:
+    if result is not None and is_rank_0():
         print(json.dumps(result))
     if worker:
         # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after

@@ -157,6 +157,16 @@ def test_transformers_reports_a_mean_pooled_head_instead_of_pooling_the_last_tok
     assert "score.weight" in info["missing_keys"] and set(head) <= info["unexpected_keys"]
 
 
+def test_an_integer_tensor_is_refused_as_load_gpt_refuses_it(tmp_path):
+    """A reader's audit: the classifier's loader, written apart from load_gpt, had drifted from it:
+    an integer "weight" was turned into floats without a word, where load_gpt names it."""
+    _classifier().save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    save_file(tensors | {"score.weight": tensors["score.weight"].round().int()}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"tensor 'score.weight' in .* has dtype torch.int32; the weights are floating point"):
+        GPTClassifier.from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("hidden", [(), (32,)])
 def test_a_mean_pooled_head_saved_as_score_still_loads(tmp_path, hidden):
     """Checkpoints written before the head was renamed (`score.*` beside minigpt_head's "mean") load

@@ -22,17 +22,18 @@
 # line of env.txt says which steps passed and how long each took. Exit status 1: a step failed or
 # was not run.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-out=${OUT:-out/gpu_check}
-mkdir -p "$out"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout, installed or not
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(tests sampling kernels splits generate train)
 for step in "${steps[@]}"; do  # every name now: a typo found after the steps before it would have spent the lease
   case $step in tests|sampling|kernels|splits|generate|train|memory) ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown step '$step' (tests, sampling, kernels, splits, generate, train, memory)" >&2; exit 2 ;;
   esac
 done
+cd "$(dirname "$0")/.."
+out=${OUT:-out/gpu_check}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout, installed or not
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-560}))
 
 {

@@ -38,9 +38,14 @@ def test_gpu_check_refuses_an_unknown_step_before_running_any(tmp_path):
     """`gpu_check.sh train trian` ran `train` (GPU time) before it found the typo; now every name is
     checked first, before the CUDA check itself."""
     r = subprocess.run(["bash", "scripts/gpu_check.sh", "tests", "trian"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "OUT": str(tmp_path)})
+                       timeout=60, env={**os.environ, "OUT": str(tmp_path / "out")})
     assert r.returncode == 2 and "gpu_check: unknown step 'trian'" in r.stderr, r.stdout + r.stderr
     assert "no CUDA device" not in r.stderr and "== tests" not in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "out").exists()  # (a docs audit: its log folder was made first)
+    r = subprocess.run(["bash", "scripts/gpu_check.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "OUT": str(tmp_path / "out")})
+    assert r.returncode == 0 and r.stdout.startswith("Every check that needs a GPU") and "memory" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def run_bench(name: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:

@@ -298,10 +298,10 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
 
     Both files are written in full under temp names, and made durable (fsync), before either is
     renamed into place, and an old config.json that differs goes just before the renames (weights
-    first, then the config). So a save that fails or is killed at any point leaves the previous checkpoint, the new one, or
-    weights without a config.json, which `load_gpt` refuses, saying why; never new weights beside
-    another model's config, which would load without an error if the shapes agree (n_head,
-    layer_norm_epsilon). An old config.json that is the same (every checkpoint of a run) stays.
+    first, then the config). So a save that fails or is killed at any point leaves the previous
+    checkpoint, the new one, or weights without a config.json, which `load_gpt` refuses, saying
+    why; never new weights beside another model's config, which would load without an error if the
+    shapes agree (n_head, layer_norm_epsilon). An old config.json that is the same (every checkpoint of a run) stays.
     A generation_config.json (transformers writes one) goes too: its token ids are the old model's.
     """
     path = Path(path)

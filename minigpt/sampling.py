@@ -396,8 +396,16 @@ def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param
     # The kernel's k is int32; any k ≥ V keeps every token, so a larger one is capped, not wrapped around.
     int32_max = torch.iinfo(torch.int32).max
     top_k = top_k.to(torch.long).clamp(max=int32_max) if isinstance(top_k, torch.Tensor) else min(int(top_k), int32_max)
-    return dict(temperature=as_tensor(temperature, B, device), top_k=as_tensor(top_k, B, device, torch.int32),
-                top_p=as_tensor(top_p, B, device), min_p=as_tensor(min_p, B, device))
+
+    # Its floats are float32: a legal temperature of 1e-50 would round to 0 (greedy), 1e39 to inf
+    # (refused), a top_p of 1e-46 to 0. Positive values are brought into float32's range first, as
+    # the torch path would treat them: the temperature floor, the top token alone, a flat row.
+    def as_float32(value: Param, smallest: float) -> torch.Tensor:
+        t = as_tensor(value, B, device, torch.float64)
+        return torch.where(t > 0, t.clamp(smallest, torch.finfo(torch.float32).max), t).float()
+
+    return dict(temperature=as_float32(temperature, MIN_TEMPERATURE), top_k=as_tensor(top_k, B, device, torch.int32),
+                top_p=as_float32(top_p, torch.finfo(torch.float32).tiny), min_p=as_tensor(min_p, B, device))
 
 
 def kernel_seed(generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:

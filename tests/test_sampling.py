@@ -632,6 +632,29 @@ def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):
     assert seen["offset"].shape == (1,) and seen["offset"].dtype == torch.int64
 
 
+def test_triton_backend_brings_legal_parameters_into_float32_as_the_torch_path_reads_them(monkeypatch):
+    """A kernel audit: the parameters were cast to float32 as they were, so a temperature of 1e-50
+    became 0 (greedy, where the torch path samples at its 1e-6 floor), 1e39 became inf (refused:
+    a RuntimeError, or -1 from a float64 tensor), and top_p 1e-46 became 0 (-1)."""
+    seen = {}
+
+    def fake_fused_sample(logits, temperature, top_k, top_p, min_p, seed, offset):
+        seen.update(temperature=temperature, top_p=top_p)
+        return logits.argmax(-1)
+
+    use_fake_kernel(monkeypatch, fake_fused_sample)
+    fp32 = torch.finfo(torch.float32)
+    temperatures, top_ps = [1e-50, 1e39, 0.0, 0.7], [1e-46, 1.0, 0.5, 1e-46]
+    wanted = ([torch.tensor(1e-6).item(), fp32.max, 0.0, torch.tensor(0.7).item()], [fp32.tiny, 1.0, 0.5, fp32.tiny])
+    sample(random_logits(10, B=4), temperature=torch.tensor(temperatures, dtype=torch.float64),
+           top_p=torch.tensor(top_ps, dtype=torch.float64), seed=1, backend="triton")  # one per row
+    assert (seen["temperature"].tolist(), seen["top_p"].tolist()) == wanted
+    assert seen["temperature"].dtype == seen["top_p"].dtype == torch.float32
+    for i, (temperature, top_p) in enumerate(zip(temperatures, top_ps)):  # as numbers
+        sample(random_logits(10, B=1), temperature=temperature, top_p=top_p, seed=1, backend="triton")
+        assert (seen["temperature"].item(), seen["top_p"].item()) == (wanted[0][i], wanted[1][i])
+
+
 def test_triton_backend_takes_the_logits_the_torch_backend_takes(monkeypatch):
     """A kernel audit: float64 logits and a transposed view, which the torch backend samples, were
     refused by the kernel ("logits must be float32, bfloat16 or float16", "contiguous along the

@@ -60,6 +60,8 @@ passes, exact, and draws with one uniform.
   (the torch path's race gives every token its own, from one float64 uniform per token).
 - Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling; min_p values in
   (0, 1e-30) act as 1e-30 (its log2 is taken), which only drops tokens of p < 1e-30 · p_max.
+  The parameters are float32: `sample` brings larger or smaller positive values into its range
+  first (minigpt.sampling's `triton_params`); called directly, the kernel refuses inf.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
   apart), or whose max is its dtype's largest finite value (fp16's 65504: a model that overflowed),
   overflows the bracket to inf, and its top-k/top-p set can come out too large. Models' logits

@@ -1,4 +1,4 @@
-"""Integer arguments: one check, so that the same slip gets the same error everywhere.
+"""Integer and bool arguments: one check, so that the same slip gets the same error everywhere.
 
 Where it sits: under every module that takes a count, a size or a token id (the config, the
 tokenizer, the samplers, training, fine-tuning). A value of the wrong kind (a float, a string,
@@ -14,6 +14,12 @@ import operator
 def is_bool(value) -> bool:
     """A bool, NumPy bool, or bool tensor or array: a flag, though Python counts True as 1."""
     return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
+def check_flag(name: str, value) -> None:
+    """A switch must be a bool: "False" (a non-empty string) or 0.5 would read as True."""
+    if not is_bool(value):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def as_count(name: str, value) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minigpt.checks import as_count
+from minigpt.checks import as_count, check_flag
 from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
 from minigpt.row_params import per_row
@@ -319,6 +319,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
     strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
     check_model(model)
+    check_flag("do_sample", do_sample)  # "False" would sample
     max_new_tokens, min_new_tokens = as_count("max_new_tokens", max_new_tokens), as_count("min_new_tokens", min_new_tokens)
     num_beams, num_return_sequences = as_count("num_beams", num_beams), as_count("num_return_sequences", num_return_sequences)
     cfg = model.config

@@ -28,8 +28,9 @@ from typing import Callable, Generator, Iterator
 import torch
 
 from minigpt.beam_search import beam_search
-from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids,
-                                   warn_if_training)
+from minigpt.checks import check_flag
+from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, check_model,
+                                   textless_ids, warn_if_training)
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import PenaltyCounts, ban_repeated_ngrams, penalties_on
 from minigpt.row_params import Param
@@ -159,6 +160,9 @@ def stream(
     The arguments are checked here, at the call (a generator function would run nothing, its
     checks included, until the first `next`); the steps are `decode_loop`'s.
     """
+    check_model(model)  # before warn_if_training reads model.training: generate(ids, model) is a TypeError
+    check_flag("compile", compile)
+    check_flag("return_stats", return_stats)
     warn_if_training(model, "generating")
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,

@@ -11,6 +11,7 @@ its new keys/values into the cache and attends over everything cached so far.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import torch
@@ -187,17 +188,29 @@ class GPT(nn.Module):
             raise ValueError(f"{what} must be in [0, {size}={getattr(self.config, size)}) for this model, "
                              f"got {lo if lo < 0 else hi} ({hint})")
 
-    def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+    def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
+                      attn_mask: torch.Tensor | None) -> torch.Tensor:
         """`hidden_states`' inputs checked; returns the position ids: those given, else 0 .. T-1 (1, T)."""
         if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
             raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
         if idx.dim() != 2:
             raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              "(one sequence: idx[None])")
+        if attn_mask is not None:  # SDPA would broadcast a padding mask (B, T), or read a float one as added scores
+            B, T = idx.shape
+            if attn_mask.dtype != torch.bool or attn_mask.dim() != 4 or attn_mask.shape[1:3] != (1, T) \
+                    or attn_mask.size(0) not in (1, B):
+                raise ValueError(f"attn_mask must be a bool tensor (B, 1, T, S): which keys each query may see, as "
+                                 f"prefill_mask(attention_mask) makes it; got {attn_mask.dtype} of shape "
+                                 f"{tuple(attn_mask.shape)} for idx of shape {(B, T)}")
         if kv_cache is None:  # generation checks its prompts once, and feeds back ids drawn from the vocabulary
             self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
             if position_ids is not None:
                 self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
+            # Without a cache the mask replaces the causal one: it must hide every later token too.
+            if attn_mask is not None and (attn_mask.size(-1) != idx.size(1) or bool(attn_mask.triu(1).any())):
+                raise ValueError("attn_mask lets a token see later tokens: without a KV cache it replaces the causal "
+                                 "mask, so it must be causal (B, 1, T, T), as prefill_mask(attention_mask) makes it")
         if position_ids is not None:
             return position_ids
         T = idx.size(1)
@@ -221,7 +234,7 @@ class GPT(nn.Module):
         (B, 1, T, S) which cached slots each query may see; `position_ids` (B, T) give each
         token's position (they differ per row when prompts are left-padded).
         """
-        position_ids = self._check_inputs(idx, position_ids, kv_cache)
+        position_ids = self._check_inputs(idx, position_ids, kv_cache, attn_mask)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
         # Backward needs what each block computed on the way (LayerNorm outputs, q, k, v, the
@@ -287,8 +300,10 @@ class GPT(nn.Module):
         """Change the dropout rate everywhere GPT-2 applies it (embeddings, attention weights, both
         residual branches), e.g. to fine-tune a checkpoint at another rate than it was trained at.
         Only the model's own: dropout that LoRA adapters add keeps its rate."""
-        if not 0.0 <= p < 1.0:
+        # A plain float, as GPTConfig keeps it: a NumPy or tensor rate would fail save_pretrained's JSON.
+        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+        p = float(p)
         self.config.dropout = self.transformer.drop.p = p
         for block in self.transformer.h:
             block.attn.dropout = block.attn.resid_dropout.p = block.mlp.dropout.p = p  # attn.dropout: SDPA's rate

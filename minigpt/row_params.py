@@ -20,6 +20,8 @@ import numbers
 
 import torch
 
+from minigpt.checks import is_bool
+
 Param = float | int | torch.Tensor  # one value for every row, or a (B,) tensor of per-row values
 
 
@@ -31,6 +33,8 @@ def check_param(name: str, value: Param, ok, allowed: str) -> None:
     if not isinstance(value, (numbers.Real, torch.Tensor)):  # a list would fail in `ok` as "'>=' not supported"
         raise TypeError(f"{name} must be a number, or a (B,) tensor of one value per row (torch.tensor([...])), "
                         f"got {type(value).__name__}")
+    if is_bool(value):  # True would pass for 1, as it does for no other argument (minigpt/checks.py)
+        raise TypeError(f"{name} must be a number, got the bool {value}")
     bad = not bool(ok(value).all()) if isinstance(value, torch.Tensor) else not ok(value)
     if bad:
         raise ValueError(f"{name} must be in {allowed}, got {value}")

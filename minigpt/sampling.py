@@ -347,24 +347,24 @@ def check_number(name: str, value: Param) -> None:
     filter checks it, as min_p=2 would drop every token and top_p=1.5 or NaN change nothing. A
     tensor is left to `filter_logits` and `sample`: its check is a host sync, too dear per step."""
     if not isinstance(value, torch.Tensor):
-        check_param(name, value, *PARAM_RANGES[name])
         if name == "top_k":
             check_whole(value)
+        check_param(name, value, *PARAM_RANGES[name])
 
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
     values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    check_whole(top_k)  # first: its bool is "an integer", as every count's
     for name, (ok, allowed) in PARAM_RANGES.items():
         check_param(name, values[name], ok, allowed)
-    check_whole(top_k)
 
 
 def check_whole(top_k: Param) -> None:
     """top_k counts tokens, so it must be whole: 2.0 will do, 2.5 will not, nor True (1 to Python)."""
     if is_bool(top_k):  # a TypeError, as every integer argument's bool (minigpt/checks.py)
         raise TypeError(f"top_k must be an integer, got the bool {top_k}")
-    if not isinstance(top_k, (numbers.Integral, torch.Tensor)) and not float(top_k).is_integer():
+    if isinstance(top_k, numbers.Real) and math.isfinite(top_k) and not float(top_k).is_integer():  # (NaN: the range's)
         raise ValueError(f"top_k must be an integer, got {top_k}")
     if isinstance(top_k, torch.Tensor) and top_k.is_floating_point() and not torch.equal(top_k, top_k.round()):
         raise ValueError(f"top_k must be an integer, got {top_k}")

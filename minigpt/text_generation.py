@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
-from minigpt.checks import as_count
+from minigpt.checks import as_count, check_flag
 from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.sampling import check_seed
 from minigpt.stats import GenerationStats
@@ -301,6 +301,7 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
         if ids and not 0 <= min(ids) <= max(ids) < V:
             bad = min(ids) if min(ids) < 0 else max(ids)
             raise ValueError(f"prompts[{i}] holds token id {bad}, but the model's ids are 0 .. {V - 1}")
+    check_flag("truncate_left", truncate_left)
     encoded = fit_context(encoded, model, as_count("max_new_tokens", kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                           truncate_left, as_count("slide", kwargs.get("slide", 0)))
     per_prompt = {}

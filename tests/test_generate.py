@@ -2946,3 +2946,28 @@ def test_cli_stop_string_ends_the_printed_text(tiny_checkpoint, capsys):
     assert main(base + ["--stop", stop]) == 0
     cut = capsys.readouterr().out
     assert len(cut) < len(full) and stop not in cut[cut.index("To be") + len("To be"):]
+
+
+def test_switches_must_be_bools_and_sampling_parameters_no_bools(pair):
+    """An API audit: flags were read by truthiness (do_sample="False" sampled, compile="yes"
+    compiled, truncate_left="no" truncated), True passed for a temperature or top_p of 1 (where
+    top_k=True was refused), and generate(ids, model) failed as "'Tensor' object has no attribute
+    'training'" before the model was checked."""
+    from minigpt import generate_texts
+    from minigpt.sampling import sample
+
+    model, _ = pair
+    ids = torch.tensor([[5, 17]])
+    for flag, value in (("do_sample", "False"), ("compile", "yes"), ("return_stats", "no")):
+        with pytest.raises(TypeError, match=f"^{flag} must be True or False, got '{value}'"):
+            generate(model, ids, max_new_tokens=2, **{flag: value})
+    with pytest.raises(TypeError, match="^truncate_left must be True or False, got 'no'"):
+        generate_texts(model, ByteTokenizer(), ["hi"], truncate_left="no")
+    for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+        with pytest.raises(TypeError, match=f"^{name} must be a number, got the bool True"):
+            generate(model, ids, max_new_tokens=2, do_sample=True, **{name: True})
+    with pytest.raises(TypeError, match="^temperature must be a number, got the bool"):
+        sample(torch.zeros(2, 5), temperature=torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="^minigpt.generate takes a minigpt GPT, got Tensor"):
+        generate(ids, model)
+    assert generate(model, ids, max_new_tokens=2, do_sample=np.bool_(False)).shape == (1, 4)  # NumPy's bool is one

@@ -365,6 +365,27 @@ def test_transformers_keywords_say_what_forward_takes_instead(keyword, hint):
         model(idx, **{keyword: torch.ones_like(idx)})
 
 
+def test_an_attn_mask_that_is_no_causal_key_mask_is_refused():
+    """An API audit: without a KV cache attn_mask replaces the causal mask, and a padding mask
+    (B, 1, 1, T) given there let every token see the ones after it (logits off by ~0.1, silently);
+    a float 0/1 mask was read as scores to add, a (B, T) one broadcast as (T, T) when B = T."""
+    from minigpt.prefill_decode import positions_from_mask, prefill_mask
+
+    model = GPT(GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2)).eval()
+    idx = torch.randint(0, 64, (5, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[0, 0, 1, 1, 1]] + [[1] * 5] * 4)
+    for bad in (mask.bool()[:, None, None, :], mask.float()[:, None, None, :], mask.bool(), prefill_mask(mask).float()):
+        with pytest.raises(ValueError, match=r"attn_mask must be a bool tensor \(B, 1, T, S\)"):
+            model(idx, attn_mask=bad)
+    no_causality = mask.bool()[:, None, None, :].expand(5, 1, 5, 5)
+    with pytest.raises(ValueError, match="attn_mask lets a token see later tokens"):
+        model(idx, attn_mask=no_causality)
+    # The README's recipe for a left-padded batch: each unpadded row as it is alone.
+    with torch.no_grad():
+        padded = model(idx, position_ids=positions_from_mask(mask), attn_mask=prefill_mask(mask))[0]
+        torch.testing.assert_close(padded[1:], model(idx[1:])[0])
+
+
 @pytest.mark.parametrize("bad", [100, -1, 50256])
 def test_token_ids_outside_the_vocabulary_are_named(bad):
     """Not the embedding's bare 'index out of range in self': the id and the vocabulary's size."""
@@ -398,6 +419,13 @@ def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
     assert model.config.dropout == 0.3 and extra.p == 0.5
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
         model.set_dropout(1.0)
+    # An API audit: a NumPy rate was kept as it was, and save_pretrained failed on it ("Object of type
+    # float32 is not JSON serializable"), at the end of a training run; a string failed as "'<=' not supported".
+    model.set_dropout(np.float32(0.25))
+    assert type(model.config.dropout) is float and type(model.transformer.drop.p) is float
+    for bad in ("x", True, torch.tensor(0.1)):
+        with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+            model.set_dropout(bad)
 
 
 def test_a_smaller_tokenizer_without_endoftext_does_not_fit():

@@ -188,6 +188,21 @@ class GPT(nn.Module):
             raise ValueError(f"{what} must be in [0, {size}={getattr(self.config, size)}) for this model, "
                              f"got {lo if lo < 0 else hi} ({hint})")
 
+    def _checked_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Targets as cross_entropy takes them (int64), after the checks it would fail without naming
+        them ("expected scalar type Long", "Target 64 is out of bounds"; on a GPU a device-side assert)."""
+        if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex() \
+                or targets.dtype == torch.bool:
+            got = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise TypeError(f"targets must be an integer tensor of token ids (B, T), got {got}")
+        if targets.device.type == "cpu" and targets.numel() and not torch.compiler.is_compiling():  # (as _check_ids)
+            V = self.config.vocab_size
+            bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= V))]
+            if bad.numel():
+                raise ValueError(f"targets must be token ids in [0, vocab_size={V}) or {IGNORE_INDEX} (a position not "
+                                 f"scored), got {int(bad[0])}")
+        return targets.long()
+
     def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
                       attn_mask: torch.Tensor | None) -> torch.Tensor:
         """`hidden_states`' inputs checked; returns the position ids: those given, else 0 .. T-1 (1, T)."""
@@ -281,6 +296,8 @@ class GPT(nn.Module):
             raise TypeError(unexpected_forward_keywords(unexpected))
         if logits_to_keep < 0:  # x[:, --k:] would silently keep the wrong positions
             raise ValueError(f"logits_to_keep must be ≥ 0 (0: every position), got {logits_to_keep}")
+        if targets is not None:
+            targets = self._checked_targets(targets)
         if targets is not None and (logits_to_keep or targets.shape != idx.shape):
             raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position (logits_to_keep off), "
                              f"got {tuple(targets.shape)} with logits_to_keep={logits_to_keep}")

@@ -365,6 +365,23 @@ def test_transformers_keywords_say_what_forward_takes_instead(keyword, hint):
         model(idx, **{keyword: torch.ones_like(idx)})
 
 
+def test_targets_are_integer_ids_or_the_ignore_index_and_int32_ones_are_taken():
+    """An API audit: int32 targets (int32 idx is taken) failed in cross_entropy ("expected scalar
+    type Long"), float ones or a list failed inside torch, and an id past the vocabulary as
+    "Target 64 is out of bounds" (on a GPU a device-side assert)."""
+    model = GPT(GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    idx = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
+    targets = idx.roll(-1, 1)
+    targets[0, :2] = -100  # IGNORE_INDEX
+    assert torch.equal(model(idx, targets=targets.int())[1], model(idx, targets=targets)[1])
+    for bad, error, message in ((targets.float(), TypeError, "got torch.float32"), (targets.tolist(), TypeError, "got list"),
+                                (targets.bool(), TypeError, "got torch.bool"),
+                                (torch.full((2, 5), 64), ValueError, r"in \[0, vocab_size=64\) or -100 .*got 64"),
+                                (torch.full((2, 5), -1), ValueError, "got -1")):
+        with pytest.raises(error, match=f"targets must be .*{message}"):
+            model(idx, targets=bad)
+
+
 def test_an_attn_mask_that_is_no_causal_key_mask_is_refused():
     """An API audit: without a KV cache attn_mask replaces the causal mask, and a padding mask
     (B, 1, 1, T) given there let every token see the ones after it (logits off by ~0.1, silently);

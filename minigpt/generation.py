@@ -29,8 +29,8 @@ import torch
 
 from minigpt.beam_search import beam_search
 from minigpt.checks import check_flag
-from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, check_model,
-                                   textless_ids, warn_if_training)
+from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids,
+                                   warn_if_training)
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import PenaltyCounts, ban_repeated_ngrams, penalties_on
 from minigpt.row_params import Param
@@ -160,10 +160,8 @@ def stream(
     The arguments are checked here, at the call (a generator function would run nothing, its
     checks included, until the first `next`); the steps are `decode_loop`'s.
     """
-    check_model(model)  # before warn_if_training reads model.training: generate(ids, model) is a TypeError
     check_flag("compile", compile)
     check_flag("return_stats", return_stats)
-    warn_if_training(model, "generating")
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -171,6 +169,7 @@ def stream(
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
         num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
         num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler, seed=seed, slide=slide)
+    warn_if_training(model, "generating")  # after check_arguments' check_model: generate(ids, model) is a TypeError
     # Built here, not in the loop, so that stop strings without their tokenizer are refused at the
     # call too. A prompt's n samples are n rows.
     stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None

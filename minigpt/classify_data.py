@@ -34,12 +34,13 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
 def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     """A classification file: one `text<TAB>label` per line, label an integer id.
 
-    A first line whose label is a name, not an integer (e.g. `sentence<TAB>label`, as in SST-2),
-    is a header and is skipped (one naming more than two columns is refused: an index column would
-    join every text); blank lines and a leading BOM are skipped. Anything else malformed is an error naming
-    the line, never a silently dropped example: a first line with an empty label is an example
-    missing its label, not a header. A label is ASCII digits (`int()` alone would also read
-    `1_0` as 10 and other scripts' digits).
+    A first line of column names, its label not an integer (e.g. `sentence<TAB>label`, as in
+    SST-2), is a header and is skipped (one naming more than two columns is refused: an index
+    column would join every text, as it is without a header, where every line starting with an
+    integer field is); blank lines and a leading BOM are skipped. Anything else malformed is an
+    error naming the line, never a silently dropped example: a first line with an empty label, or
+    a text with spaces (`great movie<TAB>l`, a typo), is an example, not a header. A label is ASCII
+    digits (`int()` alone would also read `1_0` as 10 and other scripts' digits).
     """
     path = Path(path)
     if path.is_dir():
@@ -47,7 +48,7 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
     if not path.is_file():
         raise FileNotFoundError(f"TSV file {path} does not exist")
     texts, labels = [], []
-    first = True
+    first, indexed = True, 0  # indexed: the lines whose text starts with an integer field
     # (A BOM, which some editors write first, would otherwise start the first text.)
     # Lines end at "\n" alone (read_text made "\r\n" one): splitlines() would also cut at U+0085,
     # U+2028, form feeds..., which scraped text holds inside its sentences.
@@ -59,22 +60,27 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
         if not tab:
             raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
         if not _INTEGER.fullmatch(label.strip()):
-            if is_first and label.strip():
+            if is_first and label.strip() and not any(c.isspace() for c in text.replace("\t", "")):
                 columns = line.split("\t")
                 if len(columns) > 2:  # e.g. GLUE's `index<TAB>sentence<TAB>label`: the index would join each text
                     raise ValueError(f"{path}:{lineno}: the header names {len(columns)} columns ({', '.join(columns)}); "
                                      "classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
                 continue  # the header
-            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id")
+            header = " (a first line is taken for a header only when its columns are names, without spaces)" if is_first else ""
+            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id{header}")
         label_id = int(label)
         if label_id < 0:
             raise ValueError(f"{path}:{lineno}: label {label_id} is negative; class ids are 0, 1, 2, ...")
         if not text.strip():
             raise ValueError(f"{path}:{lineno}: empty text")
+        indexed += "\t" in text and bool(_INTEGER.fullmatch(text.split("\t", 1)[0].strip()))
         texts.append(text.strip())
         labels.append(label_id)
     if not texts:
         raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
+    if indexed == len(texts):  # e.g. GLUE's `index<TAB>sentence<TAB>label` without its header
+        raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): an index "
+                         "column would join every text; classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
     return texts, labels
 
 

@@ -151,10 +151,12 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """Each attention head's width: n_embd / n_head (64 in every GPT-2 size)."""
         return self.n_embd // self.n_head
 
     @property
     def mlp_width(self) -> int:
+        """The MLP's hidden width: n_inner, or 4 × n_embd when it is None (GPT-2's)."""
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
     @classmethod
@@ -168,6 +170,8 @@ class GPTConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "GPTConfig":
+        """A config.json's dict (transformers' GPT2Config) as a GPTConfig; a GPT-2 variant minigpt
+        does not implement (another activation, cross-attention, untied weights) is a ValueError."""
         if not isinstance(d, dict):
             raise ValueError(f"config.json must hold a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type")
@@ -208,6 +212,8 @@ class GPTConfig:
             raise ValueError(f"config.json: {e}") from None
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
+        """The dict config.json holds, as transformers' GPT2Config writes it (HF's three dropout rates
+        set to this one), with `architecture` naming the head."""
         d = asdict(self)
         dropout = d.pop("dropout")
         d.update(

@@ -57,7 +57,7 @@ from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
-from minigpt.pretrain import build_model, check_block_size
+from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
@@ -280,22 +280,6 @@ def best_evaluations(records: list[dict]) -> dict:
     return best
 
 
-def check_same_tokenizer(tokenizer, out: Path, source: str) -> None:
-    """A resumed run's weights learned the ids of the tokenizer saved in OUT_DIR: another one (from
-    --tokenizer, or another --init) would pair them with other ids, which no data check sees (the
-    classify fingerprint hashes the texts; the lm task reuses its tokens). Refused."""
-    from minigpt.tokenizer import Tokenizer
-
-    if not all((out / name).is_file() for name in ("vocab.json", "merges.txt")):
-        return  # no checkpoint yet: the run starts again from step 0 (`restart_unsaved_run`)
-    saved = Tokenizer.from_pretrained(out)
-    tables = ("vocab", "merges", "special_tokens", "added_tokens")
-    if differ := [name for name in tables if getattr(saved, name) != getattr(tokenizer, name)]:
-        raise ValueError(f"--resume: the tokenizer from {source} is not the run's (saved in {out}): their "
-                         f"{', '.join(differ)} differ, and the weights learned the run's ids. Resume without "
-                         f"--tokenizer (or with the run's --init), or start a new run from this one: --init {out}")
-
-
 def finetune(cfg: FinetuneConfig) -> dict | None:
     """Load --init, apply the strategy, train with `train_loop`, write the summary; return it.
 
@@ -326,11 +310,19 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
         rt = setup_runtime(cfg)
         tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
+        # A resumed run's weights learned the ids of the tokenizer saved in OUT_DIR, a new run's
+        # those of --init's own: another of the same size (--tokenizer) would pair them with other
+        # ids, which no data check sees (the classify fingerprint hashes the texts).
         if cfg.resume:
-            check_same_tokenizer(tokenizer, Path(cfg.out), cfg.tokenizer or cfg.init)
+            check_same_tokenizer(tokenizer, cfg.out, f"--resume: the tokenizer from {cfg.tokenizer or cfg.init}",
+                                 f"Resume without --tokenizer (or with the run's --init), or start a new run from this "
+                                 f"one: --init {cfg.out}")
         # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
         # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
         gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)
+        if cfg.tokenizer and not cfg.resume:  # (one of another size: refused by build_model, which says so)
+            check_same_tokenizer(tokenizer, cfg.init, f"--tokenizer {cfg.tokenizer}",
+                                 "Drop --tokenizer: the model's own is read from --init")
         cfg.block_size = cfg.block_size or gpt.config.n_positions
         check_block_size(cfg.block_size, gpt.config.n_positions)
 

@@ -115,6 +115,7 @@ class GPT(nn.Module):
     """GPT-2: token ids (B, T) → logits (B, T, V); `hidden_states` stops before the LM head."""
 
     def __init__(self, config: GPTConfig) -> None:
+        """A model of `config`'s shape with GPT-2's random init (`GPT.from_pretrained` loads weights)."""
         super().__init__()
         if not isinstance(config, GPTConfig):  # a dict would fail as "'dict' object has no attribute 'n_embd'"
             raise TypeError(f"GPT takes a GPTConfig, got {type(config).__name__}: GPTConfig(**fields), or "
@@ -341,8 +342,9 @@ class GPT(nn.Module):
     ) -> "GPT":
         """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not),
         or OpenAI's GPT-2 by size name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"), downloaded
-        (0.5–6 GB) into checkpoints/NAME (~/.cache/minigpt/NAME for an installed wheel) the first time unless the Hugging Face cache has it
-        (minigpt/download.py's `find_gpt2`). `dtype` (torch.bfloat16 or
+        (0.5–6 GB) into checkpoints/NAME ($XDG_CACHE_HOME/minigpt/NAME, else ~/.cache/minigpt/NAME, for
+        an installed wheel) the first time unless the Hugging Face cache has it (minigpt/download.py's
+        `find_gpt2`); the Hub's "openai-community/gpt2" names are taken too. `dtype` (torch.bfloat16 or
         "bfloat16"; None keeps the file's) and `device` ("cuda"; "auto": the GPU if there is one)
         are optional."""
         from minigpt.checkpoint import load_gpt

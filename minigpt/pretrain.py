@@ -17,10 +17,11 @@ import torch
 
 from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.cli import prog
-from minigpt.config import GPTConfig
+from minigpt.config import GPTConfig, gpt2_name
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.run_dir import MOVED_DATA_HINT, check_out_dir, is_rank_0, run_dir_lock
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
@@ -34,9 +35,11 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
 
     An id is only a row number: a model fed another tokenizer's ids trains without an error, on
     tokens that mean something else to it, and its checkpoint pairs one vocabulary's weights
-    with another's vocab.json. What can be compared is the size and the <|endoftext|> id
-    (`GPTConfig.fits_tokenizer`). `minigpt train` reads the tokenizer of its prepared data;
-    `minigpt finetune` (`finetune`) reads --tokenizer (`finetune_tokenizer`), else --init's own.
+    with another's vocab.json. The config tells the size and the <|endoftext|> id
+    (`GPTConfig.fits_tokenizer`); a tokenizer of the same size is compared with the one saved
+    beside the weights, if any (`check_same_tokenizer`). `minigpt train` reads the tokenizer of
+    its prepared data; `minigpt finetune` (`finetune`) reads --tokenizer (`finetune_tokenizer`),
+    else --init's own.
     """
     if not finetune:
         tokenizer, fix = "the data's tokenizer", f"Tokenize with the --init model's own tokenizer (the vocab.json + merges.txt in {init})"
@@ -46,6 +49,19 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
         tokenizer, fix = f"the tokenizer files in --init {init}", "Pass the model's own tokenizer with --tokenizer"
     if why := config.tokenizer_mismatch(vocab_size, eos_token_id, f"--init {init}", tokenizer):
         raise ValueError(f"{why}. {fix}")
+
+
+def check_same_tokenizer(tokenizer: Tokenizer, model_dir: str | Path, what: str, fix: str) -> None:
+    """Refuse `tokenizer` (`what`) when the one saved beside a model's weights in `model_dir`
+    differs: same size, other tokens (two tokenizers trained on other texts). A GPT-2 size by name
+    has the shipped checkpoints/gpt2's; a folder without tokenizer files tells nothing."""
+    if not gpt2_name(str(model_dir)) and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        return
+    own = Tokenizer.from_pretrained(model_dir)
+    tables = ("vocab", "merges", "special_tokens", "added_tokens")
+    if differ := [name for name in tables if getattr(own, name) != getattr(tokenizer, name)]:
+        raise ValueError(f"{what} is not the tokenizer of the model in {model_dir} (their {', '.join(differ)} differ), so "
+                         f"its ids would mean other tokens to the model's weights. {fix}")
 
 
 def check_data_dir(data: Path, resume: bool = False) -> None:
@@ -75,8 +91,9 @@ def check_block_size(block_size: int, n_positions: int) -> None:
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None,
                 weights: str | Path | None = None) -> GPT:
     """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
-    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`. `weights`: a checkpoint
-    of the same model to load in --init's place (a resumed run's own, in OUT_DIR).
+    tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`. `weights`: a resumed
+    run's own checkpoint (OUT_DIR), loaded in --init's place; without --init, the model the flags
+    build must have its shape.
 
     A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
     and generation stops on what config.json says. An --init model must already match them.
@@ -108,6 +125,14 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
     # (null in config.json), not the preset's 50256, which a large vocabulary has as another token.
     overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
     config = GPTConfig.gpt2(cfg.preset or DEFAULT_PRESET, vocab_size=vocab_size, **overrides)
+    if weights and (Path(weights) / "config.json").is_file():  # a resumed run: its flags must build the model it saved
+        saved = GPTConfig.from_json(Path(weights) / "config.json")
+        # (n_head above all: the same weights split into other heads load without an error, into another model)
+        if differ := [f"{k} {getattr(saved, k)} → {getattr(config, k)}" for k in ("n_layer", "n_head", "n_embd", "n_positions")
+                      if getattr(saved, k) != getattr(config, k)]:
+            raise ValueError(f"--resume: the run in {weights} trains a model these flags do not build ({', '.join(differ)}): "
+                             "a resumed run keeps its model's shape. Drop the flags that change it (--preset, --n-layer, "
+                             "--n-head, --n-embd, --n-positions), or start a new run with another --out")
     if cfg.block_size:
         check_block_size(cfg.block_size, config.n_positions)
     return GPT(config)
@@ -147,6 +172,10 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         # truncation=True then cuts a text to what the model can read.
         tokenizer_dir = data / "tokenizer"
         tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir.is_dir() else None
+        if tokenizer is not None and (cfg.resume or cfg.init):  # the weights learned the ids of the one saved with them
+            check_same_tokenizer(tokenizer, cfg.out if cfg.resume else cfg.init, f"the data's tokenizer ({tokenizer_dir})",
+                                 "Prepare the data with the model's own tokenizer (its vocab.json + merges.txt)"
+                                 + (", or start a new run" if cfg.resume else ""))
 
         def save_fn(m: GPT, path: Path) -> None:
             m.save_pretrained(path)

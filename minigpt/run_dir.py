@@ -12,6 +12,8 @@ OUT_DIR layout:
                          the data's fingerprint (what --resume checks the data against), and the
                          train losses since the last log record (log_partial)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
+    best.prev/           the best/ a new best replaced, until the state that knows of the new one
+                         is saved (`save_best`); best.new/: a new best/ being written
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
                          --resume started it again (`restart_unsaved_run`)
@@ -26,6 +28,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -89,6 +92,61 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
             raise OSError(errno.EIO, f"could not write it ({e}); is the disk full?", str(out / STATE_FILE)) from e
 
 
+# ---- best/: the lowest val loss, as the saved state knows it -------------------------------------
+# best/ is written at an evaluation before the training state that records it. A run killed in
+# between resumes from an earlier step, and best/ would hold weights of steps it throws away, over
+# the best it does know of. So a new best/ is written whole as best.new/, swapped in, and the one
+# it replaces waits as best.prev/ until the state is saved; a resume puts back whichever one its
+# state knows (`settle_best`).
+
+
+def save_best(out: Path, raw_model: nn.Module, save_fn, record: dict) -> None:
+    """Make the model at this evaluation (`record`: its log record, kept as metrics.json) best/."""
+    new, best, prev = out / "best.new", out / "best", out / "best.prev"
+    shutil.rmtree(new, ignore_errors=True)  # a kill's half-written one
+    new.mkdir()  # save_fn(model, dir) writes into a dir that exists
+    save_fn(raw_model, new)
+    atomic_write_text(new / "metrics.json", json.dumps(record, indent=2) + "\n")  # last: a whole best.new/ has it
+    if best.exists():
+        shutil.rmtree(prev, ignore_errors=True)
+        best.rename(prev)
+    new.rename(best)
+
+
+def drop_previous_best(out: Path) -> None:
+    """The state that records the new best/ is saved: the one it replaced is no longer needed."""
+    shutil.rmtree(out / "best.prev", ignore_errors=True)
+
+
+def settle_best(out: Path, step: int) -> str | None:
+    """On resume at `step`: best/ as the saved state knows it. A best/ from a later evaluation (a
+    kill before its state was saved) goes, and the one it replaced (best.prev/) comes back; a
+    best.new/ never swapped in goes. Returns a note when best/ changed."""
+    new, best, prev = out / "best.new", out / "best", out / "best.prev"
+    shutil.rmtree(new, ignore_errors=True)  # its evaluation came after the saved state
+    if prev.exists() and not best.exists():  # a kill between save_best's two renames
+        prev.rename(best)
+        return None
+    at = best_step(best)
+    if at is None or at <= step:  # the state knows of it (best.prev/, if any: a kill before it went)
+        drop_previous_best(out)
+        return None
+    said = f"note: best/ held the evaluation at step {at}, after the saved step {step} this run resumes from"
+    shutil.rmtree(best)
+    if prev.exists():
+        prev.rename(best)
+        return f"{said}: the best/ before it (step {best_step(best)}) is put back"
+    return f"{said}: it is removed (there was none before it)"
+
+
+def best_step(best: Path) -> int | None:
+    """The step of best/'s evaluation (its metrics.json), or None when there is none to read."""
+    try:
+        return int(json.loads((best / "metrics.json").read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def check_resumable(out: Path) -> None:
     if (out / STATE_FILE).exists():
         return
@@ -145,7 +203,7 @@ def unsaved_run(out: Path, command: str) -> list[str]:
     saved = [name for name in CHECKPOINT_FILES[1:] if (out / name).exists()]
     if saved and evaluations and not (out / "best").exists():  # weights, not from a first checkpoint
         return []
-    marks = [name for name in (LOG_FILE, "best/", STATE_FILE + ".tmp") if (out / name).exists()]
+    marks = [name for name in (LOG_FILE, "best/", "best.new/", STATE_FILE + ".tmp") if (out / name).exists()]
     # The logs set aside by an earlier restart (`next_lost`): under torchrun rank 0 may be renaming the log now.
     marks += sorted(p.name for p in out.glob("log.lost*.jsonl"))
     if command == "finetune" and (out / "data").is_dir():  # the lm task's tokens, written before training
@@ -198,8 +256,8 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: s
     again into data/, as a new run does). Only rank 0 gets here (`check_out_dir`).
     """
     story, kept = unsaved_story(out, traces), ""
-    left = [name for name in CHECKPOINT_FILES if name in traces]
-    if set(left) - {"best/"}:  # the checkpoint's weights come with its tokenizer's files, which go too
+    left = [name for name in ("best.new/", *CHECKPOINT_FILES) if name in traces]
+    if set(left) - {"best/", "best.new/"}:  # the checkpoint's weights come with its tokenizer's files, which go too
         left += [name for name in TOKENIZER_WRITTEN if (out / name).exists()]
     if (out / LOG_FILE).exists():
         target = next_lost(out)
@@ -446,6 +504,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     for note in notes:
         if note and rt.is_main:
             print(note)
+    if rt.is_main and (note := settle_best(out, state["step"])):
+        print(note)
     if rt.is_main:  # Where best/ started over, for the best the summary reports (finetune's best_evaluations).
         # A mark at this step is a resume's from this same checkpoint that died before its next one:
         # stale, as best/ is what that checkpoint left. This resume marks it again if it starts over.

@@ -41,7 +41,8 @@ PEAK_BF16_FLOPS = {"H200 NVL": 835e12, "H200": 989e12, "H100 PCIe": 756e12, "H10
 @dataclass
 class GenerationStats:
     """Timings of one `generate` call. TTFT = prefill + first token; TPOT = mean decode step
-    (with compile=True the first call also compiles the step: time a second call).
+    (with compile=True a process's first call also imports torch's compiler, in TTFT, and compiles
+    the step, in TPOT: time a second call).
 
     `prompt_tokens` counts each prompt's real tokens once, however many samples it gets
     (num_return_sequences copies it, but it is one prompt). `new_tokens` counts every token

@@ -332,6 +332,7 @@ class Tokenizer:
     # is not one of the special tokens is refused, naming them.
     @property
     def eos_token(self) -> str | None:
+        """The special token that ends a text (`<|endoftext|>` for GPT-2), or None."""
         return self._eos_token
 
     @eos_token.setter
@@ -367,6 +368,7 @@ class Tokenizer:
 
     @property
     def model_max_length(self) -> int | None:
+        """The longest input the model takes (its n_positions), which `truncation=True` cuts to, or None."""
         return self._model_max_length
 
     @model_max_length.setter
@@ -550,8 +552,8 @@ class Tokenizer:
     def __call__(self, texts: str | Sequence[str], **kwargs) -> dict:
         """Encode a batch for the model, as Hugging Face users expect: {"input_ids", "attention_mask"}
         (1 = real token, 0 = padding), with HF's `padding`, `padding_side` and `truncation_side` (default:
-        the attributes), `truncation`, `max_length` and `return_tensors="pt"` (see minigpt/tokenizer_batch.py's
-        `model_inputs`). Other keywords are a TypeError that lists these."""
+        the attributes), `truncation`, `max_length`, `return_tensors="pt"`, and `encode`'s `allowed_special` / `disallowed_special`
+        (see minigpt/tokenizer_batch.py's `model_inputs`). Other keywords are a TypeError that lists these."""
         from minigpt.tokenizer_batch import model_inputs
 
         return model_inputs(self, texts, **kwargs)
@@ -563,8 +565,8 @@ class Tokenizer:
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
         layout), with any added tokens (special or not), and the eos_token, pad_token, padding_side,
         truncation_side and model_max_length its files name: what transformers reads, in its order
-        (minigpt/tokenizer_files.py's `read_hf`). "gpt2" (when no such directory exists) means the
-        shipped checkpoints/gpt2."""
+        (minigpt/tokenizer_files.py's `read_hf`). A GPT-2 size name ("gpt2" ... "gpt2-xl", or the
+        Hub's "openai-community/gpt2"), when no such directory exists, means the shipped checkpoints/gpt2."""
         from minigpt.tokenizer_files import read_hf
 
         vocab, merges, special_tokens, settings = read_hf(path)

@@ -23,7 +23,6 @@ and device, how a signal stops it, and its exit codes are minigpt/train_runtime.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -37,11 +36,10 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from minigpt.files import atomic_write_text
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
-from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, evaluated_at, plot_log, read_log, read_state, restore,
-                             run_dir_lock, save_checkpoint)
+from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at, plot_log,
+                             read_log, read_state, restore, run_dir_lock, save_best, save_checkpoint)
 from minigpt.stats import peak_flops
 from minigpt.train_config import TrainConfig
 from minigpt.train_runtime import (Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime,
@@ -226,6 +224,8 @@ def open_out_dir(out: Path, cfg, rt: Runtime) -> None:
     if rt.is_main and cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
         print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
               f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
+    if rt.is_main and cfg.lr == 0:  # legal (a check that a run ends where it began), and a run that trains nothing
+        print("warning: --lr 0: no step changes the weights (the run only evaluates them); give --lr (and --min-lr) > 0 to train")
 
 
 def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime) -> TrainingDiverged:
@@ -466,14 +466,13 @@ def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
         progress.best = record["val_loss"]
 
     def write() -> None:
-        if improved:
-            (run.out / "best").mkdir(exist_ok=True)  # save_fn(model, dir) writes into a dir that exists
-            run.save_fn(run.raw, run.out / "best")
-            atomic_write_text(run.out / "best" / "metrics.json", json.dumps(record, indent=2) + "\n")
+        if improved:  # (the best/ it replaces is kept until the checkpoint below is whole: run_dir.py's `save_best`)
+            save_best(run.out, run.raw, run.save_fn, record)
         # Logged before the checkpoint: a crash between the two then resumes from the previous
         # checkpoint and writes the record again; the other order would lose it.
         append_log(run.out, record)
         checkpoint(run, progress)
+        drop_previous_best(run.out)
         plot_log(run.out)
 
     on_rank_0(run.rt, write)

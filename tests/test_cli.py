@@ -48,7 +48,7 @@ def test_commands_that_run_no_model_never_import_torch_and_the_public_names_are_
     code = ("import sys; sys.argv = ['minigpt'] + sys.argv[1:]; import minigpt.cli\n"
             "try:\n    minigpt.cli.main()\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules, file=sys.stderr)")
-    for argv in (["--version"], ["tokenize", "--help"], ["tokenize", "Hello world"]):
+    for argv in (["--help"], ["--version"], ["tokenize", "--help"], ["tokenize", "Hello world"], ["download", "--help"]):
         r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.stderr.splitlines()[-1] == "False", (argv, r.stderr)
     check = ("import minigpt, minigpt.generation as g, minigpt.text_generation\n"

@@ -172,8 +172,9 @@ def test_bad_strategy_arguments():
     assert not any(isinstance(m, LoRALinear) for m in half.modules()) and all(p.requires_grad for p in half.parameters())
     apply_strategy(half.float(), "lora", verbose=False)  # now it works, and says nothing about adapters
     trainable = sum(p.numel() for p in half.parameters() if p.requires_grad)
-    with pytest.raises(ValueError, match="already has LoRA adapters"):
-        apply_strategy(half, "lora", verbose=False)
+    for strategy in ("lora", "partial", "full"):  # partial trained some adapters and froze others (a fine-tuner's audit)
+        with pytest.raises(ValueError, match="already has LoRA adapters"):
+            apply_strategy(half, strategy, verbose=False)
     assert sum(p.numel() for p in half.parameters() if p.requires_grad) == trainable  # the adapters still train
     one = _lm()
     apply_strategy(one, "lora", lora_targets="c_attn", verbose=False)  # a str names targets as the CLI's flag does
@@ -255,6 +256,8 @@ def test_read_tsv(tmp_path):
     assert read_tsv(f) == (["a fine film", "awful", "with\ta tab"], [1, 0, 2])
     f.write_text("good\t1\nbad\t0\n")  # no header
     assert read_tsv(f) == (["good", "bad"], [1, 0])
+    f.write_text("12\tangry men\t1\nbad\t0\n")  # a text that starts with a number, in a file without an index column
+    assert read_tsv(f) == (["12\tangry men", "bad"], [1, 0])
     f.write_text("\ufeffgood\t1\nbad\t0\n")  # a BOM first (some editors write one): not part of the first text
     assert read_tsv(f) == (["good", "bad"], [1, 0])
     # A finetuner's audit: Unicode line breaks inside a sentence (U+0085 from cp1252 text read as
@@ -275,6 +278,10 @@ def test_read_tsv(tmp_path):
     ("good\t1\nbad\t\u0661\n", r":2: label '\u0661' is not an integer"),  # Arabic-Indic one: int() reads 1
     # GLUE's index column: it would have joined every text ('0\tgreat movie'), silently.
     ("index\tsentence\tlabel\n0\tgreat movie\t1\n", r":1: the header names 3 columns \(index, sentence, label\); classify reads two"),
+    # A finetuner's audit: without the header, the index joined every text; and a first example
+    # with a typo for its label ('l') was skipped as a header.
+    ("0\tgreat movie\t1\n1\tawful\t0\n", r"every line has 3 or more columns, the first an integer \('0\\tgreat movie'"),
+    ("great movie\tl\ngood movie\t1\n", r":1: label 'l' is not an integer class id \(a first line is taken for a header only when"),
 ])
 def test_read_tsv_rejects_bad_files(tmp_path, content, message):
     f = tmp_path / "bad.tsv"
@@ -533,9 +540,13 @@ def test_resume_refuses_another_tokenizer(base, tmp_path, capsys):
     assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
     before = (tmp_path / "o" / "training_state.pt").read_bytes()
     assert _run(base, tmp_path / "o", *args, "--resume", "--tokenizer", str(tmp_path / "other")) == 2
-    assert f"--resume: the tokenizer from {tmp_path / 'other'} is not the run's" in capsys.readouterr().err
+    assert (f"--resume: the tokenizer from {tmp_path / 'other'} is not the tokenizer of the model in {tmp_path / 'o'} "
+            "(their vocab, merges differ)") in capsys.readouterr().err
     assert (tmp_path / "o" / "training_state.pt").read_bytes() == before
     assert _run(base, tmp_path / "o", *args, "--resume") == 0  # the run's own tokenizer: goes on
+    # A new run is refused it too when --init holds a tokenizer of its own (a trainer's audit).
+    assert _run(base, tmp_path / "o3", *args, "--max-iters", "2", "--tokenizer", str(tmp_path / "other")) == 2
+    assert f"--tokenizer {tmp_path / 'other'} is not the tokenizer of the model in" in capsys.readouterr().err
 
 
 def test_a_bare_resume_after_init_moved_says_to_pass_init(base, tmp_path, capsys):

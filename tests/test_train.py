@@ -31,7 +31,7 @@ import minigpt.train_runtime as train_runtime
 from minigpt.checkpoint import INDEX_NAME
 from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.data import load_tokens, sample_batch
-from minigpt.run_dir import STATE_FILE, read_log
+from minigpt.run_dir import STATE_FILE, read_log, settle_best
 from minigpt.optimizer import lr_at
 from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.pretrain import build_model, pretrain
@@ -613,6 +613,78 @@ def test_a_crash_right_after_a_checkpoint_keeps_its_evaluation_in_the_log(tmp_pa
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
+def test_a_kill_between_a_new_best_and_its_checkpoint_resumes_with_the_best_the_state_knows(tmp_path, monkeypatch, capsys):
+    """Bug (a trainer's audit): best/ was replaced at an evaluation before the state that records
+    it was saved. Killed in between, the run resumed from the step before, with best/ holding the
+    weights of steps it threw away (its metrics.json claiming a val loss no kept step had) and the
+    best it knew of gone. Now the best/ it replaces waits as best.prev/ and comes back."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    real_save = train.save_checkpoint
+    scripted = iter([3.0, 2.0])  # steps 4 and 8: each a new best
+    monkeypatch.setattr(train, "estimate_val_loss", lambda *args: next(scripted))
+    kept = {}
+
+    def die_at_step_8(out, raw, save_fn, optimizer, scaler, step, *args):
+        if step == 8:
+            raise SystemExit("killed")  # as kill -9 after best/ and the log record, before the checkpoint
+        real_save(out, raw, save_fn, optimizer, scaler, step, *args)
+        kept.update({f.name: f.read_bytes() for f in (out / "best").iterdir()})
+
+    monkeypatch.setattr(train, "save_checkpoint", die_at_step_8)
+    with pytest.raises(SystemExit):
+        pretrain(tiny_cfg(data, out, eval_interval=4, max_iters=12))
+    assert json.loads((out / "best" / "metrics.json").read_text())["step"] == 8 and (out / "best.prev").is_dir()
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    monkeypatch.setattr(train, "estimate_val_loss", lambda *args: 9.0)  # no new best after the resume
+    capsys.readouterr()
+    pretrain(tiny_cfg(data, out, eval_interval=4, max_iters=12, resume=True))
+    assert ("note: best/ held the evaluation at step 8, after the saved step 4 this run resumes from: the best/ before it "
+            "(step 4) is put back") in capsys.readouterr().out
+    assert {f.name: f.read_bytes() for f in (out / "best").iterdir()} == kept and not (out / "best.prev").exists()
+
+
+def test_training_refuses_data_of_another_tokenizer_of_the_same_size(tmp_path):
+    """Bug (a trainer's audit): only the vocabulary size and the EOS id were compared, so --init
+    (or a resume with --allow-new-data) on data of another tokenizer of that size trained on, the
+    ids meaning other tokens to the weights, and saved them beside the other vocab.json. Now the
+    data's tokenizer is compared with the one saved beside the weights."""
+    def data_with(name, text):
+        data = make_data(tmp_path / name)  # the same ids: only the tokenizers differ
+        Tokenizer.train(text, vocab_size=258, progress=False).save_pretrained(data / "tokenizer")
+        return data
+
+    ours, theirs = data_with("ours", "ab" * 50), data_with("theirs", "cd" * 50)  # merges a+b, c+d
+    pretrain(tiny_cfg(ours, tmp_path / "run", max_iters=6))
+    init = dict(init=str(tmp_path / "run"), preset=None, n_layer=None, n_head=None, n_embd=None, max_iters=2)
+    pretrain(tiny_cfg(ours, tmp_path / "ok", **init))  # its own tokenizer: trains
+    with pytest.raises(ValueError, match=re.escape(f"the data's tokenizer ({theirs / 'tokenizer'}) is not the tokenizer of "
+                                                   f"the model in {tmp_path / 'run'} (their vocab, merges differ)")):
+        pretrain(tiny_cfg(theirs, tmp_path / "other", **init))
+    with pytest.raises(ValueError, match="the data's tokenizer .* is not the tokenizer of the model"):
+        pretrain(tiny_cfg(theirs, tmp_path / "run", max_iters=8, resume=True, allow_new_data=True))
+
+
+def test_settle_best_puts_back_what_the_saved_state_knows(tmp_path):
+    """Each moment a kill can leave best/ at (minigpt/run_dir.py's `save_best`), resumed at step 4."""
+    def best_dir(name, step):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"step": step}))
+
+    def steps():
+        return {name: json.loads((tmp_path / name / "metrics.json").read_text())["step"]
+                for name in ("best", "best.new", "best.prev") if (tmp_path / name).exists()}
+
+    best_dir("best", 4), best_dir("best.new", 8)  # killed while best.new/ was written
+    assert settle_best(tmp_path, 4) is None and steps() == {"best": 4}
+    (tmp_path / "best").rename(tmp_path / "best.prev"), best_dir("best.new", 8)  # between the two renames
+    assert settle_best(tmp_path, 4) is None and steps() == {"best": 4}
+    (tmp_path / "best").rename(tmp_path / "best.prev"), best_dir("best", 4)  # after the state, before best.prev/ went
+    assert settle_best(tmp_path, 4) is None and steps() == {"best": 4}
+    shutil.rmtree(tmp_path / "best"), best_dir("best", 8)  # a first best, its state never saved (a stop saved step 4)
+    assert "it is removed (there was none before it)" in settle_best(tmp_path, 4) and steps() == {}
+
+
 def test_bare_resume_continues_with_the_saved_settings(tmp_path, capsys):
     """`--resume` alone restores every setting of the saved run (shape, batch, schedule, ...);
     a flag given again overrides its saved value: here --max-iters, to go on from 4 to 8 steps.
@@ -1001,13 +1073,16 @@ def test_resume_with_the_other_command_names_the_right_one(tmp_path, capsys):
 
 
 def test_resume_with_a_model_of_another_shape_is_a_one_line_error(tmp_path, capsys):
+    """--n-head too (a trainer's audit): the same weights split into 4 heads instead of 2 loaded
+    without an error, with only a warning, and trained on as another model."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     pretrain(tiny_cfg(data, out, max_iters=3))
-    capsys.readouterr()
-    assert train_main(["--out", str(out), "--resume", "--n-layer", "3", "--max-iters", "6"]) == 2
-    err = capsys.readouterr().err
-    assert "training_state.pt was saved from another model" in err and "'n_layer': (2, 3)" in err and "Traceback" not in err
-    assert final_state(out)["step"] == 3
+    for given, change in ((["--n-layer", "3"], "n_layer 2 → 3"), (["--n-head", "4"], "n_head 2 → 4")):
+        capsys.readouterr()
+        assert train_main(["--out", str(out), "--resume", *given, "--max-iters", "6"]) == 2
+        err = capsys.readouterr().err
+        assert f"--resume: the run in {out} trains a model these flags do not build ({change})" in err and "Traceback" not in err
+        assert final_state(out)["step"] == 3 and json.loads((out / "config.json").read_text())["n_head"] == 2
 
 
 def test_resume_of_a_fresh_run_with_init_says_the_run_had_no_init(tmp_path, capsys):
@@ -1341,7 +1416,7 @@ def test_data_that_is_a_file_is_refused_with_what_data_is(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_init_starts_from_a_checkpoint(tmp_path):
+def test_init_starts_from_a_checkpoint(tmp_path, capsys):
     torch.manual_seed(1)
     start = GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1))
     start.save_pretrained(tmp_path / "start")
@@ -1349,6 +1424,8 @@ def test_init_starts_from_a_checkpoint(tmp_path):
     # lr = 0: the run must end exactly where --init began (and not at the preset's random init).
     init = dict(init=str(tmp_path / "start"), preset=None, n_layer=None, n_head=None, n_embd=None)
     pretrain(tiny_cfg(data, tmp_path / "out", **init, lr=0.0, min_lr=0.0, max_iters=2, dropout=0.2))
+    # (said, since a run that trains nothing looks like any other: a fine-tuner's audit)
+    assert "warning: --lr 0: no step changes the weights" in capsys.readouterr().out
     ended = GPT.from_pretrained(tmp_path / "out")
     assert ended.config.n_layer == 1 and ended.config.dropout == 0.2
     assert all(torch.equal(ended.state_dict()[k], v) for k, v in start.state_dict().items())

@@ -25,7 +25,7 @@ import torch
 from minigpt.checks import as_count
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import PRESETS
-from minigpt.lora import DEFAULT_TARGETS, LoRALinear, find_lora_targets, target_names
+from minigpt.lora import DEFAULT_TARGETS, check_no_adapters, find_lora_targets, target_names
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR
 from minigpt.train_config import TrainConfig, flag
@@ -91,8 +91,7 @@ def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, def
                          "('full' always trains wte; 'frozen' and 'lora' never do)")
     if strategy == "frozen" and not is_classifier:
         raise ValueError(FROZEN_LM_ERROR)
-    if any(isinstance(m, LoRALinear) for m in gpt.modules()):  # partial would train some adapters, freeze others
-        raise ValueError(f"the model already has LoRA adapters; merge_lora it first (strategy {strategy!r} is for a plain model)")
+    check_no_adapters(gpt)  # whatever the strategy
     check_ignored_options("strategy", strategy, STRATEGY_OPTIONS, options, defaults)
     # What trains: the head, and (unless frozen) weights of the backbone's dtype: adapters take it too.
     trained = ({p.dtype for p in model.score.parameters()} if is_classifier else set()) | \

@@ -125,11 +125,17 @@ def inject_lora(
     return chosen
 
 
+def check_no_adapters(model: nn.Module) -> None:
+    """Refuse a model that already has adapters: new ones would wrap them, and a strategy that
+    freezes by block (partial) would train some and freeze others."""
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
+
+
 def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: int, alpha: float, dropout: float) -> list[str]:
     """The names of the layers `inject_lora` would wrap, each checked for these adapters; changes nothing."""
     targets = target_names(targets)  # "c_attn" is one name, not six letters
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
-        raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
+    check_no_adapters(model)
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
     def matches(name: str, t: str) -> bool:

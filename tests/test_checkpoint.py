@@ -750,8 +750,10 @@ def test_saving_over_an_index_that_names_model_safetensors_keeps_the_new_weights
     assert not (tmp_path / "ckpt" / "model.safetensors.index.json").exists()
     assert not (tmp_path / "ckpt" / "model-00002-of-00002.safetensors").exists()
     assert outside.read_bytes() == b"not mine"
-    idx = torch.arange(10)[None]
-    assert torch.equal(GPT.from_pretrained(tmp_path / "ckpt")(idx)[0], new(idx)[0])
+    # The weights themselves: outputs may differ in the last bit, as the loaded Conv1D weights
+    # are transposed views, which some CPUs' matmul sums in another order.
+    loaded = GPT.from_pretrained(tmp_path / "ckpt").state_dict()
+    assert all(torch.equal(loaded[name], w) for name, w in new.state_dict().items())
 
 
 def test_a_float16_checkpoint_with_a_float32_final_layernorm_loads_as_float16(tmp_path, hf_dir):

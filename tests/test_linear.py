@@ -41,7 +41,9 @@ def test_inference_path_matches_f_linear(dtype, shape, bias, monkeypatch):
     x = torch.randn(shape).to(dtype)
     with torch.no_grad():
         got = lin(x)
-        assert lin.weight in _PACKED  # the oneDNN path ran, not F.linear
+        # The oneDNN path ran, not F.linear; bf16 only on CPUs with AVX-512 (elsewhere F.linear,
+        # held to the same tolerance here).
+        assert (lin.weight in _PACKED) == (dtype == torch.float32 or linear.ONEDNN_BF16)
         # The reference in fp32 from the same (rounded) inputs.
         ref = F.linear(x.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
     rel = ((got.float() - ref).abs().max() / ref.abs().max()).item()

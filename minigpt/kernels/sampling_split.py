@@ -316,7 +316,9 @@ def _finish_kernel(logits_ptr, stride_row, V, L, temperature_ptr, top_k_ptr, top
             above = tl.where(by_min_p, tl.load(keep_mass + row * S + tl.arange(0, S)), column)  # (S,)
             above = tl.where(listed == 1, 0.0, above)
             goal_u = uniform * (list_mass + tl.sum(above, axis=0))
-            if goal_u < list_mass:
+            # Nothing kept above the list: the list, even when uniform · list_mass rounds up to
+            # list_mass (first_past over the all-zero slices would divide by a zero mass).
+            if (goal_u < list_mass) | (tl.sum(above, axis=0) == 0):
                 at, _left = first_past(wl, goal_u, CAP)
                 token = tl.load(scratch_idx + at)
             else:

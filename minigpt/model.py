@@ -204,8 +204,40 @@ class GPT(nn.Module):
                                  f"scored), got {int(bad[0])}")
         return targets.long()
 
+    @staticmethod
+    def _check_cache_call(idx: torch.Tensor, kv_cache: KVCache, input_pos: torch.Tensor | None,
+                          attn_mask: torch.Tensor | None) -> None:
+        """A call with a cache writes its k, v at slots `input_pos` and attends over the first S
+        slots (S = attn_mask's width), or, with no mask, over its own keys alone: right only for a
+        prefill from slot 0. Misused, it failed inside index_copy_, or (a decode step with no mask)
+        ran, attending to nothing cached. The slots' values cost a host sync: checked on a CPU only,
+        as `_check_ids`; prefill_decode.py's callers always pass what is asked here."""
+        B, T = idx.shape
+        if kv_cache.layer(0).k.size(0) != B:
+            raise ValueError(f"kv_cache holds {kv_cache.layer(0).k.size(0)} rows, idx has {B}: one cache per batch "
+                             f"(KVCache.for_model(model, {B}, max_len))")
+        if not isinstance(input_pos, torch.Tensor) or input_pos.dtype != torch.long or input_pos.shape != (T,):
+            got = f"{input_pos.dtype} of shape {tuple(input_pos.shape)}" if isinstance(input_pos, torch.Tensor) \
+                else type(input_pos).__name__
+            raise ValueError(f"with a kv_cache, input_pos must be the slots this call writes, an int64 tensor of shape "
+                             f"({T},); got {got}")
+        if attn_mask is not None and attn_mask.size(-1) > kv_cache.max_len:
+            raise ValueError(f"attn_mask is {attn_mask.size(-1)} slots wide, the cache holds {kv_cache.max_len}")
+        if input_pos.device.type != "cpu" or torch.compiler.is_compiling():
+            return
+        lo, hi = (int(v) for v in torch.aminmax(input_pos))
+        if lo < 0 or hi >= kv_cache.max_len:
+            raise ValueError(f"input_pos must be slots in [0, {kv_cache.max_len}) of this cache, got "
+                             f"{lo if lo < 0 else hi}" + (": the cache is full" if lo >= 0 else ""))
+        if attn_mask is None and not torch.equal(input_pos, torch.arange(T)):
+            raise ValueError("a call past cache slot 0 needs attn_mask (B, 1, T, S), as decode_step passes it: without "
+                             "one, attention sees only this call's keys (right for a prefill into slots 0 .. T-1)")
+        if attn_mask is not None and hi >= attn_mask.size(-1):
+            raise ValueError(f"attn_mask is {attn_mask.size(-1)} slots wide and hides slot {hi}, which this call "
+                             "writes: a token must see itself")
+
     def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
-                      attn_mask: torch.Tensor | None) -> torch.Tensor:
+                      input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """`hidden_states`' inputs checked; returns the position ids: those given, else 0 .. T-1 (1, T)."""
         if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
             raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
@@ -219,6 +251,8 @@ class GPT(nn.Module):
                 raise ValueError(f"attn_mask must be a bool tensor (B, 1, T, S): which keys each query may see, as "
                                  f"prefill_mask(attention_mask) makes it; got {attn_mask.dtype} of shape "
                                  f"{tuple(attn_mask.shape)} for idx of shape {(B, T)}")
+        if kv_cache is not None:
+            self._check_cache_call(idx, kv_cache, input_pos, attn_mask)
         if kv_cache is None:  # generation checks its prompts once, and feeds back ids drawn from the vocabulary
             self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
             if position_ids is not None:
@@ -247,10 +281,11 @@ class GPT(nn.Module):
 
         Without a cache, every position attends causally to the ones before it. With a cache
         (generation), `input_pos` says which cache slots this call writes and `attn_mask`
-        (B, 1, T, S) which cached slots each query may see; `position_ids` (B, T) give each
-        token's position (they differ per row when prompts are left-padded).
+        (B, 1, T, S) which cached slots each query may see (needed past slot 0: with no mask a call
+        attends over its own keys only, a prefill into slots 0 .. T-1); `position_ids` (B, T) give
+        each token's position (they differ per row when prompts are left-padded).
         """
-        position_ids = self._check_inputs(idx, position_ids, kv_cache, attn_mask)
+        position_ids = self._check_inputs(idx, position_ids, kv_cache, input_pos, attn_mask)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
         # Backward needs what each block computed on the way (LayerNorm outputs, q, k, v, the

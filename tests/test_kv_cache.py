@@ -128,3 +128,34 @@ def test_both_phases_return_fp32_logits_for_a_bf16_model():
     state = DecodeState(model, torch.ones_like(ids), max_new_tokens=2)
     assert state.prefill(ids).dtype == torch.float32
     assert state.step(ids[:, -1:]).dtype == torch.float32
+
+
+def test_a_cache_call_it_cannot_serve_is_refused_by_name():
+    """An audit wrote its own decode loop from kv_cache.py: a step past slot 0 with no attn_mask
+    ran and attended to its own key alone (logits 0.22 off a full forward); the other misuses
+    failed inside index_copy_ ("index 64 is out of bounds", "must have same slice shapes")."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    ids = torch.randint(0, 64, (1, 5))
+    cache = KVCache.for_model(model, 1, 8)
+    with torch.no_grad():
+        model(ids, kv_cache=cache, input_pos=torch.arange(5))  # a prefill from slot 0: no mask needed
+        step = dict(position_ids=torch.tensor([[5]]), kv_cache=cache)
+        with pytest.raises(ValueError, match="past cache slot 0 needs attn_mask"):
+            model(ids[:, :1], input_pos=torch.tensor([5]), **step)
+        with pytest.raises(ValueError, match="input_pos must be the slots this call writes.*NoneType"):
+            model(ids[:, :1], **step)
+        with pytest.raises(ValueError, match=r"int64 tensor of shape \(1,\); got torch.int32"):
+            model(ids[:, :1], input_pos=torch.tensor([5], dtype=torch.int32), **step)
+        with pytest.raises(ValueError, match=r"slots in \[0, 8\) of this cache, got 8: the cache is full"):
+            model(ids[:, :1], input_pos=torch.tensor([8]), attn_mask=torch.ones(1, 1, 1, 8, dtype=torch.bool), **step)
+        with pytest.raises(ValueError, match="hides slot 5, which this call writes"):
+            model(ids[:, :1], input_pos=torch.tensor([5]), attn_mask=torch.ones(1, 1, 1, 5, dtype=torch.bool), **step)
+        with pytest.raises(ValueError, match="9 slots wide, the cache holds 8"):
+            model(ids[:, :1], input_pos=torch.tensor([5]), attn_mask=torch.ones(1, 1, 1, 9, dtype=torch.bool), **step)
+        with pytest.raises(ValueError, match=r"kv_cache holds 1 rows, idx has 2.*KVCache.for_model\(model, 2"):
+            model(ids.repeat(2, 1), kv_cache=cache, input_pos=torch.arange(5))
+        # The right call, as decode_step makes it, equals a full forward.
+        got = model(ids[:, :1], input_pos=torch.tensor([5]), attn_mask=torch.ones(1, 1, 1, 6, dtype=torch.bool), **step)[0]
+        full = model(torch.cat([ids, ids[:, :1]], 1))[0]
+    assert (got[0, -1] - full[0, -1]).abs().max() < 1e-5

@@ -57,7 +57,8 @@ passes, exact, and draws with one uniform.
 - The draw compares fp32 running sums with u · total, u one fp32 uniform per row: each token's
   chance is resolved to about 2^-24 of the mass summed before it. A long tail of tokens each far
   below that is drawn as often as a whole as it should be, but not each token in its own share
-  (the torch path's race gives every token its own, from one float64 uniform per token).
+  (the torch path's race gives every token its own uniform: float64 on a CPU, and on a GPU the
+  one torch's `exponential_` draws for a float32 tensor).
 - Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling; min_p values in
   (0, 1e-30) act as 1e-30 (its log2 is taken), which only drops tokens of p < 1e-30 · p_max.
   The parameters are float32: `sample` brings larger or smaller positive values into its range

@@ -54,7 +54,8 @@ def weight_files(path: Path) -> list[Path]:
     if not index.exists():
         pickled = [p.name for p in (path / PICKLE_NAME, path / f"{PICKLE_NAME}.index.json") if p.exists()]
         hint = (f"; it holds {pickled[0]}, PyTorch's pickle format, which minigpt does not read: re-save it as "
-                f"safetensors with transformers (GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR))") if pickled else ""
+                f"safetensors with transformers (GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR))") if pickled \
+            else download_hint(path)
         raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}{hint}")
     contents = read_json(index)  # not UTF-8, or not JSON: a ValueError that names the file
     try:
@@ -116,7 +117,11 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
 
 
 def download_hint(path: Path) -> str:
-    """How to fetch OpenAI's weights into `path`, when its name is one of the four GPT-2 sizes."""
+    """What to run: in a folder where a download stopped (its files wait there as FILE.partial until
+    all four are whole, minigpt/download.py), the download again; else, when its name is one of the
+    four GPT-2 sizes, how to fetch OpenAI's weights into it."""
+    if path.is_dir() and any(path.glob("*.partial")):
+        return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
     if path.name not in GPT2_SIZES:
         return ""
     if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own

@@ -12,15 +12,19 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
      which is the sha256 of the content;
    - small files (stored in git itself) answer 200 with `Content-Length` and an `ETag` that is
      git's blob hash: sha1(b"blob {size}\\0" + content).
-2. GET the file into FILE.partial. If a FILE.partial is already there, ask only for the rest with
+2. GET the file into FILE.partial, beside a note (FILE.partial.source) of the size and hash it is
+   the start of. If a FILE.partial of the same file is already there, ask only for the rest with
    `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
-3. Check the size, then the hash (whichever of the two the ETag is), and only then rename
-   FILE.partial → FILE. A rerun skips a FILE whose size and hash are still the server's (hashed
-   again: a mirror that announced no hash may have sent another file), and says which it checked.
+3. Check the size, then the hash (whichever of the two the ETag is).
+4. Once every file is checked, rename each FILE.partial → FILE, config.json last, so a download
+   that fails leaves the folder's previous model whole. A rerun skips a FILE whose size and hash
+   are still the server's (hashed again: a mirror that announced no hash may have sent another
+   file), and says which it checked.
 
 A dropped connection, or a server error (HTTP 5xx: a busy Hub or CDN), is retried (the GET
-resumed) a few times within one run; if it keeps failing, the .partial file stays and running the same command again picks
-up where it stopped. A 4xx (a wrong name, a private repo) would answer the same, so it is not.
+resumed) a few times in a row within one run, counted afresh each time the file grew; if it keeps
+failing, the .partial file stays and running the same command again picks up where it stopped. A
+4xx (a wrong name, a private repo) would answer the same, so it is not.
 Two downloads into one directory take turns (`download_lock`): the second waits, then skips.
 Not handled: private repos (no token is sent) and revisions other than `main`.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import json
 import os
 import re
 import ssl
@@ -55,6 +60,11 @@ TIMEOUT_S = 30.0  # per socket operation, not per file
 CHUNK = 1 << 20  # 1 MiB per read: few syscalls, smooth progress bar
 REDIRECTS = (301, 302, 303, 307, 308)
 LOCK_NAME = ".minigpt-download.lock"  # in the directory being downloaded into, while a download runs
+# Files another model's folder may hold that would override what the download fetches: a
+# tokenizer.json wins over vocab.json + merges.txt, and the others set token ids. Replaced with
+# that model, they go (the download fetches none of them: GPT-2's are the four files' defaults).
+OVERRIDES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "added_tokens.json")
 
 
 class DownloadError(OSError):
@@ -111,10 +121,37 @@ def file_digest(path: Path, hash_kind: str) -> str:
     return h.hexdigest()
 
 
+def source_note(partial: Path) -> Path:
+    """FILE.partial.source: which file FILE.partial is the start of (`_get` writes it first)."""
+    return partial.with_name(partial.name + ".source")
+
+
+def resumable_bytes(remote: RemoteFile, partial: Path) -> int:
+    """How much of an earlier run's `partial` to keep: all of it when its note names the file the
+    server announces now (its size and hash), else nothing. The start of another file (another
+    model's, fetched into this folder before; the Hub's file since replaced) would get this file's
+    tail appended: a hash mismatch only after the whole rest came, or, from a mirror that
+    announces no hash, a spliced file taken. A file of unknown size is never resumed."""
+    if remote.size is None or not partial.is_file() or partial.stat().st_size == 0:
+        return 0
+    note = source_note(partial)
+    if note.is_file() and note.read_text(encoding="utf-8") == _identity(remote):
+        return partial.stat().st_size
+    print(f"{partial} is the start of another file than the one the server announces now: starting over",
+          file=sys.stderr)
+    return 0
+
+
+def _identity(remote: RemoteFile) -> str:
+    return json.dumps({"size": remote.size, "hash_kind": remote.hash_kind, "digest": remote.digest})
+
+
 def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
-    """Step 2: GET into `partial`, appending to what is there if the server honours Range."""
-    partial.touch()
-    have = partial.stat().st_size if remote.size is not None else 0  # unknown size: cannot resume
+    """Step 2: GET into `partial`, appending to what is there if it is this file's and the server honours Range."""
+    have = resumable_bytes(remote, partial)
+    if have == 0:  # emptied first, then noted: a note never names bytes of another file
+        partial.write_bytes(b"")
+        source_note(partial).write_text(_identity(remote), encoding="utf-8")
     if remote.size is not None and have >= remote.size:
         return  # complete already (or too long: the size check will say so)
     with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
@@ -136,8 +173,10 @@ def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
         raise ConnectionError(f"the connection closed after {got:,} of {expected:,} bytes")
 
 
-def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None:
-    """Download `url` to `dest` (steps 1–3), resuming after dropped connections."""
+def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path | None:
+    """Download `url` for `dest` (steps 1–3), resuming after dropped connections: returns the
+    checked DEST.partial, for the caller to rename into place (`finish`), or None when `dest` is
+    the server's file already."""
     for attempt in range(retries + 1):  # the Hub itself may be busy (5xx) or drop the connection too
         try:
             remote = remote_file(url)
@@ -153,17 +192,19 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
             checked = ("its size matches; the server announces no hash to check" if remote.size is not None
                        else "unchecked: the server announces neither its size nor a hash")
             print(f"{dest} is already there, skipping ({checked})", file=sys.stderr)
-            return
+            return None
         if file_digest(dest, remote.hash_kind) == remote.digest:
             print(f"{dest} is already there, skipping (its {remote.hash_kind} is the one the server announces)", file=sys.stderr)
-            return
+            return None
         print(f"{dest} is already there, but its {remote.hash_kind} is not the one the server announces: "
               "downloading it again", file=sys.stderr)
     elif dest.exists():  # (another model's, or a truncated copy: said, since the download replaces it)
         print(f"{dest} is already there, but it has {dest.stat().st_size:,} bytes where the server announces "
               f"{remote.size:,}: downloading it again", file=sys.stderr)
     partial = dest.with_name(dest.name + ".partial")
-    for attempt in range(retries + 1):
+    attempt = 0  # failures in a row since the file last grew
+    while True:
+        had = partial.stat().st_size if partial.is_file() else 0
         try:
             _get(remote, partial, progress)
             break
@@ -171,18 +212,20 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
             if e.code < 500 or attempt == retries:  # a 4xx will answer the same; a 5xx (a busy CDN) often passes
                 raise
             print(f"{dest.name}: HTTP {e.code} {e.reason}; retrying ({attempt + 1} of {retries})", file=sys.stderr)
-            time.sleep(attempt)
         # Only network failures are worth a retry: reset, timeout, short read. A local OSError
         # (permission denied, disk full) would fail the same way again, so it goes up as it is.
         except (URLError, ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:
+            if partial.is_file() and partial.stat().st_size > had:
+                attempt = 0  # it got further: a flaky line, not a dead one (gpt2-xl is 6 GB)
             if attempt == retries:
                 raise DownloadError(f"downloading {dest.name} failed: {e}. Run the same command again to "
                                     f"resume from {partial}") from None
             print(f"{dest.name}: {e}; resuming (retry {attempt + 1} of {retries})", file=sys.stderr)
-            time.sleep(attempt)  # back off a little more each time
+        time.sleep(attempt)  # back off a little more each time
+        attempt += 1
     got = partial.stat().st_size
     if remote.size is not None and got != remote.size:
-        partial.unlink()
+        discard(partial)
         raise DownloadError(f"{dest.name} has {got:,} bytes but the server announced {remote.size:,}; "
                             f"deleted it, run again to download it afresh")
     if not remote.hash_kind:  # a mirror may send no usable ETag: say what was not checked
@@ -191,10 +234,32 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> None
     else:
         digest = file_digest(partial, remote.hash_kind)
         if digest != remote.digest:
-            partial.unlink()  # corrupt: resuming from it would never verify
+            discard(partial)  # corrupt: resuming from it would never verify
             raise DownloadError(f"{remote.hash_kind} mismatch for {dest.name}: the server says {remote.digest}, "
                                 f"the download hashes to {digest}; deleted it, run again to retry")
-    os.replace(partial, dest)
+    return partial
+
+
+def discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    source_note(partial).unlink(missing_ok=True)
+
+
+def finish(out: Path, fetched: dict[str, Path]) -> None:
+    """Step 4: rename every checked FILE.partial into place, config.json last (a kill between two
+    renames leaves weights beside the config they were fetched with, or a config.json loading
+    refuses by the shapes). Where they replace another model's files, that model's files that would
+    override them go first (OVERRIDES); a folder that held none of the four keeps what it has (the
+    shipped checkpoints/gpt2 holds the tokenizer, and its tokenizer_config.json)."""
+    replacing = any((out / name).exists() for name in fetched)
+    if replacing and (gone := [name for name in OVERRIDES if (out / name).is_file()]):
+        print(f"{out}: removing {', '.join(gone)} (another model's: they would override the files downloaded)",
+              file=sys.stderr)
+        for name in gone:
+            (out / name).unlink()
+    for name in sorted(fetched, key=lambda name: name == "config.json"):
+        os.replace(fetched[name], out / name)
+        source_note(fetched[name]).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -224,10 +289,12 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     created = not out.exists()
     try:
         with download_lock(out):
+            fetched = {}  # file name → its checked .partial
             for file in FILES:
                 url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
                 try:
-                    fetch(url, out / file, retries=retries, progress=progress)
+                    if (partial := fetch(url, out / file, retries=retries, progress=progress)) is not None:
+                        fetched[file] = partial
                 except HTTPError as e:
                     raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
                 except (URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
@@ -235,10 +302,11 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
                     raise DownloadError(f"cannot reach {base_url} ({reason}). Are you offline? Downloading GPT-2 "
                                         f"needs internet access; a mirror can be set with ${BASE_URL_ENV} (or "
                                         f"minigpt download's --base-url).") from None
+            finish(out, fetched)
     except BaseException:
         # Nothing fetched (offline, a wrong URL): leave no empty directory behind, or loading it would
         # say "has neither model.safetensors ..." instead of "does not exist (to fetch it: ...)".
-        # Anything fetched, a .partial file too, stays for the next run to skip or resume.
+        # Anything fetched (a checked .partial, or a part of one) stays for the next run to skip or resume.
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
@@ -310,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
     parser.add_argument("--out", type=Path, help=f"directory to write (default: {DOWNLOADS}/NAME, where GPT.from_pretrained(NAME) and --model NAME look)")
     parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
-    parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection (default: 3)")
+    parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection, in a row without progress (default: 3)")
     args = parser.parse_args(argv)
     if args.retries < 0:
         parser.error(f"--retries must be >= 0, got {args.retries}")

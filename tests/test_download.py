@@ -37,6 +37,7 @@ class FakeHub:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.cut_after: dict[str, int] = {}  # file → drop the connection after N bytes, once
+        self.cut_every: dict[str, int] = {}  # file → drop every GET's connection after N more bytes
         self.busy: dict[str, int] = {}  # file → answer its GET with this HTTP 5xx, once
         self.busy_head: dict[str, int] = {}  # file → answer the Hub's HEAD with this HTTP 5xx, once
         self.ignore_range = False
@@ -93,11 +94,12 @@ def make_handler(hub: FakeHub):
                 if body and name in hub.busy:
                     return self.send_error(hub.busy.pop(name))
                 return self.send_bytes(hub.files[name], body, cut=hub.cut_after.pop(name, None) if body else None,
-                                       pause=hub.paused.get(name) if body else None)
+                                       pause=hub.paused.get(name) if body else None,
+                                       every=hub.cut_every.get(name) if body else None)
             self.send_error(404)
 
         def send_bytes(self, data: bytes, body: bool, etag: str | None = None, cut: int | None = None,
-                       pause: threading.Event | None = None) -> None:
+                       pause: threading.Event | None = None, every: int | None = None) -> None:
             start = 0
             rng = self.headers.get("Range")
             if rng and not hub.ignore_range:
@@ -106,6 +108,8 @@ def make_handler(hub: FakeHub):
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             else:
                 self.send_response(200)
+            if every is not None and start + every < len(data):
+                cut = start + every
             self.send_header("Content-Length", str(len(data) - start))
             if etag:
                 self.send_header("ETag", f'W/"{etag}"' if hub.weak_etag else f'"{etag}"')
@@ -144,6 +148,12 @@ def hub(tmp_path_factory):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def note_as_from_the_hub(partial: Path, hub: FakeHub) -> None:
+    """Write the source note a download of this hub's file would have left beside `partial`."""
+    name = partial.name.removesuffix(".partial")
+    download.source_note(partial).write_text(download._identity(download.remote_file(hub.url + REPO + name)))
 
 
 def assert_downloaded(out: Path, hub: FakeHub) -> None:
@@ -239,9 +249,11 @@ def test_a_local_write_error_is_not_retried_as_a_dropped_connection(hub, tmp_pat
 
 def test_server_that_ignores_range_gets_a_fresh_download(hub, tmp_path):
     (tmp_path / "model.safetensors.partial").write_bytes(b"x" * 500)  # junk from an earlier run
+    note_as_from_the_hub(tmp_path / "model.safetensors.partial", hub)
     hub.ignore_range = True
     download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
     assert_downloaded(tmp_path, hub)
+    assert ("GET", "/cdn/model.safetensors", "bytes=500-") in hub.requests  # asked, and answered whole
 
 
 def test_sha256_mismatch_is_an_error_and_keeps_nothing(hub, tmp_path, capsys):
@@ -292,7 +304,14 @@ def test_http_error_names_the_url(hub, tmp_path):
     out = tmp_path / "gpt2"
     with pytest.raises(DownloadError, match=r"merges.txt answered HTTP 404"):
         download_gpt2("gpt2", out, base_url=hub.url, progress=False)
-    assert (out / "config.json").exists(), "what was fetched stays: the next run skips it"
+    # What was fetched stays, checked, as a .partial (nothing renamed in before every file is
+    # checked), and the next run takes it without asking for it again.
+    assert (out / "config.json.partial").exists() and not (out / "config.json").exists()
+    hub.files["merges.txt"] = b"#version: 0.2\n"
+    hub.requests.clear()
+    download_gpt2("gpt2", out, base_url=hub.url, progress=False)
+    assert not any(m == "GET" and p.endswith("config.json") for m, p, _ in hub.requests)
+    assert sorted(p.name for p in out.iterdir()) == sorted(download.FILES)
 
 
 def test_bad_arguments(tmp_path):
@@ -325,6 +344,7 @@ def test_a_complete_partial_file_is_not_asked_for_again(hub, tmp_path):
     download would then fail on every rerun instead of finishing."""
     data = hub.files["model.safetensors"]
     (tmp_path / "model.safetensors.partial").write_bytes(data)
+    note_as_from_the_hub(tmp_path / "model.safetensors.partial", hub)
     assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
     assert_downloaded(tmp_path, hub)
     assert not any(m == "GET" and p == "/cdn/model.safetensors" for m, p, _ in hub.requests)
@@ -476,6 +496,7 @@ def test_a_partial_file_longer_than_announced_is_refused_even_without_a_hash(hub
     data = hub.files["model.safetensors"]
     (tmp_path / "model.safetensors.partial").write_bytes(data + b"stale tail")
     hub.no_etag = True
+    note_as_from_the_hub(tmp_path / "model.safetensors.partial", hub)
     assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
     err = capsys.readouterr().err
     assert (f"model.safetensors has {len(data) + 10:,} bytes but the server announced {len(data):,}; deleted it" in err
@@ -741,3 +762,85 @@ def test_minigpt_s_own_cache_reads_xdg_cache_home_as_the_spec_says(tmp_path, mon
 
     monkeypatch.setattr(Path, "home", no_home)
     assert user_cache().parent == Path(tempfile.gettempdir())
+
+
+@pytest.mark.parametrize("hashes", [True, False])
+def test_the_start_of_another_file_is_not_resumed(hub, tmp_path, capsys, hashes):
+    """An audit left the first bytes of another model's model.safetensors as the .partial (a
+    download of gpt2-medium into the folder, interrupted, then one of gpt2): the download asked for
+    the rest of its own file and appended it. With hashes it failed only after the whole rest came
+    ("sha256 mismatch"); from a mirror that announces none, the spliced file was taken and loaded
+    as a model neither file holds. A .partial is resumed only when its note names this very file."""
+    hub.no_etag = not hashes
+    other = b"\x00" * 6000  # another file's start: no note (an older minigpt), or another file's note
+    (tmp_path / "model.safetensors.partial").write_bytes(other)
+    if hashes:
+        download.source_note(tmp_path / "model.safetensors.partial").write_text(
+            download._identity(download.RemoteFile("x", 10**9, "sha256", "f" * 64)))
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
+    assert_downloaded(tmp_path, hub)
+    assert "model.safetensors.partial is the start of another file than the one the server announces now: " \
+           "starting over" in capsys.readouterr().err
+    assert ("GET", "/cdn/model.safetensors", None) in hub.requests  # from the first byte, no Range
+
+
+def test_a_dropped_line_that_makes_progress_is_retried_until_done(hub, tmp_path, capsys):
+    """An audit's line dropped every 3 MB: the retries were counted per file in total, so a 13 MB
+    file failed at 12 MB with every retry spent, though each try got further. They are counted in
+    a row without progress: a dead line still fails after --retries."""
+    size = len(hub.files["model.safetensors"])
+    hub.cut_every["model.safetensors"] = size // 5 + 1  # five tries, each one further
+    download_gpt2("gpt2", tmp_path / "a", base_url=hub.url, retries=1, progress=False)
+    assert_downloaded(tmp_path / "a", hub)
+    assert [m for m, p, _ in hub.requests if p == "/cdn/model.safetensors"].count("GET") == 5
+    hub.cut_every["model.safetensors"] = 0  # hangs up before a byte: no progress, ever
+    with pytest.raises(DownloadError, match="downloading model.safetensors failed"):
+        download_gpt2("gpt2", tmp_path / "b", base_url=hub.url, retries=1, progress=False)
+
+
+def test_another_models_folder_is_replaced_whole_and_kept_whole_until_then(hub, tmp_path, capsys):
+    """An audit downloaded gpt2 into a folder holding another model: the four files were replaced,
+    but its generation_config.json stayed and set the token ids (the model's own tokenizer was then
+    refused), its tokenizer.json won over the new vocab.json + merges.txt, and a download that
+    failed midway left the new config.json beside the old weights ("tensor ... has shape (96,) ...
+    expects (192,)"). Now nothing is renamed in until every file is checked, and the files that
+    would override the download go with the model they came with."""
+    old = tmp_path / "old"
+    torch.manual_seed(1)
+    GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=32, n_layer=1, n_head=2, eos_token_id=13)).save_pretrained(old)
+    (old / "generation_config.json").write_text(json.dumps({"eos_token_id": 13, "bos_token_id": 11}))
+    (old / "tokenizer.json").write_text("{}")
+    (old / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    hub.busy["model.safetensors"] = 404  # fails after config.json, vocab.json and merges.txt
+    with pytest.raises(DownloadError, match="answered HTTP 404"):
+        download_gpt2("gpt2", old, base_url=hub.url, progress=False)
+    assert all((old / name).read_bytes() == data for name, data in before.items()), "the old model is untouched"
+    GPT.from_pretrained(old)  # and still loads
+    download_gpt2("gpt2", old, base_url=hub.url, progress=False)
+    err = capsys.readouterr().err
+    assert "removing generation_config.json, tokenizer.json (another model's" in err
+    assert sorted(p.name for p in old.iterdir()) == sorted([*download.FILES, "notes.txt"])
+    assert all((old / name).read_bytes() == hub.files[name] for name in download.FILES)
+    assert GPT.from_pretrained(old).config.n_embd == 16
+
+
+def test_a_folder_that_held_none_of_the_four_keeps_its_other_files(hub, tmp_path):
+    """`minigpt download gpt2` in a checkout writes into checkpoints/gpt2, which ships the tokenizer
+    (vocab.json, merges.txt and a tokenizer_config.json): no model is replaced there, so nothing
+    of the folder's own goes."""
+    (tmp_path / "tokenizer_config.json").write_text('{"model_max_length": 1024}')
+    (tmp_path / "vocab.json").write_bytes(hub.files["vocab.json"])
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*download.FILES, "tokenizer_config.json"])
+
+
+def test_loading_a_folder_whose_download_stopped_says_to_run_it_again(hub, tmp_path):
+    """An audit loaded a folder whose download had been cut: "has neither model.safetensors nor
+    model.safetensors.index.json", not a word of the .partial beside it."""
+    hub.cut_after["model.safetensors"] = 1000
+    with pytest.raises(DownloadError):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=0, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"holds the .partial files of a download that stopped: run the same "
+                                                r"minigpt download again to finish it\)"):
+        GPT.from_pretrained(tmp_path)

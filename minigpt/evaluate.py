@@ -34,6 +34,10 @@ from minigpt.checks import as_count
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
+# perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
+# name the argument, the CLI's name the flag (generate_cli.flag_words renames them).
+FLAG_ARGS = ("max_length", "stride")
+
 
 @torch.no_grad()
 def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int,
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.checkpoint import is_classifier_checkpoint
     from minigpt.data import encode_text
     from minigpt.files import STDIN, read_text_or_stdin
+    from minigpt.generate_cli import flag_words
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 
@@ -183,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
         for i in ids.unique().tolist():  # (only the tokens of this text are needed)
             token_bytes[i] = len(tok.decode_bytes([i]))
-        result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
+        with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
+            result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
         if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
             raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be

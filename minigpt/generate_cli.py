@@ -160,6 +160,8 @@ def check_output_flags(args: argparse.Namespace, typed: set[str]) -> None:
                            "sampler", "stream", "length_penalty", "early_stopping", "slide")
         if ignored:
             raise ValueError(f"--explain shows one sampled sequence; it does not take {', '.join(ignored)}")
+        if args.max_new_tokens < 1:  # else explain's own error, which names its steps and top, no flags of this command
+            raise ValueError(f"--max-new-tokens must be ≥ 1, got {args.max_new_tokens}")
     if args.stream and args.num_return_sequences > 1:
         raise ValueError("--stream prints one text as it is drawn; with --num-return-sequences > 1 drop --stream")
     n, beams = args.num_return_sequences, args.num_beams
@@ -210,24 +212,24 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
                              "in one context; drop --slide, or use --num-beams 1")
 
 
-def in_flags(message: str) -> str:
-    """A message of generate's in this command's words: each of `FLAG_ARGS` becomes its flag, and
-    `name=value` becomes `--flag value`, as typed: "min_new_tokens must be in [0, max_new_tokens=2]"
-    → "--min-new-tokens must be in [0, --max-new-tokens 2]". Whole names only: "stop" in "--stop" or
-    "stopping" stays."""
-    pattern = r"(?<![\w.-])(" + "|".join(FLAG_ARGS) + r")(?!\w)(=?)"
+def in_flags(message: str, names: tuple[str, ...] = FLAG_ARGS) -> str:
+    """A message of generate's in this command's words: each of `names` (`FLAG_ARGS`, or another
+    command's own: `minigpt eval`'s) becomes its flag, and `name=value` becomes `--flag value`, as
+    typed: "min_new_tokens must be in [0, max_new_tokens=2]" → "--min-new-tokens must be in [0,
+    --max-new-tokens 2]". Whole names only: "stop" in "--stop" or "stopping" stays."""
+    pattern = r"(?<![\w.-])(" + "|".join(names) + r")(?!\w)(=?)"
     return re.sub(pattern, lambda m: "--" + m[1].replace("_", "-") + " " * bool(m[2]), message)
 
 
 @contextmanager
-def flag_words() -> Iterator[None]:
-    """Pass on generate's value errors `in_flags` (the same error, its message renamed). Only around
-    calls into generate: a file name or a message of this command's own ("at temperature 1") holds
-    no argument name to rename."""
+def flag_words(names: tuple[str, ...] = FLAG_ARGS) -> Iterator[None]:
+    """Pass on generate's value errors `in_flags` (the same error, its message renamed; another
+    command passes the argument names its flags set). Only around calls into generate: a file name
+    or a message of this command's own ("at temperature 1") holds no argument name to rename."""
     try:
         yield
     except (ValueError, FloatingPointError) as e:
-        e.args = (in_flags(str(e)),)
+        e.args = (in_flags(str(e), names),)
         raise
 
 
@@ -414,8 +416,8 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
 def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, Tokenizer]:
     """--model, then its tokenizer (--tokenizer, or the model's directory), checked to fit each
     other. The model first: a wrong --model (or a classifier) is reported as the model's, not as a
-    missing tokenizer. A config.json whose EOS the model has no row for gets the tokenizer's, with
-    a warning on stderr."""
+    missing tokenizer. A config whose EOS the model has no row for gets the tokenizer's, with a
+    warning on stderr that names the file to fix (`ids_file`)."""
     from minigpt.config import gpt2_name
     from minigpt.evaluate import check_tokenizer_fits
     from minigpt.model import GPT
@@ -438,25 +440,41 @@ def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, 
     check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
     stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
     which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
+    where = ids_file(model_dir)
+    null = "eos_token_id null" if where == "config.json" else \
+        "eos_token_id null or left out; the ids come from it, not config.json"
     named = (f"names eos_token_id = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
-             if cfg.eos_ids else "names no EOS (eos_token_id null)")
+             if cfg.eos_ids else f"names no EOS ({null})")
     if cfg.replace_stale_eos(tokenizer.eos_token_id):  # else EOS would never end a text
-        print(f"{prog}: warning: {model_dir}/config.json {named}; using the tokenizer's "
-              f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in config.json to silence this",
+        print(f"{prog}: warning: {model_dir}/{where} {named}; using the tokenizer's "
+              f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in {where} to silence this",
               file=sys.stderr)
     return model, tokenizer
+
+
+def ids_file(model_dir: Path) -> str:
+    """The file a model's token ids are read from, as GPTConfig.from_json (and transformers) reads
+    them: generation_config.json alone where there is one, whatever config.json says; else
+    config.json. The stale-EOS warning blamed config.json for an EOS that generation_config.json
+    left out."""
+    from minigpt.config import shipped_path
+
+    holds = (Path(shipped_path(model_dir)) / "generation_config.json").is_file()  # (README's checkpoints/..., installed)
+    return "generation_config.json" if holds else "config.json"
 
 
 def check_room_for_a_prompt(model: GPT, args: argparse.Namespace, typed: set[str]) -> None:
     """Refuse a --max-new-tokens that leaves no room for any prompt (unless --slide): the model reads
     the prompt (≥ 1 token: an empty one is <|endoftext|>) and every new token but the last, so more
-    than n_positions new tokens never fit, nor any cut of a prompt."""
+    than n_positions new tokens never fit, nor any cut of a prompt. --slide is offered as a way out
+    only where it is taken (not with --explain)."""
     n_positions = model.config.n_positions
     if n_positions - tokens_fed(0, args.max_new_tokens) <= 0 and not args.slide:
         default = "" if "max_new_tokens" in typed else " (the default)"
+        slide = "" if args.explain else ", or let the context slide (--slide N)"
         raise ValueError(f"--max-new-tokens {args.max_new_tokens}{default} leaves no room for a prompt in the model's "
                          f"context n_positions={n_positions}: generate at most {n_positions} tokens (after a "
-                         "1-token prompt; the last new token is never fed back), or let the context slide (--slide N)")
+                         f"1-token prompt; the last new token is never fed back){slide}")
 
 
 def generate_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:

@@ -7,10 +7,15 @@ upcasts it again for CPU work. A classifier (`minigpt finetune --task classify`)
 classifier, which `GPTClassifier.from_pretrained` (or transformers' GPT2ForSequenceClassification)
 opens.
 
+src may also be one of OpenAI's four GPT-2 sizes by name (gpt2, ..., gpt2-xl), found as
+`GPT.from_pretrained` finds it (checkpoints/NAME, else the Hugging Face cache, else downloaded).
+
 The tokenizer is read as minigpt reads it (vocab.json + merges.txt, or else tokenizer.json) and
 written as vocab.json + merges.txt + tokenizer_config.json; a src without one exports the weights
-alone, saying so. A dst that already holds a checkpoint or tokenizer files is refused unless
---overwrite, and dst may never be src (export to a new directory, then swap them).
+alone, saying so (a GPT-2 size takes the one shipped in checkpoints/gpt2: the four share it). A dst
+that already holds a checkpoint or tokenizer files is refused unless --overwrite, and dst may never
+be src (export to a new directory, then swap them). A weight the cast would turn into inf (float16
+tops out at 65504) is refused, and nothing is written.
 """
 import argparse
 import sys
@@ -21,6 +26,8 @@ import torch
 from minigpt import GPT
 from minigpt.checkpoint import INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, is_classifier_checkpoint
 from minigpt.classifier import GPTClassifier
+from minigpt.config import gpt2_name, shipped_path
+from minigpt.download import find_gpt2
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -29,6 +36,24 @@ MODEL_FILES = ("config.json", WEIGHTS_NAME, INDEX_NAME, PICKLE_NAME)
 # A tokenizer's files (tokenizer_files.TOKENIZER_FILES: a stale tokenizer.json counts, as transformers
 # would read it before the exported vocab.json; write_hf removes it) and its settings.
 DST_TOKENIZER_FILES = (*TOKENIZER_FILES, "tokenizer_config.json")
+
+
+def resolve_src(src: str) -> tuple[Path, str | Path | None]:
+    """The checkpoint directory `src` names, and where its tokenizer is read from (None: it has none).
+
+    A GPT-2 size by name is found as `GPT.from_pretrained` finds it (`find_gpt2`), not looked for in
+    ./gpt2: the tokenizer check and the dst-is-src check looked there, so an export of the Hugging
+    Face cache's copy came out without its tokenizer. A copy without tokenizer files takes the
+    shipped one, as `Tokenizer.from_pretrained(name)` reads it: the four sizes share one."""
+    if name := gpt2_name(src):
+        path = find_gpt2(name)
+        return path, path if has_tokenizer(path) else name
+    path = Path(shipped_path(src))  # (README's checkpoints/..., for an installed minigpt too)
+    return path, path if has_tokenizer(path) else None
+
+
+def has_tokenizer(path: Path) -> bool:
+    return any((path / name).exists() for name in TOKENIZER_FILES)
 
 
 def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: bool) -> None:
@@ -54,24 +79,43 @@ def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: 
                          "not fit; remove those files from dst, or choose another dst")
 
 
+def check_cast_is_finite(model: torch.nn.Module, dtype: str) -> None:
+    """Refuse (ValueError naming the tensor) a weight that is not finite once cast to `dtype`: a
+    float16 export of a weight past 65504 was written as inf without a word, and its model gave NaN
+    logits. A src whose weights are not finite to begin with is named as broken."""
+    target = getattr(torch, dtype)
+    for name, p in model.named_parameters():
+        if torch.isfinite(p.detach().to(target)).all():
+            continue
+        if not torch.isfinite(p).all():
+            raise ValueError(f"src's {name} holds NaN or inf already: a broken checkpoint, which no dtype can export")
+        # bfloat16 has float32's range (8 exponent bits) at less precision: float16 has 5.
+        wider = "--dtype bfloat16 (float32's range) or --dtype float32" if dtype == "float16" else "--dtype float32"
+        raise ValueError(f"{name} holds {p.detach().abs().max().item():g} (its largest |value|), past {dtype}'s "
+                         f"largest finite value {torch.finfo(target).max:g}: it would be written as inf; export "
+                         f"with {wider}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="checkpoint directory to read")
+    parser.add_argument("src", help="checkpoint directory to read, or a GPT-2 size by name (gpt2, ..., gpt2-xl)")
     parser.add_argument("dst", help="directory to write (created)")
     parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the written weights (default: float16)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the checkpoint and tokenizer files a dst already holds")
     args = parser.parse_args(argv)
-    src, dst = Path(args.src), Path(args.dst)
-    has_tokenizer = any((src / name).exists() for name in TOKENIZER_FILES)
+    dst = Path(args.dst)
     try:
-        check_dst(src, dst, args.dtype, has_tokenizer, args.overwrite)
+        src, tokenizer_src = resolve_src(args.src)  # (finding a GPT-2 size may download it: an OSError)
+        check_dst(src, dst, args.dtype, tokenizer_src is not None, args.overwrite)
         kind = GPTClassifier if is_classifier_checkpoint(src) else GPT  # (GPT would refuse a `score` head)
-        model = kind.from_pretrained(src, dtype=getattr(torch, args.dtype))
+        model = kind.from_pretrained(src)  # as stored: what the cast would overflow is checked first
+        check_cast_is_finite(model, args.dtype)
+        model.to(getattr(torch, args.dtype))
         # Read before anything is written: a src whose tokenizer is broken (merges.txt without its
         # vocab.json, say) leaves dst untouched.
-        tokenizer = Tokenizer.from_pretrained(src) if has_tokenizer else None
+        tokenizer = Tokenizer.from_pretrained(tokenizer_src) if tokenizer_src is not None else None
         model.save_pretrained(dst)
         if tokenizer is not None:
             tokenizer.save_pretrained(dst)  # atomically, and removes a stale tokenizer.json

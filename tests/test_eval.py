@@ -342,3 +342,15 @@ def test_ctrl_c_ends_eval_in_one_line(model_dir, tmp_path, capsys, monkeypatch):
     except KeyboardInterrupt:  # caught here, or it would stop the whole test run
         pytest.fail("Ctrl-C left eval as a KeyboardInterrupt traceback")
     assert code == 130 and capsys.readouterr().err.endswith("eval: interrupted\n")
+
+
+def test_cli_errors_name_the_flags_not_perplexitys_arguments(model_dir, tmp_path, capsys):
+    """An audit: `minigpt eval --stride 100 --max-length 16` said "stride must be in [1,
+    max_length=16]", perplexity's argument names; the CLI's errors name its flags. (The Python API
+    keeps its own names: test_cli_and_errors.)"""
+    (tmp_path / "t.txt").write_text(TEXT)
+    for flags, error in ((["--stride", "100", "--max-length", "16"], "--stride must be in [1, --max-length 16], got 100"),
+                         (["--max-length", "1"], "--max-length must be in [2, n_positions=32] (a window's first token")):
+        assert main([str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu", *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {error}" in err and "max_length" not in err

@@ -115,3 +115,55 @@ def test_dst_is_never_src_and_a_broken_src_writes_nothing(tmp_path, tok, capsys)
     assert not (tmp_path / "dst").exists()
     assert export.main([str(tmp_path / "missing"), str(tmp_path / "dst")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_a_gpt2_size_by_name_exports_with_the_tokenizer_of_the_copy_found(tmp_path, tok, monkeypatch, capsys):
+    """An audit: `export_checkpoint.py gpt2 DST` read the weights from the Hugging Face cache (as
+    GPT.from_pretrained("gpt2") finds them) but looked for the tokenizer in ./gpt2, so it exported
+    the weights alone with a warning. A copy without tokenizer files takes the shipped GPT-2 one."""
+    from minigpt import download
+
+    monkeypatch.setattr(download, "DOWNLOADS", tmp_path / "ck")  # no checkpoints/gpt2 with weights
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # found, never fetched
+    repo = tmp_path / "hf" / "models--openai-community--gpt2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("c0ffee\n")
+    snapshot = checkpoint(repo / "snapshots" / "c0ffee", tok)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # no ./gpt2 here
+    assert export.main(["gpt2", "with_tok"]) == 0
+    assert "no tokenizer" not in capsys.readouterr().err
+    assert Tokenizer.from_pretrained("with_tok").encode(TEXT) == tok.encode(TEXT)
+    for name in ("vocab.json", "merges.txt"):
+        (snapshot / name).unlink()
+    assert export.main(["gpt2", "shipped_tok"]) == 0
+    assert "no tokenizer" not in capsys.readouterr().err
+    assert Tokenizer.from_pretrained("shipped_tok").vocab_size == Tokenizer.from_pretrained("gpt2").vocab_size == 50257
+    assert export.main(["gpt2", str(snapshot), "--overwrite"]) == 2  # the copy found is src, whatever its name
+    assert "is src" in capsys.readouterr().err
+
+
+def test_a_weight_past_float16s_range_is_refused_not_written_as_inf(tmp_path, tok, capsys):
+    """An audit: a weight of 1e5 became inf in a float16 export (exit 0), and the model gave NaN logits."""
+    src = checkpoint(tmp_path / "src", tok)
+    model = GPT.from_pretrained(src, dtype=None)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] = -1e5
+    model.save_pretrained(src)
+    assert export.main([str(src), str(tmp_path / "dst")]) == 2
+    assert ("error: transformer.h.0.mlp.c_fc.weight holds 100000 (its largest |value|), past float16's largest "
+            "finite value 65504: it would be written as inf; export with --dtype bfloat16") in capsys.readouterr().err
+    assert not (tmp_path / "dst").exists()
+    assert export.main([str(src), str(tmp_path / "dst"), "--dtype", "bfloat16"]) == 0
+    exported = GPT.from_pretrained(tmp_path / "dst", dtype=None)
+    assert next(exported.parameters()).dtype == torch.bfloat16
+    assert all(torch.isfinite(p).all() for p in exported.parameters())
+    ids = torch.tensor([tok.encode(TEXT)[:16]])
+    assert torch.allclose(exported.float()(ids)[0], model(ids)[0], atol=0.1)  # the same model, at bfloat16's precision
+    with torch.no_grad():  # a src broken already is named so, with no dtype to suggest
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    model.save_pretrained(src)
+    assert export.main([str(src), str(tmp_path / "dst2")]) == 2
+    assert "src's transformer.h.0.mlp.c_fc.weight holds NaN or inf already" in capsys.readouterr().err
+    assert not (tmp_path / "dst2").exists()

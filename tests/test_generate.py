@@ -2971,3 +2971,34 @@ def test_switches_must_be_bools_and_sampling_parameters_no_bools(pair):
     with pytest.raises(TypeError, match="^minigpt.generate takes a minigpt GPT, got Tensor"):
         generate(ids, model)
     assert generate(model, ids, max_new_tokens=2, do_sample=np.bool_(False)).shape == (1, 4)  # NumPy's bool is one
+
+
+def test_cli_explain_errors_name_its_flags_and_offer_no_slide(tiny_checkpoint, capsys):
+    """An audit: `--explain --max-new-tokens 0` said "steps and top must be ≥ 1, got steps=0, top=5"
+    (explain's arguments, no flags), and a --max-new-tokens past the context advised --slide, which
+    --explain refuses."""
+    from minigpt.generate_cli import main
+
+    for n in ("0", "-1"):
+        assert main(["--model", str(tiny_checkpoint), "--explain", "--max-new-tokens", n]) == 2
+        err = capsys.readouterr().err
+        assert f"--max-new-tokens must be ≥ 1, got {n}" in err and "steps" not in err and "top" not in err
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "--explain", "--max-new-tokens", "500"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-new-tokens 500 leaves no room for a prompt" in err and "--slide" not in err
+
+
+def test_cli_eos_warning_names_generation_config_json_where_the_ids_come_from(tiny_checkpoint, tmp_path, capsys):
+    """An audit: config.json named the EOS, but a generation_config.json without it (whose ids are
+    read over config.json's, as transformers reads them) left the model none, and the warning told
+    the user to fix config.json."""
+    from minigpt.generate_cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    assert json.loads((model / "config.json").read_text())["eos_token_id"] == 279
+    (model / "generation_config.json").write_text(json.dumps({"pad_token_id": 279}))
+    assert main(["--model", str(model), "--prompt", "To be", "--max-new-tokens", "2", "--temperature", "0"]) == 0
+    assert (f"warning: {model}/generation_config.json names no EOS (eos_token_id null or left out; the ids come from "
+            "it, not config.json); using the tokenizer's (279). Set eos_token_id and bos_token_id in "
+            "generation_config.json to silence this") in capsys.readouterr().err

@@ -13,12 +13,13 @@ O(merges × text). Three ideas make it fast:
    place: a changed count is pushed again, and stale entries are skipped when popped.
 Ties are broken deterministically: equal counts → the smallest (left id, right id) pair wins (a tuple
 compare), which may hold a newer token: after a+b, (c, ab) = (66, 256) beats (d, e) = (67, 68).
-`train_bpe` is that loop; `train_tokenizer` (`Tokenizer.train`'s body) checks the arguments and
-prepares the text for it: reads the files and cuts the special tokens out.
+`count_chunks` builds that table, `train_bpe` is the loop; `train_tokenizer` (`Tokenizer.train`'s
+body) checks the arguments and hands them the text: one file at a time, special tokens cut out.
 
-Not handled: min-frequency cut-offs, dropout, and training on corpora larger than memory. A
-merge rewrites each chunk that holds the pair whole, so one very long chunk (50 kB of letters
-without a space: ~10 s for 1,000 merges) is slow.
+Not handled: min-frequency cut-offs, dropout, and a single file larger than memory (each file is
+read whole; the table of chunks is what grows with the corpus; a text with no line break to cut
+at is split whole, at ~16x its size). A merge rewrites each chunk that holds the pair whole, so
+one very long chunk (50 kB of letters without a space: ~10 s for 1,000 merges) is slow.
 """
 from __future__ import annotations
 
@@ -27,13 +28,13 @@ import os
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from itertools import chain
 
 from tqdm import tqdm
 
 from minigpt.checks import as_count
 from minigpt.files import read_text
-from minigpt.pretokenize import BYTE_TO_CHAR, CHAR_TO_BYTE, special_token_regex, split_text, str_to_token, without_surrogates
+from minigpt.pretokenize import (BYTE_TO_CHAR, CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token,
+                                 without_surrogates)
 
 # The 256 single bytes get GPT-2's ids (the order of its bytes_to_unicode table: '!' is 0), so a
 # trained tokenizer's ids 0-255 mean what they mean in GPT-2.
@@ -53,17 +54,42 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
+# count_chunks splits text this many characters at a time: split_text's list holds every chunk of
+# what it is given as a str of its own (~16x the text's bytes), so a whole 33 MB file at once
+# peaked at 540 MB; a piece's list is small, and the table of distinct chunks is all that stays.
+COUNT_PIECE_CHARS = 1 << 20
+
+
+def count_chunks(texts: Iterable[str], special_tokens: Sequence[str] = (), *, total_bytes: int | None = None,
+                 progress: bool = True) -> Counter[str]:
+    """{chunk: how often it occurs} over the texts, cut by GPT-2's pre-tokenizer (`split_text`) as
+    encoding will cut them, with the special tokens cut out first (no merge may learn from their text).
+
+    Each text is split piece by piece, at safe cuts (minigpt/pretokenize.py's `safe_pieces`: never
+    inside a chunk, nor inside a special token), so the counts are those of the whole text. A bar
+    counts the UTF-8 bytes done, of `total_bytes` (the files' sizes; None: no total known)."""
+    cut = special_token_regex(special_tokens) if special_tokens else None
+    counts: Counter[str] = Counter()
+    with tqdm(total=total_bytes, desc="counting chunks", unit="B", unit_scale=True, disable=not progress) as bar:
+        for text in texts:
+            for piece in safe_pieces(text, COUNT_PIECE_CHARS, special_tokens):
+                for part in cut.split(piece) if cut else (piece,):
+                    counts.update(split_text(part))
+                bar.update(len(piece.encode("utf-8")))
+        if total_bytes is not None:  # a file's "\r\n" is read as "\n": its text is shorter than its bytes
+            bar.update(total_bytes - bar.n)
+    return counts
+
+
 def train_bpe(
-    texts: Iterable[str], vocab_size: int, *, progress: bool = True
+    counts: dict[str, int], vocab_size: int, *, progress: bool = True
 ) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]]]:
     """Learn merges until the vocab (the 256 bytes + merged tokens) has `vocab_size` tokens.
 
-    The texts are cut into chunks by GPT-2's pre-tokenizer (`split_text`), as encoding will cut
-    them. Returns (vocab: token bytes → id, merges in rank order). If two different merges produce
-    the same bytes (e.g. "a"+"bc" and "ab"+"c"), the second reuses the first one's id, as Hugging
-    Face's trainer does.
+    counts: {chunk: how often it occurs}, as `count_chunks` gives it. Returns (vocab: token bytes
+    → id, merges in rank order). If two different merges produce the same bytes (e.g. "a"+"bc"
+    and "ab"+"c"), the second reuses the first one's id, as Hugging Face's trainer does.
     """
-    counts = Counter(chain.from_iterable(map(split_text, texts)))
     words = [[GPT2_BYTE_IDS[bytes([b])] for b in chunk.encode("utf-8")] for chunk in counts]
     freqs = list(counts.values())
     vocab = dict(GPT2_BYTE_IDS)
@@ -144,18 +170,17 @@ def train_tokenizer(
             f"got {vocab_size!r}"
         )
     if isinstance(text_or_files, str):
-        texts = [without_surrogates(text_or_files)]
+        texts, files, total_bytes = [without_surrogates(text_or_files)], [], None
     else:
         files = [text_or_files] if isinstance(text_or_files, os.PathLike) else list(text_or_files)
-        texts = [read_text(f) for f in files]
-    if specials:  # cut out, so that no merge learns from a special token's text
-        cut = special_token_regex(specials)
-        texts = [part for text in texts for part in cut.split(text)]
-    if not any(texts) and vocab_size > 256 + len(specials):  # merges asked for, and no text: a wrong file, surely
-        source = "" if isinstance(text_or_files, str) else f" ({', '.join(map(str, files))})"
+        check_training_files(files)  # all of them now, not after counting the ones before
+        texts, total_bytes = map(read_text, files), sum(map(os.path.getsize, files))  # one file in memory at a time
+    counts = count_chunks(texts, specials, total_bytes=total_bytes, progress=progress)
+    if not counts and vocab_size > 256 + len(specials):  # merges asked for, and no text: a wrong file, surely
+        source = f" ({', '.join(map(str, files))})" if files else ""
         raise ValueError(f"the training text{source} is empty (special tokens aside): there is nothing to learn "
                          f"{vocab_size - 256 - len(specials)} merges from")
-    vocab, merges = train_bpe(texts, vocab_size - len(specials), progress=progress)
+    vocab, merges = train_bpe(counts, vocab_size - len(specials), progress=progress)
     if len(vocab) + len(specials) < vocab_size:  # legal (a tiny text), but a small vocabulary can surprise
         hint = ""
         if isinstance(text_or_files, str) and os.path.isfile(text_or_files):  # the likeliest cause
@@ -164,3 +189,16 @@ def train_tokenizer(
                       f"pairs to merge{hint}", stacklevel=3)  # stacklevel: the caller of Tokenizer.train
     return vocab, merges, {s: len(vocab) + i for i, s in enumerate(specials)}
 
+
+def check_training_files(files: Sequence[str | os.PathLike]) -> None:
+    """FileNotFoundError (IsADirectoryError) naming the first of `files` that is not a file. One
+    holding a space or a line break is more likely a text passed where paths go: said so."""
+    for f in files:
+        if os.path.isdir(f):
+            raise IsADirectoryError(f"training file {f} is a directory; name the text files in it")
+        if not os.path.isfile(f):
+            hint = ""
+            if any(c.isspace() for c in str(f)):
+                hint = ("; it looks like a text, not a path: a list is read as file paths. To train on texts "
+                        "in memory, pass them as one str, e.g. '\\n'.join(texts)")
+            raise FileNotFoundError(f"training file {f} does not exist{hint}")

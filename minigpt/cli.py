@@ -3,7 +3,7 @@
 Each command lives beside the code it drives (e.g. `minigpt generate` is `minigpt.generate_cli.main`,
 in front of minigpt/generation.py), and is imported only when used. `import minigpt` imports no
 torch until a model's name is used (minigpt/__init__.py), so `minigpt --help`, `--version`,
-`tokenize` and `download` never wait for it (a command that runs a model imports torch first,
+`tokenize`, `prepare` and `download` never wait for it (a command that runs a model imports torch first,
 even for its own --help).
 """
 from __future__ import annotations

@@ -21,25 +21,30 @@ Not handled: vocabularies over 65,536 ids (they would need uint32 files).
 from __future__ import annotations
 
 import argparse
+import codecs
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from minigpt.files import atomic_path, atomic_write_text, read_json, read_text
 from minigpt.pretokenize import safe_cut_at, safe_pieces, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
+if TYPE_CHECKING:  # torch is imported where batches are made (sample_batch): `minigpt prepare`, and `tokenize
+    import torch   # --train` reading MAX_VOCAB, need not wait 1-2 s for its import
+
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = np.iinfo(TOKEN_DTYPE).max + 1  # 65,536 ids fit in uint16
 CHUNK_CHARS = 1 << 22  # text handed to encode_batch 4M characters at a time (it spreads each over all cores)
 CHECK_TOKENS = 1 << 24  # ids scanned per block when checking a file against vocab_size
+UTF8_CHECK_BYTES = 1 << 20  # an input's bytes decoded per block when checking that it is UTF-8 (check_input)
 # What marks a directory as prepared data: `prepare` without overwrite refuses one, since runs
 # trained on it would find other data under its name.
 DATA_FILES = ("train.bin", "val.bin", "val.txt", "meta.json", "tokenizer")
@@ -109,11 +114,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ValueError("no input files given")
-    for p in paths:
-        if p.is_dir():
-            raise IsADirectoryError(f"input {p} is a directory; prepare reads text files (name the files in it)")
-        if not p.is_file():
-            raise FileNotFoundError(f"input file {p} does not exist")
+    for p in paths:  # every one now: a bad last file was found only after tokenizing all the others
+        check_input(p)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
@@ -144,8 +146,6 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         files = {"train": f_train, "val": f_val}
         for p in paths:
             text = read_text(p)
-            if not text:
-                raise ValueError(f"input file {p} is empty")
             cut = _cut_point(text, val_fraction, specials)
             f_val_text.write(text[cut:])
             for split, part in (("train", text[:cut]), ("val", text[cut:])):
@@ -178,10 +178,38 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     return meta
 
 
+def check_input(path: Path) -> None:
+    """Raise, naming `path`, unless it is a file prepare can tokenize: one that exists, is not a
+    directory or empty, and is UTF-8 throughout. The UTF-8 check decodes UTF8_CHECK_BYTES at a
+    time (an incremental decoder carries a character cut between two blocks over), so a corpus
+    larger than memory is checked too; the error is read_text's (minigpt/files.py), offset and all."""
+    if path.is_dir():
+        raise IsADirectoryError(f"input {path} is a directory; prepare reads text files (name the files in it)")
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"input file {path} is empty")
+    decoder, done = codecs.getincrementaldecoder("utf-8")(), 0  # done: the file's bytes before this block
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(UTF8_CHECK_BYTES)
+            held = len(decoder.getstate()[0])  # the start of a character that the last block cut off
+            try:
+                decoder.decode(block, final=not block)  # b"": the end, where a cut-off character is an error
+            except UnicodeDecodeError as e:  # e.start counts from the held bytes: made the file's offset
+                raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset "
+                                 f"{done - held + e.start}; convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+            if not block:
+                return
+            done += len(block)
+
+
 # ---- reading: memory-mapped ids → random (x, y) windows ----------------------------------------
 
 
 def read_meta(data_dir: str | os.PathLike) -> dict:
+    """DATA_DIR/meta.json, checked to be `prepare`'s: an integer vocab_size, and token files of
+    TOKEN_DTYPE (the only dtype `load_tokens` reads: uint32 ids read as uint16 would be garbage)."""
     path = Path(data_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
@@ -191,6 +219,11 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{e}; prepare the data again with `minigpt prepare`") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):  # training needs the vocabulary size
         raise ValueError(f"{path} has no integer vocab_size: it is not the meta.json `minigpt prepare` writes")
+    dtype = np.dtype(TOKEN_DTYPE).name
+    if meta.get("dtype", dtype) != dtype:  # (no dtype at all: written by hand, or before meta.json named it)
+        raise ValueError(f"{path} says the token files hold {meta['dtype']!r} ids; minigpt reads only {dtype}, what "
+                         f"`minigpt prepare` writes (its vocabularies have at most {MAX_VOCAB:,} ids, which fit 16 bits): "
+                         "prepare the data again with `minigpt prepare`")
     return meta
 
 
@@ -264,6 +297,8 @@ def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torc
     All randomness comes from `rng`, which the training loop derives from (seed, step): the
     step number is the sampler's whole state, so a resumed run reads exactly the same windows.
     """
+    import torch
+
     if not 1 <= block_size < len(tokens):  # 0 or less gave empty (B, 0) batches; too long, a bare randint error
         raise ValueError(f"block_size must be in [1, {len(tokens) - 1}]: a window is block_size + 1 of the "
                          f"{len(tokens)} tokens (the inputs, then the next token), got {block_size}")
@@ -276,6 +311,13 @@ def sample_batch(tokens: np.ndarray, block_size: int, batch_size: int, rng: torc
 # ---- CLI: `minigpt prepare` ---------------------------------------------------------------------
 
 
+def data_files_stamp(out: Path) -> dict[str, tuple[int, int]]:
+    """(inode, modification time) of each of DATA_FILES in `out`: how `main` tells whether a prepare
+    it stopped had written any (each file is renamed into place whole, a new inode). os.path.exists,
+    not Path.exists: an --out it may not read is prepare's error to report, not a traceback here."""
+    return {name: (st.st_ino, st.st_mtime_ns) for name in DATA_FILES if os.path.exists(out / name) and (st := os.stat(out / name))}
+
+
 def main(argv: list[str] | None = None) -> int:
     from minigpt.cli import prog
 
@@ -286,10 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
     parser.add_argument("--overwrite", action="store_true", help="replace the prepared data already in --out (refused otherwise)")
     args = parser.parse_args(argv)
+    before = data_files_stamp(Path(args.out))
     try:
         meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction, args.overwrite)
     except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C on a long corpus: one line that says what --out holds, not a traceback
+        if data_files_stamp(Path(args.out)) == before:  # stopped while tokenizing: the temp files are gone
+            print(f"\n{parser.prog}: interrupted; nothing written (what {args.out} held is kept)", file=sys.stderr)
+        else:  # stopped among the renames and meta.json: the new files beside the old
+            print(f"\n{parser.prog}: interrupted while writing {args.out}, which now holds part of this run's data: "
+                  "prepare it again, with --overwrite", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
     return 0

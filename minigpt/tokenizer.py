@@ -186,7 +186,7 @@ def as_id_list(ids: Iterable[int], vocab_size: int) -> list[int]:
         floats = isinstance(ids, list) and any(isinstance(i, float) for i in ids)
         raise TypeError("decode takes one sequence of int ids (a list or a 1-D tensor)" +
                         (f", got floats ({ids[:3]!r}...): a float tensor? .long() it" if floats else
-                         "; for a batch (B, T), decode each row: [tok.decode(row) for row in ids]")) from None
+                         "; for a batch (B, T), decode each row: tok.batch_decode(ids)")) from None
     if bool in set(map(type, ids)):  # operator.index takes True for 1: a bool tensor decoded as ids 1 and 0
         raise TypeError(f"decode takes int ids, got bools ({ids[:3]!r}...): an attention mask?")
     if as_ints and (min(as_ints) < 0 or max(as_ints) >= vocab_size):
@@ -496,12 +496,29 @@ class Tokenizer:
         """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""
         return b"".join(map(self._id_bytes.__getitem__, as_id_list(ids, self.vocab_size)))
 
-    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+    def decode(self, ids: Iterable[int], errors: str = "replace", *, skip_special_tokens: bool = False) -> str:
         """Ids → text. The bytes are joined across tokens *before* UTF-8 decoding, because one
         character (e.g. an emoji, 4 bytes) can be split over several tokens; bytes that still do not
         form valid UTF-8 (a cut-off sequence) become U+FFFD, never an exception, unless `errors`
-        (Python's codec argument, as in tiktoken) says otherwise: "strict" raises."""
+        (Python's codec argument, as in tiktoken) says otherwise: "strict" raises.
+        skip_special_tokens: leave the special tokens out (<|endoftext|>: GPT-2's padding too), as
+        transformers does; added tokens are words, and stay (transformers keeps them too)."""
+        if not isinstance(errors, str):  # transformers' decode(ids, True): its 2nd argument is skip_special_tokens
+            raise TypeError(f"errors is the codec's error handler ('replace', 'strict', ...), got {errors!r}; "
+                            "skip_special_tokens is a keyword: decode(ids, skip_special_tokens=True)")
+        if skip_special_tokens:
+            specials = set(self.special_tokens.values())
+            ids = [i for i in as_id_list(ids, self.vocab_size) if i not in specials]
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False,
+                     errors: str = "replace") -> list[str]:
+        """`decode` of each row of a batch: a list of id lists, or a (B, T) tensor or array, as
+        transformers' batch_decode takes them. A padded batch's rows end (or, padded on the left,
+        start) with pad_token_id, which in GPT-2 is <|endoftext|>: skip_special_tokens=True drops
+        it, and with it any <|endoftext|> the text itself holds."""
+        rows = sequences.tolist() if hasattr(sequences, "tolist") else sequences
+        return [self.decode(row, errors, skip_special_tokens=skip_special_tokens) for row in rows]
 
     def id_to_token(self, i: int) -> str:
         """One token as vocab.json writes it ('Ġthe'); special and added tokens as their text."""

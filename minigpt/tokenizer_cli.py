@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from minigpt.files import STDIN, read_text_or_stdin
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -57,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--vocab-size, --special, --out and --overwrite go with --train FILES")
     try:
         tok = Tokenizer.from_pretrained(args.tokenizer or "gpt2")
+        # Standard input as UTF-8, whatever the locale: bytes in another encoding are an error
+        # that says so, not U+FFFD encoded without a word (or a traceback).
+        text = read_text_or_stdin(STDIN) if args.text is None else args.text
     except (ValueError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    text = sys.stdin.read() if args.text is None else args.text
     if args.show_work:
         # "all", as the ids below: `<|endoftext|>` typed here is that token in both views.
         for work in tok.encode_show_work(text, allowed_special="all"):
@@ -111,6 +114,7 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
         print(f"{name}: error: {out} already holds a tokenizer ({', '.join(found)}); choose another --out, or pass "
               "--overwrite to replace it", file=sys.stderr)
         return 2
+    warn_if_prepare_cannot_use(name, vocab_size)
     try:
         with warnings.catch_warnings(record=True) as notes:  # printed as notes after the result
             warnings.simplefilter("always")
@@ -123,3 +127,13 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     for note in notes:  # e.g. a vocabulary smaller than asked for: the text ran out of pairs
         print(f"note: {note.message}")
     return 0
+
+
+def warn_if_prepare_cannot_use(name: str, vocab_size: int) -> None:
+    """Before training, a warning on stderr if the vocabulary would be too large for `minigpt prepare`
+    (not refused: a tokenizer has other uses, but minutes of training should not end in a surprise)."""
+    from minigpt.data import MAX_VOCAB, TOKEN_DTYPE  # (here: numpy's import, only for training)
+
+    if vocab_size > MAX_VOCAB:
+        print(f"{name}: warning: --vocab-size {vocab_size:,} is over {MAX_VOCAB:,}: `minigpt prepare` cannot use this "
+              f"tokenizer (its token files store {TOKEN_DTYPE.__name__} ids); training it anyway", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,13 @@ def test_commands_that_run_no_model_never_import_torch_and_the_public_names_are_
     code = ("import sys; sys.argv = ['minigpt'] + sys.argv[1:]; import minigpt.cli\n"
             "try:\n    minigpt.cli.main()\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules, file=sys.stderr)")
-    for argv in (["--help"], ["--version"], ["tokenize", "--help"], ["tokenize", "Hello world"], ["download", "--help"]):
-        r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
-        assert r.stderr.splitlines()[-1] == "False", (argv, r.stderr)
+    with tempfile.TemporaryDirectory() as d:  # prepare too: it tokenizes and writes numpy files
+        Path(d, "a.txt").write_text("To be, or not to be: that is the question.\n" * 20)
+        for argv in (["--help"], ["--version"], ["tokenize", "--help"], ["tokenize", "Hello world"], ["download", "--help"],
+                     ["prepare", f"{d}/a.txt", "--tokenizer", "checkpoints/gpt2", "--out", f"{d}/data"]):
+            r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert r.stderr.splitlines()[-1] == "False", (argv, r.stderr)
+        assert Path(d, "data", "train.bin").is_file()
     check = ("import minigpt, minigpt.generation as g, minigpt.text_generation\n"
              "from minigpt import *\n"
              "assert generate is g.generate and stream is g.stream and callable(GPT) and callable(Tokenizer), generate\n"

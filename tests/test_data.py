@@ -121,7 +121,7 @@ def test_prepare_bad_input(tok, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="empty.txt is empty"):
         prepare([tmp_path / "empty.txt"], tok, tmp_path / "d")
-    assert list((tmp_path / "d").iterdir()) == []  # no train.bin.tmp, val.bin.tmp or val.txt.tmp left behind
+    assert not (tmp_path / "d").exists()  # refused before anything is made: no train.bin.tmp, ... left behind
     (tmp_path / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 3"):
         prepare([tmp_path / "latin1.txt"], tok, tmp_path / "d")
@@ -131,14 +131,35 @@ def test_prepare_bad_input(tok, tmp_path):
             prepare(one, tok, tmp_path / "d")
 
 
-def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):
-    """The failure comes after the first file's ids are written: the temp files go, the old files stay."""
+def test_every_input_is_checked_before_any_is_tokenized(tok, tmp_path, monkeypatch):
+    """An audit: an empty or non-UTF-8 file was found only once every file before it was tokenized
+    (minutes, on a large corpus). All are checked first now, with the same messages; the UTF-8 check
+    reads blocks, and a character cut between two blocks is still one character."""
     (tmp_path / "a.txt").write_text(corpus(50, seed=4))
     (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("日本 café au lait\n".encode("utf-8")[:10] + "é".encode("latin-1"))
+    (tmp_path / "cut.txt").write_bytes("日本".encode("utf-8")[:-1])  # ends inside a character
+    monkeypatch.setattr(minigpt.data, "encode_chunks", lambda *a: pytest.fail("tokenized before checking every input"))
+    monkeypatch.setattr(minigpt.data, "UTF8_CHECK_BYTES", 4)  # "日本" is 6 bytes: cut between two blocks
+    for bad, error in (("empty.txt", "input file .*empty.txt is empty"),
+                       ("latin1.txt", r"latin1.txt is not UTF-8 text: byte 0xe9 at offset 10; convert it first"),
+                       ("cut.txt", r"cut.txt is not UTF-8 text: byte 0xe6 at offset 3; convert it first")):
+        with pytest.raises(ValueError, match=error):
+            prepare([tmp_path / "a.txt", tmp_path / bad], tok, tmp_path / "d")
+    (tmp_path / "cjk.txt").write_text("日本語のテキスト\n" * 3, encoding="utf-8")
+    minigpt.data.check_input(tmp_path / "cjk.txt")  # UTF-8 throughout, cut mid-character by the blocks
+
+
+def test_a_failed_prepare_keeps_the_previous_data(tok, tmp_path):
+    """The failure comes after ids are written (a one-word file goes wholly to validation, leaving
+    train.bin empty): the temp files go, the old files stay."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=4))
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "hi.txt").write_text("hi")
     prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
     before = {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()}
-    with pytest.raises(ValueError, match="empty.txt is empty"):
-        prepare([tmp_path / "a.txt", tmp_path / "empty.txt"], tok, tmp_path / "d", overwrite=True)
+    with pytest.raises(ValueError, match="train.bin would hold no tokens"):
+        prepare([tmp_path / "hi.txt"], tok, tmp_path / "d", val_fraction=0.6, overwrite=True)
     assert {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()} == before
     for bad in (1.0, 0.0):  # 0 would write an empty val.bin, which training then cannot evaluate on
         with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\): training evaluates on the held-out"):
@@ -297,6 +318,19 @@ def test_empty_token_files_and_non_integer_vocab_sizes_are_named(tmp_path):
         read_meta(tmp_path)
 
 
+def test_a_meta_json_of_another_dtype_is_refused(tmp_path):
+    """An audit: meta.json's "dtype" was written and never read, so uint32 token files loaded as
+    uint16 without a word (each id became two: 5962, 0, 22307, 0, ...). Anything but uint16 is
+    refused, naming it; a meta.json that names no dtype is read as uint16."""
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 50257, "dtype": "uint32"}))
+    with pytest.raises(ValueError, match=r"meta.json says the token files hold 'uint32' ids; minigpt reads only uint16, "
+                                         r"what `minigpt prepare` writes \(its vocabularies have at most 65,536 ids"):
+        read_meta(tmp_path)
+    for meta in ({"vocab_size": 50257, "dtype": "uint16"}, {"vocab_size": 50257}):
+        (tmp_path / "meta.json").write_text(json.dumps(meta))
+        assert read_meta(tmp_path) == meta
+
+
 class _ByteTokenizer:
     """ids = the characters' code points; a vocabulary of exactly 65,536 ids, <|endoftext|> the last."""
     vocab_size = 65_536
@@ -358,3 +392,28 @@ def test_no_cut_falls_inside_a_special_token_that_holds_a_newline(tok, tmp_path)
     # An added token (transformers' add_tokens: text, not special) is held whole too.
     added = Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": EOS}, added_tokens={special: EOS + 1})
     assert encode_text(added, text, chunk_chars=3) == expected
+
+
+def test_ctrl_c_in_prepare_is_one_line_saying_what_out_holds(tok, tmp_path, monkeypatch, capsys):
+    """An audit: Ctrl-C during `minigpt prepare` printed a 45-line traceback and exited -2. Now one
+    line and status 130, as `minigpt eval` and `generate` end, saying whether --out was touched:
+    stopped while tokenizing, the temp files go and the data it held stays."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=4))
+    args = [str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]
+    assert main(args) == 0
+    before = {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()}
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minigpt.data, "encode_chunks", ctrl_c)
+    assert main([*args, "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(f"prepare: interrupted; nothing written (what {tmp_path / 'd'} held is kept)\n")
+    assert "Traceback" not in err
+    assert {f.name: f.read_bytes() for f in (tmp_path / "d").iterdir() if f.is_file()} == before
+    monkeypatch.undo()
+    monkeypatch.setattr(Tokenizer, "save_pretrained", ctrl_c)  # after train.bin, val.bin, val.txt are renamed
+    assert main([*args, "--overwrite"]) == 130
+    assert capsys.readouterr().err.endswith(f"prepare: interrupted while writing {tmp_path / 'd'}, which now holds part "
+                                            "of this run's data: prepare it again, with --overwrite\n")

@@ -87,7 +87,8 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
 
     # Built from a copy of what the wheel is made of: setuptools writes build/ beside pyproject.toml.
     repo, src = Path(__file__).resolve().parent.parent, tmp_path / "src"
-    for part in ("pyproject.toml", "README.md", "LICENSE", *(f"checkpoints/gpt2/{f}" for f in ("LICENSE", "vocab.json", "merges.txt"))):
+    for part in ("pyproject.toml", "README.md", "LICENSE", *(f"checkpoints/gpt2/{f}" for f in
+                                                            ("LICENSE", "vocab.json", "merges.txt", "tokenizer_config.json"))):
         (src / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / part, src / part)
     for part in ("minigpt", "checkpoints/shakespeare"):
@@ -106,12 +107,13 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
     (tmp_path / "cwd").mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     check = ("import minigpt, minigpt.config as c; from minigpt import Tokenizer; "
-             "print(minigpt.__file__, c.CHECKPOINTS, c.DOWNLOADS, Tokenizer.from_pretrained('gpt2').encode('Hello world'))")
+             "t = Tokenizer.from_pretrained('gpt2'); "
+             "print(minigpt.__file__, c.CHECKPOINTS, c.DOWNLOADS, t.model_max_length, t.encode('Hello world'))")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
     assert out.returncode == 0, out.stderr
     site = tmp_path / "site" / "minigpt"
     assert out.stdout.split() == [str(site / "__init__.py"), str(site / "checkpoints"),
-                                  str(tmp_path / "cache" / "minigpt"), "[15496,", "995]"]
+                                  str(tmp_path / "cache" / "minigpt"), "1024", "[15496,", "995]"]
     cmd = [sys.executable, "-m", "minigpt", "generate", "--prompt", "ROMEO:", "--max-new-tokens", "5", "--seed", "0"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path / "cwd", env=env)
     assert out.returncode == 0, out.stderr  # the default model, checkpoints/shakespeare, found in the package

@@ -221,7 +221,7 @@ def test_decode_of_float_ids_says_they_are_floats_not_a_batch(tok):
     """An audit: a float tensor's ids got the advice for a (B, T) batch."""
     with pytest.raises(TypeError, match=r"got floats \(\[1.0, 2.0\]...\): a float tensor\? .long\(\) it"):
         tok.decode(torch.tensor([1.0, 2.0]))
-    with pytest.raises(TypeError, match=r"for a batch \(B, T\), decode each row"):
+    with pytest.raises(TypeError, match=r"for a batch \(B, T\), decode each row: tok.batch_decode\(ids\)"):
         tok.decode([[1, 2], [3]])
     with pytest.raises(TypeError, match=r"decode takes int ids, got bools \(\[True, False\]...\): an attention mask\?"):
         tok.decode(torch.tensor([True, False]))  # not silently ids 1 and 0
@@ -233,6 +233,32 @@ def test_decode_takes_tiktokens_errors_argument(tok, enc):
     assert tok.decode(cut, errors="ignore") == enc.decode(cut, errors="ignore") == ""
     with pytest.raises(UnicodeDecodeError):
         tok.decode(cut, errors="strict")
+
+
+def test_decode_skips_special_tokens_and_batch_decode_decodes_rows_as_transformers_does(tmp_path):
+    """An audit: transformers' decode(ids, skip_special_tokens=True) was a TypeError, and there was no
+    batch_decode, so a right-padded batch decoded to 'Hi<|endoftext|>' with no built-in way to drop
+    the padding. Both now give transformers' text: special tokens dropped, added words (not special) kept."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_tokens(["ROMEO"])
+    hf.add_special_tokens({"additional_special_tokens": ["<|user|>"]})
+    hf.save_pretrained(tmp_path)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert (tok.added_tokens, tok.special_tokens) == ({"ROMEO": 50257}, {EOT: 50256, "<|user|>": 50258})
+    texts = ["Hi", f"<|user|>ROMEO: hello{EOT}there", "caf\u00e9 🙂"]
+    ids = [hf.encode(t) for t in texts]
+    for skip in (False, True):
+        assert [tok.decode(i, skip_special_tokens=skip) for i in ids] == [hf.decode(i, skip_special_tokens=skip) for i in ids]
+        assert tok.batch_decode(ids, skip) == hf.batch_decode(ids, skip)
+    assert tok.decode(ids[1], skip_special_tokens=True) == "ROMEO: hellothere"
+    batch = tok(texts, padding=True, return_tensors="pt", allowed_special="all")["input_ids"]  # (3, T), padded with EOT
+    assert tok.batch_decode(batch)[0] == "Hi" + EOT * (batch.shape[1] - 1) == hf.batch_decode(batch)[0]
+    assert tok.batch_decode(batch, skip_special_tokens=True) == hf.batch_decode(batch, skip_special_tokens=True)
+    assert tok.batch_decode(batch.numpy(), skip_special_tokens=True)[0] == "Hi"
+    with pytest.raises(TypeError, match=r"skip_special_tokens is a keyword: decode\(ids, skip_special_tokens=True\)"):
+        tok.decode(ids[0], True)  # transformers' second argument; minigpt's is tiktoken's errors
 
 
 # ---- errors ----
@@ -444,6 +470,48 @@ def test_training_cuts_out_the_longer_of_two_special_tokens_as_encoding_does():
     assert tok.merges == []
 
 
+def test_training_counts_each_file_piece_by_piece_and_learns_the_same_merges(tmp_path, monkeypatch, capsys):
+    """An audit: training split each whole file at once (every chunk a str of its own, all at once:
+    a 33 MB corpus peaked at 540 MB), and read every file before counting any, with no bar. Now
+    split_text never sees more than a piece, the merges are those of the whole text (the cuts are
+    safe: never inside a chunk, nor inside a special token holding a newline), and a bar counts bytes."""
+    import minigpt.bpe_train as bpe_train
+
+    special = "<|a\nb|>"
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    files[0].write_text(real_text()[:60000], encoding="utf-8")
+    files[1].write_text((f"x{special}y\n{EOT}".join(TRICKY) + "\n") * 20, encoding="utf-8")
+    whole = Tokenizer.train(files, 700, [EOT, special], progress=False)  # pieces of 1M characters: each file is one
+
+    longest = []
+    monkeypatch.setattr(bpe_train, "split_text", lambda text: longest.append(len(text)) or split_text(text))
+    monkeypatch.setattr(bpe_train, "COUNT_PIECE_CHARS", 500)
+    pieces = Tokenizer.train(files, 700, [EOT, special])
+    assert len(longest) > 100 and max(longest) < 2000  # a piece: 500 characters and on to the line's end
+    assert pieces.merges == whole.merges and pieces.vocab == whole.vocab
+    assert pieces.special_tokens == whole.special_tokens
+    bar = capsys.readouterr().err.split("\r")  # the bar's states: the last one's bytes are the files' bytes
+    assert re.match(r"counting chunks: 100%.* (\S+)/\1 .*B/s", [line for line in bar if line.startswith("counting")][-1])
+
+
+def test_training_on_a_list_of_texts_says_that_a_list_holds_file_paths(tmp_path):
+    """An audit: `Tokenizer.train(["the cat sat", "a dog"], ...)` failed with a bare FileNotFoundError
+    (each text read as a path). A missing "path" with a space or a line break in it is more likely
+    a text: the error says so, and how to train on texts; every file is checked before any is read."""
+    with pytest.raises(FileNotFoundError, match=r"training file the cat sat does not exist; it looks like a text, not "
+                                                r"a path: a list is read as file paths. To train on texts in memory, "
+                                                r"pass them as one str, e.g. '\\n'.join\(texts\)"):
+        Tokenizer.train(["the cat sat", "a dog"], 300, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"training file .*missing.txt does not exist$"):
+        Tokenizer.train([tmp_path / "missing.txt"], 300, progress=False)
+    (tmp_path / "a.txt").write_bytes(b"caf\xe9")  # not UTF-8: refused only once read, but the missing file first
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        Tokenizer.train([tmp_path / "a.txt", tmp_path / "missing.txt"], 300, progress=False)
+    with pytest.raises(IsADirectoryError, match=r"training file .* is a directory; name the text files in it"):
+        Tokenizer.train([tmp_path], 300, progress=False)
+    assert Tokenizer.train("\n".join(["the cat sat", "a dog"]), 260, progress=False).vocab_size == 260
+
+
 # ---- bulk path ----
 
 
@@ -498,8 +566,8 @@ def test_call_pads_truncates_and_masks(tok):
         tok(texts, return_tensors="pt")
     with pytest.raises(ValueError, match="padding_side"):
         tok(texts, padding=True, padding_side="middle")
-    with pytest.raises(ValueError, match="max_length"):
-        tok(texts, truncation=True)
+    with pytest.raises(ValueError, match="max_length"):  # no length known (the shipped GPT-2's is 1024)
+        Tokenizer(tok.vocab, tok.merges, tok.special_tokens)(texts, truncation=True)
     assert tok(texts, truncation="do_not_truncate", max_length=1)["input_ids"] == [hello, hi]  # HF's name for False
     for strategy in ("longest_first", "only_first"):  # with one text per row, both cut it
         assert tok(texts, truncation=strategy, max_length=1)["input_ids"] == [hello[:1], hi[:1]]
@@ -593,6 +661,19 @@ def test_cli_encodes_and_trains(tmp_path, capsys):
     assert two.special_tokens == {"<|endoftext|>": 268, "<|sep|>": 269} and two.vocab_size == 270
     assert climod.main(["--train", str(data), "--out", str(tmp_path / "tok3")]) == 0  # the default size, 4096:
     assert "the text has no more pairs to merge" in capsys.readouterr().out  # ... far more than this text has
+
+
+def test_cli_training_warns_when_prepare_could_not_use_the_vocabulary(tmp_path, capsys):
+    """An audit: `tokenize --train --vocab-size 70000` trained without a word, and `minigpt prepare`
+    then refused the tokenizer (its token files are uint16: 65,536 ids at most). Warned before
+    training now (not refused: a tokenizer has other uses); 65,536 itself fits."""
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert climod.main(["--train", str(data), "--vocab-size", "65537", "--out", str(tmp_path / "big")]) == 0
+    assert ("tokenize --train: warning: --vocab-size 65,537 is over 65,536: `minigpt prepare` cannot use this tokenizer "
+            "(its token files store uint16 ids); training it anyway") in capsys.readouterr().err
+    assert climod.train_main([str(data), "--vocab-size", "65536", "--out", str(tmp_path / "fits")]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_cli_training_refuses_to_replace_a_tokenizer_unless_told(tmp_path, capsys):
@@ -845,14 +926,29 @@ def test_an_empty_text_argument_is_encoded_not_read_from_stdin(monkeypatch, caps
     assert "0 characters → 0 tokens" in out and "from stdin" not in out
 
 
+def test_tokenize_reads_standard_input_as_utf8_and_names_other_bytes(tok, monkeypatch, capsys):
+    """An audit: `minigpt tokenize` read stdin in the locale's encoding: Latin-1 bytes were encoded
+    as U+FFFD without a word under C.UTF-8, and were a raw UnicodeDecodeError traceback with
+    PYTHONIOENCODING=utf-8. Stdin is UTF-8 now, whatever the locale, and other bytes an error line."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8", errors="replace"))
+    assert climod.main([]) == 2
+    assert capsys.readouterr().err.endswith("tokenize: error: standard input is not UTF-8 text: byte 0xe9 at offset 3; "
+                                            "convert it first (e.g. iconv -f latin1 -t utf-8)\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("café\r\n".encode()), encoding="latin-1"))
+    assert climod.main([]) == 0  # a locale that is not UTF-8 does not turn "é" into "Ã©"
+    assert f"ids:    {tok.encode('café' + chr(10))}" in capsys.readouterr().out
+
+
 def test_call_refuses_padding_options_it_cannot_honour(tok):
     with pytest.raises(ValueError, match="max_length must be a positive int, got 0"):
         tok(["a"], truncation=True, max_length=0)
+    unknown_length = Tokenizer(tok.vocab, tok.merges, tok.special_tokens)  # no model_max_length (the shipped GPT-2's is 1024)
     with pytest.raises(ValueError, match=r"^padding='max_length' needs max_length=N"):
-        tok(["a"], padding="max_length")  # no length to pad to
+        unknown_length(["a"], padding="max_length")  # no length to pad to
+    assert len(tok(["a"], padding="max_length")["input_ids"][0]) == 1024  # the shipped GPT-2's, as transformers pads
     # An audit: HF's common call said "padding='max_length'", which the caller never passed.
     with pytest.raises(ValueError, match=r"^truncation=True needs max_length=N .*config.n_positions"):
-        tok(["a", "bb"], padding=True, truncation=True)
+        unknown_length(["a", "bb"], padding=True, truncation=True)
     with pytest.raises(ValueError, match="padding must be"):
         tok(["a", "bb"], padding="left")  # a padding_side given as padding: not silently unpadded
 

@@ -445,8 +445,9 @@ def test_model_max_length_is_read_used_for_truncation_and_saved(tmp_path):
     GPT2TokenizerFast.from_pretrained(GPT2_DIR, model_max_length=1024).save_pretrained(tmp_path)
     tok, long = Tokenizer.from_pretrained(tmp_path), "word " * 2000
     assert tok.model_max_length == 1024 and len(tok(long, truncation=True)["input_ids"]) == 1024
-    assert Tokenizer.from_pretrained(GPT2_DIR).model_max_length is None  # no file names it
-    GPT2TokenizerFast.from_pretrained(GPT2_DIR).save_pretrained(tmp_path / "none")  # transformers writes 1e30
+    (tmp_path / "bare").mkdir()
+    assert Tokenizer.from_pretrained(gpt2_copy(tmp_path / "bare")).model_max_length is None  # no file names it
+    GPT2TokenizerFast.from_pretrained(tmp_path / "bare").save_pretrained(tmp_path / "none")  # transformers writes 1e30
     assert Tokenizer.from_pretrained(tmp_path / "none").model_max_length is None
     tok.save_pretrained(tmp_path / "saved")
     assert AutoTokenizer.from_pretrained(tmp_path / "saved").model_max_length == 1024
@@ -574,3 +575,50 @@ def test_a_token_added_tokens_decoder_marks_special_is_special_without_a_tokeniz
         "50256": {"content": "<|endoftext|>", "special": True}, "50257": {"content": "<|im_start|>", "special": True}}}))
     tok = Tokenizer.from_pretrained(tmp_path)
     assert tok.special_tokens["<|im_start|>"] == 50257 and "<|im_start|>" not in tok.added_tokens
+
+
+def test_loading_thousands_of_added_tokens_takes_no_time_per_token(tmp_path, monkeypatch):
+    """An audit: each added token's next free id was a max over the whole vocabulary, 1 ms a token:
+    5,000 added tokens (a T5-style <extra_N> set) took 4.7 s to load. Found once now, then counted;
+    the ids are transformers' (50257, 50258, ...), as before."""
+    import time
+
+    import minigpt.tokenizer_files as files
+    from transformers import GPT2TokenizerFast
+
+    extra = [f"<extra_{i}>" for i in range(5000)]
+    gpt2_copy(tmp_path)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({t: 50257 + i for i, t in enumerate(extra)}))
+    maxes = []
+    monkeypatch.setattr(files, "max", lambda *a, **k: maxes.append(1) or max(*a, **k), raising=False)
+    start = time.perf_counter()
+    tok = Tokenizer.from_pretrained(tmp_path)
+    seconds = time.perf_counter() - start
+    print(f"5,000 added tokens loaded in {seconds:.2f} s")
+    assert len(maxes) == 1 and seconds < 2
+    assert tok.added_tokens == {t: 50257 + i for i, t in enumerate(extra)}
+    text = "a<extra_0>b <extra_4999>c<extra_12>"
+    assert tok.encode(text) == GPT2TokenizerFast.from_pretrained(tmp_path).encode(text) == [64, 50257, 65, 220, 55256, 66, 50269]
+
+
+def test_the_shipped_gpt2_tokenizer_opens_in_auto_tokenizer_with_gpt2s_context_length():
+    """An audit: checkpoints/gpt2 had no tokenizer_config.json, so AutoTokenizer failed there (a
+    misleading "install sentencepiece or tiktoken"), and model_max_length was None where the Hub's
+    GPT-2 tokenizer says 1024. The file is minigpt's writer's (save_pretrained), byte for byte."""
+    from transformers import AutoTokenizer
+
+    hf, tok = AutoTokenizer.from_pretrained(GPT2_DIR), Tokenizer.from_pretrained(GPT2_DIR)
+    assert hf.model_max_length == tok.model_max_length == 1024
+    texts = ["Hello world", " naïve café 🙂\n\n  x", "don't STOP", "a" * 3000]
+    assert [hf.encode(t) for t in texts] == [tok.encode(t) for t in texts]
+    assert hf("word " * 2000, truncation=True)["input_ids"] == tok("word " * 2000, truncation=True)["input_ids"]
+    assert len(tok("word " * 2000, truncation=True)["input_ids"]) == 1024
+    assert (hf.eos_token_id, hf.pad_token_id) == (tok.eos_token_id, tok.pad_token_id) == (50256, 50256)
+
+
+def test_the_shipped_gpt2_tokenizer_files_are_what_save_pretrained_writes_now(tok, tmp_path):
+    """checkpoints/gpt2/tokenizer_config.json is generated, not hand-written: a change to what
+    save_pretrained writes must regenerate it (GPT-2's vocab.json and merges.txt come out unchanged)."""
+    tok.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        assert (tmp_path / name).read_bytes() == (GPT2_DIR / name).read_bytes(), name

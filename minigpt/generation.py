@@ -212,6 +212,10 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
     # A streamer or stop strings read each step's tokens on the host anyway: looking every step costs no more.
     sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
+    # The caller's time between tokens (the streamer, a `stream` consumer) is not decoding: left out
+    # of the stats where the host waits for every step anyway (on a GPU that looks only every few
+    # steps, it overlaps the steps queued ahead).
+    paused = 0.0
 
     logits = state.prefill(input_ids)  # prefill: the whole prompt in one forward → the first step's logits (B, V)
     for step in range(args.max_new_tokens):
@@ -233,16 +237,19 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             counts.add(ids, live)
         if step == 0:
             t_first = clock()
+        t_out = clock() if sync_every == 1 else None
         if streamer is not None:
             streamer(tokens)
         yield tokens
+        if t_out is not None:
+            paused += clock() - t_out
         if step + 1 == args.max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
         # Decode one token per row; with slide > 0 and a full context, prefill each row's last
         # `slide` tokens again instead.
         logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)
 
-    t_end = clock()
+    t_end = clock() - paused
     raise_if_nonfinite(finite, counts is not None, args.no_repeat_ngram_size)  # in the steps since the host's last look
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.

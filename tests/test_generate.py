@@ -1327,6 +1327,30 @@ def test_stats_are_filled(pair):
     assert (m.ttft_s, m.tpot_s, m.tokens_per_s) == pytest.approx((0.25, 0.02, 100.0))
 
 
+def test_the_callers_time_between_tokens_is_not_decode_time(pair):
+    """A benchmarking audit: a `stream` consumer that slept 20 ms a token made TPOT 31 ms where
+    generate's was 10 ms: the time outside the loop (the consumer's, a streamer's) counted as
+    decoding. The host waits for every step on a CPU, so it is left out exactly."""
+    import time
+
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=6, eos_token_id=[], return_stats=True)
+    generate(model, ids, mask, **kw)  # warm: a process's first call packs the weights (minigpt/linear.py)
+    steps = stream(model, ids, mask, **kw)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            _, consumed = end.value
+            break
+        time.sleep(0.2)
+    _, streamed = generate(model, ids, mask, streamer=lambda tokens: time.sleep(0.2), **kw)
+    _, plain = generate(model, ids, mask, **kw)
+    print(f"TPOT: plain {plain.tpot_s * 1e3:.2f} ms, consumed {consumed.tpot_s * 1e3:.2f}, streamer {streamed.tpot_s * 1e3:.2f}")
+    assert 0 < consumed.tpot_s < 0.2 and 0 < streamed.tpot_s < 0.2  # each step slept 200 ms outside the loop
+
+
 @torch.no_grad()
 def test_beam_search_ttft_includes_the_first_tokens_choice(pair, monkeypatch):
     """A numbers audit: beam search read TTFT's clock right after prefill, so the first token's

@@ -48,6 +48,7 @@ from minigpt.generation import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
 from minigpt.linear import MKL_ROWS, packed_weight
+from minigpt.sampling import resolve_backend
 
 DECODE_PROMPT = 16  # tokens of each TPOT and KV-cache run's prompt: short, so the decode steps dominate
 DRIFT_PROMPT = 256  # tokens of the bf16 drift prompt, or the model's whole context if it is shorter
@@ -159,11 +160,12 @@ def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
 
 
 def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats: int, compile: bool,
-                 ours_dtype: torch.dtype, decoding: dict) -> tuple[float, ...]:
+                 ours_dtype: torch.dtype, decoding: dict, sampler: str) -> tuple[float, ...]:
     """Median TPOT (s) of minigpt (in ours_dtype) and transformers (its own dtype) at this batch
     size: from a streamer's timestamps, then with no streamer, then (on a GPU) the kernel time of
     a step: (ours, theirs) three times, NaN where not measured. `decoding`: the keywords both
-    `generate` calls take (repetition_penalty; with --top-p or --top-k, do_sample, top_p and top_k).
+    `generate` calls take (repetition_penalty; with --top-p or --top-k, do_sample, top_p and top_k),
+    and minigpt's draws take `sampler`'s backend.
 
     A streamer that waits for each step's tokens keeps the host from queueing the next step while
     the GPU runs this one, so its TPOT is host time + GPU time. With no streamer minigpt's loop
@@ -176,7 +178,7 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
 
     def ours_run(n: int, streamer=None) -> None:
         generate(ours_model, ids, max_new_tokens=n, eos_token_id=[], streamer=streamer, compile=compile,
-                 **decoding)
+                 **decoding, **({"sampler": sampler} if decoding.get("do_sample") else {}))
 
     def theirs_run(n: int, streamer=None) -> None:
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
@@ -339,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=0,
                    help="sample with this top_k on both sides in every TPOT run, after which top-p (if given) "
                         "filters (default 0: off)")
+    p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
+                   help="minigpt's sampling backend in the sampled runs (default auto: the fused Triton kernel on a "
+                        "GPU where triton imports, else torch's); the header names the one timed")
     args = p.parse_args(argv)
     sampled = args.top_p < 1 or args.top_k > 0
     # Each mistake is one line, not a traceback: "cuda" without a GPU (not torch's assertion), a
@@ -350,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ttft_lengths is None:
             args.ttft_lengths = [n for n in TTFT_LENGTHS if n <= n_positions] or [n_positions]
         check_flags(args, n_positions)
+        sampler = resolve_backend(args.sampler, device, "--sampler")  # what "auto" takes here, said below
     except (ValueError, OSError) as e:
         print(f"bench_generate.py: error: {e}", file=sys.stderr)
         return 2
@@ -360,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {where}, median of {args.repeats} runs; "
           f"minigpt / transformers ratios > 1 mean minigpt is faster"
           + (f"; repetition_penalty {args.repetition_penalty} in every TPOT run" if args.repetition_penalty != 1 else "")
-          + (f"; sampled with top_k {args.top_k}, top_p {args.top_p} in every TPOT run" if sampled else "")
+          + (f"; sampled with top_k {args.top_k}, top_p {args.top_p} in every TPOT run (minigpt's {sampler} sampler)"
+             if sampled else "")
+          + ("; transformers runs fp32 on a CPU (the bf16 rows compare against it)" if device.type == "cpu" else "")
           + "\n")
     # The CPU reference is transformers in fp32; on a GPU both sides run each row's dtype.
     theirs_in = {torch.float32: hf}
@@ -388,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, dtype, compile in runs:
             reference = theirs_in.get(dtype, hf)
             ours, theirs, ours_bare, theirs_bare, ours_busy, theirs_busy = decode_times(
-                model, reference, batch, args.new_tokens, args.repeats, compile, dtype, decoding)
+                model, reference, batch, args.new_tokens, args.repeats, compile, dtype, decoding, sampler)
             plain, floor = (matvec_floor(model, batch, dtype, args.repeats, k) for k in ("F.linear", "minigpt"))
             label = f"TPOT ours {name}, batch {batch} (ms)"
             print(f"{label:<{LABEL_WIDTH}}{ours * 1e3:>12.1f}{theirs * 1e3:>14.1f}{theirs / ours:>10.2f}"

@@ -29,8 +29,6 @@ import sys
 
 import torch
 
-from minigpt.kernels.sampling import fused_sample
-from minigpt.kernels.sampling_split import graph_splits
 from minigpt.sampling import sample
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p)
@@ -103,6 +101,8 @@ def methods(logits: torch.Tensor, config: tuple[float, int, float, float], varia
     from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper,
                                                         TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
+    from minigpt.kernels.sampling import fused_sample  # (Triton's: imported once a GPU is known to be there)
+
     t, k, p, m = config
     B, dev = logits.size(0), logits.device
     rows = dict(temperature=torch.full((B,), t, device=dev), top_k=torch.full((B,), k, dtype=torch.int32, device=dev),
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import transformers
     import triton
+
+    from minigpt.kernels.sampling_split import graph_splits
 
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"transformers {transformers.__version__}; vocab {args.vocab}; µs per call, median of {args.repeats}")

@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
                         ("--batch", min(args.batch))):
         if value < 1:
             ap.error(f"{name} must be ≥ 1, got {value}")
+    if args.threads < 0:  # torch's own error is a traceback
+        ap.error(f"--threads must be ≥ 0 (0: leave as is), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, vocab {args.vocab}, "

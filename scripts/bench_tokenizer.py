@@ -29,7 +29,7 @@ import tiktoken
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from minigpt.pretokenize import GPT2_SPLIT_PATTERN
+from tiktoken_ext.openai_public import r50k_pat_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 from minigpt.tokenizer_batch import available_cpus, processes_for
 
@@ -60,7 +60,10 @@ def median_seconds(fn, repeats: int, setup=lambda: None) -> tuple[float, float]:
 def engines() -> tuple[tiktoken.Encoding, tokenizers.Tokenizer]:
     gpt2 = Tokenizer.from_pretrained(GPT2_DIR)
     ranks = {t: i for t, i in gpt2.vocab.items()}
-    tik = tiktoken.Encoding("gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+    # tiktoken's own GPT-2 encoding, as tiktoken.get_encoding("gpt2") builds it (offline here): its
+    # pattern (r50k's: possessive quantifiers, one more branch) splits alike and runs ~10% faster than
+    # minigpt's GPT2_SPLIT_PATTERN, which this reference used before 2026-12-06.
+    tik = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
     hf = tokenizers.Tokenizer(models.BPE.from_file(str(GPT2_DIR / "vocab.json"), str(GPT2_DIR / "merges.txt")))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                      "uses --data alone. Tiny Shakespeare is char-rnn's input.txt, SST-2 GLUE's: README.md says where to get them)")
 
     small = args.data.read_text(encoding="utf-8")
+    if not small:  # every MB/s would divide by 0
+        parser.error(f"--data {args.data} is empty: the benchmark needs a text to encode")
     mixed = "".join(p.read_text(encoding="utf-8") for p in [args.data, *args.extra])
     big = mixed * max(1, round(args.big_mb * 1e6 / len(mixed.encode("utf-8"))))
     tik, hf = engines()

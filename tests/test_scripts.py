@@ -158,12 +158,15 @@ def test_bench_tokenizer_labels_encode_batch_with_the_processes_that_ran(cpus, c
 @pytest.mark.parametrize("flags,named", [
     (["--repeats", "0"], "--repeats must be ≥ 1, got 0"),
     (["--vocab-size", "10"], "--vocab-size must be ≥ 257 (the 256 bytes and <|endoftext|>), got 10"),
+    (["--data", "empty.txt"], "--data empty.txt is empty: the benchmark needs a text to encode"),
 ])
 def test_bench_tokenizer_refuses_a_bad_flag_before_encoding(flags, named, tmp_path, monkeypatch, capsys):
-    """--repeats 0 was a traceback; --vocab-size 10 one too, after the whole encode benchmark."""
+    """--repeats 0 was a traceback; --vocab-size 10 one too, after the whole encode benchmark; an
+    empty --data a ZeroDivisionError."""
     (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n")
-    code, out, err = run_bench("tokenizer", ["--data", str(tmp_path / "text.txt"), "--extra", *flags],
-                               monkeypatch, capsys)
+    (tmp_path / "empty.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_bench("tokenizer", ["--data", "text.txt", "--extra", *flags], monkeypatch, capsys)
     assert code == 2 and out == "" and f"bench_tokenizer.py: error: {named}\n" in err and "Traceback" not in err, err
 
 
@@ -194,6 +197,28 @@ def test_bench_sampling_cpu_times_both_samplers_for_every_config_and_spread(monk
     assert all(float(us) > 0 for both in parts.values() for us in both), out
 
 
-def test_bench_sampling_cpu_refuses_a_count_below_one(monkeypatch, capsys):
-    code, out, err = run_bench("sampling_cpu", ["--repeats", "0"], monkeypatch, capsys)
-    assert code == 2 and out == "" and "bench_sampling_cpu.py: error: --repeats must be ≥ 1, got 0" in err, err
+@pytest.mark.parametrize("flags,named", [(["--repeats", "0"], "--repeats must be ≥ 1, got 0"),
+                                         (["--threads", "-1"], "--threads must be ≥ 0 (0: leave as is), got -1")])
+def test_bench_sampling_cpu_refuses_a_bad_count(flags, named, monkeypatch, capsys):
+    """--threads -1 was torch's RuntimeError, a traceback."""
+    code, out, err = run_bench("sampling_cpu", flags, monkeypatch, capsys)
+    assert code == 2 and out == "" and f"bench_sampling_cpu.py: error: {named}" in err, err
+
+
+def test_bench_tokenizers_tiktoken_is_tiktokens_own_gpt2_encoding():
+    """A benchmarking audit: the reference was built with minigpt's split pattern, ~10% slower than
+    the pattern of tiktoken's own gpt2 encoding (r50k's), so every "× tiktoken" was flattering."""
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    tik, _hf = script_globals("bench_tokenizer")["engines"]()
+    assert tik._pat_str == r50k_pat_str and tik.encode_ordinary("Hello world") == [15496, 995]
+
+
+def test_bench_generate_says_which_sampler_it_times(monkeypatch, capsys):
+    """A benchmarking audit: sampled runs took `generate`'s default sampler, the fused kernel or
+    torch's depending on whether triton imports, and the output did not say which."""
+    code, out, err = run_bench("generate", ["--model", "checkpoints/shakespeare", "--repeats", "1", "--new-tokens", "3",
+                                            "--batches", "1", "--ttft-lengths", "8", "--no-bf16", "--top-p", "0.9",
+                                            "--sampler", "torch"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "top_p 0.9 in every TPOT run (minigpt's torch sampler)" in out and "transformers runs fp32 on a CPU" in out

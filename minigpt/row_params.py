@@ -47,6 +47,8 @@ def check_logits(logits: torch.Tensor) -> None:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be (B, V), one row per sequence, got {shape}: for one row use "
                          "logits[None], for a model's (B, T, V) output its last position logits[:, -1]")
+    if logits.size(1) == 0:  # argmax and the kernel's launch would fail, naming neither
+        raise ValueError(f"logits have no vocabulary: shape {tuple(logits.shape)}, V = 0")
 
 
 def per_row(batch_size: int, copies: int = 1, **params: Param) -> dict[str, Param]:

@@ -333,7 +333,7 @@ def top_k_top_p_on_cpu(logits: torch.Tensor, top_k: Param, top_p: Param) -> tupl
 PARAM_RANGES = {
     # inf is no temperature: finite logits / inf are all 0, and a masked token's -inf / inf is NaN.
     "temperature": (lambda t: (t >= 0) & (t < math.inf), "[0, inf) (0 means greedy)"),
-    "top_k": (lambda k: k >= 0, "[0, inf) (0 means off)"),
+    "top_k": (lambda k: (k >= 0) & (k < math.inf), "[0, inf) (0 means off)"),
     "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
     "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
 }
@@ -385,7 +385,8 @@ def resolve_backend(backend: str, device: torch.device, name: str = "backend") -
     if backend == "triton":
         if not kernel_there:
             raise ValueError(f"{name}='triton' needs the `triton` package: pip install triton (in a checkout: pip install -e '.[gpu]')")
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        # Triton's own spellings of "on" (its getenv_bool): "true" turned the interpreter on and was refused here.
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "").lower() not in ("1", "true", "on", "yes"):
             raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
                              "set TRITON_INTERPRET=1 (before triton is imported) to run the kernel in Triton's CPU interpreter")
     return backend

@@ -670,6 +670,11 @@ def test_shapes_dtypes_and_devices_are_checked_before_launch(device: str):
             fused_sample(logits, **good, splits=splits)
     with pytest.raises(ValueError, match="splits must be a power of 2 in \\[1, min\\(V=300, 64\\)\\]"):
         fused_sample(torch.randn(2, 300, device=device), **good, splits=128)
+    # A one-token vocabulary strided along it (an audit's torch.randn(1, 2).t(), which the torch
+    # path takes) was refused as "contiguous along the vocabulary", a stride no read uses.
+    from minigpt.sampling import sample
+
+    assert sample(torch.randn(1, 2, device=device).t(), backend="triton").tolist() == [0, 0]
 
 
 def test_rows_are_split_only_while_one_program_per_row_leaves_sms_idle(monkeypatch):

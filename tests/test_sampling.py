@@ -1,5 +1,6 @@
 """Sampling: filters and penalties equal transformers' warpers; draws follow the filtered distribution."""
 import importlib.util
+import math
 import re
 
 import numpy as np
@@ -612,6 +613,21 @@ def test_backend_resolution(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="triton"):
         resolve_backend("triton", cpu)
+    if importlib.util.find_spec("triton") is not None:
+        # Triton's interpreter is on for "true", "ON", "yes" too (an audit's "true" was refused here).
+        for on in ("1", "true", "ON", "yes"):
+            monkeypatch.setenv("TRITON_INTERPRET", on)
+            assert resolve_backend("triton", cpu) == "triton"
+
+
+def test_an_infinite_top_k_or_an_empty_vocabulary_is_named():
+    """An audit: top_k=inf passed the range check ("[0, inf)") and failed as "cannot convert float
+    infinity to integer"; logits of no vocabulary failed inside argmax, or, on the kernel, as a
+    complaint about splits no one passed."""
+    with pytest.raises(ValueError, match=r"top_k must be in \[0, inf\) \(0 means off\), got inf"):
+        sample(random_logits(0, B=2), top_k=math.inf)
+    with pytest.raises(ValueError, match=r"logits have no vocabulary: shape \(2, 0\), V = 0"):
+        sample(torch.zeros(2, 0))
 
 
 def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):

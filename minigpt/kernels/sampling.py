@@ -66,7 +66,9 @@ passes, exact, and draws with one uniform.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
   apart), or whose max is its dtype's largest finite value (fp16's 65504: a model that overflowed),
   overflows the bracket to inf, and its top-k/top-p set can come out too large. Models' logits
-  stay within ±1e4; the torch path has no such limit.
+  stay within ±1e4. The torch path has limits of its own there: it divides the logits themselves
+  by the temperature, so a logit past 3.4e38 · T (5e32 at T = 1e-6) becomes inf and the row's
+  draw is wrong (the kernel's is right).
 """
 from __future__ import annotations
 
@@ -158,7 +160,8 @@ def _check_inputs(logits: torch.Tensor, params: dict[str, torch.Tensor]) -> None
         raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
     if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"logits must be float32, bfloat16 or float16, got {logits.dtype}")
-    if logits.stride(1) != 1:
+    # One column's stride is never used (torch calls such a view contiguous, and will not copy it).
+    if logits.size(1) > 1 and logits.stride(1) != 1:
         raise ValueError("logits must be contiguous along the vocabulary (stride(1) == 1)")
     B = logits.size(0)
     expected = {"temperature": ((B,), torch.float32), "top_k": ((B,), torch.int32), "top_p": ((B,), torch.float32),

@@ -205,8 +205,8 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
         if key.endswith(CONV1D_SUFFIXES):
             t = t.t()  # Conv1D (in, out) → Linear (out, in)
         if t.shape != expected[key]:
-            raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)} (after transposing Conv1D weights), "
-                             f"but this config expects {tuple(expected[key])}")
+            raise ValueError(f"tensor {name!r} in {path} has shape {tuple(t.shape)} (after transposing Conv1D "
+                             f"weights), but its config.json expects {tuple(expected[key])}")
         if not t.is_floating_point():
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
         state[key] = as_held(t, dtype, device)

@@ -254,7 +254,12 @@ class GPTConfig:
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
             d = d | {k: g.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-        return cls.from_hf_dict(d)
+        try:
+            return cls.from_hf_dict(d)
+        except ValueError as e:  # named by its path: "config.json sets ..." did not say which checkpoint's
+            said = str(e)
+            raise ValueError(f"{path}{said.removeprefix('config.json')}" if said.startswith("config.json")
+                             else f"{path}: {said}") from None
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:
         """Write `config.json` atomically (temp name, then rename)."""

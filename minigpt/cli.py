@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from minigpt.files import stdout_to_devnull
@@ -25,6 +28,28 @@ COMMANDS = {
     "bench": ("minigpt.bench", "run a benchmark script from scripts/"),
     "download": ("minigpt.download", "download GPT-2 weights from the Hugging Face Hub"),
 }
+
+
+def in_flags(message: str, names: Sequence[str]) -> str:
+    """A library function's message in a command's words: each argument name of `names` (those the
+    command's flags set: generate_cli's FLAG_ARGS, evaluate's) becomes its flag, and `name=value`
+    becomes `--flag value`, as typed: "min_new_tokens must be in [0, max_new_tokens=2]" →
+    "--min-new-tokens must be in [0, --max-new-tokens 2]". Whole names only: "stop" in "--stop" or
+    "stopping" stays."""
+    pattern = r"(?<![\w.-])(" + "|".join(names) + r")(?!\w)(=?)"
+    return re.sub(pattern, lambda m: "--" + m[1].replace("_", "-") + " " * bool(m[2]), message)
+
+
+@contextmanager
+def flag_words(names: Sequence[str]) -> Iterator[None]:
+    """Pass on the value errors of the library calls inside `in_flags` (the same error, its message
+    renamed). Only around such calls: a file name or a message of the command's own ("at
+    temperature 1") holds no argument name to rename."""
+    try:
+        yield
+    except (ValueError, FloatingPointError) as e:
+        e.args = (in_flags(str(e), names),)
+        raise
 
 
 def prog(command: str) -> str:

@@ -35,7 +35,7 @@ from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
-# name the argument, the CLI's name the flag (generate_cli.flag_words renames them).
+# name the argument, the CLI's name the flag (minigpt/cli.py's flag_words renames them).
 FLAG_ARGS = ("max_length", "stride")
 
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.checkpoint import is_classifier_checkpoint
     from minigpt.data import encode_text
     from minigpt.files import STDIN, read_text_or_stdin
-    from minigpt.generate_cli import flag_words
+    from minigpt.cli import flag_words
     from minigpt.model import GPT
     from minigpt.tokenizer import Tokenizer
 

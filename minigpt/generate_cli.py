@@ -7,7 +7,7 @@ hands it to minigpt/text_generation.py's `stream_text` (one text, printed as it 
 --stream) or `generate_text` (-n samples or --num-beams) in `print_texts`, or to minigpt/explain.py
 (--explain, `print_explained`). With --prompts-file, a file of prompts (`read_prompts`) goes to
 `generate_texts` in batches, and each prompt's texts come out as one JSON line (`print_jsonl`).
-A value those functions refuse is reported by its flag, not by their Python name (`flag_words`).
+A value those functions refuse is reported by its flag, not by their Python name (minigpt/cli.py's `flag_words`).
 """
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
+from minigpt.cli import flag_words
 from minigpt.config import CHECKPOINTS
 from minigpt.files import not_utf8, read_text_or_stdin, source_name
 from minigpt.generation import run_to_end
@@ -134,7 +133,7 @@ def check_flags(args: argparse.Namespace, typed: set[str]) -> None:
     check_output_flags(args, typed)  # what is printed: --prompts-file's lines, --explain's table, -n texts, --stream
     check_decoding_flags(args, typed)  # how tokens are chosen: greedy, sampled, or beam search
     if args.seed is not None:  # before any work: --prompts-file draws its batches' seeds from it first
-        with flag_words():
+        with flag_words(FLAG_ARGS):
             check_seed(args.seed)
 
 
@@ -210,27 +209,6 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
         if "slide" in typed:  # else generate's own error, in its argument names (slide, num_beams)
             raise ValueError("--slide is not supported with beam search (--num-beams > 1): beam search keeps its beams "
                              "in one context; drop --slide, or use --num-beams 1")
-
-
-def in_flags(message: str, names: tuple[str, ...] = FLAG_ARGS) -> str:
-    """A message of generate's in this command's words: each of `names` (`FLAG_ARGS`, or another
-    command's own: `minigpt eval`'s) becomes its flag, and `name=value` becomes `--flag value`, as
-    typed: "min_new_tokens must be in [0, max_new_tokens=2]" → "--min-new-tokens must be in [0,
-    --max-new-tokens 2]". Whole names only: "stop" in "--stop" or "stopping" stays."""
-    pattern = r"(?<![\w.-])(" + "|".join(names) + r")(?!\w)(=?)"
-    return re.sub(pattern, lambda m: "--" + m[1].replace("_", "-") + " " * bool(m[2]), message)
-
-
-@contextmanager
-def flag_words(names: tuple[str, ...] = FLAG_ARGS) -> Iterator[None]:
-    """Pass on generate's value errors `in_flags` (the same error, its message renamed; another
-    command passes the argument names its flags set). Only around calls into generate: a file name
-    or a message of this command's own ("at temperature 1") holds no argument name to rename."""
-    try:
-        yield
-    except (ValueError, FloatingPointError) as e:
-        e.args = (in_flags(str(e), names),)
-        raise
 
 
 def read_prompts(path: str) -> tuple[list[dict], list[int]]:
@@ -315,7 +293,7 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     # window (a file of up to 16 batches) draws exactly what one generate_texts call would.
     with tqdm(total=len(ids), desc="generating", unit="prompt") as bar:
         for start, seed in zip(starts, batch_seeds(args.seed, len(starts))):
-            with flag_words():
+            with flag_words(FLAG_ARGS):
                 texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,
                                               num_return_sequences=args.num_return_sequences, progress=bar,
                                               **{**kwargs, "seed": seed})
@@ -517,7 +495,7 @@ def print_explained(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace, 
     """--explain: each step's candidates after every filter (minigpt/explain.py), then the text."""
     from minigpt.explain import explain  # imported here: only --explain needs it
 
-    with torch.inference_mode(), flag_words():  # generate's errors, named by the flags typed
+    with torch.inference_mode(), flag_words(FLAG_ARGS):  # generate's errors, named by the flags typed
         text = explain(model, tokenizer, ids, steps=args.max_new_tokens, seed=args.seed, **sampling)
     print(f"\n{prompt}{text}")
 
@@ -527,7 +505,7 @@ def print_texts(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace, ids:
     """The texts of one prompt, each after the prompt: -n samples or --num-beams' best beams, each
     under a header when there are several; else one text, printed whole at the end or, with
     --stream, piece by piece. Returns generate's stats."""
-    with torch.inference_mode(), flag_words():  # generate's errors, named by the flags typed
+    with torch.inference_mode(), flag_words(FLAG_ARGS):  # generate's errors, named by the flags typed
         if args.num_beams > 1 or args.num_return_sequences > 1:
             texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
                                          **kwargs)

@@ -2905,15 +2905,19 @@ def test_another_models_tokenizer_is_refused_not_taken_for_a_padded_vocabulary()
 
 
 def test_in_flags_renames_whole_argument_names_only():
-    """generate_cli.in_flags (a mutation audit: its lookbehind was untested): an argument name
-    becomes its flag, name=value becomes `--flag value`; a name inside another word, after a dot,
-    or already a flag stays as it is."""
-    from minigpt.generate_cli import in_flags
+    """cli.in_flags (a mutation audit: its lookbehind was untested): an argument name becomes its
+    flag, name=value becomes `--flag value`; a name inside another word, after a dot, or already a
+    flag stays as it is."""
+    from minigpt.cli import in_flags
+    from minigpt.generate_cli import FLAG_ARGS
 
-    assert in_flags("early_stopping must be True, False or 'never'") == "--early-stopping must be True, False or 'never'"
-    assert in_flags("min_new_tokens must be in [0, max_new_tokens=2]") == "--min-new-tokens must be in [0, --max-new-tokens 2]"
+    def words(message: str) -> str:
+        return in_flags(message, FLAG_ARGS)
+
+    assert words("early_stopping must be True, False or 'never'") == "--early-stopping must be True, False or 'never'"
+    assert words("min_new_tokens must be in [0, max_new_tokens=2]") == "--min-new-tokens must be in [0, --max-new-tokens 2]"
     untouched = "torch.manual_seed; batch_seed 2; --stop x; stopping; seeds"
-    assert in_flags(untouched) == untouched
+    assert words(untouched) == untouched
 
 
 # ---- the CLI's flags reach generate (a mutation audit: --stop, --seed and the sampling defaults

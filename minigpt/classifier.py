@@ -199,7 +199,7 @@ class GPTClassifier(nn.Module):
                              "classifier predicts one label per text (a softmax over them)")
         head = d.get("minigpt_head", {})
         with torch.device("meta"):  # shapes only; the real tensors are assigned below
-            model = cls(GPT(GPTConfig.from_hf_dict(d)), num_labels, pooling=head.get("pooling", "last"),
+            model = cls(GPT(GPTConfig.from_hf_dict(d, source=str(path / "config.json"))), num_labels, pooling=head.get("pooling", "last"),
                         hidden=tuple(head.get("hidden", ())), id2label=id2label)
         # The checkpoint's pad_token_id as it is, None included (transformers' default: such a checkpoint
         # pools each row's last token), not the constructor's <|endoftext|> default: that would cut a text

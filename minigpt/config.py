@@ -169,32 +169,33 @@ class GPTConfig:
     # ---- Hugging Face config.json -------------------------------------------------------------
 
     @classmethod
-    def from_hf_dict(cls, d: dict) -> "GPTConfig":
+    def from_hf_dict(cls, d: dict, source: str = "config.json") -> "GPTConfig":
         """A config.json's dict (transformers' GPT2Config) as a GPTConfig; a GPT-2 variant minigpt
-        does not implement (another activation, cross-attention, untied weights) is a ValueError."""
+        does not implement (another activation, cross-attention, untied weights) is a ValueError.
+        `source` names the file in errors and warnings (`from_json` gives its path)."""
         if not isinstance(d, dict):
-            raise ValueError(f"config.json must hold a JSON object, got {type(d).__name__}")
+            raise ValueError(f"{source} must hold a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type")
         if model_type != "gpt2":
-            raise ValueError(f"config.json has model_type={model_type!r}; minigpt loads only 'gpt2' models")
+            raise ValueError(f"{source} has model_type={model_type!r}; minigpt loads only 'gpt2' models")
         act = d.get("activation_function", "gelu_new")
         if act not in _TANH_GELU_NAMES:
-            raise ValueError(f"config.json has activation_function={act!r}; GPT-2 uses one of {_TANH_GELU_NAMES}")
+            raise ValueError(f"{source} has activation_function={act!r}; GPT-2 uses one of {_TANH_GELU_NAMES}")
         for flag in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
             if d.get(flag):
-                raise ValueError(f"config.json sets {flag}=true, which minigpt's GPT-2 does not implement")
+                raise ValueError(f"{source} sets {flag}=true, which minigpt's GPT-2 does not implement")
         if d.get("scale_attn_weights") is False:
-            raise ValueError("config.json sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
+            raise ValueError(f"{source} sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
         # Only a language model has an lm_head to tie; transformers' classifier has none, so there the
         # flag says nothing about the weights (and load_gpt refuses a classifier by its name).
         is_classifier = "GPT2ForSequenceClassification" in (d.get("architectures") or [])
         if d.get("tie_word_embeddings") is False and not is_classifier:
-            raise ValueError("config.json sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
+            raise ValueError(f"{source} sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
         d = dict(d)
         for alias, name in _HF_ALIASES.items():  # transformers' GPT2Config reads either name
             if alias in d:
                 if name in d and d[name] != d[alias]:
-                    raise ValueError(f"config.json sets {name}={d[name]!r} and its alias {alias}={d[alias]!r}, which disagree")
+                    raise ValueError(f"{source} sets {name}={d[name]!r} and its alias {alias}={d[alias]!r}, which disagree")
                 d[name] = d.pop(alias)
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names and k != "dropout"}
@@ -202,14 +203,14 @@ class GPTConfig:
         # cannot be kept: say which one is used, rather than train with another model's dropout.
         rates = {k: d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
         if len(set(rates.values())) > 1:
-            warnings.warn(f"config.json sets {', '.join(f'{k}={v}' for k, v in rates.items())}; minigpt has one "
+            warnings.warn(f"{source} sets {', '.join(f'{k}={v}' for k, v in rates.items())}; minigpt has one "
                           f"dropout rate and uses resid_pdrop={rates['resid_pdrop']} for all three (only training "
                           "sees it: set_dropout or --dropout to choose another)", stacklevel=3)
         kwargs["dropout"] = float(rates["resid_pdrop"])
         try:  # a null token id is None: the model has no such token, as in transformers
             return cls(**kwargs)
-        except TypeError as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as a bad value
-            raise ValueError(f"config.json: {e}") from None
+        except (TypeError, ValueError) as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as such
+            raise ValueError(f"{source}: {e}") from None
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
         """The dict config.json holds, as transformers' GPT2Config writes it (HF's three dropout rates
@@ -254,12 +255,7 @@ class GPTConfig:
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
             d = d | {k: g.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-        try:
-            return cls.from_hf_dict(d)
-        except ValueError as e:  # named by its path: "config.json sets ..." did not say which checkpoint's
-            said = str(e)
-            raise ValueError(f"{path}{said.removeprefix('config.json')}" if said.startswith("config.json")
-                             else f"{path}: {said}") from None
+        return cls.from_hf_dict(d, source=str(path))  # "config.json sets ..." did not say which checkpoint's
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:
         """Write `config.json` atomically (temp name, then rename)."""

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from minigpt.files import atomic_path, atomic_write_text, read_json, read_text
+from minigpt.files import atomic_path, atomic_write_text, not_utf8, read_json, read_text
 from minigpt.pretokenize import safe_cut_at, safe_pieces, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
@@ -182,7 +182,7 @@ def check_input(path: Path) -> None:
     """Raise, naming `path`, unless it is a file prepare can tokenize: one that exists, is not a
     directory or empty, and is UTF-8 throughout. The UTF-8 check decodes UTF8_CHECK_BYTES at a
     time (an incremental decoder carries a character cut between two blocks over), so a corpus
-    larger than memory is checked too; the error is read_text's (minigpt/files.py), offset and all."""
+    larger than memory is checked too; the error is read_text's (minigpt/files.py's `not_utf8`), offset and all."""
     if path.is_dir():
         raise IsADirectoryError(f"input {path} is a directory; prepare reads text files (name the files in it)")
     if not path.is_file():
@@ -196,9 +196,8 @@ def check_input(path: Path) -> None:
             held = len(decoder.getstate()[0])  # the start of a character that the last block cut off
             try:
                 decoder.decode(block, final=not block)  # b"": the end, where a cut-off character is an error
-            except UnicodeDecodeError as e:  # e.start counts from the held bytes: made the file's offset
-                raise ValueError(f"{path} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset "
-                                 f"{done - held + e.start}; convert it first (e.g. iconv -f latin1 -t utf-8)") from None
+            except UnicodeDecodeError as e:  # e.start counts from the held bytes
+                raise not_utf8(path, e, at=done - held) from None
             if not block:
                 return
             done += len(block)

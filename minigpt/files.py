@@ -183,9 +183,10 @@ def read_text_or_stdin(path: str | os.PathLike) -> str:
         stdin.detach()  # else the wrapper, once collected, would close the process's stdin with it
 
 
-def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError) -> ValueError:
-    """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the fix."""
-    return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start}; "
+def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> ValueError:
+    """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
+    fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece)."""
+    return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {at + e.start}; "
                       "convert it first (e.g. iconv -f latin1 -t utf-8)")
 
 

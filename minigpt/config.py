@@ -79,6 +79,14 @@ def shipped_path(path: str | os.PathLike) -> str | os.PathLike:
     return path
 
 
+def ids_file(config_path: Path) -> Path:
+    """The file a model's token ids (bos, eos, pad) are read from: the generation_config.json beside
+    `config_path` where there is one (transformers' `generate` takes them from that file alone, an
+    id it lacks being none), else config.json itself."""
+    generation = config_path.with_name("generation_config.json")
+    return generation if generation.is_file() else config_path
+
+
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
 # and what OpenAI's checkpoints say), "gelu_pytorch_tanh", "gelu_fast" or "gelu_accurate" (the same
 # formula; transformers' gelu_accurate computes bitwise what its gelu_new does). Plain "gelu" (exact
@@ -249,8 +257,8 @@ class GPTConfig:
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
         d = read_json(path)
-        generation = path.with_name("generation_config.json")
-        if isinstance(d, dict) and generation.is_file():
+        generation = ids_file(path)
+        if isinstance(d, dict) and generation != path:
             g = read_json(generation)
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")

@@ -395,8 +395,8 @@ def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, 
     """--model, then its tokenizer (--tokenizer, or the model's directory), checked to fit each
     other. The model first: a wrong --model (or a classifier) is reported as the model's, not as a
     missing tokenizer. A config whose EOS the model has no row for gets the tokenizer's, with a
-    warning on stderr that names the file to fix (`ids_file`)."""
-    from minigpt.config import gpt2_name
+    warning on stderr that names the file to fix (`ids_file`: generation_config.json where there is one)."""
+    from minigpt.config import gpt2_name, ids_file, shipped_path
     from minigpt.evaluate import check_tokenizer_fits
     from minigpt.model import GPT
     from minigpt.tokenizer import GPT2_DIR, Tokenizer
@@ -418,7 +418,7 @@ def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, 
     check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
     stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row
     which = "which" if len(cfg.eos_ids) == 1 else f"whose {stale}"
-    where = ids_file(model_dir)
+    where = ids_file(Path(shipped_path(model_dir)) / "config.json").name  # (README's checkpoints/..., installed)
     null = "eos_token_id null" if where == "config.json" else \
         "eos_token_id null or left out; the ids come from it, not config.json"
     named = (f"names eos_token_id = {cfg.eos_token_id}, {which} this {cfg.vocab_size}-token model does not have"
@@ -428,17 +428,6 @@ def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, 
               f"({tokenizer.eos_token_id}). Set eos_token_id and bos_token_id in {where} to silence this",
               file=sys.stderr)
     return model, tokenizer
-
-
-def ids_file(model_dir: Path) -> str:
-    """The file a model's token ids are read from, as GPTConfig.from_json (and transformers) reads
-    them: generation_config.json alone where there is one, whatever config.json says; else
-    config.json. The stale-EOS warning blamed config.json for an EOS that generation_config.json
-    left out."""
-    from minigpt.config import shipped_path
-
-    holds = (Path(shipped_path(model_dir)) / "generation_config.json").is_file()  # (README's checkpoints/..., installed)
-    return "generation_config.json" if holds else "config.json"
 
 
 def check_room_for_a_prompt(model: GPT, args: argparse.Namespace, typed: set[str]) -> None:

@@ -119,6 +119,20 @@ def test_bench_tokenizer_without_its_texts_names_the_missing_file(tmp_path, monk
     assert f"bench_tokenizer.py: error: no such file: {tmp_path / 'missing.txt'}" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("name, oracle", [("tokenizer", "tiktoken"), ("generate", "transformers")])
+def test_a_benchmark_without_its_reference_says_which_extra_to_install(name, oracle, monkeypatch, capsys):
+    """A checkout installed without the `test` extra (a packaging audit): `minigpt bench tokenizer
+    --help` ended in a ModuleNotFoundError traceback. It says in one line what to install."""
+    from minigpt import bench
+    from minigpt.cli import prog
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    monkeypatch.setitem(sys.modules, oracle, None)  # `import tiktoken` then fails as if it were not installed
+    assert bench.main([name, "--help"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{prog('bench')} {name}: needs {oracle}, its reference: pip install -e '.[test]'\n", err
+
+
 def test_version_names_this_minigpt_and_where_it_is(capsys):
     """`minigpt --version`: the version pyproject.toml reads from minigpt.__version__, and the
     package's folder, to tell this minigpt from PyPI's project of the same name."""

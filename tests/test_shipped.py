@@ -93,11 +93,17 @@ def test_a_wheel_runs_without_the_checkout(tmp_path):
         shutil.copy(repo / part, src / part)
     for part in ("minigpt", "checkpoints/shakespeare"):
         shutil.copytree(repo / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "checkpoints/shakespeare/model.safetensors.partial").write_bytes(b"left by a stopped copy")
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "-w", str(tmp_path / "wheel"), str(src)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "wheel").glob("minigpt-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    # The shipped files, listed in pyproject.toml; not whatever else lies in the folder (a packaging
+    # audit: a stray model.safetensors.partial went into the wheel).
+    shipped = {p.name for p in (tmp_path / "site" / "minigpt" / "checkpoints" / "shakespeare").iterdir()}
+    assert shipped - {"__init__.py"} == {p.name for p in SHIPPED.iterdir() if not p.name.endswith(".partial")}
+    assert "model.safetensors.partial" not in shipped
     # Its license as an SPDX expression, with minigpt's text and OpenAI's for GPT-2's files (a
     # packager's audit: a TOML table, which setuptools deprecates, and no text of minigpt's own).
     (info,) = (tmp_path / "site").glob("minigpt-*.dist-info")
@@ -166,10 +172,12 @@ def test_an_sdist_carries_what_its_tests_need(tmp_path):
     shutil.copytree(repo, src, ignore=ignore)
     (src / "scripts" / "__pycache__").mkdir()  # as the tests that load a script leave behind
     (src / "scripts" / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"")
+    (src / "scripts" / "results.csv").write_text("a benchmark's output\n")  # scripts are *.py and *.sh only
+    (src / "checkpoints" / "shakespeare" / "model.safetensors.partial").write_bytes(b"")
     build = subprocess.run([sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"],
                            capture_output=True, text=True, timeout=300, cwd=src)
     assert build.returncode == 0, build.stderr
     with tarfile.open(src / "dist" / build.stdout.split()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     assert {"tests/conftest.py", "BENCHMARKS.md", "scripts/bench_generate.py", "tests/test_shipped.py"} <= names
-    assert not [name for name in names if name.endswith(".pyc")], "bytecode in the sdist"
+    assert not [name for name in names if name.endswith((".pyc", ".csv", ".partial"))], "stray files in the sdist"

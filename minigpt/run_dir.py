@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text
@@ -238,10 +239,36 @@ def next_lost(out: Path, name: str = "log", suffix: str = ".jsonl") -> Path:
     return next(out / n for n in names if not (out / n).exists())
 
 
+def env_rank() -> tuple[int, int]:
+    """(rank, world size) of this process, as torchrun sets them in RANK and WORLD_SIZE; (0, 1) for
+    a plain run, which sets neither. Both are checked, as a stray RANK (left exported in a shell,
+    or copied from a job script) made a plain run a "rank 1" of one process: it trained, saved
+    nothing (rank 0 writes OUT_DIR) and exited 0, or kept its errors to itself."""
+    world, rank = env_int("WORLD_SIZE", 1), env_int("RANK", 0)
+    if world < 1:
+        raise ValueError(f"WORLD_SIZE={world} is set: a run has 1 process or more; unset WORLD_SIZE, or launch with "
+                         "torchrun")
+    if world == 1 and rank != 0:
+        raise ValueError(f"RANK={rank} is set but WORLD_SIZE is not (or is 1): unset RANK, or launch with torchrun")
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is set, outside 0..{world - 1} (WORLD_SIZE={world}): unset RANK and WORLD_SIZE, "
+                         "or launch with torchrun")
+    return rank, world
+
+
+def env_int(name: str, default: int) -> int:
+    """An environment variable that holds a count, or a ValueError naming it (int's own names neither)."""
+    text = os.environ.get(name, str(default))
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is set, not a whole number: unset {name}, or launch with torchrun") from None
+
+
 def is_rank_0() -> bool:
     """Whether this is the process that writes OUT_DIR (rank 0 under torchrun; the only one otherwise),
     for the checks that run before train_loop's Runtime exists."""
-    return os.environ.get("RANK", "0") == "0"
+    return env_rank()[0] == 0
 
 
 def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: str) -> None:
@@ -380,7 +407,9 @@ def check_out_dir(cfg: TrainConfig) -> None:
                               f"start it again from step 0, give the same command with --resume (its log is then kept as "
                               f"{next_lost(out).name}), or choose another --out")
     if found:
-        what = ("pass --resume to continue that run, or choose another --out" if STATE_FILE in found else
+        # (said to `minigpt train` and to a Python caller of `pretrain` / `finetune` alike: both spellings)
+        what = ("pass --resume (resume=True in Python) to continue that run, or choose another --out"
+                if STATE_FILE in found else
                 f"it is not a run that --resume can continue (no {STATE_FILE}): choose another --out, or move those files away")
         raise FileExistsError(f"{out} already holds a checkpoint or a run ({', '.join(found)}); {what}")
     # A tokenizer alone (one saved there by transformers, say): the run's checkpoints write theirs
@@ -587,30 +616,53 @@ def truncate_log(out: Path, step: int, keep_at_step: Callable[[dict], bool] = la
         atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in keep))
 
 
+# Why loss.png was skipped, each cause said once (`plot_log`), not at every evaluation of the run.
+_curve_skipped: set[str] = set()
+
+
 def plot_log(out: Path) -> None:
     """Draw train and val loss against step from log.jsonl into loss.png, and a classifier's val
-    accuracy on a second axis (its loss is per text, not per token)."""
+    accuracy on a second axis (its loss is per text, not per token).
+
+    The curve is a side product (log.jsonl holds its numbers): without matplotlib, or when drawing
+    or saving it fails, a warning says so once and the run trains on, where it died at its first
+    evaluation with a traceback."""
+    records = read_log(out)  # (a damaged log is no side matter: --resume reads it)
+    try:
+        draw_curves(records, out)
+    except Exception as e:  # ImportError, a broken matplotlib or font cache, a full disk
+        cause = f"{type(e).__name__}: {e}"
+        if cause not in _curve_skipped:
+            _curve_skipped.add(cause)
+            # tqdm.write: on a line of its own, above the progress bar (`train_loop`'s), not after it
+            tqdm.write(f"warning: {out / PLOT_FILE} is not drawn ({cause}); the run goes on, and {LOG_FILE} holds the "
+                       "losses", file=sys.stderr)
+
+
+def draw_curves(records: list[dict], out: Path) -> None:
+    """`plot_log`'s drawing: the log's `records` into OUT_DIR/loss.png."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: draw straight into a file
     import matplotlib.pyplot as plt
 
-    records = read_log(out)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("loss", "train"), ("val_loss", "val")):
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
-    accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
-    ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=str(out))
-    handles = ax.get_legend_handles_labels()
-    if accuracy:
-        right = ax.twinx()
-        right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
-        right.set_ylabel("accuracy")
-        handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
-    ax.legend(*handles)
-    ax.grid(alpha=0.3)
-    with atomic_path(out / PLOT_FILE) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
-    plt.close(fig)
+    try:
+        for key, label in (("loss", "train"), ("val_loss", "val")):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            if points:
+                ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
+        accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
+        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=str(out))
+        handles = ax.get_legend_handles_labels()
+        if accuracy:
+            right = ax.twinx()
+            right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
+            right.set_ylabel("accuracy")
+            handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
+        ax.legend(*handles)
+        ax.grid(alpha=0.3)
+        with atomic_path(out / PLOT_FILE) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
+    finally:
+        plt.close(fig)  # a figure that failed too: pyplot would keep every one of them open

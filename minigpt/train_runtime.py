@@ -5,8 +5,9 @@ finetune`: `run_command(work)` → `setup_runtime` (device, dtype; under torchru
 group) → the loop, which checks `StopSignal` once a step → exit code.
 
 - **Processes.** Under `torchrun --nproc_per_node=N`, each process reads RANK / WORLD_SIZE from
-  its environment and joins one process group (NCCL on GPUs, gloo on CPUs); `Runtime` is what a
-  process knows of itself: its rank, the world size, its device and its autocast dtype.
+  its environment (`env_rank`, which refuses a stray RANK without torchrun) and joins one process
+  group (NCCL on GPUs, gloo on CPUs); `Runtime` is what a process knows of itself: its rank, the
+  world size, its device and its autocast dtype.
 - **Stopping.** Ctrl-C or SIGTERM (what torchrun and job schedulers send) must not stop a run in
   the middle of an update or a checkpoint write: `StopSignal` only records it, and the loop saves
   at the end of the step and raises `Stopped`. Under DDP every process stops at the same step.
@@ -17,7 +18,8 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
   the others (`on_rank_0`), which then end quietly instead of failing in their next collective.
   An error met once the processes have joined, perhaps by one alone (its batch unreadable), is
   said by the first to meet it, naming its rank, and a peer whose collective it broke ends quietly
-  (`say_error`).
+  (`say_error`). A process killed at once (SIGKILL: the OOM killer's) says nothing: the peer whose
+  collective it broke says that it is gone, and what is left (`lost_a_peer`).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import torch.distributed as dist
 
 from minigpt.checkpoint import resolve_device
 from minigpt.files import stdout_to_devnull
-from minigpt.run_dir import is_rank_0
+from minigpt.run_dir import env_rank, is_rank_0
 from minigpt.train_config import TrainConfig
 
 # ---- processes and devices ----------------------------------------------------------------------
@@ -90,8 +92,7 @@ def tf32_matmuls(device: torch.device) -> Iterator[None]:
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Pick the device and dtype; under torchrun, join the process group (NCCL on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = env_rank()  # a stray RANK without torchrun is refused, not trained as a silent "rank 1"
     if cfg.grad_accum % world:  # checked before joining the process group: a bad flag needs no rendezvous
         raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
     device = resolve_device(cfg.device)  # "auto", or "cuda" on a machine without it: an error that says so
@@ -250,11 +251,22 @@ def say_error(prog: str, text: str) -> None:
     The count is also how a process whose collective broke learns that a peer said why
     (`peer_said_error`). Where the store cannot be reached, it is said (twice at worst, not never)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        if os.environ.get("LOCAL_RANK", "0") == "0":
+        if first_on_its_machine():
             print(f"{prog}: {text}", file=sys.stderr)
     elif first_to_say(text):
         # On a line of its own: rank 0's progress bar may be mid-line on the same terminal.
         print(f"\n{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
+
+
+def first_on_its_machine() -> bool:
+    """Whether this process says an error met before the processes joined: under torchrun, the
+    machine's first (LOCAL_RANK 0); a plain run always, whatever LOCAL_RANK a shell left exported
+    (it kept a plain run's errors unsaid, exit code 2 and no word)."""
+    try:
+        world = env_rank()[1]
+    except ValueError:  # RANK or WORLD_SIZE is wrong: the error to say, by every process that meets it
+        return True
+    return world == 1 or os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def first_to_say(text: str) -> bool:
@@ -277,6 +289,24 @@ def peer_said_error() -> bool:
         return dist.distributed_c10d._get_default_store().check([ERRORS_SAID])
     except Exception:
         return False
+
+
+# What a collective raises on a peer process gone, its sockets closed by the kernel as it died:
+# gloo's "Read error ...: Connection reset by peer", "Connection closed by peer" or a write's
+# "Broken pipe"; NCCL's "remote process exited or there was a network error".
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "remote process exited")
+PEER_LOST = ("error: another process of this run ended without saying why (killed? out of memory?), breaking this "
+             "one's collective; the last checkpoint written whole in --out stands: continue the run with --resume")
+
+
+def lost_a_peer(error: Exception) -> bool:
+    """Whether `error` is a collective's failure on a peer process gone (`PEER_GONE`), one that
+    could not say why (`say_error`): a SIGKILL (the OOM killer's) ends a process at once. Narrow on
+    purpose, so that this process's own bug keeps its traceback: only in a process group with
+    peers, only a RuntimeError (what torch.distributed raises, DistBackendError among them), and
+    only one naming a lost connection."""
+    return (dist.is_initialized() and dist.get_world_size() > 1 and isinstance(error, RuntimeError)
+            and any(words in str(error) for words in PEER_GONE))
 
 
 # How long a torchrun worker that failed only because a peer had waits before it ends: torchrun's
@@ -318,6 +348,9 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         code, consequence = 2, True
     except Exception as e:
         if peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
+            code, consequence = 2, True
+        elif lost_a_peer(e):  # a peer killed (SIGKILL: the OOM killer, say) said nothing: this one says what is left
+            say_error(prog, PEER_LOST)
             code, consequence = 2, True
         elif not (ours and dist.is_initialized()):
             raise

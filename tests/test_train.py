@@ -2484,3 +2484,109 @@ def test_torchrun_prints_the_result_once(tmp_path):
                     "--eval-interval", "0", "--eval-iters", "1", "--device", "cpu", "--out", str(tmp_path / "out"))
     results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 1 and json.loads(results[0])["step"] == 1, proc.stdout
+
+
+# ---- a stray RANK, a peer killed, no matplotlib, the --resume of Python callers (an audit) ----
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"RANK": "1"}, "RANK=1 is set but WORLD_SIZE is not (or is 1): unset RANK, or launch with torchrun"),
+    ({"RANK": "1", "WORLD_SIZE": "1"}, "RANK=1 is set but WORLD_SIZE is not (or is 1)"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 is set, outside 0..1 (WORLD_SIZE=2)"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is set, not a whole number"),
+])
+def test_a_stray_rank_is_refused_before_any_work(tmp_path, monkeypatch, capsys, env, said):
+    """An audit: a RANK left in the environment of a plain run (no torchrun) made it "rank 1" of a
+    run of one process: it trained, wrote nothing (rank 0 alone writes OUT_DIR) and exited 0."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    assert train_main(["--data", str(make_data(tmp_path / "data")), "--out", str(out), "--preset", "gpt2-tiny",
+                       "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--max-iters", "2",
+                       "--device", "cpu"]) == 2
+    assert f"minigpt train: error: {said}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_plain_run_says_its_errors_whatever_local_rank_a_shell_left(tmp_path, monkeypatch, capsys):
+    """An audit: with a stray LOCAL_RANK=1 a plain run's error (a missing --data) was not said at
+    all, exit code 2 and no word: LOCAL_RANK picks the process that speaks only under torchrun."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert train_main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert f"--data {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+
+
+RANK_1_KILLED = """
+import os, signal, sys
+import minigpt.pretrain
+
+real, calls = minigpt.pretrain.sample_batch, [0]
+
+
+def sample(tokens, *args):  # rank 1 is killed at once, as by the OOM killer, after its first checkpoint
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and calls[0] == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(tokens, *args)
+
+
+minigpt.pretrain.sample_batch = sample
+sys.exit(minigpt.pretrain.main(sys.argv[1:]))
+"""
+
+
+def test_a_peer_killed_without_a_word_is_said_in_one_line_with_what_is_left(tmp_path):
+    """An audit: a torchrun worker SIGKILLed (the OOM killer) could say nothing, and the process
+    whose collective it broke printed ~30 lines of gloo's traceback ("Read error ...: Connection
+    reset by peer"), not what was saved. Now that process says in one line that a peer is gone
+    and that the last checkpoint stands, for --resume."""
+    script = tmp_path / "rank_1_killed.py"
+    script.write_text(RANK_1_KILLED)
+    out = tmp_path / "out"
+    proc = torchrun("--data", str(make_data(tmp_path / "data")), "--preset", "gpt2-tiny", "--n-layer", "1",
+                    "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "2", "--grad-accum", "2",
+                    "--max-iters", "8", "--eval-interval", "2", "--eval-iters", "1", "--device", "cpu",
+                    "--out", str(out), script=script, fails=True)
+    said = [line for line in proc.stderr.splitlines() if "another process of this run ended" in line]
+    assert said == ["minigpt train (rank 0): " + train_runtime.PEER_LOST], proc.stderr
+    assert "by peer" not in proc.stderr and "pair.cc" not in proc.stderr, proc.stderr
+    assert root_cause(proc) == ("1", "-9")  # torchrun's report names the process killed
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] >= 2  # the checkpoint the line says stands
+
+
+def test_a_run_without_matplotlib_trains_on_without_its_curve(tmp_path, monkeypatch, capsys):
+    """An audit: without matplotlib (or with one that fails to import) a run died at its first
+    evaluation with a traceback. loss.png is a side product (log.jsonl holds the numbers): the run
+    says once that it is not drawn, and trains to its end."""
+    monkeypatch.setattr(minigpt.run_dir, "_curve_skipped", set())
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    out = tmp_path / "out"
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), out))  # evaluations at steps 6 and 12
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "loss.png is not drawn" in line]
+    assert len(warnings) == 1 and "matplotlib" in warnings[0], warnings
+    assert final_state(out)["step"] == 12 and not (out / "loss.png").exists()
+
+
+def test_a_curve_that_cannot_be_saved_is_skipped_with_its_figure_closed(tmp_path, monkeypatch, capsys):
+    """The other side of the audit above: a failure while saving loss.png (a full disk) is a warning
+    too, and leaves neither a loss.png nor an open figure (pyplot would keep one per evaluation)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(minigpt.run_dir, "_curve_skipped", set())
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    (tmp_path / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 5.0}) + "\n")
+    minigpt.run_dir.plot_log(tmp_path)
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "loss.png").exists() and plt.get_fignums() == []
+
+
+def test_an_out_dir_holding_a_run_names_resume_for_python_callers_too(tmp_path):
+    """An audit: `pretrain` or `finetune` called from Python a second time on the same OUT_DIR was
+    told to "pass --resume", a flag Python has not: the config field is resume=True."""
+    (tmp_path / STATE_FILE).write_text("{}")
+    with pytest.raises(FileExistsError, match=re.escape("pass --resume (resume=True in Python) to continue")):
+        minigpt.run_dir.check_out_dir(out_cfg(str(tmp_path)))

@@ -35,12 +35,12 @@ from __future__ import annotations
 import os
 import platform
 import warnings
+import weakref
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from torch.utils.weak import WeakTensorKeyDictionary
 
 # MINIGPT_ONEDNN=0 turns the oneDNN path off (plain F.linear): no packed copies at all, even where
 # they would fit (`room_for` already leaves out those that would not), keeping that memory for others.
@@ -67,9 +67,12 @@ def cpu_vendor() -> str:
 # `scripts/bench_generate.py --batches 1,2,3,4`). 0 elsewhere: on AMD MKL's generic code is 1.8× slower.
 MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
-# weight → (what it looked like when packed, its packed copy, the storage packed). Keyed weakly: a copy
-# dies with its weight.
-_PACKED = WeakTensorKeyDictionary()
+# A weight's storage (its memory) → (what the weight looked like when packed, its packed copy). Keyed
+# weakly, so a copy dies with the memory it was packed from, and on the storage rather than the weight:
+# a weak reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)` and
+# `load_state_dict` use to replace parameters under torch.__future__.set_swap_module_params_on_conversion
+# (to become PyTorch's default). Storages compare by identity, as a dictionary's keys must here.
+_PACKED: weakref.WeakKeyDictionary[torch.UntypedStorage, tuple] = weakref.WeakKeyDictionary()
 
 
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
@@ -79,14 +82,14 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     kept like a copy: the weight is not asked about again until it changes or `forget_packed()`."""
     if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
         return w  # change could not be seen; oneDNN then packs it per call, as torch would
-    key = (w.data_ptr(), w.dtype, w._version)
-    hit = _PACKED.get(w)
+    # A new storage starts without a copy, even at a freed one's address (`model.to(torch.bfloat16).float()`
+    # swaps `.data`, which keeps the version). Shape and strides tell apart two weights of one storage
+    # (a square matrix and its transpose); the address, a storage moved in place (`share_memory_()`).
+    storage, key = w.untyped_storage(), (w.data_ptr(), w.dtype, w.shape, w.stride(), w._version)
+    hit = _PACKED.get(storage)
     if hit is None or hit[0] != key:
-        # The storage packed is kept with its copy: freed, its address could be handed to the
-        # weight's next storage (`model.to(torch.bfloat16).float()` swaps `.data`, which keeps the
-        # version), and the key would match a copy of the old values.
         packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if room_for(w.nbytes) else None
-        hit = _PACKED[w] = (key, packed, w.untyped_storage())
+        hit = _PACKED[storage] = (key, packed)
     return hit[1]
 
 
@@ -132,10 +135,16 @@ def _forget_stepped(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     optimizers (AdamW(fused=True), minigpt's on CPU) write the new values in place without
     bumping the version counter, so `packed_weight` would serve the old ones. Training through
     Linear.forward drops the copy anyway, but a weight trained outside it keeps one: the tied LM
-    head under the chunked loss (minigpt/chunked_loss.py), which evaluation then read stale."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            _PACKED.pop(p, None)
+    head under the chunked loss (minigpt/chunked_loss.py), which evaluation then read stale.
+    This runs after every step of every optimizer in the process: with nothing packed (training
+    alone) it returns at once; otherwise it reads each parameter's address once (no lookup per
+    parameter) and drops the copies packed at those addresses."""
+    if not _PACKED:
+        return
+    stepped = {p.data_ptr() for group in optimizer.param_groups for p in group["params"]}
+    for storage, (key, _) in list(_PACKED.items()):
+        if key[0] in stepped:  # the packed weight's address: one of the weights this step updated
+            del _PACKED[storage]
 
 
 register_optimizer_step_post_hook(_forget_stepped)
@@ -174,8 +183,8 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():  # grad on (training, or a call outside no_grad): autograd needs F.linear
-            if not torch.compiler.is_compiling():
-                _PACKED.pop(self.weight, None)  # free the inference copy
+            if not torch.compiler.is_compiling() and _PACKED:
+                _PACKED.pop(self.weight.untyped_storage(), None)  # free the inference copy
             return F.linear(x, self.weight, self.bias)
         if takes_onednn(x, self.weight):
             if torch.compiler.is_compiling():

@@ -10,6 +10,7 @@ its new keys/values into the cache and attends over everything cached so far.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -120,7 +121,8 @@ class GPT(nn.Module):
         if not isinstance(config, GPTConfig):  # a dict would fail as "'dict' object has no attribute 'n_embd'"
             raise TypeError(f"GPT takes a GPTConfig, got {type(config).__name__}: GPTConfig(**fields), or "
                             "GPTConfig.from_hf_dict(d) for a config.json's dict")
-        self.config = config
+        # The model's own copy: set_dropout changes it, not a config the caller may build other models from.
+        self.config = dataclasses.replace(config)
         # Under `with torch.device("meta")` (load_gpt) the model is shapes only. Handing
         # nn.Embedding an empty weight there skips its random init, whose meta-device version
         # imports torch's compiler (~1.5 s) for nothing; a real model keeps torch's init order.
@@ -309,7 +311,7 @@ class GPT(nn.Module):
 
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: torch.Tensor | None = None,  # required: None only so that a missing idx (HF's input_ids=) gets a clear error
         targets: torch.Tensor | None = None,
         *,
         logits_to_keep: int = 0,
@@ -330,15 +332,18 @@ class GPT(nn.Module):
         `position_ids`, `kv_cache`, `input_pos` and `attn_mask` are generation's KV-cache
         arguments (minigpt/prefill_decode.py), passed on to `hidden_states`.
         """
-        if unexpected:  # transformers' keywords (attention_mask, labels, ...): say what to use here
-            raise TypeError(unexpected_forward_keywords(unexpected))
+        if unexpected or idx is None:  # transformers' keywords (input_ids, attention_mask, labels, ...): say what to use here
+            raise TypeError(unexpected_forward_keywords(unexpected) if unexpected
+                            else "GPT.forward() needs idx, the token ids (B, T): model(ids)")
         if logits_to_keep < 0:  # x[:, --k:] would silently keep the wrong positions
             raise ValueError(f"logits_to_keep must be ≥ 0 (0: every position), got {logits_to_keep}")
         if targets is not None:
             targets = self._checked_targets(targets)
-        if targets is not None and (logits_to_keep or targets.shape != idx.shape):
-            raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position (logits_to_keep off), "
-                             f"got {tuple(targets.shape)} with logits_to_keep={logits_to_keep}")
+            if logits_to_keep:  # the loss scores every position
+                raise ValueError(f"targets need every position's logits: leave logits_to_keep at 0 when passing targets "
+                                 f"(got logits_to_keep={logits_to_keep})")
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position, got {tuple(targets.shape)}")
         x = self.hidden_states(idx, position_ids=position_ids, kv_cache=kv_cache, input_pos=input_pos, attn_mask=attn_mask)
         if targets is not None and self.chunked_loss:
             return None, chunked_lm_loss(self.lm_head, x, targets, IGNORE_INDEX)
@@ -397,6 +402,7 @@ class GPT(nn.Module):
 
 # What GPT.forward takes instead of the Hugging Face keywords people reach for first.
 HF_FORWARD_KEYWORDS = {
+    "input_ids": "pass the ids positionally, model(ids), as GPT.forward's idx",
     "attention_mask": "right-pad the batch (causal attention never looks at the pads after a real token); for a "
                       "left-padded one, pass position_ids=positions_from_mask(mask) and attn_mask=prefill_mask(mask) "
                       "(minigpt.prefill_decode), or use minigpt.generate, which takes an attention_mask",

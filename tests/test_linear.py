@@ -24,6 +24,11 @@ needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on 
 TOL = {torch.float32: 2e-6, torch.bfloat16: 1e-2}
 
 
+def cache_entry(w: torch.Tensor) -> tuple | None:
+    """What minigpt.linear keeps for `w` (on its storage): (what it looked like, its packed copy or None)."""
+    return _PACKED.get(w.untyped_storage())
+
+
 def layer(dtype=torch.float32, bias=True) -> Linear:
     torch.manual_seed(0)
     return Linear(96, 200, bias=bias).to(dtype)
@@ -43,7 +48,7 @@ def test_inference_path_matches_f_linear(dtype, shape, bias, monkeypatch):
         got = lin(x)
         # The oneDNN path ran, not F.linear; bf16 only on CPUs with AVX-512 (elsewhere F.linear,
         # held to the same tolerance here).
-        assert (lin.weight in _PACKED) == (dtype == torch.float32 or linear.ONEDNN_BF16)
+        assert (cache_entry(lin.weight) is not None) == (dtype == torch.float32 or linear.ONEDNN_BF16)
         # The reference in fp32 from the same (rounded) inputs.
         ref = F.linear(x.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
     rel = ((got.float() - ref).abs().max() / ref.abs().max()).item()
@@ -70,10 +75,10 @@ def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert torch.allclose(big(x), F.linear(x, big.weight, big.bias), atol=1e-5)
-        assert _PACKED[big.weight][1] is None  # not packed, and not asked again
+        assert cache_entry(big.weight)[1] is None  # not packed, and not asked again
         big2(x)  # one warning, not one per weight
         out = small(x)  # fits: packed
-        assert _PACKED[small.weight][1] is not None and torch.allclose(out, F.linear(x, small.weight, small.bias), atol=1e-5)
+        assert cache_entry(small.weight)[1] is not None and torch.allclose(out, F.linear(x, small.weight, small.bias), atol=1e-5)
         # The compiled call (its custom op) falls back too; without it, its output had 0 columns.
         forget_packed()
         assert torch.allclose(torch.compile(big, fullgraph=True)(x), F.linear(x, big.weight, big.bias), atol=1e-5)
@@ -84,7 +89,7 @@ def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
     forget_packed()
     with torch.no_grad():
         big(x)
-    assert _PACKED[big.weight][1] is not None
+    assert cache_entry(big.weight)[1] is not None
 
 
 def test_memory_reads_what_linux_calls_available(monkeypatch):
@@ -110,13 +115,13 @@ def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
     with torch.no_grad():
         for shape in [(1, 96), (2, 96), (1, 2, 96), (2, 1, 96)]:
             x = torch.randn(shape)
-            assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias)) and lin.weight not in _PACKED
+            assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias)) and cache_entry(lin.weight) is None
         lin(torch.randn(3, 1, 96))
-        assert lin.weight in _PACKED
+        assert cache_entry(lin.weight) is not None
         if linear.ONEDNN_BF16:
             half = layer(torch.bfloat16)
             half(torch.randn(1, 96).bfloat16())
-            assert half.weight in _PACKED
+            assert cache_entry(half.weight) is not None
 
 
 @needs_onednn
@@ -124,12 +129,12 @@ def test_packs_once_and_repacks_when_the_weight_changes():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():
         lin(x)
-        packed = _PACKED[lin.weight][1]
+        packed = cache_entry(lin.weight)[1]
         lin(x)
-        assert _PACKED[lin.weight][1] is packed  # reused, not rebuilt every call
+        assert cache_entry(lin.weight)[1] is packed  # reused, not rebuilt every call
         lin.weight.mul_(2)  # in place: same tensor, new version
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
-        assert _PACKED[lin.weight][1] is not packed
+        assert cache_entry(lin.weight)[1] is not packed
         lin.load_state_dict({"weight": torch.zeros(200, 96), "bias": torch.ones(200)})
         assert torch.equal(lin(x), torch.ones(4, 200))
         lin.weight.data.fill_(1.0)  # through .data: no version bump, invisible until forgotten
@@ -184,7 +189,7 @@ def test_training_uses_autograd_and_frees_the_packed_copy():
     with torch.no_grad():
         lin(x)
     y = lin(x)  # grad enabled: F.linear, differentiable
-    assert lin.weight not in _PACKED and y.grad_fn is not None
+    assert cache_entry(lin.weight) is None and y.grad_fn is not None
     y.sum().backward()
     assert lin.weight.grad is not None
 
@@ -201,7 +206,7 @@ def test_autocast_is_obeyed_as_nn_linear_obeys_it():
         assert lin(x).dtype == got.dtype == ref.dtype == torch.bfloat16
     assert torch.equal(got, ref)
     with torch.no_grad():
-        assert lin(x).dtype == torch.float32 and lin.weight in _PACKED  # outside autocast: the oneDNN path again
+        assert lin(x).dtype == torch.float32 and cache_entry(lin.weight) is not None  # outside autocast: the oneDNN path again
 
 
 def test_generate_runs_under_cpu_autocast():
@@ -227,9 +232,9 @@ def test_bfloat16_stays_on_f_linear_where_onednn_has_no_bf16(monkeypatch):
     half = copy.deepcopy(lin).to(torch.bfloat16)
     with torch.no_grad():
         assert torch.equal(half(x.bfloat16()), F.linear(x.bfloat16(), half.weight, half.bias))
-        assert half.weight not in _PACKED
+        assert cache_entry(half.weight) is None
         lin(x)
-        assert lin.weight in _PACKED
+        assert cache_entry(lin.weight) is not None
 
 
 def test_copies_and_pickles():
@@ -271,7 +276,7 @@ def test_weights_made_under_inference_mode_are_not_cached():
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
         lin.weight.mul_(2)
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
-        assert lin.weight not in _PACKED
+        assert cache_entry(lin.weight) is None
 
 
 @needs_onednn
@@ -295,3 +300,53 @@ def test_environment_variable_turns_onednn_off():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "0"]
+
+
+def test_parameters_can_be_swapped_after_an_inference_call():
+    """Bug guarded: the packed copies were keyed weakly on each weight Parameter, and a weak
+    reference stops torch.utils.swap_tensors. With
+    torch.__future__.set_swap_module_params_on_conversion(True) (to become PyTorch's default),
+    after any no-grad forward `model.to(torch.bfloat16)` raised "Couldn't swap Embedding.weight"
+    and load_state_dict "Cannot swap t1 because it has weakref associated with it". Both now swap,
+    and the next calls pack the new weights."""
+    torch.manual_seed(0)
+    model, other = GPT(GPTConfig.gpt2("gpt2-tiny")).eval(), GPT(GPTConfig.gpt2("gpt2-tiny")).eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 9))
+    swapping = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        with torch.no_grad():
+            model(idx)  # packs the Linear weights
+            model.load_state_dict(other.state_dict())
+            assert torch.allclose(model(idx)[0], other(idx)[0], atol=1e-5)  # the loaded weights, not the old copies
+            model.to(torch.bfloat16)
+            assert torch.equal(model(idx)[0], other.to(torch.bfloat16)(idx)[0])
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swapping)
+
+
+def test_the_optimizer_hook_reads_no_parameters_while_nothing_is_packed():
+    """Bug guarded: importing minigpt.linear hooks every optimizer's step in the process, and the
+    hook looked up each of its parameters (~0.8 µs each, on every step of optimizers that have
+    nothing to do with minigpt) even with no copy packed to drop."""
+    from minigpt.linear import _forget_stepped
+
+    class NoReading:  # an optimizer whose parameters must not be looked at
+        @property
+        def param_groups(self):
+            raise AssertionError("the hook read the optimizer's parameters with nothing packed")
+
+    forget_packed()
+    _forget_stepped(NoReading(), (), {})
+
+
+@needs_onednn
+def test_an_optimizer_step_drops_only_the_copies_of_its_own_weights():
+    """A step of one model's optimizer leaves another model's packed copies for its next call."""
+    trained, other, x = layer(), layer(), torch.randn(4, 96)
+    opt = torch.optim.AdamW(trained.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        trained(x), other(x)
+    F.linear(x, trained.weight, trained.bias).square().sum().backward()  # trained outside Linear.forward
+    opt.step()
+    assert cache_entry(trained.weight) is None and cache_entry(other.weight) is not None

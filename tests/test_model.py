@@ -842,3 +842,40 @@ def test_token_ids_just_past_the_vocabulary_or_negative_are_written_as_null(tmp_
     assert (d["bos_token_id"], d["eos_token_id"]) == (None, None)
     d = GPTConfig.gpt2("gpt2-tiny", vocab_size=300, bos_token_id=0, eos_token_id=299).to_hf_dict()
     assert (d["bos_token_id"], d["eos_token_id"]) == (0, 299)
+
+
+def test_set_dropout_changes_only_its_own_models_config(tmp_path):
+    """Bug guarded: the model kept the config it was built from, so a.set_dropout(0.0) changed the
+    caller's config and every model built from it: b.config said 0.0 while b's modules still
+    dropped 0.1, and b.save_pretrained wrote resid_pdrop 0.0."""
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1)
+    a, b = GPT(cfg), GPT(cfg)
+    a.set_dropout(0.0)
+    assert a.config.dropout == 0.0 and cfg.dropout == b.config.dropout == b.transformer.drop.p == 0.1
+    b.save_pretrained(tmp_path)
+    assert GPTConfig.from_json(tmp_path).dropout == 0.1
+
+
+@pytest.mark.parametrize("keywords, hint", [
+    (["input_ids"], r"'input_ids'\. It takes idx.*input_ids: pass the ids positionally, model\(ids\)"),
+    (["input_ids", "attention_mask"], r"'input_ids', 'attention_mask'\..*model\(ids\).*attention_mask: right-pad"),
+    ([], r"needs idx, the token ids \(B, T\): model\(ids\)"),
+    (["targets"], r"needs idx"),
+])
+def test_transformers_input_ids_keyword_says_to_pass_the_ids_positionally(keywords, hint):
+    """Bug guarded: model(**tok(texts)) or model(input_ids=ids), as for transformers, failed as
+    Python's bare "missing 1 required positional argument: 'idx'", before forward could say more."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100))
+    idx = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(TypeError, match=rf"^GPT.forward\(\) .*{hint}"):
+        model(**{name: idx for name in keywords})  # as model(**tok(texts)) passes them
+
+
+def test_targets_with_logits_to_keep_say_that_the_loss_needs_every_position():
+    """Bug guarded: the error said "targets must have idx's shape (2, 15) ... got (2, 15)", a shape
+    mismatch that was none: it is logits_to_keep that a call with targets must leave at 0."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100))
+    idx = torch.zeros(2, 15, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^targets need every position's logits: leave logits_to_keep at 0 when "
+                                         r"passing targets \(got logits_to_keep=1\)$"):
+        model(idx, targets=idx, logits_to_keep=1)

@@ -24,7 +24,7 @@ COMMANDS = {
     "finetune": ("minigpt.finetune", "fine-tune a model: frozen, partial, full or LoRA"),
     "prepare": ("minigpt.data", "tokenize text files into train.bin / val.bin"),
     "tokenize": ("minigpt.tokenizer_cli", "encode text and show BPE's work, or train a tokenizer"),
-    "eval": ("minigpt.evaluate", "sliding-window perplexity of a model on a text file"),
+    "eval": ("minigpt.evaluate", "perplexity of a language model on a text file, or a classifier's accuracy on a labelled TSV"),
     "bench": ("minigpt.bench", "run a benchmark script from scripts/"),
     "download": ("minigpt.download", "download GPT-2 weights from the Hugging Face Hub"),
 }

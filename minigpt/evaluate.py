@@ -1,4 +1,5 @@
-"""Perplexity of a model on a text file, with a sliding window (`minigpt eval MODEL_DIR FILE`).
+"""Perplexity of a model on a text file, with a sliding window (`minigpt eval MODEL_DIR FILE`), and a
+classifier's loss and accuracy on a labelled file (`minigpt eval CLASSIFIER_DIR FILE.tsv`).
 
 Where it sits: text → the tokenizer's ids (special tokens' text read as their ids, as `minigpt
 prepare` reads it: minigpt/data.py's `encode_text`) → windows of ≤ max_length tokens → GPT → logits →
@@ -18,6 +19,12 @@ This is the computation of Hugging Face's perplexity guide
 window's mean loss by (valid labels - 1), which undercounts every window after the first by one
 token; here each token's negative log-likelihood is summed, so the mean is over exactly the
 tokens scored.
+
+A classifier (a checkpoint of `minigpt finetune --task classify`) is scored as fine-tuning scores
+its val set: each `text<TAB>label` line (classify_data's `read_tsv`) is cut to the run's
+--block-size, and classify_data's `score_examples` gives the mean loss and the accuracy, here also
+for each true class, with the classes its examples were taken for (a row of the confusion matrix). That is the way to measure a test set: given to fine-tuning as --val-data, it
+would choose best/.
 """
 from __future__ import annotations
 
@@ -31,12 +38,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minigpt.checks import as_count
+from minigpt.classify_data import score_examples
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
 # name the argument, the CLI's name the flag (minigpt/cli.py's flag_words renames them).
 FLAG_ARGS = ("max_length", "stride")
+BATCH_SIZE_DEFAULT = 32  # a classifier's examples scored at once: no gradients are kept, so 4x training's default 8
 
 
 @torch.no_grad()
@@ -122,6 +131,26 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
     return result
 
 
+def classifier_scores(model, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
+                      progress: bool = False) -> dict:
+    """A classifier's mean loss (nats per example) and accuracy over labelled examples, overall and
+    for each true class the file has: {"examples", "right", "loss", "accuracy", "classes": {label:
+    the same four, and "predicted": how many of its examples were taken for each class}}. A class's
+    accuracy is its recall: the share of its examples predicted as it. ids: each example's token
+    ids, already cut to what the model reads. The scoring is fine-tuning's (`score_examples`)."""
+    if not labels or len(ids) != len(labels):
+        raise ValueError(f"need one label per example, and an example at least: got {len(ids)} examples, {len(labels)} labels")
+    scores = score_examples(model=model, ids=ids, labels=labels, pad_id=pad_id, batch_size=batch_size, progress=progress)
+    classes = {}
+    for label, (predicted, loss) in enumerate(zip(scores["confusion"], scores["class_loss"])):
+        if examples := sum(predicted):
+            classes[label] = {"examples": examples, "right": predicted[label], "loss": loss / examples,
+                              "accuracy": predicted[label] / examples, "predicted": predicted}
+    right = sum(c["right"] for c in classes.values())
+    return {"examples": len(labels), "right": right, "loss": scores["loss"], "accuracy": scores["accuracy"],
+            "classes": classes}
+
+
 def check_token_bytes(token_bytes, vocab_size: int) -> None:
     """`token_bytes` as perplexity reads it: (vocab_size,), each token's length in bytes, none
     negative. Another tokenizer's table (longer or shorter) or a negative count would give a bits
@@ -144,60 +173,140 @@ def check_tokenizer_fits(config, tokenizer, model_dir, tokenizer_dir) -> None:
         raise ValueError(f"{why}; pass --tokenizer with the model's own tokenizer")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from minigpt.checkpoint import DTYPE_NAMES
-    from minigpt.cli import prog
+def check_file(path: str, what: str) -> None:
+    """A regular file, or an error that says what `path` is instead."""
+    path = Path(path)
+    if not path.is_file():
+        what_it_is = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"{what} {path} {what_it_is}")  # (a device such as /dev/null, a FIFO: not a file)
 
-    parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a model on a text file.")
-    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by name (gpt2, ..., gpt2-xl)")
-    parser.add_argument("file", help="UTF-8 text file to score (-: standard input)")
-    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
-    parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions)")
-    parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
-    args = parser.parse_args(argv)
-    from minigpt.checkpoint import is_classifier_checkpoint
-    from minigpt.data import encode_text
-    from minigpt.files import STDIN, read_text_or_stdin
-    from minigpt.cli import flag_words
-    from minigpt.model import GPT
+
+def load_tokenizer(args, config):
+    """The tokenizer of --tokenizer, else the model directory's, checked to be the model's."""
     from minigpt.tokenizer import Tokenizer
 
     try:
-        path = Path(args.file)
-        if args.file != STDIN and not path.is_file():
-            what = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
-            raise FileNotFoundError(f"text file {path} {what}")  # (a device such as /dev/null, a FIFO: not a file)
-        text = read_text_or_stdin(args.file)
-        if is_classifier_checkpoint(args.model):  # in eval's words (GPT.from_pretrained's refusal names the classifier loader)
-            raise ValueError(f"{args.model} is a classifier (GPT2ForSequenceClassification); eval scores a language model "
-                             "(GPT2LMHeadModel), such as a checkpoint of `minigpt train` or of `minigpt finetune --task lm`")
-        # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
-        model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-        try:
-            tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
-        except FileNotFoundError as e:
-            if args.tokenizer is not None:
-                raise
-            # `model.save_pretrained(dir)` writes the weights and config.json only, as generate says too.
-            raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
-                                    "shipped: --tokenizer gpt2)") from None
-        check_tokenizer_fits(model.config, tok, args.model, args.tokenizer or args.model)  # a meaningless perplexity
-        ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
-        token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
-        for i in ids.unique().tolist():  # (only the tokens of this text are needed)
-            token_bytes[i] = len(tok.decode_bytes([i]))
-        with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
-            result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
-        if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
-            raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
+        tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    except FileNotFoundError as e:
+        if args.tokenizer is not None:
+            raise
+        # `model.save_pretrained(dir)` writes the weights and config.json only, as generate says too.
+        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
+                                "shipped: --tokenizer gpt2)") from None
+    check_tokenizer_fits(config, tok, args.model, args.tokenizer or args.model)  # a meaningless score
+    return tok
+
+
+def language_model_report(args) -> str:
+    """`minigpt eval LM FILE`: the sliding-window perplexity of a text, as one line."""
+    from minigpt.cli import flag_words
+    from minigpt.data import encode_text
+    from minigpt.files import STDIN, read_text_or_stdin
+    from minigpt.model import GPT
+
+    if args.batch_size is not None:
+        raise ValueError(f"--batch-size sets how many labelled examples a classifier scores at once; {args.model} is a "
+                         "language model, scored in windows of --max-length tokens: drop --batch-size")
+    if Path(args.file).suffix.lower() == ".tsv":  # a perplexity of "text<TAB>1" lines would pass for the model's
+        raise ValueError(f"{args.file} is a .tsv file (text<TAB>label, what a classifier is scored on), but {args.model} "
+                         f"is a language model, scored on plain text; to score the file's text as it is, pipe it: "
+                         f"`minigpt eval {args.model} - < {args.file}`")
+    if args.file != STDIN:
+        check_file(args.file, "text file")
+    text = read_text_or_stdin(args.file)
+    # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
+    model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    tok = load_tokenizer(args, model.config)
+    ids = torch.tensor(encode_text(tok, text), dtype=torch.long)
+    token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
+    for i in ids.unique().tolist():  # (only the tokens of this text are needed)
+        token_bytes[i] = len(tok.decode_bytes([i]))
+    with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
+        result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
+    if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
+        raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
+    return (f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
+            f"({result['tokens']:,} tokens scored)")
+
+
+def classifier_report(args) -> str:
+    """`minigpt eval CLASSIFIER FILE.tsv`: accuracy and loss over the file, then one line per class."""
+    from minigpt.classifier import GPTClassifier
+    from minigpt.classify_data import read_tsv
+    from minigpt.files import STDIN, read_text
+
+    for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
+        if value is not None:
+            raise ValueError(f"{flag} sets a language model's sliding window; {args.model} is a classifier, which "
+                             f"reads each example whole (up to its fine-tuning's --block-size): drop {flag}")
+    batch_size = BATCH_SIZE_DEFAULT if args.batch_size is None else args.batch_size
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be ≥ 1, got {batch_size}")
+    if args.file == STDIN:
+        raise ValueError(f"{args.model} is a classifier, scored on a TSV file of text<TAB>label lines; standard input "
+                         "is not read for it: save the lines to a file")
+    check_file(args.file, "TSV file")
+    if "\t" not in read_text(args.file):  # read_tsv would name line 1 alone
+        raise ValueError(f"{args.file} holds no tab: {args.model} is a classifier, scored on labelled examples, one "
+                         "text<TAB>label per line (as `minigpt finetune --task classify` reads them); the perplexity "
+                         "of a plain text needs a language model")
+    model = GPTClassifier.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    tok = load_tokenizer(args, model.config)
+    texts, labels = read_tsv(path=args.file)
+    bad = sorted({label for label in labels if label >= model.num_labels})
+    if bad:
+        raise ValueError(f"{args.file} has labels {bad[:5]}, but {args.model} tells {model.num_labels} classes apart: "
+                         f"labels must be in [0, {model.num_labels})")
+    # Cut as fine-tuning cut them: to its --block-size, which it saved as the tokenizer's
+    # model_max_length, and never past the context. "<|endoftext|>" in a text is its characters.
+    max_tokens = min(tok.model_max_length or model.config.n_positions, model.config.n_positions)
+    rows = tok.encode_batch(texts, disallowed_special=())
+    cut = sum(len(r) > max_tokens for r in rows)
+    if cut:  # said, as fine-tuning says it: a cut text is classified from its beginning only
+        print(f"{cut:,} of {len(rows):,} texts are longer than {max_tokens} tokens (the tokenizer's model_max_length: "
+              f"fine-tuning's --block-size) and keep their first {max_tokens}, as in fine-tuning", file=sys.stderr)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0  # as fine-tuning pads: the mask marks the pads
+    result = classifier_scores(model, [r[:max_tokens] for r in rows], labels, pad_id, batch_size, progress=True)
+    if not math.isfinite(result["loss"]):
+        raise ValueError(f"the loss is {result['loss']}: {NONFINITE}")
+    lines = [f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f} nats/example  "
+             f"({result['right']:,} of {result['examples']:,} examples right)"]
+    for label in range(model.num_labels):  # a class the file lacks is said, not skipped
+        c = result["classes"].get(label)
+        if c is None:
+            lines.append(f"  class {label} ({model.id2label[label]}): no examples")
+            continue
+        # The row of the confusion matrix: which classes its examples were taken for, when wrong.
+        mistaken = ", ".join(f"{other}: {count:,}" for other, count in enumerate(c["predicted"]) if count and other != label)
+        lines.append(f"  class {label} ({model.id2label[label]}): accuracy {c['accuracy']:.4f}  loss {c['loss']:.4f}  "
+                     f"({c['right']:,} of {c['examples']:,} right" + (f"; taken for {mistaken})" if mistaken else ")"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minigpt.checkpoint import DTYPE_NAMES, is_classifier_checkpoint
+    from minigpt.cli import prog
+
+    parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a language model on a "
+                                     "text file, or a classifier's accuracy and loss on a labelled TSV file.")
+    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by name "
+                        "(gpt2, ..., gpt2-xl); a classifier's (minigpt finetune --task classify) is scored on a TSV file")
+    parser.add_argument("file", help="UTF-8 text file to score (-: standard input); for a classifier, a TSV file of "
+                        "text<TAB>label lines, as fine-tuning reads them")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions); language models only")
+    parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2); language models only")
+    parser.add_argument("--batch-size", type=int, help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers only")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
+    args = parser.parse_args(argv)
+    try:
+        report = classifier_report(args) if is_classifier_checkpoint(args.model) else language_model_report(args)
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C on a long text: one line, as the other commands end, not a traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT
-    print(f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
-          f"({result['tokens']:,} tokens scored)")
+    print(report)
     return 0

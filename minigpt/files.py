@@ -8,6 +8,7 @@ download's, a run's).
 """
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import json
@@ -183,9 +184,19 @@ def read_text_or_stdin(path: str | os.PathLike) -> str:
         stdin.detach()  # else the wrapper, once collected, would close the process's stdin with it
 
 
+# The byte order marks a UTF-16 or UTF-32 file starts with (Windows' "Unicode" is UTF-16 LE), by
+# the iconv name that converts it. UTF-32 LE's starts with UTF-16 LE's, so it is looked for first.
+BYTE_ORDER_MARKS = {"utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)}
+
+
 def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> ValueError:
     """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
-    fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece)."""
+    fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).
+    The fix names the encoding that a byte order mark at the start tells; without one, latin1 is a guess."""
+    found = at == 0 and next((enc for enc, boms in BYTE_ORDER_MARKS.items() if e.object.startswith(boms)), None)
+    if found:
+        return ValueError(f"{name} is {found.upper()} text, not UTF-8 (it starts with a {found.upper()} byte order mark); "
+                          f"convert it first (e.g. iconv -f {found} -t utf-8)")
     return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {at + e.start}; "
                       "convert it first (e.g. iconv -f latin1 -t utf-8)")
 

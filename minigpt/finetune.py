@@ -3,7 +3,8 @@
 Where it sits: the pretrained model (`--init`, loaded as `GPT.from_pretrained` does, in fp32) → `apply_strategy` (which parameters train) → the
 training loop (`minigpt/train.py`) → `save_pretrained` in Hugging Face layout. Two tasks:
 `lm` (keep predicting the next token, on new text) and `classify` (`minigpt/classifier.py`: a
-new head labels each text; its TSV data, batches and accuracy are minigpt/classify_data.py).
+new head labels each text, or an --init classifier's own head goes on training; its TSV data,
+batches and accuracy are minigpt/classify_data.py).
 
 The four classic strategies, cheapest first:
 - frozen:  the pretrained model is fixed; only a *new* head trains, on the model's features
@@ -52,7 +53,7 @@ from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_widths
+from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, as_flag, check_strategy, hidden_widths
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
@@ -63,6 +64,9 @@ from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
 
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
+# A classify evaluation's batches hold this many times --batch-size texts: without gradients no
+# block keeps its activations for a backward pass, so a batch several times a training one fits.
+EVAL_BATCH_SCALE = 4
 
 
 @dataclass
@@ -209,18 +213,36 @@ def adopt_new_tokens(out: Path) -> None:
         new.rename(out / "data")
 
 
-def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
-    """Labels from a TSV: a GPTClassifier on top of `gpt`, right-padded batches, accuracy at eval."""
+def check_head_options(cfg: FinetuneConfig, clf: GPTClassifier) -> None:
+    """An --init classifier keeps its head, so the head options must be its own: a --num-labels,
+    --pooling or --head-hidden that differs is refused (--num-labels left unset is taken from it)."""
+    given = {"num_labels": cfg.num_labels, "pooling": cfg.pooling, "head_hidden": hidden_widths(cfg.head_hidden)}
+    head = {"num_labels": clf.num_labels, "pooling": clf.pooling, "head_hidden": clf.hidden}
+    for name, value in head.items():
+        if given[name] is not None and given[name] != value:
+            typed = ",".join(map(str, value)) if name == "head_hidden" else str(value)  # (32, 16) → 32,16
+            unset = FinetuneConfig.__dataclass_fields__[name].default in (None, typed)  # None: taken from the head
+            fix = f"leave {as_flag(name)} unset" if unset else f"pass {as_flag(name)} {typed}"
+            raise ValueError(f"--init {cfg.init} is a classifier, whose head goes on training: its {name} is {value!r}, "
+                             f"not {given[name]!r} ({as_flag(name)}); {fix}, or start from a language model to train a "
+                             "new head")
+
+
+def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime):
+    """Labels from a TSV: right-padded batches, accuracy at eval, and a GPTClassifier: `init` itself
+    when --init is one (its head goes on training), else a new head on top of the GPT `init`."""
     data = load_classification_data(cfg)
-    num_labels = cfg.num_labels if cfg.num_labels is not None else max(data["train"][1]) + 1
-    if cfg.num_labels is None and num_labels < 2:  # else GPTClassifier's "num_labels must be an integer ≥ 2", for a flag not given
-        raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
-                         "(and --max-examples), or pass --num-labels")
-    unseen = sorted(set(range(num_labels)) - set(data["train"][1]))
-    if cfg.num_labels is None and unseen:  # e.g. labels 1 and 2 (as Yelp's files number them): a class 0 that never occurs
-        raise ValueError(f"no training example is labelled {', '.join(map(str, unseen[:5]))}: labels are class ids 0 to "
-                         f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
-                         "from 0, or pass --num-labels if those classes exist but --data (or --max-examples) has none")
+    from_head = isinstance(init, GPTClassifier)
+    num_labels = init.num_labels if from_head else cfg.num_labels  # (a --num-labels not the head's was refused)
+    if num_labels is None:  # read from the data: the largest training label + 1
+        num_labels = max(data["train"][1]) + 1
+        if num_labels < 2:  # else GPTClassifier's "num_labels must be an integer ≥ 2", for a flag not given
+            raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
+                             "(and --max-examples), or pass --num-labels")
+        if unseen := sorted(set(range(num_labels)) - set(data["train"][1])):  # e.g. labels 1 and 2 (as Yelp's files number them)
+            raise ValueError(f"no training example is labelled {', '.join(map(str, unseen[:5]))}: labels are class ids 0 to "
+                             f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
+                             "from 0, or pass --num-labels if those classes exist but --data (or --max-examples) has none")
     for split, (_, y) in data.items():
         bad = sorted({label for label in y if not 0 <= label < num_labels})
         if bad:
@@ -243,8 +265,8 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
             longest = max(len(r) for rows in full.values() for r in rows)
             print(f"classify: {cut['train']:,} train / {cut['val']:,} val texts are longer than --block-size {cfg.block_size} "
                   f"tokens and keep their first {cfg.block_size} (the longest has {longest})")
-    model = GPTClassifier(gpt, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden),
-                          pad_token_id=tokenizer.pad_token_id)
+    model = init if from_head else GPTClassifier(init, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden),
+                                                 pad_token_id=tokenizer.pad_token_id)
 
     def get_batch(split: str, rng: torch.Generator):
         picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
@@ -252,7 +274,8 @@ def _classify_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         return idx, mask, labels[split][picks]
 
     def eval_fn(m: GPTClassifier) -> dict[str, float]:  # every val example: its val_loss replaces the sampled one
-        scores = score_examples(m, ids["val"], data["val"][1], pad_id, cfg.batch_size, rt.rank, rt.world)
+        scores = score_examples(m, ids["val"], data["val"][1], pad_id, EVAL_BATCH_SCALE * cfg.batch_size, rt.rank, rt.world,
+                                progress=rt.is_main)
         return {"val_loss": scores["loss"], "val_accuracy": scores["accuracy"]}
 
     return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(data)}
@@ -318,8 +341,13 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
                                  f"Resume without --tokenizer (or with the run's --init), or start a new run from this "
                                  f"one: --init {cfg.out}")
         # From --init in float32 whatever its stored dtype (build_model's fp32 master weights), with
-        # --dropout applied; refused if the tokenizer is not the model's, or --init is a classifier.
-        gpt = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id)
+        # --dropout applied; refused if the tokenizer is not the model's. A classifier --init goes on
+        # training, head and all (a linear probe, then all weights; or new data): the classify task's
+        # alone, as the lm task has no use for its head and no LM head of its own.
+        init = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id, classifier_init=cfg.task == "classify")
+        gpt = init.gpt if isinstance(init, GPTClassifier) else init
+        if isinstance(init, GPTClassifier):
+            check_head_options(cfg, init)
         if cfg.tokenizer and not cfg.resume:  # (one of another size: refused by build_model, which says so)
             check_same_tokenizer(tokenizer, cfg.init, f"--tokenizer {cfg.tokenizer}",
                                  "Drop --tokenizer: the model's own is read from --init")
@@ -340,7 +368,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
         # generator starts from a different random seed in every process.
         torch.manual_seed(cfg.seed)
-        model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, gpt, tokenizer, rt)
+        model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, init, tokenizer, rt)
         summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
         out = Path(cfg.out)
 

@@ -117,7 +117,8 @@ class FinetuneConfig(TrainConfig):
     out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout), or a GPT-2 size by name (gpt2, ..., gpt2-xl), "
-                                    "to start from; it fixes the model's shape; required")
+                                    "to start from; it fixes the model's shape; required (classify: a classifier too, whose "
+                                    "head goes on training)")
     # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
     # they are not arguments, their flags only say why they are refused, and build_model
     # (minigpt/pretrain.py) reads None as "no override".

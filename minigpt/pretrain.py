@@ -11,11 +11,13 @@ which knows nothing about language modelling. The run's flags are `TrainConfig`'
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from minigpt.checkpoint import is_classifier_checkpoint
+from minigpt.classifier import GPTClassifier
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, gpt2_name
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
@@ -89,11 +91,12 @@ def check_block_size(block_size: int, n_positions: int) -> None:
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None,
-                weights: str | Path | None = None) -> GPT:
+                weights: str | Path | None = None, classifier_init: bool = False) -> GPT | GPTClassifier:
     """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
     tokenizer has `vocab_size` ids and `<|endoftext|>` = `eos_token_id`. `weights`: a resumed
     run's own checkpoint (OUT_DIR), loaded in --init's place; without --init, the model the flags
-    build must have its shape.
+    build must have its shape. `classifier_init` (finetune's classify task): an --init classifier
+    is loaded as one (`GPTClassifier`, its head kept); otherwise it is refused.
 
     A fresh model takes both: a new vocabulary puts `<|endoftext|>` elsewhere than GPT-2's 50256,
     and generation stops on what config.json says. An --init model must already match them.
@@ -107,17 +110,27 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
                              f"drop {'them' if len(shape) > 1 else 'it'}")
         source = weights or cfg.init
-        if is_classifier_checkpoint(source):  # in train's words (GPT.from_pretrained's refusal names the classifier loader)
+        is_classifier = is_classifier_checkpoint(source)
+        if is_classifier and not classifier_init:  # in train's words (GPT.from_pretrained's refusal names the classifier loader)
+            instead = (" (e.g. the one the classifier was fine-tuned from); `minigpt finetune --task classify` goes on "
+                       "training a classifier" if cfg.COMMAND == "finetune" else "")
             raise ValueError(f"--init {cfg.init} is a classifier (GPT2ForSequenceClassification); training starts from a "
-                             "language model (GPT2LMHeadModel)")
+                             f"language model (GPT2LMHeadModel){instead}")
         if cfg.block_size and (Path(source) / "config.json").is_file():  # (a GPT-2 name: checked once it is found)
-            check_block_size(cfg.block_size, GPTConfig.from_json(Path(source) / "config.json").n_positions)
-        model = GPT.from_pretrained(source, dtype=torch.float32)  # fp32 master weights, even from a float16 checkpoint
-        check_vocabulary(model.config, cfg.init, vocab_size, eos_token_id, getattr(cfg, "tokenizer", None),
+            with warnings.catch_warnings():  # its size alone is read here: the load below parses it again, and warns then
+                warnings.simplefilter("ignore")
+                check_block_size(cfg.block_size, GPTConfig.from_json(Path(source) / "config.json").n_positions)
+        with warnings.catch_warnings():
+            if not is_rank_0():  # every process loads the same file: rank 0 alone says what is odd in it, as it prints the notes
+                warnings.simplefilter("ignore")
+            # fp32 master weights, even from a float16 checkpoint
+            model = (GPTClassifier if is_classifier else GPT).from_pretrained(source, dtype=torch.float32)
+        gpt = model.gpt if is_classifier else model
+        check_vocabulary(gpt.config, cfg.init, vocab_size, eos_token_id, getattr(cfg, "tokenizer", None),
                          cfg.COMMAND == "finetune")
-        model.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
+        gpt.config.replace_stale_eos(eos_token_id)  # GPT-2's id, as older minigpt wrote: the data's is right
         if cfg.dropout is not None:  # dropout is not a weight: the checkpoint's rate is only a default
-            model.set_dropout(cfg.dropout)
+            gpt.set_dropout(cfg.dropout)
         return model.train()
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions", "dropout") if getattr(cfg, k) is not None}
     torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed

@@ -1,4 +1,5 @@
 """GPTClassifier: same logits as transformers' GPT2ForSequenceClassification, HF round trips."""
+import codecs
 import json
 import shutil
 import tempfile
@@ -423,11 +424,13 @@ def test_accuracy_is_the_share_of_right_labels_by_hand_count(monkeypatch):
     with torch.no_grad():
         right = [int(clf(torch.tensor([r]))[0].argmax()) for r in ids]  # each text alone, unpadded
     assert classify_data.score_examples(clf, ids, right, PAD, batch_size=2)["accuracy"] == 1.0
-    one_wrong = right[:4] + [1 - right[4]]  # the last text: alone in the last, partial batch
+    # Texts are scored longest first: batches (2, 0), (1, 4), (3). The shortest text, [12], is alone
+    # in the last, partial batch: it is the one labelled wrong.
+    one_wrong = right[:3] + [1 - right[3]] + right[4:]
     assert classify_data.score_examples(clf, ids, one_wrong, PAD, batch_size=2)["accuracy"] == 0.8
     monkeypatch.setattr(classify_data.dist, "all_reduce", lambda t: None)  # each process's own count
     shares = [classify_data.score_examples(clf, ids, one_wrong, PAD, 2, rank=r, world=2)["accuracy"] for r in (0, 1)]
-    assert shares == [0.4, 0.4]  # rank 0: batches 0 and 2 (texts 0, 1, 4), 2 right; rank 1: batch 1, 2 right
+    assert shares == [0.4, 0.4]  # rank 0: batches 0 and 2 (texts 2, 0, 3), 2 right; rank 1: batch 1, 2 right
 
 
 def test_val_loss_is_the_mean_over_every_text_a_partial_last_batch_included():
@@ -445,3 +448,179 @@ def test_val_loss_is_the_mean_over_every_text_a_partial_last_batch_included():
         each = [F.cross_entropy(clf(torch.tensor([r]))[0], torch.tensor([y])).item() for r, y in zip(ids, labels)]
     got = classify_data.score_examples(clf, ids, labels, PAD, batch_size=2)["loss"]
     assert got == pytest.approx(sum(each) / len(each), abs=1e-5)
+
+
+def test_evaluation_scores_texts_longest_first_so_batches_pad_little(capsys):
+    """A finetuner audit: SST-2's dev set scored in the order it was drawn, 8 texts a batch, padded
+    to 2.4 times its tokens, with no progress shown (minutes per evaluation). Texts of one length
+    now share a batch; the figures are those of each text scored alone; `progress` shows a bar."""
+    import torch.nn.functional as F
+
+    from minigpt.classify_data import score_examples
+
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(CFG), 2).eval()
+    ids = [[3], [4, 5, 6, 7, 8, 9], [10], [11, 12, 13, 14, 15, 16]]
+    labels = [0, 1, 1, 0]
+    widths = []
+    clf.register_forward_pre_hook(lambda m, args: widths.append(tuple(args[0].shape)))
+    got = score_examples(clf, ids, labels, PAD, batch_size=2)
+    assert widths == [(2, 6), (2, 1)]  # in the order drawn: (2, 6) twice, 12 tokens of padding
+    with torch.no_grad():
+        each = [clf(torch.tensor([r]))[0] for r in ids]
+    want = F.cross_entropy(torch.cat(each), torch.tensor(labels)).item()
+    assert got["loss"] == pytest.approx(want, abs=1e-6)
+    assert got["accuracy"] == sum(int(e.argmax()) == y for e, y in zip(each, labels)) / len(ids)
+    assert "evaluating" not in capsys.readouterr().err
+    score_examples(clf, ids, labels, PAD, batch_size=2, progress=True)
+    assert "evaluating" in capsys.readouterr().err
+
+
+def test_a_tsv_written_by_the_csv_module_reads_back_its_texts(tmp_path):
+    """A finetuner audit: csv.writer / pandas quote a text holding a quote or a tab, doubling its
+    quotes, and read_tsv kept that quoting as text ('"he said ""wow"", loved it"'). A field wholly
+    CSV-quoted is unquoted now; other quotes are text; a quoted text spanning lines is refused."""
+    import csv
+
+    from minigpt.classify_data import read_tsv
+
+    rows = [("he said \"wow\", loved it", 1), ("a\ttab inside", 0), ("\"quoted\" whole", 1), ("plain text", 0)]
+    with open(tmp_path / "csv.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([("sentence", "label"), *rows])
+    assert read_tsv(tmp_path / "csv.tsv") == ([t for t, _ in rows], [y for _, y in rows])
+    with open(tmp_path / "all.tsv", "w", newline="") as f:  # every field quoted, the labels too
+        csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL).writerows([("sentence", "label"), *rows])
+    assert read_tsv(tmp_path / "all.tsv") == ([t for t, _ in rows], [y for _, y in rows])
+    # Not CSV quoting (inner quotes not doubled, or an opening quote alone): the quotes are the text's.
+    plain = ['"great" and "bad"', '"unclosed', "it's ``fine''"]
+    (tmp_path / "plain.tsv").write_text("".join(f"{t}\t1\n" for t in plain))
+    assert read_tsv(tmp_path / "plain.tsv") == (plain, [1, 1, 1])
+    with open(tmp_path / "lines.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([("good", 1), ("two\nlines", 0)])
+    with pytest.raises(ValueError, match=r"lines.tsv:2: a quoted text goes on past this line .* replace the line ends"):
+        read_tsv(tmp_path / "lines.tsv")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-be"])
+def test_a_utf16_or_utf32_tsv_is_named_with_the_conversion_that_fits(tmp_path, encoding):
+    """A finetuner audit: a UTF-16 file (Windows' "Unicode") was "not UTF-8 text: byte 0xff at
+    offset 0; convert it first (e.g. iconv -f latin1 -t utf-8)": a wrong conversion. Its byte order
+    mark tells the encoding, and the fix names it."""
+    from minigpt.classify_data import read_tsv
+
+    f = tmp_path / "t.tsv"
+    text = "great\t1\nawful\t0\n"
+    f.write_bytes(codecs.BOM_UTF32_BE + text.encode("utf-32-be") if encoding == "utf-32-be" else
+                  codecs.BOM_UTF16_BE + text.encode("utf-16-be") if encoding == "utf-16-be" else text.encode(encoding))
+    family = encoding.removesuffix("-be")
+    with pytest.raises(ValueError, match=f"is {family.upper()} text, not UTF-8 .* iconv -f {family} -t utf-8"):
+        read_tsv(f)
+
+
+def _dropouts_differ(path):
+    """A copy of a checkpoint whose config.json sets HF's three dropout rates to different values."""
+    config = json.loads((path / "config.json").read_text())
+    config.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.1)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("rank,warned", [("0", 1), ("1", 0)])
+def test_loading_init_warns_once_and_on_rank_0_alone(tmp_path, monkeypatch, rank, warned):
+    """A runner audit: a checkpoint's "dropout rates differ" warning was printed twice by each
+    process (the block-size check parsed config.json, then the load again), so 2N times under
+    torchrun, where the other notes are rank 0's alone."""
+    import warnings
+
+    from minigpt.finetune_config import FinetuneConfig
+    from minigpt.pretrain import build_model
+
+    GPT(CFG).save_pretrained(tmp_path / "m")
+    _dropouts_differ(tmp_path / "m")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = FinetuneConfig(init=str(tmp_path / "m"), data="unused.txt", block_size=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_model(cfg, CFG.vocab_size, PAD)
+    assert [str(w.message).count("minigpt has one dropout rate") for w in caught] == [1] * warned
+
+
+CORPUS = "the speech was good indeed, and the play was fine; the speech was bad, and the play was poor.\n" * 20
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny pretrained-looking model dir (HF layout + tokenizer) and a TSV of two labels."""
+    from minigpt.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("classify")
+    tok = Tokenizer.train(CORPUS, 280)
+    torch.manual_seed(0)
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id,
+                       eos_token_id=tok.eos_token_id)).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    rows = [f"the speech was {w} indeed\t{y}" for y, words in enumerate((["bad", "poor"], ["good", "fine"])) for w in words]
+    (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 10) + "\n")
+    return root
+
+
+def _finetune(init, out, *extra):
+    from minigpt.finetune import main
+
+    return main(["--init", str(init), "--out", str(out), "--task", "classify", "--max-iters", "4", "--eval-interval", "2",
+                 "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1", *extra])
+
+
+def test_finetune_evaluates_in_larger_batches_with_a_bar(base, tmp_path, monkeypatch, capsys):
+    """A finetuner audit: each evaluation scored the dev set at the training batch size, the
+    training bar frozen meanwhile. It takes EVAL_BATCH_SCALE times --batch-size texts a batch
+    (no gradients: no activations kept for backward), with a bar of its own."""
+    import minigpt.finetune as finetune
+
+    calls = []
+
+    def recorded(*args, **kwargs):
+        calls.append((args[4], kwargs["progress"]))
+        return score_examples(*args, **kwargs)
+
+    score_examples = finetune.score_examples
+    monkeypatch.setattr(finetune, "score_examples", recorded)
+    assert _finetune(base / "base", tmp_path / "o", "--data", str(base / "cls.tsv"), "--strategy", "frozen") == 0
+    assert calls == [(finetune.EVAL_BATCH_SCALE * 4, True)] * 2
+    assert "evaluating" in capsys.readouterr().err
+
+
+def test_finetune_goes_on_from_a_classifier_keeping_its_head(base, tmp_path, capsys):
+    """A finetuner audit: `minigpt finetune --init CLASSIFIER --task classify` was refused ("training
+    starts from a language model"), so a linear probe could not be followed by a full fine-tune.
+    The classifier now goes on training, head and label names included; head options that are not
+    its own are refused by name, and the lm task still refuses it, saying what works."""
+    data = ("--data", str(base / "cls.tsv"))
+    assert _finetune(base / "base", tmp_path / "probe", *data, "--strategy", "frozen", "--lr", "1e-2") == 0
+    probe = GPTClassifier.from_pretrained(tmp_path / "probe")
+    config = json.loads((tmp_path / "probe" / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "neg", "1": "pos"}, {"neg": 0, "pos": 1}
+    (tmp_path / "probe" / "config.json").write_text(json.dumps(config))
+    # A tiny learning rate: the head moves by ~1e-6 from the probe's, where a new one would be drawn anew.
+    assert _finetune(tmp_path / "probe", tmp_path / "full", *data, "--strategy", "full", "--lr", "1e-7", "--min-lr", "0") == 0
+    full = GPTClassifier.from_pretrained(tmp_path / "full")
+    assert full.id2label == {0: "neg", 1: "pos"}
+    assert torch.allclose(full.score.weight, probe.score.weight, atol=1e-5)
+    assert not torch.equal(full.score.weight, probe.score.weight)  # it trained
+    capsys.readouterr()
+    for flags, message in [(("--num-labels", "3"), "its num_labels is 2, not 3 (--num-labels); leave --num-labels unset"),
+                           (("--pooling", "mean"), "its pooling is 'last', not 'mean' (--pooling); leave --pooling unset"),
+                           (("--head-hidden", "8"), "its head_hidden is (), not (8,) (--head-hidden); leave --head-hidden unset")]:
+        assert _finetune(tmp_path / "probe", tmp_path / "refused", *data, *flags) == 2
+        assert f"--init {tmp_path / 'probe'} is a classifier, whose head goes on training: {message}" in capsys.readouterr().err
+    from minigpt.tokenizer import Tokenizer
+
+    GPTClassifier(GPT.from_pretrained(base / "base"), 2, pooling="mean").save_pretrained(tmp_path / "mean")
+    Tokenizer.from_pretrained(base / "base").save_pretrained(tmp_path / "mean")
+    assert _finetune(tmp_path / "mean", tmp_path / "refused", *data) == 2
+    assert "its pooling is 'mean', not 'last' (--pooling); pass --pooling mean" in capsys.readouterr().err
+    from minigpt.finetune import main
+
+    assert main(["--init", str(tmp_path / "probe"), "--out", str(tmp_path / "lm"), "--data", str(base / "cls.tsv")]) == 2
+    assert "training starts from a language model (GPT2LMHeadModel) (e.g. the one the classifier was fine-tuned from); " \
+           "`minigpt finetune --task classify` goes on training a classifier" in capsys.readouterr().err

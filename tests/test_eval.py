@@ -141,8 +141,8 @@ def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
     assert (f"the model {small} has a 300-token vocabulary (no EOS), but the tokenizer in {model_dir} has 50257 "
             "(EOS = 50256)") in capsys.readouterr().err
     GPTClassifier(GPT.from_pretrained(model_dir), num_labels=2).save_pretrained(tmp_path / "clf")  # what finetune --task classify writes
-    assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2
-    assert f"{tmp_path / 'clf'} is a classifier (GPT2ForSequenceClassification); eval scores a language model" in capsys.readouterr().err
+    assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2  # a classifier is scored on a TSV (test_classifier_*)
+    assert f"t.txt holds no tab: {tmp_path / 'clf'} is a classifier, scored on labelled examples" in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"max_length must be in \[2, n_positions=32\]"):
         perplexity(model, ids, max_length=33)
@@ -354,3 +354,115 @@ def test_cli_errors_name_the_flags_not_perplexitys_arguments(model_dir, tmp_path
         assert main([str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu", *flags]) == 2
         err = capsys.readouterr().err
         assert f"error: {error}" in err and "max_length" not in err
+
+
+# A labelled file as fine-tuning reads it: a header, then text<TAB>label; one text is longer than
+# the classifier's 6 tokens, one holds "<|endoftext|>" (its characters, as in fine-tuning).
+TSV_LINES = ["sentence\tlabel", "a charming and often affecting journey .\t2", "the plot is a mess\t0",
+             "fine\t1", "unflinchingly bleak and desperate , from its first scene to its very last\t0",
+             "quiet <|endoftext|> film\t2", "it works\t1", "no\t0", "a triumph\t2", "meh , mostly\t1", "dull\t0"]
+CLF_TOKENS = 6  # the classifier's tokenizer model_max_length: fine-tuning's --block-size
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(model_dir, tmp_path_factory) -> Path:
+    """A random 4-label classifier on the tiny GPT, saved with its tokenizer as finetune saves it
+    (model_max_length = the run's --block-size). No example in TSV_LINES is labelled 3."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("clf")
+    GPTClassifier(GPT.from_pretrained(model_dir), num_labels=4,
+                  id2label={0: "neg", 1: "neutral", 2: "pos", 3: "other"}).save_pretrained(path)
+    tok = Tokenizer.from_pretrained(model_dir)
+    tok.model_max_length = CLF_TOKENS
+    tok.save_pretrained(path)
+    return path
+
+
+@torch.no_grad()
+def direct_classifier_scores(path: Path, lines: list[str]) -> dict[int, list[tuple[float, int]]]:
+    """Each example scored alone, without batches: label → [(its loss, the class predicted)]."""
+    clf, tok = GPTClassifier.from_pretrained(path), Tokenizer.from_pretrained(path)
+    scores: dict[int, list[tuple[float, int]]] = {}
+    for line in lines[1:]:
+        text, label = line.rsplit("\t", 1)
+        ids = torch.tensor([tok.encode(text, disallowed_special=())[:CLF_TOKENS]])  # (1, T)
+        logits, loss = clf(ids, torch.ones_like(ids), torch.tensor([int(label)]))
+        scores.setdefault(int(label), []).append((loss.item(), int(logits.argmax())))
+    return scores
+
+
+def test_classifier_is_scored_on_a_tsv_as_one_example_at_a_time(classifier_dir, tmp_path, capsys, monkeypatch):
+    """An audit: `minigpt eval CLASSIFIER FILE` was refused, so the only built-in test accuracy was
+    --val-data during fine-tuning, which then chose best/ on the test set. eval now reports a
+    classifier's accuracy and mean loss on a TSV, overall and per class, equal to scoring each
+    example alone, with the classes each class's examples were taken for (its row of the confusion
+    matrix); texts are cut to the tokenizer's model_max_length, as fine-tuning cut them, and the
+    scoring shows a progress bar."""
+    (tmp_path / "test.tsv").write_text("\n".join(TSV_LINES) + "\n")
+    direct = direct_classifier_scores(classifier_dir, TSV_LINES)
+    every = [(loss, predicted == label) for label, scores in direct.items() for loss, predicted in scores]
+    bars, score_examples = [], evaluate.score_examples
+    monkeypatch.setattr(evaluate, "score_examples", lambda **kw: bars.append(kw["progress"]) or score_examples(**kw))
+    assert main([str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--batch-size", "3"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    right = sum(ok for _, ok in every)
+    assert lines[0] == (f"accuracy {right / len(every):.4f}  loss {sum(loss for loss, _ in every) / len(every):.4f} "
+                        f"nats/example  ({right} of {len(every)} examples right)")
+    for label, name in enumerate(("neg", "neutral", "pos")):
+        n, ok = len(direct[label]), sum(predicted == label for _, predicted in direct[label])
+        loss = sum(loss for loss, _ in direct[label]) / n
+        wrong = [predicted for _, predicted in direct[label] if predicted != label]
+        mistaken = ", ".join(f"{other}: {wrong.count(other)}" for other in sorted(set(wrong)))
+        assert lines[1 + label] == (f"  class {label} ({name}): accuracy {ok / n:.4f}  loss {loss:.4f}  ({ok} of {n} right"
+                                    + (f"; taken for {mistaken})" if wrong else ")"))
+    assert any("taken for" in line for line in lines[1:4]), lines  # (the tiny model gets some wrong)
+    assert lines[4] == "  class 3 (other): no examples" and len(lines) == 5
+    assert bars == [True]
+    # The journey's, the bleak one's and the one with "<|endoftext|>" (9 tokens as characters) are cut.
+    assert f"3 of {len(every)} texts are longer than {CLF_TOKENS} tokens" in captured.err
+
+
+def test_classifier_scores_sum_the_classes_to_the_whole():
+    """The overall figures are fine-tuning's val scores (score_examples), and the classes' figures
+    add up to them: examples, right answers, and the loss weighted by each class's size."""
+    from minigpt.classify_data import score_examples
+
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=97, n_positions=16, n_embd=32, n_head=2)), 3).eval()
+    ids = [torch.randint(1, 97, (n,)).tolist() for n in (3, 9, 1, 5, 7, 2, 4)]
+    labels = [0, 2, 1, 0, 2, 2, 0]
+    result = evaluate.classifier_scores(clf, ids, labels, pad_id=0, batch_size=2)
+    whole = score_examples(model=clf, ids=ids, labels=labels, pad_id=0, batch_size=2)
+    assert result["loss"] == pytest.approx(whole["loss"], abs=1e-6) and result["accuracy"] == whole["accuracy"]
+    assert [c["examples"] for c in result["classes"].values()] == [3, 1, 3]
+    assert sum(c["right"] for c in result["classes"].values()) == result["right"] == round(whole["accuracy"] * 7)
+    by_size = sum(c["loss"] * c["examples"] for c in result["classes"].values()) / 7
+    assert by_size == pytest.approx(whole["loss"], abs=1e-6)
+    assert [sum(c["predicted"]) for c in result["classes"].values()] == [3, 1, 3]
+    with pytest.raises(ValueError, match="one label per example"):
+        evaluate.classifier_scores(clf, ids, labels[:-1], pad_id=0, batch_size=2)
+
+
+def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classifier_dir, tmp_path, capsys):
+    """A window flag given to a classifier, or a classifier's --batch-size to a language model,
+    would be ignored; a plain text has no labels to score a classifier on, and a TSV's perplexity
+    would pass for the model's: each is refused and names what to do instead."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    (tmp_path / "t.tsv").write_text("\n".join(TSV_LINES) + "\n")
+    (tmp_path / "five.tsv").write_text("good\t1\nbad\t5\n")
+    clf, lm, tsv = str(classifier_dir), str(model_dir), str(tmp_path / "t.tsv")
+    for argv, error in (
+        ([clf, tsv, "--stride", "8"], f"--stride sets a language model's sliding window; {clf} is a classifier"),
+        ([clf, tsv, "--max-length", "8"], "drop --max-length"),
+        ([clf, tsv, "--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
+        ([clf, str(tmp_path / "t.txt")], f"t.txt holds no tab: {clf} is a classifier, scored on labelled examples"),
+        ([clf, "-"], "standard input is not read for it: save the lines to a file"),
+        ([clf, str(tmp_path / "missing.tsv")], "TSV file " + str(tmp_path / "missing.tsv") + " does not exist"),
+        ([clf, str(tmp_path / "five.tsv")], "five.tsv has labels [5], but " + clf + " tells 4 classes apart: labels must be in [0, 4)"),
+        ([lm, tsv], f"t.tsv is a .tsv file (text<TAB>label, what a classifier is scored on), but {lm} is a language model"),
+        ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"{lm} is a language model, scored in windows of --max-length tokens: drop --batch-size"),
+    ):
+        assert main([*argv, "--device", "cpu"]) == 2, argv
+        err = capsys.readouterr().err
+        assert "eval: error: " in err and error in err, (argv, err)

@@ -323,9 +323,9 @@ def test_finetune_classify_matches_gpt2_for_sequence_classification(corpus, tmp_
     scored = []  # the val examples each evaluation scores: (ids, labels)
     real_score = minigpt.finetune.score_examples
 
-    def score_examples(model, ids, labels, *args):
+    def score_examples(model, ids, labels, *args, **kwargs):
         scored.append((ids, labels))
-        return real_score(model, ids, labels, *args)
+        return real_score(model, ids, labels, *args, **kwargs)
 
     monkeypatch.setattr(minigpt.finetune, "score_examples", score_examples)
     out = tmp_path / "out"

@@ -23,6 +23,9 @@ longer than the context are a choice (`slide`): the context then slides over the
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 from typing import Callable, Generator, Iterator
 
 import torch
@@ -44,15 +47,6 @@ from minigpt.stop_strings import StopStrings
 SYNC_EVERY = {"cuda": 8}
 # How many tokens `stream` generates when not told (generate_texts checks prompts against it too).
 DEFAULT_MAX_NEW_TOKENS = 20
-
-
-def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-             **kwargs) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
-    """Continue each prompt: input_ids (B, T) → LongTensor (B·num_return_sequences, T + new).
-
-    `generate` is `stream` run to the end; see `stream` for every argument.
-    """
-    return run_to_end(stream(model, input_ids, attention_mask, **kwargs))
 
 
 def run_to_end(steps: Iterator, each: Callable | None = None):
@@ -176,6 +170,42 @@ def stream(
     # A tokenizer smaller than the model (a padded vocabulary): the ids it has no token for are never drawn.
     args.textless = textless_ids(model, tokenizer, args.input_ids.device)
     return decode_loop(model, args, stopper, streamer=streamer, compile=compile, return_stats=return_stats)
+
+
+def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorator for the functions that pass `**kwargs` on to `stream`: `generate` below, and the
+    text functions (minigpt/text_generation.py). help() and Jupyter's Shift-Tab then list stream's
+    keyword arguments in place of `**kwargs` (less those in `refused`, which the function turns
+    down), and a name stream does not take is a TypeError naming the function called and the
+    closest valid name; from stream it would be "stream() got an unexpected keyword argument",
+    naming a function the caller never called."""
+    def decorate(f: Callable) -> Callable:
+        own = [p for p in inspect.signature(f).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        own_names, streams = {p.name for p in own}, inspect.signature(stream).parameters
+        passed_on = [p for p in streams.values() if p.kind is p.KEYWORD_ONLY and p.name not in own_names | set(refused)]
+        valid = own_names | set(streams)  # a refused name too: the function itself says why it refuses it
+
+        @functools.wraps(f)
+        def checked(*args, **kwargs):
+            if unknown := sorted(kwargs.keys() - valid):
+                close = difflib.get_close_matches(unknown[0], sorted(valid), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; see help({f.__name__}) for every argument"
+                raise TypeError(f"{f.__name__}() got an unexpected keyword argument {unknown[0]!r}{hint}")
+            return f(*args, **kwargs)
+
+        checked.__signature__ = inspect.signature(f).replace(parameters=own + passed_on)
+        return checked
+    return decorate
+
+
+@takes_stream_arguments()
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+             **kwargs) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+    """Continue each prompt: input_ids (B, T) → LongTensor (B·num_return_sequences, T + new).
+
+    `generate` is `stream` run to the end; its keyword arguments are `stream`'s (help(stream)).
+    """
+    return run_to_end(stream(model, input_ids, attention_mask, **kwargs))
 
 
 # Generation never needs gradients. Without no_grad the KV cache would join the autograd graph

@@ -41,8 +41,9 @@ def check_param(name: str, value: Param, ok, allowed: str) -> None:
 
 
 def check_logits(logits: torch.Tensor) -> None:
-    """The checked entry points take one row of logits per sequence, (B, V). Each filter works on
-    dim 1, so (V,) or (B, T, V) logits would fail deep inside (or filter along the wrong axis)."""
+    """The checked entry points (filter_logits, sample, the penalties) take one row of logits per
+    sequence, (B, V), with a parameter that may hold one value per row; the public filters alone
+    also take (V,) or (B, T, V) logits, with number parameters (sampling.check_filter_input)."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be (B, V), one row per sequence, got {shape}: for one row use "

@@ -5,6 +5,8 @@ min-p) → draw → ...`; the penalties and the n-gram ban, which come first, ar
 Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generation.py)
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
+The filters work along the last dim, the vocabulary, so they take (V,) or a model's (B, T, V)
+logits too, with a number parameter (`check_filter_input`).
 
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
@@ -60,6 +62,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     change (and dividing by 0 would turn into inf/NaN).
     """
     check_number("temperature", temperature)
+    check_filter_input(logits, "temperature", temperature)
     t = as_column(temperature, logits)
     if isinstance(t, torch.Tensor):
         return logits / torch.where(t > 0, t.clamp_min(MIN_TEMPERATURE), 1.0)
@@ -69,13 +72,14 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
 def apply_top_k(logits: torch.Tensor, top_k: Param) -> torch.Tensor:
     """Keep the k largest logits per row (0 = off). Ties with the k-th value are all kept."""
     check_number("top_k", top_k)
+    check_filter_input(logits, "top_k", top_k)
     V = logits.size(-1)
     if isinstance(top_k, torch.Tensor):
         k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
         k = torch.where(k > 0, k.clamp(max=V), V)
-        kth = logits.sort(dim=-1, descending=True).values.gather(1, k - 1)  # (B, 1): k differs per row
+        kth = logits.sort(dim=-1, descending=True).values.gather(-1, k - 1)  # (B, 1): k differs per row
     elif top_k > 0:
-        kth = torch.topk(logits, min(int(top_k), V), dim=-1).values[:, -1:]  # (B, 1)
+        kth = torch.topk(logits, min(int(top_k), V), dim=-1).values[..., -1:]  # (..., 1): the k-th largest
     else:
         return logits
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -92,8 +96,11 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     largest (minigpt/sampling_cpu.py's `top_p_cut_in_head`), skipping the sort.
     """
     check_number("top_p", top_p)
+    check_filter_input(logits, "top_p", top_p)
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
         return logits
+    if logits.dim() != 2:  # (V,) or (B, T, V): the cut's searches below take (B, V), so give them rows
+        return apply_top_p(logits.reshape(-1, logits.size(-1)), top_p).reshape(logits.shape)
     p = as_column(top_p, logits)
     in_head = top_p_cut_in_head(logits, p) if logits.device.type == "cpu" else None
     cut = in_head[0] if in_head is not None else top_p_cut_by_sort(logits, p)
@@ -118,6 +125,7 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     The top token always passes (its ratio is 1 ≥ min_p).
     """
     check_number("min_p", min_p)
+    check_filter_input(logits, "min_p", min_p)
     if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits
     probs = logits.float().softmax(dim=-1)  # (B, V)
@@ -350,6 +358,19 @@ def check_number(name: str, value: Param) -> None:
         if name == "top_k":
             check_whole(value)
         check_param(name, value, *PARAM_RANGES[name])
+
+
+def check_filter_input(logits: torch.Tensor, name: str, value: Param) -> None:
+    """What each public filter takes: logits with a vocabulary, the last dim, whatever comes before
+    it ((V,), (B, V), a model's (B, T, V)); a number `value` then applies to every row alike. A
+    tensor `value` holds one per row of (B, V) logits (`as_column` makes it (B, 1)), so it needs
+    those: over (B, T, V) a (B, 1) would line up with T, not B, and filter the wrong rows."""
+    if logits.dim() == 0:
+        raise ValueError("logits must have a vocabulary dim (the last), got a 0-d tensor: "
+                         "pass (V,), (B, V) or (B, T, V) logits")
+    if isinstance(value, torch.Tensor) and logits.dim() != 2:
+        raise ValueError(f"{name} as a tensor holds one value per row of (B, V) logits, got logits of shape "
+                         f"{tuple(logits.shape)}: pass a number, or a model's last position, logits[:, -1]")
 
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:

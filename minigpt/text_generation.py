@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream
+from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream, takes_stream_arguments
 from minigpt.checks import as_count, check_flag
 from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.sampling import check_seed
@@ -53,6 +53,7 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
     return torch.tensor([list(prompt)], dtype=torch.long)
 
 
+@takes_stream_arguments()
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate
     --stream` prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
@@ -178,6 +179,7 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
             start, window, tokens = sent, text[sent - start:], []
 
 
+@takes_stream_arguments()
 def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
                   **kwargs) -> list[str] | tuple[list[str], GenerationStats]:
     """Continue one prompt; return the new text of each sequence (`num_return_sequences` samples,
@@ -256,6 +258,7 @@ class PromptTooLong(ValueError):
                          f"context n_positions={n_positions} has room for {room}: {cut.format(fewer)}")
 
 
+@takes_stream_arguments(refused=("streamer",))  # its batches run sorted by length: a streamer would see them out of order
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
                    truncate_left: bool = False, progress: bool | tqdm = False,
                    **kwargs) -> list[list[str]] | tuple[list[list[str]], list[GenerationStats]]:

@@ -366,6 +366,77 @@ class Tokenizer:
             raise ValueError(f"{role} {name!r} is not one of this tokenizer's special tokens {list(self.special_tokens)}")
         return name
 
+    # ---- transformers' names: the special tokens by role, the vocabulary, token ↔ id lookups ----
+    # GPT2Tokenizer names <|endoftext|> as its bos_token and unk_token too, and save_pretrained writes
+    # them so (minigpt/tokenizer_files.py); the files' own bos_token and unk_token are not read.
+
+    @property
+    def bos_token(self) -> str | None:
+        """The token that begins a text: <|endoftext|> if the tokenizer has it (GPT-2 has no start
+        token of its own: a text begins where the last one ended), else None. The model's own start
+        is its config's bos_token_id, which `generate` reads."""
+        return "<|endoftext|>" if "<|endoftext|>" in self.special_tokens else None
+
+    @property
+    def bos_token_id(self) -> int | None:
+        """The id of bos_token (50256 for GPT-2), or None."""
+        return self.special_tokens.get(self.bos_token)
+
+    @property
+    def unk_token(self) -> str | None:
+        """What convert_tokens_to_ids gives for a string that is no token, as transformers does: the
+        same <|endoftext|>, or None. Encoding never needs it: every text is bytes, and every byte a token."""
+        return self.bos_token
+
+    @property
+    def unk_token_id(self) -> int | None:
+        """The id of unk_token (50256 for GPT-2), or None."""
+        return self.special_tokens.get(self.unk_token)
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        """The special tokens, in transformers' order: bos, eos, unk and pad first (each once), then the others."""
+        by_role = [self.bos_token, self.eos_token, self.unk_token, self.pad_token]
+        return [t for t in dict.fromkeys(by_role + list(self.special_tokens)) if t in self.special_tokens]
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        """The ids of all_special_tokens ([50256] for GPT-2)."""
+        return [self.special_tokens[t] for t in self.all_special_tokens]
+
+    def get_vocab(self) -> dict[str, int]:
+        """Every token as vocab.json spells it ('Ġworld' for b' world') → its id, special and added tokens included."""
+        return {self.id_to_token(i): i for i in range(self.vocab_size)}
+
+    def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
+        """One id → its token, as vocab.json spells it; a list (or 1-D tensor) of ids → a list of
+        tokens, without the special ones if `skip_special_tokens`. As transformers', except that an
+        id outside the vocabulary is a ValueError naming it (transformers gives None)."""
+        if isinstance(ids, int) or getattr(ids, "ndim", None) == 0:  # one id: an int, or a 0-d tensor or NumPy int
+            return self.id_to_token(operator.index(ids))
+        skipped = set(self.special_tokens.values()) if skip_special_tokens else set()
+        return [self.id_to_token(i) for i in as_id_list(ids, self.vocab_size) if i not in skipped]
+
+    def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
+        """One token, spelled as vocab.json spells it ('Ġworld'), → its id; a list of them → a list.
+        A string that is no token gives unk_token_id, as in transformers (50256 for GPT-2: check
+        for it), or, for a tokenizer without <|endoftext|>, a KeyError naming it."""
+        return self._token_id(tokens) if isinstance(tokens, str) else [self._token_id(t) for t in tokens]
+
+    def _token_id(self, token: str) -> int:
+        if not isinstance(token, str):
+            raise TypeError(f"tokens are strings as vocab.json spells them ('Ġworld'), got {token!r}; "
+                            "for ids, convert_ids_to_tokens")
+        if token in self._whole_ids:
+            return self._whole_ids[token]
+        try:
+            return self.vocab[str_to_token(token)]
+        except (KeyError, ValueError):  # no such token, or a character no byte is spelled as (' ', '€')
+            if self.unk_token_id is not None:
+                return self.unk_token_id
+        raise KeyError(f"{token!r} is no token of this tokenizer, which has no unk_token to give instead; "
+                       "tokens are spelled as vocab.json spells them: 'Ġworld' for ' world'")
+
     @property
     def model_max_length(self) -> int | None:
         """The longest input the model takes (its n_positions), which `truncation=True` cuts to, or None."""

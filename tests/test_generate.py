@@ -3030,3 +3030,40 @@ def test_cli_eos_warning_names_generation_config_json_where_the_ids_come_from(ti
     assert (f"warning: {model}/generation_config.json names no EOS (eos_token_id null or left out; the ids come from "
             "it, not config.json); using the tokenizer's (279). Set eos_token_id and bos_token_id in "
             "generation_config.json to silence this") in capsys.readouterr().err
+
+
+def test_generate_and_the_text_functions_show_streams_arguments_in_their_signature():
+    """An audit: help() and Jupyter's Shift-Tab showed `(…, **kwargs)` for generate and the text
+    functions, whose docstrings said "see `stream` for every argument". Their signatures now list
+    stream's keyword arguments, with its defaults; generate_texts leaves out the streamer it refuses."""
+    import inspect
+
+    streams = {name: p for name, p in inspect.signature(stream).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    for f in (generate, generate_text, generate_texts, stream_text):
+        params = inspect.signature(f).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), f.__name__
+        # The text functions take the tokenizer themselves, second and positional; generate_texts refuses a streamer.
+        passed_on = streams.keys() - ({"tokenizer"} if f is not generate else set()) - \
+            ({"streamer"} if f is generate_texts else set())
+        assert all(params[name].kind is params[name].KEYWORD_ONLY and params[name].default == streams[name].default
+                   for name in passed_on), f.__name__
+    assert list(inspect.signature(generate_text).parameters)[:3] == ["model", "tokenizer", "prompt"]
+    assert "streamer" not in inspect.signature(generate_texts).parameters
+    assert inspect.signature(generate_texts).parameters["batch_size"].default == 8  # its own arguments stay
+
+
+@pytest.mark.parametrize("call", ["generate", "generate_text", "generate_texts", "stream_text"])
+def test_an_unknown_keyword_in_kwargs_names_the_function_called_and_the_closest_name(pair, call):
+    """An audit: generate(m, x, max_new_token=5) said "stream() got an unexpected keyword argument",
+    naming a function the caller never called, and no fix. The function called is named, with the
+    closest valid name; a name close to none points to help()."""
+    model, _ = pair
+    f = {"generate": generate, "generate_text": generate_text, "generate_texts": generate_texts,
+         "stream_text": stream_text}[call]
+    args = (model, torch.tensor([PROMPTS[0]])) if f is generate else \
+        (model, ByteTokenizer(), ["hi"] if f is generate_texts else "hi")
+    with pytest.raises(TypeError, match=rf"^{call}\(\) got an unexpected keyword argument 'max_new_token'; "
+                                        r"did you mean 'max_new_tokens'\?$"):
+        f(*args, max_new_token=5)
+    with pytest.raises(TypeError, match=rf"^{call}\(\) got an unexpected keyword argument 'zzz'; see help\({call}\)"):
+        f(*args, zzz=5)

@@ -818,3 +818,36 @@ def test_the_noise_on_a_cpu_is_the_values_exponential_gives_for_the_same_seed():
     ours = exponential_noise((3, 5000), "cpu", g1)
     torch_s = torch.empty(3, 5000).exponential_(generator=g2).clamp_min_(torch.finfo(torch.float32).tiny)
     assert torch.equal(ours, torch_s)
+
+
+@pytest.mark.parametrize("V", [50, 5000])  # 5000: past TOP_P_HEAD, so top-p's cut is sought in a CPU head
+@pytest.mark.parametrize("f, value", [(apply_top_k, 1), (apply_top_k, 5), (apply_top_k, 10**6), (apply_top_p, 0.5),
+                                      (apply_top_p, 0.9), (apply_min_p, 0.3), (apply_temperature, 0.5)])
+def test_each_filter_works_along_the_last_dim_whatever_comes_before_it(f, value, V):
+    """apply_top_k and apply_top_p assumed (B, V): on a model's (B, T, V) logits top_k=1 kept 0 to 3
+    tokens a position and a k past V about half of them, other k failed on a broadcast, top-p on
+    "index 40 is out of bounds", and (V,) logits raised IndexError. Each filter now equals itself
+    applied to every row alone, as min-p and temperature did already."""
+    x = torch.randn(2, 3, V, generator=torch.Generator().manual_seed(0)) * 3  # (B, T, V)
+    by_row = torch.stack([torch.stack([f(x[b, t][None], value)[0] for t in range(3)]) for b in range(2)])
+    assert torch.equal(f(x, value), by_row)
+    assert torch.equal(f(x[1, 2], value), by_row[1, 2])  # (V,)
+    if f is apply_top_k:
+        assert (f(x, value).isfinite().sum(-1) == min(value, V)).all()
+
+
+@pytest.mark.parametrize("f, name, value", [(apply_top_k, "top_k", torch.tensor([1, 2])),
+                                            (apply_top_p, "top_p", torch.tensor([0.5, 0.9])),
+                                            (apply_min_p, "min_p", torch.tensor([0.1, 0.2])),
+                                            (apply_temperature, "temperature", torch.tensor([0.5, 2.0]))])
+def test_a_per_row_parameter_needs_one_row_of_logits_per_value(f, name, value):
+    """A (B,) tensor parameter is shaped (B, 1) against the vocabulary: over (B, T, V) logits with
+    B == T it lined up with T and filtered each position with another row's value, without a word.
+    It is refused there, by name; (B, V) logits take it as before, and a 0-d tensor, with no
+    vocabulary to filter, is named too."""
+    x = torch.randn(2, 2, 10)
+    with pytest.raises(ValueError, match=rf"{name} as a tensor holds one value per row of \(B, V\) logits.*\(2, 2, 10\)"):
+        f(x, value)
+    assert f(x[:, -1], value).shape == (2, 10)
+    with pytest.raises(ValueError, match="logits must have a vocabulary dim.*0-d"):
+        f(torch.tensor(1.0), 0.5 if name != "top_k" else 1)

@@ -1255,3 +1255,50 @@ def test_no_docstring_holds_a_raw_carriage_return():
     docs = dict(public_docstrings())
     assert "minigpt.tokenizer.Tokenizer.train" in docs and "minigpt.files.atomic_write_text" in docs  # the walk reaches them
     assert [name for name, doc in docs.items() if doc and "\r" in doc] == []
+
+
+def hf_names(tok) -> dict:
+    """What a transformers user reads off a tokenizer: the special tokens by role, and the vocabulary."""
+    names = ("bos_token", "bos_token_id", "eos_token", "eos_token_id", "unk_token", "unk_token_id", "pad_token",
+             "pad_token_id", "all_special_tokens", "all_special_ids")
+    return {name: getattr(tok, name) for name in names} | {"vocab": tok.get_vocab()}
+
+
+def test_the_names_transformers_users_reach_for_match_gpt2_tokenizer_fast(tmp_path):
+    """An audit: Tokenizer had eos_token_id and pad_token_id but no bos_token(_id), unk_token_id,
+    all_special_ids / all_special_tokens, get_vocab or convert_ids_to_tokens / convert_tokens_to_ids.
+    Each now gives what GPT2TokenizerFast gives on the shipped GPT-2 files, and on a tokenizer with
+    a pad token, another special token and an added word, saved and read back by transformers."""
+    from transformers import GPT2TokenizerFast
+
+    mine, hf = Tokenizer.from_pretrained(GPT2_DIR), GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    assert hf_names(mine) == hf_names(hf)
+    ids = mine.encode("Hello world<|endoftext|> ROMEO", allowed_special="all")
+    for args in ((ids,), (ids, True), (ids[1],), (50256, True), (torch.tensor(ids),)):
+        assert mine.convert_ids_to_tokens(*args) == hf.convert_ids_to_tokens(*args), args
+    assert mine.convert_ids_to_tokens(np.int64(995)) == "Ġworld"  # one id, as a NumPy int (transformers: a TypeError)
+    tokens = ["Hello", "Ġworld", "<|endoftext|>", "Gworld", "€", " world", ""]  # the last four are no tokens: unk, 50256
+    assert mine.convert_tokens_to_ids(tokens) == hf.convert_tokens_to_ids(tokens)
+    assert [mine.convert_tokens_to_ids(t) for t in tokens] == [hf.convert_tokens_to_ids(t) for t in tokens]
+
+    extended = Tokenizer(mine.vocab, mine.merges, {**mine.special_tokens, "<pad>": 50257, "<|sep|>": 50258},
+                         added_tokens={"ROMEO": 50259}, pad_token="<pad>")
+    extended.save_pretrained(tmp_path)
+    assert hf_names(extended) == hf_names(GPT2TokenizerFast.from_pretrained(tmp_path))
+    assert extended.all_special_tokens == ["<|endoftext|>", "<pad>", "<|sep|>"]
+    assert extended.convert_ids_to_tokens([50259, 50258, 11], skip_special_tokens=True) == ["ROMEO", ","]
+
+
+def test_token_lookups_name_what_has_no_token_where_there_is_no_unk_token():
+    """Without <|endoftext|> (a tokenizer trained with no special tokens) there is no bos or unk
+    token: a string that is no token is a KeyError naming it, not some id; an id outside the
+    vocabulary is a ValueError (transformers gives None), and a token that is no string a TypeError."""
+    tok = Tokenizer.train("ab ab ba abba " * 20, vocab_size=258, special_tokens=[], progress=False)
+    assert (tok.bos_token, tok.bos_token_id, tok.unk_token_id, tok.all_special_ids) == (None, None, None, [])
+    assert tok.convert_tokens_to_ids(tok.convert_ids_to_tokens([0, 257])) == [0, 257]
+    with pytest.raises(KeyError, match="'Gab' is no token of this tokenizer, which has no unk_token"):
+        tok.convert_tokens_to_ids(["a", "Gab"])
+    with pytest.raises(ValueError, match=r"unknown token id 258; ids must be in \[0, 258\)"):
+        tok.convert_ids_to_tokens(258)
+    with pytest.raises(TypeError, match="tokens are strings .* got 5; for ids, convert_ids_to_tokens"):
+        tok.convert_tokens_to_ids([5])

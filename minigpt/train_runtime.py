@@ -95,6 +95,9 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     rank, world = env_rank()  # a stray RANK without torchrun is refused, not trained as a silent "rank 1"
     if cfg.grad_accum % world:  # checked before joining the process group: a bad flag needs no rendezvous
         raise ValueError(f"grad_accum ({cfg.grad_accum}) must be a multiple of the number of processes ({world})")
+    if world > 1 and cfg.device.startswith("cuda:"):  # each process takes its own GPU: one index cannot be all of theirs
+        raise ValueError(f"--device {cfg.device}: under torchrun each process takes the GPU of its LOCAL_RANK; pass "
+                         "--device cuda, and choose the GPUs with CUDA_VISIBLE_DEVICES")
     device = resolve_device(cfg.device)  # "auto", or "cuda" on a machine without it: an error that says so
     if world > 1:
         if device.type == "cuda":

@@ -2508,6 +2508,19 @@ def test_a_stray_rank_is_refused_before_any_work(tmp_path, monkeypatch, capsys, 
     assert not out.exists()
 
 
+def test_one_gpu_index_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
+    """An audit: under torchrun `--device cuda:1` was silently replaced by each process's
+    cuda:LOCAL_RANK. It is refused before the processes join (so no GPU is needed to see it)."""
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    assert train_main(["--data", str(make_data(tmp_path / "data")), "--out", str(out), "--preset", "gpt2-tiny",
+                       "--grad-accum", "2", "--device", "cuda:1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --device cuda:1: under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda" in err
+    assert not out.exists()
+
+
 def test_a_plain_run_says_its_errors_whatever_local_rank_a_shell_left(tmp_path, monkeypatch, capsys):
     """An audit: with a stray LOCAL_RANK=1 a plain run's error (a missing --data) was not said at
     all, exit code 2 and no word: LOCAL_RANK picks the process that speaks only under torchrun."""

@@ -107,6 +107,11 @@ class GPTClassifier(nn.Module):
         # mode for the whole: else clf.training says True while the backbone's dropout is off.
         self.train(gpt.training)
 
+    @property
+    def label2id(self) -> dict[str, int]:
+        """Each class's id by its name: id2label turned round (config.json holds both, as HF's does)."""
+        return {name: i for i, name in self.id2label.items()}
+
     def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, C) and a right-padded mask (B, T) → one vector per row (B, C)."""
         lengths = attention_mask.sum(dim=1)  # (B,) real tokens per row
@@ -172,7 +177,7 @@ class GPTClassifier(nn.Module):
         write_checkpoint(path, tensors, lambda config: self.config.save_json(config, architecture="GPT2ForSequenceClassification", extra={
             "num_labels": self.num_labels,
             "id2label": {str(i): name for i, name in self.id2label.items()},
-            "label2id": {name: i for i, name in self.id2label.items()},
+            "label2id": self.label2id,
             "pad_token_id": self.pad_token_id,
             "torch_dtype": str(self.gpt.lm_head.weight.dtype).removeprefix("torch."),
             "minigpt_head": {"pooling": self.pooling, "hidden": list(self.hidden)},

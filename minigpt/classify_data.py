@@ -4,6 +4,8 @@ Where it sits: between the files and minigpt/finetune.py's training loop for `--
 `train.tsv / dev.tsv (text<TAB>label) → read_tsv → examples → Tokenizer.encode_batch → ids,
 cut to the context → pad_right → (ids, mask, labels) batches → GPTClassifier → classification_loss`,
 and at each evaluation `score_examples` (loss and accuracy) on every validation example.
+A label is a class id (0, 1, 2, ...) or a name (`positive`); names become class ids through
+`label_ids` (minigpt/finetune.py's `_class_ids` numbers them), and are the model's id2label.
 
 Batches are right-padded: real tokens first, then pads. Attention is causal, so a real token
 never looks at the pads to its right, and the classifier finds each text's last real token from
@@ -15,6 +17,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -31,18 +34,28 @@ from minigpt.tokenizer_batch import pad_rows
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
+HEADER_RULE = ("a first line is taken for a header only when its columns are names without spaces and its label is "
+               "no other line's")
+Row = tuple[int, str, str, str]  # a line as read: (its number, the line, its text, its label)
 
 
-def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
-    """A classification file: one `text<TAB>label` per line, label an integer id.
+def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
+    """A classification file: one `text<TAB>label` per line. The labels are class ids (integers
+    0, 1, 2, ...) or names (`negative`, `positive`: fine-tuning numbers them, see minigpt/finetune.py's
+    `_class_ids`), one kind for the whole file: a file mixing them is refused.
 
-    A first line of column names, its label not an integer (e.g. `sentence<TAB>label`, as in
-    SST-2), is a header and is skipped (one naming more than two columns is refused: an index
-    column would join every text, as it is without a header, where every line starting with an
-    integer field is); blank lines and a leading BOM are skipped. Anything else malformed is an
-    error naming the line, never a silently dropped example: a first line with an empty label, or
-    a text with spaces (`great movie<TAB>l`, a typo), is an example, not a header. A label is ASCII
-    digits (`int()` alone would also read `1_0` as 10 and other scripts' digits).
+    A first line of column names is a header, and is skipped: its columns are names without
+    spaces, and its label is not an integer and no other line's (`sentence<TAB>label`, as in
+    SST-2, over lines labelled 0/1 or positive/negative). One naming more than two columns is
+    refused (an index column would join every text, as it is without a header, where every line
+    starting with an integer field is); blank lines and a leading BOM are skipped. Anything else
+    malformed is an error naming the line, never a silently dropped example: a first line with an
+    empty label, or a text with spaces (`great movie<TAB>l`, a typo), is an example, not a header;
+    so is a one-word first example (`great<TAB>positive`), as other lines are labelled `positive`
+    too; a first line that would be a header but for a space in it is refused (`_check_not_a_header`).
+    In a tiny file, where a class may have one line, a one-word first example of it is taken for a
+    header: give such a file a header.
+    A class id is ASCII digits (`int()` alone would also read `1_0` as 10 and other scripts' digits).
 
     CSV quoting, as Python's csv.writer and pandas' to_csv(sep="\\t") write it, is undone: a field
     wholly in double quotes, every quote inside it doubled (`"he said ""wow"", loved it"`), is the
@@ -55,46 +68,95 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
         raise ValueError(f"TSV file {path} is a directory; pass the file itself (e.g. {path / 'dev.tsv'})")
     if not path.is_file():
         raise FileNotFoundError(f"TSV file {path} does not exist")
+    rows = _tsv_rows(path)
+    first = rows[0][0] if rows else 0  # the number of the one line that may be a header
+    count = Counter(label for *_, label in rows)  # a header's label is on its line alone, a class's on its examples'
+    if rows and _is_header(rows[0], count):
+        columns = rows[0][1].split("\t")
+        if len(columns) > 2:  # e.g. GLUE's `index<TAB>sentence<TAB>label`: the index would join each text
+            raise ValueError(f"{path}:{first}: the header names {len(columns)} columns ({', '.join(columns)}); "
+                             "classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
+        rows = rows[1:]
+    if not rows:
+        raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
     texts, labels = [], []
-    first, indexed = True, 0  # indexed: the lines whose text starts with an integer field
+    indexed = 0  # the lines whose text starts with an integer field
+    for lineno, line, text, label in rows:
+        is_id = bool(_INTEGER.fullmatch(label))
+        hint = f" ({HEADER_RULE})" if lineno == first else ""
+        if _opens_a_quote(line) and not (is_id or count[label] > 1):  # a label, not the middle of a quoted text
+            raise _goes_on_past_its_line(path, lineno, line)
+        if not label:
+            raise ValueError(f"{path}:{lineno}: label '' is not an integer class id nor a name{hint}")
+        if is_id and int(label) < 0:
+            raise ValueError(f"{path}:{lineno}: label {int(label)} is negative; class ids are 0, 1, 2, ...")
+        if not text.strip():
+            raise ValueError(f"{path}:{lineno}: empty text")
+        indexed += "\t" in text and bool(_INTEGER.fullmatch(text.split("\t", 1)[0].strip()))
+        texts.append(text.strip())
+        labels.append(int(label) if is_id else label)
+    _check_one_kind(path, [row[0] for row in rows], labels, first)
+    if indexed == len(texts):  # e.g. GLUE's `index<TAB>sentence<TAB>label` without its header
+        raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): an index "
+                         "column would join every text; classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
+    if rows[0][0] == first and isinstance(labels[0], str):  # no header was skipped: is the first line one with a space?
+        _check_not_a_header(path, first, labels[0], count)
+    return texts, labels
+
+
+def _tsv_rows(path: Path) -> list[Row]:
+    """Each line of `path` but the blank ones, cut at its last tab (the text may hold tabs),
+    its CSV quoting undone and its label stripped; a line without a tab is refused."""
+    rows = []
     # (A BOM, which some editors write first, would otherwise start the first text.)
     # Lines end at "\n" alone (read_text made "\r\n" one): splitlines() would also cut at U+0085,
     # U+2028, form feeds..., which scraped text holds inside its sentences.
     for lineno, line in enumerate(read_text(path).removeprefix("\ufeff").split("\n"), start=1):
         if not line.strip():
             continue
-        is_first, first = first, False
-        text, tab, label = line.rpartition("\t")  # the label is the last field; text may hold tabs
-        text, label = _csv_unquoted(text), _csv_unquoted(label)
-        if _opens_a_quote(line) and not (tab and _INTEGER.fullmatch(label.strip())):
-            raise ValueError(f"{path}:{lineno}: a quoted text goes on past this line ({line[:60]!r}): it holds a line end, "
-                             "and classify reads one example per line; replace the line ends in the texts (e.g. with "
-                             "spaces) before writing the file")
+        text, tab, label = line.rpartition("\t")
         if not tab:
+            if _opens_a_quote(line):
+                raise _goes_on_past_its_line(path, lineno, line)
             raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
-        if not _INTEGER.fullmatch(label.strip()):
-            if is_first and label.strip() and not any(c.isspace() for c in text.replace("\t", "")):
-                columns = line.split("\t")
-                if len(columns) > 2:  # e.g. GLUE's `index<TAB>sentence<TAB>label`: the index would join each text
-                    raise ValueError(f"{path}:{lineno}: the header names {len(columns)} columns ({', '.join(columns)}); "
-                                     "classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
-                continue  # the header
-            header = " (a first line is taken for a header only when its columns are names, without spaces)" if is_first else ""
-            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer class id{header}")
-        label_id = int(label)
-        if label_id < 0:
-            raise ValueError(f"{path}:{lineno}: label {label_id} is negative; class ids are 0, 1, 2, ...")
-        if not text.strip():
-            raise ValueError(f"{path}:{lineno}: empty text")
-        indexed += "\t" in text and bool(_INTEGER.fullmatch(text.split("\t", 1)[0].strip()))
-        texts.append(text.strip())
-        labels.append(label_id)
-    if not texts:
-        raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
-    if indexed == len(texts):  # e.g. GLUE's `index<TAB>sentence<TAB>label` without its header
-        raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): an index "
-                         "column would join every text; classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
-    return texts, labels
+        rows.append((lineno, line, _csv_unquoted(text), _csv_unquoted(label).strip()))
+    return rows
+
+
+def _is_header(row: Row, count: Counter) -> bool:
+    """Whether a file's first line is its column names, by read_tsv's rule (`HEADER_RULE`)."""
+    _, _, text, label = row
+    names = not any(c.isspace() for c in text.replace("\t", ""))
+    return names and bool(label) and not _INTEGER.fullmatch(label) and count[label] == 1
+
+
+def _check_not_a_header(path: Path, lineno: int, label: str, count: Counter) -> None:
+    """Refuse a names file's first line, not taken for a header, whose label is the only one on a
+    single line, every other on two lines or more: far more often a header with a space in it
+    (`review text<TAB>sentiment`) than the one example of a class."""
+    lone = [y for y, n in count.items() if n == 1]
+    if lone == [label] and len(count) > 1:
+        raise ValueError(f"{path}:{lineno}: label {label!r} is the only one no other line has, as a header's, but "
+                         f"{HEADER_RULE}: if it is the header, write its column names without spaces; if it is an "
+                         "example of a class of its own, move it below another line")
+
+
+def _check_one_kind(path: Path, linenos: list[int], labels: list[int] | list[str], first: int) -> None:
+    """Refuse a file whose labels mix class ids and names: `1` and `positive` cannot both be classes
+    of one classifier (is `positive` class 0, or 2?), and a lone name among ids is a typo."""
+    names = [(lineno, y) for lineno, y in zip(linenos, labels) if isinstance(y, str)]
+    ids = [(lineno, y) for lineno, y in zip(linenos, labels) if isinstance(y, int)]
+    if names and ids:
+        (lineno, name), (other, class_id) = names[0], ids[0]
+        hint = f" ({HEADER_RULE})" if lineno == first else ""
+        raise ValueError(f"{path}:{lineno}: label {name!r} is not an integer class id{hint}, but line {other}'s label "
+                         f"{class_id} is: a file's labels are all class ids (0, 1, 2, ...) or all names, not both")
+
+
+def _goes_on_past_its_line(path: Path, lineno: int, line: str) -> ValueError:
+    return ValueError(f"{path}:{lineno}: a quoted text goes on past this line ({line[:60]!r}): it holds a line end, "
+                      "and classify reads one example per line; replace the line ends in the texts (e.g. with "
+                      "spaces) before writing the file")
 
 
 def _csv_unquoted(field: str) -> str:
@@ -112,7 +174,7 @@ def _opens_a_quote(line: str) -> bool:
     return line.startswith('"') and line.count('"') % 2 == 1
 
 
-Examples = tuple[list[str], list[int]]  # (texts, labels)
+Examples = tuple[list[str], list[int] | list[str]]  # (texts, labels): class ids, or names as read_tsv gives them
 
 
 def _shuffled(examples: Examples, seed: int, limit: int | None = None) -> Examples:
@@ -124,23 +186,49 @@ def _shuffled(examples: Examples, seed: int, limit: int | None = None) -> Exampl
     return [texts[i] for i in order], [labels[i] for i in order]
 
 
+def tsv_files(cfg: FinetuneConfig) -> tuple[Path, Path | None]:
+    """The training file (--data, or DIR/train.tsv) and the validation file (--val-data, else
+    DIR/dev.tsv if there is one; None: a share of the training file is held out)."""
+    data = Path(cfg.data)
+    val_file = Path(cfg.val_data) if cfg.val_data else data / "dev.tsv"
+    return data / "train.tsv" if data.is_dir() else data, val_file if cfg.val_data or val_file.is_file() else None
+
+
 def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
     """{"train": ..., "val": ...} from --data (file, or DIR/train.tsv) and --val-data or DIR/dev.tsv;
-    with neither, a seeded val_fraction of --data is held out. Subsets (--max-*) are seeded."""
-    data = Path(cfg.data)
-    train = _shuffled(read_tsv(data / "train.tsv" if data.is_dir() else data), cfg.seed)
-    val_file = Path(cfg.val_data) if cfg.val_data else data / "dev.tsv"
-    if cfg.val_data or val_file.is_file():
+    with neither, a seeded val_fraction of --data is held out. Subsets (--max-*) are seeded.
+    The labels are as the files write them, class ids or names (minigpt/finetune.py's `_class_ids`
+    numbers names), the same kind in both splits."""
+    train_file, val_file = tsv_files(cfg)
+    train = _shuffled(read_tsv(train_file), cfg.seed)
+    if val_file:
         if cfg.val_fraction != VAL_FRACTION_DEFAULT:  # it would be ignored: refused, as other unused options are
             raise ValueError(f"--val-fraction holds out part of --data when there is no validation file, but here "
                              f"validation comes from {val_file}: drop --val-fraction")
         val = read_tsv(val_file)
+        named = {file: isinstance(labels[0], str) for file, (_, labels) in ((train_file, train), (val_file, val))}
+        if len(set(named.values())) > 1:  # one file's `1` would be some other class than the other's `positive`
+            kinds = {file: "names" if is_named else "class ids" for file, is_named in named.items()}
+            raise ValueError(f"{train_file}'s labels are {kinds[train_file]}, but {val_file}'s are {kinds[val_file]}: "
+                             "label both files alike, with class ids (0, 1, 2, ...) or with names")
     else:
         n_val = int(len(train[0]) * cfg.val_fraction)
         if n_val == 0:
-            raise ValueError(f"{data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for validation; pass --val-data")
+            raise ValueError(f"{train_file} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} "
+                             "for validation; pass --val-data")
         train, val = (train[0][n_val:], train[1][n_val:]), (train[0][:n_val], train[1][:n_val])
     return {"train": _shuffled(train, cfg.seed, cfg.max_examples), "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
+
+
+def label_ids(labels: list[str], label2id: dict[str, int], path: Path, whose: str) -> list[int]:
+    """Named labels, read from `path`, as class ids through `label2id` (`whose` labels: say, a
+    classifier's). A name it lacks is refused, by the first line of `path` that has it: a class the
+    model does not have cannot be scored, nor trained."""
+    unknown = next((name for name in labels if name not in label2id), None)
+    if unknown is not None:
+        lineno = next(lineno for lineno, *_, label in _tsv_rows(path) if label == unknown)
+        raise ValueError(f"{path}:{lineno}: label {unknown!r} is none of {whose}: {', '.join(label2id)}")
+    return [label2id[name] for name in labels]
 
 
 def examples_fingerprint(data: dict[str, Examples]) -> dict:

@@ -21,7 +21,8 @@ token; here each token's negative log-likelihood is summed, so the mean is over 
 tokens scored.
 
 A classifier (a checkpoint of `minigpt finetune --task classify`) is scored as fine-tuning scores
-its val set: each `text<TAB>label` line (classify_data's `read_tsv`) is cut to the run's
+its val set: each `text<TAB>label` line (classify_data's `read_tsv`; a label that is a name is
+the model's class of that name, through its config.json's label2id) is cut to the run's
 --block-size, and classify_data's `score_examples` gives the mean loss and the accuracy, here also
 for each true class, with the classes its examples were taken for (a row of the confusion matrix). That is the way to measure a test set: given to fine-tuning as --val-data, it
 would choose best/.
@@ -232,7 +233,7 @@ def language_model_report(args) -> str:
 def classifier_report(args) -> str:
     """`minigpt eval CLASSIFIER FILE.tsv`: accuracy and loss over the file, then one line per class."""
     from minigpt.classifier import GPTClassifier
-    from minigpt.classify_data import read_tsv
+    from minigpt.classify_data import label_ids, read_tsv
     from minigpt.files import STDIN, read_text
 
     for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
@@ -253,6 +254,8 @@ def classifier_report(args) -> str:
     model = GPTClassifier.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
     texts, labels = read_tsv(path=args.file)
+    if isinstance(labels[0], str):  # names: the model's class ids for them (its config.json's label2id)
+        labels = label_ids(labels, model.label2id, Path(args.file), f"the labels of {args.model}")
     bad = sorted({label for label in labels if label >= model.num_labels})
     if bad:
         raise ValueError(f"{args.file} has labels {bad[:5]}, but {args.model} tells {model.num_labels} classes apart: "

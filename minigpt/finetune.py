@@ -48,7 +48,8 @@ import torch
 import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import classification_loss, examples_fingerprint, load_classification_data, pad_right, score_examples
+from minigpt.classify_data import (Examples, classification_loss, examples_fingerprint, label_ids, load_classification_data,
+                                   pad_right, score_examples, tsv_files)
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
@@ -228,17 +229,40 @@ def check_head_options(cfg: FinetuneConfig, clf: GPTClassifier) -> None:
                              "new head")
 
 
+def _class_ids(cfg: FinetuneConfig, data: dict[str, Examples], init: GPT | GPTClassifier) -> tuple[dict[str, Examples], dict[int, str] | None]:
+    """Named labels as class ids, and the names by id (None for labels that are class ids already,
+    kept as they are). The ids are an --init classifier's own (its label2id: the rows of its head
+    keep their classes), else the training split's names sorted, 0..n-1. The val split goes through
+    the same mapping, so that a name is one class in both; a name it lacks is refused by file and line."""
+    if not isinstance(data["train"][1][0], str):
+        return data, None
+    if isinstance(init, GPTClassifier):
+        label2id, whose = init.label2id, f"the labels of --init {cfg.init}, whose head goes on training"
+    else:
+        label2id = {name: i for i, name in enumerate(sorted(set(data["train"][1])))}
+        whose = "the training split's labels, the classes a new head learns"
+    train_file, val_file = tsv_files(cfg)
+    files = {"train": train_file, "val": val_file or train_file}  # (no val file: val is held out from the training one)
+    ids = {split: (texts, label_ids(labels, label2id, files[split], whose)) for split, (texts, labels) in data.items()}
+    return ids, {i: name for name, i in label2id.items()}
+
+
 def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime):
     """Labels from a TSV: right-padded batches, accuracy at eval, and a GPTClassifier: `init` itself
     when --init is one (its head goes on training), else a new head on top of the GPT `init`."""
-    data = load_classification_data(cfg)
+    as_written = load_classification_data(cfg)
+    data, id2label = _class_ids(cfg, as_written, init)
     from_head = isinstance(init, GPTClassifier)
     num_labels = init.num_labels if from_head else cfg.num_labels  # (a --num-labels not the head's was refused)
-    if num_labels is None:  # read from the data: the largest training label + 1
-        num_labels = max(data["train"][1]) + 1
+    if id2label and not from_head and num_labels not in (None, len(id2label)):  # else "id2label must name labels 0..n-1"
+        raise ValueError(f"--num-labels {num_labels}, but the training labels name {len(id2label)} classes "
+                         f"({', '.join(id2label.values())}): drop --num-labels, the names are the classes")
+    if num_labels is None:  # read from the data: its names, else the largest training label + 1
+        num_labels = len(id2label) if id2label else max(data["train"][1]) + 1
         if num_labels < 2:  # else GPTClassifier's "num_labels must be an integer ≥ 2", for a flag not given
-            raise ValueError("every training example is labelled 0: a classifier needs 2 classes or more; check --data "
-                             "(and --max-examples), or pass --num-labels")
+            only, flag = (id2label[0], "") if id2label else (0, ", or pass --num-labels")
+            raise ValueError(f"every training example is labelled {only!r}: a classifier needs 2 classes or more; check "
+                             f"--data (and --max-examples){flag}")
         if unseen := sorted(set(range(num_labels)) - set(data["train"][1])):  # e.g. labels 1 and 2 (as Yelp's files number them)
             raise ValueError(f"no training example is labelled {', '.join(map(str, unseen[:5]))}: labels are class ids 0 to "
                              f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
@@ -257,7 +281,8 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
     ids = {s: [r[: cfg.block_size] for r in rows] for s, rows in full.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
-        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels")
+        names = f" ({', '.join(f'{i} {name}' for i, name in id2label.items())})" if id2label else ""
+        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels{names}")
         # Said, not silent: a cut text is classified from its beginning only (the last pooled token is
         # the block_size-th), which a larger --block-size would avoid.
         cut = {s: sum(len(r) > cfg.block_size for r in rows) for s, rows in full.items()}
@@ -266,7 +291,7 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
             print(f"classify: {cut['train']:,} train / {cut['val']:,} val texts are longer than --block-size {cfg.block_size} "
                   f"tokens and keep their first {cfg.block_size} (the longest has {longest})")
     model = init if from_head else GPTClassifier(init, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden),
-                                                 pad_token_id=tokenizer.pad_token_id)
+                                                 id2label=id2label, pad_token_id=tokenizer.pad_token_id)
 
     def get_batch(split: str, rng: torch.Generator):
         picks = torch.randint(len(ids[split]), (cfg.batch_size,), generator=rng).tolist()
@@ -278,7 +303,7 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
                                 progress=rt.is_main)
         return {"val_loss": scores["loss"], "val_accuracy": scores["accuracy"]}
 
-    return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(data)}
+    return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(as_written)}
 
 
 def best_evaluations(records: list[dict]) -> dict:

@@ -624,3 +624,110 @@ def test_finetune_goes_on_from_a_classifier_keeping_its_head(base, tmp_path, cap
     assert main(["--init", str(tmp_path / "probe"), "--out", str(tmp_path / "lm"), "--data", str(base / "cls.tsv")]) == 2
     assert "training starts from a language model (GPT2LMHeadModel) (e.g. the one the classifier was fine-tuned from); " \
            "`minigpt finetune --task classify` goes on training a classifier" in capsys.readouterr().err
+
+
+def test_read_tsv_gives_label_names_as_strings_with_the_header_rule(tmp_path):
+    """A classifier-tuning audit: a TSV labelled `positive`/`negative` was refused ("label is not an
+    integer"). Names now read as strings; a first line of column names is still a header (its label
+    is no other line's), a one-word first example is not (its name is other lines' too), a file
+    mixing ids and names is refused by line, and so is a first line that looks like a header with a
+    space in it, rather than trained as a class of one example."""
+    from minigpt.classify_data import read_tsv
+
+    f = tmp_path / "named.tsv"
+    f.write_text("sentence\tlabel\na fine film\tpositive\nawful\tnegative \n")
+    assert read_tsv(f) == (["a fine film", "awful"], ["positive", "negative"])
+    f.write_text("great\tpositive\nawful\tnegative\nfine\tpositive\n")  # no header: `great` is an example
+    assert read_tsv(f) == (["great", "awful", "fine"], ["positive", "negative", "positive"])
+    f.write_text('"loved it\tpositive\nawful\tnegative\nfine\tpositive\n')  # a stray quote, then a label
+    assert read_tsv(f)[0][0] == '"loved it'
+    for content, message in [
+        ("good\tpositive\nbad\t0\nfine\tpositive\n", r":1: label 'positive' is not an integer class id \(a first line is "
+                                                     r"taken for a header only when .*\), but line 2's label 0 is: "
+                                                     r"a file's labels are all class ids \(0, 1, 2, ...\) or all names"),
+        ("review text\tsentiment\ngood\tpositive\nbad\tnegative\nfine\tpositive\nawful\tnegative\n", r":1: label 'sentiment' is the only one no other "
+                                                                    r"line has, as a header's, but a first line is taken"),
+    ]:
+        f.write_text(content)
+        with pytest.raises(ValueError, match=message):
+            read_tsv(f)
+
+
+def _named_data(tmp_path, train: str, dev: str | None = None, **kw):
+    """The settings _classify_task reads the data from, for a train.tsv (and dev.tsv) in tmp_path."""
+    from types import SimpleNamespace
+
+    from minigpt.finetune_config import VAL_FRACTION_DEFAULT
+
+    (tmp_path / "train.tsv").write_text(train)
+    if dev is not None:
+        (tmp_path / "dev.tsv").write_text(dev)
+    return SimpleNamespace(**{**dict(data=str(tmp_path), val_data=None, seed=0, val_fraction=VAL_FRACTION_DEFAULT,
+                                     max_examples=None, max_val_examples=None, init="clf", num_labels=None), **kw})
+
+
+def test_named_labels_are_numbered_from_the_training_split_and_val_goes_through_the_same(tmp_path):
+    """Names are numbered by the training split, sorted (0 negative, 1 positive), and the val split
+    through the same mapping: a val name the training split lacks (no head row could learn it) is
+    refused by file and line, as is a val file whose labels are ids where training's are names,
+    and a --num-labels that is not the number of names."""
+    from minigpt.classify_data import load_classification_data
+    from minigpt.finetune import _class_ids
+
+    train = "sentence\tlabel\ngreat\tpositive\nawful\tnegative\nfine\tpositive\n"
+    cfg = _named_data(tmp_path, train, "so good\tpositive\nso bad\tnegative\n")
+    data, id2label = _class_ids(cfg, load_classification_data(cfg), None)
+    assert id2label == {0: "negative", 1: "positive"}
+    assert dict(zip(*data["val"])) == {"so good": 1, "so bad": 0} and dict(zip(*data["train"])) == {"great": 1, "awful": 0, "fine": 1}
+    cfg = _named_data(tmp_path, train, "so-so\tneutral\nso good\tpositive\nmeh\tneutral\n")
+    with pytest.raises(ValueError, match=r"dev.tsv:1: label 'neutral' is none of the training split's labels, the "
+                                         r"classes a new head learns: negative, positive"):
+        _class_ids(cfg, load_classification_data(cfg), None)
+    cfg = _named_data(tmp_path, train, "good\t1\nbad\t0\n")
+    with pytest.raises(ValueError, match=r"train.tsv's labels are names, but .*dev.tsv's are class ids: label both files alike"):
+        load_classification_data(cfg)
+    import minigpt.finetune as finetune
+
+    cfg = _named_data(tmp_path, train, "so good\tpositive\n", num_labels=3)
+    with pytest.raises(ValueError, match=r"--num-labels 3, but the training labels name 2 classes \(negative, positive\): "
+                                         "drop --num-labels"):
+        finetune._classify_task(cfg, None, None, None)
+
+
+def test_a_classifier_init_keeps_its_label_names_and_maps_the_data_through_them(tmp_path):
+    """finetune --init CLASSIFIER goes on training its head, whose rows are its classes: named data
+    goes through the classifier's own label2id (here not in sorted order), not numbered anew, which
+    would swap the classes silently; a name the classifier lacks is refused by file and line."""
+    from minigpt.classify_data import load_classification_data
+    from minigpt.finetune import _class_ids
+
+    clf = GPTClassifier(GPT(CFG), 2, id2label={0: "positive", 1: "negative"})
+    train = "great\tpositive\nawful\tnegative\nfine\tpositive\n"
+    cfg = _named_data(tmp_path, train, "so bad\tnegative\n")
+    data, _ = _class_ids(cfg, load_classification_data(cfg), clf)
+    assert dict(zip(*data["train"])) == {"great": 0, "awful": 1, "fine": 0}
+    assert data["val"] == (["so bad"], [1])
+    cfg = _named_data(tmp_path, train + "so-so\tneutral\n", "so bad\tnegative\n")
+    with pytest.raises(ValueError, match=r"train.tsv:4: label 'neutral' is none of the labels of --init clf, whose head "
+                                         r"goes on training: positive, negative"):
+        _class_ids(cfg, load_classification_data(cfg), clf)
+
+
+def test_finetune_on_named_labels_saves_them_for_transformers_and_its_pipeline(base, tmp_path, capsys):
+    """A classifier-tuning audit: config.json always said LABEL_0/LABEL_1, so transformers'
+    text-classification pipeline answered "LABEL_1". A run on named labels saves them as id2label
+    and label2id; GPT2ForSequenceClassification reads them and the pipeline answers with them."""
+    from transformers import pipeline
+
+    text = (base / "cls.tsv").read_text().replace("\t0\n", "\tnegative\n").replace("\t1\n", "\tpositive\n")
+    (tmp_path / "named.tsv").write_text(text)
+    assert _finetune(base / "base", tmp_path / "o", "--data", str(tmp_path / "named.tsv"), "--strategy", "full",
+                     "--lr", "1e-2") == 0
+    assert "2 labels (0 negative, 1 positive)" in capsys.readouterr().out
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"} and config["label2id"] == {"negative": 0, "positive": 1}
+    hf = GPT2ForSequenceClassification.from_pretrained(tmp_path / "o")
+    assert hf.config.id2label == {0: "negative", 1: "positive"} and hf.config.label2id == {"negative": 0, "positive": 1}
+    answers = pipeline("text-classification", model=str(tmp_path / "o"), device="cpu")(["the speech was good indeed",
+                                                                                     "the speech was bad indeed"])
+    assert {a["label"] for a in answers} <= {"negative", "positive"}, answers

@@ -466,3 +466,22 @@ def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classi
         assert main([*argv, "--device", "cpu"]) == 2, argv
         err = capsys.readouterr().err
         assert "eval: error: " in err and error in err, (argv, err)
+
+
+def test_classifier_eval_reads_named_labels_through_the_models_label2id(classifier_dir, tmp_path, capsys):
+    """A classifier-tuning audit: a TSV labelled with names was refused ("label is not an integer").
+    Its names are the model's classes by config.json's label2id, so the report is the one its class
+    ids give; a name the model lacks is refused by file and line, with the model's names."""
+    names = {"0": "neg", "1": "neutral", "2": "pos"}
+    named = [TSV_LINES[0]] + [f"{text}\t{names[label]}" for text, label in (line.rsplit("\t", 1) for line in TSV_LINES[1:])]
+    (tmp_path / "ids.tsv").write_text("\n".join(TSV_LINES) + "\n")
+    (tmp_path / "names.tsv").write_text("\n".join(named) + "\n")
+    reports = []
+    for file in ("ids.tsv", "names.tsv"):
+        assert main([str(classifier_dir), str(tmp_path / file), "--device", "cpu"]) == 0
+        reports.append(capsys.readouterr().out)
+    assert reports[0] == reports[1] and "class 2 (pos)" in reports[1]
+    (tmp_path / "names.tsv").write_text("\n".join(named + ["so good\tpositive", "great\tpositive"]) + "\n")
+    assert main([str(classifier_dir), str(tmp_path / "names.tsv"), "--device", "cpu"]) == 2
+    assert (f"names.tsv:12: label 'positive' is none of the labels of {classifier_dir}: neg, neutral, pos, other"
+            in capsys.readouterr().err)

@@ -16,7 +16,8 @@ from minigpt.config import _PACKAGED
 SCRIPTS = None if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "scripts"
 
 
-# What the benchmarks measure minigpt against: the `test` extra's oracles, which minigpt itself never imports.
+# What the benchmarks import beside minigpt: their references (transformers, tiktoken, tokenizers) and
+# triton, all in the `test` extra.
 ORACLES = ("transformers", "tiktoken", "tokenizers", "triton")
 
 
@@ -45,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in names:
         print(f"{prog('bench')}: unknown benchmark {name!r}; choose one of {names}", file=sys.stderr)
         return 2
-    script = SCRIPTS / f"bench_{name}.py"
-    sys.argv = [str(script), *rest]
+    script, who, argv_before = SCRIPTS / f"bench_{name}.py", f"{prog('bench')} {name}", sys.argv
+    sys.argv = [str(script), *rest]  # the script's argparse reads them (and names itself from argv[0])
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:  # the script's own exit status
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name not in ORACLES:
             raise  # a module of minigpt's own missing is a bug: its traceback says where
-        print(f"{prog('bench')} {name}: needs {e.name}, its reference: pip install -e '.[test]'", file=sys.stderr)
+        print(f"{who}: needs {e.name}, of the test extra: pip install -e '.[test]'", file=sys.stderr)
         return 2
+    finally:
+        sys.argv = argv_before
     return 0

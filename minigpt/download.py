@@ -361,7 +361,9 @@ def find_gpt2(name: str, progress: bool = True) -> Path:
     if offline and os.environ[offline].upper() in ("1", "ON", "YES", "TRUE"):
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}), and ${offline} is set "
                             f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun every process would fetch it into one place at once
+    from minigpt.run_dir import env_rank  # (a model's loading: torch is imported anyway)
+
+    if env_rank()[1] > 1:  # under torchrun every process would fetch it into one place at once
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}); fetch it before "
                             f"torchrun starts: minigpt download {name}")
     print(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}): downloading it", file=sys.stderr)

@@ -175,15 +175,17 @@ def stream(
 def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Decorator for the functions that pass `**kwargs` on to `stream`: `generate` below, and the
     text functions (minigpt/text_generation.py). help() and Jupyter's Shift-Tab then list stream's
-    keyword arguments in place of `**kwargs` (less those in `refused`, which the function turns
-    down), and a name stream does not take is a TypeError naming the function called and the
+    keyword arguments in place of `**kwargs` (less those in `refused`, which the function checks
+    itself: it turns them down, or takes only what it can serve), and a name stream does not take is a TypeError naming the function called and the
     closest valid name; from stream it would be "stream() got an unexpected keyword argument",
     naming a function the caller never called."""
     def decorate(f: Callable) -> Callable:
         own = [p for p in inspect.signature(f).parameters.values() if p.kind is not p.VAR_KEYWORD]
         own_names, streams = {p.name for p in own}, inspect.signature(stream).parameters
         passed_on = [p for p in streams.values() if p.kind is p.KEYWORD_ONLY and p.name not in own_names | set(refused)]
-        valid = own_names | set(streams)  # a refused name too: the function itself says why it refuses it
+        # stream's keyword-only names, and the refused ones, which the function itself says why it refuses;
+        # not stream's positional ones (input_ids, for a text function): it passes those itself.
+        valid = own_names | {p.name for p in passed_on} | set(refused)
 
         @functools.wraps(f)
         def checked(*args, **kwargs):

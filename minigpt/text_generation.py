@@ -53,7 +53,7 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
     return torch.tensor([list(prompt)], dtype=torch.long)
 
 
-@takes_stream_arguments()
+@takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate
     --stream` prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
@@ -179,7 +179,7 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
             start, window, tokens = sent, text[sent - start:], []
 
 
-@takes_stream_arguments()
+@takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
 def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
                   **kwargs) -> list[str] | tuple[list[str], GenerationStats]:
     """Continue one prompt; return the new text of each sequence (`num_return_sequences` samples,
@@ -258,7 +258,7 @@ class PromptTooLong(ValueError):
                          f"context n_positions={n_positions} has room for {room}: {cut.format(fewer)}")
 
 
-@takes_stream_arguments(refused=("streamer",))  # its batches run sorted by length: a streamer would see them out of order
+@takes_stream_arguments(refused=("streamer", "attention_mask"))  # its batches run sorted by length: a streamer would see them out of order
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
                    truncate_left: bool = False, progress: bool | tqdm = False,
                    **kwargs) -> list[list[str]] | tuple[list[list[str]], list[GenerationStats]]:

@@ -130,7 +130,8 @@ def test_a_benchmark_without_its_reference_says_which_extra_to_install(name, ora
     monkeypatch.setitem(sys.modules, oracle, None)  # `import tiktoken` then fails as if it were not installed
     assert bench.main([name, "--help"]) == 2
     err = capsys.readouterr().err
-    assert err == f"{prog('bench')} {name}: needs {oracle}, its reference: pip install -e '.[test]'\n", err
+    assert err == f"{prog('bench')} {name}: needs {oracle}, of the test extra: pip install -e '.[test]'\n", err
+    assert prog("bench") == "minigpt bench"  # (named before the script's argv replaced it, and argv put back)
 
 
 def test_version_names_this_minigpt_and_where_it_is(capsys):

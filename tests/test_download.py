@@ -685,6 +685,9 @@ def test_a_gpt2_name_that_cannot_be_fetched_is_one_line_and_torchrun_is_told_to_
     monkeypatch.setenv("WORLD_SIZE", "2")  # every process of a torchrun would fetch it into one directory at once
     with pytest.raises(DownloadError, match="fetch it before torchrun starts: minigpt download gpt2-large"):
         GPT.from_pretrained("gpt2-large")
+    monkeypatch.setenv("WORLD_SIZE", "two")  # a review: int()'s own "invalid literal", which names no variable
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' is set, not a whole number"):
+        GPT.from_pretrained("gpt2-large")
 
 
 def test_the_hf_cache_is_found_where_huggingface_hub_puts_it(by_name, monkeypatch):

@@ -67,12 +67,19 @@ def cpu_vendor() -> str:
 # `scripts/bench_generate.py --batches 1,2,3,4`). 0 elsewhere: on AMD MKL's generic code is 1.8× slower.
 MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
-# A weight's storage (its memory) → (what the weight looked like when packed, its packed copy). Keyed
-# weakly, so a copy dies with the memory it was packed from, and on the storage rather than the weight:
-# a weak reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)` and
-# `load_state_dict` use to replace parameters under torch.__future__.set_swap_module_params_on_conversion
-# (to become PyTorch's default). Storages compare by identity, as a dictionary's keys must here.
-_PACKED: weakref.WeakKeyDictionary[torch.UntypedStorage, tuple] = weakref.WeakKeyDictionary()
+# A weight's storage (its memory) → {each weight of it (`_view`): (its version when packed, its packed
+# copy)}. Keyed weakly, so a copy dies with the memory it was packed from, and on the storage rather
+# than the weight: a weak reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)`
+# and `load_state_dict` use to replace parameters under torch.__future__.set_swap_module_params_on_conversion
+# (to become PyTorch's default). Storages compare by identity, as a dictionary's keys must here. One
+# storage may hold several weights (slices of one buffer, a matrix and its transpose): each has its copy.
+_PACKED: weakref.WeakKeyDictionary[torch.UntypedStorage, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
+
+
+def _view(w: torch.Tensor) -> tuple:
+    """Which weight of its storage `w` is: where it starts (the address also moves with a storage
+    moved in place, `share_memory_()`), its dtype, shape and strides."""
+    return w.data_ptr(), w.dtype, w.shape, w.stride()
 
 
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
@@ -83,13 +90,13 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
         return w  # change could not be seen; oneDNN then packs it per call, as torch would
     # A new storage starts without a copy, even at a freed one's address (`model.to(torch.bfloat16).float()`
-    # swaps `.data`, which keeps the version). Shape and strides tell apart two weights of one storage
-    # (a square matrix and its transpose); the address, a storage moved in place (`share_memory_()`).
-    storage, key = w.untyped_storage(), (w.data_ptr(), w.dtype, w.shape, w.stride(), w._version)
-    hit = _PACKED.get(storage)
-    if hit is None or hit[0] != key:
+    # swaps `.data`, which keeps the version). The version counter is shared by a storage's views: a
+    # write into one weight of it has the others packed again too, once.
+    views = _PACKED.setdefault(w.untyped_storage(), {})
+    hit = views.get(view := _view(w))
+    if hit is None or hit[0] != w._version:
         packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if room_for(w.nbytes) else None
-        hit = _PACKED[storage] = (key, packed)
+        hit = views[view] = (w._version, packed)
     return hit[1]
 
 
@@ -137,14 +144,12 @@ def _forget_stepped(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     Linear.forward drops the copy anyway, but a weight trained outside it keeps one: the tied LM
     head under the chunked loss (minigpt/chunked_loss.py), which evaluation then read stale.
     This runs after every step of every optimizer in the process: with nothing packed (training
-    alone) it returns at once; otherwise it reads each parameter's address once (no lookup per
-    parameter) and drops the copies packed at those addresses."""
+    alone) it returns at once."""
     if not _PACKED:
         return
-    stepped = {p.data_ptr() for group in optimizer.param_groups for p in group["params"]}
-    for storage, (key, _) in list(_PACKED.items()):
-        if key[0] in stepped:  # the packed weight's address: one of the weights this step updated
-            del _PACKED[storage]
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            _PACKED.pop(p.untyped_storage(), None)
 
 
 register_optimizer_step_post_hook(_forget_stepped)

@@ -12,10 +12,11 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt import GPT, GPTConfig
-from minigpt.linear import _PACKED, ONEDNN, Linear, forget_packed
+from minigpt.linear import _PACKED, ONEDNN, Linear, _view, forget_packed
 from minigpt.linear import memory as MEMORY  # the real one, imported before conftest's stand-in
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
@@ -25,8 +26,8 @@ TOL = {torch.float32: 2e-6, torch.bfloat16: 1e-2}
 
 
 def cache_entry(w: torch.Tensor) -> tuple | None:
-    """What minigpt.linear keeps for `w` (on its storage): (what it looked like, its packed copy or None)."""
-    return _PACKED.get(w.untyped_storage())
+    """What minigpt.linear keeps for `w` (under its storage): (its version when packed, its packed copy or None)."""
+    return _PACKED.get(w.untyped_storage(), {}).get(_view(w))
 
 
 def layer(dtype=torch.float32, bias=True) -> Linear:
@@ -350,3 +351,25 @@ def test_an_optimizer_step_drops_only_the_copies_of_its_own_weights():
     F.linear(x, trained.weight, trained.bias).square().sum().backward()  # trained outside Linear.forward
     opt.step()
     assert cache_entry(trained.weight) is None and cache_entry(other.weight) is not None
+
+
+@needs_onednn
+def test_weights_of_one_storage_keep_a_packed_copy_each():
+    """A review: with one copy per storage, two weights of one buffer (slices of a fused weight, a
+    matrix and its transpose) evicted each other's copy and were packed again on every call (15x
+    slower than keeping both). Each keeps its own copy, and reads its own values."""
+    torch.manual_seed(0)
+    fused = torch.randn(2 * 64, 64)
+    a, b = Linear(64, 64, bias=False), Linear(64, 64, bias=False)
+    a.weight, b.weight = nn.Parameter(fused[:64]), nn.Parameter(fused[64:])  # views: one storage
+    t = Linear(64, 64, bias=False)
+    t.weight = nn.Parameter(a.weight.detach().t())  # the same memory, read across
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        for lin in (a, b, t):
+            assert torch.allclose(lin(x), F.linear(x, lin.weight), atol=1e-5)
+        copies = [cache_entry(lin.weight)[1] for lin in (a, b, t)]
+        for lin, copy in zip((a, b, t), copies):
+            assert torch.allclose(lin(x), F.linear(x, lin.weight), atol=1e-5)
+            assert cache_entry(lin.weight)[1] is copy  # kept, not packed again
+    assert len(_PACKED[fused.untyped_storage()]) == 3

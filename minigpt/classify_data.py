@@ -1,9 +1,10 @@
 """The classify task's data: labelled texts in, batches and scores out.
 
 Where it sits: between the files and minigpt/finetune.py's training loop for `--task classify`:
-`train.tsv / dev.tsv (text<TAB>label) → read_tsv → examples → Tokenizer.encode_batch → ids,
-cut to the context → pad_right → (ids, mask, labels) batches → GPTClassifier → classification_loss`,
-and at each evaluation `score_examples` (loss and accuracy) on every validation example.
+`train.tsv / dev.tsv (text<TAB>label) → read_tsv → examples → encode_examples (Tokenizer.encode_batch,
+cut to the context) → ids → pad_right → (ids, mask, labels) batches → GPTClassifier → classification_loss`,
+and at each evaluation `score_examples` (loss and accuracy) on every validation example. `minigpt
+eval CLASSIFIER FILE.tsv` (minigpt/evaluate.py) reads, encodes, pads and scores a test file with the same functions.
 A label is a class id (0, 1, 2, ...) or a name (`positive`); names become class ids through
 `label_ids` (minigpt/finetune.py's `_class_ids` numbers them), and are the model's id2label.
 
@@ -19,6 +20,7 @@ import random
 import re
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -31,12 +33,15 @@ from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
 from minigpt.tokenizer_batch import pad_rows
 
-
-
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
 HEADER_RULE = ("a first line is taken for a header only when its columns are names without spaces and its label is "
                "no other line's")
 Row = tuple[int, str, str, str]  # a line as read: (its number, the line, its text, its label)
+
+
+class MissingTab(ValueError):
+    """A line of a classification file without a tab, so no `text<TAB>label`: as every line of a
+    plain text, which a caller can say more about (`minigpt eval`: its perplexity wants a language model)."""
 
 
 def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
@@ -74,8 +79,12 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
     if rows and _is_header(rows[0], count):
         columns = rows[0][1].split("\t")
         if len(columns) > 2:  # e.g. GLUE's `index<TAB>sentence<TAB>label`: the index would join each text
-            raise ValueError(f"{path}:{first}: the header names {len(columns)} columns ({', '.join(columns)}); "
-                             "classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
+            # A first column without a name is the index pandas' to_csv writes unless told index=False.
+            pandas = ("the unnamed first is pandas' index, which to_csv(sep='\\t', index=False) leaves out; or "
+                      if not columns[0].strip() else "")
+            named = ", ".join(name or repr(name) for name in columns)
+            raise ValueError(f"{path}:{first}: the header names {len(columns)} columns ({named}); classify reads two, "
+                             f"text<TAB>label: {pandas}keep just those (e.g. with `cut -f`)")
         rows = rows[1:]
     if not rows:
         raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
@@ -97,8 +106,9 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
         labels.append(int(label) if is_id else label)
     _check_one_kind(path, [row[0] for row in rows], labels, first)
     if indexed == len(texts):  # e.g. GLUE's `index<TAB>sentence<TAB>label` without its header
-        raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): an index "
-                         "column would join every text; classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
+        raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): "
+                         "an index column would join every text; classify reads two, text<TAB>label: keep just those "
+                         "(e.g. with `cut -f`)")
     if rows[0][0] == first and isinstance(labels[0], str):  # no header was skipped: is the first line one with a space?
         _check_not_a_header(path, first, labels[0], count)
     return texts, labels
@@ -118,7 +128,7 @@ def _tsv_rows(path: Path) -> list[Row]:
         if not tab:
             if _opens_a_quote(line):
                 raise _goes_on_past_its_line(path, lineno, line)
-            raise ValueError(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
+            raise MissingTab(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
         rows.append((lineno, line, _csv_unquoted(text), _csv_unquoted(label).strip()))
     return rows
 
@@ -217,7 +227,8 @@ def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
             raise ValueError(f"{train_file} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} "
                              "for validation; pass --val-data")
         train, val = (train[0][n_val:], train[1][n_val:]), (train[0][:n_val], train[1][:n_val])
-    return {"train": _shuffled(train, cfg.seed, cfg.max_examples), "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
+    return {"train": _shuffled(train, cfg.seed, cfg.max_examples),
+            "val": _shuffled(val, cfg.seed + 1, cfg.max_val_examples)}
 
 
 def label_ids(labels: list[str], label2id: dict[str, int], path: Path, whose: str) -> list[int]:
@@ -242,6 +253,40 @@ def examples_fingerprint(data: dict[str, Examples]) -> dict:
     return fingerprint
 
 
+class Encoded(NamedTuple):
+    """`encode_examples`' answer."""
+
+    rows: list[list[int]]  # each text's token ids, cut to max_tokens
+    cut: int  # how many texts were longer, and lost their end
+    longest: int  # the longest text's tokens, before the cut
+
+
+def encode_examples(tokenizer, texts: list[str], max_tokens: int) -> Encoded:
+    """Each text's token ids, its first `max_tokens` (a cut text is classified from its beginning
+    only: the callers say how many were cut). Each text is one example, not a stream of documents:
+    "<|endoftext|>" in a review is its characters, not a boundary."""
+    rows = tokenizer.encode_batch(texts, disallowed_special=())
+    return Encoded([row[:max_tokens] for row in rows], sum(len(row) > max_tokens for row in rows),
+                   max(map(len, rows), default=0))
+
+
+def batch_pad_id(tokenizer) -> int:
+    """What pads a batch: the tokenizer's pad token (the EOS, unless its files name a pad); with
+    neither, any id does, as the mask marks the padding. Only a real pad token is the model's
+    pad_token_id: transformers takes a text's trailing pad ids for padding, and id 0 is a token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def check_labels(labels: list[int], num_labels: int, whose: str = "") -> None:
+    """Refuse class ids outside [0, num_labels), the first few named (`whose`: where they come from,
+    a split or a file), before any batch is scored: past the head's rows, cross-entropy would fail
+    deep in torch, or on a GPU as a device-side assert."""
+    bad = sorted({label for label in labels if not 0 <= label < num_labels})
+    if bad:
+        raise ValueError(f"{whose}labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in "
+                         f"[0, {num_labels})")
+
+
 def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists → (ids (B, T), mask (B, T)), real tokens first, then padding (`pad_rows`).
 
@@ -261,9 +306,10 @@ def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor,
 def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
                    rank: int = 0, world: int = 1, *, progress: bool = False) -> dict:
     """The loss (mean cross-entropy) and the accuracy (share of texts whose highest logit is the
-    true label) over the whole (sub)set, with what they are made of: {"loss", "accuracy",
-    "confusion": [[texts of true class t predicted as p, for each p] for each t], "class_loss":
-    [each true class's summed loss]}.
+    true label) over the whole (sub)set, with what they are made of: {"loss", "accuracy", "right":
+    the texts predicted right, "confusion": [[texts of true class t predicted as p, for each p] for
+    each t], "class_loss": [each true class's summed loss]}. A label outside [0, num_labels) is
+    refused before any text is scored (`check_labels`).
 
     Every example, not a sample: each evaluation's val loss chooses best/, and a few random batches
     of a dev set of thousands would choose it by noise (SST-2's: 0.731 on the 160 examples that
@@ -279,6 +325,7 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     padding) as on one process, and every process gets the same answer.
     `progress`: a bar of the texts scored, gone when done (rank 0's alone, as the training bar).
     """
+    check_labels(labels, model.num_labels)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -292,14 +339,16 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
         for batch in batches:
             idx, mask = pad_right([ids[i] for i in batch], pad_id)
             y = torch.tensor([labels[i] for i in batch], device=device)
-            logits, _ = model(idx.to(device), mask.to(device), y)  # (y: checked there, a label past num_labels refused)
+            logits, _ = model(idx.to(device), mask.to(device))
             losses = F.cross_entropy(logits.float(), y, reduction="none")  # each text's: training's loss is their mean
             class_loss.index_add_(0, y, losses.double())
-            confusion.index_put_((y, logits.argmax(-1)), torch.ones_like(class_loss[y]), accumulate=True)
+            one_each = torch.ones(len(batch), dtype=torch.float64, device=device)
+            confusion.index_put_((y, logits.argmax(-1)), one_each, accumulate=True)
             bar.update(len(batch))
     if world > 1:
         dist.all_reduce(confusion)
         dist.all_reduce(class_loss)
     model.train(was_training)
-    return {"loss": class_loss.sum().item() / len(ids), "accuracy": confusion.trace().item() / len(ids),
+    right = int(confusion.trace().item())
+    return {"loss": class_loss.sum().item() / len(ids), "accuracy": right / len(ids), "right": right,
             "confusion": confusion.long().tolist(), "class_loss": class_loss.tolist()}

@@ -24,8 +24,8 @@ A classifier (a checkpoint of `minigpt finetune --task classify`) is scored as f
 its val set: each `text<TAB>label` line (classify_data's `read_tsv`; a label that is a name is
 the model's class of that name, through its config.json's label2id) is cut to the run's
 --block-size, and classify_data's `score_examples` gives the mean loss and the accuracy, here also
-for each true class, with the classes its examples were taken for (a row of the confusion matrix). That is the way to measure a test set: given to fine-tuning as --val-data, it
-would choose best/.
+for each true class, with the classes its examples were taken for (a row of the confusion matrix).
+That is the way to measure a test set: given to fine-tuning as --val-data, it would choose best/.
 """
 from __future__ import annotations
 
@@ -140,15 +140,16 @@ def classifier_scores(model, ids: list[list[int]], labels: list[int], pad_id: in
     accuracy is its recall: the share of its examples predicted as it. ids: each example's token
     ids, already cut to what the model reads. The scoring is fine-tuning's (`score_examples`)."""
     if not labels or len(ids) != len(labels):
-        raise ValueError(f"need one label per example, and an example at least: got {len(ids)} examples, {len(labels)} labels")
-    scores = score_examples(model=model, ids=ids, labels=labels, pad_id=pad_id, batch_size=batch_size, progress=progress)
+        raise ValueError(f"need one label per example, and an example at least: got {len(ids)} examples, "
+                         f"{len(labels)} labels")
+    scores = score_examples(model=model, ids=ids, labels=labels, pad_id=pad_id, batch_size=batch_size,
+                            progress=progress)
     classes = {}
     for label, (predicted, loss) in enumerate(zip(scores["confusion"], scores["class_loss"])):
         if examples := sum(predicted):
             classes[label] = {"examples": examples, "right": predicted[label], "loss": loss / examples,
                               "accuracy": predicted[label] / examples, "predicted": predicted}
-    right = sum(c["right"] for c in classes.values())
-    return {"examples": len(labels), "right": right, "loss": scores["loss"], "accuracy": scores["accuracy"],
+    return {"examples": len(labels), "right": scores["right"], "loss": scores["loss"], "accuracy": scores["accuracy"],
             "classes": classes}
 
 
@@ -157,7 +158,8 @@ def check_token_bytes(token_bytes, vocab_size: int) -> None:
     negative. Another tokenizer's table (longer or shorter) or a negative count would give a bits
     per byte that looks right and is not, or fail as a bare IndexError."""
     if not isinstance(token_bytes, torch.Tensor) or tuple(token_bytes.shape) != (vocab_size,):
-        got = f"shape {tuple(token_bytes.shape)}" if isinstance(token_bytes, torch.Tensor) else type(token_bytes).__name__
+        is_tensor = isinstance(token_bytes, torch.Tensor)
+        got = f"shape {tuple(token_bytes.shape)}" if is_tensor else type(token_bytes).__name__
         raise ValueError(f"token_bytes must be a ({vocab_size},) tensor, each token's length in bytes (the model's "
                          f"vocab_size={vocab_size}; 0 for ids past its tokenizer's), got {got}")
     if token_bytes.numel() and int(token_bytes.min()) < 0:
@@ -178,7 +180,8 @@ def check_file(path: str, what: str) -> None:
     """A regular file, or an error that says what `path` is instead."""
     path = Path(path)
     if not path.is_file():
-        what_it_is = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        what_it_is = ("is a directory" if path.is_dir() else "is not a regular file" if path.exists()
+                      else "does not exist")
         raise FileNotFoundError(f"{what} {path} {what_it_is}")  # (a device such as /dev/null, a FIFO: not a file)
 
 
@@ -209,9 +212,9 @@ def language_model_report(args) -> str:
         raise ValueError(f"--batch-size sets how many labelled examples a classifier scores at once; {args.model} is a "
                          "language model, scored in windows of --max-length tokens: drop --batch-size")
     if Path(args.file).suffix.lower() == ".tsv":  # a perplexity of "text<TAB>1" lines would pass for the model's
-        raise ValueError(f"{args.file} is a .tsv file (text<TAB>label, what a classifier is scored on), but {args.model} "
-                         f"is a language model, scored on plain text; to score the file's text as it is, pipe it: "
-                         f"`minigpt eval {args.model} - < {args.file}`")
+        raise ValueError(f"{args.file} is a .tsv file (text<TAB>label, what a classifier is scored on), but "
+                         f"{args.model} is a language model, scored on plain text; to score the file's text as it is, "
+                         f"pipe it: `minigpt eval {args.model} - < {args.file}`")
     if args.file != STDIN:
         check_file(args.file, "text file")
     text = read_text_or_stdin(args.file)
@@ -233,8 +236,8 @@ def language_model_report(args) -> str:
 def classifier_report(args) -> str:
     """`minigpt eval CLASSIFIER FILE.tsv`: accuracy and loss over the file, then one line per class."""
     from minigpt.classifier import GPTClassifier
-    from minigpt.classify_data import label_ids, read_tsv
-    from minigpt.files import STDIN, read_text
+    from minigpt.classify_data import MissingTab, batch_pad_id, check_labels, encode_examples, label_ids, read_tsv
+    from minigpt.files import STDIN
 
     for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
         if value is not None:
@@ -247,29 +250,26 @@ def classifier_report(args) -> str:
         raise ValueError(f"{args.model} is a classifier, scored on a TSV file of text<TAB>label lines; standard input "
                          "is not read for it: save the lines to a file")
     check_file(args.file, "TSV file")
-    if "\t" not in read_text(args.file):  # read_tsv would name line 1 alone
-        raise ValueError(f"{args.file} holds no tab: {args.model} is a classifier, scored on labelled examples, one "
-                         "text<TAB>label per line (as `minigpt finetune --task classify` reads them); the perplexity "
-                         "of a plain text needs a language model")
+    try:  # before the model loads: a file it cannot score is said at once
+        texts, labels = read_tsv(path=args.file)
+    except MissingTab as e:  # a plain text, likely
+        raise ValueError(f"{e}: {args.model} is a classifier, scored on labelled examples, one text<TAB>label per line "
+                         "(as `minigpt finetune --task classify` reads them); the perplexity of a plain text needs a "
+                         "language model") from None
     model = GPTClassifier.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
-    texts, labels = read_tsv(path=args.file)
     if isinstance(labels[0], str):  # names: the model's class ids for them (its config.json's label2id)
         labels = label_ids(labels, model.label2id, Path(args.file), f"the labels of {args.model}")
-    bad = sorted({label for label in labels if label >= model.num_labels})
-    if bad:
-        raise ValueError(f"{args.file} has labels {bad[:5]}, but {args.model} tells {model.num_labels} classes apart: "
-                         f"labels must be in [0, {model.num_labels})")
+    check_labels(labels, model.num_labels, f"{args.file}'s ")
     # Cut as fine-tuning cut them: to its --block-size, which it saved as the tokenizer's
-    # model_max_length, and never past the context. "<|endoftext|>" in a text is its characters.
+    # model_max_length, and never past the context.
     max_tokens = min(tok.model_max_length or model.config.n_positions, model.config.n_positions)
-    rows = tok.encode_batch(texts, disallowed_special=())
-    cut = sum(len(r) > max_tokens for r in rows)
-    if cut:  # said, as fine-tuning says it: a cut text is classified from its beginning only
-        print(f"{cut:,} of {len(rows):,} texts are longer than {max_tokens} tokens (the tokenizer's model_max_length: "
-              f"fine-tuning's --block-size) and keep their first {max_tokens}, as in fine-tuning", file=sys.stderr)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0  # as fine-tuning pads: the mask marks the pads
-    result = classifier_scores(model, [r[:max_tokens] for r in rows], labels, pad_id, batch_size, progress=True)
+    encoded = encode_examples(tok, texts, max_tokens)
+    if encoded.cut:  # said, as fine-tuning says it: a cut text is classified from its beginning only
+        print(f"{encoded.cut:,} of {len(texts):,} texts are longer than {max_tokens} tokens (the tokenizer's "
+              f"model_max_length: fine-tuning's --block-size) and keep their first {max_tokens}, as in fine-tuning",
+              file=sys.stderr)
+    result = classifier_scores(model, encoded.rows, labels, batch_pad_id(tok), batch_size, progress=True)
     if not math.isfinite(result["loss"]):
         raise ValueError(f"the loss is {result['loss']}: {NONFINITE}")
     lines = [f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f} nats/example  "
@@ -280,7 +280,8 @@ def classifier_report(args) -> str:
             lines.append(f"  class {label} ({model.id2label[label]}): no examples")
             continue
         # The row of the confusion matrix: which classes its examples were taken for, when wrong.
-        mistaken = ", ".join(f"{other}: {count:,}" for other, count in enumerate(c["predicted"]) if count and other != label)
+        mistaken = ", ".join(f"{other}: {count:,}" for other, count in enumerate(c["predicted"])
+                             if count and other != label)
         lines.append(f"  class {label} ({model.id2label[label]}): accuracy {c['accuracy']:.4f}  loss {c['loss']:.4f}  "
                      f"({c['right']:,} of {c['examples']:,} right" + (f"; taken for {mistaken})" if mistaken else ")"))
     return "\n".join(lines)
@@ -290,17 +291,22 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.checkpoint import DTYPE_NAMES, is_classifier_checkpoint
     from minigpt.cli import prog
 
-    parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a language model on a "
-                                     "text file, or a classifier's accuracy and loss on a labelled TSV file.")
-    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by name "
-                        "(gpt2, ..., gpt2-xl); a classifier's (minigpt finetune --task classify) is scored on a TSV file")
+    parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a language model on "
+                                     "a text file, or a classifier's accuracy and loss on a labelled TSV file.")
+    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by "
+                        "name (gpt2, ..., gpt2-xl); a classifier's (minigpt finetune --task classify) is scored on a "
+                        "TSV file")
     parser.add_argument("file", help="UTF-8 text file to score (-: standard input); for a classifier, a TSV file of "
                         "text<TAB>label lines, as fine-tuning reads them")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
-    parser.add_argument("--max-length", type=int, help="window length (default: the model's n_positions); language models only")
-    parser.add_argument("--stride", type=int, help="tokens between window starts (default: max_length / 2); language models only")
-    parser.add_argument("--batch-size", type=int, help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers only")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
+    parser.add_argument("--max-length", type=int,
+                        help="window length (default: the model's n_positions); language models only")
+    parser.add_argument("--stride", type=int,
+                        help="tokens between window starts (default: max_length / 2); language models only")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers only")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
     args = parser.parse_args(argv)
     try:

@@ -48,13 +48,15 @@ import torch
 import torch.nn as nn
 
 from minigpt.classifier import GPTClassifier
-from minigpt.classify_data import (Examples, classification_loss, examples_fingerprint, label_ids, load_classification_data,
-                                   pad_right, score_examples, tsv_files)
+from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classification_loss, encode_examples,
+                                   examples_fingerprint, label_ids, load_classification_data, pad_right, score_examples,
+                                   tsv_files)
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.finetune_config import SUMMARY_FILE, FinetuneConfig, as_flag, check_strategy, hidden_widths
+from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, FinetuneConfig, as_flag, check_strategy, hidden_spec,
+                                     hidden_widths)
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
@@ -65,8 +67,13 @@ from minigpt.train_config import parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
 
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each
-# A classify evaluation's batches hold this many times --batch-size texts: without gradients no
-# block keeps its activations for a backward pass, so a batch several times a training one fits.
+# A classify evaluation's batches hold this many times --batch-size texts. The assumption: under
+# no_grad no block keeps its activations for a backward pass (a training step keeps every block's),
+# so a batch 4 times a training one fits in the memory a training step used. Its limit: with
+# --gradient-checkpointing a training step keeps only each block's input and rebuilds one block at a
+# time, while an evaluation builds one block at a time at 4 times the batch, its attention scores
+# included where SDPA's math kernel makes them (B·n_head·T², for the first batch, the longest
+# texts): that may exceed a training step's peak; a smaller --batch-size then helps.
 EVAL_BATCH_SCALE = 4
 
 
@@ -214,19 +221,41 @@ def adopt_new_tokens(out: Path) -> None:
         new.rename(out / "data")
 
 
+def settle_head_options(cfg: FinetuneConfig, init: GPT | GPTClassifier) -> None:
+    """Fill in the --pooling and --head-hidden not given: an --init classifier's own (its head goes
+    on training; any given must be its own, `check_head_options`), else a new head's (`NEW_HEAD`).
+    Written into `cfg`, so the config the run saves, which --resume reads back, names its head."""
+    if isinstance(init, GPTClassifier):
+        check_head_options(cfg, init)
+        own = {"pooling": init.pooling, "head_hidden": hidden_spec(init.hidden)}
+    else:
+        own = NEW_HEAD
+    for name, value in own.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+
+
+def _as_typed(name: str, value) -> str:
+    """A head option as its flag is typed: --pooling mean, --head-hidden 32,16 (from (32, 16)), --head-hidden ""."""
+    text = hidden_spec(value) if name == "head_hidden" else str(value)
+    return f"{as_flag(name)} " + (text or '""')
+
+
 def check_head_options(cfg: FinetuneConfig, clf: GPTClassifier) -> None:
-    """An --init classifier keeps its head, so the head options must be its own: a --num-labels,
-    --pooling or --head-hidden that differs is refused (--num-labels left unset is taken from it)."""
-    given = {"num_labels": cfg.num_labels, "pooling": cfg.pooling, "head_hidden": hidden_widths(cfg.head_hidden)}
+    """An --init classifier keeps its head, so the head options given must be its own: every
+    --num-labels, --pooling or --head-hidden that differs is refused, all in one error (unset, each
+    is taken from the head)."""
     head = {"num_labels": clf.num_labels, "pooling": clf.pooling, "head_hidden": clf.hidden}
-    for name, value in head.items():
-        if given[name] is not None and given[name] != value:
-            typed = ",".join(map(str, value)) if name == "head_hidden" else str(value)  # (32, 16) → 32,16
-            unset = FinetuneConfig.__dataclass_fields__[name].default in (None, typed)  # None: taken from the head
-            fix = f"leave {as_flag(name)} unset" if unset else f"pass {as_flag(name)} {typed}"
-            raise ValueError(f"--init {cfg.init} is a classifier, whose head goes on training: its {name} is {value!r}, "
-                             f"not {given[name]!r} ({as_flag(name)}); {fix}, or start from a language model to train a "
-                             "new head")
+    given = {"num_labels": cfg.num_labels, "pooling": cfg.pooling,
+             "head_hidden": None if cfg.head_hidden is None else hidden_widths(cfg.head_hidden)}
+    differ = [name for name, value in head.items() if given[name] is not None and given[name] != value]
+    if differ:
+        theirs = ", ".join(_as_typed(name, head[name]) for name in differ)
+        ours = ", ".join(_as_typed(name, given[name]) for name in differ)
+        flags = " and ".join(as_flag(name) for name in differ)
+        raise ValueError(f"--init {cfg.init} is a classifier, whose head goes on training: its head has {theirs}, not "
+                         f"{ours}; leave {flags} unset (the head's own are then taken), or start from a language model "
+                         "to train a new head")
 
 
 def _class_ids(cfg: FinetuneConfig, data: dict[str, Examples], init: GPT | GPTClassifier) -> tuple[dict[str, Examples], dict[int, str] | None]:
@@ -268,28 +297,20 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
                              f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
                              "from 0, or pass --num-labels if those classes exist but --data (or --max-examples) has none")
     for split, (_, y) in data.items():
-        bad = sorted({label for label in y if not 0 <= label < num_labels})
-        if bad:
-            raise ValueError(f"{split} labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in [0, {num_labels})")
-    # What pads a batch (the EOS, unless the files name a pad); with neither, any id does, as the mask
-    # marks the padding. Only a real pad token is the model's pad_token_id: transformers takes a
-    # text's trailing pad ids for padding, and id 0 is a token.
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # Texts longer than the context keep their first block_size tokens. Each text is one example,
-    # not a stream of documents: "<|endoftext|>" in a review is its characters, not a boundary.
-    full = {s: tokenizer.encode_batch(texts, disallowed_special=()) for s, (texts, _) in data.items()}
-    ids = {s: [r[: cfg.block_size] for r in rows] for s, rows in full.items()}
+        check_labels(y, num_labels, f"{split} ")
+    pad_id = batch_pad_id(tokenizer)
+    encoded = {s: encode_examples(tokenizer, texts, cfg.block_size) for s, (texts, _) in data.items()}
+    ids = {s: e.rows for s, e in encoded.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
         names = f" ({', '.join(f'{i} {name}' for i, name in id2label.items())})" if id2label else ""
         print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels{names}")
         # Said, not silent: a cut text is classified from its beginning only (the last pooled token is
         # the block_size-th), which a larger --block-size would avoid.
-        cut = {s: sum(len(r) > cfg.block_size for r in rows) for s, rows in full.items()}
-        if any(cut.values()):
-            longest = max(len(r) for rows in full.values() for r in rows)
-            print(f"classify: {cut['train']:,} train / {cut['val']:,} val texts are longer than --block-size {cfg.block_size} "
-                  f"tokens and keep their first {cfg.block_size} (the longest has {longest})")
+        if encoded["train"].cut or encoded["val"].cut:
+            longest = max(e.longest for e in encoded.values())
+            print(f"classify: {encoded['train'].cut:,} train / {encoded['val'].cut:,} val texts are longer than --block-size "
+                  f"{cfg.block_size} tokens and keep their first {cfg.block_size} (the longest has {longest})")
     model = init if from_head else GPTClassifier(init, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden),
                                                  id2label=id2label, pad_token_id=tokenizer.pad_token_id)
 
@@ -371,8 +392,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # alone, as the lm task has no use for its head and no LM head of its own.
         init = build_model(cfg, tokenizer.vocab_size, tokenizer.eos_token_id, classifier_init=cfg.task == "classify")
         gpt = init.gpt if isinstance(init, GPTClassifier) else init
-        if isinstance(init, GPTClassifier):
-            check_head_options(cfg, init)
+        if cfg.task == "classify":
+            settle_head_options(cfg, init)
         if cfg.tokenizer and not cfg.resume:  # (one of another size: refused by build_model, which says so)
             check_same_tokenizer(tokenizer, cfg.init, f"--tokenizer {cfg.tokenizer}",
                                  "Drop --tokenizer: the model's own is read from --init")

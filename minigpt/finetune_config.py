@@ -44,12 +44,23 @@ TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_lab
 TASK_OPTIONS["chunked_loss"] = "lm"  # a classifier's loss is over its labels: no vocabulary-wide logits to chunk
 
 
-def hidden_widths(spec: str) -> tuple[int, ...]:
-    """The classify head's hidden widths from the CLI's "512,256" ("": none, one linear layer)."""
+# A new classify head, where --pooling and --head-hidden are not given: Hugging Face's
+# GPT2ForSequenceClassification (the last real token, one linear layer). An --init classifier's head
+# keeps its own (minigpt/finetune.py's `settle_head_options`).
+NEW_HEAD = {"pooling": "last", "head_hidden": ""}
+
+
+def hidden_widths(spec: str | None) -> tuple[int, ...]:
+    """The classify head's hidden widths from the CLI's "512,256" ("" or None: none, one linear layer)."""
     try:
-        return tuple(int(w) for w in spec.split(",") if w.strip())
+        return tuple(int(w) for w in (spec or "").split(",") if w.strip())
     except ValueError:
         raise ValueError(f"head_hidden must be comma-separated integer widths such as 256 or 512,256, got {spec!r}") from None
+
+
+def hidden_spec(widths: tuple[int, ...]) -> str:
+    """The head's hidden widths as --head-hidden takes them: (512, 256) → "512,256", () → ""."""
+    return ",".join(map(str, widths))
 
 
 def as_flag(name: str, value=None) -> str:
@@ -143,8 +154,11 @@ class FinetuneConfig(TrainConfig):
     lora_alpha: float = flag(16.0, "lora: the update is scaled by alpha / r")
     lora_dropout: float = flag(0.0, "lora: dropout on the adapters' input")
     lora_targets: str = flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
-    pooling: str = flag("last", "classify: last (the last real token, as HF) or mean (average of real tokens)")
-    head_hidden: str = flag("", "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, as HF)")
+    # None: an --init classifier's own, else NEW_HEAD's (settled by finetune, so the run's saved config says which).
+    pooling: str | None = flag(None, "classify: last (the last real token, as HF) or mean (average of real tokens) "
+                                     "(default: an --init classifier's own, else last)")
+    head_hidden: str | None = flag(None, "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, "
+                                         "as HF; default: an --init classifier's own, else empty)")
     num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
     val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
     val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given")
@@ -175,7 +189,7 @@ class FinetuneConfig(TrainConfig):
         if self.task == "lm" and self.strategy == "frozen":
             raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
         self.refuse_ignored_options()  # before any data is read or model loaded, as every check here
-        if self.pooling not in POOLINGS:
+        if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         hidden_widths(self.head_hidden)  # a malformed spec is refused before any work
         if not self.init:
@@ -204,6 +218,9 @@ class FinetuneConfig(TrainConfig):
         than its default, or typed on the command line (`typed`, from parse_config) at any value,
         so that `--strategy partial --lora-rank 8` does not run as if the rank did something."""
         defaults = {f.name: f.default for f in fields(self)}
+        # A new head's pooling and head_hidden are no choice either: they were the defaults once, and
+        # an lm run saved then holds them in its config, which --resume reads back.
+        defaults |= {name: value for name, value in NEW_HEAD.items() if getattr(self, name) == value}
         check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed, flags=True)
         check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed, flags=True)
         if self.task == "classify" and "eval_iters" in typed:  # (typed only: a default is no choice)

@@ -254,6 +254,7 @@ def refuse_changes(out: str, saved: dict, given: dict, names: tuple[str, ...]) -
     for name in names:
         if name in given and name in saved and given[name] != saved[name]:
             flag_ = "--" + name.replace("_", "-")
-            raise ValueError(f"the run in {out} is a {flag_} {saved[name]} run, and a resumed run keeps its {name} "
-                             f"(its weights and optimizer state are that run's): drop {flag_} {given[name]}, or start a "
+            was, now = ("''" if v == "" else v for v in (saved[name], given[name]))  # (--head-hidden '': no hidden layer)
+            raise ValueError(f"the run in {out} is a {flag_} {was} run, and a resumed run keeps its {name} "
+                             f"(its weights and optimizer state are that run's): drop {flag_} {now}, or start a "
                              "new run with another --out")

@@ -119,3 +119,21 @@ def _packed_copies_whatever_memory_is_free(monkeypatch):
     import minigpt.linear as linear
 
     monkeypatch.setattr(linear, "memory", lambda: None)
+
+
+def save_tiny_base(root: Path, corpus: str, vocab_size: int) -> Path:
+    """What the fine-tuning tests start from, written into `root`: base/, a tiny pretrained-looking
+    model (a seeded gpt2-tiny GPT in HF layout) with a tokenizer of `vocab_size` trained on `corpus`,
+    and cls.tsv, a header then two labels of short sentences. Returns `root`. (A plain function, not
+    a fixture: each test file's module-scoped fixture calls it with its own corpus.)"""
+    from minigpt import GPT, GPTConfig
+    from minigpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(corpus, vocab_size)
+    torch.manual_seed(0)
+    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id,
+                       eos_token_id=tok.eos_token_id)).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    rows = [f"the speech was {w} indeed\t{y}" for y, words in enumerate((["bad", "poor"], ["good", "fine"])) for w in words]
+    (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 10) + "\n")
+    return root

@@ -12,6 +12,7 @@ from transformers import GPT2ForSequenceClassification
 
 from minigpt import GPT, GPTConfig
 from minigpt.classifier import GPTClassifier
+from conftest import save_tiny_base
 
 PAD = 0
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=97, bos_token_id=PAD, eos_token_id=PAD)
@@ -476,6 +477,46 @@ def test_evaluation_scores_texts_longest_first_so_batches_pad_little(capsys):
     assert "evaluating" in capsys.readouterr().err
 
 
+def test_score_examples_checks_the_labels_once_up_front_and_scores_without_them():
+    """A review finding: score_examples passed the labels to the model only to have them checked,
+    threw the loss it computed away and took each text's again. The labels are now checked once,
+    before any batch is scored, the bad ones named; the model sees ids and mask alone."""
+    from minigpt.classify_data import score_examples
+
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(CFG), 2).eval()
+    ids = [[3, 4], [5], [6, 7, 8], [9]]
+    arguments = []
+    clf.register_forward_pre_hook(lambda m, args: arguments.append(len(args)))
+    with pytest.raises(ValueError, match=r"^labels \[-1, 2, 5\] are out of range: with num_labels=2, labels must be in "
+                                         r"\[0, 2\)$"):
+        score_examples(clf, ids, [0, 5, 2, -1], PAD, batch_size=2)
+    assert arguments == []  # no batch scored
+    got = score_examples(clf, ids, [0, 1, 1, 0], PAD, batch_size=2)
+    assert arguments == [2, 2]  # (idx, mask): no labels
+    assert got["right"] == sum(map(sum, (row[i : i + 1] for i, row in enumerate(got["confusion"]))))
+    assert got["accuracy"] == got["right"] / 4
+
+
+def test_encode_examples_cuts_each_text_and_counts_what_it_cut(base):
+    """The classify data prep fine-tuning and `minigpt eval` share (a review finding: each wrote it
+    out): each text's first max_tokens ids, how many texts were longer, the longest's length;
+    "<|endoftext|>" in a text is its characters; padding uses the pad token, else 0 (the mask marks it)."""
+    from minigpt.classify_data import batch_pad_id, encode_examples
+    from minigpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(base / "base")
+    texts = ["the speech was good indeed", "the", "the play <|endoftext|> was fine"]
+    full = [tok.encode(text, disallowed_special=()) for text in texts]
+    encoded = encode_examples(tok, texts, 3)
+    assert encoded.rows == [ids[:3] for ids in full]
+    assert encoded.cut == sum(len(ids) > 3 for ids in full) == 2 and encoded.longest == max(map(len, full))
+    assert tok.eos_token_id not in encode_examples(tok, texts[2:], 100).rows[0]
+    assert batch_pad_id(tok) == tok.eos_token_id  # GPT-2's files name no pad: the EOS pads
+    tok.pad_token_id = None
+    assert batch_pad_id(tok) == 0
+
+
 def test_a_tsv_written_by_the_csv_module_reads_back_its_texts(tmp_path):
     """A finetuner audit: csv.writer / pandas quote a text holding a quote or a tab, doubling its
     quotes, and read_tsv kept that quoting as text ('"he said ""wow"", loved it"'). A field wholly
@@ -551,17 +592,7 @@ CORPUS = "the speech was good indeed, and the play was fine; the speech was bad,
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained-looking model dir (HF layout + tokenizer) and a TSV of two labels."""
-    from minigpt.tokenizer import Tokenizer
-
-    root = tmp_path_factory.mktemp("classify")
-    tok = Tokenizer.train(CORPUS, 280)
-    torch.manual_seed(0)
-    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id,
-                       eos_token_id=tok.eos_token_id)).save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
-    rows = [f"the speech was {w} indeed\t{y}" for y, words in enumerate((["bad", "poor"], ["good", "fine"])) for w in words]
-    (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 10) + "\n")
-    return root
+    return save_tiny_base(tmp_path_factory.mktemp("classify"), CORPUS, 280)
 
 
 def _finetune(init, out, *extra):
@@ -608,22 +639,43 @@ def test_finetune_goes_on_from_a_classifier_keeping_its_head(base, tmp_path, cap
     assert torch.allclose(full.score.weight, probe.score.weight, atol=1e-5)
     assert not torch.equal(full.score.weight, probe.score.weight)  # it trained
     capsys.readouterr()
-    for flags, message in [(("--num-labels", "3"), "its num_labels is 2, not 3 (--num-labels); leave --num-labels unset"),
-                           (("--pooling", "mean"), "its pooling is 'last', not 'mean' (--pooling); leave --pooling unset"),
-                           (("--head-hidden", "8"), "its head_hidden is (), not (8,) (--head-hidden); leave --head-hidden unset")]:
+    for flags, message in [(("--num-labels", "3"), "its head has --num-labels 2, not --num-labels 3; leave --num-labels unset"),
+                           (("--pooling", "mean"), "its head has --pooling last, not --pooling mean; leave --pooling unset"),
+                           (("--head-hidden", "8"), 'its head has --head-hidden "", not --head-hidden 8; leave --head-hidden unset')]:
         assert _finetune(tmp_path / "probe", tmp_path / "refused", *data, *flags) == 2
         assert f"--init {tmp_path / 'probe'} is a classifier, whose head goes on training: {message}" in capsys.readouterr().err
-    from minigpt.tokenizer import Tokenizer
-
-    GPTClassifier(GPT.from_pretrained(base / "base"), 2, pooling="mean").save_pretrained(tmp_path / "mean")
-    Tokenizer.from_pretrained(base / "base").save_pretrained(tmp_path / "mean")
-    assert _finetune(tmp_path / "mean", tmp_path / "refused", *data) == 2
-    assert "its pooling is 'mean', not 'last' (--pooling); pass --pooling mean" in capsys.readouterr().err
     from minigpt.finetune import main
 
     assert main(["--init", str(tmp_path / "probe"), "--out", str(tmp_path / "lm"), "--data", str(base / "cls.tsv")]) == 2
     assert "training starts from a language model (GPT2LMHeadModel) (e.g. the one the classifier was fine-tuned from); " \
            "`minigpt finetune --task classify` goes on training a classifier" in capsys.readouterr().err
+
+
+def test_a_classifier_init_goes_on_training_its_own_pooling_and_hidden_layers_without_flags(base, tmp_path, capsys):
+    """A review finding: a classifier --init trained with --pooling mean --head-hidden 8 was refused
+    unless both flags were typed again (the defaults, last and no hidden layer, were compared as if
+    given), one flag per refusal, the widths printed as (8,). Unset, they are now the head's own, and
+    the run's saved config says so (a bare --resume goes on with it); the flags given that differ
+    are refused all at once, as typed."""
+    from minigpt.run_dir import STATE_FILE, read_state
+    from minigpt.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    GPTClassifier(GPT.from_pretrained(base / "base"), 2, pooling="mean", hidden=(8,)).save_pretrained(tmp_path / "mean")
+    Tokenizer.from_pretrained(base / "base").save_pretrained(tmp_path / "mean")
+    data = ("--data", str(base / "cls.tsv"))
+    assert _finetune(tmp_path / "mean", tmp_path / "o", *data) == 0
+    saved = read_state(tmp_path / "o" / STATE_FILE, map_location="cpu")["config"]
+    assert (saved["pooling"], saved["head_hidden"]) == ("mean", "8")
+    trained = GPTClassifier.from_pretrained(tmp_path / "o")
+    assert (trained.pooling, trained.hidden) == ("mean", (8,))
+    from minigpt.finetune import main
+
+    assert main(["--out", str(tmp_path / "o"), "--resume", "--max-iters", "6"]) == 0
+    capsys.readouterr()
+    assert _finetune(tmp_path / "mean", tmp_path / "refused", *data, "--pooling", "last", "--head-hidden", "16,4") == 2
+    assert ("its head has --pooling mean, --head-hidden 8, not --pooling last, --head-hidden 16,4; leave --pooling and "
+            "--head-hidden unset (the head's own are then taken)") in capsys.readouterr().err
 
 
 def test_read_tsv_gives_label_names_as_strings_with_the_header_rule(tmp_path):

@@ -142,7 +142,8 @@ def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
             "(EOS = 50256)") in capsys.readouterr().err
     GPTClassifier(GPT.from_pretrained(model_dir), num_labels=2).save_pretrained(tmp_path / "clf")  # what finetune --task classify writes
     assert main([str(tmp_path / "clf"), str(tmp_path / "t.txt")]) == 2  # a classifier is scored on a TSV (test_classifier_*)
-    assert f"t.txt holds no tab: {tmp_path / 'clf'} is a classifier, scored on labelled examples" in capsys.readouterr().err
+    assert (f"t.txt:1: expected 'text<TAB>label', found no tab in {TEXT.splitlines()[0][:60]!r}: {tmp_path / 'clf'} is "
+            "a classifier, scored on labelled examples") in capsys.readouterr().err
     model = GPT.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"max_length must be in \[2, n_positions=32\]"):
         perplexity(model, ids, max_length=33)
@@ -456,16 +457,31 @@ def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classi
         ([clf, tsv, "--stride", "8"], f"--stride sets a language model's sliding window; {clf} is a classifier"),
         ([clf, tsv, "--max-length", "8"], "drop --max-length"),
         ([clf, tsv, "--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
-        ([clf, str(tmp_path / "t.txt")], f"t.txt holds no tab: {clf} is a classifier, scored on labelled examples"),
+        ([clf, str(tmp_path / "t.txt")], f"t.txt:1: expected 'text<TAB>label', found no tab in {TEXT.splitlines()[0][:60]!r}: "
+                                         f"{clf} is a classifier, scored on labelled examples"),
         ([clf, "-"], "standard input is not read for it: save the lines to a file"),
         ([clf, str(tmp_path / "missing.tsv")], "TSV file " + str(tmp_path / "missing.tsv") + " does not exist"),
-        ([clf, str(tmp_path / "five.tsv")], "five.tsv has labels [5], but " + clf + " tells 4 classes apart: labels must be in [0, 4)"),
+        ([clf, str(tmp_path / "five.tsv")], "five.tsv's labels [5] are out of range: with num_labels=4, labels must be in [0, 4)"),
         ([lm, tsv], f"t.tsv is a .tsv file (text<TAB>label, what a classifier is scored on), but {lm} is a language model"),
         ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"{lm} is a language model, scored in windows of --max-length tokens: drop --batch-size"),
     ):
         assert main([*argv, "--device", "cpu"]) == 2, argv
         err = capsys.readouterr().err
         assert "eval: error: " in err and error in err, (argv, err)
+
+
+def test_classifier_eval_reads_the_file_once(classifier_dir, tmp_path, monkeypatch, capsys):
+    """A review finding: `minigpt eval CLASSIFIER FILE` read the whole file to look for a tab, then
+    read_tsv read it again. It reads it once; read_tsv's own error tells a plain text (no tab)."""
+    import minigpt.classify_data as classify_data
+    import minigpt.files as files
+
+    (tmp_path / "t.tsv").write_text("\n".join(TSV_LINES) + "\n")
+    reads, read_text = [], files.read_text
+    for module in (files, classify_data):  # (classify_data holds its own name for it)
+        monkeypatch.setattr(module, "read_text", lambda path: reads.append(str(path)) or read_text(path))
+    assert main([str(classifier_dir), str(tmp_path / "t.tsv"), "--device", "cpu"]) == 0
+    assert reads.count(str(tmp_path / "t.tsv")) == 1  # (the model's and tokenizer's files are read through it too)
 
 
 def test_classifier_eval_reads_named_labels_through_the_models_label2id(classifier_dir, tmp_path, capsys):

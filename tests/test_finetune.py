@@ -15,6 +15,7 @@ from minigpt.classify_data import load_classification_data, read_tsv, score_exam
 from minigpt.finetune import apply_strategy, best_evaluations, trainable_parameters
 from minigpt.finetune_config import STRATEGIES, VAL_FRACTION_DEFAULT, FinetuneConfig
 from minigpt.lora import LoRALinear
+from conftest import save_tiny_base
 from test_train import one_error, torchrun
 
 CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=3, bos_token_id=0, eos_token_id=0)
@@ -278,6 +279,10 @@ def test_read_tsv(tmp_path):
     ("good\t1\nbad\t\u0661\n", r":2: label '\u0661' is not an integer"),  # Arabic-Indic one: int() reads 1
     # GLUE's index column: it would have joined every text ('0\tgreat movie'), silently.
     ("index\tsentence\tlabel\n0\tgreat movie\t1\n", r":1: the header names 3 columns \(index, sentence, label\); classify reads two"),
+    # A review finding: pandas' default to_csv writes its index as an unnamed first column.
+    ("\tsentence\tlabel\n0\tgreat movie\t1\n", r":1: the header names 3 columns \('', sentence, label\); classify reads two, "
+                                             r"text<TAB>label: the unnamed first is pandas' index, which "
+                                             r"to_csv\(sep='\\t', index=False\) leaves out; or keep just those"),
     # A finetuner's audit: without the header, the index joined every text; and a first example
     # with a typo for its label ('l') was skipped as a header.
     ("0\tgreat movie\t1\n1\tawful\t0\n", r"every line has 3 or more columns, the first an integer \('0\\tgreat movie'"),
@@ -308,15 +313,8 @@ CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nS
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A tiny pretrained-looking model dir (HF layout + tokenizer), a text file and a TSV."""
-    root = tmp_path_factory.mktemp("finetune")
-    tok = Tokenizer.train(CORPUS, 300)
-    torch.manual_seed(0)
-    GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id,
-                       eos_token_id=tok.eos_token_id)).save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
+    root = save_tiny_base(tmp_path_factory.mktemp("finetune"), CORPUS, 300)
     (root / "corpus.txt").write_text(CORPUS)
-    rows = [f"the speech was {w} indeed\t{y}" for y, words in enumerate((["bad", "poor"], ["good", "fine"])) for w in words]
-    (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 10) + "\n")
     return root
 
 
@@ -574,6 +572,24 @@ def test_resume_refuses_another_pooling(base, tmp_path, capsys):
     assert _run(base, tmp_path / "o", *args, "--resume", "--pooling", "mean") == 2
     assert "is a --pooling last run, and a resumed run keeps its pooling" in capsys.readouterr().err
     assert _run(base, tmp_path / "o", *args, "--resume", "--pooling", "last") == 0  # the same value is fine
+
+
+def test_an_lm_run_saved_when_the_head_options_defaulted_to_last_and_empty_still_resumes(base, tmp_path, capsys):
+    """A review fix made --pooling and --head-hidden default to None (an --init classifier's own,
+    else a new head's): an lm run saved before holds pooling "last" and head_hidden "" in its
+    config, which --resume reads back; those are still no choice, not options refused for lm, and
+    no setting that differs. Given for lm on purpose, any value is still refused."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    state = torch.load(out / "training_state.pt", weights_only=False)
+    assert (state["config"]["pooling"], state["config"]["head_hidden"]) == (None, None)
+    state["config"] |= {"pooling": "last", "head_hidden": ""}  # as saved then
+    torch.save(state, out / "training_state.pt")
+    capsys.readouterr()
+    assert _run(base, out, "--resume", "--max-iters", "3") == 0
+    assert "pooling" not in capsys.readouterr().out  # (no "settings that differ" warning)
+    with pytest.raises(ValueError, match=r"^pooling='mean' \(--pooling\) applies to task 'classify' only"):
+        FinetuneConfig(init="x", data="d", task="lm", pooling="mean")
 
 
 

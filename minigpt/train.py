@@ -24,6 +24,8 @@ and device, how a signal stops it, and its exit codes are minigpt/train_runtime.
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -36,11 +38,15 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
+from minigpt import linear
+from minigpt.classifier import GPTClassifier
+from minigpt.files import read_json
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at, plot_log,
                              read_log, read_state, restore, run_dir_lock, save_best, save_checkpoint)
 from minigpt.stats import peak_flops
+from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
 from minigpt.train_runtime import (Runtime, Stopped, StopSignal, TrainingDiverged, on_rank_0, setup_runtime,
                                    tf32_matmuls)
@@ -218,14 +224,45 @@ def for_training(raw: nn.Module, cfg, rt: Runtime) -> tuple[nn.Module, nn.Module
 
 
 def open_out_dir(out: Path, cfg, rt: Runtime) -> None:
-    """OUT_DIR made (a resumed run's log was cut back to its checkpoint by `restore`). Rank 0 alone
-    writes OUT_DIR; on_rank_0 tells the others when that fails, for one error, not a traceback each."""
+    """OUT_DIR made (a resumed run's log was cut back to its checkpoint by `restore`), and rank 0's
+    word on settings that train, but not as meant. Rank 0 alone writes OUT_DIR; on_rank_0 tells the
+    others when that fails, for one error, not a traceback each."""
     on_rank_0(rt, lambda: out.mkdir(parents=True, exist_ok=True))
     if rt.is_main and cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
         print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
               f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
     if rt.is_main and cfg.lr == 0:  # legal (a check that a run ends where it began), and a run that trains nothing
         print("warning: --lr 0: no step changes the weights (the run only evaluates them); give --lr (and --min-lr) > 0 to train")
+    # linear.py's tests: an x86 CPU with oneDNN (ONEDNN) whose oneDNN has no bf16 kernels (ONEDNN_BF16:
+    # AVX-512) emulates each bf16 matmul (a gpt2-tiny run on an AVX2 AMD EPYC: 3.5k tokens/s against
+    # 30k in float32). Elsewhere (MINIGPT_ONEDNN=0, an ARM CPU) the flags do not tell: nothing is said.
+    if (rt.is_main and rt.device.type == "cpu" and rt.dtype == torch.bfloat16
+            and linear.ONEDNN and not linear.ONEDNN_BF16):
+        print("note: --dtype bfloat16 on this CPU, which has no AVX-512: its bf16 matmuls are emulated, several times "
+              "slower than float32's; --dtype float32 trains faster here")
+
+
+def handoff(out: Path, raw: nn.Module) -> str:
+    """The line a finished run ends with: where its weights are, and the commands that take them
+    next. best/ (the lowest val loss) is what to use; OUT_DIR holds the last step's weights. A
+    classifier is scored on a labelled TSV file and generates nothing; a model saved without a
+    tokenizer (data prepared without one) needs --tokenizer."""
+    best = out / "best"
+    said = []
+    if (best / "metrics.json").is_file():  # (none when no evaluation improved on +inf: every val loss NaN)
+        record = read_json(best / "metrics.json")
+        accuracy = f", val accuracy {record['val_accuracy']:.4g}" if "val_accuracy" in record else ""
+        said.append(f"best: {best} (step {record['step']}, val loss {record['val_loss']:.4g}{accuracy})")
+    model_dir = best if said else out
+    said.append(f"latest: {out}")
+    model = shlex.quote(str(model_dir))
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        model += " --tokenizer TOKENIZER_DIR"
+    if isinstance(raw, GPTClassifier):
+        said.append(f"next: minigpt eval {model} FILE.tsv")
+    elif isinstance(raw, GPT):
+        said.append(f"next: minigpt generate --model {model}, minigpt eval {model} FILE")
+    return "; ".join(said)
 
 
 def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime) -> TrainingDiverged:
@@ -285,6 +322,7 @@ def train_loop(
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
         --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
     Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
+    A run that ends says on stderr (rank 0) where its weights are and what to run next (`handoff`).
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
     dropout (set on every GPT inside `model`) and the memory switches. The fields that build a
@@ -314,11 +352,14 @@ def train_loop(
         try:
             with caller_rng, tf32_matmuls(rt.device), StopSignal() as stop_signal, bar:
                 model.train()
-                return run_steps(run, progress, stop_signal)
+                metrics = run_steps(run, progress, stop_signal)
         except KeyboardInterrupt as e:  # not Stopped: a second Ctrl-C, which stops at once (StopSignal)
             if not isinstance(e, Stopped) and rt.is_main:
                 print(stopped_at_once(out))
             raise
+    if rt.is_main:  # on stderr: stdout's last line is the result, one JSON line for scripts (train_runtime's run_command)
+        print(handoff(out, raw), file=sys.stderr)
+    return metrics
 
 
 def check_float32_weights(model: nn.Module) -> None:

@@ -2612,3 +2612,52 @@ def test_a_resume_refusal_shows_an_empty_setting_as_quotes():
 
     with pytest.raises(ValueError, match=r"the run in out is a --head-hidden '' run, .*: drop --head-hidden 8,"):
         refuse_changes("out", {"head_hidden": ""}, {"head_hidden": "8"}, ("head_hidden",))
+
+
+# ---- what a finished run says, and a note on emulated bf16 (an end-to-end audit) ----
+
+
+def test_a_finished_run_names_best_and_the_next_commands_on_stderr(tmp_path, capsys):
+    """An audit: `minigpt train` ended with the JSON result alone, naming neither best/ nor its
+    step and val loss, nor what to run next. The result stays stdout's last line (scripts parse it);
+    the line for people is on stderr. The test data has no tokenizer, so the commands need one."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    cfg = {k: v for k, v in vars(tiny_cfg(data, out, max_iters=4, eval_interval=2)).items() if v is not None and v is not False}
+    assert train_main([f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]) == 0
+    said = capsys.readouterr()
+    best = json.loads((out / "best" / "metrics.json").read_text())
+    model = f"{out / 'best'} --tokenizer TOKENIZER_DIR"
+    assert said.err.splitlines()[-1] == (f"best: {out / 'best'} (step {best['step']}, val loss {best['val_loss']:.4g}); "
+                                         f"latest: {out}; next: minigpt generate --model {model}, minigpt eval {model} FILE")
+    assert json.loads(said.out.splitlines()[-1])["best_val_loss"] == best["val_loss"]
+
+
+def test_handoff_names_only_what_the_run_left(tmp_path):
+    """A classifier is scored on a labelled TSV file and generates nothing; without best/ (no
+    evaluation improved on +inf) the commands take OUT_DIR; a model saved with its tokenizer needs
+    no --tokenizer; a path with a space is quoted for the shell."""
+    from minigpt.classifier import GPTClassifier
+
+    gpt = GPT(GPTConfig(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    out = tmp_path / "my run"
+    (out / "best").mkdir(parents=True)
+    (out / "vocab.json").write_text("{}")
+    assert train.handoff(out, gpt) == (f"latest: {out}; next: minigpt generate --model '{out}', minigpt eval '{out}' FILE")
+    (out / "best" / "metrics.json").write_text(json.dumps({"step": 6, "val_loss": 0.51234, "val_accuracy": 0.875}))
+    (out / "best" / "vocab.json").write_text("{}")
+    assert train.handoff(out, GPTClassifier(gpt, 2)) == (f"best: {out / 'best'} (step 6, val loss 0.5123, val accuracy "
+                                                         f"0.875); latest: {out}; next: minigpt eval '{out / 'best'}' FILE.tsv")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_says_float32_is_faster(tmp_path, monkeypatch, capsys, native):
+    """An audit: --dtype bfloat16 on a CPU without AVX-512 (an AVX2 AMD EPYC) trained ~9x slower
+    than float32, and nothing said so. linear.py's ONEDNN_BF16 (oneDNN has bf16 kernels here) decides."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "ONEDNN", True)  # an x86 CPU with oneDNN, as the audit's (whatever runs the test)
+    monkeypatch.setattr(linear, "ONEDNN_BF16", native)
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=1, dtype="bfloat16"))
+    notes = [line for line in capsys.readouterr().out.splitlines() if "emulated" in line]
+    assert notes == ([] if native else ["note: --dtype bfloat16 on this CPU, which has no AVX-512: its bf16 matmuls are "
+                                        "emulated, several times slower than float32's; --dtype float32 trains faster here"])

@@ -76,7 +76,7 @@ def count_chunks(texts: Iterable[str], special_tokens: Sequence[str] = (), *, to
                 for part in cut.split(piece) if cut else (piece,):
                     counts.update(split_text(part))
                 bar.update(len(piece.encode("utf-8")))
-        if total_bytes is not None:  # a file's "\r\n" is read as "\n": its text is shorter than its bytes
+        if total_bytes is not None:  # a file's "\r\n" is read as "\n", a byte order mark dropped: its text is shorter than its bytes
             bar.update(total_bytes - bar.n)
     return counts
 

@@ -118,10 +118,9 @@ def _tsv_rows(path: Path) -> list[Row]:
     """Each line of `path` but the blank ones, cut at its last tab (the text may hold tabs),
     its CSV quoting undone and its label stripped; a line without a tab is refused."""
     rows = []
-    # (A BOM, which some editors write first, would otherwise start the first text.)
     # Lines end at "\n" alone (read_text made "\r\n" one): splitlines() would also cut at U+0085,
     # U+2028, form feeds..., which scraped text holds inside its sentences.
-    for lineno, line in enumerate(read_text(path).removeprefix("\ufeff").split("\n"), start=1):
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         text, tab, label = line.rpartition("\t")

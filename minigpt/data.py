@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minigpt.files import atomic_path, atomic_write_text, not_utf8, read_json, read_text
-from minigpt.pretokenize import safe_cut_at, safe_pieces, splits_one_of
+from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_pieces, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where batches are made (sample_batch): `minigpt prepare`, and `tokenize
@@ -51,6 +51,10 @@ DATA_FILES = ("train.bin", "val.bin", "val.txt", "meta.json", "tokenizer")
 # A token file's hash reads all of its ids up to 64 blocks of 64Ki (4M ids, 8 MiB), and beyond that
 # 64 such blocks spread evenly over it: cheap at any size, as a resumed run computes it every time.
 HASH_BLOCKS, HASH_BLOCK_TOKENS = 64, 1 << 16
+# Said by `main` and by `minigpt tokenize --train` of a tokenizer without an eos_token: nothing in
+# train.bin then tells where one file's text ends and the next begins.
+NO_EOS_WARNING = ("has no end-of-document token (eos_token): `minigpt prepare` joins the files with no boundary "
+                  "between them, and a model trained on them never learns to stop")
 
 
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
@@ -77,10 +81,14 @@ def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[in
 def _cut_point(text: str, val_fraction: float, special_tokens: Collection[str] = ()) -> int:
     """Where the validation part of one file starts: the first safe cut (minigpt.pretokenize.SAFE_CUT) at or after
     (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
-    A text with no line break after that point is cut there, mid-line. Neither cut falls inside
-    one of `special_tokens`, which would then be encoded as plain text on both sides."""
+    With none after that point, the last one before it, if the held-out part stays under twice its
+    share (a file of one header line and one long line would otherwise hold out all of its text);
+    else it is cut there, mid-line. Neither cut falls inside one of `special_tokens`, which would
+    then be encoded as plain text on both sides."""
     target = int(len(text) * (1 - val_fraction))
     if (cut := safe_cut_at(text, target, special_tokens)) is not None:
+        return cut
+    if (cut := last_safe_cut_before(text, target, special_tokens)) is not None and len(text) - cut < 2 * (len(text) - target):
         return cut
     while target < len(text) and splits_one_of(text, target, special_tokens):
         target += 1  # past the special token it would cut
@@ -123,7 +131,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     found = [name for name in DATA_FILES if (out / name).exists()]
     if found and not overwrite:  # before any work, as `minigpt train` refuses an OUT_DIR that holds a run
         raise FileExistsError(f"{out} already holds prepared data ({', '.join(found)}), which runs may have been trained "
-                              "on: choose another --out, or pass --overwrite to replace it")
+                              "on: choose another --out, or pass --overwrite to replace it (to add a corpus to it, prepare "
+                              "all the files together into a new --out)")
     out.mkdir(parents=True, exist_ok=True)
 
     # Ids go to disk chunk by chunk, so memory holds one file's text and one chunk's ids.
@@ -158,6 +167,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
                     bar.update(len(chunk.encode("utf-8")))
                 np.asarray(eos, dtype=TOKEN_DTYPE).tofile(files[split])  # end of document
                 n_tokens[split] += len(eos)
+        bar.update(total - bar.n)  # a file's "\r\n" is read as "\n", a byte order mark dropped: its text is shorter than its bytes
         for split in ("train", "val"):  # refused now (nothing is written), not by `train` at its first batch
             if n_tokens[split] == 0:
                 raise ValueError(f"{split}.bin would hold no tokens: the input is too short to split into a training "
@@ -329,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before = data_files_stamp(Path(args.out))
     try:
-        meta = prepare(args.inputs, Tokenizer.from_pretrained(args.tokenizer), args.out, args.val_fraction, args.overwrite)
+        tokenizer = Tokenizer.from_pretrained(args.tokenizer)
+        if tokenizer.eos_token_id is None:  # said before the tokenizing, which may take minutes
+            print(f"{parser.prog}: warning: the tokenizer {args.tokenizer} {NO_EOS_WARNING}; give it one: "
+                  "`minigpt tokenize --train FILES --eos TOKEN`, or eos_token in its tokenizer_config.json", file=sys.stderr)
+        meta = prepare(args.inputs, tokenizer, args.out, args.val_fraction, args.overwrite)
     except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
@@ -341,4 +355,5 @@ def main(argv: list[str] | None = None) -> int:
                   "prepare it again, with --overwrite", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
+    print(f"next: minigpt train --data {args.out} --out OUT_DIR")
     return 0

@@ -154,11 +154,17 @@ def stdout_to_devnull(fd: int) -> None:
     os.close(devnull)  # fd is devnull now; this descriptor was only the way there
 
 
+# The byte order mark some editors (Notepad) write first. In UTF-8 it marks nothing (there is one
+# byte order) and it is no part of the text: trained on, or scored by `minigpt eval`, it would be
+# three bytes of noise before the first word; JSON refuses it.
+BOM = "\ufeff"
+
+
 def read_text(path: str | os.PathLike) -> str:
-    """A UTF-8 text file's contents; a file in another encoding is a ValueError that names it
-    (Python's own error gives only the byte and its position)."""
+    """A UTF-8 text file's contents, without a byte order mark at its start; a file in another
+    encoding is a ValueError that names it (Python's own error gives only the byte and its position)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8").removeprefix(BOM)
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
 
@@ -172,12 +178,13 @@ def source_name(path: str | os.PathLike) -> str | os.PathLike:
 
 
 def read_text_or_stdin(path: str | os.PathLike) -> str:
-    """`read_text`, or standard input's text for "-", read in the same text mode ("\\r\\n" → "\\n")."""
+    """`read_text`, or standard input's text for "-", read in the same text mode ("\\r\\n" → "\\n"), and
+    without a byte order mark too."""
     if str(path) != STDIN:
         return read_text(path)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
     try:
-        return stdin.read()
+        return stdin.read().removeprefix(BOM)
     except UnicodeDecodeError as e:
         raise not_utf8(source_name(path), e) from None
     finally:

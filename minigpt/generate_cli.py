@@ -45,10 +45,6 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nrt\\])", lambda m: {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
-# The byte order mark some editors (Notepad) write first: it marks the file as UTF-8, it is no text
-# of a prompt (and JSON refuses it), so both prompt files are read without it.
-BOM = "\ufeff"
-
 # --early-stopping's words for transformers' three modes (generate's `early_stopping`).
 EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
 
@@ -216,11 +212,11 @@ def read_prompts(path: str) -> tuple[list[dict], list[int]]:
     object with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines
     are skipped. A record is the line's object, whose other fields (an "id") come back in the
     output line, or {"prompt": the string}. A line that is neither, or an object that already has
-    the output's "texts", is a ValueError naming the file and the line. A leading BOM is skipped."""
+    the output's "texts", is a ValueError naming the file and the line. A leading BOM is skipped (read_text_or_stdin)."""
     records, lines = [], []
     # Split at "\n" only: str.splitlines would also split at U+2028 and the like, which a JSON string may hold as they are.
     name = source_name(path)
-    for number, line in enumerate(read_text_or_stdin(path).removeprefix(BOM).split("\n"), 1):
+    for number, line in enumerate(read_text_or_stdin(path).split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -377,7 +373,7 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
     (`read_prompts`). A file missing, a directory, unreadable, not UTF-8, or with a line that is no
     prompt is a ValueError that names its flag."""
     try:
-        prompt = read_text_or_stdin(args.prompt_file).removeprefix(BOM) if args.prompt_file else args.prompt
+        prompt = read_text_or_stdin(args.prompt_file) if args.prompt_file else args.prompt
         records, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
     except (OSError, ValueError) as e:
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"

@@ -100,20 +100,30 @@ def special_token_regex(names: Collection[str]) -> regex.Pattern:
 # ---- Safe cuts: encoding a long text in parts --------------------------------------------------
 
 # Where text can be cut without changing a single token: just before a newline that follows a
-# non-space character. No chunk of GPT-2's pattern spans that point (only whitespace chunks hold a
-# newline, and the character before is not whitespace), and how the text from the newline on is
-# split depends only on what follows it. So encoding the parts separately gives exactly the ids
-# of encoding the whole. (Cutting *after* a newline is not safe: "a\n\nb" splits its "\n\n" as
-# "\n" + "\n" because a non-space follows, but an "a\n\n" that ends a piece keeps "\n\n".)
-SAFE_CUT = re.compile(r"(?<=\S)(?=\n)")
+# non-space character, or that a non-space character follows. No chunk of GPT-2's pattern spans
+# either point, and how the text from the newline on is split depends only on what follows it (the
+# pattern looks ahead, never back). So encoding the parts separately gives exactly the ids of
+# encoding the whole.
+# - After a non-space: only whitespace chunks hold a newline, and the character before is not one.
+# - Before a non-space ("a \n" + "b", as in SST-2 or WikiText, whose lines end in " \n"): a "\n"
+#   that a non-space follows always starts a chunk. `\s+(?!\S)` backtracks to stop before it (taking
+#   it, the run would be followed by a non-space), no letter, number or punctuation chunk takes a
+#   "\n", and `\s+`, the one branch that could take it, is tried only where `\s+(?!\S)` fails, which
+#   is never after whitespace: it matches the whitespace up to the "\n".
+# (Cutting *after* a newline is not safe: "a\n\nb" splits its "\n\n" as "\n" + "\n" because a
+# non-space follows, but an "a\n\n" that ends a piece keeps "\n\n".)
+# The one exception: where the non-space after the "\n" starts a special token (which is no text to
+# the pattern): `follows_space_before_one_of`.
+SAFE_CUT = re.compile(r"(?<=\S)(?=\n)|(?=\n\S)")
 
 
 def safe_pieces(text: str, size: int, keep_whole: Collection[str] = ()) -> list[str]:
     """Cut text into pieces of about `size` characters or more, each ending at a SAFE_CUT, so that
     the pieces' ids joined are the text's ids; "".join(pieces) == text. Used to spread one long
     document over several processes, and by minigpt/data.py to encode a corpus in parts.
-    `keep_whole`: strings no cut may fall inside (special tokens, which a cut would turn into
-    plain text; only one whose text holds a newline can contain a SAFE_CUT)."""
+    `keep_whole`: the special tokens that the text's encoding matches (a cut would turn one into
+    plain text; only one whose text holds a newline can contain a SAFE_CUT), and which change
+    the split of the text before them (`follows_space_before_one_of`)."""
     pieces, start = [], 0
     while len(text) - start > size:
         cut = safe_cut_at(text, start + size, keep_whole)
@@ -126,12 +136,34 @@ def safe_pieces(text: str, size: int, keep_whole: Collection[str] = ()) -> list[
 
 
 def safe_cut_at(text: str, pos: int, keep_whole: Collection[str] = ()) -> int | None:
-    """The first SAFE_CUT at or after `pos` that cuts none of `keep_whole` in two, or None."""
-    keep_whole = [s for s in keep_whole if "\n" in s]  # only these can hold a SAFE_CUT
+    """The first SAFE_CUT at or after `pos` that keeps `keep_whole` whole (`is_safe_cut`), or None."""
     for m in SAFE_CUT.finditer(text, pos):  # the lookbehind sees the character before pos too
-        if not splits_one_of(text, m.start(), keep_whole):
+        if is_safe_cut(text, m.start(), keep_whole):
             return m.start()
     return None
+
+
+def last_safe_cut_before(text: str, pos: int, keep_whole: Collection[str] = ()) -> int | None:
+    """The last safe cut (`is_safe_cut`) in text[1:pos], or None. Every cut is at a "\n", so only those are tried."""
+    cut = text.rfind("\n", 0, pos)
+    while cut > 0 and not is_safe_cut(text, cut, keep_whole):
+        cut = text.rfind("\n", 0, cut)
+    return cut if cut > 0 else None
+
+
+def is_safe_cut(text: str, cut: int, keep_whole: Collection[str] = ()) -> bool:
+    """Whether `cut` is a SAFE_CUT that cuts none of `keep_whole` in two (only one whose text holds
+    a newline can contain a SAFE_CUT) and is not the exception of `follows_space_before_one_of`."""
+    return (SAFE_CUT.match(text, cut) is not None and not splits_one_of(text, cut, keep_whole)
+            and not follows_space_before_one_of(text, cut, keep_whole))
+
+
+def follows_space_before_one_of(text: str, cut: int, strings: Collection[str]) -> bool:
+    r"""Whether `cut` comes after whitespace, before a "\n" that one of `strings` follows. A special
+    token is cut out of the text before it is split, so that "\n" ends its stretch of text, and
+    `\s+(?!\S)` takes the whitespace and the "\n" as one chunk: "a \n\n<|endoftext|>" splits as
+    "a" " \n\n", but cut before its last "\n", as "a" " \n" + "\n"."""
+    return 0 < cut and text[cut - 1].isspace() and any(text.startswith(s, cut + 1) for s in strings)
 
 
 def splits_one_of(text: str, pos: int, strings: Collection[str]) -> bool:

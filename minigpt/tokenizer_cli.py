@@ -17,9 +17,12 @@ from minigpt.files import STDIN, read_text_or_stdin
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
-# What training asks for when --vocab-size / --special are not given.
+# What training asks for when --vocab-size / --special / --eos are not given.
 TRAIN_VOCAB_SIZE = 4096
 TRAIN_SPECIALS = ("<|endoftext|>",)
+TRAIN_EOS = "<|endoftext|>"  # the end of a document, when it is one of the special tokens
+EOS_HELP = (f"which special token ends a document: `minigpt prepare` writes it between files, and a model "
+            f"learns to stop on it (default {TRAIN_EOS} when it is one of --special)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int,
                         help=f"with --train: vocabulary size, special tokens included (default {TRAIN_VOCAB_SIZE})")
     parser.add_argument("--special", nargs="*", help=f"with --train: special tokens (default {' '.join(TRAIN_SPECIALS)})")
+    parser.add_argument("--eos", metavar="TOKEN", help=f"with --train: {EOS_HELP}")
     parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
     parser.add_argument("--overwrite", action="store_true",
                         help="with --train: replace the tokenizer already in --out (refused otherwise)")
@@ -52,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             prog("tokenize --train"), [Path(f) for f in args.train],
             TRAIN_VOCAB_SIZE if args.vocab_size is None else args.vocab_size,
             TRAIN_SPECIALS if args.special is None else args.special,  # `--special` alone: none
-            Path(args.out), args.overwrite,
+            Path(args.out), args.overwrite, args.eos,
         )
-    if args.vocab_size is not None or args.special is not None or args.out or args.overwrite:
-        parser.error("--vocab-size, --special, --out and --overwrite go with --train FILES")
+    if args.vocab_size is not None or args.special is not None or args.eos is not None or args.out or args.overwrite:
+        parser.error("--vocab-size, --special, --eos, --out and --overwrite go with --train FILES")
     try:
         tok = Tokenizer.from_pretrained(args.tokenizer or "gpt2")
         # Standard input as UTF-8, whatever the locale: bytes in another encoding are an error
@@ -92,19 +96,21 @@ def train_main(argv: list[str] | None = None) -> int:
                         help=f"tokens in total, specials included (default {TRAIN_VOCAB_SIZE})")
     parser.add_argument("--special", nargs="*", default=TRAIN_SPECIALS,
                         help=f"special tokens (default {' '.join(TRAIN_SPECIALS)})")
+    parser.add_argument("--eos", metavar="TOKEN", help=EOS_HELP)
     parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
     parser.add_argument("--overwrite", action="store_true", help="replace the tokenizer already in --out (refused otherwise)")
     args = parser.parse_args(argv)
-    return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out, args.overwrite)
+    return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out, args.overwrite, args.eos)
 
 
 
 def train_and_save(name: str, files: list[Path], vocab_size: int, special: Sequence[str], out: Path,
-                   overwrite: bool = False) -> int:
+                   overwrite: bool = False, eos: str | None = None) -> int:
     """Train on `files`, save to `out`. A bad argument or file is an error line that starts with
     `name` (the command as the user ran it), and exit status 2. A tokenizer already in `out` is
     replaced only with `overwrite`: in a model's directory, the model would be left with another
-    vocabulary than the one it was trained on."""
+    vocabulary than the one it was trained on. `eos`: the special token that ends a document (None:
+    TRAIN_EOS if it is one of `special`, else none, with a warning)."""
     # Checked now, not after minutes of training.
     if out.exists() and not out.is_dir():
         print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
@@ -114,6 +120,16 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
         print(f"{name}: error: {out} already holds a tokenizer ({', '.join(found)}); choose another --out, or pass "
               "--overwrite to replace it", file=sys.stderr)
         return 2
+    if eos is not None and eos not in special:
+        print(f"{name}: error: --eos {eos} is not one of the special tokens ({' '.join(special) or 'none'}); "
+              "add it to --special", file=sys.stderr)
+        return 2
+    if eos is None and TRAIN_EOS in special:
+        eos = TRAIN_EOS
+    if eos is None:
+        from minigpt.data import NO_EOS_WARNING  # (here: numpy's import, only for training)
+
+        print(f"{name}: warning: the tokenizer {NO_EOS_WARNING}; name one of --special with --eos TOKEN", file=sys.stderr)
     warn_if_prepare_cannot_use(name, vocab_size)
     try:
         with warnings.catch_warnings(record=True) as notes:  # printed as notes after the result
@@ -122,8 +138,12 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
+    tok.eos_token = tok.pad_token = eos  # as Tokenizer(..., eos_token=eos) sets them: padding uses the EOS
     tok.save_pretrained(out)
-    print(f"saved {tok!r} to {out}")
+    specials = ", ".join(tok.special_tokens) or "none"
+    print(f"saved a tokenizer of {tok.vocab_size:,} tokens ({len(tok.merges):,} merges; special tokens: {specials}; "
+          f"end of document: {tok.eos_token or 'none'}) to {out}")
+    print(f"next: minigpt prepare FILES --tokenizer {out} --out DATA_DIR")
     for note in notes:  # e.g. a vocabulary smaller than asked for: the text ran out of pairs
         print(f"note: {note.message}")
     return 0

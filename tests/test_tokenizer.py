@@ -706,7 +706,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert f"--out {tmp_path / 'a.txt'} is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
         climod.main(["--vocab-size", "1000", "hi"])
-    assert "--vocab-size, --special, --out and --overwrite go with --train" in capsys.readouterr().err
+    assert "--vocab-size, --special, --eos, --out and --overwrite go with --train" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # ... and so would a text to encode with --train
         climod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
     assert "--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer" in capsys.readouterr().err
@@ -1302,3 +1302,92 @@ def test_token_lookups_name_what_has_no_token_where_there_is_no_unk_token():
         tok.convert_ids_to_tokens(258)
     with pytest.raises(TypeError, match="tokens are strings .* got 5; for ids, convert_ids_to_tokens"):
         tok.convert_tokens_to_ids([5])
+
+
+# Lines as corpora write them: trailing spaces before "\n" (SST-2, raw WikiText end every line in
+# " \n"), "\r\n", tabs, no-break spaces, blank lines, and <|endoftext|> between documents.
+_line_parts = st.sampled_from(["a", "b", "é", "日", "'s", ".", "1", " ", "  ", "\t", "\u00a0", "\n", "\r\n", " \n", "\n\n", EOT])
+lines_text = st.lists(_line_parts, max_size=14).map("".join)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines_text)
+def test_every_safe_cut_keeps_the_chunks_and_ids_of_the_whole_text(tok, enc, text):
+    """SAFE_CUT also cuts before a "\\n" that a non-space follows (else a text whose lines end in " \\n"
+    had no cut: prepare split its validation text mid-word and encoded a file in one piece). Guards
+    that every such cut, and the old one after a non-space, splits into exactly the chunks of the
+    whole text, and gives the ids tiktoken gives the whole, special tokens as plain text and as ids."""
+    for cut in (m.start() for m in pretokenize.SAFE_CUT.finditer(text)):
+        head, tail = text[:cut], text[cut:]
+        assert split_text(head) + split_text(tail) == split_text(text), (text, cut)
+        assert tok.encode_ordinary(head) + tok.encode_ordinary(tail) == enc.encode_ordinary(text), (text, cut)
+        if pretokenize.is_safe_cut(text, cut, [EOT]):  # what encoding with special tokens cuts at
+            ids = tok.encode(head, allowed_special="all") + tok.encode(tail, allowed_special="all")
+            assert ids == enc.encode(text, allowed_special="all"), (text, cut)
+
+
+def test_no_safe_cut_after_whitespace_before_a_newline_that_a_special_token_follows(tok, enc):
+    """A special token is cut out before the text is split, so the "\\n" before it ends a stretch of
+    text, where `\\s+(?!\\S)` takes " \\n\\n" whole: cut before the last "\\n", the ids would change.
+    Guards safe_cut_at (and so safe_pieces, prepare's val split) against cutting there."""
+    text = "a \n\n<|endoftext|>b\nc"
+    assert pretokenize.SAFE_CUT.match(text, 3) and not pretokenize.is_safe_cut(text, 3, [EOT])
+    assert tok.encode(text[:3], allowed_special="all") + tok.encode(text[3:], allowed_special="all") != enc.encode(text, allowed_special="all")
+    assert pretokenize.safe_cut_at(text, 1, [EOT]) == 18  # the next one, after "b"
+    assert pretokenize.safe_cut_at(text, 1) == 3  # without the special token, "<" is text: safe
+    pieces = pretokenize.safe_pieces(text, 1, [EOT])
+    assert "".join(pieces) == text
+    assert sum((tok.encode(p, allowed_special="all") for p in pieces), []) == enc.encode(text, allowed_special="all")
+
+
+def test_a_byte_order_mark_is_not_trained_on_nor_encoded_from_standard_input(tmp_path, monkeypatch, capsys):
+    """An audit: a UTF-8 byte order mark (Notepad) was stripped by `generate --prompt-file` but read
+    as text by `tokenize --train` (its bytes counted as a chunk) and by `tokenize` on standard input
+    (ids 171, 119, 123 first). files.read_text and read_text_or_stdin drop it now."""
+    text = "the cat sat on the mat\n" * 40
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "plain.txt").write_text(text)
+    with pytest.warns(UserWarning, match="no more pairs to merge"):  # every pair merged: the mark's would show
+        trained = [Tokenizer.train([tmp_path / name], 280, [], progress=False) for name in ("bom.txt", "plain.txt")]
+    assert trained[0].merges == trained[1].merges
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfHello world")))
+    assert climod.main([]) == 0
+    assert "ids:    [15496, 995]" in capsys.readouterr().out
+
+
+def test_cli_training_names_the_eos_with_eos_and_warns_without_one(tmp_path, capsys):
+    """An audit: `tokenize --train --special "<s>" "</s>"` saved a tokenizer with no EOS without a
+    word, and `minigpt prepare` then joined the files with no boundary (a model trained on them never
+    stops). --eos names which special token ends a document; with none, a warning says what follows."""
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
+    train = ["--train", str(data), "--vocab-size", "270", "--special", "<s>", "</s>"]
+    assert climod.main([*train, "--eos", "</s>", "--out", str(tmp_path / "eos")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    named = Tokenizer.from_pretrained(tmp_path / "eos")
+    assert (named.eos_token, named.eos_token_id, named.pad_token_id) == ("</s>", 269, 269)
+    assert climod.main([*train, "--out", str(tmp_path / "none")]) == 0
+    assert ("tokenize --train: warning: the tokenizer has no end-of-document token (eos_token): `minigpt prepare` joins "
+            "the files with no boundary between them, and a model trained on them never learns to stop; name one of "
+            "--special with --eos TOKEN") in capsys.readouterr().err
+    assert Tokenizer.from_pretrained(tmp_path / "none").eos_token is None
+    assert climod.train_main([str(data), "--vocab-size", "270", "--out", str(tmp_path / "default")]) == 0
+    assert "warning" not in capsys.readouterr().err  # <|endoftext|>, the default special token, is the EOS
+    assert Tokenizer.from_pretrained(tmp_path / "default").eos_token == "<|endoftext|>"
+    assert climod.main([*train, "--eos", "<|endoftext|>", "--out", str(tmp_path / "bad")]) == 2  # before training
+    assert "--eos <|endoftext|> is not one of the special tokens (<s> </s>); add it to --special" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):  # without --train it would be silently ignored
+        climod.main(["--eos", "</s>", "hi"])
+
+
+def test_cli_training_says_what_it_saved_in_words_and_the_next_command(tmp_path, capsys):
+    """An audit: `tokenize --train` ended with a repr ("saved Tokenizer(vocab_size=262, merges=6,
+    special_tokens={...}) to tok") and no word of what to run next."""
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
+    assert climod.main(["--train", str(data), "--vocab-size", "263", "--out", str(tmp_path / "tok")]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"saved a tokenizer of 263 tokens (6 merges; special tokens: <|endoftext|>; end of document: <|endoftext|>) to {tmp_path / 'tok'}",
+        f"next: minigpt prepare FILES --tokenizer {tmp_path / 'tok'} --out DATA_DIR",
+    ]

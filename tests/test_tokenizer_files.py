@@ -622,3 +622,13 @@ def test_the_shipped_gpt2_tokenizer_files_are_what_save_pretrained_writes_now(to
     tok.save_pretrained(tmp_path)
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         assert (tmp_path / name).read_bytes() == (GPT2_DIR / name).read_bytes(), name
+
+
+def test_tokenizer_files_saved_with_a_byte_order_mark_load(tok, tmp_path):
+    """A vocab.json or merges.txt saved by Notepad starts with a UTF-8 byte order mark: json refused
+    it, and merges.txt's first line was no "#version" line. files.read_text now drops it for
+    every reader (prepare, tokenize --train and eval read their texts through it too)."""
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (GPT2_DIR / name).read_bytes())
+    bom = Tokenizer.from_pretrained(tmp_path)
+    assert bom.encode("Hello world") == tok.encode("Hello world") and bom.merges == tok.merges

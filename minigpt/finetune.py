@@ -55,7 +55,7 @@ from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, FinetuneConfig, as_flag, check_strategy, hidden_spec,
+from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_spec,
                                      hidden_widths)
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
@@ -63,7 +63,7 @@ from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_d
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
 from minigpt.train import lm_loss, train_loop
-from minigpt.train_config import parse_config
+from minigpt.train_config import as_flag, parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
 
 ADAMW_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq, one fp32 each

@@ -28,7 +28,7 @@ from minigpt.config import PRESETS
 from minigpt.lora import DEFAULT_TARGETS, check_no_adapters, find_lora_targets, target_names
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR
-from minigpt.train_config import TrainConfig, flag
+from minigpt.train_config import TrainConfig, as_flag, flag
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none (its LM head is the "
@@ -61,11 +61,6 @@ def hidden_widths(spec: str | None) -> tuple[int, ...]:
 def hidden_spec(widths: tuple[int, ...]) -> str:
     """The head's hidden widths as --head-hidden takes them: (512, 256) → "512,256", () → ""."""
     return ",".join(map(str, widths))
-
-
-def as_flag(name: str, value=None) -> str:
-    """The command-line form of a FinetuneConfig field: lora_rank → --lora-rank (False → --no-...)."""
-    return f"--{'no-' if value is False else ''}{name.replace('_', '-')}"
 
 
 def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict,

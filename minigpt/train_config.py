@@ -186,13 +186,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
     for f in fields(cls):
         if not f.init:
             if "refused" in f.metadata:
-                parser.add_argument("--" + f.name.replace("_", "-"), action=RefusedFlag, nargs="*", const=f.metadata["refused"],
+                parser.add_argument(as_flag(f.name), action=RefusedFlag, nargs="*", const=f.metadata["refused"],
                                     default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `int | None` → int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        option = "--" + f.name.replace("_", "-")
+        option = as_flag(f.name)
         default = f.default if f.default is not MISSING else f.default_factory()
         help_ = f.metadata.get("help", "") + ("" if default in (None, "") else f" (default: {default})")
         default = default if defaults else argparse.SUPPRESS
@@ -249,12 +249,17 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     return config
 
 
+def as_flag(name: str, value=None) -> str:
+    """The command-line form of a config field: lora_rank → --lora-rank (False → --no-lora-rank)."""
+    return f"--{'no-' if value is False else ''}{name.replace('_', '-')}"
+
+
 def refuse_changes(out: str, saved: dict, given: dict, names: tuple[str, ...]) -> None:
     """Refuse a flag that gives a resumed run another value of a setting it keeps (`names`)."""
     for name in names:
         if name in given and name in saved and given[name] != saved[name]:
-            flag_ = "--" + name.replace("_", "-")
-            was, now = ("''" if v == "" else v for v in (saved[name], given[name]))  # (--head-hidden '': no hidden layer)
+            flag_ = as_flag(name)
+            was, now = ('""' if v == "" else v for v in (saved[name], given[name]))  # (--head-hidden "": no hidden layer)
             raise ValueError(f"the run in {out} is a {flag_} {was} run, and a resumed run keeps its {name} "
                              f"(its weights and optimizer state are that run's): drop {flag_} {now}, or start a "
                              "new run with another --out")

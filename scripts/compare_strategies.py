@@ -41,7 +41,7 @@ from pathlib import Path
 
 from minigpt.files import atomic_path, atomic_write_text, read_json
 from minigpt.finetune_config import FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, FinetuneConfig
-from minigpt.train_config import add_config_flags
+from minigpt.train_config import add_config_flags, as_flag
 
 DEFAULT_LRS = "frozen=1e-3,lora=1e-3,partial=3e-4,full=1e-4"
 # What this script sets for each run. Given again after `--`, a flag would win (argparse keeps the
@@ -87,9 +87,9 @@ def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
     foreign = {}  # flag → option, for the options of the other strategies
     for name, owner in STRATEGY_OPTIONS.items():
         if owner != strategy:
-            foreign["--" + name.replace("_", "-")] = name
+            foreign[as_flag(name)] = name
             if name in switches:
-                foreign["--no-" + name.replace("_", "-")] = name
+                foreign[as_flag(name, False)] = name
     kept, args = [], iter(passthrough)
     for arg in args:
         flag, inline, _ = arg.partition("=")

@@ -2606,11 +2606,11 @@ def test_an_out_dir_holding_a_run_names_resume_for_python_callers_too(tmp_path):
 
 
 def test_a_resume_refusal_shows_an_empty_setting_as_quotes():
-    """A review: a run saved with no hidden head layer (--head-hidden '') was named "a --head-hidden
+    """A review: a run saved with no hidden head layer (--head-hidden "") was named "a --head-hidden
     run", its value lost in the double space."""
     from minigpt.train_config import refuse_changes
 
-    with pytest.raises(ValueError, match=r"the run in out is a --head-hidden '' run, .*: drop --head-hidden 8,"):
+    with pytest.raises(ValueError, match=r'the run in out is a --head-hidden "" run, .*: drop --head-hidden 8,'):
         refuse_changes("out", {"head_hidden": ""}, {"head_hidden": "8"}, ("head_hidden",))
 
 

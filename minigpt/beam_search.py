@@ -9,7 +9,8 @@ It follows transformers' (vectorised) beam search exactly, so outputs match toke
 the same candidate count, the same length penalty, the same three early_stopping modes. It is
 deterministic (no sampling), uses minigpt's phases (`prefill`, `decode_step`: minigpt/prefill_decode.py) and static KV cache,
 whose rows are reordered in place as beams are picked from their parents.
-What it does not do: sampling beams, diverse or constrained beam search, stop strings.
+What it does not do: sampling beams, diverse or constrained beam search, stop strings, and return
+the hypotheses' scores (transformers' `sequences_scores`): it returns their ids, best first.
 """
 from __future__ import annotations
 

@@ -371,11 +371,12 @@ def raise_if_nonfinite(finite: torch.Tensor, penalized: bool, no_repeat_ngram_si
 def end_rows(finished: torch.Tensor, cuts: dict[int, int], tokens: torch.Tensor, live: torch.Tensor,
              eos_ids: torch.Tensor, stopper: StopStrings | None) -> None:
     """Mark, in `finished` (B,), the rows this step's tokens (B,) end: at an EOS id, or at a stop
-    string in a live row's text (`stopper`), which also puts row → the generated tokens it keeps in `cuts`."""
-    if eos_ids.numel():
-        finished |= torch.isin(tokens, eos_ids)
+    string in a live row's text (`stopper`), which also puts row → the generated tokens it keeps in `cuts`.
+    An EOS is not text: its name ("<|endoftext|>") is never searched for a stop string, which would cut it off."""
+    ended = torch.isin(tokens, eos_ids)  # (B,) all False when there is no EOS id
+    finished |= ended
     if stopper:  # the text is on the host: one sync a step
-        for row, (token, alive) in enumerate(zip(tokens.tolist(), live.tolist())):
+        for row, (token, alive) in enumerate(zip(tokens.tolist(), (live & ~ended).tolist())):
             keep = stopper.add(row, token) if alive else None
             if keep is not None:
                 finished[row], cuts[row] = True, keep

@@ -937,6 +937,20 @@ def test_a_row_cut_at_a_stop_string_beside_a_row_ended_by_eos_keeps_that_eos(pai
     assert out[0, T:T + j].tolist() == r0[:j] and (out[0, T + j:] == PAD).all()
 
 
+def test_an_eos_is_never_searched_for_a_stop_string(pair):
+    """An audit: a row's EOS went through the stop-string search, so a stop string in the EOS's own
+    text (GPT-2's "<|endoftext|>" holds "text", "<", ...) cut the row before its EOS, which the ids
+    then lacked. A row that draws an EOS ends there, with it, as transformers ends it."""
+    model, _ = pair
+    ids = torch.tensor([PROMPTS[0]])
+    T = ids.size(1)
+    r = generate(model, ids, max_new_tokens=20, eos_token_id=[])[0, T:].tolist()
+    e = next(e for e in range(1, 20) if 32 <= r[e] < 127 and r[e] not in r[:e])  # a printable byte, new at step e
+    out = generate(model, ids, max_new_tokens=20, eos_token_id=r[e], pad_token_id=PAD, stop=chr(r[e]),
+                   tokenizer=ByteTokenizer())
+    assert out[0, T:].tolist() == r[:e + 1]
+
+
 def test_a_stop_string_that_starts_a_token_keeps_the_token_before_it():
     """Tokens of two characters each: "cd" is a whole token, so "ab" before it stays (the byte-per-
     token test tokenizer cannot show where a stop string starts on a token boundary)."""

@@ -24,12 +24,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
-from minigpt.download import find_gpt2
-from minigpt.files import atomic_path, fsync_file, read_json, refuse_lfs_pointer
+from minigpt.download import find_gpt2, hub_hint
+from minigpt.files import atomic_path, file_lock, fsync_file, read_json, refuse_lfs_pointer, temp_path
 from minigpt.model import GPT
 
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for generate; a save removes it
+SAVE_LOCK_NAME = ".minigpt-save.lock"  # in the checkpoint directory, while a save writes it
 # The four Conv1D weights per block, stored (in, out) in HF files.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old HF files carry the causal mask as buffers; they are constants, not weights.
@@ -85,6 +86,28 @@ def read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
+def interrupted_save(path: Path) -> str:
+    """What to do about a checkpoint directory with weights but no config.json: finish the save
+    that was killed between removing the old config and renaming the new one in, when its files
+    say so, else save again.
+
+    `write_checkpoint` writes the weights' temp, then the config's (whole: save_json writes it
+    atomically too), and renames the weights in first. So config.json.tmp belongs to the weights
+    when it is at least as new as they are: model.safetensors.tmp if that is there still (killed
+    before either rename), else model.safetensors. A later save killed while writing its weights
+    leaves a model.safetensors.tmp newer than the config: no pair, then."""
+    config_tmp, weights_tmp, weights = temp_path(path / "config.json"), temp_path(path / WEIGHTS_NAME), path / WEIGHTS_NAME
+    new_weights = weights_tmp if weights_tmp.is_file() else weights
+    if not (config_tmp.is_file() and new_weights.is_file()
+            and config_tmp.stat().st_mtime_ns >= new_weights.stat().st_mtime_ns):
+        return "a save that was interrupted before its last step (save the model again), or a copy without it"
+    finish = f"mv {config_tmp} {path / 'config.json'}"
+    if new_weights == weights_tmp:
+        finish = f"mv {weights_tmp} {weights} && {finish}"
+    return (f"a save was killed before its last step, after writing the new files in full; {config_tmp.name} is the "
+            f"config of {new_weights.name}: rename to finish that save ({finish})")
+
+
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, str):  # "bfloat16", "float16", ... as CLIs pass them
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
@@ -123,7 +146,7 @@ def download_hint(path: Path) -> str:
     if path.is_dir() and any(path.glob("*.partial")):
         return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
     if path.name not in GPT2_SIZES:
-        return ""
+        return hub_hint(path)
     if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own
         return f" (to fetch OpenAI's weights: minigpt download {path.name}, then --model {path.name})"
     # `minigpt download NAME` alone writes DOWNLOADS/NAME (checkpoints/NAME in a checkout), which need not be `path`.
@@ -157,8 +180,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     check_checkpoint_dir(path)
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         if (path / WEIGHTS_NAME).exists() or (path / INDEX_NAME).exists():  # what a save_gpt killed mid-rename leaves
-            raise FileNotFoundError(f"{path} holds weights but no config.json: a save that was interrupted before "
-                                    "its last step (save the model again), or a copy without it")
+            raise FileNotFoundError(f"{path} holds weights but no config.json: {interrupted_save(path)}")
         raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
@@ -258,9 +280,13 @@ def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tens
 
 def check_gpt2_tensors(model: GPT) -> None:
     """Refuse to save a model holding tensors that GPT-2's layout has no name for (unmerged LoRA
-    adapters): neither minigpt nor transformers could load the checkpoint back."""
-    with torch.device("meta"):  # GPT-2's own tensor names, from a model of shapes only
-        refuse_extra_tensors(model.state_dict().keys() - GPT(model.config).state_dict().keys())
+    adapters), or a tensor whose shape its config does not give (a vocabulary grown by hand):
+    neither minigpt nor transformers could load the checkpoint back."""
+    with torch.device("meta"):  # GPT-2's own tensor names and shapes, from a model of shapes only
+        layout = GPT(model.config).state_dict()
+    state = model.state_dict()
+    refuse_extra_tensors(state.keys() - layout.keys())
+    refuse_resized_tensors({k: t for k, t in state.items() if k != "lm_head.weight"}, layout)  # the tied wte, again
 
 
 def check_tied_head(model: GPT) -> None:
@@ -280,6 +306,32 @@ def refuse_extra_tensors(names: set[str]) -> None:
         hint = " (LoRA adapters: merge them first with minigpt.lora.merge_lora)" if any("lora_" in k for k in extra) else ""
         raise ValueError(f"the model holds tensors that GPT-2's checkpoint layout has no place for: "
                          f"{', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}{hint}")
+
+
+# The config field that gives each dimension of a tensor, by the end of its name, where it is that
+# field itself; any other dimension comes from n_embd (c_attn's first is 3 × n_embd).
+SHAPE_FIELDS = {"wte.weight": ("vocab_size", None), "wpe.weight": ("n_positions", None),
+                "mlp.c_fc.weight": ("n_inner", None), "mlp.c_fc.bias": ("n_inner",), "mlp.c_proj.weight": (None, "n_inner")}
+
+
+def refuse_resized_tensors(state: dict[str, torch.Tensor], layout: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors whose shape differs from the one the model's config gives them (`layout`: the
+    state of a model of shapes only, built from that config), naming the config field to update.
+    config.json is written from the config, so a tensor resized by hand (wte grown for new tokens)
+    would be saved beside a config that says otherwise."""
+    resized = [name for name, t in state.items() if name in layout and t.shape != layout[name].shape]
+    if not resized:
+        return
+    name, shape, expected = resized[0], tuple(state[resized[0]].shape), tuple(layout[resized[0]].shape)
+    fields = next((f for suffix, f in SHAPE_FIELDS.items() if name.endswith(suffix)), (None,) * len(shape))
+    in_body = "transformer." in name  # else a head's (a classifier's score): not sized by GPTConfig's fields
+    fixes = {f"config.{field} = {size}" if field else "config.n_embd (the width of every tensor)"
+             for field, size, want in zip(fields, shape, expected) if size != want and (field or in_body)}
+    more = f" ({len(resized) - 1} more tensor(s) differ too: {', '.join(resized[1:4])}{', ...' if len(resized) > 4 else ''})" \
+        if len(resized) > 1 else ""
+    raise ValueError(f"tensor {name!r} has shape {shape}, but the model's config gives it {expected}{more}; config.json is "
+                     f"written from the config, so the checkpoint would load nowhere: set the model's config to the new "
+                     f"size before saving: {'; '.join(sorted(fixes)) or 'the field that gives its size'}")
 
 
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
@@ -308,25 +360,31 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     why; never new weights beside another model's config, which would load without an error if the
     shapes agree (n_head, layer_norm_epsilon). An old config.json that is the same (every checkpoint of a run) stays.
     A generation_config.json (transformers writes one) goes too: its token ids are the old model's.
+
+    One save into a directory at a time: a second (every rank of a DDP script calling save_pretrained)
+    waits for the first's lock, then writes its own in full. The last to save wins, whole; without
+    the lock the two would share atomic_path's temp names and could leave one's weights under the
+    other's config, or weights with no config at all.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = path / "config.json"
-    # On leaving, the inner atomic_path renames the weights in, then the outer one the config.
-    with atomic_path(config) as config_tmp, atomic_path(path / WEIGHTS_NAME) as weights_tmp:
-        with open(weights_tmp, "wb") as f:
-            stream_safetensors(tensors, f)
-        write_config(config_tmp)
-        # Durable before any old file goes: the fsync is the slow part (seconds for GPT-2's GBs), and
-        # a failure or Ctrl-C in it must leave the previous checkpoint whole (atomic_path's own
-        # fsync, on leaving, then has nothing left to write).
-        fsync_file(weights_tmp)
-        fsync_file(config_tmp)
-        # The same config: kept, so a kill between the renames leaves a checkpoint that loads.
-        if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
-            config.unlink(missing_ok=True)
-        (path / GENERATION_CONFIG_NAME).unlink(missing_ok=True)
-    _remove_stale_shards(path)
+    with file_lock(path / SAVE_LOCK_NAME, busy=lambda: None):  # busy: another save is writing here; wait for it
+        # On leaving, the inner atomic_path renames the weights in, then the outer one the config.
+        with atomic_path(config) as config_tmp, atomic_path(path / WEIGHTS_NAME) as weights_tmp:
+            with open(weights_tmp, "wb") as f:
+                stream_safetensors(tensors, f)
+            write_config(config_tmp)
+            # Durable before any old file goes: the fsync is the slow part (seconds for GPT-2's GBs), and
+            # a failure or Ctrl-C in it must leave the previous checkpoint whole (atomic_path's own
+            # fsync, on leaving, then has nothing left to write).
+            fsync_file(weights_tmp)
+            fsync_file(config_tmp)
+            # The same config: kept, so a kill between the renames leaves a checkpoint that loads.
+            if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
+                config.unlink(missing_ok=True)
+            (path / GENERATION_CONFIG_NAME).unlink(missing_ok=True)
+        _remove_stale_shards(path)
 
 
 def _remove_stale_shards(path: Path) -> None:

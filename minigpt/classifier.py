@@ -33,8 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, is_classifier_checkpoint,
-                                one_dtype, read_tensors, refuse_extra_tensors, resolve_device, resolve_dtype, weight_files,
-                                write_checkpoint)
+                                one_dtype, read_tensors, refuse_extra_tensors, refuse_resized_tensors, resolve_device,
+                                resolve_dtype, weight_files, write_checkpoint)
 from minigpt.checks import as_count
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
@@ -163,9 +163,11 @@ class GPTClassifier(nn.Module):
         weights beside an old config)."""
         with torch.device("meta"):  # the layout's own tensor names, from a classifier of shapes only
             plain = GPTClassifier(GPT(self.config), self.num_labels, hidden=self.hidden)
-        refuse_extra_tensors(self.state_dict().keys() - plain.state_dict().keys())  # LoRA adapters, head's too
+        state, layout = self.state_dict(), plain.state_dict()
+        refuse_extra_tensors(state.keys() - layout.keys())  # LoRA adapters, head's too
+        refuse_resized_tensors({k: t for k, t in state.items() if k != "gpt.lm_head.weight"}, layout)  # (the tied wte)
         tensors = {}
-        for key, t in self.state_dict().items():
+        for key, t in state.items():
             key = key.removeprefix("gpt.")  # gpt.transformer.h.0... → transformer.h.0..., as in HF
             if key == "lm_head.weight":
                 continue  # the tied wte; a classifier has no LM head

@@ -69,14 +69,20 @@ def gpt2_name(path: str | os.PathLike) -> str | None:
 
 
 def shipped_path(path: str | os.PathLike) -> str | os.PathLike:
-    """`path`, or the shipped checkpoint it names as README does ("checkpoints/shakespeare",
-    "checkpoints/gpt2") where no such path exists here: an installed minigpt, run outside the
-    repository, keeps its checkpoints/ inside the package (`CHECKPOINTS`)."""
+    """`path`, or where the checkpoint it names lies when no such path exists here: the shipped
+    checkpoint it names as README does ("checkpoints/shakespeare", "checkpoints/gpt2"; an installed
+    minigpt, run outside the repository, keeps its checkpoints/ inside the package: `CHECKPOINTS`),
+    else the Hugging Face cache's copy of the Hub model it names ("sshleifer/tiny-gpt2",
+    "distilgpt2"), as transformers finds it offline (download.find_hub_model: read, never
+    fetched). A GPT-2 size stays a name: download.find_gpt2 looks in checkpoints/NAME first."""
+    if Path(path).exists() or gpt2_name(path):
+        return path
     parts = Path(path).parts
-    if len(parts) > 1 and parts[0] == "checkpoints" and not Path(path).exists():
-        if (inside := CHECKPOINTS.joinpath(*parts[1:])).exists():
-            return inside
-    return path
+    if len(parts) > 1 and parts[0] == "checkpoints" and (inside := CHECKPOINTS.joinpath(*parts[1:])).exists():
+        return inside
+    from minigpt.download import find_hub_model  # (here: minigpt.download imports this module)
+
+    return find_hub_model(path) or path
 
 
 def ids_file(config_path: Path) -> Path:
@@ -86,6 +92,10 @@ def ids_file(config_path: Path) -> Path:
     generation = config_path.with_name("generation_config.json")
     return generation if generation.is_file() else config_path
 
+
+# The token ids a config names (GPTConfig's fields of these names): in config.json, and in a
+# generation_config.json beside it.
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
 # and what OpenAI's checkpoints say), "gelu_pytorch_tanh", "gelu_fast" or "gelu_accurate" (the same
@@ -129,7 +139,7 @@ class GPTConfig:
         # outside the vocabulary (GPT-2's 50256 kept by a smaller one, as older checkpoints hold, or
         # a negative one) loads as a stale id (`has_stale_eos`), so only the type is checked: "a" or
         # 5.0 would be taken for the id that ends every text.
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        for name in TOKEN_IDS:
             value = getattr(self, name)
             if value is None:
                 continue
@@ -240,17 +250,18 @@ class GPTConfig:
         # An id with no row in the model (GPT-2's 50256 kept by a model trained on a tokenizer
         # without <|endoftext|>) is written as null, which transformers reads as "none" instead of
         # warning that it lies outside the vocabulary.
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        for name in TOKEN_IDS:
             if isinstance(d[name], int) and not 0 <= d[name] < self.vocab_size:
                 d[name] = None
         return d
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "GPTConfig":
+    def from_json(cls, path: str | os.PathLike, generation_ids: bool = True) -> "GPTConfig":
         """Read config.json, with the token ids of a generation_config.json beside it: transformers'
         `generate` takes its ids from that file alone when there is one (an id it lacks is none),
         over config.json's. (Its sampling settings are not read: minigpt's `generate` takes those
-        as arguments.)"""
+        as arguments.) `generation_ids=False` keeps config.json's own ids, which transformers'
+        `model.config` holds (an export writes them back: scripts/export_checkpoint.py)."""
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
@@ -258,11 +269,11 @@ class GPTConfig:
             raise FileNotFoundError(f"no config.json at {path}")
         d = read_json(path)
         generation = ids_file(path)
-        if isinstance(d, dict) and generation != path:
+        if isinstance(d, dict) and generation != path and generation_ids:
             g = read_json(generation)
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
-            d = d | {k: g.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+            d = d | {k: g.get(k) for k in TOKEN_IDS}
         return cls.from_hf_dict(d, source=str(path))  # "config.json sets ..." did not say which checkpoint's
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:

@@ -5,6 +5,8 @@ vocab.json, merges.txt} → `GPT.from_pretrained` and `Tokenizer.from_pretrained
 where a directory is expected (`GPT.from_pretrained("gpt2")`, `--model gpt2-xl`) is looked up by
 `find_gpt2`: checkpoints/NAME, then the Hugging Face cache, and only then fetched. (checkpoints/ is
 the checkout's; a package installed from a wheel uses ~/.cache/minigpt instead: config.DOWNLOADS.)
+Any other Hub model ("sshleifer/tiny-gpt2", "distilgpt2") is only read, from the Hugging Face
+cache where transformers left it (`find_hub_model`, which config.shipped_path asks); never fetched.
 
 How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses it):
 1. HEAD {base}/{repo}/resolve/main/{file}, *without* following redirects, tells the size and hash:
@@ -317,25 +319,64 @@ def hf_hub_cache() -> Path:
     """The Hugging Face cache's folder, found as huggingface_hub finds it (its constants.py):
     $HF_HUB_CACHE, else the older $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else
     $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; with `~` and $VARS expanded, as
-    a Dockerfile's ENV line or a systemd unit leaves them."""
+    a Dockerfile's ENV line or a systemd unit leaves them. Without a home directory "~" stays "~"
+    (os.path.expanduser's answer, and huggingface_hub's), not Path.home()'s RuntimeError: every
+    checkpoint path that does not exist is looked up here (config.shipped_path)."""
     def expand(p: str | os.PathLike) -> str:
         return os.path.expandvars(os.path.expanduser(p))
 
-    home = expand(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    home = expand(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface")
     return Path(expand(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or Path(home) / "hub"))
 
 
-def hf_cache_snapshot(name: str) -> Path | None:
-    """GPT-2 `name` as transformers downloaded it: the Hugging Face cache's (`hf_hub_cache`)
-    snapshot of `main`, if it holds the weights. The cache keeps one folder per repo; refs/main
-    names the commit whose snapshot folder holds the files."""
+def hf_cache_snapshot(repo_id: str) -> Path | None:
+    """Hub repo `repo_id` ("sshleifer/tiny-gpt2", a bare "distilgpt2", or a GPT-2 size) as
+    transformers downloaded it: the Hugging Face cache's (`hf_hub_cache`) snapshot of `main`, if it
+    holds the weights. The cache keeps one folder per repo id as it was asked for
+    (models--ORG--NAME); refs/main names the commit whose snapshot folder holds the files."""
     hub = hf_hub_cache()
-    for repo in (f"models--openai-community--{name}", f"models--{name}"):  # the Hub's name since 2024, and before
-        ref = hub / repo / "refs" / "main"
-        snapshot = hub / repo / "snapshots" / ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
+    # A GPT-2 size under either of its Hub names: openai-community/NAME since 2024, NAME before.
+    for repo in (f"openai-community/{repo_id}", repo_id) if repo_id in GPT2_SIZES else (repo_id,):
+        folder = hub / ("models--" + repo.replace("/", "--"))
+        ref = folder / "refs" / "main"
+        snapshot = folder / "snapshots" / ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
         if snapshot and holds_weights(snapshot):
             return snapshot
     return None
+
+
+# A Hub repo id, as huggingface_hub's validate_repo_id takes one: "NAME" or "ORG/NAME", each of
+# letters, digits, "_", "-" and ".", starting and ending with a letter or digit, and no "--" or ".."
+# (the cache's folder names use "--" as the separator).
+_HUB_PART = r"\w(?:[\w.-]*\w)?"
+HUB_REPO_ID = re.compile(rf"(?:{_HUB_PART}/)?{_HUB_PART}")
+
+
+def hub_repo_id(path: str | os.PathLike) -> str | None:
+    """`path` as a Hugging Face Hub repo id, when it could be one ("sshleifer/tiny-gpt2",
+    "distilgpt2", but also a relative "out/run1"); None for what cannot ("./out", "/abs/dir",
+    "out/run1/best")."""
+    name = str(path)
+    return name if HUB_REPO_ID.fullmatch(name) and "--" not in name and ".." not in name else None
+
+
+def find_hub_model(path: str | os.PathLike) -> Path | None:
+    """The Hugging Face cache's snapshot of the Hub model `path` names (`hub_repo_id`), as
+    transformers finds it offline; None when `path` is no repo id or the cache lacks it. Only read:
+    minigpt downloads OpenAI's four GPT-2 sizes alone (`find_gpt2`)."""
+    return hf_cache_snapshot(repo) if (repo := hub_repo_id(path)) else None
+
+
+def hub_hint(path: str | os.PathLike) -> str:
+    """What a checkpoint directory that does not exist is told when its name could be a Hub repo
+    id (`hub_repo_id`): where minigpt looked, what it downloads itself, and how to fetch the rest.
+    A name that is no repo id ("/abs/run1", "out/run1/best"), or a path that exists, is told nothing."""
+    if Path(path).exists() or (repo := hub_repo_id(path)) is None:
+        return ""
+    return (f" (nor is a Hub model of that name in the Hugging Face cache, {hf_hub_cache()}: minigpt downloads only "
+            f"OpenAI's GPT-2 sizes ({', '.join(GPT2_SIZES)}) and reads any other Hub model from that cache, so fetch "
+            f"it first with `hf download {repo}` (older huggingface_hub: `huggingface-cli download {repo}`) or "
+            f"transformers; or pass an existing local directory)")
 
 
 def holds_weights(path: Path) -> bool:

@@ -35,9 +35,11 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     file is removed and `dest` is untouched. A killed process (SIGKILL, power cut) runs no
     cleanup and leaves its temp file; the name is fixed per target (`dest` + ".tmp"), not random,
     so the next write of `dest` truncates and renames that same file: crashes never pile up
-    temps, and a directory holds at most one per file minigpt writes there.
+    temps, and a directory holds at most one per file minigpt writes there. The price: two
+    processes writing one `dest` at once share the temp and spoil each other's write, so a writer
+    that may have company holds a `file_lock` around it (checkpoint.py's `write_checkpoint` does).
     """
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = temp_path(dest)
     try:
         yield tmp
         fsync_file(tmp)
@@ -51,6 +53,11 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temp_path(dest: Path) -> Path:
+    """The name `atomic_path` writes `dest` under before renaming it: what a killed write leaves."""
+    return dest.with_name(dest.name + ".tmp")
 
 
 def fsync_file(path: Path) -> None:

@@ -7,8 +7,15 @@ upcasts it again for CPU work. A classifier (`minigpt finetune --task classify`)
 classifier, which `GPTClassifier.from_pretrained` (or transformers' GPT2ForSequenceClassification)
 opens.
 
+What dst gets: model.safetensors (the weights, cast); config.json, as minigpt writes it (its shape,
+and src's config.json's own token ids: bos, eos, pad); src's generation_config.json, if it has one,
+copied byte for byte (transformers' `generate` takes its sampling defaults and token ids from it,
+over config.json's); and the tokenizer, as below. Anything else in src (a README, optimizer state)
+is not copied.
+
 src may also be one of OpenAI's four GPT-2 sizes by name (gpt2, ..., gpt2-xl), found as
-`GPT.from_pretrained` finds it (checkpoints/NAME, else the Hugging Face cache, else downloaded).
+`GPT.from_pretrained` finds it (checkpoints/NAME, else the Hugging Face cache, else downloaded),
+or another Hub model by its repo id (ORG/NAME), read from the Hugging Face cache only.
 
 The tokenizer is read as minigpt reads it (vocab.json + merges.txt, or else tokenizer.json) and
 written as vocab.json + merges.txt + tokenizer_config.json; a src without one exports the weights
@@ -24,15 +31,16 @@ from pathlib import Path
 import torch
 
 from minigpt import GPT
-from minigpt.checkpoint import INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, is_classifier_checkpoint
+from minigpt.checkpoint import GENERATION_CONFIG_NAME, INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, is_classifier_checkpoint
 from minigpt.classifier import GPTClassifier
-from minigpt.config import gpt2_name, shipped_path
+from minigpt.config import TOKEN_IDS, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
+from minigpt.files import atomic_path
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
 # What a checkpoint directory holds: an export replaces these, so finding one in dst needs --overwrite.
-MODEL_FILES = ("config.json", WEIGHTS_NAME, INDEX_NAME, PICKLE_NAME)
+MODEL_FILES = ("config.json", WEIGHTS_NAME, INDEX_NAME, PICKLE_NAME, GENERATION_CONFIG_NAME)
 # A tokenizer's files (tokenizer_files.TOKENIZER_FILES: a stale tokenizer.json counts, as transformers
 # would read it before the exported vocab.json; write_hf removes it) and its settings.
 DST_TOKENIZER_FILES = (*TOKENIZER_FILES, "tokenizer_config.json")
@@ -79,6 +87,19 @@ def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: 
                          "not fit; remove those files from dst, or choose another dst")
 
 
+def keep_config_token_ids(model: GPT | GPTClassifier, src: Path) -> None:
+    """Give `model` the token ids of src's own config.json back, for the config.json dst gets.
+
+    `GPT.from_pretrained` reads the ids `generate` uses: a generation_config.json's, where there is
+    one, as transformers' `generate` does. Written into config.json they replaced its own: a
+    pad_token_id set on the config after the model was built (so missing from
+    generation_config.json) came out null. transformers keeps each file's ids for its own use
+    (`model.config`, `model.generation_config`), so dst keeps both files as src has them."""
+    own = GPTConfig.from_json(src / "config.json", generation_ids=False)
+    for name in TOKEN_IDS:
+        setattr(model.config, name, getattr(own, name))
+
+
 def check_cast_is_finite(model: torch.nn.Module, dtype: str) -> None:
     """Refuse (ValueError naming the tensor) a weight that is not finite once cast to `dtype`: a
     float16 export of a weight past 65504 was written as inf without a word, and its model gave NaN
@@ -98,7 +119,8 @@ def check_cast_is_finite(model: torch.nn.Module, dtype: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="checkpoint directory to read, or a GPT-2 size by name (gpt2, ..., gpt2-xl)")
+    parser.add_argument("src", help="checkpoint directory to read, a GPT-2 size by name (gpt2, ..., gpt2-xl), or another "
+                        "Hub model's ORG/NAME that the Hugging Face cache holds")
     parser.add_argument("dst", help="directory to write (created)")
     parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the written weights (default: float16)")
@@ -116,9 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         # Read before anything is written: a src whose tokenizer is broken (merges.txt without its
         # vocab.json, say) leaves dst untouched.
         tokenizer = Tokenizer.from_pretrained(tokenizer_src) if tokenizer_src is not None else None
-        model.save_pretrained(dst)
+        generation = (src / GENERATION_CONFIG_NAME).read_bytes() if (src / GENERATION_CONFIG_NAME).is_file() else None
+        if generation is not None:
+            keep_config_token_ids(model, src)
+        model.save_pretrained(dst)  # (removes a generation_config.json dst holds: another model's)
         if tokenizer is not None:
             tokenizer.save_pretrained(dst)  # atomically, and removes a stale tokenizer.json
+        if generation is not None:
+            with atomic_path(dst / GENERATION_CONFIG_NAME) as tmp:  # as every file is: whole or not there
+                tmp.write_bytes(generation)
     except (OSError, ValueError) as e:  # no such directory, not a checkpoint, a dst that is a file or may not be written
         print(f"export_checkpoint.py: error: {e}", file=sys.stderr)
         return 2

@@ -905,3 +905,115 @@ def test_atomic_path_fsyncs_the_temp_file_before_renaming_it(tmp_path, monkeypat
         tmp.write_bytes(b"data")
     assert calls == ["fsync", ("replace", str(dest) + ".tmp")]
     assert dest.read_bytes() == b"data"
+
+
+# ---- saves that meet each other, saves killed midway, tensors resized by hand ---------------------
+
+# A child process that saves one of two models into one folder `repeat` times, once the parent says
+# go (a file appears): both children's saves then overlap, as every rank of a hand-written DDP
+# script calling save_pretrained would. The two differ in n_head and layer_norm_epsilon only, so a
+# config.json from one beside the other's weights would load without an error.
+CONCURRENT_SAVER = """
+import sys, time, torch
+from pathlib import Path
+from minigpt import GPT, GPTConfig
+which, path, go, repeat = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(which)
+model = GPT(GPTConfig(**%r | {"n_head": 2 * which, "layer_norm_epsilon": 1e-5 * 10 ** which}))
+print("ready", flush=True)
+deadline = time.time() + 60  # the parent failed before saying go: do not wait forever
+while not go.exists():
+    if time.time() > deadline:
+        sys.exit("no go")
+    time.sleep(0.001)
+for _ in range(repeat):
+    model.save_pretrained(path)
+"""
+
+
+def test_two_processes_saving_into_one_folder_leave_one_whole_checkpoint(tmp_path):
+    """An audit: two saves into one folder at once shared atomic_path's fixed temp names, so one
+    failed with FileNotFoundError, or left weights without a config.json, or one's weights under the
+    other's config. The save lock makes the second wait: every save succeeds and the folder always
+    holds one whole checkpoint, its config that of its weights."""
+    small = SMALL | {"vocab_size": 4000, "n_embd": 64}  # ~1 MB of weights: long enough saves to overlap
+    go = tmp_path / "go"
+    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_SAVER % small, str(which), str(tmp_path / "ck"),
+                                  str(go), "15"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for which in (1, 2)]
+    assert [c.stdout.readline() for c in children] == ["ready\n", "ready\n"]
+    go.touch()
+    for c in children:
+        assert c.wait(timeout=120) == 0, c.stderr.read()
+    loaded = GPT.from_pretrained(tmp_path / "ck")
+    which = loaded.config.n_head // 2  # whose config it is: the last saver's
+    torch.manual_seed(which)
+    saved = GPT(GPTConfig(**small | {"n_head": 2 * which, "layer_norm_epsilon": 1e-5 * 10 ** which}))
+    assert loaded.config.layer_norm_epsilon == saved.config.layer_norm_epsilon
+    assert all(torch.equal(t, saved.state_dict()[k]) for k, t in loaded.state_dict().items())  # its weights too
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]  # no lock, no temp
+
+
+# A child process whose save is SIGKILLed (as by a power cut or the OOM killer) at a rename of the
+# checkpoint's: before the weights' ("model.safetensors") or between them and the config's ("config.json").
+KILLED_SAVER = """
+import os, signal, sys, torch
+from minigpt import GPT, GPTConfig
+real_replace = os.replace
+def replace(src, dst):
+    if str(dst).endswith(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+os.replace = replace
+torch.manual_seed(2)
+GPT(GPTConfig(**%r)).save_pretrained(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("killed_at", ["model.safetensors", "config.json"])
+def test_a_save_killed_at_its_renames_says_how_to_finish_it(tmp_path, killed_at):
+    """An audit: a save SIGKILLed after it removed the old config.json left its new files whole
+    under temp names, but the loader said "save the model again", impossible once the process is
+    dead. It names the rename(s) that finish the save, which then loads the new model; when a later
+    save killed while writing its weights left a newer model.safetensors.tmp, nothing pairs."""
+    new = SMALL | {"n_layer": 3}
+    GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)  # the old checkpoint: its config.json differs
+    killed = subprocess.run([sys.executable, "-c", KILLED_SAVER % new, str(tmp_path), killed_at])
+    assert killed.returncode == -9
+    renames = ["mv model.safetensors.tmp model.safetensors"] * (killed_at == "model.safetensors") + \
+        ["mv config.json.tmp config.json"]
+    with pytest.raises(FileNotFoundError, match="killed before its last step") as e:
+        GPT.from_pretrained(tmp_path)
+    shown = str(e.value).replace(f"{tmp_path}{os.sep}", "")
+    assert f"({' && '.join(renames)})" in shown, shown
+
+    if killed_at == "model.safetensors":  # a later save killed while writing its weights: no pair now
+        weights_tmp, config_tmp = tmp_path / "model.safetensors.tmp", tmp_path / "config.json.tmp"
+        later = config_tmp.stat().st_mtime_ns + 1_000_000_000
+        os.utime(weights_tmp, ns=(later, later))
+        with pytest.raises(FileNotFoundError, match=r"interrupted before its last step \(save the model again\)"):
+            GPT.from_pretrained(tmp_path)
+        os.utime(weights_tmp, ns=(config_tmp.stat().st_mtime_ns,) * 2)
+    for rename in renames:
+        src, dst = rename.split()[1:]
+        os.replace(tmp_path / src, tmp_path / dst)
+    torch.manual_seed(2)
+    assert torch.equal(logits_of(tmp_path), GPT(GPTConfig(**new)).eval()(IDX)[0].detach())
+
+
+@pytest.mark.parametrize("module, field", [("wte", "vocab_size"), ("wpe", "n_positions")])
+def test_a_tensor_resized_by_hand_is_refused_naming_the_config_field(tmp_path, module, field):
+    """An audit: a vocabulary grown by hand (wte (501, 32), config vocab_size 500) saved without a
+    word, and neither minigpt nor transformers could load the checkpoint. The save refuses before
+    writing anything, naming the tensor, both shapes and the field; with the field set, it loads."""
+    model = GPT(GPTConfig(**SMALL))
+    setattr(model.transformer, module, torch.nn.Embedding(SMALL[field] + 1, SMALL["n_embd"]))
+    model.lm_head.weight = model.transformer.wte.weight  # re-tied, as a resize must
+    with pytest.raises(ValueError, match=re.escape(
+            f"tensor 'transformer.{module}.weight' has shape ({SMALL[field] + 1}, 32), but the model's config gives "
+            f"it ({SMALL[field]}, 32); ") + r".*: config\." + f"{field} = {SMALL[field] + 1}$"):
+        model.save_pretrained(tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    setattr(model.config, field, SMALL[field] + 1)
+    model.save_pretrained(tmp_path / "ck")
+    assert torch.equal(logits_of(tmp_path / "ck"), model.eval()(IDX)[0].detach())

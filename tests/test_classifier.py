@@ -783,3 +783,14 @@ def test_finetune_on_named_labels_saves_them_for_transformers_and_its_pipeline(b
     answers = pipeline("text-classification", model=str(tmp_path / "o"), device="cpu")(["the speech was good indeed",
                                                                                      "the speech was bad indeed"])
     assert {a["label"] for a in answers} <= {"negative", "positive"}, answers
+
+
+def test_a_classifier_whose_vocabulary_was_grown_by_hand_is_refused_before_saving(tmp_path):
+    """A review: the classifier's save checked tensor names only, so a wte grown past the config's
+    vocab_size was written beside a config.json that neither minigpt nor transformers could load."""
+    clf = _classifier()
+    clf.gpt.transformer.wte = torch.nn.Embedding(CFG.vocab_size + 1, CFG.n_embd)
+    clf.gpt.lm_head.weight = clf.gpt.transformer.wte.weight
+    with pytest.raises(ValueError, match=r"tensor 'gpt\.transformer\.wte\.weight' has shape \(98, 64\).*config\.vocab_size = 98"):
+        clf.save_pretrained(tmp_path / "clf")
+    assert not (tmp_path / "clf").exists()

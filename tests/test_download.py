@@ -847,3 +847,59 @@ def test_loading_a_folder_whose_download_stopped_says_to_run_it_again(hub, tmp_p
     with pytest.raises(FileNotFoundError, match=r"holds the .partial files of a download that stopped: run the same "
                                                 r"minigpt download again to finish it\)"):
         GPT.from_pretrained(tmp_path)
+
+
+def test_another_hub_model_is_read_from_the_hf_cache_by_its_repo_id(hub, by_name, monkeypatch, capsys):
+    """An audit: transformers loads any Hub repo it cached ("sshleifer/tiny-gpt2", a bare
+    "distilgpt2") by its id, offline too; minigpt took such an id for a directory and said only
+    "does not exist". The cache's snapshot is read (never fetched: downloads are for the four
+    GPT-2 sizes), and a name that is in neither place still gets "does not exist"."""
+    from minigpt.generate_cli import main as generate_main
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    torch.manual_seed(0)
+    cached = GPT(GPTConfig(n_positions=32, n_embd=16, n_layer=1, n_head=2))  # GPT-2's 50257 tokens
+    hf_cache_entry(by_name / "hf", "models--sshleifer--tiny-gpt2", cached)
+    hf_cache_entry(by_name / "hf", "models--distilgpt2", cached)
+    assert same_weights(GPT.from_pretrained("sshleifer/tiny-gpt2"), cached)
+    assert same_weights(GPT.from_pretrained("distilgpt2"), cached)
+    assert generate_main(["--model", "sshleifer/tiny-gpt2", "--tokenizer", "gpt2", "--prompt", "Hello",
+                          "--max-new-tokens", "2", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Hello")
+    for missing in ("sshleifer/other-gpt2", "out/run1"):  # a relative path looks like a repo id too
+        with pytest.raises(FileNotFoundError, match=f"checkpoint directory {missing} does not exist"):
+            GPT.from_pretrained(missing)
+    assert hub.requests == []  # nothing was asked of the Hub
+    (by_name / "cwd" / "distilgpt2").mkdir()  # a directory of that name wins over the name, as in transformers
+    with pytest.raises(FileNotFoundError, match="no config.json in distilgpt2"):
+        GPT.from_pretrained("distilgpt2")
+
+
+def test_a_repo_id_not_in_the_cache_is_told_how_to_fetch_it_and_a_path_is_not(by_name):
+    """What `download_hint` adds for a checkpoint directory that does not exist (minigpt/checkpoint.py):
+    a name that could be a Hub repo id is told where minigpt looked, which models it downloads
+    itself, and how to fetch any other; one that can only be a path, or exists, is told nothing."""
+    hint = download.hub_hint("sshleifer/other-gpt2")
+    assert f"nor is a Hub model of that name in the Hugging Face cache, {by_name / 'hf'}" in hint
+    assert "minigpt downloads only OpenAI's GPT-2 sizes (gpt2, gpt2-medium, gpt2-large, gpt2-xl)" in hint
+    assert "`hf download sshleifer/other-gpt2`" in hint and "or pass an existing local directory" in hint
+    assert "`hf download out/run1`" in download.hub_hint("out/run1")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint directory sshleifer/other-gpt2 does not exist \(nor is a Hub model"):
+        GPT.from_pretrained("sshleifer/other-gpt2")  # the loader's error carries the hint
+    (by_name / "cwd" / "out" / "run1").mkdir(parents=True)
+    for not_an_id in ("out/run1", "out/run1/best", str(by_name / "abs"), "./run1", "org--x/name", "a/../b"):
+        assert download.hub_hint(not_an_id) == "", not_an_id
+
+
+def test_a_missing_path_is_said_not_to_exist_on_a_machine_without_a_home_directory(by_name, monkeypatch):
+    """Every checkpoint path that does not exist is now looked up in the Hugging Face cache, whose
+    default folder is under the home directory: Path.home() raised RuntimeError ("Could not
+    determine home directory") where there is none, a container run as a user /etc/passwd lacks."""
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    for var in CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(Path, "home", no_home)
+    with pytest.raises(FileNotFoundError, match="checkpoint directory out/run1 does not exist"):
+        GPT.from_pretrained("out/run1")

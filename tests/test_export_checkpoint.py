@@ -167,3 +167,39 @@ def test_a_weight_past_float16s_range_is_refused_not_written_as_inf(tmp_path, to
     assert export.main([str(src), str(tmp_path / "dst2")]) == 2
     assert "src's transformer.h.0.mlp.c_fc.weight holds NaN or inf already" in capsys.readouterr().err
     assert not (tmp_path / "dst2").exists()
+
+
+def test_generation_config_is_copied_and_config_json_keeps_its_own_token_ids(tmp_path, tok):
+    """An audit: the export dropped src's generation_config.json (transformers' generate made 20
+    greedy tokens where src's sampled 7), and wrote generate's token ids into config.json, so a
+    pad_token_id set on the config after the model was built, as is common (and so missing from
+    generation_config.json), came out null. Both files now come out as src has them."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=tok.vocab_size, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                    bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+    hf.config.pad_token_id = 7
+    hf.generation_config.update(do_sample=True, top_k=5, max_new_tokens=7)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    hf.save_pretrained(src)
+    tok.save_pretrained(src)
+    assert "pad_token_id" not in (src / "generation_config.json").read_text()
+    assert export.main([str(src), str(dst), "--dtype", "float32"]) == 0
+    assert (dst / "generation_config.json").read_bytes() == (src / "generation_config.json").read_bytes()
+    theirs = {d: GPT2LMHeadModel.from_pretrained(d) for d in (src, dst)}
+    for kind in ("config", "generation_config"):  # transformers reads each of dst's files as src's
+        ids = {d: [getattr(getattr(m, kind), f"{t}_token_id") for t in ("bos", "eos", "pad")] for d, m in theirs.items()}
+        assert ids[dst] == ids[src], kind
+    assert theirs[dst].config.pad_token_id == 7
+    assert GPT.from_pretrained(dst).config == GPT.from_pretrained(src).config  # generate's ids: no pad, as transformers
+    ids = torch.tensor([tok.encode("To be")])
+    assert theirs[dst].generate(ids, attention_mask=torch.ones_like(ids)).size(1) == ids.size(1) + 7  # 7 sampled
+    # The copy is another model's for the next export: --overwrite needed, and gone when src has none.
+    plain = checkpoint(tmp_path / "plain", tok)
+    assert export.main([str(plain), str(dst)]) == 2
+    assert export.main([str(plain), str(dst), "--overwrite"]) == 0
+    assert not (dst / "generation_config.json").exists()
+    (tmp_path / "gen_only").mkdir()  # the export would remove it too
+    (tmp_path / "gen_only" / "generation_config.json").write_bytes((src / "generation_config.json").read_bytes())
+    assert export.main([str(plain), str(tmp_path / "gen_only")]) == 2

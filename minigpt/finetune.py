@@ -2,7 +2,8 @@
 
 Where it sits: the pretrained model (`--init`, loaded as `GPT.from_pretrained` does, in fp32) → `apply_strategy` (which parameters train) → the
 training loop (`minigpt/train.py`) → `save_pretrained` in Hugging Face layout. Two tasks:
-`lm` (keep predicting the next token, on new text) and `classify` (`minigpt/classifier.py`: a
+`lm` (keep predicting the next token, on new text: text files, tokenized into OUT_DIR/data, or a
+DATA_DIR that `minigpt prepare` wrote) and `classify` (`minigpt/classifier.py`: a
 new head labels each text, or an --init classifier's own head goes on training; its TSV data,
 batches and accuracy are minigpt/classify_data.py).
 
@@ -55,13 +56,14 @@ from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
 from minigpt.files import atomic_write_text
-from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, FinetuneConfig, check_strategy, hidden_spec,
-                                     hidden_widths)
+from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
+                                     hidden_spec, hidden_widths)
 from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
+from minigpt.tokenizer import GPT2_DIR, Tokenizer
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import as_flag, parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
@@ -158,48 +160,64 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer, block_size: int) -
 
 
 def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
-    """Next-token prediction on a text file, tokenized once into OUT_DIR/data (train.bin/val.bin)."""
-    out = Path(cfg.out)
-    data_dir = out / "data"
-    # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
-    # files) and the others wait for it (`on_rank_0`).
-    # A resumed run reuses its tokens, unless --data now names another file or --val-fraction
-    # another split (a flag given with --resume overrides the saved one, so the text is tokenized
-    # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
-    # refuses other data, unless --allow-new-data).
-    made_from = {"sources": [str(Path(cfg.data))], "val_fraction": cfg.val_fraction}
-    found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
-    prepared = all(found.get(k) == v for k, v in made_from.items())
-    # A resumed run's new tokens go to data.new, and replace its tokens in data/ only when it
-    # saves a checkpoint on them (`adopt_new_tokens`): a --resume refused later (by --max-iters,
-    # say, or a model flag) leaves the run as it was.
-    tokens_dir = out / NEW_TOKENS if found and not prepared else data_dir
-
-    def tokenize() -> None:
-        shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
-        if not prepared:
-            _tokenize(cfg, tokenizer, tokens_dir)
-
-    on_rank_0(rt, tokenize)  # the others wait for the tokens, and learn if rank 0 failed
+    """Next-token prediction on text files, tokenized once into OUT_DIR/data (train.bin/val.bin), or
+    on a DATA_DIR `minigpt prepare` wrote, read where it is (as `minigpt train` reads one)."""
+    prepared = cfg.prepared_data()
+    if prepared:
+        check_prepared_tokenizer(cfg, prepared)
+    tokens_dir = prepared or _text_tokens(cfg, tokenizer, rt)
     meta = read_meta(tokens_dir)
     tokens = load_splits(tokens_dir, meta, gpt.config.vocab_size, cfg.block_size + 1)
 
     def get_batch(split: str, rng: torch.Generator):
         return sample_batch(tokens[split], cfg.block_size, cfg.batch_size, rng)
 
-    return gpt, get_batch, lm_loss, {"bytes_per_token": meta["val_bytes"] / meta["val_tokens"],
+    # The fingerprint hashes the ids themselves, however they came: the same text in other files
+    # (or prepared elsewhere) resumes, other text is refused (`check_data`).
+    bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None  # (older prepared data: none)
+    return gpt, get_batch, lm_loss, {"bytes_per_token": bytes_per_token,
                                      "data_fingerprint": data_fingerprint(tokens, meta["vocab_size"])}
+
+
+def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime) -> Path:
+    """The directory of --data's text files as tokens: OUT_DIR/data, tokenized now unless a resumed
+    run made them there from the same files and split."""
+    out = Path(cfg.out)
+    data_dir = out / "data"
+    # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
+    # files) and the others wait for it (`on_rank_0`).
+    # A resumed run reuses its tokens, unless --data now names other files or --val-fraction
+    # another split (a flag given with --resume overrides the saved one, so the text is tokenized
+    # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
+    # refuses other data, unless --allow-new-data).
+    made_from = {"sources": [str(p) for p in cfg.data_paths()], "val_fraction": cfg.val_fraction}
+    found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
+    reused = all(found.get(k) == v for k, v in made_from.items())
+    # A resumed run's new tokens go to data.new, and replace its tokens in data/ only when it
+    # saves a checkpoint on them (`adopt_new_tokens`): a --resume refused later (by --max-iters,
+    # say, or a model flag) leaves the run as it was.
+    tokens_dir = out / NEW_TOKENS if found and not reused else data_dir
+
+    def tokenize() -> None:
+        shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
+        if not reused:
+            _tokenize(cfg, tokenizer, tokens_dir)
+
+    on_rank_0(rt, tokenize)  # the others wait for the tokens, and learn if rank 0 failed
+    return tokens_dir
 
 
 NEW_TOKENS = "data.new"  # in OUT_DIR: a resumed lm run's tokens of another --data, until a checkpoint records them
 
 
 def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path) -> None:
-    """Tokenize --data into tokens_dir: OUT_DIR/data, this run's own (check_out_dir refused another
-    run's OUT_DIR), or for a resumed run OUT_DIR/data.new, checked there by `check_data` (the same
-    tokens, say from the text file moved elsewhere, or other ones with --allow-new-data) and
-    removed if refused."""
-    meta = prepare([cfg.data], tokenizer, tokens_dir, cfg.val_fraction, overwrite=True)
+    """Tokenize --data's text files into tokens_dir: OUT_DIR/data, this run's own (check_out_dir
+    refused another run's OUT_DIR), or for a resumed run OUT_DIR/data.new, checked there by
+    `check_data` (the same tokens, say from the text files moved elsewhere, or other ones with
+    --allow-new-data) and removed if refused."""
+    # Several files are joined as `minigpt prepare FILES` joins them: <|endoftext|> after each, and
+    # the last --val-fraction of each held out.
+    meta = prepare(cfg.data_paths(), tokenizer, tokens_dir, cfg.val_fraction, overwrite=True)
     if tokens_dir.name != NEW_TOKENS:
         return
     state = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True)
@@ -327,6 +345,56 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
     return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(as_written)}
 
 
+DATA_KINDS = "text files or a DATA_DIR `minigpt prepare` wrote (lm), or a TSV file or directory (classify)"
+
+
+def check_lm_data(cfg: FinetuneConfig) -> None:
+    """Refuse an lm --data that is neither text files nor one DATA_DIR `minigpt prepare` wrote,
+    naming what it lacks, and a --val-fraction that prepared data would ignore: before any model
+    is loaded, or any text tokenized."""
+    if prepared := cfg.prepared_data():
+        if cfg.val_fraction != VAL_FRACTION_DEFAULT:  # refused, as classify refuses it beside a dev.tsv
+            raise ValueError(f"--val-fraction holds out part of each text file, but --data {prepared} is prepared data, "
+                             "whose val.bin `minigpt prepare` split off already: drop --val-fraction")
+        return
+    for path in cfg.data_paths():
+        if (path / "meta.json").is_file():  # one of several paths
+            raise ValueError(f"--data {path} is prepared data (it holds meta.json), which is read alone: pass it as the "
+                             "only --data, or prepare the text files together with `minigpt prepare FILES --out DATA_DIR`")
+        if path.is_dir():  # e.g. an SST-2 directory with --task left at its default
+            tsv = "; its train.tsv is for --task classify" if (path / "train.tsv").is_file() else ""
+            raise ValueError(f"--data {path} is a directory without meta.json, so not prepared data (train.bin, val.bin, "
+                             f"meta.json, as `minigpt prepare` writes): the lm task reads text files (name them) or such "
+                             f"a directory{tsv}")
+
+
+def check_prepared_tokenizer(cfg: FinetuneConfig, data_dir: Path) -> None:
+    """Prepared tokens are the ids of the tokenizer that made them, saved beside them in
+    DATA_DIR/tokenizer: refused unless it is the run's (--tokenizer's, else --init's), whose ids the
+    model learned, as `minigpt train --init` refuses it (`check_same_tokenizer`)."""
+    source = cfg.tokenizer or cfg.init
+    remedy = f"`minigpt prepare FILES --tokenizer {source} --out DATA_DIR`"
+    if not (data_dir / "tokenizer").is_dir():
+        raise ValueError(f"--data {data_dir} holds no tokenizer/ (`minigpt prepare` writes it beside the tokens), so "
+                         f"nothing tells which tokenizer's ids they are: prepare the text again, {remedy}")
+    check_same_tokenizer(Tokenizer.from_pretrained(data_dir / "tokenizer"), source,
+                         f"the data's tokenizer ({data_dir / 'tokenizer'})", f"Prepare the text with the model's own: {remedy}")
+
+
+def load_tokenizer(cfg: FinetuneConfig) -> Tokenizer:
+    """--tokenizer's, else the tokenizer files in --init."""
+    try:
+        return Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
+    except FileNotFoundError as e:
+        if cfg.tokenizer:
+            raise
+        # `save_pretrained(dir)` (minigpt's or transformers') writes the weights and config.json only,
+        # as generate and eval say too. "gpt2" names the shipped one only where no ./gpt2 exists.
+        shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR
+        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR with the model's "
+                                f"own (GPT-2's, shipped: --tokenizer {shipped})") from None
+
+
 def best_evaluations(records: list[dict]) -> dict:
     """The best val loss, and for classify the best val accuracy, over a run's evaluations (the
     log.jsonl records that hold a val_loss), each with the step it came from; the earliest on a tie.
@@ -354,16 +422,14 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
     Under torchrun every process trains; rank 0 alone writes and returns the summary (None elsewhere).
     """
-    from minigpt.tokenizer import Tokenizer
-
     if not cfg.data:
-        raise ValueError("--data is required: a text file (lm) or a TSV file or directory (classify)")
-    if cfg.task == "lm" and Path(cfg.data).is_dir():  # e.g. an SST-2 directory with --task left at its default
-        raise ValueError(f"--data {cfg.data} is a directory, and the lm task reads one text file; "
-                         "a directory of train.tsv (+ dev.tsv) is for --task classify")
-    if not Path(cfg.data).exists():  # checked by every process: under torchrun rank 0 alone reads the lm text
-        moved = MOVED_DATA_HINT if cfg.resume else ""
-        raise FileNotFoundError(f"--data {cfg.data} does not exist: a text file (lm) or a TSV file or directory (classify){moved}")
+        raise ValueError(f"--data is required: {DATA_KINDS}")
+    for path in cfg.data_paths():  # checked by every process: under torchrun rank 0 alone reads the lm text
+        if not path.exists():
+            moved = MOVED_DATA_HINT if cfg.resume else ""
+            raise FileNotFoundError(f"--data {path} does not exist: {DATA_KINDS}{moved}")
+    if cfg.task == "lm":
+        check_lm_data(cfg)
     init = Path(cfg.init)
     if not gpt2_name(cfg.init) and not (init / "config.json").is_file():  # else the first to fail is the tokenizer, read from --init
         what = ("is a file; it names a checkpoint directory" if init.is_file() else
@@ -378,7 +444,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # Join the process group (train_loop's own call finds it joined) before any data is read: in
         # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
         rt = setup_runtime(cfg)
-        tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
+        tokenizer = load_tokenizer(cfg)
         # A resumed run's weights learned the ids of the tokenizer saved in OUT_DIR, a new run's
         # those of --init's own: another of the same size (--tokenizer) would pair them with other
         # ids, which no data check sees (the classify fingerprint hashes the texts).

@@ -16,7 +16,8 @@ runs the training loop) and by minigpt/classify_data.py (the classify task's dat
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -61,6 +62,17 @@ def hidden_widths(spec: str | None) -> tuple[int, ...]:
 def hidden_spec(widths: tuple[int, ...]) -> str:
     """The head's hidden widths as --head-hidden takes them: (512, 256) → "512,256", () → ""."""
     return ",".join(map(str, widths))
+
+
+def one_or_several(data: str | os.PathLike | Sequence[str | os.PathLike]) -> str | tuple[str, ...]:
+    """--data as FinetuneConfig keeps it: one path as a str (classify's only form, and what runs saved
+    before the lm task took several files hold), several as a tuple of str. The command line gives a
+    list, even of one path; the Python API a str, a Path, or a list or tuple of them. An existing
+    path is made absolute, as TrainConfig makes its PATH_FIELDS, so a bare --resume from another
+    directory finds it; a missing one stays as typed, for its error."""
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    kept = tuple(os.path.abspath(p) if os.path.exists(p) else os.fspath(p) for p in paths)
+    return kept[0] if len(kept) == 1 else kept
 
 
 def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict,
@@ -119,7 +131,11 @@ SUMMARY_FILE = "finetune_summary.json"
 class FinetuneConfig(TrainConfig):
     """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices."""
 
-    data: str = flag("", "lm: a UTF-8 text file; classify: a TSV (text<TAB>label) or a directory with train.tsv [+ dev.tsv]; required")
+    # nargs: the lm task takes several text files (`--data a.txt b.txt`), as `minigpt prepare FILES` does.
+    data: str | tuple[str, ...] = field(default="", metadata={"nargs": "+", "help": (
+        "lm: UTF-8 text files (joined as `minigpt prepare FILES` joins them, an end-of-document token between two), or "
+        "a DATA_DIR `minigpt prepare` wrote with the --init model's tokenizer; classify: a TSV (text<TAB>label) or a "
+        "directory with train.tsv [+ dev.tsv]; required")})
     out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout), or a GPT-2 size by name (gpt2, ..., gpt2-xl), "
@@ -156,10 +172,12 @@ class FinetuneConfig(TrainConfig):
                                          "as HF; default: an --init classifier's own, else empty)")
     num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
     val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
-    val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given")
+    val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given "
+                                                         "(lm: of each text file; a prepared DATA_DIR holds its own split)")
     max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
     max_val_examples: int | None = flag(None, "classify: evaluate on a seeded random subset of this many examples")
-    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt, or tokenizer.json; default: --init's)")
+    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt, or tokenizer.json; default: --init's; "
+                                      "needed for an --init saved without one)")
     # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
     lr: float = flag(3e-4, "peak learning rate, reached at the end of warmup")
     min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")
@@ -167,7 +185,8 @@ class FinetuneConfig(TrainConfig):
     max_iters: int = flag(300, "optimizer steps in the whole run")
     eval_interval: int = flag(100, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
 
-    PATH_FIELDS = TrainConfig.PATH_FIELDS + ("val_data", "tokenizer")
+    # Not "data": it may hold several paths, which `one_or_several` makes absolute (TrainConfig's loop takes one a field).
+    PATH_FIELDS = ("init", "val_data", "tokenizer")
     COMMAND = "finetune"
     KEPT_ON_RESUME = ("task", "strategy")
     # Refused even where the saved tensors would still load: a new alpha rescales every trained
@@ -176,9 +195,13 @@ class FinetuneConfig(TrainConfig):
                             "pooling", "head_hidden", "num_labels")
 
     def __post_init__(self) -> None:
+        self.data = one_or_several(self.data)
         super().__post_init__()
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        if self.task == "classify" and isinstance(self.data, tuple):
+            raise ValueError(f"--data names {len(self.data)} paths, but task 'classify' reads one TSV file or one directory "
+                             "of train.tsv (+ dev.tsv); several text files are for --task lm")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
         if self.task == "lm" and self.strategy == "frozen":
@@ -198,12 +221,24 @@ class FinetuneConfig(TrainConfig):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (leave it unset for all examples), got {getattr(self, name)}")
 
+    def data_paths(self) -> list[Path]:
+        """--data's paths, one or several."""
+        return [Path(p) for p in ((self.data,) if isinstance(self.data, str) else self.data)]
+
+    def prepared_data(self) -> Path | None:
+        """lm: the DATA_DIR when --data is one that `minigpt prepare` wrote (it holds meta.json), read
+        where it is; None for text files, which the run tokenizes into OUT_DIR/data."""
+        paths = self.data_paths()
+        prepared = self.task == "lm" and len(paths) == 1 and (paths[0] / "meta.json").is_file()
+        return paths[0] if prepared else None
+
     def data_settings(self) -> tuple[str, ...]:
-        """lm: --val-fraction cuts the text file in two. classify: which examples are held out and
-        which subsets are taken (minigpt/classify_data.py's `load_classification_data`): --seed
-        shuffles them when a subset is taken or no validation file holds the val examples."""
+        """lm: --val-fraction cuts each text file in two (none for a prepared DATA_DIR, which `minigpt
+        prepare` cut). classify: which examples are held out and which subsets are taken
+        (minigpt/classify_data.py's `load_classification_data`): --seed shuffles them when a subset
+        is taken or no validation file holds the val examples."""
         if self.task == "lm":
-            return ("val_fraction",)
+            return () if self.prepared_data() else ("val_fraction",)
         held_out = not self.val_data and not (Path(self.data) / "dev.tsv").is_file()
         seeded = held_out or self.max_examples is not None or self.max_val_examples is not None
         return ("val_data", "val_fraction", "max_examples", "max_val_examples", *(("seed",) if seeded else ()))

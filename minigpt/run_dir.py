@@ -445,15 +445,16 @@ def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig
     shown = "; ".join(f"{k}: {_figure(saved.get(k))} then, {_figure(now.get(k))} now" for k in counts or differ)
     if cfg.allow_new_data:
         return f"note: --allow-new-data: going on with data other than the run's ({shown})"
+    data = cfg.data if isinstance(cfg.data, str) else " ".join(cfg.data)  # (finetune's lm task: several files)
     settings = cfg.data_settings() if saved_config else ()  # (called without the saved run's config: none compared)
     choosers = {name: (saved_config[name], getattr(cfg, name)) for name in settings
                 if name in saved_config and saved_config[name] != getattr(cfg, name)}
     if choosers:
         flags = ", ".join(f"--{name.replace('_', '-')} ({then} then, {now_} now)" for name, (then, now_) in choosers.items())
         raise ValueError(f"the data differs from the data the run in {out} trained on ({shown}): {flags} chose other "
-                         f"data from --data {cfg.data}; resume with the run's setting (drop the flag), or pass "
+                         f"data from --data {data}; resume with the run's setting (drop the flag), or pass "
                          "--allow-new-data to go on with this data")
-    raise ValueError(f"--data {cfg.data} is not the data the run in {out} trained on ({shown}); resume with the run's "
+    raise ValueError(f"--data {data} is not the data the run in {out} trained on ({shown}); resume with the run's "
                      "data, or pass --allow-new-data to go on with this data")
 
 

@@ -199,7 +199,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
         if kind is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)
         else:
-            parser.add_argument(option, type=kind, default=default, help=help_)
+            # nargs from the field's metadata: finetune's --data takes several text files.
+            parser.add_argument(option, type=kind, default=default, help=help_, nargs=f.metadata.get("nargs"))
 
 
 def parse_config(cls: type, argv: list[str] | None, prog: str, description: str):

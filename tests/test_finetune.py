@@ -929,8 +929,8 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     # (not "tokenizer directory ... holds neither vocab.json ...", nor "checkpoint directory does not exist": an audit)
     (("--data", "corpus.txt", "--init", "corpus.txt"), r"--init \S+corpus.txt is a file; it names a checkpoint directory"),
     (("--data", "corpus.txt", "--init", "."), r"--init \S+ holds no config.json: it is no checkpoint directory"),
-    (("--data", "."), r"--data \S+ is a directory, and the lm task reads one text file; a directory of train.tsv \(\+ dev.tsv\) is "
-                      "for --task classify"),
+    (("--data", "."), r"--data \S+ is a directory without meta.json, so not prepared data \(train.bin, val.bin, meta.json, as "
+                      r"`minigpt prepare` writes\): the lm task reads text files \(name them\) or such a directory"),
     # (it was a bare "[Errno 20] Not a directory", an audit)
     (("--data", "corpus.txt", "--out", "corpus.txt/run"), r"--out \S+corpus.txt/run is below \S+corpus.txt, which is a file"),
 ])
@@ -1206,3 +1206,91 @@ def test_a_label_one_past_the_last_class_is_refused_by_name(tmp_path):
     (tmp_path / "dev.tsv").write_text("c\t1\n")
     with pytest.raises(ValueError, match=r"train labels \[3\] are out of range: with num_labels=3"):
         finetune._classify_task(data_cfg(tmp_path, num_labels=3), None, None, None)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    ours, theirs = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_lm_reads_several_text_files_joined_as_prepare_joins_them(base, tmp_path, capsys):
+    """An audit: `--data a.txt b.txt` failed with "unrecognized arguments: b.txt" (the lm task read
+    one text file). Several are tokenized as `minigpt prepare FILES` tokenizes them (an
+    end-of-document token after each, the last --val-fraction of each held out), and a resumed run
+    checks them as it checks one: the same files go on, the same files in another order are other
+    data; a prepared DATA_DIR is --data alone. The Python API takes one path (a str or a Path) or a
+    list or tuple of them."""
+    from minigpt.data import prepare
+
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text(CORPUS)
+    second.write_text("All:\nSpeak, speak. First Citizen:\nYou are all resolved rather to die than to famish?\n" * 20)
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(first), str(second), "--max-iters", "2") == 0
+    assert json.loads((out / "data" / "meta.json").read_text())["sources"] == [str(first), str(second)]
+    prepare([first, second], Tokenizer.from_pretrained(base / "base"), tmp_path / "probe")
+    for name in ("train.bin", "val.bin", "val.txt"):
+        assert (out / "data" / name).read_bytes() == (tmp_path / "probe" / name).read_bytes(), name
+    assert _run(base, out, "--data", str(first), str(second), "--resume", "--max-iters", "3") == 0
+    capsys.readouterr()
+    assert _run(base, out, "--data", str(second), str(first), "--resume", "--max-iters", "4") == 2
+    assert f"--data {second} {first} is not the data the run in {out} trained on (train.bin hash:" in capsys.readouterr().err
+    prepare([first], Tokenizer.from_pretrained(base / "base"), tmp_path / "prepared")  # read alone, as it was prepared
+    assert _run(base, tmp_path / "o2", "--data", str(tmp_path / "prepared"), str(second)) == 2
+    assert f"--data {tmp_path / 'prepared'} is prepared data (it holds meta.json), which is read alone" in capsys.readouterr().err
+    init = str(base / "base")
+    assert FinetuneConfig(init=init, data=first).data == FinetuneConfig(init=init, data=[str(first)]).data == str(first)
+    assert FinetuneConfig(init=init, data=[first, second]).data == (str(first), str(second))
+    with pytest.raises(ValueError, match="--data names 2 paths, but task 'classify' reads one TSV file or one directory"):
+        FinetuneConfig(init=init, task="classify", data=(first, second))
+
+
+def test_lm_trains_on_a_prepared_data_dir_made_with_the_models_tokenizer(base, tmp_path, capsys):
+    """An audit: a DATA_DIR written by `minigpt prepare` was refused as --data, by an error that
+    pointed at --task classify. It is read where it is, as `minigpt train --init` reads one (no
+    OUT_DIR/data): the same tokens train to the same weights as the text they came from. Its
+    tokenizer must be the model's; a --val-fraction it would ignore is refused; a resumed run
+    refuses it once it holds other tokens."""
+    from minigpt.data import prepare
+
+    tokenizer = Tokenizer.from_pretrained(base / "base")
+    prepared = tmp_path / "prepared"
+    prepare([base / "corpus.txt"], tokenizer, prepared)
+    out, text_run = tmp_path / "o", tmp_path / "text"
+    assert _run(base, out, "--data", str(prepared), "--strategy", "full") == 0
+    assert _run(base, text_run, "--data", str(base / "corpus.txt"), "--strategy", "full") == 0
+    assert not (out / "data").exists() and _same_weights(out, text_run)
+    assert _run(base, out, "--resume", "--max-iters", "5") == 0  # the saved --data: the prepared folder
+    capsys.readouterr()
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    prepare([tmp_path / "other.txt"], tokenizer, prepared, overwrite=True)
+    assert _run(base, out, "--resume", "--max-iters", "6") == 2
+    assert f"--data {prepared} is not the data the run in {out} trained on" in capsys.readouterr().err
+
+    assert _run(base, tmp_path / "o2", "--data", str(prepared), "--val-fraction", "0.2") == 2
+    assert f"--val-fraction holds out part of each text file, but --data {prepared} is prepared data, whose val.bin " \
+           "`minigpt prepare` split off already: drop --val-fraction" in capsys.readouterr().err
+    gpt2_tokens = tmp_path / "gpt2_tokens"
+    prepare([base / "corpus.txt"], Tokenizer.from_pretrained(GPT2_DIR), gpt2_tokens)
+    assert _run(base, tmp_path / "o2", "--data", str(gpt2_tokens)) == 2
+    assert f"the data's tokenizer ({gpt2_tokens / 'tokenizer'}) is not the tokenizer of the model in {base / 'base'}" \
+           in capsys.readouterr().err
+    shutil.rmtree(gpt2_tokens / "tokenizer")
+    assert _run(base, tmp_path / "o2", "--data", str(gpt2_tokens)) == 2
+    assert f"--data {gpt2_tokens} holds no tokenizer/ (`minigpt prepare` writes it beside the tokens), so nothing tells " \
+           "which tokenizer's ids they are" in capsys.readouterr().err
+
+
+def test_an_init_saved_without_its_tokenizer_says_to_pass_tokenizer(base, tmp_path, capsys):
+    """An audit: --init a model saved by save_pretrained alone (config.json and weights, no
+    tokenizer files) failed with "... holds neither vocab.json + merges.txt nor tokenizer.json",
+    not naming the flag that serves it. The error now says to pass --tokenizer, which then runs."""
+    bare = tmp_path / "bare"
+    GPT.from_pretrained(base / "base").save_pretrained(bare)
+    args = ("--data", str(base / "corpus.txt"), "--init", str(bare), "--max-iters", "1")
+    assert _run(base, tmp_path / "o", *args) == 2
+    assert f"{bare} holds neither vocab.json + merges.txt nor tokenizer.json: for a model saved without its tokenizer, " \
+           "pass --tokenizer DIR with the model's own (GPT-2's, shipped: --tokenizer gpt2)" in capsys.readouterr().err
+    assert _run(base, tmp_path / "o", *args, "--tokenizer", str(base / "base")) == 0

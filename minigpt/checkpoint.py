@@ -209,8 +209,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     if left_out:
         warnings.warn(f"{path} is a {', '.join(architectures)}: its task head ({', '.join(left_out)}) is not part of "
                       "the language model, and is left out", stacklevel=2)
-    model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state`
-    model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
+    model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state` (tied again: GPT.tie_weights)
     return model.eval()
 
 
@@ -296,7 +295,7 @@ def check_tied_head(model: GPT) -> None:
     if head is not wte and not (head.shape == wte.shape and torch.equal(head.to(wte), wte)):
         raise ValueError("the model's lm_head.weight is no longer tied to transformer.wte.weight and differs from it; "
                          "GPT-2's checkpoint layout stores one matrix for both, so the head would be lost; tie them "
-                         "again before saving: model.lm_head.weight = model.transformer.wte.weight")
+                         "again before saving: model.tie_weights()")
 
 
 def refuse_extra_tensors(names: set[str]) -> None:

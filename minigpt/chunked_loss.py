@@ -31,33 +31,64 @@ gradient (1, or the scale of gradient accumulation or of GradScaler) and casts t
 Liger-Kernel's fused linear cross-entropy does the same on GPUs. The loss and gradients equal the
 plain ones up to rounding, not bitwise: the sums over rows run in another order, and autograd's
 softmax backward rounds ∂/∂z its own way.
+
+Training reads `lm_head.weight` itself, without calling the module. A head whose call is more than
+that product (a hook on it, or any module's global hook: a logit soft-cap, a probe; a head of another
+class) would then be trained without what evaluation, which calls it, applies: two objectives,
+silently. Such a head gets the plain loss, with a warning (`runs_hooks`).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
+import torch.nn.modules.module as module_hooks
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from minigpt.linear import Linear
 
 # How many logits one chunk computes at a time: 2**25 fp32 values are 128 MiB, about 670 positions
 # of GPT-2's 50,257-token vocabulary (and a whole 8×1024 batch of a 4,096 one).
 LOSS_CHUNK_LOGITS = 2**25
 
 
-def chunked_lm_loss(lm_head: nn.Linear, x: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+def chunked_lm_loss(lm_head: nn.Module, x: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Mean cross-entropy of the logits lm_head(x) against targets, positions labelled ignore_index
     skipped (GPT.forward's loss): x (B, T, C), targets (B, T), lm_head without a bias (GPT-2's is
     the token embedding, tied, and has none)."""
+    training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in lm_head.parameters()))
+    linear = type(lm_head) in (nn.Linear, Linear)  # a call that is F.linear with its weight, hooks aside
+    if not linear or (training and runs_hooks(lm_head)):
+        # Training reads lm_head.weight without calling the module, so a call that does more would be
+        # trained without what evaluation (which calls the head, chunk by chunk) applies. The plain
+        # loss instead, rather than an error: the same loss and gradients as without the chunking;
+        # only the memory the chunks save is spent.
+        if training:
+            what = "has hooks" if linear else f"is a {type(lm_head).__name__}, not an nn.Linear"
+            warnings.warn(f"lm_head {what}, which the chunked loss does not call in training: it computes the plain "
+                          "loss instead (all the logits at once)")
+        return F.cross_entropy(lm_head(x).flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
     if lm_head.bias is not None:
         raise ValueError("chunked_lm_loss takes an LM head without a bias (GPT-2's has none), got one with a bias")
     x, targets = x.flatten(0, 1), targets.flatten()  # (B·T, C), (B·T,)
     rows = max(1, LOSS_CHUNK_LOGITS // lm_head.weight.shape[0])
-    if torch.is_grad_enabled() and (x.requires_grad or lm_head.weight.requires_grad):
+    if training:
         return LinearCrossEntropy.apply(x, lm_head.weight, targets, rows, ignore_index)
     # Evaluation: the chunks' losses alone (through the module: minigpt/linear.py's fast path).
     total = sum(F.cross_entropy(lm_head(xc).float(), tc, ignore_index=ignore_index, reduction="sum")
                 for xc, tc in zip(x.split(rows), targets.split(rows)))
     return total / (targets != ignore_index).sum()  # the mean over counted positions, as cross_entropy's
+
+
+def runs_hooks(module: nn.Module) -> bool:
+    """Whether calling `module` runs a hook, its own or a global one (the test Module.__call__
+    makes to skip its hook machinery)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or module_hooks._global_forward_hooks
+                or module_hooks._global_forward_pre_hooks or module_hooks._global_backward_hooks
+                or module_hooks._global_backward_pre_hooks)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

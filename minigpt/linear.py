@@ -26,9 +26,15 @@ any call with grad on, training or a forward outside no_grad, takes plain F.line
 has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
 non-x86 CPUs, bf16 on CPUs without AVX-512, fp32 calls of up to three rows on Intel CPUs, and
 weights whose packed copy would leave the machine short of memory (`room_for`: gpt2-xl in fp32 on
-a 16 GB laptop packs only what fits).
+a 16 GB laptop packs only what fits). So do calls that something else watches through F.linear,
+which the oneDNN op is not (`watched`): forward-mode AD (torch.func.jvp / jacfwd, under no_grad
+too), torch.func's transforms, FlopCounterMode and every other torch-function or dispatch mode, a
+tensor-subclass input or weight (fake quantization, weight noise), an F.linear replaced by one's own.
 Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which would
 otherwise lower it to F.linear (MKL) again.
+torch.ao.quantization.quantize_dynamic quantizes none of these layers: it matches modules by exact
+type, and refuses a subclass even when named in its set; make them plain nn.Linear first (`for m
+in model.modules(): if type(m) is Linear: m.__class__ = nn.Linear`: this Linear adds no state).
 """
 from __future__ import annotations
 
@@ -38,9 +44,11 @@ import warnings
 import weakref
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.overrides import has_torch_function
 
 # MINIGPT_ONEDNN=0 turns the oneDNN path off (plain F.linear): no packed copies at all, even where
 # they would fit (`room_for` already leaves out those that would not), keeping that memory for others.
@@ -173,6 +181,11 @@ def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether an inference call (grad off) goes to oneDNN rather than F.linear."""
     if not (ONEDNN and x.is_cpu and x.dtype == weight.dtype):
         return False
+    # A tensor subclass (fake quantization, weight noise, a quantized weight) overrides F.linear
+    # through __torch_function__, or wraps what its methods do: the oneDNN op would multiply its
+    # raw data and silently skip what it adds.
+    if type(x) is not torch.Tensor or (type(weight) is not nn.Parameter and type(weight) is not torch.Tensor):
+        return False
     # Under CPU autocast F.linear computes in the autocast dtype (bf16); the oneDNN call would
     # bypass autocast and run in the weights' fp32, so `train --dtype bfloat16`'s evaluation, or
     # any no_grad forward under autocast, would silently not be bf16: leave those to F.linear.
@@ -181,6 +194,31 @@ def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.dtype == torch.bfloat16:
         return ONEDNN_BF16
     return x.dtype == torch.float32 and x.numel() > MKL_ROWS * x.size(-1)  # a few rows on Intel: MKL
+
+
+def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether something that also runs with grad off watches this call through F.linear, and so
+    must see F.linear itself: the oneDNN op computes the same numbers, but it has no forward-mode
+    derivative, no batching rule and no FLOP count, and it is not F.linear. Checked cheapest
+    first: ~1.3 µs in all (a 2-core AMD EPYC), so ~0.06 ms of a 124M decode step's ~25 (49 calls)."""
+    return (
+        # Forward-mode AD (fwAD.dual_level, torch.func.jvp / jacfwd) does not need grad on, and the
+        # oneDNN op has no tangent formula: the tangent came out None, or 0. (forward_ad has no
+        # public query for its level.)
+        fwAD._current_level >= 0
+        # F.linear replaced by a function of one's own (a spy in a test, a tool's instrumentation):
+        # it is ATen's own until someone assigns it.
+        or F.linear is not torch._C._nn.linear
+        # A TorchFunctionMode (this also says yes for a subclass argument, which takes_onednn has
+        # already sent to F.linear).
+        or has_torch_function((x, weight))
+        # torch.func's transforms (vmap, jvp, grad) wrap the tensors they trace: vmap has no batching
+        # rule for the oneDNN op (it would loop over the batch, one call per row).
+        or torch._C._are_functorch_transforms_active()
+        # A TorchDispatchMode: FlopCounterMode, which has no FLOP formula for the oneDNN op (it counted
+        # 0), a debugging or tracing mode, which would record an op other than the model's.
+        or torch._C._len_torch_dispatch_stack() > 0
+    )
 
 
 class Linear(nn.Linear):
@@ -194,8 +232,8 @@ class Linear(nn.Linear):
         if takes_onednn(x, self.weight):
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
-            # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call.
-            packed = packed_weight(self.weight)
-            if packed is not None:
+            # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call,
+            # unless something watches F.linear (compiled, the compiler alone sees the call).
+            if not watched(x, self.weight) and (packed := packed_weight(self.weight)) is not None:
                 return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)

@@ -139,9 +139,10 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: reading a token in (wte) and scoring it out (lm_head) share one matrix.
-        # It saves V × C parameters (38M of the 124M) and is how GPT-2 was trained.
-        self.lm_head.weight = self.transformer.wte.weight
+        self.tie_weights()
+        # load_state_dict(assign=True), the meta-device load, gives wte and lm_head a new Parameter
+        # each: tied again after every load (a function, not a bound method: the model still pickles).
+        self.register_load_state_dict_post_hook(_tie_after_load)
         # Activation (gradient) checkpointing: see hidden_states. Off by default; training turns
         # it on with --gradient-checkpointing (TrainConfig).
         self.gradient_checkpointing = False
@@ -149,12 +150,40 @@ class GPT(nn.Module):
         # minigpt/chunked_loss.py. Off by default; training turns it on with --chunked-loss.
         self.chunked_loss = False
         if not meta:
-            self.apply(self._init_weights)
-            self._scale_residual_projections()
+            self.init_weights()
 
-    # ---- initialisation -----------------------------------------------------------------------
+    # ---- weight tying and initialisation ------------------------------------------------------
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def tie_weights(self) -> None:
+        """Make lm_head's weight wte's own Parameter. Weight tying: reading a token in (wte) and
+        scoring it out (lm_head) share one matrix, which saves V × C parameters (38M of the 124M)
+        and is how GPT-2 was trained. The model keeps the tie itself: `__init__` ties, and so does
+        every `load_state_dict` (assign=True, the meta-device load, would leave two Parameters,
+        counted twice, stepped twice by AdamW) and `to_empty` (which does the same). Call it after
+        replacing `transformer.wte.weight` yourself."""
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def _apply(self, fn, recurse: bool = True) -> "GPT":
+        # Every move or conversion (.to, .to_empty, .cuda, .half) runs through here. Those that cannot
+        # convert a Parameter in place (meta → real: `to_empty`) make a new one for each module that
+        # holds it, wte's and lm_head's: tie them again. Only if they were tied: a head someone untied
+        # and trained would otherwise be lost without a word.
+        tied = self.lm_head.weight is self.transformer.wte.weight
+        super()._apply(fn, recurse)
+        if tied:
+            self.tie_weights()
+        return self
+
+    def init_weights(self) -> None:
+        """GPT-2's random initialisation, in place: N(0, initializer_range) for the matmuls and
+        embeddings, zero biases, LayerNorms at gain 1 and bias 0, the residual projections scaled
+        down (`_scale_residual_projections`). `__init__` calls it, except on the meta device (shapes
+        only): a model built there and moved with `to_empty(device=...)` holds uninitialised memory
+        until it loads weights or calls this."""
+        self.apply(self._init_module)
+        self._scale_residual_projections()
+
+    def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -262,7 +291,9 @@ class GPT(nn.Module):
             if position_ids is not None:
                 self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
             # Without a cache the mask replaces the causal one: it must hide every later token too.
-            if attn_mask is not None and (attn_mask.size(-1) != idx.size(1) or bool(attn_mask.triu(1).any())):
+            # Its values cost a host sync (and stop torch.compile's fullgraph): read as _check_ids does.
+            if attn_mask is not None and (attn_mask.size(-1) != idx.size(1) or (
+                    attn_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(attn_mask.triu(1).any()))):
                 raise ValueError("attn_mask lets a token see later tokens: without a KV cache it replaces the causal "
                                  "mask, so it must be causal (B, 1, T, T), as prefill_mask(attention_mask) makes it")
         if position_ids is not None:
@@ -398,6 +429,11 @@ class GPT(nn.Module):
         from minigpt.checkpoint import save_gpt
 
         save_gpt(self, path)
+
+
+def _tie_after_load(model: GPT, incompatible_keys) -> None:
+    """load_state_dict's post-hook: tie lm_head to wte again (GPT.tie_weights says why)."""
+    model.tie_weights()
 
 
 # What GPT.forward takes instead of the Hugging Face keywords people reach for first.

@@ -373,3 +373,89 @@ def test_weights_of_one_storage_keep_a_packed_copy_each():
             assert torch.allclose(lin(x), F.linear(x, lin.weight), atol=1e-5)
             assert cache_entry(lin.weight)[1] is copy  # kept, not packed again
     assert len(_PACKED[fused.untyped_storage()]) == 3
+
+
+@needs_onednn
+def test_forward_mode_ad_under_no_grad_sees_f_linear():
+    """An audit: forward-mode AD does not need grad on, but under no_grad the oneDNN op (which has
+    no tangent formula) ran: torch.func.jvp's tangent came out 0, jacfwd's Jacobian all 0, and a
+    forward_ad dual's tangent None. They now match grad mode's, and vmap runs without falling
+    back to a per-row loop over the op it has no batching rule for."""
+    lin, x, v = layer(), torch.randn(4, 96), torch.randn(4, 96)
+    want = v @ lin.weight.T  # a linear map's tangent: W v
+    _, with_grad = torch.func.jvp(lin, (x,), (v,))
+    with torch.no_grad():
+        _, without = torch.func.jvp(lin, (x,), (v,))
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.unpack_dual(lin(torch.autograd.forward_ad.make_dual(x, v))).tangent
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "a performance drop because we have not yet implemented the batching rule"
+            batched = torch.func.vmap(lin)(x[:, None])
+    assert torch.allclose(with_grad, want, atol=1e-5) and torch.equal(without, with_grad)
+    assert dual is not None and torch.allclose(dual, want, atol=1e-5)
+    assert torch.allclose(batched[:, 0], F.linear(x, lin.weight, lin.bias), atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_flop_counter_counts_inference_as_it_counts_training(grad_mode):
+    """An audit: FlopCounterMode has no FLOP formula for the oneDNN op, so a no_grad forward of the
+    model counted 0 FLOPs (every dispatch mode now sees F.linear's matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny")).eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    with FlopCounterMode(display=False) as training:
+        model(idx)
+    with grad_mode(), FlopCounterMode(display=False) as inference:
+        model(idx)
+    assert inference.get_total_flops() == training.get_total_flops() > 0
+
+
+class RoundedWeight(torch.Tensor):
+    """A weight that rounds itself to integers inside F.linear, as fake-quantization tools do."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is F.linear:
+            x, w, *rest = args
+            return F.linear(x.as_subclass(torch.Tensor), w.as_subclass(torch.Tensor).round(), *rest, **(kwargs or {}))
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+@needs_onednn
+def test_a_tensor_subclass_weight_is_honoured_without_grad():
+    """An audit: a weight subclass that overrides F.linear (fake quantization, weight noise) was
+    obeyed with grad on and silently ignored under no_grad, where the oneDNN op multiplied its raw
+    values (off by up to 1.5 here)."""
+    lin, x = layer(bias=False), torch.randn(3, 96)
+    lin.weight = nn.Parameter((lin.weight.detach() * 10).as_subclass(RoundedWeight), requires_grad=False)
+    want = x @ lin.weight.as_subclass(torch.Tensor).round().T
+    with torch.no_grad():
+        got = lin(x).as_subclass(torch.Tensor)
+    assert torch.allclose(got, want, atol=1e-4) and cache_entry(lin.weight) is None
+
+
+@needs_onednn
+def test_a_replaced_f_linear_is_called_without_grad_and_the_fast_path_comes_back(monkeypatch):
+    """An audit: a spy or instrumentation put in F.linear's place saw every call with grad on and
+    none under no_grad. It is now called there too; once F.linear is torch's again, plain
+    inference takes the oneDNN path again."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)
+    lin, x, calls = layer(), torch.randn(4, 96), []
+    real = F.linear
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with torch.no_grad():
+        monkeypatch.setattr(F, "linear", spy)
+        lin(x)
+        assert calls == [1] and cache_entry(lin.weight) is None
+        monkeypatch.setattr(F, "linear", real)
+        lin(x)
+        assert calls == [1] and cache_entry(lin.weight) is not None

@@ -879,3 +879,123 @@ def test_targets_with_logits_to_keep_say_that_the_loss_needs_every_position():
     with pytest.raises(ValueError, match=r"^targets need every position's logits: leave logits_to_keep at 0 when "
                                          r"passing targets \(got logits_to_keep=1\)$"):
         model(idx, targets=idx, logits_to_keep=1)
+
+
+def test_a_meta_device_load_with_assign_keeps_lm_head_tied():
+    """An audit: the fast-load recipe, a model built under torch.device("meta") then
+    load_state_dict(sd, assign=True), gave wte and lm_head a Parameter each: 29 parameters instead
+    of 28, num_params 38M too high for 124M, and AdamW stepped the one matrix twice. Every load now
+    ties them again, a state dict without lm_head.weight too (checkpoint.py's, strict=False)."""
+    torch.manual_seed(0)
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=1)
+    source = GPT(cfg).eval()
+    state = source.state_dict()
+    idx = torch.randint(0, 256, (2, 9))
+    for sd, strict in ((state, True), ({k: v for k, v in state.items() if k != "lm_head.weight"}, False)):
+        with torch.device("meta"):
+            model = GPT(cfg)
+        model.load_state_dict(sd, strict=strict, assign=True)
+        assert model.lm_head.weight is model.transformer.wte.weight
+        assert len(list(model.parameters())) == len(list(source.parameters()))
+        assert model.num_params() == source.num_params()
+        with torch.no_grad():
+            assert torch.equal(model.eval()(idx)[0], source(idx)[0])
+
+
+def test_to_empty_keeps_lm_head_tied_and_init_weights_initialises_it():
+    """An audit: `to_empty(device=...)` of a meta-device model untied lm_head from wte and left
+    every weight uninitialised, with no public way to apply GPT-2's init. It stays tied, and
+    init_weights() draws what a model built on the CPU draws from the same seed."""
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=2)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    model.to_empty(device="cpu")
+    assert model.lm_head.weight is model.transformer.wte.weight
+    built = GPT(cfg)
+    for m in (model, built):
+        torch.manual_seed(3)
+        m.init_weights()
+    assert model.state_dict().keys() == built.state_dict().keys()
+    assert all(torch.equal(t, built.state_dict()[k]) for k, t in model.state_dict().items())
+    # A move keeps a tie, and makes none: a head untied on purpose stays its own.
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    assert model.to(torch.float64).lm_head.weight is not model.transformer.wte.weight
+
+
+def softcap_hook(module, args, logits):
+    """A forward hook that caps the logits, as Gemma 2 does (×5, so the change is large)."""
+    return 5 * torch.tanh(logits / 5)
+
+
+@pytest.mark.parametrize("head", ["forward hook", "pre-hook", "global hook", "another class"])
+def test_chunked_loss_trains_what_a_hooked_or_replaced_head_computes(head, monkeypatch):
+    """An audit: training with --chunked-loss reads lm_head.weight without calling lm_head, so a
+    hook on it (a logit soft-cap, a probe) was skipped in training and run in evaluation: two
+    objectives, silently (a loss of 6.29 trained, 6.81 evaluated). Such a head now gets the plain
+    loss, with a warning: loss and gradients as with the chunked loss off, the hook run once."""
+    import minigpt.chunked_loss
+
+    monkeypatch.setattr(minigpt.chunked_loss, "LOSS_CHUNK_LOGITS", 256 * 16)  # 16 positions a chunk
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256, n_layer=1))
+    calls = []
+
+    def counted_softcap(module, args, logits):
+        if module is model.lm_head:
+            calls.append(1)
+            return softcap_hook(module, args, logits)
+
+    class SoftCapped(torch.nn.Linear):
+        def forward(self, x):
+            calls.append(1)
+            return softcap_hook(self, (x,), super().forward(x))
+
+    handles = []
+    if head == "forward hook":
+        handles.append(model.lm_head.register_forward_hook(counted_softcap))
+    elif head == "pre-hook":  # halves the hidden state going in
+        handles.append(model.lm_head.register_forward_pre_hook(lambda m, args: (calls.append(1), (args[0] / 2,))[1]))
+    elif head == "global hook":
+        handles.append(torch.nn.modules.module.register_module_forward_hook(counted_softcap))
+    else:
+        model.lm_head.__class__ = SoftCapped
+    idx = torch.randint(0, 256, (2, 32))
+    try:
+        def loss_and_grads():
+            model.zero_grad()
+            calls.clear()
+            loss = model(idx, idx)[1]
+            loss.backward()
+            return loss.item(), len(calls), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+        plain, plain_calls, plain_grads = loss_and_grads()
+        model.chunked_loss = True
+        with pytest.warns(UserWarning, match="which the chunked loss does not call in training: it computes the plain loss"):
+            chunked, chunked_calls, chunked_grads = loss_and_grads()
+        with torch.no_grad():
+            evaluated = model(idx, idx)[1].item()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert chunked == plain == pytest.approx(evaluated, rel=1e-6) and chunked_calls == plain_calls == 1
+    assert all(torch.equal(chunked_grads[n], plain_grads[n]) for n in plain_grads)
+
+
+def test_a_causal_attn_mask_without_a_cache_compiles_with_fullgraph():
+    """An audit: the check that a mask given without a KV cache hides later tokens read its values
+    (`bool(mask.triu(1).any())`) under torch.compile too: fullgraph=True failed on the data-dependent
+    branch, and on a GPU every forward waited for the host. It runs on CPU tensors outside the
+    compiler only, as the ids' check; compiled, the left-padded forward matches eager."""
+    from minigpt.prefill_decode import positions_from_mask, prefill_mask
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=128, n_positions=32, n_embd=32, n_layer=1, n_head=2)).eval()
+    idx = torch.randint(0, 128, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, :3] = 0
+    kwargs = dict(position_ids=positions_from_mask(mask), attn_mask=prefill_mask(mask))
+    with torch.no_grad():
+        eager = model(idx, **kwargs)[0]
+        compiled = torch.compile(model, fullgraph=True)(idx, **kwargs)[0]
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)

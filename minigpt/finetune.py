@@ -58,7 +58,7 @@ from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, samp
 from minigpt.files import atomic_write_text
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
-from minigpt.lora import DEFAULT_TARGETS, inject_lora, lora_merged
+from minigpt.lora import ADAPTER_DIR, DEFAULT_TARGETS, inject_lora, lora_merged, save_adapters
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
@@ -486,6 +486,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
             export(m, Path(path), tokenizer, cfg.block_size)
+            if cfg.strategy == "lora" and cfg.task == "lm":  # the adapters alone too: MBs beside the merged model's GBs
+                save_adapters(m, Path(path) / ADAPTER_DIR, base=cfg.init)
             if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
                 adopt_new_tokens(out)
 

@@ -12,21 +12,28 @@ the wrapped layer computes exactly what the pretrained one did. The update is sc
 alpha / r, which the paper found spares retuning the learning rate when the rank changes (only
 roughly: rsLoRA, Kalajdzievski 2023, shows alpha / sqrt(r) keeps the step size rank-independent).
 
+The adapters alone are a few MB where the model is GBs: `save_adapters` writes them in PEFT's
+layout (`adapter_config.json` + `adapter_model.safetensors`), which `peft.PeftModel.from_pretrained`
+puts on transformers' GPT-2 and `load_adapters` on minigpt's, from either library.
+
 Not handled: unmerging (`merge_lora` is one-way; `lora_merged` merges for the time of a save and
 puts back the pretrained weights it copied), and adapters on the embeddings.
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from minigpt.checks import as_count
+from minigpt.files import atomic_path, atomic_write_text, read_json
 
 # GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -207,3 +214,93 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for parent, child, lora in lora_layers(model):
         setattr(parent, child, lora.merged())
     return model
+
+
+# ---- the adapters alone, in PEFT's layout --------------------------------------------------------
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+# Where `minigpt finetune --strategy lora` writes them, in each checkpoint it saves: a subfolder, for
+# transformers, given a folder with adapter_config.json, loads the adapters (PEFT) instead of the model.
+ADAPTER_DIR = "adapter"
+PEFT_PREFIX = "base_model.model."  # PEFT saves the wrapped model's tensors under this name
+# PEFT options that change what the adapters compute (a per-layer rank, DoRA's magnitudes,
+# rsLoRA's alpha / sqrt(r), trained biases or heads...): LoRALinear has none of them, so an adapter
+# that uses one is refused rather than loaded into something that computes another function.
+PEFT_OPTIONS_OFF = ("rank_pattern", "alpha_pattern", "use_dora", "use_rslora", "lora_bias", "modules_to_save",
+                    "layers_to_transform", "layers_pattern", "exclude_modules", "target_parameters",
+                    "trainable_token_indices", "layer_replication", "use_qalora", "alora_invocation_tokens")
+
+
+def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -> None:
+    """Write `model`'s adapters alone (every LoRALinear's A and B) to the folder `path`, as PEFT
+    does: `PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), path)` or
+    `load_adapters(GPT.from_pretrained(base), path)` gives the adapted model back. `base` (the
+    pretrained model's name or folder) is recorded as PEFT's `base_model_name_or_path`."""
+    from safetensors.torch import save_file
+
+    from minigpt.model import GPT
+
+    if not isinstance(model, GPT):  # a classifier's head trains whole: the adapters alone are not the model
+        raise ValueError(f"adapters alone are saved for a GPT language model, not a {type(model).__name__}: "
+                         "save it merged (merge_lora, then save_pretrained)")
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    if not layers:
+        raise ValueError("the model has no LoRA adapters to save (inject_lora, or apply_strategy(model, 'lora'), adds them)")
+    settings = {(m.rank, m.alpha, m.dropout.p) for m in layers.values()}
+    if len(settings) > 1:  # one rank, alpha and dropout for all, as inject_lora makes them
+        raise ValueError(f"adapters with different rank, alpha or dropout {sorted(settings)} cannot be saved in one file")
+    (rank, alpha, dropout), = settings
+    tensors = {f"{PEFT_PREFIX}{name}.{ab}.weight": getattr(m, ab).detach().to("cpu").contiguous()
+               for name, m in layers.items() for ab in ("lora_A", "lora_B")}
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
+              "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": list(layers),
+              "fan_in_fan_out": True,  # transformers' GPT-2 keeps W as (in, out) (Conv1D); minigpt's Linear as (out, in)
+              "bias": "none", "inference_mode": True}
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / ADAPTER_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(path / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
+
+
+def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
+    """Put the LoRA adapters saved in the folder `path` (by `save_adapters`, or by PEFT on
+    transformers' GPT-2) on `model`, with their rank, alpha, dropout and targets; returns the
+    adapted layers' names. `merge_lora(model)` then folds them in. Everything is checked before the
+    model is changed: a refused file leaves it as it was."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path} holds no {name}: not a folder of LoRA adapters (save_adapters, or PEFT's save_pretrained, writes one)")
+    config = read_json(path / ADAPTER_CONFIG)
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        raise ValueError(f"{path / ADAPTER_CONFIG} is not a LoRA adapter's config (peft_type "
+                         f"{config.get('peft_type') if isinstance(config, dict) else None!r}, not 'LORA')")
+    used = [k for k in PEFT_OPTIONS_OFF if config.get(k) not in (None, False, {}, [])]
+    used += ["bias"] if config.get("bias", "none") != "none" else []
+    if used:
+        raise ValueError(f"{path / ADAPTER_CONFIG} sets {', '.join(f'{k}={config[k]!r}' for k in used)}: "
+                         "minigpt's LoRA has a rank, an alpha, a dropout and targets, and computes no other adapter")
+    rank, alpha, dropout = config.get("r"), config.get("lora_alpha"), config.get("lora_dropout", 0.0)
+    targets = config.get("target_modules")
+    if isinstance(targets, str):  # PEFT reads one string as a regular expression for whole module names
+        targets = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, name)]
+    chosen = find_lora_targets(model, targets or [], rank, alpha, dropout)
+    tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    expected = {f"{PEFT_PREFIX}{name}.{ab}.weight": (name, ab) for name in chosen for ab in ("lora_A", "lora_B")}
+    missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(f"{path / ADAPTER_WEIGHTS} does not fit the model's layers {chosen}: "
+                         f"missing {missing[:4]}, unexpected {unexpected[:4]}" + (" ..." if len(missing) > 4 or len(unexpected) > 4 else ""))
+    for key, (name, ab) in expected.items():
+        base = model.get_submodule(name)
+        shape = (rank, base.in_features) if ab == "lora_A" else (base.out_features, rank)
+        if tuple(tensors[key].shape) != shape:
+            raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}; {name} with rank {rank} needs {shape}")
+    inject_lora(model, chosen, rank, alpha, dropout)
+    with torch.no_grad():
+        for key, (name, ab) in expected.items():
+            getattr(model.get_submodule(name), ab).copy_(tensors[key])
+    return chosen

@@ -348,6 +348,16 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path,
         diff = (ours(idx)[0] - hf(idx).logits).abs().max().item()
     print(f"fine-tuned LM: max |minigpt - transformers| = {diff:.2e}")
     assert diff < 2e-6  # measured 2.4e-7
+    # The adapters alone, beside the merged model (and best/'s beside best/'s): on the base, the same model.
+    from minigpt.lora import load_adapters, merge_lora
+
+    for ck in (tmp_path / "o", tmp_path / "o" / "best"):
+        adapter = json.loads((ck / "adapter" / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == str(base / "base") and adapter["peft_type"] == "LORA"
+        rebuilt = GPT.from_pretrained(base / "base")
+        load_adapters(rebuilt, ck / "adapter")
+        with torch.no_grad():
+            torch.testing.assert_close(merge_lora(rebuilt)(idx)[0], GPT.from_pretrained(ck)(idx)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsys, monkeypatch):

@@ -296,3 +296,111 @@ def test_a_target_that_names_no_layer_is_told_the_names_that_can_take_adapters()
     with pytest.raises(ValueError) as e:
         inject_lora(_model(), "q_proj", rank=2)
     assert "the layers that can take adapters are ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj']" in str(e.value)
+
+
+def _adapted(seed: int = 0, targets=("attn.c_attn", "mlp.c_proj")) -> GPT:
+    """A model with adapters whose B is not 0, so that they change its logits."""
+    model = _model(seed)
+    inject_lora(model, targets, rank=4, alpha=8.0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(0, 0.5)
+    return model
+
+
+def test_saved_adapters_load_back_onto_the_base_as_the_same_model(tmp_path):
+    """save_adapters writes A and B alone; load_adapters on a fresh copy of the base gives the
+    adapted model's logits, before and after merging."""
+    from minigpt.lora import load_adapters, save_adapters
+
+    adapted, ids = _adapted(), torch.randint(0, CFG.vocab_size, (2, 9))
+    save_adapters(adapted, tmp_path / "adapter", base="my-base")
+    base = _model()
+    names = load_adapters(base, tmp_path / "adapter")
+    assert len(names) == 2 * CFG.n_layer and all(isinstance(base.get_submodule(n), LoRALinear) for n in names)
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids)[0], adapted(ids)[0], rtol=0, atol=0)
+        torch.testing.assert_close(merge_lora(base)(ids)[0], adapted(ids)[0], rtol=1e-5, atol=1e-5)
+    size = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
+    adapters = sum(m.lora_A.numel() + m.lora_B.numel() for m in adapted.modules() if isinstance(m, LoRALinear))
+    assert size < adapters * 4 + 4096  # the adapters' fp32 values and a header, not the model
+
+
+def _hf_base(tmp_path):
+    """transformers' GPT-2 at CFG's shape, and minigpt's load of it."""
+    import transformers
+
+    hf_cfg = transformers.GPT2Config(n_layer=CFG.n_layer, n_head=CFG.n_head, n_embd=CFG.n_embd, vocab_size=CFG.vocab_size,
+                                     n_positions=CFG.n_positions, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(hf_cfg).save_pretrained(tmp_path / "base")
+    return transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base").eval(), GPT.from_pretrained(tmp_path / "base")
+
+
+def test_adapters_go_both_ways_between_minigpt_and_peft(tmp_path):
+    """The adapter files are PEFT's: PEFT puts minigpt's on transformers' GPT-2 (whose Conv1D keeps
+    W as (in, out): fan_in_fan_out), and minigpt reads PEFT's, with the same logits either way."""
+    import peft
+
+    from minigpt.lora import load_adapters, save_adapters
+
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    hf, ours = _hf_base(tmp_path)
+    inject_lora(ours, ("attn.c_attn", "mlp.c_proj"), rank=4, alpha=8.0, dropout=0.1)
+    ours.eval()
+    with torch.no_grad():
+        for m in ours.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(0, 0.5)
+    save_adapters(ours, tmp_path / "ours", base=str(tmp_path / "base"))
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
+    assert theirs.peft_config["default"].lora_dropout == 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids)[0], rtol=1e-4, atol=1e-4)
+
+    hf2, base = _hf_base(tmp_path)  # the other way: PEFT trains (here: random B), minigpt loads
+    peft_model = peft.get_peft_model(hf2, peft.LoraConfig(r=2, lora_alpha=6, target_modules=["c_proj"], fan_in_fan_out=True))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "theirs")
+    assert len(load_adapters(base, tmp_path / "theirs")) == 2 * CFG.n_layer  # c_proj: attn's and mlp's
+    with torch.no_grad():
+        torch.testing.assert_close(base.eval()(ids)[0], peft_model.eval()(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):
+    """A missing tensor, a wrong rank, a PEFT option minigpt's LoRA does not compute, or a folder of
+    no adapters: each named, and the model is left without adapters."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from minigpt.lora import load_adapters, save_adapters
+
+    save_adapters(_adapted(), tmp_path / "a")
+    config, weights = tmp_path / "a" / "adapter_config.json", tmp_path / "a" / "adapter_model.safetensors"
+    tensors, settings = load_file(str(weights)), json.loads(config.read_text())
+
+    def refused(match, tensors=tensors, **changes):
+        save_file(tensors, str(weights))
+        config.write_text(json.dumps({**settings, **changes}))
+        model = _model()
+        with pytest.raises((ValueError, TypeError), match=match):
+            load_adapters(model, tmp_path / "a")
+        assert not any(isinstance(m, LoRALinear) for m in model.modules())
+
+    first = next(iter(tensors))
+    refused(r"missing \['base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_A\.weight'\]",
+            tensors={k: v for k, v in tensors.items() if k != first})
+    refused(r"lora_A\.weight has shape \(4, 64\); transformer\.h\.0\.attn\.c_attn with rank 2 needs \(2, 64\)", r=2)
+    refused(r"sets use_dora=True: minigpt's LoRA", use_dora=True)
+    refused(r"sets bias='all'", bias="all")
+    refused(r"not a LoRA adapter's config \(peft_type 'IA3'", peft_type="IA3")
+    refused(r"LoRA targets \['lm_head'\] match no|LoRA cannot adapt \['lm_head'\]", target_modules=["lm_head"])
+    with pytest.raises(FileNotFoundError, match="holds no adapter_config.json: not a folder of LoRA adapters"):
+        load_adapters(_model(), tmp_path)
+    with pytest.raises(ValueError, match="the model has no LoRA adapters to save"):
+        save_adapters(_model(), tmp_path / "b")

@@ -141,10 +141,14 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
 
 def download_hint(path: Path) -> str:
     """What to run: in a folder where a download stopped (its files wait there as FILE.partial until
-    all four are whole, minigpt/download.py), the download again; else, when its name is one of the
-    four GPT-2 sizes, how to fetch OpenAI's weights into it."""
+    all four are whole, minigpt/download.py), the download again; in a folder of LoRA adapters, how
+    to load them; else, when its name is one of the four GPT-2 sizes, how to fetch OpenAI's weights
+    into it, or, when it could be another Hub model's name, how to fetch that (`hub_hint`)."""
     if path.is_dir() and any(path.glob("*.partial")):
         return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
+    if (path / "adapter_config.json").is_file():  # minigpt.lora.ADAPTER_CONFIG: a LoRA run's OUT/adapter, or PEFT's
+        return (" (it holds LoRA adapters alone: load its base model, then minigpt.lora.load_adapters(model, DIR); "
+                "a minigpt LoRA run's merged model is the folder above it)")
     if path.name not in GPT2_SIZES:
         return hub_hint(path)
     if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own

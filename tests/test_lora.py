@@ -404,3 +404,6 @@ def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):
         load_adapters(_model(), tmp_path)
     with pytest.raises(ValueError, match="the model has no LoRA adapters to save"):
         save_adapters(_model(), tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match=r"not a model checkpoint \(it holds LoRA adapters alone: load its base model, "
+                                                r"then minigpt\.lora\.load_adapters"):
+        GPT.from_pretrained(tmp_path / "a")  # an adapter folder taken for a model

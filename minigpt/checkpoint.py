@@ -17,6 +17,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -337,6 +338,21 @@ def refuse_resized_tensors(state: dict[str, torch.Tensor], layout: dict[str, tor
                      f"size before saving: {'; '.join(sorted(fixes)) or 'the field that gives its size'}")
 
 
+@contextmanager
+def save_lock(path: Path) -> Iterator[None]:
+    """One save into the directory `path` at a time (`write_checkpoint`): a second waits for the
+    first's lock. Where the file system has no locks (ENOLCK: an NFS mount without its lock service)
+    the save goes on unguarded, as a training run does there (run_dir warns of it); a folder it may
+    not write fails at the save's first write, with that error."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path / SAVE_LOCK_NAME, busy=lambda: None))  # busy: wait for the other save
+        except OSError:
+            with suppress(OSError):
+                (path / SAVE_LOCK_NAME).unlink()
+        yield
+
+
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
     """Write config.json + model.safetensors so `transformers` can open the directory (`write_checkpoint`)."""
     check_gpt2_tensors(model)
@@ -372,7 +388,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = path / "config.json"
-    with file_lock(path / SAVE_LOCK_NAME, busy=lambda: None):  # busy: another save is writing here; wait for it
+    with save_lock(path):
         # On leaving, the inner atomic_path renames the weights in, then the outer one the config.
         with atomic_path(config) as config_tmp, atomic_path(path / WEIGHTS_NAME) as weights_tmp:
             with open(weights_tmp, "wb") as f:

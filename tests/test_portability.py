@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WITHOUT_POSIX_MODULES = """
 import sys
 sys.modules["fcntl"] = sys.modules["resource"] = None  # as on Windows: importing either raises ImportError
+from types import SimpleNamespace
 
 import torch
 import minigpt
@@ -42,12 +43,15 @@ model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_positions=32, n_embd=16
                       bos_token_id=eos, eos_token_id=eos))
 ids = generate(model, torch.tensor([tokenizer.encode("the cat")]), max_new_tokens=4)
 assert ids.shape == (1, len(tokenizer.encode("the cat")) + 4), ids.shape
+# Windows' byte locks (a save takes one: checkpoint.save_lock), granted at once (tests below check
+# their use); only for the save: a module named msvcrt makes subprocess, imported later, take Windows'.
+sys.modules["msvcrt"] = SimpleNamespace(LK_UNLCK=0, LK_LOCK=1, LK_NBLCK=2, locking=lambda fd, mode, nbytes: None)
 model.save_pretrained(out)  # atomic writes, without fcntl
+del sys.modules["msvcrt"]
 tokenizer.save_pretrained(out)
 
 # `minigpt generate` measures peak memory (printed with --stats): Windows' way, with psapi faked.
 import ctypes
-from types import SimpleNamespace
 ctypes.windll = SimpleNamespace(psapi=SimpleNamespace(GetProcessMemoryInfo=lambda process, counters, cb: 1))
 sys.exit(main(["generate", "--model", out, "--prompt", "the cat", "--max-new-tokens", "4", "--seed", "0"]))
 """
@@ -55,8 +59,8 @@ sys.exit(main(["generate", "--model", out, "--prompt", "the cat", "--max-new-tok
 
 def test_minigpt_imports_and_generates_without_fcntl_and_resource(tmp_path):
     """Bug guarded: files.py imported fcntl, and stats.py resource, at the top, so `import minigpt`
-    failed on Windows before anything ran (checkpoint → download → files). Nothing here takes a
-    lock, so fcntl's absence is all there is to it; peak memory is measured the Windows way."""
+    failed on Windows before anything ran (checkpoint → download → files). The save takes its lock
+    the Windows way, with msvcrt (faked, granted at once); peak memory is measured the Windows way."""
     run = subprocess.run([sys.executable, "-c", WITHOUT_POSIX_MODULES, str(tmp_path / "tiny")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -13,7 +13,8 @@ OUT_DIR layout:
                          train losses since the last log record (log_partial)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     best.prev/           the best/ a new best replaced, until the state that knows of the new one
-                         is saved (`save_best`); best.new/: a new best/ being written
+                         is saved (`save_best`); best.new/: a new best/ being written; best.stale/:
+                         a best/ later than the saved state, being deleted by --resume (`settle_best`)
     log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
                          --resume started it again (`restart_unsaved_run`)
@@ -84,13 +85,46 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "log_partial": list(log_partial),
         "data": data,
     }
-    with atomic_path(out / STATE_FILE) as tmp:  # a crash midway leaves the previous state whole
+    # A crash midway leaves the previous state whole. torch.save writes into a file of ours, whose
+    # failed write keeps its own error (`KeepsWriteError`).
+    with atomic_path(out / STATE_FILE) as tmp, open(tmp, "wb") as f:
+        file = KeepsWriteError(f)
         try:
-            torch.save(state, tmp)
-        except RuntimeError as e:  # torch's zip writer fails a full disk as "[enforce fail ...] unexpected pos ..."
+            torch.save(state, file)
+        except RuntimeError as e:  # torch's zip writer fails any write as "[enforce fail ...] unexpected pos ..."
+            if file.error is not None:  # what it was: ENOSPC (the disk full), EFBIG (over `ulimit -f`), ...
+                raise OSError(file.error.errno, file.error.strerror or str(file.error), str(out / STATE_FILE)) from e
             if "unexpected pos" not in str(e) and "PytorchStreamWriter" not in str(e):
                 raise
             raise OSError(errno.EIO, f"could not write it ({e}); is the disk full?", str(out / STATE_FILE)) from e
+
+
+class KeepsWriteError:
+    """The file torch.save writes a training state into, keeping the OSError of a failed write.
+    torch's zip writer reports that as "[enforce fail ...] unexpected pos ...", the same for a full
+    disk and a file over `ulimit -f`, with no errno (given a path, it writes the file itself)."""
+
+    def __init__(self, file) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def saved_step(out: Path) -> int | None:
+    """The step of the checkpoint in OUT_DIR (its training_state.pt), or None when it holds none
+    that can be read."""
+    try:  # mmap: the step is read without loading the weights and optimizer state into memory
+        return read_state(out / STATE_FILE, map_location="cpu", mmap=True)["step"]
+    except (OSError, ValueError):
+        return None
 
 
 # ---- best/: the lowest val loss, as the saved state knows it -------------------------------------
@@ -99,6 +133,12 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
 # the best it does know of. So a new best/ is written whole as best.new/, swapped in, and the one
 # it replaces waits as best.prev/ until the state is saved; a resume puts back whichever one its
 # state knows (`settle_best`).
+#
+# The invariant a kill at any moment keeps: best/ is always whole, as it appears and goes only by
+# a rename (of a best.new/ whose metrics.json is written last, or of best.prev/), never by a delete
+# in place; and the best/ the saved state knows of is best.prev/ when that exists and best/ is
+# missing, unreadable or from a later step, else best/. best.new/ (not yet swapped in) and
+# best.stale/ (a later best/ on its way out) never hold it, so a resume deletes them first.
 
 
 def save_best(out: Path, raw_model: nn.Module, save_fn, record: dict) -> None:
@@ -109,7 +149,7 @@ def save_best(out: Path, raw_model: nn.Module, save_fn, record: dict) -> None:
     save_fn(raw_model, new)
     atomic_write_text(new / "metrics.json", json.dumps(record, indent=2) + "\n")  # last: a whole best.new/ has it
     if best.exists():
-        shutil.rmtree(prev, ignore_errors=True)
+        shutil.rmtree(prev, ignore_errors=True)  # (one the saved state no longer needs: its best/ came after)
         best.rename(prev)
     new.rename(best)
 
@@ -121,21 +161,28 @@ def drop_previous_best(out: Path) -> None:
 
 def settle_best(out: Path, step: int) -> str | None:
     """On resume at `step`: best/ as the saved state knows it. A best/ from a later evaluation (a
-    kill before its state was saved) goes, and the one it replaced (best.prev/) comes back; a
-    best.new/ never swapped in goes. Returns a note when best/ changed."""
-    new, best, prev = out / "best.new", out / "best", out / "best.prev"
+    kill before its state was saved), or one without a readable metrics.json beside a best.prev/
+    (left half-deleted by an earlier minigpt), goes, and the one it replaced (best.prev/) comes
+    back; a best.new/ never swapped in goes. Returns a note when best/ changed."""
+    new, best, prev, stale = out / "best.new", out / "best", out / "best.prev", out / "best.stale"
     shutil.rmtree(new, ignore_errors=True)  # its evaluation came after the saved state
-    if prev.exists() and not best.exists():  # a kill between save_best's two renames
+    shutil.rmtree(stale, ignore_errors=True)  # a kill while an earlier resume deleted it
+    if prev.exists() and not best.exists():  # a kill between the two renames (save_best's, or those below)
         prev.rename(best)
         return None
     at = best_step(best)
-    if at is None or at <= step:  # the state knows of it (best.prev/, if any: a kill before it went)
+    # Unreadable beside a best.prev/, best/ is the half-deleted one (an earlier minigpt deleted in place).
+    later = at > step if at is not None else prev.exists()
+    if not later:  # the state knows of it, or of none better (best.prev/, if any: a kill before it went)
         drop_previous_best(out)
         return None
-    said = f"note: best/ held the evaluation at step {at}, after the saved step {step} this run resumes from"
-    shutil.rmtree(best)
+    said = (f"note: best/ held the evaluation at step {at}, after the saved step {step} this run resumes from"
+            if at is not None else "note: best/ was left half-deleted (it has no readable metrics.json)")
+    best.rename(stale)  # out of the way in one step: a delete in place, killed midway, left best/ without its metrics.json
     if prev.exists():
         prev.rename(best)
+    shutil.rmtree(stale)
+    if best.exists():
         return f"{said}: the best/ before it (step {best_step(best)}) is put back"
     return f"{said}: it is removed (there was none before it)"
 
@@ -156,7 +203,10 @@ def check_resumable(out: Path) -> None:
         raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}, so the run there cannot be continued (it holds "
                                 f"{', '.join(found)}: a run that saved checkpoints, or a model); to train its weights "
                                 f"further, start a new run from them with --init {out} and another --out")
-    raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there")
+    # (e.g. a run killed while it started, before it saved anything)
+    raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there, as nothing was saved "
+                            "there: give the same command without --resume (or, in a script that may run again, with "
+                            "--auto-resume, which starts the run or continues it)")
 
 
 # ---- a run that never saved a checkpoint ---------------------------------------------------------

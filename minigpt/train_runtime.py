@@ -8,11 +8,12 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
   its environment (`env_rank`, which refuses a stray RANK without torchrun) and joins one process
   group (NCCL on GPUs, gloo on CPUs); `Runtime` is what a process knows of itself: its rank, the
   world size, its device and its autocast dtype.
-- **Stopping.** Ctrl-C or SIGTERM (what torchrun and job schedulers send) must not stop a run in
-  the middle of an update or a checkpoint write: `StopSignal` only records it, and the loop saves
+- **Stopping.** Ctrl-C, SIGTERM (what torchrun and job schedulers send), SIGUSR1 (Slurm's warning
+  before its time limit) or SIGHUP (the terminal gone) must not stop a run in the middle of an
+  update or a checkpoint write: `StopSignal` records it and says so at once, and the loop saves
   at the end of the step and raises `Stopped`. Under DDP every process stops at the same step.
 - **Exit codes**, as a shell reports them: 0 done, 1 the loss diverged (`TrainingDiverged`),
-  2 bad input, 128 + the signal that stopped the run (130 Ctrl-C, 143 SIGTERM).
+  2 bad input, 128 + the signal that stopped the run (130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1, 129 SIGHUP).
 - **Errors under torchrun** are said once: the processes of a machine check the same flags and
   files, and its first one alone prints; what rank 0 does alone (writing OUT_DIR) it reports to
   the others (`on_rank_0`), which then end quietly instead of failing in their next collective.
@@ -23,6 +24,7 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -32,6 +34,7 @@ import time
 import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -39,7 +42,7 @@ import torch.distributed as dist
 
 from minigpt.checkpoint import resolve_device
 from minigpt.files import stdout_to_devnull
-from minigpt.run_dir import env_rank, is_rank_0
+from minigpt.run_dir import env_rank, is_rank_0, saved_step
 from minigpt.train_config import TrainConfig
 
 # ---- processes and devices ----------------------------------------------------------------------
@@ -161,10 +164,12 @@ def on_rank_0(rt: Runtime, work: Callable[[], T]) -> T | None:
 
 
 class StopSignal:
-    """Ctrl-C (SIGINT), or SIGTERM (what torchrun and job schedulers send), only records the signal:
-    the loop saves at the end of the current step, never mid-update, then stops. A second signal
-    gets the previous handler, so Ctrl-C twice stops at once (and `train_loop` says which checkpoint
-    stands: the last written whole).
+    """Ctrl-C (SIGINT), SIGTERM (what torchrun and job schedulers send), SIGUSR1 (what Slurm sends
+    before its time limit, given `sbatch --signal=USR1@SECONDS`) or SIGHUP (an ssh session dropped)
+    is recorded and said at once (on stderr, by rank 0): the loop saves at the end of the current
+    step, never mid-update, then stops. A second signal gets the previous handler, so Ctrl-C twice
+    stops at once (and `train_loop` says which checkpoint stands: the last written whole). A SIGHUP
+    ignored when the run starts (`nohup`) stays ignored: that run was meant to outlive its terminal.
 
     Not handled: a launcher's deadline. torchrun SIGKILLs the workers still running its
     --shutdown-timeout (30 s by default) after it forwards SIGTERM, so a step and a checkpoint that
@@ -173,20 +178,47 @@ class StopSignal:
     process must stop at the same one: a collective and a host sync per micro-batch, where now
     there is one per step."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGUSR1 and SIGHUP where the system has them (Windows has neither).
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *(getattr(signal, name) for name in ("SIGUSR1", "SIGHUP")
+                                                 if hasattr(signal, name)))
 
     def __init__(self) -> None:
         self.signum = 0  # the first signal received; 0 = none
         self.previous: dict[int, object] = {}
+        self.speaks = False  # whether this process says that a signal came (rank 0)
 
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            self.speaks = is_rank_0()  # (under torchrun, a Ctrl-C reaches every process: one says it)
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS if not self.nohup(sig)}
         return self
+
+    @staticmethod
+    def nohup(sig: int) -> bool:
+        """Whether `sig` is a SIGHUP ignored (`nohup`), to be left so."""
+        return sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) == signal.SIG_IGN
 
     def _handle(self, signum, frame) -> None:
         self.signum = self.signum or signum
         signal.signal(signum, self.previous[signum])
+        if self.speaks:
+            self.say(signum)
+
+    @staticmethod
+    def say(signum: int) -> None:
+        """Say that the signal came, at once: the step under way and the checkpoint after it may
+        take minutes, and a Ctrl-C met with silence is pressed again, which stops at once. With
+        os.write, not print: a handler runs between two bytecodes of the main thread, perhaps in
+        the middle of a print to the same stream (which would raise "reentrant call")."""
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {name} again"
+        # On a line of its own: the progress bar may be mid-line on the same terminal.
+        line = (f"\n{name}: the run stops after the step under way, once it is saved ({again} to stop at once: "
+                "the last checkpoint written whole stands)\n")
+        try:
+            os.write(2, line.encode())
+        except OSError:  # stderr gone (the terminal of a SIGHUP): the stop goes on unsaid
+            pass
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
@@ -203,9 +235,10 @@ class StopSignal:
 
 
 class OutlivesItsReader:
-    """sys.stdout for a run: when its reader goes (`minigpt train ... | head`, a `tee` killed), the
-    rest goes to devnull and the run trains and saves on, where the first step line's BrokenPipeError
-    ended it before its first checkpoint."""
+    """sys.stdout for a run: when its reader goes (`minigpt train ... | head`, a `tee` killed, the
+    terminal of a dropped ssh session), the rest goes to devnull and the run trains and saves on,
+    where the first step line's BrokenPipeError ended it before its first checkpoint (and a hung-up
+    terminal's EIO, after a SIGHUP, could end it before the checkpoint it stops with)."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -213,14 +246,18 @@ class OutlivesItsReader:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
+        except OSError as e:
+            if not reader_gone(e):
+                raise
             self.to_devnull()
             return len(text)
 
     def flush(self) -> None:
         try:
             self.stream.flush()
-        except BrokenPipeError:
+        except OSError as e:
+            if not reader_gone(e):
+                raise
             self.to_devnull()
 
     def to_devnull(self) -> None:
@@ -228,6 +265,12 @@ class OutlivesItsReader:
 
     def __getattr__(self, name):  # fileno, isatty, encoding, ...: the stream's own
         return getattr(self.stream, name)
+
+
+def reader_gone(error: OSError) -> bool:
+    """Whether a write failed as its reader went: a closed pipe, or a hung-up terminal (EIO); not
+    on a full disk (stdout redirected to a file), which is the run's to report."""
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
 
 
 @contextmanager
@@ -318,10 +361,35 @@ def lost_a_peer(error: Exception) -> bool:
 PEER_EXIT_GRACE_S = 1.0
 
 
+# A write that failed for want of room, and what makes room: a full disk or quota, a file over the
+# size limit (`ulimit -f`, or the file system's), and the full disk minigpt/run_dir.py's
+# `save_checkpoint` guesses behind torch's EIO.
+MAKE_ROOM = {errno.ENOSPC: "free space", errno.EIO: "free space", errno.EFBIG: "allow bigger files (`ulimit -f`)",
+             **({errno.EDQUOT: "free space within your quota"} if hasattr(errno, "EDQUOT") else {})}
+
+
+def what_stands(error: Exception) -> str:
+    """After a save that failed for want of room (`MAKE_ROOM`), the checkpoint that stands in the
+    run's OUT_DIR, as a clause to add to the error; "" for any other error, or when no checkpoint
+    was saved. OUT_DIR is where the failed write was: the error names the file, or its folder
+    (OUT_DIR, or best.new/ in it: minigpt/files.py's `atomic_path`, run_dir.py's `save_best`)."""
+    if not isinstance(error, OSError) or error.errno not in MAKE_ROOM or not isinstance(error.filename, (str, bytes)):
+        return ""
+    out = Path(os.fsdecode(error.filename))
+    out = out if out.is_dir() else out.parent
+    out = out.parent if out.name in ("best", "best.new") else out
+    step = saved_step(out)
+    if step is None:
+        return ""
+    return (f"; the last checkpoint written whole, step {step} in {out}, stands: {MAKE_ROOM[error.errno]}, then "
+            "continue from it with --resume")
+
+
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
     (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, or a file it
-    cannot read or write: one line on stderr, no traceback) or 128 + the signal that stopped it,
+    cannot read or write: one line on stderr, no traceback; after a save that failed for want of
+    room, with the checkpoint that stands, `what_stands`) or 128 + the signal that stopped it,
     after the loop has saved (130 Ctrl-C, 143 SIGTERM, as a shell reports them); the process group
     closed on every path; the result as one JSON line on stdout, from rank 0 only. A process group
     that the work joined (a torchrun worker's) is closed here, and that process ends here, with that
@@ -345,7 +413,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         say_error(prog, str(e))
         code = 1
     except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
-        say_error(prog, f"error: {e}")
+        say_error(prog, f"error: {e}{what_stands(e)}")
         code = 2
     except PeerFailed:  # rank 0 printed why
         code, consequence = 2, True

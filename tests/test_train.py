@@ -1145,8 +1145,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     real_save = torch.save
 
     def dying_save(obj, f, *a, **kw):
-        with open(f, "wb") as fh:
-            fh.write(b"half a checkpoint")
+        f.write(b"half a checkpoint")  # (save_checkpoint hands torch.save the temp file, open)
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dying_save)
@@ -2661,3 +2660,207 @@ def test_bf16_on_a_cpu_that_emulates_it_says_float32_is_faster(tmp_path, monkeyp
     notes = [line for line in capsys.readouterr().out.splitlines() if "emulated" in line]
     assert notes == ([] if native else ["note: --dtype bfloat16 on this CPU, which has no AVX-512: its bf16 matmuls are "
                                         "emulated, several times slower than float32's; --dtype float32 trains faster here"])
+
+
+def _best_dirs(out: Path) -> dict[str, int | None]:
+    """The best/ folders in OUT_DIR, each with the step of its metrics.json (None: none to read)."""
+    return {p.name: minigpt.run_dir.best_step(p) for p in out.glob("best*")}
+
+
+@pytest.mark.parametrize("prev", [True, False])
+def test_a_kill_at_any_moment_of_settle_best_keeps_the_best_the_state_knows(tmp_path, monkeypatch, prev):
+    """A crash audit: a resume at step 4, finding best/ from step 8 (its state never saved),
+    deleted best/ in place and then put best.prev/ (step 4) back. Killed inside that delete, it
+    left best/ without its metrics.json, which the next resume took for a best/ the state knows
+    of: it deleted best.prev/, the real best. Now best/ is renamed out of the way (best.stale/)
+    first. Here a kill at each rename and each delete of settle_best (a delete killed after its
+    first file), then a resume: best/ is step 4's whole (or, with no best.prev/, none), alone."""
+    class Killed(BaseException):
+        pass
+
+    rename, rmtree = Path.rename, shutil.rmtree
+    for kill_at in range(1, 20):
+        out = tmp_path / str(kill_at)
+        for name, step in [("best", 8), ("best.prev", 4)] if prev else [("best", 8)]:
+            (out / name).mkdir(parents=True)
+            (out / name / "metrics.json").write_text(json.dumps({"step": step}))
+            (out / name / "model.safetensors").write_text(f"weights of step {step}")
+        ops = []
+
+        def killed_rename(self, target):
+            ops.append("rename")
+            if len(ops) == kill_at:
+                raise Killed
+            return rename(self, target)
+
+        def killed_rmtree(path, ignore_errors=False):
+            ops.append("rmtree")
+            if len(ops) == kill_at and Path(path).exists():
+                (Path(path) / "metrics.json").unlink(missing_ok=True)  # the first file a delete takes
+                raise Killed
+            return rmtree(path, ignore_errors=ignore_errors)
+
+        monkeypatch.setattr(Path, "rename", killed_rename)
+        monkeypatch.setattr(shutil, "rmtree", killed_rmtree)
+        with contextlib.suppress(Killed):
+            settle_best(out, 4)
+        monkeypatch.undo()
+        settle_best(out, 4)  # the next resume
+        assert _best_dirs(out) == ({"best": 4} if prev else {}), (kill_at, ops)
+        if prev:
+            assert (out / "best" / "model.safetensors").read_text() == "weights of step 4"
+        if kill_at > len(ops):  # settle_best ran through without a kill: every moment was tried
+            break
+
+
+def test_settle_best_puts_back_best_prev_over_a_half_deleted_best(tmp_path):
+    """The state an earlier minigpt's kill left (above): best/ without metrics.json beside
+    best.prev/. best/ is the half-deleted one: best.prev/ comes back, and the note says so. A
+    best/ without metrics.json and no best.prev/ is all there is: it stays. Each other moment of
+    a kill: a best.stale/ (half-deleted, or whole before best.prev/ came back) goes."""
+    (tmp_path / "best").mkdir(), (tmp_path / "best.prev").mkdir()
+    (tmp_path / "best" / "model.safetensors").write_text("half deleted")
+    (tmp_path / "best.prev" / "metrics.json").write_text(json.dumps({"step": 4}))
+    assert settle_best(tmp_path, 4) == ("note: best/ was left half-deleted (it has no readable metrics.json): the "
+                                        "best/ before it (step 4) is put back")
+    assert _best_dirs(tmp_path) == {"best": 4}
+    (tmp_path / "best.stale").mkdir()  # killed while a resume deleted it
+    assert settle_best(tmp_path, 4) is None and _best_dirs(tmp_path) == {"best": 4}
+    (tmp_path / "best").rename(tmp_path / "best.prev"), (tmp_path / "best.stale").mkdir()  # between the renames
+    (tmp_path / "best.stale" / "metrics.json").write_text(json.dumps({"step": 8}))
+    assert settle_best(tmp_path, 4) is None and _best_dirs(tmp_path) == {"best": 4}
+    (tmp_path / "best" / "metrics.json").unlink()  # no best.prev/ beside it: nothing better to put back
+    assert settle_best(tmp_path, 4) is None and _best_dirs(tmp_path) == {"best": None}
+
+
+def test_a_stop_signal_is_said_at_once_by_rank_0_alone(capfd, monkeypatch):
+    """A crash audit: the first Ctrl-C was only recorded, and 17 s of silence followed (the step
+    under way, then the checkpoint: minutes for a big model), so users pressed it again, which
+    stops at once and loses those steps. Now it is said as it comes (the handler has run once
+    raise_signal returns), on a line of its own; under torchrun by rank 0 alone, as every
+    process gets a terminal's Ctrl-C."""
+    with train_runtime.StopSignal():
+        signal.raise_signal(signal.SIGTERM)
+        assert capfd.readouterr().err == ("\nSIGTERM: the run stops after the step under way, once it is saved (send "
+                                          "SIGTERM again to stop at once: the last checkpoint written whole stands)\n")
+    with train_runtime.StopSignal() as stop:
+        stop._handle(signal.SIGINT, None)  # (raised, a Ctrl-C would reach pytest's handler when the suite runs as a job)
+        assert "\nCtrl-C: the run stops after the step under way, once it is saved (press Ctrl-C again to stop at " \
+               "once: " in capfd.readouterr().err
+    monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "2")
+    with train_runtime.StopSignal():
+        signal.raise_signal(signal.SIGTERM)
+        assert capfd.readouterr().err == ""
+
+
+def test_a_bare_resume_where_nothing_was_saved_says_what_to_run(tmp_path, capsys):
+    """A crash audit: a run killed while it started, before it saved anything, then --resume'd
+    was told only "there is no run to continue there". It now says the command to give."""
+    assert train_main(["--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"minigpt train: error: --resume: no {STATE_FILE} in {tmp_path / 'none'}; there is no run to continue there, as "
+        "nothing was saved there: give the same command without --resume (or, in a script that may run again, with "
+        "--auto-resume, which starts the run or continues it)")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="a file size limit (ulimit -f) is POSIX's")
+def test_a_training_state_over_the_file_size_limit_says_so_not_disk_full(tmp_path):
+    """A crash audit: a training state over `ulimit -f` (EFBIG) was reported as torch's "unexpected
+    pos" and the guess "is the disk full?". The state is now written through a file of ours,
+    whose failed write keeps the system's own error, and that is the one said."""
+    import resource
+
+    model = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(model.parameters())
+    cfg = tiny_cfg(tmp_path, tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # (Python ignores SIGXFSZ: a write fails with EFBIG)
+    try:
+        with pytest.raises(OSError) as failed:
+            minigpt.run_dir.save_checkpoint(tmp_path, model, lambda m, d: None, optimizer,
+                                            torch.amp.GradScaler("cpu", enabled=False), 1, math.inf, cfg)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert failed.value.errno == errno.EFBIG and failed.value.filename == str(tmp_path / STATE_FILE)
+    assert "disk full" not in str(failed.value) and not (tmp_path / STATE_FILE).exists()
+
+
+@pytest.mark.parametrize("error", ["torch's", "ENOSPC"])
+def test_a_save_that_fails_for_want_of_space_says_which_checkpoint_stands(tmp_path, monkeypatch, capsys, error):
+    """A crash audit: a full disk at step 12's save (its training state, or best.new/) ended the run
+    with the error alone, saying nothing of what was kept. It now names the checkpoint that stands
+    (step 6, each of its files replaced whole) and what to do: free space, then --resume."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    real_save, real_save_best = torch.save, train.save_best
+
+    def full(state, *args, **kwargs):
+        if isinstance(state, dict) and state.get("step") == 12:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 12544 vs 12438")
+        return real_save(state, *args, **kwargs)
+
+    def full_best(out_dir, *args):
+        if args[-1]["step"] == 12:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "best.new"))
+        return real_save_best(out_dir, *args)
+
+    if error == "torch's":
+        monkeypatch.setattr(torch, "save", full)
+    else:
+        monkeypatch.setattr(train, "save_best", full_best)
+    cfg = {k: v for k, v in vars(tiny_cfg(data, out, dropout=0.0)).items() if v is not None and v is not False}
+    assert train_main([f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"; the last checkpoint written whole, step 6 in {out}, stands: free space, then continue from "
+                        "it with --resume"), err
+    assert final_state(out)["step"] == 6
+    monkeypatch.undo()
+    assert train_runtime.what_stands(OSError(errno.EACCES, "Permission denied", str(out / STATE_FILE))) == ""
+    assert train_runtime.what_stands(OSError(errno.ENOSPC, "No space left on device", str(tmp_path))) == ""  # no run
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="Windows has no SIGUSR1 or SIGHUP")
+def test_sigusr1_stops_the_run_saved_and_an_ignored_sighup_stays_ignored(tmp_path, monkeypatch, capfd):
+    """A crash audit: only SIGINT and SIGTERM stopped a run gracefully; SIGUSR1 (Slurm's warning
+    before its time limit, `sbatch --signal=USR1@T`) and SIGHUP (an ssh session dropped) killed
+    it at once, unsaved. Both now stop it as SIGTERM does: saved after the step under way, said,
+    exit 128 + the signal (138). A SIGHUP ignored (`nohup`) is left ignored."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    _interrupt_at_batch(monkeypatch, 9, signal.SIGUSR1)  # during step 5 (grad_accum 2)
+    cfg = {k: v for k, v in vars(tiny_cfg(data, out)).items() if v is not None and v is not False}
+    assert train_main([f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]) == 128 + signal.SIGUSR1
+    assert final_state(out)["step"] == 5
+    said = capfd.readouterr()
+    assert "\nSIGUSR1: the run stops after the step under way" in said.err and "interrupted: saved step 5" in said.out
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with train_runtime.StopSignal():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with train_runtime.StopSignal() as stop:
+            signal.raise_signal(signal.SIGHUP)  # recorded, not fatal
+            assert stop.signum == signal.SIGHUP
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_hung_up_terminal_is_a_reader_gone_and_a_full_disk_is_not(monkeypatch):
+    """A crash audit (SIGHUP, an ssh session dropped): writes to the hung-up terminal fail with EIO,
+    and the stopping run's next line on stdout (an evaluation's, before its checkpoint) ended it
+    unsaved. stdout now goes to devnull then, as for a closed pipe; a full disk (stdout
+    redirected to a file) is still raised, for the run to report."""
+    gone = []
+    monkeypatch.setattr(train_runtime, "stdout_to_devnull", gone.append)
+
+    class Failing:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def write(self, text: str) -> int:
+            raise OSError(self.code, os.strerror(self.code))
+
+        def fileno(self) -> int:
+            return 1
+
+    assert train_runtime.OutlivesItsReader(Failing(errno.EIO)).write("step 6: val_loss 2.5\n") == 21 and gone == [1]
+    with pytest.raises(OSError, match="No space left on device"):
+        train_runtime.OutlivesItsReader(Failing(errno.ENOSPC)).write("step 6\n")

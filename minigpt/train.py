@@ -425,6 +425,7 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
     step, the run ends as if none had come."""
     cfg = run.cfg
     metrics: dict[str, float] = {"step": progress.step}
+    stop_signal.progress = progress  # a signal's message names the checkpoint that stands
     # A run resumed at the step where it had stopped, before its final evaluation: end it as a
     # run of max_iters steps ends (`--resume --max-iters S` on a run stopped at S).
     if progress.step == cfg.max_iters and not evaluated_at(run.out, progress.step):

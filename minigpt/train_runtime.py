@@ -186,6 +186,7 @@ class StopSignal:
         self.signum = 0  # the first signal received; 0 = none
         self.previous: dict[int, object] = {}
         self.speaks = False  # whether this process says that a signal came (rank 0)
+        self.progress = None  # the loop's Progress (minigpt/train.py), once it runs: what the message names
 
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
@@ -204,8 +205,7 @@ class StopSignal:
         if self.speaks:
             self.say(signum)
 
-    @staticmethod
-    def say(signum: int) -> None:
+    def say(self, signum: int) -> None:
         """Say that the signal came, at once: the step under way and the checkpoint after it may
         take minutes, and a Ctrl-C met with silence is pressed again, which stops at once. With
         os.write, not print: a handler runs between two bytecodes of the main thread, perhaps in
@@ -213,8 +213,11 @@ class StopSignal:
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {name} again"
         # On a line of its own: the progress bar may be mid-line on the same terminal.
-        line = (f"\n{name}: the run stops after the step under way, once it is saved ({again} to stop at once: "
-                "the last checkpoint written whole stands)\n")
+        stands = "the last checkpoint written whole stands"
+        if self.progress is not None:  # (two ints read between two bytecodes of the loop: each whole)
+            saved = self.progress.last_saved
+            stands = f"the last checkpoint written whole, step {saved}, stands" if saved is not None else "nothing is saved yet"
+        line = f"\n{name}: the run stops after the step under way, once it is saved ({again} to stop at once: {stands})\n"
         try:
             os.write(2, line.encode())
         except OSError:  # stderr gone (the terminal of a SIGHUP): the stop goes on unsaid

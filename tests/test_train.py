@@ -2747,6 +2747,13 @@ def test_a_stop_signal_is_said_at_once_by_rank_0_alone(capfd, monkeypatch):
         stop._handle(signal.SIGINT, None)  # (raised, a Ctrl-C would reach pytest's handler when the suite runs as a job)
         assert "\nCtrl-C: the run stops after the step under way, once it is saved (press Ctrl-C again to stop at " \
                "once: " in capfd.readouterr().err
+    with train_runtime.StopSignal() as stop:  # once the loop runs, it names the checkpoint that stands
+        stop.progress = train.Progress(step=7, best=1.0, last_saved=5)
+        stop._handle(signal.SIGINT, None)
+        assert "stop at once: the last checkpoint written whole, step 5, stands)\n" in capfd.readouterr().err
+        stop.signum, stop.progress = 0, train.Progress(step=3, best=1.0)
+        stop._handle(signal.SIGTERM, None)
+        assert "stop at once: nothing is saved yet)\n" in capfd.readouterr().err
     monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "2")
     with train_runtime.StopSignal():
         signal.raise_signal(signal.SIGTERM)

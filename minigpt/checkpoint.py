@@ -17,7 +17,6 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,12 +25,11 @@ from safetensors import SafetensorError, safe_open
 
 from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2, hub_hint
-from minigpt.files import atomic_path, file_lock, fsync_file, read_json, refuse_lfs_pointer, temp_path
+from minigpt.files import atomic_path, fsync_file, read_json, refuse_lfs_pointer, save_lock, temp_path
 from minigpt.model import GPT
 
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for generate; a save removes it
-SAVE_LOCK_NAME = ".minigpt-save.lock"  # in the checkpoint directory, while a save writes it
 # The four Conv1D weights per block, stored (in, out) in HF files.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Old HF files carry the causal mask as buffers; they are constants, not weights.
@@ -336,21 +334,6 @@ def refuse_resized_tensors(state: dict[str, torch.Tensor], layout: dict[str, tor
     raise ValueError(f"tensor {name!r} has shape {shape}, but the model's config gives it {expected}{more}; config.json is "
                      f"written from the config, so the checkpoint would load nowhere: set the model's config to the new "
                      f"size before saving: {'; '.join(sorted(fixes)) or 'the field that gives its size'}")
-
-
-@contextmanager
-def save_lock(path: Path) -> Iterator[None]:
-    """One save into the directory `path` at a time (`write_checkpoint`): a second waits for the
-    first's lock. Where the file system has no locks (ENOLCK: an NFS mount without its lock service)
-    the save goes on unguarded, as a training run does there (run_dir warns of it); a folder it may
-    not write fails at the save's first write, with that error."""
-    with ExitStack() as held:
-        try:
-            held.enter_context(file_lock(path / SAVE_LOCK_NAME, busy=lambda: None))  # busy: wait for the other save
-        except OSError:
-            with suppress(OSError):
-                (path / SAVE_LOCK_NAME).unlink()
-        yield
 
 
 def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 try:
@@ -37,7 +37,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     so the next write of `dest` truncates and renames that same file: crashes never pile up
     temps, and a directory holds at most one per file minigpt writes there. The price: two
     processes writing one `dest` at once share the temp and spoil each other's write, so a writer
-    that may have company holds a `file_lock` around it (checkpoint.py's `write_checkpoint` does).
+    that may have company holds a lock around it (`save_lock`, as checkpoint.py's `write_checkpoint`
+    and a tokenizer's save do).
     """
     tmp = temp_path(dest)
     try:
@@ -58,6 +59,25 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 def temp_path(dest: Path) -> Path:
     """The name `atomic_path` writes `dest` under before renaming it: what a killed write leaves."""
     return dest.with_name(dest.name + ".tmp")
+
+
+SAVE_LOCK_NAME = ".minigpt-save.lock"  # in a folder, while a save writes it
+
+
+@contextmanager
+def save_lock(path: Path) -> Iterator[None]:
+    """One save into the directory `path` at a time (checkpoint.py's `write_checkpoint`, a
+    tokenizer's files: every rank of a script may save into one folder): a second waits for the
+    first's lock. Where the file system has no locks (ENOLCK: an NFS mount without its lock service)
+    the save goes on unguarded, as a training run does there (run_dir warns of it); a folder it may
+    not write fails at the save's first write, with that error."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path / SAVE_LOCK_NAME, busy=lambda: None))  # busy: wait for the other save
+        except OSError:
+            with suppress(OSError):
+                (path / SAVE_LOCK_NAME).unlink()
+        yield
 
 
 def fsync_file(path: Path) -> None:

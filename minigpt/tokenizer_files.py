@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from minigpt.config import gpt2_name, shipped_path
-from minigpt.files import atomic_write_text, read_json, read_text, refuse_lfs_pointer
+from minigpt.files import atomic_write_text, read_json, read_text, refuse_lfs_pointer, save_lock
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
@@ -408,11 +408,12 @@ def write_hf(tok: Tokenizer, path: str | os.PathLike) -> None:
     if tok.added_tokens:  # vocab.json alone would make them regular tokens, which BPE never gives
         config["added_tokens_decoder"] = {str(i): {"content": s, "special": False, "normalized": True, "lstrip": False,
                                                    "rstrip": False, "single_word": False} for s, i in tok.added_tokens.items()}
-    atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
-    atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
-    atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
-    for stale in _STALE_FILES:
-        (path / stale).unlink(missing_ok=True)
+    with save_lock(path):  # two saves at once would share each file's temp name (files.atomic_path)
+        atomic_write_text(path / "vocab.json", json.dumps(vocab))  # ASCII-escaped, byte for byte like GPT-2's file
+        atomic_write_text(path / "merges.txt", "#version: 0.2\n" + merges)
+        atomic_write_text(path / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        for stale in _STALE_FILES:
+            (path / stale).unlink(missing_ok=True)
 
 
 def read_tiktoken(file: str | os.PathLike, special_tokens: dict[str, int] | None = None) -> TokenizerParts:

@@ -43,12 +43,12 @@ model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_positions=32, n_embd=16
                       bos_token_id=eos, eos_token_id=eos))
 ids = generate(model, torch.tensor([tokenizer.encode("the cat")]), max_new_tokens=4)
 assert ids.shape == (1, len(tokenizer.encode("the cat")) + 4), ids.shape
-# Windows' byte locks (a save takes one: checkpoint.save_lock), granted at once (tests below check
+# Windows' byte locks (a save takes one: files.save_lock), granted at once (tests below check
 # their use); only for the save: a module named msvcrt makes subprocess, imported later, take Windows'.
 sys.modules["msvcrt"] = SimpleNamespace(LK_UNLCK=0, LK_LOCK=1, LK_NBLCK=2, locking=lambda fd, mode, nbytes: None)
 model.save_pretrained(out)  # atomic writes, without fcntl
-del sys.modules["msvcrt"]
 tokenizer.save_pretrained(out)
+del sys.modules["msvcrt"]
 
 # `minigpt generate` measures peak memory (printed with --stats): Windows' way, with psapi faked.
 import ctypes

@@ -632,3 +632,35 @@ def test_tokenizer_files_saved_with_a_byte_order_mark_load(tok, tmp_path):
         (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (GPT2_DIR / name).read_bytes())
     bom = Tokenizer.from_pretrained(tmp_path)
     assert bom.encode("Hello world") == tok.encode("Hello world") and bom.merges == tok.merges
+
+
+# A child process that saves the shipped GPT-2 tokenizer into argv[1] argv[3] times, once argv[2] exists.
+CONCURRENT_TOKENIZER_SAVER = """
+import os, sys, time
+from minigpt import Tokenizer
+tok = Tokenizer.from_pretrained("gpt2")
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+for _ in range(int(sys.argv[3])):
+    tok.save_pretrained(sys.argv[1])
+"""
+
+
+def test_two_processes_saving_a_tokenizer_into_one_folder_take_turns(tmp_path):
+    """A review: every rank of a script saving its tokenizer into one folder shared atomic_path's
+    temp names, so a save could fail with FileNotFoundError as the other renamed its file away.
+    The save lock (files.save_lock, as a checkpoint's save takes) makes them take turns. (Without it,
+    40 saves each failed 2 of 6 children in three runs: a race, which this test catches often, not always.)"""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_TOKENIZER_SAVER, str(tmp_path / "tok"), str(go), "40"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [c.stdout.readline() for c in children] == ["ready\n", "ready\n"]
+    go.touch()
+    for c in children:
+        assert c.wait(timeout=120) == 0, c.stderr.read()
+    assert Tokenizer.from_pretrained(tmp_path / "tok").encode("Hello world") == [15496, 995]
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["merges.txt", "tokenizer_config.json", "vocab.json"]

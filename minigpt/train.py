@@ -420,7 +420,8 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
 
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
     """The loop: a training step (and every cfg.log_interval a log record), every cfg.eval_interval
-    an evaluation and a checkpoint, until cfg.max_iters, the last one evaluated. A signal stops it
+    an evaluation and a checkpoint (and every cfg.save_interval a checkpoint alone), until
+    cfg.max_iters, the last one evaluated. A signal stops it
     after the step under way (and the evaluation due there, or under way), saved; during the last
     step, the run ends as if none had come."""
     cfg = run.cfg
@@ -436,11 +437,13 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
         metrics = train_and_log(run, progress)
         if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or progress.step == cfg.max_iters:
             metrics.update(evaluate_and_save(run, progress))
+        elif cfg.save_interval and progress.step % cfg.save_interval == 0:
+            save_between_evaluations(run, progress)
         # Asked after the evaluation, so a stop that came during one (a long one, on a big val set)
         # stops here, at the checkpoint it just saved, not after one more step.
         stop = stop_signal.agreed(run.rt)  # every process stops at the same step
         if stop and progress.last_saved != progress.step:
-            save_at_stop(run, progress)
+            save_between_evaluations(run, progress)
         if stop and progress.step < cfg.max_iters:  # a stop during the last step: the run is done, whole
             if run.rt.is_main:
                 run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume")
@@ -522,8 +525,10 @@ def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
     return record
 
 
-def save_at_stop(run: Run, progress: Progress) -> None:
-    """A stop between evaluations: the checkpoint, and the curve up to here, not only to the last evaluation."""
+def save_between_evaluations(run: Run, progress: Progress) -> None:
+    """A checkpoint between evaluations (a stop, or --save-interval), and the curve up to here, not
+    only to the last evaluation. It resumes as exactly as one at an evaluation: the step, the
+    optimizer and the losses since the last log record are the whole state."""
     def write() -> None:
         # A run is known by its log (run_dir.py's `unsaved_run`): one stopped before its first record
         # gets an empty one, so a kill during this first checkpoint leaves a run that --resume restarts.

@@ -76,6 +76,8 @@ class TrainConfig:
     grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
     # eval and logging
     eval_interval: int = flag(200, "evaluate and save a checkpoint every this many steps and at the end (0: only at the end)")
+    save_interval: int = flag(0, "also save a checkpoint, without evaluating, every this many steps (0: only at evaluations): "
+                                 "a crash then loses fewer steps where evaluations are rare or long")
     eval_iters: int = flag(20, "val batches per evaluation")
     log_interval: int = flag(10, "write a log record every this many steps")
     # system
@@ -141,7 +143,7 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "lr", "min_lr"):  # NaN fails no comparison below: it needs its own check
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        for name in ("warmup_iters", "eval_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
+        for name in ("warmup_iters", "eval_interval", "save_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr > self.lr:  # else the "decay" would climb from lr up to min_lr

@@ -2871,3 +2871,38 @@ def test_a_hung_up_terminal_is_a_reader_gone_and_a_full_disk_is_not(monkeypatch)
     assert train_runtime.OutlivesItsReader(Failing(errno.EIO)).write("step 6: val_loss 2.5\n") == 21 and gone == [1]
     with pytest.raises(OSError, match="No space left on device"):
         train_runtime.OutlivesItsReader(Failing(errno.ENOSPC)).write("step 6\n")
+
+
+def test_save_interval_checkpoints_between_evaluations_and_a_crash_resumes_from_one_exactly(tmp_path, monkeypatch):
+    """A crash audit: checkpoints came only with evaluations, so with rare or long ones (a
+    classifier scores its whole val set) a crash lost up to --eval-interval steps. --save-interval
+    saves between them, without evaluating; a run that crashes after one resumes from it and ends
+    bitwise as an unbroken run."""
+    data = make_data(tmp_path / "data")
+    cfg = dict(eval_interval=6, save_interval=4)
+    pretrain(tiny_cfg(data, tmp_path / "straight", **cfg))
+    saved, real_checkpoint = [], train.checkpoint
+    monkeypatch.setattr(train, "checkpoint", lambda run, progress: (saved.append(progress.step), real_checkpoint(run, progress)))
+    calls, real_sample = {"n": 0}, sample_batch
+
+    def crash_in_step_10(tokens, *args):  # (2 micro-batches a step: call 19 is step 10's first)
+        if len(tokens) > 1000:
+            calls["n"] += 1
+            if calls["n"] == 19:
+                raise MemoryError("a crash")
+        return real_sample(tokens, *args)
+
+    monkeypatch.setattr("minigpt.pretrain.sample_batch", crash_in_step_10)
+    with pytest.raises(MemoryError):
+        pretrain(tiny_cfg(data, tmp_path / "crashed", **cfg))
+    assert saved == [4, 6, 8] and final_state(tmp_path / "crashed")["step"] == 8  # 4 and 8 without an evaluation
+    monkeypatch.undo()
+    pretrain(tiny_cfg(data, tmp_path / "crashed", resume=True, **cfg))
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "crashed")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+    def records(run: str) -> list:
+        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
+    assert records("straight") == records("crashed")
+    with pytest.raises(ValueError, match="save_interval must be >= 0, got -1"):
+        tiny_cfg(data, tmp_path / "x", save_interval=-1)

@@ -68,18 +68,21 @@ def gpt2_name(path: str | os.PathLike) -> str | None:
     return name if name in GPT2_SIZES and not Path(path).exists() else None
 
 
-def shipped_path(path: str | os.PathLike) -> str | os.PathLike:
+def shipped_path(path: str | os.PathLike, hub: bool = True) -> str | os.PathLike:
     """`path`, or where the checkpoint it names lies when no such path exists here: the shipped
     checkpoint it names as README does ("checkpoints/shakespeare", "checkpoints/gpt2"; an installed
     minigpt, run outside the repository, keeps its checkpoints/ inside the package: `CHECKPOINTS`),
-    else the Hugging Face cache's copy of the Hub model it names ("sshleifer/tiny-gpt2",
-    "distilgpt2"), as transformers finds it offline (download.find_hub_model: read, never
-    fetched). A GPT-2 size stays a name: download.find_gpt2 looks in checkpoints/NAME first."""
+    else (with `hub`: a path that names a model or tokenizer, not data) the Hugging Face cache's
+    copy of the Hub model it names ("sshleifer/tiny-gpt2", "distilgpt2"), as transformers finds it
+    offline (download.find_hub_model: read, never fetched). A GPT-2 size stays a name:
+    download.find_gpt2 looks in checkpoints/NAME first."""
     if Path(path).exists() or gpt2_name(path):
         return path
     parts = Path(path).parts
     if len(parts) > 1 and parts[0] == "checkpoints" and (inside := CHECKPOINTS.joinpath(*parts[1:])).exists():
         return inside
+    if not hub:
+        return path
     from minigpt.download import find_hub_model  # (here: minigpt.download imports this module)
 
     return find_hub_model(path) or path

@@ -236,8 +236,7 @@ def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -
     does: `PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), path)` or
     `load_adapters(GPT.from_pretrained(base), path)` gives the adapted model back. `base` (the
     pretrained model's name or folder) is recorded as PEFT's `base_model_name_or_path`."""
-    from safetensors.torch import save_file
-
+    from minigpt.checkpoint import stream_safetensors
     from minigpt.model import GPT
 
     if not isinstance(model, GPT):  # a classifier's head trains whole: the adapters alone are not the model
@@ -250,16 +249,16 @@ def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -
     if len(settings) > 1:  # one rank, alpha and dropout for all, as inject_lora makes them
         raise ValueError(f"adapters with different rank, alpha or dropout {sorted(settings)} cannot be saved in one file")
     (rank, alpha, dropout), = settings
-    tensors = {f"{PEFT_PREFIX}{name}.{ab}.weight": getattr(m, ab).detach().to("cpu").contiguous()
-               for name, m in layers.items() for ab in ("lora_A", "lora_B")}
+    tensors = {f"{PEFT_PREFIX}{name}.{ab}.weight": getattr(m, ab) for name, m in layers.items() for ab in ("lora_A", "lora_B")}
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
               "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": list(layers),
               "fan_in_fan_out": True,  # transformers' GPT-2 keeps W as (in, out) (Conv1D); minigpt's Linear as (out, in)
               "bias": "none", "inference_mode": True}
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path / ADAPTER_WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    # As a checkpoint's weights are written (a failed write is the OSError it is: a full disk, say).
+    with atomic_path(path / ADAPTER_WEIGHTS) as tmp, open(tmp, "wb") as f:
+        stream_safetensors(tensors, f)
     atomic_write_text(path / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
 
 

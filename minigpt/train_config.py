@@ -124,7 +124,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in self.PATH_FIELDS:
-            path = getattr(self, name) and shipped_path(getattr(self, name))  # (README's checkpoints/..., installed)
+            # (README's checkpoints/..., installed; a Hub model's id for a model or tokenizer, never for data:
+            # a mistyped --data would be taken for a model of that name in the Hugging Face cache)
+            path = getattr(self, name) and shipped_path(getattr(self, name), hub=name in ("init", "tokenizer"))
             if path and os.path.exists(path):
                 setattr(self, name, os.path.abspath(path))
         # Counts are ints (as GPTConfig's sizes): batch_size=4.0 would fail in torch.randint with an
@@ -200,9 +202,12 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
         default = default if defaults else argparse.SUPPRESS
         if kind is bool:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif f.metadata.get("nargs"):  # several values (finetune's --data a.txt b.txt), a repeated flag's too
+            # "extend": --data a.txt --data b.txt is both files, not the last alone (argparse's "store").
+            parser.add_argument(option, type=kind, nargs=f.metadata["nargs"], action="extend", help=help_,
+                                default=[] if defaults else argparse.SUPPRESS)
         else:
-            # nargs from the field's metadata: finetune's --data takes several text files.
-            parser.add_argument(option, type=kind, default=default, help=help_, nargs=f.metadata.get("nargs"))
+            parser.add_argument(option, type=kind, default=default, help=help_)
 
 
 def parse_config(cls: type, argv: list[str] | None, prog: str, description: str):

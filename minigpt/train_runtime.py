@@ -375,11 +375,13 @@ def what_stands(error: Exception) -> str:
     """After a save that failed for want of room (`MAKE_ROOM`), the checkpoint that stands in the
     run's OUT_DIR, as a clause to add to the error; "" for any other error, or when no checkpoint
     was saved. OUT_DIR is where the failed write was: the error names the file, or its folder
-    (OUT_DIR, or best.new/ in it: minigpt/files.py's `atomic_path`, run_dir.py's `save_best`)."""
+    (OUT_DIR, or best.new/ in it: minigpt/files.py's `atomic_path`, run_dir.py's `save_best`; or
+    the adapter/ folder in either, a LoRA run's)."""
     if not isinstance(error, OSError) or error.errno not in MAKE_ROOM or not isinstance(error.filename, (str, bytes)):
         return ""
     out = Path(os.fsdecode(error.filename))
     out = out if out.is_dir() else out.parent
+    out = out.parent if out.name == "adapter" else out  # (a LoRA run's adapters, minigpt/lora.py's ADAPTER_DIR)
     out = out.parent if out.name in ("best", "best.new") else out
     step = saved_step(out)
     if step is None:

@@ -903,3 +903,15 @@ def test_a_missing_path_is_said_not_to_exist_on_a_machine_without_a_home_directo
     monkeypatch.setattr(Path, "home", no_home)
     with pytest.raises(FileNotFoundError, match="checkpoint directory out/run1 does not exist"):
         GPT.from_pretrained("out/run1")
+
+
+def test_a_missing_data_path_is_never_taken_for_a_hub_model_in_the_cache(by_name):
+    """A review: every missing config path was looked up in the Hugging Face cache, so a mistyped
+    --data data/mine, with a Hub repo "data/mine" cached, became that model's snapshot and failed
+    as "no meta.json in .../snapshots/...". Only a model's or a tokenizer's path (--init,
+    --tokenizer) is a Hub id; data paths stay as typed, for their own "does not exist"."""
+    from minigpt.train_config import TrainConfig
+
+    snapshot = hf_cache_entry(by_name / "hf", "models--data--mine", GPT(GPTConfig(n_positions=32, n_embd=16, n_layer=1, n_head=2)))
+    cfg = TrainConfig(data="data/mine", init="data/mine", out=str(by_name / "out"))
+    assert cfg.data == "data/mine" and cfg.init == str(snapshot)

@@ -1304,3 +1304,33 @@ def test_an_init_saved_without_its_tokenizer_says_to_pass_tokenizer(base, tmp_pa
     assert f"{bare} holds neither vocab.json + merges.txt nor tokenizer.json: for a model saved without its tokenizer, " \
            "pass --tokenizer DIR with the model's own (GPT-2's, shipped: --tokenizer gpt2)" in capsys.readouterr().err
     assert _run(base, tmp_path / "o", *args, "--tokenizer", str(base / "base")) == 0
+
+
+def test_a_failed_adapter_save_names_the_checkpoint_that_stands(base, tmp_path):
+    """A review: a LoRA run's adapters are written in OUT/adapter and best.new/adapter, which
+    `what_stands` did not take back to OUT_DIR, so a full disk there said nothing of what stands."""
+    import errno
+
+    from minigpt.train_runtime import what_stands
+
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--strategy", "lora", "--max-iters", "2") == 0
+    for folder in (out / "adapter", out / "best.new" / "adapter"):
+        said = what_stands(OSError(errno.ENOSPC, "No space left on device", str(folder)))
+        assert said == f"; the last checkpoint written whole, step 2 in {out}, stands: free space, then continue from it with --resume"
+
+
+def test_a_repeated_data_flag_adds_its_files(tmp_path):
+    """A review: argparse keeps the last of a repeated flag, so `--data a.txt --data b.txt`
+    trained on b.txt alone, silently. Each --data adds its files, as `--data a.txt b.txt` does;
+    without --data the run still says it is required."""
+    from minigpt.finetune import finetune
+    from minigpt.train_config import parse_config
+
+    def data(*argv):
+        return parse_config(FinetuneConfig, ["--init", "gpt2", "--out", str(tmp_path / "o"), *argv], "finetune", "").data
+
+    assert data("--data", "a.txt", "--data", "b.txt") == data("--data", "a.txt", "b.txt") == ("a.txt", "b.txt")
+    assert data("--data", "a.txt") == "a.txt" and data() == ()
+    with pytest.raises(ValueError, match="--data is required"):
+        finetune(FinetuneConfig(init="gpt2", out=str(tmp_path / "o"), data=data()))

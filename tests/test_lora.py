@@ -407,3 +407,25 @@ def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"not a model checkpoint \(it holds LoRA adapters alone: load its base model, "
                                                 r"then minigpt\.lora\.load_adapters"):
         GPT.from_pretrained(tmp_path / "a")  # an adapter folder taken for a model
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="a file size limit (ulimit -f) is POSIX's")
+def test_adapters_over_the_file_size_limit_fail_as_the_oserror_they_are(tmp_path):
+    """A review: save_adapters wrote with safetensors' save_file, whose failed write (a full disk,
+    a file over `ulimit -f`) is a SafetensorError, which `minigpt finetune` does not report as a
+    failed save (it printed a traceback, and not which checkpoint stands). It now writes as a
+    checkpoint's weights are written: the system's OSError, and nothing left behind."""
+    import errno
+    import resource
+
+    from minigpt.lora import save_adapters
+
+    model = _adapted()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # (Python ignores SIGXFSZ: a write fails with EFBIG)
+    try:
+        with pytest.raises(OSError) as failed:
+            save_adapters(model, tmp_path / "adapter")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert failed.value.errno == errno.EFBIG and list((tmp_path / "adapter").iterdir()) == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,11 +101,19 @@ def interrupted_save(path: Path) -> str:
     if not (config_tmp.is_file() and new_weights.is_file()
             and config_tmp.stat().st_mtime_ns >= new_weights.stat().st_mtime_ns):
         return "a save that was interrupted before its last step (save the model again), or a copy without it"
-    finish = f"mv {config_tmp} {path / 'config.json'}"
-    if new_weights == weights_tmp:
-        finish = f"mv {weights_tmp} {weights} && {finish}"
+    renames = [(config_tmp, path / "config.json")]
+    if new_weights == weights_tmp:  # the weights' rename first, as `write_checkpoint` makes them
+        renames.insert(0, (weights_tmp, weights))
     return (f"a save was killed before its last step, after writing the new files in full; {config_tmp.name} is the "
-            f"config of {new_weights.name}: rename to finish that save ({finish})")
+            f"config of {new_weights.name}: rename to finish that save ({rename_command(renames)})")
+
+
+def rename_command(renames: list[tuple[Path, Path]]) -> str:
+    """The shell command that makes each (source, target) rename in turn, its paths quoted (a
+    folder name may hold a space); on Windows, which has no `mv`, the renames said in words."""
+    if os.name == "nt":
+        return "; then ".join(f'rename "{source}" to "{target}"' for source, target in renames)
+    return " && ".join(f"mv {shlex.quote(str(source))} {shlex.quote(str(target))}" for source, target in renames)
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -91,7 +91,13 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         file = KeepsWriteError(f)
         try:
             torch.save(state, file)
-        except RuntimeError as e:  # torch's zip writer fails any write as "[enforce fail ...] unexpected pos ..."
+            file.flush()  # the bytes torch.save left buffered, written here, where their failure is caught
+        # torch's zip writer fails any write as "[enforce fail ...] unexpected pos ..."; the flush, as an OSError
+        except (RuntimeError, OSError) as e:
+            # Closed now, its own error ignored: else the `with` closes it after our raise, flushing
+            # the bytes still buffered, which fails again, and that error (naming no file) replaces ours.
+            with suppress(OSError):
+                f.close()
             if file.error is not None:  # what it was: ENOSPC (the disk full), EFBIG (over `ulimit -f`), ...
                 raise OSError(file.error.errno, file.error.strerror or str(file.error), str(out / STATE_FILE)) from e
             if "unexpected pos" not in str(e) and "PytorchStreamWriter" not in str(e):
@@ -115,7 +121,11 @@ class KeepsWriteError:
             raise
 
     def flush(self) -> None:
-        self.file.flush()
+        try:
+            self.file.flush()
+        except OSError as e:  # (a write of the bytes buffered so far)
+            self.error = self.error or e
+            raise
 
 
 def saved_step(out: Path) -> int | None:
@@ -210,14 +220,14 @@ def check_resumable(out: Path) -> None:
 
 
 # ---- a run that never saved a checkpoint ---------------------------------------------------------
-# The first checkpoint comes at step --eval-interval (train's default 200, finetune's 100), or at a
-# stop (Ctrl-C, SIGTERM). A run killed before it is
-# whole leaves its log.jsonl (finetune --task lm: also data/, its tokens), perhaps the part of
-# that checkpoint it had written (best/, config.json, model.safetensors), and nothing to resume
-# from: no training_state.pt, so no optimizer state, not even its settings. `--resume` there
-# starts it again from step 0, with the log set aside, never mixed with the new run's; without
-# --resume it is refused (the run may still be going, before its first checkpoint), with the
-# command that restarts it.
+# The first checkpoint comes at step --eval-interval (train's default 200, finetune's 100), at step
+# --save-interval when that is set and comes first, or at a stop (Ctrl-C, SIGTERM). A run killed
+# before it is whole leaves its log.jsonl (finetune --task lm: also data/, its tokens), perhaps
+# the part of that checkpoint it had written (best/, config.json, model.safetensors), and nothing
+# to resume from: no training_state.pt, so no optimizer state, not even its settings. `--resume`
+# there starts it again from step 0, with the log set aside, never mixed with the new run's;
+# without --resume it is refused (the run may still be going, before its first checkpoint), with
+# the command that restarts it.
 
 # A tokenizer's files in a folder: those a checkpoint writes beside its weights, and a tokenizer.json (read first).
 TOKENIZER_WRITTEN = (*TOKENIZER_FILES, "tokenizer_config.json")
@@ -233,13 +243,13 @@ def unsaved_run(out: Path, command: str) -> list[str]:
     is all it holds of a run; [] when it holds a checkpoint, or nothing of a run.
 
     At an evaluation a checkpoint is written in this order: best/, the evaluation's log record,
-    config.json + model.safetensors, training_state.pt, loss.png; at a stop (Ctrl-C, SIGTERM)
-    without one, the same less best/ and the record. A run killed at any point before its first
-    training_state.pt leaves neither it nor a loss.png, a log that records nothing past that
-    first evaluation, and config.json + model.safetensors only after best/, or with no evaluation
-    logged. A run that got further is told apart by them, even when its training_state.pt was
-    deleted (to save space, say), and so is a model with the log of the run that made it: a model
-    is never started over. A run is known by its log, a log set aside by an earlier restart, best/
+    config.json + model.safetensors, training_state.pt, loss.png; at a stop (Ctrl-C, SIGTERM) or
+    at --save-interval without one, the same less best/ and the record. A run killed at any point
+    before its first training_state.pt leaves neither it nor a loss.png, a log that records nothing
+    past that first evaluation, and config.json + model.safetensors only after best/, or with no
+    evaluation logged. A run that got further is told apart by them, even when its
+    training_state.pt was deleted (to save space, say), and so is a model with the log of the run
+    that made it: a model is never started over. A run is known by its log, a log set aside by an earlier restart, best/
     or training_state.pt.tmp: config.json + model.safetensors alone are a model (a download, say).
     `command` (train or finetune) decides whether a data/ (the lm task's tokens) is a run's too."""
     if (out / STATE_FILE).exists() or (out / PLOT_FILE).exists():
@@ -273,7 +283,7 @@ def unsaved_story(out: Path, traces: list[str]) -> str:
     left = [name for name in CHECKPOINT_FILES if name in traces]
     when = f"while saving its first one (it left {', '.join(left)}, but not " if left else "before saving its first one ("
     return (f"{out} holds no checkpoint: its run {logged}stopped {when}{STATE_FILE}, saved every --eval-interval "
-            "steps), so there is nothing to resume")
+            "(or --save-interval) steps), so there is nothing to resume")
 
 
 def holds_run(out: Path, command: str) -> bool:

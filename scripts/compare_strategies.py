@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to every `minigpt finetune` run; a strategy's own options (--lora-rank, --n-trainable-blocks, ...) only to its run.")
     parser.add_argument("--init", required=True, help="base model directory (HF layout, with tokenizer files)")
     parser.add_argument("--task", choices=("lm", "classify"), required=True)
-    parser.add_argument("--data", required=True, help="text file (lm), or TSV file / directory (classify)")
+    parser.add_argument("--data", required=True, help="lm: a text file, or a DATA_DIR `minigpt prepare` wrote with the "
+                        "--init model's tokenizer (from several text files, say); classify: a TSV file or a directory")
     parser.add_argument("--out", required=True, help="one sub-directory per strategy, plus compare.md and compare.png")
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
     parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")

@@ -248,7 +248,7 @@ def test_a_stop_during_an_evaluation_stops_right_after_it(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, signum):
+def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, capfd, signum):
     data = make_data(tmp_path / "data")
     pretrain(tiny_cfg(data, tmp_path / "straight"))
     handlers_before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -260,6 +260,9 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, sign
         pretrain(tiny_cfg(data, tmp_path / "resumed"))
     assert stopped.value.signum == signum  # `minigpt train` exits with 128 + it: 130 for Ctrl-C, 143 for SIGTERM
     assert final_state(tmp_path / "resumed")["step"] == 5
+    # The signal's message knows the loop's progress (a review: nothing checked that the loop hands
+    # it over): before the first checkpoint (step 6), nothing stands.
+    assert "to stop at once: nothing is saved yet)" in capfd.readouterr().err
     assert (tmp_path / "resumed" / "loss.png").exists()  # drawn at the stop too: the first evaluation (step 6) never came
     # The loop's handlers are gone again: whatever was installed before (SIG_IGN, for one, when
     # the suite runs as a background job) is back.
@@ -853,7 +856,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_p
     assert train_main([*flags, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert (f"{out} holds no checkpoint: its run logged up to step 14 and stopped before saving its first one "
-            "(training_state.pt, saved every --eval-interval steps), so there is nothing to resume") in err
+            "(training_state.pt, saved every --eval-interval (or --save-interval) steps), so there is nothing to "
+            "resume") in err
     assert "give the same command with --resume (its log is then kept as log.lost.jsonl)" in err
     assert train_main(["--out", str(out), "--resume"]) == 2
     assert "its settings were not saved either: to start it again from step 0 (its log set aside), give the flags " \
@@ -920,7 +924,8 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     assert train_main([*flags, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert (f"{out} holds no checkpoint: its run logged up to step 4 and stopped while saving its first one (it left "
-            "best/, config.json, model.safetensors, but not training_state.pt, saved every --eval-interval steps)") in err
+            "best/, config.json, model.safetensors, but not training_state.pt, saved every --eval-interval (or "
+            "--save-interval) steps)") in err
     assert "give the same command with --resume" in err and sorted(os.listdir(out)) == left
     assert train_main([*flags, "--out", str(out), "--resume"]) == 0
     assert ("; its log is kept as log.lost.jsonl; what it had saved of its first checkpoint (best/, config.json, "
@@ -2774,22 +2779,37 @@ def test_a_bare_resume_where_nothing_was_saved_says_what_to_run(tmp_path, capsys
 def test_a_training_state_over_the_file_size_limit_says_so_not_disk_full(tmp_path):
     """A crash audit: a training state over `ulimit -f` (EFBIG) was reported as torch's "unexpected
     pos" and the guess "is the disk full?". The state is now written through a file of ours,
-    whose failed write keeps the system's own error, and that is the one said."""
+    whose failed write keeps the system's own error, and that is the one said.
+
+    A review then found a real run's error naming its folder, not training_state.pt: closing the
+    file flushed the bytes still buffered, failed again, and that error (no filename) replaced
+    ours; or torch.save wrote its last bytes into the buffer only, and the close alone failed. So
+    a GPT's state (many tensors, where one Linear's passed by luck), cut at several sizes."""
     import resource
 
-    model = torch.nn.Linear(64, 64)
+    model = GPT(GPTConfig(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=2, n_head=2))
     optimizer = torch.optim.AdamW(model.parameters())
     cfg = tiny_cfg(tmp_path, tmp_path)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # (Python ignores SIGXFSZ: a write fails with EFBIG)
-    try:
-        with pytest.raises(OSError) as failed:
-            minigpt.run_dir.save_checkpoint(tmp_path, model, lambda m, d: None, optimizer,
-                                            torch.amp.GradScaler("cpu", enabled=False), 1, math.inf, cfg)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert failed.value.errno == errno.EFBIG and failed.value.filename == str(tmp_path / STATE_FILE)
-    assert "disk full" not in str(failed.value) and not (tmp_path / STATE_FILE).exists()
+
+    def save(out: Path) -> None:
+        minigpt.run_dir.save_checkpoint(out, model, lambda m, d: None, optimizer,
+                                        torch.amp.GradScaler("cpu", enabled=False), 1, math.inf, cfg)
+
+    save(tmp_path)
+    size = (tmp_path / STATE_FILE).stat().st_size
+    # (the last: within a buffer's 8 KiB of the end, torch.save returns and only the flush fails)
+    for limit in (4096, size // 3, size // 2, size - 1000, size - 3000):
+        out = tmp_path / f"limit{limit}"
+        out.mkdir()
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # (Python ignores SIGXFSZ: a write fails with EFBIG)
+        try:
+            with pytest.raises(OSError) as failed:
+                save(out)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert failed.value.errno == errno.EFBIG and failed.value.filename == str(out / STATE_FILE), limit
+        assert "disk full" not in str(failed.value) and not (out / STATE_FILE).exists()
 
 
 @pytest.mark.parametrize("error", ["torch's", "ENOSPC"])
@@ -2830,14 +2850,17 @@ def test_sigusr1_stops_the_run_saved_and_an_ignored_sighup_stays_ignored(tmp_pat
     """A crash audit: only SIGINT and SIGTERM stopped a run gracefully; SIGUSR1 (Slurm's warning
     before its time limit, `sbatch --signal=USR1@T`) and SIGHUP (an ssh session dropped) killed
     it at once, unsaved. Both now stop it as SIGTERM does: saved after the step under way, said,
-    exit 128 + the signal (138). A SIGHUP ignored (`nohup`) is left ignored."""
+    exit 128 + the signal (138). A SIGHUP ignored (`nohup`) is left ignored. The message names the
+    checkpoint that stands, step 4 (--save-interval's): a review found nothing checked it."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     _interrupt_at_batch(monkeypatch, 9, signal.SIGUSR1)  # during step 5 (grad_accum 2)
-    cfg = {k: v for k, v in vars(tiny_cfg(data, out)).items() if v is not None and v is not False}
+    cfg = {k: v for k, v in vars(tiny_cfg(data, out, save_interval=4)).items() if v is not None and v is not False}
     assert train_main([f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]) == 128 + signal.SIGUSR1
     assert final_state(out)["step"] == 5
     said = capfd.readouterr()
-    assert "\nSIGUSR1: the run stops after the step under way" in said.err and "interrupted: saved step 5" in said.out
+    assert ("\nSIGUSR1: the run stops after the step under way, once it is saved (send SIGUSR1 again to stop at "
+            "once: the last checkpoint written whole, step 4, stands)") in said.err, said.err
+    assert "interrupted: saved step 5" in said.out
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         with train_runtime.StopSignal():

@@ -290,8 +290,8 @@ def reader_may_leave() -> Iterator[None]:
 ERRORS_SAID = "minigpt/errors_said/"
 
 
-def say_error(prog: str, text: str) -> None:
-    """Print an error (`text`) on stderr once, however many processes meet it.
+def say_error(prog: str, text: str) -> bool:
+    """Print an error (`text`) on stderr once, however many processes meet it; whether this process said it.
 
     Before the processes have joined (a flag, a missing file), they all met the same error, and
     the machine's first process (LOCAL_RANK 0) alone says it. After, an error may be one
@@ -302,9 +302,13 @@ def say_error(prog: str, text: str) -> None:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         if first_on_its_machine():
             print(f"{prog}: {text}", file=sys.stderr)
-    elif first_to_say(text):
+            return True
+        return False
+    if first_to_say(text):
         # On a line of its own: rank 0's progress bar may be mid-line on the same terminal.
         print(f"\n{prog} (rank {dist.get_rank()}): {text}", file=sys.stderr)
+        return True
+    return False
 
 
 def first_on_its_machine() -> bool:
@@ -418,7 +422,11 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         say_error(prog, str(e))
         code = 1
     except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
-        say_error(prog, f"error: {e}{what_stands(e)}")
+        if not say_error(prog, f"error: {e}{what_stands(e)}") and not dist.is_initialized():
+            # Met by every process before they joined, and said by the machine's first alone: the
+            # others wait a moment, or torchrun, which ends the rest as soon as one ends, could end
+            # the one saying it before it has (a race its tests lost now and then).
+            time.sleep(PEER_EXIT_GRACE_S)
         code = 2
     except PeerFailed:  # rank 0 printed why
         code, consequence = 2, True

@@ -2929,3 +2929,23 @@ def test_save_interval_checkpoints_between_evaluations_and_a_crash_resumes_from_
     assert records("straight") == records("crashed")
     with pytest.raises(ValueError, match="save_interval must be >= 0, got -1"):
         tiny_cfg(data, tmp_path / "x", save_interval=-1)
+
+
+def test_a_process_that_leaves_an_error_before_joining_to_another_waits_for_it(monkeypatch, capsys):
+    """CI: an error every torchrun process meets before they join (a missing --data) is said by the
+    machine's first process alone. The others returned at once, and torchrun, which ends the rest
+    when one ends, now and then ended the first before it had said it: no error line at all. The
+    quiet ones now wait PEER_EXIT_GRACE_S first; the one that says it does not wait."""
+    slept = []
+    monkeypatch.setattr(train_runtime.time, "sleep", slept.append)
+
+    def fails():
+        raise FileNotFoundError("--data none.txt does not exist")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank), monkeypatch.setenv("LOCAL_RANK", rank)
+        slept.clear()
+        assert train_runtime.run_command("minigpt finetune", fails) == 2
+        assert ("error: --data none.txt does not exist" in capsys.readouterr().err) == said
+        assert slept == ([] if said else [train_runtime.PEER_EXIT_GRACE_S])

@@ -187,16 +187,9 @@ def check_file(path: str, what: str) -> None:
 
 def load_tokenizer(args, config):
     """The tokenizer of --tokenizer, else the model directory's, checked to be the model's."""
-    from minigpt.tokenizer import Tokenizer
+    from minigpt.tokenizer import model_tokenizer
 
-    try:
-        tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
-    except FileNotFoundError as e:
-        if args.tokenizer is not None:
-            raise
-        # `model.save_pretrained(dir)` writes the weights and config.json only, as generate says too.
-        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
-                                "shipped: --tokenizer gpt2)") from None
+    tok = model_tokenizer(args.model, args.tokenizer)
     check_tokenizer_fits(config, tok, args.model, args.tokenizer or args.model)  # a meaningless score
     return tok
 

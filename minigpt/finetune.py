@@ -63,7 +63,7 @@ from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
-from minigpt.tokenizer import GPT2_DIR, Tokenizer
+from minigpt.tokenizer import Tokenizer, model_tokenizer
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import as_flag, parse_config
 from minigpt.train_runtime import Runtime, on_rank_0, run_command, setup_runtime
@@ -381,20 +381,6 @@ def check_prepared_tokenizer(cfg: FinetuneConfig, data_dir: Path) -> None:
                          f"the data's tokenizer ({data_dir / 'tokenizer'})", f"Prepare the text with the model's own: {remedy}")
 
 
-def load_tokenizer(cfg: FinetuneConfig) -> Tokenizer:
-    """--tokenizer's, else the tokenizer files in --init."""
-    try:
-        return Tokenizer.from_pretrained(cfg.tokenizer or cfg.init)
-    except FileNotFoundError as e:
-        if cfg.tokenizer:
-            raise
-        # `save_pretrained(dir)` (minigpt's or transformers') writes the weights and config.json only,
-        # as generate and eval say too. "gpt2" names the shipped one only where no ./gpt2 exists.
-        shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR
-        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR with the model's "
-                                f"own (GPT-2's, shipped: --tokenizer {shipped})") from None
-
-
 def best_evaluations(records: list[dict]) -> dict:
     """The best val loss, and for classify the best val accuracy, over a run's evaluations (the
     log.jsonl records that hold a val_loss), each with the step it came from; the earliest on a tie.
@@ -444,7 +430,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # Join the process group (train_loop's own call finds it joined) before any data is read: in
         # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
         rt = setup_runtime(cfg)
-        tokenizer = load_tokenizer(cfg)
+        tokenizer = model_tokenizer(cfg.init, cfg.tokenizer)
         # A resumed run's weights learned the ids of the tokenizer saved in OUT_DIR, a new run's
         # those of --init's own: another of the same size (--tokenizer) would pair them with other
         # ids, which no data check sees (the classify fingerprint hashes the texts).

@@ -392,24 +392,15 @@ def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, 
     other. The model first: a wrong --model (or a classifier) is reported as the model's, not as a
     missing tokenizer. A config whose EOS the model has no row for gets the tokenizer's, with a
     warning on stderr that names the file to fix (`ids_file`: generation_config.json where there is one)."""
-    from minigpt.config import gpt2_name, ids_file, shipped_path
+    from minigpt.config import ids_file, shipped_path
     from minigpt.evaluate import check_tokenizer_fits
     from minigpt.model import GPT
-    from minigpt.tokenizer import GPT2_DIR, Tokenizer
+    from minigpt.tokenizer import model_tokenizer
 
     model_dir = Path(args.model)
     model = GPT.from_pretrained(model_dir, dtype=args.dtype, device=args.device).eval()
     tokenizer_dir = args.tokenizer or model_dir
-    try:
-        tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-    except FileNotFoundError as e:
-        if args.tokenizer is not None:
-            raise
-        # `model.save_pretrained(dir)` writes the weights and config.json only: the tokenizer is elsewhere.
-        # "gpt2" names the shipped one only where no ./gpt2 exists (as --model gpt2 may be): else its path.
-        shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR
-        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
-                                f"shipped: --tokenizer {shipped})") from None
+    tokenizer = model_tokenizer(model_dir, args.tokenizer)
     cfg = model.config
     check_tokenizer_fits(cfg, tokenizer, model_dir, tokenizer_dir)  # e.g. files copied in from another model
     stale = ", ".join(str(t) for t in cfg.eos_ids if not 0 <= t < cfg.vocab_size)  # of a list, the ids that are no row

@@ -46,7 +46,7 @@ from typing import Literal
 import regex
 
 from minigpt.checks import as_count
-from minigpt.config import CHECKPOINTS
+from minigpt.config import CHECKPOINTS, gpt2_name
 from minigpt.pretokenize import (CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token, token_to_str,
                                  without_surrogates)
 
@@ -699,3 +699,18 @@ class Tokenizer:
         from minigpt.bpe_train import train_tokenizer
 
         return cls(*train_tokenizer(text_or_files, vocab_size, special_tokens, progress=progress))
+
+
+def model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> Tokenizer:
+    """The tokenizer of `tokenizer_dir` (a command's --tokenizer), else the one saved beside the
+    model in `model_dir`. `save_pretrained(dir)` (minigpt's or transformers') writes the weights and
+    config.json only, so a model saved alone is told to pass --tokenizer: generate, eval and
+    finetune say it alike."""
+    if tokenizer_dir:
+        return Tokenizer.from_pretrained(tokenizer_dir)
+    try:
+        return Tokenizer.from_pretrained(model_dir)
+    except FileNotFoundError as e:
+        shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR  # "gpt2" names the shipped one only where no ./gpt2 exists
+        raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "
+                                f"shipped: --tokenizer {shipped})") from None

@@ -30,6 +30,7 @@ That is the way to measure a test set: given to fine-tuning as --val-data, it wo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -194,8 +195,9 @@ def load_tokenizer(args, config):
     return tok
 
 
-def language_model_report(args) -> str:
-    """`minigpt eval LM FILE`: the sliding-window perplexity of a text, as one line."""
+def language_model_report(args) -> tuple[str, dict]:
+    """`minigpt eval LM FILE`: the sliding-window perplexity of a text, as one line, and as the
+    record `--json` prints."""
     from minigpt.cli import flag_words
     from minigpt.data import encode_text
     from minigpt.files import STDIN, read_text_or_stdin
@@ -222,12 +224,16 @@ def language_model_report(args) -> str:
         result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
     if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
         raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
-    return (f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
+    text = (f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
             f"({result['tokens']:,} tokens scored)")
+    # JSON has no infinity: a perplexity past exp's range (a diverged model) is null there; nll stays.
+    return text, {"model": args.model, "file": args.file, "perplexity": result["ppl"] if math.isfinite(result["ppl"]) else None,
+                  "nll": result["nll"], "bits_per_byte": result["bpb"], "tokens": result["tokens"]}
 
 
-def classifier_report(args) -> str:
-    """`minigpt eval CLASSIFIER FILE.tsv`: accuracy and loss over the file, then one line per class."""
+def classifier_report(args) -> tuple[str, dict]:
+    """`minigpt eval CLASSIFIER FILE.tsv`: accuracy and loss over the file, then one line per class;
+    and the record `--json` prints, with every class (`examples` 0 for one the file lacks)."""
     from minigpt.classifier import GPTClassifier
     from minigpt.classify_data import MissingTab, batch_pad_id, check_labels, encode_examples, label_ids, read_tsv
     from minigpt.files import STDIN
@@ -277,7 +283,14 @@ def classifier_report(args) -> str:
                              if count and other != label)
         lines.append(f"  class {label} ({model.id2label[label]}): accuracy {c['accuracy']:.4f}  loss {c['loss']:.4f}  "
                      f"({c['right']:,} of {c['examples']:,} right" + (f"; taken for {mistaken})" if mistaken else ")"))
-    return "\n".join(lines)
+    classes = [{"id": label, "label": model.id2label[label], "examples": 0, "right": 0, "accuracy": None, "loss": None,
+                "predicted": {}} for label in range(model.num_labels)]
+    for label, c in result["classes"].items():  # "predicted": the count taken for each class, by its name
+        classes[label].update({k: c[k] for k in ("examples", "right", "accuracy", "loss")},
+                              predicted={model.id2label[i]: n for i, n in enumerate(c["predicted"]) if n})
+    return "\n".join(lines), {"model": args.model, "file": args.file, "accuracy": result["accuracy"],
+                              "loss": result["loss"], "right": result["right"], "examples": result["examples"],
+                              "classes": classes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,14 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")
+    parser.add_argument("--json", action="store_true", help="print the scores as one JSON object instead of text")
     args = parser.parse_args(argv)
     try:
-        report = classifier_report(args) if is_classifier_checkpoint(args.model) else language_model_report(args)
+        report, record = classifier_report(args) if is_classifier_checkpoint(args.model) else language_model_report(args)
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C on a long text: one line, as the other commands end, not a traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT
-    print(report)
+    print(json.dumps(record, ensure_ascii=False) if args.json else report)
     return 0

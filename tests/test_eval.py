@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -317,6 +318,28 @@ def test_a_mean_loss_past_exps_range_scores_an_infinite_perplexity(model_dir, tm
     out = capsys.readouterr().out
     nll = float(out.split("nll ")[1].split()[0])
     assert out.startswith("perplexity inf  nll ") and 709 < nll < math.inf, out
+    assert main([str(tmp_path / "diverged"), str(tmp_path / "t.txt"), "--device", "cpu", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)  # strict JSON (no Infinity): the perplexity is null, nll the same
+    assert record["perplexity"] is None and f"{record['nll']:.4f}" == f"{nll:.4f}"
+
+
+def test_json_gives_a_language_models_scores_as_the_text_does(model_dir, tmp_path, capsys):
+    """An item carried for sessions: scripts had to parse eval's text line. --json prints one object
+    with the same figures, at full precision."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    args = [str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu", "--stride", "8"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert main([*args, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    record = json.loads(out)
+    assert set(record) == {"model", "file", "perplexity", "nll", "bits_per_byte", "tokens"}
+    assert record["model"] == str(model_dir) and record["file"] == str(tmp_path / "t.txt")
+    assert text == (f"perplexity {record['perplexity']:.4f}  nll {record['nll']:.4f} nats/token  "
+                    f"{record['bits_per_byte']:.4f} bits/byte  ({record['tokens']:,} tokens scored)\n")
+    ids = torch.tensor(Tokenizer.from_pretrained(model_dir).encode(TEXT))
+    assert record["nll"] == pytest.approx(perplexity(GPT.from_pretrained(model_dir), ids, stride=8)["nll"], rel=1e-6)
 
 
 def test_cli_hints_tokenizer_for_a_model_saved_without_one(model_dir, tmp_path, capsys):
@@ -420,6 +443,19 @@ def test_classifier_is_scored_on_a_tsv_as_one_example_at_a_time(classifier_dir, 
     assert any("taken for" in line for line in lines[1:4]), lines  # (the tiny model gets some wrong)
     assert lines[4] == "  class 3 (other): no examples" and len(lines) == 5
     assert bars == [True]
+    # --json: the same figures, every class in order, the one the file lacks with 0 examples.
+    assert main([str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["right"], record["examples"]) == (right, len(every))
+    assert record["accuracy"] == pytest.approx(right / len(every))
+    assert record["loss"] == pytest.approx(sum(loss for loss, _ in every) / len(every), rel=1e-5)
+    assert [(c["id"], c["label"]) for c in record["classes"]] == [(0, "neg"), (1, "neutral"), (2, "pos"), (3, "other")]
+    for label, c in enumerate(record["classes"][:3]):
+        predicted = [p for _, p in direct[label]]
+        assert c["examples"] == len(predicted) and c["right"] == predicted.count(label)
+        assert c["predicted"] == {record["classes"][p]["label"]: predicted.count(p) for p in sorted(set(predicted))}
+    assert record["classes"][3] == {"id": 3, "label": "other", "examples": 0, "right": 0, "accuracy": None,
+                                    "loss": None, "predicted": {}}
     # The journey's, the bleak one's and the one with "<|endoftext|>" (9 tokens as characters) are cut.
     assert f"3 of {len(every)} texts are longer than {CLF_TOKENS} tokens" in captured.err
 

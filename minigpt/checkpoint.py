@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2, hub_hint
 from minigpt.files import atomic_path, fsync_file, read_json, refuse_lfs_pointer, save_lock, temp_path
+from minigpt.lora import ADAPTER_CONFIG, load_adapted
 from minigpt.model import GPT
 
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
@@ -149,14 +150,11 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
 
 def download_hint(path: Path) -> str:
     """What to run: in a folder where a download stopped (its files wait there as FILE.partial until
-    all four are whole, minigpt/download.py), the download again; in a folder of LoRA adapters, how
-    to load them; else, when its name is one of the four GPT-2 sizes, how to fetch OpenAI's weights
-    into it, or, when it could be another Hub model's name, how to fetch that (`hub_hint`)."""
+    all four are whole, minigpt/download.py), the download again; else, when its name is one of the
+    four GPT-2 sizes, how to fetch OpenAI's weights into it, or, when it could be another Hub
+    model's name, how to fetch that (`hub_hint`)."""
     if path.is_dir() and any(path.glob("*.partial")):
         return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
-    if (path / "adapter_config.json").is_file():  # minigpt.lora.ADAPTER_CONFIG: a LoRA run's OUT/adapter, or PEFT's
-        return (" (it holds LoRA adapters alone: load its base model, then minigpt.lora.load_adapters(model, DIR); "
-                "a minigpt LoRA run's merged model is the folder above it)")
     if path.name not in GPT2_SIZES:
         return hub_hint(path)
     if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own
@@ -186,10 +184,13 @@ def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
 
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
     """Load a Hugging Face GPT-2 directory, or one of OpenAI's four by name ("gpt2", ...,
-    "gpt2-xl": `find_gpt2`). `dtype=None` keeps the dtype stored in the file; `device="auto"` is
-    the GPU when there is one."""
+    "gpt2-xl": `find_gpt2`), or a folder of LoRA adapters alone (its base with them merged in:
+    minigpt/lora.py's `load_adapted`). `dtype=None` keeps the dtype stored in the file;
+    `device="auto"` is the GPU when there is one."""
     path = find_gpt2(name) if (name := gpt2_name(path)) else Path(shipped_path(path))
     check_checkpoint_dir(path)
+    if not (path / "config.json").exists() and (path / ADAPTER_CONFIG).is_file():  # LoRA adapters alone: their base, adapted
+        return load_adapted(path, dtype=dtype, device=device)
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         if (path / WEIGHTS_NAME).exists() or (path / INDEX_NAME).exists():  # what a save_gpt killed mid-rename leaves
             raise FileNotFoundError(f"{path} holds weights but no config.json: {interrupted_save(path)}")

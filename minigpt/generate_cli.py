@@ -354,12 +354,14 @@ def check_model_path(args: argparse.Namespace) -> None:
     that does not exist (with how to fetch GPT-2's weights into it, if it is named after one)."""
     from minigpt.checkpoint import download_hint
     from minigpt.config import gpt2_name, shipped_path
+    from minigpt.lora import ADAPTER_CONFIG
 
     model_dir = Path(shipped_path(args.model))  # (README's checkpoints/shakespeare, for an installed minigpt too)
     if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
         raise ValueError(f"--model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})")
     # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).
-    paths = [] if gpt2_name(model_dir) else [model_dir, model_dir / "config.json"]
+    # A folder of LoRA adapters alone has no config.json: GPT.from_pretrained loads their base (load_adapted).
+    paths = [] if gpt2_name(model_dir) else [model_dir] if (model_dir / ADAPTER_CONFIG).is_file() else [model_dir, model_dir / "config.json"]
     for needed in paths:
         if not needed.exists():
             raise ValueError(f"{needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")

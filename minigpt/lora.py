@@ -303,3 +303,36 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
         for key, (name, ab) in expected.items():
             getattr(model.get_submodule(name), ab).copy_(tensors[key])
     return chosen
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model named by the adapters in folder `path` (PEFT's `base_model_name_or_path`, a
+    LoRA run's --init), or None where `path` holds no adapters or they name no base."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = read_json(config)
+    base = base.get("base_model_name_or_path") if isinstance(base, dict) else None
+    return base if isinstance(base, str) and base else None
+
+
+def load_adapted(path: Path, dtype=None, device=None) -> nn.Module:
+    """`GPT.from_pretrained` of a folder of adapters alone: the base model they name, with them folded
+    in (`merge_lora`: a plain GPT, as fast as the base). transformers with PEFT installed opens such a
+    folder the same way; a relative base is read from the working directory, as there."""
+    from minigpt.model import GPT
+
+    base = adapter_base(path)
+    if base is None:
+        raise FileNotFoundError(f"{path} holds LoRA adapters alone, and its {ADAPTER_CONFIG} names no base model "
+                                f"(base_model_name_or_path): load the base, then minigpt.lora.load_adapters(model, {str(path)!r})")
+    if Path(base).resolve() == path.resolve():
+        raise ValueError(f"{path / ADAPTER_CONFIG} names its own folder as its base model")
+    try:
+        model = GPT.from_pretrained(base, dtype=dtype, device=device)
+    except (OSError, ValueError) as e:  # the base's own error, said as the adapters' base
+        raise type(e)(f"{path} holds LoRA adapters for the base model {base!r} (its {ADAPTER_CONFIG}'s "
+                      f"base_model_name_or_path), which did not load: {e}") from None
+    load_adapters(model, path)
+    return merge_lora(model).eval()
+

@@ -358,6 +358,8 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path,
         load_adapters(rebuilt, ck / "adapter")
         with torch.no_grad():
             torch.testing.assert_close(merge_lora(rebuilt)(idx)[0], GPT.from_pretrained(ck)(idx)[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(GPT.from_pretrained(ck / "adapter")(idx)[0], GPT.from_pretrained(ck)(idx)[0],
+                                       rtol=1e-5, atol=1e-5)  # the folder alone: its base (--init), adapted
 
 
 def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsys, monkeypatch):

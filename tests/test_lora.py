@@ -404,9 +404,80 @@ def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):
         load_adapters(_model(), tmp_path)
     with pytest.raises(ValueError, match="the model has no LoRA adapters to save"):
         save_adapters(_model(), tmp_path / "b")
-    with pytest.raises(FileNotFoundError, match=r"not a model checkpoint \(it holds LoRA adapters alone: load its base model, "
-                                                r"then minigpt\.lora\.load_adapters"):
-        GPT.from_pretrained(tmp_path / "a")  # an adapter folder taken for a model
+    config.write_text(json.dumps(settings))  # saved with no base (save_adapters' base=None)
+    with pytest.raises(FileNotFoundError, match=r"holds LoRA adapters alone, and its adapter_config\.json names no base "
+                                                r"model \(base_model_name_or_path\): load the base, then minigpt\.lora\.load_adapters"):
+        GPT.from_pretrained(tmp_path / "a")
+
+
+def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, monkeypatch, capsys):
+    """A left-alone item: `GPT.from_pretrained(OUT/adapter)` and `minigpt generate --model
+    OUT/adapter` were refused with how to load the adapters by hand. As transformers with PEFT does,
+    such a folder now loads its base (adapter_config.json's base_model_name_or_path, read from the
+    working directory when relative) with the adapters on it, here merged: a plain GPT; its tokenizer
+    is the base's. PEFT's own adapter folders load so too, and a base that does not load is named."""
+    import json
+
+    from minigpt.generate_cli import main as generate_main
+    from minigpt.lora import save_adapters
+    from minigpt.tokenizer import Tokenizer, model_tokenizer
+
+    tok = Tokenizer.train("a small text, a small text", vocab_size=260)
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    GPT(cfg).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    adapted = GPT.from_pretrained(tmp_path / "base")
+    inject_lora(adapted, ("attn.c_attn", "mlp.c_proj"), rank=4, alpha=8.0)
+    with torch.no_grad():
+        for m in adapted.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(0, 0.5)
+    monkeypatch.chdir(tmp_path)
+    save_adapters(adapted, tmp_path / "adapter", base="base")  # relative, as `--init base` records it
+    loaded = GPT.from_pretrained(tmp_path / "adapter")
+    assert type(loaded) is GPT and not any(isinstance(m, LoRALinear) for m in loaded.modules()) and not loaded.training
+    ids = torch.randint(0, cfg.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids)[0], adapted(ids)[0], rtol=1e-5, atol=1e-5)
+        assert not torch.equal(loaded(ids)[0], GPT.from_pretrained("base")(ids)[0])  # the adapters are in
+    assert GPT.from_pretrained(tmp_path / "adapter", dtype="bfloat16").transformer.wte.weight.dtype == torch.bfloat16
+    assert model_tokenizer(tmp_path / "adapter").encode("a small text") == Tokenizer.from_pretrained("base").encode("a small text")
+    assert generate_main(["--model", "adapter", "--prompt", "a small", "--max-new-tokens", "3", "--temperature", "0",
+                          "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("a small")
+
+    config = tmp_path / "adapter" / "adapter_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "base_model_name_or_path": "gone"}))
+    with pytest.raises(FileNotFoundError, match=r"adapter holds LoRA adapters for the base model 'gone' \(its "
+                                                r"adapter_config\.json's base_model_name_or_path\), which did not load: "
+                                                r"checkpoint directory gone does not exist"):
+        GPT.from_pretrained(tmp_path / "adapter")
+    assert generate_main(["--model", "adapter", "--prompt", "a", "--device", "cpu"]) == 2
+    assert "adapters for the base model 'gone'" in capsys.readouterr().err
+    config.write_text(json.dumps({**settings, "base_model_name_or_path": str(tmp_path / "adapter")}))
+    with pytest.raises(ValueError, match="names its own folder as its base model"):
+        GPT.from_pretrained(tmp_path / "adapter")
+
+
+def test_a_peft_adapter_folder_loads_as_transformers_loads_it(tmp_path):
+    """transformers (with PEFT installed) opens an adapter folder as its base with the adapters on;
+    GPT.from_pretrained of the same folder gives the same logits."""
+    import peft
+    import transformers
+
+    hf, _ = _hf_base(tmp_path)
+    peft_model = peft.get_peft_model(hf, peft.LoraConfig(r=2, lora_alpha=6, target_modules=["c_attn"], fan_in_fan_out=True))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "theirs")  # base_model_name_or_path: tmp_path / "base"
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "theirs").eval()
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(GPT.from_pretrained(tmp_path / "theirs")(ids)[0], theirs(ids).logits, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="a file size limit (ulimit -f) is POSIX's")

@@ -23,7 +23,7 @@ The four classic strategies, cheapest first:
            the way down to the embedding instead of stopping at the lowest trainable block.
 - full:    everything trains.
 The optimizer only ever sees trainable parameters, so its state (AdamW keeps two fp32 moments
-per parameter: 8 bytes each) shrinks with the strategy, and so does memory for gradients.
+per parameter: 8 bytes a parameter) shrinks with the strategy, and so does memory for gradients.
 
 `minigpt finetune` (`main`) runs it end to end, from the settings in minigpt/finetune_config.py
 (`FinetuneConfig`), with `train_loop` from minigpt/train.py (the loop's other driver is `minigpt

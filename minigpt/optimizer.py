@@ -83,9 +83,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     Decayed: the matrices of the matmuls (attention and MLP weights, any head's Linear, and
     LoRA's adapters A and B, whose decay pulls the update B@A towards 0: the pretrained weights).
     Not decayed: biases and LayerNorm gains (one number per channel: shrinking them towards 0
-    only fights the normalisation) and embeddings (wte, wpe). wte is also the tied LM head, but
-    it is first a lookup table: decoupled decay shrinks *every* row at every step, while a rare
-    token's row gets a gradient only when that token appears, so its embedding would fade.
+    only fights the normalisation) and embeddings (wte, wpe), as in minGPT (nanoGPT and
+    transformers' Trainer decay them: a convention, not a law). The reason given is a lookup
+    table's: decoupled decay shrinks *every* row at every step, while a row gets a gradient only
+    when it is looked up (wpe's late positions, in short batches). That holds for wpe; wte is also
+    the tied LM head, so through the softmax every row of it gets some gradient at every step.
     Frozen parameters (requires_grad=False) are left out, so the optimizer holds no state for them.
     """
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}

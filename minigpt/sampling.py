@@ -5,8 +5,9 @@ min-p) → draw → ...`; the penalties and the n-gram ban, which come first, ar
 Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generation.py)
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
-The filters work along the last dim, the vocabulary, so they take (V,) or a model's (B, T, V)
-logits too, with a number parameter (`check_filter_input`).
+The four `apply_*` filters work along the last dim, the vocabulary, so they take (V,) or a model's
+(B, T, V) logits too, with a number parameter (`check_filter_input`); `filter_logits`, `draw` and
+`sample` take (B, V), one row per sequence, as their per-row (B,) parameters do.
 
 - Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
   all four in order) set unlikely tokens to -inf. Each always keeps at least one token.

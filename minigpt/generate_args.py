@@ -134,9 +134,10 @@ def context_error(prompt_len: int, max_new_tokens: int, n_positions: int, slide:
     model reads prompt_len + max_new_tokens - 1 tokens (`tokens_fed`), and every prompt has at
     least one (an empty one is <|endoftext|>), so max_new_tokens ≤ n_positions whatever the prompt
     (unless the context slides, `slide`)."""
+    cut = "generate_text's and generate_texts' truncate_left=True, the CLI's --truncate-left, keep its last tokens"
     if slide:
         return (f"prompt length {prompt_len} exceeds the model's context n_positions={n_positions}: even when the "
-                "context slides the prompt must fit; shorten it (the CLI's --truncate-left keeps its last tokens)")
+                f"context slides the prompt must fit; shorten it ({cut})")
     fed = (f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} - 1 = {tokens_fed(prompt_len, max_new_tokens)} "
            f"exceeds the model's context n_positions={n_positions} (the last new token is never fed back, so it takes no "
            "position)")
@@ -147,8 +148,8 @@ def context_error(prompt_len: int, max_new_tokens: int, n_positions: int, slide:
     with_new = f"with {max_new_tokens} new token{'s' * (max_new_tokens > 1)} a prompt can have at most " \
                f"{n_positions + 1 - max_new_tokens}"
     if prompt_len > n_positions:  # the prompt alone overflows: fewer new tokens cannot help
-        return f"{fed}: {with_new}; shorten the prompt (the CLI's --truncate-left keeps its last tokens)"
-    return (f"{fed}: {with_new}; shorten the prompt (the CLI's --truncate-left keeps its last tokens) or generate fewer "
+        return f"{fed}: {with_new}; shorten the prompt ({cut})"
+    return (f"{fed}: {with_new}; shorten the prompt ({cut}) or generate fewer "
             f"tokens (at most {n_positions + 1 - prompt_len} with this prompt)")
 
 

@@ -54,12 +54,14 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
 
 
 @takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
-def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kwargs) -> Iterator[str]:
+def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, truncate_left: bool = False,
+                **kwargs) -> Iterator[str]:
     """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate
     --stream` prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
 
-    `prompt` is text or its token ids: ids cut from a longer prompt (--truncate-left) must be
-    passed as they are, as their decoded text need not re-encode to the same ids.
+    `prompt` is text or its token ids: ids cut from a longer prompt must be passed as they are, as
+    their decoded text need not re-encode to the same ids (`truncate_left=True` cuts it here, as
+    `generate_text` does).
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
     Arguments are checked at the call, as `stream` checks its own.
@@ -68,23 +70,29 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], **kw
         if as_count(name, kwargs.get(name, 1)) > 1:  # ("2" would fail in the comparison)
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate({name}=...) and decode its rows")
-    ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
+    ids, stops, eos = text_args(model, tokenizer, prompt, kwargs, truncate_left)
     # One prompt, no padding: its mask is all ones (no id of it is taken for a pad, as a mask-less
     # `stream` would take a pad id that is no EOS).
     steps = stream(model, ids, attention_mask=torch.ones_like(ids), tokenizer=tokenizer, **kwargs)
     return text_pieces(steps, tokenizer, stops, eos)
 
 
-def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict) -> tuple[torch.Tensor, list[str], set[int]]:
+def text_args(model: torch.nn.Module, tokenizer, prompt: str | list[int], kwargs: dict,
+              truncate_left: bool = False) -> tuple[torch.Tensor, list[str], set[int]]:
     """What both text functions need beside `stream`'s own arguments: the prompt's ids (1, T), and
-    the stop strings and EOS ids that end the text."""
+    the stop strings and EOS ids that end the text. `truncate_left=True` (theirs, not `stream`'s)
+    keeps the prompt's last tokens that fit the context, as `generate_texts` and --truncate-left do."""
     check_model(model)
+    check_flag("truncate_left", truncate_left)
     mask = kwargs.pop("attention_mask", None)  # one prompt has no pads: its mask is all ones (passed by the caller)
     if mask is not None and not bool(torch.as_tensor(mask).all()):
         raise ValueError("attention_mask has a 0, but one prompt has no padding: give the prompt itself; for a padded "
                          "batch, generate takes input_ids and attention_mask")
     start = check_tokenizer(model, tokenizer, kwargs)
     ids = starting(prompt_ids(tokenizer, prompt)[0].tolist(), start)
+    if truncate_left:
+        max_new = as_count("max_new_tokens", kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        ids = fit_context([ids], model, max_new, True, as_count("slide", kwargs.get("slide", 0)))[0]
     return torch.tensor([ids], dtype=torch.long), stop_list(kwargs.get("stop")), set(eos_list(model, kwargs.get("eos_token_id")))
 
 
@@ -180,16 +188,17 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
 
 
 @takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
-def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int],
+def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, truncate_left: bool = False,
                   **kwargs) -> list[str] | tuple[list[str], GenerationStats]:
     """Continue one prompt; return the new text of each sequence (`num_return_sequences` samples,
     or that many of the best beams, best first). `kwargs` are `stream`'s; with return_stats=True
-    the result is `(texts, GenerationStats)`.
+    the result is `(texts, GenerationStats)`. A prompt too long for the context is an error, or
+    with `truncate_left=True` keeps its last tokens (as `generate_texts`, and the CLI's --truncate-left).
 
     Each text ends before its first EOS or stop string, cut at the character as `stream_text`
     cuts it (`cut_text`).
     """
-    ids, stops, eos = text_args(model, tokenizer, prompt, kwargs)
+    ids, stops, eos = text_args(model, tokenizer, prompt, kwargs, truncate_left)
     texts, stats = row_texts(model, tokenizer, ids, torch.ones_like(ids), stops, eos, kwargs)  # one prompt: no pads
     return (texts, stats) if stats is not None else texts
 

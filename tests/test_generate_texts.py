@@ -147,6 +147,27 @@ def test_a_prompt_too_long_is_named_unless_truncate_left_keeps_its_end(model):
 
 
 @torch.no_grad()
+def test_one_prompt_too_long_keeps_its_end_with_truncate_left_as_many_do(model):
+    """An audit: generate_text's error named only the CLI's --truncate-left, and generate_text and
+    stream_text had no truncate_left, where generate_texts has one. They now take it, keeping the
+    same last tokens as generate_texts does, and the error names it for Python and the CLI."""
+    from minigpt.text_generation import stream_text
+
+    tok, letters = DigitsTokenizer(), "".join(chr(ord("a") + k % 26) for k in range(200))
+    with pytest.raises(ValueError, match=r"shorten the prompt \(generate_text's and generate_texts' truncate_left=True, "
+                                         r"the CLI's --truncate-left, keep its last tokens\)"):
+        generate_text(model, tok, letters, max_new_tokens=10)
+    expected = generate_texts(model, tok, [letters], max_new_tokens=10, truncate_left=True)[0]
+    assert expected == generate_text(model, tok, letters[-119:], max_new_tokens=10)  # 128 positions: room for 119
+    assert generate_text(model, tok, letters, max_new_tokens=10, truncate_left=True) == expected
+    assert ["".join(stream_text(model, tok, letters, max_new_tokens=10, truncate_left=True))] == expected
+    assert generate_text(model, tok, letters[:50], max_new_tokens=10, truncate_left=True) == \
+        generate_text(model, tok, letters[:50], max_new_tokens=10)  # a prompt that fits is left whole
+    with pytest.raises(TypeError, match="truncate_left must be"):
+        generate_text(model, tok, letters, truncate_left="yes")
+
+
+@torch.no_grad()
 def test_slide_takes_generate_texts_past_the_context(model):
     """slide: more new tokens than the context holds; only each prompt must fit, whole (no "generate
     fewer tokens": with slide that would not help)."""

@@ -354,10 +354,13 @@ def test_an_optimizer_step_drops_only_the_copies_of_its_own_weights():
 
 
 @needs_onednn
-def test_weights_of_one_storage_keep_a_packed_copy_each():
+def test_weights_of_one_storage_keep_a_packed_copy_each(monkeypatch):
     """A review: with one copy per storage, two weights of one buffer (slices of a fused weight, a
     matrix and its transpose) evicted each other's copy and were packed again on every call (15x
     slower than keeping both). Each keeps its own copy, and reads its own values."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)  # 3 fp32 rows stay on MKL on an Intel CPU (this test failed there)
     torch.manual_seed(0)
     fused = torch.randn(2 * 64, 64)
     a, b = Linear(64, 64, bias=False), Linear(64, 64, bias=False)

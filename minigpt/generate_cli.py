@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # a reader that stopped early (`| head`): minigpt.cli.main ends quietly
         raise
     # OSError: a failed download (DownloadError), a cache it may not write, an unreadable file.
-    except (ValueError, OSError, FloatingPointError) as e:
+    # MemoryError: a KV cache too big for the device (minigpt/kv_cache.py says how big, and what shrinks it).
+    except (ValueError, OSError, FloatingPointError, MemoryError) as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback

@@ -70,8 +70,18 @@ class KVCache:
         shape = (batch_size, n_head, max_len, head_dim)
         # Zeros, not `empty`: unwritten slots are masked out, but attention still multiplies them
         # by a weight of 0, and 0 × (garbage NaN) would be NaN.
-        self.layers = [LayerKV(torch.zeros(shape, dtype=dtype, device=device),
-                               torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+        try:
+            self.layers = [LayerKV(torch.zeros(shape, dtype=dtype, device=device),
+                                   torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+        except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the CPU allocator's "can't allocate memory"
+            if not (isinstance(e, torch.OutOfMemoryError) or "allocate" in str(e)):
+                raise
+            size = 2 * n_layer * batch_size * n_head * max_len * head_dim * dtype.itemsize
+            raise MemoryError(
+                f"the KV cache does not fit: {batch_size:,} rows × {max_len:,} slots × {n_layer} layers × K and V × "
+                f"{n_head * head_dim} channels in {str(dtype).removeprefix('torch.')} is {size / 2**30:,.1f} GiB, which "
+                f"{torch.device(device or 'cpu')} could not allocate; generate fewer rows at once (batch size, "
+                "num_return_sequences, num_beams), fewer tokens (max_new_tokens), or in bfloat16") from None
         self.max_len = max_len
 
     @classmethod

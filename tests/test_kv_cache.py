@@ -159,3 +159,34 @@ def test_a_cache_call_it_cannot_serve_is_refused_by_name():
         got = model(ids[:, :1], input_pos=torch.tensor([5]), attn_mask=torch.ones(1, 1, 1, 6, dtype=torch.bool), **step)[0]
         full = model(torch.cat([ids, ids[:, :1]], 1))[0]
     assert (got[0, -1] - full[0, -1]).abs().max() < 1e-5
+
+
+def test_a_cache_too_big_to_allocate_says_its_size_and_what_shrinks_it(tmp_path, capsys, monkeypatch):
+    """An audit: `minigpt generate -n 65536` died in a 47-line traceback ending in the allocator's
+    "can't allocate memory: you tried to allocate 206158430208 bytes". The cache now raises a
+    MemoryError with its size and what shrinks it, and the CLI says it in one line (exit 2)."""
+    with pytest.raises(MemoryError, match=r"^the KV cache does not fit: 1,000,000 rows × 10,000 slots × 2 layers × K and "
+                                          r"V × 1024 channels in float32 is 152,587\.9 GiB, which cpu could not allocate; "
+                                          r"generate fewer rows at once \(batch size, num_return_sequences, num_beams\), "
+                                          r"fewer tokens \(max_new_tokens\), or in bfloat16$"):
+        KVCache(2, 10**6, 16, 10**4, 64)  # 40 TB a buffer: refused by the allocator at once, nothing touched
+    with pytest.raises(RuntimeError, match="another failure"):  # any other error stays what it is
+        with monkeypatch.context() as m:
+            m.setattr(torch, "zeros", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("another failure")))
+            KVCache(1, 1, 1, 1, 1)
+
+    import minigpt.kv_cache as kv_cache
+    from minigpt.generate_cli import main
+
+    cfg = GPTConfig.gpt2("gpt2-tiny", n_positions=64, n_embd=32, n_head=2)
+    torch.manual_seed(0)
+    GPT(cfg).save_pretrained(tmp_path)
+
+    def too_big(*args, **kwargs):  # as the CPU allocator fails (a real 200 GB cache would risk the OOM killer)
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(kv_cache.torch, "zeros", too_big)
+    assert main(["--model", str(tmp_path), "--tokenizer", "gpt2", "--prompt", "Hi", "-n", "65536", "--max-new-tokens", "8",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the KV cache does not fit: 65,536 rows × " in err and "Traceback" not in err

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Encode text and print its ids and tokens (--show-work: every BPE merge step), "
         "or train a new tokenizer with --train FILES --vocab-size N --out DIR.",
     )
-    parser.add_argument("text", nargs="?", help="text to encode (default: read standard input); special tokens in it "
+    parser.add_argument("text", nargs="?", help="text to encode, as given (default: read standard input, as prepare "
+                        "reads a file: UTF-8, with \\r\\n and a lone \\r as \\n); special tokens in it "
                         "(<|endoftext|>) are encoded as their ids, where Tokenizer.encode refuses them unless allowed")
     parser.add_argument("--tokenizer", help="tokenizer directory to encode with (default: GPT-2's, shipped)")
     parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")

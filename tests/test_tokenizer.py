@@ -939,6 +939,22 @@ def test_tokenize_reads_standard_input_as_utf8_and_names_other_bytes(tok, monkey
     assert f"ids:    {tok.encode('café' + chr(10))}" in capsys.readouterr().out
 
 
+def test_tokenize_says_stdin_reads_line_ends_as_prepare_does_and_an_argument_is_as_given(tok, monkeypatch, capsys):
+    """An audit: "a\r\nb" gave 4 ids as an argument and 3 from a pipe, and --help said neither.
+    Standard input is read as prepare reads a file (\r\n and \r become \n), an argument as given,
+    and --help says so."""
+    assert climod.main(["a\r\nb"]) == 0
+    assert f"ids:    {tok.encode('a' + chr(13) + chr(10) + 'b')}" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a\r\nb\rc"), encoding="utf-8"))
+    assert climod.main([]) == 0
+    assert f"ids:    {tok.encode('a' + chr(10) + 'b' + chr(10) + 'c')}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        climod.main(["--help"])
+    assert " ".join(capsys.readouterr().out.split()).count(
+        "text to encode, as given (default: read standard input, as prepare reads a file: UTF-8, with \\r\\n and a lone "
+        "\\r as \\n)") == 1
+
+
 def test_call_refuses_padding_options_it_cannot_honour(tok):
     with pytest.raises(ValueError, match="max_length must be a positive int, got 0"):
         tok(["a"], truncation=True, max_length=0)

@@ -418,6 +418,7 @@ def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, mo
     is the base's. PEFT's own adapter folders load so too, and a base that does not load is named."""
     import json
 
+    from minigpt.evaluate import main as eval_main
     from minigpt.generate_cli import main as generate_main
     from minigpt.lora import save_adapters
     from minigpt.tokenizer import Tokenizer, model_tokenizer
@@ -446,6 +447,10 @@ def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, mo
     assert generate_main(["--model", "adapter", "--prompt", "a small", "--max-new-tokens", "3", "--temperature", "0",
                           "--device", "cpu"]) == 0
     assert capsys.readouterr().out.startswith("a small")
+    (tmp_path / "t.txt").write_text("a small text, a small text, a small text")
+    assert eval_main(["adapter", "t.txt", "--device", "cpu", "--json"]) == 0 and eval_main(["base", "t.txt", "--json"]) == 0
+    scores = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert scores[0]["tokens"] == scores[1]["tokens"] and scores[0]["nll"] != scores[1]["nll"]  # the base's tokenizer
 
     config = tmp_path / "adapter" / "adapter_config.json"
     settings = json.loads(config.read_text())

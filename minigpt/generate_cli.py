@@ -362,7 +362,8 @@ def check_model_path(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})")
     # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).
     # A folder of LoRA adapters alone has no config.json: GPT.from_pretrained loads their base (load_adapted).
-    paths = [] if gpt2_name(model_dir) else [model_dir] if (model_dir / ADAPTER_CONFIG).is_file() else [model_dir, model_dir / "config.json"]
+    adapters = (model_dir / ADAPTER_CONFIG).is_file()
+    paths = [] if gpt2_name(model_dir) else [model_dir] if adapters else [model_dir, model_dir / "config.json"]
     for needed in paths:
         if not needed.exists():
             raise ValueError(f"{needed} not found" + (" (the default --model)" if args.model == DEFAULT_MODEL else "")

@@ -18,8 +18,9 @@ are checked before any work by minigpt/generate_args.py (`check_arguments`), and
 in front of this file, `minigpt generate`, is minigpt/generate_cli.py.
 
 What this file does not do: speculative decoding, continuous batching, or prompts longer than
-the context (they raise; generate_text's truncate_left=True and the CLI's --truncate-left keep the prompt's last tokens). Continuations
-longer than the context are a choice (`slide`): the context then slides over the text.
+the context (they raise; the text functions' truncate_left=True and the CLI's --truncate-left keep
+the prompt's last tokens). Continuations longer than the context are a choice (`slide`): the
+context then slides over the text.
 """
 from __future__ import annotations
 

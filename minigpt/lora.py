@@ -335,4 +335,3 @@ def load_adapted(path: Path, dtype=None, device=None) -> nn.Module:
                       f"base_model_name_or_path), which did not load: {e}") from None
     load_adapters(model, path)
     return merge_lora(model).eval()
-

@@ -17,12 +17,17 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
 2. GET the file into FILE.partial, beside a note (FILE.partial.source) of the size and hash it is
    the start of. If a FILE.partial of the same file is already there, ask only for the rest with
    `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
-3. Check the size, then the hash (whichever of the two the ETag is).
+3. Check the size, then the hash (whichever of the two the ETag is). A server that announces no
+   hash (a mirror; a captive portal's login page, answered for every address) gets each file's
+   content checked instead (`content_problem`): it must at least be a file of the kind its name says.
 4. Once every file is checked, rename each FILE.partial → FILE, config.json last, so a download
    that fails leaves the folder's previous model whole. A rerun skips a FILE whose size and hash
    are still the server's (hashed again: a mirror that announced no hash may have sent another
    file), and says which it checked.
 
+Only http:// and https:// addresses are opened, the Hub's redirects included: urllib alone would
+also open file://, ftp:// and data: (a hostile server's "302 Location: file:///dev/zero" would fill the
+disk). An answer that is an HTML page (Content-Type: text/html) is never one of the four files.
 A dropped connection, or a server error (HTTP 5xx: a busy Hub or CDN), is retried (the GET
 resumed) a few times in a row within one run, counted afresh each time the file grew; if it keeps
 failing, the .partial file stays and running the same command again picks up where it stopped. A
@@ -38,6 +43,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import ssl
 import sys
 import time
@@ -47,7 +53,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from tqdm import tqdm
 
@@ -61,6 +67,8 @@ BASE_URL_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads too, e.g. for
 TIMEOUT_S = 30.0  # per socket operation, not per file
 CHUNK = 1 << 20  # 1 MiB per read: few syscalls, smooth progress bar
 REDIRECTS = (301, 302, 303, 307, 308)
+WEB_SCHEMES = ("http", "https")  # the only addresses opened: see refuse_non_web
+SAFETENSORS_HEADER_LEN = 8  # a safetensors file starts with its JSON header's length, a little-endian u64
 LOCK_NAME = ".minigpt-download.lock"  # in the directory being downloaded into, while a download runs
 # Files another model's folder may hold that would override what the download fetches: a
 # tokenizer.json wins over vocab.json + merges.txt, and the others set token ids. Replaced with
@@ -82,15 +90,64 @@ class RemoteFile:
     digest: str | None  # hex
 
 
+def refuse_non_web(url: str, server: str | None = None) -> None:
+    """Raise a DownloadError unless `url` is an http:// or https:// address; `server` is the address
+    that redirected there, if one did. urllib opens file://, ftp:// and data: addresses too, so a
+    hostile or broken server's redirect would copy a file of this machine in as the model."""
+    if urlsplit(url).scheme.lower() in WEB_SCHEMES:
+        return
+    where = f"{server} redirects the download to {url!r}" if server else f"the address {url!r} is not a web address"
+    raise DownloadError(f"{where}; refused: minigpt downloads only http:// and https:// addresses")
+
+
+def refuse_html(headers, url: str) -> None:
+    """Raise a DownloadError if an answer is an HTML page: none of the four files is one, but a captive
+    portal (hotel or airport Wi-Fi) or a proxy's error page answers 200 with one for every address."""
+    content_type = headers.get("Content-Type") or ""
+    if content_type.split(";")[0].strip().lower() == "text/html":
+        raise DownloadError(f"{url} answered with an HTML page ({content_type}), not the file: a Wi-Fi login "
+                            "page or a proxy's error page? Open any web page in a browser first, or set a mirror "
+                            f"with ${BASE_URL_ENV} (or minigpt download's --base-url)")
+
+
+def parse_size(value: str, header: str, url: str) -> int:
+    """A size header's value in bytes; a DownloadError naming `url` when it is no whole number."""
+    if not re.fullmatch(r"[0-9]+", value.strip()):  # ASCII digits alone: int() takes "-5", "+5" and "1_000" too
+        raise DownloadError(f"{url} announced {header}: {value!r}, which is not a size in bytes")
+    return int(value)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None  # let the 3xx surface as an HTTPError: its headers carry the size and hash
 
 
+class _WebRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect to http:// or https:// alone. (urllib's own refuses file:// and data:
+    itself, with an HTTPError, but follows ftp://.)"""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        refuse_non_web(newurl, server=req.full_url)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(follow: bool) -> urllib.request.OpenerDirector:
+    """An opener for http:// and https:// alone: urllib's build_opener's handlers, all but the file,
+    ftp and data ones (so an address that slipped past refuse_non_web fails as "unknown url type")."""
+    proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in WEB_SCHEMES}
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(proxies), urllib.request.UnknownHandler(),
+                    urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), _WebRedirect() if follow else _NoRedirect(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
 def _open(url: str, headers: dict[str, str] | None = None, method: str = "GET", follow: bool = True):
+    refuse_non_web(url)
     request = urllib.request.Request(url, headers={"User-Agent": "minigpt", **(headers or {})}, method=method)
-    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(_NoRedirect)
-    return opener.open(request, timeout=TIMEOUT_S)
+    return _opener(follow).open(request, timeout=TIMEOUT_S)
 
 
 def remote_file(url: str) -> RemoteFile:
@@ -108,11 +165,19 @@ def remote_file(url: str) -> RemoteFile:
             url = urljoin(url, location)  # a relative redirect: the repo was renamed; ask again there
             continue
         break
-    size = headers.get("X-Linked-Size") or (None if location else headers.get("Content-Length"))
+    if location:  # checked before anything is written: the GET goes there
+        refuse_non_web(target := urljoin(url, location), server=url)
+    else:
+        refuse_html(headers, url)
+        target = url
+    size = None
+    if headers.get("X-Linked-Size"):  # an LFS file's, on the redirect
+        size = parse_size(headers["X-Linked-Size"], "X-Linked-Size", url)
+    elif headers.get("Content-Length") and not location:  # (a redirect's own is only that of its short body)
+        size = parse_size(headers["Content-Length"], "Content-Length", url)
     etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").removeprefix("W/").strip('"').lower()
     kind = "sha256" if re.fullmatch(r"[0-9a-f]{64}", etag) else "git-sha1" if re.fullmatch(r"[0-9a-f]{40}", etag) else None
-    return RemoteFile(url=urljoin(url, location) if location else url, size=int(size) if size else None,
-                      hash_kind=kind, digest=etag if kind else None)
+    return RemoteFile(url=target, size=size, hash_kind=kind, digest=etag if kind else None)
 
 
 def file_digest(path: Path, hash_kind: str) -> str:
@@ -151,17 +216,20 @@ def _identity(remote: RemoteFile) -> str:
 def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
     """Step 2: GET into `partial`, appending to what is there if it is this file's and the server honours Range."""
     have = resumable_bytes(remote, partial)
+    if remote.size is not None:
+        check_room(remote, partial, have)
     if have == 0:  # emptied first, then noted: a note never names bytes of another file
         partial.write_bytes(b"")
         source_note(partial).write_text(_identity(remote), encoding="utf-8")
     if remote.size is not None and have >= remote.size:
         return  # complete already (or too long: the size check will say so)
     with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
+        refuse_html(resp.headers, remote.url)  # before a byte is written: what is there stays
         if resp.status != 206:
             have = 0  # the whole file is coming: start over
         expected = remote.size
         if expected is None and resp.headers.get("Content-Length"):  # the Hub announced none; the GET's own says
-            expected = have + int(resp.headers["Content-Length"])
+            expected = have + parse_size(resp.headers["Content-Length"], "Content-Length", remote.url)
         with open(partial, "ab" if have else "wb") as f, tqdm(
             total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
             desc=partial.name.removesuffix(".partial"), disable=not progress,
@@ -169,10 +237,24 @@ def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
             while chunk := resp.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
+                if expected is not None and f.tell() > expected:
+                    break  # more than announced: the size check refuses it, before an endless body fills the disk
     got = partial.stat().st_size
     if expected is not None and got < expected:
         # http.client returns a short body without an error when the server hangs up early.
         raise ConnectionError(f"the connection closed after {got:,} of {expected:,} bytes")
+
+
+def check_room(remote: RemoteFile, partial: Path, have: int) -> None:
+    """Raise a DownloadError, before anything is written, if the rest of a file of known size cannot fit
+    on the disk `partial` is on (gpt2-xl is 6 GB; a broken server may announce petabytes). A
+    `partial` that is not resumed (`have` 0) is emptied first, so its bytes count as free."""
+    free = shutil.disk_usage(partial.parent).free
+    if have == 0 and partial.is_file():
+        free += partial.stat().st_size
+    if remote.size - have > free:
+        raise DownloadError(f"{remote.url} announces {remote.size:,} bytes for {partial.name.removesuffix('.partial')}, "
+                            f"{remote.size - have:,} still to fetch, but {partial.parent} has {free:,} bytes free")
 
 
 def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path | None:
@@ -190,7 +272,9 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path
             time.sleep(attempt)
     if dest.exists() and remote.size in (None, dest.stat().st_size):
         # Hashed again, not trusted: it may have come from a mirror that announced no hash.
-        if remote.hash_kind is None:
+        if remote.hash_kind is None and (problem := content_problem(dest)) is not None:
+            print(f"{dest} is already there, but it {problem}: downloading it again", file=sys.stderr)
+        elif remote.hash_kind is None:
             checked = ("its size matches; the server announces no hash to check" if remote.size is not None
                        else "unchecked: the server announces neither its size nor a hash")
             print(f"{dest} is already there, skipping ({checked})", file=sys.stderr)
@@ -230,8 +314,13 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path
         discard(partial)
         raise DownloadError(f"{dest.name} has {got:,} bytes but the server announced {remote.size:,}; "
                             f"deleted it, run again to download it afresh")
-    if not remote.hash_kind:  # a mirror may send no usable ETag: say what was not checked
-        checked = "only its size was checked" if remote.size is not None else "neither its size nor a hash was checked"
+    if not remote.hash_kind:  # a mirror may send no usable ETag: check what can be, say what was not
+        if (problem := content_problem(partial)) is not None:
+            discard(partial)  # never renamed into place: the folder's earlier files, and the other .partial, stay
+            raise DownloadError(f"{dest.name} from {remote.url} {problem}, so it is not GPT-2's {dest.name} (the server "
+                                f"announced no hash to check it by); deleted it, nothing was replaced")
+        checked = ("only its size and format were checked" if remote.size is not None
+                   else "only its format was checked, not its size")
         print(f"{dest.name}: the server announced no sha256 or git hash; {checked}", file=sys.stderr)
     else:
         digest = file_digest(partial, remote.hash_kind)
@@ -240,6 +329,33 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path
             raise DownloadError(f"{remote.hash_kind} mismatch for {dest.name}: the server says {remote.digest}, "
                                 f"the download hashes to {digest}; deleted it, run again to retry")
     return partial
+
+
+def content_problem(path: Path) -> str | None:
+    """What shows that `path` (a FILE.partial, or FILE) is not the GPT-2 file FILE names, or None:
+    the JSON files are JSON objects, merges.txt starts with "#version", model.safetensors starts
+    with its header. Only a cheap look at the format, for files no hash vouches for: a login page,
+    an error page or a truncated JSON file fails it; another GPT-2's file of the same kind passes."""
+    name = path.name.removesuffix(".partial")
+    with open(path, "rb") as f:
+        if name.endswith(".json"):
+            try:
+                if isinstance(json.loads(f.read()), dict):
+                    return None
+            except ValueError:  # (UnicodeDecodeError is one too)
+                return "is not valid JSON"
+            return "is JSON but not an object"
+        if name == "merges.txt":
+            return None if f.read(len(b"#version")) == b"#version" else 'does not start with "#version"'
+        if name == WEIGHTS_NAME:
+            length = int.from_bytes(f.read(SAFETENSORS_HEADER_LEN), "little")
+            if not 2 <= length <= path.stat().st_size - SAFETENSORS_HEADER_LEN:
+                return "does not start with a safetensors header"
+            try:
+                return None if isinstance(json.loads(f.read(length)), dict) else "has a safetensors header that is not an object"
+            except ValueError:
+                return "has a safetensors header that is not valid JSON"
+    return None
 
 
 def discard(partial: Path) -> None:

@@ -45,6 +45,10 @@ class FakeHub:
         self.no_etag = False  # a mirror that announces no hashes at all
         self.no_linked_size = False  # an LFS redirect without X-Linked-Size
         self.weak_etag = False  # small files' ETag as W/"...", a weak validator
+        self.redirect: dict[str, str] = {}  # request path → the Location a 302 sends it to, for HEAD and GET
+        self.content_type: dict[str, str] = {}  # request path → the Content-Type of its answer
+        self.announced_size: dict[str, str] = {}  # file → the size the server announces instead of the true one
+        self.trailing: dict[str, int] = {}  # file → junk bytes the CDN sends after it, with no Content-Length
         self.paused: dict[str, threading.Event] = {}  # file → send its first bytes, then wait for the event
         self.requests: list[tuple[str, str, str | None]] = []
 
@@ -65,6 +69,12 @@ def make_handler(hub: FakeHub):
         def respond(self, body: bool) -> None:
             hub.requests.append((self.command, self.path, self.headers.get("Range")))
             port = self.server.server_address[1]
+            if self.path in hub.redirect:
+                self.send_response(302)
+                self.send_header("Location", hub.redirect[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path.startswith(RENAMED) and self.path.removeprefix(RENAMED) in hub.files:
                 self.send_response(307)  # a renamed repo: a relative redirect to its new name
                 self.send_header("Location", REPO + self.path.removeprefix(RENAMED))
@@ -81,7 +91,7 @@ def make_handler(hub: FakeHub):
                     self.send_response(302)
                     self.send_header("Location", f"http://127.0.0.1:{port}/cdn/{name}")
                     if not hub.no_linked_size:
-                        self.send_header("X-Linked-Size", str(len(data)))
+                        self.send_header("X-Linked-Size", hub.announced_size.get(name, str(len(data))))
                     if not hub.no_etag:
                         self.send_header("X-Linked-Etag", f'"{sha}"')
                     self.send_header("Content-Length", "0")
@@ -101,6 +111,7 @@ def make_handler(hub: FakeHub):
         def send_bytes(self, data: bytes, body: bool, etag: str | None = None, cut: int | None = None,
                        pause: threading.Event | None = None, every: int | None = None) -> None:
             start = 0
+            name = self.path.rsplit("/", 1)[-1]
             rng = self.headers.get("Range")
             if rng and not hub.ignore_range:
                 start = int(rng.removeprefix("bytes=").removesuffix("-"))
@@ -110,7 +121,10 @@ def make_handler(hub: FakeHub):
                 self.send_response(200)
             if every is not None and start + every < len(data):
                 cut = start + every
-            self.send_header("Content-Length", str(len(data) - start))
+            if name not in hub.trailing:
+                self.send_header("Content-Length", hub.announced_size.get(name, str(len(data) - start)))
+            if self.path in hub.content_type:
+                self.send_header("Content-Type", hub.content_type[self.path])
             if etag:
                 self.send_header("ETag", f'W/"{etag}"' if hub.weak_etag else f'"{etag}"')
             self.end_headers()
@@ -121,6 +135,11 @@ def make_handler(hub: FakeHub):
                 start += 100
             if body:
                 self.wfile.write(data[start:] if cut is None else data[start:cut])
+            if body and name in hub.trailing:
+                try:
+                    self.wfile.write(b"\0" * hub.trailing[name])
+                except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: what is tested
+                    pass
             if cut is not None:
                 self.close_connection = True  # hang up mid-transfer
 
@@ -283,7 +302,7 @@ def test_a_server_without_hashes_is_said_to_be_unchecked(hub, tmp_path, capsys):
     download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
     assert_downloaded(tmp_path, hub)
     err = capsys.readouterr().err
-    assert all(f"{name}: the server announced no sha256 or git hash; only its size was checked" in err
+    assert all(f"{name}: the server announced no sha256 or git hash; only its size and format were checked" in err
                for name in download.FILES)
 
 
@@ -915,3 +934,150 @@ def test_a_missing_data_path_is_never_taken_for_a_hub_model_in_the_cache(by_name
     snapshot = hf_cache_entry(by_name / "hf", "models--data--mine", GPT(GPTConfig(n_positions=32, n_embd=16, n_layer=1, n_head=2)))
     cfg = TrainConfig(data="data/mine", init="data/mine", out=str(by_name / "out"))
     assert cfg.data == "data/mine" and cfg.init == str(snapshot)
+
+
+# A hostile or broken server, as an audit played one (a fake Hub answering every request the same way).
+PORTAL_PAGE = b"<html><body>Please log in to the hotel wifi</body></html>\n"
+
+
+@pytest.mark.parametrize("scheme", ["file", "data", "ftp"])
+def test_a_redirect_off_the_web_is_refused_before_anything_is_written(hub, tmp_path, scheme):
+    """An audit: a Hub answering 302 Location: file:///etc/hostname got that file copied in as all
+    four (file:///dev/zero filled the disk); urllib's opener follows file:, data: and ftp: too."""
+    secret = tmp_path / "secret"
+    secret.write_text("this machine's own file")
+    location = {"file": secret.as_uri(), "data": "data:,not-gpt2", "ftp": "ftp://127.0.0.1:9/gpt2"}[scheme]
+    hub.redirect[REPO + "config.json"] = location
+    out = tmp_path / "gpt2"
+    with pytest.raises(DownloadError) as e:
+        download_gpt2("gpt2", out, base_url=hub.url, retries=0, progress=False)
+    assert str(e.value) == (f"{hub.url}{REPO}config.json redirects the download to {location!r}; refused: minigpt "
+                            "downloads only http:// and https:// addresses")
+    assert not out.exists()  # nothing written, not even the folder
+
+
+def test_a_cdn_redirect_off_the_web_is_refused_and_local_files_cannot_be_opened(hub, tmp_path):
+    """An audit: the download's opener (urllib's build_opener) held file:, ftp: and data: handlers;
+    a CDN's own redirect to ftp:// was followed. The opener now has the web's handlers alone."""
+    hub.redirect["/cdn/model.safetensors"] = "ftp://127.0.0.1:9/model.safetensors"
+    with pytest.raises(DownloadError, match=f"{hub.url}/cdn/model.safetensors redirects the download to "
+                                            "'ftp://127.0.0.1:9/model.safetensors'; refused"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=0, progress=False)
+    assert not any((tmp_path / name).exists() for name in download.FILES)  # none took its final name
+    with pytest.raises(download.URLError, match="unknown url type: file"):
+        download._opener(follow=True).open(tmp_path.as_uri())  # even past refuse_non_web
+
+
+def test_a_captive_portal_s_html_page_is_refused_and_the_command_fails(hub, tmp_path, capsys):
+    """An audit: a Wi-Fi login page (200, text/html, a Content-Length, no ETag) for every address
+    was written under all four names and the command said "gpt2 is in ...", exit 0."""
+    hub.no_etag = True
+    hub.files = {name: PORTAL_PAGE for name in hub.files}
+    hub.content_type = {path: "text/html; charset=utf-8" for path in [REPO + "config.json", REPO + "vocab.json",
+                                                                     REPO + "merges.txt", "/cdn/model.safetensors"]}
+    out = tmp_path / "gpt2"
+    assert main(["gpt2", "--out", str(out), "--base-url", hub.url, "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert (f"error: {hub.url}{REPO}config.json answered with an HTML page (text/html; charset=utf-8), not the file"
+            in err and "Traceback" not in err)
+    assert not out.exists()
+
+
+def test_an_html_answer_to_the_get_keeps_what_was_fetched_before(hub, tmp_path):
+    """An audit: an HTML page was taken for the file wherever it came from; the CDN's GET (whose
+    HEAD was the Hub's redirect) is refused too, and the half fetched by an earlier run stays."""
+    data = hub.files["model.safetensors"]
+    partial = tmp_path / "model.safetensors.partial"
+    partial.write_bytes(data[:1000])
+    note_as_from_the_hub(partial, hub)
+    hub.content_type["/cdn/model.safetensors"] = "text/html"
+    with pytest.raises(DownloadError, match=f"{hub.url}/cdn/model.safetensors answered with an HTML page"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert partial.read_bytes() == data[:1000]
+    del hub.content_type["/cdn/model.safetensors"]
+    hub.requests.clear()
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+    assert hub.requests[-1] == ("GET", "/cdn/model.safetensors", "bytes=1000-")  # resumed, not fetched again
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("config.json", PORTAL_PAGE, "is not valid JSON"),
+    ("vocab.json", b'["not", "a", "vocabulary"]', "is JSON but not an object"),
+    ("merges.txt", PORTAL_PAGE, 'does not start with "#version"'),
+    ("model.safetensors", PORTAL_PAGE, "does not start with a safetensors header"),
+])
+def test_a_file_no_hash_vouches_for_must_have_its_format(hub, tmp_path, name, content, problem):
+    """An audit: from a server that announces no hash, any bytes were taken for the four files (an
+    HTML page sent without its Content-Type too). Each file's format is checked now; one that fails
+    never takes its final name, and the files fetched before it stay fetched for the rerun."""
+    good = hub.files[name]
+    hub.no_etag = True
+    hub.files[name] = content
+    url = hub.url + REPO + name if name != "model.safetensors" else hub.url + "/cdn/model.safetensors"
+    with pytest.raises(DownloadError) as e:
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert str(e.value) == (f"{name} from {url} {problem}, so it is not GPT-2's {name} (the server announced no "
+                            "hash to check it by); deleted it, nothing was replaced")
+    assert not any((tmp_path / file).exists() for file in download.FILES)
+    before = download.FILES[:download.FILES.index(name)]
+    assert all((tmp_path / f"{file}.partial").read_bytes() == hub.files[file] for file in before)
+    hub.files[name] = good
+    hub.requests.clear()
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+    assert not any(method == "GET" and path == REPO + file for method, path, _ in hub.requests for file in before)
+
+
+def test_a_file_already_there_without_its_format_is_fetched_again(hub, tmp_path, capsys):
+    """An audit's HTML page, left by an earlier run under a final name, was skipped on a rerun against
+    a server announcing no hash where its size matched (or the server announced none)."""
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    hub.no_etag = True
+    (tmp_path / "merges.txt").write_bytes(b"x" * len(hub.files["merges.txt"]))  # the size the server announces
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+    assert (f'{tmp_path / "merges.txt"} is already there, but it does not start with "#version": downloading it again'
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("name", "header", "value"), [("config.json", "Content-Length", "lots"),
+                                                      ("config.json", "Content-Length", "-5"),
+                                                      ("model.safetensors", "X-Linked-Size", "-5")])
+def test_a_size_that_is_no_number_is_an_error_naming_the_url(hub, tmp_path, name, header, value):
+    """An audit: "Content-Length: lots" gave a raw ValueError traceback from int(), and "-5" was
+    taken as a size."""
+    hub.announced_size[name] = value
+    with pytest.raises(DownloadError) as e:
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=0, progress=False)
+    assert str(e.value) == f"{hub.url}{REPO}{name} announced {header}: {value!r}, which is not a size in bytes"
+
+
+def test_a_file_bigger_than_the_free_disk_is_refused_before_it_is_fetched(hub, tmp_path):
+    """An audit: a size of 10**15 bytes was fetched until the connection closed, then resumed, and
+    only failed as a dropped connection; gpt2-xl (6 GB) on a small disk would fill it first."""
+    hub.announced_size["model.safetensors"] = str(10**15)
+    with pytest.raises(DownloadError, match=f"{hub.url}/cdn/model.safetensors announces 1,000,000,000,000,000 bytes "
+                                            "for model.safetensors, 1,000,000,000,000,000 still to fetch, but .* has "
+                                            "[0-9,]+ bytes free"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=0, progress=False)
+    assert not (tmp_path / "model.safetensors.partial").exists()
+    assert not any(path.startswith("/cdn/") for _, path, _ in hub.requests)
+
+
+def test_a_server_sending_more_than_it_announced_is_cut_off(hub, tmp_path, monkeypatch):
+    """An audit: a body longer than the size announced (and with no Content-Length to end it) was
+    written to the end before the size check refused it: a stream without end filled the disk."""
+    data = hub.files["model.safetensors"]
+    hub.trailing["model.safetensors"] = 16 * download.CHUNK
+    sizes = []
+    real_discard = download.discard
+
+    def discard(partial: Path) -> None:
+        sizes.append(partial.stat().st_size)
+        real_discard(partial)
+
+    monkeypatch.setattr(download, "discard", discard)
+    with pytest.raises(DownloadError, match=f"model.safetensors has [0-9,]+ bytes but the server announced {len(data):,}"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert len(data) < sizes[0] <= len(data) + download.CHUNK  # stopped at the first read past the size

@@ -223,9 +223,9 @@ class Tokenizer:
     result); merges: the learned pairs in rank order (rank 0 merges first); special_tokens:
     text → id; added_tokens: text → id of the words a transformers user added with `add_tokens`
     (not special: encode matches each whole wherever it stands, as transformers does, and decode
-    gives it as text). Ids must run 0 .. vocab_size - 1 without gaps; special and added ids may be
-    anywhere among them (last in GPT-2 and in `Tokenizer.train`'s, first in a Hugging Face
-    BpeTrainer's).
+    gives it as text; a word the vocabulary has, "Hello", keeps its regular id). Ids must run
+    0 .. vocab_size - 1 without gaps; special and added ids may be anywhere among them (last in
+    GPT-2 and in `Tokenizer.train`'s, first in a Hugging Face BpeTrainer's).
     eos_token: the special token that ends a text (generation stops on it, `minigpt prepare` puts
     it between documents): <|endoftext|> if the tokenizer has it, else none, unless named.
     pad_token: the special token padding uses (`pad_token_id`); none named, the EOS: GPT-2 has no
@@ -284,22 +284,28 @@ class Tokenizer:
         """ValueError unless vocab, special_tokens and added_tokens make one tokenizer: all 256
         single bytes in vocab, no token both special and added, the ids of all three exactly
         0 .. vocab_size - 1 (no gap, no id given twice), no special or added token spelled like a
-        regular one."""
+        regular one, unless it is an added token at that regular token's id."""
         missing = [b for b in range(256) if bytes([b]) not in self.vocab]
         if missing:
             raise ValueError(f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]})")
         if both := self.special_tokens.keys() & self.added_tokens.keys():
             raise ValueError(f"{sorted(both)[0]!r} is both a special token and an added one; it can be only one")
-        ids = sorted([*self.vocab.values(), *self.special_tokens.values(), *self.added_tokens.values()])
+        # The regular token's id of each special or added token spelled as vocab.json spells one.
+        spelled = {text: self.vocab[token] for text in self.special_tokens | self.added_tokens
+                   if set(text) <= CHAR_TO_BYTE.keys() and (token := str_to_token(text)) in self.vocab}
+        # An added token at its regular token's id is that token, also matched whole: transformers'
+        # add_tokens(["Hello"]) of a word GPT-2 has keeps its id, 15496. Its id is counted once.
+        regular_added = {text for text, i in spelled.items() if self.added_tokens.get(text) == i}
+        ids = sorted([*self.vocab.values(), *self.special_tokens.values(),
+                      *(i for text, i in self.added_tokens.items() if text not in regular_added)])
         if ids != list(range(len(ids))):
             raise ValueError(f"token ids must be exactly 0..{len(ids) - 1} (vocab + special and added tokens, no gaps or duplicates)")
-        # vocab.json keys regular tokens by their Ġ-spelling and the others by their text, so a
-        # special or added token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
-        for text in self.special_tokens | self.added_tokens:
-            if set(text) <= CHAR_TO_BYTE.keys() and str_to_token(text) in self.vocab:
-                kind = "special" if text in self.special_tokens else "added"
-                raise ValueError(f"{kind} token {text!r} is spelled like the regular token "
-                                 f"{self.vocab[str_to_token(text)]}: vocab.json could not tell them apart")
+        # vocab.json keys regular tokens by their Ġ-spelling and the others by their text, so any
+        # other token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
+        if others := [text for text in spelled if text not in regular_added]:
+            kind = "special" if others[0] in self.special_tokens else "added"
+            raise ValueError(f"{kind} token {others[0]!r} is spelled like the regular token "
+                             f"{spelled[others[0]]}: vocab.json could not tell them apart")
 
     def _merge_tables(self) -> tuple[dict[tuple[int, int], int], list[int]]:
         """The two tables merging needs (see merge_chunk): (left id, right id) → rank, and rank → the

@@ -44,7 +44,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     special tokens (GPT-2: <|endoftext|> = 50256), if a file names them as such (as transformers
     needs; <|endoftext|> is its default), or the added ones, if a file lists them as added but not
     special (transformers' `add_tokens`): any other, which transformers would never give, is
-    refused, and a merge that makes a token the vocabulary lacks too. Settings that would make
+    refused, and a merge that makes a token the vocabulary lacks too. A regular token listed as
+    added (add_tokens(["Hello"]) on GPT-2) keeps its id and is an added token too, matched whole
+    wherever it stands, as transformers matches it; listed as special, it is refused. Settings that would make
     transformers give other ids (a prefix space, a BOS/EOS added to every text, a normalizer, an
     added token's lstrip, rstrip or single_word, a regular token named as a special one, ...) are
     refused, by name: minigpt does none of them, and a tokenizer that silently gives other ids is
@@ -139,19 +141,28 @@ def _sort_tokens(str_vocab: dict[str, int], made: set[bytes], listed_special: di
     """The vocabulary's tokens sorted into a Tokenizer's tables: regular (token bytes → id: a single
     byte, or `made` by a merge), special (text → id: named as such by a config file, or listed as
     special), added (text → id: listed, not special) and unnamed (text: none of these, which
-    read_hf refuses). A regular token listed as added is refused here, naming the directory."""
+    read_hf refuses). A regular token listed as added is both regular and added, at its one id;
+    listed as special, it is refused here, naming the directory."""
     vocab, special, added_tokens, unnamed = {}, {}, {}, []
     for s, i in str_vocab.items():
         try:
             token = str_to_token(s)
         except ValueError:  # a character outside the byte-level alphabet: no regular token
             token = None
-        if token in made and s in listed_special and s not in named_tokens:  # (named: read_hf refuses it, with its file)
-            raise ValueError(f"{path} lists the regular token {s!r} ({i}) as an added token: transformers then "
-                             f"matches its text whole wherever it stands (add_tokens(['Hello']) makes 'Hellow' "
-                             "[15496, 86], not [39, 5037]), which minigpt does not do; remove it from the added tokens")
         if token in made:
             vocab[token] = i
+            if s in listed_special and s not in named_tokens:  # (named: read_hf refuses it, with its file)
+                # transformers' add_tokens(["Hello"]) of a word GPT-2 has keeps its id (15496) and
+                # matches its text whole wherever it stands ('Hellow' is [15496, 86], not BPE's
+                # [39, 5037]), as minigpt matches every added token. A special token, though, is
+                # never a regular one in minigpt (its encode refuses a special token's text).
+                if listed_special[s]:
+                    raise ValueError(f"{path} lists the regular token {s!r} ({i}) as a special token: transformers "
+                                     "then matches it whole wherever it stands ('Hellow' [15496, 86], not [39, 5037]) "
+                                     "and drops it from decode(skip_special_tokens=True), but a minigpt "
+                                     "special token is never a regular one too; add it as a word (add_tokens, not "
+                                     "special), or remove it from the added tokens")
+                added_tokens[s] = i
         elif s in named_tokens or listed_special.get(s):
             special[s] = i
         elif s in listed_special:  # listed, not special: a word added with transformers' add_tokens

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from minigpt import Tokenizer, tokenizer_cli
+from minigpt.pretokenize import str_to_token
 from minigpt.tokenizer import GPT2_DIR
 
 EOT = "<|endoftext|>"
@@ -422,17 +423,137 @@ def test_saved_added_words_stay_words_for_transformers(tmp_path):
     assert [hf_again.encode(t) for t in ADDED_TEXTS] == [hf.encode(t) for t in ADDED_TEXTS]
 
 
-def test_a_regular_token_listed_as_added_is_refused(tmp_path):
-    """transformers matches an added token whole even where BPE makes it anyway, which changes the
-    ids around it ('Hellow': [15496, 86], not [39, 5037]); minigpt does not, so it refuses."""
-    from transformers import GPT2TokenizerFast
+# Texts where an added word the vocabulary already has ("Hello", 15496; "!", 0) meets others:
+# inside a word, at the start, repeated, after a space (" Hello" is one regular token, 18435),
+# beside the special token and the new added words ROMEO and "lloR" (which overlaps "Hello").
+REGULAR_ADDED_TEXTS = ["Hellow", "Hello", "xHelloy", "HelloHello", " Hello", "  Hello  Hello ", "say Hello!!",
+                       f"Hello{EOT}Hello", f"{EOT}Hello", "HelloROMEO", "ROMEOHello", "HelloR", "HellloRx",
+                       "ĠHellox", "Hel lo", "no added word here"]
+
+
+@pytest.mark.parametrize("words", [["Hello"], ["Hello", "ROMEO", "lloR", "!"], ["ĠHello"]], ids="+".join)
+@pytest.mark.parametrize("layout", ["tokenizer.json", "added_tokens.json", "tokenizer_config.json"])
+def test_a_regular_token_added_with_add_tokens_keeps_its_id_and_is_matched_whole_as_transformers_does(
+        tmp_path, words, layout):
+    """Bug guarded: a word GPT-2 already has, added with transformers' add_tokens (which keeps its
+    id, 15496 for "Hello", and matches its text whole wherever it stands: 'Hellow' [15496, 86], not
+    BPE's [39, 5037]), was refused ("lists the regular token 'Hello' (15496) as an added token"),
+    though minigpt matches added tokens whole. Read as transformers 5 saves it (tokenizer.json) or
+    as transformers 4 lists it (added_tokens.json; tokenizer_config.json's added_tokens_decoder)."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    gpt2_vocab = json.loads((GPT2_DIR / "vocab.json").read_text(encoding="utf-8"))
+    regular = {w: gpt2_vocab[w] for w in words if w in gpt2_vocab}  # "Hello": 15496, "!": 0, "ĠHello": 18435
+    new = {w: 50257 + k for k, w in enumerate(w for w in words if w not in gpt2_vocab)}
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    assert hf.add_tokens(words) == len(words) and {w: hf.convert_tokens_to_ids(w) for w in words} == regular | new
+    hf.save_pretrained(tmp_path)
+    if layout != "tokenizer.json":  # the same words, listed beside vocab.json + merges.txt
+        (tmp_path / "tokenizer.json").unlink()
+        gpt2_copy(tmp_path)
+        listed = regular | new
+        if layout == "added_tokens.json":
+            (tmp_path / "added_tokens.json").write_text(json.dumps(listed))
+        else:
+            flags = {"special": False, "normalized": True, "lstrip": False, "rstrip": False, "single_word": False}
+            (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "added_tokens_decoder": {
+                str(i): {"content": w, **flags} for w, i in listed.items()}}))
+        hf = AutoTokenizer.from_pretrained(tmp_path)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert tok.added_tokens == regular | new and len(tok) == len(hf) == 50257 + len(new)
+    assert regular and all(tok.vocab[str_to_token(w)] == i for w, i in regular.items())  # still regular, same id
+    theirs = [hf.encode(t) for t in REGULAR_ADDED_TEXTS]
+    if "Hello" in words:
+        assert theirs[0] == [15496, 86] and theirs[REGULAR_ADDED_TEXTS.index(" Hello")] == [220, 15496]
+    assert [tok.encode(t, allowed_special="all") for t in REGULAR_ADDED_TEXTS] == theirs
+    assert tok.encode_batch(REGULAR_ADDED_TEXTS, allowed_special="all") == theirs
+    ordinary = [t for t in REGULAR_ADDED_TEXTS if EOT not in t]
+    assert [tok.encode_ordinary(t) for t in ordinary] == [hf.encode(t) for t in ordinary]
+    assert [tok.decode(ids) for ids in theirs] == [hf.decode(ids) for ids in theirs]
+    if "ĠHello" not in words:  # (typed, "Ġ" is the token " Hello": it decodes with a space, in both)
+        assert [tok.decode(ids) for ids in theirs] == REGULAR_ADDED_TEXTS
+    # Saved by minigpt, transformers reads the files back to the same ids, and so does minigpt.
+    tok.save_pretrained(tmp_path / "saved")
+    hf_again, again = AutoTokenizer.from_pretrained(tmp_path / "saved"), Tokenizer.from_pretrained(tmp_path / "saved")
+    assert [hf_again.encode(t) for t in REGULAR_ADDED_TEXTS] == theirs and hf_again.all_special_tokens == [EOT]
+    assert (again.vocab, again.special_tokens, again.added_tokens) == (tok.vocab, tok.special_tokens, tok.added_tokens)
+
+
+def test_a_word_a_minigpt_tokenizer_has_added_in_transformers_loads_back_in_minigpt(tmp_path):
+    """Bug guarded: a tokenizer trained by minigpt, where "ROMEO" is a merged token, then extended
+    in transformers with add_tokens(["ROMEO", "JULIET"]), was refused on loading ("lists the
+    regular token 'ROMEO' ... as an added token"), though transformers reads it back fine."""
+    from transformers import AutoTokenizer
+
+    trained = Tokenizer.train("ROMEO: hi\nROMEO: ho\n" * 50, vocab_size=264, progress=False)  # EOT is 263
+    trained.save_pretrained(tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    romeo = trained.encode("ROMEO")[0]  # a regular token, made by a merge
+    assert hf.add_tokens(["ROMEO", "JULIET"]) == 2 and hf.convert_tokens_to_ids("ROMEO") == romeo  # it keeps its id
+    hf.save_pretrained(tmp_path / "extended")
+    tok = Tokenizer.from_pretrained(tmp_path / "extended")
+    assert tok.added_tokens == {"ROMEO": romeo, "JULIET": 264} and len(tok) == len(hf) == 265
+    texts = ["ROMEO: hi", "xROMEOy", "ROMEOS", "ROMEOJULIET", "ROMEOMEO", "RO MEO", f"ROMEO{EOT}ROMEO"]
+    theirs = [hf.encode(t) for t in texts]
+    assert [tok.encode(t, allowed_special="all") for t in texts] == theirs
+    assert [tok.decode(ids) for ids in theirs] == [hf.decode(ids) for ids in theirs] == texts
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("add_tokens(special_tokens=True)", "lists the regular token 'Hello' (15496) as a special token"),  # tokenizer.json only
+    ("add_special_tokens", "names the regular token 'Hello'"),  # named in tokenizer_config.json too
+    ("lstrip", "sets lstrip on the added token 'Hello'"),
+    ("rstrip", "sets rstrip on the added token 'Hello'"),
+    ("single_word", "sets single_word on the added token 'Hello'"),
+], ids=lambda v: v if "token" not in v else "")
+def test_a_regular_token_transformers_would_match_otherwise_than_an_added_word_is_refused_by_name(tmp_path, how, problem):
+    """An added regular token that transformers matches as a special token (which minigpt's tables
+    cannot hold: a special token is never a regular one there) or with lstrip / rstrip /
+    single_word (which minigpt does for no added token) is refused, naming what. Bug guarded: the
+    special one was refused as "an added token", which misnamed the problem (an added word loads)."""
+    from transformers import AddedToken, GPT2TokenizerFast
 
     hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
-    hf.add_tokens(["Hello"])
+    if how == "add_tokens(special_tokens=True)":
+        added = hf.add_tokens(["Hello"], special_tokens=True)
+    elif how == "add_special_tokens":
+        added = hf.add_special_tokens({"additional_special_tokens": ["Hello"]})
+    else:
+        added = hf.add_tokens([AddedToken("Hello", **{how: True})])
+    assert added == 1 and hf.convert_tokens_to_ids("Hello") == 15496
     hf.save_pretrained(tmp_path)
-    assert hf.encode("Hellow") == [15496, 86] != GPT2TokenizerFast.from_pretrained(GPT2_DIR).encode("Hellow")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} lists the regular token 'Hello' (15496) as an added token")):
+    with pytest.raises(ValueError, match=re.escape(problem)):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_a_regular_token_added_with_normalized_false_loads_unless_an_overlapping_word_changes_the_order(tmp_path):
+    """transformers matches an added token marked "normalized": false before the others. For a
+    regular token alone that changes nothing ('Hellow' [15496, 86] in both); beside an added word
+    that overlaps it ("xHel" in "xHello"), the orders differ, and it is refused as any such pair is."""
+    from transformers import AddedToken, GPT2TokenizerFast
+
+    texts = ["Hellow", "xHello", "say Hello!", f"Hello{EOT}Hello"]
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    hf.add_tokens([AddedToken("Hello", normalized=False)])
+    hf.save_pretrained(tmp_path / "alone")
+    tok = Tokenizer.from_pretrained(tmp_path / "alone")
+    assert [tok.encode(t, allowed_special="all") for t in texts] == [hf.encode(t) for t in texts]
+    hf.add_tokens(["xHel"])
+    hf.save_pretrained(tmp_path / "overlapping")
+    with pytest.raises(ValueError, match="marks 'Hello' normalized=False, and 'xHel' overlaps it"):
+        Tokenizer.from_pretrained(tmp_path / "overlapping")
+
+
+def test_an_added_token_spelled_like_a_regular_one_is_accepted_only_at_its_id():
+    """The tables themselves: "Hello" added at 15496 is the regular token matched whole (one id,
+    vocab_size unchanged); added at a new id, vocab.json could not tell the two apart. Bug guarded:
+    the first was refused too, as a token spelled like a regular one."""
+    gpt2 = Tokenizer.from_pretrained(GPT2_DIR)
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, {EOT: 50256}, added_tokens={"Hello": 15496})
+    assert len(tok) == 50257 and tok.encode("Hellow") == [15496, 86] and gpt2.encode("Hellow") == [39, 5037]
+    assert tok.id_to_token(15496) == "Hello" and tok.convert_tokens_to_ids("Hello") == 15496
+    with pytest.raises(ValueError, match="added token 'Hello' is spelled like the regular token 15496"):
+        Tokenizer(gpt2.vocab, gpt2.merges, {EOT: 50256}, added_tokens={"Hello": 50257})
 
 
 def test_model_max_length_is_read_used_for_truncation_and_saved(tmp_path):

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, gpt2_name, shipped_path
+from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, architectures_of, gpt2_name,
+                            shipped_path)
 from minigpt.download import find_gpt2, hub_hint
 from minigpt.files import atomic_path, fsync_file, read_json, refuse_lfs_pointer, save_lock, temp_path
 from minigpt.lora import ADAPTER_CONFIG, load_adapted
@@ -47,12 +50,15 @@ def weight_files(path: Path) -> list[Path]:
 
     `model.safetensors` if it exists (a single file wins over an index, as in transformers), else
     every shard that `model.safetensors.index.json` lists, each once, sorted by name. Raises
-    FileNotFoundError if there is neither file or a listed shard is missing, and ValueError for
-    an index that is not UTF-8 JSON or has no `weight_map`. Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
+    FileNotFoundError if there is neither file, one is a broken link or a listed shard is missing,
+    and ValueError for an index that is not UTF-8 JSON, has no `weight_map`, or names a shard that
+    is no file inside `path` (`check_shard_name`). Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
     """
     single, index = path / WEIGHTS_NAME, path / INDEX_NAME
+    refuse_broken_link(single)
     if single.exists():
         return [single]
+    refuse_broken_link(index)
     if not index.exists():
         pickled = [p.name for p in (path / PICKLE_NAME, path / f"{PICKLE_NAME}.index.json") if p.exists()]
         hint = (f"; it holds {pickled[0]}, PyTorch's pickle format, which minigpt does not read: re-save it as "
@@ -60,31 +66,112 @@ def weight_files(path: Path) -> list[Path]:
             else download_hint(path)
         raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor {INDEX_NAME}{hint}")
     contents = read_json(index)  # not UTF-8, or not JSON: a ValueError that names the file
+    weight_map = contents.get("weight_map") if isinstance(contents, dict) else None  # tensor name → shard file name
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map' object: tensor name → shard file name)")
+    first_tensor = {}  # each shard, and the first tensor listed in it: the entry an error names
+    for tensor, shard in weight_map.items():
+        check_shard_name(index, tensor, shard)
+        first_tensor.setdefault(shard, tensor)
+    for shard, tensor in first_tensor.items():
+        refuse_broken_link(path / shard)
+        if not (path / shard).exists():
+            raise FileNotFoundError(f"shard {shard} listed in {INDEX_NAME} is missing from {path}")
+        if not (path / shard).is_file():  # a folder: safetensors' error, "No such device", named no file
+            raise ValueError(f"{index} lists tensor {tensor!r} in shard {shard!r}, which is not a file")
+    return sorted(path / shard for shard in first_tensor)
+
+
+def check_shard_name(index: Path, tensor: str, shard: object) -> None:
+    """Refuse a shard name from `index` that is not a file name inside its folder. The index comes
+    with the model (from the Hub, or anyone), so "../x" or "/home/me/x" must not make the loader read
+    a file of the reader's choosing. Checked by the name's parts, not by resolving it, as transformers
+    does (hub.py's _check_shard_filenames_stay_in_model_dir): in the Hugging Face cache each file of
+    a model's folder is a symlink into the blobs/ folder beside it, so resolved, every shard is outside."""
+    if not isinstance(shard, str) or not shard:  # "" would name the folder itself; 5 failed as PosixPath / int
+        raise ValueError(f"{index} lists tensor {tensor!r} in shard {shard!r}; a shard is the name of a "
+                         f"safetensors file in {index.parent}")
+    if Path(shard).anchor or ".." in Path(shard).parts:
+        raise ValueError(f"{index} lists tensor {tensor!r} in shard {shard!r}, which points outside the checkpoint "
+                         f"folder {index.parent}; a shard is the name of a file inside it")
+
+
+def refuse_broken_link(file: Path) -> None:
+    """A symbolic link to nothing does not exist, as far as `Path.exists` says: name it as the broken
+    link it is, and where it points, not as a file that is missing (a model folder copied without the
+    blobs/ that the Hugging Face cache links its files into, say)."""
+    if file.is_symlink() and not file.exists():
+        raise FileNotFoundError(f"{file} is a broken symbolic link: it points to {os.readlink(file)}, which does not exist")
+
+
+@contextmanager
+def open_safetensors(file: Path) -> Iterator:
+    """safe_open(file), with a file it cannot read (truncated, corrupt, a Git LFS pointer) a
+    ValueError that names it."""
     try:
-        weight_map = contents["weight_map"]  # tensor name → shard file name
-        shards = sorted(set(weight_map.values()))
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map' object): {e!r}") from None
-    for s in shards:
-        if not (path / s).exists():
-            raise FileNotFoundError(f"shard {s} listed in {INDEX_NAME} is missing from {path}")
-    return [path / s for s in shards]
+        with safe_open(file, framework="pt") as sf:
+            yield sf
+    except SafetensorError as e:
+        refuse_lfs_pointer(file)
+        raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {e}") from None
 
 
 def read_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one at a time; safe_open memory-maps, so only the current tensor is read."""
     for f in files:
-        try:
-            with safe_open(f, framework="pt") as sf:
-                for name in sf.keys():
-                    yield name, sf.get_tensor(name)
-        except SafetensorError as e:
-            refuse_lfs_pointer(f)
-            raise ValueError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+        with open_safetensors(f) as sf:
+            for name in sf.keys():
+                yield name, sf.get_tensor(name)
+
+
+def stored_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, from the files' headers alone (no tensor is read): what `load_gpt`
+    compares config.json with before it builds a model. A tensor in two shards is refused here,
+    naming both: one of the two would be dropped unseen."""
+    shapes, shard_of = {}, {}
+    for f in files:
+        with open_safetensors(f) as sf:
+            for name in sf.keys():
+                if name in shard_of:
+                    raise ValueError(f"tensor {name!r} is in two shards of {f.parent}, {shard_of[name].name} and "
+                                     f"{f.name}; a checkpoint holds each tensor once")
+                shard_of[name] = f
+                shapes[name] = tuple(sf.get_slice(name).get_shape())
+    return shapes
+
+
+# A tensor of block N, as "transformer.h.N...." or OpenAI's "h.N....".
+BLOCK_NAME = re.compile(r"(?:transformer\.)?h\.(\d+)\.")
+
+
+def check_config_fits_weights(path: Path, config: GPTConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a config.json whose depth or embedding sizes the weights' headers (`stored_shapes`)
+    contradict, before a model is built from it. Even on the meta device, building costs time and
+    memory with n_layer (20,000 blocks: 54 s and 1 GB) and fails on sizes past torch's (n_embd=10**9),
+    so a config.json that claims a million blocks for a file of two ran for minutes and GBs before
+    the missing tensors were counted. What is checked: as many blocks (h.0 ... h.N) as n_layer, and
+    the embeddings' shapes (vocab_size, n_positions, n_embd); the rest `read_weights` checks, tensor by tensor."""
+    n_blocks = 1 + max((int(m[1]) for name in shapes if (m := BLOCK_NAME.match(name))), default=-1)
+    if n_blocks != config.n_layer:
+        held = f"blocks h.0 to h.{n_blocks - 1}" if n_blocks else "no block (no tensor h.N)"
+        raise ValueError(f"{path / 'config.json'} has n_layer={config.n_layer}, but the weights in {path} hold {held}")
+    # Each embedding under the names a file may give it: the tied head's stands for wte in a file
+    # saved by safetensors' save_model (`read_weights`).
+    embeddings = ((("transformer.wte.weight", "wte.weight", "lm_head.weight"), "(vocab_size, n_embd)",
+                   (config.vocab_size, config.n_embd)),
+                  (("transformer.wpe.weight", "wpe.weight"), "(n_positions, n_embd)", (config.n_positions, config.n_embd)))
+    for names, fields, expected in embeddings:
+        name = next((n for n in names if n in shapes), None)
+        if name is not None and shapes[name] != expected:
+            raise ValueError(f"tensor {name!r} in {path} has shape {shapes[name]}, but its config.json expects "
+                             f"{expected} {fields}")
 
 
 # The dtypes a CLI offers for the weights and math, by name (`--dtype`); `from_pretrained` takes the names.
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The dtypes torch computes GPT-2's layers in. float8 and float4 are floating point too, but storage
+# formats only: torch has no add or matmul for them ('"add_stub" not implemented for Float8_e4m3fn').
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def interrupted_save(path: Path) -> str:
@@ -120,8 +207,9 @@ def rename_command(renames: list[tuple[Path, Path]]) -> str:
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, str):  # "bfloat16", "float16", ... as CLIs pass them
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating-point torch dtype such as torch.bfloat16, got {dtype!r}")
+    if dtype is not None and dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(str, COMPUTE_DTYPES))} (the dtypes torch computes "
+                         f"a model in), got {dtype!r}")
     return dtype
 
 
@@ -179,7 +267,7 @@ def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
     loader and export pick their class by it. (`load_gpt` reads the architectures itself.)"""
     config = Path(path) / "config.json"
     d = read_json(config) if config.is_file() else {}
-    return isinstance(d, dict) and "GPT2ForSequenceClassification" in (d.get("architectures") or [])
+    return isinstance(d, dict) and "GPT2ForSequenceClassification" in architectures_of(d, str(config))
 
 
 def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
@@ -197,17 +285,22 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         raise FileNotFoundError(f"no config.json in {path}: not a model checkpoint{download_hint(path)}")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     config = GPTConfig.from_json(path / "config.json")
-    architectures = read_json(path / "config.json").get("architectures") or []  # (a JSON object: from_json said so)
+    architectures = architectures_of(read_json(path / "config.json"))  # (a JSON object: from_json said so)
     if "GPT2ForSequenceClassification" in architectures:  # its head has a loader of its own, which keeps it
         raise ValueError(f"{path} is a classifier (GPT2ForSequenceClassification), not a language model (GPT2LMHeadModel); "
                          "load it with minigpt.classifier.GPTClassifier.from_pretrained")
     head = next((TASK_HEADS[a] for a in architectures if a in TASK_HEADS), None)
+    # config.json against the files' headers first: building a model of the wrong n_layer is slow.
+    check_config_fits_weights(path, config, stored_shapes(weight_files(path)))
     # Build the model on the "meta" device: shapes only, no memory and no random init. The real
     # tensors are then *assigned* from the file, so at no point do two full copies of the weights
     # exist. safetensors even hands out tensors backed by the memory-mapped file: weights used
     # as stored (Conv1D ones as transposed views) stay file pages; only converted ones become new memory.
-    with torch.device("meta"):
-        model = GPT(config)
+    try:
+        with torch.device("meta"):
+            model = GPT(config)
+    except RuntimeError as e:  # "Storage size calculation overflowed": a size no tensor can have
+        raise ValueError(f"{path / 'config.json'} gives the model tensors too large for torch: {e}") from None
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
     state, lm_head, left_out = read_weights(path, expected, architectures, head, dtype, device)
     missing = sorted(set(expected) - set(state))
@@ -287,6 +380,10 @@ def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tens
     float16 weights); the model computes in one, so the odd ones out take that of `bulk` (the
     token embeddings, whose dtype stands for the bulk of the weights)."""
     dtype = state[bulk].dtype
+    if dtype not in COMPUTE_DTYPES:  # a float8 file: read, it loads, and fails at the first forward
+        raise ValueError(f"tensor {bulk!r} has dtype {dtype}, a storage format torch cannot compute in (the others "
+                         f"would take it too); load the weights cast to one it can, with dtype=torch.bfloat16 "
+                         f"(--dtype bfloat16), or float16 or float32")
     return {key: t.to(dtype) for key, t in state.items()}
 
 
@@ -410,7 +507,8 @@ def _remove_stale_shards(path: Path) -> None:
         shards = set()  # unreadable index: remove only the index itself
     index.unlink()
     for s in shards:
-        if Path(s).name == s and s != WEIGHTS_NAME:  # a plain file name in this directory, never a path
+        # A plain file name in this directory: never a path, a folder ("" is this one) or a number.
+        if isinstance(s, str) and Path(s).name == s and s != WEIGHTS_NAME and not (path / s).is_dir():
             (path / s).unlink(missing_ok=True)
 
 

@@ -32,9 +32,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, is_classifier_checkpoint,
-                                one_dtype, read_tensors, refuse_extra_tensors, refuse_resized_tensors, resolve_device,
-                                resolve_dtype, weight_files, write_checkpoint)
+from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, check_config_fits_weights,
+                                is_classifier_checkpoint, one_dtype, read_tensors, refuse_extra_tensors,
+                                refuse_resized_tensors, resolve_device, resolve_dtype, stored_shapes, weight_files,
+                                write_checkpoint)
 from minigpt.checks import as_count
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
@@ -204,9 +205,10 @@ class GPTClassifier(nn.Module):
         if d.get("problem_type") not in (None, "single_label_classification"):  # multi-label: a sigmoid per label
             raise ValueError(f"{path} is a {d['problem_type']} model (problem_type in its config.json); minigpt's "
                              "classifier predicts one label per text (a softmax over them)")
-        head = d.get("minigpt_head", {})
+        head, config = d.get("minigpt_head", {}), GPTConfig.from_hf_dict(d, source=str(path / "config.json"))
+        check_config_fits_weights(path, config, stored_shapes(weight_files(path)))  # before a wrong n_layer is built
         with torch.device("meta"):  # shapes only; the real tensors are assigned below
-            model = cls(GPT(GPTConfig.from_hf_dict(d, source=str(path / "config.json"))), num_labels, pooling=head.get("pooling", "last"),
+            model = cls(GPT(config), num_labels, pooling=head.get("pooling", "last"),
                         hidden=tuple(head.get("hidden", ())), id2label=id2label)
         # The checkpoint's pad_token_id as it is, None included (transformers' default: such a checkpoint
         # pools each row's last token), not the constructor's <|endoftext|> default: that would cut a text

@@ -110,6 +110,19 @@ _HF_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions"
                "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
 
 
+def architectures_of(d: dict, source: str = "config.json") -> list[str]:
+    """The model classes config.json's `architectures` names (["GPT2LMHeadModel"]: the class that
+    saved it), [] when it names none. transformers writes a list of names but reads any value, so
+    one name alone is taken as a list of one; a number or a list of anything but names is a
+    ValueError naming `source`, not a TypeError from the first `in` test against it."""
+    value = d.get("architectures") or []
+    names = [value] if isinstance(value, str) else value
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        raise ValueError(f"{source}: architectures must be a list of model class names such as "
+                         f'["GPT2LMHeadModel"], got {value!r}')
+    return names
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257
@@ -209,7 +222,7 @@ class GPTConfig:
             raise ValueError(f"{source} sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
         # Only a language model has an lm_head to tie; transformers' classifier has none, so there the
         # flag says nothing about the weights (and load_gpt refuses a classifier by its name).
-        is_classifier = "GPT2ForSequenceClassification" in (d.get("architectures") or [])
+        is_classifier = "GPT2ForSequenceClassification" in architectures_of(d, source)
         if d.get("tie_word_embeddings") is False and not is_classifier:
             raise ValueError(f"{source} sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
         d = dict(d)

@@ -1024,3 +1024,157 @@ def test_a_tensor_resized_by_hand_is_refused_naming_the_config_field(tmp_path, m
     setattr(model.config, field, SMALL[field] + 1)
     model.save_pretrained(tmp_path / "ck")
     assert torch.equal(logits_of(tmp_path / "ck"), model.eval()(IDX)[0].detach())
+
+
+# ---- hostile or broken checkpoints --------------------------------------------------------------
+
+
+def sharded_copy(src: Path, dest: Path, shard_of) -> Path:
+    """A copy of the checkpoint `src` as shards: each tensor goes to the shard `shard_of(name)`
+    names (written at dest / that name, which may lie outside `dest`), listed in an index."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.json").write_text((src / "config.json").read_text())
+    state, shards = read_state(src), {}
+    for name, t in state.items():
+        shards.setdefault(shard_of(name), {})[name] = t
+    for shard, tensors in shards.items():
+        save_file(tensors, str(dest / shard))
+    index = {"metadata": {}, "weight_map": {name: shard_of(name) for name in state}}
+    (dest / "model.safetensors.index.json").write_text(json.dumps(index))
+    return dest
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_a_shard_outside_the_checkpoint_folder_is_refused(tmp_path, hf_dir, where):
+    """A security audit: an index whose weight_map named "../outside.safetensors" or an absolute
+    path loaded that file, wherever it lay. Now a ValueError naming the index and the entry, as
+    transformers refuses it (a name with a root or a "..")."""
+    outside = "../outside.safetensors" if where == "parent" else str(tmp_path / "outside.safetensors")
+    folder = sharded_copy(hf_dir, tmp_path / "ck", lambda name: outside if ".h.1." in name else "a.safetensors")
+    assert (tmp_path / "outside.safetensors").is_file()  # the shard is there: only its place is wrong
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'model.safetensors.index.json'} lists tensor ")
+                       + r"'transformer\.h\.1\..*' in shard " + re.escape(repr(outside)) + ", which points outside"):
+        GPT.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("shard", [5, "", "subdir", ["a.safetensors"]])
+def test_a_shard_name_that_is_no_file_name_is_a_value_error_naming_the_entry(tmp_path, hf_dir, shard):
+    """An audit: {"x": 5} in a weight_map went out as "TypeError: unsupported operand type(s) for /:
+    'PosixPath' and 'int'", and "" or a folder's name as "No such device (os error 19)", naming no file."""
+    folder = edited_copy(hf_dir, tmp_path / "ck", lambda s: s)
+    (folder / "model.safetensors").unlink()
+    (folder / "subdir").mkdir()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": shard}}))
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'model.safetensors.index.json'} lists tensor 'x' in shard {shard!r}")):
+        GPT.from_pretrained(folder)
+    GPT(GPTConfig(**SMALL)).save_pretrained(folder)  # and a save over such an index replaces it
+    assert not (folder / "model.safetensors.index.json").exists() and (folder / "subdir").is_dir()
+
+
+def test_shards_linked_into_a_blobs_folder_as_in_the_hugging_face_cache_load(tmp_path, hf_dir, reference):
+    """The shard check reads the names, not where they resolve: in the Hugging Face cache every
+    file of a model's folder is a symlink into blobs/ beside it, and such a folder must load."""
+    sharded_copy(hf_dir, tmp_path / "blobs", lambda name: "h1" if ".h.1." in name else "rest")
+    snapshot = tmp_path / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    for name, blob in [("config.json", "config.json"), ("model.safetensors.index.json", "index"),
+                       ("a.safetensors", "rest"), ("b.safetensors", "h1")]:
+        (snapshot / name).symlink_to(Path("../../blobs") / blob)
+    index = json.loads((tmp_path / "blobs" / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {name: "b.safetensors" if ".h.1." in name else "a.safetensors" for name in index["weight_map"]}
+    (tmp_path / "blobs" / "index").write_text(json.dumps(index))
+    assert torch.equal(logits_of(snapshot), reference)
+
+
+def test_a_tensor_in_two_shards_names_both(tmp_path, hf_dir):
+    """An audit: a tensor in two shards was reported as "appears twice (with and without the
+    'transformer.' prefix?)", the wrong cause; the error names the two shards."""
+    folder = sharded_copy(hf_dir, tmp_path, lambda name: "b.safetensors" if ".h.1." in name else "a.safetensors")
+    state = read_state(hf_dir)
+    save_file({k: t for k, t in state.items() if ".h.1." not in k} | {"transformer.h.1.ln_1.bias": state["transformer.h.1.ln_1.bias"]},
+              str(folder / "a.safetensors"))
+    with pytest.raises(ValueError, match=re.escape("tensor 'transformer.h.1.ln_1.bias' is in two shards of "
+                                                   f"{folder}, a.safetensors and b.safetensors")):
+        GPT.from_pretrained(folder)
+
+
+def test_a_broken_link_to_the_weights_says_where_it_points(tmp_path, hf_dir):
+    """An audit: a dangling model.safetensors symlink was reported as "has neither model.safetensors
+    nor model.safetensors.index.json"; the error says it is a broken link, and to where."""
+    folder = edited_copy(hf_dir, tmp_path / "ck", lambda s: s)
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{folder / 'model.safetensors'} is a broken symbolic link: "
+                                                          f"it points to {tmp_path / 'gone.safetensors'}")):
+        GPT.from_pretrained(folder)
+
+
+def test_a_config_json_with_more_layers_than_the_weights_fails_before_a_model_is_built(tmp_path, hf_dir, monkeypatch):
+    """An audit: config.json's n_layer=20000 over 2 blocks' weights took 54 s and 1 GB before "missing
+    239976 tensor(s)" (10**6: over 10 minutes and 8 GB), since the model was built on the meta device
+    first. The files' headers are compared with config.json first; no model is built at all."""
+    edited_copy(hf_dir, tmp_path, lambda s: s)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"n_layer": 10**6}))
+
+    def no_model(config):
+        raise AssertionError(f"a model of {config.n_layer} blocks was built before the weights were looked at")
+
+    monkeypatch.setattr(checkpoint, "GPT", no_model)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} has n_layer=1000000, but the weights in "
+                                                   f"{tmp_path} hold blocks h.0 to h.1")):
+        GPT.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("change, name, expected", [
+    ({"n_embd": 10**9, "n_head": 1}, "transformer.wte.weight", (500, 10**9)),
+    ({"n_positions": 10**12}, "transformer.wpe.weight", (10**12, 32))])
+def test_embedding_sizes_are_checked_against_the_header_before_building(tmp_path, hf_dir, change, name, expected):
+    """An audit: config.json's n_embd=10**9 gave torch's "RuntimeError: Storage size calculation
+    overflowed", naming no file: building the model came before comparing its shapes with the file's."""
+    edited_copy(hf_dir, tmp_path, lambda s: s)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | change))
+    with pytest.raises(ValueError, match=re.escape(f"tensor {name!r} in {tmp_path} has shape ") + r"\(\d+, 32\)"
+                       + re.escape(f", but its config.json expects {expected}")):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_sizes_torch_cannot_hold_are_a_config_error_naming_the_file(tmp_path, hf_dir):
+    """With no embedding in the file to compare n_embd against, building the model is where a size
+    past torch's shows: its RuntimeError ("Storage size calculation overflowed") named no file."""
+    edited_copy(hf_dir, tmp_path, lambda s: {k: t for k, t in s.items() if "wte" not in k and "wpe" not in k})
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"n_embd": 10**9, "n_head": 1}))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} gives the model tensors too large for torch")):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_float8_weights_are_refused_at_load_with_the_dtype_to_pass(tmp_path, hf_dir):
+    """An audit: float8 weights loaded as float8 and failed at the first forward with
+    '"add_stub" not implemented for Float8_e4m3fn'. Refused at load, naming the tensor, its dtype
+    and the dtype= that casts them; loaded with it, the model runs. A float8 dtype= is refused too."""
+    folder = edited_copy(hf_dir, tmp_path, lambda s: {k: t.to(torch.float8_e4m3fn) for k, t in s.items()})
+    with pytest.raises(ValueError, match=re.escape("tensor 'transformer.wte.weight' has dtype torch.float8_e4m3fn")
+                       + ".*dtype=torch.bfloat16"):
+        GPT.from_pretrained(folder)
+    with torch.no_grad():
+        assert torch.isfinite(GPT.from_pretrained(folder, dtype=torch.bfloat16)(IDX)[0]).all()
+    with pytest.raises(ValueError, match="dtype must be one of torch.float32, .* got torch.float8_e5m2"):
+        GPT.from_pretrained(folder, dtype=torch.float8_e5m2)
+
+
+@pytest.mark.parametrize("architectures", [5, ["GPT2LMHeadModel", 3], {"a": 1}])
+def test_architectures_that_are_not_class_names_are_a_value_error_naming_the_field(tmp_path, hf_dir, architectures):
+    """An audit: "architectures": 5 in config.json went out as "TypeError: argument of type 'int' is
+    not iterable". One name alone, not in a list, is taken as transformers takes it."""
+    edited_copy(hf_dir, tmp_path, lambda s: s)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"architectures": architectures}))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: architectures must be a list of model "
+                                                   f"class names such as [\"GPT2LMHeadModel\"], got {architectures!r}")):
+        GPT.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="architectures must be a list"):
+        checkpoint.is_classifier_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"architectures": "GPT2LMHeadModel"}))
+    assert GPT.from_pretrained(tmp_path).config.n_layer == SMALL["n_layer"]

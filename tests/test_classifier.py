@@ -100,6 +100,24 @@ def test_a_transformers_regression_model_is_refused_as_one(tmp_path):
         GPTClassifier.from_pretrained(tmp_path)
 
 
+def test_a_classifier_config_with_more_layers_than_its_weights_fails_before_a_model_is_built(tmp_path, monkeypatch):
+    """A review of the checkpoint audit's fix: GPT.from_pretrained compared config.json's n_layer
+    with the weights' headers before building, but GPTClassifier.from_pretrained still built a model
+    of config.json's n_layer=10**6 first (minutes and GBs, as GPT's did)."""
+    import minigpt.classifier as classifier
+
+    _classifier().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"n_layer": 10**6}))
+
+    def no_model(config):
+        raise AssertionError(f"a model of {config.n_layer} blocks was built before the weights were looked at")
+
+    monkeypatch.setattr(classifier, "GPT", no_model)
+    with pytest.raises(ValueError, match=f"has n_layer=1000000, but the weights in .* hold blocks h.0 to h.{CFG.n_layer - 1}"):
+        GPTClassifier.from_pretrained(tmp_path)
+
+
 def test_a_transformers_multi_label_model_is_refused(tmp_path):
     """A checkpoint audit: problem_type "multi_label_classification" (a sigmoid per label, any number
     of them true) loaded as a one-label softmax classifier, and an export dropped its problem_type,
@@ -290,7 +308,7 @@ def test_loading_a_bad_classifier_checkpoint_names_the_problem(tmp_path):
     mixed = GPTClassifier.from_pretrained(tmp_path / "ok")  # a float32 head beside float16 weights: one dtype
     assert {p.dtype for p in mixed.parameters()} == {torch.float16}
     (tmp_path / "ok" / "config.json").write_text(json.dumps({**config, "n_embd": 2 * config["n_embd"]}))
-    with pytest.raises(ValueError, match=rf"tensor '[\w.]+' in .*ok has shape \(\d+, {config['n_embd']}\) .* but its "
+    with pytest.raises(ValueError, match=rf"tensor '[\w.]+' in .*ok has shape \(\d+, {config['n_embd']}\).* but its "
                                          "config.json expects"):  # the first by name, not torch's list of them
         GPTClassifier.from_pretrained(tmp_path / "ok")
 

@@ -240,11 +240,20 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
                       "convert it first (e.g. iconv -f latin1 -t utf-8)")
 
 
-def read_json(path: str | os.PathLike) -> object:
+def read_json(path: str | os.PathLike, unique_keys: bool = False) -> object:
     """A JSON file's contents; a file that is not JSON (or not UTF-8) is a ValueError that names it
-    (json's own error gives only a line and column)."""
+    (json's own error gives only a line and column). With `unique_keys`, so is an object that gives
+    one key twice, which json takes silently, the last value winning (a vocab.json would lose a token)."""
+    def pairs_once(pairs: list[tuple[str, object]]) -> dict:
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"{path} gives the key {key!r} twice ({seen[key]!r} and {value!r}); each key once")
+            seen[key] = value
+        return seen
+
     try:
-        return json.loads(read_text(path))
+        return json.loads(read_text(path), object_pairs_hook=pairs_once if unique_keys else None)
     except json.JSONDecodeError as e:
         refuse_lfs_pointer(path)
         raise ValueError(f"{path} is not valid JSON: {e}") from None

@@ -299,13 +299,29 @@ class Tokenizer:
         ids = sorted([*self.vocab.values(), *self.special_tokens.values(),
                       *(i for text, i in self.added_tokens.items() if text not in regular_added)])
         if ids != list(range(len(ids))):
-            raise ValueError(f"token ids must be exactly 0..{len(ids) - 1} (vocab + special and added tokens, no gaps or duplicates)")
+            raise ValueError(f"token ids must be exactly 0..{len(ids) - 1} (vocab + special and added tokens, no gaps or "
+                             f"duplicates): {self._first_bad_id(ids, regular_added)}")
         # vocab.json keys regular tokens by their Ġ-spelling and the others by their text, so any
         # other token spelled like a regular one (say "Ġ", the space byte) has no file to live in.
         if others := [text for text in spelled if text not in regular_added]:
             kind = "special" if others[0] in self.special_tokens else "added"
             raise ValueError(f"{kind} token {others[0]!r} is spelled like the regular token "
                              f"{spelled[others[0]]}: vocab.json could not tell them apart")
+
+    def _first_bad_id(self, ids: list[int], regular_added: set[str]) -> str:
+        """What is wrong with the sorted `ids` first, by the tokens: an id given twice, or one that
+        no token has (a gap, or one past the end, which a token given twice leaves)."""
+        tokens = [*((token_to_str(t), i) for t, i in self.vocab.items()), *self.special_tokens.items(),
+                  *((text, i) for text, i in self.added_tokens.items() if text not in regular_added)]
+        for expected, i in enumerate(ids):
+            if i != expected:
+                break
+        owners = [text for text, j in tokens if j == i]
+        if i < 0:
+            return f"{owners[0]!r} has the negative id {i}"
+        if len(owners) > 1:
+            return f"id {i} is given to both {owners[0]!r} and {owners[1]!r}"
+        return f"no token has id {expected}; the next id, {i}, is {owners[0]!r}"
 
     def _merge_tables(self) -> tuple[dict[tuple[int, int], int], list[int]]:
         """The two tables merging needs (see merge_chunk): (left id, right id) → rank, and rank → the

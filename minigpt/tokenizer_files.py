@@ -61,6 +61,13 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     for s, i in str_vocab.items():  # a float id (64.0) would pass the constructor's check, then come out of encode
         if not isinstance(i, int) or isinstance(i, bool):
             raise ValueError(f"{vocab_file} gives the token {s!r} the id {i!r}; ids must be integers")
+    # Named with the file here: Tokenizer's own check of all the ids cannot say which file gave one.
+    owners = {}
+    for s, i in str_vocab.items():
+        if i < 0 or i in owners:
+            raise ValueError(f"{vocab_file} gives the id {i} to {s!r}" + (f" and to {owners[i]!r}; each id is one token's"
+                             if i in owners else "; ids run from 0"))
+        owners[i] = s
     str_vocab, listed_beside = _add_added_tokens(str_vocab, path, config)
     listed_special |= {token: special or listed_special.get(token, False)  # special if either list says so
                        for token, special in listed_beside.items()}
@@ -107,7 +114,7 @@ def _read_vocab_and_merges(path: Path) -> tuple[Path, Path, dict[str, int], list
             if (path / have).is_file():
                 raise FileNotFoundError(f"{path} has {have} but no {lacks}: a tokenizer needs both (or a tokenizer.json)")
         raise FileNotFoundError(f"{path} holds neither vocab.json + merges.txt nor tokenizer.json")
-    str_vocab = read_json(vocab_file)
+    str_vocab = read_json(vocab_file, unique_keys=True)
     if not isinstance(str_vocab, dict):
         raise ValueError(f"{vocab_file} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
     refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
@@ -304,7 +311,7 @@ def _refuse_named_tokens_not_in(str_vocab: dict[str, int], named: list[tuple[Pat
 def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], dict[str, bool]]:
     """vocab (added tokens included), merges and the added tokens (→ whether special) from a `tokenizers` file, if it is
     GPT-2-style BPE and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
-    data = read_json(file)
+    data = read_json(file, unique_keys=True)  # (a token given twice in model.vocab would lose one)
     model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
     # Files of tokenizers < 0.9 (the Hub's own GPT-2 tokenizer.json among them) name no model type;
     # tokenizers reads a model with a vocab dict and a merges list as BPE, and so does this.

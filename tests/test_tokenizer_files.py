@@ -199,6 +199,28 @@ def test_a_merges_txt_cut_at_a_line_end_is_refused_naming_both_files(tmp_path):
         Tokenizer.from_pretrained(tmp_path)
 
 
+def test_vocab_json_ids_given_twice_negative_or_missing_name_the_file_and_the_tokens(tmp_path):
+    """A security audit: a vocab.json giving one id to two tokens, a negative id, a gap (id 50300),
+    or a token listed twice (json keeps the last) were all "token ids must be exactly 0..N (vocab +
+    special and added tokens, no gaps or duplicates)", naming neither the file nor a token."""
+    vocab_file = tmp_path / "vocab.json"
+
+    def refused(edit, match):
+        gpt2_copy(tmp_path, vocab_edit=edit)
+        with pytest.raises(ValueError, match=match):
+            Tokenizer.from_pretrained(tmp_path)
+
+    refused(lambda v: v | {"&": 6}, re.escape(f"{vocab_file} gives the id 6 to \"'\" and to '&'; each id is one token's"))
+    refused(lambda v: v | {"!": -1}, re.escape(f"{vocab_file} gives the id -1 to '!'; ids run from 0"))
+    refused(lambda v: v | {"<|endoftext|>": 50300}, re.escape("no gaps or duplicates): no token has id 50256; the next "
+                                                               "id, 50300, is '<|endoftext|>'"))
+    gpt2_copy(tmp_path)
+    text = vocab_file.read_text(encoding="utf-8")
+    vocab_file.write_text(text.replace('{"!": 0,', '{"!": 0, "!": 0,', 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{vocab_file} gives the key '!' twice (0 and 0); each key once")):
+        Tokenizer.from_pretrained(tmp_path)
+
+
 def test_an_unmade_token_is_special_only_when_a_file_names_it_as_transformers_reads_it(tmp_path):
     """transformers encodes a vocabulary's "<|im_start|>" that no merge makes as plain text unless a
     file names it a special token; minigpt took every such token for a special one. Unnamed, it is

@@ -7,19 +7,26 @@ token. Done naively (recount every pair in the whole text after each merge) that
 O(merges × text). Three ideas make it fast:
 1. **Count unique chunks.** Merges never cross a pre-tokenized chunk, so the text becomes a table
    {chunk: how often it occurs}; Shakespeare's 1.1 MB has only ~15k distinct chunks.
-2. **Update pair counts incrementally.** An index pair → {chunks containing it} means a merge
-   touches only the chunks that contain the pair, and only their pair counts change.
+2. **Update pair counts incrementally, only beside the merge sites.** An index pair → {chunks
+   holding it} means a merge visits only the chunks that hold the pair, and in each only the pairs
+   that overlap a merged occurrence change: its left neighbour, itself, its right neighbour ("x a b
+   y" → "x X y" swaps (x, a), (a, b), (b, y) for (x, X), (X, y)). `list.index` finds the sites at C
+   speed, so a merge costs Python work per site, not per symbol of a long chunk (`merge_words`).
 3. **A heap of pair counts** gives the most frequent pair in O(log n). Entries are never updated in
    place: a changed count is pushed again, and stale entries are skipped when popped.
 Ties are broken deterministically: equal counts → the smallest (left id, right id) pair wins (a tuple
 compare), which may hold a newer token: after a+b, (c, ab) = (66, 256) beats (d, e) = (67, 68).
-`count_chunks` builds that table, `train_bpe` is the loop; `train_tokenizer` (`Tokenizer.train`'s
+`count_chunks` builds that table, `count_pairs` the first pair counts, `merge_words` one
+merge's updates, and `train_bpe` is the loop; `train_tokenizer` (`Tokenizer.train`'s
 body) checks the arguments and hands them the text: one file at a time, special tokens cut out.
 
 Not handled: min-frequency cut-offs, dropout, and a single file larger than memory (each file is
 read whole; the table of chunks is what grows with the corpus; a text with no line break to cut
-at is split whole, at ~16x its size). A merge rewrites each chunk that holds the pair whole, so
-one very long chunk (50 kB of letters without a space: ~10 s for 1,000 merges) is slow.
+at is split whole, at ~16x its size). A merge still copies each chunk that holds the pair (in C,
+a slice at a time) and searches it for the pair's left token, so one very long chunk stays slower
+than many short ones: 50 kB of letters without a space takes ~1 s for 1,000 merges (~10 s before
+the updates were limited to the merge sites). Pure Python: Hugging Face's Rust trainer is faster
+on most texts (BENCHMARKS.md#tokenizer has the ratios).
 """
 from __future__ import annotations
 
@@ -41,17 +48,44 @@ from minigpt.pretokenize import (BYTE_TO_CHAR, CHAR_TO_BYTE, safe_pieces, specia
 GPT2_BYTE_IDS = {bytes([b]): i for i, b in enumerate(BYTE_TO_CHAR)}
 
 
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every occurrence of `pair` in `ids` by `new_id`, left to right ("aaa" → "aa" "a")."""
-    out, i, n = [], 0, len(ids)
-    while i < n:
-        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
+def merge_sites(ids: list[int], pair: tuple[int, int]) -> list[int]:
+    """Where `pair` merges in `ids`: the start of each occurrence, left to right, never overlapping
+    ("aaa" has one site for (a, a), at 0: merging gives "aa" "a"). `list.index` finds each next
+    left id at C speed, so a long chunk costs Python work per site, not per symbol."""
+    left, right = pair
+    sites, i, last = [], 0, len(ids) - 1
+    try:
+        while True:
+            i = ids.index(left, i)
+            if i < last and ids[i + 1] == right:
+                sites.append(i)
+                i += 2
+            else:
+                i += 1
+    except ValueError:  # no `left` after i
+        return sites
+
+
+def merge_at(ids: list[int], sites: list[int], new_id: int) -> list[int]:
+    """`ids` with the pair that starts at each of `sites` replaced by `new_id`, copied a slice at a time."""
+    out, done = [], 0
+    for s in sites:
+        out += ids[done:s]
+        out.append(new_id)
+        done = s + 2
+    out += ids[done:]
     return out
+
+
+def pairs_touching(ids: list[int], starts: list[int], width: int) -> list[tuple[int, int]]:
+    """The adjacent pairs of `ids` that overlap a span of `width` symbols starting at one of `starts`,
+    each once. Merging the pair at s changes the pairs that start at s-1, s and s+1 (left neighbour,
+    the pair, right neighbour): width 2, in the old chunk. In the new chunk the merged token at p is
+    in the pairs that start at p-1 and p: width 1. Spans side by side share the pair between them:
+    "a b a b" → "X X" loses (a, b) twice and (b, a) once, and gains (X, X) once."""
+    last = len(ids) - 2  # where the last pair starts
+    pair_starts = {k for s in starts for k in range(s - 1, s + width) if 0 <= k <= last}
+    return [(ids[k], ids[k + 1]) for k in pair_starts]
 
 
 # count_chunks splits text this many characters at a time: split_text's list holds every chunk of
@@ -81,6 +115,44 @@ def count_chunks(texts: Iterable[str], special_tokens: Sequence[str] = (), *, to
     return counts
 
 
+def count_pairs(words: list[list[int]], freqs: list[int]) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], set[int]]]:
+    """Each adjacent pair's count over the words (a word weighs its frequency), and the index
+    pair → {indices of the words that hold it}: the state that `merge_words` keeps up to date."""
+    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for w, (word, freq) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] += freq
+            where[pair].add(w)
+    return pair_counts, where
+
+
+def merge_words(words: list[list[int]], freqs: list[int], where: dict[tuple[int, int], set[int]],
+                pair: tuple[int, int], new_id: int) -> dict[tuple[int, int], int]:
+    """Merge `pair` into `new_id` in the words that hold it (rewritten in place) and return how the
+    pair counts change. Only the pairs next to a merge site change; the rest of a word is not read.
+
+    Sites are kept as positions, never found again by looking for `new_id`: that id may already
+    stand elsewhere in the word (two merges that make the same bytes share one id, see `train_bpe`).
+    `where` gains each word under its new pairs. A word that lost a pair stays listed under it (when
+    that pair merges, `merge_sites` finds nothing there), and `pair`'s own list is used up."""
+    delta: dict[tuple[int, int], int] = defaultdict(int)
+    for w in where.pop(pair, ()):
+        word, freq = words[w], freqs[w]
+        sites = merge_sites(word, pair)
+        if not sites:
+            continue  # stale: an earlier merge took this word's occurrences
+        new_word = merge_at(word, sites, new_id)
+        for p in pairs_touching(word, sites, width=2):
+            delta[p] -= freq
+        merged = [s - n for n, s in enumerate(sites)]  # each site before shortens the word by one
+        for p in pairs_touching(new_word, merged, width=1):
+            delta[p] += freq
+            where[p].add(w)
+        words[w] = new_word
+    return delta
+
+
 def train_bpe(
     counts: dict[str, int], vocab_size: int, *, progress: bool = True
 ) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]]]:
@@ -95,12 +167,7 @@ def train_bpe(
     vocab = dict(GPT2_BYTE_IDS)
     id_bytes = {i: t for t, i in vocab.items()}
 
-    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair → indices of words holding it
-    for w, (word, freq) in enumerate(zip(words, freqs)):
-        for pair in zip(word, word[1:]):
-            pair_counts[pair] += freq
-            where[pair].add(w)
+    pair_counts, where = count_pairs(words, freqs)
     heap = [(-count, pair) for pair, count in pair_counts.items()]  # (-count, pair): max count, then min ids
     heapq.heapify(heap)
 
@@ -118,18 +185,7 @@ def train_bpe(
             bar.update()
         new_id = vocab[merged]
 
-        # Rewrite only the words that hold the pair; collect how every pair count changes.
-        delta: dict[tuple[int, int], int] = defaultdict(int)
-        for w in where.pop(pair):
-            word, freq = words[w], freqs[w]
-            new_word = merge_pair(word, pair, new_id)
-            for p in zip(word, word[1:]):
-                delta[p] -= freq
-            for p in zip(new_word, new_word[1:]):
-                delta[p] += freq
-                if new_id in p:
-                    where[p].add(w)
-            words[w] = new_word
+        delta = merge_words(words, freqs, where, pair, new_id)
         for p, d in delta.items():
             if d == 0:
                 continue

@@ -12,7 +12,10 @@ users, wall time can only shrink with more processes if the scheduler gives them
 encode_batch gets the whole text as one document and cuts it at exact cut points itself; its label
 says how many processes encoded it (one for a text under MIN_PARALLEL_CHARS, or without fork).
 Training: seconds for a 4096-token vocabulary, against `tokenizers`' BpeTrainer; "× HF" is a speed
-ratio, as in the encoding table (HF's seconds / minigpt's: > 1 means minigpt is faster).
+ratio, as in the encoding table (HF's seconds / minigpt's: > 1 means minigpt is faster). Besides
+--data, it trains on three ~1 MB texts made here (seeded): Chinese-like text cut by punctuation every
+8-30 characters, the same with no punctuation (each line of 100-300 characters is one pre-tokenized
+chunk), and random Latin words (~100k distinct chunks): where a pure-Python trainer is slowest.
 Loading: milliseconds to read GPT-2's vocab.json + merges.txt into a tokenizer ready to encode,
 against `tokenizers`' BPE.from_file and transformers' GPT2TokenizerFast on the same files, in this
 process (torch imported, as in any minigpt command: Python's garbage collector walks its objects too).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 from pathlib import Path
@@ -125,6 +129,37 @@ def bench_train(text: str, vocab_size: int, repeats: int) -> list[tuple]:
     ]
 
 
+SYNTHETIC_BYTES = 1_000_000  # each made-up training text's size (UTF-8)
+
+
+def made_up_text(line, seed: int) -> str:
+    """Lines from line(rng) until the text holds SYNTHETIC_BYTES."""
+    rng, lines, size = random.Random(seed), [], 0
+    while size < SYNTHETIC_BYTES:
+        lines.append(line(rng) + "\n")
+        size += len(lines[-1].encode("utf-8"))
+    return "".join(lines)
+
+
+def training_texts() -> list[tuple[str, str]]:
+    """(name, text) of the made-up texts that training is also timed on (the module docstring says why)."""
+    hanzi = [chr(0x4E00 + i) for i in range(3000)]
+    zipf = [1 / (i + 1) for i in range(3000)]  # a few characters common, most rare, as in real text
+    def clause(rng, end: str) -> str:
+        return "".join(rng.choices(hanzi, zipf, k=rng.randint(8, 30))) + end
+    def cjk(rng, punctuation: bool) -> str:
+        return "".join(clause(rng, rng.choice("，。、！？") if punctuation else "") for _ in range(rng.randint(3, 10)))
+    latin = "abcdefghijklmnopqrstuvwxyzéàüößçñ"
+    def words(rng) -> str:
+        line = " ".join("".join(rng.choices(latin, k=rng.randint(2, 12))) for _ in range(rng.randint(5, 20)))
+        return line + rng.choice([".", " 12345", " 👍🏽"])
+    return [
+        ("CJK-like, clauses", made_up_text(lambda rng: cjk(rng, punctuation=True), seed=2)),
+        ("CJK-like, long lines", made_up_text(lambda rng: cjk(rng, punctuation=False), seed=2)),
+        ("random words", made_up_text(words, seed=1)),
+    ]
+
+
 def bench_load(repeats: int) -> list[tuple]:
     """Milliseconds to load GPT-2's tokenizer files, median of `repeats`, and the speed ratio to HF's."""
     from transformers import GPT2TokenizerFast  # a test dependency, as tiktoken and tokenizers are
@@ -177,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"encode speed (MB/s, median of {args.repeats}), {available_cpus()} cpus, load average {load_average()}\n")
     rows = bench_encode(args.data.name, small, args.repeats, tik, hf) + bench_encode("concatenation", big, args.repeats, tik, hf)
     print_table(("text", "MB", "engine", "MB/s", "× tiktoken", "× HF tokenizers", "CPU s/MB"), rows)
-    print(f"\ntraining a {args.vocab_size}-token vocabulary on {args.data.name} (s, median of 3)\n")
-    print_table(("trainer", "MB", "seconds", "× HF"), bench_train(small, args.vocab_size, 3))
+    print(f"\ntraining a {args.vocab_size}-token vocabulary (s, median of 3)\n")
+    train_rows = [(name, *row) for name, text in [(args.data.name, small), *training_texts()]
+                  for row in bench_train(text, args.vocab_size, 3)]
+    print_table(("text", "trainer", "MB", "seconds", "× HF"), train_rows)
     print(f"\nloading GPT-2's tokenizer (vocab.json + merges.txt; ms, median of {args.repeats})\n")
     print_table(("engine", "ms", "× HF tokenizers"), bench_load(args.repeats))
     print(f"\nload average at the end: {load_average()}")

@@ -217,8 +217,11 @@ def check_input(path: Path) -> None:
 
 
 def read_meta(data_dir: str | os.PathLike) -> dict:
-    """DATA_DIR/meta.json, checked to be `prepare`'s: an integer vocab_size, and token files of
-    TOKEN_DTYPE (the only dtype `load_tokens` reads: uint32 ids read as uint16 would be garbage)."""
+    """DATA_DIR/meta.json, checked to be `prepare`'s: a vocab_size that uint16 ids can hold, an
+    eos_token_id among its ids (or null), token files of TOKEN_DTYPE (the only dtype `load_tokens`
+    reads: uint32 ids read as uint16 would be garbage), and each other field of the type `prepare`
+    writes (`META_FIELDS`). A field's error names the file and the field: trusted as it was, a huge
+    vocab_size built a model until memory ran out, and a mistyped count was a TypeError mid-run."""
     path = Path(data_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
@@ -226,14 +229,43 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         meta = read_json(path)
     except ValueError as e:  # not UTF-8, or not JSON: read_json's message names the file
         raise ValueError(f"{e}; prepare the data again with `minigpt prepare`") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):  # training needs the vocabulary size
+    if not isinstance(meta, dict) or not _is_int(meta.get("vocab_size")):  # training needs the vocabulary size
         raise ValueError(f"{path} has no integer vocab_size: it is not the meta.json `minigpt prepare` writes")
+    again = "prepare the data again with `minigpt prepare`"
+    vocab_size = meta["vocab_size"]
+    if not 1 <= vocab_size <= MAX_VOCAB:  # (prepare refuses a larger vocabulary)
+        raise ValueError(f"{path} says vocab_size {vocab_size:,}, outside [1, {MAX_VOCAB:,}]: its token files hold uint16 "
+                         f"ids, which number at most {MAX_VOCAB:,}; {again}")
+    eos = meta.get("eos_token_id")  # (values are shown as meta.json writes them: null, "x")
+    if eos is not None and not (_is_int(eos) and 0 <= eos < vocab_size):  # (null: a tokenizer without one)
+        raise ValueError(f"{path} says eos_token_id {json.dumps(eos)}, which is no id of its vocabulary [0, {vocab_size:,}) "
+                         f"(or null, for a tokenizer without one); {again}")
     dtype = np.dtype(TOKEN_DTYPE).name
     if meta.get("dtype", dtype) != dtype:  # (no dtype at all: written by hand, or before meta.json named it)
         raise ValueError(f"{path} says the token files hold {meta['dtype']!r} ids; minigpt reads only {dtype}, what "
                          f"`minigpt prepare` writes (its vocabularies have at most {MAX_VOCAB:,} ids, which fit 16 bits): "
-                         "prepare the data again with `minigpt prepare`")
+                         f"{again}")
+    for field, (fits, what) in META_FIELDS.items():
+        if field in meta and not fits(meta[field]):
+            raise ValueError(f"{path} says {field} {json.dumps(meta[field])[:80]}, where `minigpt prepare` writes {what}; {again}")
     return meta
+
+
+def _is_int(value) -> bool:
+    """An int, and not a bool: JSON's true is Python's True, which isinstance counts as the int 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The other fields of meta.json, as `prepare` writes them: a test, and its words. Each is checked
+# only when present: a meta.json written by hand may hold vocab_size alone.
+META_FIELDS = {
+    "train_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (train.bin's count of ids)"),
+    "val_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (val.bin's count of ids)"),
+    "train_bytes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (the UTF-8 bytes of the train text)"),
+    "val_bytes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (the UTF-8 bytes of the val text)"),
+    "sources": (lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v), "a list of file names"),
+    "val_fraction": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1, "a number in (0, 1)"),
+}
 
 
 def load_tokens(path: str | os.PathLike, vocab_size: int, min_tokens: int = 2) -> np.memmap:

@@ -83,6 +83,20 @@ def check_data_dir(data: Path, resume: bool = False) -> None:
                                 f"(train.bin, val.bin, meta.json){moved}")
 
 
+def check_meta_fits_tokenizer(meta: dict, tokenizer: Tokenizer, data: Path) -> None:
+    """Refuse a meta.json whose vocab_size or eos_token_id is not its data's tokenizer's (DATA_DIR/tokenizer).
+
+    The model is built from meta.json's, and the tokenizer goes into every checkpoint beside it: a
+    meta.json edited or left by another `minigpt prepare` trained without a word, into a checkpoint
+    that `minigpt generate` then refused (model and tokenizer disagree on <|endoftext|>), or a
+    model of more rows than its tokenizer has ids."""
+    for field, own in (("vocab_size", tokenizer.vocab_size), ("eos_token_id", tokenizer.eos_token_id)):
+        if field in meta and meta[field] != own:  # (a meta.json written by hand may lack eos_token_id)
+            raise ValueError(f"{data / 'meta.json'} says {field} {meta[field]}, but the data's tokenizer ({data / 'tokenizer'}) "
+                             f"has {own}: they come from two runs of `minigpt prepare`, or meta.json was edited; "
+                             "prepare the data again")
+
+
 def check_block_size(block_size: int, n_positions: int) -> None:
     """A training window must fit the model's positions: it has no embeddings beyond them."""
     if not 1 <= block_size <= n_positions:
@@ -163,6 +177,10 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         # (A bare --resume with no run to continue was refused by parse_config, before --data was missed.)
         check_out_dir(cfg)
         meta = read_meta(data)
+        tokenizer_dir = data / "tokenizer"
+        tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir.is_dir() else None
+        if tokenizer is not None:  # before a model is built from meta.json's vocab_size (none: data prepared by hand)
+            check_meta_fits_tokenizer(meta, tokenizer, data)
         # A resumed run takes its weights from its training_state.pt. The model it loads them into
         # comes from the run's own checkpoint in OUT_DIR (written just before that state), not from
         # --init, which may have moved since or (a GPT-2 name) left the download cache.
@@ -180,16 +198,14 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         def get_batch(split: str, rng: torch.Generator):
             return sample_batch(tokens[split], block_size, cfg.batch_size, rng)
 
-        # The data's tokenizer goes with every checkpoint, so `minigpt generate --model OUT_DIR` (and
-        # transformers) find it, with the model's context as its model_max_length: transformers'
-        # truncation=True then cuts a text to what the model can read.
-        tokenizer_dir = data / "tokenizer"
-        tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir.is_dir() else None
         if tokenizer is not None and (cfg.resume or cfg.init):  # the weights learned the ids of the one saved with them
             check_same_tokenizer(tokenizer, cfg.out if cfg.resume else cfg.init, f"the data's tokenizer ({tokenizer_dir})",
                                  "Prepare the data with the model's own tokenizer (its vocab.json + merges.txt)"
                                  + (", or start a new run" if cfg.resume else ""))
 
+        # The data's tokenizer goes with every checkpoint, so `minigpt generate --model OUT_DIR` (and
+        # transformers) find it, with the model's context as its model_max_length: transformers'
+        # truncation=True then cuts a text to what the model can read.
         def save_fn(m: GPT, path: Path) -> None:
             m.save_pretrained(path)
             if tokenizer is not None:

@@ -533,7 +533,61 @@ def read_state(path: Path, **load_kwargs) -> dict:
     missing = {"config", "model", "optimizer", "scaler", "step", "best_val_loss"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a training state saved by minigpt: it lacks {', '.join(sorted(missing))}")
+    # Each field checked here, once: a wrong type would otherwise surface wherever it is first used,
+    # as a TypeError or KeyError that names neither the file nor the field.
+    for field, (fits, what) in STATE_FIELDS.items():
+        if field in state and not fits(state[field]):
+            raise ValueError(f"{path} is damaged: its {field} ({_shown(state[field])}) is not {what}, so the run cannot be "
+                             f"resumed; to train its weights further, start a new run from them with --init {path.parent} "
+                             "and another --out")
     return state
+
+
+def _is_count(value) -> bool:
+    """An int of 0 or more; not a bool, which Python counts as an int (True == 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    """An int or float that is not NaN (inf is a number: the best val loss before any evaluation)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _is_optimizer_state(value) -> bool:
+    """The layout of `optimizer.state_dict()`: each parameter's state (its tensors by name) by id,
+    and groups listing those ids. The state's fit to the parameters is checked once they are
+    loaded (`check_optimizer_state`): load_state_dict would mangle anything else (a string becomes
+    the text of a generator) before it could be named."""
+    return (isinstance(value, dict) and isinstance(value.get("state"), dict)
+            and all(isinstance(s, dict) and all(isinstance(t, torch.Tensor) for t in s.values())
+                    for s in value["state"].values())
+            and isinstance(value.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in value["param_groups"]))
+
+
+# What each field of a training state holds (as `save_checkpoint` writes it): a test, and its words.
+# command, log_partial and data are tested only when present (states saved by an earlier minigpt lack them).
+STATE_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "step": (_is_count, "an integer >= 0"),
+    "best_val_loss": (_is_number, "a number (inf before the first evaluation)"),
+    "config": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a dict of the run's settings by name"),
+    "model": (lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()),
+              "a dict of the weights' tensors by name"),
+    "optimizer": (_is_optimizer_state, "an optimizer's state_dict (a dict of 'state', each parameter's tensors by "
+                                       "its id, and 'param_groups', a list of dicts that each list their 'params')"),
+    "scaler": (lambda v: isinstance(v, dict), "a grad scaler's state_dict (a dict)"),
+    "command": (lambda v: isinstance(v, str), "the name of a command (train or finetune)"),
+    "log_partial": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_number(v[0]) and _is_count(v[1]),
+                    "[sum of train losses, steps]: a number and an integer >= 0"),
+    "data": (lambda v: v is None or isinstance(v, dict), "the data's fingerprint (a dict, or None)"),
+}
+
+
+def _shown(value) -> str:
+    """A field's value in an error: a container by its type and size (a model's weights are no message)."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} entries"
+    return repr(value)[:80]
 
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime,
@@ -588,6 +642,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         raise ValueError(f"{out / STATE_FILE} was saved from another model or other trainable parameters than these settings "
                          f"build ({detail}); {differ}. Drop the flags that change the model, or start a new run with "
                          "another --out") from None
+    check_optimizer_state(optimizer, raw_model, out / STATE_FILE)
     scaler.load_state_dict(state["scaler"])
     if rt.is_main:
         print(f"resuming the run in {out} at step {state['step']} of {cfg.max_iters}")
@@ -604,6 +659,39 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
             append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], best, (loss_sum, steps)
+
+
+# What AdamW (minigpt/optimizer.py's, without amsgrad) keeps for each parameter it has stepped.
+ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")
+
+
+def check_optimizer_state(optimizer, model: nn.Module, path: Path) -> None:
+    """Refuse optimizer state, just loaded from `path`, that does not fit its parameters.
+
+    `optimizer.load_state_dict` checks the number and sizes of the groups, and casts each tensor
+    to its parameter's dtype and device, but checks no shape. The fused AdamW kernel then reads and
+    writes as many numbers as the parameter holds: past the end of a smaller moment (the process
+    dies at the first step, with a segfault or "free(): invalid size"), or over the start of a
+    larger one (it steps on, wrong, without a word). So each parameter's state is checked here,
+    before any step: the moments of its shape, `step` a single number of 0 or more.
+    """
+    names = {param: name for name, param in model.named_parameters()}  # (the optimizer was built over `model`)
+    for param, state in optimizer.state.items():
+        if not isinstance(param, torch.Tensor):  # load_state_dict keeps the state of an id no group lists, under that id
+            raise ValueError(f"{path} is damaged: its optimizer state is for parameter {param!r}, which none of its "
+                             "param_groups lists")
+        name = names[param]
+        if missing := [key for key in ADAMW_STATE if key not in state]:
+            raise ValueError(f"{path} is damaged: its optimizer state for {name} lacks {', '.join(missing)}")
+        for key, value in state.items():
+            # A moment has its parameter's shape; step is one number, of shape ().
+            shape, whose = ((), "a step's") if key == "step" else (tuple(param.shape), "the parameter's")
+            if tuple(value.shape) != shape:
+                raise ValueError(f"{path} is damaged: its optimizer state for {name} holds {key} of shape "
+                                 f"{tuple(value.shape)}, where {whose} shape is {shape}")
+            if key == "step" and not 0 <= value.item() < math.inf:
+                raise ValueError(f"{path} is damaged: its optimizer state for {name} holds step {value.item()}, "
+                                 "where it counts the steps taken (0 or more)")
 
 
 def val_settings(cfg) -> tuple[str, ...]:

@@ -332,6 +332,49 @@ def test_a_meta_json_of_another_dtype_is_refused(tmp_path):
         assert read_meta(tmp_path) == meta
 
 
+# meta.json fields that lie (a security audit's probe_meta.sh), and what read_meta now says of each.
+WRONG_META = [
+    ({"vocab_size": 100_000_000}, r"says vocab_size 100,000,000, outside \[1, 65,536\]: its token files hold uint16 ids"),
+    ({"vocab_size": 65_537}, r"says vocab_size 65,537, outside \[1, 65,536\]"),
+    ({"vocab_size": -5}, r"says vocab_size -5, outside \[1, 65,536\]"),
+    ({"vocab_size": 0}, r"says vocab_size 0, outside"),
+    ({"vocab_size": True}, r"has no integer vocab_size"),
+    ({"eos_token_id": 300}, r"says eos_token_id 300, which is no id of its vocabulary \[0, 300\) \(or null"),
+    ({"eos_token_id": -1}, r"says eos_token_id -1, which is no id"),
+    ({"eos_token_id": "x"}, r'says eos_token_id "x", which is no id'),
+    ({"eos_token_id": True}, r"says eos_token_id true, which is no id"),
+    ({"val_tokens": None}, r"says val_tokens null, where `minigpt prepare` writes an integer >= 1 \(val.bin's count of ids\)"),
+    ({"train_tokens": 0}, r"says train_tokens 0, where `minigpt prepare` writes an integer >= 1"),
+    ({"val_bytes": "lots"}, r'says val_bytes "lots", where `minigpt prepare` writes an integer >= 0'),
+    ({"train_bytes": 1.5}, r"says train_bytes 1.5, where"),
+    ({"sources": "a.txt"}, r'says sources "a.txt", where `minigpt prepare` writes a list of file names'),
+    ({"val_fraction": 1.5}, r"says val_fraction 1.5, where `minigpt prepare` writes a number in \(0, 1\)"),
+]
+
+
+@pytest.mark.parametrize("change, said", WRONG_META, ids=[json.dumps(c) for c, _ in WRONG_META])
+def test_read_meta_refuses_a_field_of_the_wrong_type_or_range_naming_it(tmp_path, change, said):
+    """Bug (a security audit): read_meta checked vocab_size's type alone (and JSON's true passed as
+    an int). vocab_size 100,000,000 built a model for 2 minutes up to 21 GB of memory, printing
+    nothing; -5 was refused naming no file; a null val_tokens or a string val_bytes was a TypeError
+    mid-run. Each field is now checked against what `minigpt prepare` writes, naming the file."""
+    meta = {"vocab_size": 300, "eos_token_id": 299, "dtype": "uint16", "train_tokens": 100, "val_tokens": 10,
+            "train_bytes": 400, "val_bytes": 40, "sources": ["a.txt"], "val_fraction": 0.1}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert read_meta(tmp_path) == meta  # as prepare writes it: read
+    (tmp_path / "meta.json").write_text(json.dumps(meta | change))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'meta.json'))} {said}"):
+        read_meta(tmp_path)
+
+
+def test_read_meta_takes_the_largest_vocabulary_and_a_tokenizer_without_eos(tmp_path):
+    """Guards the ranges read_meta now checks against an off-by-one: 65,536 ids (all of uint16's)
+    with the last as <|endoftext|>, and an eos_token_id of null (a tokenizer without one) are read."""
+    for meta in ({"vocab_size": 65_536, "eos_token_id": 65_535}, {"vocab_size": 1, "eos_token_id": None}):
+        (tmp_path / "meta.json").write_text(json.dumps(meta))
+        assert read_meta(tmp_path) == meta
+
+
 class _ByteTokenizer:
     """ids = the characters' code points; a vocabulary of exactly 65,536 ids, <|endoftext|> the last."""
     vocab_size = 65_536

@@ -58,6 +58,16 @@ def make_data(path: Path, n_train: int = 4000, n_val: int = 600, top_id: int | N
     return path
 
 
+def add_tokenizer(data: Path, tokenizer: Tokenizer) -> Path:
+    """Give make_data's DATA_DIR a tokenizer/, as `minigpt prepare` does, with meta.json's vocab_size
+    and eos_token_id made its own (pretrain refuses a meta.json that disagrees with its tokenizer)."""
+    tokenizer.save_pretrained(data / "tokenizer")
+    meta = json.loads((data / "meta.json").read_text())
+    meta.update(vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id)
+    (data / "meta.json").write_text(json.dumps(meta))
+    return data
+
+
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(
         data=str(data), out=str(out), preset="gpt2-tiny", n_layer=2, n_head=2, n_embd=32, block_size=16,
@@ -654,8 +664,7 @@ def test_training_refuses_data_of_another_tokenizer_of_the_same_size(tmp_path):
     data's tokenizer is compared with the one saved beside the weights."""
     def data_with(name, text):
         data = make_data(tmp_path / name)  # the same ids: only the tokenizers differ
-        Tokenizer.train(text, vocab_size=258, progress=False).save_pretrained(data / "tokenizer")
-        return data
+        return add_tokenizer(data, Tokenizer.train(text, vocab_size=258, progress=False))
 
     ours, theirs = data_with("ours", "ab" * 50), data_with("theirs", "cd" * 50)  # merges a+b, c+d
     pretrain(tiny_cfg(ours, tmp_path / "run", max_iters=6))
@@ -902,7 +911,7 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     # As `minigpt prepare` writes it: each checkpoint holds it (a reviewer's case: the restart was
     # refused, "holds a tokenizer").
-    Tokenizer.train("ab", vocab_size=257, progress=False).save_pretrained(data / "tokenizer")
+    add_tokenizer(data, Tokenizer.train("ab", vocab_size=257, progress=False))
     flags = ["--data", str(data), "--preset", "gpt2-tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
              "--block-size", "16", "--batch-size", "4", "--max-iters", "8", "--warmup-iters", "2", "--eval-interval", "4",
              "--eval-iters", "2", "--log-interval", "2", "--device", "cpu", "--seed", "7"]
@@ -1172,7 +1181,7 @@ def test_checkpoint_files_reach_the_disk_before_their_rename(tmp_path, monkeypat
     the new name pointing at a file whose data never reached the disk."""
     data = make_data(tmp_path / "data")
     # pretrain writes the data's tokenizer into every checkpoint (bytes alone: no merges).
-    Tokenizer.train("ab", vocab_size=257, progress=False).save_pretrained(data / "tokenizer")
+    add_tokenizer(data, Tokenizer.train("ab", vocab_size=257, progress=False))
     synced, renamed = set(), set()
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -2001,12 +2010,116 @@ def test_the_first_signal_is_the_one_kept():
 def test_a_training_state_without_its_grad_scaler_is_refused_by_name(tmp_path):
     """Mutant R7-36: read_state did not require "scaler", so such a file failed later in restore
     with a bare KeyError instead of naming the file and what it lacks."""
-    state = {"config": {}, "model": {}, "optimizer": {}, "step": 3, "best_val_loss": 1.0}
+    state = {"config": {}, "model": {}, "optimizer": {"state": {}, "param_groups": []}, "step": 3, "best_val_loss": 1.0}
     torch.save(state, tmp_path / STATE_FILE)
     with pytest.raises(ValueError, match=rf"{STATE_FILE} is not a training state saved by minigpt: it lacks scaler$"):
         minigpt.run_dir.read_state(tmp_path / STATE_FILE)
     torch.save(state | {"scaler": {}}, tmp_path / STATE_FILE)
     assert minigpt.run_dir.read_state(tmp_path / STATE_FILE)["step"] == 3
+
+
+# A training_state.pt whose fields hold other types (a security audit's probe_state.py): each was
+# a TypeError, KeyError or AttributeError from wherever the field was first used, naming no file.
+WRONG_FIELDS = [
+    ("step", "2", r"its step \('2'\) is not an integer >= 0"),
+    ("step", -3, r"its step \(-3\) is not an integer >= 0"),
+    ("step", True, r"its step \(True\) is not an integer >= 0"),
+    ("best_val_loss", "x", r"its best_val_loss \('x'\) is not a number"),
+    ("best_val_loss", math.nan, r"its best_val_loss \(nan\) is not a number"),
+    ("optimizer", {}, r"its optimizer \(a dict of 0 entries\) is not an optimizer's state_dict"),
+    ("optimizer", {"state": {}, "param_groups": [{"lr": 1.0}]}, r"its optimizer \(a dict of 2 entries\) is not"),
+    ("optimizer", {"state": {0: {"exp_avg": "x"}}, "param_groups": [{"params": [0]}]}, r"its optimizer \(a dict of 2 "),
+    ("config", "x", r"its config \('x'\) is not a dict of the run's settings by name"),
+    ("model", {"w": "x"}, r"its model \(a dict of 1 entries\) is not a dict of the weights' tensors by name"),
+    ("scaler", None, r"its scaler \(None\) is not a grad scaler's state_dict"),
+    ("data", 5, r"its data \(5\) is not the data's fingerprint \(a dict, or None\)"),
+    ("log_partial", "x", r"its log_partial \('x'\) is not \[sum of train losses, steps\]"),
+    ("log_partial", [1.0, -1], r"its log_partial \(a list of 2 entries\) is not"),
+    ("command", 3, r"its command \(3\) is not the name of a command"),
+]
+
+
+@pytest.mark.parametrize("field, value, said", WRONG_FIELDS, ids=[f"{f}={v!r}" for f, v, _ in WRONG_FIELDS])
+def test_a_training_state_field_of_the_wrong_type_is_refused_naming_the_file_and_the_field(tmp_path, field, value, said):
+    """Bug (a security audit): read_state checked only that the fields were there, so a wrongly
+    typed one gave a raw traceback ("'<' not supported", KeyError 'param_groups', "not enough
+    values to unpack") from wherever --resume first used it. Each is now refused by read_state."""
+    state = {"config": {}, "model": {}, "optimizer": {"state": {}, "param_groups": []}, "scaler": {}, "step": 3,
+             "best_val_loss": math.inf, "command": "train", "log_partial": [0.0, 0], "data": None}
+    torch.save(state, tmp_path / STATE_FILE)
+    assert minigpt.run_dir.read_state(tmp_path / STATE_FILE)["step"] == 3  # the untouched state is read
+    torch.save(state | {field: value}, tmp_path / STATE_FILE)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / STATE_FILE))} is damaged: {said}.*"
+                                         rf"start a new run from them with --init {re.escape(str(tmp_path))}"):
+        minigpt.run_dir.read_state(tmp_path / STATE_FILE)
+
+
+def test_resume_refuses_adamw_moments_of_another_shape_naming_the_parameter(tmp_path):
+    """Bug (a security audit): the optimizer state's shapes were never checked, and the fused CPU
+    AdamW checks none either: a moment smaller than its parameter crashed --resume with a segfault
+    (heap overrun), a larger one trained on silently. (The larger one here: the smaller would kill
+    the test process too, without the fix.) Now refused before any step, naming the parameter."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2))
+    state = final_state(out)
+    name = "transformer.h.0.attn.c_attn.weight"  # the first parameter of the decayed group: id 0
+    assert tuple(state["model"][name].shape) == (96, 32)  # nn.Linear's (out, in)
+    state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(192, 32)
+    torch.save(state, out / STATE_FILE)
+    with pytest.raises(ValueError, match=re.escape(f"{out / STATE_FILE} is damaged: its optimizer state for {name} holds "
+                                                   "exp_avg of shape (192, 32), where the parameter's shape is (96, 32)")):
+        pretrain(tiny_cfg(data, out, max_iters=4, resume=True))
+    assert final_state(out)["step"] == 2  # nothing trained, nothing saved
+
+
+def _tiny_optimizer_state():
+    """A gpt2-tiny model, its optimizer after one step, and that optimizer's state_dict."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=32))
+    optimizer = train.build_optimizer(model, TrainConfig(), torch.device("cpu"))
+    model(torch.zeros(1, 4, dtype=torch.long), targets=torch.zeros(1, 4, dtype=torch.long))[1].backward()
+    optimizer.step()
+    return model, optimizer, optimizer.state_dict()
+
+
+DAMAGED_MOMENTS = {
+    "smaller": (lambda s: s[0].update(exp_avg=torch.zeros(1)), r"holds exp_avg of shape \(1,\), where the parameter's shape"),
+    "larger": (lambda s: s[0].update(exp_avg_sq=torch.zeros(192, 32)), r"holds exp_avg_sq of shape \(192, 32\)"),
+    "step of 2 numbers": (lambda s: s[0].update(step=torch.zeros(2)), r"holds step of shape \(2,\), where a step's shape is \(\)"),
+    "negative step": (lambda s: s[0].update(step=torch.tensor(-1.0)), r"holds step -1.0, where it counts the steps"),
+    "moment missing": (lambda s: s[0].pop("exp_avg_sq"), r"lacks exp_avg_sq"),
+    "no group's id": (lambda s: s.update({999: {}}), r"is for parameter 999, which none of its param_groups lists"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_MOMENTS)
+def test_optimizer_state_that_does_not_fit_its_parameters_is_named(tmp_path, damage):
+    """Bug (a security audit): load_state_dict checks no shape, and the fused AdamW kernel reads and
+    writes as many numbers as the parameter holds (shape (1,): "free(): invalid size", the process
+    aborted). check_optimizer_state refuses each kind of misfit, naming the parameter."""
+    model, optimizer, saved = _tiny_optimizer_state()
+    minigpt.run_dir.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)  # as saved: it fits
+    mutate, said = DAMAGED_MOMENTS[damage]
+    mutate(saved["state"])
+    optimizer.load_state_dict(saved)
+    with pytest.raises(ValueError, match=rf"{STATE_FILE} is damaged: its optimizer state "
+                                         rf"(for transformer.h.0.attn.c_attn.weight )?{said}"):
+        minigpt.run_dir.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)
+
+
+@pytest.mark.parametrize("field, value", [("eos_token_id", 5), ("vocab_size", 1000)])
+def test_training_refuses_a_meta_json_that_disagrees_with_its_tokenizer(tmp_path, field, value):
+    """Bug (a security audit): meta.json's vocab_size and eos_token_id built the model unchecked. An
+    eos_token_id of 5 beside a tokenizer whose <|endoftext|> is 256 trained, into a checkpoint
+    `minigpt generate` then refused; now refused before a model is built, naming both."""
+    data = add_tokenizer(make_data(tmp_path / "data"), Tokenizer.train("ab", vocab_size=257, progress=False))
+    meta = json.loads((data / "meta.json").read_text())
+    own = meta[field]
+    (data / "meta.json").write_text(json.dumps(meta | {field: value}))
+    with pytest.raises(ValueError, match=re.escape(f"{data / 'meta.json'} says {field} {value}, but the data's tokenizer "
+                                                   f"({data / 'tokenizer'}) has {own}: they come from two runs of")):
+        pretrain(tiny_cfg(data, tmp_path / "out", max_iters=1))
+    assert not (tmp_path / "out" / STATE_FILE).exists()
 
 
 def test_train_loop_from_python_resumes_a_run_with_no_fingerprint_and_only_the_switches_asked_for(tmp_path, capsys):

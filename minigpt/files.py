@@ -243,12 +243,13 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
 def read_json(path: str | os.PathLike, unique_keys: bool = False) -> object:
     """A JSON file's contents; a file that is not JSON (or not UTF-8) is a ValueError that names it
     (json's own error gives only a line and column). With `unique_keys`, so is an object that gives
-    one key twice, which json takes silently, the last value winning (a vocab.json would lose a token)."""
+    one key two values, which json takes silently, the last winning (a vocab.json would lose a
+    token's id); a key repeated with its value loses nothing, and transformers reads it too."""
     def pairs_once(pairs: list[tuple[str, object]]) -> dict:
         seen = {}
         for key, value in pairs:
-            if key in seen:
-                raise ValueError(f"{path} gives the key {key!r} twice ({seen[key]!r} and {value!r}); each key once")
+            if key in seen and seen[key] != value:
+                raise ValueError(f"{path} gives the key {key!r} two values ({seen[key]!r} and {value!r}); a key has one")
             seen[key] = value
         return seen
 

@@ -58,7 +58,7 @@ from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, samp
 from minigpt.files import atomic_write_text
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
-from minigpt.lora import ADAPTER_DIR, DEFAULT_TARGETS, inject_lora, lora_merged, save_adapters
+from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
 from minigpt.model import GPT
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
 from minigpt.stats import peak_memory_bytes
@@ -417,6 +417,15 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
     if cfg.task == "lm":
         check_lm_data(cfg)
     init = Path(cfg.init)
+    if not (init / "config.json").is_file() and (init / ADAPTER_CONFIG).is_file():
+        # generate and eval load such a folder (its base, adapted: lora.load_adapted); a run starting
+        # from one would save its adapters' base as --init, and take the base's tokenizer: merged
+        # first, it is a plain checkpoint.
+        base = adapter_base(init)
+        raise FileNotFoundError(f"--init {cfg.init} holds LoRA adapters alone (for the base model {base!r}): start from "
+                                f"the model they make, merged: save it with GPT.from_pretrained('{cfg.init}')"
+                                f".save_pretrained(DIR), then pass --init DIR --tokenizer {base} (a minigpt LoRA run's "
+                                "merged model, with its tokenizer, is the folder above its adapter/)")
     if not gpt2_name(cfg.init) and not (init / "config.json").is_file():  # else the first to fail is the tokenizer, read from --init
         what = ("is a file; it names a checkpoint directory" if init.is_file() else
                 "holds no config.json: it is no checkpoint directory" if init.is_dir() else "does not exist")

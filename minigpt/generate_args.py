@@ -134,7 +134,7 @@ def context_error(prompt_len: int, max_new_tokens: int, n_positions: int, slide:
     model reads prompt_len + max_new_tokens - 1 tokens (`tokens_fed`), and every prompt has at
     least one (an empty one is <|endoftext|>), so max_new_tokens ≤ n_positions whatever the prompt
     (unless the context slides, `slide`)."""
-    cut = "generate_text's and generate_texts' truncate_left=True, the CLI's --truncate-left, keep its last tokens"
+    cut = "truncate_left=True of generate_text, stream_text and generate_texts, or the CLI's --truncate-left, keeps its last tokens"
     if slide:
         return (f"prompt length {prompt_len} exceeds the model's context n_positions={n_positions}: even when the "
                 f"context slides the prompt must fit; shorten it ({cut})")

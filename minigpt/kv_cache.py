@@ -81,7 +81,8 @@ class KVCache:
                 f"the KV cache does not fit: {batch_size:,} rows × {max_len:,} slots × {n_layer} layers × K and V × "
                 f"{n_head * head_dim} channels in {str(dtype).removeprefix('torch.')} is {size / 2**30:,.1f} GiB, which "
                 f"{torch.device(device or 'cpu')} could not allocate; generate fewer rows at once (batch size, "
-                "num_return_sequences, num_beams), fewer tokens (max_new_tokens), or in bfloat16") from None
+                "num_return_sequences, num_beams) or fewer tokens (max_new_tokens)"
+                + (", or in bfloat16" if dtype.itemsize > 2 else "")) from None
         self.max_len = max_len
 
     @classmethod

@@ -316,6 +316,18 @@ def adapter_base(path: str | Path) -> str | None:
     return base if isinstance(base, str) and base else None
 
 
+def check_adapter_chain(path: str | Path) -> None:
+    """Refuse adapters whose bases, followed from folder to folder (a base may itself be adapters
+    alone), come back to one already seen: loading them would recurse until Python gives up."""
+    chain = [Path(path)]
+    while (base := adapter_base(chain[-1])) is not None and not (Path(base) / "config.json").exists():
+        if Path(base).resolve() in {p.resolve() for p in chain}:
+            loop = " → ".join(map(str, [*chain, base]))
+            raise ValueError(f"the LoRA adapters in {path} name base models that loop back ({loop}): fix "
+                             f"base_model_name_or_path in {ADAPTER_CONFIG}")
+        chain.append(Path(base))
+
+
 def load_adapted(path: Path, dtype=None, device=None) -> nn.Module:
     """`GPT.from_pretrained` of a folder of adapters alone: the base model they name, with them folded
     in (`merge_lora`: a plain GPT, as fast as the base). transformers with PEFT installed opens such a
@@ -326,8 +338,7 @@ def load_adapted(path: Path, dtype=None, device=None) -> nn.Module:
     if base is None:
         raise FileNotFoundError(f"{path} holds LoRA adapters alone, and its {ADAPTER_CONFIG} names no base model "
                                 f"(base_model_name_or_path): load the base, then minigpt.lora.load_adapters(model, {str(path)!r})")
-    if Path(base).resolve() == path.resolve():
-        raise ValueError(f"{path / ADAPTER_CONFIG} names its own folder as its base model")
+    check_adapter_chain(path)
     try:
         model = GPT.from_pretrained(base, dtype=dtype, device=device)
     except (OSError, ValueError) as e:  # the base's own error, said as the adapters' base

@@ -729,7 +729,7 @@ def model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLi
     config.json only, so a model saved alone is told to pass --tokenizer: generate, eval and
     finetune say it alike. A folder of LoRA adapters alone (minigpt/lora.py's `load_adapted`)
     without tokenizer files of its own takes its base model's."""
-    from minigpt.lora import adapter_base
+    from minigpt.lora import adapter_base, check_adapter_chain
 
     if tokenizer_dir:
         return Tokenizer.from_pretrained(tokenizer_dir)
@@ -737,6 +737,7 @@ def model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLi
         return Tokenizer.from_pretrained(model_dir)
     except FileNotFoundError as e:
         if (base := adapter_base(model_dir)) is not None:
+            check_adapter_chain(model_dir)  # (bases that loop would recurse here too)
             return model_tokenizer(base)
         shipped = "gpt2" if gpt2_name("gpt2") else GPT2_DIR  # "gpt2" names the shipped one only where no ./gpt2 exists
         raise FileNotFoundError(f"{e}: for a model saved without its tokenizer, pass --tokenizer DIR (GPT-2's, "

@@ -360,6 +360,13 @@ def test_cli_lm_lora_saves_a_merged_gpt2_that_transformers_opens(base, tmp_path,
             torch.testing.assert_close(merge_lora(rebuilt)(idx)[0], GPT.from_pretrained(ck)(idx)[0], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(GPT.from_pretrained(ck / "adapter")(idx)[0], GPT.from_pretrained(ck)(idx)[0],
                                        rtol=1e-5, atol=1e-5)  # the folder alone: its base (--init), adapted
+    # A review: finetune --init OUT/adapter said the folder "is no checkpoint directory", where
+    # generate and eval load it; it now says what it holds and how to start from the model it makes.
+    capsys.readouterr()
+    assert _run(base, tmp_path / "again", "--data", str(base / "corpus.txt"), "--init", str(tmp_path / "o" / "adapter")) == 2
+    assert (f"--init {tmp_path / 'o' / 'adapter'} holds LoRA adapters alone (for the base model '{base / 'base'}'): start "
+            f"from the model they make, merged: save it with GPT.from_pretrained('{tmp_path / 'o' / 'adapter'}')"
+            f".save_pretrained(DIR), then pass --init DIR --tokenizer {base / 'base'}") in capsys.readouterr().err
 
 
 def test_cli_classify_says_how_many_texts_the_context_cuts(base, tmp_path, capsys, monkeypatch):

@@ -1406,7 +1406,7 @@ def test_stats_count_each_prompt_once_and_only_the_tokens_drawn(pair):
     # The limits that would fit: the prompt reads 7 + 123 - 1 positions, so 6 prompt tokens or 122 new ones.
     (dict(max_new_tokens=123), r"prompt length 7 \+ max_new_tokens 123 - 1 = 129 exceeds the model's context "
                                r"n_positions=128 .*: with 123 new tokens a prompt can have at most 6; shorten the prompt "
-                               r"\(generate_text's and generate_texts' truncate_left=True, the CLI's --truncate-left, keep its last tokens\) or generate fewer tokens \(at most "
+                               r"\(truncate_left=True of generate_text, stream_text and generate_texts, or the CLI's --truncate-left, keeps its last tokens\) or generate fewer tokens \(at most "
                                r"122 with this prompt\)"),
     # No prompt leaves room for 129: no cut of it could help, so --truncate-left is not suggested.
     (dict(max_new_tokens=129), r"^(?!.*truncate).*: max_new_tokens can be at most 128 \(after a 1-token prompt, 122 "
@@ -2763,7 +2763,7 @@ def test_a_prompt_longer_than_the_context_is_not_told_to_generate_fewer_tokens(p
         with pytest.raises(ValueError) as error:
             stream(model, torch.full((1, 129), 5), max_new_tokens=new)
         assert "fewer" not in str(error.value) and str(error.value).endswith(
-            f"a prompt can have at most {129 - new}; shorten the prompt (generate_text's and generate_texts' truncate_left=True, the CLI's --truncate-left, keep its last tokens)")
+            f"a prompt can have at most {129 - new}; shorten the prompt (truncate_left=True of generate_text, stream_text and generate_texts, or the CLI's --truncate-left, keeps its last tokens)")
     with pytest.raises(ValueError, match=r"with 1 new token a prompt can have at most 128; shorten the prompt"):
         stream(model, torch.full((1, 129), 5), max_new_tokens=1)
 

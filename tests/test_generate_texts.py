@@ -154,9 +154,10 @@ def test_one_prompt_too_long_keeps_its_end_with_truncate_left_as_many_do(model):
     from minigpt.text_generation import stream_text
 
     tok, letters = DigitsTokenizer(), "".join(chr(ord("a") + k % 26) for k in range(200))
-    with pytest.raises(ValueError, match=r"shorten the prompt \(generate_text's and generate_texts' truncate_left=True, "
-                                         r"the CLI's --truncate-left, keep its last tokens\)"):
-        generate_text(model, tok, letters, max_new_tokens=10)
+    for text_function in (generate_text, lambda *a, **k: list(stream_text(*a, **k))):
+        with pytest.raises(ValueError, match=r"shorten the prompt \(truncate_left=True of generate_text, stream_text and "
+                                             r"generate_texts, or the CLI's --truncate-left, keeps its last tokens\)"):
+            text_function(model, tok, letters, max_new_tokens=10)
     expected = generate_texts(model, tok, [letters], max_new_tokens=10, truncate_left=True)[0]
     assert expected == generate_text(model, tok, letters[-119:], max_new_tokens=10)  # 128 positions: room for 119
     assert generate_text(model, tok, letters, max_new_tokens=10, truncate_left=True) == expected

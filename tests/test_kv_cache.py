@@ -167,9 +167,11 @@ def test_a_cache_too_big_to_allocate_says_its_size_and_what_shrinks_it(tmp_path,
     MemoryError with its size and what shrinks it, and the CLI says it in one line (exit 2)."""
     with pytest.raises(MemoryError, match=r"^the KV cache does not fit: 1,000,000 rows × 10,000 slots × 2 layers × K and "
                                           r"V × 1024 channels in float32 is 152,587\.9 GiB, which cpu could not allocate; "
-                                          r"generate fewer rows at once \(batch size, num_return_sequences, num_beams\), "
-                                          r"fewer tokens \(max_new_tokens\), or in bfloat16$"):
+                                          r"generate fewer rows at once \(batch size, num_return_sequences, num_beams\) "
+                                          r"or fewer tokens \(max_new_tokens\), or in bfloat16$"):
         KVCache(2, 10**6, 16, 10**4, 64)  # 40 TB a buffer: refused by the allocator at once, nothing touched
+    with pytest.raises(MemoryError, match=r"in bfloat16 is .* \(max_new_tokens\)$"):  # (a review: it said "or in bfloat16")
+        KVCache(2, 10**6, 16, 10**4, 64, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="another failure"):  # any other error stays what it is
         with monkeypatch.context() as m:
             m.setattr(torch, "zeros", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("another failure")))

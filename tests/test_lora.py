@@ -417,6 +417,7 @@ def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, mo
     working directory when relative) with the adapters on it, here merged: a plain GPT; its tokenizer
     is the base's. PEFT's own adapter folders load so too, and a base that does not load is named."""
     import json
+    import shutil
 
     from minigpt.evaluate import main as eval_main
     from minigpt.generate_cli import main as generate_main
@@ -462,8 +463,16 @@ def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, mo
     assert generate_main(["--model", "adapter", "--prompt", "a", "--device", "cpu"]) == 2
     assert "adapters for the base model 'gone'" in capsys.readouterr().err
     config.write_text(json.dumps({**settings, "base_model_name_or_path": str(tmp_path / "adapter")}))
-    with pytest.raises(ValueError, match="names its own folder as its base model"):
+    with pytest.raises(ValueError, match=r"name base models that loop back \(.*adapter → .*adapter\)"):
         GPT.from_pretrained(tmp_path / "adapter")
+    # A review: two folders naming each other were a RecursionError (loading, and finding the tokenizer).
+    shutil.copytree(tmp_path / "adapter", tmp_path / "other")
+    config.write_text(json.dumps({**settings, "base_model_name_or_path": "other"}))
+    (tmp_path / "other" / "adapter_config.json").write_text(json.dumps({**settings, "base_model_name_or_path": "adapter"}))
+    for load in (GPT.from_pretrained, model_tokenizer):
+        with pytest.raises(ValueError, match=r"the LoRA adapters in adapter name base models that loop back "
+                                             r"\(adapter → other → adapter\): fix base_model_name_or_path"):
+            load("adapter")
 
 
 def test_a_peft_adapter_folder_loads_as_transformers_loads_it(tmp_path):

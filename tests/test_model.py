@@ -227,7 +227,8 @@ def test_bf16_checkpoint_round_trip(small, tmp_path):
 
 
 def test_bad_dtype_is_refused(small):
-    with pytest.raises(ValueError, match="floating-point"):
+    with pytest.raises(ValueError, match=r"dtype must be one of torch.float32, torch.bfloat16, torch.float16, "
+                                         r"torch.float64 \(the dtypes torch computes a model in\), got torch.int8"):
         GPT.from_pretrained(small[1], dtype=torch.int8)
 
 

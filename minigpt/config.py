@@ -236,6 +236,9 @@ class GPTConfig:
         # One rate serves all three of HF's (GPT2Config's default for each: 0.1). Rates that differ
         # cannot be kept: say which one is used, rather than train with another model's dropout.
         rates = {k: d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+        for name, rate in rates.items():  # float() would take "0.1" and True
+            if not isinstance(rate, numbers.Real) or isinstance(rate, bool):
+                raise ValueError(f"{source}: {name} must be a number (a dropout rate in [0, 1)), got {rate!r}")
         if len(set(rates.values())) > 1:
             warnings.warn(f"{source} sets {', '.join(f'{k}={v}' for k, v in rates.items())}; minigpt has one "
                           f"dropout rate and uses resid_pdrop={rates['resid_pdrop']} for all three (only training "

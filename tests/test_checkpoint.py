@@ -156,6 +156,15 @@ def test_absent_dropout_rates_default_as_in_transformers():
     assert GPTConfig.from_hf_dict({"model_type": "gpt2"}).dropout == GPT2Config().resid_pdrop == 0.1
 
 
+@pytest.mark.parametrize("rate", ["0.1", True, None, [0.1]])
+def test_a_dropout_rate_that_is_no_number_is_named(rate):
+    """A security audit: config.json's "resid_pdrop": "0.1" loaded (float() reads the string), and
+    true loaded as a rate of 1.0 refused only as "dropout must be in [0, 1)"."""
+    with pytest.raises(ValueError, match=r"^config.json: resid_pdrop must be a number \(a dropout rate in \[0, 1\)\), "
+                                         f"got {re.escape(repr(rate))}$"):
+        GPTConfig.from_hf_dict({"model_type": "gpt2", "resid_pdrop": rate, "embd_pdrop": rate, "attn_pdrop": rate})
+
+
 @pytest.mark.parametrize("name", ["gpt2", "gpt2-xl", "gpt2-tiny"])
 def test_config_json_round_trips_through_transformers(tmp_path, name):
     config = GPTConfig.gpt2(name, dropout=0.1)

@@ -245,19 +245,25 @@ def read_json(path: str | os.PathLike, unique_keys: bool = False) -> object:
     (json's own error gives only a line and column). With `unique_keys`, so is an object that gives
     one key two values, which json takes silently, the last winning (a vocab.json would lose a
     token's id); a key repeated with its value loses nothing, and transformers reads it too."""
+    repeated = []  # said once json is done: an error raised inside it would read as invalid JSON
+
     def pairs_once(pairs: list[tuple[str, object]]) -> dict:
         seen = {}
         for key, value in pairs:
             if key in seen and seen[key] != value:
-                raise ValueError(f"{path} gives the key {key!r} two values ({seen[key]!r} and {value!r}); a key has one")
+                repeated.append(f"{path} gives the key {key!r} two values ({seen[key]!r} and {value!r}); a key has one")
             seen[key] = value
         return seen
 
+    text = read_text(path)
     try:
-        return json.loads(read_text(path), object_pairs_hook=pairs_once if unique_keys else None)
-    except json.JSONDecodeError as e:
+        contents = json.loads(text, object_pairs_hook=pairs_once if unique_keys else None)
+    except ValueError as e:  # JSONDecodeError, or a number of more digits than int() reads (4,300)
         refuse_lfs_pointer(path)
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if repeated:
+        raise ValueError(repeated[0])
+    return contents
 
 
 # How a Git LFS pointer file starts: what `git clone` of a Hub repository leaves in place of each

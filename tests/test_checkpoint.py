@@ -156,6 +156,15 @@ def test_absent_dropout_rates_default_as_in_transformers():
     assert GPTConfig.from_hf_dict({"model_type": "gpt2"}).dropout == GPT2Config().resid_pdrop == 0.1
 
 
+def test_a_config_json_number_too_long_to_read_names_the_file(tmp_path):
+    """A checkpoint fixer's note: "n_layer": 99...9 (5,000 digits) gave Python's "Exceeds the limit
+    (4300 digits) for integer string conversion", naming no file."""
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": ' + "9" * 5000 + "}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} is not valid JSON: Exceeds the limit")):
+        GPT.from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("rate", ["0.1", True, None, [0.1]])
 def test_a_dropout_rate_that_is_no_number_is_named(rate):
     """A security audit: config.json's "resid_pdrop": "0.1" loaded (float() reads the string), and

@@ -22,19 +22,22 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import errno
 import hashlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from minigpt.files import atomic_path, atomic_write_text, not_utf8, read_json, read_text
-from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_pieces, splits_one_of
+from minigpt.files import atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text
+from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where batches are made (sample_batch): `minigpt prepare`, and `tokenize
@@ -48,6 +51,11 @@ UTF8_CHECK_BYTES = 1 << 20  # an input's bytes decoded per block when checking t
 # What marks a directory as prepared data: `prepare` without overwrite refuses one, since runs
 # trained on it would find other data under its name.
 DATA_FILES = ("train.bin", "val.bin", "val.txt", "meta.json", "tokenizer")
+# Held by a `prepare` for its --out (`prepare_lock`); the name `minigpt train` locks its OUT_DIR with.
+LOCK_FILE = ".lock"
+# The signals `main` treats as Ctrl-C: a scheduler's time limit or `timeout` (SIGTERM), a closed
+# terminal (SIGHUP). Their default, dying at once, would leave the temp files and say nothing.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 # A token file's hash reads all of its ids up to 64 blocks of 64Ki (4M ids, 8 MiB), and beyond that
 # 64 such blocks spread evenly over it: cheap at any size, as a resumed run computes it every time.
 HASH_BLOCKS, HASH_BLOCK_TOKENS = 64, 1 << 16
@@ -60,12 +68,15 @@ NO_EOS_WARNING = ("has no end-of-document token (eos_token): `minigpt prepare` j
 # ---- preparing: text → train.bin / val.bin ------------------------------------------------------
 
 
-def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS):
-    """Yield (chunk, ids) for each ~chunk_chars piece of text, cut where the cut cannot change the
-    ids (minigpt.pretokenize.safe_pieces): the ids joined are tokenizer.encode(text) with special
-    tokens allowed (<|endoftext|> written in the text becomes its id). No cut falls inside a
-    special or added token (one whose text holds a newline could otherwise be cut in two)."""
-    for chunk in safe_pieces(text, chunk_chars, whole_tokens(tokenizer)):
+def encode_chunks(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS, start: int = 0, end: int | None = None):
+    """Yield (chunk, ids) for each ~chunk_chars piece of text[start:end], cut where the cut cannot
+    change the ids (minigpt/pretokenize.py's `safe_piece_bounds`): the ids joined are tokenizer.encode(text[start:end]) with
+    special tokens allowed (<|endoftext|> written in the text becomes its id). No cut falls inside
+    a special or added token (one whose text holds a newline could otherwise be cut in two).
+    Each chunk is sliced as it is encoded, so no copy of text[start:end] is made."""
+    end = len(text) if end is None else end
+    for a, b in safe_piece_bounds(text, chunk_chars, whole_tokens(tokenizer), start, end):
+        chunk = text[a:b]
         yield chunk, tokenizer.encode_batch([chunk], allowed_special="all")[0]  # on every core
 
 
@@ -101,11 +112,13 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
 
     An out_dir that already holds prepared data (any of DATA_FILES) is refused unless `overwrite`:
     runs trained on it would find other data under the same name. An empty or new out_dir, or one
-    holding only other files, is fine.
+    holding only other files, is fine. One prepare at a time writes an out_dir: another one there
+    (a job launched twice) is refused at once (`prepare_lock`).
 
     The last `val_fraction` of *each* file goes to validation, so every source is represented in
     both splits. Each file's part of each split ends with <|endoftext|>, which marks document
-    boundaries for the model (in train, also where a file's val tail was cut off, mid-document).
+    boundaries for the model (in train, also where a file's val tail was cut off, mid-document);
+    a part whose text already ends with <|endoftext|> gets no second one (an empty document).
 
     out_dir/val.txt gets the held-out text as it was read (the files' tails one after another,
     with no <|endoftext|> between them; read in text mode, so "\\r\\n" is "\\n" there): its bytes are
@@ -128,17 +141,62 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
                               "(train.bin, val.bin, val.txt, meta.json, tokenizer/)")
-    found = [name for name in DATA_FILES if (out / name).exists()]
-    if found and not overwrite:  # before any work, as `minigpt train` refuses an OUT_DIR that holds a run
-        raise FileExistsError(f"{out} already holds prepared data ({', '.join(found)}), which runs may have been trained "
-                              "on: choose another --out, or pass --overwrite to replace it (to add a corpus to it, prepare "
-                              "all the files together into a new --out)")
-    out.mkdir(parents=True, exist_ok=True)
+    # Held from the look at what `out` holds until meta.json is written: two prepares there at once
+    # would both pass that look, then share the temp files (train.bin.tmp, ...) and each rename the
+    # other's half-written data into place.
+    with prepare_lock(out):
+        found = [name for name in DATA_FILES if (out / name).exists()]
+        if found and not overwrite:  # before any work, as `minigpt train` refuses an OUT_DIR that holds a run
+            raise FileExistsError(f"{out} already holds prepared data ({', '.join(found)}), which runs may have been "
+                                  "trained on: choose another --out, or pass --overwrite to replace it (to add a corpus "
+                                  "to it, prepare all the files together into a new --out)")
+        n_tokens, n_bytes = write_token_files(paths, tokenizer, out, val_fraction)
+        tokenizer.save_pretrained(out / "tokenizer")
+        meta = {
+            "vocab_size": tokenizer.vocab_size,
+            "eos_token_id": tokenizer.eos_token_id,
+            "dtype": np.dtype(TOKEN_DTYPE).name,
+            "train_tokens": n_tokens["train"],
+            "val_tokens": n_tokens["val"],
+            "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
+            "val_bytes": n_bytes["val"],
+            "sources": [str(p) for p in paths],
+            "val_fraction": val_fraction,
+        }
+        atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
 
-    # Ids go to disk chunk by chunk, so memory holds one file's text and one chunk's ids.
+
+@contextmanager
+def prepare_lock(out: Path) -> Iterator[None]:
+    """Hold out/.lock (minigpt/files.py's `file_lock`, made with `out` if need be) for one prepare,
+    or refuse at once, naming it, when another process holds it. The lock dies with its process:
+    a killed prepare leaves none behind. On a file system without locks (ENOLCK: an NFS mount
+    without its lock service), prepare goes on unguarded, with a warning."""
+    def busy() -> None:
+        raise FileExistsError(f"{out} is in use by another `minigpt prepare`, still going (its process holds "
+                              f"{out / LOCK_FILE}): wait for it to end, or choose another --out")
+
+    with ExitStack() as held:
+        try:
+            held.enter_context(file_lock(out / LOCK_FILE, busy))
+        except OSError as e:
+            if e.errno != errno.ENOLCK:  # (busy's refusal, or a folder it may not make or write)
+                raise
+            print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another prepare out of {out}",
+                  file=sys.stderr)
+        yield
+
+
+def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: float) -> tuple[dict, dict]:
+    """Encode each file into out/train.bin and out/val.bin, its held-out text into out/val.txt;
+    return the token and UTF-8 byte counts of each split. See `prepare`."""
+    # Ids go to disk chunk by chunk, and each split is encoded from offsets into the file's text,
+    # one chunk sliced at a time: memory holds one file's text (and, while it is read, its bytes
+    # too) and one chunk's ids. (Slicing each split, then listing its chunks, held ~3 copies.)
     n_tokens = {"train": 0, "val": 0}
     n_bytes = {"train": 0, "val": 0}
-    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    eos = tokenizer.eos_token_id
     specials = whole_tokens(tokenizer)  # no cut may fall inside one
     total = sum(p.stat().st_size for p in paths)
     # Each file is written under a temp name and renamed into place once all are complete (the
@@ -156,36 +214,29 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         for p in paths:
             text = read_text(p)
             cut = _cut_point(text, val_fraction, specials)
-            f_val_text.write(text[cut:])
-            for split, part in (("train", text[:cut]), ("val", text[cut:])):
-                if not part:
+            for split, start, end in (("train", 0, cut), ("val", cut, len(text))):
+                if start == end:
                     continue
-                for chunk, ids in encode_chunks(tokenizer, part):
+                last = None  # the part's last id
+                for chunk, ids in encode_chunks(tokenizer, text, CHUNK_CHARS, start, end):
                     np.asarray(ids, dtype=TOKEN_DTYPE).tofile(files[split])
+                    if split == "val":
+                        f_val_text.write(chunk)
+                    chunk_bytes = len(chunk.encode("utf-8"))
                     n_tokens[split] += len(ids)
-                    n_bytes[split] += len(chunk.encode("utf-8"))
-                    bar.update(len(chunk.encode("utf-8")))
-                np.asarray(eos, dtype=TOKEN_DTYPE).tofile(files[split])  # end of document
-                n_tokens[split] += len(eos)
+                    n_bytes[split] += chunk_bytes
+                    bar.update(chunk_bytes)
+                    last = ids[-1] if ids else last
+                if eos is not None and last != eos:  # end of document, unless the text ends with its own
+                    np.asarray([eos], dtype=TOKEN_DTYPE).tofile(files[split])
+                    n_tokens[split] += 1
+            del text  # before the next file is read: else two files' text are held at once
         bar.update(total - bar.n)  # a file's "\r\n" is read as "\n", a byte order mark dropped: its text is shorter than its bytes
         for split in ("train", "val"):  # refused now (nothing is written), not by `train` at its first batch
             if n_tokens[split] == 0:
                 raise ValueError(f"{split}.bin would hold no tokens: the input is too short to split into a training "
                                  f"part and the last {val_fraction:g} of it held out; give more text")
-    tokenizer.save_pretrained(out / "tokenizer")
-    meta = {
-        "vocab_size": tokenizer.vocab_size,
-        "eos_token_id": tokenizer.eos_token_id,
-        "dtype": np.dtype(TOKEN_DTYPE).name,
-        "train_tokens": n_tokens["train"],
-        "val_tokens": n_tokens["val"],
-        "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
-        "val_bytes": n_bytes["val"],
-        "sources": [str(p) for p in paths],
-        "val_fraction": val_fraction,
-    }
-    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
-    return meta
+    return n_tokens, n_bytes
 
 
 def check_input(path: Path) -> None:
@@ -370,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the prepared data already in --out (refused otherwise)")
     args = parser.parse_args(argv)
     before = data_files_stamp(Path(args.out))
+    stopped_by = []  # the signal that stopped it, if one of STOP_SIGNALS did
+
+    def stop(signum, frame) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt  # as Ctrl-C: atomic_path removes the temp files, and one line says what --out holds
+
+    handlers = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         tokenizer = Tokenizer.from_pretrained(args.tokenizer)
         if tokenizer.eos_token_id is None:  # said before the tokenizing, which may take minutes
@@ -380,12 +438,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C on a long corpus: one line that says what --out holds, not a traceback
+        signum = stopped_by[0] if stopped_by else signal.SIGINT
+        how = "interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}"
         if data_files_stamp(Path(args.out)) == before:  # stopped while tokenizing: the temp files are gone
-            print(f"\n{parser.prog}: interrupted; nothing written (what {args.out} held is kept)", file=sys.stderr)
+            print(f"\n{parser.prog}: {how}; nothing written (what {args.out} held is kept)", file=sys.stderr)
         else:  # stopped among the renames and meta.json: the new files beside the old
-            print(f"\n{parser.prog}: interrupted while writing {args.out}, which now holds part of this run's data: "
+            print(f"\n{parser.prog}: {how} while writing {args.out}, which now holds part of this run's data: "
                   "prepare it again, with --overwrite", file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
+        return 128 + signum  # as a shell reports a command killed by the signal (130: Ctrl-C, 143: SIGTERM)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
     print(f"next: minigpt train --data {args.out} --out OUT_DIR")
     return 0

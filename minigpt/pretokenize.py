@@ -16,7 +16,7 @@ What this file does not do: other split patterns (GPT-4's cl100k), Unicode norma
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 import regex
 
@@ -120,19 +120,31 @@ SAFE_CUT = re.compile(r"(?<=\S)(?=\n)|(?=\n\S)")
 def safe_pieces(text: str, size: int, keep_whole: Collection[str] = ()) -> list[str]:
     """Cut text into pieces of about `size` characters or more, each ending at a SAFE_CUT, so that
     the pieces' ids joined are the text's ids; "".join(pieces) == text. Used to spread one long
-    document over several processes, and by minigpt/data.py to encode a corpus in parts.
+    document over several processes, and by minigpt/bpe_train.py to count a corpus in parts.
     `keep_whole`: the special tokens that the text's encoding matches (a cut would turn one into
     plain text; only one whose text holds a newline can contain a SAFE_CUT), and which change
     the split of the text before them (`follows_space_before_one_of`)."""
-    pieces, start = [], 0
-    while len(text) - start > size:
+    return [text[a:b] for a, b in safe_piece_bounds(text, size, keep_whole)]
+
+
+def safe_piece_bounds(text: str, size: int, keep_whole: Collection[str] = (), start: int = 0,
+                      end: int | None = None) -> Iterator[tuple[int, int]]:
+    """(a, b) of each piece `safe_pieces` cuts text[start:end] into: offsets, not copies, so that
+    minigpt/data.py encodes a file's split from its text without copying the split.
+
+    The cuts are looked for in the whole text (`safe_cut_at`), which may go on past `end`, while
+    text[start:end] is encoded alone. A cut's safety depends on the character after it (SAFE_CUT
+    looks one ahead) and on special tokens around it; so a cut is taken only before end - 1, where
+    what it sees lies inside the part. `end` itself must cut no special token in two (prepare's
+    `_cut_point` never does), or one around a cut could reach past it."""
+    end = len(text) if end is None else end
+    while end - start > size:
         cut = safe_cut_at(text, start + size, keep_whole)
-        if cut is None:
+        if cut is None or cut >= end - 1:
             break
-        pieces.append(text[start:cut])
+        yield start, cut
         start = cut
-    pieces.append(text[start:])
-    return pieces
+    yield start, end
 
 
 def safe_cut_at(text: str, pos: int, keep_whole: Collection[str] = ()) -> int | None:

@@ -17,9 +17,12 @@ Two ideas live here:
 """
 from __future__ import annotations
 
+import ctypes
 import inspect
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,10 +49,38 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _start_worker(job: Callable[[str], list[int]]) -> None:
-    """A worker's first step. Forked, it inherits `job` as it is in the parent: nothing pickled."""
+def _start_worker(job: Callable[[str], list[int]], parent: int) -> None:
+    """A worker's first step: it asks to die with `parent` (`_die_with_parent`), and keeps `job`.
+    Forked, it inherits `job` as it is in the parent: nothing pickled."""
     global _WORKER_JOB
+    _die_with_parent(parent)
     _WORKER_JOB = job
+
+
+PR_SET_PDEATHSIG = 1  # Linux's prctl option (<linux/prctl.h>): a signal for when the parent dies
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when `parent`, the process that forked it, dies.
+
+    Why: a forked worker inherits both ends of the pool's pipes, so when the parent is killed
+    outright (SIGKILL, or a SIGTERM it does not catch: no cleanup runs) the pipes stay open in the
+    worker itself. It never sees end-of-file or a broken pipe, and waits on them forever, holding
+    its memory. SIGKILL, not SIGTERM: a worker has nothing to clean up, and it inherits the
+    parent's Python signal handlers (`minigpt prepare` turns SIGTERM into KeyboardInterrupt, which
+    the pool's worker loop would catch, send back, and wait again).
+
+    The signal comes when the *thread* that forked the worker ends: here the one in encode_batch,
+    which shuts its pool down before it returns. The parent may die before the prctl, and then no
+    signal comes: the worker checks that it still has the parent that forked it, and else exits.
+    Linux only (prctl). Not covered elsewhere (macOS, BSD): there a worker whose parent was killed
+    outright waits until it is killed by hand (Ctrl-C reaches the whole process group, workers too).
+    A failed prctl (a sandbox that forbids it) leaves the worker as it was before: unguarded."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # reparented already: the parent died before the prctl took effect
+        os._exit(1)
 
 
 def _encode_in_worker(piece: str) -> list[int]:
@@ -112,7 +143,7 @@ def encode_batch(
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait
     # The job reaches each worker as its initializer's argument, which fork hands over unpickled.
     # Not multiprocessing.Pool: it replaces a worker that dies and waits forever for the lost ids.
-    pool = ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork"), _start_worker, (encode,))
+    pool = ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork"), _start_worker, (encode, os.getpid()))
     try:
         # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
         chunksize = max(1, len(pieces) // (8 * workers))

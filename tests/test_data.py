@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +14,10 @@ import pytest
 import torch
 
 import minigpt.data
-from minigpt.data import data_fingerprint, encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch, tokens_hash
-from minigpt.pretokenize import safe_pieces
+from minigpt.data import (data_fingerprint, encode_text, load_splits, load_tokens, main, prepare, read_meta, sample_batch, tokens_hash,
+                          write_token_files)
+from minigpt.files import atomic_write_text, file_lock, read_text
+from minigpt.pretokenize import safe_piece_bounds, safe_pieces
 from minigpt.tokenizer import Tokenizer
 
 GPT2_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "gpt2"
@@ -531,3 +537,119 @@ def test_prepare_ends_with_the_next_command(tmp_path, capsys):
     (tmp_path / "a.txt").write_text(corpus(50, seed=8))
     assert main([str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"next: minigpt train --data {tmp_path / 'd'} --out OUT_DIR"
+
+
+def test_a_second_prepare_into_the_same_out_is_refused_while_the_first_runs(tok, tmp_path, monkeypatch):
+    """An audit: two `minigpt prepare` runs into one --out at once both passed the "already holds
+    prepared data" look, then shared train.bin.tmp and the other temp names: the second failed,
+    the first exited 0 with a train.bin partly the other corpus, and a meta.json that named only its
+    own. Now one prepare holds --out/.lock from that look until meta.json is written, and another
+    is refused at once, having written nothing."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=9))
+    out = tmp_path / "d"
+    with file_lock(out / ".lock", busy=lambda: None):  # the first prepare, still going
+        with pytest.raises(FileExistsError, match=re.escape(f"{out} is in use by another `minigpt prepare`, still going")):
+            prepare([tmp_path / "a.txt"], tok, out)
+        assert [f.name for f in out.iterdir()] == [".lock"]
+
+    def write_meta_json(path, text):  # a second prepare's look, made while the first writes meta.json
+        with pytest.raises(FileExistsError, match="is in use by another `minigpt prepare`"):
+            prepare([tmp_path / "a.txt"], tok, out, overwrite=True)
+        atomic_write_text(path, text)
+
+    monkeypatch.setattr(minigpt.data, "atomic_write_text", write_meta_json)
+    meta = prepare([tmp_path / "a.txt"], tok, out)
+    assert read_meta(out) == meta and not (out / ".lock").exists()  # the lock file goes with the lock
+
+
+def test_prepare_holds_about_one_copy_of_the_file_text(tok, tmp_path, monkeypatch):
+    """An audit: prepare held ~4.5x its largest input (60 MB → 273 MB of Python heap), as it sliced
+    each file into its train and val parts (a copy of the text), then listed the part's chunks (a
+    second copy). Now each chunk is sliced from the text by offset as it is encoded. Measured from
+    when the text is read (reading holds its bytes too, for a moment: files.read_text's) until the
+    token files are written (saving the tokenizer after them holds its vocabulary's JSON)."""
+    text = corpus(60_000, seed=10)
+    (tmp_path / "a.txt").write_text(text)
+    monkeypatch.setattr(minigpt.data, "CHUNK_CHARS", 1 << 14)  # chunks' ids small beside the text
+    (tmp_path / "warm.txt").write_text(corpus(100, seed=10))  # first the imports and caches a first prepare makes
+    prepare([tmp_path / "warm.txt"], tok, tmp_path / "warm")
+    peaks = []
+
+    def read_then_reset_peak(path):
+        read = read_text(path)
+        tracemalloc.reset_peak()
+        return read
+
+    def write_then_take_peak(*args):
+        counts = write_token_files(*args)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        return counts
+
+    monkeypatch.setattr(minigpt.data, "read_text", read_then_reset_peak)
+    monkeypatch.setattr(minigpt.data, "write_token_files", write_then_take_peak)
+    tracemalloc.start()
+    try:
+        prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    finally:
+        tracemalloc.stop()
+    print(f"peak while tokenizing: {peaks[0] / len(text):.2f}x the text's {len(text):,} characters")
+    assert peaks[0] < 1.5 * len(text)
+    val_text = (tmp_path / "d" / "val.txt").read_text()
+    assert text.endswith(val_text) and len(val_text) > 0.09 * len(text)
+
+
+def test_chunks_of_a_part_encode_as_the_part_alone(tok):
+    """The chunks of text[start:end] are cut by looking at the whole text, which goes on past `end`.
+    A cut at end - 1 can look safe there and not in the part: "a \\n" + "b" (a cut before a "\\n" that
+    a non-space follows) ends the part " \\n", one chunk, which that cut would split. Every part of
+    a small text, cut as finely as it can be, encodes to the part's own ids."""
+    text = "a \nb\n\nc  \n d\n"
+    for start in range(len(text)):
+        for end in range(start + 1, len(text) + 1):
+            bounds = list(safe_piece_bounds(text, 1, (), start, end))
+            assert "".join(text[a:b] for a, b in bounds) == text[start:end]
+            assert [i for a, b in bounds for i in tok.encode(text[a:b])] == tok.encode(text[start:end]), (start, end)
+
+
+def test_a_file_that_ends_with_endoftext_gets_no_second_one(tok, tmp_path):
+    """An audit: prepare appended <|endoftext|> after each file's part of each split, also to a file
+    whose text ends with one already: val.bin read "...Third.\\n<|endoftext|><|endoftext|>", an empty
+    document per file. Now a part whose last id is the EOS gets none added."""
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.txt")
+        paths[-1].write_text(f"First line of doc {i}.\nSecond line of doc {i}, a bit longer than the first.\nThird.\n<|endoftext|>")
+    meta = prepare(paths, tok, tmp_path / "d", val_fraction=0.3)
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).tolist()
+    val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16).tolist()
+    assert "<|endoftext|><|endoftext|>" not in tok.decode(val)
+    assert val.count(EOS) == train.count(EOS) == 3 and val[-1] == train[-1] == EOS
+    assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
+
+
+def test_sigterm_in_prepare_is_handled_as_ctrl_c(tok, tmp_path, monkeypatch, capsys):
+    """An audit: `timeout -s TERM 4 minigpt prepare ...` (a scheduler's time limit) died at once,
+    saying nothing and leaving ~25 MB of train.bin.tmp, val.bin.tmp and val.txt.tmp in --out. Now
+    SIGTERM (and SIGHUP) is Ctrl-C: the temp files go, one line says so, the status is 128 + 15,
+    and the handler that was there before is put back."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=11))
+    args = [str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]
+
+    def not_caught(signum, frame):  # (without the fix, SIGTERM would end pytest itself)
+        raise AssertionError("prepare let SIGTERM through")
+
+    def sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs here, in the main thread
+        raise AssertionError("SIGTERM was not delivered within a second")
+
+    monkeypatch.setattr(minigpt.data, "encode_chunks", sigterm)
+    before = signal.signal(signal.SIGTERM, not_caught)
+    try:
+        assert main(args) == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is not_caught
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = capsys.readouterr().err
+    assert err.endswith(f"prepare: interrupted by SIGTERM; nothing written (what {tmp_path / 'd'} held is kept)\n")
+    assert list((tmp_path / "d").iterdir()) == []  # no .tmp file left, nor the lock

@@ -10,9 +10,11 @@ import inspect
 import io
 import json
 import multiprocessing
+import os
 import pkgutil
 import random
 import re
+import signal
 import string
 import subprocess
 import sys
@@ -1121,6 +1123,63 @@ def test_a_worker_killed_for_memory_is_an_error_naming_num_workers_not_a_hang():
     assert done.stderr.startswith("BrokenProcessPool: encode_batch: a worker process died (killed, e.g. by the "
                                   "out-of-memory killer)"), done.stderr
     assert "num_workers=N" in done.stderr
+
+
+_PARENT_KILLED = """
+import random, string
+from minigpt import Tokenizer
+rng = random.Random(0)  # made-up words: no chunk cache hit, so the workers are busy for seconds
+words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(300_000)]
+text = "\\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
+Tokenizer.from_pretrained("gpt2").encode_batch([text], num_workers=3)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(command name)", which may hold spaces
+        except OSError:  # ended while listed
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie (ended, not yet reaped by whoever adopted it) does not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's; elsewhere not covered")
+def test_encode_batch_workers_die_with_a_killed_parent():
+    """An audit: SIGKILL (or SIGTERM) of `minigpt prepare` left its forked encode workers waiting
+    forever on the pool's pipes, ~290 MB each: a forked worker holds both ends of them, so it never
+    sees end-of-file. Each worker now asks the kernel for SIGKILL when its parent dies (prctl
+    PR_SET_PDEATHSIG). The parent here is killed while its workers encode."""
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT_KILLED], stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.05)
+            workers = _children(parent.pid)
+        assert len(workers) == 2, f"the pool did not start 2 workers (found {workers}; parent exit {parent.poll()})"
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, workers)), f"workers {[w for w in workers if _alive(w)]} outlived their killed parent"
+    finally:
+        parent.kill()
+        for w in filter(_alive, workers):  # the bug back: end them here, not leave them hung
+            os.kill(w, signal.SIGKILL)
 
 
 def test_encode_batch_with_one_worker_encodes_in_this_process(tok, monkeypatch):

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import errno
 import hashlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from minigpt.files import atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text
+from minigpt.files import NO_LOCKS, atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.tokenizer import Tokenizer
 
@@ -53,9 +51,6 @@ UTF8_CHECK_BYTES = 1 << 20  # an input's bytes decoded per block when checking t
 DATA_FILES = ("train.bin", "val.bin", "val.txt", "meta.json", "tokenizer")
 # Held by a `prepare` for its --out (`prepare_lock`); the name `minigpt train` locks its OUT_DIR with.
 LOCK_FILE = ".lock"
-# The signals `main` treats as Ctrl-C: a scheduler's time limit or `timeout` (SIGTERM), a closed
-# terminal (SIGHUP). Their default, dying at once, would leave the temp files and say nothing.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 # A token file's hash reads all of its ids up to 64 blocks of 64Ki (4M ids, 8 MiB), and beyond that
 # 64 such blocks spread evenly over it: cheap at any size, as a resumed run computes it every time.
 HASH_BLOCKS, HASH_BLOCK_TOKENS = 64, 1 << 16
@@ -171,8 +166,9 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
 def prepare_lock(out: Path) -> Iterator[None]:
     """Hold out/.lock (minigpt/files.py's `file_lock`, made with `out` if need be) for one prepare,
     or refuse at once, naming it, when another process holds it. The lock dies with its process:
-    a killed prepare leaves none behind. On a file system without locks (ENOLCK: an NFS mount
-    without its lock service), prepare goes on unguarded, with a warning."""
+    a killed prepare leaves none behind. On a file system without locks (`files.NO_LOCKS`: an NFS
+    mount without its lock service, Lustre without flock), prepare goes on unguarded, with a
+    warning, and leaves no lock file."""
     def busy() -> None:
         raise FileExistsError(f"{out} is in use by another `minigpt prepare`, still going (its process holds "
                               f"{out / LOCK_FILE}): wait for it to end, or choose another --out")
@@ -181,10 +177,11 @@ def prepare_lock(out: Path) -> Iterator[None]:
         try:
             held.enter_context(file_lock(out / LOCK_FILE, busy))
         except OSError as e:
-            if e.errno != errno.ENOLCK:  # (busy's refusal, or a folder it may not make or write)
+            if e.errno not in NO_LOCKS:  # (busy's refusal, or a folder it may not make or write)
                 raise
             print(f"warning: cannot lock {out / LOCK_FILE} ({e.strerror}): nothing keeps another prepare out of {out}",
                   file=sys.stderr)
+            (out / LOCK_FILE).unlink(missing_ok=True)  # no one holds a lock where there are none
         yield
 
 
@@ -421,13 +418,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the prepared data already in --out (refused otherwise)")
     args = parser.parse_args(argv)
     before = data_files_stamp(Path(args.out))
-    stopped_by = []  # the signal that stopped it, if one of STOP_SIGNALS did
-
-    def stop(signum, frame) -> None:
-        stopped_by.append(signum)
-        raise KeyboardInterrupt  # as Ctrl-C: atomic_path removes the temp files, and one line says what --out holds
-
-    handlers = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         tokenizer = Tokenizer.from_pretrained(args.tokenizer)
         if tokenizer.eos_token_id is None:  # said before the tokenizing, which may take minutes
@@ -438,17 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C on a long corpus: one line that says what --out holds, not a traceback
-        signum = stopped_by[0] if stopped_by else signal.SIGINT
-        how = "interrupted" if signum == signal.SIGINT else f"interrupted by {signal.Signals(signum).name}"
         if data_files_stamp(Path(args.out)) == before:  # stopped while tokenizing: the temp files are gone
-            print(f"\n{parser.prog}: {how}; nothing written (what {args.out} held is kept)", file=sys.stderr)
+            print(f"\n{parser.prog}: interrupted; nothing written (what {args.out} held is kept)", file=sys.stderr)
         else:  # stopped among the renames and meta.json: the new files beside the old
-            print(f"\n{parser.prog}: {how} while writing {args.out}, which now holds part of this run's data: "
+            print(f"\n{parser.prog}: interrupted while writing {args.out}, which now holds part of this run's data: "
                   "prepare it again, with --overwrite", file=sys.stderr)
-        return 128 + signum  # as a shell reports a command killed by the signal (130: Ctrl-C, 143: SIGTERM)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
     print(f"next: minigpt train --data {args.out} --out OUT_DIR")
     return 0

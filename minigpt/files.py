@@ -62,14 +62,17 @@ def temp_path(dest: Path) -> Path:
 
 
 SAVE_LOCK_NAME = ".minigpt-save.lock"  # in a folder, while a save writes it
+# What flock says on a file system that has no locks: an NFS mount without its lock service
+# (ENOLCK), others (EOPNOTSUPP), Lustre mounted without flock (ENOSYS). Work goes on unguarded there.
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 @contextmanager
 def save_lock(path: Path) -> Iterator[None]:
     """One save into the directory `path` at a time (checkpoint.py's `write_checkpoint`, a
     tokenizer's files: every rank of a script may save into one folder): a second waits for the
-    first's lock. Where the file system has no locks (ENOLCK: an NFS mount without its lock service;
-    EOPNOTSUPP) the save goes on unguarded, as a training run does there (run_dir warns of it); a
+    first's lock. Where the file system has no locks (`NO_LOCKS`) the save goes on unguarded, as a
+    training run does there (run_dir warns of it); a
     folder it may not write (EACCES, EPERM, EROFS) fails at the save's own first write, with that
     error. Any other error (EMFILE: too many open files) is raised: a save that went on unguarded
     beside another would spoil both."""
@@ -77,9 +80,9 @@ def save_lock(path: Path) -> Iterator[None]:
         try:
             held.enter_context(file_lock(path / SAVE_LOCK_NAME, busy=lambda: None))  # busy: wait for the other save
         except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EACCES, errno.EPERM, errno.EROFS):
+            if e.errno not in (*NO_LOCKS, errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):  # no one holds a lock where there are none: no file left
+            if e.errno in NO_LOCKS:  # no one holds a lock where there are none: no file left
                 with suppress(OSError):
                     (path / SAVE_LOCK_NAME).unlink()
         yield

@@ -84,17 +84,23 @@ def check_data_dir(data: Path, resume: bool = False) -> None:
 
 
 def check_meta_fits_tokenizer(meta: dict, tokenizer: Tokenizer, data: Path) -> None:
-    """Refuse a meta.json whose vocab_size or eos_token_id is not its data's tokenizer's (DATA_DIR/tokenizer).
+    """Refuse a meta.json whose vocab_size is smaller than its data's tokenizer's (DATA_DIR/tokenizer),
+    or whose eos_token_id is another.
 
     The model is built from meta.json's, and the tokenizer goes into every checkpoint beside it: a
     meta.json edited or left by another `minigpt prepare` trained without a word, into a checkpoint
     that `minigpt generate` then refused (model and tokenizer disagree on <|endoftext|>), or a
-    model of more rows than its tokenizer has ids."""
-    for field, own in (("vocab_size", tokenizer.vocab_size), ("eos_token_id", tokenizer.eos_token_id)):
-        if field in meta and meta[field] != own:  # (a meta.json written by hand may lack eos_token_id)
-            raise ValueError(f"{data / 'meta.json'} says {field} {meta[field]}, but the data's tokenizer ({data / 'tokenizer'}) "
-                             f"has {own}: they come from two runs of `minigpt prepare`, or meta.json was edited; "
-                             "prepare the data again")
+    model with fewer rows than its tokenizer has ids. A larger vocab_size is a padded vocabulary
+    (nanoGPT's 50304 for GPT-2's 50257: a multiple of 64 for the matmuls), which generate takes."""
+    problems = []
+    if meta["vocab_size"] < tokenizer.vocab_size:
+        problems.append(f"vocab_size {meta['vocab_size']}, fewer ids than the {tokenizer.vocab_size} of")
+    if "eos_token_id" in meta and meta["eos_token_id"] != tokenizer.eos_token_id:  # (one written by hand may lack it)
+        problems.append(f"eos_token_id {meta['eos_token_id']}, where it is {tokenizer.eos_token_id} in")
+    if problems:
+        raise ValueError(f"{data / 'meta.json'} says {problems[0]} the data's tokenizer ({data / 'tokenizer'}): they come "
+                         "from two runs of `minigpt prepare`, or meta.json was edited; prepare the data again (a "
+                         "larger vocab_size, a padded vocabulary, is taken)")
 
 
 def check_block_size(block_size: int, n_positions: int) -> None:

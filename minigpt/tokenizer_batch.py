@@ -54,6 +54,11 @@ def _start_worker(job: Callable[[str], list[int]], parent: int) -> None:
     Forked, it inherits `job` as it is in the parent: nothing pickled."""
     global _WORKER_JOB
     _die_with_parent(parent)
+    # The default for the stop signals: a parent's handler (`minigpt prepare` turns SIGTERM into
+    # KeyboardInterrupt) would keep a worker from dying of the SIGTERM the pool ends a broken pool with.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
     _WORKER_JOB = job
 
 
@@ -143,18 +148,26 @@ def encode_batch(
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait
     # The job reaches each worker as its initializer's argument, which fork hands over unpickled.
     # Not multiprocessing.Pool: it replaces a worker that dies and waits forever for the lost ids.
+    before = set(multiprocessing.active_children())  # (the pool's workers are the children it adds)
     pool = ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork"), _start_worker, (encode, os.getpid()))
+    done = False
     try:
         # ~8 hand-outs per worker: few round trips, yet a worker that finishes early takes more.
         chunksize = max(1, len(pieces) // (8 * workers))
         theirs = pool.map(_encode_in_worker, pieces[mine:], chunksize=chunksize)
         results = [encode(p) for p in pieces[:mine]] + list(theirs)
+        done = True
     except BrokenProcessPool as e:
         raise BrokenProcessPool(
             f"encode_batch: a worker process died (killed, e.g. by the out-of-memory killer) while {workers} "
             f"processes encoded {total:,} characters; use fewer with num_workers=N (1: this process alone), "
             "or pass fewer texts per call") from e
     finally:
+        if not done:  # stopped (Ctrl-C, a signal turned into KeyboardInterrupt) or failed: the workers' results
+            # are wanted no more, and a worker blocked writing one into a pipe nobody reads would keep
+            # shutdown waiting on it forever. They hold nothing to save: killed.
+            for worker in set(multiprocessing.active_children()) - before:
+                worker.kill()
         pool.shutdown(cancel_futures=True)  # on an error here, workers drop what they have not started
     out: list[list[int]] = [[] for _ in texts]
     for i, ids in zip(owner, results):

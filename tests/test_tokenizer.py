@@ -1182,6 +1182,29 @@ def test_encode_batch_workers_die_with_a_killed_parent():
             os.kill(w, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the workers are forked")
+def test_an_encode_worker_dies_of_sigterm_whatever_its_parents_handler():
+    """A review: a worker forked under `minigpt prepare`'s SIGTERM handler (one that raises
+    KeyboardInterrupt, as Ctrl-C) kept it, so the SIGTERM a ProcessPoolExecutor ends its broken
+    pool's workers with did not end them, and prepare hung 2 runs in 6 in pool.shutdown. A worker
+    now starts with the default action for SIGTERM and SIGHUP (here, in a forked child)."""
+    read, write = os.pipe()
+    before = signal.signal(signal.SIGTERM, lambda *args: None)  # a parent's handler
+    try:
+        child = os.fork()
+        if child == 0:  # the worker: _start_worker as the pool runs it, then report
+            try:
+                batchmod._start_worker(len, os.getppid())
+                os.write(write, b"1" if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else b"0")
+            finally:
+                os._exit(0)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    os.waitpid(child, 0)
+    assert os.read(read, 1) == b"1", "the forked worker kept its parent's SIGTERM handler"
+    os.close(read), os.close(write)
+
+
 def test_encode_batch_with_one_worker_encodes_in_this_process(tok, monkeypatch):
     """num_workers=1 (a one-core machine) means no pool: a pool of 0 workers cannot start."""
     monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)

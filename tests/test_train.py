@@ -2107,19 +2107,25 @@ def test_optimizer_state_that_does_not_fit_its_parameters_is_named(tmp_path, dam
         minigpt.run_dir.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)
 
 
-@pytest.mark.parametrize("field, value", [("eos_token_id", 5), ("vocab_size", 1000)])
-def test_training_refuses_a_meta_json_that_disagrees_with_its_tokenizer(tmp_path, field, value):
+@pytest.mark.parametrize("field, value, said", [("eos_token_id", 5, "eos_token_id 5, where it is 256 in"),
+                                                ("vocab_size", 200, "vocab_size 200, fewer ids than the 257 of")])
+def test_training_refuses_a_meta_json_that_disagrees_with_its_tokenizer(tmp_path, field, value, said):
     """Bug (a security audit): meta.json's vocab_size and eos_token_id built the model unchecked. An
     eos_token_id of 5 beside a tokenizer whose <|endoftext|> is 256 trained, into a checkpoint
-    `minigpt generate` then refused; now refused before a model is built, naming both."""
+    `minigpt generate` then refused; now refused before a model is built, naming both. A larger
+    vocab_size, a padded vocabulary, trains as before (a review: it was refused too)."""
     data = add_tokenizer(make_data(tmp_path / "data"), Tokenizer.train("ab", vocab_size=257, progress=False))
     meta = json.loads((data / "meta.json").read_text())
-    own = meta[field]
-    (data / "meta.json").write_text(json.dumps(meta | {field: value}))
-    with pytest.raises(ValueError, match=re.escape(f"{data / 'meta.json'} says {field} {value}, but the data's tokenizer "
-                                                   f"({data / 'tokenizer'}) has {own}: they come from two runs of")):
+    edited = meta | {field: value}
+    if field == "vocab_size":  # (one written by hand, without eos_token_id: 256 would be past its ids)
+        del edited["eos_token_id"]
+    (data / "meta.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match=re.escape(f"{data / 'meta.json'} says {said} the data's tokenizer "
+                                                   f"({data / 'tokenizer'}): they come from two runs of")):
         pretrain(tiny_cfg(data, tmp_path / "out", max_iters=1))
     assert not (tmp_path / "out" / STATE_FILE).exists()
+    (data / "meta.json").write_text(json.dumps(meta | {"vocab_size": 320}))  # padded to a multiple of 64
+    assert pretrain(tiny_cfg(data, tmp_path / "padded", max_iters=1))["step"] == 1
 
 
 def test_train_loop_from_python_resumes_a_run_with_no_fingerprint_and_only_the_switches_asked_for(tmp_path, capsys):

@@ -16,6 +16,12 @@ def is_bool(value) -> bool:
     return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 
 
+def is_int(value) -> bool:
+    """A plain int, not a bool: what a count read from a JSON or pickled file must be (JSON's true
+    is Python's True, which isinstance counts as the int 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_flag(name: str, value) -> None:
     """A switch must be a bool: "False" (a non-empty string) or 0.5 would read as True."""
     if not is_bool(value):

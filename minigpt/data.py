@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from minigpt.checks import is_int
 from minigpt.files import NO_LOCKS, atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.tokenizer import Tokenizer
@@ -277,7 +278,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         meta = read_json(path)
     except ValueError as e:  # not UTF-8, or not JSON: read_json's message names the file
         raise ValueError(f"{e}; prepare the data again with `minigpt prepare`") from None
-    if not isinstance(meta, dict) or not _is_int(meta.get("vocab_size")):  # training needs the vocabulary size
+    if not isinstance(meta, dict) or not is_int(meta.get("vocab_size")):  # training needs the vocabulary size
         raise ValueError(f"{path} has no integer vocab_size: it is not the meta.json `minigpt prepare` writes")
     again = "prepare the data again with `minigpt prepare`"
     vocab_size = meta["vocab_size"]
@@ -285,7 +286,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{path} says vocab_size {vocab_size:,}, outside [1, {MAX_VOCAB:,}]: its token files hold uint16 "
                          f"ids, which number at most {MAX_VOCAB:,}; {again}")
     eos = meta.get("eos_token_id")  # (values are shown as meta.json writes them: null, "x")
-    if eos is not None and not (_is_int(eos) and 0 <= eos < vocab_size):  # (null: a tokenizer without one)
+    if eos is not None and not (is_int(eos) and 0 <= eos < vocab_size):  # (null: a tokenizer without one)
         raise ValueError(f"{path} says eos_token_id {json.dumps(eos)}, which is no id of its vocabulary [0, {vocab_size:,}) "
                          f"(or null, for a tokenizer without one); {again}")
     dtype = np.dtype(TOKEN_DTYPE).name
@@ -299,18 +300,13 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     return meta
 
 
-def _is_int(value) -> bool:
-    """An int, and not a bool: JSON's true is Python's True, which isinstance counts as the int 1."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # The other fields of meta.json, as `prepare` writes them: a test, and its words. Each is checked
 # only when present: a meta.json written by hand may hold vocab_size alone.
 META_FIELDS = {
-    "train_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (train.bin's count of ids)"),
-    "val_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (val.bin's count of ids)"),
-    "train_bytes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (the UTF-8 bytes of the train text)"),
-    "val_bytes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (the UTF-8 bytes of the val text)"),
+    "train_tokens": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (train.bin's count of ids)"),
+    "val_tokens": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (val.bin's count of ids)"),
+    "train_bytes": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (the UTF-8 bytes of the train text)"),
+    "val_bytes": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (the UTF-8 bytes of the val text)"),
     "sources": (lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v), "a list of file names"),
     "val_fraction": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1, "a number in (0, 1)"),
 }

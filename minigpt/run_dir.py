@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from minigpt.checks import is_int
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text
 from minigpt.optimizer import schedule_note
@@ -544,8 +545,8 @@ def read_state(path: Path, **load_kwargs) -> dict:
 
 
 def _is_count(value) -> bool:
-    """An int of 0 or more; not a bool, which Python counts as an int (True == 1)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """An int of 0 or more (`checks.is_int`: not a bool)."""
+    return is_int(value) and value >= 0
 
 
 def _is_number(value) -> bool:

@@ -251,12 +251,14 @@ def read_json(path: str | os.PathLike, unique_keys: bool = False) -> object:
     repeated = []  # said once json is done: an error raised inside it would read as invalid JSON
 
     def pairs_once(pairs: list[tuple[str, object]]) -> dict:
-        seen = {}
-        for key, value in pairs:
-            if key in seen and seen[key] != value:
-                repeated.append(f"{path} gives the key {key!r} two values ({seen[key]!r} and {value!r}); a key has one")
-            seen[key] = value
-        return seen
+        contents = dict(pairs)
+        if len(contents) < len(pairs):  # a key given twice (rare): which, and with another value?
+            seen = {}
+            for key, value in pairs:
+                if key in seen and seen[key] != value:
+                    repeated.append(f"{path} gives the key {key!r} two values ({seen[key]!r} and {value!r}); a key has one")
+                seen[key] = value
+        return contents
 
     text = read_text(path)
     try:

@@ -8,8 +8,8 @@ alone is appended a record at a time, and `read_log` drops a torn last record.
 OUT_DIR layout:
     config.json, model.safetensors   latest weights (HF layout), beside the tokenizer's files
                          (vocab.json, merges.txt, ...: the data's, or the fine-tuned model's)
-    training_state.pt    weights, optimizer, grad scaler, step, best val loss, config, command (train/finetune),
-                         the data's fingerprint (what --resume checks the data against), and the
+    training_state.pt    the weights that train, optimizer, grad scaler, step, best val loss, config,
+                         command (train/finetune), the frozen weights' digest (`frozen_weights`), the data's fingerprint (what --resume checks the data against), and the
                          train losses since the last log record (log_partial)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     best.prev/           the best/ a new best replaced, until the state that knows of the new one
@@ -26,6 +26,7 @@ OUT_DIR layout:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -61,20 +62,50 @@ RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", WEIGHTS_NAME, INDEX_NAME)
 # ---- checkpoints --------------------------------------------------------------------------------
 
 
+def frozen_weights(model: nn.Module) -> dict | None:
+    """The names of the weights that do not train (a fine-tuning strategy froze them), and a digest
+    of their values; None when every weight trains.
+
+    training_state.pt keeps only the weights that train: the frozen rest are the --init
+    checkpoint's, which --resume loads again anyway. So a LoRA run's state holds MBs of adapters,
+    not another GBs-large copy of GPT-2, whose merged weights the checkpoint beside it already holds.
+    The digest (blake2b of each frozen tensor's name, dtype, shape and bytes) is how --resume knows
+    that --init still holds the weights the trained ones were learned on top of.
+    """
+    params = dict(model.named_parameters(remove_duplicate=False))  # a tied weight under each of its names
+    state = model.state_dict()
+    names = sorted(name for name in state if name in params and not params[name].requires_grad)
+    if not names:
+        return None
+    digest, seen = hashlib.blake2b(digest_size=16), set()
+    for name in names:
+        t = state[name].detach()
+        digest.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        if id(params[name]) not in seen:  # a tied weight (GPT-2's wte is its LM head) read once
+            seen.add(id(params[name]))
+            digest.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return {"names": names, "digest": digest.hexdigest()}
+
+
 def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg,
-                    log_partial: tuple[float, int] = (0.0, 0), data: dict | None = None) -> None:
-    """The HF-layout files first, then the training state (which carries its own copy of the weights).
+                    log_partial: tuple[float, int] = (0.0, 0), data: dict | None = None,
+                    frozen: dict | None = None) -> None:
+    """The HF-layout files first, then the training state (which carries its own copy of the
+    weights that train).
 
     log_partial is (sum of train losses, steps) since the last log record: a run stopped between
     two records resumes with them, so its next record averages the same steps as an unbroken run's.
     data is the fingerprint of the data trained on (None: the driver gives none), for `check_data`.
+    frozen is `frozen_weights(raw_model)`, taken once per run: those weights are left out of the state.
 
     Each file is replaced atomically. A crash between the two leaves newer HF files beside an
     older state; resume reads weights *from the state*, so it still restarts consistently.
     """
     save_fn(raw_model, out)
+    left_out = set(frozen["names"]) if frozen else set()
     state = {
-        "model": raw_model.state_dict(),
+        "model": {name: t for name, t in raw_model.state_dict().items() if name not in left_out},
+        "frozen": frozen,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "step": step,  # also the data position: batches are drawn from (seed, step)
@@ -567,7 +598,7 @@ def _is_optimizer_state(value) -> bool:
 
 
 # What each field of a training state holds (as `save_checkpoint` writes it): a test, and its words.
-# command, log_partial and data are tested only when present (states saved by an earlier minigpt lack them).
+# command, log_partial, data and frozen are tested only when present (states saved by an earlier minigpt lack them).
 STATE_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "step": (_is_count, "an integer >= 0"),
     "best_val_loss": (_is_number, "a number (inf before the first evaluation)"),
@@ -581,6 +612,9 @@ STATE_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "log_partial": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_number(v[0]) and _is_count(v[1]),
                     "[sum of train losses, steps]: a number and an integer >= 0"),
     "data": (lambda v: v is None or isinstance(v, dict), "the data's fingerprint (a dict, or None)"),
+    "frozen": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("digest"), str)
+                                       and isinstance(v.get("names"), list) and all(isinstance(n, str) for n in v["names"])),
+               "the frozen weights' names and digest (a dict of 'names', a list of strings, and 'digest', a string; or None)"),
 }
 
 
@@ -592,9 +626,10 @@ def _shown(value) -> str:
 
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime,
-            data: dict | None = None) -> tuple[int, float, tuple[float, int]]:
+            data: dict | None = None, frozen: dict | None = None) -> tuple[int, float, tuple[float, int]]:
     """Load the saved run in `out` into the model, optimizer and scaler, after checking that this
-    run can continue it (`data`: the fingerprint of the data it trains on now, for `check_data`);
+    run can continue it (`data`: the fingerprint of the data it trains on now, for `check_data`;
+    `frozen`: `frozen_weights(raw_model)`, the weights it does not train, as --init gave them);
     return (step, best val loss, log_partial)."""
     state = read_state(out / STATE_FILE, map_location=rt.device)
 
@@ -632,8 +667,9 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         notes.append(f"note: val loss is measured otherwise than the run's ({said}), so its best val loss ({best:.4g}) "
                      "is not comparable: best/ follows this val loss from here")
         best = math.inf
+    weights = with_frozen_weights(out / STATE_FILE, state, raw_model, frozen, cfg)
     try:
-        raw_model.load_state_dict(state["model"])
+        raw_model.load_state_dict(weights)
         optimizer.load_state_dict(with_settings_of(optimizer, state["optimizer"]))
     except torch.OutOfMemoryError:
         raise  # the state is fine; the device is full
@@ -660,6 +696,29 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
             append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     return state["step"], best, (loss_sum, steps)
+
+
+def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: dict | None, cfg) -> dict:
+    """The saved state's weights, completed with the frozen ones this run loaded from --init: every
+    weight of the model, for one strict `load_state_dict`. A state saved before minigpt left the
+    frozen weights out (no "frozen" entry) holds them all, and is read as it is.
+
+    A state that froze other weights than these settings freeze is left to `restore`'s error for
+    other trainable parameters. Frozen weights whose values changed are refused here: --init no
+    longer holds the weights the run's adapters or blocks were trained on top of."""
+    saved = state.get("frozen")
+    if saved is None:
+        return state["model"]
+    if frozen is None or saved["names"] != frozen["names"]:
+        return state["model"]  # (missing weights: load_state_dict names them)
+    if saved["digest"] != frozen["digest"]:
+        source = f"--init {cfg.init}" if getattr(cfg, "init", None) else "the model given"
+        raise ValueError(f"{path} was saved beside other frozen weights than {source} holds now: the run trained its "
+                         "weights on top of the frozen ones it started from, which have changed since (other files, "
+                         "another revision). Give --init the checkpoint the run started from, or start a new run with "
+                         "another --out")
+    now = raw_model.state_dict()
+    return {**{name: now[name] for name in frozen["names"]}, **state["model"]}
 
 
 # What AdamW (minigpt/optimizer.py's, without amsgrad) keeps for each parameter it has stepped.

@@ -43,8 +43,9 @@ from minigpt.classifier import GPTClassifier
 from minigpt.files import read_json
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
-from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at, plot_log,
-                             read_log, read_state, restore, run_dir_lock, save_best, save_checkpoint)
+from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at,
+                             frozen_weights, plot_log, read_log, read_state, restore, run_dir_lock, save_best,
+                             save_checkpoint)
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
@@ -332,19 +333,20 @@ def train_loop(
     check_float32_weights(model)
     rt = setup_runtime(cfg)
     raw = prepare_model(model, cfg, rt)  # the module itself, saved and restored; fwd and model (below) run it
+    frozen = frozen_weights(raw)  # what a strategy froze: --init's, as loaded now; no checkpoint saves them again
     out = Path(cfg.out)
     optimizer = build_optimizer(raw, cfg, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     with run_dir_lock(out):  # one run at a time in OUT_DIR (held already under minigpt train/finetune)
         check_out_dir(cfg)
-        progress = resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint) if cfg.resume else Progress()
+        progress = resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen) if cfg.resume else Progress()
         open_out_dir(out, cfg, rt)
         fwd, model = for_training(raw, cfg, rt)
         bar = tqdm(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
         run = Run(cfg=cfg, rt=rt, out=out, raw=raw, fwd=fwd, model=model, optimizer=optimizer, scaler=scaler,
                   get_batch=get_batch, loss_fn=loss_fn, save_fn=save_fn or (lambda m, d: m.save_pretrained(d)),
                   eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
-                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, bar=bar)
+                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, frozen=frozen, bar=bar)
         # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
         # gives the caller's random state back when the loop ends, as if it had never run. TF32's
         # switches, turned on for the run on a GPU, are given back too.
@@ -392,6 +394,7 @@ class Run:
     flops_per_token: float | None
     peak: float | None  # the GPU's peak FLOP/s, for MFU (None: not known)
     data_fingerprint: dict | None
+    frozen: dict | None  # `frozen_weights(raw)`: the names and digest of the weights that do not train
     bar: tqdm  # the progress bar (rank 0's; disabled on the others)
 
 
@@ -411,10 +414,11 @@ class Progress:
     time_since: float = 0.0
 
 
-def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None) -> Progress:
+def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None,
+           frozen: dict | None) -> Progress:
     """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/run_dir.py's
     `restore`, which refuses a run that differs), and where the run stood."""
-    step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint)
+    step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
     return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since)
 
 
@@ -544,4 +548,4 @@ def save_between_evaluations(run: Run, progress: Progress) -> None:
 def checkpoint(run: Run, progress: Progress) -> None:
     """Save the run at its current step (rank 0's work: minigpt/run_dir.py's `save_checkpoint`)."""
     save_checkpoint(run.out, run.raw, run.save_fn, run.optimizer, run.scaler, progress.step, progress.best, run.cfg,
-                    (progress.loss_since, progress.steps_since), run.data_fingerprint)
+                    (progress.loss_since, progress.steps_since), run.data_fingerprint, run.frozen)

@@ -518,6 +518,66 @@ def test_cli_resume_of_a_lora_classifier_is_exact(base, tmp_path, capsys):
     assert "n_trainable_blocks=2 (--n-trainable-blocks) applies to strategy 'partial' only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("strategy", ["lora", "partial"])
+def test_a_training_state_leaves_out_the_frozen_weights_and_resumes_exactly(base, tmp_path, strategy):
+    """The state held every weight, frozen ones included: a LoRA run of GPT-2 saved another
+    GBs-large copy of the model beside its checkpoint, for MBs of adapters. It now holds the weights
+    that train, and the frozen ones' names and digest: --resume takes them from --init again, and
+    ends where an unbroken run ends, bit for bit."""
+    args = ("--data", str(base / "corpus.txt"), "--strategy", strategy, "--lr-decay-iters", "4", "--log-interval", "2")
+    if strategy == "partial":
+        args += ("--n-trainable-blocks", "1")
+    assert _run(base, tmp_path / "straight", *args) == 0
+    assert _run(base, tmp_path / "resumed", *args, "--max-iters", "2") == 0
+    assert _run(base, tmp_path / "resumed", *args, "--resume") == 0
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("straight", "resumed"))
+    model = GPT.from_pretrained(base / "base")
+    apply_strategy(model, strategy, **({"n_trainable_blocks": 1} if strategy == "partial" else {}), verbose=False)
+    trains = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert set(a["model"]) == trains and set(a["frozen"]["names"]) == set(model.state_dict()) - trains
+    assert a["step"] == b["step"] == 4 and a["frozen"] == b["frozen"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_resume_refuses_frozen_weights_that_changed_under_init(base, tmp_path, capsys):
+    """The frozen weights come from --init at --resume: an --init whose weights changed since the
+    run started (another revision of a hub model, files overwritten) would pair the trained
+    adapters with other weights, a different model, without a word. Refused, the run left as it was."""
+    init = tmp_path / "init"
+    shutil.copytree(base / "base", init)
+    args = ("--data", str(base / "corpus.txt"), "--strategy", "lora")
+    assert _run(base, tmp_path / "o", *args, "--init", str(init), "--max-iters", "2") == 0
+    before = (tmp_path / "o" / "training_state.pt").read_bytes()
+    model = GPT.from_pretrained(init)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1
+    model.save_pretrained(init)
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", *args, "--init", str(init), "--resume") == 2
+    assert (f"training_state.pt was saved beside other frozen weights than --init {init} holds now" in
+            capsys.readouterr().err)
+    assert (tmp_path / "o" / "training_state.pt").read_bytes() == before
+
+
+def test_a_state_saved_with_every_weight_still_resumes(base, tmp_path):
+    """States written before the frozen weights were left out hold them all, and no "frozen"
+    entry: such a run resumes as it did, to the weights of an unbroken run."""
+    args = ("--data", str(base / "corpus.txt"), "--strategy", "lora", "--lr-decay-iters", "4", "--log-interval", "2")
+    assert _run(base, tmp_path / "straight", *args) == 0
+    assert _run(base, tmp_path / "old", *args, "--max-iters", "2") == 0
+    path = tmp_path / "old" / "training_state.pt"
+    state = torch.load(path, weights_only=True)
+    model = GPT.from_pretrained(base / "base")
+    apply_strategy(model, "lora", verbose=False)
+    state["model"] = {**model.state_dict(), **state["model"]}  # the frozen weights too, as a state of old held them
+    del state["frozen"]
+    torch.save(state, path)
+    assert _run(base, tmp_path / "old", *args, "--resume") == 0
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("straight", "old"))
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_classify_val_loss_is_over_every_val_example(base, tmp_path, capsys):
     """A finetuner audit: a classifier's val_loss was the mean of --eval-iters sampled batches (160
     of SST-2's 6,735 dev examples by default: 0.731 logged, 0.712 over all), and best/ was chosen by

@@ -3,7 +3,7 @@
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
 token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalties.py's and
 minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
-→ temperature → top-k → top-p → min-p → draw`. After each stage it keeps the probabilities, so a table per step can show the
+→ temperature → top-k → top-p → min-p → typical → draw`. After each stage it keeps the probabilities, so a table per step can show the
 top candidates' odds before and after every penalty and filter, and which token was drawn. The
 same seed draws the same tokens as `generate(sampler="torch")`, which is what `generate` uses off
 CUDA (greedy when temperature is 0), until the model's own EOS, where it stops (it takes no
@@ -36,6 +36,7 @@ from minigpt.sampling import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    apply_typical_p,
     check_sampling_params,
     check_seed,
     token_picker,
@@ -46,10 +47,11 @@ from minigpt.text_generation import prompt_ids, tokenizer_ids
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache
 def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps: int, top: int = 5,
             seed: int | None = None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+            typical_p: float = 1.0,
             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
             no_repeat_ngram_size: int = 0, out=None) -> str:
     """The teaching view of sampling: for each step, the top candidates' probabilities after
-    every stage (raw → penalties → temperature → top-k → top-p → min-p), then the token drawn.
+    every stage (raw → penalties → temperature → top-k → top-p → min-p → typical), then the token drawn.
     With `no_repeat_ngram_size` > 0 the n-gram ban is a stage of its own, after the penalties.
 
     It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
@@ -58,6 +60,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     out = out or sys.stdout
     steps, top, ngram = check_explain_args(
         model, steps, top, no_repeat_ngram_size, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        typical_p=typical_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
     # The tokenizer must be the model's, and a config with GPT-2's stale ids (older checkpoints)
     # ends and starts texts at the tokenizer's <|endoftext|>, as the text functions do.
@@ -69,7 +72,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(check_seed(seed)) if seed is not None else None
     # The draw is generate's own per-step function, so a seed draws the same tokens here as there.
-    pick = token_picker(1, ids.device, temperature, top_k, top_p, min_p, generator=generator)
+    pick = token_picker(1, ids.device, temperature, top_k, top_p, min_p, typical_p, generator=generator)
     logits = state.prefill(ids)
     textless = textless_ids(model, tokenizer, ids.device)  # ids the tokenizer has no token for: never drawn, as in generate
     new: list[int] = []
@@ -91,6 +94,8 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
         stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
+        if typical_p < 1:  # shown only when on, as the n-gram ban: the table is wide enough
+            stages.append((f"typical {typical_p:g}", apply_typical_p(stages[-1][1], typical_p)))
         final = stages[-1][1]
         token = int(pick(penalized)[0])  # from the penalized logits, as generate's step: filters and draw
         probs = [s.softmax(-1)[0] for _, s in stages]
@@ -127,7 +132,7 @@ def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size,
     steps, top = as_count("steps", steps), as_count("top", top)
     if steps < 1 or top < 1:  # top = 0 or -1 would fail in torch.topk ("selected index k out of range")
         raise ValueError(f"steps and top must be ≥ 1, got steps={steps}, top={top}")
-    check_sampling_params(params["temperature"], params["top_k"], params["top_p"], params["min_p"])
+    check_sampling_params(params["temperature"], params["top_k"], params["top_p"], params["min_p"], params["typical_p"])
     check_penalties(params["repetition_penalty"], params["presence_penalty"], params["frequency_penalty"])
     # A top past the vocabulary shows every token.
     return steps, min(top, model.config.vocab_size), check_ngram_size(no_repeat_ngram_size)

@@ -263,7 +263,7 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
                 "do_sample=False decodes greedily, taking the most likely token")
         fix = "use num_beams=1 and do_sample=True to sample" if num_beams > 1 else "pass do_sample=True to sample"
     elif not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0:
-        unused = [n for n in ("top_k", "top_p", "min_p") if is_set(n)]
+        unused = [n for n in ("top_k", "top_p", "min_p", "typical_p") if is_set(n)]
         mode, fix = "temperature=0 decodes greedily, taking the most likely token", "use a temperature > 0 to sample"
     else:
         return
@@ -304,7 +304,7 @@ class DecodeArgs:
     sampler: str | None
     seed: int | None
     # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
-    sampling: dict  # temperature, top_k, top_p, min_p
+    sampling: dict  # temperature, top_k, top_p, min_p, typical_p
     penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many ids twice in a sequence (0 = off)
     slide: int = 0  # > 0: a full context keeps its last `slide` tokens and decoding goes on (0 = off)
@@ -312,7 +312,7 @@ class DecodeArgs:
 
 
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                    max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p,
+                    max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p, typical_p,
                     repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, eos_token_id,
                     pad_token_id, stop, num_beams, length_penalty, early_stopping, num_return_sequences, streamer,
                     sampler: str, seed: int | None, slide: int = 0) -> DecodeArgs:
@@ -333,8 +333,9 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     named_pad = pad_token_id if pad_token_id is not None else cfg.pad_token_id
     pad = named_pad if named_pad is not None else (eos or cfg.eos_ids or [0])[0]
     stop = stop_list(stop)
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)  # before per_row
+    check_sampling_params(temperature, top_k, top_p, min_p, typical_p)
+    given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                          typical_p=typical_p)  # before per_row
     check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
     no_repeat_ngram_size = check_ngram_size(no_repeat_ngram_size)
     check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
@@ -372,21 +373,23 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
                      frequency_penalty=frequency_penalty)
     # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
     copies = num_beams if num_beams > 1 else num_return_sequences
-    temperature, top_k, top_p, min_p, *rest = per_row(input_ids.size(0), copies, temperature=temperature,
-                                                      top_k=top_k, top_p=top_p, min_p=min_p, **penalties).values()
+    temperature, top_k, top_p, min_p, typical_p, *rest = per_row(
+        input_ids.size(0), copies, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+        **penalties).values()
     if streamer is not None and not callable(streamer):  # else it would fail only after the prefill's work
         raise TypeError(f"streamer must be a function, called with each step's tokens (B,), got {streamer!r}")
     if num_beams > 1 and (do_sample or stop or streamer is not None):
         raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
                          "are not supported with num_beams > 1")
-    # Temperature 0 (one number for all rows) is greedy even when sampling: no filter changes the argmax.
+    # Temperature 0 (one number for all rows) is greedy even when sampling: the filters act on draws only.
     greedy = not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0)
     warn_unused_sampling(num_beams, do_sample, given_sampling)
     warn_unused_beam_settings(num_beams, length_penalty, early_stopping)
-    backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler")  # one this device lacks: refused here
+    # One this device lacks, or "triton" with a filter the kernel lacks (typical): refused here.
+    backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler", typical_p=typical_p)
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,
-                      sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+                      sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p),
                       penalties=dict(zip(penalties, rest)), no_repeat_ngram_size=no_repeat_ngram_size, slide=slide)
 
 

@@ -51,7 +51,7 @@ EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
 # generate's arguments that a flag of this command sets, each the flag's name in Python's spelling
 # (top_p is --top-p). generate's errors name the argument ("top_p must be in (0, 1]"); this
 # command's errors name the flag, so `flag_words` renames these in the errors it passes on.
-FLAG_ARGS = ("max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+FLAG_ARGS = ("max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
              "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "num_beams", "num_return_sequences",
              "length_penalty", "early_stopping", "stop", "seed", "sampler", "slide", "batch_size")
 
@@ -86,6 +86,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=default(0), help="0 = off")
     p.add_argument("--top-p", type=float, default=default(1.0), help="1 = off")
     p.add_argument("--min-p", type=float, default=default(0.0), help="0 = off")
+    p.add_argument("--typical-p", type=float, default=default(1.0),
+                   help="1 = off; keeps the tokens whose -log p is nearest the entropy (sampled with torch)")
     p.add_argument("--repetition-penalty", type=float, default=default(1.0), help="1 = off; on prompt + generated tokens")
     p.add_argument("--presence-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
     p.add_argument("--frequency-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
@@ -176,12 +178,13 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
     if beams == 1 and "early_stopping" in typed:
         raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
-    filters = typed_of(typed, "top_k", "top_p", "min_p")
-    # Greedy takes the most likely token, which no filter removes (--explain shows them, so it may).
+    filters = typed_of(typed, "top_k", "top_p", "min_p", "typical_p")
+    # Greedy takes the most likely token and draws nothing: the filters only shape a draw (--explain
+    # shows them, so it may).
     if filters and beams == 1 and args.temperature == 0 and not args.explain:
         them = "it" if len(filters) == 1 else "them"
-        raise ValueError(f"--temperature 0 is greedy: it takes the most likely token, which {', '.join(filters)} "
-                         f"never removes, so {them} would do nothing: drop {them} or sample (--temperature > 0)")
+        raise ValueError(f"--temperature 0 is greedy: it takes the most likely token and draws nothing, so "
+                         f"{', '.join(filters)} would do nothing: drop {them} or sample (--temperature > 0)")
     draws_nothing = typed_of(typed, "seed", "sampler")
     if draws_nothing and (beams > 1 or args.temperature == 0):
         mode = "beam search" if beams > 1 else "--temperature 0 (greedy)"
@@ -191,7 +194,7 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
     if beams > 1:
         # Beams are ranked by their log-probabilities as the model gives them (transformers too
         # ignores temperature in beam search): a temperature or a filter would change nothing.
-        unused = typed_of(typed, "temperature", "top_k", "top_p", "min_p")
+        unused = typed_of(typed, "temperature", "top_k", "top_p", "min_p", "typical_p")
         if unused:
             raise ValueError(f"beam search keeps the most likely beams (at temperature 1, unfiltered); it draws nothing, "
                              f"so {', '.join(unused)} would do nothing: drop {'it' if len(unused) == 1 else 'them'} "
@@ -440,6 +443,7 @@ def generate_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
     and the sampler's (all that --explain takes); `kwargs` is everything generate_text, stream_text
     and generate_texts take, beam search's without the temperature and filters (greedy beams)."""
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                    typical_p=args.typical_p,
                     repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
                     frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
     kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
@@ -448,7 +452,7 @@ def generate_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
                   early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile, slide=args.slide,
                   sampler=args.sampler, return_stats=True, **sampling)
     if args.num_beams > 1:
-        for name in ("temperature", "top_k", "top_p", "min_p"):  # greedy beams: no filters
+        for name in ("temperature", "top_k", "top_p", "min_p", "typical_p"):  # greedy beams: no filters
             kwargs.pop(name)
     return sampling, kwargs
 

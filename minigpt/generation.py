@@ -68,7 +68,7 @@ def step_picker(sampler: str | None, seed: int | None, B: int, device: torch.dev
     minigpt.sampling's `token_picker` with the fused kernel ("triton") or torch's filters and draw
     ("torch"). None of them waits on the host; a `seed` fixes every draw."""
     if sampler is None:
-        return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax, which no filter changes
+        return lambda logits: logits.argmax(dim=-1)  # greedy: the argmax (the filters act on draws only)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     pick = token_picker(B, device, **sampling, generator=generator, backend=sampler)
     if sampler == "torch":
@@ -90,6 +90,7 @@ def stream(
     top_k: int | torch.Tensor = 0,
     top_p: float | torch.Tensor = 1.0,
     min_p: float | torch.Tensor = 0.0,
+    typical_p: float | torch.Tensor = 1.0,
     repetition_penalty: float | torch.Tensor = 1.0,
     presence_penalty: float | torch.Tensor = 0.0,
     frequency_penalty: float | torch.Tensor = 0.0,
@@ -130,7 +131,8 @@ def stream(
 
     Which tokens: `do_sample=False` is greedy; `do_sample=True` draws with the filters of
     minigpt/sampling.py, in transformers' order: `temperature` (0: greedy) → `top_k` (0: off) →
-    `top_p` (1: off) → `min_p` (0: off); `seed` fixes every draw. Before them, the penalties of
+    `top_p` (1: off) → `min_p` (0: off) → `typical_p` (1: off; sampled with torch, as the fused
+    kernel has no typical filter); `seed` fixes every draw. Before them, the penalties of
     minigpt/penalties.py: `repetition_penalty` (1: off; on the prompt's and the new tokens),
     `presence_penalty` and `frequency_penalty` (0: off; on the new tokens alone). Each of these
     may be a (B,) tensor, one value per prompt. `no_repeat_ngram_size=n` > 0 bans every token that
@@ -159,7 +161,7 @@ def stream(
     check_flag("return_stats", return_stats)
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
         num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,

@@ -1,16 +1,16 @@
 """Sampling: turn one step's logits into the next token, one short function per strategy.
 
 Where it sits: `... → GPT → logits → penalties → n-gram ban → filters (temperature, top-k, top-p,
-min-p) → draw → ...`; the penalties and the n-gram ban, which come first, are minigpt/penalties.py.
+min-p, typical) → draw → ...`; the penalties and the n-gram ban, which come first, are minigpt/penalties.py.
 Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generation.py)
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
-distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p.
-The four `apply_*` filters work along the last dim, the vocabulary, so they take (V,) or a model's
+distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p →
+typical. The five `apply_*` filters work along the last dim, the vocabulary, so they take (V,) or a model's
 (B, T, V) logits too, with a number parameter (`check_filter_input`); `filter_logits`, `draw` and
 `sample` take (B, V), one row per sequence, as their per-row (B,) parameters do.
 
-- Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`; `filter_logits` runs
-  all four in order) set unlikely tokens to -inf. Each always keeps at least one token.
+- Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`, `apply_typical_p`;
+  `filter_logits` runs all five in order) set unlikely tokens to -inf. Each always keeps at least one token.
 - The draw (`draw`) picks one token per row: the argmax when temperature is 0, else a random draw
   by the "exponential race" argmax(p / E), E ~ Exp(1): what `torch.multinomial` does inside for
   one sample, minus its validity check, which can wait on the host.
@@ -27,8 +27,9 @@ Every parameter is a Python number (the same for all rows) or a (B,) tensor (one
 The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
 kernel (minigpt/kernels/sampling.py); it has the same semantics up to rounding at the thresholds
-(its docstring lists where the kept set can differ), and its own random stream.
-What this file does not do: beam search (minigpt/beam_search.py), or typical / eta / top-h sampling.
+(its docstring lists where the kept set can differ), and its own random stream; it has no typical
+filter, so typical_p < 1 samples with torch (`resolve_backend`).
+What this file does not do: beam search (minigpt/beam_search.py), or eta / epsilon / top-h sampling.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalize  # 
 MIN_TEMPERATURE = 1e-6
 
 
-# ---- filters (transformers' order: temperature → top-k → top-p → min-p) ----------------------
+# ---- filters (transformers' order: temperature → top-k → top-p → min-p → typical) ------------
 
 
 def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
@@ -134,25 +135,58 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def apply_typical_p(logits: torch.Tensor, typical_p: Param) -> torch.Tensor:
+    """Typical sampling (Meister et al., 2022): keep the tokens whose surprise, -log p, is closest to
+    the row's entropy H (the surprise expected on average), until they hold typical_p of the mass
+    (1 = off).
+
+    Where top-p ranks tokens by p, typical ranks them by |-log p - H|: in a flat row (high H) the
+    most likely token can be *less* typical than its neighbours and be dropped, which is the point:
+    it skips the dull, over-predictable continuation as well as the tail. transformers' arithmetic
+    (`TypicalLogitsWarper`): sort by that distance, cumulate the probabilities, keep up to and
+    including the first token where the mass reaches typical_p. The cut is a distance, the largest
+    one kept: tokens tied with it stay too (as transformers keeps them). The entropy is of the row
+    as the earlier filters left it (their -inf tokens hold no mass).
+    """
+    check_number("typical_p", typical_p)
+    check_filter_input(logits, "typical_p", typical_p)
+    if not isinstance(typical_p, torch.Tensor) and typical_p >= 1.0:
+        return logits
+    mass = as_column(typical_p, logits)
+    logp = logits.float().log_softmax(dim=-1)
+    entropy = -(logp * logp.exp()).nansum(dim=-1, keepdim=True)  # nansum: a -inf token's 0 · -inf is NaN, no mass
+    distance = (-logp - entropy).abs()  # a filtered (-inf) token's is inf: sorted last, never reached
+    sorted_distance, order = distance.sort(dim=-1)
+    cum = logits.float().gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+    n_before = (cum < mass).sum(dim=-1, keepdim=True).clamp(max=logits.size(-1) - 1)  # before the token that reaches it
+    cut = sorted_distance.gather(-1, n_before)
+    if isinstance(mass, torch.Tensor):  # a row of typical_p = 1 keeps every token, even one of 0 mass
+        cut = torch.where(mass < 1, cut, float("inf"))
+    return logits.masked_fill(distance > cut, float("-inf"))
+
+
 def filter_logits(
-    logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0
+    logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0,
+    typical_p: Param = 1.0,
 ) -> torch.Tensor:
     """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row).
 
     Rows with temperature 0 are greedy and come back unfiltered: `draw` takes their argmax."""
     check_logits(logits)
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    check_sampling_params(temperature, top_k, top_p, min_p, typical_p)
+    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
     return filter_unchecked(logits, **rows)
 
 
-def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> torch.Tensor:
-    """The four filters in order, for decode loops that checked their parameters once, before the
+def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
+                     typical_p: Param = 1.0) -> torch.Tensor:
+    """The five filters in order, for decode loops that checked their parameters once, before the
     first step. A Python-number parameter is still range-checked by each filter (cheap); a (B,)
     tensor one is not, as its check is a host sync, too dear per token: `filter_logits` and
     `sample` check both."""
     x = logits.float()
     filtered = apply_min_p(apply_top_p(apply_top_k(apply_temperature(x, temperature), top_k), top_p), min_p)
+    filtered = apply_typical_p(filtered, typical_p)
     # Greedy rows (temperature 0) come back unfiltered: the filters do not apply to them, and
     # `draw` takes their argmax, the first of tied top tokens.
     t = as_column(temperature, logits)
@@ -219,6 +253,7 @@ def sample(
     top_k: Param = 0,
     top_p: Param = 1.0,
     min_p: Param = 0.0,
+    typical_p: Param = 1.0,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     backend: str = "auto",
@@ -226,21 +261,22 @@ def sample(
     """Filter logits (B, V) and draw one token per row → (B,) int64.
 
     `seed` (an int) or `generator` makes the draw reproducible; with neither, torch's global RNG
-    is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1).
+    is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1),
+    which has no typical filter: "auto" samples typical_p < 1 with torch, "triton" refuses it.
     A row of bad logits (NaN, +inf, or all -inf) has no token to give: it gets -1 from either
     backend, without a host sync (check for it, or run `generate`, which raises).
     """
     check_logits(logits)
-    check_sampling_params(temperature, top_k, top_p, min_p)
-    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-    temperature, top_k, top_p, min_p = rows.values()
+    check_sampling_params(temperature, top_k, top_p, min_p, typical_p)
+    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
+    temperature, top_k, top_p, min_p, typical_p = rows.values()
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator to sample(), not both")
     if seed is not None:
         generator = torch.Generator(device=logits.device).manual_seed(check_seed(seed))
-    backend = resolve_backend(backend, logits.device)
-    pick = token_picker(logits.size(0), logits.device, temperature, top_k, top_p, min_p, generator=generator,
-                        backend=backend)
+    backend = resolve_backend(backend, logits.device, typical_p=typical_p)
+    pick = token_picker(logits.size(0), logits.device, temperature, top_k, top_p, min_p, typical_p,
+                        generator=generator, backend=backend)
     tokens = pick(logits)
     if backend == "triton":
         return tokens  # the kernel marks bad rows itself
@@ -249,15 +285,17 @@ def sample(
     return torch.where(torch.isfinite(logits.float().amax(dim=-1)), tokens, -1)
 
 
-def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: Param, top_p: Param, min_p: Param, *,
-                 generator: torch.Generator | None = None, backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
+def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
+                 typical_p: Param = 1.0, *, generator: torch.Generator | None = None,
+                 backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
     """The draw with its parameters prepared once: a function logits (B, V) → tokens (B,) that
     `sample` calls once and the decode loop (minigpt/generation.py) every step, without checks
     (run them first: `check_sampling_params`) and without waiting on the host.
 
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
     `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
-    gathered, or else the one min-p may make (`min_p_shortlist`), or the whole filtered row. The
+    gathered, or else the one min-p may make (`min_p_shortlist`), or the whole filtered row (then
+    typical, which needs only the kept tokens: a list holds them all). The
     same distribution, up to rounding at the top-p and min-p thresholds: the list is too short for
     top_p_cut_in_head, so its top-p cut is the sort's float32 sum (as on a GPU) where the whole row
     on a CPU takes the head's float64 sums, and min-p's softmax sums the list alone. A token within
@@ -265,8 +303,10 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     token.
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
     drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
-    bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""
+    bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1). The
+    kernel has no typical filter: `resolve_backend` picks torch for typical_p < 1."""
     if backend == "triton":
+        check_kernel_can(typical_p)
         from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
         kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
@@ -290,13 +330,13 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
         if logits.device.type != "cpu":
-            filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p)
+            filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p, typical_p)
             return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
         values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
         short = min_p_shortlist(values, min_p) if ids is None else None  # no list yet: min-p may make one
         if short is not None:
             values, ids = short
-        filtered = apply_min_p(values, min_p)
+        filtered = apply_typical_p(apply_min_p(values, min_p), typical_p)
         # The race alone (temperature 1.0 here only skips draw's greedy rows): greedy rows take the
         # whole row's first top token below, which the list's argmax, or the filtered row's, need not be.
         drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), 1.0)
@@ -345,10 +385,11 @@ PARAM_RANGES = {
     "top_k": (lambda k: (k >= 0) & (k < math.inf), "[0, inf) (0 means off)"),
     "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
     "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
+    "typical_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),  # torch only: the kernel has no typical filter
 }
 # Each filter parameter's "off" value: at it, a parameter changes no draw (the penalties' are
 # minigpt/penalties.py's PENALTIES_OFF).
-SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0}
 
 
 def check_number(name: str, value: Param) -> None:
@@ -374,9 +415,10 @@ def check_filter_input(logits: torch.Tensor, name: str, value: Param) -> None:
                          f"{tuple(logits.shape)}: pass a number, or a model's last position, logits[:, -1]")
 
 
-def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0) -> None:
+def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0,
+                          typical_p: Param = 1.0) -> None:
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
-    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p, "typical_p": typical_p}
     check_whole(top_k)  # first: its bool is "an integer", as every count's
     for name, (ok, allowed) in PARAM_RANGES.items():
         check_param(name, values[name], ok, allowed)
@@ -397,14 +439,16 @@ def check_backend(backend: str, name: str = "backend") -> None:
         raise ValueError(f"{name} must be 'auto', 'torch' or 'triton', got {backend!r}")
 
 
-def resolve_backend(backend: str, device: torch.device, name: str = "backend") -> str:
-    """"auto" → "triton" on CUDA when the fused kernel imports, else "torch"; validate explicit picks.
+def resolve_backend(backend: str, device: torch.device, name: str = "backend", *, typical_p: Param = 1.0) -> str:
+    """"auto" → "triton" on CUDA when the fused kernel imports and can run the filters asked for
+    (it has no typical filter: typical_p < 1 takes torch), else "torch"; validate explicit picks.
     `name` is the argument's name in errors (`generate` calls it `sampler`)."""
     check_backend(backend, name)
     kernel_there = importlib.util.find_spec("triton") is not None  # the kernel's file ships; triton is optional
     if backend == "auto":
-        return "triton" if device.type == "cuda" and kernel_there else "torch"
+        return "triton" if device.type == "cuda" and kernel_there and not typical_on(typical_p) else "torch"
     if backend == "triton":
+        check_kernel_can(typical_p, name)
         if not kernel_there:
             raise ValueError(f"{name}='triton' needs the `triton` package: pip install triton (in a checkout: pip install -e '.[gpu]')")
         # Triton's own spellings of "on" (its getenv_bool): "true" turned the interpreter on and was refused here.
@@ -412,6 +456,20 @@ def resolve_backend(backend: str, device: torch.device, name: str = "backend") -
             raise ValueError(f"{name}='triton' runs on CUDA tensors, got {device.type}; "
                              "set TRITON_INTERPRET=1 (before triton is imported) to run the kernel in Triton's CPU interpreter")
     return backend
+
+
+def typical_on(typical_p: Param) -> bool:
+    """Whether a typical_p filters anything: a tensor counts as on (values per row are no accident)."""
+    return isinstance(typical_p, torch.Tensor) or typical_p < 1
+
+
+def check_kernel_can(typical_p: Param, name: str = "backend") -> None:
+    """The fused kernel runs temperature, top-k, top-p and min-p; a typical filter it would skip
+    without a word, so asking it for one is refused (backend "auto" samples it with torch)."""
+    if typical_on(typical_p):
+        given = "(a tensor)" if isinstance(typical_p, torch.Tensor) else typical_p
+        raise ValueError(f"{name}='triton' has no typical filter (typical_p={given}): use {name}='torch' or 'auto', "
+                         "which samples typical_p < 1 with torch")
 
 
 def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:

@@ -246,7 +246,8 @@ def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_s
 
 # Sampling parameters that `stream` takes as one value per prompt ((B,) tensors): `generate_texts`
 # takes them per prompt of the whole list and hands each batch its own.
-PER_PROMPT = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+PER_PROMPT = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "presence_penalty",
+              "frequency_penalty")
 
 
 class PromptTooLong(ValueError):

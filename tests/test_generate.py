@@ -2229,7 +2229,7 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert main(["--model", str(tiny_checkpoint), "--num-beams", "2", "--top-k", "5", "--top-p", "0.9"]) == 2
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--min-p", "0.1", "--max-new-tokens", "2"]) == 2
-    assert "--temperature 0 is greedy: it takes the most likely token, which --min-p never removes" in capsys.readouterr().err
+    assert "--temperature 0 is greedy: it takes the most likely token and draws nothing, so --min-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--top-k", "5", "--explain", "--max-new-tokens", "2"]) == 0
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
@@ -2293,7 +2293,11 @@ def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tm
     (["--early-stopping", "false"], "--early-stopping says when beam search ends: it needs --num-beams > 1"),
     (["--num-beams", "2", "--temperature", "0.8"], "it draws nothing, so --temperature would do nothing: drop it"),
     (["--num-beams", "2", "--top-k", "0", "--top-p", "1"], "so --top-k, --top-p would do nothing: drop them"),
-    (["--temperature", "0", "--top-p", "1.0"], "which --top-p never removes, so it would do nothing"),
+    (["--temperature", "0", "--top-p", "1.0"], "and draws nothing, so --top-p would do nothing: drop it"),
+    # Typical can drop the most likely token, but greedy draws nothing for it to filter.
+    (["--temperature", "0", "--typical-p", "0.5"], "it takes the most likely token and draws nothing, so --typical-p "
+                                                   "would do nothing: drop it"),
+    (["--num-beams", "2", "--typical-p", "0.5"], "it draws nothing, so --typical-p would do nothing: drop it"),
     (["--explain", "--num-beams", "1", "-n", "1"], "it does not take --num-beams, --num-return-sequences"),
     # Not ignored but unsupported: refused by its flag's name, not by generate's "do_sample, stop strings and streamer".
     (["--num-beams", "2", "--stop", "x"], "--stop is not supported with beam search (--num-beams > 1)"),
@@ -2319,6 +2323,11 @@ def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint
     (["--top-p", "0"], "--top-p must be in (0, 1] (1 means off), got 0.0"),
     (["--top-k", "-1"], "--top-k must be in [0, inf) (0 means off), got -1"),
     (["--min-p", "2"], "--min-p must be in [0, 1] (0 means off), got 2.0"),
+    (["--typical-p", "0"], "--typical-p must be in (0, 1] (1 means off), got 0.0"),
+    (["--typical-p", "1.5"], "--typical-p must be in (0, 1] (1 means off), got 1.5"),
+    # The fused kernel has no typical filter: refused, not skipped.
+    (["--sampler", "triton", "--typical-p", "0.5"], "--sampler 'triton' has no typical filter (--typical-p 0.5): "
+                                                    "use --sampler 'torch' or 'auto'"),
     (["--temperature", "-1"], "--temperature must be in [0, inf) (0 means greedy), got -1.0"),
     (["--num-beams", "0"], "--num-beams must be ≥ 1, got 0"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be ≥ 1, got 0"),
@@ -2579,6 +2588,19 @@ def test_a_per_prompt_penalty_tensor_penalises_as_the_number_does(pair):
         assert not torch.equal(as_number, plain), f"{name} must change this greedy text"
         as_tensor = generate(model, ids, mask, **kw, **{name: torch.full((3,), value)})
         assert torch.equal(as_tensor, as_number), name
+
+
+def test_typical_p_per_prompt_draws_as_the_number_does_and_changes_the_draws(pair):
+    """typical_p reaches the decode loop's draw: one value per prompt (a (B,) tensor, spread over
+    its samples) draws what the number does with the same seed, and differs from no typical filter."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=12, eos_token_id=[], do_sample=True, seed=4, num_return_sequences=2)
+    plain = generate(model, ids, mask, **kw)
+    as_number = generate(model, ids, mask, **kw, typical_p=0.2)
+    assert not torch.equal(as_number, plain)
+    assert torch.equal(generate(model, ids, mask, **kw, typical_p=torch.full((3,), 0.2)), as_number)
+    assert torch.equal(generate(model, ids, mask, **kw, typical_p=torch.ones(3)), plain)
 
 
 @torch.no_grad()
@@ -2941,12 +2963,12 @@ def test_in_flags_renames_whole_argument_names_only():
 def test_cli_flags_reach_generate_each_as_its_own_argument():
     from minigpt.generate_cli import build_parser, generate_kwargs
 
-    flags = ["--temperature", "0.7", "--top-k", "11", "--top-p", "0.85", "--min-p", "0.03",
+    flags = ["--temperature", "0.7", "--top-k", "11", "--top-p", "0.85", "--min-p", "0.03", "--typical-p", "0.8",
              "--repetition-penalty", "1.15", "--presence-penalty", "0.25", "--frequency-penalty", "0.5",
              "--no-repeat-ngram-size", "3", "--max-new-tokens", "17", "--min-new-tokens", "4", "--seed", "9",
              "--stop", "END"]
     sampling, kwargs = generate_kwargs(build_parser().parse_args(flags))
-    assert sampling == dict(temperature=0.7, top_k=11, top_p=0.85, min_p=0.03, repetition_penalty=1.15,
+    assert sampling == dict(temperature=0.7, top_k=11, top_p=0.85, min_p=0.03, typical_p=0.8, repetition_penalty=1.15,
                             presence_penalty=0.25, frequency_penalty=0.5, no_repeat_ngram_size=3)
     assert {k: kwargs[k] for k in ("max_new_tokens", "min_new_tokens", "seed", "do_sample")} == \
         dict(max_new_tokens=17, min_new_tokens=4, seed=9, do_sample=True)
@@ -2956,11 +2978,11 @@ def test_cli_flags_reach_generate_each_as_its_own_argument():
 
 
 def test_cli_sampling_defaults_are_the_documented_ones():
-    """README's generate section: temperature 0.8, no top-k, top-p or min-p."""
+    """README's generate section: temperature 0.8, no top-k, top-p, min-p or typical."""
     from minigpt.generate_cli import build_parser
 
     args = build_parser().parse_args([])
-    assert (args.temperature, args.top_k, args.top_p, args.min_p) == (0.8, 0, 1.0, 0.0)
+    assert (args.temperature, args.top_k, args.top_p, args.min_p, args.typical_p) == (0.8, 0, 1.0, 0.0, 1.0)
 
 
 def test_cli_seed_makes_a_sampled_text_reproducible(tiny_checkpoint, capsys):

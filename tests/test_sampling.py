@@ -15,6 +15,7 @@ from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
+    TypicalLogitsWarper,
 )
 
 import minigpt.penalties
@@ -25,6 +26,7 @@ from minigpt.sampling import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    apply_typical_p,
     filter_logits,
     kernel_seed,
     resolve_backend,
@@ -311,18 +313,42 @@ def test_min_p_matches_transformers(m, ties):
     assert_same_filter(apply_min_p(x, m), MinPLogitsWarper(m)(None, x.clone()))
 
 
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("m", [1e-9, 0.05, 0.2, 0.5, 0.9, 0.999])  # 1e-9: the most typical token alone
+def test_typical_p_matches_transformers(m, ties):
+    """TypicalLogitsWarper keeps a tie group at its cut whole (it drops only distances past the
+    cut's), so minigpt's kept set is its own, ties or not; per-row values give the same answer."""
+    x = random_logits(11, ties=ties)
+    assert_same_filter(apply_typical_p(x, m), TypicalLogitsWarper(m)(None, x.clone()))
+    assert_same_filter(apply_typical_p(x, torch.full((x.size(0),), m)), TypicalLogitsWarper(m)(None, x.clone()))
+
+
+def test_typical_p_can_drop_the_most_likely_token_and_1_is_off():
+    """What sets typical apart from top-p: in a flat-topped row the top token is less typical than
+    its neighbours (its -log p is far below the entropy) and can go. A per-row 1 keeps every token,
+    even those of no mass."""
+    x = torch.tensor([[4.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]])  # p ≈ 0.45, then 9 × 0.06
+    kept = apply_typical_p(x, 0.5).isfinite()[0]
+    assert not kept[0] and kept[1:].all()
+    assert torch.equal(kept, TypicalLogitsWarper(0.5)(None, x.clone()).isfinite()[0])
+    tail = torch.tensor([[0.0, -200.0, float("-inf")]])  # exp(-200) is 0 in float32
+    assert torch.equal(apply_typical_p(tail, torch.tensor([1.0])), tail)
+    assert apply_typical_p(tail, 1.0) is tail
+
+
 def test_filter_chain_matches_transformers_order():
     x = random_logits(4)
     theirs = x.clone()
-    for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(40), TopPLogitsWarper(0.8), MinPLogitsWarper(0.05)):
+    for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(40), TopPLogitsWarper(0.8), MinPLogitsWarper(0.05),
+                   TypicalLogitsWarper(0.6)):
         theirs = warper(None, theirs)
-    assert_same_filter(filter_logits(x, temperature=0.7, top_k=40, top_p=0.8, min_p=0.05), theirs)
+    assert_same_filter(filter_logits(x, temperature=0.7, top_k=40, top_p=0.8, min_p=0.05, typical_p=0.6), theirs)
 
 
 def test_per_row_parameters_equal_rowwise_scalars():
     x = random_logits(5, B=4)
     params = dict(temperature=[0.5, 1.0, 2.0, 0.0], top_k=[0, 3, 100, 7], top_p=[1.0, 0.5, 0.9, 0.2],
-                  min_p=[0.0, 0.1, 0.0, 0.3])
+                  min_p=[0.0, 0.1, 0.0, 0.3], typical_p=[0.5, 1.0, 0.9, 0.2])
     batched = filter_logits(x, **{k: torch.tensor(v) for k, v in params.items()})
     for i in range(4):
         row = filter_logits(x[i:i + 1], **{k: v[i] for k, v in params.items()})
@@ -427,6 +453,8 @@ def test_presence_and_frequency_penalties_follow_openai_formula():
     (dict(temperature=float("inf")), "temperature"), (dict(temperature=torch.tensor([1.0, float("inf")])), "temperature"),
     (dict(temperature=float("nan")), "temperature"), (dict(top_p=float("nan")), "top_p"),
     (dict(min_p=torch.tensor([0.1, float("nan")])), "min_p"),
+    (dict(typical_p=0.0), "typical_p"), (dict(typical_p=1.5), "typical_p"), (dict(typical_p=float("nan")), "typical_p"),
+    (dict(typical_p=torch.tensor([0.5, 0.0])), "typical_p"),
 ])
 def test_out_of_range_parameters_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -440,6 +468,7 @@ def test_out_of_range_parameters_raise(kwargs, name):
     (apply_temperature, "temperature", float("inf")), (apply_top_k, "top_k", -1), (apply_top_k, "top_k", float("nan")),
     (apply_top_p, "top_p", 1.5), (apply_top_p, "top_p", float("nan")), (apply_top_p, "top_p", 0),
     (apply_min_p, "min_p", 2.0), (apply_min_p, "min_p", -0.5), (apply_min_p, "min_p", float("nan")),
+    (apply_typical_p, "typical_p", 0), (apply_typical_p, "typical_p", 1.5), (apply_typical_p, "typical_p", float("nan")),
 ])
 def test_each_public_filter_checks_a_number_it_is_given(f, name, value):
     """Called alone, the filters took any number: min_p=2 set every token to -inf (the draw then
@@ -557,7 +586,8 @@ def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2),
-                                    dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05)])
+                                    dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05), dict(typical_p=0.6),
+                                    dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05, typical_p=0.7)])
 @pytest.mark.parametrize("V", [12, 1100])
 def test_empirical_frequencies_follow_filtered_distribution(kwargs, V):
     """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities.
@@ -744,6 +774,21 @@ def test_auto_backend_is_triton_only_on_cuda_with_triton_installed(monkeypatch, 
                         lambda name, *a: (real("torch") if has_triton else None) if name == "triton" else real(name, *a))
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     assert resolve_backend("auto", torch.device("cuda")) == ("triton" if has_triton else "torch")
+    # The kernel has no typical filter: auto samples it with torch, on CUDA too.
+    assert resolve_backend("auto", torch.device("cuda"), typical_p=0.9) == "torch"
+    assert resolve_backend("auto", torch.device("cuda"), typical_p=1.0) == ("triton" if has_triton else "torch")
+
+
+def test_the_triton_backend_refuses_typical_p_it_would_skip(monkeypatch):
+    """The fused kernel runs temperature, top-k, top-p and min-p: asked for typical too, it would
+    draw from an untypical distribution without a word, so sampler="triton" refuses it by name."""
+    use_fake_kernel(monkeypatch, lambda logits, *args, **kwargs: logits.argmax(-1))
+    x = random_logits(0, B=2)
+    for typical_p in (0.9, torch.tensor([1.0, 1.0])):
+        with pytest.raises(ValueError, match=r"backend='triton' has no typical filter.*use backend='torch' or 'auto'"):
+            sample(x, typical_p=typical_p, backend="triton")
+    assert sample(x, typical_p=1.0, backend="triton").shape == (2,)
+    assert sample(x, typical_p=0.9, backend="auto", seed=0).shape == (2,)
 
 
 def test_a_tensor_penalty_counts_as_on():
@@ -822,7 +867,8 @@ def test_the_noise_on_a_cpu_is_the_values_exponential_gives_for_the_same_seed():
 
 @pytest.mark.parametrize("V", [50, 5000])  # 5000: past TOP_P_HEAD, so top-p's cut is sought in a CPU head
 @pytest.mark.parametrize("f, value", [(apply_top_k, 1), (apply_top_k, 5), (apply_top_k, 10**6), (apply_top_p, 0.5),
-                                      (apply_top_p, 0.9), (apply_min_p, 0.3), (apply_temperature, 0.5)])
+                                      (apply_top_p, 0.9), (apply_min_p, 0.3), (apply_temperature, 0.5),
+                                      (apply_typical_p, 0.5)])
 def test_each_filter_works_along_the_last_dim_whatever_comes_before_it(f, value, V):
     """apply_top_k and apply_top_p assumed (B, V): on a model's (B, T, V) logits top_k=1 kept 0 to 3
     tokens a position and a k past V about half of them, other k failed on a broadcast, top-p on
@@ -839,7 +885,8 @@ def test_each_filter_works_along_the_last_dim_whatever_comes_before_it(f, value,
 @pytest.mark.parametrize("f, name, value", [(apply_top_k, "top_k", torch.tensor([1, 2])),
                                             (apply_top_p, "top_p", torch.tensor([0.5, 0.9])),
                                             (apply_min_p, "min_p", torch.tensor([0.1, 0.2])),
-                                            (apply_temperature, "temperature", torch.tensor([0.5, 2.0]))])
+                                            (apply_temperature, "temperature", torch.tensor([0.5, 2.0])),
+                                            (apply_typical_p, "typical_p", torch.tensor([0.5, 0.9]))])
 def test_a_per_row_parameter_needs_one_row_of_logits_per_value(f, name, value):
     """A (B,) tensor parameter is shaped (B, 1) against the vocabulary: over (B, T, V) logits with
     B == T it lined up with T and filtered each position with another row's value, without a word.

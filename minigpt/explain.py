@@ -58,10 +58,10 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     `prompt` is text or its token ids (as `stream_text`'s).
     """
     out = out or sys.stdout
-    steps, top, ngram = check_explain_args(
-        model, steps, top, no_repeat_ngram_size, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        typical_p=typical_p,
-        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
+    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                     frequency_penalty=frequency_penalty)
+    steps, top, ngram = check_explain_args(model, steps, top, no_repeat_ngram_size, sampling, penalties)
     # The tokenizer must be the model's, and a config with GPT-2's stale ids (older checkpoints)
     # ends and starts texts at the tokenizer's <|endoftext|>, as the text functions do.
     end, start = tokenizer_ids(model, tokenizer)
@@ -72,7 +72,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     state = DecodeState(model, torch.ones_like(ids), steps)
     generator = torch.Generator(device=ids.device).manual_seed(check_seed(seed)) if seed is not None else None
     # The draw is generate's own per-step function, so a seed draws the same tokens here as there.
-    pick = token_picker(1, ids.device, temperature, top_k, top_p, min_p, typical_p, generator=generator)
+    pick = token_picker(1, ids.device, **sampling, generator=generator)
     logits = state.prefill(ids)
     textless = textless_ids(model, tokenizer, ids.device)  # ids the tokenizer has no token for: never drawn, as in generate
     new: list[int] = []
@@ -83,8 +83,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         seen = token_counts(ids, V)
         generated = token_counts(ids[:, T:], V)
         stages = [("raw", logits)]
-        stages.append(("penalties", penalize(logits, seen, generated, repetition_penalty=repetition_penalty,
-                                             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)))
+        stages.append(("penalties", penalize(logits, seen, generated, **penalties)))
         check_finite(stages[-1][1], f"NaN/inf logits after the penalties: {PENALTY_OVERFLOW}")
         if ngram:  # shown only when on: a column that never changes anything would only widen the table
             stages.append((f"no-repeat {ngram}", ban_repeated_ngrams(stages[-1][1], ids, ngram)))
@@ -121,18 +120,19 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     return tokenizer.decode(new)
 
 
-def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size, **params) -> tuple[int, int, int]:
+def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size, sampling: dict,
+                       penalties: dict) -> tuple[int, int, int]:
     """`explain`'s arguments checked before any work, as `stream` checks its own, each error naming
-    the argument: returns (steps, top, the n-gram size) as ints. `params` are the sampling
-    parameters and the penalties, one number each."""
+    the argument: returns (steps, top, the n-gram size) as ints. `sampling` and `penalties` hold
+    the parameters by name, one number each."""
     check_model(model)  # another library's model (transformers') would fail deep inside, on its config
-    for name, value in params.items():  # a (B,) tensor would fail in the table's f"{temperature:g}"
+    for name, value in {**sampling, **penalties}.items():  # a (B,) tensor would fail in the table's f"{temperature:g}"
         if isinstance(value, torch.Tensor):
             raise TypeError(f"explain takes one number per parameter (it runs one prompt), got a tensor for {name}")
     steps, top = as_count("steps", steps), as_count("top", top)
     if steps < 1 or top < 1:  # top = 0 or -1 would fail in torch.topk ("selected index k out of range")
         raise ValueError(f"steps and top must be ≥ 1, got steps={steps}, top={top}")
-    check_sampling_params(params["temperature"], params["top_k"], params["top_p"], params["min_p"], params["typical_p"])
-    check_penalties(params["repetition_penalty"], params["presence_penalty"], params["frequency_penalty"])
+    check_sampling_params(**sampling)
+    check_penalties(**penalties)
     # A top past the vocabulary shows every token.
     return steps, min(top, model.config.vocab_size), check_ngram_size(no_repeat_ngram_size)

@@ -263,7 +263,7 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
                 "do_sample=False decodes greedily, taking the most likely token")
         fix = "use num_beams=1 and do_sample=True to sample" if num_beams > 1 else "pass do_sample=True to sample"
     elif not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0:
-        unused = [n for n in ("top_k", "top_p", "min_p", "typical_p") if is_set(n)]
+        unused = [n for n in SAMPLING_DEFAULTS if n != "temperature" and is_set(n)]
         mode, fix = "temperature=0 decodes greedily, taking the most likely token", "use a temperature > 0 to sample"
     else:
         return
@@ -312,12 +312,13 @@ class DecodeArgs:
 
 
 def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                    max_new_tokens, min_new_tokens, do_sample: bool, temperature, top_k, top_p, min_p, typical_p,
-                    repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size, eos_token_id,
+                    max_new_tokens, min_new_tokens, do_sample: bool, sampling: dict, penalties: dict,
+                    no_repeat_ngram_size, eos_token_id,
                     pad_token_id, stop, num_beams, length_penalty, early_stopping, num_return_sequences, streamer,
                     sampler: str, seed: int | None, slide: int = 0) -> DecodeArgs:
     """Check `stream`'s arguments before any work, and normalise them: counts as ints, EOS as a list,
-    the prompts by `prepare_inputs`, sampling parameters per row. Errors name the argument. (Stop
+    the prompts by `prepare_inputs`, the sampling parameters and penalties (each a dict by name: those
+    of `SAMPLING_DEFAULTS` and `PENALTIES_OFF`) per row. Errors name the argument. (Stop
     strings and their tokenizer are checked by StopStrings, which `stream` builds at the call too.)"""
     check_model(model)
     check_flag("do_sample", do_sample)  # "False" would sample
@@ -333,10 +334,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     named_pad = pad_token_id if pad_token_id is not None else cfg.pad_token_id
     pad = named_pad if named_pad is not None else (eos or cfg.eos_ids or [0])[0]
     stop = stop_list(stop)
-    check_sampling_params(temperature, top_k, top_p, min_p, typical_p)
-    given_sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                          typical_p=typical_p)  # before per_row
-    check_penalties(repetition_penalty, presence_penalty, frequency_penalty)
+    check_sampling_params(**sampling)
+    check_penalties(**penalties)
     no_repeat_ngram_size = check_ngram_size(no_repeat_ngram_size)
     check_backend(sampler, "sampler")  # even when decoding greedily, which needs no sampler: a typo is still a typo
     given = ([("eos_token_id", t) for t in eos] if eos_token_id is not None else []) + \
@@ -369,28 +368,24 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
                                                pad_marks)
     if not 0 <= min_new_tokens <= max_new_tokens:  # after prepare_inputs has checked max_new_tokens itself
         raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
-    penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                     frequency_penalty=frequency_penalty)
     # A prompt becomes num_beams rows (beam search) or num_return_sequences rows (n samples).
     copies = num_beams if num_beams > 1 else num_return_sequences
-    temperature, top_k, top_p, min_p, typical_p, *rest = per_row(
-        input_ids.size(0), copies, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-        **penalties).values()
+    rows = per_row(input_ids.size(0), copies, **sampling, **penalties)
     if streamer is not None and not callable(streamer):  # else it would fail only after the prefill's work
         raise TypeError(f"streamer must be a function, called with each step's tokens (B,), got {streamer!r}")
     if num_beams > 1 and (do_sample or stop or streamer is not None):
         raise ValueError("beam search here is deterministic: do_sample, stop strings and streamer "
                          "are not supported with num_beams > 1")
     # Temperature 0 (one number for all rows) is greedy even when sampling: the filters act on draws only.
-    greedy = not do_sample or (not isinstance(temperature, torch.Tensor) and temperature == 0)
-    warn_unused_sampling(num_beams, do_sample, given_sampling)
+    greedy = not do_sample or (not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0)
+    warn_unused_sampling(num_beams, do_sample, sampling)
     warn_unused_beam_settings(num_beams, length_penalty, early_stopping)
     # One this device lacks, or "triton" with a filter the kernel lacks (typical): refused here.
-    backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler", typical_p=typical_p)
+    backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler", sampling)
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,
-                      sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p),
-                      penalties=dict(zip(penalties, rest)), no_repeat_ngram_size=no_repeat_ngram_size, slide=slide)
+                      sampling={name: rows[name] for name in sampling}, penalties={name: rows[name] for name in penalties},
+                      no_repeat_ngram_size=no_repeat_ngram_size, slide=slide)
 
 
 def warn_if_training(model: torch.nn.Module, doing: str) -> None:

@@ -26,7 +26,8 @@ from minigpt.config import CHECKPOINTS
 from minigpt.files import not_utf8, read_text_or_stdin, source_name
 from minigpt.generation import run_to_end
 from minigpt.generate_args import tokens_fed
-from minigpt.sampling import check_seed
+from minigpt.penalties import PENALTIES_OFF
+from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
 
 if TYPE_CHECKING:  # type hints only: the functions that need them import them when they run
@@ -51,9 +52,10 @@ EARLY_STOPPING = {"false": False, "true": True, "never": "never"}
 # generate's arguments that a flag of this command sets, each the flag's name in Python's spelling
 # (top_p is --top-p). generate's errors name the argument ("top_p must be in (0, 1]"); this
 # command's errors name the flag, so `flag_words` renames these in the errors it passes on.
-FLAG_ARGS = ("max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
-             "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "num_beams", "num_return_sequences",
-             "length_penalty", "early_stopping", "stop", "seed", "sampler", "slide", "batch_size")
+FLAG_ARGS = ("max_new_tokens", "min_new_tokens", *SAMPLING_DEFAULTS, *PENALTIES_OFF, "no_repeat_ngram_size", "num_beams",
+             "num_return_sequences", "length_penalty", "early_stopping", "stop", "seed", "sampler", "slide", "batch_size")
+# The filters a draw goes through after its temperature: what greedy decoding and beam search ignore.
+FILTERS = tuple(name for name in SAMPLING_DEFAULTS if name != "temperature")
 
 
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
@@ -178,7 +180,7 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
         raise ValueError("--length-penalty scores finished beams: it needs --num-beams > 1")
     if beams == 1 and "early_stopping" in typed:
         raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
-    filters = typed_of(typed, "top_k", "top_p", "min_p", "typical_p")
+    filters = typed_of(typed, *FILTERS)
     # Greedy takes the most likely token and draws nothing: the filters only shape a draw (--explain
     # shows them, so it may).
     if filters and beams == 1 and args.temperature == 0 and not args.explain:
@@ -194,7 +196,7 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
     if beams > 1:
         # Beams are ranked by their log-probabilities as the model gives them (transformers too
         # ignores temperature in beam search): a temperature or a filter would change nothing.
-        unused = typed_of(typed, "temperature", "top_k", "top_p", "min_p", "typical_p")
+        unused = typed_of(typed, *SAMPLING_DEFAULTS)
         if unused:
             raise ValueError(f"beam search keeps the most likely beams (at temperature 1, unfiltered); it draws nothing, "
                              f"so {', '.join(unused)} would do nothing: drop {'it' if len(unused) == 1 else 'them'} "
@@ -442,17 +444,14 @@ def generate_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
     """The flags as generate's arguments: (sampling, kwargs). `sampling` is the logit processors'
     and the sampler's (all that --explain takes); `kwargs` is everything generate_text, stream_text
     and generate_texts take, beam search's without the temperature and filters (greedy beams)."""
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                    typical_p=args.typical_p,
-                    repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                    frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    sampling = {name: getattr(args, name) for name in (*SAMPLING_DEFAULTS, *PENALTIES_OFF, "no_repeat_ngram_size")}
     kwargs = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
                   do_sample=args.temperature > 0 and args.num_beams == 1, seed=args.seed, stop=args.stop,
                   num_beams=args.num_beams, length_penalty=args.length_penalty,
                   early_stopping=EARLY_STOPPING[args.early_stopping], compile=args.compile, slide=args.slide,
                   sampler=args.sampler, return_stats=True, **sampling)
     if args.num_beams > 1:
-        for name in ("temperature", "top_k", "top_p", "min_p", "typical_p"):  # greedy beams: no filters
+        for name in SAMPLING_DEFAULTS:  # greedy beams: no temperature, no filters
             kwargs.pop(name)
     return sampling, kwargs
 

@@ -161,8 +161,10 @@ def stream(
     check_flag("return_stats", return_stats)
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+        do_sample=do_sample,
+        sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p),
+        penalties=dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                       frequency_penalty=frequency_penalty),
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
         num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
         num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler, seed=seed, slide=slide)

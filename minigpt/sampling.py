@@ -30,6 +30,13 @@ kernel (minigpt/kernels/sampling.py); it has the same semantics up to rounding a
 (its docstring lists where the kept set can differ), and its own random stream; it has no typical
 filter, so typical_p < 1 samples with torch (`resolve_backend`).
 What this file does not do: beam search (minigpt/beam_search.py), or eta / epsilon / top-h sampling.
+
+Adding a filter: its `apply_*` function, its place in `filter_unchecked` and `token_picker`, its
+range in `PARAM_RANGES` and off value in `SAMPLING_DEFAULTS`, and its argument in the public
+signatures (`filter_logits`, `sample`, `token_picker`, minigpt/generation.py's `stream`,
+minigpt/explain.py's `explain`) and its flag in minigpt/generate_cli.py's parser. The rest (the
+checks, per-row spreading, warnings, the CLI's refusals and per-prompt values) reads the two tables.
+The fused kernel runs the filters of `KERNEL_FILTERS`; `resolve_backend` keeps any other on torch.
 """
 from __future__ import annotations
 
@@ -172,14 +179,14 @@ def filter_logits(
     """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row).
 
     Rows with temperature 0 are greedy and come back unfiltered: `draw` takes their argmax."""
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
     check_logits(logits)
-    check_sampling_params(temperature, top_k, top_p, min_p, typical_p)
-    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
-    return filter_unchecked(logits, **rows)
+    check_sampling_params(**params)
+    return filter_unchecked(logits, **per_row(logits.size(0), **params))
 
 
-def filter_unchecked(logits: torch.Tensor, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
-                     typical_p: Param = 1.0) -> torch.Tensor:
+def filter_unchecked(logits: torch.Tensor, *, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
+                     typical_p: Param) -> torch.Tensor:
     """The five filters in order, for decode loops that checked their parameters once, before the
     first step. A Python-number parameter is still range-checked by each filter (cheap); a (B,)
     tensor one is not, as its check is a host sync, too dear per token: `filter_logits` and
@@ -266,17 +273,16 @@ def sample(
     A row of bad logits (NaN, +inf, or all -inf) has no token to give: it gets -1 from either
     backend, without a host sync (check for it, or run `generate`, which raises).
     """
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
     check_logits(logits)
-    check_sampling_params(temperature, top_k, top_p, min_p, typical_p)
-    rows = per_row(logits.size(0), temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
-    temperature, top_k, top_p, min_p, typical_p = rows.values()
+    check_sampling_params(**params)
+    rows = per_row(logits.size(0), **params)
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator to sample(), not both")
     if seed is not None:
         generator = torch.Generator(device=logits.device).manual_seed(check_seed(seed))
-    backend = resolve_backend(backend, logits.device, typical_p=typical_p)
-    pick = token_picker(logits.size(0), logits.device, temperature, top_k, top_p, min_p, typical_p,
-                        generator=generator, backend=backend)
+    backend = resolve_backend(backend, logits.device, sampling=rows)
+    pick = token_picker(logits.size(0), logits.device, **rows, generator=generator, backend=backend)
     tokens = pick(logits)
     if backend == "triton":
         return tokens  # the kernel marks bad rows itself
@@ -285,8 +291,8 @@ def sample(
     return torch.where(torch.isfinite(logits.float().amax(dim=-1)), tokens, -1)
 
 
-def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
-                 typical_p: Param = 1.0, *, generator: torch.Generator | None = None,
+def token_picker(B: int, device: torch.device | str, *, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
+                 typical_p: Param = 1.0, generator: torch.Generator | None = None,
                  backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
     """The draw with its parameters prepared once: a function logits (B, V) → tokens (B,) that
     `sample` calls once and the decode loop (minigpt/generation.py) every step, without checks
@@ -306,10 +312,10 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
     bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1). The
     kernel has no typical filter: `resolve_backend` picks torch for typical_p < 1."""
     if backend == "triton":
-        check_kernel_can(typical_p)
+        check_kernel_runs(dict(typical_p=typical_p))
         from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
-        kernel_args = triton_params(B, device, temperature, top_k, top_p, min_p)
+        kernel_args = triton_params(B, device, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
         kernel_args["seed"] = kernel_seed(generator, device)
         kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)
 
@@ -330,7 +336,8 @@ def token_picker(B: int, device: torch.device | str, temperature: Param, top_k: 
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
         if logits.device.type != "cpu":
-            filtered = filter_unchecked(logits, temperature, top_k, top_p, min_p, typical_p)
+            filtered = filter_unchecked(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                        typical_p=typical_p)
             return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
         values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
         short = min_p_shortlist(values, min_p) if ids is None else None  # no list yet: min-p may make one
@@ -439,16 +446,16 @@ def check_backend(backend: str, name: str = "backend") -> None:
         raise ValueError(f"{name} must be 'auto', 'torch' or 'triton', got {backend!r}")
 
 
-def resolve_backend(backend: str, device: torch.device, name: str = "backend", *, typical_p: Param = 1.0) -> str:
-    """"auto" → "triton" on CUDA when the fused kernel imports and can run the filters asked for
-    (it has no typical filter: typical_p < 1 takes torch), else "torch"; validate explicit picks.
-    `name` is the argument's name in errors (`generate` calls it `sampler`)."""
+def resolve_backend(backend: str, device: torch.device, name: str = "backend", sampling: dict | None = None) -> str:
+    """"auto" → "triton" on CUDA when the fused kernel imports and runs every filter `sampling`
+    asks for (`KERNEL_FILTERS`), else "torch"; validate explicit picks. `name` is the argument's
+    name in errors (`generate` calls it `sampler`)."""
     check_backend(backend, name)
     kernel_there = importlib.util.find_spec("triton") is not None  # the kernel's file ships; triton is optional
     if backend == "auto":
-        return "triton" if device.type == "cuda" and kernel_there and not typical_on(typical_p) else "torch"
+        return "triton" if device.type == "cuda" and kernel_there and not torch_only(sampling or {}) else "torch"
     if backend == "triton":
-        check_kernel_can(typical_p, name)
+        check_kernel_runs(sampling or {}, name)
         if not kernel_there:
             raise ValueError(f"{name}='triton' needs the `triton` package: pip install triton (in a checkout: pip install -e '.[gpu]')")
         # Triton's own spellings of "on" (its getenv_bool): "true" turned the interpreter on and was refused here.
@@ -458,21 +465,27 @@ def resolve_backend(backend: str, device: torch.device, name: str = "backend", *
     return backend
 
 
-def typical_on(typical_p: Param) -> bool:
-    """Whether a typical_p filters anything: a tensor counts as on (values per row are no accident)."""
-    return isinstance(typical_p, torch.Tensor) or typical_p < 1
+# The filters the fused kernel runs (minigpt/kernels/sampling.py); any other samples with torch.
+KERNEL_FILTERS = ("temperature", "top_k", "top_p", "min_p")
 
 
-def check_kernel_can(typical_p: Param, name: str = "backend") -> None:
-    """The fused kernel runs temperature, top-k, top-p and min-p; a typical filter it would skip
-    without a word, so asking it for one is refused (backend "auto" samples it with torch)."""
-    if typical_on(typical_p):
-        given = "(a tensor)" if isinstance(typical_p, torch.Tensor) else typical_p
-        raise ValueError(f"{name}='triton' has no typical filter (typical_p={given}): use {name}='torch' or 'auto', "
-                         "which samples typical_p < 1 with torch")
+def torch_only(sampling: dict) -> list[str]:
+    """The filters in `sampling` (parameters by name) that are on and that the fused kernel does not
+    run. On: not at its off value, or a tensor (values per row are no accident)."""
+    return [name for name, value in sampling.items() if name not in KERNEL_FILTERS
+            and (isinstance(value, torch.Tensor) or value != SAMPLING_DEFAULTS[name])]
 
 
-def triton_params(B: int, device, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:
+def check_kernel_runs(sampling: dict, name: str = "backend") -> None:
+    """The fused kernel would skip a filter it does not run without a word, so asking it for one
+    is refused (backend "auto" samples it with torch)."""
+    if beyond := torch_only(sampling):
+        given = ", ".join(f"{n}={'(a tensor)' if isinstance(sampling[n], torch.Tensor) else sampling[n]}" for n in beyond)
+        raise ValueError(f"{name}='triton' has no {' or '.join(beyond)} filter ({given}): use {name}='torch' or "
+                         "'auto', which samples with torch")
+
+
+def triton_params(B: int, device, *, temperature: Param, top_k: Param, top_p: Param, min_p: Param) -> dict:
     """The fused kernel takes every parameter as a (B,) tensor (so one CUDA graph serves all values)."""
     # The kernel's k is int32; any k ≥ V keeps every token, so a larger one is capped, not wrapped around.
     int32_max = torch.iinfo(torch.int32).max

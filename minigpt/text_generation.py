@@ -27,7 +27,8 @@ from tqdm import tqdm
 from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream, takes_stream_arguments
 from minigpt.checks import as_count, check_flag
 from minigpt.generate_args import check_model, eos_list, prompt_room
-from minigpt.sampling import check_seed
+from minigpt.penalties import PENALTIES_OFF
+from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 from minigpt.tokenizer_batch import pad_rows
@@ -246,8 +247,7 @@ def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_s
 
 # Sampling parameters that `stream` takes as one value per prompt ((B,) tensors): `generate_texts`
 # takes them per prompt of the whole list and hands each batch its own.
-PER_PROMPT = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "presence_penalty",
-              "frequency_penalty")
+PER_PROMPT = (*SAMPLING_DEFAULTS, *PENALTIES_OFF)
 
 
 class PromptTooLong(ValueError):

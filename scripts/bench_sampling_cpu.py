@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                 params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
                 kept = int(filter_logits(logits, **params).isfinite().sum(dim=-1).float().median())
                 g_ours, g_theirs = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-                ours = token_picker(B, "cpu", temperature, top_k, top_p, min_p, generator=g_ours, backend="torch")
+                ours = token_picker(B, "cpu", **params, generator=g_ours, backend="torch")
                 theirs = transformers_picker(temperature, top_k, top_p, min_p, g_theirs)
                 ours(logits), theirs(logits)  # warm-up
                 times = {"ours": [], "theirs": []}

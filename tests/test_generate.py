@@ -2326,7 +2326,7 @@ def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint
     (["--typical-p", "0"], "--typical-p must be in (0, 1] (1 means off), got 0.0"),
     (["--typical-p", "1.5"], "--typical-p must be in (0, 1] (1 means off), got 1.5"),
     # The fused kernel has no typical filter: refused, not skipped.
-    (["--sampler", "triton", "--typical-p", "0.5"], "--sampler 'triton' has no typical filter (--typical-p 0.5): "
+    (["--sampler", "triton", "--typical-p", "0.5"], "--sampler 'triton' has no --typical-p filter (--typical-p 0.5): "
                                                     "use --sampler 'torch' or 'auto'"),
     (["--temperature", "-1"], "--temperature must be in [0, inf) (0 means greedy), got -1.0"),
     (["--num-beams", "0"], "--num-beams must be ≥ 1, got 0"),
@@ -2631,8 +2631,8 @@ def test_the_fused_sampler_moves_its_random_stream_every_step(monkeypatch):
         return logits.argmax(-1)
 
     use_fake_kernel(monkeypatch, fake_fused_sample)
-    pick = token_picker(2, torch.device("cpu"), 1.0, 0, 1.0, 0.0, generator=torch.Generator().manual_seed(3),
-                        backend="triton")
+    pick = token_picker(2, torch.device("cpu"), temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
+                        generator=torch.Generator().manual_seed(3), backend="triton")
     for _ in range(3):
         pick(torch.randn(2, 10))
     assert [o for _, o in calls] == [0, 1, 2]

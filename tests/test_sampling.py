@@ -743,7 +743,7 @@ def test_the_kernels_top_k_is_capped_not_wrapped_around():
     from minigpt.sampling import triton_params
 
     for top_k in (2**31, torch.tensor([2**32 + 1, 5])):
-        k = triton_params(2, "cpu", 1.0, top_k, 1.0, 0.0)["top_k"]
+        k = triton_params(2, "cpu", temperature=1.0, top_k=top_k, top_p=1.0, min_p=0.0)["top_k"]
         assert k.dtype == torch.int32 and int(k[0]) == torch.iinfo(torch.int32).max
 
 
@@ -775,8 +775,8 @@ def test_auto_backend_is_triton_only_on_cuda_with_triton_installed(monkeypatch, 
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     assert resolve_backend("auto", torch.device("cuda")) == ("triton" if has_triton else "torch")
     # The kernel has no typical filter: auto samples it with torch, on CUDA too.
-    assert resolve_backend("auto", torch.device("cuda"), typical_p=0.9) == "torch"
-    assert resolve_backend("auto", torch.device("cuda"), typical_p=1.0) == ("triton" if has_triton else "torch")
+    assert resolve_backend("auto", torch.device("cuda"), sampling=dict(typical_p=0.9)) == "torch"
+    assert resolve_backend("auto", torch.device("cuda"), sampling=dict(typical_p=1.0)) == ("triton" if has_triton else "torch")
 
 
 def test_the_triton_backend_refuses_typical_p_it_would_skip(monkeypatch):
@@ -785,7 +785,7 @@ def test_the_triton_backend_refuses_typical_p_it_would_skip(monkeypatch):
     use_fake_kernel(monkeypatch, lambda logits, *args, **kwargs: logits.argmax(-1))
     x = random_logits(0, B=2)
     for typical_p in (0.9, torch.tensor([1.0, 1.0])):
-        with pytest.raises(ValueError, match=r"backend='triton' has no typical filter.*use backend='torch' or 'auto'"):
+        with pytest.raises(ValueError, match=r"backend='triton' has no typical_p filter \(typical_p=.*\): use backend='torch' or 'auto'"):
             sample(x, typical_p=typical_p, backend="triton")
     assert sample(x, typical_p=1.0, backend="triton").shape == (2,)
     assert sample(x, typical_p=0.9, backend="auto", seed=0).shape == (2,)

@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-
-from tqdm import tqdm
 
 from minigpt.checks import as_count
 from minigpt.files import read_text
 from minigpt.pretokenize import (BYTE_TO_CHAR, CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token,
                                  without_surrogates)
+from minigpt.progress_bar import progress_bar
 
 # The 256 single bytes get GPT-2's ids (the order of its bytes_to_unicode table: '!' is 0), so a
 # trained tokenizer's ids 0-255 mean what they mean in GPT-2.
@@ -105,7 +105,7 @@ def count_chunks(texts: Iterable[str], special_tokens: Sequence[str] = (), *, to
     counts the UTF-8 bytes done, of `total_bytes` (the files' sizes; None: no total known)."""
     cut = special_token_regex(special_tokens) if special_tokens else None
     counts: Counter[str] = Counter()
-    with tqdm(total=total_bytes, desc="counting chunks", unit="B", unit_scale=True, disable=not progress) as bar:
+    with progress_bar(total=total_bytes, desc="counting chunks", unit="B", unit_scale=True, disable=not progress) as bar:
         for text in texts:
             for piece in safe_pieces(text, COUNT_PIECE_CHARS, special_tokens):
                 for part in cut.split(piece) if cut else (piece,):
@@ -173,7 +173,7 @@ def train_bpe(
     heapq.heapify(heap)
 
     merges: list[tuple[bytes, bytes]] = []
-    bar = tqdm(total=vocab_size - len(vocab), desc="BPE merges", unit="merge", disable=not progress)
+    bar = progress_bar(total=vocab_size - len(vocab), desc="BPE merges", unit="merge", disable=not progress)
     while len(vocab) < vocab_size and heap:
         neg_count, pair = heapq.heappop(heap)
         if pair_counts.get(pair) != -neg_count:
@@ -248,14 +248,28 @@ def train_tokenizer(
 
 
 def check_training_files(files: Sequence[str | os.PathLike]) -> None:
-    """FileNotFoundError (IsADirectoryError) naming the first of `files` that is not a file. One
-    holding a space or a line break is more likely a text passed where paths go: said so."""
+    """FileNotFoundError (IsADirectoryError) naming the first of `files` that is not a file. A str
+    that reads like a text (`looks_like_text`) is more likely a text passed where paths go: said so."""
     for f in files:
         if os.path.isdir(f):
             raise IsADirectoryError(f"training file {f} is a directory; name the text files in it")
         if not os.path.isfile(f):
             hint = ""
-            if any(c.isspace() for c in str(f)):
+            if looks_like_text(f):
                 hint = ("; it looks like a text, not a path: a list is read as file paths. To train on texts "
                         "in memory, pass them as one str, e.g. '\\n'.join(texts)")
             raise FileNotFoundError(f"training file {f} does not exist{hint}")
+
+
+def looks_like_text(f: str | os.PathLike) -> bool:
+    """Whether a training "file" that does not exist reads like a text given in its place
+    (`Tokenizer.train(["the cat sat", "a dog"])`): a str holding a line break, or a space with
+    neither a folder separator nor an extension. A Path never does (the CLI's FILES are Paths), nor
+    a plausible path with a space in it ("my data/input.txt"), where Python advice would mislead."""
+    if not isinstance(f, str):
+        return False
+    if "\n" in f or "\r" in f:
+        return True
+    has_separator = "/" in f or os.sep in f
+    has_extension = re.search(r"\.\w+$", f) is not None  # ".txt"; a sentence's last "." is none
+    return " " in f and not has_separator and not has_extension

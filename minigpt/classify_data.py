@@ -26,11 +26,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
+from minigpt.progress_bar import progress_bar
 from minigpt.tokenizer_batch import pad_rows
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
@@ -333,7 +333,7 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     n = model.num_labels
     confusion = torch.zeros(n, n, dtype=torch.float64, device=device)  # [true class, predicted class]: texts
     class_loss = torch.zeros(n, dtype=torch.float64, device=device)  # [true class]: summed loss
-    with tqdm(total=sum(map(len, batches)), desc="evaluating", unit="text", leave=False, disable=not progress,
+    with progress_bar(total=sum(map(len, batches)), desc="evaluating", unit="text", leave=False, disable=not progress,
               dynamic_ncols=True) as bar:
         for batch in batches:
             idx, mask = pad_right([ids[i] for i in batch], pad_id)

@@ -90,15 +90,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def utf8_when_redirected() -> None:
-    """Write UTF-8 to a file or pipe, whatever the locale. Generated text is any Unicode, and
-    Python encodes a redirected stdout in the locale's encoding: on Windows a code page such as
-    cp1252, where `minigpt generate > out.txt` would fail on the first character outside it. A
-    terminal keeps its own encoding, and PYTHONIOENCODING, when set, is the user's choice."""
+    """Write UTF-8 to a file or pipe, whatever the locale, and never die on a character the output
+    cannot hold.
+
+    Generated text is any Unicode, and Python encodes a redirected stdout in the locale's encoding:
+    on Windows a code page such as cp1252, where `minigpt generate > out.txt` would fail on the first
+    character outside it. So a file or pipe gets UTF-8, with an error handler for what even UTF-8
+    cannot encode: lone surrogates, which is how Python holds the bytes of a path (argv, a file
+    name) that the locale could not decode ("é" under LC_ALL=C is "\\udcc3\\udca9").
+    - stdout: surrogateescape writes those bytes back as they were, so a path printed is the
+      path (`wrote ... to dir é`), as a script reading the output needs it.
+    - stderr: backslashreplace, Python's own choice for stderr (`reconfigure(encoding=...)` alone
+      would reset it to strict): an error message always gets out, its path escaped if need be.
+    A terminal keeps its own encoding (it decodes what it gets in it); one that is not UTF-8 (an
+    ASCII terminal under LC_ALL=C) gets backslashreplace, so `minigpt tokenize "hello world"`
+    prints its token 'Ġworld' as '\\u0120world' instead of a UnicodeEncodeError. PYTHONIOENCODING,
+    when set, is the user's choice and is left alone."""
     if os.environ.get("PYTHONIOENCODING"):
         return
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure") and not stream.isatty() and stream.encoding.lower() not in ("utf-8", "utf8"):
-            stream.reconfigure(encoding="utf-8")
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        if not hasattr(stream, "reconfigure"):  # replaced by something that is not a text file (a test's)
+            continue
+        if not stream.isatty():
+            stream.reconfigure(encoding="utf-8", errors=errors)
+        elif stream.encoding.lower() not in ("utf-8", "utf8"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def run_command(argv: list[str]) -> int:

@@ -25,18 +25,19 @@ import codecs
 import hashlib
 import json
 import os
+import shlex
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from tqdm import tqdm
 
 from minigpt.checks import is_int
 from minigpt.files import NO_LOCKS, atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
+from minigpt.progress_bar import progress_bar
 from minigpt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where batches are made (sample_batch): `minigpt prepare`, and `tokenize
@@ -156,7 +157,9 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
             "val_tokens": n_tokens["val"],
             "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
             "val_bytes": n_bytes["val"],
-            "sources": [str(p) for p in paths],
+            # Each path as its bytes read as UTF-8, as the file system holds it: under a non-UTF-8 locale
+            # (LC_ALL=C) str(p) holds "é" as the surrogates "\udcc3\udca9", which JSON writes as such.
+            "sources": [os.fsencode(p).decode("utf-8", "replace") for p in paths],
             "val_fraction": val_fraction,
         }
         atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -206,7 +209,7 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
         open(train_tmp, "wb") as f_train,
         open(val_tmp, "wb") as f_val,
         open(val_text_tmp, "w", encoding="utf-8", newline="") as f_val_text,  # newline="": "\n" stays one byte
-        tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
+        progress_bar(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
     ):
         files = {"train": f_train, "val": f_val}
         for p in paths:
@@ -217,7 +220,7 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
                     continue
                 last = None  # the part's last id
                 for chunk, ids in encode_chunks(tokenizer, text, CHUNK_CHARS, start, end):
-                    np.asarray(ids, dtype=TOKEN_DTYPE).tofile(files[split])
+                    write_ids(files[split], ids)
                     if split == "val":
                         f_val_text.write(chunk)
                     chunk_bytes = len(chunk.encode("utf-8"))
@@ -226,7 +229,7 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
                     bar.update(chunk_bytes)
                     last = ids[-1] if ids else last
                 if eos is not None and last != eos:  # end of document, unless the text ends with its own
-                    np.asarray([eos], dtype=TOKEN_DTYPE).tofile(files[split])
+                    write_ids(files[split], [eos])
                     n_tokens[split] += 1
             del text  # before the next file is read: else two files' text are held at once
         bar.update(total - bar.n)  # a file's "\r\n" is read as "\n", a byte order mark dropped: its text is shorter than its bytes
@@ -235,6 +238,13 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
                 raise ValueError(f"{split}.bin would hold no tokens: the input is too short to split into a training "
                                  f"part and the last {val_fraction:g} of it held out; give more text")
     return n_tokens, n_bytes
+
+
+def write_ids(f: BinaryIO, ids: Sequence[int]) -> None:
+    """Append `ids` to the token file `f` as TOKEN_DTYPE. Through the file's own write, not numpy's
+    `tofile`: on a full disk `tofile` says "[Errno 5] 617834 requested and 524288 written", where the
+    write says what happened, "[Errno 28] No space left on device" (ENOSPC)."""
+    f.write(np.asarray(ids, dtype=TOKEN_DTYPE).tobytes())
 
 
 def check_input(path: Path) -> None:
@@ -431,5 +441,5 @@ def main(argv: list[str] | None = None) -> int:
                   "prepare it again, with --overwrite", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
-    print(f"next: minigpt train --data {args.out} --out OUT_DIR")
+    print(f"next: minigpt train --data {shlex.quote(args.out)} --out OUT_DIR")  # quoted: ready to paste
     return 0

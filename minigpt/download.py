@@ -55,10 +55,9 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
-from tqdm import tqdm
-
 from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import file_lock
+from minigpt.progress_bar import progress_bar
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
 FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # small ones first: fail fast
@@ -230,7 +229,7 @@ def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
         expected = remote.size
         if expected is None and resp.headers.get("Content-Length"):  # the Hub announced none; the GET's own says
             expected = have + parse_size(resp.headers["Content-Length"], "Content-Length", remote.url)
-        with open(partial, "ab" if have else "wb") as f, tqdm(
+        with open(partial, "ab" if have else "wb") as f, progress_bar(
             total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
             desc=partial.name.removesuffix(".partial"), disable=not progress,
         ) as bar:

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from minigpt.checks import as_count
 from minigpt.classify_data import score_examples
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
+from minigpt.progress_bar import progress_bar
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
 # name the argument, the CLI's name the flag (minigpt/cli.py's flag_words renames them).
@@ -69,7 +69,7 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int,
     # The last window is the first to reach the end (begin + max_length >= n): the range stops
     # there, so the progress bar's total is the number of windows that run.
     starts = range(0, max(n - max_length, 0) + stride, stride)
-    for begin in tqdm(starts, desc="windows", disable=not progress):
+    for begin in progress_bar(starts, desc="windows", disable=not progress):
         end = min(begin + max_length, n)
         new = end - prev_end  # tokens no earlier window scored: this window's last `new`
         window = ids[begin:end].to(device)  # (L,)

@@ -27,6 +27,7 @@ from minigpt.files import not_utf8, read_text_or_stdin, source_name
 from minigpt.generation import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.penalties import PENALTIES_OFF
+from minigpt.progress_bar import progress_bar
 from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
 from minigpt.text_generation import PromptTooLong, batch_seeds, fit_context, generate_text, generate_texts, stream_text
 
@@ -292,7 +293,7 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     done = 0
     # A window's batches draw from seeds derived from its own, as generate_texts' batches do: one
     # window (a file of up to 16 batches) draws exactly what one generate_texts call would.
-    with tqdm(total=len(ids), desc="generating", unit="prompt") as bar:
+    with progress_bar(total=len(ids), desc="generating", unit="prompt") as bar:
         for start, seed in zip(starts, batch_seeds(args.seed, len(starts))):
             with flag_words(FLAG_ARGS):
                 texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,

@@ -862,7 +862,10 @@ def draw_curves(records: list[dict], out: Path) -> None:
             if points:
                 ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
         accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
-        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=str(out))
+        # The title is the path's bytes read as UTF-8: under a non-UTF-8 locale (LC_ALL=C) Python holds
+        # a path's other bytes as lone surrogates ("é" is "\udcc3\udca9"), which matplotlib cannot draw.
+        title = os.fsencode(out).decode("utf-8", "replace")
+        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=title)
         handles = ax.get_legend_handles_labels()
         if accuracy:
             right = ax.twinx()

@@ -28,6 +28,7 @@ from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream, takes
 from minigpt.checks import as_count, check_flag
 from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.penalties import PENALTIES_OFF
+from minigpt.progress_bar import progress_bar
 from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
@@ -331,8 +332,8 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     texts: list[list[str]] = [[] for _ in prompts]
     all_stats: list[GenerationStats] = []
     shared = isinstance(progress, tqdm)
-    with nullcontext(progress) if shared else tqdm(total=len(prompts), desc="generating", unit="prompt",
-                                                   disable=not progress) as bar:
+    with nullcontext(progress) if shared else progress_bar(total=len(prompts), desc="generating", unit="prompt",
+                                                           disable=not progress) as bar:
         for start, seed in zip(starts, seeds):
             batch = order[start:start + batch_size]
             input_ids, attention_mask = left_pad([encoded[i] for i in batch])

@@ -8,6 +8,7 @@ same flags: `minigpt tokenize --train FILES` (`main`) and scripts/train_tokenize
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -144,7 +145,7 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     specials = ", ".join(tok.special_tokens) or "none"
     print(f"saved a tokenizer of {tok.vocab_size:,} tokens ({len(tok.merges):,} merges; special tokens: {specials}; "
           f"end of document: {tok.eos_token or 'none'}) to {out}")
-    print(f"next: minigpt prepare FILES --tokenizer {out} --out DATA_DIR")
+    print(f"next: minigpt prepare FILES --tokenizer {shlex.quote(str(out))} --out DATA_DIR")  # quoted: ready to paste
     for note in notes:  # e.g. a vocabulary smaller than asked for: the text ran out of pairs
         print(f"note: {note.message}")
     return 0

@@ -43,6 +43,7 @@ from minigpt.classifier import GPTClassifier
 from minigpt.files import read_json
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
+from minigpt.progress_bar import progress_bar
 from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at,
                              frozen_weights, plot_log, read_log, read_state, restore, run_dir_lock, save_best,
                              save_checkpoint)
@@ -342,7 +343,7 @@ def train_loop(
         progress = resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen) if cfg.resume else Progress()
         open_out_dir(out, cfg, rt)
         fwd, model = for_training(raw, cfg, rt)
-        bar = tqdm(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
         run = Run(cfg=cfg, rt=rt, out=out, raw=raw, fwd=fwd, model=model, optimizer=optimizer, scaler=scaler,
                   get_batch=get_batch, loss_fn=loss_fn, save_fn=save_fn or (lambda m, d: m.save_pretrained(d)),
                   eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
@@ -482,7 +483,8 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
         if run.peak and run.flops_per_token:
             metrics["mfu"] = run.flops_per_token * metrics["tokens_per_s"] / (run.peak * run.rt.world)
         progress.tokens_since, progress.time_since, progress.loss_since, progress.steps_since = 0, 0.0, 0.0, 0
-        run.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"})
+        # refresh=False: shown at the bar's next redraw, not forced now (a log would get one per record)
+        run.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"}, refresh=False)
         if run.rt.is_main:
             append_log(run.out, metrics)
     return metrics

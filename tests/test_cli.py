@@ -330,3 +330,93 @@ def test_only_redirected_streams_are_made_utf8(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
     minigpt_cli.utf8_when_redirected()
     assert (sys.stdout.encoding, sys.stderr.encoding) == ("cp1252", "utf-8")
+
+
+# A C locale whose encoding is ASCII, as on a bare container or under cron: LC_ALL wins over
+# Python's own coercion to C.UTF-8, and PYTHONUTF8=0 keeps UTF-8 mode off.
+C_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+
+
+def minigpt_in_c_locale(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m minigpt ARGS` under the C locale. Non-ASCII arguments reach it as their UTF-8
+    bytes, which it cannot decode: Python holds them as lone surrogates ("é" is "\\udcc3\\udca9")."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8")}
+    return subprocess.run([sys.executable, "-m", "minigpt", *args], cwd=cwd, env={**base, **C_LOCALE}, timeout=120,
+                          **kwargs)
+
+
+def test_a_non_ascii_path_under_the_c_locale_is_printed_as_its_bytes(tmp_path):
+    """A portability audit: under LC_ALL=C, `tokenize --train` and `prepare` died at their last
+    print, after the work, on a path holding "é": utf8_when_redirected reconfigured the redirected
+    stdout as UTF-8 with errors="strict", which refuses the surrogates such a path is held as.
+    stdout now writes them back as the bytes they were (surrogateescape), and an error naming a
+    missing "é" file is printed (escaped), where it was a fatal "lost sys.stderr"."""
+    (tmp_path / "dir é").mkdir()
+    (tmp_path / "dir é" / "t.txt").write_text("the cat sat on the mat. a dog sat on the log.\n" * 200, encoding="utf-8")
+    train = minigpt_in_c_locale(["tokenize", "--train", "dir é/t.txt", "--vocab-size", "300", "--out", "dir é/tok"],
+                                tmp_path, capture_output=True)
+    assert train.returncode == 0, train.stderr.decode("utf-8", "replace")
+    assert "to dir é/tok\nnext: minigpt prepare FILES --tokenizer 'dir é/tok' --out DATA_DIR\n" in train.stdout.decode()
+    prepare = minigpt_in_c_locale(["prepare", "dir é/t.txt", "--tokenizer", "dir é/tok", "--out", "dir é/data"],
+                                  tmp_path, capture_output=True)
+    assert prepare.returncode == 0, prepare.stderr.decode("utf-8", "replace")
+    assert "val tokens to dir é/data\nnext: minigpt train --data 'dir é/data' --out OUT_DIR\n" in prepare.stdout.decode()
+    missing = minigpt_in_c_locale(["prepare", "dir é/missing.txt", "--tokenizer", "dir é/tok", "--out", "dir é/d2"],
+                                  tmp_path, capture_output=True)
+    err = missing.stderr.decode()
+    assert missing.returncode == 2 and "Traceback" not in err and "lost sys.stderr" not in err, err
+    assert r"dir \udcc3\udca9/missing.txt" in err, err  # backslashreplace, Python's own for stderr
+
+
+def test_redirected_stdout_writes_a_paths_bytes_back_and_stderr_escapes_what_it_cannot_encode(monkeypatch):
+    """A portability audit: `reconfigure(encoding="utf-8")` alone resets errors to "strict", so a
+    path held as surrogates (a C locale's undecodable bytes) killed the print that named it, on
+    stdout and on stderr alike. A terminal that is not UTF-8 (ASCII) now escapes what it cannot
+    show instead of raising: `minigpt tokenize "hello world"` died there on its token 'Ġworld'."""
+    import io
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    for stdout in (io.TextIOWrapper(io.BytesIO(), encoding="ascii"), io.TextIOWrapper(io.BytesIO(), encoding="utf-8")):
+        stderr = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+        monkeypatch.setattr(sys, "stdout", stdout)
+        monkeypatch.setattr(sys, "stderr", stderr)
+        minigpt_cli.utf8_when_redirected()
+        print("dir \udcc3\udca9 Ġ")
+        print("dir \udcc3\udca9 Ġ", file=sys.stderr)
+        sys.stdout.flush(), sys.stderr.flush()
+        assert stdout.buffer.getvalue() == "dir é Ġ\n".encode()
+        assert stderr.buffer.getvalue() == "dir \\udcc3\\udca9 Ġ\n".encode()
+    terminal = Terminal(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", terminal)
+    minigpt_cli.utf8_when_redirected()
+    print(['hello', 'Ġworld'])
+    sys.stdout.flush()
+    assert (terminal.encoding, terminal.buffer.getvalue()) == ("ascii", b"['hello', '\\u0120world']\n")
+
+
+def test_an_ascii_terminal_shows_tokenize_s_tokens_escaped(tmp_path):
+    """A portability audit: README's first command, `minigpt tokenize "hello world"`, on a terminal
+    under LC_ALL=C (ASCII) was a UnicodeEncodeError traceback on the token 'Ġworld'."""
+    import pty
+
+    main_fd, terminal_fd = pty.openpty()
+    try:
+        r = minigpt_in_c_locale(["tokenize", "hello world"], tmp_path, stdout=terminal_fd, stderr=subprocess.PIPE)
+    finally:
+        os.close(terminal_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # EIO: the terminal's other end is closed and all it said is read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    assert b"tokens: ['hello', '\\u0120world']" in shown, shown

@@ -643,3 +643,43 @@ def test_a_file_that_ends_with_endoftext_gets_no_second_one(tok, tmp_path):
     assert "<|endoftext|><|endoftext|>" not in tok.decode(val)
     assert val.count(EOS) == train.count(EOS) == 3 and val[-1] == train[-1] == EOS
     assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
+
+
+def test_a_full_disk_is_said_as_the_write_says_it_not_as_numpys_short_write(tok, tmp_path):
+    """A portability audit: on a full disk `prepare` said "[Errno 5] 617834 requested and 524288
+    written" (numpy's tofile, which reports a short write as EIO), where `train` says ENOSPC, "No
+    space left on device". Ids go through the file's own write now, whose error is the system's.
+    A file size limit stands in for the full disk: its write fails the same way, with EFBIG."""
+    import errno
+    import resource
+
+    (tmp_path / "a.txt").write_text(corpus(2000, seed=9))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))  # (Python ignores SIGXFSZ: a write fails with EFBIG)
+    try:
+        with pytest.raises(OSError) as failed:
+            prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert failed.value.errno == errno.EFBIG, failed.value  # numpy's: EIO
+    assert failed.value.filename == str(tmp_path / "d") and "requested" not in str(failed.value)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == []  # the temp files are gone
+
+
+def test_meta_names_a_source_by_its_bytes_read_as_utf8(tok, tmp_path):
+    """A portability audit: under a C locale Python holds a path's "é" as the surrogates
+    "\\udcc3\\udca9", and meta.json's "sources" stored them so ("dir \\udcc3\\udca9/t.txt"). It
+    stores the path's bytes read as UTF-8, as the file system holds them. (This process is UTF-8:
+    the surrogates stand for the same bytes, so they name the same file.)"""
+    (tmp_path / "dir é").mkdir()
+    (tmp_path / "dir é" / "t.txt").write_text(corpus(50, seed=10))
+    meta = prepare([tmp_path / "dir \udcc3\udca9" / "t.txt"], tok, tmp_path / "d")
+    assert meta["sources"] == [str(tmp_path / "dir é" / "t.txt")] == read_meta(tmp_path / "d")["sources"]
+
+
+def test_prepare_s_next_command_quotes_its_data_dir(tmp_path, capsys):
+    """A portability audit: `--out 'my data'` printed "next: minigpt train --data my data", which
+    the shell reads as two arguments. Quoted now, as train's own hint is (shlex.quote)."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=11))
+    assert main([str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "my data")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"next: minigpt train --data '{tmp_path}/my data' --out OUT_DIR"

@@ -103,7 +103,7 @@ def test_progress_bar_total_is_the_windows_that_run(model_dir, monkeypatch, n, s
             yield begin
             seen["run"] += 1  # after the loop body, as tqdm counts
 
-    monkeypatch.setattr(evaluate, "tqdm", counting_tqdm)
+    monkeypatch.setattr(evaluate, "progress_bar", counting_tqdm)
     sliding_window_nll(GPT.from_pretrained(model_dir), torch.arange(n), 32, stride, progress=True)
     assert seen["run"] == seen["total"] == max(math.ceil((n - 32) / stride), 0) + 1
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,8 @@ import torch
 
 import minigpt.files as files
 import minigpt.stats as stats
-from minigpt.run_dir import RunInUse, run_dir_lock
+from minigpt.progress_bar import LOG_REFRESH_S, progress_bar
+from minigpt.run_dir import PLOT_FILE, RunInUse, draw_curves, run_dir_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,3 +262,92 @@ def test_a_save_goes_on_unguarded_only_where_there_are_no_locks(tmp_path, monkey
             assert ran == []
         assert (tmp_path / files.SAVE_LOCK_NAME).exists() == (code != errno.ENOLCK), code  # removed where no one can hold it
         (tmp_path / files.SAVE_LOCK_NAME).unlink(missing_ok=True)
+
+
+# ---- a non-UTF-8 locale, and output to a log ----------------------------------------------------
+
+
+def test_a_curve_is_drawn_for_a_run_dir_whose_path_python_holds_as_surrogates(tmp_path):
+    """A portability audit: under LC_ALL=C a run's --out "dir é" is held as "dir \\udcc3\\udca9",
+    and draw_curves put it in the plot's title as it was: matplotlib cannot draw a surrogate, so
+    loss.png was never drawn. The title is the path's bytes read as UTF-8. (This process is UTF-8:
+    the surrogates stand for the same bytes, so they name the same folder.)"""
+    out = tmp_path / "dir \udcc3\udca9"
+    out.mkdir()
+    draw_curves([{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5, "val_loss": 2.7}], out)
+    assert (tmp_path / "dir é" / PLOT_FILE).stat().st_size > 0
+
+
+def test_a_run_under_the_c_locale_trains_into_a_non_ascii_out_dir(tmp_path):
+    """A portability audit: `minigpt train --out "dir é/run"` under LC_ALL=C died at its first
+    evaluation: the curve's title could not be drawn (a path held as surrogates), then the warning
+    that named the path could not be printed (stderr was reconfigured strict)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8")}
+    env = {**base, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    (tmp_path / "dir é").mkdir()
+    (tmp_path / "dir é" / "t.txt").write_text("ROMEO: the cat sat on the mat.\nJULIET: a dog sat on the log.\n" * 300)
+    commands = [
+        ["prepare", "dir é/t.txt", "--tokenizer", str(ROOT / "checkpoints" / "shakespeare"), "--out", "dir é/data"],
+        ["train", "--data", "dir é/data", "--out", "dir é/run", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+         "--n-positions", "16", "--batch-size", "2", "--max-iters", "2", "--warmup-iters", "1", "--eval-interval", "1",
+         "--eval-iters", "1", "--device", "cpu"],
+    ]
+    for command in commands:
+        r = subprocess.run([sys.executable, "-m", "minigpt", *command], cwd=tmp_path, env=env, capture_output=True,
+                           timeout=300)
+        err = r.stderr.decode("utf-8", "replace")
+        assert r.returncode == 0 and "not drawn" not in err, err
+    assert (tmp_path / "dir é" / "run" / PLOT_FILE).is_file()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def redraws(stream: io.StringIO, steps: int, seconds_per_step: float, monkeypatch) -> int:
+    """How many times a progress_bar on `stream` draws itself over `steps` updates, each
+    `seconds_per_step` apart on a fake clock: its carriage returns."""
+    import tqdm.std
+
+    now = [0.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: now[0])  # the clock a bar reads (bound when it is made)
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)  # no monitor thread, which reads the real clock
+    with progress_bar(total=steps, file=stream) as bar:
+        for _ in range(steps):
+            now[0] += seconds_per_step
+            bar.update(1)
+    return stream.getvalue().count("\r")
+
+
+def test_a_bar_redraws_rarely_into_a_file_and_as_before_on_a_terminal(monkeypatch):
+    """A portability audit: with stderr to a file, every redraw of a bar is kept (a carriage return
+    and the new state): a 200-step run wrote 205 of them, a 100k-step one ~100k. Into a file a bar
+    now redraws every LOG_REFRESH_S at most, and still shows its first and last states; on a
+    terminal it redraws as tqdm does by default."""
+    steps, seconds = 200, 0.5  # 100 s
+    into_file = redraws(io.StringIO(), steps, seconds, monkeypatch)
+    assert into_file <= 2 + steps * seconds / LOG_REFRESH_S + 1, into_file
+    assert redraws(Terminal(), steps, seconds, monkeypatch) >= steps
+
+
+def test_training_s_bar_is_not_redrawn_at_each_log_record(tmp_path, capsys):
+    """A portability audit: training's bar took each log record's numbers with set_postfix, which
+    redraws at once, whatever the bar's interval: a record every step was a redraw every step in a
+    log. The numbers now wait for the bar's next redraw (and its last state shows them)."""
+    from test_train import make_data, tiny_cfg
+
+    from minigpt.pretrain import pretrain
+
+    pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=12, log_interval=1, eval_interval=0))
+    err = capsys.readouterr().err
+    assert err.count("\r") < 8, err  # its first and last states, cleared and redrawn around the evaluation: 5
+    assert re.search(r"training: 100%.*loss=", err.split("\r")[-1]), err
+
+
+def test_every_progress_bar_is_made_by_progress_bar():
+    """One place decides how a bar redraws (into a file: rarely): no module makes a tqdm of its own."""
+    own = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "minigpt").rglob("*.py"))
+           if path.name != "progress_bar.py"
+           for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if re.search(r"\btqdm\(", line)]
+    assert own == [], own

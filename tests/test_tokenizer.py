@@ -1581,3 +1581,26 @@ def test_cli_training_says_what_it_saved_in_words_and_the_next_command(tmp_path,
         f"saved a tokenizer of 263 tokens (6 merges; special tokens: <|endoftext|>; end of document: <|endoftext|>) to {tmp_path / 'tok'}",
         f"next: minigpt prepare FILES --tokenizer {tmp_path / 'tok'} --out DATA_DIR",
     ]
+
+
+def test_tokenize_train_s_next_command_quotes_its_out(tmp_path, capsys):
+    """A portability audit: `--out 'my tok'` printed "next: minigpt prepare FILES --tokenizer my tok",
+    which the shell reads as two arguments. Quoted now, as train's own hint is (shlex.quote)."""
+    (tmp_path / "a.txt").write_text("the cat sat on the mat\n" * 50)
+    assert climod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "270", "--out", str(tmp_path / "my tok")]) == 0
+    assert f"next: minigpt prepare FILES --tokenizer '{tmp_path}/my tok' --out DATA_DIR" in capsys.readouterr().out
+
+
+def test_a_missing_path_with_a_space_gets_no_advice_for_texts(tmp_path, capsys):
+    """A portability audit: `minigpt tokenize --train "my data/input.txt"`, a file that does not
+    exist, was said to "look like a text, not a path ... pass them as one str, e.g.
+    '\\n'.join(texts)": Python advice for a CLI user, about a plausible path. That hint is for a str
+    that reads like a text (a line break; a space with no folder and no extension) only."""
+    assert climod.main(["--train", "my data/input.txt", "--vocab-size", "300", "--out", str(tmp_path / "tok")]) == 2
+    assert capsys.readouterr().err.endswith("error: training file my data/input.txt does not exist\n")
+    for path in ("my data/input.txt", "notes 2024.txt", Path("the cat sat")):
+        with pytest.raises(FileNotFoundError, match=r"does not exist$"):
+            Tokenizer.train([path], 300, progress=False)
+    for text in ("The cat sat on the mat.", "the cat\nsat"):
+        with pytest.raises(FileNotFoundError, match="it looks like a text, not a path"):
+            Tokenizer.train([text], 300, progress=False)

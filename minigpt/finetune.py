@@ -501,9 +501,13 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
     out = Path(cfg.out)
     records = read_log(out)
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    # The last value of each figure from the log, not from `metrics`: a --resume that finds the run
-    # already at max_iters (killed before this summary was written) runs no step and has none.
-    last = {k: v for r in records for k, v in r.items()}
+    # The figures from the log, not from `metrics`: a --resume that finds the run already at
+    # max_iters (killed before this summary was written) runs no step and has none. Each from the
+    # last record of its kind, whole: the train loss from the last that holds one, and every figure
+    # of the last evaluation from it, never from an older one where it lacks them (a classify run of
+    # an earlier minigpt, resumed, logged a perplexity its evaluations since have not).
+    trained = next((r for r in reversed(records) if "loss" in r), {})
+    evaluated = next((r for r in reversed(records) if "val_loss" in r), {})
     result = {
         "task": cfg.task, "strategy": cfg.strategy, "steps": steps,
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
@@ -511,7 +515,8 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
         # Measured as generate --stats measures it: the CUDA allocator's peak, else the process's peak RSS.
         "peak_memory_mib": peak_memory_bytes(rt.device) / 2**20,
         "peak_memory_kind": "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS",
-        **{k: last[k] for k in ("loss", "val_loss", "val_ppl", "val_accuracy", "val_bpb") if k in last},  # the last record: train loss and evaluation
+        **({"loss": trained["loss"]} if trained else {}),
+        **{k: evaluated[k] for k in ("val_loss", "val_ppl", "val_accuracy", "val_bpb") if k in evaluated},
         **best_evaluations(records),
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")

@@ -194,6 +194,13 @@ class FinetuneConfig(TrainConfig):
     MODEL_KEPT_ON_RESUME = ("n_trainable_blocks", "train_embeddings", "lora_rank", "lora_alpha", "lora_targets",
                             "pooling", "head_hidden", "num_labels")
 
+    def kept_form(self, name: str, value):
+        """TrainConfig's, and --data (one path or several, out of PATH_FIELDS) made absolute as
+        `one_or_several` makes it: a run saved before it was kept absolute holds it as typed."""
+        if name == "data" and value:
+            return one_or_several(value)
+        return super().kept_form(name, value)
+
     def __post_init__(self) -> None:
         self.data = one_or_several(self.data)
         super().__post_init__()

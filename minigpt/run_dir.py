@@ -34,7 +34,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -632,15 +632,13 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     `frozen`: `frozen_weights(raw_model)`, the weights it does not train, as --init gave them);
     return (step, best val loss, log_partial)."""
     state = read_state(out / STATE_FILE, map_location=rt.device)
-
-    def setting(name: str, value):
-        # Runs saved before input paths were kept absolute hold them as typed: relative to the
-        # directory they started in, which --resume from there makes absolute. The same setting.
-        return os.path.abspath(value) if name in cfg.PATH_FIELDS and value else value
-
-    # (a run directory moved or copied elsewhere is the same run: --out is no setting)
+    # The settings compared are those a user gives this config: not --out (a run directory moved or
+    # copied elsewhere is the same run), nor a field it fixes itself (init=False: finetune's shape
+    # fields, which --init decides, though a run saved by an earlier minigpt holds the preset it was
+    # given), nor a field it no longer has.
+    settings = {f.name for f in fields(cfg) if f.init} - {*cfg.INVOCATION_FLAGS, "out"}
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
-               if k not in (*cfg.INVOCATION_FLAGS, "out") and setting(k, getattr(cfg, k, v)) != setting(k, v)}
+               if k in settings and cfg.kept_form(k, getattr(cfg, k)) != cfg.kept_form(k, v)}
     if changed and rt.is_main:
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
@@ -659,12 +657,14 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         notes.append(f"note: the val data differs from the run's, whose best val loss ({best:.4g}) measured other data: "
                      f"best/ follows this data's val loss from here")
         best = math.inf
-    measure = {k: v for k, v in changed.items() if k in val_settings(cfg)}
+    # The same val data, measured otherwise: other batches of it (the lm task's --eval-iters,
+    # --batch-size, --seed draw them), other windows (--block-size), or, for a classify run saved
+    # by an earlier minigpt, sampled batches where every example is scored now. Not comparable.
+    measure = [f"--{k.replace('_', '-')} {old} → {now}" for k, (old, now) in changed.items() if k in val_settings(cfg)]
+    if sampled_classify_loss(out, state, cfg):
+        measure.insert(0, "sampled val batches → every val example")
     if best < math.inf and measure:
-        # The same val data, measured otherwise: other batches of it (the lm task's --eval-iters,
-        # --batch-size, --seed draw them) or other windows (--block-size). Losses are not comparable.
-        said = ", ".join(f"--{k.replace('_', '-')} {old} → {now}" for k, (old, now) in measure.items())
-        notes.append(f"note: val loss is measured otherwise than the run's ({said}), so its best val loss ({best:.4g}) "
+        notes.append(f"note: val loss is measured otherwise than the run's ({', '.join(measure)}), so its best val loss ({best:.4g}) "
                      "is not comparable: best/ follows this val loss from here")
         best = math.inf
     weights = with_frozen_weights(out / STATE_FILE, state, raw_model, frozen, cfg)
@@ -759,6 +759,34 @@ def val_settings(cfg) -> tuple[str, ...]:
     lm task's evaluation draws, or, for the classify task (which scores every val example), where
     a long text is cut."""
     return ("block_size",) if getattr(cfg, "task", "lm") == "classify" else ("block_size", "batch_size", "eval_iters", "seed")
+
+
+def sampled_classify_loss(out: Path, state: dict, cfg) -> bool:
+    """Whether the saved `state` of a classify run (in `out`) holds a best val loss that an earlier
+    minigpt measured as the lm task does, the mean of --eval-iters sampled val batches, where a
+    classifier's val loss is now over every val example: a noisy figure, not comparable.
+
+    Two signs, either enough. The state lacks the data's fingerprint: it was saved before minigpt
+    recorded one, earlier still than every example was scored. Or the run's log holds, since
+    best/ last started over, an evaluation with a perplexity (val_ppl): it came with the sampled
+    loss, never with a loss over every example (a loss per text). The log tells the states saved
+    in between, and an old run that a minigpt resumed, keeping its best, before this check."""
+    if getattr(cfg, "task", "lm") != "classify":
+        return False
+    if "data" not in state:
+        return True
+    return any("val_ppl" in r for r in evaluations_since_reset(out, state["step"]))
+
+
+def evaluations_since_reset(out: Path, step: int) -> list[dict]:
+    """The log's evaluations that the best val loss of a state saved at `step` was chosen among: up
+    to that step, after the last best_reset mark before it (a mark at the step itself is a resume's
+    from the same state that died before its next one: stale, as `restore` says)."""
+    if not (out / LOG_FILE).exists():
+        return []
+    records = [r for r in read_log(out) if r["step"] < step or (r["step"] == step and not r.get("best_reset"))]
+    since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
+    return [r for r in records[since + 1:] if "val_loss" in r]
 
 
 def with_settings_of(optimizer, saved: dict) -> dict:

@@ -116,6 +116,13 @@ class TrainConfig:
         `check_data` names it. `minigpt train` reads a prepared folder whole: none."""
         return ()
 
+    def kept_form(self, name: str, value):
+        """Setting `name`'s `value` in the form this config keeps it, for --resume to compare the
+        saved run's with this one's (minigpt/run_dir.py's `restore`). Runs saved before input
+        paths were kept absolute hold them as typed: relative to the directory they started in,
+        which --resume from there makes absolute. The same setting."""
+        return os.path.abspath(value) if name in self.PATH_FIELDS and value else value
+
     def refuse_ignored_options(self, typed: typing.Collection[str] = ()) -> None:
         """Refuse options this run would ignore, set or `typed` on the command line (parse_config
         passes the flags typed, at whatever value). A training run reads all of its options (the

@@ -1403,3 +1403,81 @@ def test_a_repeated_data_flag_adds_its_files(tmp_path):
     assert data("--data", "a.txt") == "a.txt" and data() == ()
     with pytest.raises(ValueError, match="--data is required"):
         finetune(FinetuneConfig(init="gpt2", out=str(tmp_path / "o"), data=data()))
+
+
+def test_the_summary_takes_the_last_evaluations_figures_from_it_alone(tmp_path):
+    """An upgrade audit: write_summary merged the keys of every log record, so a classify run of an
+    earlier minigpt (whose evaluations logged val_ppl), resumed, had a summary that paired step 10's
+    val_loss with step 5's val_ppl. Every figure of the last evaluation comes from it, the train
+    loss from the last record that holds one."""
+    from minigpt.finetune import StrategySummary, write_summary
+    from minigpt.run_dir import append_log
+
+    for r in ({"step": 5, "loss": 0.8}, {"step": 5, "val_loss": 0.7, "val_ppl": 2.01, "val_accuracy": 0.5},
+              {"step": 5, "best_reset": True}, {"step": 10, "loss": 0.6, "lr": 1e-4},
+              {"step": 10, "val_loss": 0.65, "val_accuracy": 0.6}):
+        append_log(tmp_path, r)
+    cfg = SimpleNamespace(out=str(tmp_path), task="classify", strategy="full")
+    summary = write_summary(cfg, SimpleNamespace(device=torch.device("cpu")), 10, StrategySummary("full", 10, 10))
+    assert (summary["loss"], summary["val_loss"], summary["val_accuracy"]) == (0.6, 0.65, 0.6)
+    assert "val_ppl" not in summary
+    assert json.loads((tmp_path / "finetune_summary.json").read_text()) == summary
+
+
+@pytest.mark.parametrize("case", ["no fingerprint", "val_ppl logged", "today's"])
+def test_resume_of_a_classify_run_that_sampled_its_val_loss_starts_best_over(base, tmp_path, capsys, case):
+    """An upgrade audit: a classify run saved by a minigpt that took its val loss as the mean of
+    --eval-iters sampled batches kept that best val loss when resumed, though every val example is
+    scored now: no note, and a lucky sampled figure could keep best/ from ever following the run.
+    Such a run now starts best/ over, with the note, on either sign of it: a state without the
+    data's fingerprint (as commit 3da68b4 saved it: no data, command, log_partial or frozen entry,
+    --eval-iters 2 in its config), or a log whose evaluations hold val_ppl (a state saved after
+    fingerprints, before every example was scored). Today's run keeps its best. The saved best is
+    made unbeatable: best/ moves on only if it starts over."""
+    out = tmp_path / "o"
+    args = ("--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "full")
+    assert _run(base, out, *args, "--max-iters", "2") == 0
+    state = torch.load(out / "training_state.pt", weights_only=True)
+    state["best_val_loss"] = -1.0
+    if case == "no fingerprint":
+        state["config"]["eval_iters"] = 2
+        for key in ("data", "command", "log_partial", "frozen"):
+            del state[key]
+    torch.save(state, out / "training_state.pt")
+    if case == "val_ppl logged":
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        (out / "log.jsonl").write_text("".join(json.dumps({**r, "val_ppl": 2.0} if "val_loss" in r else r) + "\n"
+                                               for r in log))
+    capsys.readouterr()
+    assert _run(base, out, *args, "--resume", "--max-iters", "4") == 0
+    printed = capsys.readouterr().out
+    best_step = json.loads((out / "best" / "metrics.json").read_text())["step"]
+    if case == "today's":
+        assert "not comparable" not in printed and best_step == 2
+        return
+    assert ("note: val loss is measured otherwise than the run's (sampled val batches → every val example), so its "
+            "best val loss (-1) is not comparable: best/ follows this val loss from here") in printed
+    assert best_step == 4 and {"step": 2, "best_reset": True} in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert summary["best_val_loss_step"] == 4
+
+
+def test_resume_of_a_run_saved_with_a_relative_data_path_and_a_preset_warns_of_nothing(base, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """An upgrade audit: a run of an earlier minigpt resumed with its very command line warned
+    `settings that differ from the saved run (saved, now): {'data': ('small.txt', '/abs/small.txt'),
+    'preset': ('gpt2-mini', None)}`. Its config held --data as typed, relative, which the comparison
+    did not make absolute (--data is one path or several, out of PATH_FIELDS), and a preset, which
+    finetune no longer takes (--init fixes the shape). Neither is a change."""
+    monkeypatch.chdir(base)
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", "corpus.txt", "--max-iters", "2") == 0
+    state = torch.load(out / "training_state.pt", weights_only=True)
+    state["config"] |= {"data": "corpus.txt", "preset": "gpt2-mini"}  # as saved then
+    torch.save(state, out / "training_state.pt")
+    capsys.readouterr()
+    assert _run(base, out, "--data", "corpus.txt", "--max-iters", "2", "--resume") == 0
+    assert "settings that differ" not in capsys.readouterr().out
+    # Several files saved as typed compare as the command line's, made absolute.
+    cfg = FinetuneConfig(init="x", data=["corpus.txt", "cls.tsv"])
+    assert cfg.kept_form("data", ["corpus.txt", "cls.tsv"]) == cfg.data == (str(base / "corpus.txt"), str(base / "cls.tsv"))

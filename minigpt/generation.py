@@ -324,12 +324,49 @@ def sequence_buffers(input_ids: torch.Tensor, attention_mask: torch.Tensor, max_
                      no_repeat_ngram_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each row's whole sequence, (B, T + max_new_tokens): the prompt, then pads that step s's
     token overwrites at column T + s; and which of its columns the n-gram ban may read (None without
-    the ban): left pads are no tokens, the new columns are."""
-    B = input_ids.size(0)
-    seq = torch.cat([input_ids, torch.full((B, max_new_tokens), pad, dtype=torch.long, device=input_ids.device)], 1)
+    the ban): left pads are no tokens, the new columns are.
+
+    The result holds every token, so these are 8 bytes per token per row (and 1 for the ban's
+    mask), allocated before the first step. With `slide` nothing else bounds max_new_tokens: a size
+    the device cannot allocate is a MemoryError naming it (`sequence_memory_error`), before any work.
+    """
+    (B, T), device = input_ids.shape, input_ids.device
+    dtypes = [torch.long, torch.bool] if no_repeat_ngram_size else [torch.long]
+    # Allocated at full width and filled in place: a torch.cat of the prompt and the pads would
+    # hold both copies at once, twice the memory at its peak.
+    buffers = [empty_or_none((B, T + max_new_tokens), dtype, device) for dtype in dtypes]
+    if any(buffer is None for buffer in buffers):
+        raise sequence_memory_error(B, T, max_new_tokens, sum(dtype.itemsize for dtype in dtypes), device)
+    seq = buffers[0]
+    seq[:, :T], seq[:, T:] = input_ids, pad
     if not no_repeat_ngram_size:
         return seq, None
-    return seq, torch.cat([attention_mask, torch.ones_like(seq[:, input_ids.size(1):])], 1)
+    real = buffers[1]
+    real[:, :T], real[:, T:] = attention_mask.bool(), True
+    return seq, real
+
+
+def empty_or_none(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """torch.empty(shape), or None where the device cannot allocate it."""
+    if shape[0] * shape[1] * dtype.itemsize >= 2**63:  # past torch's int64 byte count: an overflow error, not an OOM
+        return None
+    try:
+        return torch.empty(shape, dtype=dtype, device=device)
+    except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the CPU allocator's "can't allocate memory"
+        if isinstance(e, torch.OutOfMemoryError) or "allocate" in str(e):
+            return None
+        raise
+
+
+def sequence_memory_error(B: int, T: int, max_new_tokens: int, token_bytes: int, device: torch.device) -> MemoryError:
+    """The MemoryError for sequence buffers (B rows × T + max_new_tokens columns, `token_bytes` per
+    token) too big for `device`: their size, and what shrinks it."""
+    size = B * (T + max_new_tokens) * token_bytes
+    return MemoryError(
+        f"the generated ids do not fit: {B:,} row{'s' * (B != 1)} × ({T:,} prompt + max_new_tokens={max_new_tokens:,}) tokens × "
+        f"{token_bytes} bytes is {size:,} bytes ({size / 2**30:,.1f} GiB), which {device} could not allocate; the result "
+        "holds every token, so generate fewer tokens (max_new_tokens) or fewer rows at once (batch size, "
+        "num_return_sequences)")
 
 
 def penalize_and_ban(logits: torch.Tensor, step: int, args: DecodeArgs, counts: PenaltyCounts | None,

@@ -28,11 +28,26 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
     if isinstance(stop, str):
+        check_encodable("stop", stop)
         return [stop]
     stops = list(stop) if hasattr(stop, "__iter__") else None
     if stops is None or not all(isinstance(s, str) for s in stops):  # 5 would fail deep in StopStrings
         raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
+    for i, s in enumerate(stops):
+        check_encodable(f"stop[{i}]", s)
     return stops
+
+
+def check_encodable(name: str, stop: str) -> None:
+    """ValueError if `stop` holds a lone surrogate ("\\ud800"; json.loads gives one for an escaped
+    half of a pair): no UTF-8 text holds one, so it could never match the generated text, and
+    encoding it to bytes (StopStrings) would fail deep inside the loop."""
+    try:
+        stop.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} {stop!r} holds the lone surrogate {stop[e.start]!r} at position {e.start}, which no "
+                         "UTF-8 text holds, so it could never match: give the character itself (in JSON as a pair, "
+                         "\\ud83d\\ude00 for 😀; in Python as '\\U0001f600')") from None
 
 
 def first_stop(text: str, stops: list[str]) -> int:

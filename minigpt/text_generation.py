@@ -44,7 +44,7 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
     failing inside torch.
     """
     if isinstance(prompt, str):
-        return torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+        return torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long)
     shape = getattr(prompt, "shape", None)  # a tensor or an array
     if shape is not None and (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)):
         prompt = prompt.reshape(-1).tolist()
@@ -53,6 +53,26 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
         raise TypeError(f"prompt must be one text (str) or its token ids (a list of ints, or a 1-D or (1, T) tensor), got {got}; "
                         "for several prompts pass a left-padded batch to generate()")
     return torch.tensor([list(prompt)], dtype=torch.long)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """A text prompt's ids, as `tokenizer.encode` gives them: a special token's name in the text is
+    refused, as tiktoken refuses it. The tokenizer's advice then, "pass allowed_special=...", is an
+    argument of encode that the text functions do not take, so the error is said again with advice
+    that works from them: encode the prompt yourself, and pass its ids."""
+    try:
+        return tokenizer.encode(text)
+    except ValueError:
+        specials = getattr(tokenizer, "special_tokens", None) or {}  # name → id (minigpt's Tokenizer)
+        found = [(text.find(name), -len(name), name) for name in specials if name in text]
+        if not found:  # another refusal: as the tokenizer says it
+            raise
+        position, _, name = min(found)  # the first in the text (the longest, of names that start there)
+        raise ValueError(
+            f"prompt contains the special token {name!r} at position {position}, which the text functions do not "
+            f"encode from text: encode the prompt yourself and pass its ids, "
+            f"tokenizer.encode(prompt, allowed_special={{{name!r}}}) for it as id {specials[name]} (or "
+            f"allowed_special='all'), or tokenizer.encode_ordinary(prompt) for it as plain text") from None
 
 
 @takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
@@ -157,31 +177,31 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
         try:
             token = int(next(steps)[0])
         except StopIteration as end:
-            if not ended and (rest := (window + tokenizer.decode(tokens))[sent - start:]):  # what was held back
+            # What was held back is final now, its last characters too: searched whole, as `cut_text` searches.
+            if not ended and (rest := until_stop((window + tokenizer.decode(tokens))[sent - start:], stops)):
                 yield rest
             return end.value
         if ended:
             continue
         if token in eos:  # the text is over: what was held back (a stop string's possible start) is final
-            if rest := (window + tokenizer.decode(tokens))[sent - start:]:
+            if rest := until_stop((window + tokenizer.decode(tokens))[sent - start:], stops):
                 yield rest
             ended = True
             continue
         tokens.append(token)
         tail = tokenizer.decode(tokens)
         text, shown = window + tail, sent - start  # (indices in `text` count from `start`)
-        if (cut := first_stop(text[shown:], stops)) >= 0:
+        # The whole characters: a U+FFFD at the end may be a character still being spelled out,
+        # neither shown nor searched (a stop string "\ufffd" would match it, and the finished text need not hold it).
+        whole = text[:max(len(whole_characters(text)), shown)]
+        if (cut := first_stop(whole[shown:], stops)) >= 0:
             if cut > 0:
                 yield text[shown:shown + cut]
             ended = True
             continue
-        ready = len(text)
-        while ready > shown and text[ready - 1] == "\ufffd":  # maybe a character still being spelled out
-            ready -= 1
         # Then hold back what could begin a stop string, judged on the whole characters: with
         # "User：" as the stop, "User" followed by a half-spelled "：" must wait too.
-        whole = text[:ready]
-        ready -= max((k for s in stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
+        ready = len(whole) - max((k for s in stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
         if ready > shown:
             yield text[shown:ready]
             sent = start + ready
@@ -237,13 +257,27 @@ def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_s
     # The loop ended the row at the first token whose text holds a stop string. What follows it are
     # pads (while other rows ran on): a pad_token_id that is a token has text, which could complete
     # a longer stop string that starts earlier. So cut the text the row had when it stopped: the
-    # shortest prefix holding a stop (once a prefix holds one, every longer one does).
+    # shortest prefix holding a stop in its whole characters, as `text_pieces` searches them (once
+    # one does, every longer one does; a half-spelled character's U+FFFD would not stay).
     lo, hi = 1, end
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if first_stop(tokenizer.decode(row[:mid]), stops) >= 0 else (mid + 1, hi)
+        lo, hi = (lo, mid) if first_stop(whole_characters(tokenizer.decode(row[:mid])), stops) >= 0 else (mid + 1, hi)
     text = tokenizer.decode(row[:lo])
-    return text[:first_stop(text, stops)]
+    return until_stop(text if lo == end else whole_characters(text), stops)
+
+
+def whole_characters(text: str) -> str:
+    """Decoded text less the U+FFFD it ends in: the part that more tokens cannot change. A character
+    spelled over several tokens decodes as U+FFFD until its last byte comes (UTF-8 starts afresh
+    after a whole character, so what comes before it stays as it is)."""
+    return text.rstrip("\ufffd")
+
+
+def until_stop(text: str, stops: list[str]) -> str:
+    """`text` up to its earliest stop string (all of it, without one)."""
+    cut = first_stop(text, stops)
+    return text if cut < 0 else text[:cut]
 
 
 # Sampling parameters that `stream` takes as one value per prompt ((B,) tensors): `generate_texts`

@@ -19,11 +19,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsPro
 
 from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.checkpoint import CONV1D_SUFFIXES
-from minigpt.generation import GenerationStats, generate, stream
+from minigpt.generation import GenerationStats, generate, sequence_buffers, stream
 from minigpt.prefill_decode import DecodeState, prefill_mask
 from minigpt.penalties import ban_repeated_ngrams
 from minigpt.stop_strings import StopStrings, first_stop
-from minigpt.text_generation import generate_text, generate_texts, stream_text, text_pieces
+from minigpt.text_generation import cut_text, generate_text, generate_texts, stream_text, text_pieces
 
 PAD = 1  # not 0: transformers' beam search pads with EOS when pad_token_id is 0 (falsy)
 
@@ -951,6 +951,26 @@ def test_an_eos_is_never_searched_for_a_stop_string(pair):
     assert out[0, T:].tolist() == r[:e + 1]
 
 
+def test_a_stop_string_holding_a_lone_surrogate_is_refused_at_the_call_by_name(pair):
+    """A server audit: stop="\\ud800" (what json.loads gives for an escaped half of a pair) failed
+    deep in the loop with UnicodeEncodeError (stop_strings.py encoding it to bytes), after the
+    prompt's prefill. It is refused at the call: a ValueError naming stop, or which of the list."""
+    model, _ = pair
+    tok, ids = ByteTokenizer(), torch.tensor([[104, 105]])
+    lone = r"holds the lone surrogate '\\u{}' at position {}, which no UTF-8 text holds, so it could never match"
+    with pytest.raises(ValueError, match=r"^stop '\\ud800' " + lone.format("d800", 0)):
+        generate(model, ids, max_new_tokens=3, stop="\ud800", tokenizer=tok)
+    with pytest.raises(ValueError, match=r"^stop\[1\] 'a\\udcff' " + lone.format("dcff", 1)):
+        stream(model, ids, max_new_tokens=3, stop=["x", "a\udcff"], tokenizer=tok)  # at the call: no next() needed
+    with pytest.raises(ValueError, match=r"^stop\[0\] '\\ud83d' " + lone.format("d83d", 0)):
+        stream_text(model, tok, "hi", max_new_tokens=3, stop=["\ud83d"])
+    with pytest.raises(ValueError, match=r"^stop '\\udfff' " + lone.format("dfff", 0)):
+        generate_texts(model, tok, ["hi"], max_new_tokens=3, stop="\udfff")
+    # A pair, as JSON decodes one, is one character: taken.
+    free = generate_text(model, tok, "hi", max_new_tokens=3)
+    assert "😀" not in free[0] and generate_text(model, tok, "hi", max_new_tokens=3, stop=json.loads(r'"\ud83d\ude00"')) == free
+
+
 def test_a_stop_string_that_starts_a_token_keeps_the_token_before_it():
     """Tokens of two characters each: "cd" is a whole token, so "ab" before it stays (the byte-per-
     token test tokenizer cannot show where a stop string starts on a token boundary)."""
@@ -1834,6 +1854,44 @@ def test_slide_is_checked_and_the_prompt_must_still_fit():
                            generate(model, ids, mask, max_new_tokens=30, slide=8, eos_token_id=[]))
 
 
+def test_a_sliding_max_new_tokens_too_big_for_its_ids_is_a_memory_error_naming_it(monkeypatch):
+    """A server audit: with slide, max_new_tokens=10**12 failed before the first token with the
+    allocator's "you tried to allocate 8000000000000 bytes" (RuntimeError), and past 2**63 bytes
+    with torch's overflow: the (B, T + max_new_tokens) ids the result needs are allocated up front.
+    Both are now a MemoryError that says the size and what shrinks it, as the KV cache's is."""
+    model = GPT(tiny_config(n_positions=16)).eval()
+    prompt = torch.tensor([[1, 2, 3]] * 2)
+    real_empty = torch.empty
+
+    def refusing(shape, *args, **kwargs):  # the CPU allocator's refusal, without risking a real 8 TB malloc
+        if isinstance(shape, tuple) and shape[0] * shape[1] > 10**9:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 16000000000048 bytes")
+        return real_empty(shape, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "empty", refusing)
+        with pytest.raises(MemoryError, match=r"^the generated ids do not fit: 2 rows × \(3 prompt \+ "
+                                              r"max_new_tokens=1,000,000,000,000\) tokens × 8 bytes is "
+                                              r"16,000,000,000,048 bytes \(14,901\.2 GiB\), which cpu could not "
+                                              r"allocate; the result holds every token, so generate fewer tokens "
+                                              r"\(max_new_tokens\) or fewer rows at once \(batch size, "
+                                              r"num_return_sequences\)$"):
+            generate(model, prompt, max_new_tokens=10**12, slide=8)
+    # Past torch's int64 byte count (its own error an overflow), with the n-gram ban's 1-byte mask.
+    with pytest.raises(MemoryError, match=r"^the generated ids do not fit: 1 row × \(3 prompt \+ "
+                                          r"max_new_tokens=4,611,686,018,427,387,904\) tokens × 9 bytes is "):
+        next(stream(model, prompt[:1], max_new_tokens=2**62, slide=8, no_repeat_ngram_size=2))
+    with monkeypatch.context() as m:  # any other failure stays what it is
+        m.setattr(torch, "empty", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("another failure")))
+        with pytest.raises(RuntimeError, match="another failure"):
+            sequence_buffers(prompt, torch.ones_like(prompt), 5, 0, 0)
+    # The buffers allocated at full width hold what the torch.cat did: the loop's tokens, as before.
+    with torch.no_grad():
+        expected = [sliding_reference(model, [1, 2, 3], 30, 8, -1)] * 2
+        assert generate(model, prompt, max_new_tokens=30, slide=8, eos_token_id=[]).tolist() == expected
+
+
 TRITON_SNIPPET = """
 import torch
 from minigpt import GPT, GPTConfig
@@ -2467,6 +2525,32 @@ def test_streamed_pieces_are_the_whole_text_cut_at_its_first_stop(ids, stops, eo
     text = tok.decode(ids[:eos_at])
     cut = first_stop(text, stops)
     assert "".join(pieces) == (text if cut < 0 else text[:cut]) and all(pieces)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(st.sampled_from(STREAM_PARTS), max_size=12).map(lambda parts: list(b"".join(parts))),
+       stops=st.lists(st.sampled_from(["\ufffd", "a\ufffd", "\ufffdb", "\u20ac", "b"]), min_size=1, max_size=2),
+       eos_at=st.integers(0, 50))
+def test_a_stop_string_holding_u_fffd_cuts_streamed_and_whole_texts_alike(ids, stops, eos_at):
+    """A server audit: with stop="\\ufffd", stream_text yielded nothing where generate_text returned
+    the whole text. A character spelled over several tokens decodes as U+FFFD until its last byte
+    comes, and text_pieces (and cut_text's search for the shortest prefix) searched that passing
+    U+FFFD. Both now search the whole characters only; the U+FFFD of bytes that are no UTF-8, or
+    of a character cut short at the end, stays and cuts."""
+    tok, eos = ByteTokenizer(), 300
+    stream_ids = ids[:eos_at] + [eos] + ids[eos_at:]
+    streamed = "".join(text_pieces(iter(torch.tensor([i]) for i in stream_ids), tok, stops, eos={eos}))
+    assert streamed == cut_text(stream_ids, tok, stops, {eos}, eos + 1)
+
+
+@pytest.mark.parametrize("text, expected", [("café ☕".encode(), "café ☕"),  # é and ☕ spelled over 2 and 3 tokens
+                                            (b"a\xffb", "a"),                 # no UTF-8: U+FFFD for good
+                                            (b"ab\xe2\x82", "ab")])           # half a "€" at the end: final
+def test_a_half_spelled_character_is_no_u_fffd_stop(text, expected):
+    """The cases of the test above, by hand: only a U+FFFD that stays in the text matches "\\ufffd"."""
+    tok, ids = ByteTokenizer(), list(text)
+    assert "".join(text_pieces(iter(torch.tensor([i]) for i in ids), tok, ["\ufffd"], eos=set())) == expected
+    assert cut_text(ids, tok, ["\ufffd"], set(), 256) == expected
 
 
 def test_a_long_stream_decodes_only_its_newest_tokens():

@@ -553,3 +553,35 @@ def test_text_functions_start_an_empty_prompt_of_a_stale_config_at_the_tokenizer
     for model, table in zip((old, own), tables):
         explain(model, tok, "", steps=40, seed=0, out=table)
     assert tables[0].getvalue() == tables[1].getvalue() and "step 0:" in tables[0].getvalue()
+
+
+def test_a_prompt_holding_a_special_tokens_name_is_told_to_pass_its_ids(tiny_checkpoint):  # noqa: F811
+    """A server audit: generate_text(model, tok, "ROMEO:<|endoftext|>") passed on the tokenizer's
+    advice, "pass allowed_special={'<|endoftext|>'}", an argument the text functions do not take
+    (followed, a TypeError). Its advice now works from them: encode the prompt yourself and pass
+    the ids, with the token's position and id kept. A refusal of another kind is the tokenizer's."""
+    from minigpt import GPT, Tokenizer
+    from minigpt.text_generation import stream_text
+
+    model, tok = GPT.from_pretrained(tiny_checkpoint).eval(), Tokenizer.from_pretrained(tiny_checkpoint)
+    prompt, eot = "To <|endoftext|>be", tok.eos_token_id
+    message = (r"^prompt contains the special token '<\|endoftext\|>' at position 3, which the text functions do not "
+               r"encode from text: encode the prompt yourself and pass its ids, tokenizer\.encode\(prompt, "
+               rf"allowed_special=\{{'<\|endoftext\|>'\}}\) for it as id {eot} \(or allowed_special='all'\), or "
+               r"tokenizer\.encode_ordinary\(prompt\) for it as plain text$")
+    for call in (lambda: generate_text(model, tok, prompt), lambda: stream_text(model, tok, prompt),
+                 lambda: generate_texts(model, tok, ["To be", prompt])):
+        with pytest.raises(ValueError, match=message):
+            call()
+    # The advice, followed: both encodings run, the special token as its id or as plain text.
+    as_id, as_text = tok.encode(prompt, allowed_special={"<|endoftext|>"}), tok.encode_ordinary(prompt)
+    assert eot in as_id and eot not in as_text
+    for ids in (as_id, as_text):
+        assert len(generate_text(model, tok, ids, max_new_tokens=3, eos_token_id=[])[0]) > 0
+
+    class Refusing(DigitsTokenizer):
+        def encode(self, text: str) -> list[int]:
+            raise ValueError("no text today")
+
+    with pytest.raises(ValueError, match="^no text today$"):
+        generate_text(model, Refusing(), prompt)

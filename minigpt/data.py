@@ -157,9 +157,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
             "val_tokens": n_tokens["val"],
             "train_bytes": n_bytes["train"],  # UTF-8 bytes of the text, for bits per byte
             "val_bytes": n_bytes["val"],
-            # Each path as its bytes read as UTF-8, as the file system holds it: under a non-UTF-8 locale
-            # (LC_ALL=C) str(p) holds "é" as the surrogates "\udcc3\udca9", which JSON writes as such.
-            "sources": [os.fsencode(p).decode("utf-8", "replace") for p in paths],
+            "sources": [stored_path(p) for p in paths],
             "val_fraction": val_fraction,
         }
         atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -238,6 +236,14 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
                 raise ValueError(f"{split}.bin would hold no tokens: the input is too short to split into a training "
                                  f"part and the last {val_fraction:g} of it held out; give more text")
     return n_tokens, n_bytes
+
+
+def stored_path(path: str | os.PathLike) -> str:
+    """A path as meta.json keeps it (and as a resumed fine-tuning run compares it): its bytes read as
+    UTF-8, any byte that is not UTF-8 written as \\xNN. str(path) would hold such bytes, and under a
+    non-UTF-8 locale (LC_ALL=C) every non-ASCII one, as lone surrogates ("é" as "\\udcc3\\udca9"),
+    which JSON writes as such; this is the same string whatever the locale, and loses nothing."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def write_ids(f: BinaryIO, ids: Sequence[int]) -> None:

@@ -54,7 +54,7 @@ from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classif
                                    tsv_files)
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
-from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
+from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch, stored_path
 from minigpt.files import atomic_write_text
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
@@ -190,7 +190,7 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime) -> Path:
     # another split (a flag given with --resume overrides the saved one, so the text is tokenized
     # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
     # refuses other data, unless --allow-new-data).
-    made_from = {"sources": [str(p) for p in cfg.data_paths()], "val_fraction": cfg.val_fraction}
+    made_from = {"sources": [stored_path(p) for p in cfg.data_paths()], "val_fraction": cfg.val_fraction}
     found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
     reused = all(found.get(k) == v for k, v in made_from.items())
     # A resumed run's new tokens go to data.new, and replace its tokens in data/ only when it

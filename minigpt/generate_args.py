@@ -36,7 +36,7 @@ import torch
 from minigpt.checks import as_count, check_flag
 from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
-from minigpt.row_params import per_row
+from minigpt.row_params import is_on, per_row, shown
 from minigpt.sampling import SAMPLING_DEFAULTS, check_backend, check_sampling_params, check_seed, resolve_backend
 from minigpt.stop_strings import stop_list
 
@@ -254,8 +254,7 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
     parameter's off value, or a tensor (values per row are no accident). Temperature 0 is greedy
     itself, so with do_sample=False it is no contradiction. seed is left out: harmless anywhere."""
     def is_set(name: str) -> bool:
-        value = sampling[name]
-        return isinstance(value, torch.Tensor) or value != SAMPLING_DEFAULTS[name]
+        return is_on(sampling[name], SAMPLING_DEFAULTS[name])
     if num_beams > 1 or not do_sample:
         greedy_temperature = not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0
         unused = [n for n in SAMPLING_DEFAULTS if is_set(n) and not (n == "temperature" and greedy_temperature)]
@@ -268,7 +267,7 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
     else:
         return
     if unused:
-        given = ", ".join(f"{n}={'(a tensor)' if isinstance(sampling[n], torch.Tensor) else sampling[n]}" for n in unused)
+        given = ", ".join(shown(n, sampling[n]) for n in unused)
         warnings.warn(f"{mode}, so {given} {'is' if len(unused) == 1 else 'are'} ignored: {fix}, or drop "
                       f"{'it' if len(unused) == 1 else 'them'}", UserWarning, stacklevel=caller_stacklevel())
 

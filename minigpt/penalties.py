@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from minigpt.checks import as_count
-from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
+from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, is_on, per_row
 
 
 def token_counts(ids: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,7 +180,7 @@ PENALTIES_OFF = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_
 def penalties_on(penalties: dict[str, Param]) -> bool:
     """Whether any penalty changes the logits, so a decode loop without any keeps no counts.
     A tensor counts as on without looking at its values (that would be a host sync)."""
-    return any(isinstance(v, torch.Tensor) or v != PENALTIES_OFF[k] for k, v in penalties.items())
+    return any(is_on(v, PENALTIES_OFF[k]) for k, v in penalties.items())
 
 
 # OpenAI's API accepts presence and frequency penalties in this range; beyond it text degenerates.

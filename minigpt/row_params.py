@@ -1,7 +1,7 @@
 """Row parameters: a sampling knob is one number for every row, or a (B,) tensor of one per row.
 
 Where it sits: every knob of `logits → penalties → n-gram ban → filters → draw` (the three
-penalties; temperature, top_k, top_p, min_p) is a `Param`. Both minigpt/penalties.py and
+penalties; temperature, top_k, top_p, min_p, typical_p) is a `Param`. Both minigpt/penalties.py and
 minigpt/sampling.py take them, so what they share lives here, below both:
 - `check_param` (a value in its allowed range; the error names the argument and the range) and
   `check_logits` (one row of logits per sequence, (B, V)): the checks their entry points run once;
@@ -10,6 +10,8 @@ minigpt/sampling.py take them, so what they share lives here, below both:
 - `as_column` shapes one for broadcasting over the vocabulary: (B,) → (B, 1); a number stays a float;
 - `as_tensor` makes a number a (B,) tensor too, for code that takes tensors alone: the fused
   kernel, and the compiled penalties (so numbers and per-row values share one graph).
+- `is_on` says whether a parameter changes anything (warnings, the fused kernel's reach, the
+  penalties' counts), and `shown` how an error or warning writes one.
 
 The ranges themselves sit with the code they guard: `PARAM_RANGES` in minigpt/sampling.py,
 `PENALTY_RANGE` in minigpt/penalties.py.
@@ -23,6 +25,17 @@ import torch
 from minigpt.checks import is_bool
 
 Param = float | int | torch.Tensor  # one value for every row, or a (B,) tensor of per-row values
+
+
+def is_on(value: Param, off: float) -> bool:
+    """Whether a parameter changes anything: not its `off` value, or a tensor (values per row are no
+    accident, and reading them to see would be a host sync)."""
+    return isinstance(value, torch.Tensor) or value != off
+
+
+def shown(name: str, value: Param) -> str:
+    """A parameter as a warning or an error writes it: `top_p=0.9`, or `top_p=(a tensor)`."""
+    return f"{name}={'(a tensor)' if isinstance(value, torch.Tensor) else value}"
 
 
 def check_param(name: str, value: Param, ok, allowed: str) -> None:

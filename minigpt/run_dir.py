@@ -700,25 +700,38 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
 
 def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: dict | None, cfg) -> dict:
     """The saved state's weights, completed with the frozen ones this run loaded from --init: every
-    weight of the model, for one strict `load_state_dict`. A state saved before minigpt left the
-    frozen weights out (no "frozen" entry) holds them all, and is read as it is.
+    weight of the model, for one strict `load_state_dict`.
 
     A state that froze other weights than these settings freeze is left to `restore`'s error for
-    other trainable parameters. Frozen weights whose values changed are refused here: --init no
-    longer holds the weights the run's adapters or blocks were trained on top of."""
+    other trainable parameters. Frozen weights that differ from --init's are refused here: the
+    run's adapters or blocks were trained on top of other weights. A state saved before minigpt
+    left the frozen weights out (no "frozen" entry) holds them all, and they are compared with
+    --init's too: the next checkpoint records --init's digest as the weights this run trained on."""
     saved = state.get("frozen")
-    if saved is None:
-        return state["model"]
-    if frozen is None or saved["names"] != frozen["names"]:
-        return state["model"]  # (missing weights: load_state_dict names them)
-    if saved["digest"] != frozen["digest"]:
-        source = f"--init {cfg.init}" if getattr(cfg, "init", None) else "the model given"
-        raise ValueError(f"{path} was saved beside other frozen weights than {source} holds now: the run trained its "
-                         "weights on top of the frozen ones it started from, which have changed since (other files, "
-                         "another revision). Give --init the checkpoint the run started from, or start a new run with "
-                         "another --out")
+    if frozen is None or (saved is not None and saved["names"] != frozen["names"]):
+        return state["model"]  # nothing frozen now, or other weights: load_state_dict names what differs
     now = raw_model.state_dict()
+    if saved is None:
+        same = all(name not in state["model"] or torch.equal(state["model"][name], now[name]) for name in frozen["names"])
+    else:
+        same = saved["digest"] == frozen["digest"]
+    if not same:
+        raise ValueError(frozen_weights_changed(path, state, cfg))
     return {**{name: now[name] for name in frozen["names"]}, **state["model"]}
+
+
+def frozen_weights_changed(path: Path, state: dict, cfg) -> str:
+    """The error for a resume whose --init holds other frozen weights than the run trained beside."""
+    init, started = getattr(cfg, "init", None), state["config"].get("init")
+    out = Path(cfg.out).resolve()
+    from_run = f" (the run started from --init {started})" if started and started != init else ""
+    if init and (Path(init).resolve() == out or out in Path(init).resolve().parents):
+        return (f"--init {init} is this run's own checkpoint, whose weights hold what the run trained (merged in), not "
+                f"the frozen weights it trains beside: give --init the checkpoint the run started from{from_run}")
+    source = f"--init {init}" if init else "the model given"
+    return (f"{path} was saved beside other frozen weights than {source} holds now{from_run}: the run trained its "
+            "weights on top of frozen ones that have changed since (other files, another revision). Give --init the "
+            "checkpoint the run started from, or start a new run with another --out")
 
 
 # What AdamW (minigpt/optimizer.py's, without amsgrad) keeps for each parameter it has stepped.

@@ -32,11 +32,12 @@ filter, so typical_p < 1 samples with torch (`resolve_backend`).
 What this file does not do: beam search (minigpt/beam_search.py), or eta / epsilon / top-h sampling.
 
 Adding a filter: its `apply_*` function, its place in `filter_unchecked` and `token_picker`, its
-range in `PARAM_RANGES` and off value in `SAMPLING_DEFAULTS`, and its argument in the public
+range in `PARAM_RANGES` and off value in `SAMPLING_DEFAULTS`, its argument in the public
 signatures (`filter_logits`, `sample`, `token_picker`, minigpt/generation.py's `stream`,
-minigpt/explain.py's `explain`) and its flag in minigpt/generate_cli.py's parser. The rest (the
-checks, per-row spreading, warnings, the CLI's refusals and per-prompt values) reads the two tables.
-The fused kernel runs the filters of `KERNEL_FILTERS`; `resolve_backend` keeps any other on torch.
+minigpt/explain.py's `explain`, and there its stage in the table) and its flag in
+minigpt/generate_cli.py's parser. The rest (the checks, per-row spreading, warnings, the CLI's
+refusals and per-prompt values) reads the two tables. The fused kernel runs the filters of
+`KERNEL_FILTERS`; `resolve_backend` keeps any other on torch.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from typing import Callable
 import torch
 
 from minigpt.checks import as_count, is_bool
-from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, per_row
+from minigpt.row_params import Param, as_column, as_tensor, check_logits, check_param, is_on, per_row, shown
 from minigpt.sampling_cpu import min_p_shortlist, top_k_shortlist, top_p_cut_in_head
 
 # The penalties live in minigpt/penalties.py; they are importable from here too, as part of the
@@ -472,15 +473,14 @@ KERNEL_FILTERS = ("temperature", "top_k", "top_p", "min_p")
 def torch_only(sampling: dict) -> list[str]:
     """The filters in `sampling` (parameters by name) that are on and that the fused kernel does not
     run. On: not at its off value, or a tensor (values per row are no accident)."""
-    return [name for name, value in sampling.items() if name not in KERNEL_FILTERS
-            and (isinstance(value, torch.Tensor) or value != SAMPLING_DEFAULTS[name])]
+    return [name for name, value in sampling.items() if name not in KERNEL_FILTERS and is_on(value, SAMPLING_DEFAULTS[name])]
 
 
 def check_kernel_runs(sampling: dict, name: str = "backend") -> None:
     """The fused kernel would skip a filter it does not run without a word, so asking it for one
     is refused (backend "auto" samples it with torch)."""
     if beyond := torch_only(sampling):
-        given = ", ".join(f"{n}={'(a tensor)' if isinstance(sampling[n], torch.Tensor) else sampling[n]}" for n in beyond)
+        given = ", ".join(shown(n, sampling[n]) for n in beyond)
         raise ValueError(f"{name}='triton' has no {' or '.join(beyond)} filter ({given}): use {name}='torch' or "
                          "'auto', which samples with torch")
 

@@ -35,16 +35,16 @@ from minigpt.stop_strings import first_stop, stop_list
 from minigpt.tokenizer_batch import pad_rows
 
 
-def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
+def prompt_ids(tokenizer, prompt: str | list[int], name: str = "prompt") -> torch.Tensor:
     """One prompt, as text or its token ids (a list, or a 1-D tensor or NumPy array, or a (1, T)
     one as the tokenizer's `return_tensors="pt"` gives) → ids (1, T).
 
     The text-in functions continue *one* prompt; several prompts are a padded batch for
     `generate`, so a list of texts (or a (B > 1, T) array) is refused here by name instead of
-    failing inside torch.
+    failing inside torch. `name` is the prompt's in errors (`generate_texts`' prompts[i]).
     """
     if isinstance(prompt, str):
-        return torch.tensor([encode_prompt(tokenizer, prompt)], dtype=torch.long)
+        return torch.tensor([encode_prompt(tokenizer, prompt, name)], dtype=torch.long)
     shape = getattr(prompt, "shape", None)  # a tensor or an array
     if shape is not None and (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)):
         prompt = prompt.reshape(-1).tolist()
@@ -55,7 +55,7 @@ def prompt_ids(tokenizer, prompt: str | list[int]) -> torch.Tensor:
     return torch.tensor([list(prompt)], dtype=torch.long)
 
 
-def encode_prompt(tokenizer, text: str) -> list[int]:
+def encode_prompt(tokenizer, text: str, name: str = "prompt") -> list[int]:
     """A text prompt's ids, as `tokenizer.encode` gives them: a special token's name in the text is
     refused, as tiktoken refuses it. The tokenizer's advice then, "pass allowed_special=...", is an
     argument of encode that the text functions do not take, so the error is said again with advice
@@ -64,14 +64,14 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
         return tokenizer.encode(text)
     except ValueError:
         specials = getattr(tokenizer, "special_tokens", None) or {}  # name → id (minigpt's Tokenizer)
-        found = [(text.find(name), -len(name), name) for name in specials if name in text]
+        found = [(text.find(token), -len(token), token) for token in specials if token in text]
         if not found:  # another refusal: as the tokenizer says it
             raise
-        position, _, name = min(found)  # the first in the text (the longest, of names that start there)
+        position, _, token = min(found)  # the first in the text (the longest, of names that start there)
         raise ValueError(
-            f"prompt contains the special token {name!r} at position {position}, which the text functions do not "
+            f"{name} contains the special token {token!r} at position {position}, which the text functions do not "
             f"encode from text: encode the prompt yourself and pass its ids, "
-            f"tokenizer.encode(prompt, allowed_special={{{name!r}}}) for it as id {specials[name]} (or "
+            f"tokenizer.encode(prompt, allowed_special={{{token!r}}}) for it as id {specials[token]} (or "
             f"allowed_special='all'), or tokenizer.encode_ordinary(prompt) for it as plain text") from None
 
 
@@ -341,7 +341,7 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     encoded, V = [], model.config.vocab_size
     for i, prompt in enumerate(prompts):
         try:
-            encoded.append(starting(prompt_ids(tokenizer, prompt)[0].tolist(), start))
+            encoded.append(starting(prompt_ids(tokenizer, prompt, f"prompts[{i}]")[0].tolist(), start))
         except TypeError:
             raise TypeError(f"prompts[{i}] must be one text (str) or its token ids (a list of ints), "
                             f"got {type(prompt).__name__}") from None

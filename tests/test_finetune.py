@@ -540,6 +540,21 @@ def test_a_training_state_leaves_out_the_frozen_weights_and_resumes_exactly(base
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_a_resume_reuses_the_tokens_of_a_data_file_whose_name_is_not_utf8(base, tmp_path, capsys):
+    """A review: meta.json came to store a path's bytes read as UTF-8 while the resumed run compared
+    str(path), so a --data file named in Latin-1 ("caf\\xe9.txt"; under LC_ALL=C any non-ASCII
+    name) never matched, and every --resume tokenized the whole text again. Both sides now spell it
+    as `stored_path` does."""
+    data = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.txt")  # how Python holds the name: "caf\udce9.txt"
+    shutil.copy(base / "corpus.txt", data)
+    args = ("--data", data, "--strategy", "lora")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    assert json.loads((tmp_path / "o" / "data" / "meta.json").read_text())["sources"] == [f"{tmp_path}/caf\\xe9.txt"]
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", *args, "--resume") == 0
+    assert "tokenizing" not in capsys.readouterr().err
+
+
 def test_resume_refuses_frozen_weights_that_changed_under_init(base, tmp_path, capsys):
     """The frozen weights come from --init at --resume: an --init whose weights changed since the
     run started (another revision of a hub model, files overwritten) would pair the trained
@@ -558,6 +573,45 @@ def test_resume_refuses_frozen_weights_that_changed_under_init(base, tmp_path, c
     assert (f"training_state.pt was saved beside other frozen weights than --init {init} holds now" in
             capsys.readouterr().err)
     assert (tmp_path / "o" / "training_state.pt").read_bytes() == before
+
+
+def test_a_state_saved_with_every_weight_and_a_changed_init_is_refused(base, tmp_path, capsys):
+    """A review: a state saved with every weight (before the frozen ones were left out), resumed
+    with an --init whose weights changed, trained on with the state's frozen weights and saved the
+    digest of --init's, so the resume after it swapped the frozen weights without a word. Its frozen
+    weights are now compared with --init's, and refused as a digest that differs is."""
+    init = tmp_path / "init"
+    shutil.copytree(base / "base", init)
+    args = ("--data", str(base / "corpus.txt"), "--strategy", "lora", "--init", str(init))
+    assert _run(base, tmp_path / "old", *args, "--max-iters", "2") == 0
+    path = tmp_path / "old" / "training_state.pt"
+    state = torch.load(path, weights_only=True)
+    model = GPT.from_pretrained(init)
+    apply_strategy(model, "lora", verbose=False)
+    state["model"] = {**model.state_dict(), **state["model"]}
+    del state["frozen"]
+    torch.save(state, path)
+    with torch.no_grad():
+        model = GPT.from_pretrained(init)
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1
+    model.save_pretrained(init)
+    capsys.readouterr()
+    assert _run(base, tmp_path / "old", *args, "--resume") == 2
+    assert f"was saved beside other frozen weights than --init {init} holds now" in capsys.readouterr().err
+
+
+def test_resume_with_init_the_runs_own_checkpoint_says_so(base, tmp_path, capsys):
+    """A review: `--resume --init OUT` on a LoRA run (its merged checkpoint as the base) was said to
+    be an --init "changed since (other files, another revision)". It is named as what it is, with
+    the --init the run started from."""
+    args = ("--data", str(base / "corpus.txt"), "--strategy", "lora")
+    assert _run(base, tmp_path / "o", *args, "--max-iters", "2") == 0
+    capsys.readouterr()
+    for init in (tmp_path / "o", tmp_path / "o" / "best"):
+        assert _run(base, tmp_path / "o", *args, "--resume", "--init", str(init)) == 2
+        assert (f"--init {init} is this run's own checkpoint, whose weights hold what the run trained (merged in), not "
+                f"the frozen weights it trains beside: give --init the checkpoint the run started from (the run started "
+                f"from --init {base / 'base'})") in capsys.readouterr().err
 
 
 def test_a_state_saved_with_every_weight_still_resumes(base, tmp_path):

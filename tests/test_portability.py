@@ -331,6 +331,20 @@ def test_a_bar_redraws_rarely_into_a_file_and_as_before_on_a_terminal(monkeypatc
     assert redraws(Terminal(), steps, seconds, monkeypatch) >= steps
 
 
+def test_a_notebooks_bar_and_tqdms_own_interval_are_left_as_tqdm_has_them(monkeypatch):
+    """A review: a Jupyter cell's stream (ipykernel's OutStream) says it is no terminal, so its bars
+    sat at their first state for 30 s; and TQDM_MININTERVAL, tqdm's own setting, lost to the 30 s.
+    A notebook's stream redraws as a terminal does, and tqdm's settings win where they are set."""
+    Notebook = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})  # isatty() False, as ipykernel's
+    steps, seconds = 200, 0.5
+    assert redraws(Notebook(), steps, seconds, monkeypatch) >= steps
+    monkeypatch.setenv("TQDM_MININTERVAL", "1")
+    monkeypatch.setenv("TQDM_MAXINTERVAL", "1")
+    bar = progress_bar(total=1, file=io.StringIO())
+    assert (bar.mininterval, bar.maxinterval) == (0.1, 10)  # tqdm's defaults here: its env setting was read at its import
+    bar.close()
+
+
 def test_training_s_bar_is_not_redrawn_at_each_log_record(tmp_path, capsys):
     """A portability audit: training's bar took each log record's numbers with set_postfix, which
     redraws at once, whatever the bar's interval: a record every step was a redraw every step in a

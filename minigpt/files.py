@@ -231,6 +231,22 @@ def read_text_or_stdin(path: str | os.PathLike) -> str:
 BYTE_ORDER_MARKS = {"utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)}
 
 
+def typed_text(flag: str, value: str) -> str:
+    """A text typed on the command line (a prompt, a stop string), as it was typed: UTF-8.
+
+    Python decodes argv in the locale's encoding, and holds the bytes it cannot decode as lone
+    surrogates: under LC_ALL=C (without Python's UTF-8 mode) "é" arrives as "\\udcc3\\udca9", and
+    tokenized so it would be other tokens without a word. Those bytes, read as UTF-8, are the text;
+    bytes that are no UTF-8 are refused, naming the flag. (A path is left as Python holds it: open()
+    encodes it back to the same bytes.)"""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8(flag, e) from None
+    except UnicodeEncodeError as e:  # a surrogate that no byte was: no text at all
+        raise ValueError(f"{flag} holds a lone surrogate ({e.object[e.start]!r}), which is no text") from None
+
+
 def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> ValueError:
     """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
     fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).

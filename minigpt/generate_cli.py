@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from minigpt.cli import flag_words
 from minigpt.config import CHECKPOINTS
-from minigpt.files import not_utf8, read_text_or_stdin, source_name
+from minigpt.files import read_text_or_stdin, source_name, typed_text
 from minigpt.generation import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.penalties import PENALTIES_OFF
@@ -381,19 +381,18 @@ def check_model_path(args: argparse.Namespace) -> None:
 def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[int]]:
     """The prompt (--prompt, or --prompt-file's text), and --prompts-file's records and their lines
     (`read_prompts`). A file missing, a directory, unreadable, not UTF-8, or with a line that is no
-    prompt is a ValueError that names its flag."""
+    prompt is a ValueError that names its flag. Text typed as a flag (--prompt, --stop) is read as
+    UTF-8 whatever the locale (`typed_text`)."""
+    if args.prompt is not None:
+        args.prompt = typed_text("--prompt", args.prompt)
+    if args.stop:
+        args.stop = [typed_text("--stop", stop) for stop in args.stop]
     try:
         prompt = read_text_or_stdin(args.prompt_file) if args.prompt_file else args.prompt
         records, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
     except (OSError, ValueError) as e:
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"
         raise ValueError(f"cannot read {flag}: {e}") from None
-    if args.prompt is not None:  # argv bytes that are no UTF-8 arrive as surrogates, which no output can print
-        try:
-            args.prompt.encode("utf-8", "surrogateescape").decode("utf-8")
-        except UnicodeError as e:
-            raise not_utf8("--prompt", e) if isinstance(e, UnicodeDecodeError) else ValueError(
-                f"--prompt holds a lone surrogate ({e.object[e.start]!r}), which is no text") from None
     return prompt, records, lines
 
 

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from minigpt.files import STDIN, read_text_or_stdin
+from minigpt.files import STDIN, read_text_or_stdin, typed_text
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         tok = Tokenizer.from_pretrained(args.tokenizer or "gpt2")
         # Standard input as UTF-8, whatever the locale: bytes in another encoding are an error
         # that says so, not U+FFFD encoded without a word (or a traceback).
-        text = read_text_or_stdin(STDIN) if args.text is None else args.text
+        text = read_text_or_stdin(STDIN) if args.text is None else typed_text("TEXT", args.text)
     except (ValueError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

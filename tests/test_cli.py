@@ -368,6 +368,24 @@ def test_a_non_ascii_path_under_the_c_locale_is_printed_as_its_bytes(tmp_path):
     assert r"dir \udcc3\udca9/missing.txt" in err, err  # backslashreplace, Python's own for stderr
 
 
+def test_text_typed_under_the_c_locale_is_read_as_the_utf8_it_was_typed_in(tmp_path):
+    """A portability audit: under LC_ALL=C, `minigpt tokenize "héllo 日本 🎉"` encoded each byte of
+    "é", "日本" and "🎉" as a character of its own (the surrogates Python holds them as): 6 ids
+    where the text has 11, other ids without a word; `--prompt` and `--stop` were read so too.
+    Typed text is now read as the UTF-8 it was typed in (`typed_text`)."""
+    from minigpt import Tokenizer
+    from minigpt.files import typed_text
+
+    text = "héllo 日本 🎉"
+    r = minigpt_in_c_locale(["tokenize", text], tmp_path, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    assert f"ids:    {Tokenizer.from_pretrained('gpt2').encode(text)}\n" in r.stdout.decode("utf-8")
+    assert "10 characters → 11 tokens" in r.stdout.decode("utf-8")
+    assert typed_text("--stop", "Rom\udcc3\udca9o") == "Roméo" and typed_text("--prompt", text) == text
+    with pytest.raises(ValueError, match="--prompt is not UTF-8 text: byte 0xe9 at offset 3"):
+        typed_text("--prompt", "caf\udce9")  # a Latin-1 "é" typed: no UTF-8
+
+
 def test_redirected_stdout_writes_a_paths_bytes_back_and_stderr_escapes_what_it_cannot_encode(monkeypatch):
     """A portability audit: `reconfigure(encoding="utf-8")` alone resets errors to "strict", so a
     path held as surrogates (a C locale's undecodable bytes) killed the print that named it, on

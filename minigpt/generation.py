@@ -291,7 +291,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
     new_tokens, kept_steps = torch.stack([n_drawn.sum(), n_drawn.max()]).tolist()  # one host sync
-    out = trim_output(input_ids, out, kept_steps, cuts, pad, eos_ids)  # (B, T + kept_steps)
+    out = trim_output(seq, T, kept_steps, cuts, pad, eos_ids)  # (B, T + kept_steps)
     if not return_stats:
         return out
     # Every row was live at the first step: its B tokens are prefill's. `step` decode forwards ran
@@ -431,19 +431,24 @@ def next_logits(state: DecodeState, ids: torch.Tensor, so_far: torch.Tensor, pad
     of `so_far` (B, T + steps) are prefilled again instead, from position 0, and decoding goes on."""
     if not state.full():
         return state.step(ids[:, None])  # (B, 1)
+    so_far = so_far[:, -state.model.config.n_positions:]  # all that a prefill can read again: a copy below is this wide
     if not pad_is_token:  # a finished row's pads, which no one reads, as an id the embedding has
         so_far = so_far.masked_fill(so_far == pad, 0)
     return state.slide(so_far, slide)
 
 
-def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: dict[int, int], pad: int,
+def trim_output(seq: torch.Tensor, T: int, steps: int, cuts: dict[int, int], pad: int,
                 eos_ids: torch.Tensor) -> torch.Tensor:
-    """The prompts (B, T) and the loop's tokens `out` (B, max_new_tokens) → the result (B, T + steps).
+    """The loop's sequences `seq` (B, T + max_new_tokens: the prompts, then its tokens) → the result
+    (B, T + steps).
 
     `steps` counts the steps in which some row was unfinished: on a GPU the loop may run a few
     all-pad steps past the end, which are dropped here. `cuts` maps each row cut at a stop string
-    to the generated tokens it keeps; the rest of the row becomes pads.
+    to the generated tokens it keeps; the rest of the row becomes pads. The result is a view of
+    `seq`, not a copy, which would double the peak that `sequence_buffers` checked; unless most of
+    `seq` went unused (the rows ended early): then a copy, smaller than `seq`, lets it go.
     """
+    out = seq[:, T:]
     if cuts:
         # A row cut at its stop string ends before the step that found it, so the output is as wide
         # as its longest row: a cut row's kept tokens, another's up to its EOS (or every step).
@@ -452,4 +457,5 @@ def trim_output(input_ids: torch.Tensor, out: torch.Tensor, steps: int, cuts: di
         hit = torch.isin(out[:, :steps], eos_ids)  # (B, steps)
         lengths = torch.where(hit.any(1), hit.int().argmax(1) + 1, steps).tolist()
         steps = max(cuts.get(row, length) for row, length in enumerate(lengths))
-    return torch.cat([input_ids, out[:, :steps]], dim=1)  # (B, T + steps)
+    kept = seq[:, :T + steps]
+    return kept if 2 * steps >= out.size(1) else kept.clone()

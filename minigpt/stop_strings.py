@@ -71,7 +71,11 @@ class StopStrings:
         self.stops = [s.encode("utf-8") for s in stops]
         # minigpt's Tokenizer gives a token's raw bytes. Another library's (transformers', passed as
         # its generate takes one) gives text only: its bytes, a half-spelled character as U+FFFD.
-        self.decode_bytes = getattr(tokenizer, "decode_bytes", None) or (lambda ids: tokenizer.decode(ids).encode("utf-8"))
+        # The search leaves that out at the end, as the text functions do (`whole_characters`),
+        # until the character is whole: a stop string "\ufffd" matches only a U+FFFD that stays.
+        own = getattr(tokenizer, "decode_bytes", None)
+        self.decode_bytes = own or (lambda ids: tokenizer.decode(ids).encode("utf-8"))
+        self.searched_bytes = own or (lambda ids: tokenizer.decode(ids).rstrip("\ufffd").encode("utf-8"))
         self.window = max(len(s) for s in self.stops)
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]
 
@@ -81,7 +85,7 @@ class StopStrings:
         ids = self.ids[row]
         ids.append(token)
         tail = ids[-self.window:]
-        text = self.decode_bytes(tail)
+        text = self.searched_bytes(tail)
         starts = [text.find(s) for s in self.stops if s in text]
         if not starts:
             return None

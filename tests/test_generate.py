@@ -1892,6 +1892,47 @@ def test_a_sliding_max_new_tokens_too_big_for_its_ids_is_a_memory_error_naming_i
         assert generate(model, prompt, max_new_tokens=30, slide=8, eos_token_id=[]).tolist() == expected
 
 
+def test_the_result_is_the_loops_buffer_and_a_slide_copies_at_most_a_context(monkeypatch):
+    """A review: the MemoryError checked the ids' buffer once, but the result was a torch.cat of the
+    prompt and the loop's tokens (a second buffer at the end, after all the work), and every slide
+    with a pad that is no token copied the whole sequence so far (a cost growing with it). The
+    result is now a view of the buffer (a smaller copy only when rows ended before half of it), and
+    a slide copies at most the n_positions tokens a prefill can read again."""
+    import minigpt.generation
+    from minigpt.prefill_decode import DecodeState
+
+    model = GPT(tiny_config(n_positions=16)).eval()
+    prompt = torch.tensor([[1, 2, 3]] * 2)
+    made, widths = [], []
+    real_buffers, real_slide = minigpt.generation.sequence_buffers, DecodeState.slide
+    monkeypatch.setattr(minigpt.generation, "sequence_buffers", lambda *a: made.append(real_buffers(*a)) or made[-1])
+    monkeypatch.setattr(DecodeState, "slide", lambda self, ids, keep: widths.append(ids.size(1)) or real_slide(self, ids, keep))
+    out = generate(model, prompt, max_new_tokens=40, slide=8, eos_token_id=[], pad_token_id=10**6 % 300)
+    assert out.shape == (2, 43) and out.data_ptr() == made[-1][0].data_ptr()  # the buffer itself: no second copy
+    assert widths and max(widths) <= 16
+    eos = int(out[0, 4])  # row 0's second new token: both rows end within a few steps of 40
+    early = generate(model, prompt, max_new_tokens=40, slide=8, eos_token_id=eos)
+    assert early.size(1) < 3 + 20 and early.untyped_storage().nbytes() == early.numel() * 8  # a copy, not the buffer
+
+
+def test_a_stop_string_of_u_fffd_waits_for_a_whole_character_with_a_transformers_tokenizer():
+    """A review: StopStrings reads another library's tokenizer through its text, where a character
+    half spelled is U+FFFD: `stop="\\ufffd"` ended a row at "caf" + the first byte of "é", where
+    minigpt's own tokenizer (raw bytes) went on to "café!". The half-spelled end is left out until
+    it is whole, as the text functions leave it out."""
+    from transformers import GPT2TokenizerFast
+
+    from minigpt.tokenizer import GPT2_DIR
+
+    hf = GPT2TokenizerFast.from_pretrained(GPT2_DIR)
+    ids = hf.encode("caf") + [hf.convert_tokens_to_ids("Ã"), hf.convert_tokens_to_ids("©")] + hf.encode("!")
+    assert hf.decode(ids) == "café!" and hf.decode(ids[:-2]).endswith("\ufffd")
+    stops = StopStrings(hf, ["\ufffd"], batch_size=1)
+    assert [stops.add(0, token) for token in ids] == [None] * len(ids)
+    stops = StopStrings(hf, ["é!"], batch_size=1)
+    assert [stops.add(0, token) for token in ids][-1] == len(ids) - 3  # "caf" kept: é's first byte starts the stop
+
+
 TRITON_SNIPPET = """
 import torch
 from minigpt import GPT, GPTConfig

@@ -519,6 +519,29 @@ def test_a_listed_top_p_bracket_and_the_tokens_above_it(device: str, splits: int
 
 
 @on_devices
+@pytest.mark.parametrize("V, splits", [(6, 1), (2048, 1), (64, 2)])
+def test_top_p_drops_a_tail_whose_mass_is_exactly_1_minus_top_p(device: str, V: int, splits: int):
+    """Masses .5, .25, .125, .0625, .03125, .03125 (-inf up to V): the kernel's weights exp2((l - m) · c2)
+    come out exact powers of 2, so the mass above a token reaches top_p .5, .75, .875 exactly. There
+    transformers drops the tail (cumulative mass ≤ 1 - top_p) and keeps 1, 2, 3 tokens; so does the
+    kernel, one program or split: every draw lies in that set and each of its tokens is drawn. (A
+    mutation audit found no test with such a row for the torch path; tests/test_sampling.py's test of
+    the same name covers it. The kernel's rounding can move a cut within ~1e-6 of the mass, see its
+    docstring, but these sums are exact.)"""
+    from minigpt.kernels.sampling import fused_sample
+
+    row = torch.full((V,), float("-inf"))
+    row[:6] = torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125]).log()
+    n = 48 if device == "cpu" else 1000  # draws per top_p: the interpreter is slow
+    settings = [(1.0, 0, top_p, 0.0) for top_p in (0.5, 0.75, 0.875) for _ in range(n)]
+    tokens = fused_sample(row.expand(len(settings), V).contiguous().to(device), **params(settings, device),
+                          **seed_offset(0, 0, device), splits=splits).cpu()
+    for i, (top_p, n_kept) in enumerate([(0.5, 1), (0.75, 2), (0.875, 3)]):
+        assert int(reference_probs(row, *settings[i * n]).count_nonzero()) == n_kept, top_p  # transformers' set
+        assert sorted(set(tokens[i * n:(i + 1) * n].tolist())) == list(range(n_kept)), top_p
+
+
+@on_devices
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("splits", [1, 4], ids=["one-program", "split"])
 def test_top_k_1_keeps_one_of_two_neighbouring_half_precision_logits(device: str, dtype: torch.dtype, splits: int):

@@ -64,6 +64,38 @@ def test_cache_matches_full_forward_124m():
 
 
 @torch.no_grad()
+def test_decode_state_steps_match_a_full_forward_of_each_row():
+    """DecodeState, as the decode loops drive it: prefill a left-padded batch (prompts of 5 and 2
+    tokens), then decode 4 steps; each step's logits equal a cache-free forward of that row's
+    tokens so far. The helper above computes its own positions, so this file missed an off-by-one
+    in DecodeState.start (a mutation audit: position_ids without `+ 1` gave the first new token
+    the prompt's last position, and every step after it one too few)."""
+    from minigpt.prefill_decode import DecodeState
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=512)).eval()
+    lengths, steps = [5, 2], 4
+    ids, mask = left_padded_batch(lengths, model.config.vocab_size)
+    T = ids.size(1)
+    rows = [ids[b, T - n:].tolist() for b, n in enumerate(lengths)]
+    state = DecodeState(model, mask, max_new_tokens=steps + 1)
+    logits = state.prefill(ids)
+    worst = 0.0
+    for step in range(steps + 1):
+        for b, row in enumerate(rows):
+            full, _ = model(torch.tensor([row]))  # no cache, no padding: the reference
+            worst = max(worst, (logits[b] - full[0, -1]).abs().max().item())
+        if step == steps:
+            break
+        tokens = logits.argmax(-1)  # (B,)
+        for row, token in zip(rows, tokens.tolist()):
+            row.append(token)
+        logits = state.step(tokens[:, None])
+    print(f"DecodeState: max |cached - full| logits: {worst:.2e}")
+    assert worst < 2e-6  # measured 1.8e-7 (0.57 with the off-by-one)
+
+
+@torch.no_grad()
 def test_pad_rows_never_nan():
     torch.manual_seed(0)
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=256)).eval()

@@ -898,3 +898,48 @@ def test_a_per_row_parameter_needs_one_row_of_logits_per_value(f, name, value):
     assert f(x[:, -1], value).shape == (2, 10)
     with pytest.raises(ValueError, match="logits must have a vocabulary dim.*0-d"):
         f(torch.tensor(1.0), 0.5 if name != "top_k" else 1)
+
+
+def exact_mass_row(masses: list[float], V: int) -> torch.Tensor:
+    """(1, V) logits: the log of `masses` (binary fractions summing to 1, so that the softmax and its
+    cumulative sums come out exact), then -inf up to V (no mass: the sums stay exact)."""
+    x = torch.full((1, V), float("-inf"))
+    x[0, :len(masses)] = torch.tensor(masses).log()
+    return x
+
+
+@pytest.mark.parametrize("V", [6, 2048])  # 2048: past TOP_P_HEAD, so on a CPU the cut is sought in a head
+@pytest.mark.parametrize("top_p, n_kept", [(0.5, 1), (0.75, 2), (0.875, 3)])
+def test_top_p_drops_a_tail_whose_mass_is_exactly_1_minus_top_p(V, top_p, n_kept):
+    """Masses .5, .25, .125, .0625, .03125, .03125: cumulated from the least likely they reach
+    1 - top_p exactly, and transformers drops that tail (cum ≤ 1 - top_p), keeping 1, 2, 3 tokens.
+    No test had such a row: a mutation audit's `cum < 1 - p` in top_p_cut_by_sort (the sort, V 6)
+    and `tail >= 1 - p` in top_p_cut_in_head (the CPU head, V 2048) each kept one token more and
+    passed every test. apply_top_p (top_p a number or per row) and `sample`'s CPU path keep what
+    TopPLogitsWarper keeps, and the draws take each kept token."""
+    from minigpt.sampling_cpu import TOP_P_HEAD, top_p_cut_in_head
+
+    x = exact_mass_row([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125], V)
+    assert (top_p_cut_in_head(x, top_p) is not None) == (V > TOP_P_HEAD)  # the path this V is meant to take
+    theirs = TopPLogitsWarper(top_p)(None, x.clone())
+    assert theirs.isfinite()[0].nonzero().flatten().tolist() == list(range(n_kept))
+    assert_same_filter(apply_top_p(x, top_p), theirs)
+    assert_same_filter(apply_top_p(x, torch.tensor([top_p])), theirs)
+    tokens = sample(x.expand(2000, V), top_p=top_p, seed=0)
+    assert sorted(set(tokens.tolist())) == list(range(n_kept))
+
+
+@pytest.mark.parametrize("typical_p, kept", [(0.25, [1]), (0.75, [0, 1])])
+def test_typical_p_keeps_up_to_the_token_whose_mass_reaches_typical_p_exactly(typical_p, kept):
+    """Masses .5, .25, .125, .125: the entropy is 1.213 nats, so by typicality |-log p - H| the order
+    is .25 (0.17), .5 (0.52), then the .125s (0.87), and the mass cumulates to .25, .75, 1, 1:
+    exactly typical_p. transformers keeps up to and including the token that reaches it; no test
+    had a row where the mass lands on typical_p, and a mutation audit's `cum <= mass` in
+    apply_typical_p (which keeps the next token too: 2 and 4 tokens) passed every test.
+    apply_typical_p and `sample`'s CPU path keep what TypicalLogitsWarper keeps."""
+    x = exact_mass_row([0.5, 0.25, 0.125, 0.125], 4)
+    theirs = TypicalLogitsWarper(typical_p)(None, x.clone())
+    assert theirs.isfinite()[0].nonzero().flatten().tolist() == kept
+    assert_same_filter(apply_typical_p(x, typical_p), theirs)
+    tokens = sample(x.expand(2000, 4), typical_p=typical_p, seed=0)
+    assert sorted(set(tokens.tolist())) == kept

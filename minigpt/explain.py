@@ -3,7 +3,7 @@
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
 token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalties.py's and
 minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
-→ temperature → top-k → top-p → min-p → typical → draw`. After each stage it keeps the probabilities, so a table per step can show the
+→ temperature → top-k → top-p → min-p → typical → epsilon → eta → draw`. After each stage it keeps the probabilities, so a table per step can show the
 top candidates' odds before and after every penalty and filter, and which token was drawn. The
 same seed draws the same tokens as `generate(sampler="torch")`, which is what `generate` uses off
 CUDA (greedy when temperature is 0), until the model's own EOS, where it stops (it takes no
@@ -32,6 +32,8 @@ from minigpt.generate_args import (
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, check_penalties, penalize, token_counts
 from minigpt.sampling import (
+    apply_epsilon,
+    apply_eta,
     apply_min_p,
     apply_temperature,
     apply_top_k,
@@ -47,18 +49,20 @@ from minigpt.text_generation import prompt_ids, tokenizer_ids
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache
 def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps: int, top: int = 5,
             seed: int | None = None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-            typical_p: float = 1.0,
+            typical_p: float = 1.0, epsilon_cutoff: float = 0.0, eta_cutoff: float = 0.0,
             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
             no_repeat_ngram_size: int = 0, out=None) -> str:
     """The teaching view of sampling: for each step, the top candidates' probabilities after
-    every stage (raw → penalties → temperature → top-k → top-p → min-p → typical), then the token drawn.
+    every stage (raw → penalties → temperature → top-k → top-p → min-p, then typical, epsilon and eta
+    when on), then the token drawn.
     With `no_repeat_ngram_size` > 0 the n-gram ban is a stage of its own, after the penalties.
 
     It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
     `prompt` is text or its token ids (as `stream_text`'s).
     """
     out = out or sys.stdout
-    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                    epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
     steps, top, ngram = check_explain_args(model, steps, top, no_repeat_ngram_size, sampling, penalties)
@@ -93,8 +97,12 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
         stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
         stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
-        if typical_p < 1:  # shown only when on, as the n-gram ban: the table is wide enough
-            stages.append((f"typical {typical_p:g}", apply_typical_p(stages[-1][1], typical_p)))
+        # The filters after min-p, each shown only when on, as the n-gram ban: the table is wide enough.
+        for name, value, on, f in (("typical", typical_p, typical_p < 1, apply_typical_p),
+                                   ("epsilon", epsilon_cutoff, epsilon_cutoff > 0, apply_epsilon),
+                                   ("eta", eta_cutoff, eta_cutoff > 0, apply_eta)):
+            if on:
+                stages.append((f"{name} {value:g}", f(stages[-1][1], value)))
         final = stages[-1][1]
         token = int(pick(penalized)[0])  # from the penalized logits, as generate's step: filters and draw
         probs = [s.softmax(-1)[0] for _, s in stages]

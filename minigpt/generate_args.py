@@ -303,7 +303,7 @@ class DecodeArgs:
     sampler: str | None
     seed: int | None
     # Each value a number, or one per row (B·copies,): `per_row` spreads a prompt's over its beams or samples.
-    sampling: dict  # temperature, top_k, top_p, min_p, typical_p
+    sampling: dict  # the filters' parameters by name (minigpt/sampling.py's SAMPLING_DEFAULTS)
     penalties: dict  # repetition_penalty, presence_penalty, frequency_penalty
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many ids twice in a sequence (0 = off)
     slide: int = 0  # > 0: a full context keeps its last `slide` tokens and decoding goes on (0 = off)
@@ -379,7 +379,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     greedy = not do_sample or (not isinstance(sampling["temperature"], torch.Tensor) and sampling["temperature"] == 0)
     warn_unused_sampling(num_beams, do_sample, sampling)
     warn_unused_beam_settings(num_beams, length_penalty, early_stopping)
-    # One this device lacks, or "triton" with a filter the kernel lacks (typical): refused here.
+    # One this device lacks, or "triton" with a filter the kernel lacks (typical, epsilon, eta): refused here.
     backend = None if greedy else resolve_backend(sampler, input_ids.device, "sampler", sampling)
     return DecodeArgs(input_ids, attention_mask, max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
                       length_penalty, early_stopping, eos, pad, stop, backend, seed,

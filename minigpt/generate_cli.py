@@ -91,6 +91,10 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--min-p", type=float, default=default(0.0), help="0 = off")
     p.add_argument("--typical-p", type=float, default=default(1.0),
                    help="1 = off; keeps the tokens whose -log p is nearest the entropy (sampled with torch)")
+    p.add_argument("--epsilon-cutoff", type=float, default=default(0.0),
+                   help="0 = off; drops tokens less likely than this (e.g. 3e-4; sampled with torch)")
+    p.add_argument("--eta-cutoff", type=float, default=default(0.0),
+                   help="0 = off; epsilon's floor scaled by the row's entropy, min(η, √η·e^-H) (sampled with torch)")
     p.add_argument("--repetition-penalty", type=float, default=default(1.0), help="1 = off; on prompt + generated tokens")
     p.add_argument("--presence-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")
     p.add_argument("--frequency-penalty", type=float, default=default(0.0), help="0 = off; on generated tokens")

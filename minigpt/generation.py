@@ -91,6 +91,8 @@ def stream(
     top_p: float | torch.Tensor = 1.0,
     min_p: float | torch.Tensor = 0.0,
     typical_p: float | torch.Tensor = 1.0,
+    epsilon_cutoff: float | torch.Tensor = 0.0,
+    eta_cutoff: float | torch.Tensor = 0.0,
     repetition_penalty: float | torch.Tensor = 1.0,
     presence_penalty: float | torch.Tensor = 0.0,
     frequency_penalty: float | torch.Tensor = 0.0,
@@ -131,8 +133,9 @@ def stream(
 
     Which tokens: `do_sample=False` is greedy; `do_sample=True` draws with the filters of
     minigpt/sampling.py, in transformers' order: `temperature` (0: greedy) → `top_k` (0: off) →
-    `top_p` (1: off) → `min_p` (0: off) → `typical_p` (1: off; sampled with torch, as the fused
-    kernel has no typical filter); `seed` fixes every draw. Before them, the penalties of
+    `top_p` (1: off) → `min_p` (0: off) → `typical_p` (1: off) → `epsilon_cutoff` (0: off) →
+    `eta_cutoff` (0: off; the last three sampled with torch, as the fused kernel has none of them);
+    `seed` fixes every draw. Before them, the penalties of
     minigpt/penalties.py: `repetition_penalty` (1: off; on the prompt's and the new tokens),
     `presence_penalty` and `frequency_penalty` (0: off; on the new tokens alone). Each of these
     may be a (B,) tensor, one value per prompt. `no_repeat_ngram_size=n` > 0 bans every token that
@@ -162,7 +165,8 @@ def stream(
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample,
-        sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p),
+        sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                      epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff),
         penalties=dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                        frequency_penalty=frequency_penalty),
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,

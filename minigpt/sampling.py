@@ -1,16 +1,16 @@
 """Sampling: turn one step's logits into the next token, one short function per strategy.
 
 Where it sits: `... → GPT → logits → penalties → n-gram ban → filters (temperature, top-k, top-p,
-min-p, typical) → draw → ...`; the penalties and the n-gram ban, which come first, are minigpt/penalties.py.
+min-p, typical, epsilon, eta) → draw → ...`; the penalties and the n-gram ban, which come first, are minigpt/penalties.py.
 Each strategy is a pure tensor function on logits (B, V), so the decode loop (minigpt/generation.py)
 can chain them without waiting on the host, and `minigpt generate --explain` can show the
 distribution after every stage. The order is transformers': temperature → top-k → top-p → min-p →
-typical. The five `apply_*` filters work along the last dim, the vocabulary, so they take (V,) or a model's
+typical → epsilon → eta. The seven `apply_*` filters work along the last dim, the vocabulary, so they take (V,) or a model's
 (B, T, V) logits too, with a number parameter (`check_filter_input`); `filter_logits`, `draw` and
 `sample` take (B, V), one row per sequence, as their per-row (B,) parameters do.
 
-- Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`, `apply_typical_p`;
-  `filter_logits` runs all five in order) set unlikely tokens to -inf. Each always keeps at least one token.
+- Filters (`apply_temperature`, `apply_top_k`, `apply_top_p`, `apply_min_p`, `apply_typical_p`,
+  `apply_epsilon`, `apply_eta`; `filter_logits` runs all seven in order) set unlikely tokens to -inf. Each always keeps at least one token.
 - The draw (`draw`) picks one token per row: the argmax when temperature is 0, else a random draw
   by the "exponential race" argmax(p / E), E ~ Exp(1): what `torch.multinomial` does inside for
   one sample, minus its validity check, which can wait on the host.
@@ -27,9 +27,9 @@ Every parameter is a Python number (the same for all rows) or a (B,) tensor (one
 The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
 cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
 kernel (minigpt/kernels/sampling.py); it has the same semantics up to rounding at the thresholds
-(its docstring lists where the kept set can differ), and its own random stream; it has no typical
-filter, so typical_p < 1 samples with torch (`resolve_backend`).
-What this file does not do: beam search (minigpt/beam_search.py), or eta / epsilon / top-h sampling.
+(its docstring lists where the kept set can differ), and its own random stream; it has no typical,
+epsilon or eta filter, so any of them on samples with torch (`resolve_backend`).
+What this file does not do: beam search (minigpt/beam_search.py), or top-h sampling.
 
 Adding a filter: its `apply_*` function, its place in `filter_unchecked` and `token_picker`, its
 range in `PARAM_RANGES` and off value in `SAMPLING_DEFAULTS`, its argument in the public
@@ -173,28 +173,76 @@ def apply_typical_p(logits: torch.Tensor, typical_p: Param) -> torch.Tensor:
     return logits.masked_fill(distance > cut, float("-inf"))
 
 
+def apply_epsilon(logits: torch.Tensor, epsilon_cutoff: Param) -> torch.Tensor:
+    """Epsilon sampling (Hewitt et al., 2022, "Truncation sampling as language model desmoothing"):
+    drop every token less likely than epsilon_cutoff (0 = off), a fixed floor on p, whatever the
+    row. Where top-p's cut moves with the tail's mass and min-p's with the top token, this one
+    stays put: 3e-4 drops the tokens a model gives 0.03% or less, its smoothing noise. The top
+    token always stays (a row whose every token is under the floor keeps its most likely), as in
+    transformers' `EpsilonLogitsWarper`.
+    """
+    check_number("epsilon_cutoff", epsilon_cutoff)
+    check_filter_input(logits, "epsilon_cutoff", epsilon_cutoff)
+    if not isinstance(epsilon_cutoff, torch.Tensor) and epsilon_cutoff <= 0.0:
+        return logits
+    probs = logits.float().softmax(dim=-1)
+    return logits.masked_fill(below_floor(logits, probs, as_column(epsilon_cutoff, logits)), float("-inf"))
+
+
+def apply_eta(logits: torch.Tensor, eta_cutoff: Param) -> torch.Tensor:
+    """Eta sampling (the same paper): epsilon's floor, scaled to the row's entropy H:
+    min(η, √η · e^(−H)) for eta_cutoff η (0 = off). A confident row (low H) gets a floor up to η;
+    a flat one (high H), where many tokens are plausible, a floor far lower, so they stay. The
+    entropy is of the row as the earlier filters left it; the top token always stays, as in
+    transformers' `EtaLogitsWarper`.
+    """
+    check_number("eta_cutoff", eta_cutoff)
+    check_filter_input(logits, "eta_cutoff", eta_cutoff)
+    if not isinstance(eta_cutoff, torch.Tensor) and eta_cutoff <= 0.0:
+        return logits
+    logp = logits.float().log_softmax(dim=-1)
+    probs = logp.exp()
+    entropy = -(logp * probs).nansum(dim=-1, keepdim=True)  # nansum: a -inf token's 0 · -inf is NaN, no mass
+    eta = torch.as_tensor(as_column(eta_cutoff, logits), dtype=torch.float32, device=logits.device)
+    return logits.masked_fill(below_floor(logits, probs, torch.minimum(eta, eta.sqrt() * (-entropy).exp())),
+                              float("-inf"))
+
+
+def below_floor(logits: torch.Tensor, probs: torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
+    """The tokens epsilon and eta drop: less likely than `floor`, unless tied with the top token."""
+    return (probs < floor) & (logits < logits.amax(dim=-1, keepdim=True))
+
+
+def after_min_p(logits: torch.Tensor, *, typical_p: Param, epsilon_cutoff: Param, eta_cutoff: Param) -> torch.Tensor:
+    """The filters after min-p, in transformers' order: typical → epsilon → eta. Each reads the
+    probabilities of the tokens kept so far and of no other, so on a CPU they run on the short
+    list (`token_picker`), which holds them all."""
+    return apply_eta(apply_epsilon(apply_typical_p(logits, typical_p), epsilon_cutoff), eta_cutoff)
+
+
 def filter_logits(
     logits: torch.Tensor, *, temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0,
-    typical_p: Param = 1.0,
+    typical_p: Param = 1.0, epsilon_cutoff: Param = 0.0, eta_cutoff: Param = 0.0,
 ) -> torch.Tensor:
     """logits (B, V) → fp32 logits (B, V) with every filtered-out token at -inf (≥ 1 kept per row).
 
     Rows with temperature 0 are greedy and come back unfiltered: `draw` takes their argmax."""
-    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                  epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
     check_logits(logits)
     check_sampling_params(**params)
     return filter_unchecked(logits, **per_row(logits.size(0), **params))
 
 
 def filter_unchecked(logits: torch.Tensor, *, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
-                     typical_p: Param) -> torch.Tensor:
-    """The five filters in order, for decode loops that checked their parameters once, before the
+                     typical_p: Param, epsilon_cutoff: Param, eta_cutoff: Param) -> torch.Tensor:
+    """The seven filters in order, for decode loops that checked their parameters once, before the
     first step. A Python-number parameter is still range-checked by each filter (cheap); a (B,)
     tensor one is not, as its check is a host sync, too dear per token: `filter_logits` and
     `sample` check both."""
     x = logits.float()
     filtered = apply_min_p(apply_top_p(apply_top_k(apply_temperature(x, temperature), top_k), top_p), min_p)
-    filtered = apply_typical_p(filtered, typical_p)
+    filtered = after_min_p(filtered, typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
     # Greedy rows (temperature 0) come back unfiltered: the filters do not apply to them, and
     # `draw` takes their argmax, the first of tied top tokens.
     t = as_column(temperature, logits)
@@ -262,6 +310,8 @@ def sample(
     top_p: Param = 1.0,
     min_p: Param = 0.0,
     typical_p: Param = 1.0,
+    epsilon_cutoff: Param = 0.0,
+    eta_cutoff: Param = 0.0,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     backend: str = "auto",
@@ -270,11 +320,12 @@ def sample(
 
     `seed` (an int) or `generator` makes the draw reproducible; with neither, torch's global RNG
     is used. `backend="triton"` runs the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1),
-    which has no typical filter: "auto" samples typical_p < 1 with torch, "triton" refuses it.
+    which has no typical, epsilon or eta filter: "auto" samples with torch when one is on, "triton" refuses it.
     A row of bad logits (NaN, +inf, or all -inf) has no token to give: it gets -1 from either
     backend, without a host sync (check for it, or run `generate`, which raises).
     """
-    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p)
+    params = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                  epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
     check_logits(logits)
     check_sampling_params(**params)
     rows = per_row(logits.size(0), **params)
@@ -293,7 +344,8 @@ def sample(
 
 
 def token_picker(B: int, device: torch.device | str, *, temperature: Param, top_k: Param, top_p: Param, min_p: Param,
-                 typical_p: Param = 1.0, generator: torch.Generator | None = None,
+                 typical_p: Param = 1.0, epsilon_cutoff: Param = 0.0, eta_cutoff: Param = 0.0,
+                 generator: torch.Generator | None = None,
                  backend: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
     """The draw with its parameters prepared once: a function logits (B, V) → tokens (B,) that
     `sample` calls once and the decode loop (minigpt/generation.py) every step, without checks
@@ -302,7 +354,7 @@ def token_picker(B: int, device: torch.device | str, *, temperature: Param, top_
     backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
     `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
     gathered, or else the one min-p may make (`min_p_shortlist`), or the whole filtered row (then
-    typical, which needs only the kept tokens: a list holds them all). The
+    the filters after min-p, which read only the kept tokens: a list holds them all). The
     same distribution, up to rounding at the top-p and min-p thresholds: the list is too short for
     top_p_cut_in_head, so its top-p cut is the sort's float32 sum (as on a GPU) where the whole row
     on a CPU takes the head's float64 sums, and min-p's softmax sums the list alone. A token within
@@ -311,9 +363,9 @@ def token_picker(B: int, device: torch.device | str, *, temperature: Param, top_
     backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
     drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
     bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1). The
-    kernel has no typical filter: `resolve_backend` picks torch for typical_p < 1."""
+    kernel has no filter after min-p: `resolve_backend` picks torch when one is on."""
     if backend == "triton":
-        check_kernel_runs(dict(typical_p=typical_p))
+        check_kernel_runs(dict(typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff))
         from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
 
         kernel_args = triton_params(B, device, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
@@ -338,13 +390,14 @@ def token_picker(B: int, device: torch.device | str, *, temperature: Param, top_
     def pick(logits: torch.Tensor) -> torch.Tensor:
         if logits.device.type != "cpu":
             filtered = filter_unchecked(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                        typical_p=typical_p)
+                                        typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
             return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
         values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
         short = min_p_shortlist(values, min_p) if ids is None else None  # no list yet: min-p may make one
         if short is not None:
             values, ids = short
-        filtered = apply_typical_p(apply_min_p(values, min_p), typical_p)
+        filtered = after_min_p(apply_min_p(values, min_p), typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
+                               eta_cutoff=eta_cutoff)
         # The race alone (temperature 1.0 here only skips draw's greedy rows): greedy rows take the
         # whole row's first top token below, which the list's argmax, or the filtered row's, need not be.
         drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), 1.0)
@@ -393,11 +446,14 @@ PARAM_RANGES = {
     "top_k": (lambda k: (k >= 0) & (k < math.inf), "[0, inf) (0 means off)"),
     "top_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
     "min_p": (lambda m: (m >= 0) & (m <= 1), "[0, 1] (0 means off)"),
-    "typical_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),  # torch only: the kernel has no typical filter
+    "typical_p": (lambda p: (p > 0) & (p <= 1), "(0, 1] (1 means off)"),
+    "epsilon_cutoff": (lambda e: (e >= 0) & (e < 1), "[0, 1) (0 means off)"),
+    "eta_cutoff": (lambda e: (e >= 0) & (e < 1), "[0, 1) (0 means off)"),
 }
 # Each filter parameter's "off" value: at it, a parameter changes no draw (the penalties' are
 # minigpt/penalties.py's PENALTIES_OFF).
-SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0}
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+                     "eta_cutoff": 0.0}
 
 
 def check_number(name: str, value: Param) -> None:
@@ -424,9 +480,10 @@ def check_filter_input(logits: torch.Tensor, name: str, value: Param) -> None:
 
 
 def check_sampling_params(temperature: Param = 1.0, top_k: Param = 0, top_p: Param = 1.0, min_p: Param = 0.0,
-                          typical_p: Param = 1.0) -> None:
+                          typical_p: Param = 1.0, epsilon_cutoff: Param = 0.0, eta_cutoff: Param = 0.0) -> None:
     """Raise ValueError for an out-of-range sampling parameter, naming it and its allowed range."""
-    values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p, "typical_p": typical_p}
+    values = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                  epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
     check_whole(top_k)  # first: its bool is "an integer", as every count's
     for name, (ok, allowed) in PARAM_RANGES.items():
         check_param(name, values[name], ok, allowed)

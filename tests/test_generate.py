@@ -2397,6 +2397,8 @@ def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tm
     (["--temperature", "0", "--typical-p", "0.5"], "it takes the most likely token and draws nothing, so --typical-p "
                                                    "would do nothing: drop it"),
     (["--num-beams", "2", "--typical-p", "0.5"], "it draws nothing, so --typical-p would do nothing: drop it"),
+    (["--temperature", "0", "--epsilon-cutoff", "0.01", "--eta-cutoff", "0.01"],
+     "and draws nothing, so --epsilon-cutoff, --eta-cutoff would do nothing: drop them"),
     (["--explain", "--num-beams", "1", "-n", "1"], "it does not take --num-beams, --num-return-sequences"),
     # Not ignored but unsupported: refused by its flag's name, not by generate's "do_sample, stop strings and streamer".
     (["--num-beams", "2", "--stop", "x"], "--stop is not supported with beam search (--num-beams > 1)"),
@@ -2424,6 +2426,9 @@ def test_cli_refuses_a_flag_its_mode_ignores_even_at_its_default(tiny_checkpoint
     (["--min-p", "2"], "--min-p must be in [0, 1] (0 means off), got 2.0"),
     (["--typical-p", "0"], "--typical-p must be in (0, 1] (1 means off), got 0.0"),
     (["--typical-p", "1.5"], "--typical-p must be in (0, 1] (1 means off), got 1.5"),
+    (["--epsilon-cutoff", "1"], "--epsilon-cutoff must be in [0, 1) (0 means off), got 1.0"),
+    (["--eta-cutoff", "-0.1"], "--eta-cutoff must be in [0, 1) (0 means off), got -0.1"),
+    (["--sampler", "triton", "--eta-cutoff", "0.01"], "--sampler 'triton' has no --eta-cutoff filter (--eta-cutoff 0.01)"),
     # The fused kernel has no typical filter: refused, not skipped.
     (["--sampler", "triton", "--typical-p", "0.5"], "--sampler 'triton' has no --typical-p filter (--typical-p 0.5): "
                                                     "use --sampler 'torch' or 'auto'"),
@@ -2715,17 +2720,21 @@ def test_a_per_prompt_penalty_tensor_penalises_as_the_number_does(pair):
         assert torch.equal(as_tensor, as_number), name
 
 
-def test_typical_p_per_prompt_draws_as_the_number_does_and_changes_the_draws(pair):
-    """typical_p reaches the decode loop's draw: one value per prompt (a (B,) tensor, spread over
-    its samples) draws what the number does with the same seed, and differs from no typical filter."""
+@pytest.mark.parametrize("name, value, off", [("typical_p", 0.2, 1.0), ("epsilon_cutoff", 0.3, 0.0),
+                                              ("eta_cutoff", 0.3, 0.0)])
+def test_a_filter_after_min_p_per_prompt_draws_as_the_number_does_and_changes_the_draws(pair, name, value, off):
+    """typical_p, epsilon_cutoff and eta_cutoff reach the decode loop's draw: one value per prompt
+    (a (B,) tensor, spread over its samples) draws what the number does with the same seed, and
+    differs from no filter (this model is sharp: a floor of 0.3 is one that changes its draws); a
+    tensor of the off value draws as no filter does."""
     model, _ = pair
     ids, mask = left_padded(PROMPTS)
     kw = dict(max_new_tokens=12, eos_token_id=[], do_sample=True, seed=4, num_return_sequences=2)
     plain = generate(model, ids, mask, **kw)
-    as_number = generate(model, ids, mask, **kw, typical_p=0.2)
+    as_number = generate(model, ids, mask, **kw, **{name: value})
     assert not torch.equal(as_number, plain)
-    assert torch.equal(generate(model, ids, mask, **kw, typical_p=torch.full((3,), 0.2)), as_number)
-    assert torch.equal(generate(model, ids, mask, **kw, typical_p=torch.ones(3)), plain)
+    assert torch.equal(generate(model, ids, mask, **kw, **{name: torch.full((3,), value)}), as_number)
+    assert torch.equal(generate(model, ids, mask, **kw, **{name: torch.full((3,), off)}), plain)
 
 
 @torch.no_grad()
@@ -3089,11 +3098,13 @@ def test_cli_flags_reach_generate_each_as_its_own_argument():
     from minigpt.generate_cli import build_parser, generate_kwargs
 
     flags = ["--temperature", "0.7", "--top-k", "11", "--top-p", "0.85", "--min-p", "0.03", "--typical-p", "0.8",
+             "--epsilon-cutoff", "0.001", "--eta-cutoff", "0.002",
              "--repetition-penalty", "1.15", "--presence-penalty", "0.25", "--frequency-penalty", "0.5",
              "--no-repeat-ngram-size", "3", "--max-new-tokens", "17", "--min-new-tokens", "4", "--seed", "9",
              "--stop", "END"]
     sampling, kwargs = generate_kwargs(build_parser().parse_args(flags))
-    assert sampling == dict(temperature=0.7, top_k=11, top_p=0.85, min_p=0.03, typical_p=0.8, repetition_penalty=1.15,
+    assert sampling == dict(temperature=0.7, top_k=11, top_p=0.85, min_p=0.03, typical_p=0.8, epsilon_cutoff=0.001,
+                            eta_cutoff=0.002, repetition_penalty=1.15,
                             presence_penalty=0.25, frequency_penalty=0.5, no_repeat_ngram_size=3)
     assert {k: kwargs[k] for k in ("max_new_tokens", "min_new_tokens", "seed", "do_sample")} == \
         dict(max_new_tokens=17, min_new_tokens=4, seed=9, do_sample=True)
@@ -3103,11 +3114,12 @@ def test_cli_flags_reach_generate_each_as_its_own_argument():
 
 
 def test_cli_sampling_defaults_are_the_documented_ones():
-    """README's generate section: temperature 0.8, no top-k, top-p, min-p or typical."""
+    """README's generate section: temperature 0.8, no top-k, top-p, min-p, typical, epsilon or eta."""
     from minigpt.generate_cli import build_parser
 
     args = build_parser().parse_args([])
-    assert (args.temperature, args.top_k, args.top_p, args.min_p, args.typical_p) == (0.8, 0, 1.0, 0.0, 1.0)
+    assert (args.temperature, args.top_k, args.top_p, args.min_p, args.typical_p, args.epsilon_cutoff,
+            args.eta_cutoff) == (0.8, 0, 1.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def test_cli_seed_makes_a_sampled_text_reproducible(tiny_checkpoint, capsys):

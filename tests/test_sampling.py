@@ -9,6 +9,8 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers.generation.logits_process import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
     MinPLogitsWarper,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -22,6 +24,8 @@ import minigpt.penalties
 import minigpt.sampling
 from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalties_on
 from minigpt.sampling import (
+    apply_epsilon,
+    apply_eta,
     apply_min_p,
     apply_temperature,
     apply_top_k,
@@ -336,6 +340,63 @@ def test_typical_p_can_drop_the_most_likely_token_and_1_is_off():
     assert apply_typical_p(tail, 1.0) is tail
 
 
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("cutoff", [1e-4, 3e-3, 0.02, 0.3, 0.99])  # 0.99: the top token alone
+def test_epsilon_and_eta_match_transformers(cutoff, ties):
+    """EpsilonLogitsWarper and EtaLogitsWarper, as a number and per row; both keep a tie group at
+    the top whole (their min_tokens_to_keep=1 keeps every token tied with the largest)."""
+    x = random_logits(12, ties=ties)
+    rows = torch.full((x.size(0),), cutoff)
+    for ours, theirs, name in ((apply_epsilon, EpsilonLogitsWarper, "epsilon"), (apply_eta, EtaLogitsWarper, "eta")):
+        want = theirs(cutoff)(None, x.clone())
+        assert_same_filter(ours(x, cutoff), want), name
+        assert_same_filter(ours(x, rows), want), name
+
+
+def test_eta_floor_follows_the_rows_entropy_and_0_is_off():
+    """What sets eta apart from epsilon: a flat row (high entropy) gets a lower floor, so its many
+    plausible tokens stay where epsilon's fixed floor drops them. A per-row 0 keeps every token."""
+    flat = torch.zeros(1, 100)  # p = 0.01 each; H = ln 100, so eta's floor is min(0.02, √0.02/100) ≈ 0.0014
+    assert apply_eta(flat, 0.02).isfinite().all()
+    assert apply_epsilon(flat, 0.02).isfinite().sum() == 100  # all tied with the top: kept (min_tokens_to_keep)
+    peaked = torch.tensor([[5.0, 1.0, 0.0, 0.0, -1.0]])  # p ≈ .967 .018 .007 .007 .002; H ≈ 0.18: the floor is η
+    assert apply_eta(peaked, 0.01).isfinite()[0].tolist() == [True, True, False, False, False]
+    x = random_logits(13, B=2)
+    assert torch.equal(apply_eta(x, torch.zeros(2)), x) and torch.equal(apply_epsilon(x, torch.zeros(2)), x)
+
+
+def test_the_whole_filter_chain_matches_transformers_order_with_epsilon_and_eta():
+    x = random_logits(14)
+    theirs = x.clone()
+    for warper in (TemperatureLogitsWarper(0.9), TopKLogitsWarper(60), TopPLogitsWarper(0.95), MinPLogitsWarper(0.01),
+                   TypicalLogitsWarper(0.9), EpsilonLogitsWarper(3e-3), EtaLogitsWarper(3e-3)):
+        theirs = warper(None, theirs)
+    ours = filter_logits(x, temperature=0.9, top_k=60, top_p=0.95, min_p=0.01, typical_p=0.9, epsilon_cutoff=3e-3,
+                         eta_cutoff=3e-3)
+    assert_same_filter(ours, theirs)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(epsilon_cutoff=1.0), "epsilon_cutoff"), (dict(eta_cutoff=-0.1), "eta_cutoff"),
+                                          (dict(eta_cutoff=float("nan")), "eta_cutoff"),
+                                          (dict(epsilon_cutoff=torch.tensor([0.1, 1.0])), "epsilon_cutoff")])
+def test_epsilon_and_eta_outside_0_1_are_refused(kwargs, name):
+    """[0, 1): 1 would drop every token but the top one's ties, as transformers refuses it."""
+    with pytest.raises(ValueError, match=rf"{name} must be in \[0, 1\) \(0 means off\)"):
+        sample(random_logits(0, B=2), **kwargs)
+    with pytest.raises(ValueError, match=name):
+        (apply_epsilon if name == "epsilon_cutoff" else apply_eta)(random_logits(0), 1.5)
+
+
+def test_the_triton_backend_refuses_epsilon_and_eta(monkeypatch):
+    """The fused kernel has neither filter: refused by name, as typical is; "auto" samples them with torch."""
+    use_fake_kernel(monkeypatch, lambda logits, *args, **kwargs: logits.argmax(-1))
+    x = random_logits(0, B=2)
+    for kwargs in (dict(epsilon_cutoff=0.01), dict(eta_cutoff=torch.tensor([0.0, 0.0]))):
+        with pytest.raises(ValueError, match=rf"backend='triton' has no {next(iter(kwargs))} filter"):
+            sample(x, **kwargs, backend="triton")
+    assert resolve_backend("auto", torch.device("cuda"), sampling=dict(eta_cutoff=0.01)) == "torch"
+
+
 def test_filter_chain_matches_transformers_order():
     x = random_logits(4)
     theirs = x.clone()
@@ -587,7 +648,9 @@ def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(min_p=0.2),
                                     dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05), dict(typical_p=0.6),
-                                    dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05, typical_p=0.7)])
+                                    dict(temperature=0.8, top_k=9, top_p=0.95, min_p=0.05, typical_p=0.7),
+                                    dict(epsilon_cutoff=0.02), dict(eta_cutoff=0.02),
+                                    dict(temperature=0.8, top_k=9, typical_p=0.9, epsilon_cutoff=0.01, eta_cutoff=0.01)])
 @pytest.mark.parametrize("V", [12, 1100])
 def test_empirical_frequencies_follow_filtered_distribution(kwargs, V):
     """Chi-square goodness of fit: 40 000 draws (one batched call) against the filtered probabilities.

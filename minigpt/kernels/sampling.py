@@ -202,7 +202,7 @@ def _explain_invalid(logits: torch.Tensor, p: dict[str, torch.Tensor], rows: tor
     """Why the kernel refused these rows (host side, only on the error path)."""
     r = int(rows[0])
     for name, (ok, allowed) in sampling.PARAM_RANGES.items():  # the torch path's ranges and words
-        if name not in p:  # typical_p: a filter the kernel does not run
+        if name not in p:  # typical_p, epsilon_cutoff, eta_cutoff: filters the kernel does not run
             continue
         v = p[name][r]
         if not bool(ok(v)):

@@ -448,9 +448,10 @@ def trim_output(seq: torch.Tensor, T: int, steps: int, cuts: dict[int, int], pad
 
     `steps` counts the steps in which some row was unfinished: on a GPU the loop may run a few
     all-pad steps past the end, which are dropped here. `cuts` maps each row cut at a stop string
-    to the generated tokens it keeps; the rest of the row becomes pads. The result is a view of
-    `seq`, not a copy, which would double the peak that `sequence_buffers` checked; unless most of
-    `seq` went unused (the rows ended early): then a copy, smaller than `seq`, lets it go.
+    to the generated tokens it keeps; the rest of the row becomes pads. The result is `seq` itself
+    when every step ran (no copy, which would double the peak that `sequence_buffers` checked:
+    the case of a huge max_new_tokens with slide), else a copy of its first T + steps columns,
+    which frees `seq` (a view would hold it whole, and be no contiguous tensor).
     """
     out = seq[:, T:]
     if cuts:
@@ -461,5 +462,4 @@ def trim_output(seq: torch.Tensor, T: int, steps: int, cuts: dict[int, int], pad
         hit = torch.isin(out[:, :steps], eos_ids)  # (B, steps)
         lengths = torch.where(hit.any(1), hit.int().argmax(1) + 1, steps).tolist()
         steps = max(cuts.get(row, length) for row, length in enumerate(lengths))
-    kept = seq[:, :T + steps]
-    return kept if 2 * steps >= out.size(1) else kept.clone()
+    return seq if steps == out.size(1) else seq[:, :T + steps].clone()

@@ -71,11 +71,10 @@ class StopStrings:
         self.stops = [s.encode("utf-8") for s in stops]
         # minigpt's Tokenizer gives a token's raw bytes. Another library's (transformers', passed as
         # its generate takes one) gives text only: its bytes, a half-spelled character as U+FFFD.
-        # The search leaves that out at the end, as the text functions do (`whole_characters`),
+        # That is left out at the end, as the text functions leave it out (`whole_characters`),
         # until the character is whole: a stop string "\ufffd" matches only a U+FFFD that stays.
-        own = getattr(tokenizer, "decode_bytes", None)
-        self.decode_bytes = own or (lambda ids: tokenizer.decode(ids).encode("utf-8"))
-        self.searched_bytes = own or (lambda ids: tokenizer.decode(ids).rstrip("\ufffd").encode("utf-8"))
+        self.own_bytes = getattr(tokenizer, "decode_bytes", None)
+        self.tokenizer = tokenizer
         self.window = max(len(s) for s in self.stops)
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]
 
@@ -85,12 +84,29 @@ class StopStrings:
         ids = self.ids[row]
         ids.append(token)
         tail = ids[-self.window:]
-        text = self.searched_bytes(tail)
+        text, _ = self.whole_bytes(tail)
         starts = [text.find(s) for s in self.stops if s in text]
         if not starts:
             return None
         start = min(starts)
         keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
-        while len(self.decode_bytes(tail[:keep + 1])) <= start:
+        while self.end_of(tail[:keep + 1]) <= start:
             keep += 1
         return len(ids) - len(tail) + keep
+
+    def whole_bytes(self, ids: list[int]) -> tuple[bytes, bool]:
+        """The bytes of `ids`, less a half-spelled character at their end (another library's
+        tokenizer decodes it as U+FFFD; minigpt's gives raw bytes, and nothing is left out), and
+        whether one was left out."""
+        if self.own_bytes is not None:
+            return self.own_bytes(ids), False
+        text = self.tokenizer.decode(ids)
+        whole = text.rstrip("\ufffd")
+        return whole.encode("utf-8"), whole != text
+
+    def end_of(self, ids: list[int]) -> float:
+        """Where the bytes of `ids` end in the text: their count, and a half-spelled character at
+        the end counts as begun (half a byte on): it lies before a stop string that starts after
+        its first byte, and belongs to one that starts there."""
+        text, cut = self.whole_bytes(ids)
+        return len(text) + 0.5 * cut

@@ -113,7 +113,13 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     replaced only with `overwrite`: in a model's directory, the model would be left with another
     vocabulary than the one it was trained on. `eos`: the special token that ends a document (None:
     TRAIN_EOS if it is one of `special`, else none, with a warning)."""
-    # Checked now, not after minutes of training.
+    # Checked now, not after minutes of training. The tokens are typed text: UTF-8 whatever the locale.
+    try:
+        special = [typed_text("--special", token) for token in special]
+        eos = None if eos is None else typed_text("--eos", eos)
+    except ValueError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
     if out.exists() and not out.is_dir():
         print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
         return 2

@@ -386,6 +386,19 @@ def test_text_typed_under_the_c_locale_is_read_as_the_utf8_it_was_typed_in(tmp_p
         typed_text("--prompt", "caf\udce9")  # a Latin-1 "é" typed: no UTF-8
 
 
+def test_special_tokens_typed_under_the_c_locale_are_the_utf8_they_were_typed_in(tmp_path):
+    """A third review: `tokenize --train --special "<|é|>" --eos "<|é|>"` under LC_ALL=C trained, then
+    failed at the save with a raw "surrogates not allowed": the tokens are typed text, as TEXT is."""
+    from minigpt import Tokenizer
+
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. a dog sat on the log.\n" * 200, encoding="utf-8")
+    r = minigpt_in_c_locale(["tokenize", "--train", "t.txt", "--vocab-size", "300", "--special", "<|é|>", "--eos", "<|é|>",
+                             "--out", "tok"], tmp_path, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    tok = Tokenizer.from_pretrained(tmp_path / "tok")
+    assert "<|é|>" in tok.special_tokens and tok.eos_token == "<|é|>"
+
+
 def test_redirected_stdout_writes_a_paths_bytes_back_and_stderr_escapes_what_it_cannot_encode(monkeypatch):
     """A portability audit: `reconfigure(encoding="utf-8")` alone resets errors to "strict", so a
     path held as surrogates (a C locale's undecodable bytes) killed the print that named it, on

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from minigpt.checks import is_int
-from minigpt.files import NO_LOCKS, atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text
+from minigpt.files import (NO_LOCKS, atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text,
+                           stored_path)
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.progress_bar import progress_bar
 from minigpt.tokenizer import Tokenizer
@@ -236,14 +237,6 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
                 raise ValueError(f"{split}.bin would hold no tokens: the input is too short to split into a training "
                                  f"part and the last {val_fraction:g} of it held out; give more text")
     return n_tokens, n_bytes
-
-
-def stored_path(path: str | os.PathLike) -> str:
-    """A path as meta.json keeps it (and as a resumed fine-tuning run compares it): its bytes read as
-    UTF-8, any byte that is not UTF-8 written as \\xNN. str(path) would hold such bytes, and under a
-    non-UTF-8 locale (LC_ALL=C) every non-ASCII one, as lone surrogates ("é" as "\\udcc3\\udca9"),
-    which JSON writes as such; this is the same string whatever the locale, and loses nothing."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def write_ids(f: BinaryIO, ids: Sequence[int]) -> None:

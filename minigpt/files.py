@@ -231,6 +231,15 @@ def read_text_or_stdin(path: str | os.PathLike) -> str:
 BYTE_ORDER_MARKS = {"utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)}
 
 
+def stored_path(path: str | os.PathLike) -> str:
+    """A path as a file or a picture shows it (meta.json's sources, which a resumed fine-tuning run
+    compares; a loss curve's title): its bytes read as UTF-8, any byte that is not UTF-8 written
+    as \\xNN. str(path) would hold such bytes, and under a non-UTF-8 locale (LC_ALL=C) every
+    non-ASCII one, as lone surrogates ("é" as "\\udcc3\\udca9"), which JSON writes as such and
+    matplotlib cannot draw; this is the same string whatever the locale, and loses nothing."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def typed_text(flag: str, value: str) -> str:
     """A text typed on the command line (a prompt, a stop string), as it was typed: UTF-8.
 

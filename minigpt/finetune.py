@@ -54,8 +54,8 @@ from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classif
                                    tsv_files)
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
-from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch, stored_path
-from minigpt.files import atomic_write_text
+from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
+from minigpt.files import atomic_write_text, stored_path
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters

@@ -9,7 +9,8 @@ OUT_DIR layout:
     config.json, model.safetensors   latest weights (HF layout), beside the tokenizer's files
                          (vocab.json, merges.txt, ...: the data's, or the fine-tuned model's)
     training_state.pt    the weights that train, optimizer, grad scaler, step, best val loss, config,
-                         command (train/finetune), the frozen weights' digest (`frozen_weights`), the data's fingerprint (what --resume checks the data against), and the
+                         command (train/finetune), the frozen weights' names and digest (`frozen_weights`),
+                         the data's fingerprint (what --resume checks the data against), and the
                          train losses since the last log record (log_partial)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     best.prev/           the best/ a new best replaced, until the state that knows of the new one
@@ -44,7 +45,7 @@ from tqdm import tqdm
 
 from minigpt.checks import is_int
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text
+from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text, stored_path
 from minigpt.optimizer import schedule_note
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -903,10 +904,9 @@ def draw_curves(records: list[dict], out: Path) -> None:
             if points:
                 ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
         accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
-        # The title is the path's bytes read as UTF-8: under a non-UTF-8 locale (LC_ALL=C) Python holds
-        # a path's other bytes as lone surrogates ("é" is "\udcc3\udca9"), which matplotlib cannot draw.
-        title = os.fsencode(out).decode("utf-8", "replace")
-        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=title)
+        # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
+        # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
+        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=stored_path(out))
         handles = ax.get_legend_handles_labels()
         if accuracy:
             right = ax.twinx()

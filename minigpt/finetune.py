@@ -60,7 +60,8 @@ from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAUL
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
 from minigpt.model import GPT
-from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_log, read_state, run_dir_lock
+from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, comparable_evaluations, read_log,
+                             read_state, run_dir_lock)
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
 from minigpt.tokenizer import Tokenizer, model_tokenizer
@@ -390,8 +391,7 @@ def best_evaluations(records: list[dict]) -> dict:
     The weights of the best val loss are the ones in OUT_DIR/best. The best accuracy may come
     from another step; its weights are kept only if that step is also the last (OUT_DIR itself).
     """
-    since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
-    evals = [r for r in records[since + 1:] if "val_loss" in r]
+    evals = comparable_evaluations(records)
     best = {}
     if evals:
         by_loss = min(evals, key=lambda r: r["val_loss"])

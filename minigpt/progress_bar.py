@@ -2,10 +2,11 @@
 generate, a classifier's evaluation) is made here, so that one rule decides how often it redraws.
 
 On a terminal (or in a notebook's cell) a bar redraws itself in place (a carriage return, then
-the new state) every 0.1 s, tqdm's default. Redirected to a file (`minigpt train ... 2> train.log`, a batch job's log), each of
-those redraws is kept: a 100k-step run wrote ~100k of them. There a bar redraws at most every
-LOG_REFRESH_S seconds (a larger tqdm `mininterval`), and still writes its first and last states, so
-the log shows where a run got to and when. A caller that changes what a bar shows passes
+the new state) every 0.1 s, tqdm's default. Redirected to a file (`minigpt train ... 2> train.log`,
+a batch job's log), each of those redraws is kept: one per step, for a run whose steps take
+longer than 0.1 s. There a bar redraws at most every LOG_REFRESH_S seconds (a larger tqdm
+`mininterval`), and still writes its first and last states, so the log shows where a run got to
+and when. A caller that changes what a bar shows passes
 `refresh=False` (`set_postfix(..., refresh=False)`): tqdm's default redraws at once, whatever
 `mininterval` says.
 """

@@ -690,9 +690,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     if rt.is_main and (note := settle_best(out, state["step"])):
         print(note)
     if rt.is_main:  # Where best/ started over, for the best the summary reports (finetune's best_evaluations).
-        # A mark at this step is a resume's from this same checkpoint that died before its next one:
-        # stale, as best/ is what that checkpoint left. This resume marks it again if it starts over.
-        truncate_log(out, state["step"], keep_at_step=lambda record: not record.get("best_reset"))
+        # The log as this checkpoint left it (`records_of_state`); this resume marks best_reset again if it starts over.
+        truncate_log(out, state["step"])
         if best != state["best_val_loss"]:
             append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
@@ -789,18 +788,7 @@ def sampled_classify_loss(out: Path, state: dict, cfg) -> bool:
         return False
     if "data" not in state:
         return True
-    return any("val_ppl" in r for r in evaluations_since_reset(out, state["step"]))
-
-
-def evaluations_since_reset(out: Path, step: int) -> list[dict]:
-    """The log's evaluations that the best val loss of a state saved at `step` was chosen among: up
-    to that step, after the last best_reset mark before it (a mark at the step itself is a resume's
-    from the same state that died before its next one: stale, as `restore` says)."""
-    if not (out / LOG_FILE).exists():
-        return []
-    records = [r for r in read_log(out) if r["step"] < step or (r["step"] == step and not r.get("best_reset"))]
-    since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
-    return [r for r in records[since + 1:] if "val_loss" in r]
+    return any("val_ppl" in r for r in comparable_evaluations(records_of_state(out, state["step"])))
 
 
 def with_settings_of(optimizer, saved: dict) -> dict:
@@ -859,12 +847,28 @@ def evaluated_at(out: Path, step: int) -> bool:
     return (out / LOG_FILE).exists() and any(r["step"] == step and "val_loss" in r for r in read_log(out))
 
 
-def truncate_log(out: Path, step: int, keep_at_step: Callable[[dict], bool] = lambda record: True) -> None:
-    """On resume, drop records written after the checkpoint (they will be written again), and those
-    at its step that `keep_at_step` refuses."""
+def records_of_state(out: Path, step: int) -> list[dict]:
+    """The log's records that a checkpoint saved at `step` stands on: those before its step, and
+    those at it but a best_reset mark. A mark there is a resume's from this same checkpoint that
+    died before its next one: stale, as best/ is what that checkpoint left. Records past the step
+    are a run's that died before saving them: a resume writes them again."""
+    if not (out / LOG_FILE).exists():
+        return []
+    return [r for r in read_log(out) if r["step"] < step or (r["step"] == step and not r.get("best_reset"))]
+
+
+def truncate_log(out: Path, step: int) -> None:
+    """On resume, keep the log's records that the checkpoint at `step` stands on (`records_of_state`)."""
     if (out / LOG_FILE).exists():
-        keep = [r for r in read_log(out) if r["step"] < step or (r["step"] == step and keep_at_step(r))]
-        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in keep))
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in records_of_state(out, step)))
+
+
+def comparable_evaluations(records: list[dict]) -> list[dict]:
+    """The evaluations (records with a val_loss) since the log's last best_reset mark: the ones a
+    best val loss is chosen among, as they alone are comparable (other val data, or val loss
+    measured otherwise, came before the mark)."""
+    since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
+    return [r for r in records[since + 1:] if "val_loss" in r]
 
 
 # Why loss.png was skipped, each cause said once (`plot_log`), not at every evaluation of the run.

@@ -1316,7 +1316,7 @@ def test_truncate_log_drops_a_stale_best_reset_at_the_checkpoints_step(tmp_path)
     for r in ({"step": 4, "loss": 1.0}, {"step": 4, "val_loss": 2.0}, {"step": 4, "best_reset": True},
               {"step": 5, "loss": 0.9}):
         append_log(tmp_path, r)
-    truncate_log(tmp_path, 4, keep_at_step=lambda r: not r.get("best_reset"))
+    truncate_log(tmp_path, 4)
     assert read_log(tmp_path) == [{"step": 4, "loss": 1.0}, {"step": 4, "val_loss": 2.0}]
 
 

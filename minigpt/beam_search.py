@@ -9,8 +9,9 @@ It follows transformers' (vectorised) beam search exactly, so outputs match toke
 the same candidate count, the same length penalty, the same three early_stopping modes. It is
 deterministic (no sampling), uses minigpt's phases (`prefill`, `decode_step`: minigpt/prefill_decode.py) and static KV cache,
 whose rows are reordered in place as beams are picked from their parents.
-What it does not do: sampling beams, diverse or constrained beam search, stop strings, and return
-the hypotheses' scores (transformers' `sequences_scores`): it returns their ids, best first.
+It returns the hypotheses' ids, best first, and on request (`return_scores`) their scores, as
+transformers' `sequences_scores`. What it does not do: sampling beams, diverse or constrained beam
+search, stop strings.
 """
 from __future__ import annotations
 
@@ -100,8 +101,8 @@ def beam_search(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
     min_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int], pad: int,
     num_return_sequences: int, penalties: dict, no_repeat_ngram_size: int = 0, compile: bool = False,
-    return_stats: bool = False, textless: torch.Tensor | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+    return_scores: bool = False, return_stats: bool = False, textless: torch.Tensor | None = None,
+) -> torch.Tensor | tuple:
     """Keep the `num_beams` most likely continuations per prompt; transformers' semantics.
 
     Each step every beam proposes every token; the best 2·K candidates (K = num_beams; more with
@@ -117,6 +118,10 @@ def beam_search(
     `textless` (ids, or None): ids no beam may take, the model's rows past its tokenizer's vocabulary.
     A prompt whose beams all run out of tokens (the ban, a penalty) before `num_return_sequences`
     hypotheses end is a FloatingPointError, not rows of leftovers.
+    The result: the ids (B·n, T + new), each prompt's n best one after another; then, with
+    `return_scores`, their scores (B·n,) float (each the total log-probability of its new tokens,
+    after the penalties, / new_length ** length_penalty: what ranked it), and with `return_stats`
+    the GenerationStats.
     """
     device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
     clock = Clock(device)
@@ -160,10 +165,11 @@ def beam_search(
     check_enough_hypotheses(finished, n, V, max_new_tokens, no_repeat_ngram_size, penalties)
     out = finished.seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
     out = out[:, :T + int(finished.lens[:, :n].max())]  # (B·n, T + the longest kept hypothesis)
+    result = (out, finished.scores[:, :n].reshape(B * n)) if return_scores else (out,)
     if not return_stats:
-        return out
+        return result if return_scores else out
     # Beams are candidates, not output: a step advances each of the B prompts by one token.
-    return out, GenerationStats.measured(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
+    return *result, GenerationStats.measured(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
                                          first_tokens=B, steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
                                          kv_cache_bytes=state.cache.memory_bytes(), device=device)
 

@@ -217,12 +217,13 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
                              "in one context; drop --slide, or use --num-beams 1")
 
 
-def read_prompts(path: str) -> tuple[list[dict], list[int]]:
+def read_prompts(path: str, output_fields: tuple[str, ...] = ("texts",)) -> tuple[list[dict], list[int]]:
     """--prompts-file → its records and the line each is on. Each line is JSON: a string, or an
     object with a "prompt" string (JSON escapes newlines, so a prompt may hold them); blank lines
     are skipped. A record is the line's object, whose other fields (an "id") come back in the
     output line, or {"prompt": the string}. A line that is neither, or an object that already has
-    the output's "texts", is a ValueError naming the file and the line. A leading BOM is skipped (read_text_or_stdin)."""
+    a field the output line sets (`output_fields`: "texts", and with beams "scores"), is a
+    ValueError naming the file and the line. A leading BOM is skipped (read_text_or_stdin)."""
     records, lines = [], []
     # Split at "\n" only: str.splitlines would also split at U+2028 and the like, which a JSON string may hold as they are.
     name = source_name(path)
@@ -238,9 +239,10 @@ def read_prompts(path: str) -> tuple[list[dict], list[int]]:
             shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
             raise ValueError(f'{name} line {number} is no prompt: expected a JSON string or an object with a "prompt" '
                              f"string, got {shown}")
-        if isinstance(item, dict) and "texts" in item:  # the output line's own field: it would be overwritten
-            raise ValueError(f'{name} line {number} has a "texts" field, which its output line sets to the generated '
-                             'texts: rename it')
+        taken = [field for field in output_fields if isinstance(item, dict) and field in item]
+        if taken:  # the output line's own field: it would be overwritten
+            raise ValueError(f'{name} line {number} has a "{taken[0]}" field, which its output line sets to the generated '
+                             f'{taken[0]}: rename it')
         records.append(item if isinstance(item, dict) else {"prompt": prompt})
         lines.append(number)
     return records, lines
@@ -300,11 +302,13 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     with progress_bar(total=len(ids), desc="generating", unit="prompt") as bar:
         for start, seed in zip(starts, batch_seeds(args.seed, len(starts))):
             with flag_words(FLAG_ARGS):
-                texts, stats = generate_texts(model, tokenizer, ids[start:start + size], batch_size=args.batch_size,
-                                              num_return_sequences=args.num_return_sequences, progress=bar,
-                                              **{**kwargs, "seed": seed})
-            for record, its_texts in zip(records[start:start + size], texts):
-                print(json_line({**record, "texts": its_texts}))
+                texts, *scores, stats = generate_texts(model, tokenizer, ids[start:start + size],
+                                                       batch_size=args.batch_size,
+                                                       num_return_sequences=args.num_return_sequences, progress=bar,
+                                                       **{**kwargs, "seed": seed})
+            for i, record in enumerate(records[start:start + size]):
+                # Beams come with the scores that ranked them, one per text.
+                print(json_line({**record, "texts": texts[i], **({"scores": scores[0][i]} if scores else {})}))
             sys.stdout.flush()  # the window's lines now, before its stats and the next window
             if args.stats:  # batches hold prompts of about one length, not the file's order
                 for batch_stats in stats:
@@ -393,7 +397,8 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
         args.stop = [typed_text("--stop", stop) for stop in args.stop]
     try:
         prompt = read_text_or_stdin(args.prompt_file) if args.prompt_file else args.prompt
-        records, lines = read_prompts(args.prompts_file) if args.prompts_file is not None else ([], [])
+        outputs = ("texts", "scores") if args.num_beams > 1 else ("texts",)
+        records, lines = read_prompts(args.prompts_file, outputs) if args.prompts_file is not None else ([], [])
     except (OSError, ValueError) as e:
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"
         raise ValueError(f"cannot read {flag}: {e}") from None
@@ -457,6 +462,7 @@ def generate_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
     if args.num_beams > 1:
         for name in SAMPLING_DEFAULTS:  # greedy beams: no temperature, no filters
             kwargs.pop(name)
+        kwargs["return_scores"] = True  # what ranked the beams, printed beside each
     return sampling, kwargs
 
 
@@ -494,12 +500,12 @@ def print_texts(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace, ids:
     --stream, piece by piece. Returns generate's stats."""
     with torch.inference_mode(), flag_words(FLAG_ARGS):  # generate's errors, named by the flags typed
         if args.num_beams > 1 or args.num_return_sequences > 1:
-            texts, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
-                                         **kwargs)
-            kind = "beam" if args.num_beams > 1 else "sample"
-            for i, text in enumerate(texts, 1):
+            texts, *scores, stats = generate_text(model, tokenizer, ids, num_return_sequences=args.num_return_sequences,
+                                                  **kwargs)
+            for i, text in enumerate(texts):
                 if len(texts) > 1:
-                    print(f"--- {kind} {i} of {len(texts)} ---")
+                    print(f"--- beam {i + 1} of {len(texts)} (score {scores[0][i]:.4f}) ---" if scores else
+                          f"--- sample {i + 1} of {len(texts)} ---")
                 print(prompt + text)
             return stats
         unprinted = [prompt]  # printed with the first piece: nothing is printed if the first step fails

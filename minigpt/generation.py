@@ -110,13 +110,17 @@ def stream(
     sampler: str = "auto",
     compile: bool = False,
     slide: int = 0,
+    return_scores: bool = False,
     return_stats: bool = False,
-) -> Generator[torch.Tensor, None, torch.Tensor | tuple[torch.Tensor, GenerationStats]]:
+) -> Generator[torch.Tensor, None, torch.Tensor | tuple]:
     """Yield each step's new tokens (B·num_return_sequences,) as they are drawn (beam search, which
     picks its tokens at the end, yields none); finally *return* what `generate` returns.
 
     The result: a LongTensor (B·num_return_sequences, T + new), prompt included, as in
-    transformers, whose argument names these are; with `return_stats=True`, `(ids, GenerationStats)`.
+    transformers, whose argument names these are; with `return_stats=True`, `(ids, GenerationStats)`;
+    with beam search's `return_scores=True`, `(ids, scores)` or `(ids, scores, GenerationStats)`,
+    scores (B·num_return_sequences,) being each returned beam's, transformers' `sequences_scores`:
+    the total log-probability of its new tokens (after the penalties) / new_length ** length_penalty.
     Rows that finish early are filled with pad_token_id (None: the config's pad_token_id, else the
     first EOS id, as in transformers). Prompts are left-padded, `attention_mask` 0 at the pads;
     without one, as in transformers, the ids equal to a pad id named as one (pad_token_id, or the
@@ -162,6 +166,7 @@ def stream(
     """
     check_flag("compile", compile)
     check_flag("return_stats", return_stats)
+    check_flag("return_scores", return_scores)
     args = check_arguments(
         model, input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample,
@@ -172,13 +177,17 @@ def stream(
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
         num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
         num_return_sequences=num_return_sequences, streamer=streamer, sampler=sampler, seed=seed, slide=slide)
+    if return_scores and args.num_beams == 1:
+        raise ValueError("return_scores is for beam search (num_beams > 1): the score that ranked each returned beam; "
+                         "greedy and sampled rows are ranked by nothing")
     warn_if_training(model, "generating")  # after check_arguments' check_model: generate(ids, model) is a TypeError
     # Built here, not in the loop, so that stop strings without their tokenizer are refused at the
     # call too. A prompt's n samples are n rows.
     stopper = StopStrings(tokenizer, args.stop, args.input_ids.size(0) * args.num_return_sequences) if args.stop else None
     # A tokenizer smaller than the model (a padded vocabulary): the ids it has no token for are never drawn.
     args.textless = textless_ids(model, tokenizer, args.input_ids.device)
-    return decode_loop(model, args, stopper, streamer=streamer, compile=compile, return_stats=return_stats)
+    return decode_loop(model, args, stopper, streamer=streamer, compile=compile, return_scores=return_scores,
+                       return_stats=return_stats)
 
 
 def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
@@ -211,7 +220,7 @@ def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[Callab
 
 @takes_stream_arguments()
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-             **kwargs) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+             **kwargs) -> torch.Tensor | tuple:
     """Continue each prompt: input_ids (B, T) → LongTensor (B·num_return_sequences, T + new).
 
     `generate` is `stream` run to the end; its keyword arguments are `stream`'s (help(stream)).
@@ -225,14 +234,14 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
 # resumption only: between yields and after the end the caller's grad mode is back.
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings | None, *,
-                streamer: Callable[[torch.Tensor], None] | None, compile: bool, return_stats: bool
-                ) -> Generator[torch.Tensor, None, torch.Tensor | tuple[torch.Tensor, GenerationStats]]:
+                streamer: Callable[[torch.Tensor], None] | None, compile: bool, return_scores: bool, return_stats: bool
+                ) -> Generator[torch.Tensor, None, torch.Tensor | tuple]:
     """`stream`'s steps, from its checked arguments: prefill the prompts, then decode (penalize and
     ban → pick a token per row → feed it back) until every row has ended; the result is the
     generator's *return* value. Beam search (num_beams > 1) is handed to minigpt/beam_search.py."""
     if args.num_beams > 1:
         # A generator's `return`: no step is yielded, the result travels as StopIteration.value (run_to_end reads it).
-        return hand_to_beam_search(model, args, compile=compile, return_stats=return_stats)
+        return hand_to_beam_search(model, args, compile=compile, return_scores=return_scores, return_stats=return_stats)
     prompt_tokens = args.attention_mask.sum()  # the prompts' real tokens, counted before the n copies
     input_ids, attention_mask = one_row_per_sample(args.input_ids, args.attention_mask, args.num_return_sequences)
     device, (B, T), V, pad = input_ids.device, input_ids.shape, model.config.vocab_size, args.pad
@@ -306,14 +315,14 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
 
 
 def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bool,
-                        return_stats: bool) -> torch.Tensor | tuple[torch.Tensor, GenerationStats]:
+                        return_scores: bool, return_stats: bool) -> torch.Tensor | tuple:
     """num_beams > 1: minigpt/beam_search.py's `beam_search` from `stream`'s checked arguments."""
     return beam_search(model, args.input_ids, args.attention_mask, max_new_tokens=args.max_new_tokens,
                        min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,
                        length_penalty=args.length_penalty, early_stopping=args.early_stopping, eos=args.eos, pad=args.pad,
                        num_return_sequences=args.num_return_sequences, penalties=args.penalties,
-                       no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_stats=return_stats,
-                       textless=args.textless)
+                       no_repeat_ngram_size=args.no_repeat_ngram_size, compile=compile, return_scores=return_scores,
+                       return_stats=return_stats, textless=args.textless)
 
 
 def one_row_per_sample(input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -211,24 +211,34 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
 
 @takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
 def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, truncate_left: bool = False,
-                  **kwargs) -> list[str] | tuple[list[str], GenerationStats]:
+                  **kwargs) -> list[str] | tuple:
     """Continue one prompt; return the new text of each sequence (`num_return_sequences` samples,
     or that many of the best beams, best first). `kwargs` are `stream`'s; with return_stats=True
-    the result is `(texts, GenerationStats)`. A prompt too long for the context is an error, or
-    with `truncate_left=True` keeps its last tokens (as `generate_texts`, and the CLI's --truncate-left).
+    the result is `(texts, GenerationStats)`, with beam search's return_scores=True `(texts, scores)`
+    (each beam's score, a float: `stream`'s), with both `(texts, scores, GenerationStats)`. A prompt
+    too long for the context is an error, or with `truncate_left=True` keeps its last tokens (as
+    `generate_texts`, and the CLI's --truncate-left).
 
     Each text ends before its first EOS or stop string, cut at the character as `stream_text`
     cuts it (`cut_text`).
     """
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs, truncate_left)
-    texts, stats = row_texts(model, tokenizer, ids, torch.ones_like(ids), stops, eos, kwargs)  # one prompt: no pads
-    return (texts, stats) if stats is not None else texts
+    texts, scores, stats = row_texts(model, tokenizer, ids, torch.ones_like(ids), stops, eos, kwargs)  # one prompt: no pads
+    return with_extras(texts, scores, stats)
+
+
+def with_extras(result, scores, stats):
+    """The text functions' result as `generate` composes its own: `result`, then the scores and
+    the stats, each where it was asked for (not None)."""
+    extras = tuple(x for x in (scores, stats) if x is not None)
+    return (result, *extras) if extras else result
 
 
 def row_texts(model: torch.nn.Module, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-              stops: list[str], eos: set[int], kwargs: dict) -> tuple[list[str], GenerationStats | None]:
+              stops: list[str], eos: set[int], kwargs: dict
+              ) -> tuple[list[str], list[float] | None, GenerationStats | None]:
     """Run `stream` on left-padded prompts (B, T) → each output row's new text (B·n rows: a prompt's
-    n sequences one after another), and the stats if `kwargs` asked for them.
+    n sequences one after another), and the beams' scores and the stats if `kwargs` asked for them.
 
     The texts come from the tokens as they were drawn, not from `generate`'s ids: those can only
     end at a whole token, and the one holding the start of a stop string may begin with text to keep.
@@ -236,10 +246,12 @@ def row_texts(model: torch.nn.Module, tokenizer, input_ids: torch.Tensor, attent
     steps = stream(model, input_ids, attention_mask, tokenizer=tokenizer, **kwargs)
     drawn: list[torch.Tensor] = []  # each step's (rows,) tokens; beam search yields none (its beams are chosen at the end)
     result = run_to_end(steps, drawn.append)
-    out, stats = result if kwargs.get("return_stats") else (result, None)
+    out, *extras = result if isinstance(result, tuple) else (result,)
+    scores = extras.pop(0).tolist() if kwargs.get("return_scores") else None
+    stats = extras.pop(0) if extras else None
     prompt_len = max(input_ids.size(1), 1)  # an empty prompt became <|endoftext|>
     rows = torch.stack(drawn, 1).tolist() if drawn else out[:, prompt_len:].tolist()  # (rows, new)
-    return [cut_text(row, tokenizer, stops, eos, model.config.vocab_size) for row in rows], stats
+    return [cut_text(row, tokenizer, stops, eos, model.config.vocab_size) for row in rows], scores, stats
 
 
 def cut_text(row: list[int], tokenizer, stops: list[str], eos: set[int], vocab_size: int) -> str:
@@ -306,11 +318,13 @@ class PromptTooLong(ValueError):
 @takes_stream_arguments(refused=("streamer", "attention_mask"))  # its batches run sorted by length: a streamer would see them out of order
 def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
                    truncate_left: bool = False, progress: bool | tqdm = False,
-                   **kwargs) -> list[list[str]] | tuple[list[list[str]], list[GenerationStats]]:
+                   **kwargs) -> list[list[str]] | tuple:
     """Continue many prompts, `batch_size` at a time: for each prompt, in the order given, the new
     texts of its `num_return_sequences` samples (or best beams), cut as `generate_text` cuts them.
     `kwargs` are `stream`'s; a sampling parameter may be a tensor with one value per prompt. With
-    return_stats=True the result is `(texts, [GenerationStats of each batch])`.
+    return_stats=True the result is `(texts, [GenerationStats of each batch])`; with beam search's
+    return_scores=True `(texts, scores)`, scores[i] the scores of prompts[i]'s beams; with both
+    `(texts, scores, stats)`.
 
     Each prompt is text or its token ids. Prompts are sorted by length, so a batch holds prompts of
     about one length (little padding), and left-padded; a padded row decodes as it would alone, so
@@ -364,6 +378,7 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
     starts = range(0, len(order), batch_size)
     seeds = batch_seeds(kwargs.get("seed"), len(starts))
     texts: list[list[str]] = [[] for _ in prompts]
+    scores: list[list[float]] = [[] for _ in prompts]
     all_stats: list[GenerationStats] = []
     shared = isinstance(progress, tqdm)
     with nullcontext(progress) if shared else progress_bar(total=len(prompts), desc="generating", unit="prompt",
@@ -373,14 +388,16 @@ def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | li
             input_ids, attention_mask = left_pad([encoded[i] for i in batch])
             picked = torch.tensor(batch)
             batch_kwargs = {**kwargs, "seed": seed, **{name: value[picked] for name, value in per_prompt.items()}}
-            rows, stats = row_texts(model, tokenizer, input_ids, attention_mask, stops, eos, batch_kwargs)
+            rows, row_scores, stats = row_texts(model, tokenizer, input_ids, attention_mask, stops, eos, batch_kwargs)
             n = len(rows) // len(batch)  # rows b·n ... b·n + n - 1 are the batch's prompt b
             for b, i in enumerate(batch):
                 texts[i] = rows[b * n:(b + 1) * n]
+                scores[i] = row_scores[b * n:(b + 1) * n] if row_scores is not None else []
             if stats is not None:
                 all_stats.append(stats)
             bar.update(len(batch))
-    return (texts, all_stats) if kwargs.get("return_stats") else texts
+    return with_extras(texts, scores if kwargs.get("return_scores") else None,
+                       all_stats if kwargs.get("return_stats") else None)
 
 
 def fit_context(encoded: list[list[int]], model: torch.nn.Module, max_new_tokens: int, truncate_left: bool,

@@ -425,6 +425,55 @@ def test_beam_search_min_new_tokens_lets_eos_come_exactly_after_that_many(pair, 
         assert torch.equal(ours, theirs), f"min_new_tokens={s}"
 
 
+@pytest.mark.parametrize("kw", [
+    dict(length_penalty=0.6, early_stopping=False, row=0, step=3),
+    dict(length_penalty=2.0, early_stopping="never", row=0, step=1),
+    dict(length_penalty=-1.0, early_stopping=True, row=1, step=0, repetition_penalty=1.4, no_repeat_ngram_size=2),
+], ids=["favours short", "favours long, never", "penalties and the ban"])
+@torch.no_grad()
+def test_beam_scores_equal_transformers_sequences_scores(pair, kw):
+    """return_scores=True gives each returned beam's score, transformers' `sequences_scores`
+    (output_scores=True, return_dict_in_generate=True): the total log-probability of its new tokens,
+    after the penalties and the ban, / new_length ** length_penalty. Hypotheses of several lengths
+    (an early EOS) check the length each is divided by."""
+    model, hf = pair
+    ids, mask = left_padded(PROMPTS)
+    row, step = kw.pop("row"), kw.pop("step")
+    kw.update(max_new_tokens=10, num_beams=4, num_return_sequences=3, pad_token_id=PAD,
+              eos_token_id=eos_from(model, ids, mask, row=row, step=step))
+    ours, scores = generate(model, ids, mask, return_scores=True, **kw)
+    theirs = hf.generate(ids, attention_mask=mask, do_sample=False, output_scores=True, return_dict_in_generate=True,
+                         **kw)
+    assert torch.equal(ours, theirs.sequences)
+    assert scores.shape == (len(PROMPTS) * 3,) and scores.dtype == torch.float32
+    # the same sums in another order (the penalties', the cache's): float32 rounding, ~1e-5 of the score
+    torch.testing.assert_close(scores, theirs.sequences_scores, rtol=1e-4, atol=1e-5)
+    lengths = (ours[:, ids.size(1):] != PAD).sum(1)
+    assert lengths.unique().numel() > 1, "the test wants hypotheses of several lengths"
+    for prompt_scores in scores.view(len(PROMPTS), 3):  # best first
+        assert prompt_scores.tolist() == sorted(prompt_scores.tolist(), reverse=True)
+
+
+@torch.no_grad()
+def test_return_scores_comes_before_the_stats_and_is_for_beams_only(pair):
+    """With return_stats too, the result is (ids, scores, stats), as the docstring orders them, and
+    the ids and scores are those of the call without stats. Greedy and sampled rows have no score
+    that ranked them: return_scores without beams is refused by name, as a non-bool flag is."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    kw = dict(max_new_tokens=6, num_beams=3, num_return_sequences=2, pad_token_id=PAD)
+    out, scores = generate(model, ids, mask, return_scores=True, **kw)
+    out2, scores2, stats = generate(model, ids, mask, return_scores=True, return_stats=True, **kw)
+    assert torch.equal(out, out2) and torch.equal(scores, scores2) and isinstance(stats, GenerationStats)
+    assert torch.equal(generate(model, ids, mask, **kw), out)  # no scores asked: the ids alone, as before
+    with pytest.raises(ValueError, match=r"return_scores is for beam search \(num_beams > 1\)"):
+        generate(model, ids, mask, return_scores=True, max_new_tokens=3)
+    with pytest.raises(ValueError, match="return_scores is for beam search"):
+        generate(model, ids, mask, return_scores=True, do_sample=True, num_return_sequences=2, max_new_tokens=3)
+    with pytest.raises((TypeError, ValueError), match="return_scores"):
+        generate(model, ids, mask, return_scores="yes", **kw)
+
+
 @torch.no_grad()
 def test_early_stopping_as_a_numpy_or_tensor_bool_is_that_bool_and_1_is_refused(pair):
     """Beam search tests `early_stopping is True`: np.True_, torch.tensor(True) and 1 passed the
@@ -2140,7 +2189,7 @@ def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
     assert [line for line in out.splitlines() if line.startswith("---")] == [f"--- sample {i} of 3 ---" for i in (1, 2, 3)]
     assert out.count("To be") == 3
     assert main(base + ["--num-beams", "3", "--num-return-sequences", "2"]) == 0
-    assert "--- beam 2 of 2 ---" in capsys.readouterr().out
+    assert re.search(r"^--- beam 2 of 2 \(score -?\d+\.\d{4}\) ---$", capsys.readouterr().out, re.M)
     assert main(base + ["-n", "2", "--stream"]) == 2
     assert "with --num-return-sequences > 1 drop --stream" in capsys.readouterr().err
     assert main(base + ["-n", "2", "--explain"]) == 2

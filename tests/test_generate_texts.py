@@ -14,6 +14,7 @@ import torch
 from test_generate import DigitsTokenizer, sharpened_pair, tiny_checkpoint, tiny_config  # noqa: F401 (a fixture)
 
 from minigpt import generate, generate_texts
+from minigpt.generation import GenerationStats
 from minigpt.text_generation import PromptTooLong, generate_text
 
 # Of different lengths and not in length order: sorting reorders them, batches of 2 mix lengths,
@@ -250,6 +251,27 @@ def test_progress_and_stats_per_batch(model, capsys):
     assert capsys.readouterr().err == ""
 
 
+@torch.no_grad()
+def test_beam_scores_come_with_each_prompts_texts_in_the_prompts_order(model):
+    """return_scores=True through the text functions: scores[i] are prompts[i]'s beams' scores, best
+    first, as generate_text gives them for that prompt alone (batched: up to float rounding), and
+    as generate gives them for its ids; with return_stats the stats come last, as in generate."""
+    kw = dict(max_new_tokens=5, num_beams=3, num_return_sequences=2, eos_token_id=[])
+    texts, scores = generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=2, return_scores=True, **kw)
+    for prompt, its_texts, its_scores in zip(PROMPTS, texts, scores):
+        alone_texts, alone_scores, stats = generate_text(model, DigitsTokenizer(), prompt, return_scores=True,
+                                                         return_stats=True, **kw)
+        assert its_texts == alone_texts and isinstance(stats, GenerationStats)
+        assert its_scores == pytest.approx(alone_scores, rel=1e-4) and its_scores == sorted(its_scores, reverse=True)
+    ids = torch.tensor([DigitsTokenizer().encode(PROMPTS[1])])
+    _, ids_scores = generate(model, ids, torch.ones_like(ids), return_scores=True, **kw)
+    assert ids_scores.tolist() == pytest.approx(scores[1], rel=1e-4)
+    texts2, scores2, stats = generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=2, return_scores=True,
+                                            return_stats=True, **kw)
+    assert (texts2, scores2) == (texts, scores) and len(stats) == 3
+    assert generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=2, **kw) == texts  # no scores asked: texts alone
+
+
 def write_jsonl(path, lines: list[str]):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
@@ -283,6 +305,31 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [len(row["texts"]) for row in first] == [2] * 4
     assert main(sampled) == 0 and [json.loads(line) for line in capsys.readouterr().out.splitlines()] == first
+
+
+def test_cli_beams_print_their_scores_and_json_lines_carry_them(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    """Beams on the CLI come with the scores that ranked them: in each beam's header, and as a
+    "scores" list beside "texts" in --prompts-file's lines (the same numbers). With beams, an input
+    object with a "scores" field is refused, as one with "texts" is; without beams it comes back."""
+    from minigpt.generate_cli import main
+
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--num-beams", "3", "-n", "2"]
+    assert main(base + ["--prompt", "To be"]) == 0
+    headers = re.findall(r"--- beam (\d) of 2 \(score (-?\d+\.\d{4})\) ---", capsys.readouterr().out)
+    assert [h[0] for h in headers] == ["1", "2"]
+    path = write_jsonl(tmp_path / "p.jsonl", [json.dumps({"prompt": "To be", "id": 1})])
+    assert main(base + ["--prompts-file", path]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert list(row) == ["prompt", "id", "texts", "scores"] and len(row["scores"]) == 2
+    assert [f"{score:.4f}" for score in row["scores"]] == [h[1] for h in headers]
+    assert row["scores"][0] >= row["scores"][1]
+    scored = write_jsonl(tmp_path / "s.jsonl", [json.dumps({"prompt": "To be", "scores": [1]})])
+    assert main(base + ["--prompts-file", scored]) == 2
+    assert ('s.jsonl line 1 has a "scores" field, which its output line sets to the generated scores: rename it'
+            in capsys.readouterr().err)
+    assert main(["--model", str(tiny_checkpoint), "--max-new-tokens", "3", "--temperature", "0",
+                 "--prompts-file", scored]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"] == [1]
 
 
 def test_cli_an_empty_prompts_file_says_so_before_loading_a_model(tiny_checkpoint, tmp_path, capsys,  # noqa: F811

@@ -25,6 +25,7 @@ import codecs
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import Collection, Iterator, Sequence
@@ -87,25 +88,87 @@ def encode_text(tokenizer, text: str, chunk_chars: int = CHUNK_CHARS) -> list[in
     return [i for _, ids in encode_chunks(tokenizer, text, chunk_chars) for i in ids]
 
 
-def _cut_point(text: str, val_fraction: float, special_tokens: Collection[str] = ()) -> int:
-    """Where the validation part of one file starts: the first safe cut (minigpt.pretokenize.SAFE_CUT) at or after
-    (1 - val_fraction) of its characters, so both parts encode to exactly the ids of the whole.
-    With none after that point, the last one before it, if the held-out part stays under twice its
-    share (a file of one header line and one long line would otherwise hold out all of its text);
-    else it is cut there, mid-line. Neither cut falls inside one of `special_tokens`, which would
-    then be encoded as plain text on both sides."""
+def _cut_point(text: str, val_fraction: float, special_tokens: Collection[str] = ()) -> int | None:
+    """Where the validation part of one file starts, at a line break: the first safe cut
+    (minigpt.pretokenize.SAFE_CUT) at or after (1 - val_fraction) of its characters, so both parts
+    encode to exactly the ids of the whole. Else (none there, or only the file's final "\\n", which
+    would hold out a blank line) the last one before that point, if the held-out part stays under
+    twice its share. None where no such cut leaves text, not only whitespace, on both sides: a file
+    of one line, or of a few short ones (`split_points` then holds it out whole, or trains on it).
+    No cut falls inside one of `special_tokens`, which would then be encoded as plain text on both sides."""
     target = int(len(text) * (1 - val_fraction))
-    if (cut := safe_cut_at(text, target, special_tokens)) is not None:
-        return cut
-    if (cut := last_safe_cut_before(text, target, special_tokens)) is not None and len(text) - cut < 2 * (len(text) - target):
-        return cut
-    while target < len(text) and splits_one_of(text, target, special_tokens):
-        target += 1  # past the special token it would cut
-    return target
+    before = last_safe_cut_before(text, target, special_tokens)
+    if before is not None and len(text) - before >= 2 * (len(text) - target):
+        before = None  # a header line and one long line: it would hold out nearly all of the file
+    for cut in (safe_cut_at(text, target, special_tokens), before):
+        if cut is not None and _has_text(text, 0, cut) and _has_text(text, cut, len(text)):
+            return cut
+    return None
+
+
+_NON_SPACE = re.compile(r"\S")
+
+
+def _has_text(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] holds anything but whitespace (searched in place: no copy of the part)."""
+    return _NON_SPACE.search(text, start, end) is not None
+
+
+def _cut_inside_line(text: str, n_val: float, special_tokens: Collection[str] = ()) -> int:
+    """Where to cut about the last `n_val` characters off a text that has no line break to cut at:
+    at the last space before that point, so that no word is cut in two, if the held-out part stays
+    under twice n_val; else at that very character (a text without spaces: minified JSON, Chinese).
+    Never inside one of `special_tokens`."""
+    point = int(len(text) - n_val)
+    space = text.rfind(" ", max(1, int(len(text) - 2 * n_val) + 1), point + 1)  # (-1: none in that stretch)
+    cut = point if space == -1 else space
+    while cut < len(text) and splits_one_of(text, cut, special_tokens):
+        cut += 1  # past the special token it would cut
+    return cut
+
+
+def split_points(paths: list[Path], val_fraction: float, special_tokens: Collection[str] = ()) -> list[int]:
+    """Where each file's validation part starts, as an offset into its text: its length where none
+    of it is held out, 0 where all of it is.
+
+    A file with a line break to cut at (`_cut_point`) gives its last val_fraction or so: every
+    source is in both splits. The others (one line, or a few short ones: a folder of reviews or
+    tweets) are not cut, since their tail would be the end of a line or a blank: the last of them
+    are held out whole, until they make up val_fraction of those files' characters (one that would
+    overshoot that more than it falls short without it trains whole). A file of twice that or more
+    trains whole too; but if whole files fall short (a single one-line file, or a few large ones),
+    the last such large file gives the rest, cut inside its line (`_cut_inside_line`).
+
+    Each file is read here, one at a time, and again when it is encoded: which files are held out
+    whole depends on all of them, and reading is fast beside encoding."""
+    lengths, points, uncut = [], [], []
+    for i, p in enumerate(paths):
+        text = read_text(p)
+        cut = _cut_point(text, val_fraction, special_tokens)
+        lengths.append(len(text))
+        points.append(len(text) if cut is None else cut)
+        if cut is None:
+            uncut.append(i)
+        del text  # before the next file is read
+    share = val_fraction * sum(lengths[i] for i in uncut)  # characters the uncut files hold out
+    held, left = 0, None  # left: the last uncut file too large to hold out whole
+    for i in reversed(uncut):
+        if held >= share:
+            break
+        if lengths[i] >= 2 * share:
+            left = i if left is None else left
+        elif held + lengths[i] - share < share - held:  # held out if that brings `held` nearer the share
+            points[i], held = 0, held + lengths[i]
+    if held < share and left is not None:
+        text = read_text(paths[left])
+        cut = _cut_inside_line(text, share - held, special_tokens)
+        if _has_text(text, 0, cut) and _has_text(text, cut, len(text)):
+            points[left] = cut
+    return points
 
 
 def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLike, val_fraction: float = 0.1,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, allow_json: bool = False) -> dict:
     """Tokenize text files into out_dir/{train,val}.bin + meta.json; return the meta dict.
 
     An out_dir that already holds prepared data (any of DATA_FILES) is refused unless `overwrite`:
@@ -113,10 +176,16 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     holding only other files, is fine. One prepare at a time writes an out_dir: another one there
     (a job launched twice) is refused at once (`prepare_lock`).
 
-    The last `val_fraction` of *each* file goes to validation, so every source is represented in
-    both splits. Each file's part of each split ends with <|endoftext|>, which marks document
-    boundaries for the model (in train, also where a file's val tail was cut off, mid-document);
-    a part whose text already ends with <|endoftext|> gets no second one (an empty document).
+    The last `val_fraction` of *each* file goes to validation, cut at a line break, so every source
+    is represented in both splits; files with no line break to cut at (one line, or a few short
+    ones) are held out whole instead, the last ones (`split_points`). Each file's part of each split
+    ends with <|endoftext|>, which marks document boundaries for the model (in train, also where a
+    file's val tail was cut off, mid-document); a part whose text already ends with <|endoftext|>
+    gets no second one (an empty document). A split far from `val_fraction` of the tokens (under
+    half or over twice it) is warned about on stderr.
+
+    Files of JSON records are refused (`check_not_json`) unless `allow_json`: they would be
+    trained on as text, braces, keys and escapes included.
 
     out_dir/val.txt gets the held-out text as it was read (the files' tails one after another,
     with no <|endoftext|> between them; read in text mode, so "\\r\\n" is "\\n" there): its bytes are
@@ -135,6 +204,8 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
         raise ValueError("no input files given")
     for p in paths:  # every one now: a bad last file was found only after tokenizing all the others
         check_input(p)
+        if not allow_json:
+            check_not_json(p)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
@@ -149,6 +220,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
                                   "trained on: choose another --out, or pass --overwrite to replace it (to add a corpus "
                                   "to it, prepare all the files together into a new --out)")
         n_tokens, n_bytes = write_token_files(paths, tokenizer, out, val_fraction)
+        warn_if_far_from_fraction(n_tokens, val_fraction)
         tokenizer.save_pretrained(out / "tokenizer")
         meta = {
             "vocab_size": tokenizer.vocab_size,
@@ -188,6 +260,24 @@ def prepare_lock(out: Path) -> Iterator[None]:
         yield
 
 
+def val_share(n_tokens: dict) -> float:
+    """The share of the tokens held out for validation."""
+    return n_tokens["val"] / (n_tokens["train"] + n_tokens["val"])
+
+
+def warn_if_far_from_fraction(n_tokens: dict, val_fraction: float) -> None:
+    """Say on stderr when validation holds under half or over twice val_fraction of the tokens: the
+    cuts follow line breaks and whole files, which a corpus of a few files may not offer near it
+    (each part's <|endoftext|> counts too, which weighs in files of a few tokens)."""
+    share = val_share(n_tokens)
+    if val_fraction / 2 <= share <= 2 * val_fraction:
+        return
+    print(f"warning: validation holds {n_tokens['val']:,} tokens, {share:.1%} of them, far from the --val-fraction "
+          f"{val_fraction:g} asked: the files give no closer cut (each is cut at a line break near its last "
+          f"{val_fraction:g}; files without one are held out whole, the last ones); its val loss is noisier if "
+          "small, and training has less text if large", file=sys.stderr)
+
+
 def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: float) -> tuple[dict, dict]:
     """Encode each file into out/train.bin and out/val.bin, its held-out text into out/val.txt;
     return the token and UTF-8 byte counts of each split. See `prepare`."""
@@ -197,7 +287,7 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
     n_tokens = {"train": 0, "val": 0}
     n_bytes = {"train": 0, "val": 0}
     eos = tokenizer.eos_token_id
-    specials = whole_tokens(tokenizer)  # no cut may fall inside one
+    points = split_points(paths, val_fraction, whole_tokens(tokenizer))  # no cut falls inside a special token
     total = sum(p.stat().st_size for p in paths)
     # Each file is written under a temp name and renamed into place once all are complete (the
     # files close first, then each atomic_path renames); if anything fails, the temp files go.
@@ -211,9 +301,8 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
         progress_bar(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
     ):
         files = {"train": f_train, "val": f_val}
-        for p in paths:
+        for p, cut in zip(paths, points):
             text = read_text(p)
-            cut = _cut_point(text, val_fraction, specials)
             for split, start, end in (("train", 0, cut), ("val", cut, len(text))):
                 if start == end:
                     continue
@@ -269,6 +358,51 @@ def check_input(path: Path) -> None:
             if not block:
                 return
             done += len(block)
+
+
+JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def check_not_json(path: Path) -> None:
+    """Refuse, naming `path`, a file of JSON records: one named .json or .jsonl, or one whose every
+    non-blank line in its first UTF8_CHECK_BYTES is a JSON object or string (JSON Lines by any
+    name). prepare reads text, and would train on '{"text": "BRUTUS:\\nCome' as it stands, braces,
+    keys and escapes included. Text that merely starts with "{" (code, LaTeX) passes: such lines
+    are not JSON, or not all of them. Not handled: a file whose first line alone is longer than
+    UTF8_CHECK_BYTES."""
+    if path.suffix.lower() in JSON_SUFFIXES:
+        found = f"is a {path.suffix} file"
+    elif all_lines_json(path):
+        found = "holds JSON lines (each line of its start is a JSON object or string)"
+    else:
+        return
+    text = path.with_suffix(".txt")
+    text = shlex.quote(str(text if text != path else path.with_name(f"{path.stem}_text.txt")))  # (`> path` would empty it first)
+    raise ValueError(f"input {path} {found}: prepare reads plain text, and would train on the braces, keys and escapes "
+                     f"as text. Extract the text first, e.g. `jq -r .text {shlex.quote(str(path))} > {text}` (.text: the "
+                     f"key that holds it; `jq -r .` for a string per line), and prepare {text}; to train on the JSON "
+                     "itself, pass --allow-json to `minigpt prepare`")
+
+
+def all_lines_json(path: Path) -> bool:
+    """Whether every non-blank line of the first UTF8_CHECK_BYTES of `path` (only whole lines, unless
+    that is all of it) is a JSON object or string, and there is one at least."""
+    with open(path, "rb") as f:
+        head = f.read(UTF8_CHECK_BYTES)
+        if f.read(1):  # more follows: drop the last line, which the block may have cut
+            head = head[: head.rfind(b"\n") + 1]  # (a "\n" byte is never inside a UTF-8 character)
+    lines = [line for line in head.decode("utf-8-sig").splitlines() if line.strip()]
+    return bool(lines) and all(is_json_record(line) for line in lines)
+
+
+def is_json_record(line: str) -> bool:
+    """Whether `line` is one JSON object or string: a record of JSON Lines, not a line of text."""
+    if line.lstrip()[:1] not in ('{', '"'):  # (most text: no parse at all)
+        return False
+    try:
+        return isinstance(json.loads(line), (dict, str))
+    except ValueError:  # (json.JSONDecodeError is one)
+        return False
 
 
 # ---- reading: memory-mapped ids → random (x, y) windows ----------------------------------------
@@ -419,8 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+", help="UTF-8 text files")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt, or tokenizer.json), e.g. checkpoints/gpt2")
     parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each file held out for validation (default 0.1)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of each file held out for validation, cut at a line break; files without one are held "
+                             "out whole, the last ones (default 0.1)")
     parser.add_argument("--overwrite", action="store_true", help="replace the prepared data already in --out (refused otherwise)")
+    parser.add_argument("--allow-json", action="store_true",
+                        help="tokenize .json/.jsonl files and JSON lines as they are, braces and keys included (refused otherwise)")
     args = parser.parse_args(argv)
     before = data_files_stamp(Path(args.out))
     try:
@@ -428,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         if tokenizer.eos_token_id is None:  # said before the tokenizing, which may take minutes
             print(f"{parser.prog}: warning: the tokenizer {args.tokenizer} {NO_EOS_WARNING}; give it one: "
                   "`minigpt tokenize --train FILES --eos TOKEN`, or eos_token in its tokenizer_config.json", file=sys.stderr)
-        meta = prepare(args.inputs, tokenizer, args.out, args.val_fraction, args.overwrite)
+        meta = prepare(args.inputs, tokenizer, args.out, args.val_fraction, args.overwrite, args.allow_json)
     except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
@@ -439,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{parser.prog}: interrupted while writing {args.out}, which now holds part of this run's data: "
                   "prepare it again, with --overwrite", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
+    n_tokens = {"train": meta["train_tokens"], "val": meta["val_tokens"]}
+    print(f"held out {val_share(n_tokens):.1%} of the tokens for validation (--val-fraction {args.val_fraction:g})")
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
     print(f"next: minigpt train --data {shlex.quote(args.out)} --out OUT_DIR")  # quoted: ready to paste
     return 0

@@ -279,14 +279,18 @@ def test_every_block_of_a_token_file_is_checked_against_the_vocabulary(tmp_path,
 def test_a_file_without_a_line_break_after_the_cut_still_gives_validation_text(tok, tmp_path):
     """Guards against _cut_point falling back to the end of the text (not the target) when no safe
     cut follows it: a one-line file (minified JSON, a text without newlines) would then give
-    nothing to validation, and with one such file val.bin would hold no tokens at all."""
+    nothing to validation, and with one such file val.bin would hold no tokens at all.
+    Changed on purpose since (a data audit): it was cut at the very character, mid-word; now at
+    the last space before it, by split_points (_cut_point offers only line breaks: None here)."""
     text = "the quick brown fox jumps over the lazy dog " * 40  # no newline anywhere
-    assert minigpt.data._cut_point(text, 0.25) == int(len(text) * 0.75)
     (tmp_path / "one_line.txt").write_text(text)
+    assert minigpt.data._cut_point(text, 0.25) is None
+    cut = int(len(text) * 0.75) - 1  # 75% falls on "the": the space before it
+    assert text[cut:cut + 4] == " the" and minigpt.data.split_points([tmp_path / "one_line.txt"], 0.25) == [cut]
     meta = prepare([tmp_path / "one_line.txt"], tok, tmp_path / "d", val_fraction=0.25)
-    assert meta["val_bytes"] == len(text) - int(len(text) * 0.75)
+    assert meta["val_bytes"] == len(text) - cut
     assert meta["val_tokens"] > 10
-    assert (tmp_path / "d" / "val.txt").read_text() == text[int(len(text) * 0.75):]
+    assert (tmp_path / "d" / "val.txt").read_text() == text[cut:]
 
 
 def test_a_val_bin_from_another_prepare_is_refused_too(tok, tmp_path):
@@ -401,12 +405,12 @@ def test_a_vocabulary_of_exactly_65536_ids_fits_uint16_files(tmp_path):
 
 
 def test_a_file_that_goes_wholly_to_validation_adds_nothing_to_train(tok, tmp_path):
-    """Mutant R7-44: an empty part (here a one-word file with no line break, whose cut falls at 0)
+    """Mutant R7-44: an empty part (here a one-word file with no line break, held out whole)
     still got its <|endoftext|>: train.bin held an empty document, an extra <|endoftext|> after
     the previous file's, and a one-file corpus a train.bin of that lone id."""
     (tmp_path / "a.txt").write_text(corpus(50, seed=4))
     (tmp_path / "b.txt").write_text("hi")
-    assert minigpt.data._cut_point("hi", 0.6) == 0
+    assert minigpt.data.split_points([tmp_path / "b.txt"], 0.6) == [0]
     meta = prepare([tmp_path / "a.txt", tmp_path / "b.txt"], tok, tmp_path / "d", val_fraction=0.6)
     train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).tolist()
     val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16).tolist()
@@ -482,15 +486,18 @@ def test_lines_that_end_in_a_space_are_cut_at_a_line_break(tok, tmp_path):
     assert (tmp_path / "d" / "val.txt").read_text() == text[cut:]
 
 
-def test_with_no_line_break_after_the_target_the_val_split_takes_the_last_one_before_it():
+def test_with_no_line_break_after_the_target_the_val_split_takes_the_last_one_before_it(tmp_path):
     """The README says each file's validation part is cut at a line break: a file whose last line
     is long was cut mid-line instead, at the exact character. Now at the line break before it, if
     the held-out part stays under twice its share; a header line and one long line are still cut
-    mid-line, not held out whole."""
+    mid-line, not held out whole (by split_points, since a data audit: _cut_point gives only line
+    breaks; without a space to cut at, at the very character, as before)."""
     text = "short line\n" * 20 + "x" * 30  # 250 characters, the target (90%: 225) inside the last line
     assert minigpt.data._cut_point(text, 0.1) == 219  # before the last line's "\n": 31 held out, not 25
     header_and_one_line = "title\n" + "x" * 200
-    assert minigpt.data._cut_point(header_and_one_line, 0.1) == int(len(header_and_one_line) * 0.9)
+    assert minigpt.data._cut_point(header_and_one_line, 0.1) is None
+    (tmp_path / "h.txt").write_text(header_and_one_line)
+    assert minigpt.data.split_points([tmp_path / "h.txt"], 0.1) == [int(len(header_and_one_line) * 0.9)]
 
 
 def test_a_byte_order_mark_is_not_prepared_as_text(tok, tmp_path):
@@ -683,3 +690,133 @@ def test_prepare_s_next_command_quotes_its_data_dir(tmp_path, capsys):
     (tmp_path / "a.txt").write_text(corpus(50, seed=11))
     assert main([str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "my data")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"next: minigpt train --data '{tmp_path}/my data' --out OUT_DIR"
+
+
+# Sentences as one-line documents (reviews, tweets): each file is a single line, without a final newline.
+SENTENCES = [f"Review {i}: the {w} was {a}, and I would {v} it again." for i, (w, a, v) in enumerate(
+    (w, a, v) for w in ("food", "service", "room", "film", "book") for a in ("fine", "awful", "lovely", "slow")
+    for v in ("try", "skip"))]
+
+
+def test_a_folder_of_one_line_files_holds_out_the_last_files_whole(tok, tmp_path):
+    """A data audit: each of 300 one-line files was cut at 90% of its characters, mid-word, so
+    train.bin read "...hear me s<|endoftext|>" and val.txt was glued word ends ("peak.mish?eople.").
+    A file without a line break to cut at is not cut now: the last such files are held out whole,
+    until they make up about --val-fraction of those files' text, and the others train whole."""
+    paths = []
+    for i, sentence in enumerate(SENTENCES):
+        paths.append(tmp_path / f"r{i:02d}.txt")
+        paths[-1].write_text(sentence)
+    meta = prepare(paths, tok, tmp_path / "d", val_fraction=0.1)
+    train = tok.decode(np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).tolist())
+    val = tok.decode(np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16).tolist())
+    n_val = len(val.split("<|endoftext|>")) - 1
+    assert train.split("<|endoftext|>") == SENTENCES[:-n_val] + [""]  # each file whole, in order
+    assert val.split("<|endoftext|>") == SENTENCES[-n_val:] + [""]
+    assert (tmp_path / "d" / "val.txt").read_text() == "".join(SENTENCES[-n_val:])
+    share = meta["val_bytes"] / (meta["train_bytes"] + meta["val_bytes"])
+    print(f"{n_val} of {len(SENTENCES)} files held out whole: {share:.1%} of the bytes")
+    assert 0.08 < share < 0.12
+
+
+def test_small_multi_line_files_give_validation_text_not_their_last_line_break(tok, tmp_path):
+    """A data audit: 200 small paragraph files (a few lines each, ending in "\\n") each gave
+    validation their final "\\n" alone, the only line break after 90% of them: val.bin read
+    "\\n<|endoftext|>\\n<|endoftext|>...", 3.6% of the bytes where 10% was asked. A cut that leaves
+    only whitespace on one side is no cut: the line break before the last line is taken where it
+    holds out under twice the share, else the file is held out whole or trains whole."""
+    assert minigpt.data._cut_point(("x" * 20 + "\n") * 10, 0.1) == 188  # before the last line, not its "\n" (209)
+    paragraph = "ROMEO:\nIs the day so young?\nBUT:\nAy, but now.\n"
+    assert minigpt.data._cut_point(paragraph, 0.1) is None  # its last line is over twice 10%
+    paths = []
+    for i in range(40):
+        paths.append(tmp_path / f"p{i:02d}.txt")
+        paths[-1].write_text(paragraph.replace("young", f"young {i}"))
+    meta = prepare(paths, tok, tmp_path / "d", val_fraction=0.1)
+    val = tok.decode(np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16).tolist())
+    documents = val.split("<|endoftext|>")[:-1]
+    assert documents == [p.read_text() for p in paths[-len(documents):]]  # whole paragraphs, none blank
+    assert 0.08 < meta["val_bytes"] / (meta["train_bytes"] + meta["val_bytes"]) < 0.12
+
+
+def test_one_line_files_too_large_to_hold_out_whole_are_cut_at_a_space(tmp_path):
+    """A single one-line file must still be split (it cannot be held out whole): the rest of the
+    share is cut off the last file too large to hold out whole (twice the share or more), at the
+    last space before the point, so no word is cut in two. Small files beside it are held out whole
+    first, and the cut takes only what they leave missing."""
+    words = "lorem ipsum dolor sit amet " * 200  # 5,400 characters, one line
+    small = "a short one-line note."
+    (tmp_path / "big.txt").write_text(words)
+    (tmp_path / "small.txt").write_text(small)
+    (tmp_path / "big2.txt").write_text(words)
+    [cut] = minigpt.data.split_points([tmp_path / "big.txt"], 0.1)
+    assert words[cut] == " " and 0.1 <= 1 - cut / len(words) < 0.11
+    # small.txt held out whole (0); big.txt gives the rest of 10% of both files' characters.
+    big, held = minigpt.data.split_points([tmp_path / "big.txt", tmp_path / "small.txt"], 0.1)
+    assert held == 0 and words[big] == " "
+    assert 0.1 <= (len(small) + len(words) - big) / (len(small) + len(words)) < 0.11
+    # Two large ones: the last gives the whole share (20% of it), the first trains whole.
+    assert minigpt.data.split_points([tmp_path / "big.txt", tmp_path / "big2.txt"], 0.1)[0] == len(words)
+
+
+def test_prepare_of_files_with_line_breaks_is_unchanged_by_the_whole_file_rule(tok, tmp_path):
+    """Guards the normal case (a few big multi-line files, each cut near its last --val-fraction at
+    a line break, after or before that point) against the rules for one-line and small files
+    added after a data audit: train.bin, val.bin and val.txt are byte for byte the ones prepare
+    wrote before them (the hash was taken then, with this same input)."""
+    import hashlib
+
+    texts = {"a.txt": corpus(300, seed=1), "b.txt": corpus(100, seed=2) + "end<|endoftext|>next doc\n",
+             "sst.txt": "".join(f"sentence number {i} , it is fine . \n" for i in range(200)),
+             "long_last_line.txt": "short line\n" * 20 + "x" * 30}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    prepare([tmp_path / name for name in texts], tok, tmp_path / "d", 0.1)
+    h = hashlib.sha256()
+    for name in ("train.bin", "val.bin", "val.txt"):
+        h.update((tmp_path / "d" / name).read_bytes())
+    assert h.hexdigest()[:16] == "43c93879ab8f59f9"
+
+
+def test_prepare_says_the_share_held_out_and_warns_when_it_is_far_from_the_fraction(tmp_path, capsys):
+    """A data audit: prepare held out 3.6% of a corpus where 10% was asked, without a word. The
+    share held out is printed now, and one under half or over twice --val-fraction is warned about."""
+    (tmp_path / "a.txt").write_text(corpus(300, seed=1))
+    assert main([str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 0
+    captured = capsys.readouterr()
+    meta = read_meta(tmp_path / "d")
+    share = meta["val_tokens"] / (meta["train_tokens"] + meta["val_tokens"])
+    assert f"held out {share:.1%} of the tokens for validation (--val-fraction 0.1)\n" in captured.out
+    assert "warning" not in captured.err
+    minigpt.data.warn_if_far_from_fraction({"train": 964, "val": 36}, 0.1)
+    assert capsys.readouterr().err.startswith("warning: validation holds 36 tokens, 3.6% of them, far from the "
+                                              "--val-fraction 0.1 asked")
+    minigpt.data.warn_if_far_from_fraction({"train": 94, "val": 6}, 0.1)  # within [0.05, 0.2]
+    assert capsys.readouterr().err == ""
+
+
+def test_a_json_lines_corpus_is_refused_with_how_to_extract_its_text(tok, tmp_path, capsys):
+    """A data audit: a JSONL corpus ({"text": ...} per line) was prepared as text without a word,
+    and the model trained on '{"text": "BRUTUS:\\nCome...'. A .json/.jsonl file, or one whose every
+    line is a JSON object or string, is refused now, naming the jq line that extracts its text;
+    --allow-json takes it as it is. Text whose lines start with "{" (code, LaTeX) is not JSON."""
+    records = "".join(json.dumps({"text": f"BRUTUS:\nCome, come {i}.", "id": i}) + "\n" for i in range(30))
+    for name in ("docs.jsonl", "docs.json", "docs.txt"):  # by its name, or by its lines
+        (tmp_path / name).write_text(records)
+        with pytest.raises(ValueError, match=rf"input .*{name} (is a \.json|holds JSON lines).* prepare reads plain text"):
+            prepare([tmp_path / name], tok, tmp_path / "d")
+    with pytest.raises(ValueError, match=r"docs.txt > \S*docs_text.txt"):  # not `> docs.txt`, which the shell empties first
+        prepare([tmp_path / "docs.txt"], tok, tmp_path / "d")
+    (tmp_path / "strings.txt").write_text("\n".join(json.dumps(f"line {i}") for i in range(20)) + "\n\n")
+    with pytest.raises(ValueError, match=r"strings.txt holds JSON lines"):
+        prepare([tmp_path / "strings.txt"], tok, tmp_path / "d")
+    args = [str(tmp_path / "docs.jsonl"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"`jq -r .text {tmp_path / 'docs.jsonl'} > {tmp_path / 'docs.txt'}`" in err and "--allow-json" in err
+    assert not (tmp_path / "d").exists()  # refused before anything is made
+    assert main([*args, "--allow-json"]) == 0
+    assert (tmp_path / "d" / "val.txt").read_text().endswith('", "id": 29}\n')
+    code = "".join(f"{{\n  x{i} = {i};\n}}\n{{\\bf bold {i}}}\n" for i in range(30))  # starts with "{", not JSON
+    (tmp_path / "code.txt").write_text(code)
+    prepare([tmp_path / "code.txt"], tok, tmp_path / "e")

@@ -226,8 +226,10 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():  # grad on (training, or a call outside no_grad): autograd needs F.linear
-            if not torch.compiler.is_compiling() and _PACKED:
-                _PACKED.pop(self.weight.untyped_storage(), None)  # free the inference copy
+            # Free the inference copy; not under torch.func, whose wrapped weight has no storage
+            # (the real one's copy stays until a plain training call).
+            if _PACKED and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
+                _PACKED.pop(self.weight.untyped_storage(), None)
             return F.linear(x, self.weight, self.bias)
         if takes_onednn(x, self.weight):
             if torch.compiler.is_compiling():

@@ -10,16 +10,19 @@ its new keys/values into the cache and attends over everything cached so far.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
 import os
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from einops import rearrange
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minigpt.chunked_loss import chunked_lm_loss
 from minigpt.config import GPTConfig
@@ -27,6 +30,40 @@ from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
 
 IGNORE_INDEX = -100  # a target the loss skips (padding, prompt or context tokens), as in HF and cross_entropy
+
+
+def _attention_backend() -> contextlib.AbstractContextManager:
+    """SDPA's math backend while forward-mode AD or a torch.func transform watches the call, else
+    SDPA's own pick. The fused kernels it picks (flash attention, on a CPU too) have no forward-mode
+    derivative (torch.func.jvp, jacfwd, hessian, fwAD.dual_level) and no derivative of their own
+    backward; the math backend is plain matmuls and a softmax, which have both. Double backward
+    through plain autograd (create_graph=True) cannot be seen from here: the README gives the
+    `sdpa_kernel(SDPBackend.MATH)` to wrap it in."""
+    if torch.compiler.is_compiling():  # the compiler sees and differentiates the ops itself
+        return contextlib.nullcontext()
+    # forward_ad has no public query for its level (minigpt/linear.py reads it the same way).
+    if fwAD._current_level >= 0 or torch._C._are_functorch_transforms_active():
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def _values_readable(t: torch.Tensor) -> bool:
+    """Whether a check may read `t`'s values on the host. Only on a CPU: on a GPU it would make
+    every call wait for the device (there the callers check: generate's prompts, the token files
+    train reads). Not under torch.compile, whose graph would break on it (fullgraph=True fails),
+    nor under a torch.func transform: vmap holds a batch of values where the check reads one
+    (`.item()` and boolean-mask indexing fail under it)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() \
+        and not torch._C._are_functorch_transforms_active()
+
+
+def _as_long_ids(ids: torch.Tensor, name: str) -> torch.Tensor:
+    """Token ids of any integer dtype as int64, which the embedding, the checks and cross_entropy
+    all take (uint16, minigpt's own .bin token files, fails in all three), or a TypeError naming
+    `name`: float ids would be truncated, bool ones are no ids."""
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of token ids (B, T), got {ids.dtype}")
+    return ids.long()
 
 
 class CausalSelfAttention(nn.Module):
@@ -69,12 +106,13 @@ class CausalSelfAttention(nn.Module):
         # With no mask, SDPA's `is_causal` builds the lower-triangular mask itself (and picks a
         # fused kernel). Its triangle is anchored top-left, which is only right when queries and
         # keys start at the same position, so with a cache the caller passes an explicit mask.
-        y = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=attn_mask is None,
-        )  # (B, H, T, D)
+        with _attention_backend():  # the math backend under forward-mode AD and torch.func
+            y = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=attn_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=attn_mask is None,
+            )  # (B, H, T, D)
         y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -210,10 +248,9 @@ class GPT(nn.Module):
 
     def _check_ids(self, ids: torch.Tensor, size: str, what: str, hint: str) -> None:
         """Ids outside [0, config.<size>) would fail inside an embedding as a bare "index out of
-        range" (on a GPU, as a device-side assert that breaks the CUDA context). Checking costs a
-        host sync, free on a CPU only: on a GPU the callers check (generate's prompts, the token
-        files train reads)."""
-        if ids.device.type != "cpu" or not ids.numel() or torch.compiler.is_compiling():
+        range" (on a GPU, as a device-side assert that breaks the CUDA context). Checked where the
+        values can be read (`_values_readable`)."""
+        if not ids.numel() or not _values_readable(ids):
             return
         lo, hi = (int(v) for v in torch.aminmax(ids))
         if lo < 0 or hi >= getattr(self.config, size):
@@ -223,17 +260,16 @@ class GPT(nn.Module):
     def _checked_targets(self, targets: torch.Tensor) -> torch.Tensor:
         """Targets as cross_entropy takes them (int64), after the checks it would fail without naming
         them ("expected scalar type Long", "Target 64 is out of bounds"; on a GPU a device-side assert)."""
-        if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex() \
-                or targets.dtype == torch.bool:
-            got = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
-            raise TypeError(f"targets must be an integer tensor of token ids (B, T), got {got}")
-        if targets.device.type == "cpu" and targets.numel() and not torch.compiler.is_compiling():  # (as _check_ids)
+        if not isinstance(targets, torch.Tensor):
+            raise TypeError(f"targets must be an integer tensor of token ids (B, T), got {type(targets).__name__}")
+        targets = _as_long_ids(targets, "targets")
+        if targets.numel() and _values_readable(targets):
             V = self.config.vocab_size
             bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= V))]
             if bad.numel():
                 raise ValueError(f"targets must be token ids in [0, vocab_size={V}) or {IGNORE_INDEX} (a position not "
                                  f"scored), got {int(bad[0])}")
-        return targets.long()
+        return targets
 
     @staticmethod
     def _check_cache_call(idx: torch.Tensor, kv_cache: KVCache, input_pos: torch.Tensor | None,
@@ -241,8 +277,8 @@ class GPT(nn.Module):
         """A call with a cache writes its k, v at slots `input_pos` and attends over the first S
         slots (S = attn_mask's width), or, with no mask, over its own keys alone: right only for a
         prefill from slot 0. Misused, it failed inside index_copy_, or (a decode step with no mask)
-        ran, attending to nothing cached. The slots' values cost a host sync: checked on a CPU only,
-        as `_check_ids`; prefill_decode.py's callers always pass what is asked here."""
+        ran, attending to nothing cached. The slots' values are checked where they can be read
+        (`_values_readable`); prefill_decode.py's callers always pass what is asked here."""
         B, T = idx.shape
         if kv_cache.layer(0).k.size(0) != B:
             raise ValueError(f"kv_cache holds {kv_cache.layer(0).k.size(0)} rows, idx has {B}: one cache per batch "
@@ -254,7 +290,7 @@ class GPT(nn.Module):
                              f"({T},); got {got}")
         if attn_mask is not None and attn_mask.size(-1) > kv_cache.max_len:
             raise ValueError(f"attn_mask is {attn_mask.size(-1)} slots wide, the cache holds {kv_cache.max_len}")
-        if input_pos.device.type != "cpu" or torch.compiler.is_compiling():
+        if not _values_readable(input_pos):
             return
         lo, hi = (int(v) for v in torch.aminmax(input_pos))
         if lo < 0 or hi >= kv_cache.max_len:
@@ -268,10 +304,12 @@ class GPT(nn.Module):
                              "writes: a token must see itself")
 
     def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
-                      input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """`hidden_states`' inputs checked; returns the position ids: those given, else 0 .. T-1 (1, T)."""
+                      input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden_states`' inputs checked; returns the ids as int64 and the position ids: those
+        given, else 0 .. T-1 (1, T)."""
         if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
             raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
+        idx = _as_long_ids(idx, "idx")
         if idx.dim() != 2:
             raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
                              "(one sequence: idx[None])")
@@ -291,17 +329,17 @@ class GPT(nn.Module):
             if position_ids is not None:
                 self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
             # Without a cache the mask replaces the causal one: it must hide every later token too.
-            # Its values cost a host sync (and stop torch.compile's fullgraph): read as _check_ids does.
+            # Its values are read where they can be (`_values_readable`), as the ids'.
             if attn_mask is not None and (attn_mask.size(-1) != idx.size(1) or (
-                    attn_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(attn_mask.triu(1).any()))):
+                    _values_readable(attn_mask) and bool(attn_mask.triu(1).any()))):
                 raise ValueError("attn_mask lets a token see later tokens: without a KV cache it replaces the causal "
                                  "mask, so it must be causal (B, 1, T, T), as prefill_mask(attention_mask) makes it")
         if position_ids is not None:
-            return position_ids
+            return idx, position_ids
         T = idx.size(1)
         if T > self.config.n_positions:
             raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
-        return torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
+        return idx, torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
 
     def hidden_states(
         self,
@@ -320,7 +358,7 @@ class GPT(nn.Module):
         attends over its own keys only, a prefill into slots 0 .. T-1); `position_ids` (B, T) give
         each token's position (they differ per row when prompts are left-padded).
         """
-        position_ids = self._check_inputs(idx, position_ids, kv_cache, input_pos, attn_mask)
+        idx, position_ids = self._check_inputs(idx, position_ids, kv_cache, input_pos, attn_mask)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
         # Backward needs what each block computed on the way (LayerNorm outputs, q, k, v, the
@@ -444,6 +482,10 @@ HF_FORWARD_KEYWORDS = {
                       "(minigpt.prefill_decode), or use minigpt.generate, which takes an attention_mask",
     "labels": "targets are already shifted by one, model(ids[:, :-1], targets=ids[:, 1:]), with -100 where no loss is wanted",
     "past_key_values": "use minigpt.generate, which keeps a KV cache itself (minigpt/kv_cache.py)",
+    "inputs_embeds": "for gradients with respect to the embeddings, register a forward hook on model.transformer.wte "
+                     "that returns out.detach().requires_grad_() and read that tensor's .grad after backward",
+    "output_hidden_states": "register forward hooks on model.transformer.h[i], whose outputs are transformers' "
+                            "hidden_states[i + 1] (its last is taken after ln_f: model.hidden_states(ids))",
 }
 
 

@@ -1000,3 +1000,164 @@ def test_a_causal_attn_mask_without_a_cache_compiles_with_fullgraph():
         eager = model(idx, **kwargs)[0]
         compiled = torch.compile(model, fullgraph=True)(idx, **kwargs)[0]
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+def tiny_model(n_layer: int = 2, dtype: torch.dtype = torch.float32) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=n_layer, n_head=2)).to(dtype).eval()
+
+
+def test_per_example_gradients_with_vmap_over_the_whole_model():
+    """An interpretability audit: `vmap(grad(loss))` over `functional_call(model, ...)`, the
+    torch.func recipe for per-example gradients, failed in the value checks: the targets' check
+    indexes with a boolean mask and the ids' check reads `int(aminmax)`, neither of which vmap can
+    batch. They are skipped under torch.func transforms; each example's gradient is the one plain
+    autograd gives for that example alone."""
+    from torch.func import functional_call, grad, vmap
+
+    model = tiny_model()
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    batch = torch.randint(0, 64, (3, 9), generator=torch.Generator().manual_seed(1))
+
+    def loss(params, ids):  # one example, ids (T,)
+        return functional_call(model, params, (ids[None, :-1],), {"targets": ids[None, 1:]})[1]
+
+    per_example = vmap(grad(loss), in_dims=(None, 0))(params, batch)
+    for i, ids in enumerate(batch):
+        model.zero_grad()
+        model(ids[None, :-1], targets=ids[None, 1:])[1].backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(per_example[name][i], p.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_forward_mode_ad_and_second_derivatives_through_attention_on_a_cpu():
+    """An interpretability audit: `torch.func.jvp` (and jacfwd, hessian, fwAD.dual_level) through
+    a block failed on a CPU: SDPA's flash kernel has no forward-mode derivative. Attention takes
+    SDPA's math backend under them now. Double backward (a Hessian-vector product with
+    create_graph=True) cannot be detected at forward time: under the README's
+    `sdpa_kernel(SDPBackend.MATH)` it matches torch.func.hessian and finite differences."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    block = tiny_model(n_layer=1, dtype=torch.float64).transformer.h[0]
+    gen = torch.Generator().manual_seed(2)
+    x, v = torch.randn(1, 4, 32, dtype=torch.float64, generator=gen), torch.randn(1, 4, 32, dtype=torch.float64, generator=gen)
+    # Reference: the full Jacobian by reverse mode (one backward per output, which the flash kernel has).
+    jacobian = torch.autograd.functional.jacobian(block, x).reshape(x.numel(), x.numel())
+    expected = (jacobian @ v.flatten()).reshape(x.shape)
+    with torch.no_grad():
+        _, tangent = torch.func.jvp(block, (x,), (v,))
+    torch.testing.assert_close(tangent, expected)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(block(fwAD.make_dual(x, v))).tangent
+    torch.testing.assert_close(tangent, expected)
+
+    def energy(x):  # a scalar function of the block's input
+        return block(x).pow(2).sum()
+
+    hessian = torch.func.hessian(energy)(x).reshape(x.numel(), x.numel())
+    hvp_expected = (hessian @ v.flatten()).reshape(x.shape)
+    eps = 1e-5  # central differences of the gradient, in float64: error ~eps²
+    grad_at = lambda x: torch.func.grad(energy)(x)  # noqa: E731
+    torch.testing.assert_close((grad_at(x + eps * v) - grad_at(x - eps * v)) / (2 * eps), hvp_expected, rtol=1e-6, atol=1e-6)
+    with sdpa_kernel(SDPBackend.MATH):  # the README's workaround for double backward
+        x_ = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(energy(x_), x_, create_graph=True)
+        (hvp,) = torch.autograd.grad((g * v).sum(), x_)
+    torch.testing.assert_close(hvp, hvp_expected)
+
+
+def test_torch_func_gradients_after_an_inference_call():
+    """Found with the vmap fix above: once an inference call (grad off, more than 3 rows on this
+    Intel CPU) had packed the weights for oneDNN, torch.func.grad over the model failed in Linear,
+    which freed the packed copy through the wrapped weight's storage ("Cannot access storage of
+    TensorWrapper")."""
+    from torch.func import functional_call, grad
+
+    from minigpt import linear
+
+    model = tiny_model()
+    batch = torch.randint(0, 64, (4, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model(batch)  # packs the weights where oneDNN takes the product
+    if not linear._PACKED:
+        pytest.skip("nothing packed here (no x86 CPU, or MINIGPT_ONEDNN=0): the failure cannot occur")
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    grads = grad(lambda p: functional_call(model, p, (batch[:, :-1],), {"targets": batch[:, 1:]})[1])(params)
+    model(batch[:, :-1], targets=batch[:, 1:])[1].backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.int16, torch.uint8, torch.int32], ids=str)
+def test_token_ids_and_targets_of_any_integer_dtype_are_taken(dtype):
+    """An interpretability audit: ids as minigpt's own .bin token files hold them (uint16) failed in
+    forward with torch's '"aminmax_cpu" not implemented for 'UInt16'', int16 and uint8 ones with
+    the embedding's "Expected ... Long, Int", uint16 targets with '"lt_cpu" not implemented'. Any
+    integer dtype is read as int64 ids now, as evaluate's check_ids and generate read them."""
+    model = tiny_model()
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
+    logits, loss = model(ids[:, :-1], targets=ids[:, 1:])
+    logits_cast, loss_cast = model(ids[:, :-1].to(dtype), targets=ids[:, 1:].to(dtype))
+    assert torch.equal(logits_cast, logits) and torch.equal(loss_cast, loss)
+    assert torch.equal(model.hidden_states(ids.to(dtype)), model.hidden_states(ids))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, vocab_size=64\) for this model, got 64 "):
+        model(torch.full((1, 3), 64, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bool], ids=str)
+def test_token_ids_that_are_no_integers_name_idx_and_the_dtype(dtype):
+    """An interpretability audit: float ids failed in the embedding ("Expected tensor for argument
+    #1 'indices' to have one of the following scalar types: Long, Int"), while float targets got
+    a clear TypeError: idx gets the same one."""
+    model = tiny_model()
+    with pytest.raises(TypeError, match=rf"idx must be an integer tensor of token ids \(B, T\), got {dtype}"):
+        model(torch.ones(1, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("keyword, hint", [
+    ("inputs_embeds", r"forward hook on model\.transformer\.wte that returns out\.detach\(\)\.requires_grad_\(\)"),
+    ("output_hidden_states", r"forward hooks on model\.transformer\.h\[i\].*hidden_states\[i \+ 1\].*after ln_f"),
+])
+def test_transformers_interpretability_keywords_name_the_hooks_to_use(keyword, hint):
+    """An interpretability audit: inputs_embeds= and output_hidden_states=, transformers' routes to
+    saliency and the residual stream, got a TypeError with no hint of minigpt's (forward hooks)."""
+    model = tiny_model()
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=rf"^GPT.forward\(\) got unexpected keyword argument\(s\) '{keyword}'\..*{hint}"):
+        model(idx, **{keyword: True})
+
+
+def test_the_hooks_the_hints_name_give_what_transformers_keywords_give(small):
+    """The routes the two hints above name, checked against transformers: the gradient at a hooked
+    wte output is the inputs_embeds gradient, block i's output is hidden_states[i + 1], the last
+    after ln_f (GPT.hidden_states)."""
+    hf, _, model = small
+    idx = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(4))
+    captured = {}
+
+    def leaf(module, args, out):
+        captured["embeddings"] = out = out.detach().requires_grad_()
+        return out
+
+    hooks = [model.transformer.wte.register_forward_hook(leaf)]
+    hooks += [block.register_forward_hook(lambda module, args, out, i=i: captured.__setitem__(i, out.detach()))
+              for i, block in enumerate(model.transformer.h)]
+    try:
+        model(idx)[0][:, -1, 5].sum().backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.zero_grad(set_to_none=True)  # the fixture's model is shared with other tests
+    embeds = hf.transformer.wte(idx).detach().requires_grad_()
+    out = hf(inputs_embeds=embeds, output_hidden_states=True)
+    out.logits[:, -1, 5].sum().backward()
+    hf.zero_grad(set_to_none=True)
+    print(f"saliency max |Δ| {max_diff(captured['embeddings'].grad, embeds.grad):.2e}")
+    torch.testing.assert_close(captured["embeddings"].grad, embeds.grad, rtol=1e-5, atol=1e-6)
+    last = len(model.transformer.h) - 1
+    for i in range(last):
+        torch.testing.assert_close(captured[i], out.hidden_states[i + 1], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden_states(idx), out.hidden_states[last + 1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.transformer.ln_f(captured[last]), out.hidden_states[last + 1], rtol=1e-5, atol=1e-5)

@@ -320,14 +320,15 @@ class GPT(nn.Module):
                 raise ValueError(f"attn_mask must be a bool tensor (B, 1, T, S): which keys each query may see, as "
                                  f"prefill_mask(attention_mask) makes it; got {attn_mask.dtype} of shape "
                                  f"{tuple(attn_mask.shape)} for idx of shape {(B, T)}")
+        # Positions past the context would fail in wpe as a bare "index out of range", a cache or not.
+        if position_ids is not None:
+            self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
         # With a cache (generation, which checks its prompts once and feeds back ids drawn from the
         # vocabulary) the call itself is checked; without one, the ids and the mask.
         if kv_cache is not None:
             self._check_cache_call(idx, kv_cache, input_pos, attn_mask)
         else:
             self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
-            if position_ids is not None:
-                self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
             # Without a cache the mask replaces the causal one: it must hide every later token too.
             # Its values are read where they can be (`_values_readable`), as the ids'.
             if attn_mask is not None and (attn_mask.size(-1) != idx.size(1) or (

@@ -426,6 +426,20 @@ def test_position_ids_past_the_context_are_named():
     assert model(idx, position_ids=torch.tensor([[28, 29, 30, 31]]))[0].shape == (1, 4, 100)
 
 
+def test_position_ids_past_the_context_are_named_with_a_kv_cache_too():
+    """A long-context audit: with a KV cache, position_ids were not checked, so one past the context
+    failed in wpe as a bare "IndexError: index out of range in self" (on a GPU, a device-side assert)."""
+    from minigpt.kv_cache import KVCache
+
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=100, n_positions=32)
+    model = GPT(cfg).eval()
+    cache = KVCache(cfg.n_layer, 1, cfg.n_head, 64, cfg.n_embd // cfg.n_head)
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"position_ids must be in \[0, n_positions=32\) for this model, got 32"):
+        model(idx, position_ids=torch.tensor([[32]]), kv_cache=cache, input_pos=torch.tensor([0]))
+    assert model(idx, position_ids=torch.tensor([[31]]), kv_cache=cache, input_pos=torch.tensor([0]))[0].shape == (1, 1, 100)
+
+
 def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1))
     extra = torch.nn.Dropout(0.5)

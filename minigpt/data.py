@@ -133,37 +133,42 @@ def split_points(paths: list[Path], val_fraction: float, special_tokens: Collect
 
     A file with a line break to cut at (`_cut_point`) gives its last val_fraction or so: every
     source is in both splits. The others (one line, or a few short ones: a folder of reviews or
-    tweets) are not cut, since their tail would be the end of a line or a blank: the last of them
-    are held out whole, until they make up val_fraction of those files' characters (one that would
-    overshoot that more than it falls short without it trains whole). A file of twice that or more
-    trains whole too; but if whole files fall short (a single one-line file, or a few large ones),
-    the last such large file gives the rest, cut inside its line (`_cut_inside_line`).
+    tweets) are not cut at a line break, since their tail would be the end of a line or a blank.
+    The small ones are held out whole, the last of them, until they make up val_fraction of the
+    small ones' characters (one that would overshoot that more than it falls short without it
+    trains whole); a large one, twice that share or more (a one-line dump), is cut inside its line
+    at its own val_fraction instead (`_cut_inside_line`), so that a big file beside many small ones
+    neither fills validation alone nor leaves the small ones none.
 
     Each file is read here, one at a time, and again when it is encoded: which files are held out
     whole depends on all of them, and reading is fast beside encoding."""
-    lengths, points, uncut = [], [], []
+    lengths, points, small = [], [], []
     for i, p in enumerate(paths):
         text = read_text(p)
         cut = _cut_point(text, val_fraction, special_tokens)
         lengths.append(len(text))
         points.append(len(text) if cut is None else cut)
         if cut is None:
-            uncut.append(i)
+            small.append(i)
         del text  # before the next file is read
-    share = val_fraction * sum(lengths[i] for i in uncut)  # characters the uncut files hold out
-    held, left = 0, None  # left: the last uncut file too large to hold out whole
-    for i in reversed(uncut):
+    large: list[int] = []
+    while True:  # set the large files apart until none of the rest is twice their share or more
+        share = val_fraction * sum(lengths[i] for i in small)  # characters the small files hold out
+        if not (grown := [i for i in small if lengths[i] >= 2 * share]):
+            break
+        large += grown
+        small = [i for i in small if lengths[i] < 2 * share]
+    held = 0
+    for i in reversed(small):
         if held >= share:
             break
-        if lengths[i] >= 2 * share:
-            left = i if left is None else left
-        elif held + lengths[i] - share < share - held:  # held out if that brings `held` nearer the share
+        if held + lengths[i] - share < share - held:  # held out if that brings `held` nearer the share
             points[i], held = 0, held + lengths[i]
-    if held < share and left is not None:
-        text = read_text(paths[left])
-        cut = _cut_inside_line(text, share - held, special_tokens)
+    for i in large:
+        text = read_text(paths[i])
+        cut = _cut_inside_line(text, val_fraction * len(text), special_tokens)
         if _has_text(text, 0, cut) and _has_text(text, cut, len(text)):
-            points[left] = cut
+            points[i] = cut
     return points
 
 
@@ -365,42 +370,49 @@ JSON_SUFFIXES = (".json", ".jsonl")
 
 def check_not_json(path: Path) -> None:
     """Refuse, naming `path`, a file of JSON records: one named .json or .jsonl, or one whose every
-    non-blank line in its first UTF8_CHECK_BYTES is a JSON object or string (JSON Lines by any
-    name). prepare reads text, and would train on '{"text": "BRUTUS:\\nCome' as it stands, braces,
-    keys and escapes included. Text that merely starts with "{" (code, LaTeX) passes: such lines
-    are not JSON, or not all of them. Not handled: a file whose first line alone is longer than
-    UTF8_CHECK_BYTES."""
-    if path.suffix.lower() in JSON_SUFFIXES:
-        found = f"is a {path.suffix} file"
-    elif all_lines_json(path):
-        found = "holds JSON lines (each line of its start is a JSON object or string)"
-    else:
+    non-blank line in its first UTF8_CHECK_BYTES is a JSON object (JSON Lines by any name).
+    prepare reads text, and would train on '{"text": "BRUTUS:\\nCome' as it stands, braces, keys
+    and escapes included. Text that merely starts with "{" (code, LaTeX) passes: such lines are
+    not JSON objects, or not all of them; so do lines of quoted sentences, which are JSON strings
+    but text all the same. Not handled: a file whose first line alone is longer than UTF8_CHECK_BYTES."""
+    head = text_head(path)
+    named = path.suffix.lower() in JSON_SUFFIXES
+    if not named and not all_json_objects(head):
         return
-    text = path.with_suffix(".txt")
-    text = shlex.quote(str(text if text != path else path.with_name(f"{path.stem}_text.txt")))  # (`> path` would empty it first)
+    found = f"is a {path.suffix} file" if named else "holds JSON Lines (each line of its start is a JSON object)"
+    # The jq filter that prints its text: an array's records, a string per line, or an object's key.
+    first = head.lstrip()[:1]
+    query = ".[].text" if first == "[" else "." if first == '"' else ".text"
+    out = path.with_suffix(".txt")
+    out = shlex.quote(str(out if out != path else path.with_name(f"{path.stem}_text.txt")))  # (`> path` would empty it first)
     raise ValueError(f"input {path} {found}: prepare reads plain text, and would train on the braces, keys and escapes "
-                     f"as text. Extract the text first, e.g. `jq -r .text {shlex.quote(str(path))} > {text}` (.text: the "
-                     f"key that holds it; `jq -r .` for a string per line), and prepare {text}; to train on the JSON "
-                     "itself, pass --allow-json to `minigpt prepare`")
+                     f"as text. Extract the text first, e.g. `jq -r '{query}' {shlex.quote(str(path))} > {out}` (text: "
+                     f"the key that holds it), and prepare {out}; to train on the JSON itself, prepare it with "
+                     "`minigpt prepare --allow-json` (for `minigpt finetune`, then give that --out as --data)")
 
 
-def all_lines_json(path: Path) -> bool:
-    """Whether every non-blank line of the first UTF8_CHECK_BYTES of `path` (only whole lines, unless
-    that is all of it) is a JSON object or string, and there is one at least."""
+def text_head(path: Path) -> str:
+    """The first UTF8_CHECK_BYTES of `path` as text, whole lines only unless that is all of it
+    (check_input has found the file UTF-8)."""
     with open(path, "rb") as f:
         head = f.read(UTF8_CHECK_BYTES)
         if f.read(1):  # more follows: drop the last line, which the block may have cut
             head = head[: head.rfind(b"\n") + 1]  # (a "\n" byte is never inside a UTF-8 character)
-    lines = [line for line in head.decode("utf-8-sig").splitlines() if line.strip()]
-    return bool(lines) and all(is_json_record(line) for line in lines)
+    return head.decode("utf-8-sig")
 
 
-def is_json_record(line: str) -> bool:
-    """Whether `line` is one JSON object or string: a record of JSON Lines, not a line of text."""
-    if line.lstrip()[:1] not in ('{', '"'):  # (most text: no parse at all)
+def all_json_objects(text: str) -> bool:
+    """Whether every non-blank line of `text` is a JSON object, and there is one at least."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return bool(lines) and all(is_json_object(line) for line in lines)
+
+
+def is_json_object(line: str) -> bool:
+    """Whether `line` is one JSON object: a record of JSON Lines, not a line of text."""
+    if not line.lstrip().startswith("{"):  # (most text: no parse at all)
         return False
     try:
-        return isinstance(json.loads(line), (dict, str))
+        return isinstance(json.loads(line), dict)
     except ValueError:  # (json.JSONDecodeError is one)
         return False
 

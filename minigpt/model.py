@@ -51,10 +51,20 @@ def _values_readable(t: torch.Tensor) -> bool:
     """Whether a check may read `t`'s values on the host. Only on a CPU: on a GPU it would make
     every call wait for the device (there the callers check: generate's prompts, the token files
     train reads). Not under torch.compile, whose graph would break on it (fullgraph=True fails),
-    nor under a torch.func transform: vmap holds a batch of values where the check reads one
-    (`.item()` and boolean-mask indexing fail under it)."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling() \
-        and not torch._C._are_functorch_transforms_active()
+    nor for a tensor that torch.func's vmap batches: it holds a batch of values where the check
+    reads one (`.item()` and boolean-mask indexing fail on it). Under grad or jvp alone the checks run."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not _batched_by_vmap(t)
+
+
+def _batched_by_vmap(t: torch.Tensor) -> bool:
+    """Whether vmap batches `t` at some level of torch.func's wrappers (grad inside vmap wraps the
+    batched tensor again: each transform adds its own)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
 
 
 def _as_long_ids(ids: torch.Tensor, name: str) -> torch.Tensor:

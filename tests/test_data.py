@@ -740,23 +740,34 @@ def test_small_multi_line_files_give_validation_text_not_their_last_line_break(t
 
 
 def test_one_line_files_too_large_to_hold_out_whole_are_cut_at_a_space(tmp_path):
-    """A single one-line file must still be split (it cannot be held out whole): the rest of the
-    share is cut off the last file too large to hold out whole (twice the share or more), at the
-    last space before the point, so no word is cut in two. Small files beside it are held out whole
-    first, and the cut takes only what they leave missing."""
+    """A single one-line file must still be split (it cannot be held out whole): a file of twice
+    the small files' share or more is cut at its own --val-fraction, at the last space before the
+    point, so no word is cut in two. Small files beside it are held out whole to make up the
+    small files' own share."""
     words = "lorem ipsum dolor sit amet " * 200  # 5,400 characters, one line
-    small = "a short one-line note."
     (tmp_path / "big.txt").write_text(words)
-    (tmp_path / "small.txt").write_text(small)
     (tmp_path / "big2.txt").write_text(words)
     [cut] = minigpt.data.split_points([tmp_path / "big.txt"], 0.1)
     assert words[cut] == " " and 0.1 <= 1 - cut / len(words) < 0.11
-    # small.txt held out whole (0); big.txt gives the rest of 10% of both files' characters.
-    big, held = minigpt.data.split_points([tmp_path / "big.txt", tmp_path / "small.txt"], 0.1)
-    assert held == 0 and words[big] == " "
-    assert 0.1 <= (len(small) + len(words) - big) / (len(small) + len(words)) < 0.11
-    # Two large ones: the last gives the whole share (20% of it), the first trains whole.
-    assert minigpt.data.split_points([tmp_path / "big.txt", tmp_path / "big2.txt"], 0.1)[0] == len(words)
+    # Two large ones: each gives its own 10%, neither trains whole nor goes wholly to validation.
+    assert minigpt.data.split_points([tmp_path / "big.txt", tmp_path / "big2.txt"], 0.1) == [cut, cut]
+
+
+def test_a_big_one_line_file_beside_many_small_ones_leaves_both_in_both_splits(tmp_path):
+    """A review of the whole-file rule: 100 one-line reviews beside one big one-line dump went all
+    to validation (the dump's size set the share the reviews filled) and the model never trained
+    on them. The reviews hold out their own 10% whole, and the dump is cut at its own 10%."""
+    words = "lorem ipsum dolor sit amet " * 2000  # 54,000 characters, one line
+    (tmp_path / "dump.txt").write_text(words)
+    paths = [tmp_path / "dump.txt"]
+    for i in range(100):
+        paths.append(tmp_path / f"review{i:03d}.txt")
+        paths[-1].write_text(f"review {i}: " + "a fine film, well acted and shot " * 10)
+    points = minigpt.data.split_points(paths, 0.1)
+    assert words[points[0]] == " " and 0.1 <= 1 - points[0] / len(words) < 0.11
+    held = [i for i, point in enumerate(points[1:]) if point == 0]
+    assert held == list(range(90, 100))  # the last 10 of the 100 reviews, whole; the others train whole
+    assert all(point == paths[1 + i].stat().st_size for i, point in enumerate(points[1:]) if i < 90)
 
 
 def test_prepare_of_files_with_line_breaks_is_unchanged_by_the_whole_file_rule(tok, tmp_path):
@@ -798,22 +809,29 @@ def test_prepare_says_the_share_held_out_and_warns_when_it_is_far_from_the_fract
 def test_a_json_lines_corpus_is_refused_with_how_to_extract_its_text(tok, tmp_path, capsys):
     """A data audit: a JSONL corpus ({"text": ...} per line) was prepared as text without a word,
     and the model trained on '{"text": "BRUTUS:\\nCome...'. A .json/.jsonl file, or one whose every
-    line is a JSON object or string, is refused now, naming the jq line that extracts its text;
-    --allow-json takes it as it is. Text whose lines start with "{" (code, LaTeX) is not JSON."""
+    line is a JSON object, is refused now, naming the jq line that extracts its text (a review: for
+    an array `.[].text`, for strings `.`); --allow-json takes it as it is. Text whose lines start
+    with "{" (code, LaTeX) is not JSON, nor are lines of quoted sentences (JSON strings, but text)."""
     records = "".join(json.dumps({"text": f"BRUTUS:\nCome, come {i}.", "id": i}) + "\n" for i in range(30))
     for name in ("docs.jsonl", "docs.json", "docs.txt"):  # by its name, or by its lines
         (tmp_path / name).write_text(records)
-        with pytest.raises(ValueError, match=rf"input .*{name} (is a \.json|holds JSON lines).* prepare reads plain text"):
+        with pytest.raises(ValueError, match=rf"input .*{name} (is a \.json|holds JSON Lines).* prepare reads plain text"):
             prepare([tmp_path / name], tok, tmp_path / "d")
     with pytest.raises(ValueError, match=r"docs.txt > \S*docs_text.txt"):  # not `> docs.txt`, which the shell empties first
         prepare([tmp_path / "docs.txt"], tok, tmp_path / "d")
-    (tmp_path / "strings.txt").write_text("\n".join(json.dumps(f"line {i}") for i in range(20)) + "\n\n")
-    with pytest.raises(ValueError, match=r"strings.txt holds JSON lines"):
-        prepare([tmp_path / "strings.txt"], tok, tmp_path / "d")
+    quotes = "\n".join(json.dumps(f"To be, or not to be, line {i}.") for i in range(20)) + "\n\n"
+    (tmp_path / "quotes.txt").write_text(quotes)  # lines of quoted sentences: text, taken
+    prepare([tmp_path / "quotes.txt"], tok, tmp_path / "q")
+    (tmp_path / "quotes.jsonl").write_text(quotes)  # ... but named JSON Lines, a string a line: `jq -r .`
+    with pytest.raises(ValueError, match=r"`jq -r '\.' \S*quotes.jsonl > \S*quotes.txt`"):
+        prepare([tmp_path / "quotes.jsonl"], tok, tmp_path / "d")
+    (tmp_path / "array.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}]))
+    with pytest.raises(ValueError, match=r"`jq -r '\.\[\]\.text' \S*array.json > "):
+        prepare([tmp_path / "array.json"], tok, tmp_path / "d")
     args = [str(tmp_path / "docs.jsonl"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"`jq -r .text {tmp_path / 'docs.jsonl'} > {tmp_path / 'docs.txt'}`" in err and "--allow-json" in err
+    assert f"`jq -r '.text' {tmp_path / 'docs.jsonl'} > {tmp_path / 'docs.txt'}`" in err and "--allow-json" in err
     assert not (tmp_path / "d").exists()  # refused before anything is made
     assert main([*args, "--allow-json"]) == 0
     assert (tmp_path / "d" / "val.txt").read_text().endswith('", "id": 29}\n')

@@ -1044,6 +1044,19 @@ def test_per_example_gradients_with_vmap_over_the_whole_model():
             torch.testing.assert_close(per_example[name][i], p.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_ids_past_the_vocabulary_are_named_under_torch_func_grad_as_without_it():
+    """A review of the vmap fix: it skipped the value checks under every torch.func transform, so
+    under `grad` alone (which reads values fine) ids past the vocabulary failed in the embedding as
+    a bare IndexError. Only what vmap batches skips them now."""
+    from torch.func import functional_call, grad
+
+    model = tiny_model()
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    bad = torch.tensor([[1, 2, 500]])
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, vocab_size=64\) for this model, got 500"):
+        grad(lambda p: functional_call(model, p, (bad,), {"targets": torch.tensor([[2, 3, 4]])})[1])(params)
+
+
 def test_forward_mode_ad_and_second_derivatives_through_attention_on_a_cpu():
     """An interpretability audit: `torch.func.jvp` (and jacfwd, hessian, fwAD.dual_level) through
     a block failed on a CPU: SDPA's flash kernel has no forward-mode derivative. Attention takes

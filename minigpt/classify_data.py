@@ -18,6 +18,7 @@ import hashlib
 import json
 import random
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +32,7 @@ from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
 from minigpt.progress_bar import progress_bar
+from minigpt.run_dir import env_rank
 from minigpt.tokenizer_batch import pad_rows
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
@@ -49,17 +51,19 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
     0, 1, 2, ...) or names (`negative`, `positive`: fine-tuning numbers them, see minigpt/finetune.py's
     `_class_ids`), one kind for the whole file: a file mixing them is refused.
 
-    A first line of column names is a header, and is skipped: its columns are names without
-    spaces, and its label is not an integer and no other line's (`sentence<TAB>label`, as in
-    SST-2, over lines labelled 0/1 or positive/negative). One naming more than two columns is
-    refused (an index column would join every text, as it is without a header, where every line
-    starting with an integer field is); blank lines and a leading BOM are skipped. Anything else
-    malformed is an error naming the line, never a silently dropped example: a first line with an
-    empty label, or a text with spaces (`great movie<TAB>l`, a typo), is an example, not a header;
-    so is a one-word first example (`great<TAB>positive`), as other lines are labelled `positive`
-    too; a first line that would be a header but for a space in it is refused (`_check_not_a_header`).
-    In a tiny file, where a class may have one line, a one-word first example of it is taken for a
-    header: give such a file a header.
+    A first line of column names is a header, and is skipped, saying so on stderr: its columns
+    (text and label) are names without spaces, and its label is not an integer and no other line's
+    (`sentence<TAB>label`, as in SST-2, over lines labelled 0/1 or positive/negative). One naming
+    more than two columns is refused, and so is a file whose every line has the same 3 or more
+    columns, or whose every line starts with an integer field (an index or an extra column would
+    join every text); blank lines and a leading BOM are skipped. Anything else malformed is an
+    error naming the line, never a silently dropped example: a first line with an empty label, or a
+    text or label with spaces (`great movie<TAB>l`, a typo; `Superb!<TAB>very positive`), is an
+    example, not a header; so is a one-word first example (`great<TAB>positive`), as other lines
+    are labelled `positive` too; a first line that would be a header but for a space in it is
+    refused (`_check_not_a_header`). In a tiny file, where a class may have one line, a one-word
+    first example of it is taken for a header: give such a file a header. Columns the wrong way
+    round (`label<TAB>text`: more distinct labels than texts) are refused (`_check_not_label_first`).
     A class id is ASCII digits (`int()` alone would also read `1_0` as 10 and other scripts' digits).
 
     CSV quoting, as Python's csv.writer and pandas' to_csv(sep="\\t") write it, is undone: a field
@@ -85,6 +89,7 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
             named = ", ".join(name or repr(name) for name in columns)
             raise ValueError(f"{path}:{first}: the header names {len(columns)} columns ({named}); classify reads two, "
                              f"text<TAB>label: {pandas}keep just those (e.g. with `cut -f`)")
+        _say_header_skipped(path, first, columns)
         rows = rows[1:]
     if not rows:
         raise ValueError(f"{path} holds no examples (expected lines of 'text<TAB>label')")
@@ -109,8 +114,13 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
         raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): "
                          "an index column would join every text; classify reads two, text<TAB>label: keep just those "
                          "(e.g. with `cut -f`)")
+    widths = {_columns(line) for _, line, *_ in rows}
+    if len(widths) == 1 and (width := widths.pop()) > 2:  # an id, a source...: a text with tabs is on some lines only
+        raise ValueError(f"{path}: every line has {width} columns ({texts[0][:40]!r} ...): the ones before the label "
+                         "would join every text; classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
     if rows[0][0] == first and isinstance(labels[0], str):  # no header was skipped: is the first line one with a space?
         _check_not_a_header(path, first, labels[0], count)
+    _check_not_label_first(path, texts, labels)
     return texts, labels
 
 
@@ -132,11 +142,26 @@ def _tsv_rows(path: Path) -> list[Row]:
     return rows
 
 
+def _columns(line: str) -> int:
+    """How many columns `line` has: its tabs + 1, but a text wholly CSV-quoted (`"a<TAB>b"<TAB>1`)
+    is one column, whatever tabs it holds."""
+    text = line.rpartition("\t")[0]
+    return 2 if _csv_unquoted(text) != text else text.count("\t") + 2
+
+
 def _is_header(row: Row, count: Counter) -> bool:
-    """Whether a file's first line is its column names, by read_tsv's rule (`HEADER_RULE`)."""
+    """Whether a file's first line is its column names, by read_tsv's rule (`HEADER_RULE`): the
+    label's column counts too (`Superb!<TAB>very positive` is an example)."""
     _, _, text, label = row
-    names = not any(c.isspace() for c in text.replace("\t", ""))
+    names = not any(c.isspace() for c in text.replace("\t", "") + label)
     return names and bool(label) and not _INTEGER.fullmatch(label) and count[label] == 1
+
+
+def _say_header_skipped(path: Path, lineno: int, columns: list[str]) -> None:
+    """Say on stderr (rank 0's alone, under torchrun) that a first line was taken for a header: were
+    it an example, it would be missing from the counts, and this line is where one sees why."""
+    if env_rank()[0] == 0:
+        print(f"{path}: skipped line {lineno} as a header: {', '.join(columns)}", file=sys.stderr)
 
 
 def _check_not_a_header(path: Path, lineno: int, label: str, count: Counter) -> None:
@@ -148,6 +173,28 @@ def _check_not_a_header(path: Path, lineno: int, label: str, count: Counter) -> 
         raise ValueError(f"{path}:{lineno}: label {label!r} is the only one no other line has, as a header's, but "
                          f"{HEADER_RULE}: if it is the header, write its column names without spaces; if it is an "
                          "example of a class of its own, move it below another line")
+
+
+def _check_not_label_first(path: Path, texts: list[str], labels: list[int] | list[str]) -> None:
+    """Refuse a file whose columns look swapped, `label<TAB>text`: more distinct labels than distinct
+    texts, and most lines a label of their own. A classifier's labels are few and its texts many;
+    read the wrong way round, every text would be a class of one example."""
+    distinct = list(dict.fromkeys(labels))  # in file order: the lines one sees first
+    kinds = list(dict.fromkeys(texts))
+    if len(distinct) > len(kinds) and 2 * len(distinct) > len(labels):
+        raise ValueError(f"{path}: the columns look like label<TAB>text, but classify reads text<TAB>label: the labels "
+                         f"are {len(distinct)} distinct values in {len(labels)} lines ({_first_few(list(map(repr, distinct)))}), "
+                         f"the texts {len(kinds)} ({_first_few(list(map(repr, kinds)))}): swap the columns (e.g. with "
+                         "`awk -F'\\t' -v OFS='\\t' '{print $2, $1}'`)")
+
+
+LISTED = 5  # names an error lists before "... and N more"
+
+
+def _first_few(names: list[str]) -> str:
+    """The first `LISTED` names, then how many more: an error stays a line, not the whole file."""
+    more = f", ... and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return ", ".join(names[:LISTED]) + more
 
 
 def _check_one_kind(path: Path, linenos: list[int], labels: list[int] | list[str], first: int) -> None:
@@ -203,11 +250,56 @@ def tsv_files(cfg: FinetuneConfig) -> tuple[Path, Path | None]:
     return data / "train.tsv" if data.is_dir() else data, val_file if cfg.val_data or val_file.is_file() else None
 
 
+def split_files(cfg: FinetuneConfig) -> dict[str, Path]:
+    """The file each split's examples were read from, for errors that name a line: without a
+    validation file, the val examples were held out of the training file."""
+    train_file, val_file = tsv_files(cfg)
+    return {"train": train_file, "val": val_file or train_file}
+
+
+# What other tools name a validation split (Hugging Face datasets' is `validation`): --data DIR reads
+# DIR/dev.tsv alone, so a DIR holding one of these instead is refused rather than silently left unread.
+VAL_NAMES = ("validation.tsv", "val.tsv", "valid.tsv")
+
+
+def _check_no_unread_val_file(cfg: FinetuneConfig) -> None:
+    """Refuse --data DIR without dev.tsv (nor --val-data) but with a file named as a validation split:
+    holding out training rows instead would train on fewer examples and choose best/ by another set,
+    said in one line of a long log at best. Refused, not noted: the fix is one flag, and both ways
+    are named."""
+    data = Path(cfg.data)
+    if cfg.val_data or not data.is_dir() or (data / "dev.tsv").is_file():
+        return
+    if found := next((data / name for name in VAL_NAMES if (data / name).is_file()), None):
+        raise ValueError(f"--data {data} holds {found.name} but no dev.tsv, the validation file --data DIR reads: pass "
+                         f"--val-data {found} (or rename it dev.tsv); to hold out --val-fraction of the training "
+                         f"examples instead, pass --data {data / 'train.tsv'}")
+
+
+def val_source(cfg: FinetuneConfig) -> str:
+    """Where the val examples came from, as the `classify:` line says it: --val-data, DIR/dev.tsv, or
+    rows held out of the training file. A DIR/test.tsv is named as not read: a test set that chose
+    best/ would no longer measure it (score it after training, with `minigpt eval`)."""
+    train_file, val_file = tsv_files(cfg)
+    if cfg.val_data:
+        return f"from --val-data {val_file}"
+    if val_file:
+        return f"from {val_file}"
+    held = f"held out of {train_file} by --val-fraction {cfg.val_fraction:g}"
+    test = Path(cfg.data) / "test.tsv"
+    if test.is_file():
+        held += (f"; {test} is not read: score it after training with `minigpt eval`, or pass --val-data {test} if it "
+                 "is the validation set")
+    return held
+
+
 def load_classification_data(cfg: FinetuneConfig) -> dict[str, Examples]:
     """{"train": ..., "val": ...} from --data (file, or DIR/train.tsv) and --val-data or DIR/dev.tsv;
-    with neither, a seeded val_fraction of --data is held out. Subsets (--max-*) are seeded.
+    with neither, a seeded val_fraction of --data is held out (a DIR holding validation.tsv instead
+    is refused: `_check_no_unread_val_file`). Subsets (--max-*) are seeded.
     The labels are as the files write them, class ids or names (minigpt/finetune.py's `_class_ids`
     numbers names), the same kind in both splits."""
+    _check_no_unread_val_file(cfg)
     train_file, val_file = tsv_files(cfg)
     train = _shuffled(read_tsv(train_file), cfg.seed)
     if val_file:
@@ -236,9 +328,17 @@ def label_ids(labels: list[str], label2id: dict[str, int], path: Path, whose: st
     model does not have cannot be scored, nor trained."""
     unknown = next((name for name in labels if name not in label2id), None)
     if unknown is not None:
-        lineno = next(lineno for lineno, *_, label in _tsv_rows(path) if label == unknown)
-        raise ValueError(f"{path}:{lineno}: label {unknown!r} is none of {whose}: {', '.join(label2id)}")
+        raise ValueError(f"{path}:{_first_line_labelled(path, unknown)}: label {unknown!r} is none of {whose}: "
+                         f"{_first_few(list(label2id))}")
     return [label2id[name] for name in labels]
+
+
+def _first_line_labelled(path: Path, label: int | str) -> int:
+    """The number of the first line of `path` whose label is `label` (a class id or a name): where
+    an error about it points. (A header's label is a name no other line has, so it is never the one.)"""
+    def is_it(written: str) -> bool:
+        return written == label if isinstance(label, str) else bool(_INTEGER.fullmatch(written)) and int(written) == label
+    return next(lineno for lineno, *_, written in _tsv_rows(path) if is_it(written))
 
 
 def examples_fingerprint(data: dict[str, Examples]) -> dict:
@@ -276,14 +376,16 @@ def batch_pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def check_labels(labels: list[int], num_labels: int, whose: str = "") -> None:
+def check_labels(labels: list[int], num_labels: int, whose: str = "", path: Path | None = None, fix: str = "") -> None:
     """Refuse class ids outside [0, num_labels), the first few named (`whose`: where they come from,
     a split or a file), before any batch is scored: past the head's rows, cross-entropy would fail
-    deep in torch, or on a GPU as a device-side assert."""
+    deep in torch, or on a GPU as a device-side assert. Given the file they were read from (`path`),
+    the error starts with the first line holding one, and ends with `fix`."""
     bad = sorted({label for label in labels if not 0 <= label < num_labels})
     if bad:
-        raise ValueError(f"{whose}labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be in "
-                         f"[0, {num_labels})")
+        where = f"{path}:{_first_line_labelled(path, bad[0])}: " if path else ""
+        raise ValueError(f"{where}{whose}labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be "
+                         f"in [0, {num_labels}){fix}")
 
 
 def pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

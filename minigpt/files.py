@@ -256,16 +256,26 @@ def typed_text(flag: str, value: str) -> str:
         raise ValueError(f"{flag} holds a lone surrogate ({e.object[e.start]!r}), which is no text") from None
 
 
+# The bytes that are C1 control characters in latin1 (ISO-8859-1), and printable in Windows-1252
+# (’ “ ” – € ... at 0x80-0x9F), which Excel and Notepad on Windows write: met in a text, they tell
+# cp1252, and converted as latin1 they would become invisible controls that minigpt reads as text.
+# (Five of 0x80-0x9F are no character in cp1252 either, and iconv -f cp1252 refuses them.)
+CP1252_ONLY = frozenset(range(0x80, 0xA0)) - {0x81, 0x8D, 0x8F, 0x90, 0x9D}
+
+
 def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> ValueError:
     """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
     fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).
-    The fix names the encoding that a byte order mark at the start tells; without one, latin1 is a guess."""
+    The fix names the encoding that a byte order mark at the start tells; without one it is a guess
+    from the first bad byte: cp1252 for one in `CP1252_ONLY`, else latin1."""
     found = at == 0 and next((enc for enc, boms in BYTE_ORDER_MARKS.items() if e.object.startswith(boms)), None)
     if found:
         return ValueError(f"{name} is {found.upper()} text, not UTF-8 (it starts with a {found.upper()} byte order mark); "
                           f"convert it first (e.g. iconv -f {found} -t utf-8)")
-    return ValueError(f"{name} is not UTF-8 text: byte {e.object[e.start]:#04x} at offset {at + e.start}; "
-                      "convert it first (e.g. iconv -f latin1 -t utf-8)")
+    byte = e.object[e.start]
+    guess = "cp1252" if byte in CP1252_ONLY else "latin1"
+    return ValueError(f"{name} is not UTF-8 text: byte {byte:#04x} at offset {at + e.start}; "
+                      f"convert it first (e.g. iconv -f {guess} -t utf-8)")
 
 
 def read_json(path: str | os.PathLike, unique_keys: bool = False) -> object:

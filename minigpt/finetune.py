@@ -51,7 +51,7 @@ import torch.nn as nn
 from minigpt.classifier import GPTClassifier
 from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classification_loss, encode_examples,
                                    examples_fingerprint, label_ids, load_classification_data, pad_right, score_examples,
-                                   tsv_files)
+                                   split_files, val_source)
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
@@ -289,10 +289,19 @@ def _class_ids(cfg: FinetuneConfig, data: dict[str, Examples], init: GPT | GPTCl
     else:
         label2id = {name: i for i, name in enumerate(sorted(set(data["train"][1])))}
         whose = "the training split's labels, the classes a new head learns"
-    train_file, val_file = tsv_files(cfg)
-    files = {"train": train_file, "val": val_file or train_file}  # (no val file: val is held out from the training one)
+    files = split_files(cfg)
     ids = {split: (texts, label_ids(labels, label2id, files[split], whose)) for split, (texts, labels) in data.items()}
     return ids, {i: name for name, i in label2id.items()}
+
+
+def _more_classes(cfg: FinetuneConfig, labels: list[int], from_head: bool) -> str:
+    """How to give a class id past the last class a place, for check_labels' error: a new head's
+    --num-labels; an --init classifier's head has its classes."""
+    largest = max(labels)
+    if from_head:
+        return (f"; --init {cfg.init}'s head has no more: if class {largest} really exists, start from a language model "
+                f"with --num-labels {largest + 1}")
+    return f"; if class {largest} really exists, pass --num-labels {largest + 1}"
 
 
 def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime):
@@ -315,15 +324,17 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
             raise ValueError(f"no training example is labelled {', '.join(map(str, unseen[:5]))}: labels are class ids 0 to "
                              f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
                              "from 0, or pass --num-labels if those classes exist but --data (or --max-examples) has none")
-    for split, (_, y) in data.items():
-        check_labels(y, num_labels, f"{split} ")
+    files = split_files(cfg)
+    for split, (_, y) in data.items():  # (named labels were checked by name, in _class_ids)
+        check_labels(y, num_labels, f"{split} ", None if id2label else files[split], _more_classes(cfg, y, from_head))
     pad_id = batch_pad_id(tokenizer)
     encoded = {s: encode_examples(tokenizer, texts, cfg.block_size) for s, (texts, _) in data.items()}
     ids = {s: e.rows for s, e in encoded.items()}
     labels = {s: torch.tensor(y) for s, (_, y) in data.items()}
     if rt.is_main:
         names = f" ({', '.join(f'{i} {name}' for i, name in id2label.items())})" if id2label else ""
-        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples, {num_labels} labels{names}")
+        print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples ({val_source(cfg)}), "
+              f"{num_labels} labels{names}")
         # Said, not silent: a cut text is classified from its beginning only (the last pooled token is
         # the block_size-th), which a larger --block-size would avoid.
         if encoded["train"].cut or encoded["val"].cut:

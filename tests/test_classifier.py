@@ -723,6 +723,52 @@ def test_read_tsv_gives_label_names_as_strings_with_the_header_rule(tmp_path):
             read_tsv(f)
 
 
+
+def test_a_first_line_with_a_space_in_its_label_is_an_example_and_a_skipped_header_is_said(tmp_path, capsys):
+    """A data audit: the header rule looked at the text column alone, so a header-less file's first
+    example `Superb!<TAB>very positive` (its label the only one of its class) was dropped as a header,
+    without a word: 5 of 6 examples read. A header's label is a name without spaces too; and a line
+    skipped as a header is said, once, on stderr, so that a wrong guess is seen."""
+    from minigpt.classify_data import read_tsv
+
+    f = tmp_path / "dev.tsv"
+    f.write_text("Superb!\tvery positive\ndull and slow\tnegative\nnice acting\tpositive\nnot worth it\tnegative\n"
+                 "worst thing ever\tvery negative\ngood fun\tpositive\n")
+    texts, labels = read_tsv(f)
+    assert (len(texts), texts[0], labels[0]) == (6, "Superb!", "very positive")
+    assert "header" not in capsys.readouterr().err
+    f.write_text("sentence\tlabel\ngood\tvery positive\nbad\tnegative\nfine\tvery positive\n")
+    assert read_tsv(f) == (["good", "bad", "fine"], ["very positive", "negative", "very positive"])
+    assert capsys.readouterr().err == f"{f}: skipped line 1 as a header: sentence, label\n"
+
+
+def test_label_first_columns_are_diagnosed_and_a_long_list_of_labels_is_cut(tmp_path):
+    """A data audit: a `label<TAB>text` file lost its first line as a header, and fine-tuning's error
+    listed every training text as a "label", 40 of them on one line. Columns that look swapped
+    (more distinct labels than texts, most lines a label of their own) are refused, saying so; and
+    an error listing the classes names the first 5, then how many more."""
+    from minigpt.classify_data import load_classification_data, read_tsv
+    from minigpt.finetune import _class_ids
+
+    f = tmp_path / "label_first.tsv"
+    f.write_text("positive\tgreat movie, loved it\nnegative\tterrible acting\npositive\tsuperb fun\n"
+                 "neutral\tit was ok I guess\nnegative\tboring and long\n")
+    with pytest.raises(ValueError, match=r"label_first.tsv: the columns look like label<TAB>text, but classify reads "
+                                         r"text<TAB>label: the labels are 5 distinct values in 5 lines \('great movie, "
+                                         r"loved it', 'terrible acting', 'superb fun', 'it was ok I guess', 'boring and "
+                                         r"long'\), the texts 3 \('positive', 'negative', 'neutral'\): swap the columns"):
+        read_tsv(f)
+    f.write_text("label\ttext\n" + "".join(f"{('negative', 'positive')[i % 2]}\ta review #{i}\n" for i in range(40)))
+    with pytest.raises(ValueError, match=r"the labels are 40 distinct values in 40 lines \('a review #0', 'a review #1', "
+                                         r"'a review #2', 'a review #3', 'a review #4', ... and 35 more\), the texts 2"):
+        read_tsv(f)
+    classes = [f"class{c}" for c in range(8)]
+    train = "".join(f"text {i}\t{classes[i % 8]}\n" for i in range(24))
+    cfg = _named_data(tmp_path, train, "so so\tneutral\n")
+    with pytest.raises(ValueError, match=r"dev.tsv:1: label 'neutral' is none of the training split's labels, the "
+                                         r"classes a new head learns: class0, class1, class2, class3, class4, ... and 3 more$"):
+        _class_ids(cfg, load_classification_data(cfg), None)
+
 def _named_data(tmp_path, train: str, dev: str | None = None, **kw):
     """The settings _classify_task reads the data from, for a train.tsv (and dev.tsv) in tmp_path."""
     from types import SimpleNamespace

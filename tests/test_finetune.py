@@ -305,6 +305,98 @@ def test_read_tsv_names_a_file_that_is_not_utf8(tmp_path):
         read_tsv(tmp_path / "latin1.tsv")
 
 
+def test_a_windows_1252_file_is_told_to_convert_from_cp1252_not_latin1(tmp_path):
+    """A data audit: a Windows-1252 file (Excel, Notepad) was told `iconv -f latin1`, which turns its
+    ’ – “ ” € (bytes 0x80-0x9F) into C1 control characters that minigpt then reads as text. A first
+    bad byte in 0x80-0x9F now names cp1252; others (é, 0xe9) still latin1."""
+    (tmp_path / "excel.tsv").write_bytes("I don\u2019t like it \u2013 5\u20ac\tnegative\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"byte 0x92 at offset 5; convert it first \(e.g. iconv -f cp1252 -t utf-8\)"):
+        read_tsv(tmp_path / "excel.tsv")
+    (tmp_path / "latin1.tsv").write_bytes("café\t1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"byte 0xe9 at offset 3; convert it first \(e.g. iconv -f latin1 -t utf-8\)"):
+        read_tsv(tmp_path / "latin1.tsv")
+    (tmp_path / "undefined.tsv").write_bytes(b"a\x81b\t1\n")  # no cp1252 character either: iconv -f cp1252 refuses it
+    with pytest.raises(ValueError, match=r"byte 0x81 at offset 1; convert it first \(e.g. iconv -f latin1 -t utf-8\)"):
+        read_tsv(tmp_path / "undefined.tsv")
+
+
+@pytest.mark.parametrize("content", [
+    "r001\tgreat movie\tpositive\nr002\tawful film\tnegative\nr003\tloved it\tpositive\n",  # an id column
+    "great movie\tweb\tpositive\nawful film\tapp\tnegative\nloved it\tweb\tpositive\n",  # an extra column
+    "a\tb\tc\t1\nd\te\tf\t0\n",  # 4 columns
+])
+def test_a_tsv_whose_every_line_has_the_same_3_or_more_columns_is_refused(tmp_path, content):
+    """A data audit: only an integer first column was refused; an id like r001, or a column after
+    the text, was read as part of every text ('r001\tgreat movie'). Every line with the same 3+
+    columns is refused now, whatever the first holds; a text wholly CSV-quoted is one column
+    whatever tabs it holds, and texts with a tab on some lines only are read as before."""
+    f = tmp_path / "cols.tsv"
+    f.write_text(content)
+    with pytest.raises(ValueError, match=r"cols.tsv: every line has [34] columns \('.*' ...\): the ones before the label "
+                                         r"would join every text; classify reads two, text<TAB>label: keep just those"):
+        read_tsv(f)
+    f.write_text('"great\tmovie"\tpositive\n"awful\tfilm"\tnegative\n"loved\tit"\tpositive\n')  # csv.writer's quoting
+    assert read_tsv(f) == (["great\tmovie", "awful\tfilm", "loved\tit"], ["positive", "negative", "positive"])
+    f.write_text("great\tmovie\tpositive\nawful\tnegative\nloved it\tpositive\n")  # a tab in one text of three
+    assert read_tsv(f) == (["great\tmovie", "awful", "loved it"], ["positive", "negative", "positive"])
+
+
+def test_the_classify_line_says_where_val_came_from_and_an_unread_validation_tsv_is_refused(tmp_path):
+    """A data audit: --data DIR holding train.tsv and validation.tsv (Hugging Face's split name)
+    held out training rows without a word, and the `classify:` line did not say where val came
+    from. A DIR with validation.tsv, val.tsv or valid.tsv but no dev.tsv is refused, naming
+    --val-data; a test.tsv is named as not read (a test set must not choose best/); and the line
+    says the source: --val-data, dev.tsv, or rows held out of train.tsv."""
+    from minigpt.classify_data import val_source
+
+    train = "".join(f"example {i}\t{i % 2}\n" for i in range(20))
+    (tmp_path / "train.tsv").write_text(train)
+    assert val_source(data_cfg(tmp_path)) == f"held out of {tmp_path / 'train.tsv'} by --val-fraction 0.1"
+    (tmp_path / "test.tsv").write_text("a test\t1\n")
+    assert val_source(data_cfg(tmp_path)).endswith(f"; {tmp_path / 'test.tsv'} is not read: score it after training "
+                                                   f"with `minigpt eval`, or pass --val-data {tmp_path / 'test.tsv'} "
+                                                   "if it is the validation set")
+    for name in ("validation.tsv", "val.tsv", "valid.tsv"):
+        (tmp_path / name).write_text("a val\t1\n")
+        with pytest.raises(ValueError, match=f"--data {tmp_path} holds {name} but no dev.tsv, the validation file "
+                                             f"--data DIR reads: pass --val-data {tmp_path / name} .* pass --data "
+                                             f"{tmp_path / 'train.tsv'}"):
+            load_classification_data(data_cfg(tmp_path))
+        cfg = data_cfg(tmp_path, val_data=str(tmp_path / name))
+        assert load_classification_data(cfg)["val"] == (["a val"], [1])
+        assert val_source(cfg) == f"from --val-data {tmp_path / name}"
+        (tmp_path / name).unlink()
+    (tmp_path / "validation.tsv").write_text("a val\t1\n")
+    (tmp_path / "dev.tsv").write_text("a dev\t0\n")  # dev.tsv is read: validation.tsv is no validation file here
+    assert load_classification_data(data_cfg(tmp_path))["val"] == (["a dev"], [0])
+    assert val_source(data_cfg(tmp_path)) == f"from {tmp_path / 'dev.tsv'}"
+    assert len(load_classification_data(data_cfg(tmp_path / "train.tsv"))["val"][0]) == 2  # a file: held out
+
+
+def test_a_class_id_past_the_last_class_is_refused_by_file_and_line(tmp_path):
+    """A data audit: a val class id past the training labels was refused without naming the file
+    or line (`val labels [2] are out of range`), where a name gets file:line. The error now starts
+    with the first line holding it, and says to pass --num-labels if that class really exists."""
+    import minigpt.finetune as finetune
+
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\nnice\t1\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\nmixed bag\t2\nanother\t2\n")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: val labels [2] are out of range: with "
+                                                   "num_labels=2, labels must be in [0, 2); if class 2 really exists, "
+                                                   "pass --num-labels 3")):
+        finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
+    (tmp_path / "dev.tsv").write_text("good film\t1\n")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.tsv'}:2: train labels [1] are out of range: "
+                                                   "with num_labels=1")):
+        finetune._classify_task(data_cfg(tmp_path, num_labels=1), None, None, None)
+    (tmp_path / "dev.tsv").write_text("good film\t1\nmixed bag\t2\n")  # an --init classifier's head has its classes
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:2: val labels [2] are out of range: with "
+                                                   "num_labels=2, labels must be in [0, 2); --init clf's head has no "
+                                                   "more: if class 2 really exists, start from a language model with "
+                                                   "--num-labels 3")):
+        finetune._classify_task(data_cfg(tmp_path, num_labels=None, init="clf"), _clf(), None, None)
+
+
 # ---- `minigpt finetune` end to end, on a tiny model with a tiny trained tokenizer ----------------
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n" * 40

@@ -405,7 +405,7 @@ def classification_loss(model: nn.Module, idx: torch.Tensor, mask: torch.Tensor,
 
 @torch.no_grad()
 def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
-                   rank: int = 0, world: int = 1, *, progress: bool = False) -> dict:
+                   rank: int = 0, world: int = 1, *, progress: bool = False, probabilities: bool = False) -> dict:
     """The loss (mean cross-entropy) and the accuracy (share of texts whose highest logit is the
     true label) over the whole (sub)set, with what they are made of: {"loss", "accuracy", "right":
     the texts predicted right, "confusion": [[texts of true class t predicted as p, for each p] for
@@ -425,8 +425,12 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     are added over processes: each text is scored once, in the same batch (so with the same
     padding) as on one process, and every process gets the same answer.
     `progress`: a bar of the texts scored, gone when done (rank 0's alone, as the training bar).
+    `probabilities=True` (one process) adds "probabilities": each text's class probabilities, the
+    softmax of the very logits counted, (len(ids), num_labels) float64 on the CPU in the order of `ids`.
     """
     check_labels(labels, model.num_labels)
+    if probabilities and world > 1:
+        raise ValueError("score_examples keeps each text's probabilities on one process only: each rank scores a part")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -435,6 +439,7 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     n = model.num_labels
     confusion = torch.zeros(n, n, dtype=torch.float64, device=device)  # [true class, predicted class]: texts
     class_loss = torch.zeros(n, dtype=torch.float64, device=device)  # [true class]: summed loss
+    probs = torch.empty(len(ids), n, dtype=torch.float64) if probabilities else None  # softmax in float64: rows sum to 1
     with progress_bar(total=sum(map(len, batches)), desc="evaluating", unit="text", leave=False, disable=not progress,
               dynamic_ncols=True) as bar:
         for batch in batches:
@@ -445,6 +450,8 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
             class_loss.index_add_(0, y, losses.double())
             one_each = torch.ones(len(batch), dtype=torch.float64, device=device)
             confusion.index_put_((y, logits.argmax(-1)), one_each, accumulate=True)
+            if probs is not None:
+                probs[batch] = logits.double().softmax(-1).cpu()
             bar.update(len(batch))
     if world > 1:
         dist.all_reduce(confusion)
@@ -452,4 +459,5 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     model.train(was_training)
     right = int(confusion.trace().item())
     return {"loss": class_loss.sum().item() / len(ids), "accuracy": right / len(ids), "right": right,
-            "confusion": confusion.long().tolist(), "class_loss": class_loss.tolist()}
+            "confusion": confusion.long().tolist(), "class_loss": class_loss.tolist(),
+            **({"probabilities": probs} if probs is not None else {})}

@@ -26,6 +26,8 @@ the model's class of that name, through its config.json's label2id) is cut to th
 --block-size, and classify_data's `score_examples` gives the mean loss and the accuracy, here also
 for each true class, with the classes its examples were taken for (a row of the confusion matrix).
 That is the way to measure a test set: given to fine-tuning as --val-data, it would choose best/.
+`--predictions FILE` also writes each example's class probabilities (score_examples keeps them on
+request), one JSON line per example with its line number in the TSV, to join back to the input rows.
 """
 from __future__ import annotations
 
@@ -134,24 +136,70 @@ def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: 
 
 
 def classifier_scores(model, ids: list[list[int]], labels: list[int], pad_id: int, batch_size: int,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, probabilities: bool = False) -> dict:
     """A classifier's mean loss (nats per example) and accuracy over labelled examples, overall and
     for each true class the file has: {"examples", "right", "loss", "accuracy", "classes": {label:
     the same four, and "predicted": how many of its examples were taken for each class}}. A class's
     accuracy is its recall: the share of its examples predicted as it. ids: each example's token
-    ids, already cut to what the model reads. The scoring is fine-tuning's (`score_examples`)."""
+    ids, already cut to what the model reads. The scoring is fine-tuning's (`score_examples`);
+    `probabilities=True` adds its "probabilities", each example's (N, num_labels), in the order of `ids`."""
     if not labels or len(ids) != len(labels):
         raise ValueError(f"need one label per example, and an example at least: got {len(ids)} examples, "
                          f"{len(labels)} labels")
     scores = score_examples(model=model, ids=ids, labels=labels, pad_id=pad_id, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, probabilities=probabilities)
     classes = {}
     for label, (predicted, loss) in enumerate(zip(scores["confusion"], scores["class_loss"])):
         if examples := sum(predicted):
             classes[label] = {"examples": examples, "right": predicted[label], "loss": loss / examples,
                               "accuracy": predicted[label] / examples, "predicted": predicted}
-    return {"examples": len(labels), "right": scores["right"], "loss": scores["loss"], "accuracy": scores["accuracy"],
-            "classes": classes}
+    result = {"examples": len(labels), "right": scores["right"], "loss": scores["loss"], "accuracy": scores["accuracy"],
+              "classes": classes}
+    if probabilities:
+        result["probabilities"] = scores["probabilities"]
+    return result
+
+
+def example_line_numbers(path: str, examples: int) -> list[int]:
+    """The line of the TSV `path` (1-based, as an editor counts) that each of read_tsv's examples came
+    from. read_tsv reads every line but the blank ones, and drops at most the first, a header:
+    anything else malformed is an error, never a dropped line. So the examples are the last
+    `examples` of the lines it read."""
+    from minigpt.classify_data import _tsv_rows  # the lines read_tsv reads, with their numbers
+
+    return [lineno for lineno, *_ in _tsv_rows(Path(path))][-examples:]
+
+
+def check_predictions_path(dest: str, tsv: str) -> None:
+    """Refuse a --predictions path that could not take the file, before the model loads and the file
+    is scored: standard output (where the report goes), the TSV itself (its lines would be lost), a
+    directory or a device (the atomic write renames a new file over it), a folder that does not exist."""
+    from minigpt.files import STDIN
+
+    if dest == STDIN:
+        raise ValueError("--predictions - would mix the predictions into the report on standard output: give a file name")
+    path = Path(dest)
+    if path.exists() and path.samefile(tsv):
+        raise ValueError(f"--predictions {dest} is the TSV file being scored, which it would overwrite: give another file")
+    if path.exists() and not path.is_file():
+        what_it_is = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"--predictions {dest} is {what_it_is}: give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"--predictions {dest}: the folder {path.parent} does not exist")
+
+
+def write_predictions(path: str, linenos: list[int], labels: list[int], probs: torch.Tensor,
+                      id2label: dict[int, str]) -> None:
+    """One JSON line per example, in the file's order: {"line": its line number in the TSV, "label":
+    its class's name, "prediction": the likeliest class's name, "probabilities": {each class's name:
+    p}}, written atomically (a reader never sees half a file) as UTF-8, names as they are."""
+    from minigpt.files import atomic_write_text
+
+    records = []
+    for lineno, label, predicted, p in zip(linenos, labels, probs.argmax(-1).tolist(), probs.tolist()):
+        records.append(json.dumps({"line": lineno, "label": id2label[label], "prediction": id2label[predicted],
+                                   "probabilities": {id2label[i]: x for i, x in enumerate(p)}}, ensure_ascii=False))
+    atomic_write_text(Path(path), "".join(record + "\n" for record in records))
 
 
 def check_token_bytes(token_bytes, vocab_size: int) -> None:
@@ -203,6 +251,9 @@ def language_model_report(args) -> tuple[str, dict]:
     from minigpt.files import STDIN, read_text_or_stdin
     from minigpt.model import GPT
 
+    if args.predictions is not None:
+        raise ValueError(f"--predictions writes a classifier's prediction for each example of a TSV file; {args.model} "
+                         "is a language model: drop --predictions")
     if args.batch_size is not None:
         raise ValueError(f"--batch-size sets how many labelled examples a classifier scores at once; {args.model} is a "
                          "language model, scored in windows of --max-length tokens: drop --batch-size")
@@ -233,7 +284,8 @@ def language_model_report(args) -> tuple[str, dict]:
 
 def classifier_report(args) -> tuple[str, dict]:
     """`minigpt eval CLASSIFIER FILE.tsv`: accuracy and loss over the file, then one line per class;
-    and the record `--json` prints, with every class (`examples` 0 for one the file lacks)."""
+    and the record `--json` prints, with every class (`examples` 0 for one the file lacks). With
+    --predictions, each example's prediction is written to that file (`write_predictions`)."""
     from minigpt.classifier import GPTClassifier
     from minigpt.classify_data import MissingTab, batch_pad_id, check_labels, encode_examples, label_ids, read_tsv
     from minigpt.files import STDIN
@@ -249,6 +301,8 @@ def classifier_report(args) -> tuple[str, dict]:
         raise ValueError(f"{args.model} is a classifier, scored on a TSV file of text<TAB>label lines; standard input "
                          "is not read for it: save the lines to a file")
     check_file(args.file, "TSV file")
+    if args.predictions is not None:
+        check_predictions_path(args.predictions, args.file)
     try:  # before the model loads: a file it cannot score is said at once
         texts, labels = read_tsv(path=args.file)
     except MissingTab as e:  # a plain text, likely
@@ -268,7 +322,8 @@ def classifier_report(args) -> tuple[str, dict]:
         print(f"{encoded.cut:,} of {len(texts):,} texts are longer than {max_tokens} tokens (the tokenizer's "
               f"model_max_length: fine-tuning's --block-size) and keep their first {max_tokens}, as in fine-tuning",
               file=sys.stderr)
-    result = classifier_scores(model, encoded.rows, labels, batch_pad_id(tok), batch_size, progress=True)
+    result = classifier_scores(model, encoded.rows, labels, batch_pad_id(tok), batch_size, progress=True,
+                               probabilities=args.predictions is not None)
     if not math.isfinite(result["loss"]):
         raise ValueError(f"the loss is {result['loss']}: {NONFINITE}")
     lines = [f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f} nats/example  "
@@ -279,7 +334,7 @@ def classifier_report(args) -> tuple[str, dict]:
             lines.append(f"  class {label} ({model.id2label[label]}): no examples")
             continue
         # The row of the confusion matrix: which classes its examples were taken for, when wrong.
-        mistaken = ", ".join(f"{other}: {count:,}" for other, count in enumerate(c["predicted"])
+        mistaken = ", ".join(f"{model.id2label[other]}: {count:,}" for other, count in enumerate(c["predicted"])
                              if count and other != label)
         lines.append(f"  class {label} ({model.id2label[label]}): accuracy {c['accuracy']:.4f}  loss {c['loss']:.4f}  "
                      f"({c['right']:,} of {c['examples']:,} right" + (f"; taken for {mistaken})" if mistaken else ")"))
@@ -288,6 +343,9 @@ def classifier_report(args) -> tuple[str, dict]:
     for label, c in result["classes"].items():  # "predicted": the count taken for each class, by its name
         classes[label].update({k: c[k] for k in ("examples", "right", "accuracy", "loss")},
                               predicted={model.id2label[i]: n for i, n in enumerate(c["predicted"]) if n})
+    if args.predictions is not None:
+        write_predictions(args.predictions, example_line_numbers(args.file, len(labels)), labels,
+                          result["probabilities"], model.id2label)
     return "\n".join(lines), {"model": args.model, "file": args.file, "accuracy": result["accuracy"],
                               "loss": result["loss"], "right": result["right"], "examples": result["examples"],
                               "classes": classes}
@@ -311,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="tokens between window starts (default: max_length / 2); language models only")
     parser.add_argument("--batch-size", type=int,
                         help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers only")
+    parser.add_argument("--predictions", metavar="FILE",
+                        help="classifiers only: also write each example's prediction to FILE, one JSON line per "
+                        "example in the TSV's order: its line number there, its label, the prediction and each "
+                        "class's probability")
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and math (default: float32)")

@@ -420,8 +420,8 @@ def test_classifier_is_scored_on_a_tsv_as_one_example_at_a_time(classifier_dir, 
     --val-data during fine-tuning, which then chose best/ on the test set. eval now reports a
     classifier's accuracy and mean loss on a TSV, overall and per class, equal to scoring each
     example alone, with the classes each class's examples were taken for (its row of the confusion
-    matrix); texts are cut to the tokenizer's model_max_length, as fine-tuning cut them, and the
-    scoring shows a progress bar."""
+    matrix, by name: a data audit found "taken for 0: 5", an id to look up); texts are cut to the
+    tokenizer's model_max_length, as fine-tuning cut them, and the scoring shows a progress bar."""
     (tmp_path / "test.tsv").write_text("\n".join(TSV_LINES) + "\n")
     direct = direct_classifier_scores(classifier_dir, TSV_LINES)
     every = [(loss, predicted == label) for label, scores in direct.items() for loss, predicted in scores]
@@ -433,11 +433,12 @@ def test_classifier_is_scored_on_a_tsv_as_one_example_at_a_time(classifier_dir, 
     right = sum(ok for _, ok in every)
     assert lines[0] == (f"accuracy {right / len(every):.4f}  loss {sum(loss for loss, _ in every) / len(every):.4f} "
                         f"nats/example  ({right} of {len(every)} examples right)")
-    for label, name in enumerate(("neg", "neutral", "pos")):
+    names = ("neg", "neutral", "pos", "other")
+    for label, name in enumerate(names[:3]):
         n, ok = len(direct[label]), sum(predicted == label for _, predicted in direct[label])
         loss = sum(loss for loss, _ in direct[label]) / n
         wrong = [predicted for _, predicted in direct[label] if predicted != label]
-        mistaken = ", ".join(f"{other}: {wrong.count(other)}" for other in sorted(set(wrong)))
+        mistaken = ", ".join(f"{names[other]}: {wrong.count(other)}" for other in sorted(set(wrong)))
         assert lines[1 + label] == (f"  class {label} ({name}): accuracy {ok / n:.4f}  loss {loss:.4f}  ({ok} of {n} right"
                                     + (f"; taken for {mistaken})" if wrong else ")"))
     assert any("taken for" in line for line in lines[1:4]), lines  # (the tiny model gets some wrong)
@@ -537,3 +538,75 @@ def test_classifier_eval_reads_named_labels_through_the_models_label2id(classifi
     assert main([str(classifier_dir), str(tmp_path / "names.tsv"), "--device", "cpu"]) == 2
     assert (f"names.tsv:12: label 'positive' is none of the labels of {classifier_dir}: neg, neutral, pos, other"
             in capsys.readouterr().err)
+
+
+def test_classifier_predictions_join_back_to_the_input_lines(classifier_dir, tmp_path, capsys):
+    """A data audit: a classifier's eval gave no prediction per example, so none could be joined back
+    to the input rows without the README's Python snippet. `--predictions FILE` writes one JSON line
+    per example, in the file's order, with its line number in the TSV (the header and a blank line
+    skipped, not counted off), its label and prediction by name, and each class's probability: the
+    predictions are each example's scored alone, agree with the report's counts, and sum to 1."""
+    lines = TSV_LINES[:4] + ["", "très bien , vraiment\t2"] + TSV_LINES[4:]  # a blank line, and a text not ASCII
+    (tmp_path / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "predictions.jsonl"
+    argv = [str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--batch-size", "3"]
+    assert main([*argv, "--predictions", str(out), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    predictions = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    names = [c["label"] for c in record["classes"]]
+    clf, tok = GPTClassifier.from_pretrained(classifier_dir), Tokenizer.from_pretrained(classifier_dir)
+    examples = [lineno for lineno, line in enumerate(lines, start=1) if line and lineno > 1]  # not the header
+    assert [p["line"] for p in predictions] == examples  # every example, in the file's order
+    for p in predictions:
+        text, label = lines[p["line"] - 1].rsplit("\t", 1)  # the input row it joins back to
+        assert p["label"] == names[int(label)]
+        assert list(p["probabilities"]) == names and sum(p["probabilities"].values()) == pytest.approx(1, abs=1e-12)
+        assert p["prediction"] == max(names, key=p["probabilities"].get)
+        ids = torch.tensor([tok.encode(text, disallowed_special=())[:CLF_TOKENS]])  # (1, T): the example alone
+        with torch.no_grad():
+            alone = clf(ids, torch.ones_like(ids))[0][0].softmax(-1)  # (num_labels,)
+        assert list(p["probabilities"].values()) == pytest.approx(alone.tolist(), abs=1e-5)
+    assert sum(p["label"] == p["prediction"] for p in predictions) == record["right"] == round(record["accuracy"] * len(examples))
+    for c in record["classes"]:  # each row of the confusion matrix, from the predictions
+        taken = [p["prediction"] for p in predictions if p["label"] == c["label"]]
+        assert c["predicted"] == {name: taken.count(name) for name in names if name in taken}
+    # Without --json the report is the same text as without --predictions: nothing of the file on stdout.
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert main([*argv, "--predictions", str(out)]) == 0
+    assert capsys.readouterr().out == report
+
+
+def test_predictions_are_utf8_names_and_a_bad_path_is_refused_before_scoring(model_dir, classifier_dir, tmp_path, capsys):
+    """--predictions writes the model's label names as UTF-8, not as \\u escapes, and numbers the lines
+    as the file does, with a header or without; a path that could not
+    take the file is refused, naming it, before the model loads: standard output (where the report
+    goes), the TSV itself (its lines would be overwritten), a directory, a missing folder; and the
+    flag is a classifier's only."""
+    torch.manual_seed(2)
+    named = tmp_path / "named"
+    GPTClassifier(GPT.from_pretrained(model_dir), num_labels=2, id2label={0: "négatif", 1: "positif"}).save_pretrained(named)
+    Tokenizer.from_pretrained(model_dir).save_pretrained(named)
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("texte\tétiquette\npas bon du tout\tnégatif\nexcellent film\tpositif\n", encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    assert main([str(named), str(tsv), "--device", "cpu", "--predictions", str(out)]) == 0
+    capsys.readouterr()
+    written = out.read_bytes().decode("utf-8")
+    assert '"label": "négatif"' in written and "\\u" not in written
+    assert [json.loads(line)["line"] for line in written.splitlines()] == [2, 3]
+    tsv.write_text("pas bon du tout\tnégatif\nexcellent film\tpositif\n", encoding="utf-8")  # no header
+    assert main([str(named), str(tsv), "--device", "cpu", "--predictions", str(out)]) == 0
+    assert [json.loads(line)["line"] for line in out.read_text(encoding="utf-8").splitlines()] == [1, 2]
+    (tmp_path / "t.txt").write_text(TEXT)
+    for model, file, dest, error in (
+        (named, tsv, "-", "--predictions - would mix the predictions into the report on standard output"),
+        (named, tsv, str(tsv), f"--predictions {tsv} is the TSV file being scored, which it would overwrite"),
+        (named, tsv, str(tmp_path), f"--predictions {tmp_path} is a directory: give a file name"),
+        (named, tsv, str(tmp_path / "no" / "p.jsonl"), f"the folder {tmp_path / 'no'} does not exist"),
+        (model_dir, tmp_path / "t.txt", str(out), f"{model_dir} is a language model: drop --predictions"),
+    ):
+        assert main([str(model), str(file), "--device", "cpu", "--predictions", dest]) == 2, dest
+        err = capsys.readouterr().err
+        assert "eval: error: " in err and error in err, (dest, err)
+    assert tsv.read_text(encoding="utf-8").startswith("pas bon du tout\t")  # untouched

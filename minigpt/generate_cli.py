@@ -7,6 +7,8 @@ hands it to minigpt/text_generation.py's `stream_text` (one text, printed as it 
 --stream) or `generate_text` (-n samples or --num-beams) in `print_texts`, or to minigpt/explain.py
 (--explain, `print_explained`). With --prompts-file, a file of prompts (`read_prompts`) goes to
 `generate_texts` in batches, and each prompt's texts come out as one JSON line (`print_jsonl`).
+Sampling without --seed draws a seed here and shows it on stderr (`draw_seed`, `show_seed`), so
+that any sample can be drawn again.
 A value those functions refuse is reported by its flag, not by their Python name (minigpt/cli.py's `flag_words`).
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
-from minigpt.cli import flag_words
+from minigpt.cli import flag_words, prog
 from minigpt.config import CHECKPOINTS
 from minigpt.files import read_text_or_stdin, source_name, typed_text
 from minigpt.generation import run_to_end
@@ -63,7 +66,6 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """The flags. With defaults=False a flag that is not typed is left out of the parsed namespace,
     which tells the flags a user typed from those left at their defaults (`typed_flags`)."""
     from minigpt.checkpoint import DTYPE_NAMES
-    from minigpt.cli import prog
 
     def default(value):
         return value if defaults else argparse.SUPPRESS
@@ -115,7 +117,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", default=default(False), help="show each step's candidates after every filter")
     p.add_argument("--device", default=default("auto"), help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     p.add_argument("--dtype", default=default("float32"), choices=DTYPE_NAMES, help="weights and math (default: float32)")
-    p.add_argument("--seed", type=int, default=default(None), help="makes sampling reproducible (default: a random draw)")
+    p.add_argument("--seed", type=int, default=default(None),
+                   help="makes sampling reproducible (default: a random draw, shown on stderr to pass back here)")
     p.add_argument("--compile", action="store_true", default=default(False), help="compile the decode step (torch.compile)")
     p.add_argument("--sampler", default=default("auto"), choices=["auto", "torch", "triton"],
                    help="auto: Triton's fused kernel on CUDA, else torch (default: auto)")
@@ -125,6 +128,33 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--truncate-left", action="store_true", default=default(False),
                    help="keep the prompt's last tokens if it is too long for the context with --max-new-tokens")
     return p
+
+
+# A seed drawn for a run without --seed is below this: a value --seed takes (non-negative), one a
+# signed 64-bit integer holds wherever it is kept, and as unlikely to repeat as torch's own 64-bit seeds.
+DRAWN_SEED_BELOW = 2**63
+
+
+def draw_seed(args: argparse.Namespace) -> int | None:
+    """A run that samples (--temperature > 0, no beams) without --seed draws its seed here and uses
+    it as --seed, so that `show_seed` can tell the user how to draw the same texts again: torch's own
+    unseeded draw would be lost with the process. Returns the seed drawn; None where --seed was given
+    (the output stays what that seed draws) or nothing is drawn (greedy, beams)."""
+    if args.seed is not None or args.temperature == 0 or args.num_beams > 1:
+        return None
+    # From the OS, not torch's RNG: a caller that ran torch.manual_seed (a notebook, a test) would get
+    # the same "random" seed every run.
+    args.seed = secrets.randbelow(DRAWN_SEED_BELOW)
+    return args.seed
+
+
+def show_seed(seed: int | None) -> None:
+    """The seed `draw_seed` drew, as one line on stderr: stdout stays the texts alone (or JSON Lines).
+    The same flags with --seed N draw the same output again; with --prompts-file the one seed covers
+    the whole file, as every batch's seed is derived from it."""
+    if seed is not None:
+        sys.stdout.flush()  # the texts first, then the line about them
+        print(f"{prog('generate')}: seed {seed} (drawn; add --seed {seed} to draw the same output again)", file=sys.stderr)
 
 
 def typed_flags(argv: list[str] | None) -> set[str]:
@@ -282,17 +312,20 @@ def json_line(record: dict) -> str:
 
 
 def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, records: list[dict], lines: list[int],
-                kwargs: dict) -> None:
+                kwargs: dict, drawn_seed: int | None) -> None:
     """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order: its record
     with "texts" added (the prompt as the file gives it, before any --truncate-left cut, and the
     line's other fields, so that outputs join back to inputs), a window of prompts at a time;
-    --stats per batch and the progress bar on stderr, so stdout stays pure JSON Lines."""
+    --stats per batch and the progress bar on stderr, so stdout stays pure JSON Lines. A `drawn_seed`
+    (`draw_seed`) is shown once the prompts are checked, before any batch runs: a run that stops
+    early has printed it with its first lines, and it draws them again."""
     prompts = [record["prompt"] for record in records]
     ids = tokenizer.encode_batch(prompts, allowed_special="all")  # the user's own text, as --prompt's
     try:  # every prompt is checked before any runs: a long one at the end fails now, not in an hour
         ids = fit_context(ids, model, args.max_new_tokens, args.truncate_left, args.slide)
     except PromptTooLong as e:
         raise ValueError(f"{source_name(args.prompts_file)} line {lines[e.index]}: {too_long(e, model, args)}") from None
+    show_seed(drawn_seed)
     size = args.batch_size * WINDOW_BATCHES
     starts = range(0, len(ids), size)
     n_batches = sum(-(-len(ids[s:s + size]) // args.batch_size) for s in starts)
@@ -333,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt, records, lines = read_prompt_flags(args)
         typed = typed_flags(argv)
         check_flags(args, typed)  # before loading: a flag that would be ignored is refused in no time
+        drawn_seed = draw_seed(args)  # sampling without --seed: a seed of our own, shown with the texts
         if args.prompts_file is not None and not records:  # no output, as for any empty input, but said
             print(f"{parser.prog}: note: {source_name(args.prompts_file)} holds no prompts", file=sys.stderr)
             return 0
@@ -341,11 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         sampling, kwargs = generate_kwargs(args)
         if args.prompts_file is not None:  # (its --stats are per batch, printed as they come)
             with torch.inference_mode():
-                print_jsonl(model, tokenizer, args, records, lines, kwargs)
+                print_jsonl(model, tokenizer, args, records, lines, kwargs, drawn_seed)
             return 0
         ids, prompt = fit_prompt(prompt, model, tokenizer, args)
         if args.explain:
             print_explained(model, tokenizer, args, ids, prompt, sampling)
+            show_seed(drawn_seed)
             return 0
         stats = print_texts(model, tokenizer, args, ids, prompt, kwargs)
     except BrokenPipeError:  # a reader that stopped early (`| head`): minigpt.cli.main ends quietly
@@ -358,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
+    # After the text, as --stats' line: stderr stays empty until the text is out (a run that Ctrl-C
+    # or a closed pipe cuts short ends above, without it).
+    show_seed(drawn_seed)
     if args.stats:
         sys.stdout.flush()  # the text first, then the stats line
         print(stats, file=sys.stderr)

@@ -2201,6 +2201,32 @@ def test_cli_prints_n_samples_or_the_best_beams(tiny_checkpoint, capsys):
         assert message in capsys.readouterr().err
 
 
+# The one line `minigpt generate` writes to stderr when it drew the seed itself (group 1: the seed).
+DRAWN_SEED_LINE = r"minigpt generate: seed (\d+) \(drawn; add --seed \1 to draw the same output again\)"
+
+
+def test_cli_shows_the_seed_it_drew_and_that_seed_draws_the_same_output(tiny_checkpoint, capsys):
+    """A reproducibility audit: sampling without --seed drew from torch's unseeded RNG and never said
+    which seed, so a good sample could not be drawn again. Now the CLI draws a seed, uses it, and
+    shows it as one line on stderr (stdout stays the text alone); the same flags with --seed N print
+    the same bytes, with nothing on stderr. Greedy and beam search draw nothing, so show no seed."""
+    from minigpt.generate_cli import main
+
+    base = ["--model", str(tiny_checkpoint), "--prompt", "To be", "--max-new-tokens", "8"]
+    for flags in ([], ["--stream"], ["-n", "2"], ["--explain", "--max-new-tokens", "2"]):
+        assert main(base + flags) == 0
+        out, err = capsys.readouterr()
+        shown = re.fullmatch(DRAWN_SEED_LINE + "\n", err)
+        assert shown, (flags, err)
+        seed = int(shown.group(1))
+        assert 0 <= seed < 2**63  # a value --seed takes
+        assert main(base + flags + ["--seed", str(seed)]) == 0
+        assert capsys.readouterr() == (out, ""), flags
+    for flags in (["--temperature", "0"], ["--num-beams", "2"]):
+        assert main(base + flags) == 0
+        assert capsys.readouterr().err == "", flags
+
+
 def test_cli_early_stopping_reaches_beam_search(tiny_checkpoint, capsys, monkeypatch):
     """generate's three early_stopping modes were out of the CLI's reach (it had --length-penalty
     but no --early-stopping); like --length-penalty, the flag needs beams."""

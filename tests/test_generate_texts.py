@@ -307,6 +307,28 @@ def test_cli_prompts_file_prints_each_prompts_texts_as_one_json_line(tiny_checkp
     assert main(sampled) == 0 and [json.loads(line) for line in capsys.readouterr().out.splitlines()] == first
 
 
+def test_cli_prompts_file_shows_the_seed_it_drew_and_that_seed_draws_the_same_lines(tiny_checkpoint, tmp_path,  # noqa: F811
+                                                                                   capsys):
+    """A reproducibility audit: --prompts-file without --seed sampled from torch's unseeded RNG and
+    never said which seed. Now it shows the seed it drew once on stderr, before the batches (the
+    JSON lines on stdout are unchanged), and that one seed draws the whole file again: every batch's
+    seed, in both windows of 16 batches here, is derived from it."""
+    from minigpt.generate_cli import WINDOW_BATCHES, main
+
+    prompts = [json.dumps("To be" * (i % 3)) for i in range(WINDOW_BATCHES + 2)]
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "3", "-n", "2", "--batch-size", "1",
+            "--prompts-file", write_jsonl(tmp_path / "p.jsonl", prompts)]
+    assert main(base) == 0
+    out, err = capsys.readouterr()
+    shown = re.findall(r"^minigpt generate: seed (\d+) \(drawn; add --seed \1 to draw the same output again\)$", err,
+                       re.M)
+    assert len(shown) == 1, err  # once, on a line of its own (the progress bar is on stderr too)
+    assert [len(json.loads(line)["texts"]) for line in out.splitlines()] == [2] * len(prompts)
+    assert main(base + ["--seed", shown[0]]) == 0
+    again = capsys.readouterr()
+    assert again.out == out and "minigpt generate: seed" not in again.err
+
+
 def test_cli_beams_print_their_scores_and_json_lines_carry_them(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
     """Beams on the CLI come with the scores that ranked them: in each beam's header, and as a
     "scores" list beside "texts" in --prompts-file's lines (the same numbers). With beams, an input

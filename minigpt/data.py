@@ -134,31 +134,30 @@ def split_points(paths: list[Path], val_fraction: float, special_tokens: Collect
     A file with a line break to cut at (`_cut_point`) gives its last val_fraction or so: every
     source is in both splits. The others (one line, or a few short ones: a folder of reviews or
     tweets) are not cut at a line break, since their tail would be the end of a line or a blank.
-    The small ones are held out whole, the last of them, until they make up val_fraction of the
-    small ones' characters (one that would overshoot that more than it falls short without it
-    trains whole); a large one, twice that share or more (a one-line dump), is cut inside its line
-    at its own val_fraction instead (`_cut_inside_line`), so that a big file beside many small ones
-    neither fills validation alone nor leaves the small ones none.
+    A large one, twice their val_fraction share of characters or more (a fifth of them at 0.1: a
+    one-line dump), is cut inside its line at its own val_fraction
+    (`_cut_inside_line`). The small ones are held out whole, the last of them, until they make up
+    val_fraction of the small ones' characters (one that would overshoot that more than it falls
+    short without it trains whole). So a big file beside many small ones neither fills validation
+    alone nor leaves the small ones none. Large is decided once, against all of them: a few files
+    of about one size are all large, each cut in its line (a folder of three tweets gives no whole
+    file of 10%).
 
     Each file is read here, one at a time, and again when it is encoded: which files are held out
     whole depends on all of them, and reading is fast beside encoding."""
-    lengths, points, small = [], [], []
+    lengths, points, uncut = [], [], []
     for i, p in enumerate(paths):
         text = read_text(p)
         cut = _cut_point(text, val_fraction, special_tokens)
         lengths.append(len(text))
         points.append(len(text) if cut is None else cut)
         if cut is None:
-            small.append(i)
+            uncut.append(i)
         del text  # before the next file is read
-    large: list[int] = []
-    while True:  # set the large files apart until none of the rest is twice their share or more
-        share = val_fraction * sum(lengths[i] for i in small)  # characters the small files hold out
-        if not (grown := [i for i in small if lengths[i] >= 2 * share]):
-            break
-        large += grown
-        small = [i for i in small if lengths[i] < 2 * share]
-    held = 0
+    uncut_share = val_fraction * sum(lengths[i] for i in uncut)  # characters the uncut files hold out
+    large = [i for i in uncut if lengths[i] >= 2 * uncut_share]
+    small = [i for i in uncut if lengths[i] < 2 * uncut_share]
+    share, held = val_fraction * sum(lengths[i] for i in small), 0  # what the small ones hold out, whole
     for i in reversed(small):
         if held >= share:
             break
@@ -381,7 +380,9 @@ def check_not_json(path: Path) -> None:
         return
     found = f"is a {path.suffix} file" if named else "holds JSON Lines (each line of its start is a JSON object)"
     # The jq filter that prints its text: an array's records, a string per line, or an object's key.
-    first = head.lstrip()[:1]
+    # From the file's first character, not `head`, which is empty for a first line past its size.
+    with open(path, encoding="utf-8-sig", errors="ignore") as f:
+        first = f.read(4096).lstrip()[:1]
     query = ".[].text" if first == "[" else "." if first == '"' else ".text"
     out = path.with_suffix(".txt")
     out = shlex.quote(str(out if out != path else path.with_name(f"{path.stem}_text.txt")))  # (`> path` would empty it first)

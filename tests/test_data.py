@@ -770,6 +770,22 @@ def test_a_big_one_line_file_beside_many_small_ones_leaves_both_in_both_splits(t
     assert all(point == paths[1 + i].stat().st_size for i, point in enumerate(points[1:]) if i < 90)
 
 
+def test_a_small_folder_of_one_line_files_of_mixed_sizes_is_not_all_cut_inside_lines(tmp_path):
+    """A second review: deciding "large" again against what was left made each smaller file large
+    in turn, so a folder of one-line reviews beside one long one had every review cut inside its
+    line. Large is decided once, against all of them: the 400-character one (a fifth of the total
+    or more) is cut in its line, and of the others the last that brings the share nearest is held
+    out whole, the rest train whole."""
+    paths = []
+    for i, n in enumerate([60, 100, 140, 180, 200, 120, 80, 400]):  # 1,280 characters: a fifth is 256
+        paths.append(tmp_path / f"r{i}.txt")
+        paths[-1].write_text(("good film, " * 40)[:n - 1] + ".")
+    points = minigpt.data.split_points(paths, 0.1)
+    sizes = [path.stat().st_size for path in paths]
+    assert 0 < points[7] < sizes[7]  # the long one: cut in its line
+    assert points[:7] == sizes[:6] + [0]  # the others whole: the 80-character one (of 88 asked) held out
+
+
 def test_prepare_of_files_with_line_breaks_is_unchanged_by_the_whole_file_rule(tok, tmp_path):
     """Guards the normal case (a few big multi-line files, each cut near its last --val-fraction at
     a line break, after or before that point) against the rules for one-line and small files
@@ -838,3 +854,24 @@ def test_a_json_lines_corpus_is_refused_with_how_to_extract_its_text(tok, tmp_pa
     code = "".join(f"{{\n  x{i} = {i};\n}}\n{{\\bf bold {i}}}\n" for i in range(30))  # starts with "{", not JSON
     (tmp_path / "code.txt").write_text(code)
     prepare([tmp_path / "code.txt"], tok, tmp_path / "e")
+
+
+def test_a_cp1252_file_whose_first_bad_byte_is_latin1_too_is_told_cp1252(tmp_path):
+    """A second review: the advice followed the first bad byte alone, so "café – très bon" in
+    Windows-1252 (é, 0xe9, is latin1 too; the dash, 0x96, only cp1252) was told `iconv -f latin1`,
+    which turns the dash into a C1 control. Any byte only cp1252 has names cp1252."""
+    (tmp_path / "mixed.txt").write_bytes("café – très bon\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"byte 0xe9 at offset 3; convert it first \(e.g. iconv -f cp1252 -t utf-8\)"):
+        minigpt.files.read_text(tmp_path / "mixed.txt")
+    (tmp_path / "latin1.txt").write_bytes("café très bon\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"iconv -f latin1 -t utf-8"):
+        minigpt.files.read_text(tmp_path / "latin1.txt")
+
+
+def test_the_jq_line_for_a_one_line_json_array_past_the_checked_size_reads_its_records(tok, tmp_path):
+    """A second review: the filter was chosen from the first MiB's whole lines, which a minified
+    array longer than that has none of, so it got `.text` (jq: "Cannot index array"). It is chosen
+    from the file's first character now."""
+    (tmp_path / "big.json").write_text(json.dumps([{"text": "x" * 1000}] * 1500))  # 1.5 MB, one line
+    with pytest.raises(ValueError, match=r"`jq -r '\.\[\]\.text' \S*big.json > "):
+        prepare([tmp_path / "big.json"], tok, tmp_path / "d")

@@ -16,7 +16,9 @@ OUT_DIR layout:
     best.prev/           the best/ a new best replaced, until the state that knows of the new one
                          is saved (`save_best`); best.new/: a new best/ being written; best.stale/:
                          a best/ later than the saved state, being deleted by --resume (`settle_best`)
-    log.jsonl, loss.png  one JSON record per log/eval, and the curves drawn from it
+    log.jsonl, loss.png  one JSON record per log/eval, one at each start and resume of the run
+                         (`opening_record`: its settings, command line, versions, machine), and the
+                         curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
                          --resume started it again (`restart_unsaved_run`)
     checkpoint.lost/     what that run had saved of its first checkpoint, set aside with it
@@ -32,10 +34,12 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +47,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from minigpt import __version__
 from minigpt.checks import is_int
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
 from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text, stored_path
@@ -111,9 +116,7 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "scaler": scaler.state_dict(),
         "step": step,  # also the data position: batches are drawn from (seed, step)
         "best_val_loss": best,
-        # torch.load(weights_only=True) reads back plain types only: a Path (the Python API takes
-        # one for out, data or init) is kept as its string, or the run could never be resumed.
-        "config": {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in asdict(cfg).items()},
+        "config": plain_config(cfg),
         "command": cfg.COMMAND,  # train or finetune: the one whose --resume continues this run
         "log_partial": list(log_partial),
         "data": data,
@@ -136,6 +139,18 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
             if "unexpected pos" not in str(e) and "PytorchStreamWriter" not in str(e):
                 raise
             raise OSError(errno.EIO, f"could not write it ({e}); is the disk full?", str(out / STATE_FILE)) from e
+
+
+def plain_config(cfg) -> dict:
+    """cfg's settings by name, in plain types. torch.load(weights_only=True), like JSON, reads back
+    plain types only: a Path (the Python API takes one for out, data or init) is kept as its string,
+    or the run could never be resumed."""
+    return {k: plain(v) for k, v in asdict(cfg).items()}
+
+
+def plain(value):
+    """A setting's value as a string if it is a path, else as it is."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class KeepsWriteError:
@@ -308,8 +323,8 @@ def unsaved_run(out: Path, command: str) -> list[str]:
 def unsaved_story(out: Path, traces: list[str]) -> str:
     """Why OUT_DIR, holding an unsaved run (`traces`: what `unsaved_run` found), has nothing to
     resume: with the last step its log recorded, and the part of a checkpoint it left."""
-    try:
-        steps = [r["step"] for r in read_log(out)] if (out / LOG_FILE).exists() else []
+    try:  # (a start's record logs no step of training)
+        steps = [r["step"] for r in read_log(out) if not is_opening(r)] if (out / LOG_FILE).exists() else []
     except ValueError:  # a log damaged otherwise than by a torn last record: it is set aside anyway
         steps = []
     logged = f"logged up to step {steps[-1]} and " if steps else ""
@@ -627,11 +642,12 @@ def _shown(value) -> str:
 
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime,
-            data: dict | None = None, frozen: dict | None = None) -> tuple[int, float, tuple[float, int]]:
+            data: dict | None = None, frozen: dict | None = None) -> tuple[int, float, tuple[float, int], dict]:
     """Load the saved run in `out` into the model, optimizer and scaler, after checking that this
     run can continue it (`data`: the fingerprint of the data it trains on now, for `check_data`;
     `frozen`: `frozen_weights(raw_model)`, the weights it does not train, as --init gave them);
-    return (step, best val loss, log_partial)."""
+    return (step, best val loss, log_partial, the settings changed from the saved run's as
+    {name: (saved, now)}, for the resume's record in the log: `opening_record`)."""
     state = read_state(out / STATE_FILE, map_location=rt.device)
     # The settings compared are those a user gives this config: not --out (a run directory moved or
     # copied elsewhere is the same run), nor a field it fixes itself (init=False: finetune's shape
@@ -695,7 +711,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         if best != state["best_val_loss"]:
             append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
-    return state["step"], best, (loss_sum, steps)
+    return state["step"], best, (loss_sum, steps), changed
 
 
 def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: dict | None, cfg) -> dict:
@@ -818,6 +834,58 @@ def append_log(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def opening_record(cfg, rt: Runtime, step: int, changed: dict | None) -> dict:
+    """The log record that opens a start (`changed` None) or a resume (`changed`: the settings it
+    changed from the saved run's, {name: (saved, now)}, as `restore` returns them) at `step`.
+
+    It is the run's readable provenance: training_state.pt holds only the latest settings (a
+    resume with new flags rewrites them), in a pickle, so the log says how each stretch of steps
+    was run: with the settings of the record before it, in what code (minigpt's version, and its
+    git commit when run from a checkout), on what machine. "threads" is torch's intra-op thread
+    count, which a CPU run needs again to resume bitwise (a matmul splits its sums by it). A
+    record holds no loss: every reader of the log tells it by its "run" key (`is_opening`).
+    """
+    record = {"step": step, "run": "start" if changed is None else "resume", "command": cfg.COMMAND,
+              "argv": sys.argv, "config": plain_config(cfg)}
+    if changed is not None:
+        record["changed"] = {name: [plain(saved), plain(now)] for name, (saved, now) in changed.items()}
+    device = str(rt.device)
+    if rt.device.type == "cuda":  # which GPU: an index alone says nothing once the job is gone
+        device += f" ({torch.cuda.get_device_name(rt.device)})"
+    return {**record, "minigpt": __version__, "git": git_commit(), "torch": torch.__version__, "device": device,
+            "dtype": str(rt.dtype).removeprefix("torch."), "threads": torch.get_num_threads(), "world_size": rt.world,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def is_opening(record: dict) -> bool:
+    """Whether a log record is a start's or a resume's (`opening_record`), not a step's."""
+    return "run" in record
+
+
+# The folder minigpt/ sits in: a git checkout's top when minigpt runs from one.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: Path = PACKAGE_PARENT) -> str | None:
+    """The commit checked out at `root`, with "-dirty" when tracked files differ from it; None
+    when `root` is not the top of a git checkout (minigpt installed from a wheel, whose
+    site-packages may even lie inside another project's repository), or git is missing or fails.
+    Provenance is a side matter: it never stops a run."""
+    try:
+        top, commit = git(root, "rev-parse", "--show-toplevel", "HEAD").split()
+        if Path(top).resolve() != root.resolve():
+            return None
+        dirty = git(root, "status", "--porcelain", "--untracked-files=no")  # untracked files: not the code that ran
+    except (OSError, subprocess.SubprocessError, ValueError):  # no git, not a checkout, a slow disk, odd output
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def git(root: Path, *args: str) -> str:
+    """git's output for `args`, run in `root`; CalledProcessError when it fails."""
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=10).stdout
+
+
 def read_log(out: Path) -> list[dict]:
     """The records in OUT_DIR/log.jsonl, without a torn last one.
 
@@ -851,7 +919,9 @@ def records_of_state(out: Path, step: int) -> list[dict]:
     """The log's records that a checkpoint saved at `step` stands on: those before its step, and
     those at it but a best_reset mark. A mark there is a resume's from this same checkpoint that
     died before its next one: stale, as best/ is what that checkpoint left. Records past the step
-    are a run's that died before saving them: a resume writes them again."""
+    are a run's that died before saving them: a resume writes them again. (A resume's opening
+    record at the step stays, stale or not: the log keeps each try of the run, and the last one
+    before the steps that follow is the one they ran under.)"""
     if not (out / LOG_FILE).exists():
         return []
     return [r for r in read_log(out) if r["step"] < step or (r["step"] == step and not r.get("best_reset"))]

@@ -45,8 +45,8 @@ from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.progress_bar import progress_bar
 from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at,
-                             frozen_weights, plot_log, read_log, read_state, restore, run_dir_lock, save_best,
-                             save_checkpoint)
+                             frozen_weights, opening_record, plot_log, read_log, read_state, restore, run_dir_lock,
+                             save_best, save_checkpoint)
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
@@ -340,14 +340,16 @@ def train_loop(
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     with run_dir_lock(out):  # one run at a time in OUT_DIR (held already under minigpt train/finetune)
         check_out_dir(cfg)
-        progress = resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen) if cfg.resume else Progress()
+        progress, changed = (resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen) if cfg.resume
+                             else (Progress(), None))  # (changed None: a start)
         open_out_dir(out, cfg, rt)
         fwd, model = for_training(raw, cfg, rt)
         bar = progress_bar(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
         run = Run(cfg=cfg, rt=rt, out=out, raw=raw, fwd=fwd, model=model, optimizer=optimizer, scaler=scaler,
                   get_batch=get_batch, loss_fn=loss_fn, save_fn=save_fn or (lambda m, d: m.save_pretrained(d)),
                   eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
-                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, frozen=frozen, bar=bar)
+                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, frozen=frozen, bar=bar,
+                  opening=opening_record(cfg, rt, progress.step, changed) if rt.is_main else None)
         # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
         # gives the caller's random state back when the loop ends, as if it had never run. TF32's
         # switches, turned on for the run on a GPU, are given back too.
@@ -397,6 +399,9 @@ class Run:
     data_fingerprint: dict | None
     frozen: dict | None  # `frozen_weights(raw)`: the names and digest of the weights that do not train
     bar: tqdm  # the progress bar (rank 0's; disabled on the others)
+    # The start's or resume's record (run_dir.py's `opening_record`), until the run's first write to
+    # its log (`log`) puts it there; rank 0's alone, None on the others and once written.
+    opening: dict | None
 
 
 @dataclass
@@ -416,11 +421,12 @@ class Progress:
 
 
 def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None,
-           frozen: dict | None) -> Progress:
+           frozen: dict | None) -> tuple[Progress, dict]:
     """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/run_dir.py's
-    `restore`, which refuses a run that differs), and where the run stood."""
-    step, best, (loss_since, steps_since) = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
-    return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since)
+    `restore`, which refuses a run that differs); where the run stood, and the settings this resume
+    changed from the saved run's ({name: (saved, now)})."""
+    step, best, (loss_since, steps_since), changed = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
+    return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since), changed
 
 
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
@@ -486,7 +492,7 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
         # refresh=False: shown at the bar's next redraw, not forced now (a log would get one per record)
         run.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"}, refresh=False)
         if run.rt.is_main:
-            append_log(run.out, metrics)
+            log(run, metrics)
     return metrics
 
 
@@ -500,7 +506,7 @@ def end_stopped_run(run: Run, progress: Progress) -> dict[str, float]:
         metrics = {"step": progress.step, "loss": progress.loss_since / progress.steps_since,
                    "lr": run.optimizer.param_groups[0]["lr"]}
         progress.loss_since, progress.steps_since = 0.0, 0
-        on_rank_0(run.rt, lambda: append_log(run.out, metrics))
+        on_rank_0(run.rt, lambda: log(run, metrics))
     metrics.update(evaluate_and_save(run, progress))
     return metrics
 
@@ -521,7 +527,7 @@ def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
             save_best(run.out, run.raw, run.save_fn, record)
         # Logged before the checkpoint: a crash between the two then resumes from the previous
         # checkpoint and writes the record again; the other order would lose it.
-        append_log(run.out, record)
+        log(run, record)
         checkpoint(run, progress)
         drop_previous_best(run.out)
         plot_log(run.out)
@@ -537,14 +543,32 @@ def save_between_evaluations(run: Run, progress: Progress) -> None:
     optimizer and the losses since the last log record are the whole state."""
     def write() -> None:
         # A run is known by its log (run_dir.py's `unsaved_run`): one stopped before its first record
-        # gets an empty one, so a kill during this first checkpoint leaves a run that --resume restarts.
-        (run.out / LOG_FILE).touch()
+        # gets one holding its opening record, so a kill during this first checkpoint leaves a run that
+        # --resume restarts.
+        open_log(run)
         checkpoint(run, progress)
-        if read_log(run.out):
+        if any("loss" in r for r in read_log(run.out)):  # (a curve of no point is no curve)
             plot_log(run.out)
 
     on_rank_0(run.rt, write)
     progress.last_saved = progress.step
+
+
+def log(run: Run, record: dict) -> None:
+    """Append `record` to the run's log (rank 0's work), after the run's opening record if it is the
+    run's first write there (`open_log`)."""
+    open_log(run)
+    append_log(run.out, record)
+
+
+def open_log(run: Run) -> None:
+    """Write the start's or resume's record (run.opening) to the log, once, at the run's first write
+    there: not when the run begins, so a run that dies before its first record leaves no log, and
+    its OUT_DIR takes the same command again (a log marks a run that only --resume restarts:
+    run_dir.py's `unsaved_run`). A resume's comes after `restore` cut the log back to its checkpoint."""
+    if run.opening is not None:
+        append_log(run.out, run.opening)
+        run.opening = None
 
 
 def checkpoint(run: Run, progress: Progress) -> None:

@@ -91,6 +91,12 @@ def test_logged_tokens_per_s_counts_every_step_since_the_last_record(tmp_path, m
     assert rates == [cfg.batch_size * cfg.block_size * cfg.grad_accum / 0.5] * 2
 
 
+def step_records(out: Path) -> list[dict]:
+    """OUT_DIR's log records of the run's steps: without its opening records (a start's, each
+    resume's: run_dir.py's `opening_record`), which differ between runs that trained alike."""
+    return [r for r in read_log(out) if "run" not in r]
+
+
 def final_state(out: Path) -> dict:
     return torch.load(out / STATE_FILE, weights_only=True)
 
@@ -289,12 +295,11 @@ def test_interrupt_saves_and_resume_is_bitwise_exact(tmp_path, monkeypatch, capf
     for i, s in a["optimizer"]["state"].items():
         assert all(torch.equal(s[k], b["optimizer"]["state"][i][k]) for k in s)
     assert load_file(tmp_path / "straight" / "model.safetensors").keys() == load_file(tmp_path / "resumed" / "model.safetensors").keys()
-    log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    log = [r["step"] for r in step_records(tmp_path / "resumed")]
     assert log == sorted(log)  # no records duplicated by the restart
 
     def losses(run: str) -> list:  # each record's train loss: the mean since the record before
-        records = map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
-        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in records]
+        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in step_records(tmp_path / run)]
     assert losses("straight") == losses("resumed")  # step 6's mean spans steps 4-6 across the restart too
 
 
@@ -317,8 +322,7 @@ def test_resume_at_the_step_a_run_stopped_ends_it_there_as_a_run_of_that_length(
     assert "the first one resumed" not in out
 
     def log(run: str) -> list:
-        return [(r["step"], r.get("loss"), r.get("lr"), r.get("val_loss"))
-                for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
+        return [(r["step"], r.get("loss"), r.get("lr"), r.get("val_loss")) for r in step_records(tmp_path / run)]
     records = log("straight")  # ..., step 5's train record (the mean of steps 4-5), step 5's evaluation
     assert log("stopped") == records and [(r[0], r[3] is None) for r in records[-2:]] == [(5, True), (5, False)]
     metrics = json.loads(out.strip().splitlines()[-1])
@@ -363,10 +367,11 @@ def test_an_interrupt_before_the_first_log_record_saves_without_a_curve(tmp_path
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out"))
     assert final_state(tmp_path / "out")["step"] == 1
-    # An empty log, which marks OUT_DIR as a run's: a crash's audit found a SIGKILL during this first
-    # checkpoint (a scheduler's grace period running out) left weights that --resume and
-    # --auto-resume refused as "a model"; now they start the run again.
-    assert (tmp_path / "out" / "log.jsonl").read_text() == "" and not (tmp_path / "out" / "loss.png").exists()
+    # A log that holds the start's record alone, which marks OUT_DIR as a run's: a crash's audit found
+    # a SIGKILL during this first checkpoint (a scheduler's grace period running out) left weights
+    # that --resume and --auto-resume refused as "a model"; now they start the run again. No curve:
+    # the log holds no loss to draw.
+    assert [r["run"] for r in read_log(tmp_path / "out")] == ["start"] and not (tmp_path / "out" / "loss.png").exists()
     (tmp_path / "out" / "training_state.pt").unlink()  # what the kill leaves: the state is written last
     monkeypatch.undo()
     pretrain(tiny_cfg(tmp_path / "data", tmp_path / "out", auto_resume=True))
@@ -584,7 +589,7 @@ def test_resume_drops_a_torn_last_log_record(tmp_path):
     with open(out / "log.jsonl", "a") as f:
         f.write('{"step": 7, "lo')
     pretrain(tiny_cfg(data, out, resume=True))
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in step_records(out)]
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
@@ -622,7 +627,7 @@ def test_a_crash_right_after_a_checkpoint_keeps_its_evaluation_in_the_log(tmp_pa
         pretrain(tiny_cfg(data, out))
     monkeypatch.undo()
     pretrain(tiny_cfg(data, out, resume=True))
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in step_records(out)]
     assert steps == [3, 6, 6, 9, 12, 12]  # train records every 3 steps, evaluations every 6
 
 
@@ -877,7 +882,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_p
     assert (f"note: --resume: {out} holds no checkpoint: its run logged up to step 14 and stopped before saving its first "
             "one") in capsys.readouterr().out
     assert (out / "log.lost.jsonl").read_text() == lost
-    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [2, 4, 4]
+    assert [r["step"] for r in step_records(out)] == [2, 4, 4]
     assert train_main([*flags, "--out", str(tmp_path / "straight")]) == 0  # the same flags, a new directory
     a, b = final_state(tmp_path / "straight"), final_state(out)
     assert a["step"] == b["step"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -927,7 +932,7 @@ def test_a_run_killed_while_saving_its_first_checkpoint_starts_again_with_resume
     left = sorted(os.listdir(out))
     assert {"best", "config.json", "model.safetensors", "log.jsonl"} <= set(left) and STATE_FILE not in left
     log = (out / "log.jsonl").read_text()
-    assert [json.loads(line)["step"] for line in log.splitlines()] == [2, 4, 4]  # the last: the first evaluation
+    assert [r["step"] for r in step_records(out)] == [2, 4, 4]  # the last: the first evaluation
 
     capsys.readouterr()
     assert train_main([*flags, "--out", str(out)]) == 2
@@ -1071,7 +1076,7 @@ def test_auto_resume_lets_the_same_torchrun_command_go_on_after_a_crash(tmp_path
     diff = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
     print(f"DDP(2), crashed twice, vs 1 process: max |Δw| = {diff:.2e}")
     assert a["step"] == b["step"] == 12 and diff < 1e-5
-    steps = [[json.loads(line)["step"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("ddp", "one")]
+    steps = [[r["step"] for r in step_records(tmp_path / run)] for run in ("ddp", "one")]
     assert steps[0] == steps[1]
 
 
@@ -1586,8 +1591,7 @@ def test_gradient_checkpointing_trains_to_bitwise_the_same_weights(tmp_path, mon
     pretrain(tiny_cfg(data, tmp_path / "plain", max_iters=6))
     a, b = final_state(tmp_path / "ckpt"), final_state(tmp_path / "plain")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
-    logs = [(tmp_path / run / "log.jsonl").read_text() for run in ("ckpt", "plain")]
-    strip = [[{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in log.splitlines()] for log in logs]
+    strip = [[{k: v for k, v in r.items() if k != "tokens_per_s"} for r in step_records(tmp_path / run)] for run in ("ckpt", "plain")]
     assert strip[0] == strip[1]
 
 
@@ -1605,7 +1609,7 @@ def test_chunked_loss_trains_to_the_same_weights_up_to_rounding(tmp_path, monkey
     a, b = final_state(tmp_path / "chunked"), final_state(tmp_path / "plain")
     assert a["config"]["chunked_loss"] and not b["config"]["chunked_loss"]
     assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in b["model"])
-    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("chunked", "plain")]
+    logs = [step_records(tmp_path / run) for run in ("chunked", "plain")]
     for x, y in zip(*logs, strict=True):
         assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-5) for k in x if k != "tokens_per_s")
 
@@ -3044,7 +3048,7 @@ def test_save_interval_checkpoints_between_evaluations_and_a_crash_resumes_from_
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
     def records(run: str) -> list:
-        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())]
+        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in step_records(tmp_path / run)]
     assert records("straight") == records("crashed")
     with pytest.raises(ValueError, match="save_interval must be >= 0, got -1"):
         tiny_cfg(data, tmp_path / "x", save_interval=-1)
@@ -3068,3 +3072,152 @@ def test_a_process_that_leaves_an_error_before_joining_to_another_waits_for_it(m
         assert train_runtime.run_command("minigpt finetune", fails) == 2
         assert ("error: --data none.txt does not exist" in capsys.readouterr().err) == said
         assert slept == ([] if said else [train_runtime.PEER_EXIT_GRACE_S])
+
+
+# ---- the log's opening records: how each start and resume of a run was run ----------------------
+
+
+def test_a_run_logs_how_it_was_started_and_how_each_resume_changed_it(tmp_path):
+    """Bug (a reproducibility audit): a run folder said nothing readable of how it was made (no
+    minigpt version or commit, torch version, device, thread count, command line or time: only
+    training_state.pt, a pickle, held the settings), and a resume with new flags rewrote those
+    settings with nothing in the log to mark it: steps 1-6 ran at --lr 3e-3, the state then said
+    1e-3. Now log.jsonl opens each start and each resume with a record of them, a resume's with the
+    settings it changed, after the records of the checkpoint it resumes."""
+    from datetime import datetime, timedelta, timezone
+
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+    pretrain(tiny_cfg(data, out, max_iters=9, lr=1e-3, resume=True))
+    log = read_log(out)
+    assert [(r["step"], r.get("run")) for r in log] == [(0, "start"), (3, None), (6, None), (6, None), (6, "resume"),
+                                                        (9, None), (9, None)]
+    start, resumed = log[0], log[4]
+    assert "changed" not in start and resumed["changed"] == {"max_iters": [6, 9], "lr": [3e-3, 1e-3]}
+    assert start["config"] == {**resumed["config"], "max_iters": 6, "lr": 3e-3, "resume": False}
+    assert resumed["config"] == minigpt.run_dir.plain_config(tiny_cfg(data, out, max_iters=9, lr=1e-3, resume=True))
+    git = minigpt.run_dir.git_commit()  # this checkout's commit (and -dirty, perhaps); None for an installed minigpt
+    for record in (start, resumed):
+        assert record["command"] == "train" and record["argv"] == sys.argv  # (pytest's: the process's command line)
+        assert record["minigpt"] == minigpt.__version__ and record["torch"] == torch.__version__ and record["git"] == git
+        assert (record["device"], record["dtype"], record["world_size"]) == ("cpu", "float32", 1)
+        assert record["threads"] == torch.get_num_threads()
+        assert timedelta(0) <= datetime.now(timezone.utc) - datetime.fromisoformat(record["time"]) < timedelta(minutes=10)
+    json.dumps(log, allow_nan=False)  # plain JSON, as any reader of JSON Lines takes it
+
+
+def test_a_run_whose_log_has_no_opening_records_still_resumes(tmp_path):
+    """A log an earlier minigpt wrote, without opening records, resumes as before: its records are
+    kept as they were, and the resume's record comes after them (no start record is made up)."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=6))
+    old = [r for r in read_log(out) if "run" not in r]
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    pretrain(tiny_cfg(data, out, max_iters=9, resume=True))
+    log = read_log(out)
+    assert log[:len(old)] == old and [r.get("run") for r in log[len(old):]] == ["resume", None, None]
+    assert log[len(old)]["changed"] == {"max_iters": [6, 9]} and final_state(out)["step"] == 9
+
+
+def test_git_commit_names_the_checkout_minigpt_runs_from_and_nothing_else(tmp_path, monkeypatch):
+    """The opening record's git field: the commit checked out, with "-dirty" once a tracked file
+    differs from it; None (never an error) outside a checkout, in a folder inside another project's
+    repository (minigpt installed in a venv there), and without git."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed: git_commit's None without it is checked below, with PATH emptied")
+    git_commit = minigpt.run_dir.git_commit
+    assert git_commit(tmp_path) is None
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.py").write_text("1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert git_commit(repo) == head
+    (repo / "notes.txt").write_text("untracked\n")  # not code that ran
+    assert git_commit(repo) == head
+    (repo / "a.py").write_text("2\n")
+    assert git_commit(repo) == head + "-dirty"
+    (repo / "site-packages").mkdir()
+    assert git_commit(repo / "site-packages") is None
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert git_commit(repo) is None
+    rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
+    assert minigpt.run_dir.opening_record(tiny_cfg(tmp_path, tmp_path / "out"), rt, 0, None)["git"] is None
+
+
+def _opening_records(tmp_path) -> tuple[dict, dict]:
+    """A start's and a resume's opening records, as a run writes them."""
+    rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
+    cfg = tiny_cfg(tmp_path, tmp_path / "out")
+    return (minigpt.run_dir.opening_record(cfg, rt, 0, None),
+            minigpt.run_dir.opening_record(cfg, rt, 6, {"lr": (3e-3, 1e-3)}))
+
+
+# The records of a run's steps: train records every 3 steps, evaluations at 6 (where it was resumed) and 9.
+STEP_RECORDS = [{"step": 3, "loss": 4.0, "lr": 2e-3, "tokens_per_s": 100.0},
+                {"step": 6, "loss": 3.0, "lr": 3e-3, "tokens_per_s": 120.0}, {"step": 6, "val_loss": 3.2, "val_ppl": 24.5},
+                {"step": 9, "loss": 2.5, "lr": 1e-3, "tokens_per_s": 110.0}, {"step": 9, "val_loss": 2.9, "val_ppl": 18.2}]
+
+
+def _best_evaluations(out: Path) -> dict:
+    from minigpt import finetune
+
+    return finetune.best_evaluations(read_log(out))
+
+
+def _summary_figures(out: Path) -> dict:
+    from minigpt import finetune
+
+    cfg = SimpleNamespace(out=str(out), task="lm", strategy="full")
+    rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
+    summary = finetune.write_summary(cfg, rt, 9, SimpleNamespace(trainable=1, total=2, optimizer_bytes=8))
+    return {k: v for k, v in summary.items() if k != "peak_memory_mib"}  # (the process's, growing)
+
+
+def _curves(out: Path, monkeypatch) -> dict:
+    from matplotlib.axes import Axes
+
+    drawn, real = {}, Axes.plot
+
+    def plot(self, *args, label=None, **kw):
+        drawn[label] = (list(args[0]), list(args[1]))
+        return real(self, *args, label=label, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Axes, "plot", plot)
+        minigpt.run_dir.plot_log(out)
+    return drawn
+
+
+# Each reader of log.jsonl, and how many of the run's records (opening records included) its log holds.
+LOG_READERS = {
+    "records_of_state": (8, lambda out, _: [r for r in minigpt.run_dir.records_of_state(out, 6) if "run" not in r]),
+    "comparable_evaluations": (8, lambda out, _: minigpt.run_dir.comparable_evaluations(read_log(out))),
+    "evaluated_at": (8, lambda out, _: [minigpt.run_dir.evaluated_at(out, step) for step in (0, 3, 6, 9)]),
+    "best_evaluations": (8, lambda out, _: _best_evaluations(out)),
+    "write_summary": (8, lambda out, _: _summary_figures(out)),
+    "plot_log": (8, _curves),
+    # A run stopped before its first record, killed while it saved its first checkpoint: its log
+    # holds the start's record alone (an empty log, before opening records).
+    "unsaved_story": (1, lambda out, _: minigpt.run_dir.unsaved_story(out, ["log.jsonl"]).replace(str(out), "OUT")),
+    "unsaved_run": (4, lambda out, _: minigpt.run_dir.unsaved_run(out, "train")),
+}
+
+
+@pytest.mark.parametrize("reader", LOG_READERS)
+def test_every_reader_of_the_log_passes_over_its_opening_records(tmp_path, monkeypatch, reader):
+    """The opening records (a start's, a resume's) are a new kind of record in log.jsonl, with no
+    loss and no evaluation: each reader of the log finds in it what it found without them. The one
+    that did not: the story of a run killed in its first checkpoint said it "logged up to step 0"."""
+    start, resume = _opening_records(tmp_path)
+    records, read = LOG_READERS[reader]
+    run = [start, *STEP_RECORDS[:3], resume, *STEP_RECORDS[3:]][:records]
+    found = []
+    for name, log in (("with", run), ("without", [r for r in run if "run" not in r])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+        found.append(read(tmp_path / name, monkeypatch))
+    assert found[0] == found[1]
+    assert found[0] not in ([], {}, None)  # (a reader that found nothing in either would pass unseen)

@@ -14,6 +14,7 @@ the mask (minigpt/classifier.py explains the pooling).
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import random
@@ -36,6 +37,13 @@ from minigpt.run_dir import env_rank
 from minigpt.tokenizer_batch import pad_rows
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only
+# A text holding a line end, as a CSV writer quotes it: its first line opens the quote and never
+# closes it, its last line closes it and goes on with a tab (the label), the quotes inside doubled.
+_OPENS_A_QUOTE = re.compile(r'"(?:[^"]|"")*')  # whole line (fullmatch)
+_CLOSES_A_QUOTE = re.compile(r'(?:[^"]|"")*"(?:\t|$)')  # at the line's start (match)
+# Below this many examples, a file's width and label<TAB>text checks have too few lines to see a pattern in:
+# one title<TAB>body text, or two texts alike, are not an extra column or swapped columns.
+FEW_LINES = 4
 HEADER_RULE = ("a first line is taken for a header only when its columns are names without spaces and its label is "
                "no other line's")
 Row = tuple[int, str, str, str]  # a line as read: (its number, the line, its text, its label)
@@ -54,23 +62,27 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
     A first line of column names is a header, and is skipped, saying so on stderr: its columns
     (text and label) are names without spaces, and its label is not an integer and no other line's
     (`sentence<TAB>label`, as in SST-2, over lines labelled 0/1 or positive/negative). One naming
-    more than two columns is refused, and so is a file whose every line has the same 3 or more
-    columns, or whose every line starts with an integer field (an index or an extra column would
-    join every text); blank lines and a leading BOM are skipped. Anything else malformed is an
+    more than two columns is refused, and so is a file of `FEW_LINES` examples or more whose every line
+    has the same 3 or more columns (counted as CSV, so a quoted text's tabs are its own), or one whose
+    every line starts with an integer field (an index or an extra column would join every text);
+    blank lines and a leading BOM are skipped. Anything else malformed is an
     error naming the line, never a silently dropped example: a first line with an empty label, or a
     text or label with spaces (`great movie<TAB>l`, a typo; `Superb!<TAB>very positive`), is an
     example, not a header; so is a one-word first example (`great<TAB>positive`), as other lines
     are labelled `positive` too; a first line that would be a header but for a space in it is
     refused (`_check_not_a_header`). In a tiny file, where a class may have one line, a one-word
     first example of it is taken for a header: give such a file a header. Columns the wrong way
-    round (`label<TAB>text`: more distinct labels than texts) are refused (`_check_not_label_first`).
+    round (`label<TAB>text`: more distinct labels than texts, and more than half the lines a label
+    of their own) are refused (`_check_not_label_first`), in a file of `FEW_LINES` examples or more:
+    in fewer, two texts alike (`good<TAB>1`, `good<TAB>0`) would be enough.
     A class id is ASCII digits (`int()` alone would also read `1_0` as 10 and other scripts' digits).
 
     CSV quoting, as Python's csv.writer and pandas' to_csv(sep="\\t") write it, is undone: a field
     wholly in double quotes, every quote inside it doubled (`"he said ""wow"", loved it"`), is the
     text between them with each `""` one quote (`_csv_unquoted`). Any other quote is part of the
     text (`"great" and "bad"`; SST-2 quotes with `` and ''). A quoted field that goes on past its
-    line (a text holding a line end) is refused: an example is one line.
+    line (a text holding a line end: a line opening a quote it never closes, and a later one closing
+    it) is refused, whatever the labels: an example is one line (`_check_no_quoted_line_end`).
     """
     path = Path(path)
     if path.is_dir():
@@ -98,8 +110,6 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
     for lineno, line, text, label in rows:
         is_id = bool(_INTEGER.fullmatch(label))
         hint = f" ({HEADER_RULE})" if lineno == first else ""
-        if _opens_a_quote(line) and not (is_id or count[label] > 1):  # a label, not the middle of a quoted text
-            raise _goes_on_past_its_line(path, lineno, line)
         if not label:
             raise ValueError(f"{path}:{lineno}: label '' is not an integer class id nor a name{hint}")
         if is_id and int(label) < 0:
@@ -114,10 +124,7 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
         raise ValueError(f"{path}: every line has 3 or more columns, the first an integer ({texts[0][:40]!r} ...): "
                          "an index column would join every text; classify reads two, text<TAB>label: keep just those "
                          "(e.g. with `cut -f`)")
-    widths = {_columns(line) for _, line, *_ in rows}
-    if len(widths) == 1 and (width := widths.pop()) > 2:  # an id, a source...: a text with tabs is on some lines only
-        raise ValueError(f"{path}: every line has {width} columns ({texts[0][:40]!r} ...): the ones before the label "
-                         "would join every text; classify reads two, text<TAB>label: keep just those (e.g. with `cut -f`)")
+    _check_not_extra_columns(path, rows, texts)
     if rows[0][0] == first and isinstance(labels[0], str):  # no header was skipped: is the first line one with a space?
         _check_not_a_header(path, first, labels[0], count)
     _check_not_label_first(path, texts, labels)
@@ -126,27 +133,64 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int] | list[str]]:
 
 def _tsv_rows(path: Path) -> list[Row]:
     """Each line of `path` but the blank ones, cut at its last tab (the text may hold tabs),
-    its CSV quoting undone and its label stripped; a line without a tab is refused."""
-    rows = []
+    its CSV quoting undone and its label stripped; a line without a tab is refused, and so is a
+    quoted text holding a line end (`_check_no_quoted_line_end`)."""
     # Lines end at "\n" alone (read_text made "\r\n" one): splitlines() would also cut at U+0085,
     # U+2028, form feeds..., which scraped text holds inside its sentences.
-    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+    lines = read_text(path).split("\n")
+    _check_no_quoted_line_end(path, lines)
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         text, tab, label = line.rpartition("\t")
         if not tab:
-            if _opens_a_quote(line):
+            if _OPENS_A_QUOTE.fullmatch(line):  # a quoted text's first line, though its end is missing
                 raise _goes_on_past_its_line(path, lineno, line)
             raise MissingTab(f"{path}:{lineno}: expected 'text<TAB>label', found no tab in {line[:60]!r}")
         rows.append((lineno, line, _csv_unquoted(text), _csv_unquoted(label).strip()))
     return rows
 
 
+def _check_no_quoted_line_end(path: Path, lines: list[str]) -> None:
+    """Refuse a CSV-quoted text holding a line end, whatever the labels: a line that opens a quote it
+    never closes, then a later one that closes a quote it never opened, with only doubled quotes on
+    the lines between (read line by line, it would be two examples or more, quotes left in). Checked
+    before any line is cut at its tab, as the lines inside such a text may have none.
+    A quote opened alone (`"unclosed<TAB>1`), or closed alone (`6'2"<TAB>1`), is the text's own: no
+    CSV writer writes one."""
+    opened = None  # (number, line) of the last line that opened a quote, while it may still be open
+    for lineno, line in enumerate(lines, start=1):
+        if opened and _CLOSES_A_QUOTE.match(line):
+            raise _goes_on_past_its_line(path, *opened, closed_at=lineno)
+        if _OPENS_A_QUOTE.fullmatch(line):
+            opened = (lineno, line)
+        elif '"' in line.replace('""', ""):  # a lone quote: not a line inside a quoted text, which doubles them
+            opened = None
+
+
+def _check_not_extra_columns(path: Path, rows: list[Row], texts: list[str]) -> None:
+    """Refuse a file whose every line has the same 3 or more columns (an id, a source...): the ones
+    before the label would join every text. Texts with tabs are on some lines only, or are quoted;
+    a file of fewer than `FEW_LINES` examples is let be: its one text with a tab is no pattern."""
+    if len(rows) < FEW_LINES:
+        return
+    widths = {_columns(line) for _, line, *_ in rows}
+    if len(widths) == 1 and (width := widths.pop()) > 2:
+        raise ValueError(f"{path}: every line has {width} columns ({texts[0][:40]!r} ...): the ones before the label "
+                         "would join every text; classify reads two, text<TAB>label: keep just those (e.g. with "
+                         "`cut -f`), or, if the tabs are inside the texts, CSV-quote each text (as Python's csv module "
+                         "writes it)")
+
+
 def _columns(line: str) -> int:
-    """How many columns `line` has: its tabs + 1, but a text wholly CSV-quoted (`"a<TAB>b"<TAB>1`)
-    is one column, whatever tabs it holds."""
-    text = line.rpartition("\t")[0]
-    return 2 if _csv_unquoted(text) != text else text.count("\t") + 2
+    """How many columns `line` has, read as CSV: a quoted field is one column whatever tabs it holds,
+    wherever it is (`r002<TAB>"awful<TAB>film"<TAB>0`: 3). A line that is not CSV (a stray quote:
+    `"great" and "bad"`, `"unclosed`) has its tabs + 1, as read_tsv reads the quote as the text's."""
+    try:
+        return len(next(csv.reader([line], delimiter="\t", strict=True)))
+    except csv.Error:  # strict: not CSV, rather than a stray quote swallowing the tabs after it
+        return line.count("\t") + 1
 
 
 def _is_header(row: Row, count: Counter) -> bool:
@@ -177,8 +221,11 @@ def _check_not_a_header(path: Path, lineno: int, label: str, count: Counter) -> 
 
 def _check_not_label_first(path: Path, texts: list[str], labels: list[int] | list[str]) -> None:
     """Refuse a file whose columns look swapped, `label<TAB>text`: more distinct labels than distinct
-    texts, and most lines a label of their own. A classifier's labels are few and its texts many;
-    read the wrong way round, every text would be a class of one example."""
+    texts, and more than half the lines a label of their own. A classifier's labels are few and its
+    texts many; read the wrong way round, every text would be a class of one example. A file of
+    fewer than `FEW_LINES` examples is let be: two alike (`good<TAB>1`, `good<TAB>0`) would do."""
+    if len(labels) < FEW_LINES:
+        return
     distinct = list(dict.fromkeys(labels))  # in file order: the lines one sees first
     kinds = list(dict.fromkeys(texts))
     if len(distinct) > len(kinds) and 2 * len(distinct) > len(labels):
@@ -209,10 +256,14 @@ def _check_one_kind(path: Path, linenos: list[int], labels: list[int] | list[str
                          f"{class_id} is: a file's labels are all class ids (0, 1, 2, ...) or all names, not both")
 
 
-def _goes_on_past_its_line(path: Path, lineno: int, line: str) -> ValueError:
-    return ValueError(f"{path}:{lineno}: a quoted text goes on past this line ({line[:60]!r}): it holds a line end, "
-                      "and classify reads one example per line; replace the line ends in the texts (e.g. with "
-                      "spaces) before writing the file")
+def _goes_on_past_its_line(path: Path, lineno: int, line: str, closed_at: int | None = None) -> ValueError:
+    """The error for a quoted text holding a line end, closed on line `closed_at` (None: never)."""
+    to = f" to line {closed_at}" if closed_at else ""
+    own = (f"; if the quotes on lines {lineno} and {closed_at} are the texts' own, CSV-quote those texts (as Python's "
+           "csv module writes them)" if closed_at else "")
+    return ValueError(f"{path}:{lineno}: a quoted text goes on past this line{to} ({line[:60]!r}): it holds a line "
+                      "end, and classify reads one example per line; replace the line ends in the texts (e.g. with "
+                      f"spaces) before writing the file{own}")
 
 
 def _csv_unquoted(field: str) -> str:
@@ -222,12 +273,6 @@ def _csv_unquoted(field: str) -> str:
     if len(field) < 2 or field[0] != '"' or field[-1] != '"' or '"' in inner.replace('""', ""):
         return field
     return inner.replace('""', '"')
-
-
-def _opens_a_quote(line: str) -> bool:
-    """Whether `line` starts a CSV-quoted field that it never closes: an odd number of quotes
-    (an opening one, then pairs), as when the field holds a line end and goes on below."""
-    return line.startswith('"') and line.count('"') % 2 == 1
 
 
 Examples = tuple[list[str], list[int] | list[str]]  # (texts, labels): class ids, or names as read_tsv gives them

@@ -313,7 +313,7 @@ def classifier_report(args) -> tuple[str, dict]:
     tok = load_tokenizer(args, model.config)
     if isinstance(labels[0], str):  # names: the model's class ids for them (its config.json's label2id)
         labels = label_ids(labels, model.label2id, Path(args.file), f"the labels of {args.model}")
-    check_labels(labels, model.num_labels, f"{args.file}'s ")
+    check_labels(labels, model.num_labels, path=Path(args.file))  # the error names the first line holding one
     # Cut as fine-tuning cut them: to its --block-size, which it saved as the tokenizer's
     # model_max_length, and never past the context.
     max_tokens = min(tok.model_max_length or model.config.n_positions, model.config.n_positions)

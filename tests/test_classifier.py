@@ -560,6 +560,36 @@ def test_a_tsv_written_by_the_csv_module_reads_back_its_texts(tmp_path):
         read_tsv(tmp_path / "lines.tsv")
 
 
+@pytest.mark.parametrize("label", [0, "negative"])
+def test_a_quoted_text_holding_a_line_end_is_refused_whatever_its_label(tmp_path, label):
+    """A review finding: csv.writer's `"Rating:<TAB>1<LF>Not for me, sadly."<TAB>0` was read as two
+    examples, ('"Rating:', 1) and ('Not for me, sadly."', 0): the line opening the quote was let be
+    because its "label" (1) was an integer, and the line closing it was never checked. A line
+    opening a quote it never closes, then one closing a quote it never opened, is refused now,
+    whatever the labels; a quote opened or closed alone is still the text's own."""
+    import csv
+
+    from minigpt.classify_data import read_tsv
+
+    other = 1 if label == 0 else "positive"
+    rows = [("sentence", "label"), ("good film", other), ("Rating:\t1\nNot for me, sadly.", label), ("bad film", label),
+            ('Rating:\t9\n\n  10 "out of" 10\n!', other)]
+    f = tmp_path / "lines.tsv"
+    with open(f, "w", newline="") as out:
+        csv.writer(out, delimiter="\t", lineterminator="\n").writerows(rows[:4])
+    with pytest.raises(ValueError, match=r"lines.tsv:3: a quoted text goes on past this line to line 4 \('\"Rating:\\t1'\): "
+                                         r"it holds a line end, .* if the quotes on lines 3 and 4 are the texts' own, CSV-quote"):
+        read_tsv(f)
+    with open(f, "w", newline="") as out:  # the second record alone: lines 3-6, a blank one and doubled quotes between
+        csv.writer(out, delimiter="\t", lineterminator="\n").writerows([rows[0], rows[1], rows[4], rows[3]])
+    with pytest.raises(ValueError, match=r"lines.tsv:3: a quoted text goes on past this line to line 6 "):
+        read_tsv(f)
+    # Quotes opened or closed alone, or with a lone quote between (no CSV-quoted text holds one): the texts'.
+    texts = ['he is 6\'2"', '"unclosed', 'a "lone quote', 'closes"', '"opens', 'plain']
+    f.write_text("".join(f"{text}\t{label}\n" for text in texts))
+    assert read_tsv(f) == (texts, [label] * len(texts))
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-be"])
 def test_a_utf16_or_utf32_tsv_is_named_with_the_conversion_that_fits(tmp_path, encoding):
     """A finetuner audit: a UTF-16 file (Windows' "Unicode") was "not UTF-8 text: byte 0xff at

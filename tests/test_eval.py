@@ -485,7 +485,8 @@ def test_classifier_scores_sum_the_classes_to_the_whole():
 def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classifier_dir, tmp_path, capsys):
     """A window flag given to a classifier, or a classifier's --batch-size to a language model,
     would be ignored; a plain text has no labels to score a classifier on, and a TSV's perplexity
-    would pass for the model's: each is refused and names what to do instead."""
+    would pass for the model's: each is refused and names what to do instead. A review finding: an
+    out-of-range class id was named without its line (`five.tsv's labels [5]`); file:line now."""
     (tmp_path / "t.txt").write_text(TEXT)
     (tmp_path / "t.tsv").write_text("\n".join(TSV_LINES) + "\n")
     (tmp_path / "five.tsv").write_text("good\t1\nbad\t5\n")
@@ -498,7 +499,7 @@ def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classi
                                          f"{clf} is a classifier, scored on labelled examples"),
         ([clf, "-"], "standard input is not read for it: save the lines to a file"),
         ([clf, str(tmp_path / "missing.tsv")], "TSV file " + str(tmp_path / "missing.tsv") + " does not exist"),
-        ([clf, str(tmp_path / "five.tsv")], "five.tsv's labels [5] are out of range: with num_labels=4, labels must be in [0, 4)"),
+        ([clf, str(tmp_path / "five.tsv")], "five.tsv:2: labels [5] are out of range: with num_labels=4, labels must be in [0, 4)"),
         ([lm, tsv], f"t.tsv is a .tsv file (text<TAB>label, what a classifier is scored on), but {lm} is a language model"),
         ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"{lm} is a language model, scored in windows of --max-length tokens: drop --batch-size"),
     ):

@@ -321,9 +321,9 @@ def test_a_windows_1252_file_is_told_to_convert_from_cp1252_not_latin1(tmp_path)
 
 
 @pytest.mark.parametrize("content", [
-    "r001\tgreat movie\tpositive\nr002\tawful film\tnegative\nr003\tloved it\tpositive\n",  # an id column
-    "great movie\tweb\tpositive\nawful film\tapp\tnegative\nloved it\tweb\tpositive\n",  # an extra column
-    "a\tb\tc\t1\nd\te\tf\t0\n",  # 4 columns
+    "r001\tgreat movie\tpositive\nr002\tawful film\tnegative\nr003\tloved it\tpositive\nr004\tboring\tnegative\n",  # an id
+    "great movie\tweb\tpositive\nawful film\tapp\tnegative\nloved it\tweb\tpositive\nboring\tapp\tnegative\n",  # a source
+    "a\tb\tc\t1\nd\te\tf\t0\ng\th\ti\t1\nj\tk\tl\t0\n",  # 4 columns
 ])
 def test_a_tsv_whose_every_line_has_the_same_3_or_more_columns_is_refused(tmp_path, content):
     """A data audit: only an integer first column was refused; an id like r001, or a column after
@@ -333,12 +333,58 @@ def test_a_tsv_whose_every_line_has_the_same_3_or_more_columns_is_refused(tmp_pa
     f = tmp_path / "cols.tsv"
     f.write_text(content)
     with pytest.raises(ValueError, match=r"cols.tsv: every line has [34] columns \('.*' ...\): the ones before the label "
-                                         r"would join every text; classify reads two, text<TAB>label: keep just those"):
+                                         r"would join every text; classify reads two, text<TAB>label: keep just those "
+                                         r"\(e.g. with `cut -f`\), or, if the tabs are inside the texts, CSV-quote each"):
         read_tsv(f)
-    f.write_text('"great\tmovie"\tpositive\n"awful\tfilm"\tnegative\n"loved\tit"\tpositive\n')  # csv.writer's quoting
-    assert read_tsv(f) == (["great\tmovie", "awful\tfilm", "loved\tit"], ["positive", "negative", "positive"])
+    f.write_text('"great\tmovie"\tpositive\n"awful\tfilm"\tnegative\n"loved\tit"\tpositive\n"so\tdull"\tnegative\n')
+    assert read_tsv(f) == (["great\tmovie", "awful\tfilm", "loved\tit", "so\tdull"],  # csv.writer's quoting
+                           ["positive", "negative", "positive", "negative"])
     f.write_text("great\tmovie\tpositive\nawful\tnegative\nloved it\tpositive\n")  # a tab in one text of three
     assert read_tsv(f) == (["great\tmovie", "awful", "loved it"], ["positive", "negative", "positive"])
+
+
+def test_an_id_column_is_refused_when_csv_writer_quoted_a_text_holding_a_tab(tmp_path):
+    """A review finding: `id<TAB>text<TAB>label` written by csv.writer, one text holding a tab (so
+    quoted), was read: the quoted line counted 4 columns, the others 3, so not every line had the
+    same width, and the ids joined the texts, quotes left in ('r002\t"awful\tfilm"'). Columns are
+    counted as CSV now; a stray quote (never closed) neither raises nor hides the tabs after it."""
+    import csv
+
+    rows = [("r001", "great movie", "positive"), ("r002", "awful\tfilm", "negative"),
+            ("r003", "loved it", "positive"), ("r004", "boring", "negative")]
+    f = tmp_path / "ids.tsv"
+    with open(f, "w", newline="") as out:
+        csv.writer(out, delimiter="\t", lineterminator="\n").writerows(rows)
+    assert '"awful\tfilm"' in f.read_text()
+    with pytest.raises(ValueError, match=r"ids.tsv: every line has 3 columns \('r001\\tgreat movie' ...\)"):
+        read_tsv(f)
+    f.write_text(f.read_text() + 'r005\t"unclosed\tpositive\n')  # a stray quote: its tabs still count
+    with pytest.raises(ValueError, match=r"ids.tsv: every line has 3 columns"):
+        read_tsv(f)
+
+
+def test_a_tab_in_every_text_of_a_tiny_file_and_two_texts_alike_are_read(tmp_path):
+    """A review finding: the width and label<TAB>text checks refused tiny files: one example whose
+    text holds a tab, three title<TAB>body texts, and `good<TAB>1`, `good<TAB>0` (taken for swapped
+    columns). Below FEW_LINES examples neither check runs; from there on, the width error also
+    says how to keep the tabs (CSV-quote the texts), as `cut -f` would drop part of each text."""
+    from minigpt.classify_data import FEW_LINES
+
+    f = tmp_path / "tiny.tsv"
+    for content, read in [
+        ("Loved it\tgreat cast, great plot\t1\n", (["Loved it\tgreat cast, great plot"], [1])),
+        ("Great\tloved it\t1\nBad\thated it\t0\nMeh\tso so\t0\n", (["Great\tloved it", "Bad\thated it", "Meh\tso so"], [1, 0, 0])),
+        ("good\t1\ngood\t0\n", (["good", "good"], [1, 0])),
+    ]:
+        f.write_text(content)
+        assert read_tsv(f) == read
+    titles = [(f"Title {i}", f"body {i}", i % 2) for i in range(FEW_LINES)]
+    f.write_text("".join(f"{title}\t{body}\t{y}\n" for title, body, y in titles))
+    with pytest.raises(ValueError, match=r"every line has 3 columns .* or, if the tabs are inside the texts, CSV-quote "
+                                         r"each text \(as Python's csv module writes it\)$"):
+        read_tsv(f)
+    f.write_text("".join(f'"{title}\t{body}"\t{y}\n' for title, body, y in titles))
+    assert read_tsv(f) == ([f"{title}\t{body}" for title, body, _ in titles], [y for *_, y in titles])
 
 
 def test_the_classify_line_says_where_val_came_from_and_an_unread_validation_tsv_is_refused(tmp_path):

@@ -267,14 +267,17 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
     """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
     fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).
     The fix names the encoding that a byte order mark at the start tells; without one it is a guess
-    from the bytes decoded: cp1252 if one of them is in `CP1252_ONLY` (the first bad byte may be an
-    é, which both encodings have, before a dash that only cp1252 has), else latin1."""
+    from the bytes that are no UTF-8: cp1252 if one of them is in `CP1252_ONLY` (the first may be an
+    é, which both encodings have, before a dash that only cp1252 has), else latin1. (0x80-0x9F are
+    also the inner bytes of UTF-8's own characters, “ is E2 80 9C: those do not count.)"""
     found = at == 0 and next((enc for enc, boms in BYTE_ORDER_MARKS.items() if e.object.startswith(boms)), None)
     if found:
         return ValueError(f"{name} is {found.upper()} text, not UTF-8 (it starts with a {found.upper()} byte order mark); "
                           f"convert it first (e.g. iconv -f {found} -t utf-8)")
     byte = e.object[e.start]
-    guess = "cp1252" if any(bytes([b]) in e.object for b in CP1252_ONLY) else "latin1"  # (searched in C)
+    # Each byte that does not decode becomes one surrogate U+DC80..U+DCFF: those are the stray ones.
+    stray = {ord(c) - 0xDC00 for c in set(e.object.decode("utf-8", "surrogateescape")) if "\udc80" <= c <= "\udcff"}
+    guess = "cp1252" if stray & CP1252_ONLY else "latin1"
     return ValueError(f"{name} is not UTF-8 text: byte {byte:#04x} at offset {at + e.start}; "
                       f"convert it first (e.g. iconv -f {guess} -t utf-8)")
 

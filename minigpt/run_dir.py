@@ -845,8 +845,10 @@ def opening_record(cfg, rt: Runtime, step: int, changed: dict | None) -> dict:
     count, which a CPU run needs again to resume bitwise (a matmul splits its sums by it). A
     record holds no loss: every reader of the log tells it by its "run" key (`is_opening`).
     """
+    # The settings, not the process's command line: a script that runs many trainings (a sweep) has
+    # one argv for all of them, which holds none of their flags and may hold its own secrets.
     record = {"step": step, "run": "start" if changed is None else "resume", "command": cfg.COMMAND,
-              "argv": sys.argv, "config": plain_config(cfg)}
+              "config": plain_config(cfg)}
     if changed is not None:
         record["changed"] = {name: [plain(saved), plain(now)] for name, (saved, now) in changed.items()}
     device = str(rt.device)
@@ -867,23 +869,27 @@ PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 def git_commit(root: Path = PACKAGE_PARENT) -> str | None:
-    """The commit checked out at `root`, with "-dirty" when tracked files differ from it; None
-    when `root` is not the top of a git checkout (minigpt installed from a wheel, whose
-    site-packages may even lie inside another project's repository), or git is missing or fails.
+    """The commit checked out at `root`, with "-dirty" when the package's tracked files (minigpt/)
+    differ from it; None when it cannot be read: `root` is not the top of a git checkout (minigpt
+    installed from a wheel, whose site-packages may even lie inside another project's repository),
+    or git is missing, refuses the checkout (another user's: "dubious ownership") or fails.
     Provenance is a side matter: it never stops a run."""
     try:
-        top, commit = git(root, "rev-parse", "--show-toplevel", "HEAD").split()
+        top, commit = git(root, "rev-parse", "--show-toplevel", "HEAD").splitlines()  # (a path may hold spaces)
         if Path(top).resolve() != root.resolve():
             return None
-        dirty = git(root, "status", "--porcelain", "--untracked-files=no")  # untracked files: not the code that ran
+        # The code that ran: the package's tracked files, not a checkpoint or a script beside it.
+        dirty = git(root, "status", "--porcelain", "--untracked-files=no", "--", "minigpt")
     except (OSError, subprocess.SubprocessError, ValueError):  # no git, not a checkout, a slow disk, odd output
         return None
     return commit + ("-dirty" if dirty else "")
 
 
 def git(root: Path, *args: str) -> str:
-    """git's output for `args`, run in `root`; CalledProcessError when it fails."""
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=10).stdout
+    """git's output for `args`, run in `root`; CalledProcessError when it fails. Without optional
+    locks: `git status` would otherwise refresh the index, racing the user's own git commands."""
+    return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
+                          check=True, timeout=10).stdout
 
 
 def read_log(out: Path) -> list[dict]:

@@ -47,7 +47,10 @@ $PY -m minigpt.cli train --data "$WORK/data" --out "$WORK/run" --device "$DEVICE
     --dropout "$DROPOUT" --batch-size 64 --max-iters "$ITERS" --warmup-iters 100 \
     --lr "$LR" --min-lr 1e-4 --beta2 0.99 --weight-decay 0.1 --eval-interval 100 --eval-iters 40
 $PY "$root/scripts/export_checkpoint.py" "$WORK/run/best" "$SHIP" --dtype float16 --overwrite
-cp "$WORK/run/log.jsonl" "$WORK/run/loss.png" "$SHIP/"
+cp "$WORK/run/loss.png" "$SHIP/"
+# The log without its start records (this machine's paths, time and checkout): the losses alone.
+$PY -c 'import json, sys; sys.stdout.writelines(l for l in open(sys.argv[1]) if "run" not in json.loads(l))' \
+    "$WORK/run/log.jsonl" > "$SHIP/log.jsonl"
 
 # Bits per character on the held-out last 10% (the text is ASCII, so bytes = characters),
 # scored with a sliding window over the exact validation text that `prepare` held out (val.txt).

@@ -875,3 +875,12 @@ def test_the_jq_line_for_a_one_line_json_array_past_the_checked_size_reads_its_r
     (tmp_path / "big.json").write_text(json.dumps([{"text": "x" * 1000}] * 1500))  # 1.5 MB, one line
     with pytest.raises(ValueError, match=r"`jq -r '\.\[\]\.text' \S*big.json > "):
         prepare([tmp_path / "big.json"], tok, tmp_path / "d")
+
+
+def test_a_utf8_file_with_a_stray_latin1_byte_is_not_told_cp1252(tmp_path):
+    """A third review: the cp1252 guess searched every byte of the block, and UTF-8's own curly
+    quotes hold 0x80 and 0x9C (“ is E2 80 9C), so a UTF-8 file with one pasted latin1 line was told
+    `iconv -f cp1252`, which then garbled the quotes. Only the bytes that do not decode count."""
+    (tmp_path / "mixed.txt").write_bytes("He said \u201chello\u201d.\n".encode() + "café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"byte 0xe9 at offset \d+; convert it first \(e.g. iconv -f latin1 -t utf-8\)"):
+        minigpt.files.read_text(tmp_path / "mixed.txt")

@@ -3098,7 +3098,7 @@ def test_a_run_logs_how_it_was_started_and_how_each_resume_changed_it(tmp_path):
     assert resumed["config"] == minigpt.run_dir.plain_config(tiny_cfg(data, out, max_iters=9, lr=1e-3, resume=True))
     git = minigpt.run_dir.git_commit()  # this checkout's commit (and -dirty, perhaps); None for an installed minigpt
     for record in (start, resumed):
-        assert record["command"] == "train" and record["argv"] == sys.argv  # (pytest's: the process's command line)
+        assert record["command"] == "train" and "argv" not in record  # (a sweep's one argv: none of its runs' flags)
         assert record["minigpt"] == minigpt.__version__ and record["torch"] == torch.__version__ and record["git"] == git
         assert (record["device"], record["dtype"], record["world_size"]) == ("cpu", "float32", 1)
         assert record["threads"] == torch.get_num_threads()
@@ -3120,25 +3120,31 @@ def test_a_run_whose_log_has_no_opening_records_still_resumes(tmp_path):
 
 
 def test_git_commit_names_the_checkout_minigpt_runs_from_and_nothing_else(tmp_path, monkeypatch):
-    """The opening record's git field: the commit checked out, with "-dirty" once a tracked file
-    differs from it; None (never an error) outside a checkout, in a folder inside another project's
-    repository (minigpt installed in a venv there), and without git."""
+    """The opening record's git field: the commit checked out, with "-dirty" once a tracked file of
+    the package (minigpt/) differs from it, not a shipped checkpoint or script beside it; a
+    checkout at a path with a space (a review: the output was split at whitespace, giving None);
+    None (never an error) outside a checkout, in a folder inside another project's repository
+    (minigpt installed in a venv there), and without git. Its git status takes no index lock."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed: git_commit's None without it is checked below, with PATH emptied")
     git_commit = minigpt.run_dir.git_commit
     assert git_commit(tmp_path) is None
-    repo = tmp_path / "repo"
+    repo = tmp_path / "my repo"
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / "a.py").write_text("1\n")
-    subprocess.run([*git, "add", "a.py"], check=True)
+    (repo / "minigpt").mkdir()
+    (repo / "minigpt" / "a.py").write_text("1\n")
+    (repo / "log.jsonl").write_text("{}\n")
+    subprocess.run([*git, "add", "minigpt/a.py", "log.jsonl"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "a"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     assert git_commit(repo) == head
     (repo / "notes.txt").write_text("untracked\n")  # not code that ran
+    (repo / "log.jsonl").write_text("{}\n{}\n")  # tracked, but no code: a shipped file regenerated
     assert git_commit(repo) == head
-    (repo / "a.py").write_text("2\n")
+    (repo / "minigpt" / "a.py").write_text("2\n")
     assert git_commit(repo) == head + "-dirty"
+    assert not (repo / ".git" / "index.lock").exists()
     (repo / "site-packages").mkdir()
     assert git_commit(repo / "site-packages") is None
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))

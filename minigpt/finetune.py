@@ -1,18 +1,20 @@
 """Fine-tuning: start from a pretrained GPT-2 and decide which of its weights may change.
 
 Where it sits: the pretrained model (`--init`, loaded as `GPT.from_pretrained` does, in fp32) → `apply_strategy` (which parameters train) → the
-training loop (`minigpt/train.py`) → `save_pretrained` in Hugging Face layout. Two tasks:
+training loop (`minigpt/train.py`) → `save_pretrained` in Hugging Face layout. Three tasks:
 `lm` (keep predicting the next token, on new text: text files, tokenized into OUT_DIR/data, or a
-DATA_DIR that `minigpt prepare` wrote) and `classify` (`minigpt/classifier.py`: a
+DATA_DIR that `minigpt prepare` wrote), `classify` (`minigpt/classifier.py`: a
 new head labels each text, or an --init classifier's own head goes on training; its TSV data,
-batches and accuracy are minigpt/classify_data.py).
+batches and accuracy are minigpt/classify_data.py) and `sft` (instruction tuning: the completion
+of each prompt, the loss on the completion's tokens alone; its JSON Lines data and batches are
+minigpt/sft_data.py).
 
 The four classic strategies, cheapest first:
 - frozen:  the pretrained model is fixed; only a *new* head trains, on the model's features
            (a linear probe, or a small MLP). Frozen is not eval mode: the blocks keep the
            checkpoint's dropout while training, noise on the features (`--dropout 0` turns it
-           off). For `lm` there is no new head, the LM head is the pretrained `wte`, so `frozen`
-           would train nothing and is refused.
+           off). For `lm` and `sft` there is no new head, the LM head is the pretrained `wte`, so
+           `frozen` would train nothing and is refused.
 - lora:    every pretrained weight is fixed; low-rank adapters on the attention/MLP projections
            train (`minigpt/lora.py`), and are merged into the weights when saved.
 - partial: the last N blocks and `ln_f` train, the rest is frozen. GPT-2 ties the LM head to the
@@ -32,7 +34,7 @@ loop's: under `torchrun --nproc_per_node=N` each process draws its own micro-bat
 end where one does with the same --grad-accum), frozen parameters take no part in DDP's gradient
 all-reduce, the processes split the accuracy evaluation, and rank 0 alone writes files (the lm
 task's tokens included).
-Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm (LoRA
+Outputs go in OUT_DIR in HF layout with the tokenizer files: a `GPT2LMHeadModel` for lm and sft (LoRA
 merged in), a `GPT2ForSequenceClassification` for classify; `finetune_summary.json` holds the
 figures `scripts/compare_strategies.py` tabulates: the last evaluation, and the best val loss (and
 accuracy) seen, with the step each came from.
@@ -40,6 +42,7 @@ accuracy) seen, with the step each came from.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 from dataclasses import dataclass
@@ -60,6 +63,8 @@ from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAUL
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
 from minigpt.model import GPT
+from minigpt.sft_data import encode_pairs, holds_pairs, load_pairs, sft_batch, sft_val_loss
+from minigpt.sft_data import val_source as sft_val_source
 from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, comparable_evaluations, read_log,
                              read_state, run_dir_lock)
 from minigpt.stats import peak_memory_bytes
@@ -357,7 +362,49 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
     return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(as_written)}
 
 
-DATA_KINDS = "text files or a DATA_DIR `minigpt prepare` wrote (lm), or a TSV file or directory (classify)"
+def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
+    """Prompt/completion pairs from JSON Lines (minigpt/sft_data.py): right-padded batches of whole
+    examples drawn as classify draws them, the loss on the completion tokens alone, and at each
+    evaluation the val loss over every completion token of every val example."""
+    pairs = load_pairs(cfg)
+    examples = {split: encode_pairs(tokenizer, p, cfg.block_size) for split, p in pairs.items()}
+    for split, e in examples.items():  # (a split of examples all dropped would have no batch to draw)
+        if not e.rows:
+            raise ValueError(f"every {split} example's prompt fills --block-size {cfg.block_size} tokens, leaving no "
+                             "completion token to learn from: pass a larger --block-size, or shorter prompts")
+    if rt.is_main:
+        train, val = examples["train"], examples["val"]
+        print(f"sft: {len(train.rows):,} train / {len(val.rows):,} val examples ({sft_val_source(cfg)})")
+        # Said, not silent: a cut example loses its completion's end and its EOS (the model is not
+        # taught to stop there); a dropped one had no completion token in the block.
+        if train.cut or val.cut:
+            longest = max(e.longest for e in examples.values())
+            print(f"sft: {train.cut:,} train / {val.cut:,} val examples are longer than --block-size + 1 "
+                  f"({cfg.block_size + 1} tokens: the inputs and the last one's target) and keep their first "
+                  f"{cfg.block_size + 1} (the longest has {longest})")
+        if train.dropped or val.dropped:
+            print(f"sft: dropped {train.dropped:,} train / {val.dropped:,} val examples whose prompt fills --block-size "
+                  f"{cfg.block_size}: no completion token is left to learn from")
+    pad_id = batch_pad_id(tokenizer)
+
+    def get_batch(split: str, rng: torch.Generator):
+        picks = torch.randint(len(examples[split].rows), (cfg.batch_size,), generator=rng).tolist()
+        return sft_batch(examples[split], picks, pad_id)
+
+    def eval_fn(m: GPT) -> dict[str, float]:  # every val example: its val_loss replaces the sampled one
+        with rt.autocast():  # as the lm task's evaluation runs
+            loss = sft_val_loss(m, examples["val"], pad_id, cfg.batch_size, rt.rank, rt.world, progress=rt.is_main)
+        # A loss per completion token, so a perplexity too (exp() overflows past ~709).
+        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700))}
+
+    # The pairs themselves, sorted: other examples are refused on --resume (`check_data`).
+    return gpt, get_batch, lm_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(pairs)}
+
+
+TASK_BUILDERS = {"lm": _lm_task, "classify": _classify_task, "sft": _sft_task}
+
+DATA_KINDS = ("text files or a DATA_DIR `minigpt prepare` wrote (lm), a TSV file or directory (classify), or a JSON "
+              "Lines file of prompts and completions (sft)")
 
 
 def check_lm_data(cfg: FinetuneConfig) -> None:
@@ -378,6 +425,9 @@ def check_lm_data(cfg: FinetuneConfig) -> None:
             raise ValueError(f"--data {path} is a directory without meta.json, so not prepared data (train.bin, val.bin, "
                              f"meta.json, as `minigpt prepare` writes): the lm task reads text files (name them) or such "
                              f"a directory{tsv}")
+        if holds_pairs(path):  # (prepare would refuse it as JSON, with advice for text, not for pairs)
+            raise ValueError(f"--data {path} holds prompt/completion pairs (JSON Lines), which the lm task would read as "
+                             "text, braces and keys included: pass --task sft to train on the completions")
 
 
 def check_prepared_tokenizer(cfg: FinetuneConfig, data_dir: Path) -> None:
@@ -486,13 +536,13 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
         # generator starts from a different random seed in every process.
         torch.manual_seed(cfg.seed)
-        model, get_batch, loss_fn, extra = (_lm_task if cfg.task == "lm" else _classify_task)(cfg, init, tokenizer, rt)
+        model, get_batch, loss_fn, extra = TASK_BUILDERS[cfg.task](cfg, init, tokenizer, rt)
         summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
         out = Path(cfg.out)
 
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
             export(m, Path(path), tokenizer, cfg.block_size)
-            if cfg.strategy == "lora" and cfg.task == "lm":  # the adapters alone too: MBs beside the merged model's GBs
+            if cfg.strategy == "lora" and cfg.task != "classify":  # the adapters alone too: MBs beside the merged model's GBs
                 save_adapters(m, Path(path) / ADAPTER_DIR, base=cfg.init)
             if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
                 adopt_new_tokens(out)

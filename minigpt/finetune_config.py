@@ -3,7 +3,7 @@
 `FinetuneConfig` extends minigpt/train_config.py's `TrainConfig` (lr, max_iters, eval, resume,
 ...: every field a command-line flag) with the fine-tuning choices: the pretrained model to start
 from (`--init`, which fixes the shape, so train's shape flags are refused with the reason), the
-task (`lm` or `classify`) and the strategy (`frozen`, `partial`, `full`, `lora`).
+task (`lm`, `classify` or `sft`) and the strategy (`frozen`, `partial`, `full`, `lora`).
 
 Some options belong to one strategy or one task only (`--lora-rank` to lora, `--pooling` to
 classify). Given for another, they would be ignored while the user believes they took effect,
@@ -12,7 +12,8 @@ default means "not set", and at any value when typed on the command line. `check
 everything `apply_strategy` (minigpt/finetune.py) refuses before it changes a model.
 
 Where it sits: read by `minigpt finetune` (minigpt/finetune.py, which applies the strategy and
-runs the training loop) and by minigpt/classify_data.py (the classify task's data options).
+runs the training loop), by minigpt/classify_data.py (the classify task's data options) and by
+minigpt/sft_data.py (the sft task's).
 """
 from __future__ import annotations
 
@@ -32,17 +33,18 @@ from minigpt.optimizer import HALF_WEIGHTS_ERROR
 from minigpt.train_config import TrainConfig, as_flag, flag
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
-FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none (its LM head is the "
-                   "pretrained, tied wte): nothing would train. Use 'lora', 'partial' or 'full' for lm")
+FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none, nor has sft (their LM head "
+                   "is the pretrained, tied wte): nothing would train. Use 'lora', 'partial' or 'full' for lm and sft")
 # The options that one strategy alone reads. Set for another strategy they would be ignored while
 # the user believes they took effect, so a value other than the default is refused instead.
 STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partial", "lora_rank": "lora",
                     "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
 # What finetune's shape flags answer (train's --n-layer etc.): the shape is the --init checkpoint's.
 SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag"
-# The same for the options of one task.
-TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "val_data", "max_examples", "max_val_examples")}
-TASK_OPTIONS["chunked_loss"] = "lm"  # a classifier's loss is over its labels: no vocabulary-wide logits to chunk
+# The same for the options of one task (or of the tasks named).
+TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "max_examples", "max_val_examples")}
+TASK_OPTIONS["val_data"] = ("classify", "sft")  # lm holds out a part of each text file, or reads a prepared val.bin
+TASK_OPTIONS["chunked_loss"] = ("lm", "sft")  # a classifier's loss is over its labels: no vocabulary-wide logits to chunk
 
 
 # A new classify head, where --pooling and --head-hidden are not given: Hugging Face's
@@ -75,20 +77,23 @@ def one_or_several(data: str | os.PathLike | Sequence[str | os.PathLike]) -> str
     return kept[0] if len(kept) == 1 else kept
 
 
-def check_ignored_options(kind: str, chosen: str, owners: dict[str, str], options: dict, defaults: dict,
+def check_ignored_options(kind: str, chosen: str, owners: dict[str, str | tuple[str, ...]], options: dict, defaults: dict,
                           typed: Collection[str] = (), flags: bool = False) -> None:
     """Refuse an option that the chosen strategy (or task) would ignore: one whose value in
     `options` is not its default, or that was `typed` on the command line at any value, while
-    `owners` says another `kind` reads it. With `flags` (FinetuneConfig, whose fields are the
-    command line's flags) the error names the flag beside the field: lora_rank=4 (--lora-rank)."""
+    `owners` says another `kind` (or other kinds, a tuple) reads it. With `flags` (FinetuneConfig,
+    whose fields are the command line's flags) the error names the flag beside the field:
+    lora_rank=4 (--lora-rank)."""
     for name, owner in owners.items():
+        readers = (owner,) if isinstance(owner, str) else owner
         value, default = options[name], defaults[name]
         if name == "lora_targets":
             value, default = target_names(value), target_names(default)
-        if chosen != owner and (value != default or name in typed):
+        if chosen not in readers and (value != default or name in typed):
             flag_ = f" ({as_flag(name, options[name])})" if flags else ""
-            raise ValueError(f"{name}={options[name]!r}{flag_} applies to {kind} {owner!r} only; {kind} {chosen!r} would "
-                             f"ignore it (leave it unset, or use {kind} {owner!r})")
+            named = " or ".join(map(repr, readers))
+            raise ValueError(f"{name}={options[name]!r}{flag_} applies to {kind} {named} only; {kind} {chosen!r} would "
+                             f"ignore it (leave it unset, or use {kind} {named})")
 
 
 def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, defaults: dict) -> None:
@@ -122,7 +127,7 @@ def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, def
                           options["lora_dropout"])
 
 
-TASKS = ("lm", "classify")
+TASKS = ("lm", "classify", "sft")
 VAL_FRACTION_DEFAULT = 0.1  # the share held out when no val data is given: other values are refused where unused
 SUMMARY_FILE = "finetune_summary.json"
 
@@ -135,7 +140,7 @@ class FinetuneConfig(TrainConfig):
     data: str | tuple[str, ...] = field(default="", metadata={"nargs": "+", "help": (
         "lm: UTF-8 text files (joined as `minigpt prepare FILES` joins them, an end-of-document token between two), or "
         "a DATA_DIR `minigpt prepare` wrote with the --init model's tokenizer; classify: a TSV (text<TAB>label) or a "
-        "directory with train.tsv [+ dev.tsv]; required")})
+        "directory with train.tsv [+ dev.tsv]; sft: a JSON Lines file of {\"prompt\": ..., \"completion\": ...}; required")})
     out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
     init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout), or a GPT-2 size by name (gpt2, ..., gpt2-xl), "
@@ -153,11 +158,14 @@ class FinetuneConfig(TrainConfig):
     n_positions: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
     # TrainConfig's batch knobs, whose unit a classifier changes from windows to texts.
-    block_size: int | None = flag(None, "lm: tokens per training window; classify: the tokens of each text kept, its first "
+    block_size: int | None = flag(None, "lm: tokens per training window; classify: the tokens of each text kept, its first; "
+                                        "sft: the tokens of each prompt + completion read, its first "
                                         "(default: the model's n_positions)")
-    batch_size: int = flag(8, "lm: windows per micro-batch; classify: texts per micro-batch; per process")
-    eval_iters: int = flag(20, "lm: val batches per evaluation (classify scores every val example, and refuses it)")
-    task: str = flag("lm", "lm (next-token prediction on the text) or classify (labels from the TSV)")
+    batch_size: int = flag(8, "lm: windows per micro-batch; classify: texts per micro-batch; sft: examples per micro-batch; "
+                              "per process")
+    eval_iters: int = flag(20, "lm: val batches per evaluation (classify and sft score every val example, and refuse it)")
+    task: str = flag("lm", "lm (next-token prediction on the text), classify (labels from the TSV) or sft (completions "
+                           "of prompts, the loss on the completions alone)")
     strategy: str = flag("lora", "frozen, partial, full or lora (see minigpt/finetune.py)")
     n_trainable_blocks: int = flag(1, "partial: how many of the last blocks train")
     train_embeddings: bool = flag(False, "partial: also train wte, which GPT-2 ties to the LM head")
@@ -171,7 +179,8 @@ class FinetuneConfig(TrainConfig):
     head_hidden: str | None = flag(None, "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, "
                                          "as HF; default: an --init classifier's own, else empty)")
     num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
-    val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data)")
+    val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data); "
+                                      "sft: a JSON Lines file of them (default: a split of --data)")
     val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given "
                                                          "(lm: of each text file; a prepared DATA_DIR holds its own split)")
     max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
@@ -209,9 +218,12 @@ class FinetuneConfig(TrainConfig):
         if self.task == "classify" and isinstance(self.data, tuple):
             raise ValueError(f"--data names {len(self.data)} paths, but task 'classify' reads one TSV file or one directory "
                              "of train.tsv (+ dev.tsv); several text files are for --task lm")
+        if self.task == "sft" and isinstance(self.data, tuple):
+            raise ValueError(f"--data names {len(self.data)} paths, but task 'sft' reads one JSON Lines file (validation "
+                             "examples: --val-data); several text files are for --task lm")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if self.task == "lm" and self.strategy == "frozen":
+        if self.task in ("lm", "sft") and self.strategy == "frozen":
             raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
         self.refuse_ignored_options()  # before any data is read or model loaded, as every check here
         if self.pooling is not None and self.pooling not in POOLINGS:
@@ -243,9 +255,12 @@ class FinetuneConfig(TrainConfig):
         """lm: --val-fraction cuts each text file in two (none for a prepared DATA_DIR, which `minigpt
         prepare` cut). classify: which examples are held out and which subsets are taken
         (minigpt/classify_data.py's `load_classification_data`): --seed shuffles them when a subset
-        is taken or no validation file holds the val examples."""
+        is taken or no validation file holds the val examples. sft: --val-data, or --val-fraction and --seed
+        hold out the val examples (minigpt/sft_data.py's `load_pairs`)."""
         if self.task == "lm":
             return () if self.prepared_data() else ("val_fraction",)
+        if self.task == "sft":
+            return ("val_data", "val_fraction", *(() if self.val_data else ("seed",)))
         held_out = not self.val_data and not (Path(self.data) / "dev.tsv").is_file()
         seeded = held_out or self.max_examples is not None or self.max_val_examples is not None
         return ("val_data", "val_fraction", "max_examples", "max_val_examples", *(("seed",) if seeded else ()))
@@ -260,10 +275,11 @@ class FinetuneConfig(TrainConfig):
         defaults |= {name: value for name, value in NEW_HEAD.items() if getattr(self, name) == value}
         check_ignored_options("strategy", self.strategy, STRATEGY_OPTIONS, vars(self), defaults, typed, flags=True)
         check_ignored_options("task", self.task, TASK_OPTIONS, vars(self), defaults, typed, flags=True)
-        if self.task == "classify" and "eval_iters" in typed:  # (typed only: a default is no choice)
-            raise ValueError("eval_iters (--eval-iters) is how many val batches the lm task samples; task 'classify' scores "
-                             "every val example at each evaluation, so it would ignore it (leave it unset; "
-                             "--max-val-examples takes a smaller validation set)")
+        if self.task in ("classify", "sft") and "eval_iters" in typed:  # (typed only: a default is no choice)
+            smaller = "--max-val-examples takes" if self.task == "classify" else "--val-data can name"
+            raise ValueError(f"eval_iters (--eval-iters) is how many val batches the lm task samples; task {self.task!r} "
+                             "scores every val example at each evaluation, so it would ignore it (leave it unset; "
+                             f"{smaller} a smaller validation set)")
         if self.strategy == "frozen" and (self.gradient_checkpointing or "gradient_checkpointing" in typed):
             # No block trains, so backward never enters one: there are no block activations to drop.
             raise ValueError(f"gradient_checkpointing ({as_flag('gradient_checkpointing', self.gradient_checkpointing)}) "

@@ -785,9 +785,10 @@ def check_optimizer_state(optimizer, model: nn.Module, path: Path) -> None:
 
 def val_settings(cfg) -> tuple[str, ...]:
     """The settings a val loss depends on, beyond the val data: which windows of the val tokens the
-    lm task's evaluation draws, or, for the classify task (which scores every val example), where
-    a long text is cut."""
-    return ("block_size",) if getattr(cfg, "task", "lm") == "classify" else ("block_size", "batch_size", "eval_iters", "seed")
+    lm task's evaluation draws, or, for the classify and sft tasks (which score every val example),
+    where a long text is cut."""
+    every_example = getattr(cfg, "task", "lm") in ("classify", "sft")
+    return ("block_size",) if every_example else ("block_size", "batch_size", "eval_iters", "seed")
 
 
 def sampled_classify_loss(out: Path, state: dict, cfg) -> bool:

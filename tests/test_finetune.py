@@ -201,10 +201,11 @@ def test_an_option_the_strategy_would_ignore_is_refused(strategy, option, value,
         FinetuneConfig(init="x", data="d", strategy=strategy, **{option: value if option != "lora_targets" else "attn.c_attn"})
 
 
-@pytest.mark.parametrize("option,value", [("pooling", "mean"), ("head_hidden", "64"), ("num_labels", 3), ("val_data", "dev.tsv"),
-                                          ("max_examples", 100), ("max_val_examples", 10)])
-def test_a_classify_option_with_the_lm_task_is_refused(option, value):
-    with pytest.raises(ValueError, match=rf"^{option}=.* \(--{option.replace('_', '-')}\) applies to task 'classify' only; "
+@pytest.mark.parametrize("option,value,owners", [("pooling", "mean", "'classify'"), ("head_hidden", "64", "'classify'"),
+                                                 ("num_labels", 3, "'classify'"), ("val_data", "dev.tsv", "'classify' or 'sft'"),
+                                                 ("max_examples", 100, "'classify'"), ("max_val_examples", 10, "'classify'")])
+def test_a_classify_option_with_the_lm_task_is_refused(option, value, owners):
+    with pytest.raises(ValueError, match=rf"^{option}=.* \(--{option.replace('_', '-')}\) applies to task {owners} only; "
                                          "task 'lm' would ignore it"):
         FinetuneConfig(init="x", data="d", task="lm", **{option: value})
     FinetuneConfig(init="x", data="d", task="classify", **{option: value})
@@ -1173,7 +1174,7 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     (("--task", "classify", "--data", "cls.tsv", "--strategy", "frozen", "--gradient-checkpointing"),
      r"gradient_checkpointing \(--gradient-checkpointing\) recomputes the blocks that train; strategy 'frozen' trains only the new head"),
     (("--task", "classify", "--data", "cls.tsv", "--chunked-loss"),
-     r"chunked_loss=True \(--chunked-loss\) applies to task 'lm' only; task 'classify' would ignore it"),
+     r"chunked_loss=True \(--chunked-loss\) applies to task 'lm' or 'sft' only; task 'classify' would ignore it"),
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "1"), r"num_labels must be at least 2 .*got 1"),
     (("--task", "classify", "--data", "cls.tsv", "--num-labels", "0"), r"num_labels must be at least 2 .*got 0"),  # was read as unset
     (("--task", "classify", "--data", "bad.tsv"), "no tab"),

@@ -1,0 +1,208 @@
+"""The sft task's data: prompt/completion pairs in, batches whose loss counts the completions only.
+
+Supervised fine-tuning ("SFT", instruction tuning) in TRL's prompt-completion format: the model
+reads each prompt and learns to write its completion. The prompt's own tokens are context, never
+targets (TRL's `completion_only_loss`): the model is not taught to write prompts.
+
+Where it sits: between the files and minigpt/finetune.py's training loop for `--task sft`:
+`pairs.jsonl ({"prompt": ..., "completion": ...} a line) → read_pairs → encode_pairs (prompt and
+completion tokenized apart, their ids joined, <|endoftext|> after, cut to the block) → SftExamples →
+sft_batch (right-padded (x, y); y the next token, IGNORE_INDEX on prompt and pad positions) →
+GPT.forward's loss, the mean over completion tokens`; at each evaluation `sft_val_loss` over every
+validation example. The classify task's pieces are reused where they fit: the seeded hold-out
+and the fingerprint (minigpt/classify_data.py).
+
+Not handled: chat templates (roles, several turns), and packing several examples into one window.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from minigpt.classify_data import Examples, _shuffled
+from minigpt.files import read_text
+from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
+from minigpt.model import IGNORE_INDEX
+from minigpt.progress_bar import progress_bar
+from minigpt.tokenizer_batch import pad_rows
+
+FIELDS = ("prompt", "completion")
+
+
+def read_pairs(path: str | Path) -> Examples:
+    """(prompts, completions) from a JSON Lines file, one `{"prompt": str, "completion": str}` a
+    line; other fields are ignored, blank lines and a leading BOM skipped. Anything else (a line
+    that is no JSON object, a field missing or not a string) is an error naming file:line, never a
+    silently dropped example."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory; pass the JSON Lines file itself" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"sft data {path} {what}")
+    prompts, completions = [], []
+    # Lines end at "\n" alone (read_text made "\r\n" one): JSON escapes every line end inside a string.
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg} at column {e.colno}): {line[:60]!r}; each line is "
+                             '{"prompt": "...", "completion": "..."}') from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno}: a JSON {type(record).__name__}, not an object: each line is "
+                             '{"prompt": "...", "completion": "..."}')
+        for name in FIELDS:
+            if not isinstance(record.get(name), str):
+                found = "is missing" if name not in record else f"is {type(record[name]).__name__} {record[name]!r:.40}"
+                raise ValueError(f"{path}:{lineno}: field {name!r} {found}; it must be a string "
+                                 f"(the line's fields: {', '.join(map(repr, record)) or 'none'})")
+        prompts.append(record["prompt"])
+        completions.append(record["completion"])
+    if not prompts:
+        raise ValueError(f'{path} holds no examples (expected lines of {{"prompt": "...", "completion": "..."}})')
+    return prompts, completions
+
+
+def holds_pairs(path: Path) -> bool:
+    """Whether `path` is a file whose first non-blank line is a prompt/completion pair: the lm task,
+    given it, would train on its braces and keys as text (what `--task sft` is for)."""
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "").removeprefix("\ufeff")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and all(name in record for name in FIELDS)
+
+
+def sft_files(cfg: FinetuneConfig) -> dict[str, Path]:
+    """The file each split is read from: --data, and --val-data or (held out of it) --data again."""
+    return {"train": Path(cfg.data), "val": Path(cfg.val_data or cfg.data)}
+
+
+def val_source(cfg: FinetuneConfig) -> str:
+    """Where the val examples came from, as the `sft:` line says it."""
+    if cfg.val_data:
+        return f"from --val-data {cfg.val_data}"
+    return f"held out of {cfg.data} by --val-fraction {cfg.val_fraction:g}"
+
+
+def load_pairs(cfg: FinetuneConfig) -> dict[str, Examples]:
+    """{"train": (prompts, completions), "val": ...} from --data and --val-data; without a
+    --val-data, a seeded --val-fraction of --data is held out (as classify holds out its rows)."""
+    files = sft_files(cfg)
+    train = _shuffled(read_pairs(files["train"]), cfg.seed)
+    if cfg.val_data:
+        if cfg.val_fraction != VAL_FRACTION_DEFAULT:  # it would be ignored: refused, as other unused options are
+            raise ValueError(f"--val-fraction holds out part of --data when there is no --val-data, but here validation "
+                             f"comes from {cfg.val_data}: drop --val-fraction")
+        return {"train": train, "val": read_pairs(files["val"])}
+    n_val = int(len(train[0]) * cfg.val_fraction)
+    if n_val == 0:
+        raise ValueError(f"{cfg.data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for "
+                         "validation; pass --val-data")
+    return {"train": (train[0][n_val:], train[1][n_val:]), "val": (train[0][:n_val], train[1][:n_val])}
+
+
+class SftExamples(NamedTuple):
+    """`encode_pairs`' answer: the examples kept, and what the cut did to them."""
+
+    rows: list[list[int]]  # prompt ids + completion ids + EOS, at most block_size + 1 ids
+    prompt_lens: list[int]  # how many of each row's first ids are the prompt's
+    cut: int  # rows longer than the block, that lost their end (the completion's, and its EOS)
+    dropped: int  # examples whose prompt fills the block: no completion token left to learn
+    longest: int  # the longest row's ids, before the cut
+
+
+def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
+    """Each pair as ids: the prompt and the completion tokenized apart, their ids joined, then EOS.
+
+    Apart, not as one text: BPE merges across the join (a prompt ending in a space, a completion
+    starting with a letter), so the joined text's tokens could straddle it, and no position would
+    be the prompt's end. Apart, the boundary is exact, and a prompt is tokenized as generation will
+    tokenize it alone. GPT-2's tokens carry their leading space (" Paris"), so the space between
+    prompt and completion belongs at the completion's start. The EOS teaches the model to stop.
+    "<|endoftext|>" written in a text is its characters, not the token (as classify reads texts).
+
+    A row keeps its first block_size + 1 ids: the model reads block_size of them, and each but the
+    first is the target of the one before. An example whose prompt fills that leaves no completion
+    token to learn from, and is dropped, counted (a batch of only such would have no target: its
+    mean loss would be 0/0, a NaN the training loop stops on). Both counts are the caller's to say."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no end-of-text token, which sft puts after each completion so that the "
+                         "model learns to stop: use the model's own tokenizer (GPT-2's <|endoftext|>)")
+    prompts = tokenizer.encode_batch(pairs[0], disallowed_special=())
+    completions = tokenizer.encode_batch(pairs[1], disallowed_special=())
+    rows, prompt_lens, cut, longest = [], [], 0, 0
+    for prompt, completion in zip(prompts, completions):
+        row = prompt + completion + [eos]
+        longest = max(longest, len(row))
+        cut += len(row) > block_size + 1
+        row = row[: block_size + 1]
+        if n_targets(len(row), len(prompt)) > 0:
+            rows.append(row)
+            prompt_lens.append(len(prompt))
+    return SftExamples(rows, prompt_lens, cut, len(prompts) - len(rows), longest)
+
+
+def n_targets(row_len: int, prompt_len: int) -> int:
+    """How many of a row's ids are targets: the completion's and the EOS, but never the row's first
+    id, which no position predicts (with an empty prompt, the completion's first token)."""
+    return row_len - max(prompt_len, 1)
+
+
+def sft_batch(examples: SftExamples, picks: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples `picks` as (x, y), both (B, T), right-padded to the longest: x its ids but the
+    last, y[t] the id after x[t] where that id is the completion's, else IGNORE_INDEX (a prompt's
+    position, or padding). So GPT.forward's loss is the mean over the batch's completion tokens.
+
+    Right padding: real tokens keep positions 0..n-1 and, attention being causal, never see the
+    pads to their right; no mask is needed, as no pad is a target. The mean is the micro-batch's:
+    with --grad-accum each micro-batch counts alike, however many completion tokens it holds (as
+    transformers' Trainer counted them until 2024), where the val loss counts each token once."""
+    xs, ys = [], []
+    for i in picks:
+        row, first = examples.rows[i], max(examples.prompt_lens[i], 1)  # first: the first target id
+        xs.append(row[:-1])
+        ys.append([IGNORE_INDEX] * (first - 1) + row[first:])  # y[t] = row[t + 1], kept from t = first - 1
+    x, _ = pad_rows(xs, pad_id, "right")
+    y, _ = pad_rows(ys, IGNORE_INDEX, "right")
+    return torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long)
+
+
+@torch.no_grad()
+def sft_val_loss(model: nn.Module, examples: SftExamples, pad_id: int, batch_size: int, rank: int = 0, world: int = 1,
+                 *, progress: bool = False) -> float:
+    """The mean loss over every completion token of every example: each evaluation's val loss,
+    which chooses best/, so every example, not a sample (as classify scores every text).
+
+    Each batch's mean is weighed by its targets: a token counts once, however its batch was made.
+    Longest first, `batch_size` at a time: a batch of rows of about one length pads little, and the
+    batch that needs the most memory comes first. Under torchrun, process `rank` of `world` scores
+    batches rank, rank + world, ..., and the sums are added over processes. Runs under the
+    caller's autocast, as the lm task's evaluation does."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    longest_first = sorted(range(len(examples.rows)), key=lambda i: len(examples.rows[i]), reverse=True)
+    batches = [longest_first[i : i + batch_size] for i in range(rank * batch_size, len(longest_first), world * batch_size)]
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (summed loss, targets)
+    with progress_bar(total=sum(map(len, batches)), desc="evaluating", unit="example", leave=False, disable=not progress,
+                      dynamic_ncols=True) as bar:
+        for batch in batches:
+            x, y = (t.to(device) for t in sft_batch(examples, batch, pad_id))
+            count = (y != IGNORE_INDEX).sum()
+            total += torch.stack([model(x, y)[1].double() * count, count.double()])
+            bar.update(len(batch))
+    if world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    return (total[0] / total[1]).item()

@@ -1,0 +1,276 @@
+"""The sft task (`minigpt finetune --task sft`): prompt/completion pairs, the loss on the completions
+alone, every val example scored; errors name file:line; runs resume bit for bit and save a plain GPT-2."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minigpt import GPT, GPTConfig, Tokenizer
+from minigpt.finetune_config import FinetuneConfig
+from minigpt.model import IGNORE_INDEX
+from minigpt.sft_data import SftExamples, encode_pairs, read_pairs, sft_batch, sft_val_loss
+from conftest import save_tiny_base
+
+CFG = GPTConfig.gpt2("gpt2-tiny", vocab_size=64, n_layer=2, bos_token_id=0, eos_token_id=0)
+PAD = 63
+# Two examples as ids: prompt [5, 6, 7] + completion [8, 9] + EOS 0, and prompt [10] + completion [11] + EOS.
+EXAMPLES = SftExamples(rows=[[5, 6, 7, 8, 9, 0], [10, 11, 0]], prompt_lens=[3, 1], cut=0, dropped=0, longest=6)
+
+
+def _tiny_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(CFG).eval()
+
+
+# ---- the data: JSON Lines, each pair's ids, batches --------------------------------------------
+
+
+def test_read_pairs_skips_a_bom_and_blank_lines_and_ignores_other_fields(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('\ufeff{"prompt": "Q: 1+1=", "completion": " 2", "id": 7}\n\n  \n{"completion": "b", "prompt": "a"}\n',
+                 encoding="utf-8")
+    assert read_pairs(f) == (["Q: 1+1=", "a"], [" 2", "b"])
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"prompt": "a", "completion": "b"', "not JSON (Expecting ',' delimiter at column 34)"),
+    ('["a", "b"]', "a JSON list, not an object"),
+    ('{"prompt": "a"}', "field 'completion' is missing; it must be a string (the line's fields: 'prompt')"),
+    ('{"prompt": 3, "completion": "b"}', "field 'prompt' is int 3; it must be a string"),
+    ('{"instruction": "a", "output": "b"}', "field 'prompt' is missing; it must be a string (the line's fields: "
+                                            "'instruction', 'output')"),
+])
+def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path, line, message):
+    """No line is silently dropped: a user with Alpaca's field names learns which the file must use."""
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('{"prompt": "ok", "completion": "fine"}\n\n' + line + "\n")
+    with pytest.raises(ValueError) as e:
+        read_pairs(f)
+    assert str(e.value).startswith(f"{f}:3: {message}")
+
+
+def test_an_empty_file_or_a_directory_is_refused_by_name(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.jsonl holds no examples"):
+        read_pairs(tmp_path / "empty.jsonl")
+    with pytest.raises(FileNotFoundError, match=f"sft data {tmp_path} is a directory"):
+        read_pairs(tmp_path)
+
+
+def test_prompt_and_completion_are_tokenized_apart_then_joined_with_eos():
+    """The boundary is exact: tokenized as one text, "hello " + "world" is "hello" + " world",
+    whose second token straddles the join, and no position would be the prompt's end."""
+    tok = Tokenizer.train("hello world " * 20, 267)
+    joined, prompt, completion = tok.encode("hello world"), tok.encode("hello "), tok.encode("world")
+    assert joined != prompt + completion  # the straddling token that tokenizing apart avoids
+    encoded = encode_pairs(tok, (["hello ", "x<|endoftext|>"], ["world", ""]), block_size=16)
+    assert encoded.rows[0] == prompt + completion + [tok.eos_token_id] and encoded.prompt_lens[0] == len(prompt)
+    # "<|endoftext|>" written in a prompt is its characters, not the token: only the appended EOS is one.
+    assert encoded.rows[1].count(tok.eos_token_id) == 1 and encoded.rows[1][-1] == tok.eos_token_id
+
+
+def test_a_long_example_is_cut_and_a_prompt_filling_the_block_is_dropped():
+    """A row keeps block_size + 1 ids (block_size inputs, each with the next as target); a prompt
+    that fills them leaves no completion target, so it is dropped and counted: in a batch of only
+    such rows the mean loss would be 0/0, a NaN the training loop stops on."""
+    tok = Tokenizer.train("abcdefgh", 257)  # no merge: a token a character, EOS the 257th
+    pairs = (["a", "abcde", "abcdefgh"], ["b", "fgh", "x"])  # rows of 1 + 1, 5 + 3 and 8 + 1 ids, each + EOS
+    encoded = encode_pairs(tok, pairs, block_size=6)
+    assert encoded.cut == 2 and encoded.dropped == 1 and encoded.longest == 10
+    assert encoded.rows == [tok.encode("ab") + [tok.eos_token_id], tok.encode("abcdefg")]  # the second lost "h" and EOS
+    assert encoded.prompt_lens == [1, 5]
+
+
+def test_a_batch_targets_the_completion_tokens_alone():
+    x, y = sft_batch(EXAMPLES, [0, 1], PAD)
+    assert x.tolist() == [[5, 6, 7, 8, 9], [10, 11, PAD, PAD, PAD]]
+    I = IGNORE_INDEX  # noqa: E741
+    # y[t] is the token after x[t]: the completion's 8, 9 and EOS; the prompt's 6 and 7 and the pads are skipped.
+    assert y.tolist() == [[I, I, 8, 9, 0], [11, 0, I, I, I]]
+
+
+# ---- the loss ----------------------------------------------------------------------------------
+
+
+def test_the_loss_is_the_mean_over_completion_tokens_and_prompts_and_pads_add_nothing():
+    """By hand: cross-entropy at the 5 completion positions (3 of the first example, 2 of the
+    second), averaged over those 5; the prompt's and the pads' logits get no gradient at all."""
+    model = _tiny_gpt()
+    x, y = sft_batch(EXAMPLES, [0, 1], PAD)
+    logits, loss = model(x, y)
+    logp = logits.float().log_softmax(-1)
+    picked = [(0, 2, 8), (0, 3, 9), (0, 4, 0), (1, 0, 11), (1, 1, 0)]  # (row, position, target)
+    by_hand = -sum(logp[b, t, target] for b, t, target in picked) / len(picked)
+    print(f"sft loss {loss.item():.6f}, by hand {by_hand.item():.6f}")
+    torch.testing.assert_close(loss, by_hand)
+    # What the prompt and pad positions would predict does not reach the loss: their logits' gradient is 0.
+    logits = logits.detach().requires_grad_()
+    F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX).backward()
+    counted = torch.zeros_like(y, dtype=torch.bool)
+    counted[[b for b, _, _ in picked], [t for _, t, _ in picked]] = True
+    assert logits.grad[~counted].abs().max() == 0 and (logits.grad[counted].abs().amax(-1) > 0).all()
+    # A completion's target does change it: the first example's EOS swapped for another token.
+    other = SftExamples([[5, 6, 7, 8, 9, 1], [10, 11, 0]], [3, 1], 0, 0, 6)
+    assert model(*sft_batch(other, [0, 1], PAD))[1] != loss
+    # And so does where the prompt ends: with the first example's prompt one token shorter, 8 is a target too.
+    longer = SftExamples(EXAMPLES.rows, [2, 1], 0, 0, 6)
+    assert model(*sft_batch(longer, [0, 1], PAD))[1] != loss
+
+
+def test_the_chunked_loss_skips_the_same_positions():
+    """--chunked-loss is allowed for sft: its loss skips IGNORE_INDEX as the plain one does."""
+    model = _tiny_gpt()
+    batch = sft_batch(EXAMPLES, [0, 1, 1], PAD)
+    plain = model(*batch)[1]
+    model.chunked_loss = True
+    torch.testing.assert_close(model(*batch)[1], plain)
+
+
+def test_the_val_loss_is_over_every_completion_token_whatever_the_batches():
+    """Each batch's mean is weighed by its completion tokens: one example at a time, or all at
+    once, every token counts once (a plain mean of batch means would weigh the short example's
+    2 tokens as much as the long one's 3)."""
+    model = _tiny_gpt()
+    whole = model(*sft_batch(EXAMPLES, [0, 1], PAD))[1].item()
+    for batch_size in (1, 2, 8):
+        assert sft_val_loss(model, EXAMPLES, PAD, batch_size) == pytest.approx(whole, rel=1e-6)
+    model.train()
+    sft_val_loss(model, EXAMPLES, PAD, 1)
+    assert model.training, "the mode it found is given back"
+
+
+# ---- `minigpt finetune --task sft` end to end --------------------------------------------------
+
+FRUIT = {"red": "apple", "yellow": "banana", "green": "lime", "purple": "grape"}
+CORPUS = "".join(f"the fruit that is {c} is the {f}.\n" for c, f in FRUIT.items()) * 20
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny base model with a tokenizer trained on CORPUS, and pairs.jsonl: each color's fruit."""
+    root = save_tiny_base(tmp_path_factory.mktemp("sft"), CORPUS, 300)
+    lines = [json.dumps({"prompt": f"{c}:", "completion": f" {f}"}) for c, f in FRUIT.items()]
+    (root / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _run(base, out, *extra):
+    from minigpt.finetune import main
+
+    data = () if "--data" in extra else ("--data", str(base / "pairs.jsonl"), "--val-data", str(base / "pairs.jsonl"))
+    return main(["--init", str(base / "base"), "--out", str(out), "--task", "sft", *data, "--max-iters", "4",
+                 "--eval-interval", "2", "--batch-size", "4", "--block-size", "32", "--warmup-iters", "1", *extra])
+
+
+def test_a_short_run_learns_the_completions_and_generate_writes_them(base, tmp_path, capsys):
+    from minigpt.classify_data import batch_pad_id
+    from minigpt.sft_data import load_pairs
+    from minigpt.text_generation import generate_text
+
+    # Batches of 16 of the 4 examples: with 4 a batch, the val loss after 60 steps ranged over 0.07-0.58
+    # with --seed 0-3, and a color now and then got another's fruit; with 16, over 0.013-0.027.
+    assert _run(base, tmp_path / "o", "--strategy", "full", "--max-iters", "60", "--eval-interval", "30", "--lr", "5e-3",
+                "--batch-size", "16", "--dropout", "0") == 0
+    assert f"sft: 4 train / 4 val examples (from --val-data {base / 'pairs.jsonl'})" in capsys.readouterr().out
+    tok = Tokenizer.from_pretrained(base / "base")
+    cfg = FinetuneConfig(init="x", task="sft", data=str(base / "pairs.jsonl"), val_data=str(base / "pairs.jsonl"))
+    val = encode_pairs(tok, load_pairs(cfg)["val"], 32)
+    before = sft_val_loss(GPT.from_pretrained(base / "base"), val, batch_pad_id(tok), 4)
+    after = json.loads((tmp_path / "o" / "finetune_summary.json").read_text())
+    print(f"val loss {before:.3f} before, {after['val_loss']:.4f} after")  # measured 5.8 → 0.014
+    assert after["val_loss"] < 0.1 * before and after["val_ppl"] == pytest.approx(torch.tensor(after["val_loss"]).exp().item())
+    model = GPT.from_pretrained(tmp_path / "o").eval()
+    for color, fruit in FRUIT.items():  # greedy, and it stops: the EOS after each completion was learnt
+        assert generate_text(model, tok, f"{color}:", max_new_tokens=8) == [f" {fruit}"]
+
+
+def test_a_lora_run_saves_a_merged_gpt2_that_transformers_opens_and_its_adapters(base, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    assert _run(base, tmp_path / "o", "--strategy", "lora", "--lr", "1e-2") == 0
+    ours = GPT.from_pretrained(tmp_path / "o").eval()
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "o").eval()
+    idx = torch.randint(0, ours.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (ours(idx)[0] - hf(idx).logits).abs().max().item()
+    print(f"sft LoRA model: max |minigpt - transformers| = {diff:.2e}")
+    assert diff < 2e-6
+    assert (tmp_path / "o" / "adapter" / "adapter_config.json").is_file()  # the adapters alone too, as lm's
+    summary = json.loads((tmp_path / "o" / "finetune_summary.json").read_text())
+    assert summary["task"] == "sft" and summary["steps"] == 4 and "val_loss" in summary
+
+
+@pytest.mark.parametrize("strategy", ["lora", "partial"])
+def test_a_resumed_run_ends_where_an_unbroken_one_does_bit_for_bit(base, tmp_path, strategy):
+    args = ("--strategy", strategy, "--lr-decay-iters", "4", "--log-interval", "2")
+    assert _run(base, tmp_path / "straight", *args) == 0
+    assert _run(base, tmp_path / "resumed", *args, "--max-iters", "2") == 0
+    assert _run(base, tmp_path / "resumed", *args, "--resume") == 0
+    a, b = (torch.load(tmp_path / d / "training_state.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_a_resume_with_another_batch_size_keeps_the_best_val_loss(base, tmp_path, capsys):
+    """The sft val loss is over every val example, as classify's: another --batch-size or --seed
+    does not measure it otherwise, so best/ is kept (run_dir.val_settings treated sft as lm and
+    started best/ over with a "measured otherwise" note)."""
+    assert _run(base, tmp_path / "o", "--max-iters", "2") == 0
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", "--resume", "--batch-size", "2", "--seed", "7") == 0
+    out = capsys.readouterr().out
+    assert "resuming the run" in out and "measured otherwise" not in out
+
+
+def test_resume_refuses_other_pairs(base, tmp_path, capsys):
+    assert _run(base, tmp_path / "o", "--max-iters", "2") == 0
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"prompt": "blue:", "completion": " plum"}\n' + (base / "pairs.jsonl").read_text())
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", "--data", str(other), "--val-data", str(base / "pairs.jsonl"), "--resume") == 2
+    assert "train examples: 4 then, 5 now" in capsys.readouterr().err
+
+
+def test_held_out_pairs_and_said_cuts_and_drops(base, tmp_path, capsys):
+    pairs = tmp_path / "many.jsonl"
+    rows = [{"prompt": f"{c}:", "completion": f" {f}"} for c, f in FRUIT.items()] * 5
+    rows.append({"prompt": "red " * 40, "completion": " apple"})  # fills the block: dropped
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _run(base, tmp_path / "o", "--data", str(pairs), "--val-fraction", "0.25", "--max-iters", "1") == 0
+    out = capsys.readouterr().out
+    assert f"sft: 16 train / 5 val examples (held out of {pairs} by --val-fraction 0.25)" in out or \
+           f"sft: 15 train / 5 val examples (held out of {pairs} by --val-fraction 0.25)" in out
+    assert "whose prompt fills --block-size 32: no completion token is left to learn from" in out
+    assert "longer than --block-size + 1 (33 tokens: the inputs and the last one's target) and keep their first 33" in out
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--strategy", "frozen"), "'frozen' trains only a new head, and the lm task has none, nor has sft"),
+    (("--pooling", "last"), "pooling='last' (--pooling) applies to task 'classify' only; task 'sft' would ignore it"),
+    (("--max-examples", "2"), "max_examples=2 (--max-examples) applies to task 'classify' only"),
+    (("--eval-iters", "3"), "task 'sft' scores every val example at each evaluation, so it would ignore it"),
+    (("--val-fraction", "0.3"), "validation comes from"),
+    (("--block-size", "1", "--max-iters", "1"), "every train example's prompt fills --block-size 1 tokens"),
+])
+def test_bad_input_is_a_clear_error(base, tmp_path, capsys, extra, message):
+    assert _run(base, tmp_path / "o", *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_several_data_files_and_a_bad_line_are_refused_by_name(base, tmp_path, capsys):
+    with pytest.raises(ValueError, match="--data names 2 paths, but task 'sft' reads one JSON Lines file"):
+        FinetuneConfig(init="x", task="sft", data=[str(base / "pairs.jsonl")] * 2)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\nred: apple\n')
+    assert _run(base, tmp_path / "o", "--data", str(bad), "--max-iters", "1") == 2
+    assert f"{bad}:2: not JSON" in capsys.readouterr().err
+    FinetuneConfig(init="x", task="sft", data="d", val_data="v", chunked_loss=True)  # both are sft's options too
+
+
+def test_pairs_given_to_the_lm_task_are_told_to_use_sft(base, tmp_path, capsys):
+    """Left at its default task, a pairs file met prepare's JSON refusal, whose advice (extract the
+    text with jq) is for text in JSON, not for prompt/completion pairs."""
+    assert _run(base, tmp_path / "o", "--task", "lm", "--data", str(base / "pairs.jsonl"), "--eval-iters", "2") == 2
+    assert "holds prompt/completion pairs (JSON Lines), which the lm task would read as text" in capsys.readouterr().err

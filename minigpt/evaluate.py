@@ -45,6 +45,7 @@ from minigpt.classify_data import score_examples
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 from minigpt.progress_bar import progress_bar
+from minigpt.sft_data import holds_pairs
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
 # name the argument, the CLI's name the flag (minigpt/cli.py's flag_words renames them).
@@ -254,6 +255,8 @@ def language_model_report(args) -> tuple[str, dict]:
     if args.predictions is not None:
         raise ValueError(f"--predictions writes a classifier's prediction for each example of a TSV file; {args.model} "
                          "is a language model: drop --predictions")
+    if args.file != STDIN and holds_pairs(Path(args.file)):
+        return pairs_report(args)
     if args.batch_size is not None:
         raise ValueError(f"--batch-size sets how many labelled examples a classifier scores at once; {args.model} is a "
                          "language model, scored in windows of --max-length tokens: drop --batch-size")
@@ -280,6 +283,37 @@ def language_model_report(args) -> tuple[str, dict]:
     # JSON has no infinity: a perplexity past exp's range (a diverged model) is null there; nll stays.
     return text, {"model": args.model, "file": args.file, "perplexity": result["ppl"] if math.isfinite(result["ppl"]) else None,
                   "nll": result["nll"], "bits_per_byte": result["bpb"], "tokens": result["tokens"]}
+
+
+def pairs_report(args) -> tuple[str, dict]:
+    """`minigpt eval LM PAIRS.jsonl`: a file of prompt/completion pairs, what `minigpt finetune --task
+    sft` trains on, scored as that task's val loss (minigpt/sft_data.py's `sft_val_loss`): the mean
+    loss over the completions' tokens (their EOS included), the prompts context. Scored as text, its
+    braces, keys and prompts would make a perplexity of something else. Each pair is cut as
+    fine-tuning cut it: to its --block-size, saved as the tokenizer's model_max_length."""
+    from minigpt.classify_data import batch_pad_id
+    from minigpt.model import GPT
+    from minigpt.sft_data import encode_pairs, n_targets, read_pairs, sft_val_loss
+
+    for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
+        if value is not None:
+            raise ValueError(f"{args.file} holds prompt/completion pairs, each scored whole (its completion's tokens), "
+                             f"not in windows: drop {flag}")
+    pairs = read_pairs(args.file)
+    model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    tok = load_tokenizer(args, model.config)
+    examples = encode_pairs(tok, pairs, min(tok.model_max_length or model.config.n_positions, model.config.n_positions))
+    if not examples.rows:
+        raise ValueError(f"every prompt in {args.file} fills the model's block: no completion token is left to score")
+    loss = sft_val_loss(model, examples, batch_pad_id(tok), args.batch_size or BATCH_SIZE_DEFAULT, progress=True)
+    if not math.isfinite(loss):
+        raise ValueError(f"the loss is {loss}: {NONFINITE}")
+    targets = sum(n_targets(len(row), n) for row, n in zip(examples.rows, examples.prompt_lens))
+    dropped = f"; {examples.dropped:,} dropped, their prompt filling the block" if examples.dropped else ""
+    text = (f"completion loss {loss:.4f} nats/token  perplexity {math.exp(min(loss, 700)):.4f}  ({targets:,} completion "
+            f"tokens of {len(examples.rows):,} pairs{dropped}; the prompts are context, as `finetune --task sft` scores them)")
+    return text, {"model": args.model, "file": args.file, "completion_loss": loss, "tokens": targets,
+                  "pairs": len(examples.rows), "dropped": examples.dropped}
 
 
 def classifier_report(args) -> tuple[str, dict]:

@@ -385,6 +385,12 @@ def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         if train.dropped or val.dropped:
             print(f"sft: dropped {train.dropped:,} train / {val.dropped:,} val examples whose prompt fills --block-size "
                   f"{cfg.block_size}: no completion token is left to learn from")
+        # GPT-2's words carry their space (" Paris"): a prompt's trailing space becomes a lone " " token
+        # and its completion a word without one, pairs of tokens pretraining never wrote.
+        if spaced := sum(prompt.endswith(" ") for prompt in pairs["train"][0]):
+            print(f"sft: note: {spaced:,} train prompts end in a space, a token of its own before a completion "
+                  "whose first word has none, unlike GPT-2's text: put the space at the completion's start "
+                  '("Answer:" + " Paris"), and prompt the model without it')
     pad_id = batch_pad_id(tokenizer)
 
     def get_batch(split: str, rng: torch.Generator):

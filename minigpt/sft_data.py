@@ -48,6 +48,9 @@ def read_pairs(path: str | Path) -> Examples:
     for lineno, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
+        if lineno == 1 and line.lstrip("\ufeff \t").startswith("["):  # Alpaca's own file: one JSON array
+            raise ValueError(f"{path} is a JSON array, not JSON Lines (a JSON object a line): convert it, e.g. "
+                             f"`jq -c '.[]' {path} > pairs.jsonl`{ALPACA_HINT}")
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
@@ -60,12 +63,26 @@ def read_pairs(path: str | Path) -> Examples:
             if not isinstance(record.get(name), str):
                 found = "is missing" if name not in record else f"is {type(record[name]).__name__} {record[name]!r:.40}"
                 raise ValueError(f"{path}:{lineno}: field {name!r} {found}; it must be a string "
-                                 f"(the line's fields: {', '.join(map(repr, record)) or 'none'})")
+                                 f"(the line's fields: {', '.join(map(repr, record)) or 'none'}){other_format(record)}")
         prompts.append(record["prompt"])
         completions.append(record["completion"])
     if not prompts:
         raise ValueError(f'{path} holds no examples (expected lines of {{"prompt": "...", "completion": "..."}})')
     return prompts, completions
+
+
+# Alpaca's records (instruction, input, output) as pairs: the input, when there is one, after the instruction.
+ALPACA_HINT = ("; Alpaca's records become pairs with `jq -c '{prompt: (.instruction + (if .input != \"\" then "
+               "\"\\n\" + .input else \"\" end) + \"\\n\"), completion: .output}'`")
+
+
+def other_format(record: dict) -> str:
+    """What to do with a record of a format that is not prompt/completion, for read_pairs' error."""
+    if "instruction" in record and "output" in record:
+        return f": they are Alpaca's{ALPACA_HINT}"
+    if "messages" in record:
+        return ": a chat (\"messages\") file, which sft does not read: it takes one prompt and its completion a line"
+    return ""
 
 
 def holds_pairs(path: Path) -> bool:
@@ -145,10 +162,9 @@ def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
     for prompt, completion in zip(prompts, completions):
         row = prompt + completion + [eos]
         longest = max(longest, len(row))
-        cut += len(row) > block_size + 1
-        row = row[: block_size + 1]
-        if n_targets(len(row), len(prompt)) > 0:
-            rows.append(row)
+        if n_targets(min(len(row), block_size + 1), len(prompt)) > 0:  # else dropped: counted once, not as cut too
+            cut += len(row) > block_size + 1
+            rows.append(row[: block_size + 1])
             prompt_lens.append(len(prompt))
     return SftExamples(rows, prompt_lens, cut, len(prompts) - len(rows), longest)
 

@@ -73,11 +73,12 @@ def test_prompt_and_completion_are_tokenized_apart_then_joined_with_eos():
 def test_a_long_example_is_cut_and_a_prompt_filling_the_block_is_dropped():
     """A row keeps block_size + 1 ids (block_size inputs, each with the next as target); a prompt
     that fills them leaves no completion target, so it is dropped and counted: in a batch of only
-    such rows the mean loss would be 0/0, a NaN the training loop stops on."""
+    such rows the mean loss would be 0/0, a NaN the training loop stops on. A dropped one is not
+    counted as cut too (a review: one long prompt was said as kept cut and as dropped)."""
     tok = Tokenizer.train("abcdefgh", 257)  # no merge: a token a character, EOS the 257th
     pairs = (["a", "abcde", "abcdefgh"], ["b", "fgh", "x"])  # rows of 1 + 1, 5 + 3 and 8 + 1 ids, each + EOS
     encoded = encode_pairs(tok, pairs, block_size=6)
-    assert encoded.cut == 2 and encoded.dropped == 1 and encoded.longest == 10
+    assert encoded.cut == 1 and encoded.dropped == 1 and encoded.longest == 10
     assert encoded.rows == [tok.encode("ab") + [tok.eos_token_id], tok.encode("abcdefg")]  # the second lost "h" and EOS
     assert encoded.prompt_lens == [1, 5]
 
@@ -224,6 +225,47 @@ def test_a_resume_with_another_batch_size_keeps_the_best_val_loss(base, tmp_path
     assert "resuming the run" in out and "measured otherwise" not in out
 
 
+@pytest.mark.parametrize("content,message", [
+    (json.dumps([{"instruction": "a", "input": "", "output": "b"}], indent=4),
+     r"is a JSON array, not JSON Lines \(a JSON object a line\): convert it, e.g. `jq -c '\.\[\]' "),
+    (json.dumps({"instruction": "a", "input": "", "output": "b"}), r"they are Alpaca's; Alpaca's records become pairs with `jq"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}]}), r'a chat \("messages"\) file, which sft does not read'),
+])
+def test_other_instruction_formats_are_named_with_how_to_convert(tmp_path, content, message):
+    """A review: Alpaca's own file (a pretty-printed JSON array) was "not JSON at column 2", and its
+    records, or a chat file's, only listed their fields. Each format is named, with the jq line."""
+    f = tmp_path / "data.json"
+    f.write_text(content + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_pairs(f)
+
+
+def test_minigpt_eval_scores_pairs_as_the_sft_val_loss(base, tmp_path, capsys):
+    """A review: `minigpt eval MODEL pairs.jsonl` (the command a finished sft run suggests) scored
+    the file as text, braces and keys included: a perplexity of 760,938 beside a val loss of 0.011.
+    It is the sft val loss now, the mean over the completions' tokens."""
+    from minigpt.evaluate import main
+    from minigpt.sft_data import encode_pairs, read_pairs, sft_val_loss
+
+    assert main([str(base / "base"), str(base / "pairs.jsonl"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, tok = GPT.from_pretrained(base / "base").eval(), Tokenizer.from_pretrained(base / "base")
+    examples = encode_pairs(tok, read_pairs(base / "pairs.jsonl"), model.config.n_positions)
+    assert record["completion_loss"] == pytest.approx(sft_val_loss(model, examples, 0, 32), rel=1e-6)
+    assert record["pairs"] == len(FRUIT) and "perplexity" not in record
+    assert main([str(base / "base"), str(base / "pairs.jsonl"), "--stride", "4"]) == 2
+    assert "holds prompt/completion pairs, each scored whole" in capsys.readouterr().err
+
+
+def test_prompts_ending_in_a_space_are_noted(base, tmp_path, capsys):
+    """A review: "Answer: " + "Paris" trains a lone " " token before a word without its space, pairs
+    of tokens GPT-2 never wrote, and prompting with the space then goes astray. Said at the start."""
+    pairs = tmp_path / "spaced.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"{c}: ", "completion": f}) + "\n" for c, f in FRUIT.items()))
+    assert _run(base, tmp_path / "o", "--data", str(pairs), "--val-data", str(pairs), "--max-iters", "1") == 0
+    assert "sft: note: 4 train prompts end in a space" in capsys.readouterr().out
+
+
 def test_resume_refuses_other_pairs(base, tmp_path, capsys):
     assert _run(base, tmp_path / "o", "--max-iters", "2") == 0
     other = tmp_path / "other.jsonl"
@@ -243,7 +285,7 @@ def test_held_out_pairs_and_said_cuts_and_drops(base, tmp_path, capsys):
     assert f"sft: 16 train / 5 val examples (held out of {pairs} by --val-fraction 0.25)" in out or \
            f"sft: 15 train / 5 val examples (held out of {pairs} by --val-fraction 0.25)" in out
     assert "whose prompt fills --block-size 32: no completion token is left to learn from" in out
-    assert "longer than --block-size + 1 (33 tokens: the inputs and the last one's target) and keep their first 33" in out
+    assert "longer than --block-size + 1" not in out  # the long one is dropped, not said as cut and kept too
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -189,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to every `minigpt finetune` run; a strategy's own options (--lora-rank, --n-trainable-blocks, ...) only to its run.")
     parser.add_argument("--init", required=True, help="base model directory (HF layout, with tokenizer files)")
-    parser.add_argument("--task", choices=("lm", "classify"), required=True)
+    parser.add_argument("--task", choices=("lm", "classify", "sft"), required=True)
     parser.add_argument("--data", required=True, help="lm: a text file, or a DATA_DIR `minigpt prepare` wrote with the "
-                        "--init model's tokenizer (from several text files, say); classify: a TSV file or a directory")
+                        "--init model's tokenizer (from several text files, say); classify: a TSV file or a directory; "
+                        "sft: a JSON Lines file of prompt/completion pairs (its --val-data after --)")
     parser.add_argument("--out", required=True, help="one sub-directory per strategy, plus compare.md and compare.png")
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
     parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--strategies: unknown strategy {', '.join(map(repr, unknown))}; choose from {', '.join(STRATEGIES)}")
     if len(set(strategies)) < len(strategies):
         parser.error(f"--strategies names a strategy twice ({args.strategies}): its second run would delete the first")
-    if args.task == "lm" and "frozen" in strategies:
+    if args.task in ("lm", "sft") and "frozen" in strategies:
         parser.error(FROZEN_LM_ERROR)
     missing = [s for s in strategies if s not in lrs]
     if missing:

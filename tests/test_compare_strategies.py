@@ -130,9 +130,10 @@ def test_a_strategy_name_is_checked_before_its_directory_is_touched(name, said, 
     assert (tmp_path / "keep").exists() and (tmp_path / "out" / "foo" / "keep").exists()
 
 
-def test_frozen_with_lm_is_refused_before_any_run(tmp_path, capsys):
+@pytest.mark.parametrize("task", ["lm", "sft"])
+def test_frozen_with_lm_is_refused_before_any_run(tmp_path, capsys, task):
     with pytest.raises(SystemExit):
-        compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--strategies", "frozen"])
+        compare.main(["--init", "x", "--task", task, "--data", "y", "--out", str(tmp_path), "--strategies", "frozen"])
     assert "strategy 'frozen' trains only a new head" in capsys.readouterr().err
 
 

@@ -45,7 +45,7 @@ from minigpt.classify_data import score_examples
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 from minigpt.progress_bar import progress_bar
-from minigpt.sft_data import holds_pairs
+from minigpt.sft_data import holds_pairs, is_pair_line
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
 # name the argument, the CLI's name the flag (minigpt/cli.py's flag_words renames them).
@@ -267,6 +267,9 @@ def language_model_report(args) -> tuple[str, dict]:
     if args.file != STDIN:
         check_file(args.file, "text file")
     text = read_text_or_stdin(args.file)
+    if args.file == STDIN and is_pair_line(next((line for line in text.split("\n") if line.strip()), "")):
+        raise ValueError("standard input holds prompt/completion pairs, which would be scored as text, braces and keys "
+                         "included: save them to a file, which `minigpt eval` scores as pairs (their completions' loss)")
     # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.
     model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
@@ -289,8 +292,9 @@ def pairs_report(args) -> tuple[str, dict]:
     """`minigpt eval LM PAIRS.jsonl`: a file of prompt/completion pairs, what `minigpt finetune --task
     sft` trains on, scored as that task's val loss (minigpt/sft_data.py's `sft_val_loss`): the mean
     loss over the completions' tokens (their EOS included), the prompts context. Scored as text, its
-    braces, keys and prompts would make a perplexity of something else. Each pair is cut as
-    fine-tuning cut it: to its --block-size, saved as the tokenizer's model_max_length."""
+    braces, keys and prompts would make a perplexity of something else. Each pair is cut to the
+    model's context, n_positions (the checkpoint does not keep a run's --block-size: a run that cut
+    its pairs shorter scored fewer tokens of them); the pairs cut are said."""
     from minigpt.classify_data import batch_pad_id
     from minigpt.model import GPT
     from minigpt.sft_data import encode_pairs, n_targets, read_pairs, sft_val_loss
@@ -299,13 +303,20 @@ def pairs_report(args) -> tuple[str, dict]:
         if value is not None:
             raise ValueError(f"{args.file} holds prompt/completion pairs, each scored whole (its completion's tokens), "
                              f"not in windows: drop {flag}")
+    batch_size = BATCH_SIZE_DEFAULT if args.batch_size is None else as_count("--batch-size", args.batch_size)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be ≥ 1, got {batch_size}")
     pairs = read_pairs(args.file)
     model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
-    examples = encode_pairs(tok, pairs, min(tok.model_max_length or model.config.n_positions, model.config.n_positions))
+    block = model.config.n_positions
+    examples = encode_pairs(tok, pairs, block)
     if not examples.rows:
-        raise ValueError(f"every prompt in {args.file} fills the model's block: no completion token is left to score")
-    loss = sft_val_loss(model, examples, batch_pad_id(tok), args.batch_size or BATCH_SIZE_DEFAULT, progress=True)
+        raise ValueError(f"every prompt in {args.file} fills the model's context: no completion token is left to score")
+    if examples.cut:  # said, as fine-tuning says it: a cut pair is scored on its first tokens only
+        print(f"{examples.cut:,} of {len(examples.rows):,} pairs are longer than the context (n_positions={block}) and "
+              "keep their first tokens", file=sys.stderr)
+    loss = sft_val_loss(model, examples, batch_pad_id(tok), batch_size, progress=True)
     if not math.isfinite(loss):
         raise ValueError(f"the loss is {loss}: {NONFINITE}")
     targets = sum(n_targets(len(row), n) for row, n in zip(examples.rows, examples.prompt_lens))
@@ -313,7 +324,7 @@ def pairs_report(args) -> tuple[str, dict]:
     text = (f"completion loss {loss:.4f} nats/token  perplexity {math.exp(min(loss, 700)):.4f}  ({targets:,} completion "
             f"tokens of {len(examples.rows):,} pairs{dropped}; the prompts are context, as `finetune --task sft` scores them)")
     return text, {"model": args.model, "file": args.file, "completion_loss": loss, "tokens": targets,
-                  "pairs": len(examples.rows), "dropped": examples.dropped}
+                  "pairs": len(examples.rows), "cut": examples.cut, "dropped": examples.dropped}
 
 
 def classifier_report(args) -> tuple[str, dict]:
@@ -395,14 +406,15 @@ def main(argv: list[str] | None = None) -> int:
                         "name (gpt2, ..., gpt2-xl); a classifier's (minigpt finetune --task classify) is scored on a "
                         "TSV file")
     parser.add_argument("file", help="UTF-8 text file to score (-: standard input); for a classifier, a TSV file of "
-                        "text<TAB>label lines, as fine-tuning reads them")
+                        "text<TAB>label lines, as fine-tuning reads them; a JSON Lines file of prompt/completion "
+                        "pairs is scored on its completions, as `finetune --task sft` scores them")
     parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     parser.add_argument("--max-length", type=int,
-                        help="window length (default: the model's n_positions); language models only")
+                        help="window length (default: the model's n_positions); plain text only")
     parser.add_argument("--stride", type=int,
-                        help="tokens between window starts (default: max_length / 2); language models only")
+                        help="tokens between window starts (default: max_length / 2); plain text only")
     parser.add_argument("--batch-size", type=int,
-                        help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers only")
+                        help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers and sft pairs only")
     parser.add_argument("--predictions", metavar="FILE",
                         help="classifiers only: also write each example's prediction to FILE, one JSON line per "
                         "example in the TSV's order: its line number there, its label, the prediction and each "

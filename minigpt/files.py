@@ -263,6 +263,18 @@ def typed_text(flag: str, value: str) -> str:
 CP1252_ONLY = frozenset(range(0x80, 0xA0)) - {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 
 
+def without_cut_character(data: bytes) -> bytes:
+    """`data` without a UTF-8 character begun at its end and not finished there: its lead byte in the
+    last 3 says how many bytes it needs (110xxxxx two, 1110xxxx three, 11110xxx four)."""
+    for k in range(1, min(4, len(data)) + 1):
+        byte = data[-k]
+        if byte < 0x80:  # ASCII: nothing begun after it
+            return data
+        if byte >= 0xC0:  # a lead byte
+            return data[:-k] if k < (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4) else data
+    return data
+
+
 def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> ValueError:
     """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
     fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).
@@ -275,8 +287,10 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
         return ValueError(f"{name} is {found.upper()} text, not UTF-8 (it starts with a {found.upper()} byte order mark); "
                           f"convert it first (e.g. iconv -f {found} -t utf-8)")
     byte = e.object[e.start]
-    # Each byte that does not decode becomes one surrogate U+DC80..U+DCFF: those are the stray ones.
-    stray = {ord(c) - 0xDC00 for c in set(e.object.decode("utf-8", "surrogateescape")) if "\udc80" <= c <= "\udcff"}
+    # Each byte that does not decode becomes one surrogate U+DC80..U+DCFF: those are the stray ones
+    # (but a character cut in two at the end of a block read piece by piece is not stray).
+    decoded = without_cut_character(e.object).decode("utf-8", "surrogateescape")
+    stray = {ord(c) - 0xDC00 for c in set(decoded) if "\udc80" <= c <= "\udcff"}
     guess = "cp1252" if stray & CP1252_ONLY else "latin1"
     return ValueError(f"{name} is not UTF-8 text: byte {byte:#04x} at offset {at + e.start}; "
                       f"convert it first (e.g. iconv -f {guess} -t utf-8)")

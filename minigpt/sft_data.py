@@ -17,6 +17,7 @@ Not handled: chat templates (roles, several turns), and packing several examples
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,13 +45,13 @@ def read_pairs(path: str | Path) -> Examples:
         what = "is a directory; pass the JSON Lines file itself" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"sft data {path} {what}")
     prompts, completions = [], []
+    text = read_text(path)
+    if text.lstrip().startswith("["):  # Alpaca's own file: one JSON array
+        raise ValueError(f"{path} is a JSON array, not JSON Lines (a JSON object a line): {convert_hint(path, '.[]')}")
     # Lines end at "\n" alone (read_text made "\r\n" one): JSON escapes every line end inside a string.
-    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        if lineno == 1 and line.lstrip("\ufeff \t").startswith("["):  # Alpaca's own file: one JSON array
-            raise ValueError(f"{path} is a JSON array, not JSON Lines (a JSON object a line): convert it, e.g. "
-                             f"`jq -c '.[]' {path} > pairs.jsonl`{ALPACA_HINT}")
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
@@ -63,7 +64,7 @@ def read_pairs(path: str | Path) -> Examples:
             if not isinstance(record.get(name), str):
                 found = "is missing" if name not in record else f"is {type(record[name]).__name__} {record[name]!r:.40}"
                 raise ValueError(f"{path}:{lineno}: field {name!r} {found}; it must be a string "
-                                 f"(the line's fields: {', '.join(map(repr, record)) or 'none'}){other_format(record)}")
+                                 f"(the line's fields: {', '.join(map(repr, record)) or 'none'}){other_format(record, path)}")
         prompts.append(record["prompt"])
         completions.append(record["completion"])
     if not prompts:
@@ -71,15 +72,24 @@ def read_pairs(path: str | Path) -> Examples:
     return prompts, completions
 
 
-# Alpaca's records (instruction, input, output) as pairs: the input, when there is one, after the instruction.
-ALPACA_HINT = ("; Alpaca's records become pairs with `jq -c '{prompt: (.instruction + (if .input != \"\" then "
-               "\"\\n\" + .input else \"\" end) + \"\\n\"), completion: .output}'`")
+# jq's filter from Alpaca's records (instruction, input, output) to pairs: the input, where there is
+# one (a missing or null one is none), on a line after the instruction.
+ALPACA_TO_PAIR = ('{prompt: (.instruction + (if (.input // "") != "" then "\\n" + .input else "" end) + "\\n"), '
+                  'completion: .output}')
 
 
-def other_format(record: dict) -> str:
+def convert_hint(path: Path, records: str) -> str:
+    """The command that writes Alpaca's records (`records`: jq's path to them in the file) as pairs
+    beside `path`, quoted for the shell, into another file (`> path` would empty it first)."""
+    out = path.with_name(f"{path.stem}_pairs.jsonl")
+    return (f"if they are Alpaca's (instruction, input, output), `jq -c {shlex.quote(f'{records} | {ALPACA_TO_PAIR}')} "
+            f"{shlex.quote(str(path))} > {shlex.quote(str(out))}` writes them as pairs")
+
+
+def other_format(record: dict, path: Path) -> str:
     """What to do with a record of a format that is not prompt/completion, for read_pairs' error."""
     if "instruction" in record and "output" in record:
-        return f": they are Alpaca's{ALPACA_HINT}"
+        return f": {convert_hint(path, '.')}"
     if "messages" in record:
         return ": a chat (\"messages\") file, which sft does not read: it takes one prompt and its completion a line"
     return ""
@@ -91,9 +101,13 @@ def holds_pairs(path: Path) -> bool:
     if not path.is_file():
         return False
     with open(path, encoding="utf-8", errors="replace") as f:
-        first = next((line for line in f if line.strip()), "").removeprefix("\ufeff")
+        return is_pair_line(next((line for line in f if line.strip()), ""))
+
+
+def is_pair_line(line: str) -> bool:
+    """Whether `line` (a BOM allowed) is a JSON object with a prompt and a completion."""
     try:
-        record = json.loads(first)
+        record = json.loads(line.removeprefix("\ufeff"))
     except json.JSONDecodeError:
         return False
     return isinstance(record, dict) and all(name in record for name in FIELDS)
@@ -135,7 +149,7 @@ class SftExamples(NamedTuple):
     prompt_lens: list[int]  # how many of each row's first ids are the prompt's
     cut: int  # rows longer than the block, that lost their end (the completion's, and its EOS)
     dropped: int  # examples whose prompt fills the block: no completion token left to learn
-    longest: int  # the longest row's ids, before the cut
+    longest: int  # the longest kept row's ids, before the cut
 
 
 def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
@@ -161,8 +175,8 @@ def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
     rows, prompt_lens, cut, longest = [], [], 0, 0
     for prompt, completion in zip(prompts, completions):
         row = prompt + completion + [eos]
-        longest = max(longest, len(row))
         if n_targets(min(len(row), block_size + 1), len(prompt)) > 0:  # else dropped: counted once, not as cut too
+            longest = max(longest, len(row))
             cut += len(row) > block_size + 1
             rows.append(row[: block_size + 1])
             prompt_lens.append(len(prompt))

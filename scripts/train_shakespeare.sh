@@ -48,9 +48,11 @@ $PY -m minigpt.cli train --data "$WORK/data" --out "$WORK/run" --device "$DEVICE
     --lr "$LR" --min-lr 1e-4 --beta2 0.99 --weight-decay 0.1 --eval-interval 100 --eval-iters 40
 $PY "$root/scripts/export_checkpoint.py" "$WORK/run/best" "$SHIP" --dtype float16 --overwrite
 cp "$WORK/run/loss.png" "$SHIP/"
-# The log without its start records (this machine's paths, time and checkout): the losses alone.
-$PY -c 'import json, sys; sys.stdout.writelines(l for l in open(sys.argv[1]) if "run" not in json.loads(l))' \
-    "$WORK/run/log.jsonl" > "$SHIP/log.jsonl"
+# The log without its start records (this machine's paths, time and checkout): the losses alone,
+# read as minigpt reads a log (a torn last record left out).
+$PY -c 'import json, sys, pathlib; from minigpt.run_dir import is_opening, read_log
+sys.stdout.writelines(json.dumps(r) + "\n" for r in read_log(pathlib.Path(sys.argv[1])) if not is_opening(r))' \
+    "$WORK/run" > "$SHIP/log.jsonl"
 
 # Bits per character on the held-out last 10% (the text is ASCII, so bytes = characters),
 # scored with a sliding window over the exact validation text that `prepare` held out (val.txt).

@@ -884,3 +884,9 @@ def test_a_utf8_file_with_a_stray_latin1_byte_is_not_told_cp1252(tmp_path):
     (tmp_path / "mixed.txt").write_bytes("He said \u201chello\u201d.\n".encode() + "café\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"byte 0xe9 at offset \d+; convert it first \(e.g. iconv -f latin1 -t utf-8\)"):
         minigpt.files.read_text(tmp_path / "mixed.txt")
+    # A fourth review: a block read piece by piece may end inside a UTF-8 character (“ is E2 80 9C):
+    # its begun bytes are no stray cp1252 ones either.
+    block = "caf".encode() + b"\xe9" + " \u201c".encode()[:-1]
+    with pytest.raises(UnicodeDecodeError) as e:
+        block.decode("utf-8")
+    assert "iconv -f latin1" in str(minigpt.files.not_utf8("f.txt", e.value))

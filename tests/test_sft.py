@@ -74,11 +74,12 @@ def test_a_long_example_is_cut_and_a_prompt_filling_the_block_is_dropped():
     """A row keeps block_size + 1 ids (block_size inputs, each with the next as target); a prompt
     that fills them leaves no completion target, so it is dropped and counted: in a batch of only
     such rows the mean loss would be 0/0, a NaN the training loop stops on. A dropped one is not
-    counted as cut too (a review: one long prompt was said as kept cut and as dropped)."""
+    counted as cut too, nor as the longest kept (reviews: one long prompt was said as kept cut and
+    as dropped)."""
     tok = Tokenizer.train("abcdefgh", 257)  # no merge: a token a character, EOS the 257th
     pairs = (["a", "abcde", "abcdefgh"], ["b", "fgh", "x"])  # rows of 1 + 1, 5 + 3 and 8 + 1 ids, each + EOS
     encoded = encode_pairs(tok, pairs, block_size=6)
-    assert encoded.cut == 1 and encoded.dropped == 1 and encoded.longest == 10
+    assert encoded.cut == 1 and encoded.dropped == 1 and encoded.longest == 9  # the kept one's: the dropped one had 10
     assert encoded.rows == [tok.encode("ab") + [tok.eos_token_id], tok.encode("abcdefg")]  # the second lost "h" and EOS
     assert encoded.prompt_lens == [1, 5]
 
@@ -226,9 +227,11 @@ def test_a_resume_with_another_batch_size_keeps_the_best_val_loss(base, tmp_path
 
 
 @pytest.mark.parametrize("content,message", [
-    (json.dumps([{"instruction": "a", "input": "", "output": "b"}], indent=4),
-     r"is a JSON array, not JSON Lines \(a JSON object a line\): convert it, e.g. `jq -c '\.\[\]' "),
-    (json.dumps({"instruction": "a", "input": "", "output": "b"}), r"they are Alpaca's; Alpaca's records become pairs with `jq"),
+    ("\n" + json.dumps([{"instruction": "a", "input": "", "output": "b"}], indent=4),  # (a blank first line too)
+     r"is a JSON array, not JSON Lines \(a JSON object a line\): if they are Alpaca's \(instruction, input, output\), "
+     r"`jq -c '\.\[\] \| \{prompt: "),
+    (json.dumps({"instruction": "a", "input": "", "output": "b"}),
+     r"if they are Alpaca's \(instruction, input, output\), `jq -c '\. \| \{prompt: .*' \S+data.json > \S+data_pairs.jsonl`"),
     (json.dumps({"messages": [{"role": "user", "content": "hi"}]}), r'a chat \("messages"\) file, which sft does not read'),
 ])
 def test_other_instruction_formats_are_named_with_how_to_convert(tmp_path, content, message):
@@ -255,6 +258,33 @@ def test_minigpt_eval_scores_pairs_as_the_sft_val_loss(base, tmp_path, capsys):
     assert record["pairs"] == len(FRUIT) and "perplexity" not in record
     assert main([str(base / "base"), str(base / "pairs.jsonl"), "--stride", "4"]) == 2
     assert "holds prompt/completion pairs, each scored whole" in capsys.readouterr().err
+    # A fourth review: --batch-size 0 ran at the default, -1 gave a NaN; pairs on stdin were scored as text.
+    assert main([str(base / "base"), str(base / "pairs.jsonl"), "--batch-size", "0"]) == 2
+    assert "--batch-size must be ≥ 1, got 0" in capsys.readouterr().err
+
+
+def test_minigpt_eval_refuses_pairs_on_standard_input_and_says_the_pairs_it_cuts(base, tmp_path, capsys, monkeypatch):
+    """A fourth review: pairs piped to `minigpt eval MODEL -` were scored as text without a word,
+    and pairs longer than the context were cut unsaid."""
+    import io
+    import sys
+
+    from minigpt.evaluate import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((base / "pairs.jsonl").read_bytes())))
+    assert main([str(base / "base"), "-"]) == 2
+    assert "standard input holds prompt/completion pairs" in capsys.readouterr().err
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"prompt": "red: " * 200, "completion": " apple"}) + "\n"
+                    + (base / "pairs.jsonl").read_text())
+    assert main([str(base / "base"), str(long), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "of 4 pairs are longer than the context" not in err  # the long prompt fills it: dropped, not cut
+    assert json.loads(out.strip().splitlines()[-1])["dropped"] == 1
+    long.write_text(json.dumps({"prompt": "red:", "completion": " apple" * 300}) + "\n")
+    assert main([str(base / "base"), str(long), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 of 1 pairs are longer than the context (n_positions=" in err and json.loads(out.strip().splitlines()[-1])["cut"] == 1
 
 
 def test_prompts_ending_in_a_space_are_noted(base, tmp_path, capsys):

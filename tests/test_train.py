@@ -3144,7 +3144,10 @@ def test_git_commit_names_the_checkout_minigpt_runs_from_and_nothing_else(tmp_pa
     assert git_commit(repo) == head
     (repo / "minigpt" / "a.py").write_text("2\n")
     assert git_commit(repo) == head + "-dirty"
-    assert not (repo / ".git" / "index.lock").exists()
+    (repo / "minigpt" / "a.py").write_text("1\n")  # its content again, its stat new: plain git status would refresh
+    index = (repo / ".git" / "index").stat().st_mtime_ns
+    assert git_commit(repo) == head
+    assert (repo / ".git" / "index").stat().st_mtime_ns == index  # not refreshed: no lock taken, no race with the user's git
     (repo / "site-packages").mkdir()
     assert git_commit(repo / "site-packages") is None
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))

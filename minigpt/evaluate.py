@@ -288,6 +288,19 @@ def language_model_report(args) -> tuple[str, dict]:
                   "nll": result["nll"], "bits_per_byte": result["bpb"], "tokens": result["tokens"]}
 
 
+def whole_examples_batch_size(args, why: str) -> int:
+    """--batch-size (BATCH_SIZE_DEFAULT where not given) for a file scored example by example (a
+    classifier's TSV, sft pairs), after refusing the sliding window's flags, --max-length and
+    --stride: "FLAG `why`: drop FLAG"."""
+    for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
+        if value is not None:
+            raise ValueError(f"{flag} {why}: drop {flag}")
+    batch_size = BATCH_SIZE_DEFAULT if args.batch_size is None else as_count("--batch-size", args.batch_size)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be ≥ 1, got {batch_size}")
+    return batch_size
+
+
 def pairs_report(args) -> tuple[str, dict]:
     """`minigpt eval LM PAIRS.jsonl`: a file of prompt/completion pairs, what `minigpt finetune --task
     sft` trains on, scored as that task's val loss (minigpt/sft_data.py's `sft_val_loss`): the mean
@@ -299,13 +312,8 @@ def pairs_report(args) -> tuple[str, dict]:
     from minigpt.model import GPT
     from minigpt.sft_data import encode_pairs, n_targets, read_pairs, sft_val_loss
 
-    for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
-        if value is not None:
-            raise ValueError(f"{args.file} holds prompt/completion pairs, each scored whole (its completion's tokens), "
-                             f"not in windows: drop {flag}")
-    batch_size = BATCH_SIZE_DEFAULT if args.batch_size is None else as_count("--batch-size", args.batch_size)
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be ≥ 1, got {batch_size}")
+    batch_size = whole_examples_batch_size(args, f"sets a sliding window, but {args.file} holds prompt/completion pairs, "
+                                                 "each scored whole (its completion's tokens)")
     pairs = read_pairs(args.file)
     model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
@@ -335,13 +343,8 @@ def classifier_report(args) -> tuple[str, dict]:
     from minigpt.classify_data import MissingTab, batch_pad_id, check_labels, encode_examples, label_ids, read_tsv
     from minigpt.files import STDIN
 
-    for flag, value in (("--max-length", args.max_length), ("--stride", args.stride)):
-        if value is not None:
-            raise ValueError(f"{flag} sets a language model's sliding window; {args.model} is a classifier, which "
-                             f"reads each example whole (up to its fine-tuning's --block-size): drop {flag}")
-    batch_size = BATCH_SIZE_DEFAULT if args.batch_size is None else args.batch_size
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be ≥ 1, got {batch_size}")
+    batch_size = whole_examples_batch_size(args, f"sets a language model's sliding window; {args.model} is a classifier, "
+                                                 "which reads each example whole (up to its fine-tuning's --block-size)")
     if args.file == STDIN:
         raise ValueError(f"{args.model} is a classifier, scored on a TSV file of text<TAB>label lines; standard input "
                          "is not read for it: save the lines to a file")

@@ -113,11 +113,6 @@ def is_pair_line(line: str) -> bool:
     return isinstance(record, dict) and all(name in record for name in FIELDS)
 
 
-def sft_files(cfg: FinetuneConfig) -> dict[str, Path]:
-    """The file each split is read from: --data, and --val-data or (held out of it) --data again."""
-    return {"train": Path(cfg.data), "val": Path(cfg.val_data or cfg.data)}
-
-
 def val_source(cfg: FinetuneConfig) -> str:
     """Where the val examples came from, as the `sft:` line says it."""
     if cfg.val_data:
@@ -128,13 +123,12 @@ def val_source(cfg: FinetuneConfig) -> str:
 def load_pairs(cfg: FinetuneConfig) -> dict[str, Examples]:
     """{"train": (prompts, completions), "val": ...} from --data and --val-data; without a
     --val-data, a seeded --val-fraction of --data is held out (as classify holds out its rows)."""
-    files = sft_files(cfg)
-    train = _shuffled(read_pairs(files["train"]), cfg.seed)
+    train = _shuffled(read_pairs(cfg.data), cfg.seed)
     if cfg.val_data:
         if cfg.val_fraction != VAL_FRACTION_DEFAULT:  # it would be ignored: refused, as other unused options are
             raise ValueError(f"--val-fraction holds out part of --data when there is no --val-data, but here validation "
                              f"comes from {cfg.val_data}: drop --val-fraction")
-        return {"train": train, "val": read_pairs(files["val"])}
+        return {"train": train, "val": read_pairs(cfg.val_data)}
     n_val = int(len(train[0]) * cfg.val_fraction)
     if n_val == 0:
         raise ValueError(f"{cfg.data} has {len(train[0])} example(s): too few to hold out {cfg.val_fraction:.0%} for "

@@ -65,8 +65,8 @@ from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_b
 from minigpt.model import GPT
 from minigpt.sft_data import encode_pairs, holds_pairs, load_pairs, sft_batch, sft_val_loss
 from minigpt.sft_data import val_source as sft_val_source
-from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, comparable_evaluations, read_log,
-                             read_state, run_dir_lock)
+from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock
+from minigpt.run_log import comparable_evaluations, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
 from minigpt.tokenizer import Tokenizer, model_tokenizer

@@ -1,9 +1,10 @@
-"""A run's directory (OUT_DIR): its checkpoints, the state for exact resume, the log and the loss curve.
+"""A run's directory (OUT_DIR): its checkpoints and the state for exact resume.
 
 Where it sits: `train_loop` (minigpt/train.py) trains; this file is what it leaves on disk, and
-what `--resume` reads back. Every file is written atomically (minigpt/files.py's `atomic_path`),
-so a crash at any moment leaves the previous version whole, never half of a new one; log.jsonl
-alone is appended a record at a time, and `read_log` drops a torn last record.
+what `--resume` reads back (the log and its loss curve: minigpt/run_log.py). Every file is
+written atomically (minigpt/files.py's `atomic_path`), so a crash at any moment leaves the
+previous version whole, never half of a new one; log.jsonl alone is appended a record at a time,
+and `read_log` drops a torn last record.
 
 OUT_DIR layout:
     config.json, model.safetensors   latest weights (HF layout), beside the tokenizer's files
@@ -17,8 +18,8 @@ OUT_DIR layout:
                          is saved (`save_best`); best.new/: a new best/ being written; best.stale/:
                          a best/ later than the saved state, being deleted by --resume (`settle_best`)
     log.jsonl, loss.png  one JSON record per log/eval, one at each start and resume of the run
-                         (`opening_record`: its settings, command line, versions, machine), and the
-                         curves drawn from it
+                         (minigpt/run_log.py's `opening_record`: its settings, versions, machine), and
+                         the curves drawn from it
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
                          --resume started it again (`restart_unsaved_run`)
     checkpoint.lost/     what that run had saved of its first checkpoint, set aside with it
@@ -34,24 +35,22 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict, fields
-from datetime import datetime, timezone
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
-from minigpt import __version__
 from minigpt.checks import is_int
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text, file_lock, read_text, stored_path
+from minigpt.files import atomic_path, atomic_write_text, file_lock
 from minigpt.optimizer import schedule_note
+from minigpt.run_log import (LOG_FILE, PLOT_FILE, append_log, comparable_evaluations, is_opening, plain_config, read_log,
+                              records_of_state, truncate_log)
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
@@ -59,8 +58,6 @@ if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this m
     from minigpt.train_runtime import Runtime
 
 STATE_FILE = "training_state.pt"
-LOG_FILE = "log.jsonl"
-PLOT_FILE = "loss.png"
 # What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.
 RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", WEIGHTS_NAME, INDEX_NAME)
 
@@ -139,18 +136,6 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
             if "unexpected pos" not in str(e) and "PytorchStreamWriter" not in str(e):
                 raise
             raise OSError(errno.EIO, f"could not write it ({e}); is the disk full?", str(out / STATE_FILE)) from e
-
-
-def plain_config(cfg) -> dict:
-    """cfg's settings by name, in plain types. torch.load(weights_only=True), like JSON, reads back
-    plain types only: a Path (the Python API takes one for out, data or init) is kept as its string,
-    or the run could never be resumed."""
-    return {k: plain(v) for k, v in asdict(cfg).items()}
-
-
-def plain(value):
-    """A setting's value as a string if it is a path, else as it is."""
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class KeepsWriteError:
@@ -825,178 +810,3 @@ def with_settings_of(optimizer, saved: dict) -> dict:
     groups = [{**then, **{k: v for k, v in now.items() if k not in ("params", "lr")}}
               for then, now in zip(saved["param_groups"], optimizer.param_groups)]
     return {**saved, "param_groups": groups}
-
-
-# ---- logging ------------------------------------------------------------------------------------
-
-
-def append_log(out: Path, record: dict) -> None:
-    with open(out / LOG_FILE, "a", encoding="utf-8", newline="") as f:  # "\n" on every system, as atomic_write_text
-        f.write(json.dumps(record) + "\n")
-
-
-def opening_record(cfg, rt: Runtime, step: int, changed: dict | None) -> dict:
-    """The log record that opens a start (`changed` None) or a resume (`changed`: the settings it
-    changed from the saved run's, {name: (saved, now)}, as `restore` returns them) at `step`.
-
-    It is the run's readable provenance: training_state.pt holds only the latest settings (a
-    resume with new flags rewrites them), in a pickle, so the log says how each stretch of steps
-    was run: with the settings of the record before it, in what code (minigpt's version, and its
-    git commit when run from a checkout), on what machine. "threads" is torch's intra-op thread
-    count, which a CPU run needs again to resume bitwise (a matmul splits its sums by it). A
-    record holds no loss: every reader of the log tells it by its "run" key (`is_opening`).
-    """
-    # The settings, not the process's command line: a script that runs many trainings (a sweep) has
-    # one argv for all of them, which holds none of their flags and may hold its own secrets.
-    record = {"step": step, "run": "start" if changed is None else "resume", "command": cfg.COMMAND,
-              "config": plain_config(cfg)}
-    if changed is not None:
-        record["changed"] = {name: [plain(saved), plain(now)] for name, (saved, now) in changed.items()}
-    device = str(rt.device)
-    if rt.device.type == "cuda":  # which GPU: an index alone says nothing once the job is gone
-        device += f" ({torch.cuda.get_device_name(rt.device)})"
-    return {**record, "minigpt": __version__, "git": git_commit(), "torch": torch.__version__, "device": device,
-            "dtype": str(rt.dtype).removeprefix("torch."), "threads": torch.get_num_threads(), "world_size": rt.world,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def is_opening(record: dict) -> bool:
-    """Whether a log record is a start's or a resume's (`opening_record`), not a step's."""
-    return "run" in record
-
-
-# The folder minigpt/ sits in: a git checkout's top when minigpt runs from one.
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent
-
-
-def git_commit(root: Path = PACKAGE_PARENT) -> str | None:
-    """The commit checked out at `root`, with "-dirty" when the package's tracked files (minigpt/)
-    differ from it; None when it cannot be read: `root` is not the top of a git checkout (minigpt
-    installed from a wheel, whose site-packages may even lie inside another project's repository),
-    or git is missing, refuses the checkout (another user's: "dubious ownership") or fails.
-    Provenance is a side matter: it never stops a run."""
-    try:
-        top, commit = git(root, "rev-parse", "--show-toplevel", "HEAD").splitlines()  # (a path may hold spaces)
-        if Path(top).resolve() != root.resolve():
-            return None
-        # The code that ran: the package's tracked files, not a checkpoint or a script beside it.
-        dirty = git(root, "status", "--porcelain", "--untracked-files=no", "--", "minigpt")
-    except (OSError, subprocess.SubprocessError, ValueError):  # no git, not a checkout, a slow disk, odd output
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
-def git(root: Path, *args: str) -> str:
-    """git's output for `args`, run in `root`; CalledProcessError when it fails. Without optional
-    locks: `git status` would otherwise refresh the index, racing the user's own git commands."""
-    return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
-                          check=True, timeout=10).stdout
-
-
-def read_log(out: Path) -> list[dict]:
-    """The records in OUT_DIR/log.jsonl, without a torn last one.
-
-    Each record is appended as one line ending in "\\n", so a crash mid-write can only leave a
-    last line without its newline: that half record is dropped (resume writes it again). Any
-    other line that is not a record was damaged by something else, and is a ValueError naming
-    the file and the line (json's own error names neither).
-    """
-    path = out / LOG_FILE
-    *complete, _torn = read_text(path).split("\n")  # _torn is "" after a whole record
-    records = []
-    for lineno, line in enumerate(complete, start=1):
-        try:
-            record = json.loads(line)
-        except ValueError:  # not JSON
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise ValueError(f"{path}, line {lineno}, is not a log record (a JSON object with its step): "
-                             f"{line[:80]!r}. The log is damaged: mend or delete that line ({STATE_FILE}, not "
-                             "the log, holds what --resume needs)")
-        records.append(record)
-    return records
-
-
-def evaluated_at(out: Path, step: int) -> bool:
-    """Whether OUT_DIR's log records an evaluation of `step` (a run without a log: none)."""
-    return (out / LOG_FILE).exists() and any(r["step"] == step and "val_loss" in r for r in read_log(out))
-
-
-def records_of_state(out: Path, step: int) -> list[dict]:
-    """The log's records that a checkpoint saved at `step` stands on: those before its step, and
-    those at it but a best_reset mark. A mark there is a resume's from this same checkpoint that
-    died before its next one: stale, as best/ is what that checkpoint left. Records past the step
-    are a run's that died before saving them: a resume writes them again. (A resume's opening
-    record at the step stays, stale or not: the log keeps each try of the run, and the last one
-    before the steps that follow is the one they ran under.)"""
-    if not (out / LOG_FILE).exists():
-        return []
-    return [r for r in read_log(out) if r["step"] < step or (r["step"] == step and not r.get("best_reset"))]
-
-
-def truncate_log(out: Path, step: int) -> None:
-    """On resume, keep the log's records that the checkpoint at `step` stands on (`records_of_state`)."""
-    if (out / LOG_FILE).exists():
-        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in records_of_state(out, step)))
-
-
-def comparable_evaluations(records: list[dict]) -> list[dict]:
-    """The evaluations (records with a val_loss) since the log's last best_reset mark: the ones a
-    best val loss is chosen among, as they alone are comparable (other val data, or val loss
-    measured otherwise, came before the mark)."""
-    since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
-    return [r for r in records[since + 1:] if "val_loss" in r]
-
-
-# Why loss.png was skipped, each cause said once (`plot_log`), not at every evaluation of the run.
-_curve_skipped: set[str] = set()
-
-
-def plot_log(out: Path) -> None:
-    """Draw train and val loss against step from log.jsonl into loss.png, and a classifier's val
-    accuracy on a second axis (its loss is per text, not per token).
-
-    The curve is a side product (log.jsonl holds its numbers): without matplotlib, or when drawing
-    or saving it fails, a warning says so once and the run trains on, where it died at its first
-    evaluation with a traceback."""
-    records = read_log(out)  # (a damaged log is no side matter: --resume reads it)
-    try:
-        draw_curves(records, out)
-    except Exception as e:  # ImportError, a broken matplotlib or font cache, a full disk
-        cause = f"{type(e).__name__}: {e}"
-        if cause not in _curve_skipped:
-            _curve_skipped.add(cause)
-            # tqdm.write: on a line of its own, above the progress bar (`train_loop`'s), not after it
-            tqdm.write(f"warning: {out / PLOT_FILE} is not drawn ({cause}); the run goes on, and {LOG_FILE} holds the "
-                       "losses", file=sys.stderr)
-
-
-def draw_curves(records: list[dict], out: Path) -> None:
-    """`plot_log`'s drawing: the log's `records` into OUT_DIR/loss.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed: draw straight into a file
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    try:
-        for key, label in (("loss", "train"), ("val_loss", "val")):
-            points = [(r["step"], r[key]) for r in records if key in r]
-            if points:
-                ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
-        accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
-        # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
-        # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
-        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=stored_path(out))
-        handles = ax.get_legend_handles_labels()
-        if accuracy:
-            right = ax.twinx()
-            right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
-            right.set_ylabel("accuracy")
-            handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
-        ax.legend(*handles)
-        ax.grid(alpha=0.3)
-        with atomic_path(out / PLOT_FILE) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
-    finally:
-        plt.close(fig)  # a figure that failed too: pyplot would keep every one of them open

@@ -44,9 +44,9 @@ from minigpt.files import read_json
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.progress_bar import progress_bar
-from minigpt.run_dir import (LOG_FILE, STATE_FILE, append_log, check_out_dir, drop_previous_best, evaluated_at,
-                             frozen_weights, opening_record, plot_log, read_log, read_state, restore, run_dir_lock,
-                             save_best, save_checkpoint)
+from minigpt.run_dir import (STATE_FILE, check_out_dir, drop_previous_best, frozen_weights, read_state, restore,
+                             run_dir_lock, save_best, save_checkpoint)
+from minigpt.run_log import LOG_FILE, append_log, evaluated_at, opening_record, plot_log, read_log
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
@@ -399,7 +399,7 @@ class Run:
     data_fingerprint: dict | None
     frozen: dict | None  # `frozen_weights(raw)`: the names and digest of the weights that do not train
     bar: tqdm  # the progress bar (rank 0's; disabled on the others)
-    # The start's or resume's record (run_dir.py's `opening_record`), until the run's first write to
+    # The start's or resume's record (run_log.py's `opening_record`), until the run's first write to
     # its log (`log`) puts it there; rank 0's alone, None on the others and once written.
     opening: dict | None
 

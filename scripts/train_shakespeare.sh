@@ -50,7 +50,7 @@ $PY "$root/scripts/export_checkpoint.py" "$WORK/run/best" "$SHIP" --dtype float1
 cp "$WORK/run/loss.png" "$SHIP/"
 # The log without its start records (this machine's paths, time and checkout): the losses alone,
 # read as minigpt reads a log (a torn last record left out).
-$PY -c 'import json, sys, pathlib; from minigpt.run_dir import is_opening, read_log
+$PY -c 'import json, sys, pathlib; from minigpt.run_log import is_opening, read_log
 sys.stdout.writelines(json.dumps(r) + "\n" for r in read_log(pathlib.Path(sys.argv[1])) if not is_opening(r))' \
     "$WORK/run" > "$SHIP/log.jsonl"
 

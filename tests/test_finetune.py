@@ -1450,7 +1450,7 @@ def test_truncate_log_drops_a_stale_best_reset_at_the_checkpoints_step(tmp_path)
     """A resume that marked best_reset at the checkpoint's step S and died before its next
     checkpoint leaves a stale mark: the next resume from S drops it (and every record past S),
     keeping the evaluations at S (a mutation audit: keeping it passed every test)."""
-    from minigpt.run_dir import append_log, read_log, truncate_log
+    from minigpt.run_log import append_log, read_log, truncate_log
 
     for r in ({"step": 4, "loss": 1.0}, {"step": 4, "val_loss": 2.0}, {"step": 4, "best_reset": True},
               {"step": 5, "loss": 0.9}):
@@ -1604,7 +1604,7 @@ def test_the_summary_takes_the_last_evaluations_figures_from_it_alone(tmp_path):
     val_loss with step 5's val_ppl. Every figure of the last evaluation comes from it, the train
     loss from the last record that holds one."""
     from minigpt.finetune import StrategySummary, write_summary
-    from minigpt.run_dir import append_log
+    from minigpt.run_log import append_log
 
     for r in ({"step": 5, "loss": 0.8}, {"step": 5, "val_loss": 0.7, "val_ppl": 2.01, "val_accuracy": 0.5},
               {"step": 5, "best_reset": True}, {"step": 10, "loss": 0.6, "lr": 1e-4},

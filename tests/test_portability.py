@@ -24,7 +24,8 @@ import torch
 import minigpt.files as files
 import minigpt.stats as stats
 from minigpt.progress_bar import LOG_REFRESH_S, progress_bar
-from minigpt.run_dir import PLOT_FILE, RunInUse, draw_curves, run_dir_lock
+from minigpt.run_dir import RunInUse, run_dir_lock
+from minigpt.run_log import PLOT_FILE, draw_curves
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,12 +26,14 @@ from safetensors.torch import load_file
 import minigpt.files
 import minigpt.optimizer
 import minigpt.run_dir
+import minigpt.run_log
 import minigpt.train as train
 import minigpt.train_runtime as train_runtime
 from minigpt.checkpoint import INDEX_NAME
 from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.data import load_tokens, sample_batch
-from minigpt.run_dir import STATE_FILE, read_log, settle_best
+from minigpt.run_dir import STATE_FILE, settle_best
+from minigpt.run_log import read_log
 from minigpt.optimizer import lr_at
 from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.pretrain import build_model, pretrain
@@ -93,7 +95,7 @@ def test_logged_tokens_per_s_counts_every_step_since_the_last_record(tmp_path, m
 
 def step_records(out: Path) -> list[dict]:
     """OUT_DIR's log records of the run's steps: without its opening records (a start's, each
-    resume's: run_dir.py's `opening_record`), which differ between runs that trained alike."""
+    resume's: run_log.py's `opening_record`), which differ between runs that trained alike."""
     return [r for r in read_log(out) if "run" not in r]
 
 
@@ -1967,13 +1969,13 @@ def test_plot_log_draws_the_val_curve(tmp_path, monkeypatch):
     monkeypatch.setattr(Axes, "plot", plot)
     records = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0, "val_loss": 4.5}, {"step": 4, "loss": 3.0, "val_loss": 3.5}]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    minigpt.run_dir.plot_log(tmp_path)
+    minigpt.run_log.plot_log(tmp_path)
     assert drawn == {"train": ([1, 2, 4], [5.0, 4.0, 3.0]), "val": ([2, 4], [4.5, 3.5])}
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     # A classifier's log (a finetuner audit: its accuracy was not drawn): accuracy beside the losses.
     records[1]["val_accuracy"], records[2]["val_accuracy"] = 0.6, 0.7
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    minigpt.run_dir.plot_log(tmp_path)
+    minigpt.run_log.plot_log(tmp_path)
     assert drawn["val accuracy"] == ([2, 4], [0.6, 0.7])
 
 
@@ -2698,7 +2700,7 @@ def test_a_run_without_matplotlib_trains_on_without_its_curve(tmp_path, monkeypa
     """An audit: without matplotlib (or with one that fails to import) a run died at its first
     evaluation with a traceback. loss.png is a side product (log.jsonl holds the numbers): the run
     says once that it is not drawn, and trains to its end."""
-    monkeypatch.setattr(minigpt.run_dir, "_curve_skipped", set())
+    monkeypatch.setattr(minigpt.run_log, "_curve_skipped", set())
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
     out = tmp_path / "out"
     pretrain(tiny_cfg(make_data(tmp_path / "data"), out))  # evaluations at steps 6 and 12
@@ -2716,10 +2718,10 @@ def test_a_curve_that_cannot_be_saved_is_skipped_with_its_figure_closed(tmp_path
     def full_disk(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(minigpt.run_dir, "_curve_skipped", set())
+    monkeypatch.setattr(minigpt.run_log, "_curve_skipped", set())
     monkeypatch.setattr(Figure, "savefig", full_disk)
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 5.0}) + "\n")
-    minigpt.run_dir.plot_log(tmp_path)
+    minigpt.run_log.plot_log(tmp_path)
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "loss.png").exists() and plt.get_fignums() == []
 
@@ -3095,8 +3097,8 @@ def test_a_run_logs_how_it_was_started_and_how_each_resume_changed_it(tmp_path):
     start, resumed = log[0], log[4]
     assert "changed" not in start and resumed["changed"] == {"max_iters": [6, 9], "lr": [3e-3, 1e-3]}
     assert start["config"] == {**resumed["config"], "max_iters": 6, "lr": 3e-3, "resume": False}
-    assert resumed["config"] == minigpt.run_dir.plain_config(tiny_cfg(data, out, max_iters=9, lr=1e-3, resume=True))
-    git = minigpt.run_dir.git_commit()  # this checkout's commit (and -dirty, perhaps); None for an installed minigpt
+    assert resumed["config"] == minigpt.run_log.plain_config(tiny_cfg(data, out, max_iters=9, lr=1e-3, resume=True))
+    git = minigpt.run_log.git_commit()  # this checkout's commit (and -dirty, perhaps); None for an installed minigpt
     for record in (start, resumed):
         assert record["command"] == "train" and "argv" not in record  # (a sweep's one argv: none of its runs' flags)
         assert record["minigpt"] == minigpt.__version__ and record["torch"] == torch.__version__ and record["git"] == git
@@ -3127,7 +3129,7 @@ def test_git_commit_names_the_checkout_minigpt_runs_from_and_nothing_else(tmp_pa
     (minigpt installed in a venv there), and without git. Its git status takes no index lock."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed: git_commit's None without it is checked below, with PATH emptied")
-    git_commit = minigpt.run_dir.git_commit
+    git_commit = minigpt.run_log.git_commit
     assert git_commit(tmp_path) is None
     repo = tmp_path / "my repo"
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -3153,15 +3155,15 @@ def test_git_commit_names_the_checkout_minigpt_runs_from_and_nothing_else(tmp_pa
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
     assert git_commit(repo) is None
     rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
-    assert minigpt.run_dir.opening_record(tiny_cfg(tmp_path, tmp_path / "out"), rt, 0, None)["git"] is None
+    assert minigpt.run_log.opening_record(tiny_cfg(tmp_path, tmp_path / "out"), rt, 0, None)["git"] is None
 
 
 def _opening_records(tmp_path) -> tuple[dict, dict]:
     """A start's and a resume's opening records, as a run writes them."""
     rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
     cfg = tiny_cfg(tmp_path, tmp_path / "out")
-    return (minigpt.run_dir.opening_record(cfg, rt, 0, None),
-            minigpt.run_dir.opening_record(cfg, rt, 6, {"lr": (3e-3, 1e-3)}))
+    return (minigpt.run_log.opening_record(cfg, rt, 0, None),
+            minigpt.run_log.opening_record(cfg, rt, 6, {"lr": (3e-3, 1e-3)}))
 
 
 # The records of a run's steps: train records every 3 steps, evaluations at 6 (where it was resumed) and 9.
@@ -3196,15 +3198,15 @@ def _curves(out: Path, monkeypatch) -> dict:
 
     with monkeypatch.context() as patched:
         patched.setattr(Axes, "plot", plot)
-        minigpt.run_dir.plot_log(out)
+        minigpt.run_log.plot_log(out)
     return drawn
 
 
 # Each reader of log.jsonl, and how many of the run's records (opening records included) its log holds.
 LOG_READERS = {
-    "records_of_state": (8, lambda out, _: [r for r in minigpt.run_dir.records_of_state(out, 6) if "run" not in r]),
-    "comparable_evaluations": (8, lambda out, _: minigpt.run_dir.comparable_evaluations(read_log(out))),
-    "evaluated_at": (8, lambda out, _: [minigpt.run_dir.evaluated_at(out, step) for step in (0, 3, 6, 9)]),
+    "records_of_state": (8, lambda out, _: [r for r in minigpt.run_log.records_of_state(out, 6) if "run" not in r]),
+    "comparable_evaluations": (8, lambda out, _: minigpt.run_log.comparable_evaluations(read_log(out))),
+    "evaluated_at": (8, lambda out, _: [minigpt.run_log.evaluated_at(out, step) for step in (0, 3, 6, 9)]),
     "best_evaluations": (8, lambda out, _: _best_evaluations(out)),
     "write_summary": (8, lambda out, _: _summary_figures(out)),
     "plot_log": (8, _curves),

@@ -2535,6 +2535,7 @@ def test_cli_names_a_bad_value_by_its_flag(tiny_checkpoint, tmp_path, monkeypatc
     from minigpt.generate_cli import FLAG_ARGS, build_parser, main
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # set, --sampler triton runs on the CPU, interpreted
     (tmp_path / "p.jsonl").write_text('"To be"\n', encoding="utf-8")
     assert main(["--model", str(tiny_checkpoint), "--max-new-tokens", "2", *argv]) == 2
     err = capsys.readouterr().err

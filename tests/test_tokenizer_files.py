@@ -726,9 +726,8 @@ def test_a_token_added_tokens_decoder_marks_special_is_special_without_a_tokeniz
 def test_loading_thousands_of_added_tokens_takes_no_time_per_token(tmp_path, monkeypatch):
     """An audit: each added token's next free id was a max over the whole vocabulary, 1 ms a token:
     5,000 added tokens (a T5-style <extra_N> set) took 4.7 s to load. Found once now, then counted;
-    the ids are transformers' (50257, 50258, ...), as before."""
-    import time
-
+    the ids are transformers' (50257, 50258, ...), as before. The scan is counted, not timed: a
+    time limit failed on a busy CI machine, where loading GPT-2's tokenizer alone took longer."""
     import minigpt.tokenizer_files as files
     from transformers import GPT2TokenizerFast
 
@@ -737,11 +736,8 @@ def test_loading_thousands_of_added_tokens_takes_no_time_per_token(tmp_path, mon
     (tmp_path / "added_tokens.json").write_text(json.dumps({t: 50257 + i for i, t in enumerate(extra)}))
     maxes = []
     monkeypatch.setattr(files, "max", lambda *a, **k: maxes.append(1) or max(*a, **k), raising=False)
-    start = time.perf_counter()
     tok = Tokenizer.from_pretrained(tmp_path)
-    seconds = time.perf_counter() - start
-    print(f"5,000 added tokens loaded in {seconds:.2f} s")
-    assert len(maxes) == 1 and seconds < 2
+    assert len(maxes) == 1  # one scan of the vocabulary for all 5,000, not one each
     assert tok.added_tokens == {t: 50257 + i for i, t in enumerate(extra)}
     text = "a<extra_0>b <extra_4999>c<extra_12>"
     assert tok.encode(text) == GPT2TokenizerFast.from_pretrained(tmp_path).encode(text) == [64, 50257, 65, 220, 55256, 66, 50269]

@@ -328,7 +328,7 @@ def pairs_report(args) -> tuple[str, dict]:
     if not math.isfinite(loss):
         raise ValueError(f"the loss is {loss}: {NONFINITE}")
     targets = sum(n_targets(len(row), n) for row, n in zip(examples.rows, examples.prompt_lens))
-    dropped = f"; {examples.dropped:,} dropped, their prompt filling the block" if examples.dropped else ""
+    dropped = f"; {examples.dropped:,} dropped, their prompt filling the context" if examples.dropped else ""
     text = (f"completion loss {loss:.4f} nats/token  perplexity {math.exp(min(loss, 700)):.4f}  ({targets:,} completion "
             f"tokens of {len(examples.rows):,} pairs{dropped}; the prompts are context, as `finetune --task sft` scores them)")
     return text, {"model": args.model, "file": args.file, "completion_loss": loss, "tokens": targets,

@@ -63,7 +63,7 @@ from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAUL
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
 from minigpt.model import GPT
-from minigpt.sft_data import encode_pairs, holds_pairs, load_pairs, sft_batch, sft_val_loss
+from minigpt.sft_data import encode_pairs, holds_pairs, load_pairs, sft_batch, sft_val_loss, val_in_train
 from minigpt.sft_data import val_source as sft_val_source
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock
 from minigpt.run_log import comparable_evaluations, read_log
@@ -374,7 +374,11 @@ def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
                              "completion token to learn from: pass a larger --block-size, or shorter prompts")
     if rt.is_main:
         train, val = examples["train"], examples["val"]
-        print(f"sft: {len(train.rows):,} train / {len(val.rows):,} val examples ({sft_val_source(cfg)})")
+        # Said, not removed (`val_in_train`): a val pair the model also trains on is no held-out example.
+        shared = val_in_train(pairs)
+        also = (f"; {shared:,} of {len(pairs['val'][0]):,} val pairs are also train pairs: their loss is not held out"
+                if shared else "")
+        print(f"sft: {len(train.rows):,} train / {len(val.rows):,} val examples ({sft_val_source(cfg)}){also}")
         # Said, not silent: a cut example loses its completion's end and its EOS (the model is not
         # taught to stop there); a dropped one had no completion token in the block.
         if train.cut or val.cut:

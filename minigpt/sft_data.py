@@ -6,11 +6,11 @@ targets (TRL's `completion_only_loss`): the model is not taught to write prompts
 
 Where it sits: between the files and minigpt/finetune.py's training loop for `--task sft`:
 `pairs.jsonl ({"prompt": ..., "completion": ...} a line) → read_pairs → encode_pairs (prompt and
-completion tokenized apart, their ids joined, <|endoftext|> after, cut to the block) → SftExamples →
-sft_batch (right-padded (x, y); y the next token, IGNORE_INDEX on prompt and pad positions) →
-GPT.forward's loss, the mean over completion tokens`; at each evaluation `sft_val_loss` over every
-validation example. The classify task's pieces are reused where they fit: the seeded hold-out
-and the fingerprint (minigpt/classify_data.py).
+completion tokenized apart, their ids joined, <|endoftext|> after, an empty prompt <|endoftext|>,
+cut to the block) → SftExamples → sft_batch (right-padded (x, y); y the next token, IGNORE_INDEX on
+prompt and pad positions) → GPT.forward's loss, the mean over completion tokens`; at each
+evaluation `sft_val_loss` over every validation example. The classify task's pieces are reused
+where they fit: the seeded hold-out and the fingerprint (minigpt/classify_data.py).
 
 Not handled: chat templates (roles, several turns), and packing several examples into one window.
 """
@@ -136,13 +136,23 @@ def load_pairs(cfg: FinetuneConfig) -> dict[str, Examples]:
     return {"train": (train[0][n_val:], train[1][n_val:]), "val": (train[0][:n_val], train[1][:n_val])}
 
 
+def val_in_train(pairs: dict[str, Examples]) -> int:
+    """How many val pairs are also train pairs (the same prompt and the same completion): a file
+    with repeated pairs, split by --val-fraction, or a --val-data drawn from --data, puts them on
+    both sides, and their val loss measures memory, not what the model learned. Counted for the
+    run to say, not removed: which copy is "the" duplicate, and whether repeats are meant (a pair
+    weighed up on purpose), is the user's call."""
+    train = set(zip(*pairs["train"]))
+    return sum(pair in train for pair in zip(*pairs["val"]))
+
+
 class SftExamples(NamedTuple):
     """`encode_pairs`' answer: the examples kept, and what the cut did to them."""
 
     rows: list[list[int]]  # prompt ids + completion ids + EOS, at most block_size + 1 ids
-    prompt_lens: list[int]  # how many of each row's first ids are the prompt's
+    prompt_lens: list[int]  # how many of each row's first ids are the prompt's: at least 1 (an empty prompt is EOS)
     cut: int  # rows longer than the block, that lost their end (the completion's, and its EOS)
-    dropped: int  # examples whose prompt fills the block: no completion token left to learn
+    dropped: int  # examples whose prompt is longer than the block: no completion token left to learn
     longest: int  # the longest kept row's ids, before the cut
 
 
@@ -156,10 +166,19 @@ def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
     prompt and completion belongs at the completion's start. The EOS teaches the model to stop.
     "<|endoftext|>" written in a text is its characters, not the token (as classify reads texts).
 
+    An empty prompt is the one id EOS: generation starts an empty prompt from <|endoftext|>
+    (GPT-2's begin token too; minigpt/text_generation.py, as transformers' `generate` starts from
+    bos_token_id), so training reads what generation will. Without it the row would start at the
+    completion's first token, which no position predicts: never learnt (an audit's tuned model,
+    prompted with nothing, wrote nothing). (TRL adds what the tokenizer adds: a BOS for Llama's, which gives
+    these rows, and nothing for GPT-2's, which leaves that first token untaught.) So every prompt is
+    at least one id, and every completion token, and the EOS after it, is a target.
+
     A row keeps its first block_size + 1 ids: the model reads block_size of them, and each but the
-    first is the target of the one before. An example whose prompt fills that leaves no completion
-    token to learn from, and is dropped, counted (a batch of only such would have no target: its
-    mean loss would be 0/0, a NaN the training loop stops on). Both counts are the caller's to say."""
+    first is the target of the one before. An example whose prompt is longer than block_size ids
+    fills that and leaves no completion token to learn from: it is dropped, counted (a batch of
+    only such would have no target: its mean loss would be 0/0, a NaN the training loop stops on).
+    Both counts are the caller's to say."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no end-of-text token, which sft puts after each completion so that the "
@@ -168,6 +187,7 @@ def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
     completions = tokenizer.encode_batch(pairs[1], disallowed_special=())
     rows, prompt_lens, cut, longest = [], [], 0, 0
     for prompt, completion in zip(prompts, completions):
+        prompt = prompt or [eos]  # an empty prompt: the token generation starts from (docstring)
         row = prompt + completion + [eos]
         if n_targets(min(len(row), block_size + 1), len(prompt)) > 0:  # else dropped: counted once, not as cut too
             longest = max(longest, len(row))
@@ -178,9 +198,9 @@ def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
 
 
 def n_targets(row_len: int, prompt_len: int) -> int:
-    """How many of a row's ids are targets: the completion's and the EOS, but never the row's first
-    id, which no position predicts (with an empty prompt, the completion's first token)."""
-    return row_len - max(prompt_len, 1)
+    """How many of a row's ids are targets: those after the prompt, the completion's and its EOS
+    (the row's first id, which no position predicts, is the prompt's: it is never empty)."""
+    return row_len - prompt_len
 
 
 def sft_batch(examples: SftExamples, picks: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +214,7 @@ def sft_batch(examples: SftExamples, picks: list[int], pad_id: int) -> tuple[tor
     transformers' Trainer counted them until 2024), where the val loss counts each token once."""
     xs, ys = [], []
     for i in picks:
-        row, first = examples.rows[i], max(examples.prompt_lens[i], 1)  # first: the first target id
+        row, first = examples.rows[i], examples.prompt_lens[i]  # first: the first target id (a prompt has ≥ 1)
         xs.append(row[:-1])
         ys.append([IGNORE_INDEX] * (first - 1) + row[first:])  # y[t] = row[t + 1], kept from t = first - 1
     x, _ = pad_rows(xs, pad_id, "right")

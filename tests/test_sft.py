@@ -84,6 +84,22 @@ def test_a_long_example_is_cut_and_a_prompt_filling_the_block_is_dropped():
     assert encoded.prompt_lens == [1, 5]
 
 
+def test_an_empty_prompt_is_the_eos_generation_starts_from_so_every_completion_token_is_a_target():
+    """An audit: an empty prompt's row began at its completion's first token, which no position
+    predicts, so that token was never a target, while generation starts an empty prompt from
+    <|endoftext|>: the tuned model, given it, ended at once. The prompt is [EOS] now, as generation
+    reads it; an empty completion too keeps one target, its EOS, and is not dropped (it was said as
+    "dropped, whose prompt fills the block" with a prompt of 0 tokens)."""
+    tok = Tokenizer.train("abcdefgh", 257)  # no merge: a token a character, EOS the 257th
+    eos = tok.eos_token_id
+    encoded = encode_pairs(tok, (["", "", "a"], ["bc", "", "b"]), block_size=2)
+    assert encoded.rows == [[eos, *tok.encode("bc"), eos][:3], [eos, eos], [*tok.encode("ab"), eos]]
+    assert encoded.prompt_lens == [1, 1, 1] and encoded.dropped == 0 and encoded.cut == 1
+    x, y = sft_batch(encoded, [0, 1], PAD)
+    assert x.tolist() == [[eos, *tok.encode("b")], [eos, PAD]]
+    assert y.tolist() == [tok.encode("bc"), [eos, IGNORE_INDEX]]  # "b" after EOS is a target; the empty pair's EOS is
+
+
 def test_a_batch_targets_the_completion_tokens_alone():
     x, y = sft_batch(EXAMPLES, [0, 1], PAD)
     assert x.tolist() == [[5, 6, 7, 8, 9], [10, 11, PAD, PAD, PAD]]
@@ -346,3 +362,52 @@ def test_pairs_given_to_the_lm_task_are_told_to_use_sft(base, tmp_path, capsys):
     text with jq) is for text in JSON, not for prompt/completion pairs."""
     assert _run(base, tmp_path / "o", "--task", "lm", "--data", str(base / "pairs.jsonl"), "--eval-iters", "2") == 2
     assert "holds prompt/completion pairs (JSON Lines), which the lm task would read as text" in capsys.readouterr().err
+
+
+def test_an_empty_prompt_is_learnt_as_generation_then_starts_it_and_minigpt_eval_scores_it(base, tmp_path, capsys):
+    """An audit: a pair with an empty prompt trained without the <|endoftext|> generation starts
+    from, so `generate --prompt ""` on the tuned model printed nothing; and `minigpt eval` said an
+    empty pair "dropped, their prompt filling the block". Now generation writes the completion, and
+    eval scores every pair, the empty one's EOS too, with the training's own encoding."""
+    from minigpt.evaluate import main as eval_main
+    from minigpt.text_generation import generate_text
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"{c}:", "completion": f" {f}"} for c, f in FRUIT.items()] + [{"prompt": "", "completion": " lime"}]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _run(base, tmp_path / "o", "--strategy", "full", "--max-iters", "60", "--eval-interval", "30", "--lr", "5e-3",
+                "--batch-size", "16", "--dropout", "0", "--data", str(pairs), "--val-data", str(pairs)) == 0
+    assert "sft: dropped" not in capsys.readouterr().out
+    tok = Tokenizer.from_pretrained(tmp_path / "o")
+    assert generate_text(GPT.from_pretrained(tmp_path / "o").eval(), tok, "", max_new_tokens=8) == [" lime"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"prompt": "red:", "completion": " apple"}) + "\n" + json.dumps({"prompt": "", "completion": ""}))
+    assert eval_main([str(tmp_path / "o"), str(empty), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["pairs"] == 2 and record["dropped"] == 0
+    assert record["tokens"] == len(tok.encode(" apple")) + 2  # the completion and its EOS, and the empty pair's EOS
+
+
+def test_val_pairs_that_are_also_train_pairs_are_counted_and_said(base, tmp_path, capsys):
+    """An audit: --val-fraction held out exact copies of train pairs (4 of 19 in its file), whose
+    val loss is memory, not generalization, and nothing said so. They are counted (the same prompt
+    and completion; neither alone) and said on the `sft:` line, not removed."""
+    from minigpt.sft_data import val_in_train
+
+    split = {"train": (["a", "b", "c"], ["1", "2", "3"]), "val": (["a", "b", "a", "d"], ["1", "9", "1", "4"])}
+    assert val_in_train(split) == 2  # ("a", "1") twice; ("b", "9") shares a prompt only
+    assert _run(base, tmp_path / "o", "--max-iters", "1") == 0  # --val-data is --data here
+    assert "val examples (from --val-data " + str(base / "pairs.jsonl") + "); 4 of 4 val pairs are also train pairs: " \
+           "their loss is not held out" in capsys.readouterr().out
+    many = tmp_path / "many.jsonl"  # each pair 5 times: a --val-fraction split holds copies of train pairs
+    many.write_text("".join(json.dumps({"prompt": f"{c}:", "completion": f" {f}"}) + "\n" for c, f in FRUIT.items()) * 5)
+    assert _run(base, tmp_path / "o2", "--data", str(many), "--val-fraction", "0.25", "--max-iters", "1") == 0
+    cfg = FinetuneConfig(init="x", task="sft", data=str(many), val_fraction=0.25)
+    from minigpt.sft_data import load_pairs
+    shared = val_in_train(load_pairs(cfg))
+    assert shared > 0 and f"; {shared} of 5 val pairs are also train pairs" in capsys.readouterr().out
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"prompt": "red:", "completion": " cherry"}) + "\n")  # a prompt shared, not the pair
+    assert _run(base, tmp_path / "o3", "--val-data", str(other), "--max-iters", "1",
+                "--data", str(base / "pairs.jsonl")) == 0
+    assert "also train pairs" not in capsys.readouterr().out

@@ -240,7 +240,9 @@ def download_hint(path: Path) -> str:
     """What to run: in a folder where a download stopped (its files wait there as FILE.partial until
     all four are whole, minigpt/download.py), the download again; else, when its name is one of the
     four GPT-2 sizes, how to fetch OpenAI's weights into it, or, when it could be another Hub
-    model's name, how to fetch that (`hub_hint`)."""
+    model's name, how to fetch that (`hub_hint`). A folder with nanoGPT's ckpt.pt (its out_dir): how to convert it."""
+    if (path / NANOGPT_CKPT).is_file():
+        return f" (it holds nanoGPT's {NANOGPT_CKPT}; convert it: {convert_nanogpt(path)})"
     if path.is_dir() and any(path.glob("*.partial")):
         return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
     if path.name not in GPT2_SIZES:
@@ -251,12 +253,28 @@ def download_hint(path: Path) -> str:
     return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
 
 
+# The names a PyTorch pickle goes by: nanoGPT's out_dir/ckpt.pt, torch.save's .pt/.pth, Lightning's .ckpt,
+# Hugging Face's older pytorch_model.bin. Passed as a checkpoint, the likeliest is nanoGPT's.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+NANOGPT_CKPT = "ckpt.pt"  # what nanoGPT's train.py saves in its out_dir
+
+
+def convert_nanogpt(ckpt: Path) -> str:
+    """The command that converts nanoGPT's ckpt.pt (or its out_dir) into a checkpoint directory."""
+    return f"python scripts/convert_nanogpt.py {ckpt} NEW_DIR"
+
+
 def check_checkpoint_dir(path: Path) -> None:
-    """A checkpoint is a directory: say so for a file inside one (its config.json, say), and name
-    the path that does not exist."""
-    if path.is_file():  # e.g. its config.json, or model.safetensors
-        raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
-                                 f"model.safetensors ({path.parent}?)")
+    """A checkpoint is a directory: say so for a file inside one (its config.json, say), or for a
+    PyTorch pickle (nanoGPT's ckpt.pt: how to convert it), and name the path that does not exist."""
+    if path.is_file():
+        if (path.parent / "config.json").is_file():  # e.g. its config.json, or model.safetensors
+            raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
+                                     f"model.safetensors ({path.parent}?)")
+        if path.suffix in PICKLE_SUFFIXES:
+            raise NotADirectoryError(f"{path} is a PyTorch pickle, not a checkpoint directory (config.json + "
+                                     f"model.safetensors); if it is nanoGPT's, convert it: {convert_nanogpt(path)}")
+        raise NotADirectoryError(f"{path} is a file, not a checkpoint directory (config.json + model.safetensors)")
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")
 

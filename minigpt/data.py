@@ -429,7 +429,9 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     vocab_size built a model until memory ran out, and a mistyped count was a TypeError mid-run."""
     path = Path(data_dir) / "meta.json"
     if not path.exists():
-        raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first")
+        raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first (uint16 token "
+                                'files made elsewhere, as nanoGPT\'s prepare.py: write {"vocab_size": N, "eos_token_id": ID} '
+                                "beside them)")
     try:
         meta = read_json(path)
     except ValueError as e:  # not UTF-8, or not JSON: read_json's message names the file

@@ -263,6 +263,30 @@ def typed_text(flag: str, value: str) -> str:
 CP1252_ONLY = frozenset(range(0x80, 0xA0)) - {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 
 
+# Bytes that text holds next to none of: NUL and the other C0 controls but tab, newline, vertical
+# tab, form feed and carriage return, and DEL. A token file is full of them: a uint16 id below
+# 8,192 (GPT-2's commonest tokens) has a high byte below 0x20.
+CONTROL_BYTES = frozenset(range(0x20)) - frozenset(b"\t\n\v\f\r") | {0x7F}
+BINARY_SAMPLE = 4096  # the bytes looked at, from the start of what was decoded
+BINARY_SHARE = 0.1  # more of those than this share of them, and it is no text
+
+
+def looks_binary(name: str | os.PathLike, data: bytes) -> bool:
+    """Whether `data` (the bytes that did not decode as UTF-8) is no text in any encoding: a .bin
+    (minigpt prepare's and nanoGPT's token files), or bytes of which many are control bytes."""
+    sample = data[:BINARY_SAMPLE]
+    return str(name).endswith(".bin") or sum(b in CONTROL_BYTES for b in sample) > BINARY_SHARE * len(sample)
+
+
+def token_file_hint(name: str | os.PathLike) -> str:
+    """For a .bin beside a meta.json (a prepared data folder): which text to pass instead."""
+    folder = Path(name).parent
+    if not (str(name).endswith(".bin") and (folder / "meta.json").is_file()):
+        return "; pass a text file"
+    val_txt = f", e.g. {folder / 'val.txt'}" if (folder / "val.txt").is_file() else ""
+    return f"; it holds the token ids of the data prepared in {folder}: pass the text they came from{val_txt}"
+
+
 def without_cut_character(data: bytes) -> bytes:
     """`data` without a UTF-8 character begun at its end and not finished there: its lead byte in the
     last 3 says how many bytes it needs (110xxxxx two, 1110xxxx three, 11110xxx four)."""
@@ -281,12 +305,17 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
     The fix names the encoding that a byte order mark at the start tells; without one it is a guess
     from the bytes that are no UTF-8: cp1252 if one of them is in `CP1252_ONLY` (the first may be an
     é, which both encodings have, before a dash that only cp1252 has), else latin1. (0x80-0x9F are
-    also the inner bytes of UTF-8's own characters, “ is E2 80 9C: those do not count.)"""
+    also the inner bytes of UTF-8's own characters, “ is E2 80 9C: those do not count.) A file that
+    is no text at all (`looks_binary`: a .bin of token ids, most often) gets no encoding advice:
+    no conversion makes it text."""
     found = at == 0 and next((enc for enc, boms in BYTE_ORDER_MARKS.items() if e.object.startswith(boms)), None)
     if found:
         return ValueError(f"{name} is {found.upper()} text, not UTF-8 (it starts with a {found.upper()} byte order mark); "
                           f"convert it first (e.g. iconv -f {found} -t utf-8)")
     byte = e.object[e.start]
+    if looks_binary(name, e.object):
+        return ValueError(f"{name} looks like a binary (token) file, not text (byte {byte:#04x} at offset {at + e.start})"
+                          f"{token_file_hint(name)}")
     # Each byte that does not decode becomes one surrogate U+DC80..U+DCFF: those are the stray ones
     # (but a character cut in two at the end of a block read piece by piece is not stray).
     decoded = without_cut_character(e.object).decode("utf-8", "surrogateescape")

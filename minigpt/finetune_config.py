@@ -41,6 +41,8 @@ STRATEGY_OPTIONS = {"n_trainable_blocks": "partial", "train_embeddings": "partia
                     "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora"}
 # What finetune's shape flags answer (train's --n-layer etc.): the shape is the --init checkpoint's.
 SHAPE_FLAG_REFUSED = "fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag"
+# (nanoGPT's crop_block_size shrinks the position table; here the table stays and the windows shrink.)
+N_POSITIONS_REFUSED = f"{SHAPE_FLAG_REFUSED}; to train on shorter windows, use --block-size N (the model keeps its position table)"
 # The same for the options of one task (or of the tasks named).
 TASK_OPTIONS = {name: "classify" for name in ("pooling", "head_hidden", "num_labels", "max_examples", "max_val_examples")}
 TASK_OPTIONS["val_data"] = ("classify", "sft")  # lm holds out a part of each text file, or reads a prepared val.bin
@@ -155,7 +157,7 @@ class FinetuneConfig(TrainConfig):
     n_layer: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
     n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    n_positions: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_positions: int | None = field(default=None, init=False, metadata={"refused": N_POSITIONS_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
     # TrainConfig's batch knobs, whose unit a classifier changes from windows to texts.
     block_size: int | None = flag(None, "lm: tokens per training window; classify: the tokens of each text kept, its first; "

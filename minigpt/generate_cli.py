@@ -405,13 +405,16 @@ def main(argv: list[str] | None = None) -> int:
 def check_model_path(args: argparse.Namespace) -> None:
     """Refuse a --model that is no checkpoint directory before anything loads: a file, or a path
     that does not exist (with how to fetch GPT-2's weights into it, if it is named after one)."""
-    from minigpt.checkpoint import download_hint
+    from minigpt.checkpoint import check_checkpoint_dir, download_hint
     from minigpt.config import gpt2_name, shipped_path
     from minigpt.lora import ADAPTER_CONFIG
 
     model_dir = Path(shipped_path(args.model))  # (README's checkpoints/shakespeare, for an installed minigpt too)
-    if model_dir.is_file():  # e.g. its config.json (else: "config.json/config.json not found")
-        raise ValueError(f"--model {model_dir} is a file; pass the checkpoint's directory ({model_dir.parent})")
+    if model_dir.is_file():  # its config.json, or nanoGPT's ckpt.pt (else: "config.json/config.json not found")
+        try:
+            check_checkpoint_dir(model_dir)  # names the folder a file is in, or the converter of a pickle
+        except NotADirectoryError as e:
+            raise ValueError(f"--model {e}") from None
     # A GPT-2 size by name ("gpt2") is no path to check: GPT.from_pretrained finds or fetches it (find_gpt2).
     # A folder of LoRA adapters alone has no config.json: GPT.from_pretrained loads their base (load_adapted).
     adapters = (model_dir / ADAPTER_CONFIG).is_file()
@@ -431,6 +434,7 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
     UTF-8 whatever the locale (`typed_text`)."""
     if args.prompt is not None:
         args.prompt = typed_text("--prompt", args.prompt)
+        warn_file_prompt(args.prompt)
     if args.stop:
         args.stop = [typed_text("--stop", stop) for stop in args.stop]
     try:
@@ -441,6 +445,15 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
         flag = "--prompt-file" if args.prompt_file else "--prompts-file"
         raise ValueError(f"cannot read {flag}: {e}") from None
     return prompt, records, lines
+
+
+def warn_file_prompt(prompt: str) -> None:
+    """nanoGPT's sample.py reads --start=FILE:prompt.txt from the file; minigpt's --prompt is the text
+    itself, so "FILE:prompt.txt" would be generated from as written. Said when that file exists."""
+    path = prompt.removeprefix("FILE:")
+    if path != prompt and Path(path).is_file():
+        print(f"{prog('generate')}: warning: --prompt {prompt!r} is the text itself; to read {path}, pass "
+              f"--prompt-file {path}", file=sys.stderr)
 
 
 def load_model_and_tokenizer(args: argparse.Namespace, prog: str) -> tuple[GPT, Tokenizer]:

@@ -127,8 +127,11 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd", "n_positions")
                  if getattr(cfg, k) is not None]
         if shape:
+            # nanoGPT's crop_block_size shrinks the position table; here the table stays and the windows shrink.
+            crop = f"; to train on shorter windows, use --block-size {cfg.n_positions} (the model keeps its position table)" \
+                if cfg.n_positions is not None else ""
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
-                             f"drop {'them' if len(shape) > 1 else 'it'}")
+                             f"drop {'them' if len(shape) > 1 else 'it'}{crop}")
         source = weights or cfg.init
         is_classifier = is_classifier_checkpoint(source)
         if is_classifier and not classifier_init:  # in train's words (GPT.from_pretrained's refusal names the classifier loader)

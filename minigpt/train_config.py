@@ -182,6 +182,23 @@ class RefusedFlag(argparse.Action):
         parser.exit(2, f"{parser.prog}: error: {given}: {self.const}\n")
 
 
+UNRECOGNIZED = "unrecognized arguments: "  # how argparse's error begins for flags it does not know
+
+
+class ConfigParser(argparse.ArgumentParser):
+    """train's and finetune's parser: an unknown flag spelled with underscores, as nanoGPT's
+    configurator takes them (--max_iters=10), is answered with its dashed name (did you mean --max-iters?)."""
+
+    def error(self, message: str):
+        unknown = message.removeprefix(UNRECOGNIZED)  # argparse's words, then the arguments it did not take
+        if unknown != message:
+            known = {option for action in self._actions for option in action.option_strings}
+            dashed = [arg.split("=")[0].replace("_", "-") for arg in unknown.split() if arg.startswith("--")]
+            if hint := ", ".join(flag for flag in dashed if flag in known):
+                message += f"; did you mean {hint}?"
+        super().error(message)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
     """One `--field-name` flag per dataclass field, typed from its annotation, help from metadata.
 
@@ -226,7 +243,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     its first checkpoint saved no settings: --resume there starts it again with the flags given
     (minigpt/run_dir.py's `restart_unsaved_run`), and a bare --resume is refused with that advice.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = ConfigParser(prog=prog, description=description)
     add_config_flags(parser, cls)
     args = vars(parser.parse_args(argv))
     typed = argparse.ArgumentParser(add_help=False)

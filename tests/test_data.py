@@ -890,3 +890,35 @@ def test_a_utf8_file_with_a_stray_latin1_byte_is_not_told_cp1252(tmp_path):
     with pytest.raises(UnicodeDecodeError) as e:
         block.decode("utf-8")
     assert "iconv -f latin1" in str(minigpt.files.not_utf8("f.txt", e.value))
+
+
+def test_a_token_file_read_as_text_is_told_binary_not_iconv(tok, tmp_path):
+    """An audit: `minigpt eval MODEL data/val.bin` (or `prepare` of nanoGPT's train.bin) was told to
+    convert it with `iconv -f cp1252`, which no token file survives. A .bin, or bytes full of control
+    bytes, is named a binary file; a .bin of a prepared folder points at the text it came from."""
+    (tmp_path / "a.txt").write_text(corpus(50, seed=0))
+    prepare([tmp_path / "a.txt"], tok, tmp_path / "d")
+    with pytest.raises(ValueError, match=rf"val.bin looks like a binary \(token\) file, not text .*; it holds the token ids of "
+                                         rf"the data prepared in {re.escape(str(tmp_path / 'd'))}: pass the text they came "
+                                         rf"from, e.g. {re.escape(str(tmp_path / 'd' / 'val.txt'))}$"):
+        read_text(tmp_path / "d" / "val.bin")
+    ids = np.array(tok.encode("ROMEO: it is the east, and Juliet is the sun. " * 40), dtype=np.uint16).tobytes()
+    (tmp_path / "ids.dat").write_bytes(ids)  # another name: its NULs and control bytes tell
+    with pytest.raises(ValueError, match=r"ids.dat looks like a binary \(token\) file, not text \(byte 0x\w+ at offset \d+\); "
+                                         r"pass a text file$"):
+        prepare([tmp_path / "ids.dat"], tok, tmp_path / "e")
+    (tmp_path / "cp.txt").write_bytes("café – très bon\n".encode("cp1252"))  # a text in another encoding keeps its advice
+    with pytest.raises(ValueError, match=r"iconv -f cp1252"):
+        read_text(tmp_path / "cp.txt")
+
+
+def test_no_meta_json_says_what_token_files_made_elsewhere_need(tmp_path):
+    """An audit: nanoGPT's prepare.py writes train.bin/val.bin (uint16) that minigpt trains on with a
+    hand-written meta.json, but the error only said to run `minigpt prepare`."""
+    np.zeros(100, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    with pytest.raises(FileNotFoundError, match=r"no meta.json in .*: prepare the data with `minigpt prepare` first \(uint16 "
+                                                r"token files made elsewhere, as nanoGPT's prepare.py: write "
+                                                r'\{"vocab_size": N, "eos_token_id": ID\} beside them\)'):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text('{"vocab_size": 50257, "eos_token_id": 50256}')
+    assert read_meta(tmp_path)["vocab_size"] == 50257  # that alone is enough

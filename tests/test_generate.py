@@ -2372,8 +2372,8 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert f"{tmp_path / 'nope'} not found; pass --model DIR with config.json and model.safetensors" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint / "config.json"), "--prompt", "x"]) == 2
-    assert f"--model {tiny_checkpoint / 'config.json'} is a file; pass the checkpoint's directory ({tiny_checkpoint})" \
-        in capsys.readouterr().err
+    assert (f"--model {tiny_checkpoint / 'config.json'} is a file; a checkpoint is the directory that holds config.json "
+            f"and model.safetensors ({tiny_checkpoint}?)") in capsys.readouterr().err
     (tmp_path / "gpt2").mkdir()  # as the shipped checkpoints/gpt2: tokenizer files, no weights
     assert main(["--model", str(tmp_path / "gpt2"), "--prompt", "x"]) == 2
     assert f"minigpt download gpt2 --out {tmp_path / 'gpt2'}" in capsys.readouterr().err
@@ -3327,3 +3327,21 @@ def test_an_unknown_keyword_in_kwargs_names_the_function_called_and_the_closest_
         # "stream() got multiple values for argument 'input_ids'"
         with pytest.raises(TypeError, match=rf"^{call}\(\) got an unexpected keyword argument 'input_ids'"):
             f(*args, input_ids=torch.tensor([PROMPTS[0]]))
+
+
+def test_a_nanogpt_file_prompt_is_warned_about(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """An audit: nanoGPT's sample.py reads --start=FILE:prompt.txt from the file; minigpt's --prompt
+    "FILE:prompt.txt" generated from those 15 characters without a word. Where the file exists, a
+    warning names --prompt-file (the text is still what was typed)."""
+    from minigpt.generate_cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--model", str(tiny_checkpoint), "--max-new-tokens", "1", "--temperature", "0"]
+    assert main([*base, "--prompt", "FILE:prompt.txt"]) == 0  # no such file: plain text, no warning
+    assert "warning" not in capsys.readouterr().err
+    (tmp_path / "prompt.txt").write_text("To be")
+    assert main([*base, "--prompt", "FILE:prompt.txt"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("FILE:prompt.txt")
+    assert ("minigpt generate: warning: --prompt 'FILE:prompt.txt' is the text itself; to read prompt.txt, pass "
+            "--prompt-file prompt.txt") in err

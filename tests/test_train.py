@@ -3232,3 +3232,37 @@ def test_every_reader_of_the_log_passes_over_its_opening_records(tmp_path, monke
         found.append(read(tmp_path / name, monkeypatch))
     assert found[0] == found[1]
     assert found[0] not in ([], {}, None)  # (a reader that found nothing in either would pass unseen)
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_a_nanogpt_underscored_flag_is_answered_with_its_dashed_name(command, tmp_path, capsys):
+    """An audit: nanoGPT's configurator spells flags --max_iters=10, and argparse's "unrecognized
+    arguments" after a screen of usage gave no hint that minigpt's is --max-iters."""
+    from minigpt.finetune import main as finetune_main
+
+    main = {"train": train_main, "finetune": finetune_main}[command]
+    init = ["--init", str(tmp_path / "m")] if command == "finetune" else []
+    with pytest.raises(SystemExit) as e:
+        main([*init, "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--max_iters=10", "--no_compile", "--x_y"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"minigpt {command}: error: unrecognized arguments: --max_iters=10 --no_compile --x_y; "
+        "did you mean --max-iters, --no-compile?")
+
+
+def test_n_positions_with_init_points_at_block_size_for_shorter_windows(tmp_path, capsys):
+    """An audit: nanoGPT's crop_block_size has no minigpt flag, and the --n-positions refusal said only
+    "drop it"; --block-size N trains on shorter windows of the same model (train and finetune say so)."""
+    from minigpt.finetune import main as finetune_main
+
+    cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "o", init=str(tmp_path / "m"), preset=None, n_layer=None,
+                   n_head=None, n_embd=None, n_positions=64)
+    with pytest.raises(ValueError, match=r"--n-positions cannot change the shape of the --init checkpoint .*; drop it; to "
+                                         r"train on shorter windows, use --block-size 64 \(the model keeps its position table\)$"):
+        build_model(cfg, VOCAB)
+    with pytest.raises(SystemExit):
+        finetune_main(["--init", str(tmp_path / "m"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o"),
+                       "--n-positions", "64"])
+    assert capsys.readouterr().err.strip().endswith(
+        "--n-positions 64: fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag; "
+        "to train on shorter windows, use --block-size N (the model keeps its position table)")

@@ -29,7 +29,8 @@ from safetensors import SafetensorError, safe_open
 from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, architectures_of, gpt2_name,
                             shipped_path)
 from minigpt.download import find_gpt2, hub_hint
-from minigpt.files import atomic_path, fsync_file, read_json, refuse_lfs_pointer, save_lock, temp_path
+from minigpt.files import (atomic_path, check_regular_file, fsync_file, kept_mode, no_follow, read_json, refuse_lfs_pointer,
+                           save_lock, temp_path)
 from minigpt.lora import ADAPTER_CONFIG, load_adapted
 from minigpt.model import GPT
 
@@ -51,12 +52,14 @@ def weight_files(path: Path) -> list[Path]:
     `model.safetensors` if it exists (a single file wins over an index, as in transformers), else
     every shard that `model.safetensors.index.json` lists, each once, sorted by name. Raises
     FileNotFoundError if there is neither file, one is a broken link or a listed shard is missing,
-    and ValueError for an index that is not UTF-8 JSON, has no `weight_map`, or names a shard that
-    is no file inside `path` (`check_shard_name`). Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
+    and ValueError for a weights file that is no regular file (a FIFO, a device), an index that is
+    not UTF-8 JSON, has no `weight_map`, or names a shard that is no file inside `path`
+    (`check_shard_name`). Shared by `load_gpt` and `GPTClassifier.from_pretrained`.
     """
     single, index = path / WEIGHTS_NAME, path / INDEX_NAME
     refuse_broken_link(single)
     if single.exists():
+        check_regular_file(single)  # a FIFO there would hang the load, a device (/dev/zero) never end
         return [single]
     refuse_broken_link(index)
     if not index.exists():
@@ -77,8 +80,8 @@ def weight_files(path: Path) -> list[Path]:
         refuse_broken_link(path / shard)
         if not (path / shard).exists():
             raise FileNotFoundError(f"shard {shard} listed in {INDEX_NAME} is missing from {path}")
-        if not (path / shard).is_file():  # a folder: safetensors' error, "No such device", named no file
-            raise ValueError(f"{index} lists tensor {tensor!r} in shard {shard!r}, which is not a file")
+        if not (path / shard).is_file():  # a folder: safetensors' error, "No such device", named no file; a FIFO hung
+            raise ValueError(f"{index} lists tensor {tensor!r} in shard {shard!r}, which is not a regular file")
     return sorted(path / shard for shard in first_tensor)
 
 
@@ -499,14 +502,16 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     with save_lock(path):
         # On leaving, the inner atomic_path renames the weights in, then the outer one the config.
         with atomic_path(config) as config_tmp, atomic_path(path / WEIGHTS_NAME) as weights_tmp:
-            with open(weights_tmp, "wb") as f:
+            # The new file atomic_path made, and no link put in its place since (which "wb" would follow).
+            with open(weights_tmp, "wb", opener=no_follow) as f:
                 stream_safetensors(tensors, f)
             write_config(config_tmp)
             # Durable before any old file goes: the fsync is the slow part (seconds for GPT-2's GBs), and
             # a failure or Ctrl-C in it must leave the previous checkpoint whole (atomic_path's own
-            # fsync, on leaving, then has nothing left to write).
-            fsync_file(weights_tmp)
-            fsync_file(config_tmp)
+            # fsync, on leaving, then has nothing left to write). Each keeps the old file's permission
+            # bits: here, as the old config.json may be gone by the time atomic_path renames.
+            fsync_file(weights_tmp, kept_mode(path / WEIGHTS_NAME))
+            fsync_file(config_tmp, kept_mode(config))
             # The same config: kept, so a kill between the renames leaves a checkpoint that loads.
             if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
                 config.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,23 +28,25 @@ except ImportError:  # Windows has no flock: file_lock locks a byte with msvcrt 
 
 @contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temp path beside `dest`; once the caller has written it, move it over `dest`.
+    """Yield a temp path beside `dest`, a new empty file; once the caller has written it, move it over `dest`.
 
     A reader sees either the old file or the complete new one, never half of one: `os.replace`
     is atomic on POSIX and Windows. The fsync makes the data durable *before* the rename, else a
     power cut could leave the new name pointing at an empty file. If writing fails, the temp
     file is removed and `dest` is untouched. A killed process (SIGKILL, power cut) runs no
     cleanup and leaves its temp file; the name is fixed per target (`dest` + ".tmp"), not random,
-    so the next write of `dest` truncates and renames that same file: crashes never pile up
-    temps, and a directory holds at most one per file minigpt writes there. The price: two
+    so the next write of `dest` removes that same file and makes it afresh (`fresh_file`): crashes
+    never pile up temps, and a directory holds at most one per file minigpt writes there. The price: two
     processes writing one `dest` at once share the temp and spoil each other's write, so a writer
     that may have company holds a lock around it (`save_lock`, as checkpoint.py's `write_checkpoint`
-    and a tokenizer's save do).
+    and a tokenizer's save do). The new file keeps the permission bits of the `dest` it replaces
+    (`kept_mode`): a checkpoint its owner made private (chmod 600) stays private.
     """
     tmp = temp_path(dest)
+    fresh_file(tmp)  # before the try: a name it could not make is not ours to remove
     try:
         yield tmp
-        fsync_file(tmp)
+        fsync_file(tmp, kept_mode(dest))
         os.replace(tmp, dest)
     except OSError as e:
         # A failed write names no file ("[Errno 28] No space left on device", numpy's "N requested
@@ -59,6 +62,52 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 def temp_path(dest: Path) -> Path:
     """The name `atomic_path` writes `dest` under before renaming it: what a killed write leaves."""
     return dest.with_name(dest.name + ".tmp")
+
+
+# Opened with O_NOFOLLOW, a symbolic link at the path itself is an error (ELOOP), not followed.
+# Windows has no such flag (nor symbolic links that a user may make without admin rights).
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def fresh_file(path: Path) -> None:
+    """Make `path` a new, empty file of this process's own. The temp names are fixed, so anyone who
+    may write the folder can plant something there first: a symbolic link to another file (which a
+    plain open(path, "wb") would overwrite, through the link), or a file of theirs. So whatever is
+    there (most often the temp a killed write left) is removed, and O_CREAT | O_EXCL creates the
+    file or fails: it never opens one that is there, link or not, if one is planted in between. A
+    writer that opens the temp again by name opens it with `no_follow` (as `write_checkpoint` does),
+    so that a link swapped in after this is refused too."""
+    path.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)  # 0o666: less the umask, as open()
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "appeared between its removal and its creation as a new temp file: "
+                              "another process is writing this folder", str(path)) from None
+    os.close(fd)
+
+
+def no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
+    """os.open(path, flags), refusing a symbolic link at `path` instead of writing through it to
+    wherever it points (a log.jsonl, a lock, a temp file that someone replaced with a link). Also an
+    `opener` for open(): open(path, "a", opener=no_follow)."""
+    try:
+        return os.open(path, flags | NO_FOLLOW, mode)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OSError(e.errno, "is a symbolic link, which minigpt does not write through (one planted there "
+                          "could point at any file); remove it", os.fspath(path)) from None
+        raise
+
+
+def kept_mode(dest: Path) -> int | None:
+    """The permission bits a file written over `dest` keeps: dest's own (rwx for user, group and
+    others), when it is a regular file; None (the umask's default) for a new file, or a symbolic link
+    (whose own bits say nothing). Not setuid, setgid or sticky: those are no checkpoint's."""
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return None
+    return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 
 
 SAVE_LOCK_NAME = ".minigpt-save.lock"  # in a folder, while a save writes it
@@ -88,10 +137,17 @@ def save_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def fsync_file(path: Path) -> None:
-    """Make the file's data durable (on disk, not only in the page cache) before it is renamed."""
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+def fsync_file(path: Path, mode: int | None = None) -> None:
+    """Make the file's data durable (on disk, not only in the page cache) before it is renamed, and
+    with `mode`, give it those permission bits (`kept_mode`). A symbolic link put in its place is
+    refused (`no_follow`), so no link is ever renamed into place."""
+    fd = no_follow(path, os.O_RDWR)
+    try:
+        if mode is not None:
+            os.chmod(fd if os.chmod in os.supports_fd else path, mode)  # Windows (before 3.13) changes modes by path only
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 WINDOWS_RETRY_S = 0.1  # how often a waiter on Windows tries the lock again
@@ -115,7 +171,7 @@ def file_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
     while True:
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = no_follow(lock, os.O_RDWR | os.O_CREAT, 0o644)  # a planted link to another file: refused
         except FileNotFoundError:  # the last holder removed the folder as it ended: make it again
             continue
         except PermissionError:
@@ -202,6 +258,50 @@ def read_text(path: str | os.PathLike) -> str:
         return Path(path).read_text(encoding="utf-8").removeprefix(BOM)
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
+
+
+# The most a JSON or text file of a model or tokenizer folder may hold. The largest real ones are
+# tokenizer.json files of a few hundred thousand tokens (tens of MB); merges.txt is a few MB, config.json
+# and an index KBs. Without a cap, a config.json of many GB was read into memory until it ran out.
+MAX_FOLDER_TEXT_BYTES = 256 * 2**20
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Refuse a `path` that exists but is no regular file (after links): a folder, or a device, FIFO or
+    socket, from which a read never ends (/dev/zero), or waits forever for a writer (a FIFO). For
+    the files of a model or tokenizer folder, which come from anyone; a text to train on or a prompt
+    may be a pipe (`<(...)`, /dev/stdin), and `read_text` reads those."""
+    p = Path(path)
+    if p.is_dir():  # the error open() gives a folder
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if p.exists() and not p.is_file():
+        raise not_regular(path)
+
+
+def not_regular(path: str | os.PathLike) -> ValueError:
+    return ValueError(f"{path} is not a regular file (a device, FIFO or socket); minigpt reads only regular files here")
+
+
+def read_regular_text(path: str | os.PathLike) -> str:
+    """`read_text` for a file of a model or tokenizer folder: a regular file (`check_regular_file`) of
+    at most `MAX_FOLDER_TEXT_BYTES`, else a ValueError that names it. The file is checked once more on the
+    descriptor that reads it (opened without waiting, as a FIFO open would), so one swapped for a
+    FIFO or a device between the check and the open is refused too."""
+    check_regular_file(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise not_regular(path)
+        data = f.read(MAX_FOLDER_TEXT_BYTES + 1)
+    if len(data) > MAX_FOLDER_TEXT_BYTES:
+        raise ValueError(f"{path} holds more than {MAX_FOLDER_TEXT_BYTES:,} bytes, more than any real file of its "
+                         "kind: not reading it into memory")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+    # As read_text's text mode reads it: "\r\n" and a lone "\r" end a line as "\n" does.
+    return text.replace("\r\n", "\n").replace("\r", "\n").removeprefix(BOM)
 
 
 STDIN = "-"  # the path a command reads as its standard input (a pipe), as cat and friends do
@@ -342,12 +442,15 @@ def read_json(path: str | os.PathLike, unique_keys: bool = False) -> object:
                 seen[key] = value
         return contents
 
-    text = read_text(path)
+    text = read_regular_text(path)
     try:
         contents = json.loads(text, object_pairs_hook=pairs_once if unique_keys else None)
     except ValueError as e:  # JSONDecodeError, or a number of more digits than int() reads (4,300)
         refuse_lfs_pointer(path)
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:  # json recurses once per [ or {: a file of 100,000 "[" overflows Python's stack
+        raise ValueError(f"{path} is not valid JSON for minigpt: it nests arrays or objects too deeply "
+                         f"(Python's json reads at most about {sys.getrecursionlimit()} levels)") from None
     if repeated:
         raise ValueError(repeated[0])
     return contents

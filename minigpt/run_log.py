@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt import __version__
-from minigpt.files import atomic_path, atomic_write_text, read_text, stored_path
+from minigpt.files import atomic_path, atomic_write_text, no_follow, read_text, stored_path
 
 if TYPE_CHECKING:  # type hints only
     from minigpt.train_runtime import Runtime
@@ -49,7 +49,9 @@ def plain(value):
 
 
 def append_log(out: Path, record: dict) -> None:
-    with open(out / LOG_FILE, "a", encoding="utf-8", newline="") as f:  # "\n" on every system, as atomic_write_text
+    """Append `record` to the run's log.jsonl, which is refused if it is a symbolic link (`no_follow`):
+    one planted in the run's folder would have every record appended to the file it points at."""
+    with open(out / LOG_FILE, "a", encoding="utf-8", newline="", opener=no_follow) as f:  # "\n" on every system, as atomic_write_text
         f.write(json.dumps(record) + "\n")
 
 

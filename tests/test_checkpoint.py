@@ -1196,3 +1196,142 @@ def test_architectures_that_are_not_class_names_are_a_value_error_naming_the_fie
         checkpoint.is_classifier_checkpoint(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(cfg | {"architectures": "GPT2LMHeadModel"}))
     assert GPT.from_pretrained(tmp_path).config.n_layer == SMALL["n_layer"]
+
+
+# ---- files planted in a checkpoint folder: links at the temp names, FIFOs, devices, deep JSON ------------
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_a_symlink_planted_at_a_temp_name_is_never_written_through(tmp_path):
+    """A security audit: the temp names are fixed (model.safetensors.tmp), and a save opened them with
+    "wb", which follows a symbolic link: one planted there had the save overwrite the file it pointed
+    at, and leave model.safetensors a link to it. The temp is now made afresh (O_EXCL)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("another user's file\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("model.safetensors.tmp", "config.json.tmp", "config.json.tmp.tmp"):
+        (out / name).symlink_to(victim)
+    GPT(GPTConfig(**SMALL)).save_pretrained(out)
+    data = tmp_path / "data"  # atomic_path's other writers (prepare's train.bin, a run's state) open its temp by name
+    data.mkdir()
+    (data / "train.bin.tmp").symlink_to(victim)
+    with atomic_path(data / "train.bin") as tmp, open(tmp, "wb") as f:
+        f.write(b"tokens")
+    assert victim.read_text() == "another user's file\n"
+    assert sorted((p.name, p.is_symlink()) for p in out.iterdir()) == [("config.json", False), ("model.safetensors", False)]
+    assert (data / "train.bin").read_bytes() == b"tokens" and not (data / "train.bin").is_symlink()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_a_symlink_planted_while_a_temp_is_made_or_written_fails_the_write_and_writes_nothing_through_it(tmp_path, monkeypatch):
+    """The fix for the planted link above removes what is at the temp name, then creates the file:
+    a link planted in between must make the creation fail (O_EXCL), not be opened; and a temp
+    replaced by a link while it is written must not be renamed into place (fsync_file refuses it)."""
+    import minigpt.files as files
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("another user's file\n")
+    dest = tmp_path / "model.safetensors"
+    real_unlink = Path.unlink
+
+    def unlink_then_plant(self, missing_ok=False):
+        real_unlink(self, missing_ok=missing_ok)
+        if self.name.endswith(".tmp") and not self.exists():
+            self.symlink_to(victim)
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_plant)
+    with pytest.raises(FileExistsError, match="appeared between its removal and its creation"):
+        files.fresh_file(files.temp_path(dest))
+    monkeypatch.undo()
+    (tmp_path / "model.safetensors.tmp").unlink()
+    with pytest.raises(OSError, match="is a symbolic link, which minigpt does not write through"):
+        with atomic_path(dest) as tmp:
+            tmp.unlink()
+            tmp.symlink_to(victim)  # swapped in by someone else, between the temp's making and its rename
+    assert victim.read_text() == "another user's file\n" and not dest.exists() and not dest.is_symlink()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_a_symlinked_log_or_lock_file_is_refused_by_name(tmp_path):
+    """A security audit: append_log opened log.jsonl with "a" and file_lock its .lock with O_CREAT,
+    both following a symbolic link: one planted in a run's folder had records appended to any file."""
+    from minigpt.files import file_lock
+    from minigpt.run_log import LOG_FILE, append_log
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("another user's file\n")
+    (tmp_path / LOG_FILE).symlink_to(victim)
+    (tmp_path / "run.lock").symlink_to(victim)
+    with pytest.raises(OSError, match=re.escape(f"is a symbolic link, which minigpt does not write through (one planted "
+                                                f"there could point at any file); remove it: '{tmp_path / LOG_FILE}'")):
+        append_log(tmp_path, {"step": 1})
+    with pytest.raises(OSError, match=re.escape(f"remove it: '{tmp_path / 'run.lock'}'")):
+        with file_lock(tmp_path / "run.lock", busy=lambda: None):
+            pass
+    assert victim.read_text() == "another user's file\n"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_a_save_keeps_the_permission_bits_of_the_files_it_replaces(tmp_path):
+    """A security audit: a checkpoint its owner made private (chmod 600) became world-readable
+    (0o644, the umask's default) at the next save, since each file is a new one renamed into place.
+    It keeps the old file's bits now, config.json too when it changes (the old one goes before the
+    rename); a new file gets the default as before."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL))
+    model.save_pretrained(tmp_path)
+    default = {f: (tmp_path / f).stat().st_mode & 0o777 for f in ("config.json", "model.safetensors")}
+    assert default == dict.fromkeys(default, 0o666 & ~current_umask())
+    for f in default:
+        os.chmod(tmp_path / f, 0o600)
+    model.save_pretrained(tmp_path)  # the same config.json: kept
+    GPT(GPTConfig(**{**SMALL, "n_layer": 1})).save_pretrained(tmp_path)  # another: the old one goes first
+    assert {f: (tmp_path / f).stat().st_mode & 0o777 for f in default} == dict.fromkeys(default, 0o600)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_deeply_nested_json_is_a_value_error_naming_the_file(tmp_path, hf_dir):
+    """A security audit: a config.json of 100,000 nested "[" ended the load in a bare RecursionError
+    traceback; read_json caught only ValueError."""
+    folder = edited_copy(hf_dir, tmp_path, lambda s: s)
+    (folder / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'config.json'} is not valid JSON for minigpt: it nests "
+                                                   "arrays or objects too deeply")):
+        GPT.from_pretrained(folder)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no FIFOs or /dev/null links on Windows")
+def test_a_fifo_or_device_in_a_checkpoint_folder_is_refused_by_name(tmp_path, hf_dir):
+    """A security audit: config.json linked to /dev/zero was read into memory without end, and a FIFO
+    named model.safetensors hung the load (weight_files asked only exists()). Files of a model folder
+    must be regular files now (a device here: /dev/null, which without the check read as empty JSON)."""
+    folder = edited_copy(hf_dir, tmp_path, lambda s: s)
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'model.safetensors'} is not a regular file (a device, "
+                                                   "FIFO or socket)")):
+        checkpoint.weight_files(folder)
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to(os.devnull)
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'config.json'} is not a regular file")):
+        GPT.from_pretrained(folder)
+
+
+def test_a_json_file_larger_than_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    """A security audit: read_json read any size into memory (a config.json of many GB, or /dev/zero
+    behind a link that a size check alone would miss, ran the machine out of memory). The cap is far
+    above any real tokenizer.json; here it is made small to test it."""
+    import minigpt.files as files
+
+    monkeypatch.setattr(files, "MAX_FOLDER_TEXT_BYTES", 16)
+    (tmp_path / "config.json").write_text('{"n_layer": 1}')  # 14 bytes: read
+    assert files.read_json(tmp_path / "config.json") == {"n_layer": 1}
+    (tmp_path / "config.json").write_text('{"n_layer": 1, "n_head": 2}')
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} holds more than 16 bytes")):
+        files.read_json(tmp_path / "config.json")

@@ -42,14 +42,43 @@ def user_cache() -> Path:
     """The user's cache directory, as the XDG spec has it: $XDG_CACHE_HOME if it is an absolute path
     (a "~" or $VAR in it expanded: a Dockerfile's ENV leaves them as typed; a relative one is
     ignored, or downloads would land wherever a command ran), else ~/.cache; with no home directory
-    at all (a container run as a user /etc/passwd lacks), a folder in the temp directory."""
+    at all (a container run as a user /etc/passwd lacks), `temp_cache()`."""
     xdg = os.path.expandvars(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))
     if os.path.isabs(xdg):
         return Path(xdg)
     try:
         return Path.home() / ".cache"
     except RuntimeError:  # "Could not determine home directory": no $HOME, no passwd entry
-        return Path(tempfile.gettempdir()) / f"cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        return temp_cache()
+
+
+def temp_cache() -> Path:
+    """The cache folder when there is no home directory: one per user, in the temp directory. The
+    temp directory is shared and the name predictable, so it is checked before use (`check_temp_cache`)."""
+    return Path(tempfile.gettempdir()) / f"cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def check_temp_cache(path: Path) -> None:
+    """Before a download reads or writes `path`: if it lies in `temp_cache()`, make that folder
+    private (mode 0o700) where it is missing, and refuse it unless it is this user's alone. Another
+    user could make it first and put a "GPT-2" in it for --model gpt2 to load, or read what is
+    downloaded there. Checked where it is used, not at import: `import minigpt` creates nothing.
+    (Windows has no uids to check: its temp directory is the user's own, under %LOCALAPPDATA%.)"""
+    cache = temp_cache()
+    if not hasattr(os, "getuid") or not path.is_relative_to(cache):
+        return
+    try:
+        cache.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = cache.lstat()  # the link's own owner and mode, where it is a link (refused: not a directory)
+    problem = ("is not a directory" if cache.is_symlink() or not cache.is_dir()
+               else f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})" if st.st_uid != os.getuid()
+               else f"is writable by other users (mode {st.st_mode & 0o777:#o})" if st.st_mode & 0o022
+               else None)
+    if problem:
+        raise PermissionError(f"{cache}, the cache folder used when there is no home directory, {problem}, so what "
+                              "is in it cannot be trusted: set XDG_CACHE_HOME (or HOME) to a folder of your own")
 
 
 # Where `minigpt download NAME` puts GPT-2's weights, and --model NAME looks first: checkpoints/ in a

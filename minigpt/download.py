@@ -17,6 +17,9 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
 2. GET the file into FILE.partial, beside a note (FILE.partial.source) of the size and hash it is
    the start of. If a FILE.partial of the same file is already there, ask only for the rest with
    `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
+   Both are made afresh, never written through a symbolic link planted there (`_open_partial`); a file
+   the Hub gave no size for stops at a bound no GPT-2 file reaches (MAX_SMALL_FILE,
+   `max_weights_size`), and a transfer slower than MIN_WINDOW_BYTES per RATE_WINDOW_S fails.
 3. Check the size, then the hash (whichever of the two the ETag is). A server that announces no
    hash (a mirror; a captive portal's login page, answered for every address) gets each file's
    content checked instead (`content_problem`): it must at least be a file of the kind its name says.
@@ -45,6 +48,7 @@ import os
 import re
 import shutil
 import ssl
+import stat
 import sys
 import time
 import urllib.request
@@ -55,8 +59,8 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
-from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME
-from minigpt.files import file_lock
+from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache
+from minigpt.files import file_lock, fresh_file, no_follow
 from minigpt.progress_bar import progress_bar
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -64,7 +68,19 @@ FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")  # smal
 DEFAULT_BASE_URL = "https://huggingface.co"
 BASE_URL_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads too, e.g. for a mirror
 TIMEOUT_S = 30.0  # per socket operation, not per file
-CHUNK = 1 << 20  # 1 MiB per read: few syscalls, smooth progress bar
+CHUNK = 1 << 20  # at most 1 MiB per read: few syscalls on a fast line
+# The slowest transfer taken: fewer than MIN_WINDOW_BYTES in RATE_WINDOW_S fails the attempt
+# (`StalledError`). TIMEOUT_S alone lets a server that sends one byte every 20 s hold a download
+# forever. 64 KiB a minute (~1 KiB/s) would take 6 days for gpt2's 548 MB: a stalled or hostile
+# server, not a slow line.
+RATE_WINDOW_S = 60.0
+MIN_WINDOW_BYTES = 64 << 10
+# The most a file the server announces no size for may grow to, so that an endless body cannot
+# fill the disk: GPT-2's config.json is 1 kB, vocab.json 1.0 MB, merges.txt 0.46 MB; the
+# weights' bound depends on the size fetched (`max_weights_size`).
+MAX_SMALL_FILE = 8 << 20
+# os.open's flag for bytes written as they are: Windows would turn each \n into \r\n (POSIX has none).
+BINARY = getattr(os, "O_BINARY", 0)
 REDIRECTS = (301, 302, 303, 307, 308)
 WEB_SCHEMES = ("http", "https")  # the only addresses opened: see refuse_non_web
 SAFETENSORS_HEADER_LEN = 8  # a safetensors file starts with its JSON header's length, a little-endian u64
@@ -79,6 +95,11 @@ OVERRIDES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json"
 class DownloadError(OSError):
     """A failure the user can act on; `main` prints it as one line, without a traceback (as every
     command does an OSError)."""
+
+
+class StalledError(TimeoutError):
+    """A transfer slower than MIN_WINDOW_BYTES per RATE_WINDOW_S: `fetch` retries it as a timeout,
+    but counts it as a failed attempt even though the file grew (a trickle always grows it)."""
 
 
 @dataclass
@@ -197,8 +218,9 @@ def resumable_bytes(remote: RemoteFile, partial: Path) -> int:
     server announces now (its size and hash), else nothing. The start of another file (another
     model's, fetched into this folder before; the Hub's file since replaced) would get this file's
     tail appended: a hash mismatch only after the whole rest came, or, from a mirror that
-    announces no hash, a spliced file taken. A file of unknown size is never resumed."""
-    if remote.size is None or not partial.is_file() or partial.stat().st_size == 0:
+    announces no hash, a spliced file taken. A file of unknown size is never resumed, nor a
+    symbolic link (`_open_partial` replaces it)."""
+    if remote.size is None or partial.is_symlink() or not partial.is_file() or partial.stat().st_size == 0:
         return 0
     note = source_note(partial)
     if note.is_file() and note.read_text(encoding="utf-8") == _identity(remote):
@@ -212,33 +234,84 @@ def _identity(remote: RemoteFile) -> str:
     return json.dumps({"size": remote.size, "hash_kind": remote.hash_kind, "digest": remote.digest})
 
 
-def _get(remote: RemoteFile, partial: Path, progress: bool) -> None:
-    """Step 2: GET into `partial`, appending to what is there if it is this file's and the server honours Range."""
+def _create(path: Path) -> int:
+    """A new empty file at `path` (minigpt/files.py's `fresh_file`: a link planted there is removed,
+    never written through), open for writing."""
+    fresh_file(path)
+    return no_follow(path, os.O_WRONLY | BINARY)
+
+
+def _open_partial(remote: RemoteFile, partial: Path, have: int):
+    """`partial` open to append to: the `have` bytes of `remote` an earlier run left, or with `have`
+    0 a new empty file, beside a new note naming `remote` (emptied first, then noted: a note never
+    names bytes of another file). Never through a symbolic link: anyone who can write the folder
+    could plant FILE.partial -> another file, which the download would overwrite, then rename the
+    link into place as FILE."""
+    if have:
+        f = os.fdopen(no_follow(partial, os.O_WRONLY | os.O_APPEND | BINARY), "ab")
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # (a device node, say: never appended to)
+            f.close()
+            raise DownloadError(f"{partial} is not a regular file; remove it and run again")
+        return f
+    f = os.fdopen(_create(partial), "ab")
+    try:
+        with os.fdopen(_create(source_note(partial)), "w", encoding="utf-8") as note:
+            note.write(_identity(remote))
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _chunks(resp, url: str) -> Iterator[bytes]:
+    """The body of `resp` as it arrives: read1 returns what has come, up to CHUNK, instead of
+    waiting for a whole CHUNK, so the progress bar moves on a slow line and the rate is checked.
+    Raises StalledError once fewer than MIN_WINDOW_BYTES came in RATE_WINDOW_S seconds."""
+    start, got = time.monotonic(), 0
+    while chunk := resp.read1(CHUNK):
+        yield chunk
+        got += len(chunk)
+        if time.monotonic() - start >= RATE_WINDOW_S:
+            if got < MIN_WINDOW_BYTES:
+                raise StalledError(f"{url} sent {got:,} bytes in {time.monotonic() - start:.1f} s, under the "
+                                   f"{MIN_WINDOW_BYTES:,} bytes per {RATE_WINDOW_S:g} s taken: stalled")
+            start, got = time.monotonic(), 0
+
+
+def _get(remote: RemoteFile, partial: Path, progress: bool, max_size: int) -> None:
+    """Step 2: GET into `partial`, appending to what is there if it is this file's and the server
+    honours Range. A file whose size the Hub did not announce stops at `max_size` bytes."""
     have = resumable_bytes(remote, partial)
     if remote.size is not None:
         check_room(remote, partial, have)
-    if have == 0:  # emptied first, then noted: a note never names bytes of another file
-        partial.write_bytes(b"")
-        source_note(partial).write_text(_identity(remote), encoding="utf-8")
-    if remote.size is not None and have >= remote.size:
-        return  # complete already (or too long: the size check will say so)
-    with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
-        refuse_html(resp.headers, remote.url)  # before a byte is written: what is there stays
-        if resp.status != 206:
-            have = 0  # the whole file is coming: start over
-        expected = remote.size
-        if expected is None and resp.headers.get("Content-Length"):  # the Hub announced none; the GET's own says
-            expected = have + parse_size(resp.headers["Content-Length"], "Content-Length", remote.url)
-        with open(partial, "ab" if have else "wb") as f, progress_bar(
-            total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=partial.name.removesuffix(".partial"), disable=not progress,
-        ) as bar:
-            while chunk := resp.read(CHUNK):
-                f.write(chunk)
-                bar.update(len(chunk))
-                if expected is not None and f.tell() > expected:
-                    break  # more than announced: the size check refuses it, before an endless body fills the disk
+    with _open_partial(remote, partial, have) as f:
+        if remote.size is not None and have >= remote.size:
+            return  # complete already (or too long: the size check will say so)
+        with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
+            refuse_html(resp.headers, remote.url)  # before a byte is written: what is there stays
+            if resp.status != 206:
+                have = 0  # the whole file is coming: start over
+                f.seek(0)
+                f.truncate()
+            expected = remote.size
+            if expected is None and resp.headers.get("Content-Length"):  # the Hub announced none; the GET's own says
+                expected = have + parse_size(resp.headers["Content-Length"], "Content-Length", remote.url)
+            # More than the Hub announced is cut off for the size check to refuse; with no size from
+            # the Hub, the GET's own is the server's word again, so `max_size` bounds it.
+            limit = max_size if remote.size is None else remote.size
+            with progress_bar(total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                              desc=partial.name.removesuffix(".partial"), disable=not progress) as bar:
+                for chunk in _chunks(resp, remote.url):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+                    if f.tell() > limit:
+                        break  # before an endless body fills the disk
     got = partial.stat().st_size
+    if remote.size is None and got > max_size:
+        discard(partial)  # no GPT-2 file is that big: nothing worth resuming
+        name = partial.name.removesuffix(".partial")
+        raise DownloadError(f"{remote.url} announced no size for {name} and sent more than {max_size:,} bytes, more "
+                            f"than GPT-2's {name} can have; stopped, and deleted what came")
     if expected is not None and got < expected:
         # http.client returns a short body without an error when the server hangs up early.
         raise ConnectionError(f"the connection closed after {got:,} of {expected:,} bytes")
@@ -256,10 +329,21 @@ def check_room(remote: RemoteFile, partial: Path, have: int) -> None:
                             f"{remote.size - have:,} still to fetch, but {partial.parent} has {free:,} bytes free")
 
 
-def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path | None:
+def max_weights_size(name: str) -> int:
+    """The most bytes model.safetensors of GPT-2 `name` may have when the server announces no size.
+    Its float32 parameters come from the preset (gpt2-xl: 1.56 G, 6.2 GB); × 1.5 because the Hub's
+    file also holds each block's 1024 × 1024 float32 causal mask (4 MiB: +10% for gpt2, +3% for
+    gpt2-xl, whose file is 6.43 GB) and a JSON header, the rest being margin."""
+    c = GPTConfig.gpt2(name)
+    per_block = 12 * c.n_embd**2 + 13 * c.n_embd  # attention 4·C² + MLP 8·C² weights; biases and LayerNorms 13·C
+    params = (c.vocab_size + c.n_positions) * c.n_embd + c.n_layer * per_block + 2 * c.n_embd  # + wte, wpe; ln_f
+    return params * 4 * 3 // 2
+
+
+def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, max_size: int = MAX_SMALL_FILE) -> Path | None:
     """Download `url` for `dest` (steps 1–3), resuming after dropped connections: returns the
     checked DEST.partial, for the caller to rename into place (`finish`), or None when `dest` is
-    the server's file already."""
+    the server's file already. A file the server announces no size for may have `max_size` bytes."""
     for attempt in range(retries + 1):  # the Hub itself may be busy (5xx) or drop the connection too
         try:
             remote = remote_file(url)
@@ -291,7 +375,7 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path
     while True:
         had = partial.stat().st_size if partial.is_file() else 0
         try:
-            _get(remote, partial, progress)
+            _get(remote, partial, progress, max_size)
             break
         except HTTPError as e:
             if e.code < 500 or attempt == retries:  # a 4xx will answer the same; a 5xx (a busy CDN) often passes
@@ -300,7 +384,7 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True) -> Path
         # Only network failures are worth a retry: reset, timeout, short read. A local OSError
         # (permission denied, disk full) would fail the same way again, so it goes up as it is.
         except (URLError, ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:
-            if partial.is_file() and partial.stat().st_size > had:
+            if not isinstance(e, StalledError) and partial.is_file() and partial.stat().st_size > had:
                 attempt = 0  # it got further: a flaky line, not a dead one (gpt2-xl is 6 GB)
             if attempt == retries:
                 raise DownloadError(f"downloading {dest.name} failed: {e}. Run the same command again to "
@@ -401,6 +485,7 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
         raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
                             f"(from --base-url or ${BASE_URL_ENV})")
     out = Path(out) if out is not None else DOWNLOADS / name  # where find_gpt2 looks first
+    check_temp_cache(out)
     if out.exists() and not out.is_dir():
         raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
     created = not out.exists()
@@ -410,7 +495,8 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
             for file in FILES:
                 url = f"{base_url}/{MODELS[name]}/resolve/main/{file}"
                 try:
-                    if (partial := fetch(url, out / file, retries=retries, progress=progress)) is not None:
+                    max_size = max_weights_size(name) if file == WEIGHTS_NAME else MAX_SMALL_FILE
+                    if (partial := fetch(url, out / file, retries=retries, progress=progress, max_size=max_size)) is not None:
                         fetched[file] = partial
                 except HTTPError as e:
                     raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
@@ -507,6 +593,7 @@ def find_gpt2(name: str, progress: bool = True) -> Path:
     there), else the Hugging Face cache's copy; else it is downloaded there now, as `minigpt
     download NAME` would."""
     local = DOWNLOADS / name
+    check_temp_cache(local)
     if holds_weights(local):
         return local
     if (cached := hf_cache_snapshot(name)) is not None:

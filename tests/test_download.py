@@ -50,6 +50,7 @@ class FakeHub:
         self.announced_size: dict[str, str] = {}  # file → the size the server announces instead of the true one
         self.trailing: dict[str, int] = {}  # file → junk bytes the CDN sends after it, with no Content-Length
         self.paused: dict[str, threading.Event] = {}  # file → send its first bytes, then wait for the event
+        self.trickle: dict[str, list[tuple[int, float]]] = {}  # file → per GET, (N, s): its first N bytes one per s seconds
         self.requests: list[tuple[str, str, str | None]] = []
 
 
@@ -133,6 +134,15 @@ def make_handler(hub: FakeHub):
                 self.wfile.flush()
                 pause.wait(timeout=30)
                 start += 100
+            if body and hub.trickle.get(name):
+                n, gap = hub.trickle[name].pop(0)
+                try:
+                    for i in range(start, start + n):
+                        self.wfile.write(data[i:i + 1])
+                        time.sleep(gap)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up on it: what is tested
+                    return
+                start += n
             if body:
                 self.wfile.write(data[start:] if cut is None else data[start:cut])
             if body and name in hub.trailing:
@@ -783,7 +793,8 @@ def test_minigpt_s_own_cache_reads_xdg_cache_home_as_the_spec_says(tmp_path, mon
         raise RuntimeError("Could not determine home directory.")
 
     monkeypatch.setattr(Path, "home", no_home)
-    assert user_cache().parent == Path(tempfile.gettempdir())
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))  # (user_cache makes its folder there)
+    assert user_cache().parent == tmp_path
 
 
 @pytest.mark.parametrize("hashes", [True, False])
@@ -1081,3 +1092,135 @@ def test_a_server_sending_more_than_it_announced_is_cut_off(hub, tmp_path, monke
     with pytest.raises(DownloadError, match=f"model.safetensors has [0-9,]+ bytes but the server announced {len(data):,}"):
         download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
     assert len(data) < sizes[0] <= len(data) + download.CHUNK  # stopped at the first read past the size
+
+
+def test_a_symlink_planted_as_a_partial_file_or_its_note_is_never_written_through(hub, tmp_path):
+    """A security audit planted out/config.json.partial -> a file of another user's: the download
+    truncated and overwrote that file, then renamed the link into place as config.json. FILE.partial
+    and its note are made afresh with O_EXCL | O_NOFOLLOW, and a link is never resumed (here one
+    whose note names the very file the server announces)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    victims = {name: tmp_path / f"victim-{name}" for name in ("config.json.partial", "model.safetensors.partial",
+                                                             "vocab.json.partial.source")}
+    for name, victim in victims.items():
+        victim.write_text(f"precious data in {name}'s target")
+        (out / name).symlink_to(victim)
+    note_as_from_the_hub(out / "model.safetensors.partial", hub)
+    download_gpt2("gpt2", out, base_url=hub.url, progress=False)
+    assert_downloaded(out, hub)
+    assert not any((out / name).is_symlink() for name in download.FILES)
+    for name, victim in victims.items():
+        assert victim.read_text() == f"precious data in {name}'s target", name
+
+
+def test_a_resumed_partial_file_is_opened_only_if_it_is_a_regular_file_not_a_link(tmp_path):
+    """A security audit: a FILE.partial resumed was opened with open(..., "ab"), which follows a
+    link put there after resumable_bytes looked; O_NOFOLLOW refuses it (ELOOP)."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "model.safetensors.partial").symlink_to(victim)
+    remote = download.RemoteFile("http://127.0.0.1:9/cdn/model.safetensors", 100, None, None)
+    with pytest.raises(OSError) as e:
+        download._open_partial(remote, tmp_path / "model.safetensors.partial", have=8)
+    assert e.value.errno == errno.ELOOP
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(("name", "bound"), [("config.json", "MAX_SMALL_FILE"), ("model.safetensors", "max_weights_size")])
+def test_an_endless_body_of_a_file_with_no_size_announced_is_stopped_at_a_bound(hub, tmp_path, monkeypatch, name, bound):
+    """A security audit's mirror announced no size and no hash and sent config.json without end:
+    3.5 GB were written in 25 s with no error. A file with no size announced is stopped at a bound
+    no GPT-2 file reaches, deleted, and the error names the file, the bound and the address."""
+    limit = 64 << 10
+    assert len(hub.files[name]) < limit  # the tiny model's real file passes; its endless tail does not
+    monkeypatch.setattr(download, bound, limit if bound == "MAX_SMALL_FILE" else lambda size: limit)
+    hub.no_etag = hub.no_linked_size = True
+    hub.trailing[name] = 64 * limit
+    sizes = []
+    real_discard = download.discard
+
+    def discard(partial: Path) -> None:
+        sizes.append(partial.stat().st_size)
+        real_discard(partial)
+
+    monkeypatch.setattr(download, "discard", discard)
+    url = f"{hub.url}{'/cdn/' if name == 'model.safetensors' else REPO}{name}"
+    with pytest.raises(DownloadError) as e:
+        download_gpt2("gpt2", tmp_path / "out", base_url=hub.url, progress=False)
+    assert str(e.value) == (f"{url} announced no size for {name} and sent more than {limit:,} bytes, more than GPT-2's "
+                            f"{name} can have; stopped, and deleted what came")
+    assert limit < sizes[0] <= limit + download.CHUNK
+    assert not (tmp_path / "out" / f"{name}.partial").exists()
+
+
+def test_the_weights_bound_holds_each_gpt2_s_real_file_with_margin():
+    """The bound on model.safetensors when no size is announced (the audit above) comes from the
+    preset of the size fetched: above the Hub's real files (which hold each block's causal mask
+    too), and not so far above that a gpt2 download may write gpt2-xl's 6 GB."""
+    # openai-community/NAME's model.safetensors in bytes (gpt2-medium's and gpt2-large's to 3 digits)
+    hub_sizes = {"gpt2": 548_105_171, "gpt2-medium": 1_520_000_000, "gpt2-large": 3_250_000_000, "gpt2-xl": 6_431_878_936}
+    for name, size in hub_sizes.items():
+        assert size < download.max_weights_size(name) < 2 * size, name
+    assert download.max_weights_size("gpt2") < hub_sizes["gpt2-medium"]
+
+
+def test_a_trickling_server_fails_the_attempt_and_spends_a_retry_though_the_file_grew(hub, tmp_path, monkeypatch):
+    """A security audit's mirror sent one byte every 20 s: the download never ended (TIMEOUT_S is
+    per socket read, and read(CHUNK) waited for a whole MiB). A transfer under MIN_WINDOW_BYTES per
+    RATE_WINDOW_S fails the attempt, and counts against --retries though the file grew, or a
+    trickle would be retried forever. A later run resumes."""
+    monkeypatch.setattr(download, "RATE_WINDOW_S", 0.3)
+    monkeypatch.setattr(download, "MIN_WINDOW_BYTES", 1000)
+    # Two GETs send 40 bytes at 20 B/s, then (if still asked) the rest; a third would get it all at once.
+    hub.trickle["model.safetensors"] = [(40, 0.05)] * 2
+    with pytest.raises(DownloadError, match=r"downloading model.safetensors failed: .*/cdn/model.safetensors sent "
+                                            r"[0-9] bytes in 0.[0-9] s, under the 1,000 bytes per 0.3 s taken: stalled"):
+        download_gpt2("gpt2", tmp_path, base_url=hub.url, retries=1, progress=False)
+    gets = [rng for m, p, rng in hub.requests if (m, p) == ("GET", "/cdn/model.safetensors")]
+    assert len(gets) == 2 and gets[0] is None and gets[1] is not None  # the retry resumed: it grew, yet was counted
+    download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
+    assert_downloaded(tmp_path, hub)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no uids (Windows): the temp directory is the user's own")
+def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it_is(tmp_path, monkeypatch):
+    """A security audit: with no home directory an installed minigpt kept GPT-2 in
+    TMP/cache-UID, a name anyone can make first in a shared /tmp, and loaded a checkpoint another
+    user planted there. A download or a lookup there makes the folder with mode 0o700, and refuses
+    it unless it is this user's alone, with an error saying what to set; `import minigpt` makes
+    nothing and refuses nothing (it would stop every command, downloading or not)."""
+    from minigpt.config import check_temp_cache, temp_cache, user_cache
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", no_home)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    uid = os.getuid()
+    cache = tmp_path / f"cache-{uid}"
+    downloads = user_cache() / "minigpt"  # config.DOWNLOADS of an installed minigpt
+    assert downloads == cache / "minigpt" and not cache.exists()
+    monkeypatch.setattr(download, "DOWNLOADS", downloads)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a lookup only: find_gpt2 checks before it looks
+    with pytest.raises(download.DownloadError, match="offline mode"):
+        download.find_gpt2("gpt2")
+    assert cache.stat().st_mode & 0o777 == 0o700
+    check_temp_cache(downloads / "gpt2")  # it is there now, and ours: taken
+    check_temp_cache(tmp_path / "elsewhere")  # a folder outside it is not its to judge
+    fix = "cannot be trusted: set XDG_CACHE_HOME (or HOME) to a folder of your own"
+    cache.chmod(0o777)
+    with pytest.raises(PermissionError, match=re.escape(f"{cache}, the cache folder used when there is no home "
+                                                        f"directory, is writable by other users (mode 0o777), so what "
+                                                        f"is in it {fix}")):
+        download.find_gpt2("gpt2")
+    cache.rmdir()
+    (tmp_path / "mine").mkdir(mode=0o700)
+    cache.symlink_to(tmp_path / "mine")
+    with pytest.raises(PermissionError, match=re.escape(f"is not a directory, so what is in it {fix}")):
+        download.download_gpt2("gpt2", base_url="http://127.0.0.1:9")
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)  # another user's uid: the folder made (as us) is not theirs
+    with pytest.raises(PermissionError, match=re.escape(f"cache-{uid + 1}, the cache folder used when there is no home "
+                                                        f"directory, belongs to uid {uid}, not to you (uid {uid + 1})")):
+        check_temp_cache(temp_cache() / "minigpt" / "gpt2")

@@ -182,8 +182,9 @@ class GPTConfig:
             setattr(self, name, value)
         # Token ids are ints or None; EOS may also be a list of them, as some HF configs hold. One
         # outside the vocabulary (GPT-2's 50256 kept by a smaller one, as older checkpoints hold, or
-        # a negative one) loads as a stale id (`has_stale_eos`), so only the type is checked: "a" or
-        # 5.0 would be taken for the id that ends every text.
+        # a negative one given here; config.json's is refused: `_check_file_token_ids`) loads as a
+        # stale id (`has_stale_eos`), so only the type is checked: "a" or 5.0 would be taken for the
+        # id that ends every text.
         for name in TOKEN_IDS:
             value = getattr(self, name)
             if value is None:
@@ -274,9 +275,31 @@ class GPTConfig:
                           "sees it: set_dropout or --dropout to choose another)", stacklevel=3)
         kwargs["dropout"] = float(rates["resid_pdrop"])
         try:  # a null token id is None: the model has no such token, as in transformers
-            return cls(**kwargs)
+            config = cls(**kwargs)
         except (TypeError, ValueError) as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as such
             raise ValueError(f"{source}: {e}") from None
+        config._check_file_token_ids(source)
+        return config
+
+    def _check_file_token_ids(self, source: str) -> None:
+        """The token ids read from config.json `source`, checked against the vocabulary. A negative
+        id is no token of any vocabulary: a damaged or forged file, refused (as a pad id, it would
+        come out of generate and fail only at decode). An id past the vocabulary is one of a larger
+        one, as a stale EOS is (GPT-2's 50256 kept by a smaller model, `has_stale_eos`): an EOS or
+        BOS is kept and answered where it is used; a pad id is dropped with a warning, so that
+        finished rows are padded with the EOS, as for a model that names none (to_hf_dict writes
+        it as null too). A classifier reads its own pad id from the file, untouched by this."""
+        for name in TOKEN_IDS:
+            value = getattr(self, name)
+            ids = value if isinstance(value, list) else [] if value is None else [value]
+            if any(t < 0 for t in ids):
+                raise ValueError(f"{source} sets {name} {value}: a token id is never negative (this model's "
+                                 f"are 0 .. {self.vocab_size - 1}; null names none)")
+        if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
+            warnings.warn(f"{source} sets pad_token_id {self.pad_token_id}, which is no token of this model (ids "
+                          f"0 .. {self.vocab_size - 1}): ignored, so finished rows are padded with the EOS",
+                          stacklevel=4)  # (from_json's caller, as from_hf_dict's dropout warning)
+            self.pad_token_id = None
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
         """The dict config.json holds, as transformers' GPT2Config writes it (HF's three dropout rates

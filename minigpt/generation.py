@@ -327,10 +327,27 @@ def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bo
 
 def one_row_per_sample(input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n samples per prompt are n rows: (B, T) → (B·n, T), rows b·n ... b·n + n - 1 being prompt
-    b's samples (its sampling parameters already are one per row: `per_row`)."""
+    b's samples (its sampling parameters already are one per row: `per_row`).
+
+    One prompt's n rows are views of its one row (stride 0), not copies: whatever n, nothing is
+    allocated here, and the KV cache, allocated next and far larger a row, is what says that the
+    rows do not fit (`-n 10**9` failed first in a 16 GB copy of the ids, with torch's allocator
+    error). Several prompts' rows are copied (no stride makes row b·n + k prompt b), into buffers
+    that a device unable to hold them refuses with a MemoryError naming n, before any copy."""
     if n == 1:
         return input_ids, attention_mask
-    return input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
+    (B, T), prompts = input_ids.shape, (input_ids, attention_mask)
+    if B == 1:
+        return input_ids.expand(n, T), attention_mask.expand(n, T)  # (n, T) each, stride 0 over the prompt
+    rows = [empty_or_none((B * n, T), t.dtype, t.device) for t in prompts]
+    if any(r is None for r in rows):
+        size = B * n * T * sum(t.element_size() for t in prompts)
+        raise MemoryError(f"the rows do not fit: {B:,} prompts × num_return_sequences={n:,} × {T:,} tokens, ids and "
+                          f"mask, are {size:,} bytes ({size / 2**30:,.1f} GiB), which {input_ids.device} could not "
+                          "allocate; generate fewer rows at once (batch size, num_return_sequences)")
+    for r, t in zip(rows, prompts):
+        r.view(B, n, T).copy_(t[:, None])  # (B, n, T) ← (B, 1, T): row b·n + k is prompt b
+    return rows[0], rows[1]
 
 
 def sequence_buffers(input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, pad: int,

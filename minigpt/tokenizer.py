@@ -282,7 +282,7 @@ class Tokenizer:
 
     def _check_tables(self) -> None:
         """ValueError unless vocab, special_tokens and added_tokens make one tokenizer: all 256
-        single bytes in vocab, no token both special and added, the ids of all three exactly
+        single bytes in vocab, no token both special and added, none empty, the ids of all three exactly
         0 .. vocab_size - 1 (no gap, no id given twice), no special or added token spelled like a
         regular one, unless it is an added token at that regular token's id."""
         missing = [b for b in range(256) if bytes([b]) not in self.vocab]
@@ -290,6 +290,12 @@ class Tokenizer:
             raise ValueError(f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]})")
         if both := self.special_tokens.keys() & self.added_tokens.keys():
             raise ValueError(f"{sorted(both)[0]!r} is both a special token and an added one; it can be only one")
+        # Whole tokens are found by matching their text, and the empty text matches everywhere:
+        # encode would put its id between every two characters ('Hi' → ['', 'H', '', 'i', '']).
+        for kind, tokens in (("special", self.special_tokens), ("added", self.added_tokens)):
+            if "" in tokens:
+                raise ValueError(f"the {kind} token with id {tokens['']} is the empty string, which would match "
+                                 "between every two characters of a text; a special or added token needs a text")
         # The regular token's id of each special or added token spelled as vocab.json spells one.
         spelled = {text: self.vocab[token] for text in self.special_tokens | self.added_tokens
                    if set(text) <= CHAR_TO_BYTE.keys() and (token := str_to_token(text)) in self.vocab}

@@ -34,6 +34,9 @@ SETTINGS = {"eos_token": EOT, "pad_token": None, "padding_side": "right", "trunc
 TokenizerPartsAndSettings = tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int], dict[str, object]]
 # transformers' model_max_length when the files give none (its VERY_LARGE_INTEGER): no limit.
 NO_MAX_LENGTH = int(1e30)
+# What an empty special or added token is to transformers (tokenizers 0.23), which minigpt refuses to mimic.
+EMPTY_TOKEN = ("transformers loads it but never finds it in a text (as pad_token, its id pads rows and decodes "
+               "to nothing); remove it, or name a token that has a text")
 
 
 def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
@@ -247,6 +250,9 @@ def _add_at_next_ids(vocab: dict[str, int], listed: list[tuple[Path, object, obj
     for file, token, i in sorted(listed, key=lambda x: x[2] if isinstance(x[2], int) else -1):
         if not isinstance(i, int) or isinstance(i, bool) or not isinstance(token, str):
             raise ValueError(f"{file} gives the added token {token!r} the id {i!r}; ids must be integers")
+        if token == "":
+            raise ValueError(f"{file} lists the empty string as an added token (id {i}), which minigpt would "
+                             f"match between every two characters of a text; {EMPTY_TOKEN}")
         if vocab.get(token, i) != i:
             raise ValueError(f"{file} gives {token!r} the id {i}, but the vocabulary has it at {vocab[token]}")
         if token not in vocab:
@@ -294,6 +300,9 @@ def _named_special_tokens(config: dict, path: Path) -> list[tuple[Path, str, str
             values = value if isinstance(value, list) else list(value.values()) if key == "extra_special_tokens" and isinstance(value, dict) else [value]
             for v in values:
                 token = v.get("content") if isinstance(v, dict) else v  # transformers 4 writes AddedToken dicts
+                if token == "":
+                    raise ValueError(f"{file} names the empty string as a special token ({key}), which minigpt "
+                                     f"would match between every two characters of a text; {EMPTY_TOKEN}")
                 if isinstance(token, str):
                     named.append((file, key, token))
     return named

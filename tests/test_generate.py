@@ -4,6 +4,7 @@ import copy
 import importlib
 import io
 import json
+import math
 import re
 import shutil
 import warnings
@@ -1939,6 +1940,38 @@ def test_a_sliding_max_new_tokens_too_big_for_its_ids_is_a_memory_error_naming_i
     with torch.no_grad():
         expected = [sliding_reference(model, [1, 2, 3], 30, 8, -1)] * 2
         assert generate(model, prompt, max_new_tokens=30, slide=8, eos_token_id=[]).tolist() == expected
+
+
+def test_a_huge_num_return_sequences_is_refused_by_the_kv_cache_before_any_copy_of_the_prompts(monkeypatch):
+    """Bug (a security audit): `minigpt generate -n 1000000000` died in one_row_per_sample's
+    repeat_interleave (16 GB for the ids, as much for the mask: the allocator's RuntimeError)
+    before the KV cache's check that says what does not fit. One prompt's n rows are now views of
+    it, so the KV cache refuses first; several prompts' rows are refused naming n before a copy."""
+    from minigpt.generation import one_row_per_sample
+
+    model = GPT(tiny_config()).eval()
+    prompt, n = torch.tensor([[1, 2, 3]]), 10**12
+
+    def refusing(real):  # the CPU allocator's refusal past 10**9 elements, without risking a real huge malloc
+        def allocate(shape, *args, **kwargs):
+            if isinstance(shape, tuple) and math.prod(shape) > 10**9:
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10**15 bytes")
+            return real(shape, *args, **kwargs)
+        return allocate
+
+    monkeypatch.setattr(torch, "zeros", refusing(torch.zeros))  # the KV cache's
+    monkeypatch.setattr(torch, "empty", refusing(torch.empty))  # empty_or_none's
+    ids, mask = one_row_per_sample(prompt, torch.ones_like(prompt), n)
+    assert ids.shape == mask.shape == (n, 3) and ids.untyped_storage().nbytes() == 3 * 8  # the prompt's memory
+    with pytest.raises(MemoryError, match=r"^the KV cache does not fit: 1,000,000,000,000 rows × "):
+        generate(model, prompt, max_new_tokens=2, do_sample=True, num_return_sequences=n)
+    with pytest.raises(MemoryError, match=r"^the rows do not fit: 2 prompts × num_return_sequences=1,000,000,000,000 "
+                                          r"× 3 tokens, ids and mask, are 96,000,000,000,000 bytes \(89,407\.0 GiB\), "
+                                          r"which cpu could not allocate; generate fewer rows at once"):
+        generate(model, prompt.repeat(2, 1), max_new_tokens=2, do_sample=True, num_return_sequences=n)
+    # Several prompts' rows, copied, are each prompt n times over, in order.
+    ids, mask = one_row_per_sample(torch.tensor([[1, 2], [3, 4]]), torch.tensor([[0, 1], [1, 1]]), 2)
+    assert ids.tolist() == [[1, 2], [1, 2], [3, 4], [3, 4]] and mask.tolist() == [[0, 1], [0, 1], [1, 1], [1, 1]]
 
 
 def test_the_result_is_the_loops_buffer_and_a_slide_copies_at_most_a_context(monkeypatch):

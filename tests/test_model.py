@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -512,6 +513,42 @@ def test_null_token_ids_mean_no_such_token():
         generate(GPT(config), torch.zeros(1, 0, dtype=torch.long), max_new_tokens=1)
     assert GPTConfig.from_hf_dict(d | {"bos_token_id": 7, "eos_token_id": 9}).eos_ids == [9]
     assert GPTConfig.from_hf_dict(config.to_hf_dict()) == config  # null round-trips as null
+
+
+@pytest.mark.parametrize("name, value", [("pad_token_id", -7), ("eos_token_id", -1), ("eos_token_id", [50256, -1]),
+                                         ("bos_token_id", -1)])
+def test_a_negative_token_id_in_config_json_is_refused_naming_the_key_and_the_file(tmp_path, name, value):
+    """Bug (a security audit): config.json's `"pad_token_id": -7` loaded (only its type was checked),
+    and generate filled finished rows with -7, which decoding then failed on ("unknown token id
+    -7"); a negative EOS loaded as a stale one. No vocabulary has a negative id: now refused."""
+    (tmp_path / "config.json").write_text(json.dumps(GPTConfig.gpt2("gpt2-tiny").to_hf_dict() | {name: value}))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'} sets {name} {value}: a token id is "
+                                                   "never negative (this model's are 0 .. 50256; null names none)")):
+        GPTConfig.from_json(tmp_path)
+
+
+def test_a_pad_token_id_past_the_vocabulary_in_config_json_is_dropped_with_a_warning(tmp_path):
+    """Bug (a security audit): a pad_token_id past the vocabulary (50257 of 50,257 ids) loaded, and
+    generate filled finished rows with an id no tokenizer decodes. As a stale EOS (an id of another
+    vocabulary) loads, it loads, but as none, with a warning, as transformers warns: finished rows
+    are padded with the EOS. A GPT2LMHeadModel saved by transformers with a pad id in range, and
+    GPT-2's own ids (pad null, bos = eos = 50256), load as they are, without a warning."""
+    config_file = tmp_path / "big" / "config.json"
+    config_file.parent.mkdir()
+    config_file.write_text(json.dumps(GPTConfig.gpt2("gpt2-tiny").to_hf_dict() | {"pad_token_id": 50257}))
+    with pytest.warns(UserWarning, match=re.escape(f"{config_file} sets pad_token_id 50257, which is no token of this "
+                                                   "model (ids 0 .. 50256): ignored, so finished rows are padded "
+                                                   "with the EOS")):
+        config = GPTConfig.from_json(config_file)
+    assert (config.pad_token_id, config.eos_token_id) == (None, 50256)
+    hf_config = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64)
+    for pad in (None, 0, 50256):
+        hf_config.pad_token_id = pad
+        GPT2LMHeadModel(hf_config).save_pretrained(tmp_path / str(pad))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            config = GPT.from_pretrained(tmp_path / str(pad)).config
+        assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (50256, 50256, pad)
 
 
 def test_transformers_alias_keys_in_config_json_are_read():

@@ -922,6 +922,18 @@ def test_added_tokens_that_cannot_be_told_apart_are_refused(tok, added, problem)
         Tokenizer(tok.vocab, tok.merges, {"<|endoftext|>": 50256}, added_tokens=added)
 
 
+@pytest.mark.parametrize("kind", ["special", "added"])
+def test_an_empty_special_or_added_token_is_refused(tok, kind):
+    """Bug (a security audit): the empty string was taken as a special (or added) token, and the
+    empty text matches everywhere, so encode put its id between every two characters ('Hello' →
+    ['', 'H', '', 'e', ...]) and `minigpt prepare` wrote it as half of every token file."""
+    tables = {"special_tokens": {"<|endoftext|>": 50256}, "added_tokens": {}}
+    tables[f"{kind}_tokens"][""] = 50257
+    with pytest.raises(ValueError, match=f"the {kind} token with id 50257 is the empty string, which would match "
+                                         "between every two characters"):
+        Tokenizer(tok.vocab, tok.merges, **tables)
+
+
 def test_tokenizer_json_keeps_special_tokens_added_beside_the_bpe_vocabulary(tmp_path):
     """Bug guarded: tokenizer.json's `added_tokens` (special tokens a user added, e.g. a chat
     marker, which `tokenizers` keeps outside model.vocab) were ignored, so a tokenizer saved by

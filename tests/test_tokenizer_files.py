@@ -333,6 +333,50 @@ def test_an_added_token_that_transformers_matches_otherwise_is_refused_by_name(t
         Tokenizer.from_pretrained(path)
 
 
+EMPTY_TOKEN_FILES = [  # (file, its content (a vocab.json with "" at 50257 beside it where needed), the problem)
+    ("tokenizer_config.json", {"pad_token": ""}, "names the empty string as a special token (pad_token)"),
+    ("special_tokens_map.json", {"additional_special_tokens": [""]},
+     "names the empty string as a special token (additional_special_tokens)"),
+    ("added_tokens.json", {"": 50257}, "lists the empty string as an added token (id 50257)"),
+    ("tokenizer.json", MASK | {"content": ""}, "lists the empty string as an added token (id 50257)"),
+    ("tokenizer_config.json", {"added_tokens_decoder": {"50257": MASK | {"content": ""}}},
+     "lists the empty string as an added token (id 50257)"),
+]
+
+
+@pytest.mark.parametrize("file, content, problem", EMPTY_TOKEN_FILES,
+                         ids=["pad_token", "special_tokens_map", "added_tokens.json", "tokenizer.json", "decoder"])
+def test_an_empty_special_or_added_token_is_refused_naming_its_file(tmp_path, file, content, problem):
+    """Bug (a security audit): a vocab.json holding "" that tokenizer_config.json named as the
+    pad_token loaded, and "" matches everywhere: encode gave ['', 'H', '', 'e', ...] for 'Hello'
+    and `minigpt prepare` wrote its id as half the tokens. Each file that can name or list one
+    is now refused by name (the Tokenizer constructor refuses it too, naming no file)."""
+    if file == "tokenizer.json":
+        _dir_with_mask(tmp_path, file, content)
+    elif "added_tokens_decoder" in content:
+        _dir_with_mask(tmp_path, file, content["added_tokens_decoder"]["50257"])
+    else:
+        gpt2_copy(tmp_path, vocab_edit=lambda v: v if file == "added_tokens.json" else v | {"": 50257})
+        (tmp_path / file).write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / file} {problem}, which minigpt would match "
+                                                   "between every two characters of a text")):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_transformers_never_finds_an_empty_pad_token_in_a_text_but_pads_with_it(tmp_path):
+    """What the refusal above says of transformers (its GPT2TokenizerFast, tokenizers 0.23): it
+    loads the directory, encodes 'Hello' as [15496] (the empty token never matched), and pads
+    with its id, 50257, which decodes to nothing."""
+    from transformers import GPT2TokenizerFast
+
+    gpt2_copy(tmp_path, vocab_edit=lambda v: v | {"": 50257})
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": ""}))
+    hf = GPT2TokenizerFast.from_pretrained(tmp_path)
+    assert hf("Hello")["input_ids"] == [15496] and (hf.pad_token, hf.pad_token_id) == ("", 50257)
+    assert hf(["Hello", "Hello world"], padding=True)["input_ids"][0] == [15496, 50257]
+    assert hf.decode([15496, 50257]) == "Hello"
+
+
 @pytest.mark.parametrize("layout", ["tokenizer.json", "tokenizer_config.json"])
 def test_an_added_token_with_its_flags_false_loads_as_transformers_writes_it(tmp_path, layout):
     from transformers import AutoTokenizer

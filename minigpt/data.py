@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from minigpt.checks import is_int
-from minigpt.files import (NO_LOCKS, atomic_path, atomic_write_text, file_lock, not_utf8, read_json, read_text,
+from minigpt.files import (NO_LOCKS, atomic_path, atomic_write_text, file_lock, no_follow, not_utf8, read_json, read_text,
                            stored_path)
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.progress_bar import progress_bar
@@ -299,9 +299,10 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
         atomic_path(out / "train.bin") as train_tmp,
         atomic_path(out / "val.bin") as val_tmp,
         atomic_path(out / "val.txt") as val_text_tmp,
-        open(train_tmp, "wb") as f_train,
-        open(val_tmp, "wb") as f_val,
-        open(val_text_tmp, "w", encoding="utf-8", newline="") as f_val_text,  # newline="": "\n" stays one byte
+        # no_follow: each temp file is atomic_path's new one, never a link swapped in for it since
+        open(train_tmp, "wb", opener=no_follow) as f_train,
+        open(val_tmp, "wb", opener=no_follow) as f_val,
+        open(val_text_tmp, "w", encoding="utf-8", newline="", opener=no_follow) as f_val_text,  # newline="": "\n" stays one byte
         progress_bar(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
     ):
         files = {"train": f_train, "val": f_val}

@@ -473,5 +473,5 @@ def refuse_lfs_pointer(path: str | os.PathLike) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` as UTF-8, atomically, and as it is on every system: text mode on Windows
     would write each "\\n" as "\\r\\n" (a saved merges.txt would no longer be GPT-2's, byte for byte)."""
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="")
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", encoding="utf-8", newline="", opener=no_follow) as f:
+        f.write(text)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.checks import as_count
-from minigpt.files import atomic_path, atomic_write_text, read_json
+from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json
 
 # GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -257,7 +257,7 @@ def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     # As a checkpoint's weights are written (a failed write is the OSError it is: a full disk, say).
-    with atomic_path(path / ADAPTER_WEIGHTS) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path / ADAPTER_WEIGHTS) as tmp, open(tmp, "wb", opener=no_follow) as f:
         stream_safetensors(tensors, f)
     atomic_write_text(path / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
 

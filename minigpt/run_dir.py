@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from minigpt.checks import is_int
 from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text, file_lock
+from minigpt.files import atomic_path, atomic_write_text, file_lock, no_follow
 from minigpt.optimizer import schedule_note
 from minigpt.run_log import (LOG_FILE, PLOT_FILE, append_log, comparable_evaluations, is_opening, plain_config, read_log,
                               records_of_state, truncate_log)
@@ -120,7 +120,7 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
     }
     # A crash midway leaves the previous state whole. torch.save writes into a file of ours, whose
     # failed write keeps its own error (`KeepsWriteError`).
-    with atomic_path(out / STATE_FILE) as tmp, open(tmp, "wb") as f:
+    with atomic_path(out / STATE_FILE) as tmp, open(tmp, "wb", opener=no_follow) as f:
         file = KeepsWriteError(f)
         try:
             torch.save(state, file)

@@ -216,7 +216,7 @@ def draw_curves(records: list[dict], out: Path) -> None:
             handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
         ax.legend(*handles)
         ax.grid(alpha=0.3)
-        with atomic_path(out / PLOT_FILE) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")  # the format by name: the temp file's suffix is .tmp
+        with atomic_path(out / PLOT_FILE) as tmp, open(tmp, "wb", opener=no_follow) as f:
+            fig.savefig(f, dpi=100, format="png")  # the format by name: a file object has no suffix
     finally:
         plt.close(fig)  # a figure that failed too: pyplot would keep every one of them open

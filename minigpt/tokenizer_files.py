@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from minigpt.config import gpt2_name, shipped_path
-from minigpt.files import atomic_write_text, read_json, read_text, refuse_lfs_pointer, save_lock
+from minigpt.files import atomic_write_text, read_json, read_regular_text, refuse_lfs_pointer, save_lock
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 
@@ -121,7 +121,7 @@ def _read_vocab_and_merges(path: Path) -> tuple[Path, Path, dict[str, int], list
     if not isinstance(str_vocab, dict):
         raise ValueError(f"{vocab_file} must map each token to its id (a JSON object), got {type(str_vocab).__name__}")
     refuse_lfs_pointer(merges_file)  # it would read as three merges, "version https://..." the first
-    lines = read_text(merges_file).splitlines()
+    lines = read_regular_text(merges_file).splitlines()
     # Tuples, not lists: Python's cycle collector stops tracking a tuple of strings, where 50,000
     # lists would have it walk every object of the process (torch's too) once a load, ~0.06 s.
     str_merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]

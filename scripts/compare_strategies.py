@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from minigpt.files import atomic_path, atomic_write_text, read_json
+from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json
 from minigpt.finetune_config import FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, FinetuneConfig
 from minigpt.train_config import add_config_flags, as_flag
 
@@ -179,8 +179,8 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")  # (the temp name's suffix is .tmp: name the format)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb", opener=no_follow) as f:
+        fig.savefig(f, dpi=100, format="png")  # (a file object has no suffix: name the format)
     plt.close(fig)
 
 

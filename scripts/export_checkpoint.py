@@ -35,7 +35,7 @@ from minigpt.checkpoint import GENERATION_CONFIG_NAME, INDEX_NAME, PICKLE_NAME, 
 from minigpt.classifier import GPTClassifier
 from minigpt.config import TOKEN_IDS, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
-from minigpt.files import atomic_path
+from minigpt.files import atomic_path, no_follow
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         if tokenizer is not None:
             tokenizer.save_pretrained(dst)  # atomically, and removes a stale tokenizer.json
         if generation is not None:
-            with atomic_path(dst / GENERATION_CONFIG_NAME) as tmp:  # as every file is: whole or not there
-                tmp.write_bytes(generation)
+            # As every file is: whole or not there, and never written through a link.
+            with atomic_path(dst / GENERATION_CONFIG_NAME) as tmp, open(tmp, "wb", opener=no_follow) as f:
+                f.write(generation)
     except (OSError, ValueError) as e:  # no such directory, not a checkpoint, a dst that is a file or may not be written
         print(f"export_checkpoint.py: error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 import minigpt.checkpoint as checkpoint
+import minigpt.files
 from minigpt import GPT, GPTConfig
 from minigpt.files import atomic_path
 
@@ -599,11 +600,11 @@ def test_failed_config_write_keeps_previous_config(tmp_path, monkeypatch):
     GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
     before = (tmp_path / "config.json").read_text()
 
-    def fail(self, *a, **k):
-        raise OSError("disk error")
+    def read_only(path, flags, mode=0o666):  # the temp file opened so that its write fails, as a full disk's would
+        return os.open(path, os.O_RDONLY)
 
-    monkeypatch.setattr(Path, "write_text", fail)
-    with pytest.raises(OSError, match="disk error"):
+    monkeypatch.setattr(minigpt.files, "no_follow", read_only)
+    with pytest.raises(OSError, match="Bad file descriptor"):
         GPTConfig(**SMALL).save_json(tmp_path / "config.json")
     monkeypatch.undo()
     assert (tmp_path / "config.json").read_text() == before

@@ -402,6 +402,8 @@ def without_cut_character(data: bytes) -> bytes:
 def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> ValueError:
     """A ValueError naming the text (a file, a flag) that is not UTF-8, the first bad byte, and the
     fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).
+    Where they are the text's start (at 0), a line past the first is named too (on the first, the
+    offset is the column); a later block cannot tell how many lines came before it.
     The fix names the encoding that a byte order mark at the start tells; without one it is a guess
     from the bytes that are no UTF-8: cp1252 if one of them is in `CP1252_ONLY` (the first may be an
     é, which both encodings have, before a dash that only cp1252 has), else latin1. (0x80-0x9F are
@@ -421,7 +423,11 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
     decoded = without_cut_character(e.object).decode("utf-8", "surrogateescape")
     stray = {ord(c) - 0xDC00 for c in set(decoded) if "\udc80" <= c <= "\udcff"}
     guess = "cp1252" if stray & CP1252_ONLY else "latin1"
-    return ValueError(f"{name} is not UTF-8 text: byte {byte:#04x} at offset {at + e.start}; "
+    # Lines end at "\n", "\r\n" or a lone "\r", as a text-mode read (read_text) takes them.
+    before = e.object[:e.start]
+    line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+    where = f" line {line}" if at == 0 and line > 1 else ""
+    return ValueError(f"{name}{where} is not UTF-8 text: byte {byte:#04x} at offset {at + e.start}; "
                       f"convert it first (e.g. iconv -f {guess} -t utf-8)")
 
 

@@ -330,20 +330,29 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     starts = range(0, len(ids), size)
     n_batches = sum(-(-len(ids[s:s + size]) // args.batch_size) for s in starts)
     done = 0
-    # A window's batches draw from seeds derived from its own, as generate_texts' batches do: one
-    # window (a file of up to 16 batches) draws exactly what one generate_texts call would.
+    # Window w starts from the seed its first batch would get in one generate_texts call over the
+    # whole file (batch w·16 of batch_seeds' stream), and generate_texts draws its other batches'
+    # seeds from that seed's own stream. Window 0 starts from --seed itself, so a file of up to 16
+    # batches draws exactly what one generate_texts call would. (Seeding window w with
+    # batch_seeds(seed, windows)[w] gave it the seed that window 0's batch w draws with: the same
+    # stream, so a prompt repeated through the file came back with the same text in both.)
+    seeds = batch_seeds(args.seed, len(starts) * WINDOW_BATCHES)[::WINDOW_BATCHES]
     with progress_bar(total=len(ids), desc="generating", unit="prompt") as bar:
-        for start, seed in zip(starts, batch_seeds(args.seed, len(starts))):
+        for start, seed in zip(starts, seeds):
             with flag_words(FLAG_ARGS):
                 texts, *scores, stats = generate_texts(model, tokenizer, ids[start:start + size],
                                                        batch_size=args.batch_size,
                                                        num_return_sequences=args.num_return_sequences, progress=bar,
                                                        **{**kwargs, "seed": seed})
-            for i, record in enumerate(records[start:start + size]):
-                # Beams come with the scores that ranked them, one per text.
-                print(json_line({**record, "texts": texts[i], **({"scores": scores[0][i]} if scores else {})}))
-            sys.stdout.flush()  # the window's lines now, before its stats and the next window
-            if args.stats:  # batches hold prompts of about one length, not the file's order
+            # Beams come with the scores that ranked them, one per text. The window's lines go out now,
+            # before its stats and the next window, in one write (a kill in the middle of line-by-line
+            # writes could leave a line cut, which a restart's `>> out.jsonl` would join to the next).
+            sys.stdout.write("".join(json_line({**record, "texts": texts[i], **({"scores": scores[0][i]} if scores else {})})
+                                     + "\n" for i, record in enumerate(records[start:start + size])))
+            sys.stdout.flush()
+            # Its batches' stats come back with its texts, so they are written now, together (a batch
+            # holds prompts of about one length, not the file's order).
+            if args.stats:
                 for batch_stats in stats:
                     done += 1
                     # tqdm.write, not print: the bar's line has no line end until it closes, so a
@@ -373,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_model_and_tokenizer(args, parser.prog)
         check_room_for_a_prompt(model, args, typed)
         sampling, kwargs = generate_kwargs(args)
-        if args.prompts_file is not None:  # (its --stats are per batch, printed as they come)
+        if args.prompts_file is not None:  # (its --stats: a line per batch, printed when its window is done)
             with torch.inference_mode():
                 print_jsonl(model, tokenizer, args, records, lines, kwargs, drawn_seed)
             return 0

@@ -518,6 +518,61 @@ def test_cli_prompts_file_prints_each_window_as_it_is_done(tiny_checkpoint, tmp_
     assert capsys.readouterr().out == "".join(whole.splitlines(keepends=True)[:2])
 
 
+def test_cli_prompts_file_gives_every_batch_a_seed_of_its_own_across_windows(tiny_checkpoint, tmp_path,  # noqa: F811
+                                                                             capsys):
+    """A batch-inference audit: window w (of 16 batches) was seeded with batch_seeds(seed, windows)[w],
+    the very seed window 0's batch w draws with, so one prompt given 34 times at --batch-size 1 came
+    back with the same text for prompts 1 and 16, and 2 and 32. Every batch draws from a seed of its
+    own now, and window 0 still draws what one generate_texts call over its prompts draws."""
+    from minigpt import GPT, Tokenizer
+    from minigpt.generate_cli import WINDOW_BATCHES, main
+
+    # Small weights: logits near 0, so each of the tokenizer's 280 tokens is about as likely as any
+    # other; with EOS held off (--min-new-tokens), two 8-token samples coincide with odds of ~1e-19.
+    path = tmp_path / "flat"
+    tok = Tokenizer.from_pretrained(tiny_checkpoint)
+    tok.save_pretrained(path)
+    eot = tok.eos_token_id
+    torch.manual_seed(0)
+    GPT(tiny_config(vocab_size=tok.vocab_size, initializer_range=0.02, bos_token_id=eot,
+                    eos_token_id=eot)).save_pretrained(path)
+    n = 2 * WINDOW_BATCHES + 2  # three windows of batches of one prompt
+    prompts = write_jsonl(tmp_path / "p.jsonl", [json.dumps("To be")] * n)
+    assert main(["--model", str(path), "--prompts-file", prompts, "--batch-size", "1", "--seed", "1",
+                 "--temperature", "1", "--max-new-tokens", "8", "--min-new-tokens", "8"]) == 0
+    texts = [json.loads(line)["texts"][0] for line in capsys.readouterr().out.splitlines()]
+    assert len(texts) == n and len(set(texts)) == n, [(i, t) for i, t in enumerate(texts) if texts.count(t) > 1]
+    model = GPT.from_pretrained(path).eval()
+    window = generate_texts(model, tok, ["To be"] * WINDOW_BATCHES, batch_size=1, do_sample=True, temperature=1.0,
+                            max_new_tokens=8, min_new_tokens=8, seed=1)
+    assert texts[:WINDOW_BATCHES] == [one[0] for one in window]
+
+
+def test_cli_a_prompts_file_that_is_not_utf8_is_told_by_its_line(tiny_checkpoint, tmp_path, capsys,  # noqa: F811
+                                                                 monkeypatch):
+    """A batch-inference audit: every --prompts-file error names the line but this one, which gave a
+    byte offset alone ("byte 0xff at offset 6"). The line is counted as the file's lines are
+    (a "\r\n" or lone "\r" ends one too); a block from the middle of a file, whose lines before it
+    are unknown, still gives the offset alone."""
+    from minigpt.files import not_utf8
+    from minigpt.generate_cli import main
+
+    base = ["--model", str(tiny_checkpoint), "--temperature", "0", "--prompts-file"]
+    for data, line, offset in ((b'"a"\n"b\xff"\n', 2, 6), (b'"a"\r\n\r\n"b\xff"\r\n', 3, 9),
+                               (b'"a"\r"b"\r"\xff"', 3, 9)):
+        (tmp_path / "bad.jsonl").write_bytes(data)
+        assert main(base + [str(tmp_path / "bad.jsonl")]) == 2
+        assert f"bad.jsonl line {line} is not UTF-8 text: byte 0xff at offset {offset}; convert it" \
+            in capsys.readouterr().err
+    stdin_of(monkeypatch, b'"a"\n"b\xff"\n')
+    assert main(base + ["-"]) == 2
+    assert "standard input line 2 is not UTF-8 text: byte 0xff at offset 6" in capsys.readouterr().err
+    with pytest.raises(UnicodeDecodeError) as e:
+        b"a\nb\xff".decode("utf-8")
+    assert str(not_utf8("f.txt", e.value, at=100)).startswith("f.txt is not UTF-8 text: byte 0xff at offset 103;")
+    assert str(not_utf8("f.txt", e.value)).startswith("f.txt line 2 is not UTF-8 text: byte 0xff at offset 3;")
+
+
 @torch.no_grad()
 def test_a_prompt_as_long_as_the_context_is_told_one_new_token_fits(model):
     """Mutant R9-39: PromptTooLong left out "(at most 1 for this prompt)" for a prompt of exactly

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, architectures_of, gpt2_name,
                             shipped_path)
 from minigpt.download import find_gpt2, hub_hint
-from minigpt.files import (atomic_path, check_regular_file, fsync_file, kept_mode, no_follow, read_json, refuse_lfs_pointer,
+from minigpt.files import (atomic_path, check_regular_file, fsync_file, no_follow, read_json, refuse_lfs_pointer,
                            save_lock, temp_path)
 from minigpt.lora import ADAPTER_CONFIG, load_adapted
 from minigpt.model import GPT
@@ -508,10 +508,9 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
             write_config(config_tmp)
             # Durable before any old file goes: the fsync is the slow part (seconds for GPT-2's GBs), and
             # a failure or Ctrl-C in it must leave the previous checkpoint whole (atomic_path's own
-            # fsync, on leaving, then has nothing left to write). Each keeps the old file's permission
-            # bits: here, as the old config.json may be gone by the time atomic_path renames.
-            fsync_file(weights_tmp, kept_mode(path / WEIGHTS_NAME))
-            fsync_file(config_tmp, kept_mode(config))
+            # fsync, on leaving, then has nothing left to write).
+            fsync_file(weights_tmp)
+            fsync_file(config_tmp)
             # The same config: kept, so a kill between the renames leaves a checkpoint that loads.
             if not (config.is_file() and config.read_bytes() == config_tmp.read_bytes()):
                 config.unlink(missing_ok=True)

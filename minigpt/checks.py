@@ -4,11 +4,14 @@ Where it sits: under every module that takes a count, a size or a token id (the 
 tokenizer, the samplers, training, fine-tuning). A value of the wrong kind (a float, a string,
 None, a bool) is a TypeError; the caller then checks the range itself, as a ValueError that
 names the range, since only it knows the range. It imports no torch, so the tokenizer's worker
-processes stay light.
+processes stay light. And a warning's stacklevel that points at the user's line, not minigpt's
+(`caller_stacklevel`).
 """
 from __future__ import annotations
 
 import operator
+import os
+import sys
 
 
 def is_bool(value) -> bool:
@@ -40,3 +43,12 @@ def as_count(name: str, value) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
+    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
+    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from minigpt.checks import as_count
+from minigpt.checks import as_count, caller_stacklevel
 from minigpt.files import atomic_write_text, read_json
 
 # OpenAI's four released sizes. Every one shares the vocabulary (50257 byte-level BPE tokens)
@@ -233,10 +233,11 @@ class GPTConfig:
     # ---- Hugging Face config.json -------------------------------------------------------------
 
     @classmethod
-    def from_hf_dict(cls, d: dict, source: str = "config.json") -> "GPTConfig":
+    def from_hf_dict(cls, d: dict, source: str = "config.json", ids_source: str | None = None) -> "GPTConfig":
         """A config.json's dict (transformers' GPT2Config) as a GPTConfig; a GPT-2 variant minigpt
         does not implement (another activation, cross-attention, untied weights) is a ValueError.
-        `source` names the file in errors and warnings (`from_json` gives its path)."""
+        `source` names the file in errors and warnings (`from_json` gives its path), `ids_source`
+        the file the token ids came from, where that is another (a generation_config.json)."""
         if not isinstance(d, dict):
             raise ValueError(f"{source} must hold a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type")
@@ -272,17 +273,18 @@ class GPTConfig:
         if len(set(rates.values())) > 1:
             warnings.warn(f"{source} sets {', '.join(f'{k}={v}' for k, v in rates.items())}; minigpt has one "
                           f"dropout rate and uses resid_pdrop={rates['resid_pdrop']} for all three (only training "
-                          "sees it: set_dropout or --dropout to choose another)", stacklevel=3)
+                          "sees it: set_dropout or --dropout to choose another)", stacklevel=caller_stacklevel())
         kwargs["dropout"] = float(rates["resid_pdrop"])
         try:  # a null token id is None: the model has no such token, as in transformers
             config = cls(**kwargs)
         except (TypeError, ValueError) as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as such
             raise ValueError(f"{source}: {e}") from None
-        config._check_file_token_ids(source)
+        config._check_file_token_ids(ids_source or source)
         return config
 
     def _check_file_token_ids(self, source: str) -> None:
-        """The token ids read from config.json `source`, checked against the vocabulary. A negative
+        """The token ids read from `source` (config.json, or generation_config.json beside it),
+        checked against the vocabulary. A negative
         id is no token of any vocabulary: a damaged or forged file, refused (as a pad id, it would
         come out of generate and fail only at decode). An id past the vocabulary is one of a larger
         one, as a stale EOS is (GPT-2's 50256 kept by a smaller model, `has_stale_eos`): an EOS or
@@ -298,7 +300,7 @@ class GPTConfig:
         if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
             warnings.warn(f"{source} sets pad_token_id {self.pad_token_id}, which is no token of this model (ids "
                           f"0 .. {self.vocab_size - 1}): ignored, so finished rows are padded with the EOS",
-                          stacklevel=4)  # (from_json's caller, as from_hf_dict's dropout warning)
+                          stacklevel=caller_stacklevel())  # (the user's call that loads it)
             self.pad_token_id = None
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
@@ -339,13 +341,14 @@ class GPTConfig:
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
         d = read_json(path)
-        generation = ids_file(path)
+        generation, ids_source = ids_file(path), None
         if isinstance(d, dict) and generation != path and generation_ids:
             g = read_json(generation)
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
-            d = d | {k: g.get(k) for k in TOKEN_IDS}
-        return cls.from_hf_dict(d, source=str(path))  # "config.json sets ..." did not say which checkpoint's
+            d, ids_source = d | {k: g.get(k) for k in TOKEN_IDS}, str(generation)
+        # ("config.json sets ..." did not say which checkpoint's)
+        return cls.from_hf_dict(d, source=str(path), ids_source=ids_source)
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:
         """Write `config.json` atomically (temp name, then rename)."""

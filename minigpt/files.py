@@ -40,13 +40,14 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     processes writing one `dest` at once share the temp and spoil each other's write, so a writer
     that may have company holds a lock around it (`save_lock`, as checkpoint.py's `write_checkpoint`
     and a tokenizer's save do). The new file keeps the permission bits of the `dest` it replaces
-    (`kept_mode`): a checkpoint its owner made private (chmod 600) stays private.
+    (`kept_mode`, read now: the caller may remove `dest` before the rename, as `write_checkpoint`
+    does an old config.json): a checkpoint its owner made private (chmod 600) stays private.
     """
-    tmp = temp_path(dest)
+    tmp, mode = temp_path(dest), kept_mode(dest)
     fresh_file(tmp)  # before the try: a name it could not make is not ours to remove
     try:
         yield tmp
-        fsync_file(tmp, kept_mode(dest))
+        fsync_file(tmp, mode)
         os.replace(tmp, dest)
     except OSError as e:
         # A failed write names no file ("[Errno 28] No space left on device", numpy's "N requested
@@ -101,11 +102,12 @@ def no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
 
 def kept_mode(dest: Path) -> int | None:
     """The permission bits a file written over `dest` keeps: dest's own (rwx for user, group and
-    others), when it is a regular file; None (the umask's default) for a new file, or a symbolic link
-    (whose own bits say nothing). Not setuid, setgid or sticky: those are no checkpoint's."""
+    others), when it is a regular file, or a symbolic link to one (the link is replaced, its target
+    left as it was, but a private target's file stays private); None (the umask's default) for a
+    new file. Not setuid, setgid or sticky: those are no checkpoint's."""
     try:
-        st = os.lstat(dest)
-    except FileNotFoundError:
+        st = os.stat(dest)
+    except (FileNotFoundError, NotADirectoryError):  # (a broken link too)
         return None
     return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 
@@ -143,9 +145,9 @@ def fsync_file(path: Path, mode: int | None = None) -> None:
     refused (`no_follow`), so no link is ever renamed into place."""
     fd = no_follow(path, os.O_RDWR)
     try:
-        if mode is not None:
-            os.chmod(fd if os.chmod in os.supports_fd else path, mode)  # Windows (before 3.13) changes modes by path only
         os.fsync(fd)
+        if mode is not None:  # last: a read-only mode (0o444) would refuse the next open for writing
+            os.chmod(fd if os.chmod in os.supports_fd else path, mode)  # Windows (before 3.13) changes modes by path only
     finally:
         os.close(fd)
 
@@ -290,12 +292,15 @@ def read_regular_text(path: str | os.PathLike) -> str:
     check_regular_file(path)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise not_regular(path)
-        data = f.read(MAX_FOLDER_TEXT_BYTES + 1)
-    if len(data) > MAX_FOLDER_TEXT_BYTES:
-        raise ValueError(f"{path} holds more than {MAX_FOLDER_TEXT_BYTES:,} bytes, more than any real file of its "
-                         "kind: not reading it into memory")
+        # Its size, then the whole file: read(cap + 1) would set the cap's 256 MiB aside for a 1 kB
+        # config.json (an audit's `ulimit -v` run failed so).
+        if st.st_size > MAX_FOLDER_TEXT_BYTES:
+            raise ValueError(f"{path} holds more than {MAX_FOLDER_TEXT_BYTES:,} bytes, more than any real file of "
+                             "its kind: not reading it into memory")
+        data = f.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import sys
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from minigpt.checks import as_count, check_flag
+from minigpt.checks import as_count, caller_stacklevel, check_flag
 from minigpt.config import GPTConfig
 from minigpt.penalties import check_penalties
 from minigpt.row_params import is_on, per_row, shown
@@ -395,12 +393,3 @@ def warn_if_training(model: torch.nn.Module, doing: str) -> None:
     if model.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
         warnings.warn(f"{doing} with the model in training mode: dropout is on, so results change from call to call; "
                       "call model.eval() first", stacklevel=caller_stacklevel())  # generate → stream → here
-
-
-def caller_stacklevel() -> int:
-    """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
-    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
-    here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level

@@ -333,7 +333,9 @@ def one_row_per_sample(input_ids: torch.Tensor, attention_mask: torch.Tensor, n:
     allocated here, and the KV cache, allocated next and far larger a row, is what says that the
     rows do not fit (`-n 10**9` failed first in a 16 GB copy of the ids, with torch's allocator
     error). Several prompts' rows are copied (no stride makes row b·n + k prompt b), into buffers
-    that a device unable to hold them refuses with a MemoryError naming n, before any copy."""
+    that a device unable to hold them refuses with a MemoryError naming n. (A CPU's allocator
+    reserves more than it has, so there a huge n fills memory with these rows before the KV cache's
+    check refuses it: seconds and GBs for 3 prompts × 20 million, where one prompt costs nothing.)"""
     if n == 1:
         return input_ids, attention_mask
     (B, T), prompts = input_ids.shape, (input_ids, attention_mask)

@@ -551,6 +551,21 @@ def test_a_pad_token_id_past_the_vocabulary_in_config_json_is_dropped_with_a_war
         assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (50256, 50256, pad)
 
 
+def test_a_bad_token_id_of_generation_config_json_names_that_file_and_warns_at_the_callers_line(tmp_path):
+    """A review: an id read from generation_config.json (which wins over config.json's, as in
+    transformers) was refused or warned about as config.json's, and the warning pointed at minigpt's
+    own checkpoint.py, not the line that loaded the model."""
+    GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
+    generation = tmp_path / "generation_config.json"
+    generation.write_text(json.dumps({"eos_token_id": SMALL["vocab_size"] - 1, "pad_token_id": -1}))
+    with pytest.raises(ValueError, match=re.escape(f"{generation} sets pad_token_id -1: a token id is never negative")):
+        GPT.from_pretrained(tmp_path)
+    generation.write_text(json.dumps({"pad_token_id": SMALL["vocab_size"]}))
+    with pytest.warns(UserWarning, match=re.escape(f"{generation} sets pad_token_id {SMALL['vocab_size']}")) as caught:
+        GPT.from_pretrained(tmp_path)
+    assert [w.filename for w in caught] == [__file__]
+
+
 def test_transformers_alias_keys_in_config_json_are_read():
     """Bug guarded (an audit): transformers' GPT2Config also reads num_attention_heads, hidden_size,
     num_hidden_layers and max_position_embeddings; minigpt ignored them and used its defaults. With

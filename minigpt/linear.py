@@ -38,6 +38,7 @@ in model.modules(): if type(m) is Linear: m.__class__ = nn.Linear`: this Linear 
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import warnings
@@ -163,13 +164,47 @@ def _forget_stepped(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
 register_optimizer_step_post_hook(_forget_stepped)
 
 
+# oneDNN builds a kernel for each shape it meets (a JIT-compiled primitive, ~0.25 MB whatever the
+# weight's size) and keeps it in two caches of 1024 entries each: its own and that of ideep, the C++
+# layer PyTorch calls it through (ONEDNN_PRIMITIVE_CACHE_CAPACITY, LRU_CACHE_CAPACITY, read once per
+# process). Decode meets one shape per batch size, but prefill one per batch × prompt length: a batch
+# job over prompts of every length 1..253, batch 16, met 253 row counts × 5 weight shapes = 1,265
+# for a 4.3M-parameter model, so both caches filled, every call then missed and compiled again, and
+# malloc's heap, fragmented by the kernels freed between large activations, grew without bound (RSS
+# 0.5 → 3.5 GB over two passes; flat with F.linear). So rows past EXACT_ROWS are padded up to one of
+# 8 sizes per doubling (33 → 36, 100 → 104, 1000 → 1024): 120 shapes per weight up to 65,536 rows,
+# and at most 1/8 more work. The padding rows are zeros whose outputs are dropped: each output row
+# depends on its own input row only.
+EXACT_ROWS = 32  # up to here every row count keeps its own kernel: decode at batch 1 to 32, no padding
+
+
+def padded_rows(rows: int) -> int:
+    """The row count oneDNN is called with for `rows` rows: `rows` itself up to EXACT_ROWS, past it
+    the next multiple of an eighth of the power of two at or below it (e.g. 65..72 → 72)."""
+    if rows <= EXACT_ROWS:
+        return rows
+    step = 1 << (rows.bit_length() - 4)  # rows in [2^k, 2^(k+1)): step 2^(k-3), 8 sizes per doubling
+    return -(-rows // step) * step
+
+
+def onednn_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b by oneDNN on the packed weight, with the rows padded to `padded_rows` (shape (..., out))."""
+    rows, width = math.prod(x.shape[:-1]), x.size(-1)
+    padding = padded_rows(rows) - rows
+    if padding == 0:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    x2 = F.pad(x.reshape(rows, width), (0, 0, 0, padding))  # (padded rows, in), zero rows at the end
+    y = torch.ops.mkldnn._linear_pointwise(x2, packed, bias, "none", [], "")  # (padded rows, out)
+    return y[:rows].view(*x.shape[:-1], y.size(-1))  # the first rows: a contiguous view
+
+
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b by oneDNN on the packed weight: an op torch.compile keeps as it is."""
     packed = packed_weight(weight)
     if packed is None:  # no room for its copy
         return F.linear(x, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return onednn_product(x, packed, bias)
 
 
 @onednn_linear.register_fake
@@ -237,5 +272,5 @@ class Linear(nn.Linear):
             # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call,
             # unless something watches F.linear (compiled, the compiler alone sees the call).
             if not watched(x, self.weight) and (packed := packed_weight(self.weight)) is not None:
-                return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+                return onednn_product(x, packed, self.bias)
         return F.linear(x, self.weight, self.bias)

@@ -462,3 +462,56 @@ def test_a_replaced_f_linear_is_called_without_grad_and_the_fast_path_comes_back
         monkeypatch.setattr(F, "linear", real)
         lin(x)
         assert calls == [1] and cache_entry(lin.weight) is not None
+
+
+@needs_onednn
+def test_many_row_counts_reach_onednn_as_a_few_padded_shapes(monkeypatch):
+    """Rows 1..600 reach oneDNN as at most 32 + 8 per doubling shapes, and each output is F.linear's.
+    Before, every row count was a shape of its own, a kernel oneDNN compiled and cached: a batch
+    job over many prompt lengths (prefill rows = batch × length) filled its caches and grew memory."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)  # every fp32 shape to oneDNN, as on AMD
+    op = torch.ops.mkldnn._linear_pointwise
+    seen = set()
+
+    def spy(x, *args):
+        seen.add(x.shape[:-1].numel())
+        return op(x, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", spy)
+    lin = layer()
+    with torch.no_grad():
+        x = torch.randn(600, 96)
+        for rows in range(1, 601):
+            assert lin(x[:rows]).shape == (rows, 200)
+        for shape in [(33, 96), (4, 25, 96), (599, 96)]:  # padded to 36, 104, 640 rows
+            x = torch.randn(shape)
+            got, ref = lin(x), F.linear(x, lin.weight, lin.bias)
+            assert got.shape == ref.shape and got.is_contiguous()
+            assert ((got - ref).abs().max() / ref.abs().max()).item() <= TOL[torch.float32]
+    print(f"{len(seen)} shapes for 600 row counts")
+    assert len(seen) <= 32 + 8 * 5  # 33..600 spans 5 doublings (32 → 1024)
+    assert all(linear.padded_rows(r) == r for r in range(1, 33))  # decode at batch ≤ 32: never padded
+
+
+@needs_onednn
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process's memory from Linux's /proc")
+def test_memory_stays_flat_over_many_prompt_lengths():
+    """A process running one layer over 600 row counts (what prefill over many prompt lengths
+    does) grows by little, in a fresh process with oneDNN's default cache sizes. Before, each row
+    count left a compiled kernel in two caches of 1,024 entries: 313 MiB more (a 2-core Xeon)."""
+    code = ("import ctypes, torch, minigpt.linear as L; L.MKL_ROWS = 0\n"
+            "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+            "m = L.Linear(64, 64); x = torch.randn(640, 64)\n"
+            "with torch.no_grad():\n"
+            "    m(x[:8]); start = rss()\n"
+            "    for rows in range(40, 640): m(x[:rows])\n"
+            "ctypes.CDLL('libc.so.6').malloc_trim(0)  # count what is held, not what malloc keeps free\n"
+            "print(rss() - start)")
+    env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown = float(done.stdout)
+    print(f"RSS grew by {grown:.0f} MiB over 600 row counts")
+    assert grown < 150

@@ -171,12 +171,13 @@ def test_an_sdist_carries_what_its_tests_need(tmp_path):
     # The checkout's files, not what .gitignore leaves out: GPT-2s downloaded into checkpoints/ (up to
     # 12 GB, an audit found copied on every run) and runs' outputs. Outside a git checkout (the tests
     # of an unpacked sdist), every file but the usual leftovers.
-    try:
+    try:  # (the checkout's own top: one unpacked inside another repository is listed by that one, or not at all)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=repo, capture_output=True, text=True)
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
                                 capture_output=True, text=True)
     except FileNotFoundError:  # no git
-        listed = subprocess.CompletedProcess([], 1)
-    if listed.returncode == 0:
+        top = listed = subprocess.CompletedProcess([], 1)
+    if top.returncode == 0 and Path(top.stdout.strip()).resolve() == repo and listed.returncode == 0:
         for name in filter(None, listed.stdout.split("\0")):
             if (repo / name).is_file():  # (a file deleted but not yet committed is still listed)
                 (src / name).parent.mkdir(parents=True, exist_ok=True)

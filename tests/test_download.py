@@ -1076,19 +1076,24 @@ def test_a_file_bigger_than_the_free_disk_is_refused_before_it_is_fetched(hub, t
     assert not any(path.startswith("/cdn/") for _, path, _ in hub.requests)
 
 
-def test_a_server_sending_more_than_it_announced_is_cut_off(hub, tmp_path, monkeypatch):
-    """An audit: a body longer than the size announced (and with no Content-Length to end it) was
-    written to the end before the size check refused it: a stream without end filled the disk."""
-    data = hub.files["model.safetensors"]
-    hub.trailing["model.safetensors"] = 16 * download.CHUNK
-    sizes = []
-    real_discard = download.discard
+def discarded_sizes(monkeypatch) -> list[int]:
+    """The sizes of the .partial files the download discards, in order (the list fills as it runs)."""
+    sizes, real_discard = [], download.discard
 
     def discard(partial: Path) -> None:
         sizes.append(partial.stat().st_size)
         real_discard(partial)
 
     monkeypatch.setattr(download, "discard", discard)
+    return sizes
+
+
+def test_a_server_sending_more_than_it_announced_is_cut_off(hub, tmp_path, monkeypatch):
+    """An audit: a body longer than the size announced (and with no Content-Length to end it) was
+    written to the end before the size check refused it: a stream without end filled the disk."""
+    data = hub.files["model.safetensors"]
+    hub.trailing["model.safetensors"] = 16 * download.CHUNK
+    sizes = discarded_sizes(monkeypatch)
     with pytest.raises(DownloadError, match=f"model.safetensors has [0-9,]+ bytes but the server announced {len(data):,}"):
         download_gpt2("gpt2", tmp_path, base_url=hub.url, progress=False)
     assert len(data) < sizes[0] <= len(data) + download.CHUNK  # stopped at the first read past the size
@@ -1137,14 +1142,7 @@ def test_an_endless_body_of_a_file_with_no_size_announced_is_stopped_at_a_bound(
     monkeypatch.setattr(download, bound, limit if bound == "MAX_SMALL_FILE" else lambda size: limit)
     hub.no_etag = hub.no_linked_size = True
     hub.trailing[name] = 64 * limit
-    sizes = []
-    real_discard = download.discard
-
-    def discard(partial: Path) -> None:
-        sizes.append(partial.stat().st_size)
-        real_discard(partial)
-
-    monkeypatch.setattr(download, "discard", discard)
+    sizes = discarded_sizes(monkeypatch)
     url = f"{hub.url}{'/cdn/' if name == 'model.safetensors' else REPO}{name}"
     with pytest.raises(DownloadError) as e:
         download_gpt2("gpt2", tmp_path / "out", base_url=hub.url, progress=False)

@@ -63,7 +63,8 @@ from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAUL
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
 from minigpt.model import GPT
-from minigpt.sft_data import encode_pairs, holds_pairs, load_pairs, sft_batch, sft_val_loss, val_in_train
+from minigpt.sft_data import (encode_pairs, holds_pairs, load_pairs, reading_record, sft_batch, sft_val_loss,
+                              val_in_train)
 from minigpt.sft_data import val_source as sft_val_source
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock
 from minigpt.run_log import comparable_evaluations, read_log
@@ -407,8 +408,10 @@ def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         # A loss per completion token, so a perplexity too (exp() overflows past ~709).
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700))}
 
-    # The pairs themselves, sorted: other examples are refused on --resume (`check_data`).
-    return gpt, get_batch, lm_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(pairs)}
+    # The pairs themselves, sorted: other examples are refused on --resume (`check_data`). And how
+    # they were encoded: a resume that encodes them otherwise measures another val loss (`restore`).
+    fingerprint = {**examples_fingerprint(pairs), **reading_record(pairs)}
+    return gpt, get_batch, lm_loss, {"eval_fn": eval_fn, "data_fingerprint": fingerprint}
 
 
 TASK_BUILDERS = {"lm": _lm_task, "classify": _classify_task, "sft": _sft_task}

@@ -647,11 +647,12 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
     # Printed once every check has passed: a note says what the resumed run does.
+    saved_data, now_data = data_only(state.get("data")), data_only(data)  # (states saved before it was recorded: None)
     notes = [schedule_note(state["step"], state["config"], cfg) if cfg.max_iters > state["step"] else None,  # (no step runs)
-             check_data(out, state.get("data"), data, cfg, state["config"])]  # (states saved before it was recorded: none)
-    best, saved_data = state["best_val_loss"], state.get("data")
-    if (best < math.inf and data and saved_data  # (no evaluation yet: nothing to start over)
-            and any(saved_data.get(k) != data.get(k) for k in {**saved_data, **data} if not k.startswith("train"))):
+             check_data(out, saved_data, now_data, cfg, state["config"])]
+    best = state["best_val_loss"]
+    if (best < math.inf and now_data and saved_data  # (no evaluation yet: nothing to start over)
+            and any(saved_data.get(k) != now_data.get(k) for k in {**saved_data, **now_data} if not k.startswith("train"))):
         # Other val data (--allow-new-data let it by): the run's best val loss measured other texts,
         # and a better model on this data could lose to it, so best/ would never follow this data.
         # (Every fingerprint key but the train split's, "train.bin ..." in minigpt/data.py's
@@ -665,6 +666,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     measure = [f"--{k.replace('_', '-')} {old} → {now}" for k, (old, now) in changed.items() if k in val_settings(cfg)]
     if sampled_classify_loss(out, state, cfg):
         measure.insert(0, "sampled val batches → every val example")
+    if encoding := sft_encoding_change(state.get("data"), data):
+        measure.insert(0, encoding)
     if best < math.inf and measure:
         notes.append(f"note: val loss is measured otherwise than the run's ({', '.join(measure)}), so its best val loss ({best:.4g}) "
                      "is not comparable: best/ follows this val loss from here")
@@ -774,6 +777,30 @@ def val_settings(cfg) -> tuple[str, ...]:
     where a long text is cut."""
     every_example = getattr(cfg, "task", "lm") in ("classify", "sft")
     return ("block_size",) if every_example else ("block_size", "batch_size", "eval_iters", "seed")
+
+
+# Data fingerprint entries that say how the data was read, not what it holds (minigpt/sft_data.py's
+# `reading_record`): no part of the data's check, compared as a way of measuring (`sft_encoding_change`).
+READING_KEYS = ("sft encoding", "val empty prompts")
+
+
+def data_only(fingerprint: dict | None) -> dict | None:
+    """A data fingerprint without its READING_KEYS (None: none)."""
+    return None if fingerprint is None else {k: v for k, v in fingerprint.items() if k not in READING_KEYS}
+
+
+def sft_encoding_change(saved: dict | None, now: dict | None) -> str | None:
+    """How the val loss of an sft run is measured otherwise than its saved state's, when it is: the
+    pairs encoded otherwise (minigpt/sft_data.py's SFT_ENCODING; a state without the entry, saved
+    before it was recorded, encoded them as 1), where a val prompt is empty, the one pair the
+    encodings tell apart. Else None: the same rows, the same val loss, nothing to say."""
+    if not now or "sft encoding" not in now or not now["val empty prompts"]:
+        return None
+    then = (saved or {}).get("sft encoding", 1)
+    if then == now["sft encoding"]:
+        return None
+    return (f"sft encoding {then} → {now['sft encoding']}: val pairs with an empty prompt ({now['val empty prompts']:,}) "
+            "read it as <|endoftext|> now, their completion's first token a target")
 
 
 def sampled_classify_loss(out: Path, state: dict, cfg) -> bool:

@@ -33,6 +33,11 @@ from minigpt.progress_bar import progress_bar
 from minigpt.tokenizer_batch import pad_rows
 
 FIELDS = ("prompt", "completion")
+# How `encode_pairs` makes a pair's row, recorded in the run's data fingerprint (`reading_record`).
+# 1: an empty prompt was no ids, so its completion's first token was no target; 2: it is
+# [<|endoftext|>], and that token is one. A val loss over rows of one is not comparable with one
+# over rows of the other, and a run's best val loss was measured with the encoding its state records.
+SFT_ENCODING = 2
 
 
 def read_pairs(path: str | Path) -> Examples:
@@ -144,6 +149,14 @@ def val_in_train(pairs: dict[str, Examples]) -> int:
     weighed up on purpose), is the user's call."""
     train = set(zip(*pairs["train"]))
     return sum(pair in train for pair in zip(*pairs["val"]))
+
+
+def reading_record(pairs: dict[str, Examples]) -> dict:
+    """How these pairs were read into rows, for the run's data fingerprint beside the pairs' hash:
+    the encoding, and how many val prompts are empty (the rows the encodings make otherwise).
+    `restore` (minigpt/run_dir.py) starts best/ over when a resume reads them otherwise than the
+    run's saved state says (a state saved before the encoding was recorded read them as 1)."""
+    return {"sft encoding": SFT_ENCODING, "val empty prompts": pairs["val"][0].count("")}
 
 
 class SftExamples(NamedTuple):

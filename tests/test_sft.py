@@ -411,3 +411,54 @@ def test_val_pairs_that_are_also_train_pairs_are_counted_and_said(base, tmp_path
     assert _run(base, tmp_path / "o3", "--val-data", str(other), "--max-iters", "1",
                 "--data", str(base / "pairs.jsonl")) == 0
     assert "also train pairs" not in capsys.readouterr().out
+
+
+def _as_saved_before_the_encoding_was_recorded(out):
+    """Rewrite out's training state as a minigpt before `reading_record` saved it: the pairs'
+    fingerprint alone, which (`restore` reads) means encoding 1."""
+    path = out / "training_state.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["data"]["sft encoding"] == 2  # what this minigpt records
+    state["data"] = {k: v for k, v in state["data"].items() if k not in ("sft encoding", "val empty prompts")}
+    torch.save(state, path)
+
+
+def _best_resets(out):
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r.get("best_reset")]
+
+
+def test_a_run_saved_before_empty_prompts_were_eos_starts_best_over_on_resume(base, tmp_path, capsys):
+    """A review: a run saved before an empty prompt encoded as <|endoftext|> (its val pairs with an
+    empty prompt scored one token fewer) resumed silently, comparing the new val losses with the
+    old best, so a better model could lose to a figure measured otherwise. Now the encoding is
+    recorded, and a resume across it starts best/ over (a best_reset record) and says why; once
+    the new state records it, a later resume keeps best/."""
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"{c}:", "completion": f" {f}"} for c, f in FRUIT.items()] + [{"prompt": "", "completion": " lime"}]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = ("--data", str(pairs), "--val-data", str(pairs))
+    assert _run(base, tmp_path / "o", *data) == 0
+    _as_saved_before_the_encoding_was_recorded(tmp_path / "o")
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", *data, "--resume", "--max-iters", "6") == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if "sft encoding" in line)
+    assert note.startswith("note: val loss is measured otherwise than the run's (sft encoding 1 → 2: val pairs with an "
+                           "empty prompt (1) read it as <|endoftext|> now, their completion's first token a target), so "
+                           "its best val loss (") and note.endswith("best/ follows this val loss from here")
+    assert _best_resets(tmp_path / "o") == [{"step": 4, "best_reset": True}]
+    assert torch.load(tmp_path / "o" / "training_state.pt", weights_only=True)["data"]["sft encoding"] == 2
+    assert _run(base, tmp_path / "o", *data, "--resume", "--max-iters", "8") == 0  # recorded now: nothing changed
+    assert "sft encoding" not in capsys.readouterr().out and len(_best_resets(tmp_path / "o")) == 1
+
+
+def test_a_run_saved_before_the_encoding_without_empty_val_prompts_resumes_as_it_was(base, tmp_path, capsys):
+    """The other side of the review's fix: without an empty val prompt both encodings make the same
+    val rows, so a run saved before the encoding was recorded keeps its best/, with no word."""
+    assert _run(base, tmp_path / "o") == 0
+    _as_saved_before_the_encoding_was_recorded(tmp_path / "o")
+    capsys.readouterr()
+    assert _run(base, tmp_path / "o", "--resume", "--max-iters", "6") == 0
+    out = capsys.readouterr().out
+    assert "resuming the run" in out and "sft encoding" not in out and "measured otherwise" not in out
+    assert _best_resets(tmp_path / "o") == []

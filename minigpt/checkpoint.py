@@ -262,6 +262,14 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 NANOGPT_CKPT = "ckpt.pt"  # what nanoGPT's train.py saves in its out_dir
 
 
+def is_pickle(path: Path) -> bool:
+    """Whether the file `path` is a PyTorch pickle by its first bytes, whatever its name: torch.save
+    writes a zip archive (b"PK"), older torch and pickle.dump a protocol-2+ pickle (b"\\x80"). A .bin
+    may be a token file (minigpt prepare's, nanoGPT's), which is neither."""
+    with open(path, "rb") as f:
+        return f.read(2).startswith((b"PK", b"\x80"))
+
+
 def convert_nanogpt(ckpt: Path) -> str:
     """The command that converts nanoGPT's ckpt.pt (or its out_dir) into a checkpoint directory."""
     return f"python scripts/convert_nanogpt.py {ckpt} NEW_DIR"
@@ -274,7 +282,7 @@ def check_checkpoint_dir(path: Path) -> None:
         if (path.parent / "config.json").is_file():  # e.g. its config.json, or model.safetensors
             raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
                                      f"model.safetensors ({path.parent}?)")
-        if path.suffix in PICKLE_SUFFIXES:
+        if path.suffix in PICKLE_SUFFIXES and is_pickle(path):
             raise NotADirectoryError(f"{path} is a PyTorch pickle, not a checkpoint directory (config.json + "
                                      f"model.safetensors); if it is nanoGPT's, convert it: {convert_nanogpt(path)}")
         raise NotADirectoryError(f"{path} is a file, not a checkpoint directory (config.json + model.safetensors)")

@@ -37,7 +37,7 @@ import numpy as np
 
 from minigpt.checks import is_int
 from minigpt.files import (NO_LOCKS, atomic_path, atomic_write_text, file_lock, no_follow, not_utf8, read_json, read_text,
-                           stored_path)
+                           refuse_nul_bytes, stored_path)
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.progress_bar import progress_bar
 from minigpt.tokenizer import Tokenizer
@@ -357,9 +357,11 @@ def check_input(path: Path) -> None:
             block = f.read(UTF8_CHECK_BYTES)
             held = len(decoder.getstate()[0])  # the start of a character that the last block cut off
             try:
-                decoder.decode(block, final=not block)  # b"": the end, where a cut-off character is an error
+                text = decoder.decode(block, final=not block)  # b"": the end, where a cut-off character is an error
             except UnicodeDecodeError as e:  # e.start counts from the held bytes
                 raise not_utf8(path, e, at=done - held) from None
+            if done == 0:  # a token file of small ids, or UTF-16 text, is valid UTF-8 full of NULs
+                refuse_nul_bytes(path, text)
             if not block:
                 return
             done += len(block)

@@ -249,7 +249,7 @@ def language_model_report(args) -> tuple[str, dict]:
     record `--json` prints."""
     from minigpt.cli import flag_words
     from minigpt.data import encode_text
-    from minigpt.files import STDIN, read_text_or_stdin
+    from minigpt.files import STDIN, read_text_or_stdin, refuse_nul_bytes, source_name
     from minigpt.model import GPT
 
     if args.predictions is not None:
@@ -267,6 +267,7 @@ def language_model_report(args) -> tuple[str, dict]:
     if args.file != STDIN:
         check_file(args.file, "text file")
     text = read_text_or_stdin(args.file)
+    refuse_nul_bytes(source_name(args.file), text)  # nanoGPT's character-level val.bin decodes as UTF-8: its ids are < 0x80
     if args.file == STDIN and is_pair_line(next((line for line in text.split("\n") if line.strip()), "")):
         raise ValueError("standard input holds prompt/completion pairs, which would be scored as text, braces and keys "
                          "included: save them to a file, which `minigpt eval` scores as pairs (their completions' loss)")

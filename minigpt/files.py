@@ -369,18 +369,50 @@ CP1252_ONLY = frozenset(range(0x80, 0xA0)) - {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 
 
 # Bytes that text holds next to none of: NUL and the other C0 controls but tab, newline, vertical
-# tab, form feed and carriage return, and DEL. A token file is full of them: a uint16 id below
-# 8,192 (GPT-2's commonest tokens) has a high byte below 0x20.
-CONTROL_BYTES = frozenset(range(0x20)) - frozenset(b"\t\n\v\f\r") | {0x7F}
+# tab, form feed, carriage return and escape (ESC, 0x1b, begins the ANSI colour codes of a terminal
+# log), and DEL. A token file is full of them: a uint16 id below 8,192 (GPT-2's commonest tokens) has
+# a high byte below 0x20.
+CONTROL_BYTES = frozenset(range(0x20)) - frozenset(b"\t\n\v\f\r\x1b") | {0x7F}
 BINARY_SAMPLE = 4096  # the bytes looked at, from the start of what was decoded
 BINARY_SHARE = 0.1  # more of those than this share of them, and it is no text
 
 
-def looks_binary(name: str | os.PathLike, data: bytes) -> bool:
-    """Whether `data` (the bytes that did not decode as UTF-8) is no text in any encoding: a .bin
-    (minigpt prepare's and nanoGPT's token files), or bytes of which many are control bytes."""
+def looks_binary(data: bytes) -> bool:
+    """Whether `data` (the first bytes of a file) is no text in any encoding: many of its bytes are
+    control bytes. The content alone decides: a latin1 text named x.bin is text in another
+    encoding, and `token_file_hint` adds what a .bin of a prepared folder is."""
     sample = data[:BINARY_SAMPLE]
-    return str(name).endswith(".bin") or sum(b in CONTROL_BYTES for b in sample) > BINARY_SHARE * len(sample)
+    return sum(b in CONTROL_BYTES for b in sample) > BINARY_SHARE * len(sample)
+
+
+def utf16_without_bom(data: bytes) -> str | None:
+    """"utf-16le" or "utf-16be" where `data` (a file's first bytes) is UTF-16 text without a byte
+    order mark, else None. Such text of Latin letters is half NUL bytes, the high byte of nearly
+    every character, at every odd offset (LE) or every even one (BE); read in that byte order it
+    has few control characters. A GPT-2 token file has fewer NULs (only ids below 256 have one);
+    a nanoGPT character-level one (uint16 ids below 65) has as many, but its low bytes, read as
+    characters, are the controls 0x00-0x1f (a space is id 1). Not handled: UTF-16 text of other
+    scripts (Cyrillic, CJK), whose high bytes are no NULs; it gets the latin1 guess."""
+    sample = data[:BINARY_SAMPLE // 2 * 2]  # whole characters of two bytes
+    for encoding, high_bytes in (("utf-16le", sample[1::2]), ("utf-16be", sample[0::2])):
+        if high_bytes.count(0) > (1 - BINARY_SHARE) * len(high_bytes):
+            text = sample.decode(encoding, "replace")
+            controls = sum(ord(c) in CONTROL_BYTES for c in text)
+            return encoding if controls <= BINARY_SHARE * len(text) else None
+    return None
+
+
+def refuse_nul_bytes(name: str | os.PathLike, text: str) -> None:
+    """Refuse `text` (a file's start, decoded) of which more than BINARY_SHARE are NUL characters,
+    with the error `not_utf8` gives a binary file (or UTF-16 text). Bytes below 0x80 are valid
+    UTF-8, so a nanoGPT character-level train.bin (uint16 ids below 65: every other byte is NUL)
+    or UTF-16 text of Latin letters decodes without an error, and would be tokenized, or scored by
+    `minigpt eval`, as text. Real text holds no NULs; a stray one or two pass, as they always did."""
+    sample = text[:BINARY_SAMPLE]
+    if sample.count("\0") > BINARY_SHARE * len(sample):
+        data = sample.encode("utf-8")
+        first = data.index(0)
+        raise not_utf8(name, UnicodeDecodeError("utf-8", data, first, first + 1, "NUL bytes: no text holds them"))
 
 
 def token_file_hint(name: str | os.PathLike) -> str:
@@ -409,9 +441,10 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
     fix. `at`: where the bytes decoded start in the text (a block of a file read piece by piece).
     Where they are the text's start (at 0), a line past the first is named too (on the first, the
     offset is the column); a later block cannot tell how many lines came before it.
-    The fix names the encoding that a byte order mark at the start tells; without one it is a guess
-    from the bytes that are no UTF-8: cp1252 if one of them is in `CP1252_ONLY` (the first may be an
-    é, which both encodings have, before a dash that only cp1252 has), else latin1. (0x80-0x9F are
+    The fix names the encoding that a byte order mark at the start tells, or UTF-16's byte order that
+    its NULs tell (`utf16_without_bom`); else it is a guess from the bytes that are no UTF-8: cp1252
+    if one of them is in `CP1252_ONLY` (the first may be an é, which both encodings have, before a
+    dash that only cp1252 has), else latin1. (0x80-0x9F are
     also the inner bytes of UTF-8's own characters, “ is E2 80 9C: those do not count.) A file that
     is no text at all (`looks_binary`: a .bin of token ids, most often) gets no encoding advice:
     no conversion makes it text."""
@@ -419,8 +452,13 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
     if found:
         return ValueError(f"{name} is {found.upper()} text, not UTF-8 (it starts with a {found.upper()} byte order mark); "
                           f"convert it first (e.g. iconv -f {found} -t utf-8)")
+    # Only at the start: a later block may begin at an odd offset, and UTF-16 text fails in its first block.
+    found = at == 0 and utf16_without_bom(e.object)
+    if found:
+        return ValueError(f"{name} looks like {found[:6].upper()} {found[6:].upper()} text without a byte order mark, "
+                          f"not UTF-8 (a NUL byte every other byte); convert it first (e.g. iconv -f {found} -t utf-8)")
     byte = e.object[e.start]
-    if looks_binary(name, e.object):
+    if looks_binary(e.object):
         return ValueError(f"{name} looks like a binary (token) file, not text (byte {byte:#04x} at offset {at + e.start})"
                           f"{token_file_hint(name)}")
     # Each byte that does not decode becomes one surrogate U+DC80..U+DCFF: those are the stray ones

@@ -110,6 +110,29 @@ def check_block_size(block_size: int, n_positions: int) -> None:
                          "embeddings beyond that)")
 
 
+def crop_hint(cfg: TrainConfig, source: str) -> str:
+    """What an --n-positions given with --init (`source`: its weights) meant, as nanoGPT's crop_block_size:
+    shorter windows, which nanoGPT makes by shrinking the position table, and --block-size makes here
+    with the table kept. A longer context than the model's is no window it takes: its context is said."""
+    context = init_positions(source)
+    if context is None:  # neither a config.json nor a GPT-2 size: nothing to compare with
+        return ""
+    if cfg.n_positions < context:
+        return f"; to train on shorter windows, use --block-size {cfg.n_positions} (the model keeps its position table)"
+    return f"; the model's context is {context} positions, the longest window --block-size takes"
+
+
+def init_positions(source: str) -> int | None:
+    """The context (n_positions) of the --init model `source`: its config.json's, or a GPT-2 size's by name."""
+    config = Path(source) / "config.json"
+    if config.is_file():
+        with warnings.catch_warnings():  # its size alone is read here: the load parses it again, and warns then
+            warnings.simplefilter("ignore")
+            return GPTConfig.from_json(config).n_positions
+    name = gpt2_name(source)
+    return GPTConfig.gpt2(name).n_positions if name else None
+
+
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None,
                 weights: str | Path | None = None, classifier_init: bool = False) -> GPT | GPTClassifier:
     """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
@@ -127,9 +150,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         shape = [f"--{k.replace('_', '-')}" for k in ("preset", "n_layer", "n_head", "n_embd", "n_positions")
                  if getattr(cfg, k) is not None]
         if shape:
-            # nanoGPT's crop_block_size shrinks the position table; here the table stays and the windows shrink.
-            crop = f"; to train on shorter windows, use --block-size {cfg.n_positions} (the model keeps its position table)" \
-                if cfg.n_positions is not None else ""
+            crop = crop_hint(cfg, weights or cfg.init) if cfg.n_positions is not None else ""
             raise ValueError(f"{', '.join(shape)} cannot change the shape of the --init checkpoint {cfg.init}; "
                              f"drop {'them' if len(shape) > 1 else 'it'}{crop}")
         source = weights or cfg.init

@@ -17,8 +17,8 @@ and a resumed run, or a run on a different number of processes, draws exactly th
 
 The config of a run (`TrainConfig`) and the command-line flags built from its fields are
 minigpt/train_config.py; the optimizer (AdamW's weight-decay groups) and the learning-rate
-schedule are minigpt/optimizer.py. What a run leaves in OUT_DIR (checkpoints, training_state.pt, log.jsonl,
-loss.png), and how `--resume` reads it back, is minigpt/run_dir.py. Its processes (torchrun / DDP)
+schedule are minigpt/optimizer.py. What a run leaves in OUT_DIR (checkpoints, training_state.pt), and
+how `--resume` reads it back, is minigpt/run_dir.py; its log.jsonl and loss.png are minigpt/run_log.py. Its processes (torchrun / DDP)
 and device, how a signal stops it, and its exit codes are minigpt/train_runtime.py.
 """
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -185,18 +186,57 @@ class RefusedFlag(argparse.Action):
 UNRECOGNIZED = "unrecognized arguments: "  # how argparse's error begins for flags it does not know
 
 
+# argparse's error for a value given to a true/false flag: nanoGPT's configurator takes --compile=False.
+IGNORED_VALUE = re.compile(r"argument (--[\w-]+)/(--no-[\w-]+): ignored explicit argument '(.*)'")
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def switch(on: str, off: str, typed: str, value: str) -> str:
+    """How to say `typed=value` (--compile=False, --no-compile=0) with a true/false flag, which takes
+    no value: `on` (--compile) or `off` (--no-compile); both where the value is no true or false word."""
+    if value.lower() not in TRUE_WORDS + FALSE_WORDS:
+        return f"{on} or {off}"
+    wants = value.lower() in TRUE_WORDS
+    return on if wants != (typed == off) else off
+
+
 class ConfigParser(argparse.ArgumentParser):
-    """train's and finetune's parser: an unknown flag spelled with underscores, as nanoGPT's
-    configurator takes them (--max_iters=10), is answered with its dashed name (did you mean --max-iters?)."""
+    """train's and finetune's parser, which answers nanoGPT's spellings with minigpt's: an unknown
+    flag spelled with underscores, as nanoGPT's configurator takes them (--max_iters=10), with its
+    dashed name (did you mean --max-iters?), and a value given to a true/false flag (--compile=False)
+    with the flag that says it (--no-compile)."""
 
     def error(self, message: str):
+        if ignored := IGNORED_VALUE.fullmatch(message):
+            on, off, value = ignored.groups()  # (argparse names both spellings: the value is read as --compile's, nanoGPT's name)
+            message += f"; a true/false flag takes no value: use {switch(on, off, on, value)}"
         unknown = message.removeprefix(UNRECOGNIZED)  # argparse's words, then the arguments it did not take
         if unknown != message:
-            known = {option for action in self._actions for option in action.option_strings}
-            dashed = [arg.split("=")[0].replace("_", "-") for arg in unknown.split() if arg.startswith("--")]
-            if hint := ", ".join(flag for flag in dashed if flag in known):
-                message += f"; did you mean {hint}?"
+            args = unknown.split()
+            # What follows "--" is no flag to argparse, spelled right or not: suggesting it would repeat it.
+            flags = args[:args.index("--")] if "--" in args else args
+            hints = [hint for arg in flags if arg.startswith("--") and (hint := self.dashed(arg))]
+            if suggested := [hint for hint in hints if not hint.startswith(";")]:
+                message += f"; did you mean {', '.join(suggested)}?"
+            message += "".join(hint for hint in hints if hint.startswith(";"))  # refusals, as they are said
+            if "--" in args:
+                message += "; the arguments after `--` are not read as flags: drop the `--`"
         super().error(message)
+
+    def dashed(self, arg: str) -> str | None:
+        """What to say of the unknown `arg` (--max_iters=10): its dashed flag (--max-iters), the spelling
+        of a true/false one that gives its value, or the refusal of a flag this command does not take
+        (finetune's --n-positions: `RefusedFlag`); None where no flag has its name."""
+        typed, given, value = arg.partition("=")
+        flag = typed.replace("_", "-")
+        action = self._option_string_actions.get(flag)
+        if action is None:
+            return None
+        if isinstance(action, RefusedFlag):
+            return f"; {flag}: {action.const}"
+        if isinstance(action, argparse.BooleanOptionalAction) and given:
+            return switch(*action.option_strings, flag, value)
+        return flag
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:

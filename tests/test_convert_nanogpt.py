@@ -166,3 +166,15 @@ def test_a_nanogpt_ckpt_passed_as_a_checkpoint_names_the_converter(tmp_path):
     with pytest.raises(NotADirectoryError, match=r"notes.txt is a file, not a checkpoint directory \(config.json \+ "
                                                  r"model.safetensors\)$"):
         GPT.from_pretrained(tmp_path / "notes.txt")
+
+
+def test_a_token_file_named_bin_is_not_called_a_pytorch_pickle(tmp_path):
+    """A review: `generate --model misc/train.bin` was told "is a PyTorch pickle ... convert it" by its
+    .bin suffix alone; a token file is no pickle. The first bytes tell (a torch.save zip starts b"PK")."""
+    (tmp_path / "train.bin").write_bytes(bytes(range(1, 65)) * 8)
+    with pytest.raises(NotADirectoryError, match=r"train.bin is a file, not a checkpoint directory \(config.json \+ "
+                                                 r"model.safetensors\)$"):
+        GPT.from_pretrained(tmp_path / "train.bin")
+    torch.save({"model": {}}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(NotADirectoryError, match=r"pytorch_model.bin is a PyTorch pickle"):
+        GPT.from_pretrained(tmp_path / "pytorch_model.bin")

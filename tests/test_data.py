@@ -922,3 +922,44 @@ def test_no_meta_json_says_what_token_files_made_elsewhere_need(tmp_path):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text('{"vocab_size": 50257, "eos_token_id": 50256}')
     assert read_meta(tmp_path)["vocab_size"] == 50257  # that alone is enough
+
+
+def char_ids(text: str) -> bytes:
+    """`text` as nanoGPT's shakespeare_char prepare.py writes it: uint16 ids of its sorted characters."""
+    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+    return np.array([stoi[c] for c in text], dtype=np.uint16).tobytes()
+
+
+def test_a_character_level_token_file_is_refused_though_it_decodes_as_utf8(tok, tmp_path):
+    """A review: nanoGPT's character-level train.bin (ids below 65 as uint16: every byte below 0x80, half
+    of them NUL) is valid UTF-8, so `prepare` tokenized it as text, unwarned. More than a tenth NULs is
+    refused as a binary file; UTF-16 text of Latin letters (as many NULs) is told its iconv line; a
+    stray NUL or two in real text still prepares."""
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
+    (tmp_path / "train.bin").write_bytes(char_ids(text))
+    with pytest.raises(ValueError, match=r"train.bin looks like a binary \(token\) file, not text \(byte 0x00 at offset 1\); "
+                                         r"pass a text file$"):
+        prepare([tmp_path / "train.bin"], tok, tmp_path / "a")
+    for encoding in ("utf-16le", "utf-16be"):
+        (tmp_path / "u16.txt").write_bytes(text.encode(encoding))
+        with pytest.raises(ValueError, match=rf"u16.txt looks like UTF-16 {encoding[6:].upper()} text without a byte order "
+                                             rf"mark, not UTF-8 .*iconv -f {encoding} -t utf-8\)$"):
+            prepare([tmp_path / "u16.txt"], tok, tmp_path / "b")
+    (tmp_path / "nul.txt").write_text(text[:200] + "\0" + text[200:] + "\0")
+    prepare([tmp_path / "nul.txt"], tok, tmp_path / "c")
+    assert read_meta(tmp_path / "c")["vocab_size"] == tok.vocab_size
+
+
+@pytest.mark.parametrize("name, data, advice", [
+    ("x.bin", ("ROMEO: it is the east, and Juliet is the sun.\n" * 50 + "café\n").encode("latin-1"), "iconv -f latin1"),
+    ("log.txt", ("\x1b[1;32mINFO\x1b[0m \x1b[2m12:00\x1b[0m ok\n" * 100 + "café\n").encode("latin-1"), "iconv -f latin1"),
+    ("le.txt", ("It is the east, and Juliet is the sun.\n" * 50 + "café\n").encode("utf-16le"), "iconv -f utf-16le"),
+    ("be.txt", ("It is the east, and Juliet is the sun.\n" * 50 + "café\n").encode("utf-16be"), "iconv -f utf-16be"),
+])
+def test_text_in_another_encoding_is_not_called_binary(name, data, advice, tmp_path):
+    """A review: `looks_binary` called text binary, so it got no iconv line: a .bin name alone decided
+    (latin1 text named x.bin), ESC counted as a control byte (an ANSI-coloured log), and UTF-16 without
+    a byte order mark is half NULs. The content decides; UTF-16's NULs at every other offset tell its byte order."""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=re.escape(advice)):
+        read_text(tmp_path / name)

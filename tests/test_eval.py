@@ -611,3 +611,14 @@ def test_predictions_are_utf8_names_and_a_bad_path_is_refused_before_scoring(mod
         err = capsys.readouterr().err
         assert "eval: error: " in err and error in err, (dest, err)
     assert tsv.read_text(encoding="utf-8").startswith("pas bon du tout\t")  # untouched
+
+
+def test_a_character_level_token_file_is_not_scored_as_text(model_dir, tmp_path, capsys):
+    """A review: `minigpt eval MODEL nanodata/char/val.bin` printed perplexity 11647942 over 39,999
+    tokens: nanoGPT's character ids (uint16 below 65) are every one a valid UTF-8 byte, half of them NUL.
+    A text of more than a tenth NULs is refused as prepare refuses it, from a file or standard input."""
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
+    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+    (tmp_path / "val.bin").write_bytes(bytes(b for c in text for b in (stoi[c], 0)))  # uint16, little-endian
+    assert main([str(model_dir), str(tmp_path / "val.bin"), "--device", "cpu"]) == 2
+    assert "val.bin looks like a binary (token) file, not text (byte 0x00 at offset 1); pass a text file" in capsys.readouterr().err

@@ -1674,3 +1674,20 @@ def test_resume_of_a_run_saved_with_a_relative_data_path_and_a_preset_warns_of_n
     # Several files saved as typed compare as the command line's, made absolute.
     cfg = FinetuneConfig(init="x", data=["corpus.txt", "cls.tsv"])
     assert cfg.kept_form("data", ["corpus.txt", "cls.tsv"]) == cfg.data == (str(base / "corpus.txt"), str(base / "cls.tsv"))
+
+
+def test_init_a_nanogpt_checkpoint_names_the_converter(base, tmp_path, capsys):
+    """A review: `finetune --init out/ckpt.pt` (or nanoGPT's out_dir) got no converter hint, though
+    `train --init` gives one and the README says so. A file is called a pickle by its first bytes:
+    a token file named .bin gets no such hint."""
+    from minigpt.finetune import main
+
+    (tmp_path / "out").mkdir()
+    torch.save({"model": {}}, tmp_path / "out" / "ckpt.pt")
+    (tmp_path / "train.bin").write_bytes(bytes(range(1, 65)) * 8)
+    convert = r"python scripts/convert_nanogpt.py \S+out\S* NEW_DIR"
+    for init, said in ((tmp_path / "out" / "ckpt.pt", rf"is a file; .*; if it is nanoGPT's, convert it: {convert}$"),
+                       (tmp_path / "out", rf"holds no config.json: .* \(it holds nanoGPT's ckpt.pt; convert it: {convert}\)$"),
+                       (tmp_path / "train.bin", r"is a file; it names a checkpoint directory .*, or a GPT-2 size by name$")):
+        assert main(["--init", str(init), "--data", str(base / "corpus.txt"), "--out", str(tmp_path / "o")]) == 2
+        assert re.search(said, capsys.readouterr().err.strip()), init

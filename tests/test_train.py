@@ -3255,6 +3255,7 @@ def test_n_positions_with_init_points_at_block_size_for_shorter_windows(tmp_path
     "drop it"; --block-size N trains on shorter windows of the same model (train and finetune say so)."""
     from minigpt.finetune import main as finetune_main
 
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "m")
     cfg = tiny_cfg(make_data(tmp_path / "data"), tmp_path / "o", init=str(tmp_path / "m"), preset=None, n_layer=None,
                    n_head=None, n_embd=None, n_positions=64)
     with pytest.raises(ValueError, match=r"--n-positions cannot change the shape of the --init checkpoint .*; drop it; to "
@@ -3266,3 +3267,57 @@ def test_n_positions_with_init_points_at_block_size_for_shorter_windows(tmp_path
     assert capsys.readouterr().err.strip().endswith(
         "--n-positions 64: fine-tuning takes the model's shape from the --init checkpoint, which fixes it; drop this flag; "
         "to train on shorter windows, use --block-size N (the model keeps its position table)")
+
+
+def test_n_positions_past_the_init_models_context_names_that_context(tmp_path):
+    """A review: a 256-position model given --n-positions 1024 was told "use --block-size 1024",
+    which the model refuses in turn. The hint is for shorter windows only; a longer or equal
+    --n-positions is told the model's context."""
+    GPT(GPTConfig(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "m")
+    data = make_data(tmp_path / "data")
+    for asked in (128, 1024):
+        cfg = tiny_cfg(data, tmp_path / "o", init=str(tmp_path / "m"), preset=None, n_layer=None, n_head=None,
+                       n_embd=None, n_positions=asked)
+        with pytest.raises(ValueError, match=r"; drop it; the model's context is 128 positions, the longest window "
+                                             r"--block-size takes$"):
+            build_model(cfg, VOCAB)
+
+
+@pytest.mark.parametrize("typed, answer", [
+    ("--compile=False", "argument --compile/--no-compile: ignored explicit argument 'False'; a true/false flag takes no "
+                        "value: use --no-compile"),
+    ("--compile=1", "argument --compile/--no-compile: ignored explicit argument '1'; a true/false flag takes no value: "
+                    "use --compile"),
+    ("--gradient_checkpointing=True", "unrecognized arguments: --gradient_checkpointing=True; did you mean "
+                                      "--gradient-checkpointing?"),
+    ("--gradient_checkpointing=false", "unrecognized arguments: --gradient_checkpointing=false; did you mean "
+                                       "--no-gradient-checkpointing?"),
+    ("--compile=maybe", "argument --compile/--no-compile: ignored explicit argument 'maybe'; a true/false flag takes no "
+                        "value: use --compile or --no-compile"),
+])
+def test_a_value_given_to_a_true_false_flag_is_answered_with_its_spelling(typed, answer, tmp_path, capsys):
+    """A review: nanoGPT's README runs `--compile=False` on a CPU, which argparse answered with a bare
+    "ignored explicit argument 'False'", and the underscore hint led into the same error
+    (--gradient_checkpointing=True: "did you mean --gradient-checkpointing?", which takes no =True)."""
+    with pytest.raises(SystemExit) as e:
+        train_main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), typed])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"minigpt train: error: {answer}"
+
+
+def test_the_underscore_hint_skips_what_follows_a_double_dash_and_refused_flags(tmp_path, capsys):
+    """A review: `minigpt train -- --max-iters 5` was asked "did you mean --max-iters?", what was typed
+    (after "--", argparse reads no flag), and finetune's --n_positions=64 was pointed at
+    --n-positions, which finetune refuses: it gets that refusal now."""
+    from minigpt.finetune import main as finetune_main
+
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(tmp_path / "d"), "--", "--max-iters", "5"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "minigpt train: error: unrecognized arguments: -- --max-iters 5; the arguments after `--` are not read as "
+        "flags: drop the `--`")
+    with pytest.raises(SystemExit):
+        finetune_main(["--init", str(tmp_path / "m"), "--n_positions=64", "--max_iters=3"])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("minigpt finetune: error: unrecognized arguments: --n_positions=64 --max_iters=3; did you mean "
+                           "--max-iters?; --n-positions: fine-tuning takes the model's shape from the --init checkpoint"), last

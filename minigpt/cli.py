@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,7 +132,24 @@ def run_command(argv: list[str]) -> int:
         print(f"{prog('')}: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest) or 0
+    with warnings_as_lines(name):
+        return module.main(rest) or 0
+
+
+@contextmanager
+def warnings_as_lines(command: str) -> Iterator[None]:
+    """A warning as one line in the command's words, `minigpt generate: warning: ...`, as its errors
+    are. Python's own shows a file and line of code: for a warning aimed at the caller's line
+    (`caller_stacklevel`), the console script's `sys.exit(main())`, which tells a user nothing."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        kind = "" if category is UserWarning else f" ({category.__name__})"  # e.g. torch's FutureWarning
+        print(f"{prog(command)}: warning: {message}{kind}", file=file or sys.stderr)
+
+    shown, warnings.showwarning = warnings.showwarning, show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def kept_mode(dest: Path) -> int | None:
     new file. Not setuid, setgid or sticky: those are no checkpoint's."""
     try:
         st = os.stat(dest)
-    except (FileNotFoundError, NotADirectoryError):  # (a broken link too)
+    except OSError:  # none there, a broken link, a loop of links (ELOOP), a target we may not read: no mode to keep
         return None
     return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 

@@ -258,7 +258,7 @@ def read_prompts(path: str, output_fields: tuple[str, ...] = ("texts",)) -> tupl
     # Split at "\n" only: str.splitlines would also split at U+2028 and the like, which a JSON string may hold as they are.
     name = source_name(path)
     for number, line in enumerate(read_text_or_stdin(path).split("\n"), 1):
-        if not line.strip():
+        if not line.strip(" \t\r\f\v"):  # blank: what the README's restart recipe's grep skips too
             continue
         try:
             item = json.loads(line)
@@ -345,8 +345,8 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
                                                        num_return_sequences=args.num_return_sequences, progress=bar,
                                                        **{**kwargs, "seed": seed})
             # Beams come with the scores that ranked them, one per text. The window's lines go out now,
-            # before its stats and the next window, in one write (a kill in the middle of line-by-line
-            # writes could leave a line cut, which a restart's `>> out.jsonl` would join to the next).
+            # before its stats and the next window (a kill while they are written may still cut the
+            # last one: the README's restart recipe keeps the whole lines first).
             sys.stdout.write("".join(json_line({**record, "texts": texts[i], **({"scores": scores[0][i]} if scores else {})})
                                      + "\n" for i, record in enumerate(records[start:start + size])))
             sys.stdout.flush()

@@ -1367,3 +1367,12 @@ def test_a_json_file_larger_than_the_cap_is_refused_before_it_is_parsed(tmp_path
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 2**20, f"{peak:,} bytes at the peak of reading a 27-byte file"
+
+
+def test_a_loop_of_links_at_a_saved_files_name_is_replaced_as_anything_there_is(tmp_path):
+    """A review: kept_mode followed links to read the mode to keep, and a link to itself
+    (config.json -> config.json) made the save fail with ELOOP, where whatever is at the name is
+    replaced. No mode to keep there: the umask's default."""
+    (tmp_path / "config.json").symlink_to("config.json")
+    GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").is_symlink() and GPTConfig.from_json(tmp_path).n_layer == SMALL["n_layer"]

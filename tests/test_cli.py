@@ -451,3 +451,23 @@ def test_an_ascii_terminal_shows_tokenize_s_tokens_escaped(tmp_path):
     os.close(main_fd)
     assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
     assert b"tokens: ['hello', '\\u0120world']" in shown, shown
+
+
+def test_a_warning_is_one_line_in_the_commands_words(tmp_path):
+    """A review: a config.json's warning (here a pad_token_id past the vocabulary, dropped) came out
+    as Python shows one, `/usr/bin/minigpt:8: UserWarning: ...` and the line `sys.exit(main())`:
+    the caller's line, which for a command is its console script. It is the command's own line now."""
+    import json
+    import shutil
+
+    ck = tmp_path / "ck"
+    shutil.copytree(ROOT / "checkpoints" / "shakespeare", ck)
+    config = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps(config | {"pad_token_id": config["vocab_size"]}))
+    done = subprocess.run([sys.executable, "-m", "minigpt", "generate", "--model", str(ck), "--prompt", "ROMEO:",
+                           "--max-new-tokens", "2", "--temperature", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (f"python -m minigpt generate: warning: {ck / 'config.json'} sets pad_token_id {config['vocab_size']}, "
+            "which is no token of this model") in done.stderr
+    assert "UserWarning" not in done.stderr and "sys.exit" not in done.stderr and "runpy" not in done.stderr

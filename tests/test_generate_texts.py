@@ -709,3 +709,18 @@ def test_a_prompt_holding_a_special_tokens_name_is_told_to_pass_its_ids(tiny_che
 
     with pytest.raises(ValueError, match="^no text today$"):
         generate_text(model, Refusing(), prompt)
+
+
+def test_a_line_of_unicode_spaces_is_no_blank_line_of_a_prompts_file(tmp_path):
+    """A review: read_prompts skipped a line holding only a no-break space (str.strip takes Unicode
+    spaces), where the README's restart recipe (`grep -v '^[[:space:]]*$'`) counts it, so a restart
+    ran a prompt twice. Blank is spaces and tabs (or nothing) in both; that line is no JSON."""
+    from minigpt.generate_cli import read_prompts
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('"a"\n \t\n"b"\n', encoding="utf-8")
+    assert read_prompts(str(f)) == ([{"prompt": "a"}, {"prompt": "b"}], [1, 3])
+    f.write_text('"a"\n\u00a0\n"b"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        read_prompts(str(f))
+

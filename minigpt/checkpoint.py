@@ -239,23 +239,6 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     return device
 
 
-def download_hint(path: Path) -> str:
-    """What to run: in a folder where a download stopped (its files wait there as FILE.partial until
-    all four are whole, minigpt/download.py), the download again; else, when its name is one of the
-    four GPT-2 sizes, how to fetch OpenAI's weights into it, or, when it could be another Hub
-    model's name, how to fetch that (`hub_hint`). A folder with nanoGPT's ckpt.pt (its out_dir): how to convert it."""
-    if (path / NANOGPT_CKPT).is_file():
-        return f" (it holds nanoGPT's {NANOGPT_CKPT}; convert it: {convert_nanogpt(path)})"
-    if path.is_dir() and any(path.glob("*.partial")):
-        return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
-    if path.name not in GPT2_SIZES:
-        return hub_hint(path)
-    if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own
-        return f" (to fetch OpenAI's weights: minigpt download {path.name}, then --model {path.name})"
-    # `minigpt download NAME` alone writes DOWNLOADS/NAME (checkpoints/NAME in a checkout), which need not be `path`.
-    return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
-
-
 # The names a PyTorch pickle goes by: nanoGPT's out_dir/ckpt.pt, torch.save's .pt/.pth, Lightning's .ckpt,
 # Hugging Face's older pytorch_model.bin. Passed as a checkpoint, the likeliest is nanoGPT's.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -270,9 +253,40 @@ def is_pickle(path: Path) -> bool:
         return f.read(2).startswith((b"PK", b"\x80"))
 
 
-def convert_nanogpt(ckpt: Path) -> str:
-    """The command that converts nanoGPT's ckpt.pt (or its out_dir) into a checkpoint directory."""
-    return f"python scripts/convert_nanogpt.py {ckpt} NEW_DIR"
+# The converter: a script of minigpt's checkout (an installed wheel has no scripts/).
+CONVERTER = Path(__file__).resolve().parent.parent / "scripts" / "convert_nanogpt.py"
+
+
+def convert_command(ckpt: Path) -> str:
+    """The command that converts nanoGPT's ckpt.pt (or its out_dir) into a checkpoint directory,
+    runnable from any folder: the script by its full path, where this minigpt has it."""
+    script = shlex.quote(str(CONVERTER)) if CONVERTER.is_file() else "scripts/convert_nanogpt.py (in minigpt's checkout)"
+    return f"python {script} {shlex.quote(str(ckpt))} NEW_DIR"
+
+
+def download_hint(path: Path) -> str:
+    """What to run: in a folder where a download stopped (its files wait there as FILE.partial until
+    all four are whole, minigpt/download.py), the download again; else, when its name is one of the
+    four GPT-2 sizes, how to fetch OpenAI's weights into it, or, when it could be another Hub
+    model's name, how to fetch that (`hub_hint`). A folder with nanoGPT's ckpt.pt (its out_dir): how to convert it."""
+    if (path / NANOGPT_CKPT).is_file():
+        return f" (it holds nanoGPT's {NANOGPT_CKPT}; convert it: {convert_command(path)})"
+    if path.is_dir() and any(path.glob("*.partial")):
+        return " (it holds the .partial files of a download that stopped: run the same minigpt download again to finish it)"
+    if path.name not in GPT2_SIZES:
+        return hub_hint(path)
+    if path.resolve().is_relative_to(CHECKPOINTS.resolve()) and CHECKPOINTS != DOWNLOADS:  # an installed package's own
+        return f" (to fetch OpenAI's weights: minigpt download {path.name}, then --model {path.name})"
+    # `minigpt download NAME` alone writes DOWNLOADS/NAME (checkpoints/NAME in a checkout), which need not be `path`.
+    return f" (to fetch OpenAI's weights: minigpt download {path.name} --out {path})"
+
+
+def pickle_hint(path: Path) -> str:
+    """For a file that is a PyTorch pickle by its name and first bytes: how to convert it, were it
+    nanoGPT's; else nothing."""
+    if path.suffix in PICKLE_SUFFIXES and is_pickle(path):
+        return f"; if it is nanoGPT's, convert it: {convert_command(path)}"
+    return ""
 
 
 def check_checkpoint_dir(path: Path) -> None:
@@ -282,9 +296,9 @@ def check_checkpoint_dir(path: Path) -> None:
         if (path.parent / "config.json").is_file():  # e.g. its config.json, or model.safetensors
             raise NotADirectoryError(f"{path} is a file; a checkpoint is the directory that holds config.json and "
                                      f"model.safetensors ({path.parent}?)")
-        if path.suffix in PICKLE_SUFFIXES and is_pickle(path):
+        if hint := pickle_hint(path):
             raise NotADirectoryError(f"{path} is a PyTorch pickle, not a checkpoint directory (config.json + "
-                                     f"model.safetensors); if it is nanoGPT's, convert it: {convert_nanogpt(path)}")
+                                     f"model.safetensors){hint}")
         raise NotADirectoryError(f"{path} is a file, not a checkpoint directory (config.json + model.safetensors)")
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist{download_hint(path)}")

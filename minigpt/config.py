@@ -347,7 +347,7 @@ class GPTConfig:
             if not isinstance(g, dict):
                 raise ValueError(f"{generation} must hold a JSON object, got {type(g).__name__}")
             d, ids_source = d | {k: g.get(k) for k in TOKEN_IDS}, str(generation)
-        # ("config.json sets ..." did not say which checkpoint's)
+        # The files by their paths: an error says which checkpoint's config.json it means.
         return cls.from_hf_dict(d, source=str(path), ids_source=ids_source)
 
     def save_json(self, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel", extra: dict | None = None) -> None:

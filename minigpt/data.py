@@ -434,7 +434,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no meta.json in {data_dir}: prepare the data with `minigpt prepare` first (uint16 token "
                                 'files made elsewhere, as nanoGPT\'s prepare.py: write {"vocab_size": N, "eos_token_id": ID} '
-                                "beside them)")
+                                "beside them, and the tokenizer's files into tokenizer/ there, for the checkpoints to carry)")
     try:
         meta = read_json(path)
     except ValueError as e:  # not UTF-8, or not JSON: read_json's message names the file

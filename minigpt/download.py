@@ -60,7 +60,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
 from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache
-from minigpt.files import file_lock, fresh_file, no_follow
+from minigpt.files import BINARY, file_lock, fresh_file, no_follow
 from minigpt.progress_bar import progress_bar
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -79,8 +79,6 @@ MIN_WINDOW_BYTES = 64 << 10
 # fill the disk: GPT-2's config.json is 1 kB, vocab.json 1.0 MB, merges.txt 0.46 MB; the
 # weights' bound depends on the size fetched (`max_weights_size`).
 MAX_SMALL_FILE = 8 << 20
-# os.open's flag for bytes written as they are: Windows would turn each \n into \r\n (POSIX has none).
-BINARY = getattr(os, "O_BINARY", 0)
 REDIRECTS = (301, 302, 303, 307, 308)
 WEB_SCHEMES = ("http", "https")  # the only addresses opened: see refuse_non_web
 SAFETENSORS_HEADER_LEN = 8  # a safetensors file starts with its JSON header's length, a little-endian u64

@@ -68,6 +68,8 @@ def temp_path(dest: Path) -> Path:
 # Opened with O_NOFOLLOW, a symbolic link at the path itself is an error (ELOOP), not followed.
 # Windows has no such flag (nor symbolic links that a user may make without admin rights).
 NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# os.open's flag for bytes read and written as they are: Windows would turn \n into \r\n (POSIX has none).
+BINARY = getattr(os, "O_BINARY", 0)
 
 
 def fresh_file(path: Path) -> None:
@@ -264,7 +266,8 @@ def read_text(path: str | os.PathLike) -> str:
 
 # The most a JSON or text file of a model or tokenizer folder may hold. The largest real ones are
 # tokenizer.json files of a few hundred thousand tokens (tens of MB); merges.txt is a few MB, config.json
-# and an index KBs. Without a cap, a config.json of many GB was read into memory until it ran out.
+# and an index KBs. A file far past that is no real one (a forged config.json of many GB), and would
+# be read into memory until it ran out.
 MAX_FOLDER_TEXT_BYTES = 256 * 2**20
 
 
@@ -290,13 +293,13 @@ def read_regular_text(path: str | os.PathLike) -> str:
     descriptor that reads it (opened without waiting, as a FIFO open would), so one swapped for a
     FIFO or a device between the check and the open is refused too."""
     check_regular_file(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | BINARY)
     with open(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise not_regular(path)
-        # Its size, then the whole file: read(cap + 1) would set the cap's 256 MiB aside for a 1 kB
-        # config.json (an audit's `ulimit -v` run failed so).
+        # Its size, then the whole file: read(cap + 1) would set the cap's 256 MiB aside even for a
+        # 1 kB config.json.
         if st.st_size > MAX_FOLDER_TEXT_BYTES:
             raise ValueError(f"{path} holds more than {MAX_FOLDER_TEXT_BYTES:,} bytes, more than any real file of "
                              "its kind: not reading it into memory")
@@ -403,16 +406,25 @@ def utf16_without_bom(data: bytes) -> str | None:
 
 
 def refuse_nul_bytes(name: str | os.PathLike, text: str) -> None:
-    """Refuse `text` (a file's start, decoded) of which more than BINARY_SHARE are NUL characters,
-    with the error `not_utf8` gives a binary file (or UTF-16 text). Bytes below 0x80 are valid
-    UTF-8, so a nanoGPT character-level train.bin (uint16 ids below 65: every other byte is NUL)
-    or UTF-16 text of Latin letters decodes without an error, and would be tokenized, or scored by
-    `minigpt eval`, as text. Real text holds no NULs; a stray one or two pass, as they always did."""
+    """Refuse `text` (a file's start, decoded) of which more than BINARY_SHARE are NUL characters.
+    Bytes below 0x80 are valid UTF-8, so a nanoGPT character-level train.bin (uint16 ids below 65:
+    every other byte is NUL) or UTF-16 text of Latin letters decodes without an error, and would be
+    tokenized, or scored by `minigpt eval`, as text. Real text holds no NULs; a stray one or two
+    pass, as they always did."""
     sample = text[:BINARY_SAMPLE]
     if sample.count("\0") > BINARY_SHARE * len(sample):
         data = sample.encode("utf-8")
-        first = data.index(0)
-        raise not_utf8(name, UnicodeDecodeError("utf-8", data, first, first + 1, "NUL bytes: no text holds them"))
+        if found := utf16_without_bom(data):
+            raise ValueError(utf16_message(name, found))
+        raise ValueError(f"{name} looks like a binary (token) file, not text (a tenth or more of its first characters "
+                         f"are NUL bytes){token_file_hint(name)}")
+
+
+def utf16_message(name: str | os.PathLike, encoding: str) -> str:
+    """What to say of a file of UTF-16 text without a byte order mark (`utf16_without_bom`)."""
+    shown = {"utf-16le": "UTF-16 LE", "utf-16be": "UTF-16 BE"}[encoding]
+    return (f"{name} looks like {shown} text without a byte order mark, not UTF-8 (a NUL byte every other byte); "
+            f"convert it first (e.g. iconv -f {encoding} -t utf-8)")
 
 
 def token_file_hint(name: str | os.PathLike) -> str:
@@ -455,8 +467,7 @@ def not_utf8(name: str | os.PathLike, e: UnicodeDecodeError, at: int = 0) -> Val
     # Only at the start: a later block may begin at an odd offset, and UTF-16 text fails in its first block.
     found = at == 0 and utf16_without_bom(e.object)
     if found:
-        return ValueError(f"{name} looks like {found[:6].upper()} {found[6:].upper()} text without a byte order mark, "
-                          f"not UTF-8 (a NUL byte every other byte); convert it first (e.g. iconv -f {found} -t utf-8)")
+        return ValueError(utf16_message(name, found))
     byte = e.object[e.start]
     if looks_binary(e.object):
         return ValueError(f"{name} looks like a binary (token) file, not text (byte {byte:#04x} at offset {at + e.start})"

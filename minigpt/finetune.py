@@ -55,7 +55,7 @@ from minigpt.classifier import GPTClassifier
 from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classification_loss, encode_examples,
                                    examples_fingerprint, label_ids, load_classification_data, pad_right, score_examples,
                                    split_files, val_source)
-from minigpt.checkpoint import PICKLE_SUFFIXES, convert_nanogpt, download_hint, is_pickle
+from minigpt.checkpoint import download_hint, pickle_hint
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
@@ -505,8 +505,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         what = ("is a file; it names a checkpoint directory" if init.is_file() else
                 "holds no config.json: it is no checkpoint directory" if init.is_dir() else "does not exist")
         # As `train --init` says it (checkpoint.py): nanoGPT's ckpt.pt, or its out_dir, gets the command that converts it.
-        convert = f"; if it is nanoGPT's, convert it: {convert_nanogpt(init)}" if init.suffix in PICKLE_SUFFIXES else ""
-        hint = (convert if is_pickle(init) else "") if init.is_file() else download_hint(init)
+        hint = pickle_hint(init) if init.is_file() else download_hint(init)
         moved = "; if the run's --init has moved, pass --init with where it is now" if cfg.resume else ""
         raise FileNotFoundError(f"--init {cfg.init} {what} (config.json + model.safetensors, as save_pretrained and "
                                 f"minigpt train write), or a GPT-2 size by name{hint}{moved}")

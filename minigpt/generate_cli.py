@@ -333,9 +333,9 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
     # Window w starts from the seed its first batch would get in one generate_texts call over the
     # whole file (batch w·16 of batch_seeds' stream), and generate_texts draws its other batches'
     # seeds from that seed's own stream. Window 0 starts from --seed itself, so a file of up to 16
-    # batches draws exactly what one generate_texts call would. (Seeding window w with
-    # batch_seeds(seed, windows)[w] gave it the seed that window 0's batch w draws with: the same
-    # stream, so a prompt repeated through the file came back with the same text in both.)
+    # batches draws exactly what one generate_texts call would. (Window w cannot take
+    # batch_seeds(seed, windows)[w]: that is the seed window 0's batch w draws with, from the same
+    # stream, and a prompt repeated through the file would get the same text in both.)
     seeds = batch_seeds(args.seed, len(starts) * WINDOW_BATCHES)[::WINDOW_BATCHES]
     with progress_bar(total=len(ids), desc="generating", unit="prompt") as bar:
         for start, seed in zip(starts, seeds):

@@ -331,8 +331,8 @@ def one_row_per_sample(input_ids: torch.Tensor, attention_mask: torch.Tensor, n:
 
     One prompt's n rows are views of its one row (stride 0), not copies: whatever n, nothing is
     allocated here, and the KV cache, allocated next and far larger a row, is what says that the
-    rows do not fit (`-n 10**9` failed first in a 16 GB copy of the ids, with torch's allocator
-    error). Several prompts' rows are copied (no stride makes row b·n + k prompt b), into buffers
+    rows do not fit (a copy of `-n 10**9` rows would fail first, in 16 GB of ids, with torch's
+    allocator error). Several prompts' rows are copied (no stride makes row b·n + k prompt b), into buffers
     that a device unable to hold them refuses with a MemoryError naming n. (A CPU's allocator
     reserves more than it has, so there a huge n fills memory with these rows before the KV cache's
     check refuses it: seconds and GBs for 3 prompts × 20 million, where one prompt costs nothing.)"""

@@ -182,10 +182,10 @@ def encode_pairs(tokenizer, pairs: Examples, block_size: int) -> SftExamples:
     An empty prompt is the one id EOS: generation starts an empty prompt from <|endoftext|>
     (GPT-2's begin token too; minigpt/text_generation.py, as transformers' `generate` starts from
     bos_token_id), so training reads what generation will. Without it the row would start at the
-    completion's first token, which no position predicts: never learnt (an audit's tuned model,
-    prompted with nothing, wrote nothing). (TRL adds what the tokenizer adds: a BOS for Llama's, which gives
-    these rows, and nothing for GPT-2's, which leaves that first token untaught.) So every prompt is
-    at least one id, and every completion token, and the EOS after it, is a target.
+    completion's first token, which no position predicts: never learnt, so a tuned model prompted
+    with nothing would write nothing. (TRL adds what the tokenizer adds: a BOS for Llama's, which
+    gives these rows, and nothing for GPT-2's, which leaves that first token untaught.) So every
+    prompt is at least one id, and every completion token, and the EOS after it, is a target.
 
     A row keeps its first block_size + 1 ids: the model reads block_size of them, and each but the
     first is the target of the one before. An example whose prompt is longer than block_size ids

@@ -18,6 +18,7 @@ import argparse
 import math
 import os
 import re
+import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -206,10 +207,15 @@ class ConfigParser(argparse.ArgumentParser):
     dashed name (did you mean --max-iters?), and a value given to a true/false flag (--compile=False)
     with the flag that says it (--no-compile)."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.typed = list(sys.argv[1:] if args is None else args)  # what was typed, for `error` to read
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
         if ignored := IGNORED_VALUE.fullmatch(message):
-            on, off, value = ignored.groups()  # (argparse names both spellings: the value is read as --compile's, nanoGPT's name)
-            message += f"; a true/false flag takes no value: use {switch(on, off, on, value)}"
+            on, off, value = ignored.groups()  # argparse names both spellings: which one was typed is in argv
+            typed = off if any(arg.startswith(off + "=") for arg in getattr(self, "typed", [])) else on
+            message += f"; a true/false flag takes no value: use {switch(on, off, typed, value)}"
         unknown = message.removeprefix(UNRECOGNIZED)  # argparse's words, then the arguments it did not take
         if unknown != message:
             args = unknown.split()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,10 +160,15 @@ def test_a_nanogpt_ckpt_passed_as_a_checkpoint_names_the_converter(tmp_path):
     save_nanogpt_ckpt(tmp_path / "ckpt.pt", vocab_size=65)
     with pytest.raises(NotADirectoryError, match=r"ckpt.pt is a PyTorch pickle, not a checkpoint directory \(config.json "
                                                  r"\+ model.safetensors\); if it is nanoGPT's, convert it: python "
-                                                 r"scripts/convert_nanogpt.py \S+ckpt.pt NEW_DIR$"):
+                                                 r"\S+scripts/convert_nanogpt.py \S+ckpt.pt NEW_DIR$") as e:
         GPT.from_pretrained(tmp_path / "ckpt.pt")
+    # A review: the command named the script relative to the checkout, and failed from anywhere else.
+    command = str(e.value).split("convert it: ")[1].replace("NEW_DIR", str(tmp_path / "new"))
+    done = subprocess.run(shlex.split(command.replace("python", shlex.quote(sys.executable), 1)), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     with pytest.raises(FileNotFoundError, match=r"no config.json in \S+: not a model checkpoint \(it holds nanoGPT's "
-                                                r"ckpt.pt; convert it: python scripts/convert_nanogpt.py \S+ NEW_DIR\)$"):
+                                                r"ckpt.pt; convert it: python \S+scripts/convert_nanogpt.py \S+ NEW_DIR\)$"):
         GPT.from_pretrained(tmp_path)
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(NotADirectoryError, match=r"notes.txt is a file, not a checkpoint directory \(config.json \+ "

@@ -918,7 +918,8 @@ def test_no_meta_json_says_what_token_files_made_elsewhere_need(tmp_path):
     np.zeros(100, dtype=np.uint16).tofile(tmp_path / "train.bin")
     with pytest.raises(FileNotFoundError, match=r"no meta.json in .*: prepare the data with `minigpt prepare` first \(uint16 "
                                                 r"token files made elsewhere, as nanoGPT's prepare.py: write "
-                                                r'\{"vocab_size": N, "eos_token_id": ID\} beside them\)'):
+                                                r'\{"vocab_size": N, "eos_token_id": ID\} beside them, and the '
+                                                r"tokenizer's files into tokenizer/ there, for the checkpoints to carry\)"):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text('{"vocab_size": 50257, "eos_token_id": 50256}')
     assert read_meta(tmp_path)["vocab_size"] == 50257  # that alone is enough
@@ -937,7 +938,7 @@ def test_a_character_level_token_file_is_refused_though_it_decodes_as_utf8(tok, 
     stray NUL or two in real text still prepares."""
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
     (tmp_path / "train.bin").write_bytes(char_ids(text))
-    with pytest.raises(ValueError, match=r"train.bin looks like a binary \(token\) file, not text \(byte 0x00 at offset 1\); "
+    with pytest.raises(ValueError, match=r"train.bin looks like a binary \(token\) file, not text \(a tenth or more of its first characters are NUL bytes\); "
                                          r"pass a text file$"):
         prepare([tmp_path / "train.bin"], tok, tmp_path / "a")
     for encoding in ("utf-16le", "utf-16be"):

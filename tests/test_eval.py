@@ -621,4 +621,4 @@ def test_a_character_level_token_file_is_not_scored_as_text(model_dir, tmp_path,
     stoi = {c: i for i, c in enumerate(sorted(set(text)))}
     (tmp_path / "val.bin").write_bytes(bytes(b for c in text for b in (stoi[c], 0)))  # uint16, little-endian
     assert main([str(model_dir), str(tmp_path / "val.bin"), "--device", "cpu"]) == 2
-    assert "val.bin looks like a binary (token) file, not text (byte 0x00 at offset 1); pass a text file" in capsys.readouterr().err
+    assert "val.bin looks like a binary (token) file, not text (a tenth or more of its first characters are NUL bytes); pass a text file" in capsys.readouterr().err

@@ -1685,7 +1685,7 @@ def test_init_a_nanogpt_checkpoint_names_the_converter(base, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     torch.save({"model": {}}, tmp_path / "out" / "ckpt.pt")
     (tmp_path / "train.bin").write_bytes(bytes(range(1, 65)) * 8)
-    convert = r"python scripts/convert_nanogpt.py \S+out\S* NEW_DIR"
+    convert = r"python \S+scripts/convert_nanogpt.py \S+out\S* NEW_DIR"
     for init, said in ((tmp_path / "out" / "ckpt.pt", rf"is a file; .*; if it is nanoGPT's, convert it: {convert}$"),
                        (tmp_path / "out", rf"holds no config.json: .* \(it holds nanoGPT's ckpt.pt; convert it: {convert}\)$"),
                        (tmp_path / "train.bin", r"is a file; it names a checkpoint directory .*, or a GPT-2 size by name$")):

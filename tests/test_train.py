@@ -3294,6 +3294,9 @@ def test_n_positions_past_the_init_models_context_names_that_context(tmp_path):
                                        "--no-gradient-checkpointing?"),
     ("--compile=maybe", "argument --compile/--no-compile: ignored explicit argument 'maybe'; a true/false flag takes no "
                         "value: use --compile or --no-compile"),
+    # (a second review: --no-compile=yes was read as --compile's value, and answered "use --compile")
+    ("--no-compile=yes", "argument --compile/--no-compile: ignored explicit argument 'yes'; a true/false flag takes no "
+                         "value: use --no-compile"),
 ])
 def test_a_value_given_to_a_true_false_flag_is_answered_with_its_spelling(typed, answer, tmp_path, capsys):
     """A review: nanoGPT's README runs `--compile=False` on a CPU, which argparse answered with a bare

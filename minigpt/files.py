@@ -258,10 +258,17 @@ BOM = "\ufeff"
 def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 text file's contents, without a byte order mark at its start; a file in another
     encoding is a ValueError that names it (Python's own error gives only the byte and its position)."""
+    return decoded(path, Path(path).read_bytes())
+
+
+def decoded(path: str | os.PathLike, data: bytes) -> str:
+    """The text of `data`, file `path`'s bytes, as a text-mode read gives it: UTF-8, "\r\n" and a
+    lone "\r" ending a line as "\n" does, and without a byte order mark at its start."""
     try:
-        return Path(path).read_text(encoding="utf-8").removeprefix(BOM)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").removeprefix(BOM)
 
 
 # The most a JSON or text file of a model or tokenizer folder may hold. The largest real ones are
@@ -304,12 +311,7 @@ def read_regular_text(path: str | os.PathLike) -> str:
             raise ValueError(f"{path} holds more than {MAX_FOLDER_TEXT_BYTES:,} bytes, more than any real file of "
                              "its kind: not reading it into memory")
         data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, e) from None
-    # As read_text's text mode reads it: "\r\n" and a lone "\r" end a line as "\n" does.
-    return text.replace("\r\n", "\n").replace("\r", "\n").removeprefix(BOM)
+    return decoded(path, data)
 
 
 STDIN = "-"  # the path a command reads as its standard input (a pipe), as cat and friends do

@@ -262,8 +262,8 @@ def read_text(path: str | os.PathLike) -> str:
 
 
 def decoded(path: str | os.PathLike, data: bytes) -> str:
-    """The text of `data`, file `path`'s bytes, as a text-mode read gives it: UTF-8, "\r\n" and a
-    lone "\r" ending a line as "\n" does, and without a byte order mark at its start."""
+    """The text of `data`, file `path`'s bytes, as a text-mode read gives it: UTF-8, a CRLF and a
+    lone CR ending a line as a LF does, and without a byte order mark at its start."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -57,9 +57,15 @@ from minigpt.sampling_cpu import min_p_shortlist, top_k_shortlist, top_p_cut_in_
 # public sampling API (minigpt.sampling.apply_penalties and its kin).
 from minigpt.penalties import apply_penalties, ban_repeated_ngrams, penalize  # noqa: F401 (re-exported)
 
-# Positive temperatures are floored here: dividing by, say, 1e-80 (0 in fp32) would give inf - inf = NaN
-# in the softmax. At 1e-6 a logit gap of 0.01 is already a factor e^10000, i.e. plain argmax.
-MIN_TEMPERATURE = 1e-6
+# The one floor on a positive temperature: it must stay a positive fp32 to divide by (1e-50 is 0
+# there, and 0 / 0 NaN). fp32's smallest normal, 1.2e-38: a T that small is the argmax unless two
+# logits lie within ~1e-36 of each other. The fused kernel takes the same floor.
+MIN_TEMPERATURE = torch.finfo(torch.float32).tiny
+# Rows whose |max logit / T| reaches this are divided measured from their max (apply_temperature):
+# from here on fp32 spaces the quotients l / T 2^-13 apart or more, and their rounding would move
+# log p by 1.2e-4, more the smaller T. Below it (logits within ±100 at any T ≥ 0.1) rows are divided
+# plainly, as transformers divides them.
+SHIFT_ABOVE = 2.0 ** 10
 
 
 # ---- filters (transformers' order: temperature → top-k → top-p → min-p → typical) ------------
@@ -68,15 +74,38 @@ MIN_TEMPERATURE = 1e-6
 def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     """Divide by the temperature: < 1 sharpens the distribution, > 1 flattens it.
 
+    Any positive T gives softmax(logits / T) as exactly as fp32 allows (only a T below
+    MIN_TEMPERATURE is taken as MIN_TEMPERATURE). A small T is where plain division fails: 5 / 1e-40
+    overflows to inf, and the softmax's inf - inf is NaN; before that, 5 / 1e-7 = 5e7 lies where
+    fp32's values are 4 apart, so a gap of 9.5 between two quotients comes out 8 (its token 4.6×
+    too likely). Such a row, |max / T| ≥ SHIFT_ABOVE, is divided measured from its max instead,
+    (l - max) / T: in [-inf, 0], never NaN, and l - max of two close logits is exact. The softmax
+    and every filter after this one compare or normalise within a row, so the shift changes nothing
+    they compute. Other rows (every ordinary temperature) are divided as they are, as transformers'
+    TemperatureLogitsWarper divides them, so `filter_logits` equals its warpers to the bit there.
+
     Rows with temperature 0 are left as they are: they take the argmax, which dividing would not
-    change (and dividing by 0 would turn into inf/NaN).
+    change (and dividing by 0 would turn into inf/NaN). Rows whose max is not finite (NaN, +inf,
+    all -inf: bad rows, token -1 from `sample`) are never shifted: a +inf one would turn into NaN.
     """
     check_number("temperature", temperature)
     check_filter_input(logits, "temperature", temperature)
     t = as_column(temperature, logits)
-    if isinstance(t, torch.Tensor):
-        return logits / torch.where(t > 0, t.clamp_min(MIN_TEMPERATURE), 1.0)
-    return logits / max(t, MIN_TEMPERATURE) if t > 0 else logits
+    if not isinstance(t, torch.Tensor):
+        if t == 0:
+            return logits
+        t, positive = max(t, MIN_TEMPERATURE), True
+    else:
+        positive = t > 0  # (B, 1)
+        t = torch.where(positive, t.clamp_min(MIN_TEMPERATURE), 1.0)  # greedy rows: divided by 1, unchanged
+    top = logits.amax(dim=-1, keepdim=True)  # (..., 1)
+    shifted = positive & top.isfinite() & ((top / t).abs() >= SHIFT_ABOVE)
+    if logits.device.type == "cpu" and not bool(shifted.any()):  # a host sync, free on a CPU: one pass
+        return logits / t
+    # In the quotient's dtype (fp32 for bf16 logits and a tensor T), so that the division can run in
+    # place: one new (B, V) tensor, as plain division makes.
+    shift = torch.where(shifted, top, 0).to(torch.result_type(logits, t))
+    return (logits - shift).div_(t)  # l - 0 is l: unshifted rows are plain l / T
 
 
 def apply_top_k(logits: torch.Tensor, top_k: Param) -> torch.Tensor:

@@ -308,6 +308,37 @@ def test_greedy_takes_the_first_of_tied_maxima(device: str):
 
 
 @on_devices
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's NumPy: (l - m) · c2 → -inf, as meant
+def test_a_temperature_below_1e_6_weighs_tokens_exactly(device: str):
+    """The kernel took c2 = log2(e) / max(T, 1e-6): logits 5 and 5 + 2 ulp drew the lower 25% of
+    the time at T = 1e-7, where softmax gives it 0.0072%, and 28% at T = 5e-7, where it gives 13%.
+    Only c2's finiteness needs a floor (fp32's smallest normal): at T = 1e-30, and at a subnormal
+    1e-44 handed to the kernel directly, 64 logits 1 ulp apart give their max, one program or split."""
+    from minigpt.kernels.sampling import fused_sample
+
+    five = torch.tensor(5.0)
+    up = torch.nextafter(five, torch.tensor(9.0))
+    row = torch.stack([five, torch.nextafter(up, torch.tensor(9.0))])  # 9.5e-7 apart
+    N = 200 if device == "cpu" else 100_000  # draws per temperature
+    temperatures = (1e-7, 5e-7)
+    rows = [(t, 0, 1.0, 0.0) for t in temperatures for _ in range(N)]
+    tokens = fused_sample(row.expand(2 * N, 2).to(device), **params(rows, device), **seed_offset(0, 0, device)).cpu()
+    for t, drawn in zip(temperatures, tokens.view(2, N)):
+        p = (row.double() / t).softmax(-1)[0].item()  # the lower token's
+        count, se = int((drawn == 0).sum()), (N * p * (1 - p)) ** 0.5
+        print(f"T = {t}: the lower token {count} times in {N}, expected {N * p:.2f} ± {se:.2f}")
+        assert abs(count - N * p) <= 4 * se, (t, count, N * p)
+
+    ulp = torch.finfo(torch.float32).eps * 4  # fp32's spacing in [4, 8): 2^-21
+    steps = five + ulp * torch.randperm(64, generator=torch.Generator().manual_seed(0))  # 5 + j ulp, shuffled
+    tiny = [(t, k, top_p, 0.0) for t in (1e-30, 1e-44) for k, top_p in ((0, 1.0), (3, 0.9))]
+    logits = steps.expand(len(tiny), 64).to(device)
+    for splits in (1, 2):
+        drawn = fused_sample(logits, **params(tiny, device), **seed_offset(0, 0, device), splits=splits).tolist()
+        assert drawn == [int(steps.argmax())] * len(tiny), (splits, drawn)
+
+
+@on_devices
 def test_offsets_2_to_the_31_apart_draw_from_other_streams(device: str):
     """The offset is 64 bits, all of them Philox's counter: a stream 2^31 steps on is another."""
     from minigpt.kernels.sampling import fused_sample

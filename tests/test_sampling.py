@@ -625,12 +625,60 @@ def test_temperature_zero_is_argmax_and_seed_reproduces():
     assert len({tuple(d.tolist()) for d in draws}) > 1  # different seeds, different tokens
 
 
-def test_a_tiny_per_row_temperature_is_floored_as_a_number_is():
-    """A temperature of 1e-40 (fp32 subnormal) would turn logits / t into ±inf and the row into NaN:
-    a (B,) tensor is floored at MIN_TEMPERATURE just as a plain number is, and the row is greedy."""
+def two_close_logits() -> torch.Tensor:
+    """The audit's row: 5 and 5 + 2 ulp (9.5e-7 apart), (2,). At T = 1e-7 they are 9.5 apart."""
+    five = torch.tensor(5.0)
+    up = torch.nextafter(five, torch.tensor(9.0))
+    return torch.stack([five, torch.nextafter(up, torch.tensor(9.0))])
+
+
+def assert_drawn_as_often(tokens: torch.Tensor, token: int, p: float) -> None:
+    """`token` drawn within 4 standard errors of p · N times in the N draws `tokens`."""
+    N, count = tokens.numel(), int((tokens == token).sum())
+    se = math.sqrt(N * p * (1 - p))
+    print(f"token {token}: {count} of {N} draws, expected {N * p:.1f} ± {se:.1f}")
+    assert abs(count - N * p) <= 4 * se, f"token {token} drawn {count} times in {N}, expected {N * p:.1f} ± {se:.1f}"
+
+
+def test_a_temperature_below_1e_6_draws_from_its_own_softmax():
+    """Temperatures below 1e-6 were raised to MIN_TEMPERATURE = 1e-6: at T = 1e-7 the lower of
+    5 and 5 + 2 ulp came 27% of the time, not softmax's 0.0072%. Plain fp32 division would not do
+    either: 5 / 1e-7 = 5e7, where fp32's values are 4 apart, rounds the gap 9.5 to 8 (0.034%).
+    The filters, the whole-row draw and the CPU picker's short list (top-k) all follow the exact p."""
+    row, T = two_close_logits(), 1e-7
+    p_lower = (row.double() / T).softmax(-1)[0].item()  # 7.2e-5
+    assert filter_logits(row[None], temperature=T).softmax(-1)[0, 0].item() == pytest.approx(p_lower, rel=1e-4)
+    N = 200_000
+    assert_drawn_as_often(sample(row.expand(N, 2), temperature=T, seed=0), 0, p_lower)
+    listed = torch.cat([row, torch.tensor([-30.0])])  # top-k 2 of 3: the short list (top_k_shortlist)
+    assert_drawn_as_often(sample(listed.expand(N, 3), temperature=T, top_k=2, seed=1), 0, p_lower)
+    per_row = torch.full((N,), T)
+    assert_drawn_as_often(sample(row.expand(N, 2), temperature=per_row, top_p=0.99999, seed=2), 0, p_lower)
+
+
+@pytest.mark.parametrize("t", [1e-30, 1e-40, 1e-45, 1e-300, torch.full((64,), 1e-30), torch.full((64,), 1e-40)])
+def test_a_tiny_temperature_is_the_argmax_without_nan(t):
+    """A temperature of 1e-30 makes 5 / T overflow fp32 (inf - inf = NaN in the softmax), and 1e-50
+    is 0 in fp32; below fp32's smallest normal (1e-40, a subnormal) T is taken as 1.2e-38, a number
+    or a (B,) tensor alike. Each is the argmax, even of logits 2 ulp apart, which the old floor at
+    1e-6 drew 27% of the time from the lower one."""
+    row = two_close_logits()
+    filtered = filter_logits(row[None], temperature=t if isinstance(t, float) else t[:1], top_p=0.5, min_p=0.1)
+    assert not filtered.isnan().any() and filtered[0].argmax() == 1
+    assert sample(row.expand(64, 2), temperature=t, seed=0).tolist() == [1] * 64
     x = random_logits(10, B=2)
-    for t in (1e-40, torch.tensor([1e-40, 1e-40])):
-        assert torch.equal(sample(x, temperature=t, seed=0), x.argmax(-1))
+    assert torch.equal(sample(x, temperature=t if isinstance(t, float) else t[:2], seed=0), x.argmax(-1))
+
+
+def test_a_small_temperature_keeps_bad_rows_bad_and_masked_tokens_masked():
+    """A small T divides a row measured from its max, (l - max) / T (it was floored at 1e-6: l / 1e-6).
+    The rows `sample` calls bad stay as they were, and bad: NaN, +inf or all -inf give -1 (shifted,
+    a +inf row would turn into inf - inf = NaN); a -inf token stays -inf."""
+    x = torch.tensor([[1.0, float("-inf"), 2.0], [float("nan"), 1.0, 2.0], [float("inf"), 1.0, 2.0], [float("-inf")] * 3])
+    scaled = apply_temperature(x, 1e-30)
+    assert torch.equal(scaled[0], torch.tensor([-1.0, float("-inf"), 0.0]) / 1e-30)
+    assert scaled[1].isnan()[0] and scaled[2, 0] == float("inf") and (scaled[3] == float("-inf")).all()
+    assert sample(x, temperature=1e-30, seed=0).tolist() == [2, -1, -1, -1]
 
 
 def test_a_greedy_row_takes_the_first_of_tied_top_tokens_whatever_the_filters():
@@ -743,7 +791,7 @@ def test_triton_backend_dispatch_passes_agreed_signature(monkeypatch):
 
 def test_triton_backend_brings_legal_parameters_into_float32_as_the_torch_path_reads_them(monkeypatch):
     """A kernel audit: the parameters were cast to float32 as they were, so a temperature of 1e-50
-    became 0 (greedy, where the torch path samples at its 1e-6 floor), 1e39 became inf (refused:
+    became 0 (greedy, where the torch path samples at its floor, MIN_TEMPERATURE), 1e39 became inf (refused:
     a RuntimeError, or -1 from a float64 tensor), and top_p 1e-46 became 0 (-1)."""
     seen = {}
 
@@ -754,7 +802,7 @@ def test_triton_backend_brings_legal_parameters_into_float32_as_the_torch_path_r
     use_fake_kernel(monkeypatch, fake_fused_sample)
     fp32 = torch.finfo(torch.float32)
     temperatures, top_ps = [1e-50, 1e39, 0.0, 0.7], [1e-46, 1.0, 0.5, 1e-46]
-    wanted = ([torch.tensor(1e-6).item(), fp32.max, 0.0, torch.tensor(0.7).item()], [fp32.tiny, 1.0, 0.5, fp32.tiny])
+    wanted = ([fp32.tiny, fp32.max, 0.0, torch.tensor(0.7).item()], [fp32.tiny, 1.0, 0.5, fp32.tiny])
     sample(random_logits(10, B=4), temperature=torch.tensor(temperatures, dtype=torch.float64),
            top_p=torch.tensor(top_ps, dtype=torch.float64), seed=1, backend="triton")  # one per row
     assert (seen["temperature"].tolist(), seen["top_p"].tolist()) == wanted

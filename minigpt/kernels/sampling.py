@@ -59,16 +59,17 @@ passes, exact, and draws with one uniform.
   below that is drawn as often as a whole as it should be, but not each token in its own share
   (the torch path's race gives every token its own uniform: float64 on a CPU, and on a GPU the
   one torch's `exponential_` draws for a float32 tensor).
-- Temperatures in (0, 1e-6) are floored to 1e-6, as in minigpt.sampling; min_p values in
-  (0, 1e-30) act as 1e-30 (its log2 is taken), which only drops tokens of p < 1e-30 · p_max.
+- Any positive temperature weighs tokens by exp((l - m) / T) to fp32's rounding, however small
+  (1e-7 included): l - m ≤ 0 never overflows. Only below fp32's smallest normal, 1.2e-38, is T
+  taken as 1.2e-38, as in minigpt.sampling, so that c2 = log2(e) / T stays finite. min_p values
+  in (0, 1e-30) act as 1e-30 (its log2 is taken), which only drops tokens of p < 1e-30 · p_max.
   The parameters are float32: `sample` brings larger or smaller positive values into its range
   first (minigpt.sampling's `triton_params`); called directly, the kernel refuses inf.
 - The search subtracts logits: a row whose finite logits span more than fp32's range (> 3.4e38
   apart), or whose max is its dtype's largest finite value (fp16's 65504: a model that overflowed),
   overflows the bracket to inf, and its top-k/top-p set can come out too large. Models' logits
-  stay within ±1e4. The torch path has limits of its own there: it divides the logits themselves
-  by the temperature, so a logit past 3.4e38 · T (5e32 at T = 1e-6) becomes inf and the row's
-  draw is wrong (the kernel's is right).
+  stay within ±1e4. Dividing by the temperature overflows neither path: where |m / T| is large,
+  the torch path too divides l - m, not l (minigpt.sampling's apply_temperature).
 """
 from __future__ import annotations
 

@@ -93,7 +93,11 @@ from minigpt import sampling
 # A token's weight exp((l - m) / T) is computed as exp2((l - m) · c2), c2 = LOG2E / max(T, MIN_TEMPERATURE);
 # both kernels derive c2 and the search's floor (m - UNDERFLOW_LOG2 / c2) from these three.
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e); exp2 is the GPU's native instruction
-MIN_TEMPERATURE = tl.constexpr(sampling.MIN_TEMPERATURE)  # the torch path's floor: below it, sampling is argmax anyway
+# The torch path's floor, fp32's smallest normal (1.2e-38): all it has to do here is keep c2 finite
+# (any T > LOG2E / 3.4e38 = 4.2e-39 would), as (l - m) ≤ 0 is measured from the max and never overflows
+# (a weight is exact to fp32's rounding for every T above it). At the floor, the search's floor m - UNDERFLOW_LOG2 / c2
+# is within 1e-36 of m: it rounds to m for any m far from 0, and the searches start on the max's tie group.
+MIN_TEMPERATURE = tl.constexpr(sampling.MIN_TEMPERATURE)
 UNDERFLOW_LOG2 = tl.constexpr(126.0)  # exp2(-126) is fp32's smallest normal: tokens further below never win
 # A pass over the row at least halves the bracket in value (a list pass cuts it 8-fold), not in
 # representable floats: from fp32's widest span (< 2^129) to its finest spacing (2^-149) is 278

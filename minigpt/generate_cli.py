@@ -113,7 +113,7 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
                    help=r"stop string (repeatable); not printed. \n is a newline (\r, \t, \\ as in Python)")
     p.add_argument("--stream", action="store_true", default=default(False), help="print text as it is generated")
     p.add_argument("--stats", action="store_true", default=default(False),
-                   help="print TTFT, TPOT, tokens/s, KV-cache and peak memory (with --compile, TTFT includes importing torch's compiler and TPOT compiling the step: seconds, once a process)")
+                   help="print TTFT, TPOT, tokens/s, KV-cache and the process's peak memory (with --compile, TTFT includes importing torch's compiler and TPOT compiling the step: seconds, once a process)")
     p.add_argument("--explain", action="store_true", default=default(False), help="show each step's candidates after every filter")
     p.add_argument("--device", default=default("auto"), help="cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)")
     p.add_argument("--dtype", default=default("float32"), choices=DTYPE_NAMES, help="weights and math (default: float32)")

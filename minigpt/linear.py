@@ -23,8 +23,9 @@ updates weights in place without bumping their counters). A write through `w.dat
 counter, so it is not seen (autograd does not see it either): call `forget_packed()` after one.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
 any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
-has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16,
-non-x86 CPUs, bf16 on CPUs without AVX-512, fp32 calls of up to three rows on Intel CPUs, and
+has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16 (on
+the CPU with its rows padded as oneDNN's are: `pads_float16`), non-x86 CPUs, bf16 on CPUs without
+AVX-512, fp32 calls of up to three rows on Intel CPUs, and
 weights whose packed copy would leave the machine short of memory (`room_for`: gpt2-xl in fp32 on
 a 16 GB laptop packs only what fits). So do calls that something else watches through F.linear,
 which the oneDNN op is not (`watched`): forward-mode AD (torch.func.jvp / jacfwd, under no_grad
@@ -43,6 +44,7 @@ import os
 import platform
 import warnings
 import weakref
+from collections.abc import Callable
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -187,15 +189,30 @@ def padded_rows(rows: int) -> int:
     return -(-rows // step) * step
 
 
-def onednn_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x W^T + b by oneDNN on the packed weight, with the rows padded to `padded_rows` (shape (..., out))."""
+def with_padded_rows(product: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """product(x), a row-wise product (..., in) → (..., out), called with x's rows padded to `padded_rows`."""
     rows, width = math.prod(x.shape[:-1]), x.size(-1)
     padding = padded_rows(rows) - rows
     if padding == 0:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-    x2 = F.pad(x.reshape(rows, width), (0, 0, 0, padding))  # (padded rows, in), zero rows at the end
-    y = torch.ops.mkldnn._linear_pointwise(x2, packed, bias, "none", [], "")  # (padded rows, out)
+        return product(x)
+    y = product(F.pad(x.reshape(rows, width), (0, 0, 0, padding)))  # (padded rows, out): zero rows at the end
     return y[:rows].view(*x.shape[:-1], y.size(-1))  # the first rows: a contiguous view
+
+
+def onednn_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b by oneDNN on the packed weight, with the rows padded to `padded_rows` (shape (..., out))."""
+    return with_padded_rows(lambda rows: torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], ""), x)
+
+
+def pads_float16(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether an eager inference call in float16 on the CPU has its rows padded before F.linear.
+    PyTorch runs CPU fp16 products by oneDNN itself, with a kernel kept per row count as above (fp32
+    F.linear, on MKL, keeps none): over 1,200 row counts one weight's calls took RSS 221 → 1150 MB,
+    so its rows get the same 8 sizes per doubling. Not what something watches (`watched`), which
+    should see the call's own rows, nor a tensor subclass, nor a compiled call (the compiler
+    chooses its own kernels), nor with MINIGPT_ONEDNN=0 (plain F.linear)."""
+    return (ONEDNN and x.is_cpu and x.dtype == torch.float16 and weight.dtype == torch.float16
+            and type(x) is torch.Tensor and not torch.compiler.is_compiling() and not watched(x, weight))
 
 
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())
@@ -273,4 +290,6 @@ class Linear(nn.Linear):
             # unless something watches F.linear (compiled, the compiler alone sees the call).
             if not watched(x, self.weight) and (packed := packed_weight(self.weight)) is not None:
                 return onednn_product(x, packed, self.bias)
+        elif pads_float16(x, self.weight):
+            return with_padded_rows(lambda rows: F.linear(rows, self.weight, self.bias), x)
         return F.linear(x, self.weight, self.bias)

@@ -52,6 +52,11 @@ class GenerationStats:
     The caller's time between tokens (a `streamer`, the loop over `stream`) is not counted: a slow
     consumer took 31 ms of a 10 ms TPOT (on a GPU, where only a streamer or stop strings make the
     host wait for every step, a consumer of `stream` overlaps the steps queued ahead instead).
+
+    `peak_memory_bytes` is the process's peak so far (`peak_memory_bytes`), not this call's: for
+    a CLI run, one call in its own process, that is the run's; in a long-lived process a call that
+    needed little reports what an earlier one took. No global allocator statistic is reset to make it
+    the call's: the caller's own measures (torch.cuda.reset_peak_memory_stats) would be lost.
     """
 
     prompt_tokens: int = 0
@@ -69,7 +74,7 @@ class GenerationStats:
                   else "TPOT - (no decode step)")
         return (f"prompt {self.prompt_tokens} tok | new {self.new_tokens} tok | TTFT {self.ttft_s * 1e3:.1f} ms | "
                 f"{decode} | "
-                f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
+                f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | process peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
 
     @classmethod
     def measured(cls, *, prompt_tokens: int, new_tokens: int, first_tokens: int, steps: int,
@@ -85,8 +90,10 @@ class GenerationStats:
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """The CUDA allocator's peak on a GPU, else the process's peak resident memory: the most RAM it
-    held at once (its peak RSS; on Windows, its peak working set)."""
+    """The process's peak memory so far: on a GPU the CUDA allocator's peak (since the process began
+    or its last torch.cuda.reset_peak_memory_stats), else the most RAM the process held at once (its
+    peak RSS; on Windows, its peak working set), which nothing resets. Not one call's or one run's
+    peak, unless that call is all the process did (a CLI command)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     if resource is None:

@@ -515,3 +515,29 @@ def test_memory_stays_flat_over_many_prompt_lengths():
     grown = float(done.stdout)
     print(f"RSS grew by {grown:.0f} MiB over 600 row counts")
     assert grown < 150
+
+
+@needs_onednn
+def test_float16_rows_reach_f_linear_padded_on_the_cpu():
+    """An audit of a long-lived service: a float16 model on the CPU went to F.linear with every row
+    count as it came, and PyTorch runs CPU fp16 products by oneDNN, keeping a kernel per shape:
+    plain F.linear over 1,200 row counts grew RSS 221 → 1150 MB. Its rows are padded now as the
+    oneDNN path's are (rows 1..600 reach F.linear as at most 32 + 8 per doubling counts, recorded by
+    the profiler, which, unlike a replaced F.linear or a dispatch mode, the layer does not watch),
+    and each output is F.linear's on the rows given."""
+    import minigpt.linear as linear
+
+    lin = layer(torch.float16)
+    x = torch.randn(600, 96).half()
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for rows in range(1, 601):
+            assert lin(x[:rows]).shape == (rows, 200)
+    seen = {event.input_shapes[0][0] for event in prof.events() if event.name == "aten::linear"}
+    print(f"{len(seen)} row counts reach F.linear for 600")
+    assert seen == {linear.padded_rows(rows) for rows in range(1, 601)} and len(seen) <= 32 + 8 * 5
+    with torch.no_grad():
+        for shape in [(33, 96), (4, 25, 96)]:  # padded to 36 and 104 rows
+            x = torch.randn(shape).half()
+            got, ref = lin(x), F.linear(x, lin.weight, lin.bias)
+            assert got.shape == ref.shape and got.is_contiguous()
+            assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-3  # (another kernel may sum in another order)

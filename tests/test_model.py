@@ -1240,3 +1240,19 @@ def test_the_hooks_the_hints_name_give_what_transformers_keywords_give(small):
     with torch.no_grad():
         torch.testing.assert_close(model.hidden_states(idx), out.hidden_states[last + 1], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model.transformer.ln_f(captured[last]), out.hidden_states[last + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_stats_peak_memory_says_it_is_the_processs_peak_so_far():
+    """An audit of a long-lived service: `--stats` / return_stats printed "peak memory" as if it were
+    the call's, but it is the process's peak so far (peak RSS, or CUDA's max_memory_allocated),
+    which no call resets: a call after another request's 256 MiB reports at least that. The line says so."""
+    from minigpt.stats import GenerationStats, peak_memory_bytes
+
+    model = GPT(GPTConfig(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=2)).eval()
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    big = torch.ones(2**26)  # 256 MiB, freed before the call
+    big.add_(1)  # (touched: its pages count in the RSS)
+    del big
+    _, stats = generate(model, ids, torch.ones_like(ids), max_new_tokens=2, return_stats=True)
+    assert 2**28 <= stats.peak_memory_bytes <= peak_memory_bytes(torch.device("cpu"))
+    assert "process peak memory 300 MiB" in str(GenerationStats(peak_memory_bytes=300 * 2**20))

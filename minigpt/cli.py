@@ -8,6 +8,7 @@ even for its own --help).
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -72,22 +73,105 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# How a command ends, as a shell reports it (README, "Exit codes"): 0 done; 2 a failure said in one
+# line (bad usage or input, a missing file, the network, a full disk); 1 a crash with a traceback,
+# a bug; 128 + N on signal N (130 Ctrl-C, 143 SIGTERM). A reader of stdout that left stops the
+# command with 141, 128 + SIGPIPE (13): what a C tool killed by SIGPIPE gives (`yes | head`), so a
+# `set -o pipefail` script sees minigpt's pipes end as it sees theirs.
+FAILED = 2
+READER_LEFT = 128 + 13
+
+
+class ReaderLeft(BaseException):
+    """A write to standard output whose reader has gone: a closed pipe (`minigpt ... | head -1`), or
+    a hung-up terminal. A BaseException, as KeyboardInterrupt is, so that no command's `except
+    OSError` takes it for an error to report: the command stops, and `main` ends it quietly."""
+
+
+class StdoutError(OSError):
+    """Standard output could not be written (`> /dev/full`, a full disk). Its message says so: the
+    system's "[Errno 28] No space left on device" alone sends a user to check the disk of --out."""
+
+
+def reader_gone(error: OSError) -> bool:
+    """Whether a write failed as its reader went: a closed pipe, or a hung-up terminal (EIO); not a
+    full disk, which is an error to report."""
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
+
+
+class Guarded:
+    """sys.stdout or sys.stderr while a command runs, whose failed write is told apart:
+    - its reader gone (`reader_gone`): the rest goes to devnull, so that neither a later write nor
+      Python's flush at exit fails again. On stdout the command stops (ReaderLeft: exit 141), unless
+      it `outlives` its reader (train and finetune, which train and save on: train_runtime's
+      `reader_may_leave`). On stderr nothing stops: only messages were lost (`2>&1 | head -1`).
+    - anything else (a full disk): on stdout a StdoutError that says it was standard output, the
+      rest to devnull too; on stderr the error itself."""
+
+    def __init__(self, stream, name: str, outlives: bool = False) -> None:
+        self.stream, self.name, self.outlives = stream, name, outlives
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as e:
+            self.failed(e)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as e:
+            self.failed(e)
+
+    def failed(self, error: OSError) -> None:
+        gone = reader_gone(error)
+        if gone or self.name == "stdout":
+            stdout_to_devnull(self.stream.fileno())
+        if not gone and self.name == "stdout":
+            raise StdoutError(f"cannot write standard output: {error}") from error
+        if not gone:
+            raise error
+        if self.name == "stdout" and not self.outlives:
+            raise ReaderLeft()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, ...: the stream's own
+        return getattr(self.stream, name)
+
+
+def guarded(stream, name: str, outlives: bool = False) -> Guarded:
+    """`stream` (sys.stdout or sys.stderr) as a Guarded, a Guarded one's own stream rewrapped; a
+    stream the shell closed (`>&-`, `2>&-`: Python's is None) is devnull, as a reader gone."""
+    stream = stream.stream if isinstance(stream, Guarded) else stream
+    return Guarded(open(os.devnull, "w") if stream is None else stream, name, outlives)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a reader that stops early (`minigpt --help | head -1`) ends it quietly.
+    """Run one command and return its exit code (`FAILED`, `READER_LEFT`); a reader that stops early
+    (`minigpt --help | head -1`) ends it quietly.
 
     Python ignores SIGPIPE, so writing to a pipe nobody reads raises BrokenPipeError: in the
-    middle of a command, or at exit when Python flushes stdout. This is the Python docs' recipe
-    (signal module, "Note on SIGPIPE"), once here instead of in every command.
-    """
+    middle of a command, or at exit when Python flushes stdout. The Python docs' recipe (signal
+    module, "Note on SIGPIPE") is to catch it; it is done once here (`Guarded`), instead of in every
+    command: a closed stdout stops the command (exit 141), a closed stderr stops nothing (only its
+    messages are lost), and a BrokenPipeError of a socket is no reader gone."""
+    argv = sys.argv[1:] if argv is None else argv
     utf8_when_redirected()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = guarded(sys.stdout, "stdout"), guarded(sys.stderr, "stderr")
     try:
         try:
-            return run_command(sys.argv[1:] if argv is None else argv)
+            return run_command(argv)
         finally:
-            sys.stdout.flush()  # so a closed pipe shows up here, not as a traceback at exit
-    except BrokenPipeError:
-        stdout_to_devnull(sys.stdout.fileno())  # Python flushes stdout again on exit
-        return 1  # as Python itself exits on EPIPE
+            sys.stdout.flush()  # so a failed write shows up here, not as a traceback at exit
+    except ReaderLeft:
+        return READER_LEFT
+    except StdoutError as e:  # met where the command does not catch an OSError (its last print, most often)
+        command = argv[0] if argv and argv[0] in COMMANDS else ""
+        print(f"{prog(command)}: error: {e}", file=sys.stderr)
+        return FAILED
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def utf8_when_redirected() -> None:
@@ -130,7 +214,7 @@ def run_command(argv: list[str]) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"{prog('')}: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+        return FAILED
     module = importlib.import_module(COMMANDS[name][0])
     with warnings_as_lines(name):
         return module.main(rest) or 0
@@ -153,4 +237,9 @@ def warnings_as_lines(command: str) -> Iterator[None]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m minigpt.cli` runs this file as __main__, a second copy of the module: its main
+    # would raise its own ReaderLeft, which minigpt.train_runtime (importing minigpt.cli) could
+    # not catch. So the package's copy runs, the one every other module imports.
+    from minigpt.cli import main as package_main
+
+    sys.exit(package_main())

@@ -37,7 +37,7 @@ import numpy as np
 
 from minigpt.checks import is_int
 from minigpt.files import (NO_LOCKS, atomic_path, atomic_write_text, file_lock, no_follow, not_utf8, read_json, read_text,
-                           refuse_nul_bytes, stored_path)
+                           refuse_nul_bytes, stored_path, user_path)
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
 from minigpt.progress_bar import progress_bar
 from minigpt.tokenizer import Tokenizer
@@ -568,9 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.cli import prog
 
     parser = argparse.ArgumentParser(prog=prog("prepare"), description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
-    parser.add_argument("inputs", nargs="+", help="UTF-8 text files")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer directory (vocab.json + merges.txt, or tokenizer.json), e.g. checkpoints/gpt2")
-    parser.add_argument("--out", required=True, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
+    parser.add_argument("inputs", nargs="+", type=user_path, help="UTF-8 text files")
+    parser.add_argument("--tokenizer", required=True, type=user_path, help="tokenizer directory (vocab.json + merges.txt, or tokenizer.json), e.g. checkpoints/gpt2")
+    parser.add_argument("--out", required=True, type=user_path, help="DATA_DIR to write train.bin, val.bin, val.txt, meta.json, tokenizer/")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of each file held out for validation, cut at a line break; files without one are held "
                              "out whole, the last ones (default 0.1)")
@@ -598,5 +598,5 @@ def main(argv: list[str] | None = None) -> int:
     n_tokens = {"train": meta["train_tokens"], "val": meta["val_tokens"]}
     print(f"held out {val_share(n_tokens):.1%} of the tokens for validation (--val-fraction {args.val_fraction:g})")
     print(f"wrote {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens to {args.out}")
-    print(f"next: minigpt train --data {shlex.quote(args.out)} --out OUT_DIR")  # quoted: ready to paste
+    print(f"next: minigpt train --data {shlex.quote(args.out)} --out OUT_DIR", file=sys.stderr)  # quoted: ready to paste
     return 0

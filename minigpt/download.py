@@ -60,7 +60,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
 from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache
-from minigpt.files import BINARY, file_lock, fresh_file, no_follow
+from minigpt.files import BINARY, file_lock, fresh_file, no_follow, user_path
 from minigpt.progress_bar import progress_bar
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Download GPT-2 (config.json, model.safetensors, vocab.json, merges.txt) from the "
                     "Hugging Face Hub, resuming partial downloads and checking each file's size and hash.")
     parser.add_argument("name", choices=list(MODELS), help="which GPT-2")
-    parser.add_argument("--out", type=Path, help=f"directory to write (default: {DOWNLOADS}/NAME, where GPT.from_pretrained(NAME) and --model NAME look)")
+    parser.add_argument("--out", type=user_path, help=f"directory to write (default: {DOWNLOADS}/NAME, where GPT.from_pretrained(NAME) and --model NAME look)")
     parser.add_argument("--base-url", help=f"Hub address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
     parser.add_argument("--retries", type=int, default=3, help="resume attempts per file after a dropped connection, in a row without progress (default: 3)")
     args = parser.parse_args(argv)
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         out = download_gpt2(args.name, args.out, base_url=args.base_url, retries=args.retries)
     except (DownloadError, OSError) as e:  # OSError: a local problem such as a full disk
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
+        return 2  # as every command's failure said in one line (minigpt/cli.py's FAILED)
     except KeyboardInterrupt:
         print(f"\n{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

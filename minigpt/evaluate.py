@@ -12,7 +12,10 @@ its last tokens, the ones no earlier window scored; the tokens before them are c
 IGNORE_INDEX = -100). With stride < max_length every token but the first is scored exactly once,
 with at least max_length - stride tokens of context (except near the start); smaller strides give
 more context and cost more forward passes. With stride = max_length the windows are disjoint, and
-the first token of each is not scored at all (nothing before it is in the window).
+the first token of each is not scored at all (nothing before it is in the window). `minigpt eval`'s
+windows are the model's context, or shorter where the tokenizer saved beside its weights says the
+model trained on shorter ones (its model_max_length: a fresh model pretrained with a smaller
+--block-size never trained its later positions).
 
 This is the computation of Hugging Face's perplexity guide
 (https://huggingface.co/docs/transformers/perplexity), with one difference: the guide weights each
@@ -32,7 +35,6 @@ request), one JSON line per example with its line number in the TSV, to join bac
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 
 from minigpt.checks import as_count
 from minigpt.classify_data import score_examples
+from minigpt.files import json_line, user_path
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 from minigpt.progress_bar import progress_bar
@@ -198,8 +201,8 @@ def write_predictions(path: str, linenos: list[int], labels: list[int], probs: t
 
     records = []
     for lineno, label, predicted, p in zip(linenos, labels, probs.argmax(-1).tolist(), probs.tolist()):
-        records.append(json.dumps({"line": lineno, "label": id2label[label], "prediction": id2label[predicted],
-                                   "probabilities": {id2label[i]: x for i, x in enumerate(p)}}, ensure_ascii=False))
+        records.append(json_line({"line": lineno, "label": id2label[label], "prediction": id2label[predicted],
+                                  "probabilities": {id2label[i]: x for i, x in enumerate(p)}}))
     atomic_write_text(Path(path), "".join(record + "\n" for record in records))
 
 
@@ -244,6 +247,39 @@ def load_tokenizer(args, config):
     return tok
 
 
+def model_record(args) -> int | None:
+    """The length the model in MODEL was trained on, as the tokenizer saved beside its weights records
+    it (`recorded_length`: its model_max_length), whatever --tokenizer says: another folder's
+    tokenizer, even an identical vocabulary, carries another run's record (GPT-2's: 1024). None
+    where MODEL records none (a model saved alone, a GPT-2 size by name)."""
+    from minigpt.config import shipped_path
+    from minigpt.tokenizer_files import recorded_length
+
+    return recorded_length(shipped_path(args.model))
+
+
+def window_length(args, n_positions: int, trained: int | None) -> int | None:
+    """The sliding window's length: --max-length as given, else the length the model trained on
+    (`trained`, its own tokenizer's model_max_length) where that is shorter than its context, else
+    None (perplexity's default, n_positions). A fresh model trained on shorter windows never trained
+    its later positions: scored there, its perplexity would count random position embeddings. The
+    window chosen is said; an explicit one past the trained length is warned of."""
+    if trained is None or trained >= n_positions:
+        return args.max_length
+    if args.max_length is None:
+        # (at least 2, perplexity's least: a 2-token window's one prediction comes from position 0 alone)
+        length = max(trained, 2)
+        print(f"note: windows of {length} tokens, the length {args.model} was trained on (its tokenizer's "
+              f"model_max_length; positions {trained}-{n_positions - 1} of its {n_positions} never trained); "
+              "--max-length sets another", file=sys.stderr)
+        return length
+    if trained < args.max_length <= n_positions:
+        print(f"warning: --max-length {args.max_length} is longer than the {trained} tokens {args.model} was trained on "
+              f"(its tokenizer's model_max_length): positions {trained}-{args.max_length - 1} of each window never "
+              "trained, and the score counts them", file=sys.stderr)
+    return args.max_length
+
+
 def language_model_report(args) -> tuple[str, dict]:
     """`minigpt eval LM FILE`: the sliding-window perplexity of a text, as one line, and as the
     record `--json` prints."""
@@ -278,8 +314,9 @@ def language_model_report(args) -> tuple[str, dict]:
     token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
     for i in ids.unique().tolist():  # (only the tokens of this text are needed)
         token_bytes[i] = len(tok.decode_bytes([i]))
+    max_length = window_length(args, model.config.n_positions, model_record(args))
     with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
-        result = perplexity(model, ids, args.max_length, args.stride, progress=True, token_bytes=token_bytes)
+        result = perplexity(model, ids, max_length, args.stride, progress=True, token_bytes=token_bytes)
     if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
         raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
     text = (f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
@@ -307,8 +344,9 @@ def pairs_report(args) -> tuple[str, dict]:
     sft` trains on, scored as that task's val loss (minigpt/sft_data.py's `sft_val_loss`): the mean
     loss over the completions' tokens (their EOS included), the prompts context. Scored as text, its
     braces, keys and prompts would make a perplexity of something else. Each pair is cut to the
-    model's context, n_positions (the checkpoint does not keep a run's --block-size: a run that cut
-    its pairs shorter scored fewer tokens of them); the pairs cut are said."""
+    length the model was trained on (`model_record`: its context, or less for a fresh model
+    pretrained on shorter windows; an sft run's --block-size is not kept: a run that cut its pairs
+    shorter scored fewer tokens of them); the pairs cut are said."""
     from minigpt.classify_data import batch_pad_id
     from minigpt.model import GPT
     from minigpt.sft_data import encode_pairs, n_targets, read_pairs, sft_val_loss
@@ -318,13 +356,14 @@ def pairs_report(args) -> tuple[str, dict]:
     pairs = read_pairs(args.file)
     model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
-    block = model.config.n_positions
+    block = min(model_record(args) or model.config.n_positions, model.config.n_positions)
     examples = encode_pairs(tok, pairs, block)
     if not examples.rows:
-        raise ValueError(f"every prompt in {args.file} fills the model's context: no completion token is left to score")
+        raise ValueError(f"every prompt in {args.file} fills the {block} tokens scored: no completion token is left to score")
     if examples.cut:  # said, as fine-tuning says it: a cut pair is scored on its first tokens only
-        print(f"{examples.cut:,} of {len(examples.rows):,} pairs are longer than the context (n_positions={block}) and "
-              "keep their first tokens", file=sys.stderr)
+        length = "the context" if block == model.config.n_positions else f"the {block} tokens {args.model} was trained on"
+        print(f"{examples.cut:,} of {len(examples.rows):,} pairs are longer than {length} ({block}) and keep their first "
+              "tokens", file=sys.stderr)
     loss = sft_val_loss(model, examples, batch_pad_id(tok), batch_size, progress=True)
     if not math.isfinite(loss):
         raise ValueError(f"the loss is {loss}: {NONFINITE}")
@@ -334,6 +373,23 @@ def pairs_report(args) -> tuple[str, dict]:
             f"tokens of {len(examples.rows):,} pairs{dropped}; the prompts are context, as `finetune --task sft` scores them)")
     return text, {"model": args.model, "file": args.file, "completion_loss": loss, "tokens": targets,
                   "pairs": len(examples.rows), "cut": examples.cut, "dropped": examples.dropped}
+
+
+def cut_length(args, tok, n_positions: int) -> tuple[int, str]:
+    """The length a classifier's texts are cut to, and where it comes from, in words. Fine-tuning cut
+    them to its --block-size and saved it as the model_max_length of the tokenizer beside the weights
+    (`model_record`), so that one is read, whatever --tokenizer is given. A folder that records
+    none: the tokenizer read (--tokenizer) gives it, else the context, and a note says which, as
+    the texts being cut or not tells nothing of it."""
+    recorded = model_record(args)
+    if recorded is not None:
+        return min(recorded, n_positions), f"fine-tuning's --block-size, as {args.model} records it"
+    read = f"--tokenizer {args.tokenizer}" if args.tokenizer else "its base model's tokenizer"
+    max_tokens = min(tok.model_max_length or n_positions, n_positions)  # never past the context
+    limit = f"the model_max_length of {read}" if max_tokens == tok.model_max_length else "the model's context, n_positions"
+    print(f"note: {args.model} records no model_max_length (fine-tuning's --block-size, in its tokenizer_config.json): "
+          f"each text is cut to {max_tokens} tokens, {limit}", file=sys.stderr)
+    return max_tokens, limit
 
 
 def classifier_report(args) -> tuple[str, dict]:
@@ -363,14 +419,11 @@ def classifier_report(args) -> tuple[str, dict]:
     if isinstance(labels[0], str):  # names: the model's class ids for them (its config.json's label2id)
         labels = label_ids(labels, model.label2id, Path(args.file), f"the labels of {args.model}")
     check_labels(labels, model.num_labels, path=Path(args.file))  # the error names the first line holding one
-    # Cut as fine-tuning cut them: to its --block-size, which it saved as the tokenizer's
-    # model_max_length, and never past the context.
-    max_tokens = min(tok.model_max_length or model.config.n_positions, model.config.n_positions)
+    max_tokens, limit = cut_length(args, tok, model.config.n_positions)
     encoded = encode_examples(tok, texts, max_tokens)
     if encoded.cut:  # said, as fine-tuning says it: a cut text is classified from its beginning only
-        print(f"{encoded.cut:,} of {len(texts):,} texts are longer than {max_tokens} tokens (the tokenizer's "
-              f"model_max_length: fine-tuning's --block-size) and keep their first {max_tokens}, as in fine-tuning",
-              file=sys.stderr)
+        print(f"{encoded.cut:,} of {len(texts):,} texts are longer than {max_tokens} tokens ({limit}) and keep their "
+              f"first {max_tokens}", file=sys.stderr)
     result = classifier_scores(model, encoded.rows, labels, batch_pad_id(tok), batch_size, progress=True,
                                probabilities=args.predictions is not None)
     if not math.isfinite(result["loss"]):
@@ -406,20 +459,23 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a language model on "
                                      "a text file, or a classifier's accuracy and loss on a labelled TSV file.")
-    parser.add_argument("model", help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by "
+    parser.add_argument("model", type=user_path, help="model directory (HF layout: config.json, model.safetensors), or a GPT-2 size by "
                         "name (gpt2, ..., gpt2-xl); a classifier's (minigpt finetune --task classify) is scored on a "
                         "TSV file")
-    parser.add_argument("file", help="UTF-8 text file to score (-: standard input); for a classifier, a TSV file of "
-                        "text<TAB>label lines, as fine-tuning reads them; a JSON Lines file of prompt/completion "
-                        "pairs is scored on its completions, as `finetune --task sft` scores them")
-    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    parser.add_argument("file", type=user_path, help="UTF-8 text file to score (-: standard input), read as text: CRLF and a lone CR "
+                        "become LF and a leading byte order mark is dropped, so bits per byte count the bytes of that "
+                        "text, not the file's; for a classifier, a TSV file of text<TAB>label lines, as fine-tuning "
+                        "reads them; a JSON Lines file of prompt/completion pairs is scored on its completions, as "
+                        "`finetune --task sft` scores them")
+    parser.add_argument("--tokenizer", type=user_path, help="tokenizer directory (default: the model directory)")
     parser.add_argument("--max-length", type=int,
-                        help="window length (default: the model's n_positions); plain text only")
+                        help="window length (default: the model's n_positions, or the length it was trained on where "
+                        "its own tokenizer's model_max_length says less); plain text only")
     parser.add_argument("--stride", type=int,
                         help="tokens between window starts (default: max_length / 2); plain text only")
     parser.add_argument("--batch-size", type=int,
                         help=f"examples scored at once (default: {BATCH_SIZE_DEFAULT}); classifiers and sft pairs only")
-    parser.add_argument("--predictions", metavar="FILE",
+    parser.add_argument("--predictions", metavar="FILE", type=user_path,
                         help="classifiers only: also write each example's prediction to FILE, one JSON line per "
                         "example in the TSV's order: its line number there, its label, the prediction and each "
                         "class's probability")
@@ -436,5 +492,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C on a long text: one line, as the other commands end, not a traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT
-    print(json.dumps(record, ensure_ascii=False) if args.json else report)
+    print(json_line(record) if args.json else report)
     return 0

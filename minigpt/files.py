@@ -242,8 +242,8 @@ def _unlock_first_byte(fd: int, lock: Path) -> None:
 
 
 def stdout_to_devnull(fd: int) -> None:
-    """Send what is left to write to `fd` (stdout, whose reader has gone: a closed pipe) to
-    devnull, so that no later write or Python's flush at exit fails on it."""
+    """Send what is left to write to `fd` (stdout or stderr, whose reader has gone: a closed pipe)
+    to devnull, so that no later write or Python's flush at exit fails on it."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)  # fd is devnull now; this descriptor was only the way there
@@ -324,9 +324,12 @@ def source_name(path: str | os.PathLike) -> str | os.PathLike:
 
 def read_text_or_stdin(path: str | os.PathLike) -> str:
     """`read_text`, or standard input's text for "-", read in the same text mode ("\\r\\n" → "\\n"), and
-    without a byte order mark too."""
+    without a byte order mark too. A closed standard input is an OSError that says so, which each
+    command reports as it reports an unreadable file."""
     if str(path) != STDIN:
         return read_text(path)
+    if sys.stdin is None:  # Python's stdin when the shell closed it (`<&-`), or a pythonw program's
+        raise OSError("standard input is closed (`<&-`): give the text on it, from a pipe or `< FILE`")
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
     try:
         return stdin.read().removeprefix(BOM)
@@ -348,6 +351,37 @@ def stored_path(path: str | os.PathLike) -> str:
     non-ASCII one, as lone surrogates ("é" as "\\udcc3\\udca9"), which JSON writes as such and
     matplotlib cannot draw; this is the same string whatever the locale, and loses nothing."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# Characters JSON lets a string hold raw that other line readers take for a line end: Python's
+# str.splitlines() (U+0085 NEXT LINE, U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR) and
+# JavaScript before ES2019 (the last two). Escaped, a record stays one line for every reader.
+LINE_BREAKS_JSON_KEEPS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(record: dict) -> str:
+    """One line of a JSON Lines output (generate's --prompts-file, eval's --predictions): JSON, its
+    text as UTF-8, not escaped, unless it holds a lone surrogate (a "\\ud800" escape in the input: a
+    string cut through an emoji), which no UTF-8 can hold: then all of it is escaped, so the line
+    is still valid and joins back to its input.
+    The three line breaks JSON keeps raw (LINE_BREAKS_JSON_KEEPS) are escaped either way: json.dumps
+    writes them only inside strings, where their escape is the same text."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record)
+    for raw, escaped in LINE_BREAKS_JSON_KEEPS.items():
+        line = line.replace(raw, escaped)
+    return line
+
+
+def user_path(value: str) -> str:
+    """A path flag's value (argparse's `type=`) with a leading `~` or `~user` expanded, as the shell
+    expands it at the start of a word. Only there: bash leaves `--out=~/x` as typed (the `~` is
+    not at the word's start), and so does Make, so minigpt would make a folder named `~` in the
+    working directory. Nothing else changes (`./~` stays a folder named `~`)."""
+    return os.path.expanduser(value)
 
 
 def typed_text(flag: str, value: str) -> str:

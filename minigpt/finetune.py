@@ -45,6 +45,7 @@ import json
 import math
 import shutil
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ from minigpt.sft_data import val_source as sft_val_source
 from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock
 from minigpt.run_log import comparable_evaluations, read_log
 from minigpt.stats import peak_memory_bytes
-from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer
+from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer, seeded, trained_length
 from minigpt.tokenizer import Tokenizer, model_tokenizer
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import as_flag, parse_config
@@ -145,7 +146,7 @@ def apply_strategy(
     params = list(model.parameters())  # yields the tied wte/lm_head once
     summary = StrategySummary(strategy, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
     if verbose:
-        print(summary)
+        print(summary, file=sys.stderr)
     return summary
 
 
@@ -154,16 +155,13 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def export(model: GPT | GPTClassifier, path: Path, tokenizer, block_size: int) -> None:
-    """Save in HF layout with the tokenizer; LoRA adapters are merged for the time of the save
-    (`lora_merged`), so the checkpoint is a plain GPT-2 and the model being trained keeps its adapters."""
+def export(model: GPT | GPTClassifier, path: Path, tokenizer, max_length: int) -> None:
+    """Save in HF layout with the tokenizer, `max_length` its model_max_length; LoRA adapters are
+    merged for the time of the save (`lora_merged`), so the checkpoint is a plain GPT-2 and the model
+    being trained keeps its adapters."""
     with lora_merged(model):
         model.save_pretrained(path)  # GPT2LMHeadModel, or GPT2ForSequenceClassification for a classifier
-    # The tokenizer's limit, which transformers' truncation=True (its text-classification pipeline's)
-    # cuts each text to: for a classifier, the length its texts were cut to in training and
-    # evaluation, so the pipeline scores what finetune scored; for a language model, its context.
-    classifier = isinstance(model, GPTClassifier)
-    tokenizer.model_max_length = block_size if classifier else model.config.n_positions
+    tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(path)
 
 
@@ -341,13 +339,14 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
     if rt.is_main:
         names = f" ({', '.join(f'{i} {name}' for i, name in id2label.items())})" if id2label else ""
         print(f"classify: {len(ids['train']):,} train / {len(ids['val']):,} val examples ({val_source(cfg)}), "
-              f"{num_labels} labels{names}")
+              f"{num_labels} labels{names}", file=sys.stderr)
         # Said, not silent: a cut text is classified from its beginning only (the last pooled token is
         # the block_size-th), which a larger --block-size would avoid.
         if encoded["train"].cut or encoded["val"].cut:
             longest = max(e.longest for e in encoded.values())
             print(f"classify: {encoded['train'].cut:,} train / {encoded['val'].cut:,} val texts are longer than --block-size "
-                  f"{cfg.block_size} tokens and keep their first {cfg.block_size} (the longest has {longest})")
+                  f"{cfg.block_size} tokens and keep their first {cfg.block_size} (the longest has {longest})",
+                  file=sys.stderr)
     model = init if from_head else GPTClassifier(init, num_labels, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden),
                                                  id2label=id2label, pad_token_id=tokenizer.pad_token_id)
 
@@ -380,23 +379,23 @@ def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
         shared = val_in_train(pairs)
         also = (f"; {shared:,} of {len(pairs['val'][0]):,} val pairs are also train pairs: their loss is not held out"
                 if shared else "")
-        print(f"sft: {len(train.rows):,} train / {len(val.rows):,} val examples ({sft_val_source(cfg)}){also}")
+        print(f"sft: {len(train.rows):,} train / {len(val.rows):,} val examples ({sft_val_source(cfg)}){also}", file=sys.stderr)
         # Said, not silent: a cut example loses its completion's end and its EOS (the model is not
         # taught to stop there); a dropped one had no completion token in the block.
         if train.cut or val.cut:
             longest = max(e.longest for e in examples.values())
             print(f"sft: {train.cut:,} train / {val.cut:,} val examples are longer than --block-size + 1 "
                   f"({cfg.block_size + 1} tokens: the inputs and the last one's target) and keep their first "
-                  f"{cfg.block_size + 1} (the longest has {longest})")
+                  f"{cfg.block_size + 1} (the longest has {longest})", file=sys.stderr)
         if train.dropped or val.dropped:
             print(f"sft: dropped {train.dropped:,} train / {val.dropped:,} val examples whose prompt fills --block-size "
-                  f"{cfg.block_size}: no completion token is left to learn from")
+                  f"{cfg.block_size}: no completion token is left to learn from", file=sys.stderr)
         # GPT-2's words carry their space (" Paris"): a prompt's trailing space becomes a lone " " token
         # and its completion a word without one, pairs of tokens pretraining never wrote.
         if spaced := sum(prompt.endswith(" ") for prompt in pairs["train"][0]):
             print(f"sft: note: {spaced:,} train prompts end in a space, a token of its own before a completion "
                   "whose first word has none, unlike GPT-2's text: put the space at the completion's start "
-                  '("Answer:" + " Paris"), and prompt the model without it')
+                  '("Answer:" + " Paris"), and prompt the model without it', file=sys.stderr)
     pad_id = batch_pad_id(tokenizer)
 
     def get_batch(split: str, rng: torch.Generator):
@@ -550,14 +549,22 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
                 trial = GPTClassifier(trial, 2, pooling=cfg.pooling, hidden=hidden_widths(cfg.head_hidden))
             apply_strategy(trial, cfg.strategy, **strategy, verbose=False)
         # New weights (a classify head, LoRA adapters) depend only on the seed: torch's default
-        # generator starts from a different random seed in every process.
-        torch.manual_seed(cfg.seed)
-        model, get_batch, loss_fn, extra = TASK_BUILDERS[cfg.task](cfg, init, tokenizer, rt)
-        summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
+        # generator starts from a different random seed in every process. Seeded in a fork of it,
+        # so the caller's random state comes back.
+        with seeded(cfg.seed):
+            model, get_batch, loss_fn, extra = TASK_BUILDERS[cfg.task](cfg, init, tokenizer, rt)
+            summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
         out = Path(cfg.out)
 
+        # The tokenizer's limit, which transformers' truncation=True (its text-classification pipeline's)
+        # cuts each text to: for a classifier, the length its texts were cut to in training and
+        # evaluation, so the pipeline scores what finetune scored; for a language model, the length
+        # it was trained on (its context, unless --init records less: pretrain's trained_length).
+        max_length = cfg.block_size if cfg.task == "classify" else trained_length(cfg.init, cfg.block_size,
+                                                                                  model.config.n_positions)
+
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
-            export(m, Path(path), tokenizer, cfg.block_size)
+            export(m, Path(path), tokenizer, max_length)
             if cfg.strategy == "lora" and cfg.task != "classify":  # the adapters alone too: MBs beside the merged model's GBs
                 save_adapters(m, Path(path) / ADAPTER_DIR, base=cfg.init)
             if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from minigpt.cli import flag_words, prog
 from minigpt.config import CHECKPOINTS
-from minigpt.files import read_text_or_stdin, source_name, typed_text
+from minigpt.files import json_line, read_text_or_stdin, source_name, typed_text, user_path
 from minigpt.generation import run_to_end
 from minigpt.generate_args import tokens_fed
 from minigpt.penalties import PENALTIES_OFF
@@ -71,15 +71,15 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         return value if defaults else argparse.SUPPRESS
 
     p = argparse.ArgumentParser(prog=prog("generate"), description="Generate text with a GPT-2 checkpoint.")
-    p.add_argument("--model", default=default(DEFAULT_MODEL),
+    p.add_argument("--model", type=user_path, default=default(DEFAULT_MODEL),
                    help="checkpoint directory, or a GPT-2 size by name: gpt2, gpt2-medium, gpt2-large, gpt2-xl (found or downloaded; see README) (default: the shipped checkpoints/shakespeare)")
-    p.add_argument("--tokenizer", default=default(None), metavar="DIR",
+    p.add_argument("--tokenizer", type=user_path, default=default(None), metavar="DIR",
                    help="tokenizer directory, for a model saved without one (default: the --model directory; "
                         "GPT-2's, shipped: gpt2)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default=default(""), help="the text to continue (default: empty = <|endoftext|>)")
-    src.add_argument("--prompt-file", default=default(None), help="read the prompt from this file (-: standard input)")
-    src.add_argument("--prompts-file", default=default(None), metavar="F",
+    src.add_argument("--prompt-file", type=user_path, default=default(None), help="read the prompt from this file (-: standard input)")
+    src.add_argument("--prompts-file", type=user_path, default=default(None), metavar="F",
                      help='many prompts: JSON Lines, each line a JSON string or an object with a "prompt"; prints one '
                           'JSON line per prompt, in order: {"prompt": ..., "texts": [-n texts]}, with the other fields '
                           'of its object (-: standard input)')
@@ -297,18 +297,6 @@ def too_long(e: PromptTooLong, model: torch.nn.Module, args: argparse.Namespace)
 # by length within it, so that a batch holds prompts of about one length), and each window's lines
 # are printed as soon as it is done, so a long run that stops keeps what it printed.
 WINDOW_BATCHES = 16
-
-
-def json_line(record: dict) -> str:
-    """One output line of --prompts-file: JSON, its text as UTF-8, not escaped, unless it holds a
-    lone surrogate (a "\\ud800" escape in the input: a string cut through an emoji), which no UTF-8
-    can hold: then all of it is escaped, so the line is still valid and joins back to its input."""
-    line = json.dumps(record, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(record)
-    return line
 
 
 def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, records: list[dict], lines: list[int],

@@ -11,7 +11,10 @@ which knows nothing about language modelling. The run's flags are `TrainConfig`'
 """
 from __future__ import annotations
 
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,11 +22,11 @@ import torch
 from minigpt.checkpoint import is_classifier_checkpoint
 from minigpt.classifier import GPTClassifier
 from minigpt.cli import prog
-from minigpt.config import GPTConfig, gpt2_name
+from minigpt.config import GPTConfig, gpt2_name, shipped_path
 from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, sample_batch
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer
-from minigpt.tokenizer_files import TOKENIZER_FILES
+from minigpt.tokenizer_files import TOKENIZER_FILES, recorded_length
 from minigpt.run_dir import MOVED_DATA_HINT, check_out_dir, is_rank_0, run_dir_lock
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
@@ -133,6 +136,31 @@ def init_positions(source: str) -> int | None:
     return GPTConfig.gpt2(name).n_positions if name else None
 
 
+def trained_length(init: str | None, block_size: int, n_positions: int) -> int:
+    """The length a run's model is trained on, which its checkpoints record as their tokenizer's
+    model_max_length (`minigpt eval` scores windows no longer). A fresh model (no --init, resumed
+    or not) trains only the positions of its windows: past --block-size its position embeddings
+    stay random. An --init model learned its positions before, as far as its own record says
+    (`recorded_length`: all of them, unless it was such a fresh model), or this run's windows reach."""
+    if not init:
+        return block_size
+    before = recorded_length(shipped_path(init)) or n_positions
+    return min(n_positions, max(block_size, before))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's CPU generator seeded with `seed`, and give the caller's random
+    state back after it: new weights depend on the seed alone, and a long-lived process that trains
+    in it draws, after the run, what it would have drawn without it (train_loop forks it too).
+    New weights are made on the CPU, whatever torch's default device (train_loop moves them), so
+    the CPU's generator is the one to seed; CUDA's are left alone (torch.manual_seed would seed
+    them, or, before CUDA starts, leave that seed queued for when it does, past the fork)."""
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
 def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = None,
                 weights: str | Path | None = None, classifier_init: bool = False) -> GPT | GPTClassifier:
     """A fresh GPT from the preset and overrides, or the --init checkpoint, for data whose
@@ -177,7 +205,6 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
             gpt.set_dropout(cfg.dropout)
         return model.train()
     overrides = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "n_positions", "dropout") if getattr(cfg, k) is not None}
-    torch.manual_seed(cfg.seed)  # the initial weights depend only on the seed
     # GPT-2 uses the same token to begin and end a document; a tokenizer without one gives None
     # (null in config.json), not the preset's 50256, which a large vocabulary has as another token.
     overrides.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
@@ -192,7 +219,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
                              "--n-head, --n-embd, --n-positions), or start a new run with another --out")
     if cfg.block_size:
         check_block_size(cfg.block_size, config.n_positions)
-    return GPT(config)
+    with seeded(cfg.seed):  # the initial weights depend only on the seed
+        return GPT(config)
 
 
 def pretrain(cfg: TrainConfig) -> dict[str, float]:
@@ -217,11 +245,15 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"), weights=cfg.out if cfg.resume else None)
         block_size = cfg.block_size = cfg.block_size or model.config.n_positions
         check_block_size(block_size, model.config.n_positions)  # (a GPT-2 size by name: known only now)
-        # Said when the run starts (a pretrained model's positions are trained; a resumed run said it then).
-        if not cfg.init and not cfg.resume and block_size < model.config.n_positions and is_rank_0():
+        trained = trained_length(cfg.init, block_size, model.config.n_positions)
+        # Said when the run starts (a resumed run said it then).
+        if not cfg.init and trained < model.config.n_positions and not cfg.resume and is_rank_0():
+            recorded = (f". Its checkpoints save {block_size} as their tokenizer's model_max_length, so `minigpt eval` "
+                        f"scores windows of {block_size} tokens and transformers' truncation=True cuts there"
+                        if tokenizer is not None else "")  # (data prepared without a tokenizer: none is saved)
             print(f"note: positions {block_size}-{model.config.n_positions - 1} of this fresh model never train "
                   f"(--block-size {block_size}): text generated or scored past {block_size} tokens reads random position "
-                  f"embeddings. --n-positions {block_size} makes a model of that context")
+                  f"embeddings. --n-positions {block_size} makes a model of that context{recorded}", file=sys.stderr)
         vocab = model.config.vocab_size
         tokens = load_splits(data, meta, vocab, block_size + 1)
 
@@ -234,12 +266,13 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
                                  + (", or start a new run" if cfg.resume else ""))
 
         # The data's tokenizer goes with every checkpoint, so `minigpt generate --model OUT_DIR` (and
-        # transformers) find it, with the model's context as its model_max_length: transformers'
-        # truncation=True then cuts a text to what the model can read.
+        # transformers) find it, with the length the model was trained on as its model_max_length:
+        # transformers' truncation=True then cuts a text to what the model can read, and `minigpt
+        # eval` takes it as its default window.
         def save_fn(m: GPT, path: Path) -> None:
             m.save_pretrained(path)
             if tokenizer is not None:
-                tokenizer.model_max_length = m.config.n_positions
+                tokenizer.model_max_length = trained
                 tokenizer.save_pretrained(path)
 
         bytes_per_token = meta["val_bytes"] / meta["val_tokens"] if meta.get("val_bytes") else None

@@ -39,6 +39,9 @@ def is_interactive(stream: Any) -> bool:
     """Whether `stream` shows a bar redrawn in place: a terminal, or a Jupyter notebook's output
     (ipykernel's stream says it is no terminal, yet its cell shows the latest state). A stream
     without isatty (some wrappers), or a closed one, counts as a file."""
+    from minigpt.cli import Guarded
+
+    stream = stream.stream if isinstance(stream, Guarded) else stream  # (a command's sys.stdout/stderr)
     if type(stream).__module__.startswith("ipykernel"):
         return True
     try:

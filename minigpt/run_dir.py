@@ -393,7 +393,7 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: s
         kept += (f"; what it had saved of its first checkpoint ({', '.join(left)}) is moved to {aside.name}/: the same "
                  "flags save it again")
     print(f"note: {asked}: {story}. Starting it again from step 0 with the flags given (no settings were "
-          f"saved to take the rest from){kept}")
+          f"saved to take the rest from){kept}", file=sys.stderr)
     cfg.resume = False
 
 
@@ -642,7 +642,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
                if k in settings and cfg.kept_form(k, getattr(cfg, k)) != cfg.kept_form(k, v)}
     if changed and rt.is_main:
-        print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}")
+        print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}", file=sys.stderr)
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
@@ -687,12 +687,12 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     check_optimizer_state(optimizer, raw_model, out / STATE_FILE)
     scaler.load_state_dict(state["scaler"])
     if rt.is_main:
-        print(f"resuming the run in {out} at step {state['step']} of {cfg.max_iters}")
+        print(f"resuming the run in {out} at step {state['step']} of {cfg.max_iters}", file=sys.stderr)
     for note in notes:
         if note and rt.is_main:
-            print(note)
+            print(note, file=sys.stderr)
     if rt.is_main and (note := settle_best(out, state["step"])):
-        print(note)
+        print(note, file=sys.stderr)
     if rt.is_main:  # Where best/ started over, for the best the summary reports (finetune's best_evaluations).
         # The log as this checkpoint left it (`records_of_state`); this resume marks best_reset again if it starts over.
         truncate_log(out, state["step"])

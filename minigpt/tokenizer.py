@@ -138,20 +138,32 @@ class _ChunkCache(dict):
     """chunk → ids. Real text repeats its words, so most chunks are looked up, not merged.
 
     A dict subclass with `__missing__` keeps the hit path inside C (`map(cache.__getitem__, ...)`).
-    Cleared when full, so encoding a huge corpus cannot grow memory without bound."""
+    Bounded twice, so encoding a huge corpus, or a long-lived service's stream of texts, cannot grow
+    memory without bound: cleared when it holds MAX_ENTRIES chunks or MAX_BYTES bytes of them. The
+    count alone let long chunks (base64 blobs, runs of digits) take gigabytes: 20,000 distinct
+    2,000-letter chunks kept 270 MB. Long chunks are still kept: a text's repeated rules of `=` or
+    runs of spaces merged each time took 69× as long."""
 
     MAX_ENTRIES = 1 << 19  # ~0.5M chunks: far above a book's distinct words (Shakespeare: ~15k)
+    MAX_BYTES = 1 << 23  # 8 MiB of chunk text: MAX_ENTRIES chunks of 16 bytes on average
 
     def __init__(self, byte_ids: list[int], ranks: dict[tuple[int, int], int], merged_id: list[int]) -> None:
         super().__init__()
         self.byte_ids, self.ranks, self.merged_id = byte_ids, ranks, merged_id
+        self.held_bytes = 0  # the UTF-8 bytes of the chunks kept
 
     def __missing__(self, chunk: str) -> tuple[int, ...]:
-        if len(self) >= self.MAX_ENTRIES:
-            self.clear()
         byte_ids = [self.byte_ids[b] for b in chunk.encode("utf-8")]
+        size = len(byte_ids)  # (merge_chunk merges the list in place)
+        if len(self) >= self.MAX_ENTRIES or self.held_bytes + size > self.MAX_BYTES:
+            self.clear()
         ids = self[chunk] = tuple(merge_chunk(byte_ids, self.ranks, self.merged_id))
+        self.held_bytes += size
         return ids
+
+    def clear(self) -> None:
+        super().clear()
+        self.held_bytes = 0
 
 
 # ---- The tokenizer: its tables (checked), encode, decode, files and training ----------------------
@@ -233,7 +245,8 @@ class Tokenizer:
     transformers' `tok.pad_token = "<pad>"` sets them: a name that is no special token raises.
     padding_side / truncation_side: where `tok(texts, padding=..., truncation=...)` pads and cuts,
     "right" unless set (as transformers' attributes: `tok.padding_side = "left"` for generation).
-    model_max_length: the context length of the model the tokenizer belongs to (None: unknown), the
+    model_max_length: the length the model the tokenizer belongs to was trained on (its context,
+    unless a run trained it on shorter windows or cut its texts shorter; None: unknown), the
     max_length that `truncation=True` cuts to when none is given, as in transformers; save_pretrained
     writes it, so that transformers' `tok(text, truncation=True)` cuts there too.
     """
@@ -467,14 +480,15 @@ class Tokenizer:
 
     @property
     def model_max_length(self) -> int | None:
-        """The longest input the model takes (its n_positions), which `truncation=True` cuts to, or None."""
+        """The longest input the model was trained on (its n_positions, or a run's shorter windows), which
+        `truncation=True` cuts to, or None."""
         return self._model_max_length
 
     @model_max_length.setter
     def model_max_length(self, n: int | None) -> None:
         n = None if n is None else as_count("model_max_length", n)
         if n is not None and n < 1:
-            raise ValueError(f"model_max_length must be a positive int (the model's n_positions) or None, got {n!r}")
+            raise ValueError(f"model_max_length must be a positive int (the length the model reads) or None, got {n!r}")
         self._model_max_length = n
 
     def __repr__(self) -> str:
@@ -693,7 +707,8 @@ class Tokenizer:
         EOS unless another), a padding_side or truncation_side of "left", model_max_length if set,
         and the added tokens as not special), atomically; transformers' GPT2TokenizerFast opens the
         directory, gives the same ids, pads with the same id and truncates at the same length.
-        A checkpoint's writer sets `tok.model_max_length = config.n_positions` first."""
+        A checkpoint's writer sets `tok.model_max_length` first: the length its model was trained on
+        (minigpt/pretrain.py's `trained_length`)."""
         from minigpt.tokenizer_files import write_hf
 
         write_hf(self, path)

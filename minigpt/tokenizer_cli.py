@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from minigpt.files import STDIN, read_text_or_stdin, typed_text
+from minigpt.files import STDIN, json_line, read_text_or_stdin, typed_text, user_path
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -37,22 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("text", nargs="?", help="text to encode, as given (default: read standard input, as prepare "
                         "reads a file: UTF-8, with \\r\\n and a lone \\r as \\n); special tokens in it "
                         "(<|endoftext|>) are encoded as their ids, where Tokenizer.encode refuses them unless allowed")
-    parser.add_argument("--tokenizer", help="tokenizer directory to encode with (default: GPT-2's, shipped)")
+    parser.add_argument("--tokenizer", type=user_path, help="tokenizer directory to encode with (default: GPT-2's, shipped)")
     parser.add_argument("--show-work", action="store_true", help="print each chunk and every merge step")
-    parser.add_argument("--train", nargs="+", metavar="FILE", help="train a tokenizer on these text files")
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON object instead of text, for scripts: {"ids": [...], "tokens": [...], "characters": N}')
+    parser.add_argument("--train", nargs="+", type=user_path, metavar="FILE", help="train a tokenizer on these text files")
     parser.add_argument("--vocab-size", type=int,
                         help=f"with --train: vocabulary size, special tokens included (default {TRAIN_VOCAB_SIZE})")
     parser.add_argument("--special", nargs="*", help=f"with --train: special tokens (default {' '.join(TRAIN_SPECIALS)})")
     parser.add_argument("--eos", metavar="TOKEN", help=f"with --train: {EOS_HELP}")
-    parser.add_argument("--out", help="with --train: directory to save the tokenizer to")
+    parser.add_argument("--out", type=user_path, help="with --train: directory to save the tokenizer to")
     parser.add_argument("--overwrite", action="store_true",
                         help="with --train: replace the tokenizer already in --out (refused otherwise)")
     args = parser.parse_args(argv)
     if args.train:
         if not args.out:
             parser.error("--train needs --out DIR")
-        if args.text is not None or args.show_work or args.tokenizer is not None:
-            parser.error("--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer "
+        if args.text is not None or args.show_work or args.json or args.tokenizer is not None:
+            parser.error("--train learns a new tokenizer from FILES: a text to encode, --show-work, --json and --tokenizer "
                          "(the one to encode with) go without --train")
         return train_and_save(
             prog("tokenize --train"), [Path(f) for f in args.train],
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.vocab_size is not None or args.special is not None or args.eos is not None or args.out or args.overwrite:
         parser.error("--vocab-size, --special, --eos, --out and --overwrite go with --train FILES")
+    if args.show_work and args.json:
+        parser.error("--show-work prints the merge steps as text, which have no JSON form: give --show-work or --json")
     try:
         tok = Tokenizer.from_pretrained(args.tokenizer or "gpt2")
         # Standard input as UTF-8, whatever the locale: bytes in another encoding are an error
@@ -81,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {'ids':>10}  {work['ids']}")
         return 0
     ids = tok.encode(text, allowed_special="all")
+    tokens = [tok.id_to_token(i) for i in ids]
+    if args.json:  # as `minigpt eval --json`: one object, its text as UTF-8 (Ġ, not \u0120)
+        print(json_line({"ids": ids, "tokens": tokens, "characters": len(text)}))
+        return 0
     print("ids:   ", ids)
-    print("tokens:", [tok.id_to_token(i) for i in ids])
-    print(f"{len(text)} characters → {len(ids)} token{'s' * (len(ids) != 1)}")
+    print("tokens:", tokens)
+    print(f"{len(text)} character{'s' * (len(text) != 1)} → {len(ids)} token{'s' * (len(ids) != 1)}")
     return 0
 
 
@@ -93,16 +101,17 @@ def train_main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog=prog("tokenize --train"),
                                      description="Train a byte-level BPE tokenizer (GPT-2 style) on text files.")
-    parser.add_argument("files", nargs="+", type=Path, help="UTF-8 text files to learn from")
+    parser.add_argument("files", nargs="+", type=user_path, help="UTF-8 text files to learn from")
     parser.add_argument("--vocab-size", type=int, default=TRAIN_VOCAB_SIZE,
                         help=f"tokens in total, specials included (default {TRAIN_VOCAB_SIZE})")
     parser.add_argument("--special", nargs="*", default=TRAIN_SPECIALS,
                         help=f"special tokens (default {' '.join(TRAIN_SPECIALS)})")
     parser.add_argument("--eos", metavar="TOKEN", help=EOS_HELP)
-    parser.add_argument("--out", type=Path, required=True, help="directory for vocab.json + merges.txt")
+    parser.add_argument("--out", type=user_path, required=True, help="directory for vocab.json + merges.txt")
     parser.add_argument("--overwrite", action="store_true", help="replace the tokenizer already in --out (refused otherwise)")
     args = parser.parse_args(argv)
-    return train_and_save(parser.prog, args.files, args.vocab_size, args.special, args.out, args.overwrite, args.eos)
+    return train_and_save(parser.prog, [Path(f) for f in args.files], args.vocab_size, args.special, Path(args.out),
+                          args.overwrite, args.eos)
 
 
 
@@ -151,9 +160,9 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     specials = ", ".join(tok.special_tokens) or "none"
     print(f"saved a tokenizer of {tok.vocab_size:,} tokens ({len(tok.merges):,} merges; special tokens: {specials}; "
           f"end of document: {tok.eos_token or 'none'}) to {out}")
-    print(f"next: minigpt prepare FILES --tokenizer {shlex.quote(str(out))} --out DATA_DIR")  # quoted: ready to paste
+    print(f"next: minigpt prepare FILES --tokenizer {shlex.quote(str(out))} --out DATA_DIR", file=sys.stderr)  # quoted: ready to paste
     for note in notes:  # e.g. a vocabulary smaller than asked for: the text ran out of pairs
-        print(f"note: {note.message}")
+        print(f"note: {note.message}", file=sys.stderr)
     return 0
 
 

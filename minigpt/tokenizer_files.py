@@ -211,6 +211,19 @@ def _read_config(file: Path) -> dict:
     return settings
 
 
+def recorded_length(folder: str | os.PathLike) -> int | None:
+    """The model_max_length a checkpoint's tokenizer_config.json records: the length its model was
+    trained on (a fresh model pretrained on shorter windows, a classifier's --block-size), else its
+    context. None where the folder records none, or its file cannot be read: a record to heed, not
+    a tokenizer to load (a folder's other files may be ones minigpt refuses, with --tokenizer given)."""
+    try:
+        value = read_json(Path(folder) / "tokenizer_config.json").get("model_max_length")
+    except (OSError, ValueError, AttributeError):  # missing, unreadable, or not a JSON object
+        return None
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value < NO_MAX_LENGTH
+    return value if ok else None
+
+
 def _refuse_other_matching(file: Path, entry: object) -> None:
     """ValueError if an added token's entry ({"content": "<mask>", "lstrip": true, ...}) sets a
     flag of _MATCHES_OTHERWISE: the ids would differ wherever the token meets a space or a letter."""

@@ -232,16 +232,17 @@ def open_out_dir(out: Path, cfg, rt: Runtime) -> None:
     on_rank_0(rt, lambda: out.mkdir(parents=True, exist_ok=True))
     if rt.is_main and cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
         print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
-              f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters")
+              f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters", file=sys.stderr)
     if rt.is_main and cfg.lr == 0:  # legal (a check that a run ends where it began), and a run that trains nothing
-        print("warning: --lr 0: no step changes the weights (the run only evaluates them); give --lr (and --min-lr) > 0 to train")
+        print("warning: --lr 0: no step changes the weights (the run only evaluates them); give --lr (and --min-lr) > 0 to train",
+              file=sys.stderr)
     # linear.py's tests: an x86 CPU with oneDNN (ONEDNN) whose oneDNN has no bf16 kernels (ONEDNN_BF16:
     # AVX-512) emulates each bf16 matmul (a gpt2-tiny run on an AVX2 AMD EPYC: 3.5k tokens/s against
     # 30k in float32). Elsewhere (MINIGPT_ONEDNN=0, an ARM CPU) the flags do not tell: nothing is said.
     if (rt.is_main and rt.device.type == "cpu" and rt.dtype == torch.bfloat16
             and linear.ONEDNN and not linear.ONEDNN_BF16):
         print("note: --dtype bfloat16 on this CPU, which has no AVX-512: its bf16 matmuls are emulated, several times "
-              "slower than float32's; --dtype float32 trains faster here")
+              "slower than float32's; --dtype float32 trains faster here", file=sys.stderr)
 
 
 def handoff(out: Path, raw: nn.Module) -> str:
@@ -360,7 +361,7 @@ def train_loop(
                 metrics = run_steps(run, progress, stop_signal)
         except KeyboardInterrupt as e:  # not Stopped: a second Ctrl-C, which stops at once (StopSignal)
             if not isinstance(e, Stopped) and rt.is_main:
-                print(stopped_at_once(out))
+                print(stopped_at_once(out), file=sys.stderr)
             raise
     if rt.is_main:  # on stderr: stdout's last line is the result, one JSON line for scripts (train_runtime's run_command)
         print(handoff(out, raw), file=sys.stderr)
@@ -457,7 +458,8 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
             save_between_evaluations(run, progress)
         if stop and progress.step < cfg.max_iters:  # a stop during the last step: the run is done, whole
             if run.rt.is_main:
-                run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume")
+                run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume",
+                              file=sys.stderr)
             raise Stopped(stop)
     metrics["best_val_loss"] = progress.best
     return metrics

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from minigpt.checks import as_count
 from minigpt.config import shipped_path
+from minigpt.files import user_path
 from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
 
 # The shape of a fresh model when no --preset is given.
@@ -266,6 +267,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `int | None` → int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if f.name in (*cls.PATH_FIELDS, "data", "out"):  # a path: a leading `~` expanded, which the shell
+            kind = user_path                             # leaves as typed in `--out=~/run`
         option = as_flag(f.name)
         default = f.default if f.default is not MISSING else f.default_factory()
         help_ = f.metadata.get("help", "") + ("" if default in (None, "") else f" (default: {default})")

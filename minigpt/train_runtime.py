@@ -14,6 +14,8 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
   at the end of the step and raises `Stopped`. Under DDP every process stops at the same step.
 - **Exit codes**, as a shell reports them: 0 done, 1 the loss diverged (`TrainingDiverged`),
   2 bad input, 128 + the signal that stopped the run (130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1, 129 SIGHUP).
+  A reader of stdout or stderr that goes away changes none of them (`reader_may_leave`): the run
+  goes on to its end, its output to devnull.
 - **Errors under torchrun** are said once: the processes of a machine check the same flags and
   files, and its first one alone prints; what rank 0 does alone (writing OUT_DIR) it reports to
   the others (`on_rank_0`), which then end quietly instead of failing in their next collective.
@@ -41,7 +43,7 @@ import torch
 import torch.distributed as dist
 
 from minigpt.checkpoint import resolve_device
-from minigpt.files import stdout_to_devnull
+from minigpt.cli import guarded
 from minigpt.run_dir import env_rank, is_rank_0, saved_step
 from minigpt.train_config import TrainConfig
 
@@ -237,53 +239,24 @@ class StopSignal:
         return int(signum.item())
 
 
-class OutlivesItsReader:
-    """sys.stdout for a run: when its reader goes (`minigpt train ... | head`, a `tee` killed, the
-    terminal of a dropped ssh session), the rest goes to devnull and the run trains and saves on,
-    where the first step line's BrokenPipeError ended it before its first checkpoint (and a hung-up
-    terminal's EIO, after a SIGHUP, could end it before the checkpoint it stops with)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self.stream.write(text)
-        except OSError as e:
-            if not reader_gone(e):
-                raise
-            self.to_devnull()
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self.stream.flush()
-        except OSError as e:
-            if not reader_gone(e):
-                raise
-            self.to_devnull()
-
-    def to_devnull(self) -> None:
-        stdout_to_devnull(self.stream.fileno())
-
-    def __getattr__(self, name):  # fileno, isatty, encoding, ...: the stream's own
-        return getattr(self.stream, name)
-
-
-def reader_gone(error: OSError) -> bool:
-    """Whether a write failed as its reader went: a closed pipe, or a hung-up terminal (EIO); not
-    on a full disk (stdout redirected to a file), which is the run's to report."""
-    return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
-
-
 @contextmanager
 def reader_may_leave() -> Iterator[None]:
-    saved = sys.stdout
-    sys.stdout = OutlivesItsReader(saved)
+    """sys.stdout and sys.stderr outlive their readers while the block runs (minigpt.cli's
+    `Guarded`): when one goes (`minigpt train ... | head`, `2>&1 | tee log` with the tee killed,
+    the terminal of a dropped ssh session), the rest goes to devnull and the run trains and saves
+    on, where the first step line's BrokenPipeError ended it before its first checkpoint (and a
+    hung-up terminal's EIO, after a SIGHUP, before the checkpoint it stops with). stderr matters as
+    much as stdout: the progress bar writes there (tqdm takes sys.stderr when a bar is made, so in
+    the block), and so do the run's last lines. A full disk is still raised, for the run to report."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = guarded(saved[0], "stdout", outlives=True), guarded(saved[1], "stderr", outlives=True)
     try:
         yield
     finally:
-        sys.stdout = saved
+        try:
+            sys.stdout.flush()  # what the block wrote, while a reader gone still changes nothing (a pipe's is buffered)
+        finally:
+            sys.stdout, sys.stderr = saved
 
 
 # The key in torchrun's store under which the processes count the errors said (`say_error`).
@@ -405,58 +378,60 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     code; a group the caller had is left alone.
 
     Under torchrun an error is said once, not once a process (`say_error`)."""
-    ours = not dist.is_initialized()
-    result, code = None, 0
-    consequence = False  # this process failed only because a peer had
-    try:
-        with reader_may_leave():
+    # Around all of it: a reader gone changes nothing, not even for the lines after a failed run
+    # (`2>&1 | head -1` on a run refused after a warning) or the result's.
+    with reader_may_leave():
+        ours = not dist.is_initialized()
+        result, code = None, 0
+        consequence = False  # this process failed only because a peer had
+        try:
             result = work()
-        if dist.is_initialized():
-            # Leave together: rank 0 is still writing the last checkpoint when the others finish, and
-            # the group should not be torn down while a peer works in it. Not on the error paths: a
-            # failed peer never comes.
-            dist.barrier()
-    except KeyboardInterrupt as e:  # Stopped, or a Ctrl-C outside the loop (e.g. while preparing data)
-        code = 128 + getattr(e, "signum", signal.SIGINT)
-    except TrainingDiverged as e:
-        say_error(prog, str(e))
-        code = 1
-    except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
-        if not say_error(prog, f"error: {e}{what_stands(e)}") and not dist.is_initialized():
-            # Met by every process before they joined, and said by the machine's first alone: the
-            # others wait a moment, or torchrun, which ends the rest as soon as one ends, could end
-            # the one saying it before it has (a race its tests lost now and then).
-            time.sleep(PEER_EXIT_GRACE_S)
-        code = 2
-    except PeerFailed:  # rank 0 printed why
-        code, consequence = 2, True
-    except Exception as e:
-        if peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
-            code, consequence = 2, True
-        elif lost_a_peer(e):  # a peer killed (SIGKILL: the OOM killer, say) said nothing: this one says what is left
-            say_error(prog, PEER_LOST)
-            code, consequence = 2, True
-        elif not (ours and dist.is_initialized()):
-            raise
-        else:  # a torchrun worker's bug: its traceback says it, and it ends at once (below), before its peers
-            first_to_say(repr(e))  # (whose collective it breaks: they stay quiet)
-            traceback.print_exc()
+            if dist.is_initialized():
+                # Leave together: rank 0 is still writing the last checkpoint when the others finish, and
+                # the group should not be torn down while a peer works in it. Not on the error paths: a
+                # failed peer never comes.
+                dist.barrier()
+        except KeyboardInterrupt as e:  # Stopped, or a Ctrl-C outside the loop (e.g. while preparing data)
+            code = 128 + getattr(e, "signum", signal.SIGINT)
+        except TrainingDiverged as e:
+            say_error(prog, str(e))
             code = 1
-    finally:
-        worker = ours and dist.is_initialized()
+        except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
+            if not say_error(prog, f"error: {e}{what_stands(e)}") and not dist.is_initialized():
+                # Met by every process before they joined, and said by the machine's first alone: the
+                # others wait a moment, or torchrun, which ends the rest as soon as one ends, could end
+                # the one saying it before it has (a race its tests lost now and then).
+                time.sleep(PEER_EXIT_GRACE_S)
+            code = 2
+        except PeerFailed:  # rank 0 printed why
+            code, consequence = 2, True
+        except Exception as e:
+            if peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
+                code, consequence = 2, True
+            elif lost_a_peer(e):  # a peer killed (SIGKILL: the OOM killer, say) said nothing: this one says what is left
+                say_error(prog, PEER_LOST)
+                code, consequence = 2, True
+            elif not (ours and dist.is_initialized()):
+                raise
+            else:  # a torchrun worker's bug: its traceback says it, and it ends at once (below), before its peers
+                first_to_say(repr(e))  # (whose collective it breaks: they stay quiet)
+                traceback.print_exc()
+                code = 1
+        finally:
+            worker = ours and dist.is_initialized()
+            if worker:
+                dist.destroy_process_group()
+        if result is not None and is_rank_0():
+            print(json.dumps(result))
         if worker:
-            dist.destroy_process_group()
-    if result is not None and is_rank_0():
-        print(json.dumps(result))
-    if worker:
-        # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after
-        # a finished run aborted now and then ("terminate called without an active exception",
-        # SIGABRT with no Python frame on the stack; 2 of ~330 runs with 3 torchruns on 2 cores),
-        # and torchrun then reports the whole run as failed. By now every file is written and
-        # closed and the group is gone: only the buffered output remains to flush.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if consequence:  # torchrun names the first process to end as the run's root cause: the one that failed
-            time.sleep(PEER_EXIT_GRACE_S)
-        os._exit(code)
-    return code
+            # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after
+            # a finished run aborted now and then ("terminate called without an active exception",
+            # SIGABRT with no Python frame on the stack; 2 of ~330 runs with 3 torchruns on 2 cores),
+            # and torchrun then reports the whole run as failed. By now every file is written and
+            # closed and the group is gone: only the buffered output remains to flush.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if consequence:  # torchrun names the first process to end as the run's root cause: the one that failed
+                time.sleep(PEER_EXIT_GRACE_S)
+            os._exit(code)
+        return code

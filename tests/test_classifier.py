@@ -869,7 +869,7 @@ def test_finetune_on_named_labels_saves_them_for_transformers_and_its_pipeline(b
     (tmp_path / "named.tsv").write_text(text)
     assert _finetune(base / "base", tmp_path / "o", "--data", str(tmp_path / "named.tsv"), "--strategy", "full",
                      "--lr", "1e-2") == 0
-    assert "2 labels (0 negative, 1 positive)" in capsys.readouterr().out
+    assert "2 labels (0 negative, 1 positive)" in capsys.readouterr().err
     config = json.loads((tmp_path / "o" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"} and config["label2id"] == {"negative": 0, "positive": 1}
     hf = GPT2ForSequenceClassification.from_pretrained(tmp_path / "o")

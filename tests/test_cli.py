@@ -21,12 +21,146 @@ ROOT = Path(__file__).resolve().parent.parent  # the cwd of each run: `-m` impor
     ["generate", "--prompt", "ROMEO:", "--max-new-tokens", "4", "--stream"],  # breaks inside the command
 ], ids=["help", "tokenize", "generate"])
 def test_a_closed_stdout_pipe_ends_quietly(argv):
-    """As `minigpt ... | head -1`, with the reader gone before the first write: no traceback, exit 1."""
+    """As `minigpt ... | head -1`, with the reader gone before the first write: no traceback, exit
+    141 (128 + SIGPIPE, as `yes | head` gives; a shell-scripting audit: it was 1, a crash's code)."""
     proc = subprocess.Popen([sys.executable, "-m", "minigpt.cli", *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # the child has only the write end: its first write to stdout gets EPIPE
     err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 1 and err == "", err
+    assert (proc.wait(timeout=120), err) == (141, ""), err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, whose every write fails with ENOSPC")
+@pytest.mark.parametrize("argv", [["--version"], ["tokenize", "Hello world"]], ids=["version", "tokenize"])
+def test_stdout_on_a_full_disk_is_one_line_that_names_standard_output(argv):
+    """A shell-scripting audit: `minigpt tokenize hello > /dev/full` (and `--version`, `eval --json`,
+    `prepare`) ended in an OSError traceback, exit 1; `train` said "[Errno 28] No space left on
+    device", which sends a user to check the disk of --out. Now: one line naming standard output, exit 2."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "minigpt", *argv], cwd=ROOT, stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.endswith(": error: cannot write standard output: [Errno 28] No space left on device\n"), r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_stdout_whose_reader_left_or_disk_is_full_raises_what_says_so(monkeypatch):
+    """The front door's stdout (`minigpt.cli.Guarded`): a closed pipe and a hung-up terminal (EIO)
+    are a reader gone (ReaderLeft, which no command's `except OSError` catches), a full disk an
+    OSError naming standard output; either way the rest goes to devnull, so that a command that
+    reports the error itself, and Python's flush at exit, do not fail on it again. stderr's reader
+    gone stops nothing (a review: `2>&1 | head -1` was a traceback once messages moved to stderr)."""
+    import errno
+
+    to_devnull = []
+    monkeypatch.setattr(minigpt_cli, "stdout_to_devnull", to_devnull.append)
+
+    class Failing:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def write(self, text: str) -> int:
+            raise OSError(self.code, os.strerror(self.code))
+
+        def fileno(self) -> int:
+            return 1
+
+    for code in (errno.EPIPE, errno.EIO):
+        with pytest.raises(minigpt_cli.ReaderLeft):
+            minigpt_cli.guarded(Failing(code), "stdout").write("ids: [1]\n")
+    with pytest.raises(OSError, match=r"^cannot write standard output: \[Errno 28\] No space left on device$"):
+        minigpt_cli.guarded(Failing(errno.ENOSPC), "stdout").write("ids: [1]\n")
+    assert to_devnull == [1, 1, 1]
+    assert minigpt_cli.guarded(Failing(errno.EPIPE), "stderr").write("next: ...\n") == 10  # stops nothing
+    with pytest.raises(OSError, match=r"^\[Errno 28\]"):  # stderr's full disk: the error as it is
+        minigpt_cli.guarded(Failing(errno.ENOSPC), "stderr").write("note: ...\n")
+    assert to_devnull == [1, 1, 1, 1]
+    assert not issubclass(minigpt_cli.ReaderLeft, Exception)  # passes `except Exception` too, to main
+
+
+@pytest.mark.parametrize("argv", [["tokenize"], ["eval", "checkpoints/shakespeare", "-"],
+                                  ["generate", "--model", "checkpoints/shakespeare", "--prompt-file", "-"]],
+                         ids=["tokenize", "eval", "generate"])
+def test_a_closed_stdin_is_the_commands_one_line_error(argv, monkeypatch, capsys):
+    """A shell-scripting audit: `minigpt tokenize <&-` (and `eval M -`, `generate --prompt-file -`)
+    was an AttributeError traceback, `'NoneType' object has no attribute 'buffer'`: Python's
+    sys.stdin is None when the shell closed it. It is the command's usual one-line error, exit 2."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "stdin", None)
+    assert minigpt_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"minigpt {argv[0]}: ") and "standard input is closed" in err and err.count("\n") == 1, err
+
+
+def tiny_data(path: Path) -> Path:
+    """Token files `minigpt train` reads: a repeated random sentence of ids below 64."""
+    import json
+
+    import numpy as np
+
+    ids = np.resize(np.random.default_rng(0).integers(0, 63, size=37), 4600).astype(np.uint16)
+    path.mkdir()
+    ids[:4000].tofile(path / "train.bin")
+    ids[4000:].tofile(path / "val.bin")
+    (path / "meta.json").write_text(json.dumps({"vocab_size": 64, "eos_token_id": 63, "train_tokens": 4000,
+                                                "val_tokens": 600, "train_bytes": 12000, "val_bytes": 1800}))
+    return path
+
+
+def test_a_run_whose_stderr_reader_leaves_trains_and_saves_on(tmp_path):
+    """A shell-scripting audit: `minigpt train ... 2>&1 | head -c 100`: the progress bar's write to
+    stderr raised BrokenPipeError at the first evaluation, which minigpt.cli.main took for stdout's
+    reader gone: exit 1, quietly, the run stopped unsaved. stderr now outlives its reader as stdout
+    does (train_runtime.reader_may_leave, whose sys.stderr the bar, made inside it, writes to)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "minigpt.cli", "train", "--data", str(tiny_data(tmp_path / "data")), "--out", str(out),
+           "--preset", "gpt2-tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "16",
+           "--batch-size", "4", "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--log-interval", "1",
+           "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stderr.close()  # the reader of stderr is gone before the first line
+    out_text = proc.stdout.read()
+    assert proc.wait(timeout=180) == 0, out_text
+    assert "step 4: val_loss" in out_text and torch.load(out / "training_state.pt", weights_only=True)["step"] == 4
+
+
+def test_a_run_says_its_stdout_on_a_full_disk_and_outlives_a_closed_stderr(monkeypatch):
+    """train_runtime.reader_may_leave, also from Python or scripts/train.py (no minigpt.cli.main):
+    a full disk on stdout is an OSError that names standard output, for the run to report (it was
+    "[Errno 28] No space left on device" alone), and a closed stderr goes to devnull."""
+    import errno
+
+    from minigpt import train_runtime
+    from minigpt.progress_bar import progress_bar
+
+    to_devnull = []
+    monkeypatch.setattr(minigpt_cli, "stdout_to_devnull", to_devnull.append)
+
+    class Failing:
+        def __init__(self, code: int, fd: int) -> None:
+            self.code, self.fd = code, fd
+
+        def write(self, text: str) -> int:
+            raise OSError(self.code, os.strerror(self.code))
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return self.fd
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(sys, "stdout", Failing(errno.ENOSPC, 1))
+    monkeypatch.setattr(sys, "stderr", Failing(errno.EPIPE, 2))
+    with train_runtime.reader_may_leave():
+        with progress_bar(total=2, desc="training") as bar:  # made inside: it writes to that sys.stderr
+            bar.update(2)
+        print("the run's last line", file=sys.stderr)
+        assert to_devnull and set(to_devnull) == {2}
+        with pytest.raises(OSError, match="^cannot write standard output: .*No space left on device"):
+            print("step 2: val_loss 2.5")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["nonsense"], ["tokenize", "Hello world"]], ids=["help", "unknown", "tokenize"])
@@ -356,11 +490,14 @@ def test_a_non_ascii_path_under_the_c_locale_is_printed_as_its_bytes(tmp_path):
     train = minigpt_in_c_locale(["tokenize", "--train", "dir é/t.txt", "--vocab-size", "300", "--out", "dir é/tok"],
                                 tmp_path, capture_output=True)
     assert train.returncode == 0, train.stderr.decode("utf-8", "replace")
-    assert "to dir é/tok\nnext: minigpt prepare FILES --tokenizer 'dir é/tok' --out DATA_DIR\n" in train.stdout.decode()
+    assert train.stdout.decode().endswith("to dir é/tok\n")
+    # (stderr, a message's stream, escapes the bytes the C locale cannot encode: see the README's Install)
+    assert "next: minigpt prepare FILES --tokenizer 'dir \\udcc3\\udca9/tok' --out DATA_DIR\n" in train.stderr.decode()
     prepare = minigpt_in_c_locale(["prepare", "dir é/t.txt", "--tokenizer", "dir é/tok", "--out", "dir é/data"],
                                   tmp_path, capture_output=True)
     assert prepare.returncode == 0, prepare.stderr.decode("utf-8", "replace")
-    assert "val tokens to dir é/data\nnext: minigpt train --data 'dir é/data' --out OUT_DIR\n" in prepare.stdout.decode()
+    assert prepare.stdout.decode().endswith("val tokens to dir é/data\n")
+    assert "next: minigpt train --data 'dir \\udcc3\\udca9/data' --out OUT_DIR\n" in prepare.stderr.decode()
     missing = minigpt_in_c_locale(["prepare", "dir é/missing.txt", "--tokenizer", "dir é/tok", "--out", "dir é/d2"],
                                   tmp_path, capture_output=True)
     err = missing.stderr.decode()

@@ -541,7 +541,7 @@ def test_prepare_ends_with_the_next_command(tmp_path, capsys):
     """An audit: prepare's last line said what it wrote, not what to run next (train's flags)."""
     (tmp_path / "a.txt").write_text(corpus(50, seed=8))
     assert main([str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"next: minigpt train --data {tmp_path / 'd'} --out OUT_DIR"
+    assert capsys.readouterr().err.splitlines()[-1] == f"next: minigpt train --data {tmp_path / 'd'} --out OUT_DIR"
 
 
 def test_a_second_prepare_into_the_same_out_is_refused_while_the_first_runs(tok, tmp_path, monkeypatch):
@@ -689,7 +689,7 @@ def test_prepare_s_next_command_quotes_its_data_dir(tmp_path, capsys):
     the shell reads as two arguments. Quoted now, as train's own hint is (shlex.quote)."""
     (tmp_path / "a.txt").write_text(corpus(50, seed=11))
     assert main([str(tmp_path / "a.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "my data")]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"next: minigpt train --data '{tmp_path}/my data' --out OUT_DIR"
+    assert capsys.readouterr().err.splitlines()[-1] == f"next: minigpt train --data '{tmp_path}/my data' --out OUT_DIR"
 
 
 # Sentences as one-line documents (reviews, tweets): each file is a single line, without a final newline.

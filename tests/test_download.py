@@ -251,7 +251,7 @@ def test_a_busy_server_is_retried_and_a_missing_file_is_not(hub, tmp_path, capsy
 def test_partial_download_resumes_on_the_next_run(hub, tmp_path, capsys):
     size = len(hub.files["model.safetensors"])
     hub.cut_after["model.safetensors"] = 1000
-    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url, "--retries", "0"]) == 1
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url, "--retries", "0"]) == 2
     err = capsys.readouterr().err
     assert f"after 1,000 of {size:,} bytes" in err and "Run the same command again" in err
     assert (tmp_path / "model.safetensors.partial").stat().st_size == 1000
@@ -269,7 +269,7 @@ def test_a_local_write_error_is_not_retried_as_a_dropped_connection(hub, tmp_pat
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(download, "open", unwritable, raising=False)
-    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 2
     err = capsys.readouterr().err
     assert "Permission denied" in err and "config.json.partial" in err and "Traceback" not in err
     assert "retry" not in err and "resume" not in err  # retrying cannot help, and there is nothing to resume
@@ -287,7 +287,7 @@ def test_server_that_ignores_range_gets_a_fresh_download(hub, tmp_path):
 
 def test_sha256_mismatch_is_an_error_and_keeps_nothing(hub, tmp_path, capsys):
     hub.wrong_sha256 = True
-    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 2
     err = capsys.readouterr().err
     assert "sha256 mismatch for model.safetensors" in err and "Traceback" not in err
     assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.safetensors.partial").exists()
@@ -317,11 +317,13 @@ def test_a_server_without_hashes_is_said_to_be_unchecked(hub, tmp_path, capsys):
 
 
 def test_offline_gives_one_clear_line(tmp_path, capsys):
+    """Exit 2, as every command's failure said in one line: a shell-scripting audit found `download`
+    alone exiting 1 on a network failure, the code of a crash (README, "Exit codes")."""
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "gpt2"
-    assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}"]) == 1
+    assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
     print(err)
     assert "cannot reach" in err and "Are you offline?" in err and "Traceback" not in err
@@ -351,7 +353,7 @@ def test_bad_arguments(tmp_path):
         download_gpt2("gpt3", tmp_path)
     with pytest.raises(SystemExit):
         main(["gpt2", "--retries", "-1"])
-    assert main(["gpt2", "--out", str(tmp_path), "--base-url", "notaurl"]) == 1  # not "unknown url type"
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", "notaurl"]) == 2  # not "unknown url type"
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(DownloadError, match="a_file is a file; the checkpoint needs a directory"):
         download_gpt2("gpt2", tmp_path / "a_file", base_url="http://127.0.0.1:9")  # before any connection
@@ -491,7 +493,7 @@ def test_a_directory_the_user_made_is_kept_when_nothing_could_be_fetched(tmp_pat
         port = s.getsockname()[1]
     out = tmp_path / "mine"
     out.mkdir()
-    assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}", "--retries", "0"]) == 1
+    assert main(["gpt2", "--out", str(out), "--base-url", f"http://127.0.0.1:{port}", "--retries", "0"]) == 2
     assert "cannot reach" in capsys.readouterr().err
     assert out.is_dir()
 
@@ -526,7 +528,7 @@ def test_a_partial_file_longer_than_announced_is_refused_even_without_a_hash(hub
     (tmp_path / "model.safetensors.partial").write_bytes(data + b"stale tail")
     hub.no_etag = True
     note_as_from_the_hub(tmp_path / "model.safetensors.partial", hub)
-    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 1
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 2
     err = capsys.readouterr().err
     assert (f"model.safetensors has {len(data) + 10:,} bytes but the server announced {len(data):,}; deleted it" in err
             and "Traceback" not in err)
@@ -534,7 +536,7 @@ def test_a_partial_file_longer_than_announced_is_refused_even_without_a_hash(hub
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    """Mutant R8-49: a Ctrl-C during the download exited 1, the code of a failed download, not 130
+    """Mutant R8-49: a Ctrl-C during the download exited 1, a failed download's code then, not 130
     (128 + SIGINT, as a shell reports an interrupted command)."""
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -987,7 +989,7 @@ def test_a_captive_portal_s_html_page_is_refused_and_the_command_fails(hub, tmp_
     hub.content_type = {path: "text/html; charset=utf-8" for path in [REPO + "config.json", REPO + "vocab.json",
                                                                      REPO + "merges.txt", "/cdn/model.safetensors"]}
     out = tmp_path / "gpt2"
-    assert main(["gpt2", "--out", str(out), "--base-url", hub.url, "--retries", "0"]) == 1
+    assert main(["gpt2", "--out", str(out), "--base-url", hub.url, "--retries", "0"]) == 2
     err = capsys.readouterr().err
     assert (f"error: {hub.url}{REPO}config.json answered with an HTML page (text/html; charset=utf-8), not the file"
             in err and "Traceback" not in err)

@@ -380,6 +380,33 @@ def test_cli_errors_name_the_flags_not_perplexitys_arguments(model_dir, tmp_path
         assert f"error: {error}" in err and "max_length" not in err
 
 
+def test_the_default_window_is_the_length_a_fresh_model_trained_on(model_dir, tmp_path, capsys):
+    """An eval audit: a model pretrained from scratch on windows shorter than its context (its
+    tokenizer's model_max_length, as pretraining saves it) was scored in n_positions windows, whose
+    later positions never trained, without a word. The default window is that length, from the
+    model folder's own tokenizer whatever --tokenizer says, and said; an explicit --max-length is
+    kept, with a warning where it is longer."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    short = tmp_path / "short"  # model_dir's 32-position model, trained on 16-token windows
+    GPT.from_pretrained(model_dir).save_pretrained(short)
+    tok = Tokenizer.from_pretrained(model_dir)
+    tok.model_max_length = 16
+    tok.save_pretrained(short)
+    model, ids = GPT.from_pretrained(short), torch.tensor(tok.encode(TEXT))
+    for extra in ([], ["--tokenizer", str(GPT2_DIR)]):
+        assert main([str(short), str(tmp_path / "t.txt"), "--device", "cpu", "--json", *extra]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["nll"] == pytest.approx(perplexity(model, ids, max_length=16)["nll"], rel=1e-6)
+        assert (f"note: windows of 16 tokens, the length {short} was trained on (its tokenizer's model_max_length; "
+                "positions 16-31 of its 32 never trained)") in captured.err
+    assert main([str(short), str(tmp_path / "t.txt"), "--device", "cpu", "--json", "--max-length", "32"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["nll"] == pytest.approx(perplexity(model, ids, max_length=32)["nll"], rel=1e-6)
+    assert f"warning: --max-length 32 is longer than the 16 tokens {short} was trained on" in captured.err
+    assert main([str(model_dir), str(tmp_path / "t.txt"), "--device", "cpu"]) == 0  # GPT-2's 1024: the context, unsaid
+    assert "windows of" not in capsys.readouterr().err
+
+
 # A labelled file as fine-tuning reads it: a header, then text<TAB>label; one text is longer than
 # the classifier's 6 tokens, one holds "<|endoftext|>" (its characters, as in fine-tuning).
 TSV_LINES = ["sentence\tlabel", "a charming and often affecting journey .\t2", "the plot is a mess\t0",
@@ -539,6 +566,34 @@ def test_classifier_eval_reads_named_labels_through_the_models_label2id(classifi
     assert main([str(classifier_dir), str(tmp_path / "names.tsv"), "--device", "cpu"]) == 2
     assert (f"names.tsv:12: label 'positive' is none of the labels of {classifier_dir}: neg, neutral, pos, other"
             in capsys.readouterr().err)
+
+
+def test_classifier_texts_are_cut_to_the_models_own_record_whatever_tokenizer_is_given(classifier_dir, tmp_path, capsys):
+    """An eval audit: given --tokenizer (even GPT-2's own files, the model's vocabulary), eval cut the
+    texts to that tokenizer's model_max_length (1024, so the model's context), not to fine-tuning's
+    --block-size, which only the model folder's tokenizer files record, and the accuracy changed
+    without a word. The cut is the folder's record whatever --tokenizer says; a folder without
+    tokenizer files has none, so --tokenizer's (else the context) is used and a note says which."""
+    (tmp_path / "t.tsv").write_text("\n".join(TSV_LINES) + "\n")
+    tsv = str(tmp_path / "t.tsv")
+    runs = []
+    for extra in ([], ["--tokenizer", str(GPT2_DIR)]):
+        assert main([str(classifier_dir), tsv, "--device", "cpu", *extra]) == 0
+        runs.append(capsys.readouterr())
+    reports = [run.out for run in runs]
+    assert reports[0] == reports[1]
+    for run in runs:
+        assert (f"3 of 10 texts are longer than {CLF_TOKENS} tokens (fine-tuning's --block-size, as {classifier_dir} "
+                "records it)") in run.err
+    bare = tmp_path / "bare"  # the weights alone, as save_pretrained writes them
+    GPTClassifier.from_pretrained(classifier_dir).save_pretrained(bare)
+    assert main([str(bare), tsv, "--device", "cpu", "--tokenizer", str(classifier_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == reports[0]
+    assert (f"note: {bare} records no model_max_length (fine-tuning's --block-size, in its tokenizer_config.json): each "
+            f"text is cut to {CLF_TOKENS} tokens, the model_max_length of --tokenizer {classifier_dir}") in captured.err
+    assert main([str(bare), tsv, "--device", "cpu", "--tokenizer", str(GPT2_DIR)]) == 0  # GPT-2's 1024: the context
+    assert "each text is cut to 32 tokens, the model's context, n_positions" in capsys.readouterr().err
 
 
 def test_classifier_predictions_join_back_to_the_input_lines(classifier_dir, tmp_path, capsys):

@@ -2322,6 +2322,21 @@ def test_cli_text_that_is_no_utf8_is_refused_or_escaped(tiny_checkpoint, tmp_pat
     assert "--prompt is not UTF-8 text: byte 0xe9 at offset 3" in capsys.readouterr().err
 
 
+def test_cli_prompts_file_lines_hold_no_raw_line_separators(tiny_checkpoint, tmp_path, capsys):
+    """A shell user's audit: a prompt holding U+2028, U+2029 or U+0085 came back raw in its output
+    line (JSON allows them), and str.splitlines() (and JavaScript) read that one record as several
+    lines. Now they are escaped; other text stays readable UTF-8."""
+    from minigpt.generate_cli import main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "a\u2028b\u0085c\u2029d \u00e9", "id": 1}) + "\n", encoding="utf-8")
+    assert main(["--model", str(tiny_checkpoint), "--prompts-file", str(path), "--max-new-tokens", "3",
+                 "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1 and "\\u2028" in out and "\\u0085" in out and "\\u2029" in out and "\u00e9" in out
+    assert json.loads(out)["prompt"] == "a\u2028b\u0085c\u2029d \u00e9"
+
+
 def test_cli_ctrl_c_while_a_prompt_is_read_from_standard_input_ends_in_one_line(tiny_checkpoint, capsys, monkeypatch):
     """`--prompt-file -` waits on standard input; Ctrl-C there fell outside main's Ctrl-C handler,
     a KeyboardInterrupt traceback (a refactor's reader noticed)."""

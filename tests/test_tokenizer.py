@@ -754,7 +754,7 @@ def test_cli_encodes_and_trains(tmp_path, capsys):
     two = Tokenizer.from_pretrained(tmp_path / "tok2")
     assert two.special_tokens == {"<|endoftext|>": 268, "<|sep|>": 269} and two.vocab_size == 270
     assert climod.main(["--train", str(data), "--out", str(tmp_path / "tok3")]) == 0  # the default size, 4096:
-    assert "the text has no more pairs to merge" in capsys.readouterr().out  # ... far more than this text has
+    assert "the text has no more pairs to merge" in capsys.readouterr().err  # ... far more than this text has
 
 
 def test_cli_training_warns_when_prepare_could_not_use_the_vocabulary(tmp_path, capsys):
@@ -795,7 +795,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert climod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "100", "--out", str(tmp_path / "tok")]) == 2
     assert "vocab_size must be an int >= 256 + 1" in capsys.readouterr().err
     assert climod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "1000", "--out", str(tmp_path / "tok")]) == 0
-    assert "no more pairs to merge" in capsys.readouterr().out
+    assert "no more pairs to merge" in capsys.readouterr().err
     assert climod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt")]) == 2  # before training
     assert f"--out {tmp_path / 'a.txt'} is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a training flag without --train would be silently ignored
@@ -803,7 +803,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "--vocab-size, --special, --eos, --out and --overwrite go with --train" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # ... and so would a text to encode with --train
         climod.main(["some text", "--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "nope")])
-    assert "--train learns a new tokenizer from FILES: a text to encode, --show-work and --tokenizer" in capsys.readouterr().err
+    assert "--train learns a new tokenizer from FILES: a text to encode, --show-work, --json and --tokenizer" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # ... and a tokenizer to encode with, which --train would not read
         climod.main(["--train", str(tmp_path / "a.txt"), "--tokenizer", "gpt2", "--out", str(tmp_path / "nope")])
     assert "--tokenizer (the one to encode with) go without --train" in capsys.readouterr().err
@@ -990,7 +990,7 @@ def test_no_note_about_running_out_of_pairs_when_the_vocab_is_full(tmp_path, cap
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
     assert tokenizer_cli.train_main([str(data), "--vocab-size", "262", "--out", str(tmp_path / "a")]) == 0
     assert Tokenizer.from_pretrained(tmp_path / "a").vocab_size == 262
-    assert "no more pairs" not in capsys.readouterr().out
+    assert "no more pairs" not in capsys.readouterr().err
 
 
 def test_a_stale_heap_entry_with_an_old_higher_count_is_skipped():
@@ -1030,6 +1030,20 @@ def test_an_empty_text_argument_is_encoded_not_read_from_stdin(monkeypatch, caps
     assert climod.main([""]) == 0
     out = capsys.readouterr().out
     assert "0 characters → 0 tokens" in out and "from stdin" not in out
+
+
+def test_tokenize_json_prints_one_object_for_scripts(capsys):
+    """A shell user's audit: `minigpt tokenize TEXT` printed its tokens as a Python list's repr
+    (`['it', "'s"]`), which no JSON reader takes, and had no --json; and "1 characters"."""
+    assert climod.main(["--json", 'it\'s "q" é']) == 0
+    assert json.loads(capsys.readouterr().out) == {"ids": [270, 338, 366, 80, 1, 38251],
+                                                   "tokens": ["it", "'s", "Ġ\"", "q", "\"", "ĠÃ©"], "characters": 10}
+    assert climod.main(["x"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 character → 1 token"
+    for refused in (["--json", "--show-work", "x"], ["--json", "--train", "a.txt", "--out", "tok"]):
+        with pytest.raises(SystemExit):
+            climod.main(refused)
+        assert "--json" in capsys.readouterr().err
 
 
 def test_tokenize_reads_standard_input_as_utf8_and_names_other_bytes(tok, monkeypatch, capsys):
@@ -1272,7 +1286,7 @@ def test_train_cli_asks_for_4096_tokens_by_default(tmp_path, capsys):
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
     assert tokenizer_cli.train_main([str(data), "--out", str(tmp_path / "a")]) == 0
     tok = Tokenizer.from_pretrained(tmp_path / "a")
-    assert f"note: only {tok.vocab_size} of the 4096 tokens asked for" in capsys.readouterr().out
+    assert f"note: only {tok.vocab_size} of the 4096 tokens asked for" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("merges", [["a b", "c d", "a b"], ["a b", "b c", "a b"], ["b c", "a b", "b c"]])
@@ -1336,7 +1350,7 @@ def test_the_small_vocabulary_warning_points_at_the_callers_line_and_the_cli_not
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert climod.main(["--train", str(tmp_path / "a.txt"), "--out", str(tmp_path / "tok")]) == 0
-    assert "note: only " in capsys.readouterr().out
+    assert "note: only " in capsys.readouterr().err
 
 
 def test_encode_batch_names_the_text_and_its_position_of_a_disallowed_special_token(tok, monkeypatch):
@@ -1589,10 +1603,10 @@ def test_cli_training_says_what_it_saved_in_words_and_the_next_command(tmp_path,
     data = tmp_path / "data.txt"
     data.write_text("the cat sat on the mat " * 50, encoding="utf-8")
     assert climod.main(["--train", str(data), "--vocab-size", "263", "--out", str(tmp_path / "tok")]) == 0
-    assert capsys.readouterr().out.splitlines()[-2:] == [
-        f"saved a tokenizer of 263 tokens (6 merges; special tokens: <|endoftext|>; end of document: <|endoftext|>) to {tmp_path / 'tok'}",
-        f"next: minigpt prepare FILES --tokenizer {tmp_path / 'tok'} --out DATA_DIR",
-    ]
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == (f"saved a tokenizer of 263 tokens (6 merges; special tokens: <|endoftext|>; end of "
+                                    f"document: <|endoftext|>) to {tmp_path / 'tok'}")
+    assert err.splitlines()[-1] == f"next: minigpt prepare FILES --tokenizer {tmp_path / 'tok'} --out DATA_DIR"  # a message
 
 
 def test_tokenize_train_s_next_command_quotes_its_out(tmp_path, capsys):
@@ -1600,7 +1614,7 @@ def test_tokenize_train_s_next_command_quotes_its_out(tmp_path, capsys):
     which the shell reads as two arguments. Quoted now, as train's own hint is (shlex.quote)."""
     (tmp_path / "a.txt").write_text("the cat sat on the mat\n" * 50)
     assert climod.main(["--train", str(tmp_path / "a.txt"), "--vocab-size", "270", "--out", str(tmp_path / "my tok")]) == 0
-    assert f"next: minigpt prepare FILES --tokenizer '{tmp_path}/my tok' --out DATA_DIR" in capsys.readouterr().out
+    assert f"next: minigpt prepare FILES --tokenizer '{tmp_path}/my tok' --out DATA_DIR" in capsys.readouterr().err
 
 
 def test_a_missing_path_with_a_space_gets_no_advice_for_texts(tmp_path, capsys):
@@ -1616,3 +1630,19 @@ def test_a_missing_path_with_a_space_gets_no_advice_for_texts(tmp_path, capsys):
     for text in ("The cat sat on the mat.", "the cat\nsat"):
         with pytest.raises(FileNotFoundError, match="it looks like a text, not a path"):
             Tokenizer.train([text], 300, progress=False)
+
+
+def test_the_chunk_cache_stays_under_its_byte_budget(enc, monkeypatch):
+    """An audit of a long-lived service: the chunk cache was capped by its number of entries alone,
+    so 20,000 distinct 2,000-letter words kept 270 MB (the cap allowed ~5.7 GB). The kept chunks'
+    bytes stay under MAX_BYTES (made small here), a clear() by hand included; the ids are
+    tiktoken's either way."""
+    gpt2 = Tokenizer.from_pretrained(GPT2_DIR)  # its own cache, which the budget below clears
+    monkeypatch.setattr(tokmod._ChunkCache, "MAX_BYTES", 1000)
+    rng = random.Random(0)
+    for _ in range(200):
+        text = " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 400))) for _ in range(5))
+        assert gpt2.encode(text) == enc.encode(text)
+        assert gpt2._cache.held_bytes == sum(len(chunk.encode()) for chunk in gpt2._cache) <= 1000
+    gpt2._cache.clear()
+    assert gpt2._cache.held_bytes == 0

@@ -850,3 +850,18 @@ def test_two_processes_saving_a_tokenizer_into_one_folder_take_turns(tmp_path):
         assert c.wait(timeout=120) == 0, c.stderr.read()
     assert Tokenizer.from_pretrained(tmp_path / "tok").encode("Hello world") == [15496, 995]
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["merges.txt", "tokenizer_config.json", "vocab.json"]
+
+
+def test_recorded_length_is_the_record_alone_and_none_where_unreadable(tmp_path):
+    """`minigpt eval` reads the length a model trained on from its folder's tokenizer_config.json,
+    whatever --tokenizer says. A review: it loaded the folder's whole tokenizer for it, so a folder
+    whose tokenizer minigpt refuses (a WordPiece tokenizer.json) failed even with --tokenizer given."""
+    from minigpt.tokenizer_files import recorded_length
+
+    assert recorded_length(tmp_path) is None  # no file
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordPiece"}}')  # refused as a tokenizer: no matter
+    for text, length in [('{"model_max_length": 16}', 16), ('{"model_max_length": 1e30}', None),
+                         ('{"model_max_length": true}', None), ('{"model_max_length": 0}', None), ("[16]", None),
+                         ("{not json", None), ("{}", None)]:
+        (tmp_path / "tokenizer_config.json").write_text(text)
+        assert recorded_length(tmp_path) == length, text

@@ -94,9 +94,10 @@ class StdoutError(OSError):
 
 
 def reader_gone(error: OSError) -> bool:
-    """Whether a write failed as its reader went: a closed pipe, or a hung-up terminal (EIO); not a
-    full disk, which is an error to report."""
-    return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
+    """Whether a write failed as its reader went: a closed pipe, a hung-up terminal (EIO), or a
+    stream the shell closed (`2>&-`: EBADF, where Python did not make it None); not a full disk,
+    which is an error to report."""
+    return isinstance(error, BrokenPipeError) or error.errno in (errno.EIO, errno.EBADF)
 
 
 class Guarded:

@@ -608,3 +608,21 @@ def test_a_warning_is_one_line_in_the_commands_words(tmp_path):
     assert (f"python -m minigpt generate: warning: {ck / 'config.json'} sets pad_token_id {config['vocab_size']}, "
             "which is no token of this model") in done.stderr
     assert "UserWarning" not in done.stderr and "sys.exit" not in done.stderr and "runpy" not in done.stderr
+
+
+@pytest.mark.parametrize("argv,code", [
+    (["train", "--out", "OUT"], 2),            # refused (no --data): said on a stderr nobody reads, still exit 2
+    (["tokenize", "--json", "hello"], 0),      # messages lost, the result out
+], ids=["train", "tokenize"])
+def test_a_stderr_the_shell_closed_or_whose_reader_left_changes_no_exit_code(argv, code, tmp_path):
+    """A review: with `2>&-` writes to stderr fail with EBADF, and with `2>&1 | head -1` with
+    EPIPE; either escaped as a traceback nobody saw, exit 1, where the command's own code is due."""
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    closed = subprocess.run(["bash", "-c", '"$@" 2>&-', "bash", sys.executable, "-m", "minigpt", *argv], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert closed.returncode == code, closed.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stderr.close()  # its reader gone before the first message
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == code and "Traceback" not in out, out

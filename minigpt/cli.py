@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import io
 import os
 import re
 import sys
@@ -107,7 +108,8 @@ class Guarded:
       it `outlives` its reader (train and finetune, which train and save on: train_runtime's
       `reader_may_leave`). On stderr nothing stops: only messages were lost (`2>&1 | head -1`).
     - anything else (a full disk): on stdout a StdoutError that says it was standard output, the
-      rest to devnull too; on stderr the error itself."""
+      rest to devnull too. On stderr, as a reader gone: a message that cannot be written cannot say
+      why either, and the command's work and exit code stand."""
 
     def __init__(self, stream, name: str, outlives: bool = False) -> None:
         self.stream, self.name, self.outlives = stream, name, outlives
@@ -126,14 +128,12 @@ class Guarded:
             self.failed(e)
 
     def failed(self, error: OSError) -> None:
-        gone = reader_gone(error)
-        if gone or self.name == "stdout":
-            stdout_to_devnull(self.stream.fileno())
-        if not gone and self.name == "stdout":
+        stdout_to_devnull(self.stream.fileno())
+        if self.name == "stderr":
+            return
+        if not reader_gone(error):
             raise StdoutError(f"cannot write standard output: {error}") from error
-        if not gone:
-            raise error
-        if self.name == "stdout" and not self.outlives:
+        if not self.outlives:
             raise ReaderLeft()
 
     def __getattr__(self, name):  # fileno, isatty, encoding, ...: the stream's own
@@ -142,9 +142,24 @@ class Guarded:
 
 def guarded(stream, name: str, outlives: bool = False) -> Guarded:
     """`stream` (sys.stdout or sys.stderr) as a Guarded, a Guarded one's own stream rewrapped; a
-    stream the shell closed (`>&-`, `2>&-`: Python's is None) is devnull, as a reader gone."""
+    stream the shell closed (`>&-`, `2>&-`) is devnull, as a reader gone: Python makes it None, or
+    (some launchers) keeps a stream on the closed descriptor."""
     stream = stream.stream if isinstance(stream, Guarded) else stream
-    return Guarded(open(os.devnull, "w") if stream is None else stream, name, outlives)
+    return Guarded(open(os.devnull, "w") if stream is None or closed(stream) else stream, name, outlives)
+
+
+def closed(stream) -> bool:
+    """Whether `stream` writes to a file descriptor that is closed. One without a descriptor (a
+    notebook's, pytest's capture: fileno raises io.UnsupportedOperation) is not."""
+    try:
+        os.fstat(stream.fileno())
+    except io.UnsupportedOperation:  # (an OSError too)
+        return False
+    except OSError:
+        return True
+    except (AttributeError, ValueError):  # no fileno at all, or a file object closed in Python
+        return False
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

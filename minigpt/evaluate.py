@@ -382,9 +382,11 @@ def cut_length(args, tok, n_positions: int) -> tuple[int, str]:
     none: the tokenizer read (--tokenizer) gives it, else the context, and a note says which, as
     the texts being cut or not tells nothing of it."""
     recorded = model_record(args)
+    if recorded is not None and recorded < n_positions:
+        return recorded, f"fine-tuning's --block-size, as {args.model} records it"
     if recorded is not None:
-        return min(recorded, n_positions), f"fine-tuning's --block-size, as {args.model} records it"
-    read = f"--tokenizer {args.tokenizer}" if args.tokenizer else "its base model's tokenizer"
+        return n_positions, "the model's context, n_positions"
+    read = f"--tokenizer {args.tokenizer}" if args.tokenizer else "its own tokenizer"
     max_tokens = min(tok.model_max_length or n_positions, n_positions)  # never past the context
     limit = f"the model_max_length of {read}" if max_tokens == tok.model_max_length else "the model's context, n_positions"
     print(f"note: {args.model} records no model_max_length (fine-tuning's --block-size, in its tokenizer_config.json): "

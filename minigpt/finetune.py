@@ -560,7 +560,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # cuts each text to: for a classifier, the length its texts were cut to in training and
         # evaluation, so the pipeline scores what finetune scored; for a language model, the length
         # it was trained on (its context, unless --init records less: pretrain's trained_length).
-        max_length = cfg.block_size if cfg.task == "classify" else trained_length(cfg.init, cfg.block_size,
+        max_length = cfg.block_size if cfg.task == "classify" else trained_length(cfg, cfg.block_size,
                                                                                   model.config.n_positions)
 
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)

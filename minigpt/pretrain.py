@@ -136,15 +136,17 @@ def init_positions(source: str) -> int | None:
     return GPTConfig.gpt2(name).n_positions if name else None
 
 
-def trained_length(init: str | None, block_size: int, n_positions: int) -> int:
+def trained_length(cfg: TrainConfig, block_size: int, n_positions: int) -> int:
     """The length a run's model is trained on, which its checkpoints record as their tokenizer's
     model_max_length (`minigpt eval` scores windows no longer). A fresh model (no --init, resumed
     or not) trains only the positions of its windows: past --block-size its position embeddings
     stay random. An --init model learned its positions before, as far as its own record says
-    (`recorded_length`: all of them, unless it was such a fresh model), or this run's windows reach."""
-    if not init:
+    (`recorded_length`: all of them, unless it was such a fresh model), or this run's windows
+    reach. A resumed run reads the record its own checkpoint took from --init: that folder may
+    have moved or gone since, and the run's record must not change between its sessions."""
+    if not cfg.init:
         return block_size
-    before = recorded_length(shipped_path(init)) or n_positions
+    before = recorded_length(cfg.out if cfg.resume else shipped_path(cfg.init)) or n_positions
     return min(n_positions, max(block_size, before))
 
 
@@ -245,7 +247,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
         model = build_model(cfg, meta["vocab_size"], meta.get("eos_token_id"), weights=cfg.out if cfg.resume else None)
         block_size = cfg.block_size = cfg.block_size or model.config.n_positions
         check_block_size(block_size, model.config.n_positions)  # (a GPT-2 size by name: known only now)
-        trained = trained_length(cfg.init, block_size, model.config.n_positions)
+        trained = trained_length(cfg, block_size, model.config.n_positions)
         # Said when the run starts (a resumed run said it then).
         if not cfg.init and trained < model.config.n_positions and not cfg.resume and is_rank_0():
             recorded = (f". Its checkpoints save {block_size} as their tokenizer's model_max_length, so `minigpt eval` "

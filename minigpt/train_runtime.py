@@ -422,7 +422,11 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
             if worker:
                 dist.destroy_process_group()
         if result is not None and is_rank_0():
-            print(json.dumps(result))
+            try:
+                print(json.dumps(result), flush=True)
+            except OSError as e:  # stdout on a full disk (cli.Guarded's StdoutError): the run is saved; said here,
+                say_error(prog, f"error: {e}")  # as a torchrun worker never reaches cli.main, which would say it
+                code = 2
         if worker:
             # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after
             # a finished run aborted now and then ("terminate called without an active exception",

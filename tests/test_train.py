@@ -2393,7 +2393,7 @@ def test_a_fresh_model_records_its_block_size_as_its_tokenizers_model_max_length
     by a resumed run as well (here over a checkpoint that says 128, as one saved before the fix did),
     and the note says so. A run from --init keeps what its model learned before, as the --init
     records it (a review: a fresh short-window model as --init gave its copy 128), or its own
-    windows where they reach further."""
+    windows where they reach further; a resumed one keeps what it recorded."""
     data = add_tokenizer(make_data(tmp_path / "data"), Tokenizer.train("ab", vocab_size=257, progress=False))
     out = tmp_path / "fresh"
     pretrain(tiny_cfg(data, out, max_iters=1, eval_iters=1))
@@ -2410,6 +2410,10 @@ def test_a_fresh_model_records_its_block_size_as_its_tokenizers_model_max_length
     assert Tokenizer.from_pretrained(tmp_path / "from_init").model_max_length == 16  # as the --init records
     pretrain(tiny_cfg(data, tmp_path / "longer", max_iters=1, eval_iters=1, block_size=32, **init))
     assert Tokenizer.from_pretrained(tmp_path / "longer").model_max_length == 32  # this run's windows reach further
+    out.rename(tmp_path / "moved")  # a resumed run keeps its own record, its --init gone (a review: it fell to 128)
+    pretrain(tiny_cfg(data, tmp_path / "from_init", max_iters=2, eval_iters=1, resume=True, **init))
+    assert Tokenizer.from_pretrained(tmp_path / "from_init").model_max_length == 16
+    (tmp_path / "moved").rename(out)
     (out / "tokenizer_config.json").write_text(json.dumps({**saved, "model_max_length": 128}))
     pretrain(tiny_cfg(data, tmp_path / "from_full", max_iters=1, eval_iters=1, **init))
     assert Tokenizer.from_pretrained(tmp_path / "from_full").model_max_length == 128  # all of gpt2-tiny's positions

@@ -267,8 +267,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `int | None` → int
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if f.name in (*cls.PATH_FIELDS, "data", "out"):  # a path: a leading `~` expanded, which the shell
-            kind = user_path                             # leaves as typed in `--out=~/run`
+        if f.name in (*getattr(cls, "PATH_FIELDS", ()), "data", "out"):  # a path: a leading `~` expanded,
+            kind = user_path                                              # as the shell leaves `--out=~/run`
         option = as_flag(f.name)
         default = f.default if f.default is not MISSING else f.default_factory()
         help_ = f.metadata.get("help", "") + ("" if default in (None, "") else f" (default: {default})")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import io
 import os
 import re
 import sys
@@ -153,12 +152,10 @@ def closed(stream) -> bool:
     notebook's, pytest's capture: fileno raises io.UnsupportedOperation) is not."""
     try:
         os.fstat(stream.fileno())
-    except io.UnsupportedOperation:  # (an OSError too)
+    except (AttributeError, ValueError):  # no descriptor (io.UnsupportedOperation is a ValueError), or closed in Python
         return False
     except OSError:
         return True
-    except (AttributeError, ValueError):  # no fileno at all, or a file object closed in Python
-        return False
     return False
 
 

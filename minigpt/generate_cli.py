@@ -380,8 +380,6 @@ def main(argv: list[str] | None = None) -> int:
             show_seed(drawn_seed)
             return 0
         stats = print_texts(model, tokenizer, args, ids, prompt, kwargs)
-    except BrokenPipeError:  # a reader that stopped early (`| head`): minigpt.cli.main ends quietly
-        raise
     # OSError: a failed download (DownloadError), a cache it may not write, an unreadable file.
     # MemoryError: a KV cache too big for the device (minigpt/kv_cache.py says how big, and what shrinks it).
     except (ValueError, OSError, FloatingPointError, MemoryError) as e:

@@ -49,7 +49,10 @@ def test_stdout_whose_reader_left_or_disk_is_full_raises_what_says_so(monkeypatc
     are a reader gone (ReaderLeft, which no command's `except OSError` catches), a full disk an
     OSError naming standard output; either way the rest goes to devnull, so that a command that
     reports the error itself, and Python's flush at exit, do not fail on it again. stderr's reader
-    gone stops nothing (a review: `2>&1 | head -1` was a traceback once messages moved to stderr)."""
+    gone stops nothing (a review: `2>&1 | head -1` was a traceback once messages moved to stderr).
+    Under train (`outlives`), a hung-up terminal (a crash audit: SIGHUP, an ssh session dropped,
+    whose EIO on the stopping run's next line ended it unsaved) is a reader gone, and the run goes
+    on; a full disk is still raised, for the run to report."""
     import errno
 
     to_devnull = []
@@ -74,6 +77,10 @@ def test_stdout_whose_reader_left_or_disk_is_full_raises_what_says_so(monkeypatc
     assert minigpt_cli.guarded(Failing(errno.EPIPE), "stderr").write("next: ...\n") == 10  # stops nothing
     assert minigpt_cli.guarded(Failing(errno.ENOSPC), "stderr").write("note: ...\n") == 10  # nor a full disk
     assert to_devnull == [1, 1, 1, 1, 1]
+    outliving = minigpt_cli.guarded(Failing(errno.EIO), "stdout", outlives=True)  # as reader_may_leave makes it
+    assert outliving.write("step 6: val_loss 2.5\n") == 21 and to_devnull[-1] == 1
+    with pytest.raises(OSError, match="No space left on device"):
+        minigpt_cli.guarded(Failing(errno.ENOSPC), "stdout", outlives=True).write("step 6\n")
     assert not issubclass(minigpt_cli.ReaderLeft, Exception)  # passes `except Exception` too, to main
 
 

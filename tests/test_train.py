@@ -3031,32 +3031,6 @@ def test_sigusr1_stops_the_run_saved_and_an_ignored_sighup_stays_ignored(tmp_pat
         signal.signal(signal.SIGHUP, before)
 
 
-def test_a_hung_up_terminal_is_a_reader_gone_and_a_full_disk_is_not(monkeypatch):
-    """A crash audit (SIGHUP, an ssh session dropped): writes to the hung-up terminal fail with EIO,
-    and the stopping run's next line on stdout (an evaluation's, before its checkpoint) ended it
-    unsaved. stdout now goes to devnull then, as for a closed pipe; a full disk (stdout
-    redirected to a file) is still raised, for the run to report."""
-    import minigpt.cli
-
-    gone = []
-    monkeypatch.setattr(minigpt.cli, "stdout_to_devnull", gone.append)
-
-    class Failing:
-        def __init__(self, code: int) -> None:
-            self.code = code
-
-        def write(self, text: str) -> int:
-            raise OSError(self.code, os.strerror(self.code))
-
-        def fileno(self) -> int:
-            return 1
-
-    outliving = minigpt.cli.guarded(Failing(errno.EIO), "stdout", outlives=True)  # as reader_may_leave makes it
-    assert outliving.write("step 6: val_loss 2.5\n") == 21 and gone == [1]
-    with pytest.raises(OSError, match="No space left on device"):
-        minigpt.cli.guarded(Failing(errno.ENOSPC), "stdout", outlives=True).write("step 6\n")
-
-
 def test_save_interval_checkpoints_between_evaluations_and_a_crash_resumes_from_one_exactly(tmp_path, monkeypatch):
     """A crash audit: checkpoints came only with evaluations, so with rare or long ones (a
     classifier scores its whole val set) a crash lost up to --eval-interval steps. --save-interval

@@ -44,6 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
+from minigpt.files import user_path
 from minigpt.generation import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
@@ -321,7 +322,7 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
 @torch.no_grad()  # inference only; as a decorator, the caller's grad mode comes back (tests call main in-process)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="checkpoint directory (default: random 124M weights)")
+    p.add_argument("--model", default=None, type=user_path, help="checkpoint directory (default: random 124M weights)")
     p.add_argument("--repeats", type=int, default=5, help="runs per figure, the median is reported (default 5)")
     p.add_argument("--new-tokens", type=int, default=128, help="tokens decoded per TPOT run (default 128)")
     p.add_argument("--batches", type=counts, default="1,8", help="comma-separated batch sizes for TPOT (default 1,8)")

@@ -34,6 +34,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from tiktoken_ext.openai_public import r50k_pat_str
+from minigpt.files import user_path
 from minigpt.tokenizer import GPT2_DIR, Tokenizer
 from minigpt.tokenizer_batch import available_cpus, processes_for
 
@@ -183,11 +184,15 @@ def print_table(header: tuple, rows: list[tuple]) -> None:
         print(line(r))
 
 
+def user_file(value: str) -> Path:
+    return Path(user_path(value))  # `--data=~/x` as the shell leaves it
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA / "tinyshakespeare.txt",
+    parser.add_argument("--data", type=user_file, default=DATA / "tinyshakespeare.txt",
                         help=f"the text to encode and train on (default: {DATA}/tinyshakespeare.txt)")
-    parser.add_argument("--extra", type=Path, nargs="*", default=[DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv"],
+    parser.add_argument("--extra", type=user_file, nargs="*", default=[DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv"],
                         help="files concatenated with --data (repeated) to build the big text (default: SST-2's train.tsv, dev.tsv)")
     parser.add_argument("--big-mb", type=float, default=10.0, help="about how big the concatenation is (MB, default 10): --data and --extra, "
                              "repeated a whole number of times, at least once")

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json
+from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json, user_path
 from minigpt.finetune_config import FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, FinetuneConfig
 from minigpt.train_config import add_config_flags, as_flag
 
@@ -188,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     own, passthrough = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to every `minigpt finetune` run; a strategy's own options (--lora-rank, --n-trainable-blocks, ...) only to its run.")
-    parser.add_argument("--init", required=True, help="base model directory (HF layout, with tokenizer files)")
+    parser.add_argument("--init", required=True, type=user_path, help="base model directory (HF layout, with tokenizer files)")
     parser.add_argument("--task", choices=("lm", "classify", "sft"), required=True)
-    parser.add_argument("--data", required=True, help="lm: a text file, or a DATA_DIR `minigpt prepare` wrote with the "
+    parser.add_argument("--data", required=True, type=user_path, help="lm: a text file, or a DATA_DIR `minigpt prepare` wrote with the "
                         "--init model's tokenizer (from several text files, say); classify: a TSV file or a directory; "
                         "sft: a JSON Lines file of prompt/completion pairs (its --val-data after --)")
-    parser.add_argument("--out", required=True, help="one sub-directory per strategy, plus compare.md and compare.png")
+    parser.add_argument("--out", required=True, type=user_path, help="one sub-directory per strategy, plus compare.md and compare.png")
     parser.add_argument("--strategies", default=None, help="comma-separated (default: all that fit the task)")
     parser.add_argument("--lrs", default=DEFAULT_LRS, help=f"strategy=lr pairs (default: {DEFAULT_LRS})")
     parser.add_argument("--overwrite", action="store_true",

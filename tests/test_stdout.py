@@ -136,6 +136,34 @@ def test_train_finetune_eval_and_download_path_flags_expand_a_leading_tilde(tmp_
     assert f"text file {tmp_path}/t.txt does not exist" in capsys.readouterr().err
 
 
+def test_scripts_path_flags_expand_a_leading_tilde(tmp_path, monkeypatch, capsys):
+    """The same audit's `--out=~/x`, for the benchmark and comparison scripts, whose path flags were
+    left out: bench_tokenizer looked for a file in a folder named `~`, compare_strategies wrote its
+    runs under one."""
+    import importlib.util
+
+    import pytest
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, GPT2_DIR.parent.parent / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(), cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit):
+        script("bench_tokenizer").main(["--data=~/a.txt", "--extra=~/b.txt"])
+    assert f"no such file: {home}/a.txt, {home}/b.txt" in capsys.readouterr().err
+    assert script("bench_generate").main(["--model=~/m"]) == 2
+    assert f"checkpoint directory {home}/m does not exist" in capsys.readouterr().err
+    assert script("compare_strategies").main(["--init=~/i", "--task=lm", "--data=~/d", "--out=~/o", "--strategies=full"]) != 0
+    assert f"--out {home}/o/full" in capsys.readouterr().out
+    assert not (cwd / "~").exists()
+
+
 def test_json_lines_escape_the_line_breaks_json_keeps_raw():
     """A review: generate's --prompts-file escaped U+2028, U+2029 and U+0085, but eval's
     --predictions (and --json, tokenize --json) wrote them raw, and str.splitlines() broke a record

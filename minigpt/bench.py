@@ -26,7 +26,7 @@ def available() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minigpt.cli import prog
+    from minigpt.cli import FAILED, prog
 
     argv = sys.argv[1:] if argv is None else argv
     usage = f"usage: {prog('bench')} NAME [--help | ARGS...]"
@@ -36,16 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         if not argv or argv[0] in ("-h", "--help"):
             print(f"{usage}\n\n{note}")
             return 0
-        print(f"{prog('bench')}: {note}", file=sys.stderr)
-        return 2
+        print(f"{prog('bench')}: error: {note}", file=sys.stderr)
+        return FAILED
     names = available()
     if not argv or argv[0] in ("-h", "--help"):
         print(f"{usage}\n\nbenchmarks: " + ", ".join(names))
         return 0
     name, rest = argv[0], argv[1:]
     if name not in names:
-        print(f"{prog('bench')}: unknown benchmark {name!r}; choose one of {names}", file=sys.stderr)
-        return 2
+        print(f"{prog('bench')}: error: unknown benchmark {name!r}; choose one of {names}", file=sys.stderr)
+        return FAILED
     script, who, argv_before = SCRIPTS / f"bench_{name}.py", f"{prog('bench')} {name}", sys.argv
     sys.argv = [str(script), *rest]  # the script's argparse reads them (and names itself from argv[0])
     try:
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name not in ORACLES:
             raise  # a module of minigpt's own missing is a bug: its traceback says where
-        print(f"{who}: needs {e.name}, of the test extra: pip install -e '.[test]'", file=sys.stderr)
-        return 2
+        print(f"{who}: error: needs {e.name}, of the test extra: pip install -e '.[test]'", file=sys.stderr)
+        return FAILED
     finally:
         sys.argv = argv_before
     return 0

@@ -32,7 +32,7 @@ from minigpt.download import find_gpt2, hub_hint
 from minigpt.files import (atomic_path, check_regular_file, fsync_file, no_follow, read_json, refuse_lfs_pointer,
                            save_lock, temp_path)
 from minigpt.lora import ADAPTER_CONFIG, load_adapted
-from minigpt.model import GPT
+from minigpt.model import GPT, same_matrix
 
 PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for generate; a save removes it
@@ -170,11 +170,11 @@ def check_config_fits_weights(path: Path, config: GPTConfig, shapes: dict[str, t
                              f"{expected} {fields}")
 
 
-# The dtypes a CLI offers for the weights and math, by name (`--dtype`); `from_pretrained` takes the names.
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The dtypes a CLI offers for the weights and math, by name (`--dtype`): its choices are the keys.
+DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The dtypes torch computes GPT-2's layers in. float8 and float4 are floating point too, but storage
 # formats only: torch has no add or matmul for them ('"add_stub" not implemented for Float8_e4m3fn').
-COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+COMPUTE_DTYPES = (*DTYPE_NAMES.values(), torch.float64)
 
 
 def interrupted_save(path: Path) -> str:
@@ -208,8 +208,17 @@ def rename_command(renames: list[tuple[Path, Path]]) -> str:
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if isinstance(dtype, str):  # "bfloat16", "float16", ... as CLIs pass them
-        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    """`from_pretrained`'s dtype: None (the file's own), one of COMPUTE_DTYPES, or its name as CLIs
+    pass it ("bfloat16") or str() writes it ("torch.bfloat16"). A name is looked up in a table, not
+    taken as any attribute of torch: dtype="e" was torch.e, refused as "got 2.718281828459045"."""
+    if isinstance(dtype, str):
+        names = {str(d).removeprefix("torch."): d for d in COMPUTE_DTYPES}  # DTYPE_NAMES's, and float64
+        name = dtype.removeprefix("torch.")
+        if name not in names:
+            auto = "; dtype=None keeps the file's dtype (transformers' \"auto\")" if name == "auto" else ""
+            raise ValueError(f"dtype must be one of {', '.join(names)} (or a torch.dtype, or None: the file's), "
+                             f"got {dtype!r}{auto}")
+        dtype = names[name]
     if dtype is not None and dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(str, COMPUTE_DTYPES))} (the dtypes torch computes "
                          f"a model in), got {dtype!r}")
@@ -313,15 +322,17 @@ def is_classifier_checkpoint(path: str | os.PathLike) -> bool:
     return isinstance(d, dict) and "GPT2ForSequenceClassification" in architectures_of(d, str(config))
 
 
-def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> GPT:
+def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None,
+             model_class: type[GPT] = GPT) -> GPT:
     """Load a Hugging Face GPT-2 directory, or one of OpenAI's four by name ("gpt2", ...,
     "gpt2-xl": `find_gpt2`), or a folder of LoRA adapters alone (its base with them merged in:
     minigpt/lora.py's `load_adapted`). `dtype=None` keeps the dtype stored in the file;
-    `device="auto"` is the GPU when there is one."""
+    `device="auto"` is the GPU when there is one. `model_class` is the class built (a subclass of
+    GPT: `MyGPT.from_pretrained` passes its own)."""
     path = find_gpt2(name) if (name := gpt2_name(path)) else Path(shipped_path(path))
     check_checkpoint_dir(path)
     if not (path / "config.json").exists() and (path / ADAPTER_CONFIG).is_file():  # LoRA adapters alone: their base, adapted
-        return load_adapted(path, dtype=dtype, device=device)
+        return load_adapted(path, dtype=dtype, device=device, model_class=model_class)
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         if (path / WEIGHTS_NAME).exists() or (path / INDEX_NAME).exists():  # what a save_gpt killed mid-rename leaves
             raise FileNotFoundError(f"{path} holds weights but no config.json: {interrupted_save(path)}")
@@ -341,7 +352,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     # as stored (Conv1D ones as transposed views) stay file pages; only converted ones become new memory.
     try:
         with torch.device("meta"):
-            model = GPT(config)
+            model = model_class(config)
     except RuntimeError as e:  # "Storage size calculation overflowed": a size no tensor can have
         raise ValueError(f"{path / 'config.json'} gives the model tensors too large for torch: {e}") from None
     expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
@@ -352,13 +363,21 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
     state = one_dtype(state, "transformer.wte.weight")
     wte = state["transformer.wte.weight"]
-    if lm_head is not None and not (lm_head.shape == wte.shape and torch.equal(lm_head.to(wte), wte)):
+    if lm_head is not None and not same_matrix(lm_head, wte):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 
     if left_out:
         warnings.warn(f"{path} is a {', '.join(architectures)}: its task head ({', '.join(left_out)}) is not part of "
                       "the language model, and is left out", stacklevel=2)
     model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state` (tied again: GPT.tie_weights)
+    # A subclass's own tensors (a buffer its __init__ computes) are not in GPT-2's file: built on
+    # the meta device, they hold no values, and the first forward would fail far from here.
+    unloaded = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unloaded:
+        raise ValueError(f"{model_class.__name__} holds {', '.join(unloaded[:4])}, which GPT-2's checkpoint does not: "
+                         f"built on the meta device to load it, they have no values; build it yourself and load a "
+                         f"GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
+                         f"model.load_state_dict(gpt.state_dict())")
     return model.eval()
 
 
@@ -379,7 +398,7 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
                              f"weights), but its config.json expects {tuple(expected[key])}")
         if not t.is_floating_point():
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
-        state[key] = as_held(t, dtype, device)
+        state[key] = as_held(t, dtype, device, f"tensor {name!r} in {path}")
 
     lm_head, left_out = None, []
     for name, t in read_tensors(weight_files(path)):
@@ -406,46 +425,86 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
     return state, lm_head, left_out
 
 
-def as_held(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device | None) -> torch.Tensor:
+def as_held(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device | None, name: str = "a weight") -> torch.Tensor:
     """A tensor read from a checkpoint (a Conv1D weight already transposed) as the model will hold
     it. With nothing to convert, used where it lies, in the memory-mapped file, a Conv1D weight as
     its transposed view: no copy (F.linear and oneDNN's packing read either layout, and training
     gives each weight contiguous memory of its own first: minigpt/train.py's prepare_model). Else
     one copy, contiguous: converted alone, a transposed view would keep its strides, and a second
-    copy to make it contiguous left gpt2-xl's bf16 load 0.9 GB of freed heap."""
+    copy to make it contiguous left gpt2-xl's bf16 load 0.9 GB of freed heap. A cast that turns a
+    finite weight into inf is refused, naming it (`name`, as the file does: `check_cast_fits`)."""
     if t.dtype == (dtype or t.dtype) and t.device == (device or t.device):
         return t
+    # float16 alone of the compute dtypes has a range a weight may pass (5 exponent bits: 65504), so a
+    # cast to it is checked; bfloat16 has float32's 8 bits, and skips the check's pass over the weights.
+    if dtype == torch.float16:
+        check_cast_fits(name, t, dtype, "loaded as float16 it would be inf; load it as bfloat16 (float32's range "
+                                        "in 16 bits: dtype=torch.bfloat16, --dtype bfloat16) or float32")
     return t.to(device=device, dtype=dtype or t.dtype, memory_format=torch.contiguous_format)
+
+
+def check_cast_fits(name: str, t: torch.Tensor, dtype: torch.dtype, remedy: str) -> None:
+    """Refuse (ValueError naming the tensor, then `remedy`: what the cast would do, and what to do
+    instead) a weight `t` that a cast to `dtype` would turn into inf: float16 tops out at 65504, and
+    a weight of 1e5 loaded (or exported) as inf without a word, and the model gave NaN logits. A
+    weight that is not finite to begin with is left to the caller: the file's, not the cast's."""
+    if torch.finfo(dtype).max >= torch.finfo(t.dtype).max or t.numel() == 0:  # as wide (or no values): it fits
+        return
+    # Rounding keeps order, so the cast overflows somewhere iff it overflows the largest |value|. Found
+    # on t, with one pass of min and max: isfinite() on the cast half tensor made a 124M-parameter
+    # float16 load 2.8x as long on a CPU (half-precision elementwise work is slow there).
+    if t.dim() == 2 and t.mT.is_contiguous():  # a Conv1D weight's transposed view: the same values, read in order (faster)
+        t = t.mT
+    low, high = torch.aminmax(t)
+    largest = torch.maximum(-low, high)  # NaN if t holds one: not finite, left alone as below
+    if not (largest.isfinite() and largest.to(dtype).isinf()):
+        return
+    as_name = str(dtype).removeprefix("torch.")
+    raise ValueError(f"{name} holds {largest.item():g} (its largest |value|), past {as_name}'s largest finite "
+                     f"value {torch.finfo(dtype).max:g}: {remedy}")
 
 
 def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tensor]:
     """dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm or head among
     float16 weights); the model computes in one, so the odd ones out take that of `bulk` (the
-    token embeddings, whose dtype stands for the bulk of the weights)."""
+    token embeddings, whose dtype stands for the bulk of the weights), a float16 one checked as a
+    float16 load checks its weights (`as_held`)."""
     dtype = state[bulk].dtype
     if dtype not in COMPUTE_DTYPES:  # a float8 file: read, it loads, and fails at the first forward
         raise ValueError(f"tensor {bulk!r} has dtype {dtype}, a storage format torch cannot compute in (the others "
                          f"would take it too); load the weights cast to one it can, with dtype=torch.bfloat16 "
                          f"(--dtype bfloat16), or float16 or float32")
-    return {key: t.to(dtype) for key, t in state.items()}
+    return {key: as_held(t, dtype, None, f"tensor {key!r}") for key, t in state.items()}
 
 
 def check_gpt2_tensors(model: GPT) -> None:
-    """Refuse to save a model holding tensors that GPT-2's layout has no name for (unmerged LoRA
-    adapters), or a tensor whose shape its config does not give (a vocabulary grown by hand):
-    neither minigpt nor transformers could load the checkpoint back."""
+    """Refuse to save a model whose tensors are not GPT-2's layout for its config: a tensor whose
+    shape its config does not give (a vocabulary grown by hand), blocks its config does not count
+    (`GPT.check_config`), tensors the layout has no name for (unmerged LoRA adapters) or tensors it
+    needs that the model lacks (nanoGPT's bias=False): neither minigpt nor transformers could load
+    the checkpoint back as the model it was."""
     with torch.device("meta"):  # GPT-2's own tensor names and shapes, from a model of shapes only
         layout = GPT(model.config).state_dict()
-    state = model.state_dict()
+    check_layout(model, model.state_dict(), layout, "lm_head.weight")
+
+
+def check_layout(gpt: GPT, state: dict[str, torch.Tensor], layout: dict[str, torch.Tensor], head: str) -> None:
+    """`check_gpt2_tensors`' checks of a model's `state` against the `layout` of its config, for a
+    language model and for a classifier (GPTClassifier.save_pretrained), whose GPT is `gpt`; `head`
+    names the tied lm_head, which is wte again."""
+    refuse_resized_tensors({k: t for k, t in state.items() if k != head}, layout)
+    # After the resize check (its error names the field for a resized wpe too), before the two
+    # below, which would name an appended block's tensors as extra rather than n_layer as stale.
+    gpt.check_config()
     refuse_extra_tensors(state.keys() - layout.keys())
-    refuse_resized_tensors({k: t for k, t in state.items() if k != "lm_head.weight"}, layout)  # the tied wte, again
+    refuse_missing_tensors(layout.keys() - state.keys())
 
 
 def check_tied_head(model: GPT) -> None:
     """GPT-2's layout stores wte once and ties lm_head to it: refuse a head that was untied (a new
     Parameter assigned to it) and then changed, which the saved checkpoint would silently lose."""
     head, wte = model.lm_head.weight, model.transformer.wte.weight
-    if head is not wte and not (head.shape == wte.shape and torch.equal(head.to(wte), wte)):
+    if not same_matrix(head.detach(), wte.detach()):
         raise ValueError("the model's lm_head.weight is no longer tied to transformer.wte.weight and differs from it; "
                          "GPT-2's checkpoint layout stores one matrix for both, so the head would be lost; tie them "
                          "again before saving: model.tie_weights()")
@@ -458,6 +517,20 @@ def refuse_extra_tensors(names: set[str]) -> None:
         hint = " (LoRA adapters: merge them first with minigpt.lora.merge_lora)" if any("lora_" in k for k in extra) else ""
         raise ValueError(f"the model holds tensors that GPT-2's checkpoint layout has no place for: "
                          f"{', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}{hint}")
+
+
+def refuse_missing_tensors(names: set[str]) -> None:
+    """`check_gpt2_tensors`' error, for tensors of GPT-2's layout that the model does not hold:
+    saved without them, the checkpoint was one that `load_gpt` refuses ("missing N tensor(s)")."""
+    missing = sorted(names)
+    if not missing:
+        return
+    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+    hint = ("; GPT-2 has a bias in every Linear of its blocks and every LayerNorm, and a zero bias computes what none does: give each "
+            "bias-free layer zeros before saving (layer.bias = nn.Parameter(torch.zeros(n))), as "
+            "scripts/convert_nanogpt.py does for nanoGPT's bias=False") if all(k.endswith(".bias") for k in missing) else ""
+    raise ValueError(f"the model lacks {len(missing)} tensor(s) that GPT-2's checkpoint layout holds, so the "
+                     f"checkpoint would not load back: {shown}{hint}")
 
 
 # The config field that gives each dimension of a tensor, by the end of its name, where it is that
@@ -486,7 +559,7 @@ def refuse_resized_tensors(state: dict[str, torch.Tensor], layout: dict[str, tor
                      f"size before saving: {'; '.join(sorted(fixes)) or 'the field that gives its size'}")
 
 
-def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHeadModel") -> None:
+def save_gpt(model: GPT, path: str | os.PathLike) -> None:
     """Write config.json + model.safetensors so `transformers` can open the directory (`write_checkpoint`)."""
     check_gpt2_tensors(model)
     check_tied_head(model)
@@ -498,7 +571,7 @@ def save_gpt(model: GPT, path: str | os.PathLike, architecture: str = "GPT2LMHea
             t = t.t()  # Linear (out, in) → Conv1D (in, out); a view, copied only while written
         tensors[key] = t
     dtype = str(model.transformer.wte.weight.dtype).removeprefix("torch.")
-    write_checkpoint(path, tensors, lambda config: model.config.save_json(config, architecture=architecture,
+    write_checkpoint(path, tensors, lambda config: model.config.save_json(config, architecture="GPT2LMHeadModel",
                                                                           extra={"torch_dtype": dtype}))
 
 

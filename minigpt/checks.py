@@ -1,14 +1,16 @@
-"""Integer and bool arguments: one check, so that the same slip gets the same error everywhere.
+"""Integer, bool and rate arguments: one check, so that the same slip gets the same error everywhere.
 
 Where it sits: under every module that takes a count, a size or a token id (the config, the
 tokenizer, the samplers, training, fine-tuning). A value of the wrong kind (a float, a string,
 None, a bool) is a TypeError; the caller then checks the range itself, as a ValueError that
-names the range, since only it knows the range. It imports no torch, so the tokenizer's worker
-processes stay light. And a warning's stacklevel that points at the user's line, not minigpt's
-(`caller_stacklevel`).
+names the range, since only it knows the range. A dropout rate is the exception: its range,
+[0, 1), is the same everywhere, so `check_rate` checks both. It imports no torch, so the
+tokenizer's worker processes stay light. And a warning's stacklevel that points at the user's
+line, not minigpt's (`caller_stacklevel`).
 """
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 import sys
@@ -43,6 +45,26 @@ def as_count(name: str, value) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def as_real(name: str, value) -> float:
+    """A real-number argument (an int, a float, a NumPy float) as a plain float, which JSON can
+    write (a NumPy float32 it cannot). A string ("3e-4"), None or a tensor is a TypeError naming
+    `name`, and so is a bool, though Python takes True for 1."""
+    if is_bool(value):
+        raise TypeError(f"{name} must be a number, got the bool {value!r}")
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_rate(name: str, value) -> float:
+    """A dropout rate (`as_real`) in [0, 1), the share of activations zeroed. Out of range (NaN
+    too) is a ValueError: at 1.0 every activation is zeroed and nothing is learned."""
+    rate = as_real(name, value)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return rate
 
 
 def caller_stacklevel() -> int:

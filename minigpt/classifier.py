@@ -26,6 +26,7 @@ initialised) in its load report, instead of pooling the last token through the m
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -33,9 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, check_config_fits_weights,
-                                is_classifier_checkpoint, one_dtype, read_tensors, refuse_extra_tensors,
-                                refuse_resized_tensors, resolve_device, resolve_dtype, stored_shapes, weight_files,
-                                write_checkpoint)
+                                check_layout, is_classifier_checkpoint, one_dtype, read_tensors, resolve_device,
+                                resolve_dtype, stored_shapes, weight_files, write_checkpoint)
 from minigpt.checks import as_count
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
@@ -73,6 +73,12 @@ class GPTClassifier(nn.Module):
             raise ValueError(f"num_labels must be an integer ≥ 2, got {num_labels!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        # A tuple of ints: "256" would be read as the characters "2", "5", "6", and 256.0 (or 256)
+        # would fail inside torch with an error that names no argument.
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable):
+            raise TypeError(f"hidden must be a tuple of ints, the head's hidden widths (such as (512, 256); () for "
+                            f"one linear layer), got {hidden!r}")
+        hidden = tuple(as_count(f"hidden[{i}]", h) for i, h in enumerate(hidden))
         if any(h <= 0 for h in hidden):
             raise ValueError(f"hidden layer widths must be positive, got {list(hidden)}")
         if id2label is not None and sorted(id2label) != list(range(num_labels)):
@@ -152,7 +158,11 @@ class GPTClassifier(nn.Module):
             attention_mask = self.mask_from_padding(idx)
         _check_inputs(idx, attention_mask, labels, self.num_labels)
         h = self.gpt.hidden_states(idx)  # (B, T, C)
-        logits = self.score(self.pool(h, attention_mask))  # (B, num_labels)
+        # A frozen half-precision backbone may feed a float32 head (the one part that trains, kept
+        # in the dtype the optimizer needs): the pooled vector takes the head's dtype, as a matmul
+        # wants one dtype on both sides. (Under autocast the head's matmul runs in its dtype anyway.)
+        head_dtype = next(self.score.parameters()).dtype
+        logits = self.score(self.pool(h, attention_mask).to(head_dtype))  # (B, num_labels)
         # int32 labels are fine too (HF takes them); cross_entropy wants int64 class ids.
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.long())
         return logits, loss
@@ -165,8 +175,7 @@ class GPTClassifier(nn.Module):
         with torch.device("meta"):  # the layout's own tensor names, from a classifier of shapes only
             plain = GPTClassifier(GPT(self.config), self.num_labels, hidden=self.hidden)
         state, layout = self.state_dict(), plain.state_dict()
-        refuse_extra_tensors(state.keys() - layout.keys())  # LoRA adapters, head's too
-        refuse_resized_tensors({k: t for k, t in state.items() if k != "gpt.lm_head.weight"}, layout)  # (the tied wte)
+        check_layout(self.gpt, state, layout, "gpt.lm_head.weight")  # LoRA adapters (the head's too), a resized or missing tensor
         tensors = {}
         for key, t in state.items():
             key = key.removeprefix("gpt.")  # gpt.transformer.h.0... → transformer.h.0..., as in HF
@@ -187,7 +196,8 @@ class GPTClassifier(nn.Module):
         }))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "GPTClassifier":
+    def from_pretrained(cls, path: str | os.PathLike[str], dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None) -> "GPTClassifier":
         """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification.
         `device="auto"` is the GPU when there is one, as for GPT.from_pretrained."""
         path, dtype, device = Path(shipped_path(path)), resolve_dtype(dtype), resolve_device(device)
@@ -229,7 +239,7 @@ class GPTClassifier(nn.Module):
                 raise ValueError(f"{path} holds tensor {key.removeprefix('gpt.')!r} twice{why}")
             if not t.is_floating_point():  # as load_gpt: as_held would turn integer "weights" into floats
                 raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has dtype {t.dtype}; the weights are floating point")
-            state[key] = as_held(t, dtype, device)  # (no copy unless converted, as load_gpt)
+            state[key] = as_held(t, dtype, device, f"tensor {key.removeprefix('gpt.')!r} in {path}")  # (no copy unless converted, as load_gpt)
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):
             missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))

@@ -226,7 +226,7 @@ def run_command(argv: list[str]) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"{prog('')}: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        print(f"{prog('')}: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return FAILED
     module = importlib.import_module(COMMANDS[name][0])
     with warnings_as_lines(name):

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from minigpt.checks import as_count, caller_stacklevel
+from minigpt.checks import as_count, caller_stacklevel, check_rate
 from minigpt.files import atomic_write_text, read_json
 
 # OpenAI's four released sizes. Every one shares the vocabulary (50257 byte-level BPE tokens)
@@ -203,9 +203,9 @@ class GPTConfig:
                              "pass eos_token_id=[] to generate instead")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        for name, ok, allowed in (("dropout", lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
-                                  # inf would make every LayerNorm output 0, and an infinite init std NaN weights.
-                                  ("layer_norm_epsilon", lambda x: 0 < x < math.inf,
+        self.dropout = check_rate("dropout", self.dropout)  # a plain float: a NumPy rate would fail save_json's JSON
+        # inf would make every LayerNorm output 0, and an infinite init std NaN weights.
+        for name, ok, allowed in (("layer_norm_epsilon", lambda x: 0 < x < math.inf,
                                    "must be positive and finite (LayerNorm divides by sqrt(var + eps))"),
                                   ("initializer_range", lambda x: 0 <= x < math.inf, "(the init's std) must be >= 0 and finite")):
             value = getattr(self, name)

@@ -565,7 +565,7 @@ def data_files_stamp(out: Path) -> dict[str, tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minigpt.cli import prog
+    from minigpt.cli import FAILED, prog
 
     parser = argparse.ArgumentParser(prog=prog("prepare"), description="Tokenize text files into train.bin / val.bin for `minigpt train`.")
     parser.add_argument("inputs", nargs="+", type=user_path, help="UTF-8 text files")
@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = prepare(args.inputs, tokenizer, args.out, args.val_fraction, args.overwrite, args.allow_json)
     except (ValueError, OSError) as e:  # OSError: a missing input, or a --out it may not write
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     except KeyboardInterrupt:  # Ctrl-C on a long corpus: one line that says what --out holds, not a traceback
         if data_files_stamp(Path(args.out)) == before:  # stopped while tokenizing: the temp files are gone
             print(f"\n{parser.prog}: interrupted; nothing written (what {args.out} held is kept)", file=sys.stderr)

@@ -585,7 +585,7 @@ def holds_weights(path: Path) -> bool:
         (path / name).is_file() for name in (WEIGHTS_NAME, INDEX_NAME))
 
 
-def find_gpt2(name: str, progress: bool = True) -> Path:
+def find_gpt2(name: str) -> Path:
     """The directory of GPT-2 `name` (one of the four sizes) on this machine: DOWNLOADS/NAME
     (checkpoints/NAME in a checkout) once it holds the weights (`minigpt download NAME` puts them
     there), else the Hugging Face cache's copy; else it is downloaded there now, as `minigpt
@@ -608,11 +608,11 @@ def find_gpt2(name: str, progress: bool = True) -> Path:
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}); fetch it before "
                             f"torchrun starts: minigpt download {name}")
     print(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}): downloading it", file=sys.stderr)
-    return download_gpt2(name, local, progress=progress)
+    return download_gpt2(name, local)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minigpt.cli import prog
+    from minigpt.cli import FAILED, prog
 
     parser = argparse.ArgumentParser(
         prog=prog("download"),
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         out = download_gpt2(args.name, args.out, base_url=args.base_url, retries=args.retries)
     except (DownloadError, OSError) as e:  # OSError: a local problem such as a full disk
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2  # as every command's failure said in one line (minigpt/cli.py's FAILED)
+        return FAILED
     except KeyboardInterrupt:
         print(f"\n{parser.prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

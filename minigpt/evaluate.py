@@ -46,7 +46,7 @@ from minigpt.checks import as_count
 from minigpt.classify_data import score_examples
 from minigpt.files import json_line, user_path
 from minigpt.generate_args import NONFINITE, warn_if_training
-from minigpt.model import IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
+from minigpt.model import GPT, IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 from minigpt.progress_bar import progress_bar
 from minigpt.sft_data import holds_pairs, is_pair_line
 
@@ -108,7 +108,7 @@ def check_ids(model, ids) -> torch.Tensor:
     return ids
 
 
-def perplexity(model, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None,
+def perplexity(model: GPT, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None,
                progress: bool = False, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
     """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored, "nll_sum": their
     total nats}, and with `token_bytes` (V,), each token's length in bytes, "bpb": bits per byte of
@@ -321,8 +321,8 @@ def language_model_report(args) -> tuple[str, dict]:
         raise ValueError(f"the loss is {result['nll']}: {NONFINITE}")
     text = (f"perplexity {result['ppl']:.4f}  nll {result['nll']:.4f} nats/token  {result['bpb']:.4f} bits/byte  "
             f"({result['tokens']:,} tokens scored)")
-    # JSON has no infinity: a perplexity past exp's range (a diverged model) is null there; nll stays.
-    return text, {"model": args.model, "file": args.file, "perplexity": result["ppl"] if math.isfinite(result["ppl"]) else None,
+    # A perplexity past exp's range (a diverged model) is inf: null in --json (files.json_line); nll stays.
+    return text, {"model": args.model, "file": args.file, "perplexity": result["ppl"],
                   "nll": result["nll"], "bits_per_byte": result["bpb"], "tokens": result["tokens"]}
 
 
@@ -457,7 +457,7 @@ def classifier_report(args) -> tuple[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     from minigpt.checkpoint import DTYPE_NAMES, is_classifier_checkpoint
-    from minigpt.cli import prog
+    from minigpt.cli import FAILED, prog
 
     parser = argparse.ArgumentParser(prog=prog("eval"), description="Sliding-window perplexity of a language model on "
                                      "a text file, or a classifier's accuracy and loss on a labelled TSV file.")
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         report, record = classifier_report(args) if is_classifier_checkpoint(args.model) else language_model_report(args)
     except (ValueError, OSError) as e:  # OSError: a file it may not read, or a directory where a file should be
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     except KeyboardInterrupt:  # Ctrl-C on a long text: one line, as the other commands end, not a traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT

@@ -12,6 +12,7 @@ import codecs
 import errno
 import io
 import json
+import math
 import os
 import stat
 import sys
@@ -360,20 +361,35 @@ LINE_BREAKS_JSON_KEEPS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\
 
 
 def json_line(record: dict) -> str:
-    """One line of a JSON Lines output (generate's --prompts-file, eval's --predictions): JSON, its
-    text as UTF-8, not escaped, unless it holds a lone surrogate (a "\\ud800" escape in the input: a
-    string cut through an emoji), which no UTF-8 can hold: then all of it is escaped, so the line
-    is still valid and joins back to its input.
+    """One line of JSON, as every JSON line minigpt writes (log.jsonl, generate's --prompts-file,
+    eval's --predictions and --json, train's result): strict JSON, a number that is not finite as
+    null (`finite_or_null`), its text as UTF-8, not escaped, unless it holds a lone surrogate (a
+    "\\ud800" escape in the input: a string cut through an emoji), which no UTF-8 can hold: then
+    all of it is escaped, so the line is still valid and joins back to its input.
     The three line breaks JSON keeps raw (LINE_BREAKS_JSON_KEEPS) are escaped either way: json.dumps
     writes them only inside strings, where their escape is the same text."""
-    line = json.dumps(record, ensure_ascii=False)
+    record = finite_or_null(record)
+    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(record)
+        return json.dumps(record, allow_nan=False)
     for raw, escaped in LINE_BREAKS_JSON_KEEPS.items():
         line = line.replace(raw, escaped)
     return line
+
+
+def finite_or_null(value):
+    """`value` with every float that is not finite, at any depth of dicts and lists, replaced by None.
+    json.dumps writes NaN and ±inf as NaN and Infinity, which are no JSON: `jq` 1.6 and JavaScript's
+    JSON.parse refuse the whole line (a skipped fp16 step's grad norm, a diverged model's perplexity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def user_path(value: str) -> str:

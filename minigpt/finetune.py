@@ -57,10 +57,11 @@ from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classif
                                    examples_fingerprint, label_ids, load_classification_data, pad_right, score_examples,
                                    split_files, val_source)
 from minigpt.checkpoint import download_hint, pickle_hint
+from minigpt.checks import check_flag
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
-from minigpt.files import atomic_write_text, stored_path
+from minigpt.files import atomic_write_text, finite_or_null, stored_path
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
@@ -126,9 +127,11 @@ def apply_strategy(
     """
     options = dict(n_trainable_blocks=n_trainable_blocks, train_embeddings=train_embeddings, lora_rank=lora_rank,
                    lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets)
-    check_strategy(model, strategy, options, apply_strategy.__kwdefaults__)
     is_classifier = isinstance(model, GPTClassifier)
     gpt = model.gpt if is_classifier else model
+    gpt.check_config()  # "partial" counts its blocks from config.n_layer: blocks appended would shift them
+    check_flag("verbose", verbose)
+    check_strategy(model, strategy, options, apply_strategy.__kwdefaults__)
 
     model.requires_grad_(strategy == "full")
     if strategy == "partial":
@@ -420,6 +423,40 @@ DATA_KINDS = ("text files or a DATA_DIR `minigpt prepare` wrote (lm), a TSV file
               "Lines file of prompts and completions (sft)")
 
 
+def check_finetune_inputs(cfg: FinetuneConfig) -> None:
+    """Refuse a --data or --init the run could not start from, naming what is wrong and how to fix
+    it: a missing path, lm data that is neither text nor one prepared DATA_DIR (`check_lm_data`), or
+    an --init that is no checkpoint (a folder of LoRA adapters alone, a file, a folder without
+    config.json). Before OUT_DIR is locked or any model, tokenizer or data is read: a typo costs no
+    wait. Every process checks (under torchrun rank 0 alone reads the lm text)."""
+    if not cfg.data:
+        raise ValueError(f"--data is required: {DATA_KINDS}")
+    for path in cfg.data_paths():
+        if not path.exists():
+            moved = MOVED_DATA_HINT if cfg.resume else ""
+            raise FileNotFoundError(f"--data {path} does not exist: {DATA_KINDS}{moved}")
+    if cfg.task == "lm":
+        check_lm_data(cfg)
+    init = Path(cfg.init)
+    if not (init / "config.json").is_file() and (init / ADAPTER_CONFIG).is_file():
+        # generate and eval load such a folder (its base, adapted: lora.load_adapted); a run starting
+        # from one would save its adapters' base as --init, and take the base's tokenizer: merged
+        # first, it is a plain checkpoint.
+        base = adapter_base(init)
+        raise FileNotFoundError(f"--init {cfg.init} holds LoRA adapters alone (for the base model {base!r}): start from "
+                                f"the model they make, merged: save it with GPT.from_pretrained('{cfg.init}')"
+                                f".save_pretrained(DIR), then pass --init DIR --tokenizer {base} (a minigpt LoRA run's "
+                                "merged model, with its tokenizer, is the folder above its adapter/)")
+    if not gpt2_name(cfg.init) and not (init / "config.json").is_file():  # else the first to fail is the tokenizer, read from --init
+        what = ("is a file; it names a checkpoint directory" if init.is_file() else
+                "holds no config.json: it is no checkpoint directory" if init.is_dir() else "does not exist")
+        # As `train --init` says it (checkpoint.py): nanoGPT's ckpt.pt, or its out_dir, gets the command that converts it.
+        hint = pickle_hint(init) if init.is_file() else download_hint(init)
+        moved = "; if the run's --init has moved, pass --init with where it is now" if cfg.resume else ""
+        raise FileNotFoundError(f"--init {cfg.init} {what} (config.json + model.safetensors, as save_pretrained and "
+                                f"minigpt train write), or a GPT-2 size by name{hint}{moved}")
+
+
 def check_lm_data(cfg: FinetuneConfig) -> None:
     """Refuse an lm --data that is neither text files nor one DATA_DIR `minigpt prepare` wrote,
     naming what it lacks, and a --val-fraction that prepared data would ignore: before any model
@@ -482,32 +519,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
 
     Under torchrun every process trains; rank 0 alone writes and returns the summary (None elsewhere).
     """
-    if not cfg.data:
-        raise ValueError(f"--data is required: {DATA_KINDS}")
-    for path in cfg.data_paths():  # checked by every process: under torchrun rank 0 alone reads the lm text
-        if not path.exists():
-            moved = MOVED_DATA_HINT if cfg.resume else ""
-            raise FileNotFoundError(f"--data {path} does not exist: {DATA_KINDS}{moved}")
-    if cfg.task == "lm":
-        check_lm_data(cfg)
-    init = Path(cfg.init)
-    if not (init / "config.json").is_file() and (init / ADAPTER_CONFIG).is_file():
-        # generate and eval load such a folder (its base, adapted: lora.load_adapted); a run starting
-        # from one would save its adapters' base as --init, and take the base's tokenizer: merged
-        # first, it is a plain checkpoint.
-        base = adapter_base(init)
-        raise FileNotFoundError(f"--init {cfg.init} holds LoRA adapters alone (for the base model {base!r}): start from "
-                                f"the model they make, merged: save it with GPT.from_pretrained('{cfg.init}')"
-                                f".save_pretrained(DIR), then pass --init DIR --tokenizer {base} (a minigpt LoRA run's "
-                                "merged model, with its tokenizer, is the folder above its adapter/)")
-    if not gpt2_name(cfg.init) and not (init / "config.json").is_file():  # else the first to fail is the tokenizer, read from --init
-        what = ("is a file; it names a checkpoint directory" if init.is_file() else
-                "holds no config.json: it is no checkpoint directory" if init.is_dir() else "does not exist")
-        # As `train --init` says it (checkpoint.py): nanoGPT's ckpt.pt, or its out_dir, gets the command that converts it.
-        hint = pickle_hint(init) if init.is_file() else download_hint(init)
-        moved = "; if the run's --init has moved, pass --init with where it is now" if cfg.resume else ""
-        raise FileNotFoundError(f"--init {cfg.init} {what} (config.json + model.safetensors, as save_pretrained and "
-                                f"minigpt train write), or a GPT-2 size by name{hint}{moved}")
+    check_finetune_inputs(cfg)
     with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
         # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
         # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.
@@ -592,7 +604,7 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
     # an earlier minigpt, resumed, logged a perplexity its evaluations since have not).
     trained = next((r for r in reversed(records) if "loss" in r), {})
     evaluated = next((r for r in reversed(records) if "val_loss" in r), {})
-    result = {
+    result = finite_or_null({  # strict JSON: a NaN an older minigpt logged is null, as in log.jsonl now
         "task": cfg.task, "strategy": cfg.strategy, "steps": steps,
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
@@ -602,11 +614,12 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
         **({"loss": trained["loss"]} if trained else {}),
         **{k: evaluated[k] for k in ("val_loss", "val_ppl", "val_accuracy", "val_bpb") if k in evaluated},
         **best_evaluations(records),
-    }
+    })
     atomic_write_text(out / SUMMARY_FILE, json.dumps(result, indent=2) + "\n")
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    about = "Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model or a classifier."
+    about = ("Fine-tune a pretrained GPT-2 (frozen, partial, full or LoRA) as a language model on new text (--task lm), "
+             "a text classifier (--task classify) or an instruction follower (--task sft).")
     return run_command(prog("finetune"), lambda: finetune(parse_config(FinetuneConfig, argv, prog("finetune"), about)))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.checks import as_count
+from minigpt.checks import as_count, check_flag
 from minigpt.classifier import POOLINGS, GPTClassifier
 from minigpt.config import PRESETS
 from minigpt.lora import DEFAULT_TARGETS, check_no_adapters, find_lora_targets, target_names
@@ -68,7 +68,7 @@ def hidden_spec(widths: tuple[int, ...]) -> str:
     return ",".join(map(str, widths))
 
 
-def one_or_several(data: str | os.PathLike | Sequence[str | os.PathLike]) -> str | tuple[str, ...]:
+def one_or_several(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str | tuple[str, ...]:
     """--data as FinetuneConfig keeps it: one path as a str (classify's only form, and what runs saved
     before the lm task took several files hold), several as a tuple of str. The command line gives a
     list, even of one path; the Python API a str, a Path, or a list or tuple of them. An existing
@@ -105,6 +105,7 @@ def check_strategy(model: GPT | GPTClassifier, strategy: str, options: dict, def
     LoRA adapters that do not fit the model."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    check_flag("train_embeddings", options["train_embeddings"])  # "False" would read as True: wte would train
     is_classifier = isinstance(model, GPTClassifier)
     gpt = model.gpt if is_classifier else model
     n_layer, n_trainable_blocks = gpt.config.n_layer, options["n_trainable_blocks"]

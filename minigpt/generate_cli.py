@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
-from minigpt.cli import flag_words, prog
+from minigpt.cli import FAILED, flag_words, prog
 from minigpt.config import CHECKPOINTS
 from minigpt.files import json_line, read_text_or_stdin, source_name, typed_text, user_path
 from minigpt.generation import run_to_end
@@ -303,7 +303,8 @@ def print_jsonl(model: torch.nn.Module, tokenizer, args: argparse.Namespace, rec
                 kwargs: dict, drawn_seed: int | None) -> None:
     """--prompts-file: each prompt's texts as one JSON line on stdout, in the file's order: its record
     with "texts" added (the prompt as the file gives it, before any --truncate-left cut, and the
-    line's other fields, so that outputs join back to inputs), a window of prompts at a time;
+    line's other fields, so that outputs join back to inputs; `files.json_line`'s strict JSON writes a
+    NaN or Infinity that Python read in them as null), a window of prompts at a time;
     --stats per batch and the progress bar on stderr, so stdout stays pure JSON Lines. A `drawn_seed`
     (`draw_seed`) is shown once the prompts are checked, before any batch runs: a run that stops
     early has printed it with its first lines, and it draws them again."""
@@ -383,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     # OSError: a failed download (DownloadError), a cache it may not write, an unreadable file.
     # MemoryError: a KV cache too big for the device (minigpt/kv_cache.py says how big, and what shrinks it).
     except (ValueError, OSError, FloatingPointError, MemoryError) as e:
-        print(f"{parser.prog}: {e}", file=sys.stderr)
-        return 2
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return FAILED
     except KeyboardInterrupt:  # Ctrl-C is how a user stops a long --stream: the text so far stays, no traceback
         print(f"\n{parser.prog}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command killed by Ctrl-C

@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from typing import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Literal, Protocol, TypedDict, TypeVar, cast, overload
 
 import torch
 
@@ -42,12 +42,22 @@ from minigpt.sampling import token_picker
 from minigpt.stats import Clock, GenerationStats
 from minigpt.stop_strings import StopStrings
 
+if TYPE_CHECKING:  # read by type checkers alone (annotations are strings here): Python 3.10's typing lacks it
+    from typing_extensions import Unpack
+
 # Host syncs ("are all rows finished?", "are the logits finite?") cost ~nothing on CPU but stall a
 # GPU's queue, so there the loop looks only every few steps and trims the extra all-pad columns at
 # the end. Steps between looks, by device type (1 where not listed).
 SYNC_EVERY = {"cuda": 8}
 # How many tokens `stream` generates when not told (generate_texts checks prompts against it too).
 DEFAULT_MAX_NEW_TOKENS = 20
+
+
+class TokenizerLike(Protocol):
+    """What generation needs of a tokenizer (stop strings, the text functions): minigpt's
+    Tokenizer, or any object with these two methods (tiktoken's Encoding, a transformers tokenizer)."""
+    def encode(self, text: str, /) -> list[int]: ...
+    def decode(self, ids: list[int], /) -> str: ...
 
 
 def run_to_end(steps: Iterator, each: Callable | None = None):
@@ -100,7 +110,7 @@ def stream(
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
     stop: str | list[str] | None = None,
-    tokenizer=None,
+    tokenizer: TokenizerLike | None = None,
     num_beams: int = 1,
     length_penalty: float = 1.0,
     early_stopping: bool | str = False,
@@ -190,14 +200,54 @@ def stream(
                        return_stats=return_stats)
 
 
-def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+class StreamOptions(TypedDict, total=False):
+    """`stream`'s keyword arguments, less `return_scores` and `return_stats` (which decide the
+    result's type: the overloads below name them) and `tokenizer` (a text function's own argument,
+    which `generate` names itself): what `generate` and the text functions pass on as
+    `**kwargs: Unpack[StreamOptions]`. Only a type checker reads it, to check each name and value
+    there as it checks `stream`'s own (at run time `takes_stream_arguments` checks the names, and
+    the names a function refuses: generate_texts' `streamer` is caught there alone).
+    tests/test_generate.py keeps it equal to stream's signature."""
+    max_new_tokens: int
+    min_new_tokens: int
+    do_sample: bool
+    temperature: float | torch.Tensor
+    top_k: int | torch.Tensor
+    top_p: float | torch.Tensor
+    min_p: float | torch.Tensor
+    typical_p: float | torch.Tensor
+    epsilon_cutoff: float | torch.Tensor
+    eta_cutoff: float | torch.Tensor
+    repetition_penalty: float | torch.Tensor
+    presence_penalty: float | torch.Tensor
+    frequency_penalty: float | torch.Tensor
+    no_repeat_ngram_size: int
+    eos_token_id: int | list[int] | None
+    pad_token_id: int | None
+    stop: str | list[str] | None
+    num_beams: int
+    length_penalty: float
+    early_stopping: bool | str
+    num_return_sequences: int
+    seed: int | None
+    streamer: Callable[[torch.Tensor], None] | None
+    sampler: str
+    compile: bool
+    slide: int
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Decorator for the functions that pass `**kwargs` on to `stream`: `generate` below, and the
     text functions (minigpt/text_generation.py). help() and Jupyter's Shift-Tab then list stream's
     keyword arguments in place of `**kwargs` (less those in `refused`, which the function checks
     itself: it turns them down, or takes only what it can serve), and a name stream does not take is a TypeError naming the function called and the
     closest valid name; from stream it would be "stream() got an unexpected keyword argument",
-    naming a function the caller never called."""
-    def decorate(f: Callable) -> Callable:
+    naming a function the caller never called. Typed as returning the function it decorates
+    (`F`), so that a type checker still sees that function's parameters and result."""
+    def decorate(f: F) -> F:
         own = [p for p in inspect.signature(f).parameters.values() if p.kind is not p.VAR_KEYWORD]
         own_names, streams = {p.name for p in own}, inspect.signature(stream).parameters
         passed_on = [p for p in streams.values() if p.kind is p.KEYWORD_ONLY and p.name not in own_names | set(refused)]
@@ -213,14 +263,36 @@ def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[Callab
                 raise TypeError(f"{f.__name__}() got an unexpected keyword argument {unknown[0]!r}{hint}")
             return f(*args, **kwargs)
 
-        checked.__signature__ = inspect.signature(f).replace(parameters=own + passed_on)
-        return checked
+        checked.__signature__ = inspect.signature(f).replace(parameters=own + passed_on)  # type: ignore[attr-defined]
+        return cast(F, checked)
     return decorate
 
 
+# The result's type depends on return_scores and return_stats: these overloads tell a type checker
+# which tuple each pair of values gives (the last: flags known only at run time).
+@overload
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             tokenizer: TokenizerLike | None = None, return_scores: Literal[False] = False,
+             return_stats: Literal[False] = False, **kwargs: Unpack[StreamOptions]) -> torch.Tensor: ...
+@overload
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             tokenizer: TokenizerLike | None = None, return_scores: Literal[True],
+             return_stats: Literal[False] = False, **kwargs: Unpack[StreamOptions]) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             tokenizer: TokenizerLike | None = None, return_scores: Literal[False] = False,
+             return_stats: Literal[True], **kwargs: Unpack[StreamOptions]) -> tuple[torch.Tensor, GenerationStats]: ...
+@overload
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             tokenizer: TokenizerLike | None = None, return_scores: Literal[True], return_stats: Literal[True],
+             **kwargs: Unpack[StreamOptions]) -> tuple[torch.Tensor, torch.Tensor, GenerationStats]: ...
+@overload
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             tokenizer: TokenizerLike | None = None, return_scores: bool = False, return_stats: bool = False,
+             **kwargs: Unpack[StreamOptions]) -> torch.Tensor | tuple[Any, ...]: ...
 @takes_stream_arguments()
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-             **kwargs) -> torch.Tensor | tuple:
+             **kwargs: Any) -> torch.Tensor | tuple[Any, ...]:
     """Continue each prompt: input_ids (B, T) → LongTensor (B·num_return_sequences, T + new).
 
     `generate` is `stream` run to the end; its keyword arguments are `stream`'s (help(stream)).

@@ -87,7 +87,11 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> "KVCache":
-        """A cache shaped for `model` (a minigpt GPT), in the dtype and on the device of its weights."""
+        """A cache shaped for `model` (a minigpt GPT), in the dtype and on the device of its weights.
+        Shaped by the config, so first `model.check_config()`: a block appended without raising
+        n_layer, or n_head changed on one side only, failed mid-generation as a bare IndexError or
+        an index_copy_ shape error. Checked here, once per generation, and not at each decode step."""
+        model.check_config()
         c, w = model.config, model.transformer.wte.weight
         return cls(c.n_layer, batch_size, c.n_head, max_len, c.head_dim, dtype=w.dtype, device=w.device)
 

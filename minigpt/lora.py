@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
-from minigpt.checks import as_count
+from minigpt.checks import as_count, as_real, check_rate
 from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json
 
 # GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
@@ -52,11 +52,8 @@ def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, na
     if rank > min(base.in_features, base.out_features):
         raise ValueError(f"LoRA rank {rank} exceeds {name}'s smaller side "
                          f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
-    for what, value in (("alpha", alpha), ("dropout", dropout)):  # "16" would fail in math.isfinite as "must be real number"
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"LoRA {what} must be a number, got {value!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    as_real("LoRA alpha", alpha)  # "16" would fail in math.isfinite as "must be real number"
+    check_rate("LoRA dropout", dropout)
     # The update is scaled by alpha / rank: NaN or inf makes every output NaN, and 0 multiplies B's
     # gradient by 0 too, so B stays 0 and the run trains nothing (its weights equal --init's).
     # A negative alpha only flips the sign of an update that B learns anyway: refused as a slip.
@@ -208,9 +205,13 @@ def lora_merged(model: nn.Module) -> Iterator[nn.Module]:
             setattr(parent, child, lora)
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def merge_lora(model: M) -> M:
     """Fold every adapter into its base weight, in place, and return the model: a plain GPT (or
-    GPTClassifier) again, which saves in Hugging Face's layout."""
+    GPTClassifier) again, which saves in Hugging Face's layout. (Typed with `M`, the model's own
+    class, so that `merge_lora(clf).save_pretrained(...)` type-checks.)"""
     for parent, child, lora in lora_layers(model):
         setattr(parent, child, lora.merged())
     return model
@@ -328,19 +329,21 @@ def check_adapter_chain(path: str | Path) -> None:
         chain.append(Path(base))
 
 
-def load_adapted(path: Path, dtype=None, device=None) -> nn.Module:
+def load_adapted(path: Path, dtype=None, device=None, model_class=None) -> nn.Module:
     """`GPT.from_pretrained` of a folder of adapters alone: the base model they name, with them folded
-    in (`merge_lora`: a plain GPT, as fast as the base). transformers with PEFT installed opens such a
-    folder the same way; a relative base is read from the working directory, as there."""
+    in (`merge_lora`: a plain GPT, as fast as the base; `model_class`, a subclass of GPT, builds
+    that class). transformers with PEFT installed opens such a folder the same way; a relative base
+    is read from the working directory, as there."""
     from minigpt.model import GPT
 
+    model_class = model_class or GPT
     base = adapter_base(path)
     if base is None:
         raise FileNotFoundError(f"{path} holds LoRA adapters alone, and its {ADAPTER_CONFIG} names no base model "
                                 f"(base_model_name_or_path): load the base, then minigpt.lora.load_adapters(model, {str(path)!r})")
     check_adapter_chain(path)
     try:
-        model = GPT.from_pretrained(base, dtype=dtype, device=device)
+        model = model_class.from_pretrained(base, dtype=dtype, device=device)
     except (OSError, ValueError) as e:  # the base's own error, said as the adapters' base
         raise type(e)(f"{path} holds LoRA adapters for the base model {base!r} (its {ADAPTER_CONFIG}'s "
                       f"base_model_name_or_path), which did not load: {e}") from None

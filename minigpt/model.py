@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import numbers
 import os
 
 import torch
@@ -25,6 +24,7 @@ from einops import rearrange
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minigpt.chunked_loss import chunked_lm_loss
+from minigpt.checks import check_rate
 from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
@@ -189,7 +189,9 @@ class GPT(nn.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.tie_weights()
         # load_state_dict(assign=True), the meta-device load, gives wte and lm_head a new Parameter
-        # each: tied again after every load (a function, not a bound method: the model still pickles).
+        # each: tied again after a load that found them tied (functions, not bound methods: the
+        # model still pickles). A head someone untied keeps what the load gave it.
+        self.register_load_state_dict_pre_hook(_note_tie_before_load)
         self.register_load_state_dict_post_hook(_tie_after_load)
         # Activation (gradient) checkpointing: see hidden_states. Off by default; training turns
         # it on with --gradient-checkpointing (TrainConfig).
@@ -205,10 +207,11 @@ class GPT(nn.Module):
     def tie_weights(self) -> None:
         """Make lm_head's weight wte's own Parameter. Weight tying: reading a token in (wte) and
         scoring it out (lm_head) share one matrix, which saves V × C parameters (38M of the 124M)
-        and is how GPT-2 was trained. The model keeps the tie itself: `__init__` ties, and so does
-        every `load_state_dict` (assign=True, the meta-device load, would leave two Parameters,
-        counted twice, stepped twice by AdamW) and `to_empty` (which does the same). Call it after
-        replacing `transformer.wte.weight` yourself."""
+        and is how GPT-2 was trained. The model keeps the tie itself: `__init__` ties, and so do a
+        `load_state_dict` and a `to_empty` of a tied model (assign=True, the meta-device load, would
+        leave two Parameters, counted twice, stepped twice by AdamW). Call it after replacing
+        `transformer.wte.weight` yourself. To untie (a head of its own, trained apart):
+        `model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())`."""
         self.lm_head.weight = self.transformer.wte.weight
 
     def _apply(self, fn, recurse: bool = True) -> "GPT":
@@ -253,6 +256,34 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=std)
+
+    # ---- the config against the modules ------------------------------------------------------
+
+    def check_config(self) -> None:
+        """Refuse a model whose config no longer describes its modules: blocks appended or removed
+        (depth up-scaling), a position table resized, heads changed on one side only. The forward
+        runs the blocks and tables it holds, while the KV cache, the partial fine-tune strategy
+        and a save read the config, so a disagreement made them differ without a word, or fail
+        far from the cause. The forward (without a cache), `KVCache.for_model`, `apply_strategy`
+        and `save_pretrained` call it. A swapped-in attention module of another class is not checked."""
+        c = self.config
+        n_blocks = len(self.transformer.h)
+        if n_blocks != c.n_layer:
+            raise ValueError(f"model.config.n_layer is {c.n_layer} but model.transformer.h holds {n_blocks} blocks: "
+                             f"set model.config.n_layer = {n_blocks}")
+        # The table's rows as its weight has them (a cropped weight keeps the old num_embeddings);
+        # a wpe swapped for a module without a table (no positions, rotary ones) is not checked.
+        table = getattr(self.transformer.wpe, "weight", None)
+        n_rows = table.shape[0] if isinstance(table, torch.Tensor) and table.dim() == 2 else c.n_positions
+        if n_rows != c.n_positions:
+            raise ValueError(f"model.config.n_positions is {c.n_positions} but model.transformer.wpe holds {n_rows} "
+                             f"positions: set model.config.n_positions = {n_rows} (or give wpe {c.n_positions} rows)")
+        for i, block in enumerate(self.transformer.h):
+            attn = getattr(block, "attn", None)  # a block of another class may have none
+            if isinstance(attn, CausalSelfAttention) and attn.n_head != c.n_head:
+                raise ValueError(f"model.config.n_head is {c.n_head} but model.transformer.h[{i}].attn.n_head is "
+                                 f"{attn.n_head}: the two must agree (the KV cache is shaped by the config): set "
+                                 f"model.config.n_head = {attn.n_head}, or every attention module's n_head to {c.n_head}")
 
     # ---- forward ------------------------------------------------------------------------------
 
@@ -317,6 +348,8 @@ class GPT(nn.Module):
                       input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """`hidden_states`' inputs checked; returns the ids as int64 and the position ids: those
         given, else 0 .. T-1 (1, T)."""
+        if kv_cache is None:  # with a cache, KVCache.for_model checked it once: decode steps stay cheap
+            self.check_config()
         if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
             raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
         idx = _as_long_ids(idx, "idx")
@@ -438,15 +471,19 @@ class GPT(nn.Module):
 
     def set_dropout(self, p: float) -> None:
         """Change the dropout rate everywhere GPT-2 applies it (embeddings, attention weights, both
-        residual branches), e.g. to fine-tune a checkpoint at another rate than it was trained at.
-        Only the model's own: dropout that LoRA adapters add keeps its rate."""
-        # A plain float, as GPTConfig keeps it: a NumPy or tensor rate would fail save_pretrained's JSON.
-        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {p!r}")
-        p = float(p)
-        self.config.dropout = self.transformer.drop.p = p
-        for block in self.transformer.h:
-            block.attn.dropout = block.attn.resid_dropout.p = block.mlp.dropout.p = p  # attn.dropout: SDPA's rate
+        residual branches), e.g. to fine-tune a checkpoint at another rate than it was trained at:
+        every `nn.Dropout` the model holds, a swapped-in module's too, and each attention's SDPA
+        rate. Only the model's own: dropout that LoRA adapters add keeps its rate."""
+        p = check_rate("dropout", p)  # a plain float, as GPTConfig keeps it: a NumPy rate would fail save_pretrained's JSON
+        self.config.dropout = p
+        # Every dropout module, by type rather than by name, so a module swapped in (a gated MLP)
+        # follows too; but not a LoRA adapter's (minigpt/lora.py's, beside its lora_A).
+        adapters = {m.dropout for m in self.modules() if hasattr(m, "lora_A")}
+        for module in self.modules():
+            if isinstance(module, nn.Dropout) and module not in adapters:
+                module.p = p
+            elif isinstance(getattr(module, "dropout", None), float):
+                module.dropout = p  # a rate, not a module: SDPA's, on the attention weights (an attention of any class)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameter count, with the tied wte/lm_head matrix counted once. `exclude_embeddings`
@@ -460,7 +497,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
+        cls, path: str | os.PathLike[str], dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
     ) -> "GPT":
         """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not),
         or OpenAI's GPT-2 by size name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"), downloaded
@@ -468,21 +505,45 @@ class GPT(nn.Module):
         an installed wheel) the first time unless the Hugging Face cache has it (minigpt/download.py's
         `find_gpt2`); the Hub's "openai-community/gpt2" names are taken too. `dtype` (torch.bfloat16 or
         "bfloat16"; None keeps the file's) and `device` ("cuda"; "auto": the GPU if there is one)
-        are optional."""
+        are optional. Called on a subclass, it builds that class."""
         from minigpt.checkpoint import load_gpt
 
-        return load_gpt(path, dtype=dtype, device=device)
+        return load_gpt(path, dtype=dtype, device=device, model_class=cls)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Write `config.json` + `model.safetensors` so `GPT2LMHeadModel.from_pretrained` opens it."""
         from minigpt.checkpoint import save_gpt
 
         save_gpt(self, path)
 
 
+def same_matrix(head: torch.Tensor, wte: torch.Tensor) -> bool:
+    """Whether a state's lm_head.weight is its wte.weight, as a tied model's is: the same memory
+    (state_dict() detaches each entry apart), or equal values (a file's explicit copy). Meta
+    tensors have no values to compare: taken as tied."""
+    if head.is_meta or wte.is_meta or (head.data_ptr() == wte.data_ptr() and head.stride() == wte.stride()):
+        return head.shape == wte.shape
+    return head.shape == wte.shape and torch.equal(head.to(wte), wte)
+
+
+def _note_tie_before_load(model: GPT, state_dict: dict, prefix: str, *_) -> None:
+    """load_state_dict's pre-hook: note whether lm_head is tied to wte, for `_tie_after_load`. A
+    tied model refuses a state whose head differs from its wte (an untied model's): loading both
+    into the one matrix would keep one of the two without a word."""
+    model._tied_before_load = model.lm_head.weight is model.transformer.wte.weight
+    head, wte = state_dict.get(prefix + "lm_head.weight"), state_dict.get(prefix + "transformer.wte.weight")
+    if model._tied_before_load and head is not None and wte is not None and not same_matrix(head, wte):
+        raise ValueError("the state's lm_head.weight is not its wte.weight (an untied head), but this model "
+                         "ties them: untie it first (GPT.tie_weights' docstring)")
+
+
 def _tie_after_load(model: GPT, incompatible_keys) -> None:
-    """load_state_dict's post-hook: tie lm_head to wte again (GPT.tie_weights says why)."""
-    model.tie_weights()
+    """load_state_dict's post-hook: tie lm_head to wte again if they were tied before the load
+    (GPT.tie_weights says why). A head someone untied and trained would otherwise be replaced
+    by wte without a word, and a resumed run would hold one Parameter fewer than its optimizer.
+    (A model pickled before the pre-hook existed has no note: it was tied, as every model then.)"""
+    if getattr(model, "_tied_before_load", True):
+        model.tie_weights()
 
 
 # What GPT.forward takes instead of the Hugging Face keywords people reach for first.

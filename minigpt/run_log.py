@@ -10,6 +10,10 @@ log.jsonl is JSON Lines, one object per line, each with its "step":
     {"step": 200, "loss": 3.1, "lr": 0.0006, "tokens_per_s": ...}        a log step's train loss
     {"step": 200, "val_loss": 3.3, "val_ppl": 27.1, ...}                  an evaluation
     {"step": 0, "run": "start", "config": {...}, "git": ..., ...}        a start's or resume's record
+A float16 run's log steps also hold "skipped_steps" (those since the record before, whose update its
+loss scaler skipped) and "loss_scale". A number that is not finite (a skipped step's gradient norm, a
+NaN val loss) is written as null: Python's json would write NaN or Infinity, which strict JSON readers
+(jq, JavaScript's JSON.parse) refuse.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from minigpt import __version__
-from minigpt.files import atomic_path, atomic_write_text, no_follow, read_text, stored_path
+from minigpt.files import atomic_path, atomic_write_text, json_line, no_follow, read_text, stored_path
 
 if TYPE_CHECKING:  # type hints only
     from minigpt.train_runtime import Runtime
@@ -52,7 +56,7 @@ def append_log(out: Path, record: dict) -> None:
     """Append `record` to the run's log.jsonl, which is refused if it is a symbolic link (`no_follow`):
     one planted in the run's folder would have every record appended to the file it points at."""
     with open(out / LOG_FILE, "a", encoding="utf-8", newline="", opener=no_follow) as f:  # "\n" on every system, as atomic_write_text
-        f.write(json.dumps(record) + "\n")
+        f.write(json_line(record) + "\n")
 
 
 def opening_record(cfg, rt: Runtime, step: int, changed: dict | None) -> dict:
@@ -157,15 +161,16 @@ def records_of_state(out: Path, step: int) -> list[dict]:
 def truncate_log(out: Path, step: int) -> None:
     """On resume, keep the log's records that the checkpoint at `step` stands on (`records_of_state`)."""
     if (out / LOG_FILE).exists():
-        atomic_write_text(out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in records_of_state(out, step)))
+        atomic_write_text(out / LOG_FILE, "".join(json_line(r) + "\n" for r in records_of_state(out, step)))
 
 
 def comparable_evaluations(records: list[dict]) -> list[dict]:
     """The evaluations (records with a val_loss) since the log's last best_reset mark: the ones a
     best val loss is chosen among, as they alone are comparable (other val data, or val loss
-    measured otherwise, came before the mark)."""
+    measured otherwise, came before the mark). An evaluation whose val loss was NaN or inf (logged
+    as null) is none of them: it is never the best, and min() cannot compare None."""
     since = max((i for i, r in enumerate(records) if r.get("best_reset")), default=-1)
-    return [r for r in records[since + 1:] if "val_loss" in r]
+    return [r for r in records[since + 1:] if r.get("val_loss") is not None]
 
 
 # Why loss.png was skipped, each cause said once (`plot_log`), not at every evaluation of the run.
@@ -201,10 +206,10 @@ def draw_curves(records: list[dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     try:
         for key, label in (("loss", "train"), ("val_loss", "val")):
-            points = [(r["step"], r[key]) for r in records if key in r]
+            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]  # (null: NaN or inf)
             if points:
                 ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
-        accuracy = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
+        accuracy = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
         # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
         # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
         ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=stored_path(out))

@@ -25,9 +25,11 @@ typical → epsilon → eta. The seven `apply_*` filters work along the last dim
 Every parameter is a Python number (the same for all rows) or a (B,) tensor (one per row): a
 `Param`, whose checks and row spreading (`per_row`) are shared with the penalties (minigpt/row_params.py).
 The math runs in fp32 whatever the logits' dtype: bf16 keeps only 8 significant bits, too few for
-cumulative probabilities. On CUDA, `sample(backend="triton")` runs the same pipeline as one fused
-kernel (minigpt/kernels/sampling.py); it has the same semantics up to rounding at the thresholds
-(its docstring lists where the kept set can differ), and its own random stream; it has no typical,
+cumulative probabilities. Each public filter and `draw` computes on its logits cast to fp32, and
+returns fp32, so chained by hand they give what `filter_logits` gives (fp32 logits are not copied).
+On CUDA, `sample(backend="triton")` runs the same pipeline as one fused kernel
+(minigpt/kernels/sampling.py); it has the same semantics up to rounding at the thresholds (its
+docstring lists where the kept set can differ), and its own random stream; it has no typical,
 epsilon or eta filter, so any of them on samples with torch (`resolve_backend`).
 What this file does not do: beam search (minigpt/beam_search.py), or top-h sampling.
 
@@ -90,6 +92,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     """
     check_number("temperature", temperature)
     check_filter_input(logits, "temperature", temperature)
+    logits = logits.float()  # the math in fp32 (the module's docstring); fp32 logits: the same tensor, no copy
     t = as_column(temperature, logits)
     if not isinstance(t, torch.Tensor):
         if t == 0:
@@ -102,7 +105,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     shifted = positive & top.isfinite() & ((top / t).abs() >= SHIFT_ABOVE)
     if logits.device.type == "cpu" and not bool(shifted.any()):  # a host sync, free on a CPU: one pass
         return logits / t
-    # In the quotient's dtype (fp32 for bf16 logits and a tensor T), so that the division can run in
+    # In the quotient's dtype (fp32, or fp64 for a float64 tensor T), so that the division can run in
     # place: one new (B, V) tensor, as plain division makes.
     shift = torch.where(shifted, top, 0).to(torch.result_type(logits, t))
     return (logits - shift).div_(t)  # l - 0 is l: unshifted rows are plain l / T
@@ -112,6 +115,7 @@ def apply_top_k(logits: torch.Tensor, top_k: Param) -> torch.Tensor:
     """Keep the k largest logits per row (0 = off). Ties with the k-th value are all kept."""
     check_number("top_k", top_k)
     check_filter_input(logits, "top_k", top_k)
+    logits = logits.float()  # fp32 math, as apply_temperature's
     V = logits.size(-1)
     if isinstance(top_k, torch.Tensor):
         k = top_k.to(device=logits.device, dtype=torch.long).reshape(-1, 1)  # (B, 1)
@@ -136,6 +140,7 @@ def apply_top_p(logits: torch.Tensor, top_p: Param) -> torch.Tensor:
     """
     check_number("top_p", top_p)
     check_filter_input(logits, "top_p", top_p)
+    logits = logits.float()  # fp32 math, as apply_temperature's
     if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
         return logits
     if logits.dim() != 2:  # (V,) or (B, T, V): the cut's searches below take (B, V), so give them rows
@@ -165,9 +170,10 @@ def apply_min_p(logits: torch.Tensor, min_p: Param) -> torch.Tensor:
     """
     check_number("min_p", min_p)
     check_filter_input(logits, "min_p", min_p)
+    logits = logits.float()  # fp32 math, as apply_temperature's
     if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits
-    probs = logits.float().softmax(dim=-1)  # (B, V)
+    probs = logits.softmax(dim=-1)  # (B, V)
     drop = probs < as_column(min_p, logits) * probs.amax(dim=-1, keepdim=True)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -187,14 +193,15 @@ def apply_typical_p(logits: torch.Tensor, typical_p: Param) -> torch.Tensor:
     """
     check_number("typical_p", typical_p)
     check_filter_input(logits, "typical_p", typical_p)
+    logits = logits.float()  # fp32 math, as apply_temperature's
     if not isinstance(typical_p, torch.Tensor) and typical_p >= 1.0:
         return logits
     mass = as_column(typical_p, logits)
-    logp = logits.float().log_softmax(dim=-1)
+    logp = logits.log_softmax(dim=-1)
     entropy = -(logp * logp.exp()).nansum(dim=-1, keepdim=True)  # nansum: a -inf token's 0 · -inf is NaN, no mass
     distance = (-logp - entropy).abs()  # a filtered (-inf) token's is inf: sorted last, never reached
     sorted_distance, order = distance.sort(dim=-1)
-    cum = logits.float().gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+    cum = logits.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
     n_before = (cum < mass).sum(dim=-1, keepdim=True).clamp(max=logits.size(-1) - 1)  # before the token that reaches it
     cut = sorted_distance.gather(-1, n_before)
     if isinstance(mass, torch.Tensor):  # a row of typical_p = 1 keeps every token, even one of 0 mass
@@ -212,9 +219,10 @@ def apply_epsilon(logits: torch.Tensor, epsilon_cutoff: Param) -> torch.Tensor:
     """
     check_number("epsilon_cutoff", epsilon_cutoff)
     check_filter_input(logits, "epsilon_cutoff", epsilon_cutoff)
+    logits = logits.float()  # fp32 math, as apply_temperature's
     if not isinstance(epsilon_cutoff, torch.Tensor) and epsilon_cutoff <= 0.0:
         return logits
-    probs = logits.float().softmax(dim=-1)
+    probs = logits.softmax(dim=-1)
     return logits.masked_fill(below_floor(logits, probs, as_column(epsilon_cutoff, logits)), float("-inf"))
 
 
@@ -227,9 +235,10 @@ def apply_eta(logits: torch.Tensor, eta_cutoff: Param) -> torch.Tensor:
     """
     check_number("eta_cutoff", eta_cutoff)
     check_filter_input(logits, "eta_cutoff", eta_cutoff)
+    logits = logits.float()  # fp32 math, as apply_temperature's
     if not isinstance(eta_cutoff, torch.Tensor) and eta_cutoff <= 0.0:
         return logits
-    logp = logits.float().log_softmax(dim=-1)
+    logp = logits.log_softmax(dim=-1)
     probs = logp.exp()
     entropy = -(logp * probs).nansum(dim=-1, keepdim=True)  # nansum: a -inf token's 0 · -inf is NaN, no mass
     eta = torch.as_tensor(as_column(eta_cutoff, logits), dtype=torch.float32, device=logits.device)
@@ -313,6 +322,7 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: Param) -> torch
     this same race after checking that p is a valid distribution, a check that can wait on the
     host; `sample` marks bad rows on the device instead. Rows with temperature 0 take the argmax.
     """
+    logits = logits.float()  # fp32 math, as apply_temperature's
     t = as_column(temperature, logits)
     if not isinstance(t, torch.Tensor) and t == 0:
         return logits.argmax(dim=-1)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numbers
 from contextlib import nullcontext
 from collections.abc import Sequence
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Generator, Literal, overload
 
 import torch
 from tqdm import tqdm
 
-from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, run_to_end, stream, takes_stream_arguments
+from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, StreamOptions, TokenizerLike, run_to_end, stream, takes_stream_arguments
 from minigpt.checks import as_count, check_flag
 from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.penalties import PENALTIES_OFF
@@ -33,6 +33,9 @@ from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
 from minigpt.tokenizer_batch import pad_rows
+
+if TYPE_CHECKING:  # read by type checkers alone (annotations are strings here): Python 3.10's typing lacks it
+    from typing_extensions import Unpack
 
 
 def prompt_ids(tokenizer, prompt: str | list[int], name: str = "prompt") -> torch.Tensor:
@@ -75,9 +78,22 @@ def encode_prompt(tokenizer, text: str, name: str = "prompt") -> list[int]:
             f"allowed_special='all'), or tokenizer.encode_ordinary(prompt) for it as plain text") from None
 
 
+# As `generate`'s overloads (minigpt/generation.py): the generator's return value with return_stats.
+@overload
+def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                return_stats: Literal[False] = False,
+                **kwargs: Unpack[StreamOptions]) -> Generator[str, None, torch.Tensor]: ...
+@overload
+def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                return_stats: Literal[True],
+                **kwargs: Unpack[StreamOptions]) -> Generator[str, None, tuple[torch.Tensor, GenerationStats]]: ...
+@overload
+def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                return_stats: bool = False,
+                **kwargs: Unpack[StreamOptions]) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]: ...
 @takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
-def stream_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, truncate_left: bool = False,
-                **kwargs) -> Iterator[str]:
+def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                **kwargs: Any) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]:
     """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate
     --stream` prints); finally *return* what `generate` returns. `kwargs` are `stream`'s.
 
@@ -160,7 +176,8 @@ def starting(ids: list[int], start: int | None) -> list[int]:
     return [start] if not ids and start is not None else ids
 
 
-def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos: set[int]) -> Iterator[str]:
+def text_pieces(steps: Generator[torch.Tensor, None, torch.Tensor | tuple[Any, ...]], tokenizer: TokenizerLike,
+                stops: list[str], eos: set[int]) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]:
     """`stream_text`'s pieces: one row's tokens from `steps` → the text that is final so far, in
     pieces that are never empty: a step that makes no text final yields nothing.
 
@@ -209,9 +226,30 @@ def text_pieces(steps: Iterator[torch.Tensor], tokenizer, stops: list[str], eos:
             start, window, tokens = sent, text[sent - start:], []
 
 
+# As `generate`'s overloads (minigpt/generation.py): which tuple each return_scores, return_stats pair gives.
+@overload
+def generate_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                  return_scores: Literal[False] = False, return_stats: Literal[False] = False,
+                  **kwargs: Unpack[StreamOptions]) -> list[str]: ...
+@overload
+def generate_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                  return_scores: Literal[True], return_stats: Literal[False] = False,
+                  **kwargs: Unpack[StreamOptions]) -> tuple[list[str], list[float]]: ...
+@overload
+def generate_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                  return_scores: Literal[False] = False, return_stats: Literal[True],
+                  **kwargs: Unpack[StreamOptions]) -> tuple[list[str], GenerationStats]: ...
+@overload
+def generate_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                  return_scores: Literal[True], return_stats: Literal[True],
+                  **kwargs: Unpack[StreamOptions]) -> tuple[list[str], list[float], GenerationStats]: ...
+@overload
+def generate_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                  return_scores: bool = False, return_stats: bool = False,
+                  **kwargs: Unpack[StreamOptions]) -> list[str] | tuple[Any, ...]: ...
 @takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
-def generate_text(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, truncate_left: bool = False,
-                  **kwargs) -> list[str] | tuple:
+def generate_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
+                  **kwargs: Any) -> list[str] | tuple[Any, ...]:
     """Continue one prompt; return the new text of each sequence (`num_return_sequences` samples,
     or that many of the best beams, best first). `kwargs` are `stream`'s; with return_stats=True
     the result is `(texts, GenerationStats)`, with beam search's return_scores=True `(texts, scores)`
@@ -315,10 +353,36 @@ class PromptTooLong(ValueError):
                          f"context n_positions={n_positions} has room for {room}: {cut.format(fewer)}")
 
 
-@takes_stream_arguments(refused=("streamer", "attention_mask"))  # its batches run sorted by length: a streamer would see them out of order
-def generate_texts(model: torch.nn.Module, tokenizer, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+# As `generate`'s overloads (minigpt/generation.py): which tuple each return_scores, return_stats pair gives.
+@overload
+def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
                    truncate_left: bool = False, progress: bool | tqdm = False,
-                   **kwargs) -> list[list[str]] | tuple:
+                   return_scores: Literal[False] = False, return_stats: Literal[False] = False,
+                   **kwargs: Unpack[StreamOptions]) -> list[list[str]]: ...
+@overload
+def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+                   truncate_left: bool = False, progress: bool | tqdm = False,
+                   return_scores: Literal[True], return_stats: Literal[False] = False,
+                   **kwargs: Unpack[StreamOptions]) -> tuple[list[list[str]], list[list[float]]]: ...
+@overload
+def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+                   truncate_left: bool = False, progress: bool | tqdm = False,
+                   return_scores: Literal[False] = False, return_stats: Literal[True],
+                   **kwargs: Unpack[StreamOptions]) -> tuple[list[list[str]], list[GenerationStats]]: ...
+@overload
+def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+                   truncate_left: bool = False, progress: bool | tqdm = False,
+                   return_scores: Literal[True], return_stats: Literal[True],
+                   **kwargs: Unpack[StreamOptions]) -> tuple[list[list[str]], list[list[float]], list[GenerationStats]]: ...
+@overload
+def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+                   truncate_left: bool = False, progress: bool | tqdm = False,
+                   return_scores: bool = False, return_stats: bool = False,
+                   **kwargs: Unpack[StreamOptions]) -> list[list[str]] | tuple[Any, ...]: ...
+@takes_stream_arguments(refused=("streamer", "attention_mask"))  # its batches run sorted by length: a streamer would see them out of order
+def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Sequence[str | list[int]], *, batch_size: int = 8,
+                   truncate_left: bool = False, progress: bool | tqdm = False,
+                   **kwargs: Any) -> list[list[str]] | tuple[Any, ...]:
     """Continue many prompts, `batch_size` at a time: for each prompt, in the order given, the new
     texts of its `num_return_sequences` samples (or best beams), cut as `generate_text` cuts them.
     `kwargs` are `stream`'s; a sampling parameter may be a tensor with one value per prompt. With

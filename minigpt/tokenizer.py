@@ -41,7 +41,7 @@ import operator
 import os
 from collections.abc import Collection, Iterable, Sequence
 from itertools import chain, repeat
-from typing import Literal
+from typing import Any, Literal, overload
 
 import regex
 
@@ -449,6 +449,11 @@ class Tokenizer:
         """Every token as vocab.json spells it ('Ġworld' for b' world') → its id, special and added tokens included."""
         return {self.id_to_token(i): i for i in range(self.vocab_size)}
 
+    # One id gives a token, several a list: the overloads tell a type checker which (as for the next method).
+    @overload
+    def convert_ids_to_tokens(self, ids: int, skip_special_tokens: bool = False) -> str: ...
+    @overload
+    def convert_ids_to_tokens(self, ids: Iterable[int], skip_special_tokens: bool = False) -> list[str]: ...
     def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
         """One id → its token, as vocab.json spells it; a list (or 1-D tensor) of ids → a list of
         tokens, without the special ones if `skip_special_tokens`. As transformers', except that an
@@ -458,6 +463,10 @@ class Tokenizer:
         skipped = set(self.special_tokens.values()) if skip_special_tokens else set()
         return [self.id_to_token(i) for i in as_id_list(ids, self.vocab_size) if i not in skipped]
 
+    @overload  # a str is also an Iterable[str]: this overload comes first, as the str check does below
+    def convert_tokens_to_ids(self, tokens: str) -> int: ...  # type: ignore[overload-overlap]
+    @overload
+    def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]: ...
     def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
         """One token, spelled as vocab.json spells it ('Ġworld'), → its id; a list of them → a list.
         A string that is no token gives unk_token_id, as in transformers (50256 for GPT-2: check
@@ -679,7 +688,7 @@ class Tokenizer:
 
         return encode_batch(self, texts, **kwargs)
 
-    def __call__(self, texts: str | Sequence[str], **kwargs) -> dict:
+    def __call__(self, texts: str | Sequence[str], **kwargs: Any) -> dict[str, Any]:
         """Encode a batch for the model, as Hugging Face users expect: {"input_ids", "attention_mask"}
         (1 = real token, 0 = padding), with HF's `padding`, `padding_side` and `truncation_side` (default:
         the attributes), `truncation`, `max_length`, `return_tensors="pt"`, and `encode`'s `allowed_special` / `disallowed_special`
@@ -691,7 +700,7 @@ class Tokenizer:
     # ---- files (formats explained in minigpt/tokenizer_files.py) ----
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> "Tokenizer":
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
         layout), with any added tokens (special or not), and the eos_token, pad_token, padding_side,
         truncation_side and model_max_length its files name: what transformers reads, in its order
@@ -702,7 +711,7 @@ class Tokenizer:
         vocab, merges, special_tokens, settings = read_hf(path)
         return cls(vocab, merges, special_tokens, **settings)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Write vocab.json + merges.txt (+ tokenizer_config.json, naming eos_token, pad_token (the
         EOS unless another), a padding_side or truncation_side of "left", model_max_length if set,
         and the added tokens as not special), atomically; transformers' GPT2TokenizerFast opens the
@@ -714,7 +723,7 @@ class Tokenizer:
         write_hf(self, path)
 
     @classmethod
-    def from_tiktoken(cls, file: str | os.PathLike, special_tokens: dict[str, int] | None = None) -> "Tokenizer":
+    def from_tiktoken(cls, file: str | os.PathLike[str], special_tokens: dict[str, int] | None = None) -> "Tokenizer":
         """Load tiktoken's ranks file (`gpt2.tiktoken`); special_tokens default to <|endoftext|>
         right after the ranks (50256 for GPT-2)."""
         from minigpt.tokenizer_files import read_tiktoken
@@ -726,7 +735,7 @@ class Tokenizer:
     @classmethod
     def train(
         cls,
-        text_or_files: str | os.PathLike | Sequence[str | os.PathLike],
+        text_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         vocab_size: int,
         special_tokens: Sequence[str] = ("<|endoftext|>",),
         *,
@@ -744,7 +753,7 @@ class Tokenizer:
         return cls(*train_tokenizer(text_or_files, vocab_size, special_tokens, progress=progress))
 
 
-def model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> Tokenizer:
+def model_tokenizer(model_dir: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
     """The tokenizer of `tokenizer_dir` (a command's --tokenizer), else the one saved beside the
     model in `model_dir`. `save_pretrained(dir)` (minigpt's or transformers') writes the weights and
     config.json only, so a model saved alone is told to pass --tokenizer: generate, eval and

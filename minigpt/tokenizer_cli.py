@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from minigpt.cli import FAILED, prog
 from minigpt.files import STDIN, json_line, read_text_or_stdin, typed_text, user_path
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
@@ -27,8 +28,6 @@ EOS_HELP = (f"which special token ends a document: `minigpt prepare` writes it b
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minigpt.cli import prog
-
     parser = argparse.ArgumentParser(
         prog=prog("tokenize"),
         description="Encode text and print its ids and tokens (--show-work: every BPE merge step), "
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         text = read_text_or_stdin(STDIN) if args.text is None else typed_text("TEXT", args.text)
     except (ValueError, OSError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     if args.show_work:
         # "all", as the ids below: `<|endoftext|>` typed here is that token in both views.
         for work in tok.encode_show_work(text, allowed_special="all"):
@@ -97,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_main(argv: list[str] | None = None) -> int:
     """`python scripts/train_tokenizer.py FILES --vocab-size N --out DIR` (= `minigpt tokenize --train`)."""
-    from minigpt.cli import prog
-
     parser = argparse.ArgumentParser(prog=prog("tokenize --train"),
                                      description="Train a byte-level BPE tokenizer (GPT-2 style) on text files.")
     parser.add_argument("files", nargs="+", type=user_path, help="UTF-8 text files to learn from")
@@ -128,19 +125,19 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
         eos = None if eos is None else typed_text("--eos", eos)
     except ValueError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     if out.exists() and not out.is_dir():
         print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
-        return 2
+        return FAILED
     found = [f for f in TOKENIZER_FILES if (out / f).exists()]
     if found and not overwrite:
         print(f"{name}: error: {out} already holds a tokenizer ({', '.join(found)}); choose another --out, or pass "
               "--overwrite to replace it", file=sys.stderr)
-        return 2
+        return FAILED
     if eos is not None and eos not in special:
         print(f"{name}: error: --eos {eos} is not one of the special tokens ({' '.join(special) or 'none'}); "
               "add it to --special", file=sys.stderr)
-        return 2
+        return FAILED
     if eos is None and TRAIN_EOS in special:
         eos = TRAIN_EOS
     if eos is None:
@@ -154,7 +151,7 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
             tok = Tokenizer.train(files, vocab_size, special)
     except (ValueError, OSError) as e:  # a missing file, a vocab_size below 256 + specials, ...
         print(f"{name}: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     tok.eos_token = tok.pad_token = eos  # as Tokenizer(..., eos_token=eos) sets them: padding uses the EOS
     tok.save_pretrained(out)
     specials = ", ".join(tok.special_tokens) or "none"

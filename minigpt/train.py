@@ -55,6 +55,12 @@ from minigpt.train_runtime import (Runtime, Stopped, StopSignal, TrainingDiverge
 
 # Seed streams, so the draws of batches, eval batches and dropout never coincide.
 TRAIN_STREAM, EVAL_STREAM, DROPOUT_STREAM = 0, 1, 2
+# float16's GradScaler skips a step whose gradients hold inf or NaN and halves its loss scale, so a
+# run of skipped steps is routine only while the scale finds its level (a few in a row, from its start
+# at 2^16, and one now and then when it tries a larger scale). After this many in a row the scale has
+# fallen 2^20 (about a million-fold: from 2^16 to 2^-4), and gradients that overflow still are no
+# rounding matter but NaN or inf themselves: the run has diverged, and would only go on skipping.
+MAX_SKIPPED_IN_A_ROW = 20
 
 
 # ---- the pieces of one step ---------------------------------------------------------------------
@@ -118,7 +124,9 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
     Returns (mean loss over the global batch, gradient norm before clipping (None when grad_clip
     is 0: then it is measured only for the divergence check), tokens seen by all processes).
     Raises TrainingDiverged *before* the update if the loss, or the gradient norm (a NaN gradient
-    can come from a finite loss), is NaN or inf.
+    can come from a finite loss), is NaN or inf. Under float16's GradScaler a gradient that is not
+    finite is routine: the scaler skips the update and lowers its scale, and `train_and_log`
+    counts those skips (`skipped_by_scaler`).
     """
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
@@ -324,7 +332,8 @@ def train_loop(
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
         --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
-    Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss.
+    Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss
+    (or gradient norm), or after float16's loss scaler skipped MAX_SKIPPED_IN_A_ROW updates in a row.
     A run that ends says on stderr (rank 0) where its weights are and what to run next (`handoff`).
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
@@ -419,6 +428,11 @@ class Progress:
     steps_since: int = 0
     tokens_since: int = 0
     time_since: float = 0.0
+    # float16's skipped updates (`skipped_by_scaler`): since the last log record, and in a row now;
+    # and whether this process kept one. Not saved: a resumed run counts them from its resume.
+    skipped_since: int = 0
+    skipped_in_a_row: int = 0
+    kept_one: bool = False
 
 
 def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None,
@@ -470,6 +484,7 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
     log record of the steps since the last one. Returns the step's metrics (the record's if one)."""
     cfg = run.cfg
     t0 = time.perf_counter()
+    scale = run.scaler.get_scale()  # (float16: a host sync, with nothing left to wait for: skipped_by_scaler's was the last)
     try:
         train_loss, grad_norm, tokens = train_step(run.model, run.optimizer, run.scaler, run.get_batch, run.loss_fn,
                                                    cfg, run.rt, progress.step)
@@ -477,6 +492,16 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
         raise diverged(e, progress.last_saved, run.out, run.rt) from None
     progress.step += 1
     step = progress.step
+    # float16: the scale's fall is a host sync after the update's kernels (as train_step's loss check
+    # is one before them); without a scaler, get_scale is a constant.
+    if skipped_by_scaler(run.scaler, scale, progress) or (step == cfg.max_iters and progress.skipped_in_a_row
+                                                           and not progress.kept_one):
+        n, every = progress.skipped_in_a_row, "" if progress.kept_one else ", every step this run made"
+        raise diverged(TrainingDiverged(
+            f"float16's loss scaler skipped the updates of steps {step - n + 1}-{step} ({n} in a row{every}): their "
+            f"gradients held inf or NaN while the scale fell 2^{n}-fold, to {run.scaler.get_scale():g} (the model "
+            "diverged, or the data or the loss holds a NaN); --dtype bfloat16 has float32's range and needs no scaler"),
+            progress.last_saved, run.out, run.rt) from None
     progress.time_since += time.perf_counter() - t0
     progress.tokens_since += tokens
     progress.loss_since += train_loss
@@ -488,14 +513,30 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
         metrics["tokens_per_s"] = progress.tokens_since / progress.time_since
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
+        if run.scaler.is_enabled():  # float16: the updates skipped since the last record, and where the scale is
+            metrics["skipped_steps"], metrics["loss_scale"] = progress.skipped_since, run.scaler.get_scale()
         if run.peak and run.flops_per_token:
             metrics["mfu"] = run.flops_per_token * metrics["tokens_per_s"] / (run.peak * run.rt.world)
         progress.tokens_since, progress.time_since, progress.loss_since, progress.steps_since = 0, 0.0, 0.0, 0
+        progress.skipped_since = 0
         # refresh=False: shown at the bar's next redraw, not forced now (a log would get one per record)
         run.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "step"}, refresh=False)
         if run.rt.is_main:
             log(run, metrics)
     return metrics
+
+
+def skipped_by_scaler(scaler: torch.amp.GradScaler, scale_before: float, progress: Progress) -> bool:
+    """Count the step just taken in `progress` if float16's GradScaler skipped its update; True when
+    that makes MAX_SKIPPED_IN_A_ROW in a row. `scaler.step` skips without a word; its `update` then
+    halves the scale (after a kept step it keeps it, or doubles it), so a lower scale is the one
+    public sign of a skip. Without float16 the scaler is off, its scale 1.0: never lower."""
+    if scaler.get_scale() >= scale_before:
+        progress.skipped_in_a_row, progress.kept_one = 0, True
+        return False
+    progress.skipped_since += 1
+    progress.skipped_in_a_row += 1
+    return progress.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW
 
 
 def end_stopped_run(run: Run, progress: Progress) -> dict[str, float]:

@@ -24,7 +24,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from minigpt.checks import as_count
+from minigpt.checkpoint import DTYPE_NAMES
+from minigpt.checks import as_count, as_real, check_flag, check_rate
 from minigpt.config import shipped_path
 from minigpt.files import user_path
 from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
@@ -146,6 +147,16 @@ class TrainConfig:
             if f.type not in ("int", "int | None") or (value is None and f.type == "int | None"):
                 continue
             setattr(self, f.name, as_count(f.name, value))
+        # Switches are bools: "False" or "no" is a non-empty string, which reads as True. Rates and
+        # factors are numbers, kept as plain floats: a NumPy float32 would fail log.jsonl's JSON after
+        # the first step, and "3e-4" would fail a comparison below with an error naming no field.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool":
+                check_flag(f.name, value)
+                setattr(self, f.name, bool(value))  # a plain bool: a NumPy one would fail log.jsonl's JSON
+            elif f.type == "float" or (f.type == "float | None" and value is not None):
+                setattr(self, f.name, as_real(f.name, value))
         if self.allow_new_data and not (self.resume or self.auto_resume):
             raise ValueError("allow_new_data applies to --resume (or --auto-resume) only: a new run has no earlier data to "
                              "differ from")
@@ -168,10 +179,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.block_size is not None and self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 (unset: the model's n_positions), got {self.block_size}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dropout is not None:  # None: the model's own rate
+            check_rate("dropout", self.dropout)
+        if self.dtype not in ("auto", *DTYPE_NAMES):  # auto: bfloat16 on a GPU that has it, else float32
+            raise ValueError(f"dtype must be one of auto, {', '.join(DTYPE_NAMES)}, got {self.dtype!r}")
 
 
 # ---- config ↔ command line ----------------------------------------------------------------------
@@ -322,7 +333,9 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
         if given.get("init") and saved.get("init") is None:  # else build_model blames shape flags the user never typed
             raise ValueError(f"the run in {args['out']} started from fresh weights (no --init), and a resumed run continues "
                              "from its own saved weights: drop --init, or start a new run from that checkpoint with another --out")
-        args.update({k: v for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS})
+        switches = {f.name for f in fields(cls) if f.type == "bool"}  # one an older minigpt saved as given (0 or 1) is that bool
+        args.update({k: bool(v) if k in switches and v in (0, 1) else v
+                     for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS})
     config = cls(**args)
     config.refuse_ignored_options(given)
     if saved is not None:

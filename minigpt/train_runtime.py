@@ -27,7 +27,6 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
@@ -42,8 +41,9 @@ from typing import Callable, Iterator, TypeVar
 import torch
 import torch.distributed as dist
 
-from minigpt.checkpoint import resolve_device
-from minigpt.cli import guarded
+from minigpt.checkpoint import DTYPE_NAMES, resolve_device
+from minigpt.cli import FAILED, guarded
+from minigpt.files import json_line
 from minigpt.run_dir import env_rank, is_rank_0, saved_step
 from minigpt.train_config import TrainConfig
 
@@ -117,7 +117,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         # (Not that it could not run: torch.amp.GradScaler("cpu") exists (torch 2.13 runs it). On a CPU,
         # bfloat16 does the same job with float32's range, so it needs no loss scaling at all.)
         raise ValueError("dtype float16 needs a GPU here; on CPU use bfloat16 (float32's range, no loss scaling) or float32")
-    return Runtime(rank, world, device, getattr(torch, dtype_name))
+    return Runtime(rank, world, device, DTYPE_NAMES[dtype_name])
 
 
 # ---- how a run stops and ends ------------------------------------------------------------------
@@ -394,7 +394,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         except KeyboardInterrupt as e:  # Stopped, or a Ctrl-C outside the loop (e.g. while preparing data)
             code = 128 + getattr(e, "signum", signal.SIGINT)
         except TrainingDiverged as e:
-            say_error(prog, str(e))
+            say_error(prog, f"error: {e}")  # one line, as exit 2's; exit 1 tells it apart
             code = 1
         except (ValueError, OSError) as e:  # OSError: a missing file, an existing run, an OUT_DIR it may not write, a full disk
             if not say_error(prog, f"error: {e}{what_stands(e)}") and not dist.is_initialized():
@@ -402,15 +402,15 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
                 # others wait a moment, or torchrun, which ends the rest as soon as one ends, could end
                 # the one saying it before it has (a race its tests lost now and then).
                 time.sleep(PEER_EXIT_GRACE_S)
-            code = 2
+            code = FAILED
         except PeerFailed:  # rank 0 printed why
-            code, consequence = 2, True
+            code, consequence = FAILED, True
         except Exception as e:
             if peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
-                code, consequence = 2, True
+                code, consequence = FAILED, True
             elif lost_a_peer(e):  # a peer killed (SIGKILL: the OOM killer, say) said nothing: this one says what is left
                 say_error(prog, PEER_LOST)
-                code, consequence = 2, True
+                code, consequence = FAILED, True
             elif not (ours and dist.is_initialized()):
                 raise
             else:  # a torchrun worker's bug: its traceback says it, and it ends at once (below), before its peers
@@ -423,10 +423,10 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
                 dist.destroy_process_group()
         if result is not None and is_rank_0():
             try:
-                print(json.dumps(result), flush=True)
+                print(json_line(result), flush=True)
             except OSError as e:  # stdout on a full disk (cli.Guarded's StdoutError): the run is saved; said here,
                 say_error(prog, f"error: {e}")  # as a torchrun worker never reaches cli.main, which would say it
-                code = 2
+                code = FAILED
         if worker:
             # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after
             # a finished run aborted now and then ("terminate called without an active exception",

@@ -44,6 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
+from minigpt.cli import FAILED
 from minigpt.files import user_path
 from minigpt.generation import generate
 from minigpt.generate_args import tokens_fed
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = resolve_backend(args.sampler, device, "--sampler")  # what "auto" takes here, said below
     except (ValueError, OSError) as e:
         print(f"bench_generate.py: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     if args.threads:
         torch.set_num_threads(args.threads)
     model, hf = model.to(device), hf.to(device)

@@ -29,6 +29,7 @@ import sys
 
 import torch
 
+from minigpt.cli import FAILED
 from minigpt.sampling import sample
 
 CONFIGS = {  # name: (temperature, top_k, top_p, min_p)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(f"bench_sampling.py: error: needs a CUDA GPU; torch {torch.__version__} sees none "
               "(the torch sampler on a CPU: scripts/bench_sampling_cpu.py)", file=sys.stderr)
-        return 2
+        return FAILED
     import transformers
     import triton
 

@@ -31,7 +31,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
-from minigpt.checkpoint import resolve_device
+from minigpt.checkpoint import DTYPE_NAMES, resolve_device
+from minigpt.checks import check_rate
+from minigpt.cli import FAILED
 from minigpt.optimizer import build_optimizer
 from minigpt.stats import gpt_flops_per_token, peak_flops
 from minigpt.train_config import TrainConfig
@@ -98,7 +100,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first (default: 1)")
     p.add_argument("--dropout", type=float, default=0.1, help="on both sides (default: 0.1, as GPT-2 trained)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
+    # No float16: its small gradients underflow to 0 without a GradScaler, which these plain steps do not run.
+    p.add_argument("--dtype", default="float32", choices=[name for name in DTYPE_NAMES if name != "float16"],
+                   help="autocast dtype")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -117,8 +121,7 @@ def check_flags(args: argparse.Namespace) -> list[str]:
                                ("--threads", args.threads, 0)]:
         if value < least:
             raise ValueError(f"{flag} must be ≥ {least}, got {value}")
-    if not 0 <= args.dropout < 1:
-        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+    check_rate("--dropout", args.dropout)
     names = args.configs.split(",")
     for name in names:
         if name not in CONFIGS:
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)  # "cuda" without a GPU: one line, not torch's assertion
     except ValueError as e:
         print(f"bench_train.py: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def time_config(name: str, args: argparse.Namespace, device: torch.device) -> list[list[str]]:
     """Time every row of one config, one step of each in turn; its table rows, as text cells."""
-    dtype = getattr(torch, args.dtype)
+    dtype = DTYPE_NAMES[args.dtype]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)

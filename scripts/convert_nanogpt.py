@@ -43,6 +43,7 @@ import torch
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import WEIGHTS_NAME
+from minigpt.cli import FAILED
 from minigpt.tokenizer import Tokenizer
 
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper module puts before each key
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer.save_pretrained(out)
     except (OSError, ValueError, RuntimeError) as e:  # no file, not nanoGPT's, keys that do not fit
         print(f"convert_nanogpt.py: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     print(f"converted {sum(p.numel() for p in model.parameters()):,} parameters to {out}")
     if model.config.vocab_size < GPT2_VOCAB:
         print(f"convert_nanogpt.py: warning: a {model.config.vocab_size}-id vocabulary is nanoGPT's character-level "

@@ -31,8 +31,10 @@ from pathlib import Path
 import torch
 
 from minigpt import GPT
-from minigpt.checkpoint import GENERATION_CONFIG_NAME, INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, is_classifier_checkpoint
+from minigpt.checkpoint import (DTYPE_NAMES, GENERATION_CONFIG_NAME, INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, check_cast_fits,
+                                is_classifier_checkpoint)
 from minigpt.classifier import GPTClassifier
+from minigpt.cli import FAILED
 from minigpt.config import TOKEN_IDS, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, no_follow
@@ -104,17 +106,14 @@ def check_cast_is_finite(model: torch.nn.Module, dtype: str) -> None:
     """Refuse (ValueError naming the tensor) a weight that is not finite once cast to `dtype`: a
     float16 export of a weight past 65504 was written as inf without a word, and its model gave NaN
     logits. A src whose weights are not finite to begin with is named as broken."""
-    target = getattr(torch, dtype)
+    target = DTYPE_NAMES[dtype]
+    # bfloat16 has float32's range (8 exponent bits) at less precision: float16 has 5.
+    wider = "--dtype bfloat16 (float32's range) or --dtype float32" if dtype == "float16" else "--dtype float32"
     for name, p in model.named_parameters():
-        if torch.isfinite(p.detach().to(target)).all():
-            continue
         if not torch.isfinite(p).all():
             raise ValueError(f"src's {name} holds NaN or inf already: a broken checkpoint, which no dtype can export")
-        # bfloat16 has float32's range (8 exponent bits) at less precision: float16 has 5.
-        wider = "--dtype bfloat16 (float32's range) or --dtype float32" if dtype == "float16" else "--dtype float32"
-        raise ValueError(f"{name} holds {p.detach().abs().max().item():g} (its largest |value|), past {dtype}'s "
-                         f"largest finite value {torch.finfo(target).max:g}: it would be written as inf; export "
-                         f"with {wider}")
+        # The check a load makes (GPT.from_pretrained(..., dtype=torch.float16)), in export's words.
+        check_cast_fits(name, p.detach(), target, f"it would be written as inf; export with {wider}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="checkpoint directory to read, a GPT-2 size by name (gpt2, ..., gpt2-xl), or another "
                         "Hub model's ORG/NAME that the Hugging Face cache holds")
     parser.add_argument("dst", help="directory to write (created)")
-    parser.add_argument("--dtype", default="float16", choices=["float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", default="float16", choices=DTYPE_NAMES,
                         help="dtype of the written weights (default: float16)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the checkpoint and tokenizer files a dst already holds")
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = GPTClassifier if is_classifier_checkpoint(src) else GPT  # (GPT would refuse a `score` head)
         model = kind.from_pretrained(src)  # as stored: what the cast would overflow is checked first
         check_cast_is_finite(model, args.dtype)
-        model.to(getattr(torch, args.dtype))
+        model.to(DTYPE_NAMES[args.dtype])
         # Read before anything is written: a src whose tokenizer is broken (merges.txt without its
         # vocab.json, say) leaves dst untouched.
         tokenizer = Tokenizer.from_pretrained(tokenizer_src) if tokenizer_src is not None else None
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(generation)
     except (OSError, ValueError) as e:  # no such directory, not a checkpoint, a dst that is a file or may not be written
         print(f"export_checkpoint.py: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     print(f"exported {sum(p.numel() for p in model.parameters()):,} parameters as {args.dtype} to {dst}")
     if tokenizer is None:
         print(f"export_checkpoint.py: warning: {src} has no tokenizer (vocab.json + merges.txt, or tokenizer.json): "

@@ -1045,6 +1045,81 @@ def test_a_tensor_resized_by_hand_is_refused_naming_the_config_field(tmp_path, m
     assert torch.equal(logits_of(tmp_path / "ck"), model.eval()(IDX)[0].detach())
 
 
+def test_a_bias_free_model_is_refused_at_save_time_naming_the_missing_tensors(tmp_path):
+    """An audit: a nanoGPT-style bias=False model (no Linear or LayerNorm biases) saved without a
+    word, and minigpt then refused its own checkpoint ("missing 12 tensor(s)"). The save refuses
+    first, naming the tensors and the fix; with zero biases it saves, and loads with its logits."""
+    model = GPT(GPTConfig(**SMALL)).eval()
+    for block in model.transformer.h:
+        for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj, block.ln_1, block.ln_2):
+            layer.bias = None
+    with pytest.raises(ValueError, match=re.escape("the model lacks 12 tensor(s) that GPT-2's checkpoint layout holds, "
+                                                   "so the checkpoint would not load back: transformer.h.0.attn.c_attn.bias")
+                       + r".*give each bias-free layer zeros before saving"):
+        model.save_pretrained(tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    for block in model.transformer.h:
+        for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj, block.ln_1, block.ln_2):
+            layer.bias = torch.nn.Parameter(torch.zeros(layer.weight.shape[0]))
+    model.save_pretrained(tmp_path / "ck")
+    assert torch.equal(logits_of(tmp_path / "ck"), model(IDX)[0].detach())
+
+
+def test_from_pretrained_on_a_subclass_builds_that_subclass(tmp_path):
+    """An audit: MyGPT.from_pretrained(...) returned a plain GPT, so a subclass's own forward (a
+    logit cap here) was gone after a reload. It builds the class it is called on; the checkpoint
+    is still GPT-2's (save_gpt always writes GPT2LMHeadModel, which transformers opens)."""
+
+    class CappedGPT(GPT):
+        def forward(self, idx=None, targets=None, **kwargs):
+            logits, loss = super().forward(idx, targets, **kwargs)
+            return logits.clamp(-0.01, 0.01), loss
+
+    CappedGPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
+    model = CappedGPT.from_pretrained(tmp_path)
+    assert type(model) is CappedGPT and model(IDX)[0].abs().max() <= 0.01
+    assert type(GPT.from_pretrained(tmp_path)) is GPT
+    # A folder of LoRA adapters alone loads its base as that class too (lora.load_adapted).
+    from minigpt.lora import inject_lora, save_adapters
+
+    inject_lora(model, ("attn.c_attn",), rank=2, alpha=4.0)
+    save_adapters(model, tmp_path / "adapters", base=str(tmp_path))
+    assert type(CappedGPT.from_pretrained(tmp_path / "adapters")) is CappedGPT
+
+
+def test_a_subclass_with_tensors_of_its_own_is_refused_at_load_naming_them(tmp_path):
+    """A review: a subclass whose __init__ registers a buffer (not in GPT-2's file) was returned
+    with it on the meta device, and its first forward failed with "Tensor on device meta"."""
+
+    class Scaled(GPT):
+        def __init__(self, config):
+            super().__init__(config)
+            self.register_buffer("temperature", torch.ones(()), persistent=False)
+
+    GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"Scaled holds temperature, which GPT-2's checkpoint does not: .*"
+                                         r"model = Scaled\(gpt.config\); model.load_state_dict\(gpt.state_dict\(\)\)"):
+        Scaled.from_pretrained(tmp_path)
+
+
+def test_a_classifier_is_saved_with_the_checks_a_language_model_is(tmp_path):
+    """A review: GPTClassifier.save_pretrained kept its own copy of the save checks, without the
+    missing-tensor and n_layer ones: a bias-free classifier saved and was refused at load, and
+    an appended block was named as 16 "extra" tensors."""
+    from minigpt.classifier import GPTClassifier
+
+    clf = GPTClassifier(GPT(GPTConfig(**SMALL)), num_labels=2)
+    clf.gpt.transformer.h[0].ln_1.bias = None
+    with pytest.raises(ValueError, match=r"lacks 1 tensor\(s\) .*: gpt.transformer.h.0.ln_1.bias"):
+        clf.save_pretrained(tmp_path / "a")
+    clf = GPTClassifier(GPT(GPTConfig(**SMALL)), num_labels=2)
+    clf.gpt.transformer.h.append(clf.gpt.transformer.h[0])
+    with pytest.raises(ValueError, match=r"n_layer is 2 but model.transformer.h holds 3 blocks"):
+        clf.save_pretrained(tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 # ---- hostile or broken checkpoints --------------------------------------------------------------
 
 
@@ -1376,3 +1451,42 @@ def test_a_loop_of_links_at_a_saved_files_name_is_replaced_as_anything_there_is(
     (tmp_path / "config.json").symlink_to("config.json")
     GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
     assert not (tmp_path / "config.json").is_symlink() and GPTConfig.from_json(tmp_path).n_layer == SMALL["n_layer"]
+
+
+def test_a_weight_past_float16s_range_is_refused_at_a_float16_load(tmp_path, hf_dir):
+    """An audit: GPT.from_pretrained(dtype=torch.float16) turned a weight of 1e5 into inf without a
+    word (the model's logits NaN), where scripts/export_checkpoint.py refused the same cast. The
+    load now makes the export's check (one function), naming the tensor and advising bfloat16."""
+    def big(state):
+        state["transformer.h.1.mlp.c_fc.weight"][0, 3] = -1e5
+        return state
+
+    path = edited_copy(hf_dir, tmp_path, big)
+    with pytest.raises(ValueError, match=r"tensor 'transformer.h.1.mlp.c_fc.weight' in .* holds 100000 \(its largest "
+                                         r"\|value\|\), past float16's largest finite value 65504: loaded as float16 "
+                                         r"it would be inf; load it as bfloat16"):
+        GPT.from_pretrained(path, dtype=torch.float16)
+    for dtype in (torch.bfloat16, None):  # float32's range: loads, finite
+        assert all(torch.isfinite(p).all() for p in GPT.from_pretrained(path, dtype=dtype).parameters())
+
+    def mixed(state):  # a float16 file keeping one float32 LayerNorm, of 1e5 (a review: cast to inf at dtype=None)
+        state = {k: t.half() for k, t in state.items()}
+        state["transformer.h.0.ln_2.weight"] = torch.full_like(state["transformer.h.0.ln_2.weight"], 1e5, dtype=torch.float32)
+        return state
+
+    with pytest.raises(ValueError, match=r"tensor 'transformer.h.0.ln_2.weight' holds 100000 .* past float16's"):
+        GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "mixed", mixed))
+
+
+@pytest.mark.parametrize("name", ["e", "pi", "half", "int8", "auto", "float"])
+def test_a_dtype_name_is_looked_up_in_a_table_and_echoed(name, hf_dir):
+    """An audit: a dtype name was any attribute of torch, so dtype="e" was refused as "got
+    2.718281828459045" (torch.e). Names are now those of checkpoint.COMPUTE_DTYPES (the CLI's
+    DTYPE_NAMES and float64), the error echoes the string given, and "auto" (transformers' word
+    for the file's dtype) is told that None is minigpt's."""
+    auto = r"; dtype=None keeps the file's dtype" if name == "auto" else ""
+    with pytest.raises(ValueError, match=rf"dtype must be one of float32, bfloat16, float16, float64 \(or a "
+                                         rf"torch.dtype, or None: the file's\), got '{name}'{auto}"):
+        GPT.from_pretrained(hf_dir, dtype=name)
+    assert checkpoint.resolve_dtype("float64") is torch.float64
+    assert {n: checkpoint.resolve_dtype(n) for n in checkpoint.DTYPE_NAMES} == checkpoint.DTYPE_NAMES

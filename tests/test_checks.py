@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minigpt import GPT, GPTConfig, Tokenizer, generate
-from minigpt.checks import as_count
+from minigpt.checks import as_count, check_rate
 from minigpt.classifier import GPTClassifier
 from minigpt.evaluate import perplexity
 from minigpt.explain import explain
@@ -94,3 +94,39 @@ def test_a_0d_tensor_ngram_size_is_taken_by_generate_and_ban_repeated_ngrams_ali
     model = _model()
     assert torch.equal(generate(model, PROMPT, max_new_tokens=4, no_repeat_ngram_size=torch.tensor(2)),
                        generate(model, PROMPT, max_new_tokens=4, no_repeat_ngram_size=2))
+
+
+# (the rate's name in the error, a call that passes `v` for it): the four places a dropout rate comes in
+RATE_ENTRY_POINTS = [
+    ("dropout", lambda v: GPTConfig(**{**SMALL, "dropout": v})),
+    ("dropout", lambda v: _model().set_dropout(v)),
+    ("dropout", lambda v: TrainConfig(dropout=v)),
+    ("LoRA dropout", lambda v: inject_lora(_model(), dropout=v)),
+]
+RATE_IDS = ["GPTConfig", "set_dropout", "TrainConfig", "LoRA"]
+
+
+@pytest.mark.parametrize("value", ["0.1", True, torch.tensor(0.1)], ids=["str", "bool", "tensor"])
+@pytest.mark.parametrize("name, call", RATE_ENTRY_POINTS, ids=RATE_IDS)
+def test_a_dropout_rate_of_another_type_is_the_same_type_error_everywhere(name, call, value):
+    """An audit: the rule "a dropout rate is a number in [0, 1)" was written four times, and the
+    same slip got different answers: GPTConfig(dropout="0.1") and set_dropout("0.1") a ValueError,
+    LoRA's a TypeError, TrainConfig's Python's own "'<=' not supported" that named no argument (and
+    TrainConfig took a tensor, True as out of range). One `check_rate` answers them all alike,
+    naming the rate."""
+    with pytest.raises(TypeError, match=rf"^{name} must be a number, got "):
+        call(value)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])
+@pytest.mark.parametrize("name, call", RATE_ENTRY_POINTS, ids=RATE_IDS)
+def test_a_dropout_rate_out_of_range_is_the_same_value_error_everywhere(name, call, value):
+    """The other half of `check_rate`: out of [0, 1) (NaN too, which fails every comparison) is a
+    ValueError naming the rate and the range, wherever the rate comes in."""
+    with pytest.raises(ValueError, match=rf"^{name} must be in \[0, 1\), got {value!r}$"):
+        call(value)
+
+
+def test_check_rate_takes_a_real_number_of_every_kind():
+    for value in (0, 0.0, 0.5, np.float32(0.25), np.float64(0.999)):
+        check_rate("dropout", value)

@@ -888,3 +888,35 @@ def test_a_classifier_whose_vocabulary_was_grown_by_hand_is_refused_before_savin
     with pytest.raises(ValueError, match=r"tensor 'gpt\.transformer\.wte\.weight' has shape \(98, 64\).*config\.vocab_size = 98"):
         clf.save_pretrained(tmp_path / "clf")
     assert not (tmp_path / "clf").exists()
+
+
+@pytest.mark.parametrize("hidden, match", [
+    ("256", r"^hidden must be a tuple of ints, the head's hidden widths \(such as \(512, 256\)"),
+    (256, r"^hidden must be a tuple of ints"), (None, r"^hidden must be a tuple of ints"),
+    ((256.0,), r"^hidden\[0\] must be an integer, got 256.0"), ((8, "256"), r"^hidden\[1\] must be an integer, got '256'")])
+def test_hidden_must_be_a_tuple_of_ints(hidden, match):
+    """An audit: GPTClassifier(hidden='256') and (256.0,) failed with torch's errors (a str compared
+    to an int, a float size in nn.Linear), naming no argument. They are a TypeError naming `hidden`
+    (or the width) and what it takes; NumPy integers are widths too."""
+    with pytest.raises(TypeError, match=match):
+        _classifier(hidden=hidden)
+    import numpy as np
+    assert _classifier(hidden=[np.int64(8), 4]).hidden == (8, 4)
+
+
+def test_a_float32_head_on_a_frozen_bfloat16_backbone_runs():
+    """An audit: a bfloat16 frozen backbone under a float32 head (the one part that trains, so kept
+    in float32) passed apply_strategy, then forward failed: "expected m1 and m2 to have the same
+    dtype". The pooled vector now takes the head's dtype; the logits are float32, and so is the
+    head's gradient."""
+    from minigpt.finetune import apply_strategy
+
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(CFG).to(torch.bfloat16), 3, hidden=(16,))
+    clf.score.float()
+    apply_strategy(clf, "frozen")
+    idx, mask = _batch()
+    logits, loss = clf(idx, mask, labels=torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert logits.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in clf.score.parameters())

@@ -1224,3 +1224,18 @@ def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it
     with pytest.raises(PermissionError, match=re.escape(f"cache-{uid + 1}, the cache folder used when there is no home "
                                                         f"directory, belongs to uid {uid}, not to you (uid {uid + 1})")):
         check_temp_cache(temp_cache() / "minigpt" / "gpt2")
+
+
+def test_find_gpt2_takes_a_name_alone_and_fetches_as_minigpt_download_does(tmp_path, monkeypatch, capsys):
+    """An audit: find_gpt2 took a `progress=` switch that no caller ever passed (dead code a reader
+    must still follow). It takes the name alone, and a size it cannot find is fetched as `minigpt
+    download NAME` fetches it, progress bar and all (download_gpt2's defaults)."""
+    calls = []
+    monkeypatch.setattr(download, "DOWNLOADS", tmp_path)
+    monkeypatch.setattr(download, "hf_cache_snapshot", lambda name: None)  # not in the Hugging Face cache either
+    monkeypatch.setattr(download, "download_gpt2", lambda *args, **kwargs: calls.append((args, kwargs)) or args[1])
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert download.find_gpt2("gpt2") == tmp_path / "gpt2"
+    assert calls == [(("gpt2", tmp_path / "gpt2"), {})]
+    assert "downloading it" in capsys.readouterr().err

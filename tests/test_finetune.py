@@ -1712,3 +1712,41 @@ def test_init_a_nanogpt_checkpoint_names_the_converter(base, tmp_path, capsys):
                        (tmp_path / "train.bin", r"is a file; it names a checkpoint directory .*, or a GPT-2 size by name$")):
         assert main(["--init", str(init), "--data", str(base / "corpus.txt"), "--out", str(tmp_path / "o")]) == 2
         assert re.search(said, capsys.readouterr().err.strip()), init
+
+
+def test_check_finetune_inputs_refuses_a_bad_data_or_init_before_the_run_touches_out_dir(tmp_path):
+    """An audit: `finetune()` was ~97 lines that mixed the checks of --data and --init with running
+    the job. The checks are `check_finetune_inputs`, which needs only the config: it names a bad
+    path before OUT_DIR is locked or made, and lets a good one through."""
+    from minigpt.finetune import check_finetune_inputs
+    from minigpt.lora import ADAPTER_CONFIG
+
+    text, out = tmp_path / "a.txt", tmp_path / "out"
+    text.write_text("to be or not to be\n")
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    (adapters / ADAPTER_CONFIG).write_text(json.dumps({"base_model_name_or_path": "gpt2"}))
+    for data, init, error, message in [
+        ("", "gpt2", ValueError, "--data is required"),
+        (str(tmp_path / "none.txt"), "gpt2", FileNotFoundError, "none.txt does not exist"),
+        (str(tmp_path), "gpt2", ValueError, "is a directory without meta.json"),  # lm: neither text nor prepared
+        (str(text), str(adapters), FileNotFoundError, "holds LoRA adapters alone (for the base model 'gpt2')"),
+        (str(text), str(text), FileNotFoundError, "is a file; it names a checkpoint directory"),
+        (str(text), str(tmp_path), FileNotFoundError, "holds no config.json: it is no checkpoint directory"),
+    ]:
+        with pytest.raises(error, match=re.escape(message)):
+            check_finetune_inputs(FinetuneConfig(data=data, init=init, out=str(out)))
+    assert check_finetune_inputs(FinetuneConfig(data=str(text), init="gpt2", out=str(out))) is None  # a size by name: found later
+    assert not out.exists()
+
+
+def test_finetune_help_names_its_three_tasks(capsys):
+    """An audit: `minigpt finetune --help` said it fine-tunes "as a language model or a classifier",
+    two of its three tasks: sft (instruction tuning) was missing."""
+    from minigpt.finetune import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    about = capsys.readouterr().out.split("\n\n")[1]  # the description, after the usage lines
+    for task in ("--task lm", "--task classify", "--task sft"):
+        assert task in " ".join(about.split()), about

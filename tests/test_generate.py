@@ -2,11 +2,14 @@
 strings and min_new_tokens; streaming; errors; the compiled decode step."""
 import copy
 import importlib
+import inspect
 import io
 import json
 import math
 import re
 import shutil
+import sys
+import typing
 import warnings
 
 import numpy as np
@@ -2535,7 +2538,7 @@ def test_cli_tokenizer_flag_serves_a_model_saved_without_one(tiny_checkpoint, tm
     # Not ignored but unsupported: refused by its flag's name, not by generate's "do_sample, stop strings and streamer".
     (["--num-beams", "2", "--stop", "x"], "--stop is not supported with beam search (--num-beams > 1)"),
     # An audit: generate's "slide is not supported with num_beams > 1", in Python's names.
-    (["--num-beams", "2", "--slide", "4"], "generate: --slide is not supported with beam search (--num-beams > 1): beam "
+    (["--num-beams", "2", "--slide", "4"], "generate: error: --slide is not supported with beam search (--num-beams > 1): beam "
                                            "search keeps its beams in one context; drop --slide, or use --num-beams 1"),
     (["--num-beams", "2", "--slide", "0"], "--slide is not supported with beam search"),  # typed: refused at any value
 ])
@@ -2589,7 +2592,7 @@ def test_cli_names_a_bad_value_by_its_flag(tiny_checkpoint, tmp_path, monkeypatc
     (tmp_path / "p.jsonl").write_text('"To be"\n', encoding="utf-8")
     assert main(["--model", str(tiny_checkpoint), "--max-new-tokens", "2", *argv]) == 2
     err = capsys.readouterr().err
-    assert f"generate: {message}" in err
+    assert f"generate: error: {message}" in err
     assert not re.search(rf"(?<![\w-]){argv[-2].lstrip('-').replace('-', '_')}(?!\w)", err)  # no Python name left
     assert set(FLAG_ARGS) <= {a.dest for a in build_parser()._actions}  # each a flag of this command
 
@@ -3395,3 +3398,60 @@ def test_a_nanogpt_file_prompt_is_warned_about(tiny_checkpoint, tmp_path, monkey
     assert out.startswith("FILE:prompt.txt")
     assert ("minigpt generate: warning: --prompt 'FILE:prompt.txt' is the text itself; to read prompt.txt, pass "
             "--prompt-file prompt.txt") in err
+
+
+# ---- static types of the public API (checked at run time: no type checker in the suite) ----
+
+def test_stream_options_are_streams_keyword_arguments():
+    """An audit: `takes_stream_arguments` was typed `Callable[[Callable], Callable]`, so pyright and
+    mypy saw generate and the text functions as `(...) -> Unknown`, and a misspelt keyword passed
+    unseen. Their `**kwargs: Unpack[StreamOptions]` now names stream's keywords: it must stay equal
+    to stream's signature (less the ones each overload names itself)."""
+    from minigpt.generation import StreamOptions
+
+    keywords = {p.name: p.annotation for p in inspect.signature(stream).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    named = {"tokenizer", "return_scores", "return_stats"}
+    assert set(StreamOptions.__annotations__) == keywords.keys() - named
+    hints = typing.get_type_hints(StreamOptions)
+    assert all(hints[name] == typing.get_type_hints(stream)[name] for name in StreamOptions.__annotations__)
+
+
+def result_type(x) -> str:
+    """A result's type, written as the overloads write it: "tuple[torch.Tensor, GenerationStats]"."""
+    if isinstance(x, tuple):
+        return "tuple[" + ", ".join(map(result_type, x)) + "]"
+    if isinstance(x, list):
+        return f"list[{result_type(x[0])}]"
+    return {torch.Tensor: "torch.Tensor"}.get(type(x), type(x).__name__)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.get_overloads is Python 3.11's")
+@pytest.mark.parametrize("name", ["generate", "generate_text", "generate_texts", "stream_text"])
+def test_each_overload_restates_its_function_and_types_what_it_returns(name):
+    """An audit: the results were typed as unions (`Tensor | tuple`), so README's `ids[:, T:]` needed a
+    cast, and `stream_text` was an `Iterator[str]` that returns a value. The overloads give each
+    return_scores / return_stats pair its result type: checked here against what each call returns,
+    and (a review) each overload's other parameters against the function's own, so they cannot drift."""
+    import minigpt.text_generation
+    from minigpt.generation import run_to_end
+    from minigpt.tokenizer import GPT2_DIR
+
+    f = getattr(minigpt.text_generation, name, None) or generate
+    decides = {"return_scores", "return_stats", "tokenizer", "kwargs"}
+    own = [p for p in inspect.signature(f.__wrapped__).parameters.values() if p.name not in decides]
+    model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64)).eval()
+    tok, ids = Tokenizer.from_pretrained(GPT2_DIR), torch.tensor([[464, 3290]])
+    call = {"generate": lambda **kw: generate(model, ids, **kw),
+            "generate_text": lambda **kw: minigpt.text_generation.generate_text(model, tok, "The", **kw),
+            "generate_texts": lambda **kw: minigpt.text_generation.generate_texts(model, tok, ["The", "A"], **kw),
+            "stream_text": lambda **kw: run_to_end(minigpt.text_generation.stream_text(model, tok, "The", **kw))}[name]
+    *typed, fallback = typing.get_overloads(f)
+    assert fallback.__annotations__["return_stats"] == "bool"  # the last: flags known only at run time
+    for overload in typing.get_overloads(f):
+        assert [p for p in inspect.signature(overload).parameters.values() if p.name not in decides] == own
+    for overload in typed:
+        flags = {k: v == "Literal[True]" for k, v in overload.__annotations__.items() if k.startswith("return_")}
+        beams = dict(num_beams=2, num_return_sequences=2) if name != "stream_text" else {}
+        got = result_type(call(max_new_tokens=3, **beams, **flags))
+        declared = overload.__annotations__["return"]
+        assert (f"Generator[str, None, {got}]" if name == "stream_text" else got) == declared, (flags, declared)

@@ -224,3 +224,20 @@ def test_a_cache_too_big_to_allocate_says_its_size_and_what_shrinks_it(tmp_path,
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the KV cache does not fit: 65,536 rows × " in err and "Traceback" not in err
+
+
+def test_for_model_refuses_a_config_that_no_longer_describes_the_model():
+    """An audit: the cache is shaped by the config while attention uses its own n_head copy, so
+    n_head changed on the config alone failed in the first decode step as a raw index_copy_ shape
+    error, and a block appended without raising n_layer as a bare IndexError. for_model, which
+    every generation calls once, now names the field to set."""
+    model = GPT(GPTConfig(vocab_size=100, n_positions=64, n_embd=64, n_layer=2, n_head=4))
+    model.config.n_head = 8
+    with pytest.raises(ValueError, match=r"^model.config.n_head is 8 but model.transformer.h\[0\].attn.n_head is 4: "
+                                         r"the two must agree"):
+        KVCache.for_model(model, 1, 64)
+    model.config.n_head = 4
+    model.transformer.h.append(model.transformer.h[0])
+    with pytest.raises(ValueError, match=r"^model.config.n_layer is 2 but model.transformer.h holds 3 blocks: "
+                                         r"set model.config.n_layer = 3$"):
+        KVCache.for_model(model, 1, 64)

@@ -514,3 +514,18 @@ def test_adapters_over_the_file_size_limit_fail_as_the_oserror_they_are(tmp_path
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert failed.value.errno == errno.EFBIG and list((tmp_path / "adapter").iterdir()) == []
+
+
+def test_merge_lora_is_typed_as_returning_the_model_it_was_given():
+    """An audit: merge_lora was typed `(nn.Module) -> nn.Module`, so README's
+    `merge_lora(clf).save_pretrained(...)` was a type error (nn.Module has no save_pretrained). It
+    returns its argument, typed with a TypeVar bound to nn.Module: the caller's GPT stays a GPT."""
+    import typing
+
+    from minigpt.lora import M
+
+    hints = typing.get_type_hints(merge_lora)
+    assert hints["model"] is M and hints["return"] is M and M.__bound__ is nn.Module
+    model = _model()
+    inject_lora(model, rank=2)
+    assert merge_lora(model) is model and not any(isinstance(m, LoRALinear) for m in model.modules())

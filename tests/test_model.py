@@ -20,6 +20,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig, generate
 from minigpt.config import PRESETS
+from minigpt.finetune import apply_strategy
+from minigpt.lora import LoRALinear, inject_lora
+from minigpt.model import Block
 
 # Bounds on max |Δ logits| in fp32 (the issue asked for 1e-4; that is too loose to prove anything:
 # nanoGPT's exact-erf GELU instead of GPT-2's tanh one moves the small model's logits by 1.7e-5).
@@ -286,7 +289,7 @@ def test_sequence_longer_than_context_is_refused():
     (dict(vocab_size="50257"), TypeError, "vocab_size must be an integer, got '50257'"),
     (dict(n_inner=10.5), TypeError, "n_inner must be an integer, got 10.5"),
     (dict(n_layer=0), ValueError, "n_layer must be positive, got 0"),
-    (dict(dropout="0.1"), ValueError, r"dropout must be in \[0, 1\), got '0.1'"),
+    (dict(dropout="0.1"), TypeError, "dropout must be a number, got '0.1'"),  # checks.check_rate
     (dict(layer_norm_epsilon=0), ValueError, "layer_norm_epsilon must be positive"),
     (dict(initializer_range=-0.02), ValueError, "initializer_range .* must be >= 0"),
     # inf: NaN weights, all-zero LayerNorm outputs (logits all 0), not an error.
@@ -441,23 +444,23 @@ def test_position_ids_past_the_context_are_named_with_a_kv_cache_too():
     assert model(idx, position_ids=torch.tensor([[31]]), kv_cache=cache, input_pos=torch.tensor([0]))[0].shape == (1, 1, 100)
 
 
-def test_set_dropout_reaches_every_place_gpt2_drops_and_nothing_else():
+def test_set_dropout_reaches_every_place_gpt2_drops_but_lora_adapters():
     model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1))
-    extra = torch.nn.Dropout(0.5)
-    model.transformer.h[0].mlp.add_module("adapter_dropout", extra)  # as LoRA adds its own
+    inject_lora(model, ("c_attn",), rank=2, dropout=0.5)  # adapters keep their own rate
+    lora = [m.dropout for m in model.modules() if isinstance(m, LoRALinear)]
     model.set_dropout(0.3)
-    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout) and m is not extra]
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout) and m not in lora]
     assert rates == [0.3] * (1 + 2 * 2)  # embeddings, then each block's attention and MLP residual
     assert [b.attn.dropout for b in model.transformer.h] == [0.3, 0.3]  # the attention weights' rate (SDPA)
-    assert model.config.dropout == 0.3 and extra.p == 0.5
+    assert model.config.dropout == 0.3 and [d.p for d in lora] == [0.5, 0.5]
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
         model.set_dropout(1.0)
     # An API audit: a NumPy rate was kept as it was, and save_pretrained failed on it ("Object of type
     # float32 is not JSON serializable"), at the end of a training run; a string failed as "'<=' not supported".
     model.set_dropout(np.float32(0.25))
     assert type(model.config.dropout) is float and type(model.transformer.drop.p) is float
-    for bad in ("x", True, torch.tensor(0.1)):
-        with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    for bad in ("x", True, torch.tensor(0.1)):  # checks.check_rate: no number is a TypeError
+        with pytest.raises(TypeError, match=r"dropout must be a number"):
             model.set_dropout(bad)
 
 
@@ -967,6 +970,124 @@ def test_a_meta_device_load_with_assign_keeps_lm_head_tied():
         assert model.num_params() == source.num_params()
         with torch.no_grad():
             assert torch.equal(model.eval()(idx)[0], source(idx)[0])
+
+
+def test_set_dropout_reaches_swapped_in_modules_by_type_not_by_name():
+    """An audit: set_dropout set `block.mlp.dropout.p` by name, so an MLP swapped in without a
+    `.dropout` made it fail with an AttributeError, and one whose dropout had another name kept its
+    old rate without a word. It now sets every nn.Dropout the model holds."""
+
+    class PlainMLP(torch.nn.Module):  # no dropout at all
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(n, n)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    class GatedMLP(PlainMLP):  # its dropout under another name
+        def __init__(self, n: int) -> None:
+            super().__init__(n)
+            self.drop_out = torch.nn.Dropout(0.1)
+
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, dropout=0.1))
+    model.transformer.h[0].mlp, model.transformer.h[1].mlp = PlainMLP(64), GatedMLP(64)
+    model.set_dropout(0.4)
+    assert model.transformer.h[1].mlp.drop_out.p == 0.4
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.4}
+
+
+def test_load_state_dict_keeps_an_untied_head_and_refuses_one_into_a_tied_model():
+    """An audit: the post-load hook tied lm_head to wte again after every load, so an untied model
+    loading its own state dict dropped the loaded head without a word (logits off by 0.9), and a
+    resumed untied run held one Parameter fewer than its optimizer state. A load re-ties only a
+    head that was tied before it; a tied model refuses a state whose head differs from its wte."""
+    torch.manual_seed(0)
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=100, n_layer=1)
+    source = GPT(cfg).eval()
+    source.lm_head.weight = torch.nn.Parameter(torch.randn(100, 64) * 0.02)  # untied and changed
+    state, idx = source.state_dict(), torch.randint(0, 100, (1, 8))
+    for assign in (False, True):
+        model = GPT(cfg).eval()
+        model.lm_head.weight = torch.nn.Parameter(torch.zeros(100, 64))  # the same architecture: untied
+        model.load_state_dict(state, assign=assign)
+        assert model.lm_head.weight is not model.transformer.wte.weight
+        assert torch.equal(model.lm_head.weight, state["lm_head.weight"])
+        with torch.no_grad():
+            assert torch.equal(model(idx)[0], source(idx)[0])
+    with pytest.raises(ValueError, match=r"lm_head.weight is not its wte.weight \(an untied head\), but this model "
+                                         r"ties them: untie it first"):
+        GPT(cfg).load_state_dict(state)
+    # A tied model's own state loads back tied (its entries, detached apart, share memory), and so
+    # does one of meta tensors, which have no values to compare (a review: aten::equal failed on them).
+    tied = GPT(cfg)
+    tied.load_state_dict(GPT(cfg).state_dict())
+    assert tied.lm_head.weight is tied.transformer.wte.weight
+    with torch.device("meta"):
+        meta = GPT(cfg)
+        meta.load_state_dict(GPT(cfg).state_dict(), assign=True)
+    assert meta.lm_head.weight is meta.transformer.wte.weight
+
+
+def test_check_config_reads_what_the_modules_hold_and_set_dropout_any_attention():
+    """A review of the config check: a position table cropped as nanoGPT's crop_block_size does it
+    (a new weight, num_embeddings left as it was) was refused with advice that would break it, a
+    wpe swapped for a module without a table (no positions) failed every forward with an
+    AttributeError, and set_dropout missed the SDPA rate of an attention of the user's own class."""
+    cfg = GPTConfig.gpt2("gpt2-tiny", vocab_size=100, n_positions=64)
+    model = GPT(cfg).eval()
+    model.transformer.wpe.weight = torch.nn.Parameter(model.transformer.wpe.weight[:32].detach().clone())
+    model.config.n_positions = 32
+    assert model(torch.zeros(1, 32, dtype=torch.long))[0].shape == (1, 32, 100)
+
+    class NoPositions(torch.nn.Module):
+        def forward(self, pos):
+            return torch.zeros(())
+
+    model.transformer.wpe = NoPositions()
+    assert model(torch.zeros(1, 8, dtype=torch.long))[0].shape == (1, 8, 100)
+
+    class MyAttention(torch.nn.Module):  # not a CausalSelfAttention: its rate is a float named dropout
+        def __init__(self):
+            super().__init__()
+            self.dropout, self.resid_dropout = 0.1, torch.nn.Dropout(0.1)
+
+    model.transformer.h[0].attn = MyAttention()
+    model.set_dropout(0.0)
+    assert model.transformer.h[0].attn.dropout == 0.0 and model.transformer.h[0].attn.resid_dropout.p == 0.0
+
+
+def test_a_config_that_no_longer_describes_the_modules_is_refused_on_every_path(tmp_path):
+    """An audit: with blocks appended (depth up-scaling) and config.n_layer left at 2, the forward
+    ran 4 blocks, apply_strategy("partial", n_trainable_blocks=1) trained 3, generate died with a
+    bare IndexError and the save named tensors but not n_layer. n_head changed on the config alone
+    failed in index_copy_; n_positions raised alone, in wpe as "index out of range in self". Each
+    path now says which field disagrees and what to set."""
+    cfg = GPTConfig(vocab_size=100, n_positions=64, n_embd=64, n_layer=2, n_head=4)
+    idx = torch.randint(0, 100, (1, 5))
+    grown = GPT(cfg).eval()
+    grown.transformer.h.extend([Block(cfg), Block(cfg)])
+    n_layer = re.escape("model.config.n_layer is 2 but model.transformer.h holds 4 blocks: set model.config.n_layer = 4")
+    for call in (lambda: grown(idx), lambda: generate(grown, idx, max_new_tokens=2, do_sample=False),
+                 lambda: apply_strategy(grown, "partial", n_trainable_blocks=1, verbose=False),
+                 lambda: grown.save_pretrained(tmp_path / "grown")):
+        with pytest.raises(ValueError, match=n_layer):
+            call()
+    assert all(p.requires_grad for p in grown.parameters())  # the refused strategy changed nothing
+    grown.config.n_layer = 4  # as the error says: then every path runs
+    apply_strategy(grown, "partial", n_trainable_blocks=1, verbose=False)
+    assert [next(b.parameters()).requires_grad for b in grown.transformer.h] == [False, False, False, True]
+    assert generate(grown, idx, max_new_tokens=2, do_sample=False).shape == (1, 7)
+
+    heads = GPT(cfg).eval()
+    heads.config.n_head = 8
+    with pytest.raises(ValueError, match=re.escape("model.config.n_head is 8 but model.transformer.h[0].attn.n_head is 4")):
+        generate(heads, idx, max_new_tokens=2, do_sample=False)
+    longer = GPT(cfg).eval()
+    longer.config.n_positions = 128
+    with pytest.raises(ValueError, match=re.escape("model.config.n_positions is 128 but model.transformer.wpe holds 64 "
+                                                   "positions: set model.config.n_positions = 64")):
+        longer(torch.randint(0, 100, (1, 100)))
 
 
 def test_to_empty_keeps_lm_head_tied_and_init_weights_initialises_it():

@@ -1646,3 +1646,37 @@ def test_the_chunk_cache_stays_under_its_byte_budget(enc, monkeypatch):
         assert gpt2._cache.held_bytes == sum(len(chunk.encode()) for chunk in gpt2._cache) <= 1000
     gpt2._cache.clear()
     assert gpt2._cache.held_bytes == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.get_overloads is Python 3.11's")
+def test_convert_tokens_and_ids_are_typed_by_what_they_are_given(tok):
+    """An audit: convert_ids_to_tokens and convert_tokens_to_ids were typed as returning unions
+    (`str | list[str]`), so README's `tok.convert_ids_to_tokens([15496, 995])[0]` needed a cast for
+    a type checker. Overloads now say one id gives a token and several a list (and the reverse)."""
+    import typing
+
+    assert tok.convert_ids_to_tokens(15496) == "Hello"
+    assert tok.convert_ids_to_tokens([15496, 995]) == ["Hello", "Ġworld"]
+    assert tok.convert_tokens_to_ids("Hello") == 15496
+    assert tok.convert_tokens_to_ids(["Hello", "Ġworld"]) == [15496, 995]
+
+    def results(f):
+        return [o.__annotations__["return"] for o in typing.get_overloads(f)]
+    assert results(Tokenizer.convert_ids_to_tokens) == ["str", "list[str]"]
+    assert results(Tokenizer.convert_tokens_to_ids) == ["int", "list[int]"]
+
+
+def test_public_signatures_name_their_types():
+    """An audit: public signatures had a bare `os.PathLike` (PathLike of what?), an untyped `dict`
+    from `tok(...)` and perplexity's untyped `model`: a type checker's Unknown in user code."""
+    import typing
+
+    from minigpt import GPT
+    from minigpt.evaluate import perplexity
+    from minigpt.generation import TokenizerLike, stream
+
+    assert typing.get_type_hints(Tokenizer.__call__)["return"] == dict[str, typing.Any]
+    assert typing.get_type_hints(Tokenizer.from_pretrained)["path"] == str | os.PathLike[str]
+    assert typing.get_type_hints(GPT.from_pretrained)["path"] == str | os.PathLike[str]
+    assert typing.get_type_hints(perplexity)["model"] is GPT
+    assert typing.get_type_hints(stream)["tokenizer"] == TokenizerLike | None

@@ -342,12 +342,16 @@ def test_resume_at_the_step_a_run_stopped_ends_it_there_as_a_run_of_that_length(
     (train_runtime.Stopped(signal.SIGTERM), 143), (train_runtime.Stopped(signal.SIGINT), 130), (KeyboardInterrupt(), 130),
     (TrainingDiverged("loss is nan"), 1), (ValueError("bad input"), 2), (FileNotFoundError("no data"), 2)])
 def test_exit_codes_say_how_a_run_ended(error, code, capsys):
-    """128 + the signal, as a shell reports a killed command: a scheduler that sent SIGTERM sees 143."""
+    """128 + the signal, as a shell reports a killed command: a scheduler that sent SIGTERM sees 143.
+    A failure is one line, `PROG: error: MESSAGE` (a review: a diverged run's had no `error:`)."""
     def work():
         raise error
 
     assert train_runtime.run_command("minigpt train", work) == code
-    assert capsys.readouterr().out == ""  # no result line
+    out, err = capsys.readouterr()
+    assert out == ""  # no result line
+    if code in (1, 2):
+        assert err.startswith(f"minigpt train: error: {error}"), err
 
 
 def test_a_process_group_of_the_caller_is_left_alone(tmp_path, capsys):
@@ -3348,3 +3352,131 @@ def test_pretrain_gives_the_callers_random_state_back_and_its_weights_depend_on_
         metrics = pretrain(tiny_cfg(data, tmp_path / f"out{caller_seed}", max_iters=4, eval_interval=4))
         assert torch.equal(torch.get_rng_state(), before)
         assert (metrics["loss"], metrics["val_loss"]) == pytest.approx((3.919919967651367, 3.8139142990112305), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resume", "auto_resume", "allow_new_data", "compile", "gradient_checkpointing",
+                                  "chunked_loss"])
+@pytest.mark.parametrize("value", ["False", "no", 1, None])
+def test_train_config_switches_must_be_bools(name, value):
+    """An audit: TrainConfig(resume="False", compile="no", gradient_checkpointing="off") kept the
+    strings, which read as True: a switch that is no bool is a TypeError naming it, as generate's are."""
+    with pytest.raises(TypeError, match=rf"^{name} must be True or False, got {re.escape(repr(value))}$"):
+        TrainConfig(**{name: value})
+
+
+def test_train_config_keeps_rates_as_plain_floats():
+    """An audit: TrainConfig(lr=np.float32(1e-3)) trained a step, then failed writing log.jsonl
+    ("Object of type float32 is not JSON serializable"); lr="3e-4" failed as "must be real number,
+    not str", naming no field. A rate is a real number, kept as a plain float, or a TypeError naming it."""
+    cfg = TrainConfig(lr=np.float32(1e-3), min_lr=np.float64(1e-4), weight_decay=0, dropout=np.float32(0.25))
+    assert [type(v) for v in (cfg.lr, cfg.min_lr, cfg.weight_decay, cfg.dropout)] == [float] * 4
+    assert json.loads(json.dumps({"lr": cfg.lr}))["lr"] == pytest.approx(1e-3)
+    for name, value in [("lr", "3e-4"), ("beta2", True), ("grad_clip", None), ("dropout", "0.1"),
+                        ("lr", torch.tensor(1e-3))]:
+        with pytest.raises(TypeError, match=rf"^{name} must be a number, got "):
+            TrainConfig(**{name: value})
+
+
+def test_train_config_keeps_switches_as_plain_bools_and_resumes_an_older_runs_int_switch(tmp_path):
+    """A review: a NumPy bool passed the switch check and was kept, and log.jsonl's JSON failed on
+    it after the first steps; and a run an older minigpt saved with gradient_checkpointing=0 (taken
+    as given then) could not be resumed bare, its saved 0 now refused as no bool."""
+    cfg = TrainConfig(chunked_loss=np.True_, compile=np.False_)
+    assert (cfg.chunked_loss, cfg.compile) == (True, False) and type(cfg.chunked_loss) is bool
+    json.dumps(minigpt.run_log.plain_config(cfg))
+    data = make_data(tmp_path / "data")
+    pretrain(tiny_cfg(data, tmp_path / "out", max_iters=2, eval_interval=2, eval_iters=1))
+    state = torch.load(tmp_path / "out" / STATE_FILE, weights_only=True)
+    state["config"]["gradient_checkpointing"] = 0
+    torch.save(state, tmp_path / "out" / STATE_FILE)
+    resumed = parse_config(TrainConfig, ["--out", str(tmp_path / "out"), "--resume"], "train", "")
+    assert resumed.gradient_checkpointing is False
+
+
+def test_apply_strategy_switches_must_be_bools():
+    """An audit: apply_strategy(model, "partial", train_embeddings="False") trained wte, the string
+    reading as True; verbose="no" printed. Each is a TypeError naming it, before the model changes."""
+    from minigpt.finetune import apply_strategy
+    from minigpt.finetune_config import FinetuneConfig
+
+    model = GPT(GPTConfig(vocab_size=100, n_positions=16, n_layer=2, n_head=2, n_embd=32))
+    with pytest.raises(TypeError, match=r"^train_embeddings must be True or False, got 'False'$"):
+        apply_strategy(model, "partial", train_embeddings="False", verbose=False)
+    with pytest.raises(TypeError, match=r"^verbose must be True or False, got 'no'$"):
+        apply_strategy(model, "full", verbose="no")
+    assert all(p.requires_grad for p in model.parameters())  # as built: nothing was frozen or unfrozen
+    with pytest.raises(TypeError, match=r"^train_embeddings must be True or False, got 'no'$"):
+        FinetuneConfig(init="gpt2", data="x.txt", strategy="partial", train_embeddings="no")
+
+
+def strict_json(line: str):
+    """json.loads refusing NaN and Infinity, as jq and JavaScript's JSON.parse refuse them."""
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(line, parse_constant=refuse)
+
+
+K = train.MAX_SKIPPED_IN_A_ROW
+
+
+@pytest.mark.parametrize("max_iters, poisoned, stops", [
+    (25, range(1, K + 1), "steps 1-20 \\(20 in a row, every step this run made\\)"), (25, range(1, K), None),
+    (25, [*range(1, 11), *range(12, 22)], None),  # 20 skipped, not in a row (a review: the row's count was never reset in a test)
+    (10, range(1, 11), "steps 1-10 \\(10 in a row, every step this run made\\)")],  # a review: a short run ended exit 0, untrained
+    ids=["K in a row", "K-1 in a row", "K apart", "every step of a short run"])
+def test_float16_steps_its_scaler_skips_are_logged_and_too_many_in_a_row_stop_the_run(tmp_path, monkeypatch,
+                                                                                       max_iters, poisoned, stops):
+    """An audit: float16's GradScaler skips a step whose gradients hold NaN without a word, and the
+    divergence check is off under it, so a run whose every gradient was NaN ended with exit 0, its
+    weights never updated; its log.jsonl also held "grad_norm": NaN, which strict JSON refuses. Now
+    each record counts the skipped steps and gives the loss scale, a non-finite number is null, and
+    MAX_SKIPPED_IN_A_ROW skips in a row stop the run as diverged (one fewer does not), as does a run
+    that ends with none of its updates kept. float16 is refused on a CPU, so the runtime a GPU would
+    get is patched in (CPU autocast and GradScaler run it)."""
+    monkeypatch.setattr(train, "setup_runtime", lambda cfg: train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float16))
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    cfg = tiny_cfg(data, out, dtype="float16", grad_accum=1, max_iters=max_iters, log_interval=5, eval_interval=0, dropout=0.0)
+    model = build_model(cfg, VOCAB)
+    before = model.transformer.h[0].mlp.c_fc.weight.detach().clone()
+    calls = {"n": 0}
+
+    def poison(model, x, y):  # a NaN gradient (from a finite loss) in the steps `poisoned`
+        calls["n"] += model.training
+        logits, loss = model(x, y)
+        if calls["n"] in poisoned:
+            logits.register_hook(lambda g: g * float("nan"))
+        return loss
+
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    run = lambda: train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), poison)  # noqa: E731
+    if stops:
+        with pytest.raises(TrainingDiverged, match=rf"float16's loss scaler skipped the updates of {stops}: .* fell "
+                                                   rf"2\^{len(poisoned)}-fold, to {2.0 ** (16 - len(poisoned)):g} .*--dtype bfloat16"):
+            run()
+        assert torch.equal(model.transformer.h[0].mlp.c_fc.weight.detach(), before)  # never updated
+    else:
+        run()
+        assert not torch.equal(model.transformer.h[0].mlp.c_fc.weight.detach(), before)  # trains once the NaN stops
+    records = [strict_json(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    skipped = [sum(s in poisoned for s in range(r["step"] - 4, r["step"] + 1)) for r in steps]
+    assert [r["skipped_steps"] for r in steps] == skipped
+    assert steps[0]["grad_norm"] is None and steps[0]["loss_scale"] == 2.0 ** (16 - 5)  # halved at each skip, from 2^16
+    if not stops:
+        assert math.isfinite(steps[-1]["grad_norm"])
+    assert f"{K} skipped in a row" in (Path(__file__).parent.parent / "README.md").read_text()  # the constant's figure
+
+
+def test_a_non_finite_number_is_logged_as_null_and_no_best_val_loss(tmp_path):
+    """An audit: log.jsonl held NaN and Infinity, which jq and JSON.parse refuse. They are null now;
+    an evaluation whose val loss is null is never the best one (min() cannot compare None)."""
+    minigpt.run_log.append_log(tmp_path, {"step": 1, "loss": 2.0, "grad_norm": float("inf")})
+    minigpt.run_log.append_log(tmp_path, {"step": 2, "val_loss": float("nan"), "val_ppl": float("nan"),
+                                          "nested": [float("-inf"), 1.5]})
+    minigpt.run_log.append_log(tmp_path, {"step": 3, "val_loss": 1.0})
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [strict_json(line) for line in lines] == [
+        {"step": 1, "loss": 2.0, "grad_norm": None},
+        {"step": 2, "val_loss": None, "val_ppl": None, "nested": [None, 1.5]},
+        {"step": 3, "val_loss": 1.0}]
+    assert [r["step"] for r in minigpt.run_log.comparable_evaluations(read_log(tmp_path))] == [3]

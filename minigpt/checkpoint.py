@@ -353,15 +353,16 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     try:
         with torch.device("meta"):
             model = model_class(config)
+            layout = (model if model_class is GPT else GPT(config)).state_dict()  # GPT-2's tensors, not a subclass's own
     except RuntimeError as e:  # "Storage size calculation overflowed": a size no tensor can have
         raise ValueError(f"{path / 'config.json'} gives the model tensors too large for torch: {e}") from None
-    expected = {k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}
+    expected = {k: p.shape for k, p in layout.items() if k != "lm_head.weight"}
     state, lm_head, left_out = read_weights(path, expected, architectures, head, dtype, device)
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
-    state = one_dtype(state, "transformer.wte.weight")
+    state = one_dtype(state, "transformer.wte.weight", path)
     wte = state["transformer.wte.weight"]
     if lm_head is not None and not same_matrix(lm_head, wte):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
@@ -377,7 +378,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
         raise ValueError(f"{model_class.__name__} holds {', '.join(unloaded[:4])}, which GPT-2's checkpoint does not: "
                          f"built on the meta device to load it, they have no values; build it yourself and load a "
                          f"GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
-                         f"model.load_state_dict(gpt.state_dict())")
+                         f"model.load_state_dict(gpt.state_dict(), strict=False)")
     return model.eval()
 
 
@@ -464,7 +465,7 @@ def check_cast_fits(name: str, t: torch.Tensor, dtype: torch.dtype, remedy: str)
                      f"value {torch.finfo(dtype).max:g}: {remedy}")
 
 
-def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tensor]:
+def one_dtype(state: dict[str, torch.Tensor], bulk: str, path: Path) -> dict[str, torch.Tensor]:
     """dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm or head among
     float16 weights); the model computes in one, so the odd ones out take that of `bulk` (the
     token embeddings, whose dtype stands for the bulk of the weights), a float16 one checked as a
@@ -474,7 +475,7 @@ def one_dtype(state: dict[str, torch.Tensor], bulk: str) -> dict[str, torch.Tens
         raise ValueError(f"tensor {bulk!r} has dtype {dtype}, a storage format torch cannot compute in (the others "
                          f"would take it too); load the weights cast to one it can, with dtype=torch.bfloat16 "
                          f"(--dtype bfloat16), or float16 or float32")
-    return {key: as_held(t, dtype, None, f"tensor {key!r}") for key, t in state.items()}
+    return {key: as_held(t, dtype, None, f"tensor {key.removeprefix('gpt.')!r} in {path}") for key, t in state.items()}
 
 
 def check_gpt2_tensors(model: GPT) -> None:

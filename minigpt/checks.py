@@ -33,6 +33,15 @@ def check_flag(name: str, value) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
+def as_switch(name: str, value) -> bool:
+    """A switch (`check_flag`: a NumPy bool too, not a bool array of several) as a plain bool,
+    which JSON can write (a NumPy bool it cannot)."""
+    if getattr(value, "ndim", 0):  # is_bool reads the dtype alone
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    check_flag(name, value)
+    return bool(value)
+
+
 def as_count(name: str, value) -> int:
     """An integer argument as a plain int (a NumPy integer or a one-element integer tensor too).
 
@@ -55,7 +64,10 @@ def as_real(name: str, value) -> float:
         raise TypeError(f"{name} must be a number, got the bool {value!r}")
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int past float's range (10**400)
+        raise ValueError(f"{name} must be a finite number, got an integer of {len(str(abs(value)))} digits") from None
 
 
 def check_rate(name: str, value) -> float:

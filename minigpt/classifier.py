@@ -248,7 +248,7 @@ class GPTClassifier(nn.Module):
             if t.shape != shapes[key]:
                 raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)} (after transposing "
                                  f"Conv1D weights), but its config.json expects {tuple(shapes[key])}")
-        state = one_dtype(state, "gpt.transformer.wte.weight")
+        state = one_dtype(state, "gpt.transformer.wte.weight", path)
         model.load_state_dict(state, strict=False, assign=True)  # (the GPT ties lm_head to the new wte: GPT.tie_weights)
         return model.eval()
 

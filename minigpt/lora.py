@@ -44,22 +44,25 @@ def target_names(targets: tuple[str, ...] | str) -> tuple[str, ...]:
     return tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) else tuple(targets)
 
 
-def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float, name: str = "the layer") -> None:
-    """Refuse an adapter of this rank, alpha and dropout on `base` (named `name` in errors)."""
+def check_lora_args(base: nn.Linear, rank: int, alpha: float, dropout: float,
+                    name: str = "the layer") -> tuple[int, float, float]:
+    """Refuse an adapter of this rank, alpha and dropout on `base` (named `name` in errors); return
+    them as a plain int and floats (a NumPy alpha would fail adapter_config.json's JSON)."""
     rank = as_count("LoRA rank", rank)  # 2.5 would fail in torch.empty
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
     if rank > min(base.in_features, base.out_features):
         raise ValueError(f"LoRA rank {rank} exceeds {name}'s smaller side "
                          f"min({base.in_features}, {base.out_features}); a low-rank update must be lower rank")
-    as_real("LoRA alpha", alpha)  # "16" would fail in math.isfinite as "must be real number"
-    check_rate("LoRA dropout", dropout)
+    alpha = as_real("LoRA alpha", alpha)  # "16" would fail in math.isfinite as "must be real number"
+    dropout = check_rate("LoRA dropout", dropout)
     # The update is scaled by alpha / rank: NaN or inf makes every output NaN, and 0 multiplies B's
     # gradient by 0 too, so B stays 0 and the run trains nothing (its weights equal --init's).
     # A negative alpha only flips the sign of an update that B learns anyway: refused as a slip.
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"LoRA alpha (--lora-alpha) must be a finite number > 0, got {alpha}: it scales the update "
                          "by alpha / rank, and at 0 the adapters never train")
+    return rank, alpha, dropout
 
 
 class LoRALinear(nn.Module):
@@ -67,7 +70,7 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
         super().__init__()
-        check_lora_args(base, rank, alpha, dropout)
+        rank, alpha, dropout = check_lora_args(base, rank, alpha, dropout)
         self.base = base
         self.base_trained = [p.requires_grad for p in base.parameters()]  # given back by `merged`
         self.base.requires_grad_(False)

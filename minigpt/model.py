@@ -477,8 +477,8 @@ class GPT(nn.Module):
         p = check_rate("dropout", p)  # a plain float, as GPTConfig keeps it: a NumPy rate would fail save_pretrained's JSON
         self.config.dropout = p
         # Every dropout module, by type rather than by name, so a module swapped in (a gated MLP)
-        # follows too; but not a LoRA adapter's (minigpt/lora.py's, beside its lora_A).
-        adapters = {m.dropout for m in self.modules() if hasattr(m, "lora_A")}
+        # follows too; but not those inside a LoRA adapter (minigpt/lora.py's or PEFT's: it has a lora_A).
+        adapters = {d for m in self.modules() if hasattr(m, "lora_A") for d in m.modules() if isinstance(d, nn.Dropout)}
         for module in self.modules():
             if isinstance(module, nn.Dropout) and module not in adapters:
                 module.p = p
@@ -519,11 +519,13 @@ class GPT(nn.Module):
 
 def same_matrix(head: torch.Tensor, wte: torch.Tensor) -> bool:
     """Whether a state's lm_head.weight is its wte.weight, as a tied model's is: the same memory
-    (state_dict() detaches each entry apart), or equal values (a file's explicit copy). Meta
-    tensors have no values to compare: taken as tied."""
+    (state_dict() detaches each entry apart), or equal values (a file's explicit copy; a NaN
+    equal to a NaN). Meta tensors have no values to compare: taken as tied."""
+    if head.shape != wte.shape:
+        return False
     if head.is_meta or wte.is_meta or (head.data_ptr() == wte.data_ptr() and head.stride() == wte.stride()):
-        return head.shape == wte.shape
-    return head.shape == wte.shape and torch.equal(head.to(wte), wte)
+        return True
+    return torch.allclose(head.to(wte), wte, rtol=0, atol=0, equal_nan=True)
 
 
 def _note_tie_before_load(model: GPT, state_dict: dict, prefix: str, *_) -> None:

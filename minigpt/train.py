@@ -429,7 +429,7 @@ class Progress:
     tokens_since: int = 0
     time_since: float = 0.0
     # float16's skipped updates (`skipped_by_scaler`): since the last log record, and in a row now;
-    # and whether this process kept one. Not saved: a resumed run counts them from its resume.
+    # and whether the run kept one (a resumed run: yes). Not saved: a resumed run counts from its resume.
     skipped_since: int = 0
     skipped_in_a_row: int = 0
     kept_one: bool = False
@@ -441,7 +441,9 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
     `restore`, which refuses a run that differs); where the run stood, and the settings this resume
     changed from the saved run's ({name: (saved, now)})."""
     step, best, (loss_since, steps_since), changed = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
-    return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since), changed
+    # kept_one: a resumed run trained before; a few skips now (the scale finding its level) are no stop.
+    return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since,
+                    kept_one=step > 0), changed
 
 
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
@@ -497,11 +499,12 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
     if skipped_by_scaler(run.scaler, scale, progress) or (step == cfg.max_iters and progress.skipped_in_a_row
                                                            and not progress.kept_one):
         n, every = progress.skipped_in_a_row, "" if progress.kept_one else ", every step this run made"
+        why = ("the model diverged, or the data or the loss holds a NaN" if n >= MAX_SKIPPED_IN_A_ROW else
+               "nothing was learned; the scale may not have found its level in so few steps: train longer")
         raise diverged(TrainingDiverged(
             f"float16's loss scaler skipped the updates of steps {step - n + 1}-{step} ({n} in a row{every}): their "
-            f"gradients held inf or NaN while the scale fell 2^{n}-fold, to {run.scaler.get_scale():g} (the model "
-            "diverged, or the data or the loss holds a NaN); --dtype bfloat16 has float32's range and needs no scaler"),
-            progress.last_saved, run.out, run.rt) from None
+            f"gradients held inf or NaN while the scale fell 2^{n}-fold, to {run.scaler.get_scale():g} ({why}); "
+            "--dtype bfloat16 has float32's range and needs no scaler"), progress.last_saved, run.out, run.rt) from None
     progress.time_since += time.perf_counter() - t0
     progress.tokens_since += tokens
     progress.loss_since += train_loss

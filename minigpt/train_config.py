@@ -25,7 +25,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from minigpt.checkpoint import DTYPE_NAMES
-from minigpt.checks import as_count, as_real, check_flag, check_rate
+from minigpt.checks import as_count, as_real, as_switch, check_rate
 from minigpt.config import shipped_path
 from minigpt.files import user_path
 from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
@@ -153,8 +153,7 @@ class TrainConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "bool":
-                check_flag(f.name, value)
-                setattr(self, f.name, bool(value))  # a plain bool: a NumPy one would fail log.jsonl's JSON
+                setattr(self, f.name, as_switch(f.name, value))  # a plain bool: a NumPy one would fail log.jsonl's JSON
             elif f.type == "float" or (f.type == "float | None" and value is not None):
                 setattr(self, f.name, as_real(f.name, value))
         if self.allow_new_data and not (self.resume or self.auto_resume):

@@ -1095,12 +1095,17 @@ def test_a_subclass_with_tensors_of_its_own_is_refused_at_load_naming_them(tmp_p
     class Scaled(GPT):
         def __init__(self, config):
             super().__init__(config)
+            self.logit_scale = torch.nn.Parameter(torch.ones(()))  # (a review: blamed on the file, "missing 1 tensor")
             self.register_buffer("temperature", torch.ones(()), persistent=False)
 
     GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"Scaled holds temperature, which GPT-2's checkpoint does not: .*"
-                                         r"model = Scaled\(gpt.config\); model.load_state_dict\(gpt.state_dict\(\)\)"):
+    with pytest.raises(ValueError, match=r"Scaled holds logit_scale, temperature, which GPT-2's checkpoint does not: .*"
+                                         r"model = Scaled\(gpt.config\); model.load_state_dict\(gpt.state_dict\(\), strict=False\)"):
         Scaled.from_pretrained(tmp_path)
+    gpt = GPT.from_pretrained(tmp_path)  # the remedy the error gives
+    model = Scaled(gpt.config)
+    model.load_state_dict(gpt.state_dict(), strict=False)
+    assert torch.equal(model(IDX)[0], gpt(IDX)[0])
 
 
 def test_a_classifier_is_saved_with_the_checks_a_language_model_is(tmp_path):
@@ -1474,7 +1479,7 @@ def test_a_weight_past_float16s_range_is_refused_at_a_float16_load(tmp_path, hf_
         state["transformer.h.0.ln_2.weight"] = torch.full_like(state["transformer.h.0.ln_2.weight"], 1e5, dtype=torch.float32)
         return state
 
-    with pytest.raises(ValueError, match=r"tensor 'transformer.h.0.ln_2.weight' holds 100000 .* past float16's"):
+    with pytest.raises(ValueError, match=r"tensor 'transformer.h.0.ln_2.weight' in .*mixed holds 100000 .* past float16's"):
         GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "mixed", mixed))
 
 

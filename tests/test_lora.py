@@ -1,4 +1,5 @@
 """LoRA adapters: start as a no-op, train only A/B, and merge into plain weights exactly."""
+import json
 import re
 import tempfile
 
@@ -369,6 +370,25 @@ def test_adapters_go_both_ways_between_minigpt_and_peft(tmp_path):
     assert len(load_adapters(base, tmp_path / "theirs")) == 2 * CFG.n_layer  # c_proj: attn's and mlp's
     with torch.no_grad():
         torch.testing.assert_close(base.eval()(ids)[0], peft_model.eval()(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_set_dropout_passes_over_peft_adapters_and_numpy_settings_save(tmp_path):
+    """Reviews: set_dropout took every module with a lora_A for minigpt's LoRALinear, and failed on
+    PEFT's ("'Linear' object has no attribute 'dropout'"); and a NumPy alpha or dropout passed the
+    checks but was kept, so save_adapters failed ("Object of type float32 is not JSON serializable")."""
+    import numpy as np
+    import peft
+
+    from minigpt.lora import save_adapters
+
+    model = peft.inject_adapter_in_model(peft.LoraConfig(r=2, lora_dropout=0.5, target_modules=["c_attn"]), _model())
+    model.set_dropout(0.2)
+    assert sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}) == [0.2, 0.5]
+    model = _model()
+    inject_lora(model, ("c_attn",), rank=2, alpha=np.float32(4.0), dropout=np.float32(0.1))
+    save_adapters(model, tmp_path / "a", base="gpt2")
+    settings = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert (settings["lora_alpha"], settings["lora_dropout"]) == (4.0, pytest.approx(0.1))
 
 
 def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):

@@ -3383,6 +3383,9 @@ def test_train_config_keeps_switches_as_plain_bools_and_resumes_an_older_runs_in
     as given then) could not be resumed bare, its saved 0 now refused as no bool."""
     cfg = TrainConfig(chunked_loss=np.True_, compile=np.False_)
     assert (cfg.chunked_loss, cfg.compile) == (True, False) and type(cfg.chunked_loss) is bool
+    for many in (np.array([True, False]), torch.tensor([True, False])):  # no one switch: refused by name
+        with pytest.raises(TypeError, match=r"^compile must be True or False, got "):
+            TrainConfig(compile=many)
     json.dumps(minigpt.run_log.plain_config(cfg))
     data = make_data(tmp_path / "data")
     pretrain(tiny_cfg(data, tmp_path / "out", max_iters=2, eval_interval=2, eval_iters=1))
@@ -3465,6 +3468,29 @@ def test_float16_steps_its_scaler_skips_are_logged_and_too_many_in_a_row_stop_th
     if not stops:
         assert math.isfinite(steps[-1]["grad_norm"])
     assert f"{K} skipped in a row" in (Path(__file__).parent.parent / "README.md").read_text()  # the constant's figure
+
+
+def test_a_resumed_float16_run_whose_few_steps_are_skipped_is_no_divergence(tmp_path, monkeypatch):
+    """A review: a healthy float16 run resumed for one more step, which the scaler skipped (its
+    scale finding its level), was stopped as "every step this run made" skipped, exit 1: a resumed
+    run has trained before, and only MAX_SKIPPED_IN_A_ROW in a row stop it."""
+    import dataclasses
+
+    monkeypatch.setattr(train, "setup_runtime", lambda cfg: train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float16))
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    cfg = tiny_cfg(data, out, dtype="float16", grad_accum=1, max_iters=3, log_interval=1, eval_interval=0, dropout=0.0)
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+
+    def poisoned(model, x, y):  # the resumed run's one step: a NaN gradient
+        logits, loss = model(x, y)
+        if model.training:
+            logits.register_hook(lambda g: g * float("nan"))
+        return loss
+
+    batches = lambda split, rng: sample_batch(tokens, 16, 4, rng)  # noqa: E731
+    train.train_loop(build_model(cfg, VOCAB), cfg, batches)
+    train.train_loop(build_model(cfg, VOCAB), dataclasses.replace(cfg, resume=True, max_iters=4), batches, poisoned)
+    assert [r["skipped_steps"] for r in read_log(out) if "loss" in r][-1] == 1
 
 
 def test_a_non_finite_number_is_logged_as_null_and_no_best_val_loss(tmp_path):

@@ -724,3 +724,22 @@ def test_a_line_of_unicode_spaces_is_no_blank_line_of_a_prompts_file(tmp_path):
     with pytest.raises(ValueError, match="line 2"):
         read_prompts(str(f))
 
+
+
+def test_a_stream_closed_partway_leaves_the_model_as_it_was(model):
+    """What README promises a chat app that stops a stream early (leave the loop, or close()), which
+    an audit found true and this pins: a stream closed after two pieces leaves the model in eval
+    mode, grad mode on and the caller's random state untouched, and the same seed then gives the
+    text a fresh run gives."""
+    from minigpt.text_generation import stream_text
+
+    tok = DigitsTokenizer()
+    settings = dict(max_new_tokens=12, do_sample=True, temperature=1.5, seed=3, eos_token_id=[])
+    whole = "".join(stream_text(model, tok, "hi", **settings))
+    state = torch.random.get_rng_state()
+    for _ in range(3):
+        pieces = stream_text(model, tok, "hi", **settings)
+        next(pieces), next(pieces)
+        pieces.close()
+    assert not model.training and torch.is_grad_enabled() and torch.equal(torch.random.get_rng_state(), state)
+    assert "".join(stream_text(model, tok, "hi", **settings)) == whole

@@ -107,11 +107,13 @@ class Guarded:
       it `outlives` its reader (train and finetune, which train and save on: train_runtime's
       `reader_may_leave`). On stderr nothing stops: only messages were lost (`2>&1 | head -1`).
     - anything else (a full disk): on stdout a StdoutError that says it was standard output, the
-      rest to devnull too. On stderr, as a reader gone: a message that cannot be written cannot say
-      why either, and the command's work and exit code stand."""
+      rest to devnull too; one that `outlives` its stdout keeps it (`lost`) for the end of its work
+      instead, which then reports it. On stderr, as a reader gone: a message that cannot be written
+      cannot say why either, and the command's work and exit code stand."""
 
     def __init__(self, stream, name: str, outlives: bool = False) -> None:
         self.stream, self.name, self.outlives = stream, name, outlives
+        self.lost: StdoutError | None = None
 
     def write(self, text: str) -> int:
         try:
@@ -131,7 +133,9 @@ class Guarded:
         if self.name == "stderr":
             return
         if not reader_gone(error):
-            raise StdoutError(f"cannot write standard output: {error}") from error
+            self.lost = StdoutError(f"cannot write standard output: {error}")
+            if not self.outlives:
+                raise self.lost from error
         if not self.outlives:
             raise ReaderLeft()
 

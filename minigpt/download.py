@@ -59,8 +59,8 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
-from minigpt.config import DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache
-from minigpt.files import BINARY, file_lock, fresh_file, no_follow, user_path
+from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache
+from minigpt.files import BINARY, file_lock, fresh_file, no_follow, unwritable, user_path
 from minigpt.progress_bar import progress_bar
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -475,17 +475,23 @@ def download_lock(out: Path) -> Iterator[None]:
 
 def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str | None = None,
                   retries: int = 3, progress: bool = True) -> Path:
-    """Fetch GPT-2 `name` into `out` (default DOWNLOADS/NAME: checkpoints/NAME in a checkout); returns the directory."""
+    """Fetch GPT-2 `name` into `out` (default DOWNLOADS/NAME: checkpoints/NAME in a checkout); returns the directory.
+    Refused at once, before any folder is made, in offline mode ($HF_HUB_OFFLINE, `offline_variable`)
+    or where `out` cannot be written (`check_writable`)."""
     if name not in MODELS:
         raise DownloadError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise DownloadError(f"the Hub address must start with http:// or https://, got {base_url!r} "
                             f"(from --base-url or ${BASE_URL_ENV})")
+    if (offline := offline_variable()) is not None:  # before any folder is made, or the network asked
+        raise DownloadError(f"${offline} is set (offline mode, as huggingface_hub and transformers read it), and "
+                            f"downloading {name} needs the network: unset it (or set HF_HUB_OFFLINE=0) to download")
     out = Path(out) if out is not None else DOWNLOADS / name  # where find_gpt2 looks first
     check_temp_cache(out)
     if out.exists() and not out.is_dir():
         raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
+    check_writable(out)
     created = not out.exists()
     try:
         with download_lock(out):
@@ -512,6 +518,33 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
             out.rmdir()
         raise
     return out
+
+
+def offline_variable() -> str | None:
+    """The variable that puts minigpt in offline mode (find, never fetch), as huggingface_hub reads
+    it (so transformers too), or None. The first variable set decides, so HF_HUB_OFFLINE=0 keeps a
+    TRANSFORMERS_OFFLINE=1 from applying."""
+    offline = next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)), None)
+    return offline if offline and os.environ[offline].upper() in ("1", "ON", "YES", "TRUE") else None
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before the network is asked, a folder `out` that could not be made or written
+    (`files.unwritable`). For minigpt's own download folder (DOWNLOADS: a name loaded with
+    GPT.from_pretrained("gpt2") lands there), the error says where that folder comes from and what
+    to change: `[Errno 13] Permission denied: '/nonexistent'` alone tells neither."""
+    if (problem := unwritable(out)) is None:
+        return
+    if out != DOWNLOADS / out.name:
+        raise DownloadError(f"--out {out}: {problem}; choose another --out")
+    elsewhere = f"download it elsewhere with `minigpt download {out.name} --out DIR` and load DIR"
+    if DOWNLOADS == CHECKPOINTS:
+        raise DownloadError(f"{out} is in minigpt's download folder, the checkout's {DOWNLOADS}, and {problem}: {elsewhere}")
+    source = ("$XDG_CACHE_HOME/minigpt" if os.path.isabs(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))
+              else f"$HOME/.cache/minigpt, HOME being {os.environ['HOME']}" if "HOME" in os.environ
+              else "your home's .cache/minigpt")
+    raise DownloadError(f"{out} is in minigpt's download folder, {DOWNLOADS} ({source}), and {problem}: set "
+                        f"XDG_CACHE_HOME to a folder you can write, or {elsewhere}")
 
 
 def hf_hub_cache() -> Path:
@@ -596,10 +629,7 @@ def find_gpt2(name: str) -> Path:
         return local
     if (cached := hf_cache_snapshot(name)) is not None:
         return cached
-    # Offline mode, as huggingface_hub reads it (so transformers too): find, never fetch. The first
-    # variable set decides, so HF_HUB_OFFLINE=0 keeps a TRANSFORMERS_OFFLINE=1 from applying.
-    offline = next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)), None)
-    if offline and os.environ[offline].upper() in ("1", "ON", "YES", "TRUE"):
+    if (offline := offline_variable()) is not None:  # find, never fetch
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}), and ${offline} is set "
                             f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}")
     from minigpt.run_dir import env_rank  # (a model's loading: torch is imported anyway)

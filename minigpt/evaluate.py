@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from minigpt.checks import as_count
 from minigpt.classify_data import score_examples
-from minigpt.files import json_line, user_path
+from minigpt.files import json_line, unwritable, user_path
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import GPT, IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 from minigpt.progress_bar import progress_bar
@@ -177,7 +177,9 @@ def example_line_numbers(path: str, examples: int) -> list[int]:
 def check_predictions_path(dest: str, tsv: str) -> None:
     """Refuse a --predictions path that could not take the file, before the model loads and the file
     is scored: standard output (where the report goes), the TSV itself (its lines would be lost), a
-    directory or a device (the atomic write renames a new file over it), a folder that does not exist."""
+    directory or a device (the atomic write renames a new file over it), a folder that does not exist
+    or may not be written (the atomic write makes its temp file there; os.access sees a read-only
+    file system, a container's read-only mount, as well as the permission bits)."""
     from minigpt.files import STDIN
 
     if dest == STDIN:
@@ -190,6 +192,8 @@ def check_predictions_path(dest: str, tsv: str) -> None:
         raise ValueError(f"--predictions {dest} is {what_it_is}: give a file name")
     if not path.parent.is_dir():
         raise ValueError(f"--predictions {dest}: the folder {path.parent} does not exist")
+    if (problem := unwritable(path.parent)) is not None:
+        raise ValueError(f"--predictions {dest}: {problem}: give a path in another folder")
 
 
 def write_predictions(path: str, linenos: list[int], labels: list[int], probs: torch.Tensor,
@@ -203,7 +207,10 @@ def write_predictions(path: str, linenos: list[int], labels: list[int], probs: t
     for lineno, label, predicted, p in zip(linenos, labels, probs.argmax(-1).tolist(), probs.tolist()):
         records.append(json_line({"line": lineno, "label": id2label[label], "prediction": id2label[predicted],
                                   "probabilities": {id2label[i]: x for i, x in enumerate(p)}}))
-    atomic_write_text(Path(path), "".join(record + "\n" for record in records))
+    try:
+        atomic_write_text(Path(path), "".join(record + "\n" for record in records))
+    except OSError as e:  # a full disk, say: named as the user typed it, not by the temp file that failed
+        raise OSError(f"cannot write --predictions {path}: {e.strerror or e}") from e
 
 
 def check_token_bytes(token_bytes, vocab_size: int) -> None:
@@ -294,8 +301,9 @@ def language_model_report(args) -> tuple[str, dict]:
     if args.file != STDIN and holds_pairs(Path(args.file)):
         return pairs_report(args)
     if args.batch_size is not None:
-        raise ValueError(f"--batch-size sets how many labelled examples a classifier scores at once; {args.model} is a "
-                         "language model, scored in windows of --max-length tokens: drop --batch-size")
+        raise ValueError(f"--batch-size sets how many examples are scored at once, a classifier's or a file of sft "
+                         f"pairs'; {args.model} is a language model and {args.file} no pairs file (JSON Lines of prompt "
+                         "and completion), so it is scored in windows of --max-length tokens: drop --batch-size")
     if Path(args.file).suffix.lower() == ".tsv":  # a perplexity of "text<TAB>1" lines would pass for the model's
         raise ValueError(f"{args.file} is a .tsv file (text<TAB>label, what a classifier is scored on), but "
                          f"{args.model} is a language model, scored on plain text; to score the file's text as it is, "

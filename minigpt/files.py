@@ -379,6 +379,19 @@ def json_line(record: dict) -> str:
     return line
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why `folder` (made with its parents if missing) could not be written, or None: its nearest
+    existing parent is a file, or may not be written. Asked before long work (training a tokenizer,
+    a download), not where it would fail at its end. os.access sees a read-only file system (a
+    container's read-only mount) as well as the permission bits."""
+    above = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())  # ("/" at worst)
+    if not above.is_dir():
+        return f"{above} is a file, not a directory"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"{above} cannot be written (no permission, or a read-only file system)"
+    return None
+
+
 def finite_or_null(value):
     """`value` with every float that is not finite, at any depth of dicts and lists, replaced by None.
     json.dumps writes NaN and ±inf as NaN and Infinity, which are no JSON: `jq` 1.6 and JavaScript's

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minigpt.cli import FAILED, prog
-from minigpt.files import STDIN, json_line, read_text_or_stdin, typed_text, user_path
+from minigpt.files import STDIN, json_line, read_text_or_stdin, typed_text, unwritable, user_path
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -129,6 +129,9 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     if out.exists() and not out.is_dir():
         print(f"{name}: error: --out {out} is a file; the tokenizer is saved to a directory", file=sys.stderr)
         return FAILED
+    if (problem := unwritable(out)) is not None:  # now, not after minutes of training
+        print(f"{name}: error: --out {out}: {problem}; choose another --out", file=sys.stderr)
+        return FAILED
     found = [f for f in TOKENIZER_FILES if (out / f).exists()]
     if found and not overwrite:
         print(f"{name}: error: {out} already holds a tokenizer ({', '.join(found)}); choose another --out, or pass "
@@ -153,7 +156,12 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
         print(f"{name}: error: {e}", file=sys.stderr)
         return FAILED
     tok.eos_token = tok.pad_token = eos  # as Tokenizer(..., eos_token=eos) sets them: padding uses the EOS
-    tok.save_pretrained(out)
+    try:
+        tok.save_pretrained(out)
+    except OSError as e:  # what `unwritable` cannot foresee: a full disk, a folder made read-only since
+        # (e.strerror: the error without the temp file's name, vocab.json.tmp, which the user never typed)
+        print(f"{name}: error: cannot save the tokenizer to --out {out}: {e.strerror or e}", file=sys.stderr)
+        return FAILED
     specials = ", ".join(tok.special_tokens) or "none"
     print(f"saved a tokenizer of {tok.vocab_size:,} tokens ({len(tok.merges):,} merges; special tokens: {specials}; "
           f"end of document: {tok.eos_token or 'none'}) to {out}")

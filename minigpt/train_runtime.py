@@ -247,7 +247,8 @@ def reader_may_leave() -> Iterator[None]:
     on, where the first step line's BrokenPipeError ended it before its first checkpoint (and a
     hung-up terminal's EIO, after a SIGHUP, before the checkpoint it stops with). stderr matters as
     much as stdout: the progress bar writes there (tqdm takes sys.stderr when a bar is made, so in
-    the block), and so do the run's last lines. A full disk is still raised, for the run to report."""
+    the block), and so do the run's last lines. A full disk under stdout stops nothing either: the
+    run trains and saves, and `run_command` reports it at the end (`Guarded.lost`)."""
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = guarded(saved[0], "stdout", outlives=True), guarded(saved[1], "stderr", outlives=True)
     try:
@@ -422,11 +423,10 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
             if worker:
                 dist.destroy_process_group()
         if result is not None and is_rank_0():
-            try:
-                print(json_line(result), flush=True)
-            except OSError as e:  # stdout on a full disk (cli.Guarded's StdoutError): the run is saved; said here,
-                say_error(prog, f"error: {e}")  # as a torchrun worker never reaches cli.main, which would say it
-                code = FAILED
+            print(json_line(result), flush=True)
+        if code == 0 and sys.stdout.lost:  # stdout on a full disk: the run trained and saved on; said at its end,
+            say_error(prog, f"error: {sys.stdout.lost}")  # here, as a torchrun worker never reaches cli.main
+            code = FAILED
         if worker:
             # A torchrun worker skips the interpreter's teardown. With gloo, PyTorch's C++ teardown after
             # a finished run aborted now and then ("terminate called without an active exception",

@@ -53,7 +53,8 @@ def test_stdout_whose_reader_left_or_disk_is_full_raises_what_says_so(monkeypatc
     gone stops nothing (a review: `2>&1 | head -1` was a traceback once messages moved to stderr).
     Under train (`outlives`), a hung-up terminal (a crash audit: SIGHUP, an ssh session dropped,
     whose EIO on the stopping run's next line ended it unsaved) is a reader gone, and the run goes
-    on; a full disk is still raised, for the run to report."""
+    on; so it does on a full disk (a README audit: a run whose first step line met it stopped before
+    its first checkpoint), which it keeps (`lost`) for the run to report at its end."""
     import errno
 
     to_devnull = []
@@ -80,8 +81,8 @@ def test_stdout_whose_reader_left_or_disk_is_full_raises_what_says_so(monkeypatc
     assert to_devnull == [1, 1, 1, 1, 1]
     outliving = minigpt_cli.guarded(Failing(errno.EIO), "stdout", outlives=True)  # as reader_may_leave makes it
     assert outliving.write("step 6: val_loss 2.5\n") == 21 and to_devnull[-1] == 1
-    with pytest.raises(OSError, match="No space left on device"):
-        minigpt_cli.guarded(Failing(errno.ENOSPC), "stdout", outlives=True).write("step 6\n")
+    full = minigpt_cli.guarded(Failing(errno.ENOSPC), "stdout", outlives=True)
+    assert full.write("step 6\n") == 7 and "No space left on device" in str(full.lost)
     assert not issubclass(minigpt_cli.ReaderLeft, Exception)  # passes `except Exception` too, to main
 
 
@@ -131,10 +132,11 @@ def test_a_run_whose_stderr_reader_leaves_trains_and_saves_on(tmp_path):
     assert "step 4: val_loss" in out_text and torch.load(out / "training_state.pt", weights_only=True)["step"] == 4
 
 
-def test_a_run_says_its_stdout_on_a_full_disk_and_outlives_a_closed_stderr(monkeypatch):
-    """train_runtime.reader_may_leave, also from Python or scripts/train.py (no minigpt.cli.main):
-    a full disk on stdout is an OSError that names standard output, for the run to report (it was
-    "[Errno 28] No space left on device" alone), and a closed stderr goes to devnull."""
+def test_a_run_says_its_stdout_on_a_full_disk_at_its_end_and_outlives_a_closed_stderr(monkeypatch):
+    """train_runtime.run_command, also from Python or scripts/train.py (no minigpt.cli.main): a full
+    disk on stdout stops nothing (a README audit: the first step line met it, and the run stopped
+    before its first checkpoint), and is said at the end, naming standard output, exit 2; a closed
+    stderr goes to devnull."""
     import errno
 
     from minigpt import train_runtime
@@ -159,15 +161,21 @@ def test_a_run_says_its_stdout_on_a_full_disk_and_outlives_a_closed_stderr(monke
         def isatty(self) -> bool:
             return False
 
-    monkeypatch.setattr(sys, "stdout", Failing(errno.ENOSPC, 1))
-    monkeypatch.setattr(sys, "stderr", Failing(errno.EPIPE, 2))
-    with train_runtime.reader_may_leave():
+    def work():
         with progress_bar(total=2, desc="training") as bar:  # made inside: it writes to that sys.stderr
             bar.update(2)
         print("the run's last line", file=sys.stderr)
         assert to_devnull and set(to_devnull) == {2}
-        with pytest.raises(OSError, match="^cannot write standard output: .*No space left on device"):
-            print("step 2: val_loss 2.5")
+        print("step 2: val_loss 2.5")  # on the full disk: the run goes on
+        said.append("saved")
+        return {"step": 2}
+
+    said = []
+    monkeypatch.setattr(sys, "stdout", Failing(errno.ENOSPC, 1))
+    monkeypatch.setattr(sys, "stderr", Failing(errno.EPIPE, 2))
+    monkeypatch.setattr(train_runtime, "say_error", lambda prog, text: said.append(text))
+    assert train_runtime.run_command("minigpt train", work) == minigpt_cli.FAILED
+    assert said[0] == "saved" and said[1].startswith("error: cannot write standard output: [Errno 28] No space")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["nonsense"], ["tokenize", "Hello world"]], ids=["help", "unknown", "tokenize"])
@@ -313,7 +321,7 @@ def test_a_gpt2_download_that_cannot_write_its_cache_is_one_line(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert generate_cli.main(["--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "1"]) == 2
     err = capsys.readouterr().err  # "...: downloading it", then the error
-    assert "Traceback" not in err and "Not a directory" in err.splitlines()[-1], err
+    assert "Traceback" not in err and "afile is a file, not a directory" in err.splitlines()[-1], err
 
 
 @pytest.mark.parametrize("command", ["generate", "eval"])
@@ -673,3 +681,68 @@ def test_a_stderr_the_shell_closed_or_whose_reader_left_changes_no_exit_code(arg
     proc.stderr.close()  # its reader gone before the first message
     out = proc.stdout.read()
     assert proc.wait(timeout=120) == code and "Traceback" not in out, out
+
+
+def as_a_user_who_cannot_write(tmp_path: Path) -> tuple[list[str], Path]:
+    """How to run Python as a user for whom folder `ro` (made here, mode 0o555) is read-only, as a
+    read-only mount in a container is: root writes through any mode, so as root the run drops that
+    right (setpriv, as test_checkpoint's read-only save does). Returns the command's start and `ro`."""
+    import shutil
+
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    ro.chmod(0o555)  # (mkdir's mode goes through the umask)
+    if os.geteuid() != 0:
+        return [sys.executable], ro
+    if not shutil.which("setpriv"):
+        pytest.skip("as root, a folder's mode stops a write only with the right to override it dropped (setpriv)")
+    drop = ["--inh-caps=-dac_override,-fowner", "--bounding-set=-dac_override,-fowner"]
+    return ["setpriv", *drop, sys.executable], ro
+
+
+def test_tokenize_train_into_a_folder_it_cannot_write_is_refused_before_training(tmp_path):
+    """A deployment audit (a read-only container): `minigpt tokenize --train FILES --out DIR` into a
+    folder it may not write trained the whole BPE first, then ended in a 15-line OSError traceback,
+    exit 1. Now one line naming --out and the folder, exit 2, before training (whose bars would show)."""
+    python, ro = as_a_user_who_cannot_write(tmp_path)
+    (tmp_path / "a.txt").write_text("hello world, the quick brown fox\n" * 20)
+    done = subprocess.run([*python, "-m", "minigpt", "tokenize", "--train", str(tmp_path / "a.txt"), "--vocab-size",
+                           "262", "--out", str(ro / "tok")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"python -m minigpt tokenize --train: error: --out {ro / 'tok'}: {ro} cannot be "
+                                        "written (no permission, or a read-only file system); choose another --out"]
+    assert not (ro / "tok").exists()
+
+
+def test_predictions_into_a_folder_it_cannot_write_are_refused_before_scoring(tmp_path):
+    """A deployment audit: `eval --predictions preds.tsv` in a read-only working directory scored the
+    whole file, then failed naming preds.tsv.tmp, a file the user never named; check_predictions_path,
+    which runs before the model loads, promised to refuse a path that could not take the file."""
+    python, ro = as_a_user_who_cannot_write(tmp_path)
+    (tmp_path / "t.tsv").write_text("good\t1\n")
+    check = "import sys; from minigpt.evaluate import check_predictions_path; check_predictions_path(*sys.argv[1:])"
+    done = subprocess.run([*python, "-c", check, str(ro / "preds.tsv"), str(tmp_path / "t.tsv")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and (f"ValueError: --predictions {ro / 'preds.tsv'}: {ro} cannot be written "
+                                     "(no permission, or a read-only file system)") in done.stderr, done.stderr
+    assert ".tmp" not in done.stderr
+
+
+def test_a_download_folder_it_cannot_write_is_named_with_what_to_set(tmp_path):
+    """A deployment audit: with HOME unwritable (`docker run --user UID` gives HOME=/), `minigpt
+    download gpt2` said only "[Errno 13] Permission denied: '/.cache'", and GPT.from_pretrained("gpt2")
+    raised it bare: nothing said it was minigpt's download folder, from $HOME, nor what to set. Now
+    it says so before the network is asked (the address here answers nothing)."""
+    python, ro = as_a_user_who_cannot_write(tmp_path)
+    downloads = ro / ".cache" / "minigpt"  # an installed minigpt's config.DOWNLOADS under HOME=ro
+    fetch = ("import sys; from pathlib import Path; import minigpt.download as d; d.DOWNLOADS = Path(sys.argv[1]); "
+             "sys.exit(d.main(['gpt2', '--base-url', 'http://127.0.0.1:9']))")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    done = subprocess.run([*python, "-c", fetch, str(downloads)], cwd=ROOT, env={**env, "HOME": str(ro)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"minigpt download: error: {downloads / 'gpt2'} is in minigpt's download folder, {downloads} "
+        f"($HOME/.cache/minigpt, HOME being {ro}), and {ro} cannot be written (no "
+        "permission, or a read-only file system): set XDG_CACHE_HOME to a folder you can write, or download it "
+        "elsewhere with `minigpt download gpt2 --out DIR` and load DIR"]

@@ -156,6 +156,18 @@ def make_handler(hub: FakeHub):
     return Handler
 
 
+@pytest.fixture(autouse=True)
+def online():
+    """Downloads here go to the fake Hub on 127.0.0.1 (or to a port of it where nothing listens),
+    never out to the network: conftest's HF_HUB_OFFLINE=1, which a download now refuses, is lifted.
+    A test of offline mode sets it again. (A MonkeyPatch of its own: a test's `monkeypatch.undo()`
+    leaves it lifted.)"""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            mp.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture
 def hub(tmp_path_factory):
     """A tiny real checkpoint served on a random free port of 127.0.0.1, stopped after the test."""
@@ -785,6 +797,7 @@ def test_minigpt_s_own_cache_reads_xdg_cache_home_as_the_spec_says(tmp_path, mon
     from minigpt.config import user_cache
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()  # (a home that does not exist is none: see the test below)
     for xdg, cache in (("~/c", tmp_path / "home" / "c"), ("$HOME/d", tmp_path / "home" / "d"), ("/abs/e", Path("/abs/e")),
                        ("relative", tmp_path / "home" / ".cache"), ("", tmp_path / "home" / ".cache")):
         monkeypatch.setenv("XDG_CACHE_HOME", xdg)
@@ -1218,6 +1231,7 @@ def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it
     cache.rmdir()
     (tmp_path / "mine").mkdir(mode=0o700)
     cache.symlink_to(tmp_path / "mine")
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # (a download is refused at once in offline mode)
     with pytest.raises(PermissionError, match=re.escape(f"is not a directory, so what is in it {fix}")):
         download.download_gpt2("gpt2", base_url="http://127.0.0.1:9")
     monkeypatch.setattr(os, "getuid", lambda: uid + 1)  # another user's uid: the folder made (as us) is not theirs
@@ -1239,3 +1253,18 @@ def test_find_gpt2_takes_a_name_alone_and_fetches_as_minigpt_download_does(tmp_p
     assert download.find_gpt2("gpt2") == tmp_path / "gpt2"
     assert calls == [(("gpt2", tmp_path / "gpt2"), {})]
     assert "downloading it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variable, value", [("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "true")])
+def test_minigpt_download_in_offline_mode_is_refused_before_the_network_or_a_folder(hub, tmp_path, monkeypatch, capsys,
+                                                                                    variable, value):
+    """A deployment audit: `minigpt download gpt2` under HF_HUB_OFFLINE=1 still went to the network
+    (a DNS lookup, in a container that has none), left an empty cache folder, and its error asked
+    "Are you offline?" without a word of the variable. find_gpt2 honoured it; the download itself
+    now does too, naming it."""
+    monkeypatch.setenv(variable, value)
+    out = tmp_path / "cache" / "gpt2"
+    assert main(["gpt2", "--out", str(out), "--base-url", hub.url]) == 2
+    err = capsys.readouterr().err
+    assert f"download: error: ${variable} is set (offline mode, as huggingface_hub and transformers read it)" in err, err
+    assert hub.requests == [] and not (tmp_path / "cache").exists()

@@ -528,7 +528,8 @@ def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classi
         ([clf, str(tmp_path / "missing.tsv")], "TSV file " + str(tmp_path / "missing.tsv") + " does not exist"),
         ([clf, str(tmp_path / "five.tsv")], "five.tsv:2: labels [5] are out of range: with num_labels=4, labels must be in [0, 4)"),
         ([lm, tsv], f"t.tsv is a .tsv file (text<TAB>label, what a classifier is scored on), but {lm} is a language model"),
-        ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"{lm} is a language model, scored in windows of --max-length tokens: drop --batch-size"),
+        ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"a classifier's or a file of sft pairs'; {lm} is a language model and {tmp_path / 't.txt'} no pairs file "
+         "(JSON Lines of prompt and completion), so it is scored in windows of --max-length tokens: drop --batch-size"),
     ):
         assert main([*argv, "--device", "cpu"]) == 2, argv
         err = capsys.readouterr().err
@@ -677,3 +678,23 @@ def test_a_character_level_token_file_is_not_scored_as_text(model_dir, tmp_path,
     (tmp_path / "val.bin").write_bytes(bytes(b for c in text for b in (stoi[c], 0)))  # uint16, little-endian
     assert main([str(model_dir), str(tmp_path / "val.bin"), "--device", "cpu"]) == 2
     assert "val.bin looks like a binary (token) file, not text (a tenth or more of its first characters are NUL bytes); pass a text file" in capsys.readouterr().err
+
+
+def test_predictions_that_cannot_be_written_are_named_as_given_not_by_the_temp_file(classifier_dir, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A deployment audit: a --predictions file whose write failed after scoring (a full disk, a
+    folder made read-only) was named by the temp file the atomic write makes, `p.jsonl.tmp`, a file
+    the user never named. The error names --predictions as given."""
+    import errno
+
+    import minigpt.files
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path) + ".tmp")
+
+    monkeypatch.setattr(minigpt.files, "atomic_write_text", full_disk)
+    (tmp_path / "test.tsv").write_text("\n".join(TSV_LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    assert main([str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--predictions", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"eval: error: cannot write --predictions {out}: No space left on device\n" in err and ".tmp" not in err, err

@@ -1680,3 +1680,21 @@ def test_public_signatures_name_their_types():
     assert typing.get_type_hints(GPT.from_pretrained)["path"] == str | os.PathLike[str]
     assert typing.get_type_hints(perplexity)["model"] is GPT
     assert typing.get_type_hints(stream)["tokenizer"] == TokenizerLike | None
+
+
+def test_cli_training_whose_save_fails_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """A deployment audit: a tokenizer whose save failed after training (a full disk, a folder made
+    read-only meanwhile) ended `tokenize --train` in an OSError traceback, exit 1, where every
+    other failure of the command is one line and exit 2."""
+    import errno
+
+    def full_disk(self, path):  # as files.atomic_path fails: on the temp file (a review: named in the error)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path / "vocab.json.tmp"))
+
+    monkeypatch.setattr(Tokenizer, "save_pretrained", full_disk)
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert climod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert (f"tokenize --train: error: cannot save the tokenizer to --out {tmp_path / 'tok'}: No space left on device\n"
+            in err and "Traceback" not in err and ".tmp" not in err), err

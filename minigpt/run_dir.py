@@ -732,8 +732,12 @@ def frozen_weights_changed(path: Path, state: dict, cfg) -> str:
     if init and (Path(init).resolve() == out or out in Path(init).resolve().parents):
         return (f"--init {init} is this run's own checkpoint, whose weights hold what the run trained (merged in), not "
                 f"the frozen weights it trains beside: give --init the checkpoint the run started from{from_run}")
-    source = f"--init {init}" if init else "the model given"
-    return (f"{path} was saved beside other frozen weights than {source} holds now{from_run}: the run trained its "
+    if not init:  # the model came built, from a Python caller of train_loop (`minigpt train` freezes nothing)
+        return (f"{path} was saved beside other frozen weights than the model given to train_loop holds "
+                f"now{from_run}: the run trained its weights on top of frozen ones that differ from these. To resume, "
+                "the model given must hold the same frozen weights as the run's (built from the same seed, or loaded "
+                "from the same checkpoint); or start a new run in another cfg.out")
+    return (f"{path} was saved beside other frozen weights than --init {init} holds now{from_run}: the run trained its "
             "weights on top of frozen ones that have changed since (other files, another revision). Give --init the "
             "checkpoint the run started from, or start a new run with another --out")
 

@@ -59,9 +59,11 @@ def append_log(out: Path, record: dict) -> None:
         f.write(json_line(record) + "\n")
 
 
-def opening_record(cfg, rt: Runtime, step: int, changed: dict | None) -> dict:
+def opening_record(cfg, rt: Runtime, step: int, changed: dict | None, loss_unit: str | None = None) -> dict:
     """The log record that opens a start (`changed` None) or a resume (`changed`: the settings it
     changed from the saved run's, {name: (saved, now)}, as `restore` returns them) at `step`.
+    `loss_unit` is what the loss is measured in ("nats/token"), or None where train_loop does not
+    know (a loss of its caller's): loss.png's axis says it (`draw_curves`).
 
     It is the run's readable provenance: training_state.pt holds only the latest settings (a
     resume with new flags rewrites them), in a pickle, so the log says how each stretch of steps
@@ -73,7 +75,7 @@ def opening_record(cfg, rt: Runtime, step: int, changed: dict | None) -> dict:
     # The settings, not the process's command line: a script that runs many trainings (a sweep) has
     # one argv for all of them, which holds none of their flags and may hold its own secrets.
     record = {"step": step, "run": "start" if changed is None else "resume", "command": cfg.COMMAND,
-              "config": plain_config(cfg)}
+              "config": plain_config(cfg), "loss_unit": loss_unit}
     if changed is not None:
         record["changed"] = {name: [plain(saved), plain(now)] for name, (saved, now) in changed.items()}
     device = str(rt.device)
@@ -210,9 +212,14 @@ def draw_curves(records: list[dict], out: Path) -> None:
             if points:
                 ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
         accuracy = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
+        # The unit of the loss the run trains on now, from its last opening record: None for a loss of
+        # train_loop's caller, whose unit it does not know; a log older than the field was minigpt's own.
+        opening = next((r for r in reversed(records) if is_opening(r)), {})
+        unit = "nats per text" if opening.get("config", {}).get("task") == "classify" else opening.get("loss_unit", "nats/token")
+        ylabel = f"loss ({unit})" if unit else "loss"
         # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
         # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
-        ax.set(xlabel="step", ylabel="loss (nats per text)" if accuracy else "loss (nats/token)", title=stored_path(out))
+        ax.set(xlabel="step", ylabel=ylabel, title=stored_path(out))
         handles = ax.get_legend_handles_labels()
         if accuracy:
             right = ax.twinx()

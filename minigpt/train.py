@@ -90,7 +90,7 @@ def estimate_val_loss(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) ->
     total = torch.zeros(2, device=rt.device)  # (sum of losses, count)
     for k in range(rt.rank, cfg.eval_iters, rt.world):
         rng = torch.Generator().manual_seed(seed_for(cfg.seed, EVAL_STREAM, k))
-        batch = [rt.to_device(t) for t in get_batch("val", rng)]
+        batch = on_device(get_batch("val", rng), rt)
         with rt.autocast():
             total += torch.stack([loss_fn(model, *batch).float(), torch.ones((), device=rt.device)])
     if rt.world > 1:
@@ -99,23 +99,78 @@ def estimate_val_loss(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) ->
     return (total[0] / total[1]).item()
 
 
+def on_device(batch, rt: Runtime) -> list[torch.Tensor]:
+    """get_batch's `batch` on the run's device. Anything but a tuple or list of tensors is refused
+    here, naming get_batch: torch's own error ("'int' object has no attribute 'to'") names neither,
+    and a single tensor would be split into its rows as if they were the batch's tensors."""
+    if isinstance(batch, (tuple, list)) and batch and all(isinstance(t, torch.Tensor) for t in batch):
+        return [rt.to_device(t) for t in batch]
+    if not isinstance(batch, (tuple, list)):
+        got = f"a {type(batch).__name__}"
+    elif not batch:
+        got = f"an empty {type(batch).__name__}"
+    else:
+        got = f"a {type(batch).__name__} holding {', '.join(type(t).__name__ for t in batch)}"
+    raise TypeError(f"get_batch returned {got}: it must return a tuple (or list) of tensors, e.g. (x, y), which the "
+                    "loop moves to the device and passes on as loss_fn(model, *batch)")
+
+
 def evaluate(fwd: nn.Module, raw: nn.Module, cfg, get_batch, loss_fn, rt: Runtime, bytes_per_token: float | None,
              eval_fn: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
     """One evaluation: `eval_fn`'s metrics (on the plain model `raw`), and unless they hold a
     val_loss of their own (a classifier's, over every val example), the val loss of the compiled
-    model `fwd` on cfg.eval_iters batches, its perplexity, and bits per byte when
-    `bytes_per_token` is known."""
-    record = eval_fn(raw) if eval_fn is not None else {}
+    model `fwd` on cfg.eval_iters batches; its perplexity when the loss is in nats per token
+    (`loss_unit`: of another loss, exp() means nothing), and bits per byte when `bytes_per_token` is known."""
+    record = eval_fn_metrics(eval_fn, raw) if eval_fn is not None else {}
     if "val_loss" in record:  # (a loss per example, not per token: no perplexity)
         return {"val_loss": record.pop("val_loss"), **record}
-    val_loss = estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)
-    # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
-    metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
+    metrics = {"val_loss": estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)}
+    if loss_unit(loss_fn, bytes_per_token) == "nats/token":
+        # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
+        metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 700))
     if bytes_per_token:
         # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable across
         # tokenizers, unlike perplexity.
-        metrics["val_bpb"] = val_loss / math.log(2) / bytes_per_token
+        metrics["val_bpb"] = metrics["val_loss"] / math.log(2) / bytes_per_token
     return {**metrics, **record}
+
+
+def eval_fn_metrics(eval_fn: Callable[[nn.Module], dict[str, float]], raw: nn.Module) -> dict[str, float]:
+    """eval_fn's metrics, with `raw` in eval mode (no dropout noise; a BatchNorm normalises by its
+    running statistics and does not update them from val data) and no autograd graph built, as
+    `estimate_val_loss` measures; raw's mode is given back after. Autocast is eval_fn's to choose
+    (the sft task's runs under the run's dtype; the classify task's scores in float32, as eval does)."""
+    was_training = raw.training
+    raw.eval()
+    try:
+        with torch.no_grad():
+            record = eval_fn(raw)
+    finally:
+        raw.train(was_training)
+    return plain_metrics(record)
+
+
+def plain_metrics(record) -> dict[str, float]:
+    """eval_fn's `record` as the log takes it: a dict of real numbers by name, a 0-d tensor or a
+    NumPy scalar taken as its Python number. Anything else is refused here, naming eval_fn, where
+    it failed later as a JSON error (a tensor) or a format error (a string) naming neither."""
+    if not isinstance(record, dict):
+        raise TypeError(f"eval_fn returned {repr(record)[:40]} (a {type(record).__name__}): it must return a dict of "
+                        "metrics by name, e.g. {'val_accuracy': 0.91}")
+    if "step" in record:
+        raise ValueError("eval_fn's metrics hold 'step', the loop's own key in each log record (the step evaluated): "
+                         "give that metric another name")
+    metrics = {}
+    for name, value in record.items():
+        if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) and value.ndim == 0:
+            value = value.item()  # a float or an int (a bool or a complex number: refused below)
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            shown = f"a tensor of shape {tuple(value.shape)}" if hasattr(value, "shape") else repr(value)[:40]
+            raise TypeError(f"eval_fn's metric {name!r} is {shown} ({type(value).__name__}): each metric must be a "
+                            "real number (int or float; a 0-d tensor or a NumPy scalar is taken as one) named by "
+                            "a string")
+        metrics[name] = value
+    return metrics
 
 
 def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, step: int) -> tuple[float, float | None, int]:
@@ -140,8 +195,8 @@ def train_step(model, optimizer, scaler, get_batch, loss_fn, cfg, rt: Runtime, s
         micro_batch = m * rt.world + rt.rank
         rng = torch.Generator().manual_seed(seed_for(cfg.seed, TRAIN_STREAM, step, micro_batch))
         torch.manual_seed(seed_for(cfg.seed, DROPOUT_STREAM, step, micro_batch))  # its dropout masks
-        batch = [rt.to_device(t) for t in get_batch("train", rng)]
-        tokens += batch[0].numel() * rt.world
+        batch = on_device(get_batch("train", rng), rt)
+        tokens += batch[0].numel() * rt.world  # (a language model's token ids; for other batches, batch[0]'s elements)
         # DDP all-reduces gradients during backward; before the last micro-step that is wasted
         # work, so no_sync() (around the forward *and* the backward) skips it.
         last = m == micro_steps - 1
@@ -321,14 +376,24 @@ def train_loop(
 ) -> dict[str, float]:
     """Train `model` for cfg.max_iters optimizer steps; return the final metrics.
 
-    get_batch(split, rng) -> tuple of tensors (usually (x, y)); split is "train" or "val", and
-        every random choice must come from `rng` (that is what makes resume exact).
+    get_batch(split, rng) -> tuple (or list) of tensors (usually (x, y)); split is "train" or "val",
+        and every random choice must come from `rng` (that is what makes resume exact). The
+        elements of batch[0] are what tokens_per_s counts (a language model's token ids).
     loss_fn(model, *batch) -> scalar loss. Under DDP `model` is the DDP wrapper, so call its
-        forward (model(...)), not another method, or gradients will not be synchronised.
-    save_fn(model, dir) writes an exportable checkpoint into dir, which exists (default: model.save_pretrained).
-    eval_fn(model) -> extra metrics (e.g. accuracy), run at each evaluation on every process at
-        once, so it may split its work and all-reduce (finetune's classify scores do). A val_loss
-        among them replaces the loss of cfg.eval_iters sampled val batches (and best/ follows it).
+        forward (model(...)), not another method, or gradients will not be synchronised. With
+        `lm_loss` itself (the default), or `bytes_per_token` given (a loss per token), evaluations
+        log the perplexity (val_ppl) and loss.png's axis says nats/token; of another loss of the
+        caller's, the loop knows no unit, and logs neither.
+    save_fn(model, dir) writes an exportable checkpoint into dir, which exists (default:
+        model.save_pretrained; a model without one is refused before any step).
+    eval_fn(model) -> extra metrics (e.g. accuracy): a dict of real numbers by name (a 0-d tensor
+        or NumPy scalar is taken as its number; "step" is the loop's), run at each evaluation on
+        every process at once, so it may split its work and all-reduce (finetune's classify scores
+        do). It runs as the sampled val loss does: the model in eval mode (no dropout; BatchNorm
+        uses its running statistics), under torch.no_grad() (autocast is its own to choose), and
+        the model's mode is given back after. A val_loss among them replaces the loss of cfg.eval_iters sampled
+        val batches (and best/ follows it; a val loss that is not finite never makes best/, and is
+        warned of once).
     bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
         --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
@@ -344,6 +409,8 @@ def train_loop(
     check_float32_weights(model)
     rt = setup_runtime(cfg)
     raw = prepare_model(model, cfg, rt)  # the module itself, saved and restored; fwd and model (below) run it
+    check_trainable(raw)
+    check_save_fn(raw, save_fn)
     frozen = frozen_weights(raw)  # what a strategy froze: --init's, as loaded now; no checkpoint saves them again
     out = Path(cfg.out)
     optimizer = build_optimizer(raw, cfg, rt.device)
@@ -359,7 +426,8 @@ def train_loop(
                   get_batch=get_batch, loss_fn=loss_fn, save_fn=save_fn or (lambda m, d: m.save_pretrained(d)),
                   eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
                   peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, frozen=frozen, bar=bar,
-                  opening=opening_record(cfg, rt, progress.step, changed) if rt.is_main else None)
+                  opening=opening_record(cfg, rt, progress.step, changed, loss_unit=loss_unit(loss_fn, bytes_per_token)) if rt.is_main
+                  else None)
         # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
         # gives the caller's random state back when the loop ends, as if it had never run. TF32's
         # switches, turned on for the run on a GPU, are given back too.
@@ -384,6 +452,32 @@ def check_float32_weights(model: nn.Module) -> None:
                    if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
     if half:
         raise ValueError(HALF_WEIGHTS_ERROR.format(dtype=" and ".join(half)))
+
+
+def check_trainable(model: nn.Module) -> None:
+    """Refuse a model with nothing to train, before any work: its first backward failed inside torch
+    ("element 0 of tensors does not require grad"), naming neither the model nor why."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"the {type(model).__name__} given to train_loop has no parameter that requires grad, so "
+                         "there is nothing to train: it has no parameters, or all are frozen (requires_grad=False)")
+
+
+def check_save_fn(model: nn.Module, save_fn) -> None:
+    """Refuse, before any step, a run whose checkpoints could not be saved: without a save_fn the
+    default is model.save_pretrained, which a plain nn.Module lacks. Found at the first evaluation,
+    it lost every step trained and left a half-written best.new/."""
+    if save_fn is None and not callable(getattr(model, "save_pretrained", None)):
+        raise TypeError(f"save_fn is not given, and its default, model.save_pretrained, is missing: the "
+                        f"{type(model).__name__} given to train_loop has none. Pass save_fn(model, dir), which writes "
+                        "the model into the folder dir (a Path that exists), e.g. "
+                        "lambda m, d: torch.save(m.state_dict(), d / 'model.pt')")
+
+
+def loss_unit(loss_fn, bytes_per_token: float | None) -> str | None:
+    """What the loss is measured in, when the loop knows: nats per token for `lm_loss`, or where the
+    caller gives `bytes_per_token` (which turns a loss per token into bits per byte); for another
+    loss of the caller's, None (no perplexity, and loss.png's axis says "loss" alone)."""
+    return "nats/token" if loss_fn is lm_loss or bytes_per_token else None
 
 
 @dataclass
@@ -433,6 +527,7 @@ class Progress:
     skipped_since: int = 0
     skipped_in_a_row: int = 0
     kept_one: bool = False
+    warned_not_finite: bool = False  # a val loss not finite was warned of (`evaluate_and_save`: once a run)
 
 
 def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None,
@@ -564,7 +659,12 @@ def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
                                                 run.bytes_per_token, run.eval_fn)}
     if run.rt.is_main:  # shown as it comes, not only in log.jsonl
         run.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
-    improved = record["val_loss"] < progress.best
+    finite = math.isfinite(record["val_loss"])
+    if not finite and not progress.warned_not_finite and run.rt.is_main:  # else best/ just stays behind, unsaid
+        run.bar.write(f"warning: val_loss is {record['val_loss']} at step {progress.step}: best/ is not updated while the "
+                      "val loss is not finite (said once)", file=sys.stderr)
+        progress.warned_not_finite = True
+    improved = finite and record["val_loss"] < progress.best
     if improved:
         progress.best = record["val_loss"]
 

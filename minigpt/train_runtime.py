@@ -64,9 +64,11 @@ class Runtime:
         return self.rank == 0
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":  # page-locked memory lets the copy overlap with compute
+        # A CPU tensor bound for the GPU: page-locked memory lets the copy overlap with compute. Only a
+        # CPU tensor can be pinned: pinning one that get_batch made on the GPU raises "cannot pin".
+        if self.device.type == "cuda" and t.device.type == "cpu":
             return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        return t.to(self.device)  # (a tensor already there comes back as it is)
 
     def autocast(self):
         if self.dtype == torch.float32:

@@ -3506,3 +3506,231 @@ def test_a_non_finite_number_is_logged_as_null_and_no_best_val_loss(tmp_path):
         {"step": 2, "val_loss": None, "val_ppl": None, "nested": [None, 1.5]},
         {"step": 3, "val_loss": 1.0}]
     assert [r["step"] for r in minigpt.run_log.comparable_evaluations(read_log(tmp_path))] == [3]
+
+
+# ---- train_loop's promise to models that are not GPTs (an audit of the loop's contract) ----------
+
+MLP_W = torch.randn(4, 1, generator=torch.Generator().manual_seed(5))  # the target: y = x @ MLP_W
+
+
+def mlp(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+
+def mlp_batch(split, rng):
+    x = torch.randn(8, 4, generator=rng)
+    return x, x @ MLP_W
+
+
+def mse(model, x, y):
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def save_state(model, folder):
+    torch.save(model.state_dict(), folder / "model.pt")
+
+
+def mlp_cfg(out: Path, **kw) -> TrainConfig:
+    return TrainConfig(**{**dict(out=str(out), max_iters=4, eval_interval=2, log_interval=2, eval_iters=1,
+                                 warmup_iters=1, device="cpu"), **kw})
+
+
+def test_eval_fn_runs_in_eval_mode_without_grad_and_gives_the_mode_back(tmp_path):
+    """An audit: eval_fn ran with the model in training mode and grad on, where the sampled val loss
+    runs in eval mode under no_grad: dropout noise in its metric (two calls on the same data gave
+    13.1 and 11.4), a BatchNorm's running statistics updated from val data, and a graph built for
+    nothing. It runs now as estimate_val_loss does (its autocast its own: a review found the
+    loop's changed classify's float32 scores), and the model trains on in training mode after it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(16, 1))
+    x = torch.randn(64, 4)
+    seen, trained_in = [], set()
+
+    def eval_fn(m):
+        stats = m[1].running_mean.clone()
+        first, second = m(x), m(x)
+        seen.append({"training": m.training, "grad": torch.is_grad_enabled(), "dtype": first.dtype,
+                     "same twice": torch.equal(first, second), "stats kept": torch.equal(stats, m[1].running_mean)})
+        return {"val_mean": first.float().mean()}
+
+    def loss_fn(m, xb, yb):
+        if torch.is_grad_enabled():  # a training step's (the sampled val loss runs under no_grad)
+            trained_in.add(m.training)
+        return mse(m, xb, yb)
+
+    train.train_loop(model, mlp_cfg(tmp_path / "out", dtype="bfloat16"), mlp_batch, loss_fn, save_state, eval_fn=eval_fn)
+    assert seen == [{"training": False, "grad": False, "dtype": torch.float32, "same twice": True,
+                     "stats kept": True}] * 2
+    assert trained_in == {True}  # the steps after the first evaluation trained in training mode again
+
+
+def test_a_model_without_save_pretrained_needs_a_save_fn_before_any_step(tmp_path):
+    """An audit: with save_fn left at its default, model.save_pretrained, a model without one (a GPT
+    inside a module of one's own) trained to its first evaluation, then died with torch's
+    AttributeError, losing every step and leaving a half-written best.new/. Refused before any step."""
+    drawn = []
+
+    def get_batch(split, rng):
+        drawn.append(split)
+        return mlp_batch(split, rng)
+
+    with pytest.raises(TypeError, match=r"^save_fn is not given, and its default, model.save_pretrained, is missing: "
+                                        r"the Sequential given to train_loop has none"):
+        train.train_loop(mlp(), mlp_cfg(tmp_path / "out"), get_batch, mse)
+    assert drawn == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("metric, logged", [(torch.tensor(0.5), 0.5), (np.float32(0.5), 0.5), (np.int64(3), 3)])
+def test_eval_fn_metrics_of_0d_tensors_and_numpy_scalars_are_logged_as_numbers(tmp_path, metric, logged):
+    """An audit: a metric eval_fn returned as a 0-d tensor or a NumPy scalar (an accuracy computed
+    in torch, say) failed the first evaluation's log record with json's "Object of type Tensor is
+    not JSON serializable", after training to it. It is logged as its number now."""
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "out"), mlp_batch, mse, save_state,
+                     eval_fn=lambda m: {"val_acc": metric})
+    assert [r["val_acc"] for r in read_log(tmp_path / "out") if "val_acc" in r] == [logged, logged]
+    assert json.loads((tmp_path / "out" / "best" / "metrics.json").read_text())["val_acc"] == logged
+
+
+@pytest.mark.parametrize("returned, error, said", [
+    (0.5, TypeError, "eval_fn returned 0.5 (a float): it must return a dict of metrics by name"),
+    (None, TypeError, "eval_fn returned None (a NoneType): it must return a dict"),
+    ({"note": "hello"}, TypeError, "eval_fn's metric 'note' is 'hello' (str): each metric must be a real number"),
+    ({"val_loss": "0.5"}, TypeError, "eval_fn's metric 'val_loss' is '0.5' (str)"),
+    ({"val_acc": torch.ones(3)}, TypeError, "eval_fn's metric 'val_acc' is a tensor of shape (3,) (Tensor)"),
+    ({"ok": True}, TypeError, "eval_fn's metric 'ok' is True (bool)"),
+    ({"step": 99, "val_acc": 0.5}, ValueError, "eval_fn's metrics hold 'step', the loop's own key"),
+])
+def test_eval_fn_results_that_are_not_a_dict_of_real_numbers_are_refused_naming_eval_fn(tmp_path, returned, error, said):
+    """An audit: eval_fn's result went unchecked. A float or None failed as "argument of type 'float'
+    is not iterable", a string as "Unknown format code 'g'", naming neither eval_fn nor the metric;
+    and a "step" among the metrics silently replaced the step evaluated (the run returned step 99
+    after 4 steps)."""
+    with pytest.raises(error, match="^" + re.escape(said)):
+        train.train_loop(mlp(), mlp_cfg(tmp_path / "out"), mlp_batch, mse, save_state, eval_fn=lambda m: returned)
+
+
+def test_a_val_loss_that_is_not_finite_is_warned_of_once_and_never_becomes_best(tmp_path, capsys):
+    """An audit: eval_fn's val loss NaN at every evaluation left no best/ and no word of why. A
+    warning says it once; a val loss of -inf (no loss is below it) does not become best/ either."""
+    losses = iter([float("nan"), float("-inf"), float("nan")])
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "out", max_iters=6), mlp_batch, mse, save_state,
+                     eval_fn=lambda m: {"val_loss": next(losses)})
+    err = capsys.readouterr().err
+    assert err.count("warning: val_loss") == 1
+    assert "warning: val_loss is nan at step 2: best/ is not updated while the val loss is not finite" in err
+    assert not (tmp_path / "out" / "best").exists()
+
+
+def test_a_python_resume_with_other_frozen_weights_names_the_model_given_not_init(tmp_path):
+    """An audit: resuming from Python, with a model whose frozen weights differ (built from another
+    seed), was told to "Give --init the checkpoint the run started from", a flag a Python caller
+    never gave. It is told that the model given must hold the same frozen weights."""
+    def frozen_mlp(seed):
+        model = mlp(seed)
+        model[0].requires_grad_(False)
+        return model
+
+    out = tmp_path / "out"
+    train.train_loop(frozen_mlp(0), mlp_cfg(out, max_iters=2), mlp_batch, mse, save_state)
+    with pytest.raises(ValueError, match="the model given to train_loop holds now") as error:
+        train.train_loop(frozen_mlp(1), mlp_cfg(out, resume=True), mlp_batch, mse, save_state)
+    assert "the model given must hold the same frozen weights as the run's (built from the same seed" in str(error.value)
+    assert "--init" not in str(error.value)
+    train.train_loop(frozen_mlp(0), mlp_cfg(out, resume=True), mlp_batch, mse, save_state)  # the same seed resumes
+    assert final_state(out)["step"] == 4
+
+
+def _ylabel(out: Path, monkeypatch) -> str:
+    """The y-axis label plot_log gives OUT_DIR's loss.png."""
+    from matplotlib.axes import Axes
+
+    said, real = {}, Axes.set
+
+    def set_(self, **kw):
+        said.update(kw)
+        return real(self, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Axes, "set", set_)
+        minigpt.run_log.plot_log(out)
+    return said["ylabel"]
+
+
+def test_only_the_lm_loss_logs_a_perplexity_and_draws_nats_per_token(tmp_path, monkeypatch):
+    """An audit: a run of an MLP on an MSE loss logged val_ppl (exp of a squared error) and drew its
+    loss.png with the axis "loss (nats/token)". The loop knows the unit of `lm_loss` alone (the
+    default): with it a run logs val_ppl and says nats/token; with a loss of the caller's, neither,
+    even with an accuracy among its metrics (a review: then the axis said "nats per text", a
+    classifier's words), and eval_fn runs under no autocast of the loop's (classify scores in float32)."""
+    def accuracy(model):
+        assert not torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled() and not model.training
+        return {"val_accuracy": 0.5}
+
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "mlp", dtype="bfloat16"), mlp_batch, mse, save_state, eval_fn=accuracy)
+    records = read_log(tmp_path / "mlp")
+    assert records[0]["loss_unit"] is None and not any("val_ppl" in r for r in records)
+    assert [r["val_accuracy"] for r in records if "val_accuracy" in r] == [0.5, 0.5]  # steps 2 and 4
+    assert _ylabel(tmp_path / "mlp", monkeypatch) == "loss"
+
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    cfg = tiny_cfg(data, tmp_path / "lm", max_iters=2, eval_interval=2)
+    train.train_loop(build_model(cfg, VOCAB), cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng))
+    records = read_log(tmp_path / "lm")
+    assert records[0]["loss_unit"] == "nats/token" and [r["step"] for r in records if "val_ppl" in r] == [2]
+    assert _ylabel(tmp_path / "lm", monkeypatch) == "loss (nats/token)"
+
+
+@pytest.mark.parametrize("opening, label", [
+    ({"run": "start", "command": "finetune", "config": {"task": "classify"}, "loss_unit": None}, "loss (nats per text)"),
+    ({"run": "start", "command": "train", "config": {}}, "loss (nats/token)"),  # a log older than loss_unit: minigpt's own
+    ({"run": "start", "command": "train", "config": {}, "loss_unit": None}, "loss")])
+def test_loss_png_names_the_unit_of_the_runs_loss(tmp_path, monkeypatch, opening, label):
+    """A review: the axis said "nats per text" for any run with an accuracy (a classifier's words
+    for an MLP's squared error); it is the classify task's, the unit recorded, or for a log written
+    before the record had one, nats/token, as it was drawn then."""
+    for record in ({"step": 0, **opening}, {"step": 2, "loss": 1.5}, {"step": 2, "val_loss": 1.4, "val_accuracy": 0.5}):
+        minigpt.run_log.append_log(tmp_path, record)
+    assert _ylabel(tmp_path, monkeypatch) == label
+
+
+@pytest.mark.parametrize("get_batch, said", [
+    (lambda split, rng: dict(zip("xy", mlp_batch(split, rng))), "get_batch returned a dict: it must return a tuple"),
+    (lambda split, rng: torch.randn(8, 5, generator=rng), "get_batch returned a Tensor: it must return a tuple"),
+    (lambda split, rng: (*mlp_batch(split, rng), 3), "get_batch returned a tuple holding Tensor, Tensor, int: it must"),
+    (lambda split, rng: (), "get_batch returned an empty tuple: it must return a tuple (or list) of tensors"),
+])
+def test_a_batch_that_is_not_a_tuple_of_tensors_is_refused_naming_get_batch(tmp_path, get_batch, said):
+    """An audit: a get_batch that returned a dict or a tuple holding an int failed inside torch
+    ("'int' object has no attribute 'to'"), naming neither get_batch nor the batch; a single tensor
+    was split into its rows and trained on as if they were the batch's tensors."""
+    with pytest.raises(TypeError, match="^" + re.escape(said)):
+        train.train_loop(mlp(), mlp_cfg(tmp_path / "out"), get_batch, lambda m, *batch: mse(m, *batch[:2]), save_state)
+
+
+@pytest.mark.parametrize("model", [mlp().requires_grad_(False), torch.nn.Identity()], ids=["frozen", "no parameters"])
+def test_a_model_with_nothing_to_train_is_refused_before_any_step(tmp_path, model):
+    """An audit: a model with no parameter that requires grad (all frozen, or none at all) failed
+    its first backward inside torch ("element 0 of tensors does not require grad"). Refused now
+    before any work, naming the model."""
+    with pytest.raises(ValueError, match=f"^the {type(model).__name__} given to train_loop has no parameter that "
+                                         "requires grad"):
+        train.train_loop(model, mlp_cfg(tmp_path / "out"), mlp_batch, lambda m, x, y: m(x).sum(), save_state)
+    assert not (tmp_path / "out").exists()
+
+
+def test_to_device_pins_only_a_cpu_tensor(monkeypatch):
+    """From reading: on a GPU, Runtime.to_device pinned every tensor, and pinning one that get_batch
+    made on the GPU already raises ("cannot pin 'torch.cuda.FloatTensor'"). Only a CPU tensor is
+    pinned now. (Stand-ins for tensors: this runs without a GPU, whose own check is in the report.)"""
+    def tensor(device: str, pinned: list):
+        return SimpleNamespace(device=torch.device(device), to=lambda *args, **kw: (args, kw),
+                               pin_memory=lambda: pinned.append(device) or tensor(device, pinned))
+
+    rt = train_runtime.Runtime(0, 1, torch.device("cuda", 0), torch.float32)
+    pinned = []
+    assert rt.to_device(tensor("cpu", pinned)) == ((torch.device("cuda", 0),), {"non_blocking": True})
+    assert rt.to_device(tensor("cuda:0", pinned)) == ((torch.device("cuda", 0),), {})
+    assert pinned == ["cpu"]

@@ -540,9 +540,10 @@ def check_writable(out: Path) -> None:
     elsewhere = f"download it elsewhere with `minigpt download {out.name} --out DIR` and load DIR"
     if DOWNLOADS == CHECKPOINTS:
         raise DownloadError(f"{out} is in minigpt's download folder, the checkout's {DOWNLOADS}, and {problem}: {elsewhere}")
-    source = ("$XDG_CACHE_HOME/minigpt" if os.path.isabs(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))
+    xdg = os.path.expandvars(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))  # as config.user_cache reads it
+    source = ("$XDG_CACHE_HOME/minigpt" if os.path.isabs(xdg)
               else f"$HOME/.cache/minigpt, HOME being {os.environ['HOME']}" if "HOME" in os.environ
-              else "your home's .cache/minigpt")
+              else "your home's .cache/minigpt, or with no home the temp directory's cache-UID/minigpt")
     raise DownloadError(f"{out} is in minigpt's download folder, {DOWNLOADS} ({source}), and {problem}: set "
                         f"XDG_CACHE_HOME to a folder you can write, or {elsewhere}")
 

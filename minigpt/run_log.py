@@ -212,8 +212,9 @@ def draw_curves(records: list[dict], out: Path) -> None:
             if points:
                 ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
         accuracy = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
-        # The unit of the loss the run trains on now, from its last opening record: None for a loss of
-        # train_loop's caller, whose unit it does not know; a log older than the field was minigpt's own.
+        # The unit of the loss the run trains on now, from its last opening record: None for a loss
+        # whose unit train_loop does not know (its caller's own; the classify task's, by its task);
+        # for a log older than the field, nats/token, as every log was drawn then.
         opening = next((r for r in reversed(records) if is_opening(r)), {})
         unit = "nats per text" if opening.get("config", {}).get("task") == "classify" else opening.get("loss_unit", "nats/token")
         ylabel = f"loss ({unit})" if unit else "loss"

@@ -159,8 +159,9 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     try:
         tok.save_pretrained(out)
     except OSError as e:  # what `unwritable` cannot foresee: a full disk, a folder made read-only since
-        # (e.strerror: the error without the temp file's name, vocab.json.tmp, which the user never typed)
-        print(f"{name}: error: cannot save the tokenizer to --out {out}: {e.strerror or e}", file=sys.stderr)
+        # The file as the user will see it (vocab.json), not the temp file written first (vocab.json.tmp).
+        failed = f"{Path(e.filename).name.removesuffix('.tmp')}: " if e.filename else ""
+        print(f"{name}: error: cannot save the tokenizer to --out {out}: {failed}{e.strerror or e}", file=sys.stderr)
         return FAILED
     specials = ", ".join(tok.special_tokens) or "none"
     print(f"saved a tokenizer of {tok.vocab_size:,} tokens ({len(tok.merges):,} merges; special tokens: {specials}; "

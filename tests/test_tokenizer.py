@@ -1696,5 +1696,5 @@ def test_cli_training_whose_save_fails_is_one_error_line(tmp_path, capsys, monke
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
     assert climod.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
-    assert (f"tokenize --train: error: cannot save the tokenizer to --out {tmp_path / 'tok'}: No space left on device\n"
+    assert (f"tokenize --train: error: cannot save the tokenizer to --out {tmp_path / 'tok'}: vocab.json: No space left on device\n"
             in err and "Traceback" not in err and ".tmp" not in err), err

@@ -452,8 +452,8 @@ def check_cast_fits(name: str, t: torch.Tensor, dtype: torch.dtype, remedy: str)
     if torch.finfo(dtype).max >= torch.finfo(t.dtype).max or t.numel() == 0:  # as wide (or no values): it fits
         return
     # Rounding keeps order, so the cast overflows somewhere iff it overflows the largest |value|. Found
-    # on t, with one pass of min and max: isfinite() on the cast half tensor made a 124M-parameter
-    # float16 load 2.8x as long on a CPU (half-precision elementwise work is slow there).
+    # on t, with one pass of min and max, rather than isfinite() on the cast half tensor: half-precision
+    # elementwise work is slow on a CPU (a review timed that way as the slower one, noisy 2-core runs).
     if t.dim() == 2 and t.mT.is_contiguous():  # a Conv1D weight's transposed view: the same values, read in order (faster)
         t = t.mT
     low, high = torch.aminmax(t)

@@ -26,6 +26,7 @@ from typing import BinaryIO
 import torch
 from safetensors import SafetensorError, safe_open
 
+from minigpt.checks import first_few
 from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, architectures_of, gpt2_name,
                             shipped_path)
 from minigpt.download import find_gpt2, hub_hint
@@ -172,9 +173,11 @@ def check_config_fits_weights(path: Path, config: GPTConfig, shapes: dict[str, t
 
 # The dtypes a CLI offers for the weights and math, by name (`--dtype`): its choices are the keys.
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# The dtypes torch computes GPT-2's layers in. float8 and float4 are floating point too, but storage
-# formats only: torch has no add or matmul for them ('"add_stub" not implemented for Float8_e4m3fn').
-COMPUTE_DTYPES = (*DTYPE_NAMES.values(), torch.float64)
+# The dtypes torch computes GPT-2's layers in, by name: what `from_pretrained(dtype=...)` takes, the
+# CLI's and float64. float8 and float4 are floating point too, but storage formats only: torch has
+# no add or matmul for them ('"add_stub" not implemented for Float8_e4m3fn').
+COMPUTE_DTYPE_NAMES = {**DTYPE_NAMES, "float64": torch.float64}
+COMPUTE_DTYPES = tuple(COMPUTE_DTYPE_NAMES.values())
 
 
 def interrupted_save(path: Path) -> str:
@@ -209,16 +212,16 @@ def rename_command(renames: list[tuple[Path, Path]]) -> str:
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """`from_pretrained`'s dtype: None (the file's own), one of COMPUTE_DTYPES, or its name as CLIs
-    pass it ("bfloat16") or str() writes it ("torch.bfloat16"). A name is looked up in a table, not
-    taken as any attribute of torch: dtype="e" was torch.e, refused as "got 2.718281828459045"."""
+    pass it ("bfloat16") or str() writes it ("torch.bfloat16"). A name is looked up in a table
+    (COMPUTE_DTYPE_NAMES), not taken as any attribute of torch: dtype="e" was torch.e, refused as
+    "got 2.718281828459045"."""
     if isinstance(dtype, str):
-        names = {str(d).removeprefix("torch."): d for d in COMPUTE_DTYPES}  # DTYPE_NAMES's, and float64
         name = dtype.removeprefix("torch.")
-        if name not in names:
+        if name not in COMPUTE_DTYPE_NAMES:
             auto = "; dtype=None keeps the file's dtype (transformers' \"auto\")" if name == "auto" else ""
-            raise ValueError(f"dtype must be one of {', '.join(names)} (or a torch.dtype, or None: the file's), "
-                             f"got {dtype!r}{auto}")
-        dtype = names[name]
+            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPE_NAMES)} (or a torch.dtype, or None: the "
+                             f"file's), got {dtype!r}{auto}")
+        dtype = COMPUTE_DTYPE_NAMES[name]
     if dtype is not None and dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(str, COMPUTE_DTYPES))} (the dtypes torch computes "
                          f"a model in), got {dtype!r}")
@@ -360,8 +363,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     state, lm_head, left_out = read_weights(path, expected, architectures, head, dtype, device)
     missing = sorted(set(expected) - set(state))
     if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {shown}")
+        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {first_few(missing)}")
     state = one_dtype(state, "transformer.wte.weight", path)
     wte = state["transformer.wte.weight"]
     if lm_head is not None and not same_matrix(lm_head, wte):
@@ -375,7 +377,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     # the meta device, they hold no values, and the first forward would fail far from here.
     unloaded = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if unloaded:
-        raise ValueError(f"{model_class.__name__} holds {', '.join(unloaded[:4])}, which GPT-2's checkpoint does not: "
+        raise ValueError(f"{model_class.__name__} holds {first_few(unloaded)}, which GPT-2's checkpoint does not: "
                          f"built on the meta device to load it, they have no values; build it yourself and load a "
                          f"GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
                          f"model.load_state_dict(gpt.state_dict(), strict=False)")
@@ -465,17 +467,18 @@ def check_cast_fits(name: str, t: torch.Tensor, dtype: torch.dtype, remedy: str)
                      f"value {torch.finfo(dtype).max:g}: {remedy}")
 
 
-def one_dtype(state: dict[str, torch.Tensor], bulk: str, path: Path) -> dict[str, torch.Tensor]:
+def one_dtype(state: dict[str, torch.Tensor], bulk: str, path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
     """dtype=None keeps the file's dtype, but a file may mix them (a float32 LayerNorm or head among
     float16 weights); the model computes in one, so the odd ones out take that of `bulk` (the
     token embeddings, whose dtype stands for the bulk of the weights), a float16 one checked as a
-    float16 load checks its weights (`as_held`)."""
+    float16 load checks its weights (`as_held`). `prefix`: what `state`'s keys put before the
+    file's names (a model holding its GPT as a submodule), left out of the names an error gives."""
     dtype = state[bulk].dtype
     if dtype not in COMPUTE_DTYPES:  # a float8 file: read, it loads, and fails at the first forward
         raise ValueError(f"tensor {bulk!r} has dtype {dtype}, a storage format torch cannot compute in (the others "
                          f"would take it too); load the weights cast to one it can, with dtype=torch.bfloat16 "
                          f"(--dtype bfloat16), or float16 or float32")
-    return {key: as_held(t, dtype, None, f"tensor {key.removeprefix('gpt.')!r} in {path}") for key, t in state.items()}
+    return {key: as_held(t, dtype, None, f"tensor {key.removeprefix(prefix)!r} in {path}") for key, t in state.items()}
 
 
 def check_gpt2_tensors(model: GPT) -> None:
@@ -517,7 +520,7 @@ def refuse_extra_tensors(names: set[str]) -> None:
     if extra:
         hint = " (LoRA adapters: merge them first with minigpt.lora.merge_lora)" if any("lora_" in k for k in extra) else ""
         raise ValueError(f"the model holds tensors that GPT-2's checkpoint layout has no place for: "
-                         f"{', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}{hint}")
+                         f"{first_few(extra)}{hint}")
 
 
 def refuse_missing_tensors(names: set[str]) -> None:
@@ -526,12 +529,11 @@ def refuse_missing_tensors(names: set[str]) -> None:
     missing = sorted(names)
     if not missing:
         return
-    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
     hint = ("; GPT-2 has a bias in every Linear of its blocks and every LayerNorm, and a zero bias computes what none does: give each "
             "bias-free layer zeros before saving (layer.bias = nn.Parameter(torch.zeros(n))), as "
             "scripts/convert_nanogpt.py does for nanoGPT's bias=False") if all(k.endswith(".bias") for k in missing) else ""
     raise ValueError(f"the model lacks {len(missing)} tensor(s) that GPT-2's checkpoint layout holds, so the "
-                     f"checkpoint would not load back: {shown}{hint}")
+                     f"checkpoint would not load back: {first_few(missing)}{hint}")
 
 
 # The config field that gives each dimension of a tensor, by the end of its name, where it is that
@@ -553,8 +555,7 @@ def refuse_resized_tensors(state: dict[str, torch.Tensor], layout: dict[str, tor
     in_body = "transformer." in name  # else a head's (a classifier's score): not sized by GPTConfig's fields
     fixes = {f"config.{field} = {size}" if field else "config.n_embd (the width of every tensor)"
              for field, size, want in zip(fields, shape, expected) if size != want and (field or in_body)}
-    more = f" ({len(resized) - 1} more tensor(s) differ too: {', '.join(resized[1:4])}{', ...' if len(resized) > 4 else ''})" \
-        if len(resized) > 1 else ""
+    more = f" ({len(resized) - 1} more tensor(s) differ too: {first_few(resized[1:])})" if len(resized) > 1 else ""
     raise ValueError(f"tensor {name!r} has shape {shape}, but the model's config gives it {expected}{more}; config.json is "
                      f"written from the config, so the checkpoint would load nowhere: set the model's config to the new "
                      f"size before saving: {'; '.join(sorted(fixes)) or 'the field that gives its size'}")

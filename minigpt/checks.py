@@ -6,7 +6,8 @@ None, a bool) is a TypeError; the caller then checks the range itself, as a Valu
 names the range, since only it knows the range. A dropout rate is the exception: its range,
 [0, 1), is the same everywhere, so `check_rate` checks both. It imports no torch, so the
 tokenizer's worker processes stay light. And a warning's stacklevel that points at the user's
-line, not minigpt's (`caller_stacklevel`).
+line, not minigpt's (`caller_stacklevel`), and the first few names of a list an error names
+(`first_few`: the missing tensors, a file's labels), so that every such list ends alike.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numbers
 import operator
 import os
 import sys
+from collections.abc import Sequence
 
 
 def is_bool(value) -> bool:
@@ -86,3 +88,14 @@ def caller_stacklevel() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
         frame, level = frame.f_back, level + 1
     return level
+
+
+LISTED = 5  # names an error lists before "... and N more"
+
+
+def first_few(names: Sequence[object], n: int = LISTED) -> str:
+    """The first `n` of `names` (each as str() writes it), comma-separated, then how many more:
+    "a, b, c, d, e, ... and 7 more". An error that names what is wrong stays a line, not the whole
+    model or file, and still says how many there are."""
+    more = f", ... and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(map(str, names[:n])) + more

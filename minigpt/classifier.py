@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, check_config_fits_weights,
                                 check_layout, is_classifier_checkpoint, one_dtype, read_tensors, resolve_device,
                                 resolve_dtype, stored_shapes, weight_files, write_checkpoint)
-from minigpt.checks import as_count
+from minigpt.checks import as_count, first_few
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
 from minigpt.model import GPT
@@ -243,12 +243,12 @@ class GPTClassifier(nn.Module):
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):
             missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
-            raise ValueError(f"{path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(f"{path} does not match its config.json: missing [{first_few(list(map(repr, missing)))}], unexpected [{first_few(list(map(repr, unexpected)))}]")
         for key, t in state.items():  # as load_gpt: the first wrong shape by name, not torch's list of them
             if t.shape != shapes[key]:
                 raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)} (after transposing "
                                  f"Conv1D weights), but its config.json expects {tuple(shapes[key])}")
-        state = one_dtype(state, "gpt.transformer.wte.weight", path)
+        state = one_dtype(state, "gpt.transformer.wte.weight", path, prefix="gpt.")
         model.load_state_dict(state, strict=False, assign=True)  # (the GPT ties lm_head to the new wte: GPT.tie_weights)
         return model.eval()
 

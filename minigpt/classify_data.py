@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minigpt.checks import first_few
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
@@ -230,18 +231,9 @@ def _check_not_label_first(path: Path, texts: list[str], labels: list[int] | lis
     kinds = list(dict.fromkeys(texts))
     if len(distinct) > len(kinds) and 2 * len(distinct) > len(labels):
         raise ValueError(f"{path}: the columns look like label<TAB>text, but classify reads text<TAB>label: the labels "
-                         f"are {len(distinct)} distinct values in {len(labels)} lines ({_first_few(list(map(repr, distinct)))}), "
-                         f"the texts {len(kinds)} ({_first_few(list(map(repr, kinds)))}): swap the columns (e.g. with "
+                         f"are {len(distinct)} distinct values in {len(labels)} lines ({first_few(list(map(repr, distinct)))}), "
+                         f"the texts {len(kinds)} ({first_few(list(map(repr, kinds)))}): swap the columns (e.g. with "
                          "`awk -F'\\t' -v OFS='\\t' '{print $2, $1}'`)")
-
-
-LISTED = 5  # names an error lists before "... and N more"
-
-
-def _first_few(names: list[str]) -> str:
-    """The first `LISTED` names, then how many more: an error stays a line, not the whole file."""
-    more = f", ... and {len(names) - LISTED} more" if len(names) > LISTED else ""
-    return ", ".join(names[:LISTED]) + more
 
 
 def _check_one_kind(path: Path, linenos: list[int], labels: list[int] | list[str], first: int) -> None:
@@ -374,7 +366,7 @@ def label_ids(labels: list[str], label2id: dict[str, int], path: Path, whose: st
     unknown = next((name for name in labels if name not in label2id), None)
     if unknown is not None:
         raise ValueError(f"{path}:{_first_line_labelled(path, unknown)}: label {unknown!r} is none of {whose}: "
-                         f"{_first_few(list(label2id))}")
+                         f"{first_few(list(label2id))}")
     return [label2id[name] for name in labels]
 
 
@@ -429,7 +421,7 @@ def check_labels(labels: list[int], num_labels: int, whose: str = "", path: Path
     bad = sorted({label for label in labels if not 0 <= label < num_labels})
     if bad:
         where = f"{path}:{_first_line_labelled(path, bad[0])}: " if path else ""
-        raise ValueError(f"{where}{whose}labels {bad[:5]} are out of range: with num_labels={num_labels}, labels must be "
+        raise ValueError(f"{where}{whose}labels [{first_few(bad)}] are out of range: with num_labels={num_labels}, labels must be "
                          f"in [0, {num_labels}){fix}")
 
 

@@ -39,17 +39,31 @@ CHECKPOINTS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().pare
 
 
 def user_cache() -> Path:
-    """The user's cache directory, as the XDG spec has it: $XDG_CACHE_HOME if it is an absolute path
-    (a "~" or $VAR in it expanded: a Dockerfile's ENV leaves them as typed; a relative one is
-    ignored, or downloads would land wherever a command ran), else ~/.cache; with no home directory
-    at all (a container run as a user /etc/passwd lacks), `temp_cache()`."""
+    """The user's cache directory (`user_cache_source`)."""
+    return user_cache_source()[0]
+
+
+def user_cache_source(below: str = "") -> tuple[Path, str]:
+    """The user's cache directory, or its folder `below` ("minigpt": config.DOWNLOADS), and where it
+    comes from, as an error tells the user what to change ("$XDG_CACHE_HOME/minigpt", or "$HOME/.cache/minigpt,
+    HOME being /home/ada"). As the XDG spec has it: $XDG_CACHE_HOME if it is an absolute path (a
+    "~" or $VAR in it expanded: a Dockerfile's ENV leaves them as typed; a relative one is ignored,
+    or downloads would land wherever a command ran), else ~/.cache (the home being $HOME, or the
+    user's /etc/passwd entry); with no home directory at all (a container run as a user /etc/passwd
+    lacks), `temp_cache()`."""
+    def under(root: str) -> str:
+        return f"{root}/{below}" if below else root
+
     xdg = os.path.expandvars(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))
     if os.path.isabs(xdg):
-        return Path(xdg)
+        return Path(xdg, below), under("$XDG_CACHE_HOME")
     try:
-        return Path.home() / ".cache"
+        home = Path.home()
     except RuntimeError:  # "Could not determine home directory": no $HOME, no passwd entry
-        return temp_cache()
+        return temp_cache() / below, under("the temp directory's cache-UID") + ", there being no home directory"
+    if "HOME" in os.environ:
+        return home / ".cache" / below, under("$HOME/.cache") + f", HOME being {os.environ['HOME']}"
+    return home / ".cache" / below, under("your home's .cache")
 
 
 def temp_cache() -> Path:

@@ -59,7 +59,8 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
-from minigpt.config import CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache
+from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache,
+                            user_cache_source)
 from minigpt.files import BINARY, file_lock, fresh_file, no_follow, unwritable, user_path
 from minigpt.progress_bar import progress_bar
 
@@ -540,10 +541,7 @@ def check_writable(out: Path) -> None:
     elsewhere = f"download it elsewhere with `minigpt download {out.name} --out DIR` and load DIR"
     if DOWNLOADS == CHECKPOINTS:
         raise DownloadError(f"{out} is in minigpt's download folder, the checkout's {DOWNLOADS}, and {problem}: {elsewhere}")
-    xdg = os.path.expandvars(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "")))  # as config.user_cache reads it
-    source = ("$XDG_CACHE_HOME/minigpt" if os.path.isabs(xdg)
-              else f"$HOME/.cache/minigpt, HOME being {os.environ['HOME']}" if "HOME" in os.environ
-              else "your home's .cache/minigpt, or with no home the temp directory's cache-UID/minigpt")
+    _, source = user_cache_source(DOWNLOADS.name)  # where DOWNLOADS came from, as config.py found it
     raise DownloadError(f"{out} is in minigpt's download folder, {DOWNLOADS} ({source}), and {problem}: set "
                         f"XDG_CACHE_HOME to a folder you can write, or {elsewhere}")
 

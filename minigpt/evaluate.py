@@ -209,7 +209,7 @@ def write_predictions(path: str, linenos: list[int], labels: list[int], probs: t
                                   "probabilities": {id2label[i]: x for i, x in enumerate(p)}}))
     try:
         atomic_write_text(Path(path), "".join(record + "\n" for record in records))
-    except OSError as e:  # a full disk, say: named as the user typed it, not by the temp file that failed
+    except OSError as e:  # a full disk, say: named once, as the user typed it (so e.strerror, without e's file name)
         raise OSError(f"cannot write --predictions {path}: {e.strerror or e}") from e
 
 
@@ -265,13 +265,21 @@ def model_record(args) -> int | None:
     return recorded_length(shipped_path(args.model))
 
 
+def trained_length(recorded: int | None, n_positions: int) -> int | None:
+    """The length the model was trained on (`recorded`: `model_record`), where it is shorter than
+    its context, n_positions: a fresh model pretrained with a smaller --block-size, or a classifier
+    fine-tuned with one, never trained its later positions. None where it trained them all (a
+    record of n_positions or more, GPT-2's 1024) or records nothing."""
+    return recorded if recorded is not None and recorded < n_positions else None
+
+
 def window_length(args, n_positions: int, trained: int | None) -> int | None:
     """The sliding window's length: --max-length as given, else the length the model trained on
-    (`trained`, its own tokenizer's model_max_length) where that is shorter than its context, else
-    None (perplexity's default, n_positions). A fresh model trained on shorter windows never trained
-    its later positions: scored there, its perplexity would count random position embeddings. The
-    window chosen is said; an explicit one past the trained length is warned of."""
-    if trained is None or trained >= n_positions:
+    (`trained`: `trained_length`, None where it trained its whole context), else None (perplexity's
+    default, n_positions). A fresh model trained on shorter windows never trained its later
+    positions: scored there, its perplexity would count random position embeddings. The window
+    chosen is said; an explicit one past the trained length is warned of."""
+    if trained is None:
         return args.max_length
     if args.max_length is None:
         # (at least 2, perplexity's least: a 2-token window's one prediction comes from position 0 alone)
@@ -322,7 +330,8 @@ def language_model_report(args) -> tuple[str, dict]:
     token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
     for i in ids.unique().tolist():  # (only the tokens of this text are needed)
         token_bytes[i] = len(tok.decode_bytes([i]))
-    max_length = window_length(args, model.config.n_positions, model_record(args))
+    trained = trained_length(model_record(args), model.config.n_positions)
+    max_length = window_length(args, model.config.n_positions, trained)
     with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
         result = perplexity(model, ids, max_length, args.stride, progress=True, token_bytes=token_bytes)
     if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score
@@ -364,12 +373,13 @@ def pairs_report(args) -> tuple[str, dict]:
     pairs = read_pairs(args.file)
     model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
-    block = min(model_record(args) or model.config.n_positions, model.config.n_positions)
+    trained = trained_length(model_record(args), model.config.n_positions)
+    block = model.config.n_positions if trained is None else trained
     examples = encode_pairs(tok, pairs, block)
     if not examples.rows:
         raise ValueError(f"every prompt in {args.file} fills the {block} tokens scored: no completion token is left to score")
     if examples.cut:  # said, as fine-tuning says it: a cut pair is scored on its first tokens only
-        length = "the context" if block == model.config.n_positions else f"the {block} tokens {args.model} was trained on"
+        length = "the context" if trained is None else f"the {block} tokens {args.model} was trained on"
         print(f"{examples.cut:,} of {len(examples.rows):,} pairs are longer than {length} ({block}) and keep their first "
               "tokens", file=sys.stderr)
     loss = sft_val_loss(model, examples, batch_pad_id(tok), batch_size, progress=True)
@@ -390,8 +400,9 @@ def cut_length(args, tok, n_positions: int) -> tuple[int, str]:
     none: the tokenizer read (--tokenizer) gives it, else the context, and a note says which, as
     the texts being cut or not tells nothing of it."""
     recorded = model_record(args)
-    if recorded is not None and recorded < n_positions:
-        return recorded, f"fine-tuning's --block-size, as {args.model} records it"
+    trained = trained_length(recorded, n_positions)
+    if trained is not None:
+        return trained, f"fine-tuning's --block-size, as {args.model} records it"
     if recorded is not None:
         return n_positions, "the model's context, n_positions"
     read = f"--tokenizer {args.tokenizer}" if args.tokenizer else "its own tokenizer"

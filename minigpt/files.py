@@ -45,20 +45,27 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     does an old config.json): a checkpoint its owner made private (chmod 600) stays private.
     """
     tmp, mode = temp_path(dest), kept_mode(dest)
-    fresh_file(tmp)  # before the try: a name it could not make is not ours to remove
     try:
-        yield tmp
-        fsync_file(tmp, mode)
-        os.replace(tmp, dest)
+        fresh_file(tmp)  # outside the inner try: a name it could not make is not ours to remove
+        try:
+            yield tmp
+            fsync_file(tmp, mode)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as e:
         # A failed write names no file ("[Errno 28] No space left on device", numpy's "N requested
         # and M written"): name the folder. Not the file: one `with` over several atomic_paths (a
         # checkpoint's, data.py's) cannot tell whose write failed, but they share a folder.
         if e.filename is None:
             raise OSError(e.errno or errno.EIO, e.strerror or str(e), str(dest.parent)) from e
+        # One that names the temp file (a folder made read-only: vocab.json.tmp) names `dest` instead,
+        # the file the user asked for: the temp is no name they typed, and is gone by now. The errno
+        # stays, so the error keeps its class (EACCES: a PermissionError). (os.replace's error also
+        # names dest, as its filename2.) Another file's error (a nested atomic_path's) is left as it is.
+        if Path(os.fsdecode(e.filename)) == tmp:
+            raise OSError(e.errno, e.strerror, str(dest)) from e
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def temp_path(dest: Path) -> Path:
@@ -85,8 +92,9 @@ def fresh_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)  # 0o666: less the umask, as open()
     except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "appeared between its removal and its creation as a new temp file: "
-                              "another process is writing this folder", str(path)) from None
+        # Its own name in the message too: atomic_path's error names the file a temp stands for.
+        raise FileExistsError(errno.EEXIST, f"{path.name} appeared between its removal and its creation as a new "
+                              "temp file: another process is writing this folder", str(path)) from None
     os.close(fd)
 
 
@@ -98,8 +106,9 @@ def no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
         return os.open(path, flags | NO_FOLLOW, mode)
     except OSError as e:
         if os.path.islink(path):
-            raise OSError(e.errno, "is a symbolic link, which minigpt does not write through (one planted there "
-                          "could point at any file); remove it", os.fspath(path)) from None
+            # Its own name in the message too: atomic_path's error names the file a temp stands for.
+            raise OSError(e.errno, f"{os.path.basename(path)} is a symbolic link, which minigpt does not write through "
+                          "(one planted there could point at any file); remove it", os.fspath(path)) from None
         raise
 
 

@@ -32,7 +32,7 @@ from typing import TypeVar
 import torch
 import torch.nn as nn
 
-from minigpt.checks import as_count, as_real, check_rate
+from minigpt.checks import as_count, as_real, check_rate, first_few
 from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json
 
 # GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
@@ -296,7 +296,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unexpected:
         raise ValueError(f"{path / ADAPTER_WEIGHTS} does not fit the model's layers {chosen}: "
-                         f"missing {missing[:4]}, unexpected {unexpected[:4]}" + (" ..." if len(missing) > 4 or len(unexpected) > 4 else ""))
+                         f"missing [{first_few(list(map(repr, missing)))}], unexpected [{first_few(list(map(repr, unexpected)))}]")
     for key, (name, ab) in expected.items():
         base = model.get_submodule(name)
         shape = (rank, base.in_features) if ab == "lora_A" else (base.out_features, rank)

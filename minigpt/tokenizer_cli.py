@@ -159,8 +159,8 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     try:
         tok.save_pretrained(out)
     except OSError as e:  # what `unwritable` cannot foresee: a full disk, a folder made read-only since
-        # The file as the user will see it (vocab.json), not the temp file written first (vocab.json.tmp).
-        failed = f"{Path(e.filename).name.removesuffix('.tmp')}: " if e.filename else ""
+        # Which file failed (vocab.json: files.atomic_path names it so, not by its temp file), or its folder.
+        failed = f"{Path(e.filename).name}: " if e.filename else ""
         print(f"{name}: error: cannot save the tokenizer to --out {out}: {failed}{e.strerror or e}", file=sys.stderr)
         return FAILED
     specials = ", ".join(tok.special_tokens) or "none"

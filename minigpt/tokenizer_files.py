@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from minigpt.checks import first_few
 from minigpt.config import gpt2_name, shipped_path
 from minigpt.files import atomic_write_text, read_json, read_regular_text, refuse_lfs_pointer, save_lock
 from minigpt.pretokenize import CHAR_TO_BYTE, str_to_token, token_to_str
@@ -95,7 +96,7 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     # (it encodes "<|im_start|>" as plain text); minigpt would take it for a special token. Most
     # often merges.txt lost its end (a download from a mirror that announced no size or hash).
     if unnamed := sorted(unnamed, key=str_vocab.get):
-        shown = ", ".join(map(repr, unnamed[:3])) + (", ..." if len(unnamed) > 3 else "")
+        shown = first_few(list(map(repr, unnamed)), 3)
         raise ValueError(f"{vocab_file} has {len(unnamed):,} token(s) that no merge in {merges_file} makes and no "
                          f"file names as a special token ({shown}): transformers would never give their ids. Is "
                          f"{merges_file.name} cut short, or from another tokenizer?")

@@ -215,6 +215,35 @@ def test_missing_tensor(tmp_path, hf_dir):
         GPT.from_pretrained(edited_copy(hf_dir, tmp_path, drop))
 
 
+def test_a_long_list_of_tensors_in_an_error_says_how_many_more(tmp_path, hf_dir):
+    """A reread: checkpoint.py built its lists of tensor names four ways, the first 4 or 5 then
+    " ..." or ", ...", or (a subclass's own tensors) nothing: a list cut short read as the whole.
+    Each now names the first five, then how many more (checks.first_few)."""
+    def drop_block_0(s):
+        return {k: t for k, t in s.items() if not k.startswith("transformer.h.0.")}
+
+    with pytest.raises(ValueError, match=r"is missing 12 tensor\(s\): transformer.h.0.attn.c_attn.bias, "
+                                         r"(transformer.h.0.\S+, ){4}\.\.\. and 7 more$"):
+        GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "drop", drop_block_0))
+
+    class Many(GPT):
+        def __init__(self, config):
+            super().__init__(config)
+            for i in range(7):
+                self.register_buffer(f"b{i}", torch.ones(()), persistent=False)
+
+    with pytest.raises(ValueError, match=r"Many holds b0, b1, b2, b3, b4, \.\.\. and 2 more, which GPT-2's"):
+        Many.from_pretrained(hf_dir)
+    with pytest.raises(ValueError, match=r"no place for: a, b, c, d, e, \.\.\. and 1 more$"):
+        checkpoint.refuse_extra_tensors(set("abcdef"))
+    with pytest.raises(ValueError, match=r"would not load back: a, b, c, d, e, \.\.\. and 2 more$"):
+        checkpoint.refuse_missing_tensors(set("abcdefg"))
+    layout = GPT(GPTConfig(**SMALL)).state_dict()
+    resized = {k: torch.zeros(1) for k in sorted(layout)[:8]}  # 8 tensors of the wrong shape
+    with pytest.raises(ValueError, match=r"\(7 more tensor\(s\) differ too: (\S+, ){5}\.\.\. and 2 more\)"):
+        checkpoint.refuse_resized_tensors(resized, layout)
+
+
 def test_unexpected_tensor(tmp_path, hf_dir):
     def add(s):
         return s | {"transformer.h.0.attn.q_proj.weight": torch.zeros(3)}
@@ -873,6 +902,68 @@ def test_a_short_write_without_an_errno_is_named_too(tmp_path):
     assert e.value.errno == 5 and str(e.value) == f"[Errno 5] 301967 requested and 100000 written: '{tmp_path}'"
 
 
+
+@pytest.mark.parametrize("where", ["making the temp", "writing it", "fsync", "rename"])
+def test_a_failed_write_names_the_file_asked_for_not_its_temp(tmp_path, monkeypatch, where):
+    """A code reread: an error naming atomic_path's temp file (a folder made read-only: "[Errno 13]
+    Permission denied: '.../vocab.json.tmp'"; a full disk at the fsync) came out as it was, so each
+    caller stripped ".tmp" itself. atomic_path names `dest`, keeping the errno (and so the class),
+    the text and the original as the cause, wherever the write failed; the old file stays."""
+    import errno
+
+    dest = tmp_path / "vocab.json"
+    dest.write_text("old")
+    tmp = minigpt.files.temp_path(dest)
+
+    def fail(path, *args):  # as the OS fails a call on the temp file: naming it
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    if where == "making the temp":
+        monkeypatch.setattr(minigpt.files, "fresh_file", fail)
+    if where == "fsync":
+        monkeypatch.setattr(minigpt.files, "fsync_file", fail)
+    if where == "rename":
+        def refused(src, dst):  # as os.replace fails: naming both files
+            raise PermissionError(errno.EACCES, "Permission denied", str(src), None, str(dst))
+
+        monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OSError) as e:
+        with atomic_path(dest) as written:
+            if where == "writing it":
+                fail(written)
+    assert str(e.value) == f"[Errno 13] Permission denied: '{dest}'" and type(e.value) is PermissionError
+    assert e.value.filename == str(dest) and e.value.filename2 is None and e.value.errno == errno.EACCES
+    assert isinstance(e.value.__cause__, PermissionError) and str(tmp) in str(e.value.__cause__)
+    assert dest.read_text() == "old" and not tmp.exists()
+
+
+def test_a_nested_write_s_error_names_its_own_file_and_another_file_s_is_left_alone(tmp_path):
+    """One `with` over two atomic_paths (a checkpoint's save): the inner one's temp is named by the
+    inner file, which the outer one leaves as it is, as it does an error about any other file."""
+    import errno
+
+    config, weights, other = tmp_path / "config.json", tmp_path / "model.safetensors", tmp_path / "other.txt"
+    for failed, named in ((minigpt.files.temp_path(weights), weights), (minigpt.files.temp_path(config), config),
+                          (other, other)):
+        with pytest.raises(OSError) as e:
+            with atomic_path(config), atomic_path(weights):
+                raise OSError(errno.ENOSPC, "No space left on device", str(failed))
+        assert str(e.value) == f"[Errno 28] No space left on device: '{named}'", failed
+    assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_an_error_about_the_temp_itself_still_says_it_is_the_temp(tmp_path):
+    """Named by `dest` (above), an error about the temp file itself (a link planted at its name) would
+    say the wrong file is a link: its text names the temp."""
+    dest = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as e:
+        with atomic_path(dest) as tmp:
+            tmp.unlink()
+            tmp.symlink_to(tmp_path / "victim.txt")
+    assert e.value.strerror.startswith("model.safetensors.tmp is a symbolic link, which minigpt does not write "
+                                       "through") and e.value.filename == str(dest), e.value
+
 def test_a_save_killed_between_its_renames_keeps_a_loadable_checkpoint_when_the_config_is_the_same(tmp_path, monkeypatch):
     """A training run saves the same model (the same config.json) at every checkpoint: a kill between
     the weights' rename and the config's must leave new weights beside that config, not no config."""
@@ -1495,3 +1586,13 @@ def test_a_dtype_name_is_looked_up_in_a_table_and_echoed(name, hf_dir):
         GPT.from_pretrained(hf_dir, dtype=name)
     assert checkpoint.resolve_dtype("float64") is torch.float64
     assert {n: checkpoint.resolve_dtype(n) for n in checkpoint.DTYPE_NAMES} == checkpoint.DTYPE_NAMES
+
+
+def test_the_dtype_names_resolve_dtype_takes_are_one_table_beside_compute_dtypes():
+    """A reread: resolve_dtype rebuilt its name table from COMPUTE_DTYPES on every call. It is one
+    module-level table now, COMPUTE_DTYPE_NAMES (the CLI's DTYPE_NAMES and float64), which
+    COMPUTE_DTYPES is the values of, so that the names and the dtypes cannot drift apart."""
+    names = checkpoint.COMPUTE_DTYPE_NAMES
+    assert names == {**checkpoint.DTYPE_NAMES, "float64": torch.float64}
+    assert checkpoint.COMPUTE_DTYPES == tuple(names.values())
+    assert all(checkpoint.resolve_dtype(name) is dtype for name, dtype in names.items())

@@ -130,3 +130,15 @@ def test_a_dropout_rate_out_of_range_is_the_same_value_error_everywhere(name, ca
 def test_check_rate_takes_a_real_number_of_every_kind():
     for value in (0, 0.0, 0.5, np.float32(0.25), np.float64(0.999)):
         check_rate("dropout", value)
+
+
+def test_first_few_names_the_first_five_then_says_how_many_more():
+    """A reread: "the first N names" was built five ways (checkpoint.py's " ..." and ", ...",
+    which never said how many were left out, or nothing at all; classify_data.py's own _first_few).
+    One helper now, checks.first_few: the first n, then "... and N more"."""
+    from minigpt.checks import first_few
+
+    assert first_few(list("abcdefg")) == "a, b, c, d, e, ... and 2 more"
+    assert first_few(list("abcde")) == "a, b, c, d, e"  # five are all named: nothing more to say
+    assert first_few([3, 1, 4, 1], n=2) == "3, 1, ... and 2 more"  # str() of each: ints too
+    assert first_few([]) == ""

@@ -187,6 +187,19 @@ def test_an_integer_tensor_is_refused_as_load_gpt_refuses_it(tmp_path):
         GPTClassifier.from_pretrained(tmp_path)
 
 
+def test_a_mixed_dtype_classifier_names_a_weight_past_float16_as_its_file_does(tmp_path):
+    """A float16 classifier file keeping one float32 LayerNorm of 1e5 is refused at dtype=None
+    (checkpoint.one_dtype casts it to the bulk's float16), naming the tensor as the file does:
+    'transformer.h.0.ln_2.weight', not the classifier's own 'gpt.transformer...'. A reread wants
+    one_dtype to know nothing of the classifier's prefix: this pins the name through that move."""
+    _classifier().save_pretrained(tmp_path)
+    tensors = {k: t.half() for k, t in load_file(tmp_path / "model.safetensors").items()}
+    tensors["transformer.h.0.ln_2.weight"] = torch.full(tensors["transformer.h.0.ln_2.weight"].shape, 1e5)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"^tensor 'transformer.h.0.ln_2.weight' in .* holds 100000 .* past float16's"):
+        GPTClassifier.from_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("hidden", [(), (32,)])
 def test_a_mean_pooled_head_saved_as_score_still_loads(tmp_path, hidden):
     """Checkpoints written before the head was renamed (`score.*` beside minigpt_head's "mean") load
@@ -514,6 +527,16 @@ def test_score_examples_checks_the_labels_once_up_front_and_scores_without_them(
     assert arguments == [2, 2]  # (idx, mask): no labels
     assert got["right"] == sum(map(sum, (row[i : i + 1] for i, row in enumerate(got["confusion"]))))
     assert got["accuracy"] == got["right"] / 4
+
+
+def test_out_of_range_labels_past_five_say_how_many_more():
+    """A reread: check_labels named the first five bad labels (`bad[:5]`) and stopped, as though
+    they were all; it now says how many more there are (checks.first_few)."""
+    from minigpt.classify_data import check_labels
+
+    with pytest.raises(ValueError, match=r"^labels \[2, 3, 4, 5, 6, \.\.\. and 2 more\] are out of range: with "
+                                         r"num_labels=2"):
+        check_labels([0, 1, 2, 3, 4, 5, 6, 7, 8], num_labels=2)
 
 
 def test_encode_examples_cuts_each_text_and_counts_what_it_cut(base):

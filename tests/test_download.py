@@ -812,6 +812,43 @@ def test_minigpt_s_own_cache_reads_xdg_cache_home_as_the_spec_says(tmp_path, mon
     assert user_cache().parent == tmp_path
 
 
+
+@pytest.mark.parametrize("home", ["xdg", "$HOME", "passwd", "none"])
+def test_an_unwritable_download_folder_says_where_it_came_from_as_config_found_it(tmp_path, monkeypatch, home):
+    """A code reread: check_writable read XDG_CACHE_HOME again to say where minigpt's download folder
+    came from, a second copy of config.user_cache's rules, and could not tell a home from
+    /etc/passwd from none at all ("your home's .cache/minigpt, or with no home the temp directory's
+    cache-UID/minigpt"). config.user_cache_source says both the folder and its source, for both."""
+    from minigpt.config import user_cache, user_cache_source
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    if home == "xdg":
+        monkeypatch.setenv("XDG_CACHE_HOME", "~/c")
+    if home in ("passwd", "none"):
+        monkeypatch.delenv("HOME")
+        monkeypatch.setattr(Path, "home", lambda: tmp_path / "pw")  # the user's /etc/passwd entry
+    if home == "none":
+        def no_home():
+            raise RuntimeError("Could not determine home directory.")
+
+        monkeypatch.setattr(Path, "home", no_home)
+        monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    folder, source = user_cache_source("minigpt")
+    expected = {"xdg": (tmp_path / "home" / "c", "$XDG_CACHE_HOME/minigpt"),
+                "$HOME": (tmp_path / "home" / ".cache", f"$HOME/.cache/minigpt, HOME being {tmp_path / 'home'}"),
+                "passwd": (tmp_path / "pw" / ".cache", "your home's .cache/minigpt"),
+                "none": (tmp_path / f"cache-{os.getuid()}",
+                         "the temp directory's cache-UID/minigpt, there being no home directory")}[home]
+    assert user_cache() == expected[0] and (folder, source) == (expected[0] / "minigpt", expected[1])
+    monkeypatch.setattr(download, "DOWNLOADS", folder)
+    monkeypatch.setattr(download, "unwritable", lambda out: f"{out.parent} cannot be written")
+    with pytest.raises(DownloadError) as e:
+        download.check_writable(folder / "gpt2")
+    assert str(e.value) == (f"{folder / 'gpt2'} is in minigpt's download folder, {folder} ({expected[1]}), and {folder} "
+                            "cannot be written: set XDG_CACHE_HOME to a folder you can write, or download it elsewhere "
+                            "with `minigpt download gpt2 --out DIR` and load DIR")
+
 @pytest.mark.parametrize("hashes", [True, False])
 def test_the_start_of_another_file_is_not_resumed(hub, tmp_path, capsys, hashes):
     """An audit left the first bytes of another model's model.safetensors as the .partial (a

@@ -684,17 +684,27 @@ def test_predictions_that_cannot_be_written_are_named_as_given_not_by_the_temp_f
                                                                                    monkeypatch):
     """A deployment audit: a --predictions file whose write failed after scoring (a full disk, a
     folder made read-only) was named by the temp file the atomic write makes, `p.jsonl.tmp`, a file
-    the user never named. The error names --predictions as given."""
+    the user never named. The error names --predictions as given. (The failure is the real atomic
+    write's, at its temp file's fsync: files.atomic_path names the file, not its temp.)"""
     import errno
 
     import minigpt.files
 
-    def full_disk(path, text):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path) + ".tmp")
+    def full_disk(path, mode=None):  # as a full disk fails the fsync of p.jsonl.tmp
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(minigpt.files, "atomic_write_text", full_disk)
+    monkeypatch.setattr(minigpt.files, "fsync_file", full_disk)
     (tmp_path / "test.tsv").write_text("\n".join(TSV_LINES) + "\n", encoding="utf-8")
     out = tmp_path / "p.jsonl"
     assert main([str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--predictions", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"eval: error: cannot write --predictions {out}: No space left on device\n" in err and ".tmp" not in err, err
+
+
+@pytest.mark.parametrize("recorded, expected", [(None, None), (1024, None), (2048, None), (64, 64), (1, 1)])
+def test_trained_length_is_a_record_shorter_than_the_context(recorded, expected):
+    """A reread: the length a model was trained on, as it bounds a window (window_length), a pair
+    (pairs_report) or a classifier's text (cut_length), was worked out three ways (`min(record or
+    n, n)`, `record is not None and record < n`, twice). One helper now: the record where it is
+    shorter than the context, else None (the model trained every position, or records nothing)."""
+    assert evaluate.trained_length(recorded, n_positions=1024) == expected

@@ -1688,8 +1688,8 @@ def test_cli_training_whose_save_fails_is_one_error_line(tmp_path, capsys, monke
     other failure of the command is one line and exit 2."""
     import errno
 
-    def full_disk(self, path):  # as files.atomic_path fails: on the temp file (a review: named in the error)
-        raise OSError(errno.ENOSPC, "No space left on device", str(path / "vocab.json.tmp"))
+    def full_disk(self, path):  # as files.atomic_path fails: naming the file that failed, never its temp
+        raise OSError(errno.ENOSPC, "No space left on device", str(path / "vocab.json"))
 
     monkeypatch.setattr(Tokenizer, "save_pretrained", full_disk)
     data = tmp_path / "data.txt"

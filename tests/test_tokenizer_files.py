@@ -865,3 +865,23 @@ def test_recorded_length_is_the_record_alone_and_none_where_unreadable(tmp_path)
                          ("{not json", None), ("{}", None)]:
         (tmp_path / "tokenizer_config.json").write_text(text)
         assert recorded_length(tmp_path) == length, text
+
+
+def test_a_tokenizer_save_that_fails_in_its_atomic_write_names_vocab_json(tmp_path, monkeypatch, capsys):
+    """A code reread: the tokenizer CLI stripped ".tmp" from a failed save's file name itself, since
+    files.atomic_path raised the temp file's error as it was (vocab.json.tmp). atomic_path names the
+    file now; the CLI's error, from a failure in the real write, still says vocab.json."""
+    import errno
+
+    import minigpt.files
+
+    def full_disk(path, mode=None):  # the fsync of vocab.json's temp, as a full disk fails it
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(minigpt.files, "fsync_file", full_disk)
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert (f"tokenize --train: error: cannot save the tokenizer to --out {tmp_path / 'tok'}: vocab.json: No space "
+            "left on device\n" in err and ".tmp" not in err), err

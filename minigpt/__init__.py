@@ -20,16 +20,17 @@ _HOMES = {
     "Tokenizer": "minigpt.tokenizer",
     "generate": "minigpt.generation",
     "stream": "minigpt.generation",
+    "stream_text": "minigpt.text_generation",
     "generate_text": "minigpt.text_generation",
     "generate_texts": "minigpt.text_generation",
 }
-__all__ = ["GPT", "GPTConfig", "Tokenizer", "generate", "stream", "generate_text", "generate_texts"]  # _HOMES' keys
+__all__ = ["GPT", "GPTConfig", "Tokenizer", "generate", "stream", "stream_text", "generate_text", "generate_texts"]  # _HOMES' keys
 
 if TYPE_CHECKING:  # what type checkers and editors read, since they run no __getattr__
     from minigpt.config import GPTConfig
     from minigpt.generation import generate, stream
     from minigpt.model import GPT
-    from minigpt.text_generation import generate_text, generate_texts
+    from minigpt.text_generation import generate_text, generate_texts, stream_text
     from minigpt.tokenizer import Tokenizer
 
 

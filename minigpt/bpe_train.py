@@ -38,7 +38,7 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from minigpt.checks import as_count
+from minigpt.checks import as_count, check_flag
 from minigpt.files import read_text
 from minigpt.pretokenize import (BYTE_TO_CHAR, CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token,
                                  without_surrogates)
@@ -103,6 +103,7 @@ def count_chunks(texts: Iterable[str], special_tokens: Sequence[str] = (), *, to
     Each text is split piece by piece, at safe cuts (minigpt/pretokenize.py's `safe_pieces`: never
     inside a chunk, nor inside a special token), so the counts are those of the whole text. A bar
     counts the UTF-8 bytes done, of `total_bytes` (the files' sizes; None: no total known)."""
+    check_flag("progress", progress)  # before the counting: "no" would read as True
     cut = special_token_regex(special_tokens) if special_tokens else None
     counts: Counter[str] = Counter()
     with progress_bar(total=total_bytes, desc="counting chunks", unit="B", unit_scale=True, disable=not progress) as bar:
@@ -163,6 +164,7 @@ def train_bpe(
     → id, merges in rank order). If two different merges produce the same bytes (e.g. "a"+"bc"
     and "ab"+"c"), the second reuses the first one's id, as Hugging Face's trainer does.
     """
+    check_flag("progress", progress)  # before the merges: "no" would read as True
     words = [[GPT2_BYTE_IDS[bytes([b])] for b in chunk.encode("utf-8")] for chunk in counts]
     freqs = list(counts.values())
     vocab = dict(GPT2_BYTE_IDS)
@@ -208,6 +210,7 @@ def train_tokenizer(
 ) -> tuple[dict[bytes, int], list[tuple[bytes, bytes]], dict[str, int]]:
     """`Tokenizer.train`'s work (its docstring has the arguments): (vocab, merges, special tokens),
     what `Tokenizer(...)` takes. Special tokens get the ids after the vocab's."""
+    check_flag("progress", progress)  # before any file is read: "no" would read as True
     if isinstance(special_tokens, str):  # list("<s>") would be three special tokens, refused only after training
         raise TypeError(f"special_tokens takes a list of strings, got the string {special_tokens!r}: pass [{special_tokens!r}]")
     specials = list(special_tokens)

@@ -363,7 +363,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     state, lm_head, left_out = read_weights(path, expected, architectures, head, dtype, device)
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {first_few(missing)}")
+        raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {first_few(missing, quoted=True)}")
     state = one_dtype(state, "transformer.wte.weight", path)
     wte = state["transformer.wte.weight"]
     if lm_head is not None and not same_matrix(lm_head, wte):
@@ -377,9 +377,9 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     # the meta device, they hold no values, and the first forward would fail far from here.
     unloaded = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if unloaded:
-        raise ValueError(f"{model_class.__name__} holds {first_few(unloaded)}, which GPT-2's checkpoint does not: "
-                         f"built on the meta device to load it, they have no values; build it yourself and load a "
-                         f"GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
+        raise ValueError(f"{model_class.__name__} holds {first_few(unloaded, quoted=True)}, which GPT-2's checkpoint "
+                         f"does not: built on the meta device to load it, they have no values; build it yourself "
+                         f"and load a GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
                          f"model.load_state_dict(gpt.state_dict(), strict=False)")
     return model.eval()
 
@@ -520,7 +520,7 @@ def refuse_extra_tensors(names: set[str]) -> None:
     if extra:
         hint = " (LoRA adapters: merge them first with minigpt.lora.merge_lora)" if any("lora_" in k for k in extra) else ""
         raise ValueError(f"the model holds tensors that GPT-2's checkpoint layout has no place for: "
-                         f"{first_few(extra)}{hint}")
+                         f"{first_few(extra, quoted=True)}{hint}")
 
 
 def refuse_missing_tensors(names: set[str]) -> None:
@@ -533,7 +533,7 @@ def refuse_missing_tensors(names: set[str]) -> None:
             "bias-free layer zeros before saving (layer.bias = nn.Parameter(torch.zeros(n))), as "
             "scripts/convert_nanogpt.py does for nanoGPT's bias=False") if all(k.endswith(".bias") for k in missing) else ""
     raise ValueError(f"the model lacks {len(missing)} tensor(s) that GPT-2's checkpoint layout holds, so the "
-                     f"checkpoint would not load back: {first_few(missing)}{hint}")
+                     f"checkpoint would not load back: {first_few(missing, quoted=True)}{hint}")
 
 
 # The config field that gives each dimension of a tensor, by the end of its name, where it is that
@@ -555,7 +555,8 @@ def refuse_resized_tensors(state: dict[str, torch.Tensor], layout: dict[str, tor
     in_body = "transformer." in name  # else a head's (a classifier's score): not sized by GPTConfig's fields
     fixes = {f"config.{field} = {size}" if field else "config.n_embd (the width of every tensor)"
              for field, size, want in zip(fields, shape, expected) if size != want and (field or in_body)}
-    more = f" ({len(resized) - 1} more tensor(s) differ too: {first_few(resized[1:])})" if len(resized) > 1 else ""
+    others = first_few(resized[1:], quoted=True)
+    more = f" ({len(resized) - 1} more tensor(s) differ too: {others})" if len(resized) > 1 else ""
     raise ValueError(f"tensor {name!r} has shape {shape}, but the model's config gives it {expected}{more}; config.json is "
                      f"written from the config, so the checkpoint would load nowhere: set the model's config to the new "
                      f"size before saving: {'; '.join(sorted(fixes)) or 'the field that gives its size'}")

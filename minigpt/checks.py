@@ -93,9 +93,14 @@ def caller_stacklevel() -> int:
 LISTED = 5  # names an error lists before "... and N more"
 
 
-def first_few(names: Sequence[object], n: int = LISTED) -> str:
-    """The first `n` of `names` (each as str() writes it), comma-separated, then how many more:
-    "a, b, c, d, e, ... and 7 more". An error that names what is wrong stays a line, not the whole
-    model or file, and still says how many there are."""
+def first_few(names: Sequence[object], n: int = LISTED, quoted: bool = False) -> str:
+    """The first `n` of `names`, comma-separated, then how many more: "a, b, c, d, e, ... and 7 more";
+    "none" for no names. An error that names what is wrong stays a line, not the whole model or
+    file, and still says how many there are. Each name as str() writes it (class ids: 2, 3), or
+    `quoted`, as repr() does ('transformer.wte.weight', 'very good'): names a user would copy, where
+    a space or a comma inside one would otherwise read as two. No brackets: "... and 7 more" is no
+    Python list."""
+    if not names:
+        return "none"
     more = f", ... and {len(names) - n} more" if len(names) > n else ""
-    return ", ".join(map(str, names[:n])) + more
+    return ", ".join(map(repr if quoted else str, names[:n])) + more

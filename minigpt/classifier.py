@@ -15,7 +15,8 @@ real one), so `clf(ids)` and `clf(ids, mask)` agree on a right-padded batch, as 
 
 Checkpoints use HF's layout: `transformer.*` (the GPT-2 weights), `score.weight` (num_labels, C),
 no bias, and config.json with `architectures: [GPT2ForSequenceClassification]`, `id2label` and
-`pad_token_id`, so `transformers` opens it and computes the same logits. Two options here are
+`pad_token_id`, so `transformers` opens it and computes the same logits (one text at a time
+where config.json's pad_token_id is null: transformers refuses a larger batch then). Two options here are
 minigpt extensions that HF's class does not have: mean pooling and an MLP head (`hidden` layers,
 saved as `score.0.weight`, ...). They are recorded under `minigpt_head` in config.json; minigpt
 reloads them exactly. transformers cannot reproduce them, so it must not take their weights for its
@@ -51,6 +52,21 @@ MEAN_HEAD = "mean_pool_score."
 class GPTClassifier(nn.Module):
     """A GPT backbone (`gpt`, its LM head unused) + a `score` head: ids (B, T) → logits (B, num_labels).
 
+    Options (keyword-only):
+      pooling: "last" (default, HF's) reads each text's last real token, the only one that has
+        seen the whole text; "mean" averages the real tokens (a minigpt extension).
+      hidden: the hidden widths of an MLP head, e.g. (256,) for Linear(C, 256) → GELU →
+        Linear(256, num_labels); () (default) is one Linear(C, num_labels), HF's `score`.
+      id2label: {class id: name} for ids 0 .. num_labels-1, e.g. {0: "neg", 1: "pos"}: a dict,
+        not a list. None names them "LABEL_0", "LABEL_1", ... as HF does.
+      pad_token_id: the id that pads a batch. forward uses it only to find each row's padding in
+        ids without an attention_mask, but save_pretrained writes it to config.json, where it
+        decides transformers' pooling for every batch. None takes the config's pad, else its first
+        EOS (<|endoftext|> in GPT-2): the first that is a token of the model. With none, every
+        token is real (a padded batch needs its attention_mask), and transformers reads the saved
+        checkpoint one text at a time ("Cannot handle batch sizes > 1", mask or not): for one it
+        can batch, pass `pad_token_id=tokenizer.pad_token_id` (or the EOS), as finetune does.
+
     The whole classifier starts in its backbone's mode: eval mode (dropout off) around a
     `GPT.from_pretrained` model, as `GPTClassifier.from_pretrained` returns one, train mode around
     a fresh `GPT(config)`; a submodule of the backbone set to another mode is set to it too. Call
@@ -67,6 +83,7 @@ class GPTClassifier(nn.Module):
         id2label: dict[int, str] | None = None,
         pad_token_id: int | None = None,
     ) -> None:
+        """Wrap `gpt` with a new `score` head for `num_labels` ≥ 2 classes; the options are in the class docstring."""
         super().__init__()
         num_labels = as_count("num_labels", num_labels)
         if num_labels < 2:
@@ -94,8 +111,11 @@ class GPTClassifier(nn.Module):
         if pad_token_id is not None and not 0 <= pad_token_id < V:
             raise ValueError(f"pad_token_id must be a token id in [0, vocab_size={V}) or None, got {pad_token_id!r}: "
                              "padding is found where the ids equal it")
-        if pad_token_id is None:  # the config's pad, else its first EOS, else none
-            pad_token_id = self.config.pad_token_id if self.config.pad_token_id is not None else (self.config.eos_ids or [None])[0]
+        if pad_token_id is None:  # the config's pad, else its first EOS: the first that is one of the model's tokens
+            # GPT-2's 50256 kept by a smaller vocabulary is no token: no id can equal it, and
+            # config.json would name a pad beside a null EOS (to_hf_dict writes such ids as null).
+            candidates = [self.config.pad_token_id, *self.config.eos_ids]
+            pad_token_id = next((t for t in candidates if t is not None and 0 <= t < V), None)
         self.pad_token_id = pad_token_id
         widths = (self.config.n_embd, *self.hidden)
         layers: list[nn.Module] = []
@@ -133,7 +153,9 @@ class GPTClassifier(nn.Module):
         pool is exactly HF's: a row with no pad ends at its last token, and a row of nothing but pad
         keeps token 0 (HF's argmax of all zeros). Mean pooling averages over the same tokens. Like
         HF, a text's own trailing `<|endoftext|>` (the usual pad) counts as padding: pass a mask to
-        keep it. Without a `pad_token_id` every token is real (HF then takes the last token too)."""
+        keep it. Without a `pad_token_id` every token is real, each row read to its last token: HF
+        does so for a single row and refuses a batch of more ("Cannot handle batch sizes > 1"),
+        which minigpt reads whole, as rows of one length need no padding."""
         if idx.dim() != 2 or idx.size(1) == 0 or self.pad_token_id is None:
             return torch.ones_like(idx)  # a wrong shape, or no tokens at all, is reported by _check_inputs
         positions = torch.arange(idx.size(1), device=idx.device)  # (T,)
@@ -222,8 +244,9 @@ class GPTClassifier(nn.Module):
                         hidden=tuple(head.get("hidden", ())), id2label=id2label)
         # The checkpoint's pad_token_id as it is, None included (transformers' default: such a checkpoint
         # pools each row's last token), not the constructor's <|endoftext|> default: that would cut a text
-        # ending in <|endoftext|> short, and give other logits than transformers for it.
-        model.pad_token_id = d.get("pad_token_id")
+        # ending in <|endoftext|> short, and give other logits than transformers for it. (One that is no
+        # token of the model was dropped by GPTConfig.from_hf_dict.)
+        model.pad_token_id = config.pad_token_id
         state = {}
         for key, t in read_tensors(weight_files(path)):
             if key.endswith(IGNORED_SUFFIXES):
@@ -243,7 +266,8 @@ class GPTClassifier(nn.Module):
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):
             missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
-            raise ValueError(f"{path} does not match its config.json: missing [{first_few(list(map(repr, missing)))}], unexpected [{first_few(list(map(repr, unexpected)))}]")
+            raise ValueError(f"{path} does not match its config.json: missing {first_few(missing, quoted=True)}, "
+                             f"unexpected {first_few(unexpected, quoted=True)}")
         for key, t in state.items():  # as load_gpt: the first wrong shape by name, not torch's list of them
             if t.shape != shapes[key]:
                 raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)} (after transposing "

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.checks import first_few
+from minigpt.checks import check_flag, first_few
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
@@ -231,8 +231,8 @@ def _check_not_label_first(path: Path, texts: list[str], labels: list[int] | lis
     kinds = list(dict.fromkeys(texts))
     if len(distinct) > len(kinds) and 2 * len(distinct) > len(labels):
         raise ValueError(f"{path}: the columns look like label<TAB>text, but classify reads text<TAB>label: the labels "
-                         f"are {len(distinct)} distinct values in {len(labels)} lines ({first_few(list(map(repr, distinct)))}), "
-                         f"the texts {len(kinds)} ({first_few(list(map(repr, kinds)))}): swap the columns (e.g. with "
+                         f"are {len(distinct)} distinct values in {len(labels)} lines ({first_few(distinct, quoted=True)}), "
+                         f"the texts {len(kinds)} ({first_few(kinds, quoted=True)}): swap the columns (e.g. with "
                          "`awk -F'\\t' -v OFS='\\t' '{print $2, $1}'`)")
 
 
@@ -366,7 +366,7 @@ def label_ids(labels: list[str], label2id: dict[str, int], path: Path, whose: st
     unknown = next((name for name in labels if name not in label2id), None)
     if unknown is not None:
         raise ValueError(f"{path}:{_first_line_labelled(path, unknown)}: label {unknown!r} is none of {whose}: "
-                         f"{first_few(list(label2id))}")
+                         f"{first_few(list(label2id), quoted=True)}")
     return [label2id[name] for name in labels]
 
 
@@ -421,7 +421,7 @@ def check_labels(labels: list[int], num_labels: int, whose: str = "", path: Path
     bad = sorted({label for label in labels if not 0 <= label < num_labels})
     if bad:
         where = f"{path}:{_first_line_labelled(path, bad[0])}: " if path else ""
-        raise ValueError(f"{where}{whose}labels [{first_few(bad)}] are out of range: with num_labels={num_labels}, labels must be "
+        raise ValueError(f"{where}{whose}labels {first_few(bad)} are out of range: with num_labels={num_labels}, labels must be "
                          f"in [0, {num_labels}){fix}")
 
 
@@ -465,6 +465,7 @@ def score_examples(model: GPTClassifier, ids: list[list[int]], labels: list[int]
     `probabilities=True` (one process) adds "probabilities": each text's class probabilities, the
     softmax of the very logits counted, (len(ids), num_labels) float64 on the CPU in the order of `ids`.
     """
+    check_flag("progress", progress)  # "no" would read as True
     check_labels(labels, model.num_labels)
     if probabilities and world > 1:
         raise ValueError("score_examples keeps each text's probabilities on one process only: each rank scores a part")

@@ -234,7 +234,33 @@ def run_command(argv: list[str]) -> int:
         return FAILED
     module = importlib.import_module(COMMANDS[name][0])
     with warnings_as_lines(name):
-        return module.main(rest) or 0
+        try:
+            return module.main(rest) or 0
+        except Exception as e:
+            if (message := no_cxx_compiler(e)) is None:
+                raise
+            print(f"{prog(name)}: error: {message}", file=sys.stderr)
+            return FAILED
+
+
+def no_cxx_compiler(error: BaseException) -> str | None:
+    """The one line for --compile without a working C++ compiler, or None for any other error.
+
+    Inductor, torch.compile's code generator, writes a CPU model's kernels in C++ and builds them
+    with g++ (or $CXX). Without one, the first compiled call failed with a 100-line traceback ending
+    in an InductorError caused by InvalidCxxCompiler. The cause is found by its class name along the
+    chain of causes: naming the class would import torch._inductor, a private module and a slow
+    import, into every command."""
+    seen = set()
+    while error is not None and id(error) not in seen:  # (a chain may loop back on itself)
+        if type(error).__name__ == "InvalidCxxCompiler":
+            cxx = os.environ.get("CXX")
+            tried = f"$CXX ({cxx})" if cxx else "g++ (the default; $CXX names another)"
+            return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried} does not run: "
+                    "install one (e.g. g++) or point $CXX at it, or drop --compile")
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @contextmanager

@@ -293,18 +293,19 @@ class GPTConfig:
             config = cls(**kwargs)
         except (TypeError, ValueError) as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as such
             raise ValueError(f"{source}: {e}") from None
-        config._check_file_token_ids(ids_source or source)
+        config._check_file_token_ids(ids_source or source, is_classifier)
         return config
 
-    def _check_file_token_ids(self, source: str) -> None:
+    def _check_file_token_ids(self, source: str, is_classifier: bool) -> None:
         """The token ids read from `source` (config.json, or generation_config.json beside it),
         checked against the vocabulary. A negative
         id is no token of any vocabulary: a damaged or forged file, refused (as a pad id, it would
         come out of generate and fail only at decode). An id past the vocabulary is one of a larger
         one, as a stale EOS is (GPT-2's 50256 kept by a smaller model, `has_stale_eos`): an EOS or
-        BOS is kept and answered where it is used; a pad id is dropped with a warning, so that
-        finished rows are padded with the EOS, as for a model that names none (to_hf_dict writes
-        it as null too). A classifier reads its own pad id from the file, untouched by this."""
+        BOS is kept and answered where it is used; a pad id is dropped with a warning, as for a
+        model that names none (to_hf_dict writes it as null too). The warning says what that means
+        where the pad is used: a language model pads finished rows with the EOS instead; a
+        classifier (`is_classifier`: this is its pad too) has none, so ids alone are read whole."""
         for name in TOKEN_IDS:
             value = getattr(self, name)
             ids = value if isinstance(value, list) else [] if value is None else [value]
@@ -312,8 +313,10 @@ class GPTConfig:
                 raise ValueError(f"{source} sets {name} {value}: a token id is never negative (this model's "
                                  f"are 0 .. {self.vocab_size - 1}; null names none)")
         if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
+            meaning = ("ids alone are read to their last token, and a padded batch needs its attention_mask"
+                       if is_classifier else "finished rows are padded with the EOS")
             warnings.warn(f"{source} sets pad_token_id {self.pad_token_id}, which is no token of this model (ids "
-                          f"0 .. {self.vocab_size - 1}): ignored, so finished rows are padded with the EOS",
+                          f"0 .. {self.vocab_size - 1}): ignored, so {meaning}",
                           stacklevel=caller_stacklevel())  # (the user's call that loads it)
             self.pad_token_id = None
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from minigpt.checks import is_int
+from minigpt.checks import check_flag, is_int
 from minigpt.files import (NO_LOCKS, atomic_path, atomic_write_text, file_lock, no_follow, not_utf8, read_json, read_text,
                            refuse_nul_bytes, stored_path, user_path)
 from minigpt.pretokenize import last_safe_cut_before, safe_cut_at, safe_piece_bounds, splits_one_of
@@ -172,7 +172,7 @@ def split_points(paths: list[Path], val_fraction: float, special_tokens: Collect
 
 
 def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLike, val_fraction: float = 0.1,
-            overwrite: bool = False, allow_json: bool = False) -> dict:
+            overwrite: bool = False, allow_json: bool = False, progress: bool = True) -> dict:
     """Tokenize text files into out_dir/{train,val}.bin + meta.json; return the meta dict.
 
     An out_dir that already holds prepared data (any of DATA_FILES) is refused unless `overwrite`:
@@ -191,12 +191,15 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     Files of JSON records are refused (`check_not_json`) unless `allow_json`: they would be
     trained on as text, braces, keys and escapes included.
 
+    progress=False: no "tokenizing" bar (a caller that draws its own, or none: finetune's).
+
     out_dir/val.txt gets the held-out text as it was read (the files' tails one after another,
     with no <|endoftext|> between them; read in text mode, so "\\r\\n" is "\\n" there): its bytes are
     meta's val_bytes, so the bits per byte `minigpt eval` reports on it are over the validation
     text itself (all of it but the first token, which nothing predicts), and nothing has to work
     out again where the cut fell.
     """
+    check_flag("progress", progress)  # "no" would read as True
     if not 0 < val_fraction < 1:  # 0 would leave val.bin empty, and training evaluates on it
         raise ValueError(f"val_fraction must be in (0, 1): training evaluates on the held-out part; got {val_fraction}")
     if tokenizer.vocab_size > MAX_VOCAB:
@@ -223,7 +226,7 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
             raise FileExistsError(f"{out} already holds prepared data ({', '.join(found)}), which runs may have been "
                                   "trained on: choose another --out, or pass --overwrite to replace it (to add a corpus "
                                   "to it, prepare all the files together into a new --out)")
-        n_tokens, n_bytes = write_token_files(paths, tokenizer, out, val_fraction)
+        n_tokens, n_bytes = write_token_files(paths, tokenizer, out, val_fraction, progress)
         warn_if_far_from_fraction(n_tokens, val_fraction)
         tokenizer.save_pretrained(out / "tokenizer")
         meta = {
@@ -282,9 +285,10 @@ def warn_if_far_from_fraction(n_tokens: dict, val_fraction: float) -> None:
           "small, and training has less text if large", file=sys.stderr)
 
 
-def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: float) -> tuple[dict, dict]:
+def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: float,
+                      progress: bool = True) -> tuple[dict, dict]:
     """Encode each file into out/train.bin and out/val.bin, its held-out text into out/val.txt;
-    return the token and UTF-8 byte counts of each split. See `prepare`."""
+    return the token and UTF-8 byte counts of each split (progress: the bar). See `prepare`."""
     # Ids go to disk chunk by chunk, and each split is encoded from offsets into the file's text,
     # one chunk sliced at a time: memory holds one file's text (and, while it is read, its bytes
     # too) and one chunk's ids. (Slicing each split, then listing its chunks, held ~3 copies.)
@@ -303,7 +307,7 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
         open(train_tmp, "wb", opener=no_follow) as f_train,
         open(val_tmp, "wb", opener=no_follow) as f_val,
         open(val_text_tmp, "w", encoding="utf-8", newline="", opener=no_follow) as f_val_text,  # newline="": "\n" stays one byte
-        progress_bar(total=total, unit="B", unit_scale=True, desc="tokenizing") as bar,
+        progress_bar(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress) as bar,
     ):
         files = {"train": f_train, "val": f_val}
         for p, cut in zip(paths, points):

@@ -59,6 +59,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
+from minigpt.checks import check_flag
 from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache,
                             user_cache_source)
 from minigpt.files import BINARY, file_lock, fresh_file, no_follow, unwritable, user_path
@@ -343,6 +344,7 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, max_siz
     """Download `url` for `dest` (steps 1–3), resuming after dropped connections: returns the
     checked DEST.partial, for the caller to rename into place (`finish`), or None when `dest` is
     the server's file already. A file the server announces no size for may have `max_size` bytes."""
+    check_flag("progress", progress)  # before the network: "no" would read as True
     for attempt in range(retries + 1):  # the Hub itself may be busy (5xx) or drop the connection too
         try:
             remote = remote_file(url)
@@ -479,6 +481,7 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     """Fetch GPT-2 `name` into `out` (default DOWNLOADS/NAME: checkpoints/NAME in a checkout); returns the directory.
     Refused at once, before any folder is made, in offline mode ($HF_HUB_OFFLINE, `offline_variable`)
     or where `out` cannot be written (`check_writable`)."""
+    check_flag("progress", progress)  # before the network: "no" would read as True
     if name not in MODELS:
         raise DownloadError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")

@@ -41,13 +41,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from minigpt.checks import as_count
 from minigpt.classify_data import score_examples
 from minigpt.files import json_line, unwritable, user_path
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import GPT, IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
-from minigpt.progress_bar import progress_bar
+from minigpt.progress_bar import given_or_new_bar  # progress=True/False/a tqdm bar, read as generate_texts reads it
 from minigpt.sft_data import holds_pairs, is_pair_line
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
@@ -58,11 +59,12 @@ BATCH_SIZE_DEFAULT = 32  # a classifier's examples scored at once: no gradients 
 
 @torch.no_grad()
 def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int,
-                       progress: bool = False) -> tuple[float, int, torch.Tensor]:
+                       progress: bool | tqdm = False) -> tuple[float, int, torch.Tensor]:
     """Sum of -log p(token | up to max_length - 1 earlier tokens) over the scored tokens, their
     count, and which they are: (N,) bool, True = scored (bits per byte counts their bytes).
 
-    `model(x)` must return (logits, ...) as minigpt's GPT does. ids: (N,) token ids.
+    `model(x)` must return (logits, ...) as minigpt's GPT does. ids: (N,) token ids. `progress=True`
+    shows a bar of the windows; a tqdm bar given is moved on by one per window instead.
     """
     n = ids.numel()
     if n < 2:
@@ -75,18 +77,20 @@ def sliding_window_nll(model, ids: torch.Tensor, max_length: int, stride: int,
     # The last window is the first to reach the end (begin + max_length >= n): the range stops
     # there, so the progress bar's total is the number of windows that run.
     starts = range(0, max(n - max_length, 0) + stride, stride)
-    for begin in progress_bar(starts, desc="windows", disable=not progress):
-        end = min(begin + max_length, n)
-        new = end - prev_end  # tokens no earlier window scored: this window's last `new`
-        window = ids[begin:end].to(device)  # (L,)
-        labels = window.clone()
-        labels[: len(window) - new] = IGNORE_INDEX  # context only
-        # logits[t] predicts token t + 1, so the targets are the labels shifted left by one.
-        targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])  # (L,)
-        logits = model(window[None])[0][0]  # (L, V)
-        nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
-        scored[max(end - new, begin + 1) : end] = True  # the window's first token has no context: never scored
-        prev_end = end  # (the last start's window ends at n: `starts` stops there)
+    with given_or_new_bar(progress, total=len(starts), desc="windows") as bar:
+        for begin in starts:
+            end = min(begin + max_length, n)
+            new = end - prev_end  # tokens no earlier window scored: this window's last `new`
+            window = ids[begin:end].to(device)  # (L,)
+            labels = window.clone()
+            labels[: len(window) - new] = IGNORE_INDEX  # context only
+            # logits[t] predicts token t + 1, so the targets are the labels shifted left by one.
+            targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])  # (L,)
+            logits = model(window[None])[0][0]  # (L, V)
+            nll_sum += F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
+            scored[max(end - new, begin + 1) : end] = True  # the window's first token has no context: never scored
+            prev_end = end  # (the last start's window ends at n: `starts` stops there)
+            bar.update(1)  # after the window's work: the bar counts the windows done
     return nll_sum, int(scored.sum()), scored
 
 
@@ -109,11 +113,13 @@ def check_ids(model, ids) -> torch.Tensor:
 
 
 def perplexity(model: GPT, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None,
-               progress: bool = False, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
+               progress: bool | tqdm = False, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
     """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored, "nll_sum": their
     total nats}, and with `token_bytes` (V,), each token's length in bytes, "bpb": bits per byte of
     the scored tokens. max_length defaults to the context, stride to half of max_length. ids: (N,)
-    token ids, or (1, N) as the tokenizer's return_tensors="pt" gives them."""
+    token ids, or (1, N) as the tokenizer's return_tensors="pt" gives them. `progress` is as
+    `generate_texts`' (`given_or_new_bar`): True shows a bar of the windows, a tqdm bar given is
+    moved on by one per window (so that several calls can share one)."""
     ids = check_ids(model, ids)
     if token_bytes is not None:  # before the windows run: a wrong table would give a plausible, wrong bpb
         check_token_bytes(token_bytes, model.config.vocab_size)
@@ -201,7 +207,7 @@ def write_predictions(path: str, linenos: list[int], labels: list[int], probs: t
     """One JSON line per example, in the file's order: {"line": its line number in the TSV, "label":
     its class's name, "prediction": the likeliest class's name, "probabilities": {each class's name:
     p}}, written atomically (a reader never sees half a file) as UTF-8, names as they are."""
-    from minigpt.files import atomic_write_text
+    from minigpt.files import atomic_write_text, failure_reason
 
     records = []
     for lineno, label, predicted, p in zip(linenos, labels, probs.argmax(-1).tolist(), probs.tolist()):
@@ -209,8 +215,8 @@ def write_predictions(path: str, linenos: list[int], labels: list[int], probs: t
                                   "probabilities": {id2label[i]: x for i, x in enumerate(p)}}))
     try:
         atomic_write_text(Path(path), "".join(record + "\n" for record in records))
-    except OSError as e:  # a full disk, say: named once, as the user typed it (so e.strerror, without e's file name)
-        raise OSError(f"cannot write --predictions {path}: {e.strerror or e}") from e
+    except OSError as e:  # a full disk, say: named once, as the user typed it; another file (its temp) by its name
+        raise OSError(f"cannot write --predictions {path}: {failure_reason(e, Path(path))}") from e
 
 
 def check_token_bytes(token_bytes, vocab_size: int) -> None:
@@ -265,20 +271,21 @@ def model_record(args) -> int | None:
     return recorded_length(shipped_path(args.model))
 
 
-def trained_length(recorded: int | None, n_positions: int) -> int | None:
-    """The length the model was trained on (`recorded`: `model_record`), where it is shorter than
-    its context, n_positions: a fresh model pretrained with a smaller --block-size, or a classifier
-    fine-tuned with one, never trained its later positions. None where it trained them all (a
-    record of n_positions or more, GPT-2's 1024) or records nothing."""
+def shorter_trained_length(recorded: int | None, n_positions: int) -> int | None:
+    """The length the model was trained on (`recorded`: `model_record`), only where it is shorter
+    than its context, n_positions: a fresh model pretrained with a smaller --block-size, or a
+    classifier fine-tuned with one, never trained its later positions. None where it trained them
+    all (a record of n_positions or more, GPT-2's 1024) or records nothing. (pretrain.py's
+    `trained_length` answers another question: the length a run trains on, a number always.)"""
     return recorded if recorded is not None and recorded < n_positions else None
 
 
 def window_length(args, n_positions: int, trained: int | None) -> int | None:
     """The sliding window's length: --max-length as given, else the length the model trained on
-    (`trained`: `trained_length`, None where it trained its whole context), else None (perplexity's
-    default, n_positions). A fresh model trained on shorter windows never trained its later
-    positions: scored there, its perplexity would count random position embeddings. The window
-    chosen is said; an explicit one past the trained length is warned of."""
+    (`trained`: `shorter_trained_length`, None where it trained its whole context), else None
+    (perplexity's default, n_positions). A fresh model trained on shorter windows never trained its
+    later positions: scored there, its perplexity would count random position embeddings. The
+    window chosen is said; an explicit one past the trained length is warned of."""
     if trained is None:
         return args.max_length
     if args.max_length is None:
@@ -330,7 +337,7 @@ def language_model_report(args) -> tuple[str, dict]:
     token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
     for i in ids.unique().tolist():  # (only the tokens of this text are needed)
         token_bytes[i] = len(tok.decode_bytes([i]))
-    trained = trained_length(model_record(args), model.config.n_positions)
+    trained = shorter_trained_length(model_record(args), model.config.n_positions)
     max_length = window_length(args, model.config.n_positions, trained)
     with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
         result = perplexity(model, ids, max_length, args.stride, progress=True, token_bytes=token_bytes)
@@ -373,7 +380,7 @@ def pairs_report(args) -> tuple[str, dict]:
     pairs = read_pairs(args.file)
     model = GPT.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     tok = load_tokenizer(args, model.config)
-    trained = trained_length(model_record(args), model.config.n_positions)
+    trained = shorter_trained_length(model_record(args), model.config.n_positions)
     block = model.config.n_positions if trained is None else trained
     examples = encode_pairs(tok, pairs, block)
     if not examples.rows:
@@ -400,7 +407,7 @@ def cut_length(args, tok, n_positions: int) -> tuple[int, str]:
     none: the tokenizer read (--tokenizer) gives it, else the context, and a note says which, as
     the texts being cut or not tells nothing of it."""
     recorded = model_record(args)
-    trained = trained_length(recorded, n_positions)
+    trained = shorter_trained_length(recorded, n_positions)
     if trained is not None:
         return trained, f"fine-tuning's --block-size, as {args.model} records it"
     if recorded is not None:

@@ -62,10 +62,39 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         # One that names the temp file (a folder made read-only: vocab.json.tmp) names `dest` instead,
         # the file the user asked for: the temp is no name they typed, and is gone by now. The errno
         # stays, so the error keeps its class (EACCES: a PermissionError). (os.replace's error also
-        # names dest, as its filename2.) Another file's error (a nested atomic_path's) is left as it is.
-        if Path(os.fsdecode(e.filename)) == tmp:
+        # names dest, as its filename2.) Another file's error (a nested atomic_path's) is left as it is,
+        # and so is one about what is at the temp's name (`NotOurFileError`: a link planted there):
+        # named `dest`, it would call the user's own file a link.
+        if is_about_temp(e, tmp) and not isinstance(e, NotOurFileError):
             raise OSError(e.errno, e.strerror, str(dest)) from e
         raise
+
+
+class NotOurFileError(OSError):
+    """What is at a path is no file of this process's to write: a symbolic link (`no_follow`), or a
+    file that appeared where `fresh_file` makes a new one. The error is about that name itself, not
+    about writing through it, so `atomic_path` leaves it naming its temp. Marked by its class where
+    it is raised, not by its errno, which differs by system (a link refused by O_NOFOLLOW is ELOOP on
+    Linux, EMLINK on FreeBSD)."""
+
+
+def is_about_temp(e: OSError, tmp: Path) -> bool:
+    """Whether `e` names the temp file `tmp` by its path. An error of a call on a file descriptor
+    names the fd, an int, which says nothing of whose file it is (the caller's `with` body may raise
+    one of its own): atomic_path's own calls on the temp's fd are `fsync_file`'s, which names its path."""
+    return isinstance(e.filename, (str, bytes, os.PathLike)) and Path(os.fsdecode(e.filename)) == tmp
+
+
+def failure_reason(e: OSError, dest: Path) -> str:
+    """Why writing `dest` (a file, or a folder of files) failed, for a CLI line that names `dest`
+    already: "<file name>: <reason>" (vocab.json, or a temp: a link planted at p.jsonl.tmp), or the
+    reason alone where the error names `dest` itself, its folder (`atomic_path`'s name for a full
+    disk), or nothing. The file by its name alone: the files written for `dest` lie in it or beside it."""
+    reason = e.strerror or str(e)
+    if not isinstance(e.filename, (str, bytes, os.PathLike)):
+        return reason
+    failed = Path(os.fsdecode(e.filename))
+    return reason if failed in (dest, dest.parent) else f"{failed.name}: {reason}"
 
 
 def temp_path(dest: Path) -> Path:
@@ -92,9 +121,8 @@ def fresh_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)  # 0o666: less the umask, as open()
     except FileExistsError:
-        # Its own name in the message too: atomic_path's error names the file a temp stands for.
-        raise FileExistsError(errno.EEXIST, f"{path.name} appeared between its removal and its creation as a new "
-                              "temp file: another process is writing this folder", str(path)) from None
+        raise NotOurFileError(errno.EEXIST, "appeared between its removal and its creation as a new temp file: "
+                              "another process is writing this folder", str(path)) from None
     os.close(fd)
 
 
@@ -106,9 +134,8 @@ def no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
         return os.open(path, flags | NO_FOLLOW, mode)
     except OSError as e:
         if os.path.islink(path):
-            # Its own name in the message too: atomic_path's error names the file a temp stands for.
-            raise OSError(e.errno, f"{os.path.basename(path)} is a symbolic link, which minigpt does not write through "
-                          "(one planted there could point at any file); remove it", os.fspath(path)) from None
+            raise NotOurFileError(e.errno, "is a symbolic link, which minigpt does not write through (one planted there "
+                          "could point at any file); remove it", os.fspath(path)) from None
         raise
 
 
@@ -160,6 +187,10 @@ def fsync_file(path: Path, mode: int | None = None) -> None:
         os.fsync(fd)
         if mode is not None:  # last: a read-only mode (0o444) would refuse the next open for writing
             os.chmod(fd if os.chmod in os.supports_fd else path, mode)  # Windows (before 3.13) changes modes by path only
+    except OSError as e:
+        # A call on an fd names no file: os.fsync's error has no name (a full disk: ENOSPC), and
+        # os.chmod(fd)'s names the fd, an int. Named by the path, `atomic_path` knows it for its temp.
+        raise OSError(e.errno or errno.EIO, e.strerror or str(e), str(path)) from e
     finally:
         os.close(fd)
 

@@ -41,6 +41,7 @@ accuracy) seen, with the step each came from.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -57,7 +58,7 @@ from minigpt.classify_data import (Examples, batch_pad_id, check_labels, classif
                                    examples_fingerprint, label_ids, load_classification_data, pad_right, score_examples,
                                    split_files, val_source)
 from minigpt.checkpoint import download_hint, pickle_hint
-from minigpt.checks import check_flag
+from minigpt.checks import check_flag, first_few
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
@@ -168,13 +169,15 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer, max_length: int) -
     tokenizer.save_pretrained(path)
 
 
-def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
+def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bool = True):
     """Next-token prediction on text files, tokenized once into OUT_DIR/data (train.bin/val.bin), or
-    on a DATA_DIR `minigpt prepare` wrote, read where it is (as `minigpt train` reads one)."""
+    on a DATA_DIR `minigpt prepare` wrote, read where it is (as `minigpt train` reads one).
+    progress=False: the text files are tokenized without a bar. (Its evaluations are train_loop's
+    sampled val loss, which draws no bar of its own.)"""
     prepared = cfg.prepared_data()
     if prepared:
         check_prepared_tokenizer(cfg, prepared)
-    tokens_dir = prepared or _text_tokens(cfg, tokenizer, rt)
+    tokens_dir = prepared or _text_tokens(cfg, tokenizer, rt, progress)
     meta = read_meta(tokens_dir)
     tokens = load_splits(tokens_dir, meta, gpt.config.vocab_size, cfg.block_size + 1)
 
@@ -188,9 +191,9 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
                                      "data_fingerprint": data_fingerprint(tokens, meta["vocab_size"])}
 
 
-def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime) -> Path:
-    """The directory of --data's text files as tokens: OUT_DIR/data, tokenized now unless a resumed
-    run made them there from the same files and split."""
+def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime, progress: bool) -> Path:
+    """The directory of --data's text files as tokens: OUT_DIR/data, tokenized now (with a bar if
+    `progress`) unless a resumed run made them there from the same files and split."""
     out = Path(cfg.out)
     data_dir = out / "data"
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
@@ -210,7 +213,7 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime) -> Path:
     def tokenize() -> None:
         shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
         if not reused:
-            _tokenize(cfg, tokenizer, tokens_dir)
+            _tokenize(cfg, tokenizer, tokens_dir, progress)
 
     on_rank_0(rt, tokenize)  # the others wait for the tokens, and learn if rank 0 failed
     return tokens_dir
@@ -219,14 +222,14 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime) -> Path:
 NEW_TOKENS = "data.new"  # in OUT_DIR: a resumed lm run's tokens of another --data, until a checkpoint records them
 
 
-def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path) -> None:
-    """Tokenize --data's text files into tokens_dir: OUT_DIR/data, this run's own (check_out_dir
-    refused another run's OUT_DIR), or for a resumed run OUT_DIR/data.new, checked there by
-    `check_data` (the same tokens, say from the text files moved elsewhere, or other ones with
-    --allow-new-data) and removed if refused."""
+def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path, progress: bool) -> None:
+    """Tokenize --data's text files (with a bar if `progress`) into tokens_dir: OUT_DIR/data, this
+    run's own (check_out_dir refused another run's OUT_DIR), or for a resumed run OUT_DIR/data.new,
+    checked there by `check_data` (the same tokens, say from the text files moved elsewhere, or
+    other ones with --allow-new-data) and removed if refused."""
     # Several files are joined as `minigpt prepare FILES` joins them: <|endoftext|> after each, and
     # the last --val-fraction of each held out.
-    meta = prepare(cfg.data_paths(), tokenizer, tokens_dir, cfg.val_fraction, overwrite=True)
+    meta = prepare(cfg.data_paths(), tokenizer, tokens_dir, cfg.val_fraction, overwrite=True, progress=progress)
     if tokens_dir.name != NEW_TOKENS:
         return
     state = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True)
@@ -312,9 +315,10 @@ def _more_classes(cfg: FinetuneConfig, labels: list[int], from_head: bool) -> st
     return f"; if class {largest} really exists, pass --num-labels {largest + 1}"
 
 
-def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime):
+def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime, progress: bool = True):
     """Labels from a TSV: right-padded batches, accuracy at eval, and a GPTClassifier: `init` itself
-    when --init is one (its head goes on training), else a new head on top of the GPT `init`."""
+    when --init is one (its head goes on training), else a new head on top of the GPT `init`.
+    progress=False: each evaluation scores the val texts without a bar."""
     as_written = load_classification_data(cfg)
     data, id2label = _class_ids(cfg, as_written, init)
     from_head = isinstance(init, GPTClassifier)
@@ -329,7 +333,7 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
             raise ValueError(f"every training example is labelled {only!r}: a classifier needs 2 classes or more; check "
                              f"--data (and --max-examples){flag}")
         if unseen := sorted(set(range(num_labels)) - set(data["train"][1])):  # e.g. labels 1 and 2 (as Yelp's files number them)
-            raise ValueError(f"no training example is labelled {', '.join(map(str, unseen[:5]))}: labels are class ids 0 to "
+            raise ValueError(f"no training example is labelled {first_few(unseen)}: labels are class ids 0 to "
                              f"num_labels - 1, read here as {num_labels} classes from the largest label; number the labels "
                              "from 0, or pass --num-labels if those classes exist but --data (or --max-examples) has none")
     files = split_files(cfg)
@@ -360,16 +364,18 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
 
     def eval_fn(m: GPTClassifier) -> dict[str, float]:  # every val example: its val_loss replaces the sampled one
         scores = score_examples(m, ids["val"], data["val"][1], pad_id, EVAL_BATCH_SCALE * cfg.batch_size, rt.rank, rt.world,
-                                progress=rt.is_main)
+                                progress=rt.is_main and progress)
         return {"val_loss": scores["loss"], "val_accuracy": scores["accuracy"]}
 
-    return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(as_written)}
+    # A cross-entropy per text, not per token: the log's and loss.png's unit (train_loop knows only lm_loss's).
+    return model, get_batch, classification_loss, {"eval_fn": eval_fn, "data_fingerprint": examples_fingerprint(as_written),
+                                                   "loss_unit": "nats per text"}
 
 
-def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
+def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bool = True):
     """Prompt/completion pairs from JSON Lines (minigpt/sft_data.py): right-padded batches of whole
     examples drawn as classify draws them, the loss on the completion tokens alone, and at each
-    evaluation the val loss over every completion token of every val example."""
+    evaluation the val loss over every completion token of every val example (progress=False: without a bar)."""
     pairs = load_pairs(cfg)
     examples = {split: encode_pairs(tokenizer, p, cfg.block_size) for split, p in pairs.items()}
     for split, e in examples.items():  # (a split of examples all dropped would have no batch to draw)
@@ -407,7 +413,8 @@ def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime):
 
     def eval_fn(m: GPT) -> dict[str, float]:  # every val example: its val_loss replaces the sampled one
         with rt.autocast():  # as the lm task's evaluation runs
-            loss = sft_val_loss(m, examples["val"], pad_id, cfg.batch_size, rt.rank, rt.world, progress=rt.is_main)
+            loss = sft_val_loss(m, examples["val"], pad_id, cfg.batch_size, rt.rank, rt.world,
+                                progress=rt.is_main and progress)
         # A loss per completion token, so a perplexity too (exp() overflows past ~709).
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700))}
 
@@ -514,11 +521,20 @@ def best_evaluations(records: list[dict]) -> dict:
     return best
 
 
-def finetune(cfg: FinetuneConfig) -> dict | None:
+def finetune(cfg: FinetuneConfig, *, progress: bool = True) -> dict | None:
     """Load --init, apply the strategy, train with `train_loop`, write the summary; return it.
 
     Under torchrun every process trains; rank 0 alone writes and returns the summary (None elsewhere).
+    progress=False: no progress bar, step lines or closing line (train_loop's `progress`), no bar
+    while classify or sft scores its val examples, and no line of trainable parameters; warnings and
+    notes (the examples read, texts cut) are still said, on stderr.
+    `cfg` is left as it was passed: the run settles its own copy, which it saves and logs.
     """
+    # The run settles settings in its config (--block-size from the model, a classify head's pooling
+    # and hidden widths, --auto-resume into --resume or not), so that the config it saves names them
+    # for --resume. On a copy: the caller's, reused for another run, would carry this one's values.
+    check_flag("progress", progress)  # before the model and data are read, not at train_loop
+    cfg = copy.copy(cfg)  # a copy, not dataclasses.replace: train_loop's copy says why
     check_finetune_inputs(cfg)
     with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
         # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
@@ -564,8 +580,8 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
         # generator starts from a different random seed in every process. Seeded in a fork of it,
         # so the caller's random state comes back.
         with seeded(cfg.seed):
-            model, get_batch, loss_fn, extra = TASK_BUILDERS[cfg.task](cfg, init, tokenizer, rt)
-            summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main)
+            model, get_batch, loss_fn, extra = TASK_BUILDERS[cfg.task](cfg, init, tokenizer, rt, progress)
+            summary = apply_strategy(model, cfg.strategy, **strategy, verbose=rt.is_main and progress)
         out = Path(cfg.out)
 
         # The tokenizer's limit, which transformers' truncation=True (its text-classification pipeline's)
@@ -583,7 +599,7 @@ def finetune(cfg: FinetuneConfig) -> dict | None:
                 adopt_new_tokens(out)
 
         try:
-            metrics = train_loop(model, cfg, get_batch, loss_fn, save_fn, **extra)
+            metrics = train_loop(model, cfg, get_batch, loss_fn, save_fn, **extra, progress=progress)
         finally:  # new tokens no checkpoint recorded: the resume was refused, failed, or ran nothing to save
             if rt.is_main:
                 shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)

@@ -151,14 +151,15 @@ class FinetuneConfig(TrainConfig):
                                     "head goes on training)")
     # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
     # they are not arguments, their flags only say why they are refused, and build_model
-    # (minigpt/pretrain.py) reads None as "no override".
-    preset: str | None = field(default=None, init=False, metadata={"refused": (
+    # (minigpt/pretrain.py) reads None as "no override". Nor are they in the repr (repr=False), which
+    # lists the arguments that make this config again: eval(repr(cfg)) would fail on preset=None.
+    preset: str | None = field(default=None, init=False, repr=False, metadata={"refused": (
         f"fine-tuning takes the model's shape from --init, so it has no presets (they make fresh models for `minigpt train`: "
         f"{', '.join(PRESETS)}); pass the checkpoint to start from as --init")})
-    n_layer: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    n_head: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    n_embd: int | None = field(default=None, init=False, metadata={"refused": SHAPE_FLAG_REFUSED})
-    n_positions: int | None = field(default=None, init=False, metadata={"refused": N_POSITIONS_REFUSED})
+    n_layer: int | None = field(default=None, init=False, repr=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_head: int | None = field(default=None, init=False, repr=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_embd: int | None = field(default=None, init=False, repr=False, metadata={"refused": SHAPE_FLAG_REFUSED})
+    n_positions: int | None = field(default=None, init=False, repr=False, metadata={"refused": N_POSITIONS_REFUSED})
     dropout: float | None = flag(None, "dropout rate (default: the --init checkpoint's)")
     # TrainConfig's batch knobs, whose unit a classifier changes from windows to texts.
     block_size: int | None = flag(None, "lm: tokens per training window; classify: the tokens of each text kept, its first; "
@@ -219,11 +220,13 @@ class FinetuneConfig(TrainConfig):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
         if self.task == "classify" and isinstance(self.data, tuple):
-            raise ValueError(f"--data names {len(self.data)} paths, but task 'classify' reads one TSV file or one directory "
-                             "of train.tsv (+ dev.tsv); several text files are for --task lm")
+            raise ValueError(f"--data (data= in Python) names {len(self.data)} paths, but task 'classify' reads one TSV "
+                             "file, or one directory of train.tsv and an optional dev.tsv; several text files are for "
+                             "--task lm (task='lm' in Python)")
         if self.task == "sft" and isinstance(self.data, tuple):
-            raise ValueError(f"--data names {len(self.data)} paths, but task 'sft' reads one JSON Lines file (validation "
-                             "examples: --val-data); several text files are for --task lm")
+            raise ValueError(f"--data (data= in Python) names {len(self.data)} paths, but task 'sft' reads one JSON Lines "
+                             "file, and its validation examples from another, given as --val-data (val_data= in Python); "
+                             "several text files are for --task lm (task='lm' in Python)")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
         if self.task in ("lm", "sft") and self.strategy == "frozen":
@@ -233,7 +236,8 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
         hidden_widths(self.head_hidden)  # a malformed spec is refused before any work
         if not self.init:
-            raise ValueError("--init MODEL_DIR is required: fine-tuning starts from a pretrained model")
+            raise ValueError("--init (init= in Python) is required: the pretrained model to start from: a checkpoint "
+                             "directory or a GPT-2 size by name")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.num_labels is not None and self.num_labels < 2:  # 0 read as "unset" (inferred), 1 as "labels out of range"

@@ -67,6 +67,8 @@ class KVCache:
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
+        if n_layer < 1:  # a model has a block at least (GPTConfig refuses 0); a cache of none would hold nothing
+            raise ValueError(f"n_layer must be at least 1 (the cache holds each layer's K and V), got {n_layer}")
         shape = (batch_size, n_head, max_len, head_dim)
         # Zeros, not `empty`: unwritten slots are masked out, but attention still multiplies them
         # by a weight of 0, and 0 × (garbage NaN) would be NaN.
@@ -84,6 +86,15 @@ class KVCache:
                 "num_return_sequences, num_beams) or fewer tokens (max_new_tokens)"
                 + (", or in bfloat16" if dtype.itemsize > 2 else "")) from None
         self.max_len = max_len
+
+    def __repr__(self) -> str:
+        # What the cache holds, not where it sits in memory, read from a buffer rather than kept
+        # beside it: the buffer knows its real device ("cuda" allocates on cuda:0). How many slots
+        # are filled is the decode loop's count (prefill_decode.DecodeState), not the cache's.
+        k = self.layers[0].k  # every layer's K and V alike: (B, H, max_len, D)
+        B, H, _, D = k.shape
+        return (f"KVCache(n_layer={len(self.layers)}, batch_size={B}, n_head={H}, max_len={self.max_len}, head_dim={D}, "
+                f"dtype={str(k.dtype).removeprefix('torch.')}, device={k.device})")
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> "KVCache":

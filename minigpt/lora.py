@@ -69,6 +69,8 @@ class LoRALinear(nn.Module):
     """`base(x) + (alpha / rank) · B(A(dropout(x)))`, with `base` frozen."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        """Wrap `base` (frozen here) with a rank-`rank` update scaled by `alpha / rank`; `dropout` is
+        the rate on the adapter's input only (PEFT's lora_dropout), 0 for none."""
         super().__init__()
         rank, alpha, dropout = check_lora_args(base, rank, alpha, dropout)
         self.base = base
@@ -296,7 +298,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unexpected:
         raise ValueError(f"{path / ADAPTER_WEIGHTS} does not fit the model's layers {chosen}: "
-                         f"missing [{first_few(list(map(repr, missing)))}], unexpected [{first_few(list(map(repr, unexpected)))}]")
+                         f"missing {first_few(missing, quoted=True)}, unexpected {first_few(unexpected, quoted=True)}")
     for key, (name, ab) in expected.items():
         base = model.get_submodule(name)
         shape = (rank, base.in_features) if ab == "lora_A" else (base.out_features, rank)

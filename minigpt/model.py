@@ -126,6 +126,10 @@ class CausalSelfAttention(nn.Module):
         y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
+    def extra_repr(self) -> str:
+        # repr(GPT) shows resid_dropout as a module; the attention weights' rate is a float (SDPA's).
+        return f"n_head={self.n_head}, dropout={self.dropout}"
+
 
 class MLP(nn.Module):
     """Position-wise feed-forward: widen to mlp_width (4 × C unless n_inner), GELU, project back."""

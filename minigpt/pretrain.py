@@ -11,6 +11,7 @@ which knows nothing about language modelling. The run's flags are `TrainConfig`'
 """
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from minigpt.checkpoint import is_classifier_checkpoint
+from minigpt.checks import check_flag
 from minigpt.classifier import GPTClassifier
 from minigpt.cli import prog
 from minigpt.config import GPTConfig, gpt2_name, shipped_path
@@ -225,10 +227,18 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_token_id: int | None = No
         return GPT(config)
 
 
-def pretrain(cfg: TrainConfig) -> dict[str, float]:
-    """Train a GPT language model on DATA_DIR's token files (see the module docstring)."""
+def pretrain(cfg: TrainConfig, *, progress: bool = True) -> dict[str, float]:
+    """Train a GPT language model on DATA_DIR's token files (see the module docstring).
+    progress=False: no progress bar, step lines or closing line (train_loop's `progress`).
+    `cfg` is left as it was passed: the run settles its own copy, which it saves and logs.
+    """
+    # The run settles settings in its config (--block-size from the model, --auto-resume into
+    # --resume or not), so that the config it saves names them for --resume. On a copy: the
+    # caller's, reused for another run, would carry this one's values.
+    check_flag("progress", progress)  # before the data and model are read, not at train_loop
+    cfg = copy.copy(cfg)  # a copy, not dataclasses.replace: train_loop's copy says why
     if not cfg.data:
-        raise ValueError("--data DATA_DIR is required: the directory `minigpt prepare` wrote")
+        raise ValueError("--data (data= in Python) is required: the DATA_DIR that `minigpt prepare` wrote")
     data = Path(cfg.data)
     check_data_dir(data, cfg.resume)
     with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
@@ -283,6 +293,7 @@ def pretrain(cfg: TrainConfig) -> dict[str, float]:
             bytes_per_token=bytes_per_token,
             flops_per_token=gpt_flops_per_token(model.config, block_size),
             data_fingerprint=data_fingerprint(tokens, meta["vocab_size"]),
+            progress=progress,
         )
 
 

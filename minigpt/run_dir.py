@@ -11,8 +11,9 @@ OUT_DIR layout:
                          (vocab.json, merges.txt, ...: the data's, or the fine-tuned model's)
     training_state.pt    the weights that train, optimizer, grad scaler, step, best val loss, config,
                          command (train/finetune), the frozen weights' names and digest (`frozen_weights`),
-                         the data's fingerprint (what --resume checks the data against), and the
-                         train losses since the last log record (log_partial)
+                         the data's fingerprint (what --resume checks the data against), the
+                         train losses since the last log record (log_partial), and float16's
+                         skipped updates counted so far (scaler_skips)
     best/                the checkpoint with the lowest val loss (+ metrics.json)
     best.prev/           the best/ a new best replaced, until the state that knows of the new one
                          is saved (`save_best`); best.new/: a new best/ being written; best.stale/:
@@ -58,6 +59,8 @@ if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this m
     from minigpt.train_runtime import Runtime
 
 STATE_FILE = "training_state.pt"
+# What torch.compile's wrapper puts before each name in its state dict (the module inside is `_orig_mod`).
+COMPILED_PREFIX = "_orig_mod."
 # What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.
 RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", WEIGHTS_NAME, INDEX_NAME)
 
@@ -92,7 +95,7 @@ def frozen_weights(model: nn.Module) -> dict | None:
 
 def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg,
                     log_partial: tuple[float, int] = (0.0, 0), data: dict | None = None,
-                    frozen: dict | None = None) -> None:
+                    frozen: dict | None = None, scaler_skips: tuple[int, int, bool] = (0, 0, False)) -> None:
     """The HF-layout files first, then the training state (which carries its own copy of the
     weights that train).
 
@@ -100,6 +103,10 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
     two records resumes with them, so its next record averages the same steps as an unbroken run's.
     data is the fingerprint of the data trained on (None: the driver gives none), for `check_data`.
     frozen is `frozen_weights(raw_model)`, taken once per run: those weights are left out of the state.
+    scaler_skips is float16's count of the updates its loss scaler skipped (minigpt/train.py's
+    `Progress`): (since the last log record, in a row now, whether the run kept one yet), so a resumed
+    run's next record counts the skips before the resume too, and its rule for skips in a row goes on
+    where it stood.
 
     Each file is replaced atomically. A crash between the two leaves newer HF files beside an
     older state; resume reads weights *from the state*, so it still restarts consistently.
@@ -116,6 +123,7 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
         "config": plain_config(cfg),
         "command": cfg.COMMAND,  # train or finetune: the one whose --resume continues this run
         "log_partial": list(log_partial),
+        "scaler_skips": list(scaler_skips),
         "data": data,
     }
     # A crash midway leaves the previous state whole. torch.save writes into a file of ours, whose
@@ -248,8 +256,9 @@ def check_resumable(out: Path) -> None:
                                 f"further, start a new run from them with --init {out} and another --out")
     # (e.g. a run killed while it started, before it saved anything)
     raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; there is no run to continue there, as nothing was saved "
-                            "there: give the same command without --resume (or, in a script that may run again, with "
-                            "--auto-resume, which starts the run or continues it)")
+                            "there: give the same command without --resume (resume=False in Python), or, in a script "
+                            "that may run again, with --auto-resume (auto_resume=True in Python), which starts the run or "
+                            "continues it")
 
 
 # ---- a run that never saved a checkpoint ---------------------------------------------------------
@@ -497,8 +506,8 @@ def check_out_dir(cfg: TrainConfig) -> None:
     found = [name for name in (*RUN_FILES, "best/") if (out / name).exists()]
     if found and traces:
         raise FileExistsError(f"{unsaved_story(out, traces)}; a new run there would replace its {', '.join(found)}. To "
-                              f"start it again from step 0, give the same command with --resume (its log is then kept as "
-                              f"{next_lost(out).name}), or choose another --out")
+                              f"start it again from step 0, give the same command with --resume (resume=True in Python; "
+                              f"its log is then kept as {next_lost(out).name}), or choose another --out")
     if found:
         # (said to `minigpt train` and to a Python caller of `pretrain` / `finetune` alike: both spellings)
         what = ("pass --resume (resume=True in Python) to continue that run, or choose another --out"
@@ -510,6 +519,11 @@ def check_out_dir(cfg: TrainConfig) -> None:
     if tokenizer := [name for name in TOKENIZER_WRITTEN if (out / name).exists()]:
         raise FileExistsError(f"{out} holds a tokenizer ({', '.join(tokenizer)}), which the run's checkpoints would "
                               "replace, or leave beside another tokenizer's: choose another --out, or move those files away")
+
+
+# The flag that lets a resume go on with other data (check_data's way on): said to `minigpt train` /
+# `finetune` and to a Python caller alike.
+ALLOW_NEW_DATA = "--allow-new-data (allow_new_data=True in Python)"
 
 
 def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig,
@@ -546,9 +560,9 @@ def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig
         flags = ", ".join(f"--{name.replace('_', '-')} ({then} then, {now_} now)" for name, (then, now_) in choosers.items())
         raise ValueError(f"the data differs from the data the run in {out} trained on ({shown}): {flags} chose other "
                          f"data from --data {data}; resume with the run's setting (drop the flag), or pass "
-                         "--allow-new-data to go on with this data")
+                         f"{ALLOW_NEW_DATA} to go on with this data")
     raise ValueError(f"--data {data} is not the data the run in {out} trained on ({shown}); resume with the run's "
-                     "data, or pass --allow-new-data to go on with this data")
+                     f"data, or pass {ALLOW_NEW_DATA} to go on with this data")
 
 
 def _figure(value) -> str:
@@ -599,7 +613,8 @@ def _is_optimizer_state(value) -> bool:
 
 
 # What each field of a training state holds (as `save_checkpoint` writes it): a test, and its words.
-# command, log_partial, data and frozen are tested only when present (states saved by an earlier minigpt lack them).
+# command, log_partial, scaler_skips, data and frozen are tested only when present (states saved by an earlier
+# minigpt lack them).
 STATE_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "step": (_is_count, "an integer >= 0"),
     "best_val_loss": (_is_number, "a number (inf before the first evaluation)"),
@@ -612,6 +627,10 @@ STATE_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "command": (lambda v: isinstance(v, str), "the name of a command (train or finetune)"),
     "log_partial": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_number(v[0]) and _is_count(v[1]),
                     "[sum of train losses, steps]: a number and an integer >= 0"),
+    "scaler_skips": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and _is_count(v[0]) and _is_count(v[1])
+                     and isinstance(v[2], bool),
+                     "[skipped since the last log record, skipped in a row, whether a step was kept]: two integers "
+                     ">= 0 and a bool"),
     "data": (lambda v: v is None or isinstance(v, dict), "the data's fingerprint (a dict, or None)"),
     "frozen": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("digest"), str)
                                        and isinstance(v.get("names"), list) and all(isinstance(n, str) for n in v["names"])),
@@ -627,12 +646,13 @@ def _shown(value) -> str:
 
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime,
-            data: dict | None = None, frozen: dict | None = None) -> tuple[int, float, tuple[float, int], dict]:
+            data: dict | None = None, frozen: dict | None = None
+            ) -> tuple[int, float, tuple[float, int], tuple[int, int, bool], dict]:
     """Load the saved run in `out` into the model, optimizer and scaler, after checking that this
     run can continue it (`data`: the fingerprint of the data it trains on now, for `check_data`;
     `frozen`: `frozen_weights(raw_model)`, the weights it does not train, as --init gave them);
-    return (step, best val loss, log_partial, the settings changed from the saved run's as
-    {name: (saved, now)}, for the resume's record in the log: `opening_record`)."""
+    return (step, best val loss, log_partial, scaler_skips (`save_checkpoint`), the settings changed
+    from the saved run's as {name: (saved, now)}, for the resume's record in the log: `opening_record`)."""
     state = read_state(out / STATE_FILE, map_location=rt.device)
     # The settings compared are those a user gives this config: not --out (a run directory moved or
     # copied elsewhere is the same run), nor a field it fixes itself (init=False: finetune's shape
@@ -672,6 +692,9 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         notes.append(f"note: val loss is measured otherwise than the run's ({', '.join(measure)}), so its best val loss ({best:.4g}) "
                      "is not comparable: best/ follows this val loss from here")
         best = math.inf
+    # An earlier minigpt, given torch.compile(model), saved the wrapper's weights, each name under its
+    # `_orig_mod.` prefix: the same weights, read back under the module's own names.
+    state["model"] = {name.removeprefix(COMPILED_PREFIX): t for name, t in state["model"].items()}
     weights = with_frozen_weights(out / STATE_FILE, state, raw_model, frozen, cfg)
     try:
         raw_model.load_state_dict(weights)
@@ -699,7 +722,10 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         if best != state["best_val_loss"]:
             append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
-    return state["step"], best, (loss_sum, steps), changed
+    # A state saved before scaler_skips existed: no skips counted, and a step kept if the run made
+    # one (likely, and a resumed run's few skips are then no divergence, as they were read before).
+    since, in_a_row, kept_one = state.get("scaler_skips", (0, 0, state["step"] > 0))
+    return state["step"], best, (loss_sum, steps), (since, in_a_row, kept_one), changed
 
 
 def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: dict | None, cfg) -> dict:

@@ -62,8 +62,8 @@ def append_log(out: Path, record: dict) -> None:
 def opening_record(cfg, rt: Runtime, step: int, changed: dict | None, loss_unit: str | None = None) -> dict:
     """The log record that opens a start (`changed` None) or a resume (`changed`: the settings it
     changed from the saved run's, {name: (saved, now)}, as `restore` returns them) at `step`.
-    `loss_unit` is what the loss is measured in ("nats/token"), or None where train_loop does not
-    know (a loss of its caller's): loss.png's axis says it (`draw_curves`).
+    `loss_unit` is what the loss is measured in ("nats/token", "nats per text"), or None where
+    train_loop does not know (a loss of its caller's): loss.png's axis says it (`logged_loss_unit`).
 
     It is the run's readable provenance: training_state.pt holds only the latest settings (a
     resume with new flags rewrites them), in a pickle, so the log says how each stretch of steps
@@ -198,38 +198,51 @@ def plot_log(out: Path) -> None:
                        "losses", file=sys.stderr)
 
 
+def logged_loss_unit(opening: dict) -> str | None:
+    """The loss unit an opening record (`opening_record`) says: None for a loss whose unit
+    train_loop was not told (its caller's own), and loss.png's axis says "loss" alone.
+
+    Logs written by earlier versions say less, and are drawn as they were then: a classify run's
+    opening record held no unit (null, or no field), which its task told; any other log older than
+    the field is minigpt's own language model's, in nats/token. A null unit under a classify config
+    is always read as such an old classify log, so a loss of a caller's own trained under a
+    task="classify" config without train_loop's loss_unit is labelled "nats per text" too: name
+    its unit there."""
+    if opening.get("loss_unit") is None and opening.get("config", {}).get("task") == "classify":
+        return "nats per text"  # an old classify log
+    return opening.get("loss_unit", "nats/token")  # (no field: an old log)
+
+
 def draw_curves(records: list[dict], out: Path) -> None:
-    """`plot_log`'s drawing: the log's `records` into OUT_DIR/loss.png."""
-    import matplotlib
+    """`plot_log`'s drawing: the log's `records` into OUT_DIR/loss.png.
 
-    matplotlib.use("Agg")  # no display needed: draw straight into a file
-    import matplotlib.pyplot as plt
+    It draws on a Figure of its own, not through pyplot: pyplot's figures and backend are the
+    process's, shared with its caller (a notebook's inline plots, a GUI's plt.show()), and
+    matplotlib.use("Agg") would switch that caller's backend for good. A bare Figure needs no
+    display, and savefig renders its PNG with Agg whatever the backend; nothing is left open: no
+    pyplot registry holds it; the garbage collector frees it."""
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    try:
-        for key, label in (("loss", "train"), ("val_loss", "val")):
-            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]  # (null: NaN or inf)
-            if points:
-                ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
-        accuracy = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
-        # The unit of the loss the run trains on now, from its last opening record: None for a loss
-        # whose unit train_loop does not know (its caller's own; the classify task's, by its task);
-        # for a log older than the field, nats/token, as every log was drawn then.
-        opening = next((r for r in reversed(records) if is_opening(r)), {})
-        unit = "nats per text" if opening.get("config", {}).get("task") == "classify" else opening.get("loss_unit", "nats/token")
-        ylabel = f"loss ({unit})" if unit else "loss"
-        # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
-        # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
-        ax.set(xlabel="step", ylabel=ylabel, title=stored_path(out))
-        handles = ax.get_legend_handles_labels()
-        if accuracy:
-            right = ax.twinx()
-            right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
-            right.set_ylabel("accuracy")
-            handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
-        ax.legend(*handles)
-        ax.grid(alpha=0.3)
-        with atomic_path(out / PLOT_FILE) as tmp, open(tmp, "wb", opener=no_follow) as f:
-            fig.savefig(f, dpi=100, format="png")  # the format by name: a file object has no suffix
-    finally:
-        plt.close(fig)  # a figure that failed too: pyplot would keep every one of them open
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for key, label in (("loss", "train"), ("val_loss", "val")):
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]  # (null: NaN or inf)
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
+    accuracy = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
+    # The unit of the loss the run trains on now, from its last opening record.
+    unit = logged_loss_unit(next((r for r in reversed(records) if is_opening(r)), {}))
+    ylabel = f"loss ({unit})" if unit else "loss"
+    # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
+    # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
+    ax.set(xlabel="step", ylabel=ylabel, title=stored_path(out))
+    handles = ax.get_legend_handles_labels()
+    if accuracy:
+        right = ax.twinx()
+        right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
+        right.set_ylabel("accuracy")
+        handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
+    ax.legend(*handles)
+    ax.grid(alpha=0.3)
+    with atomic_path(out / PLOT_FILE) as tmp, open(tmp, "wb", opener=no_follow) as f:
+        fig.savefig(f, dpi=100, format="png")  # the format by name: a file object has no suffix

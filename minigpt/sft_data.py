@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from minigpt.checks import check_flag
 from minigpt.classify_data import Examples, _shuffled
 from minigpt.files import read_text
 from minigpt.finetune_config import VAL_FRACTION_DEFAULT, FinetuneConfig
@@ -246,6 +247,7 @@ def sft_val_loss(model: nn.Module, examples: SftExamples, pad_id: int, batch_siz
     batch that needs the most memory comes first. Under torchrun, process `rank` of `world` scores
     batches rank, rank + world, ..., and the sums are added over processes. Runs under the
     caller's autocast, as the lm task's evaluation does."""
+    check_flag("progress", progress)  # "no" would read as True
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

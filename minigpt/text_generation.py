@@ -16,8 +16,8 @@ one is done (`generate_texts` returns all texts at the end, in the prompts' orde
 """
 from __future__ import annotations
 
+import inspect
 import numbers
-from contextlib import nullcontext
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generator, Literal, overload
 
@@ -28,7 +28,7 @@ from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, StreamOptions, TokenizerL
 from minigpt.checks import as_count, check_flag
 from minigpt.generate_args import check_model, eos_list, prompt_room
 from minigpt.penalties import PENALTIES_OFF
-from minigpt.progress_bar import progress_bar
+from minigpt.progress_bar import given_or_new_bar
 from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
 from minigpt.stats import GenerationStats
 from minigpt.stop_strings import first_stop, stop_list
@@ -78,6 +78,11 @@ def encode_prompt(tokenizer, text: str, name: str = "prompt") -> list[int]:
             f"allowed_special='all'), or tokenizer.encode_ordinary(prompt) for it as plain text") from None
 
 
+# Beam search's settings that change nothing for one sequence at their defaults: `stream`'s own,
+# read from its signature (as `takes_stream_arguments` reads its names), so that the two never differ.
+BEAM_SETTINGS_OFF = {name: inspect.signature(stream).parameters[name].default for name in ("length_penalty", "early_stopping")}
+
+
 # As `generate`'s overloads (minigpt/generation.py): the generator's return value with return_stats.
 @overload
 def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
@@ -91,7 +96,10 @@ def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | 
 def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
                 return_stats: bool = False,
                 **kwargs: Unpack[StreamOptions]) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]: ...
-@takes_stream_arguments(refused=("attention_mask",))  # one prompt's is all ones: any other, refused
+# What stream_text turns down itself (so help() does not list them): a mask other than all ones,
+# and the options of several sequences (beam search's among them), whose texts generate_text returns.
+@takes_stream_arguments(refused=("attention_mask", "num_beams", "num_return_sequences", "return_scores",
+                                 "length_penalty", "early_stopping"))
 def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
                 **kwargs: Any) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]:
     """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate
@@ -102,12 +110,24 @@ def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | 
     `generate_text` does).
     Text is held back while it ends in an incomplete UTF-8 character or could be the start of a
     stop string, so a stop string never appears, even in part. EOS ends the text silently.
-    Arguments are checked at the call, as `stream` checks its own.
+    Arguments are checked at the call, as `stream` checks its own. One sequence streams: beam
+    search (num_beams, return_scores, length_penalty, early_stopping) chooses its text only at the
+    end, and n samples are n texts; `generate_text` returns those texts.
     """
-    for name in ("num_beams", "num_return_sequences"):  # beams are chosen only at the end; n samples are n texts
+    for name in ("num_beams", "num_return_sequences"):  # 1, the default, is taken: one sequence
         if as_count(name, kwargs.get(name, 1)) > 1:  # ("2" would fail in the comparison)
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
-                             f"supported: use generate({name}=...) and decode its rows")
+                             f"supported: use generate_text({name}=...), which returns each sequence's text")
+    if kwargs.get("return_scores"):  # (stream's own message would ask for num_beams > 1, which is refused here)
+        raise ValueError("stream_text streams one sequence token by token, so return_scores (beam search's) is not "
+                         "supported: use generate_text(num_beams=..., return_scores=True), which returns the beams' texts")
+    # Beam search's settings, at `stream`'s defaults (what `minigpt generate --stream` passes), are
+    # taken: they change nothing. Any other value would get stream's "pass num_beams > 1" warning,
+    # which is refused here.
+    for name, off in BEAM_SETTINGS_OFF.items():
+        if kwargs.get(name, off) != off:
+            raise ValueError(f"stream_text streams one sequence token by token, so {name} (beam search's) is not "
+                             f"supported: use generate_text(num_beams=..., {name}=...), which returns the beams' texts")
     ids, stops, eos = text_args(model, tokenizer, prompt, kwargs, truncate_left)
     # One prompt, no padding: its mask is all ones (no id of it is taken for a pad, as a mask-less
     # `stream` would take a pad id that is no EOS).
@@ -444,9 +464,7 @@ def generate_texts(model: torch.nn.Module, tokenizer: TokenizerLike, prompts: Se
     texts: list[list[str]] = [[] for _ in prompts]
     scores: list[list[float]] = [[] for _ in prompts]
     all_stats: list[GenerationStats] = []
-    shared = isinstance(progress, tqdm)
-    with nullcontext(progress) if shared else progress_bar(total=len(prompts), desc="generating", unit="prompt",
-                                                           disable=not progress) as bar:
+    with given_or_new_bar(progress, total=len(prompts), desc="generating", unit="prompt") as bar:
         for start, seed in zip(starts, seeds):
             batch = order[start:start + batch_size]
             input_ids, attention_mask = left_pad([encoded[i] for i in batch])

@@ -36,6 +36,7 @@ Not handled: other split patterns (GPT-4's cl100k), Unicode normalization, `add_
 """
 from __future__ import annotations
 
+import codecs
 import heapq
 import operator
 import os
@@ -45,7 +46,7 @@ from typing import Any, Literal, overload
 
 import regex
 
-from minigpt.checks import as_count
+from minigpt.checks import as_count, check_flag
 from minigpt.config import CHECKPOINTS, gpt2_name
 from minigpt.pretokenize import (CHAR_TO_BYTE, safe_pieces, special_token_regex, split_text, str_to_token, token_to_str,
                                  without_surrogates)
@@ -226,6 +227,16 @@ def check_side(name: str, side: str) -> str:
     if side not in ("left", "right"):
         raise ValueError(f"{name} must be 'left' or 'right', got {side!r}")
     return side
+
+
+def is_error_handler(name: str) -> bool:
+    """Whether `name` is a codec error handler ("strict", "replace", "ignore", ... or one registered
+    with codecs.register_error): decode's `errors`."""
+    try:
+        codecs.lookup_error(name)
+    except LookupError:
+        return False
+    return True
 
 
 class Tokenizer:
@@ -628,17 +639,24 @@ class Tokenizer:
         if not isinstance(errors, str):  # transformers' decode(ids, True): its 2nd argument is skip_special_tokens
             raise TypeError(f"errors is the codec's error handler ('replace', 'strict', ...), got {errors!r}; "
                             "skip_special_tokens is a keyword: decode(ids, skip_special_tokens=True)")
+        check_flag("skip_special_tokens", skip_special_tokens)  # "no" is truthy: it would drop the special tokens
         if skip_special_tokens:
             specials = set(self.special_tokens.values())
             ids = [i for i in as_id_list(ids, self.vocab_size) if i not in specials]
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
-    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False,
+    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False, *,
                      errors: str = "replace") -> list[str]:
         """`decode` of each row of a batch: a list of id lists, or a (B, T) tensor or array, as
         transformers' batch_decode takes them. A padded batch's rows end (or, padded on the left,
         start) with pad_token_id, which in GPT-2 is <|endoftext|>: skip_special_tokens=True drops
-        it, and with it any <|endoftext|> the text itself holds."""
+        it, and with it any <|endoftext|> the text itself holds.
+        The second argument is skip_special_tokens, as in transformers (`batch_decode(rows, True)`
+        ports as it is), not decode's `errors`: that one is a keyword here."""
+        if isinstance(skip_special_tokens, str) and is_error_handler(skip_special_tokens):  # decode's order: (rows, "strict")
+            raise TypeError(f"skip_special_tokens must be True or False, got {skip_special_tokens!r}; errors is a "
+                            f"keyword: batch_decode(rows, errors={skip_special_tokens!r})")
+        check_flag("skip_special_tokens", skip_special_tokens)  # as decode does, for an empty batch too
         rows = sequences.tolist() if hasattr(sequences, "tolist") else sequences
         return [self.decode(row, errors, skip_special_tokens=skip_special_tokens) for row in rows]
 
@@ -680,22 +698,43 @@ class Tokenizer:
 
     # ---- many texts at once (minigpt/tokenizer_batch.py) ----
 
-    def encode_batch(self, texts: Iterable[str], **kwargs) -> list[list[int]]:
+    # Both spell out the keywords of the function they hand over to (so that help() and editors show
+    # them, not **kwargs), with its defaults: a test checks the two signatures agree.
+
+    def encode_batch(self, texts: Iterable[str], *, allowed_special: AllowedSpecial = (),
+                     disallowed_special: AllowedSpecial = "all", num_workers: int | None = None) -> list[list[int]]:
         """Encode many documents on every core; the ids are exactly `[encode(t) for t in texts]`.
         Keywords: encode's `allowed_special` / `disallowed_special`, and `num_workers` (processes,
         this one included; None or 0: one per core)."""
         from minigpt.tokenizer_batch import encode_batch
 
-        return encode_batch(self, texts, **kwargs)
+        return encode_batch(self, texts, allowed_special=allowed_special, disallowed_special=disallowed_special,
+                            num_workers=num_workers)
 
-    def __call__(self, texts: str | Sequence[str], **kwargs: Any) -> dict[str, Any]:
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        *,
+        padding: bool | Literal["longest", "max_length"] = False,
+        padding_side: Literal["left", "right"] | None = None,
+        truncation_side: Literal["left", "right"] | None = None,
+        truncation: bool | Literal["longest_first", "only_first", "do_not_truncate"] | None = None,
+        max_length: int | None = None,
+        return_tensors: Literal["pt"] | None = None,
+        allowed_special: AllowedSpecial = (),
+        disallowed_special: AllowedSpecial = "all",
+        **unexpected,
+    ) -> dict[str, Any]:
         """Encode a batch for the model, as Hugging Face users expect: {"input_ids", "attention_mask"}
         (1 = real token, 0 = padding), with HF's `padding`, `padding_side` and `truncation_side` (default:
         the attributes), `truncation`, `max_length`, `return_tensors="pt"`, and `encode`'s `allowed_special` / `disallowed_special`
-        (see minigpt/tokenizer_batch.py's `model_inputs`). Other keywords are a TypeError that lists these."""
+        (see minigpt/tokenizer_batch.py's `model_inputs`). Other keywords (`unexpected`: transformers takes
+        many more) are a TypeError that lists these."""
         from minigpt.tokenizer_batch import model_inputs
 
-        return model_inputs(self, texts, **kwargs)
+        return model_inputs(self, texts, padding=padding, padding_side=padding_side, truncation_side=truncation_side,
+                            truncation=truncation, max_length=max_length, return_tensors=return_tensors,
+                            allowed_special=allowed_special, disallowed_special=disallowed_special, **unexpected)
 
     # ---- files (formats explained in minigpt/tokenizer_files.py) ----
 
@@ -750,6 +789,7 @@ class Tokenizer:
         out of pairs, the vocabulary ends up smaller."""
         from minigpt.bpe_train import train_tokenizer
 
+        check_flag("progress", progress)  # before minutes of counting: "no" would read as True
         return cls(*train_tokenizer(text_or_files, vocab_size, special_tokens, progress=progress))
 
 

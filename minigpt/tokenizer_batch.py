@@ -148,7 +148,6 @@ def encode_batch(
     mine = len(pieces) // workers  # this process encodes a share too, rather than wait
     # The job reaches each worker as its initializer's argument, which fork hands over unpickled.
     # Not multiprocessing.Pool: it replaces a worker that dies and waits forever for the lost ids.
-    before = set(multiprocessing.active_children())  # (the pool's workers are the children it adds)
     pool = ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork"), _start_worker, (encode, os.getpid()))
     done = False
     try:
@@ -166,13 +165,30 @@ def encode_batch(
         if not done:  # stopped (Ctrl-C, a signal turned into KeyboardInterrupt) or failed: the workers' results
             # are wanted no more, and a worker blocked writing one into a pipe nobody reads would keep
             # shutdown waiting on it forever. They hold nothing to save: killed.
-            for worker in set(multiprocessing.active_children()) - before:
-                worker.kill()
+            kill_own_workers(pool)
         pool.shutdown(cancel_futures=True)  # on an error here, workers drop what they have not started
     out: list[list[int]] = [[] for _ in texts]
     for i, ids in zip(owner, results):
         out[i] += ids
     return out
+
+
+def kill_own_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the worker processes `pool` started, and no others. Not the children this process gained
+    since the pool was made (`multiprocessing.active_children()` before and after): those also
+    take in the workers of another thread's encode_batch started meanwhile, and killing them broke
+    that thread's pool (an audit: one thread's Ctrl-C failed the other's call). Python 3.14 says
+    which are the pool's, and kills them, in public: `kill_workers()` (it also shuts the pool
+    down, without waiting). Before it, the executor's own record, `_processes` (pid → Process, each
+    added as it starts; with fork, all at the first submit; None once shut down): private, but
+    plain, and the same from 3.10 on. The public way round, each worker sending its pid back
+    from its initializer, costs a queue and still misses a worker interrupted before it reported."""
+    kill_workers = getattr(pool, "kill_workers", None)  # Python 3.14 on
+    if kill_workers is not None:
+        kill_workers()
+        return
+    for worker in list((pool._processes or {}).values()):  # a copy: the pool's manager thread may change the dict
+        worker.kill()
 
 
 def pad_rows(rows: Sequence[list[int]], pad_id: int, side: Literal["left", "right"],

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minigpt.cli import FAILED, prog
-from minigpt.files import STDIN, json_line, read_text_or_stdin, typed_text, unwritable, user_path
+from minigpt.files import STDIN, failure_reason, json_line, read_text_or_stdin, typed_text, unwritable, user_path
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -159,9 +159,10 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
     try:
         tok.save_pretrained(out)
     except OSError as e:  # what `unwritable` cannot foresee: a full disk, a folder made read-only since
-        # Which file failed (vocab.json: files.atomic_path names it so, not by its temp file), or its folder.
-        failed = f"{Path(e.filename).name}: " if e.filename else ""
-        print(f"{name}: error: cannot save the tokenizer to --out {out}: {failed}{e.strerror or e}", file=sys.stderr)
+        # Which file failed (vocab.json: files.atomic_path names it so, not by its temp file, unless the
+        # temp itself is at fault: a link planted at vocab.json.tmp). A full disk names no file, and
+        # atomic_path names the folder for it: --out itself, said already.
+        print(f"{name}: error: cannot save the tokenizer to --out {out}: {failure_reason(e, out)}", file=sys.stderr)
         return FAILED
     specials = ", ".join(tok.special_tokens) or "none"
     print(f"saved a tokenizer of {tok.vocab_size:,} tokens ({len(tok.merges):,} merges; special tokens: {specials}; "

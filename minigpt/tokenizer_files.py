@@ -96,10 +96,9 @@ def read_hf(path: str | os.PathLike) -> TokenizerPartsAndSettings:
     # (it encodes "<|im_start|>" as plain text); minigpt would take it for a special token. Most
     # often merges.txt lost its end (a download from a mirror that announced no size or hash).
     if unnamed := sorted(unnamed, key=str_vocab.get):
-        shown = first_few(list(map(repr, unnamed)), 3)
         raise ValueError(f"{vocab_file} has {len(unnamed):,} token(s) that no merge in {merges_file} makes and no "
-                         f"file names as a special token ({shown}): transformers would never give their ids. Is "
-                         f"{merges_file.name} cut short, or from another tokenizer?")
+                         f"file names as a special token ({first_few(unnamed, quoted=True)}): transformers would "
+                         f"never give their ids. Is {merges_file.name} cut short, or from another tokenizer?")
     return vocab, merges, special, settings | {"added_tokens": added_tokens}
 
 

@@ -23,14 +23,17 @@ and device, how a signal stops it, and its exit codes are minigpt/train_runtime.
 """
 from __future__ import annotations
 
+import copy
 import math
 import shlex
 import sys
+import threading
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,6 +42,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from minigpt import linear
+from minigpt.checks import caller_stacklevel, check_flag
 from minigpt.classifier import GPTClassifier
 from minigpt.files import read_json
 from minigpt.model import GPT
@@ -84,18 +88,18 @@ Batch = tuple[torch.Tensor, ...]
 @torch.no_grad()
 def estimate_val_loss(model: nn.Module, cfg, get_batch, loss_fn, rt: Runtime) -> float:
     """Mean loss over cfg.eval_iters val batches, the same batches every time (seeded by index),
-    so two evaluations differ only because the weights did. Processes split the batches."""
-    was_training = model.training
-    model.eval()
+    so two evaluations differ only because the weights did. Processes split the batches. The
+    model and each module inside it are given back in their modes (`mode_given_back`)."""
     total = torch.zeros(2, device=rt.device)  # (sum of losses, count)
-    for k in range(rt.rank, cfg.eval_iters, rt.world):
-        rng = torch.Generator().manual_seed(seed_for(cfg.seed, EVAL_STREAM, k))
-        batch = on_device(get_batch("val", rng), rt)
-        with rt.autocast():
-            total += torch.stack([loss_fn(model, *batch).float(), torch.ones((), device=rt.device)])
+    with mode_given_back(model):
+        model.eval()
+        for k in range(rt.rank, cfg.eval_iters, rt.world):
+            rng = torch.Generator().manual_seed(seed_for(cfg.seed, EVAL_STREAM, k))
+            batch = on_device(get_batch("val", rng), rt)
+            with rt.autocast():
+                total += torch.stack([loss_fn(model, *batch).float(), torch.ones((), device=rt.device)])
     if rt.world > 1:
         dist.all_reduce(total)
-    model.train(was_training)
     return (total[0] / total[1]).item()
 
 
@@ -115,38 +119,36 @@ def on_device(batch, rt: Runtime) -> list[torch.Tensor]:
                     "loop moves to the device and passes on as loss_fn(model, *batch)")
 
 
-def evaluate(fwd: nn.Module, raw: nn.Module, cfg, get_batch, loss_fn, rt: Runtime, bytes_per_token: float | None,
-             eval_fn: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
-    """One evaluation: `eval_fn`'s metrics (on the plain model `raw`), and unless they hold a
+def evaluate(run: Run) -> dict[str, float]:
+    """One evaluation: `eval_fn`'s metrics (on the plain model `run.raw`), and unless they hold a
     val_loss of their own (a classifier's, over every val example), the val loss of the compiled
-    model `fwd` on cfg.eval_iters batches; its perplexity when the loss is in nats per token
-    (`loss_unit`: of another loss, exp() means nothing), and bits per byte when `bytes_per_token` is known."""
-    record = eval_fn_metrics(eval_fn, raw) if eval_fn is not None else {}
+    model `run.fwd` on cfg.eval_iters batches; when that loss is in nats per token (`run.loss_unit`),
+    its perplexity, and its bits per byte if `bytes_per_token` is known. Of a loss in another unit
+    neither: exp() of it means nothing, and nor does dividing it by ln 2 and bytes per token."""
+    record = eval_fn_metrics(run.eval_fn, run.raw) if run.eval_fn is not None else {}
     if "val_loss" in record:  # (a loss per example, not per token: no perplexity)
         return {"val_loss": record.pop("val_loss"), **record}
-    metrics = {"val_loss": estimate_val_loss(fwd, cfg, get_batch, loss_fn, rt)}
-    if loss_unit(loss_fn, bytes_per_token) == "nats/token":
-        # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
-        metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 700))
-    if bytes_per_token:
+    metrics = {"val_loss": estimate_val_loss(run.fwd, run.cfg, run.get_batch, run.loss_fn, run.rt)}
+    if run.loss_unit != "nats/token":
+        return {**metrics, **record}
+    # exp() overflows a float past ~709: a diverged loss logs a huge perplexity, not an error.
+    metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 700))
+    if run.bytes_per_token:
         # nats/token → bits/token (÷ ln 2) → bits/byte (÷ bytes per token): comparable across
         # tokenizers, unlike perplexity.
-        metrics["val_bpb"] = metrics["val_loss"] / math.log(2) / bytes_per_token
+        metrics["val_bpb"] = metrics["val_loss"] / math.log(2) / run.bytes_per_token
     return {**metrics, **record}
 
 
 def eval_fn_metrics(eval_fn: Callable[[nn.Module], dict[str, float]], raw: nn.Module) -> dict[str, float]:
     """eval_fn's metrics, with `raw` in eval mode (no dropout noise; a BatchNorm normalises by its
     running statistics and does not update them from val data) and no autograd graph built, as
-    `estimate_val_loss` measures; raw's mode is given back after. Autocast is eval_fn's to choose
-    (the sft task's runs under the run's dtype; the classify task's scores in float32, as eval does)."""
-    was_training = raw.training
-    raw.eval()
-    try:
-        with torch.no_grad():
-            record = eval_fn(raw)
-    finally:
-        raw.train(was_training)
+    `estimate_val_loss` measures; raw and each module inside it are given back in their modes after
+    (`mode_given_back`). Autocast is eval_fn's to choose (the sft task's runs under the run's dtype;
+    the classify task's scores in float32, as eval does)."""
+    with mode_given_back(raw), torch.no_grad():
+        raw.eval()
+        record = eval_fn(raw)
     return plain_metrics(record)
 
 
@@ -276,11 +278,21 @@ def prepare_model(model: nn.Module, cfg, rt: Runtime) -> nn.Module:
     return model
 
 
-def for_training(raw: nn.Module, cfg, rt: Runtime) -> tuple[nn.Module, nn.Module]:
+def unwrapped(model: nn.Module) -> nn.Module:
+    """`model` itself, or the module inside it when it is torch.compile's wrapper (an OptimizedModule,
+    which keeps it as `_orig_mod`). Told by that attribute: the wrapper's class lives in a private
+    torch module, and importing it would import torch's compiler into every run."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def for_training(raw: nn.Module, cfg, rt: Runtime, given: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(fwd, model): `raw` compiled if cfg.compile (fwd, what evaluation calls), then wrapped in DDP
     under torchrun (model, what a training step calls: its backward all-reduces the gradients).
-    Compiled first, then wrapped, as DDP expects."""
-    fwd = torch.compile(raw) if cfg.compile else raw
+    Compiled first, then wrapped, as DDP expects. Without cfg.compile, fwd is the model train_loop
+    was `given`: raw itself, or torch.compile(raw), which then runs as the caller compiled it. With
+    cfg.compile, raw is compiled once (not the caller's wrapper again)."""
+    fwd = torch.compile(raw) if cfg.compile else given
     if rt.world == 1:
         return fwd, fwd
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -295,10 +307,11 @@ def open_out_dir(out: Path, cfg, rt: Runtime) -> None:
     on_rank_0(rt, lambda: out.mkdir(parents=True, exist_ok=True))
     if rt.is_main and cfg.warmup_iters > cfg.max_iters:  # legal (a short test run), but rarely what was meant
         print(f"warning: warmup_iters ({cfg.warmup_iters}) > max_iters ({cfg.max_iters}): the learning rate only "
-              f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters", file=sys.stderr)
+              f"reaches {lr_at(cfg.max_iters - 1, cfg):.3g} of --lr {cfg.lr:g}; lower --warmup-iters (warmup_iters= in "
+              "Python)", file=sys.stderr)
     if rt.is_main and cfg.lr == 0:  # legal (a check that a run ends where it began), and a run that trains nothing
-        print("warning: --lr 0: no step changes the weights (the run only evaluates them); give --lr (and --min-lr) > 0 to train",
-              file=sys.stderr)
+        print("warning: --lr 0: no step changes the weights (the run only evaluates them); give --lr (and --min-lr) > 0 "
+              "(lr=, min_lr= in Python) to train", file=sys.stderr)
     # linear.py's tests: an x86 CPU with oneDNN (ONEDNN) whose oneDNN has no bf16 kernels (ONEDNN_BF16:
     # AVX-512) emulates each bf16 matmul (a gpt2-tiny run on an AVX2 AMD EPYC: 3.5k tokens/s against
     # 30k in float32). Elsewhere (MINIGPT_ONEDNN=0, an ARM CPU) the flags do not tell: nothing is said.
@@ -336,8 +349,9 @@ def diverged(e: TrainingDiverged, last_saved: int | None, out: Path, rt: Runtime
     # (Not "the last good one": its weights were finite, but its val loss may have been rising already.)
     kept = (f"the last checkpoint, saved at step {last_saved}, before the run went non-finite, is in {out}"
             if last_saved is not None else "no checkpoint was saved yet")
-    precision = ", or --dtype float32" if rt.dtype != torch.float32 else ""  # (advice for bf16/fp16 runs only)
-    return TrainingDiverged(f"{e}; {kept}. Try a lower --lr{precision}.")
+    # (advice for bf16/fp16 runs only)
+    precision = ", or --dtype float32 (dtype='float32' in Python)" if rt.dtype != torch.float32 else ""
+    return TrainingDiverged(f"{e}; {kept}. Try a lower --lr (lr= in Python){precision}.")
 
 
 def stopped_at_once(out: Path) -> str:
@@ -348,11 +362,12 @@ def stopped_at_once(out: Path) -> str:
     if state.exists():
         step = read_state(state, map_location="cpu", mmap=True)["step"]
         return (f"{said}: {state} holds step {step}, the last checkpoint written whole (each of its files is replaced "
-                "atomically, the training state last); continue from it with --resume")
+                "atomically, the training state last); continue from it with --resume (resume=True in Python)")
     if not out.is_dir() or {p.name for p in out.iterdir()} <= {".lock"}:  # (run_dir_lock removes the dir it made)
         return f"{said}, before anything was saved: the same command starts the run again"
     if (out / LOG_FILE).exists():  # the evidence --resume takes for a run to start again (`restart_unsaved_run`)
-        return f"{said}, before the run's first checkpoint: the same command with --resume starts it again from step 0"
+        return (f"{said}, before the run's first checkpoint: the same command with --resume (resume=True in Python) "
+                "starts it again from step 0")
     # Part of a first checkpoint and no log: as a model someone put there, which nothing overwrites.
     return (f"{said}, while the run's first checkpoint was written, before any log record: {out} holds part of it but "
             f"no {STATE_FILE}, so neither the same command nor --resume takes it for this run's; delete {out}, then "
@@ -373,8 +388,14 @@ def train_loop(
     bytes_per_token: float | None = None,
     flops_per_token: float | None = None,
     data_fingerprint: dict | None = None,
+    loss_unit: str | None = None,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Train `model` for cfg.max_iters optimizer steps; return the final metrics.
+
+    `model` may come compiled, torch.compile(model): the wrapper runs the steps and evaluations, and
+    the module inside is what is saved, restored, and given to save_fn and eval_fn (its weights'
+    names without the wrapper's `_orig_mod.` prefix, so the eager model resumes the run).
 
     get_batch(split, rng) -> tuple (or list) of tensors (usually (x, y)); split is "train" or "val",
         and every random choice must come from `rng` (that is what makes resume exact). The
@@ -383,7 +404,7 @@ def train_loop(
         forward (model(...)), not another method, or gradients will not be synchronised. With
         `lm_loss` itself (the default), or `bytes_per_token` given (a loss per token), evaluations
         log the perplexity (val_ppl) and loss.png's axis says nats/token; of another loss of the
-        caller's, the loop knows no unit, and logs neither.
+        caller's, the loop knows no unit (unless `loss_unit` names it), and logs neither.
     save_fn(model, dir) writes an exportable checkpoint into dir, which exists (default:
         model.save_pretrained; a model without one is refused before any step).
     eval_fn(model) -> extra metrics (e.g. accuracy): a dict of real numbers by name (a 0-d tensor
@@ -391,24 +412,49 @@ def train_loop(
         every process at once, so it may split its work and all-reduce (finetune's classify scores
         do). It runs as the sampled val loss does: the model in eval mode (no dropout; BatchNorm
         uses its running statistics), under torch.no_grad() (autocast is its own to choose), and
-        the model's mode is given back after. A val_loss among them replaces the loss of cfg.eval_iters sampled
-        val batches (and best/ follows it; a val loss that is not finite never makes best/, and is
-        warned of once).
-    bytes_per_token turns val loss into bits per byte; flops_per_token gives MFU on a GPU.
+        each module's mode is given back after. A val_loss among them replaces the loss of
+        cfg.eval_iters sampled val batches (and best/ follows it; a val loss that is not finite
+        never makes best/, and is warned of once).
+    bytes_per_token turns a val loss in nats per token into bits per byte; flops_per_token gives MFU on a GPU.
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
         --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
+    loss_unit names what a loss of the caller's is measured in (finetune's classify task: "nats per
+        text"), for the opening log record and loss.png's axis; None (the default): the unit the
+        loop knows (`known_loss_unit`). "nats/token" logs a perplexity too, and bits per byte with
+        bytes_per_token; under another unit bytes_per_token is not used (it converts nats per token only).
+    progress=False: no progress bar, no step lines on stdout and no closing line on stderr (the log
+        has it all), for a caller whose stdout is its own channel; warnings, notes and a stop's
+        messages are still said, on stderr.
     Raises Stopped (a KeyboardInterrupt) after saving on Ctrl-C/SIGTERM, TrainingDiverged on a NaN/inf loss
     (or gradient norm), or after float16's loss scaler skipped MAX_SKIPPED_IN_A_ROW updates in a row.
-    A run that ends says on stderr (rank 0) where its weights are and what to run next (`handoff`).
+    A run that ends says on stderr (rank 0; not with progress=False) where its weights are and what to run next (`handoff`).
+    The signal handlers it sets (in the main thread only), the caller's random state and TF32
+    switches, and the mode of the model and of each module inside it are given back when it ends,
+    however it ends. One run at a time in a process: a second one started while one runs is warned
+    of (`CountedRun`).
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
     dropout (set on every GPT inside `model`) and the memory switches. The fields that build a
     model and its data (preset, n_layer, n_head, n_embd, n_positions, init, data, block_size) are `minigpt
     train`'s (minigpt/pretrain.py): here the model comes built and get_batch makes the batches.
+    `cfg` is left as it was passed: --auto-resume is settled (into --resume or a new run) on a copy.
     """
+    check_flag("progress", progress)  # "no" would read as True
+    if loss_unit is not None and not isinstance(loss_unit, str):  # (it is written to the log as it is given)
+        raise TypeError(f"loss_unit must be a string naming the loss's unit, e.g. 'nats per text', or None (the unit "
+                        f"the loop knows), got {loss_unit!r} ({type(loss_unit).__name__})")
+    # A copy, not dataclasses.replace, here and in pretrain and finetune: replace runs the config's
+    # checks again, which the config they settled may fail (allow_new_data, once --auto-resume found
+    # no run), and it resets each init=False field to its default: a FinetuneConfig's n_layer set by
+    # a caller (cfg.n_layer = 4) would vanish, not be refused. (Shallow: a run assigns its settled
+    # fields, never changes one in place.)
+    cfg = copy.copy(cfg)
     check_float32_weights(model)
     rt = setup_runtime(cfg)
-    raw = prepare_model(model, cfg, rt)  # the module itself, saved and restored; fwd and model (below) run it
+    # The module itself, saved and restored; fwd and model (below) run it. Given torch.compile(model),
+    # the module inside: the wrapper's state dict names each weight `_orig_mod.<name>`, a checkpoint
+    # that the model alone could not load.
+    raw = prepare_model(unwrapped(model), cfg, rt)
     check_trainable(raw)
     check_save_fn(raw, save_fn)
     frozen = frozen_weights(raw)  # what a strategy froze: --init's, as loaded now; no checkpoint saves them again
@@ -417,32 +463,81 @@ def train_loop(
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     with run_dir_lock(out):  # one run at a time in OUT_DIR (held already under minigpt train/finetune)
         check_out_dir(cfg)
-        progress, changed = (resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen) if cfg.resume
-                             else (Progress(), None))  # (changed None: a start)
+        # Where the run starts (changed None: a fresh start, whose scale is a fresh scaler's: no host sync).
+        start, changed = (resume(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen) if cfg.resume
+                          else (Progress(scale=scaler.get_scale()), None))
         open_out_dir(out, cfg, rt)
-        fwd, model = for_training(raw, cfg, rt)
-        bar = progress_bar(total=cfg.max_iters, initial=progress.step, desc="training", disable=not rt.is_main, dynamic_ncols=True)
+        fwd, model = for_training(raw, cfg, rt, given=model)
+        unit = loss_unit if loss_unit is not None else known_loss_unit(loss_fn, bytes_per_token)
+        speaks = rt.is_main and progress
+        bar = progress_bar(total=cfg.max_iters, initial=start.step, desc="training", disable=not speaks, dynamic_ncols=True)
         run = Run(cfg=cfg, rt=rt, out=out, raw=raw, fwd=fwd, model=model, optimizer=optimizer, scaler=scaler,
                   get_batch=get_batch, loss_fn=loss_fn, save_fn=save_fn or (lambda m, d: m.save_pretrained(d)),
-                  eval_fn=eval_fn, bytes_per_token=bytes_per_token, flops_per_token=flops_per_token,
-                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, frozen=frozen, bar=bar,
-                  opening=opening_record(cfg, rt, progress.step, changed, loss_unit=loss_unit(loss_fn, bytes_per_token)) if rt.is_main
-                  else None)
+                  eval_fn=eval_fn, bytes_per_token=bytes_per_token, loss_unit=unit, flops_per_token=flops_per_token,
+                  peak=peak_flops(rt.device), data_fingerprint=data_fingerprint, frozen=frozen, bar=bar, speaks=speaks,
+                  opening=opening_record(cfg, rt, start.step, changed, loss_unit=unit) if rt.is_main else None)
         # Each micro-step seeds torch's global generator for its dropout masks (train_step); forking it
         # gives the caller's random state back when the loop ends, as if it had never run. TF32's
-        # switches, turned on for the run on a GPU, are given back too.
+        # switches, turned on for the run on a GPU, are given back too, and so is the model's mode
+        # (a model given in eval mode is in eval mode after).
         caller_rng = torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else [])
         try:
-            with caller_rng, tf32_matmuls(rt.device), StopSignal() as stop_signal, bar:
+            with (CountedRun(), caller_rng, tf32_matmuls(rt.device), mode_given_back(raw),
+                  StopSignal() as stop_signal, bar):
                 model.train()
-                metrics = run_steps(run, progress, stop_signal)
+                metrics = run_steps(run, start, stop_signal)  # (which moves `start` on, step by step)
         except KeyboardInterrupt as e:  # not Stopped: a second Ctrl-C, which stops at once (StopSignal)
             if not isinstance(e, Stopped) and rt.is_main:
                 print(stopped_at_once(out), file=sys.stderr)
             raise
-    if rt.is_main:  # on stderr: stdout's last line is the result, one JSON line for scripts (train_runtime's run_command)
+    if speaks:  # on stderr: stdout's last line is the result, one JSON line for scripts (train_runtime's run_command)
         print(handoff(out, raw), file=sys.stderr)
     return metrics
+
+
+@contextmanager
+def mode_given_back(model: nn.Module) -> Iterator[None]:
+    """Give `model` and each module inside it back in the mode it came in (its .training), however
+    the block ends: the loop trains the model in training mode, and a model given in eval mode came
+    back with dropout on, so the caller's next generate() sampled differently each call. Each
+    module's own: model.train(was) sets every module inside to the top's mode, and a frozen
+    BatchNorm left in eval mode inside a training model (model.train(); model.bn.eval()) came back
+    training, its running statistics updated by the caller's next batch."""
+    was_training = {module: module.training for module in model.modules()}
+    try:
+        yield
+    finally:
+        for module, training in was_training.items():
+            module.training = training  # (not module.train(training), which recurses into the children)
+
+
+class CountedRun:
+    """A train_loop counted, while it runs, among those running in this process: one that starts
+    while another runs is warned of.
+
+    Two runs at once (a sweep in threads) are silently not reproducible: both draw from torch's
+    one global generator (each micro-step seeds it for its dropout masks, `train_step`; a fork of it
+    restores it when a run ends, rewinding the other run's draws too; `minigpt.pretrain.seeded`
+    seeds it for new weights). A generator of each run's own would be a larger change than this
+    warning; separate processes are the fix."""
+
+    running = 0  # train_loops running in this process now (a class attribute: one count for all threads)
+    lock = threading.Lock()
+
+    def __enter__(self) -> "CountedRun":
+        with CountedRun.lock:
+            if CountedRun.running:  # (warned before counting: a warning made an error leaves this run uncounted)
+                # (Said of "a training run": pretrain's and finetune's callers never called train_loop themselves.)
+                warnings.warn(f"a training run (train_loop) started while {CountedRun.running} other run(s) train in "
+                              "this process: they share torch's global random generator (dropout masks, new weights), "
+                              "so neither run is reproducible; train each run in a process of its own (multiprocessing, "
+                              "or one command each)", stacklevel=caller_stacklevel())
+            CountedRun.running += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with CountedRun.lock:
+            CountedRun.running -= 1
 
 
 def check_float32_weights(model: nn.Module) -> None:
@@ -473,10 +568,11 @@ def check_save_fn(model: nn.Module, save_fn) -> None:
                         "lambda m, d: torch.save(m.state_dict(), d / 'model.pt')")
 
 
-def loss_unit(loss_fn, bytes_per_token: float | None) -> str | None:
-    """What the loss is measured in, when the loop knows: nats per token for `lm_loss`, or where the
-    caller gives `bytes_per_token` (which turns a loss per token into bits per byte); for another
-    loss of the caller's, None (no perplexity, and loss.png's axis says "loss" alone)."""
+def known_loss_unit(loss_fn, bytes_per_token: float | None) -> str | None:
+    """What the loss is measured in, when the loop knows without being told (train_loop's `loss_unit`):
+    nats per token for `lm_loss`, or where the caller gives `bytes_per_token` (which turns a loss
+    per token into bits per byte); for another loss of the caller's, None (no perplexity, and
+    loss.png's axis says "loss" alone)."""
     return "nats/token" if loss_fn is lm_loss or bytes_per_token else None
 
 
@@ -489,7 +585,7 @@ class Run:
     rt: Runtime
     out: Path
     raw: nn.Module  # the model itself: saved, restored, and what eval_fn gets
-    fwd: nn.Module  # raw, compiled if cfg.compile: what evaluation runs
+    fwd: nn.Module  # raw, compiled if cfg.compile (or as given, compiled): what evaluation runs
     model: nn.Module  # fwd, wrapped in DDP under torchrun: what a training step runs
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -498,11 +594,15 @@ class Run:
     save_fn: Callable[[nn.Module, Path], None]
     eval_fn: Callable[[nn.Module], dict[str, float]] | None
     bytes_per_token: float | None
+    # What the loss is measured in ("nats/token"; None: not known), decided once in train_loop: the
+    # opening log record says it (loss.png's axis reads it there), and "nats/token" logs a perplexity.
+    loss_unit: str | None
     flops_per_token: float | None
     peak: float | None  # the GPU's peak FLOP/s, for MFU (None: not known)
     data_fingerprint: dict | None
     frozen: dict | None  # `frozen_weights(raw)`: the names and digest of the weights that do not train
-    bar: tqdm  # the progress bar (rank 0's; disabled on the others)
+    bar: tqdm  # the progress bar (rank 0's, unless progress=False; disabled on the others)
+    speaks: bool  # whether the step lines are printed: rank 0, unless train_loop's progress=False
     # The start's or resume's record (run_log.py's `opening_record`), until the run's first write to
     # its log (`log`) puts it there; rank 0's alone, None on the others and once written.
     opening: dict | None
@@ -510,10 +610,15 @@ class Run:
 
 @dataclass
 class Progress:
-    """Where a run stands. A checkpoint saves the step, the best val loss and the loss sums since the
-    last log record (`resume` reads them back, and counts that checkpoint as the last saved); the
-    rest start afresh."""
+    """Where a run stands. A checkpoint saves the step, the best val loss, the loss sums since the
+    last log record and float16's counts of skipped updates (`resume` reads them back, and counts that
+    checkpoint as the last saved); the rest start afresh."""
 
+    # float16: the loss scale after the last step, which the next one's is compared with (a lower one:
+    # that step was skipped). Read once a step: each read is a host sync. No default: before the
+    # first step it must be the run's scaler's (a fresh one's 2^16, or the one a resume restored);
+    # a default, left unset, would miss a skip at the first step (1.0) or count kept steps as skips.
+    scale: float
     step: int = 0  # optimizer steps done
     best: float = math.inf  # the lowest val loss yet (best/ holds its weights)
     last_saved: int | None = None  # the step of the last checkpoint (None: none yet)
@@ -523,7 +628,9 @@ class Progress:
     tokens_since: int = 0
     time_since: float = 0.0
     # float16's skipped updates (`skipped_by_scaler`): since the last log record, and in a row now;
-    # and whether the run kept one (a resumed run: yes). Not saved: a resumed run counts from its resume.
+    # and whether the run kept one. Saved, all three, so a resumed run goes on as the unbroken run:
+    # its next record counts the skips before the resume too, and the row of skips that stops a run
+    # (MAX_SKIPPED_IN_A_ROW, or every step skipped) is the same row across a resume.
     skipped_since: int = 0
     skipped_in_a_row: int = 0
     kept_one: bool = False
@@ -535,10 +642,12 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
     """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/run_dir.py's
     `restore`, which refuses a run that differs); where the run stood, and the settings this resume
     changed from the saved run's ({name: (saved, now)})."""
-    step, best, (loss_since, steps_since), changed = restore(out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
-    # kept_one: a resumed run trained before; a few skips now (the scale finding its level) are no stop.
-    return Progress(step=step, best=best, last_saved=step, loss_since=loss_since, steps_since=steps_since,
-                    kept_one=step > 0), changed
+    step, best, (loss_since, steps_since), (skipped_since, in_a_row, kept_one), changed = restore(
+        out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
+    # The scale the checkpoint's scaler reached (restored: no host sync, the scaler has scaled nothing since).
+    return Progress(scale=scaler.get_scale(), step=step, best=best, last_saved=step, loss_since=loss_since,
+                    steps_since=steps_since, skipped_since=skipped_since, skipped_in_a_row=in_a_row,
+                    kept_one=kept_one), changed
 
 
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:
@@ -569,8 +678,8 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
             save_between_evaluations(run, progress)
         if stop and progress.step < cfg.max_iters:  # a stop during the last step: the run is done, whole
             if run.rt.is_main:
-                run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume",
-                              file=sys.stderr)
+                run.bar.write(f"interrupted: saved step {progress.step} to {run.out}; continue with --resume "
+                              "(resume=True in Python)", file=sys.stderr)
             raise Stopped(stop)
     metrics["best_val_loss"] = progress.best
     return metrics
@@ -581,7 +690,6 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
     log record of the steps since the last one. Returns the step's metrics (the record's if one)."""
     cfg = run.cfg
     t0 = time.perf_counter()
-    scale = run.scaler.get_scale()  # (float16: a host sync, with nothing left to wait for: skipped_by_scaler's was the last)
     try:
         train_loss, grad_norm, tokens = train_step(run.model, run.optimizer, run.scaler, run.get_batch, run.loss_fn,
                                                    cfg, run.rt, progress.step)
@@ -591,15 +699,16 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
     step = progress.step
     # float16: the scale's fall is a host sync after the update's kernels (as train_step's loss check
     # is one before them); without a scaler, get_scale is a constant.
-    if skipped_by_scaler(run.scaler, scale, progress) or (step == cfg.max_iters and progress.skipped_in_a_row
-                                                           and not progress.kept_one):
+    if skipped_by_scaler(run.scaler, progress) or (step == cfg.max_iters and progress.skipped_in_a_row
+                                                   and not progress.kept_one):
         n, every = progress.skipped_in_a_row, "" if progress.kept_one else ", every step this run made"
         why = ("the model diverged, or the data or the loss holds a NaN" if n >= MAX_SKIPPED_IN_A_ROW else
                "nothing was learned; the scale may not have found its level in so few steps: train longer")
         raise diverged(TrainingDiverged(
             f"float16's loss scaler skipped the updates of steps {step - n + 1}-{step} ({n} in a row{every}): their "
-            f"gradients held inf or NaN while the scale fell 2^{n}-fold, to {run.scaler.get_scale():g} ({why}); "
-            "--dtype bfloat16 has float32's range and needs no scaler"), progress.last_saved, run.out, run.rt) from None
+            f"gradients held inf or NaN while the scale fell 2^{n}-fold, to {progress.scale:g} ({why}); "
+            "--dtype bfloat16 (dtype='bfloat16' in Python) has float32's range and needs no scaler"),
+            progress.last_saved, run.out, run.rt) from None
     progress.time_since += time.perf_counter() - t0
     progress.tokens_since += tokens
     progress.loss_since += train_loss
@@ -612,7 +721,7 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         if run.scaler.is_enabled():  # float16: the updates skipped since the last record, and where the scale is
-            metrics["skipped_steps"], metrics["loss_scale"] = progress.skipped_since, run.scaler.get_scale()
+            metrics["skipped_steps"], metrics["loss_scale"] = progress.skipped_since, progress.scale
         if run.peak and run.flops_per_token:
             metrics["mfu"] = run.flops_per_token * metrics["tokens_per_s"] / (run.peak * run.rt.world)
         progress.tokens_since, progress.time_since, progress.loss_since, progress.steps_since = 0, 0.0, 0.0, 0
@@ -624,12 +733,14 @@ def train_and_log(run: Run, progress: Progress) -> dict[str, float]:
     return metrics
 
 
-def skipped_by_scaler(scaler: torch.amp.GradScaler, scale_before: float, progress: Progress) -> bool:
+def skipped_by_scaler(scaler: torch.amp.GradScaler, progress: Progress) -> bool:
     """Count the step just taken in `progress` if float16's GradScaler skipped its update; True when
     that makes MAX_SKIPPED_IN_A_ROW in a row. `scaler.step` skips without a word; its `update` then
-    halves the scale (after a kept step it keeps it, or doubles it), so a lower scale is the one
-    public sign of a skip. Without float16 the scaler is off, its scale 1.0: never lower."""
-    if scaler.get_scale() >= scale_before:
+    halves the scale (after a kept step it keeps it, or doubles it), so a scale lower than the one
+    after the step before (`progress.scale`) is the one public sign of a skip. Without float16 the
+    scaler is off, its scale 1.0: never lower."""
+    scale_before, progress.scale = progress.scale, scaler.get_scale()
+    if progress.scale >= scale_before:
         progress.skipped_in_a_row, progress.kept_one = 0, True
         return False
     progress.skipped_since += 1
@@ -655,9 +766,8 @@ def end_stopped_run(run: Run, progress: Progress) -> dict[str, float]:
 def evaluate_and_save(run: Run, progress: Progress) -> dict[str, float]:
     """An evaluation at the current step: best/ if it is the best yet, its log record, the
     checkpoint and the curve. Returns the record."""
-    record = {"step": progress.step, **evaluate(run.fwd, run.raw, run.cfg, run.get_batch, run.loss_fn, run.rt,
-                                                run.bytes_per_token, run.eval_fn)}
-    if run.rt.is_main:  # shown as it comes, not only in log.jsonl
+    record = {"step": progress.step, **evaluate(run)}
+    if run.speaks:  # shown as it comes (on stdout, as the CLI documents), not only in log.jsonl
         run.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
     finite = math.isfinite(record["val_loss"])
     if not finite and not progress.warned_not_finite and run.rt.is_main:  # else best/ just stays behind, unsaid
@@ -720,4 +830,5 @@ def open_log(run: Run) -> None:
 def checkpoint(run: Run, progress: Progress) -> None:
     """Save the run at its current step (rank 0's work: minigpt/run_dir.py's `save_checkpoint`)."""
     save_checkpoint(run.out, run.raw, run.save_fn, run.optimizer, run.scaler, progress.step, progress.best, run.cfg,
-                    (progress.loss_since, progress.steps_since), run.data_fingerprint, run.frozen)
+                    (progress.loss_since, progress.steps_since), run.data_fingerprint, run.frozen,
+                    (progress.skipped_since, progress.skipped_in_a_row, progress.kept_one))

@@ -24,6 +24,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+import torch
+
 from minigpt.checkpoint import DTYPE_NAMES
 from minigpt.checks import as_count, as_real, as_switch, check_rate
 from minigpt.config import shipped_path
@@ -140,21 +142,28 @@ class TrainConfig:
             path = getattr(self, name) and shipped_path(getattr(self, name), hub=name in ("init", "tokenizer"))
             if path and os.path.exists(path):
                 setattr(self, name, os.path.abspath(path))
-        # Counts are ints (as GPTConfig's sizes): batch_size=4.0 would fail in torch.randint with an
-        # overload list, 2.5 steps would pass every comparison below. (Annotations are strings here.)
+        # Each setting in the plain type its annotation names (annotations are strings here), or a
+        # TypeError naming it. Counts are ints (as GPTConfig's sizes): batch_size=4.0 would fail in
+        # torch.randint with an overload list, 2.5 steps would pass every comparison below. Switches
+        # are bools: "False" or "no" is a non-empty string, which reads as True. Rates and factors are
+        # plain floats: "3e-4" would fail a comparison below with an error naming no field. A NumPy
+        # number or bool would fail log.jsonl's JSON after the first step. The device and the dtype
+        # are names, as --device and --dtype give them; torch's own objects, which torch's functions
+        # take (GPT.from_pretrained's dtype=torch.float32), are kept by name: log.jsonl's JSON failed
+        # on a torch.device after the first step.
+        if isinstance(self.device, torch.device):  # torch.device("cuda", 0) → "cuda:0"
+            self.device = str(self.device)
+        if isinstance(self.dtype, torch.dtype):  # torch.float32 → "float32", its DTYPE_NAMES name (float64's is refused below)
+            self.dtype = str(self.dtype).removeprefix("torch.")
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type not in ("int", "int | None") or (value is None and f.type == "int | None"):
+            if value is None and f.type in ("int | None", "float | None"):  # unset: decided later (by the model, the data)
                 continue
-            setattr(self, f.name, as_count(f.name, value))
-        # Switches are bools: "False" or "no" is a non-empty string, which reads as True. Rates and
-        # factors are numbers, kept as plain floats: a NumPy float32 would fail log.jsonl's JSON after
-        # the first step, and "3e-4" would fail a comparison below with an error naming no field.
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool":
-                setattr(self, f.name, as_switch(f.name, value))  # a plain bool: a NumPy one would fail log.jsonl's JSON
-            elif f.type == "float" or (f.type == "float | None" and value is not None):
+            if f.type in ("int", "int | None"):
+                setattr(self, f.name, as_count(f.name, value))
+            elif f.type == "bool":
+                setattr(self, f.name, as_switch(f.name, value))
+            elif f.type in ("float", "float | None"):
                 setattr(self, f.name, as_real(f.name, value))
         if self.allow_new_data and not (self.resume or self.auto_resume):
             raise ValueError("allow_new_data applies to --resume (or --auto-resume) only: a new run has no earlier data to "
@@ -169,7 +178,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr > self.lr:  # else the "decay" would climb from lr up to min_lr
-            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr}): the cosine decays from lr down to min_lr; lower --min-lr")
+            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr}): the cosine decays from lr down to min_lr; "
+                             "lower --min-lr (min_lr= in Python)")
         if self.lr_decay_iters is not None and self.lr_decay_iters <= self.warmup_iters:
             raise ValueError(f"lr_decay_iters ({self.lr_decay_iters}) must be > warmup_iters ({self.warmup_iters}): the cosine runs "
                              "from the end of warmup to lr_decay_iters (unset: max_iters)")

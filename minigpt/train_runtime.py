@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from minigpt.checkpoint import DTYPE_NAMES, resolve_device
-from minigpt.cli import FAILED, guarded
+from minigpt.cli import FAILED, guarded, no_cxx_compiler
 from minigpt.files import json_line
 from minigpt.run_dir import env_rank, is_rank_0, saved_step
 from minigpt.train_config import TrainConfig
@@ -372,13 +372,13 @@ def what_stands(error: Exception) -> str:
 
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
-    (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, or a file it
-    cannot read or write: one line on stderr, no traceback; after a save that failed for want of
-    room, with the checkpoint that stands, `what_stands`) or 128 + the signal that stopped it,
-    after the loop has saved (130 Ctrl-C, 143 SIGTERM, as a shell reports them); the process group
-    closed on every path; the result as one JSON line on stdout, from rank 0 only. A process group
-    that the work joined (a torchrun worker's) is closed here, and that process ends here, with that
-    code; a group the caller had is left alone.
+    (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, a file it
+    cannot read or write, or --compile without a C++ compiler: one line on stderr, no traceback;
+    after a save that failed for want of room, with the checkpoint that stands, `what_stands`) or
+    128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143 SIGTERM, as a shell
+    reports them); the process group closed on every path; the result as one JSON line on stdout,
+    from rank 0 only. A process group that the work joined (a torchrun worker's) is closed here, and
+    that process ends here, with that code; a group the caller had is left alone.
 
     Under torchrun an error is said once, not once a process (`say_error`)."""
     # Around all of it: a reader gone changes nothing, not even for the lines after a failed run
@@ -409,7 +409,10 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         except PeerFailed:  # rank 0 printed why
             code, consequence = FAILED, True
         except Exception as e:
-            if peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
+            if message := no_cxx_compiler(e):  # --compile on a machine without g++: every process meets it
+                say_error(prog, f"error: {message}")
+                code = FAILED
+            elif peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")
                 code, consequence = FAILED, True
             elif lost_a_peer(e):  # a peer killed (SIGKILL: the OOM killer, say) said nothing: this one says what is left
                 say_error(prog, PEER_LOST)

@@ -7,6 +7,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+# The bar tests check what a bar draws, so a tester's TQDM_DISABLE (common in CI logs) would fail
+# them: minigpt lets it silence every bar (minigpt/progress_bar.py's `quiet_by_env`), and tqdm reads
+# its TQDM_* variables when it is imported, so it is dropped here, before anything imports tqdm.
+# The tests of TQDM_DISABLE itself set it (monkeypatch, or a subprocess's env).
+os.environ.pop("TQDM_DISABLE", None)
+
 # Property tests draw the same examples on every run (no random seed, no example database), so a
 # failure reproduces and a pass means the same thing each time. HYPOTHESIS_PROFILE=explore draws
 # new examples per run, for hunting beyond the fixed set.
@@ -108,6 +114,25 @@ def another_run_holds():
             holder.wait()
 
     return holds
+
+
+@pytest.fixture
+def freebsd_nofollow(monkeypatch):
+    """os.open refusing a symbolic link under O_NOFOLLOW as FreeBSD does, with EMLINK (Linux: ELOOP):
+    an error about a link must not be told by its errno alone."""
+    import errno
+
+    real_open = os.open
+
+    def freebsd_open(path, flags, mode=0o777, **kwargs):
+        try:
+            return real_open(path, flags, mode, **kwargs)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise OSError(errno.EMLINK, "Too many links", path) from None
+
+    monkeypatch.setattr(os, "open", freebsd_open)
 
 
 @pytest.fixture(autouse=True)

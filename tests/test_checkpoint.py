@@ -211,19 +211,20 @@ def test_missing_tensor(tmp_path, hf_dir):
         del s["transformer.h.1.mlp.c_fc.bias"]
         return s
 
-    with pytest.raises(ValueError, match=r"missing 1 tensor\(s\): transformer.h.1.mlp.c_fc.bias"):
+    with pytest.raises(ValueError, match=r"missing 1 tensor\(s\): 'transformer.h.1.mlp.c_fc.bias'$"):
         GPT.from_pretrained(edited_copy(hf_dir, tmp_path, drop))
 
 
 def test_a_long_list_of_tensors_in_an_error_says_how_many_more(tmp_path, hf_dir):
     """A reread: checkpoint.py built its lists of tensor names four ways, the first 4 or 5 then
     " ..." or ", ...", or (a subclass's own tensors) nothing: a list cut short read as the whole.
-    Each now names the first five, then how many more (checks.first_few)."""
+    Each now names the first five, then how many more (checks.first_few), each name quoted as the
+    other tensor errors quote one (a review: bare here, in brackets or quoted elsewhere)."""
     def drop_block_0(s):
         return {k: t for k, t in s.items() if not k.startswith("transformer.h.0.")}
 
-    with pytest.raises(ValueError, match=r"is missing 12 tensor\(s\): transformer.h.0.attn.c_attn.bias, "
-                                         r"(transformer.h.0.\S+, ){4}\.\.\. and 7 more$"):
+    with pytest.raises(ValueError, match=r"is missing 12 tensor\(s\): 'transformer.h.0.attn.c_attn.bias', "
+                                         r"('transformer.h.0.\S+', ){4}\.\.\. and 7 more$"):
         GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "drop", drop_block_0))
 
     class Many(GPT):
@@ -232,15 +233,15 @@ def test_a_long_list_of_tensors_in_an_error_says_how_many_more(tmp_path, hf_dir)
             for i in range(7):
                 self.register_buffer(f"b{i}", torch.ones(()), persistent=False)
 
-    with pytest.raises(ValueError, match=r"Many holds b0, b1, b2, b3, b4, \.\.\. and 2 more, which GPT-2's"):
+    with pytest.raises(ValueError, match=r"Many holds 'b0', 'b1', 'b2', 'b3', 'b4', \.\.\. and 2 more, which GPT-2's"):
         Many.from_pretrained(hf_dir)
-    with pytest.raises(ValueError, match=r"no place for: a, b, c, d, e, \.\.\. and 1 more$"):
+    with pytest.raises(ValueError, match=r"no place for: 'a', 'b', 'c', 'd', 'e', \.\.\. and 1 more$"):
         checkpoint.refuse_extra_tensors(set("abcdef"))
-    with pytest.raises(ValueError, match=r"would not load back: a, b, c, d, e, \.\.\. and 2 more$"):
+    with pytest.raises(ValueError, match=r"would not load back: 'a', 'b', 'c', 'd', 'e', \.\.\. and 2 more$"):
         checkpoint.refuse_missing_tensors(set("abcdefg"))
     layout = GPT(GPTConfig(**SMALL)).state_dict()
     resized = {k: torch.zeros(1) for k in sorted(layout)[:8]}  # 8 tensors of the wrong shape
-    with pytest.raises(ValueError, match=r"\(7 more tensor\(s\) differ too: (\S+, ){5}\.\.\. and 2 more\)"):
+    with pytest.raises(ValueError, match=r"\(7 more tensor\(s\) differ too: ('\S+', ){5}\.\.\. and 2 more\)"):
         checkpoint.refuse_resized_tensors(resized, layout)
 
 
@@ -903,25 +904,30 @@ def test_a_short_write_without_an_errno_is_named_too(tmp_path):
 
 
 
-@pytest.mark.parametrize("where", ["making the temp", "writing it", "fsync", "rename"])
+@pytest.mark.parametrize("where", ["making the temp", "writing it", "fsync", "chmod on its fd", "rename"])
 def test_a_failed_write_names_the_file_asked_for_not_its_temp(tmp_path, monkeypatch, where):
     """A code reread: an error naming atomic_path's temp file (a folder made read-only: "[Errno 13]
-    Permission denied: '.../vocab.json.tmp'"; a full disk at the fsync) came out as it was, so each
-    caller stripped ".tmp" itself. atomic_path names `dest`, keeping the errno (and so the class),
-    the text and the original as the cause, wherever the write failed; the old file stays."""
+    Permission denied: '.../vocab.json.tmp'") came out as it was, so each caller stripped ".tmp"
+    itself. atomic_path names `dest`, keeping the errno (and so the class), the text and the
+    original as the cause, wherever the write failed; the old file stays. A review: a call on the
+    temp's file descriptor (fsync_file's os.chmod(fd), refused by a mount that allows no chmod),
+    whose error CPython names by the fd, an int, escaped as a TypeError from os.fsdecode."""
     import errno
 
     dest = tmp_path / "vocab.json"
-    dest.write_text("old")
+    dest.write_text("old")  # so the new file keeps its mode: fsync_file chmods the temp's fd
     tmp = minigpt.files.temp_path(dest)
 
-    def fail(path, *args):  # as the OS fails a call on the temp file: naming it
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    def fail(path, *args):  # as the OS fails a call on the temp file: naming it (by its fd, for a call on one)
+        raise PermissionError(errno.EACCES, "Permission denied", path if isinstance(path, int) else str(path))
 
     if where == "making the temp":
         monkeypatch.setattr(minigpt.files, "fresh_file", fail)
     if where == "fsync":
         monkeypatch.setattr(minigpt.files, "fsync_file", fail)
+    if where == "chmod on its fd":
+        monkeypatch.setattr(os, "chmod", fail)
+        monkeypatch.setattr(os, "supports_fd", os.supports_fd | {fail})  # (so fsync_file takes the fd's path)
     if where == "rename":
         def refused(src, dst):  # as os.replace fails: naming both files
             raise PermissionError(errno.EACCES, "Permission denied", str(src), None, str(dst))
@@ -933,13 +939,15 @@ def test_a_failed_write_names_the_file_asked_for_not_its_temp(tmp_path, monkeypa
                 fail(written)
     assert str(e.value) == f"[Errno 13] Permission denied: '{dest}'" and type(e.value) is PermissionError
     assert e.value.filename == str(dest) and e.value.filename2 is None and e.value.errno == errno.EACCES
-    assert isinstance(e.value.__cause__, PermissionError) and str(tmp) in str(e.value.__cause__)
+    cause = e.value.__cause__
+    assert isinstance(cause, PermissionError) and (isinstance(cause.filename, int) or str(tmp) in str(cause))
     assert dest.read_text() == "old" and not tmp.exists()
 
 
 def test_a_nested_write_s_error_names_its_own_file_and_another_file_s_is_left_alone(tmp_path):
     """One `with` over two atomic_paths (a checkpoint's save): the inner one's temp is named by the
-    inner file, which the outer one leaves as it is, as it does an error about any other file."""
+    inner file, which the outer one leaves as it is, as it does an error about any other file. (A
+    folder made read-only names the file it refused; a full disk names none: the test above it.)"""
     import errno
 
     config, weights, other = tmp_path / "config.json", tmp_path / "model.safetensors", tmp_path / "other.txt"
@@ -947,22 +955,116 @@ def test_a_nested_write_s_error_names_its_own_file_and_another_file_s_is_left_al
                           (other, other)):
         with pytest.raises(OSError) as e:
             with atomic_path(config), atomic_path(weights):
-                raise OSError(errno.ENOSPC, "No space left on device", str(failed))
-        assert str(e.value) == f"[Errno 28] No space left on device: '{named}'", failed
+                raise PermissionError(errno.EACCES, "Permission denied", str(failed))
+        assert str(e.value) == f"[Errno 13] Permission denied: '{named}'", failed
     assert sorted(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
-def test_an_error_about_the_temp_itself_still_says_it_is_the_temp(tmp_path):
-    """Named by `dest` (above), an error about the temp file itself (a link planted at its name) would
-    say the wrong file is a link: its text names the temp."""
+@pytest.mark.parametrize("planted", ["a link at the temp", "a link made between removal and creation"])
+def test_an_error_about_the_temp_itself_names_the_temp(tmp_path, monkeypatch, planted):
+    """A review: atomic_path named `dest` in every error about its temp, so a link planted at the temp
+    (no_follow's ELOOP, at the fsync) or one made there as fresh_file removed the old temp (its
+    EEXIST) said "... is a symbolic link ...; remove it: '.../model.safetensors'": the user's own
+    file. And the temp's name was added to no_follow's and fresh_file's text for it, which other
+    callers then said twice ("log.jsonl is a symbolic link ...: '.../log.jsonl'"). Such an error
+    names the temp, in the text it had."""
+    import errno
+
     dest = tmp_path / "model.safetensors"
+    dest.write_text("my checkpoint")
+    tmp, victim = minigpt.files.temp_path(dest), tmp_path / "victim.txt"
+    if planted == "a link made between removal and creation":
+        real_unlink = Path.unlink
+
+        def unlink_then_plant(self, missing_ok=False):
+            real_unlink(self, missing_ok=missing_ok)
+            if self == tmp:
+                self.symlink_to(victim)
+
+        monkeypatch.setattr(Path, "unlink", unlink_then_plant)
+        expected = (errno.EEXIST, "appeared between its removal and its creation as a new temp file: another process "
+                                  "is writing this folder")
+    else:
+        expected = (errno.ELOOP, "is a symbolic link, which minigpt does not write through (one planted there could "
+                                 "point at any file); remove it")
     with pytest.raises(OSError) as e:
-        with atomic_path(dest) as tmp:
-            tmp.unlink()
-            tmp.symlink_to(tmp_path / "victim.txt")
-    assert e.value.strerror.startswith("model.safetensors.tmp is a symbolic link, which minigpt does not write "
-                                       "through") and e.value.filename == str(dest), e.value
+        with atomic_path(dest) as written:
+            written.unlink()
+            written.symlink_to(victim)
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (*expected, str(tmp)), e.value
+    assert dest.read_text() == "my checkpoint" and not victim.exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_a_link_at_the_temp_refused_with_freebsds_errno_still_names_the_temp(tmp_path, freebsd_nofollow):
+    """A review: atomic_path told an error about the temp itself by its errno (ELOOP, EEXIST), but
+    FreeBSD's O_NOFOLLOW refuses a link with EMLINK: there the link at the temp was said of `dest`,
+    the user's own file. no_follow and fresh_file now mark such errors by their class
+    (NotOurFileError), whatever the errno."""
+    import errno
+
+    dest = tmp_path / "model.safetensors"
+    dest.write_text("my checkpoint")
+    tmp = minigpt.files.temp_path(dest)
+    with pytest.raises(minigpt.files.NotOurFileError) as e:
+        with atomic_path(dest) as written:
+            written.unlink()
+            written.symlink_to(tmp_path / "victim.txt")
+    assert (e.value.errno, e.value.filename) == (errno.EMLINK, str(tmp)), e.value
+    assert e.value.strerror.startswith("is a symbolic link") and dest.read_text() == "my checkpoint"
+
+
+def test_an_error_naming_a_file_descriptor_is_not_taken_for_the_temps(tmp_path):
+    """A review: atomic_path took every error that names an fd (an int) for its temp's and said it of
+    `dest`, the caller's own too (an os.fchmod of another file in the `with` body). Only
+    fsync_file calls on the temp's fd, and it names the temp's path now: an fd is left as it is."""
+    import errno
+
+    dest = tmp_path / "vocab.json"
+    with pytest.raises(PermissionError) as e:
+        with atomic_path(dest):
+            raise PermissionError(errno.EACCES, "Permission denied", 7)  # the caller's own fd, say
+    assert e.value.filename == 7 and not dest.exists()
+
+
+def test_fsync_file_names_its_file_in_an_error_of_a_call_on_its_fd(tmp_path, monkeypatch):
+    """A review: os.fsync's error names no file, os.chmod(fd)'s names the fd: fsync_file let both out
+    as they were, so atomic_path had to guess whose they were. It names its path now, and
+    atomic_path says a full disk at the fsync of vocab.json's temp as vocab.json's."""
+    import errno
+
+    def full_disk(fd):  # as the kernel fails an fsync: no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "vocab.json.tmp"
+    path.write_text("{}")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as e:
+        minigpt.files.fsync_file(path)
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (errno.ENOSPC, "No space left on device", str(path))
+    with pytest.raises(OSError) as e:
+        with atomic_path(tmp_path / "vocab.json") as tmp:
+            tmp.write_text("{}")
+    assert e.value.filename == str(tmp_path / "vocab.json") and e.value.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("named, said", [
+    (None, "No space left on device"),  # a write that names no file
+    (".", "No space left on device"),  # the destination itself
+    ("..", "No space left on device"),  # its folder: atomic_path's name for a full disk
+    ("vocab.json", "vocab.json: No space left on device"),
+    ("vocab.json.tmp", "vocab.json.tmp: No space left on device"),  # the temp itself at fault
+])
+def test_failure_reason_names_a_file_other_than_the_destination_and_its_folder(tmp_path, named, said):
+    """files.failure_reason, which eval's --predictions and the tokenizer CLI share: a CLI line names
+    the destination already, so the error's file is added only where it is another."""
+    import errno
+
+    out = tmp_path / "out"
+    filename = None if named is None else os.path.normpath(out / named)  # (named relative to the destination)
+    assert minigpt.files.failure_reason(OSError(errno.ENOSPC, "No space left on device", filename), out) == said
+
 
 def test_a_save_killed_between_its_renames_keeps_a_loadable_checkpoint_when_the_config_is_the_same(tmp_path, monkeypatch):
     """A training run saves the same model (the same config.json) at every checkpoint: a kill between
@@ -1145,7 +1247,7 @@ def test_a_bias_free_model_is_refused_at_save_time_naming_the_missing_tensors(tm
         for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj, block.ln_1, block.ln_2):
             layer.bias = None
     with pytest.raises(ValueError, match=re.escape("the model lacks 12 tensor(s) that GPT-2's checkpoint layout holds, "
-                                                   "so the checkpoint would not load back: transformer.h.0.attn.c_attn.bias")
+                                                   "so the checkpoint would not load back: 'transformer.h.0.attn.c_attn.bias'")
                        + r".*give each bias-free layer zeros before saving"):
         model.save_pretrained(tmp_path / "ck")
     assert not (tmp_path / "ck").exists()
@@ -1190,7 +1292,7 @@ def test_a_subclass_with_tensors_of_its_own_is_refused_at_load_naming_them(tmp_p
             self.register_buffer("temperature", torch.ones(()), persistent=False)
 
     GPT(GPTConfig(**SMALL)).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"Scaled holds logit_scale, temperature, which GPT-2's checkpoint does not: .*"
+    with pytest.raises(ValueError, match=r"Scaled holds 'logit_scale', 'temperature', which GPT-2's checkpoint does not: .*"
                                          r"model = Scaled\(gpt.config\); model.load_state_dict\(gpt.state_dict\(\), strict=False\)"):
         Scaled.from_pretrained(tmp_path)
     gpt = GPT.from_pretrained(tmp_path)  # the remedy the error gives
@@ -1207,7 +1309,7 @@ def test_a_classifier_is_saved_with_the_checks_a_language_model_is(tmp_path):
 
     clf = GPTClassifier(GPT(GPTConfig(**SMALL)), num_labels=2)
     clf.gpt.transformer.h[0].ln_1.bias = None
-    with pytest.raises(ValueError, match=r"lacks 1 tensor\(s\) .*: gpt.transformer.h.0.ln_1.bias"):
+    with pytest.raises(ValueError, match=r"lacks 1 tensor\(s\) .*: 'gpt.transformer.h.0.ln_1.bias'"):
         clf.save_pretrained(tmp_path / "a")
     clf = GPTClassifier(GPT(GPTConfig(**SMALL)), num_labels=2)
     clf.gpt.transformer.h.append(clf.gpt.transformer.h[0])
@@ -1400,6 +1502,8 @@ def test_a_symlink_planted_while_a_temp_is_made_or_written_fails_the_write_and_w
     """The fix for the planted link above removes what is at the temp name, then creates the file:
     a link planted in between must make the creation fail (O_EXCL), not be opened; and a temp
     replaced by a link while it is written must not be renamed into place (fsync_file refuses it)."""
+    import errno
+
     import minigpt.files as files
 
     victim = tmp_path / "victim.txt"
@@ -1413,8 +1517,9 @@ def test_a_symlink_planted_while_a_temp_is_made_or_written_fails_the_write_and_w
             self.symlink_to(victim)
 
     monkeypatch.setattr(Path, "unlink", unlink_then_plant)
-    with pytest.raises(FileExistsError, match="appeared between its removal and its creation"):
+    with pytest.raises(files.NotOurFileError, match="appeared between its removal and its creation") as e:
         files.fresh_file(files.temp_path(dest))
+    assert e.value.errno == errno.EEXIST
     monkeypatch.undo()
     (tmp_path / "model.safetensors.tmp").unlink()
     with pytest.raises(OSError, match="is a symbolic link, which minigpt does not write through"):
@@ -1577,8 +1682,8 @@ def test_a_weight_past_float16s_range_is_refused_at_a_float16_load(tmp_path, hf_
 @pytest.mark.parametrize("name", ["e", "pi", "half", "int8", "auto", "float"])
 def test_a_dtype_name_is_looked_up_in_a_table_and_echoed(name, hf_dir):
     """An audit: a dtype name was any attribute of torch, so dtype="e" was refused as "got
-    2.718281828459045" (torch.e). Names are now those of checkpoint.COMPUTE_DTYPES (the CLI's
-    DTYPE_NAMES and float64), the error echoes the string given, and "auto" (transformers' word
+    2.718281828459045" (torch.e). Names are now looked up in checkpoint.COMPUTE_DTYPE_NAMES (the
+    CLI's DTYPE_NAMES and float64), the error echoes the string given, and "auto" (transformers' word
     for the file's dtype) is told that None is minigpt's."""
     auto = r"; dtype=None keeps the file's dtype" if name == "auto" else ""
     with pytest.raises(ValueError, match=rf"dtype must be one of float32, bfloat16, float16, float64 \(or a "
@@ -1586,13 +1691,3 @@ def test_a_dtype_name_is_looked_up_in_a_table_and_echoed(name, hf_dir):
         GPT.from_pretrained(hf_dir, dtype=name)
     assert checkpoint.resolve_dtype("float64") is torch.float64
     assert {n: checkpoint.resolve_dtype(n) for n in checkpoint.DTYPE_NAMES} == checkpoint.DTYPE_NAMES
-
-
-def test_the_dtype_names_resolve_dtype_takes_are_one_table_beside_compute_dtypes():
-    """A reread: resolve_dtype rebuilt its name table from COMPUTE_DTYPES on every call. It is one
-    module-level table now, COMPUTE_DTYPE_NAMES (the CLI's DTYPE_NAMES and float64), which
-    COMPUTE_DTYPES is the values of, so that the names and the dtypes cannot drift apart."""
-    names = checkpoint.COMPUTE_DTYPE_NAMES
-    assert names == {**checkpoint.DTYPE_NAMES, "float64": torch.float64}
-    assert checkpoint.COMPUTE_DTYPES == tuple(names.values())
-    assert all(checkpoint.resolve_dtype(name) is dtype for name, dtype in names.items())

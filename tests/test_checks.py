@@ -141,4 +141,16 @@ def test_first_few_names_the_first_five_then_says_how_many_more():
     assert first_few(list("abcdefg")) == "a, b, c, d, e, ... and 2 more"
     assert first_few(list("abcde")) == "a, b, c, d, e"  # five are all named: nothing more to say
     assert first_few([3, 1, 4, 1], n=2) == "3, 1, ... and 2 more"  # str() of each: ints too
-    assert first_few([]) == ""
+
+
+def test_first_few_quotes_names_a_user_would_copy_and_says_none_for_none():
+    """A review: first_few's callers quoted the names themselves, each its own way (`[{first_few(
+    list(map(repr, xs)))}]` in brackets, tokenizer_files' three without), and checkpoint.py not at
+    all. `quoted` repr()s each name, and no names read "none": "missing none, unexpected 'x'", where
+    an empty list had left "missing , unexpected"."""
+    from minigpt.checks import first_few
+
+    assert first_few(["gpt.score.weight", "very good"], quoted=True) == "'gpt.score.weight', 'very good'"
+    assert first_few(list("abcdef"), quoted=True) == "'a', 'b', 'c', 'd', 'e', ... and 1 more"
+    assert first_few([2, 3], quoted=True) == "2, 3"  # class ids as they are written
+    assert first_few([]) == first_few([], quoted=True) == "none"

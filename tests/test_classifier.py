@@ -1,8 +1,10 @@
 """GPTClassifier: same logits as transformers' GPT2ForSequenceClassification, HF round trips."""
 import codecs
 import json
+import pydoc
 import shutil
 import tempfile
+import warnings
 
 import pytest
 import torch
@@ -220,7 +222,7 @@ def test_a_mean_pooled_head_saved_as_score_still_loads(tmp_path, hidden):
         GPTClassifier.from_pretrained(tmp_path / "old")
     config = json.loads((tmp_path / "new" / "config.json").read_text())
     (tmp_path / "new" / "config.json").write_text(json.dumps(config | {"minigpt_head": {"pooling": "last", "hidden": list(hidden)}}))
-    with pytest.raises(ValueError, match=r"does not match its config.json: missing \['score\..*unexpected \['gpt.mean_pool_score\."):
+    with pytest.raises(ValueError, match=r"does not match its config.json: missing 'score\..*unexpected 'gpt.mean_pool_score\."):
         GPTClassifier.from_pretrained(tmp_path / "new")  # the new name means mean pooling, never the last token
 
 
@@ -290,7 +292,7 @@ def test_a_head_with_lora_adapters_is_refused_at_save_not_written(tmp_path):
     clf.save_pretrained(tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()
     inject_lora(clf, targets=("score.0",), rank=2)
-    with pytest.raises(ValueError, match=r"no place for: score\.0\.base\.bias, .*merge them first with minigpt.lora.merge_lora"):
+    with pytest.raises(ValueError, match=r"no place for: 'score\.0\.base\.bias', .*merge them first with minigpt.lora.merge_lora"):
         clf.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before  # the good checkpoint is still there
 
@@ -519,7 +521,7 @@ def test_score_examples_checks_the_labels_once_up_front_and_scores_without_them(
     ids = [[3, 4], [5], [6, 7, 8], [9]]
     arguments = []
     clf.register_forward_pre_hook(lambda m, args: arguments.append(len(args)))
-    with pytest.raises(ValueError, match=r"^labels \[-1, 2, 5\] are out of range: with num_labels=2, labels must be in "
+    with pytest.raises(ValueError, match=r"^labels -1, 2, 5 are out of range: with num_labels=2, labels must be in "
                                          r"\[0, 2\)$"):
         score_examples(clf, ids, [0, 5, 2, -1], PAD, batch_size=2)
     assert arguments == []  # no batch scored
@@ -531,10 +533,11 @@ def test_score_examples_checks_the_labels_once_up_front_and_scores_without_them(
 
 def test_out_of_range_labels_past_five_say_how_many_more():
     """A reread: check_labels named the first five bad labels (`bad[:5]`) and stopped, as though
-    they were all; it now says how many more there are (checks.first_few)."""
+    they were all; it now says how many more there are (checks.first_few). A review: it wrapped
+    them in brackets ("[2, 3, ... and 2 more]"), which made a Python list of what is none."""
     from minigpt.classify_data import check_labels
 
-    with pytest.raises(ValueError, match=r"^labels \[2, 3, 4, 5, 6, \.\.\. and 2 more\] are out of range: with "
+    with pytest.raises(ValueError, match=r"^labels 2, 3, 4, 5, 6, \.\.\. and 2 more are out of range: with "
                                          r"num_labels=2"):
         check_labels([0, 1, 2, 3, 4, 5, 6, 7, 8], num_labels=2)
 
@@ -819,7 +822,8 @@ def test_label_first_columns_are_diagnosed_and_a_long_list_of_labels_is_cut(tmp_
     train = "".join(f"text {i}\t{classes[i % 8]}\n" for i in range(24))
     cfg = _named_data(tmp_path, train, "so so\tneutral\n")
     with pytest.raises(ValueError, match=r"dev.tsv:1: label 'neutral' is none of the training split's labels, the "
-                                         r"classes a new head learns: class0, class1, class2, class3, class4, ... and 3 more$"):
+                                         r"classes a new head learns: 'class0', 'class1', 'class2', 'class3', 'class4', "
+                                         r"... and 3 more$"):
         _class_ids(cfg, load_classification_data(cfg), None)
 
 def _named_data(tmp_path, train: str, dev: str | None = None, **kw):
@@ -850,7 +854,7 @@ def test_named_labels_are_numbered_from_the_training_split_and_val_goes_through_
     assert dict(zip(*data["val"])) == {"so good": 1, "so bad": 0} and dict(zip(*data["train"])) == {"great": 1, "awful": 0, "fine": 1}
     cfg = _named_data(tmp_path, train, "so-so\tneutral\nso good\tpositive\nmeh\tneutral\n")
     with pytest.raises(ValueError, match=r"dev.tsv:1: label 'neutral' is none of the training split's labels, the "
-                                         r"classes a new head learns: negative, positive"):
+                                         r"classes a new head learns: 'negative', 'positive'"):
         _class_ids(cfg, load_classification_data(cfg), None)
     cfg = _named_data(tmp_path, train, "good\t1\nbad\t0\n")
     with pytest.raises(ValueError, match=r"train.tsv's labels are names, but .*dev.tsv's are class ids: label both files alike"):
@@ -878,7 +882,7 @@ def test_a_classifier_init_keeps_its_label_names_and_maps_the_data_through_them(
     assert data["val"] == (["so bad"], [1])
     cfg = _named_data(tmp_path, train + "so-so\tneutral\n", "so bad\tnegative\n")
     with pytest.raises(ValueError, match=r"train.tsv:4: label 'neutral' is none of the labels of --init clf, whose head "
-                                         r"goes on training: positive, negative"):
+                                         r"goes on training: 'positive', 'negative'"):
         _class_ids(cfg, load_classification_data(cfg), clf)
 
 
@@ -943,3 +947,74 @@ def test_a_float32_head_on_a_frozen_bfloat16_backbone_runs():
     loss.backward()
     assert logits.dtype == torch.float32 and torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in clf.score.parameters())
+
+
+def test_a_small_vocabulary_classifier_has_no_default_pad_and_saves_what_it_uses(tmp_path):
+    """An audit: with GPTConfig(vocab_size=100), the default pad was the config's EOS 50256, no token
+    of the model (an explicit 50256 is refused), and config.json said `pad_token_id: 50256` beside
+    `bos/eos_token_id: null`; loading it warned of padding "finished rows" (generation's words) and
+    kept 50256 anyway. The default is now None, saved as null, and loads as None without a warning;
+    ids alone are then read whole, each row to its last token."""
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100)), 2).eval()
+    assert clf.config.eos_token_id == 50256 and clf.pad_token_id is None
+    clf.save_pretrained(tmp_path)
+    d = json.loads((tmp_path / "config.json").read_text())
+    assert (d["bos_token_id"], d["eos_token_id"], d["pad_token_id"]) == (None, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all on the way back
+        again = GPTClassifier.from_pretrained(tmp_path)
+    assert again.pad_token_id is None
+    idx = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    with torch.no_grad():  # a guard only (it held before too, as no id equals 50256): every token is real
+        assert torch.allclose(again(idx)[0], again(idx, torch.ones_like(idx))[0], atol=1e-6)
+
+
+def test_the_default_pad_falls_back_to_the_eos_when_the_configs_own_pad_is_no_token():
+    """A review: with the config's pad past the vocabulary (500 of 100) and its EOS a token (99),
+    the default pad was None; the docstring's rule, the first of the config's pad and its EOS
+    that is a token of the model, gives the EOS."""
+    config = GPTConfig.gpt2("gpt2-tiny", vocab_size=100, eos_token_id=[700, 99], pad_token_id=500)
+    assert GPTClassifier(GPT(config), 2).pad_token_id == 99
+    assert GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, pad_token_id=7)), 2).pad_token_id == 7
+
+
+def test_a_saved_pad_past_the_vocabulary_is_dropped_in_a_classifiers_words(tmp_path):
+    """Older minigpt saved a small-vocabulary classifier with `pad_token_id: 50256`. GPTConfig's check
+    warned that "finished rows are padded with the EOS" (generation, which a classifier never does)
+    and the classifier kept 50256 all the same. Now one warning, in a classifier's terms, and None.
+    (A review: the classifier's own copy of the check is gone; GPTConfig's says it for a classifier.)"""
+    GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100)), 2).save_pretrained(tmp_path)
+    d = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**d, "pad_token_id": 50256}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = GPTClassifier.from_pretrained(tmp_path)
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 'config.json'} sets pad_token_id 50256, which is no token of this model (ids 0 .. 99): "
+        "ignored, so ids alone are read to their last token, and a padded batch needs its attention_mask"]
+    assert caught[0].filename == __file__  # the user's line, not minigpt's
+    assert clf.pad_token_id is None and clf.config.pad_token_id is None
+    clf.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["pad_token_id"] is None
+
+
+def test_a_classifier_config_json_warns_of_a_dropped_pad_in_a_classifiers_terms():
+    """A review: GPTConfig.from_hf_dict warned of a classifier's pad past the vocabulary in a language
+    model's terms ("finished rows are padded with the EOS"), so the classifier checked it again
+    itself, with its own words; the one check now knows the file is a classifier's."""
+    d = GPTConfig.gpt2("gpt2-tiny", vocab_size=100).to_hf_dict("GPT2ForSequenceClassification") | {"pad_token_id": 100}
+    with pytest.warns(UserWarning, match=r"config.json sets pad_token_id 100, .*: ignored, so ids alone are read "
+                                         r"to their last token, and a padded batch needs its attention_mask$"):
+        assert GPTConfig.from_hf_dict(d).pad_token_id is None
+
+
+def test_help_documents_the_classifiers_options():
+    """An audit: help(GPTClassifier) said nothing of pooling, hidden, id2label or pad_token_id, and
+    showed nn.Module's "Initialize internal Module state" for __init__. A review: it did not say that
+    transformers cannot batch a checkpoint saved with no pad, nor how to save one it can."""
+    text = pydoc.render_doc(GPTClassifier, renderer=pydoc.plaintext)
+    for option in ('pooling: "last"', "hidden: the hidden widths", "id2label: {class id: name}",
+                   "pad_token_id: the id that pads a batch", "as finetune does"):
+        assert option in text
+    assert "Initialize internal Module state" not in text

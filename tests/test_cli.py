@@ -746,3 +746,66 @@ def test_a_download_folder_it_cannot_write_is_named_with_what_to_set(tmp_path):
         f"($HOME/.cache/minigpt, HOME being {ro}), and {ro} cannot be written (no "
         "permission, or a read-only file system): set XDG_CACHE_HOME to a folder you can write, or download it "
         "elsewhere with `minigpt download gpt2 --out DIR` and load DIR"]
+
+
+@pytest.mark.parametrize("value, draws", [("1", False), ("0", False), ("", True)], ids=["1", "0-as-tqdm", "empty"])
+def test_tqdm_disable_silences_a_bar_whose_caller_passed_disable_false(value, draws, monkeypatch):
+    """An audit: README says TQDM_DISABLE=1 silences every bar, but tqdm takes its TQDM_* variables
+    as defaults only, so the bars made with `disable=not progress` (train, eval, BPE training)
+    drew anyway. progress_bar now lets the variable win; its value reads as tqdm reads it (any
+    non-empty string, "0" too, disables; empty does not)."""
+    import io
+
+    from minigpt.progress_bar import progress_bar
+
+    monkeypatch.setenv("TQDM_DISABLE", value)
+    stream = io.StringIO()
+    with progress_bar(total=2, file=stream, disable=False) as bar:
+        bar.update(2)
+    assert ("2/2" in stream.getvalue()) == draws, stream.getvalue()
+
+
+def test_tqdm_disable_silences_the_bars_of_a_command(tmp_path):
+    """The same audit, from the shell: `TQDM_DISABLE=1 minigpt tokenize --train` still drew the
+    BPE training bars (and eval its windows, train its steps). Without the variable the same
+    command draws them, so the check would see a bar if one came."""
+    (tmp_path / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 60)
+
+    def bar_lines(env: dict[str, str], out: str) -> list[str]:
+        cmd = [sys.executable, "-m", "minigpt", "tokenize", "--train", str(tmp_path / "a.txt"), "--vocab-size", "280",
+               "--out", str(tmp_path / out)]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stderr.replace("\r", "\n").splitlines() if "%|" in line]
+
+    assert bar_lines({"TQDM_DISABLE": ""}, "drawn"), "the command drew no bar to silence: the check checks nothing"
+    assert bar_lines({"TQDM_DISABLE": "1"}, "quiet") == []
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_compile_without_a_cxx_compiler_is_one_line_with_exit_2(command, tmp_path):
+    """An audit: on a machine without a working C++ compiler (no g++; here $CXX names none), --compile
+    failed at its first compiled call with Inductor's traceback, 112-125 lines ending in
+    "InvalidCxxCompiler". Now it is minigpt's one line, exit 2: generate's through cli.run_command,
+    train's through train_runtime.run_command (which says it once under torchrun)."""
+    from minigpt import GPT, GPTConfig
+
+    if command == "generate":
+        torch.manual_seed(0)
+        GPT(GPTConfig(vocab_size=4096, n_positions=64, n_embd=32, n_layer=1, n_head=2, eos_token_id=4095,
+                      bos_token_id=4095)).save_pretrained(tmp_path / "model")
+        argv = ["generate", "--model", str(tmp_path / "model"), "--tokenizer", str(ROOT / "checkpoints" / "shakespeare"),
+                "--prompt", "Hi", "--max-new-tokens", "2", "--temperature", "0"]
+    else:
+        argv = ["train", "--data", str(tiny_data(tmp_path / "data")), "--out", str(tmp_path / "out"), "--preset",
+                "gpt2-tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--n-positions", "16", "--batch-size",
+                "4", "--max-iters", "2", "--eval-interval", "2", "--eval-iters", "1", "--device", "cpu"]
+    # A cache of its own: a kernel built earlier (by a run with a compiler) would be reused, built by none.
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    r = subprocess.run([sys.executable, "-m", "minigpt", *argv, "--compile"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert r.returncode == 2 and errors == [
+        f"python -m minigpt {command}: error: --compile needs a working C++ compiler to build its CPU kernels, and $CXX "
+        f"({tmp_path / 'no-such-g++'}) does not run: install one (e.g. g++) or point $CXX at it, or drop --compile"], r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) < 6, r.stderr

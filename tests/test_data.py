@@ -79,6 +79,20 @@ def test_prepare_writes_token_files_meta_and_tokenizer(tok, tmp_path):
     assert Tokenizer.from_pretrained(tmp_path / "data" / "tokenizer").encode(text_a) == tok.encode(text_a)
 
 
+def test_prepare_progress_false_draws_no_bar_and_takes_only_a_bool(tok, tmp_path, capsys):
+    """A review: finetune(task="lm", progress=False) still drew prepare's "tokenizing" bar, as prepare
+    took no progress argument. progress=False draws none now (the same data is written), and a
+    progress that is no bool is refused ("no" would read as True)."""
+    (tmp_path / "a.txt").write_text(corpus(100, seed=1))
+    loud = prepare([tmp_path / "a.txt"], tok, tmp_path / "loud")
+    assert "tokenizing" in capsys.readouterr().err
+    quiet = prepare([tmp_path / "a.txt"], tok, tmp_path / "quiet", progress=False)
+    assert "tokenizing" not in capsys.readouterr().err
+    assert quiet == loud  # the same data, written alike
+    with pytest.raises(TypeError, match="progress must be True or False, got 'no'"):
+        prepare([tmp_path / "a.txt"], tok, tmp_path / "refused", progress="no")
+
+
 def test_prepare_cli(tmp_path, capsys):
     (tmp_path / "in.txt").write_text(corpus(50, seed=3))
     assert main([str(tmp_path / "in.txt"), "--tokenizer", str(GPT2_DIR), "--out", str(tmp_path / "d")]) == 0

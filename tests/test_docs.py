@@ -139,3 +139,16 @@ def test_a_help_line_default_is_the_flag_default(command, monkeypatch):
 
 class _Parser(Exception):
     """Carries a command's parser out of its main, which builds it and parses at once."""
+
+
+def test_every_name_the_docs_import_from_minigpt_is_a_public_name():
+    """An audit: README told readers to take stream_text from `minigpt.text_generation` (`from minigpt
+    import stream_text` was an ImportError) though the other text functions came from minigpt. Each
+    `from minigpt import ...` the docs write, in code or in prose, names something in minigpt.__all__."""
+    import minigpt
+
+    imported = {name.strip() for doc in DOCS.values()
+                for names in re.findall(r"^from minigpt import ([\w, ]+)$|`from minigpt import ([\w, ]+)`", doc, re.M)
+                for name in ",".join(names).split(",") if name.strip()}
+    assert {"GPT", "Tokenizer", "stream", "stream_text"} <= imported, f"the imports were not found: {imported}"
+    assert imported <= set(minigpt.__all__), f"not importable from minigpt: {imported - set(minigpt.__all__)}"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 from transformers import GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig, evaluate
@@ -92,20 +93,93 @@ def test_cli_refuses_another_tokenizer_but_takes_a_padded_vocabulary(model_dir, 
 
 
 @pytest.mark.parametrize("n, stride", [(150, 3), (150, 16), (150, 32), (20, 8), (32, 16), (33, 16)])
-def test_progress_bar_total_is_the_windows_that_run(model_dir, monkeypatch, n, stride):
+def test_progress_bar_total_is_the_windows_that_run(model_dir, capsys, n, stride):
     """The bar ends at its total: every window it counts is one the loop finished (a `break` out of
     the last one would leave a real tqdm one short of its total)."""
-    seen = {"run": 0}
-
-    def counting_tqdm(starts, **kwargs):
-        seen["total"] = len(starts)
-        for begin in starts:
-            yield begin
-            seen["run"] += 1  # after the loop body, as tqdm counts
-
-    monkeypatch.setattr(evaluate, "progress_bar", counting_tqdm)
+    windows = max(math.ceil((n - 32) / stride), 0) + 1
     sliding_window_nll(GPT.from_pretrained(model_dir), torch.arange(n), 32, stride, progress=True)
-    assert seen["run"] == seen["total"] == max(math.ceil((n - 32) / stride), 0) + 1
+    err = capsys.readouterr().err  # (a file, not a terminal: the bar's first and last states)
+    assert "windows: 100%" in err and f" {windows}/{windows} " in err, err
+
+
+def test_perplexity_moves_a_bar_given_on_and_refuses_what_is_no_progress(model_dir):
+    """An audit: perplexity(progress=tqdm()) failed with tqdm's own "bool() undefined when iterable ==
+    total == None" (it read the bar as a bool), a bar with a total was left alone while a second bar
+    drew, and progress="yes" was taken for True. Now it takes what generate_texts takes: a bar given
+    is moved on by one per window, its total the caller's; anything but a bool or a bar is named."""
+    model, ids = GPT.from_pretrained(model_dir), torch.arange(150)
+    alone = perplexity(model, ids, 32, 16)
+    shared = tqdm(file=io.StringIO())  # no total: the caller counts windows across several texts
+    assert perplexity(model, ids, 32, 16, progress=shared) == alone
+    perplexity(model, ids[:40], 32, 16, progress=shared)
+    assert shared.n == 9 + 2 and shared.total is None  # windows starting at 0, 16, ..., 128; then at 0 and 16
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match=re.escape(f"progress must be True or False, got {bad!r}")):
+            perplexity(model, ids, 32, 16, progress=bad)
+
+
+def test_every_progress_argument_refuses_what_is_no_bool_with_one_message(model_dir):
+    """An audit: perplexity and generate_texts refused progress="yes", but Tokenizer.train,
+    sft_val_loss, classifier_scores, train_loop, pretrain and finetune took it for True (and None,
+    0, 1 as bools): each read `progress` its own way. Now each checks it as checks.check_flag does,
+    with its message (perplexity and generate_texts, which also take a bar to move on, through
+    given_or_new_bar); the training calls before any data or model is read. A review: the
+    download's (download_gpt2, fetch), BPE training's steps (train_tokenizer, count_chunks,
+    train_bpe) and score_examples still read it as a truth value: they check it first too."""
+    from minigpt import generate_texts
+    from minigpt.bpe_train import count_chunks, train_bpe, train_tokenizer
+    from minigpt.classify_data import score_examples
+    from minigpt.download import download_gpt2, fetch
+    from minigpt.finetune import FinetuneConfig, finetune
+    from minigpt.pretrain import pretrain
+    from minigpt.sft_data import SftExamples, sft_val_loss
+    from minigpt.train import TrainConfig, train_loop
+
+    model, tok = GPT.from_pretrained(model_dir), Tokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=97, n_positions=16, n_embd=32, n_head=2)), 2).eval()
+    examples = SftExamples(rows=[[1, 2, 3, 4]], prompt_lens=[2], cut=0, dropped=0, longest=4)
+    calls = {
+        "perplexity": lambda p: perplexity(model, torch.arange(40), 32, 16, progress=p),
+        "generate_texts": lambda p: generate_texts(model, tok, ["a"], max_new_tokens=1, progress=p),
+        "Tokenizer.train": lambda p: Tokenizer.train(TEXT, 260, progress=p),
+        "sft_val_loss": lambda p: sft_val_loss(model, examples, 0, 1, progress=p),
+        "classifier_scores": lambda p: evaluate.classifier_scores(clf, [[1, 2]], [0], 0, 1, progress=p),
+        # (before any data is read: the config's data folder need not exist)
+        "train_loop": lambda p: train_loop(model, TrainConfig(), lambda split, g: None, progress=p),
+        "pretrain": lambda p: pretrain(TrainConfig(data="nowhere"), progress=p),
+        "finetune": lambda p: finetune(FinetuneConfig(init="nowhere", data="nowhere"), progress=p),
+        # (before the network: the address is never asked)
+        "download_gpt2": lambda p: download_gpt2("gpt2", out="nowhere", base_url="http://localhost:9", progress=p),
+        "fetch": lambda p: fetch("http://localhost:9/x", Path("nowhere"), progress=p),
+        "train_tokenizer": lambda p: train_tokenizer(TEXT, 260, [], progress=p),
+        "count_chunks": lambda p: count_chunks([TEXT], progress=p),
+        "train_bpe": lambda p: train_bpe({"ab": 2}, 260, progress=p),
+        "score_examples": lambda p: score_examples(clf, [[1, 2]], [0], 0, 1, progress=p),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError) as refused:
+            call("yes")
+        assert str(refused.value) == "progress must be True or False, got 'yes'", name
+
+
+def test_the_bar_tests_draw_under_a_testers_tqdm_disable():
+    """An audit: with TQDM_DISABLE=1 in the tester's environment (common in CI), 13 bar tests failed,
+    as minigpt lets the variable silence every bar and tqdm reads it at import. tests/conftest.py
+    drops it before tqdm is imported: a process that loads conftest first, as pytest does, with the
+    variable set, still draws a bar."""
+    import subprocess
+
+    code = ("import io, sys; sys.path.insert(0, 'tests'); import conftest  # noqa\n"
+            "from minigpt.progress_bar import progress_bar\n"
+            "stream = io.StringIO()\n"
+            "with progress_bar(total=2, file=stream) as bar:\n"
+            "    bar.update(2)\n"
+            "print(stream.getvalue())\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "2/2" in done.stdout, done.stdout
 
 
 def test_cli_and_errors(model_dir, tmp_path, capsys, monkeypatch):
@@ -526,7 +600,7 @@ def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classi
                                          f"{clf} is a classifier, scored on labelled examples"),
         ([clf, "-"], "standard input is not read for it: save the lines to a file"),
         ([clf, str(tmp_path / "missing.tsv")], "TSV file " + str(tmp_path / "missing.tsv") + " does not exist"),
-        ([clf, str(tmp_path / "five.tsv")], "five.tsv:2: labels [5] are out of range: with num_labels=4, labels must be in [0, 4)"),
+        ([clf, str(tmp_path / "five.tsv")], "five.tsv:2: labels 5 are out of range: with num_labels=4, labels must be in [0, 4)"),
         ([lm, tsv], f"t.tsv is a .tsv file (text<TAB>label, what a classifier is scored on), but {lm} is a language model"),
         ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"a classifier's or a file of sft pairs'; {lm} is a language model and {tmp_path / 't.txt'} no pairs file "
          "(JSON Lines of prompt and completion), so it is scored in windows of --max-length tokens: drop --batch-size"),
@@ -565,7 +639,7 @@ def test_classifier_eval_reads_named_labels_through_the_models_label2id(classifi
     assert reports[0] == reports[1] and "class 2 (pos)" in reports[1]
     (tmp_path / "names.tsv").write_text("\n".join(named + ["so good\tpositive", "great\tpositive"]) + "\n")
     assert main([str(classifier_dir), str(tmp_path / "names.tsv"), "--device", "cpu"]) == 2
-    assert (f"names.tsv:12: label 'positive' is none of the labels of {classifier_dir}: neg, neutral, pos, other"
+    assert (f"names.tsv:12: label 'positive' is none of the labels of {classifier_dir}: 'neg', 'neutral', 'pos', 'other'"
             in capsys.readouterr().err)
 
 
@@ -684,27 +758,53 @@ def test_predictions_that_cannot_be_written_are_named_as_given_not_by_the_temp_f
                                                                                    monkeypatch):
     """A deployment audit: a --predictions file whose write failed after scoring (a full disk, a
     folder made read-only) was named by the temp file the atomic write makes, `p.jsonl.tmp`, a file
-    the user never named. The error names --predictions as given. (The failure is the real atomic
-    write's, at its temp file's fsync: files.atomic_path names the file, not its temp.)"""
+    the user never named. The error names --predictions as given, then the OS's reason alone
+    (e.strerror): a full disk fails the temp's fsync, which files.fsync_file names by the temp and
+    files.atomic_path by p.jsonl itself, and neither the temp nor its folder is said after the file."""
     import errno
 
-    import minigpt.files
+    def full_disk(fd):  # as the kernel fails the fsync of p.jsonl.tmp: no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    def full_disk(path, mode=None):  # as a full disk fails the fsync of p.jsonl.tmp
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    monkeypatch.setattr(minigpt.files, "fsync_file", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     (tmp_path / "test.tsv").write_text("\n".join(TSV_LINES) + "\n", encoding="utf-8")
     out = tmp_path / "p.jsonl"
     assert main([str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--predictions", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"eval: error: cannot write --predictions {out}: No space left on device\n" in err and ".tmp" not in err, err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_a_link_planted_at_the_predictions_temp_is_said_of_the_temp_not_of_the_file(classifier_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """A review: a symbolic link swapped in for p.jsonl.tmp while it was written came out as "cannot
+    write --predictions .../p.jsonl: is a symbolic link, ...; remove it": the user's own file called
+    a link, as write_predictions said e.strerror alone and the temp's name was only e.filename. The
+    error's file is named where it is not --predictions itself (files.failure_reason)."""
+    import minigpt.files as files
+
+    real_fsync_file = files.fsync_file
+
+    def swapped(path, mode=None):  # someone swaps a link in for the temp after it was written
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere")
+        return real_fsync_file(path, mode)
+
+    monkeypatch.setattr(files, "fsync_file", swapped)
+    (tmp_path / "test.tsv").write_text("\n".join(TSV_LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    assert main([str(classifier_dir), str(tmp_path / "test.tsv"), "--device", "cpu", "--predictions", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"eval: error: cannot write --predictions {out}: p.jsonl.tmp: is a symbolic link, which minigpt does not "
+            "write through (one planted there could point at any file); remove it\n") in err, err
+    assert not out.exists() and not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.parametrize("recorded, expected", [(None, None), (1024, None), (2048, None), (64, 64), (1, 1)])
-def test_trained_length_is_a_record_shorter_than_the_context(recorded, expected):
+def test_shorter_trained_length_is_a_record_shorter_than_the_context(recorded, expected):
     """A reread: the length a model was trained on, as it bounds a window (window_length), a pair
     (pairs_report) or a classifier's text (cut_length), was worked out three ways (`min(record or
     n, n)`, `record is not None and record < n`, twice). One helper now: the record where it is
     shorter than the context, else None (the model trained every position, or records nothing)."""
-    assert evaluate.trained_length(recorded, n_positions=1024) == expected
+    assert evaluate.shorter_trained_length(recorded, n_positions=1024) == expected

@@ -428,16 +428,16 @@ def test_a_class_id_past_the_last_class_is_refused_by_file_and_line(tmp_path):
 
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\nnice\t1\n")
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\nmixed bag\t2\nanother\t2\n")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: val labels [2] are out of range: with "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: val labels 2 are out of range: with "
                                                    "num_labels=2, labels must be in [0, 2); if class 2 really exists, "
                                                    "pass --num-labels 3")):
         finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
     (tmp_path / "dev.tsv").write_text("good film\t1\n")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.tsv'}:2: train labels [1] are out of range: "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.tsv'}:2: train labels 1 are out of range: "
                                                    "with num_labels=1")):
         finetune._classify_task(data_cfg(tmp_path, num_labels=1), None, None, None)
     (tmp_path / "dev.tsv").write_text("good film\t1\nmixed bag\t2\n")  # an --init classifier's head has its classes
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:2: val labels [2] are out of range: with "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:2: val labels 2 are out of range: with "
                                                    "num_labels=2, labels must be in [0, 2); --init clf's head has no "
                                                    "more: if class 2 really exists, start from a language model with "
                                                    "--num-labels 3")):
@@ -600,6 +600,17 @@ def test_cli_classify_with_an_mlp_head_trains_and_reloads_it(base, tmp_path):
                 "--head-hidden", "8", "--lr", "1e-2") == 0
     clf = GPTClassifier.from_pretrained(out)
     assert clf.hidden == (8,) and [tuple(p.shape) for p in clf.score.parameters()] == [(8, clf.config.n_embd), (8,), (2, 8)]
+
+
+def test_a_classify_run_records_its_loss_unit_in_the_log(base, tmp_path):
+    """A code reread: a classify run's opening log record held "loss_unit": null, and loss.png's
+    axis said "nats per text" only because its drawing knew the classify task by name. The run
+    records its unit now, which the drawing reads (minigpt/run_log.py's `logged_loss_unit`)."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen",
+                "--max-iters", "2") == 0
+    opening = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert opening["run"] == "start" and opening["loss_unit"] == "nats per text"
 
 
 def test_cli_classify_reads_special_token_text_as_text_and_refuses_an_unused_val_fraction(base, tmp_path, monkeypatch,
@@ -1063,7 +1074,7 @@ def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_
     err = capsys.readouterr().err
     assert re.search(rf"--data {tmp_path / 'other.txt'} is not the data the run in {out} trained on \(train.bin tokens: "
                      r"[\d,]+ then, [\d,]+ now; val.bin tokens: [\d,]+ then, [\d,]+ now\); resume with the run's data, or "
-                     r"pass --allow-new-data to go on with this data", err), err
+                     r"pass --allow-new-data \(allow_new_data=True in Python\) to go on with this data", err), err
     assert before == {f.name: f.read_bytes() for f in (out / "data").iterdir() if f.is_file()}  # the run's tokens kept
     assert not (out / "data.new").exists() and torch.load(out / "training_state.pt", weights_only=True)["step"] == 2
     (tmp_path / "moved.txt").write_text(CORPUS)  # the run's text, elsewhere: the same tokens
@@ -1183,6 +1194,9 @@ def test_grad_accum_must_divide_among_the_processes(base, tmp_path, monkeypatch,
     # Labels 1 and 2 (Yelp's numbering) made a 3-class model whose class 0 never occurs (a finetuner audit).
     (("--task", "classify", "--data", "one_two.tsv"), r"no training example is labelled 0: labels are class ids 0 to "
                                                       r"num_labels - 1, read here as 3 classes .* or pass --num-labels"),
+    # Many unseen: the first five, then how many more (a review: it listed five, and said nothing of the rest).
+    (("--task", "classify", "--data", "zero_nine.tsv"), r"no training example is labelled 1, 2, 3, 4, 5, \.\.\. and 3 more: "
+                                                        r"labels are class ids 0 to num_labels - 1, read here as 10 classes"),
     (("--task", "translate", "--data", "corpus.txt"), "unknown task 'translate'"),
     (("--task", "classify", "--data", "cls.tsv", "--max-examples", "0"), r"max_examples must be >= 1 \(leave it unset for all examples\), got 0"),
     (("--task", "classify", "--data", "cls.tsv", "--max-val-examples", "-3"), "max_val_examples must be >= 1"),
@@ -1211,6 +1225,7 @@ def test_cli_bad_input_is_a_clear_error(base, tmp_path, capsys, args, message):
     (base / "empty.tsv").write_text("sentence\tlabel\n")
     (base / "zeros.tsv").write_text("bad\t0\n" * 20)
     (base / "one_two.tsv").write_text("bad\t1\ngood\t2\n" * 10)
+    (base / "zero_nine.tsv").write_text("bad\t0\ngood\t9\n" * 10)
     args = tuple(str(base / a) if a.partition("/")[0].endswith((".txt", ".tsv")) else a for a in args)
     assert _run(base, tmp_path / "o", *args) == 2
     err = capsys.readouterr().err
@@ -1472,11 +1487,11 @@ def test_a_label_one_past_the_last_class_is_refused_by_name(tmp_path):
 
     (tmp_path / "train.tsv").write_text("a\t0\nb\t1\n")
     (tmp_path / "dev.tsv").write_text("c\t1\nd\t2\n")
-    with pytest.raises(ValueError, match=r"val labels \[2\] are out of range: with num_labels=2"):
+    with pytest.raises(ValueError, match=r"val labels 2 are out of range: with num_labels=2"):
         finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
     (tmp_path / "train.tsv").write_text("a\t0\nb\t3\n")
     (tmp_path / "dev.tsv").write_text("c\t1\n")
-    with pytest.raises(ValueError, match=r"train labels \[3\] are out of range: with num_labels=3"):
+    with pytest.raises(ValueError, match=r"train labels 3 are out of range: with num_labels=3"):
         finetune._classify_task(data_cfg(tmp_path, num_labels=3), None, None, None)
 
 
@@ -1515,7 +1530,8 @@ def test_lm_reads_several_text_files_joined_as_prepare_joins_them(base, tmp_path
     init = str(base / "base")
     assert FinetuneConfig(init=init, data=first).data == FinetuneConfig(init=init, data=[str(first)]).data == str(first)
     assert FinetuneConfig(init=init, data=[first, second]).data == (str(first), str(second))
-    with pytest.raises(ValueError, match="--data names 2 paths, but task 'classify' reads one TSV file or one directory"):
+    with pytest.raises(ValueError, match=re.escape("--data (data= in Python) names 2 paths, but task 'classify' reads one "
+                                                   "TSV file, or one directory of train.tsv and an optional dev.tsv")):
         FinetuneConfig(init=init, task="classify", data=(first, second))
 
 
@@ -1750,3 +1766,94 @@ def test_finetune_help_names_its_three_tasks(capsys):
     about = capsys.readouterr().out.split("\n\n")[1]  # the description, after the usage lines
     for task in ("--task lm", "--task classify", "--task sft"):
         assert task in " ".join(about.split()), about
+
+
+def test_finetune_leaves_the_callers_config_as_it_was_and_logs_the_settled_one(base, tmp_path):
+    """An audit: finetune(cfg) wrote the settings it settles into the caller's FinetuneConfig
+    (block_size from the model, a new head's pooling and head_hidden, auto_resume into resume), so
+    a config reused for another run carried this one's. It settles a copy now, which the log records."""
+    import dataclasses
+
+    from minigpt.finetune import finetune
+    from minigpt.finetune_config import NEW_HEAD
+
+    cfg = FinetuneConfig(init=str(base / "base"), data=str(base / "cls.tsv"), out=str(tmp_path / "o"), task="classify",
+                         strategy="frozen", max_iters=1, eval_interval=0, batch_size=4, warmup_iters=0, auto_resume=True)
+    passed = dataclasses.asdict(cfg)
+    finetune(cfg)
+    assert dataclasses.asdict(cfg) == passed
+    logged = json.loads((tmp_path / "o" / "log.jsonl").read_text().splitlines()[0])["config"]
+    n_positions = json.loads((base / "base" / "config.json").read_text())["n_positions"]
+    assert (logged["block_size"], logged["resume"], logged["auto_resume"]) == (n_positions, False, False)
+    assert {name: logged[name] for name in NEW_HEAD} == NEW_HEAD
+
+
+@pytest.mark.parametrize("name, value", [("n_layer", 4), ("n_positions", 16)])
+def test_a_shape_field_set_on_a_finetune_config_is_still_refused(base, tmp_path, name, value):
+    """A review: finetune copied its config with dataclasses.replace, which resets each init=False
+    field to its default, so a shape field a caller set on the config (cfg.n_layer = 4) vanished and
+    the run trained --init's shape, where build_model had refused it. A copy keeps the field."""
+    from minigpt.finetune import finetune
+
+    cfg = FinetuneConfig(init=str(base / "base"), data=str(base / "cls.tsv"), out=str(tmp_path / "o"), task="classify",
+                         strategy="frozen", max_iters=2, eval_interval=0, batch_size=4, warmup_iters=0)
+    setattr(cfg, name, value)
+    with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} cannot change the shape of the --init checkpoint"):
+        finetune(cfg, progress=False)
+    assert getattr(cfg, name) == value and not (tmp_path / "o" / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize("task", ["classify", "sft", "lm"])
+def test_finetune_progress_false_keeps_stdout_and_stderr_free_of_the_runs_progress(base, tmp_path, capsys, task):
+    """A library audit: train_loop and pretrain took progress=False, finetune did not, so a Python
+    caller could not quiet it: the step lines on stdout, the bars (training; classify's and sft's
+    scoring of every val example; lm's tokenizing of its text files, which still drew after the
+    first fix, as prepare took no progress) and the closing line on stderr, and the
+    trainable-parameters line. progress=False turns all of them off; the notes on the data are still said."""
+    from minigpt.finetune import finetune
+    from minigpt.run_log import read_log
+
+    if task == "classify":
+        data = base / "cls.tsv"
+    elif task == "sft":
+        data = tmp_path / "pairs.jsonl"
+        data.write_text("".join(json.dumps({"prompt": f"the speech was {w}", "completion": " indeed"}) + "\n"
+                                for w in ("bad", "poor", "good", "fine") * 5))
+    else:
+        data = base / "corpus.txt"
+    kw = dict(init=str(base / "base"), data=str(data), task=task, strategy="full", max_iters=2, eval_interval=2,
+              eval_iters=2, batch_size=4, warmup_iters=0, block_size=64, val_fraction=0.2)
+    finetune(FinetuneConfig(**kw, out=str(tmp_path / "loud")))
+    loud = capsys.readouterr()
+    # the summary line, the bars (lm: no bar of its own at evaluations, one while it tokenizes), the closing line
+    said = ("strategy full: training", "training:", "tokenizing:" if task == "lm" else "evaluating:", "latest:")
+    assert "step 2: val_loss" in loud.out and all(words in loud.err for words in said), loud.err
+
+    summary = finetune(FinetuneConfig(**kw, out=str(tmp_path / "quiet")), progress=False)
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and not any(words in quiet.err for words in said), quiet.err
+    if task != "lm":  # (lm's text files make no note)
+        assert re.search(rf"{task}: \d+ train / \d+ val examples", quiet.err)  # a note on the data, still said
+    assert summary["steps"] == 2 and [r["step"] for r in read_log(tmp_path / "quiet") if "val_loss" in r] == [2]
+
+
+def test_finetune_config_repr_makes_it_again_and_its_errors_name_the_python_spelling(base, tmp_path):
+    """A config audit: FinetuneConfig's repr listed the shape fields it cannot take (preset=None,
+    n_layer=None, ...: TrainConfig's, fixed by --init), so eval(repr(cfg)) failed on them; and some of
+    its errors named only the command line's flags to a Python caller ("--init MODEL_DIR is
+    required"), where the others in the same checks say both (pooling='mean' (--pooling))."""
+    from minigpt.train_config import TrainConfig
+
+    cfg = FinetuneConfig(init=str(base / "base"), data=str(base / "cls.tsv"), task="classify", pooling="mean")
+    assert "preset=" not in repr(cfg) and "n_layer=" not in repr(cfg)
+    assert eval(repr(cfg), {"FinetuneConfig": FinetuneConfig}) == cfg
+    assert "preset=None, n_layer=None" in repr(TrainConfig())  # train's own shape fields are arguments: listed
+    with pytest.raises(ValueError, match=re.escape("--init (init= in Python) is required: the pretrained model to start "
+                                                   "from: a checkpoint directory or a GPT-2 size by name")):
+        FinetuneConfig(data=str(base / "cls.tsv"))
+    two = [str(base / "cls.tsv"), str(base / "corpus.txt")]
+    with pytest.raises(ValueError, match=re.escape("--data (data= in Python) names 2 paths, but task 'sft' reads one JSON "
+                                                   "Lines file, and its validation examples from another, given as --val-data "
+                                                   "(val_data= in Python); several text files are for --task lm "
+                                                   "(task='lm' in Python)")):
+        FinetuneConfig(init=str(base / "base"), data=two, task="sft")

@@ -788,6 +788,27 @@ def test_an_interpreter_that_cannot_run_says_which_versions_to_install(monkeypat
         sampling._check_inputs(torch.zeros(1, 8), args)  # these versions run: no error
 
 
+def test_the_test_extra_asks_for_a_triton_whose_interpreter_runs_with_any_numpy(monkeypatch):
+    """An install audit: the `test` extra asked for triton>=3.3, and with it any NumPy, so pip could
+    pair Triton 3.3 with NumPy 2.4, where the interpreter these tests run on a CPU cannot run (and
+    fused_sample refuses). Its floor must be a Triton that fused_sample lets run with NumPy ≥ 2.4."""
+    import re
+    from pathlib import Path
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip(f"triton has no wheels for {sys.platform}")  # the interpreter test above fails instead
+    from minigpt.kernels import sampling
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    test_extra = re.search(r"^test = \[(.*?)\]\s*$", pyproject, re.DOTALL | re.MULTILINE)  # (tomllib: Python 3.11)
+    assert test_extra, "no `test = [...]` extra in pyproject.toml"
+    floor = re.search(r'"triton>=([0-9.]+)', test_extra.group(1))
+    assert floor, f"the test extra asks for no triton>=: {test_extra.group(1)}"
+    monkeypatch.setattr(sampling.triton, "__version__", floor.group(1))
+    monkeypatch.setattr(sampling.np, "__version__", "2.4.0")  # the extra puts no ceiling on NumPy
+    assert not sampling._interpreter_breaks_on_numpy(), f"triton>={floor.group(1)} allows an interpreter that fails"
+
+
 if not INTERPRETED:
     def test_an_interpreter_switched_on_after_triton_was_imported_is_named():
         """A kernel audit: following the CPU error's advice with triton already imported (minigpt's

@@ -1231,6 +1231,57 @@ def test_stream_text_refuses_what_it_cannot_stream(pair, kwargs):
         stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs)  # at the call: no next() needed
 
 
+@pytest.mark.parametrize("kwargs, advice", [
+    ({"num_beams": 2}, "use generate_text(num_beams=...), which returns each sequence's text"),
+    ({"num_return_sequences": 2, "do_sample": True}, "use generate_text(num_return_sequences=...)"),
+    ({"return_scores": True}, "use generate_text(num_beams=..., return_scores=True)"),
+    ({"length_penalty": 2.0}, "use generate_text(num_beams=..., length_penalty=...)"),
+    ({"early_stopping": True}, "use generate_text(num_beams=..., early_stopping=...)"),
+    ({"early_stopping": "never"}, "use generate_text(num_beams=..., early_stopping=...)"),
+])
+def test_stream_text_shows_no_option_it_refuses_and_points_to_generate_text(pair, kwargs, advice):
+    """An audit: help(stream_text) listed num_beams, num_return_sequences and return_scores, which it
+    refuses, and the refusal said "use generate(...) and decode its rows" where generate_text returns
+    the texts (return_scores got stream's "is for beam search (num_beams > 1)", which stream_text refuses).
+    A second audit: it still listed length_penalty and early_stopping, beam search's too, and a value
+    of either got stream's warning "pass num_beams > 1", which stream_text refuses."""
+    model, _ = pair
+    shown = inspect.signature(stream_text).parameters
+    refused = {"num_beams", "num_return_sequences", "return_scores", "attention_mask", "length_penalty", "early_stopping"}
+    assert not refused & shown.keys()
+    assert {"max_new_tokens", "stop", "return_stats"} <= shown.keys()
+    with pytest.raises(ValueError, match=re.escape(advice)):
+        stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **kwargs)
+    one = {"num_beams": 1, "num_return_sequences": 1, "return_scores": False,  # what the CLI passes: still taken
+           "length_penalty": 1.0, "early_stopping": False}
+    assert "".join(stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, **one)) == \
+        generate_text(model, ByteTokenizer(), "hi", max_new_tokens=4)[0]
+
+
+def test_stream_text_takes_beam_searchs_settings_at_streams_own_defaults():
+    """A review: stream_text wrote stream's defaults for length_penalty and early_stopping out again
+    (1.0, False), a copy that a change of stream's would leave behind, refusing the value the CLI
+    passes. It reads them from stream's signature, as takes_stream_arguments reads stream's names."""
+    from minigpt.text_generation import BEAM_SETTINGS_OFF
+
+    defaults = inspect.signature(stream).parameters
+    assert BEAM_SETTINGS_OFF == {name: defaults[name].default for name in ("length_penalty", "early_stopping")}
+
+
+def test_stream_text_is_imported_from_minigpt_as_the_other_text_functions_are():
+    """An audit: `from minigpt import stream_text` was an ImportError, while stream, generate_text and
+    generate_texts came from minigpt; editors read the TYPE_CHECKING imports, so they must name every public name too."""
+    import ast
+    import minigpt
+    from minigpt import stream_text as imported
+
+    assert imported is stream_text and "stream_text" in minigpt.__all__
+    tree = ast.parse(inspect.getsource(minigpt))
+    checked = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    typed = {(a.name, n.module) for n in checked.body for a in n.names}
+    assert typed == set(minigpt._HOMES.items()) and set(minigpt.__all__) == set(minigpt._HOMES)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     # An audit: "must be real number, not str", "only one element tensors can be converted to Python scalars".
     ({"num_beams": 2, "length_penalty": "1"}, "length_penalty must be a number (one for every beam), got '1'"),
@@ -3344,16 +3395,18 @@ def test_cli_eos_warning_names_generation_config_json_where_the_ids_come_from(ti
 def test_generate_and_the_text_functions_show_streams_arguments_in_their_signature():
     """An audit: help() and Jupyter's Shift-Tab showed `(…, **kwargs)` for generate and the text
     functions, whose docstrings said "see `stream` for every argument". Their signatures now list
-    stream's keyword arguments, with its defaults; generate_texts leaves out the streamer it refuses."""
+    stream's keyword arguments, with its defaults; generate_texts leaves out the streamer it refuses,
+    stream_text the options of several sequences (test_stream_text_shows_no_option_it_refuses...)."""
     import inspect
 
     streams = {name: p for name, p in inspect.signature(stream).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    refused = {generate: set(), generate_text: set(), generate_texts: {"streamer"},
+               stream_text: {"num_beams", "num_return_sequences", "return_scores", "length_penalty", "early_stopping"}}
     for f in (generate, generate_text, generate_texts, stream_text):
         params = inspect.signature(f).parameters
         assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), f.__name__
-        # The text functions take the tokenizer themselves, second and positional; generate_texts refuses a streamer.
-        passed_on = streams.keys() - ({"tokenizer"} if f is not generate else set()) - \
-            ({"streamer"} if f is generate_texts else set())
+        # The text functions take the tokenizer themselves, second and positional.
+        passed_on = streams.keys() - ({"tokenizer"} if f is not generate else set()) - refused[f]
         assert all(params[name].kind is params[name].KEYWORD_ONLY and params[name].default == streams[name].default
                    for name in passed_on), f.__name__
     assert list(inspect.signature(generate_text).parameters)[:3] == ["model", "tokenizer", "prompt"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 from test_generate import DigitsTokenizer, sharpened_pair, tiny_checkpoint, tiny_config  # noqa: F401 (a fixture)
 
 from minigpt import generate, generate_texts
@@ -249,6 +250,17 @@ def test_progress_and_stats_per_batch(model, capsys):
     assert out == "" and "5/5" in err  # the bar is on stderr
     generate_texts(model, DigitsTokenizer(), PROMPTS, max_new_tokens=3)
     assert capsys.readouterr().err == ""
+
+
+@torch.no_grad()
+def test_progress_is_a_bool_or_a_bar_to_move_on(model):
+    """An audit: progress="yes" was taken for True (only a tqdm bar or a bool is meant); it is
+    refused by name, as perplexity refuses it (both read `progress` through `given_or_new_bar`)."""
+    bar = tqdm(file=io.StringIO())
+    generate_texts(model, DigitsTokenizer(), PROMPTS, batch_size=2, max_new_tokens=2, progress=bar)
+    assert bar.n == len(PROMPTS) and not bar.disable
+    with pytest.raises(TypeError, match="progress must be True or False, got 'yes'"):
+        generate_texts(model, DigitsTokenizer(), PROMPTS, max_new_tokens=2, progress="yes")
 
 
 @torch.no_grad()

@@ -241,3 +241,31 @@ def test_for_model_refuses_a_config_that_no_longer_describes_the_model():
     with pytest.raises(ValueError, match=r"^model.config.n_layer is 2 but model.transformer.h holds 3 blocks: "
                                          r"set model.config.n_layer = 3$"):
         KVCache.for_model(model, 1, 64)
+
+
+def test_repr_says_the_caches_shape_dtype_and_device():
+    """An audit: repr(KVCache(...)) was `<minigpt.kv_cache.KVCache object at 0x...>`, which tells a
+    reader in a debugger nothing of what the cache holds."""
+    cache = KVCache(n_layer=2, batch_size=3, n_head=4, max_len=64, head_dim=8, dtype=torch.bfloat16)
+    assert repr(cache) == ("KVCache(n_layer=2, batch_size=3, n_head=4, max_len=64, head_dim=8, dtype=bfloat16, "
+                           "device=cpu)")
+    with torch.device("meta"):  # no device given: where torch's default device put them
+        assert repr(KVCache(1, 1, 2, 8, 4)).endswith("device=meta)")
+
+
+@pytest.mark.parametrize("device, held_on", [("meta", "meta"), ("cpu:0", "cpu")])
+def test_repr_says_where_the_buffers_are_not_the_device_asked_for(device, held_on):
+    """A review: the repr kept its own copy of the device as asked, so device="cuda" showed "cuda"
+    for buffers on cuda:0 (here "cpu:0" for buffers on "cpu"); it now reads the buffers'."""
+    cache = KVCache(n_layer=1, batch_size=1, n_head=2, max_len=8, head_dim=4, device=device)
+    assert repr(cache).endswith(f"dtype=float32, device={held_on})") and cache.layers[0].k.device == torch.device(held_on)
+
+
+@pytest.mark.parametrize("n_layer", [0, -1])
+def test_a_cache_of_no_layer_is_refused(n_layer):
+    """A review: KVCache(n_layer=0, ...) was built, a cache that holds nothing, and its repr, which
+    reads the first layer's buffer, raised IndexError. No model has no block (GPTConfig refuses
+    n_layer=0): the cache refuses it too, naming it."""
+    with pytest.raises(ValueError, match=rf"^n_layer must be at least 1 \(the cache holds each layer's K and V\), "
+                                         rf"got {n_layer}$"):
+        KVCache(n_layer=n_layer, batch_size=1, n_head=1, max_len=4, head_dim=4)

@@ -281,6 +281,37 @@ def test_weights_made_under_inference_mode_are_not_cached():
 
 
 @needs_onednn
+def test_a_weight_in_shared_memory_is_read_as_another_process_wrote_it():
+    """An audit (Hogwild, pytorch/examples' mnist_hogwild): after `share_memory()`, a spawned
+    process's in-place write bumped only its own version counter, so this process went on
+    multiplying by its stale packed copy. A weight in shared memory is now never packed."""
+    lin, x = layer().share_memory(), torch.randn(4, 96)  # 4 rows: past MKL_ROWS, the oneDNN path
+    with torch.no_grad():
+        lin(x)  # where a packed copy would be made
+    writer = torch.multiprocessing.get_context("spawn").Process(target=nn.init.zeros_, args=(lin.weight,))
+    writer.start()
+    writer.join(timeout=60)
+    assert writer.exitcode == 0 and lin.weight.abs().sum() == 0  # the write reached this process's memory
+    with torch.no_grad():
+        assert torch.equal(lin(x), lin.bias.expand(4, 200))
+    assert cache_entry(lin.weight) is None
+
+
+@needs_onednn
+def test_a_copy_packed_before_share_memory_is_dropped_at_the_next_call():
+    """An audit: a weight packed, then moved into shared memory (`share_memory()` moves the storage
+    in place, so the copy's key stays), kept its packed copy, never read again, as long as it lived."""
+    lin, x = layer(), torch.randn(4, 96)  # 4 rows: past MKL_ROWS, the oneDNN path
+    with torch.no_grad():
+        lin(x)
+    assert cache_entry(lin.weight)[1] is not None  # packed: the copy the test expects to see go
+    lin.share_memory()
+    with torch.no_grad():
+        lin(x)
+    assert lin.weight.untyped_storage() not in _PACKED
+
+
+@needs_onednn
 def test_compiled_inference_keeps_the_onednn_op():
     """torch.compile sees the custom op (no graph break with fullgraph) and gets the same numbers."""
     lin, x = layer(), torch.randn(3, 5, 96)
@@ -541,3 +572,26 @@ def test_float16_rows_reach_f_linear_padded_on_the_cpu():
             got, ref = lin(x), F.linear(x, lin.weight, lin.bias)
             assert got.shape == ref.shape and got.is_contiguous()
             assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-3  # (another kernel may sum in another order)
+
+
+@needs_onednn
+def test_a_compiled_training_step_compiles_once_whatever_evaluations_packed():
+    """An audit: Linear.forward read the module-level _PACKED before asking whether torch.compile was
+    tracing it, so the compiler guarded on whether _PACKED was empty: an evaluation (grad off) packs
+    the weights, and the next training step was compiled again (4 graphs where 2 do, in a compiled
+    `train_loop` of 20 steps). Now a traced call never reads it: one graph with grad on, one without."""
+    graphs = []
+
+    def counting(gm: torch.fx.GraphModule, inputs):  # a backend that counts the graphs it is given
+        graphs.append(gm)
+        return gm.forward
+
+    lin, x = layer(), torch.randn(3, 5, 96)
+    compiled = torch.compile(lin, backend=counting)
+    forget_packed()
+    compiled(x).sum().backward()  # a training step: nothing packed yet
+    with torch.no_grad():
+        compiled(x)  # an evaluation: packs the weight (the oneDNN op runs)
+    assert cache_entry(lin.weight) is not None
+    compiled(x).sum().backward()  # a training step again, with a packed copy in _PACKED
+    assert len(graphs) == 2, [g.code for g in graphs]

@@ -413,7 +413,7 @@ def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):
         assert not any(isinstance(m, LoRALinear) for m in model.modules())
 
     first = next(iter(tensors))
-    refused(r"missing \['base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_A\.weight'\]",
+    refused(r"missing 'base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_A\.weight', unexpected none$",
             tensors={k: v for k, v in tensors.items() if k != first})
     refused(r"lora_A\.weight has shape \(4, 64\); transformer\.h\.0\.attn\.c_attn with rank 2 needs \(2, 64\)", r=2)
     refused(r"sets use_dora=True: minigpt's LoRA", use_dora=True)
@@ -549,3 +549,10 @@ def test_merge_lora_is_typed_as_returning_the_model_it_was_given():
     model = _model()
     inject_lora(model, rank=2)
     assert merge_lora(model) is model and not any(isinstance(m, LoRALinear) for m in model.modules())
+
+
+def test_help_on_lora_linear_init_says_what_its_arguments_are():
+    """An audit: LoRALinear.__init__ had no docstring, so help() showed nn.Module's "Initialize
+    internal Module state" and nothing of rank, alpha or dropout."""
+    doc = LoRALinear.__init__.__doc__
+    assert doc is not None and "`alpha / rank`" in doc and "`dropout`" in doc

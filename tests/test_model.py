@@ -1380,3 +1380,12 @@ def test_stats_peak_memory_says_it_is_the_processs_peak_so_far():
     _, stats = generate(model, ids, torch.ones_like(ids), max_new_tokens=2, return_stats=True)
     assert 2**28 <= stats.peak_memory_bytes <= peak_memory_bytes(torch.device("cpu"))
     assert "process peak memory 300 MiB" in str(GenerationStats(peak_memory_bytes=300 * 2**20))
+
+
+def test_repr_shows_each_attentions_heads_and_dropout_rate():
+    """An audit: repr(GPT) showed resid_dropout's rate but not the attention weights' (a float for
+    SDPA, not a module), nor the number of heads. set_dropout changes what it shows."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", dropout=0.1))
+    assert "CausalSelfAttention(\n    n_head=4, dropout=0.1\n" in repr(model.transformer.h[0])
+    model.set_dropout(0.25)
+    assert repr(model.transformer.h[0].attn).startswith("CausalSelfAttention(\n  n_head=4, dropout=0.25\n")

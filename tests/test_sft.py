@@ -348,7 +348,7 @@ def test_bad_input_is_a_clear_error(base, tmp_path, capsys, extra, message):
 
 
 def test_several_data_files_and_a_bad_line_are_refused_by_name(base, tmp_path, capsys):
-    with pytest.raises(ValueError, match="--data names 2 paths, but task 'sft' reads one JSON Lines file"):
+    with pytest.raises(ValueError, match=r"--data \(data= in Python\) names 2 paths, but task 'sft' reads one JSON Lines file"):
         FinetuneConfig(init="x", task="sft", data=[str(base / "pairs.jsonl")] * 2)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\nred: apple\n')

@@ -237,6 +237,37 @@ def test_decode_takes_tiktokens_errors_argument(tok, enc):
         tok.decode(cut, errors="strict")
 
 
+def test_batch_decode_refuses_decodes_errors_in_its_skip_special_tokens_slot(tok):
+    """An audit: batch_decode(rows, "strict"), decode's order, took "strict" for skip_special_tokens
+    (a truthy str): it dropped <|endoftext|> and replaced the broken character instead of raising."""
+    cut = tok.encode("🙂")[:1] + [tok.eos_token_id]  # half an emoji, then <|endoftext|>
+    with pytest.raises(TypeError, match=r"errors is a keyword: batch_decode\(rows, errors='strict'\)"):
+        tok.batch_decode([cut], "strict")
+    with pytest.raises(UnicodeDecodeError):
+        tok.batch_decode([cut], errors="strict")
+    assert tok.batch_decode([cut], True) == ["\ufffd"]  # transformers' order, batch_decode(rows, True), still works
+    assert tok.batch_decode([cut], False, errors="ignore") == [EOT]
+
+
+@pytest.mark.parametrize("bad", ["no", "False", [], 0.5, None])
+def test_decode_and_batch_decode_refuse_a_skip_special_tokens_that_is_no_bool(tok, bad):
+    """A review: only a str in batch_decode's skip_special_tokens slot was caught, and always read as
+    decode's `errors`; decode(ids, skip_special_tokens="no") took the truthy "no" and dropped
+    <|endoftext|>, and batch_decode(rows, skip_special_tokens=[]) kept it. Both refuse what is no bool
+    (checks.check_flag), the "errors is a keyword" hint only for a codec error handler's name."""
+    ids = tok.encode("Hi") + [tok.eos_token_id]
+    refused = f"skip_special_tokens must be True or False, got {bad!r}"
+    with pytest.raises(TypeError, match=re.escape(refused) + "$"):
+        tok.decode(ids, skip_special_tokens=bad)
+    with pytest.raises(TypeError, match=re.escape(refused) + "$"):
+        tok.batch_decode([ids], bad)
+    with pytest.raises(TypeError, match=re.escape(refused) + "$"):
+        tok.batch_decode([], skip_special_tokens=bad)  # an empty batch too: no row's decode to refuse it
+    with pytest.raises(TypeError, match=re.escape("got 'ignore'; errors is a keyword: batch_decode(rows, errors='ignore')")):
+        tok.batch_decode([ids], "ignore")
+    assert tok.decode(ids, skip_special_tokens=np.bool_(True)) == "Hi"  # a NumPy bool is a bool
+
+
 def test_decode_skips_special_tokens_and_batch_decode_decodes_rows_as_transformers_does(tmp_path):
     """An audit: transformers' decode(ids, skip_special_tokens=True) was a TypeError, and there was no
     batch_decode, so a right-padded batch decoded to 'Hi<|endoftext|>' with no built-in way to drop
@@ -708,6 +739,18 @@ def test_truncation_side_per_call_and_unknown_keywords_name_what_call_takes(tok)
             tok(texts, padding=True, **{keyword: 8})
 
 
+@pytest.mark.parametrize("method, home", [(Tokenizer.__call__, batchmod.model_inputs),
+                                          (Tokenizer.encode_batch, batchmod.encode_batch)])
+def test_call_and_encode_batch_show_the_keywords_they_take(method, home):
+    """An audit: help(tok) and editors showed `(texts, **kwargs)` for both, hiding padding,
+    max_length, num_workers, ...: they spell out the keywords of the function they hand over to,
+    with its defaults and annotations (Tokenizer.__call__ also passes other keywords on, to be refused by name)."""
+    def keywords(function):
+        return [(p.name, p.default, p.annotation) for p in inspect.signature(function).parameters.values()
+                if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+    assert keywords(method) == keywords(home) and len(keywords(home)) >= 3
+
+
 # ---- teaching hook and CLI ----
 
 
@@ -1119,6 +1162,84 @@ def test_two_threads_encoding_batches_at_once_each_get_their_own_ids(tok, monkey
     for t in threads:
         t.join(timeout=60)
     assert got == [[tok.encode(d, **ask) for d in docs] for ask in asks]
+
+
+def test_one_threads_interrupted_encode_batch_leaves_another_threads_workers_alone(tok, monkeypatch, tmp_path):
+    """An audit: a Ctrl-C in one thread's encode_batch killed every child this process had gained
+    since that call's pool was made, the workers of another thread's encode_batch started
+    meanwhile too, whose call then failed with BrokenProcessPool. Here thread A is interrupted
+    (KeyboardInterrupt in its own share of the work) once thread B's pool is up, B's workers wait
+    until A's cleanup is over, and B must still get its ids."""
+    monkeypatch.setattr(batchmod, "MIN_PARALLEL_CHARS", 0)  # force the pool on a small input
+    monkeypatch.setattr(batchmod, "PIECE_CHARS", 20)
+    docs = {"A": ["a story.\n" * 40], "B": ["the end.\n" * 40]}
+    want_b = [tok.encode(d) for d in docs["B"]]
+    encode, parent = tok.encode_ordinary, os.getpid()
+    a_working, b_workers_up = threading.Event(), threading.Event()
+    a_cleaned_up = tmp_path / "a-cleaned-up"  # a file, which B's forked workers see too
+
+    def encode_in_step(piece: str) -> list[int]:
+        if os.getpid() != parent:  # a worker: B's hold their pieces until A's cleanup is over
+            deadline = time.monotonic() + 30
+            while "end" in piece and not a_cleaned_up.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif threading.current_thread().name == "A":  # A's own share: Ctrl-C, once B's pool is up
+            a_working.set()
+            b_workers_up.wait(30)
+            raise KeyboardInterrupt
+        else:  # B's own share: its workers were started when its pieces were handed out
+            b_workers_up.set()
+        return encode(piece)
+
+    monkeypatch.setattr(tok, "encode_ordinary", encode_in_step)
+    got = {}
+
+    def run(name: str) -> None:
+        if name == "B":
+            a_working.wait(30)  # B's pool starts after A's: its workers are children A's call did not have
+        try:
+            got[name] = tok.encode_batch(docs[name], num_workers=2)
+        except BaseException as e:  # a thread's exception would only be printed
+            got[name] = e
+        if name == "A":
+            a_cleaned_up.touch()
+
+    threads = [threading.Thread(target=run, args=(name,), name=name) for name in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert isinstance(got["A"], KeyboardInterrupt), got["A"]
+    assert got["B"] == want_b, got["B"]
+
+
+def test_kill_own_workers_takes_python_3_14s_public_kill_workers_where_there_is_one():
+    """A review: the workers were found through the executor's private `_processes` alone, though
+    Python 3.14 has the public `kill_workers()`; it is now taken where present, `_processes` before
+    3.14 (None once the pool is shut down: nothing to kill)."""
+    class Worker:
+        killed = False
+
+        def kill(self):
+            self.killed = True
+
+    class Pool314:  # 3.14's executor, as kill_own_workers sees it: its record is no business of ours
+        called = False
+
+        def kill_workers(self):
+            self.called = True
+
+    class OlderPool:
+        def __init__(self, processes):
+            self._processes = processes
+
+    pool = Pool314()
+    batchmod.kill_own_workers(pool)
+    assert pool.called
+    worker = Worker()
+    batchmod.kill_own_workers(OlderPool({123: worker}))
+    assert worker.killed
+    batchmod.kill_own_workers(OlderPool(None))  # shut down already: no error
 
 
 _KILLED_WORKER = """

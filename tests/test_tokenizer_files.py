@@ -7,6 +7,7 @@ Only the shipped checkpoints/gpt2 files and directories the tests make are used.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import warnings
@@ -867,21 +868,62 @@ def test_recorded_length_is_the_record_alone_and_none_where_unreadable(tmp_path)
         assert recorded_length(tmp_path) == length, text
 
 
-def test_a_tokenizer_save_that_fails_in_its_atomic_write_names_vocab_json(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("failure", ["full disk", "read-only folder"])
+def test_a_tokenizer_save_that_fails_in_its_atomic_write_names_vocab_json_or_nothing(tmp_path, monkeypatch, capsys,
+                                                                                      failure):
     """A code reread: the tokenizer CLI stripped ".tmp" from a failed save's file name itself, since
     files.atomic_path raised the temp file's error as it was (vocab.json.tmp). atomic_path names the
-    file now; the CLI's error, from a failure in the real write, still says vocab.json."""
+    file now: a folder made read-only refuses the temp by name, said as vocab.json. A review: a full
+    disk fails the fsync naming no file, which atomic_path names by its folder, --out itself, and
+    the CLI said it twice ("--out .../tok: tok: No space left on device"): it is said once."""
     import errno
 
     import minigpt.files
 
-    def full_disk(path, mode=None):  # the fsync of vocab.json's temp, as a full disk fails it
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full_disk(path, mode=None):  # as a full disk fails the temp's write (its flush at close): no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(minigpt.files, "fsync_file", full_disk)
-    data = tmp_path / "data.txt"
+    def read_only(path):  # as os.open refuses to create vocab.json.tmp: naming it
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    if failure == "full disk":
+        monkeypatch.setattr(minigpt.files, "fsync_file", full_disk)
+    else:
+        monkeypatch.setattr(minigpt.files, "fresh_file", read_only)
+    data, out = tmp_path / "data.txt", tmp_path / "tok"
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
-    assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "262", "--out", str(tmp_path / "tok")]) == 2
+    assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "262", "--out", str(out)]) == 2
+    said = {"full disk": "No space left on device", "read-only folder": "vocab.json: Permission denied"}[failure]
     err = capsys.readouterr().err
-    assert (f"tokenize --train: error: cannot save the tokenizer to --out {tmp_path / 'tok'}: vocab.json: No space "
-            "left on device\n" in err and ".tmp" not in err), err
+    assert f"tokenize --train: error: cannot save the tokenizer to --out {out}: {said}\n" in err and ".tmp" not in err, err
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+@pytest.mark.parametrize("refused_with", ["ELOOP", "EMLINK"])
+def test_a_link_planted_at_a_tokenizer_files_temp_is_said_of_the_temp(tmp_path, monkeypatch, capsys, request,
+                                                                      refused_with):
+    """A review: files.atomic_path told an error about its temp itself by its errno, ELOOP or EEXIST,
+    but FreeBSD's O_NOFOLLOW refuses a link with EMLINK: a symbolic link swapped in for
+    vocab.json.tmp was then said of vocab.json, the user's file ("vocab.json: is a symbolic link").
+    Marked by its class now (files.NotOurFileError), it names the temp on either system, worded as
+    eval's --predictions words it (files.failure_reason)."""
+    import minigpt.files
+
+    real_fsync_file = minigpt.files.fsync_file
+
+    def swapped(path, mode=None):  # someone swaps a link in for the temp after it was written
+        if path.name == "vocab.json.tmp":
+            path.unlink()
+            path.symlink_to(tmp_path / "elsewhere")
+        return real_fsync_file(path, mode)
+
+    if refused_with == "EMLINK":
+        request.getfixturevalue("freebsd_nofollow")  # os.open refuses a link as FreeBSD's does
+    monkeypatch.setattr(minigpt.files, "fsync_file", swapped)
+    data, out = tmp_path / "data.txt", tmp_path / "tok"
+    data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
+    assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "262", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"tokenize --train: error: cannot save the tokenizer to --out {out}: vocab.json.tmp: is a symbolic link, "
+            "which minigpt does not write through (one planted there could point at any file); remove it\n") in err, err
+    assert not (tmp_path / "elsewhere").exists()

@@ -262,7 +262,8 @@ def test_a_stop_during_an_evaluation_stops_right_after_it(tmp_path, monkeypatch,
         pretrain(tiny_cfg(data, tmp_path / "out"))
     assert stopped.value.signum == signal.SIGINT
     assert len(train_batches) == 12 and final_state(tmp_path / "out")["step"] == 6
-    assert "interrupted: saved step 6" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"interrupted: saved step 6 to {tmp_path / 'out'}; continue with --resume (resume=True in Python)" in said
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -352,6 +353,25 @@ def test_exit_codes_say_how_a_run_ended(error, code, capsys):
     assert out == ""  # no result line
     if code in (1, 2):
         assert err.startswith(f"minigpt train: error: {error}"), err
+
+
+def test_a_missing_cxx_compiler_is_one_line_from_run_command_itself(capsys):
+    """An audit: --compile without a working C++ compiler ended in Inductor's 125-line traceback.
+    run_command says it in one line, exit 2, itself, not only minigpt.cli's main around it: a torchrun
+    worker, which ends inside run_command, never gets back there (it printed the traceback, once a
+    process). The error is torch's InductorError caused by InvalidCxxCompiler, told by that name."""
+    class InvalidCxxCompiler(RuntimeError):  # (torch._inductor.exc's, as the chain shows it)
+        pass
+
+    def work():
+        try:
+            raise InvalidCxxCompiler("No working C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')")
+        except InvalidCxxCompiler as e:
+            raise RuntimeError("InductorError: InvalidCxxCompiler: No working C++ compiler found") from e
+
+    assert train_runtime.run_command("minigpt train", work) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("minigpt train: error: --compile needs a working C++ compiler") and err.count("\n") == 1
 
 
 def test_a_process_group_of_the_caller_is_left_alone(tmp_path, capsys):
@@ -481,7 +501,7 @@ def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, cap
     if not (out / STATE_FILE).exists():  # before a first checkpoint was whole (its model files perhaps written)
         assert at_step < 6
         assert said == ("stopped at once by a second Ctrl-C, before the run's first checkpoint: the same command with "
-                        "--resume starts it again from step 0"), said
+                        "--resume (resume=True in Python) starts it again from step 0"), said
         assert train_main([*flags, "--resume"]) == 0
         return
     if at_step < 6:  # the stop's own checkpoint, whole (a reviewer's case: it was said that nothing was saved)
@@ -491,7 +511,7 @@ def test_a_second_ctrl_c_says_which_checkpoint_stands(tmp_path, monkeypatch, cap
     assert final_state(out)["step"] == 6
     assert said == (f"stopped at once by a second Ctrl-C: {out / STATE_FILE} holds step 6, the last checkpoint written "
                     "whole (each of its files is replaced atomically, the training state last); continue from it with "
-                    "--resume"), said
+                    "--resume (resume=True in Python)"), said
 
 def test_grad_clip_clips_the_global_norm_and_logs_it_before_clipping(tmp_path, monkeypatch):
     """--grad-clip scales all gradients together to a global norm ≤ grad_clip before AdamW
@@ -781,8 +801,8 @@ def test_resume_refuses_data_other_than_the_runs_unless_told(tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 2
     assert (f"--data {data} is not the data the run in {out} trained on (train.bin tokens: 4,000 then, 3,000 now; "
-            "val.bin tokens: 600 then, 500 now); resume with the run's data, or pass --allow-new-data to go on with this "
-            "data\n") in capsys.readouterr().err
+            "val.bin tokens: 600 then, 500 now); resume with the run's data, or pass --allow-new-data (allow_new_data=True "
+            "in Python) to go on with this data\n") in capsys.readouterr().err
     assert final_state(out)["step"] == 2
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--data", str(copy)]) == 0  # the run's data, copied
     ids = np.fromfile(copy / "train.bin", dtype=np.uint16)
@@ -878,7 +898,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_p
     assert (f"{out} holds no checkpoint: its run logged up to step 14 and stopped before saving its first one "
             "(training_state.pt, saved every --eval-interval (or --save-interval) steps), so there is nothing to "
             "resume") in err
-    assert "give the same command with --resume (its log is then kept as log.lost.jsonl)" in err
+    assert "give the same command with --resume (resume=True in Python; its log is then kept as log.lost.jsonl)" in err
     assert train_main(["--out", str(out), "--resume"]) == 2
     assert "its settings were not saved either: to start it again from step 0 (its log set aside), give the flags " \
            "that started it with --resume" in capsys.readouterr().err
@@ -903,7 +923,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_resume(tmp_p
     (again / "log.lost.jsonl").write_text("earlier\n")
     assert train_main(["--out", str(again), "--resume", "--max-iters", "4"]) == 2  # not bare, but lacks --data
     failed = capsys.readouterr()
-    assert "--data DATA_DIR is required" in failed.err and "note: --resume" not in failed.out
+    assert "--data (data= in Python) is required" in failed.err and "note: --resume" not in failed.out
     assert sorted(os.listdir(again)) == ["log.jsonl", "log.lost.jsonl"] and (again / "log.jsonl").read_text() == lost
     assert train_main([*flags, "--out", str(again), "--resume"]) == 0
     assert (again / "log.lost.jsonl").read_text() == "earlier\n" and (again / "log.lost.2.jsonl").read_text() == lost
@@ -1246,7 +1266,7 @@ def test_nan_stops_before_the_update_with_a_clear_message(tmp_path, where, messa
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
     with pytest.raises(TrainingDiverged, match=message + r".*; the last checkpoint, saved at step 6, before the run went non-finite, is in") as error:
         train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), poisoned)
-    assert str(error.value).endswith("Try a lower --lr.")  # not "or --dtype float32": this run is float32
+    assert str(error.value).endswith("Try a lower --lr (lr= in Python).")  # not "or --dtype float32": this run is float32
     assert final_state(out)["step"] == 6
     assert all(torch.isfinite(t).all() for t in final_state(out)["model"].values())
 
@@ -2045,6 +2065,7 @@ WRONG_FIELDS = [
     ("data", 5, r"its data \(5\) is not the data's fingerprint \(a dict, or None\)"),
     ("log_partial", "x", r"its log_partial \('x'\) is not \[sum of train losses, steps\]"),
     ("log_partial", [1.0, -1], r"its log_partial \(a list of 2 entries\) is not"),
+    ("scaler_skips", [1, 0, 1], r"its scaler_skips \(a list of 3 entries\) is not \[skipped since the last log record"),
     ("command", 3, r"its command \(3\) is not the name of a command"),
 ]
 
@@ -2915,10 +2936,10 @@ def test_a_stop_signal_is_said_at_once_by_rank_0_alone(capfd, monkeypatch):
         assert "\nCtrl-C: the run stops after the step under way, once it is saved (press Ctrl-C again to stop at " \
                "once: " in capfd.readouterr().err
     with train_runtime.StopSignal() as stop:  # once the loop runs, it names the checkpoint that stands
-        stop.progress = train.Progress(step=7, best=1.0, last_saved=5)
+        stop.progress = train.Progress(scale=1.0, step=7, best=1.0, last_saved=5)
         stop._handle(signal.SIGINT, None)
         assert "stop at once: the last checkpoint written whole, step 5, stands)\n" in capfd.readouterr().err
-        stop.signum, stop.progress = 0, train.Progress(step=3, best=1.0)
+        stop.signum, stop.progress = 0, train.Progress(scale=1.0, step=3, best=1.0)
         stop._handle(signal.SIGTERM, None)
         assert "stop at once: nothing is saved yet)\n" in capfd.readouterr().err
     monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "2")
@@ -2933,8 +2954,8 @@ def test_a_bare_resume_where_nothing_was_saved_says_what_to_run(tmp_path, capsys
     assert train_main(["--out", str(tmp_path / "none"), "--resume"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"minigpt train: error: --resume: no {STATE_FILE} in {tmp_path / 'none'}; there is no run to continue there, as "
-        "nothing was saved there: give the same command without --resume (or, in a script that may run again, with "
-        "--auto-resume, which starts the run or continues it)")
+        "nothing was saved there: give the same command without --resume (resume=False in Python), or, in a script that "
+        "may run again, with --auto-resume (auto_resume=True in Python), which starts the run or continues it")
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="a file size limit (ulimit -f) is POSIX's")
@@ -3454,7 +3475,8 @@ def test_float16_steps_its_scaler_skips_are_logged_and_too_many_in_a_row_stop_th
     run = lambda: train.train_loop(model, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), poison)  # noqa: E731
     if stops:
         with pytest.raises(TrainingDiverged, match=rf"float16's loss scaler skipped the updates of {stops}: .* fell "
-                                                   rf"2\^{len(poisoned)}-fold, to {2.0 ** (16 - len(poisoned)):g} .*--dtype bfloat16"):
+                                                   rf"2\^{len(poisoned)}-fold, to {2.0 ** (16 - len(poisoned)):g} .*--dtype "
+                                                   r"bfloat16 \(dtype='bfloat16' in Python\) has float32's range"):
             run()
         assert torch.equal(model.transformer.h[0].mlp.c_fc.weight.detach(), before)  # never updated
     else:
@@ -3684,16 +3706,32 @@ def test_only_the_lm_loss_logs_a_perplexity_and_draws_nats_per_token(tmp_path, m
 
 
 @pytest.mark.parametrize("opening, label", [
+    ({"run": "start", "command": "finetune", "config": {"task": "classify"}, "loss_unit": "nats per text"},
+     "loss (nats per text)"),
+    # Logs of earlier versions: a classify run's recorded no unit (null, or older still, no field).
     ({"run": "start", "command": "finetune", "config": {"task": "classify"}, "loss_unit": None}, "loss (nats per text)"),
+    ({"run": "start", "command": "finetune", "config": {"task": "classify"}}, "loss (nats per text)"),
     ({"run": "start", "command": "train", "config": {}}, "loss (nats/token)"),  # a log older than loss_unit: minigpt's own
     ({"run": "start", "command": "train", "config": {}, "loss_unit": None}, "loss")])
 def test_loss_png_names_the_unit_of_the_runs_loss(tmp_path, monkeypatch, opening, label):
     """A review: the axis said "nats per text" for any run with an accuracy (a classifier's words
-    for an MLP's squared error); it is the classify task's, the unit recorded, or for a log written
-    before the record had one, nats/token, as it was drawn then."""
+    for an MLP's squared error); it is the unit recorded, or for a log written before the record
+    had one, as it was drawn then: a classify run's in nats per text, any other in nats/token."""
     for record in ({"step": 0, **opening}, {"step": 2, "loss": 1.5}, {"step": 2, "val_loss": 1.4, "val_accuracy": 0.5}):
         minigpt.run_log.append_log(tmp_path, record)
     assert _ylabel(tmp_path, monkeypatch) == label
+
+
+def test_a_loss_unit_given_to_train_loop_is_recorded_and_drawn(tmp_path, monkeypatch):
+    """A code reread: the unit of a loss the loop does not know was decided in two places, the log's
+    opening record (null for finetune's classify task) and loss.png's drawing (which said "nats per
+    text" for a config whose task was classify). Now the caller names it (train_loop's loss_unit=),
+    the opening record holds it, and the drawing reads it there alone; it is no nats/token, so no
+    perplexity is logged."""
+    train.train_loop(mlp(), mlp_cfg(tmp_path), mlp_batch, mse, save_state, loss_unit="squared error")
+    records = read_log(tmp_path)
+    assert records[0]["loss_unit"] == "squared error" and not any("val_ppl" in r for r in records)
+    assert _ylabel(tmp_path, monkeypatch) == "loss (squared error)"
 
 
 @pytest.mark.parametrize("get_batch, said", [
@@ -3734,3 +3772,377 @@ def test_to_device_pins_only_a_cpu_tensor(monkeypatch):
     assert rt.to_device(tensor("cpu", pinned)) == ((torch.device("cuda", 0),), {"non_blocking": True})
     assert rt.to_device(tensor("cuda:0", pinned)) == ((torch.device("cuda", 0),), {})
     assert pinned == ["cpu"]
+
+
+def test_a_float16_step_reads_the_loss_scale_once_and_a_resume_compares_with_the_restored_one(tmp_path, monkeypatch):
+    """A code reread: each float16 step read the scaler's scale twice, before the step and after it
+    (each read an .item(), a host sync on a GPU), and each log record a third time. Now a step reads
+    it once, after its update, and compares it with the step before's; the run reads it once at its
+    start (no sync: the scaler has scaled nothing yet), where a resume finds the scale restored from
+    its checkpoint: a resumed run whose kept steps compared with a fresh 2^16 would count them skipped."""
+    import dataclasses
+    import inspect
+
+    monkeypatch.setattr(train, "setup_runtime", lambda cfg: train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float16))
+    read = torch.amp.GradScaler.get_scale
+    by_train = {"n": 0}
+
+    def counted(scaler):  # the reads of train.py's own (a checkpoint's scaler.state_dict() reads it too)
+        by_train["n"] += inspect.currentframe().f_back.f_code.co_filename == train.__file__
+        return read(scaler)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "get_scale", counted)
+
+    def poison_first_two(model, x, y):  # steps 1 and 2 of the first run: NaN gradients, so 2 skips
+        out = model(x)
+        if model.training and poison_first_two.left:
+            poison_first_two.left -= 1
+            out.register_hook(lambda g: g * float("nan"))
+        return torch.nn.functional.mse_loss(out, y)
+
+    poison_first_two.left = 2
+    cfg = mlp_cfg(tmp_path / "o", dtype="float16", max_iters=3, log_interval=1, eval_interval=0)
+    model = mlp()
+    train.train_loop(model, cfg, mlp_batch, poison_first_two, save_state)
+    assert by_train["n"] == 1 + 3  # the start's, and one a step
+    steps = [r for r in read_log(tmp_path / "o") if "loss" in r]
+    assert [(r["skipped_steps"], r["loss_scale"]) for r in steps] == [(1, 2.0**15), (1, 2.0**14), (0, 2.0**14)]
+
+    by_train["n"] = 0
+    train.train_loop(model, dataclasses.replace(cfg, resume=True, max_iters=5), mlp_batch, poison_first_two, save_state)
+    assert by_train["n"] == 1 + 2
+    resumed = [r for r in read_log(tmp_path / "o") if "loss" in r][3:]
+    assert [(r["skipped_steps"], r["loss_scale"]) for r in resumed] == [(0, 2.0**14), (0, 2.0**14)]
+
+
+def test_a_float16_log_record_that_spans_a_resume_counts_the_skips_before_it(tmp_path, monkeypatch):
+    """A review: float16's count of skipped updates since the last log record was not saved (the loss
+    sums were), so a record whose steps spanned a resume (a crash after a --save-interval checkpoint)
+    said 0 skipped where the unbroken run said 1. The counts are saved with the checkpoint now, and a
+    resumed run's record is the unbroken run's."""
+    import dataclasses
+
+    monkeypatch.setattr(train, "setup_runtime", lambda cfg: train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float16))
+
+    def poison_first(model, x, y):  # step 1: NaN gradients, so the scaler skips it
+        out = model(x)
+        if model.training and poison_first.left:
+            poison_first.left -= 1
+            out.register_hook(lambda g: g * float("nan"))
+        return torch.nn.functional.mse_loss(out, y)
+
+    def run(out: Path, crash: bool) -> list[tuple]:
+        poison_first.left = 1
+        train_batches = {"n": 0}
+
+        def get_batch(split, rng):
+            train_batches["n"] += split == "train"
+            if crash and train_batches["n"] == 3:  # in step 3, after step 2's checkpoint
+                raise OSError("the machine went down")
+            return mlp_batch(split, rng)
+
+        cfg = mlp_cfg(out, dtype="float16", max_iters=4, log_interval=4, eval_interval=0, save_interval=2)
+        model = mlp()
+        try:
+            train.train_loop(model, cfg, get_batch, poison_first, save_state, progress=False)
+        except OSError:
+            train.train_loop(model, dataclasses.replace(cfg, resume=True), mlp_batch, poison_first, save_state,
+                             progress=False)
+        return [(r["step"], r["skipped_steps"], r["loss_scale"]) for r in read_log(out) if "skipped_steps" in r]
+
+    unbroken = run(tmp_path / "unbroken", crash=False)
+    assert unbroken == [(4, 1, 2.0**15)]
+    assert run(tmp_path / "resumed", crash=True) == unbroken
+    assert final_state(tmp_path / "resumed")["scaler_skips"] == [0, 0, True]  # (the record at step 4 took the count)
+
+
+def test_a_progress_is_built_with_its_scale():
+    """A review: Progress.scale defaulted to 1.0, a trap for a Progress built without it (a float16
+    run's first step compares its scale with it: a skip there was missed). It has no default now:
+    train_loop gives a fresh run its scaler's scale and a resume the one it restored."""
+    with pytest.raises(TypeError, match="scale"):
+        train.Progress(step=3)
+    assert train.Progress(scale=2.0**16).scale == 2.0**16
+
+
+def test_a_loss_in_another_unit_logs_no_bits_per_byte_and_loss_unit_must_be_a_string(tmp_path):
+    """A review: with loss_unit= naming another unit than nats per token, a bytes_per_token given
+    still turned the val loss into "val_bpb" (nats/token ÷ ln 2 ÷ bytes/token, of a loss that is no
+    nats/token); and loss_unit=True was taken and logged as the unit. Bits per byte are logged only
+    for a loss in nats per token now, and a loss_unit that is not a string (or None) is refused by name."""
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "a"), mlp_batch, mse, save_state, loss_unit="squared error",
+                     bytes_per_token=3.0, progress=False)
+    evaluations = [r for r in read_log(tmp_path / "a") if "val_loss" in r]
+    assert evaluations and not any("val_bpb" in r or "val_ppl" in r for r in evaluations)
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "b"), mlp_batch, mse, save_state, bytes_per_token=3.0, progress=False)
+    assert all("val_bpb" in r for r in read_log(tmp_path / "b") if "val_loss" in r)  # a loss per token: known, converted
+    with pytest.raises(TypeError, match=r"^loss_unit must be a string .*got True \(bool\)"):
+        train.train_loop(mlp(), mlp_cfg(tmp_path / "c"), mlp_batch, mse, save_state, loss_unit=True)
+    assert not (tmp_path / "c").exists()  # refused before any work
+
+
+def test_each_modules_own_mode_is_given_back_not_only_the_models(tmp_path):
+    """A review: the model's mode was given back with model.train(was), which sets every module
+    inside to the top's mode, so a frozen BatchNorm left in eval mode inside a training model
+    (model.train(); model.bn.eval(), the usual fine-tuning pattern) came back training, its running
+    statistics then updated by the caller's next batch. Each module's own mode is given back now: by
+    train_loop, and by each evaluation (eval_fn's and the sampled val loss)."""
+    def mixed() -> torch.nn.Module:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 1))
+        model.train()
+        model[1].eval()  # frozen statistics
+        return model
+
+    def modes(model: torch.nn.Module) -> list[bool]:
+        return [m.training for m in model.modules()]
+
+    model = mixed()
+    train.train_loop(model, mlp_cfg(tmp_path / "out"), mlp_batch, mse, save_state, progress=False)
+    assert modes(model) == [True, True, False, True]
+
+    model = mixed()
+    assert train.eval_fn_metrics(lambda m: {"training": int(m.training)}, model) == {"training": 0}
+    assert modes(model) == [True, True, False, True]
+    rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
+    train.estimate_val_loss(model, mlp_cfg(tmp_path / "unused"), mlp_batch, mse, rt)
+    assert modes(model) == [True, True, False, True]
+
+
+def test_drawing_loss_png_leaves_the_callers_matplotlib_backend_and_figures_alone(tmp_path):
+    """An audit: draw_curves called matplotlib.use("Agg") and drew through pyplot, so a notebook or
+    GUI that called train_loop lost its own backend for good (inline plots and plt.show() stopped
+    showing). It draws on a Figure of its own now: pyplot's backend and open figures are as before."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a caller's backend other than Agg, one that needs no display
+    try:
+        callers = plt.figure()
+        records = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0, "val_loss": 4.5, "val_accuracy": 0.6}]
+        minigpt.run_log.draw_curves(records, tmp_path)
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [callers.number]
+        assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        plt.close("all")
+        matplotlib.use(before)
+
+
+# ---- train_loop as a library call: quiet on request, the model's mode, one run a process, Python's names ----
+
+
+def test_progress_false_keeps_stdout_and_stderr_free_of_the_runs_progress(tmp_path, capsys):
+    """A library audit: train_loop wrote its step lines on stdout (tqdm.write's default), its bar and
+    its closing line on stderr, and nothing turned them off: a service whose stdout is its channel
+    got "step 2: val_loss ..." in it. progress=False (the name generate_texts, perplexity and
+    Tokenizer.train use) turns off all three; the log holds every record all the same."""
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "loud"), mlp_batch, mse, save_state)
+    loud = capsys.readouterr()
+    assert "step 2: val_loss" in loud.out and f"latest: {tmp_path / 'loud'}" in loud.err  # the default: as before
+
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "quiet"), mlp_batch, mse, save_state, progress=False)
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and "training" not in quiet.err and "latest:" not in quiet.err
+    assert [r["step"] for r in read_log(tmp_path / "quiet") if "val_loss" in r] == [2, 4]
+
+    data = make_data(tmp_path / "data")
+    pretrain(tiny_cfg(data, tmp_path / "lm", max_iters=2, eval_interval=2), progress=False)
+    said = capsys.readouterr()
+    assert said.out == "" and "training" not in said.err and "latest:" not in said.err
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_train_loop_gives_a_model_given_in_eval_mode_back_in_eval_mode(tmp_path, fails):
+    """A library audit: train_loop left a model given in eval mode in training mode, dropout on, so
+    the caller's next generate() warned and sampled differently each call. Its mode is given back as
+    the random state is, when the run ends and when it fails (here get_batch's error at step 2)."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1)).eval()
+    batches = []
+
+    def get_batch(split, rng):
+        batches.append(split)
+        if fails and len(batches) == 2:
+            raise OSError("the data went away")
+        return mlp_batch(split, rng)
+
+    with pytest.raises(OSError) if fails else contextlib.nullcontext():
+        train.train_loop(model, mlp_cfg(tmp_path / "out"), get_batch, mse, save_state, progress=False)
+    assert not model.training and not model[1].training
+
+
+def test_a_train_loop_started_while_another_runs_in_the_process_is_warned_of(tmp_path):
+    """A threads audit: two runs at once in one process (a sweep in threads) gave other losses than
+    the same runs one after the other, without a word: both draw from torch's one global generator
+    (dropout masks, new weights). The second run to start is warned; runs one after the other are not."""
+    import threading
+    import warnings
+
+    first_in, second_in = threading.Event(), threading.Event()
+    errors = []
+
+    def batches(started: threading.Event, wait_for: threading.Event | None):
+        def get_batch(split, rng):
+            started.set()
+            if wait_for is not None:  # the first run holds its first step until the second has started
+                wait_for.wait(timeout=60)
+            return mlp_batch(split, rng)
+        return get_batch
+
+    def run(out: str, get_batch) -> None:
+        try:
+            train.train_loop(mlp(), mlp_cfg(tmp_path / out, max_iters=2), get_batch, mse, save_state, progress=False)
+        except Exception as e:  # (a thread's error would be lost: the test reports it)
+            errors.append(e)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run("a", mlp_batch)
+        run("b", mlp_batch)
+        assert not caught  # one after the other: no warning
+        first = threading.Thread(target=run, args=("c", batches(first_in, second_in)))
+        first.start()
+        assert first_in.wait(timeout=60)  # the first run is in its loop ...
+        second = threading.Thread(target=run, args=("d", batches(second_in, None)))
+        second.start()  # ... when the second starts
+        first.join()
+        second.join()
+    assert not errors
+    assert [str(w.message)[:85] for w in caught] == [
+        "a training run (train_loop) started while 1 other run(s) train in this process: they "]
+    assert "neither run is reproducible" in str(caught[0].message) and train.CountedRun.running == 0
+
+
+def test_train_loops_warnings_name_the_python_argument_beside_the_flag(tmp_path, capsys):
+    """A library audit: train_loop's warnings named the CLI's flags alone ("lower --warmup-iters"),
+    which a Python caller does not pass; each names the TrainConfig field too."""
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "out", max_iters=2, warmup_iters=3, lr=0.0, min_lr=0.0), mlp_batch, mse,
+                     save_state, progress=False)
+    err = capsys.readouterr().err
+    assert "lower --warmup-iters (warmup_iters= in Python)" in err
+    assert "give --lr (and --min-lr) > 0 (lr=, min_lr= in Python) to train" in err
+
+
+def test_messages_a_python_caller_meets_name_the_config_field_too(tmp_path):
+    """An audit: a TrainConfig or train_loop called from Python was told to "lower --min-lr", or to
+    give the command "without --resume (or ... with --auto-resume)": flags a Python caller has not.
+    The remedy names the config field beside the flag now."""
+    with pytest.raises(ValueError, match=re.escape("lower --min-lr (min_lr= in Python)")):
+        mlp_cfg(tmp_path / "out", lr=0.1, min_lr=1.0)
+    with pytest.raises(FileNotFoundError, match=re.escape("without --resume (resume=False in Python), or, in a script "
+                                                          "that may run again, with --auto-resume (auto_resume=True in Python)")):
+        train.train_loop(mlp(), mlp_cfg(tmp_path / "none", resume=True), mlp_batch, mse, save_state, progress=False)
+    # A review found more: the diverged run's advice, the second Ctrl-C's, pretrain's missing data.
+    float16 = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float16)
+    assert str(train.diverged(TrainingDiverged("loss is nan at step 3"), None, tmp_path, float16)).endswith(
+        "Try a lower --lr (lr= in Python), or --dtype float32 (dtype='float32' in Python).")
+    train.train_loop(mlp(), mlp_cfg(tmp_path / "ran"), mlp_batch, mse, save_state, progress=False)
+    assert train.stopped_at_once(tmp_path / "ran").endswith("continue from it with --resume (resume=True in Python)")
+    with pytest.raises(ValueError, match=re.escape("--data (data= in Python) is required")):
+        pretrain(TrainConfig(out=str(tmp_path / "p")), progress=False)
+
+
+def test_pretrain_and_train_loop_leave_the_callers_config_as_it_was(tmp_path):
+    """An audit: pretrain(cfg) wrote the settings it settles into the caller's TrainConfig (block_size
+    from the model, auto_resume into resume), and so did train_loop (auto_resume), so a config reused
+    for another run carried this one's. Each settles a copy now, which the log and the saved state
+    record. train_loop's copy runs no check again: pretrain's settled config, allow_new_data with an
+    --auto-resume that found no run, is one a new TrainConfig refuses."""
+    import dataclasses
+
+    data = make_data(tmp_path / "data")
+    cfg = tiny_cfg(data, tmp_path / "lm", block_size=None, n_positions=16, max_iters=2, eval_interval=2,
+                   auto_resume=True, allow_new_data=True)
+    passed = dataclasses.asdict(cfg)
+    pretrain(cfg, progress=False)
+    assert dataclasses.asdict(cfg) == passed
+    for settled in (read_log(tmp_path / "lm")[0]["config"], final_state(tmp_path / "lm")["config"]):
+        assert (settled["block_size"], settled["resume"], settled["auto_resume"]) == (16, False, False)
+
+    cfg = mlp_cfg(tmp_path / "mlp", auto_resume=True)
+    passed = dataclasses.asdict(cfg)
+    train.train_loop(mlp(), cfg, mlp_batch, mse, save_state, progress=False)
+    assert dataclasses.asdict(cfg) == passed
+    assert (read_log(tmp_path / "mlp")[0]["config"]["resume"], final_state(tmp_path / "mlp")["config"]["auto_resume"]) == \
+        (False, False)
+
+
+def test_train_config_keeps_a_torch_device_and_dtype_by_name(tmp_path):
+    """A types audit: TrainConfig(device=torch.device("cpu")) was taken, then train_loop failed
+    writing log.jsonl ("Object of type device is not JSON serializable"); dtype=torch.float32, which
+    GPT.from_pretrained takes, was refused. Both are kept by name now, and such a config trains and
+    logs; a dtype training does not run in (float64) is refused by its name, as before."""
+    cfg = mlp_cfg(tmp_path / "out", device=torch.device("cpu"), dtype=torch.float32)
+    assert (cfg.device, cfg.dtype) == ("cpu", "float32")
+    assert TrainConfig(device=torch.device("cuda", 1), dtype=torch.half).device == "cuda:1"
+    assert TrainConfig(dtype=torch.bfloat16).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="dtype must be one of auto, float32, bfloat16, float16, got 'float64'"):
+        TrainConfig(dtype=torch.float64)
+    train.train_loop(mlp(), cfg, mlp_batch, mse, save_state, progress=False)
+    logged = read_log(tmp_path / "out")
+    assert (logged[0]["config"]["device"], logged[0]["config"]["dtype"]) == ("cpu", "float32")
+    assert [r["step"] for r in logged if "val_loss" in r] == [2, 4]
+
+
+def test_a_compiled_model_trains_as_given_and_its_run_resumes_on_the_model_itself(tmp_path):
+    """An audit: train_loop(torch.compile(model), cfg) trained, but saved the wrapper's state dict, each
+    weight named `_orig_mod.<name>`, in training_state.pt, and a resume on the model itself failed,
+    blaming "another model or other trainable parameters". The wrapper now runs the steps and the
+    evaluations, and the module inside is what is saved, restored, and given to eval_fn and save_fn.
+    (backend="eager": torch.compile traces the model, without Inductor's minutes of C++ builds.)"""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    cfg = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=2, eval_interval=2)
+    graphs, given_to = [], []
+
+    def counting(gm: torch.fx.GraphModule, inputs):  # the eager backend, counting the graphs it runs
+        graphs.append(gm)
+        return gm.forward
+
+    def save_fn(m, d):
+        given_to.append(type(m).__name__)
+        m.save_pretrained(d)
+
+    def eval_fn(m):
+        given_to.append(type(m).__name__)
+        return {}
+
+    model = build_model(cfg, VOCAB)
+    train.train_loop(torch.compile(model, backend=counting), cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng),
+                     save_fn=save_fn, eval_fn=eval_fn, progress=False)
+    assert graphs and set(given_to) == {"GPT"}  # the wrapper ran; eval_fn and save_fn got the module
+    assert all(not name.startswith("_orig_mod.") for name in final_state(tmp_path / "out")["model"])
+    resumed = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=3, eval_interval=2, resume=True)
+    train.train_loop(build_model(cfg, VOCAB), resumed, lambda split, rng: sample_batch(tokens, 16, 4, rng),
+                     progress=False)
+    assert final_state(tmp_path / "out")["step"] == 3
+
+
+def test_a_compiled_model_with_cfg_compile_is_compiled_once_not_twice(tmp_path, monkeypatch):
+    """An audit: with cfg.compile, train_loop compiled the torch.compile(model) it was given again, a
+    wrapper around a wrapper. It compiles the module inside, once."""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    cfg = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=1, eval_interval=1, compile=True)
+    model = build_model(cfg, VOCAB)
+    wrapper = torch.compile(model, backend="eager")
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)  # (what train_loop compiles, run eagerly)
+    train.train_loop(wrapper, cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), progress=False)
+    assert len(compiled) == 1 and compiled[0] is model
+
+
+def test_a_state_saved_from_a_compiled_wrapper_by_an_earlier_minigpt_resumes(tmp_path):
+    """An earlier minigpt, given torch.compile(model), saved each weight under its `_orig_mod.` prefix;
+    --resume refused that state as "saved from another model". Its weights are read back under the
+    model's own names (run_dir.py's `restore`)."""
+    data = make_data(tmp_path / "data")
+    tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    cfg = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=2, eval_interval=2)
+    train.train_loop(build_model(cfg, VOCAB), cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), progress=False)
+    state = final_state(tmp_path / "out")
+    state["model"] = {f"_orig_mod.{name}": t for name, t in state["model"].items()}
+    torch.save(state, tmp_path / "out" / STATE_FILE)
+    model = build_model(cfg, VOCAB)
+    resumed = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=3, eval_interval=2, resume=True)
+    train.train_loop(model, resumed, lambda split, rng: sample_batch(tokens, 16, 4, rng), progress=False)
+    assert final_state(tmp_path / "out")["step"] == 3

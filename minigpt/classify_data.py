@@ -421,7 +421,8 @@ def check_labels(labels: list[int], num_labels: int, whose: str = "", path: Path
     bad = sorted({label for label in labels if not 0 <= label < num_labels})
     if bad:
         where = f"{path}:{_first_line_labelled(path, bad[0])}: " if path else ""
-        raise ValueError(f"{where}{whose}labels {first_few(bad)} are out of range: with num_labels={num_labels}, labels must be "
+        said = f"label {bad[0]} is" if len(bad) == 1 else f"labels {first_few(bad)} are"
+        raise ValueError(f"{where}{whose}{said} out of range: with num_labels={num_labels}, labels must be "
                          f"in [0, {num_labels}){fix}")
 
 

@@ -247,20 +247,34 @@ def no_cxx_compiler(error: BaseException) -> str | None:
     """The one line for --compile without a working C++ compiler, or None for any other error.
 
     Inductor, torch.compile's code generator, writes a CPU model's kernels in C++ and builds them
-    with g++ (or $CXX). Without one, the first compiled call failed with a 100-line traceback ending
-    in an InductorError caused by InvalidCxxCompiler. The cause is found by its class name along the
-    chain of causes: naming the class would import torch._inductor, a private module and a slow
-    import, into every command."""
+    with $CXX, or torch's default (`tried_cxx`). Without one, the first compiled call failed with a
+    100-line traceback ending in an InductorError caused by InvalidCxxCompiler. The cause is found
+    by its class name along the chain of causes: naming the class would import torch._inductor, a
+    private module and a slow import, into every command."""
     seen = set()
     while error is not None and id(error) not in seen:  # (a chain may loop back on itself)
         if type(error).__name__ == "InvalidCxxCompiler":
-            cxx = os.environ.get("CXX")
-            tried = f"$CXX ({cxx})" if cxx else "g++ (the default; $CXX names another)"
-            return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried} does not run: "
+            return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried_cxx()} does not run: "
                     "install one (e.g. g++) or point $CXX at it, or drop --compile")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def tried_cxx() -> str:
+    """The C++ compiler Inductor tried, in words. Its config's `cpp.cxx` names it ($CXX, read when the
+    config loaded, or torch's default: g++, but clang++ on macOS); the config is loaded by the time
+    Inductor fails, and looked up, not imported. Where it is not, or names no one plain compiler,
+    the words say what torch's default is on each platform."""
+    cxx = os.environ.get("CXX")
+    config = sys.modules.get("torch._inductor.config")
+    chosen = getattr(getattr(config, "cpp", None), "cxx", None)  # (None, "g++"): the None is a conda download's
+    names = [c for c in (chosen if isinstance(chosen, (tuple, list)) else [chosen]) if isinstance(c, str)]
+    if cxx and (names == [cxx] or len(names) != 1):
+        return f"$CXX ({cxx})"
+    if len(names) != 1:
+        return "the default C++ compiler (g++; clang++ on macOS; $CXX names another)"
+    return f"{names[0]} (torch's default; $CXX names another)"
 
 
 @contextmanager

@@ -289,6 +289,7 @@ def write_token_files(paths: list[Path], tokenizer, out: Path, val_fraction: flo
                       progress: bool = True) -> tuple[dict, dict]:
     """Encode each file into out/train.bin and out/val.bin, its held-out text into out/val.txt;
     return the token and UTF-8 byte counts of each split (progress: the bar). See `prepare`."""
+    check_flag("progress", progress)  # before any file is read: "no" would read as True
     # Ids go to disk chunk by chunk, and each split is encoded from offsets into the file's text,
     # one chunk sliced at a time: memory holds one file's text (and, while it is read, its bytes
     # too) and one chunk's ids. (Slicing each split, then listing its chunks, held ~3 copies.)

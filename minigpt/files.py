@@ -77,6 +77,18 @@ class NotOurFileError(OSError):
     it is raised, not by its errno, which differs by system (a link refused by O_NOFOLLOW is ELOOP on
     Linux, EMLINK on FreeBSD)."""
 
+    def __str__(self) -> str:
+        # OSError's own reads "[Errno 40] is a symbolic link, ...; remove it: '/run/log.jsonl'", the
+        # subject last: named first, the sentence reads as one wherever str(e) is printed (a CLI's
+        # `error: {e}`, a log). `strerror` stays the bare reason, for `failure_reason`'s CLI lines.
+        return f"{self.filename}: {self.strerror}"
+
+
+class TempTakenError(NotOurFileError, FileExistsError):
+    """`fresh_file`'s: a file appeared at the temp's name between its removal and its creation. A
+    FileExistsError too (EEXIST), so that `except FileExistsError` still catches it, as it caught
+    os.open's own error before."""
+
 
 def is_about_temp(e: OSError, tmp: Path) -> bool:
     """Whether `e` names the temp file `tmp` by its path. An error of a call on a file descriptor
@@ -88,8 +100,10 @@ def is_about_temp(e: OSError, tmp: Path) -> bool:
 def failure_reason(e: OSError, dest: Path) -> str:
     """Why writing `dest` (a file, or a folder of files) failed, for a CLI line that names `dest`
     already: "<file name>: <reason>" (vocab.json, or a temp: a link planted at p.jsonl.tmp), or the
-    reason alone where the error names `dest` itself, its folder (`atomic_path`'s name for a full
-    disk), or nothing. The file by its name alone: the files written for `dest` lie in it or beside it."""
+    reason alone where the error names `dest` itself, its folder (`atomic_path`'s name for an error
+    of no file: a write to a full disk), or nothing. A full disk met at the fsync names the file
+    (`fsync_file`): "vocab.json: No space left on device". The file by its name alone: the files
+    written for `dest` lie in it or beside it."""
     reason = e.strerror or str(e)
     if not isinstance(e.filename, (str, bytes, os.PathLike)):
         return reason
@@ -121,8 +135,8 @@ def fresh_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)  # 0o666: less the umask, as open()
     except FileExistsError:
-        raise NotOurFileError(errno.EEXIST, "appeared between its removal and its creation as a new temp file: "
-                              "another process is writing this folder", str(path)) from None
+        raise TempTakenError(errno.EEXIST, "appeared between its removal and its creation as a new temp file: "
+                             "another process is writing this folder", str(path)) from None
     os.close(fd)
 
 

@@ -437,7 +437,7 @@ def check_finetune_inputs(cfg: FinetuneConfig) -> None:
     config.json). Before OUT_DIR is locked or any model, tokenizer or data is read: a typo costs no
     wait. Every process checks (under torchrun rank 0 alone reads the lm text)."""
     if not cfg.data:
-        raise ValueError(f"--data is required: {DATA_KINDS}")
+        raise ValueError(f"--data (data= in Python) is required: {DATA_KINDS}")
     for path in cfg.data_paths():
         if not path.exists():
             moved = MOVED_DATA_HINT if cfg.resume else ""

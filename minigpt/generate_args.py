@@ -270,12 +270,19 @@ def warn_unused_sampling(num_beams: int, do_sample: bool, sampling: dict) -> Non
                       f"{'it' if len(unused) == 1 else 'them'}", UserWarning, stacklevel=caller_stacklevel())
 
 
+# Beam search's settings at `stream`'s defaults, which change nothing for one sequence:
+# `warn_unused_beam_settings` warns of any other value without beams, and stream_text
+# (minigpt/text_generation.py), which streams one sequence, takes only these. Written out here,
+# once: generation.py, whose `stream` signature holds the defaults, imports this module, so this
+# one cannot read them from there (a test holds the two alike).
+BEAM_SETTINGS_OFF = {"length_penalty": 1.0, "early_stopping": False}
+
 
 def warn_unused_beam_settings(num_beams: int, length_penalty: float, early_stopping: bool | str) -> None:
     """UserWarning naming beam search's settings set without beams (num_beams=1), which nothing then
     reads, as transformers warns "not valid and may be ignored"."""
-    unused = [f"{name}={value!r}" for name, value, off in (("length_penalty", length_penalty, 1.0),
-                                                          ("early_stopping", early_stopping, False)) if value != off]
+    given = {"length_penalty": length_penalty, "early_stopping": early_stopping}
+    unused = [f"{name}={given[name]!r}" for name, off in BEAM_SETTINGS_OFF.items() if given[name] != off]
     if num_beams == 1 and unused:
         warnings.warn(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for beam search, which num_beams=1 "
                       f"does not run: pass num_beams > 1, or drop {'it' if len(unused) == 1 else 'them'}",

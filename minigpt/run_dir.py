@@ -68,9 +68,11 @@ RUN_FILES = (STATE_FILE, LOG_FILE, "config.json", WEIGHTS_NAME, INDEX_NAME)
 # ---- checkpoints --------------------------------------------------------------------------------
 
 
-def frozen_weights(model: nn.Module) -> dict | None:
+def frozen_weights(model: nn.Module, prefix: str = "") -> dict | None:
     """The names of the weights that do not train (a fine-tuning strategy froze them), and a digest
-    of their values; None when every weight trains.
+    of their values; None when every weight trains. `prefix` goes before each name the digest
+    hashes: COMPILED_PREFIX gives the digest an earlier minigpt saved of torch.compile(model), which
+    hashed the wrapper's names (`saved_frozen`); the names returned are the model's own.
 
     training_state.pt keeps only the weights that train: the frozen rest are the --init
     checkpoint's, which --resume loads again anyway. So a LoRA run's state holds MBs of adapters,
@@ -86,7 +88,7 @@ def frozen_weights(model: nn.Module) -> dict | None:
     digest, seen = hashlib.blake2b(digest_size=16), set()
     for name in names:
         t = state[name].detach()
-        digest.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        digest.update(f"{prefix}{name} {t.dtype} {tuple(t.shape)}\n".encode())
         if id(params[name]) not in seen:  # a tied weight (GPT-2's wte is its LM head) read once
             seen.add(id(params[name]))
             digest.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
@@ -95,7 +97,7 @@ def frozen_weights(model: nn.Module) -> dict | None:
 
 def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler, step: int, best: float, cfg,
                     log_partial: tuple[float, int] = (0.0, 0), data: dict | None = None,
-                    frozen: dict | None = None, scaler_skips: tuple[int, int, bool] = (0, 0, False)) -> None:
+                    frozen: dict | None = None, *, scaler_skips: tuple[int, int, bool]) -> None:
     """The HF-layout files first, then the training state (which carries its own copy of the
     weights that train).
 
@@ -106,7 +108,8 @@ def save_checkpoint(out: Path, raw_model: nn.Module, save_fn, optimizer, scaler,
     scaler_skips is float16's count of the updates its loss scaler skipped (minigpt/train.py's
     `Progress`): (since the last log record, in a row now, whether the run kept one yet), so a resumed
     run's next record counts the skips before the resume too, and its rule for skips in a row goes on
-    where it stood.
+    where it stood. It has no default: none is right for every state (a saved run that made steps
+    and a fresh one differ in kept_one; `restore`'s guess for a state without it says so).
 
     Each file is replaced atomically. A crash between the two leaves newer HF files beside an
     older state; resume reads weights *from the state*, so it still restarts consistently.
@@ -561,8 +564,10 @@ def check_data(out: Path, saved: dict | None, now: dict | None, cfg: TrainConfig
         raise ValueError(f"the data differs from the data the run in {out} trained on ({shown}): {flags} chose other "
                          f"data from --data {data}; resume with the run's setting (drop the flag), or pass "
                          f"{ALLOW_NEW_DATA} to go on with this data")
-    raise ValueError(f"--data {data} is not the data the run in {out} trained on ({shown}); resume with the run's "
-                     f"data, or pass {ALLOW_NEW_DATA} to go on with this data")
+    # A Python caller of train_loop gives the fingerprint, and no --data (cfg.data empty) to name.
+    differs = f"--data {data} is not the data" if data else "the data (data_fingerprint=) differs from the data"
+    raise ValueError(f"{differs} the run in {out} trained on ({shown}); resume with the run's data, or pass "
+                     f"{ALLOW_NEW_DATA} to go on with this data")
 
 
 def _figure(value) -> str:
@@ -665,7 +670,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}", file=sys.stderr)
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
-                         f"--max-iters counts the whole run, so pass more than {state['step']} to train further")
+                         f"--max-iters (max_iters= in Python) counts the whole run, so pass more than {state['step']} "
+                         "to train further")
     # Printed once every check has passed: a note says what the resumed run does.
     saved_data, now_data = data_only(state.get("data")), data_only(data)  # (states saved before it was recorded: None)
     notes = [schedule_note(state["step"], state["config"], cfg) if cfg.max_iters > state["step"] else None,  # (no step runs)
@@ -737,17 +743,31 @@ def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: d
     run's adapters or blocks were trained on top of other weights. A state saved before minigpt
     left the frozen weights out (no "frozen" entry) holds them all, and they are compared with
     --init's too: the next checkpoint records --init's digest as the weights this run trained on."""
-    saved = state.get("frozen")
+    saved, prefix = saved_frozen(state)
     if frozen is None or (saved is not None and saved["names"] != frozen["names"]):
         return state["model"]  # nothing frozen now, or other weights: load_state_dict names what differs
     now = raw_model.state_dict()
     if saved is None:
         same = all(name not in state["model"] or torch.equal(state["model"][name], now[name]) for name in frozen["names"])
+    elif prefix:  # (hashed again under the names the saved digest hashed: each name is in it)
+        same = saved["digest"] == frozen_weights(raw_model, prefix)["digest"]
     else:
         same = saved["digest"] == frozen["digest"]
     if not same:
         raise ValueError(frozen_weights_changed(path, state, cfg))
     return {**{name: now[name] for name in frozen["names"]}, **state["model"]}
+
+
+def saved_frozen(state: dict) -> tuple[dict | None, str]:
+    """The state's frozen weights (`frozen_weights`: names and digest) under the model's own names,
+    and the prefix its digest hashed each name under. An earlier minigpt, given torch.compile(model),
+    saved the wrapper's names, each under COMPILED_PREFIX, and hashed them so: `restore` reads the
+    weights back without it, and so are their names here, or they would never match the model's."""
+    saved = state.get("frozen")
+    if saved is None or not saved["names"] or not all(name.startswith(COMPILED_PREFIX) for name in saved["names"]):
+        return saved, ""
+    names = [name.removeprefix(COMPILED_PREFIX) for name in saved["names"]]
+    return {**saved, "names": names}, COMPILED_PREFIX
 
 
 def frozen_weights_changed(path: Path, state: dict, cfg) -> str:

@@ -16,7 +16,6 @@ one is done (`generate_texts` returns all texts at the end, in the prompts' orde
 """
 from __future__ import annotations
 
-import inspect
 import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generator, Literal, overload
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from minigpt.generation import DEFAULT_MAX_NEW_TOKENS, StreamOptions, TokenizerLike, run_to_end, stream, takes_stream_arguments
 from minigpt.checks import as_count, check_flag
-from minigpt.generate_args import check_model, eos_list, prompt_room
+from minigpt.generate_args import BEAM_SETTINGS_OFF, check_model, eos_list, prompt_room
 from minigpt.penalties import PENALTIES_OFF
 from minigpt.progress_bar import given_or_new_bar
 from minigpt.sampling import SAMPLING_DEFAULTS, check_seed
@@ -78,11 +77,6 @@ def encode_prompt(tokenizer, text: str, name: str = "prompt") -> list[int]:
             f"allowed_special='all'), or tokenizer.encode_ordinary(prompt) for it as plain text") from None
 
 
-# Beam search's settings that change nothing for one sequence at their defaults: `stream`'s own,
-# read from its signature (as `takes_stream_arguments` reads its names), so that the two never differ.
-BEAM_SETTINGS_OFF = {name: inspect.signature(stream).parameters[name].default for name in ("length_penalty", "early_stopping")}
-
-
 # As `generate`'s overloads (minigpt/generation.py): the generator's return value with return_stats.
 @overload
 def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
@@ -118,12 +112,13 @@ def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | 
         if as_count(name, kwargs.get(name, 1)) > 1:  # ("2" would fail in the comparison)
             raise ValueError(f"stream_text streams one sequence token by token, so {name} > 1 is not "
                              f"supported: use generate_text({name}=...), which returns each sequence's text")
+    check_flag("return_scores", kwargs.get("return_scores", False))  # "no" is no switch, before it is read as True
     if kwargs.get("return_scores"):  # (stream's own message would ask for num_beams > 1, which is refused here)
         raise ValueError("stream_text streams one sequence token by token, so return_scores (beam search's) is not "
                          "supported: use generate_text(num_beams=..., return_scores=True), which returns the beams' texts")
     # Beam search's settings, at `stream`'s defaults (what `minigpt generate --stream` passes), are
-    # taken: they change nothing. Any other value would get stream's "pass num_beams > 1" warning,
-    # which is refused here.
+    # taken: they change nothing. Any other value would get stream's "pass num_beams > 1" warning
+    # (`warn_unused_beam_settings`, which reads the same BEAM_SETTINGS_OFF), refused here instead.
     for name, off in BEAM_SETTINGS_OFF.items():
         if kwargs.get(name, off) != off:
             raise ValueError(f"stream_text streams one sequence token by token, so {name} (beam search's) is not "

@@ -652,7 +652,9 @@ class Tokenizer:
         start) with pad_token_id, which in GPT-2 is <|endoftext|>: skip_special_tokens=True drops
         it, and with it any <|endoftext|> the text itself holds.
         The second argument is skip_special_tokens, as in transformers (`batch_decode(rows, True)`
-        ports as it is), not decode's `errors`: that one is a keyword here."""
+        ports as it is), not decode's `errors`: that one is a keyword here. transformers' third,
+        clean_up_tokenization_spaces, minigpt has not (GPT-2's text is its bytes, spaces and all), so
+        a third positional argument is a TypeError, never taken for another setting."""
         if isinstance(skip_special_tokens, str) and is_error_handler(skip_special_tokens):  # decode's order: (rows, "strict")
             raise TypeError(f"skip_special_tokens must be True or False, got {skip_special_tokens!r}; errors is a "
                             f"keyword: batch_decode(rows, errors={skip_special_tokens!r})")
@@ -789,7 +791,6 @@ class Tokenizer:
         out of pairs, the vocabulary ends up smaller."""
         from minigpt.bpe_train import train_tokenizer
 
-        check_flag("progress", progress)  # before minutes of counting: "no" would read as True
         return cls(*train_tokenizer(text_or_files, vocab_size, special_tokens, progress=progress))
 
 

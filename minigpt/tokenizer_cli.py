@@ -160,8 +160,9 @@ def train_and_save(name: str, files: list[Path], vocab_size: int, special: Seque
         tok.save_pretrained(out)
     except OSError as e:  # what `unwritable` cannot foresee: a full disk, a folder made read-only since
         # Which file failed (vocab.json: files.atomic_path names it so, not by its temp file, unless the
-        # temp itself is at fault: a link planted at vocab.json.tmp). A full disk names no file, and
-        # atomic_path names the folder for it: --out itself, said already.
+        # temp itself is at fault: a link planted at vocab.json.tmp). A full disk met by a write names
+        # no file, and atomic_path names the folder for it: --out itself, said already. One met by the
+        # fsync names the file (files.fsync_file): "vocab.json: No space left on device".
         print(f"{name}: error: cannot save the tokenizer to --out {out}: {failure_reason(e, out)}", file=sys.stderr)
         return FAILED
     specials = ", ".join(tok.special_tokens) or "none"

@@ -430,7 +430,7 @@ def train_loop(
     A run that ends says on stderr (rank 0; not with progress=False) where its weights are and what to run next (`handoff`).
     The signal handlers it sets (in the main thread only), the caller's random state and TF32
     switches, and the mode of the model and of each module inside it are given back when it ends,
-    however it ends. One run at a time in a process: a second one started while one runs is warned
+    however it ends (it trains with each module in the mode the caller left it: `training_modes`). One run at a time in a process: a second one started while one runs is warned
     of (`CountedRun`).
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
@@ -484,7 +484,7 @@ def train_loop(
         try:
             with (CountedRun(), caller_rng, tf32_matmuls(rt.device), mode_given_back(raw),
                   StopSignal() as stop_signal, bar):
-                model.train()
+                training_modes(model, raw)
                 metrics = run_steps(run, start, stop_signal)  # (which moves `start` on, step by step)
         except KeyboardInterrupt as e:  # not Stopped: a second Ctrl-C, which stops at once (StopSignal)
             if not isinstance(e, Stopped) and rt.is_main:
@@ -493,6 +493,21 @@ def train_loop(
     if speaks:  # on stderr: stdout's last line is the result, one JSON line for scripts (train_runtime's run_command)
         print(handoff(out, raw), file=sys.stderr)
     return metrics
+
+
+def training_modes(model: nn.Module, raw: nn.Module) -> None:
+    """Put `model` (raw, or its compiled or DDP wrapper) in training mode for the run, with each
+    module inside raw in the mode the caller left it, when raw came in training mode: a BatchNorm
+    left in eval mode inside a training model (model.train(); model.bn.eval()) stays in eval mode,
+    its running statistics untouched, as its caller froze them. model.train() alone sets every
+    module inside to training mode, so the run moved those statistics anyway. A model given in
+    eval mode (`from_pretrained` returns one) trains whole: every module in training mode. Each
+    evaluation gives these modes back after (`mode_given_back`)."""
+    given = {module: module.training for module in raw.modules()}
+    model.train()
+    if given[raw]:
+        for module, training in given.items():
+            module.training = training  # (not module.train(training), which recurses into the children)
 
 
 @contextmanager
@@ -831,4 +846,4 @@ def checkpoint(run: Run, progress: Progress) -> None:
     """Save the run at its current step (rank 0's work: minigpt/run_dir.py's `save_checkpoint`)."""
     save_checkpoint(run.out, run.raw, run.save_fn, run.optimizer, run.scaler, progress.step, progress.best, run.cfg,
                     (progress.loss_since, progress.steps_since), run.data_fingerprint, run.frozen,
-                    (progress.skipped_since, progress.skipped_in_a_row, progress.kept_one))
+                    scaler_skips=(progress.skipped_since, progress.skipped_in_a_row, progress.kept_one))

@@ -1530,6 +1530,41 @@ def test_a_symlink_planted_while_a_temp_is_made_or_written_fails_the_write_and_w
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
+def test_an_error_about_what_is_at_a_name_says_the_name_first_and_a_taken_temp_is_a_file_exists_error(tmp_path,
+                                                                                                     monkeypatch):
+    """A review: NotOurFileError's strerror is a bare reason ("is a symbolic link, ...; remove it"),
+    worded for failure_reason's CLI lines, so printed as str(e) elsewhere (train's log.jsonl, a
+    download's .partial) it read "[Errno 40] is a symbolic link ...: '/x/log.jsonl'", its subject
+    last. str(e) names the file first now, strerror staying bare. And fresh_file's EEXIST was a
+    FileExistsError before it became a NotOurFileError: `except FileExistsError` caught it no more."""
+    import errno
+
+    import minigpt.files as files
+
+    link = tmp_path / "log.jsonl"
+    link.symlink_to(tmp_path / "victim.txt")
+    with pytest.raises(files.NotOurFileError) as e:
+        files.no_follow(link, os.O_WRONLY | os.O_CREAT)
+    assert str(e.value) == (f"{link}: is a symbolic link, which minigpt does not write through (one planted there could "
+                            "point at any file); remove it")
+    assert e.value.strerror.startswith("is a symbolic link") and files.failure_reason(e.value, tmp_path).startswith(
+        "log.jsonl: is a symbolic link")
+
+    partial = tmp_path / "gpt2.safetensors.partial"
+    real_unlink = Path.unlink
+
+    def unlink_then_plant(self, missing_ok=False):  # another process makes the file just after its removal
+        real_unlink(self, missing_ok=missing_ok)
+        self.write_text("theirs")
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_plant)
+    with pytest.raises(FileExistsError) as e:
+        files.fresh_file(partial)
+    assert isinstance(e.value, files.NotOurFileError) and e.value.errno == errno.EEXIST
+    assert str(e.value).startswith(f"{partial}: appeared between its removal and its creation as a new temp file")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need admin rights on Windows")
 def test_a_symlinked_log_or_lock_file_is_refused_by_name(tmp_path):
     """A security audit: append_log opened log.jsonl with "a" and file_lock its .lock with O_CREAT,
     both following a symbolic link: one planted in a run's folder had records appended to any file."""
@@ -1540,10 +1575,10 @@ def test_a_symlinked_log_or_lock_file_is_refused_by_name(tmp_path):
     victim.write_text("another user's file\n")
     (tmp_path / LOG_FILE).symlink_to(victim)
     (tmp_path / "run.lock").symlink_to(victim)
-    with pytest.raises(OSError, match=re.escape(f"is a symbolic link, which minigpt does not write through (one planted "
-                                                f"there could point at any file); remove it: '{tmp_path / LOG_FILE}'")):
+    with pytest.raises(OSError, match=re.escape(f"{tmp_path / LOG_FILE}: is a symbolic link, which minigpt does not "
+                                                "write through (one planted there could point at any file); remove it")):
         append_log(tmp_path, {"step": 1})
-    with pytest.raises(OSError, match=re.escape(f"remove it: '{tmp_path / 'run.lock'}'")):
+    with pytest.raises(OSError, match=re.escape(f"{tmp_path / 'run.lock'}: is a symbolic link")):
         with file_lock(tmp_path / "run.lock", busy=lambda: None):
             pass
     assert victim.read_text() == "another user's file\n"

@@ -542,6 +542,17 @@ def test_out_of_range_labels_past_five_say_how_many_more():
         check_labels([0, 1, 2, 3, 4, 5, 6, 7, 8], num_labels=2)
 
 
+def test_one_out_of_range_label_is_said_in_the_singular():
+    """A review: one bad label read "val labels 5 are out of range", a plural of one. One is "label 5
+    is", several "labels 2, 5 are" (the same label on many lines is one label)."""
+    from minigpt.classify_data import check_labels
+
+    with pytest.raises(ValueError, match=r"^val label 5 is out of range: with num_labels=2, labels must be in \[0, 2\)$"):
+        check_labels([0, 5, 1, 5], num_labels=2, whose="val ")
+    with pytest.raises(ValueError, match=r"^val labels 2, 5 are out of range: with num_labels=2"):
+        check_labels([2, 5, 1], num_labels=2, whose="val ")
+
+
 def test_encode_examples_cuts_each_text_and_counts_what_it_cut(base):
     """The classify data prep fine-tuning and `minigpt eval` share (a review finding: each wrote it
     out): each text's first max_tokens ids, how many texts were longer, the longest's length;

@@ -809,3 +809,30 @@ def test_compile_without_a_cxx_compiler_is_one_line_with_exit_2(command, tmp_pat
         f"python -m minigpt {command}: error: --compile needs a working C++ compiler to build its CPU kernels, and $CXX "
         f"({tmp_path / 'no-such-g++'}) does not run: install one (e.g. g++) or point $CXX at it, or drop --compile"], r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) < 6, r.stderr
+
+
+def test_no_cxx_compiler_names_the_compiler_torch_tried(monkeypatch):
+    """A review: the line for --compile without a C++ compiler said g++ was the default, which it is
+    not on macOS (torch's default is clang++ there). It names the compiler Inductor's config names
+    (loaded by then), or, without that config, the default on each platform."""
+    from types import SimpleNamespace
+
+    class InvalidCxxCompiler(RuntimeError):  # found by its class name, as Inductor's is
+        pass
+
+    try:
+        try:
+            raise InvalidCxxCompiler("no compiler")
+        except InvalidCxxCompiler as cause:
+            raise RuntimeError("InductorError") from cause
+    except RuntimeError as e:
+        error = e
+    monkeypatch.delenv("CXX", raising=False)
+    config = SimpleNamespace(cpp=SimpleNamespace(cxx=(None, "clang++")))  # as torch's is on macOS
+    monkeypatch.setitem(sys.modules, "torch._inductor.config", config)
+    assert "and clang++ (torch's default; $CXX names another) does not run" in minigpt_cli.no_cxx_compiler(error)
+    monkeypatch.delitem(sys.modules, "torch._inductor.config")
+    assert ("and the default C++ compiler (g++; clang++ on macOS; $CXX names another) does not run"
+            in minigpt_cli.no_cxx_compiler(error))
+    monkeypatch.setenv("CXX", "/opt/bin/c++")
+    assert "and $CXX (/opt/bin/c++) does not run" in minigpt_cli.no_cxx_compiler(error)

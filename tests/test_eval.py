@@ -125,9 +125,13 @@ def test_every_progress_argument_refuses_what_is_no_bool_with_one_message(model_
     with its message (perplexity and generate_texts, which also take a bar to move on, through
     given_or_new_bar); the training calls before any data or model is read. A review: the
     download's (download_gpt2, fetch), BPE training's steps (train_tokenizer, count_chunks,
-    train_bpe) and score_examples still read it as a truth value: they check it first too."""
+    train_bpe) and score_examples still read it as a truth value: they check it first too. A later
+    review: Tokenizer.train's and train_tokenizer's calls here trained on a text, so nothing showed
+    that the check comes before a file is read: they name a file that does not exist now (as
+    data.write_token_files, prepare's step, which read its files before it checked)."""
     from minigpt import generate_texts
     from minigpt.bpe_train import count_chunks, train_bpe, train_tokenizer
+    from minigpt.data import write_token_files
     from minigpt.classify_data import score_examples
     from minigpt.download import download_gpt2, fetch
     from minigpt.finetune import FinetuneConfig, finetune
@@ -142,7 +146,8 @@ def test_every_progress_argument_refuses_what_is_no_bool_with_one_message(model_
     calls = {
         "perplexity": lambda p: perplexity(model, torch.arange(40), 32, 16, progress=p),
         "generate_texts": lambda p: generate_texts(model, tok, ["a"], max_new_tokens=1, progress=p),
-        "Tokenizer.train": lambda p: Tokenizer.train(TEXT, 260, progress=p),
+        # (before any file is read: the files named need not exist)
+        "Tokenizer.train": lambda p: Tokenizer.train([Path("nowhere.txt")], 260, progress=p),
         "sft_val_loss": lambda p: sft_val_loss(model, examples, 0, 1, progress=p),
         "classifier_scores": lambda p: evaluate.classifier_scores(clf, [[1, 2]], [0], 0, 1, progress=p),
         # (before any data is read: the config's data folder need not exist)
@@ -152,7 +157,8 @@ def test_every_progress_argument_refuses_what_is_no_bool_with_one_message(model_
         # (before the network: the address is never asked)
         "download_gpt2": lambda p: download_gpt2("gpt2", out="nowhere", base_url="http://localhost:9", progress=p),
         "fetch": lambda p: fetch("http://localhost:9/x", Path("nowhere"), progress=p),
-        "train_tokenizer": lambda p: train_tokenizer(TEXT, 260, [], progress=p),
+        "train_tokenizer": lambda p: train_tokenizer([Path("nowhere.txt")], 260, [], progress=p),
+        "write_token_files": lambda p: write_token_files([Path("nowhere.txt")], tok, Path("nowhere"), 0.1, progress=p),
         "count_chunks": lambda p: count_chunks([TEXT], progress=p),
         "train_bpe": lambda p: train_bpe({"ab": 2}, 260, progress=p),
         "score_examples": lambda p: score_examples(clf, [[1, 2]], [0], 0, 1, progress=p),
@@ -600,7 +606,7 @@ def test_eval_refuses_the_other_kind_of_models_flags_and_files(model_dir, classi
                                          f"{clf} is a classifier, scored on labelled examples"),
         ([clf, "-"], "standard input is not read for it: save the lines to a file"),
         ([clf, str(tmp_path / "missing.tsv")], "TSV file " + str(tmp_path / "missing.tsv") + " does not exist"),
-        ([clf, str(tmp_path / "five.tsv")], "five.tsv:2: labels 5 are out of range: with num_labels=4, labels must be in [0, 4)"),
+        ([clf, str(tmp_path / "five.tsv")], "five.tsv:2: label 5 is out of range: with num_labels=4, labels must be in [0, 4)"),
         ([lm, tsv], f"t.tsv is a .tsv file (text<TAB>label, what a classifier is scored on), but {lm} is a language model"),
         ([lm, str(tmp_path / "t.txt"), "--batch-size", "4"], f"a classifier's or a file of sft pairs'; {lm} is a language model and {tmp_path / 't.txt'} no pairs file "
          "(JSON Lines of prompt and completion), so it is scored in windows of --max-length tokens: drop --batch-size"),

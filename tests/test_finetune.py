@@ -428,16 +428,16 @@ def test_a_class_id_past_the_last_class_is_refused_by_file_and_line(tmp_path):
 
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\nnice\t1\n")
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\nmixed bag\t2\nanother\t2\n")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: val labels 2 are out of range: with "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: val label 2 is out of range: with "
                                                    "num_labels=2, labels must be in [0, 2); if class 2 really exists, "
                                                    "pass --num-labels 3")):
         finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
     (tmp_path / "dev.tsv").write_text("good film\t1\n")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.tsv'}:2: train labels 1 are out of range: "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.tsv'}:2: train label 1 is out of range: "
                                                    "with num_labels=1")):
         finetune._classify_task(data_cfg(tmp_path, num_labels=1), None, None, None)
     (tmp_path / "dev.tsv").write_text("good film\t1\nmixed bag\t2\n")  # an --init classifier's head has its classes
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:2: val labels 2 are out of range: with "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:2: val label 2 is out of range: with "
                                                    "num_labels=2, labels must be in [0, 2); --init clf's head has no "
                                                    "more: if class 2 really exists, start from a language model with "
                                                    "--num-labels 3")):
@@ -1487,11 +1487,11 @@ def test_a_label_one_past_the_last_class_is_refused_by_name(tmp_path):
 
     (tmp_path / "train.tsv").write_text("a\t0\nb\t1\n")
     (tmp_path / "dev.tsv").write_text("c\t1\nd\t2\n")
-    with pytest.raises(ValueError, match=r"val labels 2 are out of range: with num_labels=2"):
+    with pytest.raises(ValueError, match=r"val label 2 is out of range: with num_labels=2"):
         finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
     (tmp_path / "train.tsv").write_text("a\t0\nb\t3\n")
     (tmp_path / "dev.tsv").write_text("c\t1\n")
-    with pytest.raises(ValueError, match=r"train labels 3 are out of range: with num_labels=3"):
+    with pytest.raises(ValueError, match=r"train label 3 is out of range: with num_labels=3"):
         finetune._classify_task(data_cfg(tmp_path, num_labels=3), None, None, None)
 
 
@@ -1601,7 +1601,8 @@ def test_a_failed_adapter_save_names_the_checkpoint_that_stands(base, tmp_path):
 def test_a_repeated_data_flag_adds_its_files(tmp_path):
     """A review: argparse keeps the last of a repeated flag, so `--data a.txt --data b.txt`
     trained on b.txt alone, silently. Each --data adds its files, as `--data a.txt b.txt` does;
-    without --data the run still says it is required."""
+    without --data the run still says it is required. A later review: it said "--data is required"
+    to a Python caller too, who passes data=: it names both now, as pretrain's does."""
     from minigpt.finetune import finetune
     from minigpt.train_config import parse_config
 
@@ -1610,7 +1611,7 @@ def test_a_repeated_data_flag_adds_its_files(tmp_path):
 
     assert data("--data", "a.txt", "--data", "b.txt") == data("--data", "a.txt", "b.txt") == ("a.txt", "b.txt")
     assert data("--data", "a.txt") == "a.txt" and data() == ()
-    with pytest.raises(ValueError, match="--data is required"):
+    with pytest.raises(ValueError, match=re.escape("--data (data= in Python) is required: text files or a DATA_DIR")):
         finetune(FinetuneConfig(init="gpt2", out=str(tmp_path / "o"), data=data()))
 
 
@@ -1743,7 +1744,7 @@ def test_check_finetune_inputs_refuses_a_bad_data_or_init_before_the_run_touches
     adapters.mkdir()
     (adapters / ADAPTER_CONFIG).write_text(json.dumps({"base_model_name_or_path": "gpt2"}))
     for data, init, error, message in [
-        ("", "gpt2", ValueError, "--data is required"),
+        ("", "gpt2", ValueError, "--data (data= in Python) is required"),
         (str(tmp_path / "none.txt"), "gpt2", FileNotFoundError, "none.txt does not exist"),
         (str(tmp_path), "gpt2", ValueError, "is a directory without meta.json"),  # lm: neither text nor prepared
         (str(text), str(adapters), FileNotFoundError, "holds LoRA adapters alone (for the base model 'gpt2')"),

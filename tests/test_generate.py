@@ -1261,11 +1261,30 @@ def test_stream_text_shows_no_option_it_refuses_and_points_to_generate_text(pair
 def test_stream_text_takes_beam_searchs_settings_at_streams_own_defaults():
     """A review: stream_text wrote stream's defaults for length_penalty and early_stopping out again
     (1.0, False), a copy that a change of stream's would leave behind, refusing the value the CLI
-    passes. It reads them from stream's signature, as takes_stream_arguments reads stream's names."""
-    from minigpt.text_generation import BEAM_SETTINGS_OFF
+    passes. A later review: generate_args.warn_unused_beam_settings held a third copy. One table,
+    generate_args.BEAM_SETTINGS_OFF (generation.py imports generate_args, so it cannot read stream's
+    signature), serves both, and is held to stream's defaults here."""
+    import minigpt.text_generation
+    from minigpt.generate_args import BEAM_SETTINGS_OFF, warn_unused_beam_settings
 
     defaults = inspect.signature(stream).parameters
     assert BEAM_SETTINGS_OFF == {name: defaults[name].default for name in ("length_penalty", "early_stopping")}
+    assert minigpt.text_generation.BEAM_SETTINGS_OFF is BEAM_SETTINGS_OFF
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unused_beam_settings(1, *BEAM_SETTINGS_OFF.values())  # at the defaults: nothing to warn of
+    with pytest.warns(UserWarning, match=re.escape("length_penalty=2.0 is for beam search, which num_beams=1 does not run")):
+        warn_unused_beam_settings(1, 2.0, BEAM_SETTINGS_OFF["early_stopping"])
+
+
+@pytest.mark.parametrize("value", ["no", 1])
+def test_stream_text_says_a_return_scores_that_is_no_switch_is_no_switch(pair, value):
+    """A review: stream_text read return_scores="no" (or 1) as True and refused it as beam search's
+    ("use generate_text(num_beams=..., return_scores=True)"), where stream says "return_scores must
+    be True or False": it says so too, before anything else."""
+    model, _ = pair
+    with pytest.raises(TypeError, match=re.escape(f"return_scores must be True or False, got {value!r}")):
+        stream_text(model, ByteTokenizer(), "hi", max_new_tokens=4, return_scores=value)
 
 
 def test_stream_text_is_imported_from_minigpt_as_the_other_text_functions_are():

@@ -247,6 +247,8 @@ def test_batch_decode_refuses_decodes_errors_in_its_skip_special_tokens_slot(tok
         tok.batch_decode([cut], errors="strict")
     assert tok.batch_decode([cut], True) == ["\ufffd"]  # transformers' order, batch_decode(rows, True), still works
     assert tok.batch_decode([cut], False, errors="ignore") == [EOT]
+    with pytest.raises(TypeError, match="positional"):  # transformers' third is clean_up_tokenization_spaces: not errors
+        tok.batch_decode([cut], False, "strict")
 
 
 @pytest.mark.parametrize("bad", ["no", "False", [], 0.5, None])

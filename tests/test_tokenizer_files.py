@@ -868,32 +868,46 @@ def test_recorded_length_is_the_record_alone_and_none_where_unreadable(tmp_path)
         assert recorded_length(tmp_path) == length, text
 
 
-@pytest.mark.parametrize("failure", ["full disk", "read-only folder"])
+@pytest.mark.parametrize("failure", ["full disk at the write", "full disk at the fsync", "read-only folder"])
 def test_a_tokenizer_save_that_fails_in_its_atomic_write_names_vocab_json_or_nothing(tmp_path, monkeypatch, capsys,
                                                                                       failure):
     """A code reread: the tokenizer CLI stripped ".tmp" from a failed save's file name itself, since
     files.atomic_path raised the temp file's error as it was (vocab.json.tmp). atomic_path names the
     file now: a folder made read-only refuses the temp by name, said as vocab.json. A review: a full
-    disk fails the fsync naming no file, which atomic_path names by its folder, --out itself, and
-    the CLI said it twice ("--out .../tok: tok: No space left on device"): it is said once."""
+    disk that fails a write names no file, which atomic_path names by its folder, --out itself, and
+    the CLI said it twice ("--out .../tok: tok: No space left on device"): it is said once. A later
+    review: this test mocked fsync_file raising an error of no file, which the real one no longer
+    raises (it names its temp): os.fsync itself fails now, and the CLI says "vocab.json: ..."."""
     import errno
 
     import minigpt.files
 
-    def full_disk(path, mode=None):  # as a full disk fails the temp's write (its flush at close): no file name
+    def write_to_full_disk(path, flags, mode=0o666):  # the temp opened for writing: /dev/full's ENOSPC, no file name
+        if not flags & os.O_WRONLY:
+            return real_no_follow(path, flags, mode)
+        return os.open("/dev/full", os.O_WRONLY)
+
+    def full_disk_at_fsync(fd):  # as the kernel fails it: an error of an fd, naming no file
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def read_only(path):  # as os.open refuses to create vocab.json.tmp: naming it
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    if failure == "full disk":
-        monkeypatch.setattr(minigpt.files, "fsync_file", full_disk)
+    real_no_follow = minigpt.files.no_follow
+    if failure == "full disk at the write":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full (a device that always says the disk is full) on this system")
+        monkeypatch.setattr(minigpt.files, "no_follow", write_to_full_disk)
+    elif failure == "full disk at the fsync":
+        monkeypatch.setattr(os, "fsync", full_disk_at_fsync)
     else:
         monkeypatch.setattr(minigpt.files, "fresh_file", read_only)
     data, out = tmp_path / "data.txt", tmp_path / "tok"
     data.write_text("the cat sat on the mat " * 20, encoding="utf-8")
     assert tokenizer_cli.main(["--train", str(data), "--vocab-size", "262", "--out", str(out)]) == 2
-    said = {"full disk": "No space left on device", "read-only folder": "vocab.json: Permission denied"}[failure]
+    said = {"full disk at the write": "No space left on device",
+            "full disk at the fsync": "vocab.json: No space left on device",
+            "read-only folder": "vocab.json: Permission denied"}[failure]
     err = capsys.readouterr().err
     assert f"tokenize --train: error: cannot save the tokenizer to --out {out}: {said}\n" in err and ".tmp" not in err, err
 

@@ -2976,7 +2976,8 @@ def test_a_training_state_over_the_file_size_limit_says_so_not_disk_full(tmp_pat
 
     def save(out: Path) -> None:
         minigpt.run_dir.save_checkpoint(out, model, lambda m, d: None, optimizer,
-                                        torch.amp.GradScaler("cpu", enabled=False), 1, math.inf, cfg)
+                                        torch.amp.GradScaler("cpu", enabled=False), 1, math.inf, cfg,
+                                        scaler_skips=(0, 0, True))
 
     save(tmp_path)
     size = (tmp_path / STATE_FILE).stat().st_size
@@ -3645,6 +3646,27 @@ def test_a_val_loss_that_is_not_finite_is_warned_of_once_and_never_becomes_best(
     assert not (tmp_path / "out" / "best").exists()
 
 
+def test_a_python_resume_refused_names_what_a_python_caller_set(tmp_path):
+    """A review: a Python caller of train_loop, refused on resume, read only flags: "--max-iters 2 is
+    below ...: --max-iters counts the whole run", and, its data_fingerprint differing with no
+    cfg.data, "--data  is not the data ..." (an empty name). They name the config field, and the
+    data_fingerprint argument where there is no --data."""
+    import dataclasses
+
+    cfg = mlp_cfg(tmp_path / "out")
+    train.train_loop(mlp(), cfg, mlp_batch, mse, save_state, data_fingerprint={"rows": 100}, progress=False)
+    resume = dataclasses.replace(cfg, resume=True)
+    with pytest.raises(ValueError, match=r"--max-iters \(max_iters= in Python\) counts the whole run"):
+        train.train_loop(mlp(), dataclasses.replace(resume, max_iters=2), mlp_batch, mse, save_state,
+                         data_fingerprint={"rows": 100}, progress=False)
+    with pytest.raises(ValueError) as refused:
+        train.train_loop(mlp(), dataclasses.replace(resume, max_iters=6), mlp_batch, mse, save_state,
+                         data_fingerprint={"rows": 200}, progress=False)
+    assert str(refused.value).startswith(f"the data (data_fingerprint=) differs from the data the run in {tmp_path / 'out'} "
+                                         "trained on (rows: 100 then, 200 now); resume with the run's data, or pass "
+                                         "--allow-new-data (allow_new_data=True in Python)")
+
+
 def test_a_python_resume_with_other_frozen_weights_names_the_model_given_not_init(tmp_path):
     """An audit: resuming from Python, with a model whose frozen weights differ (built from another
     seed), was told to "Give --init the checkpoint the run started from", a flag a Python caller
@@ -3833,13 +3855,7 @@ def test_a_float16_log_record_that_spans_a_resume_counts_the_skips_before_it(tmp
 
     def run(out: Path, crash: bool) -> list[tuple]:
         poison_first.left = 1
-        train_batches = {"n": 0}
-
-        def get_batch(split, rng):
-            train_batches["n"] += split == "train"
-            if crash and train_batches["n"] == 3:  # in step 3, after step 2's checkpoint
-                raise OSError("the machine went down")
-            return mlp_batch(split, rng)
+        get_batch = down_in_step_3(crash)
 
         cfg = mlp_cfg(out, dtype="float16", max_iters=4, log_interval=4, eval_interval=0, save_interval=2)
         model = mlp()
@@ -3854,6 +3870,64 @@ def test_a_float16_log_record_that_spans_a_resume_counts_the_skips_before_it(tmp
     assert unbroken == [(4, 1, 2.0**15)]
     assert run(tmp_path / "resumed", crash=True) == unbroken
     assert final_state(tmp_path / "resumed")["scaler_skips"] == [0, 0, True]  # (the record at step 4 took the count)
+
+
+def down_in_step_3(crash: bool):
+    """mlp_batch, or with `crash` a get_batch whose machine goes down in step 3, after step 2's checkpoint."""
+    train_batches = {"n": 0}
+
+    def get_batch(split, rng):
+        train_batches["n"] += split == "train"
+        if crash and train_batches["n"] == 3:
+            raise OSError("the machine went down")
+        return mlp_batch(split, rng)
+
+    return get_batch
+
+
+def test_a_float16_row_of_skipped_steps_goes_on_across_a_resume(tmp_path, monkeypatch):
+    """A review: of the three skip counts a checkpoint saves (`save_checkpoint`'s scaler_skips), only
+    the one since the last log record was tested; a resume that dropped the row's length or whether
+    the run kept an update yet went untested. A float16 run whose every step is skipped, crashed
+    after step 2's checkpoint and resumed, stops as the unbroken run does: "steps 1-4 (4 in a row,
+    every step this run made)". Dropped, the resumed run counted a row of 2 (steps 3-4), or, told
+    it had kept an update, ended without a word, untrained."""
+    import dataclasses
+
+    monkeypatch.setattr(train, "setup_runtime", lambda cfg: train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float16))
+
+    def poison(model, x, y):  # every training step: NaN gradients, so the scaler skips it
+        out = model(x)
+        if model.training:
+            out.register_hook(lambda g: g * float("nan"))
+        return torch.nn.functional.mse_loss(out, y)
+
+    def run(out: Path, crash: bool) -> str:
+        get_batch = down_in_step_3(crash)
+
+        cfg = mlp_cfg(out, dtype="float16", max_iters=4, log_interval=4, eval_interval=0, save_interval=2)
+        with pytest.raises(TrainingDiverged) as stop:
+            try:
+                train.train_loop(mlp(), cfg, get_batch, poison, save_state, progress=False)
+            except OSError:
+                assert final_state(out)["scaler_skips"] == [2, 2, False]  # (what the resume must read back)
+                train.train_loop(mlp(), dataclasses.replace(cfg, resume=True), mlp_batch, poison, save_state,
+                                 progress=False)
+        return str(stop.value)
+
+    unbroken = run(tmp_path / "unbroken", crash=False)
+    assert "steps 1-4 (4 in a row, every step this run made)" in unbroken
+    assert run(tmp_path / "resumed", crash=True) == unbroken.replace("unbroken", "resumed")
+
+
+def test_save_checkpoint_has_no_default_for_the_skip_counts_it_saves():
+    """A review: save_checkpoint's scaler_skips defaulted to (0, 0, False), "no update kept yet",
+    while `restore` reads a state without them as kept_one = step > 0: a caller that left it out
+    saved a run at step 1000 as one that never trained. It is a required argument now."""
+    import inspect
+
+    parameter = inspect.signature(minigpt.run_dir.save_checkpoint).parameters["scaler_skips"]
+    assert parameter.default is inspect.Parameter.empty
 
 
 def test_a_progress_is_built_with_its_scale():
@@ -3906,6 +3980,27 @@ def test_each_modules_own_mode_is_given_back_not_only_the_models(tmp_path):
     rt = train_runtime.Runtime(0, 1, torch.device("cpu"), torch.float32)
     train.estimate_val_loss(model, mlp_cfg(tmp_path / "unused"), mlp_batch, mse, rt)
     assert modes(model) == [True, True, False, True]
+
+
+def test_a_batchnorm_left_in_eval_mode_keeps_its_running_statistics_through_a_run(tmp_path):
+    """A review: train_loop gave each module's mode back at the end, but trained with model.train(),
+    which sets every module inside to training mode, so a BatchNorm the caller froze (model.train();
+    model.bn.eval()) moved its running statistics at each step. The run trains each module in the
+    mode the caller left it, evaluations included; a model given in eval mode trains whole."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 1))
+    model.train()
+    model[1].eval()  # frozen statistics
+    model[1].requires_grad_(False)
+    before = {name: t.clone() for name, t in model[1].state_dict().items()}
+    # max_iters=4, eval_interval=2: an evaluation at step 2, then more steps after it
+    train.train_loop(model, mlp_cfg(tmp_path / "frozen"), mlp_batch, mse, save_state, progress=False)
+    assert all(torch.equal(t, before[name]) for name, t in model[1].state_dict().items())
+
+    model.eval()  # given in eval mode: every module trains, the BatchNorm's statistics too
+    train.train_loop(model, mlp_cfg(tmp_path / "whole"), mlp_batch, mse, save_state, progress=False)
+    assert model[1].num_batches_tracked.item() == 4
+    assert not model.training and not model[1].training  # (given back in eval mode)
 
 
 def test_drawing_loss_png_leaves_the_callers_matplotlib_backend_and_figures_alone(tmp_path):
@@ -4134,15 +4229,32 @@ def test_a_compiled_model_with_cfg_compile_is_compiled_once_not_twice(tmp_path, 
 def test_a_state_saved_from_a_compiled_wrapper_by_an_earlier_minigpt_resumes(tmp_path):
     """An earlier minigpt, given torch.compile(model), saved each weight under its `_orig_mod.` prefix;
     --resume refused that state as "saved from another model". Its weights are read back under the
-    model's own names (run_dir.py's `restore`)."""
+    model's own names (run_dir.py's `restore`). So are the names of its frozen weights, and its digest
+    is compared under the prefixed names it hashed: read as they were saved, a model with frozen
+    weights never matched them, and its resume died as "saved from another model" again."""
     data = make_data(tmp_path / "data")
     tokens = load_tokens(data / "train.bin", VOCAB, 17)
+    batches = lambda split, rng: sample_batch(tokens, 16, 4, rng)  # noqa: E731
+
+    def frozen_model(cfg):  # a strategy's frozen weights: wpe does not train
+        model = build_model(cfg, VOCAB)
+        model.transformer.wpe.weight.requires_grad_(False)
+        return model
+
     cfg = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=2, eval_interval=2)
-    train.train_loop(build_model(cfg, VOCAB), cfg, lambda split, rng: sample_batch(tokens, 16, 4, rng), progress=False)
+    train.train_loop(frozen_model(cfg), cfg, batches, progress=False)
     state = final_state(tmp_path / "out")
     state["model"] = {f"_orig_mod.{name}": t for name, t in state["model"].items()}
+    wrapper = torch.nn.Module()  # its state dict names each weight `_orig_mod.<name>`, as the compiled wrapper's does
+    wrapper._orig_mod = frozen_model(cfg)
+    state["frozen"] = minigpt.run_dir.frozen_weights(wrapper)  # what the earlier minigpt saved: prefixed names, hashed so
+    assert state["frozen"]["names"] == ["_orig_mod.transformer.wpe.weight"]
     torch.save(state, tmp_path / "out" / STATE_FILE)
-    model = build_model(cfg, VOCAB)
     resumed = tiny_cfg(data, tmp_path / "out", n_layer=1, max_iters=3, eval_interval=2, resume=True)
-    train.train_loop(model, resumed, lambda split, rng: sample_batch(tokens, 16, 4, rng), progress=False)
+    changed = frozen_model(cfg)  # other frozen weights than the run's: the digest still tells them apart
+    with torch.no_grad():
+        changed.transformer.wpe.weight.add_(1.0)
+    with pytest.raises(ValueError, match="saved beside other frozen weights"):
+        train.train_loop(changed, resumed, batches, progress=False)
+    train.train_loop(frozen_model(cfg), resumed, batches, progress=False)
     assert final_state(tmp_path / "out")["step"] == 3

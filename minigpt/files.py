@@ -81,6 +81,8 @@ class NotOurFileError(OSError):
         # OSError's own reads "[Errno 40] is a symbolic link, ...; remove it: '/run/log.jsonl'", the
         # subject last: named first, the sentence reads as one wherever str(e) is printed (a CLI's
         # `error: {e}`, a log). `strerror` stays the bare reason, for `failure_reason`'s CLI lines.
+        if self.filename is None or not self.strerror:  # (built without them: OSError's own words)
+            return super().__str__()
         return f"{self.filename}: {self.strerror}"
 
 

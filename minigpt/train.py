@@ -430,7 +430,7 @@ def train_loop(
     A run that ends says on stderr (rank 0; not with progress=False) where its weights are and what to run next (`handoff`).
     The signal handlers it sets (in the main thread only), the caller's random state and TF32
     switches, and the mode of the model and of each module inside it are given back when it ends,
-    however it ends (it trains with each module in the mode the caller left it: `training_modes`). One run at a time in a process: a second one started while one runs is warned
+    however it ends (a layer with running statistics the caller froze in eval mode stays so: `training_modes`). One run at a time in a process: a second one started while one runs is warned
     of (`CountedRun`).
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
@@ -496,18 +496,18 @@ def train_loop(
 
 
 def training_modes(model: nn.Module, raw: nn.Module) -> None:
-    """Put `model` (raw, or its compiled or DDP wrapper) in training mode for the run, with each
-    module inside raw in the mode the caller left it, when raw came in training mode: a BatchNorm
-    left in eval mode inside a training model (model.train(); model.bn.eval()) stays in eval mode,
-    its running statistics untouched, as its caller froze them. model.train() alone sets every
-    module inside to training mode, so the run moved those statistics anyway. A model given in
-    eval mode (`from_pretrained` returns one) trains whole: every module in training mode. Each
-    evaluation gives these modes back after (`mode_given_back`)."""
-    given = {module: module.training for module in raw.modules()}
+    """Put `model` (raw, or its compiled or DDP wrapper) in training mode for the run, but for a
+    layer with running statistics that the caller left in eval mode inside a model in training mode
+    (model.train(); model.bn.eval(): a frozen BatchNorm): it stays in eval mode, its statistics
+    untouched, where model.train() alone moved them. Only such layers: a backbone from
+    `from_pretrained` (in eval mode) inside the caller's own wrapper trains with its dropout on, as
+    before. A model given in eval mode trains whole. Each evaluation gives these modes back after
+    (`mode_given_back`)."""
+    frozen = [m for m in raw.modules() if not m.training and getattr(m, "track_running_stats", False)]
+    given_training = raw.training
     model.train()
-    if given[raw]:
-        for module, training in given.items():
-            module.training = training  # (not module.train(training), which recurses into the children)
+    for module in frozen if given_training else ():
+        module.training = False  # (not module.eval(), which recurses into the children)
 
 
 @contextmanager

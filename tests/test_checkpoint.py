@@ -1549,6 +1549,9 @@ def test_an_error_about_what_is_at_a_name_says_the_name_first_and_a_taken_temp_i
                             "point at any file); remove it")
     assert e.value.strerror.startswith("is a symbolic link") and files.failure_reason(e.value, tmp_path).startswith(
         "log.jsonl: is a symbolic link")
+    # Built without a file or a reason, it words itself as OSError does (a review: "None: None").
+    assert str(files.NotOurFileError("gone")) == "gone"
+    assert str(files.NotOurFileError(errno.ELOOP, "is a link")) == f"[Errno {errno.ELOOP}] is a link"
 
     partial = tmp_path / "gpt2.safetensors.partial"
     real_unlink = Path.unlink

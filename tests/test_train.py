@@ -3988,14 +3988,20 @@ def test_a_batchnorm_left_in_eval_mode_keeps_its_running_statistics_through_a_ru
     model.bn.eval()) moved its running statistics at each step. The run trains each module in the
     mode the caller left it, evaluations included; a model given in eval mode trains whole."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 1))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(16, 1))
     model.train()
     model[1].eval()  # frozen statistics
     model[1].requires_grad_(False)
+    model[2].eval()  # as a backbone from from_pretrained (in eval mode) inside the caller's own wrapper
     before = {name: t.clone() for name, t in model[1].state_dict().items()}
+    dropout_modes = []
+    model[2].register_forward_pre_hook(lambda m, args: dropout_modes.append(m.training))
     # max_iters=4, eval_interval=2: an evaluation at step 2, then more steps after it
     train.train_loop(model, mlp_cfg(tmp_path / "frozen"), mlp_batch, mse, save_state, progress=False)
     assert all(torch.equal(t, before[name]) for name, t in model[1].state_dict().items())
+    # A review: only a layer with running statistics keeps its eval mode; dropout trains as before.
+    assert True in dropout_modes and not model[2].training  # (on in the steps, given back in eval mode)
 
     model.eval()  # given in eval mode: every module trains, the BatchNorm's statistics too
     train.train_loop(model, mlp_cfg(tmp_path / "whole"), mlp_batch, mse, save_state, progress=False)

@@ -109,10 +109,9 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     # weight in place (Hogwild training, a trainer serving its weights), and a write bumps only the
     # writer's version counter: this process would go on reading its stale copy. So no copy at all.
     # The flag is broader than that: a file-mapped storage (`torch.from_file`, even shared=False)
-    # says it too, and runs on F.linear as well. The cost: for a 768 → 3072 layer at 8 rows, F.linear
-    # took 1.75-1.95x the packed call's time (one thread, median of 21 repeats, three runs on a noisy
-    # 2-core Xeon). The check itself is a flag read on the storage: ~0.05 µs, against ~1.5 µs for
-    # `w.is_shared()` (same machine).
+    # says it too, and runs on F.linear as well, slower: oneDNN's packed path is what this module is
+    # for. The check is a flag read on the storage this function fetched anyway (`w.is_shared()`
+    # would fetch it again).
     if storage.is_shared():
         # A copy packed before `share_memory()` (which moves the storage in place, so its key here
         # stays) would never be read again, yet live as long as the weight: dropped.

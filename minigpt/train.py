@@ -430,8 +430,9 @@ def train_loop(
     A run that ends says on stderr (rank 0; not with progress=False) where its weights are and what to run next (`handoff`).
     The signal handlers it sets (in the main thread only), the caller's random state and TF32
     switches, and the mode of the model and of each module inside it are given back when it ends,
-    however it ends (a layer with running statistics the caller froze in eval mode stays so: `training_modes`). One run at a time in a process: a second one started while one runs is warned
-    of (`CountedRun`).
+    however it ends (a layer with running statistics the caller froze in eval mode stays so:
+    `training_modes`). One run at a time in a process: a second one started while one runs is
+    warned of (`CountedRun`).
 
     Of cfg it reads the training settings, and the model's own that a built model can still take:
     dropout (set on every GPT inside `model`) and the memory switches. The fields that build a
@@ -503,10 +504,9 @@ def training_modes(model: nn.Module, raw: nn.Module) -> None:
     `from_pretrained` (in eval mode) inside the caller's own wrapper trains with its dropout on, as
     before. A model given in eval mode trains whole. Each evaluation gives these modes back after
     (`mode_given_back`)."""
-    frozen = [m for m in raw.modules() if not m.training and getattr(m, "track_running_stats", False)]
-    given_training = raw.training
+    frozen = [m for m in raw.modules() if not m.training and getattr(m, "track_running_stats", False)] if raw.training else []
     model.train()
-    for module in frozen if given_training else ():
+    for module in frozen:
         module.training = False  # (not module.eval(), which recurses into the children)
 
 

@@ -644,8 +644,8 @@ def test_a_crash_right_after_a_checkpoint_keeps_its_evaluation_in_the_log(tmp_pa
     out = tmp_path / "out"
     real_save = train.save_checkpoint
 
-    def save_then_die(out, raw, save_fn, optimizer, scaler, step, *args):
-        real_save(out, raw, save_fn, optimizer, scaler, step, *args)
+    def save_then_die(out, raw, save_fn, optimizer, scaler, step, *args, **kwargs):
+        real_save(out, raw, save_fn, optimizer, scaler, step, *args, **kwargs)
         raise SystemExit("killed")  # as kill -9 right after the state's rename
 
     monkeypatch.setattr(train, "save_checkpoint", save_then_die)
@@ -669,10 +669,10 @@ def test_a_kill_between_a_new_best_and_its_checkpoint_resumes_with_the_best_the_
     monkeypatch.setattr(train, "estimate_val_loss", lambda *args: next(scripted))
     kept = {}
 
-    def die_at_step_8(out, raw, save_fn, optimizer, scaler, step, *args):
+    def die_at_step_8(out, raw, save_fn, optimizer, scaler, step, *args, **kwargs):
         if step == 8:
             raise SystemExit("killed")  # as kill -9 after best/ and the log record, before the checkpoint
-        real_save(out, raw, save_fn, optimizer, scaler, step, *args)
+        real_save(out, raw, save_fn, optimizer, scaler, step, *args, **kwargs)
         kept.update({f.name: f.read_bytes() for f in (out / "best").iterdir()})
 
     monkeypatch.setattr(train, "save_checkpoint", die_at_step_8)

@@ -38,11 +38,6 @@ _PACKAGED = Path(__file__).resolve().parent / "checkpoints"
 CHECKPOINTS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "checkpoints"
 
 
-def user_cache() -> Path:
-    """The user's cache directory (`user_cache_source`)."""
-    return user_cache_source()[0]
-
-
 def user_cache_source(below: str = "") -> tuple[Path, str]:
     """The user's cache directory, or its folder `below` ("minigpt": config.DOWNLOADS), and where it
     comes from, as an error tells the user what to change ("$XDG_CACHE_HOME/minigpt", or "$HOME/.cache/minigpt,
@@ -97,8 +92,10 @@ def check_temp_cache(path: Path) -> None:
 
 # Where `minigpt download NAME` puts GPT-2's weights, and --model NAME looks first: checkpoints/ in a
 # checkout; a user cache for an installed package, since site-packages may be read-only and a
-# reinstall would delete what it holds (6 GB for gpt2-xl).
-DOWNLOADS = user_cache() / "minigpt" if _PACKAGED.is_dir() else CHECKPOINTS
+# reinstall would delete what it holds (6 GB for gpt2-xl). Found once, at import, with where it came
+# from (an error about the folder says what to change): both from the same environment.
+DOWNLOADS, DOWNLOADS_SOURCE = (user_cache_source("minigpt") if _PACKAGED.is_dir()
+                               else (CHECKPOINTS, "the checkout's checkpoints folder"))
 # A checkpoint's weights, as transformers names them: one file, or shards listed in an index.
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"

@@ -60,8 +60,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
 from minigpt.checks import check_flag
-from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, check_temp_cache,
-                            user_cache_source)
+from minigpt.config import (CHECKPOINTS, DOWNLOADS, DOWNLOADS_SOURCE, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig,
+                            check_temp_cache)
 from minigpt.files import BINARY, file_lock, fresh_file, no_follow, unwritable, user_path
 from minigpt.progress_bar import progress_bar
 
@@ -544,8 +544,7 @@ def check_writable(out: Path) -> None:
     elsewhere = f"download it elsewhere with `minigpt download {out.name} --out DIR` and load DIR"
     if DOWNLOADS == CHECKPOINTS:
         raise DownloadError(f"{out} is in minigpt's download folder, the checkout's {DOWNLOADS}, and {problem}: {elsewhere}")
-    _, source = user_cache_source(DOWNLOADS.name)  # where DOWNLOADS came from, as config.py found it
-    raise DownloadError(f"{out} is in minigpt's download folder, {DOWNLOADS} ({source}), and {problem}: set "
+    raise DownloadError(f"{out} is in minigpt's download folder, {DOWNLOADS} ({DOWNLOADS_SOURCE}), and {problem}: set "
                         f"XDG_CACHE_HOME to a folder you can write, or {elsewhere}")
 
 

@@ -794,32 +794,32 @@ def test_minigpt_s_own_cache_reads_xdg_cache_home_as_the_spec_says(tmp_path, mon
     """A packager's audit: XDG_CACHE_HOME='~/.cache' (a Dockerfile's ENV leaves `~` as typed) sent
     an installed minigpt's downloads to a folder named "~" in the working directory, and with no
     home directory at all (a container run as a user /etc/passwd lacks) `import minigpt` failed."""
-    from minigpt.config import user_cache
+    from minigpt.config import user_cache_source
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()  # (a home that does not exist is none: see the test below)
     for xdg, cache in (("~/c", tmp_path / "home" / "c"), ("$HOME/d", tmp_path / "home" / "d"), ("/abs/e", Path("/abs/e")),
                        ("relative", tmp_path / "home" / ".cache"), ("", tmp_path / "home" / ".cache")):
         monkeypatch.setenv("XDG_CACHE_HOME", xdg)
-        assert user_cache() == cache, xdg
+        assert user_cache_source()[0] == cache, xdg
     monkeypatch.delenv("XDG_CACHE_HOME")
 
     def no_home():
         raise RuntimeError("Could not determine home directory.")
 
     monkeypatch.setattr(Path, "home", no_home)
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))  # (user_cache makes its folder there)
-    assert user_cache().parent == tmp_path
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))  # (where its cache-UID folder is)
+    assert user_cache_source()[0].parent == tmp_path
 
 
 
 @pytest.mark.parametrize("home", ["xdg", "$HOME", "passwd", "none"])
 def test_an_unwritable_download_folder_says_where_it_came_from_as_config_found_it(tmp_path, monkeypatch, home):
     """A code reread: check_writable read XDG_CACHE_HOME again to say where minigpt's download folder
-    came from, a second copy of config.user_cache's rules, and could not tell a home from
+    came from, a second copy of config.user_cache_source's rules, and could not tell a home from
     /etc/passwd from none at all ("your home's .cache/minigpt, or with no home the temp directory's
     cache-UID/minigpt"). config.user_cache_source says both the folder and its source, for both."""
-    from minigpt.config import user_cache, user_cache_source
+    from minigpt.config import user_cache_source
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
@@ -840,8 +840,9 @@ def test_an_unwritable_download_folder_says_where_it_came_from_as_config_found_i
                 "passwd": (tmp_path / "pw" / ".cache", "your home's .cache/minigpt"),
                 "none": (tmp_path / f"cache-{os.getuid()}",
                          "the temp directory's cache-UID/minigpt, there being no home directory")}[home]
-    assert user_cache() == expected[0] and (folder, source) == (expected[0] / "minigpt", expected[1])
+    assert (folder, source) == (expected[0] / "minigpt", expected[1])
     monkeypatch.setattr(download, "DOWNLOADS", folder)
+    monkeypatch.setattr(download, "DOWNLOADS_SOURCE", source)  # (as config.py finds them at import)
     monkeypatch.setattr(download, "unwritable", lambda out: f"{out.parent} cannot be written")
     with pytest.raises(DownloadError) as e:
         download.check_writable(folder / "gpt2")
@@ -1240,7 +1241,7 @@ def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it
     user planted there. A download or a lookup there makes the folder with mode 0o700, and refuses
     it unless it is this user's alone, with an error saying what to set; `import minigpt` makes
     nothing and refuses nothing (it would stop every command, downloading or not)."""
-    from minigpt.config import check_temp_cache, temp_cache, user_cache
+    from minigpt.config import check_temp_cache, temp_cache, user_cache_source
 
     def no_home():
         raise RuntimeError("Could not determine home directory.")
@@ -1250,7 +1251,7 @@ def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     uid = os.getuid()
     cache = tmp_path / f"cache-{uid}"
-    downloads = user_cache() / "minigpt"  # config.DOWNLOADS of an installed minigpt
+    downloads = user_cache_source("minigpt")[0]  # config.DOWNLOADS of an installed minigpt
     assert downloads == cache / "minigpt" and not cache.exists()
     monkeypatch.setattr(download, "DOWNLOADS", downloads)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a lookup only: find_gpt2 checks before it looks
@@ -1275,6 +1276,20 @@ def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it
     with pytest.raises(PermissionError, match=re.escape(f"cache-{uid + 1}, the cache folder used when there is no home "
                                                         f"directory, belongs to uid {uid}, not to you (uid {uid + 1})")):
         check_temp_cache(temp_cache() / "minigpt" / "gpt2")
+
+
+def test_the_download_folder_s_source_is_the_one_it_was_found_from_at_import(tmp_path, monkeypatch):
+    """A code reread: config.DOWNLOADS was found at import, but check_writable worked out its source
+    when the error came, from the environment as it was then. A caller that set XDG_CACHE_HOME after
+    `import minigpt` read that the folder came from $XDG_CACHE_HOME, which it did not. config.py
+    finds both at once (DOWNLOADS_SOURCE)."""
+    folder = tmp_path / "home" / ".cache" / "minigpt"
+    monkeypatch.setattr(download, "DOWNLOADS", folder)
+    monkeypatch.setattr(download, "DOWNLOADS_SOURCE", "$HOME/.cache/minigpt, HOME being /home/ada")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "later"))  # set after import: not where DOWNLOADS is
+    monkeypatch.setattr(download, "unwritable", lambda out: "no room")
+    with pytest.raises(DownloadError, match=re.escape(f"{folder} ($HOME/.cache/minigpt, HOME being /home/ada), and no room")):
+        download.check_writable(folder / "gpt2")
 
 
 def test_find_gpt2_takes_a_name_alone_and_fetches_as_minigpt_download_does(tmp_path, monkeypatch, capsys):

@@ -72,7 +72,7 @@ def frozen_weights(model: nn.Module, prefix: str = "") -> dict | None:
     """The names of the weights that do not train (a fine-tuning strategy froze them), and a digest
     of their values; None when every weight trains. `prefix` goes before each name the digest
     hashes: COMPILED_PREFIX gives the digest an earlier minigpt saved of torch.compile(model), which
-    hashed the wrapper's names (`saved_frozen`); the names returned are the model's own.
+    hashed the wrapper's names (`with_module_names`); the names returned are the model's own.
 
     training_state.pt keeps only the weights that train: the frozen rest are the --init
     checkpoint's, which --resume loads again anyway. So a LoRA run's state holds MBs of adapters,
@@ -698,9 +698,7 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
         notes.append(f"note: val loss is measured otherwise than the run's ({', '.join(measure)}), so its best val loss ({best:.4g}) "
                      "is not comparable: best/ follows this val loss from here")
         best = math.inf
-    # An earlier minigpt, given torch.compile(model), saved the wrapper's weights, each name under its
-    # `_orig_mod.` prefix: the same weights, read back under the module's own names.
-    state["model"] = {name.removeprefix(COMPILED_PREFIX): t for name, t in state["model"].items()}
+    state = with_module_names(state)
     weights = with_frozen_weights(out / STATE_FILE, state, raw_model, frozen, cfg)
     try:
         raw_model.load_state_dict(weights)
@@ -743,13 +741,13 @@ def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: d
     run's adapters or blocks were trained on top of other weights. A state saved before minigpt
     left the frozen weights out (no "frozen" entry) holds them all, and they are compared with
     --init's too: the next checkpoint records --init's digest as the weights this run trained on."""
-    saved, prefix = saved_frozen(state)
+    saved = state.get("frozen")
     if frozen is None or (saved is not None and saved["names"] != frozen["names"]):
         return state["model"]  # nothing frozen now, or other weights: load_state_dict names what differs
     now = raw_model.state_dict()
     if saved is None:
         same = all(name not in state["model"] or torch.equal(state["model"][name], now[name]) for name in frozen["names"])
-    elif prefix:  # (hashed again under the names the saved digest hashed: each name is in it)
+    elif prefix := saved.get("prefix"):  # (hashed again under the names the saved digest hashed)
         same = saved["digest"] == frozen_weights(raw_model, prefix)["digest"]
     else:
         same = saved["digest"] == frozen["digest"]
@@ -758,16 +756,18 @@ def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: d
     return {**{name: now[name] for name in frozen["names"]}, **state["model"]}
 
 
-def saved_frozen(state: dict) -> tuple[dict | None, str]:
-    """The state's frozen weights (`frozen_weights`: names and digest) under the model's own names,
-    and the prefix its digest hashed each name under. An earlier minigpt, given torch.compile(model),
-    saved the wrapper's names, each under COMPILED_PREFIX, and hashed them so: `restore` reads the
-    weights back without it, and so are their names here, or they would never match the model's."""
-    saved = state.get("frozen")
-    if saved is None or not saved["names"] or not all(name.startswith(COMPILED_PREFIX) for name in saved["names"]):
-        return saved, ""
-    names = [name.removeprefix(COMPILED_PREFIX) for name in saved["names"]]
-    return {**saved, "names": names}, COMPILED_PREFIX
+def with_module_names(state: dict) -> dict:
+    """The state with its weights named as the model names them. An earlier minigpt, given
+    torch.compile(model), saved the wrapper's state dict, where each name has COMPILED_PREFIX
+    before it: the same weights, read back under the module's own names. So are the names of its
+    frozen weights (`frozen_weights`), whose digest hashed each under the prefix, which "prefix"
+    then keeps: `with_frozen_weights` hashes the model's weights that way to compare them."""
+    model = {name.removeprefix(COMPILED_PREFIX): t for name, t in state["model"].items()}
+    frozen = state.get("frozen")
+    if frozen and frozen["names"] and all(name.startswith(COMPILED_PREFIX) for name in frozen["names"]):
+        names = [name.removeprefix(COMPILED_PREFIX) for name in frozen["names"]]
+        frozen = {**frozen, "names": names, "prefix": COMPILED_PREFIX}
+    return {**state, "model": model, "frozen": frozen}
 
 
 def frozen_weights_changed(path: Path, state: dict, cfg) -> str:

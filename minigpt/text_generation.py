@@ -92,8 +92,7 @@ def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | 
                 **kwargs: Unpack[StreamOptions]) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]: ...
 # What stream_text turns down itself (so help() does not list them): a mask other than all ones,
 # and the options of several sequences (beam search's among them), whose texts generate_text returns.
-@takes_stream_arguments(refused=("attention_mask", "num_beams", "num_return_sequences", "return_scores",
-                                 "length_penalty", "early_stopping"))
+@takes_stream_arguments(refused=("attention_mask", "num_beams", "num_return_sequences", "return_scores", *BEAM_SETTINGS_OFF))
 def stream_text(model: torch.nn.Module, tokenizer: TokenizerLike, prompt: str | list[int], *, truncate_left: bool = False,
                 **kwargs: Any) -> Generator[str, None, torch.Tensor | tuple[Any, ...]]:
     """Continue one prompt, yielding text pieces (never "") as tokens arrive (what `minigpt generate

@@ -280,12 +280,13 @@ def shorter_trained_length(recorded: int | None, n_positions: int) -> int | None
     return recorded if recorded is not None and recorded < n_positions else None
 
 
-def window_length(args, n_positions: int, trained: int | None) -> int | None:
+def window_length(args, n_positions: int) -> int | None:
     """The sliding window's length: --max-length as given, else the length the model trained on
-    (`trained`: `shorter_trained_length`, None where it trained its whole context), else None
-    (perplexity's default, n_positions). A fresh model trained on shorter windows never trained its
-    later positions: scored there, its perplexity would count random position embeddings. The
-    window chosen is said; an explicit one past the trained length is warned of."""
+    where that is shorter than its context (`shorter_trained_length`), else None (perplexity's
+    default, n_positions). A fresh model trained on shorter windows never trained its later
+    positions: scored there, its perplexity would count random position embeddings. The window
+    chosen is said; an explicit one past the trained length is warned of."""
+    trained = shorter_trained_length(model_record(args), n_positions)
     if trained is None:
         return args.max_length
     if args.max_length is None:
@@ -337,8 +338,7 @@ def language_model_report(args) -> tuple[str, dict]:
     token_bytes = torch.zeros(model.config.vocab_size, dtype=torch.long)  # (V,): each token's length in bytes
     for i in ids.unique().tolist():  # (only the tokens of this text are needed)
         token_bytes[i] = len(tok.decode_bytes([i]))
-    trained = shorter_trained_length(model_record(args), model.config.n_positions)
-    max_length = window_length(args, model.config.n_positions, trained)
+    max_length = window_length(args, model.config.n_positions)
     with flag_words(FLAG_ARGS):  # "stride must be in [1, max_length=64]" → "--stride ... --max-length 64"
         result = perplexity(model, ids, max_length, args.stride, progress=True, token_bytes=token_bytes)
     if not math.isfinite(result["nll"]):  # "perplexity nan" and exit 0 would pass for a score

@@ -169,7 +169,7 @@ def export(model: GPT | GPTClassifier, path: Path, tokenizer, max_length: int) -
     tokenizer.save_pretrained(path)
 
 
-def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bool = True):
+def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bool):
     """Next-token prediction on text files, tokenized once into OUT_DIR/data (train.bin/val.bin), or
     on a DATA_DIR `minigpt prepare` wrote, read where it is (as `minigpt train` reads one).
     progress=False: the text files are tokenized without a bar. (Its evaluations are train_loop's
@@ -315,7 +315,7 @@ def _more_classes(cfg: FinetuneConfig, labels: list[int], from_head: bool) -> st
     return f"; if class {largest} really exists, pass --num-labels {largest + 1}"
 
 
-def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime, progress: bool = True):
+def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt: Runtime, progress: bool):
     """Labels from a TSV: right-padded batches, accuracy at eval, and a GPTClassifier: `init` itself
     when --init is one (its head goes on training), else a new head on top of the GPT `init`.
     progress=False: each evaluation scores the val texts without a bar."""
@@ -372,7 +372,7 @@ def _classify_task(cfg: FinetuneConfig, init: GPT | GPTClassifier, tokenizer, rt
                                                    "loss_unit": "nats per text"}
 
 
-def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bool = True):
+def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bool):
     """Prompt/completion pairs from JSON Lines (minigpt/sft_data.py): right-padded batches of whole
     examples drawn as classify draws them, the loss on the completion tokens alone, and at each
     evaluation the val loss over every completion token of every val example (progress=False: without a bar)."""

@@ -875,7 +875,7 @@ def test_named_labels_are_numbered_from_the_training_split_and_val_goes_through_
     cfg = _named_data(tmp_path, train, "so good\tpositive\n", num_labels=3)
     with pytest.raises(ValueError, match=r"--num-labels 3, but the training labels name 2 classes \(negative, positive\): "
                                          "drop --num-labels"):
-        finetune._classify_task(cfg, None, None, None)
+        finetune._classify_task(cfg, None, None, None, False)
 
 
 def test_a_classifier_init_keeps_its_label_names_and_maps_the_data_through_them(tmp_path):

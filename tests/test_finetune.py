@@ -431,17 +431,17 @@ def test_a_class_id_past_the_last_class_is_refused_by_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: val label 2 is out of range: with "
                                                    "num_labels=2, labels must be in [0, 2); if class 2 really exists, "
                                                    "pass --num-labels 3")):
-        finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
+        finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None, False)
     (tmp_path / "dev.tsv").write_text("good film\t1\n")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.tsv'}:2: train label 1 is out of range: "
                                                    "with num_labels=1")):
-        finetune._classify_task(data_cfg(tmp_path, num_labels=1), None, None, None)
+        finetune._classify_task(data_cfg(tmp_path, num_labels=1), None, None, None, False)
     (tmp_path / "dev.tsv").write_text("good film\t1\nmixed bag\t2\n")  # an --init classifier's head has its classes
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'dev.tsv'}:2: val label 2 is out of range: with "
                                                    "num_labels=2, labels must be in [0, 2); --init clf's head has no "
                                                    "more: if class 2 really exists, start from a language model with "
                                                    "--num-labels 3")):
-        finetune._classify_task(data_cfg(tmp_path, num_labels=None, init="clf"), _clf(), None, None)
+        finetune._classify_task(data_cfg(tmp_path, num_labels=None, init="clf"), _clf(), None, None, False)
 
 
 # ---- `minigpt finetune` end to end, on a tiny model with a tiny trained tokenizer ----------------
@@ -1488,11 +1488,11 @@ def test_a_label_one_past_the_last_class_is_refused_by_name(tmp_path):
     (tmp_path / "train.tsv").write_text("a\t0\nb\t1\n")
     (tmp_path / "dev.tsv").write_text("c\t1\nd\t2\n")
     with pytest.raises(ValueError, match=r"val label 2 is out of range: with num_labels=2"):
-        finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None)
+        finetune._classify_task(data_cfg(tmp_path, num_labels=None), None, None, None, False)
     (tmp_path / "train.tsv").write_text("a\t0\nb\t3\n")
     (tmp_path / "dev.tsv").write_text("c\t1\n")
     with pytest.raises(ValueError, match=r"train label 3 is out of range: with num_labels=3"):
-        finetune._classify_task(data_cfg(tmp_path, num_labels=3), None, None, None)
+        finetune._classify_task(data_cfg(tmp_path, num_labels=3), None, None, None, False)
 
 
 def _same_weights(a: Path, b: Path) -> bool:

@@ -21,6 +21,11 @@ up to a bucket (`cache_length`), so prompts of similar length share one compiled
 
 Memory: 2 (K and V) × n_layer × B × max_len × n_embd × bytes per element.
 What it does not do: paging, sliding windows, or sharing a prompt's cache between requests.
+There is no API to clone, expand or roll back a cache; by hand, outside what minigpt supports or tests:
+`copy.deepcopy(cache)` copies every buffer (share a prompt's prefill between continuations; copy a
+batch-1 cache's K and V into a bigger one's rows to expand it). Rolling a `DecodeState` back n tokens
+means lowering `slot`, `next_position`, `input_pos` and `position_ids` by n and setting
+`key_valid[:, slot:]` back to False (stale slots are then overwritten, never read).
 """
 from __future__ import annotations
 
@@ -41,6 +46,13 @@ def cache_length(needed: int, n_positions: int) -> int:
     while length < needed:
         length *= 2
     return max(min(length, n_positions), needed)
+
+
+def model_layout(model: torch.nn.Module) -> dict:
+    """The cache layout `model` (a minigpt GPT) needs: its config's layers and heads, in the
+    dtype and on the device of its weights (`KVCache.for_model` builds one, `check_fits` compares)."""
+    c, w = model.config, model.transformer.wte.weight
+    return dict(n_layer=c.n_layer, n_head=c.n_head, head_dim=c.head_dim, dtype=w.dtype, device=w.device)
 
 
 class LayerKV:
@@ -87,14 +99,19 @@ class KVCache:
                 + (", or in bfloat16" if dtype.itemsize > 2 else "")) from None
         self.max_len = max_len
 
-    def __repr__(self) -> str:
-        # What the cache holds, not where it sits in memory, read from a buffer rather than kept
-        # beside it: the buffer knows its real device ("cuda" allocates on cuda:0). How many slots
-        # are filled is the decode loop's count (prefill_decode.DecodeState), not the cache's.
+    def layout(self) -> dict:
+        """What a model must match to use this cache (all but the rows and slots), read from a
+        buffer rather than kept beside it: the buffer knows its real device ("cuda" allocates on cuda:0)."""
         k = self.layers[0].k  # every layer's K and V alike: (B, H, max_len, D)
-        B, H, _, D = k.shape
-        return (f"KVCache(n_layer={len(self.layers)}, batch_size={B}, n_head={H}, max_len={self.max_len}, head_dim={D}, "
-                f"dtype={str(k.dtype).removeprefix('torch.')}, device={k.device})")
+        return dict(n_layer=len(self.layers), n_head=k.size(1), head_dim=k.size(3), dtype=k.dtype, device=k.device)
+
+    def __repr__(self) -> str:
+        # What the cache holds, not where it sits in memory. How many slots are filled is the
+        # decode loop's count (prefill_decode.DecodeState), not the cache's.
+        d = self.layout()
+        return (f"KVCache(n_layer={d['n_layer']}, batch_size={self.layers[0].k.size(0)}, n_head={d['n_head']}, "
+                f"max_len={self.max_len}, head_dim={d['head_dim']}, dtype={str(d['dtype']).removeprefix('torch.')}, "
+                f"device={d['device']})")
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> "KVCache":
@@ -103,8 +120,21 @@ class KVCache:
         n_layer, or n_head changed on one side only, failed mid-generation as a bare IndexError or
         an index_copy_ shape error. Checked here, once per generation, and not at each decode step."""
         model.check_config()
-        c, w = model.config, model.transformer.wte.weight
-        return cls(c.n_layer, batch_size, c.n_head, max_len, c.head_dim, dtype=w.dtype, device=w.device)
+        return cls(batch_size=batch_size, max_len=max_len, **model_layout(model))
+
+    def check_fits(self, model: torch.nn.Module) -> None:
+        """Refuse a cache built for another model: other layers, heads, head size, dtype or device.
+        It failed far from the cause (an IndexError, an index_copy_ shape error, SDPA's "Expected
+        query, key, and value to have the same dtype"), or, with more layers than the model, ran.
+        Reads only shapes and dtypes, which the host knows: no wait for the device."""
+        want, have = model_layout(model), self.layout()
+        wrong = [name for name in want if want[name] != have[name]]
+        if wrong:
+            def show(d: dict) -> str:
+                return ", ".join(f"{name}={str(d[name]).removeprefix('torch.')}" for name in wrong)
+
+            raise ValueError(f"kv_cache does not fit this model: the cache has {show(have)}, the model needs {show(want)}; "
+                             "build it with KVCache.for_model(model, batch_size, max_len)")
 
     def layer(self, i: int) -> LayerKV:
         return self.layers[i]

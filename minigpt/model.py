@@ -316,14 +316,15 @@ class GPT(nn.Module):
                                  f"scored), got {int(bad[0])}")
         return targets
 
-    @staticmethod
-    def _check_cache_call(idx: torch.Tensor, kv_cache: KVCache, input_pos: torch.Tensor | None,
+    def _check_cache_call(self, idx: torch.Tensor, kv_cache: KVCache, input_pos: torch.Tensor | None,
                           attn_mask: torch.Tensor | None) -> None:
         """A call with a cache writes its k, v at slots `input_pos` and attends over the first S
         slots (S = attn_mask's width), or, with no mask, over its own keys alone: right only for a
         prefill from slot 0. Misused, it failed inside index_copy_, or (a decode step with no mask)
-        ran, attending to nothing cached. The slots' values are checked where they can be read
+        ran, attending to nothing cached. The cache's layout and the shapes are checked at every
+        call (the host knows them); the slots' values and the mask's where they can be read
         (`_values_readable`); prefill_decode.py's callers always pass what is asked here."""
+        kv_cache.check_fits(self)
         B, T = idx.shape
         if kv_cache.layer(0).k.size(0) != B:
             raise ValueError(f"kv_cache holds {kv_cache.layer(0).k.size(0)} rows, idx has {B}: one cache per batch "
@@ -347,11 +348,22 @@ class GPT(nn.Module):
         if attn_mask is not None and hi >= attn_mask.size(-1):
             raise ValueError(f"attn_mask is {attn_mask.size(-1)} slots wide and hides slot {hi}, which this call "
                              "writes: a token must see itself")
+        if attn_mask is not None and _values_readable(attn_mask):
+            # As without a cache, the mask must be causal, here by slot: the token written at slot
+            # input_pos[t] sees no later slot (a draft token its own later drafts, or stale slots).
+            later = torch.arange(attn_mask.size(-1)) > input_pos[:, None]  # (T, S): slots after query t's
+            seen = attn_mask[:, 0] & later  # (B, T, S)
+            if seen.any():
+                b, t, s = (int(i) for i in seen.nonzero()[0])
+                raise ValueError(f"attn_mask lets the token at slot {int(input_pos[t])} (query {t}, row {b}) see slot {s}, "
+                                 "a later one: a token may see only its own slot and earlier ones. For T tokens "
+                                 "after P cached ones, pass prefill_mask(attention_mask)[:, :, P:], attention_mask "
+                                 "(B, P + T) marking the real tokens (unpadded: torch.ones(B, P + T))")
 
     def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
                       input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """`hidden_states`' inputs checked; returns the ids as int64 and the position ids: those
-        given, else 0 .. T-1 (1, T)."""
+        given, else with a cache `input_pos` (1, T), without one 0 .. T-1 (1, T)."""
         if kv_cache is None:  # with a cache, KVCache.for_model checked it once: decode steps stay cheap
             self.check_config()
         if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
@@ -384,6 +396,13 @@ class GPT(nn.Module):
                                  "mask, so it must be causal (B, 1, T, T), as prefill_mask(attention_mask) makes it")
         if position_ids is not None:
             return idx, position_ids
+        if kv_cache is not None:
+            # Each token's position is its slot, as transformers takes positions from its cache
+            # position: right for unpadded rows. 0 .. T-1 here gave a decode step position 0.
+            positions = input_pos[None]  # (1, T)
+            self._check_ids(positions, "n_positions", "position_ids (with a kv_cache and none given: input_pos)",
+                            "a position past the context")
+            return idx, positions
         T = idx.size(1)
         if T > self.config.n_positions:
             raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
@@ -403,8 +422,11 @@ class GPT(nn.Module):
         Without a cache, every position attends causally to the ones before it. With a cache
         (generation), `input_pos` says which cache slots this call writes and `attn_mask`
         (B, 1, T, S) which cached slots each query may see (needed past slot 0: with no mask a call
-        attends over its own keys only, a prefill into slots 0 .. T-1); `position_ids` (B, T) give
-        each token's position (they differ per row when prompts are left-padded).
+        attends over its own keys only, a prefill into slots 0 .. T-1). The mask must be causal by
+        slot: for T tokens after P cached ones (k draft tokens to verify), `prefill_mask(attention_mask)[:, :, P:]`
+        with attention_mask (B, P + T) the real tokens (minigpt/prefill_decode.py). `position_ids`
+        (B, T) give each token's position; left-padded rows need them (their positions lag their
+        slots). Not given: 0 .. T-1 without a cache, with one `input_pos`, right for unpadded rows.
         """
         idx, position_ids = self._check_inputs(idx, position_ids, kv_cache, input_pos, attn_mask)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
@@ -447,7 +469,8 @@ class GPT(nn.Module):
         `logits_to_keep=k` computes logits only for the last k positions (generation needs just
         the last one, and the V-wide LM head is the most expensive matmul for short inputs).
         `position_ids`, `kv_cache`, `input_pos` and `attn_mask` are generation's KV-cache
-        arguments (minigpt/prefill_decode.py), passed on to `hidden_states`.
+        arguments (minigpt/prefill_decode.py), passed on to `hidden_states`, which says what each
+        must be; position_ids default to 0 .. T-1, or with a kv_cache to `input_pos` (unpadded rows).
         """
         if unexpected or idx is None:  # transformers' keywords (input_ids, attention_mask, labels, ...): say what to use here
             raise TypeError(unexpected_forward_keywords(unexpected) if unexpected

@@ -244,7 +244,9 @@ class DecodeState:
         return self.prefill(ids[:, -width:])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Phase 2: one new token per row (B, 1) → logits (B, V) fp32; then move one slot on."""
+        """Phase 2: one new token per row, (B, 1) or (B,) as `sample` gives them → logits (B, V)
+        fp32; then move one slot on. Tokens it refuses (their shape, their dtype) change no state."""
+        tokens = self._checked_tokens(tokens)  # before the state changes
         self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
         width = self.cache.max_len if self.compile else self.slot + 1  # compiled: fixed width, one graph for all steps
         logits = self.step_fn(self.model, tokens, self.cache, self.input_pos, self.position_ids,
@@ -254,3 +256,16 @@ class DecodeState:
         self.input_pos += 1
         self.position_ids += 1
         return logits
+
+    def _checked_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`step`'s tokens as (B, 1) integer ids. One token per row, so a (B,) vector is unambiguous.
+        The model's own check saw (B,) as one row of B tokens and hinted at `idx[None]`, which failed
+        again, on the mask."""
+        B = self.key_valid.size(0)
+        if not isinstance(tokens, torch.Tensor) or tokens.shape not in ((B,), (B, 1)):
+            got = f"shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"DecodeState.step takes one token per row of its {B}: ids of shape ({B},), as sample() "
+                             f"gives them, or ({B}, 1); got {got}")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise TypeError(f"DecodeState.step takes integer token ids, got {tokens.dtype}")
+        return tokens.view(B, 1)

@@ -1,4 +1,6 @@
 """KV cache: decoding with the cache gives the logits of a full re-forward, at every step."""
+import re
+
 import pytest
 import torch
 
@@ -269,3 +271,95 @@ def test_a_cache_of_no_layer_is_refused(n_layer):
     with pytest.raises(ValueError, match=rf"^n_layer must be at least 1 \(the cache holds each layer's K and V\), "
                                          rf"got {n_layer}$"):
         KVCache(n_layer=n_layer, batch_size=1, n_head=1, max_len=4, head_dim=4)
+
+
+@torch.no_grad()
+def test_a_cached_call_without_position_ids_takes_its_slots_as_positions():
+    """An audit: a decode step at slot 8 with no position_ids ran at position 0 (0 .. T-1, as
+    without a cache), its logits 0.76 off a full forward. With a cache the positions default to
+    input_pos, as transformers takes them from its cache position."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    ids = torch.randint(0, 64, (2, 9))
+    cache = KVCache.for_model(model, 2, 16)
+    model(ids[:, :8], kv_cache=cache, input_pos=torch.arange(8))
+    got = model(ids[:, 8:], kv_cache=cache, input_pos=torch.tensor([8]), attn_mask=torch.ones(1, 1, 1, 9, dtype=torch.bool))[0]
+    diff = (got[:, -1] - model(ids)[0][:, -1]).abs().max().item()
+    print(f"decode step without position_ids: max |cached - full| logits {diff:.2e}")
+    assert diff < 1e-5  # measured 3e-7 (0.76 at position 0)
+
+
+def _other_cache(model: GPT, **change) -> KVCache:
+    """A cache as for_model builds it for `model`, with the fields in `change` replaced."""
+    c = model.config
+    fields = dict(n_layer=c.n_layer, batch_size=1, n_head=c.n_head, max_len=16, head_dim=c.head_dim)
+    return KVCache(**{**fields, **change})
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(dtype=torch.bfloat16), "the cache has dtype=bfloat16, the model needs dtype=float32"),
+    (dict(n_head=2, head_dim=16), "the cache has n_head=2, head_dim=16, the model needs n_head=4, head_dim=8"),
+    (dict(n_layer=1), "the cache has n_layer=1, the model needs n_layer=2"),
+    (dict(n_layer=3), "the cache has n_layer=3, the model needs n_layer=2"),
+    (dict(device="meta"), "the cache has device=meta, the model needs device=cpu"),
+])
+def test_a_cache_built_for_another_model_is_refused_naming_both_sides(change, named):
+    """An audit: a cache of another dtype failed in SDPA ("Expected query, key, and value to have
+    the same dtype"), of other heads in index_copy_, of fewer layers as a bare IndexError, and one
+    of more layers ran. Every call with a cache now checks its layout against the model's."""
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    with pytest.raises(ValueError, match=rf"^kv_cache does not fit this model: {re.escape(named)}; build it with "
+                                         r"KVCache.for_model\(model, batch_size, max_len\)$"):
+        model(torch.zeros(1, 3, dtype=torch.long), kv_cache=_other_cache(model, **change), input_pos=torch.arange(3))
+    model(torch.zeros(1, 3, dtype=torch.long), kv_cache=_other_cache(model), input_pos=torch.arange(3))  # a fit one runs
+
+
+@torch.no_grad()
+def test_a_cached_mask_that_lets_a_token_see_a_later_slot_is_refused():
+    """An audit verifying 3 draft tokens in one cached call: an all-True mask (each draft seeing
+    the later drafts) was accepted and its logits were 0.08 off a full forward, while the same
+    mask without a cache is refused. Refused with a cache too (on a CPU, as without one); the mask
+    the error and the docstring give matches a full forward, for left-padded rows as well."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    P, k = 6, 3
+    ids, mask = left_padded_batch([P + k, P + k - 4], 64)  # row 1: 4 left pads
+    cache = KVCache.for_model(model, 2, 16)
+    model(ids[:, :P], kv_cache=cache, input_pos=torch.arange(P), position_ids=positions_from_mask(mask[:, :P]),
+          attn_mask=prefill_mask(mask[:, :P]))
+    drafts = dict(kv_cache=cache, input_pos=torch.arange(P, P + k), position_ids=positions_from_mask(mask)[:, P:])
+    with pytest.raises(ValueError, match=r"^attn_mask lets the token at slot 6 \(query 0, row 0\) see slot 7, a later "
+                                         r"one: .* pass prefill_mask\(attention_mask\)\[:, :, P:\]"):
+        model(ids[:, P:], attn_mask=torch.ones(1, 1, k, P + k, dtype=torch.bool), **drafts)
+    got = model(ids[:, P:], attn_mask=prefill_mask(mask)[:, :, P:], **drafts)[0]  # (B, k, V)
+    worst = 0.0
+    for b, n in enumerate([P + k, P + k - 4]):
+        full = model(ids[b:b + 1, P + k - n:])[0]  # the row alone, unpadded
+        worst = max(worst, (got[b] - full[0, -k:]).abs().max().item())
+    print(f"3 drafts in one cached call: max |cached - full| logits {worst:.2e}")
+    assert worst < 1e-5  # measured 3e-7
+
+
+@torch.no_grad()
+def test_decode_state_step_takes_samples_tokens_and_a_refused_step_changes_nothing():
+    """An audit: step(sample(logits)), tokens (B,), failed with the model's "idx must be token ids
+    of shape (B, T) ... (one sequence: idx[None])", whose hint failed again, and the failed call
+    had already marked the next slot readable. (B,) is now taken as (B, 1); another shape is
+    refused, naming both, before any of the state changes."""
+    from minigpt.prefill_decode import DecodeState
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    ids = torch.randint(0, 64, (3, 5))
+    flat, column = (DecodeState(model, torch.ones_like(ids), max_new_tokens=4) for _ in range(2))
+    tokens = flat.prefill(ids).argmax(-1)  # (3,), as sample() gives them
+    column.prefill(ids)
+    assert torch.equal(flat.step(tokens), column.step(tokens[:, None]))
+    before = (flat.slot, flat.input_pos.clone(), flat.position_ids.clone(), flat.key_valid.clone())
+    with pytest.raises(ValueError, match=r"^DecodeState.step takes one token per row of its 3: ids of shape \(3,\), as "
+                                         r"sample\(\) gives them, or \(3, 1\); got shape \(1, 3\)$"):
+        flat.step(tokens[None])
+    with pytest.raises(TypeError, match="integer token ids, got torch.float32"):
+        flat.step(tokens.float())
+    after = (flat.slot, flat.input_pos, flat.position_ids, flat.key_valid)
+    assert after[0] == before[0] and all(torch.equal(a, b) for a, b in zip(after[1:], before[1:]))

@@ -19,8 +19,11 @@ another order). The cost is memory: while a weight serves inference its packed c
 beside it (as much memory again), rebuilt when the weight changes (new storage or dtype, or an
 in-place update, which bumps the tensor's version counter), dropped at the first call with grad
 enabled, and dropped after every optimizer step (a fused optimizer, as minigpt trains with,
-updates weights in place without bumping their counters). A write through `w.data` bumps no
-counter, so it is not seen (autograd does not see it either): call `forget_packed()` after one.
+updates weights in place without bumping their counters). A write through `w.data` or NumPy bumps
+no counter (autograd does not see it either); a fingerprint of 64 elements kept with each copy
+(`sample`) catches such a write when it changes the weight throughout (PEFT's merge_and_unload
+adding a LoRA delta, an EMA or copy through `.data`), but not one that changes only a few elements
+(a row, an entry) outside the sample: call `forget_packed()` after a write through `.data`.
 A weight in shared or file-mapped storage (`model.share_memory()`, torch.multiprocessing,
 `torch.from_file`) is never packed: another process's in-place write bumps only that process's
 counter, so a copy here could not know it is stale. Such a weight runs on F.linear, slower.
@@ -33,7 +36,8 @@ weights whose packed copy would leave the machine short of memory (`room_for`: g
 a 16 GB laptop packs only what fits). So do calls that something else watches through F.linear,
 which the oneDNN op is not (`watched`): forward-mode AD (torch.func.jvp / jacfwd, under no_grad
 too), torch.func's transforms, FlopCounterMode and every other torch-function or dispatch mode, a
-tensor-subclass input or weight (fake quantization, weight noise), an F.linear replaced by one's own.
+tensor-subclass input or weight (fake quantization, weight noise), an F.linear replaced by one's own,
+torch.jit.trace (whose tracer cannot record the oneDNN op).
 Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which would
 otherwise lower it to F.linear (MKL) again.
 torch.ao.quantization.quantize_dynamic quantizes none of these layers: it matches modules by exact
@@ -82,7 +86,8 @@ def cpu_vendor() -> str:
 MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
 # A weight's storage (its memory) → {each weight of it (`_view`): (its version when packed, its packed
-# copy)}. Keyed weakly, so a copy dies with the memory it was packed from, and on the storage rather
+# copy, where its `sample` lies, the sample then)}. Where, not a view: a view would hold the storage,
+# its own key, alive. Keyed weakly, so a copy dies with the memory it was packed from, and on the storage rather
 # than the weight: a weak reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)`
 # and `load_state_dict` use to replace parameters under torch.__future__.set_swap_module_params_on_conversion
 # (to become PyTorch's default). Storages compare by identity, as a dictionary's keys must here. One
@@ -96,12 +101,27 @@ def _view(w: torch.Tensor) -> tuple:
     return w.data_ptr(), w.dtype, w.shape, w.stride()
 
 
+def sample_grid(w: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where `sample` reads `w` (out, in): (size, stride) of a grid of at most 8 × 8 elements spread
+    evenly over its rows and columns, as `w[::rows // 8, ::columns // 8]` (rounded up) would be."""
+    grid = w[:: -(-w.size(0) // 8), :: -(-w.size(1) // 8)]
+    return grid.shape, grid.stride()
+
+
+def sample(w: torch.Tensor, grid: tuple[tuple[int, ...], tuple[int, ...]]) -> torch.Tensor:
+    """The elements of `w` at `grid` (`sample_grid`): a view, one as_strided op."""
+    return w.as_strided(*grid)
+
+
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
-    """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed (new storage,
-    new dtype, or an in-place update, which bumps the tensor's version counter); None for a weight
-    in shared or file-mapped storage, or when the machine had no room for the copy (`room_for`): the
-    caller then takes F.linear. A refusal for room is kept like a copy: the weight is not asked
-    about again until it changes or `forget_packed()`."""
+    """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed: new storage,
+    new dtype, an in-place update (which bumps the tensor's version counter), or a write that
+    bumped no counter but changed `sample`'s 64 elements (one through `w.data` or NumPy that changes
+    the whole weight, as merging a LoRA delta does; a write to a few elements outside the sample
+    is not seen: `forget_packed()` after it). None for a weight in shared or file-mapped storage,
+    or when the machine had no room for the copy (`room_for`): the caller then takes F.linear. A
+    refusal for room is kept like a copy: the weight is not asked about again until it changes or
+    `forget_packed()`."""
     if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
         return w  # change could not be seen; oneDNN then packs it per call, as torch would
     storage = w.untyped_storage()
@@ -122,9 +142,18 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     # write into one weight of it has the others packed again too, once.
     views = _PACKED.setdefault(storage, {})
     hit = views.get(view := _view(w))
-    if hit is None or hit[0] != w._version:
+    # The version counter misses writes that go around it: `w.data` is a new tensor over the same
+    # memory with a counter of its own (autograd's escape hatch: `w.detach()` shares w's counter, and
+    # so is seen), and NumPy's `w.numpy()[...] = ...` writes memory PyTorch never hears of. PEFT's
+    # merge_and_unload adds its delta through `.data`, and torch.optim.swa_utils or an EMA may too.
+    # A sample of the weight's elements, compared at each call, catches the writes that change the
+    # whole weight. It costs ~2-5 µs a call: 124M's 49 decode-step products took 1.00-1.06x as long
+    # with it, within the noise of the busy 2-core Xeon that measured it. A NaN in the sample never
+    # equals itself: such a weight is packed at each call, slower, never stale.
+    if hit is None or hit[0] != w._version or not torch.equal(sample(w, hit[2]), hit[3]):
+        grid = sample_grid(w)
         packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if room_for(w.nbytes) else None
-        hit = views[view] = (w._version, packed)
+        hit = views[view] = (w._version, packed, grid, sample(w, grid).clone())
     return hit[1]
 
 
@@ -287,6 +316,10 @@ def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:
         # A TorchDispatchMode: FlopCounterMode, which has no FLOP formula for the oneDNN op (it counted
         # 0), a debugging or tracing mode, which would record an op other than the model's.
         or torch._C._len_torch_dispatch_stack() > 0
+        # torch.jit.trace (run under no_grad to trace for inference) must record F.linear: its tracer
+        # cannot record the oneDNN op (it failed: "unsupported input list type: Scalar?"), and a
+        # packed weight would enter the trace as a constant, never to follow the weight again.
+        or torch.jit.is_tracing()
     )
 
 

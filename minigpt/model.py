@@ -558,12 +558,32 @@ def same_matrix(head: torch.Tensor, wte: torch.Tensor) -> bool:
 def _note_tie_before_load(model: GPT, state_dict: dict, prefix: str, *_) -> None:
     """load_state_dict's pre-hook: note whether lm_head is tied to wte, for `_tie_after_load`. A
     tied model refuses a state whose head differs from its wte (an untied model's): loading both
-    into the one matrix would keep one of the two without a word."""
+    into the one matrix would keep one of the two without a word. It also refuses transformers'
+    own state dict (`_refuse_conv1d_layout`)."""
+    _refuse_conv1d_layout(model, state_dict, prefix)
     model._tied_before_load = model.lm_head.weight is model.transformer.wte.weight
     head, wte = state_dict.get(prefix + "lm_head.weight"), state_dict.get(prefix + "transformer.wte.weight")
     if model._tied_before_load and head is not None and wte is not None and not same_matrix(head, wte):
         raise ValueError("the state's lm_head.weight is not its wte.weight (an untied head), but this model "
                          "ties them: untie it first (GPT.tie_weights' docstring)")
+
+
+def _refuse_conv1d_layout(model: GPT, state_dict: dict, prefix: str) -> None:
+    """Refuse a state dict in transformers' layout (GPT2LMHeadModel(...).state_dict()): its Conv1D
+    weights are stored (in, out), the transpose of ours. load_state_dict alone would list only the
+    three that are not square as size mismatches; attn.c_proj (C, C) loads transposed without a word,
+    so a user who transposed just the listed three got "All keys matched" and wrong logits. A
+    block's attn.c_attn.weight of shape (C, 3C), where ours is (3C, C), gives the layout away."""
+    c = model.config.n_embd
+    for key, value in state_dict.items():
+        if (key.startswith(prefix + "transformer.h.") and key.endswith(".attn.c_attn.weight")
+                and tuple(getattr(value, "shape", ())) == (c, 3 * c)):
+            from minigpt.checkpoint import CONV1D_SUFFIXES  # here: minigpt.checkpoint imports this module
+
+            raise ValueError(f"{key} has shape {tuple(value.shape)}, not ({3 * c}, {c}): this is transformers' GPT-2 "
+                             f"state dict, whose four Conv1D weights per block ({', '.join(CONV1D_SUFFIXES)}) are "
+                             "stored transposed, (in, out). Load it with GPT.from_pretrained(folder) after "
+                             "hf_model.save_pretrained(folder), or transpose all four (.t()) in every block")
 
 
 def _tie_after_load(model: GPT, incompatible_keys) -> None:

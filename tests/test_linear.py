@@ -26,7 +26,8 @@ TOL = {torch.float32: 2e-6, torch.bfloat16: 1e-2}
 
 
 def cache_entry(w: torch.Tensor) -> tuple | None:
-    """What minigpt.linear keeps for `w` (under its storage): (its version when packed, its packed copy or None)."""
+    """What minigpt.linear keeps for `w` (under its storage): (its version when packed, its packed copy or None,
+    and the fingerprint that tells a write around the version counter)."""
     return _PACKED.get(w.untyped_storage(), {}).get(_view(w))
 
 
@@ -595,3 +596,88 @@ def test_a_compiled_training_step_compiles_once_whatever_evaluations_packed():
     assert cache_entry(lin.weight) is not None
     compiled(x).sum().backward()  # a training step again, with a packed copy in _PACKED
     assert len(graphs) == 2, [g.code for g in graphs]
+
+
+def tiny_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=300, n_positions=64)).eval()
+
+
+@needs_onednn
+def test_peft_merge_and_unload_is_seen_by_the_next_no_grad_call():
+    """An audit: PEFT's merge_and_unload adds each LoRA delta through `weight.data`, which bumps no
+    version counter, so a model that had run inference kept multiplying by its old packed copies:
+    the merged model's no_grad logits were the unmerged base's (0.83 off the LoRA model's). The
+    sample kept with each copy sees a write that changes the whole weight."""
+    import peft
+
+    model, idx = tiny_gpt(), torch.randint(0, 300, (2, 12))
+    config = peft.LoraConfig(r=4, target_modules=["c_attn", "c_fc"], init_lora_weights=False)  # random B: a real delta
+    lora = peft.get_peft_model(model, config).eval()
+    with torch.no_grad():
+        want = lora(idx)[0]  # the base weights are packed here
+        got = lora.merge_and_unload()(idx)[0]
+    print(f"merged vs LoRA logits: max |Δ| = {(got - want).abs().max():.2e}")
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@needs_onednn
+def test_dense_writes_around_the_version_counter_are_seen():
+    """An audit: `w.data.add_(delta)` (an EMA, a merged adapter) and a write through `w.numpy()`
+    bump no version counter, and the packed copy of the old values went on being served
+    (logits 0.33 off after halving the LM head through NumPy). Both now pack the weight again."""
+    lin, x = layer(), torch.randn(4, 96)  # 4 rows: oneDNN's, even on Intel (MKL_ROWS)
+    with torch.no_grad():
+        lin(x)
+        lin.weight.data.add_(torch.randn_like(lin.weight))  # a new counter: lin.weight's stays
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+        lin.weight.detach().numpy()[:] *= 0.5  # memory PyTorch never hears of being written
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+    model, idx = tiny_gpt(), torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        model(idx)
+        model.lm_head.weight.detach().numpy()[:] *= 0.5  # the audit's case: the (tied) LM head
+        got = model(idx)[0]
+    assert torch.allclose(got, model(idx)[0].detach(), atol=1e-5)  # grad on: F.linear, the reference
+
+
+@needs_onednn
+def test_a_write_through_data_outside_the_sample_still_needs_forget_packed():
+    """What the sample does not promise (minigpt/linear.py, README): a write through `.data` to a
+    few elements it does not read is not seen, and the old copy is served until forget_packed().
+    If this test fails because the write was seen, the docs undersell the check: update them."""
+    from minigpt.linear import sample_grid
+
+    lin, x = layer(), torch.randn(4, 96)
+    size, stride = sample_grid(lin.weight)  # (200, 96): rows 0, 25, ..., columns 0, 12, ...
+    assert stride == (25 * 96, 12) and size == (8, 8)
+    with torch.no_grad():
+        before = lin(x)
+        lin.weight.data[1, 1] += 100.0  # row 1, column 1: not sampled
+        assert torch.equal(lin(x), before)  # stale, as documented
+        forget_packed()
+        assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
+
+
+@needs_onednn
+def test_jit_trace_under_no_grad_records_f_linear():
+    """An audit: torch.jit.trace under torch.no_grad (the usual way to trace for inference) died
+    inside the oneDNN op ("unsupported input list type: Scalar?"). A trace now records F.linear,
+    with no packed weight baked in: it gives the eager logits and follows a later weight change."""
+    model, idx = tiny_gpt(), torch.randint(0, 300, (2, 12))
+
+    class Logits(nn.Module):
+        def __init__(self, gpt: GPT):
+            super().__init__()
+            self.gpt = gpt
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.gpt(idx)[0]
+
+    with torch.no_grad():
+        traced = torch.jit.trace(Logits(model), (idx,), check_trace=False)
+        graph = str(traced.inlined_graph)
+        assert "mkldnn" not in graph and graph.count("aten::linear") == 4 * 2 + 1  # 2 blocks and the LM head
+        assert torch.allclose(traced(idx), model(idx)[0], atol=1e-5)
+        model.transformer.h[0].mlp.c_fc.weight.mul_(2)
+        assert torch.allclose(traced(idx), model(idx)[0], atol=1e-5)

@@ -1032,6 +1032,33 @@ def test_load_state_dict_keeps_an_untied_head_and_refuses_one_into_a_tied_model(
     GPT(cfg).load_state_dict({k: v.clone() for k, v in tied.state_dict().items()})
 
 
+def test_load_state_dict_refuses_transformers_layout_naming_all_four_conv1d_weights():
+    """An audit: model.load_state_dict(GPT2LMHeadModel(...).state_dict()) listed as size mismatches
+    only the three Conv1D weights that are not square; attn.c_proj.weight (C, C) is transposed too
+    but fits, so a user who transposed the three listed got "All keys matched" and wrong logits.
+    The load now refuses the layout itself and names all four weights and GPT.from_pretrained."""
+    from minigpt.checkpoint import CONV1D_SUFFIXES
+
+    cfg = GPTConfig(**SMALL)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(hf_config(**SMALL)).eval()
+    state = hf.state_dict()
+    message = (r"transformer.h.0.attn.c_attn.weight has shape \(64, 192\), not \(192, 64\): this is transformers' "
+               r"GPT-2 state dict, whose four Conv1D weights per block \(" + re.escape(", ".join(CONV1D_SUFFIXES)) +
+               r"\) are stored transposed, \(in, out\). Load it with GPT.from_pretrained\(folder\)")
+    for strict in (True, False):
+        with pytest.raises(ValueError, match=message):
+            GPT(cfg).load_state_dict(state, strict=strict)
+    # Transposing all four, as the message says, loads it: transformers' logits.
+    ours = {key: value.t() if key.endswith(CONV1D_SUFFIXES) else value for key, value in state.items()}
+    model, idx = GPT(cfg).eval(), torch.randint(0, SMALL["vocab_size"], (2, 9))
+    model.load_state_dict(ours)
+    with torch.no_grad():
+        diff = (model(idx)[0] - hf(idx).logits).abs().max().item()
+    print(f"transposed by hand vs transformers: max |Δ logits| = {diff:.2e}")
+    assert diff <= TOL_FP32
+
+
 def test_check_config_reads_what_the_modules_hold_and_set_dropout_any_attention():
     """A review of the config check: a position table cropped as nanoGPT's crop_block_size does it
     (a new weight, num_embeddings left as it was) was refused with advice that would break it, a

@@ -60,8 +60,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
 from minigpt.checks import check_flag
-from minigpt.config import (CHECKPOINTS, DOWNLOADS, DOWNLOADS_SOURCE, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig,
-                            check_temp_cache)
+from minigpt.config import (CHECKPOINTS, DOWNLOADS, DOWNLOADS_SOURCE, GPT2_SIZES, INDEX_NAME, LOG_FILE, STATE_FILE,
+                            WEIGHTS_NAME, GPTConfig, check_temp_cache)
 from minigpt.files import BINARY, file_lock, fresh_file, no_follow, unwritable, user_path
 from minigpt.progress_bar import progress_bar
 
@@ -479,8 +479,8 @@ def download_lock(out: Path) -> Iterator[None]:
 def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str | None = None,
                   retries: int = 3, progress: bool = True) -> Path:
     """Fetch GPT-2 `name` into `out` (default DOWNLOADS/NAME: checkpoints/NAME in a checkout); returns the directory.
-    Refused at once, before any folder is made, in offline mode ($HF_HUB_OFFLINE, `offline_variable`)
-    or where `out` cannot be written (`check_writable`)."""
+    Refused at once, before any folder is made, in offline mode ($HF_HUB_OFFLINE, `offline_variable`),
+    where `out` holds a training run (`check_not_a_run`) or where it cannot be written (`check_writable`)."""
     check_flag("progress", progress)  # before the network: "no" would read as True
     if name not in MODELS:
         raise DownloadError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
@@ -495,6 +495,7 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
     check_temp_cache(out)
     if out.exists() and not out.is_dir():
         raise DownloadError(f"--out {out} is a file; the checkpoint needs a directory")
+    check_not_a_run(out)
     check_writable(out)
     created = not out.exists()
     try:
@@ -522,6 +523,18 @@ def download_gpt2(name: str, out: str | os.PathLike | None = None, base_url: str
             out.rmdir()
         raise
     return out
+
+
+def check_not_a_run(out: Path) -> None:
+    """Refuse, before the network is asked, an `out` that holds a training run (`minigpt train` or
+    `finetune`'s OUT_DIR): the download would replace its config.json and model.safetensors, the
+    run's latest weights, beside the training_state.pt and log.jsonl they belong to. Every other
+    command that writes an --out refuses a folder its files would replace. Another model's folder
+    is replaced (README), and a download's own folder, finished or cut short, holds config.json and
+    model.safetensors too: so a run is known by what no download writes, its state, log or best/."""
+    if found := [name for name in (STATE_FILE, LOG_FILE, "best/") if (out / name).exists()]:
+        raise DownloadError(f"--out {out} holds a training run ({', '.join(found)}), whose weights and config.json the "
+                            "download would replace: choose another --out, or move those files away")
 
 
 def offline_variable() -> str | None:

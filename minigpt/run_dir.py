@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.checks import is_int
-from minigpt.checkpoint import INDEX_NAME, WEIGHTS_NAME
+from minigpt.config import INDEX_NAME, STATE_FILE, WEIGHTS_NAME
 from minigpt.files import atomic_path, atomic_write_text, file_lock, no_follow
 from minigpt.optimizer import schedule_note
 from minigpt.run_log import (LOG_FILE, PLOT_FILE, append_log, comparable_evaluations, is_opening, plain_config, read_log,
@@ -58,7 +58,6 @@ if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this m
     from minigpt.train_config import TrainConfig
     from minigpt.train_runtime import Runtime
 
-STATE_FILE = "training_state.pt"
 # What torch.compile's wrapper puts before each name in its state dict (the module inside is `_orig_mod`).
 COMPILED_PREFIX = "_orig_mod."
 # What marks a directory as a checkpoint or a run's OUT_DIR: a run without --resume refuses one.

@@ -30,12 +30,12 @@ import torch
 from tqdm import tqdm
 
 from minigpt import __version__
+from minigpt.config import LOG_FILE
 from minigpt.files import atomic_path, atomic_write_text, json_line, no_follow, read_text, stored_path
 
 if TYPE_CHECKING:  # type hints only
     from minigpt.train_runtime import Runtime
 
-LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 
 

@@ -34,6 +34,9 @@ from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, r
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
+# The largest --seed: torch's generators take 64 bits. (generate's --seed takes negatives too,
+# -2**63 and up, as torch.manual_seed does: minigpt/sampling.py's check_seed; a run's is >= 0.)
+SEED_MAX = 2**64 - 1
 
 
 def flag(default, help: str):
@@ -87,9 +90,10 @@ class TrainConfig:
     eval_iters: int = flag(20, "val batches per evaluation")
     log_interval: int = flag(10, "write a log record every this many steps")
     # system
-    device: str = flag("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
+    device: str = flag("auto", "cpu, cuda, cuda:N, mps or auto: cuda when available")
     dtype: str = flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
-    compile: bool = flag(False, "torch.compile the model (GPU; slow to start)")
+    compile: bool = flag(False, "torch.compile the model (slow to start; on a CPU it needs a C++ compiler: g++, "
+                                "clang++ on macOS, or $CXX)")
     gradient_checkpointing: bool = flag(False, "keep only each block's input and recompute the rest during backward: "
                                                "a fraction of the activation memory, for about a third more compute")
     chunked_loss: bool = flag(False, "compute the logits and the loss a chunk of positions at a time, never all at once: "
@@ -177,6 +181,8 @@ class TrainConfig:
         for name in ("warmup_iters", "eval_interval", "save_interval", "weight_decay", "grad_clip", "lr", "min_lr", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.seed > SEED_MAX:  # else torch.manual_seed's bare "Overflow when unpacking long long", once the run starts
+            raise ValueError(f"seed must be <= 2**64 - 1 (torch's generators take a 64-bit seed), got {self.seed}")
         if self.min_lr > self.lr:  # else the "decay" would climb from lr up to min_lr
             raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr}): the cosine decays from lr down to min_lr; "
                              "lower --min-lr (min_lr= in Python)")

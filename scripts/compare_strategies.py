@@ -26,8 +26,10 @@ On CPU "peak memory" is the process's peak RSS, which includes Python, torch and
 
 Each run starts fresh: an OUT/STRATEGY this script made before (OUT/compare_runs.json lists them)
 is deleted first. Any other OUT/STRATEGY that is not empty is refused unless --overwrite, and one
-that holds --init or --data always is. A run that fails does not stop the others; the table then
-shows the runs that finished, and the script exits 1.
+that holds --init or --data always is. An --init or --data that no run could start from is refused
+once, as `minigpt finetune` refuses it, before OUT is made. A run that fails does not stop the
+others; the table then shows the runs that finished, and the script exits 1 (2 when every run
+failed with exit 2: finetune's bad input or usage, as the exit codes in README.md say).
 """
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ import sys
 import time
 from pathlib import Path
 
+from minigpt.cli import FAILED
 from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json, user_path
+from minigpt.finetune import check_finetune_inputs
 from minigpt.finetune_config import FROZEN_LM_ERROR, STRATEGIES, STRATEGY_OPTIONS, FinetuneConfig
 from minigpt.train_config import add_config_flags, as_flag
 
@@ -226,19 +230,25 @@ def main(argv: list[str] | None = None) -> int:
         check_run_dirs(strategies, args)
     except ValueError as e:
         parser.error(str(e))
+    # Once here, not once per run: each run would import torch to say the same line, and OUT be made for nothing.
+    try:
+        check_finetune_inputs(FinetuneConfig(init=args.init, task=args.task, data=args.data, strategy=strategies[0]))
+    except (OSError, ValueError) as e:
+        print(f"compare_strategies.py: error: {e}", file=sys.stderr)
+        return FAILED
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, failed = [], []
+    rows, failed = [], {}  # failed: strategy → its run's exit code
     for s in strategies:  # a failed run does not stop the others: its row is missing, the rest are compared
         try:
             rows.append(run_strategy(s, lrs[s], args, passthrough))
         except subprocess.CalledProcessError as e:  # the run printed its own error above: no traceback on top
             print(f"compare_strategies.py: error: the {s} run failed (exit {e.returncode}); its output is above",
                   file=sys.stderr)
-            failed.append(s)
-    if not rows:
-        return 1  # nothing to tabulate: an earlier compare.md stays as it was
+            failed[s] = e.returncode
+    if not rows:  # nothing to tabulate: an earlier compare.md stays as it was
+        return FAILED if set(failed.values()) == {FAILED} else 1  # every run refused its input: so is the comparison's
     text = table(rows, args.task)
     note = f"\n\nFailed (no row): {', '.join(failed)}." if failed else ""
     command = "python scripts/compare_strategies.py " + " ".join(argv)

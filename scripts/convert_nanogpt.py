@@ -53,7 +53,12 @@ GPT2_VOCAB = 50257  # GPT-2's BPE vocabulary; nanoGPT's padded 50,304 holds it
 
 def read_nanogpt(ckpt: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """model_args and the model's state dict from nanoGPT's ckpt.pt (or the out_dir holding it)."""
+    if not ckpt.exists():  # (else torch's "[Errno 2] No such file or directory: ...", which names no argument)
+        raise FileNotFoundError(f"nanoGPT checkpoint {ckpt} does not exist: it is the ckpt.pt nanoGPT's train.py writes, "
+                                "or the out_dir that holds it")
     if ckpt.is_dir():
+        if not (ckpt / "ckpt.pt").is_file():
+            raise FileNotFoundError(f"nanoGPT checkpoint {ckpt} is a directory without a ckpt.pt: is it nanoGPT's out_dir?")
         ckpt = ckpt / "ckpt.pt"
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)

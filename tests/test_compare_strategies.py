@@ -39,11 +39,22 @@ def test_table_shows_the_best_figures_with_their_steps_beside_the_final_ones(tmp
     assert (tmp_path / "compare.png").stat().st_size > 0
 
 
-def test_a_failing_run_is_one_error_line_not_a_traceback(tmp_path, capsys):
-    """`minigpt finetune` prints its own error; the script adds which strategy failed and exits 1."""
-    assert compare.main(["--init", str(tmp_path / "missing"), "--task", "classify", "--data", str(tmp_path),
-                         "--out", str(tmp_path / "out"), "--strategies", "frozen"]) == 1
-    assert "compare_strategies.py: error: the frozen run failed (exit 2)" in capsys.readouterr().err
+def inputs(tmp_path: Path, task: str = "lm") -> list[str]:
+    """--init, --task and --data that pass the script's own check of them (finetune's
+    `check_finetune_inputs`): a folder with a config.json, and a text file."""
+    (tmp_path / "base").mkdir(exist_ok=True)
+    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "text.txt").write_text("To be, or not to be: that is the question.\n")
+    return ["--init", str(tmp_path / "base"), "--task", task, "--data", str(tmp_path / "text.txt")]
+
+
+def test_a_failing_run_is_one_error_line_not_a_traceback(tmp_path, capfd):
+    """`minigpt finetune` prints its own error; the script adds which strategy failed, and exits
+    2 as the run did (its input refused)."""
+    assert compare.main([*inputs(tmp_path, "classify"), "--out", str(tmp_path / "out"), "--strategies", "frozen",
+                         "--", "--max-iters", "0"]) == 2
+    err = capfd.readouterr().err  # (capfd: the run's own error comes from its process)
+    assert "max_iters must be >= 1, got 0" in err and "compare_strategies.py: error: the frozen run failed (exit 2)" in err
 
 
 def test_lrs_that_are_not_pairs_are_a_usage_error(tmp_path, capsys):
@@ -74,12 +85,13 @@ def test_a_flag_the_script_sets_per_run_is_refused_after_the_separator(tmp_path,
             compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--", "--max-iters", "3", *flag])
         assert f"{flag[0]} after -- would override what this script sets for each run" in capsys.readouterr().err
     assert compare.main(["--init", str(tmp_path / "missing"), "--task", "lm", "--data", "y", "--out", str(tmp_path / "o"),
-                         "--strategies", "lora", "--", "--lr-decay-iters", "5"]) == 1  # not a clash: the run itself starts (and fails)
+                         "--strategies", "lora", "--", "--lr-decay-iters", "5"]) == 2  # not a clash: the missing --data is what is refused
+    assert "error: --data y does not exist" in capsys.readouterr().err
 
 
-def fake_runs(monkeypatch, fail=()):
+def fake_runs(monkeypatch, fail=(), code=2):
     """Replace the `minigpt finetune` processes: each run writes its summary into its --out, as a
-    real one does, or fails (exit 2) if its strategy is in `fail`. Returns the commands run."""
+    real one does, or fails (exit `code`) if its strategy is in `fail`. Returns the commands run."""
     import subprocess
 
     commands = []
@@ -88,7 +100,7 @@ def fake_runs(monkeypatch, fail=()):
         commands.append(cmd)
         strategy, out = cmd[cmd.index("--strategy") + 1], Path(cmd[cmd.index("--out") + 1])
         if strategy in fail:
-            raise subprocess.CalledProcessError(2, cmd)
+            raise subprocess.CalledProcessError(code, cmd)
         out.mkdir(parents=True)  # finetune would refuse a directory holding a run: check_run_dirs cleared it
         (out / "finetune_summary.json").write_text(json.dumps(summary(strategy, val_loss=2.5, best_val_loss=2.25,
                                                                       best_val_loss_step=40)))
@@ -144,7 +156,7 @@ def test_only_the_scripts_own_runs_are_replaced_without_overwrite(tmp_path, monk
     out = tmp_path / "out"
     (out / "lora").mkdir(parents=True)
     (out / "lora" / "mine.txt").write_text("someone's work")
-    argv = ["--init", "x", "--task", "lm", "--data", "y", "--out", str(out), "--strategies", "lora,full"]
+    argv = [*inputs(tmp_path), "--out", str(out), "--strategies", "lora,full"]
     with pytest.raises(SystemExit):
         compare.main(argv)
     assert f"{out / 'lora'} already exists and is not a run of this script" in capsys.readouterr().err
@@ -161,7 +173,7 @@ def test_a_failed_run_leaves_the_table_of_the_others(tmp_path, monkeypatch, caps
     the others still run, the table holds the finished ones and says which failed, and the exit is 1."""
     fake_runs(monkeypatch, fail=("partial",))
     out = tmp_path / "out"
-    assert compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(out)]) == 1
+    assert compare.main([*inputs(tmp_path), "--out", str(out)]) == 1
     assert "the partial run failed (exit 2)" in capsys.readouterr().err
     text = (out / "compare.md").read_text()
     assert "| lora |" in text and "| full |" in text and "| partial |" not in text and "Failed (no row): partial." in text
@@ -175,10 +187,39 @@ def test_abbreviated_flags_are_written_out_before_they_are_sorted_by_strategy(tm
     assert compare.full_flag_names(["--lora-r", "4", "--max-it=3", "--no-train-emb", "-1"]) == [
         "--lora-rank", "4", "--max-iters=3", "--no-train-embeddings", "-1"]
     commands = fake_runs(monkeypatch)
-    assert compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--strategies", "lora,partial",
+    assert compare.main([*inputs(tmp_path), "--out", str(tmp_path), "--strategies", "lora,partial",
                          "--", "--lora-r", "4", "--max-it", "3"]) == 0
     assert commands[0][-4:] == ["--lora-rank", "4", "--max-iters", "3"] and commands[1][-2:] == ["--max-iters", "3"]
     for flag, said in (("--lora", "--lora after -- is ambiguous: --lora-rank, --lora-alpha"), ("--bogus", "--bogus after -- is not a flag")):
         with pytest.raises(SystemExit):
             compare.main(["--init", "x", "--task", "lm", "--data", "y", "--out", str(tmp_path), "--", flag, "1"])
         assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["--init", "--data"])
+def test_a_missing_init_or_data_is_refused_once_before_any_run_or_folder(tmp_path, monkeypatch, capsys, missing):
+    """An audit: `--init /nonexistent` started three `minigpt finetune` runs, each importing torch to
+    print the same error, left OUT/compare_runs.json behind and exited 1. It is now checked once,
+    as finetune checks it, in one line with exit 2, before OUT is made or any run starts."""
+    commands = fake_runs(monkeypatch)
+    argv = inputs(tmp_path)
+    argv[argv.index(missing) + 1] = str(tmp_path / "nonexistent")
+    assert compare.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"compare_strategies.py: error: {missing} {tmp_path / 'nonexistent'} does not exist") and \
+        err.count("\n") == 1, err
+    assert commands == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("codes, exit_code", [((2, 2, 2), 2), ((2, 1, 2), 1)])
+def test_every_run_refused_exits_2_as_they_did_and_any_other_failure_1(tmp_path, monkeypatch, capsys, codes, exit_code):
+    """When every run failed with exit 2 (its input or usage refused, README's exit codes) the
+    script said 1, a crash's code. Now it says 2 then; 1 still when any run failed otherwise."""
+    import subprocess
+
+    def run(cmd, check):
+        strategy = cmd[cmd.index("--strategy") + 1]
+        raise subprocess.CalledProcessError(codes[["lora", "partial", "full"].index(strategy)], cmd)
+    monkeypatch.setattr(compare.subprocess, "run", run)
+    assert compare.main([*inputs(tmp_path), "--out", str(tmp_path / "out")]) == exit_code
+    assert capsys.readouterr().err.count("run failed") == 3

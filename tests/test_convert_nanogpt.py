@@ -133,6 +133,21 @@ def test_a_pickle_holding_more_than_weights_is_refused_not_unpickled(tmp_path, c
     assert "ckpt.pt is no file torch.save wrote, or one cut short" in capsys.readouterr().err
 
 
+def test_a_missing_checkpoint_is_named_not_given_as_a_raw_errno(tmp_path, capsys):
+    """An audit: `convert_nanogpt.py /nonexistent out` said "[Errno 2] No such file or directory:
+    '/nonexistent'", where every other command names what is missing ("checkpoint directory X does
+    not exist"); an out_dir without ckpt.pt said the same of a path never typed. Nothing is written."""
+    assert convert.main([str(tmp_path / "nonexistent"), str(tmp_path / "conv")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"convert_nanogpt.py: error: nanoGPT checkpoint {tmp_path / 'nonexistent'} does not exist: it is the "
+                   "ckpt.pt nanoGPT's train.py writes, or the out_dir that holds it\n"), err
+    (tmp_path / "out_dir").mkdir()
+    assert convert.main([str(tmp_path / "out_dir"), str(tmp_path / "conv")]) == 2
+    err = capsys.readouterr().err
+    assert f"nanoGPT checkpoint {tmp_path / 'out_dir'} is a directory without a ckpt.pt" in err and "Errno" not in err
+    assert not (tmp_path / "conv").exists()
+
+
 def test_an_out_that_holds_a_checkpoint_is_kept_without_overwrite(tmp_path, capsys):
     save_nanogpt_ckpt(tmp_path / "ckpt.pt", vocab_size=65)
     assert convert.main([str(tmp_path / "ckpt.pt"), str(tmp_path / "conv")]) == 0

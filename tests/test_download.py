@@ -1320,3 +1320,35 @@ def test_minigpt_download_in_offline_mode_is_refused_before_the_network_or_a_fol
     err = capsys.readouterr().err
     assert f"download: error: ${variable} is set (offline mode, as huggingface_hub and transformers read it)" in err, err
     assert hub.requests == [] and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("marks", [("training_state.pt", "log.jsonl", "best/"), ("log.jsonl",)])
+def test_a_training_run_s_folder_is_refused_and_a_model_s_is_still_replaced_or_resumed(hub, tmp_path, capsys, marks):
+    """An audit ran `minigpt download gpt2 --out RUN_DIR` on a training run's OUT_DIR: its weights
+    and config.json were replaced without a word, exit 0, beside the training_state.pt and log.jsonl
+    they belonged to, where every other command that writes an --out refuses an occupied one. Now
+    a run (its state, log or best/) is refused before the network is asked; a model's folder, a
+    finished download's included, is replaced and a cut download resumed as before, without torch."""
+    run = tmp_path / "run"
+    torch.manual_seed(1)
+    GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(run)
+    for mark in marks:
+        (run / "best").mkdir() if mark == "best/" else (run / mark).write_text("{}\n")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["gpt2", "--out", str(run), "--base-url", hub.url]) == 2
+    err = capsys.readouterr().err
+    assert f"download: error: --out {run} holds a training run ({', '.join(marks)}), whose weights and config.json the " \
+           "download would replace: choose another --out, or move those files away" in err, err
+    assert hub.requests == [] and {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+    hub.cut_after["model.safetensors"] = 1000  # a model's folder: a cut download of it, then the rest
+    model = tmp_path / "model"
+    GPT(GPTConfig(vocab_size=96, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(model)
+    assert main(["gpt2", "--out", str(model), "--base-url", hub.url, "--retries", "0"]) == 2
+    assert (model / "model.safetensors.partial").exists()
+    look = ("import sys; from pathlib import Path; from minigpt.download import check_not_a_run\n"
+            f"check_not_a_run(Path({str(model)!r})); print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", look], capture_output=True, text=True, timeout=60)
+    assert r.stdout == "False\n", r.stderr  # a model's folder is told apart without importing torch
+    assert main(["gpt2", "--out", str(model), "--base-url", hub.url]) == 0
+    assert_downloaded(model, hub)

@@ -159,6 +159,9 @@ def test_scripts_path_flags_expand_a_leading_tilde(tmp_path, monkeypatch, capsys
     assert f"no such file: {home}/a.txt, {home}/b.txt" in capsys.readouterr().err
     assert script("bench_generate").main(["--model=~/m"]) == 2
     assert f"checkpoint directory {home}/m does not exist" in capsys.readouterr().err
+    (home / "i").mkdir()
+    (home / "i" / "config.json").write_text("{}")  # (inputs that pass the script's own check: the run itself fails)
+    (home / "d").write_text("To be, or not to be.\n")
     assert script("compare_strategies").main(["--init=~/i", "--task=lm", "--data=~/d", "--out=~/o", "--strategies=full"]) != 0
     assert f"--out {home}/o/full" in capsys.readouterr().out
     assert not (cwd / "~").exists()

@@ -4264,3 +4264,32 @@ def test_a_state_saved_from_a_compiled_wrapper_by_an_earlier_minigpt_resumes(tmp
         train.train_loop(changed, resumed, batches, progress=False)
     train.train_loop(frozen_model(cfg), resumed, batches, progress=False)
     assert final_state(tmp_path / "out")["step"] == 3
+
+
+def test_a_seed_past_64_bits_is_refused_by_name_not_by_torch(tmp_path, capsys):
+    """An audit: `minigpt train --seed 18446744073709551616` ended in torch's bare "Overflow when
+    unpacking long long" once the run started, where generate names --seed and its range. The
+    config now refuses a seed past 2**64 - 1 in the form of its other checks; 2**64 - 1 itself
+    is a seed torch takes."""
+    with pytest.raises(ValueError, match=re.escape(f"seed must be <= 2**64 - 1 (torch's generators take a 64-bit seed), "
+                                                   f"got {2**64}")):
+        TrainConfig(seed=2**64)
+    assert TrainConfig(seed=2**64 - 1).seed == 2**64 - 1
+    assert train_main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--seed", str(2**64)]) == 2
+    err = capsys.readouterr().err
+    assert "error: seed must be <= 2**64 - 1" in err and "Overflow" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_and_finetune_help_name_mps_and_compile_on_a_cpu(capsys):
+    """An audit: train's and finetune's --help (one set of flags) said --device takes "cpu, cuda,
+    cuda:N or auto", though mps is taken, as generate's help says, and that --compile is for a
+    GPU, though README says it runs on a CPU with a C++ compiler."""
+    from minigpt.finetune import main as finetune_main
+
+    for main in (train_main, finetune_main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        flat = " ".join(capsys.readouterr().out.split())  # argparse wraps the help to the terminal's width
+        assert "--device DEVICE cpu, cuda, cuda:N, mps or auto: cuda when available (default: auto)" in flat, main
+        assert "torch.compile the model (slow to start; on a CPU it needs a C++ compiler: g++, clang++ on macOS, or $CXX)" in flat

@@ -149,6 +149,38 @@ TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # formula; transformers' gelu_accurate computes bitwise what its gelu_new does). Plain "gelu" (exact
 # erf) gives different logits, so it is refused.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate")
+# GPT2Config's boolean options that minigpt reads: name -> (transformers' default, which an absent
+# key means; the value minigpt's GPT-2 computes with, None for either; what the other value asks for).
+_BOOL_OPTIONS: dict[str, tuple[bool, bool | None, str]] = {
+    "scale_attn_weights": (True, True, "attention scores not divided by sqrt(head_dim)"),
+    "scale_attn_by_inverse_layer_idx": (False, False, "each layer's scores also divided by its index + 1"),
+    "add_cross_attention": (False, False, "cross-attention to an encoder's states"),
+    "tie_word_embeddings": (True, True, "an lm_head of its own, where GPT-2 ties it to wte"),
+    # Only rounding, in transformers' eager attention: minigpt loads either (see to_hf_dict).
+    "reorder_and_upcast_attn": (False, None, ""),
+}
+
+
+def _check_bool_options(d: dict, source: str, is_classifier: bool) -> None:
+    """Refuse a boolean option of config.json (`_BOOL_OPTIONS`) that is not a JSON true or false,
+    or asks for what minigpt's GPT-2 does not compute, naming the file's value as the file has it.
+    transformers 5 refuses 0, null and "false" there too; an older one read them as Python does
+    (0 as false, "false" as true), so such a file means different models to different readers."""
+    for name, (default, needed, other) in _BOOL_OPTIONS.items():
+        value = d.get(name, default)
+        # Only a language model has an lm_head to tie; transformers' classifier has none, so there
+        # the flag says nothing about the weights (and load_gpt refuses a classifier by its name).
+        if name == "tie_word_embeddings" and is_classifier:
+            needed = None
+        if not isinstance(value, bool):
+            problem = "which is no JSON bool: write true or false"
+        elif needed is not None and value != needed:
+            problem = f"asking for {other}, which minigpt's GPT-2 does not implement"
+        else:
+            continue
+        raise ValueError(f"{source} sets {name}={json.dumps(value)}, {problem}")
+
+
 # The generic names transformers' GPT2Config also accepts for its own (its attribute_map).
 _HF_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
@@ -261,16 +293,8 @@ class GPTConfig:
         act = d.get("activation_function", "gelu_new")
         if act not in _TANH_GELU_NAMES:
             raise ValueError(f"{source} has activation_function={act!r}; GPT-2 uses one of {_TANH_GELU_NAMES}")
-        for flag in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
-            if d.get(flag):
-                raise ValueError(f"{source} sets {flag}=true, which minigpt's GPT-2 does not implement")
-        if d.get("scale_attn_weights") is False:
-            raise ValueError(f"{source} sets scale_attn_weights=false, which minigpt's GPT-2 does not implement")
-        # Only a language model has an lm_head to tie; transformers' classifier has none, so there the
-        # flag says nothing about the weights (and load_gpt refuses a classifier by its name).
         is_classifier = "GPT2ForSequenceClassification" in architectures_of(d, source)
-        if d.get("tie_word_embeddings") is False and not is_classifier:
-            raise ValueError(f"{source} sets tie_word_embeddings=false; GPT-2 ties lm_head to wte")
+        _check_bool_options(d, source, is_classifier)
         d = dict(d)
         for alias, name in _HF_ALIASES.items():  # transformers' GPT2Config reads either name
             if alias in d:
@@ -323,7 +347,9 @@ class GPTConfig:
 
     def to_hf_dict(self, architecture: str = "GPT2LMHeadModel") -> dict:
         """The dict config.json holds, as transformers' GPT2Config writes it (HF's three dropout rates
-        set to this one), with `architecture` naming the head."""
+        set to this one), with `architecture` naming the head. A loaded file's reorder_and_upcast_attn
+        is not kept (GPTConfig has no field for it): it only makes transformers' eager attention
+        compute its scores in fp32 in half precision, which minigpt's SDPA does anyway."""
         d = asdict(self)
         dropout = d.pop("dropout")
         d.update(

@@ -345,6 +345,37 @@ def test_config_that_is_not_gpt2(tmp_path, hf_dir, change, match):
         GPT.from_pretrained(tmp_path)
 
 
+# GPT2Config's boolean options that minigpt reads, and the values its GPT-2 computes with.
+GPT2_BOOLS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
+              "tie_word_embeddings": True, "reorder_and_upcast_attn": False}
+
+
+@pytest.mark.parametrize("value", [0, 1, None, "false", "true"])
+@pytest.mark.parametrize("name", GPT2_BOOLS)
+def test_a_bool_option_that_is_no_json_bool_is_refused_naming_its_value(name, value):
+    """An audit: scale_attn_weights 0, null and "false" loaded, as scaled attention (an older
+    transformers runs 0 and null unscaled; transformers 5 refuses them), and
+    scale_attn_by_inverse_layer_idx "false" was refused as a file that "sets ...=true"."""
+    with pytest.raises(ValueError, match="^" + re.escape(f"config.json sets {name}={json.dumps(value)}, which is no "
+                                                         "JSON bool: write true or false") + "$"):
+        GPTConfig.from_hf_dict({"model_type": "gpt2", name: value})
+
+
+@pytest.mark.parametrize("name", GPT2_BOOLS)
+def test_a_bool_option_loads_with_gpt2s_value_and_names_another(name):
+    """Absent or GPT-2's value, each option loads (reorder_and_upcast_attn either way: it only
+    rounds transformers' eager attention); the other value is refused, the error naming it as the file has it."""
+    config = GPTConfig.from_hf_dict({"model_type": "gpt2"})
+    assert GPTConfig.from_hf_dict({"model_type": "gpt2", name: GPT2_BOOLS[name]}) == config
+    other = not GPT2_BOOLS[name]
+    if name == "reorder_and_upcast_attn":
+        assert GPTConfig.from_hf_dict({"model_type": "gpt2", name: other}) == config
+        return
+    with pytest.raises(ValueError, match=f"^config.json sets {name}={json.dumps(other)}, asking for .*, which "
+                                         "minigpt's GPT-2 does not implement$"):
+        GPTConfig.from_hf_dict({"model_type": "gpt2", name: other})
+
+
 
 @pytest.mark.parametrize("change", [{"n_layer": 1.0}, {"n_head": "2"}, {"eos_token_id": 2.5}])
 def test_a_config_json_value_of_the_wrong_type_is_a_value_error_naming_the_file(tmp_path, change):

@@ -118,7 +118,8 @@ class KVCache:
         """A cache shaped for `model` (a minigpt GPT), in the dtype and on the device of its weights.
         Shaped by the config, so first `model.check_config()`: a block appended without raising
         n_layer, or n_head changed on one side only, failed mid-generation as a bare IndexError or
-        an index_copy_ shape error. Checked here, once per generation, and not at each decode step."""
+        an index_copy_ shape error. Checked here, once per generation, and not at each decode step
+        (where `check_fits` compares only the cache's layout with the model's, which costs little)."""
         model.check_config()
         return cls(batch_size=batch_size, max_len=max_len, **model_layout(model))
 
@@ -126,9 +127,14 @@ class KVCache:
         """Refuse a cache built for another model: other layers, heads, head size, dtype or device.
         It failed far from the cause (an IndexError, an index_copy_ shape error, SDPA's "Expected
         query, key, and value to have the same dtype"), or, with more layers than the model, ran.
-        Reads only shapes and dtypes, which the host knows: no wait for the device."""
+        Reads only shapes and dtypes, which the host knows: no wait for the device. Under autocast
+        the cache may also be in autocast's dtype (an fp32 model's K and V come out in it, and
+        `LayerKV.update` casts into the buffer's dtype anyway)."""
         want, have = model_layout(model), self.layout()
         wrong = [name for name in want if want[name] != have[name]]
+        device = have["device"].type
+        if wrong == ["dtype"] and torch.is_autocast_enabled(device) and have["dtype"] == torch.get_autocast_dtype(device):
+            return
         if wrong:
             def show(d: dict) -> str:
                 return ", ".join(f"{name}={str(d[name]).removeprefix('torch.')}" for name in wrong)

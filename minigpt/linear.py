@@ -21,9 +21,10 @@ in-place update, which bumps the tensor's version counter), dropped at the first
 enabled, and dropped after every optimizer step (a fused optimizer, as minigpt trains with,
 updates weights in place without bumping their counters). A write through `w.data` or NumPy bumps
 no counter (autograd does not see it either); a fingerprint of 64 elements kept with each copy
-(`sample`) catches such a write when it changes the weight throughout (PEFT's merge_and_unload
-adding a LoRA delta, an EMA or copy through `.data`), but not one that changes only a few elements
-(a row, an entry) outside the sample: call `forget_packed()` after a write through `.data`.
+(`fingerprint`) catches such a write when it changes the weight throughout (PEFT's merge_and_unload
+adding a LoRA delta, an EMA or copy through `.data`) or a block of rows or columns (an attention
+head's), but not one that changes only a few elements (a token's row, an entry) outside it: call
+`forget_packed()` after a write through `.data`.
 A weight in shared or file-mapped storage (`model.share_memory()`, torch.multiprocessing,
 `torch.from_file`) is never packed: another process's in-place write bumps only that process's
 counter, so a copy here could not know it is stale. Such a weight runs on F.linear, slower.
@@ -86,8 +87,8 @@ def cpu_vendor() -> str:
 MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
 # A weight's storage (its memory) → {each weight of it (`_view`): (its version when packed, its packed
-# copy, where its `sample` lies, the sample then)}. Where, not a view: a view would hold the storage,
-# its own key, alive. Keyed weakly, so a copy dies with the memory it was packed from, and on the storage rather
+# copy, where its `fingerprint` lies, the fingerprint then)}. Where, not a view: a view would hold the
+# storage, its own key, alive. Keyed weakly, so a copy dies with the memory it was packed from, and on the storage rather
 # than the weight: a weak reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)`
 # and `load_state_dict` use to replace parameters under torch.__future__.set_swap_module_params_on_conversion
 # (to become PyTorch's default). Storages compare by identity, as a dictionary's keys must here. One
@@ -101,29 +102,34 @@ def _view(w: torch.Tensor) -> tuple:
     return w.data_ptr(), w.dtype, w.shape, w.stride()
 
 
-def sample_grid(w: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Where `sample` reads `w` (out, in): (size, stride) of a grid of at most 8 × 8 elements spread
-    evenly over its rows and columns, as `w[::rows // 8, ::columns // 8]` (rounded up) would be."""
-    grid = w[:: -(-w.size(0) // 8), :: -(-w.size(1) // 8)]
-    return grid.shape, grid.stride()
+def fingerprint_at(w: torch.Tensor) -> tuple[int, int]:
+    """Where `fingerprint` reads `w` (out, in): (n, stride) of n = min(64, rows, columns) elements on
+    a diagonal across it, element i at row i·(rows // n) and column i·(columns // n). Each lies in a
+    row and a column of its own, so a write to a block of rows // n rows, or columns // n columns,
+    changes one: an attention head's 64 in each of GPT-2's weights but the LM head's (785 rows apart)."""
+    n = min(64, *w.shape)
+    return n, w.size(0) // n * w.stride(0) + w.size(1) // n * w.stride(1)
 
 
-def sample(w: torch.Tensor, grid: tuple[tuple[int, ...], tuple[int, ...]]) -> torch.Tensor:
-    """The elements of `w` at `grid` (`sample_grid`): a view, one as_strided op."""
-    return w.as_strided(*grid)
+def fingerprint(w: torch.Tensor, at: tuple[int, int]) -> torch.Tensor:
+    """The elements of `w` at `at` (`fingerprint_at`): a view, one as_strided op."""
+    n, stride = at
+    return w.as_strided((n,), (stride,))
 
 
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed: new storage,
     new dtype, an in-place update (which bumps the tensor's version counter), or a write that
-    bumped no counter but changed `sample`'s 64 elements (one through `w.data` or NumPy that changes
-    the whole weight, as merging a LoRA delta does; a write to a few elements outside the sample
-    is not seen: `forget_packed()` after it). None for a weight in shared or file-mapped storage,
-    or when the machine had no room for the copy (`room_for`): the caller then takes F.linear. A
+    bumped no counter but changed its `fingerprint`'s 64 elements (one through `w.data` or NumPy that
+    changes the whole weight, as merging a LoRA delta does, or a head's block; a write to a few elements
+    outside the fingerprint is not seen: `forget_packed()` after it). None for an empty weight, one in
+    shared or file-mapped storage, or when the machine had no room for the copy (`room_for`): the caller then takes F.linear. A
     refusal for room is kept like a copy: the weight is not asked about again until it changes or
     `forget_packed()`."""
     if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
         return w  # change could not be seen; oneDNN then packs it per call, as torch would
+    if w.numel() == 0:  # (Linear(C, 0)): nothing to pack, and oneDNN refuses to
+        return None
     storage = w.untyped_storage()
     # In shared memory (`model.share_memory()`, torch.multiprocessing), other processes write the
     # weight in place (Hogwild training, a trainer serving its weights), and a write bumps only the
@@ -146,14 +152,14 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     # memory with a counter of its own (autograd's escape hatch: `w.detach()` shares w's counter, and
     # so is seen), and NumPy's `w.numpy()[...] = ...` writes memory PyTorch never hears of. PEFT's
     # merge_and_unload adds its delta through `.data`, and torch.optim.swa_utils or an EMA may too.
-    # A sample of the weight's elements, compared at each call, catches the writes that change the
-    # whole weight. It costs ~2-5 µs a call: 124M's 49 decode-step products took 1.00-1.06x as long
-    # with it, within the noise of the busy 2-core Xeon that measured it. A NaN in the sample never
+    # A fingerprint of the weight's elements, compared at each call, catches the writes that change
+    # the whole weight, or a head's block of it. It costs ~2-5 µs a call: 124M's 49 decode-step products took 1.00-1.06x as long
+    # with it, within the noise of the busy 2-core Xeon that measured it. A NaN in the fingerprint never
     # equals itself: such a weight is packed at each call, slower, never stale.
-    if hit is None or hit[0] != w._version or not torch.equal(sample(w, hit[2]), hit[3]):
-        grid = sample_grid(w)
+    if hit is None or hit[0] != w._version or not torch.equal(fingerprint(w, hit[2]), hit[3]):
+        at = fingerprint_at(w)
         packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if room_for(w.nbytes) else None
-        hit = views[view] = (w._version, packed, grid, sample(w, grid).clone())
+        hit = views[view] = (w._version, packed, at, fingerprint(w, at).clone())
     return hit[1]
 
 

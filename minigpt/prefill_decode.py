@@ -244,8 +244,9 @@ class DecodeState:
         return self.prefill(ids[:, -width:])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Phase 2: one new token per row, (B, 1) or (B,) as `sample` gives them → logits (B, V)
-        fp32; then move one slot on. Tokens it refuses (their shape, their dtype) change no state."""
+        """Phase 2: one new token per row, (B, 1) or (B,) as `minigpt.sampling.sample` gives them →
+        logits (B, V) fp32; then move one slot on. Tokens it refuses (their shape, their dtype)
+        change no state."""
         tokens = self._checked_tokens(tokens)  # before the state changes
         self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
         width = self.cache.max_len if self.compile else self.slot + 1  # compiled: fixed width, one graph for all steps

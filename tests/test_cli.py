@@ -736,11 +736,11 @@ def test_a_download_folder_it_cannot_write_is_named_with_what_to_set(tmp_path):
     python, ro = as_a_user_who_cannot_write(tmp_path)
     downloads = ro / ".cache" / "minigpt"  # an installed minigpt's config.DOWNLOADS under HOME=ro
     # (config.py's line for an installed package: the folder and its source, found from the environment)
-    fetch = ("import sys; import minigpt.config as c, minigpt.download as d; "
+    fetch = ("import sys, minigpt.config as c, minigpt.download as d; "
              "d.DOWNLOADS, d.DOWNLOADS_SOURCE = c.user_cache_source('minigpt'); "
              "sys.exit(d.main(['gpt2', '--base-url', 'http://127.0.0.1:9']))")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    done = subprocess.run([*python, "-c", fetch, str(downloads)], cwd=ROOT, env={**env, "HOME": str(ro)},
+    done = subprocess.run([*python, "-c", fetch], cwd=ROOT, env={**env, "HOME": str(ro)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [

@@ -315,6 +315,23 @@ def test_a_cache_built_for_another_model_is_refused_naming_both_sides(change, na
 
 
 @torch.no_grad()
+def test_a_cache_in_autocasts_dtype_serves_a_float32_model_under_autocast():
+    """A review: the layout check refused a bfloat16 cache for a float32 model run under bfloat16
+    autocast, which worked (its K and V come out in bfloat16, stored as they are). Taken again;
+    outside autocast it is still refused (SDPA fails on mixed dtypes there)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    ids, cache = torch.randint(0, 64, (1, 5)), _other_cache(model, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(ids)[0][:, -1]
+        model(ids[:, :4], kv_cache=cache, input_pos=torch.arange(4))
+        got = model(ids[:, 4:], kv_cache=cache, input_pos=torch.tensor([4]), attn_mask=torch.ones(1, 1, 1, 5, dtype=torch.bool))[0]
+    assert (got[:, -1] - want).abs().max() < 0.05  # bfloat16's rounding of K and V alone
+    with pytest.raises(ValueError, match="the cache has dtype=bfloat16, the model needs dtype=float32"):
+        model(ids[:, :4], kv_cache=cache, input_pos=torch.arange(4))
+
+
+@torch.no_grad()
 def test_a_cached_mask_that_lets_a_token_see_a_later_slot_is_refused():
     """An audit verifying 3 draft tokens in one cached call: an all-True mask (each draft seeing
     the later drafts) was accepted and its logits were 0.08 off a full forward, while the same

@@ -608,7 +608,7 @@ def test_peft_merge_and_unload_is_seen_by_the_next_no_grad_call():
     """An audit: PEFT's merge_and_unload adds each LoRA delta through `weight.data`, which bumps no
     version counter, so a model that had run inference kept multiplying by its old packed copies:
     the merged model's no_grad logits were the unmerged base's (0.83 off the LoRA model's). The
-    sample kept with each copy sees a write that changes the whole weight."""
+    fingerprint kept with each copy sees a write that changes the whole weight."""
     import peft
 
     model, idx = tiny_gpt(), torch.randint(0, 300, (2, 12))
@@ -642,15 +642,38 @@ def test_dense_writes_around_the_version_counter_are_seen():
 
 
 @needs_onednn
-def test_a_write_through_data_outside_the_sample_still_needs_forget_packed():
-    """What the sample does not promise (minigpt/linear.py, README): a write through `.data` to a
+def test_a_head_pruned_through_data_is_seen():
+    """A review: the first fingerprint, an 8 × 8 grid, read every 96th column of a 768-wide weight,
+    and so never a column of heads 2, 5, 8 or 11 (64 each): zeroing one through `.data`, as
+    hand-written head pruning does, was served stale. Its 64 elements now lie in 64 rows and 64
+    columns of their own, so every head's block of 64 rows or columns holds some."""
+    torch.manual_seed(0)
+    lin, x = Linear(768, 768), torch.randn(4, 768)  # attn.c_proj's shape in GPT-2 124M
+    with torch.no_grad():
+        lin(x)
+        for head in range(12):
+            lin.weight.data[:, 64 * head:64 * (head + 1)] = 0.0  # the head's input columns
+            assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4), head
+
+
+def test_an_empty_weight_runs_on_f_linear():
+    """A review: Linear(16, 0) under no_grad failed in oneDNN ("could not create a primitive
+    descriptor"), and the fingerprint's steps divided by its 0 rows. Nothing to pack: F.linear."""
+    lin, x = Linear(16, 0), torch.randn(4, 16)
+    with torch.no_grad():
+        assert lin(x).shape == (4, 0)
+
+
+@needs_onednn
+def test_a_write_through_data_outside_the_fingerprint_still_needs_forget_packed():
+    """What the fingerprint does not promise (minigpt/linear.py, README): a write through `.data` to a
     few elements it does not read is not seen, and the old copy is served until forget_packed().
     If this test fails because the write was seen, the docs undersell the check: update them."""
-    from minigpt.linear import sample_grid
+    from minigpt.linear import fingerprint_at
 
     lin, x = layer(), torch.randn(4, 96)
-    size, stride = sample_grid(lin.weight)  # (200, 96): rows 0, 25, ..., columns 0, 12, ...
-    assert stride == (25 * 96, 12) and size == (8, 8)
+    # (200, 96): 64 elements, the i-th at row 3i, column i
+    assert fingerprint_at(lin.weight) == (64, 3 * 96 + 1)
     with torch.no_grad():
         before = lin(x)
         lin.weight.data[1, 1] += 100.0  # row 1, column 1: not sampled

@@ -1,6 +1,23 @@
-"""Shared test settings: keep `transformers` (the oracle in many tests) quiet and offline,
-hypothesis deterministic, and autograd on after every test."""
+"""Shared test settings: one torch thread, `transformers` (the oracle in many tests) quiet and
+offline, hypothesis deterministic, and autograd on after every test."""
 import os
+
+# One torch thread per test process. The tests run tiny models: thousands of small ops, each a
+# parallel region that waits for all of torch's threads, so a second thread only adds waiting, and
+# on a busy 2-core CI runner each region spins for a core another process holds
+# (tests/test_finetune.py took 114 s with torch's default threads, 63 s with one, on 2 shared cores).
+# OMP_NUM_THREADS is set here, before anything imports torch (pytest imports conftest.py before the
+# test files, and its plugins hypothesis, pytest-benchmark and anyio import no torch), so that the
+# subprocesses the tests start (`python -m minigpt ...`) inherit it too; torch.set_num_threads below
+# holds for this process even if something imported torch first. MINIGPT_TEST_THREADS=N runs the
+# tests with N threads instead; 0 leaves torch's default (or your own OMP_NUM_THREADS). Tests that
+# need a thread count of their own set it (tests/test_train_reference.py's one_thread fixture).
+TEST_THREADS = os.environ.get("MINIGPT_TEST_THREADS", "1")
+if not TEST_THREADS.isdecimal():
+    raise ValueError(f"MINIGPT_TEST_THREADS must be a whole number of torch threads (0: torch's default), "
+                     f"got {TEST_THREADS!r}")
+if TEST_THREADS != "0":
+    os.environ["OMP_NUM_THREADS"] = TEST_THREADS
 
 # Tests never reach the network: the HF oracle models are built from configs with random weights.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,6 +88,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if TEST_THREADS != "0":
+    torch.set_num_threads(int(TEST_THREADS))
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,26 @@ def random_logits(B: int, V: int, *, seed: int, ties: bool = False) -> torch.Ten
     return (x * 2).round() / 2 if ties else x  # steps of 0.5: many exact ties, also at the top
 
 
+def use_stratified_uniforms(monkeypatch) -> None:
+    """Interpreter only: the kernels draw row r with the uniform (r + 1/2) / seed instead of a
+    random one, so n copies of a row with seed=n draw from n evenly spaced uniforms: the draw is
+    inverse-CDF sampling, so each token comes round(n · p) times, ±1, and a token of mass p ≥ 1/n
+    at least once. An exact check, no statistical slack, with few rows (the interpreter is slow).
+    The interpreter looks `row_uniform` up when the kernel runs, so it can be swapped here; a GPU
+    compiles it in."""
+    import triton
+    import triton.language as tl
+
+    from minigpt.kernels import sampling, sampling_split
+
+    @triton.jit
+    def stratified_uniform(seed_ptr, offset_ptr, row):  # seed = n: row r's uniform is (r + 1/2) / n
+        return (row.to(tl.float32) + 0.5) / tl.load(seed_ptr).to(tl.float32)
+
+    monkeypatch.setattr(sampling, "row_uniform", stratified_uniform)
+    monkeypatch.setattr(sampling_split, "row_uniform", stratified_uniform)
+
+
 # (temperature, top_k, top_p, min_p) per row: every filter alone, mixed, and the edge cases.
 ROWS = [
     (1.0, 0, 1.0, 0.0),      # temperature only: the whole row
@@ -558,25 +578,35 @@ def test_a_listed_top_p_bracket_and_the_tokens_above_it(device: str, splits: int
 
 @on_devices
 @pytest.mark.parametrize("V, splits", [(6, 1), (2048, 1), (64, 2)])
-def test_top_p_drops_a_tail_whose_mass_is_exactly_1_minus_top_p(device: str, V: int, splits: int):
+def test_top_p_drops_a_tail_whose_mass_is_exactly_1_minus_top_p(device: str, V: int, splits: int, monkeypatch):
     """Masses .5, .25, .125, .0625, .03125, .03125 (-inf up to V): the kernel's weights exp2((l - m) · c2)
     come out exact powers of 2, so the mass above a token reaches top_p .5, .75, .875 exactly. There
     transformers drops the tail (cumulative mass ≤ 1 - top_p) and keeps 1, 2, 3 tokens; so does the
     kernel, one program or split: every draw lies in that set and each of its tokens is drawn. (A
     mutation audit found no test with such a row for the torch path; tests/test_sampling.py's test of
     the same name covers it. The kernel's rounding can move a cut within ~1e-6 of the mass, see its
-    docstring, but these sums are exact.)"""
+    docstring, but these sums are exact.) On a CPU the uniforms are stratified, 8 rows per top_p
+    (`use_stratified_uniforms`): each kept token is drawn its exact share, ±1, and a wrongly kept next
+    token, whose share (1/15 at top_p .875, more at the others) is over the 1/16 between the top
+    uniform 15/16 and 1, would be drawn. On a GPU, 1000 random draws per top_p."""
     from minigpt.kernels.sampling import fused_sample
 
     row = torch.full((V,), float("-inf"))
     row[:6] = torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125]).log()
-    n = 48 if device == "cpu" else 1000  # draws per top_p: the interpreter is slow
-    settings = [(1.0, 0, top_p, 0.0) for top_p in (0.5, 0.75, 0.875) for _ in range(n)]
-    tokens = fused_sample(row.expand(len(settings), V).contiguous().to(device), **params(settings, device),
-                          **seed_offset(0, 0, device), splits=splits).cpu()
-    for i, (top_p, n_kept) in enumerate([(0.5, 1), (0.75, 2), (0.875, 3)]):
-        assert int(reference_probs(row, *settings[i * n]).count_nonzero()) == n_kept, top_p  # transformers' set
-        assert sorted(set(tokens[i * n:(i + 1) * n].tolist())) == list(range(n_kept)), top_p
+    stratified = device == "cpu"  # the interpreter: ~0.05 s a row
+    if stratified:
+        use_stratified_uniforms(monkeypatch)
+    n = 8 if stratified else 1000  # rows per top_p
+    for top_p, n_kept in [(0.5, 1), (0.75, 2), (0.875, 3)]:
+        setting = (1.0, 0, top_p, 0.0)
+        probs = reference_probs(row, *setting)
+        assert int(probs.count_nonzero()) == n_kept, top_p  # transformers' set
+        tokens = fused_sample(row.expand(n, V).contiguous().to(device), **params([setting] * n, device),
+                              **seed_offset(n if stratified else 0, 0, device), splits=splits).cpu()
+        assert sorted(set(tokens.tolist())) == list(range(n_kept)), top_p
+        if stratified:
+            counts = torch.bincount(tokens, minlength=V).double()
+            assert (counts - n * probs.double()).abs().max() <= 1, (top_p, counts[:6].tolist())
 
 
 @on_devices
@@ -644,19 +674,10 @@ if INTERPRETED:
         """An exact check of the distribution, no statistical slack (a kernel audit's harness): the
         draw is inverse-CDF sampling of one uniform per row, so n copies of a row given the uniforms
         (r + 1/2) / n, r = 0 .. n-1, must draw each token round(n · p) times, ±1, p transformers',
-        and a token the filters remove never. The interpreter looks `row_uniform` up when the
-        kernel runs, so it can be swapped here."""
-        import triton
-        import triton.language as tl
+        and a token the filters remove never (`use_stratified_uniforms`)."""
+        from minigpt.kernels import sampling
 
-        from minigpt.kernels import sampling, sampling_split
-
-        @triton.jit
-        def stratified_uniform(seed_ptr, offset_ptr, row):  # seed = n: row r's uniform is (r + 1/2) / n
-            return (row.to(tl.float32) + 0.5) / tl.load(seed_ptr).to(tl.float32)
-
-        monkeypatch.setattr(sampling, "row_uniform", stratified_uniform)
-        monkeypatch.setattr(sampling_split, "row_uniform", stratified_uniform)
+        use_stratified_uniforms(monkeypatch)
         setting, shape, block_size = STRATIFIED[name]
         n = 64
         row = random_logits(1, 48, seed=11)[0] if shape == "peaked" else random_logits(1, 64, seed=3)[0] * 0.3

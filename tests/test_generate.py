@@ -1484,16 +1484,42 @@ def test_stats_are_filled(pair):
     assert (m.ttft_s, m.tpot_s, m.tokens_per_s) == pytest.approx((0.25, 0.02, 100.0))
 
 
-def test_the_callers_time_between_tokens_is_not_decode_time(pair):
-    """A benchmarking audit: a `stream` consumer that slept 20 ms a token made TPOT 31 ms where
-    generate's was 10 ms: the time outside the loop (the consumer's, a streamer's) counted as
-    decoding. The host waits for every step on a CPU, so it is left out exactly."""
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """fake_clock(s): moves the clock that generation's stats read (minigpt/stats.py's `time`) s
+    seconds ahead, as if s seconds passed there, without waiting them: a test of what the stats
+    count can spend 10 s where it would otherwise sleep."""
     import time
 
+    import minigpt.stats
+
+    ahead = [0.0]  # seconds the fake clock is ahead of the real one
+    monkeypatch.setattr(minigpt.stats, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + ahead[0]))
+
+    def advance(seconds: float) -> None:
+        ahead[0] += seconds
+
+    return advance
+
+
+def test_the_callers_time_between_tokens_is_not_decode_time(pair, fake_clock, monkeypatch):
+    """A benchmarking audit: a `stream` consumer that slept 20 ms a token made TPOT 31 ms where
+    generate's was 10 ms: the time outside the loop (the consumer's, a streamer's) counted as
+    decoding. The host waits for every step on a CPU, so it is left out exactly. On the fake clock
+    each forward takes 1 s and the caller waits 10 s a token: TPOT is the 1 s (and the real ms),
+    so it fails both if the caller's time is counted and if a step's own time is left out."""
+    step_s, wait_s = 1.0, 10.0
     model, _ = pair
+    forward = model.forward
+
+    def timed_forward(*args, **kwargs):  # a step's own work: in TPOT
+        fake_clock(step_s)
+        return forward(*args, **kwargs)
+
     ids, mask = left_padded(PROMPTS)
     kw = dict(max_new_tokens=6, eos_token_id=[], return_stats=True)
     generate(model, ids, mask, **kw)  # warm: a process's first call packs the weights (minigpt/linear.py)
+    monkeypatch.setattr(model, "forward", timed_forward)
     steps = stream(model, ids, mask, **kw)
     while True:
         try:
@@ -1501,34 +1527,34 @@ def test_the_callers_time_between_tokens_is_not_decode_time(pair):
         except StopIteration as end:
             _, consumed = end.value
             break
-        time.sleep(0.5)
-    _, streamed = generate(model, ids, mask, streamer=lambda tokens: time.sleep(0.5), **kw)
+        fake_clock(wait_s)
+    _, streamed = generate(model, ids, mask, streamer=lambda tokens: fake_clock(wait_s), **kw)
     _, plain = generate(model, ids, mask, **kw)
-    print(f"TPOT: plain {plain.tpot_s * 1e3:.2f} ms, consumed {consumed.tpot_s * 1e3:.2f}, streamer {streamed.tpot_s * 1e3:.2f}")
-    # Each step slept 500 ms outside the loop: counted, TPOT would be over it. The margin is for a busy
-    # machine, where a tiny model's step took 207 ms against a 200 ms sleep and limit.
-    assert 0 < consumed.tpot_s < 0.5 and 0 < streamed.tpot_s < 0.5
+    print(f"TPOT: plain {plain.tpot_s:.3f} s, consumed {consumed.tpot_s:.3f}, streamer {streamed.tpot_s:.3f}")
+    # Counted, the waits would add 10 s · 6 waits / 5 steps to each TPOT; a real step takes milliseconds.
+    for stats in (plain, consumed, streamed):
+        assert step_s <= stats.tpot_s < step_s + wait_s / 2, stats
 
 
 @torch.no_grad()
-def test_beam_search_ttft_includes_the_first_tokens_choice(pair, monkeypatch):
+def test_beam_search_ttft_includes_the_first_tokens_choice(pair, fake_clock, monkeypatch):
     """A numbers audit: beam search read TTFT's clock right after prefill, so the first token's
-    choice (scoring and picking candidates) was timed as decoding, unlike sampling's TTFT."""
-    import time
-
+    choice (scoring and picking candidates) was timed as decoding, unlike sampling's TTFT. On the
+    fake clock each choice takes 10 s: TTFT holds the first one, the decode steps the two others."""
     import minigpt.beam_search as beam_search
 
+    choice_s = 10.0
     model, _ = pair
     real = beam_search.best_candidates
 
     def slow(*args, **kwargs):
-        time.sleep(0.2)
+        fake_clock(choice_s)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(beam_search, "best_candidates", slow)
     ids, mask = left_padded(PROMPTS)
     _, stats = generate(model, ids, mask, max_new_tokens=3, num_beams=2, eos_token_id=[], return_stats=True)
-    assert stats.ttft_s >= 0.2  # the first choice (the decode steps hold the two others)
+    assert choice_s <= stats.ttft_s < 2 * choice_s and stats.tpot_s >= choice_s, stats
 
 
 @torch.no_grad()

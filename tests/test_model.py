@@ -155,28 +155,22 @@ def test_loss_with_ignored_labels_matches_hf(small):
 
 @torch.no_grad()
 def test_hf_loads_what_minigpt_saves(small, tmp_path):
-    _, _, ours = small
+    """The round trip HF → minigpt → HF gives transformers its own model back: bit-identical
+    weights, the LM head tied to wte, and a config that makes the same forward pass (torch.equal
+    logits). The small config proves what the 124M one did here, in a fraction of its time."""
+    hf, _, ours = small
     ours.save_pretrained(tmp_path)
     reloaded = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
-    idx = torch.randint(0, SMALL["vocab_size"], (2, 128), generator=torch.Generator().manual_seed(3))
-    d = max_diff(reloaded(idx).logits, ours(idx)[0])
-    print(f"minigpt save → HF load: max|Δ logits| = {d:.2e}")
-    assert d <= TOL_FP32
-
-
-@torch.no_grad()
-def test_hf_loads_what_minigpt_saves_124m(gpt2_124m, tmp_path):
-    hf, _, ours = gpt2_124m
-    ours.save_pretrained(tmp_path)
-    reloaded = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
-    # Bit-identical weights after the round trip HF → minigpt → HF imply identical logits; a
-    # short forward pass checks the tying and config survived too.
     ref_state = hf.state_dict()
     for name, t in reloaded.state_dict().items():
         assert torch.equal(t, ref_state[name]), name
-    idx = torch.randint(0, 50257, (1, 64), generator=torch.Generator().manual_seed(4))
     assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
-    assert torch.equal(reloaded(idx).logits, hf(idx).logits)
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 128), generator=torch.Generator().manual_seed(3))
+    logits = reloaded(idx).logits
+    assert torch.equal(logits, hf(idx).logits)
+    d = max_diff(logits, ours(idx)[0])
+    print(f"minigpt save → HF load: max|Δ logits| = {d:.2e} against minigpt's own")
+    assert d <= TOL_FP32
 
 
 def test_num_params_gpt2_preset():

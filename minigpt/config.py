@@ -178,7 +178,7 @@ def _check_bool_options(d: dict, source: str, is_classifier: bool) -> None:
             problem = f"asking for {other}, which minigpt's GPT-2 does not implement"
         else:
             continue
-        raise ValueError(f"{source} sets {name}={json.dumps(value)}, {problem}")
+        raise ValueError(f"{source} sets {name}={json.dumps(value, default=repr)}, {problem}")
 
 
 # The generic names transformers' GPT2Config also accepts for its own (its attribute_map).

@@ -20,11 +20,11 @@ beside it (as much memory again), rebuilt when the weight changes (new storage o
 in-place update, which bumps the tensor's version counter), dropped at the first call with grad
 enabled, and dropped after every optimizer step (a fused optimizer, as minigpt trains with,
 updates weights in place without bumping their counters). A write through `w.data` or NumPy bumps
-no counter (autograd does not see it either); a fingerprint of 64 elements kept with each copy
-(`fingerprint`) catches such a write when it changes the weight throughout (PEFT's merge_and_unload
-adding a LoRA delta, an EMA or copy through `.data`) or a block of rows or columns (an attention
-head's), but not one that changes only a few elements (a token's row, an entry) outside it: call
-`forget_packed()` after a write through `.data`.
+no counter (autograd does not see it either); a fingerprint of up to 64 elements kept with each
+copy (`fingerprint`) catches such a write when it changes the weight throughout (PEFT's
+merge_and_unload adding a LoRA delta, an EMA or copy through `.data`), but not surely one that
+changes part of it (a block of rows, a token's row, an entry): call `forget_packed()` after a write
+through `.data`.
 A weight in shared or file-mapped storage (`model.share_memory()`, torch.multiprocessing,
 `torch.from_file`) is never packed: another process's in-place write bumps only that process's
 counter, so a copy here could not know it is stale. Such a weight runs on F.linear, slower.
@@ -105,8 +105,9 @@ def _view(w: torch.Tensor) -> tuple:
 def fingerprint_at(w: torch.Tensor) -> tuple[int, int]:
     """Where `fingerprint` reads `w` (out, in): (n, stride) of n = min(64, rows, columns) elements on
     a diagonal across it, element i at row i·(rows // n) and column i·(columns // n). Each lies in a
-    row and a column of its own, so a write to a block of rows // n rows, or columns // n columns,
-    changes one: an attention head's 64 in each of GPT-2's weights but the LM head's (785 rows apart)."""
+    row and a column of its own, spread over the weight: a write that changes all of it changes
+    them. One that changes part of it may miss them all: a block of rows fewer than rows // n (an
+    attention head's 64 are more in GPT-2 124M to large, not in xl), the rows past n·(rows // n)."""
     n = min(64, *w.shape)
     return n, w.size(0) // n * w.stride(0) + w.size(1) // n * w.stride(1)
 
@@ -120,16 +121,16 @@ def fingerprint(w: torch.Tensor, at: tuple[int, int]) -> torch.Tensor:
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed: new storage,
     new dtype, an in-place update (which bumps the tensor's version counter), or a write that
-    bumped no counter but changed its `fingerprint`'s 64 elements (one through `w.data` or NumPy that
-    changes the whole weight, as merging a LoRA delta does, or a head's block; a write to a few elements
-    outside the fingerprint is not seen: `forget_packed()` after it). None for an empty weight, one in
+    bumped no counter but changed its `fingerprint`'s elements (one through `w.data` or NumPy that
+    changes the whole weight, as merging a LoRA delta does; a write to part of it may not be seen:
+    `forget_packed()` after it). None for an empty weight, one in
     shared or file-mapped storage, or when the machine had no room for the copy (`room_for`): the caller then takes F.linear. A
     refusal for room is kept like a copy: the weight is not asked about again until it changes or
     `forget_packed()`."""
-    if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
-        return w  # change could not be seen; oneDNN then packs it per call, as torch would
     if w.numel() == 0:  # (Linear(C, 0)): nothing to pack, and oneDNN refuses to
         return None
+    if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
+        return w  # change could not be seen; oneDNN then packs it per call, as torch would
     storage = w.untyped_storage()
     # In shared memory (`model.share_memory()`, torch.multiprocessing), other processes write the
     # weight in place (Hogwild training, a trainer serving its weights), and a write bumps only the
@@ -153,7 +154,7 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     # so is seen), and NumPy's `w.numpy()[...] = ...` writes memory PyTorch never hears of. PEFT's
     # merge_and_unload adds its delta through `.data`, and torch.optim.swa_utils or an EMA may too.
     # A fingerprint of the weight's elements, compared at each call, catches the writes that change
-    # the whole weight, or a head's block of it. It costs ~2-5 µs a call: 124M's 49 decode-step products took 1.00-1.06x as long
+    # the whole weight. It costs ~2-5 µs a call: 124M's 49 decode-step products took 1.00-1.06x as long
     # with it, within the noise of the busy 2-core Xeon that measured it. A NaN in the fingerprint never
     # equals itself: such a weight is packed at each call, slower, never stale.
     if hit is None or hit[0] != w._version or not torch.equal(fingerprint(w, hit[2]), hit[3]):

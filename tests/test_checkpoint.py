@@ -361,6 +361,15 @@ def test_a_bool_option_that_is_no_json_bool_is_refused_naming_its_value(name, va
         GPTConfig.from_hf_dict({"model_type": "gpt2", name: value})
 
 
+def test_a_bool_option_from_python_that_json_cannot_write_is_still_named():
+    """A review: the message quoted the value with json.dumps, which raised TypeError ("Object of
+    type bool is not JSON serializable") for NumPy's bool, from a dict built in Python."""
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"^config.json sets scale_attn_weights=.*True.*, which is no JSON bool"):
+        GPTConfig.from_hf_dict({"model_type": "gpt2", "scale_attn_weights": np.bool_(True)})
+
+
 @pytest.mark.parametrize("name", GPT2_BOOLS)
 def test_a_bool_option_loads_with_gpt2s_value_and_names_another(name):
     """Absent or GPT-2's value, each option loads (reorder_and_upcast_attn either way: it only

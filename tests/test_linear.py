@@ -646,7 +646,8 @@ def test_a_head_pruned_through_data_is_seen():
     """A review: the first fingerprint, an 8 × 8 grid, read every 96th column of a 768-wide weight,
     and so never a column of heads 2, 5, 8 or 11 (64 each): zeroing one through `.data`, as
     hand-written head pruning does, was served stale. Its 64 elements now lie in 64 rows and 64
-    columns of their own, so every head's block of 64 rows or columns holds some."""
+    columns of their own, 12 apart here: every head of GPT-2 124M holds some (not promised in
+    general: gpt2-xl's c_attn rows lie 75 apart, more than a head's 64)."""
     torch.manual_seed(0)
     lin, x = Linear(768, 768), torch.randn(4, 768)  # attn.c_proj's shape in GPT-2 124M
     with torch.no_grad():
@@ -656,12 +657,16 @@ def test_a_head_pruned_through_data_is_seen():
             assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4), head
 
 
-def test_an_empty_weight_runs_on_f_linear():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("n_in, n_out", [(16, 0), (0, 16)])
+def test_an_empty_weight_runs_on_f_linear(n_in, n_out, mode, dtype):
     """A review: Linear(16, 0) under no_grad failed in oneDNN ("could not create a primitive
-    descriptor"), and the fingerprint's steps divided by its 0 rows. Nothing to pack: F.linear."""
-    lin, x = Linear(16, 0), torch.randn(4, 16)
-    with torch.no_grad():
-        assert lin(x).shape == (4, 0)
+    descriptor"), and the fingerprint's steps divided by its 0 rows; a weight made under
+    inference_mode reached oneDNN before the check. Nothing to pack: F.linear."""
+    with mode():
+        lin, x = Linear(n_in, n_out).to(dtype), torch.randn(4, n_in, dtype=dtype)
+        assert lin(x).shape == (4, n_out)
 
 
 @needs_onednn

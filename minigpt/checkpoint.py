@@ -332,10 +332,15 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     minigpt/lora.py's `load_adapted`). `dtype=None` keeps the dtype stored in the file;
     `device="auto"` is the GPU when there is one. `model_class` is the class built (a subclass of
     GPT: `MyGPT.from_pretrained` passes its own)."""
+    # What transformers keeps as `model.name_or_path`: the path or name as given. PEFT records it as
+    # base_model_name_or_path in the adapters it saves from this model (else null: they name no base).
+    name_or_path = os.fspath(path)
     path = find_gpt2(name) if (name := gpt2_name(path)) else Path(shipped_path(path))
     check_checkpoint_dir(path)
     if not (path / "config.json").exists() and (path / ADAPTER_CONFIG).is_file():  # LoRA adapters alone: their base, adapted
-        return load_adapted(path, dtype=dtype, device=device, model_class=model_class)
+        model = load_adapted(path, dtype=dtype, device=device, model_class=model_class)
+        model.name_or_path = name_or_path  # the adapters' folder, which loads as this merged model
+        return model
     if not (path / "config.json").exists():  # e.g. checkpoints/gpt2, which ships only the tokenizer
         if (path / WEIGHTS_NAME).exists() or (path / INDEX_NAME).exists():  # what a save_gpt killed mid-rename leaves
             raise FileNotFoundError(f"{path} holds weights but no config.json: {interrupted_save(path)}")
@@ -381,6 +386,7 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
                          f"does not: built on the meta device to load it, they have no values; build it yourself "
                          f"and load a GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
                          f"model.load_state_dict(gpt.state_dict(), strict=False)")
+    model.name_or_path = name_or_path
     return model.eval()
 
 

@@ -270,6 +270,22 @@ class GPTConfig:
         """The MLP's hidden width: n_inner, or 4 × n_embd when it is None (GPT-2's)."""
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
+    def to_dict(self) -> dict:
+        """The fields as a dict, with GPT-2's `tie_word_embeddings=True`, which PEFT reads here (as
+        transformers' `PretrainedConfig.to_dict`) to handle the tie (see GPT._tied_weights_keys); it
+        is no field, since every GPT is built tied. A head you untie by hand is not seen here: PEFT
+        may then warn of a tie that is gone (merging an adapter on lm_head), but it ties nothing,
+        as GPT._tied_weights_keys then names no tie."""
+        return asdict(self) | {"tie_word_embeddings": True}
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "GPTConfig":
+        """The config of the checkpoint `path` names (a GPT-2 size by name: its preset), as
+        transformers' `GPT2Config.from_pretrained`: PEFT calls it on the base it records when it
+        saves adapters (GPT.name_or_path), to see whether the fine-tune resized the vocabulary."""
+        name = gpt2_name(path)
+        return cls.gpt2(name) if name else cls.from_json(shipped_path(path))
+
     @classmethod
     def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
         """A preset by name: `GPTConfig.gpt2("gpt2-medium")`, with any field overridden."""

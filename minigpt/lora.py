@@ -141,14 +141,16 @@ def check_no_adapters(model: nn.Module) -> None:
         raise ValueError("the model already has LoRA adapters; merge_lora it first or start from a fresh model")
 
 
+def target_matches(name: str, t: str) -> bool:
+    """Whether the target `t` names the layer `name`: the whole name or its last parts, as PEFT matches."""
+    return name == t or name.endswith("." + t)
+
+
 def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: int, alpha: float, dropout: float) -> list[str]:
     """The names of the layers `inject_lora` would wrap, each checked for these adapters; changes nothing."""
     targets = target_names(targets)  # "c_attn" is one name, not six letters
     check_no_adapters(model)
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-
-    def matches(name: str, t: str) -> bool:
-        return name == t or name.endswith("." + t)
 
     # A weight shared with another module (GPT-2's lm_head *is* wte) cannot take an adapter: merging
     # ΔW into it would change the other module too (every input embedding), so the merged model
@@ -160,10 +162,10 @@ def find_lora_targets(model: nn.Module, targets: tuple[str, ...] | str, rank: in
     def is_tied(name: str) -> bool:
         return uses[id(model.get_submodule(name).weight)] > 1
 
-    chosen = [name for name in linear_names if any(matches(name, t) for t in targets)]
+    chosen = [name for name in linear_names if any(target_matches(name, t) for t in targets)]
     # Every target must name a layer: one that names none (a typo beside good ones, "attn.c_attn,
     # attn.cproj") would otherwise drop its adapters silently while the others train.
-    unmatched = [t for t in targets if not any(matches(name, t) for name in linear_names)]
+    unmatched = [t for t in targets if not any(target_matches(name, t) for name in linear_names)]
     if unmatched or not chosen:
         # The names a target can take: each layer's within its block ("h.3.attn.c_proj" → "attn.c_proj").
         kinds = sorted({re.sub(r"^(?:.*\.)?\d+\.", "", n) for n in linear_names if not is_tied(n)})
@@ -230,18 +232,26 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetens
 ADAPTER_DIR = "adapter"
 PEFT_PREFIX = "base_model.model."  # PEFT saves the wrapped model's tensors under this name
 # PEFT options that change what the adapters compute (a per-layer rank, DoRA's magnitudes,
-# rsLoRA's alpha / sqrt(r), trained biases or heads...): LoRALinear has none of them, so an adapter
-# that uses one is refused rather than loaded into something that computes another function.
+# rsLoRA's alpha / sqrt(r), trained biases or heads, another variant's own weights...): LoRALinear
+# has none of them, so an adapter that uses one is refused rather than loaded into something that
+# computes another function.
 PEFT_OPTIONS_OFF = ("rank_pattern", "alpha_pattern", "use_dora", "use_rslora", "lora_bias", "modules_to_save",
-                    "layers_to_transform", "layers_pattern", "exclude_modules", "target_parameters",
-                    "trainable_token_indices", "layer_replication", "use_qalora", "alora_invocation_tokens")
+                    "layers_to_transform", "layers_pattern", "target_parameters", "trainable_token_indices",
+                    "layer_replication", "use_qalora", "alora_invocation_tokens", "velora_config",
+                    "monteclora_config", "kasa_config", "arrow_config", "use_bdlora")
+# PEFT's init_lora_weights values that rewrite the base weights as the adapters are made: PiSSA,
+# CorDA, OLoRA and LoRA-GA subtract the first B·A from W ("pissa_niter_4" is PiSSA too), and LoftQ
+# quantizes W. Their A and B compute the fine-tuned model only over that changed base, not over
+# the original one that load_adapters puts them on (an audit measured logits 0.23 off).
+BASE_REWRITING_INITS = ("pissa", "corda", "olora", "lora_ga", "loftq")
 
 
 def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -> None:
     """Write `model`'s adapters alone (every LoRALinear's A and B) to the folder `path`, as PEFT
-    does: `PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), path)` or
-    `load_adapters(GPT.from_pretrained(base), path)` gives the adapted model back. `base` (the
-    pretrained model's name or folder) is recorded as PEFT's `base_model_name_or_path`."""
+    does: `PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), path)`, the same on
+    `GPT.from_pretrained(base)`, or `load_adapters(GPT.from_pretrained(base), path)` gives the
+    adapted model back. `base` (the pretrained model's name or folder) is recorded as PEFT's
+    `base_model_name_or_path`."""
     from minigpt.checkpoint import stream_safetensors
     from minigpt.model import GPT
 
@@ -256,7 +266,10 @@ def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -
         raise ValueError(f"adapters with different rank, alpha or dropout {sorted(settings)} cannot be saved in one file")
     (rank, alpha, dropout), = settings
     tensors = {f"{PEFT_PREFIX}{name}.{ab}.weight": getattr(m, ab) for name, m in layers.items() for ab in ("lora_A", "lora_B")}
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
+    # task_type null: PEFT's CAUSAL_LM wrapper asks the model for transformers' generation hooks
+    # (prepare_inputs_for_generation), which minigpt's GPT has not, so it could not open the folder.
+    # transformers' GPT-2 takes null too, and generates through it.
+    config = {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": base,
               "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": list(layers),
               "fan_in_fan_out": True,  # transformers' GPT-2 keeps W as (in, out) (Conv1D); minigpt's Linear as (out, in)
               "bias": "none", "inference_mode": True}
@@ -283,16 +296,9 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         raise ValueError(f"{path / ADAPTER_CONFIG} is not a LoRA adapter's config (peft_type "
                          f"{config.get('peft_type') if isinstance(config, dict) else None!r}, not 'LORA')")
-    used = [k for k in PEFT_OPTIONS_OFF if config.get(k) not in (None, False, {}, [])]
-    used += ["bias"] if config.get("bias", "none") != "none" else []
-    if used:
-        raise ValueError(f"{path / ADAPTER_CONFIG} sets {', '.join(f'{k}={config[k]!r}' for k in used)}: "
-                         "minigpt's LoRA has a rank, an alpha, a dropout and targets, and computes no other adapter")
+    check_computes_lora(config, path / ADAPTER_CONFIG)
     rank, alpha, dropout = config.get("r"), config.get("lora_alpha"), config.get("lora_dropout", 0.0)
-    targets = config.get("target_modules")
-    if isinstance(targets, str):  # PEFT reads one string as a regular expression for whole module names
-        targets = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, name)]
-    chosen = find_lora_targets(model, targets or [], rank, alpha, dropout)
+    chosen = find_lora_targets(model, peft_targets(model, config), rank, alpha, dropout)
     tensors = load_file(str(path / ADAPTER_WEIGHTS))
     expected = {f"{PEFT_PREFIX}{name}.{ab}.weight": (name, ab) for name in chosen for ab in ("lora_A", "lora_B")}
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
@@ -309,6 +315,39 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
         for key, (name, ab) in expected.items():
             getattr(model.get_submodule(name), ab).copy_(tensors[key])
     return chosen
+
+
+def check_computes_lora(config: dict, source: Path) -> None:
+    """Refuse an adapter_config.json (`source`) whose adapters compute what LoRALinear does not."""
+    used = [k for k in PEFT_OPTIONS_OFF if config.get(k) not in (None, False, {}, [])]
+    used += ["bias"] if config.get("bias", "none") != "none" else []
+    if used:
+        raise ValueError(f"{source} sets {', '.join(f'{k}={config[k]!r}' for k in used)}: "
+                         "minigpt's LoRA has a rank, an alpha, a dropout and targets, and computes no other adapter")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_REWRITING_INITS):
+        raise ValueError(f"{source} sets init_lora_weights={init!r}: PEFT changed the base weights when it made these "
+                         "adapters, so they fit only that changed base, not the original one they would be put on. "
+                         "Save them from PEFT as a plain LoRA of the original base: peft_model.save_pretrained(folder, "
+                         "path_initial_model_for_weight_conversion=the folder of the adapters as first made) "
+                         "(for PiSSA, CorDA, OLoRA and LoRA-GA; LoftQ's adapters fit its quantized base only)")
+
+
+def peft_targets(model: nn.Module, config: dict) -> list[str]:
+    """The layers an adapter_config.json names, as PEFT reads it: `target_modules` (one string is a
+    regular expression for whole layer names; a list names layers by their last parts), less those
+    `exclude_modules` names, in the same two forms (it only narrows the targets)."""
+    targets, excluded = config.get("target_modules") or [], config.get("exclude_modules") or []
+    if isinstance(targets, str):
+        targets = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, name)]
+    if not excluded:
+        return list(targets)  # as the file names them, so that a target naming no layer is refused by its name
+
+    def is_excluded(name: str) -> bool:
+        return bool(re.fullmatch(excluded, name)) if isinstance(excluded, str) else any(target_matches(name, e) for e in excluded)
+
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return [name for name in linear if any(target_matches(name, t) for t in targets) and not is_excluded(name)]
 
 
 def adapter_base(path: str | Path) -> str | None:

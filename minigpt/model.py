@@ -218,6 +218,29 @@ class GPT(nn.Module):
         `model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())`."""
         self.lm_head.weight = self.transformer.wte.weight
 
+    # The tie, said as transformers' models say it, for PEFT applied to this GPT directly: with
+    # GPTConfig.to_dict's tie_word_embeddings, these are what PEFT reads to find what is tied to
+    # the input embedding. Without them, merge_and_unload of trainable_token_indices on wte (or of
+    # an adapter on lm_head) wrote its change into the one matrix both use, so the merged model
+    # computed another function.
+
+    @property
+    def _tied_weights_keys(self) -> dict[str, str]:
+        """transformers 5's form (tied parameter → the parameter it is), said only while lm_head's
+        weight is wte's: PEFT takes it as given, and would tie a head you untied to wte's changes.
+        Compared through the modules' parameters, as PEFT may have wrapped either in its own module."""
+        wte = {id(p) for p in self.transformer.wte.parameters()}
+        tied = any(id(p) in wte for p in self.lm_head.parameters())
+        return {"lm_head.weight": "transformer.wte.weight"} if tied else {}
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding, `transformer.wte` (transformers' accessor, which PEFT calls)."""
+        return self.transformer.wte
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The LM head, `lm_head`, tied to wte unless you untied it (transformers' accessor)."""
+        return self.lm_head
+
     def _apply(self, fn, recurse: bool = True) -> "GPT":
         # Every move or conversion (.to, .to_empty, .cuda, .half) runs through here. Those that cannot
         # convert a Parameter in place (meta → real: `to_empty`) make a new one for each module that

@@ -556,3 +556,186 @@ def test_help_on_lora_linear_init_says_what_its_arguments_are():
     internal Module state" and nothing of rank, alpha or dropout."""
     doc = LoRALinear.__init__.__doc__
     assert doc is not None and "`alpha / rank`" in doc and "`dropout`" in doc
+
+
+# ---- PEFT applied to minigpt's GPT, and adapters moved between minigpt and PEFT ------------------
+
+def _randomize_trainable(peft_model) -> None:
+    """Trained-looking adapters: every trainable PEFT tensor (LoRA's A and B, token rows) random."""
+    with torch.no_grad():
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+
+
+@pytest.mark.parametrize("untie", [False, True])
+def test_peft_sees_that_lm_head_is_tied_to_wte(untie):
+    """An audit: PEFT could not see that lm_head is wte, so merge_and_unload of trainable_token_indices
+    on wte wrote the new rows into the one matrix that both use, and the merged model's logits were
+    8.0 off the adapted one's. GPT now says the tie as transformers' models do
+    (get_input_embeddings, get_output_embeddings, _tied_weights_keys, config.to_dict's
+    tie_word_embeddings): PEFT ties the head's token rows to wte's, and the merge changes nothing.
+    A head untied by hand is left as PEFT finds it (its rows not changed: they are not wte's)."""
+    import peft
+
+    model = _model()
+    assert model.get_input_embeddings() is model.transformer.wte and model.get_output_embeddings() is model.lm_head
+    assert model.config.to_dict()["tie_word_embeddings"] is True
+    if untie:
+        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+    head = model.lm_head.weight.detach().clone()
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["c_attn"], trainable_token_indices={"wte": [5, 7]}))
+    _randomize_trainable(pm)
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    ids[:, ::3] = 5
+    with torch.no_grad():
+        adapted = pm(ids)[0]
+        merged = pm.merge_and_unload()
+        diff = (merged(ids)[0] - adapted).abs().max().item()
+    print(f"{'untied' if untie else 'tied'} head: max |merged - adapted| = {diff:.2e}")
+    assert diff < 1e-5  # measured 1.9e-06 (8.0 before)
+    assert (merged.lm_head.weight is merged.transformer.wte.weight) != untie
+    if untie:
+        assert torch.equal(merged.lm_head.weight, head)
+
+
+def test_peft_warns_when_all_linear_adapts_the_tied_lm_head():
+    """An audit: target_modules="all-linear" adapts lm_head on minigpt's GPT (PEFT leaves the output
+    embedding out only on transformers' models), and merge_and_unload then changed wte too, with no
+    word. PEFT now sees the tie and warns at the merge; README says to list the targets."""
+    import peft
+
+    pm = peft.get_peft_model(_model(), peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    assert "lm_head" in pm.targeted_module_names
+    with pytest.warns(UserWarning, match=r"tie_word_embeddings=True` and the tied_target_modules=\['lm_head'\]"):
+        pm.merge_and_unload()
+
+
+@pytest.mark.parametrize("init", ["pissa", "pissa_niter_4", "olora", "corda", "lora_ga", "loftq"])
+def test_adapters_made_over_rewritten_base_weights_are_refused(tmp_path, init):
+    """An audit: load_adapters (and GPT.from_pretrained of the folder) put a PiSSA or OLoRA adapter's
+    A and B over the original weights, though PEFT had subtracted the first B·A from them when it
+    made the adapter: logits 0.23 off, with no word. Such an init_lora_weights is refused by name,
+    with PEFT's way to save the adapter as a plain LoRA."""
+    from minigpt.lora import load_adapters, save_adapters
+
+    save_adapters(_adapted(), tmp_path / "a")
+    config = tmp_path / "a" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "init_lora_weights": init}))
+    model = _model()
+    with pytest.raises(ValueError, match=rf"sets init_lora_weights='{init}': PEFT changed the base weights when it made "
+                                         r"these adapters.*path_initial_model_for_weight_conversion"):
+        load_adapters(model, tmp_path / "a")
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+
+
+def test_a_pissa_adapter_saved_as_plain_lora_loads_right(tmp_path):
+    """The way out that the refusal names works: PEFT's save_pretrained with
+    path_initial_model_for_weight_conversion writes a PiSSA adapter as a plain LoRA of the original
+    base (init_lora_weights true, twice the rank), which minigpt loads with PEFT's logits; the
+    adapter saved as PiSSA is refused. Other inits that leave W alone (eva, mica...) still load."""
+    import peft
+
+    from minigpt.lora import load_adapters, save_adapters
+
+    hf, base = _hf_base(tmp_path)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], init_lora_weights="pissa"))
+    pm.peft_config["default"].init_lora_weights = True  # the first adapters, saved as PEFT's docs say
+    pm.save_pretrained(tmp_path / "init")
+    pm.peft_config["default"].init_lora_weights = "pissa"
+    _randomize_trainable(pm)
+    pm.save_pretrained(tmp_path / "pissa")
+    pm.save_pretrained(tmp_path / "plain", path_initial_model_for_weight_conversion=str(tmp_path / "init"))
+    with pytest.raises(ValueError, match="sets init_lora_weights='pissa'"):
+        load_adapters(_hf_base(tmp_path)[1], tmp_path / "pissa")
+    assert len(load_adapters(base, tmp_path / "plain")) == CFG.n_layer
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(base.eval()(ids)[0], pm.eval()(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+    save_adapters(_adapted(), tmp_path / "a")
+    config = tmp_path / "a" / "adapter_config.json"
+    for init in (True, False, "gaussian", "eva", "orthogonal", "mica"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "init_lora_weights": init}))
+        assert len(load_adapters(_model(), tmp_path / "a")) == 2 * CFG.n_layer
+
+
+@pytest.mark.parametrize("option", ["velora_config", "monteclora_config", "kasa_config", "arrow_config", "use_bdlora"])
+def test_peft_variants_with_weights_of_their_own_are_refused_by_name(tmp_path, option):
+    """An audit: a KaSA, BD-LoRA, VeLoRA... adapter failed only as a tensor-name mismatch, or (where
+    its tensors were LoRA's) would load as a plain LoRA: each is now refused by its option."""
+    from minigpt.lora import load_adapters, save_adapters
+
+    save_adapters(_adapted(), tmp_path / "a")
+    config = tmp_path / "a" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), option: {"some": "setting"}}))
+    with pytest.raises(ValueError, match=rf"sets {option}=.*computes no other adapter"):
+        load_adapters(_model(), tmp_path / "a")
+
+
+def test_saved_adapters_open_with_peft_on_minigpt_and_on_transformers(tmp_path):
+    """An audit: save_adapters wrote task_type CAUSAL_LM, and PEFT's PeftModel.from_pretrained of the
+    folder onto minigpt's GPT failed ("'GPT' object has no attribute 'prepare_inputs_for_generation'":
+    CAUSAL_LM's wrapper needs transformers' generation hooks). It writes null: both libraries open
+    it with the adapted logits, and transformers still generates through the adapters."""
+    import peft
+
+    from minigpt.lora import save_adapters
+
+    hf, adapted = _hf_base(tmp_path)
+    inject_lora(adapted, ("attn.c_attn", "mlp.c_proj"), rank=4, alpha=8.0)
+    with torch.no_grad():
+        for m in adapted.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(0, 0.5)
+    save_adapters(adapted, tmp_path / "adapter", base=str(tmp_path / "base"))
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["task_type"] is None
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    on_gpt = peft.PeftModel.from_pretrained(GPT.from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
+    on_hf = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        want = adapted.eval()(ids)[0]
+        torch.testing.assert_close(on_gpt(ids)[0], want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(on_hf(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
+    out = on_hf.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 12) and torch.equal(out[:, 9], want[:, -1].argmax(-1))  # the first token greedy, adapted
+
+
+def test_peft_records_the_base_a_gpt_was_loaded_from(tmp_path):
+    """An audit: adapters PEFT saved from a GPT loaded with GPT.from_pretrained(path) had
+    base_model_name_or_path null (PEFT reads model.name_or_path, which minigpt never set), so the
+    folder alone did not load ("names no base model"). load_gpt sets it to the path as given."""
+    import peft
+
+    _, base = _hf_base(tmp_path)
+    assert base.name_or_path == str(tmp_path / "base")
+    assert GPTConfig.from_pretrained("openai-community/gpt2-medium") == GPTConfig.gpt2("gpt2-medium")  # what PEFT reads
+    pm = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"]))
+    _randomize_trainable(pm)
+    pm.save_pretrained(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "base")
+    loaded = GPT.from_pretrained(tmp_path / "adapter")
+    assert loaded.name_or_path == str(tmp_path / "adapter")  # the merged model that folder loads as
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids)[0], pm.eval()(ids)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_exclude_modules_narrows_the_targets_as_in_peft(tmp_path):
+    """An audit: an adapter file with PEFT's exclude_modules (which only leaves layers out of the
+    targets) was refused as if it computed another adapter. It is applied as PEFT applies it: a
+    layer it names, by its last parts or (one string) a regular expression, takes no adapter."""
+    import peft
+
+    from minigpt.lora import load_adapters, peft_targets
+
+    model = _model()
+    names = [f"transformer.h.{i}.{m}" for i in range(CFG.n_layer) for m in ("attn.c_attn", "mlp.c_proj")]
+    assert peft_targets(model, {"target_modules": ["c_attn", "c_proj"], "exclude_modules": ["attn.c_proj"]}) == names
+    assert peft_targets(model, {"target_modules": ["c_attn", "c_proj"], "exclude_modules": r".*attn\.c_proj"}) == names
+    pm = peft.get_peft_model(_model(), peft.LoraConfig(r=2, target_modules="all-linear", exclude_modules=["lm_head"]))
+    _randomize_trainable(pm)
+    pm.save_pretrained(tmp_path / "adapter")  # target_modules lists lm_head, exclude_modules leaves it out
+    assert len(load_adapters(model, tmp_path / "adapter")) == 4 * CFG.n_layer
+    ids = torch.randint(0, CFG.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0], pm.eval()(ids)[0], rtol=1e-5, atol=1e-5)

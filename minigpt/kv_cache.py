@@ -21,11 +21,9 @@ up to a bucket (`cache_length`), so prompts of similar length share one compiled
 
 Memory: 2 (K and V) × n_layer × B × max_len × n_embd × bytes per element.
 What it does not do: paging, sliding windows, or sharing a prompt's cache between requests.
-There is no API to clone, expand or roll back a cache; by hand, outside what minigpt supports or tests:
-`copy.deepcopy(cache)` copies every buffer (share a prompt's prefill between continuations; copy a
-batch-1 cache's K and V into a bigger one's rows to expand it). Rolling a `DecodeState` back n tokens
-means lowering `slot`, `next_position`, `input_pos` and `position_ids` by n and setting
-`key_valid[:, slot:]` back to False (stale slots are then overwritten, never read).
+There is no API to clone or roll back a cache; by hand, outside what minigpt supports or tests:
+clone with `copy.deepcopy(cache)` (to share a prompt's prefill between continuations); rolling back
+is `prefill_decode.DecodeState`'s to do (its docstring says how), as it counts the slots filled.
 """
 from __future__ import annotations
 
@@ -48,13 +46,6 @@ def cache_length(needed: int, n_positions: int) -> int:
     return max(min(length, n_positions), needed)
 
 
-def model_layout(model: torch.nn.Module) -> dict:
-    """The cache layout `model` (a minigpt GPT) needs: its config's layers and heads, in the
-    dtype and on the device of its weights (`KVCache.for_model` builds one, `check_fits` compares)."""
-    c, w = model.config, model.transformer.wte.weight
-    return dict(n_layer=c.n_layer, n_head=c.n_head, head_dim=c.head_dim, dtype=w.dtype, device=w.device)
-
-
 class LayerKV:
     """One layer's K and V buffers, each (B, H, max_len, D)."""
 
@@ -74,6 +65,19 @@ class LayerKV:
         return self.k, self.v  # (B, H, max_len, D) each
 
 
+def _too_big(n_layer: int, shape: tuple[int, int, int, int], dtype: torch.dtype,
+             device: torch.device | str | None) -> MemoryError:
+    """The error for a cache its device could not allocate: its size, and what makes it smaller."""
+    batch_size, n_head, max_len, head_dim = shape
+    size = 2 * n_layer * batch_size * n_head * max_len * head_dim * dtype.itemsize
+    return MemoryError(
+        f"the KV cache does not fit: {batch_size:,} rows × {max_len:,} slots × {n_layer} layers × K and V × "
+        f"{n_head * head_dim} channels in {str(dtype).removeprefix('torch.')} is {size / 2**30:,.1f} GiB, which "
+        f"{torch.device(device or 'cpu')} could not allocate; generate fewer rows at once (batch size, "
+        "num_return_sequences, num_beams) or fewer tokens (max_new_tokens)"
+        + (", or in bfloat16" if dtype.itemsize > 2 else ""))
+
+
 class KVCache:
     """Static per-layer K/V buffers for a batch of `batch_size` rows and `max_len` slots."""
 
@@ -90,47 +94,58 @@ class KVCache:
         except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the CPU allocator's "can't allocate memory"
             if not (isinstance(e, torch.OutOfMemoryError) or "allocate" in str(e)):
                 raise
-            size = 2 * n_layer * batch_size * n_head * max_len * head_dim * dtype.itemsize
-            raise MemoryError(
-                f"the KV cache does not fit: {batch_size:,} rows × {max_len:,} slots × {n_layer} layers × K and V × "
-                f"{n_head * head_dim} channels in {str(dtype).removeprefix('torch.')} is {size / 2**30:,.1f} GiB, which "
-                f"{torch.device(device or 'cpu')} could not allocate; generate fewer rows at once (batch size, "
-                "num_return_sequences, num_beams) or fewer tokens (max_new_tokens)"
-                + (", or in bfloat16" if dtype.itemsize > 2 else "")) from None
+            raise _too_big(n_layer, shape, dtype, device) from None
         self.max_len = max_len
 
+    # What the cache is, read from a buffer rather than kept beside it: the buffer knows its real
+    # device ("cuda" allocates on cuda:0). Every layer's K and V alike: (B, H, max_len, D).
+    @property
+    def batch_size(self) -> int:
+        """The rows it holds (B)."""
+        return self.layers[0].k.size(0)
+
+    @property
+    def device(self) -> torch.device:
+        """Where its buffers are."""
+        return self.layers[0].k.device
+
     def layout(self) -> dict:
-        """What a model must match to use this cache (all but the rows and slots), read from a
-        buffer rather than kept beside it: the buffer knows its real device ("cuda" allocates on cuda:0)."""
-        k = self.layers[0].k  # every layer's K and V alike: (B, H, max_len, D)
+        """What a model must match to use this cache: all but the rows and slots."""
+        k = self.layers[0].k  # (B, H, max_len, D)
         return dict(n_layer=len(self.layers), n_head=k.size(1), head_dim=k.size(3), dtype=k.dtype, device=k.device)
+
+    @staticmethod
+    def layout_for(model: torch.nn.Module) -> dict:
+        """The layout `model` (a minigpt GPT) needs: its config's layers and heads, in the dtype and
+        on the device of its weights (`for_model` builds a cache of it, `check_fits` compares)."""
+        c, w = model.config, model.transformer.wte.weight
+        return dict(n_layer=c.n_layer, n_head=c.n_head, head_dim=c.head_dim, dtype=w.dtype, device=w.device)
 
     def __repr__(self) -> str:
         # What the cache holds, not where it sits in memory. How many slots are filled is the
         # decode loop's count (prefill_decode.DecodeState), not the cache's.
         d = self.layout()
-        return (f"KVCache(n_layer={d['n_layer']}, batch_size={self.layers[0].k.size(0)}, n_head={d['n_head']}, "
+        return (f"KVCache(n_layer={d['n_layer']}, batch_size={self.batch_size}, n_head={d['n_head']}, "
                 f"max_len={self.max_len}, head_dim={d['head_dim']}, dtype={str(d['dtype']).removeprefix('torch.')}, "
                 f"device={d['device']})")
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> "KVCache":
         """A cache shaped for `model` (a minigpt GPT), in the dtype and on the device of its weights.
-        Shaped by the config, so first `model.check_config()`: a block appended without raising
-        n_layer, or n_head changed on one side only, failed mid-generation as a bare IndexError or
-        an index_copy_ shape error. Checked here, once per generation, and not at each decode step
-        (where `check_fits` compares only the cache's layout with the model's, which costs little)."""
+        Shaped by the config, so first `model.check_config()` refuses a config its modules disagree
+        with (a block appended without raising n_layer, n_head changed on one side only), by name,
+        here: once per generation, not at each decode step (where `check_fits` compares only the
+        cache's layout with the model's, which costs little)."""
         model.check_config()
-        return cls(batch_size=batch_size, max_len=max_len, **model_layout(model))
+        return cls(batch_size=batch_size, max_len=max_len, **cls.layout_for(model))
 
     def check_fits(self, model: torch.nn.Module) -> None:
-        """Refuse a cache built for another model: other layers, heads, head size, dtype or device.
-        It failed far from the cause (an IndexError, an index_copy_ shape error, SDPA's "Expected
-        query, key, and value to have the same dtype"), or, with more layers than the model, ran.
+        """Refuse a cache built for another model (other layers, heads, head size, dtype or device)
+        here, by name: otherwise it fails deep in attention, or, with more layers than the model, runs.
         Reads only shapes and dtypes, which the host knows: no wait for the device. Under autocast
         the cache may also be in autocast's dtype (an fp32 model's K and V come out in it, and
         `LayerKV.update` casts into the buffer's dtype anyway)."""
-        want, have = model_layout(model), self.layout()
+        want, have = self.layout_for(model), self.layout()
         wrong = [name for name in want if want[name] != have[name]]
         device = have["device"].type
         if wrong == ["dtype"] and torch.is_autocast_enabled(device) and have["dtype"] == torch.get_autocast_dtype(device):

@@ -10,40 +10,16 @@ to oneDNN, which re-packs the weight into its blocked layout (the order its AVX-
 on *every* call. Packing each weight once and calling oneDNN directly makes GPT-2 124M's
 decode-step products ~1.8× faster in fp32 and ~1.4× in bf16 at batch 1, ~3.3× in fp32 and ~1.6×
 in bf16 at batch 8, on an AMD EPYC machine (the two floors of scripts/bench_generate.py;
-BENCHMARKS.md). On Intel CPUs MKL runs its tuned code, and for up to three rows (decode at batch
-1 to 3) in fp32 it streams the weights faster than oneDNN (17.3 vs 19.9 ms for 124M's products at
-batch 1): there those products stay on MKL.
+BENCHMARKS.md). On Intel CPUs MKL runs its tuned code, faster than oneDNN for fp32 products of
+up to three rows (decode at batch 1 to 3): there those stay on MKL (`MKL_ROWS`).
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
-beside it (as much memory again), rebuilt when the weight changes (new storage or dtype, or an
-in-place update, which bumps the tensor's version counter), dropped at the first call with grad
-enabled, and dropped after every optimizer step (a fused optimizer, as minigpt trains with,
-updates weights in place without bumping their counters). A write through `w.data` or NumPy bumps
-no counter (autograd does not see it either); a fingerprint of up to 64 elements kept with each
-copy (`fingerprint`) catches such a write when it changes the weight throughout (PEFT's
-merge_and_unload adding a LoRA delta, an EMA or copy through `.data`), but not surely one that
-changes part of it (a block of rows, a token's row, an entry): call `forget_packed()` after a write
-through `.data`.
-A weight in shared or file-mapped storage (`model.share_memory()`, torch.multiprocessing,
-`torch.from_file`) is never packed: another process's in-place write bumps only that process's
-counter, so a copy here could not know it is stale. Such a weight runs on F.linear, slower.
-"Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode:
-any call with grad on, training or a forward outside no_grad, takes plain F.linear (the oneDNN op
-has no backward), as do calls under CPU autocast (which only F.linear obeys), GPUs, float16 (on
-the CPU with its rows padded as oneDNN's are: `pads_float16`), non-x86 CPUs, bf16 on CPUs without
-AVX-512, fp32 calls of up to three rows on Intel CPUs, and
-weights whose packed copy would leave the machine short of memory (`room_for`: gpt2-xl in fp32 on
-a 16 GB laptop packs only what fits). So do calls that something else watches through F.linear,
-which the oneDNN op is not (`watched`): forward-mode AD (torch.func.jvp / jacfwd, under no_grad
-too), torch.func's transforms, FlopCounterMode and every other torch-function or dispatch mode, a
-tensor-subclass input or weight (fake quantization, weight noise), an F.linear replaced by one's own,
-torch.jit.trace (whose tracer cannot record the oneDNN op).
-Under torch.compile the call is wrapped in a custom op, opaque to the compiler, which would
-otherwise lower it to F.linear (MKL) again.
-torch.ao.quantization.quantize_dynamic quantizes none of these layers: it matches modules by exact
-type, and refuses a subclass even when named in its set; make them plain nn.Linear first (`for m
-in model.modules(): if type(m) is Linear: m.__class__ = nn.Linear`: this Linear adds no state).
+beside it (as much memory again), rebuilt when the weight changes (`packed_weight` says how it
+tells), dropped at the first call with grad enabled and after every optimizer step.
+"Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode.
+
+Which calls take plain F.linear instead is decided in `Linear.forward`: `takes_onednn`, `watched`, `packed_weight`.
 """
 from __future__ import annotations
 
@@ -53,6 +29,7 @@ import platform
 import warnings
 import weakref
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -86,14 +63,23 @@ def cpu_vendor() -> str:
 # `scripts/bench_generate.py --batches 1,2,3,4`). 0 elsewhere: on AMD MKL's generic code is 1.8× slower.
 MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
-# A weight's storage (its memory) → {each weight of it (`_view`): (its version when packed, its packed
-# copy, where its `fingerprint` lies, the fingerprint then)}. Where, not a view: a view would hold the
-# storage, its own key, alive. Keyed weakly, so a copy dies with the memory it was packed from, and on the storage rather
-# than the weight: a weak reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)`
-# and `load_state_dict` use to replace parameters under torch.__future__.set_swap_module_params_on_conversion
-# (to become PyTorch's default). Storages compare by identity, as a dictionary's keys must here. One
-# storage may hold several weights (slices of one buffer, a matrix and its transpose): each has its copy.
-_PACKED: weakref.WeakKeyDictionary[torch.UntypedStorage, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
+class PackedCopy(NamedTuple):
+    """What `packed_weight` keeps for one weight, to tell whether it changed since it was packed.
+    It keeps where the fingerprint lies, not a view: a view would hold the storage, its key in
+    `_PACKED`, alive."""
+    version: int  # the weight's version counter then: an in-place update bumps it
+    packed: torch.Tensor | None  # oneDNN's blocked copy, or None: no room for one (`room_for`)
+    at: tuple[int, int]  # where the fingerprint lies (`fingerprint_at`)
+    fingerprint: torch.Tensor  # those elements then (a clone): a write around the version counter changes them
+
+
+# A weight's storage (its memory) → {each weight of it (`_view`): its PackedCopy}. Keyed weakly, so a
+# copy dies with the memory it was packed from, and on the storage rather than the weight: a weak
+# reference to a Parameter stops torch.utils.swap_tensors, which `model.to(...)` and `load_state_dict`
+# use to replace parameters under torch.__future__.set_swap_module_params_on_conversion (to become
+# PyTorch's default). Storages compare by identity, as a dictionary's keys must here. One storage may
+# hold several weights (slices of one buffer, a matrix and its transpose): each has its copy.
+_PACKED: weakref.WeakKeyDictionary[torch.UntypedStorage, dict[tuple, PackedCopy]] = weakref.WeakKeyDictionary()
 
 
 def _view(w: torch.Tensor) -> tuple:
@@ -106,8 +92,9 @@ def fingerprint_at(w: torch.Tensor) -> tuple[int, int]:
     """Where `fingerprint` reads `w` (out, in): (n, stride) of n = min(64, rows, columns) elements on
     a diagonal across it, element i at row i·(rows // n) and column i·(columns // n). Each lies in a
     row and a column of its own, spread over the weight: a write that changes all of it changes
-    them. One that changes part of it may miss them all: a block of rows fewer than rows // n (an
-    attention head's 64 are more in GPT-2 124M to large, not in xl), the rows past n·(rows // n)."""
+    them. A write to fewer than rows // n consecutive rows may miss every element read: rows // n is
+    36 in 124M's c_attn, so each head's 64 rows hold one at least; in gpt2-xl it is 75, so a head's
+    rows may hold none. The rows past n·(rows // n) hold none."""
     n = min(64, *w.shape)
     return n, w.size(0) // n * w.stride(0) + w.size(1) // n * w.stride(1)
 
@@ -120,17 +107,17 @@ def fingerprint(w: torch.Tensor, at: tuple[int, int]) -> torch.Tensor:
 
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed: new storage,
-    new dtype, an in-place update (which bumps the tensor's version counter), or a write that
-    bumped no counter but changed its `fingerprint`'s elements (one through `w.data` or NumPy that
-    changes the whole weight, as merging a LoRA delta does; a write to part of it may not be seen:
-    `forget_packed()` after it). None for an empty weight, one in
-    shared or file-mapped storage, or when the machine had no room for the copy (`room_for`): the caller then takes F.linear. A
-    refusal for room is kept like a copy: the weight is not asked about again until it changes or
-    `forget_packed()`."""
+    new dtype, an in-place update (its version counter), or a write around the counter that changed
+    its `fingerprint` (which writes that misses: the comment before the check).
+    `w` itself for a weight made under torch.inference_mode: it has no version counter to watch,
+    so no copy is kept, and oneDNN packs it per call, as torch would.
+    None for an empty weight, one in shared or file-mapped storage, or when the machine has no room
+    for the copy (`room_for`): the caller then takes F.linear. A refusal for room is kept like a
+    copy: the weight is not asked about again until it changes or `forget_packed()`."""
     if w.numel() == 0:  # (Linear(C, 0)): nothing to pack, and oneDNN refuses to
         return None
-    if w.is_inference():  # made under torch.inference_mode: no version counter, so an in-place
-        return w  # change could not be seen; oneDNN then packs it per call, as torch would
+    if w.is_inference():  # no version counter: a copy could not know it is stale
+        return w
     storage = w.untyped_storage()
     # In shared memory (`model.share_memory()`, torch.multiprocessing), other processes write the
     # weight in place (Hogwild training, a trainer serving its weights), and a write bumps only the
@@ -154,14 +141,17 @@ def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     # so is seen), and NumPy's `w.numpy()[...] = ...` writes memory PyTorch never hears of. PEFT's
     # merge_and_unload adds its delta through `.data`, and torch.optim.swa_utils or an EMA may too.
     # A fingerprint of the weight's elements, compared at each call, catches the writes that change
-    # the whole weight. It costs ~2-5 µs a call: 124M's 49 decode-step products took 1.00-1.06x as long
-    # with it, within the noise of the busy 2-core Xeon that measured it. A NaN in the fingerprint never
-    # equals itself: such a weight is packed at each call, slower, never stale.
-    if hit is None or hit[0] != w._version or not torch.equal(fingerprint(w, hit[2]), hit[3]):
+    # the whole weight, but not surely one that changes part of it (a block of rows, as head pruning
+    # writes; a token's row; an entry: `fingerprint_at`): call `forget_packed()` after such a write,
+    # or inference keeps reading the old values. It costs ~2-5 µs a call: 124M's 49 decode-step
+    # products took 1.00-1.06x as long with it, within the noise of the busy 2-core Xeon that measured
+    # it. A NaN in the fingerprint never equals itself: such a weight is packed at each call, slower,
+    # never stale.
+    if hit is None or hit.version != w._version or not torch.equal(fingerprint(w, hit.at), hit.fingerprint):
         at = fingerprint_at(w)
         packed = torch.ops.mkldnn._reorder_linear_weight(w.detach()) if room_for(w.nbytes) else None
-        hit = views[view] = (w._version, packed, at, fingerprint(w, at).clone())
-    return hit[1]
+        hit = views[view] = PackedCopy(w._version, packed, at, fingerprint(w, at).clone())
+    return hit.packed
 
 
 def room_for(nbytes: int) -> bool:
@@ -206,7 +196,7 @@ def _forget_stepped(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     optimizers (AdamW(fused=True), minigpt's on CPU) write the new values in place without
     bumping the version counter, so `packed_weight` would serve the old ones. Training through
     Linear.forward drops the copy anyway, but a weight trained outside it keeps one: the tied LM
-    head under the chunked loss (minigpt/chunked_loss.py), which evaluation then read stale.
+    head under the chunked loss (minigpt/chunked_loss.py), which evaluation would otherwise read stale.
     This runs after every step of every optimizer in the process: with nothing packed (training
     alone) it returns at once."""
     if not _PACKED:
@@ -270,7 +260,8 @@ def pads_float16(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x W^T + b by oneDNN on the packed weight: an op torch.compile keeps as it is."""
+    """x W^T + b by oneDNN on the packed weight: a custom op, opaque to torch.compile, which would
+    otherwise lower the call to F.linear (MKL) again."""
     packed = packed_weight(weight)
     if packed is None:  # no room for its copy
         return F.linear(x, weight, bias)
@@ -308,7 +299,7 @@ def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:
     first: ~1.3 µs in all (a 2-core AMD EPYC), so ~0.06 ms of a 124M decode step's ~25 (49 calls)."""
     return (
         # Forward-mode AD (fwAD.dual_level, torch.func.jvp / jacfwd) does not need grad on, and the
-        # oneDNN op has no tangent formula: the tangent came out None, or 0. (forward_ad has no
+        # oneDNN op has no tangent formula: the tangent would come out None, or 0. (forward_ad has no
         # public query for its level.)
         fwAD._current_level >= 0
         # F.linear replaced by a function of one's own (a spy in a test, a tool's instrumentation):
@@ -320,18 +311,22 @@ def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:
         # torch.func's transforms (vmap, jvp, grad) wrap the tensors they trace: vmap has no batching
         # rule for the oneDNN op (it would loop over the batch, one call per row).
         or torch._C._are_functorch_transforms_active()
-        # A TorchDispatchMode: FlopCounterMode, which has no FLOP formula for the oneDNN op (it counted
-        # 0), a debugging or tracing mode, which would record an op other than the model's.
+        # A TorchDispatchMode: FlopCounterMode, which has no FLOP formula for the oneDNN op (it would
+        # count 0), a debugging or tracing mode, which would record an op other than the model's.
         or torch._C._len_torch_dispatch_stack() > 0
         # torch.jit.trace (run under no_grad to trace for inference) must record F.linear: its tracer
-        # cannot record the oneDNN op (it failed: "unsupported input list type: Scalar?"), and a
-        # packed weight would enter the trace as a constant, never to follow the weight again.
+        # cannot record the oneDNN op, and a packed weight would enter the trace as a constant, never
+        # to follow the weight again.
         or torch.jit.is_tracing()
     )
 
 
 class Linear(nn.Linear):
-    """y = x W^T + b with W stored (out, in), exactly nn.Linear's parameters and state dict."""
+    """y = x W^T + b with W stored (out, in), exactly nn.Linear's parameters and state dict.
+
+    torch.ao.quantization.quantize_dynamic quantizes none of these layers: it matches modules by exact
+    type, and refuses a subclass even when named in its set. Make them plain nn.Linear first (this
+    Linear adds no state): `for m in model.modules(): if type(m) is Linear: m.__class__ = nn.Linear`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():  # grad on (training, or a call outside no_grad): autograd needs F.linear
@@ -345,8 +340,8 @@ class Linear(nn.Linear):
         if takes_onednn(x, self.weight):
             if torch.compiler.is_compiling():
                 return onednn_linear(x, self.weight, self.bias)
-            # Eager: the same call without the custom-op wrapper, which costs ~10 µs per call,
-            # unless something watches F.linear (compiled, the compiler alone sees the call).
+            # Eager, unless something watches F.linear: the oneDNN product called directly, without
+            # the custom op's wrapper (~10 µs a call), which only the compiler needs to see.
             if not watched(x, self.weight) and (packed := packed_weight(self.weight)) is not None:
                 return onednn_product(x, packed, self.bias)
         elif pads_float16(x, self.weight):

@@ -6,7 +6,8 @@ a key-for-key copy (`minigpt/checkpoint.py`). Shapes use B = batch, T = time (to
 C = n_embd, H = n_head, D = head_dim = C / H, V = vocab_size.
 
 The KV cache (`minigpt/kv_cache.py`) plugs into attention: during generation each layer writes
-its new keys/values into the cache and attends over everything cached so far.
+its new keys/values into the cache and attends over everything cached so far. The inputs are
+checked before the computation, in `minigpt/model_args.py`.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from minigpt.checks import check_rate
 from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
-
-IGNORE_INDEX = -100  # a target the loss skips (padding, prompt or context tokens), as in HF and cross_entropy
+# The inputs' checks (minigpt/model_args.py). IGNORE_INDEX = -100: a target the loss skips, as in HF.
+from minigpt.model_args import IGNORE_INDEX, check_forward_args, check_inputs, default_positions
 
 
 def _attention_backend() -> contextlib.AbstractContextManager:
@@ -45,35 +46,6 @@ def _attention_backend() -> contextlib.AbstractContextManager:
     if fwAD._current_level >= 0 or torch._C._are_functorch_transforms_active():
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
-
-
-def _values_readable(t: torch.Tensor) -> bool:
-    """Whether a check may read `t`'s values on the host. Only on a CPU: on a GPU it would make
-    every call wait for the device (there the callers check: generate's prompts, the token files
-    train reads). Not under torch.compile, whose graph would break on it (fullgraph=True fails),
-    nor for a tensor that torch.func's vmap batches: it holds a batch of values where the check
-    reads one (`.item()` and boolean-mask indexing fail on it). Under grad or jvp alone the checks run."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not _batched_by_vmap(t)
-
-
-def _batched_by_vmap(t: torch.Tensor) -> bool:
-    """Whether vmap batches `t` at some level of torch.func's wrappers (grad inside vmap wraps the
-    batched tensor again: each transform adds its own)."""
-    functorch = torch._C._functorch
-    while functorch.is_functorch_wrapped_tensor(t):
-        if functorch.is_batchedtensor(t):
-            return True
-        t = functorch.get_unwrapped(t)
-    return False
-
-
-def _as_long_ids(ids: torch.Tensor, name: str) -> torch.Tensor:
-    """Token ids of any integer dtype as int64, which the embedding, the checks and cross_entropy
-    all take (uint16, minigpt's own .bin token files, fails in all three), or a TypeError naming
-    `name`: float ids would be truncated, bool ones are no ids."""
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of token ids (B, T), got {ids.dtype}")
-    return ids.long()
 
 
 class CausalSelfAttention(nn.Module):
@@ -221,8 +193,8 @@ class GPT(nn.Module):
     # The tie, said as transformers' models say it, for PEFT applied to this GPT directly: with
     # GPTConfig.to_dict's tie_word_embeddings, these are what PEFT reads to find what is tied to
     # the input embedding. Without them, merge_and_unload of trainable_token_indices on wte (or of
-    # an adapter on lm_head) wrote its change into the one matrix both use, so the merged model
-    # computed another function.
+    # an adapter on lm_head) writes its change into the one matrix both use, and the merged model
+    # computes another function.
 
     @property
     def _tied_weights_keys(self) -> dict[str, str]:
@@ -290,7 +262,7 @@ class GPT(nn.Module):
         """Refuse a model whose config no longer describes its modules: blocks appended or removed
         (depth up-scaling), a position table resized, heads changed on one side only. The forward
         runs the blocks and tables it holds, while the KV cache, the partial fine-tune strategy
-        and a save read the config, so a disagreement made them differ without a word, or fail
+        and a save read the config, so a disagreement makes them differ without a word, or fail
         far from the cause. The forward (without a cache), `KVCache.for_model`, `apply_strategy`
         and `save_pretrained` call it. A swapped-in attention module of another class is not checked."""
         c = self.config
@@ -314,123 +286,6 @@ class GPT(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def _check_ids(self, ids: torch.Tensor, size: str, what: str, hint: str) -> None:
-        """Ids outside [0, config.<size>) would fail inside an embedding as a bare "index out of
-        range" (on a GPU, as a device-side assert that breaks the CUDA context). Checked where the
-        values can be read (`_values_readable`)."""
-        if not ids.numel() or not _values_readable(ids):
-            return
-        lo, hi = (int(v) for v in torch.aminmax(ids))
-        if lo < 0 or hi >= getattr(self.config, size):
-            raise ValueError(f"{what} must be in [0, {size}={getattr(self.config, size)}) for this model, "
-                             f"got {lo if lo < 0 else hi} ({hint})")
-
-    def _checked_targets(self, targets: torch.Tensor) -> torch.Tensor:
-        """Targets as cross_entropy takes them (int64), after the checks it would fail without naming
-        them ("expected scalar type Long", "Target 64 is out of bounds"; on a GPU a device-side assert)."""
-        if not isinstance(targets, torch.Tensor):
-            raise TypeError(f"targets must be an integer tensor of token ids (B, T), got {type(targets).__name__}")
-        targets = _as_long_ids(targets, "targets")
-        if targets.numel() and _values_readable(targets):
-            V = self.config.vocab_size
-            bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= V))]
-            if bad.numel():
-                raise ValueError(f"targets must be token ids in [0, vocab_size={V}) or {IGNORE_INDEX} (a position not "
-                                 f"scored), got {int(bad[0])}")
-        return targets
-
-    def _check_cache_call(self, idx: torch.Tensor, kv_cache: KVCache, input_pos: torch.Tensor | None,
-                          attn_mask: torch.Tensor | None) -> None:
-        """A call with a cache writes its k, v at slots `input_pos` and attends over the first S
-        slots (S = attn_mask's width), or, with no mask, over its own keys alone: right only for a
-        prefill from slot 0. Misused, it failed inside index_copy_, or (a decode step with no mask)
-        ran, attending to nothing cached. The cache's layout and the shapes are checked at every
-        call (the host knows them); the slots' values and the mask's where they can be read
-        (`_values_readable`); prefill_decode.py's callers always pass what is asked here."""
-        kv_cache.check_fits(self)
-        B, T = idx.shape
-        if kv_cache.layer(0).k.size(0) != B:
-            raise ValueError(f"kv_cache holds {kv_cache.layer(0).k.size(0)} rows, idx has {B}: one cache per batch "
-                             f"(KVCache.for_model(model, {B}, max_len))")
-        if not isinstance(input_pos, torch.Tensor) or input_pos.dtype != torch.long or input_pos.shape != (T,):
-            got = f"{input_pos.dtype} of shape {tuple(input_pos.shape)}" if isinstance(input_pos, torch.Tensor) \
-                else type(input_pos).__name__
-            raise ValueError(f"with a kv_cache, input_pos must be the slots this call writes, an int64 tensor of shape "
-                             f"({T},); got {got}")
-        if attn_mask is not None and attn_mask.size(-1) > kv_cache.max_len:
-            raise ValueError(f"attn_mask is {attn_mask.size(-1)} slots wide, the cache holds {kv_cache.max_len}")
-        if not _values_readable(input_pos):
-            return
-        lo, hi = (int(v) for v in torch.aminmax(input_pos))
-        if lo < 0 or hi >= kv_cache.max_len:
-            raise ValueError(f"input_pos must be slots in [0, {kv_cache.max_len}) of this cache, got "
-                             f"{lo if lo < 0 else hi}" + (": the cache is full" if lo >= 0 else ""))
-        if attn_mask is None and not torch.equal(input_pos, torch.arange(T)):
-            raise ValueError("a call past cache slot 0 needs attn_mask (B, 1, T, S), as decode_step passes it: without "
-                             "one, attention sees only this call's keys (right for a prefill into slots 0 .. T-1)")
-        if attn_mask is not None and hi >= attn_mask.size(-1):
-            raise ValueError(f"attn_mask is {attn_mask.size(-1)} slots wide and hides slot {hi}, which this call "
-                             "writes: a token must see itself")
-        if attn_mask is not None and _values_readable(attn_mask):
-            # As without a cache, the mask must be causal, here by slot: the token written at slot
-            # input_pos[t] sees no later slot (a draft token its own later drafts, or stale slots).
-            later = torch.arange(attn_mask.size(-1)) > input_pos[:, None]  # (T, S): slots after query t's
-            seen = attn_mask[:, 0] & later  # (B, T, S)
-            if seen.any():
-                b, t, s = (int(i) for i in seen.nonzero()[0])
-                raise ValueError(f"attn_mask lets the token at slot {int(input_pos[t])} (query {t}, row {b}) see slot {s}, "
-                                 "a later one: a token may see only its own slot and earlier ones. For T tokens "
-                                 "after P cached ones, pass prefill_mask(attention_mask)[:, :, P:], attention_mask "
-                                 "(B, P + T) marking the real tokens (unpadded: torch.ones(B, P + T))")
-
-    def _check_inputs(self, idx: torch.Tensor, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
-                      input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`hidden_states`' inputs checked; returns the ids as int64 and the position ids: those
-        given, else with a cache `input_pos` (1, T), without one 0 .. T-1 (1, T)."""
-        if kv_cache is None:  # with a cache, KVCache.for_model checked it once: decode steps stay cheap
-            self.check_config()
-        if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
-            raise TypeError(f"idx must be a tensor of token ids (B, T), got {type(idx).__name__}: torch.tensor(ids)")
-        idx = _as_long_ids(idx, "idx")
-        if idx.dim() != 2:
-            raise ValueError(f"idx must be token ids of shape (B, T), got shape {tuple(idx.shape)} "
-                             "(one sequence: idx[None])")
-        if attn_mask is not None:  # SDPA would broadcast a padding mask (B, T), or read a float one as added scores
-            B, T = idx.shape
-            if attn_mask.dtype != torch.bool or attn_mask.dim() != 4 or attn_mask.shape[1:3] != (1, T) \
-                    or attn_mask.size(0) not in (1, B):
-                raise ValueError(f"attn_mask must be a bool tensor (B, 1, T, S): which keys each query may see, as "
-                                 f"prefill_mask(attention_mask) makes it; got {attn_mask.dtype} of shape "
-                                 f"{tuple(attn_mask.shape)} for idx of shape {(B, T)}")
-        # Positions past the context would fail in wpe as a bare "index out of range", a cache or not.
-        if position_ids is not None:
-            self._check_ids(position_ids, "n_positions", "position_ids", "a position past the context")
-        # With a cache (generation, which checks its prompts once and feeds back ids drawn from the
-        # vocabulary) the call itself is checked; without one, the ids and the mask.
-        if kv_cache is not None:
-            self._check_cache_call(idx, kv_cache, input_pos, attn_mask)
-        else:
-            self._check_ids(idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
-            # Without a cache the mask replaces the causal one: it must hide every later token too.
-            # Its values are read where they can be (`_values_readable`), as the ids'.
-            if attn_mask is not None and (attn_mask.size(-1) != idx.size(1) or (
-                    _values_readable(attn_mask) and bool(attn_mask.triu(1).any()))):
-                raise ValueError("attn_mask lets a token see later tokens: without a KV cache it replaces the causal "
-                                 "mask, so it must be causal (B, 1, T, T), as prefill_mask(attention_mask) makes it")
-        if position_ids is not None:
-            return idx, position_ids
-        if kv_cache is not None:
-            # Each token's position is its slot, as transformers takes positions from its cache
-            # position: right for unpadded rows. 0 .. T-1 here gave a decode step position 0.
-            positions = input_pos[None]  # (1, T)
-            self._check_ids(positions, "n_positions", "position_ids (with a kv_cache and none given: input_pos)",
-                            "a position past the context")
-            return idx, positions
-        T = idx.size(1)
-        if T > self.config.n_positions:
-            raise ValueError(f"sequence length {T} exceeds the model's context n_positions={self.config.n_positions}")
-        return idx, torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
-
     def hidden_states(
         self,
         idx: torch.Tensor,
@@ -443,15 +298,16 @@ class GPT(nn.Module):
         """Token ids (B, T) → final hidden states (B, T, C), after `ln_f`.
 
         Without a cache, every position attends causally to the ones before it. With a cache
-        (generation), `input_pos` says which cache slots this call writes and `attn_mask`
-        (B, 1, T, S) which cached slots each query may see (needed past slot 0: with no mask a call
-        attends over its own keys only, a prefill into slots 0 .. T-1). The mask must be causal by
-        slot: for T tokens after P cached ones (k draft tokens to verify), `prefill_mask(attention_mask)[:, :, P:]`
-        with attention_mask (B, P + T) the real tokens (minigpt/prefill_decode.py). `position_ids`
-        (B, T) give each token's position; left-padded rows need them (their positions lag their
-        slots). Not given: 0 .. T-1 without a cache, with one `input_pos`, right for unpadded rows.
+        (generation), each layer writes this call's keys and values at the cache slots `input_pos`,
+        and each query attends over the cached slots `attn_mask` (B, 1, T, S) lets it see: the
+        prompt in one call (prefill), then one token per call (decode). `position_ids` (B, T) give
+        each token's position. What each argument must be: minigpt/model_args.py's `check_cache_call`.
         """
-        idx, position_ids = self._check_inputs(idx, position_ids, kv_cache, input_pos, attn_mask)
+        idx = check_inputs(self, idx, position_ids, kv_cache, input_pos, attn_mask)  # as int64
+        if position_ids is None:
+            # Each token's position is its cache slot (input_pos), as transformers takes it from its
+            # cache position: right for unpadded rows (left-padded ones pass theirs). No cache: 0 .. T-1.
+            position_ids = default_positions(self, idx, kv_cache, input_pos)  # (1, T)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
         # Backward needs what each block computed on the way (LayerNorm outputs, q, k, v, the
@@ -492,21 +348,10 @@ class GPT(nn.Module):
         `logits_to_keep=k` computes logits only for the last k positions (generation needs just
         the last one, and the V-wide LM head is the most expensive matmul for short inputs).
         `position_ids`, `kv_cache`, `input_pos` and `attn_mask` are generation's KV-cache
-        arguments (minigpt/prefill_decode.py), passed on to `hidden_states`, which says what each
-        must be; position_ids default to 0 .. T-1, or with a kv_cache to `input_pos` (unpadded rows).
+        arguments (minigpt/prefill_decode.py), passed on to `hidden_states` (what each must be:
+        minigpt/model_args.py's `check_cache_call`).
         """
-        if unexpected or idx is None:  # transformers' keywords (input_ids, attention_mask, labels, ...): say what to use here
-            raise TypeError(unexpected_forward_keywords(unexpected) if unexpected
-                            else "GPT.forward() needs idx, the token ids (B, T): model(ids)")
-        if logits_to_keep < 0:  # x[:, --k:] would silently keep the wrong positions
-            raise ValueError(f"logits_to_keep must be ≥ 0 (0: every position), got {logits_to_keep}")
-        if targets is not None:
-            targets = self._checked_targets(targets)
-            if logits_to_keep:  # the loss scores every position
-                raise ValueError(f"targets need every position's logits: leave logits_to_keep at 0 when passing targets "
-                                 f"(got logits_to_keep={logits_to_keep})")
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, one per position, got {tuple(targets.shape)}")
+        targets = check_forward_args(self, idx, targets, logits_to_keep, unexpected)  # as int64, or None
         x = self.hidden_states(idx, position_ids=position_ids, kv_cache=kv_cache, input_pos=input_pos, attn_mask=attn_mask)
         if targets is not None and self.chunked_loss:
             return None, chunked_lm_loss(self.lm_head, x, targets, IGNORE_INDEX)
@@ -582,7 +427,9 @@ def _note_tie_before_load(model: GPT, state_dict: dict, prefix: str, *_) -> None
     """load_state_dict's pre-hook: note whether lm_head is tied to wte, for `_tie_after_load`. A
     tied model refuses a state whose head differs from its wte (an untied model's): loading both
     into the one matrix would keep one of the two without a word. It also refuses transformers'
-    own state dict (`_refuse_conv1d_layout`)."""
+    own state dict (`_refuse_conv1d_layout`). Both jobs live in this one hook because a pickled
+    model names its hooks and finds them by name when unpickled: a model pickled with this hook
+    registered gets both (a second hook would be missing from it); renaming it breaks those pickles."""
     _refuse_conv1d_layout(model, state_dict, prefix)
     model._tied_before_load = model.lm_head.weight is model.transformer.wte.weight
     head, wte = state_dict.get(prefix + "lm_head.weight"), state_dict.get(prefix + "transformer.wte.weight")
@@ -595,8 +442,8 @@ def _refuse_conv1d_layout(model: GPT, state_dict: dict, prefix: str) -> None:
     """Refuse a state dict in transformers' layout (GPT2LMHeadModel(...).state_dict()): its Conv1D
     weights are stored (in, out), the transpose of ours. load_state_dict alone would list only the
     three that are not square as size mismatches; attn.c_proj (C, C) loads transposed without a word,
-    so a user who transposed just the listed three got "All keys matched" and wrong logits. A
-    block's attn.c_attn.weight of shape (C, 3C), where ours is (3C, C), gives the layout away."""
+    so transposing just the listed three gives "All keys matched" and wrong logits. A block's
+    attn.c_attn.weight of shape (C, 3C), where ours is (3C, C), gives the layout away."""
     c = model.config.n_embd
     for key, value in state_dict.items():
         if (key.startswith(prefix + "transformer.h.") and key.endswith(".attn.c_attn.weight")
@@ -616,27 +463,3 @@ def _tie_after_load(model: GPT, incompatible_keys) -> None:
     (A model pickled before the pre-hook existed has no note: it was tied, as every model then.)"""
     if getattr(model, "_tied_before_load", True):
         model.tie_weights()
-
-
-# What GPT.forward takes instead of the Hugging Face keywords people reach for first.
-HF_FORWARD_KEYWORDS = {
-    "input_ids": "pass the ids positionally, model(ids), as GPT.forward's idx",
-    "attention_mask": "right-pad the batch (causal attention never looks at the pads after a real token); for a "
-                      "left-padded one, pass position_ids=positions_from_mask(mask) and attn_mask=prefill_mask(mask) "
-                      "(minigpt.prefill_decode), or use minigpt.generate, which takes an attention_mask",
-    "labels": "targets are already shifted by one, model(ids[:, :-1], targets=ids[:, 1:]), with -100 where no loss is wanted",
-    "past_key_values": "use minigpt.generate, which keeps a KV cache itself (minigpt/kv_cache.py)",
-    "inputs_embeds": "for gradients with respect to the embeddings, register a forward hook on model.transformer.wte "
-                     "that returns out.detach().requires_grad_() and read that tensor's .grad after backward",
-    "output_hidden_states": "register forward hooks on model.transformer.h[i], whose outputs are transformers' "
-                            "hidden_states[i + 1] (its last is taken after ln_f: model.hidden_states(ids))",
-}
-
-
-def unexpected_forward_keywords(unexpected: dict) -> str:
-    """GPT.forward's TypeError for keywords it does not take: what it does take, and for
-    transformers' keywords, what to do instead."""
-    names = ", ".join(map(repr, unexpected))
-    hints = "".join(f"; {name}: {HF_FORWARD_KEYWORDS[name]}" for name in unexpected if name in HF_FORWARD_KEYWORDS)
-    return (f"GPT.forward() got unexpected keyword argument(s) {names}. It takes idx (B, T), targets (B, T) "
-            f"(the next tokens, already shifted), logits_to_keep, and generation's KV-cache arguments position_ids, kv_cache, input_pos, attn_mask{hints}")

@@ -96,37 +96,23 @@ _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.Weak
 
 
 def decode_step_for(model: torch.nn.Module, cache: KVCache, compile: bool) -> Callable:
-    """The decode step a loop should call: `decode_step` itself, or compiled.
-
-    Compiled: torch.compile with fullgraph=True (a graph break is an error, not a silent slow
-    path) and dynamic=False. Shapes are static, because the cache is bucketed and the loop passes
-    the whole cache width, so every step and every prompt length within a bucket reuse one graph:
-    one per (batch size, bucket), up to `RECOMPILE_LIMIT` per process. On CUDA,
-    mode="reduce-overhead" records the step as a CUDA graph that replays all its kernel launches
-    with one call; the graph writes the cache in place, so its buffers are marked static (their
-    address is baked into the graph). On a CPU it runs about
-    as fast as the eager step (minigpt/linear.py's oneDNN call stays in the graph as a custom op):
-    compiling is meant for GPUs.
-
-    The compiled step gives the eager step's tokens. In bf16, eager PyTorch rounds every op's output
-    to bf16, while Inductor (torch.compile's code generator) fuses ops (a residual add into the
-    LayerNorm after it) and would keep the intermediate in fp32: logits then move by several bf16
-    rounding steps, enough to flip a near-tied greedy pick (it did on an H200).
-    emulate_precision_casts makes the fused kernels round where eager rounds
-    (tests/test_generate.py: 2.5 steps at most on a CPU, 8 without it); a kernel still adds its
-    terms in its own order, so only a near-tie can fall the other way. On a CPU that holds from
-    torch 2.13: on 2.12 the same test measured 7.6 steps (about what 2.13 gives without the
-    option), and before 2.12 the step fails to compile (`check_compile_dtype`).
-    """
+    """The decode step a loop should call: `decode_step` itself, or compiled with torch.compile,
+    fullgraph=True (a graph break is an error, not a silent slow path) and dynamic=False. Shapes are
+    static (a bucketed cache, read at its whole width), so one graph serves every step and prompt
+    length of a bucket: one per (batch size, bucket), up to `RECOMPILE_LIMIT` per process. On CUDA
+    the step is a CUDA graph (one launch replays all its kernels) that writes the cache in place, so
+    its buffers are marked static. On a CPU it runs about as fast as the eager step: it is for GPUs."""
     if not compile:
         return decode_step
     check_compile_dtype(model.transformer.wte.weight)
     if model not in _COMPILED:
         cuda = model.transformer.wte.weight.is_cuda
         # triton.cudagraphs is what mode="reduce-overhead" sets (torch.compile takes a mode or options).
+        # emulate_precision_casts: a fused kernel rounds to bf16 where eager ops do, rather than keep fp32
+        # inside, so tokens are eager's but for near-ties (README, "Compiled decode step": measured bounds).
         _COMPILED[model] = torch.compile(decode_step, fullgraph=True, dynamic=False,
                                          options={"triton.cudagraphs": cuda, "emulate_precision_casts": True})
-    if cache.layer(0).k.is_cuda:
+    if cache.device.type == "cuda":
         cache.mark_static()
     compiled = _COMPILED[model]
     first = True
@@ -181,12 +167,19 @@ class DecodeState:
       last new token is never fed back: `tokens_fed`), rounded up to `cache_length`'s bucket;
     - `key_valid` (B, max_len) bool: which cache slots hold a real token (left pads never do);
     - `position_ids` (B, 1): each row's next position (a left-padded row is behind its slot);
-    - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded).
+    - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded);
+    - `slot` (int): `input_pos` as the host knows it, so widths are set without reading the device;
+    - `next_position` (int): the longest row's next position, as the host knows it (tracked only
+      with `slides`, for `full()`).
 
     `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
 
     With `slides=True` the decode may go on past the context: the cache stops at the context (or
     the prompts' slots), and when it is `full()`, `slide` starts it again from the last tokens.
+
+    No API rolls a state back; by hand (outside what minigpt tests), back n tokens: lower `slot`,
+    `next_position`, `input_pos` and `position_ids` by n, then set `key_valid[:, slot:]` to False
+    (the lowered `slot`). The stale cache slots are then overwritten, never attended to.
     """
 
     def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor, max_new_tokens: int,
@@ -215,8 +208,8 @@ class DecodeState:
         self.key_valid[:, :T] = attention_mask.bool()
         self.position_ids.copy_(positions_from_mask(attention_mask)[:, -1:] + 1)
         self.input_pos.fill_(T)
-        self.slot = T  # input_pos as the host knows it: widths are set without reading the device
-        self.next_position = longest  # the longest row's next position, as the host knows it
+        self.slot = T  # input_pos, on the host
+        self.next_position = longest
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32."""
@@ -259,9 +252,8 @@ class DecodeState:
         return logits
 
     def _checked_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """`step`'s tokens as (B, 1) integer ids. One token per row, so a (B,) vector is unambiguous.
-        The model's own check saw (B,) as one row of B tokens and hinted at `idx[None]`, which failed
-        again, on the mask."""
+        """`step`'s tokens as (B, 1) integer ids. One token per row, so a (B,) vector is unambiguous
+        here; checked before the model, whose own check would read (B,) as one row of B tokens."""
         B = self.key_valid.size(0)
         if not isinstance(tokens, torch.Tensor) or tokens.shape not in ((B,), (B, 1)):
             got = f"shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__

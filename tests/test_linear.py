@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt import GPT, GPTConfig
-from minigpt.linear import _PACKED, ONEDNN, Linear, _view, forget_packed
+from minigpt.linear import _PACKED, ONEDNN, Linear, PackedCopy, _view, forget_packed
 from minigpt.linear import memory as MEMORY  # the real one, imported before conftest's stand-in
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on x86 CPUs only")
@@ -25,9 +25,9 @@ needs_onednn = pytest.mark.skipif(not ONEDNN, reason="the oneDNN path exists on 
 TOL = {torch.float32: 2e-6, torch.bfloat16: 1e-2}
 
 
-def cache_entry(w: torch.Tensor) -> tuple | None:
-    """What minigpt.linear keeps for `w` (under its storage): (its version when packed, its packed copy or None,
-    and the fingerprint that tells a write around the version counter)."""
+def cache_entry(w: torch.Tensor) -> PackedCopy | None:
+    """What minigpt.linear keeps for `w` (under its storage): a PackedCopy (its version when packed, its
+    packed copy or None, where its fingerprint lies and the fingerprint), or None where none is kept."""
     return _PACKED.get(w.untyped_storage(), {}).get(_view(w))
 
 
@@ -77,10 +77,10 @@ def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert torch.allclose(big(x), F.linear(x, big.weight, big.bias), atol=1e-5)
-        assert cache_entry(big.weight)[1] is None  # not packed, and not asked again
+        assert cache_entry(big.weight).packed is None  # not packed, and not asked again
         big2(x)  # one warning, not one per weight
         out = small(x)  # fits: packed
-        assert cache_entry(small.weight)[1] is not None and torch.allclose(out, F.linear(x, small.weight, small.bias), atol=1e-5)
+        assert cache_entry(small.weight).packed is not None and torch.allclose(out, F.linear(x, small.weight, small.bias), atol=1e-5)
         # The compiled call (its custom op) falls back too; without it, its output had 0 columns.
         forget_packed()
         assert torch.allclose(torch.compile(big, fullgraph=True)(x), F.linear(x, big.weight, big.bias), atol=1e-5)
@@ -91,7 +91,7 @@ def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
     forget_packed()
     with torch.no_grad():
         big(x)
-    assert cache_entry(big.weight)[1] is not None
+    assert cache_entry(big.weight).packed is not None
 
 
 def test_memory_reads_what_linux_calls_available(monkeypatch):
@@ -131,12 +131,12 @@ def test_packs_once_and_repacks_when_the_weight_changes():
     lin, x = layer(), torch.randn(4, 96)
     with torch.no_grad():
         lin(x)
-        packed = cache_entry(lin.weight)[1]
+        packed = cache_entry(lin.weight).packed
         lin(x)
-        assert cache_entry(lin.weight)[1] is packed  # reused, not rebuilt every call
+        assert cache_entry(lin.weight).packed is packed  # reused, not rebuilt every call
         lin.weight.mul_(2)  # in place: same tensor, new version
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)
-        assert cache_entry(lin.weight)[1] is not packed
+        assert cache_entry(lin.weight).packed is not packed
         lin.load_state_dict({"weight": torch.zeros(200, 96), "bias": torch.ones(200)})
         assert torch.equal(lin(x), torch.ones(4, 200))
         lin.weight.data.fill_(1.0)  # through .data: no version bump, invisible until forgotten
@@ -305,7 +305,7 @@ def test_a_copy_packed_before_share_memory_is_dropped_at_the_next_call():
     lin, x = layer(), torch.randn(4, 96)  # 4 rows: past MKL_ROWS, the oneDNN path
     with torch.no_grad():
         lin(x)
-    assert cache_entry(lin.weight)[1] is not None  # packed: the copy the test expects to see go
+    assert cache_entry(lin.weight).packed is not None  # packed: the copy the test expects to see go
     lin.share_memory()
     with torch.no_grad():
         lin(x)
@@ -403,10 +403,10 @@ def test_weights_of_one_storage_keep_a_packed_copy_each(monkeypatch):
     with torch.no_grad():
         for lin in (a, b, t):
             assert torch.allclose(lin(x), F.linear(x, lin.weight), atol=1e-5)
-        copies = [cache_entry(lin.weight)[1] for lin in (a, b, t)]
+        copies = [cache_entry(lin.weight).packed for lin in (a, b, t)]
         for lin, copy in zip((a, b, t), copies):
             assert torch.allclose(lin(x), F.linear(x, lin.weight), atol=1e-5)
-            assert cache_entry(lin.weight)[1] is copy  # kept, not packed again
+            assert cache_entry(lin.weight).packed is copy  # kept, not packed again
     assert len(_PACKED[fused.untyped_storage()]) == 3
 
 

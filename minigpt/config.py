@@ -276,7 +276,8 @@ class GPTConfig:
         is no field, since every GPT is built tied. A head you untie by hand is not seen here: PEFT
         may then warn of a tie that is gone (merging an adapter on lm_head), but it ties nothing,
         as GPT._tied_weights_keys then names no tie."""
-        return asdict(self) | {"tie_word_embeddings": True}
+        # (PEFT itself may set the attribute, False, when it merges an adapter on an untied lm_head.)
+        return asdict(self) | {"tie_word_embeddings": vars(self).get("tie_word_embeddings", True)}
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "GPTConfig":

@@ -108,7 +108,7 @@ def fingerprint(w: torch.Tensor, at: tuple[int, int]) -> torch.Tensor:
 def packed_weight(w: torch.Tensor) -> torch.Tensor | None:
     """`w` in oneDNN's blocked layout, packed once and re-packed only if it changed: new storage,
     new dtype, an in-place update (its version counter), or a write around the counter that changed
-    its `fingerprint` (which writes that misses: the comment before the check).
+    its `fingerprint` (the comment before the check says which writes it misses).
     `w` itself for a weight made under torch.inference_mode: it has no version counter to watch,
     so no copy is kept, and oneDNN packs it per call, as torch would.
     None for an empty weight, one in shared or file-mapped storage, or when the machine has no room

@@ -268,8 +268,11 @@ def save_adapters(model: nn.Module, path: str | Path, base: str | None = None) -
     tensors = {f"{PEFT_PREFIX}{name}.{ab}.weight": getattr(m, ab) for name, m in layers.items() for ab in ("lora_A", "lora_B")}
     # task_type null: PEFT's CAUSAL_LM wrapper asks the model for transformers' generation hooks
     # (prepare_inputs_for_generation), which minigpt's GPT has not, so it could not open the folder.
-    # transformers' GPT-2 takes null too, and generates through it.
-    config = {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": base,
+    # transformers' GPT-2 takes null too, and generates through it. auto_mapping is what PEFT writes
+    # beside a null task_type, for its auto loaders (AutoPeftModelForCausalLM) to know the base's class.
+    config = {"peft_type": "LORA", "task_type": None,
+              "auto_mapping": {"base_model_class": "GPT2LMHeadModel", "parent_library": "transformers"},
+              "base_model_name_or_path": base,
               "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": list(layers),
               "fan_in_fan_out": True,  # transformers' GPT-2 keeps W as (in, out) (Conv1D); minigpt's Linear as (out, in)
               "bias": "none", "inference_mode": True}
@@ -340,13 +343,13 @@ def peft_targets(model: nn.Module, config: dict) -> list[str]:
     targets, excluded = config.get("target_modules") or [], config.get("exclude_modules") or []
     if isinstance(targets, str):
         targets = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, name)]
-    if not excluded:
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not excluded or any(not any(target_matches(name, t) for name in linear) for t in targets):
         return list(targets)  # as the file names them, so that a target naming no layer is refused by its name
 
     def is_excluded(name: str) -> bool:
         return bool(re.fullmatch(excluded, name)) if isinstance(excluded, str) else any(target_matches(name, e) for e in excluded)
 
-    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     return [name for name in linear if any(target_matches(name, t) for t in targets) and not is_excluded(name)]
 
 

@@ -698,6 +698,20 @@ def test_saved_adapters_open_with_peft_on_minigpt_and_on_transformers(tmp_path):
         torch.testing.assert_close(on_hf(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
     out = on_hf.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert out.shape == (2, 12) and torch.equal(out[:, 9], want[:, -1].argmax(-1))  # the first token greedy, adapted
+    # A review: with task_type null alone, PEFT's auto loaders could not tell the base's class
+    # ("Cannot infer the auto class from the config"); auto_mapping says it, as PEFT writes it.
+    auto = peft.AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(auto(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
+
+
+def test_config_to_dict_says_what_peft_set_of_the_tie():
+    """A review: PEFT sets config.tie_word_embeddings = False when it merges an adapter on an untied
+    lm_head, and to_dict kept saying True: the config contradicted itself."""
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=8)
+    assert cfg.to_dict()["tie_word_embeddings"] is True
+    cfg.tie_word_embeddings = False  # as PEFT's merge writes it
+    assert cfg.to_dict()["tie_word_embeddings"] is False
 
 
 def test_peft_records_the_base_a_gpt_was_loaded_from(tmp_path):
@@ -732,6 +746,8 @@ def test_exclude_modules_narrows_the_targets_as_in_peft(tmp_path):
     names = [f"transformer.h.{i}.{m}" for i in range(CFG.n_layer) for m in ("attn.c_attn", "mlp.c_proj")]
     assert peft_targets(model, {"target_modules": ["c_attn", "c_proj"], "exclude_modules": ["attn.c_proj"]}) == names
     assert peft_targets(model, {"target_modules": ["c_attn", "c_proj"], "exclude_modules": r".*attn\.c_proj"}) == names
+    # A review: a misspelled target beside exclude_modules was dropped by the narrowing; it is named as without one.
+    assert peft_targets(model, {"target_modules": ["c_attn", "c_projj"], "exclude_modules": ["attn.c_proj"]}) == ["c_attn", "c_projj"]
     pm = peft.get_peft_model(_model(), peft.LoraConfig(r=2, target_modules="all-linear", exclude_modules=["lm_head"]))
     _randomize_trainable(pm)
     pm.save_pretrained(tmp_path / "adapter")  # target_modules lists lm_head, exclude_modules leaves it out

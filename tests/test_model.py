@@ -424,6 +424,19 @@ def test_position_ids_past_the_context_are_named():
     assert model(idx, position_ids=torch.tensor([[28, 29, 30, 31]]))[0].shape == (1, 4, 100)
 
 
+@pytest.mark.parametrize("shape", [(2, 1), (1,), (3, 4), (2, 5)])
+def test_position_ids_of_another_shape_are_refused_not_broadcast(shape):
+    """A review: position_ids of shape (2, 1) for 2 rows of 4 tokens, or (1,), broadcast: every
+    token got one position and the call ran. They must be (B, T) or (1, T)."""
+    model = GPT(GPTConfig.gpt2("gpt2-tiny", vocab_size=100, n_positions=32))
+    idx = torch.zeros(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=re.escape(f"position_ids must be (B, T) or (1, T), each token's position, got "
+                                                   f"shape {shape} for idx of shape (2, 4)")):
+        model(idx, position_ids=torch.zeros(shape, dtype=torch.long))
+    for good in [(2, 4), (1, 4)]:
+        assert model(idx, position_ids=torch.zeros(good, dtype=torch.long))[0].shape == (2, 4, 100)
+
+
 def test_position_ids_past_the_context_are_named_with_a_kv_cache_too():
     """A long-context audit: with a KV cache, position_ids were not checked, so one past the context
     failed in wpe as a bare "IndexError: index out of range in self" (on a GPU, a device-side assert)."""

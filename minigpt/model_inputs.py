@@ -190,7 +190,9 @@ def check_inputs(model: GPT, idx: torch.Tensor, position_ids: torch.Tensor | Non
                  input_pos: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
     """`GPT.hidden_states`' inputs checked; returns the ids as int64."""
     # Without a cache only, so that decode steps stay cheap: KVCache.for_model runs it once when it
-    # builds a cache (one built with KVCache(...) directly is not checked against the model's config).
+    # builds a cache. A cache built otherwise (KVCache(...), or for_model on another model with the
+    # same config) meets only check_fits, which compares it with the layout the config gives, not the
+    # config with the model's modules.
     if kv_cache is None:
         model.check_config()
     if not isinstance(idx, torch.Tensor):  # a list would fail as "'list' object has no attribute 'dim'"
@@ -206,8 +208,13 @@ def check_inputs(model: GPT, idx: torch.Tensor, position_ids: torch.Tensor | Non
             raise ValueError(f"attn_mask must be a bool tensor (B, 1, T, S): which keys each query may see, as "
                              f"prefill_mask(attention_mask) makes it; got {attn_mask.dtype} of shape "
                              f"{tuple(attn_mask.shape)} for idx of shape {(B, T)}")
-    # Positions past the context would fail in wpe as a bare "index out of range", a cache or not.
+    # Positions of another shape would broadcast (one position for every token), and positions past
+    # the context fail in wpe as a bare "index out of range", a cache or not.
     if position_ids is not None:
+        B, T = idx.shape
+        if position_ids.dim() != 2 or position_ids.size(1) != T or position_ids.size(0) not in (1, B):
+            raise ValueError(f"position_ids must be (B, T) or (1, T), each token's position, got shape "
+                             f"{tuple(position_ids.shape)} for idx of shape {(B, T)}")
         check_ids(model, position_ids, "n_positions", "position_ids", "a position past the context")
     # With a cache, the call's slots and mask are checked, not its ids: generation checks its
     # prompts once and feeds back ids drawn from the vocabulary, and a check each decode step would

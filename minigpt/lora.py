@@ -341,9 +341,9 @@ def peft_targets(model: nn.Module, config: dict) -> list[str]:
     regular expression for whole layer names; a list names layers by their last parts), less those
     `exclude_modules` names, in the same two forms (it only narrows the targets)."""
     targets, excluded = config.get("target_modules") or [], config.get("exclude_modules") or []
-    if isinstance(targets, str):
-        targets = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(targets, name)]
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if isinstance(targets, str):
+        targets = [name for name in linear if re.fullmatch(targets, name)]
     if not excluded or any(not any(target_matches(name, t) for name in linear) for t in targets):
         return list(targets)  # as the file names them, so that a target naming no layer is refused by its name
 

@@ -7,7 +7,7 @@ C = n_embd, H = n_head, D = head_dim = C / H, V = vocab_size.
 
 The KV cache (`minigpt/kv_cache.py`) plugs into attention: during generation each layer writes
 its new keys/values into the cache and attends over everything cached so far. The inputs are
-checked before the computation, in `minigpt/model_inputs.py`.
+checked before the computation, in `minigpt/input_checks.py`.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from minigpt.checks import check_rate
 from minigpt.config import GPTConfig
 from minigpt.kv_cache import KVCache, LayerKV
 from minigpt.linear import Linear  # nn.Linear, faster for inference on x86 CPUs
-# The inputs' checks (minigpt/model_inputs.py). IGNORE_INDEX = -100: a target the loss skips, as in HF.
-from minigpt.model_inputs import IGNORE_INDEX, check_forward_args, check_inputs, default_positions
+# The inputs' checks (minigpt/input_checks.py). IGNORE_INDEX = -100: a target the loss skips, as in HF.
+from minigpt.input_checks import IGNORE_INDEX, check_forward_args, check_inputs, default_positions
 
 
 def _attention_backend() -> contextlib.AbstractContextManager:
@@ -301,7 +301,7 @@ class GPT(nn.Module):
         (generation), each layer writes this call's keys and values at the cache slots `input_pos`,
         and each query attends over the cached slots `attn_mask` (B, 1, T, S) lets it see: the
         prompt in one call (prefill), then one token per call (decode). `position_ids` (B, T) give
-        each token's position. What each argument must be: minigpt/model_inputs.py's `check_inputs`
+        each token's position. What each argument must be: minigpt/input_checks.py's `check_inputs`
         (with a cache, `check_cache_call`); their defaults: `default_positions`.
         """
         idx = check_inputs(self, idx, position_ids, kv_cache, input_pos, attn_mask)  # as int64

@@ -681,7 +681,7 @@ def test_a_write_through_data_outside_the_fingerprint_still_needs_forget_packed(
     assert fingerprint_at(lin.weight) == (64, 3 * 96 + 1)
     with torch.no_grad():
         before = lin(x)
-        lin.weight.data[1, 1] += 100.0  # row 1, column 1: not sampled
+        lin.weight.data[1, 1] += 100.0  # row 1, column 1: not in the fingerprint
         assert torch.equal(lin(x), before)  # stale, as documented
         forget_packed()
         assert torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-4)

@@ -32,14 +32,13 @@ if TYPE_CHECKING:  # what type checkers and editors read, since they run no __ge
     from minigpt.model import GPT
     from minigpt.text_generation import generate_text, generate_texts, stream_text
     from minigpt.tokenizer import Tokenizer
-
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value  # found directly from now on
-    return value
+else:  # hidden from type checkers: to them a module __getattr__ would make any unknown minigpt.X an Any
+    def __getattr__(name: str) -> object:
+        if name not in _HOMES:
+            raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+        globals()[name] = value  # found directly from now on
+        return value
 
 
 def __dir__() -> list[str]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -47,6 +48,9 @@ POOLINGS = ("last", "mean")
 # and would take a `score.weight` as its own, giving other logits without a word. minigpt also reads
 # a mean-pooled head under `score.`, as it saved one before.
 MEAN_HEAD = "mean_pool_score."
+
+
+SomeClassifier = TypeVar("SomeClassifier", bound="GPTClassifier")  # GPTClassifier or a subclass: from_pretrained builds it
 
 
 class GPTClassifier(nn.Module):
@@ -218,8 +222,8 @@ class GPTClassifier(nn.Module):
         }))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], dtype: torch.dtype | str | None = None,
-                        device: torch.device | str | None = None) -> "GPTClassifier":
+    def from_pretrained(cls: type[SomeClassifier], path: str | os.PathLike[str], dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None) -> SomeClassifier:
         """Load a classifier saved by minigpt or by transformers' GPT2ForSequenceClassification.
         `device="auto"` is the GPU when there is one, as for GPT.from_pretrained."""
         path, dtype, device = Path(shipped_path(path)), resolve_dtype(dtype), resolve_device(device)

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 from minigpt.checks import as_count, caller_stacklevel, check_rate
 from minigpt.files import atomic_write_text, read_json
@@ -199,6 +200,9 @@ def architectures_of(d: dict, source: str = "config.json") -> list[str]:
     return names
 
 
+SomeConfig = TypeVar("SomeConfig", bound="GPTConfig")  # GPTConfig or a subclass: what its constructors build
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257
@@ -280,7 +284,7 @@ class GPTConfig:
         return asdict(self) | {"tie_word_embeddings": vars(self).get("tie_word_embeddings", True)}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "GPTConfig":
+    def from_pretrained(cls: type[SomeConfig], path: str | os.PathLike) -> SomeConfig:
         """The config of the checkpoint `path` names (a GPT-2 size by name: its preset), as
         transformers' `GPT2Config.from_pretrained`: PEFT calls it on the base it records when it
         saves adapters (GPT.name_or_path), to see whether the fine-tune resized the vocabulary."""
@@ -288,7 +292,7 @@ class GPTConfig:
         return cls.gpt2(name) if name else cls.from_json(shipped_path(path))
 
     @classmethod
-    def gpt2(cls, name: str = "gpt2", **overrides) -> "GPTConfig":
+    def gpt2(cls: type[SomeConfig], name: str = "gpt2", **overrides) -> SomeConfig:
         """A preset by name: `GPTConfig.gpt2("gpt2-medium")`, with any field overridden."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -297,7 +301,8 @@ class GPTConfig:
     # ---- Hugging Face config.json -------------------------------------------------------------
 
     @classmethod
-    def from_hf_dict(cls, d: dict, source: str = "config.json", ids_source: str | None = None) -> "GPTConfig":
+    def from_hf_dict(cls: type[SomeConfig], d: dict, source: str = "config.json",
+                     ids_source: str | None = None) -> SomeConfig:
         """A config.json's dict (transformers' GPT2Config) as a GPTConfig; a GPT-2 variant minigpt
         does not implement (another activation, cross-attention, untied weights) is a ValueError.
         `source` names the file in errors and warnings (`from_json` gives its path), `ids_source`
@@ -390,7 +395,7 @@ class GPTConfig:
         return d
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike, generation_ids: bool = True) -> "GPTConfig":
+    def from_json(cls: type[SomeConfig], path: str | os.PathLike, generation_ids: bool = True) -> SomeConfig:
         """Read config.json, with the token ids of a generation_config.json beside it: transformers'
         `generate` takes its ids from that file alone when there is one (an id it lacks is none),
         over config.json's. (Its sampling settings are not read: minigpt's `generate` takes those

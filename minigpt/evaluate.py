@@ -38,6 +38,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -112,8 +113,21 @@ def check_ids(model, ids) -> torch.Tensor:
     return ids
 
 
+class _Scores(TypedDict):
+    nll: float
+    ppl: float
+    tokens: int
+    nll_sum: float
+
+
+class Perplexity(_Scores, total=False):
+    """What `perplexity` returns, each key with its type (`tokens` an int); "bpb" only with
+    `token_bytes`. (Two classes: Python 3.10's typing has no NotRequired to mark one key optional.)"""
+    bpb: float
+
+
 def perplexity(model: GPT, ids: torch.Tensor, max_length: int | None = None, stride: int | None = None,
-               progress: bool | tqdm = False, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
+               progress: bool | tqdm = False, token_bytes: torch.Tensor | None = None) -> Perplexity:
     """{"nll": mean nats per token, "ppl": exp(nll), "tokens": how many were scored, "nll_sum": their
     total nats}, and with `token_bytes` (V,), each token's length in bytes, "bpb": bits per byte of
     the scored tokens. max_length defaults to the context, stride to half of max_length. ids: (N,)
@@ -132,7 +146,7 @@ def perplexity(model: GPT, ids: torch.Tensor, max_length: int | None = None, str
     nll_sum, count, scored = sliding_window_nll(model, ids, max_length, stride, progress)
     nll = nll_sum / count
     # exp overflows a float past ~709.78 (a diverged model): its perplexity is then inf, not an error
-    result = {"nll": nll, "ppl": math.exp(nll) if nll < 709 else math.inf, "tokens": count, "nll_sum": nll_sum}
+    result: Perplexity = {"nll": nll, "ppl": math.exp(nll) if nll < 709 else math.inf, "tokens": count, "nll_sum": nll_sum}
     if token_bytes is not None:
         # Bits per byte: nats → bits, spread over the bytes of the tokens scored (not the first token,
         # nor, with disjoint windows, each window's first). Unlike perplexity it does not depend on

@@ -137,16 +137,19 @@ SUMMARY_FILE = "finetune_summary.json"
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices."""
+    """TrainConfig's knobs (lr, max_iters, eval, resume, ...) plus the fine-tuning choices.
+
+    As TrainConfig's, the paths take a str or a Path and are kept as a str; `data` takes several
+    too (a list or tuple), kept as a tuple of str (`one_or_several`)."""
 
     # nargs: the lm task takes several text files (`--data a.txt b.txt`), as `minigpt prepare FILES` does.
-    data: str | tuple[str, ...] = field(default="", metadata={"nargs": "+", "help": (
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = field(default="", metadata={"nargs": "+", "help": (
         "lm: UTF-8 text files (joined as `minigpt prepare FILES` joins them, an end-of-document token between two), or "
         "a DATA_DIR `minigpt prepare` wrote with the --init model's tokenizer; classify: a TSV (text<TAB>label) or a "
         "directory with train.tsv [+ dev.tsv]; sft: a JSON Lines file of {\"prompt\": ..., \"completion\": ...}; required")})
-    out: str = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
+    out: str | os.PathLike[str] = flag("out", "OUT_DIR: the fine-tuned checkpoint, best/, training_state.pt, log.jsonl, loss.png, "
                            f"{SUMMARY_FILE} (lm: also data/, the tokenized text)")
-    init: str | None = flag(None, "the pretrained GPT-2 directory (HF layout), or a GPT-2 size by name (gpt2, ..., gpt2-xl), "
+    init: str | os.PathLike[str] | None = flag(None, "the pretrained GPT-2 directory (HF layout), or a GPT-2 size by name (gpt2, ..., gpt2-xl), "
                                     "to start from; it fixes the model's shape; required (classify: a classifier too, whose "
                                     "head goes on training)")
     # The model's shape comes from --init, so TrainConfig's shape fields are fixed here (init=False):
@@ -183,13 +186,13 @@ class FinetuneConfig(TrainConfig):
     head_hidden: str | None = flag(None, "classify: comma-separated hidden widths of an MLP head (empty: one linear layer, "
                                          "as HF; default: an --init classifier's own, else empty)")
     num_labels: int | None = flag(None, "classify: number of classes (default: largest training label + 1)")
-    val_data: str | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data); "
+    val_data: str | os.PathLike[str] | None = flag(None, "classify: a TSV of validation examples (default: DIR/dev.tsv, else a split of --data); "
                                       "sft: a JSON Lines file of them (default: a split of --data)")
     val_fraction: float = flag(VAL_FRACTION_DEFAULT, "share of --data held out for validation when no separate val data is given "
                                                          "(lm: of each text file; a prepared DATA_DIR holds its own split)")
     max_examples: int | None = flag(None, "classify: train on a seeded random subset of this many examples")
     max_val_examples: int | None = flag(None, "classify: evaluate on a seeded random subset of this many examples")
-    tokenizer: str | None = flag(None, "tokenizer directory (vocab.json + merges.txt, or tokenizer.json; default: --init's; "
+    tokenizer: str | os.PathLike[str] | None = flag(None, "tokenizer directory (vocab.json + merges.txt, or tokenizer.json; default: --init's; "
                                       "needed for an --init saved without one)")
     # Fine-tuning starts from good weights: a smaller peak lr and a short warmup.
     lr: float = flag(3e-4, "peak learning rate, reached at the end of warmup")

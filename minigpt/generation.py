@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Literal, Protocol, TypedDict, TypeVar, cast, overload
 
 import torch
@@ -107,9 +108,9 @@ def stream(
     presence_penalty: float | torch.Tensor = 0.0,
     frequency_penalty: float | torch.Tensor = 0.0,
     no_repeat_ngram_size: int = 0,
-    eos_token_id: int | list[int] | None = None,
+    eos_token_id: int | Sequence[int] | torch.Tensor | None = None,
     pad_token_id: int | None = None,
-    stop: str | list[str] | None = None,
+    stop: str | Sequence[str] | None = None,
     tokenizer: TokenizerLike | None = None,
     num_beams: int = 1,
     length_penalty: float = 1.0,
@@ -139,8 +140,8 @@ def stream(
     functions pass one prompt's all-ones mask themselves.
 
     Where a row ends: at an EOS (`eos_token_id=None` means the model's, <|endoftext|> for GPT-2;
-    `[]` never stops on EOS), or where its text contains a `stop` string (one string or a list of
-    them; text, so `tokenizer` is needed; not with beams), or after max_new_tokens.
+    `[]` never stops on EOS), or where its text contains a `stop` string (one string or a list or
+    tuple of them; text, so `tokenizer` is needed; not with beams), or after max_new_tokens.
 
     `input_ids` (B, T): the prompts. `min_new_tokens`: no EOS before that many tokens (stop
     strings may still end a row).
@@ -222,9 +223,9 @@ class StreamOptions(TypedDict, total=False):
     presence_penalty: float | torch.Tensor
     frequency_penalty: float | torch.Tensor
     no_repeat_ngram_size: int
-    eos_token_id: int | list[int] | None
+    eos_token_id: int | Sequence[int] | torch.Tensor | None
     pad_token_id: int | None
-    stop: str | list[str] | None
+    stop: str | Sequence[str] | None
     num_beams: int
     length_penalty: float
     early_stopping: bool | str

@@ -223,6 +223,9 @@ def check_inputs(model: GPT, idx: torch.Tensor, position_ids: torch.Tensor | Non
     if kv_cache is not None:
         check_cache_call(model, idx, kv_cache, input_pos, attn_mask)
         return idx
+    if input_pos is not None:  # slots of no cache: ignored, it would give model(idx)'s logits without a word
+        raise ValueError("input_pos names the KV-cache slots a call writes, and there is no kv_cache: pass "
+                         "kv_cache= to write one, or position_ids= to give the tokens other positions")
     check_ids(model, idx, "vocab_size", "token ids", "from another tokenizer? a pad id that is no token?")
     # Without a cache the mask replaces the causal one: it must hide every later token too.
     # Its values are read where they can be (`_values_readable`), as the ids'.

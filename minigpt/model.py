@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import os
+from typing import TypeVar, cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -134,6 +135,9 @@ class Block(nn.Module):
         # the residual stream x an untouched sum, which makes deep stacks train stably.
         x = x + self.attn(self.ln_1(x), layer_cache, input_pos, attn_mask)
         return x + self.mlp(self.ln_2(x))
+
+
+SomeGPT = TypeVar("SomeGPT", bound="GPT")  # GPT or a subclass: `MyGPT.from_pretrained(...)` is typed as a MyGPT
 
 
 class GPT(nn.Module):
@@ -393,8 +397,9 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike[str], dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
-    ) -> "GPT":
+        cls: type[SomeGPT], path: str | os.PathLike[str], dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> SomeGPT:
         """Load a Hugging Face GPT-2 directory (`config.json` + `model.safetensors`, sharded or not),
         or OpenAI's GPT-2 by size name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"), downloaded
         (0.5–6 GB) into checkpoints/NAME ($XDG_CACHE_HOME/minigpt/NAME, else ~/.cache/minigpt/NAME, for
@@ -404,7 +409,7 @@ class GPT(nn.Module):
         are optional. Called on a subclass, it builds that class."""
         from minigpt.checkpoint import load_gpt
 
-        return load_gpt(path, dtype=dtype, device=device, model_class=cls)
+        return cast(SomeGPT, load_gpt(path, dtype=dtype, device=device, model_class=cls))  # it builds cls, typed as GPT
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Write `config.json` + `model.safetensors` so `GPT2LMHeadModel.from_pretrained` opens it."""

@@ -42,7 +42,7 @@ import operator
 import os
 from collections.abc import Collection, Iterable, Sequence
 from itertools import chain, repeat
-from typing import Any, Literal, overload
+from typing import Any, Literal, SupportsIndex, TypeGuard, TypeVar, overload
 
 import regex
 
@@ -187,11 +187,18 @@ def whole_token_bytes(text: str) -> bytes:
 PIECE_CHARS = 1 << 12
 
 
-def as_id_list(ids: Iterable[int], vocab_size: int) -> list[int]:
+def is_one_id(ids: object) -> TypeGuard[SupportsIndex]:
+    """Whether `ids` is one token id: an int, a NumPy int, a 0-d tensor or array (argmax's), or any
+    other object with __index__ that is not a sequence (a 1-D tensor has __index__ too)."""
+    return isinstance(ids, int) or getattr(ids, "ndim", None) == 0 or (
+        hasattr(ids, "__index__") and not hasattr(ids, "__iter__"))
+
+
+def as_id_list(ids: SupportsIndex | Iterable[int], vocab_size: int) -> list[int]:
     """What decode takes (a list, a 1-D tensor, a numpy array, or one id) as a list of plain ints,
     each checked to be a token id in [0, vocab_size); a TypeError or ValueError says what was wrong."""
     ids = ids.tolist() if hasattr(ids, "tolist") else ids
-    ids = [ids] if isinstance(ids, int) else ids  # one id, e.g. a 0-d tensor from argmax
+    ids = [ids] if is_one_id(ids) else ids  # one id, e.g. a 0-d tensor from argmax
     try:  # every element: numpy ints and 0-d tensors (as list(tensor) gives them) pass, 2.5 or None do not
         ids = list(ids)
         as_ints = list(map(operator.index, ids))
@@ -215,7 +222,11 @@ class _Side:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, tok: object | None, owner: type | None = None) -> str | _Side:
+    @overload
+    def __get__(self, tok: None, owner: type | None = None) -> _Side: ...
+    @overload
+    def __get__(self, tok: object, owner: type | None = None) -> Literal["left", "right"]: ...
+    def __get__(self, tok: object | None, owner: type | None = None) -> Literal["left", "right"] | _Side:
         return self if tok is None else tok.__dict__.get(self.name, "right")  # None: asked of the class
 
     def __set__(self, tok: object, side: str) -> None:
@@ -237,6 +248,9 @@ def is_error_handler(name: str) -> bool:
     except LookupError:
         return False
     return True
+
+
+SomeTokenizer = TypeVar("SomeTokenizer", bound="Tokenizer")  # Tokenizer or a subclass: what its constructors build
 
 
 class Tokenizer:
@@ -461,15 +475,17 @@ class Tokenizer:
         return {self.id_to_token(i): i for i in range(self.vocab_size)}
 
     # One id gives a token, several a list: the overloads tell a type checker which (as for the next method).
-    @overload
-    def convert_ids_to_tokens(self, ids: int, skip_special_tokens: bool = False) -> str: ...
+    # A type checker takes the first overload that fits, and a tensor or array fits both (it has __index__
+    # and __iter__; its number of dimensions is no part of its type): it is typed as a list, a 0-d one too.
     @overload
     def convert_ids_to_tokens(self, ids: Iterable[int], skip_special_tokens: bool = False) -> list[str]: ...
-    def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
+    @overload
+    def convert_ids_to_tokens(self, ids: SupportsIndex, skip_special_tokens: bool = False) -> str: ...  # an int, a NumPy int
+    def convert_ids_to_tokens(self, ids: SupportsIndex | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
         """One id → its token, as vocab.json spells it; a list (or 1-D tensor) of ids → a list of
         tokens, without the special ones if `skip_special_tokens`. As transformers', except that an
         id outside the vocabulary is a ValueError naming it (transformers gives None)."""
-        if isinstance(ids, int) or getattr(ids, "ndim", None) == 0:  # one id: an int, or a 0-d tensor or NumPy int
+        if is_one_id(ids):
             return self.id_to_token(operator.index(ids))
         skipped = set(self.special_tokens.values()) if skip_special_tokens else set()
         return [self.id_to_token(i) for i in as_id_list(ids, self.vocab_size) if i not in skipped]
@@ -625,11 +641,11 @@ class Tokenizer:
 
     # ---- decode, and the teaching view of encode ----
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+    def decode_bytes(self, ids: SupportsIndex | Iterable[int]) -> bytes:
         """The bytes of the ids, joined. Accepts a list, a 1-D tensor, a numpy array or one id."""
         return b"".join(map(self._id_bytes.__getitem__, as_id_list(ids, self.vocab_size)))
 
-    def decode(self, ids: Iterable[int], errors: str = "replace", *, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: SupportsIndex | Iterable[int], errors: str = "replace", *, skip_special_tokens: bool = False) -> str:
         """Ids → text. The bytes are joined across tokens *before* UTF-8 decoding, because one
         character (e.g. an emoji, 4 bytes) can be split over several tokens; bytes that still do not
         form valid UTF-8 (a cut-off sequence) become U+FFFD, never an exception, unless `errors`
@@ -741,7 +757,7 @@ class Tokenizer:
     # ---- files (formats explained in minigpt/tokenizer_files.py) ----
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> "Tokenizer":
+    def from_pretrained(cls: type[SomeTokenizer], path: str | os.PathLike[str]) -> SomeTokenizer:
         """Load a directory's tokenizer.json, or else its vocab.json + merges.txt (Hugging Face's GPT-2
         layout), with any added tokens (special or not), and the eos_token, pad_token, padding_side,
         truncation_side and model_max_length its files name: what transformers reads, in its order
@@ -764,7 +780,8 @@ class Tokenizer:
         write_hf(self, path)
 
     @classmethod
-    def from_tiktoken(cls, file: str | os.PathLike[str], special_tokens: dict[str, int] | None = None) -> "Tokenizer":
+    def from_tiktoken(cls: type[SomeTokenizer], file: str | os.PathLike[str],
+                      special_tokens: dict[str, int] | None = None) -> SomeTokenizer:
         """Load tiktoken's ranks file (`gpt2.tiktoken`); special_tokens default to <|endoftext|>
         right after the ranks (50256 for GPT-2)."""
         from minigpt.tokenizer_files import read_tiktoken
@@ -775,13 +792,13 @@ class Tokenizer:
 
     @classmethod
     def train(
-        cls,
+        cls: type[SomeTokenizer],
         text_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         vocab_size: int,
         special_tokens: Sequence[str] = ("<|endoftext|>",),
         *,
         progress: bool = True,
-    ) -> "Tokenizer":
+    ) -> SomeTokenizer:
         """Learn a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes + merges + specials).
 
         text_or_files: a str is the training text itself; a Path, or a list of paths, names UTF-8

@@ -39,6 +39,14 @@ DEFAULT_PRESET = "gpt2-mini"
 SEED_MAX = 2**64 - 1
 
 
+def as_path_str(name: str, value: str | os.PathLike[str]) -> str:
+    """A path setting (a str or a Path) as a str, or a TypeError naming it."""
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str):  # None, a number, bytes
+        raise TypeError(f"{name} must be a path (a str or a pathlib.Path), got {value!r}")
+    return path
+
+
 def flag(default, help: str):
     """A config field that is also a command-line flag: `lr: float = flag(6e-4, "peak learning rate")`.
 
@@ -49,12 +57,16 @@ def flag(default, help: str):
 
 @dataclass
 class TrainConfig:
-    """Every knob of a run; each field is also a command-line flag (`lr` → `--lr`)."""
+    """Every knob of a run; each field is also a command-line flag (`lr` → `--lr`).
+
+    The paths (`data`, `out`, `init`) take a str or a Path, and are kept as a str; `device` and
+    `dtype` take torch's objects too (torch.device("cuda", 0), torch.float32), kept by name
+    ("cuda:0", "float32"). Their annotations name what is taken; the fields hold the str."""
 
     # data and output
-    data: str = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json); required")
-    out: str = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
-    init: str | None = flag(None, "start from this checkpoint directory (or a GPT-2 size by name: gpt2, ..., gpt2-xl) "
+    data: str | os.PathLike[str] = flag("", "DATA_DIR written by `minigpt prepare` (train.bin, val.bin, meta.json); required")
+    out: str | os.PathLike[str] = flag("out", "OUT_DIR: latest checkpoint, training_state.pt, best/, log.jsonl, loss.png")
+    init: str | os.PathLike[str] | None = flag(None, "start from this checkpoint directory (or a GPT-2 size by name: gpt2, ..., gpt2-xl) "
                                           "instead of random weights")
     resume: bool = flag(False, "continue the run saved in OUT_DIR exactly where it stopped")
     auto_resume: bool = flag(False, "continue the run in OUT_DIR if it holds one (as --resume), else start it: a command "
@@ -90,8 +102,8 @@ class TrainConfig:
     eval_iters: int = flag(20, "val batches per evaluation")
     log_interval: int = flag(10, "write a log record every this many steps")
     # system
-    device: str = flag("auto", "cpu, cuda, cuda:N, mps or auto: cuda when available")
-    dtype: str = flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
+    device: str | torch.device = flag("auto", "cpu, cuda, cuda:N, mps or auto: cuda when available")
+    dtype: str | torch.dtype = flag("auto", "float32, bfloat16 or float16 autocast; auto: bfloat16 on a GPU that has it, else float32")
     compile: bool = flag(False, "torch.compile the model (slow to start; on a CPU it needs a C++ compiler: g++, "
                                 "clang++ on macOS, or $CXX)")
     gradient_checkpointing: bool = flag(False, "keep only each block's input and recompute the rest during backward: "
@@ -140,7 +152,11 @@ class TrainConfig:
         typed one apart)."""
 
     def __post_init__(self) -> None:
+        # A Path given is kept as its str, as the command line gives it: the same config either way.
+        self.out = as_path_str("out", self.out)
         for name in self.PATH_FIELDS:
+            if getattr(self, name):
+                setattr(self, name, as_path_str(name, getattr(self, name)))
             # (README's checkpoints/..., installed; a Hub model's id for a model or tokenizer, never for data:
             # a mistyped --data would be taken for a model of that name in the Hugging Face cache)
             path = getattr(self, name) and shipped_path(getattr(self, name), hub=name in ("init", "tokenizer"))

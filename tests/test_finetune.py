@@ -1535,6 +1535,14 @@ def test_lm_reads_several_text_files_joined_as_prepare_joins_them(base, tmp_path
         FinetuneConfig(init=init, task="classify", data=(first, second))
 
 
+def test_finetune_config_keeps_every_path_as_a_str(tmp_path):
+    """A typing audit: FinetuneConfig(out=Path(...)) kept the PosixPath (and a missing --tokenizer
+    or --init given as a Path stayed one) while data became str. Every path is a str now."""
+    cfg = FinetuneConfig(init=tmp_path, data=tmp_path / "a.txt", out=tmp_path / "o", tokenizer=tmp_path / "missing")
+    assert (cfg.init, cfg.data, cfg.out, cfg.tokenizer) == \
+        (str(tmp_path), str(tmp_path / "a.txt"), str(tmp_path / "o"), str(tmp_path / "missing"))
+
+
 def test_lm_trains_on_a_prepared_data_dir_made_with_the_models_tokenizer(base, tmp_path, capsys):
     """An audit: a DATA_DIR written by `minigpt prepare` was refused as --data, by an error that
     pointed at --task classify. It is read where it is, as `minigpt train --init` reads one (no

@@ -402,6 +402,20 @@ def test_an_attn_mask_that_is_no_causal_key_mask_is_refused():
         torch.testing.assert_close(padded[1:], model(idx[1:])[0])
 
 
+def test_input_pos_without_a_cache_is_refused():
+    """A typing audit: `model(x, input_pos=torch.arange(5, 8))` gave exactly model(x)'s logits, the
+    slots of no cache ignored, when the caller meant positions 5..7 (position_ids)."""
+    model = GPT(GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2)).eval()
+    idx = torch.randint(0, 64, (1, 3), generator=torch.Generator().manual_seed(0))
+    for call in (model, model.hidden_states):
+        with pytest.raises(ValueError, match=r"input_pos names the KV-cache slots .*no kv_cache: pass kv_cache= .*"
+                                             r"or position_ids= to give the tokens other positions"):
+            call(idx, input_pos=torch.arange(5, 8))
+    with torch.no_grad():  # what the caller meant
+        shifted = model(idx, position_ids=torch.arange(5, 8)[None])[0]
+        assert not torch.allclose(shifted, model(idx)[0])
+
+
 @pytest.mark.parametrize("bad", [100, -1, 50256])
 def test_token_ids_outside_the_vocabulary_are_named(bad):
     """Not the embedding's bare 'index out of range in self': the id and the vocabulary's size."""

@@ -364,6 +364,20 @@ def test_decode_joins_bytes_before_utf8(tok):
     assert tok.decode(torch.tensor(ids[0])) == tok.decode(ids[0]) == tok.decode(ids[:1])  # one id, e.g. from argmax
 
 
+def test_one_id_is_anything_with_index_that_is_no_sequence(tok):
+    """A typing audit: decode, decode_bytes and convert_ids_to_tokens take one id, typed as
+    SupportsIndex (an int, a NumPy int, a 0-d tensor); an object with __index__ alone was refused
+    by decode ("decode takes one sequence of int ids")."""
+    class Id:
+        def __index__(self) -> int:
+            return 15496
+
+    assert tok.decode(Id()) == tok.decode(np.int64(15496)) == tok.decode(15496) == "Hello"
+    assert tok.decode_bytes(Id()) == b"Hello"
+    assert tok.convert_ids_to_tokens(Id()) == tok.convert_ids_to_tokens(np.int64(15496)) == "Hello"
+    assert tok.convert_ids_to_tokens(torch.tensor([15496])) == ["Hello"]  # a 1-D tensor has __index__ too: several
+
+
 # ---- files ----
 
 
@@ -1785,7 +1799,8 @@ def test_convert_tokens_and_ids_are_typed_by_what_they_are_given(tok):
 
     def results(f):
         return [o.__annotations__["return"] for o in typing.get_overloads(f)]
-    assert results(Tokenizer.convert_ids_to_tokens) == ["str", "list[str]"]
+    # Several ids first: a tensor, typed as neither one id nor several, is taken as several (tests/test_typing.py).
+    assert results(Tokenizer.convert_ids_to_tokens) == ["list[str]", "str"]
     assert results(Tokenizer.convert_tokens_to_ids) == ["int", "list[int]"]
 
 

@@ -414,6 +414,19 @@ def test_a_run_configured_with_path_objects_resumes(tmp_path):
     assert final_state(tmp_path / "out")["step"] == 3
 
 
+def test_train_config_keeps_every_path_as_a_str(tmp_path):
+    """A typing audit: TrainConfig(out=Path(...)) kept the PosixPath while data and init became str
+    (a missing path, as given). Every path is a str now, as the command line gives it; one that is
+    no path is a TypeError naming its field."""
+    cfg = TrainConfig(out=tmp_path / "out", data=tmp_path, init=tmp_path / "missing")
+    assert (cfg.out, cfg.data, cfg.init) == (str(tmp_path / "out"), str(tmp_path), str(tmp_path / "missing"))
+    for bad in (3, b"out"):
+        with pytest.raises(TypeError, match=re.escape(f"out must be a path (a str or a pathlib.Path), got {bad!r}")):
+            TrainConfig(out=bad)
+    with pytest.raises(TypeError, match="init must be a path"):
+        TrainConfig(init=7)
+
+
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch):
     """README: Ctrl-C finishes the step and saves; pressed twice, it stops at once. Both signals
     arrive during step 8: the first alone would save step 8, the second raises there and then,

@@ -19,7 +19,8 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
    `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
    Both are made afresh, never written through a symbolic link planted there (`_open_partial`); a file
    the Hub gave no size for stops at a bound no GPT-2 file reaches (MAX_SMALL_FILE,
-   `max_weights_size`), and a transfer slower than MIN_WINDOW_BYTES per RATE_WINDOW_S fails.
+   `max_weights_size`), and a transfer slower than MIN_WINDOW_BYTES per RATE_WINDOW_S fails, as does
+   an answer whose headers take longer than HEADERS_WINDOWS × RATE_WINDOW_S (`_HeadersDeadline`).
 3. Check the size, then the hash (whichever of the two the ETag is). A server that announces no
    hash (a mirror; a captive portal's login page, answered for every address) gets each file's
    content checked instead (`content_problem`): it must at least be a file of the kind its name says.
@@ -47,9 +48,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import stat
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -77,6 +80,10 @@ CHUNK = 1 << 20  # at most 1 MiB per read: few syscalls on a fast line
 # server, not a slow line.
 RATE_WINDOW_S = 60.0
 MIN_WINDOW_BYTES = 64 << 10
+# The rate check starts with the body: an answer's status line and headers must all come within
+# HEADERS_WINDOWS × RATE_WINDOW_S (`_HeadersDeadline`), or a server that sends a header byte every
+# few seconds holds the download forever, TIMEOUT_S starting afresh with each byte.
+HEADERS_WINDOWS = 2
 # The most a file the server announces no size for may grow to, so that an endless body cannot
 # fill the disk: GPT-2's config.json is 1 kB, vocab.json 1.0 MB, merges.txt 0.46 MB; the
 # weights' bound depends on the size fetched (`max_weights_size`).
@@ -151,13 +158,73 @@ class _WebRedirect(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+class _HeadersDeadline:
+    """For http.client's connections: `getresponse`, which reads the status line and headers, fails
+    with a DownloadError once they have taken HEADERS_WINDOWS × RATE_WINDOW_S. A timer thread shuts
+    the socket down then, which ends the read that waits for the next byte (a deadline checked
+    between reads would never be reached while one read waits)."""
+
+    def getresponse(self):
+        sock, deadline = self.sock, HEADERS_WINDOWS * RATE_WINDOW_S
+        lock, done, expired = threading.Lock(), threading.Event(), threading.Event()
+
+        def expire() -> None:
+            with lock:  # never after getresponse is done: the socket then reads the body, or is closed
+                if not done.is_set():
+                    expired.set()
+                    try:  # socket.socket's own: an SSLSocket's would also drop its TLS state under the read
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # closed already: the read has ended anyway
+
+        timer = threading.Timer(deadline, expire)
+        timer.start()
+        response = None
+        try:
+            response = super().getresponse()
+        except Exception:
+            if not expired.is_set():
+                raise  # (the socket cut under the read fails in one of many ways; the deadline is the cause)
+        finally:
+            with lock:
+                done.set()
+            timer.cancel()
+            timer.join()  # no thread outlives the request
+        if expired.is_set():
+            if response is not None:
+                response.close()  # the headers read up to the cut are not the server's all
+            server = self.host if self.port == self.default_port else f"{self.host}:{self.port}"
+            raise DownloadError(f"the server at {server} sent its headers too slowly: not all of them within "
+                                f"{deadline:g} s (a stalled or hostile server); refused") from None
+        return response
+
+
+class _HTTPConnection(_HeadersDeadline, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeadersDeadline, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_HTTPConnection, req, **kwargs)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_HTTPSConnection, req, **kwargs)
+
+
 def _opener(follow: bool) -> urllib.request.OpenerDirector:
     """An opener for http:// and https:// alone: urllib's build_opener's handlers, all but the file,
-    ftp and data ones (so an address that slipped past refuse_non_web fails as "unknown url type")."""
+    ftp and data ones (so an address that slipped past refuse_non_web fails as "unknown url type"),
+    with a deadline on each answer's headers (`_HeadersDeadline`)."""
     proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in WEB_SCHEMES}
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(proxies), urllib.request.UnknownHandler(),
-                    urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    _HTTPHandler(), _HTTPSHandler(),
                     urllib.request.HTTPDefaultErrorHandler(), _WebRedirect() if follow else _NoRedirect(),
                     urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)

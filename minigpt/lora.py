@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.checks import as_count, as_real, check_rate, first_few
-from minigpt.files import atomic_path, atomic_write_text, no_follow, read_json
+from minigpt.files import atomic_path, atomic_write_text, check_regular_file, no_follow, read_json
 
 # GPT-2's four projection matrices per block, by the names they carry in every checkpoint.
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -289,10 +289,14 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
     transformers' GPT-2) on `model`, with their rank, alpha, dropout and targets; returns the
     adapted layers' names. `merge_lora(model)` then folds them in. Everything is checked before the
     model is changed: a refused file leaves it as it was."""
-    from safetensors.torch import load_file
+    from minigpt.checkpoint import open_safetensors, refuse_broken_link
 
     path = Path(path)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        # As the base's weights are checked: a FIFO there would hang the read and /dev/zero never end,
+        # and either is named as what it is, not as a file that is missing.
+        refuse_broken_link(path / name)
+        check_regular_file(path / name)
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} holds no {name}: not a folder of LoRA adapters (save_adapters, or PEFT's save_pretrained, writes one)")
     config = read_json(path / ADAPTER_CONFIG)
@@ -302,7 +306,9 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
     check_computes_lora(config, path / ADAPTER_CONFIG)
     rank, alpha, dropout = config.get("r"), config.get("lora_alpha"), config.get("lora_dropout", 0.0)
     chosen = find_lora_targets(model, peft_targets(model, config), rank, alpha, dropout)
-    tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    # open_safetensors names the file it cannot read (truncated, a Git LFS pointer: with how to fetch it).
+    with open_safetensors(path / ADAPTER_WEIGHTS) as sf:
+        tensors = {key: sf.get_tensor(key) for key in sf.keys()}
     expected = {f"{PEFT_PREFIX}{name}.{ab}.weight": (name, ab) for name in chosen for ab in ("lora_A", "lora_B")}
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unexpected:
@@ -313,6 +319,9 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
         shape = (rank, base.in_features) if ab == "lora_A" else (base.out_features, rank)
         if tuple(tensors[key].shape) != shape:
             raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}; {name} with rank {rank} needs {shape}")
+        if not tensors[key].is_floating_point():  # copy_ would cast it: int64 weights moved by hundreds
+            raise ValueError(f"tensor {key!r} in {path / ADAPTER_WEIGHTS} has dtype {tensors[key].dtype}; "
+                             "LoRA's A and B are floating point")
     inject_lora(model, chosen, rank, alpha, dropout)
     with torch.no_grad():
         for key, (name, ab) in expected.items():

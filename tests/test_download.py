@@ -1234,6 +1234,52 @@ def test_a_trickling_server_fails_the_attempt_and_spends_a_retry_though_the_file
     assert_downloaded(tmp_path, hub)
 
 
+def test_a_server_that_trickles_its_headers_is_refused_within_the_deadline(tmp_path, monkeypatch):
+    """An audit: a server that sent "HTTP/1.1 200 OK\\r\\nX-Pad: " and then a byte every few seconds
+    held the download forever: TIMEOUT_S starts afresh with each byte, and the rate check starts
+    with the body. An answer's status line and headers must all come within HEADERS_WINDOWS ×
+    RATE_WINDOW_S; the timer that enforces it is gone once the request is."""
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.2)  # a byte every 0.05 s: never a socket timeout
+    monkeypatch.setattr(download, "RATE_WINDOW_S", 0.3)  # headers within 0.6 s
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def trickle() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.recv(65536)  # the request
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+                while not stop.wait(0.05):
+                    conn.sendall(b"a")
+            except OSError:
+                pass  # the client cut the connection
+
+    server = threading.Thread(target=trickle)
+    server.start()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download_gpt2("gpt2", tmp_path / "out", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+                          retries=0, progress=False)
+        except BaseException as e:
+            failed.append(e)
+
+    start = time.monotonic()
+    client = threading.Thread(target=run)
+    client.start()
+    client.join(5)
+    stop.set()  # (were the download still waiting, the server ends the answer now, and with it the test)
+    client.join(10)
+    server.join(10)
+    assert time.monotonic() - start < 4 and not server.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], DownloadError), failed
+    assert re.fullmatch(r"the server at 127\.0\.0\.1:[0-9]+ sent its headers too slowly: not all of them within "
+                        r"0\.6 s \(a stalled or hostile server\); refused", str(failed[0]))
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+
+
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="no uids (Windows): the temp directory is the user's own")
 def test_the_cache_in_the_shared_temp_directory_is_private_and_refused_unless_it_is(tmp_path, monkeypatch):
     """A security audit: with no home directory an installed minigpt kept GPT-2 in

@@ -430,6 +430,49 @@ def test_adapter_files_that_do_not_fit_are_refused_and_change_nothing(tmp_path):
         GPT.from_pretrained(tmp_path / "a")
 
 
+def test_an_adapter_weights_file_that_cannot_be_read_is_named_as_the_base_weights_are(tmp_path, capsys):
+    """An audit: a truncated adapter_model.safetensors or a Git LFS pointer there was safetensors' own
+    traceback ("header too large"), where the same damage to model.safetensors is one line; int64
+    tensors loaded silently, cast by copy_; and a FIFO or a link to /dev/zero was "holds no
+    adapter_model.safetensors". Each is now a ValueError naming the file, and `minigpt generate` one
+    line with exit status 2, as for the base's weights."""
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    from minigpt.generate_cli import main as generate_main
+    from minigpt.lora import load_adapters, save_adapters
+
+    _model().save_pretrained(tmp_path / "base")
+    folder = tmp_path / "adapter"
+    save_adapters(_adapted(), folder, base=str(tmp_path / "base"))
+    weights = folder / "adapter_model.safetensors"
+    good = weights.read_bytes()
+    cases = {"truncated": (good[:500], r"adapter_model\.safetensors is not a readable safetensors file \(truncated or corrupt\?\)"),
+             "LFS pointer": (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 9999\n",
+                             r"adapter_model\.safetensors is a Git LFS pointer, not the file itself: .*git lfs pull"),
+             "int64": (None, r"tensor 'base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_A\.weight' in "
+                             r".*adapter_model\.safetensors has dtype torch\.int64; LoRA's A and B are floating point")}
+    for case, (content, match) in cases.items():
+        if content is None:
+            weights.write_bytes(good)
+            save_file({k: (v * 1000).to(torch.int64) for k, v in load_file(str(weights)).items()}, str(weights))
+        else:
+            weights.write_bytes(content)
+        model = _model()
+        with pytest.raises(ValueError, match=match):
+            load_adapters(model, folder)
+        assert not any(isinstance(m, LoRALinear) for m in model.modules()), case
+    assert generate_main(["--model", str(folder), "--prompt", "a", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has dtype torch.int64; LoRA's A and B are floating point" in err, err
+    if hasattr(os, "mkfifo"):  # (Windows has none)
+        weights.unlink()
+        os.mkfifo(weights)
+        with pytest.raises(ValueError, match=r"adapter_model\.safetensors is not a regular file \(a device, FIFO or socket\)"):
+            load_adapters(_model(), folder)
+
+
 def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, monkeypatch, capsys):
     """A left-alone item: `GPT.from_pretrained(OUT/adapter)` and `minigpt generate --model
     OUT/adapter` were refused with how to load the adapters by hand. As transformers with PEFT does,

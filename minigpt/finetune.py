@@ -62,7 +62,7 @@ from minigpt.checks import check_flag, first_few
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
-from minigpt.files import atomic_write_text, finite_or_null, stored_path
+from minigpt.files import atomic_write_text, finite_or_null
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
@@ -70,7 +70,7 @@ from minigpt.model import GPT
 from minigpt.sft_data import (encode_pairs, holds_pairs, load_pairs, reading_record, sft_batch, sft_val_loss,
                               val_in_train)
 from minigpt.sft_data import val_source as sft_val_source
-from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock
+from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock, run_tokens
 from minigpt.run_log import comparable_evaluations, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer, seeded, trained_length
@@ -202,7 +202,7 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime, progress: bool) ->
     # another split (a flag given with --resume overrides the saved one, so the text is tokenized
     # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
     # refuses other data, unless --allow-new-data).
-    made_from = {"sources": [stored_path(p) for p in cfg.data_paths()], "val_fraction": cfg.val_fraction}
+    made_from = run_tokens(vars(cfg))  # (the same test tells a new run's OUT_DIR/data its own: run_dir.py's `own_tokens`)
     found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
     reused = all(found.get(k) == v for k, v in made_from.items())
     # A resumed run's new tokens go to data.new, and replace its tokens in data/ only when it
@@ -224,7 +224,7 @@ NEW_TOKENS = "data.new"  # in OUT_DIR: a resumed lm run's tokens of another --da
 
 def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path, progress: bool) -> None:
     """Tokenize --data's text files (with a bar if `progress`) into tokens_dir: OUT_DIR/data, this
-    run's own (check_out_dir refused another run's OUT_DIR), or for a resumed run OUT_DIR/data.new,
+    run's own (check_out_dir refused another run's OUT_DIR, and a data/ not its own), or for a resumed run OUT_DIR/data.new,
     checked there by `check_data` (the same tokens, say from the text files moved elsewhere, or
     other ones with --allow-new-data) and removed if refused."""
     # Several files are joined as `minigpt prepare FILES` joins them: <|endoftext|> after each, and
@@ -539,7 +539,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True) -> dict | None:
     with run_dir_lock(cfg.out):  # one run at a time in OUT_DIR, from its first look at it
         # Before the process group: a refusal by rank 0 (it alone judges OUT_DIR) then stops the
         # others while they wait for it to join, and the lm task writes its tokens into OUT_DIR/data.
-        check_out_dir(cfg)
+        check_out_dir(cfg, adapters=saves_adapters(cfg))
         # Join the process group (train_loop's own call finds it joined) before any data is read: in
         # it the lm task's processes wait for rank 0's tokens, and a bad --grad-accum fails first.
         rt = setup_runtime(cfg)
@@ -593,7 +593,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True) -> dict | None:
 
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
             export(m, Path(path), tokenizer, max_length)
-            if cfg.strategy == "lora" and cfg.task != "classify":  # the adapters alone too: MBs beside the merged model's GBs
+            if saves_adapters(cfg):  # the adapters alone too: MBs beside the merged model's GBs
                 save_adapters(m, Path(path) / ADAPTER_DIR, base=cfg.init)
             if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
                 adopt_new_tokens(out)
@@ -605,6 +605,12 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True) -> dict | None:
                 shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)
         # log.jsonl is rank 0's, and so is the summary: the others wait for it, and learn if it failed.
         return on_rank_0(rt, lambda: write_summary(cfg, rt, metrics["step"], summary))
+
+
+def saves_adapters(cfg: FinetuneConfig) -> bool:
+    """Whether each checkpoint of the run saves its LoRA adapters alone, in adapter/ (a classifier's
+    head trains whole: the adapters alone are not the model)."""
+    return cfg.strategy == "lora" and cfg.task != "classify"
 
 
 def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: StrategySummary) -> dict:

@@ -26,6 +26,7 @@ OUT_DIR layout:
     checkpoint.lost/     what that run had saved of its first checkpoint, set aside with it
     data/, data.new/     fine-tuning's lm task: the tokens it trains on, and a resume's tokens of
                          another --data until a checkpoint records them (minigpt/finetune.py)
+    adapter/             a LoRA run's adapters alone (its lm and sft tasks), beside each checkpoint's weights
     .lock                there while a run writes OUT_DIR (`run_dir_lock`): one run at a time
 """
 from __future__ import annotations
@@ -35,9 +36,11 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
@@ -48,7 +51,7 @@ import torch.nn as nn
 
 from minigpt.checks import is_int
 from minigpt.config import INDEX_NAME, STATE_FILE, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text, file_lock, no_follow
+from minigpt.files import atomic_path, atomic_write_text, file_lock, no_follow, read_json, stored_path
 from minigpt.optimizer import schedule_note
 from minigpt.run_log import (LOG_FILE, PLOT_FILE, append_log, comparable_evaluations, is_opening, plain_config, read_log,
                               records_of_state, truncate_log)
@@ -280,9 +283,11 @@ MOVED_DATA_HINT = "; if the run's data has moved, pass --data with where it is n
 
 # What a first checkpoint writes before its training_state.pt, which a kill can leave behind.
 CHECKPOINT_FILES = ("best/", "config.json", WEIGHTS_NAME, INDEX_NAME)
+# Where a LoRA run's checkpoint also saves its adapters alone (minigpt/lora.py's ADAPTER_DIR), after its weights.
+ADAPTER_DIR = "adapter/"
 
 
-def unsaved_run(out: Path, command: str) -> list[str]:
+def unsaved_run(out: Path, tokens: dict | None = None) -> list[str]:
     """What OUT_DIR holds of a run that stopped before its first checkpoint was whole, when that
     is all it holds of a run; [] when it holds a checkpoint, or nothing of a run.
 
@@ -295,7 +300,8 @@ def unsaved_run(out: Path, command: str) -> list[str]:
     training_state.pt was deleted (to save space, say), and so is a model with the log of the run
     that made it: a model is never started over. A run is known by its log, a log set aside by an earlier restart, best/
     or training_state.pt.tmp: config.json + model.safetensors alone are a model (a download, say).
-    `command` (train or finetune) decides whether a data/ (the lm task's tokens) is a run's too."""
+    `tokens` (`run_tokens`: what a run of these settings tokenizes into data/, None for a run that
+    writes no data/) decides whether a data/ is a run's too (`own_tokens`)."""
     if (out / STATE_FILE).exists() or (out / PLOT_FILE).exists():
         return []
     try:
@@ -311,7 +317,7 @@ def unsaved_run(out: Path, command: str) -> list[str]:
     marks = [name for name in (LOG_FILE, "best/", "best.new/", STATE_FILE + ".tmp") if (out / name).exists()]
     # The logs set aside by an earlier restart (`next_lost`): under torchrun rank 0 may be renaming the log now.
     marks += sorted(p.name for p in out.glob("log.lost*.jsonl"))
-    if command == "finetune" and (out / "data").is_dir():  # the lm task's tokens, written before training
+    if (out / "data").is_dir() and own_tokens(out, tokens):  # the lm task's tokens, written before training
         marks.append("data/")
     return marks and [*marks, *saved]
 
@@ -330,10 +336,49 @@ def unsaved_story(out: Path, traces: list[str]) -> str:
             "(or --save-interval) steps), so there is nothing to resume")
 
 
-def holds_run(out: Path, command: str) -> bool:
+def holds_run(out: Path, tokens: dict | None = None) -> bool:
     """Whether OUT_DIR holds a run that --resume takes on: a saved one, or an unsaved one it starts
-    again (--auto-resume's question: resume if so, else start a new run)."""
-    return (out / STATE_FILE).exists() or bool(unsaved_run(out, command))
+    again (--auto-resume's question: resume if so, else start a new run). `tokens`: `unsaved_run`'s."""
+    return (out / STATE_FILE).exists() or bool(unsaved_run(out, tokens))
+
+
+def run_tokens(settings: Mapping) -> dict | None:
+    """What the meta.json of the tokens a run of these `settings` (a config's fields, or the flags
+    parsed) writes into OUT_DIR/data records of them: the text files and the split, as finetune's lm
+    task tokenizes them (minigpt/data.py's `prepare`). None for a run that writes no data/: `minigpt
+    train`, finetune's other tasks, and an lm --data that is one prepared DATA_DIR, read where it is
+    (FinetuneConfig's `prepared_data`)."""
+    data = settings.get("data")
+    if settings.get("task") != "lm" or not data:
+        return None
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if len(paths) == 1 and (Path(paths[0]) / "meta.json").is_file():
+        return None
+    # Existing paths are kept absolute (FinetuneConfig's `one_or_several`), as prepare records them.
+    return {"sources": [stored_path(os.path.abspath(p)) for p in paths], "val_fraction": settings.get("val_fraction")}
+
+
+def own_tokens(out: Path, tokens: dict | None) -> bool:
+    """Whether OUT_DIR/data is the run's to write into, for a run that tokenizes its text there
+    (`tokens`: `run_tokens`; None: a run that writes no data/, whose it never is).
+
+    It is when it can hold nothing of anyone else's: the tokens of the same text files and split
+    (its meta.json says so: written again, the same), what a tokenization killed midway leaves
+    (prepare's lock and temp files, nothing else), or a folder beside the log of a run there, which
+    tokenized it. Else it is the user's own (text they keep there, the output of a `minigpt
+    prepare` of other files): never a trace of a run, and a new run there is refused (`check_out_dir`)."""
+    data = out / "data"
+    if tokens is None or not data.is_dir():
+        return False
+    if (out / LOG_FILE).exists():
+        return True
+    try:
+        meta = read_json(data / "meta.json") if (data / "meta.json").is_file() else None
+    except (OSError, ValueError):  # unreadable: no sign of whose it is
+        meta = None
+    if isinstance(meta, dict):
+        return all(meta.get(k) == v for k, v in tokens.items())
+    return all(p.name == LOCK_FILE or p.name.endswith(".tmp") for p in data.iterdir())
 
 
 def next_lost(out: Path, name: str = "log", suffix: str = ".jsonl") -> Path:
@@ -388,8 +433,9 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: s
     """
     story, kept = unsaved_story(out, traces), ""
     left = [name for name in ("best.new/", *CHECKPOINT_FILES) if name in traces]
-    if set(left) - {"best/", "best.new/"}:  # the checkpoint's weights come with its tokenizer's files, which go too
-        left += [name for name in TOKENIZER_WRITTEN if (out / name).exists()]
+    if set(left) - {"best/", "best.new/"}:  # the checkpoint's weights come with its tokenizer's files, and a LoRA
+        # run's adapters: they go too
+        left += [name for name in (*TOKENIZER_WRITTEN, ADAPTER_DIR) if (out / name.rstrip("/")).exists()]
     if (out / LOG_FILE).exists():
         target = next_lost(out)
         (out / LOG_FILE).rename(target)
@@ -465,13 +511,15 @@ def run_dir_lock(out: str | os.PathLike) -> Iterator[None]:
                 break
 
 
-def check_out_dir(cfg: TrainConfig) -> None:
+def check_out_dir(cfg: TrainConfig, adapters: bool = False) -> None:
     """Refuse an OUT_DIR whose files the run would destroy, before anything is written there.
 
     A run replaces the checkpoint files in OUT_DIR and starts a new log.jsonl, so without
     --resume OUT_DIR must not hold a checkpoint or another run's files: not a finished run, not
-    a downloaded or shipped model, and not the --init checkpoint itself. An empty or missing
-    OUT_DIR, or one holding only unrelated files, is fine. With --resume OUT_DIR must hold the
+    a downloaded or shipped model, and not the --init checkpoint itself. Nor a folder the run
+    writes into that is not its own (`check_folders`): finetune's lm task tokenizes its text into
+    data/, and a LoRA run (`adapters`) saves its adapters in adapter/. An empty or missing OUT_DIR, or
+    one holding only unrelated files, is fine. With --resume OUT_DIR must hold the
     run to continue (its training_state.pt); --out may then equal --init, since the files that
     get replaced are the run's own. One change, not only a check: --resume on a run that never
     saved a checkpoint starts it again (`restart_unsaved_run`: its log set aside, cfg.resume False).
@@ -490,20 +538,22 @@ def check_out_dir(cfg: TrainConfig) -> None:
     if not above.is_dir():  # else a bare "[Errno 20] Not a directory: '.../file/out'" at the first write
         raise NotADirectoryError(f"--out {out} is below {above}, which is a file, not a directory: choose another --out")
     asked = "--auto-resume" if cfg.auto_resume else "--resume"  # (parse_config may have made it a --resume already)
+    tokens = run_tokens(vars(cfg))
     if cfg.auto_resume:  # decided once: a run started again below is a new one, for train_loop's call too
-        cfg.resume, cfg.auto_resume = cfg.resume or holds_run(out, cfg.COMMAND), False
+        cfg.resume, cfg.auto_resume = cfg.resume or holds_run(out, tokens), False
     if not cfg.resume and cfg.init and out.resolve() == Path(cfg.init).resolve():
         raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
                               "choose another --out")
     if not is_rank_0():
         cfg.resume = cfg.resume and (out / STATE_FILE).exists()
         return
-    traces = unsaved_run(out, cfg.COMMAND)
+    traces = unsaved_run(out, tokens)
     if cfg.resume:
-        if traces:
-            restart_unsaved_run(out, cfg, traces, asked)
-        else:
+        if not traces:
             check_resumable(out)
+            return
+        check_folders(out, tokens, adapters, traces)  # before the restart moves anything
+        restart_unsaved_run(out, cfg, traces, asked)
         return
     found = [name for name in (*RUN_FILES, "best/") if (out / name).exists()]
     if found and traces:
@@ -521,6 +571,31 @@ def check_out_dir(cfg: TrainConfig) -> None:
     if tokenizer := [name for name in TOKENIZER_WRITTEN if (out / name).exists()]:
         raise FileExistsError(f"{out} holds a tokenizer ({', '.join(tokenizer)}), which the run's checkpoints would "
                               "replace, or leave beside another tokenizer's: choose another --out, or move those files away")
+    check_folders(out, tokens, adapters, traces)
+
+
+def check_folders(out: Path, tokens: dict | None, adapters: bool, traces: list[str]) -> None:
+    """Refuse an OUT_DIR holding a folder that this run would write over and that is not its own:
+    a data/ where the lm task tokenizes its text (`tokens`: `run_tokens`), unless `own_tokens`; an
+    adapter/, where a LoRA run (`adapters`) saves its adapters, unless it goes with the part of a
+    first checkpoint that the unsaved run being started again left (`traces`), which
+    `restart_unsaved_run` sets aside with it.
+    prepare(overwrite=True) and save_adapters write over what is there without a word."""
+    theirs, hint = {}, ""
+    if tokens is not None and (out / "data").exists() and not own_tokens(out, tokens):
+        if (out / "data" / "meta.json").is_file():
+            held = "the tokens of other text files or of another --val-fraction, as its meta.json says"
+            hint = f"; to train on those tokens, pass --data {out / 'data'} (prepared data is read where it is)"
+        else:
+            held = "files of its own, and no meta.json: no run's tokens"
+        theirs["data/"] = f"data/ ({held}), where the lm task writes the tokens of --data's text files"
+    weights = set(traces) & {"config.json", WEIGHTS_NAME, INDEX_NAME}  # a first checkpoint's, set aside with its adapter/
+    if adapters and (out / ADAPTER_DIR).exists() and not weights:
+        theirs[ADAPTER_DIR] = f"{ADAPTER_DIR}, where each checkpoint of this LoRA run saves its adapters alone"
+    if theirs:
+        raise FileExistsError(f"{out} holds {'; and '.join(theirs.values())}: this run would write over "
+                              f"{'it' if len(theirs) == 1 else 'them'}. Choose another --out, or move {' and '.join(theirs)} "
+                              f"away{hint}")
 
 
 # The flag that lets a resume go on with other data (check_data's way on): said to `minigpt train` /
@@ -579,7 +654,12 @@ def read_state(path: Path, **load_kwargs) -> dict:
         state = torch.load(path, weights_only=True, **load_kwargs)
     except torch.OutOfMemoryError:
         raise  # the file is fine; the device is full
-    except Exception as e:  # not a torch zip file, truncated, or holding unsafe objects
+    except pickle.UnpicklingError as e:  # weights_only met an object: torch's advice, to load it unchecked, is no answer
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # (torch names its class in that advice)
+        what = f"an object of class {found[1]}" if found else "more than tensors and plain Python values"
+        raise ValueError(f"{path} is not a training state saved by minigpt: it holds {what}; not unpickling it, which "
+                         "could run any code the file holds") from None
+    except Exception as e:  # not a torch zip file, or truncated
         raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
     missing = {"config", "model", "optimizer", "scaler", "step", "best_val_loss"} - set(state if isinstance(state, dict) else ())
     if missing:

@@ -30,7 +30,8 @@ from minigpt.checkpoint import DTYPE_NAMES
 from minigpt.checks import as_count, as_real, as_switch, check_rate
 from minigpt.config import shipped_path
 from minigpt.files import user_path
-from minigpt.run_dir import STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, unsaved_run, unsaved_story
+from minigpt.run_dir import (STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, run_tokens, unsaved_run,
+                              unsaved_story)
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
@@ -340,11 +341,12 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     typed = argparse.ArgumentParser(add_help=False)
     add_config_flags(typed, cls, defaults=False)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
-    state, saved = Path(args["out"]) / STATE_FILE, None
+    state, saved, taken = Path(args["out"]) / STATE_FILE, None, {}
     # --auto-resume is --resume when OUT_DIR holds a run to continue or start again, else nothing.
     asked = "--resume" if args["resume"] else "--auto-resume"  # the flag typed, for what is said of it
-    args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), cls.COMMAND))
-    unsaved = unsaved_run(Path(args["out"]), cls.COMMAND) if args["resume"] else []
+    tokens = run_tokens(args)  # (finetune's lm task: a data/ of these tokens is a run's too)
+    args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), tokens))
+    unsaved = unsaved_run(Path(args["out"]), tokens) if args["resume"] else []
     if unsaved and not set(given) - {"out", *cls.INVOCATION_FLAGS}:  # nothing to restart it with
         raise ValueError(f"{asked}: {unsaved_story(Path(args['out']), unsaved)}, and its settings were not saved either: "
                          f"to start it again from step 0 (its log set aside), give the flags that started it with {asked}")
@@ -365,13 +367,37 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
             raise ValueError(f"the run in {args['out']} started from fresh weights (no --init), and a resumed run continues "
                              "from its own saved weights: drop --init, or start a new run from that checkpoint with another --out")
         switches = {f.name for f in fields(cls) if f.type == "bool"}  # one an older minigpt saved as given (0 or 1) is that bool
-        args.update({k: bool(v) if k in switches and v in (0, 1) else v
-                     for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS})
-    config = cls(**args)
-    config.refuse_ignored_options(given)
+        taken = {k: bool(v) if k in switches and v in (0, 1) else v
+                 for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS}
+        args.update(taken)
+    try:
+        config = cls(**args)
+        config.refuse_ignored_options(given)
+    except (TypeError, ValueError) as e:
+        # A value the saved run could not have had (its training_state.pt edited by hand, or written
+        # by another program) is refused as the config refuses it, naming neither the file nor that
+        # the value came from it: said here as the file's fault. An error that names a flag typed
+        # is the flag's, and stays as it is.
+        if not (name := saved_setting_at_fault(e, taken, given)):
+            raise
+        raise ValueError(f"{state} is damaged: its config sets {name}={saved[name]!r} ({e}), so the run cannot be "
+                         f"resumed; to train its weights further, start a new run from them with --init {args['out']} "
+                         "and another --out") from None
     if saved is not None:
         refuse_changes(args["out"], saved, given, cls.MODEL_KEPT_ON_RESUME)
     return config
+
+
+def saved_setting_at_fault(error: Exception, taken: dict, given: dict) -> str | None:
+    """The setting, of those a resume `taken` from the saved run's config, that the config's `error`
+    names first, when it names none of the flags `given` (but --out and those of INVOCATION_FLAGS,
+    which no check weighs against a setting); None when it names none of them."""
+    said = str(error)
+    at = {name: found.start() for name in taken if (found := re.search(rf"\b{name}\b", said))}
+    typed = set(given) - {"out", *TrainConfig.INVOCATION_FLAGS}
+    if not at or any(re.search(rf"\b{name}\b", said) for name in typed):
+        return None
+    return min(at, key=at.get)
 
 
 def as_flag(name: str, value=None) -> str:

@@ -370,10 +370,31 @@ def what_stands(error: Exception) -> str:
             "continue from it with --resume")
 
 
+# What torch's CPU allocator says when it cannot allocate (as a RuntimeError of no class of its
+# own): "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes", and in other
+# versions "... not enough memory: ...".
+CPU_ALLOCATOR_FAILED = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """The one line for a run that ran out of memory on its device (a batch, a model or a block
+    too big: torch.OutOfMemoryError on a GPU, the CPU allocator's failure on a CPU), or None for
+    any other error. A setting to change, not a bug: no traceback."""
+    if not (isinstance(error, torch.OutOfMemoryError)
+            or isinstance(error, RuntimeError) and any(said in str(error) for said in CPU_ALLOCATOR_FAILED)):
+        return None
+    text = str(error).strip() or type(error).__name__
+    # From the allocator's words on: what comes before is the C++ check that failed ("[enforce fail at ...]").
+    start = next((text.find(words) for words in CPU_ALLOCATOR_FAILED if words in text), 0)
+    said = text[start:].splitlines()[0]
+    return (f"out of memory ({said}): use a smaller --batch-size (a larger --grad-accum keeps the batch per step) or "
+            "--block-size, or turn on --gradient-checkpointing")
+
+
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:
     """What `minigpt train` and `minigpt finetune` share around their work: exit code 0 (done), 1
     (the loss diverged; or a torchrun worker's bug, after its traceback), 2 (bad input, a file it
-    cannot read or write, or --compile without a C++ compiler: one line on stderr, no traceback;
+    cannot read or write, --compile without a C++ compiler, or out of memory: one line on stderr, no traceback;
     after a save that failed for want of room, with the checkpoint that stands, `what_stands`) or
     128 + the signal that stopped it, after the loop has saved (130 Ctrl-C, 143 SIGTERM, as a shell
     reports them); the process group closed on every path; the result as one JSON line on stdout,
@@ -409,7 +430,7 @@ def run_command(prog: str, work: Callable[[], dict | None]) -> int:
         except PeerFailed:  # rank 0 printed why
             code, consequence = FAILED, True
         except Exception as e:
-            if message := no_cxx_compiler(e):  # --compile on a machine without g++: every process meets it
+            if message := no_cxx_compiler(e) or out_of_memory(e):  # --compile without g++: every process meets it
                 say_error(prog, f"error: {message}")
                 code = FAILED
             elif peer_said_error():  # a collective broken by the peer that failed (gloo's "Connection closed by peer")

@@ -1060,6 +1060,101 @@ def test_an_lm_run_killed_before_its_first_checkpoint_starts_again_with_resume(b
     assert "(it left data/)" in capsys.readouterr().err
 
 
+def _files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_refuses_an_out_holding_a_data_or_adapter_folder_that_is_not_its_own(base, tmp_path, capsys):
+    """Bug (an audit of --out folders): an OUT_DIR holding the user's own data/ (a val.txt they wrote,
+    or a `minigpt prepare` of other text) or a PEFT adapter/ folder passed check_out_dir, and the lm
+    task's tokens (prepare(overwrite=True)) or a LoRA run's adapters were written over them without a
+    word; --auto-resume even took a bare data/ for the trace of a failed run. Each is refused now, the
+    files kept byte for byte, with --auto-resume too; data/ holding this run's own tokens (the same
+    text files and split) is fine, as before."""
+    from minigpt.data import prepare
+    from minigpt.tokenizer import Tokenizer
+
+    mine = tmp_path / "mine"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "val.txt").write_text("my own validation text\n")
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    prepared = tmp_path / "prepared"
+    prepare([tmp_path / "other.txt"], Tokenizer.from_pretrained(base / "base"), prepared / "data")
+    adapters = tmp_path / "adapters"
+    (adapters / "adapter").mkdir(parents=True)
+    (adapters / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    (adapters / "adapter" / "adapter_model.safetensors").write_bytes(b"their adapters")
+    cases = [(mine, (), "data/ (files of its own, and no meta.json: no run's tokens)"),
+             (prepared, (), "data/ (the tokens of other text files or of another --val-fraction, as its meta.json says)"),
+             (adapters, ("--strategy", "lora"), "adapter/, where each checkpoint of this LoRA run saves its adapters alone")]
+    for out, flags, said in cases:
+        before = _files(out)
+        for how in ((), ("--auto-resume",)):
+            capsys.readouterr()
+            assert _run(base, out, "--data", str(base / "corpus.txt"), *flags, *how) == 2
+            err = capsys.readouterr().err
+            assert f"error: {out} holds {said}" in err and "Choose another --out, or move" in err, err
+            assert _files(out) == before
+        if out == prepared:
+            assert f"; to train on those tokens, pass --data {prepared / 'data'} (prepared data is read where it is)" in err
+    before = _files(prepared / "data")
+    assert _run(base, prepared, "--data", str(prepared / "data"), "--max-iters", "1") == 0  # read where it is: untouched
+    assert _files(prepared / "data") == before and (prepared / "training_state.pt").exists()
+    same = tmp_path / "same"  # the tokens this run makes: written again, the same
+    prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), same / "data")
+    assert _run(base, same, "--data", str(base / "corpus.txt"), "--max-iters", "1") == 0
+
+
+@pytest.mark.parametrize("left", ["tokens", "killed tokenizing", "first checkpoint"])
+def test_auto_resume_starts_again_a_fine_tuning_run_killed_before_its_first_checkpoint(base, tmp_path, capsys, left):
+    """What a run killed before its first checkpoint leaves is its own, and --auto-resume starts it
+    again: its tokens alone (killed before its first log record), what a tokenization killed midway
+    leaves in data/ (prepare's lock and temp files), or a LoRA run's log, tokens and the part of
+    its first checkpoint it wrote, adapter/ included, which is set aside in checkpoint.lost/."""
+    from minigpt.data import prepare
+    from minigpt.tokenizer import Tokenizer
+
+    out, flags = tmp_path / "o", ("--data", str(base / "corpus.txt"), "--strategy", "lora", "--auto-resume")
+    if left == "killed tokenizing":
+        (out / "data").mkdir(parents=True)
+        (out / "data" / ".lock").write_bytes(b"")
+        (out / "data" / "train.bin.tmp").write_bytes(b"\0" * 64)
+    else:
+        prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")
+    if left == "first checkpoint":
+        (out / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 5.0}) + "\n")
+        for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt"):
+            shutil.copy(base / "base" / name, out / name)
+        (out / "adapter").mkdir()
+        (out / "adapter" / "adapter_config.json").write_text("{}")  # cut short by the kill
+    capsys.readouterr()
+    assert _run(base, out, *flags) == 0
+    err = capsys.readouterr().err
+    assert torch.load(out / "training_state.pt", weights_only=True)["step"] == 4
+    if left != "killed tokenizing":
+        assert "Starting it again from step 0 with the flags given" in err
+    if left == "first checkpoint":
+        assert (out / "checkpoint.lost" / "adapter" / "adapter_config.json").read_text() == "{}"
+        assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_finetune_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value_in_the_saved_config(base, tmp_path, capsys):
+    """Bug (an audit of untrusted files): a training_state.pt whose saved config sets max_iters=4.5
+    crashed `finetune --resume` with the config's TypeError, naming no file (see test_train's test of
+    the same name). Now one line naming the file and the setting, exit 2."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    state = torch.load(out / "training_state.pt", weights_only=True)
+    torch.save({**state, "config": {**state["config"], "max_iters": 4.5}}, out / "training_state.pt")
+    capsys.readouterr()
+    from minigpt.finetune import main
+
+    assert main(["--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'training_state.pt'} is damaged: its config sets max_iters=4.5 (max_iters must be " in err, err
+    assert "Traceback" not in err
+
+
 def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_path, capsys):
     """--data given again with --resume overrides the saved one, as every flag does: the lm task
     tokenizes the new text instead of going on with the old tokens in OUT_DIR/data. Other tokens

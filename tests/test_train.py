@@ -2098,6 +2098,86 @@ def test_a_training_state_field_of_the_wrong_type_is_refused_naming_the_file_and
         minigpt.run_dir.read_state(tmp_path / STATE_FILE)
 
 
+def test_a_training_state_holding_an_object_is_refused_without_torchs_advice_to_unpickle_it(tmp_path):
+    """Bug (an audit of untrusted files): a training_state.pt holding a pickled object was refused
+    (weights_only), but the message ended with torch's advice, "Re-running torch.load with
+    weights_only set to False will likely succeed": for a foreign file, the way to run its code.
+    Now it names the file and the object's class, and says why it is not unpickled."""
+    state = {"config": {}, "model": {}, "optimizer": {"state": {}, "param_groups": []}, "scaler": {}, "step": 3,
+             "best_val_loss": math.inf, "planted": argparse.Namespace(run="code")}
+    torch.save(state, tmp_path / STATE_FILE)
+    with pytest.raises(ValueError) as refused:
+        minigpt.run_dir.read_state(tmp_path / STATE_FILE)
+    assert str(refused.value) == (f"{tmp_path / STATE_FILE} is not a training state saved by minigpt: it holds an object "
+                                  "of class argparse.Namespace; not unpickling it, which could run any code the file holds")
+    assert "weights_only" not in str(refused.value)
+
+
+def test_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value_in_the_saved_config(tmp_path, capsys):
+    """Bug (an audit of untrusted files): a training_state.pt whose saved config sets lr="0.1" (edited
+    by hand, or written by another program) crashed `train --resume` with the config's traceback,
+    "TypeError: lr must be a number, got '0.1'", naming no file. Now one line names the file and the
+    setting, exit 2. A flag typed that the config refuses beside a saved setting is the flag's error."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2, eval_interval=2, eval_iters=1))
+    intact = (out / STATE_FILE).read_bytes()
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--lr", "1e-5"]) == 2  # below the saved min_lr
+    err = capsys.readouterr().err
+    assert "error: min_lr (0.0003) must be <= lr (1e-05)" in err and "damaged" not in err
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    torch.save({**state, "config": {**state["config"], "lr": "0.1"}}, out / STATE_FILE)
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"minigpt train: error: {out / STATE_FILE} is damaged: its config sets lr='0.1' (lr must be a number, got '0.1'), "
+        f"so the run cannot be resumed; to train its weights further, start a new run from them with --init {out} and "
+        "another --out")
+    assert "Traceback" not in err
+    (out / STATE_FILE).write_bytes(intact)
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 0
+
+
+def test_a_run_out_of_cpu_memory_ends_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
+    """Bug (an audit): `minigpt train --batch-size 1000000000` ended in the CPU allocator's
+    traceback (RuntimeError: "... DefaultCPUAllocator: can't allocate memory: you tried to allocate
+    ..."), exit 1. Out of memory is a setting to change: one line saying which, exit 2, as for a
+    GPU's torch.OutOfMemoryError. (The allocation is faked: a real one would take the machine's
+    memory.) Any other RuntimeError is a bug, and keeps its traceback."""
+    import minigpt.pretrain
+
+    said = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 8000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    def too_big(*args):
+        raise RuntimeError(said)
+
+    monkeypatch.setattr(minigpt.pretrain, "sample_batch", too_big)
+    flags = ["--data", str(make_data(tmp_path / "data")), "--out", str(tmp_path / "out"), "--preset", "gpt2-tiny",
+             "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "1000000000",
+             "--max-iters", "2", "--device", "cpu"]
+    capsys.readouterr()
+    assert train_main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        "minigpt train: error: out of memory (DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+        "8000000000 bytes. Error code 12 (Cannot allocate memory)): use a smaller --batch-size (a larger --grad-accum "
+        "keeps the batch per step) or --block-size, or turn on --gradient-checkpointing")
+    assert "Traceback" not in err
+
+    def gpu_full():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+
+    assert train_runtime.run_command("minigpt train", gpu_full) == 2
+    assert "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.): use a smaller" in capsys.readouterr().err
+
+    def a_bug():
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        train_runtime.run_command("minigpt train", a_bug)
+
+
 def test_resume_refuses_adamw_moments_of_another_shape_naming_the_parameter(tmp_path):
     """Bug (a security audit): the optimizer state's shapes were never checked, and the fused CPU
     AdamW checks none either: a moment smaller than its parameter crashed --resume with a segfault
@@ -3262,7 +3342,7 @@ LOG_READERS = {
     # A run stopped before its first record, killed while it saved its first checkpoint: its log
     # holds the start's record alone (an empty log, before opening records).
     "unsaved_story": (1, lambda out, _: minigpt.run_dir.unsaved_story(out, ["log.jsonl"]).replace(str(out), "OUT")),
-    "unsaved_run": (4, lambda out, _: minigpt.run_dir.unsaved_run(out, "train")),
+    "unsaved_run": (4, lambda out, _: minigpt.run_dir.unsaved_run(out)),
 }
 
 

@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         stats = print_texts(model, tokenizer, args, ids, prompt, kwargs)
     # OSError: a failed download (DownloadError), a cache it may not write, an unreadable file.
-    # MemoryError: a KV cache too big for the device (minigpt/kv_cache.py says how big, and what shrinks it).
+    # MemoryError: a KV cache or a prefill too big for the device (minigpt/kv_cache.py and prefill_decode.py say
+    # how big, and what shrinks it).
     except (ValueError, OSError, FloatingPointError, MemoryError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return FAILED

@@ -245,7 +245,7 @@ def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[F], F]
     text functions (minigpt/text_generation.py). help() and Jupyter's Shift-Tab then list stream's
     keyword arguments in place of `**kwargs` (less those in `refused`, which the function checks
     itself: it turns them down, or takes only what it can serve), and a name stream does not take is a TypeError naming the function called and the
-    closest valid name; from stream it would be "stream() got an unexpected keyword argument",
+    closest valid name (or minigpt's for a transformers name: `unknown_hint`); from stream it would be "stream() got an unexpected keyword argument",
     naming a function the caller never called. Typed as returning the function it decorates
     (`F`), so that a type checker still sees that function's parameters and result."""
     def decorate(f: F) -> F:
@@ -259,14 +259,41 @@ def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[F], F]
         @functools.wraps(f)
         def checked(*args, **kwargs):
             if unknown := sorted(kwargs.keys() - valid):
-                close = difflib.get_close_matches(unknown[0], sorted(valid), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; see help({f.__name__}) for every argument"
-                raise TypeError(f"{f.__name__}() got an unexpected keyword argument {unknown[0]!r}{hint}")
+                raise TypeError(f"{f.__name__}() got an unexpected keyword argument {unknown[0]!r}; "
+                                f"{unknown_hint(unknown[0], valid, f.__name__)}")
             return f(*args, **kwargs)
 
         checked.__signature__ = inspect.signature(f).replace(parameters=own + passed_on)  # type: ignore[attr-defined]
         return cast(F, checked)
     return decorate
+
+
+# transformers.generate's names (and torch's `generator`) that minigpt spells otherwise, or has no
+# option for: said before difflib's guess, which finds no name close to most of them, and a wrong
+# one for some (begin_suppress_tokens → min_new_tokens, generator → temperature).
+OTHER_LIBRARIES_NAMES = {
+    "stop_strings": "minigpt's is 'stop' (with tokenizer=, as transformers' stop_strings)",
+    "max_length": "minigpt's is 'max_new_tokens', which counts the new tokens alone (transformers' max_length counts "
+                  "the prompt's too)",
+    "min_length": "minigpt's is 'min_new_tokens', which counts the new tokens alone (transformers' min_length counts "
+                  "the prompt's too)",
+    "output_scores": "minigpt's is 'return_scores': with beam search, each returned beam's score (transformers' "
+                     "sequences_scores); there are no per-step scores",
+    "return_dict_in_generate": "minigpt returns a tuple instead: 'return_scores' adds beam search's scores, "
+                               "'return_stats' the timings",
+    "generator": "minigpt's is 'seed', an int that seeds the draws' own generator",
+    **dict.fromkeys(("begin_suppress_tokens", "forced_eos_token_id", "num_beam_groups", "exponential_decay_length_penalty"),
+                    "that is transformers' option, which minigpt does not have: see help({function}) for every argument"),
+}
+
+
+def unknown_hint(name: str, valid: set[str], function: str) -> str:
+    """What to pass instead of keyword `name`, which `function` does not take: minigpt's name for
+    another library's (`OTHER_LIBRARIES_NAMES`), else the closest valid name, else help()."""
+    if name in OTHER_LIBRARIES_NAMES:
+        return OTHER_LIBRARIES_NAMES[name].format(function=function)
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"see help({function}) for every argument"
 
 
 # The result's type depends on return_scores and return_stats: these overloads tell a type checker

@@ -90,6 +90,29 @@ def decode_step(
     return logits[:, -1].float()
 
 
+# How the CPU allocator says it has no memory: "can't allocate memory" on Linux and macOS, "not
+# enough memory" on Windows (torch's c10/core/impl/alloc_cpu.cpp).
+CPU_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
+def out_of_memory(err: RuntimeError) -> bool:
+    """Whether `err` is the device's allocator running out (a GPU's OutOfMemoryError, or the CPU
+    allocator's RuntimeError), not another failure, which should stay what it is."""
+    return isinstance(err, torch.OutOfMemoryError) or any(failure in str(err) for failure in CPU_ALLOCATOR_FAILURES)
+
+
+def prefill_too_big(input_ids: torch.Tensor, cache: KVCache) -> MemoryError:
+    """The error for a prefill whose activations its device could not allocate beside the KV cache
+    (which did fit): the prefill reads every prompt token of every row at once, so for a moment it
+    needs about as much memory as the cache again, or more."""
+    (B, T), dtype = input_ids.shape, cache.layers[0].k.dtype
+    return MemoryError(
+        f"the prefill does not fit: {B:,} row{'s' * (B != 1)} × {T:,} prompt tokens, read at once, ran out of memory on "
+        f"{cache.device}, beside the KV cache ({cache.memory_bytes() / 2**20:,.0f} MiB) it fills, as it briefly needs "
+        "about as much memory again, or more; generate fewer rows at once (batch size, num_return_sequences, num_beams; "
+        "-n on the command line) or from a shorter prompt" + (", or in bfloat16" if dtype.itemsize > 2 else ""))
+
+
 # One compiled decode step per model, reused across calls (dynamo, torch.compile's
 # Python-to-graph capture, caches graphs per input shape).
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
@@ -189,7 +212,7 @@ class DecodeState:
         slots = tokens_fed(T, max_new_tokens)
         if slides:  # no more slots than the context has positions, or than the prompts' pads take
             slots = min(slots, max(T, n_positions))
-        self.model, self.compile, self.slides = model, compile, slides
+        self.model, self.compile, self.slides, self.max_new_tokens = model, compile, slides, max_new_tokens
         self.cache = KVCache.for_model(model, B, cache_length(slots, n_positions))
         self.step_fn = decode_step_for(model, self.cache, compile)
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
@@ -212,8 +235,14 @@ class DecodeState:
         self.next_position = longest
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32."""
-        return prefill(self.model, input_ids, self.mask, self.cache)
+        """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32. Out of memory, a
+        MemoryError that says what did not fit and what shrinks it, as the KV cache's does."""
+        try:
+            return prefill(self.model, input_ids, self.mask, self.cache)
+        except RuntimeError as err:
+            if not out_of_memory(err):
+                raise
+            raise prefill_too_big(input_ids, self.cache) from err
 
     def full(self) -> bool:
         """Whether the next token has no room: every slot is written, or a row is at the context's
@@ -239,7 +268,9 @@ class DecodeState:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Phase 2: one new token per row, (B, 1) or (B,) as `minigpt.sampling.sample` gives them →
         logits (B, V) fp32; then move one slot on. Tokens it refuses (their shape, their dtype)
-        change no state."""
+        change no state, nor does a step past the cache's last slot (`full_cache_error`)."""
+        if self.slot == self.cache.max_len:  # a host int: no sync, and before the state changes
+            raise self.full_cache_error()
         tokens = self._checked_tokens(tokens)  # before the state changes
         self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
         width = self.cache.max_len if self.compile else self.slot + 1  # compiled: fixed width, one graph for all steps
@@ -250,6 +281,22 @@ class DecodeState:
         self.input_pos += 1
         self.position_ids += 1
         return logits
+
+    def full_cache_error(self) -> ValueError:
+        """Why a hand-written loop's step has no slot left: the cache holds what `max_new_tokens`
+        asked for (rounded up to a bucket), or the whole context; and what to do instead. (Without
+        this check the step failed on an index out of bounds, naming no cause.)"""
+        n_positions = self.model.config.n_positions
+        if self.slides:
+            instead = "full() says so first: call slide() then, as generate(slide=N) does"
+        elif self.cache.max_len >= n_positions:
+            instead = (f"the model's context ends here (n_positions={n_positions}); to go on past it, "
+                       "generate(slide=N) slides the context")
+        else:
+            instead = "build the DecodeState with a larger max_new_tokens for more steps"
+        return ValueError(f"DecodeState.step: the KV cache is full: its {self.cache.max_len} slots, sized for the prompt + "
+                          f"the max_new_tokens={self.max_new_tokens} given to DecodeState (the last new token is never "
+                          f"fed back; rounded up to a power of two, at most the context), are all written; {instead}")
 
     def _checked_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """`step`'s tokens as (B, 1) integer ids. One token per row, so a (B,) vector is unambiguous

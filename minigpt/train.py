@@ -50,7 +50,7 @@ from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.progress_bar import progress_bar
 from minigpt.run_dir import (STATE_FILE, check_out_dir, drop_previous_best, frozen_weights, read_state, restore,
                              run_dir_lock, save_best, save_checkpoint)
-from minigpt.run_log import LOG_FILE, append_log, evaluated_at, opening_record, plot_log, read_log
+from minigpt.run_log import LOG_FILE, append_log, evaluated_at, is_opening, opening_record, plot_log, read_log
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
@@ -659,10 +659,36 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
     changed from the saved run's ({name: (saved, now)})."""
     step, best, (loss_since, steps_since), (skipped_since, in_a_row, kept_one), changed = restore(
         out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
+    if rt.is_main:  # (after restore's notes: the resume goes ahead)
+        for note in machine_notes(out, step, rt):
+            print(note, file=sys.stderr)
     # The scale the checkpoint's scaler reached (restored: no host sync, the scaler has scaled nothing since).
     return Progress(scale=scaler.get_scale(), step=step, best=best, last_saved=step, loss_since=loss_since,
                     steps_since=steps_since, skipped_since=skipped_since, skipped_in_a_row=in_a_row,
                     kept_one=kept_one), changed
+
+
+def machine_notes(out: Path, step: int, rt: Runtime) -> list[str]:
+    """Notes for a resume that runs otherwise than the steps before its checkpoint at `step` did
+    (the last opening record before it says how: run_log.py's `opening_record`): a CPU run on another
+    number of torch threads, or a run on another number of processes. Either rounds its sums
+    otherwise, so the resumed run is no longer bitwise the uninterrupted one: said, not refused."""
+    openings = [r for r in read_log(out) if is_opening(r) and r["step"] < step] if (out / LOG_FILE).exists() else []
+    if not openings:
+        return []
+    last, notes = openings[-1], []
+    threads, world = last.get("threads"), last.get("world_size")  # (absent from logs of an earlier minigpt)
+    if (rt.device.type == "cpu" and str(last.get("device")) == "cpu" and threads is not None
+            and threads != torch.get_num_threads()):
+        notes.append(f"note: the run's steps so far ran with {threads} torch thread{'s' * (threads != 1)}, this resume "
+                     f"with {torch.get_num_threads()}: a matmul splits its sums by thread count, so the losses may match an "
+                     f"uninterrupted run's only up to rounding; set OMP_NUM_THREADS={threads} (or "
+                     f"torch.set_num_threads({threads})) for a bitwise resume")
+    if world is not None and world != rt.world:
+        notes.append(f"note: the run's steps so far ran on {world} process{'es' * (world != 1)}, this resume on "
+                     f"{rt.world}: each process sums its own micro-batches before the all-reduce, so the losses may "
+                     f"match an uninterrupted run's only up to rounding; resume on {world} for a bitwise one")
+    return notes
 
 
 def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str, float]:

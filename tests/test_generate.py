@@ -2075,6 +2075,40 @@ def test_a_huge_num_return_sequences_is_refused_by_the_kv_cache_before_any_copy_
     assert ids.tolist() == [[1, 2], [1, 2], [3, 4], [3, 4]] and mask.tolist() == [[0, 1], [0, 1], [1, 1], [1, 1]]
 
 
+def test_a_prefill_out_of_memory_says_what_did_not_fit_and_what_shrinks_it(tiny_checkpoint, monkeypatch, capsys):
+    """An audit: generate(ids of 16 × 1024, max_new_tokens=1) on a model whose KV cache fit but whose
+    prefill did not died with the CPU allocator's bare RuntimeError (a GPU's: OutOfMemoryError), and
+    `minigpt generate` printed its whole traceback (exit 1), where a cache too big is one line. The
+    prefill's failure is now a MemoryError naming rows × prompt tokens and what shrinks it."""
+    import minigpt.prefill_decode as prefill_decode
+    from minigpt.generate_cli import main
+
+    allocator = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                             "you tried to allocate 150994944 bytes. Error code 12 (Cannot allocate memory)")
+
+    def failing(error):  # the prefill's activations refused (a real one would need GBs and risk the OOM killer)
+        def prefill(*args):
+            raise error
+        return prefill
+
+    model = GPT(tiny_config()).eval()
+    monkeypatch.setattr(prefill_decode, "prefill", failing(allocator))
+    with pytest.raises(MemoryError, match=r"^the prefill does not fit: 2 rows × 3 prompt tokens, read at once, ran out of "
+                                          r"memory on cpu, beside the KV cache \(0 MiB\) it fills, .*generate fewer rows at "
+                                          r"once \(batch size, num_return_sequences, num_beams; -n on the command line\) or "
+                                          r"from a shorter prompt, or in bfloat16$") as caught:
+        generate(model, torch.tensor([[1, 2, 3]] * 2), max_new_tokens=1)
+    assert caught.value.__cause__ is allocator  # chained: the allocator's own words stay in the traceback
+    monkeypatch.setattr(prefill_decode, "prefill", failing(RuntimeError("another failure")))
+    with pytest.raises(RuntimeError, match="^another failure$"):  # any other error stays what it is
+        generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=1)
+    monkeypatch.setattr(prefill_decode, "prefill", failing(allocator))
+    capsys.readouterr()
+    assert main(["--model", str(tiny_checkpoint), "--prompt", "To be", "-n", "3", "--seed", "0", "--max-new-tokens", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: the prefill does not fit: 3 rows × " in err and "Traceback" not in err
+
+
 def test_the_result_is_the_loops_buffer_and_a_slide_copies_at_most_a_context(monkeypatch):
     """A review: the MemoryError checked the ids' buffer once, but the result was a torch.cat of the
     prompt and the loop's tokens (a second buffer at the end, after all the work), and every slide
@@ -3478,6 +3512,26 @@ def test_an_unknown_keyword_in_kwargs_names_the_function_called_and_the_closest_
         # "stream() got multiple values for argument 'input_ids'"
         with pytest.raises(TypeError, match=rf"^{call}\(\) got an unexpected keyword argument 'input_ids'"):
             f(*args, input_ids=torch.tensor([PROMPTS[0]]))
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("stop_strings", r"minigpt's is 'stop' \(with tokenizer=, as transformers' stop_strings\)$"),
+    ("max_length", r"minigpt's is 'max_new_tokens', which counts the new tokens alone \(transformers' max_length counts "
+                   r"the prompt's too\)$"),
+    ("min_length", r"minigpt's is 'min_new_tokens', which counts the new tokens alone"),
+    ("output_scores", r"minigpt's is 'return_scores': with beam search, each returned beam's score"),
+    ("return_dict_in_generate", r"minigpt returns a tuple instead: 'return_scores' adds beam search's scores"),
+    ("generator", r"minigpt's is 'seed'"),  # difflib's guess was 'temperature'
+    ("begin_suppress_tokens", r"that is transformers' option, which minigpt does not have: see help\(generate\)"),
+])
+def test_a_transformers_keyword_names_minigpts_own(pair, name, hint):
+    """An audit: README says the argument names are transformers.generate's, but stop_strings=["x"]
+    and max_length=10 got "see help(generate) for every argument" (difflib finds no name close),
+    and begin_suppress_tokens a wrong guess ('min_new_tokens'). transformers' names that minigpt
+    spells otherwise now name minigpt's; those it has no option for say so."""
+    model, _ = pair
+    with pytest.raises(TypeError, match=rf"^generate\(\) got an unexpected keyword argument '{name}'; {hint}"):
+        generate(model, torch.tensor([PROMPTS[0]]), **{name: 1})
 
 
 def test_a_nanogpt_file_prompt_is_warned_about(tiny_checkpoint, tmp_path, monkeypatch, capsys):

@@ -380,3 +380,30 @@ def test_decode_state_step_takes_samples_tokens_and_a_refused_step_changes_nothi
         flat.step(tokens.float())
     after = (flat.slot, flat.input_pos, flat.position_ids, flat.key_valid)
     assert after[0] == before[0] and all(torch.equal(a, b) for a, b in zip(after[1:], before[1:]))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("n_positions, max_new_tokens, hint", [
+    (256, 10, "build the DecodeState with a larger max_new_tokens"),  # the 64-slot bucket ends first
+    (64, 60, r"the model's context ends here \(n_positions=64\); to go on past it, generate\(slide=N\)"),
+])
+def test_a_step_past_the_cache_says_it_is_full_and_changes_nothing(n_positions, max_new_tokens, hint):
+    """An audit's hand-written loop stepped past its cache and got torch's bare "IndexError: index
+    64 is out of bounds for dimension 1 with size 64", from marking the next slot readable: past the
+    power-of-two bucket sized for prompt + max_new_tokens (before the context was full), and at
+    n_positions alike. Now a ValueError says the cache is full, what sized it and what to do."""
+    from minigpt.prefill_decode import DecodeState
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=n_positions, n_embd=32, n_layer=2, n_head=4)).eval()
+    ids = torch.randint(0, 64, (2, 5))
+    state = DecodeState(model, torch.ones_like(ids), max_new_tokens=max_new_tokens)
+    tokens = state.prefill(ids).argmax(-1)
+    for _ in range(64 - 5):  # every slot of the 64 is written
+        tokens = state.step(tokens).argmax(-1)
+    before = (state.slot, state.input_pos.clone(), state.position_ids.clone(), state.key_valid.clone())
+    with pytest.raises(ValueError, match=rf"^DecodeState.step: the KV cache is full: its 64 slots, sized for the prompt \+ the "
+                                         rf"max_new_tokens={max_new_tokens} given to DecodeState .*are all written; {hint}"):
+        state.step(tokens)
+    after = (state.slot, state.input_pos, state.position_ids, state.key_valid)
+    assert after[0] == before[0] == 64 and all(torch.equal(a, b) for a, b in zip(after[1:], before[1:]))

@@ -872,6 +872,37 @@ def test_training_longer_says_what_happens_to_the_schedule(tmp_path, capsys):
     assert lrs("kept")[:6] == lrs("stretched")[:6] and lrs("kept")[6:] == [3e-4] * 6  # min_lr from the saved run's end on
 
 
+def test_a_resume_on_another_thread_count_says_it_is_no_longer_bitwise(tmp_path, capsys):
+    """An audit: README promises a bitwise resume "with the same number of threads", and the log's
+    opening records hold each stretch's count, but a resume on another count (a matmul splits its
+    sums by it) lost exactness without a word. Now a note names both counts and how to match them;
+    a resume on the count the run last ran with says nothing."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    note = ("note: the run's steps so far ran with {} torch thread, this resume with {}: a matmul splits its sums by "
+            "thread count, so the losses may match an uninterrupted run's only up to rounding; set OMP_NUM_THREADS={} "
+            "(or torch.set_num_threads({})) for a bitwise resume\n")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        pretrain(tiny_cfg(data, out, max_iters=2, eval_interval=0))
+        torch.set_num_threads(2)
+        capsys.readouterr()
+        pretrain(tiny_cfg(data, out, max_iters=3, eval_interval=0, resume=True))
+        assert note.format(1, 2, 1, 1) in capsys.readouterr().err
+        pretrain(tiny_cfg(data, out, max_iters=4, eval_interval=0, resume=True))  # step 3 ran with 2, as this resume
+        assert "torch thread" not in capsys.readouterr().err
+        # Another number of processes (torchrun's), as the log would say it, is noted alike.
+        records = read_log(out)
+        [r for r in records if "run" in r][-1]["world_size"] = 2  # the resume at step 3's, the last before step 4
+        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        pretrain(tiny_cfg(data, out, max_iters=5, eval_interval=0, resume=True))
+        assert ("note: the run's steps so far ran on 2 processes, this resume on 1: each process sums its own micro-batches "
+                "before the all-reduce, so the losses may match an uninterrupted run's only up to rounding; resume on 2 "
+                "for a bitwise one\n") in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_warmup_longer_than_the_run_is_warned_about(tmp_path, capsys):
     pretrain(tiny_cfg(make_data(tmp_path / "data"), tmp_path / "out", max_iters=2))  # warmup_iters=3
     assert "warning: warmup_iters (3) > max_iters (2): the learning rate only reaches 0.002 of --lr 0.003" \

@@ -19,8 +19,9 @@ How one file is fetched (the Hub's `resolve` protocol, as huggingface_hub uses i
    `Range: bytes={have}-` and append (a server that ignores Range answers 200: start over).
    Both are made afresh, never written through a symbolic link planted there (`_open_partial`); a file
    the Hub gave no size for stops at a bound no GPT-2 file reaches (MAX_SMALL_FILE,
-   `max_weights_size`), and a transfer slower than MIN_WINDOW_BYTES per RATE_WINDOW_S fails, as does
-   an answer whose headers take longer than HEADERS_WINDOWS × RATE_WINDOW_S (`_HeadersDeadline`).
+   `max_weights_size`), and an attempt that gets nothing of the body within HEADERS_WINDOWS ×
+   RATE_WINDOW_S (its headers included), or then fewer than MIN_WINDOW_BYTES per RATE_WINDOW_S,
+   fails as stalled and is retried (`_Watchdog`).
 3. Check the size, then the hash (whichever of the two the ETag is). A server that announces no
    hash (a mirror; a captive portal's login page, answered for every address) gets each file's
    content checked instead (`content_problem`): it must at least be a file of the kind its name says.
@@ -74,15 +75,13 @@ DEFAULT_BASE_URL = "https://huggingface.co"
 BASE_URL_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads too, e.g. for a mirror
 TIMEOUT_S = 30.0  # per socket operation, not per file
 CHUNK = 1 << 20  # at most 1 MiB per read: few syscalls on a fast line
-# The slowest transfer taken: fewer than MIN_WINDOW_BYTES in RATE_WINDOW_S fails the attempt
-# (`StalledError`). TIMEOUT_S alone lets a server that sends one byte every 20 s hold a download
-# forever. 64 KiB a minute (~1 KiB/s) would take 6 days for gpt2's 548 MB: a stalled or hostile
-# server, not a slow line.
+# The slowest transfer taken (`_Watchdog`): fewer than MIN_WINDOW_BYTES of the body in a
+# RATE_WINDOW_S fails the attempt (`StalledError`), as does no body byte within HEADERS_WINDOWS
+# windows (the proxy's, each redirect's and the file's status lines and headers). TIMEOUT_S alone
+# lets a server that sends one byte every 20 s hold a download forever. 64 KiB a minute (~1 KiB/s)
+# would take 6 days for gpt2's 548 MB: a stalled or hostile server, not a slow line.
 RATE_WINDOW_S = 60.0
 MIN_WINDOW_BYTES = 64 << 10
-# The rate check starts with the body: an answer's status line and headers must all come within
-# HEADERS_WINDOWS × RATE_WINDOW_S (`_HeadersDeadline`), or a server that sends a header byte every
-# few seconds holds the download forever, TIMEOUT_S starting afresh with each byte.
 HEADERS_WINDOWS = 2
 # The most a file the server announces no size for may grow to, so that an endless body cannot
 # fill the disk: GPT-2's config.json is 1 kB, vocab.json 1.0 MB, merges.txt 0.46 MB; the
@@ -105,8 +104,9 @@ class DownloadError(OSError):
 
 
 class StalledError(TimeoutError):
-    """A transfer slower than MIN_WINDOW_BYTES per RATE_WINDOW_S: `fetch` retries it as a timeout,
-    but counts it as a failed attempt even though the file grew (a trickle always grows it)."""
+    """An attempt the `_Watchdog` cut: no body within HEADERS_WINDOWS × RATE_WINDOW_S, or then slower than
+    MIN_WINDOW_BYTES per RATE_WINDOW_S. `fetch` retries it as a timeout, but counts it as a failed
+    attempt even though the file grew (a trickle always grows it)."""
 
 
 @dataclass
@@ -158,52 +158,93 @@ class _WebRedirect(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-class _HeadersDeadline:
-    """For http.client's connections: `getresponse`, which reads the status line and headers, fails
-    with a DownloadError once they have taken HEADERS_WINDOWS × RATE_WINDOW_S. A timer thread shuts
-    the socket down then, which ends the read that waits for the next byte (a deadline checked
-    between reads would never be reached while one read waits)."""
-
-    def getresponse(self):
-        sock, deadline = self.sock, HEADERS_WINDOWS * RATE_WINDOW_S
-        lock, done, expired = threading.Lock(), threading.Event(), threading.Event()
-
-        def expire() -> None:
-            with lock:  # never after getresponse is done: the socket then reads the body, or is closed
-                if not done.is_set():
-                    expired.set()
-                    try:  # socket.socket's own: an SSLSocket's would also drop its TLS state under the read
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                    except OSError:
-                        pass  # closed already: the read has ended anyway
-
-        timer = threading.Timer(deadline, expire)
-        timer.start()
-        response = None
-        try:
-            response = super().getresponse()
-        except Exception:
-            if not expired.is_set():
-                raise  # (the socket cut under the read fails in one of many ways; the deadline is the cause)
-        finally:
-            with lock:
-                done.set()
-            timer.cancel()
-            timer.join()  # no thread outlives the request
-        if expired.is_set():
-            if response is not None:
-                response.close()  # the headers read up to the cut are not the server's all
-            server = self.host if self.port == self.default_port else f"{self.host}:{self.port}"
-            raise DownloadError(f"the server at {server} sent its headers too slowly: not all of them within "
-                                f"{deadline:g} s (a stalled or hostile server); refused") from None
-        return response
+_attempt = threading.local()  # .watchdog: the `_Watchdog` of the attempt this thread runs, if any
 
 
-class _HTTPConnection(_HeadersDeadline, http.client.HTTPConnection):
+class _Watchdog:
+    """One download attempt's clock (`with _Watchdog(url) as watchdog:` around a HEAD or a GET, the
+    reader adding what it gets to `watchdog.got`). A thread looks every RATE_WINDOW_S: it allows
+    HEADERS_WINDOWS windows before the first body byte, then wants MIN_WINDOW_BYTES a window; else
+    it marks the attempt stalled and shuts down every socket the attempt opened, and the `with`
+    raises StalledError, whatever the cut read raised. A check made between reads would never be
+    reached: http.client reads status lines, headers, chunk-size lines and trailers inside one
+    call (read1 included), a line at a time, and TIMEOUT_S starts afresh with each byte, so a
+    server that trickles any of them holds that call forever."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.got, self.stalled = url, 0, None
+        self._sockets: list[socket.socket] = []
+        self._lock, self._done = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="minigpt download watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        _attempt.watchdog = self
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        _attempt.watchdog = None
+        self._done.set()
+        self._thread.join()  # no thread outlives the attempt
+        if self.stalled and (kind is None or issubclass(kind, Exception)):  # (a Ctrl-C goes up as it is)
+            raise StalledError(self.stalled) from None  # the cut read fails in one of many ways, or not at all
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.stalled:
+                self._cut(sock)  # opened after the cut (a redirect's next hop)
+
+    def _watch(self) -> None:
+        windows, last = 0, 0
+        while not self._done.wait(RATE_WINDOW_S):
+            windows, got = windows + 1, self.got
+            if not got and windows >= HEADERS_WINDOWS:
+                stalled = f"{self.url} sent nothing of the file within {windows * RATE_WINDOW_S:g} s (headers included)"
+            elif last and got - last < MIN_WINDOW_BYTES:
+                stalled = f"{self.url} sent {got - last:,} bytes in {RATE_WINDOW_S:g} s, under the {MIN_WINDOW_BYTES:,} taken"
+            else:
+                last = got  # (the window the body started in is only part of one: the rate counts from the next)
+                continue
+            with self._lock:
+                self.stalled = f"{stalled}: stalled"
+                for sock in self._sockets:
+                    self._cut(sock)
+            return
+
+    @staticmethod
+    def _cut(sock: socket.socket) -> None:
+        try:  # socket.socket's own: an SSLSocket's would also drop its TLS state under the read
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already, or detached into the TLS socket that is registered too
+
+
+def _watched(sock: socket.socket) -> socket.socket:
+    if (watchdog := getattr(_attempt, "watchdog", None)) is not None:
+        watchdog.watch(sock)
+    return sock
+
+
+class _WatchedConnection:
+    """An http.client connection whose sockets the attempt's `_Watchdog` can cut: the TCP one as it
+    is made (a proxy's CONNECT answer is read before connect returns), and the TLS one around it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        create = self._create_connection
+        self._create_connection = lambda *a, **k: _watched(create(*a, **k))
+
+    def connect(self) -> None:
+        super().connect()
+        _watched(self.sock)
+
+
+class _HTTPConnection(_WatchedConnection, http.client.HTTPConnection):
     pass
 
 
-class _HTTPSConnection(_HeadersDeadline, http.client.HTTPSConnection):
+class _HTTPSConnection(_WatchedConnection, http.client.HTTPSConnection):
     pass
 
 
@@ -220,7 +261,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 def _opener(follow: bool) -> urllib.request.OpenerDirector:
     """An opener for http:// and https:// alone: urllib's build_opener's handlers, all but the file,
     ftp and data ones (so an address that slipped past refuse_non_web fails as "unknown url type"),
-    with a deadline on each answer's headers (`_HeadersDeadline`)."""
+    whose connections the attempt's `_Watchdog` watches."""
     proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in WEB_SCHEMES}
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(proxies), urllib.request.UnknownHandler(),
@@ -242,7 +283,7 @@ def remote_file(url: str) -> RemoteFile:
     for _ in range(5):  # at most 5 relative redirects (renamed repos): a redirect loop must end
         try:
             # identity: a compressed answer would report the compressed size
-            with _open(url, {"Accept-Encoding": "identity"}, method="HEAD", follow=False) as resp:
+            with _Watchdog(url), _open(url, {"Accept-Encoding": "identity"}, method="HEAD", follow=False) as resp:
                 headers, location = resp.headers, None
         except HTTPError as e:
             if e.code not in REDIRECTS:
@@ -330,21 +371,6 @@ def _open_partial(remote: RemoteFile, partial: Path, have: int):
     return f
 
 
-def _chunks(resp, url: str) -> Iterator[bytes]:
-    """The body of `resp` as it arrives: read1 returns what has come, up to CHUNK, instead of
-    waiting for a whole CHUNK, so the progress bar moves on a slow line and the rate is checked.
-    Raises StalledError once fewer than MIN_WINDOW_BYTES came in RATE_WINDOW_S seconds."""
-    start, got = time.monotonic(), 0
-    while chunk := resp.read1(CHUNK):
-        yield chunk
-        got += len(chunk)
-        if time.monotonic() - start >= RATE_WINDOW_S:
-            if got < MIN_WINDOW_BYTES:
-                raise StalledError(f"{url} sent {got:,} bytes in {time.monotonic() - start:.1f} s, under the "
-                                   f"{MIN_WINDOW_BYTES:,} bytes per {RATE_WINDOW_S:g} s taken: stalled")
-            start, got = time.monotonic(), 0
-
-
 def _get(remote: RemoteFile, partial: Path, progress: bool, max_size: int) -> None:
     """Step 2: GET into `partial`, appending to what is there if it is this file's and the server
     honours Range. A file whose size the Hub did not announce stops at `max_size` bytes."""
@@ -354,7 +380,7 @@ def _get(remote: RemoteFile, partial: Path, progress: bool, max_size: int) -> No
     with _open_partial(remote, partial, have) as f:
         if remote.size is not None and have >= remote.size:
             return  # complete already (or too long: the size check will say so)
-        with _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
+        with _Watchdog(remote.url) as watchdog, _open(remote.url, {"Range": f"bytes={have}-"} if have else {}) as resp:
             refuse_html(resp.headers, remote.url)  # before a byte is written: what is there stays
             if resp.status != 206:
                 have = 0  # the whole file is coming: start over
@@ -368,7 +394,9 @@ def _get(remote: RemoteFile, partial: Path, progress: bool, max_size: int) -> No
             limit = max_size if remote.size is None else remote.size
             with progress_bar(total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                               desc=partial.name.removesuffix(".partial"), disable=not progress) as bar:
-                for chunk in _chunks(resp, remote.url):
+                # read1: what has come, up to CHUNK, not a whole CHUNK: the bar moves on a slow line
+                while chunk := resp.read1(CHUNK):
+                    watchdog.got += len(chunk)
                     f.write(chunk)
                     bar.update(len(chunk))
                     if f.tell() > limit:
@@ -417,6 +445,8 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, max_siz
             remote = remote_file(url)
             break
         except (HTTPError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
+            if isinstance(e, StalledError) and attempt == retries:
+                raise DownloadError(f"asking for {dest.name} failed: {e}. Run the same command again to retry") from None
             if (isinstance(e, HTTPError) and e.code < 500) or attempt == retries:
                 raise
             print(f"{dest.name}: {e}; asking again (retry {attempt + 1} of {retries})", file=sys.stderr)

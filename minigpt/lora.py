@@ -293,8 +293,8 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
 
     path = Path(path)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        # As the base's weights are checked: a FIFO there would hang the read and /dev/zero never end,
-        # and either is named as what it is, not as a file that is missing.
+        # As the base's weights are checked: a FIFO or device there is named as what it is, not as a
+        # missing file (as is_file alone would have it); a FIFO would block the read (safe_open's too).
         refuse_broken_link(path / name)
         check_regular_file(path / name)
         if not (path / name).is_file():
@@ -319,7 +319,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[str]:
         shape = (rank, base.in_features) if ab == "lora_A" else (base.out_features, rank)
         if tuple(tensors[key].shape) != shape:
             raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}; {name} with rank {rank} needs {shape}")
-        if not tensors[key].is_floating_point():  # copy_ would cast it: int64 weights moved by hundreds
+        if not tensors[key].is_floating_point():  # copy_ would silently cast integers to float
             raise ValueError(f"tensor {key!r} in {path / ADAPTER_WEIGHTS} has dtype {tensors[key].dtype}; "
                              "LoRA's A and B are floating point")
     inject_lora(model, chosen, rank, alpha, dropout)

@@ -7,7 +7,8 @@ names the range, since only it knows the range. A dropout rate is the exception:
 [0, 1), is the same everywhere, so `check_rate` checks both. It imports no torch, so the
 tokenizer's worker processes stay light. And a warning's stacklevel that points at the user's
 line, not minigpt's (`caller_stacklevel`), and the first few names of a list an error names
-(`first_few`: the missing tensors, a file's labels), so that every such list ends alike.
+(`first_few`: the missing tensors, a file's labels), so that every such list ends alike. And
+whether an error is a device running out of memory (`is_out_of_memory`), which each caller words.
 """
 from __future__ import annotations
 
@@ -16,6 +17,21 @@ import operator
 import os
 import sys
 from collections.abc import Sequence
+
+
+# How torch's CPU allocator says it has no memory, as a RuntimeError of no class of its own:
+# "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried
+# to allocate N bytes" on Linux and macOS, "... not enough memory: ..." on Windows.
+CPU_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a device's allocator running out: torch.OutOfMemoryError (a GPU's), or the
+    CPU allocator's RuntimeError; not another failure (torch's "Storage size calculation overflowed"
+    for a size past 2**63 bytes among them), which should stay what it is."""
+    import torch  # here, not above: this module imports no torch; an error of torch's means it is loaded
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and any(failure in str(err) for failure in CPU_ALLOCATOR_FAILURES))
 
 
 def is_bool(value) -> bool:

@@ -30,7 +30,7 @@ from minigpt.config import PRESETS
 from minigpt.lora import DEFAULT_TARGETS, check_no_adapters, find_lora_targets, target_names
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR
-from minigpt.train_config import TrainConfig, as_flag, flag
+from minigpt.train_config import TrainConfig, as_flag, as_path_str, flag
 
 STRATEGIES = ("frozen", "partial", "full", "lora")
 FROZEN_LM_ERROR = ("strategy 'frozen' trains only a new head, and the lm task has none, nor has sft (their LM head "
@@ -73,9 +73,15 @@ def one_or_several(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     before the lm task took several files hold), several as a tuple of str. The command line gives a
     list, even of one path; the Python API a str, a Path, or a list or tuple of them. An existing
     path is made absolute, as TrainConfig makes its PATH_FIELDS, so a bare --resume from another
-    directory finds it; a missing one stays as typed, for its error."""
-    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    kept = tuple(os.path.abspath(p) if os.path.exists(p) else os.fspath(p) for p in paths)
+    directory finds it; a missing one stays as typed, for its error. Anything else is a TypeError
+    naming it, checked before os.path reads it (which takes an int for an open file's descriptor)."""
+    if isinstance(data, (str, os.PathLike)):
+        paths = [as_path_str("data", data)]
+    elif isinstance(data, Sequence) and not isinstance(data, bytes):  # (bytes: a sequence of ints)
+        paths = [as_path_str(f"data[{i}]", p) for i, p in enumerate(data)]
+    else:
+        raise TypeError(f"data must be a path (a str or a pathlib.Path) or a list of them, got {data!r}")
+    kept = tuple(os.path.abspath(p) if os.path.exists(p) else p for p in paths)
     return kept[0] if len(kept) == 1 else kept
 
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Literal, Protocol, TypedDict, TypeVar, cast, overload
 
 import torch
 
 from minigpt.beam_search import beam_search
-from minigpt.checks import check_flag
+from minigpt.checks import check_flag, is_out_of_memory
 from minigpt.generate_args import (NGRAM_EXHAUSTED, NONFINITE, PENALTY_OVERFLOW, DecodeArgs, check_arguments, textless_ids,
                                    warn_if_training)
 from minigpt.prefill_decode import DecodeState
@@ -260,7 +260,7 @@ def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[F], F]
         def checked(*args, **kwargs):
             if unknown := sorted(kwargs.keys() - valid):
                 raise TypeError(f"{f.__name__}() got an unexpected keyword argument {unknown[0]!r}; "
-                                f"{unknown_hint(unknown[0], valid, f.__name__)}")
+                                f"{unknown_hint(unknown[0], valid, f.__name__, refused)}")
             return f(*args, **kwargs)
 
         checked.__signature__ = inspect.signature(f).replace(parameters=own + passed_on)  # type: ignore[attr-defined]
@@ -268,30 +268,52 @@ def takes_stream_arguments(*, refused: tuple[str, ...] = ()) -> Callable[[F], F]
     return decorate
 
 
-# transformers.generate's names (and torch's `generator`) that minigpt spells otherwise, or has no
-# option for: said before difflib's guess, which finds no name close to most of them, and a wrong
-# one for some (begin_suppress_tokens → min_new_tokens, generator → temperature).
-OTHER_LIBRARIES_NAMES = {
-    "stop_strings": "minigpt's is 'stop' (with tokenizer=, as transformers' stop_strings)",
-    "max_length": "minigpt's is 'max_new_tokens', which counts the new tokens alone (transformers' max_length counts "
-                  "the prompt's too)",
-    "min_length": "minigpt's is 'min_new_tokens', which counts the new tokens alone (transformers' min_length counts "
-                  "the prompt's too)",
-    "output_scores": "minigpt's is 'return_scores': with beam search, each returned beam's score (transformers' "
-                     "sequences_scores); there are no per-step scores",
-    "return_dict_in_generate": "minigpt returns a tuple instead: 'return_scores' adds beam search's scores, "
-                               "'return_stats' the timings",
-    "generator": "minigpt's is 'seed', an int that seeds the draws' own generator",
-    **dict.fromkeys(("begin_suppress_tokens", "forced_eos_token_id", "num_beam_groups", "exponential_decay_length_penalty"),
-                    "that is transformers' option, which minigpt does not have: see help({function}) for every argument"),
+# transformers' generate options (GenerationConfig's fields, as of transformers 5.25, and generate's
+# own arguments) that minigpt does not take, sorted: a TypeError for one says so (or names minigpt's
+# equivalent, `EQUIVALENTS`), never difflib's guess, which is wrong for many (bos_token_id → eos_token_id,
+# top_h → top_p). tests/test_generate.py checks it against the installed transformers' own list.
+TRANSFORMERS_ONLY = frozenset({
+    "assistant_confidence_threshold", "assistant_early_exit", "assistant_ensemble_weight", "assistant_lookbehind",
+    "assistant_model", "assistant_tokenizer", "bad_words_ids", "begin_suppress_tokens", "bos_token_id", "cache_config",
+    "cache_implementation", "compile_config", "constraints", "continuous_batching_config", "custom_generate",
+    "decoder_start_token_id", "disable_compile", "diversity_penalty", "dola_layers", "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty", "exponential_decay_length_penalty", "force_words_ids", "forced_bos_token_id",
+    "forced_eos_token_id", "generation_config", "guidance_scale", "is_assistant", "logits_processor", "low_memory",
+    "max_cache_len", "max_length", "max_matching_ngram_size", "max_time", "min_length", "negative_prompt_attention_mask",
+    "negative_prompt_ids", "num_assistant_tokens", "num_assistant_tokens_schedule", "num_beam_groups",
+    "output_attentions", "output_hidden_states", "output_logits", "output_scores", "penalty_alpha",
+    "prefill_chunk_size", "prefix_allowed_tokens_fn", "prompt_lookup_num_tokens", "remove_invalid_values",
+    "renormalize_logits", "return_dict_in_generate", "sequence_bias", "speculation_type", "stop_strings",
+    "stopping_criteria", "suppress_tokens", "synced_gpus", "target_lookbehind", "token_healing", "top_h", "use_cache",
+    "use_model_defaults", "use_mtp", "watermarking_config",
+})
+# Those that minigpt spells otherwise (and torch's `generator`): {name: (minigpt's argument, hint)}. The
+# hint is given only by a function that takes that argument (stream_text takes no return_scores).
+EQUIVALENTS = {
+    "stop_strings": ("stop", "minigpt's is 'stop' (with tokenizer=, as transformers' stop_strings)"),
+    "max_length": ("max_new_tokens", "minigpt's is 'max_new_tokens', which counts the new tokens alone (transformers' "
+                                     "max_length counts the prompt's too)"),
+    "min_length": ("min_new_tokens", "minigpt's is 'min_new_tokens', which counts the new tokens alone (transformers' "
+                                     "min_length counts the prompt's too)"),
+    "output_scores": ("return_scores", "minigpt's is 'return_scores': with beam search, each returned beam's score "
+                                       "(transformers' sequences_scores); there are no per-step scores"),
+    "return_dict_in_generate": ("return_scores", "minigpt returns a tuple instead: 'return_scores' adds beam search's "
+                                                 "scores, 'return_stats' the timings"),
+    "generator": ("seed", "minigpt's is 'seed', an int that seeds the draws' own generator"),
 }
 
 
-def unknown_hint(name: str, valid: set[str], function: str) -> str:
-    """What to pass instead of keyword `name`, which `function` does not take: minigpt's name for
-    another library's (`OTHER_LIBRARIES_NAMES`), else the closest valid name, else help()."""
-    if name in OTHER_LIBRARIES_NAMES:
-        return OTHER_LIBRARIES_NAMES[name].format(function=function)
+def unknown_hint(name: str, valid: set[str], function: str, refused: Collection[str] = ()) -> str:
+    """What to pass instead of keyword `name`, which `function` does not take (`valid`: the names it
+    does, `refused` among them those it turns down itself): minigpt's name for another library's
+    (`EQUIVALENTS`) where `function` takes it; that minigpt has no such option (`TRANSFORMERS_ONLY`);
+    else the closest valid name, else help()."""
+    takes, hint = EQUIVALENTS.get(name, (None, None))
+    if hint and takes in valid and takes not in refused:
+        return hint
+    if name in TRANSFORMERS_ONLY:
+        who = function if hint else "minigpt"  # (minigpt's equivalent is one `function` turns down)
+        return f"that is transformers' option, which {who} does not have: see help({function}) for every argument"
     close = difflib.get_close_matches(name, sorted(valid), n=1)
     return f"did you mean {close[0]!r}?" if close else f"see help({function}) for every argument"
 
@@ -485,7 +507,7 @@ def empty_or_none(shape: tuple[int, int], dtype: torch.dtype, device: torch.devi
     try:
         return torch.empty(shape, dtype=dtype, device=device)
     except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the CPU allocator's "can't allocate memory"
-        if isinstance(e, torch.OutOfMemoryError) or "allocate" in str(e):
+        if is_out_of_memory(e):
             return None
         raise
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from minigpt.checks import is_out_of_memory
+
 # Buckets start at one 64-slot block, then double: few distinct shapes (few compiled graphs);
 # past 64 slots, at most 2× the slots actually needed.
 MIN_BUCKET = 64
@@ -92,7 +94,7 @@ class KVCache:
             self.layers = [LayerKV(torch.zeros(shape, dtype=dtype, device=device),
                                    torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
         except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the CPU allocator's "can't allocate memory"
-            if not (isinstance(e, torch.OutOfMemoryError) or "allocate" in str(e)):
+            if not is_out_of_memory(e):
                 raise
             raise _too_big(n_layer, shape, dtype, device) from None
         self.max_len = max_len

@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from minigpt.checks import is_out_of_memory
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import KVCache, cache_length
 
@@ -88,17 +89,6 @@ def decode_step(
     logits, _ = model(tokens, position_ids=position_ids, kv_cache=cache, input_pos=input_pos,
                       attn_mask=key_valid[:, None, None, :])  # (B, 1, 1, S)
     return logits[:, -1].float()
-
-
-# How the CPU allocator says it has no memory: "can't allocate memory" on Linux and macOS, "not
-# enough memory" on Windows (torch's c10/core/impl/alloc_cpu.cpp).
-CPU_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
-
-
-def out_of_memory(err: RuntimeError) -> bool:
-    """Whether `err` is the device's allocator running out (a GPU's OutOfMemoryError, or the CPU
-    allocator's RuntimeError), not another failure, which should stay what it is."""
-    return isinstance(err, torch.OutOfMemoryError) or any(failure in str(err) for failure in CPU_ALLOCATOR_FAILURES)
 
 
 def prefill_too_big(input_ids: torch.Tensor, cache: KVCache) -> MemoryError:
@@ -240,7 +230,7 @@ class DecodeState:
         try:
             return prefill(self.model, input_ids, self.mask, self.cache)
         except RuntimeError as err:
-            if not out_of_memory(err):
+            if not is_out_of_memory(err):
                 raise
             raise prefill_too_big(input_ids, self.cache) from err
 
@@ -284,19 +274,26 @@ class DecodeState:
 
     def full_cache_error(self) -> ValueError:
         """Why a hand-written loop's step has no slot left: the cache holds what `max_new_tokens`
-        asked for (rounded up to a bucket), or the whole context; and what to do instead. (Without
-        this check the step failed on an index out of bounds, naming no cause.)"""
-        n_positions = self.model.config.n_positions
-        if self.slides:
-            instead = "full() says so first: call slide() then, as generate(slide=N) does"
-        elif self.cache.max_len >= n_positions:
+        asked for (rounded up to a bucket: `cache_length`); and what to do instead, where a row's
+        position says whether the context ended too. (Without this check the step failed on an index
+        out of bounds, naming no cause.)"""
+        n_positions, max_len = self.model.config.n_positions, self.cache.max_len
+        if self.slides:  # (sized by the first prompts and the context, refilled by each slide)
+            return ValueError(f"DecodeState.step: the KV cache is full: its {max_len} slots are all written; full() "
+                              "says so first: call slide() then, as generate(slide=N) does")
+        T = self.mask.size(1)
+        sized = (f"sized for the prompts' {T} slots (left pads included) + the max_new_tokens={self.max_new_tokens} "
+                 "given to DecodeState, less 1 (the last new token is never fed back)")
+        if max_len > tokens_fed(T, self.max_new_tokens):
+            sized += ", rounded up to " + ("the context" if max_len == n_positions else "a power of two")
+        # The positions, not the slot count: a left-padded batch has more slots than positions.
+        if int(self.position_ids.max()) >= n_positions:  # (one sync, on the way to an error)
             instead = (f"the model's context ends here (n_positions={n_positions}); to go on past it, "
                        "generate(slide=N) slides the context")
         else:
             instead = "build the DecodeState with a larger max_new_tokens for more steps"
-        return ValueError(f"DecodeState.step: the KV cache is full: its {self.cache.max_len} slots, sized for the prompt + "
-                          f"the max_new_tokens={self.max_new_tokens} given to DecodeState (the last new token is never "
-                          f"fed back; rounded up to a power of two, at most the context), are all written; {instead}")
+        return ValueError(f"DecodeState.step: the KV cache is full: its {max_len} slots, {sized}, are all written; "
+                          f"{instead}")
 
     def _checked_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """`step`'s tokens as (B, 1) integer ids. One token per row, so a (B,) vector is unambiguous

@@ -660,7 +660,7 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
     step, best, (loss_since, steps_since), (skipped_since, in_a_row, kept_one), changed = restore(
         out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
     if rt.is_main:  # (after restore's notes: the resume goes ahead)
-        for note in machine_notes(out, step, rt):
+        for note in machine_notes(out, step, rt, cfg.grad_accum):
             print(note, file=sys.stderr)
     # The scale the checkpoint's scaler reached (restored: no host sync, the scaler has scaled nothing since).
     return Progress(scale=scaler.get_scale(), step=step, best=best, last_saved=step, loss_since=loss_since,
@@ -668,26 +668,33 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
                     kept_one=kept_one), changed
 
 
-def machine_notes(out: Path, step: int, rt: Runtime) -> list[str]:
+def machine_notes(out: Path, step: int, rt: Runtime, grad_accum: int) -> list[str]:
     """Notes for a resume that runs otherwise than the steps before its checkpoint at `step` did
     (the last opening record before it says how: run_log.py's `opening_record`): a CPU run on another
-    number of torch threads, or a run on another number of processes. Either rounds its sums
-    otherwise, so the resumed run is no longer bitwise the uninterrupted one: said, not refused."""
+    number of torch threads, or a run on another number of processes with more than 2 micro-batches a
+    step. Either rounds its sums otherwise, so the resumed run is no longer bitwise the uninterrupted
+    one: said, not refused."""
     openings = [r for r in read_log(out) if is_opening(r) and r["step"] < step] if (out / LOG_FILE).exists() else []
     if not openings:
         return []
     last, notes = openings[-1], []
     threads, world = last.get("threads"), last.get("world_size")  # (absent from logs of an earlier minigpt)
+    # The last opening record speaks for the steps since it only: an earlier stretch may have run otherwise.
+    since = "the run's steps so far" if last["step"] == 0 else f"the steps since step {last['step']}"
     if (rt.device.type == "cpu" and str(last.get("device")) == "cpu" and threads is not None
             and threads != torch.get_num_threads()):
-        notes.append(f"note: the run's steps so far ran with {threads} torch thread{'s' * (threads != 1)}, this resume "
+        notes.append(f"note: {since} ran with {threads} torch thread{'s' * (threads != 1)}, this resume "
                      f"with {torch.get_num_threads()}: a matmul splits its sums by thread count, so the losses may match an "
                      f"uninterrupted run's only up to rounding; set OMP_NUM_THREADS={threads} (or "
                      f"torch.set_num_threads({threads})) for a bitwise resume")
-    if world is not None and world != rt.world:
-        notes.append(f"note: the run's steps so far ran on {world} process{'es' * (world != 1)}, this resume on "
-                     f"{rt.world}: each process sums its own micro-batches before the all-reduce, so the losses may "
-                     f"match an uninterrupted run's only up to rounding; resume on {world} for a bitwise one")
+    # Two micro-batches' gradients are one addition on 1 process or 2 (and halving them is exact), so a
+    # resume on another count stays bitwise; with more, the processes split the sum otherwise (each sums
+    # its own, then the all-reduce sums theirs in its own order), rounding it otherwise.
+    if world is not None and world != rt.world and grad_accum > 2:
+        notes.append(f"note: {since} ran on {world} process{'es' * (world != 1)}, this resume on {rt.world}: "
+                     f"a step's {grad_accum} micro-batch gradients are summed in another order (each process sums its "
+                     "own, then the all-reduce sums the processes'), so the losses may match an uninterrupted run's only "
+                     f"up to rounding; resume on {world} for a bitwise one")
     return notes
 
 

@@ -1638,6 +1638,18 @@ def test_finetune_config_keeps_every_path_as_a_str(tmp_path):
         (str(tmp_path), str(tmp_path / "a.txt"), str(tmp_path / "o"), str(tmp_path / "missing"))
 
 
+def test_finetune_config_refuses_a_data_that_is_not_a_path():
+    """A review: data=3 failed on "'int' object is not iterable", and data=[Path("a"), 3] on
+    os.path.exists(3), which reads an int as an open file's descriptor. Each is refused by name,
+    as TrainConfig refuses a data that is not a path."""
+    with pytest.raises(TypeError, match=r"^data must be a path \(a str or a pathlib.Path\) or a list of them, got 3$"):
+        FinetuneConfig(init="gpt2", data=3)
+    with pytest.raises(TypeError, match=r"^data\[1\] must be a path \(a str or a pathlib.Path\), got 3$"):
+        FinetuneConfig(init="gpt2", data=[Path("a"), 3])
+    with pytest.raises(TypeError, match=r"^data must be a path .* got b'a.txt'$"):
+        FinetuneConfig(init="gpt2", data=b"a.txt")
+
+
 def test_lm_trains_on_a_prepared_data_dir_made_with_the_models_tokenizer(base, tmp_path, capsys):
     """An audit: a DATA_DIR written by `minigpt prepare` was refused as --data, by an error that
     pointed at --task classify. It is read where it is, as `minigpt train --init` reads one (no

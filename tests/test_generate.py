@@ -3534,6 +3534,39 @@ def test_a_transformers_keyword_names_minigpts_own(pair, name, hint):
         generate(model, torch.tensor([PROMPTS[0]]), **{name: 1})
 
 
+def test_every_transformers_option_minigpt_lacks_is_named_not_guessed(pair):
+    """A review: difflib guessed wrong for many of transformers' names (bos_token_id → 'eos_token_id',
+    top_h → 'top_p', output_attentions → 'attention_mask'), and stream_text was told to pass
+    return_scores, which it refuses. transformers is the oracle: each of its generate options that
+    minigpt's generate does not take names minigpt's equivalent or says minigpt has none (a name
+    missing from generation.py's TRANSFORMERS_ONLY, as transformers grows, fails here)."""
+    import inspect
+
+    from transformers import GenerationConfig
+
+    model, tok = pair
+    # GenerationConfig's fields (less its bookkeeping) and generate's own arguments beside them.
+    options = set(GenerationConfig().to_dict()) - {"_from_model_config", "transformers_version"} | {
+        "streamer", "stopping_criteria", "logits_processor", "prefix_allowed_tokens_fn", "synced_gpus",
+        "assistant_model", "assistant_tokenizer", "negative_prompt_ids", "negative_prompt_attention_mask",
+        "custom_generate", "generation_config", "use_model_defaults"}
+    guessed = []
+    for name in sorted(options - set(inspect.signature(generate).parameters)):
+        with pytest.raises(TypeError, match=rf"^generate\(\) got an unexpected keyword argument '{name}'; ") as caught:
+            generate(model, torch.tensor([PROMPTS[0]]), **{name: 1})
+        if not re.search(r"; (minigpt's is '|minigpt returns |that is transformers' option, which minigpt does not have)",
+                         str(caught.value)):
+            guessed.append(name)
+    assert not guessed, f"add to generation.py's TRANSFORMERS_ONLY: {guessed}"
+    # An equivalent that the function called turns down is not offered.
+    for name in ("output_scores", "return_dict_in_generate"):
+        with pytest.raises(TypeError, match=rf"^stream_text\(\) got an unexpected keyword argument '{name}'; that is "
+                                            r"transformers' option, which stream_text does not have: see help\(stream_text\)"):
+            stream_text(model, tok, "hi", **{name: True})
+    with pytest.raises(TypeError, match=r"'output_scores'; minigpt's is 'return_scores'"):
+        generate_text(model, tok, "hi", output_scores=True)
+
+
 def test_a_nanogpt_file_prompt_is_warned_about(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """An audit: nanoGPT's sample.py reads --start=FILE:prompt.txt from the file; minigpt's --prompt
     "FILE:prompt.txt" generated from those 15 characters without a word. Where the file exists, a

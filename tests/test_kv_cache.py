@@ -195,6 +195,23 @@ def test_a_cache_call_it_cannot_serve_is_refused_by_name():
     assert (got[0, -1] - full[0, -1]).abs().max() < 1e-5
 
 
+def test_out_of_memory_is_the_allocators_failure_alone():
+    """A review: four copies of the out-of-memory test (training's, the prefill's, the cache's and
+    the result buffers'), two of them taking any error naming "allocate". One now, in checks.py: the
+    CPU allocator's real failure (1 PiB, past any address space: refused at once) and a GPU's
+    OutOfMemoryError are; torch's overflow past 2**63 bytes and other errors are not."""
+    from minigpt.checks import is_out_of_memory
+
+    with pytest.raises(RuntimeError) as allocator:
+        torch.empty(2**50, dtype=torch.uint8)
+    with pytest.raises(RuntimeError) as overflow:
+        torch.empty(2**62, dtype=torch.float32)
+    assert is_out_of_memory(allocator.value) and is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not is_out_of_memory(overflow.value)
+    assert not is_out_of_memory(RuntimeError("could not allocate a stream"))
+    assert not is_out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))  # not torch's kind
+
+
 def test_a_cache_too_big_to_allocate_says_its_size_and_what_shrinks_it(tmp_path, capsys, monkeypatch):
     """An audit: `minigpt generate -n 65536` died in a 47-line traceback ending in the allocator's
     "can't allocate memory: you tried to allocate 206158430208 bytes". The cache now raises a
@@ -402,8 +419,34 @@ def test_a_step_past_the_cache_says_it_is_full_and_changes_nothing(n_positions, 
     for _ in range(64 - 5):  # every slot of the 64 is written
         tokens = state.step(tokens).argmax(-1)
     before = (state.slot, state.input_pos.clone(), state.position_ids.clone(), state.key_valid.clone())
-    with pytest.raises(ValueError, match=rf"^DecodeState.step: the KV cache is full: its 64 slots, sized for the prompt \+ the "
-                                         rf"max_new_tokens={max_new_tokens} given to DecodeState .*are all written; {hint}"):
+    with pytest.raises(ValueError, match=rf"^DecodeState.step: the KV cache is full: its 64 slots, sized for the prompts' 5 "
+                                         rf"slots \(left pads included\) \+ the max_new_tokens={max_new_tokens} given to "
+                                         rf"DecodeState, less 1 .*are all written; {hint}"):
         state.step(tokens)
     after = (state.slot, state.input_pos, state.position_ids, state.key_valid)
     assert after[0] == before[0] == 64 and all(torch.equal(a, b) for a, b in zip(after[1:], before[1:]))
+
+
+@torch.no_grad()
+def test_a_padded_batch_past_its_cache_is_not_told_the_context_ended():
+    """A review: rows of 60 slots, 10 of them left pads, with max_new_tokens=10 have a cache of 69
+    slots (more than n_positions=64: pads take slots, not positions), full with the rows at
+    position 59; the error said the cache was "rounded up to a power of two, at most the context"
+    and that "the model's context ends here", neither true. The rows' positions now decide."""
+    from minigpt.prefill_decode import DecodeState
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    mask = torch.ones(2, 60, dtype=torch.long)
+    mask[:, :10] = 0
+    state = DecodeState(model, mask, max_new_tokens=10)
+    tokens = state.prefill(torch.randint(0, 64, (2, 60))).argmax(-1)
+    for _ in range(9):
+        tokens = state.step(tokens).argmax(-1)
+    assert state.position_ids.flatten().tolist() == [59, 59]
+    with pytest.raises(ValueError) as caught:
+        state.step(tokens)
+    assert str(caught.value) == (
+        "DecodeState.step: the KV cache is full: its 69 slots, sized for the prompts' 60 slots (left pads included) + "
+        "the max_new_tokens=10 given to DecodeState, less 1 (the last new token is never fed back), are all written; "
+        "build the DecodeState with a larger max_new_tokens for more steps")

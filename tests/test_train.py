@@ -876,11 +876,12 @@ def test_a_resume_on_another_thread_count_says_it_is_no_longer_bitwise(tmp_path,
     """An audit: README promises a bitwise resume "with the same number of threads", and the log's
     opening records hold each stretch's count, but a resume on another count (a matmul splits its
     sums by it) lost exactness without a word. Now a note names both counts and how to match them;
-    a resume on the count the run last ran with says nothing."""
+    a resume on the count the run last ran with says nothing. A review: the note said "the run's
+    steps so far" for a resume of a resume, which knows only the last stretch's count."""
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
-    note = ("note: the run's steps so far ran with {} torch thread, this resume with {}: a matmul splits its sums by "
-            "thread count, so the losses may match an uninterrupted run's only up to rounding; set OMP_NUM_THREADS={} "
-            "(or torch.set_num_threads({})) for a bitwise resume\n")
+    note = ("note: {} ran with {} torch thread{}, this resume with {}: a matmul splits its sums by thread count, so "
+            "the losses may match an uninterrupted run's only up to rounding; set OMP_NUM_THREADS={} (or "
+            "torch.set_num_threads({})) for a bitwise resume\n")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -888,19 +889,35 @@ def test_a_resume_on_another_thread_count_says_it_is_no_longer_bitwise(tmp_path,
         torch.set_num_threads(2)
         capsys.readouterr()
         pretrain(tiny_cfg(data, out, max_iters=3, eval_interval=0, resume=True))
-        assert note.format(1, 2, 1, 1) in capsys.readouterr().err
+        assert note.format("the run's steps so far", 1, "", 2, 1, 1) in capsys.readouterr().err
         pretrain(tiny_cfg(data, out, max_iters=4, eval_interval=0, resume=True))  # step 3 ran with 2, as this resume
         assert "torch thread" not in capsys.readouterr().err
-        # Another number of processes (torchrun's), as the log would say it, is noted alike.
-        records = read_log(out)
-        [r for r in records if "run" in r][-1]["world_size"] = 2  # the resume at step 3's, the last before step 4
-        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        torch.set_num_threads(1)  # steps 1-2 ran with 1, as this resume; the log's last record (step 3's) says 2
         pretrain(tiny_cfg(data, out, max_iters=5, eval_interval=0, resume=True))
-        assert ("note: the run's steps so far ran on 2 processes, this resume on 1: each process sums its own micro-batches "
-                "before the all-reduce, so the losses may match an uninterrupted run's only up to rounding; resume on 2 "
-                "for a bitwise one\n") in capsys.readouterr().err
+        assert note.format("the steps since step 3", 2, "s", 1, 2, 2) in capsys.readouterr().err
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_resume_on_another_number_of_processes_is_noted_past_two_micro_batches(tmp_path, capsys):
+    """A review: a resume on another number of processes was always said to be no longer bitwise,
+    but 2 processes with --grad-accum 2 resumed on 1 ended torch.equal to an uninterrupted 1-process
+    run (two gradients are one addition either way; with --grad-accum 4, 4 processes and 1 differed
+    by 1e-6, tried with torchrun). Only a run of more than 2 micro-batches a step gets the note."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2, eval_interval=0))  # grad_accum=2
+    records = read_log(out)
+    records[0]["world_size"] = 2  # as torchrun's 2 processes would have logged it
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    capsys.readouterr()
+    pretrain(tiny_cfg(data, out, max_iters=3, eval_interval=0, resume=True))
+    assert "process" not in capsys.readouterr().err
+    one_process = train_runtime.Runtime(rank=0, world=1, device=torch.device("cpu"), dtype=torch.float32)
+    assert train.machine_notes(out, 2, one_process, grad_accum=4) == [
+        "note: the run's steps so far ran on 2 processes, this resume on 1: a step's 4 micro-batch gradients are summed "
+        "in another order (each process sums its own, then the all-reduce sums the processes'), so the losses may match "
+        "an uninterrupted run's only up to rounding; resume on 2 for a bitwise one"]
+    assert train.machine_notes(out, 2, one_process, grad_accum=2) == []
 
 
 def test_a_warmup_longer_than_the_run_is_warned_about(tmp_path, capsys):

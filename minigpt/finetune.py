@@ -70,7 +70,8 @@ from minigpt.model import GPT
 from minigpt.sft_data import (encode_pairs, holds_pairs, load_pairs, reading_record, sft_batch, sft_val_loss,
                               val_in_train)
 from minigpt.sft_data import val_source as sft_val_source
-from minigpt.run_dir import MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, read_state, run_dir_lock, run_tokens
+from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, data_meta, read_state, run_dir_lock,
+                             run_tokens, same_tokens)
 from minigpt.run_log import comparable_evaluations, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer, seeded, trained_length
@@ -193,44 +194,70 @@ def _lm_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: bo
 
 def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime, progress: bool) -> Path:
     """The directory of --data's text files as tokens: OUT_DIR/data, tokenized now (with a bar if
-    `progress`) unless a resumed run made them there from the same files and split."""
+    `progress`) unless a resumed run made them there from the same files and split.
+
+    The tokens are written into data.new (NEW_TOKENS) and come to data/ by a rename, once whole
+    (prepare writes meta.json last): a data/ that finetune made is never half-written, and a run
+    killed while it tokenized leaves data.new, which the next one clears (run_dir.py's
+    `own_tokens` counts data/ as a run's by its meta.json alone). A new run renames them into place
+    at once, over a data/ of the same tokens (check_out_dir refused any other). A resumed run
+    reuses its tokens, unless --data now names other files or --val-fraction another split (a flag
+    given with --resume overrides the saved one, so the text is tokenized again, the flag not
+    silently ignored; other tokens are then refused, as `minigpt train` refuses other data, unless
+    --allow-new-data): its new tokens wait in data.new, and replace data/ only when it saves a
+    checkpoint on them (`adopt_new_tokens`), so a --resume refused later (by --max-iters, say, or
+    a model flag) leaves the run as it was."""
     out = Path(cfg.out)
-    data_dir = out / "data"
+    data_dir, new = out / "data", out / NEW_TOKENS
+    found = data_meta(data_dir) if cfg.resume else None
+    reused = found is not None and same_tokens(found, run_tokens(vars(cfg)))
+    if cfg.resume and not reused:
+        check_replaceable_tokens(cfg, found)
+
     # Under torchrun rank 0 alone writes the files (two writers would clobber each other's temp
     # files) and the others wait for it (`on_rank_0`).
-    # A resumed run reuses its tokens, unless --data now names other files or --val-fraction
-    # another split (a flag given with --resume overrides the saved one, so the text is tokenized
-    # again, the flag not silently ignored; other tokens are then refused, as `minigpt train`
-    # refuses other data, unless --allow-new-data).
-    made_from = run_tokens(vars(cfg))  # (the same test tells a new run's OUT_DIR/data its own: run_dir.py's `own_tokens`)
-    found = read_meta(data_dir) if cfg.resume and (data_dir / "meta.json").exists() else {}
-    reused = all(found.get(k) == v for k, v in made_from.items())
-    # A resumed run's new tokens go to data.new, and replace its tokens in data/ only when it
-    # saves a checkpoint on them (`adopt_new_tokens`): a --resume refused later (by --max-iters,
-    # say, or a model flag) leaves the run as it was.
-    tokens_dir = out / NEW_TOKENS if found and not reused else data_dir
-
     def tokenize() -> None:
-        shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)  # left by a resume refused or killed before its checkpoint
-        if not reused:
-            _tokenize(cfg, tokenizer, tokens_dir, progress)
+        shutil.rmtree(new, ignore_errors=True)  # left by a run killed while it tokenized, or a resume refused or killed
+        if reused:
+            return
+        _tokenize(cfg, tokenizer, new, progress)
+        if not cfg.resume:  # (a kill between these two leaves no data/, and data.new, cleared next time)
+            shutil.rmtree(data_dir, ignore_errors=True)
+            new.rename(data_dir)
 
     on_rank_0(rt, tokenize)  # the others wait for the tokens, and learn if rank 0 failed
-    return tokens_dir
+    return new if cfg.resume and not reused else data_dir
 
 
-NEW_TOKENS = "data.new"  # in OUT_DIR: a resumed lm run's tokens of another --data, until a checkpoint records them
+NEW_TOKENS = "data.new"  # in OUT_DIR: tokens being written, or a resumed lm run's of another --data until a checkpoint records them
+
+
+def check_replaceable_tokens(cfg: FinetuneConfig, found: dict | None) -> None:
+    """Refuse a resume that would replace an OUT_DIR/data that holds no tokens the run made: the
+    prepared data the run read there (--data OUT_DIR/data, the user's input, not its product), or
+    a data/ without a meta.json (no run's tokens). `found`: data/'s meta.json, None if it has none."""
+    out = Path(cfg.out)
+    data_dir = out / "data"
+    if not data_dir.exists():
+        return
+    saved = read_state(out / STATE_FILE, map_location="cpu", mmap=True)["config"].get("data")
+    read_there = isinstance(saved, str) and Path(saved).resolve() == data_dir.resolve()
+    if found is not None and not read_there:
+        return
+    held = "the prepared data the run read (its --data)" if read_there else "files of its own, and no meta.json: no run's tokens"
+    raise FileExistsError(f"{data_dir} holds {held}, which tokens of --data's text files would replace: to train on "
+                          f"that text, prepare it into another folder (`minigpt prepare FILES --out DIR`) and resume with "
+                          f"--data DIR, or start a new run with another --out")
 
 
 def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path, progress: bool) -> None:
-    """Tokenize --data's text files (with a bar if `progress`) into tokens_dir: OUT_DIR/data, this
-    run's own (check_out_dir refused another run's OUT_DIR, and a data/ not its own), or for a resumed run OUT_DIR/data.new,
-    checked there by `check_data` (the same tokens, say from the text files moved elsewhere, or
-    other ones with --allow-new-data) and removed if refused."""
+    """Tokenize --data's text files (with a bar if `progress`) into tokens_dir (OUT_DIR/data.new:
+    `_text_tokens`). A resumed run's are checked there by `check_data` (the same tokens, say from
+    the text files moved elsewhere, or other ones with --allow-new-data) and removed if refused."""
     # Several files are joined as `minigpt prepare FILES` joins them: <|endoftext|> after each, and
     # the last --val-fraction of each held out.
     meta = prepare(cfg.data_paths(), tokenizer, tokens_dir, cfg.val_fraction, overwrite=True, progress=progress)
-    if tokens_dir.name != NEW_TOKENS:
+    if not cfg.resume:
         return
     state = read_state(Path(cfg.out) / STATE_FILE, map_location="cpu", mmap=True)
     now = data_fingerprint(load_splits(tokens_dir, meta, meta["vocab_size"]), meta["vocab_size"])
@@ -242,12 +269,12 @@ def _tokenize(cfg: FinetuneConfig, tokenizer, tokens_dir: Path, progress: bool) 
 
 
 def adopt_new_tokens(out: Path) -> None:
-    """Move a resumed run's new tokens (OUT_DIR/data.new, see `_lm_task`) into data/, as the
+    """Move a resumed run's new tokens (OUT_DIR/data.new, see `_text_tokens`) into data/, as the
     checkpoint being saved records them; nothing when there are none. The processes keep reading
     the files they opened (memory-mapped: a rename or an unlink leaves them be)."""
     new = out / NEW_TOKENS
     if new.is_dir():
-        shutil.rmtree(out / "data")
+        shutil.rmtree(out / "data", ignore_errors=True)  # (the run's own: `check_replaceable_tokens`)
         new.rename(out / "data")
 
 

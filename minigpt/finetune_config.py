@@ -240,6 +240,10 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
         if self.task in ("lm", "sft") and self.strategy == "frozen":
             raise ValueError(FROZEN_LM_ERROR)  # before any data is prepared
+        targets = self.lora_targets  # (read as names by the check below: an int there was "not iterable", naming nothing)
+        if not (isinstance(targets, str) or (isinstance(targets, (list, tuple)) and all(isinstance(t, str) for t in targets))):
+            raise TypeError(f"lora_targets must be comma-separated projection names (a str such as 'attn.c_attn,mlp.c_fc'), "
+                            f"or a list or tuple of them, got {targets!r}")
         self.refuse_ignored_options()  # before any data is read or model loaded, as every check here
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")

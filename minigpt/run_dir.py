@@ -24,8 +24,9 @@ OUT_DIR layout:
     log.lost.jsonl       the log of a run killed before its first checkpoint, set aside when
                          --resume started it again (`restart_unsaved_run`)
     checkpoint.lost/     what that run had saved of its first checkpoint, set aside with it
-    data/, data.new/     fine-tuning's lm task: the tokens it trains on, and a resume's tokens of
-                         another --data until a checkpoint records them (minigpt/finetune.py)
+    data/, data.new/     fine-tuning's lm task: the tokens it trains on, and those being written (renamed
+                         to data/ once whole) or a resume's of another --data until a checkpoint
+                         records them (minigpt/finetune.py)
     adapter/             a LoRA run's adapters alone (its lm and sft tasks), beside each checkpoint's weights
     .lock                there while a run writes OUT_DIR (`run_dir_lock`): one run at a time
 """
@@ -36,7 +37,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -51,7 +51,7 @@ import torch.nn as nn
 
 from minigpt.checks import is_int
 from minigpt.config import INDEX_NAME, STATE_FILE, WEIGHTS_NAME
-from minigpt.files import atomic_path, atomic_write_text, file_lock, no_follow, read_json, stored_path
+from minigpt.files import atomic_path, atomic_write_text, file_lock, no_follow, read_json, refuse_lfs_pointer, stored_path
 from minigpt.optimizer import schedule_note
 from minigpt.run_log import (LOG_FILE, PLOT_FILE, append_log, comparable_evaluations, is_opening, plain_config, read_log,
                               records_of_state, truncate_log)
@@ -283,8 +283,9 @@ MOVED_DATA_HINT = "; if the run's data has moved, pass --data with where it is n
 
 # What a first checkpoint writes before its training_state.pt, which a kill can leave behind.
 CHECKPOINT_FILES = ("best/", "config.json", WEIGHTS_NAME, INDEX_NAME)
-# Where a LoRA run's checkpoint also saves its adapters alone (minigpt/lora.py's ADAPTER_DIR), after its weights.
-ADAPTER_DIR = "adapter/"
+# The trace of a LoRA run's adapters, as this file names what a folder holds ("best/"): its checkpoint
+# saves them alone, after its weights, in minigpt/lora.py's ADAPTER_DIR.
+ADAPTER_TRACE = "adapter/"
 
 
 def unsaved_run(out: Path, tokens: dict | None = None) -> list[str]:
@@ -343,42 +344,77 @@ def holds_run(out: Path, tokens: dict | None = None) -> bool:
 
 
 def run_tokens(settings: Mapping) -> dict | None:
-    """What the meta.json of the tokens a run of these `settings` (a config's fields, or the flags
-    parsed) writes into OUT_DIR/data records of them: the text files and the split, as finetune's lm
-    task tokenizes them (minigpt/data.py's `prepare`). None for a run that writes no data/: `minigpt
-    train`, finetune's other tasks, and an lm --data that is one prepared DATA_DIR, read where it is
-    (FinetuneConfig's `prepared_data`)."""
+    """What a run of these `settings` (a config's fields, or the flags parsed) tokenizes into
+    OUT_DIR/data, as its meta.json records it (minigpt/data.py's `prepare`): the text files, the
+    split, and the tokenizer, --tokenizer's or --init's (which `same_tokens` reads only when the
+    rest matches). None for a run that writes no data/: `minigpt train`, finetune's other tasks,
+    and an lm --data that is one prepared DATA_DIR, read where it is (FinetuneConfig's `prepared_data`)."""
+    from minigpt.finetune_config import one_or_several  # (it imports this module, through train_config)
+
     data = settings.get("data")
     if settings.get("task") != "lm" or not data:
         return None
-    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    kept = one_or_several(data)
+    paths = [kept] if isinstance(kept, str) else list(kept)
     if len(paths) == 1 and (Path(paths[0]) / "meta.json").is_file():
         return None
-    # Existing paths are kept absolute (FinetuneConfig's `one_or_several`), as prepare records them.
-    return {"sources": [stored_path(os.path.abspath(p)) for p in paths], "val_fraction": settings.get("val_fraction")}
+    return {"sources": [stored_path(p) for p in paths], "val_fraction": settings.get("val_fraction"),
+            "init": settings.get("init"), "tokenizer": settings.get("tokenizer")}
+
+
+def tokens_differ(meta: dict, tokens: dict) -> list[str]:
+    """What differs between the tokens a meta.json records (`meta`) and those a run tokenizes
+    (`tokens`: `run_tokens`), as "the tokens of" them: "other text files", "another --val-fraction",
+    "another tokenizer"; [] when none does.
+
+    A source is compared as a resolved absolute path: `minigpt prepare` records each as it was
+    typed (b/corpus.txt), read here from the current directory, as the run's own --data is. The
+    tokenizer is loaded only when the rest matches: its vocabulary size and <|endoftext|> id."""
+    from minigpt.tokenizer import model_tokenizer  # (loaded with the GPT-2 tables only when asked)
+
+    sources = meta.get("sources")
+    differ = []
+    if (not isinstance(sources, list) or not all(isinstance(p, str) for p in sources)
+            or [os.path.realpath(p) for p in sources] != [os.path.realpath(p) for p in tokens["sources"]]):
+        differ.append("other text files")
+    if meta.get("val_fraction") != tokens["val_fraction"]:
+        differ.append("another --val-fraction")
+    if not differ and tokens["init"]:  # (no --init: a bare --resume, whose flags come from the saved run later)
+        tokenizer = model_tokenizer(tokens["init"], tokens["tokenizer"])
+        if (meta.get("vocab_size"), meta.get("eos_token_id")) != (tokenizer.vocab_size, tokenizer.eos_token_id):
+            differ.append("another tokenizer")
+    return differ
+
+
+def same_tokens(meta: dict, tokens: dict) -> bool:
+    """Whether a meta.json records the tokens a run of `tokens` (`run_tokens`) makes (`tokens_differ`)."""
+    return not tokens_differ(meta, tokens)
+
+
+def data_meta(data: Path) -> dict | None:
+    """A data/ folder's meta.json, or None when it has none that reads as a dict."""
+    try:
+        meta = read_json(data / "meta.json") if (data / "meta.json").is_file() else None
+    except (OSError, ValueError):  # unreadable: no sign of whose it is
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def own_tokens(out: Path, tokens: dict | None) -> bool:
     """Whether OUT_DIR/data is the run's to write into, for a run that tokenizes its text there
-    (`tokens`: `run_tokens`; None: a run that writes no data/, whose it never is).
+    (`tokens`: `run_tokens`; None: a run that writes no data/, whose it never is): when its
+    meta.json records the same tokens (`same_tokens`), which the run writes again, the same.
 
-    It is when it can hold nothing of anyone else's: the tokens of the same text files and split
-    (its meta.json says so: written again, the same), what a tokenization killed midway leaves
-    (prepare's lock and temp files, nothing else), or a folder beside the log of a run there, which
-    tokenized it. Else it is the user's own (text they keep there, the output of a `minigpt
-    prepare` of other files): never a trace of a run, and a new run there is refused (`check_out_dir`)."""
+    finetune writes its tokens into data.new/ and renames that to data/ once whole, meta.json
+    included (minigpt/finetune.py's `_text_tokens`), so a data/ it made always has its meta.json;
+    a kill while it tokenized leaves data.new/, which the next run clears. Any other data/ (text
+    the user keeps there, the output of a `minigpt prepare` of other files, or of another
+    tokenizer) is the user's own: a new run there is refused (`check_out_dir`)."""
     data = out / "data"
     if tokens is None or not data.is_dir():
         return False
-    if (out / LOG_FILE).exists():
-        return True
-    try:
-        meta = read_json(data / "meta.json") if (data / "meta.json").is_file() else None
-    except (OSError, ValueError):  # unreadable: no sign of whose it is
-        meta = None
-    if isinstance(meta, dict):
-        return all(meta.get(k) == v for k, v in tokens.items())
-    return all(p.name == LOCK_FILE or p.name.endswith(".tmp") for p in data.iterdir())
+    meta = data_meta(data)
+    return meta is not None and same_tokens(meta, tokens)
 
 
 def next_lost(out: Path, name: str = "log", suffix: str = ".jsonl") -> Path:
@@ -420,14 +456,15 @@ def is_rank_0() -> bool:
     return env_rank()[0] == 0
 
 
-def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: str) -> None:
+def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: str, adapters: bool = False) -> None:
     """--resume (or --auto-resume: `asked`, the flag the note names) on a run that never saved a
     checkpoint: start it again from step 0.
 
     Its log.jsonl is renamed (`next_lost`), so the new log holds only the new run's steps; the
     part of a first checkpoint it left is moved into checkpoint.lost/ (the same flags write it
     again, bit for bit; and were it a finished run's model, its training_state.pt and loss.png
-    deleted by hand, nothing would be lost);
+    deleted by hand, nothing would be lost), adapter/ with it only for a run that saves its
+    adapters there (`adapters`: finetune's LoRA runs), else it is the user's, and stays;
     cfg.resume turns False: from here on the run is a new one (finetune --task lm tokenizes --data
     again into data/, as a new run does). Only rank 0 gets here (`check_out_dir`).
     """
@@ -435,7 +472,8 @@ def restart_unsaved_run(out: Path, cfg: TrainConfig, traces: list[str], asked: s
     left = [name for name in ("best.new/", *CHECKPOINT_FILES) if name in traces]
     if set(left) - {"best/", "best.new/"}:  # the checkpoint's weights come with its tokenizer's files, and a LoRA
         # run's adapters: they go too
-        left += [name for name in (*TOKENIZER_WRITTEN, ADAPTER_DIR) if (out / name.rstrip("/")).exists()]
+        written = (*TOKENIZER_WRITTEN, *((ADAPTER_TRACE,) if adapters else ()))
+        left += [name for name in written if (out / name.rstrip("/")).exists()]
     if (out / LOG_FILE).exists():
         target = next_lost(out)
         (out / LOG_FILE).rename(target)
@@ -553,7 +591,7 @@ def check_out_dir(cfg: TrainConfig, adapters: bool = False) -> None:
             check_resumable(out)
             return
         check_folders(out, tokens, adapters, traces)  # before the restart moves anything
-        restart_unsaved_run(out, cfg, traces, asked)
+        restart_unsaved_run(out, cfg, traces, asked, adapters)
         return
     found = [name for name in (*RUN_FILES, "best/") if (out / name).exists()]
     if found and traces:
@@ -583,15 +621,17 @@ def check_folders(out: Path, tokens: dict | None, adapters: bool, traces: list[s
     prepare(overwrite=True) and save_adapters write over what is there without a word."""
     theirs, hint = {}, ""
     if tokens is not None and (out / "data").exists() and not own_tokens(out, tokens):
-        if (out / "data" / "meta.json").is_file():
-            held = "the tokens of other text files or of another --val-fraction, as its meta.json says"
-            hint = f"; to train on those tokens, pass --data {out / 'data'} (prepared data is read where it is)"
+        if (meta := data_meta(out / "data")) is not None:
+            differ = tokens_differ(meta, tokens)
+            held = f"the tokens of {' and of '.join(differ)}, as its meta.json says"
+            if "another tokenizer" not in differ:  # (prepared with another, they are no ids of this model's)
+                hint = f"; to train on those tokens, pass --data {out / 'data'} (prepared data is read where it is)"
         else:
             held = "files of its own, and no meta.json: no run's tokens"
         theirs["data/"] = f"data/ ({held}), where the lm task writes the tokens of --data's text files"
     weights = set(traces) & {"config.json", WEIGHTS_NAME, INDEX_NAME}  # a first checkpoint's, set aside with its adapter/
-    if adapters and (out / ADAPTER_DIR).exists() and not weights:
-        theirs[ADAPTER_DIR] = f"{ADAPTER_DIR}, where each checkpoint of this LoRA run saves its adapters alone"
+    if adapters and (out / ADAPTER_TRACE).exists() and not weights:
+        theirs[ADAPTER_TRACE] = f"{ADAPTER_TRACE}, where each checkpoint of this LoRA run saves its adapters alone"
     if theirs:
         raise FileExistsError(f"{out} holds {'; and '.join(theirs.values())}: this run would write over "
                               f"{'it' if len(theirs) == 1 else 'them'}. Choose another --out, or move {' and '.join(theirs)} "
@@ -654,13 +694,19 @@ def read_state(path: Path, **load_kwargs) -> dict:
         state = torch.load(path, weights_only=True, **load_kwargs)
     except torch.OutOfMemoryError:
         raise  # the file is fine; the device is full
-    except pickle.UnpicklingError as e:  # weights_only met an object: torch's advice, to load it unchecked, is no answer
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # (torch names its class in that advice)
-        what = f"an object of class {found[1]}" if found else "more than tensors and plain Python values"
-        raise ValueError(f"{path} is not a training state saved by minigpt: it holds {what}; not unpickling it, which "
-                         "could run any code the file holds") from None
-    except Exception as e:  # not a torch zip file, or truncated
-        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {str(e)[:200]})") from None
+    except Exception as e:
+        # weights_only met an object ("Unsupported global", naming its class): torch's advice, to load
+        # it unchecked, is no answer. Any other failure (not a torch zip file, truncated, random bytes,
+        # which fail as an UnpicklingError too, "Unsupported operand 118") is named without that advice.
+        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
+            raise ValueError(f"{path} is not a training state saved by minigpt: it holds an object of class {found[1]}; "
+                             "not unpickling it, which could run any code the file holds") from None
+        with suppress(OSError):  # (a file that cannot be read is named below)
+            refuse_lfs_pointer(path)
+        # (torch's UnpicklingError puts its finding, "Unsupported operand 118", after its advice)
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        detail = found[1].splitlines()[0] if found else str(e)
+        raise ValueError(f"{path} is not a readable training state ({type(e).__name__}: {detail[:200]})") from None
     missing = {"config", "model", "optimizer", "scaler", "step", "best_val_loss"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a training state saved by minigpt: it lacks {', '.join(sorted(missing))}")

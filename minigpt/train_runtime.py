@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from minigpt.checkpoint import DTYPE_NAMES, resolve_device
+from minigpt.checks import CPU_ALLOCATOR_FAILURES, is_out_of_memory
 from minigpt.cli import FAILED, guarded, no_cxx_compiler
 from minigpt.files import json_line
 from minigpt.run_dir import env_rank, is_rank_0, saved_step
@@ -370,25 +371,21 @@ def what_stands(error: Exception) -> str:
             "continue from it with --resume")
 
 
-# What torch's CPU allocator says when it cannot allocate (as a RuntimeError of no class of its
-# own): "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes", and in other
-# versions "... not enough memory: ...".
-CPU_ALLOCATOR_FAILED = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
-
-
 def out_of_memory(error: BaseException) -> str | None:
     """The one line for a run that ran out of memory on its device (a batch, a model or a block
     too big: torch.OutOfMemoryError on a GPU, the CPU allocator's failure on a CPU), or None for
     any other error. A setting to change, not a bug: no traceback."""
-    if not (isinstance(error, torch.OutOfMemoryError)
-            or isinstance(error, RuntimeError) and any(said in str(error) for said in CPU_ALLOCATOR_FAILED)):
+    if not is_out_of_memory(error):
         return None
     text = str(error).strip() or type(error).__name__
     # From the allocator's words on: what comes before is the C++ check that failed ("[enforce fail at ...]").
-    start = next((text.find(words) for words in CPU_ALLOCATOR_FAILED if words in text), 0)
+    start = next((text.find(words) for words in CPU_ALLOCATOR_FAILURES if words in text), 0)
     said = text[start:].splitlines()[0]
-    return (f"out of memory ({said}): use a smaller --batch-size (a larger --grad-accum keeps the batch per step) or "
-            "--block-size, or turn on --gradient-checkpointing")
+    # The model itself may be what does not fit (train --n-embd 100000000), not only a batch.
+    return (f"out of memory ({said}): the model, its AdamW state (8 bytes a weight that trains) and a batch's "
+            "activations must fit: use a smaller model (--n-layer, --n-embd; finetune: --strategy lora, or frozen "
+            "for classify), --dtype bfloat16, a smaller --batch-size (a larger --grad-accum keeps the batch per step) "
+            "or --block-size, or turn on --gradient-checkpointing")
 
 
 def run_command(prog: str, work: Callable[[], dict | None]) -> int:

@@ -1034,7 +1034,7 @@ def test_an_lm_run_killed_before_its_first_checkpoint_starts_again_with_resume(b
     """A fine-tuning run killed before its first checkpoint leaves, besides its log.jsonl, the lm
     task's data/. --resume starts it again from step 0 as `minigpt train` does (see test_train's
     test of the same name): the log kept as log.lost.jsonl, and data/ tokenized again from --data
-    (here it held another text's tokens: reused, they would have been trained on silently). A bare
+    (a data/ of another text's tokens is no run's of this --data, and is refused). A bare
     --resume says there is nothing to resume, not "--init MODEL_DIR is required"."""
     from minigpt.data import prepare
     from minigpt.finetune import main
@@ -1042,8 +1042,18 @@ def test_an_lm_run_killed_before_its_first_checkpoint_starts_again_with_resume(b
 
     out = tmp_path / "o"
     (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    # Bug (a review): a `minigpt prepare` of other text in data/, beside a run's log (one that read it
+    # as --data OUT/data, killed before its first checkpoint), counted as the run's own tokens: a
+    # restart on text files wrote over it. data/ is a run's only when its meta.json names the run's tokens.
     prepare([tmp_path / "other.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")
     (out / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 5.0}) + "\n")
+    theirs = _files(out / "data")
+    for how in ("--resume", "--auto-resume"):
+        assert _run(base, out, "--data", str(base / "corpus.txt"), how) == 2
+        assert f"{out} holds data/ (the tokens of other text files, as its meta.json says)" in capsys.readouterr().err
+        assert _files(out / "data") == theirs
+    shutil.rmtree(out / "data")
+    prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")
     assert main(["--out", str(out), "--resume"]) == 2
     assert f"--resume: {out} holds no checkpoint: its run logged up to step 2" in capsys.readouterr().err
     assert _run(base, out, "--data", str(base / "corpus.txt")) == 2  # without --resume: what happened, and what to type
@@ -1085,7 +1095,7 @@ def test_a_run_refuses_an_out_holding_a_data_or_adapter_folder_that_is_not_its_o
     (adapters / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
     (adapters / "adapter" / "adapter_model.safetensors").write_bytes(b"their adapters")
     cases = [(mine, (), "data/ (files of its own, and no meta.json: no run's tokens)"),
-             (prepared, (), "data/ (the tokens of other text files or of another --val-fraction, as its meta.json says)"),
+             (prepared, (), "data/ (the tokens of other text files, as its meta.json says)"),
              (adapters, ("--strategy", "lora"), "adapter/, where each checkpoint of this LoRA run saves its adapters alone")]
     for out, flags, said in cases:
         before = _files(out)
@@ -1105,20 +1115,74 @@ def test_a_run_refuses_an_out_holding_a_data_or_adapter_folder_that_is_not_its_o
     assert _run(base, same, "--data", str(base / "corpus.txt"), "--max-iters", "1") == 0
 
 
+def test_a_prepared_data_folder_is_the_runs_own_only_with_its_text_split_and_tokenizer(base, tmp_path, capsys, monkeypatch):
+    """Bug (a review): a `minigpt prepare` of the same text with another tokenizer passed for the
+    run's own tokens and was written over (meta.json's tokenizer was not compared), and one that
+    recorded its text file as typed (b/corpus.txt) was refused as "other text files", untrue: a
+    source is compared as a resolved path, from the current directory."""
+    from minigpt.data import prepare
+    from minigpt.tokenizer import Tokenizer
+
+    other_tokenizer = Tokenizer.train(CORPUS.upper(), 280)
+    theirs = tmp_path / "theirs"
+    prepare([base / "corpus.txt"], other_tokenizer, theirs / "data")
+    before = _files(theirs)
+    assert _run(base, theirs, "--data", str(base / "corpus.txt"), "--auto-resume") == 2
+    err = capsys.readouterr().err
+    assert f"{theirs} holds data/ (the tokens of another tokenizer, as its meta.json says)" in err, err
+    assert "to train on those tokens" not in err and _files(theirs) == before  # (no ids of this model's)
+    monkeypatch.chdir(base)
+    relative = tmp_path / "relative"
+    prepare([Path("corpus.txt")], Tokenizer.from_pretrained(base / "base"), relative / "data")
+    assert json.loads((relative / "data" / "meta.json").read_text())["sources"] == ["corpus.txt"]
+    assert _run(base, relative, "--data", "corpus.txt", "--max-iters", "1") == 0
+
+
+def test_a_resume_on_text_files_keeps_the_prepared_data_the_run_read_in_out_data(base, tmp_path, capsys):
+    """Bug (a review): a run that read --data OUT/data (a `minigpt prepare` output, read where it
+    is), resumed with text files and --allow-new-data, deleted that folder and wrote its new tokens
+    there: the user's input, not the run's product. Refused now, before any tokenizing, data/ kept."""
+    from minigpt.data import prepare
+    from minigpt.tokenizer import Tokenizer
+
+    out = tmp_path / "o"
+    (tmp_path / "other.txt").write_text("Something else entirely.\n" * 40)
+    prepare([tmp_path / "other.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")
+    assert _run(base, out, "--data", str(out / "data"), "--max-iters", "2") == 0
+    before = _files(out / "data")
+    capsys.readouterr()
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--resume", "--allow-new-data") == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'data'} holds the prepared data the run read (its --data), which tokens of --data's" in err, err
+    assert _files(out / "data") == before and not (out / "data.new").exists()
+
+
 @pytest.mark.parametrize("left", ["tokens", "killed tokenizing", "first checkpoint"])
-def test_auto_resume_starts_again_a_fine_tuning_run_killed_before_its_first_checkpoint(base, tmp_path, capsys, left):
+def test_auto_resume_starts_again_a_fine_tuning_run_killed_before_its_first_checkpoint(base, tmp_path, capsys, left,
+                                                                                      monkeypatch):
     """What a run killed before its first checkpoint leaves is its own, and --auto-resume starts it
     again: its tokens alone (killed before its first log record), what a tokenization killed midway
-    leaves in data/ (prepare's lock and temp files), or a LoRA run's log, tokens and the part of
+    leaves (data.new/, renamed to data/ only once whole: a review's kill -9 after the token files but
+    before meta.json left a data/ that was then refused), or a LoRA run's log, tokens and the part of
     its first checkpoint it wrote, adapter/ included, which is set aside in checkpoint.lost/."""
     from minigpt.data import prepare
     from minigpt.tokenizer import Tokenizer
 
     out, flags = tmp_path / "o", ("--data", str(base / "corpus.txt"), "--strategy", "lora", "--auto-resume")
-    if left == "killed tokenizing":
-        (out / "data").mkdir(parents=True)
-        (out / "data" / ".lock").write_bytes(b"")
-        (out / "data" / "train.bin.tmp").write_bytes(b"\0" * 64)
+    if left == "killed tokenizing":  # late: the token files renamed in, no meta.json yet (a review's kill -9)
+        import minigpt.finetune
+        from minigpt.data import write_token_files
+
+        def killed(paths, tokenizer, out_dir, val_fraction, **_):
+            Path(out_dir).mkdir()
+            write_token_files(paths, tokenizer, Path(out_dir), val_fraction, progress=False)
+            tokenizer.save_pretrained(Path(out_dir) / "tokenizer")
+            raise KeyboardInterrupt  # (as a kill -9 here: nothing after it runs)
+
+        with monkeypatch.context() as m:
+            m.setattr(minigpt.finetune, "prepare", killed)
+            assert _run(base, out, *flags) != 0, capsys.readouterr().err
+        assert not (out / "data").exists() and (out / "data.new" / "train.bin").exists()
     else:
         prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")
     if left == "first checkpoint":
@@ -1136,6 +1200,25 @@ def test_auto_resume_starts_again_a_fine_tuning_run_killed_before_its_first_chec
     if left == "first checkpoint":
         assert (out / "checkpoint.lost" / "adapter" / "adapter_config.json").read_text() == "{}"
         assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert not (out / "data.new").exists() and json.loads((out / "data" / "meta.json").read_text())["train_tokens"] > 0
+
+
+def test_a_full_run_started_again_leaves_the_users_adapter_folder_where_it_is(base, tmp_path, capsys):
+    """Bug (a review): starting again a run killed during its first checkpoint moved OUT/adapter/ into
+    checkpoint.lost/ for every run, saying the run had saved it; a --strategy full run saves no
+    adapters, so adapter/ there is the user's (check_out_dir accepts it), and it stays."""
+    out = tmp_path / "o"
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--strategy", "full", "--max-iters", "2") == 0
+    for name in ("training_state.pt", "loss.png", "finetune_summary.json"):  # as a kill during the first checkpoint leaves it
+        (out / name).unlink()
+    (out / "adapter").mkdir()
+    (out / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    capsys.readouterr()
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--strategy", "full", "--max-iters", "2", "--resume") == 0
+    err = capsys.readouterr().err
+    assert "Starting it again from step 0" in err and "adapter/" not in err, err
+    assert (out / "adapter" / "adapter_config.json").read_text() == '{"peft_type": "LORA", "r": 4}'
+    assert not (out / "checkpoint.lost" / "adapter").exists() and (out / "checkpoint.lost" / "model.safetensors").exists()
 
 
 def test_finetune_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value_in_the_saved_config(base, tmp_path, capsys):
@@ -1153,6 +1236,11 @@ def test_finetune_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value
     err = capsys.readouterr().err
     assert f"error: {out / 'training_state.pt'} is damaged: its config sets max_iters=4.5 (max_iters must be " in err, err
     assert "Traceback" not in err
+    # (a review) lora_targets=5 was "TypeError: 'int' object is not iterable", naming no setting
+    torch.save({**state, "config": {**state["config"], "lora_targets": 5}}, out / "training_state.pt")
+    assert main(["--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'training_state.pt'} is damaged: its config sets lora_targets=5 (lora_targets must be " in err, err
 
 
 def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_path, capsys):

@@ -2161,6 +2161,22 @@ def test_a_training_state_holding_an_object_is_refused_without_torchs_advice_to_
     assert "weights_only" not in str(refused.value)
 
 
+def test_a_training_state_that_is_an_lfs_pointer_or_random_bytes_is_not_said_to_hold_code(tmp_path):
+    """Bug (a review): every UnpicklingError got the wording for a pickled object ("could run any
+    code"), but a Git LFS pointer or random bytes fail as one too ("Unsupported operand 118"). The
+    pointer is named as such; other bytes are not a readable state, with torch's finding, not its advice."""
+    path = tmp_path / STATE_FILE
+    path.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12345\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} is a Git LFS pointer, not the file itself") as refused:
+        minigpt.run_dir.read_state(path)
+    path.write_bytes(bytes(range(249, 256)) * 500)  # opcode 249: no pickle opcode
+    with pytest.raises(ValueError) as refused_too:
+        minigpt.run_dir.read_state(path)
+    assert str(refused_too.value) == f"{path} is not a readable training state (UnpicklingError: Unsupported operand 249)"
+    for said in (str(refused.value), str(refused_too.value)):
+        assert "any code" not in said and "weights_only" not in said
+
+
 def test_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value_in_the_saved_config(tmp_path, capsys):
     """Bug (an audit of untrusted files): a training_state.pt whose saved config sets lr="0.1" (edited
     by hand, or written by another program) crashed `train --resume` with the config's traceback,
@@ -2209,15 +2225,17 @@ def test_a_run_out_of_cpu_memory_ends_in_one_line_with_exit_2(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == (
         "minigpt train: error: out of memory (DefaultCPUAllocator: can't allocate memory: you tried to allocate "
-        "8000000000 bytes. Error code 12 (Cannot allocate memory)): use a smaller --batch-size (a larger --grad-accum "
-        "keeps the batch per step) or --block-size, or turn on --gradient-checkpointing")
+        "8000000000 bytes. Error code 12 (Cannot allocate memory)): the model, its AdamW state (8 bytes a weight that "
+        "trains) and a batch's activations must fit: use a smaller model (--n-layer, --n-embd; finetune: --strategy "
+        "lora, or frozen for classify), --dtype bfloat16, a smaller --batch-size (a larger --grad-accum keeps the batch "
+        "per step) or --block-size, or turn on --gradient-checkpointing")
     assert "Traceback" not in err
 
     def gpu_full():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
 
     assert train_runtime.run_command("minigpt train", gpu_full) == 2
-    assert "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.): use a smaller" in capsys.readouterr().err
+    assert "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.): the model, its AdamW" in capsys.readouterr().err
 
     def a_bug():
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")

@@ -19,19 +19,21 @@ import sys
 from collections.abc import Sequence
 
 
-# How torch's CPU allocator says it has no memory, as a RuntimeError of no class of its own:
-# "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried
-# to allocate N bytes" on Linux and macOS, "... not enough memory: ..." on Windows.
-CPU_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+# How the allocators that raise no torch.OutOfMemoryError say they have no memory, as a RuntimeError
+# of no class of its own: the CPU's "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator:
+# can't allocate memory: you tried to allocate N bytes" on Linux and macOS, "... not enough memory: ..."
+# on Windows; Apple's MPS "MPS backend out of memory (MPS allocated: ...). Tried to allocate N GiB ...".
+ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
+                      "MPS backend out of memory")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """Whether `err` is a device's allocator running out: torch.OutOfMemoryError (a GPU's), or the
-    CPU allocator's RuntimeError; not another failure (torch's "Storage size calculation overflowed"
-    for a size past 2**63 bytes among them), which should stay what it is."""
+    """Whether `err` is a device's allocator running out: torch.OutOfMemoryError (a CUDA GPU's), or the
+    CPU's or Apple MPS's RuntimeError (`ALLOCATOR_FAILURES`); not another failure (torch's "Storage size
+    calculation overflowed" for a size past 2**63 bytes among them), which should stay what it is."""
     import torch  # here, not above: this module imports no torch; an error of torch's means it is loaded
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and any(failure in str(err) for failure in CPU_ALLOCATOR_FAILURES))
+        isinstance(err, RuntimeError) and any(failure in str(err) for failure in ALLOCATOR_FAILURES))
 
 
 def is_bool(value) -> bool:

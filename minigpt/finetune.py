@@ -199,7 +199,8 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime, progress: bool) ->
     The tokens are written into data.new (NEW_TOKENS) and come to data/ by a rename, once whole
     (prepare writes meta.json last): a data/ that finetune made is never half-written, and a run
     killed while it tokenized leaves data.new, which the next one clears (run_dir.py's
-    `own_tokens` counts data/ as a run's by its meta.json alone). A new run renames them into place
+    `own_tokens` counts data/ as a run's by its meta.json and tokenizer/ alone; a --data inside
+    data.new is refused: `check_finetune_inputs`). A new run renames them into place
     at once, over a data/ of the same tokens (check_out_dir refused any other). A resumed run
     reuses its tokens, unless --data now names other files or --val-fraction another split (a flag
     given with --resume overrides the saved one, so the text is tokenized again, the flag not
@@ -210,7 +211,7 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime, progress: bool) ->
     out = Path(cfg.out)
     data_dir, new = out / "data", out / NEW_TOKENS
     found = data_meta(data_dir) if cfg.resume else None
-    reused = found is not None and same_tokens(found, run_tokens(vars(cfg)))
+    reused = found is not None and same_tokens(data_dir, found, run_tokens(vars(cfg)))
     if cfg.resume and not reused:
         check_replaceable_tokens(cfg, found)
 
@@ -459,9 +460,9 @@ DATA_KINDS = ("text files or a DATA_DIR `minigpt prepare` wrote (lm), a TSV file
 
 def check_finetune_inputs(cfg: FinetuneConfig) -> None:
     """Refuse a --data or --init the run could not start from, naming what is wrong and how to fix
-    it: a missing path, lm data that is neither text nor one prepared DATA_DIR (`check_lm_data`), or
-    an --init that is no checkpoint (a folder of LoRA adapters alone, a file, a folder without
-    config.json). Before OUT_DIR is locked or any model, tokenizer or data is read: a typo costs no
+    it: a missing path, one inside OUT_DIR/data.new (the lm task's scratch), lm data that is neither
+    text nor one prepared DATA_DIR (`check_lm_data`), or an --init that is no checkpoint (a folder
+    of LoRA adapters alone, a file, a folder without config.json). Before OUT_DIR is locked or any model, tokenizer or data is read: a typo costs no
     wait. Every process checks (under torchrun rank 0 alone reads the lm text)."""
     if not cfg.data:
         raise ValueError(f"--data (data= in Python) is required: {DATA_KINDS}")
@@ -469,6 +470,13 @@ def check_finetune_inputs(cfg: FinetuneConfig) -> None:
         if not path.exists():
             moved = MOVED_DATA_HINT if cfg.resume else ""
             raise FileNotFoundError(f"--data {path} does not exist: {DATA_KINDS}{moved}")
+    scratch = (Path(cfg.out) / NEW_TOKENS).resolve()
+    for path in (*cfg.data_paths(), *((Path(cfg.val_data),) if cfg.val_data else ())):
+        if path.resolve().is_relative_to(scratch):  # (the lm task clears it, and renames it to data/)
+            flag = "--data" if path in cfg.data_paths() else "--val-data"
+            raise ValueError(f"{flag} {path} is in {NEW_TOKENS}/ of --out {cfg.out}, the folder where a fine-tuning "
+                             "run there writes the tokens of its text files before they become data/ (clearing it "
+                             "first): move or rename it, and pass its new path")
     if cfg.task == "lm":
         check_lm_data(cfg)
     init = Path(cfg.init)
@@ -618,17 +626,21 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True) -> dict | None:
         max_length = cfg.block_size if cfg.task == "classify" else trained_length(cfg, cfg.block_size,
                                                                                   model.config.n_positions)
 
+        # Only a run that tokenizes text (`_text_tokens`) writes data.new: another's (classify, sft, an lm
+        # run on prepared data) may be a folder of the user's that happens to bear that name, not to be touched.
+        tokenizes = run_tokens(vars(cfg)) is not None
+
         def save_fn(m: nn.Module, path: Path) -> None:  # (rank 0 alone saves)
             export(m, Path(path), tokenizer, max_length)
             if saves_adapters(cfg):  # the adapters alone too: MBs beside the merged model's GBs
                 save_adapters(m, Path(path) / ADAPTER_DIR, base=cfg.init)
-            if Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
+            if tokenizes and Path(path) == out:  # the run's checkpoint, whose training state records the data it trains on
                 adopt_new_tokens(out)
 
         try:
             metrics = train_loop(model, cfg, get_batch, loss_fn, save_fn, **extra, progress=progress)
         finally:  # new tokens no checkpoint recorded: the resume was refused, failed, or ran nothing to save
-            if rt.is_main:
+            if rt.is_main and tokenizes:
                 shutil.rmtree(out / NEW_TOKENS, ignore_errors=True)
         # log.jsonl is rank 0's, and so is the summary: the others wait for it, and learn if it failed.
         return on_rank_0(rt, lambda: write_summary(cfg, rt, metrics["step"], summary))

@@ -362,14 +362,17 @@ def run_tokens(settings: Mapping) -> dict | None:
             "init": settings.get("init"), "tokenizer": settings.get("tokenizer")}
 
 
-def tokens_differ(meta: dict, tokens: dict) -> list[str]:
-    """What differs between the tokens a meta.json records (`meta`) and those a run tokenizes
-    (`tokens`: `run_tokens`), as "the tokens of" them: "other text files", "another --val-fraction",
-    "another tokenizer"; [] when none does.
+def tokens_differ(data: Path, meta: dict, tokens: dict) -> list[str]:
+    """What differs between the tokens a prepared folder `data` holds (`meta`: its meta.json) and
+    those a run tokenizes (`tokens`: `run_tokens`), as "the tokens of" them: "other text files",
+    "another --val-fraction", "another tokenizer"; [] when none does.
 
     A source is compared as a resolved absolute path: `minigpt prepare` records each as it was
     typed (b/corpus.txt), read here from the current directory, as the run's own --data is. The
-    tokenizer is loaded only when the rest matches: its vocabulary size and <|endoftext|> id."""
+    tokenizer is loaded only when the rest matches: its vocabulary size and <|endoftext|> id, and
+    the tokenizer `prepare` saved in data/tokenizer, where there is one, as `check_same_tokenizer`
+    compares them (two tokenizers of one size trained on other texts give other ids)."""
+    from minigpt.pretrain import check_same_tokenizer  # (it imports the training code, which imports this module)
     from minigpt.tokenizer import model_tokenizer  # (loaded with the GPT-2 tables only when asked)
 
     sources = meta.get("sources")
@@ -381,14 +384,20 @@ def tokens_differ(meta: dict, tokens: dict) -> list[str]:
         differ.append("another --val-fraction")
     if not differ and tokens["init"]:  # (no --init: a bare --resume, whose flags come from the saved run later)
         tokenizer = model_tokenizer(tokens["init"], tokens["tokenizer"])
-        if (meta.get("vocab_size"), meta.get("eos_token_id")) != (tokenizer.vocab_size, tokenizer.eos_token_id):
+        try:  # (a data/tokenizer without a tokenizer's files tells nothing: it passes)
+            check_same_tokenizer(tokenizer, data / "tokenizer", "", "")
+            same = (meta.get("vocab_size"), meta.get("eos_token_id")) == (tokenizer.vocab_size, tokenizer.eos_token_id)
+        except ValueError:
+            same = False
+        if not same:
             differ.append("another tokenizer")
     return differ
 
 
-def same_tokens(meta: dict, tokens: dict) -> bool:
-    """Whether a meta.json records the tokens a run of `tokens` (`run_tokens`) makes (`tokens_differ`)."""
-    return not tokens_differ(meta, tokens)
+def same_tokens(data: Path, meta: dict, tokens: dict) -> bool:
+    """Whether the prepared folder `data` (`meta`: its meta.json) holds the tokens a run of `tokens`
+    (`run_tokens`) makes (`tokens_differ`)."""
+    return not tokens_differ(data, meta, tokens)
 
 
 def data_meta(data: Path) -> dict | None:
@@ -400,10 +409,30 @@ def data_meta(data: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
+def started_tokens(out: Path) -> list[dict]:
+    """The tokens (`run_tokens`) that each start of a run in OUT_DIR wrote into data/, read from the
+    config in the opening record that begins its log: log.jsonl's, and those of the logs an earlier
+    restart set aside (`next_lost`). A restart with another --data or --val-fraction (a typo mended)
+    writes over that run's data/, which its own config no longer describes."""
+    found = []
+    for log in (out / LOG_FILE, *out.glob("log.lost*.jsonl")):
+        try:
+            with open(log, encoding="utf-8") as f:
+                record = json.loads(f.readline())
+        except (OSError, ValueError):  # gone, unreadable or torn: it tells nothing
+            continue
+        if isinstance(record, dict) and is_opening(record) and isinstance(record.get("config"), Mapping):
+            if (tokens := run_tokens(record["config"])) is not None:
+                found.append(tokens)
+    return found
+
+
 def own_tokens(out: Path, tokens: dict | None) -> bool:
     """Whether OUT_DIR/data is the run's to write into, for a run that tokenizes its text there
     (`tokens`: `run_tokens`; None: a run that writes no data/, whose it never is): when its
-    meta.json records the same tokens (`same_tokens`), which the run writes again, the same.
+    meta.json records the same tokens (`same_tokens`), which the run writes again, the same, or
+    those a start of the run in OUT_DIR wrote (`started_tokens`: an unsaved run, restarted with
+    other flags).
 
     finetune writes its tokens into data.new/ and renames that to data/ once whole, meta.json
     included (minigpt/finetune.py's `_text_tokens`), so a data/ it made always has its meta.json;
@@ -414,7 +443,15 @@ def own_tokens(out: Path, tokens: dict | None) -> bool:
     if tokens is None or not data.is_dir():
         return False
     meta = data_meta(data)
-    return meta is not None and same_tokens(meta, tokens)
+    if meta is None:
+        return False
+    if same_tokens(data, meta, tokens):
+        return True
+    for made in started_tokens(out):
+        with suppress(OSError, ValueError):  # a start's --init or --tokenizer gone or unreadable since: not its tokens
+            if same_tokens(data, meta, made):
+                return True
+    return False
 
 
 def next_lost(out: Path, name: str = "log", suffix: str = ".jsonl") -> Path:
@@ -622,7 +659,7 @@ def check_folders(out: Path, tokens: dict | None, adapters: bool, traces: list[s
     theirs, hint = {}, ""
     if tokens is not None and (out / "data").exists() and not own_tokens(out, tokens):
         if (meta := data_meta(out / "data")) is not None:
-            differ = tokens_differ(meta, tokens)
+            differ = tokens_differ(out / "data", meta, tokens)
             held = f"the tokens of {' and of '.join(differ)}, as its meta.json says"
             if "another tokenizer" not in differ:  # (prepared with another, they are no ids of this model's)
                 hint = f"; to train on those tokens, pass --data {out / 'data'} (prepared data is read where it is)"

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from minigpt.checkpoint import DTYPE_NAMES, resolve_device
-from minigpt.checks import CPU_ALLOCATOR_FAILURES, is_out_of_memory
+from minigpt.checks import ALLOCATOR_FAILURES, is_out_of_memory
 from minigpt.cli import FAILED, guarded, no_cxx_compiler
 from minigpt.files import json_line
 from minigpt.run_dir import env_rank, is_rank_0, saved_step
@@ -379,7 +379,7 @@ def out_of_memory(error: BaseException) -> str | None:
         return None
     text = str(error).strip() or type(error).__name__
     # From the allocator's words on: what comes before is the C++ check that failed ("[enforce fail at ...]").
-    start = next((text.find(words) for words in CPU_ALLOCATOR_FAILURES if words in text), 0)
+    start = next((text.find(words) for words in ALLOCATOR_FAILURES if words in text), 0)
     said = text[start:].splitlines()[0]
     # The model itself may be what does not fit (train --n-embd 100000000), not only a batch.
     return (f"out of memory ({said}): the model, its AdamW state (8 bytes a weight that trains) and a batch's "

@@ -1131,6 +1131,16 @@ def test_a_prepared_data_folder_is_the_runs_own_only_with_its_text_split_and_tok
     err = capsys.readouterr().err
     assert f"{theirs} holds data/ (the tokens of another tokenizer, as its meta.json says)" in err, err
     assert "to train on those tokens" not in err and _files(theirs) == before  # (no ids of this model's)
+    # Bug (a review): one of the model's own size (300, <|endoftext|> 299) passed, as only the size and
+    # the eos id were compared: the tokenizer prepare saved in data/tokenizer is compared whole now.
+    same_size = Tokenizer.train(CORPUS.upper(), 300)
+    assert (same_size.vocab_size, same_size.eos_token_id) == (Tokenizer.from_pretrained(base / "base").vocab_size, 299)
+    shutil.rmtree(theirs)
+    prepare([base / "corpus.txt"], same_size, theirs / "data")
+    before = _files(theirs)
+    assert _run(base, theirs, "--data", str(base / "corpus.txt")) == 2
+    assert "(the tokens of another tokenizer, as its meta.json says)" in capsys.readouterr().err
+    assert _files(theirs) == before
     monkeypatch.chdir(base)
     relative = tmp_path / "relative"
     prepare([Path("corpus.txt")], Tokenizer.from_pretrained(base / "base"), relative / "data")
@@ -1155,6 +1165,51 @@ def test_a_resume_on_text_files_keeps_the_prepared_data_the_run_read_in_out_data
     err = capsys.readouterr().err
     assert f"error: {out / 'data'} holds the prepared data the run read (its --data), which tokens of --data's" in err, err
     assert _files(out / "data") == before and not (out / "data.new").exists()
+
+
+@pytest.mark.parametrize("mended", ["data", "val-fraction"])
+def test_a_restart_of_an_unsaved_lm_run_may_mend_its_data_or_val_fraction(base, tmp_path, capsys, mended):
+    """Bug (a review): a run killed during its first checkpoint (no training_state.pt), restarted with
+    --auto-resume and a corrected --data or --val-fraction, was refused: its data/, whose meta.json no
+    longer matched the flags, was taken for the user's. It is the run's own, as the config in its
+    log's opening record says, and is tokenized again from the flags given."""
+    out, other = tmp_path / "o", tmp_path / "other.txt"
+    other.write_text(CORPUS.replace("speak", "talk"))
+    assert _run(base, out, "--data", str(base / "corpus.txt"), "--max-iters", "2") == 0
+    for name in ("training_state.pt", "loss.png", "finetune_summary.json"):  # as a kill during that checkpoint leaves it
+        (out / name).unlink()
+    flags = ("--data", str(other)) if mended == "data" else ("--data", str(base / "corpus.txt"), "--val-fraction", "0.2")
+    capsys.readouterr()
+    assert _run(base, out, *flags, "--max-iters", "2", "--auto-resume") == 0, capsys.readouterr().err
+    assert "Starting it again from step 0 with the flags given" in capsys.readouterr().err
+    meta = json.loads((out / "data" / "meta.json").read_text())
+    assert (meta["sources"], meta["val_fraction"]) == (([str(other)], 0.1) if mended == "data" else
+                                                       ([str(base / "corpus.txt")], 0.2))
+    assert (out / "log.lost.jsonl").exists() and (out / "training_state.pt").exists()
+
+
+def test_a_data_folder_named_data_new_in_out_is_refused_and_kept(base, tmp_path, capsys):
+    """Bug (a review): OUT/data.new is where the lm task writes its tokens before they become data/;
+    a user's folder of that name given as --data (prepared data for lm, a TSV folder for classify)
+    was renamed to OUT/data after the run, and any run (classify, sft too) deleted such a folder at
+    its end. Such a --data is refused by name, and a run that tokenizes no text leaves data.new be."""
+    from minigpt.data import prepare
+    from minigpt.tokenizer import Tokenizer
+
+    lm, cls = tmp_path / "lm", tmp_path / "cls"
+    prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), lm / "data.new")
+    (cls / "data.new").mkdir(parents=True)
+    shutil.copy(base / "cls.tsv", cls / "data.new" / "train.tsv")
+    for out, flags in ((lm, ()), (cls, ("--task", "classify", "--strategy", "full"))):
+        before = _files(out)
+        capsys.readouterr()
+        assert _run(base, out, "--data", str(out / "data.new"), *flags) == 2
+        err = capsys.readouterr().err
+        assert f"--data {out / 'data.new'} is in data.new/ of --out {out}, the folder where" in err, err
+        assert _files(out) == before
+    shutil.copy(base / "cls.tsv", tmp_path / "train.tsv")  # data.new/ there is no input of this run: kept
+    assert _run(base, cls, "--data", str(tmp_path / "train.tsv"), "--task", "classify", "--strategy", "full") == 0
+    assert _files(cls / "data.new") == {"train.tsv": (base / "cls.tsv").read_bytes()} and not (cls / "data").exists()
 
 
 @pytest.mark.parametrize("left", ["tokens", "killed tokenizing", "first checkpoint"])

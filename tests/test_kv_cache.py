@@ -212,6 +212,21 @@ def test_out_of_memory_is_the_allocators_failure_alone():
     assert not is_out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))  # not torch's kind
 
 
+def test_apples_mps_out_of_memory_is_out_of_memory():
+    """A review: MPS says it as a plain RuntimeError (no torch.OutOfMemoryError), which the old test
+    of "allocate" in the message caught and the allocator's words alone missed (a traceback, not
+    the cache's size and what shrinks it). Simulated: there is no Mac here."""
+    from minigpt.checks import is_out_of_memory
+
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 1.50 GiB, other allocations: 20.00 MiB, max allowed: "
+                       "18.13 GiB). Tried to allocate 24.00 GiB on private pool. Use PYTORCH_MPS_HIGH_WATERMARK_RATIO="
+                       "0.0 to disable upper limit for memory allocations (may cause system failure).")
+    assert is_out_of_memory(mps)
+    with pytest.raises(RuntimeError) as overflow:  # still not out of memory
+        torch.empty(2**62, dtype=torch.float32)
+    assert not is_out_of_memory(overflow.value)
+
+
 def test_a_cache_too_big_to_allocate_says_its_size_and_what_shrinks_it(tmp_path, capsys, monkeypatch):
     """An audit: `minigpt generate -n 65536` died in a 47-line traceback ending in the allocator's
     "can't allocate memory: you tried to allocate 206158430208 bytes". The cache now raises a

@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -470,9 +471,12 @@ def check_finetune_inputs(cfg: FinetuneConfig) -> None:
         if not path.exists():
             moved = MOVED_DATA_HINT if cfg.resume else ""
             raise FileNotFoundError(f"--data {path} does not exist: {DATA_KINDS}{moved}")
-    scratch = (Path(cfg.out) / NEW_TOKENS).resolve()
+    scratch = Path(cfg.out) / NEW_TOKENS
     for path in (*cfg.data_paths(), *((Path(cfg.val_data),) if cfg.val_data else ())):
-        if path.resolve().is_relative_to(scratch):  # (the lm task clears it, and renames it to data/)
+        # Where it points, and where it is (a link inside data.new goes with the folder): the lm task
+        # clears data.new, and renames it to data/.
+        if any(p.is_relative_to(s) for p in (path.resolve(), Path(os.path.abspath(path)))
+               for s in (scratch.resolve(), Path(os.path.abspath(scratch)))):
             flag = "--data" if path in cfg.data_paths() else "--val-data"
             raise ValueError(f"{flag} {path} is in {NEW_TOKENS}/ of --out {cfg.out}, the folder where a fine-tuning "
                              "run there writes the tokens of its text files before they become data/ (clearing it "

@@ -58,15 +58,22 @@ def check_vocabulary(config: GPTConfig, init: str, vocab_size: int, eos_token_id
         raise ValueError(f"{why}. {fix}")
 
 
+def tokenizer_tables_differ(tokenizer: Tokenizer, model_dir: str | Path) -> list[str]:
+    """The tables ("vocab", "merges", "special_tokens", "added_tokens") in which `tokenizer` differs
+    from the one saved in `model_dir` (a GPT-2 size by name: the shipped checkpoints/gpt2's); [] when
+    none does, or when the folder holds no tokenizer files (they tell nothing). A folder whose files
+    cannot be read fails as Tokenizer.from_pretrained does (OSError, ValueError)."""
+    if not gpt2_name(str(model_dir)) and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        return []
+    own = Tokenizer.from_pretrained(model_dir)
+    return [name for name in ("vocab", "merges", "special_tokens", "added_tokens") if getattr(own, name) != getattr(tokenizer, name)]
+
+
 def check_same_tokenizer(tokenizer: Tokenizer, model_dir: str | Path, what: str, fix: str) -> None:
     """Refuse `tokenizer` (`what`) when the one saved beside a model's weights in `model_dir`
     differs: same size, other tokens (two tokenizers trained on other texts). A GPT-2 size by name
     has the shipped checkpoints/gpt2's; a folder without tokenizer files tells nothing."""
-    if not gpt2_name(str(model_dir)) and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
-        return
-    own = Tokenizer.from_pretrained(model_dir)
-    tables = ("vocab", "merges", "special_tokens", "added_tokens")
-    if differ := [name for name in tables if getattr(own, name) != getattr(tokenizer, name)]:
+    if differ := tokenizer_tables_differ(tokenizer, model_dir):
         raise ValueError(f"{what} is not the tokenizer of the model in {model_dir} (their {', '.join(differ)} differ), so "
                          f"its ids would mean other tokens to the model's weights. {fix}")
 

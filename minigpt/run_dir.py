@@ -365,14 +365,15 @@ def run_tokens(settings: Mapping) -> dict | None:
 def tokens_differ(data: Path, meta: dict, tokens: dict) -> list[str]:
     """What differs between the tokens a prepared folder `data` holds (`meta`: its meta.json) and
     those a run tokenizes (`tokens`: `run_tokens`), as "the tokens of" them: "other text files",
-    "another --val-fraction", "another tokenizer"; [] when none does.
+    "another --val-fraction", "another tokenizer", "a tokenizer/ that cannot be read"; [] when none does.
 
     A source is compared as a resolved absolute path: `minigpt prepare` records each as it was
     typed (b/corpus.txt), read here from the current directory, as the run's own --data is. The
     tokenizer is loaded only when the rest matches: its vocabulary size and <|endoftext|> id, and
-    the tokenizer `prepare` saved in data/tokenizer, where there is one, as `check_same_tokenizer`
-    compares them (two tokenizers of one size trained on other texts give other ids)."""
-    from minigpt.pretrain import check_same_tokenizer  # (it imports the training code, which imports this module)
+    the tokenizer `prepare` saved in data/tokenizer, where there is one, table by table (two
+    tokenizers of one size trained on other texts give other ids): a damaged one makes the tokens
+    nobody's known, so a resume tokenizes again, and a new run is refused rather than write over it."""
+    from minigpt.pretrain import tokenizer_tables_differ  # (it imports the training code, which imports this module)
     from minigpt.tokenizer import model_tokenizer  # (loaded with the GPT-2 tables only when asked)
 
     sources = meta.get("sources")
@@ -384,13 +385,13 @@ def tokens_differ(data: Path, meta: dict, tokens: dict) -> list[str]:
         differ.append("another --val-fraction")
     if not differ and tokens["init"]:  # (no --init: a bare --resume, whose flags come from the saved run later)
         tokenizer = model_tokenizer(tokens["init"], tokens["tokenizer"])
-        try:  # (a data/tokenizer without a tokenizer's files tells nothing: it passes)
-            check_same_tokenizer(tokenizer, data / "tokenizer", "", "")
-            same = (meta.get("vocab_size"), meta.get("eos_token_id")) == (tokenizer.vocab_size, tokenizer.eos_token_id)
-        except ValueError:
-            same = False
-        if not same:
-            differ.append("another tokenizer")
+        try:
+            tables = tokenizer_tables_differ(tokenizer, data / "tokenizer")
+        except (OSError, ValueError):  # a file missing or torn
+            differ.append("a tokenizer/ that cannot be read")
+        else:
+            if tables or (meta.get("vocab_size"), meta.get("eos_token_id")) != (tokenizer.vocab_size, tokenizer.eos_token_id):
+                differ.append("another tokenizer")
     return differ
 
 
@@ -436,7 +437,7 @@ def own_tokens(out: Path, tokens: dict | None) -> bool:
 
     finetune writes its tokens into data.new/ and renames that to data/ once whole, meta.json
     included (minigpt/finetune.py's `_text_tokens`), so a data/ it made always has its meta.json;
-    a kill while it tokenized leaves data.new/, which the next run clears. Any other data/ (text
+    a kill while it tokenized leaves data.new/, which the next run that tokenizes clears. Any other data/ (text
     the user keeps there, the output of a `minigpt prepare` of other files, or of another
     tokenizer) is the user's own: a new run there is refused (`check_out_dir`)."""
     data = out / "data"
@@ -660,8 +661,9 @@ def check_folders(out: Path, tokens: dict | None, adapters: bool, traces: list[s
     if tokens is not None and (out / "data").exists() and not own_tokens(out, tokens):
         if (meta := data_meta(out / "data")) is not None:
             differ = tokens_differ(out / "data", meta, tokens)
-            held = f"the tokens of {' and of '.join(differ)}, as its meta.json says"
-            if "another tokenizer" not in differ:  # (prepared with another, they are no ids of this model's)
+            tokenizer = {"another tokenizer", "a tokenizer/ that cannot be read"} & set(differ)
+            held = f"the tokens of {' and of '.join(differ)}, as its meta.json{' and tokenizer/ say' if tokenizer else ' says'}"
+            if not tokenizer:  # (prepared with another, they are no ids of this model's)
                 hint = f"; to train on those tokens, pass --data {out / 'data'} (prepared data is read where it is)"
         else:
             held = "files of its own, and no meta.json: no run's tokens"

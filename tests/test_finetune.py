@@ -1129,7 +1129,7 @@ def test_a_prepared_data_folder_is_the_runs_own_only_with_its_text_split_and_tok
     before = _files(theirs)
     assert _run(base, theirs, "--data", str(base / "corpus.txt"), "--auto-resume") == 2
     err = capsys.readouterr().err
-    assert f"{theirs} holds data/ (the tokens of another tokenizer, as its meta.json says)" in err, err
+    assert f"{theirs} holds data/ (the tokens of another tokenizer, as its meta.json and tokenizer/ say)" in err, err
     assert "to train on those tokens" not in err and _files(theirs) == before  # (no ids of this model's)
     # Bug (a review): one of the model's own size (300, <|endoftext|> 299) passed, as only the size and
     # the eos id were compared: the tokenizer prepare saved in data/tokenizer is compared whole now.
@@ -1139,8 +1139,20 @@ def test_a_prepared_data_folder_is_the_runs_own_only_with_its_text_split_and_tok
     prepare([base / "corpus.txt"], same_size, theirs / "data")
     before = _files(theirs)
     assert _run(base, theirs, "--data", str(base / "corpus.txt")) == 2
-    assert "(the tokens of another tokenizer, as its meta.json says)" in capsys.readouterr().err
+    assert "(the tokens of another tokenizer, as its meta.json and tokenizer/ say)" in capsys.readouterr().err
     assert _files(theirs) == before
+    # (a review) a tokenizer/ that cannot be read (a file lost): a new run is refused, naming it; a
+    # resume of the run's own tokens whose tokenizer/ was damaged tokenizes the text again
+    (theirs / "data" / "tokenizer" / "merges.txt").unlink()
+    before = _files(theirs)
+    assert _run(base, theirs, "--data", str(base / "corpus.txt")) == 2
+    assert "(the tokens of a tokenizer/ that cannot be read, as its meta.json and tokenizer/ say)" in capsys.readouterr().err
+    assert _files(theirs) == before
+    ours = tmp_path / "ours"
+    assert _run(base, ours, "--data", str(base / "corpus.txt"), "--max-iters", "1") == 0
+    (ours / "data" / "tokenizer" / "merges.txt").unlink()
+    assert _run(base, ours, "--data", str(base / "corpus.txt"), "--resume", "--max-iters", "2") == 0
+    assert (ours / "data" / "tokenizer" / "merges.txt").is_file()  # tokenized again, tokenizer/ whole
     monkeypatch.chdir(base)
     relative = tmp_path / "relative"
     prepare([Path("corpus.txt")], Tokenizer.from_pretrained(base / "base"), relative / "data")
@@ -1210,6 +1222,14 @@ def test_a_data_folder_named_data_new_in_out_is_refused_and_kept(base, tmp_path,
     shutil.copy(base / "cls.tsv", tmp_path / "train.tsv")  # data.new/ there is no input of this run: kept
     assert _run(base, cls, "--data", str(tmp_path / "train.tsv"), "--task", "classify", "--strategy", "full") == 0
     assert _files(cls / "data.new") == {"train.tsv": (base / "cls.tsv").read_bytes()} and not (cls / "data").exists()
+    # (a review) a link inside data.new to a file elsewhere: resolved, it was no path in data.new, and the
+    # run cleared data.new, link and all, then failed on the text file it no longer found
+    linked = tmp_path / "linked"
+    (linked / "data.new").mkdir(parents=True)
+    (linked / "data.new" / "link.txt").symlink_to(base / "corpus.txt")
+    assert _run(base, linked, "--data", str(linked / "data.new" / "link.txt")) == 2
+    assert f"is in data.new/ of --out {linked}" in capsys.readouterr().err
+    assert (linked / "data.new" / "link.txt").is_symlink()
 
 
 @pytest.mark.parametrize("left", ["tokens", "killed tokenizing", "first checkpoint"])

@@ -662,7 +662,8 @@ def check_folders(out: Path, tokens: dict | None, adapters: bool, traces: list[s
         if (meta := data_meta(out / "data")) is not None:
             differ = tokens_differ(out / "data", meta, tokens)
             tokenizer = {"another tokenizer", "a tokenizer/ that cannot be read"} & set(differ)
-            held = f"the tokens of {' and of '.join(differ)}, as its meta.json{' and tokenizer/ say' if tokenizer else ' says'}"
+            # (meta.json records the files and split; a tokenizer differs by meta.json or by tokenizer/)
+            held = f"the tokens of {' and of '.join(differ)}" + ("" if tokenizer else ", as its meta.json says")
             if not tokenizer:  # (prepared with another, they are no ids of this model's)
                 hint = f"; to train on those tokens, pass --data {out / 'data'} (prepared data is read where it is)"
         else:

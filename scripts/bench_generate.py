@@ -6,6 +6,7 @@
     python scripts/bench_generate.py --device cuda --compile --repetition-penalty 1.2   # penalties in every step
     python scripts/bench_generate.py --top-p 0.9 --no-bf16 --ttft-lengths 64   # sampled decode, both sides
     python scripts/bench_generate.py --top-k 50 --top-p 0.9 --no-bf16 --ttft-lengths 64
+    python scripts/bench_generate.py --memory 1016 --batches 8 --no-bf16 --repeats 3 --threads 1   # memory, no timing
 
 What it measures (each figure the median of --repeats runs, minigpt and transformers interleaved
 so both see the same machine load):
@@ -28,19 +29,33 @@ so both see the same machine load):
 - On a GPU: transformers runs in each row's dtype (on a CPU it stays fp32, the reference),
   every timestamp waits for the GPU (torch.cuda.synchronize), and the bandwidth limit of a step
   (weight bytes / copy bandwidth measured in the same run) is printed beside the floors.
-Random weights (GPT-2 124M shapes) unless --model names a checkpoint; speed does not depend on them.
+- With --memory PROMPT_LENGTHS, memory instead of speed (nothing else runs): for each batch size
+  and prompt length, the KV cache's bytes and the peak memory generate's prefill (max_new_tokens=1)
+  takes beyond the weights and the cache: its activations, which for a moment hold every prompt
+  token of every row. Each figure is the median of --repeats fresh processes, one per run, so that
+  no peak carries over: on a CPU the rise of the process's peak RSS over its RSS before the call
+  (Linux, which can reset that peak), on a GPU the CUDA allocator's peak over what it held before.
+  "The weights" include oneDNN's packed copies (minigpt/linear.py), made by a warm-up call first.
+Random weights (GPT-2 124M shapes) unless --model names a checkpoint; speed does not depend on them,
+nor does memory.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
+import gc
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
@@ -52,19 +67,28 @@ from minigpt.kv_cache import cache_length
 from minigpt.linear import MKL_ROWS, packed_weight
 from minigpt.sampling import resolve_backend
 
+if TYPE_CHECKING:  # imported in build_models: --memory never builds the twin, and the import takes seconds
+    from transformers import GPT2LMHeadModel
+
 DECODE_PROMPT = 16  # tokens of each TPOT and KV-cache run's prompt: short, so the decode steps dominate
 DRIFT_PROMPT = 256  # tokens of the bf16 drift prompt, or the model's whole context if it is shorter
 TTFT_LENGTHS = [64, 256, 1024]  # the default --ttft-lengths, those that fit the model's context
 LABEL_WIDTH = 42  # the first column: "TPOT ours bf16 compiled, batch 1024 (ms)" and a gap
 
 
+def build_model(model_dir: str | None) -> GPT:
+    """The checkpoint in `model_dir`, in fp32, or random weights in GPT-2 124M's shapes."""
+    if model_dir:
+        return GPT.from_pretrained(model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    return GPT(GPTConfig.gpt2("gpt2"))
+
+
 def build_models(model_dir: str | None) -> tuple[GPT, GPT2LMHeadModel]:
     """minigpt's GPT and a transformers twin holding the very same weights."""
-    if model_dir:
-        model = GPT.from_pretrained(model_dir, dtype=torch.float32)
-    else:
-        torch.manual_seed(0)
-        model = GPT(GPTConfig.gpt2("gpt2"))
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = build_model(model_dir)
     with torch.device("meta"):
         hf = GPT2LMHeadModel(GPT2Config(**model.config.to_hf_dict()))
     # Contiguous (in, out) Conv1D weights, as GPT2LMHeadModel.from_pretrained gives them (a
@@ -271,6 +295,93 @@ def kv_cache_check(model: GPT, batch: int, new: int, dtype: torch.dtype) -> str:
     return line
 
 
+def rss_now() -> int:
+    """The process's resident memory now, in bytes (Linux: /proc/self/statm counts pages), after
+    glibc hands back the memory it keeps from freed blocks (malloc_trim): counted here, that memory
+    would be reused by the next call unseen, as if the call needed less (a bf16 run's prefill read
+    below zero, in the fp32 weights the cast had freed)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing kept to hand back
+        pass
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> None:
+    """Set the process's peak RSS (`peak_rss`) back to its RSS now, as torch.cuda.reset_peak_memory_stats
+    does for the GPU's peak: without it, a peak from building the model (its init's temporaries)
+    could hide the prefill's. Linux only."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # "5": reset the peak resident set size (Documentation/filesystems/proc.rst)
+
+
+def peak_rss() -> int:
+    """The process's peak RSS in bytes since `reset_peak_rss`: /proc/self/status's VmHWM. Not
+    getrusage's ru_maxrss (minigpt.stats.peak_memory_bytes), which the reset leaves alone where it
+    holds the RSS of the process that started this one: Linux keeps the larger of the two, and a
+    1 GB parent (a test run) read as a 773 MiB prefill of a 4-layer model."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024  # kB
+
+
+def prefill_memory(model_dir: str | None, device: torch.device, dtype: torch.dtype, batch: int, length: int) -> dict:
+    """One memory run, in this process (a fresh one: `memory_rows`): generate's KV cache bytes for
+    `batch` prompts of `length` tokens (max_new_tokens=1: the prefill and no decode step), the bytes
+    2·n_layer·B·max_len·n_embd·bytes says it should have, and the peak memory the call took beyond
+    what the process held before it (the weights) and beyond the cache: the prefill's activations."""
+    model = build_model(model_dir).to(device=device, dtype=dtype)
+    c = model.config
+    # Warm-up, not measured: the first call packs each weight for oneDNN (more than MKL_ROWS rows,
+    # hence 8 tokens) and reads weights a checkpoint maps lazily; both are the model's memory.
+    warm = torch.randint(0, c.vocab_size, (1, min(8, c.n_positions)), device=device)
+    generate(model, warm, max_new_tokens=1, eos_token_id=[])
+    ids = torch.randint(0, c.vocab_size, (batch, length), generator=torch.Generator().manual_seed(length)).to(device)
+    del warm
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = rss_now()
+        reset_peak_rss()
+    _, stats = generate(model, ids, max_new_tokens=1, eos_token_id=[], return_stats=True)
+    sync(device)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()) - before
+    slots = cache_length(tokens_fed(length, 1), c.n_positions)
+    expected = 2 * c.n_layer * batch * slots * c.n_embd * torch.empty((), dtype=dtype).element_size()
+    return {"kv_cache_bytes": stats.kv_cache_bytes, "expected_bytes": expected, "slots": slots,
+            "extra_bytes": peak - stats.kv_cache_bytes, "held_bytes": before}
+
+
+def memory_rows(args: argparse.Namespace, device: torch.device) -> Iterator[str]:
+    """For each dtype, batch size and --memory prompt length: `prefill_memory` in --repeats fresh
+    processes (this script again, with --memory-child), their medians as lines to print. A fresh
+    process each, so no run starts with another's allocations, caches or peak."""
+    for dtype in [torch.float32] + ([] if args.no_bf16 else [torch.bfloat16]):
+        name = str(dtype).split(".")[-1]
+        for batch in args.batches:
+            for length in args.memory:
+                runs = []
+                for _ in range(args.repeats):
+                    cmd = [sys.executable, __file__, "--memory", str(length), "--batches", str(batch), "--device",
+                           str(device), "--threads", str(args.threads), "--memory-child", name]
+                    r = subprocess.run(cmd + (["--model", args.model] if args.model else []), capture_output=True, text=True)
+                    if r.returncode != 0:  # e.g. the prefill's MemoryError: its last line says what did not fit
+                        last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+                        raise RuntimeError(f"the memory run of batch {batch}, {length}-token prompt, {name} failed: {last}")
+                    runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                cache, expected, slots = runs[0]["kv_cache_bytes"], runs[0]["expected_bytes"], runs[0]["slots"]
+                extra = sorted(run["extra_bytes"] for run in runs)
+                held = median([run["held_bytes"] for run in runs])
+                yield (f"KV cache, {name}, batch {batch}, {length:,}-token prompt, {slots} slots: {cache / 2**20:.1f} MiB "
+                       f"({cache:,} bytes; 2·n_layer·B·T·n_embd·bytes = {expected:,}, "
+                       f"{'equal' if cache == expected else 'DIFFERENT'})")
+                yield (f"  prefill's peak beyond the weights and the cache: {median(extra) / 2**20:.0f} MiB "
+                       f"(range {extra[0] / 2**20:.0f}–{extra[-1] / 2**20:.0f}; {held / 2**20:.0f} MiB held before)")
+
+
 def bf16_drift(model: GPT, length: int) -> tuple[float, float, float]:
     """Max |logit difference| bf16 vs fp32 on a `length`-token prompt, the fp32 logits' std, and the
     fraction of positions whose top-1 token agrees."""
@@ -301,6 +412,11 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.threads < 0:
         raise ValueError(f"--threads must be ≥ 0, got {args.threads}")
+    if args.memory:  # the memory runs time nothing: only their prompts must fit (with the token they make)
+        if max(args.memory) > n_positions:
+            raise ValueError(f"--memory {max(args.memory)} exceeds the model's context n_positions={n_positions}: "
+                             f"give prompt lengths ≤ {n_positions}")
+        return
     if not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k < 0:
@@ -346,21 +462,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="auto", choices=["auto", "torch", "triton"],
                    help="minigpt's sampling backend in the sampled runs (default auto: the fused Triton kernel on a "
                         "GPU where triton imports, else torch's); the header names the one timed")
+    p.add_argument("--memory", type=counts, default=None, metavar="PROMPT_LENGTHS",
+                   help="measure memory instead of speed: for each --batches size and each of these comma-separated "
+                        "prompt lengths, the KV cache's bytes and the prefill's peak memory beyond the weights and "
+                        "the cache, the median of --repeats fresh processes (on a CPU: peak RSS, Linux only)")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)  # one such process: its dtype's name
     args = p.parse_args(argv)
+    if args.memory_child:  # one run of memory_rows, in its own process: a JSON line for it to read
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(prefill_memory(args.model, torch.device(args.device), getattr(torch, args.memory_child),
+                                        args.batches[0], args.memory[0])))
+        return 0
     sampled = args.top_p < 1 or args.top_k > 0
     # Each mistake is one line, not a traceback: "cuda" without a GPU (not torch's assertion), a
     # --model that is no checkpoint or cannot be downloaded (OSError), lengths that do not fit.
     try:
         device = resolve_device(args.device)
-        model, hf = build_models(args.model)
-        n_positions = model.config.n_positions
-        if args.ttft_lengths is None:
-            args.ttft_lengths = [n for n in TTFT_LENGTHS if n <= n_positions] or [n_positions]
-        check_flags(args, n_positions)
-        sampler = resolve_backend(args.sampler, device, "--sampler")  # what "auto" takes here, said below
+        if args.memory:
+            if device.type == "cpu" and not os.path.exists("/proc/self/clear_refs"):
+                raise ValueError("--memory on a CPU needs Linux: a process's peak RSS is reset through /proc/self/clear_refs")
+            # The config alone (a checkpoint's weights are read when first used): each run builds its own model.
+            check_flags(args, (build_model(args.model).config if args.model else GPTConfig.gpt2("gpt2")).n_positions)
+        else:
+            model, hf = build_models(args.model)
+            n_positions = model.config.n_positions
+            if args.ttft_lengths is None:
+                args.ttft_lengths = [n for n in TTFT_LENGTHS if n <= n_positions] or [n_positions]
+            check_flags(args, n_positions)
+            sampler = resolve_backend(args.sampler, device, "--sampler")  # what "auto" takes here, said below
     except (ValueError, OSError) as e:
         print(f"bench_generate.py: error: {e}", file=sys.stderr)
         return FAILED
+    if args.memory:
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads or torch.get_num_threads()} CPU threads"
+        print(f"torch {torch.__version__}, {where}, median of {args.repeats} fresh processes; generate(max_new_tokens=1)'s "
+              f"memory ({'the CUDA allocator' if device.type == 'cuda' else 'peak RSS'})\n")
+        try:
+            for line in memory_rows(args, device):
+                print(line, flush=True)  # a row as soon as it is measured: a 124M row takes a minute or more
+        except RuntimeError as e:
+            print(f"bench_generate.py: error: {e}", file=sys.stderr)
+            return FAILED
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     model, hf = model.to(device), hf.to(device)

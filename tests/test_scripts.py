@@ -222,3 +222,27 @@ def test_bench_generate_says_which_sampler_it_times(monkeypatch, capsys):
                                             "--sampler", "torch"], monkeypatch, capsys)
     assert code == 0, err
     assert "top_p 0.9 in every TPOT run (minigpt's torch sampler)" in out and "transformers runs fp32 on a CPU" in out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="a CPU's --memory resets the peak RSS: Linux")
+def test_bench_generate_memory_gives_the_cache_and_the_prefills_peak(monkeypatch, capsys):
+    """README's prefill peak beside the KV cache came from scratch scripts no one could rerun; now
+    `--memory` measures it, each run in a fresh process. The cache's bytes must be the formula's,
+    and the prefill's peak at least its MLP's hidden activation (B·T·4·n_embd fp32 numbers at once)."""
+    import re
+
+    from minigpt import GPTConfig
+
+    shakespeare = str(ROOT / "checkpoints" / "shakespeare")
+    code, out, err = run_bench("generate", ["--model", shakespeare, "--memory", "257", "--batches", "4"], monkeypatch, capsys)
+    assert code == 2 and out == "" and "--memory 257 exceeds the model's context n_positions=256" in err, (out, err)
+    code, out, err = run_bench("generate", ["--model", shakespeare, "--memory", "256", "--batches", "4", "--repeats", "1",
+                                            "--no-bf16", "--threads", "1"], monkeypatch, capsys)
+    assert code == 0, err
+    c = GPTConfig.from_pretrained(shakespeare)
+    cache = 2 * c.n_layer * 4 * 256 * c.n_embd * 4  # 256 slots (a power of two ≥ 64), fp32
+    assert f"256 slots: {cache / 2**20:.1f} MiB ({cache:,} bytes; 2·n_layer·B·T·n_embd·bytes = {cache:,}, equal)" in out, out
+    peak = int(re.search(r"prefill's peak beyond the weights and the cache: (-?\d+) MiB", out)[1])
+    # Below 64 MiB (it measures 18-20): getrusage's peak, which keeps the parent's RSS (this test
+    # process's, ~1 GB in a full run), read 773 MiB.
+    assert 4 * 256 * c.mlp_width * 4 / 2**20 <= peak < 64, out

@@ -72,7 +72,7 @@ from minigpt.sft_data import (encode_pairs, holds_pairs, load_pairs, reading_rec
                               val_in_train)
 from minigpt.sft_data import val_source as sft_val_source
 from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, data_meta, read_state, run_dir_lock,
-                             run_tokens, same_tokens)
+                             run_tokens, tokens_differ)
 from minigpt.run_log import comparable_evaluations, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer, seeded, trained_length
@@ -212,7 +212,8 @@ def _text_tokens(cfg: FinetuneConfig, tokenizer, rt: Runtime, progress: bool) ->
     out = Path(cfg.out)
     data_dir, new = out / "data", out / NEW_TOKENS
     found = data_meta(data_dir) if cfg.resume else None
-    reused = found is not None and same_tokens(data_dir, found, run_tokens(vars(cfg)))
+    # (the run's tokenizer, loaded already, is the one its settings name: `tokens_differ` loads only data/'s)
+    reused = found is not None and not tokens_differ(data_dir, found, run_tokens(vars(cfg)), tokenizer)
     if cfg.resume and not reused:
         check_replaceable_tokens(cfg, found)
 

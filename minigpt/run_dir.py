@@ -58,6 +58,7 @@ from minigpt.run_log import (LOG_FILE, PLOT_FILE, append_log, comparable_evaluat
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
 if TYPE_CHECKING:  # type hints only: train.py and train_config.py import this module
+    from minigpt.tokenizer import Tokenizer
     from minigpt.train_config import TrainConfig
     from minigpt.train_runtime import Runtime
 
@@ -288,7 +289,7 @@ CHECKPOINT_FILES = ("best/", "config.json", WEIGHTS_NAME, INDEX_NAME)
 ADAPTER_TRACE = "adapter/"
 
 
-def unsaved_run(out: Path, tokens: dict | None = None) -> list[str]:
+def unsaved_run(out: Path, own_data: bool = False) -> list[str]:
     """What OUT_DIR holds of a run that stopped before its first checkpoint was whole, when that
     is all it holds of a run; [] when it holds a checkpoint, or nothing of a run.
 
@@ -301,8 +302,8 @@ def unsaved_run(out: Path, tokens: dict | None = None) -> list[str]:
     training_state.pt was deleted (to save space, say), and so is a model with the log of the run
     that made it: a model is never started over. A run is known by its log, a log set aside by an earlier restart, best/
     or training_state.pt.tmp: config.json + model.safetensors alone are a model (a download, say).
-    `tokens` (`run_tokens`: what a run of these settings tokenizes into data/, None for a run that
-    writes no data/) decides whether a data/ is a run's too (`own_tokens`)."""
+    `own_data`: whether OUT_DIR/data holds the run's tokens (`own_tokens`), a trace of it too, as
+    the lm task writes them before training; the caller decides it once for all it asks."""
     if (out / STATE_FILE).exists() or (out / PLOT_FILE).exists():
         return []
     try:
@@ -318,7 +319,7 @@ def unsaved_run(out: Path, tokens: dict | None = None) -> list[str]:
     marks = [name for name in (LOG_FILE, "best/", "best.new/", STATE_FILE + ".tmp") if (out / name).exists()]
     # The logs set aside by an earlier restart (`next_lost`): under torchrun rank 0 may be renaming the log now.
     marks += sorted(p.name for p in out.glob("log.lost*.jsonl"))
-    if (out / "data").is_dir() and own_tokens(out, tokens):  # the lm task's tokens, written before training
+    if own_data:  # the lm task's tokens, written before training
         marks.append("data/")
     return marks and [*marks, *saved]
 
@@ -337,16 +338,16 @@ def unsaved_story(out: Path, traces: list[str]) -> str:
             "(or --save-interval) steps), so there is nothing to resume")
 
 
-def holds_run(out: Path, tokens: dict | None = None) -> bool:
+def holds_run(out: Path, own_data: bool = False) -> bool:
     """Whether OUT_DIR holds a run that --resume takes on: a saved one, or an unsaved one it starts
-    again (--auto-resume's question: resume if so, else start a new run). `tokens`: `unsaved_run`'s."""
-    return (out / STATE_FILE).exists() or bool(unsaved_run(out, tokens))
+    again (--auto-resume's question: resume if so, else start a new run). `own_data`: `unsaved_run`'s."""
+    return (out / STATE_FILE).exists() or bool(unsaved_run(out, own_data))
 
 
 def run_tokens(settings: Mapping) -> dict | None:
     """What a run of these `settings` (a config's fields, or the flags parsed) tokenizes into
     OUT_DIR/data, as its meta.json records it (minigpt/data.py's `prepare`): the text files, the
-    split, and the tokenizer, --tokenizer's or --init's (which `same_tokens` reads only when the
+    split, and the tokenizer, --tokenizer's or --init's (which `tokens_differ` loads only when the
     rest matches). None for a run that writes no data/: `minigpt train`, finetune's other tasks,
     and an lm --data that is one prepared DATA_DIR, read where it is (FinetuneConfig's `prepared_data`)."""
     from minigpt.finetune_config import one_or_several  # (it imports this module, through train_config)
@@ -362,10 +363,11 @@ def run_tokens(settings: Mapping) -> dict | None:
             "init": settings.get("init"), "tokenizer": settings.get("tokenizer")}
 
 
-def tokens_differ(data: Path, meta: dict, tokens: dict) -> list[str]:
+def tokens_differ(data: Path, meta: dict, tokens: dict, tokenizer: Tokenizer | None = None) -> list[str]:
     """What differs between the tokens a prepared folder `data` holds (`meta`: its meta.json) and
     those a run tokenizes (`tokens`: `run_tokens`), as "the tokens of" them: "other text files",
     "another --val-fraction", "another tokenizer", "a tokenizer/ that cannot be read"; [] when none does.
+    `tokenizer`: the one `tokens` names, where the caller has it loaded already (else loaded here).
 
     A source is compared as a resolved absolute path: `minigpt prepare` records each as it was
     typed (b/corpus.txt), read here from the current directory, as the run's own --data is. The
@@ -384,7 +386,7 @@ def tokens_differ(data: Path, meta: dict, tokens: dict) -> list[str]:
     if meta.get("val_fraction") != tokens["val_fraction"]:
         differ.append("another --val-fraction")
     if not differ and tokens["init"]:  # (no --init: a bare --resume, whose flags come from the saved run later)
-        tokenizer = model_tokenizer(tokens["init"], tokens["tokenizer"])
+        tokenizer = tokenizer or model_tokenizer(tokens["init"], tokens["tokenizer"])
         try:
             tables = tokenizer_tables_differ(tokenizer, data / "tokenizer")
         except (OSError, ValueError):  # a file missing or torn
@@ -393,12 +395,6 @@ def tokens_differ(data: Path, meta: dict, tokens: dict) -> list[str]:
             if tables or (meta.get("vocab_size"), meta.get("eos_token_id")) != (tokenizer.vocab_size, tokenizer.eos_token_id):
                 differ.append("another tokenizer")
     return differ
-
-
-def same_tokens(data: Path, meta: dict, tokens: dict) -> bool:
-    """Whether the prepared folder `data` (`meta`: its meta.json) holds the tokens a run of `tokens`
-    (`run_tokens`) makes (`tokens_differ`)."""
-    return not tokens_differ(data, meta, tokens)
 
 
 def data_meta(data: Path) -> dict | None:
@@ -431,7 +427,7 @@ def started_tokens(out: Path) -> list[dict]:
 def own_tokens(out: Path, tokens: dict | None) -> bool:
     """Whether OUT_DIR/data is the run's to write into, for a run that tokenizes its text there
     (`tokens`: `run_tokens`; None: a run that writes no data/, whose it never is): when its
-    meta.json records the same tokens (`same_tokens`), which the run writes again, the same, or
+    meta.json records the same tokens (`tokens_differ`), which the run writes again, the same, or
     those a start of the run in OUT_DIR wrote (`started_tokens`: an unsaved run, restarted with
     other flags).
 
@@ -439,18 +435,22 @@ def own_tokens(out: Path, tokens: dict | None) -> bool:
     included (minigpt/finetune.py's `_text_tokens`), so a data/ it made always has its meta.json;
     a kill while it tokenized leaves data.new/, which the next run that tokenizes clears. Any other data/ (text
     the user keeps there, the output of a `minigpt prepare` of other files, or of another
-    tokenizer) is the user's own: a new run there is refused (`check_out_dir`)."""
+    tokenizer) is the user's own: a new run there is refused (`check_out_dir`).
+
+    It loads two tokenizers (--init's and data/tokenizer, at each comparison that gets that far):
+    each look at OUT_DIR (`check_out_dir`, train_config.py's `parse_config`) asks it once and passes
+    the answer on (`unsaved_run`, `holds_run`, `check_folders`)."""
     data = out / "data"
     if tokens is None or not data.is_dir():
         return False
     meta = data_meta(data)
     if meta is None:
         return False
-    if same_tokens(data, meta, tokens):
+    if not tokens_differ(data, meta, tokens):
         return True
     for made in started_tokens(out):
         with suppress(OSError, ValueError):  # a start's --init or --tokenizer gone or unreadable since: not its tokens
-            if same_tokens(data, meta, made):
+            if not tokens_differ(data, meta, made):
                 return True
     return False
 
@@ -615,20 +615,25 @@ def check_out_dir(cfg: TrainConfig, adapters: bool = False) -> None:
         raise NotADirectoryError(f"--out {out} is below {above}, which is a file, not a directory: choose another --out")
     asked = "--auto-resume" if cfg.auto_resume else "--resume"  # (parse_config may have made it a --resume already)
     tokens = run_tokens(vars(cfg))
+    # Whether data/ holds this run's tokens (`own_tokens`: it loads two tokenizers), decided once for
+    # each question below. None asks it where a training_state.pt is (a saved run); under torchrun
+    # only rank 0 does, which judges the rest, but for --auto-resume's question, which each process asks.
+    asks = is_rank_0() or (cfg.auto_resume and not cfg.resume)
+    own = asks and not (out / STATE_FILE).exists() and own_tokens(out, tokens)
     if cfg.auto_resume:  # decided once: a run started again below is a new one, for train_loop's call too
-        cfg.resume, cfg.auto_resume = cfg.resume or holds_run(out, tokens), False
+        cfg.resume, cfg.auto_resume = cfg.resume or holds_run(out, own), False
     if not cfg.resume and cfg.init and out.resolve() == Path(cfg.init).resolve():
         raise FileExistsError(f"--out {out} is the --init checkpoint: training would overwrite the weights it starts from; "
                               "choose another --out")
     if not is_rank_0():
         cfg.resume = cfg.resume and (out / STATE_FILE).exists()
         return
-    traces = unsaved_run(out, tokens)
+    traces = unsaved_run(out, own)
     if cfg.resume:
         if not traces:
             check_resumable(out)
             return
-        check_folders(out, tokens, adapters, traces)  # before the restart moves anything
+        check_folders(out, tokens, own, adapters, traces)  # before the restart moves anything
         restart_unsaved_run(out, cfg, traces, asked, adapters)
         return
     found = [name for name in (*RUN_FILES, "best/") if (out / name).exists()]
@@ -647,18 +652,19 @@ def check_out_dir(cfg: TrainConfig, adapters: bool = False) -> None:
     if tokenizer := [name for name in TOKENIZER_WRITTEN if (out / name).exists()]:
         raise FileExistsError(f"{out} holds a tokenizer ({', '.join(tokenizer)}), which the run's checkpoints would "
                               "replace, or leave beside another tokenizer's: choose another --out, or move those files away")
-    check_folders(out, tokens, adapters, traces)
+    check_folders(out, tokens, own, adapters, traces)
 
 
-def check_folders(out: Path, tokens: dict | None, adapters: bool, traces: list[str]) -> None:
+def check_folders(out: Path, tokens: dict | None, own_data: bool, adapters: bool, traces: list[str]) -> None:
     """Refuse an OUT_DIR holding a folder that this run would write over and that is not its own:
-    a data/ where the lm task tokenizes its text (`tokens`: `run_tokens`), unless `own_tokens`; an
+    a data/ where the lm task tokenizes its text (`tokens`: `run_tokens`), unless it holds the run's
+    tokens (`own_data`: `own_tokens`, decided by `check_out_dir`); an
     adapter/, where a LoRA run (`adapters`) saves its adapters, unless it goes with the part of a
     first checkpoint that the unsaved run being started again left (`traces`), which
     `restart_unsaved_run` sets aside with it.
     prepare(overwrite=True) and save_adapters write over what is there without a word."""
     theirs, hint = {}, ""
-    if tokens is not None and (out / "data").exists() and not own_tokens(out, tokens):
+    if tokens is not None and (out / "data").exists() and not own_data:
         if (meta := data_meta(out / "data")) is not None:
             differ = tokens_differ(out / "data", meta, tokens)
             tokenizer = {"another tokenizer", "a tokenizer/ that cannot be read"} & set(differ)
@@ -728,8 +734,10 @@ def _figure(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def read_state(path: Path, **load_kwargs) -> dict:
-    """A saved training_state.pt, or a ValueError naming the file when it is not one."""
+def read_state(path: Path, config: type | None = None, **load_kwargs) -> dict:
+    """A saved training_state.pt, or a ValueError naming the file when it is not one. With `config`
+    (the run's config class: TrainConfig, FinetuneConfig), each saved setting is checked to be of the
+    type its field takes (`_setting_fits`), for a resume to read."""
     try:
         state = torch.load(path, weights_only=True, **load_kwargs)
     except torch.OutOfMemoryError:
@@ -757,7 +765,41 @@ def read_state(path: Path, **load_kwargs) -> dict:
             raise ValueError(f"{path} is damaged: its {field} ({_shown(state[field])}) is not {what}, so the run cannot be "
                              f"resumed; to train its weights further, start a new run from them with --init {path.parent} "
                              "and another --out")
+    # The settings too: a wrong type (lr="0.1", batch_size=4.0) would be refused by the config's
+    # checks without naming the file, or, where a flag typed overrides it, reach restore's
+    # comparisons as it is (a string lr divided in the schedule's note: a TypeError). Not those of
+    # another command's run, whose fields differ: parse_config refuses it by name.
+    ours = config is not None and state.get("command", config.COMMAND) == config.COMMAND
+    for f in fields(config) if ours else ():
+        if f.init and f.name in state["config"] and not _setting_fits(f.type, value := state["config"][f.name]):
+            raise ValueError(f"{path} is damaged: its config's {f.name} ({_shown(value)}) is not {_setting_kind(f.type)}, "
+                             f"so the run cannot be resumed; to train its weights further, start a new run from them "
+                             f"with --init {path.parent} and another --out")
     return state
+
+
+def _setting_fits(kind: str, value) -> bool:
+    """Whether a saved setting's `value` is of the plain type that its field's annotation `kind`
+    names (a string, as the config's module annotates: "int | None", "str | os.PathLike[str]"), as
+    `plain_config` saved it: paths as str, a device or dtype by name. A switch an older minigpt saved
+    as given (0 or 1) is one; a str field takes a list or tuple of str too, as finetune's lora_targets
+    and --data (several) do. Its range is the config's to check."""
+    if value is None:
+        return "None" in kind
+    if kind == "bool":
+        return isinstance(value, bool) or (is_int(value) and value in (0, 1))
+    if kind.startswith("int"):
+        return is_int(value)
+    if kind.startswith("float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    names = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    return isinstance(value, str) or (names and (kind == "str" or "Sequence" in kind))
+
+
+def _setting_kind(kind: str) -> str:
+    """What a setting of annotation `kind` holds, in words, for `read_state`'s error."""
+    words = {"bool": "True or False", "int": "an integer", "float": "a number"}.get(kind.split(" | ")[0], "a string")
+    return words + (" or None" if kind.endswith("None") else " or a list of strings" if "Sequence" in kind else "")
 
 
 def _is_count(value) -> bool:
@@ -817,13 +859,15 @@ def _shown(value) -> str:
 
 def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime,
             data: dict | None = None, frozen: dict | None = None
-            ) -> tuple[int, float, tuple[float, int], tuple[int, int, bool], dict]:
+            ) -> tuple[int, float, tuple[float, int], tuple[int, int, bool], dict, dict | None]:
     """Load the saved run in `out` into the model, optimizer and scaler, after checking that this
     run can continue it (`data`: the fingerprint of the data it trains on now, for `check_data`;
     `frozen`: `frozen_weights(raw_model)`, the weights it does not train, as --init gave them);
     return (step, best val loss, log_partial, scaler_skips (`save_checkpoint`), the settings changed
-    from the saved run's as {name: (saved, now)}, for the resume's record in the log: `opening_record`)."""
-    state = read_state(out / STATE_FILE, map_location=rt.device)
+    from the saved run's as {name: (saved, now)}, for the resume's record in the log: `opening_record`,
+    and the log's last opening record before the saved step, which says how those steps ran, for
+    minigpt/train.py's `machine_notes`: None if it has none, and on a process but the main one)."""
+    state = read_state(out / STATE_FILE, type(cfg), map_location=rt.device)
     # The settings compared are those a user gives this config: not --out (a run directory moved or
     # copied elsewhere is the same run), nor a field it fixes itself (init=False: finetune's shape
     # fields, which --init decides, though a run saved by an earlier minigpt holds the preset it was
@@ -885,16 +929,18 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
             print(note, file=sys.stderr)
     if rt.is_main and (note := settle_best(out, state["step"])):
         print(note, file=sys.stderr)
+    opening = None
     if rt.is_main:  # Where best/ started over, for the best the summary reports (finetune's best_evaluations).
         # The log as this checkpoint left it (`records_of_state`); this resume marks best_reset again if it starts over.
-        truncate_log(out, state["step"])
+        kept = truncate_log(out, state["step"])
+        opening = next((r for r in reversed(kept) if is_opening(r) and r["step"] < state["step"]), None)
         if best != state["best_val_loss"]:
             append_log(out, {"step": state["step"], "best_reset": True})
     loss_sum, steps = state.get("log_partial", (0.0, 0))  # (states saved before it existed: none)
     # A state saved before scaler_skips existed: no skips counted, and a step kept if the run made
     # one (likely, and a resumed run's few skips are then no divergence, as they were read before).
     since, in_a_row, kept_one = state.get("scaler_skips", (0, 0, state["step"] > 0))
-    return state["step"], best, (loss_sum, steps), (since, in_a_row, kept_one), changed
+    return state["step"], best, (loss_sum, steps), (since, in_a_row, kept_one), changed, opening
 
 
 def with_frozen_weights(path: Path, state: dict, raw_model: nn.Module, frozen: dict | None, cfg) -> dict:

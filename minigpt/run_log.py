@@ -160,10 +160,13 @@ def records_of_state(out: Path, step: int) -> list[dict]:
     return [r for r in read_log(out) if r["step"] < step or (r["step"] == step and not r.get("best_reset"))]
 
 
-def truncate_log(out: Path, step: int) -> None:
-    """On resume, keep the log's records that the checkpoint at `step` stands on (`records_of_state`)."""
+def truncate_log(out: Path, step: int) -> list[dict]:
+    """On resume, keep the log's records that the checkpoint at `step` stands on (`records_of_state`),
+    and return them: the resume reads its notes from them, not from a second read of the log."""
+    records = records_of_state(out, step)
     if (out / LOG_FILE).exists():
-        atomic_write_text(out / LOG_FILE, "".join(json_line(r) + "\n" for r in records_of_state(out, step)))
+        atomic_write_text(out / LOG_FILE, "".join(json_line(r) + "\n" for r in records))
+    return records
 
 
 def comparable_evaluations(records: list[dict]) -> list[dict]:

@@ -50,7 +50,7 @@ from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.progress_bar import progress_bar
 from minigpt.run_dir import (STATE_FILE, check_out_dir, drop_previous_best, frozen_weights, read_state, restore,
                              run_dir_lock, save_best, save_checkpoint)
-from minigpt.run_log import LOG_FILE, append_log, evaluated_at, is_opening, opening_record, plot_log, read_log
+from minigpt.run_log import LOG_FILE, append_log, evaluated_at, opening_record, plot_log, read_log
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
@@ -657,10 +657,10 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
     """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/run_dir.py's
     `restore`, which refuses a run that differs); where the run stood, and the settings this resume
     changed from the saved run's ({name: (saved, now)})."""
-    step, best, (loss_since, steps_since), (skipped_since, in_a_row, kept_one), changed = restore(
+    step, best, (loss_since, steps_since), (skipped_since, in_a_row, kept_one), changed, opening = restore(
         out, raw, optimizer, scaler, cfg, rt, data_fingerprint, frozen)
     if rt.is_main:  # (after restore's notes: the resume goes ahead)
-        for note in machine_notes(out, step, rt, cfg.grad_accum):
+        for note in machine_notes(opening, rt, cfg.grad_accum):
             print(note, file=sys.stderr)
     # The scale the checkpoint's scaler reached (restored: no host sync, the scaler has scaled nothing since).
     return Progress(scale=scaler.get_scale(), step=step, best=best, last_saved=step, loss_since=loss_since,
@@ -668,16 +668,16 @@ def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_
                     kept_one=kept_one), changed
 
 
-def machine_notes(out: Path, step: int, rt: Runtime, grad_accum: int) -> list[str]:
-    """Notes for a resume that runs otherwise than the steps before its checkpoint at `step` did
-    (the last opening record before it says how: run_log.py's `opening_record`): a CPU run on another
-    number of torch threads, or a run on another number of processes with more than 2 micro-batches a
-    step. Either rounds its sums otherwise, so the resumed run is no longer bitwise the uninterrupted
-    one: said, not refused."""
-    openings = [r for r in read_log(out) if is_opening(r) and r["step"] < step] if (out / LOG_FILE).exists() else []
-    if not openings:
+def machine_notes(last: dict | None, rt: Runtime, grad_accum: int) -> list[str]:
+    """Notes for a resume that runs otherwise than the steps before its checkpoint did (`last`, the
+    log's last opening record before the checkpoint's step, says how: run_log.py's `opening_record`;
+    restore returns it, read from the log it keeps, and None where the log has none): a CPU run on
+    another number of torch threads, or a run on another number of processes with more than 2
+    micro-batches a step. Either rounds its sums otherwise, so the resumed run is no longer bitwise
+    the uninterrupted one: said, not refused."""
+    if last is None:
         return []
-    last, notes = openings[-1], []
+    notes = []
     threads, world = last.get("threads"), last.get("world_size")  # (absent from logs of an earlier minigpt)
     # The last opening record speaks for the steps since it only: an earlier stretch may have run otherwise.
     since = "the run's steps so far" if last["step"] == 0 else f"the steps since step {last['step']}"

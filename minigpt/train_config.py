@@ -30,8 +30,8 @@ from minigpt.checkpoint import DTYPE_NAMES
 from minigpt.checks import as_count, as_real, as_switch, check_rate
 from minigpt.config import shipped_path
 from minigpt.files import user_path
-from minigpt.run_dir import (STATE_FILE, check_resumable, holds_run, is_rank_0, read_state, run_tokens, unsaved_run,
-                              unsaved_story)
+from minigpt.run_dir import (STATE_FILE, check_resumable, holds_run, is_rank_0, own_tokens, read_state, run_tokens,
+                              unsaved_run, unsaved_story)
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
@@ -341,12 +341,15 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     typed = argparse.ArgumentParser(add_help=False)
     add_config_flags(typed, cls, defaults=False)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
-    state, saved, taken = Path(args["out"]) / STATE_FILE, None, {}
+    state, saved = Path(args["out"]) / STATE_FILE, None
     # --auto-resume is --resume when OUT_DIR holds a run to continue or start again, else nothing.
     asked = "--resume" if args["resume"] else "--auto-resume"  # the flag typed, for what is said of it
-    tokens = run_tokens(args)  # (finetune's lm task: a data/ of these tokens is a run's too)
-    args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), tokens))
-    unsaved = unsaved_run(Path(args["out"]), tokens) if args["resume"] else []
+    # Whether data/ holds this run's tokens, a trace of it too (finetune's lm task): asked once (it loads
+    # two tokenizers), and only where it may tell whether OUT_DIR holds a run: no training_state.pt.
+    asks = (args["resume"] or args["auto_resume"]) and not state.exists()
+    own = asks and own_tokens(Path(args["out"]), run_tokens(args))
+    args["resume"] = args["resume"] or (args["auto_resume"] and holds_run(Path(args["out"]), own))
+    unsaved = unsaved_run(Path(args["out"]), own) if args["resume"] else []
     if unsaved and not set(given) - {"out", *cls.INVOCATION_FLAGS}:  # nothing to restart it with
         raise ValueError(f"{asked}: {unsaved_story(Path(args['out']), unsaved)}, and its settings were not saved either: "
                          f"to start it again from step 0 (its log set aside), give the flags that started it with {asked}")
@@ -356,7 +359,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     if args["resume"] and (state.exists() or (not unsaved and is_rank_0())):
         check_resumable(Path(args["out"]))  # first: a bare --resume lacks --data too, but that is not the problem
         # mmap: the config is read without loading the weights and optimizer state into memory.
-        saved_run = read_state(state, map_location="cpu", mmap=True)
+        saved_run = read_state(state, cls, map_location="cpu", mmap=True)
         command = saved_run.get("command", cls.COMMAND)  # (states saved before it was recorded: not checked)
         if command != cls.COMMAND:  # its settings would be read as this command's: a confusing error, or a wrong run
             raise ValueError(f"{args['out']} holds a run of `minigpt {command}`; continue it with "
@@ -367,37 +370,35 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
             raise ValueError(f"the run in {args['out']} started from fresh weights (no --init), and a resumed run continues "
                              "from its own saved weights: drop --init, or start a new run from that checkpoint with another --out")
         switches = {f.name for f in fields(cls) if f.type == "bool"}  # one an older minigpt saved as given (0 or 1) is that bool
-        taken = {k: bool(v) if k in switches and v in (0, 1) else v
-                 for k, v in saved.items() if k in args and k not in given and k not in cls.INVOCATION_FLAGS}
-        args.update(taken)
+        kept = {k: bool(v) if k in switches and v in (0, 1) else v
+                for k, v in saved.items() if k in args and k not in cls.INVOCATION_FLAGS}
+        args.update({k: v for k, v in kept.items() if k not in given})
     try:
         config = cls(**args)
         config.refuse_ignored_options(given)
-    except (TypeError, ValueError) as e:
-        # A value the saved run could not have had (its training_state.pt edited by hand, or written
-        # by another program) is refused as the config refuses it, naming neither the file nor that
-        # the value came from it: said here as the file's fault. An error that names a flag typed
-        # is the flag's, and stays as it is.
-        if not (name := saved_setting_at_fault(e, taken, given)):
+    except (TypeError, ValueError):
+        # A saved value of the right type (read_state checked each one's) that the saved run could not
+        # have had (its training_state.pt edited by hand: batch_size=0) is refused as the config refuses
+        # it, naming neither the file nor that the value came from it. Whose fault it is, is tried, not
+        # read from the error's words: the run's settings without the flags typed fail too, or not
+        # (then a flag typed is at fault, and its error stays as it is).
+        if saved is None or (fault := saved_settings_fault(cls, {**args, **kept})) is None:
             raise
-        raise ValueError(f"{state} is damaged: its config sets {name}={saved[name]!r} ({e}), so the run cannot be "
-                         f"resumed; to train its weights further, start a new run from them with --init {args['out']} "
-                         "and another --out") from None
+        raise ValueError(f"{state} is damaged: its config is refused ({fault}), so the run cannot be resumed; to train "
+                         f"its weights further, start a new run from them with --init {args['out']} and another --out") from None
     if saved is not None:
         refuse_changes(args["out"], saved, given, cls.MODEL_KEPT_ON_RESUME)
     return config
 
 
-def saved_setting_at_fault(error: Exception, taken: dict, given: dict) -> str | None:
-    """The setting, of those a resume `taken` from the saved run's config, that the config's `error`
-    names first, when it names none of the flags `given` (but --out and those of INVOCATION_FLAGS,
-    which no check weighs against a setting); None when it names none of them."""
-    said = str(error)
-    at = {name: found.start() for name in taken if (found := re.search(rf"\b{name}\b", said))}
-    typed = set(given) - {"out", *TrainConfig.INVOCATION_FLAGS}
-    if not at or any(re.search(rf"\b{name}\b", said) for name in typed):
-        return None
-    return min(at, key=at.get)
+def saved_settings_fault(cls: type, settings: dict) -> Exception | None:
+    """The error of the config `cls` built from `settings` (parse_config's, each of the saved run's
+    at its saved value, the flags typed over them dropped), or None when they build one."""
+    try:
+        cls(**settings).refuse_ignored_options()
+    except (TypeError, ValueError) as e:
+        return e
+    return None
 
 
 def as_flag(name: str, value=None) -> str:

@@ -1309,13 +1309,22 @@ def test_finetune_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value
 
     assert main(["--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert f"error: {out / 'training_state.pt'} is damaged: its config sets max_iters=4.5 (max_iters must be " in err, err
+    assert f"error: {out / 'training_state.pt'} is damaged: its config's max_iters (4.5) is not an integer, " in err, err
     assert "Traceback" not in err
     # (a review) lora_targets=5 was "TypeError: 'int' object is not iterable", naming no setting
     torch.save({**state, "config": {**state["config"], "lora_targets": 5}}, out / "training_state.pt")
     assert main(["--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert f"error: {out / 'training_state.pt'} is damaged: its config sets lora_targets=5 (lora_targets must be " in err, err
+    assert f"error: {out / 'training_state.pt'} is damaged: its config's lora_targets (5) is not a string, " in err, err
+    # (a reread) head_hidden=[256] was refused as an option of another task, not as the wrong type it is
+    torch.save({**state, "config": {**state["config"], "head_hidden": [256]}}, out / "training_state.pt")
+    assert main(["--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged: its config's head_hidden (a list of 1 entries) is not a string or None, " in err, err
+    # Names as a list, as the Python API takes lora_targets and saves it, are no damage: the run resumes.
+    targets = state["config"]["lora_targets"].split(",")
+    torch.save({**state, "config": {**state["config"], "lora_targets": targets}}, out / "training_state.pt")
+    assert main(["--out", str(out), "--resume", "--max-iters", "3"]) == 0
 
 
 def test_lm_resume_with_another_data_file_trains_on_it_only_when_told(base, tmp_path, capsys):
@@ -1359,6 +1368,34 @@ def test_auto_resume_starts_a_fine_tuning_run_then_continues_it(base, tmp_path):
     assert _run(base, tmp_path / "o", *args, "--max-iters", "3") == 0
     assert torch.load(tmp_path / "o" / "training_state.pt", weights_only=True)["step"] == 3
     assert json.loads((tmp_path / "o" / "finetune_summary.json").read_text())["steps"] == 3
+
+
+def test_an_lm_restart_loads_each_tokenizer_once_per_look_at_out(base, tmp_path, monkeypatch, capsys):
+    """A review: whether OUT_DIR/data is the run's own (run_dir.py's `own_tokens`) loads two tokenizers,
+    --init's and data/tokenizer (half a second each at GPT-2's size), and every caller asked it afresh:
+    13 loads in an --auto-resume restart of a run killed before its first checkpoint. Each look at
+    OUT_DIR now decides it once and passes the answer on, and none asks it of a saved run: the loads
+    are parse_config's look (2), check_out_dir's under the lock (2), the run's tokenizer (1) and
+    train_loop's look at the tokens just written (2). A saved run's restart (4 before) loads the run's
+    tokenizer, the one saved in OUT_DIR and data/tokenizer (`_text_tokens` reuses the run's)."""
+    import minigpt.tokenizer_files
+    from minigpt.data import prepare
+
+    out = tmp_path / "o"
+    prepare([base / "corpus.txt"], Tokenizer.from_pretrained(base / "base"), out / "data")  # a run killed at step 1
+    (out / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 5.0}) + "\n")
+    loads, read_hf = [], minigpt.tokenizer_files.read_hf
+    monkeypatch.setattr(minigpt.tokenizer_files, "read_hf", lambda path: loads.append(path) or read_hf(path))
+
+    def counted(*flags) -> int:
+        loads.clear()
+        assert _run(base, out, "--data", str(base / "corpus.txt"), "--auto-resume", "--max-iters", *flags) == 0
+        return len(loads)
+
+    assert counted("2") == 7
+    assert "Starting it again from step 0" in capsys.readouterr().err and (out / "log.lost.jsonl").exists()
+    assert counted("3") == 3
+    assert torch.load(out / "training_state.pt", weights_only=True)["step"] == 3
 
 
 def test_a_refused_lm_resume_with_allow_new_data_keeps_the_runs_tokens(base, tmp_path, capsys):

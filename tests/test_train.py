@@ -913,11 +913,11 @@ def test_a_resume_on_another_number_of_processes_is_noted_past_two_micro_batches
     pretrain(tiny_cfg(data, out, max_iters=3, eval_interval=0, resume=True))
     assert "process" not in capsys.readouterr().err
     one_process = train_runtime.Runtime(rank=0, world=1, device=torch.device("cpu"), dtype=torch.float32)
-    assert train.machine_notes(out, 2, one_process, grad_accum=4) == [
+    assert train.machine_notes(records[0], one_process, grad_accum=4) == [
         "note: the run's steps so far ran on 2 processes, this resume on 1: a step's 4 micro-batch gradients are summed "
         "in another order (each process sums its own, then the all-reduce sums the processes'), so the losses may match "
         "an uninterrupted run's only up to rounding; resume on 2 for a bitwise one"]
-    assert train.machine_notes(out, 2, one_process, grad_accum=2) == []
+    assert train.machine_notes(records[0], one_process, grad_accum=2) == []
 
 
 def test_a_warmup_longer_than_the_run_is_warned_about(tmp_path, capsys):
@@ -2194,11 +2194,44 @@ def test_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value_in_the_s
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == (
-        f"minigpt train: error: {out / STATE_FILE} is damaged: its config sets lr='0.1' (lr must be a number, got '0.1'), "
+        f"minigpt train: error: {out / STATE_FILE} is damaged: its config's lr ('0.1') is not a number, "
         f"so the run cannot be resumed; to train its weights further, start a new run from them with --init {out} and "
         "another --out")
     assert "Traceback" not in err
     (out / STATE_FILE).write_bytes(intact)
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 0
+
+
+def test_resume_refuses_a_saved_setting_by_its_type_or_by_the_saved_settings_alone_not_by_the_errors_words(tmp_path, capsys):
+    """Bug (a reread): whether the saved config was at fault was guessed from the config error's words
+    (a saved setting's name in it, no typed flag's). A setting the config does not type-check
+    (device=5, preset=5) was then refused as "5 is not a device", naming no file; a damaged lr with
+    --lr typed over it reached restore and ended in "TypeError: unsupported operand type(s) for /:
+    'str' and 'int'". Now each saved setting's type is checked where the state is read, naming the
+    file and the setting; a right type out of range is the file's when the saved settings alone fail
+    the config's checks too, and a flag typed that fails them keeps its own error."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    pretrain(tiny_cfg(data, out, max_iters=2, eval_interval=2, eval_iters=1))
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    for setting, flags, said in [
+            ({"device": 5}, [], "its config's device (5) is not a string,"),
+            ({"preset": 5}, [], "its config's preset (5) is not a string or None,"),
+            ({"lr": "0.1"}, ["--lr", "0.01"], "its config's lr ('0.1') is not a number,"),
+            ({"block_size": [16]}, [], "its config's block_size (a list of 1 entries) is not an integer or None,"),
+            ({"eval_iters": 0}, ["--seed", "3"], "its config is refused (eval_iters must be >= 1, got 0),")]:
+        torch.save({**state, "config": {**state["config"], **setting}}, out / STATE_FILE)
+        capsys.readouterr()
+        assert train_main(["--out", str(out), "--resume", "--max-iters", "3", *flags]) == 2, setting
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1] == (f"minigpt train: error: {out / STATE_FILE} is damaged: {said} so the run cannot be "
+                                        f"resumed; to train its weights further, start a new run from them with --init "
+                                        f"{out} and another --out"), err
+    # A switch an older minigpt saved as 0 or 1 is still one; a flag typed that the saved settings refuse is its own error.
+    torch.save({**state, "config": {**state["config"], "compile": 0}}, out / STATE_FILE)
+    assert train_main(["--out", str(out), "--resume", "--max-iters", "3", "--min-lr", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("minigpt train: error: min_lr (1.0) must be <= lr (0.003): the cosine decays from lr "
+                                    "down to min_lr; lower --min-lr (min_lr= in Python)")
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 0
 
 

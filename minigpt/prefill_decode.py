@@ -94,12 +94,13 @@ def decode_step(
 def prefill_too_big(input_ids: torch.Tensor, cache: KVCache) -> MemoryError:
     """The error for a prefill whose activations its device could not allocate beside the KV cache
     (which did fit): the prefill reads every prompt token of every row at once, so for a moment it
-    needs about as much memory as the cache again, or more."""
+    holds their activations too (124M, fp32: 0.6 times the cache; a shallow model, more than the
+    cache: BENCHMARKS.md, `scripts/bench_generate.py --memory`)."""
     (B, T), dtype = input_ids.shape, cache.layers[0].k.dtype
     return MemoryError(
         f"the prefill does not fit: {B:,} row{'s' * (B != 1)} × {T:,} prompt tokens, read at once, ran out of memory on "
-        f"{cache.device}, beside the KV cache ({cache.memory_bytes() / 2**20:,.0f} MiB) it fills, as it briefly needs "
-        "about as much memory again, or more; generate fewer rows at once (batch size, num_return_sequences, num_beams; "
+        f"{cache.device}, beside the KV cache ({cache.memory_bytes() / 2**20:,.0f} MiB) it fills, as it briefly holds "
+        "the activations of every prompt token at once; generate fewer rows at once (batch size, num_return_sequences, num_beams; "
         "-n on the command line) or from a shorter prompt" + (", or in bfloat16" if dtype.itemsize > 2 else ""))
 
 

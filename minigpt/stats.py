@@ -92,14 +92,27 @@ class GenerationStats:
 def peak_memory_bytes(device: torch.device) -> int:
     """The process's peak memory so far: on a GPU the CUDA allocator's peak (since the process began
     or its last torch.cuda.reset_peak_memory_stats), else the most RAM the process held at once (its
-    peak RSS; on Windows, its peak working set), which nothing resets. Not one call's or one run's
+    peak RSS; on Windows, its peak working set), which minigpt never resets. Not one call's or one run's
     peak, unless that call is all the process did (a CLI command)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    if sys.platform.startswith("linux") and (own := _linux_peak_rss()) is not None:
+        return own
     if resource is None:
         return _peak_working_set()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
+
+
+def _linux_peak_rss() -> int | None:
+    """This process's own peak RSS on Linux: /proc/self/status's VmHWM (None without /proc, as in
+    some sandboxes). Not getrusage's ru_maxrss, which Linux keeps across exec: a process started by
+    a bigger one (a notebook, a test runner, a service) would report its parent's peak as its own."""
+    try:
+        with open("/proc/self/status") as status:
+            return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), None)  # kB
+    except OSError:
+        return None
 
 
 def _peak_working_set() -> int:

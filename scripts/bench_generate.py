@@ -309,20 +309,11 @@ def rss_now() -> int:
 
 
 def reset_peak_rss() -> None:
-    """Set the process's peak RSS (`peak_rss`) back to its RSS now, as torch.cuda.reset_peak_memory_stats
-    does for the GPU's peak: without it, a peak from building the model (its init's temporaries)
-    could hide the prefill's. Linux only."""
+    """Set the process's peak RSS (VmHWM, which minigpt.stats.peak_memory_bytes reads on Linux) back
+    to its RSS now, as torch.cuda.reset_peak_memory_stats does for the GPU's peak: without it, a
+    peak from building the model (its init's temporaries) could hide the prefill's. Linux only."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # "5": reset the peak resident set size (Documentation/filesystems/proc.rst)
-
-
-def peak_rss() -> int:
-    """The process's peak RSS in bytes since `reset_peak_rss`: /proc/self/status's VmHWM. Not
-    getrusage's ru_maxrss (minigpt.stats.peak_memory_bytes), which the reset leaves alone where it
-    holds the RSS of the process that started this one: Linux keeps the larger of the two, and a
-    1 GB parent (a test run) read as a 773 MiB prefill of a 4-layer model."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024  # kB
 
 
 def prefill_memory(model_dir: str | None, device: torch.device, dtype: torch.dtype, batch: int, length: int) -> dict:
@@ -348,7 +339,8 @@ def prefill_memory(model_dir: str | None, device: torch.device, dtype: torch.dty
         reset_peak_rss()
     _, stats = generate(model, ids, max_new_tokens=1, eos_token_id=[], return_stats=True)
     sync(device)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()) - before
+    # The peak since the reset (minigpt.stats.peak_memory_bytes: CUDA's allocator peak, or the RSS's, VmHWM).
+    peak = stats.peak_memory_bytes - before
     slots = cache_length(tokens_fed(length, 1), c.n_positions)
     expected = 2 * c.n_layer * batch * slots * c.n_embd * torch.empty((), dtype=dtype).element_size()
     return {"kv_cache_bytes": stats.kv_cache_bytes, "expected_bytes": expected, "slots": slots,

@@ -196,6 +196,7 @@ def test_windows_peak_memory_is_the_peak_working_set(monkeypatch):
         return 1
 
     monkeypatch.setattr(stats, "resource", None)  # as on Windows
+    monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(ctypes, "windll", SimpleNamespace(psapi=SimpleNamespace(GetProcessMemoryInfo=get_process_memory_info)),
                         raising=False)
     assert stats.peak_memory_bytes(torch.device("cpu")) == 300 * 2**20
@@ -204,8 +205,9 @@ def test_windows_peak_memory_is_the_peak_working_set(monkeypatch):
 
 @pytest.mark.parametrize("platform, expected", [("linux", 5000 * 1024), ("darwin", 5000)])
 def test_peak_rss_unit_follows_the_platform(monkeypatch, platform, expected):
-    """ru_maxrss is in KiB on Linux but in bytes on macOS."""
+    """ru_maxrss is in KiB on Linux but in bytes on macOS (Linux reads /proc's VmHWM first, where it can)."""
     getrusage = lambda who: SimpleNamespace(ru_maxrss=5000)  # noqa: E731
+    monkeypatch.setattr(stats, "_linux_peak_rss", lambda: None)  # no /proc
     monkeypatch.setattr(stats, "resource", SimpleNamespace(getrusage=getrusage, RUSAGE_SELF=0))
     monkeypatch.setattr(sys, "platform", platform)
     assert stats.peak_memory_bytes(torch.device("cpu")) == expected

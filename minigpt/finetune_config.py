@@ -185,7 +185,7 @@ class FinetuneConfig(TrainConfig):
     lora_rank: int = flag(8, "lora: rank r of each update B@A")
     lora_alpha: float = flag(16.0, "lora: the update is scaled by alpha / r")
     lora_dropout: float = flag(0.0, "lora: dropout on the adapters' input")
-    lora_targets: str = flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
+    lora_targets: str | Sequence[str] = flag(",".join(DEFAULT_TARGETS), "lora: comma-separated names of the projections that get adapters")
     # None: an --init classifier's own, else NEW_HEAD's (settled by finetune, so the run's saved config says which).
     pooling: str | None = flag(None, "classify: last (the last real token, as HF) or mean (average of real tokens) "
                                      "(default: an --init classifier's own, else last)")

@@ -32,6 +32,7 @@ OUT_DIR layout:
 """
 from __future__ import annotations
 
+import collections.abc
 import errno
 import hashlib
 import json
@@ -40,6 +41,8 @@ import os
 import re
 import shutil
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import fields
@@ -770,36 +773,52 @@ def read_state(path: Path, config: type | None = None, **load_kwargs) -> dict:
     # comparisons as it is (a string lr divided in the schedule's note: a TypeError). Not those of
     # another command's run, whose fields differ: parse_config refuses it by name.
     ours = config is not None and state.get("command", config.COMMAND) == config.COMMAND
+    hints = typing.get_type_hints(config) if ours else {}  # (the annotations are strings: resolved here)
     for f in fields(config) if ours else ():
-        if f.init and f.name in state["config"] and not _setting_fits(f.type, value := state["config"][f.name]):
-            raise ValueError(f"{path} is damaged: its config's {f.name} ({_shown(value)}) is not {_setting_kind(f.type)}, "
+        if f.init and f.name in state["config"] and not _setting_fits(hints[f.name], value := state["config"][f.name]):
+            raise ValueError(f"{path} is damaged: its config's {f.name} ({_shown(value)}) is not {_setting_kind(hints[f.name])}, "
                              f"so the run cannot be resumed; to train its weights further, start a new run from them "
                              f"with --init {path.parent} and another --out")
     return state
 
 
-def _setting_fits(kind: str, value) -> bool:
-    """Whether a saved setting's `value` is of the plain type that its field's annotation `kind`
-    names (a string, as the config's module annotates: "int | None", "str | os.PathLike[str]"), as
-    `plain_config` saved it: paths as str, a device or dtype by name. A switch an older minigpt saved
-    as given (0 or 1) is one; a str field takes a list or tuple of str too, as finetune's lora_targets
-    and --data (several) do. Its range is the config's to check."""
-    if value is None:
-        return "None" in kind
-    if kind == "bool":
-        return isinstance(value, bool) or (is_int(value) and value in (0, 1))
-    if kind.startswith("int"):
-        return is_int(value)
-    if kind.startswith("float"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    names = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    return isinstance(value, str) or (names and (kind == "str" or "Sequence" in kind))
+def _members(hint) -> tuple:
+    """The types a field's type hint allows: a union's members (`int | None`: int, NoneType), or itself."""
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
 
 
-def _setting_kind(kind: str) -> str:
-    """What a setting of annotation `kind` holds, in words, for `read_state`'s error."""
-    words = {"bool": "True or False", "int": "an integer", "float": "a number"}.get(kind.split(" | ")[0], "a string")
-    return words + (" or None" if kind.endswith("None") else " or a list of strings" if "Sequence" in kind else "")
+def _setting_fits(hint, value) -> bool:
+    """Whether a saved setting's `value` is of a type its field's `hint` allows, as `plain_config`
+    saved it: a path as a str, a device or dtype by name, several data files as a list. A switch an
+    older minigpt saved as given (0 or 1) is one. A type minigpt's configs do not use (a field of the
+    user's own subclass) is left to the config. Its range is the config's to check."""
+    for kind in _members(hint):
+        if kind is type(None):
+            fits = value is None
+        elif kind is bool:
+            fits = isinstance(value, bool) or (is_int(value) and value in (0, 1))
+        elif kind is int:
+            fits = is_int(value)
+        elif kind is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind in (str, torch.device, torch.dtype) or typing.get_origin(kind) is os.PathLike:
+            fits = isinstance(value, str)
+        elif typing.get_origin(kind) is collections.abc.Sequence:  # Sequence[str | PathLike]: saved as a list of str
+            fits = isinstance(value, (list, tuple)) and all(_setting_fits(typing.get_args(kind)[0], v) for v in value)
+        else:
+            return True
+        if fits:
+            return True
+    return False
+
+
+def _setting_kind(hint) -> str:
+    """What a setting of type `hint` holds, in words, for `read_state`'s error."""
+    def words(kind) -> str:
+        if typing.get_origin(kind) is collections.abc.Sequence:
+            return "a list of strings"
+        return {type(None): "None", bool: "True or False", int: "an integer", float: "a number"}.get(kind, "a string")
+    return " or ".join(dict.fromkeys(words(kind) for kind in _members(hint)))
 
 
 def _is_count(value) -> bool:

@@ -156,7 +156,7 @@ class TrainConfig:
         # A Path given is kept as its str, as the command line gives it: the same config either way.
         self.out = as_path_str("out", self.out)
         for name in self.PATH_FIELDS:
-            if getattr(self, name):
+            if getattr(self, name) is not None:  # (init=False is no path: refused, not taken for "none")
                 setattr(self, name, as_path_str(name, getattr(self, name)))
             # (README's checkpoints/..., installed; a Hub model's id for a model or tokenizer, never for data:
             # a mistyped --data would be taken for a model of that name in the Hugging Face cache)
@@ -186,6 +186,8 @@ class TrainConfig:
                 setattr(self, f.name, as_switch(f.name, value))
             elif f.type in ("float", "float | None"):
                 setattr(self, f.name, as_real(f.name, value))
+            elif f.type in ("str", "str | None") and value is not None and not isinstance(value, str):
+                raise TypeError(f"{f.name} must be a str, got {value!r}")  # (head_hidden=0 saved, then refused on resume)
         if self.allow_new_data and not (self.resume or self.auto_resume):
             raise ValueError("allow_new_data applies to --resume (or --auto-resume) only: a new run has no earlier data to "
                              "differ from")

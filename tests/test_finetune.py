@@ -1315,12 +1315,16 @@ def test_finetune_resume_names_the_file_and_the_setting_of_a_wrongly_typed_value
     torch.save({**state, "config": {**state["config"], "lora_targets": 5}}, out / "training_state.pt")
     assert main(["--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert f"error: {out / 'training_state.pt'} is damaged: its config's lora_targets (5) is not a string, " in err, err
+    assert f"error: {out / 'training_state.pt'} is damaged: its config's lora_targets (5) is not a string or a list of strings, " in err, err
     # (a reread) head_hidden=[256] was refused as an option of another task, not as the wrong type it is
     torch.save({**state, "config": {**state["config"], "head_hidden": [256]}}, out / "training_state.pt")
     assert main(["--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "is damaged: its config's head_hidden (a list of 1 entries) is not a string or None, " in err, err
+    # (a review) a list is no str: only lora_targets, annotated so, takes one
+    torch.save({**state, "config": {**state["config"], "task": ["lm"]}}, out / "training_state.pt")
+    assert main(["--out", str(out), "--resume"]) == 2
+    assert "is damaged: its config's task (a list of 1 entries) is not a string, " in capsys.readouterr().err
     # Names as a list, as the Python API takes lora_targets and saves it, are no damage: the run resumes.
     targets = state["config"]["lora_targets"].split(",")
     torch.save({**state, "config": {**state["config"], "lora_targets": targets}}, out / "training_state.pt")

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,13 +70,13 @@ def add_tokenizer(data: Path, tokenizer: Tokenizer) -> Path:
     return data
 
 
-def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+def tiny_cfg(data: Path, out: Path, cls: type = TrainConfig, **kw) -> TrainConfig:
     base = dict(
         data=str(data), out=str(out), preset="gpt2-tiny", n_layer=2, n_head=2, n_embd=32, block_size=16,
         batch_size=4, grad_accum=2, max_iters=12, lr=3e-3, min_lr=3e-4, warmup_iters=3,
         eval_interval=6, eval_iters=2, log_interval=3, device="cpu", dropout=0.1, seed=7,
     )
-    return TrainConfig(**{**base, **kw})
+    return cls(**{**base, **kw})
 
 
 def test_logged_tokens_per_s_counts_every_step_since_the_last_record(tmp_path, monkeypatch):
@@ -2233,6 +2233,33 @@ def test_resume_refuses_a_saved_setting_by_its_type_or_by_the_saved_settings_alo
     assert err.splitlines()[-1] == ("minigpt train: error: min_lr (1.0) must be <= lr (0.003): the cosine decays from lr "
                                     "down to min_lr; lower --min-lr (min_lr= in Python)")
     assert train_main(["--out", str(out), "--resume", "--max-iters", "3"]) == 0
+
+
+def test_a_config_subclass_with_fields_of_its_own_resumes_and_a_falsy_path_is_refused_when_built(tmp_path):
+    """A review of the typed resume check: it read each field's annotation as a string, so a user's
+    own TrainConfig subclass (README: train_loop with your own model), whose annotations are types
+    where its module has no `from __future__ import annotations`, crashed every resume ("type object
+    'int' has no attribute 'startswith'"). And init=False built a config, trained, and was then
+    refused on resume as damaged: a value the config takes must resume, and init=False is now
+    refused when the config is built."""
+    data, out = make_data(tmp_path / "data"), tmp_path / "out"
+    MyConfig = make_dataclass(  # annotations as types, as in a module without future annotations
+        "MyConfig", [("hidden", int, 128), ("note", str, "x"), ("layers", list[int], field(default_factory=list))],
+        bases=(TrainConfig,))
+    pretrain(tiny_cfg(data, out, cls=MyConfig, max_iters=2, eval_interval=2, eval_iters=1, layers=[4, 2]))
+    resumed = tiny_cfg(data, out, cls=MyConfig, max_iters=3, eval_interval=3, eval_iters=1, layers=[4, 2], resume=True)
+    pretrain(resumed)
+    assert [r["step"] for r in read_log(out) if "val_loss" in r][-1] == 3
+    with pytest.raises(TypeError, match=r"^init must be a path \(a str or a pathlib.Path\), got False$"):
+        TrainConfig(data=str(data), init=False)
+    with pytest.raises(TypeError, match=r"^preset must be a str, got 5$"):
+        TrainConfig(data=str(data), preset=5)
+    from minigpt.finetune_config import FinetuneConfig
+
+    with pytest.raises(TypeError, match=r"^val_data must be a path \(a str or a pathlib.Path\), got False$"):
+        FinetuneConfig(data=str(data), init="x", val_data=False)
+    with pytest.raises(TypeError, match=r"^head_hidden must be a str, got 0$"):
+        FinetuneConfig(data=str(data), init="x", task="classify", head_hidden=0)
 
 
 def test_a_run_out_of_cpu_memory_ends_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):

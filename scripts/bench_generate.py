@@ -47,6 +47,7 @@ import ctypes
 import gc
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -360,6 +361,10 @@ def memory_rows(args: argparse.Namespace, device: torch.device) -> Iterator[str]
                     cmd = [sys.executable, __file__, "--memory", str(length), "--batches", str(batch), "--device",
                            str(device), "--threads", str(args.threads), "--memory-child", name]
                     r = subprocess.run(cmd + (["--model", args.model] if args.model else []), capture_output=True, text=True)
+                    if r.returncode < 0:  # a signal: on Linux, most likely the kernel's out-of-memory killer
+                        raise RuntimeError(f"the memory run of batch {batch}, {length}-token prompt, {name} was killed by "
+                                           f"{signal.Signals(-r.returncode).name}"
+                                           + (" (the kernel's out-of-memory killer?)" if r.returncode == -signal.SIGKILL else ""))
                     if r.returncode != 0:  # e.g. the prefill's MemoryError: its last line says what did not fit
                         last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
                         raise RuntimeError(f"the memory run of batch {batch}, {length}-token prompt, {name} failed: {last}")
@@ -474,8 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory:
             if device.type == "cpu" and not os.path.exists("/proc/self/clear_refs"):
                 raise ValueError("--memory on a CPU needs Linux: a process's peak RSS is reset through /proc/self/clear_refs")
-            # The config alone (a checkpoint's weights are read when first used): each run builds its own model.
-            check_flags(args, (build_model(args.model).config if args.model else GPTConfig.gpt2("gpt2")).n_positions)
+            # The config alone: each run builds its own model (loading one here would take a float16
+            # checkpoint's fp32 copy, seconds and a GB at 124M).
+            check_flags(args, (GPTConfig.from_pretrained(args.model) if args.model else GPTConfig.gpt2("gpt2")).n_positions)
         else:
             model, hf = build_models(args.model)
             n_positions = model.config.n_positions

@@ -6,6 +6,7 @@ minutes of timing, a spent GPU lease, or (train_shakespeare.sh) the shipped chec
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,10 @@ def test_bench_generate_memory_gives_the_cache_and_the_prefills_peak(monkeypatch
     # Below 64 MiB (it measures 18-20): getrusage's peak, which keeps the parent's RSS (this test
     # process's, ~1 GB in a full run), read 773 MiB.
     assert 4 * 256 * c.mlp_width * 4 / 2**20 <= peak < 64, out
+    # (a review) a run killed by a signal, on Linux most likely the out-of-memory killer, is said so
+    killed = lambda cmd, **kwargs: subprocess.CompletedProcess(cmd, -signal.SIGKILL, "", "")  # noqa: E731
+    monkeypatch.setattr(subprocess, "run", killed)
+    code, out, err = run_bench("generate", ["--model", shakespeare, "--memory", "256", "--batches", "4", "--repeats", "1",
+                                            "--no-bf16"], monkeypatch, capsys)
+    assert code == 2 and err == ("bench_generate.py: error: the memory run of batch 4, 256-token prompt, float32 was "
+                                 "killed by SIGKILL (the kernel's out-of-memory killer?)\n"), err

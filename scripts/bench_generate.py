@@ -479,9 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory:
             if device.type == "cpu" and not os.path.exists("/proc/self/clear_refs"):
                 raise ValueError("--memory on a CPU needs Linux: a process's peak RSS is reset through /proc/self/clear_refs")
-            # The config alone: each run builds its own model (loading one here would take a float16
-            # checkpoint's fp32 copy, seconds and a GB at 124M).
-            check_flags(args, (GPTConfig.from_pretrained(args.model) if args.model else GPTConfig.gpt2("gpt2")).n_positions)
+            # Loaded here only for its context length, as each run loads it (a Hub id, an adapter folder
+            # on its base; a missing one said with what to do), in fp32: a float16 124M takes a GB for
+            # that moment. Each run builds its own model, in a fresh process.
+            check_flags(args, (build_model(args.model).config if args.model else GPTConfig.gpt2("gpt2")).n_positions)
         else:
             model, hf = build_models(args.model)
             n_positions = model.config.n_positions

@@ -97,7 +97,9 @@ def spills_in_loops(sass: str) -> list[str]:
     a trip to memory per iteration. Addresses alone cannot tell: ptxas lays cold blocks out after
     the code that jumps back from them. So this follows the jumps: each instruction leads to the
     next one (unless it is an unconditional jump or exit) and to its jump's target; a return leads
-    back to every call's next instruction. An indirect jump (BRX, JMX) it cannot follow: refused."""
+    back to every call's next instruction (so with two calls of one subroutine it finds a cycle
+    that no run takes: a false alarm, never a miss). An indirect jump (BRX, JMX) it cannot follow:
+    refused."""
     code = [(int(at, 16), text) for at, text in INSTRUCTION.findall(sass)]
     assert code, f"no SASS instructions found in cuobjdump's output:\n{sass[:2000]}"
     returns_to = [code[i + 1][0] for i, (_, text) in enumerate(code[:-1]) if re.search(r"\bCALL\b", text)]

@@ -237,6 +237,9 @@ def test_bench_generate_memory_gives_the_cache_and_the_prefills_peak(monkeypatch
     shakespeare = str(ROOT / "checkpoints" / "shakespeare")
     code, out, err = run_bench("generate", ["--model", shakespeare, "--memory", "257", "--batches", "4"], monkeypatch, capsys)
     assert code == 2 and out == "" and "--memory 257 exceeds the model's context n_positions=256" in err, (out, err)
+    # (a review) --model is read as every minigpt command reads it: a missing one is said so
+    code, out, err = run_bench("generate", ["--model", str(ROOT / "nothere"), "--memory", "16"], monkeypatch, capsys)
+    assert code == 2 and err == f"bench_generate.py: error: checkpoint directory {ROOT / 'nothere'} does not exist\n", err
     code, out, err = run_bench("generate", ["--model", shakespeare, "--memory", "256", "--batches", "4", "--repeats", "1",
                                             "--no-bf16", "--threads", "1"], monkeypatch, capsys)
     assert code == 0, err

@@ -343,7 +343,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
     typed = argparse.ArgumentParser(add_help=False)
     add_config_flags(typed, cls, defaults=False)
     given = vars(typed.parse_args(argv))  # the flags typed, at whatever value
-    state, saved = Path(args["out"]) / STATE_FILE, None
+    state, saved, kept = Path(args["out"]) / STATE_FILE, None, {}  # kept: the saved run's settings, when resumed
     # --auto-resume is --resume when OUT_DIR holds a run to continue or start again, else nothing.
     asked = "--resume" if args["resume"] else "--auto-resume"  # the flag typed, for what is said of it
     # Whether data/ holds this run's tokens, a trace of it too (finetune's lm task): asked once (it loads
@@ -384,7 +384,7 @@ def parse_config(cls: type, argv: list[str] | None, prog: str, description: str)
         # it, naming neither the file nor that the value came from it. Whose fault it is, is tried, not
         # read from the error's words: the run's settings without the flags typed fail too, or not
         # (then a flag typed is at fault, and its error stays as it is).
-        if saved is None or (fault := saved_settings_fault(cls, {**args, **kept})) is None:
+        if not kept or (fault := saved_settings_fault(cls, {**args, **kept})) is None:
             raise
         raise ValueError(f"{state} is damaged: its config is refused ({fault}), so the run cannot be resumed; to train "
                          f"its weights further, start a new run from them with --init {args['out']} and another --out") from None

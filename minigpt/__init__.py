@@ -1,7 +1,8 @@
 """minigpt: GPT-2 from scratch in plain PyTorch.
 
 text → Tokenizer.encode → ids → GPT (wte + wpe → blocks → ln_f → lm_head) → logits
-     → penalties → n-gram ban → temperature → top-k → top-p / min-p → draw → KV-cache decode loop
+     → penalties → n-gram ban → temperature → top-k → top-p → min-p → typical → epsilon → eta
+     → draw → KV-cache decode loop
      → Tokenizer.decode → text
 """
 from __future__ import annotations

@@ -4,9 +4,10 @@ Where it sits: it runs the same two phases as `generate` (`prefill`, then one `d
 token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalties.py's and
 minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
 → temperature → top-k → top-p → min-p → typical → epsilon → eta → draw`. After each stage it keeps the probabilities, so a table per step can show the
-top candidates' odds before and after every penalty and filter, and which token was drawn. The
-same seed draws the same tokens as `generate(sampler="torch")`, which is what `generate` uses off
-CUDA (greedy when temperature is 0), until the model's own EOS, where it stops (it takes no
+top candidates' odds before and after every penalty and filter, and which token was drawn. It
+samples unless the temperature is 0, where Python's `generate` is greedy unless `do_sample=True`:
+the same seed draws the same tokens as `generate(..., do_sample=True, sampler="torch", seed=S)`
+(the torch sampler is what `generate` uses off CUDA), until the model's own EOS, where it stops (it takes no
 `eos_token_id`).
 
 What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
@@ -57,7 +58,8 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     when on), then the token drawn.
     With `no_repeat_ngram_size` > 0 the n-gram ban is a stage of its own, after the penalties.
 
-    It walks the same stages and draws the same way as `generate` (greedy when temperature is 0).
+    It walks the same stages and draws the same way as `generate(..., do_sample=True, sampler="torch")`
+    (greedy when temperature is 0).
     `prompt` is text or its token ids (as `stream_text`'s).
     """
     out = out or sys.stdout

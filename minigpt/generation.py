@@ -167,8 +167,9 @@ def stream(
     fused kernel a step).
 
     Past the context: `slide=N` > 0 lets max_new_tokens run past n_positions (only the prompt must
-    fit). When the context is full, each row's last N tokens are prefilled again, from position 0,
-    and decoding goes on: every token is drawn seeing between N and n_positions tokens.
+    fit). When the context is full, each full row's last N tokens (a row with room: all of its
+    own) are prefilled again, from position 0, and decoding goes on: every token is drawn seeing
+    between N and n_positions tokens.
     N = n_positions is nanoGPT's crop, the model always seeing all it can, at the price of a
     prefill per token; a smaller N prefills once every n_positions - N + 1 tokens. Not with beams.
 
@@ -417,8 +418,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             paused += clock() - t_out
         if step + 1 == args.max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
-        # Decode one token per row; with slide > 0 and a full context, prefill each row's last
-        # `slide` tokens again instead.
+        # Decode one token per row; with slide > 0 and a full context, prefill each full row's
+        # last `slide` tokens (a row with room: all of its own) again instead.
         logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)
 
     t_end = clock() - paused
@@ -581,8 +582,8 @@ def end_rows(finished: torch.Tensor, cuts: dict[int, int], tokens: torch.Tensor,
 def next_logits(state: DecodeState, ids: torch.Tensor, so_far: torch.Tensor, pad: int, pad_is_token: bool,
                 slide: int) -> torch.Tensor:
     """Decode: each row's newest token `ids` (B,) goes through the model, one token per row, for the
-    next step's logits (B, V). When the context is full (slide > 0), each row's last `slide` tokens
-    of `so_far` (B, T + steps) are prefilled again instead, from position 0, and decoding goes on."""
+    next step's logits (B, V). When the context is full (slide > 0), each full row's last `slide` tokens
+    of `so_far` (B, T + steps) (a row with room: all of its own) are prefilled again instead, from position 0, and decoding goes on."""
     if not state.full():
         return state.step(ids[:, None])  # (B, 1)
     so_far = so_far[:, -state.model.config.n_positions:]  # all that a prefill can read again: a copy below is this wide

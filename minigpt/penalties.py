@@ -1,7 +1,7 @@
 """Penalties: push down the tokens a row has already used, before any filter sees the logits.
 
 Where it sits: `... → GPT → logits → penalties → n-gram ban → filters (temperature, top-k, top-p,
-min-p) → draw → ...`; the filters and the draw are minigpt/sampling.py.
+min-p, typical, epsilon, eta) → draw → ...`; the filters and the draw are minigpt/sampling.py.
 
 - Repetition (CTRL's: Keskar et al. 2019, arXiv:1909.05858; as in transformers) shrinks a seen
   token's logit; presence and frequency (OpenAI's) subtract a flat cost for having appeared, plus

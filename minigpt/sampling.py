@@ -70,7 +70,7 @@ MIN_TEMPERATURE = torch.finfo(torch.float32).tiny
 SHIFT_ABOVE = 2.0 ** 10
 
 
-# ---- filters (transformers' order: temperature → top-k → top-p → min-p → typical) ------------
+# ---- filters (transformers' order: temperature → top-k → top-p → min-p → typical → epsilon → eta) --
 
 
 def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
@@ -79,7 +79,7 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     Any positive T gives softmax(logits / T) as exactly as fp32 allows (only a T below
     MIN_TEMPERATURE is taken as MIN_TEMPERATURE). A small T is where plain division fails: 5 / 1e-40
     overflows to inf, and the softmax's inf - inf is NaN; before that, 5 / 1e-7 = 5e7 lies where
-    fp32's values are 4 apart, so a gap of 9.5 between two quotients comes out 8 (its token 4.6×
+    fp32's values are 4 apart, so a gap of 9.5 between two quotients comes out 8 (its token 4.5×
     too likely). Such a row, |max / T| ≥ SHIFT_ABOVE, is divided measured from its max instead,
     (l - max) / T: in [-inf, 0], never NaN, and l - max of two close logits is exact. The softmax
     and every filter after this one compare or normalise within a row, so the shift changes nothing

@@ -182,3 +182,10 @@ def save_tiny_base(root: Path, corpus: str, vocab_size: int) -> Path:
     rows = [f"the speech was {w} indeed\t{y}" for y, words in enumerate((["bad", "poor"], ["good", "fine"])) for w in words]
     (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 10) + "\n")
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """The interpreted kernel tests (tests/test_fused_sampling.py's subprocess: about six minutes of
+    one core) go first, so that under README's `-n 2 --dist worksteal` the other process runs the
+    rest beside them, and takes back tests queued behind them, rather than waiting at the end."""
+    items.sort(key=lambda item: item.originalname != "test_kernel_on_cpu_under_triton_interpreter")  # (stable)

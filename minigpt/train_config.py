@@ -187,7 +187,9 @@ class TrainConfig:
             elif f.type in ("float", "float | None"):
                 setattr(self, f.name, as_real(f.name, value))
             elif f.type in ("str", "str | None") and value is not None and not isinstance(value, str):
-                raise TypeError(f"{f.name} must be a str, got {value!r}")  # (head_hidden=0 saved, then refused on resume)
+                # (head_hidden=0 saved, then refused on resume); a flag's help says what the str holds
+                said = f" ({f.metadata['help']})" if "help" in f.metadata else ""  # (a subclass's own field may have none)
+                raise TypeError(f"{f.name} must be a str, got {value!r}{said}")
         if self.allow_new_data and not (self.resume or self.auto_resume):
             raise ValueError("allow_new_data applies to --resume (or --auto-resume) only: a new run has no earlier data to "
                              "differ from")

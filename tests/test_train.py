@@ -2252,14 +2252,17 @@ def test_a_config_subclass_with_fields_of_its_own_resumes_and_a_falsy_path_is_re
     assert [r["step"] for r in read_log(out) if "val_loss" in r][-1] == 3
     with pytest.raises(TypeError, match=r"^init must be a path \(a str or a pathlib.Path\), got False$"):
         TrainConfig(data=str(data), init=False)
-    with pytest.raises(TypeError, match=r"^preset must be a str, got 5$"):
+    with pytest.raises(TypeError, match=r"^preset must be a str, got 5 \(GPTConfig preset of a fresh model: gpt2, "):
         TrainConfig(data=str(data), preset=5)
     from minigpt.finetune_config import FinetuneConfig
 
     with pytest.raises(TypeError, match=r"^val_data must be a path \(a str or a pathlib.Path\), got False$"):
         FinetuneConfig(data=str(data), init="x", val_data=False)
-    with pytest.raises(TypeError, match=r"^head_hidden must be a str, got 0$"):
+    with pytest.raises(TypeError, match=r"^head_hidden must be a str, got 0 \(classify: comma-separated hidden widths of an MLP head "):
         FinetuneConfig(data=str(data), init="x", task="classify", head_hidden=0)
+    Tagged = make_dataclass("Tagged", [("tag", "str", "x")], bases=(TrainConfig,))  # a str field with no help
+    with pytest.raises(TypeError, match=r"^tag must be a str, got 5$"):
+        Tagged(data=str(data), tag=5)
 
 
 def test_a_run_out_of_cpu_memory_ends_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):

@@ -46,6 +46,7 @@ import copy
 import ctypes
 import gc
 import json
+import math
 import os
 import signal
 import statistics
@@ -402,6 +403,10 @@ def counts(text: str) -> list[int]:
     return values
 
 
+# The flags that only the timed runs read: given with --memory, they are refused rather than left unused.
+TIMED_ONLY = ("new_tokens", "ttft_lengths", "compile", "repetition_penalty", "top_p", "top_k", "sampler")
+
+
 def check_flags(args: argparse.Namespace, n_positions: int) -> None:
     """ValueError naming the flag whose prompts or tokens do not fit the model's context (or
     --repeats < 1, --threads < 0), before any timing: else a run would fail after minutes of it."""
@@ -409,6 +414,8 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.threads < 0:
         raise ValueError(f"--threads must be ≥ 0, got {args.threads}")
+    if not 0 < args.repetition_penalty < math.inf:
+        raise ValueError(f"--repetition-penalty must be > 0 (1: off), got {args.repetition_penalty}")
     if args.memory:  # the memory runs time nothing: only their prompts must fit (with the token they make)
         if max(args.memory) > n_positions:
             raise ValueError(f"--memory {max(args.memory)} exceeds the model's context n_positions={n_positions}: "
@@ -477,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         if args.memory:
+            timed_only = [f"--{name.replace('_', '-')}" for name in TIMED_ONLY if getattr(args, name) != p.get_default(name)]
+            if timed_only:  # else silently left out of the memory runs
+                one = len(timed_only) == 1
+                raise ValueError(f"{', '.join(timed_only)} {'is' if one else 'are'} for the timed runs, which --memory does "
+                                 f"not make: drop {'it' if one else 'them'}, or drop --memory")
             if device.type == "cpu" and not os.path.exists("/proc/self/clear_refs"):
                 raise ValueError("--memory on a CPU needs Linux: a process's peak RSS is reset through /proc/self/clear_refs")
             # Loaded here only for its context length, as each run loads it (a Hub id, an adapter folder

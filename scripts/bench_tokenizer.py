@@ -23,6 +23,7 @@ process (torch imported, as in any minigpt command: Python's garbage collector w
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import statistics
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be ≥ 1, got {args.repeats}")
+    if not math.isfinite(args.big_mb):  # (nan, inf: a repeat count no text has)
+        parser.error(f"--big-mb must be a finite number of MB, got {args.big_mb}")
     if args.vocab_size < MIN_VOCAB:  # now, not after the whole encode benchmark ran
         parser.error(f"--vocab-size must be ≥ {MIN_VOCAB} (the 256 bytes and <|endoftext|>), got {args.vocab_size}")
     missing = [str(p) for p in [args.data, *args.extra] if not p.is_file()]

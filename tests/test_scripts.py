@@ -160,6 +160,7 @@ def test_bench_tokenizer_labels_encode_batch_with_the_processes_that_ran(cpus, c
     (["--repeats", "0"], "--repeats must be ≥ 1, got 0"),
     (["--vocab-size", "10"], "--vocab-size must be ≥ 257 (the 256 bytes and <|endoftext|>), got 10"),
     (["--data", "empty.txt"], "--data empty.txt is empty: the benchmark needs a text to encode"),
+    (["--big-mb", "nan"], "--big-mb must be a finite number of MB, got nan"),  # (a scripts audit: a traceback)
 ])
 def test_bench_tokenizer_refuses_a_bad_flag_before_encoding(flags, named, tmp_path, monkeypatch, capsys):
     """--repeats 0 was a traceback; --vocab-size 10 one too, after the whole encode benchmark; an
@@ -213,6 +214,23 @@ def test_bench_tokenizers_tiktoken_is_tiktokens_own_gpt2_encoding():
 
     tik, _hf = script_globals("bench_tokenizer")["engines"]()
     assert tik._pat_str == r50k_pat_str and tik.encode_ordinary("Hello world") == [15496, 995]
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--repetition-penalty", "0"], "--repetition-penalty must be > 0 (1: off), got 0.0"),
+    (["--repetition-penalty", "nan"], "--repetition-penalty must be > 0 (1: off), got nan"),
+    (["--memory", "8", "--top-p", "0.9"], "--top-p is for the timed runs, which --memory does not make: drop it, or drop --memory"),
+    (["--memory", "8", "--compile", "--new-tokens", "4"],
+     "--new-tokens, --compile are for the timed runs, which --memory does not make: drop them, or drop --memory"),
+])
+def test_bench_generate_refuses_flags_it_would_fail_on_or_leave_unused_before_any_timing(flags, named, monkeypatch, capsys):
+    """A scripts audit: --repetition-penalty 0 was a traceback after the TTFT timings (minutes with
+    the default 124M), and --memory left --top-p, --compile and the other flags of the timed runs
+    unused without a word."""
+    timed = [] if "--memory" in flags else ["--ttft-lengths", "8"]  # (refused with --memory too)
+    code, out, err = run_bench("generate", ["--model", "checkpoints/shakespeare", "--repeats", "1", "--batches", "1",
+                                            "--no-bf16", *timed, *flags], monkeypatch, capsys)
+    assert code == 2 and out == "" and err == f"bench_generate.py: error: {named}\n", (out, err)
 
 
 def test_bench_generate_says_which_sampler_it_times(monkeypatch, capsys):

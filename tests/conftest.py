@@ -187,5 +187,9 @@ def save_tiny_base(root: Path, corpus: str, vocab_size: int) -> Path:
 def pytest_collection_modifyitems(config, items):
     """The interpreted kernel tests (tests/test_fused_sampling.py's subprocess: about six minutes of
     one core) go first, so that under README's `-n 2 --dist worksteal` the other process runs the
-    rest beside them, and takes back tests queued behind them, rather than waiting at the end."""
+    rest beside them, and takes back tests queued behind them, rather than waiting at the end.
+    Without -n (no pytest-xdist worker collects) the tests keep their order: `pytest -x` stops at a
+    failure without running those six minutes first."""
+    if not hasattr(config, "workerinput"):
+        return
     items.sort(key=lambda item: item.originalname != "test_kernel_on_cpu_under_triton_interpreter")  # (stable)

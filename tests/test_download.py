@@ -1279,6 +1279,13 @@ def trickling_server(answer: bytes, trickle: bytes, quick_head: bool = False) ->
             thread.join()
 
 
+def threads() -> set[threading.Thread]:
+    """This process's threads, less tqdm's monitor: the first bar a process makes starts it, a
+    disabled one too (download_gpt2(progress=False)), and it lives on, so a test that met the first
+    bar (alone, or first in its pytest-xdist worker) saw it as a thread the download left behind."""
+    return {thread for thread in threading.enumerate() if thread.name != "tqdm_monitor"}
+
+
 @pytest.mark.parametrize("answer, trickle, stalled", [
     # A chunked body's trailer lines, without end: read1 reads them all before it returns.
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n", b"X: a\r\n",
@@ -1298,7 +1305,7 @@ def test_a_server_that_trickles_inside_one_read_is_cut_off_as_a_stall_and_retrie
     thread is left."""
     monkeypatch.setattr(download, "TIMEOUT_S", 0.2)  # a byte every 0.05 s: never a socket timeout
     monkeypatch.setattr(download, "RATE_WINDOW_S", 0.3)  # the body's first byte within 0.6 s
-    before = set(threading.enumerate())
+    before = threads()
     start = time.monotonic()
     with trickling_server(answer, trickle, quick_head=True) as url:
         with pytest.raises(DownloadError) as e:
@@ -1309,7 +1316,7 @@ def test_a_server_that_trickles_inside_one_read_is_cut_off_as_a_stall_and_retrie
                         str(e.value))
     assert re.search(rf"config\.json: {url}{REPO}config\.json {stalled}: stalled; resuming \(retry 1 of 1\)",
                      capsys.readouterr().err)
-    assert set(threading.enumerate()) <= before
+    assert threads() <= before
 
 
 def test_a_server_that_trickles_its_headers_is_cut_off_as_a_stall_and_retried(tmp_path, monkeypatch, capsys):
@@ -1318,7 +1325,7 @@ def test_a_server_that_trickles_its_headers_is_cut_off_as_a_stall_and_retried(tm
     for a GET the body's first byte) within HEADERS_WINDOWS × RATE_WINDOW_S; a stall is retried."""
     monkeypatch.setattr(download, "TIMEOUT_S", 0.2)
     monkeypatch.setattr(download, "RATE_WINDOW_S", 0.3)
-    before = set(threading.enumerate())
+    before = threads()
     start = time.monotonic()
     with trickling_server(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"a") as url:
         with pytest.raises(DownloadError) as e:
@@ -1327,7 +1334,7 @@ def test_a_server_that_trickles_its_headers_is_cut_off_as_a_stall_and_retried(tm
     stalled = rf"{url}{REPO}config\.json sent nothing of the file within 0\.6 s \(headers included\): stalled"
     assert re.fullmatch(rf"asking for config\.json failed: {stalled}\. Run the same command again to retry", str(e.value))
     assert re.search(rf"config\.json: {stalled}; asking again \(retry 1 of 1\)", capsys.readouterr().err)
-    assert set(threading.enumerate()) <= before
+    assert threads() <= before
 
 
 def test_a_proxy_that_trickles_its_connect_answer_is_cut_off_as_a_stall(tmp_path, monkeypatch):
@@ -1338,7 +1345,7 @@ def test_a_proxy_that_trickles_its_connect_answer_is_cut_off_as_a_stall(tmp_path
     monkeypatch.setattr(download, "TIMEOUT_S", 0.2)
     monkeypatch.setattr(download, "RATE_WINDOW_S", 0.3)
     monkeypatch.setenv("no_proxy", "")
-    before = set(threading.enumerate())
+    before = threads()
     start = time.monotonic()
     with trickling_server(b"HTTP/1.1 200 Connection established\r\n", b"X: a\r\n") as proxy:
         monkeypatch.setenv("https_proxy", proxy)
@@ -1347,7 +1354,7 @@ def test_a_proxy_that_trickles_its_connect_answer_is_cut_off_as_a_stall(tmp_path
         assert time.monotonic() - start < 2
     assert str(e.value) == (f"asking for config.json failed: https://127.0.0.1:9{REPO}config.json sent nothing of the "
                             "file within 0.6 s (headers included): stalled. Run the same command again to retry")
-    assert set(threading.enumerate()) <= before
+    assert threads() <= before
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="no uids (Windows): the temp directory is the user's own")

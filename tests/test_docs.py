@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {name: (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "BENCHMARKS.md")}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-OTHER_TOOLS_FLAGS = {"--index-url", "--force-reinstall", "--no-deps", "--config-settings", "--nproc", "--shutdown-timeout", "--monitor-interval", "--dist"}  # pip's, torchrun's and pytest's, in commands beside minigpt's
+OTHER_TOOLS_FLAGS = {"--index-url", "--force-reinstall", "--no-deps", "--config-settings", "--nproc", "--shutdown-timeout", "--monitor-interval", "--dist", "--deselect"}  # pip's, torchrun's and pytest's, in commands beside minigpt's
 
 
 def module_of(path: str) -> str:

@@ -1,5 +1,6 @@
 """Shared test settings: one torch thread, `transformers` (the oracle in many tests) quiet and
-offline, hypothesis deterministic, and autograd on after every test."""
+offline, hypothesis deterministic, autograd on after every test, and under pytest-xdist (README's
+`-n 2`) the interpreted kernel tests first."""
 import os
 
 # One torch thread per test process. The tests run tiny models: thousands of small ops, each a

@@ -3,12 +3,12 @@
 Where it sits: it runs the same two phases as `generate` (`prefill`, then one `decode_step` per
 token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalties.py's and
 minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
-→ temperature → top-k → top-p → min-p → typical → epsilon → eta → draw`. After each stage it keeps the probabilities, so a table per step can show the
-top candidates' odds before and after every penalty and filter, and which token was drawn. It
-samples unless the temperature is 0, where Python's `generate` is greedy unless `do_sample=True`:
-the same seed draws the same tokens as `generate(..., do_sample=True, sampler="torch", seed=S)`
-(the torch sampler is what `generate` uses off CUDA), until the model's own EOS, where it stops (it takes no
-`eos_token_id`).
+→ temperature → top-k → top-p → min-p → typical → epsilon → eta → draw`. After each stage it
+keeps the probabilities, so a table per step can show the top candidates' odds before and after
+every penalty and filter, and which token was drawn. It samples unless the temperature is 0,
+where Python's `generate` is greedy unless `do_sample=True`: the same seed draws the same tokens
+as `generate(..., do_sample=True, sampler="torch", seed=S)` (the torch sampler is what `generate`
+uses off CUDA), until the model's own EOS, where it stops (it takes no `eos_token_id`).
 
 What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
 it is one prompt, for reading, and slower than `generate` (every stage is materialized).

@@ -582,8 +582,9 @@ def end_rows(finished: torch.Tensor, cuts: dict[int, int], tokens: torch.Tensor,
 def next_logits(state: DecodeState, ids: torch.Tensor, so_far: torch.Tensor, pad: int, pad_is_token: bool,
                 slide: int) -> torch.Tensor:
     """Decode: each row's newest token `ids` (B,) goes through the model, one token per row, for the
-    next step's logits (B, V). When the context is full (slide > 0), each full row's last `slide` tokens
-    of `so_far` (B, T + steps) (a row with room: all of its own) are prefilled again instead, from position 0, and decoding goes on."""
+    next step's logits (B, V). When the context is full (slide > 0), each full row's last `slide`
+    tokens of `so_far` (B, T + steps) (a row with room: all of its own) are prefilled again
+    instead, from position 0, and decoding goes on."""
     if not state.full():
         return state.step(ids[:, None])  # (B, 1)
     so_far = so_far[:, -state.model.config.n_positions:]  # all that a prefill can read again: a copy below is this wide

@@ -46,7 +46,6 @@ import copy
 import ctypes
 import gc
 import json
-import math
 import os
 import signal
 import statistics
@@ -61,12 +60,13 @@ import torch.nn.functional as F
 
 from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import CONV1D_SUFFIXES, resolve_device
-from minigpt.cli import FAILED
+from minigpt.cli import FAILED, flag_words
 from minigpt.files import user_path
 from minigpt.generation import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
 from minigpt.linear import MKL_ROWS, packed_weight
+from minigpt.penalties import check_penalties
 from minigpt.sampling import resolve_backend
 
 if TYPE_CHECKING:  # imported in build_models: --memory never builds the twin, and the import takes seconds
@@ -414,8 +414,8 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
         raise ValueError(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.threads < 0:
         raise ValueError(f"--threads must be ≥ 0, got {args.threads}")
-    if not 0 < args.repetition_penalty < math.inf:
-        raise ValueError(f"--repetition-penalty must be > 0 (1: off), got {args.repetition_penalty}")
+    with flag_words(["repetition_penalty"]):  # the library's own check, in the flag's words
+        check_penalties(args.repetition_penalty)
     if args.memory:  # the memory runs time nothing: only their prompts must fit (with the token they make)
         if max(args.memory) > n_positions:
             raise ValueError(f"--memory {max(args.memory)} exceeds the model's context n_positions={n_positions}: "

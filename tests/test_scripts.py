@@ -217,8 +217,8 @@ def test_bench_tokenizers_tiktoken_is_tiktokens_own_gpt2_encoding():
 
 
 @pytest.mark.parametrize("flags,named", [
-    (["--repetition-penalty", "0"], "--repetition-penalty must be > 0 (1: off), got 0.0"),
-    (["--repetition-penalty", "nan"], "--repetition-penalty must be > 0 (1: off), got nan"),
+    (["--repetition-penalty", "0"], "--repetition-penalty must be in (0, inf) (1 means off), got 0.0"),
+    (["--repetition-penalty", "nan"], "--repetition-penalty must be in (0, inf) (1 means off), got nan"),
     (["--memory", "8", "--top-p", "0.9"], "--top-p is for the timed runs, which --memory does not make: drop it, or drop --memory"),
     (["--memory", "8", "--compile", "--new-tokens", "4"],
      "--new-tokens, --compile are for the timed runs, which --memory does not make: drop them, or drop --memory"),

@@ -9,9 +9,10 @@ sends fp32 products to Intel MKL, which runs its generic code on non-Intel CPUs,
 to oneDNN, which re-packs the weight into its blocked layout (the order its AVX-512 kernels read)
 on *every* call. Packing each weight once and calling oneDNN directly makes GPT-2 124M's
 decode-step products ~1.8× faster in fp32 and ~1.4× in bf16 at batch 1, ~3.3× in fp32 and ~1.6×
-in bf16 at batch 8, on an AMD EPYC machine (the two floors of scripts/bench_generate.py;
+in bf16 at batch 8, on an AMD EPYC with AVX-512 (the two floors of scripts/bench_generate.py;
 BENCHMARKS.md). On Intel CPUs MKL runs its tuned code, faster than oneDNN for fp32 products of
-up to three rows (decode at batch 1 to 3): there those stay on MKL (`MKL_ROWS`).
+up to three rows (decode at batch 1 to 3): there those stay on MKL (`MKL_ROWS`). Elsewhere, on a
+CPU without AVX-512 and torch on one thread, one row does (`mkl_rows`).
 
 Same math, same parameters: outputs differ from F.linear only by float rounding (oneDNN sums in
 another order). The cost is memory: while a weight serves inference its packed copy is kept
@@ -60,8 +61,25 @@ def cpu_vendor() -> str:
 # fp32 products of at most this many rows go to MKL on Intel CPUs, where its few-row product beats
 # oneDNN's: 124M's decode-step products on a Xeon took 17.3 / 17.4 / 19.0 ms with MKL against
 # 19.9 / 20.4 / 21.6 with oneDNN at 1 / 2 / 3 rows, but 32.9 against 20.7 at 4 (BENCHMARKS.md:
-# `scripts/bench_generate.py --batches 1,2,3,4`). 0 elsewhere: on AMD MKL's generic code is 1.8× slower.
+# `scripts/bench_generate.py --batches 1,2,3,4`). 0 elsewhere: on AMD MKL's generic code is 1.8× slower,
+# but for one case (`mkl_rows`).
 MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
+
+# Without AVX-512 oneDNN's vectors are no wider than MKL's generic ones, and MKL's one-row product
+# (matrix × vector, on one thread whatever torch's count) beats oneDNN's when oneDNN has one thread
+# too: 124M's decode-step products took 55.9 ms against 70.0 on an AVX2 AMD EPYC, but 52.9 against
+# 44.8 on two threads, and MKL's products of two rows or more were far slower (BENCHMARKS.md).
+ONE_ROW_MKL_ON_ONE_THREAD = ONEDNN and not MKL_ROWS and torch.backends.cpu.get_cpu_capability() != "AVX512"
+
+
+def mkl_rows() -> int:
+    """The most rows an fp32 inference product may have and still go to MKL (F.linear), not oneDNN:
+    MKL_ROWS on Intel; elsewhere 1 where the CPU lacks AVX-512 and torch runs one thread, else 0.
+    Asked at each call (torch.set_num_threads may change in between; the ask costs ~0.15 µs)."""
+    if ONE_ROW_MKL_ON_ONE_THREAD and torch.get_num_threads() == 1:
+        return 1
+    return MKL_ROWS
+
 
 class PackedCopy(NamedTuple):
     """What `packed_weight` keeps for one weight, to tell whether it changed since it was packed.
@@ -262,6 +280,8 @@ def pads_float16(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b by oneDNN on the packed weight: a custom op, opaque to torch.compile, which would
     otherwise lower the call to F.linear (MKL) again."""
+    if x.dtype == torch.float32 and x.numel() <= mkl_rows() * x.size(-1):  # MKL's, decided at run time
+        return F.linear(x, weight, bias)
     packed = packed_weight(weight)
     if packed is None:  # no room for its copy
         return F.linear(x, weight, bias)
@@ -289,7 +309,12 @@ def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if x.dtype == torch.bfloat16:
         return ONEDNN_BF16
-    return x.dtype == torch.float32 and x.numel() > MKL_ROWS * x.size(-1)  # a few rows on Intel: MKL
+    if x.dtype != torch.float32:
+        return False
+    # A few rows (`mkl_rows`) go to MKL. The compiler cannot trace the thread count, so a compiled
+    # call asks only the fixed MKL_ROWS here, and the custom op asks the rest each time it runs.
+    rows = MKL_ROWS if torch.compiler.is_compiling() else mkl_rows()
+    return x.numel() > rows * x.size(-1)
 
 
 def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:

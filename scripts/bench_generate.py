@@ -65,7 +65,7 @@ from minigpt.files import user_path
 from minigpt.generation import generate
 from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
-from minigpt.linear import MKL_ROWS, packed_weight
+from minigpt.linear import MKL_ROWS, mkl_rows, packed_weight
 from minigpt.penalties import check_penalties
 from minigpt.sampling import resolve_backend
 
@@ -564,10 +564,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{theirs_bare / ours_bare:>10.2f}   (nothing waits for each token: the host queues ahead)")
                 print(f"{'  GPU busy per step (ms)':<{LABEL_WIDTH}}{ours_busy * 1e3:>12.2f}{theirs_busy * 1e3:>14.2f}"
                       f"{'':>10}   (kernel time, torch.profiler: the rest of a step is the host's)")
-            if device.type == "cpu" and dtype == torch.float32 and batch <= MKL_ROWS:
+            if device.type == "cpu" and dtype == torch.float32 and batch <= mkl_rows():
                 onednn = matvec_floor(model, batch, dtype, args.repeats, "oneDNN")
-                print(f"{'  oneDNN floor (ms)':<{LABEL_WIDTH}}{onednn * 1e3:>12.1f}   (minigpt keeps MKL here: an Intel CPU, "
-                      f"≤ {MKL_ROWS} rows; minigpt/linear.py)")
+                why = f"an Intel CPU, ≤ {MKL_ROWS} rows" if MKL_ROWS else "no AVX-512, one thread, one row"
+                print(f"{'  oneDNN floor (ms)':<{LABEL_WIDTH}}{onednn * 1e3:>12.1f}   (minigpt keeps MKL here: {why}; "
+                      "minigpt/linear.py)")
             if device.type == "cuda" and batch == 1:
                 limit = bandwidth_limit(model, dtype)
                 print(f"{'  bandwidth limit (ms)':<{LABEL_WIDTH}}{limit * 1e3:>12.2f}   (weight bytes / measured copy bandwidth)")

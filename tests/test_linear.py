@@ -31,6 +31,15 @@ def cache_entry(w: torch.Tensor) -> PackedCopy | None:
     return _PACKED.get(w.untyped_storage(), {}).get(_view(w))
 
 
+def every_fp32_shape_to_onednn(monkeypatch) -> None:
+    """Send even the fp32 products that MKL keeps (`minigpt.linear.mkl_rows`: up to 3 rows on Intel,
+    one row on one thread on a CPU without AVX-512) to oneDNN, whatever CPU runs the test."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)
+    monkeypatch.setattr(linear, "ONE_ROW_MKL_ON_ONE_THREAD", False)
+
+
 def layer(dtype=torch.float32, bias=True) -> Linear:
     torch.manual_seed(0)
     return Linear(96, 200, bias=bias).to(dtype)
@@ -43,7 +52,7 @@ def layer(dtype=torch.float32, bias=True) -> Linear:
 def test_inference_path_matches_f_linear(dtype, shape, bias, monkeypatch):
     import minigpt.linear as linear
 
-    monkeypatch.setattr(linear, "MKL_ROWS", 0)  # every fp32 shape to oneDNN, as on AMD
+    every_fp32_shape_to_onednn(monkeypatch)
     lin = layer(dtype, bias)
     x = torch.randn(shape).to(dtype)
     with torch.no_grad():
@@ -67,7 +76,7 @@ def test_a_packed_copy_the_machine_has_no_room_for_is_not_made(monkeypatch):
     made: that weight runs on F.linear, with one warning; the ones that fit are still packed."""
     import minigpt.linear as linear
 
-    monkeypatch.setattr(linear, "MKL_ROWS", 0)
+    every_fp32_shape_to_onednn(monkeypatch)
     monkeypatch.setattr(linear, "_PACKED_OUT_OF_ROOM", [])
     small, big, big2 = layer(), Linear(96, 4096), Linear(96, 4096)  # 38 KB and 1.6 MB of fp32
     gib = 2**30
@@ -113,6 +122,7 @@ def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
     import minigpt.linear as linear
 
     monkeypatch.setattr(linear, "MKL_ROWS", 2)
+    monkeypatch.setattr(linear, "ONE_ROW_MKL_ON_ONE_THREAD", False)  # as on Intel
     lin = layer()
     with torch.no_grad():
         for shape in [(1, 96), (2, 96), (1, 2, 96), (2, 1, 96)]:
@@ -124,6 +134,40 @@ def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
             half = layer(torch.bfloat16)
             half(torch.randn(1, 96).bfloat16())
             assert cache_entry(half.weight) is not None
+
+
+@needs_onednn
+def test_one_row_stays_on_mkl_on_one_thread_without_avx512(monkeypatch):
+    """Without AVX-512, MKL's one-row product beat oneDNN's on one thread (55.9 against 70.0 ms for
+    124M's decode step on an AVX2 AMD EPYC) and lost on two (52.9 against 44.8): one row on one
+    thread is F.linear's, eager and compiled (where the custom op asks at run time, so a thread
+    count changed after compiling still counts), and nothing is packed for it."""
+    import minigpt.linear as linear
+
+    monkeypatch.setattr(linear, "MKL_ROWS", 0)
+    monkeypatch.setattr(linear, "ONE_ROW_MKL_ON_ONE_THREAD", True)
+    lin, one, two = layer(), torch.randn(1, 1, 96), torch.randn(2, 96)
+    compiled = torch.compile(lin, fullgraph=True)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            assert linear.mkl_rows() == 1
+            for call in (lin, compiled):
+                forget_packed()
+                assert torch.equal(call(one), F.linear(one, lin.weight, lin.bias)) and cache_entry(lin.weight) is None
+                call(two)  # two rows: oneDNN's
+                assert cache_entry(lin.weight) is not None
+            torch.set_num_threads(2)
+            assert linear.mkl_rows() == 0
+            for call in (lin, compiled):
+                forget_packed()
+                assert torch.allclose(call(one), F.linear(one, lin.weight, lin.bias), atol=1e-5)
+                assert cache_entry(lin.weight) is not None
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(linear, "ONE_ROW_MKL_ON_ONE_THREAD", False)  # an AVX-512 CPU: every row oneDNN's
+    assert linear.mkl_rows() == 0
 
 
 @needs_onednn
@@ -390,9 +434,7 @@ def test_weights_of_one_storage_keep_a_packed_copy_each(monkeypatch):
     """A review: with one copy per storage, two weights of one buffer (slices of a fused weight, a
     matrix and its transpose) evicted each other's copy and were packed again on every call (15x
     slower than keeping both). Each keeps its own copy, and reads its own values."""
-    import minigpt.linear as linear
-
-    monkeypatch.setattr(linear, "MKL_ROWS", 0)  # 3 fp32 rows stay on MKL on an Intel CPU (this test failed there)
+    every_fp32_shape_to_onednn(monkeypatch)  # 3 fp32 rows stay on MKL on an Intel CPU (this test failed there)
     torch.manual_seed(0)
     fused = torch.randn(2 * 64, 64)
     a, b = Linear(64, 64, bias=False), Linear(64, 64, bias=False)
@@ -477,9 +519,7 @@ def test_a_replaced_f_linear_is_called_without_grad_and_the_fast_path_comes_back
     """An audit: a spy or instrumentation put in F.linear's place saw every call with grad on and
     none under no_grad. It is now called there too; once F.linear is torch's again, plain
     inference takes the oneDNN path again."""
-    import minigpt.linear as linear
-
-    monkeypatch.setattr(linear, "MKL_ROWS", 0)
+    every_fp32_shape_to_onednn(monkeypatch)
     lin, x, calls = layer(), torch.randn(4, 96), []
     real = F.linear
 
@@ -503,7 +543,7 @@ def test_many_row_counts_reach_onednn_as_a_few_padded_shapes(monkeypatch):
     job over many prompt lengths (prefill rows = batch × length) filled its caches and grew memory."""
     import minigpt.linear as linear
 
-    monkeypatch.setattr(linear, "MKL_ROWS", 0)  # every fp32 shape to oneDNN, as on AMD
+    every_fp32_shape_to_onednn(monkeypatch)
     op = torch.ops.mkldnn._linear_pointwise
     seen = set()
 

@@ -67,7 +67,7 @@ from minigpt.generate_args import tokens_fed
 from minigpt.kv_cache import cache_length
 from minigpt.linear import MKL_ROWS, mkl_rows, packed_weight
 from minigpt.penalties import check_penalties
-from minigpt.sampling import resolve_backend
+from minigpt.sampling import check_sampling_params, resolve_backend
 
 if TYPE_CHECKING:  # imported in build_models: --memory never builds the twin, and the import takes seconds
     from transformers import GPT2LMHeadModel
@@ -421,10 +421,8 @@ def check_flags(args: argparse.Namespace, n_positions: int) -> None:
             raise ValueError(f"--memory {max(args.memory)} exceeds the model's context n_positions={n_positions}: "
                              f"give prompt lengths ≤ {n_positions}")
         return
-    if not 0 < args.top_p <= 1:
-        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.top_k < 0:
-        raise ValueError(f"--top-k must be ≥ 0, got {args.top_k}")
+    with flag_words(["top_p", "top_k"]):
+        check_sampling_params(top_p=args.top_p, top_k=args.top_k)
     longest = max(args.ttft_lengths)
     if longest > n_positions:
         raise ValueError(f"--ttft-lengths {longest} exceeds the model's context n_positions={n_positions}: "

@@ -461,8 +461,9 @@ def test_bench_generate_samples_on_both_sides_with_top_k_and_top_p(small_context
     (["--ttft-lengths", "8,65"], "--ttft-lengths 65 exceeds the model's context n_positions=64"),
     (["--new-tokens", "50"], "--new-tokens must be in [2, 49]"),
     (["--threads", "-1"], "--threads must be ≥ 0, got -1"),
-    (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
-    (["--top-k", "-1"], "--top-k must be ≥ 0, got -1"),
+    (["--top-p", "0"], "--top-p must be in (0, 1] (1 means off), got 0.0"),  # the library's check, as generate's
+    (["--top-p", "nan"], "--top-p must be in (0, 1] (1 means off), got nan"),
+    (["--top-k", "-1"], "--top-k must be in [0, inf) (0 means off), got -1"),
 ])
 def test_bench_generate_refuses_lengths_past_the_context_before_any_timing(small_context_model, flags, named,
                                                                            monkeypatch, capsys):

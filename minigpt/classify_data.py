@@ -379,7 +379,7 @@ def _first_line_labelled(path: Path, label: int | str) -> int:
 
 
 def examples_fingerprint(data: dict[str, Examples]) -> dict:
-    """What a resumed run checks its examples against (minigpt/run_dir.py's `check_data`): each
+    """What a resumed run checks its examples against (minigpt/resume.py's `check_data`): each
     split's count, and a hash of its (text, label) pairs sorted, since their order comes from
     --seed, a setting of its own (reported as one when it changes), not from the data."""
     fingerprint: dict = {f"{split} examples": len(texts) for split, (texts, _) in data.items()}

@@ -533,7 +533,7 @@ def tokens_hash(tokens: np.ndarray) -> str:
 
 
 def data_fingerprint(tokens: dict[str, np.ndarray], vocab_size: int) -> dict:
-    """What a resumed run checks its data against (minigpt/run_dir.py's `check_data`): the
+    """What a resumed run checks its data against (minigpt/resume.py's `check_data`): the
     vocabulary size, and each token file's count and hash. No path or time: a prepared folder
     copied or moved elsewhere is the same data."""
     fingerprint: dict = {"vocab_size": vocab_size}

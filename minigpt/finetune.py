@@ -71,8 +71,9 @@ from minigpt.model import GPT
 from minigpt.sft_data import (encode_pairs, holds_pairs, load_pairs, reading_record, sft_batch, sft_val_loss,
                               val_in_train)
 from minigpt.sft_data import val_source as sft_val_source
-from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_data, check_out_dir, data_meta, read_state, run_dir_lock,
-                             run_tokens, tokens_differ)
+from minigpt.resume import check_data, read_state
+from minigpt.run_dir import (MOVED_DATA_HINT, STATE_FILE, check_out_dir, data_meta, run_dir_lock, run_tokens,
+                             tokens_differ)
 from minigpt.run_log import comparable_evaluations, read_log
 from minigpt.stats import peak_memory_bytes
 from minigpt.pretrain import build_model, check_block_size, check_same_tokenizer, seeded, trained_length

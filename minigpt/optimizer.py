@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-if TYPE_CHECKING:  # type hints only: minigpt/run_dir.py, which train_config.py imports, imports this module
+if TYPE_CHECKING:  # type hints only: minigpt/resume.py, which train_config.py imports, imports this module
     from minigpt.train_config import TrainConfig
 
 # AdamW moves each weight by about lr per step (its update is normalised to ~1), but a 16-bit

@@ -3,7 +3,7 @@
 Where it sits: `train_loop` (minigpt/train.py) appends a record at each log and evaluation step
 (`append_log`), and one at each start and resume (`opening_record`: the run's provenance); the
 curves are drawn from the log at each checkpoint (`plot_log`). The checkpoints, and what
---resume reads back, are minigpt/run_dir.py's; --resume cuts the log back to the checkpoint it
+--resume reads back, are minigpt/run_dir.py's and minigpt/resume.py's; --resume cuts the log back to the checkpoint it
 resumes from (`truncate_log`), so the log never holds steps the run threw away.
 
 log.jsonl is JSON Lines, one object per line, each with its "step":

@@ -155,7 +155,7 @@ def val_in_train(pairs: dict[str, Examples]) -> int:
 def reading_record(pairs: dict[str, Examples]) -> dict:
     """How these pairs were read into rows, for the run's data fingerprint beside the pairs' hash:
     the encoding, and how many val prompts are empty (the rows the encodings make otherwise).
-    `restore` (minigpt/run_dir.py) starts best/ over when a resume reads them otherwise than the
+    `restore` (minigpt/resume.py) starts best/ over when a resume reads them otherwise than the
     run's saved state says (a state saved before the encoding was recorded read them as 1)."""
     return {"sft encoding": SFT_ENCODING, "val empty prompts": pairs["val"][0].count("")}
 

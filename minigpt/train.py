@@ -18,7 +18,7 @@ and a resumed run, or a run on a different number of processes, draws exactly th
 The config of a run (`TrainConfig`) and the command-line flags built from its fields are
 minigpt/train_config.py; the optimizer (AdamW's weight-decay groups) and the learning-rate
 schedule are minigpt/optimizer.py. What a run leaves in OUT_DIR (checkpoints, training_state.pt), and
-how `--resume` reads it back, is minigpt/run_dir.py; its log.jsonl and loss.png are minigpt/run_log.py. Its processes (torchrun / DDP)
+how `--resume` reads it back, are minigpt/run_dir.py and minigpt/resume.py; its log.jsonl and loss.png are minigpt/run_log.py. Its processes (torchrun / DDP)
 and device, how a signal stops it, and its exit codes are minigpt/train_runtime.py.
 """
 from __future__ import annotations
@@ -48,8 +48,8 @@ from minigpt.files import read_json
 from minigpt.model import GPT
 from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.progress_bar import progress_bar
-from minigpt.run_dir import (STATE_FILE, check_out_dir, drop_previous_best, frozen_weights, read_state, restore,
-                             run_dir_lock, save_best, save_checkpoint)
+from minigpt.resume import read_state, restore
+from minigpt.run_dir import STATE_FILE, check_out_dir, drop_previous_best, frozen_weights, run_dir_lock, save_best, save_checkpoint
 from minigpt.run_log import LOG_FILE, append_log, evaluated_at, opening_record, plot_log, read_log
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
@@ -417,7 +417,7 @@ def train_loop(
         never makes best/, and is warned of once).
     bytes_per_token turns a val loss in nats per token into bits per byte; flops_per_token gives MFU on a GPU.
     data_fingerprint (e.g. minigpt/data.py's `data_fingerprint`) is saved with each checkpoint, and
-        --resume refuses data whose fingerprint differs (minigpt/run_dir.py's `check_data`).
+        --resume refuses data whose fingerprint differs (minigpt/resume.py's `check_data`).
     loss_unit names what a loss of the caller's is measured in (finetune's classify task: "nats per
         text"), for the opening log record and loss.png's axis; None (the default): the unit the
         loop knows (`known_loss_unit`). "nats/token" logs a perplexity too, and bits per byte with
@@ -654,7 +654,7 @@ class Progress:
 
 def resume(out: Path, raw: nn.Module, optimizer, scaler, cfg, rt: Runtime, data_fingerprint: dict | None,
            frozen: dict | None) -> tuple[Progress, dict]:
-    """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/run_dir.py's
+    """--resume: the weights, optimizer and scaler read back from OUT_DIR's checkpoint (minigpt/resume.py's
     `restore`, which refuses a run that differs); where the run stood, and the settings this resume
     changed from the saved run's ({name: (saved, now)})."""
     step, best, (loss_since, steps_since), (skipped_since, in_a_row, kept_one), changed, opening = restore(

@@ -30,8 +30,9 @@ from minigpt.checkpoint import DTYPE_NAMES
 from minigpt.checks import as_count, as_real, as_switch, check_rate
 from minigpt.config import shipped_path
 from minigpt.files import user_path
-from minigpt.run_dir import (STATE_FILE, check_resumable, holds_run, is_rank_0, own_tokens, read_state, run_tokens,
-                              unsaved_run, unsaved_story)
+from minigpt.resume import read_state
+from minigpt.run_dir import (STATE_FILE, check_resumable, holds_run, is_rank_0, own_tokens, run_tokens, unsaved_run,
+                             unsaved_story)
 
 # The shape of a fresh model when no --preset is given.
 DEFAULT_PRESET = "gpt2-mini"
@@ -135,13 +136,13 @@ class TrainConfig:
 
     def data_settings(self) -> tuple[str, ...]:
         """The settings, beside --data, that choose what of --data the run trains on: a resume
-        that changes one gets other data from the same --data, and minigpt/run_dir.py's
+        that changes one gets other data from the same --data, and minigpt/resume.py's
         `check_data` names it. `minigpt train` reads a prepared folder whole: none."""
         return ()
 
     def kept_form(self, name: str, value):
         """Setting `name`'s `value` in the form this config keeps it, for --resume to compare the
-        saved run's with this one's (minigpt/run_dir.py's `restore`). Runs saved before input
+        saved run's with this one's (minigpt/resume.py's `restore`). Runs saved before input
         paths were kept absolute hold them as typed: relative to the directory they started in,
         which --resume from there makes absolute. The same setting."""
         return os.path.abspath(value) if name in self.PATH_FIELDS and value else value

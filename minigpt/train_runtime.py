@@ -45,7 +45,8 @@ from minigpt.checkpoint import DTYPE_NAMES, resolve_device
 from minigpt.checks import ALLOCATOR_FAILURES, is_out_of_memory
 from minigpt.cli import FAILED, guarded, no_cxx_compiler
 from minigpt.files import json_line
-from minigpt.run_dir import env_rank, is_rank_0, saved_step
+from minigpt.resume import saved_step
+from minigpt.run_dir import env_rank, is_rank_0
 from minigpt.train_config import TrainConfig
 
 # ---- processes and devices ----------------------------------------------------------------------

@@ -742,7 +742,8 @@ def test_a_classifier_init_goes_on_training_its_own_pooling_and_hidden_layers_wi
     given), one flag per refusal, the widths printed as (8,). Unset, they are now the head's own, and
     the run's saved config says so (a bare --resume goes on with it); the flags given that differ
     are refused all at once, as typed."""
-    from minigpt.run_dir import STATE_FILE, read_state
+    from minigpt.resume import read_state
+    from minigpt.run_dir import STATE_FILE
     from minigpt.tokenizer import Tokenizer
 
     torch.manual_seed(0)

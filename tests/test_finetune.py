@@ -1755,7 +1755,7 @@ def test_resume_that_measures_val_loss_otherwise_starts_best_over(base, tmp_path
     assert summary["best_val_loss_step"] == best_step() == 6
     # Which settings count (a mutation audit): the lm task draws its val windows with all four;
     # classify scores every val example, so only where a text is cut matters.
-    from minigpt.run_dir import val_settings
+    from minigpt.resume import val_settings
     assert set(val_settings(SimpleNamespace(task="lm"))) == {"block_size", "batch_size", "eval_iters", "seed"}
     assert val_settings(SimpleNamespace(task="classify")) == ("block_size",)
 

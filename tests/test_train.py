@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 import minigpt.files
 import minigpt.optimizer
+import minigpt.resume
 import minigpt.run_dir
 import minigpt.run_log
 import minigpt.train as train
@@ -777,7 +778,7 @@ def test_resume_with_a_new_weight_decay_or_betas_trains_with_them(tmp_path):
     optimizer = minigpt.optimizer.build_optimizer(model, cfg, torch.device("cpu"))
     rt = train_runtime.setup_runtime(cfg)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    assert minigpt.run_dir.restore(first, model, optimizer, scaler, cfg, rt)[0] == 4
+    assert minigpt.resume.restore(first, model, optimizer, scaler, cfg, rt)[0] == 4
     groups = [(g["weight_decay"], g["betas"], g["eps"]) for g in optimizer.param_groups]
     assert groups == [(0.5, (0.8, 0.5), 1e-8), (0.0, (0.8, 0.5), 1e-8)]
     state = optimizer.state_dict()["state"]
@@ -2104,9 +2105,9 @@ def test_a_training_state_without_its_grad_scaler_is_refused_by_name(tmp_path):
     state = {"config": {}, "model": {}, "optimizer": {"state": {}, "param_groups": []}, "step": 3, "best_val_loss": 1.0}
     torch.save(state, tmp_path / STATE_FILE)
     with pytest.raises(ValueError, match=rf"{STATE_FILE} is not a training state saved by minigpt: it lacks scaler$"):
-        minigpt.run_dir.read_state(tmp_path / STATE_FILE)
+        minigpt.resume.read_state(tmp_path / STATE_FILE)
     torch.save(state | {"scaler": {}}, tmp_path / STATE_FILE)
-    assert minigpt.run_dir.read_state(tmp_path / STATE_FILE)["step"] == 3
+    assert minigpt.resume.read_state(tmp_path / STATE_FILE)["step"] == 3
 
 
 # A training_state.pt whose fields hold other types (a security audit's probe_state.py): each was
@@ -2139,11 +2140,11 @@ def test_a_training_state_field_of_the_wrong_type_is_refused_naming_the_file_and
     state = {"config": {}, "model": {}, "optimizer": {"state": {}, "param_groups": []}, "scaler": {}, "step": 3,
              "best_val_loss": math.inf, "command": "train", "log_partial": [0.0, 0], "data": None}
     torch.save(state, tmp_path / STATE_FILE)
-    assert minigpt.run_dir.read_state(tmp_path / STATE_FILE)["step"] == 3  # the untouched state is read
+    assert minigpt.resume.read_state(tmp_path / STATE_FILE)["step"] == 3  # the untouched state is read
     torch.save(state | {field: value}, tmp_path / STATE_FILE)
     with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / STATE_FILE))} is damaged: {said}.*"
                                          rf"start a new run from them with --init {re.escape(str(tmp_path))}"):
-        minigpt.run_dir.read_state(tmp_path / STATE_FILE)
+        minigpt.resume.read_state(tmp_path / STATE_FILE)
 
 
 def test_a_training_state_holding_an_object_is_refused_without_torchs_advice_to_unpickle_it(tmp_path):
@@ -2155,7 +2156,7 @@ def test_a_training_state_holding_an_object_is_refused_without_torchs_advice_to_
              "best_val_loss": math.inf, "planted": argparse.Namespace(run="code")}
     torch.save(state, tmp_path / STATE_FILE)
     with pytest.raises(ValueError) as refused:
-        minigpt.run_dir.read_state(tmp_path / STATE_FILE)
+        minigpt.resume.read_state(tmp_path / STATE_FILE)
     assert str(refused.value) == (f"{tmp_path / STATE_FILE} is not a training state saved by minigpt: it holds an object "
                                   "of class argparse.Namespace; not unpickling it, which could run any code the file holds")
     assert "weights_only" not in str(refused.value)
@@ -2168,10 +2169,10 @@ def test_a_training_state_that_is_an_lfs_pointer_or_random_bytes_is_not_said_to_
     path = tmp_path / STATE_FILE
     path.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12345\n")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} is a Git LFS pointer, not the file itself") as refused:
-        minigpt.run_dir.read_state(path)
+        minigpt.resume.read_state(path)
     path.write_bytes(bytes(range(249, 256)) * 500)  # opcode 249: no pickle opcode
     with pytest.raises(ValueError) as refused_too:
-        minigpt.run_dir.read_state(path)
+        minigpt.resume.read_state(path)
     assert str(refused_too.value) == f"{path} is not a readable training state (UnpicklingError: Unsupported operand 249)"
     for said in (str(refused.value), str(refused_too.value)):
         assert "any code" not in said and "weights_only" not in said
@@ -2351,13 +2352,13 @@ def test_optimizer_state_that_does_not_fit_its_parameters_is_named(tmp_path, dam
     writes as many numbers as the parameter holds (shape (1,): "free(): invalid size", the process
     aborted). check_optimizer_state refuses each kind of misfit, naming the parameter."""
     model, optimizer, saved = _tiny_optimizer_state()
-    minigpt.run_dir.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)  # as saved: it fits
+    minigpt.resume.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)  # as saved: it fits
     mutate, said = DAMAGED_MOMENTS[damage]
     mutate(saved["state"])
     optimizer.load_state_dict(saved)
     with pytest.raises(ValueError, match=rf"{STATE_FILE} is damaged: its optimizer state "
                                          rf"(for transformer.h.0.attn.c_attn.weight )?{said}"):
-        minigpt.run_dir.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)
+        minigpt.resume.check_optimizer_state(optimizer, model, tmp_path / STATE_FILE)
 
 
 @pytest.mark.parametrize("field, value, said", [("eos_token_id", 5, "eos_token_id 5, where it is 256 in"),
@@ -2406,9 +2407,9 @@ def test_check_data_names_what_the_saved_fingerprint_has_and_the_data_now_lacks(
     both splits today: this is the function's own contract.)"""
     saved = {"vocab_size": 64, "train.bin tokens": 4000, "val.bin tokens": 600}
     cfg = SimpleNamespace(data="d", allow_new_data=False)
-    assert minigpt.run_dir.check_data(tmp_path, saved, dict(saved), cfg) is None
+    assert minigpt.resume.check_data(tmp_path, saved, dict(saved), cfg) is None
     with pytest.raises(ValueError, match=r"\(val.bin tokens: 600 then, None now\)"):
-        minigpt.run_dir.check_data(tmp_path, saved, {k: v for k, v in saved.items() if k != "val.bin tokens"}, cfg)
+        minigpt.resume.check_data(tmp_path, saved, {k: v for k, v in saved.items() if k != "val.bin tokens"}, cfg)
 
 
 def test_only_the_main_process_prints_the_resume_notes(tmp_path, capsys):
@@ -2423,7 +2424,7 @@ def test_only_the_main_process_prints_the_resume_notes(tmp_path, capsys):
     capsys.readouterr()
     for is_main in (True, False):
         rt = SimpleNamespace(device=torch.device("cpu"), is_main=is_main)
-        minigpt.run_dir.restore(out, model, optimizer, scaler, cfg, rt)
+        minigpt.resume.restore(out, model, optimizer, scaler, cfg, rt)
         assert ("note: the learning rate of step 5" in capsys.readouterr().err) == is_main
 
 
@@ -4457,7 +4458,7 @@ def test_a_compiled_model_with_cfg_compile_is_compiled_once_not_twice(tmp_path, 
 def test_a_state_saved_from_a_compiled_wrapper_by_an_earlier_minigpt_resumes(tmp_path):
     """An earlier minigpt, given torch.compile(model), saved each weight under its `_orig_mod.` prefix;
     --resume refused that state as "saved from another model". Its weights are read back under the
-    model's own names (run_dir.py's `restore`). So are the names of its frozen weights, and its digest
+    model's own names (resume.py's `restore`). So are the names of its frozen weights, and its digest
     is compared under the prefixed names it hashed: read as they were saved, a model with frozen
     weights never matched them, and its resume died as "saved from another model" again."""
     data = make_data(tmp_path / "data")

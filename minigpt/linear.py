@@ -76,9 +76,16 @@ def mkl_rows() -> int:
     """The most rows an fp32 inference product may have and still go to MKL (F.linear), not oneDNN:
     MKL_ROWS on Intel; elsewhere 1 where the CPU lacks AVX-512 and torch runs one thread, else 0.
     Asked at each call (torch.set_num_threads may change in between; the ask costs ~0.15 µs)."""
-    if ONE_ROW_MKL_ON_ONE_THREAD and torch.get_num_threads() == 1:
+    if ONE_ROW_MKL_ON_ONE_THREAD and torch_threads() == 1:
         return 1
     return MKL_ROWS
+
+
+@torch.compiler.assume_constant_result
+def torch_threads() -> int:
+    """torch.get_num_threads(), which the compiler cannot trace: a compiled graph keeps the count it
+    was traced at, and is compiled again when the count changes (the compiler guards on it)."""
+    return torch.get_num_threads()
 
 
 class PackedCopy(NamedTuple):
@@ -280,8 +287,6 @@ def pads_float16(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b by oneDNN on the packed weight: a custom op, opaque to torch.compile, which would
     otherwise lower the call to F.linear (MKL) again."""
-    if x.dtype == torch.float32 and x.numel() <= mkl_rows() * x.size(-1):  # MKL's, decided at run time
-        return F.linear(x, weight, bias)
     packed = packed_weight(weight)
     if packed is None:  # no room for its copy
         return F.linear(x, weight, bias)
@@ -309,12 +314,7 @@ def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if x.dtype == torch.bfloat16:
         return ONEDNN_BF16
-    if x.dtype != torch.float32:
-        return False
-    # A few rows (`mkl_rows`) go to MKL. The compiler cannot trace the thread count, so a compiled
-    # call asks only the fixed MKL_ROWS here, and the custom op asks the rest each time it runs.
-    rows = MKL_ROWS if torch.compiler.is_compiling() else mkl_rows()
-    return x.numel() > rows * x.size(-1)
+    return x.dtype == torch.float32 and x.numel() > mkl_rows() * x.size(-1)  # a few rows: MKL (`mkl_rows`)
 
 
 def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:

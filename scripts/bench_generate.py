@@ -21,7 +21,8 @@ so both see the same machine load):
   kernel, the reference's floor) and with minigpt's `Linear` (oneDNN for fp32 and bf16 on x86, see
   minigpt/linear.py). A decoder cannot beat the floor of the kernel it uses; floor/ours says how
   close minigpt's step gets to its own. Where `Linear` keeps fp32 on MKL (a few rows on an
-  Intel CPU), a line gives the oneDNN floor it passed over.
+  Intel CPU, or one row on one thread on a CPU without AVX-512), a line gives the oneDNN floor it
+  passed over.
 - bf16: minigpt in bfloat16 against transformers in fp32, and how far bf16 logits drift from fp32
   (on a 256-token prompt, or the whole context if it is shorter).
 - The KV cache's bytes against 2·n_layer·B·max_len·n_embd·bytes, and (on a GPU) the memory

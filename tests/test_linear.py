@@ -140,8 +140,8 @@ def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
 def test_one_row_stays_on_mkl_on_one_thread_without_avx512(monkeypatch):
     """Without AVX-512, MKL's one-row product beat oneDNN's on one thread (55.9 against 70.0 ms for
     124M's decode step on an AVX2 AMD EPYC) and lost on two (52.9 against 44.8): one row on one
-    thread is F.linear's, eager and compiled (where the custom op asks at run time, so a thread
-    count changed after compiling still counts), and nothing is packed for it."""
+    thread is F.linear's, eager and compiled, and nothing is packed for it. A compiled call sees a
+    thread count changed after it was compiled (the compiler guards on it and compiles again)."""
     import minigpt.linear as linear
 
     monkeypatch.setattr(linear, "MKL_ROWS", 0)

@@ -339,7 +339,8 @@ class GPTConfig:
         try:  # a null token id is None: the model has no such token, as in transformers
             config = cls(**kwargs)
         except (TypeError, ValueError) as e:  # "n_layer must be an integer, got 1.0": the file's fault, said as such
-            raise ValueError(f"{source}: {e}") from None
+            # (a token id's, that of the file it came from: generation_config.json, where there is one)
+            raise ValueError(f"{ids_source if ids_source and str(e).startswith(TOKEN_IDS) else source}: {e}") from None
         config._check_file_token_ids(ids_source or source, is_classifier)
         return config
 

@@ -332,11 +332,7 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = eos_list(model, eos_token_id)
     pad_token_id = None if pad_token_id is None else as_count("pad_token_id", pad_token_id)  # 5.0 would fail in the embedding
     seed = None if seed is None else check_seed(seed)
-    # As in transformers: the pad named (this call's pad_token_id, else the config's), else the first
-    # EOS. With eos_token_id=[] no id ends a row, but finished rows (stop strings) still need a pad:
-    # the config's first EOS, else 0. Only a pad named as one can mark padding in the prompts (below).
     named_pad = pad_token_id if pad_token_id is not None else cfg.pad_token_id
-    pad = named_pad if named_pad is not None else (eos or cfg.eos_ids or [0])[0]
     stop = stop_list(stop)
     check_sampling_params(**sampling)
     check_penalties(**penalties)
@@ -350,6 +346,13 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     # The config's own EOS may be no id of the model (GPT-2's 50256 kept by a small vocabulary): no
     # row can draw it, so it ends none; dropped, it is not masked either (min_new_tokens' index_fill).
     eos = [t for t in eos if 0 <= t < cfg.vocab_size]
+    # As in transformers: the pad named (this call's pad_token_id, else the config's), else the first
+    # EOS: the first the model has, where the config lists a stale id before it (a row ended by 243
+    # and padded with [60000, 243]'s 60000 would not decode). With eos_token_id=[] no id ends a row,
+    # but finished rows (stop strings) still need a pad: the config's first EOS, else 0. A stale EOS
+    # alone still pads (the model reads it as 0). Only a pad named as one marks padding in prompts.
+    own_eos = [t for t in cfg.eos_ids if 0 <= t < cfg.vocab_size]
+    pad = named_pad if named_pad is not None else (eos or own_eos or cfg.eos_ids or [0])[0]
     if num_beams < 1:
         raise ValueError(f"num_beams must be ≥ 1, got {num_beams}")
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real):  # "1" would fail in math.isfinite

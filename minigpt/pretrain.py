@@ -29,7 +29,9 @@ from minigpt.data import DATA_FILES, data_fingerprint, load_splits, read_meta, s
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES, recorded_length
+from minigpt.resume import saved_step
 from minigpt.run_dir import MOVED_DATA_HINT, check_out_dir, is_rank_0, run_dir_lock
+from minigpt.run_log import is_opening, read_log
 from minigpt.stats import gpt_flops_per_token
 from minigpt.train import lm_loss, train_loop
 from minigpt.train_config import DEFAULT_PRESET, TrainConfig, parse_config
@@ -147,16 +149,32 @@ def init_positions(source: str) -> int | None:
 
 def trained_length(cfg: TrainConfig, block_size: int, n_positions: int) -> int:
     """The length a run's model is trained on, which its checkpoints record as their tokenizer's
-    model_max_length (`minigpt eval` scores windows no longer). A fresh model (no --init, resumed
-    or not) trains only the positions of its windows: past --block-size its position embeddings
-    stay random. An --init model learned its positions before, as far as its own record says
-    (`recorded_length`: all of them, unless it was such a fresh model), or this run's windows
-    reach. A resumed run reads the record its own checkpoint took from --init: that folder may
-    have moved or gone since, and the run's record must not change between its sessions."""
+    model_max_length (`minigpt eval` scores windows no longer). A fresh model (no --init) trains
+    only the positions of its windows: past --block-size its position embeddings stay random,
+    unless an earlier session of the run had longer ones (`session_windows`: a resume with a
+    shorter --block-size leaves trained what they trained). An --init model learned its positions
+    before, as far as its own record says (`recorded_length`: all of them, unless it was such a
+    fresh model), or this run's windows reach. A resumed run reads the record its own checkpoint
+    took from --init: that folder may have moved or gone since, and the run's record must not
+    change between its sessions."""
     if not cfg.init:
-        return block_size
-    before = recorded_length(cfg.out if cfg.resume else shipped_path(cfg.init)) or n_positions
-    return min(n_positions, max(block_size, before))
+        before = session_windows(Path(cfg.out)) if cfg.resume else None
+    else:
+        before = recorded_length(cfg.out if cfg.resume else shipped_path(cfg.init)) or n_positions
+    return min(n_positions, max(block_size, before or 0))
+
+
+def session_windows(out: Path) -> int | None:
+    """The longest --block-size the run in `out` trained kept steps with: the settings of its log's
+    opening records (a start's, each resume's) before its saved step; None where the log says none.
+    The log, not the checkpoint's record: a checkpoint of an earlier minigpt recorded a fresh
+    model's whole context there."""
+    step = saved_step(out)
+    try:
+        sizes = [r["config"].get("block_size") for r in read_log(out) if is_opening(r) and r["step"] < (step or 0)]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):  # no log, or not one minigpt wrote
+        return None
+    return max((n for n in sizes if isinstance(n, int) and not isinstance(n, bool)), default=None)
 
 
 @contextmanager

@@ -148,6 +148,17 @@ def evaluated_at(out: Path, step: int) -> bool:
     return (out / LOG_FILE).exists() and any(r["step"] == step and "val_loss" in r for r in read_log(out))
 
 
+def reported_at(out: Path, step: int) -> dict:
+    """What the run reported at `step`, as the log records it: its training record's and its
+    evaluation's metrics, merged as the loop merges them (the result line of a run that ended
+    there), for a resume that finds the run already done; {"step": step} where the log has none."""
+    merged = {"step": step}
+    for r in read_log(out) if (out / LOG_FILE).exists() else []:
+        if r["step"] == step and not is_opening(r) and not r.get("best_reset"):
+            merged.update(r)
+    return merged
+
+
 def records_of_state(out: Path, step: int) -> list[dict]:
     """The log's records that a checkpoint saved at `step` stands on: those before its step, and
     those at it but a best_reset mark. A mark there is a resume's from this same checkpoint that

@@ -50,7 +50,7 @@ from minigpt.optimizer import HALF_WEIGHTS_ERROR, build_optimizer, lr_at
 from minigpt.progress_bar import progress_bar
 from minigpt.resume import read_state, restore
 from minigpt.run_dir import STATE_FILE, check_out_dir, drop_previous_best, frozen_weights, run_dir_lock, save_best, save_checkpoint
-from minigpt.run_log import LOG_FILE, append_log, evaluated_at, opening_record, plot_log, read_log
+from minigpt.run_log import LOG_FILE, append_log, evaluated_at, opening_record, plot_log, read_log, reported_at
 from minigpt.stats import peak_flops
 from minigpt.tokenizer_files import TOKENIZER_FILES
 from minigpt.train_config import TrainConfig
@@ -713,6 +713,7 @@ def run_steps(run: Run, progress: Progress, stop_signal: StopSignal) -> dict[str
         metrics = end_stopped_run(run, progress)
     elif progress.step == cfg.max_iters:  # done: killed after its last checkpoint, perhaps before its curve
         on_rank_0(run.rt, lambda: plot_log(run.out))
+        metrics = reported_at(run.out, progress.step)  # the result line it ended with, again
     while progress.step < cfg.max_iters:
         metrics = train_and_log(run, progress)
         if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or progress.step == cfg.max_iters:

@@ -47,6 +47,7 @@ from minigpt.cli import FAILED, guarded, no_cxx_compiler
 from minigpt.files import json_line
 from minigpt.resume import saved_step
 from minigpt.run_dir import env_rank, is_rank_0
+from minigpt.run_log import LOG_FILE
 from minigpt.train_config import TrainConfig
 
 # ---- processes and devices ----------------------------------------------------------------------
@@ -355,8 +356,9 @@ MAKE_ROOM = {errno.ENOSPC: "free space", errno.EIO: "free space", errno.EFBIG: "
 
 def what_stands(error: Exception) -> str:
     """After a save that failed for want of room (`MAKE_ROOM`), the checkpoint that stands in the
-    run's OUT_DIR, as a clause to add to the error; "" for any other error, or when no checkpoint
-    was saved. OUT_DIR is where the failed write was: the error names the file, or its folder
+    run's OUT_DIR, as a clause to add to the error, or, where the run saved none yet (its log
+    started, no training_state.pt), what starts it again; "" for any other error, or a folder that
+    holds no run. OUT_DIR is where the failed write was: the error names the file, or its folder
     (OUT_DIR, or best.new/ in it: minigpt/files.py's `atomic_path`, run_dir.py's `save_best`; or
     the adapter/ folder in either, a LoRA run's)."""
     if not isinstance(error, OSError) or error.errno not in MAKE_ROOM or not isinstance(error.filename, (str, bytes)):
@@ -366,10 +368,13 @@ def what_stands(error: Exception) -> str:
     out = out.parent if out.name == "adapter" else out  # (a LoRA run's adapters, minigpt/lora.py's ADAPTER_DIR)
     out = out.parent if out.name in ("best", "best.new") else out
     step = saved_step(out)
-    if step is None:
-        return ""
-    return (f"; the last checkpoint written whole, step {step} in {out}, stands: {MAKE_ROOM[error.errno]}, then "
-            "continue from it with --resume")
+    if step is not None:
+        return (f"; the last checkpoint written whole, step {step} in {out}, stands: {MAKE_ROOM[error.errno]}, then "
+                "continue from it with --resume")
+    if (out / LOG_FILE).exists():  # the first checkpoint failed: --resume starts over (run_dir.py's restart_unsaved_run)
+        return (f"; the run in {out} has no checkpoint written whole yet: {MAKE_ROOM[error.errno]}, then run the same "
+                "command with --resume, which starts it again")
+    return ""
 
 
 def out_of_memory(error: BaseException) -> str | None:

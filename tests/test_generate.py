@@ -1141,6 +1141,28 @@ def test_a_checkpoint_whose_config_lists_several_eos_ids_stops_on_any_as_transfo
 
 
 @torch.no_grad()
+def test_a_config_eos_list_that_names_a_stale_id_first_pads_with_an_id_the_model_has(pair):
+    """A runner's audit: config.json's eos_token_id [60000, 243] in a 50,257-token model (an id of
+    another vocabulary first) ended a row at 243, then padded it with 60000, which no tokenizer of
+    the model decodes ("unknown token id 60000"). The pad is now the first EOS the model has (for
+    greedy and beams alike); a stale EOS alone still pads, as no row can end on it."""
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    free = generate(model, ids, mask, max_new_tokens=6, eos_token_id=[])[:, ids.size(1):]
+    ender, stale, V = int(free[0, 1]), model.config.vocab_size + 50, model.config.vocab_size
+    config = copy.deepcopy(model.config)
+    listed = copy.copy(model)
+    listed.config = config
+    config.eos_token_id, config.pad_token_id = [stale, ender], None
+    for kw in (dict(), dict(num_beams=2)):
+        out = generate(listed, ids, mask, max_new_tokens=6, **kw)[:, ids.size(1):]
+        assert out.max() < V, kw
+        assert out[0, 1] == ender and (out[0, 2:] == ender).all(), kw  # row 0 ended at its id, padded with it
+    config.eos_token_id = stale  # stale alone: nothing ends, nothing pads (the model reads such a pad as 0)
+    assert torch.equal(generate(listed, ids, mask, max_new_tokens=6)[:, ids.size(1):], free)
+
+
+@torch.no_grad()
 def test_generate_text_returns_the_best_beams_best_first(pair):
     model, _ = pair
     tok = ByteTokenizer()

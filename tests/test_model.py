@@ -591,6 +591,16 @@ def test_a_bad_token_id_of_generation_config_json_names_that_file_and_warns_at_t
     with pytest.warns(UserWarning, match=re.escape(f"{generation} sets pad_token_id {SMALL['vocab_size']}")) as caught:
         GPT.from_pretrained(tmp_path)
     assert [w.filename for w in caught] == [__file__]
+    # An id of the wrong type, or an empty EOS list, there: that file named too (a runner's audit:
+    # config.json was named, which holds no such value), and config.json's own errors still name it.
+    for bad in ("50256", 50256.0, True, []):
+        generation.write_text(json.dumps({"eos_token_id": bad}))
+        with pytest.raises(ValueError, match=re.escape(f"{generation}: eos_token_id must be ")):
+            GPT.from_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"n_layer": 1.5}))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: n_layer must be")):
+        GPT.from_pretrained(tmp_path)
 
 
 def test_transformers_alias_keys_in_config_json_are_read():

@@ -2667,6 +2667,25 @@ def test_a_fresh_model_records_its_block_size_as_its_tokenizers_model_max_length
     assert Tokenizer.from_pretrained(tmp_path / "from_full").model_max_length == 128  # all of gpt2-tiny's positions
 
 
+def test_a_resume_with_shorter_windows_keeps_the_length_its_earlier_sessions_trained(tmp_path):
+    """A trainer's audit: a fresh model trained 60 steps on 64-token windows, resumed for 2 more on
+    32, recorded 32 as its model_max_length, so `minigpt eval` scored 32-token windows and said
+    positions 32-63 never trained. The longest windows of the run's sessions are kept (its log's
+    opening records), but not those of a session whose steps were thrown away (killed before its
+    checkpoint: its opening lies at the saved step)."""
+    data = add_tokenizer(make_data(tmp_path / "data"), Tokenizer.train("ab", vocab_size=257, progress=False))
+    out = tmp_path / "run"
+    pretrain(tiny_cfg(data, out, max_iters=2, eval_iters=1, block_size=32))
+    pretrain(tiny_cfg(data, out, max_iters=3, eval_iters=1, block_size=16, resume=True))
+    assert Tokenizer.from_pretrained(out).model_max_length == 32
+    short = tmp_path / "short"
+    pretrain(tiny_cfg(data, short, max_iters=2, eval_iters=1, block_size=16))
+    with (short / "log.jsonl").open("a") as f:  # a session at 48 that saved nothing, as a kill leaves it
+        f.write(json.dumps({"step": 2, "run": "resume", "config": {"block_size": 48}}) + "\n")
+    pretrain(tiny_cfg(data, short, max_iters=3, eval_iters=1, block_size=24, resume=True))
+    assert Tokenizer.from_pretrained(short).model_max_length == 24
+
+
 def test_a_training_state_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     """A reviewer's full disk: torch.save's zip writer failed it as a RuntimeError ("[enforce fail
     at inline_container.cc:672] . unexpected pos ..."), which ended the run in a traceback naming no file."""
@@ -3040,6 +3059,9 @@ def test_a_finished_run_names_best_and_the_next_commands_on_stderr(tmp_path, cap
     assert said.err.splitlines()[-1] == (f"best: {out / 'best'} (step {best['step']}, val loss {best['val_loss']:.4g}); "
                                          f"latest: {out}; next: minigpt generate --model {model}, minigpt eval {model} FILE")
     assert json.loads(said.out.splitlines()[-1])["best_val_loss"] == best["val_loss"]
+    # Resumed as it was, done (a trainer's audit): the same result line again, not {"step", "best_val_loss"} alone.
+    assert train_main(["--out", str(out), "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == said.out.splitlines()[-1]
 
 
 def test_handoff_names_only_what_the_run_left(tmp_path):
@@ -3250,6 +3272,12 @@ def test_a_save_that_fails_for_want_of_space_says_which_checkpoint_stands(tmp_pa
     monkeypatch.undo()
     assert train_runtime.what_stands(OSError(errno.EACCES, "Permission denied", str(out / STATE_FILE))) == ""
     assert train_runtime.what_stands(OSError(errno.ENOSPC, "No space left on device", str(tmp_path))) == ""  # no run
+    # The first checkpoint's save failed (a trainer's audit: `ulimit -f` said "File too large" alone):
+    # no checkpoint stands, and --resume starts the run again.
+    (out / STATE_FILE).unlink()
+    assert train_runtime.what_stands(OSError(errno.EFBIG, "File too large", str(out / STATE_FILE))) == (
+        f"; the run in {out} has no checkpoint written whole yet: allow bigger files (`ulimit -f`), then run the same "
+        "command with --resume, which starts it again")
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="Windows has no SIGUSR1 or SIGHUP")

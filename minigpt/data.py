@@ -29,7 +29,7 @@ import re
 import shlex
 import sys
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -217,6 +217,18 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
                               "(train.bin, val.bin, val.txt, meta.json, tokenizer/)")
+    made = not out.exists()  # (a prepare refused, too little text, say, leaves no empty folder it made)
+    try:
+        return _prepare(paths, tokenizer, out, val_fraction, overwrite, progress)
+    except BaseException:
+        if made:
+            with suppress(OSError):  # only an empty folder goes: another prepare's, or its files, stay
+                out.rmdir()
+        raise
+
+
+def _prepare(paths: list[Path], tokenizer, out: Path, val_fraction: float, overwrite: bool, progress: bool) -> dict:
+    """`prepare`'s work, its inputs checked."""
     # Held from the look at what `out` holds until meta.json is written: two prepares there at once
     # would both pass that look, then share the temp files (train.bin.tmp, ...) and each rename the
     # other's half-written data into place.

@@ -215,8 +215,6 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
     settings = {f.name for f in fields(cfg) if f.init} - {*cfg.INVOCATION_FLAGS, "out"}
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
                if k in settings and cfg.kept_form(k, getattr(cfg, k)) != cfg.kept_form(k, v)}
-    if changed and rt.is_main:
-        print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}", file=sys.stderr)
     if cfg.max_iters < state["step"]:  # e.g. `--resume --max-iters 500` meant as "500 more": it would train nothing
         raise ValueError(f"--max-iters {cfg.max_iters} is below the step the saved run reached ({state['step']}): "
                          f"--max-iters (max_iters= in Python) counts the whole run, so pass more than {state['step']} "
@@ -262,6 +260,8 @@ def restore(out: Path, raw_model: nn.Module, optimizer, scaler, cfg, rt: Runtime
                          "another --out") from None
     check_optimizer_state(optimizer, raw_model, out / STATE_FILE)
     scaler.load_state_dict(state["scaler"])
+    if changed and rt.is_main:  # (said once every check has passed: a refused resume names its own cause)
+        print(f"warning: resuming with settings that differ from the saved run (saved, now): {changed}", file=sys.stderr)
     if rt.is_main:
         print(f"resuming the run in {out} at step {state['step']} of {cfg.max_iters}", file=sys.stderr)
     for note in notes:

@@ -17,6 +17,7 @@ NaN val loss) is written as null: Python's json would write NaN or Infinity, whi
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import subprocess
@@ -34,6 +35,8 @@ from minigpt.config import LOG_FILE
 from minigpt.files import atomic_path, atomic_write_text, json_line, no_follow, read_text, stored_path
 
 if TYPE_CHECKING:  # type hints only
+    from matplotlib.figure import Figure
+
     from minigpt.train_runtime import Runtime
 
 PLOT_FILE = "loss.png"
@@ -228,10 +231,22 @@ def logged_loss_unit(opening: dict) -> str | None:
 
 
 def draw_curves(records: list[dict], out: Path) -> None:
-    """`plot_log`'s drawing: the log's `records` into OUT_DIR/loss.png.
+    """`plot_log`'s drawing: the log's `records` into OUT_DIR/loss.png (`curves`)."""
+    # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
+    # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
+    fig = curves(records, stored_path(out))
+    with atomic_path(out / PLOT_FILE) as tmp, open(tmp, "wb", opener=no_follow) as f:
+        fig.savefig(f, dpi=100, format="png")  # the format by name: a file object has no suffix
 
-    It draws on a Figure of its own, not through pyplot: pyplot's figures and backend are the
-    process's, shared with its caller (a notebook's inline plots, a GUI's plt.show()), and
+
+def curves(records: list[dict], title: str) -> Figure:
+    """The log's `records` drawn: train and val loss against step, a classifier's val accuracy on a
+    second axis, and a dotted line at each resume. A resume that measures val otherwise (other val
+    data or batches: `restore`'s best_reset) starts the val curves over: no line joins points that
+    are not comparable.
+
+    It draws on a matplotlib Figure of its own, not through pyplot: pyplot's figures and backend
+    are the process's, shared with its caller (a notebook's inline plots, a GUI's plt.show()), and
     matplotlib.use("Agg") would switch that caller's backend for good. A bare Figure needs no
     display, and savefig renders its PNG with Agg whatever the backend; nothing is left open: no
     pyplot registry holds it; the garbage collector frees it."""
@@ -239,24 +254,29 @@ def draw_curves(records: list[dict], out: Path) -> None:
 
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    for key, label in (("loss", "train"), ("val_loss", "val")):
+    resets = [r["step"] for r in records if r.get("best_reset")]
+
+    def plot(axes, key: str, **style) -> None:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]  # (null: NaN or inf)
-        if points:
-            ax.plot(*zip(*points), label=label, marker="o" if key == "val_loss" else None)
-    accuracy = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
+        pieces = [[p for p in points if bisect.bisect_left(resets, p[0]) == i] for i in range(len(resets) + 1)]
+        for piece in filter(None, pieces if key != "loss" else [points]):  # (train loss: always comparable)
+            (line,) = axes.plot(*zip(*piece), **style)
+            style = {**style, "color": line.get_color(), "label": None}  # the same curve, one legend entry
+
+    plot(ax, "loss", label="train")
+    plot(ax, "val_loss", label="val", marker="o")
+    for i, step in enumerate(r["step"] for r in records if r.get("run") == "resume"):
+        ax.axvline(step, color="gray", linestyle=":", linewidth=1, label=None if i else "resume")
     # The unit of the loss the run trains on now, from its last opening record.
     unit = logged_loss_unit(next((r for r in reversed(records) if is_opening(r)), {}))
     ylabel = f"loss ({unit})" if unit else "loss"
-    # Under a non-UTF-8 locale (LC_ALL=C) Python holds a path's bytes as lone surrogates ("é" is
-    # "\udcc3\udca9"), which matplotlib cannot draw: the title is its bytes read as UTF-8.
-    ax.set(xlabel="step", ylabel=ylabel, title=stored_path(out))
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
     handles = ax.get_legend_handles_labels()
-    if accuracy:
+    if any(r.get("val_accuracy") is not None for r in records):
         right = ax.twinx()
-        right.plot(*zip(*accuracy), color="tab:green", marker="s", label="val accuracy")
+        plot(right, "val_accuracy", color="tab:green", marker="s", label="val accuracy")
         right.set_ylabel("accuracy")
         handles = [a + b for a, b in zip(handles, right.get_legend_handles_labels())]
     ax.legend(*handles)
     ax.grid(alpha=0.3)
-    with atomic_path(out / PLOT_FILE) as tmp, open(tmp, "wb", opener=no_follow) as f:
-        fig.savefig(f, dpi=100, format="png")  # the format by name: a file object has no suffix
+    return fig

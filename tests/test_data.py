@@ -433,9 +433,14 @@ def test_a_file_that_goes_wholly_to_validation_adds_nothing_to_train(tok, tmp_pa
     assert val[-len(hi) - 1:] == hi + [EOS]  # the whole file, closed by <|endoftext|>, in val.bin
     # Alone, such a file leaves train.bin empty: refused now, with nothing written (found by an
     # audit: prepare succeeded, and `minigpt train` stopped on "train.bin is empty").
+    (tmp_path / "e").mkdir()
     with pytest.raises(ValueError, match="train.bin would hold no tokens: the input is too short"):
         prepare([tmp_path / "b.txt"], tok, tmp_path / "e", val_fraction=0.6)
-    assert list((tmp_path / "e").iterdir()) == []
+    assert list((tmp_path / "e").iterdir()) == []  # the user's folder stays, empty
+    # A folder the refused prepare made goes (a trainer's audit: an empty --out was left behind).
+    with pytest.raises(ValueError, match="train.bin would hold no tokens: the input is too short"):
+        prepare([tmp_path / "b.txt"], tok, tmp_path / "new" / "f", val_fraction=0.6)
+    assert not (tmp_path / "new" / "f").exists()
 
 
 def test_no_cut_falls_inside_a_special_token_that_holds_a_newline(tok, tmp_path):
@@ -684,7 +689,7 @@ def test_a_full_disk_is_said_as_the_write_says_it_not_as_numpys_short_write(tok,
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert failed.value.errno == errno.EFBIG, failed.value  # numpy's: EIO
     assert failed.value.filename == str(tmp_path / "d") and "requested" not in str(failed.value)
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == []  # the temp files are gone
+    assert not (tmp_path / "d").exists()  # the temp files are gone, and the folder the prepare made
 
 
 def test_meta_names_a_source_by_its_bytes_read_as_utf8(tok, tmp_path):

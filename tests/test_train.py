@@ -1214,6 +1214,7 @@ def test_resume_with_max_iters_below_the_saved_step_is_an_error(tmp_path, capsys
     assert train_main(["--out", str(out), "--resume", "--max-iters", "2"]) == 2
     err = capsys.readouterr().err
     assert "--max-iters 2 is below the step the saved run reached (3)" in err and "Traceback" not in err
+    assert "resuming with settings" not in err  # (a trainer's audit: a warning about resuming, then a refusal)
     assert train_main(["--out", str(out), "--resume"]) == 0  # a finished run resumed as it was: nothing to do, no error
 
 
@@ -2665,6 +2666,28 @@ def test_a_fresh_model_records_its_block_size_as_its_tokenizers_model_max_length
     (out / "tokenizer_config.json").write_text(json.dumps({**saved, "model_max_length": 128}))
     pretrain(tiny_cfg(data, tmp_path / "from_full", max_iters=1, eval_iters=1, **init))
     assert Tokenizer.from_pretrained(tmp_path / "from_full").model_max_length == 128  # all of gpt2-tiny's positions
+
+
+def test_loss_curves_start_the_val_curve_over_where_a_resume_measures_it_otherwise():
+    """A trainer's audit: a resume with another --batch-size said its val loss was not comparable
+    (best/ started over), but loss.png joined the val points on either side with one line, and
+    showed no resume. The val curves (loss, and a classifier's accuracy) start over there, in the
+    same colour and legend entry; each resume is a dotted line; train loss stays one line."""
+    from minigpt.run_log import curves
+
+    records = [{"step": 0, "run": "start", "config": {}}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.8, "val_loss": 2.9,
+               "val_accuracy": 0.5}, {"step": 2, "run": "resume", "config": {}}, {"step": 2, "best_reset": True},
+               {"step": 3, "loss": 2.7}, {"step": 4, "loss": 2.6, "val_loss": 2.1, "val_accuracy": 0.6},
+               {"step": 6, "loss": 2.5, "val_loss": 2.0, "val_accuracy": 0.7}]
+    left, right = curves(records, "run").axes
+    lines = [(list(line.get_xdata()), line.get_label(), line.get_color()) for line in left.lines]
+    train, val_before, val_after, resume = lines
+    assert train[:2] == ([1, 2, 3, 4, 6], "train")
+    assert (val_before[0], val_after[0]) == ([2], [4, 6]) and val_before[2] == val_after[2]
+    assert val_before[1] == "val" and val_after[1].startswith("_")  # one legend entry
+    assert resume[0] == [2, 2] and resume[1] == "resume"
+    assert [list(line.get_xdata()) for line in right.lines] == [[2], [4, 6]]
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["train", "val", "resume", "val accuracy"]
 
 
 def test_a_resume_with_shorter_windows_keeps_the_length_its_earlier_sessions_trained(tmp_path):

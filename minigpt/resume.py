@@ -7,7 +7,8 @@ resumes, and `read_state` is how anything reads a saved state.
 
 Why it checks so much: a resume is meant to be the same run, carried on (the same weights,
 optimizer moments, step, loss scale and data), so that its losses are those of a run never
-stopped. What would quietly break that is refused by name instead: a damaged or foreign state
+stopped, bit for bit. No random state is saved for it: every draw (batches, dropout) is seeded by
+the step (minigpt/train.py's `seed_for`). What would quietly break that is refused by name instead: a damaged or foreign state
 file (`read_state` checks each field's type), other data (`check_data`), frozen weights that
 changed (`with_frozen_weights`), optimizer state that does not fit the parameters
 (`check_optimizer_state`). A changed setting (a new --lr, more --max-iters) is allowed, and said:

@@ -66,7 +66,7 @@ from urllib.parse import urljoin, urlsplit
 from minigpt.checks import check_flag
 from minigpt.config import (CHECKPOINTS, DOWNLOADS, DOWNLOADS_SOURCE, GPT2_SIZES, INDEX_NAME, LOG_FILE, STATE_FILE,
                             WEIGHTS_NAME, GPTConfig, check_temp_cache)
-from minigpt.files import BINARY, file_lock, fresh_file, no_follow, unwritable, user_path
+from minigpt.files import BINARY, MAKE_ROOM, file_lock, fresh_file, no_follow, unwritable, user_path
 from minigpt.progress_bar import progress_bar
 
 MODELS = {name: f"openai-community/{name}" for name in GPT2_SIZES}
@@ -480,7 +480,7 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, max_siz
                 raise
             print(f"{dest.name}: HTTP {e.code} {e.reason}; retrying ({attempt + 1} of {retries})", file=sys.stderr)
         # Only network failures are worth a retry: reset, timeout, short read. A local OSError
-        # (permission denied, disk full) would fail the same way again, so it goes up as it is.
+        # (permission denied, disk full) would fail the same way again (below).
         except (URLError, ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:
             if not isinstance(e, StalledError) and partial.is_file() and partial.stat().st_size > had:
                 attempt = 0  # it got further: a flaky line, not a dead one (gpt2-xl is 6 GB)
@@ -488,6 +488,11 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, max_siz
                 raise DownloadError(f"downloading {dest.name} failed: {e}. Run the same command again to "
                                     f"resume from {partial}") from None
             print(f"{dest.name}: {e}; resuming (retry {attempt + 1} of {retries})", file=sys.stderr)
+        except OSError as e:  # local: no retry. Want of room is said with what to do, and that a rerun resumes
+            if e.errno in MAKE_ROOM:
+                raise DownloadError(f"writing {partial} failed: {e.strerror}; {MAKE_ROOM[e.errno]}, then run the "
+                                    "same command again to resume from it") from None
+            raise
         time.sleep(attempt)  # back off a little more each time
         attempt += 1
     got = partial.stat().st_size

@@ -113,6 +113,13 @@ def failure_reason(e: OSError, dest: Path) -> str:
     return reason if failed in (dest, dest.parent) else f"{failed.name}: {reason}"
 
 
+# A write that failed for want of room, and what makes room: a full disk or quota, a file over the
+# size limit (`ulimit -f`, or the file system's), and the full disk minigpt/run_dir.py's
+# `save_checkpoint` guesses behind torch's EIO (a download's and a training run's advice).
+MAKE_ROOM = {errno.ENOSPC: "free space", errno.EIO: "free space", errno.EFBIG: "allow bigger files (`ulimit -f`)",
+             **({errno.EDQUOT: "free space within your quota"} if hasattr(errno, "EDQUOT") else {})}
+
+
 def temp_path(dest: Path) -> Path:
     """The name `atomic_path` writes `dest` under before renaming it: what a killed write leaves."""
     return dest.with_name(dest.name + ".tmp")

@@ -26,7 +26,6 @@ group) → the loop, which checks `StopSignal` once a step → exit code.
 """
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -44,7 +43,7 @@ import torch.distributed as dist
 from minigpt.checkpoint import DTYPE_NAMES, resolve_device
 from minigpt.checks import ALLOCATOR_FAILURES, is_out_of_memory
 from minigpt.cli import FAILED, guarded, no_cxx_compiler
-from minigpt.files import json_line
+from minigpt.files import MAKE_ROOM, json_line
 from minigpt.resume import saved_step
 from minigpt.run_dir import env_rank, is_rank_0
 from minigpt.run_log import LOG_FILE
@@ -345,13 +344,6 @@ def lost_a_peer(error: Exception) -> bool:
 # report names the first process to end as the root cause, and the peer that failed (and said
 # why) ends at once.
 PEER_EXIT_GRACE_S = 1.0
-
-
-# A write that failed for want of room, and what makes room: a full disk or quota, a file over the
-# size limit (`ulimit -f`, or the file system's), and the full disk minigpt/run_dir.py's
-# `save_checkpoint` guesses behind torch's EIO.
-MAKE_ROOM = {errno.ENOSPC: "free space", errno.EIO: "free space", errno.EFBIG: "allow bigger files (`ulimit -f`)",
-             **({errno.EDQUOT: "free space within your quota"} if hasattr(errno, "EDQUOT") else {})}
 
 
 def what_stands(error: Exception) -> str:

@@ -290,6 +290,33 @@ def test_a_local_write_error_is_not_retried_as_a_dropped_connection(hub, tmp_pat
     assert [m for m, _, _ in hub.requests] == ["HEAD", "GET"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="a file size limit (RLIMIT_FSIZE) stands in for the full disk")
+def test_a_full_disk_says_what_makes_room_and_that_a_rerun_resumes(hub, tmp_path, capsys):
+    """A download audit: a full disk (or `ulimit -f`) mid-file ended with "error: [Errno 27] File
+    too large" alone. It names the .partial, what makes room, and that running the same command
+    again resumes from it, which it does. (Python ignores SIGXFSZ: a write past the limit fails.)"""
+    import resource
+
+    small = max(len(data) for name, data in hub.files.items() if name != "model.safetensors")
+    limit = small + 1024
+    assert len(hub.files["model.safetensors"]) > limit, "the test wants the weights to pass the limit"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        code = main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    partial = tmp_path / "model.safetensors.partial"
+    assert code == 2 and err == (f"minigpt download: error: writing {partial} failed: File too large; allow bigger "
+                                 "files (`ulimit -f`), then run the same command again to resume from it"), err
+    assert partial.stat().st_size == limit
+    hub.requests.clear()
+    assert main(["gpt2", "--out", str(tmp_path), "--base-url", hub.url]) == 0
+    assert_downloaded(tmp_path, hub)
+    assert hub.requests[-1][2] == f"bytes={limit}-"
+
+
 def test_server_that_ignores_range_gets_a_fresh_download(hub, tmp_path):
     (tmp_path / "model.safetensors.partial").write_bytes(b"x" * 500)  # junk from an earlier run
     note_as_from_the_hub(tmp_path / "model.safetensors.partial", hub)

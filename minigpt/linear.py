@@ -20,7 +20,8 @@ beside it (as much memory again), rebuilt when the weight changes (`packed_weigh
 tells), dropped at the first call with grad enabled and after every optimizer step.
 "Inference" means grad off (torch.no_grad / inference_mode, as `generate` runs), not eval mode.
 
-Which calls take plain F.linear instead is decided in `Linear.forward`: `takes_onednn`, `watched`, `packed_weight`.
+Which calls take plain F.linear instead is decided in `Linear.forward`: `takes_onednn`, `watched`,
+`packed_weight` (and, for a compiled call, in the custom op `onednn_linear`).
 """
 from __future__ import annotations
 
@@ -76,16 +77,9 @@ def mkl_rows() -> int:
     """The most rows an fp32 inference product may have and still go to MKL (F.linear), not oneDNN:
     MKL_ROWS on Intel; elsewhere 1 where the CPU lacks AVX-512 and torch runs one thread, else 0.
     Asked at each call (torch.set_num_threads may change in between; the ask costs ~0.15 µs)."""
-    if ONE_ROW_MKL_ON_ONE_THREAD and torch_threads() == 1:
+    if ONE_ROW_MKL_ON_ONE_THREAD and torch.get_num_threads() == 1:
         return 1
     return MKL_ROWS
-
-
-@torch.compiler.assume_constant_result
-def torch_threads() -> int:
-    """torch.get_num_threads(), which the compiler cannot trace: a compiled graph keeps the count it
-    was traced at, and is compiled again when the count changes (the compiler guards on it)."""
-    return torch.get_num_threads()
 
 
 class PackedCopy(NamedTuple):
@@ -286,7 +280,10 @@ def pads_float16(x: torch.Tensor, weight: torch.Tensor) -> bool:
 @torch.library.custom_op("minigpt::onednn_linear", mutates_args=())
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b by oneDNN on the packed weight: a custom op, opaque to torch.compile, which would
-    otherwise lower the call to F.linear (MKL) again."""
+    otherwise lower the call to F.linear (MKL) again. It runs at each call, so it asks `mkl_rows`
+    there (the thread count, which a compiled graph cannot ask)."""
+    if x.dtype == torch.float32 and x.numel() <= mkl_rows() * x.size(-1):
+        return F.linear(x, weight, bias)
     packed = packed_weight(weight)
     if packed is None:  # no room for its copy
         return F.linear(x, weight, bias)
@@ -314,7 +311,13 @@ def takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if x.dtype == torch.bfloat16:
         return ONEDNN_BF16
-    return x.dtype == torch.float32 and x.numel() > mkl_rows() * x.size(-1)  # a few rows: MKL (`mkl_rows`)
+    if x.dtype != torch.float32:
+        return False
+    # A few rows go to MKL (`mkl_rows`). The compiler cannot trace the thread count (and the helper
+    # that would hold it constant, torch.compiler.assume_constant_result, imports the compiler, ~1.5 s
+    # of every model load), so a compiled call asks only MKL_ROWS here, and the custom op the rest.
+    rows = MKL_ROWS if torch.compiler.is_compiling() else mkl_rows()
+    return x.numel() > rows * x.size(-1)
 
 
 def watched(x: torch.Tensor, weight: torch.Tensor) -> bool:

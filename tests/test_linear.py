@@ -140,8 +140,8 @@ def test_a_row_or_two_in_fp32_stay_on_mkl_where_mkl_is_faster(monkeypatch):
 def test_one_row_stays_on_mkl_on_one_thread_without_avx512(monkeypatch):
     """Without AVX-512, MKL's one-row product beat oneDNN's on one thread (55.9 against 70.0 ms for
     124M's decode step on an AVX2 AMD EPYC) and lost on two (52.9 against 44.8): one row on one
-    thread is F.linear's, eager and compiled, and nothing is packed for it. A compiled call sees a
-    thread count changed after it was compiled (the compiler guards on it and compiles again)."""
+    thread is F.linear's, eager and compiled (the custom op asks at each call), and nothing is packed
+    for it; on two threads oneDNN's again, also in a function compiled on one."""
     import minigpt.linear as linear
 
     monkeypatch.setattr(linear, "MKL_ROWS", 0)

@@ -27,15 +27,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minigpt.checks import first_few
-from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, WEIGHTS_NAME, GPTConfig, architectures_of, gpt2_name,
-                            shipped_path)
+from minigpt.config import (CHECKPOINTS, DOWNLOADS, GPT2_SIZES, INDEX_NAME, PICKLE_NAME, WEIGHTS_NAME, GPTConfig,
+                            architectures_of, gpt2_name, shipped_path)
 from minigpt.download import find_gpt2, hub_hint
 from minigpt.files import (atomic_path, check_regular_file, fsync_file, no_follow, read_json, refuse_lfs_pointer,
                            save_lock, temp_path)
 from minigpt.lora import ADAPTER_CONFIG, load_adapted
 from minigpt.model import GPT, same_matrix
 
-PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 GENERATION_CONFIG_NAME = "generation_config.json"  # transformers' token ids for generate; a save removes it
 # The four Conv1D weights per block, stored (in, out) in HF files.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

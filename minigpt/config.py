@@ -100,6 +100,7 @@ DOWNLOADS, DOWNLOADS_SOURCE = (user_cache_source("minigpt") if _PACKAGED.is_dir(
 # A checkpoint's weights, as transformers names them: one file, or shards listed in an index.
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+PICKLE_NAME = "pytorch_model.bin"  # transformers' older format: named in an error, not read
 # What a training run keeps beside its checkpoint (minigpt/run_dir.py, minigpt/run_log.py): named
 # here, where no torch is imported, so that `minigpt download` can tell a run's folder at once.
 STATE_FILE = "training_state.pt"

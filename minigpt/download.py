@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urljoin, urlsplit
 
 from minigpt.checks import check_flag
-from minigpt.config import (CHECKPOINTS, DOWNLOADS, DOWNLOADS_SOURCE, GPT2_SIZES, INDEX_NAME, LOG_FILE, STATE_FILE,
+from minigpt.config import (CHECKPOINTS, DOWNLOADS, DOWNLOADS_SOURCE, GPT2_SIZES, INDEX_NAME, LOG_FILE, PICKLE_NAME, STATE_FILE,
                             WEIGHTS_NAME, GPTConfig, check_temp_cache)
 from minigpt.files import BINARY, MAKE_ROOM, file_lock, fresh_file, no_follow, unwritable, user_path
 from minigpt.progress_bar import progress_bar
@@ -677,20 +677,33 @@ def hf_hub_cache() -> Path:
     return Path(expand(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or Path(home) / "hub"))
 
 
-def hf_cache_snapshot(repo_id: str) -> Path | None:
+def hf_cache_snapshot(repo_id: str, holds: Callable[[Path], bool] | None = None) -> Path | None:
     """Hub repo `repo_id` ("sshleifer/tiny-gpt2", a bare "distilgpt2", or a GPT-2 size) as
     transformers downloaded it: the Hugging Face cache's (`hf_hub_cache`) snapshot of `main`, if it
-    holds the weights. The cache keeps one folder per repo id as it was asked for
-    (models--ORG--NAME); refs/main names the commit whose snapshot folder holds the files."""
+    holds the weights (`holds_weights`, or what `holds` looks for). The cache keeps one folder per
+    repo id as it was asked for (models--ORG--NAME); refs/main names the commit whose snapshot
+    folder holds the files."""
     hub = hf_hub_cache()
     # A GPT-2 size under either of its Hub names: openai-community/NAME since 2024, NAME before.
     for repo in (f"openai-community/{repo_id}", repo_id) if repo_id in GPT2_SIZES else (repo_id,):
         folder = hub / ("models--" + repo.replace("/", "--"))
         ref = folder / "refs" / "main"
         snapshot = folder / "snapshots" / ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
-        if snapshot and holds_weights(snapshot):
+        if snapshot and (holds or holds_weights)(snapshot):
             return snapshot
     return None
+
+
+def pickled_only(repo_id: str) -> str:
+    """Where the Hugging Face cache holds `repo_id` in pytorch_model.bin alone (as transformers
+    before 4.30 cached many models), which minigpt does not read, how to make it readable, as a
+    clause for an error that would otherwise say the model is not in the cache; "" elsewhere."""
+    snapshot = hf_cache_snapshot(repo_id, lambda p: (p / "config.json").is_file() and (p / PICKLE_NAME).is_file())
+    if snapshot is None:
+        return ""
+    return (f"; the Hugging Face cache holds {repo_id} as {PICKLE_NAME} only ({snapshot}), PyTorch's pickle format, which minigpt "
+            f"does not read: re-save it as safetensors with transformers (GPT2LMHeadModel.from_pretrained(\"{repo_id}\")"
+            ".save_pretrained(DIR)) and load DIR")
 
 
 # A Hub repo id, as huggingface_hub's validate_repo_id takes one: "NAME" or "ORG/NAME", each of
@@ -721,6 +734,8 @@ def hub_hint(path: str | os.PathLike) -> str:
     A name that is no repo id ("/abs/run1", "out/run1/best"), or a path that exists, is told nothing."""
     if Path(path).exists() or (repo := hub_repo_id(path)) is None:
         return ""
+    if pickled := pickled_only(repo):
+        return f" ({pickled.removeprefix('; ')})"
     return (f" (nor is a Hub model of that name in the Hugging Face cache, {hf_hub_cache()}: minigpt downloads only "
             f"OpenAI's GPT-2 sizes ({', '.join(GPT2_SIZES)}) and reads any other Hub model from that cache, so fetch "
             f"it first with `hf download {repo}` (older huggingface_hub: `huggingface-cli download {repo}`) or "
@@ -747,7 +762,8 @@ def find_gpt2(name: str) -> Path:
         return cached
     if (offline := offline_variable()) is not None:  # find, never fetch
         raise DownloadError(f"{name} is neither in {local} nor in the Hugging Face cache ({hf_hub_cache()}), and ${offline} is set "
-                            f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}")
+                            f"(offline mode): unset it to download, or fetch it elsewhere with minigpt download {name}"
+                            f"{pickled_only(name)}")
     from minigpt.run_dir import env_rank  # (a model's loading: torch is imported anyway)
 
     if env_rank()[1] > 1:  # under torchrun every process would fetch it into one place at once

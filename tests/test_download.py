@@ -779,6 +779,17 @@ def test_the_hf_cache_is_found_where_huggingface_hub_puts_it(by_name, monkeypatc
     (home / "model.safetensors").unlink()  # a snapshot without the weights (an older pytorch_model.bin only) is no copy
     monkeypatch.setenv("HF_HUB_CACHE", str(by_name / "home" / "hub"))
     assert download.hf_cache_snapshot("gpt2") is None
+    # ...but it is said (a download audit: "neither ... nor in the Hugging Face cache" sent the user
+    # to fetch the same pytorch_model.bin again), offline by GPT-2's name and by any Hub repo id.
+    (home / "pytorch_model.bin").write_bytes(b"pickle")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    said = f"the Hugging Face cache holds gpt2 as pytorch_model.bin only ({home}), PyTorch's pickle format, which minigpt does not read"
+    with pytest.raises(DownloadError, match=re.escape(said)):
+        GPT.from_pretrained("gpt2")
+    other = hf_cache_entry(by_name / "home" / "hub", "models--someone--tiny-gpt2", model)
+    (other / "model.safetensors").rename(other / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match=re.escape("(the Hugging Face cache holds someone/tiny-gpt2 as pytorch_model.bin only")):
+        GPT.from_pretrained("someone/tiny-gpt2")
 
 
 CACHE_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HUGGINGFACE_CO_STAGING")

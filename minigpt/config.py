@@ -248,8 +248,9 @@ class GPTConfig:
                 some = " or a list of them" if name == "eos_token_id" else ""
                 raise TypeError(f"{name} must be an integer{some}, got {value!r}") from None
             setattr(self, name, ids if isinstance(value, list) else ids[0])
-        # A list's first id is the one a finished row is padded with (`eos_ids`), so an empty one
-        # would fail only at the first generate; never stopping on EOS is generate's eos_token_id=[].
+        # A list's first id (the first the model has) is the one a finished row is padded with
+        # (`eos_ids`), so an empty list would fail only at the first generate; never stopping on EOS
+        # is generate's eos_token_id=[].
         if self.eos_token_id == []:
             raise ValueError("eos_token_id must be an int or a non-empty list of ints, got []: to never stop on EOS, "
                              "pass eos_token_id=[] to generate instead")
@@ -435,7 +436,7 @@ class GPTConfig:
     def eos_ids(self) -> list[int]:
         """The ids that end a text, as a list: one, several where config.json holds a list (as some
         HF configs do), or none. Generation stops on any of them, as transformers' does; the first
-        is the one a finished row is padded with, unless the config names a pad_token_id."""
+        the model has is the one a finished row is padded with, unless a pad_token_id is named."""
         if self.eos_token_id is None:
             return []
         return list(self.eos_token_id) if isinstance(self.eos_token_id, list) else [self.eos_token_id]

@@ -217,13 +217,15 @@ def prepare(inputs: list[str | os.PathLike], tokenizer, out_dir: str | os.PathLi
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise FileExistsError(f"output directory {out} is a file; the data goes into a directory "
                               "(train.bin, val.bin, val.txt, meta.json, tokenizer/)")
-    made = not out.exists()  # (a prepare refused, too little text, say, leaves no empty folder it made)
+    # The folders this prepare makes (--out, and any missing above it): a prepare refused (too
+    # little text, a full disk, Ctrl-C) leaves none of them behind, empty.
+    made = [p for p in (out, *out.absolute().parents) if not p.exists()]
     try:
         return _prepare(paths, tokenizer, out, val_fraction, overwrite, progress)
     except BaseException:
-        if made:
+        for folder in made:  # deepest first
             with suppress(OSError):  # only an empty folder goes: another prepare's, or its files, stay
-                out.rmdir()
+                folder.rmdir()
         raise
 
 

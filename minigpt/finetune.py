@@ -48,6 +48,7 @@ import os
 import shutil
 import statistics
 import sys
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ from minigpt.checks import check_flag, first_few
 from minigpt.cli import prog
 from minigpt.config import gpt2_name
 from minigpt.data import data_fingerprint, load_splits, prepare, read_meta, sample_batch
-from minigpt.files import atomic_write_text, finite_or_null
+from minigpt.files import atomic_write_text, finite_or_null, read_json
 from minigpt.finetune_config import (NEW_HEAD, SUMMARY_FILE, VAL_FRACTION_DEFAULT, FinetuneConfig, check_strategy,
                                      hidden_spec, hidden_widths)
 from minigpt.lora import ADAPTER_CONFIG, ADAPTER_DIR, DEFAULT_TARGETS, adapter_base, inject_lora, lora_merged, save_adapters
@@ -671,13 +672,21 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
     # an earlier minigpt, resumed, logged a perplexity its evaluations since have not).
     trained = next((r for r in reversed(records) if "loss" in r), {})
     evaluated = next((r for r in reversed(records) if "val_loss" in r), {})
+    # The run's peak: this process's, or its earlier sessions' (the summary they left) where higher, so
+    # that a resume with nothing left to do (or a short last session) does not report its own alone.
+    kind = "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS"
+    peak = peak_memory_bytes(rt.device) / 2**20
+    with suppress(OSError, ValueError, AttributeError):  # none yet, or unreadable: this session's
+        before = read_json(out / SUMMARY_FILE)
+        if before.get("peak_memory_kind") == kind and isinstance(before.get("peak_memory_mib"), (int, float)):
+            peak = max(peak, before["peak_memory_mib"])
     result = finite_or_null({  # strict JSON: a NaN an older minigpt logged is null, as in log.jsonl now
         "task": cfg.task, "strategy": cfg.strategy, "steps": steps,
         "trainable_params": summary.trainable, "total_params": summary.total, "optimizer_state_bytes": summary.optimizer_bytes,
         "tokens_per_s": statistics.median(rates) if rates else None,  # median of the logged intervals
         # Measured as generate --stats measures it: the CUDA allocator's peak, else the process's peak RSS.
-        "peak_memory_mib": peak_memory_bytes(rt.device) / 2**20,
-        "peak_memory_kind": "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS",
+        "peak_memory_mib": peak,
+        "peak_memory_kind": kind,
         **({"loss": trained["loss"]} if trained else {}),
         **{k: evaluated[k] for k in ("val_loss", "val_ppl", "val_accuracy", "val_bpb") if k in evaluated},
         **best_evaluations(records),

@@ -347,8 +347,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     # row can draw it, so it ends none; dropped, it is not masked either (min_new_tokens' index_fill).
     eos = [t for t in eos if 0 <= t < cfg.vocab_size]
     # As in transformers: the pad named (this call's pad_token_id, else the config's), else the first
-    # EOS: the first the model has, where the config lists a stale id before it (a row ended by 243
-    # and padded with [60000, 243]'s 60000 would not decode). With eos_token_id=[] no id ends a row,
+    # EOS; but the first the model has, where the config lists a stale id before it (a row ended by
+    # 243 and padded with [60000, 243]'s 60000 would not decode; transformers fails at the embedding). With eos_token_id=[] no id ends a row,
     # but finished rows (stop strings) still need a pad: the config's first EOS, else 0. A stale EOS
     # alone still pads (the model reads it as 0). Only a pad named as one marks padding in prompts.
     own_eos = [t for t in cfg.eos_ids if 0 <= t < cfg.vocab_size]

@@ -133,7 +133,8 @@ def stream(
     scores (B·num_return_sequences,) being each returned beam's, transformers' `sequences_scores`:
     the total log-probability of its new tokens (after the penalties) / new_length ** length_penalty.
     Rows that finish early are filled with pad_token_id (None: the config's pad_token_id, else the
-    first EOS id the model has, as in transformers). Prompts are left-padded, `attention_mask` 0 at the pads;
+    first EOS id, as in transformers, but one the model has: transformers pads with a list's first
+    id even past the vocabulary, and fails at the embedding). Prompts are left-padded, `attention_mask` 0 at the pads;
     without one, as in transformers, the ids equal to a pad id named as one (pad_token_id, or the
     config's) that is no EOS of the call's are padding (with the EOS as pad, GPT-2's default, a pad
     that is the config's BOS, or no pad named, every id is text: pass the mask). The text

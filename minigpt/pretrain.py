@@ -171,10 +171,12 @@ def session_windows(out: Path) -> int | None:
     model's whole context there."""
     step = saved_step(out)
     try:
-        sizes = [r["config"].get("block_size") for r in read_log(out) if is_opening(r) and r["step"] < (step or 0)]
+        # At one step, the last opening is the one the steps after it ran under: an earlier one there
+        # is a session that died before its next checkpoint (its steps thrown away; the log keeps its record).
+        ran = {r["step"]: r["config"].get("block_size") for r in read_log(out) if is_opening(r) and r["step"] < (step or 0)}
     except (OSError, ValueError, AttributeError, KeyError, TypeError):  # no log, or not one minigpt wrote
         return None
-    return max((n for n in sizes if isinstance(n, int) and not isinstance(n, bool)), default=None)
+    return max((n for n in ran.values() if isinstance(n, int) and not isinstance(n, bool)), default=None)
 
 
 @contextmanager

@@ -17,7 +17,6 @@ NaN val loss) is written as null: Python's json would write NaN or Infinity, whi
 """
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import subprocess
@@ -254,12 +253,14 @@ def curves(records: list[dict], title: str) -> Figure:
 
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    resets = [r["step"] for r in records if r.get("best_reset")]
-
     def plot(axes, key: str, **style) -> None:
-        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]  # (null: NaN or inf)
-        pieces = [[p for p in points if bisect.bisect_left(resets, p[0]) == i] for i in range(len(resets) + 1)]
-        for piece in filter(None, pieces if key != "loss" else [points]):  # (train loss: always comparable)
+        pieces = [[]]  # the points, in the log's order, a new piece after each best_reset mark (val curves)
+        for r in records:
+            if r.get("best_reset") and key != "loss" and pieces[-1]:  # (train loss: always comparable)
+                pieces.append([])
+            if r.get(key) is not None:  # (null: NaN or inf)
+                pieces[-1].append((r["step"], r[key]))
+        for piece in filter(None, pieces):
             (line,) = axes.plot(*zip(*piece), **style)
             style = {**style, "color": line.get_color(), "label": None}  # the same curve, one legend entry
 

@@ -233,7 +233,7 @@ def test_a_resumed_run_ends_where_an_unbroken_one_does_bit_for_bit(base, tmp_pat
 
 def test_a_resume_with_another_batch_size_keeps_the_best_val_loss(base, tmp_path, capsys):
     """The sft val loss is over every val example, as classify's: another --batch-size or --seed
-    does not measure it otherwise, so best/ is kept (run_dir.val_settings treated sft as lm and
+    does not measure it otherwise, so best/ is kept (resume.val_settings treated sft as lm and
     started best/ over with a "measured otherwise" note)."""
     assert _run(base, tmp_path / "o", "--max-iters", "2") == 0
     capsys.readouterr()

@@ -2688,6 +2688,12 @@ def test_loss_curves_start_the_val_curve_over_where_a_resume_measures_it_otherwi
     assert resume[0] == [2, 2] and resume[1] == "resume"
     assert [list(line.get_xdata()) for line in right.lines] == [[2], [4, 6]]
     assert [t.get_text() for t in left.get_legend().get_texts()] == ["train", "val", "resume", "val accuracy"]
+    # A reset at a step evaluated after it (a stopped run resumed to end at that step, `end_stopped_run`):
+    # the log's order, not the step, says which side a point is on (a review).
+    records = [{"step": 2, "loss": 3.0, "val_loss": 2.9}, {"step": 4, "best_reset": True},
+               {"step": 4, "run": "resume", "config": {}}, {"step": 4, "val_loss": 2.5}]
+    (left,) = curves(records, "run").axes
+    assert [list(line.get_xdata()) for line in left.lines if line.get_marker() == "o"] == [[2], [4]]
 
 
 def test_a_resume_with_shorter_windows_keeps_the_length_its_earlier_sessions_trained(tmp_path):
@@ -2706,6 +2712,9 @@ def test_a_resume_with_shorter_windows_keeps_the_length_its_earlier_sessions_tra
     with (short / "log.jsonl").open("a") as f:  # a session at 48 that saved nothing, as a kill leaves it
         f.write(json.dumps({"step": 2, "run": "resume", "config": {"block_size": 48}}) + "\n")
     pretrain(tiny_cfg(data, short, max_iters=3, eval_iters=1, block_size=24, resume=True))
+    assert Tokenizer.from_pretrained(short).model_max_length == 24
+    # Past that step too (a review): the 48's record stays in the log, at step 2, before the 24's.
+    pretrain(tiny_cfg(data, short, max_iters=4, eval_iters=1, block_size=20, resume=True))
     assert Tokenizer.from_pretrained(short).model_max_length == 24
 
 

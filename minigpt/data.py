@@ -396,11 +396,9 @@ def check_not_json(path: Path) -> None:
     and escapes included. Text that merely starts with "{" (code, LaTeX) passes: such lines are
     not JSON objects, or not all of them; so do lines of quoted sentences, which are JSON strings
     but text all the same. Not handled: a file whose first line alone is longer than UTF8_CHECK_BYTES."""
-    head = text_head(path)
-    named = path.suffix.lower() in JSON_SUFFIXES
-    if not named and not all_json_objects(head):
+    found = json_file(path)
+    if found is None:
         return
-    found = f"is a {path.suffix} file" if named else "holds JSON Lines (each line of its start is a JSON object)"
     # The jq filter that prints its text: an array's records, a string per line, or an object's key.
     # From the file's first character, not `head`, which is empty for a first line past its size.
     with open(path, encoding="utf-8-sig", errors="ignore") as f:
@@ -412,6 +410,14 @@ def check_not_json(path: Path) -> None:
                      f"as text. Extract the text first, e.g. `jq -r '{query}' {shlex.quote(str(path))} > {out}` (text: "
                      f"the key that holds it), and prepare {out}; to train on the JSON itself, prepare it with "
                      "`minigpt prepare --allow-json` (for `minigpt finetune`, then give that --out as --data)")
+
+
+def json_file(path: Path) -> str | None:
+    """How `path` is a file of JSON records, in words ("is a .jsonl file", "holds JSON Lines ..."),
+    or None where it is not one (`check_not_json`)."""
+    if path.suffix.lower() in JSON_SUFFIXES:
+        return f"is a {path.suffix} file"
+    return "holds JSON Lines (each line of its start is a JSON object)" if all_json_objects(text_head(path)) else None
 
 
 def text_head(path: Path) -> str:

@@ -321,7 +321,7 @@ def language_model_report(args) -> tuple[str, dict]:
     """`minigpt eval LM FILE`: the sliding-window perplexity of a text, as one line, and as the
     record `--json` prints."""
     from minigpt.cli import flag_words
-    from minigpt.data import encode_text
+    from minigpt.data import encode_text, json_file
     from minigpt.files import STDIN, read_text_or_stdin, refuse_nul_bytes, source_name
     from minigpt.model import GPT
 
@@ -340,6 +340,10 @@ def language_model_report(args) -> tuple[str, dict]:
                          f"pipe it: `minigpt eval {args.model} - < {args.file}`")
     if args.file != STDIN:
         check_file(args.file, "text file")
+        if json_kind := json_file(Path(args.file)):  # its braces and keys would be scored as text
+            raise ValueError(f"{args.file} {json_kind}, but not prompt/completion pairs (what `minigpt eval` scores a "
+                             f"language model on, by their completions' loss); to score the file as text, braces and "
+                             f"keys included, pipe it: `minigpt eval {args.model} - < {args.file}`")
     text = read_text_or_stdin(args.file)
     refuse_nul_bytes(source_name(args.file), text)  # nanoGPT's character-level val.bin decodes as UTF-8: its ids are < 0x80
     if args.file == STDIN and is_pair_line(next((line for line in text.split("\n") if line.strip()), "")):

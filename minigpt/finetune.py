@@ -453,7 +453,9 @@ def _sft_task(cfg: FinetuneConfig, gpt: GPT, tokenizer, rt: Runtime, progress: b
     # The pairs themselves, sorted: other examples are refused on --resume (`check_data`). And how
     # they were encoded: a resume that encodes them otherwise measures another val loss (`restore`).
     fingerprint = {**examples_fingerprint(pairs), **reading_record(pairs)}
-    return gpt, get_batch, lm_loss, {"eval_fn": eval_fn, "data_fingerprint": fingerprint}
+    # The positions it trains: its longest example's inputs (a row but its last id), within the block.
+    windows = min(examples["train"].longest - 1, cfg.block_size)
+    return gpt, get_batch, lm_loss, {"eval_fn": eval_fn, "data_fingerprint": fingerprint, "windows": windows}
 
 
 TASK_BUILDERS = {"lm": _lm_task, "classify": _classify_task, "sft": _sft_task}
@@ -629,9 +631,10 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = True) -> dict | None:
         # The tokenizer's limit, which transformers' truncation=True (its text-classification pipeline's)
         # cuts each text to: for a classifier, the length its texts were cut to in training and
         # evaluation, so the pipeline scores what finetune scored; for a language model, the length
-        # it was trained on (its context, unless --init records less: pretrain's trained_length).
-        max_length = cfg.block_size if cfg.task == "classify" else trained_length(cfg, cfg.block_size,
-                                                                                  model.config.n_positions)
+        # it was trained on (its context, unless --init records less: pretrain's trained_length), an sft
+        # run's windows being its longest example, not --block-size, which only caps them.
+        windows = extra.pop("windows", cfg.block_size)
+        max_length = cfg.block_size if cfg.task == "classify" else trained_length(cfg, windows, model.config.n_positions)
 
         # Only a run that tokenizes text (`_text_tokens`) writes data.new: another's (classify, sft, an lm
         # run on prepared data) may be a folder of the user's that happens to bear that name, not to be touched.

@@ -102,8 +102,8 @@ def other_format(record: dict, path: Path) -> str:
 
 
 def holds_pairs(path: Path) -> bool:
-    """Whether `path` is a file whose first non-blank line is a prompt/completion pair: the lm task,
-    given it, would train on its braces and keys as text (what `--task sft` is for)."""
+    """Whether `path` is a file whose first non-blank line is a prompt/completion pair (`is_pair_line`):
+    the lm task, given it, would train on its braces and keys as text (what `--task sft` is for)."""
     if not path.is_file():
         return False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -111,12 +111,14 @@ def holds_pairs(path: Path) -> bool:
 
 
 def is_pair_line(line: str) -> bool:
-    """Whether `line` (a BOM allowed) is a JSON object with a prompt and a completion."""
+    """Whether `line` (a BOM allowed) is a JSON object meant as a pair: with a prompt or a
+    completion (a record with one of them and a typo for the other, "response", is a pair that
+    `read_pairs` names the missing field of, not text)."""
     try:
         record = json.loads(line.removeprefix("\ufeff"))
     except json.JSONDecodeError:
         return False
-    return isinstance(record, dict) and all(name in record for name in FIELDS)
+    return isinstance(record, dict) and any(name in record for name in FIELDS)
 
 
 def val_source(cfg: FinetuneConfig) -> str:

@@ -1,6 +1,7 @@
 """The sft task (`minigpt finetune --task sft`): prompt/completion pairs, the loss on the completions
 alone, every val example scored; errors name file:line; runs resume bit for bit and save a plain GPT-2."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -301,6 +302,47 @@ def test_minigpt_eval_refuses_pairs_on_standard_input_and_says_the_pairs_it_cuts
     assert main([str(base / "base"), str(long), "--json"]) == 0
     out, err = capsys.readouterr()
     assert "1 of 1 pairs are longer than the context (" in err and json.loads(out.strip().splitlines()[-1])["cut"] == 1
+
+
+def test_minigpt_eval_names_a_mistyped_pair_and_refuses_json_it_would_score_as_text(base, tmp_path, capsys):
+    """An eval audit: a pairs file whose first record said "response" for "completion" was scored
+    as text (a perplexity of its braces and keys, exit 0), and so was any other JSON Lines file.
+    A record with either field is a pair, whose missing field is named; other JSON is refused,
+    with the pipe that scores it as text; the lm task's --data tells such a file to use sft too."""
+    from minigpt.evaluate import main
+
+    typo = tmp_path / "typo.jsonl"
+    typo.write_text(json.dumps({"prompt": "red:", "response": " apple"}) + "\n" + (base / "pairs.jsonl").read_text())
+    assert main([str(base / "base"), str(typo)]) == 2
+    assert f"{typo}:1: field 'completion' is missing" in capsys.readouterr().err
+    for name in ("texts.jsonl", "texts.txt"):  # by its suffix, or by its lines
+        texts = tmp_path / name
+        texts.write_text("".join(json.dumps({"text": f"{c} is {f}"}) + "\n" for c, f in FRUIT.items()))
+        assert main([str(base / "base"), str(texts)]) == 2
+        err = capsys.readouterr().err
+        assert "but not prompt/completion pairs" in err and f"pipe it: `minigpt eval {base / 'base'} - < {texts}`" in err
+    assert _run(base, tmp_path / "o", "--task", "lm", "--data", str(typo), "--max-iters", "1") == 2
+    assert "holds prompt/completion pairs (JSON Lines)" in capsys.readouterr().err
+
+
+def test_an_sft_run_records_the_positions_its_examples_reach_not_its_block_size(base, tmp_path):
+    """An eval audit: sft from a model pretrained on 8-token windows (its record) saved the run's
+    --block-size (32) as model_max_length, though no example reached past 6 tokens: `minigpt eval`
+    then scored 32-token windows, positions 8-31 untrained, without its note. The record is what
+    the --init learned, or the longest example's inputs where they reach further."""
+    init = tmp_path / "short"
+    shutil.copytree(base / "base", init)
+    config = json.loads((init / "tokenizer_config.json").read_text())
+    (init / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
+    assert _run(base, tmp_path / "o", "--init", str(init)) == 0
+    assert Tokenizer.from_pretrained(tmp_path / "o").model_max_length == 8
+    long = tmp_path / "long.jsonl"  # an example longer than 8 tokens
+    long.write_text(json.dumps({"prompt": "red: " * 6, "completion": " apple"}) + "\n" + (base / "pairs.jsonl").read_text())
+    assert _run(base, tmp_path / "o2", "--init", str(init), "--data", str(long), "--val-data", str(long)) == 0
+    from minigpt.sft_data import encode_pairs, read_pairs
+
+    inputs = encode_pairs(Tokenizer.from_pretrained(init), read_pairs(long), 32).longest - 1
+    assert inputs > 8 and Tokenizer.from_pretrained(tmp_path / "o2").model_max_length == inputs
 
 
 def test_prompts_ending_in_a_space_are_noted(base, tmp_path, capsys):

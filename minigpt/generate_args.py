@@ -348,9 +348,10 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     eos = [t for t in eos if 0 <= t < cfg.vocab_size]
     # As in transformers: the pad named (this call's pad_token_id, else the config's), else the first
     # EOS; but the first the model has, where the config lists a stale id before it (a row ended by
-    # 243 and padded with [60000, 243]'s 60000 would not decode; transformers fails at the embedding). With eos_token_id=[] no id ends a row,
-    # but finished rows (stop strings) still need a pad: the config's first EOS, else 0. A stale EOS
-    # alone still pads (the model reads it as 0). Only a pad named as one marks padding in prompts.
+    # 243 and padded with [60000, 243]'s 60000 would not decode; transformers fails at the embedding).
+    # With eos_token_id=[] no id ends a row, but finished rows (stop strings) still need a pad: the
+    # config's first EOS, else 0. A stale EOS alone still pads (the model reads it as 0). Only a pad
+    # named as one marks padding in prompts.
     own_eos = [t for t in cfg.eos_ids if 0 <= t < cfg.vocab_size]
     pad = named_pad if named_pad is not None else (eos or own_eos or cfg.eos_ids or [0])[0]
     if num_beams < 1:

@@ -400,7 +400,7 @@ def check_not_json(path: Path) -> None:
     if found is None:
         return
     # The jq filter that prints its text: an array's records, a string per line, or an object's key.
-    # From the file's first character, not `head`, which is empty for a first line past its size.
+    # From the file's first character, not `text_head`'s, which is empty for a first line past its size.
     with open(path, encoding="utf-8-sig", errors="ignore") as f:
         first = f.read(4096).lstrip()[:1]
     query = ".[].text" if first == "[" else "." if first == '"' else ".text"
@@ -417,7 +417,11 @@ def json_file(path: Path) -> str | None:
     or None where it is not one (`check_not_json`)."""
     if path.suffix.lower() in JSON_SUFFIXES:
         return f"is a {path.suffix} file"
-    return "holds JSON Lines (each line of its start is a JSON object)" if all_json_objects(text_head(path)) else None
+    try:
+        head = text_head(path)
+    except UnicodeDecodeError:  # no text at all: the caller's UTF-8 check names the byte
+        return None
+    return "holds JSON Lines (each line of its start is a JSON object)" if all_json_objects(head) else None
 
 
 def text_head(path: Path) -> str:

@@ -50,7 +50,7 @@ from minigpt.files import json_line, unwritable, user_path
 from minigpt.generate_args import NONFINITE, warn_if_training
 from minigpt.model import GPT, IGNORE_INDEX  # IGNORE_INDEX: the label of a context-only position: the loss skips it
 from minigpt.progress_bar import given_or_new_bar  # progress=True/False/a tqdm bar, read as generate_texts reads it
-from minigpt.sft_data import holds_pairs, is_pair_line
+from minigpt.sft_data import holds_pairs, is_pair_line, other_records
 
 # perplexity's arguments that a flag of `minigpt eval` sets (max_length is --max-length): its errors
 # name the argument, the CLI's name the flag (minigpt/cli.py's flag_words renames them).
@@ -341,12 +341,14 @@ def language_model_report(args) -> tuple[str, dict]:
     if args.file != STDIN:
         check_file(args.file, "text file")
         if json_kind := json_file(Path(args.file)):  # its braces and keys would be scored as text
+            if other_records(Path(args.file)):  # Alpaca's, or an array: read_pairs says how to convert them
+                return pairs_report(args)
             raise ValueError(f"{args.file} {json_kind}, but not prompt/completion pairs (what `minigpt eval` scores a "
                              f"language model on, by their completions' loss); to score the file as text, braces and "
                              f"keys included, pipe it: `minigpt eval {args.model} - < {args.file}`")
     text = read_text_or_stdin(args.file)
     refuse_nul_bytes(source_name(args.file), text)  # nanoGPT's character-level val.bin decodes as UTF-8: its ids are < 0x80
-    if args.file == STDIN and is_pair_line(next((line for line in text.split("\n") if line.strip()), "")):
+    if args.file == STDIN and is_pair_line(next((line for line in text.split("\n") if line.strip()), ""), whole=True):
         raise ValueError("standard input holds prompt/completion pairs, which would be scored as text, braces and keys "
                          "included: save them to a file, which `minigpt eval` scores as pairs (their completions' loss)")
     # The model first: a wrong MODEL path should be reported as the model's, not as a missing tokenizer.

@@ -675,12 +675,12 @@ def write_summary(cfg: FinetuneConfig, rt: Runtime, steps: int, summary: Strateg
     # an earlier minigpt, resumed, logged a perplexity its evaluations since have not).
     trained = next((r for r in reversed(records) if "loss" in r), {})
     evaluated = next((r for r in reversed(records) if "val_loss" in r), {})
-    # The run's peak: this process's, or its earlier sessions' (the summary they left) where higher, so
-    # that a resume with nothing left to do (or a short last session) does not report its own alone.
+    # The run's peak: this process's, or where higher its earlier sessions' (the summary the last one to
+    # finish left; rank 0's), so a resume with nothing left to do does not report its own alone.
     kind = "CUDA peak allocated" if rt.device.type == "cuda" else "process peak RSS"
     peak = peak_memory_bytes(rt.device) / 2**20
     with suppress(OSError, ValueError, AttributeError):  # none yet, or unreadable: this session's
-        before = read_json(out / SUMMARY_FILE)
+        before = read_json(out / SUMMARY_FILE) if cfg.resume else {}  # (a new run's OUT_DIR may hold another's)
         if before.get("peak_memory_kind") == kind and isinstance(before.get("peak_memory_mib"), (int, float)):
             peak = max(peak, before["peak_memory_mib"])
     result = finite_or_null({  # strict JSON: a NaN an older minigpt logged is null, as in log.jsonl now

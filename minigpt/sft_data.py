@@ -110,15 +110,27 @@ def holds_pairs(path: Path) -> bool:
         return is_pair_line(next((line for line in f if line.strip()), ""))
 
 
-def is_pair_line(line: str) -> bool:
+def is_pair_line(line: str, whole: bool = False) -> bool:
     """Whether `line` (a BOM allowed) is a JSON object meant as a pair: with a prompt or a
     completion (a record with one of them and a typo for the other, "response", is a pair that
-    `read_pairs` names the missing field of, not text)."""
+    `read_pairs` names the missing field of, not text); `whole`: with both."""
     try:
         record = json.loads(line.removeprefix("\ufeff"))
     except json.JSONDecodeError:
         return False
-    return isinstance(record, dict) and any(name in record for name in FIELDS)
+    return isinstance(record, dict) and (all if whole else any)(name in record for name in FIELDS)
+
+
+def other_records(path: Path) -> bool:
+    """Whether a file of JSON (`minigpt.data.json_file`) holds records that read_pairs refuses with
+    a way to convert them: a JSON array (Alpaca's own file), or Alpaca's or a chat's records."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "").removeprefix("\ufeff")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return first.lstrip().startswith("[")  # (an array's first line is not a whole JSON value)
+    return isinstance(record, list) or (isinstance(record, dict) and bool(other_format(record, path)))
 
 
 def val_source(cfg: FinetuneConfig) -> str:

@@ -562,10 +562,16 @@ def test_cli_classify_saves_a_classifier_that_transformers_opens(base, tmp_path,
     summary = json.loads((out / "finetune_summary.json").read_text())
     assert (summary["peak_memory_mib"], summary["peak_memory_kind"]) == (3, "process peak RSS")
     assert 0 <= summary["val_accuracy"] <= 1
-    # Resumed with nothing left to do, in a process that held less (a review): the run's peak stays.
+    # Resumed with nothing left to do, in a process that held less (a review): the run's peak stays;
+    # a new run's OUT_DIR holding another run's summary takes nothing from it.
     monkeypatch.setattr(minigpt.finetune, "peak_memory_bytes", lambda device: 2**20)
     assert _run(base, out, "--resume") == 0
     assert json.loads((out / "finetune_summary.json").read_text()) == summary
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "finetune_summary.json").write_text(json.dumps({**summary, "peak_memory_mib": 40000}))
+    assert _run(base, tmp_path / "o2", "--task", "classify", "--data", str(base / "cls.tsv"), "--strategy", "frozen",
+                "--max-iters", "1") == 0
+    assert json.loads((tmp_path / "o2" / "finetune_summary.json").read_text())["peak_memory_mib"] == 1
     evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val_accuracy" in r]
     assert [r["step"] for r in evals] == [2, 4]
     assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in evals) >= summary["val_accuracy"]

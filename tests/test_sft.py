@@ -304,7 +304,7 @@ def test_minigpt_eval_refuses_pairs_on_standard_input_and_says_the_pairs_it_cuts
     assert "1 of 1 pairs are longer than the context (" in err and json.loads(out.strip().splitlines()[-1])["cut"] == 1
 
 
-def test_minigpt_eval_names_a_mistyped_pair_and_refuses_json_it_would_score_as_text(base, tmp_path, capsys):
+def test_minigpt_eval_names_a_mistyped_pair_and_refuses_json_it_would_score_as_text(base, tmp_path, capsys, monkeypatch):
     """An eval audit: a pairs file whose first record said "response" for "completion" was scored
     as text (a perplexity of its braces and keys, exit 0), and so was any other JSON Lines file.
     A record with either field is a pair, whose missing field is named; other JSON is refused,
@@ -323,6 +323,23 @@ def test_minigpt_eval_names_a_mistyped_pair_and_refuses_json_it_would_score_as_t
         assert "but not prompt/completion pairs" in err and f"pipe it: `minigpt eval {base / 'base'} - < {texts}`" in err
     assert _run(base, tmp_path / "o", "--task", "lm", "--data", str(typo), "--max-iters", "1") == 2
     assert "holds prompt/completion pairs (JSON Lines)" in capsys.readouterr().err
+    # A review: Alpaca's records (or an array) get read_pairs' jq line, not the advice to score them as
+    # text; a file that is no UTF-8 is said as such; a text piped in whose first line has a prompt alone
+    # is scored as text (standard input refuses whole pairs only).
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text(json.dumps({"instruction": "red?", "input": "", "output": " apple"}) + "\n")
+    assert main([str(base / "base"), str(alpaca)]) == 2
+    assert "jq -c" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9 au lait\n")
+    assert main([str(base / "base"), str(latin1)]) == 2
+    assert "is not UTF-8 text: byte 0xe9 at offset 3" in capsys.readouterr().err
+    import io
+    import sys
+
+    mixed = json.dumps({"prompt": "red is"}) + "\nred is apple. green is pear.\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(mixed.encode())))
+    assert main([str(base / "base"), "-"]) == 0
 
 
 def test_an_sft_run_records_the_positions_its_examples_reach_not_its_block_size(base, tmp_path):

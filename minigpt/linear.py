@@ -68,8 +68,9 @@ MKL_ROWS = 3 if ONEDNN and cpu_vendor() == "GenuineIntel" else 0
 
 # Without AVX-512 oneDNN's vectors are no wider than MKL's generic ones, and MKL's one-row product
 # (matrix × vector, on one thread whatever torch's count) beats oneDNN's when oneDNN has one thread
-# too: 124M's decode-step products took 55.9 ms against 70.0 on an AVX2 AMD EPYC, but 52.9 against
-# 44.8 on two threads, and MKL's products of two rows or more were far slower (BENCHMARKS.md).
+# too: on an AVX2 AMD EPYC, MKL ran 124M's one-row decode-step products 1.25× faster than oneDNN on
+# one thread, but oneDNN was 1.18× faster on two, and MKL's products of two rows or more far slower
+# (the floors of scripts/bench_generate.py --threads 1 / 2, each pair from one run: BENCHMARKS.md).
 ONE_ROW_MKL_ON_ONE_THREAD = ONEDNN and not MKL_ROWS and torch.backends.cpu.get_cpu_capability() != "AVX512"
 
 

@@ -104,10 +104,13 @@ def other_format(record: dict, path: Path) -> str:
 def holds_pairs(path: Path) -> bool:
     """Whether `path` is a file whose first non-blank line is a prompt/completion pair (`is_pair_line`):
     the lm task, given it, would train on its braces and keys as text (what `--task sft` is for)."""
-    if not path.is_file():
-        return False
+    return path.is_file() and is_pair_line(first_line(path))
+
+
+def first_line(path: Path) -> str:
+    """The file's first non-blank line ("" for none), its BOM dropped: what tells its format."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        return is_pair_line(next((line for line in f if line.strip()), ""))
+        return next((line for line in f if line.strip()), "").removeprefix("\ufeff")
 
 
 def is_pair_line(line: str, whole: bool = False) -> bool:
@@ -124,8 +127,7 @@ def is_pair_line(line: str, whole: bool = False) -> bool:
 def other_records(path: Path) -> bool:
     """Whether a file of JSON (`minigpt.data.json_file`) holds records that read_pairs refuses with
     a way to convert them: a JSON array (Alpaca's own file), or Alpaca's or a chat's records."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = next((line for line in f if line.strip()), "").removeprefix("\ufeff")
+    first = first_line(path)
     try:
         record = json.loads(first)
     except json.JSONDecodeError:

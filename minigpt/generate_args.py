@@ -368,7 +368,8 @@ def check_arguments(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     slide = check_slide(slide, cfg.n_positions, num_beams)
     # As transformers: a named pad id that ends no text (no EOS of this call's) marks padding in
     # ids given without a mask; the EOS as pad (GPT-2's default) cannot, since a prompt may hold
-    # <|endoftext|> between documents, nor a pad that is the BOS, which may open a prompt. The
+    # <|endoftext|> between documents; nor, unlike in transformers (which reads it as padding), can
+    # a pad that is the BOS, which may open a prompt. The
     # stand-in pad of a model that names none (its EOS, else 0) only fills finished rows: id 0 is
     # a token like any other.
     pad_marks = None if named_pad is None or named_pad in {*eos, cfg.bos_token_id} else named_pad

@@ -33,10 +33,11 @@ docstring lists where the kept set can differ), and its own random stream; it ha
 epsilon or eta filter, so any of them on samples with torch (`resolve_backend`).
 What this file does not do: beam search (minigpt/beam_search.py), or top-h sampling.
 
-Adding a filter: its `apply_*` function, its place in `filter_unchecked` and `token_picker`, its
+Adding a filter: its `apply_*` function, its place in the chain (after min-p: `after_min_p`, which
+both `filter_unchecked` and `token_picker`'s CPU path call; before it: in those two), its
 range in `PARAM_RANGES` and off value in `SAMPLING_DEFAULTS`, its argument in the public
-signatures (`filter_logits`, `sample`, `token_picker`, minigpt/generation.py's `stream`,
-minigpt/explain.py's `explain`, and there its stage in the table) and its flag in
+signatures (`filter_logits`, `sample`, `token_picker`, minigpt/generation.py's `stream` and
+`StreamOptions`, minigpt/explain.py's `explain`, and there its stage in the table) and its flag in
 minigpt/generate_cli.py's parser. The rest (the checks, per-row spreading, warnings, the CLI's
 refusals and per-prompt values) reads the two tables. The fused kernel runs the filters of
 `KERNEL_FILTERS`; `resolve_backend` keeps any other on torch.

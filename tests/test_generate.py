@@ -194,6 +194,16 @@ def test_a_left_padded_batch_without_its_mask_is_read_as_transformers_reads_it(p
         assert torch.equal(ours, hf.generate(ids, do_sample=False, pad_token_id=PAD, eos_token_id=299, max_new_tokens=6))
     finally:
         model.config.eos_token_id, hf.generation_config.eos_token_id = before
+    # A pad that is the config's BOS is text, as a prompt may open with it (a reader's audit: the
+    # docstrings said "as in transformers", which reads it as padding; minigpt needs the mask).
+    before = model.config.bos_token_id
+    model.config.bos_token_id = PAD
+    try:
+        ours = generate(model, ids, pad_token_id=PAD, eos_token_id=[299], max_new_tokens=4)
+        assert torch.equal(ours, generate(model, ids, torch.ones_like(ids), pad_token_id=PAD, eos_token_id=[299],
+                                          max_new_tokens=4))
+    finally:
+        model.config.bos_token_id = before
     # A prompt that ends in the pad id, without a mask: the error says the mask was inferred.
     with pytest.raises(ValueError, match=r"left-padded .*; with no attention_mask given, the ids equal to "
                                          r"pad_token_id 1 are taken for padding: pass the mask"):

@@ -1,7 +1,8 @@
 """Fused sampling: temperature → top-k → top-p → min-p → draw, in one Triton kernel launch.
 
 Where it sits: `... → GPT → logits → penalties → [this kernel] → next token → KV-cache decode loop`.
-minigpt/sampling.py is the reference (a handful of torch ops: sort, softmax, cumsum, scatter, draw);
+minigpt/sampling.py is the reference (a handful of torch ops: topk or sort, softmax, cumsum,
+masked_fill, the exponential race);
 this file computes the same thing with one program per row, no sort and no host sync, so a decode
 step on the GPU costs one small launch instead of a dozen, and can be captured in a CUDA graph.
 At batch 1–8 one program per row leaves most of the GPU idle; there, inside a CUDA graph (where

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from minigpt.generate_args import NGRAM_EXHAUSTED, check_finite
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, penalize, penalties_on, token_counts
-from minigpt.stats import Clock, GenerationStats
+from minigpt.stats import LoopTimer
 
 NEG_INF_SCORE = -1.0e9  # "impossible" beam score; finite, so sums and comparisons stay well defined
 
@@ -124,8 +124,7 @@ def beam_search(
     the GenerationStats.
     """
     device, (B, T), V, K = input_ids.device, input_ids.shape, model.config.vocab_size, num_beams
-    clock = Clock(device)
-    t_start = clock()
+    timer = LoopTimer(device)
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
     state = DecodeState(model, attention_mask.repeat_interleave(K, 0), max_new_tokens, compile)  # its cache holds every beam
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
@@ -152,7 +151,7 @@ def beam_search(
         improvable = improvable & can_improve(running_scores, finished, step + 1, max_new_tokens, length_penalty,
                                               early_stopping)
         if step == 0:  # TTFT: prefill and the first token's choice, as sampling times it
-            t_first = clock()
+            timer.first_token()
         if not improvable.any() or (early_stopping is True and finished.done.all()) or ends.all():
             break
         # Each row now continues its parent beam. Only the cache moves: a prompt's beams share its
@@ -160,7 +159,7 @@ def beam_search(
         state.cache.reorder((parents + batch_offset).flatten())
         logits = state.step(running[:, :, cur].reshape(B * K, 1))  # (B·K, 1): each beam's latest token
 
-    t_end = clock()
+    timer.stop()
     n = num_return_sequences
     check_enough_hypotheses(finished, n, V, max_new_tokens, no_repeat_ngram_size, penalties)
     out = finished.seqs[:, :n].reshape(B * n, -1)  # (B·n, L): each prompt's n best, one after another
@@ -169,9 +168,8 @@ def beam_search(
     if not return_stats:
         return result if return_scores else out
     # Beams are candidates, not output: a step advances each of the B prompts by one token.
-    return *result, GenerationStats.measured(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1),
-                                         first_tokens=B, steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
-                                         kv_cache_bytes=state.cache.memory_bytes(), device=device)
+    return *result, timer.stats(prompt_tokens=int(attention_mask.sum()), new_tokens=B * (step + 1), first_tokens=B,
+                                steps=step, kv_cache_bytes=state.cache.memory_bytes(), device=device)
 
 
 def best_candidates(logp: torch.Tensor, running: torch.Tensor, running_scores: torch.Tensor, n_keep: int,

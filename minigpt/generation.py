@@ -40,7 +40,7 @@ from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import PenaltyCounts, ban_repeated_ngrams, penalties_on
 from minigpt.row_params import Param
 from minigpt.sampling import token_picker
-from minigpt.stats import Clock, GenerationStats
+from minigpt.stats import GenerationStats, LoopTimer
 from minigpt.stop_strings import StopStrings
 
 if TYPE_CHECKING:  # read by type checkers alone (annotations are strings here): Python 3.10's typing lacks it
@@ -369,8 +369,9 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     prompt_tokens = args.attention_mask.sum()  # the prompts' real tokens, counted before the n copies
     input_ids, attention_mask = one_row_per_sample(args.input_ids, args.attention_mask, args.num_return_sequences)
     device, (B, T), V, pad = input_ids.device, input_ids.shape, model.config.vocab_size, args.pad
-    clock = Clock(device)
-    t_start = clock()
+    # A streamer or stop strings read each step's tokens on the host anyway: looking every step costs no more.
+    sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
+    timer = LoopTimer(device, waits_each_step=sync_every == 1)
     state = DecodeState(model, attention_mask, args.max_new_tokens, compile, slides=args.slide > 0)
     # The loop's own buffers (seq, finished, n_drawn, finite) live on the device too and are
     # updated in place: no allocation per step.
@@ -384,12 +385,6 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
     n_drawn = torch.zeros(B, dtype=torch.long, device=device)  # tokens drawn per row until it finished (one op a step)
     finite = torch.ones((), dtype=torch.bool, device=device)  # every step's logits so far: no NaN/inf
     cuts: dict[int, int] = {}  # row → generated tokens kept before its stop string
-    # A streamer or stop strings read each step's tokens on the host anyway: looking every step costs no more.
-    sync_every = 1 if streamer is not None or stopper else SYNC_EVERY.get(device.type, 1)
-    # The caller's time between tokens (the streamer, a `stream` consumer) is not decoding: left out
-    # of the stats where the host waits for every step anyway (on a GPU that looks only every few
-    # steps, it overlaps the steps queued ahead).
-    paused = 0.0
 
     logits = state.prefill(input_ids)  # prefill: the whole prompt in one forward → the first step's logits (B, V)
     for step in range(args.max_new_tokens):
@@ -410,20 +405,18 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         if counts:
             counts.add(ids, live)
         if step == 0:
-            t_first = clock()
-        t_out = clock() if sync_every == 1 else None
-        if streamer is not None:
-            streamer(tokens)
-        yield tokens
-        if t_out is not None:
-            paused += clock() - t_out
+            timer.first_token()
+        with timer.handed_out():  # the caller's time with the tokens is not decoding
+            if streamer is not None:
+                streamer(tokens)
+            yield tokens
         if step + 1 == args.max_new_tokens or (step % sync_every == sync_every - 1 and finished.all()):
             break
         # Decode one token per row; with slide > 0 and a full context, prefill each full row's
         # last `slide` tokens (a row with room: all of its own) again instead.
         logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)
 
-    t_end = clock() - paused
+    timer.stop()
     raise_if_nonfinite(finite, counts is not None, args.no_repeat_ngram_size)  # in the steps since the host's last look
     # The longest row's count is the number of steps that mattered: a GPU's loop may run a few
     # all-pad steps past the end, which trim_output drops.
@@ -433,9 +426,8 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
         return out
     # Every row was live at the first step: its B tokens are prefill's. `step` decode forwards ran
     # after it (all of them timed, the all-pad ones included).
-    return out, GenerationStats.measured(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, first_tokens=B,
-                                         steps=step, t_start=t_start, t_first=t_first, t_end=t_end,
-                                         kv_cache_bytes=state.cache.memory_bytes(), device=device)
+    return out, timer.stats(prompt_tokens=int(prompt_tokens), new_tokens=new_tokens, first_tokens=B, steps=step,
+                            kv_cache_bytes=state.cache.memory_bytes(), device=device)
 
 
 def hand_to_beam_search(model: torch.nn.Module, args: DecodeArgs, *, compile: bool,

@@ -2,14 +2,14 @@
 and training's model FLOPs utilisation (MFU).
 
 Where it sits: beside the decode loop (minigpt/generation.py's `decode_loop`, minigpt/beam_search.py),
-which reads a `Clock` before prefill, after the first token and after the last step, and returns
-what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`); and
+which keeps a `LoopTimer`: read before prefill, after the first token and after the last step, it
+returns what it measured as `GenerationStats` (`return_stats=True`, `minigpt generate --stats`); and
 beside the training loop (minigpt/train.py), which logs MFU: the FLOPs its tokens/s amount to
 (`gpt_flops_per_token`, which `minigpt train` passes it) over the GPU's peak (`peak_flops`). Fine-tuning reports
 `peak_memory_bytes` too (minigpt/finetune.py).
 
 Why the clock syncs the device: on a GPU, PyTorch only *queues* kernels and returns at once, so
-`time.perf_counter()` alone would time the queueing, not the work. `Clock` waits for the queue
+`time.perf_counter()` alone would time the queueing, not the work. `LoopTimer` waits for the queue
 to drain (`torch.cuda.synchronize()`) before it reads the time. It is read only at the phase
 boundaries, never once per step: a sync per step would stall the very loop it measures.
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -76,17 +78,52 @@ class GenerationStats:
                 f"{decode} | "
                 f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB | process peak memory {self.peak_memory_bytes / 2**20:.0f} MiB")
 
-    @classmethod
-    def measured(cls, *, prompt_tokens: int, new_tokens: int, first_tokens: int, steps: int,
-                 t_start: float, t_first: float, t_end: float, kv_cache_bytes: int, device: torch.device) -> "GenerationStats":
-        """From a decode loop's three `Clock` readings (before prefill, after the first token, after
-        the last step). The `first_tokens` of the first step are prefill's work, so they are in TTFT;
-        TPOT and tokens/s are over the `steps` decode forwards that followed (none for one token)."""
-        decode_s = t_end - t_first
-        return cls(prompt_tokens=prompt_tokens, new_tokens=new_tokens, ttft_s=t_first - t_start,
-                   tpot_s=decode_s / steps if steps else 0.0,
-                   tokens_per_s=(new_tokens - first_tokens) / decode_s if steps else 0.0,
-                   kv_cache_bytes=kv_cache_bytes, peak_memory_bytes=peak_memory_bytes(device))
+
+class LoopTimer:
+    """A decode loop's timings, made as the loop starts (before prefill). Each reading waits for
+    queued GPU work, so a step is timed when it is really done: at the first token (`first_token`)
+    and after the last step (`stop`). The caller's time between tokens (a streamer, a `stream`
+    consumer) is not decoding: `handed_out` leaves it out where the host waits for every step anyway
+    (`waits_each_step`; on a GPU that looks only every few steps, it overlaps the steps queued ahead)."""
+
+    def __init__(self, device: torch.device, waits_each_step: bool = True) -> None:
+        self.cuda, self.waits_each_step = device.type == "cuda", waits_each_step
+        self.paused, self.t_first, self.t_end = 0.0, 0.0, 0.0
+        self.t_start = self.now()
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def first_token(self) -> None:
+        self.t_first = self.now()
+
+    def stop(self) -> None:
+        self.t_end = self.now() - self.paused
+
+    @contextmanager
+    def handed_out(self) -> Iterator[None]:
+        """Around the code that hands a step's tokens to the caller (a streamer call, a `yield`)."""
+        if not self.waits_each_step:
+            yield
+            return
+        t = self.now()
+        try:
+            yield
+        finally:
+            self.paused += self.now() - t
+
+    def stats(self, *, prompt_tokens: int, new_tokens: int, first_tokens: int, steps: int, kv_cache_bytes: int,
+              device: torch.device) -> GenerationStats:
+        """What was timed, after `stop`. The `first_tokens` of the first step are prefill's work, so
+        they are in TTFT; TPOT and tokens/s are over the `steps` decode forwards that followed (none
+        for one token)."""
+        decode_s = self.t_end - self.t_first
+        return GenerationStats(prompt_tokens=prompt_tokens, new_tokens=new_tokens, ttft_s=self.t_first - self.t_start,
+                               tpot_s=decode_s / steps if steps else 0.0,
+                               tokens_per_s=(new_tokens - first_tokens) / decode_s if steps else 0.0,
+                               kv_cache_bytes=kv_cache_bytes, peak_memory_bytes=peak_memory_bytes(device))
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -130,18 +167,6 @@ def _peak_working_set() -> int:
     if not ctypes.windll.psapi.GetProcessMemoryInfo(this_process, ctypes.byref(counters), counters.cb):
         raise ctypes.WinError()
     return counters.PeakWorkingSetSize
-
-
-class Clock:
-    """Wall time that waits for queued GPU work, so a step is timed when it is really done."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __call__(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
 
 def peak_flops(device: torch.device) -> float | None:

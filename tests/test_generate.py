@@ -24,6 +24,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsPro
 from minigpt import GPT, GPTConfig, Tokenizer
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.generation import GenerationStats, generate, sequence_buffers, stream
+from minigpt.stats import LoopTimer
 from minigpt.prefill_decode import DecodeState, prefill_mask
 from minigpt.penalties import ban_repeated_ngrams
 from minigpt.stop_strings import StopStrings, first_stop
@@ -1511,8 +1512,9 @@ def test_stats_are_filled(pair):
     # Decode steps that drew nothing new (a GPU's loop runs a few past the rows' end) still have a TPOT.
     assert "TPOT 2.00 ms | 0.0 tok/s" in str(GenerationStats(tpot_s=0.002, tokens_per_s=0.0))
     # Both loops' formula: 3 rows, 5 steps after prefill's first token in 0.1 s, 10 of them drawn after it.
-    m = GenerationStats.measured(prompt_tokens=7, new_tokens=13, first_tokens=3, steps=5, t_start=1.0, t_first=1.25,
-                                 t_end=1.35, kv_cache_bytes=64, device=torch.device("cpu"))
+    timer = LoopTimer(torch.device("cpu"))
+    timer.t_start, timer.t_first, timer.t_end = 1.0, 1.25, 1.35
+    m = timer.stats(prompt_tokens=7, new_tokens=13, first_tokens=3, steps=5, kv_cache_bytes=64, device=torch.device("cpu"))
     assert (m.ttft_s, m.tpot_s, m.tokens_per_s) == pytest.approx((0.25, 0.02, 100.0))
 
 

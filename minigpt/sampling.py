@@ -78,18 +78,12 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     """Divide by the temperature: < 1 sharpens the distribution, > 1 flattens it.
 
     Any positive T gives softmax(logits / T) as exactly as fp32 allows (only a T below
-    MIN_TEMPERATURE is taken as MIN_TEMPERATURE). A small T is where plain division fails: 5 / 1e-40
-    overflows to inf, and the softmax's inf - inf is NaN; before that, 5 / 1e-7 = 5e7 lies where
-    fp32's values are 4 apart, so a gap of 9.5 between two quotients comes out 8 (its token 4.5×
-    too likely). Such a row, |max / T| ≥ SHIFT_ABOVE, is divided measured from its max instead,
-    (l - max) / T: in [-inf, 0], never NaN, and l - max of two close logits is exact. The softmax
-    and every filter after this one compare or normalise within a row, so the shift changes nothing
-    they compute. Other rows (every ordinary temperature) are divided as they are, as transformers'
-    TemperatureLogitsWarper divides them, so `filter_logits` equals its warpers to the bit there.
+    MIN_TEMPERATURE is taken as MIN_TEMPERATURE; a tiny T: `divide_from_max`). Ordinary temperatures
+    divide as transformers' TemperatureLogitsWarper does, so `filter_logits` equals its warpers to
+    the bit there.
 
     Rows with temperature 0 are left as they are: they take the argmax, which dividing would not
-    change (and dividing by 0 would turn into inf/NaN). Rows whose max is not finite (NaN, +inf,
-    all -inf: bad rows, token -1 from `sample`) are never shifted: a +inf one would turn into NaN.
+    change (and dividing by 0 would turn into inf/NaN).
     """
     check_number("temperature", temperature)
     check_filter_input(logits, "temperature", temperature)
@@ -98,10 +92,21 @@ def apply_temperature(logits: torch.Tensor, temperature: Param) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         if t == 0:
             return logits
-        t, positive = max(t, MIN_TEMPERATURE), True
-    else:
-        positive = t > 0  # (B, 1)
-        t = torch.where(positive, t.clamp_min(MIN_TEMPERATURE), 1.0)  # greedy rows: divided by 1, unchanged
+        return divide_from_max(logits, max(t, MIN_TEMPERATURE), True)
+    positive = t > 0  # (B, 1)
+    return divide_from_max(logits, torch.where(positive, t.clamp_min(MIN_TEMPERATURE), 1.0), positive)  # greedy rows: / 1
+
+
+def divide_from_max(logits: torch.Tensor, t: float | torch.Tensor, positive: bool | torch.Tensor) -> torch.Tensor:
+    """logits / t, measured from each row's max where plain division would lose what the softmax
+    needs. A small T is where plain division fails: 5 / 1e-40 overflows to inf, and the softmax's
+    inf - inf is NaN; before that, 5 / 1e-7 = 5e7 lies where fp32's values are 4 apart, so a gap of
+    9.5 between two quotients comes out 8 (its token 4.5× too likely). Such a row (`positive`, with
+    |max / t| ≥ SHIFT_ABOVE) is divided as (l - max) / t: in [-inf, 0], never NaN, and l - max of
+    two close logits is exact. The softmax and every filter after this one compare or normalise
+    within a row, so the shift changes nothing they compute. Rows whose max is not finite (NaN,
+    +inf, all -inf: bad rows, token -1 from `sample`) are never shifted: a +inf one would turn into NaN.
+    """
     top = logits.amax(dim=-1, keepdim=True)  # (..., 1)
     shifted = positive & top.isfinite() & ((top / t).abs() >= SHIFT_ABOVE)
     if logits.device.type == "cpu" and not bool(shifted.any()):  # a host sync, free on a CPU: one pass

@@ -538,19 +538,22 @@ def test_a_folder_of_adapters_loads_as_its_base_with_them_merged_in(tmp_path, mo
             load("adapter")
 
 
-def test_a_peft_adapter_folder_loads_as_transformers_loads_it(tmp_path):
+@pytest.mark.parametrize("targets", [["c_attn"], ["c_attn", "q_proj", "v_proj"]])
+def test_a_peft_adapter_folder_loads_as_transformers_loads_it(tmp_path, targets):
     """transformers (with PEFT installed) opens an adapter folder as its base with the adapters on;
-    GPT.from_pretrained of the same folder gives the same logits."""
+    GPT.from_pretrained of the same folder gives the same logits. A config that also names other
+    architectures' layers (q_proj, v_proj: an audit found it refused) loads as PEFT loads it."""
     import peft
     import transformers
 
     hf, _ = _hf_base(tmp_path)
-    peft_model = peft.get_peft_model(hf, peft.LoraConfig(r=2, lora_alpha=6, target_modules=["c_attn"], fan_in_fan_out=True))
+    peft_model = peft.get_peft_model(hf, peft.LoraConfig(r=2, lora_alpha=6, target_modules=targets, fan_in_fan_out=True))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
     peft_model.save_pretrained(tmp_path / "theirs")  # base_model_name_or_path: tmp_path / "base"
+    assert sorted(json.loads((tmp_path / "theirs" / "adapter_config.json").read_text())["target_modules"]) == sorted(targets)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "theirs").eval()
     ids = torch.randint(0, CFG.vocab_size, (2, 9))
     with torch.no_grad():
@@ -789,8 +792,11 @@ def test_exclude_modules_narrows_the_targets_as_in_peft(tmp_path):
     names = [f"transformer.h.{i}.{m}" for i in range(CFG.n_layer) for m in ("attn.c_attn", "mlp.c_proj")]
     assert peft_targets(model, {"target_modules": ["c_attn", "c_proj"], "exclude_modules": ["attn.c_proj"]}) == names
     assert peft_targets(model, {"target_modules": ["c_attn", "c_proj"], "exclude_modules": r".*attn\.c_proj"}) == names
-    # A review: a misspelled target beside exclude_modules was dropped by the narrowing; it is named as without one.
-    assert peft_targets(model, {"target_modules": ["c_attn", "c_projj"], "exclude_modules": ["attn.c_proj"]}) == ["c_attn", "c_projj"]
+    # A target naming no layer beside ones that do is passed over, with exclude_modules or without (as PEFT
+    # reads a config written for several architectures); naming none at all is refused by those names.
+    assert peft_targets(model, {"target_modules": ["c_attn", "q_proj"], "exclude_modules": ["attn.c_proj"]}) == names[::2]
+    assert peft_targets(model, {"target_modules": ["c_attn", "q_proj"]}) == ["c_attn"]
+    assert peft_targets(model, {"target_modules": ["q_proj", "v_proj"], "exclude_modules": ["x"]}) == ["q_proj", "v_proj"]
     pm = peft.get_peft_model(_model(), peft.LoraConfig(r=2, target_modules="all-linear", exclude_modules=["lm_head"]))
     _randomize_trainable(pm)
     pm.save_pretrained(tmp_path / "adapter")  # target_modules lists lm_head, exclude_modules leaves it out

@@ -21,7 +21,8 @@ The tokenizer: a vocabulary of 50,257 ids or more is GPT-2's BPE (nanoGPT pads i
 multiple of 64, for faster matmuls; generation never draws the padding ids), and the tokenizer
 shipped in checkpoints/gpt2 is written beside the weights. A smaller one is the character-level
 vocabulary of nanoGPT's data/DATASET/meta.pkl, which this does not convert: the weights are written
-alone, and the script says so.
+alone, and the script says so (into an out that holds no tokenizer: one there, left by an earlier
+conversion, is refused, as it would not fit them).
 
 Not the same logits: nanoGPT's MLP uses the exact GELU (nn.GELU(), with erf), minigpt's GPT-2 the
 tanh approximation GPT-2 was trained with. On a tiny random nanoGPT-shaped model the logits differ
@@ -45,6 +46,7 @@ from minigpt import GPT, GPTConfig
 from minigpt.checkpoint import WEIGHTS_NAME
 from minigpt.cli import FAILED
 from minigpt.tokenizer import Tokenizer
+from minigpt.tokenizer_files import TOKENIZER_FILES
 
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper module puts before each key
 SHAPE_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")  # of model_args, the ones the shape needs
@@ -104,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{out} already holds a checkpoint; pass --overwrite to replace it, or choose another out")
         model_args, state = read_nanogpt(Path(args.ckpt))
         model = to_minigpt(model_args, state)
+        # A character model gets no tokenizer: one already in out (a BPE model converted there before,
+        # then --overwrite) would stay beside weights it does not fit, and transformers would load it.
+        held = [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]
+        if model.config.vocab_size < GPT2_VOCAB and held:
+            raise ValueError(f"{out} holds a tokenizer ({', '.join(held)}) that would stay beside a "
+                             f"{model.config.vocab_size}-id character-level model it does not fit; remove those "
+                             "files from it, or choose another out")
         model.save_pretrained(out)
         if model.config.vocab_size >= GPT2_VOCAB:
             tokenizer = Tokenizer.from_pretrained("gpt2")  # the shipped checkpoints/gpt2

@@ -156,6 +156,15 @@ def test_an_out_that_holds_a_checkpoint_is_kept_without_overwrite(tmp_path, caps
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "conv" / "model.safetensors").read_bytes() == before
     assert convert.main([str(tmp_path / "ckpt.pt"), str(tmp_path / "conv"), "--overwrite"]) == 0
+    # An audit: a BPE model's tokenizer left in out stayed beside a character model converted over it.
+    save_nanogpt_ckpt(tmp_path / "bpe.pt", vocab_size=50304)
+    assert convert.main([str(tmp_path / "bpe.pt"), str(tmp_path / "conv"), "--overwrite"]) == 0
+    before = (tmp_path / "conv" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert convert.main([str(tmp_path / "ckpt.pt"), str(tmp_path / "conv"), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a tokenizer (vocab.json, merges.txt, tokenizer_config.json) that would stay beside a 65-id" in err, err
+    assert (tmp_path / "conv" / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize("missing", ["block_size", "vocab_size"])

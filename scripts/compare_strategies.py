@@ -9,7 +9,8 @@ to get it); this project's machines keep their own split of it in ../shared/data
 
 Each strategy runs as its own `minigpt finetune` process (so its peak memory is its own), with
 the same steps, batch, context and data; everything after `--` is passed to every run
-(a strategy's own options, such as --lora-rank, only to its run; the flags the script sets itself,
+(a strategy's own options, such as --lora-rank, only to its run, and --gradient-checkpointing to every
+run but frozen's; the flags the script sets itself,
 --lr and --strategy among them, are refused there). Each
 strategy keeps its usual learning rate (--lrs): a new head or a LoRA adapter starts from zero
 or random and wants a larger step than pretrained weights do.
@@ -86,11 +87,14 @@ def full_flag_names(passthrough: list[str]) -> list[str]:
 def flags_for(strategy: str, passthrough: list[str]) -> list[str]:
     """The flags after `--` that `strategy` reads: `minigpt finetune` refuses one that its strategy
     would ignore (--lora-rank for partial, --n-trainable-blocks for lora, ...), but one command line
-    here serves every run, so each run gets only its own strategy's options."""
-    switches = {"train_embeddings"}  # boolean flags, --x or --no-x: no value follows them
-    foreign = {}  # flag → option, for the options of the other strategies
-    for name, owner in STRATEGY_OPTIONS.items():
-        if owner != strategy:
+    here serves every run, so each run gets only its own strategy's options. --gradient-checkpointing
+    goes to every run but frozen's, which trains no block to recompute (finetune refuses it there)."""
+    switches = {"train_embeddings", "gradient_checkpointing"}  # boolean flags, --x or --no-x: no value follows them
+    takers = {name: {owner} for name, owner in STRATEGY_OPTIONS.items()}  # option → the strategies that read it
+    takers["gradient_checkpointing"] = set(STRATEGIES) - {"frozen"}
+    foreign = {}  # flag → option, for the options this strategy does not read
+    for name, owners in takers.items():
+        if strategy not in owners:
             foreign[as_flag(name)] = name
             if name in switches:
                 foreign[as_flag(name, False)] = name

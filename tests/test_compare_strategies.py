@@ -74,6 +74,10 @@ def test_each_run_gets_only_its_own_strategys_options():
                                                 "--lora-targets", "attn.c_attn"]
     assert compare.flags_for("partial", flags) == ["--max-iters", "30", "--n-trainable-blocks", "2", "--train-embeddings",
                                                    "--batch-size", "16", "--no-train-embeddings"]
+    # An audit: --gradient-checkpointing failed the frozen run (no block trains there to recompute).
+    flags = ["--gradient-checkpointing", "--max-iters", "30", "--no-gradient-checkpointing"]
+    assert compare.flags_for("frozen", flags) == ["--max-iters", "30"]
+    assert all(compare.flags_for(s, flags) == flags for s in ("partial", "full", "lora"))
 
 
 def test_a_flag_the_script_sets_per_run_is_refused_after_the_separator(tmp_path, capsys):

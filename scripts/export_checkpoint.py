@@ -19,7 +19,8 @@ or another Hub model by its repo id (ORG/NAME), read from the Hugging Face cache
 
 The tokenizer is read as minigpt reads it (vocab.json + merges.txt, or else tokenizer.json) and
 written as vocab.json + merges.txt + tokenizer_config.json; a src without one exports the weights
-alone, saying so (a GPT-2 size takes the one shipped in checkpoints/gpt2: the four share it). A dst
+alone, saying so (a GPT-2 size takes the one shipped in checkpoints/gpt2: the four share it; LoRA
+adapters alone, their base's). A dst
 that already holds a checkpoint or tokenizer files is refused unless --overwrite, and dst may never
 be src (export to a new directory, then swap them). A weight the cast would turn into inf (float16
 tops out at 65504) is refused, and nothing is written.
@@ -38,7 +39,8 @@ from minigpt.cli import FAILED
 from minigpt.config import TOKEN_IDS, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, no_follow
-from minigpt.tokenizer import Tokenizer
+from minigpt.lora import adapter_base
+from minigpt.tokenizer import Tokenizer, model_tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
 # What a checkpoint directory holds: an export replaces these, so finding one in dst needs --overwrite.
@@ -48,18 +50,28 @@ MODEL_FILES = ("config.json", WEIGHTS_NAME, INDEX_NAME, PICKLE_NAME, GENERATION_
 DST_TOKENIZER_FILES = (*TOKENIZER_FILES, "tokenizer_config.json")
 
 
-def resolve_src(src: str) -> tuple[Path, str | Path | None]:
-    """The checkpoint directory `src` names, and where its tokenizer is read from (None: it has none).
+def resolve_src(src: str) -> tuple[Path, Tokenizer | None]:
+    """The checkpoint directory `src` names, and its tokenizer (None: it has none), read before
+    anything is written: a src whose tokenizer is broken (merges.txt without its vocab.json, say)
+    leaves dst untouched.
 
     A GPT-2 size by name is found as `GPT.from_pretrained` finds it (`find_gpt2`), not looked for in
     ./gpt2: the tokenizer check and the dst-is-src check looked there, so an export of the Hugging
     Face cache's copy came out without its tokenizer. A copy without tokenizer files takes the
-    shipped one, as `Tokenizer.from_pretrained(name)` reads it: the four sizes share one."""
+    shipped one, as `Tokenizer.from_pretrained(name)` reads it: the four sizes share one. A folder
+    of LoRA adapters alone (a LoRA run's adapter/) takes its base's, as generate does."""
     if name := gpt2_name(src):
         path = find_gpt2(name)
-        return path, path if has_tokenizer(path) else name
+        return path, Tokenizer.from_pretrained(path if has_tokenizer(path) else name)
     path = Path(shipped_path(src))  # (README's checkpoints/..., for an installed minigpt too)
-    return path, path if has_tokenizer(path) else None
+    if has_tokenizer(path):
+        return path, Tokenizer.from_pretrained(path)
+    if adapter_base(path) is None:
+        return path, None
+    try:
+        return path, model_tokenizer(path)  # the base's, followed from folder to folder
+    except FileNotFoundError:  # the base has none either (or is gone: loading the model says so)
+        return path, None
 
 
 def has_tokenizer(path: Path) -> bool:
@@ -77,8 +89,10 @@ def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: 
     if dst.resolve() == src.resolve():
         raise ValueError(f"dst {dst} is src: the export would replace src's weights with their {dtype} cast, and "
                          "the precision it drops is lost for good; export to another directory")
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"dst {dst} is a file, not a directory: choose a directory to write the checkpoint into")
     if not dst.is_dir():
-        return  # missing: created; a file: save_pretrained says so
+        return  # missing: created
     found = [name for name in (*MODEL_FILES, *DST_TOKENIZER_FILES) if (dst / name).exists()]
     if found and not overwrite:
         raise ValueError(f"dst {dst} already holds a checkpoint or tokenizer ({', '.join(found)}); pass --overwrite "
@@ -128,15 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dst = Path(args.dst)
     try:
-        src, tokenizer_src = resolve_src(args.src)  # (finding a GPT-2 size may download it: an OSError)
-        check_dst(src, dst, args.dtype, tokenizer_src is not None, args.overwrite)
+        src, tokenizer = resolve_src(args.src)  # (finding a GPT-2 size may download it: an OSError)
+        check_dst(src, dst, args.dtype, tokenizer is not None, args.overwrite)
         kind = GPTClassifier if is_classifier_checkpoint(src) else GPT  # (GPT would refuse a `score` head)
         model = kind.from_pretrained(src)  # as stored: what the cast would overflow is checked first
         check_cast_is_finite(model, args.dtype)
         model.to(DTYPE_NAMES[args.dtype])
-        # Read before anything is written: a src whose tokenizer is broken (merges.txt without its
-        # vocab.json, say) leaves dst untouched.
-        tokenizer = Tokenizer.from_pretrained(tokenizer_src) if tokenizer_src is not None else None
         generation = (src / GENERATION_CONFIG_NAME).read_bytes() if (src / GENERATION_CONFIG_NAME).is_file() else None
         if generation is not None:
             keep_config_token_ids(model, src)

@@ -203,3 +203,28 @@ def test_generation_config_is_copied_and_config_json_keeps_its_own_token_ids(tmp
     (tmp_path / "gen_only").mkdir()  # the export would remove it too
     (tmp_path / "gen_only" / "generation_config.json").write_bytes((src / "generation_config.json").read_bytes())
     assert export.main([str(plain), str(tmp_path / "gen_only")]) == 2
+
+
+def test_lora_adapters_alone_export_merged_with_their_bases_tokenizer(tmp_path, tok, capsys):
+    """An audit: a LoRA run's adapter/ (the adapters alone, no tokenizer files) exported the merged
+    weights without a tokenizer, though generate reads it with its base's. And a dst that is a file
+    was a raw "[Errno 17] File exists"."""
+    from minigpt.lora import inject_lora, save_adapters
+
+    base = checkpoint(tmp_path / "base", tok)
+    model = GPT.from_pretrained(base)
+    inject_lora(model, ["c_attn"], rank=2, alpha=4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    save_adapters(model, tmp_path / "adapter", base=str(base))
+    assert export.main([str(tmp_path / "adapter"), str(tmp_path / "dst"), "--dtype", "float32"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert Tokenizer.from_pretrained(tmp_path / "dst").encode(TEXT[:40]) == tok.encode(TEXT[:40])
+    ids = torch.tensor([tok.encode(TEXT[:40])])
+    with torch.no_grad():
+        torch.testing.assert_close(GPT.from_pretrained(tmp_path / "dst")(ids)[0], model.eval()(ids)[0])
+    (tmp_path / "file").write_text("")
+    assert export.main([str(base), str(tmp_path / "file")]) == 2
+    assert f"dst {tmp_path / 'file'} is a file, not a directory" in capsys.readouterr().err

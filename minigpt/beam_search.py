@@ -128,7 +128,9 @@ def beam_search(
     ids = input_ids.repeat_interleave(K, 0)  # (B·K, T): every beam starts as the prompt
     state = DecodeState(model, attention_mask.repeat_interleave(K, 0), max_new_tokens, compile)  # its cache holds every beam
     eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-    n_keep = max(2, 1 + len(eos)) * K  # enough candidates that K survive even if K end in EOS
+    # Enough candidates that K survive even if K end in EOS; no more than the K·V there are (a tiny
+    # vocabulary whose every id is an EOS: then every candidate ends).
+    n_keep = min(max(2, 1 + len(eos)) * K, K * V)
     in_top_k = torch.arange(n_keep, device=device) < K  # only top-K candidates may finish
     # Each beam's ids so far, (B, K, L) with L = T + max_new_tokens: rows b·K .. b·K + K - 1 of `ids` are prompt b's.
     running = torch.cat([ids, torch.full((B * K, max_new_tokens), pad, dtype=torch.long, device=device)], 1).view(B, K, -1)

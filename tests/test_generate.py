@@ -3674,3 +3674,19 @@ def test_each_overload_restates_its_function_and_types_what_it_returns(name):
         got = result_type(call(max_new_tokens=3, **beams, **flags))
         declared = overload.__annotations__["return"]
         assert (f"Generator[str, None, {got}]" if name == "stream_text" else got) == declared, (flags, declared)
+
+
+@torch.no_grad()
+def test_beam_search_where_every_id_is_an_eos_ends_each_prompt_at_its_first_token():
+    """A generation audit: with a vocabulary whose every id is an EOS (V=3, eos [0, 1, 2]) beam search
+    asked topk for more candidates than the K·V there are: "selected index k out of range" from
+    torch (transformers fails the same way). Every candidate ends: each prompt's best one is returned."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=3, n_positions=16, n_embd=16, n_layer=1, n_head=2)).eval()
+    ids = torch.tensor([[0, 1], [2, 2]])
+    out, scores = generate(model, ids, max_new_tokens=3, num_beams=4, num_return_sequences=2, eos_token_id=[0, 1, 2],
+                           return_scores=True)
+    assert out.shape == (4, 3) and torch.equal(out[:, :2], ids.repeat_interleave(2, 0))
+    logp = model(ids)[0][:, -1].log_softmax(-1)  # one token each: a hypothesis's score is its token's log-probability
+    torch.testing.assert_close(scores, logp.topk(2, -1).values.flatten())
+    assert torch.equal(out[:, 2], logp.topk(2, -1).indices.flatten())

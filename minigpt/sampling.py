@@ -396,61 +396,74 @@ def token_picker(B: int, device: torch.device | str, *, temperature: Param, top_
     `sample` calls once and the decode loop (minigpt/generation.py) every step, without checks
     (run them first: `check_sampling_params`) and without waiting on the host.
 
-    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream. On a CPU,
-    `top_k_top_p_on_cpu`, then min-p and the draw on what it gives: the short list top-k or top-p
-    gathered, or else the one min-p may make (`min_p_shortlist`), or the whole filtered row (then
-    the filters after min-p, which read only the kept tokens: a list holds them all). The
-    same distribution, up to rounding at the top-p and min-p thresholds: the list is too short for
-    top_p_cut_in_head, so its top-p cut is the sort's float32 sum (as on a GPU) where the whole row
-    on a CPU takes the head's float64 sums, and min-p's softmax sums the list alone. A token within
-    ~1e-7 of the mass from a threshold can fall on either side. The noise has one value per listed
-    token.
-    backend "triton": the fused kernel, whose counter-based Philox stream is keyed by an int64
-    drawn from `generator` (so a seed fixes every draw) and moves one offset per call. A row of
-    bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1). The
-    kernel has no filter after min-p: `resolve_backend` picks torch when one is on."""
+    backend "torch": `filter_unchecked` then `draw`, the noise from `generator`'s stream; on a CPU
+    the same on a short list (`pick_on_cpu`). backend "triton": the fused kernel (`fused_picker`).
+    A row of bad logits gets -1 from the kernel, an arbitrary token from torch (`sample` marks it -1)."""
     if backend == "triton":
         check_kernel_runs(dict(typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff))
-        from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
-
-        kernel_args = triton_params(B, device, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-        kernel_args["seed"] = kernel_seed(generator, device)
-        kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)
-
-        def fused_pick(logits: torch.Tensor) -> torch.Tensor:
-            # What the torch path takes, the kernel reads too: float64 as float32 (the kernel reads
-            # 32 and 16 bits), a view strided along the vocabulary (a transpose) copied contiguous.
-            if logits.dtype == torch.float64:
-                logits = logits.float()
-            if logits.size(-1) > 1 and logits.stride(-1) != 1:
-                logits = logits.contiguous()
-            tokens = fused_sample(logits, **kernel_args)
-            kernel_args["offset"] += 1  # the next call: a fresh stream
-            return tokens
-
-        return fused_pick
+        return fused_picker(B, device, generator, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     if not isinstance(temperature, torch.Tensor) and temperature == 0:
         return lambda logits: logits.argmax(dim=-1)  # greedy: the first argmax, filters skipped (as filter_unchecked does per row)
+    filters = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                   epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        if logits.device.type != "cpu":
-            filtered = filter_unchecked(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                        typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
-            return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
-        values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
-        short = min_p_shortlist(values, min_p) if ids is None else None  # no list yet: min-p may make one
-        if short is not None:
-            values, ids = short
-        filtered = after_min_p(apply_min_p(values, min_p), typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
-                               eta_cutoff=eta_cutoff)
-        # The race alone (temperature 1.0 here only skips draw's greedy rows): greedy rows take the
-        # whole row's first top token below, which the list's argmax, or the filtered row's, need not be.
-        drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), 1.0)
-        tokens = drawn if ids is None else ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
-        t = as_column(temperature, logits)
-        return torch.where(t.reshape(-1) > 0, tokens, logits.argmax(dim=-1)) if isinstance(t, torch.Tensor) else tokens
+        if logits.device.type == "cpu":
+            return pick_on_cpu(logits, generator, **filters)
+        filtered = filter_unchecked(logits, **filters)
+        return draw(filtered, exponential_noise(filtered.shape, logits.device, generator), temperature)
 
     return pick
+
+
+def pick_on_cpu(logits: torch.Tensor, generator: torch.Generator | None, *, temperature: Param, top_k: Param,
+                top_p: Param, min_p: Param, typical_p: Param, epsilon_cutoff: Param, eta_cutoff: Param) -> torch.Tensor:
+    """`token_picker`'s draw on a CPU: `top_k_top_p_on_cpu`, then min-p and the draw on what it gives:
+    the short list top-k or top-p gathered, or else the one min-p may make (`min_p_shortlist`), or
+    the whole filtered row (then the filters after min-p, which read only the kept tokens: a list
+    holds them all). The same distribution as the whole row's, up to rounding at the top-p and
+    min-p thresholds: the list is too short for top_p_cut_in_head, so its top-p cut is the sort's
+    float32 sum (as on a GPU) where the whole row on a CPU takes the head's float64 sums, and min-p's
+    softmax sums the list alone. A token within ~1e-7 of the mass from a threshold can fall on either
+    side. The noise has one value per listed token."""
+    values, ids = top_k_top_p_on_cpu(apply_temperature(logits.float(), temperature), top_k, top_p)
+    short = min_p_shortlist(values, min_p) if ids is None else None  # no list yet: min-p may make one
+    if short is not None:
+        values, ids = short
+    filtered = after_min_p(apply_min_p(values, min_p), typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
+                           eta_cutoff=eta_cutoff)
+    # The race alone (temperature 1.0 here only skips draw's greedy rows): greedy rows take the
+    # whole row's first top token below, which the list's argmax, or the filtered row's, need not be.
+    drawn = draw(filtered, exponential_noise(filtered.shape, logits.device, generator), 1.0)
+    tokens = drawn if ids is None else ids.gather(1, drawn.unsqueeze(1)).squeeze(1)
+    t = as_column(temperature, logits)
+    return torch.where(t.reshape(-1) > 0, tokens, logits.argmax(dim=-1)) if isinstance(t, torch.Tensor) else tokens
+
+
+def fused_picker(B: int, device: torch.device | str, generator: torch.Generator | None, *, temperature: Param,
+                 top_k: Param, top_p: Param, min_p: Param) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`token_picker`'s backend "triton": the fused kernel (minigpt/kernels/sampling.py), whose
+    counter-based Philox stream is keyed by an int64 drawn from `generator` (so a seed fixes every
+    draw) and moves one offset per call. The kernel has no filter after min-p: `resolve_backend`
+    picks torch when one is on."""
+    from minigpt.kernels.sampling import fused_sample  # imported here: triton is optional
+
+    kernel_args = triton_params(B, device, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    kernel_args["seed"] = kernel_seed(generator, device)
+    kernel_args["offset"] = torch.zeros(1, dtype=torch.long, device=device)
+
+    def fused_pick(logits: torch.Tensor) -> torch.Tensor:
+        # What the torch path takes, the kernel reads too: float64 as float32 (the kernel reads
+        # 32 and 16 bits), a view strided along the vocabulary (a transpose) copied contiguous.
+        if logits.dtype == torch.float64:
+            logits = logits.float()
+        if logits.size(-1) > 1 and logits.stride(-1) != 1:
+            logits = logits.contiguous()
+        tokens = fused_sample(logits, **kernel_args)
+        kernel_args["offset"] += 1  # the next call: a fresh stream
+        return tokens
+
+    return fused_pick
 
 
 # ---- on a CPU: top-k and top-p on the short list (minigpt/sampling_cpu.py) ----------------

@@ -5,8 +5,9 @@ token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalt
 minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
 → temperature → top-k → top-p → min-p → typical → epsilon → eta → draw`. After each stage it
 keeps the probabilities, so a table per step can show the top candidates' odds before and after
-every penalty and filter, and which token was drawn. It samples unless the temperature is 0,
-where Python's `generate` is greedy unless `do_sample=True`: the same seed draws the same tokens
+every penalty and filter, and which token was drawn. It samples unless the temperature is 0 (then
+the table stops at the penalties, whose argmax greedy takes: a filter there would change nothing,
+and is warned of), where Python's `generate` is greedy unless `do_sample=True`: the same seed draws the same tokens
 as `generate(..., do_sample=True, sampler="torch", seed=S)` (the torch sampler is what `generate`
 uses off CUDA), until the model's own EOS, where it stops (it takes no `eos_token_id`).
 
@@ -29,6 +30,7 @@ from minigpt.generate_args import (
     eos_list,
     prepare_inputs,
     textless_ids,
+    warn_unused_sampling,
 )
 from minigpt.prefill_decode import DecodeState
 from minigpt.penalties import ban_repeated_ngrams, check_penalties, penalize, token_counts
@@ -45,6 +47,8 @@ from minigpt.sampling import (
     token_picker,
 )
 from minigpt.text_generation import prompt_ids, tokenizer_ids
+
+COLUMN = 16  # characters a column of the table takes (more for a long stage name)
 
 
 @torch.no_grad()  # as `stream`: no autograd graph through the KV cache
@@ -68,6 +72,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     penalties = dict(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                      frequency_penalty=frequency_penalty)
     steps, top, ngram = check_explain_args(model, steps, top, no_repeat_ngram_size, sampling, penalties)
+    # Greedy takes the argmax of the penalized logits: a filter beside temperature 0 changes nothing,
+    # so its stage is not shown (it would show odds no token is taken by); it is warned of, as generate warns.
+    warn_unused_sampling(1, True, sampling)
     # The tokenizer must be the model's, and a config with GPT-2's stale ids (older checkpoints)
     # ends and starts texts at the tokenizer's <|endoftext|>, as the text functions do.
     end, start = tokenizer_ids(model, tokenizer)
@@ -81,6 +88,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
     pick = token_picker(1, ids.device, **sampling, generator=generator)
     logits = state.prefill(ids)
     textless = textless_ids(model, tokenizer, ids.device)  # ids the tokenizer has no token for: never drawn, as in generate
+    # What can be drawn at all: a vocabulary padded past the tokenizer's (nanoGPT's 50,304) has ids
+    # that are no token, banned before the "raw" column, and not counted as filtered away.
+    tokens = V - (0 if textless is None else textless.numel())
     new: list[int] = []
     for step in range(steps):
         check_finite(logits)  # a broken model's NaN would fill the tables and still "draw" a token
@@ -95,31 +105,37 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
             stages.append((f"no-repeat {ngram}", ban_repeated_ngrams(stages[-1][1], ids, ngram)))
             check_finite(stages[-1][1], f"every token is -inf after the n-gram ban: {NGRAM_EXHAUSTED}")
         penalized = stages[-1][1]  # what greedy takes the argmax of, and the filters start from
-        stages.append((f"temperature {temperature:g}", apply_temperature(stages[-1][1], temperature)))
-        stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
-        stages.append((f"top-p {top_p:g}", apply_top_p(stages[-1][1], top_p)))
-        stages.append((f"min-p {min_p:g}", apply_min_p(stages[-1][1], min_p)))
-        # The filters after min-p, each shown only when on, as the n-gram ban: the table is wide enough.
-        for name, value, on, f in (("typical", typical_p, typical_p < 1, apply_typical_p),
-                                   ("epsilon", epsilon_cutoff, epsilon_cutoff > 0, apply_epsilon),
-                                   ("eta", eta_cutoff, eta_cutoff > 0, apply_eta)):
-            if on:
-                stages.append((f"{name} {value:g}", f(stages[-1][1], value)))
+        if temperature > 0:
+            # Each value as given (0.9999999 is no "1"): str is a float's shortest exact form.
+            stages.append((f"temperature {temperature}", apply_temperature(stages[-1][1], temperature)))
+            stages.append((f"top-k {top_k}", apply_top_k(stages[-1][1], top_k)))
+            stages.append((f"top-p {top_p}", apply_top_p(stages[-1][1], top_p)))
+            stages.append((f"min-p {min_p}", apply_min_p(stages[-1][1], min_p)))
+            # The filters after min-p, each shown only when on, as the n-gram ban: the table is wide enough.
+            for name, value, on, f in (("typical", typical_p, typical_p < 1, apply_typical_p),
+                                       ("epsilon", epsilon_cutoff, epsilon_cutoff > 0, apply_epsilon),
+                                       ("eta", eta_cutoff, eta_cutoff > 0, apply_eta)):
+                if on:
+                    stages.append((f"{name} {value}", f(stages[-1][1], value)))
         final = stages[-1][1]
         token = int(pick(penalized)[0])  # from the penalized logits, as generate's step: filters and draw
         probs = [s.softmax(-1)[0] for _, s in stages]
+        banned = "" if tokens == V else f" ({V - tokens} ids of the model's {V} are no token, never drawn)"
         kept = "greedy (temperature 0): took the most likely" if temperature == 0 else \
-            f"{int(torch.isfinite(final).sum())} of {V} tokens kept; drew"
-        print(f"\nstep {step}: {kept} {tokenizer.decode([token])!r}", file=out)
-        print(f"  {'token':<16}" + "".join(f"{name:>16}" for name, _ in stages), file=out)
+            f"{int(torch.isfinite(final).sum())} of {tokens} tokens kept{banned}; drew"
+        print(f"\nstep {step}: {kept} {token_label(tokenizer, token)}", file=out)
+        widths = [max(COLUMN, len(name) + 2) for name, _ in stages]  # a long name keeps a space before it
+        print(f"  {'token':<{COLUMN}}" + "".join(f"{name:>{w}}" for (name, _), w in zip(stages, widths)), file=out)
         # The candidates: the most likely before any stage, then after the last, then the token drawn.
         # A filter may keep fewer than `top`: topk would fill up with arbitrary tokens of probability 0.
         kept_top = [i for i in torch.topk(probs[-1], top).indices.tolist() if probs[-1][i] > 0]
         cands = torch.topk(probs[0], top).indices.tolist() + kept_top + [token]
         for cand in dict.fromkeys(cands):
             mark = "→" if cand == token else " "
-            row = "".join(f"{p[cand].item():>16.4f}" for p in probs)
-            print(f"{mark} {tokenizer.decode([cand])!r:<15}{row}", file=out)
+            # A dropped token (-inf: filtered away) is "-", not a kept one's 0.0000 below 5e-5.
+            row = "".join(f"{'-' if s[0, cand] == float('-inf') else f'{p[cand].item():.4f}':>{w}}"
+                          for (_, s), p, w in zip(stages, probs, widths))
+            print(f"{mark} {token_label(tokenizer, cand):<{COLUMN - 1}}{row}", file=out)
         if token in eos:  # any of them, where config.json lists several
             break  # the table shows it; the text ends silently, as generate's does
         new.append(token)
@@ -128,6 +144,19 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
         logits = state.step(ids[:, -1:])
     return tokenizer.decode(new)
+
+
+def token_label(tokenizer, token: int) -> str:
+    """A candidate's label: its text, quoted; or, for a token that holds part of a UTF-8 character
+    (which decodes alone as '�', as do the others that hold such parts), its bytes: b'\\xf0\\x9f\\x98'."""
+    text = tokenizer.decode([token])
+    if "\ufffd" in text and hasattr(tokenizer, "decode_bytes"):
+        raw = tokenizer.decode_bytes([token])
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(raw)
+    return repr(text)
 
 
 def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size, sampling: dict,

@@ -216,9 +216,8 @@ def check_decoding_flags(args: argparse.Namespace, typed: set[str]) -> None:
     if beams == 1 and "early_stopping" in typed:
         raise ValueError("--early-stopping says when beam search ends: it needs --num-beams > 1")
     filters = typed_of(typed, *FILTERS)
-    # Greedy takes the most likely token and draws nothing: the filters only shape a draw (--explain
-    # shows them, so it may).
-    if filters and beams == 1 and args.temperature == 0 and not args.explain:
+    # Greedy takes the most likely token and draws nothing: the filters only shape a draw.
+    if filters and beams == 1 and args.temperature == 0:
         them = "it" if len(filters) == 1 else "them"
         raise ValueError(f"--temperature 0 is greedy: it takes the most likely token and draws nothing, so "
                          f"{', '.join(filters)} would do nothing: drop {them} or sample (--temperature > 0)")

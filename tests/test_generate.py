@@ -861,9 +861,9 @@ def test_explain_shows_the_ngram_ban_and_draws_what_generate_draws(looping_pair)
         assert banned != generate(model, ids, max_new_tokens=8, eos_token_id=[], **kw)[0, 7:].tolist()
         header = printed.getvalue().split("\nstep ")[1].splitlines()[1].split()
         assert header[:5] == ["token", "raw", "penalties", "no-repeat", "2"]
-    # Some candidate the ban removed: likely before it (column "penalties"), probability 0 after it.
+    # Some candidate the ban removed: likely before it (column "penalties"), dropped ("-") after it.
     rows = [line.split() for line in printed.getvalue().splitlines() if line.startswith(("→ '", "  '"))]
-    assert any(float(row[-6]) > 0.5 and float(row[-5]) == 0 for row in rows)
+    assert any(float(row[-6]) > 0.5 and row[-5] == "-" for row in rows)
 
 
 def test_explain_draws_what_generate_draws_through_the_top_k_shortlist():
@@ -2304,9 +2304,11 @@ def test_explain_shows_each_sampling_stage_and_draws_what_generate_draws():
         kept_counts.append(int(kept))
         marked = []
         for row in rows:
-            mark, cand, *numbers = re.fullmatch(r"([→ ]) '(\d{3})'" + r"\s+([\d.]+)" * 6, row).groups()
+            mark, cand, *numbers = re.fullmatch(r"([→ ]) '(\d{3})'" + r"\s+([\d.]+|-)" * 6, row).groups()
             marked += [int(cand)] * (mark == "→")
-            shown = torch.tensor([float(n) for n in numbers])
+            # "-": dropped by that stage (its logit -inf), which no kept token is however unlikely.
+            assert all((n == "-") == bool(stages[i][0, int(cand)] == float("-inf")) for i, n in enumerate(numbers))
+            shown = torch.tensor([0.0 if n == "-" else float(n) for n in numbers])
             worst = max(worst, (shown - probs[int(cand)]).abs().max().item())
         assert marked == [drawn[step]]
         # The rows: the top candidates before any stage and after the last (those the filters kept:
@@ -2329,9 +2331,10 @@ def test_cli_greedy_stream_equals_plain_and_explain(tiny_checkpoint, capsys):
     streamed = capsys.readouterr()
     assert streamed.out == plain and plain.startswith("To be")
     assert "TTFT" in streamed.err and "tok/s" in streamed.err
-    assert main(base + ["--explain", "--max-new-tokens", "2", "--top-k", "5"]) == 0
+    assert main(base + ["--explain", "--max-new-tokens", "2"]) == 0
     shown = capsys.readouterr().out
-    assert "step 0:" in shown and "top-k 5" in shown and "→" in shown
+    assert "step 0: greedy (temperature 0)" in shown and "penalties" in shown and "→" in shown
+    assert "top-k" not in shown  # greedy draws nothing: no filter stage to show
 
 
 def test_cli_takes_a_checkpoint_whose_config_names_gpt2s_eos(tiny_checkpoint, tmp_path, capsys):
@@ -2628,7 +2631,10 @@ def test_cli_errors_name_the_problem(tiny_checkpoint, tmp_path, capsys):
     assert "it draws nothing, so --top-k, --top-p would do nothing" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--min-p", "0.1", "--max-new-tokens", "2"]) == 2
     assert "--temperature 0 is greedy: it takes the most likely token and draws nothing, so --min-p would do nothing" in capsys.readouterr().err
-    assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--top-k", "5", "--explain", "--max-new-tokens", "2"]) == 0
+    # With --explain too (an audit: its table showed a filter greedy ignores, the token taken at 0.0000).
+    assert main(["--model", str(tiny_checkpoint), "--temperature", "0", "--top-k", "5", "--explain", "--max-new-tokens", "2"]) == 2
+    assert "--temperature 0 is greedy: it takes the most likely token and draws nothing, so --top-k would do nothing" \
+        in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--num-beams", "2", "--stop", "x"]) == 2
     assert "--explain shows one sampled sequence; it does not take --num-beams, --stop" in capsys.readouterr().err
     assert main(["--model", str(tiny_checkpoint), "--explain", "--stats"]) == 2  # not silently without its stats
@@ -3107,8 +3113,11 @@ def test_explain_greedy_takes_the_first_tied_top_token_as_generate_does():
     model.transformer.wte.weight[twin] = model.transformer.wte.weight[first]  # logits[first] == logits[twin]
     greedy = generate(model, torch.tensor([prompt]), max_new_tokens=2, eos_token_id=[])[0, len(prompt):].tolist()
     assert greedy[0] == twin
-    text = explain(model, DigitsTokenizer(), prompt, steps=2, temperature=0, top_p=0.1, out=io.StringIO())
+    printed = io.StringIO()
+    with pytest.warns(UserWarning, match="temperature=0 decodes greedily, taking the most likely token, so top_p=0.1 is ignored"):
+        text = explain(model, DigitsTokenizer(), prompt, steps=2, temperature=0, top_p=0.1, out=printed)
     assert text == "".join(f"{t:03d}" for t in greedy)
+    assert "top-p" not in printed.getvalue()  # a stage greedy never reads is not shown (an audit: it was)
 
 
 def test_one_right_padded_row_in_a_batch_is_refused(pair):
@@ -3690,3 +3699,27 @@ def test_beam_search_where_every_id_is_an_eos_ends_each_prompt_at_its_first_toke
     logp = model(ids)[0][:, -1].log_softmax(-1)  # one token each: a hypothesis's score is its token's log-probability
     torch.testing.assert_close(scores, logp.topk(2, -1).values.flatten())
     assert torch.equal(out[:, 2], logp.topk(2, -1).indices.flatten())
+
+
+@torch.no_grad()
+def test_explain_labels_byte_tokens_apart_and_counts_only_real_tokens(gpt2_tok):
+    """A teaching-view audit: (1) tokens holding part of a UTF-8 character all showed as '�' (😀 is
+    two such tokens); (2) a vocabulary padded past the tokenizer's (nanoGPT's 50,304) read "50257 of
+    50304 tokens kept" with no filter on; (3) the stage names rounded (top-p 0.9999999 read "top-p 1",
+    an active filter shown as off) and a long one ran into its neighbour ("penaltiestemperature 0.125")."""
+    import io
+
+    from minigpt.explain import explain, token_label
+
+    assert gpt2_tok.encode("😀") == [47249, 222]
+    assert [token_label(gpt2_tok, i) for i in (47249, 222)] == [r"b'\xf0\x9f\x98'", r"b'\x80'"]
+    assert token_label(gpt2_tok, gpt2_tok.encode(" hi")[0]) == "' hi'" and token_label(gpt2_tok, 222) != token_label(gpt2_tok, 223)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50304, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                          eos_token_id=50256, bos_token_id=50256)).eval()
+    printed = io.StringIO()
+    explain(model, gpt2_tok, "Hi", steps=1, seed=0, temperature=0.125, top_p=0.9999999, out=printed)
+    step, header = printed.getvalue().split("\n")[1:3]
+    assert "of 50257 tokens kept (47 ids of the model's 50304 are no token, never drawn)" in step, step
+    assert header.split() == ["token", "raw", "penalties", "temperature", "0.125", "top-k", "0", "top-p", "0.9999999",
+                              "min-p", "0.0"], header

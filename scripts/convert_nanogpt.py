@@ -21,8 +21,8 @@ The tokenizer: a vocabulary of 50,257 ids or more is GPT-2's BPE (nanoGPT pads i
 multiple of 64, for faster matmuls; generation never draws the padding ids), and the tokenizer
 shipped in checkpoints/gpt2 is written beside the weights. A smaller one is the character-level
 vocabulary of nanoGPT's data/DATASET/meta.pkl, which this does not convert: the weights are written
-alone, and the script says so (into an out that holds no tokenizer: one there, left by an earlier
-conversion, is refused, as it would not fit them).
+alone, and the script says so (one already in out with more tokens than the model, left by an
+earlier conversion of a GPT-2 model, is refused: it would not fit them).
 
 Not the same logits: nanoGPT's MLP uses the exact GELU (nn.GELU(), with erf), minigpt's GPT-2 the
 tanh approximation GPT-2 was trained with. On a tiny random nanoGPT-shaped model the logits differ
@@ -94,6 +94,14 @@ def to_minigpt(model_args: dict, state: dict[str, torch.Tensor]) -> GPT:
     return model
 
 
+def tokenizer_size(path: Path) -> int:
+    """The number of tokens of the tokenizer in `path`; 0 where none can be read."""
+    try:
+        return Tokenizer.from_pretrained(path).vocab_size
+    except (OSError, ValueError):
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", help="nanoGPT's ckpt.pt, or the out_dir that holds it")
@@ -106,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{out} already holds a checkpoint; pass --overwrite to replace it, or choose another out")
         model_args, state = read_nanogpt(Path(args.ckpt))
         model = to_minigpt(model_args, state)
-        # A character model gets no tokenizer: one already in out (a BPE model converted there before,
-        # then --overwrite) would stay beside weights it does not fit, and transformers would load it.
-        held = [name for name in (*TOKENIZER_FILES, "tokenizer_config.json") if (out / name).exists()]
-        if model.config.vocab_size < GPT2_VOCAB and held:
-            raise ValueError(f"{out} holds a tokenizer ({', '.join(held)}) that would stay beside a "
+        # A character model gets no tokenizer: one already in out that has more tokens than the model
+        # (GPT-2's, from a BPE model converted there before, then --overwrite) would stay beside weights
+        # it does not fit, and transformers would load it. One the user gave the model stays.
+        held = [name for name in TOKENIZER_FILES if (out / name).exists()]
+        if model.config.vocab_size < GPT2_VOCAB and held and (n := tokenizer_size(out)) > model.config.vocab_size:
+            raise ValueError(f"{out} holds a {n}-token tokenizer ({', '.join(held)}) that would stay beside a "
                              f"{model.config.vocab_size}-id character-level model it does not fit; remove those "
                              "files from it, or choose another out")
         model.save_pretrained(out)
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert_nanogpt.py: error: {e}", file=sys.stderr)
         return FAILED
     print(f"converted {sum(p.numel() for p in model.parameters()):,} parameters to {out}")
-    if model.config.vocab_size < GPT2_VOCAB:
+    if model.config.vocab_size < GPT2_VOCAB and not any((out / name).exists() for name in TOKENIZER_FILES):
         print(f"convert_nanogpt.py: warning: a {model.config.vocab_size}-id vocabulary is nanoGPT's character-level "
               f"meta.pkl, which is not converted: {out} holds the weights alone, and minigpt generate needs a "
               "tokenizer for them", file=sys.stderr)

@@ -163,8 +163,14 @@ def test_an_out_that_holds_a_checkpoint_is_kept_without_overwrite(tmp_path, caps
     capsys.readouterr()
     assert convert.main([str(tmp_path / "ckpt.pt"), str(tmp_path / "conv"), "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "holds a tokenizer (vocab.json, merges.txt, tokenizer_config.json) that would stay beside a 65-id" in err, err
+    assert "holds a 50257-token tokenizer (vocab.json, merges.txt) that would stay beside a 65-id" in err, err
     assert (tmp_path / "conv" / "model.safetensors").read_bytes() == before
+    # A review: one that fits (the user's own, as the warning asks for) stays, as before.
+    Tokenizer.train("First Citizen: " * 50, 256 + 9, progress=False).save_pretrained(tmp_path / "own")
+    save_nanogpt_ckpt(tmp_path / "small.pt", vocab_size=300)
+    assert convert.main([str(tmp_path / "small.pt"), str(tmp_path / "own")]) == 0
+    assert "warning" not in capsys.readouterr().err  # it is not the weights alone
+    assert Tokenizer.from_pretrained(tmp_path / "own").vocab_size == 265
 
 
 @pytest.mark.parametrize("missing", ["block_size", "vocab_size"])

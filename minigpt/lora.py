@@ -349,23 +349,28 @@ def peft_targets(model: nn.Module, config: dict) -> list[str]:
     """The layers an adapter_config.json names, as PEFT reads it: `target_modules` (one string is a
     regular expression for whole layer names; a list names layers by their last parts), less those
     `exclude_modules` names, in the same two forms (it only narrows the targets). As in PEFT, a
-    listed target that names no layer here is passed over where another names one: a config written
-    for several architectures (["c_attn", "q_proj", "v_proj"]) fits GPT-2 by its c_attn. The weights
-    file must then hold the A and B of exactly the layers chosen (`load_adapters` checks it)."""
+    listed target that names no module here is passed over where another names one: a config written
+    for several architectures (["c_attn", "q_proj", "v_proj"]) fits GPT-2 by its c_attn. One that
+    names a module that is no Linear (wte, attn) stays, for `find_lora_targets` to refuse by name, as
+    PEFT refuses it. The weights file must hold the A and B of exactly the layers chosen
+    (`load_adapters` checks it)."""
     targets, excluded = config.get("target_modules") or [], config.get("exclude_modules") or []
+    modules = [name for name, _ in model.named_modules()]
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if isinstance(targets, str):
         targets = [name for name in linear if re.fullmatch(targets, name)]
-    found = [t for t in targets if any(target_matches(name, t) for name in linear)]
-    if not found:
-        return list(targets)  # as the file names them, so that find_lora_targets refuses them by name
-    if not excluded:
-        return found
+    found = [t for t in targets if any(target_matches(name, t) for name in modules)]
+    if not found or not excluded or any(not any(target_matches(name, t) for name in linear) for t in found):
+        return found or list(targets)  # none found: as the file names them, for find_lora_targets to refuse
 
     def is_excluded(name: str) -> bool:
         return bool(re.fullmatch(excluded, name)) if isinstance(excluded, str) else any(target_matches(name, e) for e in excluded)
 
-    return [name for name in linear if any(target_matches(name, t) for t in found) and not is_excluded(name)]
+    chosen = [name for name in linear if any(target_matches(name, t) for t in found) and not is_excluded(name)]
+    if not chosen:
+        raise ValueError(f"exclude_modules {excluded!r} leaves out every layer that target_modules {targets!r} names: "
+                         "no layer is left to adapt")
+    return chosen
 
 
 def adapter_base(path: str | Path) -> str | None:

@@ -797,6 +797,13 @@ def test_exclude_modules_narrows_the_targets_as_in_peft(tmp_path):
     assert peft_targets(model, {"target_modules": ["c_attn", "q_proj"], "exclude_modules": ["attn.c_proj"]}) == names[::2]
     assert peft_targets(model, {"target_modules": ["c_attn", "q_proj"]}) == ["c_attn"]
     assert peft_targets(model, {"target_modules": ["q_proj", "v_proj"], "exclude_modules": ["x"]}) == ["q_proj", "v_proj"]
+    # A review: a target naming a module that is no Linear (wte, attn) is kept, for find_lora_targets to refuse
+    # by name (as PEFT refuses it), not passed over; exclude_modules that leave nothing say so.
+    for extra in ({}, {"exclude_modules": ["mlp.c_proj"]}):
+        assert peft_targets(model, {"target_modules": ["c_attn", "wte", "q_proj"], **extra}) == ["c_attn", "wte"]
+    with pytest.raises(ValueError, match=r"exclude_modules \['c_attn'\] leaves out every layer that target_modules "
+                                         r"\['c_attn', 'q_proj'\] names"):
+        peft_targets(model, {"target_modules": ["c_attn", "q_proj"], "exclude_modules": ["c_attn"]})
     pm = peft.get_peft_model(_model(), peft.LoraConfig(r=2, target_modules="all-linear", exclude_modules=["lm_head"]))
     _randomize_trainable(pm)
     pm.save_pretrained(tmp_path / "adapter")  # target_modules lists lm_head, exclude_modules leaves it out

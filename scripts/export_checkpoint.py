@@ -39,7 +39,7 @@ from minigpt.cli import FAILED
 from minigpt.config import TOKEN_IDS, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, no_follow
-from minigpt.lora import adapter_base
+from minigpt.lora import adapter_base, check_adapter_chain
 from minigpt.tokenizer import Tokenizer, model_tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
@@ -66,12 +66,19 @@ def resolve_src(src: str) -> tuple[Path, Tokenizer | None]:
     path = Path(shipped_path(src))  # (README's checkpoints/..., for an installed minigpt too)
     if has_tokenizer(path):
         return path, Tokenizer.from_pretrained(path)
-    if adapter_base(path) is None:
-        return path, None
-    try:
-        return path, model_tokenizer(path)  # the base's, followed from folder to folder
-    except FileNotFoundError:  # the base has none either (or is gone: loading the model says so)
-        return path, None
+    if adapter_base(path) is None or not (gpt2_name(end := chain_end(path)) or has_tokenizer(Path(shipped_path(end)))):
+        return path, None  # no tokenizer, nor any along the adapters' bases (a base gone: loading it says so)
+    return path, model_tokenizer(path)  # the base's, read as generate reads it (a broken one is refused)
+
+
+def chain_end(path: Path) -> str:
+    """Where LoRA adapters alone in `path` find their tokenizer: the first of their bases (followed
+    from folder to folder, as a base may be adapters alone too) that holds tokenizer files, else the last."""
+    check_adapter_chain(path)  # bases that loop back would be followed for ever
+    where = str(path)
+    while not has_tokenizer(Path(shipped_path(where))) and (base := adapter_base(shipped_path(where))) is not None:
+        where = base
+    return where
 
 
 def has_tokenizer(path: Path) -> bool:
@@ -89,8 +96,9 @@ def check_dst(src: Path, dst: Path, dtype: str, has_tokenizer: bool, overwrite: 
     if dst.resolve() == src.resolve():
         raise ValueError(f"dst {dst} is src: the export would replace src's weights with their {dtype} cast, and "
                          "the precision it drops is lost for good; export to another directory")
-    if dst.exists() and not dst.is_dir():
-        raise ValueError(f"dst {dst} is a file, not a directory: choose a directory to write the checkpoint into")
+    if dst.is_symlink() and not dst.exists() or dst.exists() and not dst.is_dir():  # (a link to nothing, too)
+        raise ValueError(f"dst {dst} is no directory (a file, or a link to none): choose a directory to write the "
+                         "checkpoint into")
     if not dst.is_dir():
         return  # missing: created
     found = [name for name in (*MODEL_FILES, *DST_TOKENIZER_FILES) if (dst / name).exists()]

@@ -227,4 +227,11 @@ def test_lora_adapters_alone_export_merged_with_their_bases_tokenizer(tmp_path, 
         torch.testing.assert_close(GPT.from_pretrained(tmp_path / "dst")(ids)[0], model.eval()(ids)[0])
     (tmp_path / "file").write_text("")
     assert export.main([str(base), str(tmp_path / "file")]) == 2
-    assert f"dst {tmp_path / 'file'} is a file, not a directory" in capsys.readouterr().err
+    assert f"dst {tmp_path / 'file'} is no directory (a file, or a link to none)" in capsys.readouterr().err
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert export.main([str(base), str(tmp_path / "dangling")]) == 2
+    assert f"dst {tmp_path / 'dangling'} is no directory" in capsys.readouterr().err
+    # A review: adapters whose base's tokenizer is broken are refused, as the base is, not exported without it.
+    (tmp_path / "base" / "vocab.json").unlink()
+    assert export.main([str(tmp_path / "adapter"), str(tmp_path / "dst2")]) == 2
+    assert "merges.txt" in capsys.readouterr().err and not (tmp_path / "dst2").exists()

@@ -229,5 +229,8 @@ def check_enough_hypotheses(finished: Finished, n: int, V: int, max_new_tokens: 
     if V ** min(max_new_tokens, 64) < n:
         causes.append(f"a vocabulary of {V} has fewer than num_return_sequences={n} continuations of "
                       f"max_new_tokens={max_new_tokens}")
+    # Else the tokens that end a hypothesis left too few to go on (a tiny vocabulary, most of it EOS ids).
+    causes = causes or [f"fewer than {n} distinct hypotheses could be made before every beam ended: ask for fewer "
+                        "(num_return_sequences)"]
     raise FloatingPointError(f"beam search found fewer than {n} {'hypothesis' if n == 1 else 'hypotheses'} for "
                              f"prompt {int(empty.int().argmax())}: {', or '.join(causes)}")

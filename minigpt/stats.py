@@ -10,8 +10,10 @@ beside the training loop (minigpt/train.py), which logs MFU: the FLOPs its token
 
 Why the clock syncs the device: on a GPU, PyTorch only *queues* kernels and returns at once, so
 `time.perf_counter()` alone would time the queueing, not the work. `LoopTimer` waits for the queue
-to drain (`torch.cuda.synchronize()`) before it reads the time. It is read only at the phase
-boundaries, never once per step: a sync per step would stall the very loop it measures.
+to drain (`torch.cuda.synchronize()`) before it reads the time. It is read at the phase
+boundaries, and around each step's hand-over to the caller only where the host waits for every
+step anyway (a streamer, stop strings, a CPU): a sync per step of its own would stall the very
+loop it measures.
 
 What it does not measure: each decode step's own time (TPOT is the mean over the decode steps), or energy.
 """
@@ -109,10 +111,8 @@ class LoopTimer:
             yield
             return
         t = self.now()
-        try:
-            yield
-        finally:
-            self.paused += self.now() - t
+        yield  # (a call that ends here, its generator closed or the streamer raising, returns no stats)
+        self.paused += self.now() - t
 
     def stats(self, *, prompt_tokens: int, new_tokens: int, first_tokens: int, steps: int, kv_cache_bytes: int,
               device: torch.device) -> GenerationStats:

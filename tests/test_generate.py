@@ -3699,6 +3699,10 @@ def test_beam_search_where_every_id_is_an_eos_ends_each_prompt_at_its_first_toke
     logp = model(ids)[0][:, -1].log_softmax(-1)  # one token each: a hypothesis's score is its token's log-probability
     torch.testing.assert_close(scores, logp.topk(2, -1).values.flatten())
     assert torch.equal(out[:, 2], logp.topk(2, -1).indices.flatten())
+    # More sequences than the 3 one-token hypotheses there are: a reason, not an empty one (a review).
+    with pytest.raises(FloatingPointError, match="found fewer than 4 hypotheses for prompt 0: fewer than 4 distinct "
+                                                 "hypotheses could be made before every beam ended"):
+        generate(model, ids, max_new_tokens=3, num_beams=4, num_return_sequences=4, eos_token_id=[0, 1, 2])
 
 
 @torch.no_grad()

@@ -217,7 +217,8 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, str):
         name = dtype.removeprefix("torch.")
         if name not in COMPUTE_DTYPE_NAMES:
-            auto = "; dtype=None keeps the file's dtype (transformers' \"auto\")" if name == "auto" else ""
+            auto = ("; dtype=None keeps the weights' stored dtype (transformers' \"auto\" takes config.json's "
+                    "dtype where it names one)") if name == "auto" else ""
             raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPE_NAMES)} (or a torch.dtype, or None: the "
                              f"file's), got {dtype!r}{auto}")
         dtype = COMPUTE_DTYPE_NAMES[name]
@@ -378,9 +379,10 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
                       "the language model, and is left out", stacklevel=2)
     model.load_state_dict(state, strict=False, assign=True)  # lm_head is the tied wte, not in `state` (tied again: GPT.tie_weights)
     # A subclass's own tensors (a buffer its __init__ computes) are not in GPT-2's file: built on
-    # the meta device, they hold no values, and the first forward would fail far from here.
+    # the meta device, they hold no values, and the first forward would fail far from here. (Unless
+    # the meta device was asked for: a model of shapes only, as GPTClassifier.from_pretrained gives.)
     unloaded = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if unloaded:
+    if unloaded and (device is None or device.type != "meta"):
         raise ValueError(f"{model_class.__name__} holds {first_few(unloaded, quoted=True)}, which GPT-2's checkpoint "
                          f"does not: built on the meta device to load it, they have no values; build it yourself "
                          f"and load a GPT's state into it: gpt = GPT.from_pretrained(path); model = {model_class.__name__}(gpt.config); "
@@ -402,8 +404,9 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
         if key.endswith(CONV1D_SUFFIXES):
             t = t.t()  # Conv1D (in, out) → Linear (out, in)
         if t.shape != expected[key]:
-            raise ValueError(f"tensor {name!r} in {path} has shape {tuple(t.shape)} (after transposing Conv1D "
-                             f"weights), but its config.json expects {tuple(expected[key])}")
+            after = " (after transposing it: a Conv1D weight)" if key.endswith(CONV1D_SUFFIXES) else ""
+            raise ValueError(f"tensor {name!r} in {path} has shape {tuple(t.shape)}{after}, but its config.json "
+                             f"expects {tuple(expected[key])}")
         if not t.is_floating_point():
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
         state[key] = as_held(t, dtype, device, f"tensor {name!r} in {path}")

@@ -230,10 +230,10 @@ class GPTClassifier(nn.Module):
         check_checkpoint_dir(path)
         if not is_classifier_checkpoint(path):
             raise ValueError(f"{path} is not a GPT2ForSequenceClassification checkpoint (its config.json's "
-                             "architectures); load a language model with GPT.from_pretrained")
+                             "architectures); load a language model with GPT.from_pretrained (to start a classifier "
+                             "from it: GPTClassifier(GPT.from_pretrained(path), num_labels=N))")
         d = read_json(path / "config.json")
-        # HF leaves id2label out of config.json when it is the default two labels.
-        id2label = {int(i): name for i, name in d["id2label"].items()} if "id2label" in d else None
+        id2label = read_id2label(d, path / "config.json")
         num_labels = len(id2label) if id2label else d.get("num_labels", 2)
         if num_labels == 1 or d.get("problem_type") == "regression":  # else "num_labels must be an integer ≥ 2"
             raise ValueError(f"{path} is a regression model (num_labels={num_labels}, one score per text); minigpt's "
@@ -270,12 +270,14 @@ class GPTClassifier(nn.Module):
         shapes = {key: t.shape for key, t in model.state_dict().items() if key != "gpt.lm_head.weight"}
         if set(state) != set(shapes):
             missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+            missing, unexpected = ([k.removeprefix("gpt.") for k in keys] for keys in (missing, unexpected))  # the file's names
             raise ValueError(f"{path} does not match its config.json: missing {first_few(missing, quoted=True)}, "
                              f"unexpected {first_few(unexpected, quoted=True)}")
         for key, t in state.items():  # as load_gpt: the first wrong shape by name, not torch's list of them
             if t.shape != shapes[key]:
-                raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)} (after transposing "
-                                 f"Conv1D weights), but its config.json expects {tuple(shapes[key])}")
+                after = " (after transposing it: a Conv1D weight)" if key.endswith(CONV1D_SUFFIXES) else ""
+                raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)}{after}, but "
+                                 f"its config.json expects {tuple(shapes[key])}")
         state = one_dtype(state, "gpt.transformer.wte.weight", path, prefix="gpt.")
         model.load_state_dict(state, strict=False, assign=True)  # (the GPT ties lm_head to the new wte: GPT.tie_weights)
         return model.eval()
@@ -316,3 +318,16 @@ def _check_inputs(idx: torch.Tensor, attention_mask: torch.Tensor, labels: torch
     if bad_label:
         bad = labels[(labels < 0) | (labels >= num_labels)].unique().tolist()
         raise ValueError(f"labels must be in [0, {num_labels}), got {bad}")
+
+
+def read_id2label(config: dict, source: Path) -> dict[int, str] | None:
+    """config.json's label names by id; None where it names none: transformers leaves id2label out
+    for the default two labels, and other writers put null there."""
+    raw = config.get("id2label")
+    if raw is None:
+        return None
+    try:
+        return {int(i): name for i, name in raw.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"{source}: id2label must map label ids to names ({{\"0\": \"negative\", ...}}), "
+                         f"got {raw!r}") from None

@@ -150,7 +150,7 @@ TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # and what OpenAI's checkpoints say), "gelu_pytorch_tanh", "gelu_fast" or "gelu_accurate" (the same
 # formula; transformers' gelu_accurate computes bitwise what its gelu_new does). Plain "gelu" (exact
 # erf) gives different logits, so it is refused.
-_TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate")
+_TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate")
 # GPT2Config's boolean options that minigpt reads: name -> (transformers' default, which an absent
 # key means; the value minigpt's GPT-2 computes with, None for either; what the other value asks for).
 _BOOL_OPTIONS: dict[str, tuple[bool, bool | None, str]] = {

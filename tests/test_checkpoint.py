@@ -1763,9 +1763,25 @@ def test_a_dtype_name_is_looked_up_in_a_table_and_echoed(name, hf_dir):
     2.718281828459045" (torch.e). Names are now looked up in checkpoint.COMPUTE_DTYPE_NAMES (the
     CLI's DTYPE_NAMES and float64), the error echoes the string given, and "auto" (transformers' word
     for the file's dtype) is told that None is minigpt's."""
-    auto = r"; dtype=None keeps the file's dtype" if name == "auto" else ""
+    auto = r"; dtype=None keeps the weights' stored dtype" if name == "auto" else ""
     with pytest.raises(ValueError, match=rf"dtype must be one of float32, bfloat16, float16, float64 \(or a "
                                          rf"torch.dtype, or None: the file's\), got '{name}'{auto}"):
         GPT.from_pretrained(hf_dir, dtype=name)
     assert checkpoint.resolve_dtype("float64") is torch.float64
     assert {n: checkpoint.resolve_dtype(n) for n in checkpoint.DTYPE_NAMES} == checkpoint.DTYPE_NAMES
+
+
+def test_the_meta_device_gives_a_model_of_shapes_only_as_the_classifiers_loader_does(tmp_path):
+    """A loader audit: GPT.from_pretrained(path, device="meta") said the checkpoint lacked every
+    tensor of GPT-2's ("built on the meta device to load it, they have no values"), where
+    GPTClassifier.from_pretrained gave a model of shapes only. Both do now."""
+    from minigpt.classifier import GPTClassifier
+
+    config = GPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    GPT(config).save_pretrained(tmp_path / "lm")
+    GPTClassifier(GPT(config), num_labels=3).save_pretrained(tmp_path / "cls")
+    lm, cls = GPT.from_pretrained(tmp_path / "lm", device="meta"), GPTClassifier.from_pretrained(tmp_path / "cls", device="meta")
+    for model in (lm, cls):
+        assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert lm.lm_head.weight is lm.transformer.wte.weight and lm.transformer.wte.weight.shape == (50, 16)
+    assert cls.score.weight.shape == (3, 16)

@@ -222,7 +222,7 @@ def test_a_mean_pooled_head_saved_as_score_still_loads(tmp_path, hidden):
         GPTClassifier.from_pretrained(tmp_path / "old")
     config = json.loads((tmp_path / "new" / "config.json").read_text())
     (tmp_path / "new" / "config.json").write_text(json.dumps(config | {"minigpt_head": {"pooling": "last", "hidden": list(hidden)}}))
-    with pytest.raises(ValueError, match=r"does not match its config.json: missing 'score\..*unexpected 'gpt.mean_pool_score\."):
+    with pytest.raises(ValueError, match=r"does not match its config.json: missing 'score\..*unexpected 'mean_pool_score\."):
         GPTClassifier.from_pretrained(tmp_path / "new")  # the new name means mean pooling, never the last token
 
 
@@ -343,6 +343,15 @@ def test_label_names_and_pad_id_survive_a_save_load_save(tmp_path):
     d = json.loads((tmp_path / "b" / "config.json").read_text())
     assert d["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"} and d["label2id"]["pos"] == 2
     assert d["pad_token_id"] == 5
+    # A loader audit: "id2label": null (no names, as transformers reads it) was an AttributeError.
+    d.pop("label2id")
+    for value, loads in ((None, True), (["neg", "pos"], False)):
+        (tmp_path / "b" / "config.json").write_text(json.dumps({**d, "id2label": value, "num_labels": 3}))
+        if loads:
+            assert GPTClassifier.from_pretrained(tmp_path / "b").num_labels == 3
+        else:
+            with pytest.raises(ValueError, match=r"config.json: id2label must map label ids to names"):
+                GPTClassifier.from_pretrained(tmp_path / "b")
 
 
 def test_bad_head_settings_and_bool_labels_are_refused():

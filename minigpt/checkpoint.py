@@ -365,14 +365,11 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
     except RuntimeError as e:  # "Storage size calculation overflowed": a size no tensor can have
         raise ValueError(f"{path / 'config.json'} gives the model tensors too large for torch: {e}") from None
     expected = {k: p.shape for k, p in layout.items() if k != "lm_head.weight"}
-    state, lm_head, left_out = read_weights(path, expected, architectures, head, dtype, device)
+    state, left_out = read_weights(path, expected, architectures, head, dtype, device)
     missing = sorted(set(expected) - set(state))
     if missing:
         raise ValueError(f"checkpoint {path} is missing {len(missing)} tensor(s): {first_few(missing, quoted=True)}")
     state = one_dtype(state, "transformer.wte.weight", path)
-    wte = state["transformer.wte.weight"]
-    if lm_head is not None and not same_matrix(lm_head, wte):
-        raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
 
     if left_out:
         warnings.warn(f"{path} is a {', '.join(architectures)}: its task head ({', '.join(left_out)}) is not part of "
@@ -393,12 +390,13 @@ def load_gpt(path: str | os.PathLike, dtype: torch.dtype | str | None = None, de
 
 def read_weights(path: Path, expected: dict[str, torch.Size], architectures: list[str], head: str | None,
                  dtype: torch.dtype | None, device: torch.device,
-                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[str]]:
+                 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The checkpoint's tensors under minigpt's names (`expected`: name → shape), Conv1D weights
-    transposed, each checked: the state, an explicit copy of the tied lm_head.weight (None if the
-    file has none, or only the head's name for wte) and the task head's tensors left out (`head`:
-    their prefix)."""
+    transposed, each checked: the state, and the task head's tensors left out (`head`: their
+    prefix). An explicit copy of the tied lm_head.weight is checked against wte as the file holds
+    them (a `device="meta"` load holds no values to compare), and not kept."""
     state: dict[str, torch.Tensor] = {}
+    stored_wte: list[torch.Tensor] = []  # wte as the file holds it, before as_held moves or casts it
 
     def take(name: str, key: str, t: torch.Tensor) -> None:
         if key.endswith(CONV1D_SUFFIXES):
@@ -409,6 +407,8 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
                              f"expects {tuple(expected[key])}")
         if not t.is_floating_point():
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
+        if key == "transformer.wte.weight":
+            stored_wte.append(t)
         state[key] = as_held(t, dtype, device, f"tensor {name!r} in {path}")
 
     lm_head, left_out = None, []
@@ -432,8 +432,9 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
     if "transformer.wte.weight" not in state and lm_head is not None:
         # safetensors' save_model keeps one name of a tied pair, which may be the head's: it is wte.
         take("lm_head.weight", "transformer.wte.weight", lm_head)
-        lm_head = None
-    return state, lm_head, left_out
+    elif lm_head is not None and stored_wte and not same_matrix(lm_head, stored_wte[0]):
+        raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
+    return state, left_out
 
 
 def as_held(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device | None, name: str = "a weight") -> torch.Tensor:

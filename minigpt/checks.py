@@ -99,11 +99,16 @@ def check_rate(name: str, value) -> float:
     return rate
 
 
+TORCH_DECORATOR = os.path.join("torch", "utils", "_contextlib.py")  # where @torch.no_grad() calls the function
+
+
 def caller_stacklevel() -> int:
     """The stacklevel of the first frame outside minigpt: the user's call, however deep in minigpt
-    (generate → stream → check_arguments, generate_texts → ...) the warning is raised."""
+    (generate → stream → check_arguments, generate_texts → ...) the warning is raised. The frame
+    of a torch decorator around a minigpt function (@torch.no_grad()) is passed over too."""
     here, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+    while frame is not None and (os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep)
+                                 or frame.f_code.co_filename.endswith(TORCH_DECORATOR)):
         frame, level = frame.f_back, level + 1
     return level
 

@@ -147,8 +147,9 @@ def ids_file(config_path: Path) -> Path:
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 # GPT-2's activation is the tanh approximation of GELU; HF calls it "gelu_new" (GPT2Config's default,
-# and what OpenAI's checkpoints say), "gelu_pytorch_tanh", "gelu_fast" or "gelu_accurate" (the same
-# formula; transformers' gelu_accurate computes bitwise what its gelu_new does). Plain "gelu" (exact
+# and what OpenAI's checkpoints say), "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast" or
+# "gelu_accurate" (the same formula; transformers' gelu_accurate and gelu_python_tanh compute
+# bitwise what its gelu_new does). Plain "gelu" (exact
 # erf) gives different logits, so it is refused.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate")
 # GPT2Config's boolean options that minigpt reads: name -> (transformers' default, which an absent

@@ -5,11 +5,12 @@ token, from minigpt/prefill_decode.py) and, between them, applies minigpt/penalt
 minigpt/sampling.py's stages one at a time instead of fused: `logits → penalties (→ n-gram ban)
 → temperature → top-k → top-p → min-p → typical → epsilon → eta → draw`. After each stage it
 keeps the probabilities, so a table per step can show the top candidates' odds before and after
-every penalty and filter, and which token was drawn. It samples unless the temperature is 0 (then
-the table stops at the penalties, whose argmax greedy takes: a filter there would change nothing,
-and is warned of), where Python's `generate` is greedy unless `do_sample=True`: the same seed draws the same tokens
-as `generate(..., do_sample=True, sampler="torch", seed=S)` (the torch sampler is what `generate`
-uses off CUDA), until the model's own EOS, where it stops (it takes no `eos_token_id`).
+every penalty and filter, and which token was drawn. At temperature 0 it takes the argmax of the
+penalized logits, as greedy decoding does (the table stops there: a filter would change nothing,
+and is warned of); at any other it samples (Python's `generate` samples only with `do_sample=True`):
+the same seed draws the same tokens as `generate(..., do_sample=True, sampler="torch", seed=S)` (the
+torch sampler is what `generate` uses off CUDA), until the model's own EOS, where it stops (it takes
+no `eos_token_id`).
 
 What it does not do: batches, beam search, stop strings, min_new_tokens or the Triton sampler;
 it is one prompt, for reading, and slower than `generate` (every stage is materialized).
@@ -125,11 +126,12 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
             f"{int(torch.isfinite(final).sum())} of {tokens} tokens kept{banned}; drew"
         print(f"\nstep {step}: {kept} {token_label(tokenizer, token)}", file=out)
         widths = [max(COLUMN, len(name) + 2) for name, _ in stages]  # a long name keeps a space before it
-        print(f"  {'token':<{COLUMN}}" + "".join(f"{name:>{w}}" for (name, _), w in zip(stages, widths)), file=out)
+        print(f"  {'token':<{COLUMN - 1}}" + "".join(f"{name:>{w}}" for (name, _), w in zip(stages, widths)), file=out)
         # The candidates: the most likely before any stage, then after the last, then the token drawn.
         # A filter may keep fewer than `top`: topk would fill up with arbitrary tokens of probability 0.
         kept_top = [i for i in torch.topk(probs[-1], top).indices.tolist() if probs[-1][i] > 0]
-        cands = torch.topk(probs[0], top).indices.tolist() + kept_top + [token]
+        raw_top = [i for i in torch.topk(probs[0], top).indices.tolist() if probs[0][i] > 0]  # (no padding id)
+        cands = raw_top + kept_top + [token]
         for cand in dict.fromkeys(cands):
             mark = "→" if cand == token else " "
             # A dropped token (-inf: filtered away) is "-", not a kept one's 0.0000 below 5e-5.
@@ -165,7 +167,7 @@ def check_explain_args(model: torch.nn.Module, steps, top, no_repeat_ngram_size,
     the argument: returns (steps, top, the n-gram size) as ints. `sampling` and `penalties` hold
     the parameters by name, one number each."""
     check_model(model)  # another library's model (transformers') would fail deep inside, on its config
-    for name, value in {**sampling, **penalties}.items():  # a (B,) tensor would fail in the table's f"{temperature:g}"
+    for name, value in {**sampling, **penalties}.items():  # a (B,) tensor: `temperature > 0` would fail
         if isinstance(value, torch.Tensor):
             raise TypeError(f"explain takes one number per parameter (it runs one prompt), got a tensor for {name}")
     steps, top = as_count("steps", steps), as_count("top", top)

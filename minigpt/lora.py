@@ -351,10 +351,11 @@ def peft_targets(model: nn.Module, config: dict) -> list[str]:
     `exclude_modules` names, in the same two forms (it only narrows the targets). As in PEFT, a
     listed target that names no module here is passed over where another names one: a config written
     for several architectures (["c_attn", "q_proj", "v_proj"]) fits GPT-2 by its c_attn. One that
-    names a module that is no Linear (wte, attn) stays, for `find_lora_targets` to refuse by name, as
-    PEFT refuses it. The weights file must hold the A and B of exactly the layers chosen
-    (`load_adapters` checks it)."""
-    targets, excluded = config.get("target_modules") or [], config.get("exclude_modules") or []
+    names a module that is no Linear stays, for `find_lora_targets` to refuse by name: minigpt's LoRA
+    adapts Linear layers alone (PEFT refuses attn too, but adapts the embedding wte). The weights
+    file must hold the A and B of exactly the layers chosen (`load_adapters` checks it)."""
+    targets = given = config.get("target_modules") or []
+    excluded = config.get("exclude_modules") or []
     modules = [name for name, _ in model.named_modules()]
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if isinstance(targets, str):
@@ -368,7 +369,7 @@ def peft_targets(model: nn.Module, config: dict) -> list[str]:
 
     chosen = [name for name in linear if any(target_matches(name, t) for t in found) and not is_excluded(name)]
     if not chosen:
-        raise ValueError(f"exclude_modules {excluded!r} leaves out every layer that target_modules {targets!r} names: "
+        raise ValueError(f"exclude_modules {excluded!r} leaves out every layer that target_modules {given!r} names: "
                          "no layer is left to adapt")
     return chosen
 

@@ -115,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         model_args, state = read_nanogpt(Path(args.ckpt))
         model = to_minigpt(model_args, state)
         # A character model gets no tokenizer: one already in out that has more tokens than the model
-        # (GPT-2's, from a BPE model converted there before, then --overwrite) would stay beside weights
-        # it does not fit, and transformers would load it. One the user gave the model stays.
+        # (GPT-2's, from a BPE model converted there before, then --overwrite), or that cannot be read,
+        # would stay beside weights it does not fit, and transformers would load it. One the user gave
+        # the model, that fits it, stays.
         held = [name for name in TOKENIZER_FILES if (out / name).exists()]
-        if model.config.vocab_size < GPT2_VOCAB and held and (n := tokenizer_size(out)) > model.config.vocab_size:
-            raise ValueError(f"{out} holds a {n}-token tokenizer ({', '.join(held)}) that would stay beside a "
+        size = tokenizer_size(out) if held else 0
+        if model.config.vocab_size < GPT2_VOCAB and held and not 0 < size <= model.config.vocab_size:
+            which = f"a {size}-token tokenizer" if size else "tokenizer files that cannot be read"
+            raise ValueError(f"{out} holds {which} ({', '.join(held)}) that would stay beside a "
                              f"{model.config.vocab_size}-id character-level model it does not fit; remove those "
                              "files from it, or choose another out")
         model.save_pretrained(out)
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert_nanogpt.py: error: {e}", file=sys.stderr)
         return FAILED
     print(f"converted {sum(p.numel() for p in model.parameters()):,} parameters to {out}")
-    if model.config.vocab_size < GPT2_VOCAB and not any((out / name).exists() for name in TOKENIZER_FILES):
+    if model.config.vocab_size < GPT2_VOCAB and not size:
         print(f"convert_nanogpt.py: warning: a {model.config.vocab_size}-id vocabulary is nanoGPT's character-level "
               f"meta.pkl, which is not converted: {out} holds the weights alone, and minigpt generate needs a "
               "tokenizer for them", file=sys.stderr)

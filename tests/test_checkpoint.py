@@ -1785,3 +1785,12 @@ def test_the_meta_device_gives_a_model_of_shapes_only_as_the_classifiers_loader_
         assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
     assert lm.lm_head.weight is lm.transformer.wte.weight and lm.transformer.wte.weight.shape == (50, 16)
     assert cls.score.weight.shape == (3, 16)
+    # A review: a head that is not wte is refused on the meta device too (its values are compared as stored).
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    state = {k: v.clone().contiguous() for k, v in hf.state_dict().items()}
+    state["lm_head.weight"] = state["transformer.wte.weight"] + 1
+    hf.config.save_pretrained(tmp_path / "untied")
+    save_file(state, tmp_path / "untied" / "model.safetensors", metadata={"format": "pt"})
+    for device in (None, "meta"):
+        with pytest.raises(ValueError, match="has an lm_head.weight that differs from wte.weight"):
+            GPT.from_pretrained(tmp_path / "untied", device=device)

@@ -171,6 +171,10 @@ def test_an_out_that_holds_a_checkpoint_is_kept_without_overwrite(tmp_path, caps
     assert convert.main([str(tmp_path / "small.pt"), str(tmp_path / "own")]) == 0
     assert "warning" not in capsys.readouterr().err  # it is not the weights alone
     assert Tokenizer.from_pretrained(tmp_path / "own").vocab_size == 265
+    (tmp_path / "half").mkdir()  # a vocab.json alone (its merges.txt gone): no tokenizer, refused too (a review)
+    (tmp_path / "half" / "vocab.json").write_text("{}")
+    assert convert.main([str(tmp_path / "ckpt.pt"), str(tmp_path / "half")]) == 2
+    assert "holds tokenizer files that cannot be read (vocab.json)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("missing", ["block_size", "vocab_size"])

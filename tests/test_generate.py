@@ -3114,8 +3114,9 @@ def test_explain_greedy_takes_the_first_tied_top_token_as_generate_does():
     greedy = generate(model, torch.tensor([prompt]), max_new_tokens=2, eos_token_id=[])[0, len(prompt):].tolist()
     assert greedy[0] == twin
     printed = io.StringIO()
-    with pytest.warns(UserWarning, match="temperature=0 decodes greedily, taking the most likely token, so top_p=0.1 is ignored"):
+    with pytest.warns(UserWarning, match="temperature=0 decodes greedily, taking the most likely token, so top_p=0.1 is ignored") as w:
         text = explain(model, DigitsTokenizer(), prompt, steps=2, temperature=0, top_p=0.1, out=printed)
+    assert w[0].filename == __file__  # the caller's line, not @torch.no_grad()'s frame in torch (a review)
     assert text == "".join(f"{t:03d}" for t in greedy)
     assert "top-p" not in printed.getvalue()  # a stage greedy never reads is not shown (an audit: it was)
 
@@ -3727,3 +3728,12 @@ def test_explain_labels_byte_tokens_apart_and_counts_only_real_tokens(gpt2_tok):
     assert "of 50257 tokens kept (47 ids of the model's 50304 are no token, never drawn)" in step, step
     assert header.split() == ["token", "raw", "penalties", "temperature", "0.125", "top-k", "0", "top-p", "0.9999999",
                               "min-p", "0.0"], header
+    rows = printed.getvalue().split("\n")[3:8]
+    assert all(len(row) == len(header) for row in rows), [header, *rows]  # each name above its numbers (a review)
+    # More candidates asked for than the tokenizer has: the ids that are no token are not rows (a review: decode failed).
+    tok = Tokenizer.train("First Citizen: before we proceed any further, hear me speak. " * 20, 265, progress=False)
+    small = GPT(GPTConfig(vocab_size=320, n_positions=16, n_embd=16, n_layer=1, n_head=2, eos_token_id=264,
+                          bos_token_id=264)).eval()
+    printed = io.StringIO()
+    explain(small, tok, "Fi", steps=1, seed=0, top=300, top_k=3, out=printed)
+    assert len(printed.getvalue().splitlines()) == 3 + 265  # a blank line, the step, the header, then a row per token

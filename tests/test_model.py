@@ -87,12 +87,13 @@ def test_layer_norm_epsilon_is_the_configs(tmp_path_factory):
 @pytest.mark.parametrize("name", ["gelu_accurate", "gelu_python_tanh"])
 def test_other_names_of_the_tanh_gelu_load_as_it(tmp_path_factory, name):
     """Audits: activation_function "gelu_accurate" (and later "gelu_python_tanh") was refused, though
-    transformers computes it as gelu_new, GPT-2's tanh GELU (checked here to float rounding, in case a
-    version changes that). An untied LM head stays refused (test_checkpoint's test_config_that_is_not_gpt2)."""
+    transformers computes it bitwise as gelu_new, GPT-2's tanh GELU (checked here, in case a version
+    changes that). An untied LM head stays refused (test_checkpoint's test_config_that_is_not_gpt2)."""
     from transformers.activations import ACT2FN
 
-    x = torch.linspace(-30, 30, 200_001, dtype=torch.float64)
-    assert (ACT2FN[name](x) - ACT2FN["gelu_new"](x)).abs().max() < 1e-12
+    x = torch.linspace(-30, 30, 200_001)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert torch.equal(ACT2FN[name](x.to(dtype)), ACT2FN["gelu_new"](x.to(dtype)))
     hf, _, ours = build_pair(tmp_path_factory, name, **SMALL, activation_function=name)
     idx = torch.randint(0, SMALL["vocab_size"], (3, 17), generator=torch.Generator().manual_seed(0))
     assert max_diff(ours(idx)[0], hf(idx).logits) <= TOL_FP32

@@ -51,6 +51,9 @@ fi
 per_test() {  # pytest's flag for a per-test limit, where pytest-timeout is installed (the device image has it)
   python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout $1"
 }
+workers() {  # pytest-xdist's flag for N processes, where it is installed: Triton compiles a kernel on one core
+  python3 -c "import xdist" 2>/dev/null && echo "-n $1 --dist worksteal"
+}
 
 summary=()
 run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the screen
@@ -70,11 +73,13 @@ run() {  # run NAME SECONDS COMMAND...: the output to $out/NAME.log and the scre
 for step in "${steps[@]}"; do
   case $step in
     # The kernel tests first: they check what changed most often. Two runs, each with its own limit,
-    # so a slow first one (every kernel variant compiles on a bare machine: ~3 min) does not take
-    # test_gpu.py's results with it; --timeout names a test that hangs.
-    tests) run kernel-tests 170 python3 -m pytest -q -p no:cacheprovider --durations=10 $(per_test 120) \
+    # so a slow first one does not take test_gpu.py's results with it. Every kernel variant compiles
+    # on a bare machine: ~100 launch shapes, ~7 min of one core here, so 4 processes compile them
+    # side by side. -v names each test as it ends: a step killed at its limit never prints pytest's
+    # summary, and -q's dots would not say which test failed or hung; --timeout names a test that hangs.
+    tests) run kernel-tests 170 python3 -m pytest -v -p no:cacheprovider --durations=10 $(per_test 120) $(workers 4) \
              tests/test_fused_sampling.py -k "not interpreter"
-           run gpu-tests 200 python3 -m pytest -q -p no:cacheprovider --durations=10 $(per_test 150) tests/test_gpu.py ;;
+           run gpu-tests 200 python3 -m pytest -v -p no:cacheprovider --durations=10 $(per_test 150) tests/test_gpu.py ;;
     sampling) run sampling 110 python3 scripts/bench_sampling.py --repeats 5 --calls 20 ;;
     kernels) run kernels 60 python3 scripts/bench_sampling.py --batch 1 8 --kernels --repeats 3 --calls 20 ;;
     splits) run splits 150 python3 scripts/bench_sampling.py --batch 1 4 8 --splits 1 8 16 32 --repeats 3 --calls 20 ;;

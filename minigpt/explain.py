@@ -129,8 +129,9 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         print(f"  {'token':<{COLUMN - 1}}" + "".join(f"{name:>{w}}" for (name, _), w in zip(stages, widths)), file=out)
         # The candidates: the most likely before any stage, then after the last, then the token drawn.
         # A filter may keep fewer than `top`: topk would fill up with arbitrary tokens of probability 0.
-        kept_top = [i for i in torch.topk(probs[-1], top).indices.tolist() if probs[-1][i] > 0]
-        raw_top = [i for i in torch.topk(probs[0], top).indices.tolist() if probs[0][i] > 0]  # (no padding id)
+        kept_top = [i for i in torch.topk(final[0], top).indices.tolist() if final[0, i] > float("-inf")]
+        raw_top = [i for i in torch.topk(stages[0][1][0], top).indices.tolist()  # (no id that is no token)
+                   if stages[0][1][0, i] > float("-inf")]
         cands = raw_top + kept_top + [token]
         for cand in dict.fromkeys(cands):
             mark = "→" if cand == token else " "

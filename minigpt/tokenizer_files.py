@@ -334,7 +334,9 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[list[str]], d
     """vocab (added tokens included), merges and the added tokens (→ whether special) from a `tokenizers` file, if it is
     GPT-2-style BPE and nothing in it changes ids on the way (a normalizer, a template adding tokens, ...)."""
     data = read_json(file, unique_keys=True)  # (a token given twice in model.vocab would lose one)
-    model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
+    model, pre = (data.get("model") or {}, data.get("pre_tokenizer") or {}) if isinstance(data, dict) else (None, None)
+    if not isinstance(model, dict) or not isinstance(pre, dict):
+        raise ValueError(f"{file} is not a `tokenizers` file: it, its model and its pre_tokenizer must be JSON objects")
     # Files of tokenizers < 0.9 (the Hub's own GPT-2 tokenizer.json among them) name no model type;
     # tokenizers reads a model with a vocab dict and a merges list as BPE, and so does this.
     kind = model.get("type") or ("BPE" if isinstance(model.get("vocab"), dict) and isinstance(model.get("merges"), list) else None)

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         # would stay beside weights it does not fit, and transformers would load it. One the user gave
         # the model, that fits it, stays.
         held = [name for name in TOKENIZER_FILES if (out / name).exists()]
-        size = tokenizer_size(out) if held else 0
+        size = tokenizer_size(out) if held and model.config.vocab_size < GPT2_VOCAB else 0  # (a BPE model's: replaced)
         if model.config.vocab_size < GPT2_VOCAB and held and not 0 < size <= model.config.vocab_size:
             which = f"a {size}-token tokenizer" if size else "tokenizer files that cannot be read"
             raise ValueError(f"{out} holds {which} ({', '.join(held)}) that would stay beside a "
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert_nanogpt.py: error: {e}", file=sys.stderr)
         return FAILED
     print(f"converted {sum(p.numel() for p in model.parameters()):,} parameters to {out}")
-    if model.config.vocab_size < GPT2_VOCAB and not size:
+    if model.config.vocab_size < GPT2_VOCAB and not size:  # (size: of a tokenizer that fits, left in OUT)
         print(f"convert_nanogpt.py: warning: a {model.config.vocab_size}-id vocabulary is nanoGPT's character-level "
               f"meta.pkl, which is not converted: {out} holds the weights alone, and minigpt generate needs a "
               "tokenizer for them", file=sys.stderr)

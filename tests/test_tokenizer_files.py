@@ -941,3 +941,13 @@ def test_a_link_planted_at_a_tokenizer_files_temp_is_said_of_the_temp(tmp_path, 
     assert (f"tokenize --train: error: cannot save the tokenizer to --out {out}: vocab.json.tmp: is a symbolic link, "
             "which minigpt does not write through (one planted there could point at any file); remove it\n") in err, err
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("text", ['{"model": 3}', '[1, 2]', '{"model": {"type": "BPE"}, "pre_tokenizer": "ByteLevel"}'])
+def test_a_tokenizer_json_that_is_no_object_where_one_belongs_is_named(tmp_path, text):
+    """A review: a tokenizer.json whose model was no JSON object failed with "'int' object has no
+    attribute 'get'"; it is a ValueError naming the file."""
+    (tmp_path / "tokenizer.json").write_text(text)
+    with pytest.raises(ValueError, match=r"tokenizer.json is not a `tokenizers` file: it, its model and its "
+                                         r"pre_tokenizer must be JSON objects"):
+        Tokenizer.from_pretrained(tmp_path)

@@ -129,10 +129,6 @@ def tpot(times: list[float]) -> float:
     return (times[-1] - times[0]) / (len(times) - 1)
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
 def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kernel: str) -> float:
     """Seconds for one decode step's weight products alone: x (B, C) through every Linear once,
     with `kernel` "F.linear" (PyTorch's default), "minigpt" (minigpt.linear.Linear's forward) or
@@ -167,7 +163,7 @@ def matvec_floor(model: GPT, batch: int, dtype: torch.dtype, repeats: int, kerne
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return median(times)
+    return statistics.median(times)
 
 
 def bandwidth_limit(model: GPT, dtype: torch.dtype) -> float:
@@ -238,7 +234,7 @@ def decode_times(model: GPT, hf: GPT2LMHeadModel, batch: int, new: int, repeats:
     if device.type == "cuda":
         for name, run in [("ours", ours_run), ("theirs", theirs_run)]:
             times[f"{name} busy"].append((gpu_busy(run, new) - gpu_busy(run, 1)) / (new - 1))
-    return tuple(median(t) if t else float("nan") for t in times.values())
+    return tuple(statistics.median(t) if t else float("nan") for t in times.values())
 
 
 def gpu_busy(run, n: int) -> float:
@@ -269,7 +265,7 @@ def ttft_times(model: GPT, hf: GPT2LMHeadModel, length: int, repeats: int) -> tu
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=0)
         sync(device)
         theirs.append(time.perf_counter() - t0)
-    return median(ours), median(theirs)
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def kv_cache_check(model: GPT, batch: int, new: int, dtype: torch.dtype) -> str:
@@ -373,11 +369,11 @@ def memory_rows(args: argparse.Namespace, device: torch.device) -> Iterator[str]
                     runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
                 cache, expected, slots = runs[0]["kv_cache_bytes"], runs[0]["expected_bytes"], runs[0]["slots"]
                 extra = sorted(run["extra_bytes"] for run in runs)
-                held = median([run["held_bytes"] for run in runs])
+                held = statistics.median([run["held_bytes"] for run in runs])
                 yield (f"KV cache, {name}, batch {batch}, {length:,}-token prompt, {slots} slots: {cache / 2**20:.1f} MiB "
                        f"({cache:,} bytes; 2·n_layer·B·T·n_embd·bytes = {expected:,}, "
                        f"{'equal' if cache == expected else 'DIFFERENT'})")
-                yield (f"  prefill's peak beyond the weights and the cache: {median(extra) / 2**20:.0f} MiB "
+                yield (f"  prefill's peak beyond the weights and the cache: {statistics.median(extra) / 2**20:.0f} MiB "
                        f"(range {extra[0] / 2**20:.0f}–{extra[-1] / 2**20:.0f}; {held / 2**20:.0f} MiB held before)")
 
 

@@ -430,6 +430,11 @@ def test_from_tiktoken_recovers_gpt2_merges(tok, tmp_path):
     (tmp_path / "gpt2.tiktoken").write_text("\n".join(lines) + "\n")
     loaded = Tokenizer.from_tiktoken(tmp_path / "gpt2.tiktoken")
     assert loaded.merges == tok.merges and loaded.special_tokens == {EOT: 50256}
+    # special_tokens= (a code audit: no test passed it): ids after the ranks', checked like any vocabulary's.
+    chat = Tokenizer.from_tiktoken(tmp_path / "gpt2.tiktoken", special_tokens={EOT: 50256, "<|im_end|>": 50257})
+    assert len(chat) == 50258 and chat.encode("<|im_end|>", allowed_special="all") == [50257]
+    with pytest.raises(ValueError, match="id 100 is given to both"):
+        Tokenizer.from_tiktoken(tmp_path / "gpt2.tiktoken", special_tokens={EOT: 100})
 
 
 @pytest.mark.parametrize("line", ["To be, or not to be", "!!!! 0", "YQ== zero"])

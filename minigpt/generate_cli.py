@@ -433,6 +433,9 @@ def read_prompt_flags(args: argparse.Namespace) -> tuple[str, list[dict], list[i
         warn_file_prompt(args.prompt)
     if args.stop:
         args.stop = [typed_text("--stop", stop) for stop in args.stop]
+        if "" in args.stop:  # (generate's own error would show the Python list: ['a', ''])
+            raise ValueError(f"--stop '' is empty: a stop string needs at least one character "
+                             f"(--stop number {args.stop.index('') + 1} of {len(args.stop)})")
     try:
         prompt = read_text_or_stdin(args.prompt_file) if args.prompt_file else args.prompt
         outputs = ("texts", "scores") if args.num_beams > 1 else ("texts",)

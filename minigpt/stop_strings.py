@@ -21,6 +21,8 @@ What it does not handle: text that shares a token with the stop string's start i
 """
 from __future__ import annotations
 
+import os
+
 
 def stop_list(stop: str | list[str] | None) -> list[str]:
     """The `stop` argument as a list: one string is one stop string (as in transformers), not the
@@ -90,7 +92,8 @@ class StopStrings:
             return None
         start = min(starts)
         keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
-        while self.end_of(tail[:keep + 1]) <= start:
+        tail_text = None if self.own_bytes is not None else self.tokenizer.decode(tail)
+        while self.end_of(tail[:keep + 1], tail_text) <= start:
             keep += 1
         return len(ids) - len(tail) + keep
 
@@ -104,9 +107,15 @@ class StopStrings:
         whole = text.rstrip("\ufffd")
         return whole.encode("utf-8"), whole != text
 
-    def end_of(self, ids: list[int]) -> float:
-        """Where the bytes of `ids` end in the text: their count, and a half-spelled character at
-        the end counts as begun (half a byte on): it lies before a stop string that starts after
-        its first byte, and belongs to one that starts there."""
-        text, cut = self.whole_bytes(ids)
-        return len(text) + 0.5 * cut
+    def end_of(self, ids: list[int], tail_text: str | None) -> float:
+        """Where the bytes of `ids`, the tail's first tokens, end in the tail's text: their count, and
+        a half-spelled character at the end counts as begun (half a byte on): it lies before a stop
+        string that starts after its first byte, and belongs to one that starts there. Another
+        library's tokenizer gives text (`tail_text`: the whole tail's): the ids' own text counts as
+        far as it agrees with the tail's. A U+FFFD the tail spells as a character is one begun; one
+        of invalid bytes is in both, and counts (rstrip would take it for half a character too)."""
+        if self.own_bytes is not None:
+            return len(self.own_bytes(ids))
+        text = self.tokenizer.decode(ids)
+        agree = len(os.path.commonprefix([text, tail_text]))
+        return len(text[:agree].encode("utf-8")) + 0.5 * (agree < len(text))

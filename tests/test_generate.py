@@ -2189,6 +2189,14 @@ def test_a_stop_string_of_u_fffd_waits_for_a_whole_character_with_a_transformers
     ids = hf.encode("caf") + [hf.convert_tokens_to_ids("Ã"), hf.convert_tokens_to_ids("©")] + hf.encode(" stop")
     stops = StopStrings(hf, [" stop"], batch_size=1)
     assert [stops.add(0, token) for token in ids][-1] == len(ids) - len(hf.encode(" stop"))  # "café" kept
+    # A stream audit: invalid bytes (a U+FFFD that stays) before a stop string begun mid-character were
+    # stripped with the half character's U+FFFD, so the token holding the stop's first bytes was kept too.
+    own = Tokenizer.from_pretrained(GPT2_DIR)
+    byte_id = {raw: i for i in range(256) if len(raw := own.decode_bytes([i])) == 1}  # GPT-2's 256 one-byte tokens
+    ids = [byte_id[b"\xe9"], byte_id[b"\xad"], *hf.encode("\U0001F62F")]  # e9 ad (invalid), then 😯 (f0 9f 98 | af)
+    assert len(ids) == 4 and hf.decode(ids) == "\ufffd\U0001F62F"
+    stops = StopStrings(hf, ["\U0001F62F"], batch_size=1)
+    assert [stops.add(0, token) for token in ids][-1] == 2  # the two invalid bytes, wholly before the stop string
 
 
 TRITON_SNIPPET = """
@@ -3457,6 +3465,9 @@ def test_cli_stop_string_ends_the_printed_text(tiny_checkpoint, capsys):
     assert main(base + ["--stop", stop]) == 0
     cut = capsys.readouterr().out
     assert len(cut) < len(full) and stop not in cut[cut.index("To be") + len("To be"):]
+    # An empty one is named in the flag's words, not as generate's Python list ['a', ''] (a stream audit).
+    assert main(base + ["--stop", stop, "--stop", ""]) == 2
+    assert "--stop '' is empty: a stop string needs at least one character (--stop number 2 of 2)" in capsys.readouterr().err
 
 
 def test_switches_must_be_bools_and_sampling_parameters_no_bools(pair):

@@ -138,7 +138,8 @@ def stream(
     `attention_mask` 0 at the pads; without one, as in transformers, the ids equal to a pad id
     named as one (pad_token_id, or the config's) that is no EOS of the call's are padding (with the
     EOS as pad, GPT-2's default, a pad that is the config's BOS (unlike transformers, which reads
-    that as padding), or no pad named, every id is text: pass the mask). The text functions pass one prompt's all-ones mask themselves.
+    that as padding), or no pad named, every id is text: pass the mask). The text functions pass
+    one prompt's all-ones mask themselves.
 
     Where a row ends: at an EOS (`eos_token_id=None` means the model's, <|endoftext|> for GPT-2;
     `[]` never stops on EOS), or where its text contains a `stop` string (one string or a list or

@@ -402,9 +402,7 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
         if key.endswith(CONV1D_SUFFIXES):
             t = t.t()  # Conv1D (in, out) → Linear (out, in)
         if t.shape != expected[key]:
-            after = " (after transposing it: a Conv1D weight)" if key.endswith(CONV1D_SUFFIXES) else ""
-            raise ValueError(f"tensor {name!r} in {path} has shape {tuple(t.shape)}{after}, but its config.json "
-                             f"expects {tuple(expected[key])}")
+            raise wrong_shape(name, path, t.shape, expected[key])
         if not t.is_floating_point():
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; GPT-2's weights are floating point")
         if key == "transformer.wte.weight":
@@ -435,6 +433,14 @@ def read_weights(path: Path, expected: dict[str, torch.Size], architectures: lis
     elif lm_head is not None and stored_wte and not same_matrix(lm_head, stored_wte[0]):
         raise ValueError(f"{path} has an lm_head.weight that differs from wte.weight; GPT-2 ties them, so minigpt cannot load it")
     return state, left_out
+
+
+def wrong_shape(name: str, path: Path, shape: torch.Size, expected: torch.Size) -> ValueError:
+    """The error for tensor `name` of the checkpoint `path`, whose config.json gives another shape
+    (a Conv1D weight's shape as minigpt holds it: transposed)."""
+    after = " (after transposing it: a Conv1D weight)" if name.endswith(CONV1D_SUFFIXES) else ""
+    return ValueError(f"tensor {name!r} in {path} has shape {tuple(shape)}{after}, but its config.json expects "
+                      f"{tuple(expected)}")
 
 
 def as_held(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device | None, name: str = "a weight") -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from minigpt.checkpoint import (CONV1D_SUFFIXES, IGNORED_SUFFIXES, as_held, check_checkpoint_dir, check_config_fits_weights,
                                 check_layout, is_classifier_checkpoint, one_dtype, read_tensors, resolve_device,
-                                resolve_dtype, stored_shapes, weight_files, write_checkpoint)
+                                resolve_dtype, stored_shapes, weight_files, write_checkpoint, wrong_shape)
 from minigpt.checks import as_count, first_few
 from minigpt.config import GPTConfig, shipped_path
 from minigpt.files import read_json
@@ -275,9 +275,7 @@ class GPTClassifier(nn.Module):
                              f"unexpected {first_few(unexpected, quoted=True)}")
         for key, t in state.items():  # as load_gpt: the first wrong shape by name, not torch's list of them
             if t.shape != shapes[key]:
-                after = " (after transposing it: a Conv1D weight)" if key.endswith(CONV1D_SUFFIXES) else ""
-                raise ValueError(f"tensor {key.removeprefix('gpt.')!r} in {path} has shape {tuple(t.shape)}{after}, but "
-                                 f"its config.json expects {tuple(shapes[key])}")
+                raise wrong_shape(key.removeprefix("gpt."), path, t.shape, shapes[key])
         state = one_dtype(state, "gpt.transformer.wte.weight", path, prefix="gpt.")
         model.load_state_dict(state, strict=False, assign=True)  # (the GPT ties lm_head to the new wte: GPT.tie_weights)
         return model.eval()

@@ -128,11 +128,7 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         widths = [max(COLUMN, len(name) + 2) for name, _ in stages]  # a long name keeps a space before it
         print(f"  {'token':<{COLUMN - 1}}" + "".join(f"{name:>{w}}" for (name, _), w in zip(stages, widths)), file=out)
         # The candidates: the most likely before any stage, then after the last, then the token drawn.
-        # A filter may keep fewer than `top`: topk would fill up with arbitrary tokens of probability 0.
-        kept_top = [i for i in torch.topk(final[0], top).indices.tolist() if final[0, i] > float("-inf")]
-        raw_top = [i for i in torch.topk(stages[0][1][0], top).indices.tolist()  # (no id that is no token)
-                   if stages[0][1][0, i] > float("-inf")]
-        cands = raw_top + kept_top + [token]
+        cands = top_ids(stages[0][1][0], top) + top_ids(final[0], top) + [token]
         for cand in dict.fromkeys(cands):
             mark = "→" if cand == token else " "
             # A dropped token (-inf: filtered away) is "-", not a kept one's 0.0000 below 5e-5.
@@ -147,6 +143,12 @@ def explain(model: torch.nn.Module, tokenizer, prompt: str | list[int], *, steps
         ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], 1)
         logits = state.step(ids[:, -1:])
     return tokenizer.decode(new)
+
+
+def top_ids(logits: torch.Tensor, top: int) -> list[int]:
+    """The ids of the `top` largest logits (V,), less those at -inf: a filter may keep fewer than
+    `top`, and an id that is no token never has a row (topk would fill up with either)."""
+    return [i for i in torch.topk(logits, top).indices.tolist() if logits[i] > float("-inf")]
 
 
 def token_label(tokenizer, token: int) -> str:

@@ -86,26 +86,18 @@ class StopStrings:
         ids = self.ids[row]
         ids.append(token)
         tail = ids[-self.window:]
-        text, _ = self.whole_bytes(tail)
+        # Another library's tokenizer: the tail's text, less a half-spelled character at its end
+        # (its U+FFFD), left out until it is whole. minigpt's gives raw bytes: nothing is left out.
+        tail_text = None if self.own_bytes is not None else self.tokenizer.decode(tail)
+        text = self.own_bytes(tail) if tail_text is None else tail_text.rstrip("\ufffd").encode("utf-8")
         starts = [text.find(s) for s in self.stops if s in text]
         if not starts:
             return None
         start = min(starts)
         keep = 0  # tail tokens whose bytes end at or before the stop string's first byte
-        tail_text = None if self.own_bytes is not None else self.tokenizer.decode(tail)
         while self.end_of(tail[:keep + 1], tail_text) <= start:
             keep += 1
         return len(ids) - len(tail) + keep
-
-    def whole_bytes(self, ids: list[int]) -> tuple[bytes, bool]:
-        """The bytes of `ids`, less a half-spelled character at their end (another library's
-        tokenizer decodes it as U+FFFD; minigpt's gives raw bytes, and nothing is left out), and
-        whether one was left out."""
-        if self.own_bytes is not None:
-            return self.own_bytes(ids), False
-        text = self.tokenizer.decode(ids)
-        whole = text.rstrip("\ufffd")
-        return whole.encode("utf-8"), whole != text
 
     def end_of(self, ids: list[int], tail_text: str | None) -> float:
         """Where the bytes of `ids`, the tail's first tokens, end in the tail's text: their count, and
@@ -113,7 +105,7 @@ class StopStrings:
         string that starts after its first byte, and belongs to one that starts there. Another
         library's tokenizer gives text (`tail_text`: the whole tail's): the ids' own text counts as
         far as it agrees with the tail's. A U+FFFD the tail spells as a character is one begun; one
-        of invalid bytes is in both, and counts (rstrip would take it for half a character too)."""
+        of invalid bytes is in both, and counts (`add`'s rstrip takes it for half a character too)."""
         if self.own_bytes is not None:
             return len(self.own_bytes(ids))
         text = self.tokenizer.decode(ids)

@@ -40,7 +40,7 @@ from minigpt.config import TOKEN_IDS, GPTConfig, gpt2_name, shipped_path
 from minigpt.download import find_gpt2
 from minigpt.files import atomic_path, no_follow
 from minigpt.lora import adapter_base, check_adapter_chain
-from minigpt.tokenizer import Tokenizer, model_tokenizer
+from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer_files import TOKENIZER_FILES
 
 # What a checkpoint directory holds: an export replaces these, so finding one in dst needs --overwrite.
@@ -68,7 +68,7 @@ def resolve_src(src: str) -> tuple[Path, Tokenizer | None]:
         return path, Tokenizer.from_pretrained(path)
     if adapter_base(path) is None or not (gpt2_name(end := chain_end(path)) or has_tokenizer(Path(shipped_path(end)))):
         return path, None  # no tokenizer, nor any along the adapters' bases (a base gone: loading it says so)
-    return path, model_tokenizer(path)  # the base's, read as generate reads it (a broken one is refused)
+    return path, Tokenizer.from_pretrained(end)  # the base's, as generate reads it (a broken one is refused)
 
 
 def chain_end(path: Path) -> str:

@@ -3,6 +3,8 @@ src holds, in whichever of minigpt's formats src holds it (vocab.json + merges.t
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -225,6 +227,12 @@ def test_lora_adapters_alone_export_merged_with_their_bases_tokenizer(tmp_path, 
     ids = torch.tensor([tok.encode(TEXT[:40])])
     with torch.no_grad():
         torch.testing.assert_close(GPT.from_pretrained(tmp_path / "dst")(ids)[0], model.eval()(ids)[0])
+    # Adapters whose base is adapters alone too take the tokenizer of the first base along the chain with one.
+    shutil.copytree(tmp_path / "adapter", tmp_path / "adapter2")
+    config = tmp_path / "adapter2" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(tmp_path / "adapter")}))
+    assert export.main([str(tmp_path / "adapter2"), str(tmp_path / "dst3"), "--dtype", "float32"]) == 0
+    assert Tokenizer.from_pretrained(tmp_path / "dst3").encode(TEXT[:40]) == tok.encode(TEXT[:40])
     (tmp_path / "file").write_text("")
     assert export.main([str(base), str(tmp_path / "file")]) == 2
     assert f"dst {tmp_path / 'file'} is no directory (a file, or a link to none)" in capsys.readouterr().err

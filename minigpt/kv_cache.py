@@ -41,11 +41,15 @@ def cache_length(needed: int, n_positions: int) -> int:
 
     Slots are not positions: left pads take slots but no positions, so a padded batch may need
     more slots than the context has positions (each row's own tokens still fit in the context,
-    which minigpt/generate_args.py checks). Such a batch gets exactly the slots it needs."""
+    which minigpt/generate_args.py checks). Such a batch gets the slots it needs rounded up to a
+    multiple of 64: still a bucket, so batches padded to a fixed width share one compiled step
+    whatever their max_new_tokens (exactly the slots needed compiled a step for each)."""
+    if needed > n_positions:
+        return -(-needed // MIN_BUCKET) * MIN_BUCKET
     length = MIN_BUCKET
     while length < needed:
         length *= 2
-    return max(min(length, n_positions), needed)
+    return min(length, n_positions)
 
 
 class LayerKV:

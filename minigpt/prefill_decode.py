@@ -183,8 +183,9 @@ class DecodeState:
     - `position_ids` (B, 1): each row's next position (a left-padded row is behind its slot);
     - `input_pos` (1,): the next cache slot, one for the whole batch (prompts are left-padded);
     - `slot` (int): `input_pos` as the host knows it, so widths are set without reading the device;
-    - `next_position` (int): the longest row's next position, as the host knows it (tracked only
-      with `slides`, for `full()`).
+    - `next_position` (int): the longest row's next position, as the host knows it, tracked where
+      the slots do not bound it (`tracks_positions`): with `slides`, for `full()`, and in a cache
+      that left pads push past the context, whose bucket has slots past the rows' last position.
 
     `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
 
@@ -205,12 +206,15 @@ class DecodeState:
             slots = min(slots, max(T, n_positions))
         self.model, self.compile, self.slides, self.max_new_tokens = model, compile, slides, max_new_tokens
         self.cache = KVCache.for_model(model, B, cache_length(slots, n_positions))
+        # In a cache of at most n_positions slots no row's position can pass the context (pads take
+        # slots, not positions); in a longer one the rows' positions, not its slots, end the steps.
+        self.tracks_positions = slides or self.cache.max_len > n_positions
         self.step_fn = decode_step_for(model, self.cache, compile)
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.position_ids = torch.empty(B, 1, dtype=torch.long, device=device)  # (B, 1)
         self.input_pos = torch.empty(1, dtype=torch.long, device=device)  # (1,)
-        # The longest row's length, read (one sync) only if the context slides: `full` needs it.
-        self.start(attention_mask, longest=int(attention_mask.sum(-1).max()) if slides else 0)
+        # The longest row's length, read (one sync) only where the positions are tracked.
+        self.start(attention_mask, longest=int(attention_mask.sum(-1).max()) if self.tracks_positions else 0)
 
     def start(self, attention_mask: torch.Tensor, longest: int) -> None:
         """Point the state at prompts (B, T) in slots [0, T), the longest `longest` tokens, before
@@ -236,9 +240,15 @@ class DecodeState:
             raise prefill_too_big(input_ids, self.cache) from err
 
     def full(self) -> bool:
-        """Whether the next token has no room: every slot is written, or a row is at the context's
-        last position. (Only tracked with `slides`; without it the arguments were checked to fit.)"""
-        return self.slides and (self.slot == self.cache.max_len or self.next_position == self.model.config.n_positions)
+        """Whether a sliding decode must slide before its next token (`no_room`). Without `slides`
+        the arguments were checked to fit, and `step` refuses a step past them."""
+        return self.slides and self.no_room()
+
+    def no_room(self) -> bool:
+        """Whether the next token has no room: every slot is written, or the longest row is at the
+        context's last position (where the positions are tracked). Host ints: no sync."""
+        at_context_end = self.tracks_positions and self.next_position == self.model.config.n_positions
+        return self.slot == self.cache.max_len or at_context_end
 
     def slide(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
         """The context is full: start again from the tokens so far, `ids` (B, S) with the newest
@@ -259,8 +269,8 @@ class DecodeState:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Phase 2: one new token per row, (B, 1) or (B,) as `minigpt.sampling.sample` gives them →
         logits (B, V) fp32; then move one slot on. Tokens it refuses (their shape, their dtype)
-        change no state, nor does a step past the cache's last slot (`full_cache_error`)."""
-        if self.slot == self.cache.max_len:  # a host int: no sync, and before the state changes
+        change no state, nor does a step past the cache's last slot or the context (`full_cache_error`)."""
+        if self.no_room():  # before the state changes
             raise self.full_cache_error()
         tokens = self._checked_tokens(tokens)  # before the state changes
         self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
@@ -280,13 +290,18 @@ class DecodeState:
         out of bounds, naming no cause.)"""
         n_positions, max_len = self.model.config.n_positions, self.cache.max_len
         if self.slides:  # (sized by the first prompts and the context, refilled by each slide)
-            return ValueError(f"DecodeState.step: the KV cache is full: its {max_len} slots are all written; full() "
-                              "says so first: call slide() then, as generate(slide=N) does")
+            return ValueError(f"DecodeState.step: no room for the next token (the KV cache's {max_len} slots are all "
+                              "written, or a row is at the context's end); full() says so first: call slide() then, "
+                              "as generate(slide=N) does")
+        if self.slot < max_len:  # a cache that left pads push past the context, with slots left
+            return ValueError(f"DecodeState.step: the longest row is at the model's context end (n_positions="
+                              f"{n_positions}); to go on past it, generate(slide=N) slides the context")
         T = self.mask.size(1)
         sized = (f"sized for the prompts' {T} slots (left pads included) + the max_new_tokens={self.max_new_tokens} "
                  "given to DecodeState, less 1 (the last new token is never fed back)")
         if max_len > tokens_fed(T, self.max_new_tokens):
-            sized += ", rounded up to " + ("the context" if max_len == n_positions else "a power of two")
+            sized += ", rounded up to " + ("the context" if max_len == n_positions else
+                                           "a multiple of 64" if max_len > n_positions else "a power of two")
         # The positions, not the slot count: a left-padded batch has more slots than positions.
         if int(self.position_ids.max()) >= n_positions:  # (one sync, on the way to an error)
             instead = (f"the model's context ends here (n_positions={n_positions}); to go on past it, "

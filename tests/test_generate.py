@@ -1894,6 +1894,24 @@ def test_compiled_decode_step_same_tokens_no_recompiles(pair):
 
 
 @torch.no_grad()
+def test_a_batch_padded_past_the_context_compiles_one_step_for_every_max_new_tokens(pair):
+    """A compile audit: prompts left-padded past the context (padding="max_length" at n_positions, say)
+    had a cache of exactly the slots they need, so each max_new_tokens compiled a new step (15 s each
+    on a CPU, the 64-graph limit at last). Their cache is a bucket now: a multiple of 64 slots."""
+    import torch._dynamo
+
+    model, _ = pair
+    torch._dynamo.reset()
+    ids, mask = left_padded([[PAD] * (model.config.n_positions + 2) + PROMPTS[0], PROMPTS[1]])  # 137 slots wide
+    mask[0, : model.config.n_positions + 2] = 0
+    runs = {10: generate(model, ids, mask, max_new_tokens=10, eos_token_id=[], compile=True)}
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        runs |= {n: generate(model, ids, mask, max_new_tokens=n, eos_token_id=[], compile=True) for n in (11, 20)}
+    for n, compiled in runs.items():
+        assert torch.equal(compiled, generate(model, ids, mask, max_new_tokens=n, eos_token_id=[]))
+
+
+@torch.no_grad()
 def test_compiled_loop_runs_the_penalties_as_one_compiled_function(pair, monkeypatch):
     """compile=True also compiles the penalties (a dozen elementwise ops, eagerly a kernel launch
     each per step): the eager loop's tokens, sampled, with a per-row tensor and numbers among the

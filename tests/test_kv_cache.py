@@ -138,7 +138,9 @@ def test_memory_bytes_formula(dtype):
 def test_cache_length_buckets():
     assert [cache_length(n, 1024) for n in (1, 64, 65, 200, 1000)] == [64, 64, 128, 256, 1024]
     assert cache_length(100, 100) == 100  # capped at the context
-    assert cache_length(101, 100) == 101  # left pads take slots, not positions: exactly what is needed
+    # Left pads take slots, not positions: past the context, a multiple of 64 (a bucket still, as a compiled step
+    # needs; exactly the slots needed compiled a step for each padded width and max_new_tokens).
+    assert [cache_length(n, 100) for n in (101, 128, 129)] == [128, 128, 192]
 
 
 def test_update_stores_autocast_keys_in_the_buffers_dtype():
@@ -443,11 +445,13 @@ def test_a_step_past_the_cache_says_it_is_full_and_changes_nothing(n_positions, 
 
 
 @torch.no_grad()
-def test_a_padded_batch_past_its_cache_is_not_told_the_context_ended():
-    """A review: rows of 60 slots, 10 of them left pads, with max_new_tokens=10 have a cache of 69
-    slots (more than n_positions=64: pads take slots, not positions), full with the rows at
-    position 59; the error said the cache was "rounded up to a power of two, at most the context"
-    and that "the model's context ends here", neither true. The rows' positions now decide."""
+def test_a_padded_batch_past_the_context_steps_until_its_positions_or_slots_end():
+    """Rows of 60 slots, 10 of them left pads, in a model of n_positions=64: pads take slots, not
+    positions, so their cache (a multiple of 64 slots past the context, 128 here) has slots past the
+    rows' last position. A step goes on while the rows have positions left, and past them is refused
+    naming the context's end, not a full cache (a review: the error said "rounded up to a power of
+    two" and "the context ends here" of a cache that was full first). Rows whose pads are inside
+    them fill the slots first: then the cache is full, rounded up to a multiple of 64."""
     from minigpt.prefill_decode import DecodeState
 
     torch.manual_seed(0)
@@ -456,12 +460,24 @@ def test_a_padded_batch_past_its_cache_is_not_told_the_context_ended():
     mask[:, :10] = 0
     state = DecodeState(model, mask, max_new_tokens=10)
     tokens = state.prefill(torch.randint(0, 64, (2, 60))).argmax(-1)
-    for _ in range(9):
+    for _ in range(14):  # positions 50 .. 63
         tokens = state.step(tokens).argmax(-1)
-    assert state.position_ids.flatten().tolist() == [59, 59]
+    assert state.cache.max_len == 128 and state.position_ids.flatten().tolist() == [64, 64]
+    with pytest.raises(ValueError) as caught:
+        state.step(tokens)
+    assert str(caught.value) == ("DecodeState.step: the longest row is at the model's context end (n_positions=64); "
+                                 "to go on past it, generate(slide=N) slides the context")
+    assert state.slot == 74 and state.position_ids.flatten().tolist() == [64, 64]  # the refused step changed nothing
+
+    mask = torch.zeros(2, 100, dtype=torch.long)
+    mask[:, ::10] = 1  # 10 tokens a row, 90 pads among them
+    state = DecodeState(model, mask, max_new_tokens=10)
+    tokens = state.prefill(torch.randint(0, 64, (2, 100))).argmax(-1)
+    for _ in range(28):
+        tokens = state.step(tokens).argmax(-1)
     with pytest.raises(ValueError) as caught:
         state.step(tokens)
     assert str(caught.value) == (
-        "DecodeState.step: the KV cache is full: its 69 slots, sized for the prompts' 60 slots (left pads included) + "
-        "the max_new_tokens=10 given to DecodeState, less 1 (the last new token is never fed back), are all written; "
-        "build the DecodeState with a larger max_new_tokens for more steps")
+        "DecodeState.step: the KV cache is full: its 128 slots, sized for the prompts' 100 slots (left pads included) + "
+        "the max_new_tokens=10 given to DecodeState, less 1 (the last new token is never fed back), rounded up to a "
+        "multiple of 64, are all written; build the DecodeState with a larger max_new_tokens for more steps")

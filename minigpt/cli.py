@@ -248,14 +248,23 @@ def no_cxx_compiler(error: BaseException) -> str | None:
 
     Inductor, torch.compile's code generator, writes a CPU model's kernels in C++ and builds them
     with $CXX, or torch's default (`tried_cxx`). Without one, the first compiled call failed with a
-    100-line traceback ending in an InductorError caused by InvalidCxxCompiler. The cause is found
-    by its class name along the chain of causes: naming the class would import torch._inductor, a
-    private module and a slow import, into every command."""
+    100-line traceback ending in an InductorError caused by InvalidCxxCompiler; with one that runs
+    but cannot build them (most often: Python's headers are not installed, and the kernels' glue
+    includes Python.h), by CppCompileError. The cause is found by its class name along the chain
+    of causes: naming the class would import torch._inductor, a private module and a slow import,
+    into every command."""
     seen = set()
     while error is not None and id(error) not in seen:  # (a chain may loop back on itself)
         if type(error).__name__ == "InvalidCxxCompiler":
             return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried_cxx()} does not run: "
                     "install one (e.g. g++) or point $CXX at it, or drop --compile")
+        if type(error).__name__ == "CppCompileError":
+            output = str(getattr(error, "output", ""))  # the compiler's: its first error, else its last line
+            said = re.search(r"(fatal )?error: .*", output) or re.search(r".*\S.*(?=\s*$)", output)
+            headers = " (Python.h is in Python's headers: e.g. apt install python3-dev)" if "Python.h" in output else ""
+            return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried_cxx()} failed to build "
+                    f"them: {said[0].strip() if said else 'it said nothing'}{headers}; fix its setup or point $CXX at "
+                    "another, or drop --compile")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

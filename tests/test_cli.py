@@ -819,6 +819,31 @@ def test_compile_without_a_cxx_compiler_is_one_line_with_exit_2(command, tmp_pat
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) < 6, r.stderr
 
 
+def test_compile_with_a_cxx_compiler_that_cannot_build_is_one_line_with_exit_2(tmp_path):
+    """A compile audit: a compiler that runs but cannot build the kernels (g++ where Python's headers
+    are not installed, common with a system Python) failed with Inductor's 115-line traceback
+    ending in CppCompileError, exit 1. Now it is minigpt's one line, naming the compiler's error,
+    exit 2 (train's --compile meets the same error through the same `cli.no_cxx_compiler`)."""
+    from minigpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    GPT(GPTConfig(vocab_size=4096, n_positions=64, n_embd=32, n_layer=1, n_head=2, eos_token_id=4095,
+                  bos_token_id=4095)).save_pretrained(tmp_path / "model")
+    cxx = tmp_path / "g++"  # it answers --version as g++ does, and fails every build as g++ without Python.h does
+    cxx.write_text('#!/bin/sh\ncase "$1" in --version) echo "g++ (GCC) 13.2.0";; *) echo "main.cpp:95:10: fatal error: '
+                   'Python.h: No such file or directory" >&2; exit 1;; esac\n')
+    cxx.chmod(0o755)
+    env = {**os.environ, "CXX": str(cxx), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    argv = ["generate", "--model", str(tmp_path / "model"), "--tokenizer", str(ROOT / "checkpoints" / "shakespeare"),
+            "--prompt", "Hi", "--max-new-tokens", "2", "--temperature", "0", "--compile"]
+    r = subprocess.run([sys.executable, "-m", "minigpt", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"python -m minigpt generate: error: --compile needs a working C++ compiler to build its CPU kernels, and $CXX "
+        f"({cxx}) failed to build them: fatal error: Python.h: No such file or directory (Python.h is in Python's "
+        "headers: e.g. apt install python3-dev); fix its setup or point $CXX at another, or drop --compile"), r.stderr
+
+
 def test_no_cxx_compiler_names_the_compiler_torch_tried(monkeypatch):
     """A review: the line for --compile without a C++ compiler said g++ was the default, which it is
     not on macOS (torch's default is clang++ there). It names the compiler Inductor's config names

@@ -259,15 +259,28 @@ def no_cxx_compiler(error: BaseException) -> str | None:
             return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried_cxx()} does not run: "
                     "install one (e.g. g++) or point $CXX at it, or drop --compile")
         if type(error).__name__ == "CppCompileError":
-            output = str(getattr(error, "output", ""))  # the compiler's: its first error, else its last line
-            said = re.search(r"(fatal )?error: .*", output) or re.search(r".*\S.*(?=\s*$)", output)
-            headers = " (Python.h is in Python's headers: e.g. apt install python3-dev)" if "Python.h" in output else ""
+            said = compiler_error(str(getattr(error, "output", "")))
+            missing = re.search(r"Python\.h.*(No such file|not found)", said)
+            headers = " (Python.h is in Python's headers: e.g. apt install python3-dev)" if missing else ""
             return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried_cxx()} failed to build "
-                    f"them: {said[0].strip() if said else 'it said nothing'}{headers}; fix its setup or point $CXX at "
-                    "another, or drop --compile")
+                    f"them: {said}{headers}; fix its setup or point $CXX at another, or drop --compile")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def compiler_error(output: str) -> str:
+    """The line of a C++ compiler's output that says why it failed: its first error, from the word
+    "error" on (the file and line before it name Inductor's temporary file), else its last line.
+    A linker's closing line ("collect2: error: ld returned 1", clang's "linker command failed")
+    says only that it failed: the line before it says what was missing."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if found := re.search(r"\b(fatal )?error\b( C\d+)?:", line):  # (C1083: MSVC's numbered errors)
+            if i and re.search(r"ld returned|linker command failed", line):
+                return lines[i - 1]
+            return line[found.start():]
+    return lines[-1] if lines else "it said nothing"
 
 
 def tried_cxx() -> str:

@@ -581,7 +581,7 @@ def next_logits(state: DecodeState, ids: torch.Tensor, so_far: torch.Tensor, pad
     instead, from position 0, and decoding goes on."""
     if not state.full():
         return state.step(ids[:, None])  # (B, 1)
-    so_far = so_far[:, -state.model.config.n_positions:]  # all that a prefill can read again: a copy below is this wide
+    so_far = so_far[:, -(state.slot + 1):]  # the cache's columns and the newest: all a slide reads (a copy below is this wide)
     if not pad_is_token:  # a finished row's pads, which no one reads, as an id the embedding has
         so_far = so_far.masked_fill(so_far == pad, 0)
     return state.slide(so_far, slide)

@@ -42,8 +42,9 @@ def cache_length(needed: int, n_positions: int) -> int:
     Slots are not positions: left pads take slots but no positions, so a padded batch may need
     more slots than the context has positions (each row's own tokens still fit in the context,
     which minigpt/generate_args.py checks). Such a batch gets the slots it needs rounded up to a
-    multiple of 64: still a bucket, so batches padded to a fixed width share one compiled step
-    whatever their max_new_tokens (exactly the slots needed compiled a step for each)."""
+    multiple of 64: still a bucket, so batches padded to a fixed width share a compiled step while
+    their max_new_tokens stay within the same 64 slots (exactly the slots needed compiled a step
+    for every max_new_tokens)."""
     if needed > n_positions:
         return -(-needed // MIN_BUCKET) * MIN_BUCKET
     length = MIN_BUCKET

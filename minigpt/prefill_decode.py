@@ -190,7 +190,8 @@ class DecodeState:
     `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
 
     With `slides=True` the decode may go on past the context: the cache stops at the context (or
-    the prompts' slots), and when it is `full()`, `slide` starts it again from the last tokens.
+    at the prompts' slots, rounded up to a multiple of 64: `cache_length`), and when it is `full()`,
+    `slide` starts it again from the last tokens.
 
     No API rolls a state back; by hand (outside what minigpt tests), back n tokens: lower `slot`,
     `next_position`, `input_pos` and `position_ids` by n, then set `key_valid[:, slot:]` to False
@@ -241,7 +242,8 @@ class DecodeState:
 
     def full(self) -> bool:
         """Whether a sliding decode must slide before its next token (`no_room`). Without `slides`
-        the arguments were checked to fit, and `step` refuses a step past them."""
+        generate checked its arguments to fit, and `step` refuses a step with no slot or position
+        left (`no_room`) in any loop."""
         return self.slides and self.no_room()
 
     def no_room(self) -> bool:
@@ -252,19 +254,29 @@ class DecodeState:
 
     def slide(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
         """The context is full: start again from the tokens so far, `ids` (B, S) with the newest
-        (not yet fed) last. A full row keeps its last `keep`; a row with room keeps all of its
-        context, so it goes on as it would alone (where it would not yet slide). Their prefill,
-        left-padded, gives the next logits (B, V), as `step` would have.
+        (not yet fed) last, its last columns those of the cache's slots. A full row keeps its last
+        `keep` tokens; a row with room keeps all of its context, so it goes on as it would alone
+        (where it would not yet slide). Their prefill, left-padded, gives the next logits (B, V),
+        as `step` would have.
 
         The model's positions are absolute, so kept tokens cannot keep theirs (past the end): they
         are read again from position 0, which is why this is a new prefill, not a cache shift.
         """
+        if ids.size(-1) < self.slot + 1:
+            raise ValueError(f"DecodeState.slide takes the tokens so far, (B, S) with S at least the {self.slot} the cache "
+                             f"holds and the newest, {self.slot + 1}; got shape {tuple(ids.shape)}")
         context = self.position_ids[:, 0]  # each row's tokens in the cache: the newest one's position
         kept = torch.where(context == self.model.config.n_positions, keep, context + 1)  # (B,)
         width = int(kept.max())  # (one sync per slide)
-        mask = (torch.arange(width, device=ids.device) >= width - kept[:, None]).long()  # (B, width), left pads
-        self.start(mask, longest=width)
-        return self.prefill(ids[:, -width:])
+        # Which of the columns are tokens: the cache's readable slots, and the newest token. A row's
+        # pads may be inside it (a mask with inner zeros), so its last `kept` tokens are found by
+        # counting them from its end, and gathered to its right end, left-padded as a prompt is.
+        real = torch.cat([self.key_valid[:, :self.slot], self.key_valid.new_ones(len(kept), 1)], 1)  # (B, slot + 1)
+        later = real.flip(1).cumsum(1).flip(1)  # (B, slot + 1): the row's tokens at or after each column
+        chosen = real & (later <= kept[:, None])
+        columns = chosen.long().argsort(dim=1, stable=True)[:, -width:]  # (B, width): the chosen last, in order
+        self.start(chosen.gather(1, columns).long(), longest=width)
+        return self.prefill(ids[:, -real.size(1):].gather(1, columns))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Phase 2: one new token per row, (B, 1) or (B,) as `minigpt.sampling.sample` gives them →

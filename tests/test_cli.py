@@ -844,6 +844,35 @@ def test_compile_with_a_cxx_compiler_that_cannot_build_is_one_line_with_exit_2(t
         "headers: e.g. apt install python3-dev); fix its setup or point $CXX at another, or drop --compile"), r.stderr
 
 
+@pytest.mark.parametrize("output, said, headers", [
+    ("/tmp/t/main.cpp:95:10: fatal error: Python.h: No such file or directory\ncompilation terminated.",
+     "fatal error: Python.h: No such file or directory", True),
+    ("/usr/bin/ld: cannot find -lgomp: No such file or directory\ncollect2: error: ld returned 1 exit status",
+     "/usr/bin/ld: cannot find -lgomp: No such file or directory", False),
+    ("ld: library not found for -lomp\nclang: error: linker command failed with exit code 1", "ld: library not found for -lomp", False),
+    ('x.h:1:2: warning: #warning "strerror: old" [-Wcpp]\nIn file included from /usr/include/python3.11/Python.h:12,\n'
+     "main.cpp:3:1: error: 'constexpr' does not name a type", "error: 'constexpr' does not name a type", False),
+    ("main.cpp(95): fatal error C1083: Cannot open include file: 'Python.h': No such file or directory",
+     "fatal error C1083: Cannot open include file: 'Python.h': No such file or directory", True),
+    ("something odd\n  its last words  \n", "its last words", False),
+    ("", "it said nothing", False),
+])
+def test_a_compiler_that_cannot_build_is_named_by_the_line_that_says_why(output, said, headers):
+    """A review: the line for a compiler that fails to build the kernels is its first error, read
+    from the word "error" on, or, where that is a linker's "it failed" (collect2, clang), the line
+    before it; a warning that holds "strerror:" is no error; the python3-dev hint only where
+    Python.h is missing, not where an error comes from a file it includes."""
+    class CppCompileError(RuntimeError):  # found by its class name, as Inductor's is
+        def __init__(self, output: str) -> None:
+            super().__init__("C++ compile error")
+            self.output = output
+
+    line = minigpt_cli.no_cxx_compiler(CppCompileError(output))
+    after = " (Python.h is in Python's headers" if headers else "; fix its setup"
+    assert f"failed to build them: {said}{after}" in line
+    assert ("python3-dev" in line) == headers
+
+
 def test_no_cxx_compiler_names_the_compiler_torch_tried(monkeypatch):
     """A review: the line for --compile without a C++ compiler said g++ was the default, which it is
     not on macOS (torch's default is clang++ there). It names the compiler Inductor's config names

@@ -1536,6 +1536,27 @@ def fake_clock(monkeypatch):
     return advance
 
 
+def test_a_loop_that_looks_every_few_steps_reads_the_clock_only_at_its_phases(pair, monkeypatch):
+    """A GPU's loop looks at the device every SYNC_EVERY steps, and each clock reading waits for the
+    GPU (LoopTimer.now: torch.cuda.synchronize). It reads the clock at the start, the first token
+    and the end alone: reading it around each hand-over too would be a sync per step (a mutation
+    audit: that passed every test, as a CPU's loop waits each step anyway). Simulated on the CPU."""
+    import time
+
+    import minigpt.generation
+    import minigpt.stats
+
+    reads = []
+    monkeypatch.setattr(minigpt.stats, "time", SimpleNamespace(perf_counter=lambda: reads.append(1) or time.perf_counter()))
+    model, _ = pair
+    ids, mask = left_padded(PROMPTS)
+    for sync_every, expected in (({}, 3 + 2 * 16), ({"cpu": 8}, 3)):  # a CPU's: around each of the 16 hand-overs too
+        monkeypatch.setattr(minigpt.generation, "SYNC_EVERY", sync_every)
+        reads.clear()
+        generate(model, ids, mask, max_new_tokens=16, eos_token_id=[], return_stats=True)
+        assert len(reads) == expected, sync_every
+
+
 def test_the_callers_time_between_tokens_is_not_decode_time(pair, fake_clock, monkeypatch):
     """A benchmarking audit: a `stream` consumer that slept 20 ms a token made TPOT 31 ms where
     generate's was 10 ms: the time outside the loop (the consumer's, a streamer's) counted as
@@ -1894,10 +1915,11 @@ def test_compiled_decode_step_same_tokens_no_recompiles(pair):
 
 
 @torch.no_grad()
-def test_a_batch_padded_past_the_context_compiles_one_step_for_every_max_new_tokens(pair):
+def test_a_batch_padded_past_the_context_compiles_one_step_per_64_slots_not_per_max_new_tokens(pair):
     """A compile audit: prompts left-padded past the context (padding="max_length" at n_positions, say)
     had a cache of exactly the slots they need, so each max_new_tokens compiled a new step (15 s each
-    on a CPU, the 64-graph limit at last). Their cache is a bucket now: a multiple of 64 slots."""
+    on a CPU, the 64-graph limit at last). Their cache is a bucket now: a multiple of 64 slots, the
+    137 + 10 - 1 to 137 + 20 - 1 slots here all 192."""
     import torch._dynamo
 
     model, _ = pair
@@ -2036,6 +2058,28 @@ def test_slide_goes_past_the_context_as_a_plain_crop_does(keep):
                                     compile=True), out)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("T", [60, 70])
+def test_a_row_with_pads_inside_it_slides_as_it_would_alone(T):
+    """A review: at a slide, a row with room was prefilled again from its last context + 1 columns
+    as if they were all tokens. With a pad inside the row (a mask with an inner zero, or a pad id
+    inside a prompt whose mask is inferred) the pad was read as a token and the row's first token
+    dropped: from the slide on, its tokens were not its own. Each row's tokens are now counted
+    from its end. Row 1 needs no slide alone; in the batch, row 0 fills the context first. T = 70:
+    the batch's pads also push it past n_positions = 64."""
+    model, hf = sharpened_pair(tiny_config(n_positions=64))
+    g = torch.Generator().manual_seed(1)
+    ids, mask = torch.full((2, T), PAD), torch.zeros(2, T, dtype=torch.long)
+    for row, n in enumerate((60, 30)):
+        ids[row, T - n:], mask[row, T - n:] = torch.randint(2, 300, (n,), generator=g), 1
+    ids[1, T - 20], mask[1, T - 20] = PAD, 0  # a pad inside row 1
+    both = generate(model, ids, mask, max_new_tokens=20, slide=8, eos_token_id=[], pad_token_id=PAD)
+    alone = generate(model, ids[1:], mask[1:], max_new_tokens=20, eos_token_id=[], pad_token_id=PAD)
+    theirs = hf.generate(ids[1:], attention_mask=mask[1:], max_new_tokens=20, do_sample=False, eos_token_id=None,
+                         pad_token_id=PAD)
+    assert both[1, T:].tolist() == alone[0, T:].tolist() == theirs[0, T:].tolist()
+
+
 def test_slide_is_checked_and_the_prompt_must_still_fit():
     model = GPT(tiny_config(n_positions=16)).eval()
     prompt = torch.tensor([[1, 2, 3]])
@@ -2166,7 +2210,7 @@ def test_the_result_is_the_loops_buffer_and_a_slide_copies_at_most_a_context(mon
     prompt and the loop's tokens (a second buffer at the end, after all the work), and every slide
     with a pad that is no token copied the whole sequence so far (a cost growing with it). The
     result is now a view of the buffer (a smaller copy only when rows ended before half of it), and
-    a slide copies at most the n_positions tokens a prefill can read again."""
+    a slide copies at most the cache's columns and the newest token."""
     import minigpt.generation
     from minigpt.prefill_decode import DecodeState
 
@@ -2178,7 +2222,7 @@ def test_the_result_is_the_loops_buffer_and_a_slide_copies_at_most_a_context(mon
     monkeypatch.setattr(DecodeState, "slide", lambda self, ids, keep: widths.append(ids.size(1)) or real_slide(self, ids, keep))
     out = generate(model, prompt, max_new_tokens=40, slide=8, eos_token_id=[], pad_token_id=10**6 % 300)
     assert out.shape == (2, 43) and out.data_ptr() == made[-1][0].data_ptr()  # the buffer itself: no second copy
-    assert widths and max(widths) <= 16
+    assert widths and max(widths) <= 16 + 1  # the cache's slots and the newest token
     for step in (1, 30):  # rows that end early, before and after half of max_new_tokens (a third review: a view
         eos = int(out[0, 3 + step])  # of the buffer, not contiguous, and holding it whole, was returned past half)
         early = generate(model, prompt[:1], max_new_tokens=40, slide=8, eos_token_id=eos)
@@ -3766,3 +3810,20 @@ def test_explain_labels_byte_tokens_apart_and_counts_only_real_tokens(gpt2_tok):
     printed = io.StringIO()
     explain(small, tok, "Fi", steps=1, seed=0, top=300, top_k=3, out=printed)
     assert len(printed.getvalue().splitlines()) == 3 + 265  # a blank line, the step, the header, then a row per token
+    # A mutation audit: the rest pinned. The token that is "�" itself reads so, not as its bytes, and another
+    # library's tokenizer (no decode_bytes) is read by its text; each stage's name keeps its value whole; a kept
+    # token whose probability rounds to 0 reads 0.0000, and '-' is for a dropped one alone.
+    from transformers import GPT2TokenizerFast
+
+    from minigpt.tokenizer import GPT2_DIR
+
+    assert token_label(gpt2_tok, 4210) == "'\ufffd'" == token_label(GPT2TokenizerFast.from_pretrained(GPT2_DIR), 47249)
+    small = GPT(GPTConfig(vocab_size=265, n_positions=16, n_embd=16, n_layer=1, n_head=2, eos_token_id=264,
+                          bos_token_id=264)).eval()
+    printed = io.StringIO()
+    explain(small, tok, "Fi", steps=1, seed=0, temperature=0.9999999, typical_p=0.9999999, top=1, out=printed)
+    assert "temperature 0.9999999" in printed.getvalue() and "typical 0.9999999" in printed.getvalue()
+    printed = io.StringIO()
+    explain(small, tok, "Fi", steps=1, seed=0, temperature=1e-6, top=3, out=printed)
+    step, _, *rows = printed.getvalue().strip("\n").split("\n")
+    assert "265 of 265 tokens kept" in step and rows[1].split()[-4:] == ["0.0000"] * 4, rows

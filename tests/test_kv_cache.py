@@ -481,3 +481,20 @@ def test_a_padded_batch_past_the_context_steps_until_its_positions_or_slots_end(
         "DecodeState.step: the KV cache is full: its 128 slots, sized for the prompts' 100 slots (left pads included) + "
         "the max_new_tokens=10 given to DecodeState, less 1 (the last new token is never fed back), rounded up to a "
         "multiple of 64, are all written; build the DecodeState with a larger max_new_tokens for more steps")
+
+
+def test_a_slide_is_given_the_columns_the_cache_holds():
+    """DecodeState.slide finds each row's tokens in the cache's columns (a row's pads may be inside
+    it), so it takes them all and the newest token; fewer is refused by name, not an index error."""
+    from minigpt.prefill_decode import DecodeState
+
+    model = GPT(GPTConfig(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=4)).eval()
+    state = DecodeState(model, torch.ones(1, 16, dtype=torch.long), max_new_tokens=4, slides=True)
+    ids = torch.randint(0, 64, (1, 17))
+    with torch.no_grad():
+        state.prefill(ids[:, :16])
+        assert state.full()
+        with pytest.raises(ValueError, match=r"DecodeState.slide takes the tokens so far, \(B, S\) with S at least the 16 "
+                                             r"the cache holds and the newest, 17; got shape \(1, 16\)"):
+            state.slide(ids[:, 1:], keep=8)
+        assert state.slide(ids, keep=8).shape == (1, 64) and state.slot == 8

@@ -320,9 +320,10 @@ def _check_inputs(idx: torch.Tensor, attention_mask: torch.Tensor, labels: torch
 
 def read_id2label(config: dict, source: Path) -> dict[int, str] | None:
     """config.json's label names by id; None where it names none: transformers leaves id2label out
-    for the default two labels, and other writers put null there."""
+    for the default two labels, and other writers put null or {} there (transformers reads both as
+    num_labels' default names)."""
     raw = config.get("id2label")
-    if raw is None:
+    if raw is None or raw == {}:
         return None
     try:
         return {int(i): name for i, name in raw.items()}

@@ -291,6 +291,18 @@ def test_mixed_dtypes_load_as_one_and_integer_weights_are_named(tmp_path, hf_dir
         GPT.from_pretrained(edited_copy(hf_dir, tmp_path / "int", int_ln))
 
 
+def test_a_wrong_shape_is_said_transposed_only_of_a_conv1d_weight(tmp_path, hf_dir):
+    """A mutation audit: the shape error's "(after transposing it: a Conv1D weight)" was pinned for
+    no tensor. A LayerNorm's weight is held as stored; c_attn's weight is a Conv1D's, held transposed."""
+    for name, shape, said in (("transformer.h.0.ln_1.weight", (31,), "has shape (31,), but"),
+                              ("transformer.h.0.attn.c_attn.weight", (32, 95), "has shape (95, 32) (after transposing it: "
+                                                                               "a Conv1D weight), but")):
+        folder = edited_copy(hf_dir, tmp_path / name, lambda s: s | {name: torch.zeros(shape)})
+        with pytest.raises(ValueError) as caught:
+            GPT.from_pretrained(folder)
+        assert f"tensor {name!r} in {folder} {said} its config.json expects" in str(caught.value)
+
+
 def test_config_of_another_size_gives_shape_error(tmp_path, hf_dir):
     """Named by the folder: a runner audit's errors said neither which checkpoint's tensor nor
     which config.json ("config.json sets tie_word_embeddings=false")."""

@@ -343,9 +343,10 @@ def test_label_names_and_pad_id_survive_a_save_load_save(tmp_path):
     d = json.loads((tmp_path / "b" / "config.json").read_text())
     assert d["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"} and d["label2id"]["pos"] == 2
     assert d["pad_token_id"] == 5
-    # A loader audit: "id2label": null (no names, as transformers reads it) was an AttributeError.
+    # A loader audit: "id2label": null (no names, as transformers reads it) was an AttributeError; {} was refused
+    # (a mutation audit: transformers reads it as null). Ids that are no numbers are named.
     d.pop("label2id")
-    for value, loads in ((None, True), (["neg", "pos"], False)):
+    for value, loads in ((None, True), ({}, True), (["neg", "pos"], False), ({"x": "neg", "y": "pos"}, False)):
         (tmp_path / "b" / "config.json").write_text(json.dumps({**d, "id2label": value, "num_labels": 3}))
         if loads:
             assert GPTClassifier.from_pretrained(tmp_path / "b").num_labels == 3

@@ -171,6 +171,9 @@ def test_an_out_that_holds_a_checkpoint_is_kept_without_overwrite(tmp_path, caps
     assert convert.main([str(tmp_path / "small.pt"), str(tmp_path / "own")]) == 0
     assert "warning" not in capsys.readouterr().err  # it is not the weights alone
     assert Tokenizer.from_pretrained(tmp_path / "own").vocab_size == 265
+    save_nanogpt_ckpt(tmp_path / "exact.pt", vocab_size=265)  # as many ids as tokens fits too (a mutation audit)
+    assert convert.main([str(tmp_path / "exact.pt"), str(tmp_path / "own"), "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().err and Tokenizer.from_pretrained(tmp_path / "own").vocab_size == 265
     (tmp_path / "half").mkdir()  # a vocab.json alone (its merges.txt gone): no tokenizer, refused too (a review)
     (tmp_path / "half" / "vocab.json").write_text("{}")
     assert convert.main([str(tmp_path / "ckpt.pt"), str(tmp_path / "half")]) == 2

@@ -243,3 +243,22 @@ def test_lora_adapters_alone_export_merged_with_their_bases_tokenizer(tmp_path, 
     (tmp_path / "base" / "vocab.json").unlink()
     assert export.main([str(tmp_path / "adapter"), str(tmp_path / "dst2")]) == 2
     assert "merges.txt" in capsys.readouterr().err and not (tmp_path / "dst2").exists()
+
+
+def test_adapters_on_a_gpt2_size_take_its_tokenizer_and_bases_that_loop_are_refused(tmp_path, monkeypatch):
+    """A mutation audit: resolve_src's walk along the adapters' bases was pinned for folders only.
+    Adapters whose base is a GPT-2 size by name take the shipped tokenizer (the sizes share one),
+    before any weights are read; bases that loop back are refused, not followed for ever."""
+    def adapters(name: str, base: str) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": base,
+                                                                         "target_modules": ["c_attn"], "r": 2}))
+        return tmp_path / name
+
+    monkeypatch.chdir(tmp_path)  # (where no ./gpt2-medium folder stands for the size)
+    _, tokenizer = export.resolve_src(str(adapters("medium", "gpt2-medium")))
+    assert tokenizer is not None and tokenizer.vocab_size == 50257
+    adapters("a", str(tmp_path / "b"))
+    adapters("b", str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="name base models that loop back"):
+        export.resolve_src(str(tmp_path / "a"))

@@ -670,6 +670,49 @@ def test_a_tiny_temperature_is_the_argmax_without_nan(t):
     assert torch.equal(sample(x, temperature=t if isinstance(t, float) else t[:2], seed=0), x.argmax(-1))
 
 
+def test_a_tensor_temperature_leaves_greedy_rows_alone_and_floors_a_tiny_t_as_a_number_does():
+    """A mutation audit: apply_temperature's per-row path was pinned only through filter_logits,
+    which puts greedy rows back afterwards. Its own result: a row of temperature 0 left as it is
+    (its docstring), and a T below fp32's smallest normal taken as MIN_TEMPERATURE, as a number is:
+    logits 1e-39 apart at T = 1e-40 weigh 0.52 / 0.48 either way (unfloored, 0.99995 / 0.00005)."""
+    x = torch.tensor([[2.0, 1.0, 0.5], [2.0, 1.0, 0.5]])
+    scaled = apply_temperature(x, torch.tensor([0.0, 0.5]))
+    assert torch.equal(scaled[0], x[0]) and torch.equal(scaled[1], apply_temperature(x[1:], 0.5)[0])
+    close = torch.tensor([[0.0, -1e-39]])
+    as_number = apply_temperature(close, 1e-40).softmax(-1)
+    assert torch.equal(apply_temperature(close, torch.tensor([1e-40])).softmax(-1), as_number)
+    assert as_number[0, 0].item() == pytest.approx(0.5213, abs=1e-3)
+
+
+@pytest.mark.parametrize("name, value, kept", [("epsilon_cutoff", 0.25, [0, 1]), ("eta_cutoff", 0.5, [0, 1]),
+                                               ("eta_cutoff", 0.1, [0, 1, 2]), ("typical_p", 0.3, [1])])
+def test_each_filter_after_min_p_reaches_the_draw_under_its_own_name(name, value, kept):
+    """A mutation audit: token_picker's draw got epsilon_cutoff's value as eta_cutoff's and the
+    reverse, and every test passed (they checked that a filter changes the draws, not which). The
+    tokens drawn are exactly the ones filter_logits keeps under that name, on the CPU's short-list
+    path and on the whole row (top-k 3 of 3 lists them all)."""
+    logits = torch.tensor([0.5, 0.3, 0.2]).log().expand(3000, 3)
+    assert (filter_logits(logits[:1], **{name: value})[0] > float("-inf")).nonzero().flatten().tolist() == kept
+    for listed in (dict(), dict(top_k=3)):
+        drawn = sample(logits, **{name: value}, **listed, seed=0)
+        assert sorted(set(drawn.tolist())) == kept, listed
+
+
+@pytest.mark.parametrize("filters, listed", [(dict(top_k=50), 50), (dict(top_p=0.5), 1024), (dict(min_p=0.3), None),
+                                             (dict(top_p=0.5, min_p=0.3), 1024), (dict(), 4000)])
+def test_the_cpu_picker_draws_noise_for_its_short_list_only(monkeypatch, filters, listed):
+    """A mutation audit: the CPU's short list (top-k's, top-p's head of TOP_P_HEAD = 1024, or the
+    one min-p makes alone) could be skipped for the whole row, or min-p's list dropped, and every
+    test passed: the distribution is the same. What it saves is noise and a draw over the whole
+    row: one noise value per listed token (None: min-p's few), the whole row's only unfiltered."""
+    shapes = []
+    noise = minigpt.sampling.exponential_noise
+    monkeypatch.setattr(minigpt.sampling, "exponential_noise", lambda shape, *a: shapes.append(tuple(shape)) or noise(shape, *a))
+    logits = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0)) * 3
+    sample(logits, temperature=0.9, **filters, seed=0)
+    assert len(shapes) == 1 and shapes[0][0] == 2 and (shapes[0][1] == listed if listed else shapes[0][1] < 50), shapes
+
+
 def test_a_small_temperature_keeps_bad_rows_bad_and_masked_tokens_masked():
     """A small T divides a row measured from its max, (l - max) / T (it was floored at 1e-6: l / 1e-6).
     The rows `sample` calls bad stay as they were, and bad: NaN, +inf or all -inf give -1 (shifted,

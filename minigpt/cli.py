@@ -261,7 +261,7 @@ def no_cxx_compiler(error: BaseException) -> str | None:
         if type(error).__name__ == "CppCompileError":
             said = compiler_error(str(getattr(error, "output", "")))
             missing = re.search(r"Python\.h.*(No such file|not found)", said)
-            headers = " (Python.h is in Python's headers: e.g. apt install python3-dev)" if missing else ""
+            headers = " (Python.h is in Python's headers: install them, e.g. python3-dev on Debian or Ubuntu)" if missing else ""
             return (f"--compile needs a working C++ compiler to build its CPU kernels, and {tried_cxx()} failed to build "
                     f"them: {said}{headers}; fix its setup or point $CXX at another, or drop --compile")
         seen.add(id(error))
@@ -273,14 +273,23 @@ def compiler_error(output: str) -> str:
     """The line of a C++ compiler's output that says why it failed: its first error, from the word
     "error" on (the file and line before it name Inductor's temporary file), else its last line.
     A linker's closing line ("collect2: error: ld returned 1", clang's "linker command failed")
-    says only that it failed: the line before it says what was missing."""
+    says only that it failed: the line that names what was missing is taken instead."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for i, line in enumerate(lines):
-        if found := re.search(r"\b(fatal )?error\b( C\d+)?:", line):  # (C1083: MSVC's numbered errors)
-            if i and re.search(r"ld returned|linker command failed", line):
-                return lines[i - 1]
+        # (MSVC numbers its errors, C1083 or LNK2019; g++ may fail inside itself: "internal compiler error")
+        if found := re.search(r"\b((fatal|internal compiler) )?error\b( [A-Z]+\d+)?:", line):
+            if re.search(r"ld returned|linker command failed", line):
+                missing = [j for j, seen in enumerate(lines) if re.search(LINKER_MISSING, seen)]
+                if missing:  # (ld64 names the symbols on the lines after "Undefined symbols ...:")
+                    j = missing[0]
+                    return lines[j] + (f" {lines[j + 1]}" if lines[j].endswith(":") and j + 1 < i else "")
+                return lines[i - 1] if i else line
             return line[found.start():]
     return lines[-1] if lines else "it said nothing"
+
+
+# What a linker says it could not find: GNU ld, ld64 (macOS), and their libraries.
+LINKER_MISSING = r"undefined reference|Undefined symbols|cannot find|library not found|unresolved external"
 
 
 def tried_cxx() -> str:

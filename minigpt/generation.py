@@ -415,7 +415,7 @@ def decode_loop(model: torch.nn.Module, args: DecodeArgs, stopper: StopStrings |
             break
         # Decode one token per row; with slide > 0 and a full context, prefill each full row's
         # last `slide` tokens (a row with room: all of its own) again instead.
-        logits = next_logits(state, ids, seq[:, :T + step + 1], pad, pad_is_token, args.slide)
+        logits = next_logits(state, ids, args.slide)
 
     timer.stop()
     raise_if_nonfinite(finite, counts is not None, args.no_repeat_ngram_size)  # in the steps since the host's last look
@@ -573,18 +573,14 @@ def end_rows(finished: torch.Tensor, cuts: dict[int, int], tokens: torch.Tensor,
                 finished[row], cuts[row] = True, keep
 
 
-def next_logits(state: DecodeState, ids: torch.Tensor, so_far: torch.Tensor, pad: int, pad_is_token: bool,
-                slide: int) -> torch.Tensor:
+def next_logits(state: DecodeState, ids: torch.Tensor, slide: int) -> torch.Tensor:
     """Decode: each row's newest token `ids` (B,) goes through the model, one token per row, for the
     next step's logits (B, V). When the context is full (slide > 0), each full row's last `slide`
-    tokens of `so_far` (B, T + steps) (a row with room: all of its own) are prefilled again
-    instead, from position 0, and decoding goes on."""
+    tokens (a row with room: all of its own) are prefilled again instead, from position 0, and
+    decoding goes on."""
     if not state.full():
         return state.step(ids[:, None])  # (B, 1)
-    so_far = so_far[:, -(state.slot + 1):]  # the cache's columns and the newest: all a slide reads (a copy below is this wide)
-    if not pad_is_token:  # a finished row's pads, which no one reads, as an id the embedding has
-        so_far = so_far.masked_fill(so_far == pad, 0)
-    return state.slide(so_far, slide)
+    return state.slide(ids, slide)
 
 
 def trim_output(seq: torch.Tensor, T: int, steps: int, cuts: dict[int, int], pad: int,

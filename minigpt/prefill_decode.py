@@ -185,13 +185,15 @@ class DecodeState:
     - `slot` (int): `input_pos` as the host knows it, so widths are set without reading the device;
     - `next_position` (int): the longest row's next position, as the host knows it, tracked where
       the slots do not bound it (`tracks_positions`): with `slides`, for `full()`, and in a cache
-      that left pads push past the context, whose bucket has slots past the rows' last position.
+      that left pads push past the context, whose bucket has slots past the rows' last position;
+    - `slot_ids` (B, max_len), with `slides` only: the token id each slot was fed, which a slide
+      prefills again.
 
     `prefill(input_ids)` is phase 1; each `step(tokens)` is phase 2 for one token per row.
 
     With `slides=True` the decode may go on past the context: the cache stops at the context (or
     at the prompts' slots, rounded up to a multiple of 64: `cache_length`), and when it is `full()`,
-    `slide` starts it again from the last tokens.
+    `slide(tokens, keep)` starts it again from the last tokens, with the newest instead of a `step`.
 
     No API rolls a state back; by hand (outside what minigpt tests), back n tokens: lower `slot`,
     `next_position`, `input_pos` and `position_ids` by n, then set `key_valid[:, slot:]` to False
@@ -214,6 +216,7 @@ class DecodeState:
         self.key_valid = torch.zeros(B, self.cache.max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.position_ids = torch.empty(B, 1, dtype=torch.long, device=device)  # (B, 1)
         self.input_pos = torch.empty(1, dtype=torch.long, device=device)  # (1,)
+        self.slot_ids = torch.zeros(B, self.cache.max_len, dtype=torch.long, device=device) if slides else None
         # The longest row's length, read (one sync) only where the positions are tracked.
         self.start(attention_mask, longest=int(attention_mask.sum(-1).max()) if self.tracks_positions else 0)
 
@@ -233,6 +236,8 @@ class DecodeState:
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Phase 1: the prompts (B, T) → the last position's logits (B, V) fp32. Out of memory, a
         MemoryError that says what did not fit and what shrinks it, as the KV cache's does."""
+        if self.slot_ids is not None:
+            self.slot_ids[:, :input_ids.size(1)] = input_ids
         try:
             return prefill(self.model, input_ids, self.mask, self.cache)
         except RuntimeError as err:
@@ -252,31 +257,32 @@ class DecodeState:
         at_context_end = self.tracks_positions and self.next_position == self.model.config.n_positions
         return self.slot == self.cache.max_len or at_context_end
 
-    def slide(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
-        """The context is full: start again from the tokens so far, `ids` (B, S) with the newest
-        (not yet fed) last, its last columns those of the cache's slots. A full row keeps its last
-        `keep` tokens; a row with room keeps all of its context, so it goes on as it would alone
-        (where it would not yet slide). Their prefill, left-padded, gives the next logits (B, V),
-        as `step` would have.
+    def slide(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
+        """The context is full: start again from the tokens in the cache and the newest, `tokens`
+        (one per row, not yet fed: what `step` would have taken). A full row keeps its last `keep`
+        tokens; a row with room keeps all of its context, so it goes on as it would alone (where it
+        would not yet slide). Their prefill, left-padded, gives the next logits (B, V), as `step`
+        would have.
 
         The model's positions are absolute, so kept tokens cannot keep theirs (past the end): they
         are read again from position 0, which is why this is a new prefill, not a cache shift.
         """
-        if ids.size(-1) < self.slot + 1:
-            raise ValueError(f"DecodeState.slide takes the tokens so far, (B, S) with S at least the {self.slot} the cache "
-                             f"holds and the newest, {self.slot + 1}; got shape {tuple(ids.shape)}")
+        if self.slot_ids is None:
+            raise ValueError("DecodeState.slide needs a state made with slides=True (which keeps the ids of its slots)")
+        tokens = self._checked_tokens(tokens, "slide").long()  # (B, 1)
         context = self.position_ids[:, 0]  # each row's tokens in the cache: the newest one's position
         kept = torch.where(context == self.model.config.n_positions, keep, context + 1)  # (B,)
         width = int(kept.max())  # (one sync per slide)
-        # Which of the columns are tokens: the cache's readable slots, and the newest token. A row's
-        # pads may be inside it (a mask with inner zeros), so its last `kept` tokens are found by
-        # counting them from its end, and gathered to its right end, left-padded as a prompt is.
-        real = torch.cat([self.key_valid[:, :self.slot], self.key_valid.new_ones(len(kept), 1)], 1)  # (B, slot + 1)
-        later = real.flip(1).cumsum(1).flip(1)  # (B, slot + 1): the row's tokens at or after each column
+        # The slots' ids and the newest, and which are tokens. A row's pads may be inside it (a mask
+        # with inner zeros), so its last `kept` tokens are found by counting them from its end, then
+        # gathered to its right end, left-padded as a prompt is.
+        ids = torch.cat([self.slot_ids[:, :self.slot], tokens], 1)  # (B, slot + 1)
+        real = torch.cat([self.key_valid[:, :self.slot], torch.ones_like(tokens, dtype=torch.bool)], 1)
+        later = real.flip(1).cumsum(1).flip(1)  # the row's tokens at or after each column
         chosen = real & (later <= kept[:, None])
         columns = chosen.long().argsort(dim=1, stable=True)[:, -width:]  # (B, width): the chosen last, in order
         self.start(chosen.gather(1, columns).long(), longest=width)
-        return self.prefill(ids[:, -real.size(1):].gather(1, columns))
+        return self.prefill(ids.gather(1, columns))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Phase 2: one new token per row, (B, 1) or (B,) as `minigpt.sampling.sample` gives them →
@@ -286,6 +292,8 @@ class DecodeState:
             raise self.full_cache_error()
         tokens = self._checked_tokens(tokens)  # before the state changes
         self.key_valid[:, self.slot] = True  # the new token's slot becomes readable
+        if self.slot_ids is not None:
+            self.slot_ids[:, self.slot] = tokens[:, 0]
         width = self.cache.max_len if self.compile else self.slot + 1  # compiled: fixed width, one graph for all steps
         logits = self.step_fn(self.model, tokens, self.cache, self.input_pos, self.position_ids,
                               self.key_valid[:, :width])
@@ -323,14 +331,15 @@ class DecodeState:
         return ValueError(f"DecodeState.step: the KV cache is full: its {max_len} slots, {sized}, are all written; "
                           f"{instead}")
 
-    def _checked_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """`step`'s tokens as (B, 1) integer ids. One token per row, so a (B,) vector is unambiguous
-        here; checked before the model, whose own check would read (B,) as one row of B tokens."""
+    def _checked_tokens(self, tokens: torch.Tensor, method: str = "step") -> torch.Tensor:
+        """`step`'s (or `slide`'s) tokens as (B, 1) integer ids. One token per row, so a (B,) vector
+        is unambiguous here; checked before the model, whose own check would read (B,) as one row
+        of B tokens."""
         B = self.key_valid.size(0)
         if not isinstance(tokens, torch.Tensor) or tokens.shape not in ((B,), (B, 1)):
             got = f"shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise ValueError(f"DecodeState.step takes one token per row of its {B}: ids of shape ({B},), as sample() "
-                             f"gives them, or ({B}, 1); got {got}")
+            raise ValueError(f"DecodeState.{method} takes one token per row of its {B}: ids of shape ({B},), as "
+                             f"sample() gives them, or ({B}, 1); got {got}")
         if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-            raise TypeError(f"DecodeState.step takes integer token ids, got {tokens.dtype}")
+            raise TypeError(f"DecodeState.{method} takes integer token ids, got {tokens.dtype}")
         return tokens.view(B, 1)

@@ -841,7 +841,8 @@ def test_compile_with_a_cxx_compiler_that_cannot_build_is_one_line_with_exit_2(t
     assert r.returncode == 2 and r.stderr.strip() == (
         f"python -m minigpt generate: error: --compile needs a working C++ compiler to build its CPU kernels, and $CXX "
         f"({cxx}) failed to build them: fatal error: Python.h: No such file or directory (Python.h is in Python's "
-        "headers: e.g. apt install python3-dev); fix its setup or point $CXX at another, or drop --compile"), r.stderr
+        "headers: install them, e.g. python3-dev on Debian or Ubuntu); fix its setup or point $CXX at another, or drop "
+        "--compile"), r.stderr
 
 
 @pytest.mark.parametrize("output, said, headers", [
@@ -854,6 +855,14 @@ def test_compile_with_a_cxx_compiler_that_cannot_build_is_one_line_with_exit_2(t
      "main.cpp:3:1: error: 'constexpr' does not name a type", "error: 'constexpr' does not name a type", False),
     ("main.cpp(95): fatal error C1083: Cannot open include file: 'Python.h': No such file or directory",
      "fatal error C1083: Cannot open include file: 'Python.h': No such file or directory", True),
+    ("cab.obj : error LNK2019: unresolved external symbol __imp_PyModule_Create2 referenced in function x\n"
+     "cab.pyd : fatal error LNK1120: 1 unresolved externals", "error LNK2019: unresolved external symbol "
+     "__imp_PyModule_Create2 referenced in function x", False),
+    ('Undefined symbols for architecture arm64:\n  "_omp_get_max_threads", referenced from:\n      _kernel in main.o\n'
+     "ld: symbol(s) not found for architecture arm64\nclang: error: linker command failed with exit code 1",
+     'Undefined symbols for architecture arm64: "_omp_get_max_threads", referenced from:', False),
+    ("g++: internal compiler error: Killed signal terminated program cc1plus",
+     "internal compiler error: Killed signal terminated program cc1plus", False),
     ("something odd\n  its last words  \n", "its last words", False),
     ("", "it said nothing", False),
 ])

@@ -2080,6 +2080,27 @@ def test_a_row_with_pads_inside_it_slides_as_it_would_alone(T):
     assert both[1, T:].tolist() == alone[0, T:].tolist() == theirs[0, T:].tolist()
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("keep", [20, 28, 32])
+def test_a_row_with_a_pad_inside_it_keeps_its_own_tokens_slide_after_slide(keep):
+    """A second review: the first mend counted a row's tokens in the sequence's columns, which a
+    slide's packed prefill no longer lines up with the cache's slots: from the second slide on, the
+    pad was read again and the first token lost. A slide now reads the ids the cache's slots were
+    fed (DecodeState.slot_ids). A row whose pad is inside it slides as the same row without it, as
+    `sliding_reference` (no cache) reads it, alone and beside a row that slides more often."""
+    model = GPT(tiny_config(n_positions=32)).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 300, (2, 30), generator=g)
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, :18] = 0  # row 1: 12 columns, ...
+    ids[1, 27], mask[1, 27] = PAD, 0  # ... a pad inside them
+    for rows in ([0, 1], [1]):  # beside row 0 (30 tokens: its slides come first), and alone
+        out = generate(model, ids[rows], mask[rows], max_new_tokens=14, slide=keep, eos_token_id=[], pad_token_id=PAD)
+        for i, row in enumerate(rows):
+            real = ids[row][mask[row].bool()].tolist()
+            assert out[i, 30:].tolist() == sliding_reference(model, real, 14, keep, eos=-1)[len(real):], (rows, row)
+
+
 def test_slide_is_checked_and_the_prompt_must_still_fit():
     model = GPT(tiny_config(n_positions=16)).eval()
     prompt = torch.tensor([[1, 2, 3]])
@@ -2205,24 +2226,20 @@ def test_a_prefill_out_of_memory_says_what_did_not_fit_and_what_shrinks_it(tiny_
     assert err.count("\n") == 1 and "error: the prefill does not fit: 3 rows × " in err and "Traceback" not in err
 
 
-def test_the_result_is_the_loops_buffer_and_a_slide_copies_at_most_a_context(monkeypatch):
+def test_the_result_is_the_loops_buffer(monkeypatch):
     """A review: the MemoryError checked the ids' buffer once, but the result was a torch.cat of the
-    prompt and the loop's tokens (a second buffer at the end, after all the work), and every slide
-    with a pad that is no token copied the whole sequence so far (a cost growing with it). The
-    result is now a view of the buffer (a smaller copy only when rows ended before half of it), and
-    a slide copies at most the cache's columns and the newest token."""
+    prompt and the loop's tokens (a second buffer at the end, after all the work). The result is
+    now a view of the buffer (a smaller copy only when rows ended before half of it). (A slide reads
+    the ids of the cache's slots, which the state keeps: no copy of the sequence so far.)"""
     import minigpt.generation
-    from minigpt.prefill_decode import DecodeState
 
     model = GPT(tiny_config(n_positions=16)).eval()
     prompt = torch.tensor([[1, 2, 3]] * 2)
-    made, widths = [], []
-    real_buffers, real_slide = minigpt.generation.sequence_buffers, DecodeState.slide
+    made = []
+    real_buffers = minigpt.generation.sequence_buffers
     monkeypatch.setattr(minigpt.generation, "sequence_buffers", lambda *a: made.append(real_buffers(*a)) or made[-1])
-    monkeypatch.setattr(DecodeState, "slide", lambda self, ids, keep: widths.append(ids.size(1)) or real_slide(self, ids, keep))
     out = generate(model, prompt, max_new_tokens=40, slide=8, eos_token_id=[], pad_token_id=10**6 % 300)
     assert out.shape == (2, 43) and out.data_ptr() == made[-1][0].data_ptr()  # the buffer itself: no second copy
-    assert widths and max(widths) <= 16 + 1  # the cache's slots and the newest token
     for step in (1, 30):  # rows that end early, before and after half of max_new_tokens (a third review: a view
         eos = int(out[0, 3 + step])  # of the buffer, not contiguous, and holding it whole, was returned past half)
         early = generate(model, prompt[:1], max_new_tokens=40, slide=8, eos_token_id=eos)

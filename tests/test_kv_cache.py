@@ -483,18 +483,23 @@ def test_a_padded_batch_past_the_context_steps_until_its_positions_or_slots_end(
         "multiple of 64, are all written; build the DecodeState with a larger max_new_tokens for more steps")
 
 
-def test_a_slide_is_given_the_columns_the_cache_holds():
-    """DecodeState.slide finds each row's tokens in the cache's columns (a row's pads may be inside
-    it), so it takes them all and the newest token; fewer is refused by name, not an index error."""
+def test_a_slide_takes_the_newest_token_of_each_row_of_a_sliding_state():
+    """DecodeState.slide prefills again the ids its slots were fed (slot_ids, kept with slides=True)
+    and the newest token, which it takes as step does, one per row; a state made without slides
+    keeps no ids, and is told so."""
     from minigpt.prefill_decode import DecodeState
 
     model = GPT(GPTConfig(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=4)).eval()
-    state = DecodeState(model, torch.ones(1, 16, dtype=torch.long), max_new_tokens=4, slides=True)
     ids = torch.randint(0, 64, (1, 17))
     with torch.no_grad():
+        state = DecodeState(model, torch.ones(1, 16, dtype=torch.long), max_new_tokens=4, slides=True)
         state.prefill(ids[:, :16])
-        assert state.full()
-        with pytest.raises(ValueError, match=r"DecodeState.slide takes the tokens so far, \(B, S\) with S at least the 16 "
-                                             r"the cache holds and the newest, 17; got shape \(1, 16\)"):
-            state.slide(ids[:, 1:], keep=8)
-        assert state.slide(ids, keep=8).shape == (1, 64) and state.slot == 8
+        assert state.full() and torch.equal(state.slot_ids, ids[:, :16])
+        with pytest.raises(ValueError, match=r"DecodeState.slide takes one token per row of its 1: ids of shape \(1,\)"):
+            state.slide(ids, keep=8)
+        logits = state.slide(ids[:, -1], keep=8)
+        assert state.slot == 8 and torch.equal(state.slot_ids[:, :8], ids[:, -8:])
+        torch.testing.assert_close(logits, model(ids[:, -8:])[0][:, -1])  # the last 8, from position 0
+        plain = DecodeState(model, torch.ones(1, 16, dtype=torch.long), max_new_tokens=1)
+        with pytest.raises(ValueError, match=r"DecodeState.slide needs a state made with slides=True"):
+            plain.slide(ids[:, -1], keep=8)

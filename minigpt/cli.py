@@ -273,7 +273,8 @@ def compiler_error(output: str) -> str:
     """The line of a C++ compiler's output that says why it failed: its first error, from the word
     "error" on (the file and line before it name Inductor's temporary file), else its last line.
     A linker's closing line ("collect2: error: ld returned 1", clang's "linker command failed")
-    says only that it failed: the line that names what was missing is taken instead."""
+    says only that it failed: the line that names what was missing is taken instead, else the
+    line before it."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for i, line in enumerate(lines):
         # (MSVC numbers its errors, C1083 or LNK2019; g++ may fail inside itself: "internal compiler error")

@@ -270,6 +270,9 @@ class DecodeState:
         if self.slot_ids is None:
             raise ValueError("DecodeState.slide needs a state made with slides=True (which keeps the ids of its slots)")
         tokens = self._checked_tokens(tokens, "slide").long()  # (B, 1)
+        if not (isinstance(keep, int) and 1 <= keep <= self.model.config.n_positions):
+            raise ValueError(f"DecodeState.slide keeps 1 to n_positions={self.model.config.n_positions} tokens of a full "
+                             f"row, got keep={keep!r}")
         context = self.position_ids[:, 0]  # each row's tokens in the cache: the newest one's position
         kept = torch.where(context == self.model.config.n_positions, keep, context + 1)  # (B,)
         width = int(kept.max())  # (one sync per slide)

@@ -485,8 +485,8 @@ def test_a_padded_batch_past_the_context_steps_until_its_positions_or_slots_end(
 
 def test_a_slide_takes_the_newest_token_of_each_row_of_a_sliding_state():
     """DecodeState.slide prefills again the ids its slots were fed (slot_ids, kept with slides=True)
-    and the newest token, which it takes as step does, one per row; a state made without slides
-    keeps no ids, and is told so."""
+    and the newest token, which it takes as step does, one per row; a keep outside 1..n_positions
+    and a state made without slides (it keeps no ids) are told so."""
     from minigpt.prefill_decode import DecodeState
 
     model = GPT(GPTConfig(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=4)).eval()
@@ -500,6 +500,10 @@ def test_a_slide_takes_the_newest_token_of_each_row_of_a_sliding_state():
         logits = state.slide(ids[:, -1], keep=8)
         assert state.slot == 8 and torch.equal(state.slot_ids[:, :8], ids[:, -8:])
         torch.testing.assert_close(logits, model(ids[:, -8:])[0][:, -1])  # the last 8, from position 0
+        for keep in (-1, 0, 17, 2.0):  # (-1 chose no token: an all-pad prefill, without a word)
+            with pytest.raises(ValueError, match=rf"DecodeState.slide keeps 1 to n_positions=16 tokens of a full row, "
+                                                 rf"got keep={keep}"):
+                state.slide(ids[:, -1], keep=keep)
         plain = DecodeState(model, torch.ones(1, 16, dtype=torch.long), max_new_tokens=1)
         with pytest.raises(ValueError, match=r"DecodeState.slide needs a state made with slides=True"):
             plain.slide(ids[:, -1], keep=8)
